@@ -1,0 +1,47 @@
+// LlamaConfig: the structural properties of a Llama-family model, read from HF config.json or GGUF metadata.
+
+export type RopeScaling =
+  | { readonly type: 'llama3'; readonly factor: number; readonly lowFreqFactor: number; readonly highFreqFactor: number; readonly originalMaxPositionEmbeddings: number }
+  | { readonly type: 'linear'; readonly factor: number };
+
+export interface LlamaConfig {
+  readonly vocabSize: number; // V
+  readonly hiddenSize: number; // D
+  readonly intermediateSize: number; // F
+  readonly numLayers: number;
+  readonly numHeads: number; // H
+  readonly numKvHeads: number; // K
+  readonly headDim: number; // E (may differ from D / H)
+  readonly rmsNormEps: number;
+  readonly ropeTheta: number;
+  readonly ropeScaling: RopeScaling | null;
+  readonly maxPositionEmbeddings: number;
+  readonly tieWordEmbeddings: boolean;
+  readonly bosTokenId: number | null;
+  readonly eosTokenIds: readonly number[];
+}
+
+/** Base inverse frequencies (E/2), with Llama 3.1 `llama3` or linear scaling applied (HF semantics). */
+export function ropeInvFreq(cfg: Pick<LlamaConfig, 'headDim' | 'ropeTheta' | 'ropeScaling'>): Float32Array {
+  const E = cfg.headDim;
+  const inv = new Float32Array(E / 2);
+  for (let i = 0; i < E / 2; i++) inv[i] = 1 / Math.pow(cfg.ropeTheta, (2 * i) / E);
+  const s = cfg.ropeScaling;
+  if (s?.type === 'linear') {
+    for (let i = 0; i < inv.length; i++) inv[i] = inv[i]! / s.factor;
+  } else if (s?.type === 'llama3') {
+    // transformers modeling_rope_utils._compute_llama3_parameters
+    const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
+    const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+    for (let i = 0; i < inv.length; i++) {
+      const f = inv[i]!;
+      const wavelen = (2 * Math.PI) / f;
+      if (wavelen > lowWavelen) inv[i] = f / s.factor;
+      else if (wavelen >= highWavelen) {
+        const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+        inv[i] = (1 - smooth) * (f / s.factor) + smooth * f;
+      }
+    }
+  }
+  return inv;
+}

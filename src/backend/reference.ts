@@ -1,0 +1,222 @@
+// Reference backend: every Backend kernel in plain TypeScript, the oracle the native kernels are tested against.
+//
+// Dimension letters: M rows, C input features, N output features, T tokens, H heads, K kv heads, E head dim,
+// V vocab, S sequences, L block size. Clarity over speed; f64 accumulators wherever they cost nothing.
+
+import { bf16ToF32Bits, bitsToF32, dequantizeRow, f32BitsToBf16, f32ToBits } from '../tensor/codecs.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { AttentionBatch, AttentionShape, Backend, KvLayer } from './backend.js';
+
+function fail(op: string, msg: string): never {
+  throw new Error(`reference.${op}: ${msg}`);
+}
+
+function checkLen(op: string, what: string, got: number, want: number): void {
+  if (got !== want) fail(op, `${what} has ${got} values, expected ${want}`);
+}
+
+/** Bytes per element of a KV cache dtype. */
+function kvElemBytes(layer: KvLayer): number {
+  switch (layer.dtype) {
+    case 'f32': return 4;
+    case 'bf16': return 2;
+  }
+}
+
+/** Cache element at element index `i` of k or v (both (numBlocks, L, K, E)). */
+function kvRead(layer: KvLayer, buf: Uint8Array, i: number): number {
+  if (layer.dtype === 'f32') {
+    const o = i * 4;
+    return bitsToF32((buf[o]! | (buf[o + 1]! << 8) | (buf[o + 2]! << 16) | (buf[o + 3]! << 24)) >>> 0);
+  }
+  const o = i * 2;
+  return bitsToF32(bf16ToF32Bits(buf[o]! | (buf[o + 1]! << 8)));
+}
+
+function kvStore(layer: KvLayer, buf: Uint8Array, i: number, x: number): void {
+  const u = f32ToBits(x);
+  if (layer.dtype === 'f32') {
+    const o = i * 4;
+    buf[o] = u & 0xff; buf[o + 1] = (u >>> 8) & 0xff; buf[o + 2] = (u >>> 16) & 0xff; buf[o + 3] = u >>> 24;
+    return;
+  }
+  const h = f32BitsToBf16(u); // RNE
+  const o = i * 2;
+  buf[o] = h & 0xff; buf[o + 1] = h >>> 8;
+}
+
+export const referenceBackend: Backend = {
+  name: 'reference',
+
+  matmul(y: Float32Array, x: Float32Array, w: Tensor, M: number): void {
+    const N = w.rows;
+    const C = w.cols;
+    checkLen('matmul', `x (M=${M}, C=${C})`, x.length, M * C);
+    checkLen('matmul', `y (M=${M}, N=${N})`, y.length, M * N);
+    const row = new Float32Array(C); // one dequantized weight row at a time
+    for (let n = 0; n < N; n++) {
+      dequantizeRow(w, n, row);
+      for (let m = 0; m < M; m++) {
+        let acc = 0;
+        for (let c = 0; c < C; c++) acc += x[m * C + c]! * row[c]!;
+        y[m * N + n] = acc;
+      }
+    }
+  },
+
+  rmsnorm(y: Float32Array, x: Float32Array, g: Float32Array, M: number, eps: number): void {
+    const D = g.length;
+    checkLen('rmsnorm', `x (M=${M}, D=${D})`, x.length, M * D);
+    checkLen('rmsnorm', `y (M=${M}, D=${D})`, y.length, M * D);
+    for (let m = 0; m < M; m++) {
+      let ss = 0;
+      for (let d = 0; d < D; d++) ss += x[m * D + d]! * x[m * D + d]!;
+      const inv = 1 / Math.sqrt(ss / D + eps);
+      for (let d = 0; d < D; d++) y[m * D + d] = x[m * D + d]! * inv * g[d]!;
+    }
+  },
+
+  rope(x: Float32Array, positions: Int32Array, nHeads: number, headDim: number, invFreq: Float32Array): void {
+    const T = positions.length;
+    const half = headDim / 2;
+    checkLen('rope', `x (T=${T}, heads=${nHeads}, E=${headDim})`, x.length, T * nHeads * headDim);
+    checkLen('rope', 'invFreq (E/2)', invFreq.length, half);
+    for (let t = 0; t < T; t++) {
+      for (let i = 0; i < half; i++) {
+        // HF: freqs = (inv_freq.float() @ position_ids.float()) in f32, then cos/sin of that f32 angle.
+        const angle = Math.fround(Math.fround(positions[t]!) * invFreq[i]!);
+        const cos = Math.cos(angle);
+        const sin = Math.sin(angle);
+        for (let h = 0; h < nHeads; h++) {
+          const o = (t * nHeads + h) * headDim;
+          const a = x[o + i]!;
+          const b = x[o + i + half]!;
+          x[o + i] = a * cos - b * sin;
+          x[o + i + half] = b * cos + a * sin;
+        }
+      }
+    }
+  },
+
+  swiglu(out: Float32Array, gate: Float32Array, up: Float32Array): void {
+    checkLen('swiglu', 'up', up.length, gate.length);
+    checkLen('swiglu', 'out', out.length, gate.length);
+    for (let i = 0; i < gate.length; i++) {
+      const g = gate[i]!;
+      out[i] = (g / (1 + Math.exp(-g))) * up[i]!;
+    }
+  },
+
+  embedding(out: Float32Array, table: Tensor, ids: Int32Array): void {
+    const V = table.rows;
+    const D = table.cols;
+    checkLen('embedding', `out (T=${ids.length}, D=${D})`, out.length, ids.length * D);
+    for (let t = 0; t < ids.length; t++) {
+      const id = ids[t]!;
+      if (id < 0 || id >= V) fail('embedding', `token id ${id} at position ${t} is outside [0, ${V})`);
+      dequantizeRow(table, id, out.subarray(t * D, (t + 1) * D));
+    }
+  },
+
+  add(y: Float32Array, x: Float32Array): void {
+    checkLen('add', 'x', x.length, y.length);
+    for (let i = 0; i < y.length; i++) y[i] = y[i]! + x[i]!;
+  },
+
+  kvWrite(layer: KvLayer, k: Float32Array, v: Float32Array, slots: Int32Array): void {
+    const KE = layer.numKvHeads * layer.headDim;
+    const T = slots.length;
+    const numSlots = layer.numBlocks * layer.blockSize;
+    checkLen('kvWrite', `k (T=${T}, K*E=${KE})`, k.length, T * KE);
+    checkLen('kvWrite', `v (T=${T}, K*E=${KE})`, v.length, T * KE);
+    checkLen('kvWrite', `cache k bytes (numBlocks*L*K*E*${kvElemBytes(layer)})`, layer.k.length, numSlots * KE * kvElemBytes(layer));
+    checkLen('kvWrite', 'cache v bytes', layer.v.length, layer.k.length);
+    for (let t = 0; t < T; t++) {
+      const slot = slots[t]!;
+      if (slot < 0 || slot >= numSlots) fail('kvWrite', `slot ${slot} of token ${t} is outside [0, ${numSlots})`);
+      for (let j = 0; j < KE; j++) {
+        kvStore(layer, layer.k, slot * KE + j, k[t * KE + j]!);
+        kvStore(layer, layer.v, slot * KE + j, v[t * KE + j]!);
+      }
+    }
+  },
+
+  attention(out: Float32Array, q: Float32Array, layer: KvLayer, shape: AttentionShape, batch: AttentionBatch): void {
+    const { numHeads: H, numKvHeads: K, headDim: E, scale } = shape;
+    const L = layer.blockSize;
+    const S = batch.numSeqs;
+    if (H % K !== 0) fail('attention', `numHeads ${H} is not a multiple of numKvHeads ${K}`);
+    if (K !== layer.numKvHeads || E !== layer.headDim) {
+      fail('attention', `shape (K=${K}, E=${E}) does not match the cache layer (K=${layer.numKvHeads}, E=${layer.headDim})`);
+    }
+    const Tq = batch.qStart[S]!;
+    checkLen('attention', `q (Tq=${Tq}, H*E=${H * E})`, q.length, Tq * H * E);
+    checkLen('attention', `out (Tq=${Tq}, H*E=${H * E})`, out.length, Tq * H * E);
+    const group = H / K;
+    for (let s = 0; s < S; s++) {
+      const q0 = batch.qStart[s]!;
+      const qLen = batch.qStart[s + 1]! - q0;
+      const ctx = batch.ctxLen[s]!;
+      if (qLen < 0 || qLen > ctx) fail('attention', `sequence ${s} has ${qLen} queries but ctxLen ${ctx}`);
+      if (Math.ceil(ctx / L) > batch.maxBlocks) fail('attention', `sequence ${s} ctxLen ${ctx} needs more than maxBlocks ${batch.maxBlocks}`);
+      // slot of cached token i of this sequence
+      const slotOf = (i: number): number => {
+        const block = batch.blockTables[s * batch.maxBlocks + Math.floor(i / L)]!;
+        if (block < 0 || block >= layer.numBlocks) fail('attention', `sequence ${s} token ${i} maps to block ${block}, outside [0, ${layer.numBlocks})`);
+        return block * L + (i % L);
+      };
+      for (let j = 0; j < qLen; j++) {
+        const pos = ctx - qLen + j; // attends cached tokens 0..pos
+        const scores = new Float64Array(pos + 1);
+        for (let h = 0; h < H; h++) {
+          const kvh = Math.floor(h / group);
+          const qo = (q0 + j) * H * E + h * E;
+          let max = -Infinity;
+          for (let i = 0; i <= pos; i++) {
+            const ko = (slotOf(i) * K + kvh) * E;
+            let dot = 0;
+            for (let e = 0; e < E; e++) dot += q[qo + e]! * kvRead(layer, layer.k, ko + e);
+            scores[i] = dot * scale;
+            max = Math.max(max, scores[i]!);
+          }
+          let sum = 0;
+          for (let i = 0; i <= pos; i++) {
+            scores[i] = Math.exp(scores[i]! - max);
+            sum += scores[i]!;
+          }
+          for (let e = 0; e < E; e++) {
+            let acc = 0;
+            for (let i = 0; i <= pos; i++) acc += scores[i]! * kvRead(layer, layer.v, (slotOf(i) * K + kvh) * E + e);
+            out[qo + e] = acc / sum;
+          }
+        }
+      }
+    }
+  },
+
+  logSoftmax(out: Float32Array, logits: Float32Array, M: number): void {
+    const V = logits.length / M;
+    if (!Number.isInteger(V)) fail('logSoftmax', `logits length ${logits.length} is not a multiple of M=${M}`);
+    checkLen('logSoftmax', 'out', out.length, logits.length);
+    for (let m = 0; m < M; m++) {
+      let max = -Infinity;
+      for (let v = 0; v < V; v++) max = Math.max(max, logits[m * V + v]!);
+      let sum = 0;
+      for (let v = 0; v < V; v++) sum += Math.exp(logits[m * V + v]! - max);
+      const lse = max + Math.log(sum);
+      for (let v = 0; v < V; v++) out[m * V + v] = logits[m * V + v]! - lse;
+    }
+  },
+
+  topk(x: Float32Array, k: number): { ids: Int32Array; values: Float32Array } {
+    if (!Number.isInteger(k) || k < 0 || k > x.length) fail('topk', `k=${k} outside [0, ${x.length}]`);
+    const order = Array.from(x.keys());
+    // Descending by value, ties by lower index; NaN sorts last.
+    const key = (i: number): number => (Number.isNaN(x[i]!) ? -Infinity : x[i]!);
+    order.sort((a, b) => key(b) - key(a) || (Number.isNaN(x[a]!) ? 1 : 0) - (Number.isNaN(x[b]!) ? 1 : 0) || a - b);
+    const ids = Int32Array.from(order.slice(0, k));
+    const values = new Float32Array(k);
+    for (let i = 0; i < k; i++) values[i] = x[ids[i]!]!;
+    return { ids, values };
+  },
+};

@@ -1,0 +1,203 @@
+// Tokenizer: HF tokenizer.json (+ tokenizer_config.json) behind a small typed API, backed by @huggingface/tokenizers.
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
+
+/** tokenizer.json as parsed JSON; validated only as far as we read it. */
+export type TokenizerJson = Record<string, unknown> & { model: Record<string, unknown>; added_tokens?: AddedTokenJson[] };
+/** tokenizer_config.json as parsed JSON. */
+export type TokenizerConfigJson = Record<string, unknown>;
+
+export interface AddedTokenJson {
+  id: number;
+  content: string;
+  special?: boolean;
+  single_word?: boolean;
+  lstrip?: boolean;
+  rstrip?: boolean;
+  normalized?: boolean;
+}
+
+export interface EncodeOptions {
+  /** Add the post-processor's special tokens (BOS for Llama), as HF does. Default true. */
+  addSpecialTokens?: boolean;
+}
+
+export interface DecodeOptions {
+  /** Drop special tokens (BOS, EOT, headers) from the text. Default false. */
+  skipSpecialTokens?: boolean;
+  /** Apply HF's legacy " ," -> "," cleanup. Default false: decode(encode(s)) == s. */
+  cleanUpSpaces?: boolean;
+}
+
+export interface TokenizerOptions {
+  /** Extra end-of-sequence ids (generation_config.json eos_token_id). */
+  extraEosIds?: readonly number[];
+}
+
+/** A special-token field in tokenizer_config.json is a string or an AddedToken-like object. */
+function tokenContent(v: unknown): string | null {
+  if (typeof v === "string") return v;
+  if (v !== null && typeof v === "object" && typeof (v as { content?: unknown }).content === "string") {
+    return (v as { content: string }).content;
+  }
+  return null;
+}
+
+export class Tokenizer {
+  /** Number of ids: base vocab plus added tokens (max id + 1). */
+  readonly vocabSize: number;
+  readonly bosId: number | null;
+  readonly bosToken: string | null;
+  /** Ids that end generation: config eos_token first, then extras (deduplicated). */
+  readonly eosIds: readonly number[];
+  readonly eosToken: string | null;
+  readonly specialTokens: ReadonlySet<string>;
+  readonly specialIds: ReadonlySet<number>;
+  readonly config: Readonly<TokenizerConfigJson>;
+  private readonly hf: HFTokenizer;
+  // Special ids the encoder wraps around one sequence: prefix ++ core ++ suffix.
+  private readonly prefix: readonly number[];
+  private readonly suffix: readonly number[];
+
+  constructor(tokenizerJson: TokenizerJson, config: TokenizerConfigJson | null = null, opts: TokenizerOptions = {}) {
+    if (tokenizerJson === null || typeof tokenizerJson !== "object" || typeof tokenizerJson.model !== "object") {
+      throw new Error("tokenizer.json: expected an object with a 'model' field");
+    }
+    const cfg: TokenizerConfigJson = { ...(config ?? {}) };
+    this.config = cfg;
+    // The library reads added_tokens unconditionally.
+    const json = { ...tokenizerJson, added_tokens: tokenizerJson.added_tokens ?? [] };
+    this.hf = new HFTokenizer(json, cfg);
+
+    const specialTokens = new Set<string>();
+    const specialIds = new Set<number>();
+    for (const t of json.added_tokens) {
+      if (t.special) {
+        specialTokens.add(t.content);
+        specialIds.add(t.id);
+      }
+    }
+    const vocab = this.hf.get_vocab(true);
+    let maxId = -1;
+    for (const id of vocab.values()) if (id > maxId) maxId = id;
+    this.vocabSize = maxId + 1;
+
+    this.bosToken = tokenContent(cfg.bos_token);
+    this.eosToken = tokenContent(cfg.eos_token);
+    this.bosId = this.bosToken === null ? null : (this.hf.token_to_id(this.bosToken) ?? null);
+    const eos: number[] = [];
+    const eosId = this.eosToken === null ? undefined : this.hf.token_to_id(this.eosToken);
+    if (eosId !== undefined) eos.push(eosId);
+    for (const id of opts.extraEosIds ?? []) if (!eos.includes(id)) eos.push(id);
+    this.eosIds = eos;
+    for (const id of eos) {
+      const tok = this.hf.id_to_token(id);
+      if (tok !== undefined && specialIds.has(id)) specialTokens.add(tok);
+    }
+    this.specialTokens = specialTokens;
+    this.specialIds = specialIds;
+
+    // Probe the post-processor once: its special tokens do not depend on the text.
+    const probe = "a";
+    const core = this.hf.encode(probe, { add_special_tokens: false }).ids;
+    const full = this.hf.encode(probe, { add_special_tokens: true }).ids;
+    let at = -1;
+    for (let i = 0; i + core.length <= full.length && at < 0; i++) {
+      if (core.every((v, j) => full[i + j] === v)) at = i;
+    }
+    if (at < 0) throw new Error(`tokenizer.json: post-processor output ${JSON.stringify(full)} does not contain the text ids ${JSON.stringify(core)}`);
+    let prefix = full.slice(0, at);
+    let suffix = full.slice(at + core.length);
+    // tokenizer_config add_bos_token / add_eos_token override the template (as LlamaTokenizerFast does).
+    if (this.bosId !== null && typeof cfg.add_bos_token === "boolean") {
+      const b = this.bosId;
+      prefix = prefix.filter((id) => id !== b);
+      if (cfg.add_bos_token) prefix = [b, ...prefix];
+    }
+    if (eosId !== undefined && typeof cfg.add_eos_token === "boolean") {
+      suffix = suffix.filter((id) => id !== eosId);
+      if (cfg.add_eos_token) suffix = [...suffix, eosId];
+    }
+    this.prefix = prefix;
+    this.suffix = suffix;
+  }
+
+  /** Text -> ids. Special tokens written in the text (e.g. "<|eot_id|>") map to their ids, as in HF. */
+  encode(text: string, opts: EncodeOptions = {}): number[] {
+    const ids = this.hf.encode(text, { add_special_tokens: false }).ids;
+    if (opts.addSpecialTokens === false) return ids;
+    if (this.prefix.length === 0 && this.suffix.length === 0) return ids;
+    return [...this.prefix, ...ids, ...this.suffix];
+  }
+
+  /** Ids -> text. Throws on an id outside [0, vocabSize). */
+  decode(ids: readonly number[], opts: DecodeOptions = {}): string {
+    const kept: number[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      if (!Number.isInteger(id) || this.hf.id_to_token(id) === undefined) {
+        throw new Error(`decode: token id ${id} at position ${i} is not in the vocabulary (size ${this.vocabSize})`);
+      }
+      if (opts.skipSpecialTokens && this.specialIds.has(id)) continue;
+      kept.push(id);
+    }
+    if (kept.length === 0) return "";
+    return this.hf.decode(kept, { clean_up_tokenization_spaces: opts.cleanUpSpaces ?? false });
+  }
+
+  /** The vocabulary string of one id (byte-level form, e.g. "Ġworld"), or undefined. */
+  idToToken(id: number): string | undefined {
+    return this.hf.id_to_token(id);
+  }
+
+  /** The id of one vocabulary string, or undefined. */
+  tokenToId(token: string): number | undefined {
+    return this.hf.token_to_id(token);
+  }
+
+  isSpecial(id: number): boolean {
+    return this.specialIds.has(id);
+  }
+
+  isEos(id: number): boolean {
+    return this.eosIds.includes(id);
+  }
+}
+
+async function readJsonIfExists(path: string): Promise<Record<string, unknown> | null> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw e;
+  }
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`${path}: invalid JSON: ${(e as Error).message}`);
+  }
+}
+
+/** generation_config.json eos_token_id is a number or a list. */
+function eosFromGenerationConfig(gen: Record<string, unknown> | null): number[] {
+  const v = gen?.eos_token_id;
+  if (typeof v === "number") return [v];
+  if (Array.isArray(v)) return v.filter((x): x is number => typeof x === "number");
+  return [];
+}
+
+/** Load tokenizer.json (+ tokenizer_config.json, generation_config.json) from an HF model dir; null if there is no tokenizer.json. */
+export async function loadTokenizer(dir: string): Promise<Tokenizer | null> {
+  const path = join(dir, "tokenizer.json");
+  const json = await readJsonIfExists(path);
+  if (json === null) return null;
+  const config = await readJsonIfExists(join(dir, "tokenizer_config.json"));
+  const gen = await readJsonIfExists(join(dir, "generation_config.json"));
+  try {
+    return new Tokenizer(json as TokenizerJson, config, { extraEosIds: eosFromGenerationConfig(gen) });
+  } catch (e) {
+    throw new Error(`${path}: ${(e as Error).message}`);
+  }
+}

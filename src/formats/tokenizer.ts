@@ -100,8 +100,8 @@ export class Tokenizer {
 
     // Probe the post-processor once: its special tokens do not depend on the text.
     const probe = "a";
-    const core = this.hf.encode(probe, { add_special_tokens: false }).ids;
-    const full = this.hf.encode(probe, { add_special_tokens: true }).ids;
+    const core: number[] = this.hf.encode(probe, { add_special_tokens: false }).ids;
+    const full: number[] = this.hf.encode(probe, { add_special_tokens: true }).ids;
     let at = -1;
     for (let i = 0; i + core.length <= full.length && at < 0; i++) {
       if (core.every((v, j) => full[i + j] === v)) at = i;
@@ -125,7 +125,7 @@ export class Tokenizer {
 
   /** Text -> ids. Special tokens written in the text (e.g. "<|eot_id|>") map to their ids, as in HF. */
   encode(text: string, opts: EncodeOptions = {}): number[] {
-    const ids = this.hf.encode(text, { add_special_tokens: false }).ids;
+    const ids: number[] = this.hf.encode(text, { add_special_tokens: false }).ids;
     if (opts.addSpecialTokens === false) return ids;
     if (this.prefix.length === 0 && this.suffix.length === 0) return ids;
     return [...this.prefix, ...ids, ...this.suffix];

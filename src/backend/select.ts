@@ -1,0 +1,22 @@
+// selectBackend: the native backend when the addon is built, else the reference (or whichever is asked for).
+
+import type { Backend } from './backend.js';
+import { loadNativeBackend } from './native.js';
+import { referenceBackend } from './reference.js';
+import { loadAddon } from './native-addon.js';
+
+export type BackendName = 'native' | 'reference';
+
+export function selectBackend(name?: BackendName, threads?: number): Backend {
+  if (name === 'reference') return referenceBackend;
+  const native = loadNativeBackend();
+  if (!native) {
+    if (name === 'native') throw new Error('the native backend is not built: run `npm install` (node-gyp needs g++, make and python3)');
+    return referenceBackend;
+  }
+  if (threads !== undefined) {
+    if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`threads must be an integer >= 1, got ${threads}`);
+    loadAddon()!.setThreads(threads);
+  }
+  return native;
+}

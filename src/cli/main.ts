@@ -1,0 +1,184 @@
+// The `floe` command line: info, generate.
+
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { KvCache } from '../model/kv-cache.js';
+import { defaultKvDtype, generate, type GenerateResult, type TopLogprob } from '../model/generate.js';
+import { openModel } from '../model/open.js';
+import { loadModel } from '../formats/load.js';
+import { TextStream } from '../model/text-stream.js';
+import type { BackendName } from '../backend/select.js';
+import type { KvDType } from '../backend/backend.js';
+
+const HELP = `floe — serve and fine-tune Llama-family models
+
+Usage:
+  floe info MODEL                      architecture, parameters, dtypes, memory
+  floe generate --model PATH (--prompt TEXT | --prompt-ids 1,2,3) [options]
+
+MODEL / PATH is a Hugging Face model directory or a .gguf file.
+
+generate options:
+  --max-tokens N          tokens to generate (default 128)
+  --temperature T         0 = greedy (default 0.8)
+  --top-k K               keep the K most likely tokens (0 = off)
+  --top-p P               nucleus sampling (1 = off)
+  --min-p P               drop tokens below P × the best probability (0 = off)
+  --repetition-penalty R  HF-style repetition penalty (1 = off)
+  --seed S                reproducible sampling
+  --stop TEXT             stop string (repeatable)
+  --threads N             kernel threads (default: all cores)
+  --backend native|reference
+  --kv-cache-dtype auto|f32|bf16
+  --logprobs K            top-K logprobs per generated token
+  --prompt-logprobs K     top-K logprobs per prompt token
+  --no-bos                do not add the BOS token to --prompt
+  --json                  print one JSON object instead of streaming text
+`;
+
+export async function run(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'info': return await info(rest);
+      case 'generate': return await generateCmd(rest);
+      case undefined: case 'help': case '--help': case '-h':
+        process.stdout.write(HELP);
+        return cmd === undefined ? 1 : 0;
+      default:
+        process.stderr.write(`floe: unknown command '${cmd}'\n\n${HELP}`);
+        return 2;
+    }
+  } catch (e) {
+    process.stderr.write(`floe ${cmd}: ${(e as Error).message}\n`);
+    if (process.env.FLOE_DEBUG) console.error(e);
+    return 1;
+  }
+}
+
+function parse<T extends ParseArgsConfig['options']>(args: string[], options: T, allowPositionals = false) {
+  return parseArgs({ args, options, allowPositionals, strict: true });
+}
+
+function num(v: string | undefined, name: string, fallback: number, integer = false): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
+    throw new Error(`--${name} expects ${integer ? 'an integer' : 'a number'}, got '${v}'`);
+  }
+  return n;
+}
+
+async function info(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { json: { type: 'boolean' }, model: { type: 'string' } }, true);
+  const path = values.model ?? positionals[0];
+  if (!path) throw new Error('usage: floe info MODEL');
+  const m = await loadModel(path);
+  const c = m.config;
+  const dtypes: Record<string, number> = {};
+  let params = 0;
+  let bytes = 0;
+  for (const t of m.tensors.values()) {
+    params += t.numel;
+    bytes += t.data.byteLength + (t.scale?.byteLength ?? 0);
+    dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + t.numel;
+  }
+  const kvDtype: KvDType = dtypes.f32 === params ? 'f32' : 'bf16';
+  const kvPerToken = KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, kvDtype);
+  const out = {
+    path: m.path, format: m.format, architecture: 'llama',
+    parameters: params, weight_bytes: bytes, dtypes,
+    config: c,
+    kv_cache: { dtype: kvDtype, bytes_per_token: kvPerToken, bytes_at_max_context: kvPerToken * c.maxPositionEmbeddings },
+  };
+  m.dispose();
+  if (values.json) { process.stdout.write(JSON.stringify(out) + '\n'); return 0; }
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+  const lines = [
+    `model        ${m.path} (${m.format})`,
+    `architecture llama: ${c.numLayers} layers, hidden ${c.hiddenSize}, ffn ${c.intermediateSize}, heads ${c.numHeads} (kv ${c.numKvHeads}), head dim ${c.headDim}`,
+    `vocab        ${c.vocabSize}${c.tieWordEmbeddings ? ' (tied embeddings)' : ''}`,
+    `rope         theta ${c.ropeTheta}${c.ropeScaling ? `, ${c.ropeScaling.type} scaling ×${c.ropeScaling.factor}` : ''}${m.ropeFreqFactors ? ', rope_freqs factors' : ''}`,
+    `context      ${c.maxPositionEmbeddings} tokens`,
+    `parameters   ${params.toLocaleString('en-US')} (${(params / 1e9).toFixed(3)} B)`,
+    `dtypes       ${Object.entries(dtypes).map(([d, n]) => `${d} ${(100 * n / params).toFixed(1)}%`).join(', ')}`,
+    `weights      ${mib(bytes)}`,
+    `kv cache     ${kvDtype}: ${(kvPerToken / 1024).toFixed(1)} KiB per token, ${mib(kvPerToken * c.maxPositionEmbeddings)} at full context`,
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+  return 0;
+}
+
+async function generateCmd(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    model: { type: 'string' }, prompt: { type: 'string' }, 'prompt-ids': { type: 'string' },
+    'max-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' },
+    'top-p': { type: 'string' }, 'min-p': { type: 'string' }, 'repetition-penalty': { type: 'string' },
+    seed: { type: 'string' }, stop: { type: 'string', multiple: true }, threads: { type: 'string' },
+    backend: { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, logprobs: { type: 'string' },
+    'prompt-logprobs': { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' },
+  });
+  if (!values.model) throw new Error('--model PATH is required (an HF directory or a .gguf file)');
+  if ((values.prompt === undefined) === (values['prompt-ids'] === undefined)) throw new Error('give exactly one of --prompt TEXT or --prompt-ids 1,2,3');
+  const backend = values.backend as BackendName | undefined;
+  if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new Error(`--backend expects native or reference, got '${backend}'`);
+  const kvArg = values['kv-cache-dtype'] ?? 'auto';
+  if (!['auto', 'f32', 'bf16'].includes(kvArg)) throw new Error(`--kv-cache-dtype expects auto, f32 or bf16, got '${kvArg}'`);
+  const threads = values.threads === undefined ? undefined : num(values.threads, 'threads', 0, true);
+
+  const opened = await openModel(values.model, { backend, threads });
+  const { model, tokenizer } = opened;
+  let promptIds: number[];
+  if (values['prompt-ids'] !== undefined) {
+    promptIds = values['prompt-ids'].split(',').map((s, i) => {
+      const n = Number(s.trim());
+      if (s.trim() === '' || !Number.isInteger(n)) throw new Error(`--prompt-ids: entry ${i} '${s}' is not an integer`);
+      return n;
+    });
+  } else {
+    if (!tokenizer) throw new Error(`${values.model} has no tokenizer: use --prompt-ids`);
+    promptIds = tokenizer.encode(values.prompt!, { addSpecialTokens: !values['no-bos'] });
+  }
+  const eos = tokenizer?.eosIds.length ? [...new Set([...model.config.eosTokenIds, ...tokenizer.eosIds])] : model.config.eosTokenIds;
+  const text = tokenizer ? new TextStream(tokenizer, values.stop ?? []) : undefined;
+  if (!tokenizer && values.stop?.length) throw new Error('--stop needs a tokenizer, and this model has none');
+  const json = !!values.json;
+  const res: GenerateResult = generate(model, promptIds, {
+    maxTokens: num(values['max-tokens'], 'max-tokens', 128, true),
+    sampling: {
+      temperature: num(values.temperature, 'temperature', 0.8),
+      topK: num(values['top-k'], 'top-k', 0, true),
+      topP: num(values['top-p'], 'top-p', 1),
+      minP: num(values['min-p'], 'min-p', 0),
+      repetitionPenalty: num(values['repetition-penalty'], 'repetition-penalty', 1),
+      seed: values.seed === undefined ? null : num(values.seed, 'seed', 0, true),
+    },
+    stopTokenIds: eos,
+    logprobs: values.logprobs === undefined ? undefined : num(values.logprobs, 'logprobs', 0, true),
+    promptLogprobs: values['prompt-logprobs'] === undefined ? undefined : num(values['prompt-logprobs'], 'prompt-logprobs', 0, true),
+    kvDtype: kvArg === 'auto' ? defaultKvDtype(model) : (kvArg as KvDType),
+    text,
+    onToken: json ? undefined : (_id, t) => { if (t) process.stdout.write(t); },
+  });
+  if (json) {
+    const lp = (e: TopLogprob | null) => e && { token: e.token, logprob: e.logprob, top: e.top };
+    process.stdout.write(JSON.stringify({
+      prompt_ids: res.promptIds,
+      output_ids: res.outputIds,
+      text: res.text,
+      finish_reason: res.finishReason,
+      prompt_logprobs: res.promptLogprobs?.map(lp) ?? null,
+      logprobs: res.logprobs?.map(lp) ?? null,
+      timings: {
+        load_ms: opened.loadMs, prompt_tokens: res.timings.promptTokens, prompt_ms: res.timings.promptMs,
+        generated_tokens: res.timings.generatedTokens, decode_ms: res.timings.decodeMs,
+      },
+    }) + '\n');
+  } else {
+    process.stdout.write('\n');
+    const t = res.timings;
+    process.stderr.write(`[floe] prompt ${t.promptTokens} tok ${(t.promptTokens / (t.promptMs / 1000)).toFixed(1)} tok/s, ` +
+      `generated ${t.generatedTokens} tok ${(t.generatedTokens / (t.decodeMs / 1000)).toFixed(1)} tok/s (${model.backend.name})\n`);
+  }
+  opened.loaded.dispose();
+  return 0;
+}

@@ -1,0 +1,144 @@
+// generate: one sequence, prefill in chunks then decode token by token, with sampling, stops and logprobs.
+
+import { KvCache } from './kv-cache.js';
+import type { LlamaModel } from './llama.js';
+import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from './sampler.js';
+import type { KvDType } from '../backend/backend.js';
+
+export interface TopLogprob {
+  readonly token: number;
+  readonly logprob: number;
+  readonly top: ReadonlyArray<readonly [number, number]>; // [id, logprob] best first
+}
+
+/** Turns tokens into text as they come; `stopped` once a stop string matched (text is cut before it). */
+export interface TextSink {
+  push(id: number): { text: string; stopped: boolean };
+  flush(): string;
+}
+
+export interface GenerateOptions {
+  readonly maxTokens: number;
+  readonly sampling?: Partial<SamplingParams>;
+  readonly stopTokenIds?: readonly number[]; // defaults to the model's eos ids
+  readonly logprobs?: number; // top-K per generated token; undefined → none
+  readonly promptLogprobs?: number; // top-K per prompt token; undefined → none
+  readonly kvDtype?: KvDType;
+  readonly prefillChunk?: number; // tokens per prefill step
+  readonly text?: TextSink; // detokenizer with stop strings
+  readonly onToken?: (id: number, text: string) => void;
+}
+
+export interface GenerateResult {
+  readonly promptIds: number[];
+  readonly outputIds: number[];
+  readonly text: string;
+  readonly finishReason: 'stop' | 'length';
+  readonly logprobs: TopLogprob[] | null;
+  readonly promptLogprobs: (TopLogprob | null)[] | null;
+  readonly timings: { promptTokens: number; promptMs: number; generatedTokens: number; decodeMs: number };
+}
+
+const BLOCK = 16;
+
+export function defaultKvDtype(model: LlamaModel): KvDType {
+  const w = model.weights.layers[0]?.wq;
+  return w && w.dtype === 'f32' ? 'f32' : 'bf16';
+}
+
+export function generate(model: LlamaModel, promptIds: readonly number[], opts: GenerateOptions): GenerateResult {
+  const cfg = model.config;
+  const be = model.backend;
+  const V = cfg.vocabSize;
+  if (promptIds.length === 0) throw new Error('prompt is empty: give at least one token');
+  for (const id of promptIds) {
+    if (!Number.isInteger(id) || id < 0 || id >= V) throw new RangeError(`prompt token id ${id} outside the vocabulary [0, ${V})`);
+  }
+  if (!(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 0)) throw new RangeError(`max tokens must be an integer >= 0, got ${opts.maxTokens}`);
+  const total = promptIds.length + opts.maxTokens;
+  if (total > cfg.maxPositionEmbeddings) {
+    throw new RangeError(`prompt (${promptIds.length} tokens) + max tokens (${opts.maxTokens}) = ${total} exceeds the model's context of ${cfg.maxPositionEmbeddings}`);
+  }
+  const sampling = { ...DEFAULT_SAMPLING, ...opts.sampling };
+  const sampler = new Sampler(sampling, V, be);
+  const counts = new TokenCounts(promptIds);
+  const stopIds = new Set(opts.stopTokenIds ?? cfg.eosTokenIds);
+
+  const numBlocks = Math.ceil(Math.max(total, 1) / BLOCK);
+  const kv = new KvCache(cfg.numLayers, numBlocks, BLOCK, cfg.numKvHeads, cfg.headDim, opts.kvDtype ?? defaultKvDtype(model));
+  const blockTable = Int32Array.from({ length: numBlocks }, (_, i) => i);
+  const logp = new Float32Array(V);
+
+  const step = (tokens: readonly number[], start: number, allLogits: boolean): Float32Array => {
+    const T = tokens.length;
+    const positions = Int32Array.from({ length: T }, (_, i) => start + i);
+    return model.forward({
+      tokens: Int32Array.from(tokens),
+      positions,
+      slots: positions, // identity block table: slot == position
+      attn: { numSeqs: 1, qStart: Int32Array.of(0, T), ctxLen: Int32Array.of(start + T), blockTables: blockTable, maxBlocks: numBlocks },
+      logitRows: allLogits ? Int32Array.from({ length: T }, (_, i) => i) : Int32Array.of(T - 1),
+    }, kv);
+  };
+  const entry = (logits: Float32Array, token: number, k: number): TopLogprob => {
+    be.logSoftmax(logp, logits, 1);
+    const top = k > 0 ? be.topk(logp, Math.min(k, V)) : null;
+    return {
+      token,
+      logprob: logp[token]!,
+      top: top ? Array.from(top.ids, (id, i) => [id, top.values[i]!] as const) : [],
+    };
+  };
+
+  // prefill, in chunks; with prompt logprobs every row's logits are kept
+  const t0 = performance.now();
+  const wantPrompt = opts.promptLogprobs !== undefined;
+  const chunk = opts.prefillChunk ?? (wantPrompt ? 64 : 512);
+  const promptLogprobs: (TopLogprob | null)[] | null = wantPrompt ? [null] : null;
+  let last = new Float32Array(0);
+  for (let s = 0; s < promptIds.length; s += chunk) {
+    const part = promptIds.slice(s, s + chunk);
+    const logits = step(part, s, wantPrompt);
+    if (wantPrompt) {
+      for (let i = 0; i < part.length; i++) {
+        const row = logits.subarray(i * V, (i + 1) * V);
+        if (s + i + 1 < promptIds.length) promptLogprobs!.push(entry(row, promptIds[s + i + 1]!, opts.promptLogprobs!));
+        else last = row.slice();
+      }
+    } else last = logits;
+  }
+  const promptMs = performance.now() - t0;
+
+  // decode
+  const t1 = performance.now();
+  const outputIds: number[] = [];
+  const logprobs: TopLogprob[] | null = opts.logprobs !== undefined ? [] : null;
+  let text = '';
+  let finishReason: 'stop' | 'length' = 'length';
+  let stoppedByString = false;
+  while (outputIds.length < opts.maxTokens) {
+    const id = sampler.sample(last, counts);
+    if (logprobs) logprobs.push(entry(last, id, opts.logprobs!));
+    outputIds.push(id);
+    counts.add(id);
+    if (stopIds.has(id)) { finishReason = 'stop'; break; }
+    if (opts.text) {
+      const r = opts.text.push(id);
+      text += r.text;
+      opts.onToken?.(id, r.text);
+      if (r.stopped) { finishReason = 'stop'; stoppedByString = true; break; }
+    } else opts.onToken?.(id, '');
+    if (outputIds.length === opts.maxTokens) break;
+    last = step([id], promptIds.length + outputIds.length - 1, false);
+  }
+  if (opts.text && !stoppedByString) {
+    const tail = opts.text.flush();
+    text += tail;
+    if (tail) opts.onToken?.(-1, tail);
+  }
+  const decodeMs = performance.now() - t1;
+  return {
+    promptIds: [...promptIds], outputIds, text, finishReason, logprobs, promptLogprobs,
+    timings: { promptTokens: promptIds.length, promptMs, generatedTokens: outputIds.length, decodeMs },
+  };
+}

@@ -1,0 +1,193 @@
+// Llama: embedding → N × (RMSNorm → GQA attention with RoPE → residual → RMSNorm → SwiGLU MLP → residual) → norm → head.
+//
+// T tokens in the step, D hidden, H heads, K kv heads, E head dim, F ffn hidden, V vocab.
+
+import type { AttentionBatch, AttentionShape, Backend } from '../backend/backend.js';
+import { dequantizeRow } from '../tensor/codecs.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { type LlamaConfig, ropeInvFreq } from './config.js';
+import type { KvCache } from './kv-cache.js';
+
+export interface LlamaLayer {
+  readonly inputNorm: Float32Array; // (D)
+  readonly wq: Tensor; // (H*E, D)
+  readonly wk: Tensor; // (K*E, D)
+  readonly wv: Tensor; // (K*E, D)
+  readonly wo: Tensor; // (D, H*E)
+  readonly postNorm: Float32Array; // (D)
+  readonly wGate: Tensor; // (F, D)
+  readonly wUp: Tensor; // (F, D)
+  readonly wDown: Tensor; // (D, F)
+}
+
+export interface LlamaWeights {
+  readonly embed: Tensor; // (V, D)
+  readonly layers: readonly LlamaLayer[];
+  readonly norm: Float32Array; // (D)
+  readonly head: Tensor; // (V, D), the embedding itself when tied
+}
+
+/** One forward step over a packed batch of sequences (see AttentionBatch). */
+export interface ForwardInput {
+  readonly tokens: Int32Array; // (T)
+  readonly positions: Int32Array; // (T)
+  readonly slots: Int32Array; // (T) KV slot of each token: block * L + offset
+  readonly attn: AttentionBatch;
+  readonly logitRows: Int32Array; // rows of the batch whose logits are wanted (R)
+}
+
+/** Scratch activations, sized for up to `capacity` tokens; grown, never shrunk. */
+class Workspace {
+  capacity = 0;
+  x = new Float32Array(0); // (T, D) residual stream
+  h = new Float32Array(0); // (T, D) normed
+  q = new Float32Array(0); // (T, H*E)
+  k = new Float32Array(0); // (T, K*E)
+  v = new Float32Array(0); // (T, K*E)
+  att = new Float32Array(0); // (T, H*E)
+  proj = new Float32Array(0); // (T, D)
+  gate = new Float32Array(0); // (T, F)
+  up = new Float32Array(0); // (T, F)
+
+  ensure(cfg: LlamaConfig, T: number): void {
+    if (T <= this.capacity) return;
+    const c = Math.max(T, Math.min(2 * this.capacity, 4096));
+    const { hiddenSize: D, numHeads: H, numKvHeads: K, headDim: E, intermediateSize: F } = cfg;
+    this.x = new Float32Array(c * D);
+    this.h = new Float32Array(c * D);
+    this.q = new Float32Array(c * H * E);
+    this.k = new Float32Array(c * K * E);
+    this.v = new Float32Array(c * K * E);
+    this.att = new Float32Array(c * H * E);
+    this.proj = new Float32Array(c * D);
+    this.gate = new Float32Array(c * F);
+    this.up = new Float32Array(c * F);
+    this.capacity = c;
+  }
+}
+
+export class LlamaModel {
+  readonly invFreq: Float32Array; // (E/2)
+  readonly attnShape: AttentionShape;
+  private readonly ws = new Workspace();
+
+  constructor(
+    readonly config: LlamaConfig,
+    readonly weights: LlamaWeights,
+    readonly backend: Backend,
+    ropeFreqFactors: Float32Array | null = null,
+  ) {
+    this.invFreq = ropeInvFreq(config);
+    if (ropeFreqFactors) {
+      if (ropeFreqFactors.length !== this.invFreq.length) {
+        throw new Error(`rope_freqs has ${ropeFreqFactors.length} factors, head_dim ${config.headDim} needs ${this.invFreq.length}`);
+      }
+      for (let i = 0; i < this.invFreq.length; i++) this.invFreq[i] = this.invFreq[i]! / ropeFreqFactors[i]!;
+    }
+    this.attnShape = {
+      numHeads: config.numHeads,
+      numKvHeads: config.numKvHeads,
+      headDim: config.headDim,
+      scale: 1 / Math.sqrt(config.headDim),
+    };
+  }
+
+  /** Build from HF-named tensors (see formats/load.ts). */
+  static fromTensors(config: LlamaConfig, tensors: ReadonlyMap<string, Tensor>, backend: Backend, ropeFreqFactors: Float32Array | null = null): LlamaModel {
+    const get = (name: string): Tensor => {
+      const t = tensors.get(name);
+      if (!t) throw new Error(`missing tensor ${name}`);
+      return t;
+    };
+    const layers: LlamaLayer[] = [];
+    for (let i = 0; i < config.numLayers; i++) {
+      const p = `model.layers.${i}.`;
+      layers.push({
+        inputNorm: vector(get(p + 'input_layernorm.weight')),
+        wq: get(p + 'self_attn.q_proj.weight'),
+        wk: get(p + 'self_attn.k_proj.weight'),
+        wv: get(p + 'self_attn.v_proj.weight'),
+        wo: get(p + 'self_attn.o_proj.weight'),
+        postNorm: vector(get(p + 'post_attention_layernorm.weight')),
+        wGate: get(p + 'mlp.gate_proj.weight'),
+        wUp: get(p + 'mlp.up_proj.weight'),
+        wDown: get(p + 'mlp.down_proj.weight'),
+      });
+    }
+    const embed = get('model.embed_tokens.weight');
+    const head = config.tieWordEmbeddings ? (tensors.get('lm_head.weight') ?? embed) : get('lm_head.weight');
+    return new LlamaModel(config, { embed, layers, norm: vector(get('model.norm.weight')), head }, backend, ropeFreqFactors);
+  }
+
+  /**
+   * Run T tokens through the model, writing their K/V into `kv`, and return logits (R, V) for `logitRows`.
+   * With `hiddenOut` (R, D), also copy the final-normed hidden states of those rows (for embeddings).
+   */
+  forward(inp: ForwardInput, kv: KvCache, hiddenOut?: Float32Array): Float32Array {
+    const cfg = this.config;
+    const be = this.backend;
+    const T = inp.tokens.length;
+    const { hiddenSize: D, numHeads: H, numKvHeads: K, headDim: E, intermediateSize: F } = cfg;
+    this.ws.ensure(cfg, T);
+    const w = this.ws;
+    const x = w.x.subarray(0, T * D);
+    const h = w.h.subarray(0, T * D);
+    const q = w.q.subarray(0, T * H * E);
+    const k = w.k.subarray(0, T * K * E);
+    const v = w.v.subarray(0, T * K * E);
+    const att = w.att.subarray(0, T * H * E);
+    const proj = w.proj.subarray(0, T * D);
+    const gate = w.gate.subarray(0, T * F);
+    const up = w.up.subarray(0, T * F);
+
+    be.embedding(x, this.weights.embed, inp.tokens);
+    for (let l = 0; l < cfg.numLayers; l++) {
+      const L = this.weights.layers[l]!;
+      // attention block: x += Wo · attn(rope(Wq h), rope(Wk h), Wv h), h = rmsnorm(x)
+      be.rmsnorm(h, x, L.inputNorm, T, cfg.rmsNormEps);
+      be.matmul(q, h, L.wq, T);
+      be.matmul(k, h, L.wk, T);
+      be.matmul(v, h, L.wv, T);
+      be.rope(q, inp.positions, H, E, this.invFreq);
+      be.rope(k, inp.positions, K, E, this.invFreq);
+      be.kvWrite(kv.layers[l]!, k, v, inp.slots);
+      be.attention(att, q, kv.layers[l]!, this.attnShape, inp.attn);
+      be.matmul(proj, att, L.wo, T);
+      be.add(x, proj);
+      // MLP block: x += Wdown · (silu(Wgate h) * Wup h), h = rmsnorm(x)
+      be.rmsnorm(h, x, L.postNorm, T, cfg.rmsNormEps);
+      be.matmul(gate, h, L.wGate, T);
+      be.matmul(up, h, L.wUp, T);
+      be.swiglu(gate, gate, up);
+      be.matmul(proj, gate, L.wDown, T);
+      be.add(x, proj);
+    }
+    // only the rows that need logits go through the final norm and the head
+    const R = inp.logitRows.length;
+    const rows = R === T && isIdentity(inp.logitRows) ? x : gatherRows(x, inp.logitRows, D, h);
+    const normed = h.subarray(0, R * D);
+    be.rmsnorm(normed, rows, this.weights.norm, R, cfg.rmsNormEps);
+    if (hiddenOut) hiddenOut.set(normed);
+    const logits = new Float32Array(R * cfg.vocabSize); // (R, V) handed to the caller
+    be.matmul(logits, normed, this.weights.head, R);
+    return logits;
+  }
+}
+
+function isIdentity(rows: Int32Array): boolean {
+  for (let i = 0; i < rows.length; i++) if (rows[i] !== i) return false;
+  return true;
+}
+
+/** out (R, D) = x rows; out must not overlap the rows read after it is written (rows are ascending). */
+function gatherRows(x: Float32Array, rows: Int32Array, D: number, out: Float32Array): Float32Array {
+  for (let i = 0; i < rows.length; i++) out.set(x.subarray(rows[i]! * D, rows[i]! * D + D), i * D);
+  return out.subarray(0, rows.length * D);
+}
+
+/** Norm weights are stored in any float dtype; compute with f32. */
+function vector(t: Tensor): Float32Array {
+  const out = new Float32Array(t.numel);
+  dequantizeRow(t, 0, out);
+  return out;
+}

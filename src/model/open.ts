@@ -1,0 +1,31 @@
+// openModel: load an HF directory or .gguf file into a runnable LlamaModel with its tokenizer.
+
+import { statSync } from 'node:fs';
+import { selectBackend, type BackendName } from '../backend/select.js';
+import { loadModel, type LoadedModel } from '../formats/load.js';
+import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
+import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
+import { LlamaModel } from './llama.js';
+
+export interface OpenOptions {
+  readonly backend?: BackendName;
+  readonly threads?: number;
+}
+
+export interface OpenedModel {
+  readonly loaded: LoadedModel;
+  readonly model: LlamaModel;
+  readonly tokenizer: Tokenizer | null;
+  readonly loadMs: number;
+}
+
+export async function openModel(path: string, opts: OpenOptions = {}): Promise<OpenedModel> {
+  const t0 = performance.now();
+  const backend = selectBackend(opts.backend, opts.threads);
+  const loaded = await loadModel(path);
+  const model = LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors);
+  let tokenizer: Tokenizer | null = null;
+  if (loaded.format === 'gguf') tokenizer = loaded.ggufMetadata ? tokenizerFromGguf(loaded.ggufMetadata) : null;
+  else if (statSync(path).isDirectory()) tokenizer = await loadTokenizer(path);
+  return { loaded, model, tokenizer, loadMs: performance.now() - t0 };
+}

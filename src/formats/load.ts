@@ -1,0 +1,184 @@
+// loadModel: an HF directory (config.json + safetensors, incl. FP8 checkpoints) or a .gguf file -> HF-named Tensors.
+//
+// Dimension letters: V vocab, D hidden, F ffn hidden, H heads, K kv heads, E head dim, N rows, C columns.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { LlamaConfig } from '../model/config.js';
+import { decodeBf16, decodeF16 } from '../tensor/codecs.js';
+import { asF32, rowsCols, Tensor } from '../tensor/tensor.js';
+import { ggufTensor, ggufToHfName, ggufToLlamaConfig, GGML_F32, permuteQkRows, readGguf } from './gguf.js';
+import { readHfConfig, type Fp8Quantization } from './hf-config.js';
+import { readSafetensorsDir, stToTensor, type StTensor } from './safetensors.js';
+
+export interface LoadedModel {
+  readonly config: LlamaConfig;
+  readonly tensors: Map<string, Tensor>; // HF names verbatim
+  /** E/2 llama.cpp rope factors (GGUF rope_freqs.weight): inv_freq[i] = base_inv_freq[i] / factor[i]; else null. */
+  readonly ropeFreqFactors: Float32Array | null;
+  readonly format: 'hf' | 'gguf';
+  readonly path: string;
+  readonly ggufMetadata?: Map<string, unknown>;
+  dispose(): void;
+}
+
+export interface LoadOptions {
+  /** Check that every expected tensor exists with the shape the config implies (default true). */
+  readonly checkShapes?: boolean;
+}
+
+export async function loadModel(p: string, opts: LoadOptions = {}): Promise<LoadedModel> {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(p);
+  } catch (e) {
+    throw new Error(`${p}: cannot open model: ${(e as Error).message}`);
+  }
+  if (!st.isDirectory() && !isGgufPath(p)) throw new Error(`${p}: not an HF model directory or a GGUF file`);
+  const m = st.isDirectory() ? await loadHf(p) : await loadGgufModel(p);
+  if (opts.checkShapes ?? true) checkTensors(m.config, m.tensors, p);
+  return m;
+}
+
+/** Tensor names and shapes a Llama model with this config must have (lm_head only when untied). */
+export function expectedShapes(cfg: LlamaConfig): Map<string, number[]> {
+  const { vocabSize: V, hiddenSize: D, intermediateSize: F, numHeads: H, numKvHeads: K, headDim: E } = cfg;
+  const m = new Map<string, number[]>();
+  m.set('model.embed_tokens.weight', [V, D]);
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const l = `model.layers.${i}`;
+    m.set(`${l}.self_attn.q_proj.weight`, [H * E, D]);
+    m.set(`${l}.self_attn.k_proj.weight`, [K * E, D]);
+    m.set(`${l}.self_attn.v_proj.weight`, [K * E, D]);
+    m.set(`${l}.self_attn.o_proj.weight`, [D, H * E]);
+    m.set(`${l}.mlp.gate_proj.weight`, [F, D]);
+    m.set(`${l}.mlp.up_proj.weight`, [F, D]);
+    m.set(`${l}.mlp.down_proj.weight`, [D, F]);
+    m.set(`${l}.input_layernorm.weight`, [D]);
+    m.set(`${l}.post_attention_layernorm.weight`, [D]);
+  }
+  m.set('model.norm.weight', [D]);
+  if (!cfg.tieWordEmbeddings) m.set('lm_head.weight', [V, D]);
+  return m;
+}
+
+/** Throws naming the first missing or mis-shaped tensor. */
+export function checkTensors(cfg: LlamaConfig, tensors: ReadonlyMap<string, Tensor>, where: string): void {
+  for (const [name, shape] of expectedShapes(cfg)) {
+    const t = tensors.get(name);
+    if (!t) {
+      const hint = name === 'lm_head.weight' ? ' (config says tie_word_embeddings is false)' : '';
+      throw new Error(`${where}: missing tensor "${name}"${hint}`);
+    }
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new Error(`${where}: tensor "${name}" has shape [${t.shape.join(', ')}], config implies [${shape.join(', ')}]`);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- HF
+
+const SCALE_SUFFIXES = ['.weight_scale_inv', '.weight_scale', '.input_scale'];
+
+/** Scale tensor (any of F32 / BF16 / F16) -> f32 values (copied). */
+function scaleValues(t: StTensor): Float32Array {
+  switch (t.dtype) {
+    case 'F32': return asF32(t.data).slice();
+    case 'BF16': { const o = new Float32Array(t.data.byteLength / 2); decodeBf16(t.data, o); return o; }
+    case 'F16': { const o = new Float32Array(t.data.byteLength / 2); decodeF16(t.data, o); return o; }
+    default: throw new Error(`${t.file}: scale tensor "${t.name}" has dtype ${t.dtype}; expected F32, BF16 or F16`);
+  }
+}
+
+/** fp8 weight (N, C) + its scale tensor -> Tensor('fp8_e4m3', ..., scale, scaleBlock). */
+function fp8Tensor(w: StTensor, s: StTensor, quant: Fp8Quantization | null): Tensor {
+  const [N, C] = rowsCols(w.shape);
+  const scale = scaleValues(s);
+  const cfgBlock = quant?.method === 'fp8' ? quant.weightBlockSize : quant?.blockSize ?? null;
+  const ss = s.shape;
+  let block: [number, number];
+  if (scale.length === 1) block = [N, C]; // per tensor: [], [1] or [1, 1]
+  else if ((ss.length === 1 && ss[0] === N) || (ss.length === 2 && ss[0] === N && ss[1] === 1)) block = [1, C]; // per output row
+  else if (ss.length === 2 && cfgBlock && ss[0] === Math.ceil(N / cfgBlock[0]) && ss[1] === Math.ceil(C / cfgBlock[1])) block = [cfgBlock[0], cfgBlock[1]];
+  else {
+    const want = cfgBlock ? `[${Math.ceil(N / cfgBlock[0])}, ${Math.ceil(C / cfgBlock[1])}] for block [${cfgBlock.join(', ')}]` : `[] / [1] (per tensor) or [${N}, 1] (per row)`;
+    throw new Error(`${s.file}: scale "${s.name}" for fp8 weight [${N}, ${C}] has shape [${ss.join(', ')}], expected ${want}`);
+  }
+  return new Tensor('fp8_e4m3', w.shape, w.data, scale, block);
+}
+
+async function loadHf(dir: string): Promise<LoadedModel> {
+  const { config, quantization } = readHfConfig(dir);
+  const set = await readSafetensorsDir(dir);
+  const expected = expectedShapes(config);
+  const tensors = new Map<string, Tensor>();
+  for (const [name, t] of set.tensors) {
+    if (SCALE_SUFFIXES.some((s) => name.endsWith(s))) continue;
+    if (t.dtype === 'F8_E4M3') {
+      const stem = name.replace(/\.weight$/, '');
+      const s = set.tensors.get(`${stem}.weight_scale_inv`) ?? set.tensors.get(`${stem}.weight_scale`);
+      if (!s) throw new Error(`${t.file}: fp8 tensor "${name}" has no "${stem}.weight_scale_inv" or "${stem}.weight_scale"`);
+      tensors.set(name, fp8Tensor(t, s, quantization));
+    } else if (t.dtype === 'F32' || t.dtype === 'F16' || t.dtype === 'BF16' || t.dtype === 'I32') {
+      tensors.set(name, stToTensor(t));
+    } else if (expected.has(name)) {
+      throw new Error(`${t.file}: tensor "${name}" has dtype ${t.dtype}; floe reads F32, F16, BF16 and F8_E4M3 weights`);
+    }
+  }
+  return {
+    config, tensors, ropeFreqFactors: null, format: 'hf', path: dir,
+    dispose() { tensors.clear(); },
+  };
+}
+
+// ---------------------------------------------------------------- GGUF
+
+async function loadGgufModel(file: string): Promise<LoadedModel> {
+  const g = await readGguf(file);
+  const config = ggufToLlamaConfig(g);
+  const tensors = new Map<string, Tensor>();
+  let ropeFreqFactors: Float32Array | null = null;
+  for (const [gname, info] of g.tensors) {
+    if (gname === 'rope_freqs.weight') {
+      const n = config.headDim / 2;
+      if (info.type !== GGML_F32 || info.dims.length !== 1 || info.dims[0] !== n) {
+        throw new Error(`${file}: rope_freqs.weight must be F32 [${n}], got type ${info.type} [${info.dims.join(', ')}]`);
+      }
+      ropeFreqFactors = asF32(info.data).slice();
+      continue;
+    }
+    const name = ggufToHfName(gname);
+    if (!name) continue;
+    let t = ggufTensor(g, info);
+    // Undo the converter's Q/K row permutation (interleaved pairs -> rotate-half).
+    const isQ = gname.endsWith('.attn_q.weight');
+    if (isQ || gname.endsWith('.attn_k.weight')) {
+      const nHead = isQ ? config.numHeads : config.numKvHeads;
+      if (t.rows % nHead !== 0 || (t.rows / nHead) % 2 !== 0) {
+        throw new Error(`${file}: tensor "${gname}" has ${t.rows} rows, not ${nHead} heads of even size`);
+      }
+      t = new Tensor(t.dtype, t.shape, permuteQkRows(t.data, t.rows, nHead, false));
+    }
+    tensors.set(name, t);
+  }
+  return {
+    config, tensors, ropeFreqFactors, format: 'gguf', path: file, ggufMetadata: g.metadata,
+    dispose() { tensors.clear(); },
+  };
+}
+
+/** True when `p` looks like a GGUF file (by extension or magic). */
+export function isGgufPath(p: string): boolean {
+  if (path.extname(p).toLowerCase() === '.gguf') return true;
+  try {
+    const fd = fs.openSync(p, 'r');
+    try {
+      const b = Buffer.alloc(4);
+      return fs.readSync(fd, b, 0, 4, 0) === 4 && b.toString('latin1') === 'GGUF';
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
+}

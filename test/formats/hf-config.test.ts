@@ -1,0 +1,69 @@
+// HF config.json parsing: defaults, rope variants, eos merging, quantization configs, and clear rejections.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseHfConfig } from '../../src/formats/hf-config.js';
+
+const F = '/m/config.json';
+const base = {
+  architectures: ['LlamaForCausalLM'], vocab_size: 128, hidden_size: 64, intermediate_size: 96, num_hidden_layers: 3,
+  num_attention_heads: 8, max_position_embeddings: 1024, rms_norm_eps: 1e-5, rope_theta: 500000,
+};
+
+test('defaults: head_dim = hidden/heads, kv heads = heads, untied, eos list', () => {
+  const { config, quantization } = parseHfConfig({ ...base, eos_token_id: 7, bos_token_id: 1 }, F);
+  assert.equal(config.headDim, 8);
+  assert.equal(config.numKvHeads, 8);
+  assert.equal(config.tieWordEmbeddings, false);
+  assert.deepEqual(config.eosTokenIds, [7]);
+  assert.equal(config.bosTokenId, 1);
+  assert.equal(config.ropeTheta, 500000);
+  assert.equal(config.ropeScaling, null);
+  assert.equal(quantization, null);
+  const c2 = parseHfConfig({ ...base, head_dim: 16, num_key_value_heads: 2, tie_word_embeddings: true, eos_token_id: [5, 6] }, F, { eos_token_id: [6, 9], bos_token_id: 3 }).config;
+  assert.equal(c2.headDim, 16);
+  assert.equal(c2.numKvHeads, 2);
+  assert.equal(c2.tieWordEmbeddings, true);
+  assert.deepEqual(c2.eosTokenIds, [5, 6, 9]);
+  assert.equal(c2.bosTokenId, 3);
+});
+
+test('rope: llama3 via rope_scaling (rope_type or type) and via rope_parameters; linear; default', () => {
+  const l3 = { factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+  const want = { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 };
+  assert.deepEqual(parseHfConfig({ ...base, rope_scaling: { ...l3, rope_type: 'llama3' } }, F).config.ropeScaling, want);
+  assert.deepEqual(parseHfConfig({ ...base, rope_scaling: { ...l3, type: 'llama3' } }, F).config.ropeScaling, want);
+  const rp = parseHfConfig({ ...base, rope_theta: undefined, rope_parameters: { ...l3, rope_type: 'llama3', rope_theta: 12345 } }, F).config;
+  assert.deepEqual(rp.ropeScaling, want);
+  assert.equal(rp.ropeTheta, 12345);
+  assert.deepEqual(parseHfConfig({ ...base, rope_scaling: { type: 'linear', factor: 2 } }, F).config.ropeScaling, { type: 'linear', factor: 2 });
+  assert.equal(parseHfConfig({ ...base, rope_parameters: { rope_type: 'default', rope_theta: 10000 } }, F).config.ropeScaling, null);
+  assert.equal(parseHfConfig({ ...base, rope_scaling: null }, F).config.ropeScaling, null);
+  assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4 } }, F), /config\.json: rope_scaling\.rope_type "yarn" is not supported/);
+  assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8 } }, F), /missing "rope_scaling\.low_freq_factor"/);
+});
+
+test('rejections name the file and the field', () => {
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [{ ...base, architectures: ['MistralForCausalLM'] }, /architectures \["MistralForCausalLM"\] is not supported/],
+    [{ ...base, attention_bias: true }, /"attention_bias": true is not supported/],
+    [{ ...base, mlp_bias: true }, /"mlp_bias": true is not supported/],
+    [{ ...base, hidden_size: undefined }, /missing "hidden_size"/],
+    [{ ...base, num_key_value_heads: 3 }, /multiple of num_key_value_heads \(3\)/],
+    [{ ...base, hidden_act: 'gelu' }, /hidden_act "gelu"/],
+    [{ ...base, quantization_config: { quant_method: 'gptq' } }, /quant_method "gptq" is not supported/],
+    [{ ...base, quantization_config: { quant_method: 'compressed-tensors', format: 'pack-quantized' } }, /format "pack-quantized" is not supported/],
+  ];
+  for (const [j, re] of cases) assert.throws(() => parseHfConfig(j, F), (e: Error) => e.message.startsWith(F) && re.test(e.message), String(re));
+});
+
+test('quantization configs: fp8 block size and compressed-tensors strategies', () => {
+  assert.deepEqual(parseHfConfig({ ...base, quantization_config: { quant_method: 'fp8', weight_block_size: [128, 128] } }, F).quantization,
+    { method: 'fp8', weightBlockSize: [128, 128] });
+  const ct = (weights: Record<string, unknown>) => parseHfConfig({
+    ...base, quantization_config: { quant_method: 'compressed-tensors', format: 'float-quantized', config_groups: { group_0: { weights, targets: ['Linear'] } } },
+  }, F).quantization;
+  assert.deepEqual(ct({ num_bits: 8, type: 'float', strategy: 'channel' }), { method: 'compressed-tensors', blockSize: null });
+  assert.deepEqual(ct({ num_bits: 8, type: 'float', strategy: 'block', block_structure: [64, 32] }), { method: 'compressed-tensors', blockSize: [64, 32] });
+  assert.throws(() => ct({ num_bits: 4, type: 'int', strategy: 'group' }), /num_bits=4/);
+});

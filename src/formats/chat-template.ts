@@ -2,6 +2,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
+import type { Tokenizer } from "./tokenizer.js";
 
 /** One chat turn; extra fields (tool_calls, name, tool_call_id) pass through to the template. */
 export interface ChatMessage {
@@ -68,6 +69,24 @@ export class ChatTemplate {
 export function renderChat(template: string | ChatTemplate, messages: readonly ChatMessage[], opts: RenderChatOptions = {}): string {
   const t = typeof template === "string" ? new ChatTemplate(template) : template;
   return t.render(messages, opts);
+}
+
+/**
+ * Render with the tokenizer's BOS/EOS strings and encode without adding specials again
+ * (the template writes BOS itself; as transformers' apply_chat_template(tokenize=True)).
+ */
+export function encodeChat(
+  tokenizer: Pick<Tokenizer, "encode" | "bosToken" | "eosToken">,
+  template: string | ChatTemplate,
+  messages: readonly ChatMessage[],
+  opts: RenderChatOptions = {},
+): number[] {
+  const text = renderChat(template, messages, {
+    ...opts,
+    bosToken: opts.bosToken ?? tokenizer.bosToken ?? "",
+    eosToken: opts.eosToken ?? tokenizer.eosToken ?? "",
+  });
+  return tokenizer.encode(text, { addSpecialTokens: false });
 }
 
 export interface SelectOptions {

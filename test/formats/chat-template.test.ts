@@ -5,7 +5,7 @@ import { readFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { createRequire } from "node:module";
-import { ChatTemplate, renderChat, selectChatTemplate, loadChatTemplate, type ChatMessage } from "../../src/formats/chat-template.js";
+import { ChatTemplate, renderChat, encodeChat, selectChatTemplate, loadChatTemplate, type ChatMessage } from "../../src/formats/chat-template.js";
 import { Tokenizer } from "../../src/formats/tokenizer.js";
 
 const require = createRequire(import.meta.url);
@@ -100,6 +100,8 @@ test("rendered prompt tokenizes with one BOS and single-id headers (encode witho
   // Adding specials again would double the BOS: the template already wrote it.
   assert.equal(tok.encode(text).filter((id) => id === tok.bosId).length, 2);
   assert.equal(tok.decode(ids), text);
+  // encodeChat fills in the tokenizer's BOS and does the same encode.
+  assert.deepEqual(encodeChat(tok, FORMAT_31, convo, { addGenerationPrompt: true }), ids);
 });
 
 test("selectChatTemplate: string, list form with default / tool_use / named, errors", () => {

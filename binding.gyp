@@ -1,0 +1,26 @@
+# node-gyp build of the floe native addon: one module, ISA-specific code selected at run time (see native/isa.h).
+{
+  "targets": [
+    {
+      "target_name": "floe",
+      "sources": [
+        "native/addon.cc",
+        "native/pool.cc",
+        "native/dispatch.cc",
+        "native/isa_scalar.cc",
+        "native/isa_avx2.cc",
+        "native/isa_avx512.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions", "-O2", "-O0"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++1y", "-O2", "-O0"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-fopenmp-simd", "-fno-math-errno", "-Wall", "-Wno-unknown-pragmas", "-Wno-maybe-uninitialized"],
+      "ldflags": ["-pthread"],
+      "xcode_settings": {
+        "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+        "OTHER_CPLUSPLUSFLAGS": ["-std=c++17", "-O3", "-fopenmp-simd"]
+      }
+    }
+  ]
+}

@@ -1,0 +1,406 @@
+// N-API surface of the floe addon: argument checks (expected vs got, never a crash), then the dispatched kernel.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <napi.h>
+#include <string>
+
+#include "dispatch.h"
+#include "pool.h"
+
+namespace floe {
+namespace {
+
+template <class T>
+struct View {
+  T* p;
+  int64_t n;
+};
+
+[[noreturn]] void fail(Napi::Env env, const std::string& op, const std::string& msg) {
+  throw Napi::Error::New(env, "floe native " + op + ": " + msg);
+}
+
+[[noreturn]] void type_fail(Napi::Env env, const std::string& op, const std::string& msg) {
+  throw Napi::TypeError::New(env, "floe native " + op + ": " + msg);
+}
+
+void need_args(const Napi::CallbackInfo& info, const char* op, size_t n) {
+  if (info.Length() < n)
+    type_fail(info.Env(), op, "expected " + std::to_string(n) + " arguments, got " + std::to_string(info.Length()));
+}
+
+template <class T, napi_typedarray_type TT>
+View<T> typed(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, const char* tname) {
+  Napi::Value v = info[i];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != TT)
+    type_fail(info.Env(), op, std::string(name) + " must be a " + tname);
+  auto a = v.As<Napi::TypedArrayOf<T>>();
+  return {a.Data(), int64_t(a.ElementLength())};
+}
+
+View<float> f32(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  return typed<float, napi_float32_array>(info, i, op, name, "Float32Array");
+}
+View<int32_t> i32(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  return typed<int32_t, napi_int32_array>(info, i, op, name, "Int32Array");
+}
+View<uint8_t> u8(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  return typed<uint8_t, napi_uint8_array>(info, i, op, name, "Uint8Array");
+}
+
+int64_t integer(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, int64_t lo = 0) {
+  Napi::Value v = info[i];
+  if (!v.IsNumber()) type_fail(info.Env(), op, std::string(name) + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d == std::floor(d)) || d < double(lo) || d > 9.0e15)
+    fail(info.Env(), op, std::string(name) + " must be an integer >= " + std::to_string(lo) + ", got " + v.ToString().Utf8Value());
+  return int64_t(d);
+}
+
+double number(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  Napi::Value v = info[i];
+  if (!v.IsNumber()) type_fail(info.Env(), op, std::string(name) + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+void need_len(Napi::Env env, const char* op, const std::string& what, int64_t got, int64_t want) {
+  if (got != want)
+    fail(env, op, what + " has " + std::to_string(got) + " elements, expected " + std::to_string(want));
+}
+
+const char* weight_name(int dtype) {
+  switch (dtype) {
+    case DT_F32: return "f32";
+    case DT_F16: return "f16";
+    case DT_BF16: return "bf16";
+    case DT_FP8: return "fp8_e4m3";
+    case DT_Q8_0: return "q8_0";
+  }
+  return nullptr;
+}
+
+// Weight from (data, dtype, N, C, scale | null, br, bc) starting at argument i.
+Weight weight(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  Napi::Env env = info.Env();
+  Weight w{};
+  auto data = u8(info, i, op, "weight data");
+  w.data = data.p;
+  w.dtype = int(integer(info, i + 1, op, "weight dtype"));
+  if (!weight_name(w.dtype)) fail(env, op, "dtype code " + std::to_string(w.dtype) + " is not a weight dtype (f32, f16, bf16, fp8_e4m3, q8_0)");
+  w.N = integer(info, i + 2, op, "N");
+  w.C = integer(info, i + 3, op, "C");
+  if (w.dtype == DT_Q8_0 && w.C % Q8_BLOCK != 0)
+    fail(env, op, "q8_0 rows must be a multiple of 32 columns, got C=" + std::to_string(w.C));
+  need_len(env, op, std::string(weight_name(w.dtype)) + " weight (" + std::to_string(w.N) + ", " + std::to_string(w.C) + ") bytes",
+           data.n, w.N * w.row_bytes());
+  if (w.dtype == DT_FP8) {
+    if (!info[i + 4].IsTypedArray()) type_fail(env, op, "fp8_e4m3 weight needs a Float32Array scale grid");
+    auto sc = f32(info, i + 4, op, "fp8 scale");
+    w.br = integer(info, i + 5, op, "scale block rows", 1);
+    w.bc = integer(info, i + 6, op, "scale block cols", 1);
+    int64_t want = ((w.N + w.br - 1) / w.br) * w.grid_cols();
+    need_len(env, op, "fp8 scale grid for block [" + std::to_string(w.br) + "," + std::to_string(w.bc) + "]", sc.n, want);
+    w.scale = sc.p;
+  }
+  return w;
+}
+
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  const char* op = "matmul";
+  need_args(info, op, 10);
+  Napi::Env env = info.Env();
+  auto y = f32(info, 0, op, "y");
+  auto x = f32(info, 1, op, "x");
+  Weight w = weight(info, 2, op);
+  int64_t M = integer(info, 9, op, "M");
+  need_len(env, op, "x (M=" + std::to_string(M) + ", C=" + std::to_string(w.C) + ")", x.n, M * w.C);
+  need_len(env, op, "y (M=" + std::to_string(M) + ", N=" + std::to_string(w.N) + ")", y.n, M * w.N);
+  const Kernels& k = kernels();
+  count(op, weight_name(w.dtype), k.name);
+  if (M > 0 && w.N > 0) k.matmul(y.p, x.p, w, M);
+  return env.Undefined();
+}
+
+Napi::Value Embedding(const Napi::CallbackInfo& info) {
+  const char* op = "embedding";
+  need_args(info, op, 9);
+  Napi::Env env = info.Env();
+  auto out = f32(info, 0, op, "out");
+  Weight w = weight(info, 1, op);
+  auto ids = i32(info, 8, op, "ids");
+  need_len(env, op, "out (T=" + std::to_string(ids.n) + ", D=" + std::to_string(w.C) + ")", out.n, ids.n * w.C);
+  for (int64_t t = 0; t < ids.n; t++)
+    if (ids.p[t] < 0 || ids.p[t] >= w.N)
+      fail(env, op, "token id " + std::to_string(ids.p[t]) + " at position " + std::to_string(t) + " is outside [0, " + std::to_string(w.N) + ")");
+  const Kernels& k = kernels();
+  count(op, weight_name(w.dtype), k.name);
+  k.embedding(out.p, w, ids.p, ids.n);
+  return env.Undefined();
+}
+
+Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
+  const char* op = "rmsnorm";
+  need_args(info, op, 5);
+  Napi::Env env = info.Env();
+  auto y = f32(info, 0, op, "y");
+  auto x = f32(info, 1, op, "x");
+  auto g = f32(info, 2, op, "g");
+  int64_t M = integer(info, 3, op, "M");
+  float eps = float(number(info, 4, op, "eps"));
+  need_len(env, op, "x (M=" + std::to_string(M) + ", D=" + std::to_string(g.n) + ")", x.n, M * g.n);
+  need_len(env, op, "y (M=" + std::to_string(M) + ", D=" + std::to_string(g.n) + ")", y.n, M * g.n);
+  const Kernels& k = kernels();
+  count(op, "", k.name);
+  k.rmsnorm(y.p, x.p, g.p, M, g.n, eps);
+  return env.Undefined();
+}
+
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  const char* op = "rope";
+  need_args(info, op, 5);
+  Napi::Env env = info.Env();
+  auto x = f32(info, 0, op, "x");
+  auto pos = i32(info, 1, op, "positions");
+  int64_t nh = integer(info, 2, op, "nHeads");
+  int64_t E = integer(info, 3, op, "headDim");
+  auto inv = f32(info, 4, op, "invFreq");
+  if (E % 2 != 0) fail(env, op, "headDim must be even, got " + std::to_string(E));
+  need_len(env, op, "x (T=" + std::to_string(pos.n) + ", heads=" + std::to_string(nh) + ", E=" + std::to_string(E) + ")", x.n, pos.n * nh * E);
+  need_len(env, op, "invFreq (E/2)", inv.n, E / 2);
+  const Kernels& k = kernels();
+  count(op, "", k.name);
+  k.rope(x.p, pos.p, pos.n, nh, E, inv.p);
+  return env.Undefined();
+}
+
+Napi::Value Swiglu(const Napi::CallbackInfo& info) {
+  const char* op = "swiglu";
+  need_args(info, op, 3);
+  Napi::Env env = info.Env();
+  auto out = f32(info, 0, op, "out");
+  auto gate = f32(info, 1, op, "gate");
+  auto up = f32(info, 2, op, "up");
+  need_len(env, op, "up", up.n, gate.n);
+  need_len(env, op, "out", out.n, gate.n);
+  const Kernels& k = kernels();
+  count(op, "", k.name);
+  k.swiglu(out.p, gate.p, up.p, gate.n);
+  return env.Undefined();
+}
+
+Napi::Value Add(const Napi::CallbackInfo& info) {
+  const char* op = "add";
+  need_args(info, op, 2);
+  Napi::Env env = info.Env();
+  auto y = f32(info, 0, op, "y");
+  auto x = f32(info, 1, op, "x");
+  need_len(env, op, "x", x.n, y.n);
+  const Kernels& k = kernels();
+  count(op, "", k.name);
+  k.add(y.p, x.p, y.n);
+  return env.Undefined();
+}
+
+const char* kv_name(int dtype) { return dtype == KV_F32 ? "f32kv" : dtype == KV_BF16 ? "bf16kv" : nullptr; }
+
+// KvCache from (k bytes, v bytes, dtype, numBlocks, L, K, E) starting at argument i.
+KvCache kv_cache(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  Napi::Env env = info.Env();
+  auto kb = u8(info, i, op, "cache k");
+  auto vb = u8(info, i + 1, op, "cache v");
+  KvCache kv{kb.p, vb.p, int(integer(info, i + 2, op, "kv dtype")), 0, 0, 0, 0};
+  if (!kv_name(kv.dtype)) fail(env, op, "kv dtype code " + std::to_string(kv.dtype) + " is not a KV cache dtype (f32=0, bf16=2)");
+  kv.num_blocks = integer(info, i + 3, op, "numBlocks");
+  kv.L = integer(info, i + 4, op, "blockSize", 1);
+  kv.K = integer(info, i + 5, op, "numKvHeads", 1);
+  kv.E = integer(info, i + 6, op, "headDim", 1);
+  int64_t bytes = kv.num_blocks * kv.L * kv.K * kv.E * (kv.dtype == KV_F32 ? 4 : 2);
+  need_len(env, op, "cache k bytes (numBlocks*L*K*E*elem)", kb.n, bytes);
+  need_len(env, op, "cache v bytes (numBlocks*L*K*E*elem)", vb.n, bytes);
+  return kv;
+}
+
+Napi::Value KvWrite(const Napi::CallbackInfo& info) {
+  const char* op = "kvWrite";
+  need_args(info, op, 10);
+  Napi::Env env = info.Env();
+  KvCache kv = kv_cache(info, 0, op);
+  auto k = f32(info, 7, op, "k");
+  auto v = f32(info, 8, op, "v");
+  auto slots = i32(info, 9, op, "slots");
+  int64_t KE = kv.K * kv.E, num_slots = kv.num_blocks * kv.L;
+  need_len(env, op, "k (T=" + std::to_string(slots.n) + ", K*E=" + std::to_string(KE) + ")", k.n, slots.n * KE);
+  need_len(env, op, "v (T=" + std::to_string(slots.n) + ", K*E=" + std::to_string(KE) + ")", v.n, slots.n * KE);
+  for (int64_t t = 0; t < slots.n; t++)
+    if (slots.p[t] < 0 || slots.p[t] >= num_slots)
+      fail(env, op, "slot " + std::to_string(slots.p[t]) + " of token " + std::to_string(t) + " is outside [0, " + std::to_string(num_slots) + ")");
+  const Kernels& kn = kernels();
+  count(op, kv.dtype == KV_F32 ? "f32" : "bf16", kn.name);
+  kn.kv_write(kv, k.p, v.p, slots.p, slots.n);
+  return env.Undefined();
+}
+
+// attention(out, q, kBytes, vBytes, kvDtype, numBlocks, L, K, E, H, scale, S, qStart, ctxLen, blockTables, maxBlocks)
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  const char* op = "attention";
+  need_args(info, op, 16);
+  Napi::Env env = info.Env();
+  AttnArgs a{};
+  auto out = f32(info, 0, op, "out");
+  auto q = f32(info, 1, op, "q");
+  a.kv = kv_cache(info, 2, op);
+  a.H = integer(info, 9, op, "numHeads", 1);
+  a.scale = float(number(info, 10, op, "scale"));
+  a.S = integer(info, 11, op, "numSeqs");
+  auto qs = i32(info, 12, op, "qStart");
+  auto ctx = i32(info, 13, op, "ctxLen");
+  auto bt = i32(info, 14, op, "blockTables");
+  a.max_blocks = integer(info, 15, op, "maxBlocks");
+  const int64_t K = a.kv.K, E = a.kv.E, L = a.kv.L, HE = a.H * E;
+  if (a.H % K != 0) fail(env, op, "numHeads " + std::to_string(a.H) + " is not a multiple of numKvHeads " + std::to_string(K));
+  need_len(env, op, "qStart (S+1)", qs.n, a.S + 1);
+  need_len(env, op, "ctxLen (S)", ctx.n, a.S);
+  if (bt.n < a.S * a.max_blocks)
+    fail(env, op, "blockTables has " + std::to_string(bt.n) + " elements, expected at least S*maxBlocks = " + std::to_string(a.S * a.max_blocks));
+  if (qs.p[0] < 0) fail(env, op, "qStart[0] is " + std::to_string(qs.p[0]) + ", expected >= 0");
+  const int64_t Tq = qs.p[a.S];
+  need_len(env, op, "q (Tq=" + std::to_string(Tq) + ", H*E=" + std::to_string(HE) + ")", q.n, Tq * HE);
+  need_len(env, op, "out (Tq=" + std::to_string(Tq) + ", H*E=" + std::to_string(HE) + ")", out.n, Tq * HE);
+  for (int64_t s = 0; s < a.S; s++) {
+    int64_t qlen = int64_t(qs.p[s + 1]) - qs.p[s], c = ctx.p[s];
+    if (qlen < 0 || qlen > c)
+      fail(env, op, "sequence " + std::to_string(s) + " has " + std::to_string(qlen) + " queries but ctxLen " + std::to_string(c));
+    if ((c + L - 1) / L > a.max_blocks)
+      fail(env, op, "sequence " + std::to_string(s) + " ctxLen " + std::to_string(c) + " needs more than maxBlocks " + std::to_string(a.max_blocks));
+    if (qlen == 0) continue;
+    for (int64_t b = 0; b < (c + L - 1) / L; b++) {
+      int32_t id = bt.p[s * a.max_blocks + b];
+      if (id < 0 || id >= a.kv.num_blocks)
+        fail(env, op, "sequence " + std::to_string(s) + " block " + std::to_string(b) + " maps to block " + std::to_string(id) +
+                          ", outside [0, " + std::to_string(a.kv.num_blocks) + ")");
+    }
+  }
+  a.out = out.p;
+  a.q = q.p;
+  a.q_start = qs.p;
+  a.ctx_len = ctx.p;
+  a.blocks = bt.p;
+  const Kernels& k = kernels();
+  count(op, kv_name(a.kv.dtype), k.name);
+  if (Tq > 0) k.attention(a);
+  return env.Undefined();
+}
+
+Napi::Value LogSoftmax(const Napi::CallbackInfo& info) {
+  const char* op = "logSoftmax";
+  need_args(info, op, 3);
+  Napi::Env env = info.Env();
+  auto out = f32(info, 0, op, "out");
+  auto in = f32(info, 1, op, "logits");
+  int64_t M = integer(info, 2, op, "M", 1);
+  if (in.n % M != 0) fail(env, op, "logits length " + std::to_string(in.n) + " is not a multiple of M=" + std::to_string(M));
+  need_len(env, op, "out", out.n, in.n);
+  const Kernels& k = kernels();
+  count(op, "", k.name);
+  if (in.n > 0) k.log_softmax(out.p, in.p, M, in.n / M);
+  return env.Undefined();
+}
+
+Napi::Value Topk(const Napi::CallbackInfo& info) {
+  const char* op = "topk";
+  need_args(info, op, 2);
+  Napi::Env env = info.Env();
+  auto x = f32(info, 0, op, "x");
+  int64_t k = integer(info, 1, op, "k");
+  if (k > x.n) fail(env, op, "k=" + std::to_string(k) + " outside [0, " + std::to_string(x.n) + "]");
+  auto ids = Napi::Int32Array::New(env, size_t(k));
+  auto values = Napi::Float32Array::New(env, size_t(k));
+  count(op, "", "scalar");
+  topk(x.p, x.n, k, ids.Data(), values.Data());
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("ids", ids);
+  r.Set("values", values);
+  return r;
+}
+
+Napi::Value MmapFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "floe native mmapFile: path must be a string");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  auto sys_fail = [&](const char* what) {
+    int e = errno;
+    throw Napi::Error::New(env, "floe native mmapFile: " + std::string(what) + " '" + path + "' failed: " + std::strerror(e) +
+                                    " (errno " + std::to_string(e) + ")");
+  };
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) sys_fail("open");
+  struct stat st;
+  if (::fstat(fd, &st) != 0) { int e = errno; ::close(fd); errno = e; sys_fail("fstat"); }
+  if (!S_ISREG(st.st_mode)) { ::close(fd); throw Napi::Error::New(env, "floe native mmapFile: '" + path + "' is not a regular file"); }
+  size_t len = size_t(st.st_size);
+  if (len == 0) { ::close(fd); return Napi::ArrayBuffer::New(env, 0); }
+  // Private + writable: a stray write lands in a private copy instead of faulting.
+  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  if (p == MAP_FAILED) { int e = errno; ::close(fd); errno = e; sys_fail("mmap"); }
+  ::close(fd);
+  return Napi::ArrayBuffer::New(env, p, len, [](Napi::Env, void* data, size_t* n) { ::munmap(data, *n); delete n; }, new size_t(len));
+}
+
+Napi::Value IsaName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), isa_name(isa_current())); }
+Napi::Value SupportedIsa(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), isa_name(isa_supported())); }
+
+Napi::Value SetIsa(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "floe native setIsa: name must be a string");
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  if (!isa_set(name))
+    throw Napi::Error::New(env, "floe native setIsa: '" + name + "' is not one of scalar, avx2, avx512 up to this CPU's " +
+                                    isa_name(isa_supported()));
+  return env.Undefined();
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  pool_set_threads(int(integer(info, 0, "setThreads", "n", 1)));
+  return info.Env().Undefined();
+}
+
+Napi::Value GetThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), pool_threads()); }
+
+Napi::Value Counters(const Napi::CallbackInfo& info) {
+  Napi::Object r = Napi::Object::New(info.Env());
+  for (auto& [k, v] : counters_snapshot()) r.Set(k, v);
+  return r;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("matmul", Napi::Function::New(env, Matmul));
+  exports.Set("embedding", Napi::Function::New(env, Embedding));
+  exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));
+  exports.Set("rope", Napi::Function::New(env, Rope));
+  exports.Set("swiglu", Napi::Function::New(env, Swiglu));
+  exports.Set("add", Napi::Function::New(env, Add));
+  exports.Set("kvWrite", Napi::Function::New(env, KvWrite));
+  exports.Set("attention", Napi::Function::New(env, Attention));
+  exports.Set("logSoftmax", Napi::Function::New(env, LogSoftmax));
+  exports.Set("topk", Napi::Function::New(env, Topk));
+  exports.Set("mmapFile", Napi::Function::New(env, MmapFile));
+  exports.Set("isa", Napi::Function::New(env, IsaName));
+  exports.Set("supportedIsa", Napi::Function::New(env, SupportedIsa));
+  exports.Set("setIsa", Napi::Function::New(env, SetIsa));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("getThreads", Napi::Function::New(env, GetThreads));
+  exports.Set("counters", Napi::Function::New(env, Counters));
+  return exports;
+}
+
+}  // namespace
+}  // namespace floe
+
+static Napi::Object InitFloe(Napi::Env env, Napi::Object exports) { return floe::Init(env, exports); }
+NODE_API_MODULE(floe, InitFloe)

@@ -1,0 +1,148 @@
+// Run-time ISA selection from CPUID (FLOE_ISA=avx2|scalar lowers it), call counters, scratch memory, topk.
+#include "dispatch.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+namespace floe {
+namespace {
+
+Isa detect() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
+  if (avx512) return ISA_AVX512;
+  if (avx2) return ISA_AVX2;  // F16C ships with every AVX2 CPU
+#endif
+  return ISA_SCALAR;
+}
+
+Isa parse(const std::string& s, bool* ok) {
+  *ok = true;
+  if (s == "scalar") return ISA_SCALAR;
+  if (s == "avx2") return ISA_AVX2;
+  if (s == "avx512") return ISA_AVX512;
+  *ok = false;
+  return ISA_SCALAR;
+}
+
+const Isa g_supported = detect();
+std::atomic<int> g_current{[] {
+  const char* env = std::getenv("FLOE_ISA");
+  bool ok = false;
+  Isa want = env ? parse(env, &ok) : g_supported;
+  return int(ok && want < g_supported ? want : g_supported);
+}()};
+
+std::mutex g_count_mu;
+// Keyed by the literals' addresses: counting allocates only on a key's first use.
+using CountKey = std::tuple<const char*, const char*, const char*>;
+std::map<CountKey, double>& count_map() {
+  static auto* m = new std::map<CountKey, double>();
+  return *m;
+}
+
+}  // namespace
+
+Isa isa_supported() { return g_supported; }
+Isa isa_current() { return Isa(g_current.load()); }
+
+bool isa_set(const std::string& name) {
+  bool ok;
+  Isa want = parse(name, &ok);
+  if (!ok || want > g_supported) return false;
+  g_current.store(int(want));
+  return true;
+}
+
+const char* isa_name(Isa i) {
+  switch (i) {
+    case ISA_SCALAR: return "scalar";
+    case ISA_AVX2: return "avx2";
+    case ISA_AVX512: return "avx512";
+  }
+  return "?";
+}
+
+const Kernels& kernels() {
+  switch (isa_current()) {
+    case ISA_AVX512: return kernels_avx512;
+    case ISA_AVX2: return kernels_avx2;
+    default: return kernels_scalar;
+  }
+}
+
+void count(const char* kernel, const char* variant, const char* isa) {
+  std::lock_guard<std::mutex> lk(g_count_mu);
+  count_map()[CountKey(kernel, variant ? variant : "", isa)] += 1;
+}
+
+std::vector<std::pair<std::string, double>> counters_snapshot() {
+  std::map<std::string, double> named;
+  {
+    std::lock_guard<std::mutex> lk(g_count_mu);
+    for (auto& [key, n] : count_map()) {
+      std::string name = std::get<0>(key);
+      if (*std::get<1>(key)) name += std::string(".") + std::get<1>(key);
+      name += std::string(".") + std::get<2>(key);
+      named[name] += n;
+    }
+  }
+  return {named.begin(), named.end()};
+}
+
+void* scratch(int slot, size_t bytes) {
+  struct Buf {
+    void* p = nullptr;
+    size_t n = 0;
+    ~Buf() { std::free(p); }
+  };
+  thread_local Buf bufs[4];
+  Buf& b = bufs[slot];
+  if (b.n < bytes) {
+    std::free(b.p);
+    size_t n = (bytes + 63) / 64 * 64 + 64;  // one spare line: SIMD tails may over-read
+    b.p = std::aligned_alloc(64, n);
+    if (!b.p) throw std::bad_alloc();
+    b.n = n - 64;
+  }
+  return b.p;
+}
+
+void topk(const float* x, int64_t n, int64_t k, int32_t* ids, float* values) {
+  // "a before b" when a is larger, NaN last, ties by lower index.
+  auto before = [x](int32_t a, int32_t b) {
+    float va = x[a], vb = x[b];
+    bool na = va != va, nb = vb != vb;
+    if (na != nb) return nb;
+    if (!na && va != vb) return va > vb;
+    return a < b;
+  };
+  // Heap of the best k so far, worst on top.
+  std::vector<int32_t> heap;
+  heap.reserve(size_t(k));
+  for (int32_t i = 0; i < n && k > 0; i++) {
+    if (int64_t(heap.size()) < k) {
+      heap.push_back(i);
+      std::push_heap(heap.begin(), heap.end(), before);
+    } else if (before(i, heap.front())) {
+      std::pop_heap(heap.begin(), heap.end(), before);
+      heap.back() = i;
+      std::push_heap(heap.begin(), heap.end(), before);
+    }
+  }
+  std::sort(heap.begin(), heap.end(), before);
+  for (int64_t j = 0; j < k; j++) {
+    ids[j] = heap[size_t(j)];
+    values[j] = x[heap[size_t(j)]];
+  }
+}
+
+}  // namespace floe

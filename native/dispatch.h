@@ -1,0 +1,26 @@
+// Run-time ISA selection, per-kernel call counters and the non-ISA kernels (topk).
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "isa.h"
+
+namespace floe {
+
+// Highest ISA this CPU supports (FLOE_ISA at load may lower it).
+Isa isa_supported();
+Isa isa_current();
+// Lowers (or restores, up to isa_supported) the active ISA; returns false for an unknown name or one above support.
+bool isa_set(const std::string& name);
+const char* isa_name(Isa i);
+const Kernels& kernels();
+
+// Counter for key "<kernel>.<variant>.<isa>" or "<kernel>.<isa>" (variant empty).
+void count(const char* kernel, const char* variant, const char* isa);
+std::vector<std::pair<std::string, double>> counters_snapshot();
+
+// ids (k), values (k): the k largest of x (n), ties by lower index, NaN last.
+void topk(const float* x, int64_t n, int64_t k, int32_t* ids, float* values);
+
+}  // namespace floe

@@ -1,0 +1,32 @@
+// Per-ISA kernel tables: the same kernels compiled for scalar, AVX2 and AVX-512, chosen at run time.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "common.h"
+
+namespace floe {
+
+enum Isa : int { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+
+struct Kernels {
+  const char* name;
+  void (*matmul)(float* y, const float* x, const Weight& w, int64_t M);  // y (M, N) = x (M, C) · wᵀ
+  void (*rmsnorm)(float* y, const float* x, const float* g, int64_t M, int64_t D, float eps);
+  void (*rope)(float* x, const int32_t* pos, int64_t T, int64_t nh, int64_t E, const float* inv_freq);
+  void (*swiglu)(float* out, const float* gate, const float* up, int64_t n);
+  void (*embedding)(float* out, const Weight& table, const int32_t* ids, int64_t T);  // ids already validated
+  void (*add)(float* y, const float* x, int64_t n);
+  void (*kv_write)(const KvCache& kv, const float* k, const float* v, const int32_t* slots, int64_t T);
+  void (*attention)(const AttnArgs& a);  // block ids and lengths already validated
+  void (*log_softmax)(float* out, const float* in, int64_t M, int64_t V);
+};
+
+extern const Kernels kernels_scalar;
+extern const Kernels kernels_avx2;
+extern const Kernels kernels_avx512;
+
+// Grow-only per-thread scratch, 64-byte aligned; `slot` separates buffers alive at the same time.
+void* scratch(int slot, size_t bytes);
+
+}  // namespace floe

@@ -1,0 +1,45 @@
+// AVX-512 kernels (F, BW, VL, DQ, BF16, VNNI): hand-written matmuls per weight dtype plus the portable kernels.
+#include <cmath>
+#include <cstring>
+
+#include "isa.h"
+#include "pool.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni")
+
+namespace floe {
+namespace avx512_isa {
+
+#define FLOE_DQ_F16
+static void dq_f16(const uint8_t* src, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i * 2))));
+  for (; i < n; i++) out[i] = _cvtsh_ss(uint16_t(src[i * 2] | (src[i * 2 + 1] << 8)));
+}
+
+#include "generic.inc"
+
+}  // namespace avx512_isa
+
+const Kernels kernels_avx512 = {
+    "avx512",
+    avx512_isa::matmul_generic,
+    avx512_isa::rmsnorm_generic,
+    avx512_isa::rope_generic,
+    avx512_isa::swiglu_generic,
+    avx512_isa::embedding_generic,
+    avx512_isa::add_generic,
+    avx512_isa::kv_write_generic,
+    avx512_isa::attention_generic,
+    avx512_isa::log_softmax_generic,
+};
+
+}  // namespace floe
+#pragma GCC pop_options
+#else
+namespace floe { const Kernels kernels_avx512 = kernels_scalar; }
+#endif

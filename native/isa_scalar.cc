@@ -1,0 +1,26 @@
+// Scalar kernels: the portable fallback (baseline ISA), also forced with FLOE_ISA=scalar.
+#include <cmath>
+#include <cstring>
+
+#include "isa.h"
+#include "pool.h"
+
+namespace floe {
+namespace scalar_isa {
+#include "generic.inc"
+}  // namespace scalar_isa
+
+const Kernels kernels_scalar = {
+    "scalar",
+    scalar_isa::matmul_generic,
+    scalar_isa::rmsnorm_generic,
+    scalar_isa::rope_generic,
+    scalar_isa::swiglu_generic,
+    scalar_isa::embedding_generic,
+    scalar_isa::add_generic,
+    scalar_isa::kv_write_generic,
+    scalar_isa::attention_generic,
+    scalar_isa::log_softmax_generic,
+};
+
+}  // namespace floe

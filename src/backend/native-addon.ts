@@ -1,0 +1,70 @@
+// Loader and typed surface of the raw C++ addon (build/Release/floe.node); null when it has not been built.
+
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type NativeIsa = 'scalar' | 'avx2' | 'avx512';
+
+/**
+ * The addon's functions, as exported by native/addon.cc. Weights travel as (data, dtypeCode, N, C, scale, br, bc)
+ * with scale null unless fp8; KV caches as (kBytes, vBytes, kvDtypeCode, numBlocks, L, K, E). Every function checks
+ * its arguments and throws an Error naming the argument, expected vs got.
+ */
+export interface NativeAddon {
+  matmul(y: Float32Array, x: Float32Array, w: Uint8Array, dtype: number, N: number, C: number,
+    scale: Float32Array | null, br: number, bc: number, M: number): void;
+  embedding(out: Float32Array, table: Uint8Array, dtype: number, V: number, D: number,
+    scale: Float32Array | null, br: number, bc: number, ids: Int32Array): void;
+  rmsnorm(y: Float32Array, x: Float32Array, g: Float32Array, M: number, eps: number): void;
+  rope(x: Float32Array, positions: Int32Array, nHeads: number, headDim: number, invFreq: Float32Array): void;
+  swiglu(out: Float32Array, gate: Float32Array, up: Float32Array): void;
+  add(y: Float32Array, x: Float32Array): void;
+  kvWrite(kc: Uint8Array, vc: Uint8Array, kvDtype: number, numBlocks: number, L: number, K: number, E: number,
+    k: Float32Array, v: Float32Array, slots: Int32Array): void;
+  attention(out: Float32Array, q: Float32Array, kc: Uint8Array, vc: Uint8Array, kvDtype: number, numBlocks: number,
+    L: number, K: number, E: number, H: number, scale: number, numSeqs: number, qStart: Int32Array,
+    ctxLen: Int32Array, blockTables: Int32Array, maxBlocks: number): void;
+  logSoftmax(out: Float32Array, logits: Float32Array, M: number): void;
+  topk(x: Float32Array, k: number): { ids: Int32Array; values: Float32Array };
+  /** Whole file mapped private read/write (writes never reach the file); unmapped when the buffer is collected. */
+  mmapFile(path: string): ArrayBuffer;
+  /** The ISA kernels run with now, and the best this CPU supports. */
+  isa(): NativeIsa;
+  supportedIsa(): NativeIsa;
+  /** Lower (or restore) the kernel ISA at run time; throws above supportedIsa(). FLOE_ISA sets it at load. */
+  setIsa(isa: NativeIsa): void;
+  setThreads(n: number): void;
+  getThreads(): number;
+  /** Calls per "kernel[.variant].isa", e.g. "matmul.bf16.avx512", since load. */
+  counters(): Record<string, number>;
+}
+
+/** The package root: the nearest ancestor of this file holding package.json (src/backend or dist/src/backend). */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`floe: no package.json above ${fileURLToPath(import.meta.url)}`);
+    dir = up;
+  }
+}
+
+let cached: NativeAddon | null | undefined;
+
+/** The addon, loaded once; null if build/Release/floe.node is missing (run `npx node-gyp rebuild`). */
+export function loadAddon(): NativeAddon | null {
+  if (cached !== undefined) return cached;
+  const path = join(packageRoot(), 'build', 'Release', 'floe.node');
+  if (!existsSync(path)) return (cached = null);
+  const require = createRequire(import.meta.url);
+  cached = require(path) as NativeAddon;
+  return cached;
+}
+
+/** Absolute path the addon is loaded from (for messages). */
+export function addonPath(): string {
+  return join(packageRoot(), 'build', 'Release', 'floe.node');
+}

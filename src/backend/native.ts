@@ -1,0 +1,87 @@
+// Native backend: every Backend kernel run by the C++ addon (AVX-512 / AVX2 / scalar, chosen at run time).
+//
+// Dimension letters as in backend.ts: M rows, C input features, N output features, T tokens, H heads, K kv heads,
+// E head dim, S sequences, L block size. Argument checks live in the addon (native/addon.cc).
+
+import { DTYPE_CODE, type Tensor } from '../tensor/tensor.js';
+import { WEIGHT_DTYPES, type AttentionBatch, type AttentionShape, type Backend, type KvDType, type KvLayer } from './backend.js';
+import { loadAddon, type NativeAddon } from './native-addon.js';
+
+const KV_CODE = { f32: 0, bf16: 2 } as const satisfies Record<KvDType, number>;
+
+function weightArgs(op: string, w: Tensor): [Uint8Array, number, number, number, Float32Array | null, number, number] {
+  if (!(WEIGHT_DTYPES as readonly string[]).includes(w.dtype)) throw new Error(`native.${op} has no ${w.dtype} kernel`);
+  const [br, bc] = w.scaleBlock ?? [1, 1];
+  return [w.data, DTYPE_CODE[w.dtype], w.rows, w.cols, w.dtype === 'fp8_e4m3' ? w.scale! : null, br, bc];
+}
+
+function kvCode(layer: KvLayer): number {
+  const code = KV_CODE[layer.dtype];
+  if (code === undefined) throw new Error(`native kv cache has no ${String(layer.dtype)} kernel`);
+  return code;
+}
+
+function makeBackend(a: NativeAddon): Backend {
+  return {
+    name: 'native',
+
+    matmul(y: Float32Array, x: Float32Array, w: Tensor, M: number): void {
+      a.matmul(y, x, ...weightArgs('matmul', w), M);
+    },
+
+    rmsnorm(y: Float32Array, x: Float32Array, g: Float32Array, M: number, eps: number): void {
+      a.rmsnorm(y, x, g, M, eps);
+    },
+
+    rope(x: Float32Array, positions: Int32Array, nHeads: number, headDim: number, invFreq: Float32Array): void {
+      a.rope(x, positions, nHeads, headDim, invFreq);
+    },
+
+    swiglu(out: Float32Array, gate: Float32Array, up: Float32Array): void {
+      a.swiglu(out, gate, up);
+    },
+
+    embedding(out: Float32Array, table: Tensor, ids: Int32Array): void {
+      a.embedding(out, ...weightArgs('embedding', table), ids);
+    },
+
+    add(y: Float32Array, x: Float32Array): void {
+      a.add(y, x);
+    },
+
+    kvWrite(layer: KvLayer, k: Float32Array, v: Float32Array, slots: Int32Array): void {
+      a.kvWrite(layer.k, layer.v, kvCode(layer), layer.numBlocks, layer.blockSize, layer.numKvHeads, layer.headDim, k, v, slots);
+    },
+
+    attention(out: Float32Array, q: Float32Array, layer: KvLayer, shape: AttentionShape, batch: AttentionBatch): void {
+      if (shape.numKvHeads !== layer.numKvHeads || shape.headDim !== layer.headDim) {
+        throw new Error(`native.attention: shape (K=${shape.numKvHeads}, E=${shape.headDim}) does not match the cache layer (K=${layer.numKvHeads}, E=${layer.headDim})`);
+      }
+      a.attention(out, q, layer.k, layer.v, kvCode(layer), layer.numBlocks, layer.blockSize, layer.numKvHeads, layer.headDim,
+        shape.numHeads, shape.scale, batch.numSeqs, batch.qStart, batch.ctxLen, batch.blockTables, batch.maxBlocks);
+    },
+
+    logSoftmax(out: Float32Array, logits: Float32Array, M: number): void {
+      a.logSoftmax(out, logits, M);
+    },
+
+    topk(x: Float32Array, k: number): { ids: Int32Array; values: Float32Array } {
+      return a.topk(x, k);
+    },
+  };
+}
+
+let backend: Backend | null | undefined;
+
+/** The native backend, or null when the addon is not built. */
+export function loadNativeBackend(): Backend | null {
+  if (backend !== undefined) return backend;
+  const a = loadAddon();
+  backend = a ? makeBackend(a) : null;
+  return backend;
+}
+
+/** Calls per kernel and path since load, keys like "matmul.bf16.avx512", "attention.f32kv.avx2"; {} if not built. */
+export function nativeCounters(): Record<string, number> {
+  return loadAddon()?.counters() ?? {};
+}

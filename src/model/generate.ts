@@ -95,7 +95,7 @@ export function generate(model: LlamaModel, promptIds: readonly number[], opts: 
   const wantPrompt = opts.promptLogprobs !== undefined;
   const chunk = opts.prefillChunk ?? (wantPrompt ? 64 : 512);
   const promptLogprobs: (TopLogprob | null)[] | null = wantPrompt ? [null] : null;
-  let last = new Float32Array(0);
+  let last: Float32Array = new Float32Array(0);
   for (let s = 0; s < promptIds.length; s += chunk) {
     const part = promptIds.slice(s, s + chunk);
     const logits = step(part, s, wantPrompt);

@@ -231,20 +231,40 @@ function truncBf16(x: number): number {
 // The harness itself, run on the reference: must pass trivially, and proves the suite is well-formed.
 runBackendConformance('reference (self-check)', () => ref);
 
-// The native backend, once src/backend/native.ts exists: it must load and its own kernels must run.
+// The native backend, once src/backend/native.ts exists: it must load, and its own kernels must run, on every ISA
+// this CPU supports (native-addon's setIsa lowers the dispatch: avx512 -> avx2 -> scalar).
 const nativeUrl = new URL('../../src/backend/native.ts', import.meta.url);
 if (existsSync(nativeUrl)) {
   const mod = (await import('../../src/backend/' + 'native.js')) as {
     loadNativeBackend(): Backend | null;
     nativeCounters(): Record<string, number>;
   };
-  const be = process.env.FLOE_SKIP_NATIVE === '1' ? null : mod.loadNativeBackend();
+  const skip = process.env.FLOE_SKIP_NATIVE === '1';
+  const be = skip ? null : mod.loadNativeBackend();
   if (be === null) {
-    it('native backend loads', { skip: process.env.FLOE_SKIP_NATIVE === '1' ? 'FLOE_SKIP_NATIVE=1' : false }, () => {
-      assert.fail('src/backend/native.ts exists but loadNativeBackend() returned null: build the addon (node-gyp rebuild), or set FLOE_SKIP_NATIVE=1 to skip on purpose');
+    it('native backend loads', { skip: skip ? 'FLOE_SKIP_NATIVE=1' : false }, () => {
+      assert.fail('src/backend/native.ts exists but loadNativeBackend() returned null: build the addon (npx node-gyp rebuild), or set FLOE_SKIP_NATIVE=1 to skip on purpose');
     });
   } else {
-    runBackendConformance('native', () => be, { counters: () => mod.nativeCounters() });
+    const counters = (): Record<string, number> => mod.nativeCounters();
+    runBackendConformance('native', () => be, { counters });
+    const addonMod = (await import('../../src/backend/' + 'native-addon.js')) as {
+      loadAddon(): { supportedIsa(): string; isa(): string; setIsa(isa: string): void } | null;
+    };
+    const addon = addonMod.loadAddon();
+    if (addon) {
+      const order = ['scalar', 'avx2', 'avx512'];
+      const initial = addon.isa();
+      for (const isa of order.slice(0, order.indexOf(addon.supportedIsa()) + 1).reverse()) {
+        runBackendConformance(`native ${isa}`, () => be, {
+          counters,
+          isa,
+          isaIndependent: ['topk'], // one scalar topk serves every ISA
+          setup: () => addon.setIsa(isa),
+          teardown: () => addon.setIsa(initial),
+        });
+      }
+    }
   }
 } else {
   it('native backend', { skip: 'src/backend/native.ts does not exist yet' }, () => {});

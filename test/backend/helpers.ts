@@ -1,7 +1,7 @@
 // Test helpers: seeded PRNG, random tensors, tolerance checks that name the seed, and the backend conformance suite.
 
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import type { AttentionBatch, AttentionShape, Backend, KvDType, KvLayer } from '../../src/backend/backend.js';
 import { WEIGHT_DTYPES } from '../../src/backend/backend.js';
 import { referenceBackend } from '../../src/backend/reference.js';
@@ -420,12 +420,26 @@ export interface ConformanceOptions {
    * (`matmul.<dtype>.<isa>`); the others may (`attention.bf16.avx2`) or not (`add.avx512`).
    */
   readonly counters?: () => Record<string, number>;
+  /** With counters: the ISA every kernel must report (keys ending in `.<isa>`), except those in isaIndependent. */
+  readonly isa?: string;
+  readonly isaIndependent?: readonly string[];
+  /** Runs before the block's first test (e.g. select an ISA); teardown after its last. */
+  readonly setup?: () => void;
+  readonly teardown?: () => void;
 }
 
-/** Sum of counters whose key is `prefix` or starts with `prefix.`. */
-function counterSum(c: Record<string, number>, prefix: string): number {
+/** Counters whose key is `prefix` or starts with `prefix.` (and ends with `.isa` when given). */
+function countersFor(c: Record<string, number>, prefix: string, isa?: string): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const [k, v] of Object.entries(c)) {
+    if ((k === prefix || k.startsWith(prefix + '.')) && (isa === undefined || k.endsWith('.' + isa))) m.set(k, v);
+  }
+  return m;
+}
+
+function total(m: Map<string, number>): number {
   let s = 0;
-  for (const [k, v] of Object.entries(c)) if (k === prefix || k.startsWith(prefix + '.')) s += v;
+  for (const v of m.values()) s += v;
   return s;
 }
 
@@ -436,14 +450,19 @@ function counterSum(c: Record<string, number>, prefix: string): number {
 export function runBackendConformance(name: string, makeBackend: () => Backend, opts: ConformanceOptions = {}): void {
   describe(`backend conformance: ${name}`, () => {
     let be: Backend | undefined;
+    if (opts.setup) before(opts.setup);
+    if (opts.teardown) after(opts.teardown);
     for (const check of conformanceChecks()) {
       it(check.name, () => {
         be ??= makeBackend();
-        const before = opts.counters ? counterSum(opts.counters(), check.kernel) : 0;
+        const counters = opts.counters;
+        const isa = opts.isa !== undefined && !(opts.isaIndependent ?? []).includes(check.kernel) ? opts.isa : undefined;
+        const before = counters ? total(countersFor(counters(), check.kernel, isa)) : 0;
         check.run(be);
-        if (opts.counters) {
-          const after = counterSum(opts.counters(), check.kernel);
-          assert.ok(after > before, `${name}: no '${check.kernel}' counter increased during '${check.name}' (before ${before}, after ${after}): the backend did not run its own path. Counters: ${JSON.stringify(opts.counters())}`);
+        if (counters) {
+          const now = counters();
+          const after = total(countersFor(now, check.kernel, isa));
+          assert.ok(after > before, `${name}: no '${check.kernel}[.…]${isa ? '.' + isa : ''}' counter increased during '${check.name}' (before ${before}, after ${after}): the backend did not run its own${isa ? ' ' + isa : ''} path. Counters for '${check.kernel}': ${JSON.stringify(Object.fromEntries(countersFor(now, check.kernel)))}`);
         }
       });
     }

@@ -210,6 +210,10 @@ describe('conformance harness catches broken kernels', () => {
         },
       },
     },
+    {
+      check: 'attention f32 MQA', why: 'shape.scale ignored (always 1/sqrt(E))',
+      be: { attention: (out, q, layer, shape, batch) => ref.attention(out, q, layer, { ...shape, scale: 1 / Math.sqrt(shape.headDim) }, batch) },
+    },
     { check: 'logSoftmax', why: 'off by 1e-3', be: { logSoftmax: (o, l, M) => { ref.logSoftmax(o, l, M); for (let i = 0; i < o.length; i++) o[i] = o[i]! - 1e-3; } } },
     { check: 'topk', why: 'ties by higher index', be: { topk: (x, k) => { const r = ref.topk(x.slice().reverse(), k); return { ids: r.ids.map((i) => x.length - 1 - i), values: r.values }; } } },
   ];

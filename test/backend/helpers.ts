@@ -207,6 +207,7 @@ const ATTENTION_CASES: { label: string; H: number; K: number; E: number; seqs: S
   { label: 'GQA H/K=4, decode + chunked prefill', H: 8, K: 2, E: 32, seqs: [{ ctxLen: 37, qLen: 1 }, { ctxLen: 50, qLen: 18 }, { ctxLen: 5, qLen: 5 }] },
   { label: 'MHA', H: 3, K: 3, E: 64, seqs: [{ ctxLen: 16, qLen: 16 }, { ctxLen: 70, qLen: 1 }, { ctxLen: 33, qLen: 7 }] },
   { label: 'MQA', H: 4, K: 1, E: 16, seqs: [{ ctxLen: 1, qLen: 1 }, { ctxLen: 48, qLen: 3 }, { ctxLen: 17, qLen: 1 }] },
+  { label: 'GQA long context (many KV tiles)', H: 4, K: 1, E: 64, seqs: [{ ctxLen: 300, qLen: 1 }, { ctxLen: 161, qLen: 20 }, { ctxLen: 129, qLen: 1 }] },
 ];
 
 /** Every kernel of the Backend interface, on the shapes that tend to break kernels (odd sizes, tails, GQA). */
@@ -366,7 +367,8 @@ export function conformanceChecks(): ConformanceCheck[] {
           ref.kvWrite(layer, rng.normals(kvN), vv, allSlots);
           const Tq = batch.qStart[batch.numSeqs]!;
           const q = rng.normals(Tq * c.H * c.E, 2);
-          const shape: AttentionShape = { numHeads: c.H, numKvHeads: c.K, headDim: c.E, scale: 1 / Math.sqrt(c.E) };
+          // a scale other than 1/sqrt(E), so a kernel that ignores shape.scale fails
+          const shape: AttentionShape = { numHeads: c.H, numKvHeads: c.K, headDim: c.E, scale: rng.uniform(0.5, 1.5) / Math.sqrt(c.E) };
           const want = new Float32Array(Tq * c.H * c.E);
           ref.attention(want, q, layer, shape, batch);
           const got = new Float32Array(Tq * c.H * c.E).fill(NaN);

@@ -1,0 +1,21 @@
+// floe's library entry: models, formats, tokenizers and kernels for Llama-family inference.
+
+export { openModel, type OpenedModel, type OpenOptions } from './model/open.js';
+export { generate, defaultKvDtype, type GenerateOptions, type GenerateResult, type TopLogprob, type TextSink } from './model/generate.js';
+export { LlamaModel, type LlamaWeights, type LlamaLayer, type ForwardInput } from './model/llama.js';
+export { KvCache } from './model/kv-cache.js';
+export { Sampler, DEFAULT_SAMPLING, type SamplingParams } from './model/sampler.js';
+export { TextStream } from './model/text-stream.js';
+export { type LlamaConfig, type RopeScaling, ropeInvFreq } from './model/config.js';
+export { loadModel, type LoadedModel } from './formats/load.js';
+export { Tokenizer, loadTokenizer } from './formats/tokenizer.js';
+export { ChatTemplate, renderChat, encodeChat, loadChatTemplate, type ChatMessage } from './formats/chat-template.js';
+export { readSafetensors, writeSafetensors, writeSafetensorsSharded } from './formats/safetensors.js';
+export { readGguf } from './formats/gguf.js';
+export { writeGguf, hfToGguf } from './formats/gguf-writer.js';
+export { Tensor, type DType } from './tensor/tensor.js';
+export { quantizeTensor } from './tensor/quantize.js';
+export type { Backend, KvLayer, KvDType, AttentionBatch, AttentionShape } from './backend/backend.js';
+export { referenceBackend } from './backend/reference.js';
+export { loadNativeBackend, nativeCounters } from './backend/native.js';
+export { selectBackend, type BackendName } from './backend/select.js';

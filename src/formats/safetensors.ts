@@ -271,8 +271,11 @@ function plan(tensors: Record<string, StWriteTensor>): Planned[] {
   return out;
 }
 
-/** Writes `chunks` to `file` atomically: temp file in the same directory, fsync, rename, fsync directory. */
-export function writeFileAtomic(file: string, chunks: readonly Uint8Array[]): void {
+/**
+ * Writes `chunks` (produced lazily if a generator) to `file` atomically: temp file in the same directory, fsync,
+ * rename, fsync directory. On failure the temp file is removed and `file` is untouched.
+ */
+export function writeFileAtomic(file: string, chunks: Iterable<Uint8Array>): void {
   const dir = path.dirname(path.resolve(file));
   const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`);
   const fd = fs.openSync(tmp, 'w');

@@ -22,12 +22,13 @@ static void dq_f16(const uint8_t* src, float* out, int64_t n) {
 }
 
 #include "generic.inc"
+#include "mm512.inc"
 
 }  // namespace avx512_isa
 
 const Kernels kernels_avx512 = {
     "avx512",
-    avx512_isa::matmul_generic,
+    avx512_isa::matmul_avx512,
     avx512_isa::rmsnorm_generic,
     avx512_isa::rope_generic,
     avx512_isa::swiglu_generic,

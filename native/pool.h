@@ -1,6 +1,7 @@
 // Persistent thread pool: parallel_for over task indices, workers spin briefly then sleep.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 namespace floe {
 
@@ -18,7 +19,8 @@ void parallel_for(int64_t n, F&& f) {
     for (int64_t t = 0; t < n; t++) f(t);
     return;
   }
-  pool_run(n, [](void* c, int64_t t) { (*static_cast<F*>(c))(t); }, &f);
+  using Fn = std::remove_reference_t<F>;
+  pool_run(n, [](void* c, int64_t t) { (*static_cast<Fn*>(c))(t); }, const_cast<void*>(static_cast<const void*>(&f)));
 }
 
 }  // namespace floe

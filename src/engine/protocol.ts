@@ -1,0 +1,119 @@
+// Engine protocol: the plain-data messages between the HTTP side and the engine worker thread.
+
+import type { SamplingParams } from '../model/sampler.js';
+
+/** Sampling as plain data (logit bias as a record so it can cross a worker boundary). */
+export type SamplingSpec = Omit<SamplingParams, 'logitBias'> & { readonly logitBias: Readonly<Record<string, number>> | null };
+
+export interface GenerateRequest {
+  readonly kind: 'generate';
+  readonly id: string; // unique per request
+  readonly promptIds: readonly number[];
+  readonly sampling: SamplingSpec;
+  readonly maxTokens: number; // ≥ 1; prompt + maxTokens ≤ context window (checked by the caller and again by the engine)
+  readonly n: number; // completions sharing the prompt's KV blocks
+  readonly stop: readonly string[]; // stop strings (may span tokens); the matched text is not returned
+  readonly stopTokenIds: readonly number[]; // in addition to the model's eos ids unless ignoreEos
+  readonly ignoreEos: boolean;
+  readonly logprobs: number | null; // top-K logprobs per generated token; null → none
+  readonly promptLogprobs: number | null; // top-K logprobs per prompt token; null → none
+  readonly skipSpecialTokens: boolean;
+}
+
+export interface EmbedRequest {
+  readonly kind: 'embed';
+  readonly id: string;
+  readonly promptIds: readonly number[];
+  readonly pooling: 'mean' | 'last';
+  readonly normalize: boolean;
+}
+
+export type EngineRequest = GenerateRequest | EmbedRequest;
+
+export interface LogprobEntry {
+  readonly token: number;
+  readonly logprob: number;
+  readonly top: ReadonlyArray<readonly [number, number]>; // [token id, logprob], best first
+}
+
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+/** Incremental output of one completion (index < n) of a generate request. */
+export interface GenerateOutput {
+  readonly kind: 'generate';
+  readonly id: string;
+  readonly index: number; // which of the n completions
+  readonly tokenIds: readonly number[]; // new tokens since the last output
+  readonly text: string; // new stable text (UTF-8 safe, stop strings removed)
+  readonly logprobs: readonly LogprobEntry[] | null; // one per new token
+  readonly finishReason: FinishReason | null; // set on the last output of this completion
+  readonly stopReason: string | number | null; // the stop string or stop token that ended it
+  readonly usage: { readonly promptTokens: number; readonly cachedTokens: number; readonly completionTokens: number };
+  readonly promptLogprobs: ReadonlyArray<LogprobEntry | null> | null; // only on the first output of index 0
+}
+
+export interface EmbedOutput {
+  readonly kind: 'embed';
+  readonly id: string;
+  readonly embedding: Float32Array; // (D)
+  readonly promptTokens: number;
+}
+
+export interface EngineError {
+  readonly kind: 'error';
+  readonly id: string;
+  readonly status: 400 | 429 | 500 | 503; // HTTP status the server should answer with
+  readonly message: string;
+}
+
+export type EngineOutput = GenerateOutput | EmbedOutput | EngineError;
+
+/** Counters and gauges the engine publishes for /metrics and /health. */
+export interface EngineStats {
+  readonly running: number;
+  readonly waiting: number;
+  readonly kvBlocksTotal: number;
+  readonly kvBlocksUsed: number;
+  readonly kvBlocksCached: number; // free but holding reusable prefix blocks
+  readonly blockSize: number;
+  readonly prefixQueriedTokens: number; // cumulative prompt tokens looked up in the prefix cache
+  readonly prefixHitTokens: number; // cumulative prompt tokens served from it
+  readonly preemptions: number;
+  readonly promptTokens: number; // cumulative prompt tokens computed
+  readonly generatedTokens: number;
+  readonly steps: number;
+}
+
+/** What the engine reports once loaded. */
+export interface EngineInfo {
+  readonly modelId: string;
+  readonly maxModelLen: number; // context window
+  readonly vocabSize: number;
+  readonly hiddenSize: number;
+  readonly eosTokenIds: readonly number[];
+  readonly kvDtype: string;
+  readonly kvBlocks: number;
+  readonly blockSize: number;
+  readonly kvTokens: number; // tokens of KV that fit in the budget
+  readonly maxRequestTokens: number; // longest prompt + output one request can ever hold: min(maxModelLen, kvTokens)
+}
+
+/** The main-thread handle on the engine worker (src/engine/client.ts implements it). */
+export interface EngineClient {
+  readonly info: EngineInfo;
+  /** Stream outputs of one request; the iterator ends after every completion has a finishReason (or an error). */
+  generate(req: Omit<GenerateRequest, 'kind'>, signal?: AbortSignal): AsyncIterable<GenerateOutput>;
+  embed(req: Omit<EmbedRequest, 'kind'>): Promise<EmbedOutput>;
+  /** Frees the request's blocks at the next step. */
+  abort(id: string): void;
+  stats(): Promise<EngineStats>;
+  /** Stop taking requests; finish running ones within graceMs, then abort the rest and end the worker. */
+  shutdown(graceMs: number): Promise<void>;
+}
+
+/** Thrown by EngineClient methods for a request the engine refused (status tells the server what to answer). */
+export class EngineRequestError extends Error {
+  constructor(readonly status: 400 | 429 | 500 | 503, message: string) {
+    super(message);
+  }
+}

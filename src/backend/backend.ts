@@ -84,5 +84,38 @@ export interface Backend {
   topk(x: Float32Array, k: number): { ids: Int32Array; values: Float32Array };
 }
 
+/**
+ * Training kernels: backward passes and the dense (unpaged) attention used for packed training batches.
+ * Packed samples: rows segStart[i] .. segStart[i+1]-1 form sample i; attention stays inside a sample, causal,
+ * with positions restarting at 0 in each sample. lse (T, H) keeps each query's log-sum-exp for the backward.
+ */
+export interface TrainKernels {
+  /** dx (M, C) = dy (M, N) · w (N, C), or += when accumulate; w in any weight dtype (frozen base), f32 accumulation. */
+  matmulBackwardInput(dx: Float32Array, dy: Float32Array, w: Tensor, M: number, accumulate: boolean): void;
+  /** dw (N, C) += dyᵀ (N, M) · x (M, C); all f32. */
+  matmulBackwardWeight(dw: Float32Array, dy: Float32Array, x: Float32Array, M: number, N: number, C: number): void;
+  /** dx (M, D) = ∂/∂x of rmsnorm given dy (M, D); dg (D) += ∂/∂g when dg is not null. */
+  rmsnormBackward(dx: Float32Array, dg: Float32Array | null, dy: Float32Array, x: Float32Array, g: Float32Array, M: number, eps: number): void;
+  /** In place: the inverse rotation of rope (the gradient of rope w.r.t. its input). */
+  ropeBackward(dx: Float32Array, positions: Int32Array, nHeads: number, headDim: number, invFreq: Float32Array): void;
+  /** dgate, dup (n) from dout (n) for out = silu(gate) * up. dgate may alias gate; dup may alias up. */
+  swigluBackward(dgate: Float32Array, dup: Float32Array, dout: Float32Array, gate: Float32Array, up: Float32Array): void;
+  /** out (T, H*E), lse (T, H) = causal attention of q (T, H*E) over k, v (T, K*E) within each packed sample. */
+  attentionDense(out: Float32Array, lse: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, segStart: Int32Array, shape: AttentionShape): void;
+  /** dq (T, H*E), dk, dv (T, K*E) (overwritten) from dout, given the forward's inputs, out and lse. */
+  attentionDenseBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array,
+    out: Float32Array, lse: Float32Array, segStart: Int32Array, shape: AttentionShape): void;
+  /** dtable (V, D) += rows of dy (T, D) scattered to ids (T). */
+  embeddingBackward(dtable: Float32Array, dy: Float32Array, ids: Int32Array, D: number): void;
+  /**
+   * Cross-entropy of logits (M, V) against targets (M) (-1 = ignored row): returns the summed loss (f64) and
+   * writes dlogits (M, V) = (softmax - onehot) * scale for counted rows, 0 for ignored rows. dlogits may alias logits.
+   */
+  crossEntropy(dlogits: Float32Array, logits: Float32Array, targets: Int32Array, M: number, scale: number): number;
+}
+
+/** A backend that can also train (both built-in backends implement it). */
+export interface TrainBackend extends Backend, TrainKernels {}
+
 /** Weight dtypes every backend's matmul and embedding must accept. */
 export const WEIGHT_DTYPES = ['f32', 'f16', 'bf16', 'fp8_e4m3', 'q8_0'] as const satisfies readonly DType[];

@@ -34,6 +34,7 @@ export interface ForwardInput {
   readonly slots: Int32Array; // (T) KV slot of each token: block * L + offset
   readonly attn: AttentionBatch;
   readonly logitRows: Int32Array; // rows of the batch whose logits are wanted (R)
+  readonly numLogits?: number; // only the first numLogits of logitRows get logits, the rest only hiddenOut; default R
 }
 
 /** Scratch activations, sized for up to `capacity` tokens; grown, never shrunk. */
@@ -168,8 +169,9 @@ export class LlamaModel {
     const normed = h.subarray(0, R * D);
     be.rmsnorm(normed, rows, this.weights.norm, R, cfg.rmsNormEps);
     if (hiddenOut) hiddenOut.set(normed);
-    const logits = new Float32Array(R * cfg.vocabSize); // (R, V) handed to the caller
-    be.matmul(logits, normed, this.weights.head, R);
+    const RL = inp.numLogits ?? R;
+    const logits = new Float32Array(RL * cfg.vocabSize); // (RL, V) handed to the caller
+    if (RL > 0) be.matmul(logits, normed, this.weights.head, RL);
     return logits;
   }
 }

@@ -40,29 +40,27 @@ export async function loadModel(p: string, opts: LoadOptions = {}): Promise<Load
   return m;
 }
 
-/** Tensor names and shapes a Llama model with this config must have (lm_head only when untied). */
-export function expectedShapes(cfg: LlamaConfig): Map<string, number[]> {
+/** Tensor names and shapes a Llama model with this config must have (lm_head only when untied), lazily. */
+export function* expectedShapes(cfg: LlamaConfig): Generator<[string, number[]]> {
   const { vocabSize: V, hiddenSize: D, intermediateSize: F, numHeads: H, numKvHeads: K, headDim: E } = cfg;
-  const m = new Map<string, number[]>();
-  m.set('model.embed_tokens.weight', [V, D]);
+  yield ['model.embed_tokens.weight', [V, D]];
+  yield ['model.norm.weight', [D]];
+  if (!cfg.tieWordEmbeddings) yield ['lm_head.weight', [V, D]];
   for (let i = 0; i < cfg.numLayers; i++) {
     const l = `model.layers.${i}`;
-    m.set(`${l}.self_attn.q_proj.weight`, [H * E, D]);
-    m.set(`${l}.self_attn.k_proj.weight`, [K * E, D]);
-    m.set(`${l}.self_attn.v_proj.weight`, [K * E, D]);
-    m.set(`${l}.self_attn.o_proj.weight`, [D, H * E]);
-    m.set(`${l}.mlp.gate_proj.weight`, [F, D]);
-    m.set(`${l}.mlp.up_proj.weight`, [F, D]);
-    m.set(`${l}.mlp.down_proj.weight`, [D, F]);
-    m.set(`${l}.input_layernorm.weight`, [D]);
-    m.set(`${l}.post_attention_layernorm.weight`, [D]);
+    yield [`${l}.self_attn.q_proj.weight`, [H * E, D]];
+    yield [`${l}.self_attn.k_proj.weight`, [K * E, D]];
+    yield [`${l}.self_attn.v_proj.weight`, [K * E, D]];
+    yield [`${l}.self_attn.o_proj.weight`, [D, H * E]];
+    yield [`${l}.mlp.gate_proj.weight`, [F, D]];
+    yield [`${l}.mlp.up_proj.weight`, [F, D]];
+    yield [`${l}.mlp.down_proj.weight`, [D, F]];
+    yield [`${l}.input_layernorm.weight`, [D]];
+    yield [`${l}.post_attention_layernorm.weight`, [D]];
   }
-  m.set('model.norm.weight', [D]);
-  if (!cfg.tieWordEmbeddings) m.set('lm_head.weight', [V, D]);
-  return m;
 }
 
-/** Throws naming the first missing or mis-shaped tensor. */
+/** Throws naming the first missing or mis-shaped tensor (stops at the first, so a bogus layer count is cheap). */
 export function checkTensors(cfg: LlamaConfig, tensors: ReadonlyMap<string, Tensor>, where: string): void {
   for (const [name, shape] of expectedShapes(cfg)) {
     const t = tensors.get(name);
@@ -110,7 +108,7 @@ function fp8Tensor(w: StTensor, s: StTensor, quant: Fp8Quantization | null): Ten
 async function loadHf(dir: string): Promise<LoadedModel> {
   const { config, quantization } = readHfConfig(dir);
   const set = await readSafetensorsDir(dir);
-  const expected = expectedShapes(config);
+  const isExpected = (name: string) => /^(model\.embed_tokens|model\.norm|lm_head|model\.layers\.\d+\.(self_attn|mlp|input_layernorm|post_attention_layernorm))/.test(name);
   const tensors = new Map<string, Tensor>();
   for (const [name, t] of set.tensors) {
     if (SCALE_SUFFIXES.some((s) => name.endsWith(s))) continue;
@@ -121,7 +119,7 @@ async function loadHf(dir: string): Promise<LoadedModel> {
       tensors.set(name, fp8Tensor(t, s, quantization));
     } else if (t.dtype === 'F32' || t.dtype === 'F16' || t.dtype === 'BF16' || t.dtype === 'I32') {
       tensors.set(name, stToTensor(t));
-    } else if (expected.has(name)) {
+    } else if (isExpected(name)) {
       throw new Error(`${t.file}: tensor "${name}" has dtype ${t.dtype}; floe reads F32, F16, BF16 and F8_E4M3 weights`);
     }
   }

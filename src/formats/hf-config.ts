@@ -64,6 +64,9 @@ function parseRope(j: Json, file: string): { theta: number; scaling: RopeScaling
     }
   }
   if (!params) return { theta, scaling: null };
+  if (params.rope_type === undefined && params.type === undefined && Object.values(params).some(isObj)) {
+    fail(file, `${where.slice(0, -1)} holds per-layer-type entries (${Object.keys(params).join(', ')}); Llama has one rope for all layers`);
+  }
   const type = params.rope_type ?? params.type ?? 'default';
   switch (type) {
     case 'default':

@@ -76,7 +76,8 @@ export function checkTensors(cfg: LlamaConfig, tensors: ReadonlyMap<string, Tens
 
 // ---------------------------------------------------------------- HF
 
-const SCALE_SUFFIXES = ['.weight_scale_inv', '.weight_scale', '.input_scale'];
+// Scales consumed with their fp8 weight, or not used (activation and kv-cache scales).
+const SCALE_SUFFIXES = ['.weight_scale_inv', '.weight_scale', '.input_scale', '.k_scale', '.v_scale'];
 
 /** Scale tensor (any of F32 / BF16 / F16) -> f32 values (copied). */
 function scaleValues(t: StTensor): Float32Array {

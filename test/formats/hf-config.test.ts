@@ -41,6 +41,7 @@ test('rope: llama3 via rope_scaling (rope_type or type) and via rope_parameters;
   assert.equal(parseHfConfig({ ...base, rope_scaling: null }, F).config.ropeScaling, null);
   assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4 } }, F), /config\.json: rope_scaling\.rope_type "yarn" is not supported/);
   assert.throws(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8 } }, F), /missing "rope_scaling\.low_freq_factor"/);
+  assert.throws(() => parseHfConfig({ ...base, rope_parameters: { full_attention: { rope_type: 'default', rope_theta: 1 }, sliding_attention: {} } }, F), /rope_parameters holds per-layer-type entries/);
 });
 
 test('rejections name the file and the field', () => {

@@ -1,11 +1,11 @@
-// Reference backend: every Backend kernel in plain TypeScript, the oracle the native kernels are tested against.
+// Reference backend: every Backend and TrainKernels kernel in plain TypeScript, the oracle the native kernels are tested against.
 //
 // Dimension letters: M rows, C input features, N output features, T tokens, H heads, K kv heads, E head dim,
 // V vocab, S sequences, L block size. Clarity over speed; f64 accumulators wherever they cost nothing.
 
 import { bf16ToF32Bits, bitsToF32, dequantizeRow, f32BitsToBf16, f32ToBits } from '../tensor/codecs.js';
 import type { Tensor } from '../tensor/tensor.js';
-import type { AttentionBatch, AttentionShape, Backend, KvLayer } from './backend.js';
+import type { AttentionBatch, AttentionShape, KvLayer, TrainBackend } from './backend.js';
 
 function fail(op: string, msg: string): never {
   throw new Error(`reference.${op}: ${msg}`);
@@ -45,7 +45,28 @@ function kvStore(layer: KvLayer, buf: Uint8Array, i: number, x: number): void {
   buf[o] = h & 0xff; buf[o + 1] = h >>> 8;
 }
 
-export const referenceBackend: Backend = {
+/** Validates the dense attention arguments; returns T. segStart (S+1) must run 0 = segStart[0] <= ... <= segStart[S] = T. */
+function checkDense(op: string, q: Float32Array, k: Float32Array, v: Float32Array, segStart: Int32Array, shape: AttentionShape): number {
+  const { numHeads: H, numKvHeads: K, headDim: E } = shape;
+  if (!(H > 0 && K > 0 && E > 0) || H % K !== 0) fail(op, `numHeads ${H} must be a positive multiple of numKvHeads ${K} (headDim ${E})`);
+  const T = q.length / (H * E);
+  if (!Number.isInteger(T)) fail(op, `q length ${q.length} is not a multiple of H*E=${H * E}`);
+  checkLen(op, `k (T=${T}, K*E=${K * E})`, k.length, T * K * E);
+  checkLen(op, `v (T=${T}, K*E=${K * E})`, v.length, T * K * E);
+  const S = segStart.length - 1;
+  if (S < 0 || segStart[0] !== 0 || segStart[S] !== T) fail(op, `segStart must run from 0 to T=${T}, got [${Array.from(segStart.subarray(0, 8)).join(',')}${S > 7 ? ',…' : ''}] (length ${segStart.length})`);
+  for (let s = 0; s < S; s++) if (segStart[s + 1]! < segStart[s]!) fail(op, `segStart decreases at ${s + 1}: ${segStart[s]} then ${segStart[s + 1]}`);
+  return T;
+}
+
+/** Calls fn(i, s0) for every query row i, with s0 the first row of its packed sample. */
+function forEachQuery(segStart: Int32Array, fn: (i: number, s0: number) => void): void {
+  for (let s = 0; s + 1 < segStart.length; s++) {
+    for (let i = segStart[s]!; i < segStart[s + 1]!; i++) fn(i, segStart[s]!);
+  }
+}
+
+export const referenceBackend: TrainBackend = {
   name: 'reference',
 
   matmul(y: Float32Array, x: Float32Array, w: Tensor, M: number): void {
@@ -218,5 +239,219 @@ export const referenceBackend: Backend = {
     const values = new Float32Array(k);
     for (let i = 0; i < k; i++) values[i] = x[ids[i]!]!;
     return { ids, values };
+  },
+
+  // ------------------------------------------------------------------------------------- training kernels
+
+  matmulBackwardInput(dx: Float32Array, dy: Float32Array, w: Tensor, M: number, accumulate: boolean): void {
+    const N = w.rows;
+    const C = w.cols;
+    checkLen('matmulBackwardInput', `dy (M=${M}, N=${N})`, dy.length, M * N);
+    checkLen('matmulBackwardInput', `dx (M=${M}, C=${C})`, dx.length, M * C);
+    const acc = new Float64Array(M * C); // (M, C)
+    const row = new Float32Array(C); // one dequantized weight row at a time
+    for (let n = 0; n < N; n++) {
+      dequantizeRow(w, n, row);
+      for (let m = 0; m < M; m++) {
+        const d = dy[m * N + n]!;
+        if (d === 0) continue;
+        for (let c = 0; c < C; c++) acc[m * C + c] += d * row[c]!;
+      }
+    }
+    for (let i = 0; i < M * C; i++) dx[i] = accumulate ? dx[i]! + acc[i]! : acc[i]!;
+  },
+
+  matmulBackwardWeight(dw: Float32Array, dy: Float32Array, x: Float32Array, M: number, N: number, C: number): void {
+    checkLen('matmulBackwardWeight', `dw (N=${N}, C=${C})`, dw.length, N * C);
+    checkLen('matmulBackwardWeight', `dy (M=${M}, N=${N})`, dy.length, M * N);
+    checkLen('matmulBackwardWeight', `x (M=${M}, C=${C})`, x.length, M * C);
+    for (let n = 0; n < N; n++) {
+      for (let c = 0; c < C; c++) {
+        let acc = 0;
+        for (let m = 0; m < M; m++) acc += dy[m * N + n]! * x[m * C + c]!;
+        dw[n * C + c] = dw[n * C + c]! + acc;
+      }
+    }
+  },
+
+  rmsnormBackward(dx: Float32Array, dg: Float32Array | null, dy: Float32Array, x: Float32Array, g: Float32Array, M: number, eps: number): void {
+    const D = g.length;
+    checkLen('rmsnormBackward', `x (M=${M}, D=${D})`, x.length, M * D);
+    checkLen('rmsnormBackward', `dy (M=${M}, D=${D})`, dy.length, M * D);
+    checkLen('rmsnormBackward', `dx (M=${M}, D=${D})`, dx.length, M * D);
+    if (dg) checkLen('rmsnormBackward', `dg (D=${D})`, dg.length, D);
+    for (let m = 0; m < M; m++) {
+      const o = m * D;
+      let ss = 0;
+      for (let d = 0; d < D; d++) ss += x[o + d]! * x[o + d]!;
+      const r = 1 / Math.sqrt(ss / D + eps); // y = x * r * g
+      // dx = r * g*dy - x * r³/D * sum(g*dy*x)
+      let dot = 0;
+      for (let d = 0; d < D; d++) dot += g[d]! * dy[o + d]! * x[o + d]!;
+      const k = (r * r * r * dot) / D;
+      for (let d = 0; d < D; d++) {
+        const xd = x[o + d]!;
+        const dyd = dy[o + d]!;
+        if (dg) dg[d] = dg[d]! + dyd * xd * r;
+        dx[o + d] = r * g[d]! * dyd - k * xd;
+      }
+    }
+  },
+
+  ropeBackward(dx: Float32Array, positions: Int32Array, nHeads: number, headDim: number, invFreq: Float32Array): void {
+    const T = positions.length;
+    const half = headDim / 2;
+    checkLen('ropeBackward', `dx (T=${T}, heads=${nHeads}, E=${headDim})`, dx.length, T * nHeads * headDim);
+    checkLen('ropeBackward', 'invFreq (E/2)', invFreq.length, half);
+    for (let t = 0; t < T; t++) {
+      for (let i = 0; i < half; i++) {
+        const angle = Math.fround(Math.fround(positions[t]!) * invFreq[i]!); // the forward's f32 angle
+        const cos = Math.cos(angle);
+        const sin = Math.sin(angle);
+        for (let h = 0; h < nHeads; h++) {
+          const o = (t * nHeads + h) * headDim;
+          const a = dx[o + i]!;
+          const b = dx[o + i + half]!;
+          // transpose of [[cos, -sin], [sin, cos]]
+          dx[o + i] = a * cos + b * sin;
+          dx[o + i + half] = b * cos - a * sin;
+        }
+      }
+    }
+  },
+
+  swigluBackward(dgate: Float32Array, dup: Float32Array, dout: Float32Array, gate: Float32Array, up: Float32Array): void {
+    const n = gate.length;
+    for (const [what, a] of [['up', up], ['dout', dout], ['dgate', dgate], ['dup', dup]] as const) checkLen('swigluBackward', what, a.length, n);
+    for (let i = 0; i < n; i++) {
+      const g = gate[i]!;
+      const u = up[i]!;
+      const d = dout[i]!;
+      const sig = 1 / (1 + Math.exp(-g));
+      // silu'(g) = σ(g) (1 + g (1 - σ(g)))
+      dgate[i] = d * u * sig * (1 + g * (1 - sig));
+      dup[i] = d * g * sig;
+    }
+  },
+
+  attentionDense(out: Float32Array, lse: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, segStart: Int32Array, shape: AttentionShape): void {
+    const { numHeads: H, numKvHeads: K, headDim: E, scale } = shape;
+    const T = checkDense('attentionDense', q, k, v, segStart, shape);
+    checkLen('attentionDense', `out (T=${T}, H*E=${H * E})`, out.length, T * H * E);
+    checkLen('attentionDense', `lse (T=${T}, H=${H})`, lse.length, T * H);
+    const G = H / K;
+    forEachQuery(segStart, (i, s0) => {
+      const p = new Float64Array(i - s0 + 1); // scores of keys s0..i
+      for (let h = 0; h < H; h++) {
+        const kvh = Math.floor(h / G);
+        const qo = (i * H + h) * E;
+        let max = -Infinity;
+        for (let j = s0; j <= i; j++) {
+          let dot = 0;
+          for (let e = 0; e < E; e++) dot += q[qo + e]! * k[(j * K + kvh) * E + e]!;
+          p[j - s0] = dot * scale;
+          max = Math.max(max, p[j - s0]!);
+        }
+        let sum = 0;
+        for (let j = s0; j <= i; j++) sum += Math.exp(p[j - s0]! - max);
+        lse[i * H + h] = max + Math.log(sum);
+        for (let e = 0; e < E; e++) {
+          let acc = 0;
+          for (let j = s0; j <= i; j++) acc += Math.exp(p[j - s0]! - max) * v[(j * K + kvh) * E + e]!;
+          out[qo + e] = acc / sum;
+        }
+      }
+    });
+  },
+
+  attentionDenseBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array,
+    out: Float32Array, lse: Float32Array, segStart: Int32Array, shape: AttentionShape): void {
+    const { numHeads: H, numKvHeads: K, headDim: E, scale } = shape;
+    const T = checkDense('attentionDenseBackward', q, k, v, segStart, shape);
+    for (const [what, a, n] of [['dq', dq, H], ['dout', dout, H], ['out', out, H], ['dk', dk, K], ['dv', dv, K]] as const) {
+      checkLen('attentionDenseBackward', `${what} (T=${T}, ${n === H ? 'H' : 'K'}*E=${n * E})`, a.length, T * n * E);
+    }
+    checkLen('attentionDenseBackward', `lse (T=${T}, H=${H})`, lse.length, T * H);
+    // Softmax recomputed in f64 from q and k (independent of the forward's saved out and lse).
+    const G = H / K;
+    const gq = new Float64Array(T * H * E);
+    const gk = new Float64Array(T * K * E);
+    const gv = new Float64Array(T * K * E);
+    forEachQuery(segStart, (i, s0) => {
+      const p = new Float64Array(i - s0 + 1);
+      const dp = new Float64Array(i - s0 + 1);
+      for (let h = 0; h < H; h++) {
+        const kvh = Math.floor(h / G);
+        const qo = (i * H + h) * E;
+        let max = -Infinity;
+        for (let j = s0; j <= i; j++) {
+          let dot = 0;
+          for (let e = 0; e < E; e++) dot += q[qo + e]! * k[(j * K + kvh) * E + e]!;
+          p[j - s0] = dot * scale;
+          max = Math.max(max, p[j - s0]!);
+        }
+        let sum = 0;
+        for (let j = s0; j <= i; j++) { p[j - s0] = Math.exp(p[j - s0]! - max); sum += p[j - s0]!; }
+        // P = softmax; dP_j = dout·v_j; dS_j = P_j (dP_j - Σ_l P_l dP_l)
+        let pdp = 0;
+        for (let j = s0; j <= i; j++) {
+          p[j - s0] = p[j - s0]! / sum;
+          let dot = 0;
+          for (let e = 0; e < E; e++) dot += dout[qo + e]! * v[(j * K + kvh) * E + e]!;
+          dp[j - s0] = dot;
+          pdp += p[j - s0]! * dot;
+        }
+        for (let j = s0; j <= i; j++) {
+          const ko = (j * K + kvh) * E;
+          const pj = p[j - s0]!;
+          const ds = pj * (dp[j - s0]! - pdp) * scale;
+          for (let e = 0; e < E; e++) {
+            gv[ko + e] += pj * dout[qo + e]!;
+            gq[qo + e] += ds * k[ko + e]!;
+            gk[ko + e] += ds * q[qo + e]!;
+          }
+        }
+      }
+    });
+    dq.set(gq);
+    dk.set(gk);
+    dv.set(gv);
+  },
+
+  embeddingBackward(dtable: Float32Array, dy: Float32Array, ids: Int32Array, D: number): void {
+    const T = ids.length;
+    checkLen('embeddingBackward', `dy (T=${T}, D=${D})`, dy.length, T * D);
+    const V = dtable.length / D;
+    if (!Number.isInteger(V)) fail('embeddingBackward', `dtable length ${dtable.length} is not a multiple of D=${D}`);
+    for (let t = 0; t < T; t++) {
+      const id = ids[t]!;
+      if (id < 0 || id >= V) fail('embeddingBackward', `token id ${id} at position ${t} is outside [0, ${V})`);
+      for (let d = 0; d < D; d++) dtable[id * D + d] = dtable[id * D + d]! + dy[t * D + d]!;
+    }
+  },
+
+  crossEntropy(dlogits: Float32Array, logits: Float32Array, targets: Int32Array, M: number, scale: number): number {
+    checkLen('crossEntropy', `targets (M=${M})`, targets.length, M);
+    const V = logits.length / M;
+    if (!Number.isInteger(V)) fail('crossEntropy', `logits length ${logits.length} is not a multiple of M=${M}`);
+    checkLen('crossEntropy', `dlogits (M=${M}, V=${V})`, dlogits.length, M * V);
+    let loss = 0;
+    for (let m = 0; m < M; m++) {
+      const o = m * V;
+      const target = targets[m]!;
+      if (target === -1) {
+        dlogits.fill(0, o, o + V);
+        continue;
+      }
+      if (target < 0 || target >= V) fail('crossEntropy', `target ${target} of row ${m} is outside [0, ${V}) and not -1 (ignored)`);
+      let max = -Infinity;
+      for (let j = 0; j < V; j++) max = Math.max(max, logits[o + j]!);
+      let sum = 0;
+      for (let j = 0; j < V; j++) sum += Math.exp(logits[o + j]! - max);
+      const lse = max + Math.log(sum);
+      loss += lse - logits[o + target]!;
+      for (let j = 0; j < V; j++) dlogits[o + j] = (Math.exp(logits[o + j]! - lse) - (j === target ? 1 : 0)) * scale;
+    }
+    return loss;
   },
 };

@@ -203,7 +203,7 @@ describe('native addon', () => {
 
       for (const dtype of WEIGHT_DTYPES) {
         it(`matmul ${dtype}: decode and prefill tiles, tails, fp8 block grids`, { skip }, () => {
-          for (const [M, C, N, block] of [[1, 96, 7, [1, 96]], [9, 160, 9, [4, 64]], [19, 64, 13, [13, 64]], [12, 288, 5, [2, 32]], [4, 100, 6, [1, 20]]] as const) {
+          for (const [M, C, N, block] of [[1, 96, 7, [1, 96]], [9, 160, 9, [4, 64]], [19, 64, 13, [13, 64]], [12, 288, 5, [2, 32]], [4, 96, 6, [1, 20]], [10, 224, 3, [2, 48]]] as const) {
             withSeed(`${isa} matmul ${dtype} M=${M} C=${C} N=${N}`, (rng) => {
               const w = quantizeTensor(rng.normals(N * C), [N, C], dtype, { fp8Block: block });
               const x = rng.normals(M * C);

@@ -3,7 +3,29 @@
 // usage: node --import tsx bench/run-nlc.ts <model.gguf> <prompt-file> <threads> <decode-steps>
 
 import * as fs from 'node:fs';
-import { getLlama, LlamaLogLevel, type Token } from 'node-llama-cpp';
+
+// node-llama-cpp lives in bench/node_modules only (npm install --prefix bench): typed here by what we use,
+// imported by a computed name so that the repository type-checks without it.
+type Token = number & { __token?: never };
+interface NlcSequence {
+  evaluateWithoutGeneratingNewTokens(tokens: Token[]): Promise<void>;
+  clearHistory(): Promise<void>;
+  evaluate(tokens: Token[], opts: { temperature: number; yieldEogToken: boolean }): AsyncGenerator<Token, void, void>;
+}
+interface NlcContext { getSequence(): NlcSequence; readonly flashAttention: boolean | string; dispose(): Promise<void> }
+interface NlcModel {
+  createContext(o: { contextSize: number; batchSize: number; threads: { ideal: number; min: number }; flashAttention: 'auto' | boolean; sequences: number }): Promise<NlcContext>;
+  dispose(): Promise<void>;
+}
+interface Nlc {
+  getLlama(o: Record<string, unknown>): Promise<{
+    loadModel(o: { modelPath: string; gpuLayers: number }): Promise<NlcModel>;
+    readonly gpu: unknown; readonly cpuMathCores: number; readonly llamaCppRelease: unknown;
+    dispose(): Promise<void>;
+  }>;
+  LlamaLogLevel: { error: unknown };
+}
+const NLC_MODULE = 'node-llama-cpp';
 
 async function main(): Promise<void> {
   const [modelPath, promptFile, threadsArg, decodeArg] = process.argv.slice(2);
@@ -12,6 +34,7 @@ async function main(): Promise<void> {
   const decode = Number(decodeArg);
   const prompt = fs.readFileSync(promptFile, 'utf8').trim().split(/\s+/).map(Number) as Token[];
 
+  const { getLlama, LlamaLogLevel } = (await import(NLC_MODULE)) as Nlc;
   const t0 = performance.now();
   const llama = await getLlama({ gpu: false, build: 'never', usePrebuiltBinaries: true, skipDownload: true, maxThreads: 0, logLevel: LlamaLogLevel.error, progressLogs: false });
   const model = await llama.loadModel({ modelPath, gpuLayers: 0 });

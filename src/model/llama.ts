@@ -171,7 +171,7 @@ export class LlamaModel {
     if (hiddenOut) hiddenOut.set(normed);
     const RL = inp.numLogits ?? R;
     const logits = new Float32Array(RL * cfg.vocabSize); // (RL, V) handed to the caller
-    if (RL > 0) be.matmul(logits, normed, this.weights.head, RL);
+    if (RL > 0) be.matmul(logits, normed.subarray(0, RL * D), this.weights.head, RL);
     return logits;
   }
 }

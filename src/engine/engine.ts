@@ -1,0 +1,442 @@
+// Engine: the serving loop in-process (step → forward → sample → emit): requests, completions, stops, forks.
+
+import { freemem } from 'node:os';
+import type { KvDType } from '../backend/backend.js';
+import { IncrementalDetokenizer, StopStringMatcher, type Decoder } from '../formats/detokenize.js';
+import { defaultKvDtype } from '../model/generate.js';
+import { KvCache } from '../model/kv-cache.js';
+import type { LlamaModel } from '../model/llama.js';
+import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from '../model/sampler.js';
+import { KvManager } from './block-pool.js';
+import {
+  EngineRequestError, type EmbedRequest, type EngineInfo, type EngineOutput, type EngineRequest, type EngineStats,
+  type FinishReason, type GenerateOutput, type GenerateRequest, type LogprobEntry, type SamplingSpec,
+} from './protocol.js';
+import { ModelRunner, type RunnerSeq, type SampledToken, type SamplingSlot } from './runner.js';
+import { Scheduler, type SchedSeq } from './scheduler.js';
+
+export interface EngineOptions {
+  readonly modelId?: string;
+  readonly kvCacheMemory?: number; // bytes; default 0.3 × free RAM, capped at maxNumSeqs full contexts
+  readonly kvDtype?: KvDType;
+  readonly blockSize?: number; // L, default 16
+  readonly maxBatchedTokens?: number; // token budget per step, default 512
+  readonly maxNumSeqs?: number; // default 64
+  readonly maxQueue?: number; // waiting sequences beyond this are refused (429); default 1024
+  readonly prefixCaching?: boolean; // default true
+  readonly extraEosIds?: readonly number[]; // e.g. the tokenizer's eos ids
+}
+
+export const ENGINE_DEFAULTS = { blockSize: 16, maxBatchedTokens: 512, maxNumSeqs: 64, maxQueue: 1024, kvFreeFraction: 0.3 } as const;
+
+/** KV budget in bytes: a fraction of free RAM, never more than maxNumSeqs full contexts need. */
+export function defaultKvCacheMemory(model: LlamaModel, kvDtype: KvDType, maxNumSeqs: number): number {
+  const c = model.config;
+  const perToken = KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, kvDtype);
+  return Math.min(Math.floor(ENGINE_DEFAULTS.kvFreeFraction * freemem()), maxNumSeqs * c.maxPositionEmbeddings * perToken);
+}
+
+/** One sequence: the scheduler's and the runner's view of one completion. */
+class Seq implements SchedSeq, RunnerSeq {
+  numComputed = 0;
+  constructor(
+    readonly id: string,
+    readonly tokens: number[],
+    readonly promptLen: number,
+    private readonly prefixCaching: boolean,
+    readonly promptLogprobs: { readonly k: number; done: number } | null,
+    readonly embed: { readonly pooling: 'mean' | 'last'; done: number } | null,
+    public slots: SamplingSlot[],
+  ) {}
+
+  /** Prompt logprobs need every prompt row computed, so their prompt skips the cache until it is scored. */
+  get usePrefixCache(): boolean {
+    return this.prefixCaching && (this.promptLogprobs === null || this.promptLogprobs.done >= this.promptLen - 1);
+  }
+}
+
+interface Completion {
+  readonly index: number;
+  readonly seq: Seq;
+  readonly slot: SamplingSlot;
+  readonly detok: IncrementalDetokenizer | null;
+  readonly stops: StopStringMatcher | null;
+  numOutput: number;
+  newTokens: number[];
+  newText: string;
+  newLogprobs: LogprobEntry[] | null;
+  finish: FinishReason | null;
+  stopReason: string | number | null;
+  sentFinal: boolean;
+}
+
+interface GenState {
+  readonly kind: 'generate';
+  readonly req: GenerateRequest;
+  readonly completions: Completion[];
+  readonly stopIds: ReadonlySet<number>;
+  cachedTokens: number;
+  admitted: boolean;
+  promptLogprobs: (LogprobEntry | null)[] | null;
+  promptLogprobsSent: boolean;
+  live: number; // completions without a finish reason
+}
+
+interface EmbedState {
+  readonly kind: 'embed';
+  readonly req: EmbedRequest;
+  readonly seq: Seq;
+  readonly sum: Float64Array; // (D) running sum of hidden rows (mean) or the last row
+}
+
+type State = GenState | EmbedState;
+
+export class Engine {
+  readonly info: EngineInfo;
+  readonly kv: KvManager;
+  readonly scheduler: Scheduler;
+  readonly runner: ModelRunner;
+  private readonly states = new Map<string, State>();
+  private readonly seqOwner = new Map<string, { state: State; comp: Completion | null }>();
+  private readonly aborts = new Set<string>();
+  private readonly eosIds: readonly number[];
+  private readonly maxQueue: number;
+  private accepting = true;
+  private counters = { promptTokens: 0, generatedTokens: 0, steps: 0 };
+
+  constructor(readonly model: LlamaModel, readonly tokenizer: Decoder | null, opts: EngineOptions = {}) {
+    const c = model.config;
+    const blockSize = opts.blockSize ?? ENGINE_DEFAULTS.blockSize;
+    const maxNumSeqs = opts.maxNumSeqs ?? ENGINE_DEFAULTS.maxNumSeqs;
+    const kvDtype = opts.kvDtype ?? defaultKvDtype(model);
+    const budget = opts.kvCacheMemory ?? defaultKvCacheMemory(model, kvDtype, maxNumSeqs);
+    const perBlock = KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, kvDtype) * blockSize;
+    const numBlocks = Math.floor(budget / perBlock);
+    if (numBlocks < 1) throw new RangeError(`KV cache memory ${budget} bytes is less than one block (${perBlock} bytes: ${blockSize} tokens × ${perBlock / blockSize} bytes)`);
+    this.kv = new KvManager(numBlocks, blockSize, opts.prefixCaching ?? true);
+    this.scheduler = new Scheduler(this.kv, { maxBatchedTokens: opts.maxBatchedTokens ?? ENGINE_DEFAULTS.maxBatchedTokens, maxNumSeqs });
+    this.runner = new ModelRunner(model, new KvCache(c.numLayers, numBlocks, blockSize, c.numKvHeads, c.headDim, kvDtype));
+    this.maxQueue = opts.maxQueue ?? ENGINE_DEFAULTS.maxQueue;
+    this.eosIds = [...new Set([...c.eosTokenIds, ...(opts.extraEosIds ?? [])])];
+    const kvTokens = numBlocks * blockSize;
+    this.info = {
+      modelId: opts.modelId ?? 'model',
+      maxModelLen: c.maxPositionEmbeddings,
+      vocabSize: c.vocabSize,
+      hiddenSize: c.hiddenSize,
+      eosTokenIds: this.eosIds,
+      kvDtype,
+      kvBlocks: numBlocks,
+      blockSize,
+      kvTokens,
+      maxRequestTokens: Math.min(c.maxPositionEmbeddings, kvTokens),
+    };
+  }
+
+  get hasWork(): boolean {
+    return this.states.size > 0 || this.aborts.size > 0;
+  }
+
+  get numRequests(): number { return this.states.size; }
+
+  /** Refuse new requests from now on (503); running ones continue. */
+  stopAccepting(): void { this.accepting = false; }
+
+  /** Queue a request, or throw EngineRequestError (400 invalid / too big, 429 queue full, 503 shutting down). */
+  add(req: EngineRequest): void {
+    const bad = (msg: string): never => { throw new EngineRequestError(400, msg); };
+    if (!this.accepting) throw new EngineRequestError(503, 'the engine is shutting down');
+    if (typeof req.id !== 'string' || req.id.length === 0) bad('request id must be a non-empty string');
+    if (this.states.has(req.id)) bad(`request id ${req.id} is already in use`);
+    if (this.scheduler.waiting.length >= this.maxQueue) throw new EngineRequestError(429, `the queue is full (${this.maxQueue} waiting requests); retry later`);
+    const V = this.info.vocabSize;
+    const P = req.promptIds.length;
+    if (P === 0) bad('prompt is empty: give at least one token');
+    req.promptIds.forEach((id, i) => {
+      if (!Number.isInteger(id) || id < 0 || id >= V) bad(`prompt token ${i} has id ${id}, outside the vocabulary [0, ${V})`);
+    });
+    if (req.kind === 'embed') {
+      this.checkFits(P, 0);
+      if (req.pooling !== 'mean' && req.pooling !== 'last') bad(`pooling must be 'mean' or 'last', got ${String(req.pooling)}`);
+      const seq = new Seq(`${req.id}/e`, [...req.promptIds], P, false, null, { pooling: req.pooling, done: 0 }, []);
+      const state: EmbedState = { kind: 'embed', req, seq, sum: new Float64Array(this.info.hiddenSize) };
+      this.states.set(req.id, state);
+      this.seqOwner.set(seq.id, { state, comp: null });
+      this.scheduler.add(seq);
+      return;
+    }
+    if (!(Number.isInteger(req.maxTokens) && req.maxTokens >= 1)) bad(`max_tokens must be an integer >= 1, got ${req.maxTokens}`);
+    if (!(Number.isInteger(req.n) && req.n >= 1 && req.n <= this.scheduler.cfg.maxNumSeqs)) bad(`n must be an integer in [1, ${this.scheduler.cfg.maxNumSeqs}], got ${req.n}`);
+    this.checkFits(P, req.maxTokens);
+    for (const [what, k] of [['logprobs', req.logprobs], ['prompt_logprobs', req.promptLogprobs]] as const) {
+      if (k !== null && !(Number.isInteger(k) && k >= 0 && k <= V)) bad(`${what} must be an integer in [0, ${V}], got ${k}`);
+    }
+    req.stop.forEach((s, i) => { if (typeof s !== 'string' || s.length === 0) bad(`stop string ${i} is empty or not a string`); });
+    req.stopTokenIds.forEach((id) => { if (!Number.isInteger(id)) bad(`stop token id ${id} is not an integer`); });
+    const sampling = toSamplingParams(req.sampling, V);
+
+    const comps: Completion[] = [];
+    const promptLogprobs = req.promptLogprobs === null ? null : { k: req.promptLogprobs, done: 0 };
+    for (let i = 0; i < req.n; i++) {
+      const params = { ...sampling, seed: sampling.seed === null ? null : sampling.seed + i };
+      let slot: SamplingSlot;
+      try {
+        slot = { sampler: new Sampler(params, V, this.model.backend), counts: new TokenCounts(req.promptIds), logprobs: req.logprobs };
+      } catch (e) {
+        throw new EngineRequestError(400, (e as Error).message);
+      }
+      const seq = new Seq(`${req.id}/${i}`, [...req.promptIds], P, true, i === 0 ? promptLogprobs : null, null, []);
+      const text = this.tokenizer !== null;
+      comps.push({
+        index: i, seq, slot,
+        detok: text ? new IncrementalDetokenizer(this.tokenizer!, { skipSpecialTokens: req.skipSpecialTokens, promptIds: req.promptIds }) : null,
+        stops: text ? new StopStringMatcher(req.stop) : null,
+        numOutput: 0, newTokens: [], newText: '', newLogprobs: req.logprobs === null ? null : [],
+        finish: null, stopReason: null, sentFinal: false,
+      });
+    }
+    // the first sequence computes the prompt once and samples for every completion
+    comps[0]!.seq.slots = comps.map((c) => c.slot);
+    const stopIds = new Set([...req.stopTokenIds, ...(req.ignoreEos ? [] : this.eosIds)]);
+    const state: GenState = {
+      kind: 'generate', req, completions: comps, stopIds, cachedTokens: 0, admitted: false,
+      promptLogprobs: promptLogprobs ? [null] : null, promptLogprobsSent: false, live: req.n,
+    };
+    this.states.set(req.id, state);
+    for (const c of comps) this.seqOwner.set(c.seq.id, { state, comp: c });
+    this.scheduler.add(comps[0]!.seq);
+  }
+
+  /** Cancel a request: its blocks are freed and its completions end with 'abort' at the next step. */
+  abort(id: string): void {
+    if (this.states.has(id)) this.aborts.add(id);
+  }
+
+  /** Abort everything now (shutdown). */
+  abortAll(): EngineOutput[] {
+    for (const id of this.states.keys()) this.aborts.add(id);
+    return this.applyAborts();
+  }
+
+  /** One engine iteration; returns the outputs it produced. */
+  step(): EngineOutput[] {
+    const outputs = this.applyAborts();
+    if (!this.scheduler.hasWork) return outputs;
+    const sched = this.scheduler.schedule();
+    this.counters.steps++;
+    for (const s of sched.seqs) {
+      const owner = this.seqOwner.get(s.id)!;
+      if (owner.state.kind === 'generate' && !owner.state.admitted) {
+        owner.state.admitted = true;
+        owner.state.cachedTokens = s.prefixHit;
+      }
+      const seq = this.seqOf(s.id);
+      this.counters.promptTokens += Math.max(0, Math.min(seq.promptLen, s.start + s.numTokens) - s.start);
+    }
+    const results = this.runner.execute(sched, (id) => this.seqOf(id));
+    for (const s of sched.seqs) {
+      const seq = this.seqOf(s.id);
+      this.kv.cacheComputed(s.id, seq.tokens, seq.numComputed);
+    }
+    const touched = new Set<GenState>();
+    for (const r of results) {
+      const { state, comp } = this.seqOwner.get(r.id)!;
+      if (state.kind === 'embed') {
+        if (r.hidden) this.accumulate(state, r.hidden);
+        if (state.seq.numComputed >= state.seq.promptLen) outputs.push(this.finishEmbed(state));
+        continue;
+      }
+      touched.add(state);
+      const seq = comp!.seq;
+      if (seq.promptLogprobs && r.promptLogprobs.length > 0) {
+        state.promptLogprobs!.push(...r.promptLogprobs);
+        seq.promptLogprobs.done += r.promptLogprobs.length;
+      }
+      if (r.sampled) this.onSampled(state, comp!, r.sampled);
+    }
+    for (const state of touched) outputs.push(...this.emit(state));
+    return outputs;
+  }
+
+  stats(): EngineStats {
+    const pool = this.kv.pool;
+    return {
+      running: this.scheduler.running.length,
+      waiting: this.scheduler.waiting.length,
+      kvBlocksTotal: pool.numBlocks,
+      kvBlocksUsed: pool.numUsed,
+      kvBlocksCached: pool.numCached,
+      blockSize: this.kv.blockSize,
+      prefixQueriedTokens: this.scheduler.prefixQueriedTokens,
+      prefixHitTokens: this.scheduler.prefixHitTokens,
+      preemptions: this.scheduler.preemptions,
+      promptTokens: this.counters.promptTokens,
+      generatedTokens: this.counters.generatedTokens,
+      steps: this.counters.steps,
+    };
+  }
+
+  private checkFits(promptLen: number, maxTokens: number): void {
+    const total = promptLen + maxTokens;
+    if (total > this.info.maxModelLen) {
+      throw new EngineRequestError(400, `prompt (${promptLen} tokens) + max_tokens (${maxTokens}) = ${total} exceeds the model's context window of ${this.info.maxModelLen} tokens`);
+    }
+    if (total > this.info.kvTokens) {
+      throw new EngineRequestError(400, `prompt (${promptLen} tokens) + max_tokens (${maxTokens}) = ${total} exceeds the KV cache capacity of ${this.info.kvTokens} tokens; raise the KV cache memory or shorten the request`);
+    }
+  }
+
+  private seqOf(id: string): Seq {
+    const o = this.seqOwner.get(id);
+    if (!o) throw new Error(`engine: unknown sequence ${id}`);
+    return o.state.kind === 'embed' ? o.state.seq : o.comp!.seq;
+  }
+
+  /** The prompt's sequence produced a token for each slot: fork the other completions at the first one. */
+  private onSampled(state: GenState, comp: Completion, sampled: readonly SampledToken[]): void {
+    if (sampled.length > 1) {
+      const parent = comp.seq;
+      for (let i = 1; i < sampled.length; i++) {
+        const child = state.completions[i]!;
+        const copies = this.kv.fork(parent.id, child.seq.id, parent.numComputed);
+        if (copies) {
+          this.runner.copyBlocks(copies);
+          child.seq.numComputed = parent.numComputed;
+          this.scheduler.addRunning(child.seq);
+        } else {
+          this.scheduler.add(child.seq); // no block for the copy: recompute later (mostly from the prefix cache)
+        }
+        child.seq.slots = [child.slot];
+      }
+      parent.slots = [comp.slot];
+    }
+    sampled.forEach((s, i) => this.append(state, i === 0 ? comp : state.completions[i]!, s));
+  }
+
+  private append(state: GenState, c: Completion, s: SampledToken): void {
+    if (c.finish !== null) return;
+    const tok = s.token;
+    c.seq.tokens.push(tok);
+    c.slot.counts.add(tok);
+    c.numOutput++;
+    this.counters.generatedTokens++;
+    c.newTokens.push(tok);
+    if (c.newLogprobs && s.logprob) c.newLogprobs.push(s.logprob);
+    let byString = false;
+    if (state.stopIds.has(tok)) {
+      c.finish = 'stop';
+      c.stopReason = tok;
+    } else if (c.detok) {
+      const r = c.stops!.push(c.detok.push(tok));
+      c.newText += r.text;
+      if (r.stopped) { c.finish = 'stop'; c.stopReason = r.stop ?? null; byString = true; }
+    }
+    if (c.finish === null && c.numOutput >= state.req.maxTokens) c.finish = 'length';
+    if (c.finish !== null) {
+      if (c.detok && !byString) {
+        const r = c.stops!.push(c.detok.flush());
+        c.newText += r.stopped ? r.text : r.text + c.stops!.flush();
+      }
+      state.live--;
+      this.scheduler.finish(c.seq.id);
+    }
+  }
+
+  /** One output per completion that has news; the request is dropped once every completion finished. */
+  private emit(state: GenState): GenerateOutput[] {
+    const outs: GenerateOutput[] = [];
+    const P = state.req.promptIds.length;
+    for (const c of state.completions) {
+      if (c.sentFinal || (c.newTokens.length === 0 && c.finish === null)) continue;
+      let promptLogprobs: GenerateOutput['promptLogprobs'] = null;
+      if (c.index === 0 && state.promptLogprobs && !state.promptLogprobsSent) {
+        promptLogprobs = state.promptLogprobs;
+        state.promptLogprobsSent = true;
+      }
+      outs.push({
+        kind: 'generate', id: state.req.id, index: c.index,
+        tokenIds: c.newTokens, text: c.newText, logprobs: c.newLogprobs,
+        finishReason: c.finish, stopReason: c.finish !== null ? c.stopReason : null,
+        usage: { promptTokens: P, cachedTokens: state.cachedTokens, completionTokens: c.numOutput },
+        promptLogprobs,
+      });
+      c.newTokens = [];
+      c.newText = '';
+      c.newLogprobs = c.newLogprobs ? [] : null;
+      if (c.finish !== null) c.sentFinal = true;
+    }
+    if (state.live === 0) this.drop(state);
+    return outs;
+  }
+
+  private applyAborts(): EngineOutput[] {
+    const outs: EngineOutput[] = [];
+    for (const id of this.aborts) {
+      const state = this.states.get(id);
+      if (!state) continue;
+      if (state.kind === 'embed') {
+        this.scheduler.finish(state.seq.id);
+        this.drop(state);
+        outs.push({ kind: 'error', id, status: 500, message: `embedding request ${id} was aborted` });
+        continue;
+      }
+      for (const c of state.completions) {
+        if (c.finish !== null) continue;
+        c.finish = 'abort';
+        c.stopReason = null;
+        state.live--;
+        this.scheduler.finish(c.seq.id);
+      }
+      outs.push(...this.emit(state));
+    }
+    this.aborts.clear();
+    return outs;
+  }
+
+  private drop(state: State): void {
+    this.states.delete(state.req.id);
+    if (state.kind === 'embed') this.seqOwner.delete(state.seq.id);
+    else for (const c of state.completions) this.seqOwner.delete(c.seq.id);
+  }
+
+  private accumulate(state: EmbedState, hidden: { start: number; rows: Float32Array }): void {
+    const D = this.info.hiddenSize;
+    const n = hidden.rows.length / D;
+    if (state.req.pooling === 'last') state.sum.fill(0);
+    for (let i = 0; i < n; i++) for (let d = 0; d < D; d++) state.sum[d]! += hidden.rows[i * D + d]!;
+    state.seq.embed!.done = hidden.start + n;
+  }
+
+  private finishEmbed(state: EmbedState): EngineOutput {
+    const D = this.info.hiddenSize;
+    const P = state.seq.promptLen;
+    const e = new Float32Array(D);
+    const div = state.req.pooling === 'mean' ? P : 1;
+    for (let d = 0; d < D; d++) e[d] = state.sum[d]! / div;
+    if (state.req.normalize) {
+      let ss = 0;
+      for (let d = 0; d < D; d++) ss += e[d]! * e[d]!;
+      const inv = ss > 0 ? 1 / Math.sqrt(ss) : 0;
+      for (let d = 0; d < D; d++) e[d] = e[d]! * inv;
+    }
+    this.scheduler.finish(state.seq.id);
+    this.drop(state);
+    return { kind: 'embed', id: state.req.id, embedding: e, promptTokens: P };
+  }
+}
+
+/** Protocol sampling (logit bias as a record) → the sampler's params, checked. */
+export function toSamplingParams(spec: SamplingSpec, vocabSize: number): SamplingParams {
+  let logitBias: Map<number, number> | null = null;
+  if (spec.logitBias) {
+    logitBias = new Map();
+    for (const [k, v] of Object.entries(spec.logitBias)) {
+      const id = Number(k);
+      if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new EngineRequestError(400, `logit_bias key ${k} is not a token id in [0, ${vocabSize})`);
+      if (typeof v !== 'number' || !Number.isFinite(v) || Math.abs(v) > 100) throw new EngineRequestError(400, `logit_bias[${k}] must be a number in [-100, 100], got ${String(v)}`);
+      logitBias.set(id, v);
+    }
+  }
+  const params: SamplingParams = { ...DEFAULT_SAMPLING, ...spec, logitBias };
+  return params;
+}

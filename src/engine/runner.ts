@@ -1,0 +1,166 @@
+// ModelRunner: one scheduler step → one packed forward pass over every scheduled token, then per-sequence
+// sampling, logprobs, prompt logprobs and embedding rows.
+//
+// T tokens in the step, S sequences, R rows with logits, D hidden, V vocab, L block size.
+
+import type { LlamaModel, ForwardInput } from '../model/llama.js';
+import type { KvCache } from '../model/kv-cache.js';
+import { KV_BYTES } from '../model/kv-cache.js';
+import type { Sampler, TokenCounts } from '../model/sampler.js';
+import type { BlockCopy } from './block-pool.js';
+import type { LogprobEntry } from './protocol.js';
+import type { SchedulerOutput } from './scheduler.js';
+
+/** One completion drawing the next token from a sequence's logits. */
+export interface SamplingSlot {
+  readonly sampler: Sampler;
+  readonly counts: TokenCounts;
+  readonly logprobs: number | null; // top-K; null → none
+}
+
+/** What the runner reads of a sequence besides the scheduler's view. */
+export interface RunnerSeq {
+  readonly tokens: readonly number[];
+  readonly promptLen: number;
+  /** Prompt logprobs wanted (top-K) and how many prompt positions already have theirs (next to score: done + 1). */
+  readonly promptLogprobs: { readonly k: number; done: number } | null;
+  /** Embedding: final-normed hidden rows of prompt positions ≥ done are wanted (all for mean, the last for last). */
+  readonly embed: { readonly pooling: 'mean' | 'last'; done: number } | null;
+  /** Completions sampling from this sequence's next-token logits (itself, plus fork children when the prompt ends). */
+  readonly slots: readonly SamplingSlot[];
+}
+
+export interface SampledToken { readonly token: number; readonly logprob: LogprobEntry | null }
+
+export interface SeqResult {
+  readonly id: string;
+  readonly sampled: readonly SampledToken[] | null; // one per slot, when this step reached the end of the sequence
+  readonly promptLogprobs: readonly LogprobEntry[]; // for prompt tokens done+1 .. (in order)
+  readonly hidden: { readonly start: number; readonly rows: Float32Array } | null; // (rows, D) for positions start..
+}
+
+export class ModelRunner {
+  private readonly logp: Float32Array; // (V)
+
+  constructor(readonly model: LlamaModel, readonly kv: KvCache) {
+    this.logp = new Float32Array(model.config.vocabSize);
+  }
+
+  /** Copy-on-write block copies (k and v, every layer). */
+  copyBlocks(copies: readonly BlockCopy[]): void {
+    for (const layer of this.kv.layers) {
+      const stride = layer.blockSize * layer.numKvHeads * layer.headDim * KV_BYTES[layer.dtype];
+      for (const { src, dst } of copies) {
+        layer.k.copyWithin(dst * stride, src * stride, (src + 1) * stride);
+        layer.v.copyWithin(dst * stride, src * stride, (src + 1) * stride);
+      }
+    }
+  }
+
+  execute(out: SchedulerOutput, seqOf: (id: string) => RunnerSeq): SeqResult[] {
+    const S = out.seqs.length;
+    if (S === 0) return [];
+    const V = this.model.config.vocabSize;
+    const D = this.model.config.hiddenSize;
+    const L = this.kv.blockSize;
+    const T = out.numBatchedTokens;
+    const maxBlocks = Math.max(1, ...out.seqs.map((s) => s.blockTable.length));
+    const tokens = new Int32Array(T);
+    const positions = new Int32Array(T);
+    const slots = new Int32Array(T);
+    const qStart = new Int32Array(S + 1);
+    const ctxLen = new Int32Array(S);
+    const blockTables = new Int32Array(S * maxBlocks); // (S, maxBlocks)
+    // rows wanting logits come first, then hidden-only rows (embeddings)
+    const logitRows: number[] = [];
+    const hiddenRows: number[] = [];
+    const plan: { lp: number[]; sample: number; hidden: number[]; hiddenStart: number }[] = [];
+
+    let t = 0;
+    for (let s = 0; s < S; s++) {
+      const sch = out.seqs[s]!;
+      const seq = seqOf(sch.id);
+      qStart[s] = t;
+      ctxLen[s] = sch.start + sch.numTokens;
+      blockTables.set(sch.blockTable, s * maxBlocks);
+      const p: { lp: number[]; sample: number; hidden: number[]; hiddenStart: number } = { lp: [], sample: -1, hidden: [], hiddenStart: -1 };
+      for (let j = 0; j < sch.numTokens; j++, t++) {
+        const pos = sch.start + j;
+        tokens[t] = seq.tokens[pos]!;
+        positions[t] = pos;
+        slots[t] = sch.blockTable[Math.floor(pos / L)]! * L + (pos % L);
+        // logits at position pos score the prompt token pos + 1
+        if (seq.promptLogprobs && pos + 1 < seq.promptLen && pos + 1 > seq.promptLogprobs.done) { p.lp.push(logitRows.length); logitRows.push(t); }
+        if (seq.embed && pos < seq.promptLen && pos >= seq.embed.done && (seq.embed.pooling === 'mean' || pos === seq.promptLen - 1)) {
+          if (p.hiddenStart < 0) p.hiddenStart = pos;
+          p.hidden.push(t);
+        }
+      }
+      if (ctxLen[s] === seq.tokens.length && seq.slots.length > 0) { p.sample = logitRows.length; logitRows.push(t - 1); }
+      plan.push(p);
+    }
+    qStart[S] = t;
+    if (t !== T) throw new Error(`runner: scheduler counted ${T} tokens, sequences hold ${t}`);
+
+    // hidden rows go after the logit rows; a row wanted for both appears twice (harmless)
+    const hiddenBase = logitRows.length;
+    for (const p of plan) {
+      const base = hiddenBase + hiddenRows.length;
+      hiddenRows.push(...p.hidden);
+      p.hidden = p.hidden.map((_, i) => base + i);
+    }
+    const R = logitRows.length + hiddenRows.length;
+    const wantHidden = hiddenRows.length > 0;
+    const hiddenOut = wantHidden ? new Float32Array(R * D) : undefined; // (R, D)
+    const inp: ForwardInput = {
+      tokens, positions, slots,
+      attn: { numSeqs: S, qStart, ctxLen, blockTables, maxBlocks },
+      logitRows: Int32Array.from([...logitRows, ...hiddenRows]),
+      numLogits: logitRows.length,
+    };
+    const logits = this.model.forward(inp, this.kv, hiddenOut); // (logitRows, V)
+
+    const results: SeqResult[] = [];
+    for (let s = 0; s < S; s++) {
+      const sch = out.seqs[s]!;
+      const seq = seqOf(sch.id);
+      const p = plan[s]!;
+      const promptLogprobs: LogprobEntry[] = [];
+      if (seq.promptLogprobs) {
+        for (const r of p.lp) {
+          const pos = positions[logitRows[r]!]!;
+          promptLogprobs.push(this.entry(logits.subarray(r * V, (r + 1) * V), seq.tokens[pos + 1]!, seq.promptLogprobs.k));
+        }
+      }
+      let sampled: SampledToken[] | null = null;
+      if (p.sample >= 0) {
+        const row = logits.subarray(p.sample * V, (p.sample + 1) * V);
+        sampled = seq.slots.map((slot) => {
+          const token = slot.sampler.sample(row, slot.counts);
+          return { token, logprob: slot.logprobs === null ? null : this.entry(row, token, slot.logprobs) };
+        });
+      }
+      let hidden: SeqResult['hidden'] = null;
+      if (p.hidden.length > 0) {
+        const rows = new Float32Array(p.hidden.length * D);
+        p.hidden.forEach((r, i) => rows.set(hiddenOut!.subarray(r * D, (r + 1) * D), i * D));
+        hidden = { start: p.hiddenStart, rows };
+      }
+      results.push({ id: sch.id, sampled, promptLogprobs, hidden });
+    }
+    return results;
+  }
+
+  /** log-softmax of a raw logits row (V): the chosen token's logprob and the top k, as generate() reports them. */
+  private entry(row: Float32Array, token: number, k: number): LogprobEntry {
+    const be = this.model.backend;
+    const V = this.model.config.vocabSize;
+    be.logSoftmax(this.logp, row, 1);
+    const top = k > 0 ? be.topk(this.logp, Math.min(k, V)) : null;
+    return {
+      token,
+      logprob: this.logp[token]!,
+      top: top ? Array.from(top.ids, (id, i) => [id, top.values[i]!] as const) : [],
+    };
+  }
+}

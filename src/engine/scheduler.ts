@@ -1,0 +1,122 @@
+// Scheduler: each step hands out a token budget, decode/continuation of running sequences first (oldest
+// first), then chunks of waiting prompts; no prefill/decode phases, only numComputed vs numTokens (vLLM v1).
+
+import type { KvManager } from './block-pool.js';
+
+/** What the scheduler needs to know about one sequence (one completion of a request). */
+export interface SchedSeq {
+  readonly id: string;
+  readonly tokens: readonly number[]; // prompt + output so far; numTokens = tokens.length
+  numComputed: number; // tokens whose KV is in the cache
+  readonly usePrefixCache: boolean;
+}
+
+export interface ScheduledSeq {
+  readonly id: string;
+  readonly start: number; // first position computed this step (== numComputed before the step)
+  readonly numTokens: number; // tokens computed this step
+  readonly blockTable: readonly number[];
+  readonly prefixHit: number; // tokens taken from the prefix cache when admitted this step, else 0
+}
+
+export interface SchedulerOutput {
+  readonly seqs: readonly ScheduledSeq[];
+  readonly numBatchedTokens: number;
+  readonly preempted: readonly string[]; // sent back to the waiting queue, KV freed, to be recomputed
+}
+
+export interface SchedulerConfig {
+  readonly maxBatchedTokens: number; // token budget per step
+  readonly maxNumSeqs: number; // sequences per step and running at once
+}
+
+export class Scheduler {
+  readonly waiting: SchedSeq[] = []; // FIFO; preempted sequences go to the front
+  readonly running: SchedSeq[] = []; // in admission order: the last is the newest, preempted first
+  preemptions = 0;
+  prefixQueriedTokens = 0;
+  prefixHitTokens = 0;
+
+  constructor(readonly kv: KvManager, readonly cfg: SchedulerConfig) {
+    if (!(Number.isInteger(cfg.maxBatchedTokens) && cfg.maxBatchedTokens >= 1)) throw new RangeError(`maxBatchedTokens must be an integer >= 1, got ${cfg.maxBatchedTokens}`);
+    if (!(Number.isInteger(cfg.maxNumSeqs) && cfg.maxNumSeqs >= 1)) throw new RangeError(`maxNumSeqs must be an integer >= 1, got ${cfg.maxNumSeqs}`);
+  }
+
+  add(seq: SchedSeq): void {
+    this.waiting.push(seq);
+  }
+
+  /** A sequence whose KV table already exists (a fork), joining the running set directly. */
+  addRunning(seq: SchedSeq): void {
+    this.running.push(seq);
+  }
+
+  /** Remove a sequence wherever it is and free its blocks. */
+  finish(id: string): void {
+    const r = this.running.findIndex((s) => s.id === id);
+    if (r >= 0) this.running.splice(r, 1);
+    const w = this.waiting.findIndex((s) => s.id === id);
+    if (w >= 0) this.waiting.splice(w, 1);
+    this.kv.free(id);
+  }
+
+  get hasWork(): boolean {
+    return this.running.length > 0 || this.waiting.length > 0;
+  }
+
+  schedule(): SchedulerOutput {
+    let budget = this.cfg.maxBatchedTokens;
+    const picked: { seq: SchedSeq; n: number; hit: number }[] = [];
+    const preempted: string[] = [];
+
+    // running sequences, oldest first; when blocks run out the newest is preempted (possibly this one)
+    for (let i = 0; i < this.running.length && budget > 0 && picked.length < this.cfg.maxNumSeqs; i++) {
+      const s = this.running[i]!;
+      const n = Math.min(s.tokens.length - s.numComputed, budget);
+      if (n <= 0) continue;
+      let fits = true;
+      while (!this.kv.allocate(s.id, s.numComputed + n)) {
+        const victim = this.running.pop()!;
+        this.preempt(victim);
+        preempted.push(victim.id);
+        if (victim === s) { fits = false; break; }
+      }
+      if (!fits) break;
+      picked.push({ seq: s, n, hit: 0 });
+      budget -= n;
+    }
+
+    // waiting prompts in arrival order, as long as budget, sequence slots and blocks allow (never preempting for them)
+    while (preempted.length === 0 && this.waiting.length > 0 && budget > 0
+      && this.running.length < this.cfg.maxNumSeqs && picked.length < this.cfg.maxNumSeqs) {
+      const s = this.waiting[0]!;
+      const prefix = s.usePrefixCache && s.numComputed === 0 ? this.kv.findCachedPrefix(s.tokens) : undefined;
+      const hit = prefix ? prefix.blocks.length * this.kv.blockSize : 0;
+      const n = Math.min(s.tokens.length - hit, budget);
+      if (!this.kv.allocate(s.id, hit + n, prefix)) break;
+      this.waiting.shift();
+      this.running.push(s);
+      s.numComputed = hit;
+      if (s.usePrefixCache) {
+        this.prefixQueriedTokens += s.tokens.length;
+        this.prefixHitTokens += hit;
+      }
+      picked.push({ seq: s, n, hit });
+      budget -= n;
+    }
+
+    const seqs: ScheduledSeq[] = picked.map(({ seq, n, hit }) => {
+      const out = { id: seq.id, start: seq.numComputed, numTokens: n, blockTable: [...this.kv.blockTable(seq.id)], prefixHit: hit };
+      seq.numComputed += n; // the runner computes them this step
+      return out;
+    });
+    return { seqs, numBatchedTokens: this.cfg.maxBatchedTokens - budget, preempted };
+  }
+
+  private preempt(s: SchedSeq): void {
+    this.kv.free(s.id);
+    s.numComputed = 0;
+    this.waiting.unshift(s);
+    this.preemptions++;
+  }
+}

@@ -1,0 +1,168 @@
+// LoRA: low-rank adapters on the Llama linears (y = W x + s · B A x), their init, merge, and an inference wrapper.
+//
+// N output features, C input features, r rank, M rows. A (r, C), B (N, r), s = alpha / r (rsLoRA: alpha / sqrt(r)).
+
+import type { Backend } from '../backend/backend.js';
+import { dequantizeRow } from '../tensor/codecs.js';
+import { f32Tensor, type Tensor } from '../tensor/tensor.js';
+import type { LlamaConfig } from './config.js';
+import type { LlamaLayer } from './llama.js';
+
+export type LoraTarget = 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down';
+export const LORA_TARGETS: readonly LoraTarget[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
+
+/** HF module path of each target inside a decoder layer (PEFT target_modules use the last part). */
+export const LORA_MODULE = {
+  q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj',
+  gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj',
+} as const satisfies Record<LoraTarget, string>;
+
+/** The LlamaLayer field holding each target's base weight. */
+export const LORA_FIELD = {
+  q: 'wq', k: 'wk', v: 'wv', o: 'wo', gate: 'wGate', up: 'wUp', down: 'wDown',
+} as const satisfies Record<LoraTarget, keyof LlamaLayer>;
+
+export interface LoraConfig {
+  readonly rank: number; // r
+  readonly alpha: number;
+  readonly targets: readonly LoraTarget[];
+  readonly rslora: boolean;
+  readonly dropout: number; // on the adapter's input, training only
+}
+
+export const DEFAULT_LORA: LoraConfig = { rank: 8, alpha: 16, targets: LORA_TARGETS, rslora: false, dropout: 0 };
+
+export function loraScale(c: Pick<LoraConfig, 'rank' | 'alpha' | 'rslora'>): number {
+  return c.rslora ? c.alpha / Math.sqrt(c.rank) : c.alpha / c.rank;
+}
+
+/** Parse "q,k,v" (or "all") into targets; throws naming the bad entry. */
+export function parseLoraTargets(s: string): LoraTarget[] {
+  if (s.trim() === 'all') return [...LORA_TARGETS];
+  const out: LoraTarget[] = [];
+  for (const raw of s.split(',')) {
+    const t = raw.trim().replace(/_proj$/, '') as LoraTarget;
+    if (!LORA_TARGETS.includes(t)) throw new Error(`LoRA target '${raw}' is not one of ${LORA_TARGETS.join(',')}`);
+    if (!out.includes(t)) out.push(t);
+  }
+  if (out.length === 0) throw new Error('LoRA targets are empty');
+  return out;
+}
+
+export function checkLoraConfig(c: LoraConfig): void {
+  if (!Number.isInteger(c.rank) || c.rank < 1) throw new RangeError(`LoRA rank must be an integer >= 1, got ${c.rank}`);
+  if (!Number.isFinite(c.alpha) || c.alpha <= 0) throw new RangeError(`LoRA alpha must be > 0, got ${c.alpha}`);
+  if (!(c.dropout >= 0 && c.dropout < 1)) throw new RangeError(`LoRA dropout must be in [0, 1), got ${c.dropout}`);
+}
+
+/** [N, C] of a target's weight. */
+export function loraDims(cfg: LlamaConfig, t: LoraTarget): [number, number] {
+  const { hiddenSize: D, intermediateSize: F, numHeads: H, numKvHeads: K, headDim: E } = cfg;
+  switch (t) {
+    case 'q': return [H * E, D];
+    case 'k': case 'v': return [K * E, D];
+    case 'o': return [D, H * E];
+    case 'gate': case 'up': return [F, D];
+    case 'down': return [D, F];
+  }
+}
+
+/** One adapted linear: f32 factors and their gradients; the Tensors view the same storage. */
+export class LoraLinear {
+  readonly a: Float32Array; // (r, C)
+  readonly b: Float32Array; // (N, r)
+  readonly aT: Tensor; // view of a as an f32 weight (r, C)
+  readonly bT: Tensor; // view of b as an f32 weight (N, r)
+  dA: Float32Array | null = null; // (r, C), allocated by the trainer
+  dB: Float32Array | null = null; // (N, r)
+
+  constructor(readonly N: number, readonly C: number, readonly rank: number, a?: Float32Array, b?: Float32Array) {
+    this.a = a ?? new Float32Array(rank * C);
+    this.b = b ?? new Float32Array(N * rank);
+    if (this.a.length !== rank * C) throw new Error(`lora_A must be (${rank}, ${C}), got ${this.a.length} values`);
+    if (this.b.length !== N * rank) throw new Error(`lora_B must be (${N}, ${rank}), got ${this.b.length} values`);
+    this.aT = f32Tensor([rank, C], this.a);
+    this.bT = f32Tensor([N, rank], this.b);
+  }
+}
+
+/** An adapter for a whole model: layers[i][target] when that target is adapted. */
+export interface LoraAdapter {
+  readonly config: LoraConfig;
+  readonly layers: ReadonlyArray<Partial<Record<LoraTarget, LoraLinear>>>;
+}
+
+/**
+ * A fresh adapter as PEFT initialises one: A ~ kaiming_uniform(a=√5) = U(-1/√C, 1/√C), B = 0 (step 0 = base).
+ * `random` returns uniforms in [0, 1).
+ */
+export function initLora(cfg: LlamaConfig, lc: LoraConfig, random: () => number): LoraAdapter {
+  checkLoraConfig(lc);
+  const layers: Partial<Record<LoraTarget, LoraLinear>>[] = [];
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const layer: Partial<Record<LoraTarget, LoraLinear>> = {};
+    for (const t of LORA_TARGETS) {
+      if (!lc.targets.includes(t)) continue;
+      const [N, C] = loraDims(cfg, t);
+      const lin = new LoraLinear(N, C, lc.rank);
+      const bound = 1 / Math.sqrt(C);
+      for (let i = 0; i < lin.a.length; i++) lin.a[i] = (2 * random() - 1) * bound;
+      layer[t] = lin;
+    }
+    layers.push(layer);
+  }
+  return { config: lc, layers };
+}
+
+/** W' (N, C) f32 = dequant(W) + s · B A, without touching W. */
+export function mergeLinear(w: Tensor, lin: LoraLinear, scale: number): Float32Array {
+  const { N, C, rank: r } = lin;
+  if (w.rows !== N || w.cols !== C) throw new Error(`LoRA (${N}, ${C}) does not fit weight [${w.shape.join(', ')}]`);
+  const out = new Float32Array(N * C);
+  const row = new Float32Array(C);
+  for (let n = 0; n < N; n++) {
+    dequantizeRow(w, n, row);
+    for (let c = 0; c < C; c++) {
+      let acc = 0;
+      for (let j = 0; j < r; j++) acc += lin.b[n * r + j]! * lin.a[j * C + c]!;
+      out[n * C + c] = row[c]! + scale * acc;
+    }
+  }
+  return out;
+}
+
+/**
+ * A backend whose matmul adds the adapter of any adapted base weight: y = W x + s · B (A x).
+ * Used at inference (`floe generate --adapter`): the base stays in its stored format, nothing is merged.
+ */
+export function withLoraBackend<B extends Backend>(backend: B, layers: readonly LlamaLayer[], adapter: LoraAdapter): B {
+  const table = new Map<Tensor, LoraLinear>();
+  adapter.layers.forEach((lay, l) => {
+    const base = layers[l];
+    if (!base) throw new Error(`adapter has layer ${l}, the model has ${layers.length} layers`);
+    for (const t of LORA_TARGETS) {
+      const lin = lay[t];
+      if (!lin) continue;
+      const w = base[LORA_FIELD[t]];
+      if (w.rows !== lin.N || w.cols !== lin.C) throw new Error(`adapter layer ${l} ${t}: (${lin.N}, ${lin.C}) does not fit weight [${w.shape.join(', ')}]`);
+      table.set(w, lin);
+    }
+  });
+  const s = loraScale(adapter.config);
+  let u = new Float32Array(0);
+  let y2 = new Float32Array(0);
+  const wrapped = Object.create(backend) as B;
+  wrapped.matmul = (y: Float32Array, x: Float32Array, w: Tensor, M: number): void => {
+    backend.matmul(y, x, w, M);
+    const lin = table.get(w);
+    if (!lin) return;
+    if (u.length < M * lin.rank) u = new Float32Array(M * lin.rank);
+    if (y2.length < M * lin.N) y2 = new Float32Array(M * lin.N);
+    const uu = u.subarray(0, M * lin.rank);
+    const yy = y2.subarray(0, M * lin.N);
+    backend.matmul(uu, x, lin.aT, M); // (M, r)
+    backend.matmul(yy, uu, lin.bT, M); // (M, N)
+    for (let i = 0; i < yy.length; i++) y[i] += s * yy[i]!;
+  };
+  return wrapped;
+}

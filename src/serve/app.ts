@@ -1,0 +1,508 @@
+// The OpenAI-compatible HTTP app (Fastify): routes, auth, limits, errors, streaming; built around an EngineClient.
+
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import { EngineRequestError, type EngineClient, type GenerateOutput, type GenerateRequest, type LogprobEntry } from '../engine/protocol.js';
+import { encodeChat, type ChatTemplate } from '../formats/chat-template.js';
+import { ApiError, invalid } from './errors.js';
+import { ServeMetrics } from './metrics.js';
+import { TokenTexts, type ServeTokenizer } from './token-text.js';
+import {
+  parseChatRequest, parseCompletionRequest, parseEmbeddingRequest,
+  type GenerationParams, type Prompt, type ValidationContext,
+} from './validate.js';
+
+export type { ServeTokenizer } from './token-text.js';
+
+/** Everything the routes need once the model is loaded. */
+export interface ModelContext {
+  readonly engine: EngineClient;
+  readonly tokenizer: ServeTokenizer | null;
+  readonly template: ChatTemplate | null;
+}
+
+export interface AppOptions {
+  readonly modelName: string;
+  readonly apiKey?: string | null;
+  readonly bodyLimit?: number; // bytes; larger bodies get 413
+  readonly metrics?: ServeMetrics;
+  readonly logger?: boolean;
+}
+
+export interface ServeApp {
+  readonly app: FastifyInstance;
+  readonly metrics: ServeMetrics;
+  /** Leave the loading state: /health turns 200 and the /v1 routes answer. */
+  ready(ctx: ModelContext): void;
+  /** Shutting down: /health and new /v1 requests answer 503. */
+  drain(): void;
+  /** Generation and embedding requests in flight. */
+  inFlight(): number;
+}
+
+export const DEFAULT_BODY_LIMIT = 8 * 2 ** 20;
+
+const LOGPROB_FLOOR = -9999; // JSON has no -Infinity
+
+export function createApp(opts: AppOptions): ServeApp {
+  const metrics = opts.metrics ?? new ServeMetrics();
+  const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  const app = Fastify({ logger: opts.logger ?? false, bodyLimit, forceCloseConnections: 'idle', return503OnClosing: true });
+  const created = Math.floor(Date.now() / 1000);
+  let ctx: ModelContext | null = null;
+  let texts = new TokenTexts(null);
+  let draining = false;
+  let inFlight = 0;
+  const keyDigest = opts.apiKey ? createHash('sha256').update(opts.apiKey).digest() : null;
+
+  app.addHook('onRequest', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    reply.raw.once('close', () => metrics.requests.inc({ route, status: String(reply.raw.statusCode) }));
+    if (!req.url.startsWith('/v1/') && req.url !== '/v1') return;
+    if (keyDigest) {
+      const h = req.headers.authorization;
+      const m = typeof h === 'string' ? /^Bearer\s+(.+)$/i.exec(h.trim()) : null;
+      const got = m ? createHash('sha256').update(m[1]!).digest() : null;
+      if (!got || !timingSafeEqual(got, keyDigest)) {
+        throw new ApiError(401, h === undefined ? 'missing API key: send the header "Authorization: Bearer <key>"' : 'invalid API key', null, 'invalid_api_key');
+      }
+    }
+    if (draining) throw new ApiError(503, 'the server is shutting down', null, 'shutting_down');
+    if (!ctx && req.routeOptions.url !== undefined) throw new ApiError(503, 'the model is still loading; retry shortly (GET /health turns 200 when ready)', null, 'model_loading');
+  });
+
+  app.setErrorHandler((err: unknown, req, reply) => {
+    const e = toApiError(err, bodyLimit);
+    if (e.status === 500) req.log.error(err);
+    void reply.code(e.status).header('content-type', 'application/json; charset=utf-8').send(JSON.stringify(e.body()));
+  });
+  app.setNotFoundHandler((req, reply) => {
+    const e = new ApiError(404, `no route for ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}`, null, 'not_found');
+    void reply.code(404).send(e.body());
+  });
+
+  const model = (): ModelContext => {
+    if (!ctx) throw new ApiError(503, 'the model is still loading', null, 'model_loading');
+    return ctx;
+  };
+  const vctx = (c: ModelContext): ValidationContext =>
+    ({ modelName: opts.modelName, vocabSize: c.engine.info.vocabSize, hiddenSize: c.engine.info.hiddenSize });
+
+  app.get('/health', async (_req, reply) => {
+    if (draining) return reply.code(503).send({ status: 'shutting_down' });
+    if (!ctx) return reply.code(503).send({ status: 'loading' });
+    return { status: 'ok' };
+  });
+
+  app.get('/metrics', async (_req, reply) => {
+    if (ctx) {
+      try {
+        metrics.update(await ctx.engine.stats());
+      } catch {
+        // Engine gone (shutting down): serve the last values.
+      }
+    }
+    const body = await metrics.text();
+    return reply.header('content-type', metrics.contentType).send(body);
+  });
+
+  const modelCard = () => {
+    const info = model().engine.info;
+    return { id: opts.modelName, object: 'model', created, owned_by: 'floe', root: info.modelId, max_model_len: info.maxModelLen };
+  };
+  app.get('/v1/models', async () => ({ object: 'list', data: [modelCard()] }));
+  app.get<{ Params: { id: string } }>('/v1/models/:id', async (req) => {
+    if (req.params.id !== opts.modelName) throw new ApiError(404, `the model '${req.params.id}' does not exist; this server serves '${opts.modelName}'`, 'model', 'model_not_found');
+    return modelCard();
+  });
+
+  /** Prompt ids of one prompt, checked against the vocabulary. */
+  const promptIds = (c: ModelContext, p: Prompt, param: string): number[] => {
+    if ('ids' in p) return [...p.ids];
+    if (!c.tokenizer) throw invalid(param, 'this model has no tokenizer: send token ids instead of text');
+    return c.tokenizer.encode(p.text, { addSpecialTokens: true });
+  };
+
+  /** Output budget for one prompt: the asked max_tokens, or what is left of the context; 400 when it cannot fit. */
+  const budget = (c: ModelContext, g: GenerationParams, len: number, promptParam: string): number => {
+    const info = c.engine.info;
+    const kvNote = info.maxRequestTokens < info.maxModelLen
+      ? ` (the KV cache holds at most ${info.maxRequestTokens} tokens per request; raise --kv-cache-memory)` : '';
+    const limit = info.maxRequestTokens;
+    if (len >= limit) {
+      throw invalid(promptParam, `the prompt is ${len} tokens, but this model's maximum context length is ${limit} tokens${kvNote}, leaving no room for output`, 'context_length_exceeded');
+    }
+    if (g.maxTokens === null) return limit - len;
+    if (len + g.maxTokens > limit) {
+      throw invalid(g.maxTokensParam, `this model's maximum context length is ${limit} tokens${kvNote}; you requested ${len + g.maxTokens} tokens ` +
+        `(${len} in the prompt, ${g.maxTokens} for the completion); reduce the prompt or '${g.maxTokensParam}'`, 'context_length_exceeded');
+    }
+    return g.maxTokens;
+  };
+
+  const engineRequest = (id: string, ids: number[], g: GenerationParams, maxTokens: number, promptLogprobs: number | null): Omit<GenerateRequest, 'kind'> => ({
+    id, promptIds: ids, sampling: g.sampling, maxTokens, n: g.n, stop: g.stop, stopTokenIds: g.stopTokenIds,
+    ignoreEos: g.ignoreEos, logprobs: g.logprobs, promptLogprobs, skipSpecialTokens: g.skipSpecialTokens,
+  });
+
+  /** Start engine requests, abort them when the client goes away; yields outputs tagged with their prompt. */
+  const run = (reply: FastifyReply, reqs: Array<Omit<GenerateRequest, 'kind'>>) => {
+    const c = model();
+    const ac = new AbortController();
+    const abort = () => {
+      if (ac.signal.aborted) return;
+      ac.abort();
+      for (const r of reqs) c.engine.abort(r.id);
+    };
+    reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort(); });
+    const sources = reqs.map((r) => c.engine.generate(r, ac.signal));
+    return { stream: merge(sources), abort, aborted: () => ac.signal.aborted };
+  };
+
+  const tracked = async <T>(fn: () => Promise<T>): Promise<T> => {
+    inFlight++;
+    try {
+      return await fn();
+    } finally {
+      inFlight--;
+    }
+  };
+
+  app.post('/v1/chat/completions', (req, reply) => tracked(async () => {
+    const c = model();
+    const p = parseChatRequest(req.body, vctx(c));
+    if (!c.tokenizer) throw invalid('messages', 'this model has no tokenizer, so chat is not available; use /v1/completions with token ids');
+    if (!c.template) throw invalid('messages', 'this model has no chat template (tokenizer_config.json chat_template or chat_template.jinja); use /v1/completions');
+    let ids: number[];
+    try {
+      ids = encodeChat(c.tokenizer, c.template, p.messages, { addGenerationPrompt: p.addGenerationPrompt });
+    } catch (e) {
+      throw invalid('messages', `the chat template rejected the messages: ${(e as Error).message}`);
+    }
+    const maxTokens = budget(c, p, ids.length, 'messages');
+    const id = `chatcmpl-${randomUUID().replaceAll('-', '')}`;
+    const t0 = performance.now();
+    const job = run(reply, [engineRequest(id, ids, p, maxTokens, null)]);
+    const acc = new Accumulator(p.n, 1, metrics, t0);
+    const head = { id, created: Math.floor(Date.now() / 1000), model: opts.modelName };
+    const chatLogprobs = (entries: readonly LogprobEntry[] | null) => entries === null ? null : {
+      content: entries.map((e) => ({
+        ...tokenInfo(texts, e.token, e.logprob),
+        top_logprobs: e.top.map(([t, lp]) => tokenInfo(texts, t, lp)),
+      })),
+    };
+
+    if (!p.stream) {
+      for await (const { source, value } of job.stream) acc.add(source, value);
+      acc.done();
+      return {
+        ...head, object: 'chat.completion', system_fingerprint: null,
+        choices: acc.choices.map((ch, i) => ({
+          index: i, message: { role: 'assistant', content: ch.text },
+          logprobs: p.logprobs === null ? null : chatLogprobs(ch.logprobs),
+          finish_reason: ch.finishReason, stop_reason: ch.stopReason,
+        })),
+        usage: acc.usage(),
+      };
+    }
+    await streamSse(reply, job, p.includeUsage, (send, first) => {
+      if (first) for (let i = 0; i < p.n; i++) send(chatChunk(head, i, { role: 'assistant', content: '' }, null, null, p.includeUsage));
+    }, (send, source, o) => {
+      const ch = acc.add(source, o);
+      if (o.text !== '' || (p.logprobs !== null && o.logprobs?.length)) {
+        send(chatChunk(head, ch, { content: o.text }, p.logprobs === null ? null : chatLogprobs(o.logprobs), null, p.includeUsage));
+      }
+      if (o.finishReason !== null) {
+        send(chatChunk(head, ch, {}, null, o.finishReason, p.includeUsage));
+      }
+    }, () => {
+      acc.done();
+      return p.includeUsage ? { ...head, object: 'chat.completion.chunk', system_fingerprint: null, choices: [], usage: acc.usage() } : null;
+    });
+    return reply;
+  }));
+
+  app.post('/v1/completions', (req, reply) => tracked(async () => {
+    const c = model();
+    const p = parseCompletionRequest(req.body, vctx(c));
+    const prompts = p.prompts.map((pr, i) => {
+      const param = p.prompts.length > 1 ? `prompt[${i}]` : 'prompt';
+      const ids = promptIds(c, pr, param);
+      const text = 'text' in pr ? pr.text : c.tokenizer?.decode(ids) ?? '';
+      return { ids, text, maxTokens: budget(c, p, ids.length, param) };
+    });
+    const id = `cmpl-${randomUUID().replaceAll('-', '')}`;
+    const wantPromptLp = p.echo && p.logprobs !== null ? Math.max(p.logprobs, p.promptLogprobs ?? 0) : p.promptLogprobs;
+    const t0 = performance.now();
+    const job = run(reply, prompts.map((pr, k) => engineRequest(prompts.length > 1 ? `${id}-${k}` : id, pr.ids, p, pr.maxTokens, wantPromptLp)));
+    const acc = new Accumulator(p.n, prompts.length, metrics, t0);
+    const head = { id, created: Math.floor(Date.now() / 1000), model: opts.modelName };
+    const promptLp: Array<ReadonlyArray<LogprobEntry | null> | null> = prompts.map(() => null);
+    const offsets = new Array<number>(p.n * prompts.length).fill(0);
+    const echoed = new Array<boolean>(p.n * prompts.length).fill(false);
+
+    /** Legacy logprobs of the echoed prompt (when asked) then of new tokens; advances the choice's text offset. */
+    const legacy = (ch: number, k: number, entries: readonly LogprobEntry[] | null, withPrompt: boolean) => {
+      if (p.logprobs === null) return null;
+      const out = { tokens: [] as string[], token_logprobs: [] as Array<number | null>, top_logprobs: [] as Array<Record<string, number> | null>, text_offset: [] as number[] };
+      const push = (tok: number, e: LogprobEntry | null) => {
+        const t = texts.text(tok);
+        out.tokens.push(t);
+        out.token_logprobs.push(e ? clampLp(e.logprob) : null);
+        out.top_logprobs.push(e ? Object.fromEntries(e.top.slice(0, p.logprobs!).map(([id2, lp]) => [texts.text(id2), clampLp(lp)])) : null);
+        out.text_offset.push(offsets[ch]!);
+        offsets[ch]! += t.length;
+      };
+      if (withPrompt) prompts[k]!.ids.forEach((tok, j) => push(tok, promptLp[k]?.[j] ?? null));
+      for (const e of entries ?? []) push(e.token, e);
+      return out;
+    };
+    const vllmPromptLogprobs = (k: number) => {
+      const lps = promptLp[k];
+      if (p.promptLogprobs === null || !lps) return undefined;
+      return lps.map((e, j) => e === null ? null : Object.fromEntries([
+        [String(prompts[k]!.ids[j]), { logprob: clampLp(e.logprob), rank: rankOf(e), decoded_token: texts.text(e.token) }],
+        ...e.top.slice(0, p.promptLogprobs!).map(([t, lp], r) => [String(t), { logprob: clampLp(lp), rank: r + 1, decoded_token: texts.text(t) }]),
+      ]));
+    };
+    const onOutput = (source: number, o: GenerateOutput) => {
+      if (o.promptLogprobs) promptLp[source] = o.promptLogprobs;
+      return acc.add(source, o);
+    };
+
+    if (!p.stream) {
+      for await (const { source, value } of job.stream) onOutput(source, value);
+      acc.done();
+      return {
+        ...head, object: 'text_completion', system_fingerprint: null,
+        choices: acc.choices.map((ch, i) => {
+          const k = Math.floor(i / p.n);
+          return {
+            index: i, text: (p.echo ? prompts[k]!.text : '') + ch.text,
+            logprobs: legacy(i, k, ch.logprobs, p.echo),
+            finish_reason: ch.finishReason, stop_reason: ch.stopReason,
+            ...(p.promptLogprobs !== null ? { prompt_logprobs: vllmPromptLogprobs(k) ?? null } : {}),
+          };
+        }),
+        usage: acc.usage(),
+      };
+    }
+    await streamSse(reply, job, p.includeUsage, () => {}, (send, source, o) => {
+      const ch = onOutput(source, o);
+      const withPrompt = p.echo && !echoed[ch];
+      echoed[ch] = true;
+      const text = (withPrompt ? prompts[source]!.text : '') + o.text;
+      if (text === '' && o.finishReason === null && !(p.logprobs !== null && o.logprobs?.length)) return;
+      send({
+        ...head, object: 'text_completion', system_fingerprint: null,
+        choices: [{
+          index: ch, text, logprobs: legacy(ch, source, o.logprobs, withPrompt), finish_reason: o.finishReason, stop_reason: o.stopReason,
+          ...(p.promptLogprobs !== null && o.promptLogprobs ? { prompt_logprobs: vllmPromptLogprobs(source) } : {}),
+        }],
+        ...(p.includeUsage ? { usage: null } : {}),
+      });
+    }, () => {
+      acc.done();
+      return p.includeUsage ? { ...head, object: 'text_completion', system_fingerprint: null, choices: [], usage: acc.usage() } : null;
+    });
+    return reply;
+  }));
+
+  app.post('/v1/embeddings', (req) => tracked(async () => {
+    const c = model();
+    const p = parseEmbeddingRequest(req.body, vctx(c));
+    const limit = c.engine.info.maxRequestTokens;
+    const inputs = p.inputs.map((inp, i) => {
+      const param = p.inputs.length > 1 ? `input[${i}]` : 'input';
+      const ids = promptIds(c, inp, param);
+      if (ids.length > limit) throw invalid(param, `the input is ${ids.length} tokens, but this model takes at most ${limit}`, 'context_length_exceeded');
+      return ids;
+    });
+    const id = `embd-${randomUUID().replaceAll('-', '')}`;
+    const outs = await Promise.all(inputs.map((ids, i) =>
+      c.engine.embed({ id: `${id}-${i}`, promptIds: ids, pooling: p.pooling, normalize: p.normalize })));
+    const tokens = outs.reduce((s, o) => s + o.promptTokens, 0);
+    metrics.promptTokens.inc(tokens);
+    return {
+      object: 'list', model: opts.modelName,
+      data: outs.map((o, i) => ({
+        object: 'embedding', index: i,
+        embedding: p.encodingFormat === 'base64'
+          ? Buffer.from(o.embedding.buffer, o.embedding.byteOffset, o.embedding.byteLength).toString('base64')
+          : Array.from(o.embedding),
+      })),
+      usage: { prompt_tokens: tokens, total_tokens: tokens },
+    };
+  }));
+
+  return {
+    app, metrics,
+    ready(c) {
+      ctx = c;
+      texts = new TokenTexts(c.tokenizer);
+    },
+    drain() {
+      draining = true;
+    },
+    inFlight: () => inFlight,
+  };
+}
+
+function clampLp(lp: number): number {
+  return Number.isNaN(lp) ? LOGPROB_FLOOR : Math.max(lp, LOGPROB_FLOOR);
+}
+
+function rankOf(e: LogprobEntry): number | null {
+  const i = e.top.findIndex(([t]) => t === e.token);
+  return i < 0 ? null : i + 1;
+}
+
+function tokenInfo(texts: TokenTexts, id: number, lp: number) {
+  const t = texts.get(id);
+  return { token: t.text, logprob: clampLp(lp), bytes: t.bytes };
+}
+
+function chatChunk(head: { id: string; created: number; model: string }, index: number, delta: Record<string, unknown>,
+  logprobs: unknown, finish: string | null, includeUsage: boolean) {
+  return {
+    ...head, object: 'chat.completion.chunk', system_fingerprint: null,
+    choices: [{ index, delta, logprobs, finish_reason: finish }],
+    ...(includeUsage ? { usage: null } : {}),
+  };
+}
+
+/** Per-choice text, tokens and logprobs gathered from engine outputs; usage and latency metrics. */
+class Accumulator {
+  readonly choices: Array<{ text: string; tokens: number; logprobs: LogprobEntry[]; finishReason: string | null; stopReason: string | number | null; last: number }>;
+  private readonly prompt: Array<{ tokens: number; cached: number }>;
+  private firstToken = false;
+  private counted = false;
+
+  constructor(private readonly n: number, prompts: number, private readonly metrics: ServeMetrics, private readonly t0: number) {
+    this.choices = Array.from({ length: n * prompts }, () => ({ text: '', tokens: 0, logprobs: [], finishReason: null, stopReason: null, last: t0 }));
+    this.prompt = Array.from({ length: prompts }, () => ({ tokens: 0, cached: 0 }));
+  }
+
+  /** Add one output; returns its choice index. */
+  add(source: number, o: GenerateOutput): number {
+    const i = source * this.n + o.index;
+    const ch = this.choices[i];
+    if (!ch) throw new Error(`engine output for completion ${o.index} of prompt ${source}, but n = ${this.n}`);
+    const now = performance.now();
+    if (o.tokenIds.length > 0) {
+      if (!this.firstToken) this.metrics.ttft.observe((now - this.t0) / 1000);
+      else if (ch.tokens > 0) this.metrics.itl.observe((now - ch.last) / 1000 / o.tokenIds.length);
+      this.firstToken = true;
+      ch.last = now;
+    }
+    ch.text += o.text;
+    ch.tokens += o.tokenIds.length;
+    if (o.logprobs) ch.logprobs.push(...o.logprobs);
+    if (o.finishReason !== null) {
+      ch.finishReason = o.finishReason;
+      ch.stopReason = o.stopReason;
+    }
+    this.prompt[source] = { tokens: o.usage.promptTokens, cached: o.usage.cachedTokens };
+    return i;
+  }
+
+  done(): void {
+    if (this.counted) return;
+    this.counted = true;
+    const u = this.usage();
+    this.metrics.promptTokens.inc(u.prompt_tokens);
+    this.metrics.cachedPromptTokens.inc(u.prompt_tokens_details.cached_tokens);
+    this.metrics.generationTokens.inc(u.completion_tokens);
+    this.metrics.e2e.observe((performance.now() - this.t0) / 1000);
+  }
+
+  usage() {
+    const prompt = this.prompt.reduce((s, p) => s + p.tokens, 0);
+    const completion = this.choices.reduce((s, c) => s + c.tokens, 0);
+    return {
+      prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion,
+      prompt_tokens_details: { cached_tokens: this.prompt.reduce((s, p) => s + p.cached, 0) },
+    };
+  }
+}
+
+type Send = (obj: unknown) => void;
+
+/**
+ * Server-sent events: waits for the first output so that refusals (429, 400) still get a proper status,
+ * then streams `data: {json}` events and `data: [DONE]`. Errors after the headers go out as an error event.
+ */
+async function streamSse(
+  reply: FastifyReply,
+  job: { stream: AsyncGenerator<{ source: number; value: GenerateOutput }>; abort: () => void; aborted: () => boolean },
+  _includeUsage: boolean,
+  onStart: (send: Send, first: boolean) => void,
+  onOutput: (send: Send, source: number, o: GenerateOutput) => void,
+  onEnd: () => unknown,
+): Promise<void> {
+  const it = job.stream;
+  const first = await it.next(); // throws → the error handler answers with a status
+  reply.hijack();
+  const raw = reply.raw;
+  raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+  const send: Send = (obj) => {
+    if (!raw.destroyed && !raw.writableEnded) raw.write(`data: ${JSON.stringify(obj)}\n\n`);
+  };
+  try {
+    onStart(send, true);
+    if (!first.done) onOutput(send, first.value.source, first.value.value);
+    for (let r = await it.next(); !r.done; r = await it.next()) {
+      if (raw.destroyed) break;
+      onOutput(send, r.value.source, r.value.value);
+    }
+    const last = onEnd();
+    if (last !== null) send(last);
+  } catch (err) {
+    job.abort();
+    send(toApiError(err, 0).body());
+  } finally {
+    void it.return(undefined);
+    if (!raw.destroyed && !raw.writableEnded) raw.end('data: [DONE]\n\n');
+  }
+}
+
+/** Interleave several async streams as their items arrive; a failing stream fails the whole. */
+async function* merge<T>(sources: readonly AsyncIterable<T>[]): AsyncGenerator<{ source: number; value: T }> {
+  const its = sources.map((s) => s[Symbol.asyncIterator]());
+  type Step = { k: number; r?: IteratorResult<T>; err?: unknown };
+  const pending = new Map<number, Promise<Step>>();
+  // Never-rejecting pulls: a failure is carried as data so that no rejection goes unhandled.
+  const pull = (k: number) => pending.set(k, its[k]!.next().then((r) => ({ k, r }), (err: unknown) => ({ k, err })));
+  its.forEach((_, k) => pull(k));
+  try {
+    while (pending.size > 0) {
+      const s = await Promise.race(pending.values());
+      pending.delete(s.k);
+      if (s.err !== undefined) throw s.err;
+      if (s.r!.done) continue;
+      pull(s.k);
+      yield { source: s.k, value: s.r!.value };
+    }
+  } finally {
+    for (const k of pending.keys()) void its[k]!.return?.()?.catch(() => {});
+  }
+}
+
+/** Any thrown value → an ApiError with the status the client should see. */
+function toApiError(err: unknown, bodyLimit: number): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err instanceof EngineRequestError) {
+    const code = { 400: 'invalid_request', 429: 'too_many_requests', 500: 'engine_error', 503: 'engine_unavailable' }[err.status];
+    return new ApiError(err.status, err.message, null, code);
+  }
+  const e = err as { code?: unknown; statusCode?: unknown; message?: unknown };
+  const message = typeof e?.message === 'string' ? e.message : String(err);
+  if (e?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new ApiError(413, `the request body is larger than the limit of ${bodyLimit} bytes`, null, 'body_too_large');
+  if (e?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return new ApiError(415, `${message}; send JSON with 'Content-Type: application/json'`, null, 'unsupported_media_type');
+  if (e?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return new ApiError(400, 'the request body is empty; expected a JSON object', null, 'invalid_json');
+  if (e?.statusCode === 400) return new ApiError(400, `the request body is not valid JSON: ${message}`, null, 'invalid_json');
+  if (typeof e?.statusCode === 'number' && [401, 404, 405, 413, 415, 429, 503].includes(e.statusCode)) {
+    return new ApiError(e.statusCode as 404, message, null, null);
+  }
+  return new ApiError(500, `internal error: ${message}`, null, 'internal_error');
+}

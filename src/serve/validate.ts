@@ -1,0 +1,371 @@
+// Request validation for the OpenAI routes: every field checked by hand, normalized into engine-ready parameters.
+
+import type { SamplingSpec } from '../engine/protocol.js';
+import type { ChatMessage } from '../formats/chat-template.js';
+import { ApiError, invalid } from './errors.js';
+
+/** What validation needs to know about the served model. */
+export interface ValidationContext {
+  readonly modelName: string;
+  readonly vocabSize: number;
+  readonly hiddenSize: number;
+}
+
+/** Fields common to chat and text completions. */
+export interface GenerationParams {
+  readonly model: string;
+  readonly n: number;
+  readonly stream: boolean;
+  readonly includeUsage: boolean;
+  readonly maxTokens: number | null; // null → as many as the context allows
+  readonly maxTokensParam: string; // which field set it, for error messages
+  readonly sampling: SamplingSpec;
+  readonly stop: readonly string[];
+  readonly stopTokenIds: readonly number[];
+  readonly ignoreEos: boolean;
+  readonly skipSpecialTokens: boolean;
+  readonly logprobs: number | null; // top-K per generated token; null → none
+}
+
+export interface ChatParams extends GenerationParams {
+  readonly messages: ChatMessage[];
+  readonly addGenerationPrompt: boolean;
+}
+
+export type Prompt = { readonly text: string } | { readonly ids: readonly number[] };
+
+export interface CompletionParams extends GenerationParams {
+  readonly prompts: readonly Prompt[];
+  readonly echo: boolean;
+  readonly promptLogprobs: number | null;
+}
+
+export interface EmbeddingParams {
+  readonly model: string;
+  readonly inputs: readonly Prompt[];
+  readonly encodingFormat: 'float' | 'base64';
+  readonly pooling: 'mean' | 'last';
+  readonly normalize: boolean;
+}
+
+const MAX_N = 128;
+const MAX_STOP = 16;
+const MAX_TOP_LOGPROBS = 20;
+const MAX_PROMPTS = 64;
+
+const COMMON_FIELDS = [
+  'model', 'n', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'repetition_penalty',
+  'frequency_penalty', 'presence_penalty', 'seed', 'stop', 'stop_token_ids', 'ignore_eos', 'skip_special_tokens',
+  'logit_bias', 'logprobs', 'user',
+];
+const CHAT_FIELDS = new Set([
+  ...COMMON_FIELDS, 'messages', 'max_completion_tokens', 'top_logprobs', 'response_format', 'tools', 'tool_choice',
+  'parallel_tool_calls', 'functions', 'function_call', 'add_generation_prompt', 'metadata', 'store', 'service_tier',
+]);
+const COMPLETION_FIELDS = new Set([...COMMON_FIELDS, 'prompt', 'echo', 'suffix', 'best_of', 'prompt_logprobs']);
+const EMBEDDING_FIELDS = new Set(['model', 'input', 'encoding_format', 'dimensions', 'user', 'pooling', 'normalize']);
+const CHAT_ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool']);
+
+type Obj = Record<string, unknown>;
+
+const describe = (v: unknown): string => {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'number') return Number.isNaN(v) ? 'NaN' : String(v);
+  if (typeof v === 'string') return v.length > 40 ? `a string of ${v.length} characters` : JSON.stringify(v);
+  return typeof v === 'object' ? 'an object' : `${typeof v} ${String(v)}`;
+};
+
+function isObj(v: unknown): v is Obj {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+function bodyObject(body: unknown, fields: ReadonlySet<string>): Obj {
+  if (!isObj(body)) throw new ApiError(400, `the request body must be a JSON object, got ${body === undefined ? 'nothing' : describe(body)}`, null, 'invalid_body');
+  for (const k of Object.keys(body)) {
+    if (!fields.has(k)) throw invalid(k, `unrecognized request argument '${k}'`, 'unknown_parameter');
+  }
+  return body;
+}
+
+/** null and absent are the same (clients send explicit nulls for defaults). */
+function get(b: Obj, key: string): unknown {
+  const v = b[key];
+  return v === null ? undefined : v;
+}
+
+interface NumOpts { min?: number; max?: number; gt?: number; integer?: boolean }
+
+function num(v: unknown, param: string, o: NumOpts): number {
+  const range = [
+    o.gt !== undefined ? `> ${o.gt}` : o.min !== undefined ? `>= ${o.min}` : null,
+    o.max !== undefined ? `<= ${o.max}` : null,
+  ].filter((s) => s !== null).join(' and ');
+  const what = `${o.integer ? 'an integer' : 'a number'}${range ? ` ${range}` : ''}`;
+  if (typeof v !== 'number' || !Number.isFinite(v) || (o.integer && !Number.isSafeInteger(v))) {
+    throw invalid(param, `'${param}' must be ${what}, got ${describe(v)}`, 'invalid_type');
+  }
+  if ((o.min !== undefined && v < o.min) || (o.gt !== undefined && !(v > o.gt)) || (o.max !== undefined && v > o.max)) {
+    throw invalid(param, `'${param}' must be ${what}, got ${v}`);
+  }
+  return v;
+}
+
+function optNum(b: Obj, key: string, def: number, o: NumOpts): number {
+  const v = get(b, key);
+  return v === undefined ? def : num(v, key, o);
+}
+
+function optBool(b: Obj, key: string, def: boolean): boolean {
+  const v = get(b, key);
+  if (v === undefined) return def;
+  if (typeof v !== 'boolean') throw invalid(key, `'${key}' must be a boolean, got ${describe(v)}`, 'invalid_type');
+  return v;
+}
+
+function optString(b: Obj, key: string): string | undefined {
+  const v = get(b, key);
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw invalid(key, `'${key}' must be a string, got ${describe(v)}`, 'invalid_type');
+  return v;
+}
+
+function tokenIds(v: unknown, param: string, vocabSize: number, allowEmpty = false): number[] {
+  if (!Array.isArray(v)) throw invalid(param, `'${param}' must be an array of token ids, got ${describe(v)}`, 'invalid_type');
+  if (v.length === 0 && !allowEmpty) throw invalid(param, `'${param}' must not be empty`);
+  v.forEach((id, i) => {
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      throw invalid(param, `'${param}[${i}]' must be a token id in [0, ${vocabSize}), got ${describe(id)}`);
+    }
+  });
+  return v as number[];
+}
+
+function checkModel(b: Obj, ctx: ValidationContext): string {
+  const m = get(b, 'model');
+  if (m === undefined) return ctx.modelName;
+  if (typeof m !== 'string') throw invalid('model', `'model' must be a string, got ${describe(m)}`, 'invalid_type');
+  if (m !== ctx.modelName) throw invalid('model', `the model '${m}' does not exist; this server serves '${ctx.modelName}'`, 'model_not_found');
+  return m;
+}
+
+function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): GenerationParams {
+  const model = checkModel(b, ctx);
+  const n = optNum(b, 'n', 1, { min: 1, max: MAX_N, integer: true });
+  const stream = optBool(b, 'stream', false);
+  let includeUsage = false;
+  const so = get(b, 'stream_options');
+  if (so !== undefined) {
+    if (!stream) throw invalid('stream_options', `'stream_options' is only allowed when 'stream' is true`);
+    if (!isObj(so)) throw invalid('stream_options', `'stream_options' must be an object, got ${describe(so)}`, 'invalid_type');
+    for (const k of Object.keys(so)) {
+      if (k !== 'include_usage') throw invalid(`stream_options.${k}`, `unrecognized argument 'stream_options.${k}'`, 'unknown_parameter');
+    }
+    const iu = get(so, 'include_usage');
+    if (iu !== undefined && typeof iu !== 'boolean') {
+      throw invalid('stream_options.include_usage', `'stream_options.include_usage' must be a boolean, got ${describe(iu)}`, 'invalid_type');
+    }
+    includeUsage = iu === true;
+  }
+
+  let maxTokens: number | null = null;
+  let maxTokensParam = 'max_tokens';
+  for (const key of chat ? ['max_completion_tokens', 'max_tokens'] : ['max_tokens']) {
+    const v = get(b, key);
+    if (v !== undefined && maxTokens === null) {
+      maxTokens = num(v, key, { min: 1, integer: true });
+      maxTokensParam = key;
+    } else if (v !== undefined) {
+      num(v, key, { min: 1, integer: true });
+    }
+  }
+  if (!chat && get(b, 'max_tokens') === undefined) maxTokens = 16; // OpenAI's legacy completions default
+
+  const temperature = optNum(b, 'temperature', 1, { min: 0, max: 2 });
+  const topP = optNum(b, 'top_p', 1, { gt: 0, max: 1 });
+  const topK = optNum(b, 'top_k', 0, { min: -1, integer: true });
+  const minP = optNum(b, 'min_p', 0, { min: 0, max: 1 });
+  const repetitionPenalty = optNum(b, 'repetition_penalty', 1, { gt: 0, max: 100 });
+  const frequencyPenalty = optNum(b, 'frequency_penalty', 0, { min: -2, max: 2 });
+  const presencePenalty = optNum(b, 'presence_penalty', 0, { min: -2, max: 2 });
+  const seedV = get(b, 'seed');
+  const seed = seedV === undefined ? null : num(seedV, 'seed', { min: -(2 ** 53) + 1, integer: true });
+
+  let logitBias: Record<string, number> | null = null;
+  const lb = get(b, 'logit_bias');
+  if (lb !== undefined) {
+    if (!isObj(lb)) throw invalid('logit_bias', `'logit_bias' must be an object mapping token ids to biases, got ${describe(lb)}`, 'invalid_type');
+    logitBias = {};
+    for (const [k, v] of Object.entries(lb)) {
+      const id = Number(k);
+      if (!/^\d+$/.test(k) || !Number.isSafeInteger(id) || id >= ctx.vocabSize) {
+        throw invalid('logit_bias', `'logit_bias' key '${k.slice(0, 40)}' must be a token id in [0, ${ctx.vocabSize})`);
+      }
+      logitBias[String(id)] = num(v, `logit_bias`, { min: -100, max: 100 });
+    }
+  }
+
+  let stop: string[] = [];
+  const sv = get(b, 'stop');
+  if (typeof sv === 'string') stop = sv === '' ? [] : [sv];
+  else if (Array.isArray(sv)) {
+    if (sv.length > MAX_STOP) throw invalid('stop', `'stop' may hold at most ${MAX_STOP} strings, got ${sv.length}`);
+    sv.forEach((s, i) => {
+      if (typeof s !== 'string' || s === '') throw invalid('stop', `'stop[${i}]' must be a non-empty string, got ${describe(s)}`);
+    });
+    stop = sv as string[];
+  } else if (sv !== undefined) throw invalid('stop', `'stop' must be a string or an array of strings, got ${describe(sv)}`, 'invalid_type');
+  const stv = get(b, 'stop_token_ids');
+  const stopTokenIds = stv === undefined ? [] : tokenIds(stv, 'stop_token_ids', ctx.vocabSize, true);
+
+  let logprobs: number | null = null;
+  const lp = get(b, 'logprobs');
+  if (chat) {
+    const on = optBool(b, 'logprobs', false);
+    const top = get(b, 'top_logprobs');
+    if (top !== undefined) {
+      const k = num(top, 'top_logprobs', { min: 0, max: MAX_TOP_LOGPROBS, integer: true });
+      if (!on) throw invalid('top_logprobs', `'top_logprobs' requires 'logprobs' to be true`);
+      logprobs = k;
+    } else if (on) logprobs = 0;
+  } else if (lp !== undefined) {
+    logprobs = num(lp, 'logprobs', { min: 0, max: MAX_TOP_LOGPROBS, integer: true });
+  }
+
+  const user = get(b, 'user');
+  if (user !== undefined && typeof user !== 'string') throw invalid('user', `'user' must be a string, got ${describe(user)}`, 'invalid_type');
+
+  return {
+    model, n, stream, includeUsage, maxTokens, maxTokensParam,
+    sampling: { temperature, topP, topK, minP, repetitionPenalty, frequencyPenalty, presencePenalty, seed, logitBias },
+    stop, stopTokenIds,
+    ignoreEos: optBool(b, 'ignore_eos', false),
+    skipSpecialTokens: optBool(b, 'skip_special_tokens', true),
+    logprobs,
+  };
+}
+
+function chatContent(v: unknown, param: string, role: string): string | null {
+  if (v === undefined) {
+    if (role === 'assistant') return null;
+    throw invalid(param, `'${param}' is required for a '${role}' message`, 'missing_required_parameter');
+  }
+  if (typeof v === 'string') return v;
+  if (!Array.isArray(v)) throw invalid(param, `'${param}' must be a string or an array of content parts, got ${describe(v)}`, 'invalid_type');
+  const texts: string[] = [];
+  v.forEach((part, j) => {
+    const p = `${param}[${j}]`;
+    if (!isObj(part)) throw invalid(p, `'${p}' must be a content part object, got ${describe(part)}`, 'invalid_type');
+    if (part.type !== 'text') {
+      throw invalid(`${p}.type`, `content part type ${describe(part.type)} is not supported: this model takes text only ('text' parts)`);
+    }
+    if (typeof part.text !== 'string') throw invalid(`${p}.text`, `'${p}.text' must be a string, got ${describe(part.text)}`, 'invalid_type');
+    texts.push(part.text);
+  });
+  return texts.join('');
+}
+
+export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatParams {
+  const b = bodyObject(body, CHAT_FIELDS);
+  for (const key of ['tools', 'functions', 'function_call'] as const) {
+    const v = get(b, key);
+    if (v !== undefined && !(Array.isArray(v) && v.length === 0)) {
+      throw invalid(key, `'${key}' is not supported yet: this server does not do tool calling`, 'unsupported_parameter');
+    }
+  }
+  const tc = get(b, 'tool_choice');
+  if (tc !== undefined && tc !== 'none' && tc !== 'auto') {
+    throw invalid('tool_choice', `'tool_choice' ${describe(tc)} is not supported: this server does not do tool calling`, 'unsupported_parameter');
+  }
+  const rf = get(b, 'response_format');
+  if (rf !== undefined) {
+    if (!isObj(rf) || typeof rf.type !== 'string') throw invalid('response_format', `'response_format' must be an object with a string 'type'`, 'invalid_type');
+    if (rf.type !== 'text') {
+      throw invalid('response_format', `response_format type '${rf.type.slice(0, 40)}' is not supported yet; only 'text' is`, 'unsupported_parameter');
+    }
+  }
+  for (const key of ['metadata'] as const) {
+    const v = get(b, key);
+    if (v !== undefined && !isObj(v)) throw invalid(key, `'${key}' must be an object, got ${describe(v)}`, 'invalid_type');
+  }
+  optBool(b, 'store', false);
+  optBool(b, 'parallel_tool_calls', false);
+  optString(b, 'service_tier');
+
+  const mv = get(b, 'messages');
+  if (mv === undefined) throw invalid('messages', `'messages' is required`, 'missing_required_parameter');
+  if (!Array.isArray(mv)) throw invalid('messages', `'messages' must be an array of messages, got ${describe(mv)}`, 'invalid_type');
+  if (mv.length === 0) throw invalid('messages', `'messages' must hold at least one message`);
+  const messages: ChatMessage[] = mv.map((m, i) => {
+    const p = `messages[${i}]`;
+    if (!isObj(m)) throw invalid(p, `'${p}' must be an object, got ${describe(m)}`, 'invalid_type');
+    if (typeof m.role !== 'string' || !CHAT_ROLES.has(m.role)) {
+      throw invalid(`${p}.role`, `'${p}.role' must be one of ${[...CHAT_ROLES].join(', ')}, got ${describe(m.role)}`);
+    }
+    if (m.tool_calls !== undefined && m.tool_calls !== null) {
+      throw invalid(`${p}.tool_calls`, `'${p}.tool_calls' is not supported: this server does not do tool calling`, 'unsupported_parameter');
+    }
+    if (m.name !== undefined && m.name !== null && typeof m.name !== 'string') throw invalid(`${p}.name`, `'${p}.name' must be a string`, 'invalid_type');
+    const content = chatContent(m.content === null ? undefined : m.content, `${p}.content`, m.role);
+    // Llama templates know system, user, assistant, tool (ipython); 'developer' is OpenAI's new name for system.
+    const role = m.role === 'developer' ? 'system' : m.role;
+    const out: ChatMessage = { role, content: content ?? '' };
+    if (typeof m.name === 'string') out.name = m.name;
+    if (typeof m.tool_call_id === 'string') out.tool_call_id = m.tool_call_id;
+    return out;
+  });
+  return { ...generationParams(b, ctx, true), messages, addGenerationPrompt: optBool(b, 'add_generation_prompt', true) };
+}
+
+function prompts(v: unknown, param: string, ctx: ValidationContext): Prompt[] {
+  const notEmpty = (s: string, p: string): string => {
+    if (s === '') throw invalid(p, `'${p}' must not be empty`);
+    return s;
+  };
+  if (typeof v === 'string') return [{ text: notEmpty(v, param) }];
+  if (!Array.isArray(v)) {
+    throw invalid(param, `'${param}' must be a string, an array of strings, an array of token ids or an array of such arrays, got ${describe(v)}`, 'invalid_type');
+  }
+  if (v.length === 0) throw invalid(param, `'${param}' must not be empty`);
+  if (v.length > MAX_PROMPTS && typeof v[0] !== 'number') throw invalid(param, `'${param}' may hold at most ${MAX_PROMPTS} inputs, got ${v.length}`);
+  if (v.every((x) => typeof x === 'string')) return v.map((s, i) => ({ text: notEmpty(s as string, `${param}[${i}]`) }));
+  if (typeof v[0] === 'number') return [{ ids: tokenIds(v, param, ctx.vocabSize) }];
+  return v.map((x, i) => {
+    if (typeof x === 'string') return { text: notEmpty(x, `${param}[${i}]`) };
+    if (Array.isArray(x)) return { ids: tokenIds(x, `${param}[${i}]`, ctx.vocabSize) };
+    throw invalid(`${param}[${i}]`, `'${param}[${i}]' must be a string or an array of token ids, got ${describe(x)}`, 'invalid_type');
+  });
+}
+
+export function parseCompletionRequest(body: unknown, ctx: ValidationContext): CompletionParams {
+  const b = bodyObject(body, COMPLETION_FIELDS);
+  if (get(b, 'suffix') !== undefined) throw invalid('suffix', `'suffix' is not supported: Llama models have no fill-in-the-middle mode`, 'unsupported_parameter');
+  const bestOf = get(b, 'best_of');
+  if (bestOf !== undefined && bestOf !== 1) throw invalid('best_of', `'best_of' is not supported (only 1), got ${describe(bestOf)}`, 'unsupported_parameter');
+  const pv = get(b, 'prompt');
+  if (pv === undefined) throw invalid('prompt', `'prompt' is required`, 'missing_required_parameter');
+  const ps = prompts(pv, 'prompt', ctx);
+  const plv = get(b, 'prompt_logprobs');
+  const promptLogprobs = plv === undefined ? null : num(plv, 'prompt_logprobs', { min: 0, max: MAX_TOP_LOGPROBS, integer: true });
+  return { ...generationParams(b, ctx, false), prompts: ps, echo: optBool(b, 'echo', false), promptLogprobs };
+}
+
+export function parseEmbeddingRequest(body: unknown, ctx: ValidationContext): EmbeddingParams {
+  const b = bodyObject(body, EMBEDDING_FIELDS);
+  const model = checkModel(b, ctx);
+  const iv = get(b, 'input');
+  if (iv === undefined) throw invalid('input', `'input' is required`, 'missing_required_parameter');
+  const inputs = prompts(iv, 'input', ctx);
+  const ef = get(b, 'encoding_format') ?? 'float';
+  if (ef !== 'float' && ef !== 'base64') throw invalid('encoding_format', `'encoding_format' must be 'float' or 'base64', got ${describe(ef)}`);
+  const dim = get(b, 'dimensions');
+  if (dim !== undefined) {
+    const d = num(dim, 'dimensions', { min: 1, integer: true });
+    if (d !== ctx.hiddenSize) throw invalid('dimensions', `'dimensions' must be the model's hidden size ${ctx.hiddenSize} (no truncation), got ${d}`, 'unsupported_parameter');
+  }
+  const user = get(b, 'user');
+  if (user !== undefined && typeof user !== 'string') throw invalid('user', `'user' must be a string, got ${describe(user)}`, 'invalid_type');
+  const pooling = get(b, 'pooling') ?? 'mean';
+  if (pooling !== 'mean' && pooling !== 'last') throw invalid('pooling', `'pooling' must be 'mean' or 'last', got ${describe(pooling)}`);
+  return { model, inputs, encodingFormat: ef, pooling, normalize: optBool(b, 'normalize', true) };
+}

@@ -1,0 +1,245 @@
+// The HTTP app against a fake engine (fastify inject): validation per field, response shapes, auth, limits, loading.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EngineRequestError } from '../../src/engine/protocol.js';
+import { ChatTemplate } from '../../src/formats/chat-template.js';
+import { createApp } from '../../src/serve/app.js';
+import { byteTokenizer, CHAT_TEMPLATE, FakeEngine } from './helpers.js';
+
+const tok = byteTokenizer();
+
+function setup(opts: { apiKey?: string; bodyLimit?: number; loading?: boolean } = {}) {
+  const engine = new FakeEngine(tok);
+  const s = createApp({ modelName: 'tiny', apiKey: opts.apiKey, bodyLimit: opts.bodyLimit });
+  if (!opts.loading) s.ready({ engine, tokenizer: tok, template: new ChatTemplate(CHAT_TEMPLATE) });
+  const post = (url: string, body: unknown, headers: Record<string, string> = {}) =>
+    s.app.inject({ method: 'POST', url, headers: { 'content-type': 'application/json', ...headers }, payload: typeof body === 'string' ? body : JSON.stringify(body) });
+  return { ...s, engine, post };
+}
+
+function sse(payload: string): unknown[] {
+  const events = payload.split('\n\n').filter((e) => e.length > 0);
+  assert.equal(events.at(-1), 'data: [DONE]', 'stream ends with [DONE]');
+  return events.slice(0, -1).map((e) => {
+    assert.ok(e.startsWith('data: '), `event ${JSON.stringify(e.slice(0, 40))}`);
+    return JSON.parse(e.slice(6));
+  });
+}
+
+const user = (content: string) => ({ model: 'tiny', messages: [{ role: 'user', content }] });
+
+test('chat: prompt goes through the template; message, usage and sampling reach the engine', async () => {
+  const { post, engine } = setup();
+  const r = await post('/v1/chat/completions', { ...user('hi'), max_tokens: 5, temperature: 0.7, top_p: 0.9, top_k: 5, min_p: 0.1, seed: 11, stop: 'zz', logit_bias: { '65': 3 }, frequency_penalty: 0.5 });
+  assert.equal(r.statusCode, 200, r.body);
+  const j = r.json();
+  const req = engine.requests[0]!;
+  assert.deepEqual(req.promptIds, tok.encode('<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n'));
+  assert.equal(req.maxTokens, 5);
+  assert.deepEqual(req.stop, ['zz']);
+  assert.deepEqual({ ...req.sampling }, { temperature: 0.7, topP: 0.9, topK: 5, minP: 0.1, repetitionPenalty: 1, frequencyPenalty: 0.5, presencePenalty: 0, seed: 11, logitBias: { 65: 3 } });
+  assert.equal(j.object, 'chat.completion');
+  assert.equal(j.model, 'tiny');
+  assert.equal(j.choices[0].message.role, 'assistant');
+  assert.equal(j.choices[0].message.content, tok.decode(FakeEngine.tokens(req.promptIds, 0, 5)));
+  assert.equal(j.choices[0].finish_reason, 'length');
+  assert.deepEqual(j.usage, { prompt_tokens: req.promptIds.length, completion_tokens: 5, total_tokens: req.promptIds.length + 5, prompt_tokens_details: { cached_tokens: 0 } });
+});
+
+test('chat stream: role first per choice, content deltas, finish, usage chunk, [DONE]', async () => {
+  const { post, engine } = setup();
+  const r = await post('/v1/chat/completions', { ...user('yo'), max_tokens: 4, n: 2, stream: true, stream_options: { include_usage: true }, logprobs: true, top_logprobs: 2 });
+  assert.equal(r.statusCode, 200, r.body);
+  assert.match(String(r.headers['content-type']), /text\/event-stream/);
+  const chunks = sse(r.body) as any[];
+  const p = engine.requests[0]!.promptIds;
+  for (const i of [0, 1]) {
+    const mine = chunks.filter((c) => c.choices[0]?.index === i);
+    assert.deepEqual(mine[0].choices[0].delta, { role: 'assistant', content: '' });
+    const text = mine.map((c) => c.choices[0].delta.content ?? '').join('');
+    assert.equal(text, tok.decode(FakeEngine.tokens(p, i, 4)));
+    assert.equal(mine.at(-1).choices[0].finish_reason, 'length');
+    const lps = mine.flatMap((c) => c.choices[0].logprobs?.content ?? []);
+    assert.equal(lps.length, 4);
+    assert.equal(lps[0].top_logprobs.length, 2);
+    assert.deepEqual(lps[0].bytes, [...Buffer.from(lps[0].token)]);
+  }
+  const last = chunks.at(-1);
+  assert.deepEqual(last.choices, []);
+  assert.equal(last.usage.completion_tokens, 8);
+  assert.ok(chunks.slice(0, -1).every((c) => c.usage === null), 'usage null on every other chunk');
+});
+
+test('completions: echo + logprobs in the legacy shape with prompt logprobs; token ids prompt; several prompts', async () => {
+  const { post, engine } = setup();
+  const r = await post('/v1/completions', { model: 'tiny', prompt: 'abc', max_tokens: 3, echo: true, logprobs: 1 });
+  assert.equal(r.statusCode, 200, r.body);
+  const c = r.json().choices[0];
+  const ids = tok.encode('abc');
+  assert.equal(engine.requests[0]!.promptLogprobs, 1);
+  assert.equal(c.text, 'abc' + tok.decode(FakeEngine.tokens(ids, 0, 3)));
+  assert.equal(c.logprobs.tokens.length, ids.length + 3);
+  assert.deepEqual(c.logprobs.token_logprobs.slice(0, ids.length), [null, ...ids.slice(1).map((_, j) => -2 - j)]);
+  assert.equal(c.logprobs.tokens.slice(ids.length).join(''), tok.decode(FakeEngine.tokens(ids, 0, 3)));
+  const offsets = c.logprobs.text_offset as number[];
+  for (let i = 1; i < offsets.length; i++) assert.equal(offsets[i], offsets[i - 1]! + c.logprobs.tokens[i - 1].length);
+
+  const r2 = await post('/v1/completions', { prompt: [[5, 6, 7], 'xy'], max_tokens: 2, n: 2, prompt_logprobs: 1 });
+  assert.equal(r2.statusCode, 200, r2.body);
+  const j2 = r2.json();
+  assert.deepEqual(j2.choices.map((ch: any) => ch.index), [0, 1, 2, 3]);
+  assert.equal(j2.choices[0].text, tok.decode(FakeEngine.tokens([5, 6, 7], 0, 2)));
+  assert.equal(j2.choices[3].text, tok.decode(FakeEngine.tokens(tok.encode('xy'), 1, 2)));
+  assert.equal(j2.usage.prompt_tokens, 3 + tok.encode('xy').length);
+  assert.equal(j2.choices[0].prompt_logprobs[0], null);
+  assert.deepEqual(j2.choices[0].prompt_logprobs[1]['6'], { logprob: -2, rank: 1, decoded_token: tok.decode([6]) });
+});
+
+test('embeddings: float and base64 agree; usage counts tokens', async () => {
+  const { post } = setup();
+  const a = (await post('/v1/embeddings', { model: 'tiny', input: ['hello', 'hi'] })).json();
+  const b = (await post('/v1/embeddings', { model: 'tiny', input: ['hello', 'hi'], encoding_format: 'base64' })).json();
+  assert.equal(a.data.length, 2);
+  const buf = Buffer.from(b.data[1].embedding, 'base64');
+  const f = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
+  assert.deepEqual(Array.from(f), a.data[1].embedding);
+  assert.equal(a.usage.prompt_tokens, tok.encode('hello').length + tok.encode('hi').length);
+});
+
+const BAD: Array<[string, string, Record<string, unknown>, string | null]> = [
+  ['chat', 'no messages', { model: 'tiny' }, 'messages'],
+  ['chat', 'messages not a list', { messages: 'hi' }, 'messages'],
+  ['chat', 'empty messages', { messages: [] }, 'messages'],
+  ['chat', 'bad role', { messages: [{ role: 'wizard', content: 'x' }] }, 'messages[0].role'],
+  ['chat', 'content of wrong type', { messages: [{ role: 'user', content: 5 }] }, 'messages[0].content'],
+  ['chat', 'image part', { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] }, 'messages[0].content[0].type'],
+  ['chat', 'unknown model', { ...user('x'), model: 'gpt-4' }, 'model'],
+  ['chat', 'temperature too high', { ...user('x'), temperature: 3 }, 'temperature'],
+  ['chat', 'temperature string', { ...user('x'), temperature: 'hot' }, 'temperature'],
+  ['chat', 'top_p zero', { ...user('x'), top_p: 0 }, 'top_p'],
+  ['chat', 'top_k fractional', { ...user('x'), top_k: 1.5 }, 'top_k'],
+  ['chat', 'min_p above 1', { ...user('x'), min_p: 1.5 }, 'min_p'],
+  ['chat', 'repetition_penalty 0', { ...user('x'), repetition_penalty: 0 }, 'repetition_penalty'],
+  ['chat', 'n zero', { ...user('x'), n: 0 }, 'n'],
+  ['chat', 'n huge', { ...user('x'), n: 1e9 }, 'n'],
+  ['chat', 'max_tokens negative', { ...user('x'), max_tokens: -1 }, 'max_tokens'],
+  ['chat', 'max_tokens huge', { ...user('x'), max_tokens: 1e300 }, 'max_tokens'],
+  ['chat', 'max_tokens over context', { ...user('x'), max_tokens: 250 }, 'max_tokens'],
+  ['chat', 'max_completion_tokens float', { ...user('x'), max_completion_tokens: 2.5 }, 'max_completion_tokens'],
+  ['chat', 'frequency_penalty', { ...user('x'), frequency_penalty: 5 }, 'frequency_penalty'],
+  ['chat', 'presence_penalty', { ...user('x'), presence_penalty: -3 }, 'presence_penalty'],
+  ['chat', 'seed float', { ...user('x'), seed: 1.5 }, 'seed'],
+  ['chat', 'stop number', { ...user('x'), stop: 5 }, 'stop'],
+  ['chat', 'stop too many', { ...user('x'), stop: Array.from({ length: 20 }, (_, i) => `s${i}`) }, 'stop'],
+  ['chat', 'logit_bias bad key', { ...user('x'), logit_bias: { foo: 1 } }, 'logit_bias'],
+  ['chat', 'logit_bias out of vocab', { ...user('x'), logit_bias: { 999: 1 } }, 'logit_bias'],
+  ['chat', 'logit_bias value', { ...user('x'), logit_bias: { 5: 1000 } }, 'logit_bias'],
+  ['chat', 'top_logprobs without logprobs', { ...user('x'), top_logprobs: 2 }, 'top_logprobs'],
+  ['chat', 'top_logprobs too many', { ...user('x'), logprobs: true, top_logprobs: 50 }, 'top_logprobs'],
+  ['chat', 'logprobs not bool', { ...user('x'), logprobs: 3 }, 'logprobs'],
+  ['chat', 'stream not bool', { ...user('x'), stream: 'yes' }, 'stream'],
+  ['chat', 'stream_options without stream', { ...user('x'), stream_options: { include_usage: true } }, 'stream_options'],
+  ['chat', 'response_format json', { ...user('x'), response_format: { type: 'json_object' } }, 'response_format'],
+  ['chat', 'tools', { ...user('x'), tools: [{ type: 'function', function: { name: 'f' } }] }, 'tools'],
+  ['chat', 'unknown field', { ...user('x'), temprature: 1 }, 'temprature'],
+  ['chat', 'user not string', { ...user('x'), user: 5 }, 'user'],
+  ['chat', 'stop_token_ids out of vocab', { ...user('x'), stop_token_ids: [300] }, 'stop_token_ids'],
+  ['completions', 'no prompt', { model: 'tiny' }, 'prompt'],
+  ['completions', 'empty prompt', { prompt: '' }, 'prompt'],
+  ['completions', 'prompt object', { prompt: { a: 1 } }, 'prompt'],
+  ['completions', 'token id out of vocab', { prompt: [1, 2, 256] }, 'prompt'],
+  ['completions', 'negative token id', { prompt: [1, -2] }, 'prompt'],
+  ['completions', 'suffix', { prompt: 'a', suffix: 'b' }, 'suffix'],
+  ['completions', 'echo not bool', { prompt: 'a', echo: 1 }, 'echo'],
+  ['completions', 'logprobs too many', { prompt: 'a', logprobs: 99 }, 'logprobs'],
+  ['completions', 'prompt too long', { prompt: 'x'.repeat(300) }, 'prompt'],
+  ['completions', 'best_of', { prompt: 'a', best_of: 3 }, 'best_of'],
+  ['embeddings', 'no input', { model: 'tiny' }, 'input'],
+  ['embeddings', 'bad encoding', { input: 'a', encoding_format: 'hex' }, 'encoding_format'],
+  ['embeddings', 'bad pooling', { input: 'a', pooling: 'max' }, 'pooling'],
+  ['embeddings', 'dimensions', { input: 'a', dimensions: 3 }, 'dimensions'],
+  ['embeddings', 'input too long', { input: 'x'.repeat(300) }, 'input'],
+];
+
+test('bad inputs: each field answers 400 with its param in OpenAI error shape, and nothing reaches the engine', async () => {
+  const { post, engine } = setup();
+  for (const [route, what, body, param] of BAD) {
+    const r = await post(`/v1/${route === 'chat' ? 'chat/completions' : route}`, body);
+    assert.equal(r.statusCode, 400, `${route} ${what}: ${r.body}`);
+    const e = r.json().error;
+    assert.equal(e.param, param, `${route} ${what}: ${e.message}`);
+    assert.equal(e.type, 'invalid_request_error');
+    assert.equal(typeof e.message, 'string');
+    assert.ok('code' in e);
+  }
+  assert.equal(engine.requests.length, 0);
+});
+
+test('malformed bodies, huge numbers and odd values never crash: 400s; the app still serves after', async () => {
+  const { post } = setup();
+  const raws = ['{', '[]', 'null', '"x"', '{"messages": [}', '{"__proto__": {"x": 1}}', '{"max_tokens": 1e999, "messages": []}',
+    '{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}', '['.repeat(100000)];
+  for (const raw of raws) {
+    const r = await post('/v1/chat/completions', raw);
+    assert.equal(r.statusCode, 400, `${raw.slice(0, 30)}: ${r.body}`);
+    assert.equal(typeof r.json().error.message, 'string');
+  }
+  const empty = await post('/v1/completions', '');
+  assert.equal(empty.statusCode, 400);
+  const ok = await post('/v1/chat/completions', { ...user('still here'), max_tokens: 2 });
+  assert.equal(ok.statusCode, 200);
+});
+
+test('auth, 404, 413, 415, 429 from the engine, 503 while loading', async () => {
+  const s = setup({ apiKey: 'sekret', bodyLimit: 2000 });
+  assert.equal((await s.post('/v1/chat/completions', user('x'))).statusCode, 401);
+  const bad = await s.post('/v1/chat/completions', user('x'), { authorization: 'Bearer nope' });
+  assert.equal(bad.statusCode, 401);
+  assert.equal(bad.json().error.code, 'invalid_api_key');
+  const auth = { authorization: 'Bearer sekret' };
+  assert.equal((await s.post('/v1/chat/completions', { ...user('x'), max_tokens: 1 }, auth)).statusCode, 200);
+  assert.equal((await s.app.inject({ method: 'GET', url: '/health' })).statusCode, 200, 'health needs no key');
+  const nf = await s.app.inject({ method: 'GET', url: '/v1/nope', headers: auth });
+  assert.equal(nf.statusCode, 404);
+  assert.equal(nf.json().error.type, 'invalid_request_error');
+  const big = await s.post('/v1/completions', { prompt: 'x'.repeat(5000) }, auth);
+  assert.equal(big.statusCode, 413);
+  assert.ok(big.json().error.message.includes('2000'));
+  const txt = await s.app.inject({ method: 'POST', url: '/v1/completions', headers: { ...auth, 'content-type': 'application/xml' }, payload: '<a/>' });
+  assert.equal(txt.statusCode, 415);
+  s.engine.refuse = new EngineRequestError(429, 'queue full (3 waiting, --max-queue 3)');
+  for (const stream of [false, true]) {
+    const r = await s.post('/v1/chat/completions', { ...user('x'), stream }, auth);
+    assert.equal(r.statusCode, 429, `stream=${stream}`);
+    assert.equal(r.json().error.message, 'queue full (3 waiting, --max-queue 3)');
+  }
+
+  const l = setup({ loading: true });
+  assert.equal((await l.app.inject({ method: 'GET', url: '/health' })).statusCode, 503);
+  const r = await l.post('/v1/chat/completions', user('x'));
+  assert.equal(r.statusCode, 503);
+  assert.equal(r.json().error.code, 'model_loading');
+  l.ready({ engine: l.engine, tokenizer: tok, template: null });
+  assert.equal((await l.app.inject({ method: 'GET', url: '/health' })).statusCode, 200);
+  const noTemplate = await l.post('/v1/chat/completions', user('x'));
+  assert.equal(noTemplate.statusCode, 400);
+  assert.match(noTemplate.json().error.message, /chat template/);
+  l.drain();
+  assert.equal((await l.app.inject({ method: 'GET', url: '/health' })).statusCode, 503);
+});
+
+test('models and metrics', async () => {
+  const { app, post } = setup();
+  const m = (await app.inject({ method: 'GET', url: '/v1/models' })).json();
+  assert.equal(m.data[0].id, 'tiny');
+  assert.equal(m.data[0].max_model_len, 256);
+  await post('/v1/chat/completions', { ...user('x'), max_tokens: 3 });
+  await post('/v1/chat/completions', { ...user('x'), temperature: 9 });
+  const text = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  assert.match(text, /floe_http_requests_total\{route="\/v1\/chat\/completions",status="200"\} 1/);
+  assert.match(text, /floe_http_requests_total\{route="\/v1\/chat\/completions",status="400"\} 1/);
+  assert.match(text, /floe_generation_tokens_total 3/);
+  assert.match(text, /floe_kv_blocks_total 64/);
+  assert.match(text, /floe_time_to_first_token_seconds_count 1/);
+});

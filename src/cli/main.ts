@@ -14,6 +14,8 @@ const HELP = `floe — serve and fine-tune Llama-family models
 Usage:
   floe info MODEL                      architecture, parameters, dtypes, memory
   floe generate --model PATH (--prompt TEXT | --prompt-ids 1,2,3) [options]
+  floe tokenizer train --data FILE... --vocab-size N [--min-frequency F] --out DIR
+                                       train a byte-level BPE tokenizer (tokenizer.json)
 
 MODEL / PATH is a Hugging Face model directory or a .gguf file.
 
@@ -41,6 +43,7 @@ export async function run(argv: string[]): Promise<number> {
     switch (cmd) {
       case 'info': return await info(rest);
       case 'generate': return await generateCmd(rest);
+      case 'tokenizer': return await tokenizerCmd(rest);
       case undefined: case 'help': case '--help': case '-h':
         process.stdout.write(HELP);
         return cmd === undefined ? 1 : 0;
@@ -180,5 +183,32 @@ async function generateCmd(args: string[]): Promise<number> {
       `generated ${t.generatedTokens} tok ${(t.generatedTokens / (t.decodeMs / 1000)).toFixed(1)} tok/s (${model.backend.name})\n`);
   }
   opened.loaded.dispose();
+  return 0;
+}
+
+async function tokenizerCmd(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub !== 'train') throw new Error(`expected 'floe tokenizer train', got '${sub ?? ''}'`);
+  const { values, positionals } = parse(rest, {
+    data: { type: 'string', multiple: true }, 'vocab-size': { type: 'string' }, 'min-frequency': { type: 'string' },
+    out: { type: 'string' }, quiet: { type: 'boolean' },
+  }, true);
+  // `--data a.jsonl b.txt`: files after --data arrive as positionals.
+  const files = [...(values.data ?? []), ...positionals];
+  if (files.length === 0) throw new Error('--data FILE... is required (.jsonl with "text" fields, or plain text)');
+  if (!values.out) throw new Error('--out DIR is required');
+  if (values['vocab-size'] === undefined) throw new Error('--vocab-size N is required');
+  const vocabSize = num(values['vocab-size'], 'vocab-size', 0, true);
+  const minFrequency = num(values['min-frequency'], 'min-frequency', 2, true);
+  const { trainTokenizerFiles } = await import('../train/bpe-trainer.js');
+  const t0 = performance.now();
+  const log = values.quiet ? () => {} : (m: string) => process.stderr.write(m);
+  const r = await trainTokenizerFiles(files, values.out, {
+    vocabSize, minFrequency,
+    onProgress: (done, target) => log(`\r[floe] merges ${done}/${target}`),
+  });
+  log(`\r[floe] ${r.numTexts} texts, ${r.numPreTokens} pre-tokens (${r.numDistinctPreTokens} distinct), ` +
+    `${r.model.merges.length} merges, vocab ${r.model.tokens.length + r.model.specialTokens.length} ` +
+    `in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${values.out}/tokenizer.json\n`);
   return 0;
 }

@@ -1,0 +1,91 @@
+// Train test helpers: PyTorch fixtures (scripts/make_train_fixtures.py), backends with training kernels, comparisons.
+
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import type { TrainBackend } from '../../src/backend/backend.js';
+import { referenceBackend } from '../../src/backend/reference.js';
+import { loadNativeBackend } from '../../src/backend/native.js';
+import { loadModel, type LoadedModel } from '../../src/formats/load.js';
+import { readSafetensorsSync } from '../../src/formats/safetensors.js';
+import { asF32 } from '../../src/tensor/tensor.js';
+import type { PackedBatch } from '../../src/model/llama-train.js';
+import { LORA_MODULE, LoraLinear, type LoraAdapter, type LoraTarget } from '../../src/model/lora.js';
+import { withTrainKernels } from './kernels-shim.js';
+
+export const FIXTURES = new URL('../fixtures/', import.meta.url).pathname;
+
+export interface TrainFixture {
+  model: string;
+  kind: 'lora' | 'full';
+  rank?: number; alpha?: number; rslora?: boolean; targets?: LoraTarget[];
+  batch: { tokens: number[]; targets: number[]; positions: number[]; segStart: number[] };
+  loss: number;
+  adam?: { lr: number; betas: [number, number]; eps: number; weight_decay: number; max_grad_norm: number; steps: number; losses: number[] };
+  tensors: Map<string, Float32Array>;
+}
+
+export function readFixture(name: string): TrainFixture {
+  const dir = join(FIXTURES, 'train', name);
+  const meta = JSON.parse(readFileSync(join(dir, 'fixture.json'), 'utf8')) as Omit<TrainFixture, 'tensors'>;
+  const st = readSafetensorsSync(join(dir, 'tensors.safetensors'));
+  const tensors = new Map<string, Float32Array>();
+  for (const [n, t] of st.tensors) tensors.set(n, asF32(t.data).slice());
+  return { ...meta, tensors };
+}
+
+export function loadBase(f: TrainFixture): Promise<LoadedModel> {
+  return loadModel(join(FIXTURES, 'models', f.model));
+}
+
+export function packed(f: TrainFixture): PackedBatch {
+  return {
+    tokens: Int32Array.from(f.batch.tokens), targets: Int32Array.from(f.batch.targets),
+    positions: Int32Array.from(f.batch.positions), segStart: Int32Array.from(f.batch.segStart),
+  };
+}
+
+/** The adapter stored in a LoRA fixture (`init.` tensors); with zeroB, B = 0 as PEFT starts. */
+export function fixtureAdapter(f: TrainFixture, numLayers: number, zeroB = false): LoraAdapter {
+  const layers: Partial<Record<LoraTarget, LoraLinear>>[] = [];
+  for (let l = 0; l < numLayers; l++) {
+    const lay: Partial<Record<LoraTarget, LoraLinear>> = {};
+    for (const t of f.targets!) {
+      const key = `base_model.model.model.layers.${l}.${LORA_MODULE[t]}`;
+      const a = f.tensors.get(`init.${key}.lora_A.weight`)!.slice();
+      const b = f.tensors.get(`init.${key}.lora_B.weight`)!.slice();
+      if (zeroB) b.fill(0);
+      lay[t] = new LoraLinear(b.length / f.rank!, a.length / f.rank!, f.rank!, a, b);
+    }
+    layers.push(lay);
+  }
+  return { config: { rank: f.rank!, alpha: f.alpha!, rslora: f.rslora!, targets: f.targets!, dropout: 0 }, layers };
+}
+
+export function trainBackends(): [string, TrainBackend][] {
+  const out: [string, TrainBackend][] = [['reference', withTrainKernels(referenceBackend)]];
+  const native = loadNativeBackend();
+  if (native) out.push(['native', withTrainKernels(native)]);
+  return out;
+}
+
+/** Every |got - want| <= atol + rtol·|want|, with atol relative to the largest |want|; names the first bad index. */
+export function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, what: string, rtol = 1e-3, atolFrac = 1e-4): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  let mx = 0;
+  for (let i = 0; i < want.length; i++) mx = Math.max(mx, Math.abs(want[i]!));
+  const atol = atolFrac * mx + 1e-12;
+  for (let i = 0; i < want.length; i++) {
+    const d = Math.abs(got[i]! - want[i]!);
+    if (!(d <= atol + rtol * Math.abs(want[i]!))) assert.fail(`${what}[${i}]: got ${got[i]}, want ${want[i]} (|Δ| ${d.toExponential(2)}, max |want| ${mx.toExponential(2)})`);
+  }
+}
+
+/** ‖got - want‖₂ <= rel · ‖want‖₂ (for paths with low-precision activations, where single elements are noisy). */
+export function assertRelNorm(got: ArrayLike<number>, want: ArrayLike<number>, what: string, rel: number): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  let dd = 0, ww = 0;
+  for (let i = 0; i < want.length; i++) { dd += (got[i]! - want[i]!) ** 2; ww += want[i]! ** 2; }
+  const r = Math.sqrt(dd / ww);
+  assert.ok(r <= rel, `${what}: relative error ${r.toExponential(2)} > ${rel}`);
+}

@@ -12,6 +12,7 @@
 
 #include "dispatch.h"
 #include "pool.h"
+#include "train_addon.h"
 
 namespace floe {
 namespace {
@@ -396,6 +397,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
   exports.Set("counters", Napi::Function::New(env, Counters));
+  register_train_kernels(env, exports);
   return exports;
 }
 

@@ -1,0 +1,364 @@
+// N-API surface of the training kernels: argument checks (expected vs got, never a crash), then the dispatched kernel.
+#include <cmath>
+#include <cstring>
+#include <napi.h>
+#include <string>
+
+#include "dispatch.h"
+#include "train.h"
+#include "train_addon.h"
+
+namespace floe {
+
+const TrainKernels& train_kernels() {
+  switch (isa_current()) {
+    case ISA_AVX512: return train_kernels_avx512;
+    case ISA_AVX2: return train_kernels_avx2;
+    default: return train_kernels_scalar;
+  }
+}
+
+namespace {
+
+template <class T>
+struct View {
+  T* p;
+  int64_t n;
+};
+
+[[noreturn]] void fail(Napi::Env env, const std::string& op, const std::string& msg) {
+  throw Napi::Error::New(env, "floe native " + op + ": " + msg);
+}
+
+[[noreturn]] void type_fail(Napi::Env env, const std::string& op, const std::string& msg) {
+  throw Napi::TypeError::New(env, "floe native " + op + ": " + msg);
+}
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+void need_args(const Napi::CallbackInfo& info, const char* op, size_t n) {
+  if (info.Length() < n) type_fail(info.Env(), op, "expected " + std::to_string(n) + " arguments, got " + std::to_string(info.Length()));
+}
+
+template <class T, napi_typedarray_type TT>
+View<T> typed(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, const char* tname) {
+  Napi::Value v = info[i];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != TT) type_fail(info.Env(), op, std::string(name) + " must be a " + tname);
+  auto a = v.As<Napi::TypedArrayOf<T>>();
+  return {a.Data(), int64_t(a.ElementLength())};
+}
+
+View<float> f32(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  return typed<float, napi_float32_array>(info, i, op, name, "Float32Array");
+}
+View<int32_t> i32(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  return typed<int32_t, napi_int32_array>(info, i, op, name, "Int32Array");
+}
+
+int64_t integer(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, int64_t lo = 0) {
+  Napi::Value v = info[i];
+  if (!v.IsNumber()) type_fail(info.Env(), op, std::string(name) + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d == std::floor(d)) || d < double(lo) || d > 9.0e15)
+    fail(info.Env(), op, std::string(name) + " must be an integer >= " + std::to_string(lo) + ", got " + v.ToString().Utf8Value());
+  return int64_t(d);
+}
+
+double number(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  Napi::Value v = info[i];
+  if (!v.IsNumber()) type_fail(info.Env(), op, std::string(name) + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+void need_len(Napi::Env env, const char* op, const std::string& what, int64_t got, int64_t want) {
+  if (got != want) fail(env, op, what + " has " + str(got) + " elements, expected " + str(want));
+}
+
+const char* weight_name(int dtype) {
+  switch (dtype) {
+    case DT_F32: return "f32";
+    case DT_F16: return "f16";
+    case DT_BF16: return "bf16";
+    case DT_FP8: return "fp8_e4m3";
+    case DT_Q8_0: return "q8_0";
+  }
+  return nullptr;
+}
+
+// Weight from (data, dtype, N, C, scale | null, br, bc) starting at argument i.
+Weight weight(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  Napi::Env env = info.Env();
+  Weight w{};
+  auto data = typed<uint8_t, napi_uint8_array>(info, i, op, "weight data", "Uint8Array");
+  w.data = data.p;
+  w.dtype = int(integer(info, i + 1, op, "weight dtype"));
+  if (!weight_name(w.dtype)) fail(env, op, "dtype code " + str(w.dtype) + " is not a weight dtype (f32, f16, bf16, fp8_e4m3, q8_0)");
+  w.N = integer(info, i + 2, op, "N");
+  w.C = integer(info, i + 3, op, "C");
+  if (w.dtype == DT_Q8_0 && w.C % Q8_BLOCK != 0) fail(env, op, "q8_0 rows must be a multiple of 32 columns, got C=" + str(w.C));
+  need_len(env, op, std::string(weight_name(w.dtype)) + " weight (" + str(w.N) + ", " + str(w.C) + ") bytes", data.n, w.N * w.row_bytes());
+  if (w.dtype == DT_FP8) {
+    if (!info[i + 4].IsTypedArray()) type_fail(env, op, "fp8_e4m3 weight needs a Float32Array scale grid");
+    auto sc = f32(info, i + 4, op, "fp8 scale");
+    w.br = integer(info, i + 5, op, "scale block rows", 1);
+    w.bc = integer(info, i + 6, op, "scale block cols", 1);
+    need_len(env, op, "fp8 scale grid for block [" + str(w.br) + "," + str(w.bc) + "]", sc.n, ((w.N + w.br - 1) / w.br) * w.grid_cols());
+    w.scale = sc.p;
+  }
+  return w;
+}
+
+// matmulBackwardInput(dx, dy, w data, dtype, N, C, scale, br, bc, M, accumulate)
+Napi::Value MatmulBackwardInput(const Napi::CallbackInfo& info) {
+  const char* op = "matmulBackwardInput";
+  need_args(info, op, 11);
+  Napi::Env env = info.Env();
+  auto dx = f32(info, 0, op, "dx");
+  auto dy = f32(info, 1, op, "dy");
+  Weight w = weight(info, 2, op);
+  int64_t M = integer(info, 9, op, "M");
+  if (!info[10].IsBoolean()) type_fail(env, op, "accumulate must be a boolean");
+  bool accumulate = info[10].As<Napi::Boolean>().Value();
+  need_len(env, op, "dy (M=" + str(M) + ", N=" + str(w.N) + ")", dy.n, M * w.N);
+  need_len(env, op, "dx (M=" + str(M) + ", C=" + str(w.C) + ")", dx.n, M * w.C);
+  const TrainKernels& k = train_kernels();
+  count(op, weight_name(w.dtype), k.name);
+  if (M == 0 || w.C == 0) return env.Undefined();
+  if (w.N == 0) {
+    if (!accumulate) std::memset(dx.p, 0, size_t(dx.n) * sizeof(float));
+    return env.Undefined();
+  }
+  k.matmul_bwd_input(dx.p, dy.p, w, M, accumulate);
+  return env.Undefined();
+}
+
+// matmulBackwardWeight(dw, dy, x, M, N, C)
+Napi::Value MatmulBackwardWeight(const Napi::CallbackInfo& info) {
+  const char* op = "matmulBackwardWeight";
+  need_args(info, op, 6);
+  Napi::Env env = info.Env();
+  auto dw = f32(info, 0, op, "dw");
+  auto dy = f32(info, 1, op, "dy");
+  auto x = f32(info, 2, op, "x");
+  int64_t M = integer(info, 3, op, "M"), N = integer(info, 4, op, "N"), C = integer(info, 5, op, "C");
+  need_len(env, op, "dw (N=" + str(N) + ", C=" + str(C) + ")", dw.n, N * C);
+  need_len(env, op, "dy (M=" + str(M) + ", N=" + str(N) + ")", dy.n, M * N);
+  need_len(env, op, "x (M=" + str(M) + ", C=" + str(C) + ")", x.n, M * C);
+  const TrainKernels& k = train_kernels();
+  count(op, "", k.name);
+  if (M > 0 && N > 0 && C > 0) k.matmul_bwd_weight(dw.p, dy.p, x.p, M, N, C);
+  return env.Undefined();
+}
+
+// rmsnormBackward(dx, dg | null, dy, x, g, M, eps)
+Napi::Value RmsnormBackward(const Napi::CallbackInfo& info) {
+  const char* op = "rmsnormBackward";
+  need_args(info, op, 7);
+  Napi::Env env = info.Env();
+  auto dx = f32(info, 0, op, "dx");
+  View<float> dg{nullptr, 0};
+  if (!info[1].IsNull()) dg = f32(info, 1, op, "dg (or null)");
+  auto dy = f32(info, 2, op, "dy");
+  auto x = f32(info, 3, op, "x");
+  auto g = f32(info, 4, op, "g");
+  int64_t M = integer(info, 5, op, "M");
+  float eps = float(number(info, 6, op, "eps"));
+  const int64_t D = g.n;
+  const std::string shape = " (M=" + str(M) + ", D=" + str(D) + ")";
+  need_len(env, op, "x" + shape, x.n, M * D);
+  need_len(env, op, "dy" + shape, dy.n, M * D);
+  need_len(env, op, "dx" + shape, dx.n, M * D);
+  if (dg.p) need_len(env, op, "dg (D=" + str(D) + ")", dg.n, D);
+  const TrainKernels& k = train_kernels();
+  count(op, "", k.name);
+  if (M > 0 && D > 0) k.rmsnorm_bwd(dx.p, dg.p, dy.p, x.p, g.p, M, D, eps);
+  return env.Undefined();
+}
+
+// ropeBackward(dx, positions, nHeads, headDim, invFreq)
+Napi::Value RopeBackward(const Napi::CallbackInfo& info) {
+  const char* op = "ropeBackward";
+  need_args(info, op, 5);
+  Napi::Env env = info.Env();
+  auto x = f32(info, 0, op, "dx");
+  auto pos = i32(info, 1, op, "positions");
+  int64_t nh = integer(info, 2, op, "nHeads");
+  int64_t E = integer(info, 3, op, "headDim");
+  auto inv = f32(info, 4, op, "invFreq");
+  if (E % 2 != 0) fail(env, op, "headDim must be even, got " + str(E));
+  need_len(env, op, "dx (T=" + str(pos.n) + ", heads=" + str(nh) + ", E=" + str(E) + ")", x.n, pos.n * nh * E);
+  need_len(env, op, "invFreq (E/2)", inv.n, E / 2);
+  const TrainKernels& k = train_kernels();
+  count(op, "", k.name);
+  if (x.n > 0) k.rope_bwd(x.p, pos.p, pos.n, nh, E, inv.p);
+  return env.Undefined();
+}
+
+// swigluBackward(dgate, dup, dout, gate, up)
+Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
+  const char* op = "swigluBackward";
+  need_args(info, op, 5);
+  Napi::Env env = info.Env();
+  auto dgate = f32(info, 0, op, "dgate");
+  auto dup = f32(info, 1, op, "dup");
+  auto dout = f32(info, 2, op, "dout");
+  auto gate = f32(info, 3, op, "gate");
+  auto up = f32(info, 4, op, "up");
+  need_len(env, op, "up", up.n, gate.n);
+  need_len(env, op, "dout", dout.n, gate.n);
+  need_len(env, op, "dgate", dgate.n, gate.n);
+  need_len(env, op, "dup", dup.n, gate.n);
+  const TrainKernels& k = train_kernels();
+  count(op, "", k.name);
+  if (gate.n > 0) k.swiglu_bwd(dgate.p, dup.p, dout.p, gate.p, up.p, gate.n);
+  return env.Undefined();
+}
+
+// Checks q, k, v and segStart of a dense attention call (H, K, E, scale at argument h); returns T.
+int64_t dense_args(const Napi::CallbackInfo& info, const char* op, View<float> q, View<float> k, View<float> v, View<int32_t> seg,
+                   size_t h, int64_t* H, int64_t* K, int64_t* E, float* scale) {
+  Napi::Env env = info.Env();
+  *H = integer(info, h, op, "numHeads", 1);
+  *K = integer(info, h + 1, op, "numKvHeads", 1);
+  *E = integer(info, h + 2, op, "headDim", 1);
+  *scale = float(number(info, h + 3, op, "scale"));
+  if (*H % *K != 0) fail(env, op, "numHeads " + str(*H) + " is not a multiple of numKvHeads " + str(*K));
+  if (q.n % (*H * *E) != 0) fail(env, op, "q length " + str(q.n) + " is not a multiple of H*E=" + str(*H * *E));
+  const int64_t T = q.n / (*H * *E);
+  need_len(env, op, "k (T=" + str(T) + ", K*E=" + str(*K * *E) + ")", k.n, T * *K * *E);
+  need_len(env, op, "v (T=" + str(T) + ", K*E=" + str(*K * *E) + ")", v.n, T * *K * *E);
+  const int64_t S = seg.n - 1;
+  if (S < 0 || seg.p[0] != 0 || seg.p[S] != T)
+    fail(env, op, "segStart must run from 0 to T=" + str(T) + ", got length " + str(seg.n) + (seg.n > 0 ? " starting at " + str(seg.p[0]) + " ending at " + str(seg.p[S]) : ""));
+  for (int64_t s = 0; s < S; s++)
+    if (seg.p[s + 1] < seg.p[s]) fail(env, op, "segStart decreases at " + str(s + 1) + ": " + str(seg.p[s]) + " then " + str(seg.p[s + 1]));
+  return T;
+}
+
+// attentionDense(out, lse, q, k, v, segStart, H, K, E, scale)
+Napi::Value AttentionDense(const Napi::CallbackInfo& info) {
+  const char* op = "attentionDense";
+  need_args(info, op, 10);
+  Napi::Env env = info.Env();
+  auto out = f32(info, 0, op, "out");
+  auto lse = f32(info, 1, op, "lse");
+  auto q = f32(info, 2, op, "q");
+  auto kk = f32(info, 3, op, "k");
+  auto v = f32(info, 4, op, "v");
+  auto seg = i32(info, 5, op, "segStart");
+  DenseAttn a{};
+  a.T = dense_args(info, op, q, kk, v, seg, 6, &a.H, &a.K, &a.E, &a.scale);
+  need_len(env, op, "out (T=" + str(a.T) + ", H*E=" + str(a.H * a.E) + ")", out.n, a.T * a.H * a.E);
+  need_len(env, op, "lse (T=" + str(a.T) + ", H=" + str(a.H) + ")", lse.n, a.T * a.H);
+  a.out = out.p;
+  a.lse = lse.p;
+  a.q = q.p;
+  a.k = kk.p;
+  a.v = v.p;
+  a.seg = seg.p;
+  a.S = seg.n - 1;
+  const TrainKernels& k = train_kernels();
+  count(op, "", k.name);
+  if (a.T > 0) k.attention_dense(a);
+  return env.Undefined();
+}
+
+// attentionDenseBackward(dq, dk, dv, dout, q, k, v, out, lse, segStart, H, K, E, scale)
+Napi::Value AttentionDenseBackward(const Napi::CallbackInfo& info) {
+  const char* op = "attentionDenseBackward";
+  need_args(info, op, 14);
+  Napi::Env env = info.Env();
+  auto dq = f32(info, 0, op, "dq");
+  auto dk = f32(info, 1, op, "dk");
+  auto dv = f32(info, 2, op, "dv");
+  auto dout = f32(info, 3, op, "dout");
+  auto q = f32(info, 4, op, "q");
+  auto kk = f32(info, 5, op, "k");
+  auto v = f32(info, 6, op, "v");
+  auto out = f32(info, 7, op, "out");
+  auto lse = f32(info, 8, op, "lse");
+  auto seg = i32(info, 9, op, "segStart");
+  DenseAttnBwd a{};
+  a.T = dense_args(info, op, q, kk, v, seg, 10, &a.H, &a.K, &a.E, &a.scale);
+  const std::string qs = " (T=" + str(a.T) + ", H*E=" + str(a.H * a.E) + ")", ks = " (T=" + str(a.T) + ", K*E=" + str(a.K * a.E) + ")";
+  need_len(env, op, "dq" + qs, dq.n, q.n);
+  need_len(env, op, "dout" + qs, dout.n, q.n);
+  need_len(env, op, "out" + qs, out.n, q.n);
+  need_len(env, op, "dk" + ks, dk.n, kk.n);
+  need_len(env, op, "dv" + ks, dv.n, kk.n);
+  need_len(env, op, "lse (T=" + str(a.T) + ", H=" + str(a.H) + ")", lse.n, a.T * a.H);
+  a.dq = dq.p;
+  a.dk = dk.p;
+  a.dv = dv.p;
+  a.dout = dout.p;
+  a.q = q.p;
+  a.k = kk.p;
+  a.v = v.p;
+  a.out = out.p;
+  a.lse = lse.p;
+  a.seg = seg.p;
+  a.S = seg.n - 1;
+  const TrainKernels& k = train_kernels();
+  count(op, "", k.name);
+  if (a.T > 0) k.attention_dense_bwd(a);
+  return env.Undefined();
+}
+
+// embeddingBackward(dtable, dy, ids, D)
+Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
+  const char* op = "embeddingBackward";
+  need_args(info, op, 4);
+  Napi::Env env = info.Env();
+  auto dtable = f32(info, 0, op, "dtable");
+  auto dy = f32(info, 1, op, "dy");
+  auto ids = i32(info, 2, op, "ids");
+  int64_t D = integer(info, 3, op, "D", 1);
+  if (dtable.n % D != 0) fail(env, op, "dtable length " + str(dtable.n) + " is not a multiple of D=" + str(D));
+  const int64_t V = dtable.n / D;
+  need_len(env, op, "dy (T=" + str(ids.n) + ", D=" + str(D) + ")", dy.n, ids.n * D);
+  for (int64_t t = 0; t < ids.n; t++)
+    if (ids.p[t] < 0 || ids.p[t] >= V) fail(env, op, "token id " + str(ids.p[t]) + " at position " + str(t) + " is outside [0, " + str(V) + ")");
+  const TrainKernels& k = train_kernels();
+  count(op, "", k.name);
+  if (ids.n > 0) k.embedding_bwd(dtable.p, dy.p, ids.p, ids.n, D);
+  return env.Undefined();
+}
+
+// crossEntropy(dlogits, logits, targets, M, scale) -> summed loss
+Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
+  const char* op = "crossEntropy";
+  need_args(info, op, 5);
+  Napi::Env env = info.Env();
+  auto dl = f32(info, 0, op, "dlogits");
+  auto logits = f32(info, 1, op, "logits");
+  auto targets = i32(info, 2, op, "targets");
+  int64_t M = integer(info, 3, op, "M", 1);
+  float scale = float(number(info, 4, op, "scale"));
+  if (logits.n % M != 0) fail(env, op, "logits length " + str(logits.n) + " is not a multiple of M=" + str(M));
+  const int64_t V = logits.n / M;
+  need_len(env, op, "targets (M=" + str(M) + ")", targets.n, M);
+  need_len(env, op, "dlogits (M=" + str(M) + ", V=" + str(V) + ")", dl.n, M * V);
+  for (int64_t m = 0; m < M; m++)
+    if (targets.p[m] != -1 && (targets.p[m] < 0 || targets.p[m] >= V))
+      fail(env, op, "target " + str(targets.p[m]) + " of row " + str(m) + " is outside [0, " + str(V) + ") and not -1 (ignored)");
+  const TrainKernels& k = train_kernels();
+  count(op, "", k.name);
+  double loss = V > 0 ? k.cross_entropy(dl.p, logits.p, targets.p, M, V, scale) : 0.0;
+  return Napi::Number::New(env, loss);
+}
+
+}  // namespace
+
+void register_train_kernels(Napi::Env env, Napi::Object exports) {
+  exports.Set("matmulBackwardInput", Napi::Function::New(env, MatmulBackwardInput));
+  exports.Set("matmulBackwardWeight", Napi::Function::New(env, MatmulBackwardWeight));
+  exports.Set("rmsnormBackward", Napi::Function::New(env, RmsnormBackward));
+  exports.Set("ropeBackward", Napi::Function::New(env, RopeBackward));
+  exports.Set("swigluBackward", Napi::Function::New(env, SwigluBackward));
+  exports.Set("attentionDense", Napi::Function::New(env, AttentionDense));
+  exports.Set("attentionDenseBackward", Napi::Function::New(env, AttentionDenseBackward));
+  exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward));
+  exports.Set("crossEntropy", Napi::Function::New(env, CrossEntropy));
+}
+
+}  // namespace floe

@@ -1,10 +1,10 @@
-// Native backend: every Backend kernel run by the C++ addon (AVX-512 / AVX2 / scalar, chosen at run time).
+// Native backend: every Backend and TrainKernels kernel run by the C++ addon (AVX-512 / AVX2 / scalar, chosen at run time).
 //
 // Dimension letters as in backend.ts: M rows, C input features, N output features, T tokens, H heads, K kv heads,
 // E head dim, S sequences, L block size. Argument checks live in the addon (native/addon.cc).
 
 import { DTYPE_CODE, type Tensor } from '../tensor/tensor.js';
-import { WEIGHT_DTYPES, type AttentionBatch, type AttentionShape, type Backend, type KvDType, type KvLayer } from './backend.js';
+import { WEIGHT_DTYPES, type AttentionBatch, type AttentionShape, type KvDType, type KvLayer, type TrainBackend } from './backend.js';
 import { loadAddon, type NativeAddon } from './native-addon.js';
 
 const KV_CODE = { f32: 0, bf16: 2 } as const satisfies Record<KvDType, number>;
@@ -21,7 +21,23 @@ function kvCode(layer: KvLayer): number {
   return code;
 }
 
-function makeBackend(a: NativeAddon): Backend {
+/** The training kernels' addon functions (native/train_kernels.cc); weights travel as in NativeAddon.matmul. */
+interface NativeTrainAddon {
+  matmulBackwardInput(dx: Float32Array, dy: Float32Array, w: Uint8Array, dtype: number, N: number, C: number,
+    scale: Float32Array | null, br: number, bc: number, M: number, accumulate: boolean): void;
+  matmulBackwardWeight(dw: Float32Array, dy: Float32Array, x: Float32Array, M: number, N: number, C: number): void;
+  rmsnormBackward(dx: Float32Array, dg: Float32Array | null, dy: Float32Array, x: Float32Array, g: Float32Array, M: number, eps: number): void;
+  ropeBackward(dx: Float32Array, positions: Int32Array, nHeads: number, headDim: number, invFreq: Float32Array): void;
+  swigluBackward(dgate: Float32Array, dup: Float32Array, dout: Float32Array, gate: Float32Array, up: Float32Array): void;
+  attentionDense(out: Float32Array, lse: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, segStart: Int32Array,
+    H: number, K: number, E: number, scale: number): void;
+  attentionDenseBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array,
+    v: Float32Array, out: Float32Array, lse: Float32Array, segStart: Int32Array, H: number, K: number, E: number, scale: number): void;
+  embeddingBackward(dtable: Float32Array, dy: Float32Array, ids: Int32Array, D: number): void;
+  crossEntropy(dlogits: Float32Array, logits: Float32Array, targets: Int32Array, M: number, scale: number): number;
+}
+
+function makeBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
   return {
     name: 'native',
 
@@ -68,16 +84,55 @@ function makeBackend(a: NativeAddon): Backend {
     topk(x: Float32Array, k: number): { ids: Int32Array; values: Float32Array } {
       return a.topk(x, k);
     },
+
+    // ----------------------------------------------------------------------------------- training kernels
+
+    matmulBackwardInput(dx: Float32Array, dy: Float32Array, w: Tensor, M: number, accumulate: boolean): void {
+      a.matmulBackwardInput(dx, dy, ...weightArgs('matmulBackwardInput', w), M, accumulate);
+    },
+
+    matmulBackwardWeight(dw: Float32Array, dy: Float32Array, x: Float32Array, M: number, N: number, C: number): void {
+      a.matmulBackwardWeight(dw, dy, x, M, N, C);
+    },
+
+    rmsnormBackward(dx: Float32Array, dg: Float32Array | null, dy: Float32Array, x: Float32Array, g: Float32Array, M: number, eps: number): void {
+      a.rmsnormBackward(dx, dg, dy, x, g, M, eps);
+    },
+
+    ropeBackward(dx: Float32Array, positions: Int32Array, nHeads: number, headDim: number, invFreq: Float32Array): void {
+      a.ropeBackward(dx, positions, nHeads, headDim, invFreq);
+    },
+
+    swigluBackward(dgate: Float32Array, dup: Float32Array, dout: Float32Array, gate: Float32Array, up: Float32Array): void {
+      a.swigluBackward(dgate, dup, dout, gate, up);
+    },
+
+    attentionDense(out: Float32Array, lse: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, segStart: Int32Array, shape: AttentionShape): void {
+      a.attentionDense(out, lse, q, k, v, segStart, shape.numHeads, shape.numKvHeads, shape.headDim, shape.scale);
+    },
+
+    attentionDenseBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array,
+      out: Float32Array, lse: Float32Array, segStart: Int32Array, shape: AttentionShape): void {
+      a.attentionDenseBackward(dq, dk, dv, dout, q, k, v, out, lse, segStart, shape.numHeads, shape.numKvHeads, shape.headDim, shape.scale);
+    },
+
+    embeddingBackward(dtable: Float32Array, dy: Float32Array, ids: Int32Array, D: number): void {
+      a.embeddingBackward(dtable, dy, ids, D);
+    },
+
+    crossEntropy(dlogits: Float32Array, logits: Float32Array, targets: Int32Array, M: number, scale: number): number {
+      return a.crossEntropy(dlogits, logits, targets, M, scale);
+    },
   };
 }
 
-let backend: Backend | null | undefined;
+let backend: TrainBackend | null | undefined;
 
 /** The native backend, or null when the addon is not built. */
-export function loadNativeBackend(): Backend | null {
+export function loadNativeBackend(): TrainBackend | null {
   if (backend !== undefined) return backend;
   const a = loadAddon();
-  backend = a ? makeBackend(a) : null;
+  backend = a ? makeBackend(a as NativeAddon & NativeTrainAddon) : null;
   return backend;
 }
 

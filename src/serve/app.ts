@@ -183,7 +183,7 @@ export function createApp(opts: AppOptions): ServeApp {
     const id = `chatcmpl-${randomUUID().replaceAll('-', '')}`;
     const t0 = performance.now();
     const job = run(reply, [engineRequest(id, ids, p, maxTokens, null)]);
-    const acc = new Accumulator(p.n, 1, metrics, t0);
+    const acc = new Accumulator(p.n, 1, metrics, t0, p.returnTokenIds);
     const head = { id, created: Math.floor(Date.now() / 1000), model: opts.modelName };
     const chatLogprobs = (entries: readonly LogprobEntry[] | null) => entries === null ? null : {
       content: entries.map((e) => ({
@@ -201,7 +201,9 @@ export function createApp(opts: AppOptions): ServeApp {
           index: i, message: { role: 'assistant', content: ch.text },
           logprobs: p.logprobs === null ? null : chatLogprobs(ch.logprobs),
           finish_reason: ch.finishReason, stop_reason: ch.stopReason,
+          ...(p.returnTokenIds ? { token_ids: ch.ids } : {}),
         })),
+        ...(p.returnTokenIds ? { prompt_token_ids: ids } : {}),
         usage: acc.usage(),
       };
     }
@@ -210,7 +212,9 @@ export function createApp(opts: AppOptions): ServeApp {
     }, (send, source, o) => {
       const ch = acc.add(source, o);
       if (o.text !== '' || (p.logprobs !== null && o.logprobs?.length)) {
-        send(chatChunk(head, ch, { content: o.text }, p.logprobs === null ? null : chatLogprobs(o.logprobs), null, p.includeUsage));
+        const chunk = chatChunk(head, ch, { content: o.text }, p.logprobs === null ? null : chatLogprobs(o.logprobs), null, p.includeUsage);
+        if (p.returnTokenIds) Object.assign(chunk.choices[0]!, { token_ids: o.tokenIds });
+        send(chunk);
       }
       if (o.finishReason !== null) {
         send(chatChunk(head, ch, {}, null, o.finishReason, p.includeUsage));
@@ -229,13 +233,15 @@ export function createApp(opts: AppOptions): ServeApp {
       const param = p.prompts.length > 1 ? `prompt[${i}]` : 'prompt';
       const ids = promptIds(c, pr, param);
       const text = 'text' in pr ? pr.text : c.tokenizer?.decode(ids) ?? '';
-      return { ids, text, maxTokens: budget(c, p, ids.length, param) };
+      // Tokens the tokenizer added around a text prompt (BOS): echoed in logprobs, not in the text.
+      const added = 'text' in pr && p.echo && p.logprobs !== null ? ids.length - c.tokenizer!.encode(pr.text, { addSpecialTokens: false }).length : 0;
+      return { ids, text, added, maxTokens: budget(c, p, ids.length, param) };
     });
     const id = `cmpl-${randomUUID().replaceAll('-', '')}`;
     const wantPromptLp = p.echo && p.logprobs !== null ? Math.max(p.logprobs, p.promptLogprobs ?? 0) : p.promptLogprobs;
     const t0 = performance.now();
     const job = run(reply, prompts.map((pr, k) => engineRequest(prompts.length > 1 ? `${id}-${k}` : id, pr.ids, p, pr.maxTokens, wantPromptLp)));
-    const acc = new Accumulator(p.n, prompts.length, metrics, t0);
+    const acc = new Accumulator(p.n, prompts.length, metrics, t0, p.returnTokenIds);
     const head = { id, created: Math.floor(Date.now() / 1000), model: opts.modelName };
     const promptLp: Array<ReadonlyArray<LogprobEntry | null> | null> = prompts.map(() => null);
     const offsets = new Array<number>(p.n * prompts.length).fill(0);
@@ -245,16 +251,17 @@ export function createApp(opts: AppOptions): ServeApp {
     const legacy = (ch: number, k: number, entries: readonly LogprobEntry[] | null, withPrompt: boolean) => {
       if (p.logprobs === null) return null;
       const out = { tokens: [] as string[], token_logprobs: [] as Array<number | null>, top_logprobs: [] as Array<Record<string, number> | null>, text_offset: [] as number[] };
-      const push = (tok: number, e: LogprobEntry | null) => {
+      // text_offset indexes the returned text: tokens absent from it (the added BOS, skipped specials) advance 0.
+      const push = (tok: number, e: LogprobEntry | null, inText: boolean) => {
         const t = texts.text(tok);
         out.tokens.push(t);
         out.token_logprobs.push(e ? clampLp(e.logprob) : null);
         out.top_logprobs.push(e ? Object.fromEntries(e.top.slice(0, p.logprobs!).map(([id2, lp]) => [texts.text(id2), clampLp(lp)])) : null);
         out.text_offset.push(offsets[ch]!);
-        offsets[ch]! += t.length;
+        if (inText) offsets[ch]! += t.length;
       };
-      if (withPrompt) prompts[k]!.ids.forEach((tok, j) => push(tok, promptLp[k]?.[j] ?? null));
-      for (const e of entries ?? []) push(e.token, e);
+      if (withPrompt) prompts[k]!.ids.forEach((tok, j) => push(tok, promptLp[k]?.[j] ?? null, j >= prompts[k]!.added));
+      for (const e of entries ?? []) push(e.token, e, !(p.skipSpecialTokens && texts.get(e.token).special));
       return out;
     };
     const vllmPromptLogprobs = (k: number) => {
@@ -282,6 +289,7 @@ export function createApp(opts: AppOptions): ServeApp {
             logprobs: legacy(i, k, ch.logprobs, p.echo),
             finish_reason: ch.finishReason, stop_reason: ch.stopReason,
             ...(p.promptLogprobs !== null ? { prompt_logprobs: vllmPromptLogprobs(k) ?? null } : {}),
+            ...(p.returnTokenIds ? { prompt_token_ids: prompts[k]!.ids, token_ids: ch.ids } : {}),
           };
         }),
         usage: acc.usage(),
@@ -298,6 +306,7 @@ export function createApp(opts: AppOptions): ServeApp {
         choices: [{
           index: ch, text, logprobs: legacy(ch, source, o.logprobs, withPrompt), finish_reason: o.finishReason, stop_reason: o.stopReason,
           ...(p.promptLogprobs !== null && o.promptLogprobs ? { prompt_logprobs: vllmPromptLogprobs(source) } : {}),
+          ...(p.returnTokenIds ? { token_ids: o.tokenIds, ...(withPrompt ? { prompt_token_ids: prompts[source]!.ids } : {}) } : {}),
         }],
         ...(p.includeUsage ? { usage: null } : {}),
       });
@@ -373,13 +382,13 @@ function chatChunk(head: { id: string; created: number; model: string }, index: 
 
 /** Per-choice text, tokens and logprobs gathered from engine outputs; usage and latency metrics. */
 class Accumulator {
-  readonly choices: Array<{ text: string; tokens: number; logprobs: LogprobEntry[]; finishReason: string | null; stopReason: string | number | null; last: number }>;
+  readonly choices: Array<{ text: string; tokens: number; ids: number[]; logprobs: LogprobEntry[]; finishReason: string | null; stopReason: string | number | null; last: number }>;
   private readonly prompt: Array<{ tokens: number; cached: number }>;
   private firstToken = false;
   private counted = false;
 
-  constructor(private readonly n: number, prompts: number, private readonly metrics: ServeMetrics, private readonly t0: number) {
-    this.choices = Array.from({ length: n * prompts }, () => ({ text: '', tokens: 0, logprobs: [], finishReason: null, stopReason: null, last: t0 }));
+  constructor(private readonly n: number, prompts: number, private readonly metrics: ServeMetrics, private readonly t0: number, private readonly keepIds = false) {
+    this.choices = Array.from({ length: n * prompts }, () => ({ text: '', tokens: 0, ids: [] as number[], logprobs: [] as LogprobEntry[], finishReason: null, stopReason: null, last: t0 }));
     this.prompt = Array.from({ length: prompts }, () => ({ tokens: 0, cached: 0 }));
   }
 
@@ -397,6 +406,7 @@ class Accumulator {
     }
     ch.text += o.text;
     ch.tokens += o.tokenIds.length;
+    if (this.keepIds) ch.ids.push(...o.tokenIds);
     if (o.logprobs) ch.logprobs.push(...o.logprobs);
     if (o.finishReason !== null) {
       ch.finishReason = o.finishReason;

@@ -15,12 +15,18 @@ const BYTE_OF = ((): Map<string, number> => {
 
 const utf8 = new TextDecoder('utf-8');
 
+export interface TokenText {
+  readonly text: string;
+  readonly bytes: number[];
+  readonly special: boolean;
+}
+
 export class TokenTexts {
-  private readonly cache = new Map<number, { text: string; bytes: number[] }>();
+  private readonly cache = new Map<number, TokenText>();
 
   constructor(private readonly tokenizer: ServeTokenizer | null) {}
 
-  get(id: number): { text: string; bytes: number[] } {
+  get(id: number): TokenText {
     let e = this.cache.get(id);
     if (e) return e;
     e = this.compute(id);
@@ -32,17 +38,18 @@ export class TokenTexts {
     return this.get(id).text;
   }
 
-  private compute(id: number): { text: string; bytes: number[] } {
+  private compute(id: number): TokenText {
     const sym = this.tokenizer?.idToToken(id);
     if (this.tokenizer === null || sym === undefined) {
       const text = `<token ${id}>`;
-      return { text, bytes: [...Buffer.from(text)] };
+      return { text, bytes: [...Buffer.from(text)], special: false };
     }
     if (!this.tokenizer.isSpecial(id) && [...sym].every((c) => BYTE_OF.has(c))) {
       const bytes = [...sym].map((c) => BYTE_OF.get(c)!);
-      return { text: utf8.decode(new Uint8Array(bytes)), bytes };
+      return { text: utf8.decode(new Uint8Array(bytes)), bytes, special: false };
     }
-    const text = this.tokenizer.isSpecial(id) ? sym : this.tokenizer.decode([id]);
-    return { text, bytes: [...Buffer.from(text)] };
+    const special = this.tokenizer.isSpecial(id);
+    const text = special ? sym : this.tokenizer.decode([id]);
+    return { text, bytes: [...Buffer.from(text)], special };
   }
 }

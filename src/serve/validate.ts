@@ -25,6 +25,7 @@ export interface GenerationParams {
   readonly ignoreEos: boolean;
   readonly skipSpecialTokens: boolean;
   readonly logprobs: number | null; // top-K per generated token; null → none
+  readonly returnTokenIds: boolean; // vLLM extra: token_ids per choice, prompt_token_ids
 }
 
 export interface ChatParams extends GenerationParams {
@@ -56,7 +57,7 @@ const MAX_PROMPTS = 64;
 const COMMON_FIELDS = [
   'model', 'n', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'repetition_penalty',
   'frequency_penalty', 'presence_penalty', 'seed', 'stop', 'stop_token_ids', 'ignore_eos', 'skip_special_tokens',
-  'logit_bias', 'logprobs', 'user',
+  'logit_bias', 'logprobs', 'user', 'return_token_ids',
 ];
 const CHAT_FIELDS = new Set([
   ...COMMON_FIELDS, 'messages', 'max_completion_tokens', 'top_logprobs', 'response_format', 'tools', 'tool_choice',
@@ -242,6 +243,7 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     ignoreEos: optBool(b, 'ignore_eos', false),
     skipSpecialTokens: optBool(b, 'skip_special_tokens', true),
     logprobs,
+    returnTokenIds: optBool(b, 'return_token_ids', false),
   };
 }
 

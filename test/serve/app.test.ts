@@ -31,7 +31,7 @@ const user = (content: string) => ({ model: 'tiny', messages: [{ role: 'user', c
 
 test('chat: prompt goes through the template; message, usage and sampling reach the engine', async () => {
   const { post, engine } = setup();
-  const r = await post('/v1/chat/completions', { ...user('hi'), max_tokens: 5, temperature: 0.7, top_p: 0.9, top_k: 5, min_p: 0.1, seed: 11, stop: 'zz', logit_bias: { '65': 3 }, frequency_penalty: 0.5 });
+  const r = await post('/v1/chat/completions', { ...user('hi'), max_tokens: 5, temperature: 0.7, top_p: 0.9, top_k: 5, min_p: 0.1, seed: 11, stop: 'zz', logit_bias: { '65': 3 }, frequency_penalty: 0.5, return_token_ids: true });
   assert.equal(r.statusCode, 200, r.body);
   const j = r.json();
   const req = engine.requests[0]!;
@@ -44,6 +44,8 @@ test('chat: prompt goes through the template; message, usage and sampling reach 
   assert.equal(j.choices[0].message.role, 'assistant');
   assert.equal(j.choices[0].message.content, tok.decode(FakeEngine.tokens(req.promptIds, 0, 5)));
   assert.equal(j.choices[0].finish_reason, 'length');
+  assert.deepEqual(j.choices[0].token_ids, FakeEngine.tokens(req.promptIds, 0, 5));
+  assert.deepEqual(j.prompt_token_ids, req.promptIds);
   assert.deepEqual(j.usage, { prompt_tokens: req.promptIds.length, completion_tokens: 5, total_tokens: req.promptIds.length + 5, prompt_tokens_details: { cached_tokens: 0 } });
 });
 
@@ -83,7 +85,12 @@ test('completions: echo + logprobs in the legacy shape with prompt logprobs; tok
   assert.deepEqual(c.logprobs.token_logprobs.slice(0, ids.length), [null, ...ids.slice(1).map((_, j) => -2 - j)]);
   assert.equal(c.logprobs.tokens.slice(ids.length).join(''), tok.decode(FakeEngine.tokens(ids, 0, 3)));
   const offsets = c.logprobs.text_offset as number[];
-  for (let i = 1; i < offsets.length; i++) assert.equal(offsets[i], offsets[i - 1]! + c.logprobs.tokens[i - 1].length);
+  assert.equal(offsets[0], 0);
+  assert.equal(offsets[1], 0, 'the added BOS is not in the text');
+  for (let i = 1; i < offsets.length; i++) {
+    const t = c.logprobs.tokens[i] as string;
+    assert.equal(c.text.slice(offsets[i]!, offsets[i]! + t.length), t, `text_offset ${i}`);
+  }
 
   const r2 = await post('/v1/completions', { prompt: [[5, 6, 7], 'xy'], max_tokens: 2, n: 2, prompt_logprobs: 1 });
   assert.equal(r2.statusCode, 200, r2.body);

@@ -235,13 +235,15 @@ const TABLES = (() => {
   const f16 = new Uint16Array(TABLE);
   const bf16 = new Uint16Array(TABLE);
   const f32 = new Float32Array(TABLE);
+  const abs = new Float32Array(TABLE);
   for (let i = 0; i < TABLE; i++) {
     const v = Math.fround(STD * NORMALS[i]!);
     f32[i] = v;
+    abs[i] = Math.abs(v);
     f16[i] = f32ToF16(v);
     bf16[i] = f32ToBf16(v);
   }
-  return { f16, bf16, f32 };
+  return { f16, bf16, f32, abs };
 })();
 
 /** Writes `n` elements (n % 32 == 0 for q8_0) of random weights in `type` into `out` (bytes). */
@@ -256,13 +258,12 @@ function fillNormal(rng: Rng, type: number, n: number, idx: Uint16Array, out: Ui
   if (type === GGML.q8_0) {
     // llama.cpp quantize_row_q8_0_ref on the drawn values
     const vals = TABLES.f32;
-    const blk = new Float32Array(32);
+    const abs = TABLES.abs;
     for (let b = 0; b < n / 32; b++) {
+      const i0 = b * 32;
       let amax = 0;
       for (let j = 0; j < 32; j++) {
-        const v = vals[idx[b * 32 + j]!]!;
-        blk[j] = v;
-        const a = v < 0 ? -v : v;
+        const a = abs[idx[i0 + j]!]!;
         if (a > amax) amax = a;
       }
       const d = Math.fround(amax / 127);
@@ -272,8 +273,8 @@ function fillNormal(rng: Rng, type: number, n: number, idx: Uint16Array, out: Ui
       out[o] = h & 0xff;
       out[o + 1] = h >>> 8;
       for (let j = 0; j < 32; j++) {
-        const x = Math.fround(blk[j]! * id);
-        out[o + 2 + j] = (x < 0 ? -Math.floor(-x + 0.5) : Math.floor(x + 0.5)) & 0xff;
+        const x = Math.fround(vals[idx[i0 + j]!]! * id);
+        out[o + 2 + j] = ((x < 0 ? x - 0.5 : x + 0.5) | 0) & 0xff; // roundf: half away from zero, |x| <= 127
       }
     }
     return;

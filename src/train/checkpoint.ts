@@ -1,0 +1,139 @@
+// Checkpoints: OUT/checkpoint-NNNNNN/ with weights, optimizer moments and trainer_state.json, written into a
+// temporary directory and renamed (atomic); the last K are kept; resume finds the newest complete one.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { TrainParam } from '../model/llama-train.js';
+import { readSafetensorsSync, writeFileAtomic, writeSafetensors, type StWriteTensor } from '../formats/safetensors.js';
+import { asF32 } from '../tensor/tensor.js';
+import type { DataPosition } from './data.js';
+import type { Optimizer } from './optimizer.js';
+
+export const STATE_FILE = 'trainer_state.json';
+export const OPTIMIZER_FILE = 'optimizer.safetensors';
+const PREFIX = 'checkpoint-';
+
+/** Everything besides tensors that resume needs; the RNG streams are counter-based on (seed, step, epoch). */
+export interface TrainerState {
+  readonly format: 'floe-trainer-state-1';
+  readonly step: number; // optimizer steps done
+  readonly data: DataPosition;
+  readonly seed: number;
+  readonly tokens: number; // training tokens seen
+  readonly elapsedS: number;
+  readonly optimizerStep: number;
+  readonly kind: 'lora' | 'full';
+  readonly weightsFile: string; // adapter_model.safetensors | model.safetensors
+  readonly options: Record<string, unknown>; // the run's settings, to check a resume
+}
+
+export function checkpointName(step: number): string {
+  return PREFIX + String(step).padStart(6, '0');
+}
+
+/**
+ * Write OUT/checkpoint-<step>: `writeWeights(dir)` writes the trainable weights, then the optimizer, then the
+ * state; the directory is renamed into place only when complete. Returns its path.
+ */
+export function saveCheckpoint(out: string, state: TrainerState, opt: Optimizer, writeWeights: (dir: string) => void, keepLast: number): string {
+  fs.mkdirSync(out, { recursive: true });
+  const final = path.join(out, checkpointName(state.step));
+  const tmp = path.join(out, `.${checkpointName(state.step)}.tmp-${process.pid}`);
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp);
+  writeWeights(tmp);
+  const t: Record<string, StWriteTensor> = {};
+  opt.params.forEach((p, i) => {
+    if (opt.m[i]!.length) t[`m.${p.name}`] = { dtype: 'F32', shape: p.shape, data: opt.m[i]! };
+    if (opt.v[i]!.length) t[`v.${p.name}`] = { dtype: 'F32', shape: p.shape, data: opt.v[i]! };
+  });
+  writeSafetensors(path.join(tmp, OPTIMIZER_FILE), t);
+  const pause = Number(process.env.FLOE_TEST_SAVE_PAUSE_MS ?? 0); // tests: a window to SIGKILL mid-save
+  if (pause > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, pause);
+  writeFileAtomic(path.join(tmp, STATE_FILE), [new TextEncoder().encode(JSON.stringify(state, null, 1) + '\n')]);
+  fs.rmSync(final, { recursive: true, force: true });
+  fs.renameSync(tmp, final);
+  fsyncDir(out);
+  if (keepLast > 0) {
+    const all = listCheckpoints(out);
+    for (const c of all.slice(0, Math.max(0, all.length - keepLast))) fs.rmSync(c.dir, { recursive: true, force: true });
+  }
+  return final;
+}
+
+function fsyncDir(dir: string): void {
+  try {
+    const fd = fs.openSync(dir, 'r');
+    try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+  } catch { /* not every filesystem can */ }
+}
+
+/** Complete checkpoints in `out`, oldest first. */
+export function listCheckpoints(out: string): { step: number; dir: string }[] {
+  if (!fs.existsSync(out)) return [];
+  return fs.readdirSync(out)
+    .filter((n) => n.startsWith(PREFIX) && /^\d+$/.test(n.slice(PREFIX.length)) && fs.existsSync(path.join(out, n, STATE_FILE)))
+    .map((n) => ({ step: Number(n.slice(PREFIX.length)), dir: path.join(out, n) }))
+    .sort((a, b) => a.step - b.step);
+}
+
+/** Remove temporary directories left by a save that was killed. */
+export function removeStaleTemps(out: string): string[] {
+  if (!fs.existsSync(out)) return [];
+  const stale = fs.readdirSync(out).filter((n) => n.startsWith('.' + PREFIX) && n.includes('.tmp-'));
+  for (const n of stale) fs.rmSync(path.join(out, n), { recursive: true, force: true });
+  return stale;
+}
+
+/** A checkpoint directory itself, or the newest complete checkpoint inside an output directory. */
+export function resolveCheckpoint(p: string): string {
+  if (fs.existsSync(path.join(p, STATE_FILE))) return p;
+  const all = listCheckpoints(p);
+  if (all.length === 0) throw new Error(`${p}: no complete checkpoint to resume from (looked for ${PREFIX}*/${STATE_FILE})`);
+  return all[all.length - 1]!.dir;
+}
+
+export interface LoadedCheckpoint {
+  readonly dir: string;
+  readonly state: TrainerState;
+  readonly weights: Map<string, Float32Array>;
+  readonly m: Map<string, Float32Array>;
+  readonly v: Map<string, Float32Array>;
+}
+
+export function loadCheckpoint(dir: string): LoadedCheckpoint {
+  const statePath = path.join(dir, STATE_FILE);
+  const state = JSON.parse(fs.readFileSync(statePath, 'utf8')) as TrainerState;
+  if (state.format !== 'floe-trainer-state-1') throw new Error(`${statePath}: unknown format ${JSON.stringify(state.format)}`);
+  const read = (file: string) => {
+    const m = new Map<string, Float32Array>();
+    for (const [n, t] of readSafetensorsSync(path.join(dir, file)).tensors) {
+      if (t.dtype !== 'F32') throw new Error(`${path.join(dir, file)}: "${n}" is ${t.dtype}, checkpoints hold F32`);
+      m.set(n, asF32(t.data).slice());
+    }
+    return m;
+  };
+  const weights = read(state.weightsFile);
+  const mv = read(OPTIMIZER_FILE);
+  const m = new Map<string, Float32Array>();
+  const v = new Map<string, Float32Array>();
+  for (const [n, a] of mv) (n.startsWith('m.') ? m : v).set(n.slice(2), a);
+  return { dir, state, weights, m, v };
+}
+
+/** Copy saved values into params and optimizer moments; throws naming a missing or mis-sized tensor. */
+export function restoreInto(ck: LoadedCheckpoint, params: readonly TrainParam[], opt: Optimizer): void {
+  params.forEach((p, i) => {
+    const w = ck.weights.get(p.name);
+    if (!w) throw new Error(`${ck.dir}: checkpoint has no tensor "${p.name}"`);
+    if (w.length !== p.value.length) throw new Error(`${ck.dir}: "${p.name}" has ${w.length} values, the model needs ${p.value.length}`);
+    p.value.set(w);
+    for (const [moments, mine] of [[ck.m, opt.m[i]!], [ck.v, opt.v[i]!]] as const) {
+      if (mine.length === 0) continue;
+      const s = moments.get(p.name);
+      if (!s || s.length !== mine.length) throw new Error(`${ck.dir}: optimizer state for "${p.name}" is missing or mis-sized`);
+      mine.set(s);
+    }
+  });
+  opt.step = ck.state.optimizerStep;
+}

@@ -1,0 +1,274 @@
+// Training data: JSONL ({"text"} | {"prompt","completion"} | {"messages"}) -> token samples with loss masks ->
+// packed micro-batches (attention stays inside each sample), in a seeded, resumable order.
+//
+// T tokens of a packed batch, S samples in it.
+
+import { readFileSync } from 'node:fs';
+import type { ChatMessage, ChatTemplate } from '../formats/chat-template.js';
+import type { Tokenizer } from '../formats/tokenizer.js';
+import type { PackedBatch } from '../model/llama-train.js';
+import { mix32, Rng } from './rng.js';
+
+export type Example =
+  | { readonly kind: 'text'; readonly text: string }
+  | { readonly kind: 'completion'; readonly prompt: string; readonly completion: string }
+  | { readonly kind: 'chat'; readonly messages: readonly ChatMessage[] };
+
+/** One tokenized example: mask[j] = 1 when token j is predicted with loss. */
+export interface Sample {
+  readonly tokens: Int32Array; // (n)
+  readonly mask: Uint8Array; // (n); mask[0] is never used (nothing predicts the first token)
+  readonly line: number; // 1-based line in its file
+}
+
+export interface DataOptions {
+  readonly maxSeqLen: number; // longer samples are truncated (keeping the start)
+  /** Loss on prompt / user / system tokens too (default false: only completion / assistant tokens). */
+  readonly trainOnPrompt?: boolean;
+}
+
+export type SampleEncoder = Pick<Tokenizer, 'encode' | 'bosToken' | 'eosToken' | 'eosIds'>;
+
+const where = (file: string, line: number) => `${file}:${line}`;
+
+/** Parse every line (blank lines skipped); throws at the first malformed line with its number and what is wrong. */
+export function parseJsonl(text: string, file: string): { example: Example; line: number }[] {
+  const out: { example: Example; line: number }[] = [];
+  const lines = text.split('\n');
+  lines.forEach((raw, i) => {
+    const line = i + 1;
+    if (raw.trim() === '') return;
+    let v: unknown;
+    try {
+      v = JSON.parse(raw);
+    } catch (e) {
+      throw new Error(`${where(file, line)}: invalid JSON: ${(e as Error).message}`);
+    }
+    out.push({ example: toExample(v, file, line), line });
+  });
+  if (out.length === 0) throw new Error(`${file}: no examples (the file is empty)`);
+  return out;
+}
+
+function toExample(v: unknown, file: string, line: number): Example {
+  const at = where(file, line);
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+    throw new Error(`${at}: expected a JSON object with "text", "prompt"+"completion" or "messages", got ${Array.isArray(v) ? 'an array' : v === null ? 'null' : typeof v}`);
+  }
+  const o = v as Record<string, unknown>;
+  const str = (k: string) => {
+    if (typeof o[k] !== 'string') throw new Error(`${at}: "${k}" must be a string, got ${o[k] === null ? 'null' : typeof o[k]}`);
+    return o[k] as string;
+  };
+  if ('messages' in o) {
+    const m = o.messages;
+    if (!Array.isArray(m) || m.length === 0) throw new Error(`${at}: "messages" must be a non-empty array`);
+    m.forEach((msg, j) => {
+      if (msg === null || typeof msg !== 'object' || typeof (msg as ChatMessage).role !== 'string') throw new Error(`${at}: messages[${j}] must be an object with a string "role"`);
+      const c = (msg as ChatMessage).content;
+      if (typeof c !== 'string') throw new Error(`${at}: messages[${j}].content must be a string, got ${c === null ? 'null' : typeof c}`);
+    });
+    if (!m.some((msg) => (msg as ChatMessage).role === 'assistant')) throw new Error(`${at}: "messages" has no assistant message to learn from`);
+    return { kind: 'chat', messages: m as ChatMessage[] };
+  }
+  if ('prompt' in o || 'completion' in o) {
+    if (!('completion' in o)) throw new Error(`${at}: "prompt" without "completion"`);
+    if (!('prompt' in o)) throw new Error(`${at}: "completion" without "prompt"`);
+    return { kind: 'completion', prompt: str('prompt'), completion: str('completion') };
+  }
+  if ('text' in o) return { kind: 'text', text: str('text') };
+  throw new Error(`${at}: expected "text", "prompt"+"completion" or "messages", got keys [${Object.keys(o).join(', ')}]`);
+}
+
+/** Tokens and loss mask of one example. Text: BOS text EOS, loss everywhere; completion: loss on completion + EOS. */
+export function encodeExample(ex: Example, tok: SampleEncoder, template: ChatTemplate | null, opts: DataOptions, at: string): { tokens: number[]; mask: number[] } {
+  const eos = tok.eosIds[0];
+  const all = !!opts.trainOnPrompt;
+  const tokens: number[] = [];
+  const mask: number[] = [];
+  const push = (ids: readonly number[], m: number) => { for (const id of ids) { tokens.push(id); mask.push(m); } };
+  switch (ex.kind) {
+    case 'text':
+      push(tok.encode(ex.text, { addSpecialTokens: true }), 1);
+      if (eos !== undefined) push([eos], 1);
+      break;
+    case 'completion':
+      push(tok.encode(ex.prompt, { addSpecialTokens: true }), all ? 1 : 0);
+      push(tok.encode(ex.completion, { addSpecialTokens: false }), 1);
+      if (eos !== undefined) push([eos], 1);
+      break;
+    case 'chat': {
+      if (!template) throw new Error(`${at}: "messages" needs a chat template, and the model has none`);
+      const opt = { bosToken: tok.bosToken ?? '', eosToken: tok.eosToken ?? '' };
+      const full = template.render(ex.messages, opt);
+      // pieces of the rendered text: [done, g) context, [g, e) an assistant turn (loss), then the rest
+      let done = 0;
+      const piece = (end: number, m: number) => {
+        if (end > done) push(tok.encode(full.slice(done, end), { addSpecialTokens: false }), m);
+        done = Math.max(done, end);
+      };
+      ex.messages.forEach((msg, k) => {
+        if (msg.role !== 'assistant') return;
+        const g = template.render(ex.messages.slice(0, k), { ...opt, addGenerationPrompt: true });
+        const e = template.render(ex.messages.slice(0, k + 1), opt);
+        if (!full.startsWith(g) || !full.startsWith(e) || g.length > e.length) {
+          throw new Error(`${at}: the chat template does not render messages[0..${k}] as a prefix of the whole conversation, so assistant tokens cannot be located (use --train-on-prompt)`);
+        }
+        piece(g.length, all ? 1 : 0);
+        piece(e.length, 1);
+      });
+      piece(full.length, all ? 1 : 0);
+      break;
+    }
+  }
+  return { tokens, mask };
+}
+
+/**
+ * Read and tokenize a JSONL file. Every line is parsed and checked before anything is tokenized, so a malformed
+ * line fails fast with its number. Samples are truncated to maxSeqLen; samples with nothing to learn are dropped.
+ */
+export function loadSamples(file: string, tok: SampleEncoder, template: ChatTemplate | null, opts: DataOptions): { samples: Sample[]; dropped: number; truncated: number } {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new Error(`${file}: cannot read data: ${(e as Error).message}`);
+  }
+  const parsed = parseJsonl(text, file);
+  if (parsed.some((p) => p.example.kind === 'chat') && !template) {
+    const first = parsed.find((p) => p.example.kind === 'chat')!;
+    throw new Error(`${where(file, first.line)}: "messages" needs a chat template, and the model has none`);
+  }
+  const samples: Sample[] = [];
+  let dropped = 0;
+  let truncated = 0;
+  for (const { example, line } of parsed) {
+    const { tokens, mask } = encodeExample(example, tok, template, opts, where(file, line));
+    let n = tokens.length;
+    if (n > opts.maxSeqLen) { n = opts.maxSeqLen; truncated++; }
+    const s: Sample = { tokens: Int32Array.from(tokens.slice(0, n)), mask: Uint8Array.from(mask.slice(0, n)), line };
+    if (countTargets(s) === 0) { dropped++; continue; }
+    samples.push(s);
+  }
+  if (samples.length === 0) throw new Error(`${file}: no example has a token to learn from (after truncation to ${opts.maxSeqLen})`);
+  return { samples, dropped, truncated };
+}
+
+export function countTargets(s: Sample): number {
+  let n = 0;
+  for (let j = 1; j < s.tokens.length; j++) n += s.mask[j]!;
+  return n;
+}
+
+/** Concatenate samples row-wise: row j predicts token j+1 of its sample when that token is masked in. */
+export function packSamples(samples: readonly Sample[]): PackedBatch {
+  let T = 0;
+  for (const s of samples) T += s.tokens.length;
+  const tokens = new Int32Array(T);
+  const targets = new Int32Array(T).fill(-1);
+  const positions = new Int32Array(T);
+  const segStart = new Int32Array(samples.length + 1);
+  let o = 0;
+  samples.forEach((s, i) => {
+    segStart[i] = o;
+    const n = s.tokens.length;
+    tokens.set(s.tokens, o);
+    for (let j = 0; j < n; j++) {
+      positions[o + j] = j;
+      if (j + 1 < n && s.mask[j + 1]) targets[o + j] = s.tokens[j + 1]!;
+    }
+    o += n;
+  });
+  segStart[samples.length] = T;
+  return { tokens, targets, positions, segStart };
+}
+
+export interface BatchingOptions {
+  /** Sequences per micro-batch (default 1 when batchTokens is not given). */
+  readonly batchSize?: number;
+  /** Tokens per micro-batch: samples are packed while they fit (a longer sample goes alone). */
+  readonly batchTokens?: number;
+  readonly shuffle: boolean;
+  readonly seed: number;
+}
+
+/** Where the loader stands: the order of an epoch is a function of (seed, epoch), so this is the whole state. */
+export interface DataPosition { readonly epoch: number; readonly cursor: number }
+
+/** Micro-batches over the samples, epoch after epoch, in a seeded order (or file order with shuffle false). */
+export class DataLoader {
+  epoch = 0;
+  cursor = 0; // index into this epoch's order
+  private order: number[] = [];
+
+  constructor(readonly samples: readonly Sample[], readonly opts: BatchingOptions) {
+    if (samples.length === 0) throw new Error('no samples');
+    if (opts.batchSize !== undefined && opts.batchTokens !== undefined) throw new Error('give either a batch size in sequences or in tokens, not both');
+    if (opts.batchSize !== undefined && !(Number.isInteger(opts.batchSize) && opts.batchSize >= 1)) throw new RangeError(`batch size must be an integer >= 1, got ${opts.batchSize}`);
+    if (opts.batchTokens !== undefined && !(Number.isInteger(opts.batchTokens) && opts.batchTokens >= 1)) throw new RangeError(`batch tokens must be an integer >= 1, got ${opts.batchTokens}`);
+    this.order = this.epochOrder(0);
+  }
+
+  epochOrder(epoch: number): number[] {
+    const idx = this.samples.map((_, i) => i);
+    return this.opts.shuffle ? new Rng(mix32(this.opts.seed, epoch, 0x5eed)).shuffle(idx) : idx;
+  }
+
+  /** Sample indices of the micro-batch starting at `cursor` of `order`. */
+  private take(order: readonly number[], cursor: number): number[] {
+    const out: number[] = [];
+    if (this.opts.batchTokens !== undefined) {
+      let tok = 0;
+      while (cursor + out.length < order.length) {
+        const n = this.samples[order[cursor + out.length]!]!.tokens.length;
+        if (out.length > 0 && tok + n > this.opts.batchTokens) break;
+        out.push(order[cursor + out.length]!);
+        tok += n;
+      }
+      return out;
+    }
+    const bs = this.opts.batchSize ?? 1;
+    return order.slice(cursor, cursor + bs) as number[];
+  }
+
+  /** Micro-batches in one epoch (depends on the order when batching by tokens). */
+  microBatchesInEpoch(epoch: number): number {
+    const order = this.epochOrder(epoch);
+    let n = 0;
+    for (let c = 0; c < order.length; n++) c += this.take(order, c).length;
+    return n;
+  }
+
+  position(): DataPosition { return { epoch: this.epoch, cursor: this.cursor }; }
+
+  restore(p: DataPosition): void {
+    this.epoch = p.epoch;
+    this.cursor = p.cursor;
+    this.order = this.epochOrder(p.epoch);
+    if (p.cursor > this.order.length) throw new Error(`data position ${p.cursor} is past the ${this.order.length} samples of the data: is this the same data file?`);
+  }
+
+  /** The next micro-batch (wrapping to the next epoch), with its sample indices. */
+  next(): { batch: PackedBatch; indices: number[]; epoch: number } {
+    if (this.cursor >= this.order.length) {
+      this.epoch++;
+      this.cursor = 0;
+      this.order = this.epochOrder(this.epoch);
+    }
+    const epoch = this.epoch;
+    const indices = this.take(this.order, this.cursor);
+    this.cursor += indices.length;
+    return { batch: packSamples(indices.map((i) => this.samples[i]!)), indices, epoch };
+  }
+}
+
+/** Split off `fraction` of the samples (at least one, seeded) for validation. */
+export function splitValidation(samples: readonly Sample[], fraction: number, seed: number): { train: Sample[]; eval: Sample[] } {
+  if (!(fraction > 0 && fraction < 1)) throw new RangeError(`validation fraction must be in (0, 1), got ${fraction}`);
+  if (samples.length < 2) throw new Error(`cannot split ${samples.length} sample(s) into training and validation`);
+  const idx = new Rng(mix32(seed, 0xe7a1)).shuffle(samples.map((_, i) => i));
+  const n = Math.min(samples.length - 1, Math.max(1, Math.round(fraction * samples.length)));
+  const ev = new Set(idx.slice(0, n));
+  return { train: samples.filter((_, i) => !ev.has(i)), eval: samples.filter((_, i) => ev.has(i)) };
+}

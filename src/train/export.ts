@@ -1,0 +1,88 @@
+// Export: write an HF model directory (config.json, model.safetensors, tokenizer files) from f32 weights,
+// and merge a LoRA adapter into a base model (`floe merge`).
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { LlamaConfig } from '../model/config.js';
+import { LORA_MODULE, LORA_TARGETS, loraScale, mergeLinear, type LoraAdapter } from '../model/lora.js';
+import { writeFileAtomic, writeSafetensors, type StWriteTensor } from '../formats/safetensors.js';
+import { encodeBf16 } from '../tensor/codecs.js';
+import { dequantizeRow } from '../tensor/codecs.js';
+import type { Tensor } from '../tensor/tensor.js';
+
+export type SaveDType = 'f32' | 'bf16';
+
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json', 'chat_template.jinja'];
+
+/** HF config.json for `cfg`: the base's own config (minus quantization) when it is an HF dir, else built from cfg. */
+function configJson(cfg: LlamaConfig, baseDir: string | null, dtype: SaveDType): Record<string, unknown> {
+  const file = baseDir ? path.join(baseDir, 'config.json') : null;
+  let j: Record<string, unknown>;
+  if (file && fs.existsSync(file)) {
+    j = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+    delete j.quantization_config;
+    delete j.compression_config;
+  } else {
+    j = {
+      architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: cfg.vocabSize, hidden_size: cfg.hiddenSize,
+      intermediate_size: cfg.intermediateSize, num_hidden_layers: cfg.numLayers, num_attention_heads: cfg.numHeads,
+      num_key_value_heads: cfg.numKvHeads, head_dim: cfg.headDim, rms_norm_eps: cfg.rmsNormEps, rope_theta: cfg.ropeTheta,
+      rope_scaling: cfg.ropeScaling === null ? null : cfg.ropeScaling.type === 'linear'
+        ? { rope_type: 'linear', factor: cfg.ropeScaling.factor }
+        : { rope_type: 'llama3', factor: cfg.ropeScaling.factor, low_freq_factor: cfg.ropeScaling.lowFreqFactor,
+          high_freq_factor: cfg.ropeScaling.highFreqFactor, original_max_position_embeddings: cfg.ropeScaling.originalMaxPositionEmbeddings },
+      max_position_embeddings: cfg.maxPositionEmbeddings, tie_word_embeddings: cfg.tieWordEmbeddings,
+      bos_token_id: cfg.bosTokenId, eos_token_id: cfg.eosTokenIds.length === 1 ? cfg.eosTokenIds[0] : cfg.eosTokenIds,
+      hidden_act: 'silu', attention_bias: false, mlp_bias: false,
+    };
+  }
+  if ('dtype' in j) j.dtype = dtype === 'f32' ? 'float32' : 'bfloat16';
+  else j.torch_dtype = dtype === 'f32' ? 'float32' : 'bfloat16';
+  return j;
+}
+
+/**
+ * Write an HF directory: config.json, model.safetensors (tensors in `dtype`), and the base's tokenizer files.
+ * `tensors` maps HF names to f32 values with their shapes.
+ */
+export function writeHfModel(dir: string, cfg: LlamaConfig, baseDir: string | null, tensors: ReadonlyMap<string, { shape: readonly number[]; value: Float32Array }>, dtype: SaveDType): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const out: Record<string, StWriteTensor> = {};
+  for (const [name, t] of tensors) {
+    out[name] = dtype === 'f32' ? { dtype: 'F32', shape: t.shape, data: t.value } : { dtype: 'BF16', shape: t.shape, data: encodeBf16(t.value) };
+  }
+  writeSafetensors(path.join(dir, 'model.safetensors'), out, { format: 'pt' });
+  writeFileAtomic(path.join(dir, 'config.json'), [new TextEncoder().encode(JSON.stringify(configJson(cfg, baseDir, dtype), null, 2) + '\n')]);
+  if (baseDir && fs.statSync(baseDir).isDirectory()) {
+    for (const f of TOKENIZER_FILES) {
+      const src = path.join(baseDir, f);
+      if (fs.existsSync(src) && path.resolve(src) !== path.resolve(dir, f)) fs.copyFileSync(src, path.join(dir, f));
+    }
+  }
+}
+
+function dequant(t: Tensor): Float32Array {
+  const out = new Float32Array(t.numel);
+  for (let r = 0; r < t.rows; r++) dequantizeRow(t, r, out.subarray(r * t.cols, (r + 1) * t.cols));
+  return out;
+}
+
+/**
+ * Fold an adapter into the base: W' = W + s · B A for every adapted linear; every other tensor is copied
+ * (dequantized). Returns HF-named f32 tensors for writeHfModel.
+ */
+export function mergeAdapter(cfg: LlamaConfig, tensors: ReadonlyMap<string, Tensor>, adapter: LoraAdapter): Map<string, { shape: readonly number[]; value: Float32Array }> {
+  const s = loraScale(adapter.config);
+  const merged = new Map<string, { shape: readonly number[]; value: Float32Array }>();
+  const adapted = new Map<string, { l: number; t: (typeof LORA_TARGETS)[number] }>();
+  adapter.layers.forEach((lay, l) => {
+    if (l >= cfg.numLayers) throw new Error(`adapter has layer ${l}, the model has ${cfg.numLayers}`);
+    for (const t of LORA_TARGETS) if (lay[t]) adapted.set(`model.layers.${l}.${LORA_MODULE[t]}.weight`, { l, t });
+  });
+  for (const [name, w] of tensors) {
+    const a = adapted.get(name);
+    merged.set(name, { shape: w.shape, value: a ? mergeLinear(w, adapter.layers[a.l]![a.t]!, s) : dequant(w) });
+  }
+  for (const name of adapted.keys()) if (!tensors.has(name)) throw new Error(`the base model has no tensor "${name}" for the adapter`);
+  return merged;
+}

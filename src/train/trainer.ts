@@ -1,0 +1,321 @@
+// Trainer: `floe finetune` as a library call — data, LoRA or full fine-tuning, AdamW/SGD with clipping, grad
+// accumulation and schedule, eval, checkpoints and exact resume, metrics.jsonl, progress, summary.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Backend, TrainBackend, TrainKernels } from '../backend/backend.js';
+import { selectBackend, type BackendName } from '../backend/select.js';
+import { loadChatTemplate } from '../formats/chat-template.js';
+import { loadModel } from '../formats/load.js';
+import { writePeftAdapter, PEFT_WEIGHTS } from '../formats/peft.js';
+import { writeSafetensors } from '../formats/safetensors.js';
+import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
+import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
+import { LlamaTrainModel, type PackedBatch } from '../model/llama-train.js';
+import { DEFAULT_LORA, initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
+import { listCheckpoints, loadCheckpoint, removeStaleTemps, resolveCheckpoint, restoreInto, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { DataLoader, loadSamples, splitValidation, type Sample } from './data.js';
+import { writeHfModel, type SaveDType } from './export.js';
+import { clipGradNorm, Optimizer, type OptimizerName } from './optimizer.js';
+import { mix32, Rng } from './rng.js';
+import { learningRate, type DecayKind, type ScheduleConfig } from './schedule.js';
+
+export interface FinetuneOptions {
+  readonly model: string; // HF dir or .gguf
+  readonly data: string; // JSONL
+  readonly out: string;
+  readonly eval?: string; // JSONL, or
+  readonly evalSplit?: number; // fraction of data held out
+  readonly evalSteps?: number; // eval every N steps (default: at the end only)
+  readonly lora?: Partial<LoraConfig>;
+  readonly full?: boolean;
+  readonly epochs?: number; // default 1 unless maxSteps
+  readonly maxSteps?: number;
+  readonly lr?: number; // default 2e-4 (LoRA) / 1e-4 (full)
+  readonly batchSize?: number;
+  readonly batchTokens?: number;
+  readonly gradAccum?: number;
+  readonly maxSeqLen?: number; // default min(2048, model context)
+  readonly checkpointActivations?: boolean;
+  readonly optimizer?: OptimizerName;
+  readonly weightDecay?: number;
+  readonly warmupSteps?: number;
+  readonly decay?: DecayKind;
+  readonly minLrRatio?: number;
+  readonly maxGradNorm?: number; // default 1; 0 = off
+  readonly saveSteps?: number;
+  readonly saveInitial?: boolean;
+  readonly saveTotalLimit?: number; // keep the last K checkpoints (default 3)
+  readonly shuffle?: boolean; // default true
+  readonly resume?: string; // checkpoint dir or output dir
+  readonly seed?: number;
+  readonly trainOnPrompt?: boolean;
+  readonly saveDtype?: SaveDType; // full fine-tuning output (default f32)
+  readonly backend?: BackendName;
+  readonly threads?: number;
+  /** A backend object (tests); overrides `backend`. */
+  readonly backendImpl?: TrainBackend;
+  readonly progress?: boolean; // progress bar on stderr
+  readonly onStep?: (m: StepMetrics) => void;
+  readonly log?: (line: string) => void; // human-readable notes (default stderr when progress)
+}
+
+export interface StepMetrics {
+  readonly type: 'train';
+  readonly step: number;
+  readonly epoch: number;
+  readonly loss: number;
+  readonly lr: number;
+  readonly tokens: number; // tokens in this step's batches
+  readonly target_tokens: number; // tokens with loss
+  readonly total_tokens: number;
+  readonly grad_norm: number;
+  readonly tok_s: number;
+  readonly elapsed_s: number;
+}
+
+export interface EvalMetrics { readonly type: 'eval'; readonly step: number; readonly eval_loss: number; readonly eval_ppl: number; readonly eval_tokens: number }
+
+export interface FinetuneSummary {
+  readonly steps: number;
+  readonly startStep: number;
+  readonly finalLoss: number | null;
+  readonly eval: EvalMetrics | null;
+  readonly initialEval: EvalMetrics | null;
+  readonly tokens: number;
+  readonly seconds: number;
+  readonly tokensPerSecond: number;
+  readonly trainableParams: number;
+  readonly peakRssBytes: number;
+  readonly activationBytes: number;
+  readonly output: string; // OUT/final
+  readonly checkpoints: string[];
+}
+
+const TRAIN_KERNELS: readonly (keyof TrainKernels)[] = ['matmulBackwardInput', 'matmulBackwardWeight', 'rmsnormBackward', 'ropeBackward',
+  'swigluBackward', 'attentionDense', 'attentionDenseBackward', 'embeddingBackward', 'crossEntropy'];
+
+function asTrainBackend(be: Backend): TrainBackend {
+  const missing = TRAIN_KERNELS.filter((k) => typeof (be as Partial<TrainBackend>)[k] !== 'function');
+  if (missing.length) throw new Error(`the ${be.name} backend has no training kernels (${missing.join(', ')}); try --backend reference`);
+  return be as TrainBackend;
+}
+
+function positiveInt(v: number | undefined, name: string, min = 1): void {
+  if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be an integer >= ${min}, got ${v}`);
+}
+
+export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
+  const t0 = performance.now();
+  const log = o.log ?? (o.progress ? (s: string) => process.stderr.write(s + '\n') : () => {});
+  const full = !!o.full;
+  positiveInt(o.epochs, 'epochs'); positiveInt(o.maxSteps, 'max steps'); positiveInt(o.gradAccum, 'grad accum');
+  positiveInt(o.maxSeqLen, 'max seq len', 2); positiveInt(o.saveSteps, 'save steps'); positiveInt(o.evalSteps, 'eval steps');
+  positiveInt(o.warmupSteps, 'warmup steps', 0); positiveInt(o.saveTotalLimit, 'save total limit', 0);
+  if (o.epochs !== undefined && o.maxSteps !== undefined) throw new Error('give either epochs or max steps, not both');
+  if (o.eval !== undefined && o.evalSplit !== undefined) throw new Error('give either an eval file or an eval split, not both');
+  const seed = (o.seed ?? 0) >>> 0;
+  const gradAccum = o.gradAccum ?? 1;
+  const lr = o.lr ?? (full ? 1e-4 : 2e-4);
+  if (!(lr > 0)) throw new RangeError(`learning rate must be > 0, got ${lr}`);
+
+  // model, tokenizer, chat template
+  const loaded = await loadModel(o.model);
+  const cfg = loaded.config;
+  let tok: Tokenizer | null;
+  if (loaded.format === 'gguf') tok = loaded.ggufMetadata ? tokenizerFromGguf(loaded.ggufMetadata) : null;
+  else tok = await loadTokenizer(o.model);
+  if (!tok) throw new Error(`${o.model}: no tokenizer (tokenizer.json), which training data needs`);
+  const template = loaded.format === 'hf' ? await loadChatTemplate(o.model) : null;
+  const maxSeqLen = o.maxSeqLen ?? Math.min(2048, cfg.maxPositionEmbeddings);
+  if (maxSeqLen > cfg.maxPositionEmbeddings) throw new RangeError(`max seq len ${maxSeqLen} exceeds the model's context ${cfg.maxPositionEmbeddings}`);
+
+  // data: every line is checked before training starts
+  const dataOpts = { maxSeqLen, trainOnPrompt: o.trainOnPrompt };
+  const train = loadSamples(o.data, tok, template, dataOpts);
+  let trainSamples = train.samples;
+  let evalSamples: Sample[] = [];
+  if (o.eval !== undefined) evalSamples = loadSamples(o.eval, tok, template, dataOpts).samples;
+  else if (o.evalSplit !== undefined) ({ train: trainSamples, eval: evalSamples } = splitValidation(trainSamples, o.evalSplit, seed));
+  log(`data: ${trainSamples.length} training samples${train.truncated ? ` (${train.truncated} truncated to ${maxSeqLen})` : ''}` +
+    `${train.dropped ? `, ${train.dropped} without targets dropped` : ''}${evalSamples.length ? `, ${evalSamples.length} eval samples` : ''}`);
+  const loader = new DataLoader(trainSamples, { batchSize: o.batchTokens === undefined ? (o.batchSize ?? 1) : undefined, batchTokens: o.batchTokens, shuffle: o.shuffle ?? true, seed });
+
+  // steps
+  let totalMicro = Infinity;
+  let totalSteps: number;
+  if (o.maxSteps !== undefined) totalSteps = o.maxSteps;
+  else {
+    totalMicro = 0;
+    for (let e = 0; e < (o.epochs ?? 1); e++) totalMicro += loader.microBatchesInEpoch(e);
+    totalSteps = Math.ceil(totalMicro / gradAccum);
+  }
+  const sched: ScheduleConfig = { lr, warmupSteps: o.warmupSteps ?? 0, totalSteps, decay: o.decay ?? 'cosine', minLrRatio: o.minLrRatio ?? 0 };
+
+  // trainable model
+  const backend = o.backendImpl ?? asTrainBackend(selectBackend(o.backend, o.threads));
+  const loraCfg: LoraConfig = { ...DEFAULT_LORA, ...(o.lora ?? {}) };
+  const adapter: LoraAdapter | null = full ? null : initLora(cfg, loraCfg, (() => { const r = new Rng(mix32(seed, 0x10a)); return () => r.next(); })());
+  const model = LlamaTrainModel.fromTensors(cfg, loaded.tensors, backend, { adapter, full, checkpointActivations: !!o.checkpointActivations }, loaded.ropeFreqFactors);
+  const opt = new Optimizer(model.params, { name: o.optimizer ?? 'adamw', betas: [0.9, 0.999], eps: 1e-8, weightDecay: o.weightDecay ?? 0, momentum: 0 });
+  const trainable = model.params.reduce((a, p) => a + p.value.length, 0);
+  const runOptions = { full, lora: full ? null : loraCfg, lr, gradAccum, maxSeqLen, batchSize: o.batchSize ?? null, batchTokens: o.batchTokens ?? null,
+    totalSteps, warmupSteps: sched.warmupSteps, decay: sched.decay, optimizer: opt.cfg.name, weightDecay: opt.cfg.weightDecay, seed, shuffle: o.shuffle ?? true };
+
+  // output directory, resume
+  fs.mkdirSync(o.out, { recursive: true });
+  const metricsPath = path.join(o.out, 'metrics.jsonl');
+  let step = 0;
+  let tokensSeen = 0;
+  let elapsedBefore = 0;
+  if (o.resume !== undefined) {
+    removeStaleTemps(o.resume);
+    const ck = loadCheckpoint(resolveCheckpoint(o.resume));
+    if (ck.state.kind !== (full ? 'full' : 'lora')) throw new Error(`${ck.dir}: a ${ck.state.kind} checkpoint cannot resume a ${full ? 'full' : 'lora'} run`);
+    for (const k of ['full', 'lora', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle'] as const) {
+      if (JSON.stringify(ck.state.options[k]) !== JSON.stringify(runOptions[k])) {
+        throw new Error(`${ck.dir}: the checkpoint was trained with ${k} = ${JSON.stringify(ck.state.options[k])}, this run has ${JSON.stringify(runOptions[k])}`);
+      }
+    }
+    restoreInto(ck, model.params, opt);
+    loader.restore(ck.state.data);
+    step = ck.state.step;
+    tokensSeen = ck.state.tokens;
+    elapsedBefore = ck.state.elapsedS;
+    log(`resumed from ${ck.dir} at step ${step}`);
+  }
+  removeStaleTemps(o.out);
+  // metrics continue the resumed run: lines after its step are dropped
+  const kept = fs.existsSync(metricsPath) && o.resume !== undefined
+    ? fs.readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l.trim() && (JSON.parse(l) as { step: number }).step <= step)
+    : [];
+  fs.writeFileSync(metricsPath, kept.map((l) => l + '\n').join(''));
+  const metric = (m: object) => fs.appendFileSync(metricsPath, JSON.stringify(m) + '\n');
+
+  const checkpoints: string[] = [];
+  const writeWeights = (dir: string) => {
+    if (adapter) writePeftAdapter(dir, adapter, path.resolve(o.model));
+    else writeSafetensors(path.join(dir, 'model.safetensors'), Object.fromEntries(model.params.map((p) => [p.name, { dtype: 'F32' as const, shape: p.shape, data: p.value }])), { format: 'pt' });
+  };
+  const save = () => {
+    const state: TrainerState = {
+      format: 'floe-trainer-state-1', step, data: loader.position(), seed, tokens: tokensSeen,
+      elapsedS: elapsedBefore + (performance.now() - t0) / 1000, optimizerStep: opt.step, kind: full ? 'full' : 'lora',
+      weightsFile: adapter ? PEFT_WEIGHTS : 'model.safetensors', options: runOptions,
+    };
+    const dir = saveCheckpoint(o.out, state, opt, writeWeights, o.saveTotalLimit ?? 3);
+    checkpoints.push(dir);
+    return dir;
+  };
+
+  const evalBatches = (): PackedBatch[] => {
+    const bl = new DataLoader(evalSamples, { batchSize: o.batchTokens === undefined ? (o.batchSize ?? 1) : undefined, batchTokens: o.batchTokens, shuffle: false, seed });
+    const out: PackedBatch[] = [];
+    while (bl.epoch === 0 && bl.cursor < evalSamples.length) out.push(bl.next().batch);
+    return out;
+  };
+  const evalCache = evalSamples.length ? evalBatches() : [];
+  const runEval = (): EvalMetrics => {
+    let sum = 0, n = 0;
+    for (const b of evalCache) { const r = model.evalLoss(b); sum += r.lossSum; n += r.counted; }
+    const m: EvalMetrics = { type: 'eval', step, eval_loss: sum / n, eval_ppl: Math.exp(sum / n), eval_tokens: n };
+    metric(m);
+    return m;
+  };
+
+  let initialEval: EvalMetrics | null = null;
+  if (evalCache.length && step === 0) initialEval = runEval();
+  if (o.saveInitial && step === 0) save();
+
+  // training loop
+  const bar = o.progress ? new Progress(totalSteps, step) : null;
+  let lastLoss: number | null = null;
+  let lastEval: EvalMetrics | null = initialEval;
+  const tLoop = performance.now();
+  const startStep = step;
+  let loopTokens = 0;
+  while (step < totalSteps) {
+    const nMicro = Math.min(gradAccum, totalMicro - step * gradAccum);
+    const micro: { batch: PackedBatch; epoch: number }[] = [];
+    for (let i = 0; i < nMicro; i++) micro.push(loader.next());
+    const counted = micro.reduce((a, m) => a + m.batch.targets.reduce((c, t) => c + (t >= 0 ? 1 : 0), 0), 0);
+    model.zeroGrad();
+    let lossSum = 0;
+    let tokens = 0;
+    micro.forEach((m, i) => {
+      model.dropoutKey = mix32(seed, step, i, 0xd0);
+      lossSum += model.forwardBackward(m.batch, 1 / counted).lossSum;
+      tokens += m.batch.tokens.length;
+    });
+    const gradNorm = clipGradNorm(model.params, o.maxGradNorm ?? 1);
+    const lrNow = learningRate(sched, step);
+    opt.update(lrNow);
+    step++;
+    tokensSeen += tokens;
+    loopTokens += tokens;
+    lastLoss = lossSum / counted;
+    const elapsed = (performance.now() - tLoop) / 1000;
+    const m: StepMetrics = {
+      type: 'train', step, epoch: micro[micro.length - 1]!.epoch, loss: lastLoss, lr: lrNow, tokens, target_tokens: counted,
+      total_tokens: tokensSeen, grad_norm: gradNorm, tok_s: loopTokens / Math.max(elapsed, 1e-9), elapsed_s: elapsedBefore + (performance.now() - t0) / 1000,
+    };
+    metric(m);
+    o.onStep?.(m);
+    bar?.update(m);
+    if (!Number.isFinite(lastLoss)) throw new Error(`loss became ${lastLoss} at step ${step}: lower the learning rate`);
+    if (o.evalSteps && evalCache.length && step % o.evalSteps === 0 && step < totalSteps) {
+      lastEval = runEval();
+      bar?.note(`eval step ${step}: loss ${lastEval.eval_loss.toFixed(4)} ppl ${lastEval.eval_ppl.toFixed(2)}`);
+    }
+    if (o.saveSteps && step % o.saveSteps === 0 && step < totalSteps) save();
+  }
+  bar?.done();
+  if (evalCache.length && (lastEval === null || lastEval.step !== step)) lastEval = runEval();
+  const last = listCheckpoints(o.out).at(-1);
+  if (!last || last.step !== step) save();
+
+  // final output: the adapter (PEFT) or the model (HF dir)
+  const final = path.join(o.out, 'final');
+  fs.rmSync(final, { recursive: true, force: true });
+  if (adapter) writePeftAdapter(final, adapter, path.resolve(o.model));
+  else writeHfModel(final, cfg, loaded.format === 'hf' ? o.model : null, new Map(model.params.map((p) => [p.name, { shape: p.shape, value: p.value }])), o.saveDtype ?? 'f32');
+
+  const seconds = (performance.now() - tLoop) / 1000;
+  const summary: FinetuneSummary = {
+    steps: step, startStep, finalLoss: lastLoss, eval: lastEval, initialEval, tokens: tokensSeen, seconds,
+    tokensPerSecond: loopTokens / Math.max(seconds, 1e-9), trainableParams: trainable,
+    peakRssBytes: process.resourceUsage().maxRSS * 1024, activationBytes: model.activationBytes, output: final,
+    checkpoints: listCheckpoints(o.out).map((c) => c.dir),
+  };
+  fs.writeFileSync(path.join(o.out, 'summary.json'), JSON.stringify(summary, null, 1) + '\n');
+  loaded.dispose();
+  return summary;
+}
+
+/** A one-line progress bar on stderr (a plain line every few steps when stderr is not a terminal). */
+class Progress {
+  private readonly tty = !!process.stderr.isTTY;
+  private readonly every: number;
+  constructor(readonly total: number, readonly start: number) {
+    this.every = Math.max(1, Math.round((total - start) / 20));
+  }
+  update(m: StepMetrics): void {
+    const left = this.total - m.step;
+    const rate = (m.step - this.start) / Math.max(m.elapsed_s, 1e-9);
+    const eta = left / Math.max(rate, 1e-9);
+    const w = 24;
+    const fill = Math.round((w * m.step) / this.total);
+    const line = `[${'#'.repeat(fill)}${'.'.repeat(w - fill)}] step ${m.step}/${this.total} loss ${m.loss.toFixed(4)} lr ${m.lr.toExponential(2)} ` +
+      `${m.tok_s.toFixed(0)} tok/s ETA ${fmtTime(eta)}`;
+    if (this.tty) process.stderr.write(`\r${line}\x1b[K`);
+    else if (m.step % this.every === 0 || m.step === this.total) process.stderr.write(line + '\n');
+  }
+  note(s: string): void { process.stderr.write((this.tty ? '\r\x1b[K' : '') + s + '\n'); }
+  done(): void { if (this.tty) process.stderr.write('\n'); }
+}
+
+function fmtTime(s: number): string {
+  if (!Number.isFinite(s)) return '?';
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), x = Math.floor(s % 60);
+  return h ? `${h}h${String(m).padStart(2, '0')}m` : m ? `${m}m${String(x).padStart(2, '0')}s` : `${x}s`;
+}

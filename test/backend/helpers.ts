@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { AttentionBatch, AttentionShape, Backend, KvDType, KvLayer } from '../../src/backend/backend.js';
+import type { AttentionBatch, AttentionShape, Backend, KvDType, KvLayer, TrainBackend } from '../../src/backend/backend.js';
 import { WEIGHT_DTYPES } from '../../src/backend/backend.js';
 import { referenceBackend } from '../../src/backend/reference.js';
 import { ropeInvFreq } from '../../src/model/config.js';
@@ -210,7 +210,7 @@ const ATTENTION_CASES: { label: string; H: number; K: number; E: number; seqs: S
   { label: 'GQA long context (many KV tiles)', H: 4, K: 1, E: 64, seqs: [{ ctxLen: 300, qLen: 1 }, { ctxLen: 161, qLen: 20 }, { ctxLen: 129, qLen: 1 }] },
 ];
 
-/** Every kernel of the Backend interface, on the shapes that tend to break kernels (odd sizes, tails, GQA). */
+/** Every kernel of the Backend and TrainKernels interfaces, on the shapes that tend to break kernels (odd sizes, tails, GQA). */
 export function conformanceChecks(): ConformanceCheck[] {
   const ref = referenceBackend;
   const checks: ConformanceCheck[] = [];
@@ -412,7 +412,255 @@ export function conformanceChecks(): ConformanceCheck[] {
     });
   });
 
+
+  trainChecks(add);
   return checks;
+}
+
+// ------------------------------------------------------------------------------- training kernel checks
+
+/** The backend as a TrainBackend; fails the check (not a crash) when it lacks the training kernels. */
+export function asTrain(be: Backend): TrainBackend {
+  const t = be as Partial<TrainBackend>;
+  for (const k of ['matmulBackwardInput', 'matmulBackwardWeight', 'rmsnormBackward', 'ropeBackward', 'swigluBackward', 'attentionDense',
+    'attentionDenseBackward', 'embeddingBackward', 'crossEntropy'] as const) {
+    assert.equal(typeof t[k], 'function', `backend '${be.name}' has no training kernel ${k}`);
+  }
+  return be as TrainBackend;
+}
+
+function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
+  return m;
+}
+
+/** Packed samples: segStart (S+1) from sample lengths (a 0 makes an empty sample). */
+export function segStartOf(lens: readonly number[]): Int32Array {
+  const s = new Int32Array(lens.length + 1);
+  for (let i = 0; i < lens.length; i++) s[i + 1] = s[i]! + lens[i]!;
+  return s;
+}
+
+/** sum_n |dy[m,n] * w[n,c]| (M, C), from the dequantized weight. */
+function backwardMagnitude(dy: Float32Array, w: Tensor, M: number): Float64Array {
+  const N = w.rows;
+  const C = w.cols;
+  const mag = new Float64Array(M * C);
+  const row = new Float32Array(C);
+  for (let n = 0; n < N; n++) {
+    dequantizeRow(w, n, row);
+    for (let m = 0; m < M; m++) {
+      const d = Math.abs(dy[m * N + n]!);
+      for (let c = 0; c < C; c++) mag[m * C + c] += d * Math.abs(row[c]!);
+    }
+  }
+  return mag;
+}
+
+const DENSE_CASES: { label: string; H: number; K: number; E: number; lens: number[] }[] = [
+  { label: 'GQA H/K=4, four packed samples (one of 1 token, one empty)', H: 8, K: 2, E: 32, lens: [37, 1, 0, 50, 5] },
+  { label: 'MHA', H: 3, K: 3, E: 64, lens: [16, 70, 33] },
+  { label: 'MQA, odd head dim', H: 4, K: 1, E: 18, lens: [1, 48, 17] },
+  { label: 'GQA long sample (many key tiles)', H: 4, K: 2, E: 16, lens: [203, 2] },
+];
+
+type AddCheck = (name: string, kernel: string, run: (be: Backend) => void) => void;
+
+/** Every TrainKernels kernel against the reference: odd shapes, tails, packed samples, GQA/MHA/MQA, every weight dtype. */
+function trainChecks(add: AddCheck): void {
+  const ref = referenceBackend;
+
+  for (const dtype of WEIGHT_DTYPES) {
+    add(`matmulBackwardInput ${dtype} (overwrite and accumulate)`, `matmulBackwardInput.${dtype}`, (be) => {
+      // [M, N, C]: M around the register tile, N across weight-row tiles, C with column tails (q8_0: whole blocks)
+      const shapes = dtype === 'q8_0'
+        ? [[1, 5, 32], [7, 33, 96], [13, 300, 64], [3, 2, 160]]
+        : [[1, 5, 17], [7, 33, 96], [13, 300, 70], [3, 1, 130], [20, 16, 16]];
+      for (const [M, N, C] of shapes as [number, number, number][]) {
+        withSeed(`${be.name} matmulBackwardInput ${dtype} M=${M} N=${N} C=${C}`, (rng) => {
+          const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], dtype, { fp8Block: fp8BlockFor(dtype, N, C, rng) });
+          const dy = rng.normals(M * N);
+          const mag = backwardMagnitude(dy, w, M);
+          const want = new Float32Array(M * C);
+          ref.matmulBackwardInput(want, dy, w, M, false);
+          const got = new Float32Array(M * C).fill(NaN);
+          asTrain(be).matmulBackwardInput(got, dy, w, M, false);
+          assertClose(`matmulBackwardInput ${dtype} (M=${M}, N=${N}, C=${C})`, got, want, { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag });
+          const dx0 = rng.normals(M * C);
+          const wantAcc = dx0.slice();
+          ref.matmulBackwardInput(wantAcc, dy, w, M, true);
+          const gotAcc = dx0.slice();
+          asTrain(be).matmulBackwardInput(gotAcc, dy, w, M, true);
+          assertClose(`matmulBackwardInput ${dtype} accumulate (M=${M}, N=${N}, C=${C})`, gotAcc, wantAcc,
+            { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag: mag.map((v, i) => v + Math.abs(dx0[i]!)) });
+        });
+      }
+    });
+  }
+
+  add('matmulBackwardWeight (accumulates into dw)', 'matmulBackwardWeight', (be) => {
+    // [M, N, C]: LoRA-like thin shapes, tails in N and C, M across the 256-row blocks
+    for (const [M, N, C] of [[1, 1, 1], [37, 16, 70], [300, 13, 33], [5, 40, 16], [64, 7, 200]] as const) {
+      withSeed(`${be.name} matmulBackwardWeight M=${M} N=${N} C=${C}`, (rng) => {
+        const dy = rng.normals(M * N);
+        const x = rng.normals(M * C);
+        const dw0 = rng.normals(N * C);
+        const want = dw0.slice();
+        ref.matmulBackwardWeight(want, dy, x, M, N, C);
+        const got = dw0.slice();
+        asTrain(be).matmulBackwardWeight(got, dy, x, M, N, C);
+        const mag = new Float64Array(N * C);
+        for (let n = 0; n < N; n++) for (let c = 0; c < C; c++) {
+          let s = Math.abs(dw0[n * C + c]!);
+          for (let m = 0; m < M; m++) s += Math.abs(dy[m * N + n]! * x[m * C + c]!);
+          mag[n * C + c] = s;
+        }
+        assertClose(`matmulBackwardWeight (M=${M}, N=${N}, C=${C})`, got, want, { atol: 1e-6, rtol: 1e-5, mag });
+      });
+    }
+  });
+
+  add('rmsnormBackward (dx, dg accumulated, dg null)', 'rmsnormBackward', (be) => {
+    for (const [M, D] of [[1, 96], [3, 130], [17, 64], [9, 300]] as const) {
+      withSeed(`${be.name} rmsnormBackward M=${M} D=${D}`, (rng) => {
+        const x = rng.normals(M * D, 3);
+        const g = rng.f32(D, 0.5, 1.5);
+        const dy = rng.normals(M * D);
+        const eps = 1e-2;
+        const dg0 = rng.normals(D);
+        const [want, wantDg] = [new Float32Array(M * D), dg0.slice()];
+        ref.rmsnormBackward(want, wantDg, dy, x, g, M, eps);
+        const [got, gotDg] = [new Float32Array(M * D).fill(NaN), dg0.slice()];
+        asTrain(be).rmsnormBackward(got, gotDg, dy, x, g, M, eps);
+        assertClose(`rmsnormBackward dx (M=${M}, D=${D})`, got, want, { atol: 1e-5 * maxAbs(want), rtol: 1e-4 });
+        assertClose(`rmsnormBackward dg (M=${M}, D=${D})`, gotDg, wantDg, { atol: 1e-5 * maxAbs(wantDg), rtol: 1e-4 });
+        const noDg = new Float32Array(M * D).fill(NaN);
+        asTrain(be).rmsnormBackward(noDg, null, dy, x, g, M, eps);
+        assertClose(`rmsnormBackward dx without dg (M=${M}, D=${D})`, noDg, want, { atol: 1e-5 * maxAbs(want), rtol: 1e-4 });
+      });
+    }
+  });
+
+  add('ropeBackward with llama3 invFreq at positions up to 131071', 'ropeBackward', (be) => {
+    for (const E of [64, 128, 18]) {
+      withSeed(`${be.name} ropeBackward E=${E}`, (rng) => {
+        const invFreq = ropeInvFreq({ headDim: E, ropeTheta: 500000, ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 } });
+        const nHeads = 3;
+        const positions = Int32Array.from([0, 1, 131071, rng.int(0, 131072), rng.int(0, 4096)]);
+        const dy = rng.normals(positions.length * nHeads * E);
+        const want = dy.slice();
+        ref.ropeBackward(want, positions, nHeads, E, invFreq);
+        const got = dy.slice();
+        asTrain(be).ropeBackward(got, positions, nHeads, E, invFreq);
+        const mag = new Float64Array(dy.length);
+        for (let i = 0; i < dy.length; i++) {
+          const j = i % E;
+          mag[i] = Math.abs(dy[i]!) + Math.abs(dy[i - j + (j < E / 2 ? j + E / 2 : j - E / 2)]!);
+        }
+        assertClose(`ropeBackward (E=${E})`, got, want, { atol: 1e-6, rtol: 1e-5, mag });
+      });
+    }
+  });
+
+  add('swigluBackward (incl. dgate over gate, dup over up)', 'swigluBackward', (be) => {
+    withSeed(`${be.name} swigluBackward`, (rng) => {
+      const n = 20001;
+      const gate = rng.normals(n, 4);
+      gate[0] = 30; gate[1] = -30; gate[2] = 0; gate[3] = -100; gate[4] = 100;
+      const up = rng.normals(n);
+      const dout = rng.normals(n);
+      const [wg, wu] = [new Float32Array(n), new Float32Array(n)];
+      ref.swigluBackward(wg, wu, dout, gate, up);
+      const [gg, gu] = [new Float32Array(n).fill(NaN), new Float32Array(n).fill(NaN)];
+      asTrain(be).swigluBackward(gg, gu, dout, gate, up);
+      // allowance relative to |dout·up| and |dout·gate|, the scales of the two gradients
+      assertClose('swigluBackward dgate', gg, wg, { atol: 1e-6, rtol: 1e-5, mag: dout.map((d, i) => Math.abs(d * up[i]!) * (1 + Math.abs(gate[i]!))) });
+      assertClose('swigluBackward dup', gu, wu, { atol: 1e-6, rtol: 1e-5, mag: dout.map((d, i) => Math.abs(d * gate[i]!)) });
+      const [g2, u2] = [gate.slice(), up.slice()];
+      asTrain(be).swigluBackward(g2, u2, dout, g2, u2);
+      assert.deepEqual(g2, gg, 'swigluBackward with dgate aliasing gate differs');
+      assert.deepEqual(u2, gu, 'swigluBackward with dup aliasing up differs');
+    });
+  });
+
+  for (const c of DENSE_CASES) {
+    const setup = (rng: Rng): { T: number; shape: AttentionShape; segStart: Int32Array; q: Float32Array; k: Float32Array; v: Float32Array } => {
+      const segStart = segStartOf(c.lens);
+      const T = segStart[c.lens.length]!;
+      // a scale other than 1/sqrt(E), so a kernel that ignores shape.scale fails
+      const shape: AttentionShape = { numHeads: c.H, numKvHeads: c.K, headDim: c.E, scale: rng.uniform(0.5, 1.5) / Math.sqrt(c.E) };
+      return { T, shape, segStart, q: rng.normals(T * c.H * c.E, 2), k: rng.normals(T * c.K * c.E), v: rng.normals(T * c.K * c.E) };
+    };
+    add(`attentionDense ${c.label}`, 'attentionDense', (be) => {
+      withSeed(`${be.name} attentionDense ${c.label}`, (rng) => {
+        const { T, shape, segStart, q, k, v } = setup(rng);
+        const [want, wantLse] = [new Float32Array(T * c.H * c.E), new Float32Array(T * c.H)];
+        ref.attentionDense(want, wantLse, q, k, v, segStart, shape);
+        const [got, gotLse] = [new Float32Array(T * c.H * c.E).fill(NaN), new Float32Array(T * c.H).fill(NaN)];
+        asTrain(be).attentionDense(got, gotLse, q, k, v, segStart, shape);
+        // out is a convex combination of v rows: the allowance is relative to max |v|
+        assertClose(`attentionDense out ${c.label}`, got, want, { atol: 1e-5 * maxAbs(v), rtol: 0 });
+        assertClose(`attentionDense lse ${c.label}`, gotLse, wantLse, { atol: 1e-5, rtol: 1e-5 });
+      });
+    });
+    add(`attentionDenseBackward ${c.label}`, 'attentionDenseBackward', (be) => {
+      withSeed(`${be.name} attentionDenseBackward ${c.label}`, (rng) => {
+        const { T, shape, segStart, q, k, v } = setup(rng);
+        const [out, lse] = [new Float32Array(T * c.H * c.E), new Float32Array(T * c.H)];
+        ref.attentionDense(out, lse, q, k, v, segStart, shape);
+        const dout = rng.normals(T * c.H * c.E);
+        const want = [new Float32Array(q.length), new Float32Array(k.length), new Float32Array(v.length)] as const;
+        ref.attentionDenseBackward(want[0], want[1], want[2], dout, q, k, v, out, lse, segStart, shape);
+        const got = [new Float32Array(q.length).fill(NaN), new Float32Array(k.length).fill(NaN), new Float32Array(v.length).fill(NaN)] as const;
+        asTrain(be).attentionDenseBackward(got[0], got[1], got[2], dout, q, k, v, out, lse, segStart, shape);
+        for (const [i, name] of ['dq', 'dk', 'dv'].entries()) {
+          assertClose(`attentionDenseBackward ${name} ${c.label}`, got[i]!, want[i]!, { atol: 1e-5 * maxAbs(want[i]!), rtol: 1e-4 });
+        }
+      });
+    });
+  }
+
+  add('embeddingBackward (repeated ids, small and column-parallel sizes)', 'embeddingBackward', (be) => {
+    for (const [V, D, T] of [[37, 96, 9], [50, 300, 400]] as const) {
+      withSeed(`${be.name} embeddingBackward V=${V} D=${D} T=${T}`, (rng) => {
+        const ids = Int32Array.from({ length: T }, (_, t) => (t % 3 === 0 ? 5 : rng.int(0, V)));
+        ids[T - 1] = V - 1;
+        const dy = rng.normals(T * D);
+        const d0 = rng.normals(V * D);
+        const want = d0.slice();
+        ref.embeddingBackward(want, dy, ids, D);
+        const got = d0.slice();
+        asTrain(be).embeddingBackward(got, dy, ids, D);
+        assertClose(`embeddingBackward (V=${V}, D=${D}, T=${T})`, got, want, { atol: 0, rtol: 0 });
+        for (const bad of [-1, V]) {
+          assert.throws(() => asTrain(be).embeddingBackward(got, dy.subarray(0, D), Int32Array.of(bad), D), `embeddingBackward must throw on id ${bad}`);
+        }
+      });
+    }
+  });
+
+  add('crossEntropy (ignored rows, scale, dlogits aliasing logits)', 'crossEntropy', (be) => {
+    for (const [M, V] of [[5, 1031], [2, 40000], [1, 3]] as const) {
+      withSeed(`${be.name} crossEntropy M=${M} V=${V}`, (rng) => {
+        const logits = rng.normals(M * V, 3);
+        logits[V - 1] = 60; // a dominant logit
+        const targets = Int32Array.from({ length: M }, (_, m) => (m === 1 ? -1 : rng.int(0, V)));
+        const scale = rng.uniform(0.1, 2);
+        const want = new Float32Array(M * V);
+        const wantLoss = ref.crossEntropy(want, logits, targets, M, scale);
+        const got = new Float32Array(M * V).fill(NaN);
+        const gotLoss = asTrain(be).crossEntropy(got, logits, targets, M, scale);
+        assert.ok(Math.abs(gotLoss - wantLoss) <= 1e-5 * Math.max(1, Math.abs(wantLoss)), `crossEntropy (M=${M}, V=${V}) loss ${gotLoss}, expected ${wantLoss}`);
+        assertClose(`crossEntropy dlogits (M=${M}, V=${V})`, got, want, { atol: 1e-6 * scale, rtol: 1e-4 });
+        const inPlace = logits.slice();
+        const l2 = asTrain(be).crossEntropy(inPlace, inPlace, targets, M, scale);
+        assert.equal(l2, gotLoss, 'crossEntropy with dlogits aliasing logits: different loss');
+        assert.deepEqual(inPlace, got, 'crossEntropy with dlogits aliasing logits: different dlogits');
+        assert.throws(() => asTrain(be).crossEntropy(new Float32Array(V), logits.subarray(0, V), Int32Array.of(V), 1, 1), `crossEntropy must throw on target ${V}`);
+      });
+    }
+  });
 }
 
 export interface ConformanceOptions {

@@ -2,7 +2,8 @@
 
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import type { TrainBackend } from '../../src/backend/backend.js';
 import { referenceBackend } from '../../src/backend/reference.js';
 import { loadNativeBackend } from '../../src/backend/native.js';
@@ -88,4 +89,27 @@ export function assertRelNorm(got: ArrayLike<number>, want: ArrayLike<number>, w
   for (let i = 0; i < want.length; i++) { dd += (got[i]! - want[i]!) ** 2; ww += want[i]! ** 2; }
   const r = Math.sqrt(dd / ww);
   assert.ok(r <= rel, `${what}: relative error ${r.toExponential(2)} > ${rel}`);
+}
+
+/** A temporary HF model dir: a fixture checkpoint plus the tiny byte-level tokenizer with a chat template. */
+export function tinyModelDir(model = 'gqa_f32'): string {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-tiny-'));
+  for (const f of ['config.json', 'model.safetensors']) copyFileSync(join(FIXTURES, 'models', model, f), join(dir, f));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(FIXTURES, 'train', 'tokenizer', f), join(dir, f));
+  return dir;
+}
+
+/** A small JSONL training file in all three shapes. */
+export function writeTrainData(dir: string, n = 12, name = 'train.jsonl'): string {
+  const words = ['the cat', 'in the hat', 'sat on', 'a mat', 'and the dog', 'ran there', 'then in', 'the rain'];
+  const lines: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const a = words[i % words.length]!, b = words[(i * 3 + 1) % words.length]!;
+    if (i % 3 === 0) lines.push(JSON.stringify({ text: `${a} ${b}.` }));
+    else if (i % 3 === 1) lines.push(JSON.stringify({ prompt: `Q: ${a}?`, completion: ` ${b}` }));
+    else lines.push(JSON.stringify({ messages: [{ role: 'user', content: a }, { role: 'assistant', content: b }] }));
+  }
+  const p = join(dir, name);
+  writeFileSync(p, lines.join('\n') + '\n');
+  return p;
 }

@@ -1,0 +1,125 @@
+// The training kernels' conformance checks catch broken kernels: each mutant of the reference must fail its check.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { AttentionShape, TrainBackend } from '../../src/backend/backend.js';
+import { referenceBackend as ref } from '../../src/backend/reference.js';
+import { bf16ToF32, f32ToBf16 } from '../../src/tensor/codecs.js';
+import { conformanceChecks } from './helpers.js';
+
+/** Query heads permuted so head h reads kv head h % K instead of h / (H/K) (rows (T, H*E)). */
+function permuteHeads(x: Float32Array, shape: AttentionShape, inverse: boolean): Float32Array {
+  const { numHeads: H, numKvHeads: K, headDim: E } = shape;
+  const G = H / K;
+  const perm = (h: number): number => (h % K) * G + Math.floor(h / K);
+  const T = x.length / (H * E);
+  const y = new Float32Array(x.length);
+  for (let t = 0; t < T; t++) {
+    for (let h = 0; h < H; h++) {
+      const [from, to] = inverse ? [perm(h), h] : [h, perm(h)];
+      y.set(x.subarray((t * H + from) * E, (t * H + from + 1) * E), (t * H + to) * E);
+    }
+  }
+  return y;
+}
+
+describe('training conformance checks catch broken kernels', () => {
+  const checks = conformanceChecks();
+  const mutants: { check: string; why: string; be: Partial<TrainBackend> }[] = [
+    {
+      check: 'matmulBackwardInput bf16', why: 'accumulate ignored',
+      be: { matmulBackwardInput: (dx, dy, w, M) => ref.matmulBackwardInput(dx, dy, w, M, false) },
+    },
+    {
+      check: 'matmulBackwardInput f32', why: 'dy rounded to bf16',
+      be: { matmulBackwardInput: (dx, dy, w, M, acc) => ref.matmulBackwardInput(dx, dy.map((v) => bf16ToF32(f32ToBf16(v))), w, M, acc) },
+    },
+    {
+      check: 'matmulBackwardInput q8_0', why: 'last weight row skipped',
+      be: {
+        matmulBackwardInput: (dx, dy, w, M, acc) => {
+          const N = w.rows;
+          ref.matmulBackwardInput(dx, dy.map((v, i) => (i % N === N - 1 ? 0 : v)), w, M, acc);
+        },
+      },
+    },
+    {
+      check: 'matmulBackwardWeight', why: 'dw overwritten instead of accumulated',
+      be: { matmulBackwardWeight: (dw, dy, x, M, N, C) => { dw.fill(0); ref.matmulBackwardWeight(dw, dy, x, M, N, C); } },
+    },
+    {
+      check: 'rmsnormBackward', why: 'dg overwritten instead of accumulated',
+      be: { rmsnormBackward: (dx, dg, dy, x, g, M, eps) => { dg?.fill(0); ref.rmsnormBackward(dx, dg, dy, x, g, M, eps); } },
+    },
+    { check: 'rmsnormBackward', why: 'eps ignored', be: { rmsnormBackward: (dx, dg, dy, x, g, M) => ref.rmsnormBackward(dx, dg, dy, x, g, M, 0) } },
+    { check: 'ropeBackward', why: 'forward rotation instead of its transpose', be: { ropeBackward: (dx, p, nH, E, inv) => ref.rope(dx, p, nH, E, inv) } },
+    {
+      check: 'swigluBackward', why: 'silu\'(g) taken as σ(g)',
+      be: {
+        swigluBackward: (dg, du, dout, gate, up) => {
+          for (let i = 0; i < gate.length; i++) {
+            const s = 1 / (1 + Math.exp(-gate[i]!));
+            const [g, u] = [gate[i]!, up[i]!];
+            dg[i] = dout[i]! * u * s;
+            du[i] = dout[i]! * g * s;
+          }
+        },
+      },
+    },
+    {
+      check: 'attentionDense GQA H/K=4', why: 'attention crosses packed samples',
+      be: { attentionDense: (out, lse, q, k, v, seg, shape) => ref.attentionDense(out, lse, q, k, v, Int32Array.of(0, seg[seg.length - 1]!), shape) },
+    },
+    {
+      check: 'attentionDense MHA', why: 'lse in log2',
+      be: { attentionDense: (out, lse, q, k, v, seg, shape) => { ref.attentionDense(out, lse, q, k, v, seg, shape); lse.forEach((x, i) => { lse[i] = x / Math.LN2; }); } },
+    },
+    {
+      check: 'attentionDenseBackward GQA H/K=4', why: 'kv head h % K instead of h / (H/K)',
+      be: {
+        attentionDenseBackward: (dq, dk, dv, dout, q, k, v, out, lse, seg, shape) => {
+          const p = (x: Float32Array): Float32Array => permuteHeads(x, shape, false);
+          const lseP = permuteHeads(lse, { ...shape, headDim: 1 }, false);
+          const dq2 = new Float32Array(dq.length);
+          ref.attentionDenseBackward(dq2, dk, dv, p(dout), p(q), k, v, p(out), lseP, seg, shape);
+          dq.set(permuteHeads(dq2, shape, true));
+        },
+      },
+    },
+    {
+      check: 'attentionDenseBackward MQA', why: 'shape.scale ignored (always 1/sqrt(E))',
+      be: { attentionDenseBackward: (dq, dk, dv, dout, q, k, v, out, lse, seg, shape) => ref.attentionDenseBackward(dq, dk, dv, dout, q, k, v, out, lse, seg, { ...shape, scale: 1 / Math.sqrt(shape.headDim) }) },
+    },
+    {
+      check: 'embeddingBackward', why: 'repeated ids overwrite instead of adding',
+      be: {
+        embeddingBackward: (dt, dy, ids, D) => {
+          ref.embeddingBackward(dt, dy, ids, D);
+          for (let t = 0; t < ids.length; t++) for (let d = 0; d < D; d++) dt[ids[t]! * D + d] = dy[t * D + d]!;
+        },
+      },
+    },
+    {
+      check: 'crossEntropy', why: 'ignored rows counted against token 0',
+      be: { crossEntropy: (dl, logits, targets, M, scale) => ref.crossEntropy(dl, logits, targets.map((t) => (t === -1 ? 0 : t)), M, scale) },
+    },
+    {
+      check: 'crossEntropy', why: 'scale applied to the loss too',
+      be: { crossEntropy: (dl, logits, targets, M, scale) => scale * ref.crossEntropy(dl, logits, targets, M, scale) },
+    },
+  ];
+  for (const m of mutants) {
+    it(`${m.check}: ${m.why}`, () => {
+      const check = checks.find((c) => c.name.startsWith(m.check));
+      assert.ok(check, `no conformance check named '${m.check}…'`);
+      const broken = { ...ref, ...m.be } as TrainBackend;
+      assert.throws(() => check.run(broken), assert.AssertionError, `the '${check.name}' check passed a kernel with ${m.why}`);
+    });
+  }
+
+  it('a backend without training kernels fails the checks with a clear message', () => {
+    const check = conformanceChecks().find((c) => c.name.startsWith('crossEntropy'))!;
+    const { crossEntropy: _drop, ...partial } = ref;
+    assert.throws(() => check.run(partial as TrainBackend), /backend 'reference' has no training kernel crossEntropy/);
+  });
+});

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import type { TrainBackend } from '../../src/backend/backend.js';
+import type { Backend, TrainBackend } from '../../src/backend/backend.js';
 import { referenceBackend } from '../../src/backend/reference.js';
 import { loadNativeBackend } from '../../src/backend/native.js';
 import { loadModel, type LoadedModel } from '../../src/formats/load.js';
@@ -12,7 +12,6 @@ import { readSafetensorsSync } from '../../src/formats/safetensors.js';
 import { asF32 } from '../../src/tensor/tensor.js';
 import type { PackedBatch } from '../../src/model/llama-train.js';
 import { LORA_MODULE, LoraLinear, type LoraAdapter, type LoraTarget } from '../../src/model/lora.js';
-import { withTrainKernels } from './kernels-shim.js';
 
 export const FIXTURES = new URL('../fixtures/', import.meta.url).pathname;
 
@@ -63,10 +62,18 @@ export function fixtureAdapter(f: TrainFixture, numLayers: number, zeroB = false
   return { config: { rank: f.rank!, alpha: f.alpha!, rslora: f.rslora!, targets: f.targets!, dropout: 0 }, layers };
 }
 
+/** Both built-in backends implement the training kernels; assert it, so no test silently runs something else. */
+export function asTrain(be: Backend): TrainBackend {
+  const t = be as Partial<TrainBackend>;
+  assert.equal(typeof t.crossEntropy, 'function', `${be.name} backend has training kernels`);
+  assert.equal(typeof t.attentionDenseBackward, 'function', `${be.name} backend has training kernels`);
+  return be as TrainBackend;
+}
+
 export function trainBackends(): [string, TrainBackend][] {
-  const out: [string, TrainBackend][] = [['reference', withTrainKernels(referenceBackend)]];
+  const out: [string, TrainBackend][] = [['reference', asTrain(referenceBackend)]];
   const native = loadNativeBackend();
-  if (native) out.push(['native', withTrainKernels(native)]);
+  if (native) out.push(['native', asTrain(native)]);
   return out;
 }
 

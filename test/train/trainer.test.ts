@@ -10,10 +10,9 @@ import { referenceBackend } from '../../src/backend/reference.js';
 import { loadModel } from '../../src/formats/load.js';
 import { readPeftAdapter } from '../../src/formats/peft.js';
 import { finetune, type FinetuneOptions, type StepMetrics } from '../../src/train/trainer.js';
-import { withTrainKernels } from './kernels-shim.js';
-import { tinyModelDir, writeTrainData } from './fixtures.js';
+import { asTrain, tinyModelDir, writeTrainData } from './fixtures.js';
 
-const be = withTrainKernels(referenceBackend);
+const be = asTrain(referenceBackend);
 const model = tinyModelDir();
 const work = mkdtempSync(join(tmpdir(), 'floe-trainer-'));
 const data = writeTrainData(work, 12);

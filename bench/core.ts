@@ -11,7 +11,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildTools, CACHE_DIR, type Tools } from './harness/build.js';
-import { ensureGguf, fp8WeightBytes, ggufWeightBytes, type GgufFormat } from './gguf-gen.js';
+import { ensureFp8Dir, fp8WeightBytes } from './fp8-gen.js';
+import { ensureGguf, ggufWeightBytes, type GgufFormat } from './gguf-gen.js';
 import { SHAPES, type BenchShape } from './shapes.js';
 import { KvCache } from '../src/model/kv-cache.js';
 
@@ -98,7 +99,9 @@ function runJson(cmd: string, args: readonly string[], what: string): RunResult[
   return out;
 }
 
-const log = (s: string): void => { process.stderr.write(s + '\n'); };
+const START = performance.now();
+/** Progress on stderr, stamped with seconds since start. */
+const log = (s: string): void => { process.stderr.write(`[${((performance.now() - START) / 1000).toFixed(0).padStart(4)} s] ${s}\n`); };
 
 // ---------------------------------------------------------------- helpers
 
@@ -228,6 +231,7 @@ async function main(): Promise<void> {
     const needGguf = new Set<GgufFormat>(opts.formats.filter((f): f is GgufFormat => f !== 'fp8'));
     if (opts.formats.includes('fp8')) needGguf.add('q8_0'); // fp8's llama.cpp peer
     for (const f of needGguf) gguf[f] = ensureGguf(CACHE_DIR, shapeName, c, f, log);
+    const fp8Dir = opts.formats.includes('fp8') && opts.engines.includes('floe') ? ensureFp8Dir(CACHE_DIR, shapeName, c, log) : null;
 
     // llama.cpp figures per GGUF format and thread count, shared by the fp8 row
     const llamaRuns = new Map<string, { nlc?: RunResult; harness?: RunResult; errors: string[]; logits?: string }>();
@@ -264,7 +268,7 @@ async function main(): Promise<void> {
         const peerFormat: GgufFormat = f === 'fp8' ? 'q8_0' : f;
         const floeLogits = path.join(CACHE_DIR, `logits-floe-${shapeName}-${f}.bin`);
         if (opts.engines.includes('floe')) {
-          const spec = f === 'fp8' ? `fp8:${shapeName}` : gguf[f]!;
+          const spec = f === 'fp8' ? fp8Dir! : gguf[f]!;
           try {
             [row.floe] = runJson(process.execPath, ['--import', 'tsx', path.join(BENCH, 'run-floe.ts'), spec, prompt, String(n), String(opts.decode),
               '--logits-out', floeLogits], `floe ${shapeName} ${f} ${n}t`);

@@ -1,4 +1,4 @@
-// Random-weight Llama models for benchmarks: GGUF files (F16, BF16, Q8_0) written tensor by tensor, and FP8 Tensors in memory.
+// Random-weight Llama models for benchmarks: GGUF files (F16, BF16, Q8_0) written tensor by tensor.
 //
 // D hidden, F ffn hidden, H heads, K kv heads, E head dim, V vocab, N rows, C columns.
 // Weights ~ N(0, 0.02²), drawn through a 64K-entry table of pre-encoded normals so that a 1B file takes seconds.
@@ -6,19 +6,18 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LlamaConfig } from '../src/model/config.js';
-import { f32BitsToFp8, f32ToBf16, f32ToBits, f32ToF16, FP8_E4M3_MAX } from '../src/tensor/codecs.js';
-import { Tensor } from '../src/tensor/tensor.js';
+import { f32ToBf16, f32ToF16 } from '../src/tensor/codecs.js';
 
 export type GgufFormat = 'f16' | 'bf16' | 'q8_0';
 
 const GGML = { f32: 0, f16: 1, q8_0: 8, bf16: 30 } as const;
 const FILE_TYPE: Record<GgufFormat, number> = { f16: 1, q8_0: 7, bf16: 32 }; // llama_ftype MOSTLY_*
-const STD = 0.02;
+export const STD = 0.02;
 const ALIGN = 32;
-const TABLE = 1 << 16;
+export const TABLE = 1 << 16;
 
 /** Seeded xorshift32; next() in [0, 2^32). */
-class Rng {
+export class Rng {
   private s: number;
   constructor(seed: number) { this.s = (seed >>> 0) || 0x9e3779b9; }
   next(): number {
@@ -45,10 +44,10 @@ function normalTable(seed: number): Float32Array {
   return t;
 }
 
-const NORMALS = normalTable(1234);
+export const NORMALS = normalTable(1234);
 
 /** Fills `out` with random table indices (two 16-bit draws per rng step). */
-function fillIndices(rng: Rng, out: Uint16Array): void {
+export function fillIndices(rng: Rng, out: Uint16Array): void {
   const n = out.length;
   let i = 0;
   for (; i + 1 < n; i += 2) {
@@ -347,63 +346,4 @@ export function ensureGguf(cacheDir: string, shapeName: string, c: LlamaConfig, 
 /** Bytes of the weight matrices of a GGUF-format model (what one decode step streams). */
 export function ggufWeightBytes(c: LlamaConfig, fmt: GgufFormat): number {
   return planTensors(c, fmt).reduce((a, t) => a + t.bytes, 0);
-}
-
-// ---------------------------------------------------------------- FP8 in memory
-
-/**
- * HF-named random Tensors with every matrix in fp8_e4m3 (one f32 scale per output row, as FP8 checkpoints
- * with per-channel scales) and f32 norms; the embedding is fp8 too, matching llama.cpp Q8_0's token_embd.
- */
-export function randomFp8Tensors(c: LlamaConfig, seed = 7): Map<string, Tensor> {
-  const { hiddenSize: D, intermediateSize: F, numHeads: H, numKvHeads: K, headDim: E, vocabSize: V } = c;
-  // codes of N(0, σc²) with σc so the table's largest |value| (~4.4σ) lands near the fp8 max
-  const sigmaC = FP8_E4M3_MAX / 4.5;
-  const codes = new Uint8Array(TABLE);
-  for (let i = 0; i < TABLE; i++) {
-    const v = Math.max(-FP8_E4M3_MAX, Math.min(FP8_E4M3_MAX, NORMALS[i]! * sigmaC));
-    codes[i] = f32BitsToFp8(f32ToBits(v));
-  }
-  const rowScale = STD / sigmaC;
-  const rng = new Rng(seed);
-  const idx = new Uint16Array(1 << 20);
-  const matrix = (N: number, C: number): Tensor => {
-    const data = new Uint8Array(N * C);
-    for (let e = 0; e < data.length; e += idx.length) {
-      const n = Math.min(idx.length, data.length - e);
-      fillIndices(rng, idx.subarray(0, n));
-      for (let i = 0; i < n; i++) data[e + i] = codes[idx[i]!]!;
-    }
-    return new Tensor('fp8_e4m3', [N, C], data, new Float32Array(N).fill(rowScale), [1, C]);
-  };
-  const norm = (): Tensor => {
-    const v = new Float32Array(D);
-    for (let i = 0; i < D; i++) v[i] = 1 + 0.1 * NORMALS[rng.next() & 0xffff]!;
-    return new Tensor('f32', [D], new Uint8Array(v.buffer));
-  };
-  const m = new Map<string, Tensor>();
-  m.set('model.embed_tokens.weight', matrix(V, D));
-  for (let i = 0; i < c.numLayers; i++) {
-    const l = `model.layers.${i}.`;
-    m.set(l + 'input_layernorm.weight', norm());
-    m.set(l + 'self_attn.q_proj.weight', matrix(H * E, D));
-    m.set(l + 'self_attn.k_proj.weight', matrix(K * E, D));
-    m.set(l + 'self_attn.v_proj.weight', matrix(K * E, D));
-    m.set(l + 'self_attn.o_proj.weight', matrix(D, H * E));
-    m.set(l + 'post_attention_layernorm.weight', norm());
-    m.set(l + 'mlp.gate_proj.weight', matrix(F, D));
-    m.set(l + 'mlp.up_proj.weight', matrix(F, D));
-    m.set(l + 'mlp.down_proj.weight', matrix(D, F));
-  }
-  m.set('model.norm.weight', norm());
-  if (!c.tieWordEmbeddings) m.set('lm_head.weight', matrix(V, D));
-  return m;
-}
-
-/** Bytes of an fp8 model's matrices plus row scales. */
-export function fp8WeightBytes(c: LlamaConfig): number {
-  const { hiddenSize: D, intermediateSize: F, numHeads: H, numKvHeads: K, headDim: E, vocabSize: V } = c;
-  const mat = (N: number, C: number): number => N * C + 4 * N;
-  const layer = mat(H * E, D) + 2 * mat(K * E, D) + mat(D, H * E) + 2 * mat(F, D) + mat(D, F) + 8 * D;
-  return mat(V, D) * (c.tieWordEmbeddings ? 1 : 2) + c.numLayers * layer + 4 * D;
 }

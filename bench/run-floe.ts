@@ -1,6 +1,6 @@
 // Child process: floe prefill + greedy decode timings, one JSON line on stdout.
 //
-// usage: node --import tsx bench/run-floe.ts <model.gguf | fp8:<shape>> <prompt-file> <threads> <decode-steps>
+// usage: node --import tsx bench/run-floe.ts <model.gguf | HF dir> <prompt-file> <threads> <decode-steps>
 //                                            [--logits-out F] [--backend native|reference]
 // T tokens, V vocab. The loop is generate()'s: one prefill step over the prompt, then one token per step.
 
@@ -10,8 +10,6 @@ import { loadModel } from '../src/formats/load.js';
 import { defaultKvDtype } from '../src/model/generate.js';
 import { KvCache } from '../src/model/kv-cache.js';
 import { LlamaModel } from '../src/model/llama.js';
-import { randomFp8Tensors } from './gguf-gen.js';
-import { SHAPES } from './shapes.js';
 
 const BLOCK = 16;
 
@@ -33,22 +31,15 @@ async function main(): Promise<void> {
   const logitsOut = flag('--logits-out');
   const backendName = (flag('--backend') ?? 'native') as BackendName;
   const [spec, promptFile, threadsArg, decodeArg] = args;
-  if (!spec || !promptFile || !threadsArg || !decodeArg) throw new Error('usage: run-floe.ts <model.gguf | fp8:<shape>> <prompt-file> <threads> <decode-steps>');
+  if (!spec || !promptFile || !threadsArg || !decodeArg) throw new Error('usage: run-floe.ts <model.gguf | HF dir> <prompt-file> <threads> <decode-steps>');
   const threads = Number(threadsArg);
   const decode = Number(decodeArg);
   const prompt = Int32Array.from(fs.readFileSync(promptFile, 'utf8').trim().split(/\s+/).map(Number));
 
   const t0 = performance.now();
   const backend = selectBackend(backendName, backendName === 'native' ? threads : undefined);
-  let model: LlamaModel;
-  if (spec.startsWith('fp8:')) {
-    const shape = SHAPES[spec.slice(4)];
-    if (!shape) throw new Error(`unknown shape in "${spec}"; known: ${Object.keys(SHAPES).join(', ')}`);
-    model = LlamaModel.fromTensors(shape.config, randomFp8Tensors(shape.config), backend);
-  } else {
-    const loaded = await loadModel(spec);
-    model = LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors);
-  }
+  const loaded = await loadModel(spec);
+  const model = LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors);
   const loadMs = performance.now() - t0;
   const cfg = model.config;
   const total = prompt.length + decode + 1;

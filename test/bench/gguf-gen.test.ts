@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { benchVocab, fp8WeightBytes, ggufWeightBytes, llama3RopeFactors, randomFp8Tensors, writeRandomGguf, type GgufFormat } from '../../bench/gguf-gen.js';
+import { fp8WeightBytes, writeRandomFp8Dir } from '../../bench/fp8-gen.js';
+import { benchVocab, ggufWeightBytes, llama3RopeFactors, writeRandomGguf, type GgufFormat } from '../../bench/gguf-gen.js';
 import { loadModel } from '../../src/formats/load.js';
 import { ropeInvFreq, type LlamaConfig } from '../../src/model/config.js';
 import { dequantizeRow } from '../../src/tensor/codecs.js';
@@ -79,15 +80,26 @@ test('bench vocabulary: unique tokens, V entries, control bos/eos', () => {
   assert.throws(() => benchVocab(100), /at least 258/);
 });
 
-test('random fp8 model: every expected tensor, per-row scales, N(0, 0.02²) after dequantization', () => {
-  const t = randomFp8Tensors(CFG);
-  assert.equal(t.size, 2 + 9 * CFG.numLayers);
-  const w = t.get('model.layers.0.mlp.down_proj.weight')!;
-  assert.deepEqual(w.shape, [CFG.hiddenSize, CFG.intermediateSize]);
-  assert.deepEqual(w.scaleBlock, [1, CFG.intermediateSize]);
-  const st = stats(t.get('model.embed_tokens.weight')!);
-  assert.ok(Math.abs(st.std - 0.02) < 0.002, `fp8 embedding std ${st.std}`);
-  let bytes = 0;
-  for (const x of t.values()) bytes += x.data.byteLength + (x.scale ? x.scale.byteLength : 0);
-  assert.equal(bytes, fp8WeightBytes(CFG));
+test('random fp8 checkpoint: loads as HF FP8 with per-row scales, N(0, 0.02²) after dequantization', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'floe-fp8-gen-'));
+  try {
+    const ckpt = path.join(dir, 'fp8');
+    writeRandomFp8Dir(CFG, ckpt);
+    const m = await loadModel(ckpt);
+    assert.deepEqual(m.config.ropeScaling, CFG.ropeScaling);
+    assert.equal(m.config.numKvHeads, CFG.numKvHeads);
+    assert.equal(m.tensors.size, 2 + 9 * CFG.numLayers);
+    const w = m.tensors.get('model.layers.0.mlp.down_proj.weight')!;
+    assert.equal(w.dtype, 'fp8_e4m3');
+    assert.deepEqual(w.shape, [CFG.hiddenSize, CFG.intermediateSize]);
+    assert.deepEqual(w.scaleBlock, [1, CFG.intermediateSize]);
+    const st = stats(m.tensors.get('model.embed_tokens.weight')!);
+    assert.ok(Math.abs(st.std - 0.02) < 0.002, `fp8 embedding std ${st.std}`);
+    let bytes = 0;
+    for (const x of m.tensors.values()) bytes += x.data.byteLength + (x.scale ? x.scale.byteLength : 0);
+    assert.equal(bytes, fp8WeightBytes(CFG));
+    m.dispose();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

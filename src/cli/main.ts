@@ -16,6 +16,10 @@ Usage:
   floe generate --model PATH (--prompt TEXT | --prompt-ids 1,2,3) [options]
   floe tokenizer train --data FILE... --vocab-size N [--min-frequency F] --out DIR
                                        train a byte-level BPE tokenizer (tokenizer.json)
+  floe finetune --model PATH --data FILE.jsonl --out DIR [options]
+                                       LoRA (default) or full fine-tuning; see finetune options
+  floe merge --model BASE --adapter DIR --out DIR [--dtype f32|bf16]
+                                       fold a PEFT LoRA adapter into the base, write an HF dir
 
 MODEL / PATH is a Hugging Face model directory or a .gguf file.
 
@@ -35,6 +39,38 @@ generate options:
   --prompt-logprobs K     top-K logprobs per prompt token
   --no-bos                do not add the BOS token to --prompt
   --json                  print one JSON object instead of streaming text
+  --adapter DIR           apply a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)
+
+finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages"}):
+  --eval FILE | --eval-split F   validation file, or hold out a fraction F of the data
+  --eval-steps N          eval loss / perplexity every N steps (and at start and end)
+  --lora-rank R           adapter rank (default 8)
+  --lora-alpha A          scale numerator (default 16); scale = A/R (--rslora: A/sqrt(R))
+  --lora-targets LIST     subset of q,k,v,o,gate,up,down (default all)
+  --lora-dropout P        dropout on the adapter input (default 0)
+  --rslora                rank-stabilised scaling
+  --full                  train every weight (f32 master copies) instead of an adapter
+  --epochs N | --max-steps N     length of training (default 1 epoch)
+  --lr LR                 peak learning rate (default 2e-4 LoRA, 1e-4 full)
+  --lr-schedule cosine|linear|constant   decay after warmup (default cosine)
+  --warmup-steps N        linear warmup (default 0)
+  --batch-size N | --batch-tokens N      micro-batch in sequences (default 1) or packed tokens
+  --grad-accum N          micro-batches per optimizer step (default 1)
+  --max-seq-len N         truncate samples (default min(2048, context))
+  --checkpoint-activations  keep only block inputs; recompute in backward (less memory)
+  --optimizer adamw|sgd   (default adamw)
+  --weight-decay W        decoupled weight decay (default 0)
+  --max-grad-norm G       clip the global gradient norm (default 1; 0 = off)
+  --train-on-prompt       loss on prompt / user tokens too
+  --save-steps N          checkpoint every N steps (always at the end)
+  --save-initial          also save the untrained starting point (step 0)
+  --save-total-limit K    keep the last K checkpoints (default 3; 0 = all)
+  --save-dtype f32|bf16   dtype of the --full output model (default f32)
+  --no-shuffle            keep the file's order
+  --resume DIR            a checkpoint, or an output dir (its newest complete checkpoint)
+  --seed S                (default 0)
+  --threads N, --backend native|reference, --quiet, --json (print the summary as JSON)
+  Writes DIR/metrics.jsonl, DIR/checkpoint-NNNNNN/, DIR/final/ (adapter or HF model), DIR/summary.json.
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -44,6 +80,8 @@ export async function run(argv: string[]): Promise<number> {
       case 'info': return await info(rest);
       case 'generate': return await generateCmd(rest);
       case 'tokenizer': return await tokenizerCmd(rest);
+      case 'finetune': return await finetuneCmd(rest);
+      case 'merge': return await mergeCmd(rest);
       case undefined: case 'help': case '--help': case '-h':
         process.stdout.write(HELP);
         return cmd === undefined ? 1 : 0;
@@ -119,6 +157,7 @@ async function generateCmd(args: string[]): Promise<number> {
     seed: { type: 'string' }, stop: { type: 'string', multiple: true }, threads: { type: 'string' },
     backend: { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, logprobs: { type: 'string' },
     'prompt-logprobs': { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' },
+    adapter: { type: 'string' },
   });
   if (!values.model) throw new Error('--model PATH is required (an HF directory or a .gguf file)');
   if ((values.prompt === undefined) === (values['prompt-ids'] === undefined)) throw new Error('give exactly one of --prompt TEXT or --prompt-ids 1,2,3');
@@ -129,7 +168,8 @@ async function generateCmd(args: string[]): Promise<number> {
   const threads = values.threads === undefined ? undefined : num(values.threads, 'threads', 0, true);
 
   const opened = await openModel(values.model, { backend, threads });
-  const { model, tokenizer } = opened;
+  const { tokenizer } = opened;
+  const model = values.adapter === undefined ? opened.model : (await import('../formats/peft.js')).applyAdapter(opened.model, values.adapter);
   let promptIds: number[];
   if (values['prompt-ids'] !== undefined) {
     promptIds = values['prompt-ids'].split(',').map((s, i) => {
@@ -210,5 +250,72 @@ async function tokenizerCmd(args: string[]): Promise<number> {
   log(`\r[floe] ${r.numTexts} texts, ${r.numPreTokens} pre-tokens (${r.numDistinctPreTokens} distinct), ` +
     `${r.model.merges.length} merges, vocab ${r.model.tokens.length + r.model.specialTokens.length} ` +
     `in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${values.out}/tokenizer.json\n`);
+  return 0;
+}
+
+async function finetuneCmd(args: string[]): Promise<number> {
+  const { finetune } = await import('../train/trainer.js');
+  const { parseLoraTargets } = await import('../model/lora.js');
+  const str = { type: 'string' } as const;
+  const bool = { type: 'boolean' } as const;
+  const { values: v } = parse(args, {
+    model: str, data: str, eval: str, 'eval-split': str, 'eval-steps': str, 'lora-rank': str, 'lora-alpha': str,
+    'lora-targets': str, 'lora-dropout': str, rslora: bool, full: bool, epochs: str, 'max-steps': str, lr: str,
+    'lr-schedule': str, 'warmup-steps': str, 'batch-size': str, 'batch-tokens': str, 'grad-accum': str, 'max-seq-len': str,
+    'checkpoint-activations': bool, optimizer: str, 'weight-decay': str, 'max-grad-norm': str, 'train-on-prompt': bool,
+    'save-steps': str, 'save-initial': bool, 'save-total-limit': str, 'save-dtype': str, 'no-shuffle': bool, out: str,
+    resume: str, seed: str, threads: str, backend: str, quiet: bool, json: bool,
+  });
+  if (!v.model) throw new Error('--model PATH is required (an HF directory or a .gguf file)');
+  if (!v.data) throw new Error('--data FILE.jsonl is required');
+  if (!v.out) throw new Error('--out DIR is required');
+  const opt = (name: keyof typeof v, integer = false) => (v[name] === undefined ? undefined : num(v[name] as string, name, 0, integer));
+  const oneOf = <T extends string>(name: string, val: string | undefined, allowed: readonly T[]): T | undefined => {
+    if (val !== undefined && !allowed.includes(val as T)) throw new Error(`--${name} expects ${allowed.join(' or ')}, got '${val}'`);
+    return val as T | undefined;
+  };
+  const full = !!v.full;
+  if (full && (v['lora-rank'] ?? v['lora-alpha'] ?? v['lora-targets'] ?? v['lora-dropout']) !== undefined) throw new Error('--full trains every weight: --lora-* options do not apply');
+  const rank = opt('lora-rank', true) ?? 8;
+  const s = await finetune({
+    model: v.model, data: v.data, out: v.out, eval: v.eval, evalSplit: opt('eval-split'), evalSteps: opt('eval-steps', true),
+    full,
+    lora: { rank, alpha: opt('lora-alpha') ?? 2 * rank, targets: v['lora-targets'] ? parseLoraTargets(v['lora-targets']) : undefined, dropout: opt('lora-dropout') ?? 0, rslora: !!v.rslora },
+    epochs: opt('epochs', true), maxSteps: opt('max-steps', true), lr: opt('lr'), decay: oneOf('lr-schedule', v['lr-schedule'], ['cosine', 'linear', 'constant'] as const),
+    warmupSteps: opt('warmup-steps', true), batchSize: opt('batch-size', true), batchTokens: opt('batch-tokens', true),
+    gradAccum: opt('grad-accum', true), maxSeqLen: opt('max-seq-len', true), checkpointActivations: !!v['checkpoint-activations'],
+    optimizer: oneOf('optimizer', v.optimizer, ['adamw', 'sgd'] as const), weightDecay: opt('weight-decay'), maxGradNorm: opt('max-grad-norm'),
+    trainOnPrompt: !!v['train-on-prompt'], saveSteps: opt('save-steps', true), saveInitial: !!v['save-initial'],
+    saveTotalLimit: opt('save-total-limit', true), saveDtype: oneOf('save-dtype', v['save-dtype'], ['f32', 'bf16'] as const),
+    shuffle: !v['no-shuffle'], resume: v.resume, seed: opt('seed', true),
+    backend: oneOf('backend', v.backend, ['native', 'reference'] as const), threads: opt('threads', true), progress: !v.quiet,
+  });
+  if (v.json) { process.stdout.write(JSON.stringify(s) + '\n'); return 0; }
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+  const ev = (e: typeof s.eval) => (e ? `loss ${e.eval_loss.toFixed(4)}, perplexity ${e.eval_ppl.toFixed(3)}` : 'none');
+  process.stdout.write([
+    `steps        ${s.startStep} -> ${s.steps}, ${s.tokens.toLocaleString('en-US')} tokens, ${s.seconds.toFixed(1)} s, ${s.tokensPerSecond.toFixed(1)} tok/s`,
+    `final loss   ${s.finalLoss === null ? '-' : s.finalLoss.toFixed(4)}`,
+    `eval         ${s.initialEval ? `before: ${ev(s.initialEval)}; after: ` : ''}${ev(s.eval)}`,
+    `trainable    ${s.trainableParams.toLocaleString('en-US')} parameters (${full ? 'full fine-tuning' : 'LoRA'})`,
+    `memory       peak RSS ${mib(s.peakRssBytes)}, saved activations ${mib(s.activationBytes)}`,
+    `output       ${s.output}`,
+  ].join('\n') + '\n');
+  return 0;
+}
+
+async function mergeCmd(args: string[]): Promise<number> {
+  const { readPeftAdapter } = await import('../formats/peft.js');
+  const { mergeAdapter, writeHfModel } = await import('../train/export.js');
+  const { values: v } = parse(args, { model: { type: 'string' }, adapter: { type: 'string' }, out: { type: 'string' }, dtype: { type: 'string' } });
+  if (!v.model || !v.adapter || !v.out) throw new Error('usage: floe merge --model BASE --adapter DIR --out DIR [--dtype f32|bf16]');
+  const base = await loadModel(v.model);
+  const dtype = v.dtype ?? ([...base.tensors.values()].every((t) => t.dtype === 'f32') ? 'f32' : 'bf16');
+  if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`--dtype expects f32 or bf16, got '${dtype}'`);
+  const adapter = readPeftAdapter(v.adapter, base.config);
+  const merged = mergeAdapter(base.config, base.tensors, adapter);
+  writeHfModel(v.out, base.config, base.format === 'hf' ? v.model : null, merged, dtype);
+  base.dispose();
+  process.stderr.write(`[floe] merged ${v.adapter} (r=${adapter.config.rank}, ${adapter.config.targets.join(',')}) into ${v.model} -> ${v.out} (${dtype})\n`);
   return 0;
 }

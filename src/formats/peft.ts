@@ -5,7 +5,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LlamaConfig } from '../model/config.js';
-import { checkLoraConfig, LORA_MODULE, LORA_TARGETS, LoraLinear, loraDims, type LoraAdapter, type LoraConfig, type LoraTarget } from '../model/lora.js';
+import { LlamaModel } from '../model/llama.js';
+import { checkLoraConfig, LORA_MODULE, LORA_TARGETS, LoraLinear, loraDims, withLoraBackend, type LoraAdapter, type LoraConfig, type LoraTarget } from '../model/lora.js';
 import { decodeBf16, decodeF16 } from '../tensor/codecs.js';
 import { asF32 } from '../tensor/tensor.js';
 import { readSafetensorsSync, writeFileAtomic, writeSafetensors, type StTensor, type StWriteTensor } from './safetensors.js';
@@ -109,4 +110,12 @@ export function readPeftAdapter(dir: string, cfg: LlamaConfig): LoraAdapter {
   };
   checkLoraConfig(config);
   return { config, layers };
+}
+
+/** The same model with an adapter applied at every adapted matmul (base weights untouched, nothing merged). */
+export function applyAdapter(model: LlamaModel, dir: string): LlamaModel {
+  const adapter = readPeftAdapter(dir, model.config);
+  const m = new LlamaModel(model.config, model.weights, withLoraBackend(model.backend, model.weights.layers, adapter));
+  m.invFreq.set(model.invFreq); // keeps any GGUF rope factors already folded in
+  return m;
 }

@@ -154,7 +154,11 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
 
   // trainable model
   const backend = o.backendImpl ?? asTrainBackend(selectBackend(o.backend, o.threads));
-  const loraCfg: LoraConfig = { ...DEFAULT_LORA, ...(o.lora ?? {}) };
+  const l = o.lora ?? {};
+  const loraCfg: LoraConfig = {
+    rank: l.rank ?? DEFAULT_LORA.rank, alpha: l.alpha ?? DEFAULT_LORA.alpha, targets: l.targets ?? DEFAULT_LORA.targets,
+    rslora: l.rslora ?? DEFAULT_LORA.rslora, dropout: l.dropout ?? DEFAULT_LORA.dropout,
+  };
   const adapter: LoraAdapter | null = full ? null : initLora(cfg, loraCfg, (() => { const r = new Rng(mix32(seed, 0x10a)); return () => r.next(); })());
   const model = LlamaTrainModel.fromTensors(cfg, loaded.tensors, backend, { adapter, full, checkpointActivations: !!o.checkpointActivations }, loaded.ropeFreqFactors);
   const opt = new Optimizer(model.params, { name: o.optimizer ?? 'adamw', betas: [0.9, 0.999], eps: 1e-8, weightDecay: o.weightDecay ?? 0, momentum: 0 });

@@ -116,7 +116,7 @@ export interface Split {
 /** Brown split by document: every `heldOutEvery`-th file (offset heldOutEvery/2) is held out, so all genres appear in both. */
 export function splitBrown(docs: readonly BrownDocument[], opts: { heldOutEvery?: number; maxChars?: number } = {}): Split {
   const every = opts.heldOutEvery ?? 20;
-  const maxChars = opts.maxChars ?? 1000;
+  const maxChars = opts.maxChars ?? 700;
   const split: Split = { train: [], heldOut: [] };
   docs.forEach((d, i) => {
     const recs = packParagraphs(d.paragraphs, maxChars);

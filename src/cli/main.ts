@@ -14,6 +14,7 @@ const HELP = `floe — serve and fine-tune Llama-family models
 Usage:
   floe info MODEL                      architecture, parameters, dtypes, memory
   floe generate --model PATH (--prompt TEXT | --prompt-ids 1,2,3) [options]
+  floe serve --model PATH [options]    OpenAI-compatible HTTP server
   floe tokenizer train --data FILE... --vocab-size N [--min-frequency F] --out DIR
                                        train a byte-level BPE tokenizer (tokenizer.json)
   floe finetune --model PATH --data FILE.jsonl --out DIR [options]
@@ -71,6 +72,22 @@ finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages
   --seed S                (default 0)
   --threads N, --backend native|reference, --quiet, --json (print the summary as JSON)
   Writes DIR/metrics.jsonl, DIR/checkpoint-NNNNNN/, DIR/final/ (adapter or HF model), DIR/summary.json.
+
+serve options:
+  --host HOST             listen address (default 127.0.0.1)
+  --port N                port (default 8000; 0 = any free port)
+  --api-key KEY           require "Authorization: Bearer KEY" on /v1 routes
+  --model-name NAME       model id clients send (default: the model path's base name)
+  --threads N             kernel threads (default: all cores)
+  --backend native|reference
+  --kv-cache-memory SIZE  KV cache budget, e.g. 2GiB or 512MiB (default: a share of free RAM)
+  --kv-cache-dtype auto|f32|bf16
+  --block-size N          tokens per KV block (default 16)
+  --max-batched-tokens N  token budget per engine step
+  --max-num-seqs N        most requests in the running batch
+  --max-queue N           waiting requests beyond this get 429
+  --max-body BYTES        largest request body (default 8MiB); larger gets 413
+  --shutdown-grace S      on SIGTERM/SIGINT, seconds running requests may finish (default 30)
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -79,6 +96,7 @@ export async function run(argv: string[]): Promise<number> {
     switch (cmd) {
       case 'info': return await info(rest);
       case 'generate': return await generateCmd(rest);
+      case 'serve': return await serveCmd(rest);
       case 'tokenizer': return await tokenizerCmd(rest);
       case 'finetune': return await finetuneCmd(rest);
       case 'merge': return await mergeCmd(rest);
@@ -250,6 +268,62 @@ async function tokenizerCmd(args: string[]): Promise<number> {
   log(`\r[floe] ${r.numTexts} texts, ${r.numPreTokens} pre-tokens (${r.numDistinctPreTokens} distinct), ` +
     `${r.model.merges.length} merges, vocab ${r.model.tokens.length + r.model.specialTokens.length} ` +
     `in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${values.out}/tokenizer.json\n`);
+  return 0;
+}
+
+async function serveCmd(args: string[]): Promise<number> {
+  const { startServer, parseSize } = await import('../serve/server.js');
+  const { values } = parse(args, {
+    model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'api-key': { type: 'string' },
+    'model-name': { type: 'string' }, threads: { type: 'string' }, backend: { type: 'string' },
+    'kv-cache-memory': { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, 'block-size': { type: 'string' },
+    'max-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'max-queue': { type: 'string' },
+    'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' },
+  });
+  if (!values.model) throw new Error('--model PATH is required (an HF directory or a .gguf file)');
+  const backend = values.backend as BackendName | undefined;
+  if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new Error(`--backend expects native or reference, got '${backend}'`);
+  const kvArg = values['kv-cache-dtype'] ?? 'auto';
+  if (!['auto', 'f32', 'bf16'].includes(kvArg)) throw new Error(`--kv-cache-dtype expects auto, f32 or bf16, got '${kvArg}'`);
+  const positive = (name: string): number | undefined => {
+    const v = values[name as keyof typeof values] as string | undefined;
+    if (v === undefined) return undefined;
+    const n = num(v, name, 0, true);
+    if (n < 1) throw new Error(`--${name} expects an integer >= 1, got '${v}'`);
+    return n;
+  };
+  const size = (name: 'kv-cache-memory' | 'max-body'): number | undefined => {
+    const v = values[name];
+    if (v === undefined) return undefined;
+    try { return parseSize(v); } catch (e) { throw new Error(`--${name}: ${(e as Error).message}`); }
+  };
+  const port = values.port === undefined ? 8000 : num(values.port, 'port', 0, true);
+  if (port < 0 || port > 65535) throw new Error(`--port expects 0..65535, got ${port}`);
+  const grace = num(values['shutdown-grace'], 'shutdown-grace', 30);
+  if (grace < 0) throw new Error(`--shutdown-grace expects seconds >= 0, got ${grace}`);
+  if (values['api-key'] === '') throw new Error('--api-key must not be empty');
+
+  const stop = new Promise<string>((resolve) => {
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve(sig));
+  });
+  const server = await startServer({
+    model: values.model, host: values.host, port, apiKey: values['api-key'] ?? null, modelName: values['model-name'],
+    threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'),
+    kvDtype: kvArg === 'auto' ? undefined : (kvArg as KvDType), blockSize: positive('block-size'),
+    maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),
+    bodyLimit: size('max-body'),
+  });
+  const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
+  if (outcome instanceof Error) {
+    process.stderr.write(`floe serve: cannot load ${values.model}: ${outcome.message}\n`);
+    await server.close(0);
+    return 1;
+  }
+  process.stdout.write(`floe serve: ${outcome}: stopping (running requests get ${grace} s to finish)\n`);
+  await server.close(grace * 1000);
+  process.stdout.write('floe serve: stopped\n');
+  // Anything still holding the event loop (a stuck socket) must not keep a stopped server alive.
+  setTimeout(() => process.exit(0), 1000).unref();
   return 0;
 }
 

@@ -149,14 +149,20 @@ export function createApp(opts: AppOptions): ServeApp {
   const run = (reply: FastifyReply, reqs: Array<Omit<GenerateRequest, 'kind'>>) => {
     const c = model();
     const ac = new AbortController();
+    let finished = false;
     const abort = () => {
-      if (ac.signal.aborted) return;
+      if (ac.signal.aborted || finished) return;
       ac.abort();
       for (const r of reqs) c.engine.abort(r.id);
     };
-    reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort(); });
+    reply.raw.once('close', () => {
+      if (reply.raw.writableFinished || finished) return;
+      metrics.aborted.inc();
+      abort();
+    });
     const sources = reqs.map((r) => c.engine.generate(r, ac.signal));
-    return { stream: merge(sources), abort, aborted: () => ac.signal.aborted };
+    const stream = merge(sources, () => { finished = true; });
+    return { stream, abort, aborted: () => ac.signal.aborted };
   };
 
   const tracked = async <T>(fn: () => Promise<T>): Promise<T> => {
@@ -477,7 +483,7 @@ async function streamSse(
 }
 
 /** Interleave several async streams as their items arrive; a failing stream fails the whole. */
-async function* merge<T>(sources: readonly AsyncIterable<T>[]): AsyncGenerator<{ source: number; value: T }> {
+async function* merge<T>(sources: readonly AsyncIterable<T>[], onEnd: () => void): AsyncGenerator<{ source: number; value: T }> {
   const its = sources.map((s) => s[Symbol.asyncIterator]());
   type Step = { k: number; r?: IteratorResult<T>; err?: unknown };
   const pending = new Map<number, Promise<Step>>();
@@ -493,6 +499,7 @@ async function* merge<T>(sources: readonly AsyncIterable<T>[]): AsyncGenerator<{
       pull(s.k);
       yield { source: s.k, value: s.r!.value };
     }
+    onEnd();
   } finally {
     for (const k of pending.keys()) void its[k]!.return?.()?.catch(() => {});
   }

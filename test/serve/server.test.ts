@@ -1,0 +1,358 @@
+// `floe serve` as a user meets it: a subprocess on a free port, driven by the official `openai` client.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+import { ChatTemplate, encodeChat } from '../../src/formats/chat-template.js';
+import { byteTokenizer, CHAT_TEMPLATE, FIXTURES, makeModelDir, SPECIALS } from './helpers.js';
+
+const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
+const BUILT = fileURLToPath(new URL('../../dist/src/serve/server.js', import.meta.url));
+const KEY = 'test-key-' + Math.random().toString(36).slice(2);
+const tok = byteTokenizer();
+const ref = JSON.parse(readFileSync(FIXTURES + 'gqa_f32/reference.json', 'utf8')) as {
+  prompt_ids: number[]; greedy_ids: number[]; logprob_positions: number[]; logprobs: number[][];
+};
+
+interface Floe { url: string; proc: ChildProcess; out: () => string; exit: Promise<number | null> }
+const procs: ChildProcess[] = [];
+
+function startFloe(dir: string, args: string[]): Promise<Floe> {
+  if (!existsSync(BUILT)) throw new Error(`${BUILT} is missing: run \`npm run build\` first (npm test does)`);
+  const proc = spawn(process.execPath, [BIN, 'serve', '--model', dir, '--port', '0', '--threads', '1', '--model-name', 'tiny', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  procs.push(proc);
+  let out = '';
+  const exit = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`floe serve did not start in 20 s:\n${out}`)), 20_000);
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      const m = /listening on (http:\/\/\S+)/.exec(out);
+      if (m) { clearTimeout(timer); resolve({ url: m[1]!, proc, out: () => out, exit }); }
+    };
+    proc.stdout!.on('data', onData);
+    proc.stderr!.on('data', onData);
+    void exit.then((code) => { clearTimeout(timer); reject(new Error(`floe serve exited with ${code}:\n${out}`)); });
+  });
+}
+
+/** Poll /health until 200; returns every status seen. */
+async function waitHealthy(url: string): Promise<number[]> {
+  const seen: number[] = [];
+  for (const t0 = Date.now(); Date.now() - t0 < 20_000;) {
+    const r = await fetch(url + '/health');
+    seen.push(r.status);
+    if (r.status === 200) return seen;
+    assert.equal(r.status, 503);
+    assert.deepEqual(await json(r), { status: 'loading' });
+    await new Promise((res) => setTimeout(res, 10));
+  }
+  throw new Error(`not healthy after 20 s: ${seen.join(',')}`);
+}
+
+async function metric(url: string, name: string): Promise<number> {
+  const text = await (await fetch(url + '/metrics')).text();
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  assert.ok(m, `metric ${name} missing`);
+  return Number(m[1]);
+}
+
+/** Chat logprob bytes → token id under the test tokenizer (each non-special id is its byte). */
+function idOf(bytes: number[]): number {
+  if (bytes.length === 1) return bytes[0]!;
+  const text = Buffer.from(bytes).toString();
+  const s = SPECIALS.find(([, c]) => c === text);
+  assert.ok(s, `token bytes ${JSON.stringify(bytes)} are neither one byte nor a special token`);
+  return s[0];
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const json = async (r: Response): Promise<any> => r.json();
+
+let main: Floe;
+let healthSeen: number[] = [];
+let client: OpenAI;
+const dir = makeModelDir('gqa_f32');
+
+before(async () => {
+  main = await startFloe(dir, ['--api-key', KEY, '--max-num-seqs', '64', '--max-queue', '256', '--kv-cache-memory', '16MiB', '--max-body', '64KiB']);
+  client = new OpenAI({ baseURL: main.url + '/v1', apiKey: KEY, maxRetries: 0, timeout: 30_000 });
+  healthSeen = await waitHealthy(main.url);
+});
+
+after(async () => {
+  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+});
+
+test('start-up: /health is 503 while loading, then 200; the KV budget is printed; /v1/models lists the model', async () => {
+  const seen = healthSeen;
+  assert.equal(seen.at(-1), 200);
+  assert.ok(seen[0] === 503, `first /health answer ${seen[0]} (expected 503 while the engine loads)`);
+  assert.match(main.out(), /KV cache \w+: \d+ blocks × \d+ = \d+ tokens; longest request 256 tokens \(context window 256\)/);
+  const models = await client.models.list();
+  assert.deepEqual(models.data.map((m) => m.id), ['tiny']);
+});
+
+test('completions: greedy token ids and prompt logprobs match the PyTorch reference; echo + legacy logprobs', async () => {
+  const r = await client.completions.create({
+    model: 'tiny', prompt: ref.prompt_ids, max_tokens: ref.greedy_ids.length, temperature: 0, logprobs: 2, echo: true,
+    // vLLM extras
+    ignore_eos: true, prompt_logprobs: 1, return_token_ids: true,
+  } as OpenAI.CompletionCreateParamsNonStreaming);
+  const c = r.choices[0]! as OpenAI.CompletionChoice & { token_ids: number[]; prompt_logprobs: Array<Record<string, { logprob: number }> | null> };
+  assert.deepEqual(c.token_ids, ref.greedy_ids);
+  assert.equal(c.finish_reason, 'length');
+  const P = ref.prompt_ids.length;
+  // Echo returns the prompt as given (its special tokens included); the completion skips specials by default.
+  assert.equal(c.text, tok.decode(ref.prompt_ids) + tok.decode(ref.greedy_ids, { skipSpecialTokens: true }));
+  const lp = c.logprobs!;
+  assert.equal(lp.tokens!.length, P + ref.greedy_ids.length);
+  assert.equal(lp.token_logprobs![0], null);
+  assert.equal(c.prompt_logprobs[0], null);
+  for (let i = 1; i < P; i++) {
+    const want = ref.logprobs[ref.logprob_positions.indexOf(i - 1)]![ref.prompt_ids[i]!]!;
+    assert.ok(Math.abs(lp.token_logprobs![i]! - want) < 1e-4, `echo logprob ${i}: ${lp.token_logprobs![i]} vs ${want}`);
+    assert.ok(Math.abs(c.prompt_logprobs[i]![String(ref.prompt_ids[i])]!.logprob - want) < 1e-4, `prompt_logprobs ${i}`);
+  }
+  for (let i = P; i < lp.tokens!.length; i++) {
+    const top = lp.top_logprobs![i]!;
+    assert.ok(Object.keys(top).length >= 1 && Object.keys(top).length <= 2);
+    assert.ok(Math.max(...Object.values(top)) <= lp.token_logprobs![i]! + 1e-6, 'greedy: the chosen token is the most likely');
+  }
+  assert.deepEqual(r.usage && { p: r.usage.prompt_tokens, c: r.usage.completion_tokens }, { p: P, c: ref.greedy_ids.length });
+});
+
+test('chat: plain and streaming agree; the template renders the prompt; logprobs bytes; usage', async () => {
+  const messages = [{ role: 'system' as const, content: 'Be brief.' }, { role: 'user' as const, content: 'Héllo, wörld?' }];
+  const promptIds = encodeChat(tok, new ChatTemplate(CHAT_TEMPLATE), messages, { addGenerationPrompt: true });
+  const body = { model: 'tiny', messages, max_tokens: 20, temperature: 0, logprobs: true, top_logprobs: 3, ignore_eos: true } as OpenAI.ChatCompletionCreateParamsNonStreaming;
+  const plain = await client.chat.completions.create(body);
+  const ch = plain.choices[0]!;
+  assert.equal(plain.object, 'chat.completion');
+  assert.equal(ch.message.role, 'assistant');
+  assert.equal(plain.usage!.prompt_tokens, promptIds.length);
+  assert.equal(plain.usage!.completion_tokens, 20);
+  assert.equal(typeof plain.usage!.prompt_tokens_details!.cached_tokens, 'number');
+  const ids = ch.logprobs!.content!.map((e) => idOf(e.bytes!));
+  assert.equal(ids.length, 20);
+  assert.equal(ch.message.content, tok.decode(ids, { skipSpecialTokens: true }));
+  for (const e of ch.logprobs!.content!) {
+    assert.equal(e.top_logprobs.length, 3);
+    assert.equal(e.top_logprobs[0]!.logprob, e.logprob, 'greedy picks the top token');
+  }
+
+  const stream = await client.chat.completions.create({ ...body, stream: true, stream_options: { include_usage: true } });
+  const chunks: OpenAI.ChatCompletionChunk[] = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  assert.equal(chunks[0]!.choices[0]!.delta.role, 'assistant');
+  assert.equal(chunks.map((c) => c.choices[0]?.delta.content ?? '').join(''), ch.message.content);
+  assert.equal(chunks.at(-2)!.choices[0]!.finish_reason, 'length');
+  assert.deepEqual(chunks.at(-1)!.choices, []);
+  assert.equal(chunks.at(-1)!.usage!.completion_tokens, 20);
+  assert.ok(chunks.at(-1)!.usage!.prompt_tokens_details!.cached_tokens! > 0, 'the second identical prompt hits the prefix cache');
+});
+
+test('n > 1, seeds and stop strings', async () => {
+  const base = { model: 'tiny', messages: [{ role: 'user' as const, content: 'count' }], max_tokens: 24, ignore_eos: true } as OpenAI.ChatCompletionCreateParamsNonStreaming;
+  const seeded = (seed: number) => client.chat.completions.create({ ...base, temperature: 1, seed, n: 3 });
+  const [a, b, c] = await Promise.all([seeded(7), seeded(7), seeded(8)]);
+  assert.deepEqual(a.choices.map((x) => x.index), [0, 1, 2]);
+  assert.equal(a.usage!.completion_tokens, 72);
+  assert.deepEqual(a.choices.map((x) => x.message.content), b.choices.map((x) => x.message.content), 'same seed, same samples');
+  assert.notDeepEqual(a.choices.map((x) => x.message.content), c.choices.map((x) => x.message.content), 'another seed, other samples');
+  assert.notEqual(a.choices[0]!.message.content, a.choices[1]!.message.content, 'the n completions differ from each other');
+
+  const greedy = await client.chat.completions.create({ ...base, temperature: 0, n: 2 });
+  assert.equal(greedy.choices[0]!.message.content, greedy.choices[1]!.message.content, 'greedy completions agree');
+  const text = greedy.choices[0]!.message.content!;
+  // A stop string from the middle of the greedy text: the output must end right before its first occurrence.
+  let stop = '';
+  for (let len = 3; len >= 1 && stop === ''; len--) {
+    for (let at = 1; at + len <= text.length && stop === ''; at++) {
+      const s = text.slice(at, at + len);
+      if (!s.includes('\uFFFD') && text.indexOf(s) === at) stop = s;
+    }
+  }
+  assert.ok(stop !== '', `no usable stop string in ${JSON.stringify(text)}`);
+  const stopped = await client.chat.completions.create({ ...base, temperature: 0, stop: ['never-there', stop] });
+  assert.equal(stopped.choices[0]!.message.content, text.slice(0, text.indexOf(stop)));
+  assert.equal(stopped.choices[0]!.finish_reason, 'stop');
+});
+
+test('32 simultaneous streams each equal the same request run alone (greedy and seeded)', async () => {
+  const reqs = Array.from({ length: 32 }, (_, i) => ({
+    model: 'tiny', prompt: `request ${i}: ${'xyz'.repeat(i % 5)}`, max_tokens: 12, ignore_eos: true,
+    ...(i % 2 === 0 ? { temperature: 0 } : { temperature: 0.9, top_p: 0.95, seed: 1000 + i }),
+  }) as unknown as OpenAI.CompletionCreateParamsNonStreaming);
+  const alone: string[] = [];
+  for (const r of reqs) alone.push((await client.completions.create(r)).choices[0]!.text);
+  const together = await Promise.all(reqs.map(async (r) => {
+    const s = await client.completions.create({ ...r, stream: true });
+    let text = '';
+    for await (const chunk of s) text += chunk.choices[0]?.text ?? '';
+    return text;
+  }));
+  assert.deepEqual(together, alone);
+  assert.ok(new Set(alone).size > 16, 'prompts give different outputs');
+});
+
+test('cancellation mid-stream frees the KV blocks', async () => {
+  const ac = new AbortController();
+  const stream = await client.chat.completions.create({
+    model: 'tiny', messages: [{ role: 'user', content: 'go' }], max_tokens: 220, temperature: 0, stream: true, ignore_eos: true,
+  } as unknown as OpenAI.ChatCompletionCreateParamsStreaming, { signal: ac.signal });
+  const gen0 = await metric(main.url, 'floe_engine_generation_tokens_total');
+  const aborted0 = await metric(main.url, 'floe_requests_aborted_total');
+  let chunks = 0;
+  let usedDuring = 0;
+  try {
+    for await (const _ of stream) {
+      if (++chunks === 4) {
+        usedDuring = await metric(main.url, 'floe_kv_blocks_used');
+        ac.abort(); // the openai client ends the stream quietly (or throws an abort error)
+      }
+    }
+  } catch (e) {
+    assert.match(String(e), /abort/i);
+  }
+  assert.ok(chunks >= 4 && chunks < 100, `stream cut short after ${chunks} chunks`);
+  assert.ok(usedDuring > 0, `blocks were in use while streaming (${usedDuring}, ${chunks} chunks, ${(await metric(main.url, 'floe_engine_generation_tokens_total')) - gen0} generated)`);
+  let used = -1;
+  for (const t0 = Date.now(); Date.now() - t0 < 5000; await new Promise((r) => setTimeout(r, 20))) {
+    used = await metric(main.url, 'floe_kv_blocks_used');
+    if (used === 0 && (await metric(main.url, 'floe_num_requests_running')) === 0) break;
+  }
+  assert.equal(used, 0, 'all KV blocks freed after the client went away');
+  const generated = (await metric(main.url, 'floe_engine_generation_tokens_total')) - gen0;
+  assert.ok(generated < 220, `the request stopped early (${generated} of 220 tokens generated)`);
+  assert.equal(await metric(main.url, 'floe_requests_aborted_total'), aborted0 + 1, 'the server saw the disconnect');
+});
+
+test('errors: 401 without or with a wrong key, 400 with the right param per bad field, 404, 413, malformed JSON', async () => {
+  const noKey = new OpenAI({ baseURL: main.url + '/v1', apiKey: 'wrong', maxRetries: 0 });
+  await assert.rejects(noKey.models.list(), (e: unknown) => e instanceof OpenAI.AuthenticationError && e.status === 401);
+  const r401 = await fetch(main.url + '/v1/models');
+  assert.equal(r401.status, 401);
+  assert.equal((await json(r401)).error.code, 'invalid_api_key');
+
+  const user = [{ role: 'user' as const, content: 'hi' }];
+  const bad: Array<[string, Record<string, unknown>]> = [
+    ['temperature', { temperature: 2.5 }], ['top_p', { top_p: 1.5 }], ['n', { n: 0 }], ['max_tokens', { max_tokens: 10_000 }],
+    ['max_tokens', { max_tokens: -3 }], ['seed', { seed: 0.5 }], ['stop', { stop: 42 }], ['logit_bias', { logit_bias: { 99999: 1 } }],
+    ['top_logprobs', { logprobs: true, top_logprobs: 100 }], ['response_format', { response_format: { type: 'json_object' } }],
+    ['tools', { tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }], ['model', { model: 'gpt-4o' }],
+    ['messages[0].role', { messages: [{ role: 'robot', content: 'x' }] }], ['frequency_penalty', { frequency_penalty: 9 }],
+  ];
+  for (const [param, over] of bad) {
+    await assert.rejects(client.chat.completions.create({ model: 'tiny', messages: user, ...over } as never),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && e.status === 400 && e.param === param, `${param} ${JSON.stringify(over)}`);
+  }
+  await assert.rejects(client.completions.create({ model: 'tiny', prompt: 'x', suffix: 'y' }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'suffix');
+  await assert.rejects(client.completions.create({ model: 'tiny', prompt: 'x'.repeat(400) }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'prompt');
+  await assert.rejects(client.embeddings.create({ model: 'tiny', input: 'x', dimensions: 5 }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'dimensions');
+
+  const auth = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' };
+  for (const raw of ['{', '{"messages": [1, 2', 'null', '{"model":"tiny","messages":[{"role":"user","content":"x"}],"max_tokens":1e999}']) {
+    const r = await fetch(main.url + '/v1/chat/completions', { method: 'POST', headers: auth, body: raw });
+    assert.equal(r.status, 400, raw);
+    assert.equal(typeof (await json(r)).error.message, 'string');
+  }
+  const big = await fetch(main.url + '/v1/completions', { method: 'POST', headers: auth, body: JSON.stringify({ prompt: 'x'.repeat(100_000) }) });
+  assert.equal(big.status, 413);
+  assert.match((await json(big)).error.message, /65536 bytes/);
+  const nf = await fetch(main.url + '/v1/engines', { headers: auth });
+  assert.equal(nf.status, 404);
+  assert.equal((await json(nf)).error.type, 'invalid_request_error');
+  assert.equal((await fetch(main.url + '/health')).status, 200, 'still serving');
+});
+
+test('embeddings: normalized, base64 equals float, mean differs from last, batch equals singles', async () => {
+  const a = await client.embeddings.create({ model: 'tiny', input: ['the cat', 'a dog'] });
+  const f = await client.embeddings.create({ model: 'tiny', input: ['the cat', 'a dog'], encoding_format: 'float' });
+  assert.equal(a.data.length, 2);
+  const v = a.data[0]!.embedding;
+  assert.equal(v.length, 64);
+  assert.ok(Math.abs(Math.hypot(...v) - 1) < 1e-5, 'unit norm');
+  assert.deepEqual(a.data.map((d) => d.embedding), f.data.map((d) => d.embedding));
+  const single = await client.embeddings.create({ model: 'tiny', input: 'a dog', encoding_format: 'float' });
+  for (let i = 0; i < 64; i++) assert.ok(Math.abs(single.data[0]!.embedding[i]! - f.data[1]!.embedding[i]!) < 1e-5);
+  const last = await client.embeddings.create({ model: 'tiny', input: 'a dog', encoding_format: 'float', pooling: 'last' } as OpenAI.EmbeddingCreateParams);
+  assert.notDeepEqual(last.data[0]!.embedding, single.data[0]!.embedding);
+  assert.equal(a.usage.prompt_tokens, tok.encode('the cat').length + tok.encode('a dog').length);
+});
+
+test('/metrics parses as Prometheus text with the serving metrics', async () => {
+  const text = await (await fetch(main.url + '/metrics')).text();
+  const samples = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (-?[0-9.e+-]+|NaN|[+-]Inf)$/.exec(line);
+    assert.ok(m, `not a Prometheus sample line: ${line}`);
+    samples.set(m[1]! + (m[2] ?? ''), Number(m[3]));
+  }
+  for (const name of ['floe_prompt_tokens_total', 'floe_generation_tokens_total', 'floe_time_to_first_token_seconds_count',
+    'floe_inter_token_latency_seconds_count', 'floe_num_requests_running', 'floe_num_requests_waiting', 'floe_kv_blocks_used',
+    'floe_kv_blocks_cached', 'floe_kv_blocks_total', 'floe_prefix_cache_hit_rate', 'floe_num_preemptions_total']) {
+    assert.ok(samples.has(name), `missing ${name}`);
+  }
+  assert.ok(samples.get('floe_generation_tokens_total')! >= 32 * 12 * 2, 'counts the tokens served above');
+  assert.ok(samples.get('floe_prefix_cache_hit_rate')! > 0, 'the repeated prompts hit the prefix cache');
+  assert.ok(samples.get('floe_http_requests_total{route="/v1/chat/completions",status="400"}')! >= 14);
+  assert.ok(samples.get('floe_http_requests_total{route="/v1/completions",status="200"}')! >= 64);
+});
+
+test('a flood past --max-queue gets 429s, then the server recovers; SIGTERM lets a running stream finish and exits 0', async () => {
+  const s = await startFloe(dir, ['--max-num-seqs', '2', '--max-queue', '2', '--shutdown-grace', '20']);
+  await waitHealthy(s.url);
+  const c = new OpenAI({ baseURL: s.url + '/v1', apiKey: 'none', maxRetries: 0 });
+  const results = await Promise.allSettled(Array.from({ length: 16 }, (_, i) =>
+    c.completions.create({ model: 'tiny', prompt: `flood ${i}`, max_tokens: 40, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming)));
+  const ok = results.filter((r) => r.status === 'fulfilled').length;
+  const refused = results.filter((r) => r.status === 'rejected' && r.reason instanceof OpenAI.RateLimitError && r.reason.status === 429).length;
+  assert.equal(ok + refused, 16, 'every request either succeeded or got a 429');
+  assert.ok(refused > 0 && ok >= 2, `${ok} served, ${refused} refused`);
+  const again = await c.completions.create({ model: 'tiny', prompt: 'after the flood', max_tokens: 5 });
+  assert.equal(again.choices.length, 1, 'recovered');
+
+  const stream = await c.completions.create({ model: 'tiny', prompt: 'long', max_tokens: 60, ignore_eos: true, stream: true } as OpenAI.CompletionCreateParamsStreaming);
+  let tokens = 0;
+  let finish: string | null = null;
+  for await (const chunk of stream) {
+    if (tokens === 0) {
+      s.proc.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 100));
+      await assert.rejects(fetch(s.url + '/health'), 'no new connections once stopping');
+    }
+    tokens += 1;
+    finish = chunk.choices[0]?.finish_reason ?? finish;
+  }
+  assert.equal(finish, 'length', 'the running stream finished within the grace period');
+  assert.equal(await s.exit, 0);
+  assert.match(s.out(), /SIGTERM: stopping/);
+});
+
+test('SIGTERM with a short grace period aborts the streams still running, then exits 0', async () => {
+  const s = await startFloe(dir, ['--shutdown-grace', '0.2']);
+  await waitHealthy(s.url);
+  const c = new OpenAI({ baseURL: s.url + '/v1', apiKey: 'none', maxRetries: 0 });
+  const stream = await c.completions.create({ model: 'tiny', prompt: 'long', max_tokens: 240, ignore_eos: true, stream: true } as OpenAI.CompletionCreateParamsStreaming);
+  let text = '';
+  let finish: string | null = null;
+  let t0 = 0;
+  try {
+    for await (const chunk of stream) {
+      if (t0 === 0) { t0 = Date.now(); s.proc.kill('SIGTERM'); }
+      text += chunk.choices[0]?.text ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+  } catch {
+    // a connection cut after the grace period is a valid ending too
+  }
+  assert.notEqual(finish, 'length', 'the stream did not run to max_tokens');
+  assert.equal(await s.exit, 0);
+  // Idle keep-alive connections are closed as streams end, well before the hard cut at grace + 3 s.
+  assert.ok(Date.now() - t0 < 3000, `stopped ${Date.now() - t0} ms after SIGTERM`);
+});

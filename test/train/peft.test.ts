@@ -1,0 +1,144 @@
+// PEFT adapters: round trip, key names and shapes, foreign layouts (.default keys, bf16), errors; merge equals
+// base + adapter; generate --adapter path (wrapped matmul) equals the merged model; step 0 of LoRA equals the base.
+
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { referenceBackend } from '../../src/backend/reference.js';
+import { loadModel } from '../../src/formats/load.js';
+import { applyAdapter, peftKey, readPeftAdapter, writePeftAdapter } from '../../src/formats/peft.js';
+import { readSafetensorsSync, writeSafetensors } from '../../src/formats/safetensors.js';
+import { KvCache } from '../../src/model/kv-cache.js';
+import { LlamaModel } from '../../src/model/llama.js';
+import { LlamaTrainModel } from '../../src/model/llama-train.js';
+import { initLora, type LoraAdapter, type LoraTarget } from '../../src/model/lora.js';
+import { mergeAdapter, writeHfModel } from '../../src/train/export.js';
+import { packSamples } from '../../src/train/data.js';
+import { Rng } from '../../src/train/rng.js';
+import { encodeBf16 } from '../../src/tensor/codecs.js';
+import { FIXTURES, asTrain, assertClose, trainBackends } from './fixtures.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'floe-peft-'));
+const seed = (Math.random() * 2 ** 32) >>> 0;
+
+/** An adapter with random A and B (B non-zero so it changes the model). */
+function randomAdapter(cfg: Parameters<typeof initLora>[0], targets: readonly LoraTarget[] = ['q', 'v', 'down', 'gate'], rank = 3): LoraAdapter {
+  const r = new Rng(seed);
+  const ad = initLora(cfg, { rank, alpha: 6, targets: [...targets], rslora: false, dropout: 0 }, () => r.next());
+  for (const lay of ad.layers) for (const lin of Object.values(lay)) for (let i = 0; i < lin!.b.length; i++) lin!.b[i] = (r.next() - 0.5) * 0.2;
+  return ad;
+}
+
+function logits(model: LlamaModel, ids: number[]): Float32Array {
+  const cfg = model.config;
+  const T = ids.length;
+  const kv = new KvCache(cfg.numLayers, Math.ceil(T / 16), 16, cfg.numKvHeads, cfg.headDim, 'f32');
+  const pos = Int32Array.from({ length: T }, (_, i) => i);
+  return model.forward({
+    tokens: Int32Array.from(ids), positions: pos, slots: pos,
+    attn: { numSeqs: 1, qStart: Int32Array.of(0, T), ctxLen: Int32Array.of(T), blockTables: Int32Array.from({ length: kv.numBlocks }, (_, i) => i), maxBlocks: kv.numBlocks },
+    logitRows: pos,
+  }, kv);
+}
+
+describe(`PEFT adapters (seed ${seed})`, () => {
+  it('write/read round trip with PEFT key names, shapes and config', async () => {
+    const base = await loadModel(join(FIXTURES, 'models', 'gqa_f32'));
+    const ad = randomAdapter(base.config);
+    const dir = join(tmp, 'rt');
+    writePeftAdapter(dir, ad, 'some/base');
+    const st = readSafetensorsSync(join(dir, 'adapter_model.safetensors'));
+    assert.deepEqual(st.tensors.get('base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight')!.shape, [3, 64]);
+    assert.deepEqual(st.tensors.get('base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight')!.shape, [64, 3]);
+    assert.deepEqual(st.tensors.get('base_model.model.model.layers.0.mlp.down_proj.lora_A.weight')!.shape, [3, 96]);
+    assert.equal(st.tensors.size, 2 * 2 * 4);
+    const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8'));
+    assert.equal(cfg.peft_type, 'LORA');
+    assert.equal(cfg.r, 3);
+    assert.equal(cfg.lora_alpha, 6);
+    assert.deepEqual([...cfg.target_modules].sort(), ['down_proj', 'gate_proj', 'q_proj', 'v_proj']);
+    const back = readPeftAdapter(dir, base.config);
+    assert.deepEqual(back.config, { ...ad.config, targets: ['q', 'v', 'gate', 'down'] });
+    ad.layers.forEach((lay, l) => {
+      for (const [t, lin] of Object.entries(lay)) {
+        assert.deepEqual(back.layers[l]![t as 'q']!.a, lin!.a);
+        assert.deepEqual(back.layers[l]![t as 'q']!.b, lin!.b);
+      }
+    });
+  });
+
+  it('reads foreign layouts (".default" keys, bf16 tensors) and rejects wrong shapes / keys with names', async () => {
+    const base = await loadModel(join(FIXTURES, 'models', 'gqa_f32'));
+    const dir = join(tmp, 'foreign');
+    const A = new Float32Array(2 * 64).map((_, i) => i / 100), B = new Float32Array(32 * 2).map((_, i) => -i / 50);
+    const write = (tensors: Parameters<typeof writeSafetensors>[1]) => {
+      writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors);
+    };
+    writePeftAdapter(dir, randomAdapter(base.config, ['k'], 2)); // config.json
+    write({
+      'base_model.model.model.layers.0.self_attn.k_proj.lora_A.default.weight': { dtype: 'BF16', shape: [2, 64], data: encodeBf16(A) },
+      'base_model.model.model.layers.0.self_attn.k_proj.lora_B.default.weight': { dtype: 'F32', shape: [32, 2], data: B },
+    });
+    const ad = readPeftAdapter(dir, base.config);
+    assert.deepEqual(ad.config.targets, ['k']);
+    assert.equal(ad.layers[1]!.k, undefined);
+    assertClose(ad.layers[0]!.k!.a, A, 'bf16 A', 1e-2, 0);
+    assert.deepEqual(ad.layers[0]!.k!.b, B);
+    write({ [peftKey(0, 'k', 'A')]: { dtype: 'F32', shape: [2, 63], data: new Float32Array(126) }, [peftKey(0, 'k', 'B')]: { dtype: 'F32', shape: [32, 2], data: B } });
+    assert.throws(() => readPeftAdapter(dir, base.config), /"base_model\.model\.model\.layers\.0\.self_attn\.k_proj\.lora_A\.weight" has shape \[2, 63\], expected \[2, 64\]/);
+    write({ [peftKey(0, 'k', 'A')]: { dtype: 'F32', shape: [2, 64], data: A } });
+    assert.throws(() => readPeftAdapter(dir, base.config), /layer 0\.k has lora_A but no lora_B/);
+    write({ 'base_model.model.lm_head.lora_A.weight': { dtype: 'F32', shape: [2, 64], data: A } });
+    assert.throws(() => readPeftAdapter(dir, base.config), /unexpected tensor "base_model\.model\.lm_head\.lora_A\.weight"/);
+    write({ [peftKey(5, 'k', 'A')]: { dtype: 'F32', shape: [2, 64], data: A } });
+    assert.throws(() => readPeftAdapter(dir, base.config), /layer 5, the model has 2 layers/);
+    const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8'));
+    writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ ...cfg, use_dora: true }));
+    assert.throws(() => readPeftAdapter(dir, base.config), /DoRA/);
+  });
+
+  for (const model of ['gqa_f32', 'bf16', 'fp8_block']) {
+    it(`${model}: merged model logits == base with the adapter applied (generate --adapter path)`, async () => {
+      const base = await loadModel(join(FIXTURES, 'models', model));
+      const ad = randomAdapter(base.config, ['q', 'k', 'v', 'o', 'gate', 'up', 'down']);
+      const dir = join(tmp, `ad-${model}`);
+      writePeftAdapter(dir, ad);
+      const out = join(tmp, `merged-${model}`);
+      writeHfModel(out, base.config, join(FIXTURES, 'models', model), mergeAdapter(base.config, base.tensors, ad), 'f32');
+      const merged = await loadModel(out);
+      const ids = [1, 17, 99, 4, 200, 31, 7, 64, 12];
+      const plain = new LlamaModel(base.config, LlamaModel.fromTensors(base.config, base.tensors, referenceBackend).weights, referenceBackend);
+      const withAd = applyAdapter(plain, dir);
+      const lm = logits(LlamaModel.fromTensors(merged.config, merged.tensors, referenceBackend), ids);
+      const la = logits(withAd, ids);
+      const lb = logits(plain, ids);
+      assertClose(la, lm, `${model} adapter vs merged`, 1e-4, 1e-5);
+      let diff = 0;
+      for (let i = 0; i < la.length; i++) diff = Math.max(diff, Math.abs(la[i]! - lb[i]!));
+      assert.ok(diff > 1e-2, `the adapter changes the logits (max |Δ| ${diff})`);
+    });
+  }
+});
+
+describe('LoRA step 0', () => {
+  for (const [bname, be] of trainBackends()) {
+    it(`${bname}: a fresh adapter (B = 0) gives exactly the base model's loss`, async () => {
+      const base = await loadModel(join(FIXTURES, 'models', 'gqa_f32'));
+      const r = new Rng(seed);
+      const ad = initLora(base.config, { rank: 4, alpha: 8, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], rslora: true, dropout: 0 }, () => r.next());
+      const ids = Array.from({ length: 13 }, () => 3 + r.int(250));
+      const batch = packSamples([{ tokens: Int32Array.from(ids), mask: new Uint8Array(ids.length).fill(1), line: 1 }]);
+      const tm = LlamaTrainModel.fromTensors(base.config, base.tensors, asTrain(be), { adapter: ad, full: false, checkpointActivations: false });
+      const got = tm.evalLoss(batch);
+      // base: log-softmax of the inference model's logits
+      const lg = logits(LlamaModel.fromTensors(base.config, base.tensors, be), ids);
+      be.logSoftmax(lg, lg, ids.length);
+      let want = 0;
+      for (let t = 0; t + 1 < ids.length; t++) want -= lg[t * 256 + ids[t + 1]!]!;
+      assert.equal(got.counted, ids.length - 1);
+      assert.ok(Math.abs(got.lossSum - want) < 1e-4 * Math.abs(want), `${got.lossSum} vs ${want}`);
+    });
+  }
+});

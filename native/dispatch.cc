@@ -17,7 +17,8 @@ Isa detect() {
   bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-                __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
+                __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni") &&
+                __builtin_cpu_supports("avx512vbmi");
   if (avx512) return ISA_AVX512;
   if (avx2) return ISA_AVX2;  // F16C ships with every AVX2 CPU
 #endif

@@ -1,4 +1,4 @@
-// AVX-512 kernels (F, BW, VL, DQ, BF16, VNNI): hand-written matmuls per weight dtype plus the portable kernels.
+// AVX-512 kernels (F, BW, VL, DQ, BF16, VNNI, VBMI): hand-written matmuls per weight dtype plus the portable kernels.
 #include <cmath>
 #include <cstring>
 
@@ -8,7 +8,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni")
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni,avx512vbmi")
 
 namespace floe {
 namespace avx512_isa {
@@ -23,6 +23,7 @@ static void dq_f16(const uint8_t* src, float* out, int64_t n) {
 
 #include "generic.inc"
 #include "mm512.inc"
+#include "attn512.inc"
 
 }  // namespace avx512_isa
 
@@ -35,7 +36,7 @@ const Kernels kernels_avx512 = {
     avx512_isa::embedding_generic,
     avx512_isa::add_generic,
     avx512_isa::kv_write_generic,
-    avx512_isa::attention_generic,
+    avx512_isa::attention_avx512,
     avx512_isa::log_softmax_generic,
 };
 

@@ -76,7 +76,7 @@ describe('native addon', () => {
     if (cpuinfo && process.arch === 'x64') {
       const flags = new Set((/^flags\s*:(.*)$/m.exec(cpuinfo)?.[1] ?? '').trim().split(/\s+/));
       const avx2 = flags.has('avx2') && flags.has('fma');
-      const avx512 = avx2 && ['avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512_bf16', 'avx512_vnni'].every((f) => flags.has(f));
+      const avx512 = avx2 && ['avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512_bf16', 'avx512_vnni', 'avx512vbmi'].every((f) => flags.has(f));
       assert.equal(a.supportedIsa(), avx512 ? 'avx512' : avx2 ? 'avx2' : 'scalar');
     }
     assert.ok(ORDER.indexOf(a.isa()) <= ORDER.indexOf(a.supportedIsa()));
@@ -203,7 +203,7 @@ describe('native addon', () => {
 
       for (const dtype of WEIGHT_DTYPES) {
         it(`matmul ${dtype}: decode and prefill tiles, tails, fp8 block grids`, { skip }, () => {
-          for (const [M, C, N, block] of [[1, 96, 7, [1, 96]], [9, 160, 9, [4, 64]], [19, 64, 13, [13, 64]], [12, 288, 5, [2, 32]], [4, 96, 6, [1, 20]], [10, 224, 3, [2, 48]]] as const) {
+          for (const [M, C, N, block] of [[1, 96, 7, [1, 96]], [9, 160, 9, [4, 64]], [19, 64, 13, [13, 64]], [12, 288, 5, [2, 32]], [4, 96, 6, [1, 20]], [10, 224, 3, [2, 48]], [2, 320, 5, [2, 128]], [3, 224, 4, [1, 64]]] as const) {
             withSeed(`${isa} matmul ${dtype} M=${M} C=${C} N=${N}`, (rng) => {
               const w = quantizeTensor(rng.normals(N * C), [N, C], dtype, { fp8Block: block });
               const x = rng.normals(M * C);

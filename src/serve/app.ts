@@ -73,7 +73,7 @@ export function createApp(opts: AppOptions): ServeApp {
 
   app.setErrorHandler((err: unknown, req, reply) => {
     const e = toApiError(err, bodyLimit);
-    if (e.status === 500) req.log.error(err);
+    if (e.status === 500) console.error(`floe serve: ${req.method} ${req.url}:`, err);
     void reply.code(e.status).header('content-type', 'application/json; charset=utf-8').send(JSON.stringify(e.body()));
   });
   app.setNotFoundHandler((req, reply) => {
@@ -97,7 +97,7 @@ export function createApp(opts: AppOptions): ServeApp {
   app.get('/metrics', async (_req, reply) => {
     if (ctx) {
       try {
-        metrics.update(await ctx.engine.stats());
+        metrics.update(await withTimeout(ctx.engine.stats(), 2000, 'engine stats'));
       } catch {
         // Engine gone (shutting down): serve the last values.
       }
@@ -120,7 +120,11 @@ export function createApp(opts: AppOptions): ServeApp {
   const promptIds = (c: ModelContext, p: Prompt, param: string): number[] => {
     if ('ids' in p) return [...p.ids];
     if (!c.tokenizer) throw invalid(param, 'this model has no tokenizer: send token ids instead of text');
-    return c.tokenizer.encode(p.text, { addSpecialTokens: true });
+    try {
+      return c.tokenizer.encode(p.text, { addSpecialTokens: true });
+    } catch (e) {
+      throw invalid(param, `cannot tokenize '${param}': ${(e as Error).message}`);
+    }
   };
 
   /** Output budget for one prompt: the asked max_tokens, or what is left of the context; 400 when it cannot fit. */
@@ -363,6 +367,12 @@ export function createApp(opts: AppOptions): ServeApp {
   };
 }
 
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms); });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
 function clampLp(lp: number): number {
   return Number.isNaN(lp) ? LOGPROB_FLOOR : Math.max(lp, LOGPROB_FLOOR);
 }
@@ -477,7 +487,7 @@ async function streamSse(
     job.abort();
     send(toApiError(err, 0).body());
   } finally {
-    void it.return(undefined);
+    void it.return(undefined).catch(() => {});
     if (!raw.destroyed && !raw.writableEnded) raw.end('data: [DONE]\n\n');
   }
 }

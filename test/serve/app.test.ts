@@ -236,6 +236,27 @@ test('auth, 404, 413, 415, 429 from the engine, 503 while loading', async () => 
   assert.equal((await l.app.inject({ method: 'GET', url: '/health' })).statusCode, 503);
 });
 
+test('a request the KV pool can never hold is refused up front, naming the KV limit', async () => {
+  const engine = new FakeEngine(tok, { kvTokens: 48, maxRequestTokens: 48 });
+  const s = createApp({ modelName: 'tiny' });
+  s.ready({ engine, tokenizer: tok, template: null });
+  const post = (body: unknown) => s.app.inject({ method: 'POST', url: '/v1/completions', payload: body as object });
+  const r = await post({ prompt: 'x'.repeat(20), max_tokens: 40 });
+  assert.equal(r.statusCode, 400);
+  assert.equal(r.json().error.param, 'max_tokens');
+  assert.equal(r.json().error.code, 'context_length_exceeded');
+  assert.match(r.json().error.message, /KV cache holds at most 48 tokens/);
+  const ok = await post({ prompt: 'x'.repeat(20), max_tokens: 27 });
+  assert.equal(ok.statusCode, 200, ok.body);
+  const fill = await post({ prompt: [5, 6, 7], max_tokens: null });
+  assert.equal(fill.statusCode, 200);
+  assert.equal(engine.requests.at(-1)!.maxTokens, 16, 'legacy completions default to 16 tokens');
+  const chatFill = await s.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: { messages: [{ role: 'user', content: 'x' }] } });
+  assert.equal(chatFill.statusCode, 400, 'no template');
+  const lone = await post({ prompt: 'a\ud800b', max_tokens: 2 });
+  assert.ok(lone.statusCode === 200 || lone.statusCode === 400, `lone surrogate: ${lone.statusCode}`);
+});
+
 test('models and metrics', async () => {
   const { app, post } = setup();
   const m = (await app.inject({ method: 'GET', url: '/v1/models' })).json();

@@ -5,7 +5,6 @@ import { join } from "node:path";
 import { prepareCorpora } from "../src/train/corpus.js";
 import { writeInitModel, type InitModelOptions } from "../src/train/init-model.js";
 import { run as floe } from "../src/cli/main.js";
-import { finetune, type FinetuneOptions } from "../src/train/trainer.js";
 import { openModel } from "../src/model/open.js";
 import { heldOutLoss } from "../src/train/perplexity.js";
 import { listCheckpoints } from "../src/train/checkpoint.js";
@@ -24,17 +23,17 @@ const LORA = join(WORK, "lora-nlp");
 export const ARCH = { vocabSize: 4096, hiddenSize: 256, intermediateSize: 704, numLayers: 6, numHeads: 8, numKvHeads: 4, maxPositionEmbeddings: 1024, ropeTheta: 10000 };
 const MAX_SEQ_LEN = 256;
 
-/** Pre-training options, exactly as `floe finetune --full` takes them. */
-export const PRETRAIN: Omit<FinetuneOptions, "model" | "data" | "out"> = {
-  full: true, epochs: 1, lr: 2e-3, batchTokens: 4096, maxSeqLen: MAX_SEQ_LEN, warmupSteps: 20, decay: "cosine", minLrRatio: 0.1,
-  weightDecay: 0.1, maxGradNorm: 1, saveSteps: 25, saveTotalLimit: 2, seed: 0,
-};
+/** Pre-training: the exact `floe finetune --full` arguments (cosine decay to 0 after warmup). */
+export const PRETRAIN_ARGS = [
+  "--full", "--max-steps", "240", "--lr", "2e-3", "--warmup-steps", "20", "--lr-schedule", "cosine", "--batch-tokens", "4096",
+  "--max-seq-len", String(MAX_SEQ_LEN), "--weight-decay", "0.1", "--max-grad-norm", "1", "--save-steps", "25", "--save-total-limit", "2", "--seed", "0",
+];
 
-/** LoRA demo options: adapt to the nlp-corpus register. */
-export const LORA_OPTS: Omit<FinetuneOptions, "model" | "data" | "out"> = {
-  lora: { rank: 16, alpha: 32 }, maxSteps: 60, lr: 2e-3, batchTokens: 4096, maxSeqLen: MAX_SEQ_LEN, warmupSteps: 5, decay: "cosine", seed: 0,
-  saveSteps: 20, saveTotalLimit: 1,
-};
+/** LoRA demo: the exact `floe finetune` arguments that adapt the model to the nlp-corpus register (all seven targets). */
+export const LORA_ARGS = [
+  "--lora-rank", "16", "--lora-alpha", "32", "--max-steps", "50", "--lr", "2e-3", "--warmup-steps", "5", "--lr-schedule", "cosine",
+  "--batch-tokens", "4096", "--max-seq-len", String(MAX_SEQ_LEN), "--save-steps", "25", "--save-total-limit", "1", "--seed", "0",
+];
 
 const log = (s: string) => process.stderr.write(`[make-default-model] ${s}\n`);
 
@@ -66,12 +65,12 @@ function init(): void {
 
 async function pretrain(): Promise<void> {
   // Resumes from the last complete checkpoint when a run was interrupted.
-  const resume = listCheckpoints(RUN).length > 0 ? RUN : undefined;
-  const s = await finetune({
-    ...PRETRAIN, model: INIT, data: join(DATA, "brown", "train.jsonl"), eval: join(DATA, "brown", "heldout-small.jsonl"),
-    out: RUN, resume, progress: true,
-  });
-  log(`pre-training: ${s.steps} steps, ${s.tokens} tokens, ${s.tokensPerSecond.toFixed(0)} tok/s, eval loss ${s.eval?.eval_loss.toFixed(4)}`);
+  const resume = listCheckpoints(RUN).length > 0 ? ["--resume", RUN] : [];
+  const args = ["finetune", "--model", INIT, "--data", join(DATA, "brown", "train.jsonl"), "--eval", join(DATA, "brown", "heldout-small.jsonl"),
+    ...PRETRAIN_ARGS, "--out", RUN, ...resume];
+  log(`floe ${args.join(" ")}`);
+  const rc = await floe(args);
+  if (rc !== 0) throw new Error(`floe finetune exited with ${rc}`);
 }
 
 function exportModel(): void {
@@ -107,8 +106,12 @@ async function evalModel(dir: string, adapter?: string): Promise<EvalReport> {
 }
 
 async function lora(): Promise<void> {
-  const s = await finetune({ ...LORA_OPTS, model: MODEL, data: join(DATA, "nlp-corpus", "train.jsonl"), eval: join(DATA, "nlp-corpus", "heldout-small.jsonl"), out: LORA, progress: true });
-  log(`LoRA: ${s.steps} steps, nlp-corpus eval loss ${s.initialEval?.eval_loss.toFixed(4)} -> ${s.eval?.eval_loss.toFixed(4)}`);
+  const resume = listCheckpoints(LORA).length > 0 ? ["--resume", LORA] : [];
+  const args = ["finetune", "--model", MODEL, "--data", join(DATA, "nlp-corpus", "train.jsonl"), "--eval", join(DATA, "nlp-corpus", "heldout-small.jsonl"),
+    ...LORA_ARGS, "--out", LORA, ...resume];
+  log(`floe ${args.join(" ")}`);
+  const rc = await floe(args);
+  if (rc !== 0) throw new Error(`floe finetune exited with ${rc}`);
   const before = await evalModel(MODEL);
   const after = await evalModel(MODEL, join(LORA, "final"));
   writeFileSync(join(WORK, "lora-report.json"), JSON.stringify({ before, after }, null, 1) + "\n");

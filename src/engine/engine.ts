@@ -218,6 +218,18 @@ export class Engine {
     return this.applyAborts();
   }
 
+  /** After an internal error: drop every request, answering each with a 500. */
+  failAll(message: string): EngineOutput[] {
+    const ids = [...this.states.keys()];
+    for (const seqId of this.seqOwner.keys()) {
+      try { this.scheduler.finish(seqId); } catch { /* best effort: the errors below still reach the clients */ }
+    }
+    this.states.clear();
+    this.seqOwner.clear();
+    this.aborts.clear();
+    return ids.map((id) => ({ kind: 'error', id, status: 500, message }));
+  }
+
   /** One engine iteration; returns the outputs it produced. */
   step(): EngineOutput[] {
     const outputs = this.applyAborts();

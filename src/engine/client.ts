@@ -1,0 +1,210 @@
+// EngineClient: the main-thread handle on the engine worker (startEngine); the event loop never waits on a forward pass.
+
+import { Worker } from 'node:worker_threads';
+import { extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { KvDType } from '../backend/backend.js';
+import type { BackendName } from '../backend/select.js';
+import {
+  EngineRequestError, type EmbedOutput, type EmbedRequest, type EngineClient, type EngineInfo, type EngineOutput,
+  type EngineRequest, type EngineStats, type GenerateOutput, type GenerateRequest,
+} from './protocol.js';
+
+export interface EngineStartOptions {
+  readonly model: string; // HF directory or .gguf file
+  readonly modelId?: string; // name reported by /v1/models; default: the path
+  readonly backend?: BackendName;
+  readonly threads?: number;
+  readonly kvCacheMemory?: number; // bytes; default 0.3 × free RAM, capped at maxNumSeqs full contexts
+  readonly kvDtype?: KvDType;
+  readonly blockSize?: number; // tokens per KV block, default 16
+  readonly maxBatchedTokens?: number; // token budget per step, default 512
+  readonly maxNumSeqs?: number; // default 64
+  readonly maxQueue?: number; // waiting requests beyond this get 429; default 1024
+  readonly prefixCaching?: boolean; // default true
+}
+
+/** Messages main → worker. */
+export type ToWorker =
+  | { readonly type: 'add'; readonly req: EngineRequest }
+  | { readonly type: 'abort'; readonly id: string }
+  | { readonly type: 'stats'; readonly nonce: number }
+  | { readonly type: 'shutdown'; readonly graceMs: number };
+
+/** Messages worker → main. */
+export type FromWorker =
+  | { readonly type: 'ready'; readonly info: EngineInfo }
+  | { readonly type: 'failed'; readonly message: string }
+  | { readonly type: 'outputs'; readonly outputs: readonly EngineOutput[] }
+  | { readonly type: 'stats'; readonly nonce: number; readonly stats: EngineStats }
+  | { readonly type: 'closed' };
+
+/** Outputs of one request as an async queue. */
+class Channel<T> {
+  private items: T[] = [];
+  private error: Error | null = null;
+  private done = false;
+  private waiter: (() => void) | null = null;
+
+  push(x: T): void { this.items.push(x); this.wake(); }
+  fail(e: Error): void { this.error = e; this.wake(); }
+  end(): void { this.done = true; this.wake(); }
+  private wake(): void { const w = this.waiter; this.waiter = null; w?.(); }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<T> {
+    for (;;) {
+      if (this.items.length > 0) { yield this.items.shift()!; continue; }
+      if (this.error) throw this.error;
+      if (this.done) return;
+      await new Promise<void>((r) => { this.waiter = r; });
+    }
+  }
+}
+
+interface Pending {
+  readonly onOutput: (o: EngineOutput) => void;
+  readonly onFail: (e: Error) => void;
+}
+
+/**
+ * dist/ runs the compiled worker.js. From TS sources (tests under tsx) the worker is worker.ts; Node 20 does
+ * not apply `--import tsx` from execArgv to a worker's entry module, so a tiny bootstrap registers tsx first.
+ */
+function spawnWorker(opts: EngineStartOptions): Worker {
+  const ext = extname(fileURLToPath(import.meta.url));
+  const workerUrl = new URL(`./worker${ext}`, import.meta.url);
+  const options = { workerData: { ...opts }, execArgv: process.execArgv };
+  if (ext === '.js') return new Worker(workerUrl, options);
+  const tsxApi = import.meta.resolve('tsx/esm/api');
+  const boot = `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(workerUrl.href)}); })`;
+  return new Worker(boot, { ...options, eval: true });
+}
+
+/** Start the engine in a worker_thread; resolves once the model is loaded. */
+export async function startEngine(opts: EngineStartOptions): Promise<EngineClient> {
+  const worker = spawnWorker(opts);
+  const pending = new Map<string, Pending>();
+  const statsWaiters = new Map<number, (s: EngineStats) => void>();
+  let nonce = 0;
+  let closed: Error | null = null;
+  let onClosed: (() => void) | null = null;
+  const exited = new Promise<void>((r) => worker.once('exit', () => r()));
+
+  const info = await new Promise<EngineInfo>((resolve, reject) => {
+    const onError = (e: Error): void => done(() => reject(e));
+    const onExit = (code: number): void => done(() => reject(new Error(`engine worker exited with code ${code} while loading ${opts.model}`)));
+    const onMessage = (m: FromWorker): void => done(() => {
+      if (m.type === 'ready') resolve(m.info);
+      else if (m.type === 'failed') reject(new Error(m.message));
+      else reject(new Error(`engine worker: unexpected first message ${m.type}`));
+    });
+    const done = (f: () => void): void => {
+      worker.off('error', onError).off('exit', onExit).off('message', onMessage);
+      f();
+    };
+    worker.on('error', onError).on('exit', onExit).on('message', onMessage);
+  }).catch(async (e: unknown) => {
+    await worker.terminate();
+    throw e;
+  });
+
+  const failAll = (e: Error): void => {
+    closed ??= e;
+    for (const p of pending.values()) p.onFail(e);
+    pending.clear();
+  };
+  worker.on('message', (m: FromWorker) => {
+    if (m.type === 'outputs') {
+      for (const o of m.outputs) pending.get(o.id)?.onOutput(o);
+    } else if (m.type === 'stats') {
+      statsWaiters.get(m.nonce)?.(m.stats);
+      statsWaiters.delete(m.nonce);
+    } else if (m.type === 'closed') {
+      onClosed?.();
+    }
+  });
+  worker.on('error', (e) => failAll(new EngineRequestError(500, `engine worker failed: ${e.message}`)));
+  worker.on('exit', (code) => failAll(new EngineRequestError(503, `engine worker exited (code ${code})`)));
+
+  const send = (m: ToWorker): void => {
+    if (closed) throw closed instanceof EngineRequestError ? closed : new EngineRequestError(503, closed.message);
+    worker.postMessage(m);
+  };
+
+  return {
+    info,
+
+    generate(req: Omit<GenerateRequest, 'kind'>, signal?: AbortSignal): AsyncIterable<GenerateOutput> {
+      const ch = new Channel<GenerateOutput>();
+      const open = new Set(Array.from({ length: req.n }, (_, i) => i));
+      const onAbort = (): void => { if (pending.has(req.id) && !closed) worker.postMessage({ type: 'abort', id: req.id } satisfies ToWorker); };
+      const finish = (): void => { pending.delete(req.id); signal?.removeEventListener('abort', onAbort); };
+      if (pending.has(req.id)) { ch.fail(new EngineRequestError(400, `request id ${req.id} is already in use`)); return ch; }
+      pending.set(req.id, {
+        onOutput: (o) => {
+          if (o.kind === 'error') { finish(); ch.fail(new EngineRequestError(o.status, o.message)); return; }
+          if (o.kind !== 'generate') return;
+          ch.push(o);
+          if (o.finishReason !== null) open.delete(o.index);
+          if (open.size === 0) { finish(); ch.end(); }
+        },
+        onFail: (e) => { signal?.removeEventListener('abort', onAbort); ch.fail(e); },
+      });
+      try {
+        send({ type: 'add', req: { ...req, kind: 'generate' } });
+      } catch (e) {
+        finish();
+        ch.fail(e as Error);
+        return ch;
+      }
+      if (signal) {
+        if (signal.aborted) onAbort();
+        else signal.addEventListener('abort', onAbort, { once: true });
+      }
+      return ch;
+    },
+
+    embed(req: Omit<EmbedRequest, 'kind'>): Promise<EmbedOutput> {
+      return new Promise((resolve, reject) => {
+        if (pending.has(req.id)) { reject(new EngineRequestError(400, `request id ${req.id} is already in use`)); return; }
+        pending.set(req.id, {
+          onOutput: (o) => {
+            pending.delete(req.id);
+            if (o.kind === 'embed') resolve(o);
+            else if (o.kind === 'error') reject(new EngineRequestError(o.status, o.message));
+            else reject(new EngineRequestError(500, `embedding request ${req.id} got a ${o.kind} output`));
+          },
+          onFail: reject,
+        });
+        try {
+          send({ type: 'add', req: { ...req, kind: 'embed' } });
+        } catch (e) {
+          pending.delete(req.id);
+          reject(e as Error);
+        }
+      });
+    },
+
+    abort(id: string): void {
+      if (!closed) worker.postMessage({ type: 'abort', id } satisfies ToWorker);
+    },
+
+    stats(): Promise<EngineStats> {
+      return new Promise((resolve, reject) => {
+        const n = nonce++;
+        statsWaiters.set(n, resolve);
+        try { send({ type: 'stats', nonce: n }); } catch (e) { statsWaiters.delete(n); reject(e as Error); }
+      });
+    },
+
+    async shutdown(graceMs: number): Promise<void> {
+      if (closed) { await exited; return; }
+      const done = new Promise<void>((r) => { onClosed = r; });
+      worker.postMessage({ type: 'shutdown', graceMs } satisfies ToWorker);
+      await Promise.race([done, exited]);
+      closed ??= new EngineRequestError(503, 'the engine was shut down');
+      await worker.terminate();
+      await exited;
+    },
+  };
+}

@@ -1,0 +1,82 @@
+// Engine worker thread: loads the model, then loops step → forward → sample → post outputs, reading messages between steps.
+
+import { parentPort, workerData } from 'node:worker_threads';
+import { openModel } from '../model/open.js';
+import { Engine } from './engine.js';
+import type { EngineStartOptions, ToWorker, FromWorker } from './client.js';
+import { EngineRequestError, type EngineOutput } from './protocol.js';
+
+const port = parentPort;
+if (!port) throw new Error('src/engine/worker.ts must run in a worker_thread (use startEngine)');
+const post = (m: FromWorker): void => port.postMessage(m);
+
+const opts = workerData as EngineStartOptions;
+let engine: Engine;
+try {
+  const { model, tokenizer } = await openModel(opts.model, { backend: opts.backend, threads: opts.threads });
+  engine = new Engine(model, tokenizer, {
+    modelId: opts.modelId, kvCacheMemory: opts.kvCacheMemory, kvDtype: opts.kvDtype, blockSize: opts.blockSize,
+    maxBatchedTokens: opts.maxBatchedTokens, maxNumSeqs: opts.maxNumSeqs, maxQueue: opts.maxQueue, prefixCaching: opts.prefixCaching,
+    extraEosIds: tokenizer?.eosIds,
+  });
+} catch (e) {
+  post({ type: 'failed', message: `loading ${opts.model}: ${(e as Error).message}` });
+  process.exit(1);
+}
+post({ type: 'ready', info: engine.info });
+
+let wake: (() => void) | null = null;
+let shutdownAt: number | null = null;
+
+port.on('message', (m: ToWorker) => {
+  switch (m.type) {
+    case 'add':
+      try {
+        engine.add(m.req);
+      } catch (e) {
+        const status = e instanceof EngineRequestError ? e.status : 400;
+        post({ type: 'outputs', outputs: [{ kind: 'error', id: m.req.id, status, message: (e as Error).message }] });
+      }
+      break;
+    case 'abort':
+      engine.abort(m.id);
+      break;
+    case 'stats':
+      post({ type: 'stats', nonce: m.nonce, stats: engine.stats() });
+      break;
+    case 'shutdown':
+      engine.stopAccepting();
+      shutdownAt = Date.now() + Math.max(0, m.graceMs);
+      break;
+  }
+  wake?.();
+});
+
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+for (;;) {
+  if (shutdownAt !== null && (!engine.hasWork || Date.now() >= shutdownAt)) {
+    const outs = engine.abortAll();
+    if (outs.length > 0) post({ type: 'outputs', outputs: outs });
+    post({ type: 'closed' });
+    port.close();
+    break;
+  }
+  if (engine.hasWork) {
+    let outs: EngineOutput[];
+    try {
+      outs = engine.step();
+    } catch (e) {
+      // a bug must not hang the clients: fail every live request and keep serving
+      outs = engine.failAll(`engine step failed: ${(e as Error).message}`);
+    }
+    if (outs.length > 0) post({ type: 'outputs', outputs: outs });
+    await tick(); // let messages (new requests, aborts) in between steps
+  } else {
+    await new Promise<void>((r) => {
+      wake = r;
+      if (shutdownAt !== null) setTimeout(r, Math.max(0, shutdownAt - Date.now()));
+    });
+    wake = null;
+  }
+}

@@ -1,0 +1,87 @@
+// The engine in its worker thread, used as the HTTP side uses it: concurrent streams, abort, embeddings, 429, shutdown.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startEngine } from '../../src/engine/client.js';
+import { EngineRequestError, type GenerateOutput } from '../../src/engine/protocol.js';
+import { generate } from '../../src/model/generate.js';
+import { FIXTURES, fixtureModel, genReq, GREEDY, rand, randomPrompt } from './helpers.js';
+
+const model = await fixtureModel('gqa_f32');
+
+async function drain(it: AsyncIterable<GenerateOutput>): Promise<GenerateOutput[]> {
+  const out: GenerateOutput[] = [];
+  for await (const o of it) out.push(o);
+  return out;
+}
+
+test('worker: 32 concurrent streams equal generate() alone; abort frees blocks; embeddings; stats', async () => {
+  const client = await startEngine({ model: FIXTURES + 'gqa_f32', kvDtype: 'f32', maxBatchedTokens: 64, maxNumSeqs: 16 });
+  try {
+    assert.equal(client.info.vocabSize, 256);
+    assert.equal(client.info.maxModelLen, 256);
+    const r = rand(17);
+    const reqs = Array.from({ length: 32 }, (_, i) => {
+      const { kind: _k, ...q } = genReq(`w${i}`, randomPrompt(r, 2 + Math.floor(r() * 40)), {
+        maxTokens: 2 + Math.floor(r() * 12), ignoreEos: true,
+        sampling: i % 2 ? GREEDY : { ...GREEDY, temperature: 0.8, topP: 0.95, seed: 1000 + i },
+      });
+      return q;
+    });
+    const results = await Promise.all(reqs.map((q) => drain(client.generate(q))));
+    reqs.forEach((q, i) => {
+      const want = generate(model, q.promptIds, { maxTokens: q.maxTokens, sampling: { ...q.sampling, logitBias: null }, stopTokenIds: [], kvDtype: 'f32' });
+      assert.deepEqual(results[i]!.flatMap((o) => o.tokenIds), want.outputIds, q.id);
+      assert.equal(results[i]!.at(-1)!.finishReason, 'length');
+    });
+
+    // abort mid-stream through the AbortSignal
+    const ac = new AbortController();
+    const { kind: _k, ...long } = genReq('long', randomPrompt(r, 30), { maxTokens: 200, ignoreEos: true });
+    const seen: GenerateOutput[] = [];
+    for await (const o of client.generate(long, ac.signal)) {
+      seen.push(o);
+      if (seen.length === 3) ac.abort();
+    }
+    assert.equal(seen.at(-1)!.finishReason, 'abort');
+    assert.ok(seen.flatMap((o) => o.tokenIds).length < 200);
+    const st = await client.stats();
+    assert.equal(st.kvBlocksUsed, 0, 'aborted request released its blocks');
+    assert.ok(st.kvBlocksCached > 0);
+    assert.ok(st.generatedTokens > 0 && st.promptTokens > 0 && st.steps > 0);
+
+    const e = await client.embed({ id: 'emb', promptIds: [5, 6, 7], pooling: 'last', normalize: true });
+    assert.equal(e.embedding.length, 64);
+    assert.ok(Math.abs(Math.hypot(...e.embedding) - 1) < 1e-5);
+    await assert.rejects(client.embed({ id: 'emb2', promptIds: [], pooling: 'mean', normalize: true }), (err: unknown) => err instanceof EngineRequestError && err.status === 400);
+  } finally {
+    await client.shutdown(1000);
+  }
+});
+
+test('worker: a flood past maxQueue gets 429s, then recovers; shutdown aborts what is left after the grace period', async () => {
+  const client = await startEngine({ model: FIXTURES + 'gqa_f32', kvDtype: 'f32', maxNumSeqs: 2, maxQueue: 3 });
+  try {
+    const r = rand(4);
+    const runs = Array.from({ length: 12 }, (_, i) => {
+      const { kind: _k, ...q } = genReq(`f${i}`, randomPrompt(r, 8), { maxTokens: 20, ignoreEos: true });
+      return drain(client.generate(q)).then((o) => ({ ok: true as const, o }), (e: unknown) => ({ ok: false as const, e }));
+    });
+    const got = await Promise.all(runs);
+    const refused = got.filter((g) => !g.ok);
+    assert.ok(refused.length > 0, 'some were refused');
+    for (const g of refused) assert.ok(!g.ok && g.e instanceof EngineRequestError && g.e.status === 429);
+    assert.ok(got.filter((g) => g.ok).length >= 3, 'the queue was served');
+    const { kind: _k, ...again } = genReq('again', [3, 4, 5], { maxTokens: 2 });
+    assert.equal((await drain(client.generate(again))).at(-1)!.finishReason, 'length');
+
+    const { kind: _k2, ...endless } = genReq('endless', [3, 4, 5], { maxTokens: 250, ignoreEos: true });
+    const pending = drain(client.generate(endless));
+    await client.shutdown(0);
+    const outs = await pending;
+    assert.equal(outs.at(-1)!.finishReason, 'abort');
+    await assert.rejects(drain(client.generate({ ...again, id: 'late' })), (e: unknown) => e instanceof EngineRequestError && e.status === 503);
+  } finally {
+    await client.shutdown(0);
+  }
+});

@@ -48,8 +48,9 @@ export function saveCheckpoint(out: string, state: TrainerState, opt: Optimizer,
     if (opt.v[i]!.length) t[`v.${p.name}`] = { dtype: 'F32', shape: p.shape, data: opt.v[i]! };
   });
   writeSafetensors(path.join(tmp, OPTIMIZER_FILE), t);
-  const pause = Number(process.env.FLOE_TEST_SAVE_PAUSE_MS ?? 0); // tests: a window to SIGKILL mid-save
-  if (pause > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, pause);
+  // tests: FLOE_TEST_SAVE_PAUSE=STEP:MS stalls the save of STEP here, a window to SIGKILL it mid-save
+  const [pStep, pMs] = (process.env.FLOE_TEST_SAVE_PAUSE ?? '').split(':').map(Number);
+  if (pStep === state.step && pMs! > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, pMs);
   writeFileAtomic(path.join(tmp, STATE_FILE), [new TextEncoder().encode(JSON.stringify(state, null, 1) + '\n')]);
   fs.rmSync(final, { recursive: true, force: true });
   fs.renameSync(tmp, final);

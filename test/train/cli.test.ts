@@ -1,0 +1,83 @@
+// floe finetune / merge / generate --adapter as a user runs them (subprocesses), and a run killed with SIGKILL
+// in the middle of a checkpoint save that resumes from the last complete checkpoint with the same loss curve.
+
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { tinyModelDir, writeTrainData } from './fixtures.js';
+
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
+const ARGS = ['--import', 'tsx', '--input-type=module', '-e', RUN, '--'];
+const model = tinyModelDir();
+const work = mkdtempSync(join(tmpdir(), 'floe-cli-train-'));
+const data = writeTrainData(work, 10);
+
+function floe(args: string[], env: Record<string, string> = {}) {
+  const r = spawnSync(process.execPath, [...ARGS, ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, ...env } });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+const losses = (out: string) => readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.type === 'train').map((m) => [m.step, m.loss]);
+const common = ['--model', model, '--data', data, '--max-steps', '4', '--lr', '1e-2', '--batch-size', '2', '--lora-rank', '4', '--save-steps', '1', '--save-total-limit', '0', '--seed', '5', '--backend', 'reference'];
+
+describe('floe finetune (subprocess)', () => {
+  it('trains, prints a summary, writes metrics, checkpoints and a PEFT adapter; merge and generate --adapter use it', () => {
+    const out = join(work, 'a');
+    const r = floe(['finetune', ...common, '--out', out, '--json']);
+    assert.equal(r.code, 0, r.err);
+    const s = JSON.parse(r.out.trim());
+    assert.equal(s.steps, 4);
+    assert.match(r.err, /step 4\/4 loss \d+\.\d+ .* tok\/s ETA/);
+    assert.equal(losses(out).length, 4);
+    assert.ok(existsSync(join(out, 'final', 'adapter_model.safetensors')));
+    const merged = join(work, 'merged');
+    const m = floe(['merge', '--model', model, '--adapter', join(out, 'final'), '--out', merged]);
+    assert.equal(m.code, 0, m.err);
+    // ids only: the random fixture model may emit ids outside the tiny tokenizer, so generate from dirs without one
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) rmSync(join(merged, f));
+    const bare = fileURLToPath(new URL('../fixtures/models/gqa_f32', import.meta.url));
+    const g1 = floe(['generate', '--model', bare, '--adapter', join(out, 'final'), '--prompt-ids', '1,88,100,4', '--temperature', '0', '--max-tokens', '6', '--json', '--backend', 'reference']);
+    const g2 = floe(['generate', '--model', merged, '--prompt-ids', '1,88,100,4', '--temperature', '0', '--max-tokens', '6', '--json', '--backend', 'reference']);
+    assert.equal(g1.code, 0, g1.err);
+    assert.deepEqual(JSON.parse(g1.out).output_ids, JSON.parse(g2.out).output_ids);
+  });
+
+  it('a malformed line fails before training with its line number; bad flags are named', () => {
+    const bad = join(work, 'bad.jsonl');
+    writeFileSync(bad, '{"text": "the cat"}\n{"prompt": "x", "completion": 7}\n');
+    const r = floe(['finetune', '--model', model, '--data', bad, '--out', join(work, 'bad')]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /bad\.jsonl:2: "completion" must be a string, got number/);
+    assert.ok(!existsSync(join(work, 'bad', 'metrics.jsonl')), 'nothing was trained');
+    assert.match(floe(['finetune', '--model', model, '--data', data, '--out', join(work, 'x'), '--lora-targets', 'q,zz']).err, /LoRA target 'zz' is not one of q,k,v,o,gate,up,down/);
+  });
+
+  it('SIGKILL in the middle of a checkpoint save: resume picks the last complete checkpoint and the loss curve is unchanged', async () => {
+    const ref = join(work, 'ref');
+    assert.equal(floe(['finetune', ...common, '--out', ref, '--quiet']).code, 0);
+    const out = join(work, 'killed');
+    const child = spawn(process.execPath, [...ARGS, 'finetune', ...common, '--out', out, '--quiet'], { env: { ...process.env, FLOE_TEST_SAVE_PAUSE: '3:20000' }, stdio: 'ignore' });
+    // wait until step 3's save is half written (weights and optimizer in its temporary directory), then kill
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const tmp = existsSync(out) ? readdirSync(out).find((n) => n.startsWith('.checkpoint-000003.tmp-')) : undefined;
+      if (tmp && existsSync(join(out, tmp, 'optimizer.safetensors'))) break;
+      if (Date.now() > deadline || child.exitCode !== null) assert.fail('the child never reached the save of step 3');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    assert.ok(!existsSync(join(out, 'checkpoint-000003')), 'the interrupted checkpoint never appears');
+    assert.ok(existsSync(join(out, 'checkpoint-000002', 'trainer_state.json')));
+    const r = floe(['finetune', ...common, '--out', out, '--resume', out]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.err, /resumed from .*checkpoint-000002 at step 2/);
+    assert.deepEqual(losses(out), losses(ref));
+    assert.ok(!readdirSync(out).some((n) => n.includes('.tmp-')), 'the stale temporary directory is removed');
+  });
+});

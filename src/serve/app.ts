@@ -58,7 +58,8 @@ export function createApp(opts: AppOptions): ServeApp {
   app.addHook('onRequest', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
     reply.raw.once('close', () => metrics.requests.inc({ route, status: String(reply.raw.statusCode) }));
-    if (!req.url.startsWith('/v1/') && req.url !== '/v1') return;
+    // Judge by the matched route too: an encoded path (/%761/models) must not slip past auth.
+    if (!route.startsWith('/v1') && !req.url.startsWith('/v1')) return;
     if (keyDigest) {
       const h = req.headers.authorization;
       const m = typeof h === 'string' ? /^Bearer\s+(.+)$/i.exec(h.trim()) : null;

@@ -207,6 +207,9 @@ test('auth, 404, 413, 415, 429 from the engine, 503 while loading', async () => 
   const auth = { authorization: 'Bearer sekret' };
   assert.equal((await s.post('/v1/chat/completions', { ...user('x'), max_tokens: 1 }, auth)).statusCode, 200);
   assert.equal((await s.app.inject({ method: 'GET', url: '/health' })).statusCode, 200, 'health needs no key');
+  for (const url of ['/v1/models', '/%761/models', '/v1/models?x=1', '/v1/models/tiny']) {
+    assert.equal((await s.app.inject({ method: 'GET', url })).statusCode, 401, url);
+  }
   const nf = await s.app.inject({ method: 'GET', url: '/v1/nope', headers: auth });
   assert.equal(nf.statusCode, 404);
   assert.equal(nf.json().error.type, 'invalid_request_error');

@@ -24,8 +24,8 @@ static void dq_f16(const uint8_t* src, float* out, int64_t n) {
 }
 
 #include "generic.inc"
-#include "train_generic.inc"
 #include "train_avx512.inc"
+#include "train_generic.inc"
 
 }  // namespace train_avx512_isa
 

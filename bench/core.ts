@@ -14,6 +14,7 @@ import { buildTools, CACHE_DIR, type Tools } from './harness/build.js';
 import { ensureFp8Dir, fp8WeightBytes } from './fp8-gen.js';
 import { ensureGguf, ggufWeightBytes, type GgufFormat } from './gguf-gen.js';
 import { SHAPES, type BenchShape } from './shapes.js';
+import { ggufToHfName, readGguf } from '../src/formats/gguf.js';
 import { KvCache } from '../src/model/kv-cache.js';
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
@@ -121,6 +122,22 @@ function promptFile(V: number, n: number): string {
   return file;
 }
 
+/** Where each HF-named tensor of a GGUF lies in the file, for scripts/torch_bench.py (which has no GGUF reader). */
+async function torchManifest(file: string): Promise<string> {
+  const out = file.replace(/\.gguf$/, '.torch-manifest.json');
+  if (fs.existsSync(out) && fs.statSync(out).mtimeMs >= fs.statSync(file).mtimeMs) return out;
+  const g = await readGguf(file);
+  const tensors: Record<string, unknown> = {};
+  for (const [name, info] of g.tensors) {
+    const hf = ggufToHfName(name);
+    if (!hf) continue;
+    const permute = name.endsWith('.attn_q.weight') ? 'q' : name.endsWith('.attn_k.weight') ? 'k' : null;
+    tensors[hf] = { offset: g.dataOffset + info.offset, shape: [...info.dims].reverse(), type: info.type, permute };
+  }
+  fs.writeFileSync(out, JSON.stringify({ file: path.resolve(file), tensors }) + '\n');
+  return out;
+}
+
 function readF32(file: string): Float32Array {
   const b = fs.readFileSync(file);
   return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
@@ -130,7 +147,7 @@ function topK(x: Float32Array, k: number): number[] {
   return Array.from(x.keys()).sort((a, b) => x[b]! - x[a]! || a - b).slice(0, k);
 }
 
-/** floe vs llama.cpp logits of the last prompt position on the same GGUF. */
+/** floe (a) vs a reference engine (b) logits of the last prompt position on the same weights. */
 function compareLogits(a: Float32Array, b: Float32Array): Record<string, number | boolean> {
   if (a.length !== b.length) throw new Error(`logits length differ: floe ${a.length}, llama.cpp ${b.length}`);
   let maxDiff = 0, sb = 0, sbb = 0;
@@ -144,11 +161,11 @@ function compareLogits(a: Float32Array, b: Float32Array): Record<string, number 
   const sorted = Array.from(b).sort((p, q) => q - p);
   return {
     max_abs_diff: maxDiff,
-    llama_logit_std: std,
+    ref_logit_std: std,
     max_diff_over_std: maxDiff / std,
     top1_agree: ta[0] === tb[0],
     top10_overlap: ta.filter((t) => tb.includes(t)).length,
-    llama_top1_margin: sorted[0]! - sorted[1]!,
+    ref_top1_margin: sorted[0]! - sorted[1]!,
   };
 }
 
@@ -230,6 +247,7 @@ async function main(): Promise<void> {
     const gguf: Partial<Record<GgufFormat, string>> = {};
     const needGguf = new Set<GgufFormat>(opts.formats.filter((f): f is GgufFormat => f !== 'fp8'));
     if (opts.formats.includes('fp8')) needGguf.add('q8_0'); // fp8's llama.cpp peer
+    if (opts.engines.includes('torch') && hasTorch) needGguf.add('bf16'); // PyTorch reads the BF16 weights
     for (const f of needGguf) gguf[f] = ensureGguf(CACHE_DIR, shapeName, c, f, log);
     const fp8Dir = opts.formats.includes('fp8') && opts.engines.includes('floe') ? ensureFp8Dir(CACHE_DIR, shapeName, c, log) : null;
 
@@ -309,10 +327,21 @@ async function main(): Promise<void> {
     if (opts.engines.includes('torch') && hasTorch) {
       const dtypes = opts.torchDtypes.filter((d) => d !== 'f32' || shapeName !== '1b' || opts.torchF32For1b);
       if (dtypes.length < opts.torchDtypes.length) notes.push(`PyTorch f32 skipped for ${shapeName} (Debian torch has reference BLAS; its oneDNN f32 path takes minutes at 1B); pass --torch-f32-1b to run it`);
+      const logitsPrefix = path.join(CACHE_DIR, `logits-torch-${shapeName}`);
       try {
         torch[shapeName] = runJson('/usr/bin/python3', [path.join(ROOT, 'scripts', 'torch_bench.py'), '--config', JSON.stringify(c),
-          '--prompt-file', prompt, '--threads', opts.threads.join(','), '--dtypes', dtypes.join(',')], `PyTorch ${shapeName}`);
+          '--manifest', await torchManifest(gguf.bf16!), '--prompt-file', prompt, '--threads', opts.threads.join(','),
+          '--dtypes', dtypes.join(','), '--logits-out', logitsPrefix], `PyTorch ${shapeName}`);
         for (const r of torch[shapeName]!) log(`  torch    ${shapeName} ${String(r.dtype)} ${String(r.threads)}t: prefill ${fmt(r.prefill_tps)} tok/s`);
+        // same-model check against floe on the BF16 GGUF
+        const floeBf16 = path.join(CACHE_DIR, `logits-floe-${shapeName}-bf16.bin`);
+        const row = rows.find((r) => r.shape === shapeName && r.format === 'bf16' && r.threads === opts.threads[0] && r.floe);
+        for (const d of dtypes) {
+          const tl = `${logitsPrefix}-${d}.bin`;
+          if (row && fs.existsSync(floeBf16) && fs.existsSync(tl)) {
+            row.sanity = { ...row.sanity, [`vs_torch_${d}`]: compareLogits(readF32(floeBf16), readF32(tl)) };
+          }
+        }
       } catch (e) { notes.push((e as Error).message); log(`  ${(e as Error).message}`); }
     }
     for (const row of rows.filter((r) => r.shape === shapeName)) {
@@ -349,7 +378,14 @@ async function main(): Promise<void> {
   console.log(`\nread bandwidth: ${opts.threads.map((n) => `${n}t ${fmt(bandwidth[n], 2)} GB/s`).join(', ')}`);
   for (const r of rows.filter((x) => x.sanity)) {
     const s = r.sanity!;
-    console.log(`sanity ${r.shape} ${r.format}: floe vs llama.cpp last-position logits max|Δ| ${fmt(s.max_abs_diff as number, 4)} (${fmt(s.max_diff_over_std as number, 3)} σ), top-1 ${s.top1_agree ? 'agrees' : 'DIFFERS'}, top-10 overlap ${String(s.top10_overlap)}/10, greedy tokens agree for ${String(s.greedy_tokens_agree)}`);
+    if (s.max_abs_diff !== undefined) {
+      console.log(`sanity ${r.shape} ${r.format}: floe vs llama.cpp last-position logits max|Δ| ${fmt(s.max_abs_diff as number, 4)} (${fmt(s.max_diff_over_std as number, 3)} σ), top-1 ${s.top1_agree ? 'agrees' : 'DIFFERS'}, top-10 overlap ${String(s.top10_overlap)}/10, greedy tokens agree for ${String(s.greedy_tokens_agree)}`);
+    }
+    for (const [k, v] of Object.entries(s)) {
+      if (!k.startsWith('vs_torch_')) continue;
+      const t = v as Record<string, number | boolean>;
+      console.log(`sanity ${r.shape} ${r.format}: floe vs PyTorch ${k.slice(9)} logits max|Δ| ${fmt(t.max_abs_diff as number, 4)} (${fmt(t.max_diff_over_std as number, 3)} σ), top-1 ${t.top1_agree ? 'agrees' : 'DIFFERS'}, top-10 overlap ${String(t.top10_overlap)}/10`);
+    }
   }
   for (const r of rows) for (const e of r.errors) notes.push(`${r.shape} ${r.format} ${r.threads}t: ${e}`);
   const uniqueNotes = [...new Set(notes)];

@@ -88,6 +88,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  process.stderr.write(`run-nlc: ${(e as Error).stack ?? String(e)}\n`);
+  process.stderr.write(`run-nlc: ${(e as Error).message}\n`);
   process.exit(1);
 });

@@ -1,6 +1,11 @@
-"""torch_bench: PyTorch CPU prefill throughput of a random-weight Llama, one JSON line per (dtype, threads).
+"""torch_bench: PyTorch CPU prefill throughput of the benchmark's random-weight Llama, one JSON line per (dtype, threads).
 
-usage: python3 scripts/torch_bench.py --config '<json LlamaConfig>' --prompt-file F [--threads 1,2] [--dtypes bf16,f32]
+usage: python3 scripts/torch_bench.py --config '<json LlamaConfig>' --manifest M --prompt-file F [--threads 1,2]
+                                     [--dtypes bf16,f32] [--logits-out PREFIX]
+
+The weights are the benchmark's BF16 GGUF, read through a manifest (file, and per HF name: byte offset, shape,
+ggml type, q/k permutation) that bench/core.ts writes with floe's GGUF reader, so torch runs the same model as
+floe and llama.cpp; the q/k rows are put back from llama.cpp's interleaved order into HF rotate-half order.
 
 Dimension letters: T tokens, D hidden, H heads, K kv heads, E head dim, F intermediate, V vocab.
 The forward is scripts/torch_llama.py's (RMSNorm, rotate-half RoPE with llama3 scaling, GQA, SwiGLU) with the
@@ -14,12 +19,12 @@ import os
 import sys
 import time
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_llama import Config, apply_rope, attention, rms_norm, rope_cos_sin  # noqa: E402
 
-STD = 0.02
 DTYPES = {"bf16": torch.bfloat16, "f32": torch.float32}
 
 
@@ -38,31 +43,30 @@ def config_from_floe(c: dict) -> Config:
                   tie_word_embeddings=c["tieWordEmbeddings"])
 
 
-def random_weights(cfg: Config, dtype: torch.dtype, seed: int = 0) -> dict:
-    """HF-named weights ~ N(0, STD²) (norm gains ~ 1), drawn tensor by tensor in f32 and cast, to bound peak memory."""
-    g = torch.Generator().manual_seed(seed)
-    D, F, H, K, E, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.vocab_size
+GGML_F32, GGML_BF16 = 0, 30
 
-    def mat(n, c):
-        return (torch.randn(n, c, generator=g) * STD).to(dtype)
 
-    def norm():
-        return (1 + 0.1 * torch.randn(D, generator=g)).to(dtype)
-
-    w = {"model.embed_tokens.weight": mat(V, D), "model.norm.weight": norm()}
-    for l in range(cfg.num_layers):
-        p = f"model.layers.{l}."
-        w[p + "input_layernorm.weight"] = norm()
-        w[p + "self_attn.q_proj.weight"] = mat(H * E, D)
-        w[p + "self_attn.k_proj.weight"] = mat(K * E, D)
-        w[p + "self_attn.v_proj.weight"] = mat(K * E, D)
-        w[p + "self_attn.o_proj.weight"] = mat(D, H * E)
-        w[p + "post_attention_layernorm.weight"] = norm()
-        w[p + "mlp.gate_proj.weight"] = mat(F, D)
-        w[p + "mlp.up_proj.weight"] = mat(F, D)
-        w[p + "mlp.down_proj.weight"] = mat(D, F)
-    if not cfg.tie_word_embeddings:
-        w["lm_head.weight"] = mat(V, D)
+def load_manifest_weights(manifest_path: str, cfg: Config, dtype: torch.dtype) -> dict:
+    """HF-named weights from the GGUF the manifest describes, cast to `dtype`."""
+    with open(manifest_path) as f:
+        man = json.load(f)
+    mm = np.memmap(man["file"], dtype=np.uint8, mode="r")
+    w = {}
+    for name, t in man["tensors"].items():
+        n = int(np.prod(t["shape"]))
+        if t["type"] == GGML_BF16:
+            raw = np.array(mm[t["offset"]:t["offset"] + 2 * n]).view(np.int16)
+            x = torch.from_numpy(raw).view(torch.bfloat16).reshape(t["shape"])
+        elif t["type"] == GGML_F32:
+            x = torch.from_numpy(np.array(mm[t["offset"]:t["offset"] + 4 * n]).view(np.float32)).reshape(t["shape"])
+        else:
+            raise SystemExit(f"torch_bench: {man['file']}: tensor {name} has ggml type {t['type']}; expected BF16 (30) or F32 (0)")
+        if t.get("permute"):
+            # gguf rows (n, E/2, 2) -> hf rows (n, 2, E/2), n = heads of this projection
+            heads = cfg.num_heads if t["permute"] == "q" else cfg.num_kv_heads
+            rows, cols = x.shape
+            x = x.view(heads, rows // heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+        w[name] = x.to(dtype).contiguous()
     return w
 
 
@@ -110,7 +114,9 @@ def prefill_last_logits(cfg: Config, w: dict, lin: dict, ids: list, dtype: torch
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", required=True, help="floe LlamaConfig as JSON")
+    ap.add_argument("--manifest", required=True, help="JSON from bench/core.ts describing the BF16 GGUF")
     ap.add_argument("--prompt-file", required=True)
+    ap.add_argument("--logits-out", help="write the last-position logits (f32) of the first thread count to PREFIX-<dtype>.bin")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--dtypes", default="bf16,f32")
     args = ap.parse_args()
@@ -124,7 +130,7 @@ def main() -> None:
             raise SystemExit(f"torch_bench: unknown dtype {name!r}; known: {', '.join(DTYPES)}")
         dtype = DTYPES[name]
         t0 = time.perf_counter()
-        w = random_weights(cfg, dtype)
+        w = load_manifest_weights(args.manifest, cfg, dtype)
         use_mkldnn = mkldnn and dtype == torch.float32
         lin = build(cfg, w, use_mkldnn)
         load_ms = (time.perf_counter() - t0) * 1000
@@ -133,8 +139,10 @@ def main() -> None:
             with torch.inference_mode():
                 prefill_last_logits(cfg, w, lin, ids[:16], dtype)  # warm-up: oneDNN primitive creation, page-in
                 t = time.perf_counter()
-                prefill_last_logits(cfg, w, lin, ids, dtype)
+                logits = prefill_last_logits(cfg, w, lin, ids, dtype)
                 ms = (time.perf_counter() - t) * 1000
+            if args.logits_out and n == threads[0]:
+                logits.float().numpy().tofile(f"{args.logits_out}-{name}.bin")
             print(json.dumps({"engine": "pytorch", "dtype": name, "threads": n, "torch": torch.__version__,
                               "linear": "onednn-mkldnn" if use_mkldnn else "aten", "load_ms": load_ms,
                               "prompt_tokens": len(ids), "prefill_ms": ms, "prefill_tps": len(ids) / (ms / 1000)}), flush=True)

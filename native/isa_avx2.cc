@@ -1,4 +1,4 @@
-// AVX2 + FMA + F16C kernels: the portable kernels compiled for this ISA, with F16C row decoding.
+// AVX2 + FMA + F16C kernels: register-tiled matmuls plus the portable kernels compiled for this ISA.
 #include <cmath>
 #include <cstring>
 
@@ -22,11 +22,13 @@ static void dq_f16(const uint8_t* src, float* out, int64_t n) {
 }
 
 #include "generic.inc"
+#include "tiles.inc"
+#include "mm256.inc"
 }  // namespace avx2_isa
 
 const Kernels kernels_avx2 = {
     "avx2",
-    avx2_isa::matmul_generic,
+    avx2_isa::matmul_avx2,
     avx2_isa::rmsnorm_generic,
     avx2_isa::rope_generic,
     avx2_isa::swiglu_generic,

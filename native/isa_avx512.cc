@@ -22,6 +22,7 @@ static void dq_f16(const uint8_t* src, float* out, int64_t n) {
 }
 
 #include "generic.inc"
+#include "tiles.inc"
 #include "mm512.inc"
 #include "attn512.inc"
 

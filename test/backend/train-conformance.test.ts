@@ -1,11 +1,15 @@
-// The training kernels' conformance checks catch broken kernels: each mutant of the reference must fail its check.
+// Training kernel conformance beyond the shared suite: each broken kernel fails its check; native results do not
+// depend on the thread count.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { AttentionShape, TrainBackend } from '../../src/backend/backend.js';
 import { referenceBackend as ref } from '../../src/backend/reference.js';
 import { bf16ToF32, f32ToBf16 } from '../../src/tensor/codecs.js';
-import { conformanceChecks } from './helpers.js';
+import { loadNativeBackend } from '../../src/backend/native.js';
+import { loadAddon } from '../../src/backend/native-addon.js';
+import { quantizeTensor } from '../../src/tensor/quantize.js';
+import { conformanceChecks, withSeed } from './helpers.js';
 
 /** Query heads permuted so head h reads kv head h % K instead of h / (H/K) (rows (T, H*E)). */
 function permuteHeads(x: Float32Array, shape: AttentionShape, inverse: boolean): Float32Array {
@@ -121,5 +125,50 @@ describe('training conformance checks catch broken kernels', () => {
     const check = conformanceChecks().find((c) => c.name.startsWith('crossEntropy'))!;
     const { crossEntropy: _drop, ...partial } = ref;
     assert.throws(() => check.run(partial as TrainBackend), /backend 'reference' has no training kernel crossEntropy/);
+  });
+});
+
+// Every training kernel gives the same bits whatever the thread count (each output element has one writer and a
+// fixed summation order), so a resumed or re-run training step reproduces its numbers exactly.
+describe('native training kernels: bitwise independent of the thread count', () => {
+  const be = process.env.FLOE_SKIP_NATIVE === '1' ? null : loadNativeBackend();
+  const addon = loadAddon();
+  it('1 thread and 3 threads agree bit for bit on every training kernel', { skip: be && addon ? false : 'native addon not built' }, () => {
+    withSeed('native thread-count determinism', (rng) => {
+      const run = (threads: number): Float32Array[] => {
+        const initial = addon!.getThreads();
+        addon!.setThreads(threads);
+        try {
+          const outs: Float32Array[] = [];
+          const [M, N, C] = [70, 300, 130];
+          const w = quantizeTensor(rngCopy.wv, [N, C], 'bf16');
+          const dx = new Float32Array(M * C);
+          be!.matmulBackwardInput(dx, rngCopy.dy, w, M, false);
+          const dw = new Float32Array(N * C);
+          be!.matmulBackwardWeight(dw, rngCopy.dy, rngCopy.x, M, N, C);
+          const shape: AttentionShape = { numHeads: 4, numKvHeads: 2, headDim: 16, scale: 0.3 };
+          const [out, lse] = [new Float32Array(97 * 64), new Float32Array(97 * 4)];
+          be!.attentionDense(out, lse, rngCopy.q, rngCopy.k, rngCopy.v, rngCopy.seg, shape);
+          const [dq, dk, dv] = [new Float32Array(97 * 64), new Float32Array(97 * 32), new Float32Array(97 * 32)];
+          be!.attentionDenseBackward(dq, dk, dv, rngCopy.q, rngCopy.q, rngCopy.k, rngCopy.v, out, lse, rngCopy.seg, shape);
+          const dl = new Float32Array(M * C);
+          const loss = be!.crossEntropy(dl, dx, Int32Array.from({ length: M }, (_, m) => m % 7 === 0 ? -1 : m), M, 0.5);
+          const [rdx, rdg] = [new Float32Array(M * C), new Float32Array(C)];
+          be!.rmsnormBackward(rdx, rdg, dx, rngCopy.x, rngCopy.wv.subarray(0, C), M, 1e-5);
+          outs.push(dx, dw, out, lse, dq, dk, dv, dl, Float32Array.of(loss), rdx, rdg);
+          return outs;
+        } finally {
+          addon!.setThreads(initial);
+        }
+      };
+      const rngCopy = {
+        wv: rng.normals(300 * 130), dy: rng.normals(70 * 300), x: rng.normals(70 * 130),
+        q: rng.normals(97 * 64), k: rng.normals(97 * 32), v: rng.normals(97 * 32), seg: Int32Array.of(0, 40, 41, 97),
+      };
+      const one = run(1);
+      const three = run(3);
+      const names = ['matmulBackwardInput', 'matmulBackwardWeight', 'attentionDense out', 'attentionDense lse', 'dq', 'dk', 'dv', 'crossEntropy dlogits', 'crossEntropy loss', 'rmsnorm dx', 'rmsnorm dg'];
+      for (let i = 0; i < one.length; i++) assert.deepEqual(three[i], one[i], `${names[i]} differs between 1 and 3 threads`);
+    });
   });
 });

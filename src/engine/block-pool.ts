@@ -24,6 +24,7 @@ export class BlockPool {
   private readonly hashOf: (string | null)[]; // (numBlocks) hash of a cached full block
   private readonly byHash = new Map<string, number>(); // hash → block
   private readonly free = new Map<number, true>(); // insertion-ordered LRU: first = evicted first
+  private cachedFree = 0; // free blocks holding a hash
 
   constructor(readonly numBlocks: number, readonly blockSize: number) {
     if (!(Number.isInteger(numBlocks) && numBlocks >= 1)) throw new RangeError(`BlockPool: numBlocks must be an integer >= 1, got ${numBlocks}`);
@@ -36,11 +37,7 @@ export class BlockPool {
   get numFree(): number { return this.free.size; }
   get numUsed(): number { return this.numBlocks - this.free.size; }
   /** Free blocks that still hold a reusable prefix. */
-  get numCached(): number {
-    let n = 0;
-    for (const b of this.free.keys()) if (this.hashOf[b] !== null) n++;
-    return n;
-  }
+  get numCached(): number { return this.cachedFree; }
 
   /** n fresh blocks (refCount 1), evicting the least recently freed; null when fewer than n are free. */
   allocate(n: number): number[] | null {
@@ -56,6 +53,7 @@ export class BlockPool {
       if (h !== null) {
         if (this.byHash.get(h) === b) this.byHash.delete(h);
         this.hashOf[b] = null;
+        this.cachedFree--;
       }
       this.refCount[b] = 1;
     }
@@ -66,6 +64,7 @@ export class BlockPool {
   ref(b: number): void {
     if (this.refCount[b] === 0) {
       if (!this.free.delete(b)) throw new Error(`BlockPool.ref: block ${b} has refCount 0 but is not free`);
+      if (this.hashOf[b] !== null) this.cachedFree--;
     }
     this.refCount[b]!++;
   }
@@ -74,7 +73,10 @@ export class BlockPool {
   release(blocks: readonly number[]): void {
     for (const b of blocks) {
       if (this.refCount[b]! <= 0) throw new Error(`BlockPool.release: block ${b} is not in use`);
-      if (--this.refCount[b]! === 0) this.free.set(b, true);
+      if (--this.refCount[b]! === 0) {
+        this.free.set(b, true);
+        if (this.hashOf[b] !== null) this.cachedFree++;
+      }
     }
   }
 
@@ -86,6 +88,7 @@ export class BlockPool {
   /** Register a full, computed block under its prefix hash; a hash already cached keeps its first block. */
   cache(b: number, hash: string): void {
     if (this.hashOf[b] !== null) return;
+    if (this.refCount[b] === 0) throw new Error(`BlockPool.cache: block ${b} is free; only computed blocks in use can be cached`);
     if (this.byHash.has(hash)) return;
     this.hashOf[b] = hash;
     this.byHash.set(hash, b);

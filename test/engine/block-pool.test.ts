@@ -120,3 +120,53 @@ test('fork shares full blocks and copies a partial last block (copy-on-write)', 
   assert.equal(small.fork('p', 'c', 6), null);
   assert.equal(small.pool.refCount[small.blockTable('p')[0]!], 1);
 });
+
+test('random operations keep refcounts, free and cached counts consistent with the tables', () => {
+  const r = rand(99);
+  const L = 4;
+  const kv = new KvManager(24, L);
+  const live = new Map<string, number[]>(); // id → tokens held
+  let next = 0;
+  const shared = randomPrompt(r, 12); // common prefix so lookups hit
+  for (let op = 0; op < 400; op++) {
+    const x = r();
+    if (x < 0.4) {
+      const id = `s${next++}`;
+      const tokens = [...shared.slice(0, Math.floor(r() * 12)), ...randomPrompt(r, 1 + Math.floor(r() * 10))];
+      const pre = kv.findCachedPrefix(tokens);
+      if (kv.allocate(id, tokens.length, pre)) { kv.cacheComputed(id, tokens, tokens.length); live.set(id, tokens); }
+      else assert.equal(kv.has(id), false);
+    } else if (x < 0.6 && live.size > 0) {
+      const [id, tokens] = [...live][Math.floor(r() * live.size)]!;
+      tokens.push(5);
+      if (kv.allocate(id, tokens.length)) kv.cacheComputed(id, tokens, tokens.length);
+      else tokens.pop();
+    } else if (x < 0.7 && live.size > 0) {
+      const [id, tokens] = [...live][Math.floor(r() * live.size)]!;
+      const child = `s${next++}`;
+      if (kv.fork(id, child, tokens.length)) live.set(child, [...tokens]);
+    } else if (live.size > 0) {
+      const id = [...live.keys()][Math.floor(r() * live.size)]!;
+      kv.free(id);
+      live.delete(id);
+    }
+    // invariants
+    const refs = new Int32Array(24);
+    for (const id of live.keys()) for (const b of kv.blockTable(id)) refs[b]!++;
+    assert.deepEqual(Array.from(kv.pool.refCount), Array.from(refs), `refcounts after op ${op}`);
+    let free = 0, cached = 0;
+    for (let b = 0; b < 24; b++) if (refs[b] === 0) { free++; if (kv.pool.hashOfBlock(b) !== null) cached++; }
+    assert.equal(kv.pool.numFree, free);
+    assert.equal(kv.pool.numCached, cached);
+    for (const [id, tokens] of live) {
+      assert.equal(kv.blockTable(id).length, Math.ceil(tokens.length / L), id);
+      // a hashed block holds exactly the prefix its hash names (what prefix reuse relies on)
+      let parent: string | null = null;
+      for (let i = 0; i < Math.floor(tokens.length / L); i++) {
+        parent = hashBlock(parent, tokens.slice(i * L, (i + 1) * L));
+        const h = kv.pool.hashOfBlock(kv.blockTable(id)[i]!);
+        if (h !== null) assert.equal(h, parent, `${id} block ${i}`);
+      }
+    }
+  }
+});

@@ -226,3 +226,15 @@ test('embeddings (mean and last, normalized or not) equal a direct forward', () 
     for (let d = 0; d < D; d++) assert.ok(Math.abs(got.embedding[d]! - want[d]! / norm) < 1e-5, `${c.id}[${d}]: ${got.embedding[d]} vs ${want[d]! / norm}`);
   }
 });
+
+test('default KV budget: a fraction of free RAM, capped at maxNumSeqs full contexts; info reports the capacity', async () => {
+  const { defaultKvCacheMemory } = await import('../../src/engine/engine.js');
+  const perToken = KvCache.bytesPerToken(2, 2, 16, 'f32');
+  assert.equal(defaultKvCacheMemory(model, 'f32', 3), 3 * 256 * perToken, 'tiny model: capped, not gigabytes');
+  const engine = new Engine(model, null, { ...KV_F32, maxNumSeqs: 3, blockSize: 16 });
+  assert.equal(engine.info.kvBlocks, (3 * 256) / 16);
+  assert.equal(engine.info.kvTokens, 768);
+  assert.equal(engine.info.maxRequestTokens, 256);
+  assert.deepEqual(engine.info.eosTokenIds, [2]);
+  assert.throws(() => new Engine(model, null, { ...KV_F32, kvCacheMemory: 100 }), /less than one block/);
+});

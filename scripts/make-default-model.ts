@@ -25,14 +25,14 @@ const MAX_SEQ_LEN = 256;
 
 /** Pre-training: the exact `floe finetune --full` arguments (cosine decay to 0 after warmup). */
 export const PRETRAIN_ARGS = [
-  "--full", "--max-steps", "240", "--lr", "2e-3", "--warmup-steps", "20", "--lr-schedule", "cosine", "--batch-tokens", "4096",
-  "--max-seq-len", String(MAX_SEQ_LEN), "--weight-decay", "0.1", "--max-grad-norm", "1", "--save-steps", "25", "--save-total-limit", "2", "--seed", "0",
+  "--full", "--max-steps", "200", "--lr", "2e-3", "--warmup-steps", "20", "--lr-schedule", "cosine", "--batch-tokens", "4096",
+  "--max-seq-len", String(MAX_SEQ_LEN), "--weight-decay", "0.1", "--max-grad-norm", "1", "--save-steps", "25", "--save-total-limit", "2", "--seed", "0", "--backend", "native",
 ];
 
 /** LoRA demo: the exact `floe finetune` arguments that adapt the model to the nlp-corpus register (all seven targets). */
 export const LORA_ARGS = [
   "--lora-rank", "16", "--lora-alpha", "32", "--max-steps", "50", "--lr", "2e-3", "--warmup-steps", "5", "--lr-schedule", "cosine",
-  "--batch-tokens", "4096", "--max-seq-len", String(MAX_SEQ_LEN), "--save-steps", "25", "--save-total-limit", "1", "--seed", "0",
+  "--batch-tokens", "4096", "--max-seq-len", String(MAX_SEQ_LEN), "--save-steps", "25", "--save-total-limit", "1", "--seed", "0", "--backend", "native",
 ];
 
 const log = (s: string) => process.stderr.write(`[make-default-model] ${s}\n`);

@@ -3,7 +3,7 @@
 // Dimension letters: M rows, C input features, N output features, T tokens, H heads, K kv heads, E head dim,
 // V vocab, S sequences, L block size. Clarity over speed; f64 accumulators wherever they cost nothing.
 
-import { bf16ToF32Bits, bitsToF32, dequantizeRow, f32BitsToBf16, f32ToBits } from '../tensor/codecs.js';
+import { bf16ToF32Bits, bitsToF32, dequantizeRow, f32BitsToBf16, f32ToBits, f32ToFp8, FP8_E4M3_MAX, fp8ToF32 } from '../tensor/codecs.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { AttentionBatch, AttentionShape, KvLayer, TrainBackend } from './backend.js';
 
@@ -20,11 +20,25 @@ function kvElemBytes(layer: KvLayer): number {
   switch (layer.dtype) {
     case 'f32': return 4;
     case 'bf16': return 2;
+    case 'fp8_e4m3': return 1;
   }
+}
+
+/** The layer's fp8 scale arrays (numBlocks, L, K), checked. */
+function kvScales(op: string, layer: KvLayer): [Float32Array, Float32Array] {
+  const n = layer.numBlocks * layer.blockSize * layer.numKvHeads;
+  if (!layer.kScale || !layer.vScale) fail(op, 'fp8_e4m3 cache layer has no kScale / vScale arrays');
+  checkLen(op, `kScale (numBlocks*L*K=${n})`, layer.kScale.length, n);
+  checkLen(op, `vScale (numBlocks*L*K=${n})`, layer.vScale.length, n);
+  return [layer.kScale, layer.vScale];
 }
 
 /** Cache element at element index `i` of k or v (both (numBlocks, L, K, E)). */
 function kvRead(layer: KvLayer, buf: Uint8Array, i: number): number {
+  if (layer.dtype === 'fp8_e4m3') {
+    const scale = buf === layer.k ? layer.kScale! : layer.vScale!;
+    return fp8ToF32(buf[i]!) * scale[Math.floor(i / layer.headDim)]!;
+  }
   if (layer.dtype === 'f32') {
     const o = i * 4;
     return bitsToF32((buf[o]! | (buf[o + 1]! << 8) | (buf[o + 2]! << 16) | (buf[o + 3]! << 24)) >>> 0);
@@ -155,6 +169,20 @@ export const referenceBackend: TrainBackend = {
     for (let t = 0; t < T; t++) {
       const slot = slots[t]!;
       if (slot < 0 || slot >= numSlots) fail('kvWrite', `slot ${slot} of token ${t} is outside [0, ${numSlots})`);
+      if (layer.dtype === 'fp8_e4m3') {
+        const [ks, vs] = kvScales('kvWrite', layer);
+        for (const [src, dst, scale] of [[k, layer.k, ks], [v, layer.v, vs]] as const) {
+          for (let h = 0; h < layer.numKvHeads; h++) {
+            const o = t * KE + h * layer.headDim; // this head's E values
+            let amax = 0;
+            for (let e = 0; e < layer.headDim; e++) amax = Math.max(amax, Math.abs(src[o + e]!));
+            const s = Math.fround(amax / FP8_E4M3_MAX) || 1; // 1 when all zero (or amax/448 underflows)
+            scale[slot * layer.numKvHeads + h] = s;
+            for (let e = 0; e < layer.headDim; e++) dst[slot * KE + h * layer.headDim + e] = f32ToFp8(src[o + e]! / s);
+          }
+        }
+        continue;
+      }
       for (let j = 0; j < KE; j++) {
         kvStore(layer, layer.k, slot * KE + j, k[t * KE + j]!);
         kvStore(layer, layer.v, slot * KE + j, v[t * KE + j]!);
@@ -174,6 +202,7 @@ export const referenceBackend: TrainBackend = {
     checkLen('attention', `q (Tq=${Tq}, H*E=${H * E})`, q.length, Tq * H * E);
     checkLen('attention', `out (Tq=${Tq}, H*E=${H * E})`, out.length, Tq * H * E);
     const group = H / K;
+    if (layer.dtype === 'fp8_e4m3') kvScales('attention', layer);
     for (let s = 0; s < S; s++) {
       const q0 = batch.qStart[s]!;
       const qLen = batch.qStart[s + 1]! - q0;
@@ -253,8 +282,7 @@ export const referenceBackend: TrainBackend = {
     for (let n = 0; n < N; n++) {
       dequantizeRow(w, n, row);
       for (let m = 0; m < M; m++) {
-        const d = dy[m * N + n]!;
-        if (d === 0) continue;
+        const d = dy[m * N + n]!; // no skip for d = 0: 0 · NaN stays NaN, as in IEEE arithmetic
         for (let c = 0; c < C; c++) acc[m * C + c] += d * row[c]!;
       }
     }

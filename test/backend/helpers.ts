@@ -8,7 +8,7 @@ import { referenceBackend } from '../../src/backend/reference.js';
 import { ropeInvFreq } from '../../src/model/config.js';
 import { dequantizeRow } from '../../src/tensor/codecs.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
-import type { DType, Tensor } from '../../src/tensor/tensor.js';
+import { Tensor, type DType } from '../../src/tensor/tensor.js';
 
 // ------------------------------------------------------------------------------------------------- PRNG
 
@@ -479,7 +479,10 @@ function trainChecks(add: AddCheck): void {
         : [[1, 5, 17], [7, 33, 96], [13, 300, 70], [3, 1, 130], [20, 16, 16]];
       for (const [M, N, C] of shapes as [number, number, number][]) {
         withSeed(`${be.name} matmulBackwardInput ${dtype} M=${M} N=${N} C=${C}`, (rng) => {
-          const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], dtype, { fp8Block: fp8BlockFor(dtype, N, C, rng) });
+          // fp8: every scale layout the kernels treat differently (row scales, row-block × 64k-column blocks, other grids)
+          const blocks: ([number, number] | undefined)[] = dtype === 'fp8_e4m3' ? [[1, C], [N, C], [2, 32], [128, 128], [2, 64], [4, 128], [3, 64]] : [undefined];
+          for (const fp8Block of blocks) {
+          const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], dtype, { fp8Block });
           const dy = rng.normals(M * N);
           const mag = backwardMagnitude(dy, w, M);
           const want = new Float32Array(M * C);
@@ -494,10 +497,33 @@ function trainChecks(add: AddCheck): void {
           asTrain(be).matmulBackwardInput(gotAcc, dy, w, M, true);
           assertClose(`matmulBackwardInput ${dtype} accumulate (M=${M}, N=${N}, C=${C})`, gotAcc, wantAcc,
             { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag: mag.map((v, i) => v + Math.abs(dx0[i]!)) });
+          }
         });
       }
     });
   }
+
+  add('matmulBackwardInput fp8_e4m3 decodes every byte exactly (row and block scales)', 'matmulBackwardInput.fp8_e4m3', (be) => {
+    withSeed(`${be.name} matmulBackwardInput fp8 bytes`, (rng) => {
+      // w (4, 256): row r holds all 256 codes rotated by r (NaN codes included); power-of-2 scales keep dx exact
+      const [N, C] = [4, 256];
+      const data = new Uint8Array(N * C);
+      for (let r = 0; r < N; r++) for (let c = 0; c < C; c++) data[r * C + c] = (c + 37 * r) & 0xff;
+      for (const block of [[1, C], [2, 128]] as [number, number][]) {
+        const grid = Math.ceil(N / block[0]) * Math.ceil(C / block[1]);
+        const scale = Float32Array.from({ length: grid }, () => 2 ** rng.int(-6, 7));
+        const w = new Tensor('fp8_e4m3', [N, C], data, scale, block);
+        const M = N;
+        const dy = new Float32Array(M * N);
+        for (let m = 0; m < M; m++) dy[m * N + m] = 1; // dx row m = weight row m
+        const want = new Float32Array(M * C);
+        ref.matmulBackwardInput(want, dy, w, M, false);
+        const got = new Float32Array(M * C).fill(12345);
+        asTrain(be).matmulBackwardInput(got, dy, w, M, false);
+        assertClose(`matmulBackwardInput fp8 every byte, scale block [${block}]`, got, want, { atol: 0, rtol: 0 });
+      }
+    });
+  });
 
   add('matmulBackwardWeight (accumulates into dw)', 'matmulBackwardWeight', (be) => {
     // [M, N, C]: LoRA-like thin shapes, tails in N and C, M across the 256-row blocks

@@ -112,7 +112,8 @@ async function lora(): Promise<void> {
   log(`floe ${args.join(" ")}`);
   const rc = await floe(args);
   if (rc !== 0) throw new Error(`floe finetune exited with ${rc}`);
-  const before = await evalModel(MODEL);
+  const evalFile = join(WORK, "eval.json");
+  const before = existsSync(evalFile) ? (JSON.parse(readFileSync(evalFile, "utf8")) as EvalReport) : await evalModel(MODEL);
   const after = await evalModel(MODEL, join(LORA, "final"));
   writeFileSync(join(WORK, "lora-report.json"), JSON.stringify({ before, after }, null, 1) + "\n");
 }

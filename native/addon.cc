@@ -208,20 +208,32 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-const char* kv_name(int dtype) { return dtype == KV_F32 ? "f32kv" : dtype == KV_BF16 ? "bf16kv" : nullptr; }
+const char* kv_name(int dtype) { return dtype == KV_F32 ? "f32kv" : dtype == KV_BF16 ? "bf16kv" : dtype == KV_FP8 ? "fp8kv" : nullptr; }
+
+// fp8 caches: kScale, vScale Float32Array (numBlocks, L, K) at arguments i, i+1.
+void kv_scales(const Napi::CallbackInfo& info, size_t i, const char* op, KvCache& kv) {
+  if (kv.dtype != KV_FP8) return;
+  need_args(info, op, i + 2);
+  auto ks = f32(info, i, op, "kScale");
+  auto vs = f32(info, i + 1, op, "vScale");
+  need_len(info.Env(), op, "kScale (numBlocks*L*K)", ks.n, kv.num_blocks * kv.L * kv.K);
+  need_len(info.Env(), op, "vScale (numBlocks*L*K)", vs.n, kv.num_blocks * kv.L * kv.K);
+  kv.k_scale = ks.p;
+  kv.v_scale = vs.p;
+}
 
 // KvCache from (k bytes, v bytes, dtype, numBlocks, L, K, E) starting at argument i.
 KvCache kv_cache(const Napi::CallbackInfo& info, size_t i, const char* op) {
   Napi::Env env = info.Env();
   auto kb = u8(info, i, op, "cache k");
   auto vb = u8(info, i + 1, op, "cache v");
-  KvCache kv{kb.p, vb.p, int(integer(info, i + 2, op, "kv dtype")), 0, 0, 0, 0};
-  if (!kv_name(kv.dtype)) fail(env, op, "kv dtype code " + std::to_string(kv.dtype) + " is not a KV cache dtype (f32=0, bf16=2)");
+  KvCache kv{kb.p, vb.p, int(integer(info, i + 2, op, "kv dtype")), 0, 0, 0, 0, nullptr, nullptr};
+  if (!kv_name(kv.dtype)) fail(env, op, "kv dtype code " + std::to_string(kv.dtype) + " is not a KV cache dtype (f32=0, bf16=2, fp8_e4m3=3)");
   kv.num_blocks = integer(info, i + 3, op, "numBlocks");
   kv.L = integer(info, i + 4, op, "blockSize", 1);
   kv.K = integer(info, i + 5, op, "numKvHeads", 1);
   kv.E = integer(info, i + 6, op, "headDim", 1);
-  int64_t bytes = kv.num_blocks * kv.L * kv.K * kv.E * (kv.dtype == KV_F32 ? 4 : 2);
+  int64_t bytes = kv.num_blocks * kv.L * kv.K * kv.E * (kv.dtype == KV_F32 ? 4 : kv.dtype == KV_FP8 ? 1 : 2);
   need_len(env, op, "cache k bytes (numBlocks*L*K*E*elem)", kb.n, bytes);
   need_len(env, op, "cache v bytes (numBlocks*L*K*E*elem)", vb.n, bytes);
   return kv;
@@ -235,6 +247,7 @@ Napi::Value KvWrite(const Napi::CallbackInfo& info) {
   auto k = f32(info, 7, op, "k");
   auto v = f32(info, 8, op, "v");
   auto slots = i32(info, 9, op, "slots");
+  kv_scales(info, 10, op, kv);
   int64_t KE = kv.K * kv.E, num_slots = kv.num_blocks * kv.L;
   need_len(env, op, "k (T=" + std::to_string(slots.n) + ", K*E=" + std::to_string(KE) + ")", k.n, slots.n * KE);
   need_len(env, op, "v (T=" + std::to_string(slots.n) + ", K*E=" + std::to_string(KE) + ")", v.n, slots.n * KE);
@@ -242,12 +255,12 @@ Napi::Value KvWrite(const Napi::CallbackInfo& info) {
     if (slots.p[t] < 0 || slots.p[t] >= num_slots)
       fail(env, op, "slot " + std::to_string(slots.p[t]) + " of token " + std::to_string(t) + " is outside [0, " + std::to_string(num_slots) + ")");
   const Kernels& kn = kernels();
-  count(op, kv.dtype == KV_F32 ? "f32" : "bf16", kn.name);
-  kn.kv_write(kv, k.p, v.p, slots.p, slots.n);
+  count(op, kv.dtype == KV_F32 ? "f32" : kv.dtype == KV_FP8 ? "fp8" : "bf16", kn.name);
+  (kv.dtype == KV_FP8 ? kn.kv_write_fp8 : kn.kv_write)(kv, k.p, v.p, slots.p, slots.n);
   return env.Undefined();
 }
 
-// attention(out, q, kBytes, vBytes, kvDtype, numBlocks, L, K, E, H, scale, S, qStart, ctxLen, blockTables, maxBlocks)
+// attention(out, q, kBytes, vBytes, kvDtype, numBlocks, L, K, E, H, scale, S, qStart, ctxLen, blockTables, maxBlocks[, kScale, vScale])
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   const char* op = "attention";
   need_args(info, op, 16);
@@ -263,6 +276,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   auto ctx = i32(info, 13, op, "ctxLen");
   auto bt = i32(info, 14, op, "blockTables");
   a.max_blocks = integer(info, 15, op, "maxBlocks");
+  kv_scales(info, 16, op, a.kv);
   const int64_t K = a.kv.K, E = a.kv.E, L = a.kv.L, HE = a.H * E;
   if (a.H % K != 0) fail(env, op, "numHeads " + std::to_string(a.H) + " is not a multiple of numKvHeads " + std::to_string(K));
   need_len(env, op, "qStart (S+1)", qs.n, a.S + 1);
@@ -294,7 +308,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   a.blocks = bt.p;
   const Kernels& k = kernels();
   count(op, kv_name(a.kv.dtype), k.name);
-  if (Tq > 0) k.attention(a);
+  if (Tq > 0) (a.kv.dtype == KV_FP8 ? k.attention_fp8 : k.attention)(a);
   return env.Undefined();
 }
 

@@ -10,7 +10,7 @@ namespace floe {
 // Must match DTYPE_CODE in src/tensor/tensor.ts (never renumbered).
 enum DType : int { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2, DT_FP8 = 3, DT_Q8_0 = 4, DT_I32 = 5 };
 // KV cache dtypes, same codes as DType.
-enum KvDType : int { KV_F32 = 0, KV_BF16 = 2 };
+enum KvDType : int { KV_F32 = 0, KV_BF16 = 2, KV_FP8 = 3 };
 
 constexpr int Q8_BLOCK = 32;
 constexpr int Q8_BLOCK_BYTES = 34;
@@ -71,6 +71,8 @@ struct KvCache {
   uint8_t* v;
   int dtype;
   int64_t num_blocks, L, K, E;
+  float* k_scale;  // fp8: (numBlocks, L, K) per-vector scales
+  float* v_scale;
 };
 
 struct AttnArgs {

@@ -20,6 +20,8 @@ struct Kernels {
   void (*kv_write)(const KvCache& kv, const float* k, const float* v, const int32_t* slots, int64_t T);
   void (*attention)(const AttnArgs& a);  // block ids and lengths already validated
   void (*log_softmax)(float* out, const float* in, int64_t M, int64_t V);
+  void (*kv_write_fp8)(const KvCache& kv, const float* k, const float* v, const int32_t* slots, int64_t T);  // native/kv_fp8.inc
+  void (*attention_fp8)(const AttnArgs& a);
 };
 
 extern const Kernels kernels_scalar;

@@ -22,6 +22,7 @@ static void dq_f16(const uint8_t* src, float* out, int64_t n) {
 }
 
 #include "generic.inc"
+#include "kv_fp8.inc"
 #include "tiles.inc"
 #include "mm256.inc"
 }  // namespace avx2_isa
@@ -37,6 +38,8 @@ const Kernels kernels_avx2 = {
     avx2_isa::kv_write_generic,
     avx2_isa::attention_generic,
     avx2_isa::log_softmax_generic,
+    avx2_isa::kv_write_fp8_generic,
+    avx2_isa::attention_fp8_generic,
 };
 
 }  // namespace floe

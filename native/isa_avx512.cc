@@ -25,6 +25,8 @@ static void dq_f16(const uint8_t* src, float* out, int64_t n) {
 #include "tiles.inc"
 #include "mm512.inc"
 #include "attn512.inc"
+#include "kv_fp8.inc"
+#include "attn_fp8_512.inc"
 
 }  // namespace avx512_isa
 
@@ -39,6 +41,8 @@ const Kernels kernels_avx512 = {
     avx512_isa::kv_write_generic,
     avx512_isa::attention_avx512,
     avx512_isa::log_softmax_generic,
+    avx512_isa::kv_write_fp8_generic,
+    avx512_isa::attention_fp8_avx512,
 };
 
 }  // namespace floe

@@ -8,6 +8,7 @@
 namespace floe {
 namespace scalar_isa {
 #include "generic.inc"
+#include "kv_fp8.inc"
 }  // namespace scalar_isa
 
 const Kernels kernels_scalar = {
@@ -21,6 +22,8 @@ const Kernels kernels_scalar = {
     scalar_isa::kv_write_generic,
     scalar_isa::attention_generic,
     scalar_isa::log_softmax_generic,
+    scalar_isa::kv_write_fp8_generic,
+    scalar_isa::attention_fp8_generic,
 };
 
 }  // namespace floe

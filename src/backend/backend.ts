@@ -7,11 +7,13 @@
 import type { DType, Tensor } from '../tensor/tensor.js';
 
 /** Stored formats a KV cache can use. New values go at the end. */
-export type KvDType = 'f32' | 'bf16';
+export type KvDType = 'f32' | 'bf16' | 'fp8_e4m3';
 
 /**
  * One layer's paged KV storage: raw bytes of shape (numBlocks, L, K, E) in `dtype`.
  * A token's slot is block * L + offsetInBlock.
+ * fp8_e4m3: each (token, kv head) vector of E values has its own f32 scale = amax / 448 (1 when all zero);
+ * stored code = E4M3(x / scale), rounded to nearest even and saturated to ±448; value = fp8(code) * scale.
  */
 export interface KvLayer {
   readonly dtype: KvDType;
@@ -21,6 +23,8 @@ export interface KvLayer {
   readonly blockSize: number; // L
   readonly numKvHeads: number; // K
   readonly headDim: number; // E
+  readonly kScale?: Float32Array; // (numBlocks, L, K), fp8_e4m3 only
+  readonly vScale?: Float32Array; // (numBlocks, L, K), fp8_e4m3 only
 }
 
 /**

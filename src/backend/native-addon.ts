@@ -9,7 +9,8 @@ export type NativeIsa = 'scalar' | 'avx2' | 'avx512';
 
 /**
  * The addon's functions, as exported by native/addon.cc. Weights travel as (data, dtypeCode, N, C, scale, br, bc)
- * with scale null unless fp8; KV caches as (kBytes, vBytes, kvDtypeCode, numBlocks, L, K, E). Every function checks
+ * with scale null unless fp8; KV caches as (kBytes, vBytes, kvDtypeCode, numBlocks, L, K, E), fp8 caches (code 3) with their
+ * (numBlocks, L, K) kScale, vScale as the last two arguments. Every function checks
  * its arguments and throws an Error naming the argument, expected vs got.
  */
 export interface NativeAddon {
@@ -22,10 +23,10 @@ export interface NativeAddon {
   swiglu(out: Float32Array, gate: Float32Array, up: Float32Array): void;
   add(y: Float32Array, x: Float32Array): void;
   kvWrite(kc: Uint8Array, vc: Uint8Array, kvDtype: number, numBlocks: number, L: number, K: number, E: number,
-    k: Float32Array, v: Float32Array, slots: Int32Array): void;
+    k: Float32Array, v: Float32Array, slots: Int32Array, kScale?: Float32Array, vScale?: Float32Array): void;
   attention(out: Float32Array, q: Float32Array, kc: Uint8Array, vc: Uint8Array, kvDtype: number, numBlocks: number,
     L: number, K: number, E: number, H: number, scale: number, numSeqs: number, qStart: Int32Array,
-    ctxLen: Int32Array, blockTables: Int32Array, maxBlocks: number): void;
+    ctxLen: Int32Array, blockTables: Int32Array, maxBlocks: number, kScale?: Float32Array, vScale?: Float32Array): void;
   logSoftmax(out: Float32Array, logits: Float32Array, M: number): void;
   topk(x: Float32Array, k: number): { ids: Int32Array; values: Float32Array };
   /** Whole file mapped private read/write (writes never reach the file); unmapped when the buffer is collected. */

@@ -7,7 +7,7 @@ import { DTYPE_CODE, type Tensor } from '../tensor/tensor.js';
 import { WEIGHT_DTYPES, type AttentionBatch, type AttentionShape, type KvDType, type KvLayer, type TrainBackend } from './backend.js';
 import { loadAddon, type NativeAddon } from './native-addon.js';
 
-const KV_CODE = { f32: 0, bf16: 2 } as const satisfies Record<KvDType, number>;
+const KV_CODE = { f32: 0, bf16: 2, fp8_e4m3: 3 } as const satisfies Record<KvDType, number>;
 
 function weightArgs(op: string, w: Tensor): [Uint8Array, number, number, number, Float32Array | null, number, number] {
   if (!(WEIGHT_DTYPES as readonly string[]).includes(w.dtype)) throw new Error(`native.${op} has no ${w.dtype} kernel`);
@@ -19,6 +19,13 @@ function kvCode(layer: KvLayer): number {
   const code = KV_CODE[layer.dtype];
   if (code === undefined) throw new Error(`native kv cache has no ${String(layer.dtype)} kernel`);
   return code;
+}
+
+/** Trailing scale arguments of fp8 caches (kScale, vScale), none otherwise. */
+function kvScaleArgs(op: string, layer: KvLayer): [] | [Float32Array, Float32Array] {
+  if (layer.dtype !== 'fp8_e4m3') return [];
+  if (!layer.kScale || !layer.vScale) throw new Error(`native.${op}: fp8_e4m3 cache layer has no kScale / vScale arrays`);
+  return [layer.kScale, layer.vScale];
 }
 
 /** The training kernels' addon functions (native/train_kernels.cc); weights travel as in NativeAddon.matmul. */
@@ -66,7 +73,8 @@ function makeBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
     },
 
     kvWrite(layer: KvLayer, k: Float32Array, v: Float32Array, slots: Int32Array): void {
-      a.kvWrite(layer.k, layer.v, kvCode(layer), layer.numBlocks, layer.blockSize, layer.numKvHeads, layer.headDim, k, v, slots);
+      a.kvWrite(layer.k, layer.v, kvCode(layer), layer.numBlocks, layer.blockSize, layer.numKvHeads, layer.headDim, k, v, slots,
+        ...kvScaleArgs('kvWrite', layer));
     },
 
     attention(out: Float32Array, q: Float32Array, layer: KvLayer, shape: AttentionShape, batch: AttentionBatch): void {
@@ -74,7 +82,7 @@ function makeBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
         throw new Error(`native.attention: shape (K=${shape.numKvHeads}, E=${shape.headDim}) does not match the cache layer (K=${layer.numKvHeads}, E=${layer.headDim})`);
       }
       a.attention(out, q, layer.k, layer.v, kvCode(layer), layer.numBlocks, layer.blockSize, layer.numKvHeads, layer.headDim,
-        shape.numHeads, shape.scale, batch.numSeqs, batch.qStart, batch.ctxLen, batch.blockTables, batch.maxBlocks);
+        shape.numHeads, shape.scale, batch.numSeqs, batch.qStart, batch.ctxLen, batch.blockTables, batch.maxBlocks, ...kvScaleArgs('attention', layer));
     },
 
     logSoftmax(out: Float32Array, logits: Float32Array, M: number): void {

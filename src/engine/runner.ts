@@ -5,7 +5,7 @@
 
 import type { LlamaModel, ForwardInput } from '../model/llama.js';
 import type { KvCache } from '../model/kv-cache.js';
-import { KV_BYTES } from '../model/kv-cache.js';
+import { copyKvBlocks } from '../model/kv-cache.js';
 import type { Sampler, TokenCounts } from '../model/sampler.js';
 import type { BlockCopy } from './block-pool.js';
 import type { LogprobEntry } from './protocol.js';
@@ -48,13 +48,7 @@ export class ModelRunner {
 
   /** Copy-on-write block copies (k and v, every layer). */
   copyBlocks(copies: readonly BlockCopy[]): void {
-    for (const layer of this.kv.layers) {
-      const stride = layer.blockSize * layer.numKvHeads * layer.headDim * KV_BYTES[layer.dtype];
-      for (const { src, dst } of copies) {
-        layer.k.copyWithin(dst * stride, src * stride, (src + 1) * stride);
-        layer.v.copyWithin(dst * stride, src * stride, (src + 1) * stride);
-      }
-    }
+    copyKvBlocks(this.kv.layers, copies);
   }
 
   execute(out: SchedulerOutput, seqOf: (id: string) => RunnerSeq): SeqResult[] {

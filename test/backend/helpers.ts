@@ -106,9 +106,14 @@ export function assertClose(what: string, got: Float32Array, want: Float32Array 
 
 // ---------------------------------------------------------------------------------------- KV cache setup
 
-/** A KV layer with random bytes (so untouched slots are detectable); bf16 garbage is kept finite. */
+/** A KV layer with random bytes (so untouched slots are detectable); bf16 and fp8 garbage is kept finite. */
 export function makeKvLayer(rng: Rng, dtype: KvDType, numBlocks: number, blockSize: number, K: number, E: number): KvLayer {
   const elems = numBlocks * blockSize * K * E;
+  if (dtype === 'fp8_e4m3') {
+    const codes = (): Uint8Array => Uint8Array.from({ length: elems }, () => rng.int(0, 0x7f) | (rng.int(0, 2) << 7)); // no NaN codes
+    const scales = (): Float32Array => rng.f32(numBlocks * blockSize * K, 0.001, 0.02);
+    return { dtype, k: codes(), v: codes(), numBlocks, blockSize, numKvHeads: K, headDim: E, kScale: scales(), vScale: scales() };
+  }
   const fill = (): Uint8Array => {
     const vals = rng.f32(elems, -4, 4);
     if (dtype === 'f32') return new Uint8Array(vals.buffer);
@@ -121,7 +126,7 @@ export function makeKvLayer(rng: Rng, dtype: KvDType, numBlocks: number, blockSi
 }
 
 export function cloneKvLayer(l: KvLayer): KvLayer {
-  return { ...l, k: l.k.slice(), v: l.v.slice() };
+  return { ...l, k: l.k.slice(), v: l.v.slice(), ...(l.kScale && l.vScale ? { kScale: l.kScale.slice(), vScale: l.vScale.slice() } : {}) };
 }
 
 export interface SeqSpec { readonly ctxLen: number; readonly qLen: number }
@@ -167,7 +172,7 @@ export const MATMUL_RTOL: Record<(typeof WEIGHT_DTYPES)[number], number> = {
 };
 
 /** Attention tolerance relative to max |v| over the context; bf16 caches may be consumed in bf16 arithmetic. */
-export const ATTENTION_RTOL: Record<KvDType, number> = { f32: 1e-5, bf16: 1e-2 };
+export const ATTENTION_RTOL: Record<KvDType, number> = { f32: 1e-5, bf16: 1e-2, fp8_e4m3: 1e-4 };
 
 /** sum_c |x[m,c] * w[n,c]| (M, N), from the dequantized weight. */
 function dotMagnitude(x: Float32Array, w: Tensor, M: number): Float64Array {
@@ -328,8 +333,8 @@ export function conformanceChecks(): ConformanceCheck[] {
     });
   });
 
-  for (const kvDtype of ['f32', 'bf16'] as const) {
-    add(`kvWrite ${kvDtype}: bytes equal the reference, other slots untouched`, 'kvWrite', (be) => {
+  for (const kvDtype of ['f32', 'bf16', 'fp8_e4m3'] as const) {
+    add(`kvWrite ${kvDtype}: bytes equal the reference, other slots untouched`, kvDtype === 'fp8_e4m3' ? 'kvWrite.fp8' : 'kvWrite', (be) => {
       withSeed(`${be.name} kvWrite ${kvDtype}`, (rng) => {
         const [numBlocks, L, K, E] = [9, 16, 2, 32];
         const layer = makeKvLayer(rng, kvDtype, numBlocks, L, K, E);
@@ -340,6 +345,12 @@ export function conformanceChecks(): ConformanceCheck[] {
         // exact bf16 rounding ties in both directions, and a round-up into inf
         const ku = new Uint32Array(k.buffer);
         ku[0] = 0x3f808000; ku[1] = 0x3f818000; ku[2] = 0xbf808000; ku[3] = 0x7f7fffff;
+        // fp8: token 1 head 0 has amax 448 (scale 1): E4M3 ties (normal and subnormal) in both directions, signs
+        k.set([448, 1.0625, 1.1875, -1.0625, 2 ** -10, 3 * 2 ** -10, -(5 * 2 ** -10), 240, 0, -0], K * E);
+        // an all-zero vector (scale 1), one whose scale is subnormal, one whose amax/448 underflows to 0 (scale 1)
+        v.fill(0, K * E, K * E + E);
+        v.fill(1e-39, K * E + E, 2 * K * E);
+        v.fill(-1e-43, 2 * K * E, 2 * K * E + E);
         const want = cloneKvLayer(layer);
         ref.kvWrite(want, k, v, slots);
         const got = cloneKvLayer(layer);
@@ -348,13 +359,20 @@ export function conformanceChecks(): ConformanceCheck[] {
           const d = firstDiff(got[part], want[part]);
           assert.equal(d, -1, `kvWrite ${kvDtype}: ${part} cache bytes differ from the reference first at byte ${d}`);
         }
+        if (kvDtype === 'fp8_e4m3') {
+          for (const part of ['kScale', 'vScale'] as const) {
+            const g = new Uint8Array(got[part]!.buffer), w = new Uint8Array(want[part]!.buffer);
+            const d = firstDiff(g, w);
+            assert.equal(d, -1, `kvWrite fp8: ${part} differs from the reference at (slot*K + head) ${d >> 2}: got ${got[part]![d >> 2]}, expected ${want[part]![d >> 2]}`);
+          }
+        }
       });
     });
   }
 
-  for (const kvDtype of ['f32', 'bf16'] as const) {
+  for (const kvDtype of ['f32', 'bf16', 'fp8_e4m3'] as const) {
     for (const c of ATTENTION_CASES) {
-      add(`attention ${kvDtype} ${c.label}`, 'attention', (be) => {
+      add(`attention ${kvDtype} ${c.label}`, kvDtype === 'fp8_e4m3' ? 'attention.fp8kv' : 'attention', (be) => {
         withSeed(`${be.name} attention ${kvDtype} ${c.label}`, (rng) => {
           const L = 16;
           const numBlocks = c.seqs.reduce((a, s) => a + Math.ceil(s.ctxLen / L), 0) + 4;

@@ -53,6 +53,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ...engineOpts } = opts;
   const ready = (async () => {
     const t0 = performance.now();
+    // Test hook: hold the load back so that the loading state can be observed.
+    const delay = Number(process.env.FLOE_SERVE_LOAD_DELAY_MS ?? 0);
+    if (delay > 0) await new Promise((r) => setTimeout(r, delay));
     const [e, tools] = await Promise.all([startEngine({ ...engineOpts, modelId: modelName }), loadTextTools(opts.model)]);
     engine = e;
     serve.ready({ engine: e, tokenizer: tools.tokenizer, template: tools.template });

@@ -1,9 +1,11 @@
 // llama_bench: prefill + greedy decode timings of a GGUF model through the prebuilt llama.cpp library, as one JSON line.
 //
 // usage: llama_bench --model F --backends DIR --prompt-file F [--threads N] [--decode N] [--n-seq S]
-//                    [--logits-out F] [--warmup 0|1]
+//                    [--logits-out F] [--warmup 0|1] [--distinct-prompts]
 // The prompt file holds whitespace-separated token ids. With S > 1 the prompt is prefilled once, copied to S
 // sequences, and each decode step feeds one token per sequence (S tokens per llama_decode).
+// --distinct-prompts (serving benchmark): sequence s is prefilled with its own prompt, the file's ids rotated by
+// s * n_prompt / S, so no two streams share a prefix; each stream then decodes greedily from its own logits.
 
 #include "llama.h"
 #include "ggml-backend.h"
@@ -55,6 +57,7 @@ static void prefill(llama_context * ctx, llama_batch & batch, const std::vector<
 int main(int argc, char ** argv) {
     std::string model_path, backends_dir, prompt_file, logits_out;
     int threads = 1, n_decode = 128, n_seq = 1, warmup = 1;
+    bool distinct = false;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         auto next = [&]() -> std::string {
@@ -69,6 +72,7 @@ int main(int argc, char ** argv) {
         else if (a == "--n-seq") n_seq = atoi(next().c_str());
         else if (a == "--logits-out") logits_out = next();
         else if (a == "--warmup") warmup = atoi(next().c_str());
+        else if (a == "--distinct-prompts") distinct = true;
         else die("unknown argument " + a);
     }
     if (model_path.empty() || backends_dir.empty() || prompt_file.empty()) die("--model, --backends and --prompt-file are required");
@@ -121,6 +125,7 @@ int main(int argc, char ** argv) {
     double p0 = now_ms();
     prefill(ctx, batch, prompt, 0, (int) cp.n_batch);
     const double prefill_ms = now_ms() - p0;
+    double distinct_prefill_ms = 0;
 
     const float * logits0 = llama_get_logits_ith(ctx, -1);
     if (!logits_out.empty()) {
@@ -130,7 +135,19 @@ int main(int argc, char ** argv) {
         fclose(f);
     }
     std::vector<llama_token> cur(n_seq, argmax(logits0, n_vocab));
-    for (int s = 1; s < n_seq; s++) llama_memory_seq_cp(mem, 0, s, -1, -1);
+    if (distinct) {
+        double q0 = now_ms();
+        for (int s = 1; s < n_seq; s++) {
+            std::vector<llama_token> rot(n_prompt);
+            const int shift = (int) ((long) s * n_prompt / n_seq);
+            for (int i = 0; i < n_prompt; i++) rot[i] = prompt[(i + shift) % n_prompt];
+            prefill(ctx, batch, rot, s, (int) cp.n_batch);
+            cur[s] = argmax(llama_get_logits_ith(ctx, -1), n_vocab);
+        }
+        distinct_prefill_ms = now_ms() - q0;
+    } else {
+        for (int s = 1; s < n_seq; s++) llama_memory_seq_cp(mem, 0, s, -1, -1);
+    }
 
     std::vector<llama_token> out0;
     out0.push_back(cur[0]);
@@ -155,7 +172,8 @@ int main(int argc, char ** argv) {
            threads, n_seq, n_prompt, n_decode, load_ms, prefill_ms, decode_ms,
            n_prompt / (prefill_ms / 1000.0), n_decode > 0 ? n_decode * n_seq / (decode_ms / 1000.0) : 0.0);
     for (size_t i = 0; i < out0.size() && i < 16; i++) printf("%s%d", i ? "," : "", out0[i]);
-    printf("],\"system_info\":\"%s\"}\n", llama_print_system_info());
+    printf("],\"distinct_prompts\":%s,\"distinct_prefill_ms\":%.3f,\"kv_unified\":%s,\"system_info\":\"%s\"}\n",
+           distinct ? "true" : "false", distinct_prefill_ms, cp.kv_unified ? "true" : "false", llama_print_system_info());
 
     llama_batch_free(batch);
     llama_free(ctx);

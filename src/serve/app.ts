@@ -218,7 +218,7 @@ export function createApp(opts: AppOptions): ServeApp {
         usage: acc.usage(),
       };
     }
-    await streamSse(reply, job, p.includeUsage, (send, first) => {
+    await streamSse(reply, job, (send, first) => {
       if (first) for (let i = 0; i < p.n; i++) send(chatChunk(head, i, { role: 'assistant', content: '' }, null, null, p.includeUsage));
     }, (send, source, o) => {
       const ch = acc.add(source, o);
@@ -306,7 +306,7 @@ export function createApp(opts: AppOptions): ServeApp {
         usage: acc.usage(),
       };
     }
-    await streamSse(reply, job, p.includeUsage, () => {}, (send, source, o) => {
+    await streamSse(reply, job, () => {}, (send, source, o) => {
       const ch = onOutput(source, o);
       const withPrompt = p.echo && !echoed[ch];
       echoed[ch] = true;
@@ -462,7 +462,6 @@ type Send = (obj: unknown) => void;
 async function streamSse(
   reply: FastifyReply,
   job: { stream: AsyncGenerator<{ source: number; value: GenerateOutput }>; abort: () => void; aborted: () => boolean },
-  _includeUsage: boolean,
   onStart: (send: Send, first: boolean) => void,
   onOutput: (send: Send, source: number, o: GenerateOutput) => void,
   onEnd: () => unknown,

@@ -50,15 +50,15 @@ def load_manifest_weights(manifest_path: str, cfg: Config, dtype: torch.dtype) -
     """HF-named weights from the GGUF the manifest describes, cast to `dtype`."""
     with open(manifest_path) as f:
         man = json.load(f)
-    mm = np.memmap(man["file"], dtype=np.uint8, mode="r")
+    mm = np.memmap(man["file"], dtype=np.uint8, mode="c")  # copy-on-write: zero-copy, writable for torch.from_numpy
     w = {}
     for name, t in man["tensors"].items():
         n = int(np.prod(t["shape"]))
         if t["type"] == GGML_BF16:
-            raw = np.array(mm[t["offset"]:t["offset"] + 2 * n]).view(np.int16)
+            raw = mm[t["offset"]:t["offset"] + 2 * n].view(np.int16)
             x = torch.from_numpy(raw).view(torch.bfloat16).reshape(t["shape"])
         elif t["type"] == GGML_F32:
-            x = torch.from_numpy(np.array(mm[t["offset"]:t["offset"] + 4 * n]).view(np.float32)).reshape(t["shape"])
+            x = torch.from_numpy(mm[t["offset"]:t["offset"] + 4 * n].view(np.float32)).reshape(t["shape"])
         else:
             raise SystemExit(f"torch_bench: {man['file']}: tensor {name} has ggml type {t['type']}; expected BF16 (30) or F32 (0)")
         if t.get("permute"):

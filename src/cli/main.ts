@@ -4,7 +4,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { KvCache } from '../model/kv-cache.js';
 import { defaultKvDtype, generate, type GenerateResult, type TopLogprob } from '../model/generate.js';
 import { openModel } from '../model/open.js';
-import { loadModel } from '../formats/load.js';
+import { loadModel, type LoadOptions } from '../formats/load.js';
 import { TextStream } from '../model/text-stream.js';
 import type { BackendName } from '../backend/select.js';
 import type { KvDType } from '../backend/backend.js';
@@ -21,6 +21,14 @@ Usage:
                                        LoRA (default) or full fine-tuning; see finetune options
   floe merge --model BASE --adapter DIR --out DIR [--dtype f32|bf16]
                                        fold a PEFT LoRA adapter into the base, write an HF dir
+  floe quantize --model IN --out OUT --fp8 [--block 128 | --per-row] [--quantize-head] [--quantize-embed]
+                                       write an FP8 (E4M3) HF checkpoint: linear layers in fp8 with f32
+                                       scales (--block B: B×B blocks, weight_scale_inv, the default with
+                                       B=128; --per-row: compressed-tensors channel scales), the rest bf16
+  floe eval --model PATH --data FILE [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8] [--max-seq-len N]
+            [--max-tokens N] [--threads N] [--backend native|reference] [--json]
+                                       perplexity over JSONL {"text"} records or plain-text paragraphs
+                                       (BOS text EOS each, cut to --max-seq-len), through paged KV
 
 MODEL / PATH is a Hugging Face model directory or a .gguf file.
 
@@ -35,7 +43,8 @@ generate options:
   --stop TEXT             stop string (repeatable)
   --threads N             kernel threads (default: all cores)
   --backend native|reference
-  --kv-cache-dtype auto|f32|bf16
+  --kv-cache-dtype auto|f32|bf16|fp8   fp8: E4M3 keys/values with per-token, per-head scales
+  --dtype fp8             quantize the linear weights to fp8 (per-row scales) while loading
   --logprobs K            top-K logprobs per generated token
   --prompt-logprobs K     top-K logprobs per prompt token
   --no-bos                do not add the BOS token to --prompt
@@ -81,7 +90,8 @@ serve options:
   --threads N             kernel threads (default: all cores)
   --backend native|reference
   --kv-cache-memory SIZE  KV cache budget, e.g. 2GiB or 512MiB (default: a share of free RAM)
-  --kv-cache-dtype auto|f32|bf16
+  --kv-cache-dtype auto|f32|bf16|fp8
+  --dtype fp8             quantize the linear weights to fp8 (per-row scales) while loading
   --block-size N          tokens per KV block (default 16)
   --max-batched-tokens N  token budget per engine step
   --max-num-seqs N        most requests in the running batch
@@ -100,6 +110,8 @@ export async function run(argv: string[]): Promise<number> {
       case 'tokenizer': return await tokenizerCmd(rest);
       case 'finetune': return await finetuneCmd(rest);
       case 'merge': return await mergeCmd(rest);
+      case 'quantize': return await quantizeCmd(rest);
+      case 'eval': return await evalCmd(rest);
       case undefined: case 'help': case '--help': case '-h':
         process.stdout.write(HELP);
         return cmd === undefined ? 1 : 0;
@@ -175,17 +187,17 @@ async function generateCmd(args: string[]): Promise<number> {
     seed: { type: 'string' }, stop: { type: 'string', multiple: true }, threads: { type: 'string' },
     backend: { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, logprobs: { type: 'string' },
     'prompt-logprobs': { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' },
-    adapter: { type: 'string' },
+    adapter: { type: 'string' }, dtype: { type: 'string' },
   });
   if (!values.model) throw new Error('--model PATH is required (an HF directory or a .gguf file)');
   if ((values.prompt === undefined) === (values['prompt-ids'] === undefined)) throw new Error('give exactly one of --prompt TEXT or --prompt-ids 1,2,3');
+  const load = loadDtype(values.dtype);
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new Error(`--backend expects native or reference, got '${backend}'`);
-  const kvArg = values['kv-cache-dtype'] ?? 'auto';
-  if (!['auto', 'f32', 'bf16'].includes(kvArg)) throw new Error(`--kv-cache-dtype expects auto, f32 or bf16, got '${kvArg}'`);
+  const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
   const threads = values.threads === undefined ? undefined : num(values.threads, 'threads', 0, true);
 
-  const opened = await openModel(values.model, { backend, threads });
+  const opened = await openModel(values.model, { backend, threads, load });
   const { tokenizer } = opened;
   const model = values.adapter === undefined ? opened.model : (await import('../formats/peft.js')).applyAdapter(opened.model, values.adapter);
   let promptIds: number[];
@@ -216,7 +228,7 @@ async function generateCmd(args: string[]): Promise<number> {
     stopTokenIds: eos,
     logprobs: values.logprobs === undefined ? undefined : num(values.logprobs, 'logprobs', 0, true),
     promptLogprobs: values['prompt-logprobs'] === undefined ? undefined : num(values['prompt-logprobs'], 'prompt-logprobs', 0, true),
-    kvDtype: kvArg === 'auto' ? defaultKvDtype(model) : (kvArg as KvDType),
+    kvDtype: kvDtype ?? defaultKvDtype(model),
     text,
     onToken: json ? undefined : (_id, t) => { if (t) process.stdout.write(t); },
   });
@@ -278,13 +290,13 @@ async function serveCmd(args: string[]): Promise<number> {
     'model-name': { type: 'string' }, threads: { type: 'string' }, backend: { type: 'string' },
     'kv-cache-memory': { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, 'block-size': { type: 'string' },
     'max-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'max-queue': { type: 'string' },
-    'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' },
+    'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' }, dtype: { type: 'string' },
   });
   if (!values.model) throw new Error('--model PATH is required (an HF directory or a .gguf file)');
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new Error(`--backend expects native or reference, got '${backend}'`);
-  const kvArg = values['kv-cache-dtype'] ?? 'auto';
-  if (!['auto', 'f32', 'bf16'].includes(kvArg)) throw new Error(`--kv-cache-dtype expects auto, f32 or bf16, got '${kvArg}'`);
+  const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
+  const dtype = loadDtype(values.dtype)?.dtype;
   const positive = (name: string): number | undefined => {
     const v = values[name as keyof typeof values] as string | undefined;
     if (v === undefined) return undefined;
@@ -309,7 +321,7 @@ async function serveCmd(args: string[]): Promise<number> {
   const server = await startServer({
     model: values.model, host: values.host, port, apiKey: values['api-key'] ?? null, modelName: values['model-name'],
     threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'),
-    kvDtype: kvArg === 'auto' ? undefined : (kvArg as KvDType), blockSize: positive('block-size'),
+    kvDtype, dtype, blockSize: positive('block-size'),
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),
     bodyLimit: size('max-body'),
   });
@@ -391,5 +403,75 @@ async function mergeCmd(args: string[]): Promise<number> {
   writeHfModel(v.out, base.config, base.format === 'hf' ? v.model : null, merged, dtype);
   base.dispose();
   process.stderr.write(`[floe] merged ${v.adapter} (r=${adapter.config.rank}, ${adapter.config.targets.join(',')}) into ${v.model} -> ${v.out} (${dtype})\n`);
+  return 0;
+}
+
+/** --kv-cache-dtype: auto (undefined) | f32 | bf16 | fp8 (= fp8_e4m3). */
+function kvCacheDtype(v: string | undefined): KvDType | undefined {
+  const arg = v ?? 'auto';
+  const map: Record<string, KvDType | undefined> = { auto: undefined, f32: 'f32', bf16: 'bf16', fp8: 'fp8_e4m3', fp8_e4m3: 'fp8_e4m3' };
+  if (!(arg in map)) throw new Error(`--kv-cache-dtype expects auto, f32, bf16 or fp8, got '${arg}'`);
+  return map[arg];
+}
+
+/** --dtype of generate / serve / eval: fp8 quantizes the linear weights while loading. */
+function loadDtype(v: string | undefined): LoadOptions | undefined {
+  if (v === undefined) return undefined;
+  if (v !== 'fp8') throw new Error(`--dtype expects fp8 (linear weights quantized while loading), got '${v}'`);
+  return { dtype: 'fp8' };
+}
+
+async function quantizeCmd(args: string[]): Promise<number> {
+  const { quantizeModelDir } = await import('../formats/fp8-export.js');
+  const { values: v } = parse(args, {
+    model: { type: 'string' }, out: { type: 'string' }, fp8: { type: 'boolean' }, block: { type: 'string' }, 'per-row': { type: 'boolean' },
+    'quantize-head': { type: 'boolean' }, 'quantize-embed': { type: 'boolean' }, json: { type: 'boolean' },
+  });
+  if (!v.model || !v.out) throw new Error('usage: floe quantize --model IN --out OUT --fp8 [--block 128 | --per-row]');
+  if (!v.fp8) throw new Error('give the target format: --fp8 (E4M3 weights with f32 scales)');
+  if (v.block !== undefined && v['per-row']) throw new Error('give one of --block B or --per-row, not both');
+  const block = num(v.block, 'block', 128, true);
+  if (block < 1) throw new Error(`--block expects an integer >= 1, got ${block}`);
+  const scheme = v['per-row'] ? { kind: 'per-row' as const } : { kind: 'block' as const, block };
+  const t0 = performance.now();
+  const r = await quantizeModelDir(v.model, v.out, { scheme, quantizeHead: !!v['quantize-head'], quantizeEmbed: !!v['quantize-embed'] });
+  const seconds = (performance.now() - t0) / 1000;
+  const layout = scheme.kind === 'block' ? `fp8 ${block}x${block} blocks (weight_scale_inv)` : 'compressed-tensors per-row (weight_scale)';
+  if (v.json) {
+    process.stdout.write(JSON.stringify({ out: v.out, layout, quantized: r.quantized.length, files: r.files, bytes_in: r.bytesIn, bytes_out: r.bytesOut, seconds }) + '\n');
+  } else {
+    const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+    process.stderr.write(`[floe] ${r.quantized.length} tensors -> ${layout}; ${mib(r.bytesIn)} -> ${mib(r.bytesOut)} in ${seconds.toFixed(1)} s -> ${v.out}\n`);
+  }
+  return 0;
+}
+
+async function evalCmd(args: string[]): Promise<number> {
+  const { evalPerplexity, readEvalTexts } = await import('../train/eval.js');
+  const { values: v } = parse(args, {
+    model: { type: 'string' }, data: { type: 'string' }, dtype: { type: 'string' }, 'kv-cache-dtype': { type: 'string' },
+    'max-seq-len': { type: 'string' }, 'max-tokens': { type: 'string' }, threads: { type: 'string' }, backend: { type: 'string' }, json: { type: 'boolean' },
+  });
+  if (!v.model || !v.data) throw new Error('usage: floe eval --model PATH --data FILE [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8] [--max-seq-len N] [--json]');
+  const backend = v.backend as BackendName | undefined;
+  if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new Error(`--backend expects native or reference, got '${backend}'`);
+  const kvDtype = kvCacheDtype(v['kv-cache-dtype']);
+  const load = loadDtype(v.dtype);
+  const texts = readEvalTexts(v.data);
+  const opened = await openModel(v.model, { backend, threads: v.threads === undefined ? undefined : num(v.threads, 'threads', 0, true), load });
+  if (!opened.tokenizer) throw new Error(`${v.model} has no tokenizer; eval needs one to encode the texts`);
+  const r = evalPerplexity(opened.model, opened.tokenizer, texts, {
+    maxSeqLen: v['max-seq-len'] === undefined ? undefined : num(v['max-seq-len'], 'max-seq-len', 0, true),
+    maxTokens: v['max-tokens'] === undefined ? undefined : num(v['max-tokens'], 'max-tokens', 0, true),
+    kvDtype,
+  });
+  const kv = kvDtype ?? defaultKvDtype(opened.model);
+  opened.loaded.dispose();
+  if (v.json) {
+    process.stdout.write(JSON.stringify({ model: v.model, data: v.data, dtype: v.dtype ?? null, kv_cache_dtype: kv, records: r.records, tokens: r.tokens, loss: r.loss, perplexity: r.perplexity, seconds: r.seconds }) + '\n');
+  } else {
+    process.stdout.write(`perplexity ${r.perplexity.toFixed(4)} (loss ${r.loss.toFixed(5)} nats/token) over ${r.tokens} tokens in ${r.records} records; ` +
+      `weights ${v.dtype ?? 'as stored'}, kv ${kv}, ${r.seconds.toFixed(1)} s\n`);
+  }
   return 0;
 }

@@ -15,6 +15,7 @@ export interface EngineStartOptions {
   readonly modelId?: string; // name reported by /v1/models; default: the path
   readonly backend?: BackendName;
   readonly threads?: number;
+  readonly dtype?: 'fp8'; // quantize linear weights to fp8 while loading
   readonly kvCacheMemory?: number; // bytes; default 0.3 × free RAM, capped at maxNumSeqs full contexts
   readonly kvDtype?: KvDType;
   readonly blockSize?: number; // tokens per KV block, default 16

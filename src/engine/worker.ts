@@ -13,7 +13,7 @@ const post = (m: FromWorker): void => port.postMessage(m);
 const opts = workerData as EngineStartOptions;
 let engine: Engine;
 try {
-  const { model, tokenizer } = await openModel(opts.model, { backend: opts.backend, threads: opts.threads });
+  const { model, tokenizer } = await openModel(opts.model, { backend: opts.backend, threads: opts.threads, load: opts.dtype ? { dtype: opts.dtype } : undefined });
   engine = new Engine(model, tokenizer, {
     modelId: opts.modelId, kvCacheMemory: opts.kvCacheMemory, kvDtype: opts.kvDtype, blockSize: opts.blockSize,
     maxBatchedTokens: opts.maxBatchedTokens, maxNumSeqs: opts.maxNumSeqs, maxQueue: opts.maxQueue, prefixCaching: opts.prefixCaching,

@@ -5,7 +5,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LlamaConfig } from '../model/config.js';
-import { decodeBf16, decodeF16 } from '../tensor/codecs.js';
+import { decodeBf16, decodeF16, dequantizeRow } from '../tensor/codecs.js';
+import { quantizeTensor } from '../tensor/quantize.js';
 import { asF32, rowsCols, Tensor } from '../tensor/tensor.js';
 import { ggufTensor, ggufToHfName, ggufToLlamaConfig, GGML_F32, permuteQkRows, readGguf } from './gguf.js';
 import { readHfConfig, type Fp8Quantization } from './hf-config.js';
@@ -25,6 +26,21 @@ export interface LoadedModel {
 export interface LoadOptions {
   /** Check that every expected tensor exists with the shape the config implies (default true). */
   readonly checkShapes?: boolean;
+  /** 'fp8': quantize the linear layers' weights (q,k,v,o,gate,up,down) to E4M3 while loading, one tensor at a time. */
+  readonly dtype?: 'fp8';
+  /** fp8 scale block for dtype 'fp8' (default [1, C]: one scale per output row). */
+  readonly fp8Block?: readonly [number, number];
+}
+
+/** HF names of the seven linear weights of every layer. */
+export const LINEAR_WEIGHT = /^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$/;
+
+/** A float weight (N, C) -> E4M3 with scales per `block` (default per row); holds one f32 copy of this tensor only. */
+export function quantizeWeightFp8(t: Tensor, name: string, block?: readonly [number, number]): Tensor {
+  if (t.dtype === 'i32' || t.shape.length !== 2) throw new Error(`${name}: cannot quantize a ${t.dtype} [${t.shape.join(', ')}] tensor to fp8 (needs a 2-D float weight)`);
+  const values = new Float32Array(t.numel); // (N, C)
+  for (let r = 0; r < t.rows; r++) dequantizeRow(t, r, values.subarray(r * t.cols, (r + 1) * t.cols));
+  return quantizeTensor(values, t.shape, 'fp8_e4m3', { fp8Block: block ?? [1, t.cols] });
 }
 
 export async function loadModel(p: string, opts: LoadOptions = {}): Promise<LoadedModel> {
@@ -37,6 +53,12 @@ export async function loadModel(p: string, opts: LoadOptions = {}): Promise<Load
   if (!st.isDirectory() && !isGgufPath(p)) throw new Error(`${p}: not an HF model directory or a GGUF file`);
   const m = st.isDirectory() ? await loadHf(p) : await loadGgufModel(p);
   if (opts.checkShapes ?? true) checkTensors(m.config, m.tensors, p);
+  if (opts.dtype === 'fp8') {
+    // the source stays memory-mapped; each replaced tensor's view is dropped as its fp8 copy is made
+    for (const [name, t] of m.tensors) if (LINEAR_WEIGHT.test(name) && t.dtype !== 'fp8_e4m3') m.tensors.set(name, quantizeWeightFp8(t, `${p}: ${name}`, opts.fp8Block));
+  } else if (opts.dtype !== undefined) {
+    throw new Error(`${p}: load dtype ${JSON.stringify(opts.dtype)} is not supported (only 'fp8')`);
+  }
   return m;
 }
 

@@ -2,7 +2,7 @@
 
 import { statSync } from 'node:fs';
 import { selectBackend, type BackendName } from '../backend/select.js';
-import { loadModel, type LoadedModel } from '../formats/load.js';
+import { loadModel, type LoadedModel, type LoadOptions } from '../formats/load.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { LlamaModel } from './llama.js';
@@ -10,6 +10,7 @@ import { LlamaModel } from './llama.js';
 export interface OpenOptions {
   readonly backend?: BackendName;
   readonly threads?: number;
+  readonly load?: LoadOptions; // e.g. { dtype: 'fp8' }: quantize linear weights while loading
 }
 
 export interface OpenedModel {
@@ -22,7 +23,7 @@ export interface OpenedModel {
 export async function openModel(path: string, opts: OpenOptions = {}): Promise<OpenedModel> {
   const t0 = performance.now();
   const backend = selectBackend(opts.backend, opts.threads);
-  const loaded = await loadModel(path);
+  const loaded = await loadModel(path, opts.load);
   const model = LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors);
   let tokenizer: Tokenizer | null = null;
   if (loaded.format === 'gguf') tokenizer = loaded.ggufMetadata ? tokenizerFromGguf(loaded.ggufMetadata) : null;

@@ -2,6 +2,7 @@
 import type { Tokenizer } from "../formats/tokenizer.js";
 import { generate } from "../model/generate.js";
 import type { LlamaModel } from "../model/llama.js";
+import type { KvDType } from "../backend/backend.js";
 
 export interface HeldOutLoss {
   records: number;
@@ -17,6 +18,8 @@ export interface HeldOutOptions {
   maxSeqLen?: number;
   /** Stop after this many predicted tokens in all. Default: every record. */
   maxTokens?: number;
+  /** KV cache dtype of the inference path (default: the model's, see defaultKvDtype). */
+  kvDtype?: KvDType;
 }
 
 /** Loss of `model` on `texts`, encoded as the trainer encodes {"text"} examples (BOS text EOS). */
@@ -31,7 +34,7 @@ export function heldOutLoss(model: LlamaModel, tok: Tokenizer, texts: readonly s
     if (eos !== undefined) ids.push(eos);
     const n = Math.min(ids.length, maxSeqLen, budget - tokens + 1);
     if (n < 2) continue;
-    const res = generate(model, ids.slice(0, n), { maxTokens: 0, promptLogprobs: 0, sampling: { temperature: 0 } });
+    const res = generate(model, ids.slice(0, n), { maxTokens: 0, promptLogprobs: 0, sampling: { temperature: 0 }, kvDtype: opts.kvDtype });
     const lps = res.promptLogprobs!;
     for (let i = 1; i < n; i++) nll -= lps[i]!.logprob;
     tokens += n - 1;

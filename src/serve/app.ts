@@ -311,7 +311,8 @@ export function createApp(opts: AppOptions): ServeApp {
       const withPrompt = p.echo && !echoed[ch];
       echoed[ch] = true;
       const text = (withPrompt ? prompts[source]!.text : '') + o.text;
-      if (text === '' && o.finishReason === null && !(p.logprobs !== null && o.logprobs?.length)) return;
+      // A token held back by the detokenizer (partial UTF-8) still reaches return_token_ids clients.
+      if (text === '' && o.finishReason === null && !(p.logprobs !== null && o.logprobs?.length) && !(p.returnTokenIds && o.tokenIds.length)) return;
       send({
         ...head, object: 'text_completion', system_fingerprint: null,
         choices: [{

@@ -133,7 +133,12 @@ async function main(): Promise<void> {
   };
 
   const warm: number[] = [];
-  for (let i = 0; i < a.warmup; i++) warm.push(step().ms);
+  let firstLoss: number | null = null;
+  for (let i = 0; i < a.warmup; i++) {
+    const r = step();
+    warm.push(r.ms);
+    firstLoss ??= r.loss;
+  }
   const rssAfterWarmup = process.memoryUsage().rss;
   opMs.clear();
   opCalls.clear();
@@ -144,6 +149,7 @@ async function main(): Promise<void> {
     const r = step();
     ms.push(r.ms);
     losses.push(r.loss);
+    firstLoss ??= r.loss;
   }
   const c1 = nativeCounters();
   const counters: Record<string, number> = {};
@@ -172,6 +178,7 @@ async function main(): Promise<void> {
     tokens_per_s: T / (median / 1000),
     mean_tokens_per_s: (T * a.steps) / (total / 1000),
     losses,
+    first_loss: firstLoss, // LoRA B = 0: the base model's loss
     lora_params: loraParams,
     weight_bytes: wb.total,
     weight_bytes_by_dtype: wb.byDtype,

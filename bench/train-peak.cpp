@@ -1,0 +1,121 @@
+// bf16 FLOP ceiling probe: N threads each issue independent vdpbf16ps (AVX512-BF16) chains; prints one JSON line.
+//
+// usage: train-peak [--threads N] [--ms 300] [--reps 5]
+// One zmm vdpbf16ps = 16 lanes x 2 bf16 products + 2 adds = 64 FLOPs. Without AVX512-BF16 the probe measures f32
+// FMA (zmm or ymm) instead and says so in "isa". Best of `reps` timed rounds, each about `ms` long.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace {
+
+constexpr int kAcc = 16;  // independent accumulators: covers latency x throughput of the dot/FMA unit
+
+#if defined(__AVX512BF16__)
+const char* kIsa = "avx512_bf16 vdpbf16ps zmm";
+constexpr double kFlopsPerOp = 64.0;
+float chain(long iters, float seed) {
+  __m512 acc[kAcc];
+  for (int j = 0; j < kAcc; j++) acc[j] = _mm512_set1_ps(seed * j);
+  const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80);  // bf16 1.0
+  const __m512bh b = (__m512bh)_mm512_set1_epi16(0x0001);  // tiny bf16 keeps sums finite
+  for (long i = 0; i < iters; i++) {
+    for (int j = 0; j < kAcc; j++) acc[j] = _mm512_dpbf16_ps(acc[j], a, b);
+  }
+  __m512 s = acc[0];
+  for (int j = 1; j < kAcc; j++) s = _mm512_add_ps(s, acc[j]);
+  return _mm512_reduce_add_ps(s);
+}
+#elif defined(__AVX512F__)
+const char* kIsa = "f32 fma zmm (no avx512_bf16)";
+constexpr double kFlopsPerOp = 32.0;
+float chain(long iters, float seed) {
+  __m512 acc[kAcc];
+  for (int j = 0; j < kAcc; j++) acc[j] = _mm512_set1_ps(seed * j);
+  const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-7f);
+  for (long i = 0; i < iters; i++) {
+    for (int j = 0; j < kAcc; j++) acc[j] = _mm512_fmadd_ps(acc[j], a, b);
+  }
+  __m512 s = acc[0];
+  for (int j = 1; j < kAcc; j++) s = _mm512_add_ps(s, acc[j]);
+  return _mm512_reduce_add_ps(s);
+}
+#else
+const char* kIsa = "f32 fma ymm (no avx512)";
+constexpr double kFlopsPerOp = 16.0;
+float chain(long iters, float seed) {
+  __m256 acc[kAcc];
+  for (int j = 0; j < kAcc; j++) acc[j] = _mm256_set1_ps(seed * j);
+  const __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-7f);
+  for (long i = 0; i < iters; i++) {
+    for (int j = 0; j < kAcc; j++) acc[j] = _mm256_fmadd_ps(acc[j], a, b);
+  }
+  float out[8];
+  __m256 s = acc[0];
+  for (int j = 1; j < kAcc; j++) s = _mm256_add_ps(s, acc[j]);
+  _mm256_storeu_ps(out, s);
+  return out[0];
+}
+#endif
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 1, ms = 300, reps = 5;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--ms")) ms = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
+    else { fprintf(stderr, "train-peak: unknown flag %s\n", argv[i]); return 2; }
+  }
+  if (threads < 1 || ms < 1 || reps < 1) { fprintf(stderr, "train-peak: --threads, --ms, --reps must be >= 1\n"); return 2; }
+  // calibrate iterations per thread for about `ms` on one thread
+  long iters = 1 << 16;
+  for (;;) {
+    double t = now_s();
+    volatile float sink = chain(iters, 1.0f);
+    (void)sink;
+    t = now_s() - t;
+    if (t > 0.02) { iters = (long)(iters * (ms / 1000.0) / t) + 1; break; }
+    iters *= 4;
+  }
+  double best = 0, sum = 0;
+  std::vector<double> rounds;
+  for (int r = 0; r < reps; r++) {
+    std::atomic<int> ready{0};
+    std::atomic<bool> go{false};
+    std::vector<std::thread> pool;
+    std::vector<float> sinks(threads);
+    for (int t = 0; t < threads; t++) {
+      pool.emplace_back([&, t] {
+        ready++;
+        while (!go.load()) {}
+        sinks[t] = chain(iters, 1.0f + t);
+      });
+    }
+    while (ready.load() < threads) {}
+    double t0 = now_s();
+    go = true;
+    for (auto& th : pool) th.join();
+    double dt = now_s() - t0;
+    double gflops = threads * (double)iters * kAcc * kFlopsPerOp / dt / 1e9;
+    rounds.push_back(gflops);
+    best = std::max(best, gflops);
+    sum += sinks[0];
+  }
+  printf("{\"threads\":%d,\"isa\":\"%s\",\"gflops\":%.2f,\"rounds\":[", threads, kIsa, best);
+  for (size_t i = 0; i < rounds.size(); i++) printf("%s%.2f", i ? "," : "", rounds[i]);
+  printf("],\"iters\":%ld,\"checksum\":%g}\n", iters, (double)sum);
+  return 0;
+}

@@ -1,0 +1,106 @@
+// Native prefill matmul (packed GEMM, M >= 16): every weight dtype on shapes crossing its panel, segment, row-block
+// and fp8 scale-block edges, against a float64 dot of the dequantized weights; thread-count independence.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { WEIGHT_DTYPES } from '../../src/backend/backend.js';
+import { loadNativeBackend, nativeCounters } from '../../src/backend/native.js';
+import { loadAddon } from '../../src/backend/native-addon.js';
+import { dequantizeRow } from '../../src/tensor/codecs.js';
+import { quantizeTensor } from '../../src/tensor/quantize.js';
+import type { Tensor } from '../../src/tensor/tensor.js';
+import { assertClose, MATMUL_RTOL, withSeed } from './helpers.js';
+
+/** y and Σ|x·w| in float64 from the dequantized rows. */
+function plain(x: Float32Array, w: Tensor, M: number): { y: Float64Array; mag: Float64Array } {
+  const [N, C] = [w.rows, w.cols];
+  const y = new Float64Array(M * N);
+  const mag = new Float64Array(M * N);
+  const row = new Float32Array(C);
+  for (let n = 0; n < N; n++) {
+    dequantizeRow(w, n, row);
+    for (let m = 0; m < M; m++) {
+      let s = 0, a = 0;
+      for (let c = 0; c < C; c++) {
+        const p = x[m * C + c]! * row[c]!;
+        s += p;
+        a += Math.abs(p);
+      }
+      y[m * N + n] = s;
+      mag[m * N + n] = a;
+    }
+  }
+  return { y, mag };
+}
+
+const addon = loadAddon();
+const skip = !addon || addon.supportedIsa() !== 'avx512' ? 'needs the AVX-512 native addon' : false;
+
+describe('native packed GEMM (AVX-512, M >= 16)', { skip }, () => {
+  const be = loadNativeBackend()!;
+  // [M, C, N]: row-group tails (M % 8, M % 4), > 256 rows (two M blocks), C past one K segment (256 bf16 / 128 f16 /
+  // 512 q8 columns) and odd q8 block counts, N past one 48-row panel and not a multiple of 16.
+  const shapes: [number, number, number][] = [[16, 64, 48], [23, 96, 50], [37, 544, 97], [261, 160, 33], [18, 1056, 7]];
+  for (const dtype of WEIGHT_DTYPES) {
+    if (dtype === 'f32') continue;
+    const blocks: ([number, number] | undefined)[] = dtype === 'fp8_e4m3' ? [undefined, [1, 0], [128, 128], [3, 20], [5, 7]] : [undefined];
+    it(`${dtype}: tiles, tails, segments${dtype === 'fp8_e4m3' ? ', scale grids' : ''}`, () => {
+      for (const [M, C, N] of shapes) {
+        for (const block of blocks) {
+          withSeed(`gemm ${dtype} M=${M} C=${C} N=${N} block=${block ?? 'row'}`, (rng) => {
+            const fp8Block: [number, number] | undefined = block ? [block[0], block[1] || C] : dtype === 'fp8_e4m3' ? [1, C] : undefined;
+            const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], dtype, { fp8Block });
+            const x = rng.normals(M * C);
+            const y = new Float32Array(M * N).fill(NaN);
+            const before = nativeCounters()[`matmul.${dtype}.avx512`] ?? 0;
+            be.matmul(y, x, w, M);
+            assert.ok((nativeCounters()[`matmul.${dtype}.avx512`] ?? 0) > before, 'the avx512 matmul ran');
+            const want = plain(x, w, M);
+            assertClose(`gemm ${dtype} (M=${M}, C=${C}, N=${N})`, y, want.y, { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag: want.mag });
+          });
+        }
+      }
+    });
+  }
+
+  it('results do not depend on the thread count (bitwise)', () => {
+    const a = addon!;
+    const prev = a.getThreads();
+    try {
+      for (const dtype of ['bf16', 'fp8_e4m3', 'f16', 'q8_0'] as const) {
+        withSeed(`gemm threads ${dtype}`, (rng) => {
+          const [M, C, N] = [40, 320, 200];
+          const w = quantizeTensor(rng.normals(N * C), [N, C], dtype, { fp8Block: [16, 64] });
+          const x = rng.normals(M * C);
+          const ys = [1, 2, 3].map((t) => {
+            a.setThreads(t);
+            const y = new Float32Array(M * N);
+            be.matmul(y, x, w, M);
+            return y;
+          });
+          assert.deepEqual(ys[1], ys[0], `${dtype}: 2 threads vs 1`);
+          assert.deepEqual(ys[2], ys[0], `${dtype}: 3 threads vs 1`);
+        });
+      }
+    } finally {
+      a.setThreads(prev);
+    }
+  });
+
+  it('a NaN or infinity in x reaches exactly its row', () => {
+    withSeed('gemm nan rows', (rng) => {
+      const [M, C, N] = [20, 128, 60];
+      for (const dtype of ['bf16', 'fp8_e4m3', 'f16', 'q8_0'] as const) {
+        const w = quantizeTensor(rng.normals(N * C), [N, C], dtype, { fp8Block: [1, C] });
+        const x = rng.normals(M * C);
+        x[7 * C + 5] = NaN;
+        const y = new Float32Array(M * N);
+        be.matmul(y, x, w, M);
+        for (let m = 0; m < M; m++) {
+          const nans = y.subarray(m * N, (m + 1) * N).filter((v) => !Number.isFinite(v)).length;
+          assert.equal(nans, m === 7 ? N : 0, `${dtype}: row ${m} has ${nans} non-finite outputs`);
+        }
+      }
+    });
+  });
+});

@@ -145,12 +145,14 @@ async function main(): Promise<void> {
   const c0 = nativeCounters();
   const ms: number[] = [];
   const losses: number[] = [];
+  const cpu0 = process.cpuUsage();
   for (let i = 0; i < a.steps; i++) {
     const r = step();
     ms.push(r.ms);
     losses.push(r.loss);
     firstLoss ??= r.loss;
   }
+  const cpu = process.cpuUsage(cpu0);
   const c1 = nativeCounters();
   const counters: Record<string, number> = {};
   for (const [k, v] of Object.entries(c1)) if (v - (c0[k] ?? 0) > 0) counters[k] = v - (c0[k] ?? 0);
@@ -177,6 +179,8 @@ async function main(): Promise<void> {
     median_step_ms: median,
     tokens_per_s: T / (median / 1000),
     mean_tokens_per_s: (T * a.steps) / (total / 1000),
+    // CPU time of the whole process per timed step; ≈ threads × wall time on a quiet machine
+    cpu_ms_per_step: (cpu.user + cpu.system) / 1000 / a.steps,
     losses,
     first_loss: firstLoss, // LoRA B = 0: the base model's loss
     lora_params: loraParams,

@@ -281,7 +281,22 @@ async function main(): Promise<void> {
       rss_floe_over_torch: ratio(r.floe?.peak_rss, r.torch_ref?.peak_rss),
       fp8_speed_over_bf16: r.base === 'fp8' ? ratio(tps, bf16Row?.floe?.tokens_per_s) : undefined,
       fp8_weights_over_bf16: r.base === 'fp8' ? ratio(r.floe?.weight_bytes, bf16Row?.floe?.weight_bytes) : undefined,
+      // FLOPs per CPU-second (floe's summed over threads, incl. pool spin) ÷ the probe's per thread: less sensitive to a busy machine
+      ceiling_fraction_cpu_time: ratio(ratio(opts.seq * r.flops_per_token, num(r.floe?.cpu_ms_per_step)), (num(peak[r.threads]?.gflops_per_cpu_time)! / r.threads) * 1e6),
     };
+  }
+  // a busy machine: a child got well under its threads' share of wall time, or the probe's wall rate fell short
+  const busy = (what: string, cpuMs: unknown, tps: unknown, threads: number): void => {
+    const c = num(cpuMs), t = num(tps);
+    if (c === undefined || !t) return;
+    const util = c / (threads * ((opts.seq / t) * 1000));
+    if (util < 0.8) notes.push(`${what}: used ${(100 * util).toFixed(0)}% of ${threads} thread(s)' wall time: the machine was busy, timings are low`);
+  };
+  for (const r of rows) busy(`floe ${r.shape} ${r.base}${r.ckpt ? ' ckpt' : ''} ${r.threads}t`, r.floe?.cpu_ms_per_step, r.floe?.mean_tokens_per_s, r.threads);
+  for (const t of torchRuns) busy(`PyTorch ${String(t.shape)} ${String(t.dtype)}${t.ckpt ? ' ckpt' : ''} ${String(t.threads)}t`, t.cpu_ms_per_step, t.mean_tokens_per_s, num(t.threads)!);
+  for (const n of opts.threads) {
+    const w = num(peak[n]?.gflops), c = num(peak[n]?.gflops_per_cpu_time);
+    if (w && c && w < 0.9 * c) notes.push(`bf16 probe ${n}t: ${fmt(w)} GFLOPS by wall clock but ${fmt(c)} per thread CPU-second: the machine was busy`);
   }
 
   // ---------------------------------------------------------------- report
@@ -314,7 +329,8 @@ async function main(): Promise<void> {
     console.log(`\nPyTorch ${String(torchRuns[0]!.torch)} (${PY}):`);
     for (const r of torchRuns) console.log(`  ${String(r.shape)} ${String(r.dtype)}${r.ckpt ? ' ckpt' : ''} ${String(r.threads)}t: ${fmt(num(r.tokens_per_s))} tok/s, peak RSS ${gb(r.peak_rss)} GB (weights ${gb(r.weight_bytes)} GB; matmuls: ${String(r.matmul)})`);
   }
-  console.log(`\nbf16 ceiling: ${opts.threads.map((n) => `${n}t ${fmt(num(peak[n]?.gflops))} GFLOPS`).join(', ')} (${String(peak[opts.threads[0]!]?.isa ?? 'not measured')})`);
+  console.log(`\nbf16 ceiling: ${opts.threads.map((n) => `${n}t ${fmt(num(peak[n]?.gflops))} GFLOPS (${fmt(num(peak[n]?.gflops_per_cpu_time))} per CPU time)`).join(', ')}, ${String(peak[opts.threads[0]!]?.isa ?? 'not measured')}`);
+  console.log(`of ceiling by CPU time (floe FLOPs per CPU-second ÷ the probe's): ${rows.map((r) => `${r.shape} ${r.base}${r.ckpt ? ' ckpt' : ''} ${r.threads}t ${r.ratios?.ceiling_fraction_cpu_time === undefined ? '—' : `${(100 * r.ratios.ceiling_fraction_cpu_time).toFixed(0)}%`}`).join(', ')}`);
   // same-model check: first-step loss (LoRA B = 0, so the base model's loss) of floe bf16 vs PyTorch on the same GGUF
   for (const r of rows.filter((x) => x.base === 'bf16' && !x.ckpt && x.floe)) {
     const fl = num(r.floe!.first_loss);

@@ -147,16 +147,18 @@ def main() -> None:
         warm_losses.append(step())
         warm.append((time.perf_counter() - t0) * 1000)
     ms, losses = [], []
+    cpu0 = time.process_time()
     for _ in range(args.steps):
         t0 = time.perf_counter()
         losses.append(step())
         ms.append((time.perf_counter() - t0) * 1000)
+    cpu_ms = (time.process_time() - cpu0) * 1000 / args.steps  # ≈ threads × wall time on a quiet machine
     med = sorted(ms)[(len(ms) - 1) // 2]
     print(json.dumps({
         "engine": "pytorch", "torch": torch.__version__, "dtype": args.dtype, "threads": args.threads, "seq": T,
         "rank": r, "ckpt": args.ckpt, "matmul": "onednn mkldnn_linear" if dtype == torch.float32 else "aten (onednn bf16)",
         "load_ms": load_ms, "warmup_ms": warm, "step_ms": ms, "median_step_ms": med, "tokens_per_s": T / (med / 1000),
-        "mean_tokens_per_s": T * len(ms) / (sum(ms) / 1000), "losses": losses,
+        "mean_tokens_per_s": T * len(ms) / (sum(ms) / 1000), "cpu_ms_per_step": cpu_ms, "losses": losses,
         "first_loss": (warm_losses + losses)[0],  # LoRA B = 0: the base model's loss
         "lora_params": sum(p.numel() for p in params), "weight_bytes": weight_bytes,
         "peak_rss_after_load": rss_after_load, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

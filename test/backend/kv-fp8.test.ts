@@ -10,8 +10,8 @@ import { Engine } from '../../src/engine/engine.js';
 import { openModel } from '../../src/model/open.js';
 import { generate } from '../../src/model/generate.js';
 import { copyKvBlocks, KvCache } from '../../src/model/kv-cache.js';
-import { fp8ToF32 } from '../../src/tensor/codecs.js';
-import { makeBatch, Rng } from './helpers.js';
+import { f32ToFp8, fp8ToF32 } from '../../src/tensor/codecs.js';
+import { conformanceChecks, makeBatch, Rng } from './helpers.js';
 import { FIXTURES, genReq, rand, randomPrompt, runAll } from '../engine/helpers.js';
 
 const native = loadNativeBackend();
@@ -164,3 +164,46 @@ test('engine with an fp8 KV cache (prefix caching, n = 3 forks): greedy outputs 
     for (const toks of got.tokens) assert.deepEqual(toks, want.outputIds, `${q.id}`);
   }
 });
+
+// The fp8 conformance checks (test/backend/helpers.ts) must fail plausible fp8 bugs.
+const mutants: { check: string; why: string; be: Partial<Backend> }[] = [
+  {
+    check: 'kvWrite fp8_e4m3', why: 'one scale per token (amax over all kv heads) instead of per (token, head)',
+    be: {
+      kvWrite: (layer, k, v, slots) => {
+        const [K, E] = [layer.numKvHeads, layer.headDim];
+        for (const [src, dst, sc] of [[k, layer.k, layer.kScale!], [v, layer.v, layer.vScale!]] as const) {
+          for (let t = 0; t < slots.length; t++) {
+            let amax = 0;
+            for (let j = 0; j < K * E; j++) amax = Math.max(amax, Math.abs(src[t * K * E + j]!));
+            const s = Math.fround(amax / 448) || 1;
+            for (let j = 0; j < K * E; j++) dst[slots[t]! * K * E + j] = f32ToFp8(src[t * K * E + j]! / s);
+            for (let h = 0; h < K; h++) sc[slots[t]! * K + h] = s;
+          }
+        }
+      },
+    },
+  },
+  {
+    check: 'attention fp8_e4m3 GQA', why: 'v scales ignored',
+    be: { attention: (out, q, layer, shape, batch) => referenceBackend.attention(out, q, { ...layer, vScale: new Float32Array(layer.vScale!.length).fill(1) }, shape, batch) },
+  },
+  {
+    check: 'attention fp8_e4m3 MQA', why: 'k scales of the first token used for the whole block',
+    be: {
+      attention: (out, q, layer, shape, batch) => {
+        const ks = layer.kScale!.slice();
+        const per = layer.blockSize * layer.numKvHeads;
+        for (let i = 0; i < ks.length; i++) ks[i] = ks[Math.floor(i / per) * per + (i % layer.numKvHeads)]!;
+        referenceBackend.attention(out, q, { ...layer, kScale: ks }, shape, batch);
+      },
+    },
+  },
+];
+for (const m of mutants) {
+  test(`fp8 conformance check '${m.check}' catches: ${m.why}`, () => {
+    const check = conformanceChecks().find((c) => c.name.startsWith(m.check));
+    assert.ok(check, `no conformance check named '${m.check}…'`);
+    assert.throws(() => check.run({ ...referenceBackend, ...m.be } as Backend), assert.AssertionError, `'${check.name}' passed a kernel with ${m.why}`);
+  });
+}

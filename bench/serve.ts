@@ -42,8 +42,8 @@ interface ShapePlan {
   burstDecode: number;
 }
 const PLANS: Record<string, ShapePlan> = {
-  small: { requests: 200, prompt: [200, 400], output: [64, 128], rate: 4, burstPrompt: 256, burstDecode: 128 },
-  '1b': { requests: 32, prompt: [128, 256], output: [64, 128], rate: 0.25, burstPrompt: 128, burstDecode: 64 },
+  small: { requests: 200, prompt: [200, 400], output: [64, 128], rate: 6, burstPrompt: 256, burstDecode: 128 },
+  '1b': { requests: 24, prompt: [128, 256], output: [64, 128], rate: 0.3, burstPrompt: 128, burstDecode: 64 },
 };
 const QUICK: ShapePlan = { requests: 6, prompt: [16, 32], output: [8, 12], rate: 4, burstPrompt: 16, burstDecode: 8 };
 
@@ -385,6 +385,12 @@ async function main(): Promise<void> {
     }
     for (const [what, r] of [...o.formats.map((f) => [`floe ${f}`, sr.floe[f]] as const), ['node-llama-cpp', sr.nlc] as const]) {
       if (r?.error) notes.push(`${sr.shape} ${what}: ${r.error}`);
+      const s = r?.trace?.summary;
+      // open loop: an engine slower than the arrivals builds a queue, so its latencies grow with the trace length
+      const arrivalSpan = sr.plan.requests > 1 ? (sr.plan.requests - 1) / sr.plan.rate : 0;
+      if (s && arrivalSpan > 0 && s.durationS > 1.5 * arrivalSpan + 30) {
+        notes.push(`${sr.shape} ${what}: saturated at ${sr.plan.rate} req/s (served ${fmt(s.requestRate, 2)} req/s; the trace took ${fmt(s.durationS, 0)} s for ~${fmt(arrivalSpan, 0)} s of arrivals): its latencies include queueing that grows with the trace length`);
+      }
     }
     if (sr.harness?.error) notes.push(`${sr.shape} llama.cpp harness: ${sr.harness.error}`);
   }

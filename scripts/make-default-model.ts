@@ -25,7 +25,7 @@ const MAX_SEQ_LEN = 256;
 
 /** Pre-training: the exact `floe finetune --full` arguments (cosine decay to 0 after warmup). */
 export const PRETRAIN_ARGS = [
-  "--full", "--max-steps", "200", "--lr", "2e-3", "--warmup-steps", "20", "--lr-schedule", "cosine", "--batch-tokens", "4096",
+  "--full", "--lr", "2e-3", "--warmup-steps", "20", "--lr-schedule", "cosine", "--batch-tokens", "4096",
   "--max-seq-len", String(MAX_SEQ_LEN), "--weight-decay", "0.1", "--max-grad-norm", "1", "--save-steps", "25", "--save-total-limit", "2", "--seed", "0", "--backend", "native",
 ];
 
@@ -64,13 +64,18 @@ function init(): void {
 }
 
 async function pretrain(): Promise<void> {
-  // Resumes from the last complete checkpoint when a run was interrupted.
-  const resume = listCheckpoints(RUN).length > 0 ? ["--resume", RUN] : [];
-  const args = ["finetune", "--model", INIT, "--data", join(DATA, "brown", "train.jsonl"), "--eval", join(DATA, "brown", "heldout-small.jsonl"),
-    ...PRETRAIN_ARGS, "--out", RUN, ...resume];
-  log(`floe ${args.join(" ")}`);
-  const rc = await floe(args);
-  if (rc !== 0) throw new Error(`floe finetune exited with ${rc}`);
+  // Phase 1: 200 steps (cosine to 0). Phase 2: the same run resumed to 400 steps (a warm restart of the cosine, the data
+  // position continues into the unseen half of the epoch). Either phase resumes from its last checkpoint if interrupted.
+  for (const steps of ["200", "400"]) {
+    const done = listCheckpoints(RUN).at(-1)?.step ?? 0;
+    if (done >= Number(steps)) continue;
+    const resume = done > 0 ? ["--resume", RUN] : [];
+    const args = ["finetune", "--model", INIT, "--data", join(DATA, "brown", "train.jsonl"), "--eval", join(DATA, "brown", "heldout-small.jsonl"),
+      ...PRETRAIN_ARGS, "--max-steps", steps, "--out", RUN, ...resume];
+    log(`floe ${args.join(" ")}`);
+    const rc = await floe(args);
+    if (rc !== 0) throw new Error(`floe finetune exited with ${rc}`);
+  }
 }
 
 function exportModel(): void {

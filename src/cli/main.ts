@@ -275,9 +275,9 @@ async function tokenizerCmd(args: string[]): Promise<number> {
   const log = values.quiet ? () => {} : (m: string) => process.stderr.write(m);
   const r = await trainTokenizerFiles(files, values.out, {
     vocabSize, minFrequency,
-    onProgress: (done, target) => log(`\r[floe] merges ${done}/${target}`),
+    onProgress: process.stderr.isTTY ? (done, target) => log(`\r[floe] merges ${done}/${target}`) : undefined,
   });
-  log(`\r[floe] ${r.numTexts} texts, ${r.numPreTokens} pre-tokens (${r.numDistinctPreTokens} distinct), ` +
+  log(`${process.stderr.isTTY ? '\r' : ''}[floe] ${r.numTexts} texts, ${r.numPreTokens} pre-tokens (${r.numDistinctPreTokens} distinct), ` +
     `${r.model.merges.length} merges, vocab ${r.model.tokens.length + r.model.specialTokens.length} ` +
     `in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${values.out}/tokenizer.json\n`);
   return 0;

@@ -2,6 +2,7 @@
 // Usage: node --import tsx scripts/make-default-model.ts [all|corpora|tokenizer|init|pretrain|export|eval|lora] (stages are resumable).
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { spawn } from "node:child_process";
 import { prepareCorpora } from "../src/train/corpus.js";
 import { writeInitModel, type InitModelOptions } from "../src/train/init-model.js";
 import { run as floe } from "../src/cli/main.js";
@@ -31,8 +32,8 @@ export const PRETRAIN_ARGS = [
 
 /** LoRA demo: the exact `floe finetune` arguments that adapt the model to the nlp-corpus register (all seven targets). */
 export const LORA_ARGS = [
-  "--lora-rank", "16", "--lora-alpha", "32", "--max-steps", "50", "--lr", "2e-3", "--warmup-steps", "5", "--lr-schedule", "cosine",
-  "--batch-tokens", "4096", "--max-seq-len", String(MAX_SEQ_LEN), "--save-steps", "25", "--save-total-limit", "1", "--seed", "0", "--backend", "native",
+  "--lora-rank", "16", "--lora-alpha", "32", "--max-steps", "40", "--lr", "2e-3", "--warmup-steps", "5", "--lr-schedule", "cosine",
+  "--batch-tokens", "4096", "--max-seq-len", String(MAX_SEQ_LEN), "--save-steps", "20", "--save-total-limit", "1", "--seed", "0", "--backend", "native",
 ];
 
 const log = (s: string) => process.stderr.write(`[make-default-model] ${s}\n`);
@@ -63,19 +64,36 @@ function init(): void {
   log(`random model -> ${INIT}`);
 }
 
+/** Pre-training phases: [--max-steps, stop once this checkpoint exists (the run is killed there, as an interrupted run)]. */
+export const PRETRAIN_PHASES: [number, number | null][] = [[200, null], [400, 250], [300, null]];
+
 async function pretrain(): Promise<void> {
-  // Phase 1: 200 steps (cosine to 0). Phase 2: the same run resumed to 400 steps (a warm restart of the cosine, the data
-  // position continues into the unseen half of the epoch). Either phase resumes from its last checkpoint if interrupted.
-  for (const steps of ["200", "400"]) {
+  // Phase 1: 200 steps, cosine to 0. Phase 2: resumed towards 400 steps (a warm restart; the data position continues into
+  // the unseen part of the epoch), interrupted after checkpoint 250 (the time budget). Phase 3: resumed with 300 steps, so
+  // the cosine anneals to 0 over steps 251-300. Every phase resumes from the newest complete checkpoint.
+  for (const [steps, stopAt] of PRETRAIN_PHASES) {
     const done = listCheckpoints(RUN).at(-1)?.step ?? 0;
-    if (done >= Number(steps)) continue;
+    if (done >= (stopAt ?? steps) || existsSync(join(RUN, `phase-${steps}.done`))) continue;
     const resume = done > 0 ? ["--resume", RUN] : [];
     const args = ["finetune", "--model", INIT, "--data", join(DATA, "brown", "train.jsonl"), "--eval", join(DATA, "brown", "heldout-small.jsonl"),
-      ...PRETRAIN_ARGS, "--max-steps", steps, "--out", RUN, ...resume];
-    log(`floe ${args.join(" ")}`);
-    const rc = await floe(args);
-    if (rc !== 0) throw new Error(`floe finetune exited with ${rc}`);
+      ...PRETRAIN_ARGS, "--max-steps", String(steps), "--out", RUN, ...resume];
+    log(`floe ${args.join(" ")}${stopAt === null ? "" : `   (stopped once checkpoint-${stopAt} exists)`}`);
+    await floeProcess(args, stopAt === null ? null : () => listCheckpoints(RUN).some((c) => c.step >= stopAt));
+    writeFileSync(join(RUN, `phase-${steps}.done`), "");
   }
+}
+
+/** Run the floe CLI as a child process; kill it (SIGTERM) once `stop` says so. */
+async function floeProcess(args: string[], stop: (() => boolean) | null): Promise<void> {
+  const code = `const { run } = await import(${JSON.stringify(join(ROOT, "src", "cli", "main.ts"))}); process.exitCode = await run(${JSON.stringify(args)});`;
+  const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", code], { stdio: "inherit", cwd: ROOT });
+  let stopped = false;
+  const timer = stop === null ? null : setInterval(() => {
+    if (!stopped && stop()) { stopped = true; child.kill("SIGTERM"); }
+  }, 2000);
+  const rc = await new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
+  if (timer) clearInterval(timer);
+  if (!stopped && rc !== 0) throw new Error(`floe ${args[0]} exited with ${rc}`);
 }
 
 function exportModel(): void {

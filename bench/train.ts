@@ -1,7 +1,7 @@
 // LoRA training benchmark: floe tokens/s and peak RSS per config vs PyTorch CPU, against the measured bf16 FLOP ceiling.
 //
 // usage: node --import tsx bench/train.ts [--shapes small,1b] [--bases bf16,fp8] [--ckpt off,on] [--threads 2]
-//          [--seq 512] [--rank 16] [--steps N] [--warmup 1] [--torch-dtypes f32,bf16] [--no-torch] [--no-torch-ckpt]
+//          [--seq 512] [--rank 16] [--steps N] [--torch-steps N] [--warmup 1] [--torch-dtypes f32,bf16] [--no-torch] [--no-torch-ckpt]
 //          [--quick] [--out FILE]
 // Every measurement runs in its own child process (bench/train-run.ts, scripts/torch_lora_bench.py), so each peak
 // RSS is one config's alone; see bench/README.md ("train.ts").
@@ -32,6 +32,7 @@ interface Options {
   seq: number;
   rank: number;
   steps: number | null; // null: 5 for small, 3 for 1b
+  torchSteps: number | null; // null: 3 for small, 2 for 1b (PyTorch 1B steps take tens of seconds)
   warmup: number;
   torchDtypes: string[];
   torch: boolean;
@@ -42,7 +43,7 @@ interface Options {
 function parseArgs(argv: readonly string[]): Options {
   const o: Options = {
     shapes: ['small', '1b'], bases: ['bf16', 'fp8'], ckpt: [false, true], threads: [2], seq: 512, rank: 16, steps: null,
-    warmup: 1, torchDtypes: ['f32', 'bf16'], torch: true, torchCkpt: true, out: null,
+    torchSteps: null, warmup: 1, torchDtypes: ['f32', 'bf16'], torch: true, torchCkpt: true, out: null,
   };
   const list = (v: string | undefined, flag: string): string[] => {
     if (!v) throw new Error(`${flag} needs a comma-separated value`);
@@ -67,11 +68,12 @@ function parseArgs(argv: readonly string[]): Options {
       case '--seq': o.seq = int(v, a, 2); i++; break;
       case '--rank': o.rank = int(v, a); i++; break;
       case '--steps': o.steps = int(v, a); i++; break;
+      case '--torch-steps': o.torchSteps = int(v, a); i++; break;
       case '--warmup': o.warmup = int(v, a, 0); i++; break;
       case '--torch-dtypes': o.torchDtypes = list(v, a); i++; break;
       case '--no-torch': o.torch = false; break;
       case '--no-torch-ckpt': o.torchCkpt = false; break;
-      case '--quick': o.seq = 64; o.steps = 2; break;
+      case '--quick': o.seq = 64; o.steps = 2; o.torchSteps = 1; break;
       case '--out': if (!v) throw new Error('--out needs a file'); o.out = v; i++; break;
       default: throw new Error(`unknown argument ${a}; see the usage line at the top of bench/train.ts`);
     }
@@ -185,6 +187,7 @@ interface FloeRow {
   threads: number;
   floe?: Json;
   torch_ref?: { dtype: string; ckpt: boolean; tokens_per_s?: number; peak_rss?: number };
+  torch_f32?: { tokens_per_s?: number; peak_rss?: number }; // PyTorch f32 without checkpointing
   flops_per_token: number;
   ratios?: Record<string, number | undefined>;
   errors: string[];
@@ -219,7 +222,8 @@ async function main(): Promise<void> {
     const gguf = ensureGguf(CACHE_DIR, shapeName, c, 'bf16', log);
     const fp8Dir = opts.bases.includes('fp8') ? ensureFp8Dir(CACHE_DIR, shapeName, c, log) : null;
     const N = paramCount(c);
-    const common = ['--seq', String(opts.seq), '--rank', String(opts.rank), '--warmup', String(opts.warmup), '--steps', String(steps)];
+    const torchSteps = opts.torchSteps ?? (shapeName === '1b' ? 2 : 3);
+    const common = ['--seq', String(opts.seq), '--rank', String(opts.rank), '--warmup', String(opts.warmup)];
 
     for (const n of opts.threads) {
       // PyTorch: every precision without checkpointing, then the faster one with it
@@ -230,7 +234,7 @@ async function main(): Promise<void> {
           const what = `PyTorch ${shapeName} ${dtype}${ckpt ? ' ckpt' : ''} ${n}t`;
           try {
             const r = runJson(PY, [path.join(ROOT, 'scripts', 'torch_lora_bench.py'), '--config', JSON.stringify(c), '--manifest', manifest,
-              '--tokens', tokens, '--dtype', dtype, '--threads', String(n), ...common, ...(ckpt ? ['--ckpt'] : [])], what);
+              '--tokens', tokens, '--dtype', dtype, '--threads', String(n), ...common, '--steps', String(torchSteps), ...(ckpt ? ['--ckpt'] : [])], what);
             r.shape = shapeName;
             torchFor.push(r);
             torchRuns.push(r);
@@ -260,10 +264,12 @@ async function main(): Promise<void> {
           const what = `floe ${shapeName} ${base}${ckpt ? ' ckpt' : ''} ${n}t`;
           try {
             row.floe = runJson(process.execPath, ['--import', 'tsx', path.join(BENCH, 'train-run.ts'), base === 'bf16' ? gguf : fp8Dir!, tokens,
-              '--threads', String(n), ...common, ...(ckpt ? ['--ckpt'] : [])], what);
+              '--threads', String(n), ...common, '--steps', String(steps), ...(ckpt ? ['--ckpt'] : [])], what);
             log(`  ${what}: ${fmt(num(row.floe.tokens_per_s))} tok/s, peak RSS ${gb(row.floe.peak_rss)} GB, weights ${gb(row.floe.weight_bytes)} GB`);
           } catch (e) { row.errors.push((e as Error).message); log(`  ${(e as Error).message}`); }
           row.torch_ref = torchRef(ckpt);
+          const f32 = torchFor.find((t) => t.dtype === 'f32' && !t.ckpt);
+          if (f32) row.torch_f32 = { tokens_per_s: num(f32.tokens_per_s), peak_rss: num(f32.peak_rss) };
         }
       }
     }
@@ -279,6 +285,7 @@ async function main(): Promise<void> {
       achieved_gflops: tps !== undefined ? (tps * r.flops_per_token) / 1e9 : undefined,
       ceiling_fraction: tps !== undefined && ceil ? (tps * r.flops_per_token) / 1e9 / ceil : undefined,
       rss_floe_over_torch: ratio(r.floe?.peak_rss, r.torch_ref?.peak_rss),
+      rss_floe_over_torch_f32: ratio(r.floe?.peak_rss, r.torch_f32?.peak_rss),
       fp8_speed_over_bf16: r.base === 'fp8' ? ratio(tps, bf16Row?.floe?.tokens_per_s) : undefined,
       fp8_weights_over_bf16: r.base === 'fp8' ? ratio(r.floe?.weight_bytes, bf16Row?.floe?.weight_bytes) : undefined,
       // FLOPs per CPU-second (floe's summed over threads, incl. pool spin) ÷ the probe's per thread: less sensitive to a busy machine
@@ -301,7 +308,7 @@ async function main(): Promise<void> {
 
   // ---------------------------------------------------------------- report
   const ok = (x: number | undefined, good: (v: number) => boolean): string => (x === undefined ? '' : good(x) ? ' ✓' : ' ✗');
-  const head = ['shape', 'base', 'ckpt', 'thr', 'floe tok/s', 'torch tok/s', '×torch', 'GFLOPS', 'of ceil', 'floe RSS', 'torch RSS', 'RSS ×torch', 'weights', 'fp8/bf16 speed', 'fp8/bf16 weights'];
+  const head = ['shape', 'base', 'ckpt', 'thr', 'floe tok/s', 'torch tok/s', '×torch', 'GFLOPS', 'of ceil', 'floe RSS', 'torch RSS', 'RSS ×torch', 'RSS ×f32', 'weights', 'fp8/bf16 speed', 'fp8/bf16 weights'];
   const table = [head];
   for (const r of rows) {
     const q = r.ratios!;
@@ -312,7 +319,7 @@ async function main(): Promise<void> {
       tr ? `${fmt(tr.tokens_per_s)} (${tr.dtype}${tr.ckpt ? ' ckpt' : ''})` : '—',
       fmt(q.floe_over_torch, 2) + ok(q.floe_over_torch, (v) => v >= 1.2),
       fmt(q.achieved_gflops), (q.ceiling_fraction === undefined ? '—' : `${(100 * q.ceiling_fraction).toFixed(0)}%`) + ok(q.ceiling_fraction, (v) => v >= 0.65),
-      gb(r.floe?.peak_rss), gb(tr?.peak_rss), fmt(q.rss_floe_over_torch, 2) + ok(q.rss_floe_over_torch, (v) => v <= 0.6),
+      gb(r.floe?.peak_rss), gb(tr?.peak_rss), fmt(q.rss_floe_over_torch, 2) + ok(q.rss_floe_over_torch, (v) => v <= 0.6), fmt(q.rss_floe_over_torch_f32, 2),
       gb(r.floe?.weight_bytes),
       r.base === 'fp8' ? fmt(q.fp8_speed_over_bf16, 2) + ok(q.fp8_speed_over_bf16, (v) => v >= 0.9) : '',
       r.base === 'fp8' ? fmt(q.fp8_weights_over_bf16, 2) : '',
@@ -331,6 +338,11 @@ async function main(): Promise<void> {
   }
   console.log(`\nbf16 ceiling: ${opts.threads.map((n) => `${n}t ${fmt(num(peak[n]?.gflops))} GFLOPS (${fmt(num(peak[n]?.gflops_per_cpu_time))} per CPU time)`).join(', ')}, ${String(peak[opts.threads[0]!]?.isa ?? 'not measured')}`);
   console.log(`of ceiling by CPU time (floe FLOPs per CPU-second ÷ the probe's): ${rows.map((r) => `${r.shape} ${r.base}${r.ckpt ? ' ckpt' : ''} ${r.threads}t ${r.ratios?.ceiling_fraction_cpu_time === undefined ? '—' : `${(100 * r.ratios.ceiling_fraction_cpu_time).toFixed(0)}%`}`).join(', ')}`);
+  console.log('\nfloe time per step by backend op (top 6; matmul* by weight dtype, f32 = LoRA factors):');
+  for (const r of rows.filter((x) => x.floe?.profile)) {
+    const prof = Object.entries(r.floe!.profile as Record<string, { share: number }>).sort((a, b) => b[1].share - a[1].share).slice(0, 6);
+    console.log(`  ${r.shape} ${r.base}${r.ckpt ? ' ckpt' : ''} ${r.threads}t: ${prof.map(([k, v]) => `${k} ${(100 * v.share).toFixed(1)}%`).join(', ')}`);
+  }
   // same-model check: first-step loss (LoRA B = 0, so the base model's loss) of floe bf16 vs PyTorch on the same GGUF
   for (const r of rows.filter((x) => x.base === 'bf16' && !x.ckpt && x.floe)) {
     const fl = num(r.floe!.first_loss);

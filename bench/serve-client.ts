@@ -1,6 +1,18 @@
 // Load generator for an OpenAI-compatible server: streamed /v1/completions with token-id prompts, timed per token.
 
+import * as http from 'node:http';
 import type { RequestRecord, TraceRequest } from './serve-trace.js';
+
+// node:http rather than fetch: no header or body timeouts (a queued request may wait minutes for its first token).
+const AGENT = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+
+function post(url: string, body: string): Promise<http.IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', agent: AGENT, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, resolve);
+    req.on('error', reject);
+    req.end(body);
+  });
+}
 
 export interface Target {
   readonly url: string; // e.g. http://127.0.0.1:8000
@@ -17,18 +29,18 @@ export async function streamCompletion(t: Target, index: number, prompt: readonl
   let error: string | null = null;
   let usageTokens: number | null = null;
   try {
-    const res = await fetch(`${t.url}/v1/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        model: t.model, prompt, max_tokens: maxTokens, temperature: 0, stream: true,
-        ignore_eos: true, return_token_ids: true, stream_options: { include_usage: true },
-      }),
-    });
-    if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 300)}`);
+    const res = await post(`${t.url}/v1/completions`, JSON.stringify({
+      model: t.model, prompt, max_tokens: maxTokens, temperature: 0, stream: true,
+      ignore_eos: true, return_token_ids: true, stream_options: { include_usage: true },
+    }));
+    if (res.statusCode !== 200) {
+      let body = '';
+      for await (const b of res) body += String(b);
+      throw new Error(`HTTP ${res.statusCode}: ${body.slice(0, 300)}`);
+    }
     const dec = new TextDecoder();
     let buf = '';
-    for await (const bytes of res.body as unknown as AsyncIterable<Uint8Array>) {
+    for await (const bytes of res as AsyncIterable<Buffer>) {
       const now = performance.now() - t0;
       buf += dec.decode(bytes, { stream: true });
       let cut: number;
@@ -85,6 +97,7 @@ export async function waitHealthy(url: string, timeoutMs: number, alive: () => s
     if (dead !== null) throw new Error(dead);
     try {
       const r = await fetch(`${url}/health`);
+      await r.body?.cancel();
       if (r.status === 200) return;
     } catch { /* not listening yet */ }
     if (performance.now() > end) throw new Error(`${url}/health did not answer 200 within ${timeoutMs / 1000} s`);

@@ -65,12 +65,13 @@ function init(): void {
 }
 
 /** Pre-training phases: [--max-steps, stop once this checkpoint exists (the run is killed there, as an interrupted run)]. */
-export const PRETRAIN_PHASES: [number, number | null][] = [[200, null], [400, 250], [300, null]];
+export const PRETRAIN_PHASES: [number, number | null][] = [[200, null], [400, 250], [300, null], [450, null]];
 
 async function pretrain(): Promise<void> {
   // Phase 1: 200 steps, cosine to 0. Phase 2: resumed towards 400 steps (a warm restart; the data position continues into
   // the unseen part of the epoch), interrupted after checkpoint 250 (the time budget). Phase 3: resumed with 300 steps, so
-  // the cosine anneals to 0 over steps 251-300. Every phase resumes from the newest complete checkpoint.
+  // the cosine anneals to 0 over steps 251-300. Phase 4: resumed with 450 steps (warm restart at ~5e-4, into the second
+  // epoch). Every phase resumes from the newest complete checkpoint.
   for (const [steps, stopAt] of PRETRAIN_PHASES) {
     const done = listCheckpoints(RUN).at(-1)?.step ?? 0;
     if (done >= (stopAt ?? steps) || existsSync(join(RUN, `phase-${steps}.done`))) continue;

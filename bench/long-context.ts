@@ -337,7 +337,8 @@ async function main(): Promise<void> {
   if (!o.plan) {
     for (const run of runs.filter((r) => r.engine === 'floe')) {
       for (const { T } of lengths) {
-        const r = runChild(run, gguf, T, o, true);
+        let r: ChildResult;
+        try { r = runChild(run, gguf, T, o, true); } catch (e) { log(`probe ${run.label} T=${T} failed: ${(e as Error).message}`); continue; }
         probes.set(`${run.label}@${T}`, r);
         log(`probe ${run.label} T=${T}: KV ${mib(r.kv_bytes)} MiB, peak RSS ${mib(r.peak_rss)} MiB, RSS - weights - KV ${mib(r.overhead_bytes)} MiB, decode ${f(r.decode_tps, 1)} tok/s`);
       }
@@ -348,44 +349,55 @@ async function main(): Promise<void> {
   const CAL = [1024, 4096];
   const models = new Map<string, Model>();
   for (const run of runs) {
-    const cal = CAL.map((T) => runChild(run, gguf, T, o));
+    let cal: ChildResult[];
+    try { cal = CAL.map((T) => runChild(run, gguf, T, o)); } catch (e) { log(`${run.label}: calibration failed, not run: ${(e as Error).message}`); continue; }
     cal.forEach((r) => results.set(`${run.label}@${r.prompt_tokens}`, r));
     models.set(run.label, fit(cal[0]!, cal[1]!));
     log(`${run.label}: calibration prefill ${f(cal[0]!.prefill_tps, 0)} / ${f(cal[1]!.prefill_tps, 0)} tok/s at ${CAL.join(' / ')}`);
   }
   const plan: { run: Run; T: number; requested: number; sec: number; keep: boolean }[] = [];
-  for (const run of runs) for (const l of lengths) plan.push({ run, ...l, sec: results.has(`${run.label}@${l.T}`) ? 0 : predict(models.get(run.label)!, l.T, o.decode), keep: true });
+  for (const run of runs.filter((r) => models.has(r.label))) {
+    for (const l of lengths) plan.push({ run, ...l, sec: results.has(`${run.label}@${l.T}`) ? 0 : predict(models.get(run.label)!, l.T, o.decode), keep: true });
+  }
   const budget = o.budgetMin * 60 - (performance.now() - START) / 1000;
   const total = (): number => plan.filter((p) => p.keep).reduce((a, p) => a + p.sec, 0);
-  // drop the most expensive remaining runs (either engine, longest first) until the plan fits
+  // until the plan fits: at the longest length still planned, drop floe's extra KV dtypes first, then the whole length
+  // (so that every length kept has both engines and its ratio)
   while (!o.force && total() > budget) {
-    const worst = plan.filter((p) => p.keep && p.sec > 0).sort((x, y) => y.sec - x.sec)[0];
-    if (!worst) break;
-    worst.keep = false;
+    const live = plan.filter((p) => p.keep && p.sec > 0);
+    if (live.length === 0) break;
+    const T = Math.max(...live.map((p) => p.T));
+    const atT = live.filter((p) => p.T === T);
+    const extra = atT.filter((p) => p.run.engine === 'floe' && p.run.kv !== o.kv[0]);
+    for (const p of extra.length > 0 ? extra : atT) p.keep = false;
   }
   for (const p of plan) log(`plan: ${p.run.label.padEnd(20)} T=${String(p.T).padStart(6)}  ~${f(p.sec / 60, 1)} min${p.keep ? '' : '  (skipped: over the time budget; --force runs it)'}`);
   log(`plan: ~${f(total() / 60, 1)} min of ${f(budget / 60, 1)} min left in the budget`);
   if (o.plan) return;
 
+  const out = o.out ?? path.join(BENCH, 'results', `long-context-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  // rewritten after every run, so that an interrupted run keeps what it measured
+  const save = (): void => fs.writeFileSync(out, JSON.stringify({
+    bench: 'long-context', options: o, machine: machineInfo(), config: LONG_SMALL, gguf: path.basename(gguf),
+    plan: plan.map((p) => ({ run: p.run.label, T: p.T, requested: p.requested, predicted_s: p.sec, kept: p.keep, ran: results.has(`${p.run.label}@${p.T}`) })),
+    results: [...results.values()], probes: [...probes.values()],
+  }, null, 2) + '\n');
+  save();
   for (const p of plan.filter((q) => q.keep)) {
     const key = `${p.run.label}@${p.T}`;
     if (results.has(key)) continue;
     const t0 = performance.now();
-    const r = runChild(p.run, gguf, p.T, o);
+    let r: ChildResult;
+    try { r = runChild(p.run, gguf, p.T, o); } catch (e) { log(`${p.run.label} T=${p.T} failed: ${(e as Error).message}`); continue; }
     results.set(key, r);
     log(`${p.run.label} T=${p.T}: prefill ${f(r.prefill_tps, 0)} tok/s, decode ${f(r.decode_tps, 1)} tok/s, peak RSS ${mib(r.peak_rss)} MiB` +
       `${r.overhead_bytes !== undefined ? `, RSS - weights - KV ${mib(r.overhead_bytes)} MiB` : ''}` +
       `${r.attn_gflops !== undefined ? `, attention ${f(r.attn_gflops, 1)} GFLOP/s (${f(100 * (r.attn_share as number), 0)}% of prefill)` : ''} (${f((performance.now() - t0) / 1000, 0)} s, predicted ${f(p.sec, 0)} s)`);
+    save();
   }
   printTable(runs, [...new Set([...CAL, ...lengths.map((l) => l.T)])].sort((x, y) => x - y), results, probes);
-
-  const out = o.out ?? path.join(BENCH, 'results', `long-context-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  fs.mkdirSync(path.dirname(out), { recursive: true });
-  fs.writeFileSync(out, JSON.stringify({
-    bench: 'long-context', options: o, machine: machineInfo(), config: LONG_SMALL, gguf: path.basename(gguf),
-    plan: plan.map((p) => ({ run: p.run.label, T: p.T, requested: p.requested, predicted_s: p.sec, ran: results.has(`${p.run.label}@${p.T}`) })),
-    results: [...results.values()], probes: [...probes.values()],
-  }, null, 2) + '\n');
+  save();
   log(`wrote ${path.relative(ROOT, out)}`);
 }
 

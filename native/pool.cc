@@ -24,7 +24,11 @@ struct Pool {
   std::vector<std::thread> workers;
   std::atomic<uint64_t> gen{0};
   std::atomic<int64_t> next{0};
-  std::atomic<int> active{0};  // workers still inside the current job
+  std::atomic<int64_t> done{0};  // tasks finished in the current job
+  // Workers inside the current job, plus CLOSED once the caller has seen every task finish: a worker that wakes
+  // late skips a closed job, so the caller never waits for a sleeping or descheduled worker to check in.
+  static constexpr int CLOSED = 1 << 30;
+  std::atomic<int> inside{CLOSED};
   std::atomic<bool> stop{false};
   int64_t n = 0;
   TaskFn fn = nullptr;
@@ -32,7 +36,10 @@ struct Pool {
   int threads = 1;
 
   void work() {
-    for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n;) fn(ctx, t);
+    for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n;) {
+      fn(ctx, t);
+      done.fetch_add(1, std::memory_order_release);
+    }
   }
 
   void worker_loop() {
@@ -51,8 +58,8 @@ struct Pool {
       }
       if (stop.load()) return;
       seen = g;
-      work();
-      active.fetch_sub(1, std::memory_order_acq_rel);
+      if (!(inside.fetch_add(1, std::memory_order_acq_rel) & CLOSED)) work();
+      inside.fetch_sub(1, std::memory_order_acq_rel);
     }
   }
 
@@ -86,14 +93,17 @@ struct Pool {
     fn = f;
     ctx = c;
     next.store(0, std::memory_order_relaxed);
-    active.store(int(workers.size()), std::memory_order_relaxed);
+    done.store(0, std::memory_order_relaxed);
+    inside.fetch_and(~CLOSED, std::memory_order_acq_rel);  // publishes n, fn, ctx to workers that enter
     {
       std::lock_guard<std::mutex> lk(mu);
       gen.fetch_add(1, std::memory_order_acq_rel);
     }
     cv.notify_all();
     work();
-    while (active.load(std::memory_order_acquire) != 0) FLOE_PAUSE();
+    while (done.load(std::memory_order_acquire) < count) FLOE_PAUSE();
+    inside.fetch_or(CLOSED, std::memory_order_acq_rel);
+    while ((inside.load(std::memory_order_acquire) & ~CLOSED) != 0) FLOE_PAUSE();  // workers still reading this job leave
   }
 
   ~Pool() { shutdown(); }

@@ -205,21 +205,29 @@ export interface ConformanceCheck {
   readonly name: string;
   /** Counter prefix that must increase while the check runs (e.g. 'matmul.bf16'). */
   readonly kernel: string;
+  /** Per ISA, a stricter counter prefix (a kernel only that ISA's own fast path counts), e.g. { avx512: 'attention512' }. */
+  readonly isaKernel?: Readonly<Record<string, string>>;
   run(be: Backend): void;
 }
 
-const ATTENTION_CASES: { label: string; H: number; K: number; E: number; seqs: SeqSpec[] }[] = [
+const ATTENTION_CASES: { label: string; H: number; K: number; E: number; L?: number; avx512Path?: boolean; seqs: SeqSpec[] }[] = [
   { label: 'GQA H/K=4, decode + chunked prefill', H: 8, K: 2, E: 32, seqs: [{ ctxLen: 37, qLen: 1 }, { ctxLen: 50, qLen: 18 }, { ctxLen: 5, qLen: 5 }] },
   { label: 'MHA', H: 3, K: 3, E: 64, seqs: [{ ctxLen: 16, qLen: 16 }, { ctxLen: 70, qLen: 1 }, { ctxLen: 33, qLen: 7 }] },
   { label: 'MQA', H: 4, K: 1, E: 16, seqs: [{ ctxLen: 1, qLen: 1 }, { ctxLen: 48, qLen: 3 }, { ctxLen: 17, qLen: 1 }] },
   { label: 'GQA long context (many KV tiles)', H: 4, K: 1, E: 64, seqs: [{ ctxLen: 300, qLen: 1 }, { ctxLen: 161, qLen: 20 }, { ctxLen: 129, qLen: 1 }] },
+  // head dims other than powers of two: each must run the AVX-512 kernels (decode rows, split context, prefill tiles)
+  { label: 'head dim 48 MHA: decode batch + prefill tiles', H: 6, K: 6, E: 48, avx512Path: true, seqs: [{ ctxLen: 300, qLen: 1 }, { ctxLen: 40, qLen: 1 }, { ctxLen: 130, qLen: 100 }] },
+  { label: 'head dim 48 GQA 4: one long decode split across tasks', H: 8, K: 2, E: 48, avx512Path: true, seqs: [{ ctxLen: 1100, qLen: 1 }] },
+  { label: 'head dim 80 GQA 2: prefill chunk + short chunk, block size 10', H: 4, K: 2, E: 80, L: 10, avx512Path: true, seqs: [{ ctxLen: 200, qLen: 30 }, { ctxLen: 7, qLen: 2 }, { ctxLen: 45, qLen: 1 }] },
+  { label: 'head dim 80 MQA: long decode split, 3 queries', H: 3, K: 1, E: 80, avx512Path: true, seqs: [{ ctxLen: 900, qLen: 3 }] },
+  { label: 'head dim 40 (masked tail) GQA 3', H: 6, K: 2, E: 40, avx512Path: true, seqs: [{ ctxLen: 520, qLen: 1 }, { ctxLen: 90, qLen: 33 }] },
 ];
 
 /** Every kernel of the Backend and TrainKernels interfaces, on the shapes that tend to break kernels (odd sizes, tails, GQA). */
 export function conformanceChecks(): ConformanceCheck[] {
   const ref = referenceBackend;
   const checks: ConformanceCheck[] = [];
-  const add = (name: string, kernel: string, run: (be: Backend) => void): void => { checks.push({ name, kernel, run }); };
+  const add = (name: string, kernel: string, run: (be: Backend) => void, isaKernel?: Record<string, string>): void => { checks.push({ name, kernel, run, isaKernel }); };
 
   for (const dtype of WEIGHT_DTYPES) {
     add(`matmul ${dtype}`, `matmul.${dtype}`, (be) => {
@@ -374,7 +382,7 @@ export function conformanceChecks(): ConformanceCheck[] {
     for (const c of ATTENTION_CASES) {
       add(`attention ${kvDtype} ${c.label}`, kvDtype === 'fp8_e4m3' ? 'attention.fp8kv' : 'attention', (be) => {
         withSeed(`${be.name} attention ${kvDtype} ${c.label}`, (rng) => {
-          const L = 16;
+          const L = c.L ?? 16;
           const numBlocks = c.seqs.reduce((a, s) => a + Math.ceil(s.ctxLen / L), 0) + 4;
           const { batch, slotsOf } = makeBatch(rng, c.seqs, numBlocks, L);
           const layer = makeKvLayer(rng, kvDtype, numBlocks, L, c.K, c.E);
@@ -396,7 +404,7 @@ export function conformanceChecks(): ConformanceCheck[] {
           // the output is a convex combination of v rows: the allowance is relative to max |v|
           assertClose(`attention ${kvDtype} ${c.label}`, got, want, { atol: ATTENTION_RTOL[kvDtype] * vmax, rtol: 0 });
         });
-      });
+      }, c.avx512Path ? { avx512: 'attention512' } : undefined);
     }
   }
 
@@ -751,12 +759,13 @@ export function runBackendConformance(name: string, makeBackend: () => Backend, 
         be ??= makeBackend();
         const counters = opts.counters;
         const isa = opts.isa !== undefined && !(opts.isaIndependent ?? []).includes(check.kernel) ? opts.isa : undefined;
-        const before = counters ? total(countersFor(counters(), check.kernel, isa)) : 0;
+        const kernel = (isa !== undefined ? check.isaKernel?.[isa] : undefined) ?? check.kernel;
+        const before = counters ? total(countersFor(counters(), kernel, isa)) : 0;
         check.run(be);
         if (counters) {
           const now = counters();
-          const after = total(countersFor(now, check.kernel, isa));
-          assert.ok(after > before, `${name}: no '${check.kernel}[.…]${isa ? '.' + isa : ''}' counter increased during '${check.name}' (before ${before}, after ${after}): the backend did not run its own${isa ? ' ' + isa : ''} path. Counters for '${check.kernel}': ${JSON.stringify(Object.fromEntries(countersFor(now, check.kernel)))}`);
+          const after = total(countersFor(now, kernel, isa));
+          assert.ok(after > before, `${name}: no '${kernel}[.…]${isa ? '.' + isa : ''}' counter increased during '${check.name}' (before ${before}, after ${after}): the backend did not run its own${isa ? ' ' + isa : ''} path. Counters for '${kernel}': ${JSON.stringify(Object.fromEntries(countersFor(now, kernel)))}`);
         }
       });
     }

@@ -52,7 +52,9 @@ port.on('message', (m: ToWorker) => {
   wake?.();
 });
 
-const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+// FLOE_ENGINE_STEP_DELAY_MS paces steps so tests can act mid-stream on tiny, fast models.
+const stepDelayMs = Number(process.env.FLOE_ENGINE_STEP_DELAY_MS ?? 0) || 0;
+const tick = (): Promise<void> => new Promise((r) => (stepDelayMs > 0 ? setTimeout(r, stepDelayMs) : setImmediate(r)));
 
 for (;;) {
   if (shutdownAt !== null && (!engine.hasWork || Date.now() >= shutdownAt)) {

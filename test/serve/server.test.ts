@@ -204,7 +204,7 @@ test('32 simultaneous streams each equal the same request run alone (greedy and 
 let slow: Floe | null = null;
 
 test('cancellation mid-stream frees the KV blocks', { timeout: T }, async () => {
-  slow = await startFloe(dir, ['--backend', 'reference', '--shutdown-grace', '0.2']);
+  slow = await startFloe(dir, ['--backend', 'reference', '--shutdown-grace', '0.2'], { FLOE_ENGINE_STEP_DELAY_MS: '20' });
   await waitHealthy(slow.url);
   const c = new OpenAI({ baseURL: slow.url + '/v1', apiKey: 'none', maxRetries: 0 });
   const stream = await c.chat.completions.create({
@@ -334,7 +334,7 @@ test('a flood past --max-queue gets 429s, then the server recovers; SIGTERM lets
 });
 
 test('SIGTERM with a short grace period aborts the streams still running, then exits 0', { timeout: T }, async () => {
-  const s = slow ?? await startFloe(dir, ['--backend', 'reference', '--shutdown-grace', '0.2']);
+  const s = slow ?? await startFloe(dir, ['--backend', 'reference', '--shutdown-grace', '0.2'], { FLOE_ENGINE_STEP_DELAY_MS: '20' });
   await waitHealthy(s.url);
   const c = new OpenAI({ baseURL: s.url + '/v1', apiKey: 'none', maxRetries: 0 });
   const stream = await c.completions.create({ model: 'tiny', prompt: 'long', max_tokens: 240, ignore_eos: true, stream: true } as OpenAI.CompletionCreateParamsStreaming);

@@ -1,4 +1,4 @@
-// Native prefill matmul (packed GEMM, M >= 16): every weight dtype on shapes crossing its panel, segment, row-block
+// Native prefill matmul (packed GEMM, forced from M = 16): every weight dtype on shapes crossing its panel, segment, row-block
 // and fp8 scale-block edges, against a float64 dot of the dequantized weights; thread-count independence.
 
 import assert from 'node:assert/strict';
@@ -33,6 +33,8 @@ function plain(x: Float32Array, w: Tensor, M: number): { y: Float64Array; mag: F
   return { y, mag };
 }
 
+// every M >= 16 takes the GEMM (read when the addon loads); by default each dtype starts where it beats the tiles
+process.env.FLOE_GEMM_MIN_M = '16';
 const addon = loadAddon();
 const skip = !addon || addon.supportedIsa() !== 'avx512' ? 'needs the AVX-512 native addon' : false;
 

@@ -19,3 +19,10 @@ export type { Backend, KvLayer, KvDType, AttentionBatch, AttentionShape } from '
 export { referenceBackend } from './backend/reference.js';
 export { loadNativeBackend, nativeCounters } from './backend/native.js';
 export { selectBackend, type BackendName } from './backend/select.js';
+export { startEngine, type EngineStartOptions } from './engine/client.js';
+export type { EngineClient, EngineInfo, EngineStats, GenerateOutput, GenerateRequest, EmbedOutput } from './engine/protocol.js';
+export { startServer, type ServeOptions, type RunningServer } from './serve/server.js';
+export { finetune, type FinetuneOptions } from './train/trainer.js';
+export { writePeftAdapter, readPeftAdapter } from './formats/peft.js';
+export { quantizeModelDir } from './formats/fp8-export.js';
+export { evalPerplexity } from './train/eval.js';

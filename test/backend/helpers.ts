@@ -220,6 +220,7 @@ const ATTENTION_CASES: { label: string; H: number; K: number; E: number; L?: num
   { label: 'head dim 48 GQA 4: one long decode split across tasks', H: 8, K: 2, E: 48, avx512Path: true, seqs: [{ ctxLen: 1100, qLen: 1 }] },
   { label: 'head dim 80 GQA 2: prefill chunk + short chunk, block size 10', H: 4, K: 2, E: 80, L: 10, avx512Path: true, seqs: [{ ctxLen: 200, qLen: 30 }, { ctxLen: 7, qLen: 2 }, { ctxLen: 45, qLen: 1 }] },
   { label: 'head dim 80 MQA: long decode split, 3 queries', H: 3, K: 1, E: 80, avx512Path: true, seqs: [{ ctxLen: 900, qLen: 3 }] },
+  { label: 'head dim 80 MHA: one long decode split across tasks', H: 2, K: 2, E: 80, avx512Path: true, seqs: [{ ctxLen: 777, qLen: 1 }] },
   { label: 'head dim 40 (masked tail) GQA 3', H: 6, K: 2, E: 40, avx512Path: true, seqs: [{ ctxLen: 520, qLen: 1 }, { ctxLen: 90, qLen: 33 }] },
 ];
 

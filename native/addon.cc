@@ -11,69 +11,14 @@
 #include <string>
 
 #include "dispatch.h"
+#include "napi_args.h"
 #include "pool.h"
 #include "train_addon.h"
 
 namespace floe {
 namespace {
 
-template <class T>
-struct View {
-  T* p;
-  int64_t n;
-};
-
-[[noreturn]] void fail(Napi::Env env, const std::string& op, const std::string& msg) {
-  throw Napi::Error::New(env, "floe native " + op + ": " + msg);
-}
-
-[[noreturn]] void type_fail(Napi::Env env, const std::string& op, const std::string& msg) {
-  throw Napi::TypeError::New(env, "floe native " + op + ": " + msg);
-}
-
-void need_args(const Napi::CallbackInfo& info, const char* op, size_t n) {
-  if (info.Length() < n)
-    type_fail(info.Env(), op, "expected " + std::to_string(n) + " arguments, got " + std::to_string(info.Length()));
-}
-
-template <class T, napi_typedarray_type TT>
-View<T> typed(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, const char* tname) {
-  Napi::Value v = info[i];
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != TT)
-    type_fail(info.Env(), op, std::string(name) + " must be a " + tname);
-  auto a = v.As<Napi::TypedArrayOf<T>>();
-  return {a.Data(), int64_t(a.ElementLength())};
-}
-
-View<float> f32(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
-  return typed<float, napi_float32_array>(info, i, op, name, "Float32Array");
-}
-View<int32_t> i32(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
-  return typed<int32_t, napi_int32_array>(info, i, op, name, "Int32Array");
-}
-View<uint8_t> u8(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
-  return typed<uint8_t, napi_uint8_array>(info, i, op, name, "Uint8Array");
-}
-
-int64_t integer(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, int64_t lo = 0) {
-  Napi::Value v = info[i];
-  if (!v.IsNumber()) type_fail(info.Env(), op, std::string(name) + " must be a number");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d == std::floor(d)) || d < double(lo) || d > 9.0e15)
-    fail(info.Env(), op, std::string(name) + " must be an integer >= " + std::to_string(lo) + ", got " + v.ToString().Utf8Value());
-  return int64_t(d);
-}
-
-double number(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
-  Napi::Value v = info[i];
-  if (!v.IsNumber()) type_fail(info.Env(), op, std::string(name) + " must be a number");
-  return v.As<Napi::Number>().DoubleValue();
-}
-
-void need_len(Napi::Env env, const char* op, const std::string& what, int64_t got, int64_t want) {
-  if (got != want)
-    fail(env, op, what + " has " + std::to_string(got) + " elements, expected " + std::to_string(want));
-}
+using namespace napi_args;
 
 const char* weight_name(int dtype) {
   switch (dtype) {

@@ -20,43 +20,6 @@ namespace {
 
 using namespace napi_args;
 
-const char* weight_name(int dtype) {
-  switch (dtype) {
-    case DT_F32: return "f32";
-    case DT_F16: return "f16";
-    case DT_BF16: return "bf16";
-    case DT_FP8: return "fp8_e4m3";
-    case DT_Q8_0: return "q8_0";
-  }
-  return nullptr;
-}
-
-// Weight from (data, dtype, N, C, scale | null, br, bc) starting at argument i.
-Weight weight(const Napi::CallbackInfo& info, size_t i, const char* op) {
-  Napi::Env env = info.Env();
-  Weight w{};
-  auto data = u8(info, i, op, "weight data");
-  w.data = data.p;
-  w.dtype = int(integer(info, i + 1, op, "weight dtype"));
-  if (!weight_name(w.dtype)) fail(env, op, "dtype code " + std::to_string(w.dtype) + " is not a weight dtype (f32, f16, bf16, fp8_e4m3, q8_0)");
-  w.N = integer(info, i + 2, op, "N");
-  w.C = integer(info, i + 3, op, "C");
-  if (w.dtype == DT_Q8_0 && w.C % Q8_BLOCK != 0)
-    fail(env, op, "q8_0 rows must be a multiple of 32 columns, got C=" + std::to_string(w.C));
-  need_len(env, op, std::string(weight_name(w.dtype)) + " weight (" + std::to_string(w.N) + ", " + std::to_string(w.C) + ") bytes",
-           data.n, w.N * w.row_bytes());
-  if (w.dtype == DT_FP8) {
-    if (!info[i + 4].IsTypedArray()) type_fail(env, op, "fp8_e4m3 weight needs a Float32Array scale grid");
-    auto sc = f32(info, i + 4, op, "fp8 scale");
-    w.br = integer(info, i + 5, op, "scale block rows", 1);
-    w.bc = integer(info, i + 6, op, "scale block cols", 1);
-    int64_t want = ((w.N + w.br - 1) / w.br) * w.grid_cols();
-    need_len(env, op, "fp8 scale grid for block [" + std::to_string(w.br) + "," + std::to_string(w.bc) + "]", sc.n, want);
-    w.scale = sc.p;
-  }
-  return w;
-}
-
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   const char* op = "matmul";
   need_args(info, op, 10);

@@ -80,6 +80,18 @@ function forEachQuery(segStart: Int32Array, fn: (i: number, s0: number) => void)
   }
 }
 
+/** p[j - s0] = scale · q(qo..qo+E) · k(j, kvh) for keys s0..i of one packed sample; returns the max score. */
+function denseScores(p: Float64Array, q: Float32Array, qo: number, k: Float32Array, s0: number, i: number, K: number, kvh: number, E: number, scale: number): number {
+  let max = -Infinity;
+  for (let j = s0; j <= i; j++) {
+    let dot = 0;
+    for (let e = 0; e < E; e++) dot += q[qo + e]! * k[(j * K + kvh) * E + e]!;
+    p[j - s0] = dot * scale;
+    max = Math.max(max, p[j - s0]!);
+  }
+  return max;
+}
+
 export const referenceBackend: TrainBackend = {
   name: 'reference',
 
@@ -373,13 +385,7 @@ export const referenceBackend: TrainBackend = {
       for (let h = 0; h < H; h++) {
         const kvh = Math.floor(h / G);
         const qo = (i * H + h) * E;
-        let max = -Infinity;
-        for (let j = s0; j <= i; j++) {
-          let dot = 0;
-          for (let e = 0; e < E; e++) dot += q[qo + e]! * k[(j * K + kvh) * E + e]!;
-          p[j - s0] = dot * scale;
-          max = Math.max(max, p[j - s0]!);
-        }
+        const max = denseScores(p, q, qo, k, s0, i, K, kvh, E, scale);
         let sum = 0;
         for (let j = s0; j <= i; j++) sum += Math.exp(p[j - s0]! - max);
         lse[i * H + h] = max + Math.log(sum);
@@ -411,13 +417,7 @@ export const referenceBackend: TrainBackend = {
       for (let h = 0; h < H; h++) {
         const kvh = Math.floor(h / G);
         const qo = (i * H + h) * E;
-        let max = -Infinity;
-        for (let j = s0; j <= i; j++) {
-          let dot = 0;
-          for (let e = 0; e < E; e++) dot += q[qo + e]! * k[(j * K + kvh) * E + e]!;
-          p[j - s0] = dot * scale;
-          max = Math.max(max, p[j - s0]!);
-        }
+        const max = denseScores(p, q, qo, k, s0, i, K, kvh, E, scale);
         let sum = 0;
         for (let j = s0; j <= i; j++) { p[j - s0] = Math.exp(p[j - s0]! - max); sum += p[j - s0]!; }
         // P = softmax; dP_j = dout·v_j; dS_j = P_j (dP_j - Σ_l P_l dP_l)

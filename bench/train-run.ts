@@ -1,7 +1,7 @@
 // Child process: floe LoRA training step timings and peak RSS for one config, one JSON line on stdout.
 //
 // usage: node --import tsx bench/train-run.ts <model.gguf | HF dir> <tokens-file> --threads N --seq T --rank r
-//          --warmup W --steps S [--ckpt] [--fp8-block 128] [--lr 1e-4]
+//          --warmup W --steps S [--ckpt] [--fp8-block 128] [--lr 1e-4] [--full] [--sample-len L]
 // One step = zeroGrad + forwardBackward over one sample of T tokens (loss on every row) + AdamW on the LoRA params.
 // --fp8-block B quantizes the model's seven linears to fp8 with (B, B) scale blocks while loading (bf16 source).
 
@@ -27,11 +27,13 @@ interface Args {
   ckpt: boolean;
   fp8Block: number | null;
   lr: number;
+  full: boolean;
+  sampleLen: number;
 }
 
 function parse(argv: readonly string[]): Args {
   const pos: string[] = [];
-  const a: Args = { model: '', tokens: '', threads: 1, seq: 512, rank: 16, warmup: 1, steps: 3, ckpt: false, fp8Block: null, lr: 1e-4 };
+  const a: Args = { model: '', tokens: '', threads: 1, seq: 512, rank: 16, warmup: 1, steps: 3, ckpt: false, fp8Block: null, lr: 1e-4, full: false, sampleLen: 0 };
   const num = (v: string | undefined, flag: string): number => {
     const n = Number(v);
     if (!Number.isFinite(n) || n <= 0) throw new Error(`${flag} needs a positive number, got ${v}`);
@@ -47,6 +49,8 @@ function parse(argv: readonly string[]): Args {
       case '--warmup': a.warmup = Number(v); i++; break;
       case '--steps': a.steps = num(v, f); i++; break;
       case '--ckpt': a.ckpt = true; break;
+      case '--full': a.full = true; break;
+      case '--sample-len': a.sampleLen = num(v, f); i++; break;
       case '--fp8-block': a.fp8Block = num(v, f); i++; break;
       case '--lr': a.lr = num(v, f); i++; break;
       default:
@@ -112,7 +116,7 @@ async function main(): Promise<void> {
     const r = new Rng(1);
     return () => r.next();
   })());
-  const model = LlamaTrainModel.fromTensors(cfg, loaded.tensors, backend, { adapter, full: false, checkpointActivations: a.ckpt }, loaded.ropeFreqFactors);
+  const model = LlamaTrainModel.fromTensors(cfg, loaded.tensors, backend, { adapter: a.full ? null : adapter, full: a.full, checkpointActivations: a.ckpt }, loaded.ropeFreqFactors);
   const opt = new Optimizer(model.params, DEFAULT_OPTIMIZER);
   const loraParams = model.params.reduce((s, p) => s + p.value.length, 0);
   const loadMs = performance.now() - t0;
@@ -121,8 +125,9 @@ async function main(): Promise<void> {
   const batch: PackedBatch = {
     tokens: Int32Array.from(ids.slice(0, T)),
     targets: Int32Array.from(ids.slice(1, T + 1)),
-    positions: Int32Array.from({ length: T }, (_, i) => i),
-    segStart: Int32Array.of(0, T),
+    // --sample-len L: the T rows are packed samples of L tokens (attention stays inside each), as the trainer packs
+    positions: Int32Array.from({ length: T }, (_, i) => (a.sampleLen ? i % a.sampleLen : i)),
+    segStart: a.sampleLen ? Int32Array.from({ length: Math.ceil(T / a.sampleLen) + 1 }, (_, i) => Math.min(T, i * a.sampleLen)) : Int32Array.of(0, T),
   };
   const step = (): { ms: number; loss: number } => {
     const s0 = performance.now();

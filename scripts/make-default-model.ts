@@ -26,8 +26,9 @@ const MAX_SEQ_LEN = 256;
 
 /** Pre-training: the exact `floe finetune --full` arguments (cosine decay to 0 after warmup). */
 export const PRETRAIN_ARGS = [
-  "--full", "--lr", "2e-3", "--warmup-steps", "20", "--lr-schedule", "cosine", "--batch-tokens", "4096",
-  "--max-seq-len", String(MAX_SEQ_LEN), "--weight-decay", "0.1", "--max-grad-norm", "1", "--save-steps", "25", "--save-total-limit", "2", "--seed", "0", "--backend", "native",
+  "--full", "--lr", "2e-3", "--warmup-steps", "100", "--lr-schedule", "cosine", "--batch-tokens", "4096",
+  "--max-seq-len", String(MAX_SEQ_LEN), "--weight-decay", "0.1", "--max-grad-norm", "1", "--save-steps", "100", "--save-total-limit", "2",
+  "--eval-steps", "250", "--seed", "0", "--backend", "native",
 ];
 
 /** LoRA demo: the exact `floe finetune` arguments that adapt the model to the nlp-corpus register (all seven targets). */
@@ -64,37 +65,25 @@ function init(): void {
   log(`random model -> ${INIT}`);
 }
 
-/** Pre-training phases: [--max-steps, stop once this checkpoint exists (the run is killed there, as an interrupted run)]. */
-export const PRETRAIN_PHASES: [number, number | null][] = [[200, null], [400, 250], [300, null], [450, null]];
+/** Pre-training: one cosine run over ~8 epochs of the Brown training split (4096-token batches); resumable. */
+export const PRETRAIN_STEPS = 3000;
 
 async function pretrain(): Promise<void> {
-  // Phase 1: 200 steps, cosine to 0. Phase 2: resumed towards 400 steps (a warm restart; the data position continues into
-  // the unseen part of the epoch), interrupted after checkpoint 250 (the time budget). Phase 3: resumed with 300 steps, so
-  // the cosine anneals to 0 over steps 251-300. Phase 4: resumed with 450 steps (warm restart at ~5e-4, into the second
-  // epoch). Every phase resumes from the newest complete checkpoint.
-  for (const [steps, stopAt] of PRETRAIN_PHASES) {
-    const done = listCheckpoints(RUN).at(-1)?.step ?? 0;
-    if (done >= (stopAt ?? steps) || existsSync(join(RUN, `phase-${steps}.done`))) continue;
-    const resume = done > 0 ? ["--resume", RUN] : [];
-    const args = ["finetune", "--model", INIT, "--data", join(DATA, "brown", "train.jsonl"), "--eval", join(DATA, "brown", "heldout-small.jsonl"),
-      ...PRETRAIN_ARGS, "--max-steps", String(steps), "--out", RUN, ...resume];
-    log(`floe ${args.join(" ")}${stopAt === null ? "" : `   (stopped once checkpoint-${stopAt} exists)`}`);
-    await floeProcess(args, stopAt === null ? null : () => listCheckpoints(RUN).some((c) => c.step >= stopAt));
-    writeFileSync(join(RUN, `phase-${steps}.done`), "");
-  }
+  const done = listCheckpoints(RUN).at(-1)?.step ?? 0;
+  if (existsSync(join(RUN, "final", "model.safetensors")) && done >= PRETRAIN_STEPS) return;
+  const resume = done > 0 ? ["--resume", RUN] : [];
+  const args = ["finetune", "--model", INIT, "--data", join(DATA, "brown", "train.jsonl"), "--eval", join(DATA, "brown", "heldout-small.jsonl"),
+    ...PRETRAIN_ARGS, "--max-steps", String(PRETRAIN_STEPS), "--out", RUN, ...resume];
+  log(`floe ${args.join(" ")}`);
+  await floeProcess(args);
 }
 
-/** Run the floe CLI as a child process; kill it (SIGTERM) once `stop` says so. */
-async function floeProcess(args: string[], stop: (() => boolean) | null): Promise<void> {
+/** Run the floe CLI as a child process (so that an interrupted run leaves its checkpoints for `--resume`). */
+async function floeProcess(args: string[]): Promise<void> {
   const code = `const { run } = await import(${JSON.stringify(join(ROOT, "src", "cli", "main.ts"))}); process.exitCode = await run(${JSON.stringify(args)});`;
   const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", code], { stdio: "inherit", cwd: ROOT });
-  let stopped = false;
-  const timer = stop === null ? null : setInterval(() => {
-    if (!stopped && stop()) { stopped = true; child.kill("SIGTERM"); }
-  }, 2000);
   const rc = await new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
-  if (timer) clearInterval(timer);
-  if (!stopped && rc !== 0) throw new Error(`floe ${args[0]} exited with ${rc}`);
+  if (rc !== 0) throw new Error(`floe ${args[0]} exited with ${rc}`);
 }
 
 function exportModel(): void {

@@ -44,7 +44,6 @@ describe('native packed GEMM (AVX-512, M >= 16)', { skip }, () => {
   // 512 q8 columns) and odd q8 block counts, N past one 48-row panel and not a multiple of 16.
   const shapes: [number, number, number][] = [[16, 64, 48], [23, 96, 50], [37, 544, 97], [261, 160, 33], [521, 96, 20], [18, 1056, 7]];
   for (const dtype of WEIGHT_DTYPES) {
-    if (dtype === 'f32') continue;
     const blocks: ([number, number] | undefined)[] = dtype === 'fp8_e4m3' ? [undefined, [1, 0], [128, 128], [3, 20], [5, 7]] : [undefined];
     it(`${dtype}: tiles, tails, segments${dtype === 'fp8_e4m3' ? ', scale grids' : ''}`, () => {
       for (const [M, C, N] of shapes) {
@@ -69,7 +68,7 @@ describe('native packed GEMM (AVX-512, M >= 16)', { skip }, () => {
     const a = addon!;
     const prev = a.getThreads();
     try {
-      for (const dtype of ['bf16', 'fp8_e4m3', 'f16', 'q8_0'] as const) {
+      for (const dtype of ['bf16', 'fp8_e4m3', 'f16', 'f32', 'q8_0'] as const) {
         withSeed(`gemm threads ${dtype}`, (rng) => {
           const [M, C, N] = [40, 320, 200];
           const w = quantizeTensor(rng.normals(N * C), [N, C], dtype, { fp8Block: [16, 64] });

@@ -46,8 +46,15 @@ const Kernels kernels_avx512 = {
     avx512_isa::attention_fp8_avx512,
 };
 
+bool gemm_bwd_input_avx512(float* dx, const float* dy, const Weight& w, int64_t M, bool accumulate) {
+  return avx512_isa::matmul_tr_avx512(dx, dy, w, M, accumulate);
+}
+
 }  // namespace floe
 #pragma GCC pop_options
 #else
-namespace floe { const Kernels kernels_avx512 = kernels_scalar; }
+namespace floe {
+const Kernels kernels_avx512 = kernels_scalar;
+bool gemm_bwd_input_avx512(float*, const float*, const Weight&, int64_t, bool) { return false; }
+}  // namespace floe
 #endif

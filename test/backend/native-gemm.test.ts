@@ -9,7 +9,7 @@ import { loadAddon } from '../../src/backend/native-addon.js';
 import { dequantizeRow } from '../../src/tensor/codecs.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
 import type { Tensor } from '../../src/tensor/tensor.js';
-import { assertClose, MATMUL_RTOL, withSeed } from './helpers.js';
+import { asTrain, assertClose, MATMUL_RTOL, withSeed } from './helpers.js';
 
 /** y and Σ|x·w| in float64 from the dequantized rows. */
 function plain(x: Float32Array, w: Tensor, M: number): { y: Float64Array; mag: Float64Array } {
@@ -64,6 +64,46 @@ describe('native packed GEMM (AVX-512, M >= 16)', { skip }, () => {
     });
   }
 
+  // Training's dx = dy · w reads the weight transposed (panels of w's columns, reduction over its rows): every dtype,
+  // overwrite and accumulate; fp8 grids that fold the scale into dy (one scale column), that scale segments per
+  // output column (row blocks >= 16), and the small-row-block grids left to the training kernel's own tiles.
+  for (const dtype of WEIGHT_DTYPES) {
+    it(`${dtype}: transposed (matmulBackwardInput), tails, segments${dtype === 'fp8_e4m3' ? ', scale grids' : ''}`, () => {
+      const blocks: ([number, number] | undefined)[] = dtype === 'fp8_e4m3' ? [undefined, [5, 0], [128, 128], [16, 32], [33, 20], [3, 20]] : [undefined];
+      // [M, N (reduction: rows of w), C (outputs: columns of w)]
+      const shapes: [number, number, number][] = [[16, 64, 48], [23, 97, 50], [37, 544, 97], [261, 160, 33], [521, 96, 20], [18, 33, 1056]];
+      for (const [M, N, C] of shapes) {
+        if (dtype === 'q8_0' && C % 32 !== 0) continue;
+        for (const block of blocks) {
+          withSeed(`gemm-tr ${dtype} M=${M} N=${N} C=${C} block=${block ?? 'row'}`, (rng) => {
+            const fp8Block: [number, number] | undefined = block ? [block[0], block[1] || C] : dtype === 'fp8_e4m3' ? [1, C] : undefined;
+            const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], dtype, { fp8Block });
+            const dy = rng.normals(M * N);
+            const want = new Float64Array(M * C), mag = new Float64Array(M * C), row = new Float32Array(C);
+            for (let n = 0; n < N; n++) {
+              dequantizeRow(w, n, row);
+              for (let m = 0; m < M; m++) {
+                const d = dy[m * N + n]!;
+                for (let c = 0; c < C; c++) want[m * C + c] += d * row[c]!, mag[m * C + c] += Math.abs(d * row[c]!);
+              }
+            }
+            const before = nativeCounters()[`matmulBackwardInput.${dtype}.avx512`] ?? 0;
+            const got = new Float32Array(M * C).fill(NaN);
+            asTrain(be).matmulBackwardInput(got, dy, w, M, false);
+            assert.ok((nativeCounters()[`matmulBackwardInput.${dtype}.avx512`] ?? 0) > before, 'the avx512 kernel ran');
+            const tol = { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag };
+            assertClose(`gemm-tr ${dtype} (M=${M}, N=${N}, C=${C})`, got, want, tol);
+            const dx0 = rng.normals(M * C);
+            const acc = dx0.slice();
+            asTrain(be).matmulBackwardInput(acc, dy, w, M, true);
+            assertClose(`gemm-tr ${dtype} accumulate (M=${M}, N=${N}, C=${C})`, acc, want.map((v, i) => v + dx0[i]!),
+              { ...tol, mag: mag.map((v, i) => v + Math.abs(dx0[i]!)) });
+          });
+        }
+      }
+    });
+  }
+
   it('results do not depend on the thread count (bitwise)', () => {
     const a = addon!;
     const prev = a.getThreads();
@@ -73,14 +113,17 @@ describe('native packed GEMM (AVX-512, M >= 16)', { skip }, () => {
           const [M, C, N] = [40, 320, 200];
           const w = quantizeTensor(rng.normals(N * C), [N, C], dtype, { fp8Block: [16, 64] });
           const x = rng.normals(M * C);
+          const dy = rng.normals(M * N);
           const ys = [1, 2, 3].map((t) => {
             a.setThreads(t);
             const y = new Float32Array(M * N);
             be.matmul(y, x, w, M);
-            return y;
+            const dx = new Float32Array(M * C);
+            asTrain(be).matmulBackwardInput(dx, dy, w, M, false);
+            return [y, dx];
           });
-          assert.deepEqual(ys[1], ys[0], `${dtype}: 2 threads vs 1`);
-          assert.deepEqual(ys[2], ys[0], `${dtype}: 3 threads vs 1`);
+          assert.deepEqual(ys[1], ys[0], `${dtype}: 2 threads vs 1 (forward, transposed)`);
+          assert.deepEqual(ys[2], ys[0], `${dtype}: 3 threads vs 1 (forward, transposed)`);
         });
       }
     } finally {

@@ -28,7 +28,8 @@ extern const Kernels kernels_scalar;
 extern const Kernels kernels_avx2;
 extern const Kernels kernels_avx512;
 
-// AVX-512 packed GEMM for dx (M, w.C) (+)= dy (M, w.N) · w (training); false when it does not apply to this call
+// AVX-512 dx (M, w.C) (+)= dy (M, w.N) · w (training) by the thin f32 kernels or the packed GEMM; false when neither
+// applies to this call
 // (then the training kernel's own path runs). Always false without AVX-512.
 bool gemm_bwd_input_avx512(float* dx, const float* dy, const Weight& w, int64_t M, bool accumulate);
 

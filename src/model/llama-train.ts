@@ -55,29 +55,30 @@ interface Block {
   readonly lin: Record<LoraTarget, Linear>;
 }
 
-/** One block's saved activations for T tokens (f32, row-major). */
+/** One block's saved activations for T tokens (f32, row-major). The normed inputs and the SwiGLU output are not kept:
+ *  the backward recomputes them (same kernels, same inputs: bitwise the same) into one-layer scratch, which saves
+ *  2·T·D + T·F floats per layer (a third of a 1B block's activations) for an rmsnorm and a swiglu more. */
 class Acts {
-  xIn: Float32Array; h1: Float32Array; xMid: Float32Array; h2: Float32Array; // (T, D)
+  xIn: Float32Array; xMid: Float32Array; // (T, D)
   q: Float32Array; att: Float32Array; // (T, H*E), q after rope
   k: Float32Array; v: Float32Array; // (T, K*E), k after rope
   lse: Float32Array; // (T, H)
-  gate: Float32Array; up: Float32Array; act: Float32Array; // (T, F)
+  gate: Float32Array; up: Float32Array; // (T, F)
   u: Partial<Record<LoraTarget, Float32Array>> = {}; // (T, r) s · A·drop(x) per adapted linear
 
   constructor(cfg: LlamaConfig, T: number, rank: Partial<Record<LoraTarget, number>>) {
     const { hiddenSize: D, numHeads: H, numKvHeads: K, headDim: E, intermediateSize: F } = cfg;
-    this.xIn = new Float32Array(T * D); this.h1 = new Float32Array(T * D);
-    this.xMid = new Float32Array(T * D); this.h2 = new Float32Array(T * D);
+    this.xIn = new Float32Array(T * D); this.xMid = new Float32Array(T * D);
     this.q = new Float32Array(T * H * E); this.att = new Float32Array(T * H * E);
     this.k = new Float32Array(T * K * E); this.v = new Float32Array(T * K * E);
     this.lse = new Float32Array(T * H);
-    this.gate = new Float32Array(T * F); this.up = new Float32Array(T * F); this.act = new Float32Array(T * F);
+    this.gate = new Float32Array(T * F); this.up = new Float32Array(T * F);
     for (const t of LORA_TARGETS) if (rank[t]) this.u[t] = new Float32Array(T * rank[t]!);
   }
 
   get bytes(): number {
     let n = 0;
-    for (const a of [this.xIn, this.h1, this.xMid, this.h2, this.q, this.att, this.k, this.v, this.lse, this.gate, this.up, this.act, ...Object.values(this.u)]) n += a!.byteLength;
+    for (const a of [this.xIn, this.xMid, this.q, this.att, this.k, this.v, this.lse, this.gate, this.up, ...Object.values(this.u)]) n += a!.byteLength;
     return n;
   }
 }
@@ -317,10 +318,11 @@ export class LlamaTrainModel {
     const cfg = this.config;
     const B = this.blocks[l]!;
     const { hiddenSize: D, numHeads: H, numKvHeads: K, headDim: E, intermediateSize: F } = cfg;
-    const xIn = a.xIn.subarray(0, T * D), h1 = a.h1.subarray(0, T * D), xMid = a.xMid.subarray(0, T * D), h2 = a.h2.subarray(0, T * D);
+    const xIn = a.xIn.subarray(0, T * D), xMid = a.xMid.subarray(0, T * D);
+    const h1 = this.s!.h.subarray(0, T * D), h2 = h1, act = this.s!.act.subarray(0, T * F); // recomputed by the backward
     const q = a.q.subarray(0, T * H * E), att = a.att.subarray(0, T * H * E);
     const k = a.k.subarray(0, T * K * E), v = a.v.subarray(0, T * K * E);
-    const gate = a.gate.subarray(0, T * F), up = a.up.subarray(0, T * F), act = a.act.subarray(0, T * F);
+    const gate = a.gate.subarray(0, T * F), up = a.up.subarray(0, T * F);
     const proj = this.s!.proj.subarray(0, T * D);
     // attention: x += Wo · attn(rope(Wq h), rope(Wk h), Wv h), h = rmsnorm(x)
     xIn.set(x);
@@ -354,10 +356,13 @@ export class LlamaTrainModel {
     const dh = sub(s.dh, T * D), dtmp = sub(s.dtmp, T * D);
     // MLP
     const dact = sub(s.dact, T * F), dgate = sub(s.dgate, T * F), dup = sub(s.dup, T * F);
-    this.linear_backward(dact, dx, sub(a.act, T * F), B.lin.down, T, false, a.u.down);
-    be.swigluBackward(dgate, dup, dact, sub(a.gate, T * F), sub(a.up, T * F));
-    this.linear_backward(dh, dgate, sub(a.h2, T * D), B.lin.gate, T, false, a.u.gate);
-    this.linear_backward(dh, dup, sub(a.h2, T * D), B.lin.up, T, true, a.u.up);
+    const gate = sub(a.gate, T * F), up = sub(a.up, T * F), act = sub(s.act, T * F), h = sub(s.h, T * D);
+    be.swiglu(act, gate, up); // recomputed (not saved)
+    this.linear_backward(dact, dx, act, B.lin.down, T, false, a.u.down);
+    be.swigluBackward(dgate, dup, dact, gate, up);
+    be.rmsnorm(h, sub(a.xMid, T * D), B.postNorm, T, cfg.rmsNormEps); // h2, recomputed
+    this.linear_backward(dh, dgate, h, B.lin.gate, T, false, a.u.gate);
+    this.linear_backward(dh, dup, h, B.lin.up, T, true, a.u.up);
     be.rmsnormBackward(dtmp, B.dPostNorm, dh, sub(a.xMid, T * D), B.postNorm, T, cfg.rmsNormEps);
     be.add(dx, dtmp);
     // attention
@@ -367,7 +372,8 @@ export class LlamaTrainModel {
       sub(a.att, T * H * E), sub(a.lse, T * H), b.segStart, this.attnShape);
     be.ropeBackward(dq, b.positions, H, E, this.invFreq);
     be.ropeBackward(dk, b.positions, K, E, this.invFreq);
-    const h1 = sub(a.h1, T * D);
+    const h1 = h;
+    be.rmsnorm(h1, sub(a.xIn, T * D), B.inputNorm, T, cfg.rmsNormEps); // recomputed
     this.linear_backward(dh, dq, h1, B.lin.q, T, false, a.u.q);
     this.linear_backward(dh, dk, h1, B.lin.k, T, true, a.u.k);
     this.linear_backward(dh, dv, h1, B.lin.v, T, true, a.u.v);
@@ -466,6 +472,7 @@ class Scratch {
   datt: Float32Array; dq: Float32Array; // (T, H*E)
   dk: Float32Array; dv: Float32Array; // (T, K*E)
   dact: Float32Array; dgate: Float32Array; dup: Float32Array; // (T, F)
+  h: Float32Array; act: Float32Array; // (T, D), (T, F): the current block's normed input and SwiGLU output
   u: Float32Array; du: Float32Array; // (T, r)
   xd: Float32Array; // (T, max C) dropout input / its gradient
   yb: Float32Array; // (T, max N)
@@ -478,6 +485,7 @@ class Scratch {
     this.hF = f(T * D); this.dhF = f(T * D);
     this.datt = f(T * H * E); this.dq = f(T * H * E); this.dk = f(T * K * E); this.dv = f(T * K * E);
     this.dact = f(T * F); this.dgate = f(T * F); this.dup = f(T * F);
+    this.h = f(T * D); this.act = f(T * F);
     this.u = f(T * r); this.du = f(T * r); this.xd = f(T * C); this.yb = f(T * N);
     const n = Math.min(chunk, T);
     this.hc = f(n * D); this.dhc = f(n * D); this.tg = new Int32Array(n); this.logits = f(n * V);

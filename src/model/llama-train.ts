@@ -452,7 +452,7 @@ export class LlamaTrainModel {
     this.s = null;
     for (let i = 0; i < nActs; i++) this.acts.push(new Acts(cfg, T, ranks));
     if (this.opts.checkpointActivations) for (let l = 0; l < this.blocks.length; l++) this.inputs.push(new Float32Array(T * cfg.hiddenSize));
-    this.s = new Scratch(cfg, T, maxR, maxC, maxN, this.lossChunkRows, this.opts.checkpointActivations);
+    this.s = new Scratch(cfg, T, maxR, this.dropout > 0 ? maxC : 0, maxN, this.lossChunkRows, this.opts.checkpointActivations);
     this.T = T;
   }
 
@@ -474,7 +474,7 @@ class Scratch {
   dact: Float32Array; dgate: Float32Array; dup: Float32Array; // (T, F)
   h: Float32Array; act: Float32Array; // (T, D), (T, F): the current block's normed input and SwiGLU output
   u: Float32Array; du: Float32Array; // (T, r)
-  xd: Float32Array; // (T, max C) dropout input / its gradient
+  xd: Float32Array; // (T, max C) dropout input / its gradient (empty without dropout)
   yb: Float32Array; // (T, max N)
   hc: Float32Array; dhc: Float32Array; tg: Int32Array; logits: Float32Array; // loss chunk: (n, D), (n), (n, V)
 

@@ -1,7 +1,9 @@
 // Matmul micro-benchmark: GFLOP/s per wall second and per CPU second (less sensitive to other load), best of reps.
 //
 //   node --import tsx bench/matmul-micro.ts [--dtypes bf16,fp8,q8_0,f16] [--m 1,512] [--shapes 2048x2048,8192x2048,2048x8192]
-//                                          [--threads 2] [--reps 5] [--isa avx512] [--fp8-block 1x0]
+//                                          [--threads 2] [--reps 5] [--isa avx512] [--fp8-block 1x0] [--ops fwd,bwd]
+// --ops: fwd = y (M, N) = x (M, C) · wᵀ (inference, training forward); bwd = dx (M, C) = dy (M, N) · w (training's
+// backward through a frozen weight, matmulBackwardInput).
 // Shapes are NxC (weight rows x columns); --fp8-block BRxBC (0 = whole dimension). Decode rows (M <= 4) also
 // report weight GB/s. Weights are random bytes of the stored format (finite values), built directly.
 
@@ -22,6 +24,8 @@ const threads = Number(arg('threads', '2'));
 const reps = Number(arg('reps', '5'));
 const isa = arg('isa', '');
 const [fbr, fbc] = arg('fp8-block', '1x0').split('x').map(Number) as [number, number];
+const ops = arg('ops', 'fwd').split(',');
+for (const o of ops) if (o !== 'fwd' && o !== 'bwd') throw new Error(`--ops: fwd or bwd, got ${o}`);
 
 let seed = 12345;
 function rnd(): number {
@@ -66,24 +70,26 @@ addon.setThreads(threads);
 if (isa) addon.setIsa(isa as 'avx512');
 const be = loadNativeBackend()!;
 console.log(`isa ${addon.isa()}, threads ${threads}, reps ${reps} (best), load ${(await import('node:os')).loadavg().map((v) => v.toFixed(1)).join(' ')}`);
-console.log('dtype    M      N      C   wall GF/s   cpu GF/s  (GF per CPU-s per thread)   ms   weight GB/s');
+console.log('op  dtype    M      N      C   wall GF/s   cpu GF/s  (GF per CPU-s per thread)   ms   weight GB/s');
 for (const name of dtypes) {
   const dtype = DT[name];
   if (!dtype) throw new Error(`unknown dtype ${name}`);
   for (const [N, C] of shapes) {
     const w = randomWeight(dtype, N, C);
-    for (const M of Ms) {
-      const x = new Float32Array(M * C).map(() => rnd() * 2 - 1);
-      const y = new Float32Array(M * N);
+    for (const M of Ms) for (const op of ops) {
+      const bwd = op === 'bwd';
+      const x = new Float32Array(M * (bwd ? N : C)).map(() => rnd() * 2 - 1);
+      const y = new Float32Array(M * (bwd ? C : N));
+      const run = bwd ? () => be.matmulBackwardInput(y, x, w, M, false) : () => be.matmul(y, x, w, M);
       const flop = 2 * M * N * C;
       // enough calls per rep for ~0.2 s at 100 GFLOP/s (decode: ~20 calls)
       const calls = Math.max(3, Math.min(200, Math.round(2e10 / flop)));
-      be.matmul(y, x, w, M);
+      run();
       let bestWall = Infinity, bestCpu = Infinity;
       for (let r = 0; r < reps; r++) {
         const c0 = process.cpuUsage();
         const t0 = process.hrtime.bigint();
-        for (let i = 0; i < calls; i++) be.matmul(y, x, w, M);
+        for (let i = 0; i < calls; i++) run();
         const wall = Number(process.hrtime.bigint() - t0) / 1e9 / calls;
         const cu = process.cpuUsage(c0);
         const cpu = (cu.user + cu.system) / 1e6 / calls;
@@ -91,7 +97,7 @@ for (const name of dtypes) {
         bestCpu = Math.min(bestCpu, cpu);
       }
       const gbs = M <= 4 ? (w.data.byteLength / bestWall / 1e9).toFixed(1) : '';
-      console.log(`${name.padEnd(6)} ${String(M).padStart(4)} ${String(N).padStart(6)} ${String(C).padStart(6)} ${(flop / bestWall / 1e9).toFixed(1).padStart(10)} ${(flop / bestCpu / 1e9 * threads).toFixed(1).padStart(10)} ${(flop / bestCpu / 1e9).toFixed(1).padStart(16)} ${(bestWall * 1e3).toFixed(2).padStart(17)} ${gbs.padStart(8)}`);
+      console.log(`${op} ${name.padEnd(6)} ${String(M).padStart(4)} ${String(N).padStart(6)} ${String(C).padStart(6)} ${(flop / bestWall / 1e9).toFixed(1).padStart(10)} ${(flop / bestCpu / 1e9 * threads).toFixed(1).padStart(10)} ${(flop / bestCpu / 1e9).toFixed(1).padStart(16)} ${(bestWall * 1e3).toFixed(2).padStart(17)} ${gbs.padStart(8)}`);
     }
   }
 }

@@ -63,10 +63,10 @@ test("greedy generation from English prompts gives varied Brown-vocabulary words
   }
   const text = words.join(" ");
   // The random init repeats one or two tokens ("the the way way...": 5 distinct words, 42% Brown pairs), so all three bounds matter.
-  assert.ok(new Set(words).size >= 20, `only ${new Set(words).size} distinct words: ${text}`);
+  assert.ok(new Set(words).size >= 30, `only ${new Set(words).size} distinct words: ${text}`);
   const known = words.filter((w) => vocab.has(w)).length / words.length;
-  assert.ok(known >= 0.8, `${(100 * known).toFixed(1)}% of generated words are in the Brown vocabulary: ${text}`);
-  assert.ok(brownPairs / pairs >= 0.6, `${(100 * brownPairs / pairs).toFixed(1)}% of adjacent word pairs occur in Brown: ${text}`);
+  assert.ok(known >= 0.9, `${(100 * known).toFixed(1)}% of generated words are in the Brown vocabulary: ${text}`);
+  assert.ok(brownPairs / pairs >= 0.8, `${(100 * brownPairs / pairs).toFixed(1)}% of adjacent word pairs occur in Brown: ${text}`);
 });
 
 test("held-out loss on Brown is far below a unigram model's", async () => {
@@ -90,7 +90,7 @@ test("held-out loss on Brown is far below a unigram model's", async () => {
   const r = heldOutLoss(m, tok!, texts, { maxSeqLen: 256 });
   assert.equal(r.tokens, n);
   // No model without context can beat the unigram cross-entropy (~6.9 nats on these tokens; uniform guessing is ln V = 8.3).
-  // Beating it by a full nat (perplexity e times lower) means the model predicts from context, not just word frequency.
+  // Beating it by 1.5 nats (perplexity 4.5 times lower) means the model predicts from context, not just word frequency.
   assert.ok(uni > 5.5 && uni < Math.log(V), `unigram loss ${uni}`);
-  assert.ok(r.loss < uni - 1.0, `held-out loss ${r.loss.toFixed(3)} vs unigram ${uni.toFixed(3)} over ${r.tokens} tokens`);
+  assert.ok(r.loss < uni - 1.5, `held-out loss ${r.loss.toFixed(3)} vs unigram ${uni.toFixed(3)} over ${r.tokens} tokens`);
 });

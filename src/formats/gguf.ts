@@ -281,23 +281,31 @@ export function hfToGgufName(name: string): string | null {
  * Whole rows move, so this works on any row format (f32, f16, bf16, q8_0). Returns a new buffer.
  */
 export function permuteQkRows(data: Uint8Array, rows: number, nHead: number, toGguf: boolean): Uint8Array {
-  if (rows % nHead !== 0 || (rows / nHead) % 2 !== 0) throw new Error(`Q/K permutation: ${rows} rows do not split into ${nHead} heads of even size`);
   if (data.byteLength % rows !== 0) throw new Error(`Q/K permutation: ${data.byteLength} bytes do not split into ${rows} rows`);
   const rb = data.byteLength / rows;
+  const src = qkRowSources(rows, nHead, toGguf);
+  const out = new Uint8Array(data.byteLength);
+  for (let r = 0; r < rows; r++) out.set(data.subarray(src[r]! * rb, (src[r]! + 1) * rb), r * rb);
+  return out;
+}
+
+/** For each output row of permuteQkRows, the input row it is copied from. */
+export function qkRowSources(rows: number, nHead: number, toGguf: boolean): Int32Array {
+  if (rows % nHead !== 0 || (rows / nHead) % 2 !== 0) throw new Error(`Q/K permutation: ${rows} rows do not split into ${nHead} heads of even size`);
   const E = rows / nHead;
   const half = E / 2;
-  const out = new Uint8Array(data.byteLength);
+  const src = new Int32Array(rows);
   for (let hd = 0; hd < nHead; hd++) {
     for (let h = 0; h < 2; h++) {
       for (let j = 0; j < half; j++) {
         const hfRow = hd * E + h * half + j; // (head, rotate-half index)
         const gRow = hd * E + 2 * j + h; // (head, interleaved pair index)
-        const [src, dst] = toGguf ? [hfRow, gRow] : [gRow, hfRow];
-        out.set(data.subarray(src * rb, (src + 1) * rb), dst * rb);
+        if (toGguf) src[gRow] = hfRow;
+        else src[hfRow] = gRow;
       }
     }
   }
-  return out;
+  return src;
 }
 
 // ---------------------------------------------------------------- llama metadata -> LlamaConfig

@@ -8,6 +8,8 @@ import { createRequire } from 'node:module';
 import { GgufType, parseGguf, permuteQkRows, readGguf, ggufToHfName, hfToGgufName } from '../../src/formats/gguf.js';
 import { gv, hfToGguf, writeGguf, type GgufWriteTensor } from '../../src/formats/gguf-writer.js';
 import { loadModel } from '../../src/formats/load.js';
+import { mapFileUsesMmap, setMapFileMmap } from '../../src/formats/mapfile.js';
+import { loadAddon } from '../../src/backend/native-addon.js';
 import { tokenizerFromGguf } from '../../src/formats/gguf-tokenizer.js';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { ropeInvFreq } from '../../src/model/config.js';
@@ -160,6 +162,18 @@ test('HF -> GGUF -> loadModel: identical tensors (f32, f16, bf16 bitwise; q8_0 =
     // The stored Q rows really are permuted (not the HF order).
     const q = gf.tensors.get('blk.0.attn_q.weight')!;
     if (c.dst === 'f32') assert.ok(!Buffer.from(q.data).equals(Buffer.from(hf.tensors.get('model.layers.0.self_attn.q_proj.weight')!.data)));
+    // Q/K rows come from pread when the file is memory-mapped, from the in-memory bytes otherwise: the same tensors.
+    assert.equal(mapFileUsesMmap(), loadAddon() !== null);
+    const prev = setMapFileMmap(false);
+    try {
+      const r = await loadModel(file);
+      for (const name of [...r.tensors.keys()].filter((n) => /\.(q|k)_proj\./.test(n))) {
+        assert.ok(Buffer.from(r.tensors.get(name)!.data).equals(Buffer.from(g.tensors.get(name)!.data)), `${c.dst} ${name}: read vs mmap`);
+      }
+      r.dispose();
+    } finally {
+      setMapFileMmap(prev);
+    }
     hf.dispose();
     g.dispose();
   }

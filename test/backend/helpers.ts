@@ -469,20 +469,45 @@ export function segStartOf(lens: readonly number[]): Int32Array {
   return s;
 }
 
-/** sum_n |dy[m,n] * w[n,c]| (M, C), from the dequantized weight. */
-function backwardMagnitude(dy: Float32Array, w: Tensor, M: number): Float64Array {
-  const N = w.rows;
-  const C = w.cols;
+/** y (M, N) = x · wᵀ in float64 from the dequantized rows; mag (M, N) = Σ|x·w| per output, for tolerances. */
+export function f64Matmul(x: Float32Array, w: Tensor, M: number): { y: Float64Array; mag: Float64Array } {
+  const [N, C] = [w.rows, w.cols];
+  const y = new Float64Array(M * N);
+  const mag = new Float64Array(M * N);
+  const row = new Float32Array(C);
+  for (let n = 0; n < N; n++) {
+    dequantizeRow(w, n, row);
+    for (let m = 0; m < M; m++) {
+      let s = 0, a = 0;
+      for (let c = 0; c < C; c++) {
+        const p = x[m * C + c]! * row[c]!;
+        s += p;
+        a += Math.abs(p);
+      }
+      y[m * N + n] = s;
+      mag[m * N + n] = a;
+    }
+  }
+  return { y, mag };
+}
+
+/** dx (M, C) = dy · w in float64 from the dequantized rows (training's backward through w); mag = Σ|dy·w| per output. */
+export function f64MatmulInput(dy: Float32Array, w: Tensor, M: number): { y: Float64Array; mag: Float64Array } {
+  const [N, C] = [w.rows, w.cols];
+  const y = new Float64Array(M * C);
   const mag = new Float64Array(M * C);
   const row = new Float32Array(C);
   for (let n = 0; n < N; n++) {
     dequantizeRow(w, n, row);
     for (let m = 0; m < M; m++) {
-      const d = Math.abs(dy[m * N + n]!);
-      for (let c = 0; c < C; c++) mag[m * C + c] += d * Math.abs(row[c]!);
+      const d = dy[m * N + n]!;
+      for (let c = 0; c < C; c++) {
+        y[m * C + c] += d * row[c]!;
+        mag[m * C + c] += Math.abs(d * row[c]!);
+      }
     }
   }
-  return mag;
+  return { y, mag };
 }
 
 const DENSE_CASES: { label: string; H: number; K: number; E: number; lens: number[] }[] = [
@@ -511,7 +536,7 @@ function trainChecks(add: AddCheck): void {
           for (const fp8Block of blocks) {
           const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], dtype, { fp8Block });
           const dy = rng.normals(M * N);
-          const mag = backwardMagnitude(dy, w, M);
+          const mag = f64MatmulInput(dy, w, M).mag;
           const want = new Float32Array(M * C);
           ref.matmulBackwardInput(want, dy, w, M, false);
           const got = new Float32Array(M * C).fill(NaN);

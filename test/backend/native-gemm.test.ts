@@ -6,32 +6,8 @@ import { describe, it } from 'node:test';
 import { WEIGHT_DTYPES } from '../../src/backend/backend.js';
 import { loadNativeBackend, nativeCounters } from '../../src/backend/native.js';
 import { loadAddon } from '../../src/backend/native-addon.js';
-import { dequantizeRow } from '../../src/tensor/codecs.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
-import type { Tensor } from '../../src/tensor/tensor.js';
-import { asTrain, assertClose, MATMUL_RTOL, withSeed } from './helpers.js';
-
-/** y and Σ|x·w| in float64 from the dequantized rows. */
-function plain(x: Float32Array, w: Tensor, M: number): { y: Float64Array; mag: Float64Array } {
-  const [N, C] = [w.rows, w.cols];
-  const y = new Float64Array(M * N);
-  const mag = new Float64Array(M * N);
-  const row = new Float32Array(C);
-  for (let n = 0; n < N; n++) {
-    dequantizeRow(w, n, row);
-    for (let m = 0; m < M; m++) {
-      let s = 0, a = 0;
-      for (let c = 0; c < C; c++) {
-        const p = x[m * C + c]! * row[c]!;
-        s += p;
-        a += Math.abs(p);
-      }
-      y[m * N + n] = s;
-      mag[m * N + n] = a;
-    }
-  }
-  return { y, mag };
-}
+import { asTrain, assertClose, f64Matmul, f64MatmulInput, MATMUL_RTOL, withSeed } from './helpers.js';
 
 // every M >= 16 takes the GEMM (read when the addon loads); by default each dtype starts where it beats the tiles
 process.env.FLOE_GEMM_MIN_M = '16';
@@ -56,7 +32,7 @@ describe('native packed GEMM (AVX-512, M >= 16)', { skip }, () => {
             const before = nativeCounters()[`matmul.${dtype}.avx512`] ?? 0;
             be.matmul(y, x, w, M);
             assert.ok((nativeCounters()[`matmul.${dtype}.avx512`] ?? 0) > before, 'the avx512 matmul ran');
-            const want = plain(x, w, M);
+            const want = f64Matmul(x, w, M);
             assertClose(`gemm ${dtype} (M=${M}, C=${C}, N=${N})`, y, want.y, { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag: want.mag });
           });
         }
@@ -79,14 +55,7 @@ describe('native packed GEMM (AVX-512, M >= 16)', { skip }, () => {
             const fp8Block: [number, number] | undefined = block ? [block[0], block[1] || C] : dtype === 'fp8_e4m3' ? [1, C] : undefined;
             const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], dtype, { fp8Block });
             const dy = rng.normals(M * N);
-            const want = new Float64Array(M * C), mag = new Float64Array(M * C), row = new Float32Array(C);
-            for (let n = 0; n < N; n++) {
-              dequantizeRow(w, n, row);
-              for (let m = 0; m < M; m++) {
-                const d = dy[m * N + n]!;
-                for (let c = 0; c < C; c++) want[m * C + c] += d * row[c]!, mag[m * C + c] += Math.abs(d * row[c]!);
-              }
-            }
+            const { y: want, mag } = f64MatmulInput(dy, w, M);
             const before = nativeCounters()[`matmulBackwardInput.${dtype}.avx512`] ?? 0;
             const got = new Float32Array(M * C).fill(NaN);
             asTrain(be).matmulBackwardInput(got, dy, w, M, false);

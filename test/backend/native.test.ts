@@ -13,7 +13,7 @@ import { loadNativeBackend, nativeCounters } from '../../src/backend/native.js';
 import { bf16ToF32, dequantizeRow, f32ToBf16 } from '../../src/tensor/codecs.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
 import { Tensor } from '../../src/tensor/tensor.js';
-import { assertClose, Rng, withSeed } from './helpers.js';
+import { assertClose, f64Matmul, Rng, withSeed } from './helpers.js';
 
 const ORDER: NativeIsa[] = ['scalar', 'avx2', 'avx512'];
 
@@ -32,24 +32,6 @@ function backend(): Backend {
 /** The ISAs this CPU can run, lowest first. */
 function isasHere(): NativeIsa[] {
   return ORDER.slice(0, ORDER.indexOf(addon().supportedIsa()) + 1);
-}
-
-/** y (M, N) = x · wᵀ in f64 from dequantizeRow; mag (M, N) = Σ|x||w| for the tolerance. */
-function plainMatmul(x: Float32Array, w: Tensor, M: number): { y: Float64Array; mag: Float64Array } {
-  const [N, C] = [w.rows, w.cols];
-  const y = new Float64Array(M * N);
-  const mag = new Float64Array(M * N);
-  const row = new Float32Array(C);
-  for (let n = 0; n < N; n++) {
-    dequantizeRow(w, n, row);
-    for (let m = 0; m < M; m++) {
-      for (let c = 0; c < C; c++) {
-        y[m * N + n] += x[m * C + c]! * row[c]!;
-        mag[m * N + n] += Math.abs(x[m * C + c]! * row[c]!);
-      }
-    }
-  }
-  return { y, mag };
 }
 
 const RTOL = { f32: 1e-5, f16: 1e-5, bf16: 1e-2, fp8_e4m3: 1e-2, q8_0: 1e-2 } as const;
@@ -209,7 +191,7 @@ describe('native addon', () => {
               const x = rng.normals(M * C);
               const y = new Float32Array(M * N).fill(NaN);
               ranOn(`matmul.${dtype}.${isa}`, () => backend().matmul(y, x, w, M));
-              const want = plainMatmul(x, w, M);
+              const want = f64Matmul(x, w, M);
               assertClose(`matmul ${dtype}`, y, want.y, { atol: 1e-6, rtol: RTOL[dtype], mag: want.mag });
             });
           }

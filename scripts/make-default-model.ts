@@ -9,7 +9,7 @@ import { run as floe } from "../src/cli/main.js";
 import { openModel } from "../src/model/open.js";
 import { heldOutLoss } from "../src/train/perplexity.js";
 import { listCheckpoints } from "../src/train/checkpoint.js";
-import { applyAdapter } from "../src/formats/peft.js";
+import { applyAdapter } from "../src/model/adapter.js";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DATA = join(ROOT, "data");

@@ -23,6 +23,7 @@ export { startEngine, type EngineStartOptions } from './engine/client.js';
 export type { EngineClient, EngineInfo, EngineStats, GenerateOutput, GenerateRequest, EmbedOutput } from './engine/protocol.js';
 export { startServer, type ServeOptions, type RunningServer } from './serve/server.js';
 export { finetune, type FinetuneOptions } from './train/trainer.js';
-export { writePeftAdapter, readPeftAdapter } from './formats/peft.js';
+export { writePeftAdapter } from './formats/peft.js';
+export { readPeftAdapter, applyAdapter } from './model/adapter.js';
 export { quantizeModelDir } from './formats/fp8-export.js';
 export { evalPerplexity } from './train/eval.js';

@@ -199,7 +199,7 @@ async function generateCmd(args: string[]): Promise<number> {
 
   const opened = await openModel(values.model, { backend, threads, load });
   const { tokenizer } = opened;
-  const model = values.adapter === undefined ? opened.model : (await import('../formats/peft.js')).applyAdapter(opened.model, values.adapter);
+  const model = values.adapter === undefined ? opened.model : (await import('../model/adapter.js')).applyAdapter(opened.model, values.adapter);
   let promptIds: number[];
   if (values['prompt-ids'] !== undefined) {
     promptIds = values['prompt-ids'].split(',').map((s, i) => {
@@ -391,7 +391,7 @@ async function finetuneCmd(args: string[]): Promise<number> {
 }
 
 async function mergeCmd(args: string[]): Promise<number> {
-  const { readPeftAdapter } = await import('../formats/peft.js');
+  const { readPeftAdapter } = await import('../model/adapter.js');
   const { mergeAdapter, writeHfModel } = await import('../train/export.js');
   const { values: v } = parse(args, { model: { type: 'string' }, adapter: { type: 'string' }, out: { type: 'string' }, dtype: { type: 'string' } });
   if (!v.model || !v.adapter || !v.out) throw new Error('usage: floe merge --model BASE --adapter DIR --out DIR [--dtype f32|bf16]');

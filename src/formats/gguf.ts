@@ -3,7 +3,7 @@
 // Layout: "GGUF" | u32 version | u64 tensor count | u64 kv count | kv* | tensor info* | pad to alignment | data.
 // Strings are u64 length + UTF-8 bytes. Tensor dims are listed innermost first: ne0 = columns.
 
-import type { LlamaConfig, RopeScaling } from '../model/config.js';
+import type { LlamaConfig, RopeScaling } from './llama-config.js';
 import type { DType } from '../tensor/tensor.js';
 import { Tensor } from '../tensor/tensor.js';
 import { mapFile } from './mapfile.js';

@@ -2,7 +2,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { LlamaConfig, RopeScaling } from '../model/config.js';
+import type { LlamaConfig, RopeScaling } from './llama-config.js';
 
 /** How FP8 weights were stored; scales are attached per tensor in load.ts. */
 export type Fp8Quantization =

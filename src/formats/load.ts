@@ -4,7 +4,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { LlamaConfig } from '../model/config.js';
+import type { LlamaConfig } from './llama-config.js';
 import { decodeBf16, decodeF16, dequantizeRow } from '../tensor/codecs.js';
 import { quantizeTensor } from '../tensor/quantize.js';
 import { asF32, rowsCols, Tensor } from '../tensor/tensor.js';

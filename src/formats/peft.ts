@@ -4,12 +4,54 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { LlamaConfig } from '../model/config.js';
-import { LlamaModel } from '../model/llama.js';
-import { checkLoraConfig, LORA_MODULE, LORA_TARGETS, LoraLinear, loraDims, withLoraBackend, type LoraAdapter, type LoraConfig, type LoraTarget } from '../model/lora.js';
 import { decodeBf16, decodeF16 } from '../tensor/codecs.js';
 import { asF32 } from '../tensor/tensor.js';
+import type { LlamaConfig } from './llama-config.js';
 import { readSafetensorsSync, writeFileAtomic, writeSafetensors, type StTensor, type StWriteTensor } from './safetensors.js';
+
+export type LoraTarget = 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down';
+export const LORA_TARGETS: readonly LoraTarget[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
+
+/** HF module path of each target inside a decoder layer (PEFT target_modules use the last part). */
+export const LORA_MODULE = {
+  q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj',
+  gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj',
+} as const satisfies Record<LoraTarget, string>;
+
+export interface LoraConfig {
+  readonly rank: number; // r
+  readonly alpha: number;
+  readonly targets: readonly LoraTarget[];
+  readonly rslora: boolean;
+  readonly dropout: number; // on the adapter's input, training only
+}
+
+/** [N, C] of a target's weight. */
+export function loraDims(cfg: LlamaConfig, t: LoraTarget): [number, number] {
+  const { hiddenSize: D, intermediateSize: F, numHeads: H, numKvHeads: K, headDim: E } = cfg;
+  switch (t) {
+    case 'q': return [H * E, D];
+    case 'k': case 'v': return [K * E, D];
+    case 'o': return [D, H * E];
+    case 'gate': case 'up': return [F, D];
+    case 'down': return [D, F];
+  }
+}
+
+/** One adapted linear's factors as plain data (the model's LoraLinear has this shape too). */
+export interface PeftLinear {
+  readonly N: number;
+  readonly C: number;
+  readonly rank: number; // r
+  readonly a: Float32Array; // (r, C)
+  readonly b: Float32Array; // (N, r)
+}
+
+/** A whole adapter as plain data: layers[i][target] when that target is adapted. */
+export interface PeftAdapter {
+  readonly config: LoraConfig;
+  readonly layers: ReadonlyArray<Partial<Record<LoraTarget, PeftLinear>>>;
+}
 
 export const PEFT_CONFIG = 'adapter_config.json';
 export const PEFT_WEIGHTS = 'adapter_model.safetensors';
@@ -30,7 +72,7 @@ export function peftConfigJson(c: LoraConfig, baseModel: string | null): Record<
 }
 
 /** Write an adapter directory (each file atomically); tensors f32. */
-export function writePeftAdapter(dir: string, adapter: LoraAdapter, baseModel: string | null = null): void {
+export function writePeftAdapter(dir: string, adapter: PeftAdapter, baseModel: string | null = null): void {
   fs.mkdirSync(dir, { recursive: true });
   const tensors: Record<string, StWriteTensor> = {};
   adapter.layers.forEach((lay, l) => {
@@ -56,8 +98,8 @@ function values(t: StTensor): Float32Array {
 
 const MODULE_TO_TARGET = new Map<string, LoraTarget>(LORA_TARGETS.map((t) => [LORA_MODULE[t], t]));
 
-/** Read a PEFT LoRA adapter for a model with config `cfg`; throws naming the file, key, expected vs got. */
-export function readPeftAdapter(dir: string, cfg: LlamaConfig): LoraAdapter {
+/** Read a PEFT LoRA adapter's files for a model with config `cfg`; throws naming the file, key, expected vs got. */
+export function readPeftFiles(dir: string, cfg: LlamaConfig): PeftAdapter {
   const cfgPath = path.join(dir, PEFT_CONFIG);
   let j: Record<string, unknown>;
   try {
@@ -77,7 +119,7 @@ export function readPeftAdapter(dir: string, cfg: LlamaConfig): LoraAdapter {
   const weightsPath = path.join(dir, PEFT_WEIGHTS);
   if (!fs.existsSync(weightsPath)) throw new Error(`${dir}: no ${PEFT_WEIGHTS} (adapter_model.bin is not supported: convert it to safetensors)`);
   const st = readSafetensorsSync(weightsPath);
-  const layers: Partial<Record<LoraTarget, LoraLinear>>[] = Array.from({ length: cfg.numLayers }, () => ({}));
+  const layers: Partial<Record<LoraTarget, PeftLinear>>[] = Array.from({ length: cfg.numLayers }, () => ({}));
   const pending = new Map<string, { a?: Float32Array; b?: Float32Array; layer: number; t: LoraTarget }>();
   const re = /^base_model\.model\.model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)\.lora_([AB])(?:\.default)?\.weight$/;
   for (const [name, t] of st.tensors) {
@@ -100,7 +142,7 @@ export function readPeftAdapter(dir: string, cfg: LlamaConfig): LoraAdapter {
   for (const [key, e] of pending) {
     if (!e.a || !e.b) throw new Error(`${weightsPath}: layer ${key} has lora_${e.a ? 'A' : 'B'} but no lora_${e.a ? 'B' : 'A'}`);
     const [N, C] = loraDims(cfg, e.t);
-    layers[e.layer]![e.t] = new LoraLinear(N, C, rank, e.a, e.b);
+    layers[e.layer]![e.t] = { N, C, rank, a: e.a, b: e.b };
     targets.add(e.t);
   }
   if (targets.size === 0) throw new Error(`${weightsPath}: no LoRA tensors`);
@@ -108,14 +150,5 @@ export function readPeftAdapter(dir: string, cfg: LlamaConfig): LoraAdapter {
     rank, alpha, rslora: j.use_rslora === true, dropout: typeof j.lora_dropout === 'number' ? j.lora_dropout : 0,
     targets: LORA_TARGETS.filter((t) => targets.has(t)),
   };
-  checkLoraConfig(config);
   return { config, layers };
-}
-
-/** The same model with an adapter applied at every adapted matmul (base weights untouched, nothing merged). */
-export function applyAdapter(model: LlamaModel, dir: string): LlamaModel {
-  const adapter = readPeftAdapter(dir, model.config);
-  const m = new LlamaModel(model.config, model.weights, withLoraBackend(model.backend, model.weights.layers, adapter));
-  m.invFreq.set(model.invFreq); // keeps any GGUF rope factors already folded in
-  return m;
 }

@@ -1,25 +1,8 @@
-// LlamaConfig: the structural properties of a Llama-family model, read from HF config.json or GGUF metadata.
+// LlamaConfig (a plain interface from formats/, re-exported) and the RoPE frequencies it implies.
 
-export type RopeScaling =
-  | { readonly type: 'llama3'; readonly factor: number; readonly lowFreqFactor: number; readonly highFreqFactor: number; readonly originalMaxPositionEmbeddings: number }
-  | { readonly type: 'linear'; readonly factor: number };
+import type { LlamaConfig } from '../formats/llama-config.js';
 
-export interface LlamaConfig {
-  readonly vocabSize: number; // V
-  readonly hiddenSize: number; // D
-  readonly intermediateSize: number; // F
-  readonly numLayers: number;
-  readonly numHeads: number; // H
-  readonly numKvHeads: number; // K
-  readonly headDim: number; // E (may differ from D / H)
-  readonly rmsNormEps: number;
-  readonly ropeTheta: number;
-  readonly ropeScaling: RopeScaling | null;
-  readonly maxPositionEmbeddings: number;
-  readonly tieWordEmbeddings: boolean;
-  readonly bosTokenId: number | null;
-  readonly eosTokenIds: readonly number[];
-}
+export type { LlamaConfig, RopeScaling } from '../formats/llama-config.js';
 
 /** Base inverse frequencies (E/2), with Llama 3.1 `llama3` or linear scaling applied (HF semantics). */
 export function ropeInvFreq(cfg: Pick<LlamaConfig, 'headDim' | 'ropeTheta' | 'ropeScaling'>): Float32Array {

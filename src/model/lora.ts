@@ -5,30 +5,17 @@
 import type { Backend } from '../backend/backend.js';
 import { dequantizeRow } from '../tensor/codecs.js';
 import { f32Tensor, type Tensor } from '../tensor/tensor.js';
+import { LORA_TARGETS, loraDims, type LoraConfig, type LoraTarget } from '../formats/peft.js';
 import type { LlamaConfig } from './config.js';
 import type { LlamaLayer } from './llama.js';
 
-export type LoraTarget = 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down';
-export const LORA_TARGETS: readonly LoraTarget[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
-
-/** HF module path of each target inside a decoder layer (PEFT target_modules use the last part). */
-export const LORA_MODULE = {
-  q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj',
-  gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj',
-} as const satisfies Record<LoraTarget, string>;
+// The plain PEFT naming and config types live in formats/; model code imports them from here.
+export { LORA_MODULE, LORA_TARGETS, loraDims, type LoraConfig, type LoraTarget } from '../formats/peft.js';
 
 /** The LlamaLayer field holding each target's base weight. */
 export const LORA_FIELD = {
   q: 'wq', k: 'wk', v: 'wv', o: 'wo', gate: 'wGate', up: 'wUp', down: 'wDown',
 } as const satisfies Record<LoraTarget, keyof LlamaLayer>;
-
-export interface LoraConfig {
-  readonly rank: number; // r
-  readonly alpha: number;
-  readonly targets: readonly LoraTarget[];
-  readonly rslora: boolean;
-  readonly dropout: number; // on the adapter's input, training only
-}
 
 export const DEFAULT_LORA: LoraConfig = { rank: 8, alpha: 16, targets: LORA_TARGETS, rslora: false, dropout: 0 };
 
@@ -53,18 +40,6 @@ export function checkLoraConfig(c: LoraConfig): void {
   if (!Number.isInteger(c.rank) || c.rank < 1) throw new RangeError(`LoRA rank must be an integer >= 1, got ${c.rank}`);
   if (!Number.isFinite(c.alpha) || c.alpha <= 0) throw new RangeError(`LoRA alpha must be > 0, got ${c.alpha}`);
   if (!(c.dropout >= 0 && c.dropout < 1)) throw new RangeError(`LoRA dropout must be in [0, 1), got ${c.dropout}`);
-}
-
-/** [N, C] of a target's weight. */
-export function loraDims(cfg: LlamaConfig, t: LoraTarget): [number, number] {
-  const { hiddenSize: D, intermediateSize: F, numHeads: H, numKvHeads: K, headDim: E } = cfg;
-  switch (t) {
-    case 'q': return [H * E, D];
-    case 'k': case 'v': return [K * E, D];
-    case 'o': return [D, H * E];
-    case 'gate': case 'up': return [F, D];
-    case 'down': return [D, F];
-  }
 }
 
 /** One adapted linear: f32 factors and their gradients; the Tensors view the same storage. */

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { referenceBackend } from '../../src/backend/reference.js';
 import { loadModel } from '../../src/formats/load.js';
-import { readPeftAdapter } from '../../src/formats/peft.js';
+import { readPeftAdapter } from '../../src/model/adapter.js';
 import { finetune, type FinetuneOptions, type StepMetrics } from '../../src/train/trainer.js';
 import { asTrain, tinyModelDir, writeTrainData } from './fixtures.js';
 

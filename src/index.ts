@@ -8,6 +8,7 @@ export { Sampler, DEFAULT_SAMPLING, type SamplingParams } from './model/sampler.
 export { TextStream } from './model/text-stream.js';
 export { type LlamaConfig, type RopeScaling, ropeInvFreq } from './model/config.js';
 export { loadModel, type LoadedModel } from './formats/load.js';
+export { parseGenerationDefaults, type GenerationDefaults } from './formats/hf-config.js';
 export { Tokenizer, loadTokenizer } from './formats/tokenizer.js';
 export { ChatTemplate, renderChat, encodeChat, loadChatTemplate, type ChatMessage } from './formats/chat-template.js';
 export { readSafetensors, writeSafetensors, writeSafetensorsSharded } from './formats/safetensors.js';

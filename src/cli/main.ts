@@ -1,23 +1,37 @@
-// The `floe` command line: info, generate.
+// The `floe` command line: info, generate, chat, serve, finetune, eval and the tools around them.
 
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { KvCache } from '../model/kv-cache.js';
 import { defaultKvDtype, generate, type GenerateResult, type TopLogprob } from '../model/generate.js';
 import { openModel } from '../model/open.js';
 import { loadModel, type LoadOptions } from '../formats/load.js';
+import { statSync } from 'node:fs';
+import { readGguf } from '../formats/gguf.js';
+import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
+import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { TextStream } from '../model/text-stream.js';
 import type { BackendName } from '../backend/select.js';
 import type { KvDType } from '../backend/backend.js';
+import {
+  type Range, commandHelp, conflicts, defaultMaxTokens, kvCacheDtype, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, samplingFlags, textOrStdin, UsageError,
+  withGenerationDefaults,
+} from './args.js';
 
 const HELP = `floe — serve and fine-tune Llama-family models
 
 Usage:
-  floe info MODEL                      architecture, parameters, dtypes, memory
-  floe generate --model PATH (--prompt TEXT | --prompt-ids 1,2,3) [options]
-  floe serve --model PATH [options]    OpenAI-compatible HTTP server
+  floe info [MODEL]                    architecture, parameters, dtypes, memory
+  floe generate [--model PATH] (--prompt TEXT | --prompt - | --prompt-ids 1,2,3) [options]
+  floe chat [--model PATH] [--system TEXT] [generate's sampling options]
+                                       interactive chat on stdin (chat template, streamed answers,
+                                       the conversation kept); /bye or end of input ends it
+  floe serve [--model PATH] [options]  OpenAI-compatible HTTP server
+  floe tokenize [--model PATH] [--no-bos] [--json] TEXT
+                                       token ids of TEXT ('-' reads stdin), comma-separated
+  floe detokenize [--model PATH] [--json] IDS
+                                       text of comma-separated token ids
   floe tokenizer train --data FILE... --vocab-size N [--min-frequency F] --out DIR
                                        train a byte-level BPE tokenizer (tokenizer.json)
-  floe finetune --model PATH --data FILE.jsonl --out DIR [options]
+  floe finetune [--model PATH] --data FILE.jsonl --out DIR [options]
                                        LoRA (default) or full fine-tuning; see finetune options
   floe merge --model BASE --adapter DIR --out DIR [--dtype f32|bf16]
                                        fold a PEFT LoRA adapter into the base, write an HF dir
@@ -25,20 +39,27 @@ Usage:
                                        write an FP8 (E4M3) HF checkpoint: linear layers in fp8 with f32
                                        scales (--block B: B×B blocks, weight_scale_inv, the default with
                                        B=128; --per-row: compressed-tensors channel scales), the rest bf16
-  floe eval --model PATH --data FILE [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8] [--max-seq-len N]
+  floe eval [--model PATH] --data FILE [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8] [--max-seq-len N]
             [--max-tokens N] [--threads N] [--backend native|reference] [--json]
                                        perplexity over JSONL {"text"} records or plain-text paragraphs
                                        (BOS text EOS each, cut to --max-seq-len), through paged KV
 
-MODEL / PATH is a Hugging Face model directory or a .gguf file.
+MODEL / PATH is a Hugging Face model directory or a .gguf file. Without it, info, generate, chat, serve, eval,
+finetune, tokenize and detokenize use the built-in model models/floe-brown of the floe package (noted on stderr).
+floe --version prints the version; floe COMMAND --help prints that command's usage and options. With --json, an
+error is one JSON object on stdout, {"error":{"message","type"}}, and the exit code is non-zero.
 
 generate options:
-  --max-tokens N          tokens to generate (default 128)
+  --prompt -              read the prompt from stdin (one trailing newline dropped)
+  --max-tokens N          tokens to generate (default: generation_config.json max_new_tokens, else 128,
+                          clamped to the room left in the context; an explicit N must fit)
   --temperature T         0 = greedy (default 0.8)
   --top-k K               keep the K most likely tokens (0 = off)
   --top-p P               nucleus sampling (1 = off)
   --min-p P               drop tokens below P × the best probability (0 = off)
   --repetition-penalty R  HF-style repetition penalty (1 = off)
+                          the model's generation_config.json (temperature, top_k, top_p, min_p,
+                          repetition_penalty, do_sample) sets the defaults of these five; flags override
   --seed S                reproducible sampling
   --stop TEXT             stop string (repeatable)
   --threads N             kernel threads (default: all cores)
@@ -50,6 +71,12 @@ generate options:
   --no-bos                do not add the BOS token to --prompt
   --json                  print one JSON object instead of streaming text
   --adapter DIR           apply a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)
+
+chat options:
+  --system TEXT           a system message first in the conversation
+  --max-tokens N          most tokens per answer (default: all the room left in the context)
+  --temperature, --top-k, --top-p, --min-p, --repetition-penalty, --seed, --threads, --backend,
+  --kv-cache-dtype, --dtype fp8, --adapter DIR: as for generate
 
 finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages"}):
   --eval FILE | --eval-split F   validation file, or hold out a fraction F of the data
@@ -78,6 +105,7 @@ finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages
   --save-dtype f32|bf16   dtype of the --full output model (default f32)
   --no-shuffle            keep the file's order
   --resume DIR            a checkpoint, or an output dir (its newest complete checkpoint)
+  --overwrite             clear a non-empty --out DIR first (without it or --resume, floe refuses it)
   --seed S                (default 0)
   --threads N, --backend native|reference, --quiet, --json (print the summary as JSON)
   Writes DIR/metrics.jsonl, DIR/checkpoint-NNNNNN/, DIR/final/ (adapter or HF model), DIR/summary.json.
@@ -102,10 +130,20 @@ serve options:
 
 export async function run(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  if (cmd !== undefined && !cmd.startsWith('-') && (rest.includes('--help') || rest.includes('-h'))) {
+    const h = commandHelp(HELP, cmd === 'tokenizer' ? 'tokenizer train' : cmd);
+    if (h) { process.stdout.write(h); return 0; }
+  }
   try {
     switch (cmd) {
+      case '--version': case '-v': case 'version':
+        process.stdout.write(`floe ${packageVersion()}\n`);
+        return 0;
       case 'info': return await info(rest);
       case 'generate': return await generateCmd(rest);
+      case 'chat': return await (await import('./chat.js')).chatCmd(rest);
+      case 'tokenize': return await tokenizeCmd(rest);
+      case 'detokenize': return await detokenizeCmd(rest);
       case 'serve': return await serveCmd(rest);
       case 'tokenizer': return await tokenizerCmd(rest);
       case 'finetune': return await finetuneCmd(rest);
@@ -120,29 +158,23 @@ export async function run(argv: string[]): Promise<number> {
         return 2;
     }
   } catch (e) {
-    process.stderr.write(`floe ${cmd}: ${(e as Error).message}\n`);
+    const usage = e instanceof UsageError || String((e as { code?: unknown }).code ?? '').startsWith('ERR_PARSE_ARGS');
+    const message = (e as Error).message;
+    if (rest.includes('--json')) {
+      process.stdout.write(JSON.stringify({ error: { message, type: usage ? 'usage_error' : 'error' } }) + '\n');
+    } else {
+      process.stderr.write(`floe ${cmd}: ${message}\n`);
+    }
     if (process.env.FLOE_DEBUG) console.error(e);
-    return 1;
+    return usage ? 2 : 1;
   }
-}
-
-function parse<T extends ParseArgsConfig['options']>(args: string[], options: T, allowPositionals = false) {
-  return parseArgs({ args, options, allowPositionals, strict: true });
-}
-
-function num(v: string | undefined, name: string, fallback: number, integer = false): number {
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
-    throw new Error(`--${name} expects ${integer ? 'an integer' : 'a number'}, got '${v}'`);
-  }
-  return n;
 }
 
 async function info(args: string[]): Promise<number> {
   const { values, positionals } = parse(args, { json: { type: 'boolean' }, model: { type: 'string' } }, true);
-  const path = values.model ?? positionals[0];
-  if (!path) throw new Error('usage: floe info MODEL');
+  if (values.model !== undefined && positionals.length > 0) throw new UsageError('give the model once: floe info MODEL or floe info --model MODEL');
+  if (positionals.length > 1) throw new UsageError(`usage: floe info [MODEL] (got ${positionals.length} paths)`);
+  const path = modelOrBuiltin(values.model ?? positionals[0], 'info');
   const m = await loadModel(path);
   const c = m.config;
   const dtypes: Record<string, number> = {};
@@ -189,15 +221,21 @@ async function generateCmd(args: string[]): Promise<number> {
     'prompt-logprobs': { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' },
     adapter: { type: 'string' }, dtype: { type: 'string' },
   });
-  if (!values.model) throw new Error('--model PATH is required (an HF directory or a .gguf file)');
-  if ((values.prompt === undefined) === (values['prompt-ids'] === undefined)) throw new Error('give exactly one of --prompt TEXT or --prompt-ids 1,2,3');
+  if ((values.prompt === undefined) === (values['prompt-ids'] === undefined)) throw new UsageError('give exactly one of --prompt TEXT or --prompt-ids 1,2,3');
+  conflicts(values, [['prompt-ids', 'no-bos']]);
+  const sampling = samplingFlags(values);
+  const maxTokensFlag = optNum(values['max-tokens'], 'max-tokens', true);
+  const logprobs = optNum(values.logprobs, 'logprobs', true);
+  const promptLogprobs = optNum(values['prompt-logprobs'], 'prompt-logprobs', true);
+  const modelPath = modelOrBuiltin(values.model, 'generate');
   const load = loadDtype(values.dtype);
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new Error(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
-  const threads = values.threads === undefined ? undefined : num(values.threads, 'threads', 0, true);
+  const threads = optNum(values.threads, 'threads', true, { min: 1 });
+  const prompt = values.prompt === undefined ? undefined : textOrStdin(values.prompt);
 
-  const opened = await openModel(values.model, { backend, threads, load });
+  const opened = await openModel(modelPath, { backend, threads, load });
   const { tokenizer } = opened;
   const model = values.adapter === undefined ? opened.model : (await import('../model/adapter.js')).applyAdapter(opened.model, values.adapter);
   let promptIds: number[];
@@ -208,26 +246,19 @@ async function generateCmd(args: string[]): Promise<number> {
       return n;
     });
   } else {
-    if (!tokenizer) throw new Error(`${values.model} has no tokenizer: use --prompt-ids`);
-    promptIds = tokenizer.encode(values.prompt!, { addSpecialTokens: !values['no-bos'] });
+    if (!tokenizer) throw new Error(`${modelPath} has no tokenizer: use --prompt-ids`);
+    promptIds = tokenizer.encode(prompt!, { addSpecialTokens: !values['no-bos'] });
   }
   const eos = tokenizer?.eosIds.length ? [...new Set([...model.config.eosTokenIds, ...tokenizer.eosIds])] : model.config.eosTokenIds;
   const text = tokenizer ? new TextStream(tokenizer, values.stop ?? []) : undefined;
   if (!tokenizer && values.stop?.length) throw new Error('--stop needs a tokenizer, and this model has none');
   const json = !!values.json;
   const res: GenerateResult = generate(model, promptIds, {
-    maxTokens: num(values['max-tokens'], 'max-tokens', 128, true),
-    sampling: {
-      temperature: num(values.temperature, 'temperature', 0.8),
-      topK: num(values['top-k'], 'top-k', 0, true),
-      topP: num(values['top-p'], 'top-p', 1),
-      minP: num(values['min-p'], 'min-p', 0),
-      repetitionPenalty: num(values['repetition-penalty'], 'repetition-penalty', 1),
-      seed: values.seed === undefined ? null : num(values.seed, 'seed', 0, true),
-    },
+    maxTokens: maxTokensFlag ?? defaultMaxTokens(opened.generation.maxNewTokens ?? 128, promptIds.length, model.config.maxPositionEmbeddings),
+    sampling: withGenerationDefaults(sampling, opened.generation),
     stopTokenIds: eos,
-    logprobs: values.logprobs === undefined ? undefined : num(values.logprobs, 'logprobs', 0, true),
-    promptLogprobs: values['prompt-logprobs'] === undefined ? undefined : num(values['prompt-logprobs'], 'prompt-logprobs', 0, true),
+    logprobs,
+    promptLogprobs,
     kvDtype: kvDtype ?? defaultKvDtype(model),
     text,
     onToken: json ? undefined : (_id, t) => { if (t) process.stdout.write(t); },
@@ -253,6 +284,39 @@ async function generateCmd(args: string[]): Promise<number> {
       `generated ${t.generatedTokens} tok ${(t.generatedTokens / (t.decodeMs / 1000)).toFixed(1)} tok/s (${model.backend.name})\n`);
   }
   opened.loaded.dispose();
+  return 0;
+}
+
+/** The tokenizer of an HF dir or a .gguf file, without loading the weights. */
+async function openTokenizer(path: string): Promise<Tokenizer> {
+  let tok: Tokenizer | null;
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) tok = await loadTokenizer(path);
+  else if (/\.gguf$/i.test(path)) tok = tokenizerFromGguf((await readGguf(path)).metadata);
+  else throw new Error(`${path}: not an HF model directory or a .gguf file`);
+  if (!tok) throw new Error(`${path} has no tokenizer (tokenizer.json or tokenizer.ggml.* metadata)`);
+  return tok;
+}
+
+async function tokenizeCmd(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { model: { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' } }, true);
+  if (positionals.length !== 1) throw new UsageError(`usage: floe tokenize [--model PATH] [--no-bos] [--json] TEXT (one TEXT, or - for stdin; got ${positionals.length})`);
+  const tok = await openTokenizer(modelOrBuiltin(values.model, 'tokenize'));
+  const ids = tok.encode(textOrStdin(positionals[0]!), { addSpecialTokens: !values['no-bos'] });
+  process.stdout.write(values.json ? JSON.stringify({ ids, tokens: ids.map((id) => tok.idToToken(id) ?? null) }) + '\n' : ids.join(',') + '\n');
+  return 0;
+}
+
+async function detokenizeCmd(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { model: { type: 'string' }, json: { type: 'boolean' } }, true);
+  if (positionals.length !== 1) throw new UsageError(`usage: floe detokenize [--model PATH] [--json] IDS (comma-separated, or - for stdin; got ${positionals.length} arguments)`);
+  const ids = textOrStdin(positionals[0]!).split(',').map((s, i) => {
+    const n = Number(s.trim());
+    if (s.trim() === '' || !Number.isSafeInteger(n) || n < 0) throw new UsageError(`IDS: entry ${i} '${s}' is not a token id (an integer >= 0)`);
+    return n;
+  });
+  const tok = await openTokenizer(modelOrBuiltin(values.model, 'detokenize'));
+  const text = tok.decode(ids);
+  process.stdout.write(values.json ? JSON.stringify({ text }) + '\n' : text + '\n');
   return 0;
 }
 
@@ -292,7 +356,7 @@ async function serveCmd(args: string[]): Promise<number> {
     'max-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'max-queue': { type: 'string' },
     'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' }, dtype: { type: 'string' },
   });
-  if (!values.model) throw new Error('--model PATH is required (an HF directory or a .gguf file)');
+  const modelPath = modelOrBuiltin(values.model, 'serve');
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new Error(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
@@ -319,7 +383,7 @@ async function serveCmd(args: string[]): Promise<number> {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve(sig));
   });
   const server = await startServer({
-    model: values.model, host: values.host, port, apiKey: values['api-key'] ?? null, modelName: values['model-name'],
+    model: modelPath, host: values.host, port, apiKey: values['api-key'] ?? null, modelName: values['model-name'],
     threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'),
     kvDtype, dtype, blockSize: positive('block-size'),
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),
@@ -327,7 +391,7 @@ async function serveCmd(args: string[]): Promise<number> {
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {
-    process.stderr.write(`floe serve: cannot load ${values.model}: ${outcome.message}\n`);
+    process.stderr.write(`floe serve: cannot load ${modelPath}: ${outcome.message}\n`);
     await server.close(0);
     return 1;
   }
@@ -350,32 +414,35 @@ async function finetuneCmd(args: string[]): Promise<number> {
     'lr-schedule': str, 'warmup-steps': str, 'batch-size': str, 'batch-tokens': str, 'grad-accum': str, 'max-seq-len': str,
     'checkpoint-activations': bool, optimizer: str, 'weight-decay': str, 'max-grad-norm': str, 'train-on-prompt': bool,
     'save-steps': str, 'save-initial': bool, 'save-total-limit': str, 'save-dtype': str, 'no-shuffle': bool, out: str,
-    resume: str, seed: str, threads: str, backend: str, quiet: bool, json: bool,
+    resume: str, seed: str, threads: str, backend: str, quiet: bool, json: bool, overwrite: bool,
   });
-  if (!v.model) throw new Error('--model PATH is required (an HF directory or a .gguf file)');
-  if (!v.data) throw new Error('--data FILE.jsonl is required');
-  if (!v.out) throw new Error('--out DIR is required');
-  const opt = (name: keyof typeof v, integer = false) => (v[name] === undefined ? undefined : num(v[name] as string, name, 0, integer));
+  if (!v.data) throw new UsageError('--data FILE.jsonl is required');
+  if (!v.out) throw new UsageError('--out DIR is required');
+  conflicts(v, [['batch-size', 'batch-tokens'], ['epochs', 'max-steps'], ['eval', 'eval-split'], ['resume', 'overwrite']]);
+  if (v['eval-steps'] !== undefined && v.eval === undefined && v['eval-split'] === undefined) throw new UsageError('--eval-steps needs --eval FILE or --eval-split F');
+  const opt = (name: keyof typeof v, integer = false, range: Range = {}) => optNum(v[name] as string | undefined, name, integer, range);
   const oneOf = <T extends string>(name: string, val: string | undefined, allowed: readonly T[]): T | undefined => {
-    if (val !== undefined && !allowed.includes(val as T)) throw new Error(`--${name} expects ${allowed.join(' or ')}, got '${val}'`);
+    if (val !== undefined && !allowed.includes(val as T)) throw new UsageError(`--${name} expects ${allowed.join(' or ')}, got '${val}'`);
     return val as T | undefined;
   };
   const full = !!v.full;
-  if (full && (v['lora-rank'] ?? v['lora-alpha'] ?? v['lora-targets'] ?? v['lora-dropout']) !== undefined) throw new Error('--full trains every weight: --lora-* options do not apply');
-  const rank = opt('lora-rank', true) ?? 8;
-  const s = await finetune({
-    model: v.model, data: v.data, out: v.out, eval: v.eval, evalSplit: opt('eval-split'), evalSteps: opt('eval-steps', true),
+  if (full && (v['lora-rank'] ?? v['lora-alpha'] ?? v['lora-targets'] ?? v['lora-dropout'] ?? v.rslora) !== undefined) throw new UsageError('--full trains every weight: --lora-* options do not apply');
+  const one = { min: 1 };
+  const rank = opt('lora-rank', true, one) ?? 8;
+  const options = {
+    data: v.data, out: v.out, eval: v.eval, evalSplit: opt('eval-split', false, { above: 0, below: 1 }), evalSteps: opt('eval-steps', true, one),
     full,
-    lora: { rank, alpha: opt('lora-alpha') ?? 2 * rank, targets: v['lora-targets'] ? parseLoraTargets(v['lora-targets']) : undefined, dropout: opt('lora-dropout') ?? 0, rslora: !!v.rslora },
-    epochs: opt('epochs', true), maxSteps: opt('max-steps', true), lr: opt('lr'), decay: oneOf('lr-schedule', v['lr-schedule'], ['cosine', 'linear', 'constant'] as const),
-    warmupSteps: opt('warmup-steps', true), batchSize: opt('batch-size', true), batchTokens: opt('batch-tokens', true),
-    gradAccum: opt('grad-accum', true), maxSeqLen: opt('max-seq-len', true), checkpointActivations: !!v['checkpoint-activations'],
+    lora: { rank, alpha: opt('lora-alpha', false, { above: 0 }) ?? 2 * rank, targets: v['lora-targets'] ? parseLoraTargets(v['lora-targets']) : undefined, dropout: opt('lora-dropout', false, { below: 1 }) ?? 0, rslora: !!v.rslora },
+    epochs: opt('epochs', true, one), maxSteps: opt('max-steps', true, one), lr: opt('lr', false, { above: 0 }), decay: oneOf('lr-schedule', v['lr-schedule'], ['cosine', 'linear', 'constant'] as const),
+    warmupSteps: opt('warmup-steps', true), batchSize: opt('batch-size', true, one), batchTokens: opt('batch-tokens', true, one),
+    gradAccum: opt('grad-accum', true, one), maxSeqLen: opt('max-seq-len', true, { min: 2 }), checkpointActivations: !!v['checkpoint-activations'],
     optimizer: oneOf('optimizer', v.optimizer, ['adamw', 'sgd'] as const), weightDecay: opt('weight-decay'), maxGradNorm: opt('max-grad-norm'),
-    trainOnPrompt: !!v['train-on-prompt'], saveSteps: opt('save-steps', true), saveInitial: !!v['save-initial'],
+    trainOnPrompt: !!v['train-on-prompt'], saveSteps: opt('save-steps', true, one), saveInitial: !!v['save-initial'],
     saveTotalLimit: opt('save-total-limit', true), saveDtype: oneOf('save-dtype', v['save-dtype'], ['f32', 'bf16'] as const),
-    shuffle: !v['no-shuffle'], resume: v.resume, seed: opt('seed', true),
-    backend: oneOf('backend', v.backend, ['native', 'reference'] as const), threads: opt('threads', true), progress: !v.quiet,
-  });
+    shuffle: !v['no-shuffle'], resume: v.resume, overwrite: !!v.overwrite, seed: opt('seed', true),
+    backend: oneOf('backend', v.backend, ['native', 'reference'] as const), threads: opt('threads', true, one), progress: !v.quiet,
+  };
+  const s = await finetune({ model: modelOrBuiltin(v.model, 'finetune'), ...options });
   if (v.json) { process.stdout.write(JSON.stringify(s) + '\n'); return 0; }
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
   const ev = (e: typeof s.eval) => (e ? `loss ${e.eval_loss.toFixed(4)}, perplexity ${e.eval_ppl.toFixed(3)}` : 'none');
@@ -404,21 +471,6 @@ async function mergeCmd(args: string[]): Promise<number> {
   base.dispose();
   process.stderr.write(`[floe] merged ${v.adapter} (r=${adapter.config.rank}, ${adapter.config.targets.join(',')}) into ${v.model} -> ${v.out} (${dtype})\n`);
   return 0;
-}
-
-/** --kv-cache-dtype: auto (undefined) | f32 | bf16 | fp8 (= fp8_e4m3). */
-function kvCacheDtype(v: string | undefined): KvDType | undefined {
-  const arg = v ?? 'auto';
-  const map: Record<string, KvDType | undefined> = { auto: undefined, f32: 'f32', bf16: 'bf16', fp8: 'fp8_e4m3', fp8_e4m3: 'fp8_e4m3' };
-  if (!(arg in map)) throw new Error(`--kv-cache-dtype expects auto, f32, bf16 or fp8, got '${arg}'`);
-  return map[arg];
-}
-
-/** --dtype of generate / serve / eval: fp8 quantizes the linear weights while loading. */
-function loadDtype(v: string | undefined): LoadOptions | undefined {
-  if (v === undefined) return undefined;
-  if (v !== 'fp8') throw new Error(`--dtype expects fp8 (linear weights quantized while loading), got '${v}'`);
-  return { dtype: 'fp8' };
 }
 
 async function quantizeCmd(args: string[]): Promise<number> {
@@ -452,23 +504,23 @@ async function evalCmd(args: string[]): Promise<number> {
     model: { type: 'string' }, data: { type: 'string' }, dtype: { type: 'string' }, 'kv-cache-dtype': { type: 'string' },
     'max-seq-len': { type: 'string' }, 'max-tokens': { type: 'string' }, threads: { type: 'string' }, backend: { type: 'string' }, json: { type: 'boolean' },
   });
-  if (!v.model || !v.data) throw new Error('usage: floe eval --model PATH --data FILE [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8] [--max-seq-len N] [--json]');
+  if (!v.data) throw new UsageError('usage: floe eval [--model PATH] --data FILE [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8] [--max-seq-len N] [--json]');
+  const modelPath = modelOrBuiltin(v.model, 'eval');
   const backend = v.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new Error(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(v['kv-cache-dtype']);
   const load = loadDtype(v.dtype);
   const texts = readEvalTexts(v.data);
-  const opened = await openModel(v.model, { backend, threads: v.threads === undefined ? undefined : num(v.threads, 'threads', 0, true), load });
-  if (!opened.tokenizer) throw new Error(`${v.model} has no tokenizer; eval needs one to encode the texts`);
-  const r = evalPerplexity(opened.model, opened.tokenizer, texts, {
-    maxSeqLen: v['max-seq-len'] === undefined ? undefined : num(v['max-seq-len'], 'max-seq-len', 0, true),
-    maxTokens: v['max-tokens'] === undefined ? undefined : num(v['max-tokens'], 'max-tokens', 0, true),
-    kvDtype,
-  });
+  const threads = optNum(v.threads, 'threads', true, { min: 1 });
+  const maxSeqLen = optNum(v['max-seq-len'], 'max-seq-len', true, { min: 2 });
+  const maxTokens = optNum(v['max-tokens'], 'max-tokens', true, { min: 1 });
+  const opened = await openModel(modelPath, { backend, threads, load });
+  if (!opened.tokenizer) throw new Error(`${modelPath} has no tokenizer; eval needs one to encode the texts`);
+  const r = evalPerplexity(opened.model, opened.tokenizer, texts, { maxSeqLen, maxTokens, kvDtype });
   const kv = kvDtype ?? defaultKvDtype(opened.model);
   opened.loaded.dispose();
   if (v.json) {
-    process.stdout.write(JSON.stringify({ model: v.model, data: v.data, dtype: v.dtype ?? null, kv_cache_dtype: kv, records: r.records, tokens: r.tokens, loss: r.loss, perplexity: r.perplexity, seconds: r.seconds }) + '\n');
+    process.stdout.write(JSON.stringify({ model: modelPath, data: v.data, dtype: v.dtype ?? null, kv_cache_dtype: kv, records: r.records, tokens: r.tokens, loss: r.loss, perplexity: r.perplexity, seconds: r.seconds }) + '\n');
   } else {
     process.stdout.write(`perplexity ${r.perplexity.toFixed(4)} (loss ${r.loss.toFixed(5)} nats/token) over ${r.tokens} tokens in ${r.records} records; ` +
       `weights ${v.dtype ?? 'as stored'}, kv ${kv}, ${r.seconds.toFixed(1)} s\n`);

@@ -10,7 +10,7 @@ import { quantizeTensor } from '../tensor/quantize.js';
 import { asF32, rowsCols, Tensor } from '../tensor/tensor.js';
 import { ggufTensor, ggufToHfName, ggufToLlamaConfig, GGML_F32, permuteQkRows, qkRowSources, readGguf, type GgufFile, type GgufTensorInfo } from './gguf.js';
 import { mapFileUsesMmap } from './mapfile.js';
-import { readHfConfig, type Fp8Quantization } from './hf-config.js';
+import { readHfConfig, type Fp8Quantization, type GenerationDefaults } from './hf-config.js';
 import { readSafetensorsDir, stToTensor, type StTensor } from './safetensors.js';
 
 export interface LoadedModel {
@@ -21,6 +21,8 @@ export interface LoadedModel {
   readonly format: 'hf' | 'gguf';
   readonly path: string;
   readonly ggufMetadata?: Map<string, unknown>;
+  /** Sampling defaults from generation_config.json ({} for GGUF or without the file); explicit values override. */
+  readonly generation: GenerationDefaults;
   dispose(): void;
 }
 
@@ -130,7 +132,7 @@ function fp8Tensor(w: StTensor, s: StTensor, quant: Fp8Quantization | null): Ten
 }
 
 async function loadHf(dir: string): Promise<LoadedModel> {
-  const { config, quantization } = readHfConfig(dir);
+  const { config, quantization, generation } = readHfConfig(dir);
   const set = await readSafetensorsDir(dir);
   const isExpected = (name: string) => /^(model\.embed_tokens|model\.norm|lm_head|model\.layers\.\d+\.(self_attn|mlp|input_layernorm|post_attention_layernorm))/.test(name);
   const tensors = new Map<string, Tensor>();
@@ -148,7 +150,7 @@ async function loadHf(dir: string): Promise<LoadedModel> {
     }
   }
   return {
-    config, tensors, ropeFreqFactors: null, format: 'hf', path: dir,
+    config, tensors, ropeFreqFactors: null, format: 'hf', path: dir, generation,
     dispose() { tensors.clear(); },
   };
 }
@@ -184,7 +186,7 @@ async function loadGgufModel(file: string): Promise<LoadedModel> {
     tensors.set(name, t);
   }
   return {
-    config, tensors, ropeFreqFactors, format: 'gguf', path: file, ggufMetadata: g.metadata,
+    config, tensors, ropeFreqFactors, format: 'gguf', path: file, ggufMetadata: g.metadata, generation: {},
     dispose() { tensors.clear(); },
   };
 }

@@ -2,6 +2,7 @@
 
 import { statSync } from 'node:fs';
 import { selectBackend, type BackendName } from '../backend/select.js';
+import type { GenerationDefaults } from '../formats/hf-config.js';
 import { loadModel, type LoadedModel, type LoadOptions } from '../formats/load.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
@@ -17,6 +18,8 @@ export interface OpenedModel {
   readonly loaded: LoadedModel;
   readonly model: LlamaModel;
   readonly tokenizer: Tokenizer | null;
+  /** Sampling defaults from generation_config.json (only the keys it sets); explicit request values override. */
+  readonly generation: GenerationDefaults;
   readonly loadMs: number;
 }
 
@@ -28,5 +31,5 @@ export async function openModel(path: string, opts: OpenOptions = {}): Promise<O
   let tokenizer: Tokenizer | null = null;
   if (loaded.format === 'gguf') tokenizer = loaded.ggufMetadata ? tokenizerFromGguf(loaded.ggufMetadata) : null;
   else if (statSync(path).isDirectory()) tokenizer = await loadTokenizer(path);
-  return { loaded, model, tokenizer, loadMs: performance.now() - t0 };
+  return { loaded, model, tokenizer, generation: loaded.generation, loadMs: performance.now() - t0 };
 }

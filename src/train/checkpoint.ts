@@ -79,6 +79,28 @@ export function listCheckpoints(out: string): { step: number; dir: string }[] {
 }
 
 /** Remove temporary directories left by a save that was killed. */
+/** What a finetune run writes into its output dir (checkpoints, their temps, metrics, summary, final). */
+const RUN_ENTRY = new RegExp(`^(metrics\\.jsonl|summary\\.json|final|${PREFIX}\\d+|\\.${PREFIX}\\d+\\.tmp-\\d+)$`);
+
+/**
+ * Make `out` ready for a run: refuse a non-empty dir (an earlier run's checkpoints would mix with this one's)
+ * unless `resume` continues it or `overwrite` clears it; overwrite clears only a dir holding a run's files.
+ */
+export function prepareOutDir(out: string, o: { resume?: string; overwrite?: boolean }): void {
+  if (o.resume !== undefined && o.overwrite) throw new Error('give either resume or overwrite, not both');
+  if (!fs.existsSync(out)) { fs.mkdirSync(out, { recursive: true }); return; }
+  if (!fs.statSync(out).isDirectory()) throw new Error(`${out}: the output path exists and is not a directory`);
+  const entries = fs.readdirSync(out);
+  if (entries.length === 0 || o.resume !== undefined) return;
+  if (!o.overwrite) {
+    throw new Error(`${out} is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', …' : ''}): ` +
+      'pass --resume DIR to continue that run or --overwrite to clear it, or choose another --out');
+  }
+  const foreign = entries.filter((n) => !RUN_ENTRY.test(n));
+  if (foreign.length) throw new Error(`${out}: --overwrite clears only a finetune output dir, and this one also holds ${foreign.slice(0, 3).join(', ')}`);
+  for (const n of entries) fs.rmSync(path.join(out, n), { recursive: true, force: true });
+}
+
 export function removeStaleTemps(out: string): string[] {
   if (!fs.existsSync(out)) return [];
   const stale = fs.readdirSync(out).filter((n) => n.startsWith('.' + PREFIX) && n.includes('.tmp-'));

@@ -13,7 +13,7 @@ import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { LlamaTrainModel, type PackedBatch } from '../model/llama-train.js';
 import { DEFAULT_LORA, initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
-import { listCheckpoints, loadCheckpoint, removeStaleTemps, resolveCheckpoint, restoreInto, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, resolveCheckpoint, restoreInto, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { DataLoader, loadSamples, splitValidation, type Sample } from './data.js';
 import { writeHfModel, type SaveDType } from './export.js';
 import { clipGradNorm, Optimizer, type OptimizerName } from './optimizer.js';
@@ -48,6 +48,7 @@ export interface FinetuneOptions {
   readonly saveTotalLimit?: number; // keep the last K checkpoints (default 3)
   readonly shuffle?: boolean; // default true
   readonly resume?: string; // checkpoint dir or output dir
+  readonly overwrite?: boolean; // clear a non-empty `out` (else refused unless resuming)
   readonly seed?: number;
   readonly trainOnPrompt?: boolean;
   readonly saveDtype?: SaveDType; // full fine-tuning output (default f32)
@@ -118,6 +119,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   const gradAccum = o.gradAccum ?? 1;
   const lr = o.lr ?? (full ? 1e-4 : 2e-4);
   if (!(lr > 0)) throw new RangeError(`learning rate must be > 0, got ${lr}`);
+  prepareOutDir(o.out, o);
 
   // model, tokenizer, chat template
   const loaded = await loadModel(o.model);
@@ -166,8 +168,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   const runOptions = { full, lora: full ? null : loraCfg, lr, gradAccum, maxSeqLen, batchSize: o.batchSize ?? null, batchTokens: o.batchTokens ?? null,
     totalSteps, warmupSteps: sched.warmupSteps, decay: sched.decay, optimizer: opt.cfg.name, weightDecay: opt.cfg.weightDecay, seed, shuffle: o.shuffle ?? true };
 
-  // output directory, resume
-  fs.mkdirSync(o.out, { recursive: true });
+  // output directory (checked by prepareOutDir), resume
   const metricsPath = path.join(o.out, 'metrics.jsonl');
   let step = 0;
   let tokensSeen = 0;

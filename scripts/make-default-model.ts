@@ -71,7 +71,7 @@ export const PRETRAIN_STEPS = 3000;
 async function pretrain(): Promise<void> {
   const done = listCheckpoints(RUN).at(-1)?.step ?? 0;
   if (existsSync(join(RUN, "final", "model.safetensors")) && done >= PRETRAIN_STEPS) return;
-  const resume = done > 0 ? ["--resume", RUN] : [];
+  const resume = done > 0 ? ["--resume", RUN] : ["--overwrite"]; // a run cut before its first checkpoint starts over
   const args = ["finetune", "--model", INIT, "--data", join(DATA, "brown", "train.jsonl"), "--eval", join(DATA, "brown", "heldout-small.jsonl"),
     ...PRETRAIN_ARGS, "--max-steps", String(PRETRAIN_STEPS), "--out", RUN, ...resume];
   log(`floe ${args.join(" ")}`);
@@ -119,7 +119,7 @@ async function evalModel(dir: string, adapter?: string): Promise<EvalReport> {
 }
 
 async function lora(): Promise<void> {
-  const resume = listCheckpoints(LORA).length > 0 ? ["--resume", LORA] : [];
+  const resume = listCheckpoints(LORA).length > 0 ? ["--resume", LORA] : ["--overwrite"];
   const args = ["finetune", "--model", MODEL, "--data", join(DATA, "nlp-corpus", "train.jsonl"), "--eval", join(DATA, "nlp-corpus", "heldout-small.jsonl"),
     ...LORA_ARGS, "--out", LORA, ...resume];
   log(`floe ${args.join(" ")}`);

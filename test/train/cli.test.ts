@@ -80,4 +80,34 @@ describe('floe finetune (subprocess)', () => {
     assert.deepEqual(losses(out), losses(ref));
     assert.ok(!readdirSync(out).some((n) => n.includes('.tmp-')), 'the stale temporary directory is removed');
   });
+
+  it('a non-empty --out is refused unless --resume continues it or --overwrite clears it', () => {
+    const out = join(work, 'again');
+    const short = common.map((a, i) => (common[i - 1] === '--max-steps' ? '2' : a));
+    assert.equal(floe(['finetune', ...common, '--out', out, '--quiet']).code, 0);
+    const before = readFileSync(join(out, 'metrics.jsonl'), 'utf8');
+    const listing = readdirSync(out).sort();
+    assert.ok(listing.includes('checkpoint-000004'));
+
+    const r = floe(['finetune', ...short, '--out', out, '--quiet']);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /again is not empty .*--resume DIR to continue that run or --overwrite to clear it/);
+    assert.equal(readFileSync(join(out, 'metrics.jsonl'), 'utf8'), before, 'the earlier metrics are untouched');
+    assert.deepEqual(readdirSync(out).sort(), listing);
+
+    const both = floe(['finetune', ...short, '--out', out, '--overwrite', '--resume', out, '--json']);
+    assert.equal(both.code, 2);
+    assert.match(JSON.parse(both.out).error.message, /give one of --resume or --overwrite/);
+
+    const o = floe(['finetune', ...short, '--out', out, '--overwrite', '--quiet']);
+    assert.equal(o.code, 0, o.err);
+    assert.deepEqual(losses(out).map(([step]) => step), [1, 2], 'metrics hold only the new run');
+    assert.deepEqual(readdirSync(out).filter((n) => n.startsWith('checkpoint-')).sort(), ['checkpoint-000001', 'checkpoint-000002'], 'the old checkpoints are gone');
+
+    writeFileSync(join(out, 'notes.txt'), 'mine');
+    const foreign = floe(['finetune', ...short, '--out', out, '--overwrite', '--quiet']);
+    assert.equal(foreign.code, 1);
+    assert.match(foreign.err, /--overwrite clears only a finetune output dir, and this one also holds notes\.txt/);
+    assert.ok(existsSync(join(out, 'checkpoint-000002')), 'nothing was cleared');
+  });
 });

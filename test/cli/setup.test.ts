@@ -41,7 +41,7 @@ test('fresh clone: the README first command runs the install script once (npx wo
     const pkgPath = join(clone, 'package.json');
     const pkg = JSON.parse(readFileSync(pkgPath, 'utf8'));
     assert.equal(pkg.scripts.install, 'node-gyp rebuild', 'the install script is the native build');
-    for (const s of ['install', 'prepare']) pkg.scripts[s] = `node -e "require('fs').appendFileSync(${JSON.stringify(marker)}, '${s}\\n')"`;
+    for (const s of ['install', 'prepare']) pkg.scripts[s] = `node -e "require('fs').appendFileSync('${marker}', '${s}\\n')"`;
     writeFileSync(pkgPath, JSON.stringify(pkg, null, 2));
     const env = {
       ...process.env, npm_config_cache: join(work, 'npm-cache'), npm_config_offline: 'true', npm_config_audit: 'false',

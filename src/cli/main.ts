@@ -230,7 +230,7 @@ async function generateCmd(args: string[]): Promise<number> {
   const modelPath = modelOrBuiltin(values.model, 'generate');
   const load = loadDtype(values.dtype);
   const backend = values.backend as BackendName | undefined;
-  if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new Error(`--backend expects native or reference, got '${backend}'`);
+  if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
   const threads = optNum(values.threads, 'threads', true, { min: 1 });
   const prompt = values.prompt === undefined ? undefined : textOrStdin(values.prompt);
@@ -242,7 +242,7 @@ async function generateCmd(args: string[]): Promise<number> {
   if (values['prompt-ids'] !== undefined) {
     promptIds = values['prompt-ids'].split(',').map((s, i) => {
       const n = Number(s.trim());
-      if (s.trim() === '' || !Number.isInteger(n)) throw new Error(`--prompt-ids: entry ${i} '${s}' is not an integer`);
+      if (s.trim() === '' || !Number.isSafeInteger(n) || n < 0) throw new UsageError(`--prompt-ids: entry ${i} '${s}' is not an integer >= 0`);
       return n;
     });
   } else {
@@ -251,7 +251,7 @@ async function generateCmd(args: string[]): Promise<number> {
   }
   const eos = tokenizer?.eosIds.length ? [...new Set([...model.config.eosTokenIds, ...tokenizer.eosIds])] : model.config.eosTokenIds;
   const text = tokenizer ? new TextStream(tokenizer, values.stop ?? []) : undefined;
-  if (!tokenizer && values.stop?.length) throw new Error('--stop needs a tokenizer, and this model has none');
+  if (!tokenizer && values.stop?.length) throw new UsageError('--stop needs a tokenizer, and this model has none');
   const json = !!values.json;
   const res: GenerateResult = generate(model, promptIds, {
     maxTokens: maxTokensFlag ?? defaultMaxTokens(opened.generation.maxNewTokens ?? 128, promptIds.length, model.config.maxPositionEmbeddings),
@@ -329,11 +329,11 @@ async function tokenizerCmd(args: string[]): Promise<number> {
   }, true);
   // `--data a.jsonl b.txt`: files after --data arrive as positionals.
   const files = [...(values.data ?? []), ...positionals];
-  if (files.length === 0) throw new Error('--data FILE... is required (.jsonl with "text" fields, or plain text)');
-  if (!values.out) throw new Error('--out DIR is required');
-  if (values['vocab-size'] === undefined) throw new Error('--vocab-size N is required');
-  const vocabSize = num(values['vocab-size'], 'vocab-size', 0, true);
-  const minFrequency = num(values['min-frequency'], 'min-frequency', 2, true);
+  if (files.length === 0) throw new UsageError('--data FILE... is required (.jsonl with "text" fields, or plain text)');
+  if (!values.out) throw new UsageError('--out DIR is required');
+  if (values['vocab-size'] === undefined) throw new UsageError('--vocab-size N is required');
+  const vocabSize = num(values['vocab-size'], 'vocab-size', 0, true, { min: 1 });
+  const minFrequency = num(values['min-frequency'], 'min-frequency', 2, true, { min: 1 });
   const { trainTokenizerFiles } = await import('../train/bpe-trainer.js');
   const t0 = performance.now();
   const log = values.quiet ? () => {} : (m: string) => process.stderr.write(m);
@@ -358,26 +358,26 @@ async function serveCmd(args: string[]): Promise<number> {
   });
   const modelPath = modelOrBuiltin(values.model, 'serve');
   const backend = values.backend as BackendName | undefined;
-  if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new Error(`--backend expects native or reference, got '${backend}'`);
+  if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
   const dtype = loadDtype(values.dtype)?.dtype;
   const positive = (name: string): number | undefined => {
     const v = values[name as keyof typeof values] as string | undefined;
     if (v === undefined) return undefined;
     const n = num(v, name, 0, true);
-    if (n < 1) throw new Error(`--${name} expects an integer >= 1, got '${v}'`);
+    if (n < 1) throw new UsageError(`--${name} expects an integer >= 1, got '${v}'`);
     return n;
   };
   const size = (name: 'kv-cache-memory' | 'max-body'): number | undefined => {
     const v = values[name];
     if (v === undefined) return undefined;
-    try { return parseSize(v); } catch (e) { throw new Error(`--${name}: ${(e as Error).message}`); }
+    try { return parseSize(v); } catch (e) { throw new UsageError(`--${name}: ${(e as Error).message}`); }
   };
   const port = values.port === undefined ? 8000 : num(values.port, 'port', 0, true);
-  if (port < 0 || port > 65535) throw new Error(`--port expects 0..65535, got ${port}`);
+  if (port < 0 || port > 65535) throw new UsageError(`--port expects 0..65535, got ${port}`);
   const grace = num(values['shutdown-grace'], 'shutdown-grace', 30);
-  if (grace < 0) throw new Error(`--shutdown-grace expects seconds >= 0, got ${grace}`);
-  if (values['api-key'] === '') throw new Error('--api-key must not be empty');
+  if (grace < 0) throw new UsageError(`--shutdown-grace expects seconds >= 0, got ${grace}`);
+  if (values['api-key'] === '') throw new UsageError('--api-key must not be empty');
 
   const stop = new Promise<string>((resolve) => {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve(sig));
@@ -461,10 +461,10 @@ async function mergeCmd(args: string[]): Promise<number> {
   const { readPeftAdapter } = await import('../model/adapter.js');
   const { mergeAdapter, writeHfModel } = await import('../train/export.js');
   const { values: v } = parse(args, { model: { type: 'string' }, adapter: { type: 'string' }, out: { type: 'string' }, dtype: { type: 'string' } });
-  if (!v.model || !v.adapter || !v.out) throw new Error('usage: floe merge --model BASE --adapter DIR --out DIR [--dtype f32|bf16]');
+  if (!v.model || !v.adapter || !v.out) throw new UsageError('usage: floe merge --model BASE --adapter DIR --out DIR [--dtype f32|bf16]');
   const base = await loadModel(v.model);
   const dtype = v.dtype ?? ([...base.tensors.values()].every((t) => t.dtype === 'f32') ? 'f32' : 'bf16');
-  if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`--dtype expects f32 or bf16, got '${dtype}'`);
+  if (dtype !== 'f32' && dtype !== 'bf16') throw new UsageError(`--dtype expects f32 or bf16, got '${dtype}'`);
   const adapter = readPeftAdapter(v.adapter, base.config);
   const merged = mergeAdapter(base.config, base.tensors, adapter);
   writeHfModel(v.out, base.config, base.format === 'hf' ? v.model : null, merged, dtype);
@@ -479,11 +479,11 @@ async function quantizeCmd(args: string[]): Promise<number> {
     model: { type: 'string' }, out: { type: 'string' }, fp8: { type: 'boolean' }, block: { type: 'string' }, 'per-row': { type: 'boolean' },
     'quantize-head': { type: 'boolean' }, 'quantize-embed': { type: 'boolean' }, json: { type: 'boolean' },
   });
-  if (!v.model || !v.out) throw new Error('usage: floe quantize --model IN --out OUT --fp8 [--block 128 | --per-row]');
-  if (!v.fp8) throw new Error('give the target format: --fp8 (E4M3 weights with f32 scales)');
-  if (v.block !== undefined && v['per-row']) throw new Error('give one of --block B or --per-row, not both');
+  if (!v.model || !v.out) throw new UsageError('usage: floe quantize --model IN --out OUT --fp8 [--block 128 | --per-row]');
+  if (!v.fp8) throw new UsageError('give the target format: --fp8 (E4M3 weights with f32 scales)');
+  if (v.block !== undefined && v['per-row']) throw new UsageError('give one of --block B or --per-row, not both');
   const block = num(v.block, 'block', 128, true);
-  if (block < 1) throw new Error(`--block expects an integer >= 1, got ${block}`);
+  if (block < 1) throw new UsageError(`--block expects an integer >= 1, got ${block}`);
   const scheme = v['per-row'] ? { kind: 'per-row' as const } : { kind: 'block' as const, block };
   const t0 = performance.now();
   const r = await quantizeModelDir(v.model, v.out, { scheme, quantizeHead: !!v['quantize-head'], quantizeEmbed: !!v['quantize-embed'] });
@@ -505,15 +505,15 @@ async function evalCmd(args: string[]): Promise<number> {
     'max-seq-len': { type: 'string' }, 'max-tokens': { type: 'string' }, threads: { type: 'string' }, backend: { type: 'string' }, json: { type: 'boolean' },
   });
   if (!v.data) throw new UsageError('usage: floe eval [--model PATH] --data FILE [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8] [--max-seq-len N] [--json]');
-  const modelPath = modelOrBuiltin(v.model, 'eval');
   const backend = v.backend as BackendName | undefined;
-  if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new Error(`--backend expects native or reference, got '${backend}'`);
+  if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(v['kv-cache-dtype']);
   const load = loadDtype(v.dtype);
-  const texts = readEvalTexts(v.data);
   const threads = optNum(v.threads, 'threads', true, { min: 1 });
   const maxSeqLen = optNum(v['max-seq-len'], 'max-seq-len', true, { min: 2 });
   const maxTokens = optNum(v['max-tokens'], 'max-tokens', true, { min: 1 });
+  const modelPath = modelOrBuiltin(v.model, 'eval');
+  const texts = readEvalTexts(v.data);
   const opened = await openModel(modelPath, { backend, threads, load });
   if (!opened.tokenizer) throw new Error(`${modelPath} has no tokenizer; eval needs one to encode the texts`);
   const r = evalPerplexity(opened.model, opened.tokenizer, texts, { maxSeqLen, maxTokens, kvDtype });

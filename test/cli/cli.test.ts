@@ -1,10 +1,13 @@
-// The `floe` command as a user runs it: a subprocess, checked against the PyTorch fixtures.
+// The `floe` command as a user runs it: a subprocess, checked against the PyTorch fixtures, the library and its help.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { linkSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { loadTokenizer } from '../../src/formats/tokenizer.js';
 
 const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
 const FIX = fileURLToPath(new URL('../fixtures/models/', import.meta.url));
@@ -66,7 +69,7 @@ test('floe info prints the architecture', () => {
 
 test('floe rejects bad input with a clear message', () => {
   const cases: [string[], RegExp][] = [
-    [['generate', '--prompt-ids', '1'], /--model PATH is required/],
+    [['generate'], /exactly one of --prompt/],
     [['generate', '--model', FIX + 'gqa_f32'], /exactly one of --prompt/],
     [['generate', '--model', FIX + 'gqa_f32', '--prompt-ids', '1,x'], /entry 1 'x' is not an integer/],
     [['generate', '--model', FIX + 'gqa_f32', '--prompt-ids', '1,99999'], /99999 outside the vocabulary/],
@@ -74,7 +77,7 @@ test('floe rejects bad input with a clear message', () => {
     [['generate', '--model', FIX + 'gqa_f32', '--prompt-ids', '1', '--temperature', 'hot'], /--temperature expects a number/],
     [['generate', '--model', FIX + 'gqa_f32', '--prompt-ids', '1', '--kv-cache-dtype', 'f8'], /--kv-cache-dtype expects/],
     [['generate', '--model', '/nonexistent/model', '--prompt-ids', '1'], /nonexistent/],
-    [['info'], /usage: floe info MODEL/],
+    [['info', 'a', 'b'], /usage: floe info \[MODEL\]/],
     [['frobnicate'], /unknown command/],
   ];
   for (const [args, re] of cases) {
@@ -83,4 +86,176 @@ test('floe rejects bad input with a clear message', () => {
     assert.match(r.err, re, args.join(' '));
     assert.doesNotMatch(r.err, /^\s+at /m, 'no stack trace');
   }
+});
+
+// ---------------------------------------------------------------- first run: defaults, help, flags, errors
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const BROWN = join(ROOT, 'models', 'floe-brown');
+
+function floeIn(cwd: string, args: string[], input?: string) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000, cwd, input });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+test('floe --version prints the package version', () => {
+  const r = floe('--version');
+  assert.equal(r.code, 0, r.err);
+  assert.equal(r.out.trim(), `floe ${JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version}`);
+});
+
+test('floe COMMAND --help prints that command\'s usage and options only', () => {
+  const own: Record<string, [RegExp, RegExp | null]> = {
+    info: [/^Usage: floe info/, /--top-k/], generate: [/--top-k K/, /--lora-rank/], chat: [/--system TEXT/, /--lora-rank/],
+    serve: [/--port N/, /--top-k/], finetune: [/--lora-rank R[\s\S]*--overwrite/, /--top-k/], merge: [/--adapter DIR/, /--top-k/],
+    quantize: [/--per-row/, /--top-k/], eval: [/--max-seq-len N/, /--lora-rank/], tokenize: [/TEXT/, /--top-k/],
+    detokenize: [/IDS/, /--top-k/], tokenizer: [/--vocab-size N/, /--top-k/],
+  };
+  for (const [cmd, [has, hasNot]] of Object.entries(own)) {
+    const r = floe(cmd, '--help');
+    assert.equal(r.code, 0, `${cmd}: ${r.err}`);
+    assert.match(r.out, new RegExp(`^Usage: floe ${cmd}`), cmd);
+    assert.match(r.out, has, cmd);
+    if (hasNot) assert.doesNotMatch(r.out, hasNot, cmd);
+  }
+});
+
+test('without --model the built-in floe-brown is used, found from the package, not the cwd', () => {
+  const elsewhere = mkdtempSync(join(tmpdir(), 'floe-cwd-'));
+  const r = floeIn(elsewhere, ['info', '--json']);
+  assert.equal(r.code, 0, r.err);
+  assert.equal(JSON.parse(r.out).path, BROWN);
+  assert.match(r.err, /no --model given, using the built-in model .*models\/floe-brown/);
+  const g = floeIn(elsewhere, ['generate', '--prompt', 'The', '--max-tokens', '3', '--temperature', '0', '--json']);
+  assert.equal(g.code, 0, g.err);
+  assert.equal(JSON.parse(g.out).output_ids.length, 3);
+});
+
+test('--prompt - reads stdin; tokenize and detokenize agree with the library tokenizer', async () => {
+  const tok = (await loadTokenizer(BROWN))!;
+  const words = ['the', 'old', 'man', 'river', 'said', 'quietly', 'house', 'of', 'morning', 'she'];
+  const text = Array.from({ length: 6 }, () => words[Math.floor(Math.random() * words.length)]).join(' ');
+  const ids = tok.encode(text);
+  const g = floeIn(ROOT, ['generate', '--prompt', '-', '--max-tokens', '2', '--temperature', '0', '--json'], text + '\n');
+  assert.equal(g.code, 0, g.err);
+  assert.deepEqual(JSON.parse(g.out).prompt_ids, ids, 'stdin prompt, trailing newline dropped');
+  const t = floe('tokenize', text);
+  assert.equal(t.code, 0, t.err);
+  assert.equal(t.out.trim(), ids.join(','));
+  assert.equal(floeIn(ROOT, ['tokenize', '--no-bos', '-'], text).out.trim(), tok.encode(text, { addSpecialTokens: false }).join(','));
+  const d = floe('detokenize', ids.join(','), '--json');
+  assert.equal(d.code, 0, d.err);
+  assert.equal(JSON.parse(d.out).text, tok.decode(ids));
+  assert.match(floe('detokenize', '5,-1').err, /entry 1 '-1' is not a token id/);
+});
+
+/** `--flag METAVAR` pairs of one command's help whose metavar is a number (N, K, P, … or a default like 128). */
+function numericFlags(cmd: string): string[] {
+  const TEXTUAL = new Set(['PATH', 'DIR', 'FILE', 'TEXT', 'HOST', 'KEY', 'NAME', 'LIST', 'MODEL', 'IN', 'OUT', 'BASE', 'IDS']);
+  const help = floe(cmd, '--help').out;
+  const flags = [...help.matchAll(/--([a-z][a-z-]*)[ =]([A-Z][A-Z0-9]*|\d+)(?![\w,])/g)].filter((m) => !TEXTUAL.has(m[2]!)).map((m) => m[1]!);
+  return [...new Set(flags)];
+}
+
+test('every numeric flag of every command rejects a negative value before doing any work', () => {
+  const out = mkdtempSync(join(tmpdir(), 'floe-neg-'));
+  const base: Record<string, string[]> = {
+    generate: ['--prompt', 'x'], chat: [], serve: ['--port', '0'], eval: ['--data', join(out, 'none.jsonl')],
+    finetune: ['--data', join(out, 'none.jsonl'), '--out', join(out, 'run'), '--eval-split', '0.5'],
+    quantize: ['--model', join(out, 'm'), '--out', join(out, 'q'), '--fp8'], tokenizer: ['train', '--data', join(out, 'd.txt'), '--out', join(out, 't'), '--vocab-size', '300'],
+  };
+  const seen: string[] = [];
+  for (const [cmd, args] of Object.entries(base)) {
+    const flags = cmd === 'chat' ? [...numericFlags('chat'), 'temperature', 'top-k', 'top-p', 'min-p', 'repetition-penalty', 'seed', 'threads'] : numericFlags(cmd);
+    assert.ok(flags.length > 0, `${cmd} has numeric flags`);
+    for (const flag of flags) {
+      const r = spawnSync(process.execPath, [BIN, ...(cmd === 'tokenizer' ? ['tokenizer'] : [cmd]), ...args, `--${flag}=-1`], { encoding: 'utf8', timeout: 30_000, input: '' });
+      assert.notEqual(r.status, 0, `${cmd} --${flag}=-1 was accepted`);
+      assert.match(r.stderr, new RegExp(`--${flag}\\b`), `${cmd} --${flag}=-1: ${r.stderr}`);
+      assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
+      seen.push(`${cmd} --${flag}`);
+    }
+  }
+  for (const f of ['generate --top-k', 'generate --logprobs', 'generate --max-tokens', 'finetune --lora-rank', 'finetune --lr', 'serve --port', 'eval --max-seq-len', 'quantize --block']) {
+    assert.ok(seen.includes(f), `${f} was found in the help and checked`);
+  }
+});
+
+test('out-of-range values and conflicting flags are refused with exit code 2', () => {
+  const M = FIX + 'gqa_f32';
+  const cases: [string[], RegExp][] = [
+    [['generate', '--model', M, '--prompt-ids', '1', '--top-p', '1.5'], /--top-p expects a number > 0 and <= 1, got '1.5'/],
+    [['generate', '--model', M, '--prompt-ids', '1', '--top-k', '2.5'], /--top-k expects an integer >= 0/],
+    [['generate', '--model', M, '--prompt-ids', '1', '--repetition-penalty', '0'], /--repetition-penalty expects a number > 0/],
+    [['generate', '--model', M, '--prompt-ids', '1', '--threads', '0'], /--threads expects an integer >= 1/],
+    [['generate', '--model', M, '--prompt-ids', '1', '--no-bos'], /give one of --prompt-ids or --no-bos/],
+    [['generate', '--model', M, '--prompt-ids', '1', '--prompt', 'x'], /exactly one of --prompt/],
+    [['finetune', '--data', 'd.jsonl', '--out', 'o', '--batch-size', '2', '--batch-tokens', '64'], /give one of --batch-size or --batch-tokens/],
+    [['finetune', '--data', 'd.jsonl', '--out', 'o', '--epochs', '1', '--max-steps', '3'], /give one of --epochs or --max-steps/],
+    [['finetune', '--data', 'd.jsonl', '--out', 'o', '--eval', 'e.jsonl', '--eval-split', '0.1'], /give one of --eval or --eval-split/],
+    [['finetune', '--data', 'd.jsonl', '--out', 'o', '--eval-split', '1'], /--eval-split expects a number > 0 and < 1/],
+    [['finetune', '--data', 'd.jsonl', '--out', 'o', '--full', '--rslora'], /--full trains every weight/],
+    [['quantize', '--model', 'a', '--out', 'b', '--fp8', '--block', '64', '--per-row'], /one of --block B or --per-row/],
+    [['generate', '--model', M, '--prompt-ids', '1', '--bogus'], /Unknown option '--bogus'/],
+  ];
+  for (const [args, re] of cases) {
+    const r = floe(...args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
+    assert.match(r.err, re, args.join(' '));
+  }
+});
+
+test('--json: errors are one JSON object on stdout with a non-zero exit', () => {
+  const load = floe('generate', '--model', '/nonexistent/model', '--prompt-ids', '1', '--json');
+  assert.equal(load.code, 1);
+  assert.equal(load.err, '');
+  assert.deepEqual(Object.keys(JSON.parse(load.out)), ['error']);
+  assert.equal(JSON.parse(load.out).error.type, 'error');
+  assert.match(JSON.parse(load.out).error.message, /\/nonexistent\/model: cannot open model/);
+  for (const args of [['generate', '--top-k=-3', '--prompt', 'x', '--json'], ['info', '--bogus', '--json'], ['eval', '--json']]) {
+    const r = floe(...args);
+    assert.equal(r.code, 2, args.join(' '));
+    const j = JSON.parse(r.out);
+    assert.equal(j.error.type, 'usage_error', args.join(' '));
+    assert.equal(typeof j.error.message, 'string');
+  }
+});
+
+test('the default --max-tokens is clamped to the room left in the context; an explicit one must fit', () => {
+  const M = FIX + 'gqa_f32';
+  const context = JSON.parse(readFileSync(M + '/config.json', 'utf8')).max_position_embeddings as number;
+  const prompt = Array.from({ length: context - 5 }, () => 3 + Math.floor(Math.random() * 200));
+  const r = floe('generate', '--model', M, '--prompt-ids', prompt.join(','), '--temperature', '0', '--json');
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(r.out);
+  const total = j.prompt_ids.length + j.output_ids.length;
+  if (j.finish_reason === 'length') assert.equal(total, context);
+  else assert.ok(total <= context);
+  assert.match(floe('generate', '--model', M, '--prompt-ids', prompt.join(','), '--max-tokens', '6').err, /exceeds the model's context of 256/);
+  const full = Array.from({ length: context }, () => 3);
+  assert.match(floe('generate', '--model', M, '--prompt-ids', full.join(',')).err, /fills the model's context of 256: no room to generate/);
+});
+
+test('generation_config.json sampling values are the defaults; flags override them', () => {
+  const src = FIX + 'mha_f32';
+  const withGen = (gen: object) => {
+    const dir = mkdtempSync(join(tmpdir(), 'floe-gencfg-'));
+    for (const f of ['config.json', 'model.safetensors']) linkSync(join(src, f), join(dir, f));
+    writeFileSync(join(dir, 'generation_config.json'), JSON.stringify(gen));
+    return dir;
+  };
+  const ids = (...args: string[]) => {
+    const r = floe('generate', '--prompt-ids', '5,6,7', '--max-tokens', '16', '--seed', '42', '--json', ...args);
+    assert.equal(r.code, 0, r.err);
+    return JSON.parse(r.out).output_ids as number[];
+  };
+  const sampled = withGen({ do_sample: true, temperature: 1.3, top_k: 5, top_p: 0.95 });
+  const fromFile = ids('--model', sampled);
+  assert.deepEqual(fromFile, ids('--model', src, '--temperature', '1.3', '--top-k', '5', '--top-p', '0.95'), 'the file\'s values were applied');
+  assert.notDeepEqual(fromFile, ids('--model', src), 'and they differ from floe\'s own defaults');
+  assert.deepEqual(ids('--model', sampled, '--temperature', '0.5', '--top-k', '0'), ids('--model', src, '--temperature', '0.5', '--top-p', '0.95'), 'flags override the file');
+  const greedy = withGen({ do_sample: false, temperature: 0.9 });
+  assert.deepEqual(ids('--model', greedy), ids('--model', src, '--temperature', '0'), 'do_sample false is greedy');
+  const bad = withGen({ top_p: 1.5 });
+  assert.match(floe('generate', '--model', bad, '--prompt-ids', '1').err, /generation_config\.json: "top_p" must be in \(0, 1\], got 1\.5/);
 });

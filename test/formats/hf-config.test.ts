@@ -2,7 +2,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseHfConfig } from '../../src/formats/hf-config.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseGenerationDefaults, parseHfConfig } from '../../src/formats/hf-config.js';
+import { loadModel } from '../../src/formats/load.js';
 
 const F = '/m/config.json';
 const base = {
@@ -67,4 +71,26 @@ test('quantization configs: fp8 block size and compressed-tensors strategies', (
   assert.deepEqual(ct({ num_bits: 8, type: 'float', strategy: 'channel' }), { method: 'compressed-tensors', blockSize: null });
   assert.deepEqual(ct({ num_bits: 8, type: 'float', strategy: 'block', block_structure: [64, 32] }), { method: 'compressed-tensors', blockSize: [64, 32] });
   assert.throws(() => ct({ num_bits: 4, type: 'int', strategy: 'group' }), /num_bits=4/);
+});
+
+test('generation_config.json: the sampling keys it sets become defaults (do_sample false = greedy); bad values named', async () => {
+  // Llama-3.1-8B-Instruct's generation_config.json
+  const llama = { bos_token_id: 128000, do_sample: true, eos_token_id: [128001, 128008, 128009], temperature: 0.6, top_p: 0.9, transformers_version: '4.42.3' };
+  assert.deepEqual(parseHfConfig({ ...base }, F, llama).generation, { temperature: 0.6, topP: 0.9 });
+  assert.deepEqual(parseHfConfig({ ...base }, F).generation, {});
+  assert.deepEqual(parseGenerationDefaults({ top_k: 40, min_p: 0.05, repetition_penalty: 1.1, max_new_tokens: 64, temperature: null }),
+    { topK: 40, minP: 0.05, repetitionPenalty: 1.1, maxNewTokens: 64 });
+  assert.deepEqual(parseGenerationDefaults({ do_sample: false, temperature: 0.9, top_p: 0.5 }), { temperature: 0, topP: 0.5 });
+  const G = '/m/generation_config.json';
+  assert.throws(() => parseGenerationDefaults({ temperature: -1 }, G), /\/m\/generation_config\.json: "temperature" must be a number >= 0, got -1/);
+  assert.throws(() => parseGenerationDefaults({ top_k: 2.5 }, G), /"top_k" must be an integer >= 0 \(0 = off\), got 2\.5/);
+  assert.throws(() => parseGenerationDefaults({ top_p: 0 }, G), /"top_p" must be in \(0, 1\], got 0/);
+  assert.throws(() => parseGenerationDefaults({ do_sample: 'yes' }, G), /"do_sample" must be true or false/);
+  assert.throws(() => parseGenerationDefaults([1], G), /generation_config\.json: not a JSON object/);
+  // the built-in model's file, through loadModel
+  const brown = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+  const gen = JSON.parse(readFileSync(join(brown, 'generation_config.json'), 'utf8'));
+  const m = await loadModel(brown);
+  assert.deepEqual(m.generation, { temperature: gen.temperature, topP: gen.top_p });
+  m.dispose();
 });

@@ -356,7 +356,6 @@ async function serveCmd(args: string[]): Promise<number> {
     'max-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'max-queue': { type: 'string' },
     'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' }, dtype: { type: 'string' },
   });
-  const modelPath = modelOrBuiltin(values.model, 'serve');
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
@@ -378,6 +377,7 @@ async function serveCmd(args: string[]): Promise<number> {
   const grace = num(values['shutdown-grace'], 'shutdown-grace', 30);
   if (grace < 0) throw new UsageError(`--shutdown-grace expects seconds >= 0, got ${grace}`);
   if (values['api-key'] === '') throw new UsageError('--api-key must not be empty');
+  const modelPath = modelOrBuiltin(values.model, 'serve');
 
   const stop = new Promise<string>((resolve) => {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve(sig));

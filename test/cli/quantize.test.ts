@@ -128,11 +128,11 @@ async function floeInProcess(...args: string[]): Promise<{ code: number; err: st
 
 test('floe quantize / eval: bad arguments fail with a message', async () => {
   const noFmt = await floeInProcess('quantize', '--model', SRC, '--out', join(dir, 'x'));
-  assert.equal(noFmt.code, 1);
+  assert.equal(noFmt.code, 2, 'a usage error');
   assert.match(noFmt.err, /--fp8/);
   assert.match((await floeInProcess('quantize', '--model', SRC, '--out', join(dir, 'x'), '--fp8', '--per-row', '--block', '32')).err, /not both/);
   const kv = await floeInProcess('eval', '--model', SRC, '--data', DATA, '--kv-cache-dtype', 'int4');
-  assert.equal(kv.code, 1);
+  assert.equal(kv.code, 2, 'a usage error');
   assert.match(kv.err, /--kv-cache-dtype expects auto, f32, bf16 or fp8, got 'int4'/);
   assert.match((await floeInProcess('generate', '--model', SRC, '--prompt', 'x', '--dtype', 'fp16')).err, /--dtype expects fp8/);
 });

@@ -427,6 +427,7 @@ async function finetuneCmd(args: string[]): Promise<number> {
   };
   const full = !!v.full;
   if (full && (v['lora-rank'] ?? v['lora-alpha'] ?? v['lora-targets'] ?? v['lora-dropout'] ?? v.rslora) !== undefined) throw new UsageError('--full trains every weight: --lora-* options do not apply');
+  if (!full && v['save-dtype'] !== undefined) throw new UsageError('--save-dtype sets the dtype of the --full output model; a LoRA adapter is saved in f32');
   const one = { min: 1 };
   const rank = opt('lora-rank', true, one) ?? 8;
   const options = {

@@ -195,6 +195,8 @@ test('out-of-range values and conflicting flags are refused with exit code 2', (
     [['finetune', '--data', 'd.jsonl', '--out', 'o', '--eval', 'e.jsonl', '--eval-split', '0.1'], /give one of --eval or --eval-split/],
     [['finetune', '--data', 'd.jsonl', '--out', 'o', '--eval-split', '1'], /--eval-split expects a number > 0 and < 1/],
     [['finetune', '--data', 'd.jsonl', '--out', 'o', '--full', '--rslora'], /--full trains every weight/],
+    [['finetune', '--data', 'd.jsonl', '--out', 'o', '--save-dtype', 'bf16'], /--save-dtype sets the dtype of the --full output model/],
+    [['finetune', '--data', 'd.jsonl', '--out', 'o', '--eval-steps', '5'], /--eval-steps needs --eval FILE or --eval-split F/],
     [['quantize', '--model', 'a', '--out', 'b', '--fp8', '--block', '64', '--per-row'], /one of --block B or --per-row/],
     [['generate', '--model', M, '--prompt-ids', '1', '--bogus'], /Unknown option '--bogus'/],
   ];

@@ -35,7 +35,7 @@ test('fresh clone: the README first command runs the install script once (npx wo
     execFileSync('git', ['clone', '-q', '--no-checkout', ROOT, clone]);
     execFileSync('git', ['-C', clone, 'checkout', '-q', head]);
     // What `npm install` would fetch and build, hard-linked in: the packages, the addon, the compiled TypeScript.
-    for (const d of ['node_modules', 'build', 'dist']) execFileSync('cp', ['-al', join(ROOT, d), join(clone, d)]);
+    for (const d of ['node_modules', 'build', 'dist']) if (existsSync(join(ROOT, d))) execFileSync('cp', ['-al', join(ROOT, d), join(clone, d)]);
     // The install and prepare scripts only count their runs (a real rebuild takes minutes).
     const marker = join(work, 'scripts.log');
     const pkgPath = join(clone, 'package.json');

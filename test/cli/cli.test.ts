@@ -131,6 +131,20 @@ test('without --model the built-in floe-brown is used, found from the package, n
   assert.equal(JSON.parse(g.out).output_ids.length, 3);
 });
 
+test('eval and finetune without --model use the built-in model too', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-builtin-'));
+  const data = join(dir, 'd.jsonl');
+  writeFileSync(data, ['The old man went down to the river.', 'She said that the house was empty.'].map((text) => JSON.stringify({ text })).join('\n') + '\n');
+  const e = floeIn(dir, ['eval', '--data', data, '--json']);
+  assert.equal(e.code, 0, e.err);
+  assert.equal(JSON.parse(e.out).model, BROWN);
+  assert.ok(JSON.parse(e.out).tokens > 10);
+  const f = floeIn(dir, ['finetune', '--data', data, '--out', join(dir, 'run'), '--max-steps', '1', '--lora-rank', '2', '--lora-targets', 'q', '--quiet', '--json']);
+  assert.equal(f.code, 0, f.err);
+  assert.match(f.err, /finetune: no --model given, using the built-in model/);
+  assert.equal(JSON.parse(readFileSync(join(dir, 'run', 'final', 'adapter_config.json'), 'utf8')).base_model_name_or_path, BROWN);
+});
+
 test('--prompt - reads stdin; tokenize and detokenize agree with the library tokenizer', async () => {
   const tok = (await loadTokenizer(BROWN))!;
   const words = ['the', 'old', 'man', 'river', 'said', 'quietly', 'house', 'of', 'morning', 'she'];

@@ -95,7 +95,7 @@ serve options:
   --block-size N          tokens per KV block (default 16)
   --max-batched-tokens N  token budget per engine step
   --max-num-seqs N        most requests in the running batch
-  --max-queue N           waiting requests beyond this get 429
+  --max-queue N           requests waiting beyond the free --max-num-seqs slots; more get 429
   --max-body BYTES        largest request body (default 8MiB); larger gets 413
   --shutdown-grace S      on SIGTERM/SIGINT, seconds running requests may finish (default 30)
 `;

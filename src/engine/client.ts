@@ -21,7 +21,7 @@ export interface EngineStartOptions {
   readonly blockSize?: number; // tokens per KV block, default 16
   readonly maxBatchedTokens?: number; // token budget per step, default 512
   readonly maxNumSeqs?: number; // default 64
-  readonly maxQueue?: number; // waiting requests beyond this get 429; default 1024
+  readonly maxQueue?: number; // requests waiting beyond the free sequence slots past this get 429; default 1024
   readonly prefixCaching?: boolean; // default true
 }
 

@@ -6,7 +6,7 @@ import { EngineRequestError, type EngineClient, type GenerateOutput, type Genera
 import { encodeChat, type ChatTemplate } from '../formats/chat-template.js';
 import { ApiError, invalid } from './errors.js';
 import { ServeMetrics } from './metrics.js';
-import { TokenTexts, type ServeTokenizer } from './token-text.js';
+import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
 import {
   parseChatRequest, parseCompletionRequest, parseEmbeddingRequest,
   type GenerationParams, type Prompt, type ValidationContext,
@@ -255,7 +255,7 @@ export function createApp(opts: AppOptions): ServeApp {
     const acc = new Accumulator(p.n, prompts.length, metrics, t0, p.returnTokenIds);
     const head = { id, created: Math.floor(Date.now() / 1000), model: opts.modelName };
     const promptLp: Array<ReadonlyArray<LogprobEntry | null> | null> = prompts.map(() => null);
-    const offsets = new Array<number>(p.n * prompts.length).fill(0);
+    const offsets = Array.from({ length: p.n * prompts.length }, () => new TextOffsets());
     const echoed = new Array<boolean>(p.n * prompts.length).fill(false);
 
     /** Legacy logprobs of the echoed prompt (when asked) then of new tokens; advances the choice's text offset. */
@@ -264,12 +264,11 @@ export function createApp(opts: AppOptions): ServeApp {
       const out = { tokens: [] as string[], token_logprobs: [] as Array<number | null>, top_logprobs: [] as Array<Record<string, number> | null>, text_offset: [] as number[] };
       // text_offset indexes the returned text: tokens absent from it (the added BOS, skipped specials) advance 0.
       const push = (tok: number, e: LogprobEntry | null, inText: boolean) => {
-        const t = texts.text(tok);
-        out.tokens.push(t);
+        const t = texts.get(tok);
+        out.tokens.push(t.text);
         out.token_logprobs.push(e ? clampLp(e.logprob) : null);
         out.top_logprobs.push(e ? Object.fromEntries(e.top.slice(0, p.logprobs!).map(([id2, lp]) => [texts.text(id2), clampLp(lp)])) : null);
-        out.text_offset.push(offsets[ch]!);
-        if (inText) offsets[ch]! += t.length;
+        out.text_offset.push(offsets[ch]!.push(t, inText));
       };
       if (withPrompt) prompts[k]!.ids.forEach((tok, j) => push(tok, promptLp[k]?.[j] ?? null, j >= prompts[k]!.added));
       for (const e of entries ?? []) push(e.token, e, !(p.skipSpecialTokens && texts.get(e.token).special));

@@ -103,6 +103,59 @@ test('completions: echo + logprobs in the legacy shape with prompt logprobs; tok
   assert.deepEqual(j2.choices[0].prompt_logprobs[1]['6'], { logprob: -2, rank: 1, decoded_token: tok.decode([6]) });
 });
 
+/** Reference text_offset: the JS offset of the character each token's first byte falls in (tokens absent from the text stay put). */
+function charOffsets(tokens: Array<{ bytes: number[]; inText: boolean }>, text: string): number[] {
+  const charAt: number[] = []; // byte position -> JS offset of its character
+  for (let o = 0; o < text.length;) {
+    const cp = text.codePointAt(o)!;
+    const ch = String.fromCodePoint(cp);
+    for (let k = 0; k < Buffer.byteLength(ch); k++) charAt.push(o);
+    o += ch.length;
+  }
+  let pos = 0;
+  return tokens.map((t) => {
+    const at = charAt[pos] ?? text.length;
+    if (t.inText) pos += t.bytes.length;
+    return at;
+  });
+}
+
+/** The logprobs name of a one-byte token: its character when ASCII, vLLM's `bytes:\xNN` when a partial UTF-8 sequence. */
+const byteName = (b: number) => (b < 0x80 ? String.fromCharCode(b) : `bytes:\\x${b.toString(16).padStart(2, '0')}`);
+
+test('non-ASCII logprobs: text_offset counts characters, partial UTF-8 tokens are named bytes:\\x.., top_logprobs keys stay distinct', async () => {
+  const { post, engine } = setup();
+  const gen = [...Buffer.from('éü')];
+  engine.script = gen;
+  const prompt = '日本語\nx';
+  const r = await post('/v1/completions', { model: 'tiny', prompt, max_tokens: gen.length, echo: true, logprobs: 3 });
+  assert.equal(r.statusCode, 200, r.body);
+  const c = r.json().choices[0];
+  assert.equal(c.text, prompt + 'éü');
+  const ids = tok.encode(prompt);
+  assert.equal(ids[0], 1, 'BOS first');
+  const pieces = [{ bytes: [...Buffer.from('<|begin_of_text|>')], inText: false }, ...[...ids.slice(1), ...gen].map((b) => ({ bytes: [b], inText: true }))];
+  assert.deepEqual(c.logprobs.text_offset, charOffsets(pieces, c.text));
+  assert.equal(c.logprobs.text_offset[ids.indexOf(0x0a)], 3, "the '\\n' after 日本語 is character 3");
+  assert.deepEqual(c.logprobs.tokens.slice(1), [...ids.slice(1), ...gen].map(byteName));
+  for (const [i, top] of (c.logprobs.top_logprobs as Array<Record<string, number> | null>).entries()) {
+    if (i === 0) { assert.equal(top, null); continue; }
+    const tokId = [...ids, ...gen][i]!;
+    const want = i < ids.length ? [tokId, tokId ^ 1] : [tokId, 0x20, tokId ^ 1];
+    assert.deepEqual(Object.keys(top!).sort(), want.map(byteName).sort(), `top_logprobs ${i}: one key per candidate`);
+  }
+
+  const rs = await post('/v1/chat/completions', { ...user('x'), max_tokens: gen.length, logprobs: true, top_logprobs: 3, stream: true });
+  const content = (sse(rs.body) as any[]).flatMap((ch) => ch.choices[0]?.logprobs?.content ?? []);
+  assert.equal(content.length, gen.length);
+  content.forEach((e: any, i: number) => {
+    assert.deepEqual(e.bytes, [gen[i]], 'bytes: the token\'s own UTF-8 bytes');
+    assert.equal(e.token, byteName(gen[i]!));
+    assert.deepEqual(e.top_logprobs.map((t: any) => t.bytes), [[gen[i]], [0x20], [gen[i]! ^ 1]]);
+    assert.equal(new Set(e.top_logprobs.map((t: any) => t.token)).size, 3);
+  });
+});
+
 test('embeddings: float and base64 agree; usage counts tokens', async () => {
   const { post } = setup();
   const a = (await post('/v1/embeddings', { model: 'tiny', input: ['hello', 'hi'] })).json();

@@ -130,6 +130,7 @@ export class Engine {
       blockSize,
       kvTokens,
       maxRequestTokens: Math.min(c.maxPositionEmbeddings, kvTokens),
+      maxNumSeqs,
     };
   }
 

@@ -96,6 +96,7 @@ export interface EngineInfo {
   readonly blockSize: number;
   readonly kvTokens: number; // tokens of KV that fit in the budget
   readonly maxRequestTokens: number; // longest prompt + output one request can ever hold: min(maxModelLen, kvTokens)
+  readonly maxNumSeqs: number; // sequences running at once: the most completions (n) one request may ask for
 }
 
 /** The main-thread handle on the engine worker (src/engine/client.ts implements it). */

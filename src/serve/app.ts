@@ -87,7 +87,7 @@ export function createApp(opts: AppOptions): ServeApp {
     return ctx;
   };
   const vctx = (c: ModelContext): ValidationContext =>
-    ({ modelName: opts.modelName, vocabSize: c.engine.info.vocabSize, hiddenSize: c.engine.info.hiddenSize });
+    ({ modelName: opts.modelName, vocabSize: c.engine.info.vocabSize, hiddenSize: c.engine.info.hiddenSize, maxNumSeqs: c.engine.info.maxNumSeqs });
 
   app.get('/health', async (_req, reply) => {
     if (draining) return reply.code(503).send({ status: 'shutting_down' });
@@ -170,6 +170,17 @@ export function createApp(opts: AppOptions): ServeApp {
     return { stream, abort, aborted: () => ac.signal.aborted };
   };
 
+  const warned = new Set<string>();
+  /** Name the ignored request fields in a response header; log each field the first time it is seen. */
+  const noteIgnored = (reply: FastifyReply, fields: readonly string[]) => {
+    if (fields.length === 0) return;
+    reply.raw.setHeader('x-floe-ignored-fields', fields.join(', '));
+    const fresh = fields.filter((f) => !warned.has(f));
+    if (fresh.length === 0) return;
+    for (const f of fresh) warned.add(f);
+    console.warn(`floe serve: ignoring request field${fresh.length > 1 ? 's' : ''} ${fresh.join(', ')} (no effect on this model's answer; named in x-floe-ignored-fields)`);
+  };
+
   const tracked = async <T>(fn: () => Promise<T>): Promise<T> => {
     inFlight++;
     try {
@@ -182,6 +193,7 @@ export function createApp(opts: AppOptions): ServeApp {
   app.post('/v1/chat/completions', (req, reply) => tracked(async () => {
     const c = model();
     const p = parseChatRequest(req.body, vctx(c));
+    noteIgnored(reply, p.ignored);
     if (!c.tokenizer) throw invalid('messages', 'this model has no tokenizer, so chat is not available; use /v1/completions with token ids');
     if (!c.template) throw invalid('messages', 'this model has no chat template (tokenizer_config.json chat_template or chat_template.jinja); use /v1/completions');
     let ids: number[];
@@ -240,6 +252,7 @@ export function createApp(opts: AppOptions): ServeApp {
   app.post('/v1/completions', (req, reply) => tracked(async () => {
     const c = model();
     const p = parseCompletionRequest(req.body, vctx(c));
+    noteIgnored(reply, p.ignored);
     const prompts = p.prompts.map((pr, i) => {
       const param = p.prompts.length > 1 ? `prompt[${i}]` : 'prompt';
       const ids = promptIds(c, pr, param);

@@ -174,7 +174,6 @@ const BAD: Array<[string, string, Record<string, unknown>, string | null]> = [
   ['chat', 'bad role', { messages: [{ role: 'wizard', content: 'x' }] }, 'messages[0].role'],
   ['chat', 'content of wrong type', { messages: [{ role: 'user', content: 5 }] }, 'messages[0].content'],
   ['chat', 'image part', { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] }, 'messages[0].content[0].type'],
-  ['chat', 'unknown model', { ...user('x'), model: 'gpt-4' }, 'model'],
   ['chat', 'temperature too high', { ...user('x'), temperature: 3 }, 'temperature'],
   ['chat', 'temperature string', { ...user('x'), temperature: 'hot' }, 'temperature'],
   ['chat', 'top_p zero', { ...user('x'), top_p: 0 }, 'top_p'],
@@ -234,6 +233,51 @@ test('bad inputs: each field answers 400 with its param in OpenAI error shape, a
     assert.ok('code' in e);
   }
   assert.equal(engine.requests.length, 0);
+});
+
+test('an unknown model is 404 model_not_found; n over --max-num-seqs names the flag', async () => {
+  const { post, engine, app } = setup();
+  for (const [route, body] of [['chat/completions', { ...user('x'), model: 'gpt-4' }], ['completions', { model: 'tiny.gguf', prompt: 'a' }], ['embeddings', { model: 'x', input: 'a' }]] as const) {
+    const r = await post(`/v1/${route}`, body);
+    assert.equal(r.statusCode, 404, r.body);
+    assert.deepEqual({ ...r.json().error, message: '' }, { message: '', type: 'invalid_request_error', param: 'model', code: 'model_not_found' });
+  }
+  const m = await app.inject({ method: 'GET', url: '/v1/models/gpt-4' });
+  assert.equal(m.statusCode, 404);
+  assert.equal(m.json().error.code, 'model_not_found');
+  const small = createApp({ modelName: 'tiny' });
+  small.ready({ engine: new FakeEngine(tok, { maxNumSeqs: 4 }), tokenizer: tok, template: new ChatTemplate(CHAT_TEMPLATE) });
+  const r = await small.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: { ...user('x'), n: 5 } });
+  assert.equal(r.statusCode, 400);
+  assert.equal(r.json().error.param, 'n');
+  assert.match(r.json().error.message, /--max-num-seqs/);
+  assert.equal((await small.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: { ...user('x'), n: 4, max_tokens: 2 } })).statusCode, 200);
+  assert.equal(engine.requests.length, 0);
+});
+
+test('newer SDK fields: harmless ones are ignored and named in x-floe-ignored-fields; ones that would change the answer are 400', async () => {
+  const { post, engine } = setup();
+  const harmless = {
+    metadata: { a: 'b' }, store: false, service_tier: 'auto', parallel_tool_calls: true, prompt_cache_key: 'k', prompt_cache_retention: '24h',
+    safety_identifier: 'u1', reasoning_effort: 'low', verbosity: 'low', prediction: { type: 'content', content: 'hi' }, modalities: ['text'], user: 'me',
+  };
+  for (const stream of [false, true]) {
+    const r = await post('/v1/chat/completions', { ...user('x'), max_tokens: 2, ...harmless, stream, ...(stream ? { stream_options: { include_usage: true, include_obfuscation: true } } : {}) });
+    assert.equal(r.statusCode, 200, r.body);
+    assert.deepEqual(String(r.headers['x-floe-ignored-fields']).split(', ').sort(), Object.keys(harmless).sort(), `stream=${stream}`);
+  }
+  const plain = await post('/v1/chat/completions', { ...user('x'), max_tokens: 2 });
+  assert.equal(plain.headers['x-floe-ignored-fields'], undefined, 'no header when nothing was ignored');
+  const cmpl = await post('/v1/completions', { prompt: 'x', max_tokens: 2, user: 'me' });
+  assert.equal(cmpl.headers['x-floe-ignored-fields'], 'user');
+  assert.equal(engine.requests.length, 4);
+  for (const [param, over] of [['modalities', { modalities: ['text', 'audio'] }], ['audio', { audio: { voice: 'alloy', format: 'wav' } }],
+    ['web_search_options', { web_search_options: {} }], ['reasoning_effort', { reasoning_effort: 3 }]] as const) {
+    const r = await post('/v1/chat/completions', { ...user('x'), ...over });
+    assert.equal(r.statusCode, 400, param);
+    assert.equal(r.json().error.param, param);
+  }
+  assert.equal(engine.requests.length, 4);
 });
 
 test('malformed bodies, huge numbers and odd values never crash: 400s; the app still serves after', async () => {

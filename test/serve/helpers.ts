@@ -79,7 +79,7 @@ export class FakeEngine implements EngineClient {
   constructor(private readonly tokenizer: Tokenizer, info: Partial<EngineInfo> = {}) {
     this.info = {
       modelId: 'fake', maxModelLen: 256, vocabSize: 256, hiddenSize: 8, eosTokenIds: [2], kvDtype: 'f32',
-      kvBlocks: 64, blockSize: 16, kvTokens: 1024, maxRequestTokens: 256, ...info,
+      kvBlocks: 64, blockSize: 16, kvTokens: 1024, maxRequestTokens: 256, maxNumSeqs: 64, ...info,
     };
   }
 

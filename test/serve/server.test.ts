@@ -242,13 +242,15 @@ test('errors: 401 without or with a wrong key, 400 with the right param per bad 
     ['temperature', { temperature: 2.5 }], ['top_p', { top_p: 1.5 }], ['n', { n: 0 }], ['max_tokens', { max_tokens: 10_000 }],
     ['max_tokens', { max_tokens: -3 }], ['seed', { seed: 0.5 }], ['stop', { stop: 42 }], ['logit_bias', { logit_bias: { 99999: 1 } }],
     ['top_logprobs', { logprobs: true, top_logprobs: 100 }], ['response_format', { response_format: { type: 'json_object' } }],
-    ['tools', { tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }], ['model', { model: 'gpt-4o' }],
+    ['tools', { tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }],
     ['messages[0].role', { messages: [{ role: 'robot', content: 'x' }] }], ['frequency_penalty', { frequency_penalty: 9 }],
   ];
   for (const [param, over] of bad) {
     await assert.rejects(client.chat.completions.create({ model: 'tiny', messages: user, ...over } as never),
       (e: unknown) => e instanceof OpenAI.BadRequestError && e.status === 400 && e.param === param, `${param} ${JSON.stringify(over)}`);
   }
+  await assert.rejects(client.chat.completions.create({ model: 'gpt-4o', messages: user }),
+    (e: unknown) => e instanceof OpenAI.NotFoundError && e.status === 404 && e.code === 'model_not_found' && e.param === 'model');
   await assert.rejects(client.completions.create({ model: 'tiny', prompt: 'x', suffix: 'y' }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'suffix');
   await assert.rejects(client.completions.create({ model: 'tiny', prompt: 'x'.repeat(400) }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'prompt');
   await assert.rejects(client.embeddings.create({ model: 'tiny', input: 'x', dimensions: 5 }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'dimensions');
@@ -299,7 +301,7 @@ test('/metrics parses as Prometheus text with the serving metrics', { timeout: T
   }
   assert.ok(samples.get('floe_generation_tokens_total')! >= 32 * 12 * 2, 'counts the tokens served above');
   assert.ok(samples.get('floe_prefix_cache_hit_rate')! > 0, 'the repeated prompts hit the prefix cache');
-  assert.ok(samples.get('floe_http_requests_total{route="/v1/chat/completions",status="400"}')! >= 14);
+  assert.ok(samples.get('floe_http_requests_total{route="/v1/chat/completions",status="400"}')! >= 13);
   assert.ok(samples.get('floe_http_requests_total{route="/v1/completions",status="200"}')! >= 64);
 });
 

@@ -86,7 +86,7 @@ serve options:
   --host HOST             listen address (default 127.0.0.1)
   --port N                port (default 8000; 0 = any free port)
   --api-key KEY           require "Authorization: Bearer KEY" on /v1 routes
-  --model-name NAME       model id clients send (default: the model path's base name)
+  --model-name NAME       model id clients send (default: the model path's base name, without .gguf)
   --threads N             kernel threads (default: all cores)
   --backend native|reference
   --kv-cache-memory SIZE  KV cache budget, e.g. 2GiB or 512MiB (default: a share of free RAM)

@@ -110,6 +110,8 @@ export interface EngineClient {
   stats(): Promise<EngineStats>;
   /** Stop taking requests; finish running ones within graceMs, then abort the rest and end the worker. */
   shutdown(graceMs: number): Promise<void>;
+  /** Why the engine stopped serving on its own (its worker crashed or exited), or null while it serves. */
+  failure(): string | null;
 }
 
 /** Thrown by EngineClient methods for a request the engine refused (status tells the server what to answer). */

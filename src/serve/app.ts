@@ -43,6 +43,7 @@ export interface ServeApp {
 export const DEFAULT_BODY_LIMIT = 8 * 2 ** 20;
 
 const LOGPROB_FLOOR = -9999; // JSON has no -Infinity
+const RETRY_AFTER_S = 1; // Retry-After on 429 and on 503 while loading
 
 export function createApp(opts: AppOptions): ServeApp {
   const metrics = opts.metrics ?? new ServeMetrics();
@@ -75,6 +76,8 @@ export function createApp(opts: AppOptions): ServeApp {
   app.setErrorHandler((err: unknown, req, reply) => {
     const e = toApiError(err, bodyLimit);
     if (e.status === 500) console.error(`floe serve: ${req.method} ${req.url}:`, err);
+    // A full queue or a loading model clears up by itself: tell clients when to come back.
+    if (e.status === 429 || e.code === 'model_loading') void reply.header('retry-after', String(RETRY_AFTER_S));
     void reply.code(e.status).header('content-type', 'application/json; charset=utf-8').send(JSON.stringify(e.body()));
   });
   app.setNotFoundHandler((req, reply) => {
@@ -91,7 +94,9 @@ export function createApp(opts: AppOptions): ServeApp {
 
   app.get('/health', async (_req, reply) => {
     if (draining) return reply.code(503).send({ status: 'shutting_down' });
-    if (!ctx) return reply.code(503).send({ status: 'loading' });
+    if (!ctx) return reply.code(503).header('retry-after', String(RETRY_AFTER_S)).send({ status: 'loading' });
+    const failure = ctx.engine.failure();
+    if (failure !== null) return reply.code(503).send({ status: 'engine_failed', error: failure });
     return { status: 'ok' };
   });
 
@@ -166,7 +171,7 @@ export function createApp(opts: AppOptions): ServeApp {
       abort();
     });
     const sources = reqs.map((r) => c.engine.generate(r, ac.signal));
-    const stream = merge(sources, () => { finished = true; });
+    const stream = refuseAborts(merge(sources, () => { finished = true; }), ac.signal);
     return { stream, abort, aborted: () => ac.signal.aborted };
   };
 
@@ -502,6 +507,24 @@ async function streamSse(
   } finally {
     void it.return(undefined).catch(() => {});
     if (!raw.destroyed && !raw.writableEnded) raw.end('data: [DONE]\n\n');
+  }
+}
+
+/**
+ * 'abort' is the engine's word, not OpenAI's: a completion the engine ended without this client leaving
+ * (shutdown past its grace period) fails the request with a 503 instead of carrying a made-up finish_reason.
+ */
+async function* refuseAborts<T extends { value: GenerateOutput }>(stream: AsyncGenerator<T>, clientLeft: AbortSignal): AsyncGenerator<T> {
+  try {
+    for await (const item of stream) {
+      if (item.value.finishReason === 'abort') {
+        if (clientLeft.aborted) return;
+        throw new ApiError(503, 'the server shut down before this completion finished; retry it', null, 'shutting_down');
+      }
+      yield item;
+    }
+  } finally {
+    await stream.return(undefined);
   }
 }
 

@@ -74,6 +74,7 @@ export class FakeEngine implements EngineClient {
   refuse: EngineRequestError | null = null;
   delayMs = 0;
   script: number[] | null = null; // when set, every completion emits these tokens instead
+  failed: string | null = null; // what failure() reports
   readonly info: EngineInfo;
 
   constructor(private readonly tokenizer: Tokenizer, info: Partial<EngineInfo> = {}) {
@@ -131,4 +132,8 @@ export class FakeEngine implements EngineClient {
   }
 
   async shutdown(): Promise<void> {}
+
+  failure(): string | null {
+    return this.failed;
+  }
 }

@@ -168,6 +168,7 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
   }
   const stream = optBool(b, 'stream', false);
   let includeUsage = false;
+  const ignored = Object.keys(b).filter((k) => (k === 'user' || (chat && CHAT_IGNORED.has(k))) && get(b, k) !== undefined);
   const so = get(b, 'stream_options');
   if (so !== undefined) {
     if (!stream) throw invalid('stream_options', `'stream_options' is only allowed when 'stream' is true`);
@@ -181,6 +182,7 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
       throw invalid('stream_options.include_usage', `'stream_options.include_usage' must be a boolean, got ${describe(iu)}`, 'invalid_type');
     }
     includeUsage = iu === true;
+    if (get(so, 'include_obfuscation') !== undefined) ignored.push('stream_options.include_obfuscation');
   }
 
   let maxTokens: number | null = null;
@@ -258,7 +260,7 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     skipSpecialTokens: optBool(b, 'skip_special_tokens', true),
     logprobs,
     returnTokenIds: optBool(b, 'return_token_ids', false),
-    ignored: Object.keys(b).filter((k) => (k === 'user' || (chat && CHAT_IGNORED.has(k))) && get(b, k) !== undefined),
+    ignored,
   };
 }
 

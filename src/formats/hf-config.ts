@@ -9,10 +9,24 @@ export type Fp8Quantization =
   | { readonly method: 'fp8'; readonly weightBlockSize: readonly [number, number] | null } // weight_scale_inv
   | { readonly method: 'compressed-tensors'; readonly blockSize: readonly [number, number] | null }; // weight_scale
 
+/**
+ * Sampling defaults from generation_config.json, only the keys it sets (vLLM's get_diff_sampling_param).
+ * A caller's explicit value wins; `do_sample: false` makes the default greedy (temperature 0), as in HF.
+ */
+export interface GenerationDefaults {
+  readonly temperature?: number;
+  readonly topK?: number;
+  readonly topP?: number;
+  readonly minP?: number;
+  readonly repetitionPenalty?: number;
+  readonly maxNewTokens?: number; // default max tokens
+}
+
 export interface HfConfig {
   readonly config: LlamaConfig;
   readonly quantization: Fp8Quantization | null;
   readonly torchDtype: string | null;
+  readonly generation: GenerationDefaults;
 }
 
 type Json = Record<string, unknown>;
@@ -133,6 +147,28 @@ function parseQuantization(j: Json, file: string): Fp8Quantization | null {
   fail(file, `quantization_config.quant_method ${JSON.stringify(method)} is not supported (supported: fp8, compressed-tensors)`);
 }
 
+/** generation_config.json's sampling keys -> GenerationDefaults; throws naming the file, key and the range expected. */
+export function parseGenerationDefaults(g: unknown, file = 'generation_config.json'): GenerationDefaults {
+  if (g === undefined || g === null) return {};
+  if (!isObj(g)) fail(file, 'not a JSON object');
+  const out: { -readonly [K in keyof GenerationDefaults]: number } = {};
+  const take = (key: string, field: keyof GenerationDefaults, ok: (v: number) => boolean, expected: string) => {
+    const v = g[key];
+    if (v === undefined || v === null) return;
+    if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) fail(file, `"${key}" must be ${expected}, got ${JSON.stringify(v)}`);
+    out[field] = v;
+  };
+  take('temperature', 'temperature', (v) => v >= 0, 'a number >= 0');
+  take('top_k', 'topK', (v) => Number.isInteger(v) && v >= 0, 'an integer >= 0 (0 = off)');
+  take('top_p', 'topP', (v) => v > 0 && v <= 1, 'in (0, 1]');
+  take('min_p', 'minP', (v) => v >= 0 && v <= 1, 'in [0, 1]');
+  take('repetition_penalty', 'repetitionPenalty', (v) => v > 0, 'a number > 0');
+  take('max_new_tokens', 'maxNewTokens', (v) => Number.isInteger(v) && v >= 1, 'an integer >= 1');
+  if (g.do_sample !== undefined && typeof g.do_sample !== 'boolean') fail(file, `"do_sample" must be true or false, got ${JSON.stringify(g.do_sample)}`);
+  if (g.do_sample === false) out.temperature = 0;
+  return out;
+}
+
 /** Parses config.json's object (and generation_config.json's, whose eos ids are merged in). */
 export function parseHfConfig(j: unknown, file: string, generation?: unknown, generationFile = 'generation_config.json'): HfConfig {
   if (!isObj(j)) fail(file, 'config is not a JSON object');
@@ -191,7 +227,10 @@ export function parseHfConfig(j: unknown, file: string, generation?: unknown, ge
     eosTokenIds: eos,
   };
   const torchDtype = j.torch_dtype ?? j.dtype;
-  return { config, quantization: parseQuantization(j, file), torchDtype: typeof torchDtype === 'string' ? torchDtype : null };
+  return {
+    config, quantization: parseQuantization(j, file), torchDtype: typeof torchDtype === 'string' ? torchDtype : null,
+    generation: parseGenerationDefaults(generation, generationFile),
+  };
 }
 
 function readJson(file: string): unknown {

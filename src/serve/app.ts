@@ -4,6 +4,7 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { EngineRequestError, type EngineClient, type GenerateOutput, type GenerateRequest, type LogprobEntry } from '../engine/protocol.js';
 import { encodeChat, type ChatTemplate } from '../formats/chat-template.js';
+import type { GenerationDefaults } from '../formats/hf-config.js';
 import { ApiError, invalid } from './errors.js';
 import { ServeMetrics } from './metrics.js';
 import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
@@ -19,6 +20,7 @@ export interface ModelContext {
   readonly engine: EngineClient;
   readonly tokenizer: ServeTokenizer | null;
   readonly template: ChatTemplate | null;
+  readonly defaults?: GenerationDefaults; // sampling defaults from generation_config.json
 }
 
 export interface AppOptions {
@@ -90,7 +92,7 @@ export function createApp(opts: AppOptions): ServeApp {
     return ctx;
   };
   const vctx = (c: ModelContext): ValidationContext =>
-    ({ modelName: opts.modelName, vocabSize: c.engine.info.vocabSize, hiddenSize: c.engine.info.hiddenSize, maxNumSeqs: c.engine.info.maxNumSeqs });
+    ({ modelName: opts.modelName, vocabSize: c.engine.info.vocabSize, hiddenSize: c.engine.info.hiddenSize, maxNumSeqs: c.engine.info.maxNumSeqs, defaults: c.defaults });
 
   app.get('/health', async (_req, reply) => {
     if (draining) return reply.code(503).send({ status: 'shutting_down' });
@@ -142,7 +144,7 @@ export function createApp(opts: AppOptions): ServeApp {
     if (len >= limit) {
       throw invalid(promptParam, `the prompt is ${len} tokens, but this model's maximum context length is ${limit} tokens${kvNote}, leaving no room for output`, 'context_length_exceeded');
     }
-    if (g.maxTokens === null) return limit - len;
+    if (g.maxTokens === null) return Math.min(limit - len, g.maxTokensCap ?? Infinity);
     if (len + g.maxTokens > limit) {
       throw invalid(g.maxTokensParam, `this model's maximum context length is ${limit} tokens${kvNote}; you requested ${len + g.maxTokens} tokens ` +
         `(${len} in the prompt, ${g.maxTokens} for the completion); reduce the prompt or '${g.maxTokensParam}'`, 'context_length_exceeded');

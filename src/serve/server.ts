@@ -7,7 +7,7 @@ import type { EngineClient, EngineInfo } from '../engine/protocol.js';
 import { startEngine, type EngineStartOptions } from '../engine/client.js';
 import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../formats/chat-template.js';
 import { readGguf } from '../formats/gguf.js';
-import { readHfConfig } from '../formats/hf-config.js';
+import { readHfConfig, type GenerationDefaults } from '../formats/hf-config.js';
 import { isGgufPath } from '../formats/load.js';
 import { KvCache } from '../model/kv-cache.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
@@ -34,12 +34,14 @@ export interface RunningServer {
   close(graceMs: number): Promise<void>;
 }
 
-/** The tokenizer and chat template of an HF directory or a GGUF file (either may be absent). */
-export async function loadTextTools(path: string): Promise<{ tokenizer: Tokenizer | null; template: ChatTemplate | null }> {
-  if (statSync(path).isDirectory()) return { tokenizer: await loadTokenizer(path), template: await loadChatTemplate(path) };
+/** The tokenizer, chat template and generation_config.json sampling defaults of an HF directory or a GGUF file (each may be absent). */
+export async function loadTextTools(path: string): Promise<{ tokenizer: Tokenizer | null; template: ChatTemplate | null; defaults: GenerationDefaults }> {
+  if (statSync(path).isDirectory()) {
+    return { tokenizer: await loadTokenizer(path), template: await loadChatTemplate(path), defaults: readHfConfig(path).generation };
+  }
   const meta = (await readGguf(path)).metadata;
   const source = selectChatTemplate(meta.get('tokenizer.chat_template') ?? null, {}, `${path} tokenizer.chat_template`);
-  return { tokenizer: tokenizerFromGguf(meta), template: source === null ? null : new ChatTemplate(source, `${path} tokenizer.chat_template`) };
+  return { tokenizer: tokenizerFromGguf(meta), template: source === null ? null : new ChatTemplate(source, `${path} tokenizer.chat_template`), defaults: {} };
 }
 
 /** The model id clients send by default: the path's base name, without a .gguf extension. */
@@ -108,11 +110,12 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     if (process.env.FLOE_SERVE_LOAD_HOLD === '1') await new Promise((r) => process.once('SIGUSR2', r));
     const [e, tools] = await Promise.all([startEngine({ ...engineOpts, modelId: modelName }), loadTextTools(opts.model)]);
     engine = e;
-    serve.ready({ engine: e, tokenizer: tools.tokenizer, template: tools.template });
+    serve.ready({ engine: e, tokenizer: tools.tokenizer, template: tools.template, defaults: tools.defaults });
     const i = e.info;
     log(`floe serve: model ready in ${((performance.now() - t0) / 1000).toFixed(1)} s; KV cache ${i.kvDtype}: ${i.kvBlocks} blocks × ${i.blockSize} = ` +
       `${i.kvTokens} tokens; longest request ${i.maxRequestTokens} tokens (context window ${i.maxModelLen})` +
-      `${tools.tokenizer ? '' : '; no tokenizer: token-id prompts only'}${tools.template ? '' : '; no chat template: /v1/chat/completions unavailable'}`);
+      `${tools.tokenizer ? '' : '; no tokenizer: token-id prompts only'}${tools.template ? '' : '; no chat template: /v1/chat/completions unavailable'}` +
+      `${Object.keys(tools.defaults).length ? `; defaults from generation_config.json: ${JSON.stringify(tools.defaults)}` : ''}`);
     return i;
   })();
   ready.catch(() => {}); // the caller observes it; no unhandled rejection meanwhile

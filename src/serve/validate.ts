@@ -2,6 +2,7 @@
 
 import type { SamplingSpec } from '../engine/protocol.js';
 import type { ChatMessage } from '../formats/chat-template.js';
+import type { GenerationDefaults } from '../formats/hf-config.js';
 import { ApiError, invalid } from './errors.js';
 
 /** What validation needs to know about the served model. */
@@ -10,6 +11,7 @@ export interface ValidationContext {
   readonly vocabSize: number;
   readonly hiddenSize: number;
   readonly maxNumSeqs: number; // the most completions one request may ask for (--max-num-seqs)
+  readonly defaults?: GenerationDefaults; // the model's generation_config.json: used where the request is silent
 }
 
 /** Fields common to chat and text completions. */
@@ -20,6 +22,7 @@ export interface GenerationParams {
   readonly includeUsage: boolean;
   readonly maxTokens: number | null; // null → as many as the context allows
   readonly maxTokensParam: string; // which field set it, for error messages
+  readonly maxTokensCap: number | null; // when maxTokens is null: generation_config.json's max_new_tokens, if any
   readonly sampling: SamplingSpec;
   readonly stop: readonly string[];
   readonly stopTokenIds: readonly number[];
@@ -197,12 +200,16 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     }
   }
   if (!chat && get(b, 'max_tokens') === undefined) maxTokens = 16; // OpenAI's legacy completions default
+  const d = ctx.defaults ?? {};
+  // vLLM: generation_config.json's max_new_tokens caps the output a chat request left open
+  const maxTokensCap = chat && maxTokens === null ? d.maxNewTokens ?? null : null;
 
-  const temperature = optNum(b, 'temperature', 1, { min: 0, max: 2 });
-  const topP = optNum(b, 'top_p', 1, { gt: 0, max: 1 });
-  const topK = optNum(b, 'top_k', 0, { min: -1, integer: true });
-  const minP = optNum(b, 'min_p', 0, { min: 0, max: 1 });
-  const repetitionPenalty = optNum(b, 'repetition_penalty', 1, { gt: 0, max: 100 });
+  // A field the request leaves out takes the model's generation_config.json value (as vLLM does), else OpenAI's default.
+  const temperature = optNum(b, 'temperature', d.temperature ?? 1, { min: 0, max: 2 });
+  const topP = optNum(b, 'top_p', d.topP ?? 1, { gt: 0, max: 1 });
+  const topK = optNum(b, 'top_k', d.topK ?? 0, { min: -1, integer: true });
+  const minP = optNum(b, 'min_p', d.minP ?? 0, { min: 0, max: 1 });
+  const repetitionPenalty = optNum(b, 'repetition_penalty', d.repetitionPenalty ?? 1, { gt: 0, max: 100 });
   const frequencyPenalty = optNum(b, 'frequency_penalty', 0, { min: -2, max: 2 });
   const presencePenalty = optNum(b, 'presence_penalty', 0, { min: -2, max: 2 });
   const seedV = get(b, 'seed');
@@ -253,7 +260,7 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
   if (user !== undefined && typeof user !== 'string') throw invalid('user', `'user' must be a string, got ${describe(user)}`, 'invalid_type');
 
   return {
-    model, n, stream, includeUsage, maxTokens, maxTokensParam,
+    model, n, stream, includeUsage, maxTokens, maxTokensParam, maxTokensCap,
     sampling: { temperature, topP, topK, minP, repetitionPenalty, frequencyPenalty, presencePenalty, seed, logitBias },
     stop, stopTokenIds,
     ignoreEos: optBool(b, 'ignore_eos', false),

@@ -235,6 +235,23 @@ test('bad inputs: each field answers 400 with its param in OpenAI error shape, a
   assert.equal(engine.requests.length, 0);
 });
 
+test('generation_config.json defaults fill the sampling fields a request leaves out; explicit values win; max_new_tokens caps open chat output', async () => {
+  const engine = new FakeEngine(tok);
+  const s = createApp({ modelName: 'tiny' });
+  s.ready({ engine, tokenizer: tok, template: new ChatTemplate(CHAT_TEMPLATE), defaults: { temperature: 0.6, topP: 0.9, topK: 20, minP: 0.05, repetitionPenalty: 1.1, maxNewTokens: 7 } });
+  const post = (url: string, payload: object) => s.app.inject({ method: 'POST', url, payload });
+  assert.equal((await post('/v1/chat/completions', user('x'))).statusCode, 200);
+  assert.equal((await post('/v1/chat/completions', { ...user('x'), temperature: 1, top_p: 1, top_k: 0, min_p: 0, repetition_penalty: 1, max_tokens: 9 })).statusCode, 200);
+  assert.equal((await post('/v1/completions', { prompt: 'x' })).statusCode, 200);
+  const [silent, explicit, legacy] = engine.requests;
+  assert.deepEqual({ ...silent!.sampling, maxTokens: silent!.maxTokens },
+    { temperature: 0.6, topP: 0.9, topK: 20, minP: 0.05, repetitionPenalty: 1.1, frequencyPenalty: 0, presencePenalty: 0, seed: null, logitBias: null, maxTokens: 7 });
+  assert.deepEqual({ t: explicit!.sampling.temperature, p: explicit!.sampling.topP, k: explicit!.sampling.topK, m: explicit!.sampling.minP, r: explicit!.sampling.repetitionPenalty, max: explicit!.maxTokens },
+    { t: 1, p: 1, k: 0, m: 0, r: 1, max: 9 });
+  assert.equal(legacy!.maxTokens, 16, "completions keep OpenAI's legacy max_tokens default");
+  assert.equal(legacy!.sampling.temperature, 0.6);
+});
+
 test('an unknown model is 404 model_not_found; n over --max-num-seqs names the flag', async () => {
   const { post, engine, app } = setup();
   for (const [route, body] of [['chat/completions', { ...user('x'), model: 'gpt-4' }], ['completions', { model: 'tiny.gguf', prompt: 'a' }], ['embeddings', { model: 'x', input: 'a' }]] as const) {

@@ -2,6 +2,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeChat } from '../../src/formats/chat-template.js';
 import { hfToGguf, gv } from '../../src/formats/gguf-writer.js';
@@ -24,6 +25,15 @@ test('HF dir and its GGUF conversion give the same tokens for chat and text', as
   assert.equal(a[0], 1, 'BOS from the template');
   const text = `random ${Math.random()} ünïcode`;
   assert.deepEqual(gg.tokenizer.encode(text), hf.tokenizer.encode(text));
+});
+
+test("loadTextTools reads generation_config.json's sampling defaults (do_sample false means greedy); none for GGUF", async () => {
+  const dir = makeModelDir('gqa_f32');
+  assert.deepEqual((await loadTextTools(dir)).defaults, {});
+  writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ do_sample: true, temperature: 0.6, top_p: 0.9, eos_token_id: [2] }));
+  assert.deepEqual((await loadTextTools(dir)).defaults, { temperature: 0.6, topP: 0.9 });
+  writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ do_sample: false, temperature: 0.6, max_new_tokens: 64 }));
+  assert.deepEqual((await loadTextTools(dir)).defaults, { temperature: 0, maxNewTokens: 64 });
 });
 
 test('parseSize', () => {

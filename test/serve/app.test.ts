@@ -235,6 +235,20 @@ test('bad inputs: each field answers 400 with its param in OpenAI error shape, a
   assert.equal(engine.requests.length, 0);
 });
 
+test("a completion the engine aborts (shutdown) is a 503 / an error event, never finish_reason 'abort'", async () => {
+  const { post, engine } = setup();
+  engine.cutAt = 2;
+  const plain = await post('/v1/chat/completions', { ...user('x'), max_tokens: 6 });
+  assert.equal(plain.statusCode, 503, plain.body);
+  assert.equal(plain.json().error.code, 'shutting_down');
+  for (const [url, body] of [['/v1/chat/completions', { ...user('x'), max_tokens: 6, stream: true }], ['/v1/completions', { prompt: 'x', max_tokens: 6, n: 2, stream: true }]] as const) {
+    const events = sse((await post(url, body)).body) as any[];
+    assert.equal(events.at(-1).error?.code, 'shutting_down', `${url}: the stream ends with an error event`);
+    const finishes = events.flatMap((e) => (e.choices ?? []).map((c: any) => c.finish_reason)).filter((f) => f !== null);
+    assert.deepEqual(finishes, [], `${url}: no finish_reason outside OpenAI's set`);
+  }
+});
+
 test('generation_config.json defaults fill the sampling fields a request leaves out; explicit values win; max_new_tokens caps open chat output', async () => {
   const engine = new FakeEngine(tok);
   const s = createApp({ modelName: 'tiny' });

@@ -75,6 +75,7 @@ export class FakeEngine implements EngineClient {
   delayMs = 0;
   script: number[] | null = null; // when set, every completion emits these tokens instead
   failed: string | null = null; // what failure() reports
+  cutAt: number | null = null; // when set, completions end with the engine's 'abort' at this token, as a shutdown does
   readonly info: EngineInfo;
 
   constructor(private readonly tokenizer: Tokenizer, info: Partial<EngineInfo> = {}) {
@@ -99,18 +100,19 @@ export class FakeEngine implements EngineClient {
     for (let k = 0; k < count; k++) {
       if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
       for (let i = 0; i < req.n; i++) {
-        const done = signal?.aborted || k === count - 1;
+        const cut = k === this.cutAt;
+        const done = signal?.aborted || cut || k === count - 1;
         const tok = gen[i]![k]!;
         yield {
           kind: 'generate', id: req.id, index: i, tokenIds: [tok], text: detok[i]!.push(tok) + (done ? detok[i]!.flush() : ''),
           logprobs: req.logprobs === null ? null : [{ token: tok, logprob: -0.5, top: [[tok, -0.5], [0x20, -1.5], [tok ^ 1, -2.5]].slice(0, req.logprobs) as Array<[number, number]> }],
-          finishReason: done ? (signal?.aborted ? 'abort' : 'length') : null, stopReason: null,
+          finishReason: done ? (signal?.aborted || cut ? 'abort' : 'length') : null, stopReason: null,
           usage: { promptTokens: req.promptIds.length, cachedTokens: 0, completionTokens: k + 1 },
           promptLogprobs: k === 0 && i === 0 && req.promptLogprobs !== null
             ? req.promptIds.map((t, j) => (j === 0 ? null : { token: t, logprob: -1 - j, top: [[t, -1 - j], [t ^ 1, -9 - j]] as Array<[number, number]> })) : null,
         };
       }
-      if (signal?.aborted) return;
+      if (signal?.aborted || k === this.cutAt) return;
     }
   }
 

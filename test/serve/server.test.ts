@@ -153,10 +153,23 @@ test('chat: plain and streaming agree; the template renders the prompt; logprobs
   const ids = ch.logprobs!.content!.map((e) => idOf(e.bytes!));
   assert.equal(ids.length, 20);
   assert.equal(ch.message.content, tok.decode(ids, { skipSpecialTokens: true }));
+  const fatal = new TextDecoder('utf-8', { fatal: true });
+  const nameOf = (bytes: number[]) => {
+    try {
+      return fatal.decode(Uint8Array.from(bytes));
+    } catch {
+      return 'bytes:' + bytes.map((b) => `\\x${b.toString(16).padStart(2, '0')}`).join('');
+    }
+  };
+  let partial = 0;
   for (const e of ch.logprobs!.content!) {
     assert.equal(e.top_logprobs.length, 3);
     assert.equal(e.top_logprobs[0]!.logprob, e.logprob, 'greedy picks the top token');
+    for (const t of [e, ...e.top_logprobs]) assert.equal(t.token, nameOf(t.bytes!), 'whole UTF-8 as text, a partial sequence as bytes:\\x..');
+    assert.equal(new Set(e.top_logprobs.map((t) => t.token)).size, 3, 'distinct candidates have distinct names');
+    partial += e.top_logprobs.filter((t) => t.token.startsWith('bytes:')).length;
   }
+  assert.ok(partial > 0, 'the byte-level model proposes partial UTF-8 tokens');
 
   const stream = await client.chat.completions.create({ ...body, stream: true, stream_options: { include_usage: true } });
   const chunks: OpenAI.ChatCompletionChunk[] = [];

@@ -128,9 +128,9 @@ export class Engine {
       kvDtype,
       kvBlocks: numBlocks,
       blockSize,
+      maxNumSeqs,
       kvTokens,
       maxRequestTokens: Math.min(c.maxPositionEmbeddings, kvTokens),
-      maxNumSeqs,
     };
   }
 

@@ -94,9 +94,9 @@ export interface EngineInfo {
   readonly kvDtype: string;
   readonly kvBlocks: number;
   readonly blockSize: number;
+  readonly maxNumSeqs: number; // sequences running at once: the most completions (n) one request may ask for
   readonly kvTokens: number; // tokens of KV that fit in the budget
   readonly maxRequestTokens: number; // longest prompt + output one request can ever hold: min(maxModelLen, kvTokens)
-  readonly maxNumSeqs: number; // sequences running at once: the most completions (n) one request may ask for
 }
 
 /** The main-thread handle on the engine worker (src/engine/client.ts implements it). */

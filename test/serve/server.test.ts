@@ -332,6 +332,18 @@ test('/metrics parses as Prometheus text with the serving metrics', { timeout: T
   assert.ok(samples.get('floe_http_requests_total{route="/v1/completions",status="200"}')! >= 64);
 });
 
+test('--max-queue counts only what the free slots cannot take: 32 simultaneous requests, 64 slots, --max-queue 8: all served', { timeout: T }, async () => {
+  const s = await startFloe(dir, ['--max-num-seqs', '64', '--max-queue', '8', '--kv-cache-memory', '16MiB'], { FLOE_ENGINE_TEST_HOLD: '32' });
+  await waitHealthy(s);
+  const c = new OpenAI({ baseURL: s.url + '/v1', apiKey: 'none', maxRetries: 0 });
+  const results = await Promise.allSettled(Array.from({ length: 32 }, (_, i) =>
+    c.completions.create({ model: 'tiny', prompt: `burst ${i}`, max_tokens: 4, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming)));
+  const refused = results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason));
+  assert.deepEqual(refused, [], 'every request of the burst was admitted');
+  s.proc.kill('SIGTERM');
+  assert.equal(await s.exit, 0);
+});
+
 test('a burst past --max-num-seqs + --max-queue gets exactly the excess as 429s with Retry-After, then the server recovers; SIGTERM: /health 503 while a running stream finishes, exit 0', { timeout: T }, async () => {
   // The engine takes no step before all 16 requests reached it: 2 slots + 2 queued are admitted, 12 refused.
   const s = await startFloe(dir, ['--max-num-seqs', '2', '--max-queue', '2', '--shutdown-grace', '20'], { FLOE_ENGINE_TEST_HOLD: '16' });

@@ -114,7 +114,7 @@ serve options:
   --host HOST             listen address (default 127.0.0.1)
   --port N                port (default 8000; 0 = any free port)
   --api-key KEY           require "Authorization: Bearer KEY" on /v1 routes
-  --model-name NAME       model id clients send (default: the model path's base name)
+  --model-name NAME       model id clients send (default: the model path's base name, without .gguf)
   --threads N             kernel threads (default: all cores)
   --backend native|reference
   --kv-cache-memory SIZE  KV cache budget, e.g. 2GiB or 512MiB (default: a share of free RAM)
@@ -123,7 +123,7 @@ serve options:
   --block-size N          tokens per KV block (default 16)
   --max-batched-tokens N  token budget per engine step
   --max-num-seqs N        most requests in the running batch
-  --max-queue N           waiting requests beyond this get 429
+  --max-queue N           requests waiting beyond the free --max-num-seqs slots; more get 429
   --max-body BYTES        largest request body (default 8MiB); larger gets 413
   --shutdown-grace S      on SIGTERM/SIGINT, seconds running requests may finish (default 30)
 `;

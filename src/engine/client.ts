@@ -21,7 +21,7 @@ export interface EngineStartOptions {
   readonly blockSize?: number; // tokens per KV block, default 16
   readonly maxBatchedTokens?: number; // token budget per step, default 512
   readonly maxNumSeqs?: number; // default 64
-  readonly maxQueue?: number; // waiting requests beyond this get 429; default 1024
+  readonly maxQueue?: number; // requests waiting beyond the free sequence slots past this get 429; default 1024
   readonly prefixCaching?: boolean; // default true
 }
 
@@ -85,9 +85,11 @@ function spawnWorker(opts: EngineStartOptions): Worker {
 export async function startEngine(opts: EngineStartOptions): Promise<EngineClient> {
   const worker = spawnWorker(opts);
   const pending = new Map<string, Pending>();
-  const statsWaiters = new Map<number, (s: EngineStats) => void>();
+  const statsWaiters = new Map<number, { resolve: (s: EngineStats) => void; reject: (e: Error) => void }>();
   let nonce = 0;
   let closed: Error | null = null;
+  let failure: string | null = null; // set when the worker died without being asked to
+  let stopping = false; // shutdown() asked the worker to end
   let onClosed: (() => void) | null = null;
   const exited = new Promise<void>((r) => worker.once('exit', () => r()));
 
@@ -109,23 +111,30 @@ export async function startEngine(opts: EngineStartOptions): Promise<EngineClien
     throw e;
   });
 
-  const failAll = (e: Error): void => {
-    closed ??= e;
+  /** The worker is gone: fail what is in flight with `e`; later calls get a 503. */
+  const failAll = (e: EngineRequestError): void => {
+    if (!closed && stopping) closed = new EngineRequestError(503, 'the engine was shut down');
+    if (!closed) {
+      failure = e.message;
+      closed = new EngineRequestError(503, `the engine is not running (${e.message}); restart the server`);
+    }
     for (const p of pending.values()) p.onFail(e);
     pending.clear();
+    for (const w of statsWaiters.values()) w.reject(e);
+    statsWaiters.clear();
   };
   worker.on('message', (m: FromWorker) => {
     if (m.type === 'outputs') {
       for (const o of m.outputs) pending.get(o.id)?.onOutput(o);
     } else if (m.type === 'stats') {
-      statsWaiters.get(m.nonce)?.(m.stats);
+      statsWaiters.get(m.nonce)?.resolve(m.stats);
       statsWaiters.delete(m.nonce);
     } else if (m.type === 'closed') {
       onClosed?.();
     }
   });
-  worker.on('error', (e) => failAll(new EngineRequestError(500, `engine worker failed: ${e.message}`)));
-  worker.on('exit', (code) => failAll(new EngineRequestError(503, `engine worker exited (code ${code})`)));
+  worker.on('error', (e) => failAll(new EngineRequestError(500, `the engine worker crashed: ${e.message}`)));
+  worker.on('exit', (code) => failAll(new EngineRequestError(503, `the engine worker exited unexpectedly (code ${code})`)));
 
   const send = (m: ToWorker): void => {
     if (closed) throw closed instanceof EngineRequestError ? closed : new EngineRequestError(503, closed.message);
@@ -193,7 +202,7 @@ export async function startEngine(opts: EngineStartOptions): Promise<EngineClien
     stats(): Promise<EngineStats> {
       return new Promise((resolve, reject) => {
         const n = nonce++;
-        statsWaiters.set(n, resolve);
+        statsWaiters.set(n, { resolve, reject });
         try { send({ type: 'stats', nonce: n }); } catch (e) { statsWaiters.delete(n); reject(e as Error); }
       });
     },
@@ -201,11 +210,14 @@ export async function startEngine(opts: EngineStartOptions): Promise<EngineClien
     async shutdown(graceMs: number): Promise<void> {
       if (closed) { await exited; return; }
       const done = new Promise<void>((r) => { onClosed = r; });
+      stopping = true;
       worker.postMessage({ type: 'shutdown', graceMs } satisfies ToWorker);
       await Promise.race([done, exited]);
       closed ??= new EngineRequestError(503, 'the engine was shut down');
       await worker.terminate();
       await exited;
     },
+
+    failure: () => failure,
   };
 }

@@ -22,7 +22,7 @@ export interface EngineOptions {
   readonly blockSize?: number; // L, default 16
   readonly maxBatchedTokens?: number; // token budget per step, default 512
   readonly maxNumSeqs?: number; // default 64
-  readonly maxQueue?: number; // waiting sequences beyond this are refused (429); default 1024
+  readonly maxQueue?: number; // waiting requests beyond the free sequence slots (maxNumSeqs - running) are refused (429) past this; default 1024
   readonly prefixCaching?: boolean; // default true
   readonly extraEosIds?: readonly number[]; // e.g. the tokenizer's eos ids
 }
@@ -128,6 +128,7 @@ export class Engine {
       kvDtype,
       kvBlocks: numBlocks,
       blockSize,
+      maxNumSeqs,
       kvTokens,
       maxRequestTokens: Math.min(c.maxPositionEmbeddings, kvTokens),
     };
@@ -148,7 +149,11 @@ export class Engine {
     if (!this.accepting) throw new EngineRequestError(503, 'the engine is shutting down');
     if (typeof req.id !== 'string' || req.id.length === 0) bad('request id must be a non-empty string');
     if (this.states.has(req.id)) bad(`request id ${req.id} is already in use`);
-    if (this.scheduler.waiting.length >= this.maxQueue) throw new EngineRequestError(429, `the queue is full (${this.maxQueue} waiting requests); retry later`);
+    // --max-queue counts waiting requests that the free sequence slots cannot take at the next step
+    const queued = this.scheduler.waiting.length - Math.max(0, this.scheduler.cfg.maxNumSeqs - this.scheduler.running.length);
+    if (queued >= this.maxQueue) {
+      throw new EngineRequestError(429, `the queue is full (${this.maxQueue} requests waiting beyond the ${this.scheduler.cfg.maxNumSeqs} sequence slots, --max-queue); retry later`);
+    }
     const V = this.info.vocabSize;
     const P = req.promptIds.length;
     if (P === 0) bad('prompt is empty: give at least one token');

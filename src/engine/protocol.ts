@@ -94,6 +94,7 @@ export interface EngineInfo {
   readonly kvDtype: string;
   readonly kvBlocks: number;
   readonly blockSize: number;
+  readonly maxNumSeqs: number; // sequences running at once: the most completions (n) one request may ask for
   readonly kvTokens: number; // tokens of KV that fit in the budget
   readonly maxRequestTokens: number; // longest prompt + output one request can ever hold: min(maxModelLen, kvTokens)
 }
@@ -109,6 +110,8 @@ export interface EngineClient {
   stats(): Promise<EngineStats>;
   /** Stop taking requests; finish running ones within graceMs, then abort the rest and end the worker. */
   shutdown(graceMs: number): Promise<void>;
+  /** Why the engine stopped serving on its own (its worker crashed or exited), or null while it serves. */
+  failure(): string | null;
 }
 
 /** Thrown by EngineClient methods for a request the engine refused (status tells the server what to answer). */

@@ -27,10 +27,13 @@ post({ type: 'ready', info: engine.info });
 
 let wake: (() => void) | null = null;
 let shutdownAt: number | null = null;
+// Test hook: FLOE_ENGINE_TEST_HOLD=N takes no step before N requests arrived (admitted or refused): bursts become deterministic.
+let hold = Number(process.env.FLOE_ENGINE_TEST_HOLD ?? 0) || 0;
 
 port.on('message', (m: ToWorker) => {
   switch (m.type) {
     case 'add':
+      hold--;
       try {
         engine.add(m.req);
       } catch (e) {
@@ -52,6 +55,10 @@ port.on('message', (m: ToWorker) => {
   wake?.();
 });
 
+// Test hook: FLOE_ENGINE_TEST_FAULT=exit@N or throw@N kills the worker at step N, as a native fault would.
+const fault = /^(exit|throw)@(\d+)$/.exec(process.env.FLOE_ENGINE_TEST_FAULT ?? '');
+let steps = 0;
+
 // FLOE_ENGINE_STEP_DELAY_MS paces steps so tests can act mid-stream on tiny, fast models.
 const stepDelayMs = Number(process.env.FLOE_ENGINE_STEP_DELAY_MS ?? 0) || 0;
 const tick = (): Promise<void> => new Promise((r) => (stepDelayMs > 0 ? setTimeout(r, stepDelayMs) : setImmediate(r)));
@@ -64,7 +71,11 @@ for (;;) {
     port.close();
     break;
   }
-  if (engine.hasWork) {
+  if (engine.hasWork && hold <= 0) {
+    if (fault && ++steps >= Number(fault[2])) {
+      if (fault[1] === 'exit') process.exit(70);
+      throw new Error(`test fault at engine step ${steps}`);
+    }
     let outs: EngineOutput[];
     try {
       outs = engine.step();

@@ -4,9 +4,10 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { EngineRequestError, type EngineClient, type GenerateOutput, type GenerateRequest, type LogprobEntry } from '../engine/protocol.js';
 import { encodeChat, type ChatTemplate } from '../formats/chat-template.js';
+import type { GenerationDefaults } from '../formats/hf-config.js';
 import { ApiError, invalid } from './errors.js';
 import { ServeMetrics } from './metrics.js';
-import { TokenTexts, type ServeTokenizer } from './token-text.js';
+import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
 import {
   parseChatRequest, parseCompletionRequest, parseEmbeddingRequest,
   type GenerationParams, type Prompt, type ValidationContext,
@@ -19,6 +20,7 @@ export interface ModelContext {
   readonly engine: EngineClient;
   readonly tokenizer: ServeTokenizer | null;
   readonly template: ChatTemplate | null;
+  readonly defaults?: GenerationDefaults; // sampling defaults from generation_config.json
 }
 
 export interface AppOptions {
@@ -43,6 +45,7 @@ export interface ServeApp {
 export const DEFAULT_BODY_LIMIT = 8 * 2 ** 20;
 
 const LOGPROB_FLOOR = -9999; // JSON has no -Infinity
+const RETRY_AFTER_S = 1; // Retry-After on 429 and on 503 while loading
 
 export function createApp(opts: AppOptions): ServeApp {
   const metrics = opts.metrics ?? new ServeMetrics();
@@ -75,6 +78,8 @@ export function createApp(opts: AppOptions): ServeApp {
   app.setErrorHandler((err: unknown, req, reply) => {
     const e = toApiError(err, bodyLimit);
     if (e.status === 500) console.error(`floe serve: ${req.method} ${req.url}:`, err);
+    // A full queue or a loading model clears up by itself: tell clients when to come back.
+    if (e.status === 429 || e.code === 'model_loading') void reply.header('retry-after', String(RETRY_AFTER_S));
     void reply.code(e.status).header('content-type', 'application/json; charset=utf-8').send(JSON.stringify(e.body()));
   });
   app.setNotFoundHandler((req, reply) => {
@@ -87,11 +92,13 @@ export function createApp(opts: AppOptions): ServeApp {
     return ctx;
   };
   const vctx = (c: ModelContext): ValidationContext =>
-    ({ modelName: opts.modelName, vocabSize: c.engine.info.vocabSize, hiddenSize: c.engine.info.hiddenSize });
+    ({ modelName: opts.modelName, vocabSize: c.engine.info.vocabSize, hiddenSize: c.engine.info.hiddenSize, maxNumSeqs: c.engine.info.maxNumSeqs, defaults: c.defaults });
 
   app.get('/health', async (_req, reply) => {
     if (draining) return reply.code(503).send({ status: 'shutting_down' });
-    if (!ctx) return reply.code(503).send({ status: 'loading' });
+    if (!ctx) return reply.code(503).header('retry-after', String(RETRY_AFTER_S)).send({ status: 'loading' });
+    const failure = ctx.engine.failure();
+    if (failure !== null) return reply.code(503).send({ status: 'engine_failed', error: failure });
     return { status: 'ok' };
   });
 
@@ -137,7 +144,7 @@ export function createApp(opts: AppOptions): ServeApp {
     if (len >= limit) {
       throw invalid(promptParam, `the prompt is ${len} tokens, but this model's maximum context length is ${limit} tokens${kvNote}, leaving no room for output`, 'context_length_exceeded');
     }
-    if (g.maxTokens === null) return limit - len;
+    if (g.maxTokens === null) return Math.min(limit - len, g.maxTokensCap ?? Infinity);
     if (len + g.maxTokens > limit) {
       throw invalid(g.maxTokensParam, `this model's maximum context length is ${limit} tokens${kvNote}; you requested ${len + g.maxTokens} tokens ` +
         `(${len} in the prompt, ${g.maxTokens} for the completion); reduce the prompt or '${g.maxTokensParam}'`, 'context_length_exceeded');
@@ -166,8 +173,19 @@ export function createApp(opts: AppOptions): ServeApp {
       abort();
     });
     const sources = reqs.map((r) => c.engine.generate(r, ac.signal));
-    const stream = merge(sources, () => { finished = true; });
+    const stream = refuseAborts(merge(sources, () => { finished = true; }), ac.signal);
     return { stream, abort, aborted: () => ac.signal.aborted };
+  };
+
+  const warned = new Set<string>();
+  /** Name the ignored request fields in a response header; log each field the first time it is seen. */
+  const noteIgnored = (reply: FastifyReply, fields: readonly string[]) => {
+    if (fields.length === 0) return;
+    reply.raw.setHeader('x-floe-ignored-fields', fields.join(', '));
+    const fresh = fields.filter((f) => !warned.has(f));
+    if (fresh.length === 0) return;
+    for (const f of fresh) warned.add(f);
+    console.warn(`floe serve: ignoring request field${fresh.length > 1 ? 's' : ''} ${fresh.join(', ')} (no effect on this model's answer; named in x-floe-ignored-fields)`);
   };
 
   const tracked = async <T>(fn: () => Promise<T>): Promise<T> => {
@@ -182,6 +200,7 @@ export function createApp(opts: AppOptions): ServeApp {
   app.post('/v1/chat/completions', (req, reply) => tracked(async () => {
     const c = model();
     const p = parseChatRequest(req.body, vctx(c));
+    noteIgnored(reply, p.ignored);
     if (!c.tokenizer) throw invalid('messages', 'this model has no tokenizer, so chat is not available; use /v1/completions with token ids');
     if (!c.template) throw invalid('messages', 'this model has no chat template (tokenizer_config.json chat_template or chat_template.jinja); use /v1/completions');
     let ids: number[];
@@ -240,6 +259,7 @@ export function createApp(opts: AppOptions): ServeApp {
   app.post('/v1/completions', (req, reply) => tracked(async () => {
     const c = model();
     const p = parseCompletionRequest(req.body, vctx(c));
+    noteIgnored(reply, p.ignored);
     const prompts = p.prompts.map((pr, i) => {
       const param = p.prompts.length > 1 ? `prompt[${i}]` : 'prompt';
       const ids = promptIds(c, pr, param);
@@ -255,7 +275,7 @@ export function createApp(opts: AppOptions): ServeApp {
     const acc = new Accumulator(p.n, prompts.length, metrics, t0, p.returnTokenIds);
     const head = { id, created: Math.floor(Date.now() / 1000), model: opts.modelName };
     const promptLp: Array<ReadonlyArray<LogprobEntry | null> | null> = prompts.map(() => null);
-    const offsets = new Array<number>(p.n * prompts.length).fill(0);
+    const offsets = Array.from({ length: p.n * prompts.length }, () => new TextOffsets());
     const echoed = new Array<boolean>(p.n * prompts.length).fill(false);
 
     /** Legacy logprobs of the echoed prompt (when asked) then of new tokens; advances the choice's text offset. */
@@ -264,12 +284,11 @@ export function createApp(opts: AppOptions): ServeApp {
       const out = { tokens: [] as string[], token_logprobs: [] as Array<number | null>, top_logprobs: [] as Array<Record<string, number> | null>, text_offset: [] as number[] };
       // text_offset indexes the returned text: tokens absent from it (the added BOS, skipped specials) advance 0.
       const push = (tok: number, e: LogprobEntry | null, inText: boolean) => {
-        const t = texts.text(tok);
-        out.tokens.push(t);
+        const t = texts.get(tok);
+        out.tokens.push(t.text);
         out.token_logprobs.push(e ? clampLp(e.logprob) : null);
         out.top_logprobs.push(e ? Object.fromEntries(e.top.slice(0, p.logprobs!).map(([id2, lp]) => [texts.text(id2), clampLp(lp)])) : null);
-        out.text_offset.push(offsets[ch]!);
-        if (inText) offsets[ch]! += t.length;
+        out.text_offset.push(offsets[ch]!.push(t, inText));
       };
       if (withPrompt) prompts[k]!.ids.forEach((tok, j) => push(tok, promptLp[k]?.[j] ?? null, j >= prompts[k]!.added));
       for (const e of entries ?? []) push(e.token, e, !(p.skipSpecialTokens && texts.get(e.token).special));
@@ -490,6 +509,24 @@ async function streamSse(
   } finally {
     void it.return(undefined).catch(() => {});
     if (!raw.destroyed && !raw.writableEnded) raw.end('data: [DONE]\n\n');
+  }
+}
+
+/**
+ * 'abort' is the engine's word, not OpenAI's: a completion the engine ended without this client leaving
+ * (shutdown past its grace period) fails the request with a 503 instead of carrying a made-up finish_reason.
+ */
+async function* refuseAborts<T extends { value: GenerateOutput }>(stream: AsyncGenerator<T>, clientLeft: AbortSignal): AsyncGenerator<T> {
+  try {
+    for await (const item of stream) {
+      if (item.value.finishReason === 'abort') {
+        if (clientLeft.aborted) return;
+        throw new ApiError(503, 'the server shut down before this completion finished; retry it', null, 'shutting_down');
+      }
+      yield item;
+    }
+  } finally {
+    await stream.return(undefined);
   }
 }
 

@@ -1,11 +1,15 @@
 // startServer: listen first (/health 503 while loading), load the engine and tokenizer, then serve; graceful close.
 
-import { statSync } from 'node:fs';
-import { basename } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { totalmem } from 'node:os';
+import { basename, join } from 'node:path';
 import type { EngineClient, EngineInfo } from '../engine/protocol.js';
 import { startEngine, type EngineStartOptions } from '../engine/client.js';
 import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../formats/chat-template.js';
 import { readGguf } from '../formats/gguf.js';
+import { readHfConfig, type GenerationDefaults } from '../formats/hf-config.js';
+import { isGgufPath } from '../formats/load.js';
+import { KvCache } from '../model/kv-cache.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { createApp, type ServeApp } from './app.js';
@@ -15,7 +19,7 @@ export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
   readonly host?: string; // default 127.0.0.1
   readonly port?: number; // default 8000; 0 picks a free port
   readonly apiKey?: string | null;
-  readonly modelName?: string; // default: the model path's base name
+  readonly modelName?: string; // default: the model path's base name (without .gguf)
   readonly bodyLimit?: number; // bytes
   readonly log?: (line: string) => void;
 }
@@ -30,17 +34,66 @@ export interface RunningServer {
   close(graceMs: number): Promise<void>;
 }
 
-/** The tokenizer and chat template of an HF directory or a GGUF file (either may be absent). */
-export async function loadTextTools(path: string): Promise<{ tokenizer: Tokenizer | null; template: ChatTemplate | null }> {
-  if (statSync(path).isDirectory()) return { tokenizer: await loadTokenizer(path), template: await loadChatTemplate(path) };
+/** The tokenizer, chat template and generation_config.json sampling defaults of an HF directory or a GGUF file (each may be absent). */
+export async function loadTextTools(path: string): Promise<{ tokenizer: Tokenizer | null; template: ChatTemplate | null; defaults: GenerationDefaults }> {
+  if (statSync(path).isDirectory()) {
+    return { tokenizer: await loadTokenizer(path), template: await loadChatTemplate(path), defaults: readHfConfig(path).generation };
+  }
   const meta = (await readGguf(path)).metadata;
   const source = selectChatTemplate(meta.get('tokenizer.chat_template') ?? null, {}, `${path} tokenizer.chat_template`);
-  return { tokenizer: tokenizerFromGguf(meta), template: source === null ? null : new ChatTemplate(source, `${path} tokenizer.chat_template`) };
+  return { tokenizer: tokenizerFromGguf(meta), template: source === null ? null : new ChatTemplate(source, `${path} tokenizer.chat_template`), defaults: {} };
+}
+
+/** The model id clients send by default: the path's base name, without a .gguf extension. */
+export function defaultModelName(model: string): string {
+  return basename(model.replace(/[/\\]+$/, '')).replace(/\.gguf$/i, '');
+}
+
+const GIB = 2 ** 30;
+
+/**
+ * What can be checked without loading weights, before "listening" is printed: the model path is an HF directory
+ * with a config.json or a GGUF file; the KV cache budget fits in RAM and holds at least one block.
+ */
+export function preflight(opts: ServeOptions): void {
+  const p = opts.model;
+  const expected = 'expected an HF model directory (config.json, *.safetensors) or a .gguf file';
+  let st;
+  try {
+    st = statSync(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(`--model ${p}: ${code === 'ENOENT' ? 'no such file or directory' : (e as Error).message}; ${expected}`);
+  }
+  let hf: ReturnType<typeof readHfConfig> | null = null;
+  if (st.isDirectory()) {
+    if (!existsSync(join(p, 'config.json'))) throw new Error(`--model ${p}: the directory has no config.json; ${expected}`);
+    hf = readHfConfig(p);
+  } else if (!isGgufPath(p)) {
+    throw new Error(`--model ${p}: a file that is not GGUF (no .gguf extension, no GGUF magic); ${expected}`);
+  }
+  const kv = opts.kvCacheMemory;
+  if (kv === undefined) return;
+  if (kv > totalmem()) {
+    throw new Error(`--kv-cache-memory ${(kv / GIB).toFixed(2)} GiB is more than this machine's ${(totalmem() / GIB).toFixed(2)} GiB of RAM`);
+  }
+  if (hf) {
+    const c = hf.config;
+    const blockSize = opts.blockSize ?? 16;
+    // bf16 unless asked: the smallest block the engine would pick for a 16-bit or f32 checkpoint
+    const dtype = opts.kvDtype ?? 'bf16';
+    const perBlock = KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, dtype) * blockSize;
+    if (kv < perBlock) {
+      throw new Error(`--kv-cache-memory ${kv} bytes holds no KV block: one block of ${blockSize} tokens takes ${perBlock} bytes (${dtype}, ` +
+        `${c.numLayers} layers × ${c.numKvHeads} kv heads × ${c.headDim}); give at least ${perBlock}`);
+    }
+  }
 }
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const log = opts.log ?? ((line: string) => process.stdout.write(line + '\n'));
-  const modelName = opts.modelName ?? basename(opts.model.replace(/[/\\]+$/, ''));
+  preflight(opts);
+  const modelName = opts.modelName ?? defaultModelName(opts.model);
   const serve = createApp({ modelName, apiKey: opts.apiKey, bodyLimit: opts.bodyLimit, metrics: new ServeMetrics({ processMetrics: true }) });
   const { host = '127.0.0.1', port = 8000 } = opts;
   await serve.app.listen({ host, port });
@@ -53,16 +106,16 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ...engineOpts } = opts;
   const ready = (async () => {
     const t0 = performance.now();
-    // Test hook: hold the load back so that the loading state can be observed.
-    const delay = Number(process.env.FLOE_SERVE_LOAD_DELAY_MS ?? 0);
-    if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+    // Test hook: FLOE_SERVE_LOAD_HOLD=1 holds the load until SIGUSR2, so that the loading state can be observed.
+    if (process.env.FLOE_SERVE_LOAD_HOLD === '1') await new Promise((r) => process.once('SIGUSR2', r));
     const [e, tools] = await Promise.all([startEngine({ ...engineOpts, modelId: modelName }), loadTextTools(opts.model)]);
     engine = e;
-    serve.ready({ engine: e, tokenizer: tools.tokenizer, template: tools.template });
+    serve.ready({ engine: e, tokenizer: tools.tokenizer, template: tools.template, defaults: tools.defaults });
     const i = e.info;
     log(`floe serve: model ready in ${((performance.now() - t0) / 1000).toFixed(1)} s; KV cache ${i.kvDtype}: ${i.kvBlocks} blocks × ${i.blockSize} = ` +
       `${i.kvTokens} tokens; longest request ${i.maxRequestTokens} tokens (context window ${i.maxModelLen})` +
-      `${tools.tokenizer ? '' : '; no tokenizer: token-id prompts only'}${tools.template ? '' : '; no chat template: /v1/chat/completions unavailable'}`);
+      `${tools.tokenizer ? '' : '; no tokenizer: token-id prompts only'}${tools.template ? '' : '; no chat template: /v1/chat/completions unavailable'}` +
+      `${Object.keys(tools.defaults).length ? `; defaults from generation_config.json: ${JSON.stringify(tools.defaults)}` : ''}`);
     return i;
   })();
   ready.catch(() => {}); // the caller observes it; no unhandled rejection meanwhile
@@ -72,14 +125,18 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     url, serve, modelName, ready,
     close(graceMs) {
       closing ??= (async () => {
+        // Still listening while running requests finish: /health and new requests answer 503 (load balancers see it).
         serve.drain();
         const server = serve.app.server;
         // Connections still open past the grace period (and a margin for the aborted streams to end) are cut.
-        const cut = setTimeout(() => server.closeAllConnections(), graceMs + 3000);
+        const cut = setTimeout(() => {
+          log('floe serve: cutting the connections still open after the grace period');
+          server.closeAllConnections();
+        }, graceMs + 3000);
+        if (engine) await engine.shutdown(graceMs).catch(() => {});
         // Keep-alive connections turn idle as their streams end; close them as they do.
         const idle = setInterval(() => server.closeIdleConnections(), 50);
-        const stopEngine = engine ? engine.shutdown(graceMs).catch(() => {}) : Promise.resolve();
-        await Promise.all([serve.app.close(), stopEngine]);
+        await serve.app.close();
         clearTimeout(cut);
         clearInterval(idle);
       })();

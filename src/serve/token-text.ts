@@ -13,12 +13,42 @@ const BYTE_OF = ((): Map<string, number> => {
   return m;
 })();
 
-const utf8 = new TextDecoder('utf-8');
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export interface TokenText {
-  readonly text: string;
-  readonly bytes: number[];
+  readonly text: string; // as logprobs show it: the decoded text, or vLLM's `bytes:\xe6\x97` when not whole UTF-8
+  readonly bytes: number[]; // the token's own UTF-8 bytes (OpenAI's `bytes` field)
   readonly special: boolean;
+}
+
+/** vLLM's name for a token that is not whole UTF-8: `bytes:` then `\xNN` per byte. */
+export function bytesName(bytes: readonly number[]): string {
+  return 'bytes:' + bytes.map((b) => '\\x' + b.toString(16).padStart(2, '0')).join('');
+}
+
+/** The text of whole UTF-8 bytes, or the `bytes:` name when they hold a partial character. */
+function textOf(bytes: number[]): string {
+  try {
+    return utf8.decode(new Uint8Array(bytes));
+  } catch {
+    return bytesName(bytes);
+  }
+}
+
+/**
+ * Character offsets (JS string units, as OpenAI's text_offset) of successive tokens in the text they decode to:
+ * a token inside a multi-byte character sits at that character's offset; the character counts once it completes.
+ */
+export class TextOffsets {
+  private readonly dec = new TextDecoder('utf-8', { ignoreBOM: true });
+  private at = 0;
+
+  /** This token's offset; then move past what it adds to the text (nothing when it is absent from the text). */
+  push(t: TokenText, inText: boolean): number {
+    const at = this.at;
+    if (inText) this.at += this.dec.decode(new Uint8Array(t.bytes), { stream: true }).length;
+    return at;
+  }
 }
 
 export class TokenTexts {
@@ -44,11 +74,16 @@ export class TokenTexts {
       const text = `<token ${id}>`;
       return { text, bytes: [...Buffer.from(text)], special: false };
     }
-    if (!this.tokenizer.isSpecial(id) && [...sym].every((c) => BYTE_OF.has(c))) {
-      const bytes = [...sym].map((c) => BYTE_OF.get(c)!);
-      return { text: utf8.decode(new Uint8Array(bytes)), bytes, special: false };
-    }
     const special = this.tokenizer.isSpecial(id);
+    if (!special && [...sym].every((c) => BYTE_OF.has(c))) {
+      const bytes = [...sym].map((c) => BYTE_OF.get(c)!);
+      return { text: textOf(bytes), bytes, special: false };
+    }
+    const fallback = /^<0x([0-9A-Fa-f]{2})>$/.exec(sym); // SentencePiece byte fallback
+    if (!special && fallback) {
+      const bytes = [parseInt(fallback[1]!, 16)];
+      return { text: textOf(bytes), bytes, special: false };
+    }
     const text = special ? sym : this.tokenizer.decode([id]);
     return { text, bytes: [...Buffer.from(text)], special };
   }

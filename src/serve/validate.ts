@@ -2,6 +2,7 @@
 
 import type { SamplingSpec } from '../engine/protocol.js';
 import type { ChatMessage } from '../formats/chat-template.js';
+import type { GenerationDefaults } from '../formats/hf-config.js';
 import { ApiError, invalid } from './errors.js';
 
 /** What validation needs to know about the served model. */
@@ -9,6 +10,8 @@ export interface ValidationContext {
   readonly modelName: string;
   readonly vocabSize: number;
   readonly hiddenSize: number;
+  readonly maxNumSeqs: number; // the most completions one request may ask for (--max-num-seqs)
+  readonly defaults?: GenerationDefaults; // the model's generation_config.json: used where the request is silent
 }
 
 /** Fields common to chat and text completions. */
@@ -19,6 +22,7 @@ export interface GenerationParams {
   readonly includeUsage: boolean;
   readonly maxTokens: number | null; // null → as many as the context allows
   readonly maxTokensParam: string; // which field set it, for error messages
+  readonly maxTokensCap: number | null; // when maxTokens is null: generation_config.json's max_new_tokens, if any
   readonly sampling: SamplingSpec;
   readonly stop: readonly string[];
   readonly stopTokenIds: readonly number[];
@@ -26,6 +30,7 @@ export interface GenerationParams {
   readonly skipSpecialTokens: boolean;
   readonly logprobs: number | null; // top-K per generated token; null → none
   readonly returnTokenIds: boolean; // vLLM extra: token_ids per choice, prompt_token_ids
+  readonly ignored: readonly string[]; // documented-harmless OpenAI fields the request set and this server ignores
 }
 
 export interface ChatParams extends GenerationParams {
@@ -59,9 +64,17 @@ const COMMON_FIELDS = [
   'frequency_penalty', 'presence_penalty', 'seed', 'stop', 'stop_token_ids', 'ignore_eos', 'skip_special_tokens',
   'logit_bias', 'logprobs', 'user', 'return_token_ids',
 ];
+/**
+ * OpenAI chat fields that cannot change a Llama model's answer here: accepted, ignored, and named in the
+ * x-floe-ignored-fields response header (README "HTTP API" lists each decision).
+ */
+const CHAT_IGNORED = new Set([
+  'metadata', 'store', 'service_tier', 'parallel_tool_calls', 'prompt_cache_key', 'prompt_cache_retention', 'safety_identifier',
+  'reasoning_effort', 'verbosity', 'prediction', 'modalities', 'audio', 'web_search_options',
+]);
 const CHAT_FIELDS = new Set([
   ...COMMON_FIELDS, 'messages', 'max_completion_tokens', 'top_logprobs', 'response_format', 'tools', 'tool_choice',
-  'parallel_tool_calls', 'functions', 'function_call', 'add_generation_prompt', 'metadata', 'store', 'service_tier',
+  'functions', 'function_call', 'add_generation_prompt', ...CHAT_IGNORED,
 ]);
 const COMPLETION_FIELDS = new Set([...COMMON_FIELDS, 'prompt', 'echo', 'suffix', 'best_of', 'prompt_logprobs']);
 const EMBEDDING_FIELDS = new Set(['model', 'input', 'encoding_format', 'dimensions', 'user', 'pooling', 'normalize']);
@@ -146,27 +159,33 @@ function checkModel(b: Obj, ctx: ValidationContext): string {
   const m = get(b, 'model');
   if (m === undefined) return ctx.modelName;
   if (typeof m !== 'string') throw invalid('model', `'model' must be a string, got ${describe(m)}`, 'invalid_type');
-  if (m !== ctx.modelName) throw invalid('model', `the model '${m}' does not exist; this server serves '${ctx.modelName}'`, 'model_not_found');
+  if (m !== ctx.modelName) throw new ApiError(404, `the model '${m.slice(0, 200)}' does not exist; this server serves '${ctx.modelName}'`, 'model', 'model_not_found');
   return m;
 }
 
 function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): GenerationParams {
   const model = checkModel(b, ctx);
   const n = optNum(b, 'n', 1, { min: 1, max: MAX_N, integer: true });
+  if (n > ctx.maxNumSeqs) {
+    throw invalid('n', `'n' is ${n}, but this server runs at most ${ctx.maxNumSeqs} sequences at once; raise --max-num-seqs or ask for fewer completions`);
+  }
   const stream = optBool(b, 'stream', false);
   let includeUsage = false;
+  const ignored = Object.keys(b).filter((k) => (k === 'user' || (chat && CHAT_IGNORED.has(k))) && get(b, k) !== undefined);
   const so = get(b, 'stream_options');
   if (so !== undefined) {
     if (!stream) throw invalid('stream_options', `'stream_options' is only allowed when 'stream' is true`);
     if (!isObj(so)) throw invalid('stream_options', `'stream_options' must be an object, got ${describe(so)}`, 'invalid_type');
     for (const k of Object.keys(so)) {
-      if (k !== 'include_usage') throw invalid(`stream_options.${k}`, `unrecognized argument 'stream_options.${k}'`, 'unknown_parameter');
+      // include_obfuscation pads stream chunks against side channels: nothing to pad on a local server
+      if (k !== 'include_usage' && k !== 'include_obfuscation') throw invalid(`stream_options.${k}`, `unrecognized argument 'stream_options.${k}'`, 'unknown_parameter');
     }
     const iu = get(so, 'include_usage');
     if (iu !== undefined && typeof iu !== 'boolean') {
       throw invalid('stream_options.include_usage', `'stream_options.include_usage' must be a boolean, got ${describe(iu)}`, 'invalid_type');
     }
     includeUsage = iu === true;
+    if (get(so, 'include_obfuscation') !== undefined) ignored.push('stream_options.include_obfuscation');
   }
 
   let maxTokens: number | null = null;
@@ -181,12 +200,16 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     }
   }
   if (!chat && get(b, 'max_tokens') === undefined) maxTokens = 16; // OpenAI's legacy completions default
+  const d = ctx.defaults ?? {};
+  // vLLM: generation_config.json's max_new_tokens caps the output a chat request left open
+  const maxTokensCap = chat && maxTokens === null ? d.maxNewTokens ?? null : null;
 
-  const temperature = optNum(b, 'temperature', 1, { min: 0, max: 2 });
-  const topP = optNum(b, 'top_p', 1, { gt: 0, max: 1 });
-  const topK = optNum(b, 'top_k', 0, { min: -1, integer: true });
-  const minP = optNum(b, 'min_p', 0, { min: 0, max: 1 });
-  const repetitionPenalty = optNum(b, 'repetition_penalty', 1, { gt: 0, max: 100 });
+  // A field the request leaves out takes the model's generation_config.json value (as vLLM does), else OpenAI's default.
+  const temperature = optNum(b, 'temperature', d.temperature ?? 1, { min: 0, max: 2 });
+  const topP = optNum(b, 'top_p', d.topP ?? 1, { gt: 0, max: 1 });
+  const topK = optNum(b, 'top_k', d.topK ?? 0, { min: -1, integer: true });
+  const minP = optNum(b, 'min_p', d.minP ?? 0, { min: 0, max: 1 });
+  const repetitionPenalty = optNum(b, 'repetition_penalty', d.repetitionPenalty ?? 1, { gt: 0, max: 100 });
   const frequencyPenalty = optNum(b, 'frequency_penalty', 0, { min: -2, max: 2 });
   const presencePenalty = optNum(b, 'presence_penalty', 0, { min: -2, max: 2 });
   const seedV = get(b, 'seed');
@@ -237,13 +260,14 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
   if (user !== undefined && typeof user !== 'string') throw invalid('user', `'user' must be a string, got ${describe(user)}`, 'invalid_type');
 
   return {
-    model, n, stream, includeUsage, maxTokens, maxTokensParam,
+    model, n, stream, includeUsage, maxTokens, maxTokensParam, maxTokensCap,
     sampling: { temperature, topP, topK, minP, repetitionPenalty, frequencyPenalty, presencePenalty, seed, logitBias },
     stop, stopTokenIds,
     ignoreEos: optBool(b, 'ignore_eos', false),
     skipSpecialTokens: optBool(b, 'skip_special_tokens', true),
     logprobs,
     returnTokenIds: optBool(b, 'return_token_ids', false),
+    ignored,
   };
 }
 
@@ -286,13 +310,22 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
       throw invalid('response_format', `response_format type '${rf.type.slice(0, 40)}' is not supported yet; only 'text' is`, 'unsupported_parameter');
     }
   }
-  for (const key of ['metadata'] as const) {
+  for (const key of ['metadata', 'prediction'] as const) {
     const v = get(b, key);
     if (v !== undefined && !isObj(v)) throw invalid(key, `'${key}' must be an object, got ${describe(v)}`, 'invalid_type');
   }
   optBool(b, 'store', false);
   optBool(b, 'parallel_tool_calls', false);
-  optString(b, 'service_tier');
+  for (const key of ['service_tier', 'prompt_cache_key', 'prompt_cache_retention', 'safety_identifier', 'reasoning_effort', 'verbosity'] as const) optString(b, key);
+  // Fields that would change the answer are refused rather than ignored.
+  const modalities = get(b, 'modalities');
+  if (modalities !== undefined) {
+    if (!Array.isArray(modalities)) throw invalid('modalities', `'modalities' must be an array, got ${describe(modalities)}`, 'invalid_type');
+    const other = modalities.find((m) => m !== 'text');
+    if (other !== undefined) throw invalid('modalities', `modality ${describe(other)} is not supported: this model outputs text only`, 'unsupported_parameter');
+  }
+  if (get(b, 'audio') !== undefined) throw invalid('audio', `'audio' output is not supported: this model outputs text only`, 'unsupported_parameter');
+  if (get(b, 'web_search_options') !== undefined) throw invalid('web_search_options', `'web_search_options' is not supported: this server does not search the web`, 'unsupported_parameter');
 
   const mv = get(b, 'messages');
   if (mv === undefined) throw invalid('messages', `'messages' is required`, 'missing_required_parameter');

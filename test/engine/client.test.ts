@@ -59,8 +59,20 @@ test('worker: 32 concurrent streams equal generate() alone; abort frees blocks; 
   }
 });
 
-test('worker: a flood past maxQueue gets 429s, then recovers; shutdown aborts what is left after the grace period', async () => {
-  const client = await startEngine({ model: FIXTURES + 'gqa_f32', kvDtype: 'f32', maxNumSeqs: 2, maxQueue: 3 });
+/** startEngine with test-hook variables in the worker's environment (a worker copies process.env when it starts). */
+async function startWith(env: Record<string, string>, opts: Omit<Parameters<typeof startEngine>[0], 'model'>) {
+  const saved = Object.keys(env).map((k) => [k, process.env[k]] as const);
+  Object.assign(process.env, env);
+  try {
+    return await startEngine({ model: FIXTURES + 'gqa_f32', kvDtype: 'f32', ...opts });
+  } finally {
+    for (const [k, v] of saved) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+  }
+}
+
+test('worker: a burst past maxNumSeqs + maxQueue gets exactly the excess as 429s, then recovers; shutdown aborts what is left after the grace period', async () => {
+  // No step before all 12 requests arrived: 2 free slots + 3 queued are admitted, 7 refused.
+  const client = await startWith({ FLOE_ENGINE_TEST_HOLD: '12' }, { maxNumSeqs: 2, maxQueue: 3 });
   try {
     const r = rand(4);
     const runs = Array.from({ length: 12 }, (_, i) => {
@@ -69,9 +81,9 @@ test('worker: a flood past maxQueue gets 429s, then recovers; shutdown aborts wh
     });
     const got = await Promise.all(runs);
     const refused = got.filter((g) => !g.ok);
-    assert.ok(refused.length > 0, 'some were refused');
+    assert.equal(refused.length, 7);
     for (const g of refused) assert.ok(!g.ok && g.e instanceof EngineRequestError && g.e.status === 429);
-    assert.ok(got.filter((g) => g.ok).length >= 3, 'the queue was served');
+    assert.equal(got.filter((g) => g.ok).length, 5, 'the running and queued requests were served');
     const { kind: _k, ...again } = genReq('again', [3, 4, 5], { maxTokens: 2 });
     assert.equal((await drain(client.generate(again))).at(-1)!.finishReason, 'length');
 
@@ -84,4 +96,36 @@ test('worker: a flood past maxQueue gets 429s, then recovers; shutdown aborts wh
   } finally {
     await client.shutdown(0);
   }
+});
+
+for (const fault of ['throw', 'exit'] as const) {
+  test(`worker crash (${fault} in the loop): in-flight requests fail instead of hanging, failure() says why, later calls get 503`, { timeout: 30_000 }, async () => {
+    const client = await startWith({ FLOE_ENGINE_TEST_FAULT: `${fault}@4` }, {});
+    try {
+      assert.equal(client.failure(), null);
+      const r = rand(9);
+      const runs = Array.from({ length: 3 }, (_, i) => {
+        const { kind: _k, ...q } = genReq(`c${i}`, randomPrompt(r, 6), { maxTokens: 50, ignoreEos: true });
+        return drain(client.generate(q)).then(() => null, (e: unknown) => e);
+      });
+      const stats = client.stats().then(() => null, (e: unknown) => e); // answered before the crash, or failed by it: never left hanging
+      const errs = await Promise.all(runs);
+      const want = fault === 'throw' ? { status: 500, re: /engine worker crashed: test fault at engine step 4/ } : { status: 503, re: /exited unexpectedly \(code 70\)/ };
+      for (const e of errs) assert.ok(e instanceof EngineRequestError && e.status === want.status && want.re.test(e.message), String(e));
+      assert.match(client.failure() ?? '', want.re);
+      const s = await stats;
+      assert.ok(s === null || s instanceof EngineRequestError);
+      const { kind: _k, ...late } = genReq('late', [3, 4], { maxTokens: 2 });
+      await assert.rejects(drain(client.generate(late)), (e: unknown) => e instanceof EngineRequestError && e.status === 503 && /restart the server/.test(e.message));
+      await assert.rejects(client.stats(), (e: unknown) => e instanceof EngineRequestError && e.status === 503);
+    } finally {
+      await client.shutdown(0);
+    }
+  });
+}
+
+test('worker: a normal shutdown is not reported as a failure', async () => {
+  const client = await startWith({}, {});
+  await client.shutdown(0);
+  assert.equal(client.failure(), null);
 });

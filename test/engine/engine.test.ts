@@ -145,7 +145,7 @@ test('cancellation frees blocks at the next step and ends with abort', () => {
 
 test('requests that can never fit are rejected with 400; a full queue with 429', () => {
   const perBlock = KvCache.bytesPerToken(2, 2, 16, 'f32') * 16;
-  const engine = new Engine(model, null, { ...KV_F32, kvCacheMemory: 4 * perBlock, maxQueue: 2 });
+  const engine = new Engine(model, null, { ...KV_F32, kvCacheMemory: 4 * perBlock, maxNumSeqs: 1, maxQueue: 2 });
   assert.equal(engine.info.maxRequestTokens, 64);
   const err = (f: () => void, status: number, re: RegExp) => assert.throws(f, (e: unknown) => e instanceof EngineRequestError && e.status === status && re.test(e.message));
   err(() => engine.add(genReq('big', randomPrompt(rand(1), 40), { maxTokens: 30 })), 400, /KV cache capacity of 64/);
@@ -156,10 +156,29 @@ test('requests that can never fit are rejected with 400; a full queue with 429',
   engine.add(genReq('q1', [5, 6]));
   err(() => engine.add(genReq('q1', [5, 6])), 400, /already in use/);
   engine.add(genReq('q2', [5, 6]));
-  err(() => engine.add(genReq('q3', [5, 6])), 429, /queue is full/);
+  engine.add(genReq('q3', [5, 6])); // one sequence slot free: q1 takes it, q2 and q3 are the queue
+  err(() => engine.add(genReq('q4', [5, 6])), 429, /queue is full/);
   runAll(engine);
-  engine.add(genReq('q3', [5, 6])); // recovered
+  engine.add(genReq('q4', [5, 6])); // recovered
   runAll(engine);
+});
+
+test('--max-queue counts only what the free sequence slots cannot take: a burst of 32 fits 64 slots with max-queue 8', () => {
+  const engine = new Engine(model, null, { ...KV_F32, maxNumSeqs: 64, maxQueue: 8 });
+  const r = rand(31);
+  const is429 = (e: unknown) => e instanceof EngineRequestError && e.status === 429;
+  for (let i = 0; i < 32; i++) engine.add(genReq(`b${i}`, randomPrompt(r, 4), { maxTokens: 50, ignoreEos: true }));
+  for (let i = 32; i < 64 + 8; i++) engine.add(genReq(`b${i}`, randomPrompt(r, 4), { maxTokens: 50, ignoreEos: true }));
+  assert.throws(() => engine.add(genReq('over', [5, 6])), is429, '64 slots + 8 queued: the 73rd is refused');
+  engine.step(); // 64 run now, 8 wait: still full
+  assert.equal(engine.scheduler.running.length, 64);
+  assert.throws(() => engine.add(genReq('over', [5, 6])), is429);
+  for (let i = 0; i < 4; i++) engine.abort(`b${i}`);
+  engine.step(); // 4 slots freed and refilled from the queue: 4 places in the queue
+  for (let i = 0; i < 4; i++) engine.add(genReq(`late${i}`, [5, 6], { maxTokens: 50, ignoreEos: true }));
+  assert.throws(() => engine.add(genReq('over', [5, 6])), is429);
+  const { byId } = runAll(engine);
+  assert.equal([...byId.values()].filter((c) => c.finish[0] === 'length').length, 64 + 8 - 4 + 4);
 });
 
 test('n > 1 shares the prompt blocks; completion i equals generate() with seed + i', () => {

@@ -103,6 +103,59 @@ test('completions: echo + logprobs in the legacy shape with prompt logprobs; tok
   assert.deepEqual(j2.choices[0].prompt_logprobs[1]['6'], { logprob: -2, rank: 1, decoded_token: tok.decode([6]) });
 });
 
+/** Reference text_offset: the JS offset of the character each token's first byte falls in (tokens absent from the text stay put). */
+function charOffsets(tokens: Array<{ bytes: number[]; inText: boolean }>, text: string): number[] {
+  const charAt: number[] = []; // byte position -> JS offset of its character
+  for (let o = 0; o < text.length;) {
+    const cp = text.codePointAt(o)!;
+    const ch = String.fromCodePoint(cp);
+    for (let k = 0; k < Buffer.byteLength(ch); k++) charAt.push(o);
+    o += ch.length;
+  }
+  let pos = 0;
+  return tokens.map((t) => {
+    const at = charAt[pos] ?? text.length;
+    if (t.inText) pos += t.bytes.length;
+    return at;
+  });
+}
+
+/** The logprobs name of a one-byte token: its character when ASCII, vLLM's `bytes:\xNN` when a partial UTF-8 sequence. */
+const byteName = (b: number) => (b < 0x80 ? String.fromCharCode(b) : `bytes:\\x${b.toString(16).padStart(2, '0')}`);
+
+test('non-ASCII logprobs: text_offset counts characters, partial UTF-8 tokens are named bytes:\\x.., top_logprobs keys stay distinct', async () => {
+  const { post, engine } = setup();
+  const gen = [...Buffer.from('éü')];
+  engine.script = gen;
+  const prompt = '日本語\nx';
+  const r = await post('/v1/completions', { model: 'tiny', prompt, max_tokens: gen.length, echo: true, logprobs: 3 });
+  assert.equal(r.statusCode, 200, r.body);
+  const c = r.json().choices[0];
+  assert.equal(c.text, prompt + 'éü');
+  const ids = tok.encode(prompt);
+  assert.equal(ids[0], 1, 'BOS first');
+  const pieces = [{ bytes: [...Buffer.from('<|begin_of_text|>')], inText: false }, ...[...ids.slice(1), ...gen].map((b) => ({ bytes: [b], inText: true }))];
+  assert.deepEqual(c.logprobs.text_offset, charOffsets(pieces, c.text));
+  assert.equal(c.logprobs.text_offset[ids.indexOf(0x0a)], 3, "the '\\n' after 日本語 is character 3");
+  assert.deepEqual(c.logprobs.tokens.slice(1), [...ids.slice(1), ...gen].map(byteName));
+  for (const [i, top] of (c.logprobs.top_logprobs as Array<Record<string, number> | null>).entries()) {
+    if (i === 0) { assert.equal(top, null); continue; }
+    const tokId = [...ids, ...gen][i]!;
+    const want = i < ids.length ? [tokId, tokId ^ 1] : [tokId, 0x20, tokId ^ 1];
+    assert.deepEqual(Object.keys(top!).sort(), want.map(byteName).sort(), `top_logprobs ${i}: one key per candidate`);
+  }
+
+  const rs = await post('/v1/chat/completions', { ...user('x'), max_tokens: gen.length, logprobs: true, top_logprobs: 3, stream: true });
+  const content = (sse(rs.body) as any[]).flatMap((ch) => ch.choices[0]?.logprobs?.content ?? []);
+  assert.equal(content.length, gen.length);
+  content.forEach((e: any, i: number) => {
+    assert.deepEqual(e.bytes, [gen[i]], 'bytes: the token\'s own UTF-8 bytes');
+    assert.equal(e.token, byteName(gen[i]!));
+    assert.deepEqual(e.top_logprobs.map((t: any) => t.bytes), [[gen[i]], [0x20], [gen[i]! ^ 1]]);
+    assert.equal(new Set(e.top_logprobs.map((t: any) => t.token)).size, 3);
+  });
+});
+
 test('embeddings: float and base64 agree; usage counts tokens', async () => {
   const { post } = setup();
   const a = (await post('/v1/embeddings', { model: 'tiny', input: ['hello', 'hi'] })).json();
@@ -121,7 +174,6 @@ const BAD: Array<[string, string, Record<string, unknown>, string | null]> = [
   ['chat', 'bad role', { messages: [{ role: 'wizard', content: 'x' }] }, 'messages[0].role'],
   ['chat', 'content of wrong type', { messages: [{ role: 'user', content: 5 }] }, 'messages[0].content'],
   ['chat', 'image part', { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] }, 'messages[0].content[0].type'],
-  ['chat', 'unknown model', { ...user('x'), model: 'gpt-4' }, 'model'],
   ['chat', 'temperature too high', { ...user('x'), temperature: 3 }, 'temperature'],
   ['chat', 'temperature string', { ...user('x'), temperature: 'hot' }, 'temperature'],
   ['chat', 'top_p zero', { ...user('x'), top_p: 0 }, 'top_p'],
@@ -181,6 +233,83 @@ test('bad inputs: each field answers 400 with its param in OpenAI error shape, a
     assert.ok('code' in e);
   }
   assert.equal(engine.requests.length, 0);
+});
+
+test("a completion the engine aborts (shutdown) is a 503 / an error event, never finish_reason 'abort'", async () => {
+  const { post, engine } = setup();
+  engine.cutAt = 2;
+  const plain = await post('/v1/chat/completions', { ...user('x'), max_tokens: 6 });
+  assert.equal(plain.statusCode, 503, plain.body);
+  assert.equal(plain.json().error.code, 'shutting_down');
+  for (const [url, body] of [['/v1/chat/completions', { ...user('x'), max_tokens: 6, stream: true }], ['/v1/completions', { prompt: 'x', max_tokens: 6, n: 2, stream: true }]] as const) {
+    const events = sse((await post(url, body)).body) as any[];
+    assert.equal(events.at(-1).error?.code, 'shutting_down', `${url}: the stream ends with an error event`);
+    const finishes = events.flatMap((e) => (e.choices ?? []).map((c: any) => c.finish_reason)).filter((f) => f !== null);
+    assert.deepEqual(finishes, [], `${url}: no finish_reason outside OpenAI's set`);
+  }
+});
+
+test('generation_config.json defaults fill the sampling fields a request leaves out; explicit values win; max_new_tokens caps open chat output', async () => {
+  const engine = new FakeEngine(tok);
+  const s = createApp({ modelName: 'tiny' });
+  s.ready({ engine, tokenizer: tok, template: new ChatTemplate(CHAT_TEMPLATE), defaults: { temperature: 0.6, topP: 0.9, topK: 20, minP: 0.05, repetitionPenalty: 1.1, maxNewTokens: 7 } });
+  const post = (url: string, payload: object) => s.app.inject({ method: 'POST', url, payload });
+  assert.equal((await post('/v1/chat/completions', user('x'))).statusCode, 200);
+  assert.equal((await post('/v1/chat/completions', { ...user('x'), temperature: 1, top_p: 1, top_k: 0, min_p: 0, repetition_penalty: 1, max_tokens: 9 })).statusCode, 200);
+  assert.equal((await post('/v1/completions', { prompt: 'x' })).statusCode, 200);
+  const [silent, explicit, legacy] = engine.requests;
+  assert.deepEqual({ ...silent!.sampling, maxTokens: silent!.maxTokens },
+    { temperature: 0.6, topP: 0.9, topK: 20, minP: 0.05, repetitionPenalty: 1.1, frequencyPenalty: 0, presencePenalty: 0, seed: null, logitBias: null, maxTokens: 7 });
+  assert.deepEqual({ t: explicit!.sampling.temperature, p: explicit!.sampling.topP, k: explicit!.sampling.topK, m: explicit!.sampling.minP, r: explicit!.sampling.repetitionPenalty, max: explicit!.maxTokens },
+    { t: 1, p: 1, k: 0, m: 0, r: 1, max: 9 });
+  assert.equal(legacy!.maxTokens, 16, "completions keep OpenAI's legacy max_tokens default");
+  assert.equal(legacy!.sampling.temperature, 0.6);
+});
+
+test('an unknown model is 404 model_not_found; n over --max-num-seqs names the flag', async () => {
+  const { post, engine, app } = setup();
+  for (const [route, body] of [['chat/completions', { ...user('x'), model: 'gpt-4' }], ['completions', { model: 'tiny.gguf', prompt: 'a' }], ['embeddings', { model: 'x', input: 'a' }]] as const) {
+    const r = await post(`/v1/${route}`, body);
+    assert.equal(r.statusCode, 404, r.body);
+    assert.deepEqual({ ...r.json().error, message: '' }, { message: '', type: 'invalid_request_error', param: 'model', code: 'model_not_found' });
+  }
+  const m = await app.inject({ method: 'GET', url: '/v1/models/gpt-4' });
+  assert.equal(m.statusCode, 404);
+  assert.equal(m.json().error.code, 'model_not_found');
+  const small = createApp({ modelName: 'tiny' });
+  small.ready({ engine: new FakeEngine(tok, { maxNumSeqs: 4 }), tokenizer: tok, template: new ChatTemplate(CHAT_TEMPLATE) });
+  const r = await small.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: { ...user('x'), n: 5 } });
+  assert.equal(r.statusCode, 400);
+  assert.equal(r.json().error.param, 'n');
+  assert.match(r.json().error.message, /--max-num-seqs/);
+  assert.equal((await small.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: { ...user('x'), n: 4, max_tokens: 2 } })).statusCode, 200);
+  assert.equal(engine.requests.length, 0);
+});
+
+test('newer SDK fields: harmless ones are ignored and named in x-floe-ignored-fields; ones that would change the answer are 400', async () => {
+  const { post, engine } = setup();
+  const harmless = {
+    metadata: { a: 'b' }, store: false, service_tier: 'auto', parallel_tool_calls: true, prompt_cache_key: 'k', prompt_cache_retention: '24h',
+    safety_identifier: 'u1', reasoning_effort: 'low', verbosity: 'low', prediction: { type: 'content', content: 'hi' }, modalities: ['text'], user: 'me',
+  };
+  for (const stream of [false, true]) {
+    const r = await post('/v1/chat/completions', { ...user('x'), max_tokens: 2, ...harmless, stream, ...(stream ? { stream_options: { include_usage: true, include_obfuscation: true } } : {}) });
+    assert.equal(r.statusCode, 200, r.body);
+    const want = [...Object.keys(harmless), ...(stream ? ['stream_options.include_obfuscation'] : [])].sort();
+    assert.deepEqual(String(r.headers['x-floe-ignored-fields']).split(', ').sort(), want, `stream=${stream}`);
+  }
+  const plain = await post('/v1/chat/completions', { ...user('x'), max_tokens: 2 });
+  assert.equal(plain.headers['x-floe-ignored-fields'], undefined, 'no header when nothing was ignored');
+  const cmpl = await post('/v1/completions', { prompt: 'x', max_tokens: 2, user: 'me' });
+  assert.equal(cmpl.headers['x-floe-ignored-fields'], 'user');
+  assert.equal(engine.requests.length, 4);
+  for (const [param, over] of [['modalities', { modalities: ['text', 'audio'] }], ['audio', { audio: { voice: 'alloy', format: 'wav' } }],
+    ['web_search_options', { web_search_options: {} }], ['reasoning_effort', { reasoning_effort: 3 }]] as const) {
+    const r = await post('/v1/chat/completions', { ...user('x'), ...over });
+    assert.equal(r.statusCode, 400, param);
+    assert.equal(r.json().error.param, param);
+  }
+  assert.equal(engine.requests.length, 4);
 });
 
 test('malformed bodies, huge numbers and odd values never crash: 400s; the app still serves after', async () => {

@@ -8,6 +8,7 @@ import {
   EngineRequestError, type EmbedOutput, type EmbedRequest, type EngineClient, type EngineInfo, type EngineStats,
   type GenerateOutput, type GenerateRequest,
 } from '../../src/engine/protocol.js';
+import { IncrementalDetokenizer } from '../../src/formats/detokenize.js';
 import { Tokenizer, type TokenizerJson } from '../../src/formats/tokenizer.js';
 
 export const FIXTURES = fileURLToPath(new URL('../fixtures/models/', import.meta.url));
@@ -72,12 +73,15 @@ export class FakeEngine implements EngineClient {
   readonly aborted: string[] = [];
   refuse: EngineRequestError | null = null;
   delayMs = 0;
+  script: number[] | null = null; // when set, every completion emits these tokens instead
+  failed: string | null = null; // what failure() reports
+  cutAt: number | null = null; // when set, completions end with the engine's 'abort' at this token, as a shutdown does
   readonly info: EngineInfo;
 
   constructor(private readonly tokenizer: Tokenizer, info: Partial<EngineInfo> = {}) {
     this.info = {
       modelId: 'fake', maxModelLen: 256, vocabSize: 256, hiddenSize: 8, eosTokenIds: [2], kvDtype: 'f32',
-      kvBlocks: 64, blockSize: 16, kvTokens: 1024, maxRequestTokens: 256, ...info,
+      kvBlocks: 64, blockSize: 16, kvTokens: 1024, maxRequestTokens: 256, maxNumSeqs: 64, ...info,
     };
   }
 
@@ -90,22 +94,25 @@ export class FakeEngine implements EngineClient {
   async *generate(req: Omit<GenerateRequest, 'kind'>, signal?: AbortSignal): AsyncIterable<GenerateOutput> {
     this.requests.push(req);
     if (this.refuse) throw this.refuse;
-    const gen = Array.from({ length: req.n }, (_, i) => FakeEngine.tokens(req.promptIds, i, req.maxTokens));
-    for (let k = 0; k < req.maxTokens; k++) {
+    const gen = Array.from({ length: req.n }, (_, i) => this.script?.slice(0, req.maxTokens) ?? FakeEngine.tokens(req.promptIds, i, req.maxTokens));
+    const count = gen[0]!.length;
+    const detok = gen.map(() => new IncrementalDetokenizer(this.tokenizer, { skipSpecialTokens: req.skipSpecialTokens, promptIds: req.promptIds }));
+    for (let k = 0; k < count; k++) {
       if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
       for (let i = 0; i < req.n; i++) {
-        const done = signal?.aborted || k === req.maxTokens - 1;
+        const cut = k === this.cutAt;
+        const done = signal?.aborted || cut || k === count - 1;
         const tok = gen[i]![k]!;
         yield {
-          kind: 'generate', id: req.id, index: i, tokenIds: [tok], text: this.tokenizer.decode([tok]),
-          logprobs: req.logprobs === null ? null : [{ token: tok, logprob: -0.5, top: [[tok, -0.5], [0x20, -1.5]].slice(0, req.logprobs) as Array<[number, number]> }],
-          finishReason: done ? (signal?.aborted ? 'abort' : 'length') : null, stopReason: null,
+          kind: 'generate', id: req.id, index: i, tokenIds: [tok], text: detok[i]!.push(tok) + (done ? detok[i]!.flush() : ''),
+          logprobs: req.logprobs === null ? null : [{ token: tok, logprob: -0.5, top: [[tok, -0.5], [0x20, -1.5], [tok ^ 1, -2.5]].slice(0, req.logprobs) as Array<[number, number]> }],
+          finishReason: done ? (signal?.aborted || cut ? 'abort' : 'length') : null, stopReason: null,
           usage: { promptTokens: req.promptIds.length, cachedTokens: 0, completionTokens: k + 1 },
           promptLogprobs: k === 0 && i === 0 && req.promptLogprobs !== null
-            ? req.promptIds.map((t, j) => (j === 0 ? null : { token: t, logprob: -1 - j, top: [[t, -1 - j]] as Array<[number, number]> })) : null,
+            ? req.promptIds.map((t, j) => (j === 0 ? null : { token: t, logprob: -1 - j, top: [[t, -1 - j], [t ^ 1, -9 - j]] as Array<[number, number]> })) : null,
         };
       }
-      if (signal?.aborted) return;
+      if (signal?.aborted || k === this.cutAt) return;
     }
   }
 
@@ -127,4 +134,8 @@ export class FakeEngine implements EngineClient {
   }
 
   async shutdown(): Promise<void> {}
+
+  failure(): string | null {
+    return this.failed;
+  }
 }

@@ -98,6 +98,7 @@ serve options:
   --max-queue N           waiting requests beyond this get 429
   --max-body BYTES        largest request body (default 8MiB); larger gets 413
   --shutdown-grace S      on SIGTERM/SIGINT, seconds running requests may finish (default 30)
+  --no-ui                 do not serve the web console at / (the API is unchanged)
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -291,6 +292,7 @@ async function serveCmd(args: string[]): Promise<number> {
     'kv-cache-memory': { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, 'block-size': { type: 'string' },
     'max-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'max-queue': { type: 'string' },
     'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' }, dtype: { type: 'string' },
+    'no-ui': { type: 'boolean' },
   });
   if (!values.model) throw new Error('--model PATH is required (an HF directory or a .gguf file)');
   const backend = values.backend as BackendName | undefined;
@@ -323,7 +325,7 @@ async function serveCmd(args: string[]): Promise<number> {
     threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'),
     kvDtype, dtype, blockSize: positive('block-size'),
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),
-    bodyLimit: size('max-body'),
+    bodyLimit: size('max-body'), ui: !values['no-ui'],
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {

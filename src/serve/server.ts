@@ -18,6 +18,7 @@ export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
   readonly modelName?: string; // default: the model path's base name
   readonly bodyLimit?: number; // bytes
   readonly log?: (line: string) => void;
+  readonly ui?: boolean; // the web console at / (default true)
 }
 
 export interface RunningServer {
@@ -41,7 +42,9 @@ export async function loadTextTools(path: string): Promise<{ tokenizer: Tokenize
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const log = opts.log ?? ((line: string) => process.stdout.write(line + '\n'));
   const modelName = opts.modelName ?? basename(opts.model.replace(/[/\\]+$/, ''));
-  const serve = createApp({ modelName, apiKey: opts.apiKey, bodyLimit: opts.bodyLimit, metrics: new ServeMetrics({ processMetrics: true }) });
+  const serve = createApp({
+    modelName, apiKey: opts.apiKey, bodyLimit: opts.bodyLimit, metrics: new ServeMetrics({ processMetrics: true }), ui: opts.ui, modelPath: opts.model,
+  });
   const { host = '127.0.0.1', port = 8000 } = opts;
   await serve.app.listen({ host, port });
   const addr = serve.app.server.address();
@@ -50,7 +53,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   log(`floe serve: listening on ${url} (loading ${opts.model} as '${modelName}'; /health answers 503 until ready)`);
 
   let engine: EngineClient | null = null;
-  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ...engineOpts } = opts;
+  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, ...engineOpts } = opts;
   const ready = (async () => {
     const t0 = performance.now();
     // Test hook: hold the load back so that the loading state can be observed.

@@ -43,8 +43,9 @@ function rate(cur, prev, name) {
   return dt > 0 ? Math.max(0, delta(cur, prev, name)) / dt : null;
 }
 function pcts(cur, old, name) {
+  if (!old) return [null, null, null];
   const now = buckets(cur.metrics, name);
-  const before = old ? buckets(old.metrics, name) : [];
+  const before = buckets(old.metrics, name);
   return [0.5, 0.9, 0.99].map((q) => {
     const v = quantile(q, now, before);
     return v === null ? null : v * 1000;
@@ -59,7 +60,7 @@ function Chart({ spec, data }) {
     const opts = {
       width: node.clientWidth || 300, height: 160,
       series: [{}, ...spec.series.map((label, i) => ({ label, stroke: COLORS[i], width: 2, spanGaps: false }))],
-      axes: [{}, { size: 50 }],
+      axes: [{ values: (_u, ticks) => ticks.map(clock), space: 70 }, { size: 50 }],
       scales: { y: { range: (_u, min, max) => [Math.min(0, min ?? 0), Math.max(1, max ?? 1) * 1.1] } },
       legend: { live: false },
     };
@@ -74,6 +75,7 @@ function Chart({ spec, data }) {
   return html`<figure class="chart"><figcaption>${spec.title}</figcaption><div data-chart=${spec.id} ref=${el} /></figure>`;
 }
 
+const clock = (t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false });
 const bytes = (b) => b === null || b === undefined ? '—' : b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : `${(b / 2 ** 20).toFixed(1)} MiB`;
 
 function Facts({ info }) {

@@ -30,6 +30,7 @@ export function chatRequest(s, model, history) {
   const body = {
     model, messages, stream: true, stream_options: { include_usage: true },
     temperature: Number(s.temperature), top_p: Number(s.top_p), top_k: Number(s.top_k), max_tokens: Number(s.max_tokens),
+    return_token_ids: true, // floe extension: exact token counts even for a stopped answer (which gets no usage)
   };
   if (String(s.seed).trim() !== '') body.seed = Number(s.seed);
   if (s.logprobs) Object.assign(body, { logprobs: true, top_logprobs: Number(s.top_logprobs) });
@@ -151,11 +152,13 @@ export function ChatPage({ models }) {
     const t0 = performance.now();
     let tFirst = null;
     let usage = null;
+    let counted = 0;
     try {
       await stream('/v1/chat/completions', chatRequest(settings, model, history), (chunk) => {
         if (chunk.usage) usage = chunk.usage;
         const ch = chunk.choices?.[0];
         if (!ch) return;
+        counted += ch.token_ids?.length ?? 0;
         const piece = ch.delta?.content ?? '';
         if (piece && tFirst === null) tFirst = performance.now();
         msg = {
@@ -169,7 +172,7 @@ export function ChatPage({ models }) {
       else msg = { ...msg, error: e.message };
     }
     const t1 = performance.now();
-    const n = usage?.completion_tokens ?? (msg.logprobs.length || null);
+    const n = usage?.completion_tokens ?? (counted || null);
     msg = {
       ...msg,
       stats: {

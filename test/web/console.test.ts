@@ -152,9 +152,10 @@ test('stop mid-stream (button, then Esc): the text stops as a prefix of the full
   // A prompt whose greedy answer is long, so that stopping lands mid-stream.
   let prompt = '';
   let full = '';
+  let fullTokens = 0;
   for (const p of ['The history of the old church', 'Write about the war and the people', 'The committee reported that the']) {
     const r = await reference(p, 400);
-    if (r.usage.completion_tokens >= 120) { prompt = p; full = r.choices[0].message.content; break; }
+    if (r.usage.completion_tokens >= 120) { prompt = p; full = r.choices[0].message.content; fullTokens = r.usage.completion_tokens; break; }
   }
   assert.ok(prompt, 'one candidate prompt has a long greedy answer');
   const page = await chatPage({ max_tokens: '400' });
@@ -173,7 +174,8 @@ test('stop mid-stream (button, then Esc): the text stops as a prefix of the full
     const text = (await page.textContent('.msg.assistant:last-child .text'))!;
     assert.ok(text.length > 0 && text.length < full.length, `${how}: stopped at ${text.length} of ${full.length} chars`);
     assert.ok(full.startsWith(text), `${how}: the stopped text is a prefix of the full answer`);
-    assert.match((await page.textContent('.msg.assistant:last-child .stats'))!, /stopped/);
+    const stats = /^(\d+) tokens · .*stopped$/.exec((await page.textContent('.msg.assistant:last-child .stats'))!);
+    assert.ok(stats && Number(stats[1]) >= 1 && Number(stats[1]) < fullTokens, `${how}: a token count below ${fullTokens}: ${stats?.[0]}`);
     await page.waitForTimeout(300);
     assert.equal(await page.textContent('.msg.assistant:last-child .text'), text, 'nothing arrives after the stop');
     for (let i = 0; i < 50 && (await metric('floe_requests_aborted_total')) === aborted; i++) await page.waitForTimeout(100);

@@ -20,7 +20,10 @@ export function nodeSnippet(method, body, print) {
   return [
     `import OpenAI from 'openai';`,
     ``,
-    `const client = new OpenAI({ baseURL: '${origin()}/v1', apiKey: process.env.FLOE_API_KEY ?? 'none' });`,
+    `const client = new OpenAI({`,
+    `  baseURL: '${origin()}/v1',`,
+    `  apiKey: process.env.FLOE_API_KEY ?? 'none',`,
+    `});`,
     `const r = await client.${method}(${JSON.stringify(body, null, 2)});`,
     `console.log(${print});`,
   ].join('\n');
@@ -40,6 +43,12 @@ function Snippets({ curl, node }) {
   </div>`;
 }
 
+function ModelPicker({ models, model, set }) {
+  return html`<label>Model<select name="model" value=${model} onChange=${(e) => set(e.target.value)}>
+    ${models.map((id) => html`<option value=${id}>${id}</option>`)}
+  </select></label>`;
+}
+
 const field = (label, name, value, set, attrs = {}) => html`<label>${label}<input name=${name} type="number" value=${value} ...${attrs} onInput=${(e) => set(e.target.value)} /></label>`;
 
 export function CompletionsPage({ models }) {
@@ -50,7 +59,8 @@ export function CompletionsPage({ models }) {
   const [out, setOut] = useState(null);
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
-  const model = models[0] ?? '';
+  const [picked, setPicked] = useState('');
+  const model = models.includes(picked) ? picked : models[0] ?? '';
   const body = { model, prompt, max_tokens: Number(maxTokens), temperature: Number(temperature), ...(String(seed).trim() !== '' ? { seed: Number(seed) } : {}) };
   const run = async (e) => {
     e.preventDefault();
@@ -67,6 +77,7 @@ export function CompletionsPage({ models }) {
   return html`<div class="sandbox">
     <form class="panel" onSubmit=${run}>
       <h2>Completions <small>POST /v1/completions</small></h2>
+      <${ModelPicker} models=${models} model=${model} set=${setPicked} />
       <label>Prompt<textarea name="prompt" rows="4" value=${prompt} onInput=${(e) => setPrompt(e.target.value)} /></label>
       <div class="row">
         ${field('Max tokens', 'max_tokens', maxTokens, setMaxTokens, { min: 1 })}
@@ -90,7 +101,8 @@ export function EmbeddingsPage({ models }) {
   const [out, setOut] = useState(null);
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
-  const model = models[0] ?? '';
+  const [picked, setPicked] = useState('');
+  const model = models.includes(picked) ? picked : models[0] ?? '';
   const body = { model, input, encoding_format: 'float' };
   const run = async (e) => {
     e.preventDefault();
@@ -109,6 +121,7 @@ export function EmbeddingsPage({ models }) {
   return html`<div class="sandbox">
     <form class="panel" onSubmit=${run}>
       <h2>Embeddings <small>POST /v1/embeddings</small></h2>
+      <${ModelPicker} models=${models} model=${model} set=${setPicked} />
       <label>Input<textarea name="input" rows="4" value=${input} onInput=${(e) => setInput(e.target.value)} /></label>
       <button type="submit" disabled=${busy || !model}>${busy ? 'Running…' : 'Run'}</button>
       ${error && html`<div class="error" role="alert">${error}</div>`}

@@ -26,7 +26,8 @@ const BIN = join(ROOT, 'bin', 'floe.js');
 const KEY = 'console-' + Math.random().toString(36).slice(2);
 const T = 90_000;
 
-const CHROMIUM = [process.env.CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => p && existsSync(p));
+// CHROMIUM=/path picks the binary (and only it); otherwise Debian's.
+const CHROMIUM = (process.env.CHROMIUM ? [process.env.CHROMIUM] : ['/usr/bin/chromium', '/usr/bin/chromium-browser']).find((p) => existsSync(p));
 const ci = process.env.CI === 'true';
 const skip = !CHROMIUM && !ci ? 'no chromium binary (apt-get install chromium, or set CHROMIUM=/path); skipped outside CI' : false;
 

@@ -210,4 +210,11 @@ test('histogram quantiles: inside the bucket that holds the true sample quantile
     assert.ok(got >= lo && got <= hi, `q${q}: ${got} outside the bucket (${lo}, ${hi}] of the exact ${exact}`);
   }
   assert.equal(quantile(0.5, now, now), null, 'no observations in the window');
+  // histogram_quantile's definition: linear inside the bucket; the +Inf bucket answers its lower bound.
+  const b = (counts: number[]) => [1, 2, 4, Infinity].map((le, i) => ({ le, count: counts[i]! }));
+  assert.equal(quantile(0.5, b([0, 10, 10, 10])), 1.5); // rank 5 of the 10 in (1, 2]
+  assert.equal(quantile(0.75, b([4, 4, 8, 8])), 3); // rank 6: 2 of the 4 in (2, 4]
+  assert.equal(quantile(0.25, b([4, 4, 8, 8])), 0.5); // rank 2 of the 4 in (0, 1]
+  assert.equal(quantile(0.9, b([0, 0, 1, 10])), 4);
+  assert.equal(quantile(0.5, b([5, 10, 20, 20]), b([5, 10, 10, 10])), 3, 'only the window: 10 new, all in (2, 4]');
 });

@@ -57,10 +57,12 @@ function Chart({ spec, data }) {
   const plot = useRef(null);
   useEffect(() => {
     const node = el.current;
+    const css = getComputedStyle(document.documentElement);
+    const axis = { stroke: css.getPropertyValue('--muted').trim(), grid: { stroke: css.getPropertyValue('--line').trim() }, ticks: { stroke: css.getPropertyValue('--line').trim() } };
     const opts = {
       width: node.clientWidth || 300, height: 160,
       series: [{}, ...spec.series.map((label, i) => ({ label, stroke: COLORS[i], width: 2, spanGaps: false }))],
-      axes: [{ values: (_u, ticks) => ticks.map(clock), space: 70 }, { size: 50 }],
+      axes: [{ ...axis, values: (_u, ticks) => ticks.map(clock), space: 70, incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300] }, { ...axis, size: 50 }],
       scales: { y: { range: (_u, min, max) => [Math.min(0, min ?? 0), Math.max(1, max ?? 1) * 1.1] } },
       legend: { live: false },
     };

@@ -356,6 +356,22 @@ test('a bad key shows the server\'s 401 as it returned it; the page itself loads
   await bare.close();
 });
 
+test('a refused chat request shows the status and error.message the API returned', { skip, timeout: T }, async () => {
+  const page = await chatPage({ max_tokens: '5000' });
+  await page.fill('#prompt', 'The old man');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.msg.assistant [role=alert]');
+  const r = await fetch(url + '/v1/chat/completions', {
+    method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'floe-brown', messages: [{ role: 'user', content: 'The old man' }], max_tokens: 5000, stream: true }),
+  });
+  const body = (await r.json()) as { error: { message: string } };
+  assert.equal(r.status, 400);
+  assert.equal(await page.textContent('.msg.assistant [role=alert]'), `400: ${body.error.message}`);
+  await shot(page, 'chat-error-400');
+  await page.close();
+});
+
 test('phone width (390 px): no page scrolls sideways; chat composer and nav stay usable', { skip, timeout: T }, async () => {
   const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
   await phone.addInitScript((k) => localStorage.setItem('floe.apiKey', k), KEY);

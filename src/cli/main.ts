@@ -126,6 +126,7 @@ serve options:
   --max-queue N           requests waiting beyond the free --max-num-seqs slots; more get 429
   --max-body BYTES        largest request body (default 8MiB); larger gets 413
   --shutdown-grace S      on SIGTERM/SIGINT, seconds running requests may finish (default 30)
+  --no-ui                 do not serve the web console at / (the API is unchanged)
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -355,6 +356,7 @@ async function serveCmd(args: string[]): Promise<number> {
     'kv-cache-memory': { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, 'block-size': { type: 'string' },
     'max-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'max-queue': { type: 'string' },
     'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' }, dtype: { type: 'string' },
+    'no-ui': { type: 'boolean' },
   });
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
@@ -387,7 +389,7 @@ async function serveCmd(args: string[]): Promise<number> {
     threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'),
     kvDtype, dtype, blockSize: positive('block-size'),
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),
-    bodyLimit: size('max-body'),
+    bodyLimit: size('max-body'), ui: !values['no-ui'],
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {

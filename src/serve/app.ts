@@ -7,6 +7,7 @@ import { encodeChat, type ChatTemplate } from '../formats/chat-template.js';
 import type { GenerationDefaults } from '../formats/hf-config.js';
 import { ApiError, invalid } from './errors.js';
 import { ServeMetrics } from './metrics.js';
+import { registerConsole } from './static.js';
 import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
 import {
   parseChatRequest, parseCompletionRequest, parseEmbeddingRequest,
@@ -29,6 +30,9 @@ export interface AppOptions {
   readonly bodyLimit?: number; // bytes; larger bodies get 413
   readonly metrics?: ServeMetrics;
   readonly logger?: boolean;
+  readonly ui?: boolean; // the web console at / (default true)
+  readonly modelPath?: string | null; // for the console's model facts
+  readonly webDir?: string; // the console's files (default: the package's web/)
 }
 
 export interface ServeApp {
@@ -102,17 +106,21 @@ export function createApp(opts: AppOptions): ServeApp {
     return { status: 'ok' };
   });
 
-  app.get('/metrics', async (_req, reply) => {
-    if (ctx) {
-      try {
-        metrics.update(await withTimeout(ctx.engine.stats(), 2000, 'engine stats'));
-      } catch {
-        // Engine gone (shutting down): serve the last values.
-      }
+  const refresh = async () => {
+    if (!ctx) return;
+    try {
+      metrics.update(await withTimeout(ctx.engine.stats(), 2000, 'engine stats'));
+    } catch {
+      // Engine gone (shutting down): serve the last values.
     }
+  };
+  app.get('/metrics', async (_req, reply) => {
+    await refresh();
     const body = await metrics.text();
     return reply.header('content-type', metrics.contentType).send(body);
   });
+
+  registerConsole(app, { ui: opts.ui ?? true, metrics, refresh, engineInfo: () => model().engine.info, modelName: opts.modelName, modelPath: opts.modelPath, webDir: opts.webDir });
 
   const modelCard = () => {
     const info = model().engine.info;

@@ -22,6 +22,7 @@ export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
   readonly modelName?: string; // default: the model path's base name (without .gguf)
   readonly bodyLimit?: number; // bytes
   readonly log?: (line: string) => void;
+  readonly ui?: boolean; // the web console at / (default true)
 }
 
 export interface RunningServer {
@@ -94,7 +95,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const log = opts.log ?? ((line: string) => process.stdout.write(line + '\n'));
   preflight(opts);
   const modelName = opts.modelName ?? defaultModelName(opts.model);
-  const serve = createApp({ modelName, apiKey: opts.apiKey, bodyLimit: opts.bodyLimit, metrics: new ServeMetrics({ processMetrics: true }) });
+  const serve = createApp({
+    modelName, apiKey: opts.apiKey, bodyLimit: opts.bodyLimit, metrics: new ServeMetrics({ processMetrics: true }), ui: opts.ui, modelPath: opts.model,
+  });
   const { host = '127.0.0.1', port = 8000 } = opts;
   await serve.app.listen({ host, port });
   const addr = serve.app.server.address();
@@ -103,7 +106,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   log(`floe serve: listening on ${url} (loading ${opts.model} as '${modelName}'; /health answers 503 until ready)`);
 
   let engine: EngineClient | null = null;
-  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ...engineOpts } = opts;
+  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, ...engineOpts } = opts;
   const ready = (async () => {
     const t0 = performance.now();
     // Test hook: FLOE_SERVE_LOAD_HOLD=1 holds the load until SIGUSR2, so that the loading state can be observed.

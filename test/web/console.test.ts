@@ -1,0 +1,399 @@
+// The console in a real browser (playwright-core driving the system's Chromium) against `floe serve` on models/floe-brown.
+// Screenshots go to test-output/console/. Without a chromium binary the file skips, except under CI=true, where it fails.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+
+// Browser globals, used only inside page.evaluate callbacks (this file compiles without the DOM lib).
+/* eslint-disable @typescript-eslint/no-explicit-any */
+declare const document: { querySelector(s: string): any; querySelectorAll(s: string): any; activeElement: any; documentElement: { scrollWidth: number } };
+declare const localStorage: { getItem(k: string): string | null; setItem(k: string, v: string): void; removeItem(k: string): void };
+declare const window: unknown;
+declare function scrollTo(x: number, y: number): void;
+/* eslint-enable @typescript-eslint/no-explicit-any */
+
+const run = promisify(execFile);
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const OUT = join(ROOT, 'test-output', 'console');
+const MODEL = join(ROOT, 'models', 'floe-brown');
+const BIN = join(ROOT, 'bin', 'floe.js');
+const KEY = 'console-' + Math.random().toString(36).slice(2);
+const T = 90_000;
+
+// CHROMIUM=/path picks the binary (and only it); otherwise Debian's.
+const CHROMIUM = (process.env.CHROMIUM ? [process.env.CHROMIUM] : ['/usr/bin/chromium', '/usr/bin/chromium-browser']).find((p) => existsSync(p));
+const ci = process.env.CI === 'true';
+const skip = !CHROMIUM && !ci ? 'no chromium binary (apt-get install chromium, or set CHROMIUM=/path); skipped outside CI' : false;
+
+let server: ChildProcess;
+let url = '';
+let browser: Browser;
+let ctx: BrowserContext;
+const pageErrors: string[] = [];
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+async function api(path: string, body?: unknown): Promise<any> {
+  const r = await fetch(url + path, {
+    method: body === undefined ? 'GET' : 'POST',
+    headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const j = await r.json();
+  assert.equal(r.status, 200, JSON.stringify(j));
+  return j;
+}
+
+async function metric(name: string): Promise<number> {
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(await (await fetch(url + '/metrics')).text());
+  assert.ok(m, `metric ${name} missing`);
+  return Number(m[1]);
+}
+
+const shot = (page: Page, name: string) => page.screenshot({ path: join(OUT, `${name}.png`), fullPage: true });
+
+before(async () => {
+  if (skip) return;
+  if (!CHROMIUM) throw new Error('CI=true but no chromium binary: .ci/run installs it with apt-get install chromium');
+  assert.ok(existsSync(join(ROOT, 'dist/src/serve/static.js')), 'dist/ is built (npm run build)');
+  mkdirSync(OUT, { recursive: true });
+  server = spawn(process.execPath, [BIN, 'serve', '--model', MODEL, '--port', '0', '--threads', '1', '--api-key', KEY], { stdio: ['ignore', 'pipe', 'pipe'] });
+  url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`floe serve did not start in 30 s:\n${out}`)), 30_000);
+    const on = (d: Buffer) => {
+      out += d.toString();
+      const m = /listening on (http:\/\/\S+)/.exec(out);
+      if (m) { clearTimeout(timer); resolve(m[1]!); }
+    };
+    server.stdout!.on('data', on);
+    server.stderr!.on('data', on);
+    server.once('exit', (code) => reject(new Error(`floe serve exited with ${code}:\n${out}`)));
+  });
+  for (const t0 = Date.now(); (await fetch(url + '/health')).status !== 200;) {
+    if (Date.now() - t0 > 30_000) throw new Error('floe serve not healthy in 30 s');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  browser = await chromium.launch({ executablePath: CHROMIUM });
+  ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  await ctx.addInitScript((k) => { if (!localStorage.getItem('floe.apiKey')) localStorage.setItem('floe.apiKey', k); }, KEY);
+});
+
+after(async () => {
+  await browser?.close();
+  if (server && server.exitCode === null) {
+    server.kill('SIGTERM');
+    await new Promise((r) => server.once('exit', r));
+  }
+});
+
+/** A page on the chat with fresh storage and the given settings (typed into the settings panel). */
+async function chatPage(settings: Record<string, string> = {}): Promise<Page> {
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  await page.goto(url + '/#/chat');
+  await page.evaluate(() => { localStorage.removeItem('floe.chats'); localStorage.removeItem('floe.chatSettings'); });
+  await page.reload();
+  await page.waitForSelector('select[name=model] option', { state: 'attached' });
+  for (const [k, v] of Object.entries({ temperature: '0', ...settings })) await page.fill(`[name=${k}]`, v);
+  return page;
+}
+
+/** Start recording the last answer's text on every animation frame. */
+// A string, not a function: tsx would wrap a named inner function in a helper the page does not have.
+const recordFrames = (page: Page) => page.evaluate(`(() => {
+  window.frames_ = [];
+  window.stopFrames = false;
+  const tick = () => {
+    const els = document.querySelectorAll('.msg.assistant .text');
+    window.frames_.push(els.length ? els[els.length - 1].textContent : null);
+    if (!window.stopFrames) requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+})()`);
+const frames = (page: Page) => page.evaluate(() => {
+  const w = window as unknown as { frames_: Array<string | null>; stopFrames: boolean };
+  w.stopFrames = true;
+  return w.frames_;
+});
+
+/** The greedy answer the API gives to the same chat (the oracle for what the page shows). */
+const reference = (content: string, maxTokens: number, extra: Record<string, unknown> = {}) => api('/v1/chat/completions', {
+  model: 'floe-brown', messages: [{ role: 'user', content }], temperature: 0, top_p: 1, top_k: -1, max_tokens: maxTokens, ...extra,
+});
+
+test('chat streams: the answer grows over several frames and ends as the API\'s greedy answer, with its token count', { skip, timeout: T }, async () => {
+  const page = await chatPage({ max_tokens: '60' });
+  const prompt = `Tell me about the city ${Math.floor(Math.random() * 1000)}`;
+  const ref = await reference(prompt, 60);
+  await page.fill('#prompt', prompt);
+  await recordFrames(page);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#stop');
+  await page.waitForSelector('.msg.assistant .stats');
+  const seen = (await frames(page)).filter((t): t is string => t !== null && t.length > 0);
+  const final = await page.textContent('.msg.assistant .text');
+  assert.equal(final, ref.choices[0].message.content);
+  const distinct = [...new Set(seen)];
+  assert.ok(distinct.length >= 3, `text grew over ${distinct.length} distinct frames`);
+  for (const t of distinct) assert.ok(final!.startsWith(t), 'every frame shows a prefix of the answer');
+  const stats = await page.textContent('.msg.assistant .stats');
+  assert.match(stats!, new RegExp(`^${ref.usage.completion_tokens} tokens · [\\d.]+ tok/s · first token \\d+ ms · prompt ${ref.usage.prompt_tokens} tokens`));
+  assert.equal(await page.textContent('.chats li.current .title'), prompt.slice(0, 40), 'the conversation is named after its first message');
+  await shot(page, 'chat-streamed');
+  await page.close();
+});
+
+test('stop mid-stream (button, then Esc): the text stops as a prefix of the full answer and the server aborts', { skip, timeout: T }, async () => {
+  // A prompt whose greedy answer is long, so that stopping lands mid-stream.
+  let prompt = '';
+  let full = '';
+  let fullTokens = 0;
+  for (const p of ['The history of the old church', 'Write about the war and the people', 'The committee reported that the']) {
+    const r = await reference(p, 400);
+    if (r.usage.completion_tokens >= 120) { prompt = p; full = r.choices[0].message.content; fullTokens = r.usage.completion_tokens; break; }
+  }
+  assert.ok(prompt, 'one candidate prompt has a long greedy answer');
+  const page = await chatPage({ max_tokens: '400' });
+  for (const how of ['button', 'Escape'] as const) {
+    const aborted = await metric('floe_requests_aborted_total');
+    if (how === 'button') {
+      await page.fill('#prompt', prompt);
+      await page.keyboard.press('Enter');
+    } else {
+      await page.click('text=Regenerate');
+    }
+    await page.waitForFunction(() => (document.querySelector('.msg.assistant:last-child .text')?.textContent?.length ?? 0) > 5);
+    if (how === 'button') await page.click('#stop');
+    else await page.keyboard.press('Escape');
+    await page.waitForSelector('#send');
+    const text = (await page.textContent('.msg.assistant:last-child .text'))!;
+    assert.ok(text.length > 0 && text.length < full.length, `${how}: stopped at ${text.length} of ${full.length} chars`);
+    assert.ok(full.startsWith(text), `${how}: the stopped text is a prefix of the full answer`);
+    const stats = /^(\d+) tokens · .*stopped$/.exec((await page.textContent('.msg.assistant:last-child .stats'))!);
+    assert.ok(stats && Number(stats[1]) >= 1 && Number(stats[1]) < fullTokens, `${how}: a token count below ${fullTokens}: ${stats?.[0]}`);
+    await page.waitForTimeout(300);
+    assert.equal(await page.textContent('.msg.assistant:last-child .text'), text, 'nothing arrives after the stop');
+    for (let i = 0; i < 50 && (await metric('floe_requests_aborted_total')) === aborted; i++) await page.waitForTimeout(100);
+    assert.equal(await metric('floe_requests_aborted_total'), aborted + 1, `${how}: the server saw the client go away`);
+  }
+  assert.equal(await page.locator('.msg.assistant').count(), 1, 'regenerate replaced the answer');
+  await shot(page, 'chat-stopped');
+  await page.close();
+});
+
+test('edit a previous message, regenerate, keyboard: Shift+Enter is a newline, Tab reaches Send', { skip, timeout: T }, async () => {
+  const page = await chatPage({ max_tokens: '24' });
+  await page.fill('#prompt', 'first question');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.msg.assistant .stats');
+  await page.click('[aria-label="edit message 1"]');
+  await page.fill('[aria-label="edit message"]', 'The old man');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.msg.assistant .stats');
+  const ref = await reference('The old man', 24);
+  assert.deepEqual(await page.locator('.msg.user .text').allTextContents(), ['The old man']);
+  assert.equal(await page.textContent('.msg.assistant .text'), ref.choices[0].message.content);
+  await page.click('text=Regenerate');
+  await page.waitForSelector('.msg.assistant .stats');
+  assert.equal(await page.locator('.msg').count(), 2);
+  assert.equal(await page.textContent('.msg.assistant .text'), ref.choices[0].message.content, 'greedy regenerate gives the same answer');
+
+  await page.click('#prompt');
+  await page.keyboard.type('line one');
+  await page.keyboard.press('Shift+Enter');
+  await page.keyboard.type('line two');
+  assert.equal(await page.inputValue('#prompt'), 'line one\nline two');
+  assert.equal(await page.locator('.msg').count(), 2, 'Shift+Enter sent nothing');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement?.id), 'send');
+  await page.close();
+});
+
+test('the model picker lists the served models; token log-probabilities match the API and show alternatives', { skip, timeout: T }, async () => {
+  const page = await chatPage({ max_tokens: '12' });
+  const models = (await api('/v1/models')).data.map((m: { id: string }) => m.id);
+  // This server serves one model id (no aliases yet): the picker must offer exactly what /v1/models lists.
+  assert.deepEqual(await page.locator('select[name=model] option').allTextContents(), models);
+  assert.equal(await page.inputValue('select[name=model]'), models[0]);
+  await page.check('[name=logprobs]');
+  await page.fill('[name=top_logprobs]', '3');
+  await page.fill('#prompt', 'The old man');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.msg.assistant .stats');
+  const ref = await reference('The old man', 12, { logprobs: true, top_logprobs: 3 });
+  const lp = ref.choices[0].logprobs.content as Array<{ token: string; logprob: number; top_logprobs: Array<{ token: string }> }>;
+  const toks = page.locator('.lp-tok');
+  assert.equal(await toks.count(), lp.length);
+  assert.equal((await toks.allTextContents()).join(''), ref.choices[0].message.content);
+  for (let i = 0; i < lp.length; i++) {
+    const got = Number(await toks.nth(i).getAttribute('data-logprob'));
+    assert.ok(Math.abs(got - lp[i]!.logprob) < 1e-3, `token ${i}: logprob ${got} vs API ${lp[i]!.logprob}`);
+    const title = (await toks.nth(i).getAttribute('title'))!;
+    assert.match(title, /alternatives:/);
+    assert.equal(title.split('\n').length, 2 + lp[i]!.top_logprobs.length, 'one line per alternative');
+  }
+  await toks.first().hover();
+  await shot(page, 'chat-logprobs');
+  await page.close();
+});
+
+test('conversations are kept in the browser: new, switch, delete, survive a reload', { skip, timeout: T }, async () => {
+  const page = await chatPage({ max_tokens: '4' });
+  await page.fill('#prompt', 'alpha');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.msg.assistant .stats');
+  await page.click('text=New chat');
+  await page.fill('#prompt', 'beta');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.msg.assistant .stats');
+  await page.reload();
+  await page.waitForSelector('.chats li');
+  assert.deepEqual(await page.locator('.chats .title').allTextContents(), ['beta', 'alpha']);
+  await page.click('.chats .title >> text=alpha');
+  assert.deepEqual(await page.locator('.msg.user .text').allTextContents(), ['alpha']);
+  await page.click('[aria-label="delete chat beta"]');
+  await page.reload();
+  await page.waitForSelector('.chats li');
+  assert.deepEqual(await page.locator('.chats .title').allTextContents(), ['alpha']);
+  await page.close();
+});
+
+test('server page: charts move under load; facts match floe info', { skip, timeout: T }, async () => {
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  await page.goto(url + '/#/server');
+  const series = (id: string) => page.evaluate((c) => (document.querySelector(`[data-chart=${c}]`) as unknown as { uplot: { data: Array<Array<number | null>> } }).uplot.data, id);
+  await page.waitForFunction(() => ((document.querySelector('[data-chart=throughput]') as unknown as { uplot?: { data: unknown[][] } })?.uplot?.data[0]?.length ?? 0) >= 2);
+  const idle = await series('throughput');
+  assert.ok(idle[1]!.slice(1).every((v) => v === 0), 'no tokens/s before the load');
+  const before = (await series('requests'))[0]!.length;
+  const load = Array.from({ length: 4 }, (_, i) => api('/v1/completions', { model: 'floe-brown', prompt: `Load ${i} ${Math.random()}`, max_tokens: 150, ignore_eos: true }));
+  await page.waitForFunction((n) => ((document.querySelector('[data-chart=requests]') as unknown as { uplot: { data: unknown[][] } }).uplot.data[0]!.length) >= n + 3, before);
+  await Promise.all(load);
+  await page.waitForTimeout(2500);
+  const tput = await series('throughput');
+  const reqs = await series('requests');
+  const kv = await series('kv');
+  const ttft = await series('ttft');
+  assert.ok(Math.max(...tput[1]!.map((v) => v ?? 0)) > 0, 'generated tokens/s rose under load');
+  assert.ok(Math.max(...tput[2]!.map((v) => v ?? 0)) > 0, 'prompt tokens/s rose under load');
+  assert.ok(Math.max(...reqs[1]!.map((v) => v ?? 0)) >= 1, 'running requests were plotted');
+  assert.ok(Math.max(...kv[1]!.map((v) => v ?? 0)) >= 4, 'KV blocks in use were plotted (4 requests)');
+  assert.ok(ttft[1]!.some((v) => v !== null && v > 0), 'a TTFT percentile was plotted');
+  assert.equal(tput[1]!.at(-1), 0, 'tokens/s falls back to 0 once the load is done');
+  await page.evaluate(() => scrollTo(0, 0));
+  await shot(page, 'server');
+
+  const { stdout } = await run(process.execPath, [BIN, 'info', MODEL, '--json']);
+  const info = JSON.parse(stdout) as { parameters: number; kv_cache: { bytes_per_token: number } };
+  const facts = (await page.textContent('#facts'))!;
+  assert.ok(facts.includes(info.parameters.toLocaleString('en-US')), `facts show ${info.parameters} parameters`);
+  assert.ok(facts.includes(`${(info.kv_cache.bytes_per_token / 1024).toFixed(1)} KiB per token`), 'facts show the KV bytes per token');
+  await page.close();
+});
+
+test('completions and embeddings sandboxes: the shown curl and openai snippets run and give what the page shows', { skip, timeout: T }, async () => {
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  await page.goto(url + '/#/completions');
+  await page.waitForSelector('form.panel button[type=submit]:not([disabled])');
+  await page.fill('[name=prompt]', `Once upon a time ${Math.floor(Math.random() * 100)}`);
+  await page.fill('[name=max_tokens]', '20');
+  await page.click('form.panel button[type=submit]');
+  await page.waitForSelector('#completion-text');
+  const shown = (await page.textContent('#completion-text'))!;
+  assert.ok(shown.length > 0);
+  await shot(page, 'completions');
+  const env = { ...process.env, FLOE_API_KEY: KEY };
+  const curl = (await page.textContent('#snippet-curl'))!;
+  assert.match(curl, /^curl http:\/\/\S+\/v1\/completions/);
+  assert.ok(!curl.includes(KEY), 'the key is not pasted into the snippet');
+  const viaCurl = JSON.parse((await run('bash', ['-c', curl], { env })).stdout);
+  assert.equal(viaCurl.choices[0].text, shown);
+  await page.click('[role=tab] >> text=Node (openai)');
+  const file = join(OUT, 'completions-snippet.mjs'); // under the repo, so that `openai` resolves from node_modules
+  writeFileSync(file, (await page.textContent('#snippet-node'))!);
+  assert.equal((await run(process.execPath, [file], { env })).stdout, shown + '\n');
+
+  await page.goto(url + '/#/embeddings');
+  await page.waitForSelector('form.panel button[type=submit]:not([disabled])');
+  await page.click('form.panel button[type=submit]');
+  await page.waitForSelector('#embedding-summary');
+  const viaApi = (await run('bash', ['-c', (await page.textContent('#snippet-curl'))!], { env })).stdout;
+  const v = JSON.parse(viaApi).data[0].embedding as number[];
+  assert.match((await page.textContent('#embedding-summary'))!, new RegExp(`^${v.length} dimensions · L2 norm ${Math.hypot(...v).toFixed(4)}`));
+  await page.click('[role=tab] >> text=Node (openai)');
+  const efile = join(OUT, 'embeddings-snippet.mjs');
+  writeFileSync(efile, (await page.textContent('#snippet-node'))!);
+  assert.equal((await run(process.execPath, [efile], { env })).stdout.trim(), String(v.length));
+  await shot(page, 'embeddings');
+  await page.close();
+});
+
+test('a bad key shows the server\'s 401 as it returned it; the page itself loads without a key', { skip, timeout: T }, async () => {
+  const bare = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await bare.newPage();
+  const r = await fetch(url + '/v1/models', { headers: { authorization: 'Bearer wrong-key' } });
+  const expected = `${r.status}: ${((await r.json()) as { error: { message: string } }).error.message}`;
+  const res = await page.goto(url + '/');
+  assert.equal(res!.status(), 200);
+  await page.waitForSelector('#global-error');
+  assert.match((await page.textContent('#global-error'))!, /^401: missing API key/);
+  await page.fill('#api-key', 'wrong-key');
+  await page.click('.keybox button');
+  await page.waitForFunction((e) => document.querySelector('#global-error')?.textContent === e, expected);
+  await shot(page, 'error-401');
+  await page.fill('#api-key', KEY);
+  await page.click('.keybox button');
+  await page.waitForSelector('#global-error', { state: 'detached' });
+  assert.equal(await page.evaluate(() => localStorage.getItem('floe.apiKey')), KEY, 'the key is kept in localStorage');
+  await bare.close();
+});
+
+test('a refused chat request shows the status and error.message the API returned', { skip, timeout: T }, async () => {
+  const page = await chatPage({ max_tokens: '5000' });
+  await page.fill('#prompt', 'The old man');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.msg.assistant [role=alert]');
+  const r = await fetch(url + '/v1/chat/completions', {
+    method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'floe-brown', messages: [{ role: 'user', content: 'The old man' }], max_tokens: 5000, stream: true }),
+  });
+  const body = (await r.json()) as { error: { message: string } };
+  assert.equal(r.status, 400);
+  assert.equal(await page.textContent('.msg.assistant [role=alert]'), `400: ${body.error.message}`);
+  await shot(page, 'chat-error-400');
+  await page.close();
+});
+
+test('phone width (390 px): no page scrolls sideways; chat composer and nav stay usable', { skip, timeout: T }, async () => {
+  const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+  await phone.addInitScript((k) => localStorage.setItem('floe.apiKey', k), KEY);
+  const page = await phone.newPage();
+  for (const p of ['chat', 'server', 'completions', 'embeddings']) {
+    await page.goto(`${url}/#/${p}`);
+    await page.waitForSelector('nav a[aria-current=page]');
+    await page.waitForTimeout(p === 'server' ? 2500 : 300);
+    await shot(page, `phone-${p}`);
+    const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(wide <= 390, `${p}: the page is ${wide} px wide at 390 px`);
+  }
+  await page.goto(`${url}/#/chat`);
+  await page.fill('#prompt', 'The old man');
+  await page.tap('#send');
+  await page.waitForSelector('.msg.assistant .stats');
+  const box = (await page.locator('#prompt').boundingBox())!;
+  assert.ok(box.x >= 0 && box.x + box.width <= 390, 'the composer fits the width');
+  await shot(page, 'phone-chat-answered');
+  await phone.close();
+});
+
+test('no uncaught errors in any page', { skip }, () => {
+  assert.deepEqual(pageErrors, []);
+});

@@ -1,0 +1,72 @@
+// The console shell: navigation, the API key (kept in localStorage), the model list, and the pages.
+
+import { render } from 'preact';
+import { useCallback, useEffect, useState } from 'preact/hooks';
+import { html } from './html.js';
+import { apiKey, call, setApiKey } from './api.js';
+import { ChatPage } from './chat.js';
+import { ServerPage } from './server.js';
+import { CompletionsPage, EmbeddingsPage } from './sandbox.js';
+
+const PAGES = [
+  { id: 'chat', title: 'Chat', Page: ChatPage },
+  { id: 'server', title: 'Server', Page: ServerPage },
+  { id: 'completions', title: 'Completions', Page: CompletionsPage },
+  { id: 'embeddings', title: 'Embeddings', Page: EmbeddingsPage },
+];
+
+const pageFromHash = () => PAGES.find((p) => `#/${p.id}` === location.hash) ?? PAGES[0];
+
+function KeyBox({ onChange }) {
+  const [draft, setDraft] = useState(apiKey());
+  const save = (e) => {
+    e.preventDefault();
+    setApiKey(draft.trim());
+    onChange();
+  };
+  return html`<form class="keybox" onSubmit=${save}>
+    <label for="api-key">API key</label>
+    <input id="api-key" type="password" autocomplete="off" placeholder="--api-key (if set)" value=${draft} onInput=${(e) => setDraft(e.target.value)} />
+    <button type="submit">Save</button>
+  </form>`;
+}
+
+function App() {
+  const [page, setPage] = useState(pageFromHash());
+  const [models, setModels] = useState([]);
+  const [error, setError] = useState(null);
+  const [keyVersion, setKeyVersion] = useState(0);
+
+  useEffect(() => {
+    const onHash = () => setPage(pageFromHash());
+    addEventListener('hashchange', onHash);
+    return () => removeEventListener('hashchange', onHash);
+  }, []);
+
+  const loadModels = useCallback(async () => {
+    try {
+      const r = await call('/v1/models');
+      setModels(r.data.map((m) => m.id));
+      setError(null);
+    } catch (e) {
+      setError(e.message);
+      // Still loading: /v1 answers 503 until the model is ready.
+      if (e.status === 503) setTimeout(loadModels, 1000);
+    }
+  }, []);
+  useEffect(() => { void loadModels(); }, [keyVersion]);
+
+  const { Page } = page;
+  return html`
+    <header class="top">
+      <a class="brand" href="#/chat">floe</a>
+      <nav aria-label="pages">
+        ${PAGES.map((p) => html`<a href=${`#/${p.id}`} aria-current=${p === page ? 'page' : undefined}>${p.title}</a>`)}
+      </nav>
+      <${KeyBox} onChange=${() => setKeyVersion((v) => v + 1)} />
+    </header>
+    ${error && html`<div class="banner error" role="alert" id="global-error">${error}</div>`}
+    <main><${Page} models=${models} keyVersion=${keyVersion} /></main>`;
+}
+
+render(html`<${App} />`, document.getElementById('app'));

@@ -159,3 +159,38 @@ test('worker: startEngine with an n-gram or a draft-model path equals generate()
   }
   await assert.rejects(startEngine({ model: FIXTURES + 'gqa_f32', speculative: BROWN }), /draft model .*vocabulary \(4096 tokens\) differs from the target's \(256\)/);
 });
+
+test('serve: speculative n-gram server; "speculative": false in the body opts out; /metrics reports drafts and acceptance', async () => {
+  const { startServer } = await import('../../src/serve/server.js');
+  const server = await startServer({ model: FIXTURES + 'gqa_f32', port: 0, kvDtype: 'f32', speculative: 'ngram', numSpeculativeTokens: 3, log: () => {} });
+  try {
+    await server.ready;
+    const metric = async (name: string): Promise<number> => {
+      const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(await (await fetch(server.url + '/metrics')).text());
+      assert.ok(m, `${name} missing`);
+      return Number(m[1]);
+    };
+    const prompt = [9, 10, 11, 12, 9, 10, 11, 12, 9, 10, 11];
+    const complete = async (extra: object) => {
+      const r = await fetch(server.url + '/v1/completions', {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: server.modelName, prompt, max_tokens: 30, temperature: 0, ignore_eos: true, return_token_ids: true, ...extra }),
+      });
+      assert.equal(r.status, 200, await r.clone().text());
+      return ((await r.json()) as { choices: { token_ids: number[] }[] }).choices[0]!.token_ids;
+    };
+    const off = await complete({ speculative: false });
+    assert.equal(await metric('floe_spec_decode_num_draft_tokens_total'), 0);
+    const on = await complete({});
+    const want = alone(gqa, genReq('x', prompt, { maxTokens: 30, ignoreEos: true })).outputIds;
+    assert.deepEqual(off, want);
+    assert.deepEqual(on, want);
+    const drafted = await metric('floe_spec_decode_num_draft_tokens_total');
+    const accepted = await metric('floe_spec_decode_num_accepted_tokens_total');
+    assert.ok(drafted > 0 && accepted <= drafted, `${accepted} / ${drafted}`);
+    assert.ok(Math.abs(await metric('floe_spec_decode_acceptance_rate') - accepted / drafted) < 1e-9);
+    assert.ok(await metric('floe_spec_decode_draft_tokens_per_step') > 0);
+  } finally {
+    await server.close(0);
+  }
+});

@@ -228,3 +228,23 @@ test('DraftModelProposer keeps its KV per sequence and rolls back past rejected 
   const b = p.propose([{ seqId: 's', tokens: next, promptLen: prompt.length, k: 3, blockTable: table }])[0]!.tokens;
   assert.deepEqual(b, greedy(brownFp8, next, { maxTokens: 3 }).outputIds);
 });
+
+test('CLI: floe generate --speculative ngram --json reports timings.speculative and the plain greedy ids', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const bin = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
+  const ids = brownPrompts[0]!.join(',');
+  const run = (...extra: string[]) => {
+    const r = spawnSync(process.execPath, [bin, 'generate', '--model', BROWN, '--prompt-ids', ids, '--temperature', '0', '--max-tokens', '24', '--threads', '1', '--json', ...extra], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as { output_ids: number[]; timings: { speculative?: { proposed: number; accepted: number } } };
+  };
+  const plain = run();
+  const spec = run('--speculative', 'ngram', '--num-speculative-tokens', '3');
+  assert.equal(plain.timings.speculative, undefined);
+  assert.deepEqual(spec.output_ids, plain.output_ids);
+  assert.deepEqual(spec.output_ids, greedy(brown.model, brownPrompts[0]!, { maxTokens: 24 }).outputIds);
+  assert.ok(spec.timings.speculative!.proposed > 0 && spec.timings.speculative!.accepted <= spec.timings.speculative!.proposed);
+  const bad = spawnSync(process.execPath, [bin, 'generate', '--model', BROWN, '--prompt-ids', ids, '--num-speculative-tokens', '0', '--speculative', 'ngram'], { encoding: 'utf8' });
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /--num-speculative-tokens expects an integer >= 1, got '0'/);
+});

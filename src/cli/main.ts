@@ -15,6 +15,7 @@ import {
   type Range, commandHelp, conflicts, defaultMaxTokens, kvCacheDtype, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, samplingFlags, textOrStdin, UsageError,
   withGenerationDefaults,
 } from './args.js';
+import type { SpeculativeSpec } from '../model/speculation.js';
 
 const HELP = `floe — serve and fine-tune Llama-family models
 
@@ -71,6 +72,9 @@ generate options:
   --no-bos                do not add the BOS token to --prompt
   --json                  print one JSON object instead of streaming text
   --adapter DIR           apply a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)
+  --speculative ngram|suffix|PATH   speculative decoding: prompt n-gram lookup, suffix index, or a draft
+                          model (HF dir or .gguf) sharing the tokenizer; output distribution unchanged
+  --num-speculative-tokens K        most draft tokens per step (default 4; adapted per sequence below K)
 
 chat options:
   --system TEXT           a system message first in the conversation
@@ -127,6 +131,8 @@ serve options:
   --max-body BYTES        largest request body (default 8MiB); larger gets 413
   --shutdown-grace S      on SIGTERM/SIGINT, seconds running requests may finish (default 30)
   --no-ui                 do not serve the web console at / (the API is unchanged)
+  --speculative ngram|suffix|PATH   speculative decoding for every request (opt out per request)
+  --num-speculative-tokens K        most draft tokens per sequence and step (default 4)
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -221,6 +227,7 @@ async function generateCmd(args: string[]): Promise<number> {
     backend: { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, logprobs: { type: 'string' },
     'prompt-logprobs': { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' },
     adapter: { type: 'string' }, dtype: { type: 'string' },
+    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
   });
   if ((values.prompt === undefined) === (values['prompt-ids'] === undefined)) throw new UsageError('give exactly one of --prompt TEXT or --prompt-ids 1,2,3');
   conflicts(values, [['prompt-ids', 'no-bos']]);
@@ -254,7 +261,16 @@ async function generateCmd(args: string[]): Promise<number> {
   const text = tokenizer ? new TextStream(tokenizer, values.stop ?? []) : undefined;
   if (!tokenizer && values.stop?.length) throw new UsageError('--stop needs a tokenizer, and this model has none');
   const json = !!values.json;
+  const specArg = values.speculative;
+  let speculative: SpeculativeSpec | undefined;
+  if (specArg === 'ngram' || specArg === 'suffix') speculative = specArg;
+  else if (specArg !== undefined) {
+    if (specArg === '') throw new UsageError('--speculative expects ngram, suffix or a draft model path');
+    try { speculative = (await openModel(specArg, { backend, threads, load })).model; } catch (e) { throw new Error(`--speculative ${specArg}: ${(e as Error).message}`); }
+  }
+  const numSpeculativeTokens = specTokens(values['num-speculative-tokens']);
   const res: GenerateResult = generate(model, promptIds, {
+    speculative, numSpeculativeTokens,
     maxTokens: maxTokensFlag ?? defaultMaxTokens(opened.generation.maxNewTokens ?? 128, promptIds.length, model.config.maxPositionEmbeddings),
     sampling: withGenerationDefaults(sampling, opened.generation),
     stopTokenIds: eos,
@@ -276,6 +292,7 @@ async function generateCmd(args: string[]): Promise<number> {
       timings: {
         load_ms: opened.loadMs, prompt_tokens: res.timings.promptTokens, prompt_ms: res.timings.promptMs,
         generated_tokens: res.timings.generatedTokens, decode_ms: res.timings.decodeMs,
+        ...(res.timings.speculative ? { speculative: res.timings.speculative } : {}),
       },
     }) + '\n');
   } else {
@@ -357,7 +374,9 @@ async function serveCmd(args: string[]): Promise<number> {
     'max-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'max-queue': { type: 'string' },
     'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' }, dtype: { type: 'string' },
     'no-ui': { type: 'boolean' },
+    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
   });
+  if (values.speculative === '') throw new UsageError('--speculative expects ngram, suffix or a draft model path');
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
@@ -390,6 +409,7 @@ async function serveCmd(args: string[]): Promise<number> {
     kvDtype, dtype, blockSize: positive('block-size'),
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),
     bodyLimit: size('max-body'), ui: !values['no-ui'],
+    speculative: values.speculative, numSpeculativeTokens: specTokens(values['num-speculative-tokens']),
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {
@@ -529,4 +549,12 @@ async function evalCmd(args: string[]): Promise<number> {
       `weights ${v.dtype ?? 'as stored'}, kv ${kv}, ${r.seconds.toFixed(1)} s\n`);
   }
   return 0;
+}
+
+/** --num-speculative-tokens: an integer >= 1. */
+function specTokens(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--num-speculative-tokens expects an integer >= 1, got '${v}'`);
+  return n;
 }

@@ -28,6 +28,7 @@ export interface GenerationParams {
   readonly stopTokenIds: readonly number[];
   readonly ignoreEos: boolean;
   readonly skipSpecialTokens: boolean;
+  readonly speculative: boolean; // false opts this request out of the server's speculative decoding
   readonly logprobs: number | null; // top-K per generated token; null → none
   readonly returnTokenIds: boolean; // vLLM extra: token_ids per choice, prompt_token_ids
   readonly ignored: readonly string[]; // documented-harmless OpenAI fields the request set and this server ignores
@@ -63,6 +64,7 @@ const COMMON_FIELDS = [
   'model', 'n', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'repetition_penalty',
   'frequency_penalty', 'presence_penalty', 'seed', 'stop', 'stop_token_ids', 'ignore_eos', 'skip_special_tokens',
   'logit_bias', 'logprobs', 'user', 'return_token_ids',
+  'speculative',
 ];
 /**
  * OpenAI chat fields that cannot change a Llama model's answer here: accepted, ignored, and named in the
@@ -263,6 +265,7 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     model, n, stream, includeUsage, maxTokens, maxTokensParam, maxTokensCap,
     sampling: { temperature, topP, topK, minP, repetitionPenalty, frequencyPenalty, presencePenalty, seed, logitBias },
     stop, stopTokenIds,
+    speculative: optBool(b, 'speculative', true),
     ignoreEos: optBool(b, 'ignore_eos', false),
     skipSpecialTokens: optBool(b, 'skip_special_tokens', true),
     logprobs,

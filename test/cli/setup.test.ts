@@ -36,6 +36,9 @@ test('fresh clone: the README first command runs the install script once (npx wo
     execFileSync('git', ['-C', clone, 'checkout', '-q', head]);
     // What `npm install` would fetch and build, hard-linked in: the packages, the addon, the compiled TypeScript.
     for (const d of ['node_modules', 'build', 'dist']) if (existsSync(join(ROOT, d))) execFileSync('cp', ['-al', join(ROOT, d), join(clone, d)]);
+    // npm rewrites its hidden lockfile in place: give the clone its own copy, not a link to the checkout's
+    const hidden = join(clone, 'node_modules', '.package-lock.json');
+    if (existsSync(hidden)) { const text = readFileSync(hidden); rmSync(hidden); writeFileSync(hidden, text); }
     // The install and prepare scripts only count their runs (a real rebuild takes minutes).
     const marker = join(work, 'scripts.log');
     const pkgPath = join(clone, 'package.json');

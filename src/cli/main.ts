@@ -197,8 +197,10 @@ async function generateCmd(args: string[]): Promise<number> {
   const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
   const threads = values.threads === undefined ? undefined : num(values.threads, 'threads', 0, true);
 
-  const opened = await openModel(values.model, { backend, threads, load });
+  // --prompt-ids needs no tokenizer: one floe cannot build is a warning, and the output is ids only
+  const opened = await openModel(values.model, { backend, threads, load, tokenizerOptional: values['prompt-ids'] !== undefined });
   const { tokenizer } = opened;
+  if (opened.tokenizerError !== null) process.stderr.write(`[floe] warning: ${opened.tokenizerError}; generating without a tokenizer (no text: --json shows the ids)\n`);
   const model = values.adapter === undefined ? opened.model : (await import('../formats/peft.js')).applyAdapter(opened.model, values.adapter);
   let promptIds: number[];
   if (values['prompt-ids'] !== undefined) {

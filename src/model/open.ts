@@ -11,12 +11,16 @@ export interface OpenOptions {
   readonly backend?: BackendName;
   readonly threads?: number;
   readonly load?: LoadOptions; // e.g. { dtype: 'fp8' }: quantize linear weights while loading
+  /** A tokenizer floe cannot build leaves `tokenizer` null and its error in `tokenizerError` instead of throwing. */
+  readonly tokenizerOptional?: boolean;
 }
 
 export interface OpenedModel {
   readonly loaded: LoadedModel;
   readonly model: LlamaModel;
   readonly tokenizer: Tokenizer | null;
+  /** Why the tokenizer could not be built (only with tokenizerOptional); else null. */
+  readonly tokenizerError: string | null;
   readonly loadMs: number;
 }
 
@@ -26,7 +30,13 @@ export async function openModel(path: string, opts: OpenOptions = {}): Promise<O
   const loaded = await loadModel(path, opts.load);
   const model = LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors);
   let tokenizer: Tokenizer | null = null;
-  if (loaded.format === 'gguf') tokenizer = loaded.ggufMetadata ? tokenizerFromGguf(loaded.ggufMetadata) : null;
-  else if (statSync(path).isDirectory()) tokenizer = await loadTokenizer(path);
-  return { loaded, model, tokenizer, loadMs: performance.now() - t0 };
+  let tokenizerError: string | null = null;
+  try {
+    if (loaded.format === 'gguf') tokenizer = loaded.ggufMetadata ? tokenizerFromGguf(loaded.ggufMetadata) : null;
+    else if (statSync(path).isDirectory()) tokenizer = await loadTokenizer(path);
+  } catch (e) {
+    if (!opts.tokenizerOptional) throw e;
+    tokenizerError = (e as Error).message;
+  }
+  return { loaded, model, tokenizer, tokenizerError, loadMs: performance.now() - t0 };
 }

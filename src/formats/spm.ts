@@ -30,28 +30,35 @@ export interface SpmEncodeOptions extends EncodeOptions {
 
 const SPACE = '\u2581';
 const utf8 = new TextEncoder();
+const EMPTY = new Uint8Array(0);
 const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
 
 /** Max-heap of candidate merges: higher score first, then the leftmost (llm_bigram_spm::comparator). */
 class BigramQueue {
-  private left: number[] = [];
-  private right: number[] = [];
-  private score: number[] = [];
-  private size: number[] = [];
-
-  get length(): number { return this.left.length; }
+  private left = new Int32Array(64);
+  private right = new Int32Array(64);
+  private size = new Int32Array(64);
+  private score = new Float64Array(64);
+  length = 0;
 
   private before(i: number, j: number): boolean {
     return this.score[i]! > this.score[j]! || (this.score[i] === this.score[j] && this.left[i]! < this.left[j]!);
   }
 
   private swap(i: number, j: number): void {
-    for (const a of [this.left, this.right, this.score, this.size]) { const t = a[i]!; a[i] = a[j]!; a[j] = t; }
+    let t = this.left[i]!; this.left[i] = this.left[j]!; this.left[j] = t;
+    t = this.right[i]!; this.right[i] = this.right[j]!; this.right[j] = t;
+    t = this.size[i]!; this.size[i] = this.size[j]!; this.size[j] = t;
+    const f = this.score[i]!; this.score[i] = this.score[j]!; this.score[j] = f;
   }
 
   push(left: number, right: number, score: number, size: number): void {
-    this.left.push(left); this.right.push(right); this.score.push(score); this.size.push(size);
-    let i = this.left.length - 1;
+    if (this.length === this.left.length) {
+      const grow = <T extends Int32Array | Float64Array>(a: T): T => { const b = new (a.constructor as new (n: number) => T)(a.length * 2); b.set(a); return b; };
+      this.left = grow(this.left); this.right = grow(this.right); this.size = grow(this.size); this.score = grow(this.score);
+    }
+    let i = this.length++;
+    this.left[i] = left; this.right[i] = right; this.score[i] = score; this.size[i] = size;
     while (i > 0) {
       const p = (i - 1) >> 1;
       if (!this.before(i, p)) break;
@@ -60,12 +67,11 @@ class BigramQueue {
     }
   }
 
-  /** Removes the top; returns [left, right, size]. */
-  pop(): [number, number, number] {
-    const top: [number, number, number] = [this.left[0]!, this.right[0]!, this.size[0]!];
-    const last = this.left.length - 1;
+  /** Removes the top into `out` as [left, right, size]. */
+  pop(out: Int32Array): void {
+    out[0] = this.left[0]!; out[1] = this.right[0]!; out[2] = this.size[0]!;
+    const last = --this.length;
     this.swap(0, last);
-    this.left.pop(); this.right.pop(); this.score.pop(); this.size.pop();
     let i = 0;
     for (;;) {
       const l = 2 * i + 1, r = l + 1;
@@ -76,7 +82,6 @@ class BigramQueue {
       this.swap(i, m);
       i = m;
     }
-    return top;
   }
 }
 
@@ -94,6 +99,8 @@ export class SpmCodec {
   private readonly specials: number[]; // CONTROL, USER_DEFINED, UNKNOWN ids, longest text first
   private readonly unkId: number | null;
   private readonly m: SpmModel;
+  private readonly maxPieceLength: number; // longest piece in UTF-16 units: longer pairs cannot be tokens
+  private readonly pieceBytes: (Uint8Array | undefined)[] = []; // (V) decode cache: UTF-8 of the piece as printed
 
   constructor(m: SpmModel, where: string) {
     const V = m.pieces.length;
@@ -108,9 +115,11 @@ export class SpmCodec {
     this.unkId = m.unkId;
     this.byteOf = new Int16Array(V).fill(-1);
     const specials: number[] = [];
+    let maxLen = 0;
     for (let id = 0; id < V; id++) {
       const p = m.pieces[id]!;
       this.ids.set(p, id);
+      if (p.length > maxLen) maxLen = p.length;
       const t = m.types[id];
       if (t === SpmTokenType.BYTE) {
         const b = BYTE_PIECE.exec(p);
@@ -125,6 +134,7 @@ export class SpmCodec {
       const hex = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
       this.byteIds[b] = this.ids.get(hex) ?? (b < 128 ? this.ids.get(String.fromCharCode(b)) ?? null : null);
     }
+    this.maxPieceLength = maxLen;
     this.specials = specials.sort((a, b) => m.pieces[b]!.length - m.pieces[a]!.length);
   }
 
@@ -175,27 +185,28 @@ export class SpmCodec {
   /** One run of escaped text -> ids (llm_tokenizer_spm_session::tokenize). */
   private mergeRun(text: string, out: number[]): void {
     // symbols: one per code point, as [start, start + len) into text, linked by prev/next
-    const start: number[] = [];
-    const len: number[] = [];
-    for (let i = 0; i < text.length;) {
-      const c = text.codePointAt(i)!;
-      const n = c > 0xffff ? 2 : 1;
-      start.push(i);
-      len.push(n);
+    let N = 0;
+    for (let i = 0; i < text.length; N++) i += text.codePointAt(i)! > 0xffff ? 2 : 1;
+    const start = new Int32Array(N); // (N)
+    const len = new Int32Array(N); // (N) 0 once merged into its left neighbour
+    const prev = new Int32Array(N); // (N)
+    const next = new Int32Array(N); // (N) -1 at the end
+    for (let i = 0, k = 0; i < text.length; k++) {
+      const n = text.codePointAt(i)! > 0xffff ? 2 : 1;
+      start[k] = i; len[k] = n; prev[k] = k - 1; next[k] = k + 1 < N ? k + 1 : -1;
       i += n;
     }
-    const N = start.length;
-    const prev = Array.from({ length: N }, (_, i) => i - 1);
-    const next = Array.from({ length: N }, (_, i) => (i + 1 < N ? i + 1 : -1));
     const queue = new BigramQueue();
+    const top = new Int32Array(3);
     const tryAdd = (l: number, r: number): void => {
-      if (l < 0 || r < 0) return;
+      if (l < 0 || r < 0 || len[l]! + len[r]! > this.maxPieceLength) return;
       const id = this.ids.get(text.slice(start[l]!, start[l]! + len[l]! + len[r]!));
       if (id !== undefined) queue.push(l, r, this.scores[id]!, len[l]! + len[r]!);
     };
     for (let i = 1; i < N; i++) tryAdd(i - 1, i);
     while (queue.length > 0) {
-      const [l, r, size] = queue.pop();
+      queue.pop(top);
+      const l = top[0]!, r = top[1]!, size = top[2]!;
       // stale: one side was merged away since this pair was queued
       if (len[l] === 0 || len[r] === 0 || len[l]! + len[r]! !== size) continue;
       len[l] = size;
@@ -220,29 +231,39 @@ export class SpmCodec {
 
   /** Ids -> text (llama_detokenize, remove_special = false): the first piece loses one leading space when the prefix is on. */
   decode(ids: readonly number[], unparseSpecial: boolean): string {
-    const bytes: number[] = [];
-    let removeSpace = this.m.addSpacePrefix;
+    const parts: Uint8Array[] = new Array(ids.length);
+    let total = 0;
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
       if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
         throw new Error(`decode: token id ${id} at position ${i} is not in the vocabulary (size ${this.vocabSize})`);
       }
-      const piece = this.piece(id, unparseSpecial);
-      if (typeof piece === 'number') bytes.push(piece);
-      else for (const b of utf8.encode(removeSpace && piece.startsWith(' ') ? piece.slice(1) : piece)) bytes.push(b);
-      removeSpace = false;
+      let b = this.bytes(id, unparseSpecial);
+      if (i === 0 && this.m.addSpacePrefix && b.length > 0 && b[0] === 0x20) b = b.subarray(1); // lstrip 1 on the first piece only
+      parts[i] = b;
+      total += b.length;
     }
-    return new TextDecoder().decode(new Uint8Array(bytes));
+    const out = new Uint8Array(total);
+    let at = 0;
+    for (const b of parts) { out.set(b, at); at += b.length; }
+    return new TextDecoder().decode(out);
   }
 
-  /** llama_vocab::impl::token_to_piece for SPM: a string, or one raw byte. */
-  private piece(id: number, unparseSpecial: boolean): string | number {
+  /** llama_vocab::impl::token_to_piece for SPM, as UTF-8 (one raw byte for BYTE tokens). */
+  private bytes(id: number, unparseSpecial: boolean): Uint8Array {
     const t = this.types[id];
-    if (t === SpmTokenType.CONTROL || t === SpmTokenType.UNKNOWN) return unparseSpecial ? this.pieces[id]! : '';
-    if (t === SpmTokenType.USER_DEFINED) return this.pieces[id]!;
-    if (t === SpmTokenType.NORMAL) return this.pieces[id]!.replaceAll(SPACE, ' ');
-    if (t === SpmTokenType.BYTE) return this.byteOf[id]!;
-    return ''; // UNUSED and unknown types are suppressed like control tokens
+    if (t === SpmTokenType.CONTROL || t === SpmTokenType.UNKNOWN) {
+      if (!unparseSpecial) return EMPTY;
+    } else if (t !== SpmTokenType.USER_DEFINED && t !== SpmTokenType.NORMAL && t !== SpmTokenType.BYTE) {
+      return EMPTY; // UNUSED and unknown types are suppressed like control tokens
+    }
+    let b = this.pieceBytes[id];
+    if (b === undefined) {
+      const p = this.pieces[id]!;
+      b = t === SpmTokenType.BYTE ? Uint8Array.of(this.byteOf[id]!) : utf8.encode(t === SpmTokenType.NORMAL ? p.replaceAll(SPACE, ' ') : p);
+      this.pieceBytes[id] = b;
+    }
+    return b;
   }
 }
 

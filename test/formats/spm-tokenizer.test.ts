@@ -13,6 +13,7 @@ import { tokenizerFromGguf } from '../../src/formats/gguf-tokenizer.js';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { SpmCodec, SpmTokenizer, SpmTokenType, type SpmModel } from '../../src/formats/spm.js';
 import { parseSpmModelProto, spmModelFromProto } from '../../src/formats/spm-model.js';
+import { IncrementalDetokenizer } from '../../src/formats/detokenize.js';
 import { rng, tmpDir } from './fixtures.js';
 
 const FIX = fileURLToPath(new URL('../fixtures/spm/', import.meta.url));
@@ -56,6 +57,21 @@ test('GGUF SentencePiece: decode equals llama.cpp detokenize (special tokens wri
     assert.equal(tok.decode([bos, ...c.ids_special]), c.decoded_bos_special, at);
   }
   assert.throws(() => tok.decode([5, sp.vocab.length]), /token id 3000 at position 1 is not in the vocabulary \(size 3000\)/);
+});
+
+test('GGUF SentencePiece: streaming detokenization after BOS emits llama.cpp\'s text, never half a character', async () => {
+  const tok = await ggufTokenizer();
+  for (const c of llamaCpp.cases) {
+    const d = new IncrementalDetokenizer(tok, { skipSpecialTokens: true, promptIds: [llamaCpp.bos_id] });
+    let text = '';
+    for (const id of c.ids) {
+      const piece = d.push(id);
+      assert.ok(!piece.includes('\uFFFD') || c.decoded_bos.includes('\uFFFD'), `no split UTF-8 in ${JSON.stringify(c.text)}`);
+      text += piece;
+    }
+    text += d.flush();
+    assert.equal(text, c.decoded_bos, JSON.stringify(c.text));
+  }
 });
 
 test('GGUF SentencePiece: vocabulary, BOS/EOS and special ids come from the metadata', async () => {

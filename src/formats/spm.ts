@@ -135,7 +135,8 @@ export class SpmCodec {
       this.byteIds[b] = this.ids.get(hex) ?? (b < 128 ? this.ids.get(String.fromCharCode(b)) ?? null : null);
     }
     this.maxPieceLength = maxLen;
-    this.specials = specials.sort((a, b) => m.pieces[b]!.length - m.pieces[a]!.length);
+    const bytes = (id: number) => utf8.encode(m.pieces[id]!).length;
+    this.specials = specials.sort((a, b) => bytes(b) - bytes(a)); // longest UTF-8 first, as cache_special_tokens
   }
 
   /** Text -> ids, without BOS/EOS (llama_vocab::impl::tokenize, LLAMA_VOCAB_TYPE_SPM, add_special = false). */

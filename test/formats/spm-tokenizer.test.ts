@@ -84,6 +84,16 @@ test('GGUF SentencePiece: vocabulary, BOS/EOS and special ids come from the meta
   assert.equal(tok.tokenToId('<0x41>'), 4 + 0x41);
 });
 
+test('GGUF SentencePiece metadata errors name the key and what was expected', async () => {
+  const g = await readGguf(FIX + 'spm-llama.gguf');
+  const bad = (k: string, v: unknown) => () => tokenizerFromGguf(new Map([...g.metadata, [k, v]]));
+  assert.throws(bad('tokenizer.ggml.scores', [0, 1]), /tokenizer\.ggml\.scores: length 2 does not match tokenizer\.ggml\.tokens length 3000/);
+  assert.throws(bad('tokenizer.ggml.unknown_token_id', 5000), /unknown_token_id: id 5000 is outside the vocabulary \(size 3000\)/);
+  const types = Array.from(g.metadata.get('tokenizer.ggml.token_type') as ArrayLike<number>);
+  types[300] = SpmTokenType.BYTE;
+  assert.throws(bad('tokenizer.ggml.token_type', types), /token 300 has type BYTE but text "[^"]+", expected <0xNN>/);
+});
+
 test('tokenizer.model: the protobuf reader gives the pieces, scores and types the sentencepiece library reported', () => {
   const p = parseSpmModelProto(fs.readFileSync(FIX + 'tokenizer.model'), 'tokenizer.model');
   assert.equal(p.pieces.length, sp.vocab.length);

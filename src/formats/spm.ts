@@ -280,11 +280,10 @@ export function spmTokenizerJson(m: SpmModel, bosId: number | null, eosId: numbe
   for (let id = 0; id < V; id++) {
     const p = m.pieces[id]!;
     const t = m.types[id];
-    if (t === SpmTokenType.CONTROL || t === SpmTokenType.USER_DEFINED || (t === SpmTokenType.UNKNOWN && id !== m.unkId)) {
+    if (t === SpmTokenType.CONTROL || t === SpmTokenType.USER_DEFINED || t === SpmTokenType.UNKNOWN) {
       added.push({ id, content: p, special: t !== SpmTokenType.USER_DEFINED, single_word: false, lstrip: false, rstrip: false, normalized: false });
-    } else if (!(p in vocab)) {
-      vocab[p] = id;
     }
+    if (!(p in vocab)) vocab[p] = id; // the model vocab holds every piece, added ones too (as LlamaConverter writes it)
   }
   // merges: every split of a normal piece into two vocab pieces, by the piece's score, then by the halves' ids
   const merges: [string, string, number, number, number][] = [];

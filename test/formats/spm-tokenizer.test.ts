@@ -9,8 +9,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readGguf } from '../../src/formats/gguf.js';
-import { tokenizerFromGguf } from '../../src/formats/gguf-tokenizer.js';
-import { loadTokenizer } from '../../src/formats/tokenizer.js';
+import { ggufToTokenizerJson, tokenizerFromGguf } from '../../src/formats/gguf-tokenizer.js';
+import { loadTokenizer, Tokenizer } from '../../src/formats/tokenizer.js';
 import { SpmCodec, SpmTokenizer, SpmTokenType, type SpmModel } from '../../src/formats/spm.js';
 import { parseSpmModelProto, spmModelFromProto } from '../../src/formats/spm-model.js';
 import { IncrementalDetokenizer } from '../../src/formats/detokenize.js';
@@ -82,6 +82,17 @@ test('GGUF SentencePiece: vocabulary, BOS/EOS and special ids come from the meta
   assert.ok(tok.isSpecial(sp.bos_id) && tok.isSpecial(sp.eos_id) && !tok.isSpecial(100));
   for (const id of [0, 3, 4, 300, 2999]) assert.equal(tok.idToToken(id), sp.vocab[id]!.piece);
   assert.equal(tok.tokenToId('<0x41>'), 4 + 0x41);
+});
+
+test('GGUF SentencePiece as an HF tokenizer.json (@huggingface/tokenizers): llama.cpp\'s ids except at a leading space and after special tokens', async () => {
+  const g = await readGguf(FIX + 'spm-llama.gguf');
+  const files = ggufToTokenizerJson(g.metadata);
+  const hf = new Tokenizer(files.tokenizerJson, files.tokenizerConfig);
+  // Metaspace adds no prefix to text already starting with a space, nor after an added token: llama.cpp does both
+  const plain = llamaCpp.cases.filter((c) => !/^[ \u2581]/.test(c.text) && !/<s>|<\/s>|<unk>|<\|user\|>/.test(c.text));
+  assert.ok(plain.length > 150, `${plain.length} cases`);
+  for (const c of plain) assert.deepEqual(hf.encode(c.text, { addSpecialTokens: false }), c.ids_special, JSON.stringify(c.text));
+  assert.notDeepEqual(hf.encode(' a', { addSpecialTokens: false }), (await ggufTokenizer()).encode(' a', { addSpecialTokens: false }));
 });
 
 test('GGUF SentencePiece metadata errors name the key and what was expected', async () => {

@@ -47,7 +47,7 @@ function optBool(meta: Map<string, unknown>, key: string): boolean | undefined {
 /** Build HF tokenizer files from GGUF metadata: byte-level BPE ("gpt2") or SentencePiece ("llama"). */
 export function ggufToTokenizerJson(meta: Map<string, unknown>): GgufTokenizerFiles {
   const model = meta.get("tokenizer.ggml.model");
-  if (model === "llama") return spmFiles(meta).files;
+  if (model === "llama") return spmFiles(meta, true).files;
   if (model !== "gpt2") {
     fail("tokenizer.ggml.model", `'${String(model)}' is not supported; expected 'gpt2' (byte-level BPE) or 'llama' (SentencePiece)`);
   }
@@ -176,7 +176,7 @@ function chatTemplates(meta: Map<string, unknown>): string | { name: string; tem
 }
 
 /** SentencePiece vocabulary (tokenizer.ggml.model = "llama") -> the codec's model and the HF files. */
-function spmFiles(meta: Map<string, unknown>): { model: SpmModel; files: GgufTokenizerFiles; addBos: boolean; addEos: boolean } {
+function spmFiles(meta: Map<string, unknown>, withMerges: boolean): { model: SpmModel; files: GgufTokenizerFiles; addBos: boolean; addEos: boolean } {
   const tokens = arrayOf(meta, "tokenizer.ggml.tokens");
   const n = tokens.length;
   const pieces: string[] = new Array(n);
@@ -209,7 +209,7 @@ function spmFiles(meta: Map<string, unknown>): { model: SpmModel; files: GgufTok
     addSpacePrefix: optBool(meta, "tokenizer.ggml.add_space_prefix") ?? true,
     prefixMode: "llama.cpp",
   };
-  const tokenizerJson = spmTokenizerJson(model, bosId, eosId, addBos, addEos);
+  const tokenizerJson = spmTokenizerJson(model, bosId, eosId, addBos, addEos, withMerges);
   const tokenizerConfig: TokenizerConfigJson = { clean_up_tokenization_spaces: false };
   if (bosId !== null) tokenizerConfig.bos_token = pieces[bosId];
   if (eosId !== null) tokenizerConfig.eos_token = pieces[eosId];
@@ -229,7 +229,8 @@ function spmFiles(meta: Map<string, unknown>): { model: SpmModel; files: GgufTok
 export function tokenizerFromGguf(meta: Map<string, unknown>): Tokenizer | null {
   if (!meta.has("tokenizer.ggml.model")) return null;
   if (meta.get("tokenizer.ggml.model") === "llama") {
-    const { model, files, addBos, addEos } = spmFiles(meta);
+    // ids come from SpmCodec: the HF json is only the vocabulary there, so no merges
+    const { model, files, addBos, addEos } = spmFiles(meta, false);
     return new SpmTokenizer(model, "GGUF tokenizer.ggml.*", files.tokenizerJson, files.tokenizerConfig, { extraEosIds: files.eosIds, addBos, addEos });
   }
   const { tokenizerJson, tokenizerConfig, eosIds } = ggufToTokenizerJson(meta);

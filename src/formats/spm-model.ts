@@ -196,6 +196,6 @@ export async function loadSpmTokenizer(dir: string, config: TokenizerConfigJson 
   const cfg: TokenizerConfigJson = { clean_up_tokenization_spaces: false, ...(config ?? {}) };
   if (bosId !== null) cfg.bos_token = proto.pieces[bosId];
   if (eosId !== null) cfg.eos_token = proto.pieces[eosId];
-  const json = spmTokenizerJson(model, bosId, eosId, addBos, addEos);
+  const json = spmTokenizerJson(model, bosId, eosId, addBos, addEos, false);
   return new SpmTokenizer(model, path, json, cfg, { extraEosIds, addBos, addEos });
 }

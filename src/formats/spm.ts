@@ -272,8 +272,9 @@ export class SpmCodec {
  * The HF tokenizer.json for a SentencePiece vocabulary, as transformers' LlamaConverter builds it: BPE with
  * byte_fallback and merges ordered by the merged piece's score, Metaspace pre-tokenizer, a decoder that undoes it.
  * Control, user-defined and unknown tokens become added tokens. `bos`/`eos` go into the post-processor when `addBos`/`addEos`.
+ * Without `withMerges` the json serves only as vocabulary (SpmTokenizer's base): no merges, built faster.
  */
-export function spmTokenizerJson(m: SpmModel, bosId: number | null, eosId: number | null, addBos: boolean, addEos: boolean): TokenizerJson {
+export function spmTokenizerJson(m: SpmModel, bosId: number | null, eosId: number | null, addBos: boolean, addEos: boolean, withMerges = true): TokenizerJson {
   const V = m.pieces.length;
   const vocab: Record<string, number> = Object.create(null) as Record<string, number>;
   const added: NonNullable<TokenizerJson['added_tokens']> = [];
@@ -286,19 +287,22 @@ export function spmTokenizerJson(m: SpmModel, bosId: number | null, eosId: numbe
     if (!(p in vocab)) vocab[p] = id; // the model vocab holds every piece, added ones too (as LlamaConverter writes it)
   }
   // merges: every split of a normal piece into two vocab pieces, by the piece's score, then by the halves' ids
-  const merges: [string, string, number, number, number][] = [];
-  for (let id = 0; id < V; id++) {
+  const index = new Map<string, number>(Object.entries(vocab));
+  const mergeL: number[] = [], mergeR: number[] = [], mergeScore: number[] = [];
+  for (let id = 0; id < V && withMerges; id++) {
     if (m.types[id] !== SpmTokenType.NORMAL) continue;
     const p = m.pieces[id]!;
-    const cps = Array.from(p);
-    let cut = 0;
-    for (let k = 1; k < cps.length; k++) {
-      cut += cps[k - 1]!.length;
-      const l = p.slice(0, cut), r = p.slice(cut);
-      if (l in vocab && r in vocab) merges.push([l, r, m.scores[id]!, vocab[l]!, vocab[r]!]);
+    for (let cut = 1; cut < p.length; cut++) {
+      const c = p.charCodeAt(cut);
+      if (c >= 0xdc00 && c <= 0xdfff) continue; // not between the halves of a surrogate pair
+      const l = index.get(p.slice(0, cut));
+      const r = l === undefined ? undefined : index.get(p.slice(cut));
+      if (r !== undefined) { mergeL.push(l!); mergeR.push(r); mergeScore.push(m.scores[id]!); }
     }
   }
-  merges.sort((a, b) => b[2] - a[2] || a[3] - b[3] || a[4] - b[4]);
+  const order = Array.from(mergeL, (_, i) => i);
+  order.sort((a, b) => mergeScore[b]! - mergeScore[a]! || mergeL[a]! - mergeL[b]! || mergeR[a]! - mergeR[b]!);
+  const merges = order.map((i) => [m.pieces[mergeL[i]!]!, m.pieces[mergeR[i]!]!]);
   const special: Record<string, unknown> = {};
   const single: unknown[] = [];
   const wrap = (id: number): void => {
@@ -336,15 +340,16 @@ export function spmTokenizerJson(m: SpmModel, bosId: number | null, eosId: numbe
       byte_fallback: true,
       ignore_merges: false,
       vocab,
-      merges: merges.map(([l, r]) => [l, r]),
+      merges,
     },
   };
 }
 
 /**
  * A Tokenizer whose encode/decode run llama.cpp's SentencePiece algorithm (SpmCodec); vocabulary, special ids and
- * BOS/EOS handling come from the HF tokenizer.json built by spmTokenizerJson. The HF BPE run of that json differs
- * from llama.cpp on score ties and after special tokens, so it is not used for ids.
+ * BOS/EOS handling come from the HF tokenizer.json built by spmTokenizerJson (without merges). Run by
+ * @huggingface/tokenizers, the full json differs from llama.cpp at a leading space and after special tokens
+ * (Metaspace prepends only to text not starting with '▁') and is ~10x slower on long texts, so it is not used for ids.
  */
 export class SpmTokenizer extends Tokenizer {
   readonly codec: SpmCodec;

@@ -95,6 +95,20 @@ def main() -> None:
         json.dump(out, f, ensure_ascii=False, indent=0)
     print(f"{prefix}.model: {sp.get_piece_size()} pieces; {len(strings)} strings encoded")
 
+    # A second, small model with sentencepiece's default whitespace handling (remove_extra_whitespaces on).
+    rws = os.path.join(OUT, "tokenizer-rws")
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_prefix=rws, model_type="bpe", vocab_size=400, byte_fallback=True,
+        character_coverage=1.0, normalization_rule_name="identity", remove_extra_whitespaces=True,
+        num_threads=1, minloglevel=1,
+    )
+    os.remove(rws + ".vocab")
+    sp2 = spm.SentencePieceProcessor(model_file=rws + ".model")
+    hand = json.load(open(os.path.join(OUT, "strings.json"), encoding="utf-8"))
+    with open(rws + ".json", "w", encoding="utf-8") as f:
+        json.dump({"cases": [{"text": t, "ids": sp2.encode(t), "decoded": sp2.decode(sp2.encode(t))} for t in hand]}, f, ensure_ascii=False)
+    print(f"{rws}.model: {sp2.get_piece_size()} pieces")
+
 
 if __name__ == "__main__":
     main()

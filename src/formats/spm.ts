@@ -143,7 +143,10 @@ export class SpmCodec {
   encode(text: string, parseSpecial: boolean): number[] {
     const out: number[] = [];
     if (text.length === 0) return out;
-    if (this.m.removeExtraWhitespaces) text = text.replace(/ +/g, ' ').replace(/^ | $/g, '');
+    if (this.m.removeExtraWhitespaces) {
+      text = text.replace(/ +/g, ' ').replace(/^ | $/g, '');
+      if (text.length === 0) return out;
+    }
     const sp = this.m.addSpacePrefix && this.m.prefixMode === 'sentencepiece';
     if (sp) text = ' ' + text;
     let prevSpecial = true; // prefix the first run
@@ -247,7 +250,9 @@ export class SpmCodec {
     const out = new Uint8Array(total);
     let at = 0;
     for (const b of parts) { out.set(b, at); at += b.length; }
-    return new TextDecoder().decode(out);
+    const text = new TextDecoder().decode(out);
+    // sentencepiece with remove_extra_whitespaces drops every leading space (its encoder never produces one)
+    return this.m.removeExtraWhitespaces ? text.replace(/^ +/, '') : text;
   }
 
   /** llama_vocab::impl::token_to_piece for SPM, as UTF-8 (one raw byte for BYTE tokens). */

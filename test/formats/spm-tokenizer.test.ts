@@ -139,6 +139,23 @@ test('HF dir with tokenizer.model and no tokenizer.json: encode and decode equal
   }
 });
 
+test('tokenizer.model with remove_extra_whitespaces (sentencepiece\'s default): ids and decode equal the library', async () => {
+  const dir = tmpDir('floe-spm-');
+  try {
+    fs.copyFileSync(FIX + 'tokenizer-rws.model', path.join(dir, 'tokenizer.model'));
+    const tok = await loadTokenizer(dir);
+    assert.ok(tok instanceof SpmTokenizer);
+    const ref = JSON.parse(fs.readFileSync(FIX + 'tokenizer-rws.json', 'utf8')) as { cases: SpCase[] };
+    assert.ok(ref.cases.some((c) => c.text.includes('  ')));
+    for (const c of ref.cases) {
+      assert.deepEqual(tok.encode(c.text, { addSpecialTokens: false, parseSpecial: false }), c.ids, JSON.stringify(c.text));
+      assert.equal(tok.decode(c.ids, { skipSpecialTokens: true }), c.decoded, JSON.stringify(c.text));
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 // ---------------------------------------------------------------- protobuf edge cases
 
 /** Protobuf writer for hand-made ModelProtos: [field, value] with strings / nested arrays as length-delimited. */

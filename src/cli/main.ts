@@ -243,8 +243,10 @@ async function generateCmd(args: string[]): Promise<number> {
   const threads = optNum(values.threads, 'threads', true, { min: 1 });
   const prompt = values.prompt === undefined ? undefined : textOrStdin(values.prompt);
 
-  const opened = await openModel(modelPath, { backend, threads, load });
+  // --prompt-ids needs no tokenizer: one floe cannot build is a warning, and the output is ids only
+  const opened = await openModel(modelPath, { backend, threads, load, tokenizerOptional: values['prompt-ids'] !== undefined });
   const { tokenizer } = opened;
+  if (opened.tokenizerError !== null) process.stderr.write(`[floe] warning: ${opened.tokenizerError}; generating without a tokenizer (no text: --json shows the ids)\n`);
   const model = values.adapter === undefined ? opened.model : (await import('../model/adapter.js')).applyAdapter(opened.model, values.adapter);
   let promptIds: number[];
   if (values['prompt-ids'] !== undefined) {

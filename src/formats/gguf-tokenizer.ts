@@ -1,5 +1,6 @@
-// GGUF tokenizer.ggml.* metadata -> HF tokenizer.json / tokenizer_config.json objects -> Tokenizer (byte-level BPE).
+// GGUF tokenizer.ggml.* metadata -> HF tokenizer.json / tokenizer_config.json objects -> Tokenizer (byte-level BPE, SentencePiece).
 import { Tokenizer, type TokenizerJson, type TokenizerConfigJson, type AddedTokenJson } from "./tokenizer.js";
+import { SpmTokenizer, spmTokenizerJson, type SpmModel } from "./spm.js";
 
 /** Llama 3 pre-tokenizer split: contractions, letter runs, digit groups of 1-3, punctuation, newlines, spaces. */
 export const LLAMA3_SPLIT_REGEX =
@@ -43,11 +44,12 @@ function optBool(meta: Map<string, unknown>, key: string): boolean | undefined {
   return v;
 }
 
-/** Build HF tokenizer files from GGUF metadata. Only byte-level BPE ("gpt2") is supported. */
+/** Build HF tokenizer files from GGUF metadata: byte-level BPE ("gpt2") or SentencePiece ("llama"). */
 export function ggufToTokenizerJson(meta: Map<string, unknown>): GgufTokenizerFiles {
   const model = meta.get("tokenizer.ggml.model");
+  if (model === "llama") return spmFiles(meta, true).files;
   if (model !== "gpt2") {
-    fail("tokenizer.ggml.model", `'${String(model)}' is not supported; expected 'gpt2' (byte-level BPE)`);
+    fail("tokenizer.ggml.model", `'${String(model)}' is not supported; expected 'gpt2' (byte-level BPE) or 'llama' (SentencePiece)`);
   }
   const tokens = arrayOf(meta, "tokenizer.ggml.tokens");
   const n = tokens.length;
@@ -173,9 +175,64 @@ function chatTemplates(meta: Map<string, unknown>): string | { name: string; tem
   return named;
 }
 
+/** SentencePiece vocabulary (tokenizer.ggml.model = "llama") -> the codec's model and the HF files. */
+function spmFiles(meta: Map<string, unknown>, withMerges: boolean): { model: SpmModel; files: GgufTokenizerFiles; addBos: boolean; addEos: boolean } {
+  const tokens = arrayOf(meta, "tokenizer.ggml.tokens");
+  const n = tokens.length;
+  const pieces: string[] = new Array(n);
+  for (let id = 0; id < n; id++) {
+    const t = tokens[id];
+    if (typeof t !== "string") fail("tokenizer.ggml.tokens", `entry ${id} is ${typeof t}, expected a string`);
+    pieces[id] = t;
+  }
+  const numbers = (key: string, fallback: number): number[] => {
+    if (!meta.has(key)) return new Array<number>(n).fill(fallback);
+    const a = arrayOf(meta, key);
+    if (a.length !== n) fail(key, `length ${a.length} does not match tokenizer.ggml.tokens length ${n}`);
+    return Array.from(a, (v, i) => (typeof v === "number" ? v : fail(key, `entry ${i} is ${typeof v}, expected a number`)));
+  };
+  const scores = numbers("tokenizer.ggml.scores", 0);
+  const types = numbers("tokenizer.ggml.token_type", GgufTokenType.NORMAL);
+  const idAt = (key: string): number | null => {
+    const id = optInt(meta, key);
+    if (id !== undefined && id >= n) fail(key, `id ${id} is outside the vocabulary (size ${n})`);
+    return id ?? null;
+  };
+  // llama.cpp's SPM defaults: bos 1, eos 2, unk 0, add_bos true, add_space_prefix true
+  const bosId = meta.has("tokenizer.ggml.bos_token_id") ? idAt("tokenizer.ggml.bos_token_id") : n > 1 ? 1 : null;
+  const eosId = meta.has("tokenizer.ggml.eos_token_id") ? idAt("tokenizer.ggml.eos_token_id") : n > 2 ? 2 : null;
+  const unkId = meta.has("tokenizer.ggml.unknown_token_id") ? idAt("tokenizer.ggml.unknown_token_id") : n > 0 ? 0 : null;
+  const addBos = optBool(meta, "tokenizer.ggml.add_bos_token") ?? true;
+  const addEos = optBool(meta, "tokenizer.ggml.add_eos_token") ?? false;
+  const model: SpmModel = {
+    pieces, scores, types, unkId,
+    addSpacePrefix: optBool(meta, "tokenizer.ggml.add_space_prefix") ?? true,
+    prefixMode: "llama.cpp",
+  };
+  const tokenizerJson = spmTokenizerJson(model, bosId, eosId, addBos, addEos, withMerges);
+  const tokenizerConfig: TokenizerConfigJson = { clean_up_tokenization_spaces: false };
+  if (bosId !== null) tokenizerConfig.bos_token = pieces[bosId];
+  if (eosId !== null) tokenizerConfig.eos_token = pieces[eosId];
+  if (unkId !== null) tokenizerConfig.unk_token = pieces[unkId];
+  const pad = idAt("tokenizer.ggml.padding_token_id");
+  if (pad !== null) tokenizerConfig.pad_token = pieces[pad];
+  const chat = chatTemplates(meta);
+  if (chat !== undefined) tokenizerConfig.chat_template = chat;
+  const eosIds: number[] = [];
+  for (const id of [eosId, idAt("tokenizer.ggml.eot_token_id"), idAt("tokenizer.ggml.eom_token_id")]) {
+    if (id !== null && !eosIds.includes(id)) eosIds.push(id);
+  }
+  return { model, files: { tokenizerJson, tokenizerConfig, eosIds }, addBos, addEos };
+}
+
 /** The Tokenizer described by GGUF metadata; null when the file carries no tokenizer. */
 export function tokenizerFromGguf(meta: Map<string, unknown>): Tokenizer | null {
   if (!meta.has("tokenizer.ggml.model")) return null;
+  if (meta.get("tokenizer.ggml.model") === "llama") {
+    // ids come from SpmCodec: the HF json is only the vocabulary there, so no merges
+    const { model, files, addBos, addEos } = spmFiles(meta, false);
+    return new SpmTokenizer(model, "GGUF tokenizer.ggml.*", files.tokenizerJson, files.tokenizerConfig, { extraEosIds: files.eosIds, addBos, addEos });
+  }
   const { tokenizerJson, tokenizerConfig, eosIds } = ggufToTokenizerJson(meta);
   return new Tokenizer(tokenizerJson, tokenizerConfig, { extraEosIds: eosIds });
 }

@@ -1,4 +1,5 @@
 // Tokenizer: HF tokenizer.json (+ tokenizer_config.json) behind a small typed API, backed by @huggingface/tokenizers.
+import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
@@ -188,13 +189,21 @@ function eosFromGenerationConfig(gen: Record<string, unknown> | null): number[] 
   return [];
 }
 
-/** Load tokenizer.json (+ tokenizer_config.json, generation_config.json) from an HF model dir; null if there is no tokenizer.json. */
+/**
+ * Load tokenizer.json (+ tokenizer_config.json, generation_config.json) from an HF model dir, else a SentencePiece
+ * tokenizer.model converted (spm-model.ts); null if there is neither.
+ */
 export async function loadTokenizer(dir: string): Promise<Tokenizer | null> {
   const path = join(dir, "tokenizer.json");
   const json = await readJsonIfExists(path);
-  if (json === null) return null;
+  if (json === null && !existsSync(join(dir, "tokenizer.model"))) return null;
   const config = await readJsonIfExists(join(dir, "tokenizer_config.json"));
   const gen = await readJsonIfExists(join(dir, "generation_config.json"));
+  if (json === null) {
+    // imported here: spm.ts extends Tokenizer, so a static import would be circular
+    const { loadSpmTokenizer } = await import("./spm-model.js");
+    return loadSpmTokenizer(dir, config, eosFromGenerationConfig(gen));
+  }
   try {
     return new Tokenizer(json as TokenizerJson, config, { extraEosIds: eosFromGenerationConfig(gen) });
   } catch (e) {

@@ -12,6 +12,8 @@ export interface OpenOptions {
   readonly backend?: BackendName;
   readonly threads?: number;
   readonly load?: LoadOptions; // e.g. { dtype: 'fp8' }: quantize linear weights while loading
+  /** A tokenizer floe cannot build leaves `tokenizer` null and its error in `tokenizerError` instead of throwing. */
+  readonly tokenizerOptional?: boolean;
 }
 
 export interface OpenedModel {
@@ -20,6 +22,8 @@ export interface OpenedModel {
   readonly tokenizer: Tokenizer | null;
   /** Sampling defaults from generation_config.json (only the keys it sets); explicit request values override. */
   readonly generation: GenerationDefaults;
+  /** Why the tokenizer could not be built (only with tokenizerOptional); else null. */
+  readonly tokenizerError: string | null;
   readonly loadMs: number;
 }
 
@@ -29,7 +33,13 @@ export async function openModel(path: string, opts: OpenOptions = {}): Promise<O
   const loaded = await loadModel(path, opts.load);
   const model = LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors);
   let tokenizer: Tokenizer | null = null;
-  if (loaded.format === 'gguf') tokenizer = loaded.ggufMetadata ? tokenizerFromGguf(loaded.ggufMetadata) : null;
-  else if (statSync(path).isDirectory()) tokenizer = await loadTokenizer(path);
-  return { loaded, model, tokenizer, generation: loaded.generation, loadMs: performance.now() - t0 };
+  let tokenizerError: string | null = null;
+  try {
+    if (loaded.format === 'gguf') tokenizer = loaded.ggufMetadata ? tokenizerFromGguf(loaded.ggufMetadata) : null;
+    else if (statSync(path).isDirectory()) tokenizer = await loadTokenizer(path);
+  } catch (e) {
+    if (!opts.tokenizerOptional) throw e;
+    tokenizerError = (e as Error).message;
+  }
+  return { loaded, model, tokenizer, tokenizerError, generation: loaded.generation, loadMs: performance.now() - t0 };
 }

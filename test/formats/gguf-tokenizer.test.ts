@@ -102,7 +102,7 @@ test("GGUF errors name the key and what was expected", () => {
     m.set(k, v);
     return () => ggufToTokenizerJson(m);
   };
-  assert.throws(bad("tokenizer.ggml.model", "llama"), /tokenizer.ggml.model: 'llama' is not supported; expected 'gpt2'/);
+  assert.throws(bad("tokenizer.ggml.model", "bert"), /tokenizer.ggml.model: 'bert' is not supported; expected 'gpt2' \(byte-level BPE\) or 'llama' \(SentencePiece\)/);
   assert.throws(bad("tokenizer.ggml.pre", "qwen2"), /tokenizer.ggml.pre: 'qwen2' is not supported/);
   assert.throws(bad("tokenizer.ggml.token_type", [1, 2]), /token_type: length 2 does not match tokenizer.ggml.tokens length 128256/);
   assert.throws(bad("tokenizer.ggml.merges", ["ab"]), /merges: entry 0 is "ab", expected "left right"/);

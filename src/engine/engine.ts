@@ -351,7 +351,13 @@ export class Engine {
       const seq = this.seqOf(s.id);
       seq.draft = [];
       seq.draftQ = undefined;
-      if (s.numLookahead > 0) reqs.push({ seqId: s.id, tokens: seq.tokens, promptLen: seq.promptLen, k: s.numLookahead, blockTable: s.blockTable });
+      if (s.numLookahead === 0) continue;
+      const sampler = seq.slots[0]!.sampler;
+      const t = sampler.params.temperature;
+      reqs.push({
+        seqId: s.id, tokens: seq.tokens, promptLen: seq.promptLen, k: s.numLookahead, blockTable: s.blockTable,
+        sampling: t > 0 ? { temperature: t, random: () => sampler.uniform() } : undefined,
+      });
     }
     if (reqs.length === 0) return out;
     const proposer = this.proposer!;

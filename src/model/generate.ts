@@ -142,6 +142,7 @@ export function generate(model: LlamaModel, promptIds: readonly number[], opts: 
   const adaptive = proposer ? new AdaptiveK(K) : null;
   proposer?.init?.({ vocabSize: V, numBlocks, blockSize: BLOCK, maxPositions: cfg.maxPositionEmbeddings });
   const spec = { proposed: 0, accepted: 0 };
+  const draftSampling = sampling.temperature > 0 ? { temperature: sampling.temperature, random: () => sampler.uniform() } : undefined;
   const seqId = 'generate';
   let done = opts.maxTokens === 0 || emit(sampler.sample(last, counts), last);
   while (!done) {
@@ -151,7 +152,7 @@ export function generate(model: LlamaModel, promptIds: readonly number[], opts: 
     let q: readonly Float32Array[] | undefined;
     if (k > 0) {
       const tokens = [...promptIds, ...outputIds];
-      const p = proposer!.propose([{ seqId, tokens, promptLen: promptIds.length, k, blockTable }])[0];
+      const p = proposer!.propose([{ seqId, tokens, promptLen: promptIds.length, k, blockTable, sampling: draftSampling }])[0];
       if (!p) throw new Error(`proposer ${proposer!.name} returned no proposal for one request`);
       draft = checkProposal(p.tokens, k, V, proposer!.name);
       q = p.q;

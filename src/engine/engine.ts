@@ -7,8 +7,9 @@ import { defaultKvDtype } from '../model/generate.js';
 import { KvCache } from '../model/kv-cache.js';
 import type { LlamaModel } from '../model/llama.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from '../model/sampler.js';
-import { AdaptiveK, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type Proposer, type ProposeRequest, type SpeculativeSpec } from '../model/speculation.js';
-import { checkProposal } from '../model/generate.js';
+import {
+  AdaptiveK, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type Proposer, type ProposeRequest, type SpeculativeSpec,
+} from '../model/speculation.js';
 import { KvManager } from './block-pool.js';
 import {
   EngineRequestError, type EmbedRequest, type EngineInfo, type EngineOutput, type EngineRequest, type EngineStats,

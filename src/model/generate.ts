@@ -3,7 +3,7 @@
 import { KvCache } from './kv-cache.js';
 import type { LlamaModel } from './llama.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from './sampler.js';
-import { AdaptiveK, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type SpeculativeSpec, verifyDraft } from './speculation.js';
+import { AdaptiveK, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type SpeculativeSpec, verifyDraft } from './speculation.js';
 import type { KvDType } from '../backend/backend.js';
 
 export interface TopLogprob {
@@ -180,13 +180,4 @@ export function generate(model: LlamaModel, promptIds: readonly number[], opts: 
     promptIds: [...promptIds], outputIds, text, finishReason, logprobs, promptLogprobs,
     timings: { promptTokens: promptIds.length, promptMs, generatedTokens: outputIds.length, decodeMs, ...(proposer ? { speculative: spec } : {}) },
   };
-}
-
-/** A proposal's tokens, checked: at most k ids inside the vocabulary. */
-export function checkProposal(tokens: readonly number[], k: number, V: number, name: string): readonly number[] {
-  if (tokens.length > k) throw new Error(`proposer ${name} proposed ${tokens.length} tokens, asked for at most ${k}`);
-  for (const id of tokens) {
-    if (!Number.isInteger(id) || id < 0 || id >= V) throw new Error(`proposer ${name} proposed token id ${id}, outside the vocabulary [0, ${V})`);
-  }
-  return tokens;
 }

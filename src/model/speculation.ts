@@ -64,6 +64,15 @@ export function createProposer(spec: SpeculativeSpec, target: LlamaModel): Propo
   return spec;
 }
 
+/** A proposal's tokens, checked: at most k ids inside the vocabulary. */
+export function checkProposal(tokens: readonly number[], k: number, V: number, name: string): readonly number[] {
+  if (tokens.length > k) throw new Error(`proposer ${name} proposed ${tokens.length} tokens, asked for at most ${k}`);
+  for (const id of tokens) {
+    if (!Number.isInteger(id) || id < 0 || id >= V) throw new Error(`proposer ${name} proposed token id ${id}, outside the vocabulary [0, ${V})`);
+  }
+  return tokens;
+}
+
 function isModel(x: object): x is LlamaModel {
   return 'forward' in x && 'config' in x && 'weights' in x;
 }

@@ -97,11 +97,11 @@ serve options:
   --kv-cache-dtype auto|f32|bf16|fp8
   --dtype fp8             quantize the linear weights to fp8 (per-row scales) while loading
   --block-size N          tokens per KV block (default 16)
+  --speculative ngram|suffix|PATH   speculative decoding for every request (opt out per request)
+  --num-speculative-tokens K        most draft tokens per sequence and step (default 4)
   --max-batched-tokens N  token budget per engine step
   --max-num-seqs N        most requests in the running batch
   --max-queue N           waiting requests beyond this get 429
-  --speculative ngram|suffix|PATH   speculative decoding for every request (opt out per request)
-  --num-speculative-tokens K        most draft tokens per sequence and step (default 4)
   --max-body BYTES        largest request body (default 8MiB); larger gets 413
   --shutdown-grace S      on SIGTERM/SIGINT, seconds running requests may finish (default 30)
 `;

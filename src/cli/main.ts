@@ -3,6 +3,7 @@
 import { KvCache } from '../model/kv-cache.js';
 import { defaultKvDtype, generate, type GenerateResult, type TopLogprob } from '../model/generate.js';
 import { openModel } from '../model/open.js';
+import type { SpeculativeSpec } from '../model/speculation.js';
 import { loadModel, type LoadOptions } from '../formats/load.js';
 import { statSync } from 'node:fs';
 import { readGguf } from '../formats/gguf.js';
@@ -15,7 +16,6 @@ import {
   type Range, commandHelp, conflicts, defaultMaxTokens, kvCacheDtype, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, samplingFlags, textOrStdin, UsageError,
   withGenerationDefaults,
 } from './args.js';
-import type { SpeculativeSpec } from '../model/speculation.js';
 
 const HELP = `floe — serve and fine-tune Llama-family models
 
@@ -67,14 +67,14 @@ generate options:
   --backend native|reference
   --kv-cache-dtype auto|f32|bf16|fp8   fp8: E4M3 keys/values with per-token, per-head scales
   --dtype fp8             quantize the linear weights to fp8 (per-row scales) while loading
+  --speculative ngram|suffix|PATH   speculative decoding: prompt n-gram lookup, suffix index, or a draft
+                          model (HF dir or .gguf) sharing the tokenizer; output distribution unchanged
+  --num-speculative-tokens K        most draft tokens per step (default 4; adapted per sequence below K)
   --logprobs K            top-K logprobs per generated token
   --prompt-logprobs K     top-K logprobs per prompt token
   --no-bos                do not add the BOS token to --prompt
   --json                  print one JSON object instead of streaming text
   --adapter DIR           apply a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)
-  --speculative ngram|suffix|PATH   speculative decoding: prompt n-gram lookup, suffix index, or a draft
-                          model (HF dir or .gguf) sharing the tokenizer; output distribution unchanged
-  --num-speculative-tokens K        most draft tokens per step (default 4; adapted per sequence below K)
 
 chat options:
   --system TEXT           a system message first in the conversation
@@ -125,14 +125,14 @@ serve options:
   --kv-cache-dtype auto|f32|bf16|fp8
   --dtype fp8             quantize the linear weights to fp8 (per-row scales) while loading
   --block-size N          tokens per KV block (default 16)
+  --speculative ngram|suffix|PATH   speculative decoding for every request (opt out per request)
+  --num-speculative-tokens K        most draft tokens per sequence and step (default 4)
   --max-batched-tokens N  token budget per engine step
   --max-num-seqs N        most requests in the running batch
   --max-queue N           requests waiting beyond the free --max-num-seqs slots; more get 429
   --max-body BYTES        largest request body (default 8MiB); larger gets 413
   --shutdown-grace S      on SIGTERM/SIGINT, seconds running requests may finish (default 30)
   --no-ui                 do not serve the web console at / (the API is unchanged)
-  --speculative ngram|suffix|PATH   speculative decoding for every request (opt out per request)
-  --num-speculative-tokens K        most draft tokens per sequence and step (default 4)
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -263,11 +263,10 @@ async function generateCmd(args: string[]): Promise<number> {
   const text = tokenizer ? new TextStream(tokenizer, values.stop ?? []) : undefined;
   if (!tokenizer && values.stop?.length) throw new UsageError('--stop needs a tokenizer, and this model has none');
   const json = !!values.json;
-  const specArg = values.speculative;
+  const specArg = specSource(values.speculative);
   let speculative: SpeculativeSpec | undefined;
   if (specArg === 'ngram' || specArg === 'suffix') speculative = specArg;
   else if (specArg !== undefined) {
-    if (specArg === '') throw new UsageError('--speculative expects ngram, suffix or a draft model path');
     try { speculative = (await openModel(specArg, { backend, threads, load })).model; } catch (e) { throw new Error(`--speculative ${specArg}: ${(e as Error).message}`); }
   }
   const numSpeculativeTokens = specTokens(values['num-speculative-tokens']);
@@ -378,7 +377,6 @@ async function serveCmd(args: string[]): Promise<number> {
     'no-ui': { type: 'boolean' },
     speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
   });
-  if (values.speculative === '') throw new UsageError('--speculative expects ngram, suffix or a draft model path');
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
@@ -408,10 +406,10 @@ async function serveCmd(args: string[]): Promise<number> {
   const server = await startServer({
     model: modelPath, host: values.host, port, apiKey: values['api-key'] ?? null, modelName: values['model-name'],
     threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'),
+    speculative: specSource(values.speculative), numSpeculativeTokens: specTokens(values['num-speculative-tokens']),
     kvDtype, dtype, blockSize: positive('block-size'),
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),
     bodyLimit: size('max-body'), ui: !values['no-ui'],
-    speculative: values.speculative, numSpeculativeTokens: specTokens(values['num-speculative-tokens']),
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {
@@ -559,4 +557,10 @@ function specTokens(v: string | undefined): number | undefined {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`--num-speculative-tokens expects an integer >= 1, got '${v}'`);
   return n;
+}
+
+/** --speculative: ngram, suffix or a draft model path. */
+function specSource(v: string | undefined): string | undefined {
+  if (v === '') throw new UsageError('--speculative expects ngram, suffix or a draft model path');
+  return v;
 }

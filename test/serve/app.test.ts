@@ -302,6 +302,7 @@ test('newer SDK fields: harmless ones are ignored and named in x-floe-ignored-fi
   assert.equal(plain.headers['x-floe-ignored-fields'], undefined, 'no header when nothing was ignored');
   const cmpl = await post('/v1/completions', { prompt: 'x', max_tokens: 2, user: 'me' });
   assert.equal(cmpl.headers['x-floe-ignored-fields'], 'user');
+  assert.equal((await post('/v1/embeddings', { input: 'x', user: 'me' })).headers['x-floe-ignored-fields'], 'user');
   assert.equal(engine.requests.length, 4);
   for (const [param, over] of [['modalities', { modalities: ['text', 'audio'] }], ['audio', { audio: { voice: 'alloy', format: 'wav' } }],
     ['web_search_options', { web_search_options: {} }], ['reasoning_effort', { reasoning_effort: 3 }]] as const) {

@@ -357,9 +357,10 @@ export function createApp(opts: AppOptions): ServeApp {
     return reply;
   }));
 
-  app.post('/v1/embeddings', (req) => tracked(async () => {
+  app.post('/v1/embeddings', (req, reply) => tracked(async () => {
     const c = model();
     const p = parseEmbeddingRequest(req.body, vctx(c));
+    noteIgnored(reply, p.ignored);
     const limit = c.engine.info.maxRequestTokens;
     const inputs = p.inputs.map((inp, i) => {
       const param = p.inputs.length > 1 ? `input[${i}]` : 'input';

@@ -26,13 +26,17 @@ export function bytesName(bytes: readonly number[]): string {
   return 'bytes:' + bytes.map((b) => '\\x' + b.toString(16).padStart(2, '0')).join('');
 }
 
-/** The text of whole UTF-8 bytes, or the `bytes:` name when they hold a partial character. */
-function textOf(bytes: number[]): string {
+/** The text of whole UTF-8 bytes, or null when they hold a partial character. */
+function wholeText(bytes: number[]): string | null {
   try {
     return utf8.decode(new Uint8Array(bytes));
   } catch {
-    return bytesName(bytes);
+    return null;
   }
+}
+
+function textOf(bytes: number[]): string {
+  return wholeText(bytes) ?? bytesName(bytes);
 }
 
 /**
@@ -75,14 +79,18 @@ export class TokenTexts {
       return { text, bytes: [...Buffer.from(text)], special: false };
     }
     const special = this.tokenizer.isSpecial(id);
-    if (!special && [...sym].every((c) => BYTE_OF.has(c))) {
-      const bytes = [...sym].map((c) => BYTE_OF.get(c)!);
-      return { text: textOf(bytes), bytes, special: false };
-    }
-    const fallback = /^<0x([0-9A-Fa-f]{2})>$/.exec(sym); // SentencePiece byte fallback
+    // SentencePiece byte fallback first: '<0xE6>' is also spelled in byte-level symbols, where it would be 6 bytes
+    const fallback = /^<0x([0-9A-Fa-f]{2})>$/.exec(sym);
     if (!special && fallback) {
       const bytes = [parseInt(fallback[1]!, 16)];
       return { text: textOf(bytes), bytes, special: false };
+    }
+    if (!special && [...sym].every((c) => BYTE_OF.has(c))) {
+      const bytes = [...sym].map((c) => BYTE_OF.get(c)!);
+      const text = wholeText(bytes);
+      if (text !== null) return { text, bytes, special: false };
+      // Partial UTF-8 if the tokenizer agrees (it decodes to U+FFFD); else not byte-level, e.g. SentencePiece 'é'.
+      if (this.tokenizer.decode([id]).includes('\uFFFD')) return { text: bytesName(bytes), bytes, special: false };
     }
     const text = special ? sym : this.tokenizer.decode([id]);
     return { text, bytes: [...Buffer.from(text)], special };

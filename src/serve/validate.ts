@@ -53,6 +53,7 @@ export interface EmbeddingParams {
   readonly encodingFormat: 'float' | 'base64';
   readonly pooling: 'mean' | 'last';
   readonly normalize: boolean;
+  readonly ignored: readonly string[]; // 'user' when set: accepted and ignored
 }
 
 const MAX_N = 128;
@@ -405,5 +406,5 @@ export function parseEmbeddingRequest(body: unknown, ctx: ValidationContext): Em
   if (user !== undefined && typeof user !== 'string') throw invalid('user', `'user' must be a string, got ${describe(user)}`, 'invalid_type');
   const pooling = get(b, 'pooling') ?? 'mean';
   if (pooling !== 'mean' && pooling !== 'last') throw invalid('pooling', `'pooling' must be 'mean' or 'last', got ${describe(pooling)}`);
-  return { model, inputs, encodingFormat: ef, pooling, normalize: optBool(b, 'normalize', true) };
+  return { model, inputs, encodingFormat: ef, pooling, normalize: optBool(b, 'normalize', true), ignored: user === undefined ? [] : ['user'] };
 }

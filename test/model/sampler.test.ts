@@ -4,7 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import jStat from 'jstat';
+import chisquareCdf from '@stdlib/stats-base-dists-chisquare-cdf';
 import type { Backend } from '../../src/backend/backend.js';
 import { loadNativeBackend } from '../../src/backend/native.js';
 import { referenceBackend } from '../../src/backend/reference.js';
@@ -45,7 +45,7 @@ function reference(logits: Float32Array, p: SamplingParams, counts: TokenCounts 
     probs[best] = 1;
     return probs;
   }
-  const max = Math.max(...z);
+  const max = z.reduce((m, v) => Math.max(m, v), -Infinity);
   for (let i = 0; i < V; i++) probs[i] = Math.exp((z[i]! - max) / p.temperature);
   const order = Array.from(probs.keys()).sort((a, b) => probs[b]! - probs[a]! || a - b);
   let kept = p.topK > 0 ? order.slice(0, p.topK) : order;
@@ -107,7 +107,7 @@ function assertFits(what: string, observed: Float64Array, expected: Float64Array
   }
   if (bins.length < 2) return; // one cell: the support check above is the whole test
   const chi2 = bins.reduce((s, b) => s + (b.obs - b.exp) ** 2 / b.exp, 0);
-  const pValue = 1 - jStat.chisquare.cdf(chi2, bins.length - 1);
+  const pValue = 1 - chisquareCdf(chi2, bins.length - 1);
   const tv = 0.5 * expected.reduce((s, e, i) => s + Math.abs(observed[i]! / n - e), 0);
   assert.ok(pValue > 1e-6, `${what}: chi-square ${chi2.toFixed(1)} on ${bins.length - 1} dof, p = ${pValue.toExponential(2)} (total variation ${tv.toFixed(4)})`);
 }
@@ -223,4 +223,18 @@ test('top-p candidate shortcut on a huge vocabulary: a peaked head is covered by
       assertFits(`${backend.name} huge vocab, top-p 0.999`, got, want);
     }
   }
+});
+
+test('Llama 3 vocabulary size (128256), native backend: the shortcut takes 64 candidates and draws follow the reference', (t) => {
+  const native = BACKENDS.find((b) => b.name === 'native');
+  if (!native) { t.skip('the native addon is not built'); return; }
+  const V = 128_256;
+  const r = rng(12);
+  const logits = randomLogits(r, V, 1);
+  for (let i = 0; i < 20; i++) logits[Math.floor(r.u() * V)] = 12 + 2 * r.u();
+  const params = p({ topP: 0.95, temperature: 0.7, seed: 23 });
+  const { backend, ks } = spying(native);
+  const got = draws(new Sampler(params, V, backend), logits, null, 3000);
+  assert.ok(ks.every((k) => k === 64), `one topk of 64 per draw, got ${[...new Set(ks)].join(',')}`);
+  assertFits('native V=128256, top-p 0.95', got, reference(logits, params, null));
 });

@@ -302,6 +302,7 @@ test('newer SDK fields: harmless ones are ignored and named in x-floe-ignored-fi
   assert.equal(plain.headers['x-floe-ignored-fields'], undefined, 'no header when nothing was ignored');
   const cmpl = await post('/v1/completions', { prompt: 'x', max_tokens: 2, user: 'me' });
   assert.equal(cmpl.headers['x-floe-ignored-fields'], 'user');
+  assert.equal((await post('/v1/embeddings', { input: 'x', user: 'me' })).headers['x-floe-ignored-fields'], 'user');
   assert.equal(engine.requests.length, 4);
   for (const [param, over] of [['modalities', { modalities: ['text', 'audio'] }], ['audio', { audio: { voice: 'alloy', format: 'wav' } }],
     ['web_search_options', { web_search_options: {} }], ['reasoning_effort', { reasoning_effort: 3 }]] as const) {
@@ -351,21 +352,30 @@ test('auth, 404, 413, 415, 429 from the engine, 503 while loading', async () => 
   for (const stream of [false, true]) {
     const r = await s.post('/v1/chat/completions', { ...user('x'), stream }, auth);
     assert.equal(r.statusCode, 429, `stream=${stream}`);
+    assert.equal(r.headers['retry-after'], '1', `stream=${stream}`);
     assert.equal(r.json().error.message, 'queue full (3 waiting, --max-queue 3)');
   }
+  s.engine.refuse = new EngineRequestError(400, 'bad');
+  assert.equal((await s.post('/v1/chat/completions', user('x'), auth)).headers['retry-after'], undefined, 'no Retry-After on a 400');
 
   const l = setup({ loading: true });
   assert.equal((await l.app.inject({ method: 'GET', url: '/health' })).statusCode, 503);
   const r = await l.post('/v1/chat/completions', user('x'));
   assert.equal(r.statusCode, 503);
+  assert.equal(r.headers['retry-after'], '1');
   assert.equal(r.json().error.code, 'model_loading');
   l.ready({ engine: l.engine, tokenizer: tok, template: null });
   assert.equal((await l.app.inject({ method: 'GET', url: '/health' })).statusCode, 200);
   const noTemplate = await l.post('/v1/chat/completions', user('x'));
   assert.equal(noTemplate.statusCode, 400);
   assert.match(noTemplate.json().error.message, /chat template/);
+  l.engine.failed = 'the engine worker exited unexpectedly (code 70)';
+  const failed = await l.app.inject({ method: 'GET', url: '/health' });
+  assert.equal(failed.statusCode, 503);
+  assert.deepEqual(failed.json(), { status: 'engine_failed', error: 'the engine worker exited unexpectedly (code 70)' });
   l.drain();
   assert.equal((await l.app.inject({ method: 'GET', url: '/health' })).statusCode, 503);
+  assert.deepEqual((await l.app.inject({ method: 'GET', url: '/health' })).json(), { status: 'shutting_down' });
 });
 
 test('a request the KV pool can never hold is refused up front, naming the KV limit', async () => {

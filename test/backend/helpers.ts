@@ -217,7 +217,7 @@ type WeightDType = (typeof WEIGHT_DTYPES)[number];
 /** Rows from which the AVX-512 matmul runs the packed GEMM: gemm_min_m in native/mm512.inc. */
 export const GEMM_MIN_M: Record<WeightDType, number> = { q8_0: 32, fp8_e4m3: 64, bf16: 96, f16: 160, f32: 160 };
 /** Rows from which q8_0 runs its batch kernel (qbatch::MIN_M); the other dtypes batch from 2 rows. */
-export const BATCH_MIN_M: Record<WeightDType, number> = { q8_0: 6, fp8_e4m3: 2, bf16: 2, f16: 2, f32: 2 };
+export const BATCH_MIN_M: Record<WeightDType, number> = { q8_0: 8, fp8_e4m3: 2, bf16: 2, f16: 2, f32: 2 };
 
 /** The path native/mm512.inc's matmul_avx512 takes for x (M, C) · wᵀ, w (N, C). */
 export function avx512MatmulPath(dtype: WeightDType, M: number, N: number, C: number): string {
@@ -234,7 +234,7 @@ export function matmulShapes(dtype: WeightDType): [number, number, number][] {
   const g = GEMM_MIN_M[dtype];
   const shapes: [number, number, number][] = [
     [1, 96, 5], [1, 200, 3], [1, 96, 33], // tiles (f32: thin, then tiles)
-    [2, 256, 7], [3, 96, 130], [5, 32, 1], [6, 200, 33], [7, 72, 2], [17, 64, 33], [17, 328, 67], [23, 40, 50], // batch (q8_0 < 6: tiles)
+    [2, 256, 7], [3, 96, 130], [5, 32, 1], [6, 200, 33], [7, 72, 2], [17, 64, 33], [17, 328, 67], [23, 40, 50], // batch (q8_0 < 8: tiles)
     [g + 3, 200, 53], [g + 1, 72, 3], // packed GEMM
   ];
   return dtype === 'q8_0' ? shapes.map(([M, C, N]) => [M, Math.ceil(C / 32) * 32, N]) : shapes;

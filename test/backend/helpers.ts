@@ -216,8 +216,8 @@ type WeightDType = (typeof WEIGHT_DTYPES)[number];
 
 /** Rows from which the AVX-512 matmul runs the packed GEMM: gemm_min_m in native/mm512.inc. */
 export const GEMM_MIN_M: Record<WeightDType, number> = { q8_0: 32, fp8_e4m3: 64, bf16: 96, f16: 160, f32: 160 };
-/** Rows from which q8_0 runs its batch kernel (qbatch::MIN_M); the other dtypes batch from 2 rows. */
-export const BATCH_MIN_M: Record<WeightDType, number> = { q8_0: 8, fp8_e4m3: 2, bf16: 2, f16: 2, f32: 2 };
+/** Rows from which a dtype runs a batched-decode kernel below the GEMM (q8_0: qbatch::MIN_M); the others keep the tiles. */
+export const BATCH_MIN_M: Record<WeightDType, number> = { q8_0: 8, fp8_e4m3: Infinity, bf16: Infinity, f16: Infinity, f32: Infinity };
 
 /** The path native/mm512.inc's matmul_avx512 takes for x (M, C) · wᵀ, w (N, C). */
 export function avx512MatmulPath(dtype: WeightDType, M: number, N: number, C: number): string {
@@ -227,14 +227,14 @@ export function avx512MatmulPath(dtype: WeightDType, M: number, N: number, C: nu
 }
 
 /**
- * Matmul shapes [M, C, N] for every AVX-512 path (tiles, batch, gemm; f32 also thin) with tails: C and N off
+ * Matmul shapes [M, C, N] for every AVX-512 path (tiles, q8_0 batch, gemm; f32 also thin) with tails: C and N off
  * multiples of 16/32/64, N below the tile rows, M not a multiple of the tile rows. q8_0 rounds C up to whole blocks.
  */
 export function matmulShapes(dtype: WeightDType): [number, number, number][] {
   const g = GEMM_MIN_M[dtype];
   const shapes: [number, number, number][] = [
     [1, 96, 5], [1, 200, 3], [1, 96, 33], // tiles (f32: thin, then tiles)
-    [2, 256, 7], [3, 96, 130], [5, 32, 1], [6, 200, 33], [7, 72, 2], [17, 64, 33], [17, 328, 67], [23, 40, 50], // batch (q8_0 < 8: tiles)
+    [2, 256, 7], [3, 96, 130], [5, 32, 1], [6, 200, 33], [7, 72, 2], [17, 64, 33], [17, 328, 67], [23, 40, 50], // tiles; q8_0 from 8 rows: batch
     [g + 3, 200, 53], [g + 1, 72, 3], // packed GEMM
   ];
   return dtype === 'q8_0' ? shapes.map(([M, C, N]) => [M, Math.ceil(C / 32) * 32, N]) : shapes;

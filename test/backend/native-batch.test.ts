@@ -1,9 +1,8 @@
-// Native batched decode (AVX-512, 2 <= M < the GEMM threshold): every weight dtype on shapes crossing the batch
-// kernels' edges, against float64; q8_0 also against an exact model of its numerics; 1 vs 2 threads; the path counter.
+// Native batched decode (AVX-512 q8_0, qbatch in native/mm512.inc): shapes crossing the kernel's edges against float64
+// and against an exact model of its int8 numerics; 1 vs 2 threads; the path counter.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { WEIGHT_DTYPES } from '../../src/backend/backend.js';
 import { loadNativeBackend, nativeCounters } from '../../src/backend/native.js';
 import { loadAddon } from '../../src/backend/native-addon.js';
 import { f16ToF32 } from '../../src/tensor/codecs.js';
@@ -50,72 +49,43 @@ function q8Model(x: Float32Array, w: Tensor, M: number): { y: Float64Array; mag:
   return { y, mag };
 }
 
-describe('native batched decode (AVX-512, 2 <= M < GEMM threshold)', { skip }, () => {
+describe('native batched decode (AVX-512 q8_0, MIN_M <= M < GEMM threshold)', { skip }, () => {
   const be = loadNativeBackend()!;
-  // [M, C, N]: M across the 4-row (tiles) and 6-row (q8_0) tiles and up to the GEMM threshold; C with column tails,
-  // past a q8_0 chunk of 16 blocks with an odd block count (1056 = 33 blocks), and (M · C large) past one x panel;
-  // N below a tile, across the 32-row q8_0 groups and the tasks' row chunks.
-  const shapes = (dtype: (typeof WEIGHT_DTYPES)[number]): [number, number, number][] => {
-    const top = GEMM_MIN_M[dtype] - 1;
-    const s: [number, number, number][] = [[2, 72, 3], [BATCH_MIN_M[dtype], 200, 33], [7, 1056, 65], [13, 96, 130], [16, 328, 31], [31, 544, 97], [top, 160, 17]];
-    if (dtype !== 'q8_0') s.push([top, 4500, 20]); // bf16 x of top rows · 4500 columns > one 512 KiB panel
-    return dtype === 'q8_0' ? s.map(([M, C, N]) => [M, Math.ceil(C / 32) * 32, N]) : s;
-  };
-  for (const dtype of WEIGHT_DTYPES) {
-    const blocks: ([number, number] | undefined)[] = dtype === 'fp8_e4m3' ? [[1, 0], [128, 128], [2, 32], [3, 20]] : [undefined];
-    it(`${dtype}: batch path at 1 and 2 threads, tails${dtype === 'fp8_e4m3' ? ', scale grids' : ''}`, () => {
-      const a = addon!;
-      const prev = a.getThreads();
-      try {
-        for (const [M, C, N] of shapes(dtype)) {
-          for (const block of blocks) {
-            withSeed(`batch ${dtype} M=${M} C=${C} N=${N} block=${block ?? '-'}`, (rng) => {
-              if (dtype === 'f32' || avx512MatmulPath(dtype, M, N, C) !== 'batch') return; // f32 with N <= 16 is thin
-              const fp8Block: [number, number] | undefined = block ? [block[0], block[1] || C] : undefined;
-              const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], dtype, { fp8Block });
-              const x = rng.normals(M * C);
-              const ys: Float32Array[] = [];
-              for (const t of [1, 2]) {
-                a.setThreads(t);
-                const y = new Float32Array(M * N).fill(NaN);
-                const before = nativeCounters()['matmul.path.batch.avx512'] ?? 0;
-                be.matmul(y, x, w, M);
-                assert.equal(nativeCounters()['matmul.path.batch.avx512'], before + 1, `batch ${dtype} (M=${M}, C=${C}, N=${N}): the batch path ran`);
-                ys.push(y);
-              }
-              const want = f64Matmul(x, w, M);
-              assertClose(`batch ${dtype} (M=${M}, C=${C}, N=${N})`, ys[0]!, want.y, { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag: want.mag });
-              if (dtype === 'q8_0') {
-                // the kernel's own numerics, to f32 accumulation order: a wrong scale on any one block shows
-                const exact = q8Model(x, w, M);
-                assertClose(`batch q8_0 vs its numerics (M=${M}, C=${C}, N=${N})`, ys[0]!, exact.y, { atol: 1e-6, rtol: 1e-5, mag: exact.mag });
-              }
-              assert.deepEqual(ys[1], ys[0], `batch ${dtype} (M=${M}, C=${C}, N=${N}): 2 threads vs 1`);
-            });
+  // [M, C, N]: M across the 6-row tiles up to the GEMM threshold; C with an odd block count and past a chunk of 16
+  // blocks (1056 = 33 blocks); N below a tile row group, across the 32-row groups and the tasks' row chunks.
+  const shapes: [number, number, number][] = [[BATCH_MIN_M.q8_0, 224, 33], [9, 1056, 65], [13, 96, 130], [16, 352, 31], [17, 64, 3], [GEMM_MIN_M.q8_0 - 1, 544, 97]];
+  it('q8_0: batch path at 1 and 2 threads, tails, against float64 and against its int8 numerics', () => {
+    const a = addon!;
+    const prev = a.getThreads();
+    try {
+      for (const [M, C, N] of shapes) {
+        withSeed(`batch q8_0 M=${M} C=${C} N=${N}`, (rng) => {
+          assert.equal(avx512MatmulPath('q8_0', M, N, C), 'batch');
+          const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], 'q8_0');
+          const x = rng.normals(M * C);
+          const ys: Float32Array[] = [];
+          for (const t of [1, 2]) {
+            a.setThreads(t);
+            const y = new Float32Array(M * N).fill(NaN);
+            const before = nativeCounters()['matmul.path.batch.avx512'] ?? 0;
+            be.matmul(y, x, w, M);
+            assert.equal(nativeCounters()['matmul.path.batch.avx512'], before + 1, `batch q8_0 (M=${M}, C=${C}, N=${N}): the batch path ran`);
+            ys.push(y);
           }
-        }
-      } finally {
-        a.setThreads(prev);
+          const want = f64Matmul(x, w, M);
+          assertClose(`batch q8_0 (M=${M}, C=${C}, N=${N})`, ys[0]!, want.y, { atol: 1e-6, rtol: MATMUL_RTOL.q8_0, mag: want.mag });
+          // the kernel's own numerics, to f32 accumulation order: a wrong scale on any one block shows
+          const exact = q8Model(x, w, M);
+          assertClose(`batch q8_0 vs its numerics (M=${M}, C=${C}, N=${N})`, ys[0]!, exact.y, { atol: 1e-6, rtol: 1e-5, mag: exact.mag });
+          assert.deepEqual(ys[1], ys[0], `batch q8_0 (M=${M}, C=${C}, N=${N}): 2 threads vs 1`);
+        });
       }
-    });
-  }
-
-  it('f32 batch path (N, C > 16: not the thin kernels)', () => {
-    for (const [M, C, N] of [[2, 72, 17], [9, 200, 33], [45, 1000, 70]] as const) {
-      withSeed(`batch f32 M=${M} C=${C} N=${N}`, (rng) => {
-        const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], 'f32');
-        const x = rng.normals(M * C);
-        const y = new Float32Array(M * N).fill(NaN);
-        const before = nativeCounters()['matmul.path.batch.avx512'] ?? 0;
-        be.matmul(y, x, w, M);
-        assert.equal(nativeCounters()['matmul.path.batch.avx512'], before + 1, 'the batch path ran');
-        const want = f64Matmul(x, w, M);
-        assertClose(`batch f32 (M=${M}, C=${C}, N=${N})`, y, want.y, { atol: 1e-6, rtol: MATMUL_RTOL.f32, mag: want.mag });
-      });
+    } finally {
+      a.setThreads(prev);
     }
   });
 
-  it('q8_0 below its batch threshold runs the register tiles', () => {
+  it('q8_0 below its batch threshold runs the register tiles, with the same numerics', () => {
     withSeed('q8_0 tiles', (rng) => {
       const [N, C] = [40, 96];
       const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], 'q8_0');

@@ -2,8 +2,11 @@
 //
 //   node --import tsx bench/matmul-micro.ts [--dtypes bf16,fp8,q8_0,f16] [--m 1,512] [--shapes 2048x2048,8192x2048,2048x8192]
 //                                          [--threads 2] [--reps 5] [--isa avx512] [--fp8-block 1x0] [--ops fwd,bwd]
+//                                          [--ab FLOE_MATMUL_BATCH=0]
 // --ops: fwd = y (M, N) = x (M, C) · wᵀ (inference, training forward); bwd = dx (M, C) = dy (M, N) · w (training's
 // backward through a frozen weight, matmulBackwardInput).
+// --ab ENV=VAL: old vs new in one run: two child processes, one with ENV=VAL ("old") and one without ("new"), measured
+// in alternation rep by rep (so load changes on a shared machine hit both alike); prints both and new/old time.
 // Shapes are NxC (weight rows x columns); --fp8-block BRxBC (0 = whole dimension). Decode rows (M <= 4) also
 // report weight GB/s. Weights are random bytes of the stored format (finite values), built directly.
 
@@ -64,40 +67,81 @@ function randomWeight(dtype: DType, N: number, C: number): Tensor {
   }
 }
 
+const ab = arg('ab', '');
+const child = process.argv.includes('--child');
+
+interface Job { dtype: DType; N: number; C: number; M: number; op: string }
+interface Best { wall: number; cpu: number }
+
 const addon = loadAddon();
 if (!addon) throw new Error('native addon not built (npx node-gyp rebuild)');
 addon.setThreads(threads);
 if (isa) addon.setIsa(isa as 'avx512');
 const be = loadNativeBackend()!;
-console.log(`isa ${addon.isa()}, threads ${threads}, reps ${reps} (best), load ${(await import('node:os')).loadavg().map((v) => v.toFixed(1)).join(' ')}`);
-console.log('op  dtype    M      N      C   wall GF/s   cpu GF/s  (GF per CPU-s per thread)   ms   weight GB/s');
-for (const name of dtypes) {
-  const dtype = DT[name];
-  if (!dtype) throw new Error(`unknown dtype ${name}`);
-  for (const [N, C] of shapes) {
-    const w = randomWeight(dtype, N, C);
-    for (const M of Ms) for (const op of ops) {
-      const bwd = op === 'bwd';
-      const x = new Float32Array(M * (bwd ? N : C)).map(() => rnd() * 2 - 1);
-      const y = new Float32Array(M * (bwd ? C : N));
-      const run = bwd ? () => be.matmulBackwardInput(y, x, w, M, false) : () => be.matmul(y, x, w, M);
-      const flop = 2 * M * N * C;
-      // enough calls per rep for ~0.2 s at 100 GFLOP/s (decode: ~20 calls)
-      const calls = Math.max(3, Math.min(200, Math.round(2e10 / flop)));
-      run();
-      let bestWall = Infinity, bestCpu = Infinity;
-      for (let r = 0; r < reps; r++) {
-        const c0 = process.cpuUsage();
-        const t0 = process.hrtime.bigint();
-        for (let i = 0; i < calls; i++) run();
-        const wall = Number(process.hrtime.bigint() - t0) / 1e9 / calls;
-        const cu = process.cpuUsage(c0);
-        const cpu = (cu.user + cu.system) / 1e6 / calls;
-        bestWall = Math.min(bestWall, wall);
-        bestCpu = Math.min(bestCpu, cpu);
+const weights = new Map<string, Tensor>();
+
+/** Best wall and CPU seconds per call over `n` reps of one job (weights built once per process and shape). */
+function measure(j: Job, n: number): Best {
+  const key = `${j.dtype} ${j.N}x${j.C}`;
+  if (!weights.has(key)) { weights.clear(); seed = 12345; weights.set(key, randomWeight(j.dtype, j.N, j.C)); }
+  const w = weights.get(key)!;
+  const bwd = j.op === 'bwd';
+  const x = new Float32Array(j.M * (bwd ? j.N : j.C)).map(() => rnd() * 2 - 1);
+  const y = new Float32Array(j.M * (bwd ? j.C : j.N));
+  const run = bwd ? () => be.matmulBackwardInput(y, x, w, j.M, false) : () => be.matmul(y, x, w, j.M);
+  // enough calls per rep for ~0.2 s at 100 GFLOP/s (decode: ~20 calls)
+  const calls = Math.max(3, Math.min(200, Math.round(2e10 / (2 * j.M * j.N * j.C))));
+  run();
+  let wall = Infinity, cpu = Infinity;
+  for (let r = 0; r < n; r++) {
+    const c0 = process.cpuUsage();
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < calls; i++) run();
+    wall = Math.min(wall, Number(process.hrtime.bigint() - t0) / 1e9 / calls);
+    const cu = process.cpuUsage(c0);
+    cpu = Math.min(cpu, (cu.user + cu.system) / 1e6 / calls);
+  }
+  return { wall, cpu };
+}
+
+if (child) {
+  process.on('message', (j: Job) => process.send!(measure(j, 1)));
+} else {
+  const { fork } = await import('node:child_process');
+  const kids = ab ? [ab, ''].map((e) => {
+    const [k, v] = e.split('=');
+    const env = { ...process.env };
+    if (k) env[k] = v ?? '';
+    return fork(process.argv[1]!, [...process.argv.slice(2), '--child'], { env, execArgv: process.execArgv });
+  }) : [];
+  const ask = (i: number, j: Job): Promise<Best> => new Promise((res) => { kids[i]!.once('message', (b) => res(b as Best)); kids[i]!.send(j); });
+  console.log(`isa ${addon.isa()}, threads ${threads}, reps ${reps} (best), load ${(await import('node:os')).loadavg().map((v) => v.toFixed(1)).join(' ')}${ab ? `, old = ${ab}, new = without it, alternating` : ''}`);
+  console.log(ab
+    ? 'op  dtype    M      N      C   old ms(cpu)  new ms(cpu)  new/old   old ms(wall)  new ms(wall)   new cpu GF/s'
+    : 'op  dtype    M      N      C   wall GF/s   cpu GF/s  (GF per CPU-s per thread)   ms   weight GB/s');
+  for (const name of dtypes) {
+    const dtype = DT[name];
+    if (!dtype) throw new Error(`unknown dtype ${name}`);
+    for (const [N, C] of shapes) {
+      for (const M of Ms) for (const op of ops) {
+        const j: Job = { dtype, N, C, M, op };
+        const flop = 2 * M * N * C;
+        const head = `${op} ${name.padEnd(6)} ${String(M).padStart(4)} ${String(N).padStart(6)} ${String(C).padStart(6)}`;
+        if (ab) {
+          const best = [{ wall: Infinity, cpu: Infinity }, { wall: Infinity, cpu: Infinity }];
+          for (let r = 0; r < reps; r++) for (const i of r % 2 ? [1, 0] : [0, 1]) {
+            const b = await ask(i, j);
+            best[i] = { wall: Math.min(best[i]!.wall, b.wall), cpu: Math.min(best[i]!.cpu, b.cpu) };
+          }
+          const [o, n] = best as [Best, Best];
+          console.log(`${head} ${(o.cpu * 1e3).toFixed(3).padStart(12)} ${(n.cpu * 1e3).toFixed(3).padStart(12)} ${(n.cpu / o.cpu).toFixed(2).padStart(8)} ${(o.wall * 1e3).toFixed(3).padStart(14)} ${(n.wall * 1e3).toFixed(3).padStart(13)} ${(flop / n.cpu / 1e9 * threads).toFixed(1).padStart(14)}`);
+        } else {
+          const b = measure(j, reps);
+          const gbs = M <= 4 ? (weights.values().next().value!.data.byteLength / b.wall / 1e9).toFixed(1) : '';
+          console.log(`${head} ${(flop / b.wall / 1e9).toFixed(1).padStart(10)} ${(flop / b.cpu / 1e9 * threads).toFixed(1).padStart(10)} ${(flop / b.cpu / 1e9).toFixed(1).padStart(16)} ${(b.wall * 1e3).toFixed(2).padStart(17)} ${gbs.padStart(8)}`);
+        }
       }
-      const gbs = M <= 4 ? (w.data.byteLength / bestWall / 1e9).toFixed(1) : '';
-      console.log(`${op} ${name.padEnd(6)} ${String(M).padStart(4)} ${String(N).padStart(6)} ${String(C).padStart(6)} ${(flop / bestWall / 1e9).toFixed(1).padStart(10)} ${(flop / bestCpu / 1e9 * threads).toFixed(1).padStart(10)} ${(flop / bestCpu / 1e9).toFixed(1).padStart(16)} ${(bestWall * 1e3).toFixed(2).padStart(17)} ${gbs.padStart(8)}`);
     }
   }
+  for (const k of kids) k.kill();
 }

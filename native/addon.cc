@@ -32,7 +32,11 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   need_len(env, op, "y (M=" + std::to_string(M) + ", N=" + std::to_string(w.N) + ")", y.n, M * w.N);
   const Kernels& k = kernels();
   count(op, weight_name(w.dtype), k.name);
-  if (M > 0 && w.N > 0) k.matmul(y.p, x.p, w, M);
+  if (M <= 0 || w.N <= 0) return env.Undefined();
+  // the AVX-512 matmul counts the path it takes (matmul.path.<path>.avx512); the AVX2 and scalar tables have one each
+  if (isa_current() == ISA_AVX2) count("matmul.path", "tiles", k.name);
+  else if (isa_current() == ISA_SCALAR) count("matmul.path", "generic", k.name);
+  k.matmul(y.p, x.p, w, M);
   return env.Undefined();
 }
 

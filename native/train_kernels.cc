@@ -43,6 +43,9 @@ Napi::Value MatmulBackwardInput(const Napi::CallbackInfo& info) {
     if (!accumulate) std::memset(dx.p, 0, size_t(dx.n) * sizeof(float));
     return env.Undefined();
   }
+  // AVX-512: the thin kernels or the packed GEMM first (they count thin_tr / gemm_tr), else the ISA's own dx kernel
+  if (isa_current() == ISA_AVX512 && gemm_bwd_input_avx512(dx.p, dy.p, w, M, accumulate)) return env.Undefined();
+  count("matmul.path", isa_current() == ISA_AVX512 ? "dx_tiles" : "dx_generic", k.name);
   k.matmul_bwd_input(dx.p, dy.p, w, M, accumulate);
   return env.Undefined();
 }
@@ -61,7 +64,11 @@ Napi::Value MatmulBackwardWeight(const Napi::CallbackInfo& info) {
   need_len(env, op, "x (M=" + str(M) + ", C=" + str(C) + ")", x.n, M * C);
   const TrainKernels& k = train_kernels();
   count(op, "", k.name);
-  if (M > 0 && N > 0 && C > 0) k.matmul_bwd_weight(dw.p, dy.p, x.p, M, N, C);
+  if (M > 0 && N > 0 && C > 0) {
+    // train_avx512.inc: C <= 16 (LoRA's A factor) runs run_dw16, else the tiled dW kernel
+    count("matmul.path", isa_current() != ISA_AVX512 ? "dw_generic" : C <= 16 ? "dw_thin" : "dw_tiles", k.name);
+    k.matmul_bwd_weight(dw.p, dy.p, x.p, M, N, C);
+  }
   return env.Undefined();
 }
 

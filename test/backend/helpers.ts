@@ -207,7 +207,37 @@ export interface ConformanceCheck {
   readonly kernel: string;
   /** Per ISA, a stricter counter prefix (a kernel only that ISA's own fast path counts), e.g. { avx512: 'attention512' }. */
   readonly isaKernel?: Readonly<Record<string, string>>;
+  /** Per ISA, code paths that must each run: counter `matmul.path.<path>.<isa>` increases (native/mm512.inc and friends). */
+  readonly paths?: Readonly<Record<string, readonly string[]>>;
   run(be: Backend): void;
+}
+
+type WeightDType = (typeof WEIGHT_DTYPES)[number];
+
+/** Rows from which the AVX-512 matmul runs the packed GEMM: gemm_min_m in native/mm512.inc. */
+export const GEMM_MIN_M: Record<WeightDType, number> = { q8_0: 32, fp8_e4m3: 64, bf16: 96, f16: 160, f32: 160 };
+/** Rows from which a dtype runs a batched-decode kernel below the GEMM (q8_0: qbatch::MIN_M); the others keep the tiles. */
+export const BATCH_MIN_M: Record<WeightDType, number> = { q8_0: 8, fp8_e4m3: Infinity, bf16: Infinity, f16: Infinity, f32: Infinity };
+
+/** The path native/mm512.inc's matmul_avx512 takes for x (M, C) · wᵀ, w (N, C). */
+export function avx512MatmulPath(dtype: WeightDType, M: number, N: number, C: number): string {
+  if (dtype === 'f32' && (N <= 16 || C <= 16)) return 'thin';
+  if (M >= GEMM_MIN_M[dtype]) return 'gemm';
+  return M >= BATCH_MIN_M[dtype] ? 'batch' : 'tiles';
+}
+
+/**
+ * Matmul shapes [M, C, N] for every AVX-512 path (tiles, q8_0 batch, gemm; f32 also thin) with tails: C and N off
+ * multiples of 16/32/64, N below the tile rows, M not a multiple of the tile rows. q8_0 rounds C up to whole blocks.
+ */
+export function matmulShapes(dtype: WeightDType): [number, number, number][] {
+  const g = GEMM_MIN_M[dtype];
+  const shapes: [number, number, number][] = [
+    [1, 96, 5], [1, 200, 3], [1, 96, 33], // tiles (f32: thin, then tiles)
+    [2, 256, 7], [3, 96, 130], [5, 32, 1], [6, 200, 33], [7, 72, 2], [17, 64, 33], [17, 328, 67], [23, 40, 50], // tiles; q8_0 from 8 rows: batch
+    [g + 3, 200, 53], [g + 1, 72, 3], // packed GEMM
+  ];
+  return dtype === 'q8_0' ? shapes.map(([M, C, N]) => [M, Math.ceil(C / 32) * 32, N]) : shapes;
 }
 
 const ATTENTION_CASES: { label: string; H: number; K: number; E: number; L?: number; avx512Path?: boolean; seqs: SeqSpec[] }[] = [
@@ -228,23 +258,30 @@ const ATTENTION_CASES: { label: string; H: number; K: number; E: number; L?: num
 export function conformanceChecks(): ConformanceCheck[] {
   const ref = referenceBackend;
   const checks: ConformanceCheck[] = [];
-  const add = (name: string, kernel: string, run: (be: Backend) => void, isaKernel?: Record<string, string>): void => { checks.push({ name, kernel, run, isaKernel }); };
+  const add = (name: string, kernel: string, run: (be: Backend) => void, isaKernel?: Record<string, string>, paths?: Record<string, string[]>): void => {
+    checks.push({ name, kernel, run, isaKernel, paths });
+  };
 
   for (const dtype of WEIGHT_DTYPES) {
+    const shapes = matmulShapes(dtype);
+    const avx512 = [...new Set(shapes.map(([M, C, N]) => avx512MatmulPath(dtype, M, N, C)))];
     add(`matmul ${dtype}`, `matmul.${dtype}`, (be) => {
-      for (const [M, C, N] of [[1, 96, 5], [3, 96, 130], [17, 64, 33], [2, 256, 7], [5, 32, 1]] as const) {
+      for (const [M, C, N] of shapes) {
         withSeed(`${be.name} matmul ${dtype} M=${M} C=${C} N=${N}`, (rng) => {
-          const wv = rng.normals(N * C, 0.5);
-          const w = quantizeTensor(wv, [N, C], dtype, { fp8Block: fp8BlockFor(dtype, N, C, rng) });
-          const x = rng.normals(M * C);
-          const want = new Float32Array(M * N);
-          ref.matmul(want, x, w, M);
-          const got = new Float32Array(M * N).fill(NaN);
-          be.matmul(got, x, w, M);
-          assertClose(`matmul ${dtype} (M=${M}, C=${C}, N=${N})`, got, want, { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag: dotMagnitude(x, w, M) });
+          // fp8: one scale per row, then a random grid (per tensor, or 2-D blocks that do not divide the shape)
+          for (const fp8Block of dtype === 'fp8_e4m3' ? [[1, C] as [number, number], fp8BlockFor(dtype, N, C, rng)] : [undefined]) {
+            const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], dtype, { fp8Block });
+            const x = rng.normals(M * C);
+            const want = new Float32Array(M * N);
+            ref.matmul(want, x, w, M);
+            const got = new Float32Array(M * N).fill(NaN);
+            be.matmul(got, x, w, M);
+            assertClose(`matmul ${dtype} (M=${M}, C=${C}, N=${N}${fp8Block ? `, fp8 block ${fp8Block}` : ''})`, got, want,
+              { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag: dotMagnitude(x, w, M) });
+          }
         });
       }
-    });
+    }, undefined, { avx512, avx2: ['tiles'], scalar: ['generic'] });
   }
 
   add('rmsnorm (incl. y aliasing x)', 'rmsnorm', (be) => {
@@ -517,7 +554,7 @@ const DENSE_CASES: { label: string; H: number; K: number; E: number; lens: numbe
   { label: 'GQA long sample (many key tiles)', H: 4, K: 2, E: 16, lens: [203, 2] },
 ];
 
-type AddCheck = (name: string, kernel: string, run: (be: Backend) => void) => void;
+type AddCheck = (name: string, kernel: string, run: (be: Backend) => void, isaKernel?: Record<string, string>, paths?: Record<string, string[]>) => void;
 
 /** Every TrainKernels kernel against the reference: odd shapes, tails, packed samples, GQA/MHA/MQA, every weight dtype. */
 function trainChecks(add: AddCheck): void {
@@ -526,9 +563,10 @@ function trainChecks(add: AddCheck): void {
   for (const dtype of WEIGHT_DTYPES) {
     add(`matmulBackwardInput ${dtype} (overwrite and accumulate)`, `matmulBackwardInput.${dtype}`, (be) => {
       // [M, N, C]: M around the register tile, N across weight-row tiles, C with column tails (q8_0: whole blocks)
+      // (and past the GEMM threshold, where the packed GEMM reads the weight transposed; q8_0 never takes it)
       const shapes = dtype === 'q8_0'
         ? [[1, 5, 32], [7, 33, 96], [13, 300, 64], [3, 2, 160]]
-        : [[1, 5, 17], [7, 33, 96], [13, 300, 70], [3, 1, 130], [20, 16, 16]];
+        : [[1, 5, 17], [7, 33, 96], [13, 300, 70], [3, 1, 130], [20, 16, 16], [GEMM_MIN_M[dtype] + 1, 35, 70]];
       for (const [M, N, C] of shapes as [number, number, number][]) {
         withSeed(`${be.name} matmulBackwardInput ${dtype} M=${M} N=${N} C=${C}`, (rng) => {
           // fp8: every scale layout the kernels treat differently (row scales, row-block × 64k-column blocks, other grids)
@@ -552,7 +590,7 @@ function trainChecks(add: AddCheck): void {
           }
         });
       }
-    });
+    }, undefined, { avx512: dtype === 'f32' ? ['thin_tr', 'dx_tiles', 'gemm_tr'] : dtype === 'q8_0' ? ['dx_tiles'] : ['dx_tiles', 'gemm_tr'], avx2: ['dx_generic'], scalar: ['dx_generic'] });
   }
 
   add('matmulBackwardInput fp8_e4m3 decodes every byte exactly (row and block scales)', 'matmulBackwardInput.fp8_e4m3', (be) => {
@@ -597,7 +635,7 @@ function trainChecks(add: AddCheck): void {
         assertClose(`matmulBackwardWeight (M=${M}, N=${N}, C=${C})`, got, want, { atol: 1e-6, rtol: 1e-5, mag });
       });
     }
-  });
+  }, undefined, { avx512: ['dw_thin', 'dw_tiles'], avx2: ['dw_generic'], scalar: ['dw_generic'] });
 
   add('rmsnormBackward (dx, dg accumulated, dg null)', 'rmsnormBackward', (be) => {
     for (const [M, D] of [[1, 96], [3, 130], [17, 64], [9, 300]] as const) {
@@ -786,12 +824,17 @@ export function runBackendConformance(name: string, makeBackend: () => Backend, 
         const counters = opts.counters;
         const isa = opts.isa !== undefined && !(opts.isaIndependent ?? []).includes(check.kernel) ? opts.isa : undefined;
         const kernel = (isa !== undefined ? check.isaKernel?.[isa] : undefined) ?? check.kernel;
-        const before = counters ? total(countersFor(counters(), kernel, isa)) : 0;
+        const pathsBefore = counters ? counters() : {};
+        const before = total(countersFor(pathsBefore, kernel, isa));
         check.run(be);
         if (counters) {
           const now = counters();
           const after = total(countersFor(now, kernel, isa));
           assert.ok(after > before, `${name}: no '${kernel}[.…]${isa ? '.' + isa : ''}' counter increased during '${check.name}' (before ${before}, after ${after}): the backend did not run its own${isa ? ' ' + isa : ''} path. Counters for '${kernel}': ${JSON.stringify(Object.fromEntries(countersFor(now, kernel)))}`);
+          for (const p of isa !== undefined ? check.paths?.[isa] ?? [] : []) {
+            const key = `matmul.path.${p}.${isa}`;
+            assert.ok((now[key] ?? 0) > (pathsBefore[key] ?? 0), `${name}: '${check.name}' never ran the ${p} path on ${isa} (${key} stayed at ${pathsBefore[key] ?? 0}). Path counters: ${JSON.stringify(Object.fromEntries(countersFor(now, 'matmul.path')))}`);
+          }
         }
       });
     }

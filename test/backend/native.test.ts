@@ -13,7 +13,7 @@ import { loadNativeBackend, nativeCounters } from '../../src/backend/native.js';
 import { bf16ToF32, dequantizeRow, f32ToBf16 } from '../../src/tensor/codecs.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
 import { Tensor } from '../../src/tensor/tensor.js';
-import { assertClose, f64Matmul, Rng, withSeed } from './helpers.js';
+import { assertClose, avx512MatmulPath, f64Matmul, Rng, withSeed } from './helpers.js';
 
 const ORDER: NativeIsa[] = ['scalar', 'avx2', 'avx512'];
 
@@ -184,13 +184,14 @@ describe('native addon', () => {
       };
 
       for (const dtype of WEIGHT_DTYPES) {
-        it(`matmul ${dtype}: decode and prefill tiles, tails, fp8 block grids`, { skip }, () => {
+        it(`matmul ${dtype}: decode tiles and batch rows (path counters), tails, fp8 block grids`, { skip }, () => {
           for (const [M, C, N, block] of [[1, 96, 7, [1, 96]], [9, 160, 9, [4, 64]], [19, 64, 13, [13, 64]], [12, 288, 5, [2, 32]], [4, 96, 6, [1, 20]], [10, 224, 3, [2, 48]], [2, 320, 5, [2, 128]], [3, 224, 4, [1, 64]]] as const) {
             withSeed(`${isa} matmul ${dtype} M=${M} C=${C} N=${N}`, (rng) => {
               const w = quantizeTensor(rng.normals(N * C), [N, C], dtype, { fp8Block: block });
               const x = rng.normals(M * C);
               const y = new Float32Array(M * N).fill(NaN);
-              ranOn(`matmul.${dtype}.${isa}`, () => backend().matmul(y, x, w, M));
+              const path = isa === 'avx512' ? avx512MatmulPath(dtype, M, N, C) : isa === 'avx2' ? 'tiles' : 'generic';
+              ranOn(`matmul.path.${path}.${isa}`, () => backend().matmul(y, x, w, M));
               const want = f64Matmul(x, w, M);
               assertClose(`matmul ${dtype}`, y, want.y, { atol: 1e-6, rtol: RTOL[dtype], mag: want.mag });
             });

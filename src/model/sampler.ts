@@ -75,12 +75,23 @@ export class Sampler {
 
   /** Pick the next token from raw logits (V); `counts` carries the request's history for penalties. */
   sample(logits: Float32Array, counts: TokenCounts | null): number {
+    const d = this.distribution(logits, counts);
+    if (this.params.temperature === 0) return d.ids[0]!;
+    return d.ids[this.draw(d.weights, d.n, d.sum)]!;
+  }
+
+  /**
+   * The distribution sample() draws from: candidates `ids` (n), unnormalized `weights` (n) summing to `sum`
+   * (greedy: the argmax with weight 1). `extra` are tokens counted as already generated on top of `counts`
+   * (speculative verification scores draft positions one after another).
+   */
+  distribution(logits: Float32Array, counts: TokenCounts | null, extra: readonly number[] = []): TokenDistribution {
     const p = this.params;
     const z = this.work;
     z.set(logits.subarray(0, this.vocabSize));
-    if (counts) applyPenalties(z, p, counts);
+    if (counts) applyPenalties(z, p, counts, extra);
     if (p.logitBias) for (const [id, b] of p.logitBias) if (id >= 0 && id < z.length) z[id] = z[id]! + b;
-    if (p.temperature === 0) return argmax(z);
+    if (p.temperature === 0) return { ids: Int32Array.of(argmax(z)), weights: Float64Array.of(1), n: 1, sum: 1 };
 
     // candidates: top-k, or enough of the head of the distribution to cover top-p
     const V = z.length;
@@ -91,12 +102,22 @@ export class Sampler {
       const probs = softmaxOf(values, p.temperature, z);
       const covered = k === V || (p.topK > 0 && k === p.topK) || coverage(probs.top, probs.total) >= p.topP;
       // top-k renormalizes: top-p then counts mass within the k candidates
-      if (covered) return this.pick(ids, probs.top, p.topK > 0 ? coverage(probs.top, 1) : probs.total);
+      if (covered) return this.truncate(ids, probs.top, p.topK > 0 ? coverage(probs.top, 1) : probs.total);
       k = Math.min(V, k * 4);
     }
   }
 
-  private pick(ids: Int32Array, top: Float64Array, total: number): number {
+  /** Index in [0, n) drawn with probability weights[i] / sum (one RNG draw). */
+  draw(weights: Float64Array, n: number, sum: number): number {
+    let r = this.rng.next() * sum;
+    for (let i = 0; i < n; i++) { r -= weights[i]!; if (r < 0) return i; }
+    return n - 1;
+  }
+
+  /** Uniform in [0, 1) from this request's RNG (the speculative acceptance test). */
+  uniform(): number { return this.rng.next(); }
+
+  private truncate(ids: Int32Array, top: Float64Array, total: number): TokenDistribution {
     const p = this.params;
     // top-p over the candidates (sorted descending), then min-p relative to the best
     let n = ids.length;
@@ -112,21 +133,37 @@ export class Sampler {
     }
     let sum = 0;
     for (let i = 0; i < n; i++) sum += top[i]!;
-    let r = this.rng.next() * sum;
-    for (let i = 0; i < n; i++) { r -= top[i]!; if (r < 0) return ids[i]!; }
-    return ids[n - 1]!;
+    return { ids, weights: top, n, sum };
   }
 }
 
-function applyPenalties(z: Float32Array, p: SamplingParams, counts: TokenCounts): void {
+/** A sampling distribution over candidate tokens: P(ids[i]) = weights[i] / sum for i < n, 0 for every other id. */
+export interface TokenDistribution {
+  readonly ids: Int32Array; // (≥ n) candidates, most likely first
+  readonly weights: Float64Array; // (≥ n) unnormalized
+  readonly n: number;
+  readonly sum: number;
+}
+
+function applyPenalties(z: Float32Array, p: SamplingParams, counts: TokenCounts, extra: readonly number[]): void {
   if (p.repetitionPenalty !== 1) {
-    for (const id of counts.seen) {
+    const penalize = (id: number): void => {
       const v = z[id]!;
       z[id] = v > 0 ? v / p.repetitionPenalty : v * p.repetitionPenalty;
+    };
+    for (const id of counts.seen) penalize(id);
+    for (let i = 0; i < extra.length; i++) {
+      const id = extra[i]!;
+      if (!counts.seen.has(id) && extra.indexOf(id) === i) penalize(id);
     }
   }
   if (p.frequencyPenalty !== 0 || p.presencePenalty !== 0) {
     for (const [id, c] of counts.output) z[id] = z[id]! - c * p.frequencyPenalty - p.presencePenalty;
+    for (let i = 0; i < extra.length; i++) {
+      const id = extra[i]!;
+      // each extra occurrence adds one count; the presence penalty only for a token new to the output
+      z[id] = z[id]! - p.frequencyPenalty - (counts.output.has(id) || extra.indexOf(id) < i ? 0 : p.presencePenalty);
+    }
   }
 }
 

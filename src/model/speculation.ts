@@ -1,0 +1,332 @@
+// Speculative decoding: proposers (n-gram, suffix index, draft model, or the caller's own) and the
+// rejection-sampling verifier that keeps the target's output distribution (greedy: identical tokens).
+//
+// N committed tokens of a sequence, k draft tokens, V vocab, L block size.
+
+import { KvCache } from './kv-cache.js';
+import type { LlamaModel } from './llama.js';
+import { argmax, type Sampler, type TokenCounts } from './sampler.js';
+import type { KvDType } from '../backend/backend.js';
+
+/** One sequence asking for a draft continuation. */
+export interface ProposeRequest {
+  readonly seqId: string; // stable while the sequence lives (release() ends it)
+  readonly tokens: readonly number[]; // (N) prompt + output so far; the last one is not in the target's KV yet
+  readonly promptLen: number;
+  readonly k: number; // propose at most k tokens (k >= 1)
+  readonly blockTable: readonly number[]; // the target's block table for seqId; holds positions [0, N + k)
+}
+
+export interface Proposal {
+  readonly tokens: readonly number[]; // (<= k) draft continuation of the request's tokens; may be empty
+  readonly q?: readonly Float32Array[]; // (tokens.length, V) draft distributions; absent → deterministic (one-hot)
+}
+
+/** The target's KV geometry, given to a proposer before its first propose() (again when it changes). */
+export interface ProposerGeometry {
+  readonly vocabSize: number; // V of the target
+  readonly numBlocks: number; // blocks in the target's KV pool; block tables index 0..numBlocks-1
+  readonly blockSize: number; // L
+  readonly maxPositions: number; // the target's context window
+}
+
+/** Anything that guesses the next tokens; the verifier decides what is kept. */
+export interface Proposer {
+  readonly name: string;
+  /** KV bytes per token kept beside the target's (a draft model), so the pool is sized for both. */
+  readonly kvBytesPerToken?: number;
+  init?(geom: ProposerGeometry): void;
+  /** Draft continuations for a batch of sequences (one proposal per request, in order). */
+  propose(reqs: readonly ProposeRequest[]): Proposal[];
+  /** After verification: `accepted` of the `proposed` draft tokens were kept. */
+  observe?(seqId: string, proposed: number, accepted: number): void;
+  /** The sequence's KV was freed (finished, aborted or preempted): forget its state. */
+  release?(seqId: string): void;
+  /** A sequence finished with these tokens (prompt + output); an index over past requests learns them. */
+  learn?(tokens: readonly number[], promptLen: number): void;
+}
+
+/** What generate(), Engine and startEngine accept: a method name, a draft model, or the caller's proposer. */
+export type SpeculativeMethod = 'ngram' | 'suffix';
+export type SpeculativeSpec = SpeculativeMethod | LlamaModel | Proposer;
+
+export const DEFAULT_NUM_SPECULATIVE_TOKENS = 4;
+
+/** A proposer for `spec`, checked against the target model (a draft model must share its vocabulary). */
+export function createProposer(spec: SpeculativeSpec, target: LlamaModel): Proposer {
+  if (spec === 'ngram') return new NgramProposer();
+  if (spec === 'suffix') return new SuffixProposer();
+  if (typeof spec === 'string') throw new Error(`speculative: expected 'ngram', 'suffix', a draft model or a Proposer, got '${spec}'`);
+  if (isModel(spec)) return new DraftModelProposer(spec, target);
+  if (typeof (spec as Proposer).propose !== 'function') throw new Error('speculative: a Proposer needs a propose(requests) method');
+  return spec;
+}
+
+function isModel(x: object): x is LlamaModel {
+  return 'forward' in x && 'config' in x && 'weights' in x;
+}
+
+/** k for the next step of one sequence: shrinks after a rejection, grows after a full acceptance, in [1, K]. */
+export class AdaptiveK {
+  k: number;
+  constructor(readonly max: number) {
+    if (!(Number.isInteger(max) && max >= 1)) throw new RangeError(`number of speculative tokens must be an integer >= 1, got ${max}`);
+    this.k = max;
+  }
+  update(proposed: number, accepted: number): void {
+    if (proposed === 0) return;
+    this.k = accepted === proposed ? Math.min(this.max, this.k + 1) : Math.max(1, accepted + 1);
+  }
+}
+
+export interface Verified {
+  readonly tokens: number[]; // (accepted + 1) accepted drafts, then the correction or bonus token
+  readonly accepted: number;
+}
+
+/**
+ * Rejection sampling over the k + 1 verify rows (Leviathan et al. 2023, Chen et al. 2023): draft x at row j is
+ * kept with probability min(1, p(x) / q(x)); on rejection the token comes from normalize(max(0, p - q)); after
+ * k acceptances one bonus token from p. p is the sampler's own distribution (penalties, bias, temperature,
+ * top-k/p, min-p), row by row with the accepted drafts counted as output. Greedy: keep x iff x = argmax.
+ */
+export function verifyDraft(
+  sampler: Sampler, counts: TokenCounts | null,
+  logits: Float32Array, // (k + 1, V) target logits at the last committed token and each draft token
+  draft: readonly number[], // (k)
+  q?: readonly Float32Array[], // (k, V) draft distributions; absent → one-hot at the draft token
+): Verified {
+  const V = sampler.vocabSize;
+  const k = draft.length;
+  if (logits.length < (k + 1) * V) throw new Error(`verifyDraft: ${k} draft tokens need ${(k + 1) * V} logits (k + 1 rows of V = ${V}), got ${logits.length}`);
+  const greedy = sampler.params.temperature === 0;
+  const out: number[] = [];
+  for (let j = 0; j <= k; j++) {
+    const d = sampler.distribution(logits.subarray(j * V, (j + 1) * V), counts, out);
+    if (j === k) {
+      out.push(greedy ? d.ids[0]! : d.ids[sampler.draw(d.weights, d.n, d.sum)]!);
+      return { tokens: out, accepted: k };
+    }
+    const x = draft[j]!;
+    if (greedy) {
+      if (x === d.ids[0]) { out.push(x); continue; }
+      out.push(d.ids[0]!);
+      return { tokens: out, accepted: j };
+    }
+    let px = 0;
+    for (let i = 0; i < d.n; i++) if (d.ids[i] === x) { px = d.weights[i]! / d.sum; break; }
+    const qj = q?.[j];
+    const qx = qj ? qj[x]! : 1;
+    if (px > 0 && (px >= qx || sampler.uniform() * qx < px)) { out.push(x); continue; }
+    // rejected: residual max(0, p - q) over the candidates (p is 0 elsewhere)
+    const r = new Float64Array(d.n);
+    let sum = 0;
+    for (let i = 0; i < d.n; i++) {
+      const id = d.ids[i]!;
+      const v = Math.max(0, d.weights[i]! / d.sum - (qj ? qj[id]! : id === x ? 1 : 0));
+      r[i] = v;
+      sum += v;
+    }
+    // sum 0 means p <= q everywhere, i.e. p = q: a rejection then has probability 0; fall back to p
+    out.push(sum > 0 ? d.ids[sampler.draw(r, d.n, sum)]! : d.ids[sampler.draw(d.weights, d.n, d.sum)]!);
+    return { tokens: out, accepted: j };
+  }
+  throw new Error('unreachable');
+}
+
+/** Last occurrence before the end of `tokens` of its final n tokens; returns the index after that occurrence, or -1. */
+function lastMatch(tokens: readonly number[], n: number, end: number, source: readonly number[], searchEnd: number): number {
+  // the n-gram tokens[end - n, end) matched against source windows ending before searchEnd
+  outer: for (let e = searchEnd; e >= n; e--) {
+    for (let i = 1; i <= n; i++) if (source[e - i] !== tokens[end - i]) continue outer;
+    return e;
+  }
+  return -1;
+}
+
+/**
+ * Prompt lookup: the longest n-gram (maxN down to minN) ending the sequence that occurred earlier in the
+ * prompt or output; propose the k tokens that followed its latest occurrence.
+ */
+export class NgramProposer implements Proposer {
+  readonly name = 'ngram';
+  constructor(readonly minN = 2, readonly maxN = 4) {}
+
+  propose(reqs: readonly ProposeRequest[]): Proposal[] {
+    return reqs.map((r) => ({ tokens: this.one(r.tokens, r.k) }));
+  }
+
+  one(tokens: readonly number[], k: number): number[] {
+    const N = tokens.length;
+    for (let n = Math.min(this.maxN, N - 1); n >= this.minN; n--) {
+      const e = lastMatch(tokens, n, N, tokens, N - 1);
+      if (e >= 0) return tokens.slice(e, Math.min(N, e + k)) as number[];
+    }
+    return [];
+  }
+}
+
+interface Doc { readonly tokens: readonly number[]; readonly id: number }
+
+/**
+ * A suffix index over recent finished sequences (prompt + output) and the running sequence itself: the longest
+ * match (up to maxN tokens) of the sequence's tail is looked up in a hash of every n-gram of the indexed
+ * documents, and the tokens that followed it are proposed. Keeps the last `maxTokens` tokens of documents.
+ */
+export class SuffixProposer implements Proposer {
+  readonly name = 'suffix';
+  private readonly docs: Doc[] = [];
+  private readonly grams = new Map<string, { doc: Doc; end: number }>(); // n-gram key → latest occurrence
+  private indexed = 0; // tokens held by docs
+  private nextId = 0;
+
+  constructor(readonly minN = 2, readonly maxN = 8, readonly maxTokens = 1 << 18) {}
+
+  propose(reqs: readonly ProposeRequest[]): Proposal[] {
+    return reqs.map((r) => ({ tokens: this.one(r.tokens, r.k) }));
+  }
+
+  one(tokens: readonly number[], k: number): number[] {
+    const N = tokens.length;
+    for (let n = Math.min(this.maxN, N - 1); n >= this.minN; n--) {
+      // the sequence itself first (its latest continuation), then past requests
+      const e = lastMatch(tokens, n, N, tokens, N - 1);
+      if (e >= 0) return tokens.slice(e, Math.min(N, e + k)) as number[];
+      const hit = this.grams.get(key(tokens, N - n, N));
+      if (hit && hit.end < hit.doc.tokens.length) return hit.doc.tokens.slice(hit.end, hit.end + k) as number[];
+    }
+    return [];
+  }
+
+  learn(tokens: readonly number[]): void {
+    if (tokens.length < 2) return;
+    const doc: Doc = { tokens: tokens.slice(-this.maxTokens), id: this.nextId++ };
+    this.docs.push(doc);
+    this.indexed += doc.tokens.length;
+    this.forGrams(doc, (g, end) => this.grams.set(g, { doc, end }));
+    while (this.indexed > this.maxTokens && this.docs.length > 1) {
+      const old = this.docs.shift()!;
+      this.indexed -= old.tokens.length;
+      this.forGrams(old, (g) => { if (this.grams.get(g)?.doc === old) this.grams.delete(g); });
+    }
+  }
+
+  get numIndexedTokens(): number { return this.indexed; }
+
+  private forGrams(doc: Doc, f: (key: string, end: number) => void): void {
+    const t = doc.tokens;
+    for (let end = this.minN; end < t.length; end++) {
+      for (let n = this.minN; n <= this.maxN && n <= end; n++) f(key(t, end - n, end), end);
+    }
+  }
+}
+
+function key(t: readonly number[], from: number, to: number): string {
+  let s = '';
+  for (let i = from; i < to; i++) s += t[i] + ',';
+  return s;
+}
+
+/**
+ * A smaller model sharing the target's tokenizer proposes greedily (q one-hot). Its KV is a KvCache of its own
+ * with the target's block count and size, addressed through the target's block tables: blocks the scheduler
+ * allocates (and frees, and preempts) for a sequence hold both models' KV for the same positions.
+ */
+export class DraftModelProposer implements Proposer {
+  readonly name: string;
+  readonly kvBytesPerToken: number;
+  private kv: KvCache | null = null;
+  private readonly kvDtype: KvDType;
+  private readonly fed = new Map<string, number[]>(); // tokens whose draft KV is written, per sequence
+
+  constructor(readonly draft: LlamaModel, target: LlamaModel, name = 'draft') {
+    const dv = draft.config.vocabSize;
+    const tv = target.config.vocabSize;
+    if (dv !== tv) {
+      throw new Error(`draft model vocabulary (${dv} tokens) differs from the target's (${tv}): speculation needs a draft with the same tokenizer and vocab size`);
+    }
+    this.name = name;
+    const w = draft.weights.layers[0]?.wq;
+    this.kvDtype = w && w.dtype === 'f32' ? 'f32' : 'bf16';
+    const c = draft.config;
+    this.kvBytesPerToken = KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, this.kvDtype);
+  }
+
+  init(geom: ProposerGeometry): void {
+    const c = this.draft.config;
+    if (this.kv && this.kv.numBlocks === geom.numBlocks && this.kv.blockSize === geom.blockSize) return;
+    this.kv = new KvCache(c.numLayers, geom.numBlocks, geom.blockSize, c.numKvHeads, c.headDim, this.kvDtype);
+    this.fed.clear();
+  }
+
+  release(seqId: string): void { this.fed.delete(seqId); }
+
+  propose(reqs: readonly ProposeRequest[]): Proposal[] {
+    const kv = this.kv;
+    if (!kv) throw new Error('DraftModelProposer: init() must give the KV geometry before propose()');
+    const out: number[][] = reqs.map(() => []);
+    const maxPos = this.draft.config.maxPositionEmbeddings;
+    // catch up: every sequence feeds the tokens its draft KV lacks (at least the last one) and drafts one token
+    const live: { i: number; fed: number[]; k: number }[] = [];
+    for (let i = 0; i < reqs.length; i++) {
+      const r = reqs[i]!;
+      const k = Math.min(r.k, maxPos - r.tokens.length + 1);
+      if (k < 1) continue;
+      let fed = this.fed.get(r.seqId);
+      if (!fed) { fed = []; this.fed.set(r.seqId, fed); }
+      // drop draft KV past the first position where the sequence diverged from what was fed (rejected drafts)
+      let c = Math.min(fed.length, r.tokens.length - 1);
+      for (let p = 0; p < c; p++) if (fed[p] !== r.tokens[p]) { c = p; break; }
+      fed.length = c;
+      live.push({ i, fed, k });
+    }
+    let round = live.map((s) => ({ ...s, feed: reqs[s.i]!.tokens.slice(s.fed.length) as number[] }));
+    while (round.length > 0) {
+      const next = this.step(round.map((s) => ({ req: reqs[s.i]!, fed: s.fed, feed: s.feed })), kv);
+      const more: typeof round = [];
+      round.forEach((s, j) => {
+        const d = out[s.i]!;
+        d.push(next[j]!);
+        if (d.length < s.k) more.push({ ...s, feed: [next[j]!] });
+      });
+      round = more;
+    }
+    return out.map((tokens) => ({ tokens }));
+  }
+
+  /** One packed draft forward: each sequence appends `feed` at its fed length; returns each one's argmax next token. */
+  private step(seqs: { req: ProposeRequest; fed: number[]; feed: number[] }[], kv: KvCache): number[] {
+    const L = kv.blockSize;
+    const S = seqs.length;
+    const T = seqs.reduce((a, s) => a + s.feed.length, 0);
+    const maxBlocks = Math.max(1, ...seqs.map((s) => s.req.blockTable.length));
+    const tokens = new Int32Array(T);
+    const positions = new Int32Array(T);
+    const slots = new Int32Array(T);
+    const qStart = new Int32Array(S + 1);
+    const ctxLen = new Int32Array(S);
+    const blockTables = new Int32Array(S * maxBlocks); // (S, maxBlocks)
+    const logitRows = new Int32Array(S);
+    let t = 0;
+    seqs.forEach((s, i) => {
+      qStart[i] = t;
+      const start = s.fed.length;
+      blockTables.set(s.req.blockTable, i * maxBlocks);
+      for (let j = 0; j < s.feed.length; j++, t++) {
+        const pos = start + j;
+        const b = s.req.blockTable[Math.floor(pos / L)];
+        if (b === undefined) throw new Error(`draft model: position ${pos} of ${s.req.seqId} is beyond its block table (${s.req.blockTable.length} blocks of ${L})`);
+        tokens[t] = s.feed[j]!;
+        positions[t] = pos;
+        slots[t] = b * L + (pos % L);
+      }
+      ctxLen[i] = start + s.feed.length;
+      logitRows[i] = t - 1;
+      s.fed.push(...s.feed);
+    });
+    qStart[S] = t;
+    const logits = this.draft.forward({ tokens, positions, slots, attn: { numSeqs: S, qStart, ctxLen, blockTables, maxBlocks }, logitRows }, kv);
+    const V = this.draft.config.vocabSize;
+    return seqs.map((_, i) => argmax(logits.subarray(i * V, (i + 1) * V)));
+  }
+}

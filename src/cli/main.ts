@@ -8,6 +8,7 @@ import { loadModel, type LoadOptions } from '../formats/load.js';
 import { TextStream } from '../model/text-stream.js';
 import type { BackendName } from '../backend/select.js';
 import type { KvDType } from '../backend/backend.js';
+import type { SpeculativeSpec } from '../model/speculation.js';
 
 const HELP = `floe — serve and fine-tune Llama-family models
 
@@ -50,6 +51,9 @@ generate options:
   --no-bos                do not add the BOS token to --prompt
   --json                  print one JSON object instead of streaming text
   --adapter DIR           apply a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)
+  --speculative ngram|suffix|PATH   speculative decoding: prompt n-gram lookup, suffix index, or a draft
+                          model (HF dir or .gguf) sharing the tokenizer; output distribution unchanged
+  --num-speculative-tokens K        most draft tokens per step (default 4; adapted per sequence below K)
 
 finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages"}):
   --eval FILE | --eval-split F   validation file, or hold out a fraction F of the data
@@ -98,6 +102,8 @@ serve options:
   --max-queue N           waiting requests beyond this get 429
   --max-body BYTES        largest request body (default 8MiB); larger gets 413
   --shutdown-grace S      on SIGTERM/SIGINT, seconds running requests may finish (default 30)
+  --speculative ngram|suffix|PATH   speculative decoding for every request (opt out per request)
+  --num-speculative-tokens K        most draft tokens per sequence and step (default 4)
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -188,6 +194,7 @@ async function generateCmd(args: string[]): Promise<number> {
     backend: { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, logprobs: { type: 'string' },
     'prompt-logprobs': { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' },
     adapter: { type: 'string' }, dtype: { type: 'string' },
+    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
   });
   if (!values.model) throw new Error('--model PATH is required (an HF directory or a .gguf file)');
   if ((values.prompt === undefined) === (values['prompt-ids'] === undefined)) throw new Error('give exactly one of --prompt TEXT or --prompt-ids 1,2,3');
@@ -215,7 +222,16 @@ async function generateCmd(args: string[]): Promise<number> {
   const text = tokenizer ? new TextStream(tokenizer, values.stop ?? []) : undefined;
   if (!tokenizer && values.stop?.length) throw new Error('--stop needs a tokenizer, and this model has none');
   const json = !!values.json;
+  const specArg = values.speculative;
+  let speculative: SpeculativeSpec | undefined;
+  if (specArg === 'ngram' || specArg === 'suffix') speculative = specArg;
+  else if (specArg !== undefined) {
+    if (specArg === '') throw new Error('--speculative expects ngram, suffix or a draft model path');
+    try { speculative = (await openModel(specArg, { backend, threads, load })).model; } catch (e) { throw new Error(`--speculative ${specArg}: ${(e as Error).message}`); }
+  }
+  const numSpeculativeTokens = specTokens(values['num-speculative-tokens']);
   const res: GenerateResult = generate(model, promptIds, {
+    speculative, numSpeculativeTokens,
     maxTokens: num(values['max-tokens'], 'max-tokens', 128, true),
     sampling: {
       temperature: num(values.temperature, 'temperature', 0.8),
@@ -244,6 +260,7 @@ async function generateCmd(args: string[]): Promise<number> {
       timings: {
         load_ms: opened.loadMs, prompt_tokens: res.timings.promptTokens, prompt_ms: res.timings.promptMs,
         generated_tokens: res.timings.generatedTokens, decode_ms: res.timings.decodeMs,
+        ...(res.timings.speculative ? { speculative: res.timings.speculative } : {}),
       },
     }) + '\n');
   } else {
@@ -291,7 +308,9 @@ async function serveCmd(args: string[]): Promise<number> {
     'kv-cache-memory': { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, 'block-size': { type: 'string' },
     'max-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'max-queue': { type: 'string' },
     'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' }, dtype: { type: 'string' },
+    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
   });
+  if (values.speculative === '') throw new Error('--speculative expects ngram, suffix or a draft model path');
   if (!values.model) throw new Error('--model PATH is required (an HF directory or a .gguf file)');
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new Error(`--backend expects native or reference, got '${backend}'`);
@@ -324,6 +343,7 @@ async function serveCmd(args: string[]): Promise<number> {
     kvDtype, dtype, blockSize: positive('block-size'),
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),
     bodyLimit: size('max-body'),
+    speculative: values.speculative, numSpeculativeTokens: specTokens(values['num-speculative-tokens']),
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {
@@ -474,4 +494,12 @@ async function evalCmd(args: string[]): Promise<number> {
       `weights ${v.dtype ?? 'as stored'}, kv ${kv}, ${r.seconds.toFixed(1)} s\n`);
   }
   return 0;
+}
+
+/** --num-speculative-tokens: an integer >= 1. */
+function specTokens(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--num-speculative-tokens expects an integer >= 1, got '${v}'`);
+  return n;
 }

@@ -23,6 +23,9 @@ export interface EngineStartOptions {
   readonly maxNumSeqs?: number; // default 64
   readonly maxQueue?: number; // waiting requests beyond this get 429; default 1024
   readonly prefixCaching?: boolean; // default true
+  /** Speculative decoding: 'ngram', 'suffix', or the path of a draft model (HF dir or .gguf) sharing the tokenizer. */
+  readonly speculative?: string;
+  readonly numSpeculativeTokens?: number; // K, most draft tokens per sequence and step (default 4)
 }
 
 /** Messages main → worker. */

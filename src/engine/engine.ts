@@ -7,13 +7,15 @@ import { defaultKvDtype } from '../model/generate.js';
 import { KvCache } from '../model/kv-cache.js';
 import type { LlamaModel } from '../model/llama.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from '../model/sampler.js';
+import { AdaptiveK, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type Proposer, type ProposeRequest, type SpeculativeSpec } from '../model/speculation.js';
+import { checkProposal } from '../model/generate.js';
 import { KvManager } from './block-pool.js';
 import {
   EngineRequestError, type EmbedRequest, type EngineInfo, type EngineOutput, type EngineRequest, type EngineStats,
   type FinishReason, type GenerateOutput, type GenerateRequest, type LogprobEntry, type SamplingSpec,
 } from './protocol.js';
-import { ModelRunner, type RunnerSeq, type SampledToken, type SamplingSlot } from './runner.js';
-import { Scheduler, type SchedSeq } from './scheduler.js';
+import { ModelRunner, type RunnerSeq, type SampledToken, type SamplingSlot, type SeqResult } from './runner.js';
+import { Scheduler, type SchedSeq, type SchedulerOutput } from './scheduler.js';
 
 export interface EngineOptions {
   readonly modelId?: string;
@@ -25,6 +27,9 @@ export interface EngineOptions {
   readonly maxQueue?: number; // waiting sequences beyond this are refused (429); default 1024
   readonly prefixCaching?: boolean; // default true
   readonly extraEosIds?: readonly number[]; // e.g. the tokenizer's eos ids
+  /** Speculative decoding for every request that does not opt out: 'ngram', 'suffix', a draft model or a Proposer. */
+  readonly speculative?: SpeculativeSpec;
+  readonly numSpeculativeTokens?: number; // K: most draft tokens per sequence and step; default 4
 }
 
 export const ENGINE_DEFAULTS = { blockSize: 16, maxBatchedTokens: 512, maxNumSeqs: 64, maxQueue: 1024, kvFreeFraction: 0.3 } as const;
@@ -39,6 +44,10 @@ export function defaultKvCacheMemory(model: LlamaModel, kvDtype: KvDType, maxNum
 /** One sequence: the scheduler's and the runner's view of one completion. */
 class Seq implements SchedSeq, RunnerSeq {
   numComputed = 0;
+  lookahead = 0;
+  draft: readonly number[] = [];
+  draftQ: readonly Float32Array[] | undefined = undefined;
+  spec: AdaptiveK | null = null; // speculating completions only
   constructor(
     readonly id: string,
     readonly tokens: number[],
@@ -102,7 +111,9 @@ export class Engine {
   private readonly eosIds: readonly number[];
   private readonly maxQueue: number;
   private accepting = true;
-  private counters = { promptTokens: 0, generatedTokens: 0, steps: 0 };
+  private counters = { promptTokens: 0, generatedTokens: 0, steps: 0, specDraftTokens: 0, specAcceptedTokens: 0, specSteps: 0 };
+  readonly proposer: Proposer | null;
+  private readonly numSpecTokens: number;
 
   constructor(readonly model: LlamaModel, readonly tokenizer: Decoder | null, opts: EngineOptions = {}) {
     const c = model.config;
@@ -110,12 +121,17 @@ export class Engine {
     const maxNumSeqs = opts.maxNumSeqs ?? ENGINE_DEFAULTS.maxNumSeqs;
     const kvDtype = opts.kvDtype ?? defaultKvDtype(model);
     const budget = opts.kvCacheMemory ?? defaultKvCacheMemory(model, kvDtype, maxNumSeqs);
-    const perBlock = KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, kvDtype) * blockSize;
+    this.proposer = opts.speculative === undefined ? null : createProposer(opts.speculative, model);
+    this.numSpecTokens = opts.numSpeculativeTokens ?? DEFAULT_NUM_SPECULATIVE_TOKENS;
+    new AdaptiveK(this.numSpecTokens); // checks K
+    // a draft model's KV shares the block tables: each block holds both models' K/V
+    const perBlock = (KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, kvDtype) + (this.proposer?.kvBytesPerToken ?? 0)) * blockSize;
     const numBlocks = Math.floor(budget / perBlock);
     if (numBlocks < 1) throw new RangeError(`KV cache memory ${budget} bytes is less than one block (${perBlock} bytes: ${blockSize} tokens × ${perBlock / blockSize} bytes)`);
     this.kv = new KvManager(numBlocks, blockSize, opts.prefixCaching ?? true);
     this.scheduler = new Scheduler(this.kv, { maxBatchedTokens: opts.maxBatchedTokens ?? ENGINE_DEFAULTS.maxBatchedTokens, maxNumSeqs });
     this.runner = new ModelRunner(model, new KvCache(c.numLayers, numBlocks, blockSize, c.numKvHeads, c.headDim, kvDtype));
+    this.proposer?.init?.({ vocabSize: c.vocabSize, numBlocks, blockSize, maxPositions: c.maxPositionEmbeddings });
     this.maxQueue = opts.maxQueue ?? ENGINE_DEFAULTS.maxQueue;
     this.eosIds = [...new Set([...c.eosTokenIds, ...(opts.extraEosIds ?? [])])];
     const kvTokens = numBlocks * blockSize;
@@ -130,6 +146,7 @@ export class Engine {
       blockSize,
       kvTokens,
       maxRequestTokens: Math.min(c.maxPositionEmbeddings, kvTokens),
+      speculative: this.proposer ? { method: this.proposer.name, numSpeculativeTokens: this.numSpecTokens } : null,
     };
   }
 
@@ -186,6 +203,7 @@ export class Engine {
         throw new EngineRequestError(400, (e as Error).message);
       }
       const seq = new Seq(`${req.id}/${i}`, [...req.promptIds], P, true, i === 0 ? promptLogprobs : null, null, []);
+      if (this.proposer && req.speculative !== false) seq.spec = new AdaptiveK(this.numSpecTokens);
       const text = this.tokenizer !== null;
       comps.push({
         index: i, seq, slot,
@@ -222,7 +240,10 @@ export class Engine {
   failAll(message: string): EngineOutput[] {
     const ids = [...this.states.keys()];
     for (const seqId of this.seqOwner.keys()) {
-      try { this.scheduler.finish(seqId); } catch { /* best effort: the errors below still reach the clients */ }
+      try {
+        this.scheduler.finish(seqId);
+        this.proposer?.release?.(seqId);
+      } catch { /* best effort: the errors below still reach the clients */ }
     }
     this.states.clear();
     this.seqOwner.clear();
@@ -234,7 +255,8 @@ export class Engine {
   step(): EngineOutput[] {
     const outputs = this.applyAborts();
     if (!this.scheduler.hasWork) return outputs;
-    const sched = this.scheduler.schedule();
+    this.planLookahead();
+    const sched = this.propose(this.scheduler.schedule());
     this.counters.steps++;
     for (const s of sched.seqs) {
       const owner = this.seqOwner.get(s.id)!;
@@ -248,6 +270,8 @@ export class Engine {
     const results = this.runner.execute(sched, (id) => this.seqOf(id));
     for (const s of sched.seqs) {
       const seq = this.seqOf(s.id);
+      // draft positions are unverified: roll back to the committed tokens before hashing full blocks
+      seq.numComputed -= seq.draft.length;
       this.kv.cacheComputed(s.id, seq.tokens, seq.numComputed);
     }
     const touched = new Set<GenState>();
@@ -265,6 +289,7 @@ export class Engine {
         seq.promptLogprobs.done += r.promptLogprobs.length;
       }
       if (r.sampled) this.onSampled(state, comp!, r.sampled);
+      if (r.verified) this.onVerified(state, comp!, r.verified);
     }
     for (const state of touched) outputs.push(...this.emit(state));
     return outputs;
@@ -285,6 +310,9 @@ export class Engine {
       promptTokens: this.counters.promptTokens,
       generatedTokens: this.counters.generatedTokens,
       steps: this.counters.steps,
+      specDraftTokens: this.counters.specDraftTokens,
+      specAcceptedTokens: this.counters.specAcceptedTokens,
+      specSteps: this.counters.specSteps,
     };
   }
 
@@ -302,6 +330,59 @@ export class Engine {
     const o = this.seqOwner.get(id);
     if (!o) throw new Error(`engine: unknown sequence ${id}`);
     return o.state.kind === 'embed' ? o.state.seq : o.comp!.seq;
+  }
+
+  /** Draft slots for each decoding, speculating sequence: adaptive k, never past max_tokens (k + 1 tokens may come out). */
+  private planLookahead(): void {
+    for (const s of this.scheduler.running) {
+      const o = this.seqOwner.get(s.id);
+      const seq = s as Seq;
+      seq.lookahead = 0;
+      if (!seq.spec || !o?.comp || seq.slots.length !== 1 || o.state.kind !== 'generate') continue;
+      seq.lookahead = Math.max(0, Math.min(seq.spec.k, o.state.req.maxTokens - o.comp.numOutput - 1));
+    }
+  }
+
+  /** Ask the proposer to fill the draft slots the scheduler granted; give back what it left empty. */
+  private propose(out: SchedulerOutput): SchedulerOutput {
+    for (const id of out.preempted) this.proposer?.release?.(id);
+    const reqs: ProposeRequest[] = [];
+    for (const s of out.seqs) {
+      const seq = this.seqOf(s.id);
+      seq.draft = [];
+      seq.draftQ = undefined;
+      if (s.numLookahead > 0) reqs.push({ seqId: s.id, tokens: seq.tokens, promptLen: seq.promptLen, k: s.numLookahead, blockTable: s.blockTable });
+    }
+    if (reqs.length === 0) return out;
+    const proposer = this.proposer!;
+    const props = proposer.propose(reqs);
+    if (props.length !== reqs.length) throw new Error(`proposer ${proposer.name} answered ${props.length} proposals for ${reqs.length} requests`);
+    const unused = new Map<string, number>();
+    reqs.forEach((r, i) => {
+      const seq = this.seqOf(r.seqId);
+      seq.draft = checkProposal(props[i]!.tokens, r.k, this.info.vocabSize, proposer.name);
+      seq.draftQ = seq.draft.length > 0 ? props[i]!.q : undefined;
+      if (seq.draft.length < r.k) unused.set(r.seqId, r.k - seq.draft.length);
+    });
+    return this.scheduler.retract(out, unused);
+  }
+
+  /** A speculating completion verified its draft: append the accepted tokens and the correction / bonus token. */
+  private onVerified(state: GenState, c: Completion, v: NonNullable<SeqResult['verified']>): void {
+    const seq = c.seq;
+    const k = seq.draft.length;
+    this.counters.specDraftTokens += k;
+    this.counters.specAcceptedTokens += v.accepted;
+    this.counters.specSteps++;
+    seq.spec!.update(k, v.accepted);
+    this.proposer!.observe?.(seq.id, k, v.accepted);
+    seq.draft = [];
+    seq.draftQ = undefined;
+    for (let j = 0; j < v.tokens.length && c.finish === null; j++) {
+      this.append(state, c, v.tokens[j]!);
+      // an accepted draft token's KV was written by the verify pass
+      if (j < v.tokens.length - 1) seq.numComputed++;
+    }
   }
 
   /** The prompt's sequence produced a token for each slot: fork the other completions at the first one. */
@@ -350,8 +431,14 @@ export class Engine {
         c.newText += r.stopped ? r.text : r.text + c.stops!.flush();
       }
       state.live--;
-      this.scheduler.finish(c.seq.id);
+      this.finishSeq(c.seq);
+      this.proposer?.learn?.(c.seq.tokens, c.seq.promptLen);
     }
+  }
+
+  private finishSeq(seq: Seq): void {
+    this.scheduler.finish(seq.id);
+    this.proposer?.release?.(seq.id);
   }
 
   /** One output per completion that has news; the request is dropped once every completion finished. */
@@ -397,7 +484,7 @@ export class Engine {
         c.finish = 'abort';
         c.stopReason = null;
         state.live--;
-        this.scheduler.finish(c.seq.id);
+        this.finishSeq(c.seq);
       }
       outs.push(...this.emit(state));
     }

@@ -18,6 +18,7 @@ export interface GenerateRequest {
   readonly logprobs: number | null; // top-K logprobs per generated token; null → none
   readonly promptLogprobs: number | null; // top-K logprobs per prompt token; null → none
   readonly skipSpecialTokens: boolean;
+  readonly speculative?: boolean; // false → decode this request without speculation; default: the engine's setting
 }
 
 export interface EmbedRequest {
@@ -82,6 +83,9 @@ export interface EngineStats {
   readonly promptTokens: number; // cumulative prompt tokens computed
   readonly generatedTokens: number;
   readonly steps: number;
+  readonly specDraftTokens?: number; // cumulative draft tokens proposed and verified (speculative decoding)
+  readonly specAcceptedTokens?: number; // of those, accepted
+  readonly specSteps?: number; // cumulative sequence-steps that verified a draft
 }
 
 /** What the engine reports once loaded. */
@@ -96,6 +100,7 @@ export interface EngineInfo {
   readonly blockSize: number;
   readonly kvTokens: number; // tokens of KV that fit in the budget
   readonly maxRequestTokens: number; // longest prompt + output one request can ever hold: min(maxModelLen, kvTokens)
+  readonly speculative?: { readonly method: string; readonly numSpeculativeTokens: number } | null; // proposer name and K
 }
 
 /** The main-thread handle on the engine worker (src/engine/client.ts implements it). */

@@ -7,6 +7,7 @@ import type { LlamaModel, ForwardInput } from '../model/llama.js';
 import type { KvCache } from '../model/kv-cache.js';
 import { copyKvBlocks } from '../model/kv-cache.js';
 import type { Sampler, TokenCounts } from '../model/sampler.js';
+import { verifyDraft } from '../model/speculation.js';
 import type { BlockCopy } from './block-pool.js';
 import type { LogprobEntry } from './protocol.js';
 import type { SchedulerOutput } from './scheduler.js';
@@ -28,6 +29,9 @@ export interface RunnerSeq {
   readonly embed: { readonly pooling: 'mean' | 'last'; done: number } | null;
   /** Completions sampling from this sequence's next-token logits (itself, plus fork children when the prompt ends). */
   readonly slots: readonly SamplingSlot[];
+  /** Draft tokens fed after `tokens` this step, verified by the single slot (speculative decoding); k ≤ numLookahead. */
+  readonly draft: readonly number[];
+  readonly draftQ: readonly Float32Array[] | undefined; // (k, V) draft distributions; undefined → one-hot
 }
 
 export interface SampledToken { readonly token: number; readonly logprob: LogprobEntry | null }
@@ -35,6 +39,7 @@ export interface SampledToken { readonly token: number; readonly logprob: Logpro
 export interface SeqResult {
   readonly id: string;
   readonly sampled: readonly SampledToken[] | null; // one per slot, when this step reached the end of the sequence
+  readonly verified: { readonly tokens: readonly SampledToken[]; readonly accepted: number } | null; // with a draft: accepted + 1 tokens
   readonly promptLogprobs: readonly LogprobEntry[]; // for prompt tokens done+1 .. (in order)
   readonly hidden: { readonly start: number; readonly rows: Float32Array } | null; // (rows, D) for positions start..
 }
@@ -80,7 +85,7 @@ export class ModelRunner {
       const p: { lp: number[]; sample: number; hidden: number[]; hiddenStart: number } = { lp: [], sample: -1, hidden: [], hiddenStart: -1 };
       for (let j = 0; j < sch.numTokens; j++, t++) {
         const pos = sch.start + j;
-        tokens[t] = seq.tokens[pos]!;
+        tokens[t] = pos < seq.tokens.length ? seq.tokens[pos]! : seq.draft[pos - seq.tokens.length]!;
         positions[t] = pos;
         slots[t] = sch.blockTable[Math.floor(pos / L)]! * L + (pos % L);
         // logits at position pos score the prompt token pos + 1
@@ -90,7 +95,12 @@ export class ModelRunner {
           p.hidden.push(t);
         }
       }
-      if (ctxLen[s] === seq.tokens.length && seq.slots.length > 0) { p.sample = logitRows.length; logitRows.push(t - 1); }
+      const k = seq.draft.length;
+      if (k > 0 && (seq.slots.length !== 1 || sch.numTokens !== k + 1 || ctxLen[s] !== seq.tokens.length + k)) {
+        throw new Error(`runner: ${sch.id} has ${k} draft tokens but ${seq.slots.length} slots and ${sch.numTokens} tokens from ${sch.start} (holds ${seq.tokens.length})`);
+      }
+      // the k + 1 verify rows: the last committed token and each draft token
+      if (ctxLen[s] === seq.tokens.length + k && seq.slots.length > 0) { p.sample = logitRows.length; for (let j = k; j >= 0; j--) logitRows.push(t - 1 - j); }
       plan.push(p);
     }
     qStart[S] = t;
@@ -127,7 +137,17 @@ export class ModelRunner {
         }
       }
       let sampled: SampledToken[] | null = null;
-      if (p.sample >= 0) {
+      let verified: SeqResult['verified'] = null;
+      if (p.sample >= 0 && seq.draft.length > 0) {
+        const k = seq.draft.length;
+        const slot = seq.slots[0]!;
+        const rows = logits.subarray(p.sample * V, (p.sample + k + 1) * V); // (k + 1, V)
+        const v = verifyDraft(slot.sampler, slot.counts, rows, seq.draft, seq.draftQ);
+        const toks = v.tokens.map((token, j) => ({
+          token, logprob: slot.logprobs === null ? null : this.entry(rows.subarray(j * V, (j + 1) * V), token, slot.logprobs),
+        }));
+        verified = { tokens: toks, accepted: v.accepted };
+      } else if (p.sample >= 0) {
         const row = logits.subarray(p.sample * V, (p.sample + 1) * V);
         sampled = seq.slots.map((slot) => {
           const token = slot.sampler.sample(row, slot.counts);
@@ -140,7 +160,7 @@ export class ModelRunner {
         p.hidden.forEach((r, i) => rows.set(hiddenOut!.subarray(r * D, (r + 1) * D), i * D));
         hidden = { start: p.hiddenStart, rows };
       }
-      results.push({ id: sch.id, sampled, promptLogprobs, hidden });
+      results.push({ id: sch.id, sampled, verified, promptLogprobs, hidden });
     }
     return results;
   }

@@ -9,6 +9,7 @@ export interface SchedSeq {
   readonly tokens: readonly number[]; // prompt + output so far; numTokens = tokens.length
   numComputed: number; // tokens whose KV is in the cache
   readonly usePrefixCache: boolean;
+  readonly lookahead?: number; // draft tokens to verify after the one pending token (speculative decoding)
 }
 
 export interface ScheduledSeq {
@@ -17,6 +18,7 @@ export interface ScheduledSeq {
   readonly numTokens: number; // tokens computed this step
   readonly blockTable: readonly number[];
   readonly prefixHit: number; // tokens taken from the prefix cache when admitted this step, else 0
+  readonly numLookahead: number; // of numTokens, slots for draft tokens after the sequence's own (0 unless speculating)
 }
 
 export interface SchedulerOutput {
@@ -66,23 +68,27 @@ export class Scheduler {
 
   schedule(): SchedulerOutput {
     let budget = this.cfg.maxBatchedTokens;
-    const picked: { seq: SchedSeq; n: number; hit: number }[] = [];
+    const picked: { seq: SchedSeq; n: number; hit: number; ahead: number }[] = [];
     const preempted: string[] = [];
 
     // running sequences, oldest first; when blocks run out the newest is preempted (possibly this one)
     for (let i = 0; i < this.running.length && budget > 0 && picked.length < this.cfg.maxNumSeqs; i++) {
       const s = this.running[i]!;
-      const n = Math.min(s.tokens.length - s.numComputed, budget);
+      const pending = s.tokens.length - s.numComputed;
+      // a decoding sequence may verify draft tokens too: k + 1 positions
+      let n = Math.min(pending + (pending === 1 ? s.lookahead ?? 0 : 0), budget);
       if (n <= 0) continue;
       let fits = true;
       while (!this.kv.allocate(s.id, s.numComputed + n)) {
+        // speculation never preempts: drop the draft slots first
+        if (n > pending) { n = Math.min(pending, budget); continue; }
         const victim = this.running.pop()!;
         this.preempt(victim);
         preempted.push(victim.id);
         if (victim === s) { fits = false; break; }
       }
       if (!fits) break;
-      picked.push({ seq: s, n, hit: 0 });
+      picked.push({ seq: s, n, hit: 0, ahead: Math.max(0, n - pending) });
       budget -= n;
     }
 
@@ -101,16 +107,35 @@ export class Scheduler {
         this.prefixQueriedTokens += s.tokens.length;
         this.prefixHitTokens += hit;
       }
-      picked.push({ seq: s, n, hit });
+      picked.push({ seq: s, n, hit, ahead: 0 });
       budget -= n;
     }
 
-    const seqs: ScheduledSeq[] = picked.map(({ seq, n, hit }) => {
-      const out = { id: seq.id, start: seq.numComputed, numTokens: n, blockTable: [...this.kv.blockTable(seq.id)], prefixHit: hit };
+    const seqs: ScheduledSeq[] = picked.map(({ seq, n, hit, ahead }) => {
+      const out = { id: seq.id, start: seq.numComputed, numTokens: n, blockTable: [...this.kv.blockTable(seq.id)], prefixHit: hit, numLookahead: ahead };
       seq.numComputed += n; // the runner computes them this step
       return out;
     });
     return { seqs, numBatchedTokens: this.cfg.maxBatchedTokens - budget, preempted };
+  }
+
+  /**
+   * Give back draft slots a proposer did not fill: `unused` (id → slots) shrinks those sequences' numTokens and
+   * numComputed. Their blocks stay allocated (the sequence grows into them).
+   */
+  retract(out: SchedulerOutput, unused: ReadonlyMap<string, number>): SchedulerOutput {
+    if (unused.size === 0) return out;
+    let total = 0;
+    const seqs = out.seqs.map((s) => {
+      const u = unused.get(s.id) ?? 0;
+      if (u === 0) return s;
+      if (u > s.numLookahead) throw new Error(`scheduler.retract: ${s.id} has ${s.numLookahead} draft slots, cannot give back ${u}`);
+      const seq = this.running.find((r) => r.id === s.id)!;
+      seq.numComputed -= u;
+      total += u;
+      return { ...s, numTokens: s.numTokens - u, numLookahead: s.numLookahead - u };
+    });
+    return { ...out, seqs, numBatchedTokens: out.numBatchedTokens - total };
   }
 
   private preempt(s: SchedSeq): void {

@@ -3,6 +3,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { openModel } from '../model/open.js';
 import { Engine } from './engine.js';
+import type { SpeculativeSpec } from '../model/speculation.js';
 import type { EngineStartOptions, ToWorker, FromWorker } from './client.js';
 import { EngineRequestError, type EngineOutput } from './protocol.js';
 
@@ -13,8 +14,16 @@ const post = (m: FromWorker): void => port.postMessage(m);
 const opts = workerData as EngineStartOptions;
 let engine: Engine;
 try {
-  const { model, tokenizer } = await openModel(opts.model, { backend: opts.backend, threads: opts.threads, load: opts.dtype ? { dtype: opts.dtype } : undefined });
+  const open = { backend: opts.backend, threads: opts.threads, load: opts.dtype ? { dtype: opts.dtype } : undefined };
+  const { model, tokenizer } = await openModel(opts.model, open);
+  const spec = opts.speculative;
+  let speculative: SpeculativeSpec | undefined;
+  if (spec === 'ngram' || spec === 'suffix') speculative = spec;
+  else if (spec !== undefined) {
+    try { speculative = (await openModel(spec, open)).model; } catch (e) { throw new Error(`draft model ${spec}: ${(e as Error).message}`); }
+  }
   engine = new Engine(model, tokenizer, {
+    speculative, numSpeculativeTokens: opts.numSpeculativeTokens,
     modelId: opts.modelId, kvCacheMemory: opts.kvCacheMemory, kvDtype: opts.kvDtype, blockSize: opts.blockSize,
     maxBatchedTokens: opts.maxBatchedTokens, maxNumSeqs: opts.maxNumSeqs, maxQueue: opts.maxQueue, prefixCaching: opts.prefixCaching,
     extraEosIds: tokenizer?.eosIds,

@@ -3,6 +3,7 @@
 import { KvCache } from './kv-cache.js';
 import type { LlamaModel } from './llama.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from './sampler.js';
+import { AdaptiveK, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type SpeculativeSpec, verifyDraft } from './speculation.js';
 import type { KvDType } from '../backend/backend.js';
 
 export interface TopLogprob {
@@ -27,6 +28,9 @@ export interface GenerateOptions {
   readonly prefillChunk?: number; // tokens per prefill step
   readonly text?: TextSink; // detokenizer with stop strings
   readonly onToken?: (id: number, text: string) => void;
+  /** Speculative decoding: 'ngram', 'suffix', a draft model sharing the vocabulary, or a Proposer. */
+  readonly speculative?: SpeculativeSpec;
+  readonly numSpeculativeTokens?: number; // K, most draft tokens per step (adaptive below it); default 4
 }
 
 export interface GenerateResult {
@@ -36,7 +40,10 @@ export interface GenerateResult {
   readonly finishReason: 'stop' | 'length';
   readonly logprobs: TopLogprob[] | null;
   readonly promptLogprobs: (TopLogprob | null)[] | null;
-  readonly timings: { promptTokens: number; promptMs: number; generatedTokens: number; decodeMs: number };
+  readonly timings: {
+    promptTokens: number; promptMs: number; generatedTokens: number; decodeMs: number;
+    speculative?: { proposed: number; accepted: number }; // draft tokens proposed and kept (with speculation)
+  };
 }
 
 const BLOCK = 16;
@@ -109,27 +116,58 @@ export function generate(model: LlamaModel, promptIds: readonly number[], opts: 
   }
   const promptMs = performance.now() - t0;
 
-  // decode
+  // decode: each step feeds the last token (plus draft tokens when speculating) and emits one or more tokens
   const t1 = performance.now();
   const outputIds: number[] = [];
   const logprobs: TopLogprob[] | null = opts.logprobs !== undefined ? [] : null;
   let text = '';
   let finishReason: 'stop' | 'length' = 'length';
   let stoppedByString = false;
-  while (outputIds.length < opts.maxTokens) {
-    const id = sampler.sample(last, counts);
-    if (logprobs) logprobs.push(entry(last, id, opts.logprobs!));
+  /** Append one token; true when generation is over. */
+  const emit = (id: number, row: Float32Array): boolean => {
+    if (logprobs) logprobs.push(entry(row, id, opts.logprobs!));
     outputIds.push(id);
     counts.add(id);
-    if (stopIds.has(id)) { finishReason = 'stop'; break; }
+    if (stopIds.has(id)) { finishReason = 'stop'; return true; }
     if (opts.text) {
       const r = opts.text.push(id);
       text += r.text;
       opts.onToken?.(id, r.text);
-      if (r.stopped) { finishReason = 'stop'; stoppedByString = true; break; }
+      if (r.stopped) { finishReason = 'stop'; stoppedByString = true; return true; }
     } else opts.onToken?.(id, '');
-    if (outputIds.length === opts.maxTokens) break;
-    last = step([id], promptIds.length + outputIds.length - 1, false);
+    return outputIds.length === opts.maxTokens;
+  };
+  const proposer = opts.speculative === undefined ? null : createProposer(opts.speculative, model);
+  const K = opts.numSpeculativeTokens ?? DEFAULT_NUM_SPECULATIVE_TOKENS;
+  const adaptive = proposer ? new AdaptiveK(K) : null;
+  proposer?.init?.({ vocabSize: V, numBlocks, blockSize: BLOCK, maxPositions: cfg.maxPositionEmbeddings });
+  const spec = { proposed: 0, accepted: 0 };
+  const seqId = 'generate';
+  let done = opts.maxTokens === 0 || emit(sampler.sample(last, counts), last);
+  while (!done) {
+    const N = promptIds.length + outputIds.length;
+    const k = adaptive ? Math.min(adaptive.k, opts.maxTokens - outputIds.length - 1) : 0;
+    let draft: readonly number[] = [];
+    let q: readonly Float32Array[] | undefined;
+    if (k > 0) {
+      const tokens = [...promptIds, ...outputIds];
+      const p = proposer!.propose([{ seqId, tokens, promptLen: promptIds.length, k, blockTable }])[0];
+      if (!p) throw new Error(`proposer ${proposer!.name} returned no proposal for one request`);
+      draft = checkProposal(p.tokens, k, V, proposer!.name);
+      q = p.q;
+    }
+    const logits = step([outputIds.at(-1)!, ...draft], N - 1, draft.length > 0); // (1 + draft, V)
+    if (draft.length === 0) { done = emit(sampler.sample(logits, counts), logits); continue; }
+    const v = verifyDraft(sampler, counts, logits, draft, q);
+    spec.proposed += draft.length;
+    spec.accepted += v.accepted;
+    adaptive!.update(draft.length, v.accepted);
+    proposer!.observe?.(seqId, draft.length, v.accepted);
+    for (let j = 0; j < v.tokens.length && !done; j++) done = emit(v.tokens[j]!, logits.subarray(j * V, (j + 1) * V));
+  }
+  if (proposer) {
+    proposer.release?.(seqId);
+    proposer.learn?.([...promptIds, ...outputIds], promptIds.length);
   }
   if (opts.text && !stoppedByString) {
     const tail = opts.text.flush();
@@ -139,6 +177,15 @@ export function generate(model: LlamaModel, promptIds: readonly number[], opts: 
   const decodeMs = performance.now() - t1;
   return {
     promptIds: [...promptIds], outputIds, text, finishReason, logprobs, promptLogprobs,
-    timings: { promptTokens: promptIds.length, promptMs, generatedTokens: outputIds.length, decodeMs },
+    timings: { promptTokens: promptIds.length, promptMs, generatedTokens: outputIds.length, decodeMs, ...(proposer ? { speculative: spec } : {}) },
   };
+}
+
+/** A proposal's tokens, checked: at most k ids inside the vocabulary. */
+export function checkProposal(tokens: readonly number[], k: number, V: number, name: string): readonly number[] {
+  if (tokens.length > k) throw new Error(`proposer ${name} proposed ${tokens.length} tokens, asked for at most ${k}`);
+  for (const id of tokens) {
+    if (!Number.isInteger(id) || id < 0 || id >= V) throw new Error(`proposer ${name} proposed token id ${id}, outside the vocabulary [0, ${V})`);
+  }
+  return tokens;
 }

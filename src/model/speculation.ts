@@ -14,7 +14,7 @@ export interface ProposeRequest {
   readonly tokens: readonly number[]; // (N) prompt + output so far; the last one is not in the target's KV yet
   readonly promptLen: number;
   readonly k: number; // propose at most k tokens (k >= 1)
-  readonly blockTable: readonly number[]; // the target's block table for seqId; holds positions [0, N + k)
+  readonly blockTable: ArrayLike<number>; // the target's block table for seqId; holds positions [0, N + k)
 }
 
 export interface Proposal {

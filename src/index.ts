@@ -2,6 +2,10 @@
 
 export { openModel, type OpenedModel, type OpenOptions } from './model/open.js';
 export { generate, defaultKvDtype, type GenerateOptions, type GenerateResult, type TopLogprob, type TextSink } from './model/generate.js';
+export {
+  AdaptiveK, createProposer, DraftModelProposer, NgramProposer, SuffixProposer, verifyDraft, DEFAULT_NUM_SPECULATIVE_TOKENS,
+  type Proposal, type Proposer, type ProposeRequest, type ProposerGeometry, type SpeculativeMethod, type SpeculativeSpec,
+} from './model/speculation.js';
 export { LlamaModel, type LlamaWeights, type LlamaLayer, type ForwardInput } from './model/llama.js';
 export { KvCache } from './model/kv-cache.js';
 export { Sampler, DEFAULT_SAMPLING, type SamplingParams } from './model/sampler.js';

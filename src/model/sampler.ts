@@ -66,6 +66,7 @@ export class TokenCounts {
 export class Sampler {
   private readonly rng: Rng;
   private readonly work: Float32Array; // (V) adjusted logits
+  private readonly greedy = { ids: new Int32Array(1), weights: Float64Array.of(1), n: 1, sum: 1 }; // reused: argmax only
 
   constructor(readonly params: SamplingParams, readonly vocabSize: number, private readonly backend: Backend) {
     validateSampling(params);
@@ -75,23 +76,23 @@ export class Sampler {
 
   /** Pick the next token from raw logits (V); `counts` carries the request's history for penalties. */
   sample(logits: Float32Array, counts: TokenCounts | null): number {
+    if (this.params.temperature === 0) return argmax(this.adjust(logits, counts, NONE));
     const d = this.distribution(logits, counts);
-    if (this.params.temperature === 0) return d.ids[0]!;
     return d.ids[this.draw(d.weights, d.n, d.sum)]!;
   }
 
   /**
    * The distribution sample() draws from: candidates `ids` (n), unnormalized `weights` (n) summing to `sum`
    * (greedy: the argmax with weight 1). `extra` are tokens counted as already generated on top of `counts`
-   * (speculative verification scores draft positions one after another).
+   * (speculative verification scores draft positions one after another). Valid until the next call.
    */
   distribution(logits: Float32Array, counts: TokenCounts | null, extra: readonly number[] = []): TokenDistribution {
     const p = this.params;
-    const z = this.work;
-    z.set(logits.subarray(0, this.vocabSize));
-    if (counts) applyPenalties(z, p, counts, extra);
-    if (p.logitBias) for (const [id, b] of p.logitBias) if (id >= 0 && id < z.length) z[id] = z[id]! + b;
-    if (p.temperature === 0) return { ids: Int32Array.of(argmax(z)), weights: Float64Array.of(1), n: 1, sum: 1 };
+    const z = this.adjust(logits, counts, extra);
+    if (p.temperature === 0) {
+      this.greedy.ids[0] = argmax(z);
+      return this.greedy;
+    }
 
     // candidates: top-k, or enough of the head of the distribution to cover top-p
     const V = z.length;
@@ -105,6 +106,16 @@ export class Sampler {
       if (covered) return this.truncate(ids, probs.top, p.topK > 0 ? coverage(probs.top, 1) : probs.total);
       k = Math.min(V, k * 4);
     }
+  }
+
+  /** Penalties and logit bias applied to a copy of the logits (V), in the sampler's work buffer. */
+  private adjust(logits: Float32Array, counts: TokenCounts | null, extra: readonly number[]): Float32Array {
+    const p = this.params;
+    const z = this.work;
+    z.set(logits.subarray(0, this.vocabSize));
+    if (counts) applyPenalties(z, p, counts, extra);
+    if (p.logitBias) for (const [id, b] of p.logitBias) if (id >= 0 && id < z.length) z[id] = z[id]! + b;
+    return z;
   }
 
   /** Index in [0, n) drawn with probability weights[i] / sum (one RNG draw). */
@@ -144,6 +155,8 @@ export interface TokenDistribution {
   readonly n: number;
   readonly sum: number;
 }
+
+const NONE: readonly number[] = [];
 
 function applyPenalties(z: Float32Array, p: SamplingParams, counts: TokenCounts, extra: readonly number[]): void {
   if (p.repetitionPenalty !== 1) {

@@ -24,6 +24,7 @@ export interface GenerationParams {
   readonly stopTokenIds: readonly number[];
   readonly ignoreEos: boolean;
   readonly skipSpecialTokens: boolean;
+  readonly speculative: boolean; // false opts this request out of the server's speculative decoding
   readonly logprobs: number | null; // top-K per generated token; null → none
   readonly returnTokenIds: boolean; // vLLM extra: token_ids per choice, prompt_token_ids
 }
@@ -58,6 +59,7 @@ const COMMON_FIELDS = [
   'model', 'n', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'repetition_penalty',
   'frequency_penalty', 'presence_penalty', 'seed', 'stop', 'stop_token_ids', 'ignore_eos', 'skip_special_tokens',
   'logit_bias', 'logprobs', 'user', 'return_token_ids',
+  'speculative',
 ];
 const CHAT_FIELDS = new Set([
   ...COMMON_FIELDS, 'messages', 'max_completion_tokens', 'top_logprobs', 'response_format', 'tools', 'tool_choice',
@@ -240,6 +242,7 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     model, n, stream, includeUsage, maxTokens, maxTokensParam,
     sampling: { temperature, topP, topK, minP, repetitionPenalty, frequencyPenalty, presencePenalty, seed, logitBias },
     stop, stopTokenIds,
+    speculative: optBool(b, 'speculative', true),
     ignoreEos: optBool(b, 'ignore_eos', false),
     skipSpecialTokens: optBool(b, 'skip_special_tokens', true),
     logprobs,

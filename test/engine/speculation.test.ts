@@ -1,0 +1,196 @@
+// Speculative decoding in the engine: concurrent sequences, prefix-cache hits, forced preemption, forks and the
+// worker all give generate()'s tokens; rejected draft positions never reach the prefix cache.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { startEngine } from '../../src/engine/client.js';
+import { Engine } from '../../src/engine/engine.js';
+import type { GenerateOutput, GenerateRequest, SamplingSpec } from '../../src/engine/protocol.js';
+import { generate } from '../../src/model/generate.js';
+import { KvCache } from '../../src/model/kv-cache.js';
+import type { LlamaModel } from '../../src/model/llama.js';
+import { openModel } from '../../src/model/open.js';
+import { DraftModelProposer, type Proposal, type Proposer, type ProposeRequest, type SpeculativeSpec } from '../../src/model/speculation.js';
+import { FIXTURES, fixtureModel, genReq, GREEDY, rand, randomPrompt, runAll } from './helpers.js';
+
+const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const brown = await openModel(BROWN, { threads: 2 });
+const draft = (await openModel(BROWN, { threads: 2, load: { dtype: 'fp8' } })).model;
+const gqa = await fixtureModel('gqa_f32');
+
+/** generate() alone for completion `index` of a request, with or without speculation. */
+function alone(m: LlamaModel, req: GenerateRequest, index = 0, speculative?: SpeculativeSpec, K?: number) {
+  const s = req.sampling;
+  return generate(m, req.promptIds, {
+    maxTokens: req.maxTokens,
+    sampling: { ...s, logitBias: s.logitBias ? new Map(Object.entries(s.logitBias).map(([k, v]) => [Number(k), v])) : null, seed: s.seed === null ? null : s.seed + index },
+    stopTokenIds: req.ignoreEos ? req.stopTokenIds : [...req.stopTokenIds, ...m.config.eosTokenIds],
+    logprobs: req.logprobs ?? undefined,
+    kvDtype: 'f32', speculative, numSpeculativeTokens: K,
+  });
+}
+
+/** KV bytes for `blocks` blocks of 16 tokens of `m` (plus a draft model's share). */
+function kvBytes(m: LlamaModel, blocks: number, d?: LlamaModel): number {
+  const c = m.config;
+  return blocks * 16 * (KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, 'f32') + (d ? new DraftModelProposer(d, m).kvBytesPerToken : 0));
+}
+
+/** Every decoding sequence between steps: all tokens but the last are verified KV (no draft position counted). */
+function checkRolledBack(engine: Engine): void {
+  for (const s of engine.scheduler.running) assert.ok(s.numComputed <= s.tokens.length, `${s.id}: ${s.numComputed} computed of ${s.tokens.length}`);
+}
+
+const tok = brown.tokenizer!;
+const shared = tok.encode('The committee said on Friday that the city would not take part in the new plan, and that the', { addSpecialTokens: true });
+const tails = ['cat sat on the mat. The cat sat on the mat. The cat', 'state would pay for it', 'one two three one two three one', 'man', 'and the and the and the', 'new plan was said to be'];
+
+for (const [name, spec] of [['ngram', 'ngram'], ['suffix', 'suffix'], ['draft model', draft]] as const) {
+  test(`greedy, ${name}: 12 concurrent requests with prefix-cache hits and forced preemption equal plain generate()`, () => {
+    const d = typeof spec === 'string' ? undefined : spec;
+    const engine = new Engine(brown.model, null, { kvDtype: 'f32', kvCacheMemory: kvBytes(brown.model, 14, d), maxBatchedTokens: 96, maxNumSeqs: 8, speculative: spec, numSpeculativeTokens: 5 });
+    assert.equal(engine.info.kvBlocks, 14, 'the draft KV is sized together with the target KV');
+    const reqs = tails.flatMap((t, i) => [0, 1].map((j) => genReq(`${name}${i}.${j}`, [...shared, ...tok.encode(' ' + t)], { maxTokens: 40 + 16 * j, ignoreEos: true })));
+    // the first wave fills the prefix cache, the second wave hits it while the KV is too small for all
+    const byId = new Map<string, number[]>();
+    const step = (): void => {
+      for (const o of engine.step()) if (o.kind === 'generate') byId.set(o.id, [...(byId.get(o.id) ?? []), ...o.tokenIds]);
+      checkRolledBack(engine);
+    };
+    for (const q of reqs.slice(0, 2)) engine.add(q);
+    for (let i = 0; i < 3; i++) step();
+    for (const q of reqs.slice(2)) engine.add(q);
+    while (engine.hasWork) step();
+    for (const q of reqs) assert.deepEqual(byId.get(q.id), alone(brown.model, q).outputIds, q.id);
+    const st = engine.stats();
+    assert.ok(st.preemptions > 0, 'preemption happened');
+    assert.ok(st.prefixHitTokens > 0, 'prefix cache hits');
+    assert.ok(st.specAcceptedTokens! > 0 && st.specAcceptedTokens! <= st.specDraftTokens!, JSON.stringify(st));
+    assert.equal(engine.kv.pool.numUsed, 0, 'every block released');
+  });
+}
+
+test('seeded sampling with penalties, n = 2 forks and logprobs: the engine with n-gram speculation equals generate() with it', () => {
+  const r = rand(5);
+  const engine = new Engine(gqa, null, { kvDtype: 'f32', maxBatchedTokens: 40, maxNumSeqs: 10, kvCacheMemory: kvBytes(gqa, 30), speculative: 'ngram', numSpeculativeTokens: 3 });
+  const reqs = Array.from({ length: 10 }, (_, i) => {
+    const base = randomPrompt(r, 3 + Math.floor(r() * 10), 12); // a small alphabet repeats
+    const sampling: SamplingSpec = i % 3 === 0 ? GREEDY
+      : { ...GREEDY, temperature: 0.5 + r(), topK: i % 2 ? 8 : 0, topP: 0.9, minP: 0.02, repetitionPenalty: i % 2 ? 1.1 : 1, presencePenalty: 0.1, logitBias: { 5: 1 }, seed: 100 + i };
+    return genReq(`s${i}`, [...base, ...base, ...base], { sampling, maxTokens: 10 + Math.floor(r() * 30), ignoreEos: i % 2 === 0, n: i % 4 === 1 ? 2 : 1, logprobs: i % 2 ? 2 : null });
+  });
+  for (const q of reqs) engine.add(q);
+  const { byId } = runAll(engine);
+  for (const q of reqs) {
+    for (let c = 0; c < q.n; c++) {
+      const want = alone(gqa, q, c, 'ngram', 3);
+      const got = byId.get(q.id)!;
+      assert.deepEqual(got.tokens[c], want.outputIds, `${q.id}[${c}]`);
+      if (q.logprobs !== null) {
+        const lps = got.outputs.filter((o) => o.index === c).flatMap((o) => o.logprobs!);
+        assert.deepEqual(lps.map((e) => e.token), want.outputIds);
+        lps.forEach((e, i) => assert.ok(Math.abs(e.logprob - want.logprobs![i]!.logprob) < 1e-4, `${q.id}[${c}] logprob ${i}`));
+      }
+    }
+  }
+  assert.ok(engine.stats().specAcceptedTokens! > 0);
+  assert.equal(engine.kv.pool.numUsed, 0);
+});
+
+test('per-request opt-out: speculative: false decodes without drafts', () => {
+  const engine = new Engine(gqa, null, { kvDtype: 'f32', speculative: 'ngram' });
+  const p = [7, 8, 9, 7, 8, 9, 7, 8, 9, 7, 8];
+  engine.add(genReq('off', p, { maxTokens: 30, ignoreEos: true, speculative: false }));
+  const off = runAll(engine).byId.get('off')!.tokens[0];
+  assert.equal(engine.stats().specDraftTokens, 0);
+  engine.add(genReq('on', p, { maxTokens: 30, ignoreEos: true }));
+  const on = runAll(engine).byId.get('on')!.tokens[0];
+  assert.ok(engine.stats().specDraftTokens! > 0);
+  assert.deepEqual(off, on);
+  assert.deepEqual(on, alone(gqa, genReq('x', p, { maxTokens: 30, ignoreEos: true })).outputIds);
+});
+
+/** Proposes random tokens: almost all rejected, so KV holds rejected draft positions every step. */
+class NoiseProposer implements Proposer {
+  readonly name = 'noise';
+  calls = 0;
+  private readonly r = rand(3);
+  propose(reqs: readonly ProposeRequest[]): Proposal[] {
+    this.calls++;
+    return reqs.map((q) => ({ tokens: Array.from({ length: q.k }, () => Math.floor(this.r() * 256)) }));
+  }
+}
+
+test('rejected draft positions are never hashed: a later request reusing the cached prefix gets plain generate() tokens', () => {
+  const noise = new NoiseProposer();
+  const engine = new Engine(gqa, null, { kvDtype: 'f32', speculative: noise, numSpeculativeTokens: 4, blockSize: 16 });
+  const r = rand(9);
+  const a = genReq('a', randomPrompt(r, 5), { maxTokens: 70, ignoreEos: true });
+  engine.add(a);
+  const outA = runAll(engine).byId.get('a')!.tokens[0]!;
+  assert.deepEqual(outA, alone(gqa, a).outputIds);
+  const b = genReq('b', [...a.promptIds, ...outA.slice(0, 60)], { maxTokens: 20, ignoreEos: true, speculative: false });
+  engine.add(b);
+  const { byId } = runAll(engine);
+  assert.ok(byId.get('b')!.outputs.at(-1)!.usage.cachedTokens >= 48, 'b hit the cache');
+  assert.deepEqual(byId.get('b')!.tokens[0], alone(gqa, b).outputIds);
+  assert.ok(noise.calls > 10 && engine.stats().specDraftTokens! > engine.stats().specAcceptedTokens!);
+});
+
+test('worker: startEngine with an n-gram or a draft-model path equals generate(); a draft with another vocabulary fails to start', async () => {
+  for (const speculative of ['ngram', FIXTURES + 'mha_f32']) {
+    const client = await startEngine({ model: FIXTURES + 'gqa_f32', kvDtype: 'f32', speculative, numSpeculativeTokens: 3 });
+    try {
+      assert.equal(client.info.speculative?.numSpeculativeTokens, 3);
+      const r = rand(21);
+      const reqs = Array.from({ length: 6 }, (_, i) => {
+        const b = randomPrompt(r, 6, 20);
+        const { kind: _k, ...q } = genReq(`w${i}`, [...b, ...b], { maxTokens: 25, ignoreEos: true });
+        return q;
+      });
+      const outs = await Promise.all(reqs.map(async (q) => { const o: GenerateOutput[] = []; for await (const x of client.generate(q)) o.push(x); return o; }));
+      reqs.forEach((q, i) => assert.deepEqual(outs[i]!.flatMap((o) => o.tokenIds), alone(gqa, { ...q, kind: 'generate' }).outputIds, `${speculative} ${q.id}`));
+      const st = await client.stats();
+      assert.ok(st.specDraftTokens! > 0, `${speculative}: drafts verified`);
+    } finally {
+      await client.shutdown(0);
+    }
+  }
+  await assert.rejects(startEngine({ model: FIXTURES + 'gqa_f32', speculative: BROWN }), /draft model .*vocabulary \(4096 tokens\) differs from the target's \(256\)/);
+});
+
+test('serve: speculative n-gram server; "speculative": false in the body opts out; /metrics reports drafts and acceptance', async () => {
+  const { startServer } = await import('../../src/serve/server.js');
+  const server = await startServer({ model: FIXTURES + 'gqa_f32', port: 0, kvDtype: 'f32', speculative: 'ngram', numSpeculativeTokens: 3, log: () => {} });
+  try {
+    await server.ready;
+    const metric = async (name: string): Promise<number> => {
+      const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(await (await fetch(server.url + '/metrics')).text());
+      assert.ok(m, `${name} missing`);
+      return Number(m[1]);
+    };
+    const prompt = [9, 10, 11, 12, 9, 10, 11, 12, 9, 10, 11];
+    const complete = async (extra: object) => {
+      const r = await fetch(server.url + '/v1/completions', {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: server.modelName, prompt, max_tokens: 30, temperature: 0, ignore_eos: true, return_token_ids: true, ...extra }),
+      });
+      assert.equal(r.status, 200, await r.clone().text());
+      return ((await r.json()) as { choices: { token_ids: number[] }[] }).choices[0]!.token_ids;
+    };
+    const off = await complete({ speculative: false });
+    assert.equal(await metric('floe_spec_decode_num_draft_tokens_total'), 0);
+    const on = await complete({});
+    const want = alone(gqa, genReq('x', prompt, { maxTokens: 30, ignoreEos: true })).outputIds;
+    assert.deepEqual(off, want);
+    assert.deepEqual(on, want);
+    const drafted = await metric('floe_spec_decode_num_draft_tokens_total');
+    const accepted = await metric('floe_spec_decode_num_accepted_tokens_total');
+    assert.ok(drafted > 0 && accepted <= drafted, `${accepted} / ${drafted}`);
+    assert.ok(Math.abs(await metric('floe_spec_decode_acceptance_rate') - accepted / drafted) < 1e-9);
+    assert.ok(await metric('floe_spec_decode_draft_tokens_per_step') > 0);
+  } finally {
+    await server.close(0);
+  }
+});

@@ -1,0 +1,250 @@
+// Speculative decoding in generate(): greedy output identical to plain decoding for every proposer, on the
+// built-in model and fixtures; the rejection-sampling verifier keeps the sampler's distribution (chi-square).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import cdf from '@stdlib/stats-base-dists-chisquare-cdf';
+import { selectBackend } from '../../src/backend/select.js';
+import { generate, type GenerateOptions } from '../../src/model/generate.js';
+import type { LlamaModel } from '../../src/model/llama.js';
+import { openModel } from '../../src/model/open.js';
+import { DEFAULT_SAMPLING, Rng, Sampler, type SamplingParams, TokenCounts } from '../../src/model/sampler.js';
+import {
+  AdaptiveK, DraftModelProposer, NgramProposer, type Proposal, type Proposer, type ProposeRequest, SuffixProposer, verifyDraft,
+} from '../../src/model/speculation.js';
+import { fixtureModel, rand, randomPrompt } from '../engine/helpers.js';
+
+const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const brown = await openModel(BROWN, { threads: 2 });
+const brownFp8 = (await openModel(BROWN, { threads: 2, load: { dtype: 'fp8' } })).model; // a close but different draft
+const gqa = await fixtureModel('gqa_f32');
+const mha = await fixtureModel('mha_f32');
+
+/** Proposes the target's own greedy continuation (computed once with plain generate()). */
+class OracleProposer implements Proposer {
+  readonly name = 'oracle';
+  constructor(private readonly full: readonly number[]) {}
+  propose(reqs: readonly ProposeRequest[]): Proposal[] {
+    return reqs.map((r) => ({ tokens: this.full.slice(r.tokens.length, r.tokens.length + r.k) }));
+  }
+}
+
+/** Always proposes a token the target will not pick under greedy (the greedy token + 1). */
+class WrongProposer implements Proposer {
+  readonly name = 'wrong';
+  constructor(private readonly full: readonly number[], private readonly V: number) {}
+  propose(reqs: readonly ProposeRequest[]): Proposal[] {
+    return reqs.map((r) => ({ tokens: Array.from({ length: r.k }, (_, j) => ((this.full[r.tokens.length + j] ?? 0) + 1) % this.V) }));
+  }
+}
+
+const greedy = (m: LlamaModel, prompt: number[], over: Partial<GenerateOptions> = {}) =>
+  generate(m, prompt, { maxTokens: 48, sampling: { temperature: 0 }, stopTokenIds: [], kvDtype: 'f32', ...over });
+
+const tok = brown.tokenizer!;
+const brownPrompts = [
+  'The cat sat on the mat. The cat sat on the mat. The cat', // repeats
+  'In the morning the committee said that the state would', // does not
+  'one two three four one two three four one two',
+].map((s) => tok.encode(s, { addSpecialTokens: true }));
+
+test('greedy generate() with n-gram, suffix, draft model, oracle and always-wrong proposers equals plain decoding (floe-brown)', () => {
+  for (const prompt of brownPrompts) {
+    const want = greedy(brown.model, prompt);
+    const full = [...prompt, ...want.outputIds];
+    const cases: [string, GenerateOptions['speculative'], number][] = [
+      ['ngram', 'ngram', 4], ['suffix', 'suffix', 5], ['draft fp8', brownFp8, 3], ['draft self', brown.model, 4],
+      ['oracle', new OracleProposer(full), 6], ['wrong', new WrongProposer(full, 4096), 3],
+    ];
+    for (const [name, speculative, K] of cases) {
+      const got = greedy(brown.model, prompt, { speculative, numSpeculativeTokens: K, logprobs: 2 });
+      assert.deepEqual(got.outputIds, want.outputIds, `${name}, prompt of ${prompt.length}`);
+      const s = got.timings.speculative!;
+      assert.ok(s.accepted <= s.proposed, name);
+      if (name === 'oracle' || name === 'draft self') {
+        assert.equal(s.accepted, s.proposed, `${name}: drafts equal to the target's greedy tokens are all accepted`);
+        assert.ok(s.proposed >= 30, `${name}: ${s.proposed} proposed`);
+      }
+      if (name === 'wrong') assert.ok(s.proposed > 0 && s.accepted === 0, `wrong: ${JSON.stringify(s)}`);
+      // logprobs come from the verify rows: the same as plain decoding's
+      const plain = greedy(brown.model, prompt, { logprobs: 2 });
+      got.logprobs!.forEach((e, i) => {
+        assert.equal(e.token, plain.logprobs![i]!.token);
+        assert.ok(Math.abs(e.logprob - plain.logprobs![i]!.logprob) < 1e-4, `${name} logprob ${i}`);
+      });
+    }
+  }
+  const rep = greedy(brown.model, brownPrompts[0]!, { speculative: 'ngram' }).timings.speculative!;
+  assert.ok(rep.accepted >= 20, `a repeating prompt has n-gram hits: ${JSON.stringify(rep)}`);
+});
+
+test('greedy generate() with speculation equals plain decoding on fixtures (random prompts, a different draft model, stops)', () => {
+  const r = rand(11);
+  for (let i = 0; i < 12; i++) {
+    const base = randomPrompt(r, 3 + Math.floor(r() * 20));
+    const prompt = i % 2 ? [...base, ...base, ...base.slice(0, 4)] : base; // half repeat
+    const m = i % 3 === 2 ? mha : gqa;
+    const eos = m.config.eosTokenIds;
+    const maxTokens = 1 + Math.floor(r() * 60);
+    const want = greedy(m, prompt, { maxTokens, stopTokenIds: eos });
+    for (const speculative of ['ngram', 'suffix', m === gqa ? mha : gqa] as const) {
+      const got = greedy(m, prompt, { maxTokens, stopTokenIds: eos, speculative, numSpeculativeTokens: 1 + (i % 5) });
+      assert.deepEqual(got.outputIds, want.outputIds, `prompt ${i}, ${typeof speculative === 'string' ? speculative : 'draft'}`);
+      assert.equal(got.finishReason, want.finishReason);
+      if (typeof speculative !== 'string' && maxTokens > 2) assert.ok(got.timings.speculative!.proposed > 0, 'the draft model proposed');
+    }
+  }
+});
+
+test('a draft model with another vocabulary is refused with a clear error', () => {
+  assert.throws(() => greedy(gqa, [1, 2, 3], { speculative: brown.model }), /draft model vocabulary \(4096 tokens\) differs from the target's \(256\)/);
+});
+
+test('n-gram and suffix proposers: prompt lookup, the index learns finished requests and forgets the oldest', () => {
+  const ng = new NgramProposer(2, 3);
+  assert.deepEqual(ng.one([5, 6, 7, 8, 9, 5, 6, 7], 3), [8, 9, 5]);
+  assert.deepEqual(ng.one([1, 2, 3, 4], 3), []);
+  const sx = new SuffixProposer(2, 4, 12);
+  assert.deepEqual(sx.one([40, 41, 42], 3), []);
+  sx.learn([10, 40, 41, 42, 43, 44, 45]);
+  assert.deepEqual(sx.one([7, 40, 41, 42], 3), [43, 44, 45]);
+  sx.learn([50, 51, 52, 53, 54, 55, 56, 57]); // 15 tokens > 12: the first document is evicted
+  assert.deepEqual(sx.one([7, 40, 41, 42], 3), []);
+  assert.deepEqual(sx.one([9, 52, 53], 2), [54, 55]);
+  const a = new AdaptiveK(4);
+  a.update(4, 1);
+  assert.equal(a.k, 2);
+  a.update(2, 2);
+  assert.equal(a.k, 3);
+  a.update(3, 0);
+  assert.equal(a.k, 1);
+});
+
+// ---- the verifier keeps the distribution: a toy target over V = 5 tokens, three tokens per draw ----
+
+const V = 5;
+const backend = selectBackend('reference');
+const table = (() => { // (V, V) logits of the next token given the previous one
+  const r = rand(2024);
+  return Array.from({ length: V }, () => Float32Array.from({ length: V }, () => 3 * (r() - 0.5)));
+})();
+const PIPELINE: SamplingParams = {
+  ...DEFAULT_SAMPLING, temperature: 0.9, topK: 4, topP: 0.95, minP: 0.03, repetitionPenalty: 1.3,
+  frequencyPenalty: 0.3, presencePenalty: 0.2, logitBias: new Map([[3, 0.7]]),
+};
+const PROMPT = [0, 1];
+const LEN = 3;
+
+function plainDraw(sampler: Sampler): number {
+  const counts = new TokenCounts(PROMPT);
+  let prev = PROMPT.at(-1)!;
+  let code = 0;
+  for (let i = 0; i < LEN; i++) {
+    prev = sampler.sample(table[prev]!, counts);
+    counts.add(prev);
+    code = code * V + prev;
+  }
+  return code;
+}
+
+/** Draft tokens from `drawQ` (k per round); `claimQ` is what the proposer tells the verifier (undefined: one-hot). */
+function specDraw(sampler: Sampler, draftRng: Rng, k: number, drawQ: Float32Array, claimQ: Float32Array | null | undefined): number {
+  const counts = new TokenCounts(PROMPT);
+  const out: number[] = [];
+  while (out.length < LEN) {
+    const prev = out.length > 0 ? out.at(-1)! : PROMPT.at(-1)!;
+    const draft: number[] = [];
+    for (let j = 0; j < k; j++) {
+      let u = draftRng.next();
+      let x = 0;
+      while (x < V - 1 && (u -= drawQ[x]!) >= 0) x++;
+      draft.push(x);
+    }
+    const rows = new Float32Array((k + 1) * V);
+    [prev, ...draft].forEach((t, j) => rows.set(table[t]!, j * V));
+    const v = verifyDraft(sampler, counts, rows, draft, claimQ === undefined ? undefined : draft.map(() => claimQ ?? drawQ));
+    for (const t of v.tokens) { if (out.length < LEN) { out.push(t); counts.add(t); } }
+  }
+  return out.reduce((c, t) => c * V + t, 0);
+}
+
+/** Two-sample chi-square homogeneity test (equal sizes; sparse cells pooled): the p-value. */
+function homogeneity(a: Float64Array, b: Float64Array): number {
+  let stat = 0;
+  let cells = 0;
+  let poolA = 0;
+  let poolB = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i]! + b[i]! < 20) { poolA += a[i]!; poolB += b[i]!; continue; }
+    stat += (a[i]! - b[i]!) ** 2 / (a[i]! + b[i]!);
+    cells++;
+  }
+  if (poolA + poolB > 0) { stat += (poolA - poolB) ** 2 / (poolA + poolB); cells++; }
+  return 1 - cdf(stat, cells - 1);
+}
+
+test('rejection sampling keeps the sampler distribution (penalties, bias, temperature, top-k/p, min-p) position by position', () => {
+  const N = 30000;
+  const hist = () => new Float64Array(V ** LEN);
+  const plain = hist();
+  const plainSampler = new Sampler({ ...PIPELINE, seed: 1 }, V, backend);
+  for (let i = 0; i < N; i++) plain[plainDraw(plainSampler)]!++;
+
+  const q = Float32Array.from([0.1, 0.35, 0.3, 0.05, 0.2]); // a dense draft distribution unlike p
+  const variants: [string, number, Float32Array, Float32Array | null | undefined][] = [
+    ['dense q, k = 2', 2, q, null],
+    ['dense q, k = 4', 4, q, null],
+    ['one-hot (deterministic draft), k = 3', 3, Float32Array.from([0, 0, 1, 0, 0]), undefined],
+  ];
+  for (const [name, k, drawQ, claim] of variants) {
+    const spec = hist();
+    const sampler = new Sampler({ ...PIPELINE, seed: 7 + k }, V, backend);
+    const draftRng = new Rng(99 + k);
+    for (let i = 0; i < N; i++) spec[specDraw(sampler, draftRng, k, drawQ, claim)]!++;
+    const pv = homogeneity(plain, spec);
+    assert.ok(pv > 1e-3, `${name}: p-value ${pv}`);
+  }
+
+  // the test has power: drafts drawn from q but verified as if uniform shift the distribution
+  const wrong = hist();
+  const sampler = new Sampler({ ...PIPELINE, seed: 5 }, V, backend);
+  const draftRng = new Rng(5);
+  for (let i = 0; i < N; i++) wrong[specDraw(sampler, draftRng, 3, q, Float32Array.from({ length: V }, () => 1 / V))]!++;
+  assert.ok(homogeneity(plain, wrong) < 1e-6, 'a mis-specified q is detected');
+});
+
+test('DraftModelProposer keeps its KV per sequence and rolls back past rejected drafts', () => {
+  const p = new DraftModelProposer(brownFp8, brown.model);
+  p.init({ vocabSize: 4096, numBlocks: 8, blockSize: 16, maxPositions: 1024 });
+  const table = [3, 1, 4, 0, 2, 5, 7, 6];
+  const prompt = brownPrompts[0]!;
+  const a = p.propose([{ seqId: 's', tokens: prompt, promptLen: prompt.length, k: 4, blockTable: table }])[0]!.tokens;
+  assert.equal(a.length, 4);
+  // the draft's own greedy continuation, as a plain generate() of the draft model gives it
+  assert.deepEqual(a, greedy(brownFp8, prompt, { maxTokens: 4 }).outputIds);
+  // the target rejected all but the first: a different token follows; the draft resumes from there
+  const next = [...prompt, a[0]!, (a[1]! + 1) % 4096];
+  const b = p.propose([{ seqId: 's', tokens: next, promptLen: prompt.length, k: 3, blockTable: table }])[0]!.tokens;
+  assert.deepEqual(b, greedy(brownFp8, next, { maxTokens: 3 }).outputIds);
+});
+
+test('CLI: floe generate --speculative ngram --json reports timings.speculative and the plain greedy ids', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const bin = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
+  const ids = brownPrompts[0]!.join(',');
+  const run = (...extra: string[]) => {
+    const r = spawnSync(process.execPath, [bin, 'generate', '--model', BROWN, '--prompt-ids', ids, '--temperature', '0', '--max-tokens', '24', '--threads', '1', '--json', ...extra], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as { output_ids: number[]; timings: { speculative?: { proposed: number; accepted: number } } };
+  };
+  const plain = run();
+  const spec = run('--speculative', 'ngram', '--num-speculative-tokens', '3');
+  assert.equal(plain.timings.speculative, undefined);
+  assert.deepEqual(spec.output_ids, plain.output_ids);
+  assert.deepEqual(spec.output_ids, greedy(brown.model, brownPrompts[0]!, { maxTokens: 24 }).outputIds);
+  assert.ok(spec.timings.speculative!.proposed > 0 && spec.timings.speculative!.accepted <= spec.timings.speculative!.proposed);
+  const bad = spawnSync(process.execPath, [bin, 'generate', '--model', BROWN, '--prompt-ids', ids, '--num-speculative-tokens', '0', '--speculative', 'ngram'], { encoding: 'utf8' });
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /--num-speculative-tokens expects an integer >= 1, got '0'/);
+});

@@ -258,6 +258,7 @@ interface GenRun {
   ids: number[];
   prompt_ms: number;
   decode_ms: number;
+  cpu_ms: number; // process CPU time of the whole call (prefill + decode; holds up better than wall time on a busy machine)
   generated: number;
   proposed: number;
   accepted: number;
@@ -265,13 +266,15 @@ interface GenRun {
 
 /** Greedy generation of exactly `maxTokens` tokens (no stop tokens), speculating with `spec` when given. */
 function greedy(model: LlamaModel, prompt: readonly number[], maxTokens: number, spec?: SpeculativeSpec, k?: number): GenRun {
+  const c0 = process.cpuUsage();
   const r: GenerateResult = generate(model, prompt, {
     maxTokens, sampling: { temperature: 0 }, stopTokenIds: [],
     ...(spec === undefined ? {} : { speculative: spec, numSpeculativeTokens: k }),
   });
+  const c = process.cpuUsage(c0);
   const s = r.timings.speculative;
   if (spec !== undefined && s === undefined) throw new Error('generate() with a proposer reported no speculative timings: speculation did not run');
-  return { ids: r.outputIds, prompt_ms: r.timings.promptMs, decode_ms: r.timings.decodeMs, generated: r.outputIds.length, proposed: s?.proposed ?? 0, accepted: s?.accepted ?? 0 };
+  return { ids: r.outputIds, prompt_ms: r.timings.promptMs, decode_ms: r.timings.decodeMs, cpu_ms: (c.user + c.system) / 1000, generated: r.outputIds.length, proposed: s?.proposed ?? 0, accepted: s?.accepted ?? 0 };
 }
 
 /** Index of the first differing position, or -1 when equal. */
@@ -328,6 +331,7 @@ interface TextRow {
   decode_ms: number;
   e2e_tps: number; // generated ÷ (prompt + decode time)
   decode_tps: number;
+  cpu_ms: number;
   proposed: number;
   accepted: number;
   identical: boolean; // greedy output ids equal the run without speculation
@@ -348,7 +352,7 @@ async function partText(o: Options, result: Record<string, unknown>): Promise<vo
       if (w === 'free') ids = ids.slice(0, 64);
       const row = (mode: TextRow['mode'], r: GenRun, base: GenRun | null): TextRow => ({
         workload: w, prompt: i, mode, k: mode === 'none' ? 0 : o.textK, prompt_tokens: ids.length, generated: r.generated,
-        prompt_ms: r.prompt_ms, decode_ms: r.decode_ms, e2e_tps: r.generated / ((r.prompt_ms + r.decode_ms) / 1000), decode_tps: r.generated / (r.decode_ms / 1000),
+        prompt_ms: r.prompt_ms, decode_ms: r.decode_ms, e2e_tps: r.generated / ((r.prompt_ms + r.decode_ms) / 1000), decode_tps: r.generated / (r.decode_ms / 1000), cpu_ms: r.cpu_ms,
         proposed: r.proposed, accepted: r.accepted, identical: base === null || firstDiff(r.ids, base.ids) < 0,
       });
       greedy(t.model, ids.slice(0, 8), 4); // warm-up
@@ -367,7 +371,7 @@ async function partText(o: Options, result: Record<string, unknown>): Promise<vo
   const sum = (rs: TextRow[], f: (r: TextRow) => number): number => rs.reduce((a, r) => a + f(r), 0);
   const summary: Record<string, unknown>[] = [];
   console.log(`\ntext: ${path.basename(o.target)}, greedy, ${o.maxTokens} tokens, k ${o.textK} (adaptive below), ${o.prompts} prompt(s) per workload, ${o.threads} threads`);
-  console.log(['workload', 'mode', 'accept', 'tok/step', 'e2e tok/s', 'base tok/s', 'speedup', 'decode x', 'identical'].map((s) => s.padStart(11)).join(''));
+  console.log(['workload', 'mode', 'accept', 'tok/step', 'e2e tok/s', 'base tok/s', 'speedup', 'decode x', 'cpu x', 'identical'].map((s) => s.padStart(11)).join(''));
   for (const w of Object.keys(prompts) as Workload[]) {
     const base = rows.filter((r) => r.workload === w && r.mode === 'none');
     const baseTps = sum(base, (r) => r.generated) / (sum(base, (r) => r.prompt_ms + r.decode_ms) / 1000);
@@ -381,10 +385,11 @@ async function partText(o: Options, result: Record<string, unknown>): Promise<vo
       const s = {
         workload: w, copying: COPYING.includes(w), mode: m, acceptance: proposed > 0 ? accepted / proposed : 0, proposed, accepted,
         tokens_per_step: generated / (generated - accepted), // each target step emits its accepted drafts + 1
-        e2e_tps: e2e, base_e2e_tps: baseTps, speedup: e2e / baseTps, decode_speedup: dec / baseDec, identical: rs.every((r) => r.identical),
+        e2e_tps: e2e, base_e2e_tps: baseTps, speedup: e2e / baseTps, decode_speedup: dec / baseDec,
+        cpu_speedup: sum(base, (r) => r.cpu_ms) / sum(rs, (r) => r.cpu_ms), identical: rs.every((r) => r.identical), // cpu: the same tokens, CPU time without ÷ with
       };
       summary.push(s);
-      console.log([w, m, s.acceptance.toFixed(2), s.tokens_per_step.toFixed(2), e2e.toFixed(1), baseTps.toFixed(1), `${s.speedup.toFixed(2)}x`, `${s.decode_speedup.toFixed(2)}x`, String(s.identical)].map((x) => x.padStart(11)).join(''));
+      console.log([w, m, s.acceptance.toFixed(2), s.tokens_per_step.toFixed(2), e2e.toFixed(1), baseTps.toFixed(1), `${s.speedup.toFixed(2)}x`, `${s.decode_speedup.toFixed(2)}x`, `${s.cpu_speedup.toFixed(2)}x`, String(s.identical)].map((x) => x.padStart(11)).join(''));
     }
   }
   const free = summary.filter((s) => s.workload === 'free');
@@ -420,6 +425,7 @@ interface BoundRow {
   base_decode_ms: number;
   speedup: number; // decode time without ÷ with speculation (same prompt, same tokens)
   e2e_speedup: number; // the same with the prefill counted
+  cpu_speedup: number; // process CPU time (prefill + decode) without ÷ with speculation
   proposed: number;
   accepted: number;
   steps_estimate: number; // verify steps: generated tokens - accepted drafts
@@ -433,25 +439,25 @@ async function partBounds(o: Options, result: Record<string, unknown>): Promise<
     const V = b.model.config.vocabSize;
     const ctx = randomIds(V, o.context);
     greedy(b.model, ctx.slice(0, 16), 2); // page-in and thread start
-    const base = greedy(b.model, ctx, o.decode); // the first run: its tokens are the oracle's script
-    const base2 = greedy(b.model, ctx, o.decode); // twice, as a noise gauge
-    if (firstDiff(base.ids, base2.ids) >= 0) throw new Error(`bounds ${fmt}: two greedy runs without speculation differ at token ${firstDiff(base.ids, base2.ids)}`);
-    const baseMs = Math.min(base.decode_ms, base2.decode_ms);
-    const basePrompt = Math.min(base.prompt_ms, base2.prompt_ms);
-    log(`bounds ${o.shape} ${fmt}: plain decode ${(o.decode / (baseMs / 1000)).toFixed(2)} tok/s (runs ${base.decode_ms.toFixed(0)} / ${base2.decode_ms.toFixed(0)} ms)`);
+    const script = greedy(b.model, ctx, o.decode); // the first run: its tokens are the oracle's script
+    log(`bounds ${o.shape} ${fmt}: plain decode ${(o.decode / (script.decode_ms / 1000)).toFixed(2)} tok/s`);
     for (const k of o.ks) {
+      // a run without speculation next to each pair, so that a drift in machine load between k values cancels
+      const base = greedy(b.model, ctx, o.decode);
+      if (firstDiff(base.ids, script.ids) >= 0) throw new Error(`bounds ${fmt}: two greedy runs without speculation differ at token ${firstDiff(base.ids, script.ids)}`);
       for (const wrong of [false, true]) {
-        const r = greedy(b.model, ctx, o.decode, new ScriptedProposer(base.ids, wrong, V), k);
+        const r = greedy(b.model, ctx, o.decode, new ScriptedProposer(script.ids, wrong, V), k);
         const row: BoundRow = {
-          format: fmt, proposer: wrong ? 'always-wrong' : 'oracle', k, decode_ms: r.decode_ms, base_decode_ms: baseMs,
-          speedup: baseMs / r.decode_ms, e2e_speedup: (basePrompt + baseMs) / (r.prompt_ms + r.decode_ms),
-          proposed: r.proposed, accepted: r.accepted, steps_estimate: r.generated - r.accepted, identical: firstDiff(r.ids, base.ids) < 0,
+          format: fmt, proposer: wrong ? 'always-wrong' : 'oracle', k, decode_ms: r.decode_ms, base_decode_ms: base.decode_ms,
+          speedup: base.decode_ms / r.decode_ms, e2e_speedup: (base.prompt_ms + base.decode_ms) / (r.prompt_ms + r.decode_ms), cpu_speedup: base.cpu_ms / r.cpu_ms,
+          proposed: r.proposed, accepted: r.accepted, steps_estimate: r.generated - r.accepted, identical: firstDiff(r.ids, script.ids) < 0,
         };
         rows.push(row);
-        if (!row.identical) log(`bounds ${fmt} ${row.proposer} k=${k}: output differs from plain greedy at token ${firstDiff(r.ids, base.ids)}`);
+        if (!row.identical) log(`bounds ${fmt} ${row.proposer} k=${k}: output differs from plain greedy at token ${firstDiff(r.ids, script.ids)}`);
       }
       const [or, wr] = rows.slice(-2);
-      log(`bounds ${fmt} k=${k}: oracle ${or!.speedup.toFixed(2)}x (accepted ${or!.accepted}/${or!.proposed}), always-wrong ${wr!.speedup.toFixed(2)}x (${wr!.proposed} proposed over ${wr!.steps_estimate} steps)`);
+      log(`bounds ${fmt} k=${k}: oracle ${or!.speedup.toFixed(2)}x (cpu ${or!.cpu_speedup.toFixed(2)}x, accepted ${or!.accepted}/${or!.proposed}), ` +
+        `always-wrong ${wr!.speedup.toFixed(2)}x (cpu ${wr!.cpu_speedup.toFixed(2)}x, ${wr!.proposed} proposed over ${wr!.steps_estimate} steps)`);
     }
     b.loaded.dispose();
   }

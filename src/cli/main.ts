@@ -4,11 +4,11 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { KvCache } from '../model/kv-cache.js';
 import { defaultKvDtype, generate, type GenerateResult, type TopLogprob } from '../model/generate.js';
 import { openModel } from '../model/open.js';
+import type { SpeculativeSpec } from '../model/speculation.js';
 import { loadModel, type LoadOptions } from '../formats/load.js';
 import { TextStream } from '../model/text-stream.js';
 import type { BackendName } from '../backend/select.js';
 import type { KvDType } from '../backend/backend.js';
-import type { SpeculativeSpec } from '../model/speculation.js';
 
 const HELP = `floe — serve and fine-tune Llama-family models
 
@@ -46,14 +46,14 @@ generate options:
   --backend native|reference
   --kv-cache-dtype auto|f32|bf16|fp8   fp8: E4M3 keys/values with per-token, per-head scales
   --dtype fp8             quantize the linear weights to fp8 (per-row scales) while loading
+  --speculative ngram|suffix|PATH   speculative decoding: prompt n-gram lookup, suffix index, or a draft
+                          model (HF dir or .gguf) sharing the tokenizer; output distribution unchanged
+  --num-speculative-tokens K        most draft tokens per step (default 4; adapted per sequence below K)
   --logprobs K            top-K logprobs per generated token
   --prompt-logprobs K     top-K logprobs per prompt token
   --no-bos                do not add the BOS token to --prompt
   --json                  print one JSON object instead of streaming text
   --adapter DIR           apply a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)
-  --speculative ngram|suffix|PATH   speculative decoding: prompt n-gram lookup, suffix index, or a draft
-                          model (HF dir or .gguf) sharing the tokenizer; output distribution unchanged
-  --num-speculative-tokens K        most draft tokens per step (default 4; adapted per sequence below K)
 
 finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages"}):
   --eval FILE | --eval-split F   validation file, or hold out a fraction F of the data
@@ -97,13 +97,13 @@ serve options:
   --kv-cache-dtype auto|f32|bf16|fp8
   --dtype fp8             quantize the linear weights to fp8 (per-row scales) while loading
   --block-size N          tokens per KV block (default 16)
+  --speculative ngram|suffix|PATH   speculative decoding for every request (opt out per request)
+  --num-speculative-tokens K        most draft tokens per sequence and step (default 4)
   --max-batched-tokens N  token budget per engine step
   --max-num-seqs N        most requests in the running batch
   --max-queue N           waiting requests beyond this get 429
   --max-body BYTES        largest request body (default 8MiB); larger gets 413
   --shutdown-grace S      on SIGTERM/SIGINT, seconds running requests may finish (default 30)
-  --speculative ngram|suffix|PATH   speculative decoding for every request (opt out per request)
-  --num-speculative-tokens K        most draft tokens per sequence and step (default 4)
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -222,16 +222,14 @@ async function generateCmd(args: string[]): Promise<number> {
   const text = tokenizer ? new TextStream(tokenizer, values.stop ?? []) : undefined;
   if (!tokenizer && values.stop?.length) throw new Error('--stop needs a tokenizer, and this model has none');
   const json = !!values.json;
-  const specArg = values.speculative;
+  const specArg = specSource(values.speculative);
   let speculative: SpeculativeSpec | undefined;
   if (specArg === 'ngram' || specArg === 'suffix') speculative = specArg;
   else if (specArg !== undefined) {
-    if (specArg === '') throw new Error('--speculative expects ngram, suffix or a draft model path');
     try { speculative = (await openModel(specArg, { backend, threads, load })).model; } catch (e) { throw new Error(`--speculative ${specArg}: ${(e as Error).message}`); }
   }
   const numSpeculativeTokens = specTokens(values['num-speculative-tokens']);
   const res: GenerateResult = generate(model, promptIds, {
-    speculative, numSpeculativeTokens,
     maxTokens: num(values['max-tokens'], 'max-tokens', 128, true),
     sampling: {
       temperature: num(values.temperature, 'temperature', 0.8),
@@ -246,6 +244,7 @@ async function generateCmd(args: string[]): Promise<number> {
     promptLogprobs: values['prompt-logprobs'] === undefined ? undefined : num(values['prompt-logprobs'], 'prompt-logprobs', 0, true),
     kvDtype: kvDtype ?? defaultKvDtype(model),
     text,
+    speculative, numSpeculativeTokens,
     onToken: json ? undefined : (_id, t) => { if (t) process.stdout.write(t); },
   });
   if (json) {
@@ -305,12 +304,11 @@ async function serveCmd(args: string[]): Promise<number> {
   const { values } = parse(args, {
     model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'api-key': { type: 'string' },
     'model-name': { type: 'string' }, threads: { type: 'string' }, backend: { type: 'string' },
+    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
     'kv-cache-memory': { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, 'block-size': { type: 'string' },
     'max-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'max-queue': { type: 'string' },
     'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' }, dtype: { type: 'string' },
-    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
   });
-  if (values.speculative === '') throw new Error('--speculative expects ngram, suffix or a draft model path');
   if (!values.model) throw new Error('--model PATH is required (an HF directory or a .gguf file)');
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new Error(`--backend expects native or reference, got '${backend}'`);
@@ -340,10 +338,10 @@ async function serveCmd(args: string[]): Promise<number> {
   const server = await startServer({
     model: values.model, host: values.host, port, apiKey: values['api-key'] ?? null, modelName: values['model-name'],
     threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'),
+    speculative: specSource(values.speculative), numSpeculativeTokens: specTokens(values['num-speculative-tokens']),
     kvDtype, dtype, blockSize: positive('block-size'),
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),
     bodyLimit: size('max-body'),
-    speculative: values.speculative, numSpeculativeTokens: specTokens(values['num-speculative-tokens']),
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {
@@ -502,4 +500,10 @@ function specTokens(v: string | undefined): number | undefined {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new Error(`--num-speculative-tokens expects an integer >= 1, got '${v}'`);
   return n;
+}
+
+/** --speculative: ngram, suffix or a draft model path. */
+function specSource(v: string | undefined): string | undefined {
+  if (v === '') throw new Error('--speculative expects ngram, suffix or a draft model path');
+  return v;
 }

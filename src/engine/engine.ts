@@ -7,8 +7,9 @@ import { defaultKvDtype } from '../model/generate.js';
 import { KvCache } from '../model/kv-cache.js';
 import type { LlamaModel } from '../model/llama.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from '../model/sampler.js';
-import { AdaptiveK, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type Proposer, type ProposeRequest, type SpeculativeSpec } from '../model/speculation.js';
-import { checkProposal } from '../model/generate.js';
+import {
+  AdaptiveK, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type Proposer, type ProposeRequest, type SpeculativeSpec,
+} from '../model/speculation.js';
 import { KvManager } from './block-pool.js';
 import {
   EngineRequestError, type EmbedRequest, type EngineInfo, type EngineOutput, type EngineRequest, type EngineStats,
@@ -351,7 +352,13 @@ export class Engine {
       const seq = this.seqOf(s.id);
       seq.draft = [];
       seq.draftQ = undefined;
-      if (s.numLookahead > 0) reqs.push({ seqId: s.id, tokens: seq.tokens, promptLen: seq.promptLen, k: s.numLookahead, blockTable: s.blockTable });
+      if (s.numLookahead === 0) continue;
+      const sampler = seq.slots[0]!.sampler;
+      const t = sampler.params.temperature;
+      reqs.push({
+        seqId: s.id, tokens: seq.tokens, promptLen: seq.promptLen, k: s.numLookahead, blockTable: s.blockTable,
+        sampling: t > 0 ? { temperature: t, random: () => sampler.uniform() } : undefined,
+      });
     }
     if (reqs.length === 0) return out;
     const proposer = this.proposer!;

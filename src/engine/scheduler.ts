@@ -78,6 +78,8 @@ export class Scheduler {
       // a decoding sequence may verify draft tokens too: k + 1 positions
       let n = Math.min(pending + (pending === 1 ? s.lookahead ?? 0 : 0), budget);
       if (n <= 0) continue;
+      // draft slots only from blocks no younger running sequence may need for its next token
+      if (n > pending && this.kv.blocksNeeded(s.id, s.numComputed + n) > this.kv.pool.numFree - (this.running.length - i - 1)) n = pending;
       let fits = true;
       while (!this.kv.allocate(s.id, s.numComputed + n)) {
         // speculation never preempts: drop the draft slots first

@@ -3,7 +3,7 @@
 import { KvCache } from './kv-cache.js';
 import type { LlamaModel } from './llama.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from './sampler.js';
-import { AdaptiveK, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type SpeculativeSpec, verifyDraft } from './speculation.js';
+import { AdaptiveK, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type SpeculativeSpec, verifyDraft } from './speculation.js';
 import type { KvDType } from '../backend/backend.js';
 
 export interface TopLogprob {
@@ -142,6 +142,7 @@ export function generate(model: LlamaModel, promptIds: readonly number[], opts: 
   const adaptive = proposer ? new AdaptiveK(K) : null;
   proposer?.init?.({ vocabSize: V, numBlocks, blockSize: BLOCK, maxPositions: cfg.maxPositionEmbeddings });
   const spec = { proposed: 0, accepted: 0 };
+  const draftSampling = sampling.temperature > 0 ? { temperature: sampling.temperature, random: () => sampler.uniform() } : undefined;
   const seqId = 'generate';
   let done = opts.maxTokens === 0 || emit(sampler.sample(last, counts), last);
   while (!done) {
@@ -151,7 +152,7 @@ export function generate(model: LlamaModel, promptIds: readonly number[], opts: 
     let q: readonly Float32Array[] | undefined;
     if (k > 0) {
       const tokens = [...promptIds, ...outputIds];
-      const p = proposer!.propose([{ seqId, tokens, promptLen: promptIds.length, k, blockTable }])[0];
+      const p = proposer!.propose([{ seqId, tokens, promptLen: promptIds.length, k, blockTable, sampling: draftSampling }])[0];
       if (!p) throw new Error(`proposer ${proposer!.name} returned no proposal for one request`);
       draft = checkProposal(p.tokens, k, V, proposer!.name);
       q = p.q;
@@ -179,13 +180,4 @@ export function generate(model: LlamaModel, promptIds: readonly number[], opts: 
     promptIds: [...promptIds], outputIds, text, finishReason, logprobs, promptLogprobs,
     timings: { promptTokens: promptIds.length, promptMs, generatedTokens: outputIds.length, decodeMs, ...(proposer ? { speculative: spec } : {}) },
   };
-}
-
-/** A proposal's tokens, checked: at most k ids inside the vocabulary. */
-export function checkProposal(tokens: readonly number[], k: number, V: number, name: string): readonly number[] {
-  if (tokens.length > k) throw new Error(`proposer ${name} proposed ${tokens.length} tokens, asked for at most ${k}`);
-  for (const id of tokens) {
-    if (!Number.isInteger(id) || id < 0 || id >= V) throw new Error(`proposer ${name} proposed token id ${id}, outside the vocabulary [0, ${V})`);
-  }
-  return tokens;
 }

@@ -15,6 +15,8 @@ export interface ProposeRequest {
   readonly promptLen: number;
   readonly k: number; // propose at most k tokens (k >= 1)
   readonly blockTable: ArrayLike<number>; // the target's block table for seqId; holds positions [0, N + k)
+  /** The request's temperature and RNG: a proposer may sample its drafts (and then must return q); absent → greedy. */
+  readonly sampling?: { readonly temperature: number; readonly random: () => number };
 }
 
 export interface Proposal {
@@ -60,6 +62,15 @@ export function createProposer(spec: SpeculativeSpec, target: LlamaModel): Propo
   if (isModel(spec)) return new DraftModelProposer(spec, target);
   if (typeof (spec as Proposer).propose !== 'function') throw new Error('speculative: a Proposer needs a propose(requests) method');
   return spec;
+}
+
+/** A proposal's tokens, checked: at most k ids inside the vocabulary. */
+export function checkProposal(tokens: readonly number[], k: number, V: number, name: string): readonly number[] {
+  if (tokens.length > k) throw new Error(`proposer ${name} proposed ${tokens.length} tokens, asked for at most ${k}`);
+  for (const id of tokens) {
+    if (!Number.isInteger(id) || id < 0 || id >= V) throw new Error(`proposer ${name} proposed token id ${id}, outside the vocabulary [0, ${V})`);
+  }
+  return tokens;
 }
 
 function isModel(x: object): x is LlamaModel {
@@ -228,7 +239,8 @@ function key(t: readonly number[], from: number, to: number): string {
 }
 
 /**
- * A smaller model sharing the target's tokenizer proposes greedily (q one-hot). Its KV is a KvCache of its own
+ * A smaller model sharing the target's tokenizer proposes: greedily (q one-hot) for greedy requests, else by
+ * sampling softmax(draft logits / temperature) with the request's RNG and returning that q. Its KV is a KvCache of its own
  * with the target's block count and size, addressed through the target's block tables: blocks the scheduler
  * allocates (and frees, and preempts) for a sequence hold both models' KV for the same positions.
  */
@@ -265,6 +277,7 @@ export class DraftModelProposer implements Proposer {
     const kv = this.kv;
     if (!kv) throw new Error('DraftModelProposer: init() must give the KV geometry before propose()');
     const out: number[][] = reqs.map(() => []);
+    const qs: Float32Array[][] = reqs.map(() => []);
     const maxPos = this.draft.config.maxPositionEmbeddings;
     // catch up: every sequence feeds the tokens its draft KV lacks (at least the last one) and drafts one token
     const live: { i: number; fed: number[]; k: number }[] = [];
@@ -284,18 +297,30 @@ export class DraftModelProposer implements Proposer {
     while (round.length > 0) {
       const next = this.step(round.map((s) => ({ req: reqs[s.i]!, fed: s.fed, feed: s.feed })), kv);
       const more: typeof round = [];
+      const V = this.draft.config.vocabSize;
       round.forEach((s, j) => {
         const d = out[s.i]!;
-        d.push(next[j]!);
-        if (d.length < s.k) more.push({ ...s, feed: [next[j]!] });
+        const row = next.subarray(j * V, (j + 1) * V);
+        const smp = reqs[s.i]!.sampling;
+        let x: number;
+        if (smp && smp.temperature > 0) {
+          const q = softmax(row, smp.temperature);
+          qs[s.i]!.push(q);
+          let u = smp.random();
+          x = 0;
+          while (x < V - 1 && (u -= q[x]!) >= 0) x++;
+          while (q[x] === 0 && x > 0) x--; // rounding at the tail: never a token q gives no mass
+        } else x = argmax(row);
+        d.push(x);
+        if (d.length < s.k) more.push({ ...s, feed: [x] });
       });
       round = more;
     }
-    return out.map((tokens) => ({ tokens }));
+    return out.map((tokens, i) => (qs[i]!.length > 0 ? { tokens, q: qs[i]! } : { tokens }));
   }
 
-  /** One packed draft forward: each sequence appends `feed` at its fed length; returns each one's argmax next token. */
-  private step(seqs: { req: ProposeRequest; fed: number[]; feed: number[] }[], kv: KvCache): number[] {
+  /** One packed draft forward: each sequence appends `feed` at its fed length; returns next-token logits (S, V). */
+  private step(seqs: { req: ProposeRequest; fed: number[]; feed: number[] }[], kv: KvCache): Float32Array {
     const L = kv.blockSize;
     const S = seqs.length;
     const T = seqs.reduce((a, s) => a + s.feed.length, 0);
@@ -325,8 +350,17 @@ export class DraftModelProposer implements Proposer {
       s.fed.push(...s.feed);
     });
     qStart[S] = t;
-    const logits = this.draft.forward({ tokens, positions, slots, attn: { numSeqs: S, qStart, ctxLen, blockTables, maxBlocks }, logitRows }, kv);
-    const V = this.draft.config.vocabSize;
-    return seqs.map((_, i) => argmax(logits.subarray(i * V, (i + 1) * V)));
+    return this.draft.forward({ tokens, positions, slots, attn: { numSeqs: S, qStart, ctxLen, blockTables, maxBlocks }, logitRows }, kv);
   }
+}
+
+/** softmax(row / temperature) (V). */
+function softmax(row: Float32Array, temperature: number): Float32Array {
+  let max = -Infinity;
+  for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
+  const q = new Float32Array(row.length);
+  let sum = 0;
+  for (let i = 0; i < row.length; i++) { const e = Math.exp((row[i]! - max) / temperature); q[i] = e; sum += e; }
+  for (let i = 0; i < row.length; i++) q[i] = q[i]! / sum;
+  return q;
 }

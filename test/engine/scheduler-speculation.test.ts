@@ -51,3 +51,20 @@ test('lookahead shrinks to the budget and is dropped, not paid for with a preemp
   assert.equal(step.preempted.length, 0);
   assert.equal(sched.preemptions, 0);
 });
+
+test('an older sequence gets no draft slots from the block a younger one needs for its next token', () => {
+  const kv = new KvManager(5, 4);
+  const sched = new Scheduler(kv, { maxBatchedTokens: 64, maxNumSeqs: 4 });
+  const a = new Seq('a', [1, 2, 3, 4, 5, 6, 7]); // 2 blocks, room for its next token
+  const b = new Seq('b', [9, 10, 11, 12, 13, 14, 15, 16]); // 2 blocks, full: its next token needs the free block
+  sched.add(a);
+  sched.add(b);
+  sched.schedule();
+  assert.equal(kv.pool.numFree, 1);
+  a.tokens.push(17);
+  b.tokens.push(18);
+  a.lookahead = 3; // would take the last free block, which b needs
+  const step = sched.schedule();
+  assert.deepEqual(step.seqs.map((s) => [s.id, s.numTokens, s.numLookahead]), [['a', 1, 0], ['b', 1, 0]]);
+  assert.equal(sched.preemptions, 0);
+});

@@ -98,6 +98,20 @@ test('seeded sampling with penalties, n = 2 forks and logprobs: the engine with 
   assert.equal(engine.kv.pool.numUsed, 0);
 });
 
+test('seeded sampling with a draft model sampling its drafts: the engine equals generate() with the same draft', async () => {
+  const mha = await fixtureModel('mha_f32');
+  const r = rand(77);
+  const engine = new Engine(gqa, null, { kvDtype: 'f32', maxBatchedTokens: 32, maxNumSeqs: 6, speculative: mha, numSpeculativeTokens: 3 });
+  const reqs = Array.from({ length: 6 }, (_, i) => genReq(`d${i}`, randomPrompt(r, 4 + i), {
+    sampling: { ...GREEDY, temperature: 0.6 + 0.2 * i, topK: i % 2 ? 6 : 0, topP: 0.95, seed: 40 + i }, maxTokens: 20, ignoreEos: true, logprobs: 1,
+  }));
+  for (const q of reqs) engine.add(q);
+  const { byId } = runAll(engine);
+  for (const q of reqs) assert.deepEqual(byId.get(q.id)!.tokens[0], alone(gqa, q, 0, mha, 3).outputIds, q.id);
+  const st = engine.stats();
+  assert.ok(st.specAcceptedTokens! > 0 && st.specAcceptedTokens! < st.specDraftTokens!, JSON.stringify(st));
+});
+
 test('per-request opt-out: speculative: false decodes without drafts', () => {
   const engine = new Engine(gqa, null, { kvDtype: 'f32', speculative: 'ngram' });
   const p = [7, 8, 9, 7, 8, 9, 7, 8, 9, 7, 8];

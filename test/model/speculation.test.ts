@@ -248,3 +248,27 @@ test('CLI: floe generate --speculative ngram --json reports timings.speculative 
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /--num-speculative-tokens expects an integer >= 1, got '0'/);
 });
+
+test('a draft model samples its drafts under sampling (dense q): generate() keeps the plain distribution (chi-square), and a seed reproduces', () => {
+  const prompt = [17, 42, 99, 3, 17, 42];
+  const N = 2500;
+  const sampling = { temperature: 1.2, topK: 4, repetitionPenalty: 1.2, presencePenalty: 0.2 };
+  const run = (seed: number, speculative?: LlamaModel) =>
+    greedy(gqa, prompt, { maxTokens: 3, sampling: { ...sampling, seed }, speculative, numSpeculativeTokens: 2 });
+  const plain = new Float64Array(256 ** 2 * 4);
+  const spec = new Float64Array(plain.length);
+  const code = (ids: number[]) => (ids[0]! * 256 + ids[1]!) * 4 + (ids[2]! % 4);
+  let proposed = 0;
+  let accepted = 0;
+  for (let i = 0; i < N; i++) {
+    plain[code(run(i).outputIds)]!++;
+    const r = run(N + i, mha);
+    spec[code(r.outputIds)]!++;
+    proposed += r.timings.speculative!.proposed;
+    accepted += r.timings.speculative!.accepted;
+  }
+  assert.ok(proposed >= N && accepted > 0 && accepted < proposed, `${accepted} of ${proposed}`);
+  const pv = homogeneity(plain, spec);
+  assert.ok(pv > 1e-3, `p-value ${pv}`);
+  assert.deepEqual(run(5, mha).outputIds, run(5, mha).outputIds);
+});

@@ -59,12 +59,15 @@ interface Options {
   quick: boolean;
   out: string | null;
   overrides: Partial<ShapePlan>;
+  speculative: string | null; // floe serve --speculative MODE: each floe format also runs with it
+  numSpeculativeTokens: number | null;
 }
 
 function parseArgs(argv: readonly string[]): Options {
   const o: Options = {
     shapes: ['small', '1b'], formats: ['q8_0', 'fp8'], engines: [...ALL_ENGINES], threads: os.cpus().length, concurrency: 16,
     maxBatchedTokens: 512, seed: 1, floeBin: false, quick: false, out: null, overrides: {},
+    speculative: null, numSpeculativeTokens: null,
   };
   const list = (v: string | undefined, flag: string): string[] => {
     if (!v) throw new Error(`${flag} needs a comma-separated value`);
@@ -101,6 +104,8 @@ function parseArgs(argv: readonly string[]): Options {
       case '--burst-decode': o.overrides.burstDecode = pos(v, a); i++; break;
       case '--floe-bin': o.floeBin = true; break;
       case '--quick': o.quick = true; break;
+      case '--speculative': if (!v) throw new Error('--speculative needs ngram, suffix or a draft model path'); o.speculative = v; i++; break;
+      case '--num-speculative-tokens': o.numSpeculativeTokens = pos(v, a); i++; break;
       case '--out': if (!v) throw new Error('--out needs a file'); o.out = v; i++; break;
       default: throw new Error(`unknown argument ${a}; see the usage line at the top of bench/serve.ts`);
     }
@@ -146,11 +151,15 @@ function promptFile(ids: readonly number[], name: string): string {
 
 interface FloeServer { readonly target: Target; readonly proc: ChildProcess; readonly logTail: () => string }
 
-async function startFloe(model: string, o: Options, kvBytes: number): Promise<FloeServer> {
+async function startFloe(model: string, o: Options, kvBytes: number, speculative: boolean): Promise<FloeServer> {
   const entry = o.floeBin ? [path.join(ROOT, 'bin', 'floe.js')] : ['--import', 'tsx', path.join(BENCH, 'serve-floe-src.ts')];
   const args = [...entry, 'serve', '--model', model, '--port', '0', '--model-name', 'bench', '--threads', String(o.threads),
     '--max-num-seqs', String(o.concurrency), '--max-batched-tokens', String(o.maxBatchedTokens), '--kv-cache-memory', String(kvBytes),
     '--max-queue', '100000', '--shutdown-grace', '0'];
+  if (speculative && o.speculative) {
+    args.push('--speculative', o.speculative);
+    if (o.numSpeculativeTokens !== null) args.push('--num-speculative-tokens', String(o.numSpeculativeTokens));
+  }
   const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let exit: string | null = null;
@@ -188,9 +197,9 @@ function errorsOf(recs: readonly RequestRecord[]): string | null {
   return e ? `request ${e.index}: ${e.error}` : null;
 }
 
-async function runFloe(model: string, o: Options, kvBytes: number, single: readonly number[], bp: number[][], decode: number, trace: TraceRequest[]): Promise<ScenarioResult> {
+async function runFloe(model: string, o: Options, kvBytes: number, single: readonly number[], bp: number[][], decode: number, trace: TraceRequest[], speculative = false): Promise<ScenarioResult> {
   const res: ScenarioResult = {};
-  const server = await startFloe(model, o, kvBytes);
+  const server = await startFloe(model, o, kvBytes, speculative);
   try {
     await streamCompletion(server.target, -1, single.slice(0, 16), 2, performance.now()); // warm-up: page-in, threads
     const rec = await streamCompletion(server.target, 0, single, decode, performance.now());
@@ -269,7 +278,7 @@ interface ShapeResult {
   shape: string;
   plan: ShapePlan;
   scaledDown: string | null;
-  floe: Partial<Record<FloeFormat, ScenarioResult>>;
+  floe: Partial<Record<string, ScenarioResult>>; // per format, and `<format>+spec:...` with --speculative
   nlc?: ScenarioResult;
   harness?: { multi?: HarnessRun; single?: HarnessRun; error?: string };
   headline: Record<string, number | null>;
@@ -314,6 +323,10 @@ async function main(): Promise<void> {
         const model = f === 'fp8' ? await fp8ServeDir(shapeName, c, gguf) : gguf;
         log(`  floe ${f}: ${path.relative(ROOT, model)}`);
         sr.floe[f] = await runFloe(model, o, kvBytes, single, bp, plan.burstDecode, trace);
+        if (o.speculative) {
+          log(`  floe ${f} --speculative ${o.speculative}`);
+          sr.floe[specKey(f, o)] = await runFloe(model, o, kvBytes, single, bp, plan.burstDecode, trace, true);
+        }
       }
     }
     if (o.engines.includes('harness') && tools.llamaBench) {
@@ -362,12 +375,12 @@ async function main(): Promise<void> {
       rows.push([name, fmtName, `${s.completed}/${s.requests}`, fmt(s.ttftMs?.p50, 0), fmt(s.ttftMs?.p99, 0), fmt(s.tpotMs?.p50), fmt(s.tpotMs?.p99),
         fmt(s.e2eMs?.p50, 0), fmt(s.e2eMs?.p99, 0), fmt(s.outputTps), fmt(s.requestRate, 2)]);
     };
-    for (const f of o.formats) traceRow('floe', f, sr.floe[f]?.trace?.summary);
+    for (const f of floeKeys(o)) traceRow('floe', f, sr.floe[f]?.trace?.summary);
     traceRow('node-llama-cpp', 'q8_0', sr.nlc?.trace?.summary);
     table(['engine', 'fmt', 'ok', 'TTFT p50 ms', 'p99', 'TPOT p50 ms', 'p99', 'e2e p50 ms', 'p99', 'out tok/s', 'req/s'], rows);
     lines.push('', `decode throughput, tok/s (${o.concurrency} streams: distinct ${p.burstPrompt}-token prompts, ${p.burstDecode} tokens each, all at once; steady window with every stream decoding)`);
     const trows: string[][] = [];
-    for (const f of o.formats) {
+    for (const f of floeKeys(o)) {
       const fl = sr.floe[f];
       if (fl) trows.push(['floe', f, fmt(fl.single?.tps), fmt(fl.burst?.steady?.tps), fmt(ratio(fl.burst?.steady?.tps, fl.single?.tps), 2)]);
     }
@@ -416,6 +429,16 @@ async function main(): Promise<void> {
   fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.writeFileSync(out, JSON.stringify(result) + '\n');
   console.log(`wrote ${path.relative(process.cwd(), out)}`);
+}
+
+/** The result key of a floe format run with --speculative. */
+function specKey(f: string, o: Options): string {
+  return `${f}+spec:${path.basename(o.speculative!)}${o.numSpeculativeTokens !== null ? `:k${o.numSpeculativeTokens}` : ''}`;
+}
+
+/** floe's result keys: each format, then the same with speculation when --speculative is given. */
+function floeKeys(o: Options): string[] {
+  return o.formats.flatMap((f) => (o.speculative ? [f, specKey(f, o)] : [f]));
 }
 
 function nlcVersion(): string | null {

@@ -7,7 +7,6 @@
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildTools, CACHE_DIR, type Tools } from './harness/build.js';
@@ -16,6 +15,7 @@ import { ensureGguf, ggufWeightBytes, type GgufFormat } from './gguf-gen.js';
 import { SHAPES, type BenchShape } from './shapes.js';
 import { ggufToHfName, readGguf } from '../src/formats/gguf.js';
 import { KvCache } from '../src/model/kv-cache.js';
+import { machineInfo, machineLine } from './machine.js';
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH);
@@ -176,17 +176,6 @@ function leadingAgreement(a: readonly number[] | undefined, b: readonly number[]
   return n;
 }
 
-function machineInfo(): Record<string, unknown> {
-  let model = os.cpus()[0]?.model ?? 'unknown';
-  let flags: string[] = [];
-  try {
-    const ci = fs.readFileSync('/proc/cpuinfo', 'utf8');
-    model = /model name\s*:\s*(.*)/.exec(ci)?.[1] ?? model;
-    flags = (/flags\s*:\s*(.*)/.exec(ci)?.[1] ?? '').split(' ');
-  } catch { /* not Linux */ }
-  const isa = ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16', 'amx_bf16'].filter((f) => flags.includes(f));
-  return { cpu: model, logical_cpus: os.cpus().length, mem_gib: +(os.totalmem() / 2 ** 30).toFixed(1), isa, node: process.version, load_avg_at_start: os.loadavg() };
-}
 
 function nlcVersion(): string | null {
   try {
@@ -217,6 +206,7 @@ interface Row {
 }
 
 async function main(): Promise<void> {
+  log(`machine: ${machineLine()}`);
   const opts = parseArgs(process.argv.slice(2));
   const t0 = performance.now();
   const notes: string[] = [];

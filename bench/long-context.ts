@@ -8,7 +8,6 @@
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend, KvDType } from '../src/backend/backend.js';
@@ -21,6 +20,7 @@ import { LlamaModel } from '../src/model/llama.js';
 import { CACHE_DIR } from './harness/build.js';
 import { writeRandomGguf, type GgufFormat } from './gguf-gen.js';
 import { SHAPES } from './shapes.js';
+import { machineInfo, machineLine } from './machine.js';
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH);
@@ -306,23 +306,13 @@ function fit(r1: ChildResult, r2: ChildResult): Model {
 }
 const predict = (m: Model, T: number, decode: number): number => m.a * T + m.b * T * T + decode * (m.c + m.d * T) + 3; // + start-up
 
-function machineInfo(): Record<string, unknown> {
-  let cpu = os.cpus()[0]?.model ?? 'unknown';
-  let flags: string[] = [];
-  try {
-    const ci = fs.readFileSync('/proc/cpuinfo', 'utf8');
-    cpu = /model name\s*:\s*(.*)/.exec(ci)?.[1] ?? cpu;
-    flags = (/flags\s*:\s*(.*)/.exec(ci)?.[1] ?? '').split(' ');
-  } catch { /* not Linux */ }
-  return { cpu, logical_cpus: os.cpus().length, mem_gib: +(os.totalmem() / 2 ** 30).toFixed(1), isa: ['avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'].filter((f) => flags.includes(f)), node: process.version, load_avg_at_start: os.loadavg() };
-}
 
 const f = (x: number | undefined, d = 1): string => (x === undefined || !Number.isFinite(x) ? '—' : x.toFixed(d));
 const mib = (b: number | undefined): string => (b === undefined ? '—' : (b / 2 ** 20).toFixed(0));
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
-  log(`machine: ${JSON.stringify(machineInfo())}`);
+  log(`machine: ${machineLine()}`);
   const gguf = path.join(CACHE_DIR, `small128k-${o.format}-v1.gguf`);
   if (!fs.existsSync(gguf)) { log(`writing ${gguf}`); writeRandomGguf(LONG_SMALL, o.format, gguf); }
   const runs: Run[] = [

@@ -24,6 +24,7 @@ import { readGguf } from '../src/formats/gguf.js';
 import { ggufToTokenizerJson } from '../src/formats/gguf-tokenizer.js';
 import { KvCache } from '../src/model/kv-cache.js';
 import type { LlamaConfig } from '../src/model/config.js';
+import { machineInfo, machineLine } from './machine.js';
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH);
@@ -284,13 +285,9 @@ interface ShapeResult {
   headline: Record<string, number | null>;
 }
 
-function machineInfo(): Record<string, unknown> {
-  let model = os.cpus()[0]?.model ?? 'unknown';
-  try { model = /model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? model; } catch { /* not Linux */ }
-  return { cpu: model, logical_cpus: os.cpus().length, mem_gib: +(os.totalmem() / 2 ** 30).toFixed(1), node: process.version, load_avg_at_start: os.loadavg() };
-}
 
 async function main(): Promise<void> {
+  log(`machine: ${machineLine()}`);
   const o = parseArgs(process.argv.slice(2));
   const t0 = performance.now();
   const notes: string[] = [];

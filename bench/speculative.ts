@@ -24,6 +24,7 @@ import { CACHE_DIR } from './harness/build.js';
 import { ensureFp8Dir } from './fp8-gen.js';
 import { ensureGguf } from './gguf-gen.js';
 import { SHAPES } from './shapes.js';
+import { machineInfo, machineLine } from './machine.js';
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH);
@@ -112,17 +113,6 @@ function parseArgs(argv: readonly string[]): Options {
   return o;
 }
 
-function machineInfo(): Record<string, unknown> {
-  let model = os.cpus()[0]?.model ?? 'unknown';
-  let flags: string[] = [];
-  try {
-    const ci = fs.readFileSync('/proc/cpuinfo', 'utf8');
-    model = /model name\s*:\s*(.*)/.exec(ci)?.[1] ?? model;
-    flags = (/flags\s*:\s*(.*)/.exec(ci)?.[1] ?? '').split(' ');
-  } catch { /* not Linux */ }
-  const isa = ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16', 'amx_bf16', 'amx_tile'].filter((f) => flags.includes(f));
-  return { cpu: model, logical_cpus: os.cpus().length, mem_gib: +(os.totalmem() / 2 ** 30).toFixed(1), isa, node: process.version, load_avg_at_start: os.loadavg() };
-}
 
 const median = (xs: readonly number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -476,7 +466,7 @@ async function partBounds(o: Options, result: Record<string, unknown>): Promise<
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   const machine = machineInfo();
-  console.log(`machine: ${String(machine.cpu)}, ${String(machine.logical_cpus)} logical CPUs, ISA ${(machine.isa as string[]).join(' ')}, load ${(machine.load_avg_at_start as number[]).map((x) => x.toFixed(2)).join(' ')}`);
+  console.log(`machine: ${machineLine(machine)}`);
   const result: Record<string, unknown> = { bench: 'speculative', date: new Date().toISOString(), machine, options: o };
   if (o.parts.includes('text')) await partText(o, result);
   if (o.parts.includes('verify')) await partVerify(o, result);

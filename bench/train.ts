@@ -16,6 +16,7 @@ import { ensureGguf } from './gguf-gen.js';
 import { SHAPES, weightCounts } from './shapes.js';
 import { ggufToHfName, readGguf } from '../src/formats/gguf.js';
 import type { LlamaConfig } from '../src/model/config.js';
+import { machineInfo, machineLine } from './machine.js';
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH);
@@ -157,17 +158,6 @@ function paramCount(c: LlamaConfig): number {
   return w.layerMatrices + w.head + w.norms;
 }
 
-function machineInfo(): Json {
-  let model = os.cpus()[0]?.model ?? 'unknown';
-  let flags: string[] = [];
-  try {
-    const ci = fs.readFileSync('/proc/cpuinfo', 'utf8');
-    model = /model name\s*:\s*(.*)/.exec(ci)?.[1] ?? model;
-    flags = (/flags\s*:\s*(.*)/.exec(ci)?.[1] ?? '').split(' ');
-  } catch { /* not Linux */ }
-  const isa = ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16', 'amx_bf16'].filter((f) => flags.includes(f));
-  return { cpu: model, logical_cpus: os.cpus().length, mem_gib: +(os.totalmem() / 2 ** 30).toFixed(1), isa, node: process.version, load_avg_at_start: os.loadavg() };
-}
 
 const fmt = (x: number | undefined | null, d = 1): string => (x === undefined || x === null || !Number.isFinite(x) ? '—' : x.toFixed(d));
 const gb = (b: unknown): string => (typeof b === 'number' ? (b / 1e9).toFixed(2) : '—');
@@ -194,6 +184,7 @@ interface FloeRow {
 }
 
 async function main(): Promise<void> {
+  log(`machine: ${machineLine()}`);
   const opts = parseArgs(process.argv.slice(2));
   const t0 = performance.now();
   fs.mkdirSync(CACHE_DIR, { recursive: true });

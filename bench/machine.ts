@@ -1,0 +1,42 @@
+// The host a benchmark ran on: CPU model, family/model numbers, the ISA flags that pick floe's kernels, load.
+
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+
+/** Flags that decide which kernels run (floe's and its peers'); every result names the ones the host has. */
+export const ISA_FLAGS = ['avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_vnni', 'avx512_bf16', 'avx512vbmi', 'amx_tile', 'amx_bf16', 'amx_int8'] as const;
+
+export interface MachineInfo {
+  readonly cpu: string;
+  readonly cpu_family: number | null;
+  readonly cpu_model: number | null;
+  readonly logical_cpus: number;
+  readonly mem_gib: number;
+  readonly isa: string[];
+  readonly node: string;
+  readonly load_avg_at_start: number[];
+}
+
+export function machineInfo(): MachineInfo {
+  let cpu = os.cpus()[0]?.model ?? 'unknown';
+  let flags: string[] = [];
+  let family: number | null = null, model: number | null = null;
+  try {
+    const ci = fs.readFileSync('/proc/cpuinfo', 'utf8');
+    cpu = /model name\s*:\s*(.*)/.exec(ci)?.[1] ?? cpu;
+    flags = (/flags\s*:\s*(.*)/.exec(ci)?.[1] ?? '').split(' ');
+    family = Number(/cpu family\s*:\s*(\d+)/.exec(ci)?.[1] ?? NaN);
+    model = Number(/^model\s*:\s*(\d+)/m.exec(ci)?.[1] ?? NaN);
+  } catch { /* not Linux */ }
+  return {
+    cpu, cpu_family: Number.isFinite(family) ? family : null, cpu_model: Number.isFinite(model) ? model : null,
+    logical_cpus: os.cpus().length, mem_gib: +(os.totalmem() / 2 ** 30).toFixed(1),
+    isa: ISA_FLAGS.filter((f) => flags.includes(f)), node: process.version, load_avg_at_start: os.loadavg(),
+  };
+}
+
+/** One line for a benchmark's log: `CPU (family F model M), N cpus, ISA a b c, load x y z`. */
+export function machineLine(m: MachineInfo = machineInfo()): string {
+  return `${m.cpu} (family ${m.cpu_family ?? '?'} model ${m.cpu_model ?? '?'}), ${m.logical_cpus} cpus, ${m.mem_gib} GiB, ` +
+    `ISA ${m.isa.join(' ') || 'none'}, load ${m.load_avg_at_start.map((x) => x.toFixed(2)).join(' ')}`;
+}

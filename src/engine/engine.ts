@@ -48,6 +48,7 @@ class Seq implements SchedSeq, RunnerSeq {
   draft: readonly number[] = [];
   draftQ: readonly Float32Array[] | undefined = undefined;
   spec: AdaptiveK | null = null; // speculating completions only
+  lowPriority = false; // batch lane (request priority 'batch')
   constructor(
     readonly id: string,
     readonly tokens: number[],
@@ -181,6 +182,7 @@ export class Engine {
       this.checkFits(P, 0);
       if (req.pooling !== 'mean' && req.pooling !== 'last') bad(`pooling must be 'mean' or 'last', got ${String(req.pooling)}`);
       const seq = new Seq(`${req.id}/e`, [...req.promptIds], P, false, null, { pooling: req.pooling, done: 0 }, []);
+      seq.lowPriority = req.priority === 'batch';
       const state: EmbedState = { kind: 'embed', req, seq, sum: new Float64Array(this.info.hiddenSize) };
       this.states.set(req.id, state);
       this.seqOwner.set(seq.id, { state, comp: null });
@@ -209,6 +211,7 @@ export class Engine {
       }
       const seq = new Seq(`${req.id}/${i}`, [...req.promptIds], P, true, i === 0 ? promptLogprobs : null, null, []);
       if (this.proposer && req.speculative !== false) seq.spec = new AdaptiveK(this.numSpecTokens);
+      seq.lowPriority = req.priority === 'batch';
       const text = this.tokenizer !== null;
       comps.push({
         index: i, seq, slot,

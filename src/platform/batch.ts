@@ -32,6 +32,17 @@ export class BatchApiError extends Error {
 
 export const COMPLETION_WINDOWS: Record<string, number> = { '24h': 24 * 3600 };
 
+/** One line of an output or error file: {id, custom_id, response: {status_code, request_id, body}, error}. */
+export function outputLine(res: LineResult): string {
+  let body: unknown;
+  try {
+    body = JSON.parse(res.body);
+  } catch {
+    body = res.body; // not JSON (should not happen): kept as text
+  }
+  return JSON.stringify({ id: `batch_req_${res.request_id}`, custom_id: res.custom_id, response: { status_code: res.status_code, request_id: res.request_id, body }, error: null }) + '\n';
+}
+
 const now = (): number => Math.floor(Date.now() / 1000);
 
 function defaultClassify(r: ExecResult): 'done' | 'retry' | 'stop' {
@@ -211,13 +222,7 @@ export class BatchService {
     if (end === 'completed') this.store.updateBatch(id, { status: 'finalizing', finalizing_at: now() });
     const ok: string[] = [];
     const bad: string[] = [];
-    for (const res of this.store.results(id)) {
-      const out = {
-        id: `batch_req_${res.request_id}`, custom_id: res.custom_id,
-        response: { status_code: res.status_code, request_id: res.request_id, body: JSON.parse(res.body) as unknown }, error: null,
-      };
-      (res.status_code >= 200 && res.status_code < 300 ? ok : bad).push(JSON.stringify(out) + '\n');
-    }
+    for (const res of this.store.results(id)) (res.status_code >= 200 && res.status_code < 300 ? ok : bad).push(outputLine(res));
     const outFile = ok.length ? createFile(this.store, 'batch_output', `${id}_output.jsonl`, ok, ok.length) : null;
     const errFile = bad.length ? createFile(this.store, 'batch_output', `${id}_error.jsonl`, bad, bad.length) : null;
     const t = now();

@@ -108,7 +108,7 @@ export class Scheduler {
         preempted.push(this.preemptAt(low >= 0 ? low : this.running.length - 1));
         if (victim === s) { fits = false; break; }
       }
-      if (!fits) break;
+      if (!fits) { i--; continue; } // s left running: the next sequence moved into its index
       picked.push({ seq: s, n, hit: 0, ahead: Math.max(0, n - pending) });
       budget -= n;
     }

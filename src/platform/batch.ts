@@ -2,6 +2,7 @@
 // store, output and error files assembled atomically at the end; a restart resumes unfinished batches.
 
 import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { BATCH_ENDPOINTS, createFile, parseBatchInput, type BatchEndpoint, type BatchInputLine } from './files.js';
 import type { BatchRow, BatchStatus, LineResult, Store } from './store.js';
@@ -154,6 +155,7 @@ export class BatchService {
   private start(id: string): void {
     if (this.running.has(id) || this.stopping) return;
     const r: Running = { ac: new AbortController(), cancel: false, done: Promise.resolve() };
+    setMaxListeners(0, r.ac.signal); // one listener per line in flight
     this.running.set(id, r);
     (r as { done: Promise<void> }).done = this.run(id, r)
       .catch((e: unknown) => {

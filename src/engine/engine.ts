@@ -168,7 +168,9 @@ export class Engine {
     if (typeof req.id !== 'string' || req.id.length === 0) bad('request id must be a non-empty string');
     if (this.states.has(req.id)) bad(`request id ${req.id} is already in use`);
     // --max-queue counts waiting requests that the free sequence slots cannot take at the next step
-    const queued = this.scheduler.waiting.length - Math.max(0, this.scheduler.cfg.maxNumSeqs - this.scheduler.running.length);
+    // an interactive request queues ahead of batch ones, so only interactive waiting ones count against it
+    const ahead = req.priority === 'batch' ? this.scheduler.waiting.length : this.scheduler.waiting.filter((s) => !s.lowPriority).length;
+    const queued = ahead - Math.max(0, this.scheduler.cfg.maxNumSeqs - this.scheduler.running.length);
     if (queued >= this.maxQueue) {
       throw new EngineRequestError(429, `the queue is full (${this.maxQueue} requests waiting beyond the ${this.scheduler.cfg.maxNumSeqs} sequence slots, --max-queue); retry later`);
     }

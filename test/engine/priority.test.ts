@@ -104,3 +104,15 @@ test('engine: an interactive request added while batch requests saturate it is s
   assert.deepEqual(other, []);
   for (const id of [...prompts.map((_, i) => `b${i}`), 'i']) assert.deepEqual(byId.get(id)!.tokens, ref.get(id)!.tokens, id);
 });
+
+test('engine: waiting batch requests do not count against --max-queue for an interactive request', async () => {
+  const model = await fixtureModel();
+  const r = rand(11);
+  const engine = new Engine(model, null, { kvDtype: 'f32', kvCacheMemory: 2 ** 22, maxNumSeqs: 2, maxQueue: 2 });
+  for (let i = 0; i < 4; i++) engine.add(genReq(`b${i}`, randomPrompt(r, 4), { priority: 'batch' }));
+  assert.throws(() => engine.add(genReq('b4', randomPrompt(r, 4), { priority: 'batch' })), (e: Error & { status?: number }) => e.status === 429);
+  // two free slots + a queue of two
+  for (let i = 0; i < 4; i++) engine.add(genReq(`i${i}`, randomPrompt(r, 4)));
+  assert.throws(() => engine.add(genReq('i4', randomPrompt(r, 4))), (e: Error & { status?: number }) => e.status === 429, 'interactive requests still have their own queue limit');
+  assert.deepEqual(engine.scheduler.waiting.map((s) => s.id), ['i0/0', 'i1/0', 'i2/0', 'i3/0', 'b0/0', 'b1/0', 'b2/0', 'b3/0']);
+});

@@ -222,11 +222,13 @@ export class BatchService {
   /** Write the output (2xx) and error (other statuses) files in input order, then flip the status in one transaction. */
   private finalize(id: string, end: Extract<BatchStatus, 'completed' | 'cancelled' | 'expired'>): void {
     if (end === 'completed') this.store.updateBatch(id, { status: 'finalizing', finalizing_at: now() });
-    const ok: string[] = [];
-    const bad: string[] = [];
-    for (const res of this.store.results(id)) (res.status_code >= 200 && res.status_code < 300 ? ok : bad).push(outputLine(res));
-    const outFile = ok.length ? createFile(this.store, 'batch_output', `${id}_output.jsonl`, ok, ok.length) : null;
-    const errFile = bad.length ? createFile(this.store, 'batch_output', `${id}_error.jsonl`, bad, bad.length) : null;
+    const c = this.store.counts(id);
+    // streamed from SQLite, one pass per file: memory stays flat however large the batch
+    const lines = (ok: boolean) => (function* (store: Store) {
+      for (const res of store.results(id)) if ((res.status_code >= 200 && res.status_code < 300) === ok) yield outputLine(res);
+    })(this.store);
+    const outFile = c.completed ? createFile(this.store, 'batch_output', `${id}_output.jsonl`, lines(true), c.completed) : null;
+    const errFile = c.failed ? createFile(this.store, 'batch_output', `${id}_error.jsonl`, lines(false), c.failed) : null;
     const t = now();
     this.store.updateBatch(id, {
       status: end, output_file_id: outFile?.id ?? null, error_file_id: errFile?.id ?? null,

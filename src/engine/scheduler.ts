@@ -1,7 +1,7 @@
 // Scheduler: each step hands out a token budget, decode/continuation of running sequences first (oldest
 // first), then chunks of waiting prompts; no prefill/decode phases, only numComputed vs numTokens (vLLM v1).
-// Two lanes: low-priority (batch) sequences wait behind every interactive one, give up their sequence slots to
-// a waiting interactive prompt, and are preempted first when KV blocks run out.
+// Two lanes: low-priority (batch) sequences wait behind every interactive one, give up their sequence slots and
+// KV blocks to a waiting interactive prompt, and are preempted first when KV blocks run out.
 
 import type { KvManager } from './block-pool.js';
 
@@ -87,6 +87,16 @@ export class Scheduler {
       const v = this.newestLow(0);
       if (v < 0) break;
       preempted.push(this.preemptAt(v));
+    }
+    // and one whose first chunk finds too few free KV blocks takes them from the newest running batch sequences
+    const head = this.waiting[0];
+    if (head !== undefined && !head.lowPriority && head.numComputed === 0) {
+      const need = Math.ceil(Math.min(head.tokens.length, this.cfg.maxBatchedTokens) / this.kv.blockSize);
+      while (this.kv.pool.numFree < need) {
+        const v = this.newestLow(0);
+        if (v < 0) break;
+        preempted.push(this.preemptAt(v));
+      }
     }
     let kvPressure = false;
 

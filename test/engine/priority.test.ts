@@ -70,6 +70,22 @@ test('under KV pressure a batch sequence is preempted before a newer interactive
   assert.deepEqual(sched.waiting.map((s) => s.id), ['b0']);
 });
 
+test('an interactive prompt whose first chunk finds too few free KV blocks takes them from the newest batch sequence', () => {
+  // 5 blocks of 4 tokens: two running batch sequences of 8 tokens hold 4; the interactive prompt of 8 needs 2
+  const sched = new Scheduler(new KvManager(5, 4), { maxBatchedTokens: 64, maxNumSeqs: 8 });
+  const seqs = new Map<string, FakeSeq>();
+  const add = (s: FakeSeq) => { seqs.set(s.id, s); sched.add(s); };
+  add(new FakeSeq('b0', 7, true, 0));
+  add(new FakeSeq('b1', 7, true, 100));
+  sampleAll(sched.schedule(), seqs);
+  assert.equal(sched.kv.pool.numFree, 1);
+  add(new FakeSeq('i0', 8, false, 500));
+  const out = sched.schedule();
+  assert.deepEqual(out.preempted, ['b1']);
+  assert.deepEqual(out.seqs.map((s) => [s.id, s.numTokens]), [['b0', 1], ['i0', 8]]);
+  assert.deepEqual(sched.waiting.map((s) => s.id), ['b1']);
+});
+
 test('engine: an interactive request added while batch requests saturate it is scheduled at the next step; batch outputs unchanged', async () => {
   const model = await fixtureModel();
   const r = rand(7);

@@ -149,6 +149,27 @@ test(`a batch of ${N} lines: upload, create, poll, download; outputs equal the s
   await assert.rejects(c.files.retrieve(file.id), (e: InstanceType<typeof OpenAI.APIError>) => e.status === 404);
 });
 
+test('an embeddings batch equals the same requests sent directly', { timeout: T }, async () => {
+  const c = client(floe);
+  const inputs = Array.from({ length: 8 }, (_, i) => `${sentence()} ${i}`);
+  const text = inputs.map((input, i) => JSON.stringify({ custom_id: `e${i}`, method: 'POST', url: '/v1/embeddings', body: { model: 'floe-brown', input } })).join('\n');
+  const file = await c.files.create({ file: await toFile(Buffer.from(text), 'emb.jsonl'), purpose: 'batch' });
+  const b = await c.batches.create({ input_file_id: file.id, endpoint: '/v1/embeddings', completion_window: '24h' });
+  const end = await poll(c, b.id, terminal);
+  assert.equal(end.status, 'completed');
+  const out = parseLines(await (await c.files.content(end.output_file_id!)).text());
+  assert.deepEqual(out.map((l) => l.custom_id), inputs.map((_, i) => `e${i}`));
+  for (const [i, l] of out.entries()) {
+    const direct = await c.embeddings.create({ model: 'floe-brown', input: inputs[i]!, encoding_format: 'float' });
+    assert.deepEqual((l.response.body.data as Array<{ embedding: number[] }>)[0]!.embedding, direct.data[0]!.embedding, l.custom_id);
+  }
+  // a batch whose lines name another url fails validation, naming the line
+  const wrong = await c.batches.create({ input_file_id: file.id, endpoint: '/v1/completions', completion_window: '24h' });
+  const failed = await poll(c, wrong.id, terminal);
+  assert.equal(failed.status, 'failed');
+  assert.match(failed.errors!.data![0]!.message!, /^line 1: url \/v1\/embeddings differs from the batch's endpoint \/v1\/completions/);
+});
+
 test('cursor pagination over batches: after/limit walk every batch once, newest first', { timeout: T }, async () => {
   const c = client(floe);
   const file = await c.files.create({ file: await toFile(Buffer.from(jsonl.split('\n').slice(0, 2).join('\n')), 'two.jsonl'), purpose: 'batch' });

@@ -27,7 +27,7 @@ export const PRIORITY_HEADER = 'x-floe-priority';
 export function injectExecutor(app: FastifyInstance, apiKey: string | null): Executor {
   return async (url, body, signal) => {
     const res = await app.inject({
-      method: 'POST', url, payload: { ...body, stream: false }, signal,
+      method: 'POST', url, payload: 'stream' in body ? { ...body, stream: false } : body, signal, // one JSON answer per line
       headers: { 'content-type': 'application/json', [PRIORITY_HEADER]: 'batch', ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) },
     });
     return { status: res.statusCode, body: res.body };

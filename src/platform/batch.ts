@@ -19,7 +19,7 @@ export type Executor = (url: BatchEndpoint, body: Record<string, unknown>, signa
 export interface BatchOptions {
   readonly window: () => number; // lines in flight at once
   readonly retryMs?: number; // wait before retrying a line the executor could not take yet (429, model loading); default 200
-  /** Whether a result means "not now" (retry) or "stopping" (leave the line for a restart); default: 429 / 503 codes. */
+  /** Whether a result means "not now" (retry) or "stopping" (leave the line for a restart); default: 429 and 503 model_loading retry, other 503s stop. */
   readonly classify?: (r: ExecResult) => 'done' | 'retry' | 'stop';
   readonly onLine?: (batchId: string, line: number) => void; // a line was executed (whatever its status)
 }
@@ -50,8 +50,8 @@ function defaultClassify(r: ExecResult): 'done' | 'retry' | 'stop' {
   if (r.status === 429) return 'retry';
   if (r.status === 503) {
     const code = (() => { try { return (JSON.parse(r.body) as { error?: { code?: string } }).error?.code; } catch { return undefined; } })();
-    if (code === 'model_loading') return 'retry';
-    if (code === 'shutting_down') return 'stop';
+    // loading clears up by itself; any other 503 (shutting down, engine gone) leaves the line for a restart
+    return code === 'model_loading' ? 'retry' : 'stop';
   }
   return 'done';
 }
@@ -180,10 +180,11 @@ export class BatchService {
     }
     if (b.status === 'cancelling') r.cancel = true;
     if (b.status === 'in_progress') await this.feed(id, b, lines, r);
-    if (this.stopping && !r.cancel) return; // the next process resumes
     if (r.cancel) return this.finalize(id, 'cancelled');
-    if (now() >= b.expires_at && this.store.doneLines(id).size < lines.length) return this.finalize(id, 'expired');
-    return this.finalize(id, 'completed');
+    if (this.store.doneLines(id).size >= lines.length) return this.finalize(id, 'completed');
+    if (now() >= this.get(id).expires_at) return this.finalize(id, 'expired');
+    // stopped (shutting down) with lines left: the batch stays in_progress and the next process resumes it
+
   }
 
   /** Run the lines without a result, at most window() at once, in input order. */
@@ -193,7 +194,7 @@ export class BatchService {
     let next = 0;
     const retryMs = this.opts.retryMs ?? 200;
     const worker = async (): Promise<void> => {
-      while (next < todo.length && !r.ac.signal.aborted && now() < b.expires_at) {
+      while (next < todo.length && !r.ac.signal.aborted && now() < this.get(id).expires_at) {
         const i = todo[next++]!;
         const line = lines[i]!;
         for (;;) {

@@ -233,3 +233,29 @@ test('kill -9 mid-batch, restart: the batch finishes without redoing finished li
   f2.proc.kill('SIGTERM');
   await f2.exit;
 });
+
+test('SIGTERM mid-batch: the batch stays in_progress with the lines answered so far, and the next start finishes it', { timeout: T }, async () => {
+  assert.ok(uninterrupted, 'needs the main batch test');
+  const dir = mkdtempSync(join(tmpdir(), 'floe-batch-term-'));
+  const f1 = await startFloe(dir, ['--shutdown-grace', '0']);
+  const c1 = client(f1);
+  const file = await c1.files.create({ file: await toFile(Buffer.from(jsonl), 'requests.jsonl'), purpose: 'batch' });
+  const b = await c1.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+  await poll(c1, b.id, (x) => x.request_counts!.completed >= 20 || terminal(x));
+  f1.proc.kill('SIGTERM');
+  assert.equal(await f1.exit, 0);
+  const db = new Database(join(dir, 'floe.db'), { readonly: true });
+  const row = db.prepare('SELECT status, (SELECT COUNT(*) FROM batch_lines WHERE batch_id = ?) AS n FROM batches WHERE id = ?').get(b.id, b.id) as { status: string; n: number };
+  db.close();
+  assert.equal(row.status, 'in_progress');
+  assert.ok(row.n >= 20 && row.n < N, `${row.n} lines recorded before the stop`);
+  const f2 = await startFloe(dir);
+  const c2 = client(f2);
+  const end = await poll(c2, b.id, terminal);
+  assert.equal(end.status, 'completed');
+  assert.equal(await metric(f2.url, 'floe_batch_lines_total'), N - row.n);
+  const out = parseLines(await (await c2.files.content(end.output_file_id!)).text());
+  assert.deepEqual(out.map((l) => [l.custom_id, essence(l.response.body)]), uninterrupted.map((l) => [l.custom_id, essence(l.response.body)]));
+  f2.proc.kill('SIGTERM');
+  await f2.exit;
+});

@@ -26,6 +26,8 @@ Usage:
                                        interactive chat on stdin (chat template, streamed answers,
                                        the conversation kept); /bye or end of input ends it
   floe serve [--model PATH] [options]  OpenAI-compatible HTTP server
+  floe batch [--model PATH] --input REQUESTS.jsonl --output RESULTS.jsonl [options]
+                                       run an OpenAI Batch API input file offline (resumable)
   floe tokenize [--model PATH] [--no-bos] [--json] TEXT
                                        token ids of TEXT ('-' reads stdin), comma-separated
   floe detokenize [--model PATH] [--json] IDS
@@ -114,6 +116,16 @@ finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages
   --threads N, --backend native|reference, --quiet, --json (print the summary as JSON)
   Writes DIR/metrics.jsonl, DIR/checkpoint-NNNNNN/, DIR/final/ (adapter or HF model), DIR/summary.json.
 
+batch options:
+  --input FILE.jsonl      OpenAI batch input: one {custom_id, method: "POST", url, body} per line, one url
+  --output FILE.jsonl     every line's result in input order: {id, custom_id, response: {status_code,
+                          request_id, body}, error}, the Batch API's output-file line
+  --state DIR             resume state (SQLite; default OUTPUT.floe-batch): re-running the same command
+                          continues without redoing finished lines
+  --max-num-seqs N, --max-batched-tokens N, --kv-cache-memory SIZE, --kv-cache-dtype auto|f32|bf16|fp8,
+  --dtype fp8, --threads N, --backend native|reference
+  --quiet                 no progress on stderr (a bar on a terminal, a line per 10 % otherwise)
+
 serve options:
   --host HOST             listen address (default 127.0.0.1)
   --port N                port (default 8000; 0 = any free port)
@@ -133,6 +145,8 @@ serve options:
   --max-body BYTES        largest request body (default 8MiB); larger gets 413
   --shutdown-grace S      on SIGTERM/SIGINT, seconds running requests may finish (default 30)
   --no-ui                 do not serve the web console at / (the API is unchanged)
+  --data-dir DIR          Files / Batch API state (SQLite + files; default ./floe-data, created on first use)
+  --no-batch              no /v1/files and /v1/batches routes
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -152,6 +166,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'tokenize': return await tokenizeCmd(rest);
       case 'detokenize': return await detokenizeCmd(rest);
       case 'serve': return await serveCmd(rest);
+      case 'batch': return await (await import('./batch.js')).batchCmd(rest);
       case 'tokenizer': return await tokenizerCmd(rest);
       case 'finetune': return await finetuneCmd(rest);
       case 'merge': return await mergeCmd(rest);
@@ -374,7 +389,7 @@ async function serveCmd(args: string[]): Promise<number> {
     'kv-cache-memory': { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, 'block-size': { type: 'string' },
     'max-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'max-queue': { type: 'string' },
     'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' }, dtype: { type: 'string' },
-    'no-ui': { type: 'boolean' },
+    'no-ui': { type: 'boolean' }, 'data-dir': { type: 'string' }, 'no-batch': { type: 'boolean' },
     speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
   });
   const backend = values.backend as BackendName | undefined;
@@ -409,7 +424,7 @@ async function serveCmd(args: string[]): Promise<number> {
     speculative: specSource(values.speculative), numSpeculativeTokens: specTokens(values['num-speculative-tokens']),
     kvDtype, dtype, blockSize: positive('block-size'),
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),
-    bodyLimit: size('max-body'), ui: !values['no-ui'],
+    bodyLimit: size('max-body'), ui: !values['no-ui'], dataDir: values['no-batch'] ? null : values['data-dir'] ?? './floe-data',
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {

@@ -49,6 +49,7 @@ class Seq implements SchedSeq, RunnerSeq {
   draft: readonly number[] = [];
   draftQ: readonly Float32Array[] | undefined = undefined;
   spec: AdaptiveK | null = null; // speculating completions only
+  lowPriority = false; // batch lane (request priority 'batch')
   constructor(
     readonly id: string,
     readonly tokens: number[],
@@ -168,7 +169,9 @@ export class Engine {
     if (typeof req.id !== 'string' || req.id.length === 0) bad('request id must be a non-empty string');
     if (this.states.has(req.id)) bad(`request id ${req.id} is already in use`);
     // --max-queue counts waiting requests that the free sequence slots cannot take at the next step
-    const queued = this.scheduler.waiting.length - Math.max(0, this.scheduler.cfg.maxNumSeqs - this.scheduler.running.length);
+    // an interactive request queues ahead of batch ones, so only interactive waiting ones count against it
+    const ahead = req.priority === 'batch' ? this.scheduler.waiting.length : this.scheduler.waiting.filter((s) => !s.lowPriority).length;
+    const queued = ahead - Math.max(0, this.scheduler.cfg.maxNumSeqs - this.scheduler.running.length);
     if (queued >= this.maxQueue) {
       throw new EngineRequestError(429, `the queue is full (${this.maxQueue} requests waiting beyond the ${this.scheduler.cfg.maxNumSeqs} sequence slots, --max-queue); retry later`);
     }
@@ -182,6 +185,7 @@ export class Engine {
       this.checkFits(P, 0);
       if (req.pooling !== 'mean' && req.pooling !== 'last') bad(`pooling must be 'mean' or 'last', got ${String(req.pooling)}`);
       const seq = new Seq(`${req.id}/e`, [...req.promptIds], P, false, null, { pooling: req.pooling, done: 0 }, []);
+      seq.lowPriority = req.priority === 'batch';
       const state: EmbedState = { kind: 'embed', req, seq, sum: new Float64Array(this.info.hiddenSize) };
       this.states.set(req.id, state);
       this.seqOwner.set(seq.id, { state, comp: null });
@@ -210,6 +214,7 @@ export class Engine {
       }
       const seq = new Seq(`${req.id}/${i}`, [...req.promptIds], P, true, i === 0 ? promptLogprobs : null, null, []);
       if (this.proposer && req.speculative !== false) seq.spec = new AdaptiveK(this.numSpecTokens);
+      seq.lowPriority = req.priority === 'batch';
       const text = this.tokenizer !== null;
       comps.push({
         index: i, seq, slot,

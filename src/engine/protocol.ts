@@ -19,6 +19,7 @@ export interface GenerateRequest {
   readonly promptLogprobs: number | null; // top-K logprobs per prompt token; null → none
   readonly skipSpecialTokens: boolean;
   readonly speculative?: boolean; // false → decode this request without speculation; default: the engine's setting
+  readonly priority?: RequestPriority; // default 'interactive'
 }
 
 export interface EmbedRequest {
@@ -27,7 +28,11 @@ export interface EmbedRequest {
   readonly promptIds: readonly number[];
   readonly pooling: 'mean' | 'last';
   readonly normalize: boolean;
+  readonly priority?: RequestPriority; // default 'interactive'
 }
+
+/** 'batch' requests fill spare capacity: admitted after every waiting interactive one, preempted first. */
+export type RequestPriority = 'interactive' | 'batch';
 
 export type EngineRequest = GenerateRequest | EmbedRequest;
 

@@ -1,5 +1,7 @@
 // Scheduler: each step hands out a token budget, decode/continuation of running sequences first (oldest
 // first), then chunks of waiting prompts; no prefill/decode phases, only numComputed vs numTokens (vLLM v1).
+// Two lanes: low-priority (batch) sequences wait behind every interactive one, give up their sequence slots and
+// KV blocks to a waiting interactive prompt, and are preempted first when KV blocks run out.
 
 import type { KvManager } from './block-pool.js';
 
@@ -10,6 +12,7 @@ export interface SchedSeq {
   numComputed: number; // tokens whose KV is in the cache
   readonly usePrefixCache: boolean;
   readonly lookahead?: number; // draft tokens to verify after the one pending token (speculative decoding)
+  readonly lowPriority?: boolean; // batch lane: admitted only when no interactive prompt waits
 }
 
 export interface ScheduledSeq {
@@ -33,7 +36,7 @@ export interface SchedulerConfig {
 }
 
 export class Scheduler {
-  readonly waiting: SchedSeq[] = []; // FIFO; preempted sequences go to the front
+  readonly waiting: SchedSeq[] = []; // FIFO per lane, interactive lane first; preempted sequences go to the front of their lane
   readonly running: SchedSeq[] = []; // in admission order: the last is the newest, preempted first
   preemptions = 0;
   prefixQueriedTokens = 0;
@@ -45,7 +48,14 @@ export class Scheduler {
   }
 
   add(seq: SchedSeq): void {
-    this.waiting.push(seq);
+    if (seq.lowPriority) this.waiting.push(seq);
+    else this.waiting.splice(this.firstLow(), 0, seq);
+  }
+
+  /** Index of the first low-priority waiting sequence (waiting.length when none). */
+  private firstLow(): number {
+    const i = this.waiting.findIndex((s) => s.lowPriority);
+    return i < 0 ? this.waiting.length : i;
   }
 
   /** A sequence whose KV table already exists (a fork), joining the running set directly. */
@@ -71,6 +81,25 @@ export class Scheduler {
     const picked: { seq: SchedSeq; n: number; hit: number; ahead: number }[] = [];
     const preempted: string[] = [];
 
+    // an interactive prompt waiting for a sequence slot takes one from the newest running batch sequence
+    let slotsNeeded = Math.min(this.firstLow(), this.running.length + this.firstLow() - this.cfg.maxNumSeqs);
+    while (slotsNeeded-- > 0) {
+      const v = this.newestLow(0);
+      if (v < 0) break;
+      preempted.push(this.preemptAt(v));
+    }
+    // and one whose first chunk finds too few free KV blocks takes them from the newest running batch sequences
+    const head = this.waiting[0];
+    if (head !== undefined && !head.lowPriority && head.numComputed === 0) {
+      const need = Math.ceil(Math.min(head.tokens.length, this.cfg.maxBatchedTokens) / this.kv.blockSize);
+      while (this.kv.pool.numFree < need) {
+        const v = this.newestLow(0);
+        if (v < 0) break;
+        preempted.push(this.preemptAt(v));
+      }
+    }
+    let kvPressure = false;
+
     // running sequences, oldest first; when blocks run out the newest is preempted (possibly this one)
     for (let i = 0; i < this.running.length && budget > 0 && picked.length < this.cfg.maxNumSeqs; i++) {
       const s = this.running[i]!;
@@ -84,18 +113,20 @@ export class Scheduler {
       while (!this.kv.allocate(s.id, s.numComputed + n)) {
         // speculation never preempts: drop the draft slots first
         if (n > pending) { n = Math.min(pending, budget); continue; }
-        const victim = this.running.pop()!;
-        this.preempt(victim);
-        preempted.push(victim.id);
+        kvPressure = true;
+        // the newest batch sequence not yet scheduled this step goes first, else the newest of all
+        const low = this.newestLow(s.lowPriority ? i : i + 1);
+        const victim = this.running[low >= 0 ? low : this.running.length - 1]!;
+        preempted.push(this.preemptAt(low >= 0 ? low : this.running.length - 1));
         if (victim === s) { fits = false; break; }
       }
-      if (!fits) break;
+      if (!fits) { i--; continue; } // s left running: the next sequence moved into its index
       picked.push({ seq: s, n, hit: 0, ahead: Math.max(0, n - pending) });
       budget -= n;
     }
 
     // waiting prompts in arrival order, as long as budget, sequence slots and blocks allow (never preempting for them)
-    while (preempted.length === 0 && this.waiting.length > 0 && budget > 0
+    while (!kvPressure && this.waiting.length > 0 && budget > 0
       && this.running.length < this.cfg.maxNumSeqs && picked.length < this.cfg.maxNumSeqs) {
       const s = this.waiting[0]!;
       const prefix = s.usePrefixCache && s.numComputed === 0 ? this.kv.findCachedPrefix(s.tokens) : undefined;
@@ -140,10 +171,19 @@ export class Scheduler {
     return { ...out, seqs, numBatchedTokens: out.numBatchedTokens - total };
   }
 
-  private preempt(s: SchedSeq): void {
+  /** Index in running of the newest low-priority sequence at or after `from`, or -1. */
+  private newestLow(from: number): number {
+    for (let j = this.running.length - 1; j >= from; j--) if (this.running[j]!.lowPriority) return j;
+    return -1;
+  }
+
+  /** Free running[j]'s blocks and put it at the front of its lane; returns its id. */
+  private preemptAt(j: number): string {
+    const [s] = this.running.splice(j, 1) as [SchedSeq];
     this.kv.free(s.id);
     s.numComputed = 0;
-    this.waiting.unshift(s);
+    this.waiting.splice(s.lowPriority ? this.firstLow() : 0, 0, s);
     this.preemptions++;
+    return s.id;
   }
 }

@@ -5,6 +5,7 @@ import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { EngineRequestError, type EngineClient, type GenerateOutput, type GenerateRequest, type LogprobEntry } from '../engine/protocol.js';
 import { encodeChat, type ChatTemplate } from '../formats/chat-template.js';
 import type { GenerationDefaults } from '../formats/hf-config.js';
+import { PRIORITY_HEADER, registerBatchRoutes } from './batch-routes.js';
 import { ApiError, invalid } from './errors.js';
 import { ServeMetrics } from './metrics.js';
 import { registerConsole } from './static.js';
@@ -33,6 +34,7 @@ export interface AppOptions {
   readonly ui?: boolean; // the web console at / (default true)
   readonly modelPath?: string | null; // for the console's model facts
   readonly webDir?: string; // the console's files (default: the package's web/)
+  readonly dataDir?: string | null; // Files and Batch API state (SQLite); absent → no /v1/files, /v1/batches
 }
 
 export interface ServeApp {
@@ -120,6 +122,7 @@ export function createApp(opts: AppOptions): ServeApp {
     return reply.header('content-type', metrics.contentType).send(body);
   });
 
+  if (opts.dataDir) registerBatchRoutes(app, { dataDir: opts.dataDir, apiKey: opts.apiKey ?? null, metrics, window: () => 2 * (ctx?.engine.info.maxNumSeqs ?? 1) });
   registerConsole(app, { ui: opts.ui ?? true, metrics, refresh, engineInfo: () => model().engine.info, modelName: opts.modelName, modelPath: opts.modelPath, webDir: opts.webDir });
 
   const modelCard = () => {
@@ -181,7 +184,8 @@ export function createApp(opts: AppOptions): ServeApp {
       metrics.aborted.inc();
       abort();
     });
-    const sources = reqs.map((r) => c.engine.generate(r, ac.signal));
+    const priority = lane(reply);
+    const sources = reqs.map((r) => c.engine.generate({ ...r, priority }, ac.signal));
     const stream = refuseAborts(merge(sources, () => { finished = true; }), ac.signal);
     return { stream, abort, aborted: () => ac.signal.aborted };
   };
@@ -370,7 +374,7 @@ export function createApp(opts: AppOptions): ServeApp {
     });
     const id = `embd-${randomUUID().replaceAll('-', '')}`;
     const outs = await Promise.all(inputs.map((ids, i) =>
-      c.engine.embed({ id: `${id}-${i}`, promptIds: ids, pooling: p.pooling, normalize: p.normalize })));
+      c.engine.embed({ id: `${id}-${i}`, promptIds: ids, pooling: p.pooling, normalize: p.normalize, priority: lane(req) })));
     const tokens = outs.reduce((s, o) => s + o.promptTokens, 0);
     metrics.promptTokens.inc(tokens);
     return {
@@ -580,4 +584,10 @@ function toApiError(err: unknown, bodyLimit: number): ApiError {
     return new ApiError(e.statusCode as 404, message, null, null);
   }
   return new ApiError(500, `internal error: ${message}`, null, 'internal_error');
+}
+
+/** The engine lane of a request: 'batch' when it says so (the Batch API's lines do), else interactive. */
+function lane(r: { headers: Record<string, string | string[] | undefined> } | FastifyReply): 'batch' | 'interactive' {
+  const h = 'request' in r ? r.request.headers : r.headers;
+  return h[PRIORITY_HEADER] === 'batch' ? 'batch' : 'interactive';
 }

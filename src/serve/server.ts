@@ -23,6 +23,7 @@ export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
   readonly bodyLimit?: number; // bytes
   readonly log?: (line: string) => void;
   readonly ui?: boolean; // the web console at / (default true)
+  readonly dataDir?: string | null; // Files / Batch API state; absent → those routes are off
 }
 
 export interface RunningServer {
@@ -96,7 +97,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   preflight(opts);
   const modelName = opts.modelName ?? defaultModelName(opts.model);
   const serve = createApp({
-    modelName, apiKey: opts.apiKey, bodyLimit: opts.bodyLimit, metrics: new ServeMetrics({ processMetrics: true }), ui: opts.ui, modelPath: opts.model,
+    modelName, apiKey: opts.apiKey, bodyLimit: opts.bodyLimit, metrics: new ServeMetrics({ processMetrics: true }), ui: opts.ui, modelPath: opts.model, dataDir: opts.dataDir,
   });
   const { host = '127.0.0.1', port = 8000 } = opts;
   await serve.app.listen({ host, port });
@@ -106,7 +107,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   log(`floe serve: listening on ${url} (loading ${opts.model} as '${modelName}'; /health answers 503 until ready)`);
 
   let engine: EngineClient | null = null;
-  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, ...engineOpts } = opts;
+  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, ...engineOpts } = opts;
   const ready = (async () => {
     const t0 = performance.now();
     // Test hook: FLOE_SERVE_LOAD_HOLD=1 holds the load until SIGUSR2, so that the loading state can be observed.

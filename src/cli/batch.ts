@@ -1,0 +1,125 @@
+// `floe batch`: an OpenAI batch input file run offline through the server's own routes and engine (no socket),
+// state in a sidecar SQLite store so that re-running the same command resumes; output lines as the Batch API's.
+
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { BackendName } from '../backend/select.js';
+import { startEngine } from '../engine/client.js';
+import type { EngineClient } from '../engine/protocol.js';
+import { BatchService, outputLine } from '../platform/batch.js';
+import { createFile, parseBatchInput, writeAtomic } from '../platform/files.js';
+import { Store } from '../platform/store.js';
+import { createApp } from '../serve/app.js';
+import { injectExecutor } from '../serve/batch-routes.js';
+import { defaultModelName, loadTextTools, parseSize } from '../serve/server.js';
+import { kvCacheDtype, loadDtype, modelOrBuiltin, optNum, parse, UsageError } from './args.js';
+
+export async function batchCmd(args: string[]): Promise<number> {
+  const str = { type: 'string' } as const;
+  const { values: v } = parse(args, {
+    model: str, input: str, output: str, state: str, threads: str, backend: str, 'kv-cache-memory': str, 'kv-cache-dtype': str,
+    dtype: str, 'max-num-seqs': str, 'max-batched-tokens': str, quiet: { type: 'boolean' },
+  });
+  if (!v.input) throw new UsageError('--input FILE.jsonl is required');
+  if (!v.output) throw new UsageError('--output FILE.jsonl is required');
+  const backend = v.backend as BackendName | undefined;
+  if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
+  let kvCacheMemory: number | undefined;
+  try { kvCacheMemory = v['kv-cache-memory'] === undefined ? undefined : parseSize(v['kv-cache-memory']); } catch (e) { throw new UsageError(`--kv-cache-memory: ${(e as Error).message}`); }
+  const engineOpts = {
+    threads: optNum(v.threads, 'threads', true, { min: 1 }), backend, kvCacheMemory, kvDtype: kvCacheDtype(v['kv-cache-dtype']),
+    dtype: loadDtype(v.dtype)?.dtype, maxNumSeqs: optNum(v['max-num-seqs'], 'max-num-seqs', true, { min: 1 }),
+    maxBatchedTokens: optNum(v['max-batched-tokens'], 'max-batched-tokens', true, { min: 1 }),
+  };
+  const modelPath = modelOrBuiltin(v.model, 'batch');
+  const bytes = readFileSync(v.input);
+  const lines = parseBatchInput(bytes.toString('utf8')).map((l, i) => ({ ...l, n: i + 1 }));
+  const endpoint = lines[0]!.url;
+  const other = lines.find((l) => l.url !== endpoint);
+  if (other) throw new UsageError(`${v.input} line ${other.n}: url ${other.url} differs from line 1's ${endpoint}; one batch runs one endpoint`);
+
+  // the same input (bytes, endpoint, model) continues the batch a previous run left
+  const key = createHash('sha256').update(bytes).update('\0' + endpoint + '\0' + modelPath).digest('hex');
+  const store = new Store(v.state ?? `${v.output}.floe-batch`);
+  const prev = store.listBatches(null, 1_000_000).find((b) => b.metadata !== null && JSON.parse(b.metadata).input_key === key && !['failed', 'cancelled', 'expired'].includes(b.status));
+  const log = v.quiet ? () => {} : (s: string) => process.stderr.write(s);
+  if (prev && prev.status !== 'completed') log(`[floe] batch: resuming ${prev.id}: ${store.doneLines(prev.id).size} of ${lines.length} lines already done\n`);
+
+  let engine: EngineClient | null = null;
+  let service: BatchService | null = null;
+  try {
+    let id = prev?.id;
+    if (prev?.status !== 'completed') {
+      const modelName = defaultModelName(modelPath);
+      const [e, tools] = await Promise.all([startEngine({ model: modelPath, modelId: modelName, ...engineOpts }), loadTextTools(modelPath)]);
+      engine = e;
+      const serve = createApp({ modelName, ui: false });
+      serve.ready({ engine: e, tokenizer: tools.tokenizer, template: tools.template, defaults: tools.defaults });
+      await serve.app.ready();
+      const progress = new Progress(lines.length, store, log);
+      service = new BatchService(store, injectExecutor(serve.app, null), { window: () => 2 * e.info.maxNumSeqs, onLine: () => progress.tick() });
+      if (id === undefined) {
+        const file = createFile(store, 'batch', v.input, [bytes], lines.length);
+        id = service.create({ input_file_id: file.id, endpoint, metadata: { input_key: key } }).id;
+      } else {
+        service.resume();
+      }
+      progress.start(store.doneLines(id).size);
+      const b = await service.wait(id);
+      progress.end();
+      if (b.status !== 'completed') throw new Error(`batch ${id} ended ${b.status}${b.errors ? `: ${JSON.parse(b.errors).data[0]?.message}` : ''}`);
+      await serve.app.close();
+    }
+    const c = store.counts(id!);
+    writeAtomic(v.output, (function* () { for (const r of store.results(id!)) yield outputLine(r); })());
+    log(`[floe] batch: ${c.completed} lines succeeded, ${c.failed} failed -> ${v.output}\n`);
+    return 0;
+  } finally {
+    await service?.close();
+    await engine?.shutdown(0);
+    store.close();
+  }
+}
+
+/** A progress bar on a TTY, plain lines (every 10 %) otherwise. */
+class Progress {
+  private done = 0;
+  private t0 = 0;
+  private startDone = 0;
+  private lastTenth = -1;
+  private readonly tty = !!process.stderr.isTTY;
+
+  constructor(readonly total: number, readonly store: Store, readonly log: (s: string) => void) {}
+
+  start(done: number): void {
+    this.done = this.startDone = done;
+    this.t0 = performance.now();
+    this.draw();
+  }
+
+  tick(): void {
+    this.done++;
+    this.draw();
+  }
+
+  end(): void {
+    if (this.tty) this.log('\n');
+  }
+
+  private draw(): void {
+    const s = (performance.now() - this.t0) / 1000;
+    const rate = s > 0 ? (this.done - this.startDone) / s : 0;
+    const pct = this.total ? this.done / this.total : 1;
+    const eta = rate > 0 ? `, ETA ${Math.ceil((this.total - this.done) / rate)} s` : '';
+    if (this.tty) {
+      const w = 30;
+      const bar = '#'.repeat(Math.round(pct * w)).padEnd(w, '.');
+      this.log(`\r[floe] batch [${bar}] ${this.done}/${this.total} lines, ${rate.toFixed(1)} lines/s${eta}  `);
+      return;
+    }
+    const tenth = Math.floor(pct * 10);
+    if (tenth === this.lastTenth) return;
+    this.lastTenth = tenth;
+    this.log(`[floe] batch: ${this.done}/${this.total} lines (${Math.round(pct * 100)} %), ${rate.toFixed(1)} lines/s${eta}\n`);
+  }
+}

@@ -1,0 +1,99 @@
+// Files (OpenAI /v1/files): batch input validation (line-precise), atomic writes, the API's file object.
+
+import { randomUUID } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import type { FileRow, Store } from './store.js';
+
+export const BATCH_ENDPOINTS = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings'] as const;
+export type BatchEndpoint = typeof BATCH_ENDPOINTS[number];
+export const FILE_PURPOSES = ['batch', 'batch_output'] as const;
+
+export interface BatchInputLine {
+  readonly custom_id: string;
+  readonly method: 'POST';
+  readonly url: BatchEndpoint;
+  readonly body: Record<string, unknown>;
+}
+
+/** A file the client sent that floe refuses; `line` is 1-based where the problem is on one line. */
+export class FileValidationError extends Error {
+  constructor(message: string, readonly line: number | null, readonly param: string | null) {
+    super(message);
+  }
+}
+
+/** Parse and check a batch input file: JSONL of {custom_id, method: 'POST', url, body}, custom_ids unique. */
+export function parseBatchInput(text: string): BatchInputLine[] {
+  const out: BatchInputLine[] = [];
+  const seen = new Map<string, number>();
+  const lines = text.split('\n');
+  if (lines.at(-1) === '') lines.pop();
+  lines.forEach((raw, i) => {
+    const n = i + 1;
+    const bad = (msg: string, param: string | null = null): never => { throw new FileValidationError(`line ${n}: ${msg}`, n, param); };
+    const src = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    if (src.trim() === '') bad('empty line; every line must be a JSON object {custom_id, method, url, body}');
+    let v: unknown;
+    try {
+      v = JSON.parse(src);
+    } catch (e) {
+      bad(`not valid JSON (${(e as Error).message})`);
+    }
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(`expected a JSON object {custom_id, method, url, body}, got ${Array.isArray(v) ? 'an array' : typeof v}`);
+    const o = v as Record<string, unknown>;
+    if (typeof o.custom_id !== 'string' || o.custom_id.length === 0) bad(`custom_id must be a non-empty string, got ${JSON.stringify(o.custom_id)}`, 'custom_id');
+    const prev = seen.get(o.custom_id as string);
+    if (prev !== undefined) bad(`custom_id '${o.custom_id}' is already used on line ${prev}; custom_ids must be unique`, 'custom_id');
+    seen.set(o.custom_id as string, n);
+    if (o.method !== 'POST') bad(`method must be 'POST', got ${JSON.stringify(o.method)}`, 'method');
+    if (!(BATCH_ENDPOINTS as readonly unknown[]).includes(o.url)) bad(`url must be one of ${BATCH_ENDPOINTS.join(', ')}, got ${JSON.stringify(o.url)}`, 'url');
+    if (typeof o.body !== 'object' || o.body === null || Array.isArray(o.body)) bad('body must be a JSON object (the request body for url)', 'body');
+    out.push({ custom_id: o.custom_id as string, method: 'POST', url: o.url as BatchEndpoint, body: o.body as Record<string, unknown> });
+  });
+  if (out.length === 0) throw new FileValidationError('the file has no lines; a batch input needs at least one request', null, null);
+  return out;
+}
+
+/** Write bytes to path durably: a temporary name, fsync, rename. */
+export function writeAtomic(path: string, chunks: Iterable<string | Uint8Array>): number {
+  const tmp = `${path}.${process.pid}.tmp`;
+  const fd = openSync(tmp, 'w');
+  let bytes = 0;
+  try {
+    let pending = ''; // strings are gathered into ~1 MiB writes
+    for (const c of chunks) {
+      if (typeof c === 'string') {
+        pending += c;
+        if (pending.length < 2 ** 20) continue;
+        bytes += writeSync(fd, pending);
+        pending = '';
+      } else {
+        if (pending) { bytes += writeSync(fd, pending); pending = ''; }
+        bytes += writeSync(fd, c);
+      }
+    }
+    if (pending) bytes += writeSync(fd, pending);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  return bytes;
+}
+
+export function newFileId(): string {
+  return `file-${randomUUID().replaceAll('-', '')}`;
+}
+
+/** Store a file: bytes renamed into place first, then its row (a crash in between leaves an orphan, never a half file). */
+export function createFile(store: Store, purpose: string, filename: string, chunks: Iterable<string | Uint8Array>, lines: number, id = newFileId()): FileRow {
+  const bytes = writeAtomic(store.filePath(id), chunks);
+  const row: FileRow = { id, purpose, filename, bytes, created_at: Math.floor(Date.now() / 1000), lines };
+  store.insertFile(row);
+  return row;
+}
+
+/** The OpenAI file object. */
+export function fileObject(f: FileRow): Record<string, unknown> {
+  return { id: f.id, object: 'file', bytes: f.bytes, created_at: f.created_at, filename: f.filename, purpose: f.purpose, status: 'processed', status_details: null, expires_at: null };
+}

@@ -1,0 +1,138 @@
+// OpenAI Files and Batch routes: state in SQLite under the data directory (opened on first use, or at start when it
+// exists so unfinished batches resume); batch lines run through the app's own routes at low priority.
+
+import { existsSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
+import { join } from 'node:path';
+import multipart from '@fastify/multipart';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { Counter } from 'prom-client';
+import { BatchApiError, BatchService, type Executor } from '../platform/batch.js';
+import { FILE_PURPOSES, FileValidationError, createFile, fileObject, parseBatchInput } from '../platform/files.js';
+import { Store } from '../platform/store.js';
+import type { ServeMetrics } from './metrics.js';
+
+export interface BatchRoutesOptions {
+  readonly dataDir: string;
+  readonly apiKey: string | null;
+  readonly metrics: ServeMetrics;
+  readonly window: () => number; // batch lines in flight at once
+  readonly maxFileBytes?: number; // default 200 MiB (OpenAI's limit for batch input)
+}
+
+/** The header that puts a request in the engine's low-priority (batch) lane. */
+export const PRIORITY_HEADER = 'x-floe-priority';
+
+/** Lines run through app.inject, so a batch answer is exactly what the route answers a client. */
+export function injectExecutor(app: FastifyInstance, apiKey: string | null): Executor {
+  return async (url, body, signal) => {
+    const res = await app.inject({
+      method: 'POST', url, payload: 'stream' in body ? { ...body, stream: false } : body, signal, // one JSON answer per line
+      headers: { 'content-type': 'application/json', [PRIORITY_HEADER]: 'batch', ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) },
+    });
+    return { status: res.statusCode, body: res.body };
+  };
+}
+
+export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptions): { service: () => BatchService } {
+  const lines = new Counter({ name: 'floe_batch_lines_total', help: 'Batch lines executed (whatever their status)', registers: [opts.metrics.registry] });
+  const exec = injectExecutor(app, opts.apiKey);
+  let svc: BatchService | null = null;
+  const service = (): BatchService => {
+    if (!svc) {
+      svc = new BatchService(new Store(opts.dataDir), exec, { window: opts.window, onLine: () => lines.inc() });
+      svc.resume();
+    }
+    return svc;
+  };
+  // Resume at start when a previous process left state behind.
+  app.addHook('onReady', async () => { if (existsSync(join(opts.dataDir, 'floe.db'))) service(); });
+  app.addHook('preClose', async () => { if (svc) await svc.close(); });
+  app.addHook('onClose', async () => { svc?.store.close(); });
+
+  const maxFileBytes = opts.maxFileBytes ?? 200 * 2 ** 20;
+  const send = (reply: FastifyReply, status: number, message: string, param: string | null, code: string | null) =>
+    reply.code(status).send({ error: { message, type: status >= 500 ? 'server_error' : 'invalid_request_error', param, code } });
+  const limitOf = (q: { limit?: string }): number => {
+    const n = q.limit === undefined ? 20 : Number(q.limit);
+    if (!(Number.isInteger(n) && n >= 1 && n <= 10000)) throw new BatchApiError(400, `limit must be an integer in [1, 10000], got '${q.limit}'`, 'limit');
+    return n;
+  };
+
+  void app.register(async (sub) => {
+    await sub.register(multipart, { limits: { fileSize: maxFileBytes, files: 1 } });
+    sub.setErrorHandler((err, _req, reply) => {
+      if (err instanceof BatchApiError) return send(reply, err.status, err.message, err.param, err.status === 404 ? 'not_found' : 'invalid_value');
+      if (err instanceof FileValidationError) return send(reply, 400, err.message, err.param ?? 'file', 'invalid_file');
+      throw err; // the app's handler (auth, loading, 413)
+    });
+
+    sub.post('/v1/files', async (req, reply) => {
+      if (!req.isMultipart()) return send(reply, 415, 'POST /v1/files takes multipart/form-data with the fields purpose and file', null, 'unsupported_media_type');
+      let purpose: string | null = null;
+      let filename = 'upload.jsonl';
+      let data: Buffer | null = null;
+      for await (const part of req.parts()) {
+        if (part.type === 'file') {
+          if (part.fieldname !== 'file') return send(reply, 400, `unexpected file field '${part.fieldname}'; send the file as 'file'`, part.fieldname, 'invalid_value');
+          filename = part.filename || filename;
+          data = await part.toBuffer(); // throws 413 past maxFileBytes
+        } else if (part.fieldname === 'purpose') {
+          purpose = String(part.value);
+        }
+      }
+      if (purpose !== 'batch') return send(reply, 400, `purpose must be 'batch' (the only purpose floe stores), got ${JSON.stringify(purpose)}`, 'purpose', 'invalid_value');
+      if (data === null) return send(reply, 400, "no file part: send the JSONL as the multipart field 'file'", 'file', 'invalid_value');
+      let text: string;
+      try {
+        text = new TextDecoder('utf-8', { fatal: true }).decode(data);
+      } catch {
+        return send(reply, 400, `${filename} is not valid UTF-8`, 'file', 'invalid_file');
+      }
+      const parsed = parseBatchInput(text);
+      return fileObject(createFile(service().store, purpose, filename, [data], parsed.length));
+    });
+
+    sub.get<{ Querystring: { purpose?: string; after?: string; limit?: string; order?: string } }>('/v1/files', async (req) => {
+      const q = req.query;
+      if (q.purpose !== undefined && !(FILE_PURPOSES as readonly string[]).includes(q.purpose)) throw new BatchApiError(400, `purpose must be one of ${FILE_PURPOSES.join(', ')}, got '${q.purpose}'`, 'purpose');
+      const limit = limitOf(q);
+      const rows = service().store.listFiles(q.purpose ?? null, q.after ?? null, limit + 1);
+      const data = rows.slice(0, limit).map(fileObject);
+      return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: rows.length > limit };
+    });
+
+    const file = (id: string) => {
+      const f = service().store.getFile(id);
+      if (!f) throw new BatchApiError(404, `no file with id '${id}'`, 'file_id');
+      return f;
+    };
+    sub.get<{ Params: { id: string } }>('/v1/files/:id', async (req) => fileObject(file(req.params.id)));
+    sub.get<{ Params: { id: string } }>('/v1/files/:id/content', async (req, reply) => {
+      const f = file(req.params.id);
+      return reply.header('content-type', 'application/jsonl').send(createReadStream(service().store.filePath(f.id)));
+    });
+    sub.delete<{ Params: { id: string } }>('/v1/files/:id', async (req) => {
+      const f = file(req.params.id);
+      service().store.deleteFile(f.id);
+      return { id: f.id, object: 'file', deleted: true };
+    });
+
+    sub.post('/v1/batches', async (req) => {
+      const body = (req.body ?? {}) as Record<string, unknown>;
+      if (typeof body !== 'object' || Array.isArray(body)) throw new BatchApiError(400, 'the body must be a JSON object');
+      const s = service();
+      return s.object(s.create(body));
+    });
+    sub.get<{ Querystring: { after?: string; limit?: string } }>('/v1/batches', async (req) => {
+      const s = service();
+      const limit = limitOf(req.query);
+      const rows = s.store.listBatches(req.query.after ?? null, limit + 1);
+      const data = rows.slice(0, limit).map((b) => s.object(b));
+      return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: rows.length > limit };
+    });
+    sub.get<{ Params: { id: string } }>('/v1/batches/:id', async (req) => service().object(service().get(req.params.id)));
+    sub.post<{ Params: { id: string } }>('/v1/batches/:id/cancel', async (req) => service().object(service().cancel(req.params.id)));
+  });
+  return { service };
+}

@@ -1,0 +1,134 @@
+// The batch lane: interactive prompts are admitted ahead of waiting batch prompts, take a running batch sequence's
+// slot when none is free, batch sequences are preempted first under KV pressure; batch outputs are unchanged.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { KvManager } from '../../src/engine/block-pool.js';
+import { Engine } from '../../src/engine/engine.js';
+import { Scheduler, type SchedSeq, type SchedulerOutput } from '../../src/engine/scheduler.js';
+import type { EngineOutput } from '../../src/engine/protocol.js';
+import { collect, fixtureModel, genReq, rand, randomPrompt, runAll, type Collected } from './helpers.js';
+
+class FakeSeq implements SchedSeq {
+  numComputed = 0;
+  readonly tokens: number[];
+  readonly usePrefixCache = false;
+  constructor(readonly id: string, promptLen: number, readonly lowPriority: boolean, base: number) {
+    this.tokens = Array.from({ length: promptLen }, (_, i) => base + i);
+  }
+}
+
+function sampleAll(out: SchedulerOutput, seqs: Map<string, FakeSeq>): void {
+  for (const s of out.seqs) {
+    const q = seqs.get(s.id)!;
+    if (q.numComputed === q.tokens.length) q.tokens.push(1000 + q.tokens.length);
+  }
+}
+
+test('a waiting interactive prompt is admitted before batch prompts that arrived earlier', () => {
+  const sched = new Scheduler(new KvManager(200, 16), { maxBatchedTokens: 64, maxNumSeqs: 4 });
+  const seqs = new Map<string, FakeSeq>();
+  const add = (s: FakeSeq) => { seqs.set(s.id, s); sched.add(s); };
+  for (let i = 0; i < 6; i++) add(new FakeSeq(`b${i}`, 8, true, i * 100));
+  add(new FakeSeq('i0', 8, false, 9000));
+  add(new FakeSeq('b6', 8, true, 9100));
+  add(new FakeSeq('i1', 8, false, 9200));
+  assert.deepEqual(sched.waiting.map((s) => s.id), ['i0', 'i1', 'b0', 'b1', 'b2', 'b3', 'b4', 'b5', 'b6']);
+  const first = sched.schedule();
+  assert.deepEqual(first.seqs.map((s) => s.id), ['i0', 'i1', 'b0', 'b1']);
+});
+
+test('an interactive prompt takes the newest running batch sequence\'s slot when all are busy; that one waits at the head of its lane', () => {
+  const sched = new Scheduler(new KvManager(200, 16), { maxBatchedTokens: 64, maxNumSeqs: 3 });
+  const seqs = new Map<string, FakeSeq>();
+  const add = (s: FakeSeq) => { seqs.set(s.id, s); sched.add(s); };
+  for (let i = 0; i < 5; i++) add(new FakeSeq(`b${i}`, 8, true, i * 100));
+  sampleAll(sched.schedule(), seqs);
+  assert.deepEqual(sched.running.map((s) => s.id), ['b0', 'b1', 'b2']);
+  add(new FakeSeq('i0', 8, false, 9000));
+  const out = sched.schedule();
+  assert.deepEqual(out.preempted, ['b2']);
+  assert.deepEqual(out.seqs.map((s) => [s.id, s.numTokens]), [['b0', 1], ['b1', 1], ['i0', 8]]);
+  assert.deepEqual(sched.waiting.map((s) => s.id), ['b2', 'b3', 'b4']);
+  assert.equal(seqs.get('b2')!.numComputed, 0);
+});
+
+test('under KV pressure a batch sequence is preempted before a newer interactive one', () => {
+  // 4 blocks of 4 tokens: two sequences of 7 tokens each fill them at their next token
+  const sched = new Scheduler(new KvManager(4, 4), { maxBatchedTokens: 64, maxNumSeqs: 4 });
+  const seqs = new Map<string, FakeSeq>();
+  const add = (s: FakeSeq) => { seqs.set(s.id, s); sched.add(s); };
+  add(new FakeSeq('b0', 7, true, 0));
+  sampleAll(sched.schedule(), seqs);
+  add(new FakeSeq('i0', 7, false, 500));
+  sampleAll(sched.schedule(), seqs);
+  assert.deepEqual(sched.running.map((s) => s.id), ['b0', 'i0']);
+  // b0 (9 tokens) needs a third block, none is free: b0, older but batch, goes; without lanes the newest (i0) would
+  const out = sched.schedule();
+  assert.deepEqual(out.preempted, ['b0']);
+  assert.deepEqual(out.seqs.map((s) => [s.id, s.numTokens]), [['i0', 1]]);
+  assert.deepEqual(sched.waiting.map((s) => s.id), ['b0']);
+});
+
+test('an interactive prompt whose first chunk finds too few free KV blocks takes them from the newest batch sequence', () => {
+  // 5 blocks of 4 tokens: two running batch sequences of 8 tokens hold 4; the interactive prompt of 8 needs 2
+  const sched = new Scheduler(new KvManager(5, 4), { maxBatchedTokens: 64, maxNumSeqs: 8 });
+  const seqs = new Map<string, FakeSeq>();
+  const add = (s: FakeSeq) => { seqs.set(s.id, s); sched.add(s); };
+  add(new FakeSeq('b0', 7, true, 0));
+  add(new FakeSeq('b1', 7, true, 100));
+  sampleAll(sched.schedule(), seqs);
+  assert.equal(sched.kv.pool.numFree, 1);
+  add(new FakeSeq('i0', 8, false, 500));
+  const out = sched.schedule();
+  assert.deepEqual(out.preempted, ['b1']);
+  assert.deepEqual(out.seqs.map((s) => [s.id, s.numTokens]), [['b0', 1], ['i0', 8]]);
+  assert.deepEqual(sched.waiting.map((s) => s.id), ['b1']);
+});
+
+test('engine: an interactive request added while batch requests saturate it is scheduled at the next step; batch outputs unchanged', async () => {
+  const model = await fixtureModel();
+  const r = rand(7);
+  const prompts = Array.from({ length: 12 }, () => randomPrompt(r, 6));
+  const inter = randomPrompt(r, 6);
+  const opts = { kvDtype: 'f32' as const, kvCacheMemory: 2 ** 22, maxBatchedTokens: 64, maxNumSeqs: 4 };
+  // reference: every request alone in the interactive lane
+  const alone = new Engine(model, null, opts);
+  prompts.forEach((p, i) => alone.add(genReq(`b${i}`, p, { maxTokens: 6 })));
+  alone.add(genReq('i', inter, { maxTokens: 3 }));
+  const ref = runAll(alone).byId;
+
+  const engine = new Engine(model, null, opts);
+  const byId = new Map<string, Collected>();
+  const other: EngineOutput[] = [];
+  prompts.forEach((p, i) => engine.add(genReq(`b${i}`, p, { maxTokens: 6, priority: 'batch' })));
+  for (let i = 0; i < 2; i++) for (const o of engine.step()) collect(byId, other, o);
+  assert.deepEqual(engine.scheduler.running.map((s) => s.id), ['b0/0', 'b1/0', 'b2/0', 'b3/0']);
+  const queued = engine.scheduler.waiting.length;
+  assert.equal(queued, 8, 'batch requests are queued');
+  engine.add(genReq('i', inter, { maxTokens: 3 }));
+  const outs = engine.step();
+  for (const o of outs) collect(byId, other, o);
+  assert.ok(engine.scheduler.running.some((s) => s.id === 'i/0'), 'the interactive request runs after one step');
+  assert.ok(outs.some((o) => o.id === 'i'), 'and produced its first token in it');
+  assert.deepEqual(engine.scheduler.waiting.map((s) => s.id), ['b3/0', ...prompts.slice(4).map((_, i) => `b${i + 4}/0`)],
+    'the newest running batch sequence gave up its slot and waits at the head of the batch lane; no batch prompt was admitted');
+  for (let i = 0; engine.hasWork; i++) {
+    assert.ok(i < 10_000);
+    for (const o of engine.step()) collect(byId, other, o);
+  }
+  assert.deepEqual(other, []);
+  for (const id of [...prompts.map((_, i) => `b${i}`), 'i']) assert.deepEqual(byId.get(id)!.tokens, ref.get(id)!.tokens, id);
+});
+
+test('engine: waiting batch requests do not count against --max-queue for an interactive request', async () => {
+  const model = await fixtureModel();
+  const r = rand(11);
+  const engine = new Engine(model, null, { kvDtype: 'f32', kvCacheMemory: 2 ** 22, maxNumSeqs: 2, maxQueue: 2 });
+  for (let i = 0; i < 4; i++) engine.add(genReq(`b${i}`, randomPrompt(r, 4), { priority: 'batch' }));
+  assert.throws(() => engine.add(genReq('b4', randomPrompt(r, 4), { priority: 'batch' })), (e: Error & { status?: number }) => e.status === 429);
+  // two free slots + a queue of two
+  for (let i = 0; i < 4; i++) engine.add(genReq(`i${i}`, randomPrompt(r, 4)));
+  assert.throws(() => engine.add(genReq('i4', randomPrompt(r, 4))), (e: Error & { status?: number }) => e.status === 429, 'interactive requests still have their own queue limit');
+  assert.deepEqual(engine.scheduler.waiting.map((s) => s.id), ['i0/0', 'i1/0', 'i2/0', 'i3/0', 'b0/0', 'b1/0', 'b2/0', 'b3/0']);
+});

@@ -1,0 +1,58 @@
+// Batch routes in the app (in-process, FakeEngine for the plumbing; batch.test.ts runs the real engine): the lines
+// reach the engine in the batch lane with the server's API key, direct requests in the interactive lane.
+
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI, { toFile } from 'openai';
+import { createApp } from '../../src/serve/app.js';
+import { byteTokenizer, FakeEngine } from './helpers.js';
+
+const KEY = 'k-' + Math.random().toString(36).slice(2);
+const tok = byteTokenizer();
+const engine = new FakeEngine(tok);
+const s = createApp({ modelName: 'tiny', apiKey: KEY, dataDir: mkdtempSync(join(tmpdir(), 'floe-batch-app-')), ui: false });
+s.ready({ engine, tokenizer: tok, template: null });
+const url = await s.app.listen({ host: '127.0.0.1', port: 0 });
+const client = new OpenAI({ baseURL: url + '/v1', apiKey: KEY, maxRetries: 0 });
+after(() => s.app.close());
+
+test('batch lines run in the batch lane with the server key; direct requests in the interactive lane; same answers', async () => {
+  const r = Math.random;
+  const prompts = Array.from({ length: 10 }, () => Array.from({ length: 3 + Math.floor(r() * 5) }, () => 0x61 + Math.floor(r() * 26)));
+  const text = prompts.map((p, i) => JSON.stringify({ custom_id: `p${i}`, method: 'POST', url: '/v1/completions', body: { model: 'tiny', prompt: p, max_tokens: 3 + i } })).join('\n');
+  const file = await client.files.create({ file: await toFile(Buffer.from(text), 'in.jsonl'), purpose: 'batch' });
+  const b = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/completions', completion_window: '24h' });
+  let end = b;
+  while (!['completed', 'failed'].includes(end.status)) {
+    await new Promise((ok) => setTimeout(ok, 20));
+    end = await client.batches.retrieve(b.id);
+  }
+  assert.equal(end.status, 'completed');
+  const lines = (await (await client.files.content(end.output_file_id!)).text()).trim().split('\n').map((l) => JSON.parse(l));
+  const batchReqs = engine.requests.splice(0);
+  assert.equal(batchReqs.length, 10);
+  assert.ok(batchReqs.every((q) => q.priority === 'batch'), 'every line in the batch lane');
+  for (const [i, p] of prompts.entries()) {
+    const direct = await client.completions.create({ model: 'tiny', prompt: p, max_tokens: 3 + i });
+    assert.equal(lines[i].custom_id, `p${i}`);
+    assert.deepEqual(lines[i].response.body.choices, direct.choices);
+  }
+  assert.ok(engine.requests.every((q) => q.priority === 'interactive'), 'direct requests in the interactive lane');
+});
+
+test('the Files and Batch routes need the API key', async () => {
+  const r = await fetch(url + '/v1/files');
+  assert.equal(r.status, 401);
+  const r2 = await fetch(url + '/v1/batches', { method: 'POST', headers: { authorization: 'Bearer wrong', 'content-type': 'application/json' }, body: '{}' });
+  assert.equal(r2.status, 401);
+  const ok = await fetch(url + '/v1/files', { headers: { authorization: `Bearer ${KEY}` } });
+  assert.equal(ok.status, 200);
+});
+
+test('a client may put itself in the batch lane with x-floe-priority: batch', async () => {
+  await client.completions.create({ model: 'tiny', prompt: [0x61, 0x62], max_tokens: 2 }, { headers: { 'x-floe-priority': 'batch' } });
+  assert.equal(engine.requests.at(-1)!.priority, 'batch');
+});

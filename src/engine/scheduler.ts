@@ -10,6 +10,7 @@ export interface SchedSeq {
   numComputed: number; // tokens whose KV is in the cache
   readonly usePrefixCache: boolean;
   readonly lookahead?: number; // draft tokens to verify after the one pending token (speculative decoding)
+  readonly adapterId?: number; // LoRA adapter version (prefix-cache key); 0 / absent → base
 }
 
 export interface ScheduledSeq {
@@ -98,7 +99,7 @@ export class Scheduler {
     while (preempted.length === 0 && this.waiting.length > 0 && budget > 0
       && this.running.length < this.cfg.maxNumSeqs && picked.length < this.cfg.maxNumSeqs) {
       const s = this.waiting[0]!;
-      const prefix = s.usePrefixCache && s.numComputed === 0 ? this.kv.findCachedPrefix(s.tokens) : undefined;
+      const prefix = s.usePrefixCache && s.numComputed === 0 ? this.kv.findCachedPrefix(s.tokens, s.adapterId ?? 0) : undefined;
       const hit = prefix ? prefix.blocks.length * this.kv.blockSize : 0;
       const n = Math.min(s.tokens.length - hit, budget);
       if (!this.kv.allocate(s.id, hit + n, prefix)) break;

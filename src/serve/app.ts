@@ -567,7 +567,7 @@ async function* merge<T>(sources: readonly AsyncIterable<T>[], onEnd: () => void
 function toApiError(err: unknown, bodyLimit: number): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof EngineRequestError) {
-    const code = { 400: 'invalid_request', 429: 'too_many_requests', 500: 'engine_error', 503: 'engine_unavailable' }[err.status];
+    const code = { 400: 'invalid_request', 404: 'model_not_found', 429: 'too_many_requests', 500: 'engine_error', 503: 'engine_unavailable' }[err.status];
     return new ApiError(err.status, err.message, null, code);
   }
   const e = err as { code?: unknown; statusCode?: unknown; message?: unknown };

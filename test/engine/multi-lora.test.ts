@@ -5,7 +5,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineRequestError, type GenerateRequest } from '../../src/engine/protocol.js';
-import type { LlamaModel } from '../../src/model/llama.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writePeftAdapter } from '../../src/formats/peft.js';
+import { readPeftAdapter } from '../../src/model/adapter.js';
+import { LlamaModel } from '../../src/model/llama.js';
+import { LORA_TARGETS } from '../../src/model/lora.js';
+import { openModel } from '../../src/model/open.js';
+import { f32Tensor } from '../../src/tensor/tensor.js';
+import { mergeAdapter } from '../../src/train/export.js';
 import { merged, randomAdapter } from '../model/lora-helpers.js';
 import { fixtureModel, genReq, rand, randomPrompt, runAll } from './helpers.js';
 
@@ -109,18 +119,19 @@ test('adapters beyond maxLoras wait; outputs still equal the merged models', asy
   });
 });
 
-test('speculative decoding applies the adapter in the verify pass', async () => {
+test('speculative decoding applies the adapter in the verify pass (the draft model ignores it)', async () => {
   const base = await fixtureModel('gqa_f32');
+  const draft = await fixtureModel('mha_f32');
   const ad = randomAdapter(base, 41, 4);
-  const engine = new Engine(base, null, { kvDtype: 'f32', kvCacheMemory: 4 << 20, speculative: 'ngram', numSpeculativeTokens: 3 });
+  const engine = new Engine(base, null, { kvDtype: 'f32', kvCacheMemory: 4 << 20, speculative: draft, numSpeculativeTokens: 3 });
   engine.adapters.add('one', '/mem/one', ad);
-  // a repetitive prompt so the n-gram proposer drafts
-  const unit = randomPrompt(rand(Date.now() & 0xffff), 5);
-  const q = genReq('s0', [...unit, ...unit, ...unit, ...unit], { adapter: 'one', maxTokens: 12, ignoreEos: true });
-  engine.add(q);
-  const got = runAll(engine).byId.get('s0')!;
-  assert.ok(engine.stats().specDraftTokens! > 0, 'the proposer drafted');
-  assert.deepEqual(got.tokens, alone(merged(base, ad), q).tokens);
+  const r = rand(Date.now() & 0xffff);
+  const reqs = [genReq('s0', randomPrompt(r, 9), { adapter: 'one', maxTokens: 12, ignoreEos: true }), genReq('s1', randomPrompt(r, 7), { maxTokens: 12, ignoreEos: true })];
+  for (const q of reqs) engine.add(q);
+  const got = runAll(engine).byId;
+  assert.ok(engine.stats().specDraftTokens! > 0, 'the draft model proposed tokens');
+  assert.deepEqual(got.get('s0')!.tokens, alone(merged(base, ad), reqs[0]!).tokens);
+  assert.deepEqual(got.get('s1')!.tokens, alone(base, reqs[1]!).tokens);
 });
 
 test('an unknown adapter is refused with 404 naming the loaded ones', async () => {
@@ -129,4 +140,34 @@ test('an unknown adapter is refused with 404 naming the loaded ones', async () =
   engine.adapters.add('one', '/mem/one', randomAdapter(base, 1, 2));
   assert.throws(() => engine.add(genReq('x', [5, 6, 7], { adapter: 'nope' })), (e: unknown) => e instanceof EngineRequestError && e.status === 404 && /nope.*loaded: one/.test(e.message));
   assert.throws(() => engine.adapters.add('big', '/mem/big', randomAdapter(base, 1, 80)), /rank 80, above --max-lora-rank 64/);
+});
+
+test('floe-brown: PEFT adapters read from disk, mixed with the base in one engine, equal `floe merge` (mergeAdapter) run alone', async () => {
+  const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+  const opened = await openModel(BROWN);
+  const base = opened.model;
+  const root = mkdtempSync(join(tmpdir(), 'floe-brown-lora-'));
+  const seed = Date.now() & 0xffff;
+  const dirs = ['a', 'b'].map((n, i) => {
+    writePeftAdapter(join(root, n), randomAdapter(base, seed + i, 8, i === 0 ? LORA_TARGETS : ['q', 'v'], false, 0.05));
+    return join(root, n);
+  });
+  const engine = new Engine(base, null, { kvDtype: 'f32', kvCacheMemory: 16 << 20, maxLoras: 2 });
+  dirs.forEach((d, i) => engine.loadAdapter(`ad${i}`, d));
+  const texts = ['The jury said that the election was', 'It was a cold morning in the city and', 'The president told the committee'];
+  const reqs = [null, 'ad0', 'ad1', 'ad0'].map((a, i) => genReq(`b${i}`, opened.tokenizer!.encode(texts[i % 3]!), { adapter: a, maxTokens: 8, logprobs: 1, ignoreEos: true }));
+  for (const q of reqs) engine.add(q);
+  const got = runAll(engine).byId;
+  const mergedModels = dirs.map((d) => {
+    const m = mergeAdapter(base.config, opened.loaded.tensors, readPeftAdapter(d, base.config));
+    return LlamaModel.fromTensors(base.config, new Map([...m].map(([k, v]) => [k, f32Tensor(v.shape, v.value)])), base.backend);
+  });
+  let changed = 0;
+  reqs.forEach((q) => {
+    const m = q.adapter ? mergedModels[Number(q.adapter.slice(2))]! : base;
+    const want = alone(m, q);
+    assertSame(got.get(q.id)!, want, q.id);
+    if (q.adapter && JSON.stringify(alone(base, q).tokens) !== JSON.stringify(want.tokens)) changed++;
+  });
+  assert.ok(changed > 0, 'some adapter changed a greedy answer (B ≠ 0)');
 });

@@ -6,10 +6,10 @@ import { f32Tensor } from '../../src/tensor/tensor.js';
 import { rand } from '../engine/helpers.js';
 
 /** A PEFT-initialised adapter with B drawn at random too (B = 0 would be the base). */
-export function randomAdapter(m: LlamaModel, seed: number, rank: number, targets: readonly LoraTarget[] = LORA_TARGETS, rslora = false): LoraAdapter {
+export function randomAdapter(m: LlamaModel, seed: number, rank: number, targets: readonly LoraTarget[] = LORA_TARGETS, rslora = false, bScale = 0.3): LoraAdapter {
   const r = rand(seed);
   const a = initLora(m.config, { rank, alpha: 2 * rank, targets, rslora, dropout: 0 }, r);
-  for (const lay of a.layers) for (const lin of Object.values(lay)) for (let i = 0; i < lin!.b.length; i++) lin!.b[i] = (2 * r() - 1) * 0.3;
+  for (const lay of a.layers) for (const lin of Object.values(lay)) for (let i = 0; i < lin!.b.length; i++) lin!.b[i] = (2 * r() - 1) * bScale;
   return a;
 }
 

@@ -3,9 +3,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, symlinkSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { Engine } from '../../src/engine/engine.js';
 import { writePeftAdapter } from '../../src/formats/peft.js';
@@ -94,4 +96,50 @@ test('serve: runtime loading is refused unless enabled', async () => {
   } finally {
     await serve.app.close();
   }
+});
+
+const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
+const BUILT = fileURLToPath(new URL('../../dist/src/serve/server.js', import.meta.url));
+
+function floe(args: string[]): { proc: ChildProcess; out: () => string; exit: Promise<number | null> } {
+  const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+  proc.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  return { proc, out: () => out, exit: new Promise((r) => proc.once('exit', (code) => r(code))) };
+}
+
+test('floe serve --lora-modules a=DIR b=DIR (vLLM spelling) serves both; bad flag combinations exit 2', { timeout: 60_000 }, async () => {
+  assert.ok(existsSync(BUILT), `${BUILT} is missing: run \`npx tsc -p tsconfig.json\` first (npm test does)`);
+  const base = await fixtureModel('gqa_f32');
+  const dir = makeModelDir('gqa_f32');
+  const root = mkdtempSync(join(tmpdir(), 'floe-lora-cli-'));
+  writePeftAdapter(join(root, 'one'), randomAdapter(base, 1, 4));
+  writePeftAdapter(join(root, 'two'), randomAdapter(base, 2, 2));
+  const f = floe(['serve', '--model', dir, '--port', '0', '--threads', '1', '--model-name', 'tiny', '--lora-modules', `one=${join(root, 'one')}`, `two=${join(root, 'two')}`, '--max-loras', '1', '--max-lora-rank', '4']);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const check = () => { if (/model ready in/.test(f.out())) resolve(); };
+      f.proc.stdout!.on('data', check);
+      f.proc.stderr!.on('data', check);
+      void f.exit.then((c) => reject(new Error(`floe serve exited with ${c}:\n${f.out()}`)));
+    });
+    const url = /listening on (http:\/\/\S+)/.exec(f.out())![1]!;
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const models = (await client.models.list()).data as unknown as Array<{ id: string; parent: string | null }>;
+    assert.deepEqual(models.map((m) => [m.id, m.parent]), [['tiny', null], ['one', 'tiny'], ['two', 'tiny']]);
+    const [a, b] = await Promise.all(['one', 'two'].map((model) => client.completions.create({ model, prompt: [5, 6, 7, 8], max_tokens: 3, temperature: 0 })));
+    assert.equal(a!.model, 'one');
+    assert.equal(b!.model, 'two');
+  } finally {
+    f.proc.kill('SIGTERM');
+    await f.exit;
+  }
+  for (const args of [['--enable-lora-loading'], ['--lora-modules', 'noequals'], ['--lora-root', root]]) {
+    const g = floe(['serve', '--model', dir, '--port', '0', ...args]);
+    assert.equal(await g.exit, 2, `${args.join(' ')}: ${g.out()}`);
+  }
+  const big = floe(['serve', '--model', dir, '--port', '0', '--lora-modules', `one=${join(root, 'one')}`, '--max-lora-rank', '2']);
+  assert.notEqual(await big.exit, 0);
+  assert.match(big.out(), /rank 4, above --max-lora-rank 2/);
 });

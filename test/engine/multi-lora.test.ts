@@ -171,3 +171,30 @@ test('floe-brown: PEFT adapters read from disk, mixed with the base in one engin
   });
   assert.ok(changed > 0, 'some adapter changed a greedy answer (B ≠ 0)');
 });
+
+test('embeddings under an adapter equal the merged model, next to base embeddings in the same step', async () => {
+  const base = await fixtureModel('gqa_f32');
+  const ad = randomAdapter(base, 51, 4);
+  const engine = new Engine(base, null, { kvDtype: 'f32', kvCacheMemory: 4 << 20 });
+  engine.adapters.add('one', '/mem/one', ad);
+  const prompt = randomPrompt(rand(Date.now() & 0xffff), 12);
+  const embed = (e: Engine, id: string, adapter: string | null) => e.add({ kind: 'embed', id, promptIds: prompt, pooling: 'mean', normalize: false, adapter });
+  embed(engine, 'e0', null);
+  embed(engine, 'e1', 'one');
+  const outs = new Map(runAll(engine).other.map((o) => [o.id, o]));
+  const single = (m: LlamaModel) => {
+    const e = new Engine(m, null, { kvDtype: 'f32', kvCacheMemory: 4 << 20 });
+    embed(e, 'x', null);
+    return runAll(e).other[0]!;
+  };
+  const close = (a: unknown, b: unknown, what: string) => {
+    const x = (a as { embedding: Float32Array }).embedding;
+    const y = (b as { embedding: Float32Array }).embedding;
+    x.forEach((v, i) => assert.ok(Math.abs(v - y[i]!) < 1e-4, `${what} [${i}]: ${v} vs ${y[i]}`));
+  };
+  close(outs.get('e0'), single(base), 'base');
+  close(outs.get('e1'), single(merged(base, ad)), 'adapter');
+  const e0 = (outs.get('e0') as { embedding: Float32Array }).embedding;
+  const e1 = (outs.get('e1') as { embedding: Float32Array }).embedding;
+  assert.ok(e0.some((v, i) => Math.abs(v - e1[i]!) > 1e-3), 'the adapter changes the embedding');
+});

@@ -370,7 +370,7 @@ export class Engine {
     const pool = this.kv.pool;
     return {
       running: this.scheduler.running.length,
-      waiting: this.scheduler.waiting.length,
+      waiting: this.scheduler.waiting.length + this.parked.length, // parked: waiting for a LoRA slot
       kvBlocksTotal: pool.numBlocks,
       kvBlocksUsed: pool.numUsed,
       kvBlocksCached: pool.numCached,

@@ -182,7 +182,7 @@ export class Engine {
     if (typeof req.id !== 'string' || req.id.length === 0) bad('request id must be a non-empty string');
     if (this.states.has(req.id)) bad(`request id ${req.id} is already in use`);
     // --max-queue counts waiting requests that the free sequence slots cannot take at the next step
- const queued = this.parked.length + this.scheduler.waiting.length - Math.max(0, this.scheduler.cfg.maxNumSeqs - this.scheduler.running.length);
+    const queued = this.parked.length + this.scheduler.waiting.length - Math.max(0, this.scheduler.cfg.maxNumSeqs - this.scheduler.running.length);
     if (queued >= this.maxQueue) {
       throw new EngineRequestError(429, `the queue is full (${this.maxQueue} requests waiting beyond the ${this.scheduler.cfg.maxNumSeqs} sequence slots, --max-queue); retry later`);
     }

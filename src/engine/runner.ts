@@ -46,7 +46,7 @@ export interface SeqResult {
   readonly hidden: { readonly start: number; readonly rows: Float32Array } | null; // (rows, D) for positions start..
 }
 
-/** Row segments of consecutive sequences sharing an adapter; null when every sequence runs on the base. */
+/** Row segments of consecutive sequences sharing an adapter; undefined when every sequence runs on the base. */
 function loraSegments(out: SchedulerOutput, seqOf: (id: string) => RunnerSeq): LoraBatch | undefined {
   const adapters: LoraAdapter[] = [];
   const starts: number[] = [];

@@ -180,9 +180,9 @@ export function addSegmentedLora(
     if (lin.N !== N || lin.C !== C) throw new Error(`LoRA layer ${l} ${target}: adapter is (${lin.N}, ${lin.C}), the matmul is (${N}, ${C})`);
     const { u, d } = ws.take(M * lin.rank, M * N);
     be.matmul(u, x.subarray(r0 * C, (r0 + M) * C), lin.aT, M); // (M, r)
-    be.matmul(d, u, lin.bT, M); // (M, N)
     const s = loraScale(adapter.config);
-    const yy = y.subarray(r0 * N, (r0 + M) * N);
-    for (let i = 0; i < yy.length; i++) yy[i] += s * d[i]!;
+    for (let i = 0; i < u.length; i++) u[i] = s * u[i]!; // scale the small (M, r) side
+    be.matmul(d, u, lin.bT, M); // (M, N)
+    be.add(y.subarray(r0 * N, (r0 + M) * N), d);
   }
 }

@@ -198,3 +198,19 @@ test('embeddings under an adapter equal the merged model, next to base embedding
   const e1 = (outs.get('e1') as { embedding: Float32Array }).embedding;
   assert.ok(e0.some((v, i) => Math.abs(v - e1[i]!) > 1e-3), 'the adapter changes the embedding');
 });
+
+test('unloading an adapter leaves queued and parked requests on it; new requests are refused', async () => {
+  const base = await fixtureModel('gqa_f32');
+  const ads = [randomAdapter(base, 61, 3), randomAdapter(base, 62, 2)];
+  const engine = new Engine(base, null, { kvDtype: 'f32', kvCacheMemory: 4 << 20, maxLoras: 1 });
+  ads.forEach((a, i) => engine.adapters.add(`a${i}`, `/mem/a${i}`, a));
+  const r = rand(Date.now() & 0xffff);
+  const reqs = [genReq('u0', randomPrompt(r, 8), { adapter: 'a0', maxTokens: 5, ignoreEos: true }), genReq('u1', randomPrompt(r, 6), { adapter: 'a1', maxTokens: 5, ignoreEos: true })];
+  for (const q of reqs) engine.add(q);
+  assert.equal(engine.stats().waiting, 2, 'u1 is parked behind the single LoRA slot and counted as waiting');
+  assert.ok(engine.unloadAdapter('a1'));
+  assert.equal(engine.unloadAdapter('a1'), false);
+  assert.throws(() => engine.add(genReq('u2', [5, 6], { adapter: 'a1' })), (e: unknown) => e instanceof EngineRequestError && e.status === 404);
+  const got = runAll(engine).byId;
+  reqs.forEach((q, i) => assert.deepEqual(got.get(q.id)!.tokens, alone(merged(base, ads[i]!), q).tokens, q.id));
+});

@@ -147,6 +147,11 @@ serve options:
   --no-ui                 do not serve the web console at / (the API is unchanged)
   --data-dir DIR          Files / Batch API state (SQLite + files; default ./floe-data, created on first use)
   --no-batch              no /v1/files and /v1/batches routes
+  --lora-modules NAME=DIR [NAME=DIR ...]  serve PEFT LoRA adapters by name (the request's "model" picks one)
+  --max-loras N           distinct adapters in one engine step (default 4); requests for more wait
+  --max-lora-rank R       refuse adapters of a higher rank (default 64)
+  --enable-lora-loading   answer POST /v1/load_lora_adapter and /v1/unload_lora_adapter (needs --lora-root)
+  --lora-root DIR         runtime-loaded adapter paths must resolve inside DIR
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -381,9 +386,21 @@ async function tokenizerCmd(args: string[]): Promise<number> {
   return 0;
 }
 
+/** vLLM spells `--lora-modules a=X b=Y`: every NAME=DIR after the flag up to the next option is one module. */
+function spreadLoraModules(args: readonly string[]): string[] {
+  const out: string[] = [];
+  let inModules = false;
+  for (const a of args) {
+    if (a.startsWith('-')) inModules = a === '--lora-modules';
+    else if (inModules && out[out.length - 1] !== '--lora-modules') out.push('--lora-modules');
+    out.push(a);
+  }
+  return out;
+}
+
 async function serveCmd(args: string[]): Promise<number> {
   const { startServer, parseSize } = await import('../serve/server.js');
-  const { values } = parse(args, {
+  const { values } = parse(spreadLoraModules(args), {
     model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'api-key': { type: 'string' },
     'model-name': { type: 'string' }, threads: { type: 'string' }, backend: { type: 'string' },
     'kv-cache-memory': { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, 'block-size': { type: 'string' },
@@ -391,6 +408,8 @@ async function serveCmd(args: string[]): Promise<number> {
     'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' }, dtype: { type: 'string' },
     'no-ui': { type: 'boolean' }, 'data-dir': { type: 'string' }, 'no-batch': { type: 'boolean' },
     speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
+    'lora-modules': { type: 'string', multiple: true }, 'max-loras': { type: 'string' }, 'max-lora-rank': { type: 'string' },
+    'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' },
   });
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
@@ -414,6 +433,15 @@ async function serveCmd(args: string[]): Promise<number> {
   if (grace < 0) throw new UsageError(`--shutdown-grace expects seconds >= 0, got ${grace}`);
   if (values['api-key'] === '') throw new UsageError('--api-key must not be empty');
   const modelPath = modelOrBuiltin(values.model, 'serve');
+  const loraModules = (values['lora-modules'] ?? []).map((m) => {
+    const eq = m.indexOf('=');
+    if (eq <= 0 || eq === m.length - 1) throw new UsageError(`--lora-modules expects NAME=DIR, got '${m}'`);
+    return { name: m.slice(0, eq), path: m.slice(eq + 1) };
+  });
+  const dup = loraModules.find((m, i) => loraModules.findIndex((o) => o.name === m.name) !== i);
+  if (dup) throw new UsageError(`--lora-modules names ${dup.name} twice`);
+  if (values['enable-lora-loading'] && values['lora-root'] === undefined) throw new UsageError('--enable-lora-loading needs --lora-root DIR (runtime adapter paths must lie inside it)');
+  if (values['lora-root'] !== undefined && !values['enable-lora-loading']) throw new UsageError('--lora-root only matters with --enable-lora-loading');
 
   const stop = new Promise<string>((resolve) => {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve(sig));
@@ -425,6 +453,8 @@ async function serveCmd(args: string[]): Promise<number> {
     kvDtype, dtype, blockSize: positive('block-size'),
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),
     bodyLimit: size('max-body'), ui: !values['no-ui'], dataDir: values['no-batch'] ? null : values['data-dir'] ?? './floe-data',
+    loraModules, maxLoras: positive('max-loras'), maxLoraRank: positive('max-lora-rank'),
+    enableLoraLoading: !!values['enable-lora-loading'], loraRoot: values['lora-root'] ?? null,
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {

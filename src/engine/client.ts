@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { KvDType } from '../backend/backend.js';
 import type { BackendName } from '../backend/select.js';
 import {
-  EngineRequestError, type EmbedOutput, type EmbedRequest, type EngineClient, type EngineInfo, type EngineOutput,
+  type AdapterInfo, EngineRequestError, type EmbedOutput, type EmbedRequest, type EngineClient, type EngineInfo, type EngineOutput,
   type EngineRequest, type EngineStats, type GenerateOutput, type GenerateRequest,
 } from './protocol.js';
 
@@ -26,6 +26,9 @@ export interface EngineStartOptions {
   /** Speculative decoding: 'ngram', 'suffix', or the path of a draft model (HF dir or .gguf) sharing the tokenizer. */
   readonly speculative?: string;
   readonly numSpeculativeTokens?: number; // K, most draft tokens per sequence and step (default 4)
+  readonly loraModules?: ReadonlyArray<{ readonly name: string; readonly path: string }>; // PEFT adapters served at start
+  readonly maxLoras?: number; // distinct adapters in one step (default 4)
+  readonly maxLoraRank?: number; // highest adapter rank accepted (default 64)
 }
 
 /** Messages main → worker. */
@@ -33,6 +36,7 @@ export type ToWorker =
   | { readonly type: 'add'; readonly req: EngineRequest }
   | { readonly type: 'abort'; readonly id: string }
   | { readonly type: 'stats'; readonly nonce: number }
+  | { readonly type: 'adapter'; readonly nonce: number; readonly op: 'load' | 'unload'; readonly name: string; readonly path?: string }
   | { readonly type: 'shutdown'; readonly graceMs: number };
 
 /** Messages worker → main. */
@@ -41,6 +45,7 @@ export type FromWorker =
   | { readonly type: 'failed'; readonly message: string }
   | { readonly type: 'outputs'; readonly outputs: readonly EngineOutput[] }
   | { readonly type: 'stats'; readonly nonce: number; readonly stats: EngineStats }
+  | { readonly type: 'adapter'; readonly nonce: number; readonly adapters: readonly AdapterInfo[]; readonly error?: { readonly status: 400 | 404; readonly message: string } }
   | { readonly type: 'closed' };
 
 /** Outputs of one request as an async queue. */
@@ -89,6 +94,7 @@ export async function startEngine(opts: EngineStartOptions): Promise<EngineClien
   const worker = spawnWorker(opts);
   const pending = new Map<string, Pending>();
   const statsWaiters = new Map<number, { resolve: (s: EngineStats) => void; reject: (e: Error) => void }>();
+  const adapterWaiters = new Map<number, { resolve: (list: readonly AdapterInfo[]) => void; reject: (e: Error) => void }>();
   let nonce = 0;
   let closed: Error | null = null;
   let failure: string | null = null; // set when the worker died without being asked to
@@ -113,6 +119,7 @@ export async function startEngine(opts: EngineStartOptions): Promise<EngineClien
     await worker.terminate();
     throw e;
   });
+  let adapters: readonly AdapterInfo[] = info.adapters ?? [];
 
   /** The worker is gone: fail what is in flight with `e`; later calls get a 503. */
   const failAll = (e: EngineRequestError): void => {
@@ -125,6 +132,8 @@ export async function startEngine(opts: EngineStartOptions): Promise<EngineClien
     pending.clear();
     for (const w of statsWaiters.values()) w.reject(e);
     statsWaiters.clear();
+    for (const w of adapterWaiters.values()) w.reject(e);
+    adapterWaiters.clear();
   };
   worker.on('message', (m: FromWorker) => {
     if (m.type === 'outputs') {
@@ -132,10 +141,23 @@ export async function startEngine(opts: EngineStartOptions): Promise<EngineClien
     } else if (m.type === 'stats') {
       statsWaiters.get(m.nonce)?.resolve(m.stats);
       statsWaiters.delete(m.nonce);
+    } else if (m.type === 'adapter') {
+      adapters = m.adapters;
+      const w = adapterWaiters.get(m.nonce);
+      adapterWaiters.delete(m.nonce);
+      if (m.error) w?.reject(new EngineRequestError(m.error.status, m.error.message));
+      else w?.resolve(m.adapters);
     } else if (m.type === 'closed') {
       onClosed?.();
     }
   });
+  /** Ask the worker to load or unload an adapter; resolves with the adapters served afterwards. */
+  const adapterOp = (op: 'load' | 'unload', name: string, path?: string): Promise<readonly AdapterInfo[]> =>
+    new Promise((resolve, reject) => {
+      const n = nonce++;
+      adapterWaiters.set(n, { resolve, reject });
+      try { send({ type: 'adapter', nonce: n, op, name, path }); } catch (e) { adapterWaiters.delete(n); reject(e as Error); }
+    });
   worker.on('error', (e) => failAll(new EngineRequestError(500, `the engine worker crashed: ${e.message}`)));
   worker.on('exit', (code) => failAll(new EngineRequestError(503, `the engine worker exited unexpectedly (code ${code})`)));
 
@@ -219,6 +241,17 @@ export async function startEngine(opts: EngineStartOptions): Promise<EngineClien
       closed ??= new EngineRequestError(503, 'the engine was shut down');
       await worker.terminate();
       await exited;
+    },
+
+    adapters: () => adapters,
+
+    async loadAdapter(name: string, path: string): Promise<AdapterInfo> {
+      const list = await adapterOp('load', name, path);
+      return list.find((a) => a.name === name)!;
+    },
+
+    async unloadAdapter(name: string): Promise<void> {
+      await adapterOp('unload', name);
     },
 
     failure: () => failure,

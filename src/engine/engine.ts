@@ -10,6 +10,7 @@ import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from '../
 import {
   AdaptiveK, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type Proposer, type ProposeRequest, type SpeculativeSpec,
 } from '../model/speculation.js';
+import { AdapterTable, DEFAULT_MAX_LORAS, type AdapterInfo, type LoadedAdapter } from './adapters.js';
 import { KvManager } from './block-pool.js';
 import {
   EngineRequestError, type EmbedRequest, type EngineInfo, type EngineOutput, type EngineRequest, type EngineStats,
@@ -31,6 +32,8 @@ export interface EngineOptions {
   /** Speculative decoding for every request that does not opt out: 'ngram', 'suffix', a draft model or a Proposer. */
   readonly speculative?: SpeculativeSpec;
   readonly numSpeculativeTokens?: number; // K: most draft tokens per sequence and step; default 4
+  readonly maxLoras?: number; // distinct LoRA adapters in one step; requests for another wait; default 4
+  readonly maxLoraRank?: number; // adapters of a higher rank are refused; default 64
 }
 
 export const ENGINE_DEFAULTS = { blockSize: 16, maxBatchedTokens: 512, maxNumSeqs: 64, maxQueue: 1024, kvFreeFraction: 0.3 } as const;
@@ -50,6 +53,7 @@ class Seq implements SchedSeq, RunnerSeq {
   draftQ: readonly Float32Array[] | undefined = undefined;
   spec: AdaptiveK | null = null; // speculating completions only
   lowPriority = false; // batch lane (request priority 'batch')
+  lora: LoadedAdapter | null = null; // the request's adapter; null → base
   constructor(
     readonly id: string,
     readonly tokens: number[],
@@ -59,6 +63,9 @@ class Seq implements SchedSeq, RunnerSeq {
     readonly embed: { readonly pooling: 'mean' | 'last'; done: number } | null,
     public slots: SamplingSlot[],
   ) {}
+
+  get adapterId(): number { return this.lora?.id ?? 0; }
+  get adapter(): LoadedAdapter['adapter'] | null { return this.lora?.adapter ?? null; }
 
   /** Prompt logprobs need every prompt row computed, so their prompt skips the cache until it is scored. */
   get usePrefixCache(): boolean {
@@ -116,6 +123,9 @@ export class Engine {
   private counters = { promptTokens: 0, generatedTokens: 0, steps: 0, specDraftTokens: 0, specAcceptedTokens: 0, specSteps: 0 };
   readonly proposer: Proposer | null;
   private readonly numSpecTokens: number;
+  readonly adapters: AdapterTable;
+  private readonly maxLoras: number;
+  private parked: Seq[] = []; // first sequences of requests whose adapter waits for a free LoRA slot (FIFO)
 
   constructor(readonly model: LlamaModel, readonly tokenizer: Decoder | null, opts: EngineOptions = {}) {
     const c = model.config;
@@ -135,6 +145,9 @@ export class Engine {
     this.runner = new ModelRunner(model, new KvCache(c.numLayers, numBlocks, blockSize, c.numKvHeads, c.headDim, kvDtype));
     this.proposer?.init?.({ vocabSize: c.vocabSize, numBlocks, blockSize, maxPositions: c.maxPositionEmbeddings });
     this.maxQueue = opts.maxQueue ?? ENGINE_DEFAULTS.maxQueue;
+    this.adapters = new AdapterTable(c, opts.maxLoraRank);
+    this.maxLoras = opts.maxLoras ?? DEFAULT_MAX_LORAS;
+    if (!(Number.isInteger(this.maxLoras) && this.maxLoras >= 1)) throw new RangeError(`maxLoras must be an integer >= 1, got ${this.maxLoras}`);
     this.eosIds = [...new Set([...c.eosTokenIds, ...(opts.extraEosIds ?? [])])];
     const kvTokens = numBlocks * blockSize;
     this.info = {
@@ -150,6 +163,7 @@ export class Engine {
       kvTokens,
       maxRequestTokens: Math.min(c.maxPositionEmbeddings, kvTokens),
       speculative: this.proposer ? { method: this.proposer.name, numSpeculativeTokens: this.numSpecTokens } : null,
+      maxLoras: this.maxLoras,
     };
   }
 
@@ -171,13 +185,18 @@ export class Engine {
     // --max-queue counts waiting requests that the free sequence slots cannot take at the next step
     // an interactive request queues ahead of batch ones, so only interactive waiting ones count against it
     const ahead = req.priority === 'batch' ? this.scheduler.waiting.length : this.scheduler.waiting.filter((s) => !s.lowPriority).length;
-    const queued = ahead - Math.max(0, this.scheduler.cfg.maxNumSeqs - this.scheduler.running.length);
+    const queued = this.parked.length + ahead - Math.max(0, this.scheduler.cfg.maxNumSeqs - this.scheduler.running.length);
     if (queued >= this.maxQueue) {
       throw new EngineRequestError(429, `the queue is full (${this.maxQueue} requests waiting beyond the ${this.scheduler.cfg.maxNumSeqs} sequence slots, --max-queue); retry later`);
     }
     const V = this.info.vocabSize;
     const P = req.promptIds.length;
     if (P === 0) bad('prompt is empty: give at least one token');
+    let lora: LoadedAdapter | null = null;
+    if (req.adapter !== undefined && req.adapter !== null) {
+      lora = this.adapters.get(req.adapter) ?? null;
+      if (!lora) throw new EngineRequestError(404, `no LoRA adapter named '${String(req.adapter).slice(0, 200)}' is loaded (loaded: ${this.adapters.list().map((a) => a.name).join(', ') || 'none'})`);
+    }
     req.promptIds.forEach((id, i) => {
       if (!Number.isInteger(id) || id < 0 || id >= V) bad(`prompt token ${i} has id ${id}, outside the vocabulary [0, ${V})`);
     });
@@ -186,10 +205,11 @@ export class Engine {
       if (req.pooling !== 'mean' && req.pooling !== 'last') bad(`pooling must be 'mean' or 'last', got ${String(req.pooling)}`);
       const seq = new Seq(`${req.id}/e`, [...req.promptIds], P, false, null, { pooling: req.pooling, done: 0 }, []);
       seq.lowPriority = req.priority === 'batch';
+      seq.lora = lora;
       const state: EmbedState = { kind: 'embed', req, seq, sum: new Float64Array(this.info.hiddenSize) };
       this.states.set(req.id, state);
       this.seqOwner.set(seq.id, { state, comp: null });
-      this.scheduler.add(seq);
+      this.enqueue(seq);
       return;
     }
     if (!(Number.isInteger(req.maxTokens) && req.maxTokens >= 1)) bad(`max_tokens must be an integer >= 1, got ${req.maxTokens}`);
@@ -213,6 +233,7 @@ export class Engine {
         throw new EngineRequestError(400, (e as Error).message);
       }
       const seq = new Seq(`${req.id}/${i}`, [...req.promptIds], P, true, i === 0 ? promptLogprobs : null, null, []);
+      seq.lora = lora;
       if (this.proposer && req.speculative !== false) seq.spec = new AdaptiveK(this.numSpecTokens);
       seq.lowPriority = req.priority === 'batch';
       const text = this.tokenizer !== null;
@@ -233,7 +254,49 @@ export class Engine {
     };
     this.states.set(req.id, state);
     for (const c of comps) this.seqOwner.set(c.seq.id, { state, comp: c });
-    this.scheduler.add(comps[0]!.seq);
+    this.enqueue(comps[0]!.seq);
+  }
+
+  /** Serve a PEFT adapter directory as `name` (read now, once; a new version id when the name exists). */
+  loadAdapter(name: string, path: string): AdapterInfo {
+    return this.adapters.load(name, path);
+  }
+
+  /** Stop serving `name`; running and queued requests keep the adapter they were given. */
+  unloadAdapter(name: string): boolean {
+    return this.adapters.unload(name);
+  }
+
+  /** Into the scheduler, unless the request's adapter would be one more than maxLoras in use: then it waits here. */
+  private enqueue(seq: Seq): void {
+    if (seq.lora === null || this.loraSlotFor(seq.adapterId, this.adaptersInUse())) this.scheduler.add(seq);
+    else this.parked.push(seq);
+  }
+
+  /** Adapter ids of every sequence the scheduler holds (running or waiting). */
+  private adaptersInUse(): Set<number> {
+    const ids = new Set<number>();
+    for (const s of this.scheduler.running) if ((s as Seq).adapterId !== 0) ids.add((s as Seq).adapterId);
+    for (const s of this.scheduler.waiting) if ((s as Seq).adapterId !== 0) ids.add((s as Seq).adapterId);
+    return ids;
+  }
+
+  private loraSlotFor(id: number, inUse: Set<number>): boolean {
+    if (inUse.has(id)) return true;
+    if (inUse.size >= this.maxLoras) return false;
+    inUse.add(id);
+    return true;
+  }
+
+  /** Parked requests whose adapter now has a slot join the scheduler, in arrival order. */
+  private admitParked(): void {
+    if (this.parked.length === 0) return;
+    const inUse = this.adaptersInUse();
+    this.parked = this.parked.filter((seq) => {
+      if (!this.loraSlotFor(seq.adapterId, inUse)) return true;
+      this.scheduler.add(seq);
+      return false;
+    });
   }
 
   /** Cancel a request: its blocks are freed and its completions end with 'abort' at the next step. */
@@ -258,6 +321,7 @@ export class Engine {
     }
     this.states.clear();
     this.seqOwner.clear();
+    this.parked = [];
     this.aborts.clear();
     return ids.map((id) => ({ kind: 'error', id, status: 500, message }));
   }
@@ -265,9 +329,10 @@ export class Engine {
   /** One engine iteration; returns the outputs it produced. */
   step(): EngineOutput[] {
     const outputs = this.applyAborts();
+    this.admitParked();
     if (!this.scheduler.hasWork) return outputs;
     this.planLookahead();
-    const sched = this.propose(this.scheduler.schedule());
+    const sched = this.byAdapter(this.propose(this.scheduler.schedule()));
     this.counters.steps++;
     for (const s of sched.seqs) {
       const owner = this.seqOwner.get(s.id)!;
@@ -283,7 +348,7 @@ export class Engine {
       const seq = this.seqOf(s.id);
       // draft positions are unverified: roll back to the committed tokens before hashing full blocks
       seq.numComputed -= seq.draft.length;
-      this.kv.cacheComputed(s.id, seq.tokens, seq.numComputed);
+      this.kv.cacheComputed(s.id, seq.tokens, seq.numComputed, seq.adapterId);
     }
     const touched = new Set<GenState>();
     for (const r of results) {
@@ -310,7 +375,7 @@ export class Engine {
     const pool = this.kv.pool;
     return {
       running: this.scheduler.running.length,
-      waiting: this.scheduler.waiting.length,
+      waiting: this.scheduler.waiting.length + this.parked.length, // parked: waiting for a LoRA slot
       kvBlocksTotal: pool.numBlocks,
       kvBlocksUsed: pool.numUsed,
       kvBlocksCached: pool.numCached,
@@ -453,7 +518,21 @@ export class Engine {
     }
   }
 
+  private unpark(seq: Seq): void {
+    const p = this.parked.indexOf(seq);
+    if (p >= 0) this.parked.splice(p, 1);
+  }
+
+  /** The step's sequences with equal adapters next to each other (stable sort), so each adapter is one row segment. */
+  private byAdapter(out: SchedulerOutput): SchedulerOutput {
+    const key = (id: string): number => this.seqOf(id).adapterId;
+    let sorted = true;
+    for (let i = 1; i < out.seqs.length && sorted; i++) sorted = key(out.seqs[i - 1]!.id) <= key(out.seqs[i]!.id);
+    return sorted ? out : { ...out, seqs: [...out.seqs].sort((a, b) => key(a.id) - key(b.id)) };
+  }
+
   private finishSeq(seq: Seq): void {
+    this.unpark(seq);
     this.scheduler.finish(seq.id);
     this.proposer?.release?.(seq.id);
   }
@@ -491,6 +570,7 @@ export class Engine {
       const state = this.states.get(id);
       if (!state) continue;
       if (state.kind === 'embed') {
+        this.unpark(state.seq);
         this.scheduler.finish(state.seq.id);
         this.drop(state);
         outs.push({ kind: 'error', id, status: 500, message: `embedding request ${id} was aborted` });

@@ -1,6 +1,9 @@
 // Engine protocol: the plain-data messages between the HTTP side and the engine worker thread.
 
 import type { SamplingParams } from '../model/sampler.js';
+import type { AdapterInfo } from './adapters.js';
+
+export type { AdapterInfo } from './adapters.js';
 
 /** Sampling as plain data (logit bias as a record so it can cross a worker boundary). */
 export type SamplingSpec = Omit<SamplingParams, 'logitBias'> & { readonly logitBias: Readonly<Record<string, number>> | null };
@@ -20,6 +23,7 @@ export interface GenerateRequest {
   readonly skipSpecialTokens: boolean;
   readonly speculative?: boolean; // false → decode this request without speculation; default: the engine's setting
   readonly priority?: RequestPriority; // default 'interactive'
+  readonly adapter?: string | null; // name of a served LoRA adapter; absent / null → the base model
 }
 
 export interface EmbedRequest {
@@ -29,6 +33,7 @@ export interface EmbedRequest {
   readonly pooling: 'mean' | 'last';
   readonly normalize: boolean;
   readonly priority?: RequestPriority; // default 'interactive'
+  readonly adapter?: string | null; // as for GenerateRequest
 }
 
 /** 'batch' requests fill spare capacity: admitted after every waiting interactive one, preempted first. */
@@ -68,7 +73,7 @@ export interface EmbedOutput {
 export interface EngineError {
   readonly kind: 'error';
   readonly id: string;
-  readonly status: 400 | 429 | 500 | 503; // HTTP status the server should answer with
+  readonly status: 400 | 404 | 429 | 500 | 503; // HTTP status the server should answer with
   readonly message: string;
 }
 
@@ -107,6 +112,8 @@ export interface EngineInfo {
   readonly kvTokens: number; // tokens of KV that fit in the budget
   readonly maxRequestTokens: number; // longest prompt + output one request can ever hold: min(maxModelLen, kvTokens)
   readonly speculative?: { readonly method: string; readonly numSpeculativeTokens: number } | null; // proposer name and K
+  readonly adapters?: readonly AdapterInfo[]; // LoRA adapters served at start (see EngineClient.adapters for now)
+  readonly maxLoras?: number; // distinct adapters in one step; requests for more wait
 }
 
 /** The main-thread handle on the engine worker (src/engine/client.ts implements it). */
@@ -120,13 +127,19 @@ export interface EngineClient {
   stats(): Promise<EngineStats>;
   /** Stop taking requests; finish running ones within graceMs, then abort the rest and end the worker. */
   shutdown(graceMs: number): Promise<void>;
+  /** LoRA adapters served now (by name). */
+  adapters?(): readonly AdapterInfo[];
+  /** Read a PEFT adapter directory in the engine and serve it as `name` (a new version if the name exists). */
+  loadAdapter?(name: string, path: string): Promise<AdapterInfo>;
+  /** Stop serving `name`; requests already running finish with it. Rejects (404) when there is none. */
+  unloadAdapter?(name: string): Promise<void>;
   /** Why the engine stopped serving on its own (its worker crashed or exited), or null while it serves. */
   failure(): string | null;
 }
 
 /** Thrown by EngineClient methods for a request the engine refused (status tells the server what to answer). */
 export class EngineRequestError extends Error {
-  constructor(readonly status: 400 | 429 | 500 | 503, message: string) {
+  constructor(readonly status: 400 | 404 | 429 | 500 | 503, message: string) {
     super(message);
   }
 }

@@ -4,6 +4,7 @@
 // T tokens in the step, S sequences, R rows with logits, D hidden, V vocab, L block size.
 
 import type { LlamaModel, ForwardInput } from '../model/llama.js';
+import type { LoraAdapter, LoraBatch } from '../model/lora.js';
 import type { KvCache } from '../model/kv-cache.js';
 import { copyKvBlocks } from '../model/kv-cache.js';
 import type { Sampler, TokenCounts } from '../model/sampler.js';
@@ -32,6 +33,7 @@ export interface RunnerSeq {
   /** Draft tokens fed after `tokens` this step, verified by the single slot (speculative decoding); k ≤ numLookahead. */
   readonly draft: readonly number[];
   readonly draftQ: readonly Float32Array[] | undefined; // (k, V) draft distributions; undefined → one-hot
+  readonly adapter?: LoraAdapter | null; // LoRA applied to this sequence's rows; null / absent → base
 }
 
 export interface SampledToken { readonly token: number; readonly logprob: LogprobEntry | null }
@@ -42,6 +44,25 @@ export interface SeqResult {
   readonly verified: { readonly tokens: readonly SampledToken[]; readonly accepted: number } | null; // with a draft: accepted + 1 tokens
   readonly promptLogprobs: readonly LogprobEntry[]; // for prompt tokens done+1 .. (in order)
   readonly hidden: { readonly start: number; readonly rows: Float32Array } | null; // (rows, D) for positions start..
+}
+
+/** Row segments of consecutive sequences sharing an adapter; undefined when every sequence runs on the base. */
+function loraSegments(out: SchedulerOutput, seqOf: (id: string) => RunnerSeq): LoraBatch | undefined {
+  const adapters: LoraAdapter[] = [];
+  const starts: number[] = [];
+  const which: number[] = [];
+  let t = 0;
+  let any = false;
+  for (const sch of out.seqs) {
+    const a = seqOf(sch.id).adapter ?? null;
+    const ai = a === null ? -1 : adapters.indexOf(a) >= 0 ? adapters.indexOf(a) : adapters.push(a) - 1;
+    any ||= ai >= 0;
+    if (which.length === 0 || which[which.length - 1] !== ai) { starts.push(t); which.push(ai); }
+    t += sch.numTokens;
+  }
+  if (!any) return undefined;
+  starts.push(t);
+  return { adapters, segStart: Int32Array.from(starts), segAdapter: Int32Array.from(which) };
 }
 
 export class ModelRunner {
@@ -117,6 +138,7 @@ export class ModelRunner {
     const wantHidden = hiddenRows.length > 0;
     const hiddenOut = wantHidden ? new Float32Array(R * D) : undefined; // (R, D)
     const inp: ForwardInput = {
+      lora: loraSegments(out, seqOf),
       tokens, positions, slots,
       attn: { numSeqs: S, qStart, ctxLen, blockTables, maxBlocks },
       logitRows: Int32Array.from([...logitRows, ...hiddenRows]),

@@ -13,6 +13,7 @@ export interface SchedSeq {
   readonly usePrefixCache: boolean;
   readonly lookahead?: number; // draft tokens to verify after the one pending token (speculative decoding)
   readonly lowPriority?: boolean; // batch lane: admitted only when no interactive prompt waits
+  readonly adapterId?: number; // LoRA adapter version (prefix-cache key); 0 / absent → base
 }
 
 export interface ScheduledSeq {
@@ -129,7 +130,7 @@ export class Scheduler {
     while (!kvPressure && this.waiting.length > 0 && budget > 0
       && this.running.length < this.cfg.maxNumSeqs && picked.length < this.cfg.maxNumSeqs) {
       const s = this.waiting[0]!;
-      const prefix = s.usePrefixCache && s.numComputed === 0 ? this.kv.findCachedPrefix(s.tokens) : undefined;
+      const prefix = s.usePrefixCache && s.numComputed === 0 ? this.kv.findCachedPrefix(s.tokens, s.adapterId ?? 0) : undefined;
       const hit = prefix ? prefix.blocks.length * this.kv.blockSize : 0;
       const n = Math.min(s.tokens.length - hit, budget);
       if (!this.kv.allocate(s.id, hit + n, prefix)) break;

@@ -26,13 +26,16 @@ try {
     speculative, numSpeculativeTokens: opts.numSpeculativeTokens,
     modelId: opts.modelId, kvCacheMemory: opts.kvCacheMemory, kvDtype: opts.kvDtype, blockSize: opts.blockSize,
     maxBatchedTokens: opts.maxBatchedTokens, maxNumSeqs: opts.maxNumSeqs, maxQueue: opts.maxQueue, prefixCaching: opts.prefixCaching,
-    extraEosIds: tokenizer?.eosIds,
+    extraEosIds: tokenizer?.eosIds, maxLoras: opts.maxLoras, maxLoraRank: opts.maxLoraRank,
   });
+  for (const m of opts.loraModules ?? []) {
+    try { engine.loadAdapter(m.name, m.path); } catch (e) { throw new Error(`LoRA module ${m.name}=${m.path}: ${(e as Error).message}`); }
+  }
 } catch (e) {
   post({ type: 'failed', message: `loading ${opts.model}: ${(e as Error).message}` });
   process.exit(1);
 }
-post({ type: 'ready', info: engine.info });
+post({ type: 'ready', info: { ...engine.info, adapters: engine.adapters.list() } });
 
 let wake: (() => void) | null = null;
 let shutdownAt: number | null = null;
@@ -56,6 +59,17 @@ port.on('message', (m: ToWorker) => {
     case 'stats':
       post({ type: 'stats', nonce: m.nonce, stats: engine.stats() });
       break;
+    case 'adapter': {
+      let error: { status: 400 | 404; message: string } | undefined;
+      try {
+        if (m.op === 'load') engine.loadAdapter(m.name, m.path ?? '');
+        else if (!engine.unloadAdapter(m.name)) error = { status: 404, message: `no LoRA adapter named '${m.name}' is loaded` };
+      } catch (e) {
+        error = { status: 400, message: `loading LoRA adapter ${m.name} from ${m.path}: ${(e as Error).message}` };
+      }
+      post({ type: 'adapter', nonce: m.nonce, adapters: engine.adapters.list(), error });
+      break;
+    }
     case 'shutdown':
       engine.stopAccepting();
       shutdownAt = Date.now() + Math.max(0, m.graceMs);

@@ -7,6 +7,7 @@ import { dequantizeRow } from '../tensor/codecs.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { type LlamaConfig, ropeInvFreq } from './config.js';
 import type { KvCache } from './kv-cache.js';
+import { addSegmentedLora, LoraScratch, type LoraBatch } from './lora.js';
 
 export interface LlamaLayer {
   readonly inputNorm: Float32Array; // (D)
@@ -35,6 +36,7 @@ export interface ForwardInput {
   readonly attn: AttentionBatch;
   readonly logitRows: Int32Array; // rows of the batch whose logits are wanted (R)
   readonly numLogits?: number; // only the first numLogits of logitRows get logits, the rest only hiddenOut; default R
+  readonly lora?: LoraBatch; // per-row adapters (multi-LoRA serving); absent → base only
 }
 
 /** Scratch activations, sized for up to `capacity` tokens; grown, never shrunk. */
@@ -71,6 +73,7 @@ export class LlamaModel {
   readonly invFreq: Float32Array; // (E/2)
   readonly attnShape: AttentionShape;
   private readonly ws = new Workspace();
+  private readonly loraWs = new LoraScratch();
 
   constructor(
     readonly config: LlamaConfig,
@@ -140,6 +143,8 @@ export class LlamaModel {
     const proj = w.proj.subarray(0, T * D);
     const gate = w.gate.subarray(0, T * F);
     const up = w.up.subarray(0, T * F);
+    const lora = inp.lora && inp.lora.segAdapter.some((a) => a >= 0) ? inp.lora : undefined;
+    if (lora && lora.segStart[lora.segAdapter.length] !== T) throw new Error(`LoRA segments cover ${lora.segStart[lora.segAdapter.length]} rows, the step has ${T}`);
 
     be.embedding(x, this.weights.embed, inp.tokens);
     for (let l = 0; l < cfg.numLayers; l++) {
@@ -149,18 +154,29 @@ export class LlamaModel {
       be.matmul(q, h, L.wq, T);
       be.matmul(k, h, L.wk, T);
       be.matmul(v, h, L.wv, T);
+      if (lora) {
+        addSegmentedLora(be, q, h, D, H * E, lora, l, 'q', this.loraWs);
+        addSegmentedLora(be, k, h, D, K * E, lora, l, 'k', this.loraWs);
+        addSegmentedLora(be, v, h, D, K * E, lora, l, 'v', this.loraWs);
+      }
       be.rope(q, inp.positions, H, E, this.invFreq);
       be.rope(k, inp.positions, K, E, this.invFreq);
       be.kvWrite(kv.layers[l]!, k, v, inp.slots);
       be.attention(att, q, kv.layers[l]!, this.attnShape, inp.attn);
       be.matmul(proj, att, L.wo, T);
+      if (lora) addSegmentedLora(be, proj, att, H * E, D, lora, l, 'o', this.loraWs);
       be.add(x, proj);
       // MLP block: x += Wdown · (silu(Wgate h) * Wup h), h = rmsnorm(x)
       be.rmsnorm(h, x, L.postNorm, T, cfg.rmsNormEps);
       be.matmul(gate, h, L.wGate, T);
       be.matmul(up, h, L.wUp, T);
+      if (lora) {
+        addSegmentedLora(be, gate, h, D, F, lora, l, 'gate', this.loraWs);
+        addSegmentedLora(be, up, h, D, F, lora, l, 'up', this.loraWs);
+      }
       be.swiglu(gate, gate, up);
       be.matmul(proj, gate, L.wDown, T);
+      if (lora) addSegmentedLora(be, proj, gate, F, D, lora, l, 'down', this.loraWs);
       be.add(x, proj);
     }
     // only the rows that need logits go through the final norm and the head

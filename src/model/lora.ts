@@ -141,3 +141,48 @@ export function withLoraBackend<B extends Backend>(backend: B, layers: readonly 
   };
   return wrapped;
 }
+
+/**
+ * The adapters of one packed forward step: rows [segStart[g], segStart[g+1]) use adapters[segAdapter[g]]
+ * (-1: the base alone). The base matmul covers every row; each segment adds s · (x Aᵀ) Bᵀ for its rows.
+ */
+export interface LoraBatch {
+  readonly adapters: readonly LoraAdapter[]; // (A) adapters present in this step
+  readonly segStart: Int32Array; // (G + 1) row offsets
+  readonly segAdapter: Int32Array; // (G) index into adapters, or -1
+}
+
+/** Scratch for the segmented delta; grown, never shrunk. */
+export class LoraScratch {
+  u = new Float32Array(0); // (M, r)
+  d = new Float32Array(0); // (M, N)
+  take(mr: number, mn: number): { u: Float32Array; d: Float32Array } {
+    if (this.u.length < mr) this.u = new Float32Array(Math.max(mr, 2 * this.u.length));
+    if (this.d.length < mn) this.d = new Float32Array(Math.max(mn, 2 * this.d.length));
+    return { u: this.u.subarray(0, mr), d: this.d.subarray(0, mn) };
+  }
+}
+
+/** y (T, N) += per segment s · (x Aᵀ) Bᵀ with x (T, C): layer `l`'s `target` of each segment's adapter. */
+export function addSegmentedLora(
+  be: Backend, y: Float32Array, x: Float32Array, C: number, N: number, batch: LoraBatch, l: number, target: LoraTarget, ws: LoraScratch,
+): void {
+  const G = batch.segAdapter.length;
+  for (let g = 0; g < G; g++) {
+    const ai = batch.segAdapter[g]!;
+    if (ai < 0) continue;
+    const adapter = batch.adapters[ai]!;
+    const lin = adapter.layers[l]?.[target];
+    if (!lin) continue;
+    const r0 = batch.segStart[g]!;
+    const M = batch.segStart[g + 1]! - r0;
+    if (M <= 0) continue;
+    if (lin.N !== N || lin.C !== C) throw new Error(`LoRA layer ${l} ${target}: adapter is (${lin.N}, ${lin.C}), the matmul is (${N}, ${C})`);
+    const { u, d } = ws.take(M * lin.rank, M * N);
+    be.matmul(u, x.subarray(r0 * C, (r0 + M) * C), lin.aT, M); // (M, r)
+    const s = loraScale(adapter.config);
+    for (let i = 0; i < u.length; i++) u[i] = s * u[i]!; // scale the small (M, r) side
+    be.matmul(d, u, lin.bT, M); // (M, N)
+    be.add(y.subarray(r0 * N, (r0 + M) * N), d);
+  }
+}

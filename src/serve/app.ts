@@ -8,6 +8,7 @@ import type { GenerationDefaults } from '../formats/hf-config.js';
 import { PRIORITY_HEADER, registerBatchRoutes } from './batch-routes.js';
 import { ApiError, invalid } from './errors.js';
 import { ServeMetrics } from './metrics.js';
+import { registerLoraRoutes } from './lora-routes.js';
 import { registerConsole } from './static.js';
 import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
 import {
@@ -35,6 +36,7 @@ export interface AppOptions {
   readonly modelPath?: string | null; // for the console's model facts
   readonly webDir?: string; // the console's files (default: the package's web/)
   readonly dataDir?: string | null; // Files and Batch API state (SQLite); absent → no /v1/files, /v1/batches
+  readonly lora?: { readonly enableLoading: boolean; readonly root: string | null }; // runtime adapter loading
 }
 
 export interface ServeApp {
@@ -98,7 +100,10 @@ export function createApp(opts: AppOptions): ServeApp {
     return ctx;
   };
   const vctx = (c: ModelContext): ValidationContext =>
-    ({ modelName: opts.modelName, vocabSize: c.engine.info.vocabSize, hiddenSize: c.engine.info.hiddenSize, maxNumSeqs: c.engine.info.maxNumSeqs, defaults: c.defaults });
+    ({ modelName: opts.modelName, vocabSize: c.engine.info.vocabSize, hiddenSize: c.engine.info.hiddenSize, maxNumSeqs: c.engine.info.maxNumSeqs, defaults: c.defaults, adapterNames: adapterList(c).map((a) => a.name) });
+  const adapterList = (c: ModelContext) => c.engine.adapters?.() ?? [];
+  /** The engine adapter a request's model field selects: null for the base. */
+  const adapterOf = (name: string): string | null => (name === opts.modelName ? null : name);
 
   app.get('/health', async (_req, reply) => {
     if (draining) return reply.code(503).send({ status: 'shutting_down' });
@@ -125,15 +130,21 @@ export function createApp(opts: AppOptions): ServeApp {
   if (opts.dataDir) registerBatchRoutes(app, { dataDir: opts.dataDir, apiKey: opts.apiKey ?? null, metrics, window: () => 2 * (ctx?.engine.info.maxNumSeqs ?? 1) });
   registerConsole(app, { ui: opts.ui ?? true, metrics, refresh, engineInfo: () => model().engine.info, modelName: opts.modelName, modelPath: opts.modelPath, webDir: opts.webDir });
 
-  const modelCard = () => {
-    const info = model().engine.info;
-    return { id: opts.modelName, object: 'model', created, owned_by: 'floe', root: info.modelId, max_model_len: info.maxModelLen };
+  // adapters are listed as vLLM lists them: their own id, the base as parent, their directory as root
+  const modelCards = () => {
+    const c = model();
+    const info = c.engine.info;
+    const base = { id: opts.modelName, object: 'model', created, owned_by: 'floe', root: info.modelId, parent: null, max_model_len: info.maxModelLen };
+    return [base, ...adapterList(c).map((a) => ({ ...base, id: a.name, root: a.path, parent: opts.modelName }))];
   };
-  app.get('/v1/models', async () => ({ object: 'list', data: [modelCard()] }));
+  app.get('/v1/models', async () => ({ object: 'list', data: modelCards() }));
   app.get<{ Params: { id: string } }>('/v1/models/:id', async (req) => {
-    if (req.params.id !== opts.modelName) throw new ApiError(404, `the model '${req.params.id}' does not exist; this server serves '${opts.modelName}'`, 'model', 'model_not_found');
-    return modelCard();
+    const cards = modelCards();
+    const card = cards.find((m) => m.id === req.params.id);
+    if (!card) throw new ApiError(404, `the model '${req.params.id.slice(0, 200)}' does not exist; this server serves ${cards.map((m) => `'${m.id}'`).join(', ')}`, 'model', 'model_not_found');
+    return card;
   });
+  registerLoraRoutes(app, { enabled: opts.lora?.enableLoading ?? false, root: opts.lora?.root ?? null, baseName: opts.modelName, engine: () => model().engine });
 
   /** Prompt ids of one prompt, checked against the vocabulary. */
   const promptIds = (c: ModelContext, p: Prompt, param: string): number[] => {
@@ -166,7 +177,7 @@ export function createApp(opts: AppOptions): ServeApp {
   const engineRequest = (id: string, ids: number[], g: GenerationParams, maxTokens: number, promptLogprobs: number | null): Omit<GenerateRequest, 'kind'> => ({
     id, promptIds: ids, sampling: g.sampling, maxTokens, n: g.n, stop: g.stop, stopTokenIds: g.stopTokenIds,
     ignoreEos: g.ignoreEos, logprobs: g.logprobs, promptLogprobs, skipSpecialTokens: g.skipSpecialTokens,
-    speculative: g.speculative,
+    speculative: g.speculative, adapter: adapterOf(g.model),
   });
 
   /** Start engine requests, abort them when the client goes away; yields outputs tagged with their prompt. */
@@ -227,7 +238,7 @@ export function createApp(opts: AppOptions): ServeApp {
     const t0 = performance.now();
     const job = run(reply, [engineRequest(id, ids, p, maxTokens, null)]);
     const acc = new Accumulator(p.n, 1, metrics, t0, p.returnTokenIds);
-    const head = { id, created: Math.floor(Date.now() / 1000), model: opts.modelName };
+    const head = { id, created: Math.floor(Date.now() / 1000), model: p.model };
     const chatLogprobs = (entries: readonly LogprobEntry[] | null) => entries === null ? null : {
       content: entries.map((e) => ({
         ...tokenInfo(texts, e.token, e.logprob),
@@ -286,7 +297,7 @@ export function createApp(opts: AppOptions): ServeApp {
     const t0 = performance.now();
     const job = run(reply, prompts.map((pr, k) => engineRequest(prompts.length > 1 ? `${id}-${k}` : id, pr.ids, p, pr.maxTokens, wantPromptLp)));
     const acc = new Accumulator(p.n, prompts.length, metrics, t0, p.returnTokenIds);
-    const head = { id, created: Math.floor(Date.now() / 1000), model: opts.modelName };
+    const head = { id, created: Math.floor(Date.now() / 1000), model: p.model };
     const promptLp: Array<ReadonlyArray<LogprobEntry | null> | null> = prompts.map(() => null);
     const offsets = Array.from({ length: p.n * prompts.length }, () => new TextOffsets());
     const echoed = new Array<boolean>(p.n * prompts.length).fill(false);
@@ -374,11 +385,11 @@ export function createApp(opts: AppOptions): ServeApp {
     });
     const id = `embd-${randomUUID().replaceAll('-', '')}`;
     const outs = await Promise.all(inputs.map((ids, i) =>
-      c.engine.embed({ id: `${id}-${i}`, promptIds: ids, pooling: p.pooling, normalize: p.normalize, priority: lane(req) })));
+      c.engine.embed({ id: `${id}-${i}`, promptIds: ids, pooling: p.pooling, normalize: p.normalize, priority: lane(req), adapter: adapterOf(p.model) })));
     const tokens = outs.reduce((s, o) => s + o.promptTokens, 0);
     metrics.promptTokens.inc(tokens);
     return {
-      object: 'list', model: opts.modelName,
+      object: 'list', model: p.model,
       data: outs.map((o, i) => ({
         object: 'embedding', index: i,
         embedding: p.encodingFormat === 'base64'
@@ -571,7 +582,7 @@ async function* merge<T>(sources: readonly AsyncIterable<T>[], onEnd: () => void
 function toApiError(err: unknown, bodyLimit: number): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof EngineRequestError) {
-    const code = { 400: 'invalid_request', 429: 'too_many_requests', 500: 'engine_error', 503: 'engine_unavailable' }[err.status];
+    const code = { 400: 'invalid_request', 404: 'model_not_found', 429: 'too_many_requests', 500: 'engine_error', 503: 'engine_unavailable' }[err.status];
     return new ApiError(err.status, err.message, null, code);
   }
   const e = err as { code?: unknown; statusCode?: unknown; message?: unknown };

@@ -24,6 +24,8 @@ export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
   readonly log?: (line: string) => void;
   readonly ui?: boolean; // the web console at / (default true)
   readonly dataDir?: string | null; // Files / Batch API state; absent → those routes are off
+  readonly enableLoraLoading?: boolean; // POST /v1/load_lora_adapter and /v1/unload_lora_adapter answer
+  readonly loraRoot?: string | null; // runtime adapter paths must lie inside this directory
 }
 
 export interface RunningServer {
@@ -98,6 +100,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const modelName = opts.modelName ?? defaultModelName(opts.model);
   const serve = createApp({
     modelName, apiKey: opts.apiKey, bodyLimit: opts.bodyLimit, metrics: new ServeMetrics({ processMetrics: true }), ui: opts.ui, modelPath: opts.model, dataDir: opts.dataDir,
+    lora: { enableLoading: opts.enableLoraLoading ?? false, root: opts.loraRoot ?? null },
   });
   const { host = '127.0.0.1', port = 8000 } = opts;
   await serve.app.listen({ host, port });

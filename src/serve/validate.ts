@@ -12,6 +12,7 @@ export interface ValidationContext {
   readonly hiddenSize: number;
   readonly maxNumSeqs: number; // the most completions one request may ask for (--max-num-seqs)
   readonly defaults?: GenerationDefaults; // the model's generation_config.json: used where the request is silent
+  readonly adapterNames?: readonly string[]; // LoRA adapters served by name besides the base
 }
 
 /** Fields common to chat and text completions. */
@@ -162,7 +163,10 @@ function checkModel(b: Obj, ctx: ValidationContext): string {
   const m = get(b, 'model');
   if (m === undefined) return ctx.modelName;
   if (typeof m !== 'string') throw invalid('model', `'model' must be a string, got ${describe(m)}`, 'invalid_type');
-  if (m !== ctx.modelName) throw new ApiError(404, `the model '${m.slice(0, 200)}' does not exist; this server serves '${ctx.modelName}'`, 'model', 'model_not_found');
+  if (m !== ctx.modelName && !ctx.adapterNames?.includes(m)) {
+    const names = [ctx.modelName, ...(ctx.adapterNames ?? [])].map((n) => `'${n}'`).join(', ');
+    throw new ApiError(404, `the model '${m.slice(0, 200)}' does not exist; this server serves ${names}`, 'model', 'model_not_found');
+  }
   return m;
 }
 

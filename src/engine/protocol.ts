@@ -1,6 +1,9 @@
 // Engine protocol: the plain-data messages between the HTTP side and the engine worker thread.
 
 import type { SamplingParams } from '../model/sampler.js';
+import type { ConstraintSpec } from './constrained/constraint.js';
+
+export type { ConstraintSpec } from './constrained/constraint.js';
 
 /** Sampling as plain data (logit bias as a record so it can cross a worker boundary). */
 export type SamplingSpec = Omit<SamplingParams, 'logitBias'> & { readonly logitBias: Readonly<Record<string, number>> | null };
@@ -19,6 +22,7 @@ export interface GenerateRequest {
   readonly promptLogprobs: number | null; // top-K logprobs per prompt token; null → none
   readonly skipSpecialTokens: boolean;
   readonly speculative?: boolean; // false → decode this request without speculation; default: the engine's setting
+  readonly constraint?: ConstraintSpec | null; // constrained decoding (JSON schema, regex, choice, tool calls); such requests never speculate
 }
 
 export interface EmbedRequest {

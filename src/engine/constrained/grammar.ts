@@ -17,15 +17,17 @@ type LitNode = Extract<Node, { t: 'literal' }>;
 type ObjNode = Extract<Node, { t: 'object' }>;
 type ArrNode = Extract<Node, { t: 'array' }> | null; // null: an array of any values
 type CallsNode = Extract<Node, { t: 'calls' }>;
+type StrNode = Extract<Node, { t: 'string' }>;
 
 // number phases: after '-', '0', int digits, '.', frac digits, 'e', exponent sign, exponent digits
 const enum N { Sign, Zero, Int, Dot, Frac, E, ESign, Exp }
 const NUM_COMPLETE = [false, true, true, false, true, false, false, true];
-const MAX_DIGITS = 16; // per digit run: keeps numbers (and state keys) finite
+const MAX_DIGITS = 16;
+const UTF8_SECOND: readonly (readonly [number, number, number])[] = [[0xa0, 0xbf, 11], [0x80, 0x9f, 11], [0x90, 0xbf, 12], [0x80, 0x8f, 12]]; // after E0, ED, F0, F4 // per digit run: keeps numbers (and state keys) finite
 
 type Frame =
   | { readonly k: 'val'; readonly node: Node }
-  | { readonly k: 'str'; readonly ph: number } // 0 text, 1 after '\', 2..5 '\u' hex digits seen + 2, 11..13 UTF-8 continuation bytes left + 10
+  | { readonly k: 'str'; readonly ph: number; readonly n: number; readonly node: StrNode | null } // ph: 0 text, 1 after '\', 2..5 '\u' hex digits seen + 2, 11..13 UTF-8 continuation bytes left + 10, 14..17 after lead E0 ED F0 F4; n: code points so far; node null: unbounded
   | { readonly k: 'num'; readonly int: boolean; readonly ph: N; readonly d: number }
   | { readonly k: 'lit'; readonly node: LitNode; readonly alive: readonly number[]; readonly pos: number }
   | { readonly k: 'obj'; readonly node: ObjNode; readonly i: number; readonly ph: 'open' | 'key' | 'colon' | 'value' | 'next' | 'comma'; readonly alive: readonly number[]; readonly pos: number }
@@ -64,14 +66,14 @@ function begin(node: Node, parent: Stack | null, b: number, out: Parse[]): void 
     case 'any':
       if (b === LB) out.push(push({ k: 'aobj', ph: 'open' }, parent));
       else if (b === LS) out.push(push({ k: 'arr', node: null, n: 0, ph: 'open' }, parent));
-      else if (b === Q) out.push(push({ k: 'str', ph: 0 }, parent));
+      else if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: null }, parent));
       else if (b === 0x2d || isDigit(b)) numStart(false, parent, b, out);
       else begin(KEYWORDS, parent, b, out);
       return;
     case 'anyObject': if (b === LB) out.push(push({ k: 'aobj', ph: 'open' }, parent)); return;
     case 'object': if (b === LB) out.push(push({ k: 'obj', node, i: 0, ph: 'open', alive: [], pos: 0 }, parent)); return;
     case 'array': if (b === LS) out.push(push({ k: 'arr', node, n: 0, ph: 'open' }, parent)); return;
-    case 'string': if (b === Q) out.push(push({ k: 'str', ph: 0 }, parent)); return;
+    case 'string': if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: node.min > 0 || node.max < Infinity ? node : null }, parent)); return;
     case 'number': case 'integer': if (b === 0x2d || isDigit(b)) numStart(node.t === 'integer', parent, b, out); return;
     case 'literal': {
       const alive: number[] = [];
@@ -105,21 +107,34 @@ function step(st: Parse, b: number, out: Parse[]): void {
     case 'val': begin(f.node, p, b, out); return;
     case 'str': {
       const ph = f.ph;
+      const node = f.node;
       let next = -1;
       if (ph === 0) {
-        if (b === Q) { out.push(done(p)); return; }
+        if (b === Q) { if (!node || f.n >= node.min) out.push(done(p)); return; }
+        if (node && f.n >= node.max) return;
         if (b === BS) next = 1;
         else if (b >= 0x20 && b < 0x80) next = 0;
         else if (b >= 0xc2 && b <= 0xdf) next = 11;
-        else if (b >= 0xe0 && b <= 0xef) next = 12;
-        else if (b >= 0xf0 && b <= 0xf4) next = 13;
+        else if (b === 0xe0) next = 14;
+        else if (b === 0xed) next = 15;
+        else if (b >= 0xe1 && b <= 0xef) next = 12;
+        else if (b === 0xf0) next = 16;
+        else if (b === 0xf4) next = 17;
+        else if (b >= 0xf1 && b <= 0xf3) next = 13;
       } else if (ph === 1) {
         if (b === 0x75) next = 2;
         else if ('"\\/bfnrt'.includes(String.fromCharCode(b))) next = 0;
       } else if (ph <= 5) {
         if (isHex(b)) next = ph === 5 ? 0 : ph + 1;
+      } else if (ph >= 14) {
+        // second bytes that would make an overlong form or a surrogate are refused (as UTF-8 decoders do)
+        const [lo, hi, to] = UTF8_SECOND[ph - 14]!;
+        if (b >= lo && b <= hi) next = to;
       } else if (b >= 0x80 && b <= 0xbf) next = ph === 11 ? 0 : ph - 1;
-      if (next >= 0) out.push(next === ph ? st : push({ k: 'str', ph: next }, p));
+      if (next < 0) return;
+      // a code point ends when the state returns to 0 (bounded strings count them)
+      const n = node && next === 0 ? f.n + 1 : f.n;
+      out.push(next === ph && n === f.n ? st : push({ k: 'str', ph: next, n, node }, p));
       return;
     }
     case 'num': {
@@ -176,7 +191,7 @@ function step(st: Parse, b: number, out: Parse[]): void {
     case 'aobj':
       switch (f.ph) {
         case 'open': case 'comma':
-          if (b === Q) out.push(push({ k: 'str', ph: 0 }, push({ k: 'aobj', ph: 'key' }, p)));
+          if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: null }, push({ k: 'aobj', ph: 'key' }, p)));
           else if (f.ph === 'open' && b === RB) out.push(done(p));
           return;
         case 'colon':
@@ -223,7 +238,7 @@ function canFinish(st: Parse): boolean {
 function frameKey(f: Frame): string {
   switch (f.k) {
     case 'val': return `v${f.node.id}`;
-    case 'str': return `s${f.ph}`;
+    case 'str': return f.node ? `s${f.ph}.${f.node.id}.${f.n}` : `s${f.ph}`;
     case 'num': return `n${f.int ? 'i' : 'f'}${f.ph}.${f.d}`;
     case 'lit': return `l${f.node.id}.${f.pos}.${f.alive.join(',')}`;
     case 'obj': return `o${f.node.id}${f.ph}${f.i}${f.ph === 'key' ? `.${f.pos}.${f.alive.join(',')}` : ''}`;

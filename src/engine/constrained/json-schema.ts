@@ -6,7 +6,8 @@ export type Node =
   | { readonly t: 'anyObject'; readonly id: number } // any JSON object (json_object mode)
   | { readonly t: 'object'; readonly id: number; readonly props: readonly Prop[] }
   | { readonly t: 'array'; readonly id: number; readonly items: Node; readonly min: number; readonly max: number } // max: Infinity → unbounded
-  | { readonly t: 'string' | 'number' | 'integer'; readonly id: number }
+  | { readonly t: 'string'; readonly id: number; readonly min: number; readonly max: number } // length in code points (an escape is one)
+  | { readonly t: 'number' | 'integer'; readonly id: number }
   | { readonly t: 'literal'; readonly id: number; readonly texts: readonly Uint8Array[] } // JSON texts (enum, const, boolean, null)
   | { readonly t: 'anyOf'; readonly id: number; readonly nodes: readonly Node[] }
   | { readonly t: 'calls'; readonly id: number; readonly item: Node; readonly sep: Uint8Array; readonly max: number }; // item (sep item)*: parallel tool calls
@@ -16,6 +17,7 @@ export interface Prop { readonly key: Uint8Array; readonly name: string; readonl
 /** The schema keywords the compiler understands; annotations are accepted and ignored. */
 export const SUPPORTED_KEYWORDS = [
   'type', 'properties', 'required', 'additionalProperties', 'items', 'enum', 'const', 'anyOf', 'oneOf', 'minItems', 'maxItems',
+  'minLength', 'maxLength',
 ] as const;
 const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'strict', 'deprecated', 'readOnly', 'writeOnly']);
 
@@ -70,7 +72,12 @@ export class SchemaCompiler {
     }
     switch (type) {
       case undefined: return this.node({ t: 'any' as const });
-      case 'string': return this.node({ t: 'string' as const });
+      case 'string': {
+        const min = count(schema.minLength, 'minLength', path, 0);
+        const max = count(schema.maxLength, 'maxLength', path, Infinity);
+        if (min > max) throw new SchemaError('minLength', path, `minLength ${min} > maxLength ${max} at ${path}`);
+        return this.node({ t: 'string' as const, min, max });
+      }
       case 'number': return this.node({ t: 'number' as const });
       case 'integer': return this.node({ t: 'integer' as const });
       case 'boolean': return this.literals([true, false]);

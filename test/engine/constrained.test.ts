@@ -96,6 +96,11 @@ test('JSON grammar accepts compact JSON.stringify of valid instances and refuses
     assert.ok(!ajv.validate(PERSON, v), JSON.stringify(v));
     assert.ok(!acceptsText(g, JSON.stringify(v)), JSON.stringify(v));
   }
+  // one space after ':' and ',' (Llama's own style), no other whitespace
+  assert.ok(acceptsText(g, '{"name": "A", "age": 1, "tags": ["x", "y"], "kind": "person"}'));
+  for (const t of ['{ "name":"A","age":1,"tags":["x"],"kind":"person"}', '{"name":  "A","age":1,"tags":["x"],"kind":"person"}', '{"name":"A","age":1,"tags":["x"],"kind":"person" }', '{"name":"A","age":1,"tags":["x"],"kind":"person"} ']) {
+    assert.ok(!acceptsText(g, t), t);
+  }
   // truncated values are not complete: EOS is refused there
   const full = JSON.stringify(valid[1]);
   for (let i = 1; i < full.length; i++) assert.ok(!acceptsText(g, full.slice(0, i)), full.slice(0, i));

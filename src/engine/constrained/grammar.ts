@@ -1,7 +1,8 @@
 // Byte-level grammar automata for constrained decoding: a JSON matcher over schema nodes (a set of parse stacks).
 //
 // A state is every parse the bytes so far allow (anyOf makes several); step() consumes one byte; the key names a state's
-// future exactly, so masks can be memoized per key. Output is compact JSON: no whitespace between tokens.
+// future exactly, so masks can be memoized per key. Whitespace: at most one space after ':' and ',' (as Llama writes
+// {"name": "f", "parameters": {…}}), none elsewhere, so a model cannot stall the output on blanks.
 
 import type { Node } from './json-schema.js';
 
@@ -26,12 +27,12 @@ const MAX_DIGITS = 16;
 const UTF8_SECOND: readonly (readonly [number, number, number])[] = [[0xa0, 0xbf, 11], [0x80, 0x9f, 11], [0x90, 0xbf, 12], [0x80, 0x8f, 12]]; // after E0, ED, F0, F4 // per digit run: keeps numbers (and state keys) finite
 
 type Frame =
-  | { readonly k: 'val'; readonly node: Node }
+  | { readonly k: 'val'; readonly node: Node; readonly ws?: boolean } // ws: one space may come first
   | { readonly k: 'str'; readonly ph: number; readonly n: number; readonly node: StrNode | null } // ph: 0 text, 1 after '\', 2..5 '\u' hex digits seen + 2, 11..13 UTF-8 continuation bytes left + 10, 14..17 after lead E0 ED F0 F4; n: code points so far; node null: unbounded
   | { readonly k: 'num'; readonly int: boolean; readonly ph: N; readonly d: number }
   | { readonly k: 'lit'; readonly node: LitNode; readonly alive: readonly number[]; readonly pos: number }
-  | { readonly k: 'obj'; readonly node: ObjNode; readonly i: number; readonly ph: 'open' | 'key' | 'colon' | 'value' | 'next' | 'comma'; readonly alive: readonly number[]; readonly pos: number }
-  | { readonly k: 'aobj'; readonly ph: 'open' | 'key' | 'colon' | 'value' | 'next' | 'comma' }
+  | { readonly k: 'obj'; readonly node: ObjNode; readonly i: number; readonly ph: 'open' | 'key' | 'colon' | 'value' | 'next' | 'comma' | 'commaSp'; readonly alive: readonly number[]; readonly pos: number }
+  | { readonly k: 'aobj'; readonly ph: 'open' | 'key' | 'colon' | 'value' | 'next' | 'comma' | 'commaSp' }
   | { readonly k: 'arr'; readonly node: ArrNode; readonly n: number; readonly ph: 'open' | 'value' | 'next' }
   | { readonly k: 'calls'; readonly node: CallsNode; readonly n: number; readonly ph: 'value' | 'next'; readonly pos: number };
 
@@ -41,7 +42,7 @@ export type JsonState = readonly Parse[];
 
 const ANY: Node = { t: 'any', id: -1 };
 const KEYWORDS: LitNode = { t: 'literal', id: -2, texts: ['true', 'false', 'null'].map((s) => new TextEncoder().encode(s)) };
-const Q = 0x22, BS = 0x5c, COMMA = 0x2c, COLON = 0x3a, LB = 0x7b, RB = 0x7d, LS = 0x5b, RS = 0x5d;
+const SP = 0x20, Q = 0x22, BS = 0x5c, COMMA = 0x2c, COLON = 0x3a, LB = 0x7b, RB = 0x7d, LS = 0x5b, RS = 0x5d;
 const isDigit = (b: number): boolean => b >= 0x30 && b <= 0x39;
 const isHex = (b: number): boolean => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
 
@@ -104,7 +105,10 @@ function step(st: Parse, b: number, out: Parse[]): void {
   const f = st.f;
   const p = st.p;
   switch (f.k) {
-    case 'val': begin(f.node, p, b, out); return;
+    case 'val':
+      if (f.ws && b === SP) out.push(push({ k: 'val', node: f.node }, p));
+      else begin(f.node, p, b, out);
+      return;
     case 'str': {
       const ph = f.ph;
       const node = f.node;
@@ -163,14 +167,15 @@ function step(st: Parse, b: number, out: Parse[]): void {
     case 'obj': {
       const node = f.node;
       switch (f.ph) {
-        case 'open': case 'comma': case 'next':
-          if (f.ph !== 'next' && b === Q) {
+        case 'open': case 'comma': case 'commaSp': case 'next':
+          if (f.ph === 'comma' && b === SP) out.push(push({ ...f, ph: 'commaSp' }, p));
+          else if (f.ph !== 'next' && b === Q) {
             const alive = candidates(node, f.i);
             if (alive.length > 0) out.push(push({ ...f, ph: 'key', alive, pos: 0 }, p));
           } else if (f.ph === 'next' && b === COMMA) {
             if (candidates(node, f.i).length > 0) out.push(push({ ...f, ph: 'comma' }, p));
           }
-          if (f.ph !== 'comma' && b === RB && mayClose(node, f.i)) out.push(done(p));
+          if ((f.ph === 'open' || f.ph === 'next') && b === RB && mayClose(node, f.i)) out.push(done(p));
           return;
         case 'key': {
           if (b === Q) {
@@ -183,19 +188,20 @@ function step(st: Parse, b: number, out: Parse[]): void {
           return;
         }
         case 'colon':
-          if (b === COLON) out.push(push({ k: 'val', node: node.props[f.i - 1]!.node }, push({ ...f, ph: 'value' }, p)));
+          if (b === COLON) out.push(push({ k: 'val', node: node.props[f.i - 1]!.node, ws: true }, push({ ...f, ph: 'value' }, p)));
           return;
         default: return;
       }
     }
     case 'aobj':
       switch (f.ph) {
-        case 'open': case 'comma':
-          if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: null }, push({ k: 'aobj', ph: 'key' }, p)));
+        case 'open': case 'comma': case 'commaSp':
+          if (f.ph === 'comma' && b === SP) out.push(push({ k: 'aobj', ph: 'commaSp' }, p));
+          else if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: null }, push({ k: 'aobj', ph: 'key' }, p)));
           else if (f.ph === 'open' && b === RB) out.push(done(p));
           return;
         case 'colon':
-          if (b === COLON) out.push(push({ k: 'val', node: ANY }, push({ k: 'aobj', ph: 'value' }, p)));
+          if (b === COLON) out.push(push({ k: 'val', node: ANY, ws: true }, push({ k: 'aobj', ph: 'value' }, p)));
           return;
         case 'next':
           if (b === COMMA) out.push(push({ k: 'aobj', ph: 'comma' }, p));
@@ -211,7 +217,7 @@ function step(st: Parse, b: number, out: Parse[]): void {
         if (b === RS && min === 0) out.push(done(p));
         else if (max > 0) begin(node?.items ?? ANY, push({ ...f, ph: 'value' }, p), b, out);
       } else if (f.ph === 'next') {
-        if (b === COMMA && f.n < max) out.push(push({ k: 'val', node: node?.items ?? ANY }, push({ ...f, ph: 'value' }, p)));
+        if (b === COMMA && f.n < max) out.push(push({ k: 'val', node: node?.items ?? ANY, ws: true }, push({ ...f, ph: 'value' }, p)));
         else if (b === RS && f.n >= min) out.push(done(p));
       }
       return;
@@ -237,7 +243,7 @@ function canFinish(st: Parse): boolean {
 
 function frameKey(f: Frame): string {
   switch (f.k) {
-    case 'val': return `v${f.node.id}`;
+    case 'val': return `v${f.node.id}${f.ws ? 'w' : ''}`;
     case 'str': return f.node ? `s${f.ph}.${f.node.id}.${f.n}` : `s${f.ph}`;
     case 'num': return `n${f.int ? 'i' : 'f'}${f.ph}.${f.d}`;
     case 'lit': return `l${f.node.id}.${f.pos}.${f.alive.join(',')}`;

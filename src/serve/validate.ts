@@ -476,8 +476,10 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
   });
   const g = generationParams(b, ctx, true);
   if (g.constraint && constraint) throw invalid('guided_json', `guided_* cannot be combined with response_format or a forced tool call`);
+  // parallel_tool_calls without tools changes nothing: named like the other ignored fields
+  const ignored = tools.length === 0 && get(b, 'parallel_tool_calls') !== undefined ? [...g.ignored, 'parallel_tool_calls'] : g.ignored;
   return {
-    ...g, constraint: g.constraint ?? constraint, messages, addGenerationPrompt: optBool(b, 'add_generation_prompt', true),
+    ...g, ignored, constraint: g.constraint ?? constraint, messages, addGenerationPrompt: optBool(b, 'add_generation_prompt', true),
     tools, toolChoice: choice, parallelToolCalls,
   };
 }

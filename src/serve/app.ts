@@ -246,7 +246,7 @@ export function createApp(opts: AppOptions): ServeApp {
         choices: acc.choices.map((ch, i) => {
           const calls = useTools && ch.finishReason === 'stop' ? parseToolCalls(ch.text, toolNames) : null;
           return {
-          index: i, message: calls ? { role: 'assistant', content: null, tool_calls: calls } : { role: 'assistant', content: ch.text },
+          index: i, message: calls ? { role: 'assistant', content: calls.content, tool_calls: calls.calls } : { role: 'assistant', content: ch.text },
           logprobs: p.logprobs === null ? null : chatLogprobs(ch.logprobs),
           finish_reason: calls ? 'tool_calls' : ch.finishReason, stop_reason: ch.stopReason,
           ...(p.returnTokenIds ? { token_ids: ch.ids } : {}),

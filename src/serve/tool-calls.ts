@@ -38,23 +38,34 @@ function skipSeparators(s: string, i: number): number {
   return i;
 }
 
-/** Every call in `text`, or null when it is not wholly tool calls to the named tools. */
-export function parseToolCalls(text: string, tools: ReadonlySet<string>): ToolCall[] | null {
+/**
+ * The calls `text` opens with, and any text after them (as content), or null when it does not open with a call to one
+ * of the named tools.
+ */
+export function parseToolCalls(text: string, tools: ReadonlySet<string>): { calls: ToolCall[]; content: string | null } | null {
   const calls: ToolCall[] = [];
-  for (let i = skipSeparators(text, 0); i < text.length; i = skipSeparators(text, i)) {
-    if (text[i] !== '{') return null;
-    const end = valueEnd(text, i);
-    if (end < 0) return null;
-    let v: unknown;
-    try { v = JSON.parse(text.slice(i, end)); } catch { return null; }
-    const o = v as { name?: unknown; parameters?: unknown; arguments?: unknown };
-    if (typeof o.name !== 'string' || !tools.has(o.name)) return null;
-    const args = o.parameters ?? o.arguments ?? {};
-    if (args === null || typeof args !== 'object' || Array.isArray(args)) return null;
-    calls.push({ id: toolCallId(), type: 'function', function: { name: o.name, arguments: JSON.stringify(args) } });
-    i = end;
+  let i = skipSeparators(text, 0);
+  for (; i < text.length; i = skipSeparators(text, i)) {
+    const call = text[i] === '{' ? parseCall(text, i, tools) : null;
+    if (!call) break;
+    calls.push(call.call);
+    i = call.end;
   }
-  return calls.length > 0 ? calls : null;
+  if (calls.length === 0) return null;
+  const rest = text.slice(i).trim();
+  return { calls, content: rest === '' ? null : rest };
+}
+
+function parseCall(text: string, i: number, tools: ReadonlySet<string>): { call: ToolCall; end: number } | null {
+  const end = valueEnd(text, i);
+  if (end < 0) return null;
+  let v: unknown;
+  try { v = JSON.parse(text.slice(i, end)); } catch { return null; }
+  const o = v as { name?: unknown; parameters?: unknown; arguments?: unknown };
+  if (typeof o.name !== 'string' || !tools.has(o.name)) return null;
+  const args = o.parameters ?? o.arguments ?? {};
+  if (args === null || typeof args !== 'object' || Array.isArray(args)) return null;
+  return { call: { id: toolCallId(), type: 'function', function: { name: o.name, arguments: JSON.stringify(args) } }, end };
 }
 
 const HEADER = /^\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(?:parameters|arguments)"\s*:\s*/;
@@ -101,16 +112,24 @@ export class ToolCallStream {
     if (this.mode === 'content' || this.mode === 'undecided') return { deltas: [], isCalls: false };
     const deltas = this.mode === 'calls' ? this.scan() : [];
     if (this.mode === 'calls' && this.call === null && this.calls.length > 0 && skipSeparators(this.buf, this.pos) >= this.buf.length) return { deltas, isCalls: true };
-    if (this.calls.length > 0 || this.call !== null) return { deltas, isCalls: true }; // cut short (length): what was sent stays
+    if (this.call !== null) return { deltas, isCalls: true }; // cut short (length): what was sent stays
+    if (this.calls.length > 0) {
+      // text after the streamed calls goes out as content
+      const rest = this.buf.slice(this.pos).trim();
+      return { deltas: rest ? [...deltas, { content: rest }] : deltas, isCalls: true };
+    }
     // held (or never a call): parse the whole; text that is no call goes out as content
-    const calls = parseToolCalls(this.buf, this.tools);
-    if (!calls) return { deltas: [{ content: this.buf }], isCalls: false };
-    this.calls.push(...calls);
+    const parsed = parseToolCalls(this.buf, this.tools);
+    if (!parsed) return { deltas: [{ content: this.buf }], isCalls: false };
+    this.calls.push(...parsed.calls);
     return {
-      deltas: calls.flatMap((c, index) => [
-        { tool_calls: [{ index, id: c.id, type: 'function' as const, function: { name: c.function.name, arguments: '' } }] },
-        { tool_calls: [{ index, function: { arguments: c.function.arguments } }] },
-      ]),
+      deltas: [
+        ...parsed.calls.flatMap((c, index) => [
+          { tool_calls: [{ index, id: c.id, type: 'function' as const, function: { name: c.function.name, arguments: '' } }] } as ToolDelta,
+          { tool_calls: [{ index, function: { arguments: c.function.arguments } }] } as ToolDelta,
+        ]),
+        ...(parsed.content ? [{ content: parsed.content }] : []),
+      ],
       isCalls: true,
     };
   }

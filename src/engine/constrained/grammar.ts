@@ -147,7 +147,7 @@ function step(st: Parse, b: number, out: Parse[]): void {
       let nd = 0;
       if (isDigit(b)) {
         if (ph === N.Sign) nph = b === 0x30 ? N.Zero : N.Int, nd = 1;
-        else if ((ph === N.Int || ph === N.Frac || ph === N.Exp) && d < MAX_DIGITS) nph = ph, nd = d + 1;
+        else if ((ph === N.Int || ph === N.Frac || ph === N.Exp) && d < (ph === N.Exp ? MAX_EXP_DIGITS : MAX_DIGITS)) nph = ph, nd = d + 1;
         else if (ph === N.Dot) nph = N.Frac, nd = 1;
         else if (ph === N.E || ph === N.ESign) nph = N.Exp, nd = 1;
       } else if (!int && b === 0x2e && (ph === N.Zero || ph === N.Int)) nph = N.Dot;

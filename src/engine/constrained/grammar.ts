@@ -23,8 +23,9 @@ type StrNode = Extract<Node, { t: 'string' }>;
 // number phases: after '-', '0', int digits, '.', frac digits, 'e', exponent sign, exponent digits
 const enum N { Sign, Zero, Int, Dot, Frac, E, ESign, Exp }
 const NUM_COMPLETE = [false, true, true, false, true, false, false, true];
-const MAX_DIGITS = 16;
-const UTF8_SECOND: readonly (readonly [number, number, number])[] = [[0xa0, 0xbf, 11], [0x80, 0x9f, 11], [0x90, 0xbf, 12], [0x80, 0x8f, 12]]; // after E0, ED, F0, F4 // per digit run: keeps numbers (and state keys) finite
+const MAX_DIGITS = 16; // per digit run: keeps numbers (and state keys) finite
+const MAX_EXP_DIGITS = 3; // exponents stay within what a double holds
+const UTF8_SECOND: readonly (readonly [number, number, number])[] = [[0xa0, 0xbf, 11], [0x80, 0x9f, 11], [0x90, 0xbf, 12], [0x80, 0x8f, 12]]; // after E0, ED, F0, F4
 
 type Frame =
   | { readonly k: 'val'; readonly node: Node; readonly ws?: boolean } // ws: one space may come first

@@ -153,6 +153,18 @@ test('masks equal a per-token brute force over the real vocabulary, at fresh ran
     let s: unknown = g.start;
     const states = [s];
     for (const id of walk.ids) { for (const b of cache.table[id]!) s = g.step(s, b)!; states.push(s); }
+    // apply() (bitset or id-list path) leaves exactly the allowed tokens, plus EOS where the value is complete
+    const cs = c.start();
+    for (let k = 0; k <= walk.ids.length; k++) {
+      const row = Float32Array.from({ length: V }, () => r());
+      cs.apply(row);
+      const bits = cache.index.allowed(g, states[k]);
+      for (let v = 0; v < V; v++) {
+        const want = ((bits[v >>> 5]! >>> (v & 31)) & 1) === 1 || (tok.eosIds.includes(v) && g.accepts(states[k]));
+        assert.equal(row[v]! > -Infinity, want, `${spec.kind} step ${k}: token ${v}`);
+      }
+      if (k < walk.ids.length) assert.ok(cs.advance(walk.ids[k]!));
+    }
     for (const st of states) {
       const bits = cache.index.allowed(g, st);
       for (let v = 0; v < V; v++) {

@@ -114,22 +114,37 @@ export class TokenIndex {
 
 const MEMO_LIMIT = 4096; // masks kept per compiled constraint (each W words)
 
+/** A state's allowed tokens: the bitset (W), and the ids themselves when few (then masking is fill + restore). */
+export interface Mask { readonly bits: Uint32Array; readonly ids: Int32Array | null }
+
 /** One grammar over one vocabulary: memoized masks per state key. Shared by every request with the same constraint. */
 export class CompiledConstraint<S = unknown> {
-  private readonly memo = new Map<string, Uint32Array>();
+  private readonly memo = new Map<string, Mask>();
+  readonly saved: Float32Array; // (V) scratch: the allowed logits while a row is filled with -Infinity
   stats = { hits: 0, misses: 0 };
 
-  constructor(readonly grammar: ByteGrammar<S>, readonly index: TokenIndex, readonly table: readonly (Uint8Array | null)[], readonly eosIds: readonly number[]) {}
+  constructor(readonly grammar: ByteGrammar<S>, readonly index: TokenIndex, readonly table: readonly (Uint8Array | null)[], readonly eosIds: readonly number[]) {
+    this.saved = new Float32Array(index.vocabSize);
+  }
 
-  mask(state: S): Uint32Array {
+  mask(state: S): Mask {
     const key = this.grammar.key(state);
-    let bits = this.memo.get(key);
-    if (bits) { this.stats.hits++; return bits; }
+    let m = this.memo.get(key);
+    if (m) { this.stats.hits++; return m; }
     this.stats.misses++;
-    bits = this.index.allowed(this.grammar, state);
+    const bits = this.index.allowed(this.grammar, state);
+    let n = 0;
+    for (const w of bits) n += popcount(w);
+    let ids: Int32Array | null = null;
+    if (n <= this.index.vocabSize / 8) {
+      ids = new Int32Array(n);
+      let k = 0;
+      for (let v = 0; v < this.index.vocabSize; v++) if ((bits[v >>> 5]! >>> (v & 31)) & 1) ids[k++] = v;
+    }
+    m = { bits, ids };
     if (this.memo.size >= MEMO_LIMIT) this.memo.clear();
-    this.memo.set(key, bits);
-    return bits;
+    this.memo.set(key, m);
+    return m;
   }
 
   start(): ConstraintState<S> { return new ConstraintState(this); }
@@ -138,7 +153,7 @@ export class CompiledConstraint<S = unknown> {
 /** One completion's position in its grammar. */
 export class ConstraintState<S = unknown> {
   private state: S | null;
-  private bits: Uint32Array | null = null; // mask of the current state, cached until it advances
+  private mask: Mask | null = null; // of the current state, cached until it advances
   private readonly eosSaved: Float64Array; // (eos ids) their logits before masking
   constructor(readonly c: CompiledConstraint<S>) {
     this.state = c.grammar.start;
@@ -152,11 +167,20 @@ export class ConstraintState<S = unknown> {
     const V = logits.length;
     const s = this.state;
     if (s === null) { logits.fill(-Infinity); return; }
-    const bits = (this.bits ??= this.c.mask(s));
+    const mask = (this.mask ??= this.c.mask(s));
     const eosIds = this.c.eosIds;
     for (let i = 0; i < eosIds.length && i < this.eosSaved.length; i++) this.eosSaved[i] = eosIds[i]! < V ? logits[eosIds[i]!]! : -Infinity;
     let any = false;
-    for (let w = 0, base = 0; base < V; w++, base += 32) {
+    const ids = mask.ids;
+    const bits = mask.bits;
+    if (ids) {
+      // few allowed: keep their logits, fill the row, put them back
+      const saved = this.c.saved;
+      for (let i = 0; i < ids.length; i++) saved[i] = logits[ids[i]!]!;
+      logits.fill(-Infinity);
+      for (let i = 0; i < ids.length; i++) logits[ids[i]!] = saved[i]!;
+      any = ids.length > 0;
+    } else for (let w = 0, base = 0; base < V; w++, base += 32) {
       const m = bits[w] ?? 0;
       if (m === 0xffffffff) { any = true; continue; }
       const end = Math.min(base + 32, V);
@@ -186,10 +210,16 @@ export class ConstraintState<S = unknown> {
     for (let i = 0; i < b.length && s !== null; i++) s = this.c.grammar.step(s, b[i]!);
     if (s === null) return false;
     this.state = s;
-    this.bits = null;
+    this.mask = null;
     return true;
   }
 
   /** Whether the output so far is a complete value. */
   get complete(): boolean { return this.state === null || this.c.grammar.accepts(this.state); }
+}
+
+function popcount(x: number): number {
+  x -= (x >>> 1) & 0x55555555;
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+  return (Math.imul((x + (x >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24);
 }

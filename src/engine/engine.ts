@@ -202,6 +202,8 @@ export class Engine {
     req.stopTokenIds.forEach((id) => { if (!Number.isInteger(id)) bad(`stop token id ${id} is not an integer`); });
     const sampling = toSamplingParams(req.sampling, V);
     const constraint = req.constraint ? this.compileConstraint(req.constraint) : null;
+    // past a complete value only EOS is allowed: ignoring it would leave nothing to sample
+    if (constraint && req.ignoreEos) bad('ignore_eos cannot be combined with constrained decoding (response_format, guided_*, a forced tool call)');
 
     const comps: Completion[] = [];
     const promptLogprobs = req.promptLogprobs === null ? null : { k: req.promptLogprobs, done: 0 };

@@ -214,7 +214,7 @@ export function createApp(opts: AppOptions): ServeApp {
     if (!c.tokenizer) throw invalid('messages', 'this model has no tokenizer, so chat is not available; use /v1/completions with token ids');
     if (!c.template) throw invalid('messages', 'this model has no chat template (tokenizer_config.json chat_template or chat_template.jinja); use /v1/completions');
     const useTools = p.toolChoice !== 'none' && p.tools.length > 0;
-    if (useTools && !templateHasTools(c.template)) {
+    if (useTools && !c.template.readsTools) {
       throw invalid('tools', `this model's chat template (${c.template.origin}) has no tool support (it never reads 'tools'); give a template that renders tools or drop 'tools'`, 'unsupported_parameter');
     }
     const toolNames = new Set(p.tools.map((t) => t.function.name));
@@ -436,11 +436,6 @@ function rankOf(e: LogprobEntry): number | null {
 function tokenInfo(texts: TokenTexts, id: number, lp: number) {
   const t = texts.get(id);
   return { token: t.text, logprob: clampLp(lp), bytes: t.bytes };
-}
-
-/** A template supports tools when it reads the `tools` variable. */
-function templateHasTools(t: ChatTemplate): boolean {
-  return /\btools\b/.test(t.source);
 }
 
 function chatChunk(head: { id: string; created: number; model: string }, index: number, delta: Record<string, unknown>,

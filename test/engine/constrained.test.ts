@@ -240,4 +240,5 @@ test('engine: a constraint the compiler refuses is a 400 naming the keyword', ()
   assert.throws(() => engine.add(genReq('bad', [1, 2, 3], { constraint: { kind: 'json_schema', schema: { type: 'number', multipleOf: 3 } } })),
     (e: unknown) => (e as { status?: number }).status === 400 && /'multipleOf'/.test((e as Error).message));
   assert.throws(() => engine.add(genReq('bad2', [1, 2, 3], { constraint: { kind: 'regex', pattern: '(a)\\1' } })), /backreferences/);
+  assert.throws(() => engine.add(genReq('bad3', [1, 2, 3], { ignoreEos: true, constraint: { kind: 'json_object' } })), /ignore_eos/);
 });

@@ -38,7 +38,7 @@ export function compileGrammar(spec: ConstraintSpec): ByteGrammar {
   }
 }
 
-const CACHE_LIMIT = 64;
+const CACHE_LIMIT = 16; // compiled schemas kept (each with up to 16 MB of memoized masks)
 
 /** Compiled constraints of one served vocabulary, LRU by spec. */
 export class ConstraintCache {

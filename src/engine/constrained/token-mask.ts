@@ -112,7 +112,7 @@ export class TokenIndex {
   }
 }
 
-const MEMO_LIMIT = 4096; // masks kept per compiled constraint (each W words)
+const MEMO_BYTES = 16 << 20; // mask memory kept per compiled constraint (1024 masks at vocab 128K, 4096 at most)
 
 /** A state's allowed tokens: the bitset (W), and the ids themselves when few (then masking is fill + restore). */
 export interface Mask { readonly bits: Uint32Array; readonly ids: Int32Array | null }
@@ -125,7 +125,9 @@ export class CompiledConstraint<S = unknown> {
 
   constructor(readonly grammar: ByteGrammar<S>, readonly index: TokenIndex, readonly table: readonly (Uint8Array | null)[], readonly eosIds: readonly number[]) {
     this.saved = new Float32Array(index.vocabSize);
+    this.memoLimit = Math.max(64, Math.min(4096, Math.floor(MEMO_BYTES / (index.words * 4))));
   }
+  private readonly memoLimit: number;
 
   mask(state: S): Mask {
     const key = this.grammar.key(state);
@@ -142,7 +144,7 @@ export class CompiledConstraint<S = unknown> {
       for (let v = 0; v < this.index.vocabSize; v++) if ((bits[v >>> 5]! >>> (v & 31)) & 1) ids[k++] = v;
     }
     m = { bits, ids };
-    if (this.memo.size >= MEMO_LIMIT) this.memo.clear();
+    if (this.memo.size >= this.memoLimit) this.memo.clear();
     this.memo.set(key, m);
     return m;
   }

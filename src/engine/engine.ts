@@ -216,7 +216,7 @@ export class Engine {
         throw new EngineRequestError(400, (e as Error).message);
       }
       const seq = new Seq(`${req.id}/${i}`, [...req.promptIds], P, true, i === 0 ? promptLogprobs : null, null, []);
-      if (this.proposer && req.speculative !== false && !constraint) seq.spec = new AdaptiveK(this.numSpecTokens);
+      if (this.proposer && req.speculative !== false) seq.spec = new AdaptiveK(this.numSpecTokens);
       const text = this.tokenizer !== null;
       comps.push({
         index: i, seq, slot,

@@ -22,7 +22,7 @@ export interface GenerateRequest {
   readonly promptLogprobs: number | null; // top-K logprobs per prompt token; null → none
   readonly skipSpecialTokens: boolean;
   readonly speculative?: boolean; // false → decode this request without speculation; default: the engine's setting
-  readonly constraint?: ConstraintSpec | null; // constrained decoding (JSON schema, regex, choice, tool calls); such requests never speculate
+  readonly constraint?: ConstraintSpec | null; // constrained decoding (JSON schema, regex, choice, tool calls); speculation masks each verified row
 }
 
 export interface EmbedRequest {

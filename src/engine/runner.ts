@@ -146,8 +146,17 @@ export class ModelRunner {
       if (p.sample >= 0 && seq.draft.length > 0) {
         const k = seq.draft.length;
         const slot = seq.slots[0]!;
-        if (slot.constraint) throw new Error(`runner: ${sch.id} is constrained but has a draft (constrained requests do not speculate)`);
         const rows = logits.subarray(p.sample * V, (p.sample + k + 1) * V); // (k + 1, V)
+        if (slot.constraint) {
+          // mask each verify row with the grammar state after the draft tokens before it; a draft token the grammar
+          // refuses has probability 0 there, so verification stops at it and the rows after are never read
+          const st = slot.constraint.fork();
+          for (let j = 0; j <= k && !st.finished; j++) {
+            st.apply(rows.subarray(j * V, (j + 1) * V));
+            this.maskedSamples++;
+            if (j < k && !st.advance(seq.draft[j]!)) break;
+          }
+        }
         const v = verifyDraft(slot.sampler, slot.counts, rows, seq.draft, seq.draftQ);
         const toks = v.tokens.map((token, j) => ({
           token, logprob: slot.logprobs === null ? null : this.entry(rows.subarray(j * V, (j + 1) * V), token, slot.logprobs),

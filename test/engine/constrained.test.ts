@@ -1,5 +1,5 @@
 // Constrained decoding: grammars against ajv and JS RegExp, masks against a per-token brute force, and the engine
-// producing schema-valid JSON for mixed schemas in one batch (with speculation on for the others).
+// producing schema-valid JSON for mixed schemas in one batch, and the same greedy tokens with speculation as without.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -194,7 +194,7 @@ test('random walks through the masks always end in schema-valid JSON', () => {
   }
 });
 
-test('engine: different schemas, a regex and a choice in one batch (speculation on for the rest) all decode valid; max_tokens cuts with length', () => {
+test('engine: different schemas, a regex and a choice in one batch, sampled and greedy, with n-gram speculation, all decode valid; max_tokens cuts with length', () => {
   const engine = new Engine(brown.model, tok, { kvDtype: 'f32', kvCacheMemory: 64 << 20, maxNumSeqs: 16, speculative: 'ngram', extraEosIds: tok.eosIds });
   const prompt = tok.encode('The committee said on Friday that the', { addSpecialTokens: true });
   const sampled = { ...GREEDY, temperature: 0.9, seed: 5 };
@@ -232,7 +232,26 @@ test('engine: different schemas, a regex and a choice in one batch (speculation 
   const t = cut.text[0]!;
   assert.ok(t.length > 0 && ('{"name":"'.startsWith(t) || t.startsWith('{"name":"')), t); // the only way a person starts
   assert.ok(engine.runner.maskedSamples > 0, 'the masked sampling path ran');
-  assert.ok((engine.stats().specSteps ?? 0) > 0, 'the unconstrained request still speculated');
+  assert.ok((engine.stats().specSteps ?? 0) > 0, 'speculation ran');
+});
+
+test('engine: greedy constrained decoding with n-gram speculation gives the tokens it gives without; drafts were verified', () => {
+  const prompt = tok.encode('The committee said on Friday that the committee said on Friday that the', { addSpecialTokens: true });
+  const specs: ConstraintSpec[] = [
+    { kind: 'json_schema', schema: SCHEMAS.person }, { kind: 'json_schema', schema: SCHEMAS.list },
+    { kind: 'regex', pattern: '(the committee said on [A-Z][a-z]+ ?)+' }, { kind: 'json_object' },
+  ];
+  const run = (speculative: boolean) => {
+    const engine = new Engine(brown.model, tok, { kvDtype: 'f32', kvCacheMemory: 64 << 20, extraEosIds: tok.eosIds, ...(speculative ? { speculative: 'ngram' as const, numSpeculativeTokens: 4 } : {}) });
+    specs.forEach((constraint, i) => engine.add(genReq(`c${i}`, prompt, { maxTokens: 120, constraint })));
+    const { byId } = runAll(engine);
+    return { tokens: specs.map((_, i) => byId.get(`c${i}`)!.tokens[0]!), stats: engine.stats(), masked: engine.runner.maskedSamples };
+  };
+  const plain = run(false);
+  const spec = run(true);
+  assert.deepEqual(spec.tokens, plain.tokens);
+  assert.ok((spec.stats.specSteps ?? 0) > 0 && (spec.stats.specAcceptedTokens ?? 0) > 0, `drafts verified and accepted: ${JSON.stringify(spec.stats)}`);
+  assert.ok(spec.masked > 0);
 });
 
 test('engine: a constraint the compiler refuses is a 400 naming the keyword', () => {

@@ -164,6 +164,14 @@ export class ConstraintState<S = unknown> {
 
   get finished(): boolean { return this.state === null; }
 
+  /** A copy to walk ahead (speculative verification) without moving this one. */
+  fork(): ConstraintState<S> {
+    const f = new ConstraintState(this.c);
+    f.state = this.state;
+    f.mask = this.mask;
+    return f;
+  }
+
   /** Set every token the grammar forbids next to -Infinity in a logits row (V); EOS only where the value is complete. */
   apply(logits: Float32Array): void {
     const V = logits.length;

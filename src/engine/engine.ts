@@ -16,6 +16,10 @@ import {
   EngineRequestError, type EmbedRequest, type EngineInfo, type EngineOutput, type EngineRequest, type EngineStats,
   type FinishReason, type GenerateOutput, type GenerateRequest, type LogprobEntry, type SamplingSpec,
 } from './protocol.js';
+import { ConstraintCache } from './constrained/constraint.js';
+import { SchemaError } from './constrained/json-schema.js';
+import { RegexError } from './constrained/regex.js';
+import type { TokenVocab } from './constrained/token-mask.js';
 import { ModelRunner, type RunnerSeq, type SampledToken, type SamplingSlot, type SeqResult } from './runner.js';
 import { Scheduler, type SchedSeq, type SchedulerOutput } from './scheduler.js';
 
@@ -126,6 +130,7 @@ export class Engine {
   readonly adapters: AdapterTable;
   private readonly maxLoras: number;
   private parked: Seq[] = []; // first sequences of requests whose adapter waits for a free LoRA slot (FIFO)
+  private constraints: ConstraintCache | null = null; // built on the first constrained request (token bytes of the vocabulary)
 
   constructor(readonly model: LlamaModel, readonly tokenizer: Decoder | null, opts: EngineOptions = {}) {
     const c = model.config;
@@ -221,6 +226,9 @@ export class Engine {
     req.stop.forEach((s, i) => { if (typeof s !== 'string' || s.length === 0) bad(`stop string ${i} is empty or not a string`); });
     req.stopTokenIds.forEach((id) => { if (!Number.isInteger(id)) bad(`stop token id ${id} is not an integer`); });
     const sampling = toSamplingParams(req.sampling, V);
+    const constraint = req.constraint ? this.compileConstraint(req.constraint) : null;
+    // past a complete value only EOS is allowed: ignoring it would leave nothing to sample
+    if (constraint && req.ignoreEos) bad('ignore_eos cannot be combined with constrained decoding (response_format, guided_*, a forced tool call)');
 
     const comps: Completion[] = [];
     const promptLogprobs = req.promptLogprobs === null ? null : { k: req.promptLogprobs, done: 0 };
@@ -228,7 +236,7 @@ export class Engine {
       const params = { ...sampling, seed: sampling.seed === null ? null : sampling.seed + i };
       let slot: SamplingSlot;
       try {
-        slot = { sampler: new Sampler(params, V, this.model.backend), counts: new TokenCounts(req.promptIds), logprobs: req.logprobs };
+        slot = { sampler: new Sampler(params, V, this.model.backend), counts: new TokenCounts(req.promptIds), logprobs: req.logprobs, constraint: constraint?.start() ?? null };
       } catch (e) {
         throw new EngineRequestError(400, (e as Error).message);
       }
@@ -392,6 +400,21 @@ export class Engine {
     };
   }
 
+  /** The compiled grammar of a request's constraint (cached per spec); 400 for what the compiler refuses. */
+  private compileConstraint(spec: NonNullable<GenerateRequest['constraint']>) {
+    const tok = this.tokenizer as (Decoder & Partial<TokenVocab>) | null;
+    if (!tok || typeof tok.idToToken !== 'function' || typeof tok.isSpecial !== 'function' || typeof tok.vocabSize !== 'number') {
+      throw new EngineRequestError(400, 'constrained decoding needs the model\'s tokenizer (its token strings); this model was loaded without one');
+    }
+    try {
+      this.constraints ??= new ConstraintCache(tok as TokenVocab, this.info.vocabSize, this.eosIds);
+      return this.constraints.get(spec);
+    } catch (e) {
+      if (e instanceof SchemaError || e instanceof RegexError) throw new EngineRequestError(400, e.message);
+      throw e;
+    }
+  }
+
   private checkFits(promptLen: number, maxTokens: number): void {
     const total = promptLen + maxTokens;
     if (total > this.info.maxModelLen) {
@@ -493,6 +516,7 @@ export class Engine {
     const tok = s.token;
     c.seq.tokens.push(tok);
     c.slot.counts.add(tok);
+    c.slot.constraint?.advance(tok);
     c.numOutput++;
     this.counters.generatedTokens++;
     c.newTokens.push(tok);

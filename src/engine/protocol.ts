@@ -4,6 +4,9 @@ import type { SamplingParams } from '../model/sampler.js';
 import type { AdapterInfo } from './adapters.js';
 
 export type { AdapterInfo } from './adapters.js';
+import type { ConstraintSpec } from './constrained/constraint.js';
+
+export type { ConstraintSpec } from './constrained/constraint.js';
 
 /** Sampling as plain data (logit bias as a record so it can cross a worker boundary). */
 export type SamplingSpec = Omit<SamplingParams, 'logitBias'> & { readonly logitBias: Readonly<Record<string, number>> | null };
@@ -24,6 +27,7 @@ export interface GenerateRequest {
   readonly speculative?: boolean; // false → decode this request without speculation; default: the engine's setting
   readonly priority?: RequestPriority; // default 'interactive'
   readonly adapter?: string | null; // name of a served LoRA adapter; absent / null → the base model
+  readonly constraint?: ConstraintSpec | null; // constrained decoding (JSON schema, regex, choice, tool calls); speculation masks each verified row
 }
 
 export interface EmbedRequest {

@@ -10,6 +10,7 @@ import { copyKvBlocks } from '../model/kv-cache.js';
 import type { Sampler, TokenCounts } from '../model/sampler.js';
 import { verifyDraft } from '../model/speculation.js';
 import type { BlockCopy } from './block-pool.js';
+import type { ConstraintState } from './constrained/token-mask.js';
 import type { LogprobEntry } from './protocol.js';
 import type { SchedulerOutput } from './scheduler.js';
 
@@ -18,6 +19,7 @@ export interface SamplingSlot {
   readonly sampler: Sampler;
   readonly counts: TokenCounts;
   readonly logprobs: number | null; // top-K; null → none
+  readonly constraint: ConstraintState | null; // masks the logits before sampling (logprobs then describe the masked distribution)
 }
 
 /** What the runner reads of a sequence besides the scheduler's view. */
@@ -67,9 +69,12 @@ function loraSegments(out: SchedulerOutput, seqOf: (id: string) => RunnerSeq): L
 
 export class ModelRunner {
   private readonly logp: Float32Array; // (V)
+  private readonly masked: Float32Array; // (V) a constrained slot's logits
+  maskedSamples = 0; // slots sampled through a constraint mask (tests check the constrained path ran)
 
   constructor(readonly model: LlamaModel, readonly kv: KvCache) {
     this.logp = new Float32Array(model.config.vocabSize);
+    this.masked = new Float32Array(model.config.vocabSize);
   }
 
   /** Copy-on-write block copies (k and v, every layer). */
@@ -164,6 +169,16 @@ export class ModelRunner {
         const k = seq.draft.length;
         const slot = seq.slots[0]!;
         const rows = logits.subarray(p.sample * V, (p.sample + k + 1) * V); // (k + 1, V)
+        if (slot.constraint) {
+          // mask each verify row with the grammar state after the draft tokens before it; a draft token the grammar
+          // refuses has probability 0 there, so verification stops at it and the rows after are never read
+          const st = slot.constraint.fork();
+          for (let j = 0; j <= k && !st.finished; j++) {
+            st.apply(rows.subarray(j * V, (j + 1) * V));
+            this.maskedSamples++;
+            if (j < k && !st.advance(seq.draft[j]!)) break;
+          }
+        }
         const v = verifyDraft(slot.sampler, slot.counts, rows, seq.draft, seq.draftQ);
         const toks = v.tokens.map((token, j) => ({
           token, logprob: slot.logprobs === null ? null : this.entry(rows.subarray(j * V, (j + 1) * V), token, slot.logprobs),
@@ -172,8 +187,15 @@ export class ModelRunner {
       } else if (p.sample >= 0) {
         const row = logits.subarray(p.sample * V, (p.sample + 1) * V);
         sampled = seq.slots.map((slot) => {
-          const token = slot.sampler.sample(row, slot.counts);
-          return { token, logprob: slot.logprobs === null ? null : this.entry(row, token, slot.logprobs) };
+          let r = row;
+          if (slot.constraint) {
+            this.masked.set(row);
+            slot.constraint.apply(this.masked);
+            r = this.masked;
+            this.maskedSamples++;
+          }
+          const token = slot.sampler.sample(r, slot.counts);
+          return { token, logprob: slot.logprobs === null ? null : this.entry(r, token, slot.logprobs) };
         });
       }
       let hidden: SeqResult['hidden'] = null;

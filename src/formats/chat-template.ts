@@ -41,6 +41,11 @@ export class ChatTemplate {
     }
   }
 
+  /** Whether the template reads the `tools` variable, i.e. can render tool definitions. */
+  get readsTools(): boolean {
+    return /\btools\b/.test(this.source);
+  }
+
   render(messages: readonly ChatMessage[], opts: RenderChatOptions = {}): string {
     if (!Array.isArray(messages)) throw new Error(`${this.origin}: messages must be an array`);
     messages.forEach((m, i) => {

@@ -4,6 +4,7 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { EngineRequestError, type EngineClient, type GenerateOutput, type GenerateRequest, type LogprobEntry } from '../engine/protocol.js';
 import { encodeChat, type ChatTemplate } from '../formats/chat-template.js';
+import { parseToolCalls, ToolCallStream } from './tool-calls.js';
 import type { GenerationDefaults } from '../formats/hf-config.js';
 import { PRIORITY_HEADER, registerBatchRoutes } from './batch-routes.js';
 import { ApiError, invalid } from './errors.js';
@@ -177,7 +178,7 @@ export function createApp(opts: AppOptions): ServeApp {
   const engineRequest = (id: string, ids: number[], g: GenerationParams, maxTokens: number, promptLogprobs: number | null): Omit<GenerateRequest, 'kind'> => ({
     id, promptIds: ids, sampling: g.sampling, maxTokens, n: g.n, stop: g.stop, stopTokenIds: g.stopTokenIds,
     ignoreEos: g.ignoreEos, logprobs: g.logprobs, promptLogprobs, skipSpecialTokens: g.skipSpecialTokens,
-    speculative: g.speculative, adapter: adapterOf(g.model),
+    speculative: g.speculative, adapter: adapterOf(g.model), constraint: g.constraint,
   });
 
   /** Start engine requests, abort them when the client goes away; yields outputs tagged with their prompt. */
@@ -227,9 +228,15 @@ export function createApp(opts: AppOptions): ServeApp {
     noteIgnored(reply, p.ignored);
     if (!c.tokenizer) throw invalid('messages', 'this model has no tokenizer, so chat is not available; use /v1/completions with token ids');
     if (!c.template) throw invalid('messages', 'this model has no chat template (tokenizer_config.json chat_template or chat_template.jinja); use /v1/completions');
+    const useTools = p.toolChoice !== 'none' && p.tools.length > 0;
+    if (useTools && !c.template.readsTools) {
+      throw invalid('tools', `this model's chat template (${c.template.origin}) has no tool support (it never reads 'tools'); give a template that renders tools or drop 'tools'`, 'unsupported_parameter');
+    }
+    const toolNames = new Set(p.tools.map((t) => t.function.name));
+    const forced = p.toolChoice === 'required' || typeof p.toolChoice === 'object';
     let ids: number[];
     try {
-      ids = encodeChat(c.tokenizer, c.template, p.messages, { addGenerationPrompt: p.addGenerationPrompt });
+      ids = encodeChat(c.tokenizer, c.template, p.messages, { addGenerationPrompt: p.addGenerationPrompt, tools: useTools ? p.tools : undefined });
     } catch (e) {
       throw invalid('messages', `the chat template rejected the messages: ${(e as Error).message}`);
     }
@@ -251,20 +258,34 @@ export function createApp(opts: AppOptions): ServeApp {
       acc.done();
       return {
         ...head, object: 'chat.completion', system_fingerprint: null,
-        choices: acc.choices.map((ch, i) => ({
-          index: i, message: { role: 'assistant', content: ch.text },
+        choices: acc.choices.map((ch, i) => {
+          const calls = useTools && ch.finishReason === 'stop' ? parseToolCalls(ch.text, toolNames) : null;
+          return {
+          index: i, message: calls ? { role: 'assistant', content: calls.content, tool_calls: calls.calls } : { role: 'assistant', content: ch.text },
           logprobs: p.logprobs === null ? null : chatLogprobs(ch.logprobs),
-          finish_reason: ch.finishReason, stop_reason: ch.stopReason,
+          finish_reason: calls ? 'tool_calls' : ch.finishReason, stop_reason: ch.stopReason,
           ...(p.returnTokenIds ? { token_ids: ch.ids } : {}),
-        })),
+          };
+        }),
         ...(p.returnTokenIds ? { prompt_token_ids: ids } : {}),
         usage: acc.usage(),
       };
     }
+    const toolStreams: ToolCallStream[] = [];
     await streamSse(reply, job, (send, first) => {
-      if (first) for (let i = 0; i < p.n; i++) send(chatChunk(head, i, { role: 'assistant', content: '' }, null, null, p.includeUsage));
+      if (first) for (let i = 0; i < p.n; i++) send(chatChunk(head, i, { role: 'assistant', content: forced ? null : '' }, null, null, p.includeUsage));
     }, (send, source, o) => {
       const ch = acc.add(source, o);
+      if (useTools) {
+        // tool calls: content or call deltas as the text proves which it is; logprobs ride on the first delta
+        const ts = (toolStreams[ch] ??= new ToolCallStream(toolNames, forced));
+        const deltas = ts.push(o.text);
+        const end = o.finishReason !== null ? ts.finish() : null;
+        if (end) deltas.push(...end.deltas);
+        deltas.forEach((d, k) => send(chatChunk(head, ch, d, k === 0 && p.logprobs !== null ? chatLogprobs(o.logprobs) : null, null, p.includeUsage)));
+        if (end) send(chatChunk(head, ch, {}, null, end.isCalls && o.finishReason === 'stop' ? 'tool_calls' : o.finishReason, p.includeUsage));
+        return;
+      }
       if (o.text !== '' || (p.logprobs !== null && o.logprobs?.length)) {
         const chunk = chatChunk(head, ch, { content: o.text }, p.logprobs === null ? null : chatLogprobs(o.logprobs), null, p.includeUsage);
         if (p.returnTokenIds) Object.assign(chunk.choices[0]!, { token_ids: o.tokenIds });

@@ -1,6 +1,9 @@
 // Request validation for the OpenAI routes: every field checked by hand, normalized into engine-ready parameters.
 
-import type { SamplingSpec } from '../engine/protocol.js';
+import type { ConstraintSpec, SamplingSpec } from '../engine/protocol.js';
+import { compileGrammar } from '../engine/constrained/constraint.js';
+import { SchemaError } from '../engine/constrained/json-schema.js';
+import { RegexError } from '../engine/constrained/regex.js';
 import type { ChatMessage } from '../formats/chat-template.js';
 import type { GenerationDefaults } from '../formats/hf-config.js';
 import { ApiError, invalid } from './errors.js';
@@ -33,11 +36,19 @@ export interface GenerationParams {
   readonly logprobs: number | null; // top-K per generated token; null → none
   readonly returnTokenIds: boolean; // vLLM extra: token_ids per choice, prompt_token_ids
   readonly ignored: readonly string[]; // documented-harmless OpenAI fields the request set and this server ignores
+  readonly constraint: ConstraintSpec | null; // response_format / guided_* / a forced tool call: constrained decoding
 }
+
+/** An OpenAI function tool as the request gave it (passed to the chat template as is). */
+export interface ToolDef { readonly type: 'function'; readonly function: { readonly name: string; readonly description?: string; readonly parameters?: Record<string, unknown> } }
+export type ToolChoice = 'none' | 'auto' | 'required' | { readonly name: string };
 
 export interface ChatParams extends GenerationParams {
   readonly messages: ChatMessage[];
   readonly addGenerationPrompt: boolean;
+  readonly tools: readonly ToolDef[]; // empty: none
+  readonly toolChoice: ToolChoice; // 'none' when there are no tools
+  readonly parallelToolCalls: boolean;
 }
 
 export type Prompt = { readonly text: string } | { readonly ids: readonly number[] };
@@ -66,19 +77,19 @@ const COMMON_FIELDS = [
   'model', 'n', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'repetition_penalty',
   'frequency_penalty', 'presence_penalty', 'seed', 'stop', 'stop_token_ids', 'ignore_eos', 'skip_special_tokens',
   'logit_bias', 'logprobs', 'user', 'return_token_ids',
-  'speculative',
+  'speculative', 'guided_json', 'guided_regex', 'guided_choice',
 ];
 /**
  * OpenAI chat fields that cannot change a Llama model's answer here: accepted, ignored, and named in the
  * x-floe-ignored-fields response header (README "HTTP API" lists each decision).
  */
 const CHAT_IGNORED = new Set([
-  'metadata', 'store', 'service_tier', 'parallel_tool_calls', 'prompt_cache_key', 'prompt_cache_retention', 'safety_identifier',
+  'metadata', 'store', 'service_tier', 'prompt_cache_key', 'prompt_cache_retention', 'safety_identifier',
   'reasoning_effort', 'verbosity', 'prediction', 'modalities', 'audio', 'web_search_options',
 ]);
 const CHAT_FIELDS = new Set([
   ...COMMON_FIELDS, 'messages', 'max_completion_tokens', 'top_logprobs', 'response_format', 'tools', 'tool_choice',
-  'functions', 'function_call', 'add_generation_prompt', ...CHAT_IGNORED,
+  'functions', 'function_call', 'add_generation_prompt', 'parallel_tool_calls', ...CHAT_IGNORED,
 ]);
 const COMPLETION_FIELDS = new Set([...COMMON_FIELDS, 'prompt', 'echo', 'suffix', 'best_of', 'prompt_logprobs']);
 const EMBEDDING_FIELDS = new Set(['model', 'input', 'encoding_format', 'dimensions', 'user', 'pooling', 'normalize']);
@@ -276,7 +287,121 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     logprobs,
     returnTokenIds: optBool(b, 'return_token_ids', false),
     ignored,
+    constraint: guided(b),
   };
+}
+
+/** A constraint compiles (schema keywords, regex syntax) or the request is refused naming `param`. */
+function checkConstraint(spec: ConstraintSpec, param: string): ConstraintSpec {
+  try {
+    compileGrammar(spec);
+  } catch (e) {
+    if (e instanceof SchemaError) throw invalid(param, `'${param}': ${e.message}`, 'unsupported_parameter');
+    if (e instanceof RegexError) throw invalid(param, `'${param}': ${e.message}`);
+    throw e;
+  }
+  return spec;
+}
+
+/** vLLM's guided_json / guided_regex / guided_choice (at most one). */
+function guided(b: Obj): ConstraintSpec | null {
+  const set = (['guided_json', 'guided_regex', 'guided_choice'] as const).filter((k) => get(b, k) !== undefined);
+  if (set.length > 1) throw invalid(set[1]!, `only one of guided_json, guided_regex, guided_choice may be given; got ${set.join(' and ')}`);
+  if (set.length === 0) return null;
+  const key = set[0]!;
+  const v = get(b, key);
+  if (key === 'guided_json') {
+    let schema = v;
+    if (typeof v === 'string') {
+      try { schema = JSON.parse(v); } catch (e) { throw invalid(key, `'guided_json' is a string but not JSON: ${(e as Error).message}`); }
+    }
+    if (!isObj(schema)) throw invalid(key, `'guided_json' must be a JSON Schema object, got ${describe(schema)}`, 'invalid_type');
+    return checkConstraint({ kind: 'json_schema', schema }, key);
+  }
+  if (key === 'guided_regex') {
+    if (typeof v !== 'string' || v === '') throw invalid(key, `'guided_regex' must be a non-empty string, got ${describe(v)}`, 'invalid_type');
+    return checkConstraint({ kind: 'regex', pattern: v }, key);
+  }
+  if (!Array.isArray(v) || v.length === 0 || !v.every((c) => typeof c === 'string' && c !== '')) {
+    throw invalid(key, `'guided_choice' must be a non-empty array of non-empty strings, got ${describe(v)}`, 'invalid_type');
+  }
+  return checkConstraint({ kind: 'choice', choices: v as string[] }, key);
+}
+
+/** response_format: text, json_object, or json_schema {name, schema, strict}. */
+function responseFormat(b: Obj): ConstraintSpec | null {
+  const rf = get(b, 'response_format');
+  if (rf === undefined) return null;
+  if (!isObj(rf) || typeof rf.type !== 'string') throw invalid('response_format', `'response_format' must be an object with a string 'type'`, 'invalid_type');
+  if (rf.type === 'text') return null;
+  if (rf.type === 'json_object') return { kind: 'json_object' };
+  if (rf.type !== 'json_schema') {
+    throw invalid('response_format.type', `response_format type ${describe(rf.type)} is not supported; use 'text', 'json_object' or 'json_schema'`, 'unsupported_parameter');
+  }
+  const js = rf.json_schema;
+  if (!isObj(js)) throw invalid('response_format.json_schema', `'response_format.json_schema' must be an object {name, schema, strict}`, 'invalid_type');
+  if (typeof js.name !== 'string' || !/^[a-zA-Z0-9_-]{1,64}$/.test(js.name)) {
+    throw invalid('response_format.json_schema.name', `'response_format.json_schema.name' must be 1-64 letters, digits, '_' or '-', got ${describe(js.name)}`);
+  }
+  if (js.strict !== undefined && js.strict !== null && typeof js.strict !== 'boolean') throw invalid('response_format.json_schema.strict', `'response_format.json_schema.strict' must be a boolean`, 'invalid_type');
+  const schema = js.schema ?? {};
+  if (!isObj(schema)) throw invalid('response_format.json_schema.schema', `'response_format.json_schema.schema' must be a JSON Schema object, got ${describe(schema)}`, 'invalid_type');
+  return checkConstraint({ kind: 'json_schema', schema }, 'response_format.json_schema.schema');
+}
+
+const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+
+function toolDefs(b: Obj): ToolDef[] {
+  const v = get(b, 'tools');
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) throw invalid('tools', `'tools' must be an array of tools, got ${describe(v)}`, 'invalid_type');
+  const names = new Set<string>();
+  return v.map((t, i) => {
+    const p = `tools[${i}]`;
+    if (!isObj(t) || t.type !== 'function') throw invalid(`${p}.type`, `'${p}' must be {"type": "function", "function": {...}}; only function tools are supported`, 'unsupported_parameter');
+    const f = t.function;
+    if (!isObj(f)) throw invalid(`${p}.function`, `'${p}.function' must be an object`, 'invalid_type');
+    if (typeof f.name !== 'string' || !TOOL_NAME.test(f.name)) throw invalid(`${p}.function.name`, `'${p}.function.name' must be 1-64 letters, digits, '_' or '-', got ${describe(f.name)}`);
+    if (names.has(f.name)) throw invalid(`${p}.function.name`, `tool name '${f.name}' appears twice in 'tools'`);
+    names.add(f.name);
+    if (f.description !== undefined && typeof f.description !== 'string') throw invalid(`${p}.function.description`, `'${p}.function.description' must be a string`, 'invalid_type');
+    if (f.parameters !== undefined && !isObj(f.parameters)) throw invalid(`${p}.function.parameters`, `'${p}.function.parameters' must be a JSON Schema object`, 'invalid_type');
+    return { type: 'function', function: { ...f, name: f.name } } as ToolDef;
+  });
+}
+
+function toolChoice(b: Obj, tools: readonly ToolDef[]): ToolChoice {
+  const tc = get(b, 'tool_choice');
+  if (tc === undefined) return tools.length > 0 ? 'auto' : 'none';
+  if (tc === 'none') return 'none';
+  if (tc === 'auto' || tc === 'required') {
+    if (tools.length === 0) throw invalid('tool_choice', `'tool_choice' ${describe(tc)} needs 'tools'`);
+    return tc;
+  }
+  if (isObj(tc) && tc.type === 'function' && isObj(tc.function) && typeof tc.function.name === 'string') {
+    const name = tc.function.name;
+    if (!tools.some((t) => t.function.name === name)) throw invalid('tool_choice', `'tool_choice' names function '${name.slice(0, 64)}', which is not in 'tools'`);
+    return { name };
+  }
+  throw invalid('tool_choice', `'tool_choice' must be 'none', 'auto', 'required' or {"type": "function", "function": {"name": ...}}, got ${describe(tc)}`, 'invalid_type');
+}
+
+/** An assistant message's tool_calls → the template's form (arguments as an object, as HF templates expect). */
+function messageToolCalls(v: unknown, p: string): Record<string, unknown>[] {
+  if (!Array.isArray(v)) throw invalid(p, `'${p}' must be an array of tool calls`, 'invalid_type');
+  return v.map((c, j) => {
+    const q = `${p}[${j}]`;
+    if (!isObj(c) || (c.type !== undefined && c.type !== 'function') || !isObj(c.function) || typeof c.function.name !== 'string') {
+      throw invalid(q, `'${q}' must be {"id", "type": "function", "function": {"name", "arguments"}}`, 'invalid_type');
+    }
+    const a = c.function.arguments;
+    let args: unknown = a ?? {};
+    if (typeof a === 'string') {
+      try { args = JSON.parse(a); } catch { throw invalid(`${q}.function.arguments`, `'${q}.function.arguments' must be a JSON string of an object, got ${describe(a)}`); }
+    }
+    if (!isObj(args)) throw invalid(`${q}.function.arguments`, `'${q}.function.arguments' must encode a JSON object`);
+    return { id: typeof c.id === 'string' ? c.id : undefined, type: 'function', function: { name: c.function.name, arguments: args } };
+  });
 }
 
 function chatContent(v: unknown, param: string, role: string): string | null {
@@ -301,29 +426,26 @@ function chatContent(v: unknown, param: string, role: string): string | null {
 
 export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatParams {
   const b = bodyObject(body, CHAT_FIELDS);
-  for (const key of ['tools', 'functions', 'function_call'] as const) {
-    const v = get(b, key);
-    if (v !== undefined && !(Array.isArray(v) && v.length === 0)) {
-      throw invalid(key, `'${key}' is not supported yet: this server does not do tool calling`, 'unsupported_parameter');
-    }
+  for (const key of ['functions', 'function_call'] as const) {
+    if (get(b, key) !== undefined) throw invalid(key, `'${key}' is deprecated and not supported; use 'tools' and 'tool_choice'`, 'unsupported_parameter');
   }
-  const tc = get(b, 'tool_choice');
-  if (tc !== undefined && tc !== 'none' && tc !== 'auto') {
-    throw invalid('tool_choice', `'tool_choice' ${describe(tc)} is not supported: this server does not do tool calling`, 'unsupported_parameter');
-  }
-  const rf = get(b, 'response_format');
-  if (rf !== undefined) {
-    if (!isObj(rf) || typeof rf.type !== 'string') throw invalid('response_format', `'response_format' must be an object with a string 'type'`, 'invalid_type');
-    if (rf.type !== 'text') {
-      throw invalid('response_format', `response_format type '${rf.type.slice(0, 40)}' is not supported yet; only 'text' is`, 'unsupported_parameter');
-    }
+  const tools = toolDefs(b);
+  const choice = toolChoice(b, tools);
+  const parallelToolCalls = optBool(b, 'parallel_tool_calls', true);
+  let constraint = responseFormat(b);
+  if (choice === 'required' || typeof choice === 'object') {
+    if (constraint) throw invalid('response_format', `'response_format' cannot be combined with tool_choice ${describe(get(b, 'tool_choice'))}: the output is a tool call`);
+    const forced = typeof choice === 'object' ? tools.filter((t) => t.function.name === choice.name) : tools;
+    constraint = checkConstraint({
+      kind: 'tool_calls', parallel: parallelToolCalls && choice === 'required',
+      tools: forced.map((t) => ({ name: t.function.name, parameters: t.function.parameters ?? { type: 'object', properties: {} } })),
+    }, 'tools');
   }
   for (const key of ['metadata', 'prediction'] as const) {
     const v = get(b, key);
     if (v !== undefined && !isObj(v)) throw invalid(key, `'${key}' must be an object, got ${describe(v)}`, 'invalid_type');
   }
   optBool(b, 'store', false);
-  optBool(b, 'parallel_tool_calls', false);
   for (const key of ['service_tier', 'prompt_cache_key', 'prompt_cache_retention', 'safety_identifier', 'reasoning_effort', 'verbosity'] as const) optString(b, key);
   // Fields that would change the answer are refused rather than ignored.
   const modalities = get(b, 'modalities');
@@ -345,9 +467,8 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
     if (typeof m.role !== 'string' || !CHAT_ROLES.has(m.role)) {
       throw invalid(`${p}.role`, `'${p}.role' must be one of ${[...CHAT_ROLES].join(', ')}, got ${describe(m.role)}`);
     }
-    if (m.tool_calls !== undefined && m.tool_calls !== null) {
-      throw invalid(`${p}.tool_calls`, `'${p}.tool_calls' is not supported: this server does not do tool calling`, 'unsupported_parameter');
-    }
+    const calls = m.tool_calls === undefined || m.tool_calls === null ? null : messageToolCalls(m.tool_calls, `${p}.tool_calls`);
+    if (calls && m.role !== 'assistant') throw invalid(`${p}.tool_calls`, `only assistant messages carry 'tool_calls'`);
     if (m.name !== undefined && m.name !== null && typeof m.name !== 'string') throw invalid(`${p}.name`, `'${p}.name' must be a string`, 'invalid_type');
     const content = chatContent(m.content === null ? undefined : m.content, `${p}.content`, m.role);
     // Llama templates know system, user, assistant, tool (ipython); 'developer' is OpenAI's new name for system.
@@ -355,9 +476,17 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
     const out: ChatMessage = { role, content: content ?? '' };
     if (typeof m.name === 'string') out.name = m.name;
     if (typeof m.tool_call_id === 'string') out.tool_call_id = m.tool_call_id;
+    if (calls) out.tool_calls = calls;
     return out;
   });
-  return { ...generationParams(b, ctx, true), messages, addGenerationPrompt: optBool(b, 'add_generation_prompt', true) };
+  const g = generationParams(b, ctx, true);
+  if (g.constraint && constraint) throw invalid('guided_json', `guided_* cannot be combined with response_format or a forced tool call`);
+  // parallel_tool_calls without tools changes nothing: named like the other ignored fields
+  const ignored = tools.length === 0 && get(b, 'parallel_tool_calls') !== undefined ? [...g.ignored, 'parallel_tool_calls'] : g.ignored;
+  return {
+    ...g, ignored, constraint: g.constraint ?? constraint, messages, addGenerationPrompt: optBool(b, 'add_generation_prompt', true),
+    tools, toolChoice: choice, parallelToolCalls,
+  };
 }
 
 function prompts(v: unknown, param: string, ctx: ValidationContext): Prompt[] {

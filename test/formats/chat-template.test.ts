@@ -84,6 +84,32 @@ test("Llama 3.1 format with tools: ipython environment, JSON schemas, tool call 
   assert.equal(out, expected);
 });
 
+test("floe-brown's template: tools Llama 3.1 style (ipython environment, tools in the first user turn, calls joined by '; ', ipython results), written out by hand", async () => {
+  const brown = (await loadChatTemplate(new URL("../../models/floe-brown", import.meta.url).pathname))!;
+  assert.ok(brown.readsTools && new ChatTemplate(FORMAT_31).readsTools);
+  assert.equal(new ChatTemplate(CONFIG.chat_template).readsTools, false, "the package's plain Llama 3 template has no tool support");
+  const tools = [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } } }];
+  const messages: ChatMessage[] = [
+    { role: "user", content: " Weather in Paris and the time? " },
+    { role: "assistant", content: null, tool_calls: [
+      { id: "call_1", type: "function", function: { name: "get_weather", arguments: { city: "Paris" } } },
+      { id: "call_2", type: "function", function: { name: "get_time", arguments: {} } },
+    ] },
+    { role: "tool", tool_call_id: "call_1", content: "18C, sunny" },
+  ];
+  const expected =
+    BOT + hdr("system") + "Environment: ipython" + EOT +
+    hdr("user") + "Given the following functions, please respond with a JSON for a function call with its proper arguments that best answers the given prompt.\n\n" +
+    'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.Do not use variables.\n\n' +
+    '{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}\n\n' +
+    "Weather in Paris and the time?" + EOT +
+    hdr("assistant") + '{"name": "get_weather", "parameters": {"city": "Paris"}}; {"name": "get_time", "parameters": {}}' + EOT +
+    hdr("ipython") + "18C, sunny" + EOT + hdr("assistant");
+  assert.equal(brown.render(messages, { addGenerationPrompt: true, bosToken: BOT, tools }), expected);
+  // without tools it is the plain Llama 3 format
+  assert.equal(brown.render(convo, { bosToken: BOT }), BOT + hdr("system") + "You are a terse assistant." + EOT + hdr("user") + "What is 2+2?" + EOT + hdr("assistant") + "4" + EOT + hdr("user") + "And 3+3?" + EOT);
+});
+
 test("rendered prompt tokenizes with one BOS and single-id headers (encode without adding specials)", () => {
   const tok = new Tokenizer(readJson(join(LLAMA_DIR, "tokenizer.json")), CONFIG);
   const text = renderChat(FORMAT_31, convo, { addGenerationPrompt: true, bosToken: tok.bosToken! });

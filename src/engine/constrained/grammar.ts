@@ -1,0 +1,279 @@
+// Byte-level grammar automata for constrained decoding: a JSON matcher over schema nodes (a set of parse stacks).
+//
+// A state is every parse the bytes so far allow (anyOf makes several); step() consumes one byte; the key names a state's
+// future exactly, so masks can be memoized per key. Whitespace: at most one space after ':' and ',' (as Llama writes
+// {"name": "f", "parameters": {…}}), none elsewhere, so a model cannot stall the output on blanks.
+
+import type { Node } from './json-schema.js';
+
+/** What the token masker needs of an automaton. States are immutable. */
+export interface ByteGrammar<S = unknown> {
+  readonly start: S;
+  step(s: S, byte: number): S | null; // null: the byte is not allowed here
+  accepts(s: S): boolean; // the output may end here (EOS allowed)
+  key(s: S): string; // equal keys ⇔ equal futures (the memo key)
+}
+
+type LitNode = Extract<Node, { t: 'literal' }>;
+type ObjNode = Extract<Node, { t: 'object' }>;
+type ArrNode = Extract<Node, { t: 'array' }> | null; // null: an array of any values
+type CallsNode = Extract<Node, { t: 'calls' }>;
+type StrNode = Extract<Node, { t: 'string' }>;
+
+// number phases: after '-', '0', int digits, '.', frac digits, 'e', exponent sign, exponent digits
+const enum N { Sign, Zero, Int, Dot, Frac, E, ESign, Exp }
+const NUM_COMPLETE = [false, true, true, false, true, false, false, true];
+const MAX_DIGITS = 16; // per digit run: keeps numbers (and state keys) finite
+const MAX_EXP_DIGITS = 3; // exponents stay within what a double holds
+const UTF8_SECOND: readonly (readonly [number, number, number])[] = [[0xa0, 0xbf, 11], [0x80, 0x9f, 11], [0x90, 0xbf, 12], [0x80, 0x8f, 12]]; // after E0, ED, F0, F4
+
+type Frame =
+  | { readonly k: 'val'; readonly node: Node; readonly ws?: boolean } // ws: one space may come first
+  | { readonly k: 'str'; readonly ph: number; readonly n: number; readonly node: StrNode | null } // ph: 0 text, 1 after '\', 2..5 '\u' hex digits seen + 2, 11..13 UTF-8 continuation bytes left + 10, 14..17 after lead E0 ED F0 F4; n: code points so far; node null: unbounded
+  | { readonly k: 'num'; readonly int: boolean; readonly ph: N; readonly d: number }
+  | { readonly k: 'lit'; readonly node: LitNode; readonly alive: readonly number[]; readonly pos: number }
+  | { readonly k: 'obj'; readonly node: ObjNode; readonly i: number; readonly ph: 'open' | 'key' | 'colon' | 'value' | 'next' | 'comma' | 'commaSp'; readonly alive: readonly number[]; readonly pos: number }
+  | { readonly k: 'aobj'; readonly ph: 'open' | 'key' | 'colon' | 'value' | 'next' | 'comma' | 'commaSp' }
+  | { readonly k: 'arr'; readonly node: ArrNode; readonly n: number; readonly ph: 'open' | 'value' | 'next' }
+  | { readonly k: 'calls'; readonly node: CallsNode; readonly n: number; readonly ph: 'value' | 'next'; readonly pos: number };
+
+interface Stack { readonly f: Frame; readonly p: Stack | null; key?: string }
+type Parse = Stack | null; // null: the whole value is complete
+export type JsonState = readonly Parse[];
+
+const ANY: Node = { t: 'any', id: -1 };
+const KEYWORDS: LitNode = { t: 'literal', id: -2, texts: ['true', 'false', 'null'].map((s) => new TextEncoder().encode(s)) };
+const SP = 0x20, Q = 0x22, BS = 0x5c, COMMA = 0x2c, COLON = 0x3a, LB = 0x7b, RB = 0x7d, LS = 0x5b, RS = 0x5d;
+const isDigit = (b: number): boolean => b >= 0x30 && b <= 0x39;
+const isHex = (b: number): boolean => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
+
+const push = (f: Frame, p: Stack | null): Stack => ({ f, p });
+
+/** The parent after its child value completed; null stays null (the root value is done). */
+function done(st: Stack | null): Parse {
+  if (st === null) return null;
+  const f = st.f;
+  switch (f.k) {
+    case 'obj': return push({ ...f, ph: 'next' }, st.p);
+    case 'aobj': return push({ k: 'aobj', ph: f.ph === 'key' ? 'colon' : 'next' }, st.p);
+    case 'arr': return push({ ...f, n: f.n + 1, ph: 'next' }, st.p);
+    case 'calls': return push({ ...f, n: f.n + 1, ph: 'next', pos: 0 }, st.p);
+    default: throw new Error(`grammar: frame ${f.k} cannot hold a child value`);
+  }
+}
+
+/** First byte of a value of `node` under `parent`. */
+function begin(node: Node, parent: Stack | null, b: number, out: Parse[]): void {
+  switch (node.t) {
+    case 'any':
+      if (b === LB) out.push(push({ k: 'aobj', ph: 'open' }, parent));
+      else if (b === LS) out.push(push({ k: 'arr', node: null, n: 0, ph: 'open' }, parent));
+      else if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: null }, parent));
+      else if (b === 0x2d || isDigit(b)) numStart(false, parent, b, out);
+      else begin(KEYWORDS, parent, b, out);
+      return;
+    case 'anyObject': if (b === LB) out.push(push({ k: 'aobj', ph: 'open' }, parent)); return;
+    case 'object': if (b === LB) out.push(push({ k: 'obj', node, i: 0, ph: 'open', alive: [], pos: 0 }, parent)); return;
+    case 'array': if (b === LS) out.push(push({ k: 'arr', node, n: 0, ph: 'open' }, parent)); return;
+    case 'string': if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: node.min > 0 || node.max < Infinity ? node : null }, parent)); return;
+    case 'number': case 'integer': if (b === 0x2d || isDigit(b)) numStart(node.t === 'integer', parent, b, out); return;
+    case 'literal': {
+      const alive: number[] = [];
+      node.texts.forEach((t, i) => { if (t[0] === b) alive.push(i); });
+      if (alive.length > 0) out.push(push({ k: 'lit', node, alive, pos: 1 }, parent));
+      return;
+    }
+    case 'anyOf': for (const n of node.nodes) begin(n, parent, b, out); return;
+    case 'calls': begin(node.item, push({ k: 'calls', node, n: 0, ph: 'value', pos: 0 }, parent), b, out); return;
+  }
+}
+
+function numStart(int: boolean, parent: Stack | null, b: number, out: Parse[]): void {
+  const ph = b === 0x2d ? N.Sign : b === 0x30 ? N.Zero : N.Int;
+  out.push(push({ k: 'num', int, ph, d: ph === N.Int ? 1 : 0 }, parent));
+}
+
+/** Props the next key may name: from i up to and including the first required one. */
+function candidates(node: ObjNode, i: number): number[] {
+  const c: number[] = [];
+  for (let j = i; j < node.props.length; j++) { c.push(j); if (node.props[j]!.required) break; }
+  return c;
+}
+const mayClose = (node: ObjNode, i: number): boolean => node.props.slice(i).every((p) => !p.required);
+
+function step(st: Parse, b: number, out: Parse[]): void {
+  if (st === null) return;
+  const f = st.f;
+  const p = st.p;
+  switch (f.k) {
+    case 'val':
+      if (f.ws && b === SP) out.push(push({ k: 'val', node: f.node }, p));
+      else begin(f.node, p, b, out);
+      return;
+    case 'str': {
+      const ph = f.ph;
+      const node = f.node;
+      let next = -1;
+      if (ph === 0) {
+        if (b === Q) { if (!node || f.n >= node.min) out.push(done(p)); return; }
+        if (node && f.n >= node.max) return;
+        if (b === BS) next = 1;
+        else if (b >= 0x20 && b < 0x80) next = 0;
+        else if (b >= 0xc2 && b <= 0xdf) next = 11;
+        else if (b === 0xe0) next = 14;
+        else if (b === 0xed) next = 15;
+        else if (b >= 0xe1 && b <= 0xef) next = 12;
+        else if (b === 0xf0) next = 16;
+        else if (b === 0xf4) next = 17;
+        else if (b >= 0xf1 && b <= 0xf3) next = 13;
+      } else if (ph === 1) {
+        if (b === 0x75) next = 2;
+        else if ('"\\/bfnrt'.includes(String.fromCharCode(b))) next = 0;
+      } else if (ph <= 5) {
+        if (isHex(b)) next = ph === 5 ? 0 : ph + 1;
+      } else if (ph >= 14) {
+        // second bytes that would make an overlong form or a surrogate are refused (as UTF-8 decoders do)
+        const [lo, hi, to] = UTF8_SECOND[ph - 14]!;
+        if (b >= lo && b <= hi) next = to;
+      } else if (b >= 0x80 && b <= 0xbf) next = ph === 11 ? 0 : ph - 1;
+      if (next < 0) return;
+      // a code point ends when the state returns to 0 (bounded strings count them)
+      const n = node && next === 0 ? f.n + 1 : f.n;
+      out.push(next === ph && n === f.n ? st : push({ k: 'str', ph: next, n, node }, p));
+      return;
+    }
+    case 'num': {
+      const { int, ph, d } = f;
+      let nph = -1;
+      let nd = 0;
+      if (isDigit(b)) {
+        if (ph === N.Sign) nph = b === 0x30 ? N.Zero : N.Int, nd = 1;
+        else if ((ph === N.Int || ph === N.Frac || ph === N.Exp) && d < (ph === N.Exp ? MAX_EXP_DIGITS : MAX_DIGITS)) nph = ph, nd = d + 1;
+        else if (ph === N.Dot) nph = N.Frac, nd = 1;
+        else if (ph === N.E || ph === N.ESign) nph = N.Exp, nd = 1;
+      } else if (!int && b === 0x2e && (ph === N.Zero || ph === N.Int)) nph = N.Dot;
+      else if (!int && (b === 0x65 || b === 0x45) && (ph === N.Zero || ph === N.Int || ph === N.Frac)) nph = N.E;
+      else if ((b === 0x2b || b === 0x2d) && ph === N.E) nph = N.ESign;
+      if (nph >= 0) out.push(push({ k: 'num', int, ph: nph, d: nd }, p));
+      if (NUM_COMPLETE[ph]) step(done(p), b, out);
+      return;
+    }
+    case 'lit': {
+      const texts = f.node.texts;
+      const alive = f.alive.filter((i) => texts[i]![f.pos] === b);
+      if (alive.length > 0) out.push(push({ ...f, alive, pos: f.pos + 1 }, p));
+      if (f.alive.some((i) => texts[i]!.length === f.pos)) step(done(p), b, out);
+      return;
+    }
+    case 'obj': {
+      const node = f.node;
+      switch (f.ph) {
+        case 'open': case 'comma': case 'commaSp': case 'next':
+          if (f.ph === 'comma' && b === SP) out.push(push({ ...f, ph: 'commaSp' }, p));
+          else if (f.ph !== 'next' && b === Q) {
+            const alive = candidates(node, f.i);
+            if (alive.length > 0) out.push(push({ ...f, ph: 'key', alive, pos: 0 }, p));
+          } else if (f.ph === 'next' && b === COMMA) {
+            if (candidates(node, f.i).length > 0) out.push(push({ ...f, ph: 'comma' }, p));
+          }
+          if ((f.ph === 'open' || f.ph === 'next') && b === RB && mayClose(node, f.i)) out.push(done(p));
+          return;
+        case 'key': {
+          if (b === Q) {
+            const j = f.alive.find((j) => node.props[j]!.key.length === f.pos);
+            if (j !== undefined) out.push(push({ ...f, ph: 'colon', i: j + 1, alive: [], pos: 0 }, p));
+            return;
+          }
+          const alive = f.alive.filter((j) => node.props[j]!.key[f.pos] === b);
+          if (alive.length > 0) out.push(push({ ...f, alive, pos: f.pos + 1 }, p));
+          return;
+        }
+        case 'colon':
+          if (b === COLON) out.push(push({ k: 'val', node: node.props[f.i - 1]!.node, ws: true }, push({ ...f, ph: 'value' }, p)));
+          return;
+        default: return;
+      }
+    }
+    case 'aobj':
+      switch (f.ph) {
+        case 'open': case 'comma': case 'commaSp':
+          if (f.ph === 'comma' && b === SP) out.push(push({ k: 'aobj', ph: 'commaSp' }, p));
+          else if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: null }, push({ k: 'aobj', ph: 'key' }, p)));
+          else if (f.ph === 'open' && b === RB) out.push(done(p));
+          return;
+        case 'colon':
+          if (b === COLON) out.push(push({ k: 'val', node: ANY, ws: true }, push({ k: 'aobj', ph: 'value' }, p)));
+          return;
+        case 'next':
+          if (b === COMMA) out.push(push({ k: 'aobj', ph: 'comma' }, p));
+          else if (b === RB) out.push(done(p));
+          return;
+        default: return;
+      }
+    case 'arr': {
+      const node = f.node;
+      const min = node?.min ?? 0;
+      const max = node?.max ?? Infinity;
+      if (f.ph === 'open') {
+        if (b === RS && min === 0) out.push(done(p));
+        else if (max > 0) begin(node?.items ?? ANY, push({ ...f, ph: 'value' }, p), b, out);
+      } else if (f.ph === 'next') {
+        if (b === COMMA && f.n < max) out.push(push({ k: 'val', node: node?.items ?? ANY, ws: true }, push({ ...f, ph: 'value' }, p)));
+        else if (b === RS && f.n >= min) out.push(done(p));
+      }
+      return;
+    }
+    case 'calls': {
+      if (f.ph !== 'next' || f.n >= f.node.max) return;
+      const sep = f.node.sep;
+      if (f.pos < sep.length) { if (sep[f.pos] === b) out.push(push({ ...f, pos: f.pos + 1 }, p)); }
+      else begin(f.node.item, push({ ...f, ph: 'value', pos: 0 }, p), b, out);
+      return;
+    }
+  }
+}
+
+function canFinish(st: Parse): boolean {
+  if (st === null) return true;
+  const f = st.f;
+  if (f.k === 'num') return NUM_COMPLETE[f.ph]! && canFinish(done(st.p));
+  if (f.k === 'lit') return f.alive.some((i) => f.node.texts[i]!.length === f.pos) && canFinish(done(st.p));
+  if (f.k === 'calls') return f.ph === 'next' && f.pos === 0 && canFinish(st.p);
+  return false;
+}
+
+function frameKey(f: Frame): string {
+  switch (f.k) {
+    case 'val': return `v${f.node.id}${f.ws ? 'w' : ''}`;
+    case 'str': return f.node ? `s${f.ph}.${f.node.id}.${f.n}` : `s${f.ph}`;
+    case 'num': return `n${f.int ? 'i' : 'f'}${f.ph}.${f.d}`;
+    case 'lit': return `l${f.node.id}.${f.pos}.${f.alive.join(',')}`;
+    case 'obj': return `o${f.node.id}${f.ph}${f.i}${f.ph === 'key' ? `.${f.pos}.${f.alive.join(',')}` : ''}`;
+    case 'aobj': return `a${f.ph}`;
+    case 'arr': return `r${f.node?.id ?? 'any'}${f.ph}${f.node && (f.node.min > 0 || f.node.max < Infinity) ? f.n : ''}`;
+    case 'calls': return `c${f.node.id}${f.ph}${f.pos}${f.node.max < Infinity ? `.${f.n}` : ''}`;
+  }
+}
+
+function stackKey(st: Parse): string {
+  if (st === null) return '$';
+  return (st.key ??= `${frameKey(st.f)}/${stackKey(st.p)}`);
+}
+
+/** The JSON matcher of one compiled schema. */
+export class JsonGrammar implements ByteGrammar<JsonState> {
+  readonly start: JsonState;
+  constructor(readonly root: Node) {
+    this.start = [push({ k: 'val', node: root }, null)];
+  }
+  step(s: JsonState, byte: number): JsonState | null {
+    const out: Parse[] = [];
+    for (const st of s) step(st, byte, out);
+    if (out.length <= 1) return out.length === 0 ? null : out;
+    const seen = new Map<string, Parse>();
+    for (const st of out) seen.set(stackKey(st), st);
+    return [...seen.values()];
+  }
+  accepts(s: JsonState): boolean { return s.some(canFinish); }
+  key(s: JsonState): string { return s.length === 1 ? stackKey(s[0]!) : s.map(stackKey).sort().join('|'); }
+}

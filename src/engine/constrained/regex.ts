@@ -1,0 +1,266 @@
+// Regular expressions (guided_regex, guided_choice) → a Thompson NFA over code points, run as a byte grammar (UTF-8 decoded in the state).
+//
+// The whole output must match (anchors ^ $ are implied). Supported: literals, . [] [^] \d \w \s (and negations), escapes,
+// groups (…) (?:…), alternation, * + ? {m} {m,} {m,n} (lazy forms decode the same). Backreferences and lookaround are refused.
+
+import type { ByteGrammar } from './grammar.js';
+
+type Ast =
+  | { readonly t: 'set'; readonly ranges: readonly (readonly [number, number])[]; readonly neg: boolean }
+  | { readonly t: 'cat'; readonly xs: readonly Ast[] }
+  | { readonly t: 'alt'; readonly xs: readonly Ast[] }
+  | { readonly t: 'rep'; readonly x: Ast; readonly min: number; readonly max: number };
+
+export class RegexError extends Error {}
+
+const MAX_CP = 0x10ffff;
+const DIGIT: [number, number][] = [[0x30, 0x39]];
+const WORD: [number, number][] = [[0x30, 0x39], [0x41, 0x5a], [0x5f, 0x5f], [0x61, 0x7a]];
+const SPACE: [number, number][] = [[0x09, 0x0d], [0x20, 0x20]];
+const MAX_REPEAT = 1000;
+
+class Parser {
+  private i = 0;
+  private readonly cps: number[];
+  constructor(readonly src: string) { this.cps = [...src].map((c) => c.codePointAt(0)!); }
+
+  parse(): Ast {
+    const a = this.alt();
+    if (this.i < this.cps.length) this.fail(`unexpected '${String.fromCodePoint(this.cps[this.i]!)}'`);
+    return a;
+  }
+  private fail(msg: string): never { throw new RegexError(`regex ${JSON.stringify(this.src)} at ${this.i}: ${msg}`); }
+  private peek(): number | undefined { return this.cps[this.i]; }
+  private eat(c: string): boolean { if (this.peek() === c.codePointAt(0)) { this.i++; return true; } return false; }
+
+  private alt(): Ast {
+    const xs = [this.cat()];
+    while (this.eat('|')) xs.push(this.cat());
+    return xs.length === 1 ? xs[0]! : { t: 'alt', xs };
+  }
+  private cat(): Ast {
+    const xs: Ast[] = [];
+    for (let c = this.peek(); c !== undefined && c !== 0x7c && c !== 0x29; c = this.peek()) {
+      if (c === 0x5e || c === 0x24) { this.i++; continue; } // ^ $: the whole output matches anyway
+      xs.push(this.quant(this.atom()));
+    }
+    return { t: 'cat', xs };
+  }
+  private quant(x: Ast): Ast {
+    for (;;) {
+      let min: number, max: number;
+      if (this.eat('*')) [min, max] = [0, Infinity];
+      else if (this.eat('+')) [min, max] = [1, Infinity];
+      else if (this.eat('?')) [min, max] = [0, 1];
+      else if (this.peek() === 0x7b && /^\{\d+(,\d*)?\}/.test(this.rest())) {
+        const m = /^\{(\d+)(,(\d*))?\}/.exec(this.rest())!;
+        this.i += m[0].length;
+        min = Number(m[1]);
+        max = m[2] === undefined ? min : m[3] === '' ? Infinity : Number(m[3]);
+        if (min > max || min > MAX_REPEAT || (max !== Infinity && max > MAX_REPEAT)) this.fail(`repetition ${m[0]} out of range (at most ${MAX_REPEAT})`);
+      } else return x;
+      this.eat('?'); // lazy: same language
+      x = { t: 'rep', x, min, max };
+    }
+  }
+  private rest(): string { return String.fromCodePoint(...this.cps.slice(this.i, this.i + 24)); }
+  private atom(): Ast {
+    const c = this.cps[this.i++]!;
+    switch (c) {
+      case 0x28: { // (
+        if (this.eat('?')) {
+          if (!this.eat(':')) this.fail('only (?:…) groups are supported (no lookaround or named groups)');
+        }
+        const a = this.alt();
+        if (!this.eat(')')) this.fail("missing ')'");
+        return a;
+      }
+      case 0x5b: return this.cls();
+      case 0x2e: return { t: 'set', ranges: [[0x0a, 0x0a]], neg: true };
+      case 0x5c: return this.escape(false);
+      case 0x2a: case 0x2b: case 0x3f: this.i--; return this.fail('nothing to repeat');
+      default: return { t: 'set', ranges: [[c, c]], neg: false };
+    }
+  }
+  private escape(inClass: boolean): Ast & { t: 'set' } {
+    const c = this.cps[this.i++];
+    if (c === undefined) this.fail('trailing backslash');
+    const ch = String.fromCodePoint(c);
+    const set = (ranges: [number, number][], neg = false): Ast & { t: 'set' } => ({ t: 'set', ranges, neg });
+    switch (ch) {
+      case 'd': return set(DIGIT);
+      case 'D': return set(DIGIT, true);
+      case 'w': return set(WORD);
+      case 'W': return set(WORD, true);
+      case 's': return set(SPACE);
+      case 'S': return set(SPACE, true);
+      case 'n': return set([[10, 10]]);
+      case 'r': return set([[13, 13]]);
+      case 't': return set([[9, 9]]);
+      case 'f': return set([[12, 12]]);
+      case 'v': return set([[11, 11]]);
+      case 'x': case 'u': {
+        const n = ch === 'x' ? 2 : 4;
+        const hex = String.fromCodePoint(...this.cps.slice(this.i, this.i + n));
+        if (!new RegExp(`^[0-9a-fA-F]{${n}}$`).test(hex)) this.fail(`\\${ch} needs ${n} hex digits`);
+        this.i += n;
+        const v = parseInt(hex, 16);
+        return set([[v, v]]);
+      }
+      default:
+        if (/[0-9]/.test(ch) && !inClass) this.fail('backreferences are not supported');
+        if (/[a-zA-Z]/.test(ch)) this.fail(`unknown escape \\${ch}`);
+        return set([[c, c]]);
+    }
+  }
+  private cls(): Ast {
+    const neg = this.eat('^');
+    const ranges: [number, number][] = [];
+    const negs: (readonly (readonly [number, number])[])[] = [];
+    let first = true;
+    for (;;) {
+      const c = this.peek();
+      if (c === undefined) this.fail("missing ']'");
+      if (c === 0x5d && !first) { this.i++; break; }
+      first = false;
+      let lo: number;
+      if (c === 0x5c) {
+        this.i++;
+        const e = this.escape(true);
+        if (e.neg) { negs.push(e.ranges); continue; }
+        if (e.ranges.length > 1 || e.ranges[0]![0] !== e.ranges[0]![1]) { ranges.push(...e.ranges.map((r) => [r[0], r[1]] as [number, number])); continue; }
+        lo = e.ranges[0]![0];
+      } else { this.i++; lo = c; }
+      if (this.peek() === 0x2d && this.cps[this.i + 1] !== undefined && this.cps[this.i + 1] !== 0x5d) {
+        this.i++;
+        let hi = this.cps[this.i++]!;
+        if (hi === 0x5c) hi = this.escape(true).ranges[0]![0];
+        if (hi < lo) this.fail('range out of order');
+        ranges.push([lo, hi]);
+      } else ranges.push([lo, lo]);
+    }
+    // a negated escape inside a class (e.g. [\D]) adds its complement
+    for (const n of negs) ranges.push(...complement(n));
+    return { t: 'set', ranges, neg };
+  }
+}
+
+function complement(rs: readonly (readonly [number, number])[]): [number, number][] {
+  const sorted = [...rs].sort((a, b) => a[0] - b[0]);
+  const out: [number, number][] = [];
+  let lo = 0;
+  for (const [a, b] of sorted) { if (a > lo) out.push([lo, a - 1]); lo = Math.max(lo, b + 1); }
+  if (lo <= MAX_CP) out.push([lo, MAX_CP]);
+  return out;
+}
+
+/** NFA node: a code-point test (ranges, negated) leading to `out`, or an epsilon fan-out (`outs`), or accept. */
+interface NfaNode { ranges: readonly (readonly [number, number])[] | null; neg: boolean; out: number; outs: number[]; accept: boolean }
+
+const MAX_NFA = 20000;
+
+export class Nfa {
+  readonly nodes: NfaNode[] = [];
+  readonly start: number;
+  constructor(ast: Ast) {
+    const acc = this.add({ ranges: null, neg: false, out: -1, outs: [], accept: true });
+    this.start = this.build(ast, acc);
+  }
+  private add(n: NfaNode): number {
+    if (this.nodes.length >= MAX_NFA) throw new RegexError(`regex too large (more than ${MAX_NFA} automaton states)`);
+    this.nodes.push(n);
+    return this.nodes.length - 1;
+  }
+  private eps(outs: number[]): number { return this.add({ ranges: null, neg: false, out: -1, outs, accept: false }); }
+  /** Compile `a` so that it continues to `next` (continuation-passing, built back to front). */
+  private build(a: Ast, next: number): number {
+    switch (a.t) {
+      case 'set': return this.add({ ranges: a.ranges, neg: a.neg, out: next, outs: [], accept: false });
+      case 'cat': return a.xs.reduceRight((n, x) => this.build(x, n), next);
+      case 'alt': return this.eps(a.xs.map((x) => this.build(x, next)));
+      case 'rep': {
+        let n = next;
+        if (a.max === Infinity) {
+          const loop = this.eps([]);
+          this.nodes[loop]!.outs.push(this.build(a.x, loop), next);
+          n = loop;
+        } else for (let k = a.min; k < a.max; k++) n = this.eps([this.build(a.x, n), next]);
+        for (let k = 0; k < a.min; k++) n = this.build(a.x, n);
+        return n;
+      }
+    }
+  }
+  /** Epsilon closure of a set of nodes, as a sorted list of consuming / accepting nodes. */
+  closure(from: Iterable<number>): number[] {
+    const seen = new Set<number>();
+    const stack = [...from];
+    const out: number[] = [];
+    while (stack.length > 0) {
+      const i = stack.pop()!;
+      if (seen.has(i)) continue;
+      seen.add(i);
+      const n = this.nodes[i]!;
+      if (n.ranges !== null || n.accept) out.push(i);
+      else stack.push(...n.outs);
+    }
+    return out.sort((a, b) => a - b);
+  }
+  move(set: readonly number[], cp: number): number[] {
+    const next: number[] = [];
+    for (const i of set) {
+      const n = this.nodes[i]!;
+      if (n.ranges === null) continue;
+      let hit = false;
+      for (const [lo, hi] of n.ranges) if (cp >= lo && cp <= hi) { hit = true; break; }
+      if (hit !== n.neg) next.push(n.out);
+    }
+    return this.closure(next);
+  }
+}
+
+/** NFA states plus the partial UTF-8 code point being read: cp so far and continuation bytes still due. */
+export interface RegexState { readonly set: readonly number[]; readonly cp: number; readonly need: number; readonly min: number; key?: string } // min: smallest code point the lead byte may encode
+
+export class RegexGrammar implements ByteGrammar<RegexState> {
+  readonly nfa: Nfa;
+  readonly start: RegexState;
+  constructor(readonly pattern: string) {
+    this.nfa = new Nfa(new Parser(pattern).parse());
+    this.start = { set: this.nfa.closure([this.nfa.start]), cp: 0, need: 0, min: 0 };
+  }
+  step(s: RegexState, b: number): RegexState | null {
+    let cp: number;
+    if (s.need > 0) {
+      if ((b & 0xc0) !== 0x80) return null;
+      cp = (s.cp << 6) | (b & 0x3f);
+      if (s.need > 1) return this.partial(s.set, cp, s.need - 1, s.min);
+      if (cp < s.min) return null; // overlong
+    } else if (b < 0x80) cp = b;
+    else if (b >= 0xc2 && b <= 0xdf) return this.partial(s.set, b & 0x1f, 1, 0x80);
+    else if (b >= 0xe0 && b <= 0xef) return this.partial(s.set, b & 0x0f, 2, 0x800);
+    else if (b >= 0xf0 && b <= 0xf4) return this.partial(s.set, b & 0x07, 3, 0x10000);
+    else return null;
+    const set = this.nfa.move(s.set, cp);
+    return set.length === 0 ? null : { set, cp: 0, need: 0, min: 0 };
+  }
+  /** A code point begun: kept only if some transition takes a code point in its range [cp·64^need, (cp+1)·64^need). */
+  private partial(set: readonly number[], cp: number, need: number, min: number): RegexState | null {
+    const lo = Math.max(min, cp * 64 ** need);
+    const hi = Math.min(MAX_CP, (cp + 1) * 64 ** need - 1);
+    if (lo > hi) return null;
+    for (const i of set) {
+      const n = this.nfa.nodes[i]!;
+      if (n.ranges === null) continue;
+      if (n.neg) return { set, cp, need, min }; // a negated class takes nearly everything: let the next bytes decide
+      for (const [a, z] of n.ranges) if (a <= hi && z >= lo) return { set, cp, need, min };
+    }
+    return null;
+  }
+  accepts(s: RegexState): boolean { return s.need === 0 && s.set.some((i) => this.nfa.nodes[i]!.accept); }
+  key(s: RegexState): string { return (s.key ??= `${s.set.join(',')}${s.need > 0 ? `:${s.cp}.${s.need}.${s.min}` : ''}`); }
+}
+
+/** A regex matching exactly one of the strings (guided_choice). */
+export function choiceRegex(choices: readonly string[]): string {
+  return choices.map((c) => c.replace(/[\\^$.*+?()[\]{}|/]/g, '\\$&')).join('|');
+}

@@ -1,0 +1,235 @@
+// Token masks for constrained decoding: the tokenizer's token bytes sorted once, a prefix-sharing walk per grammar state,
+// and memoized allowed-token bitsets per state key, so a state seen before costs one pass over the logits (V).
+//
+// V vocab (the model's logits row), W = ceil(V / 32) bitset words.
+
+import type { ByteGrammar } from './grammar.js';
+
+/** What the masker reads of a tokenizer. */
+export interface TokenVocab {
+  readonly vocabSize: number;
+  idToToken(id: number): string | undefined;
+  isSpecial(id: number): boolean;
+}
+
+/** GPT-2 byte-level alphabet: printable bytes map to themselves, the rest to U+0100 + n. */
+function byteDecoder(): Map<number, number> {
+  const m = new Map<number, number>();
+  let n = 0;
+  for (let b = 0; b < 256; b++) {
+    const printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+    m.set(printable ? b : 256 + n++, b);
+  }
+  return m;
+}
+
+/** The bytes each token id writes (null: special or unknown, never produced by a constraint). */
+export function tokenBytes(vocab: TokenVocab): (Uint8Array | null)[] {
+  const strs: (string | undefined)[] = [];
+  let sentencePiece = false;
+  let byteLevel = false;
+  for (let id = 0; id < vocab.vocabSize; id++) {
+    const s = vocab.isSpecial(id) ? undefined : vocab.idToToken(id);
+    strs.push(s);
+    if (s?.includes('\u2581')) sentencePiece = true;
+    if (s?.includes('\u0120')) byteLevel = true;
+  }
+  const dec = byteDecoder();
+  const enc = new TextEncoder();
+  return strs.map((s) => {
+    if (s === undefined || s.length === 0) return null;
+    if (byteLevel || !sentencePiece) {
+      const out = new Uint8Array(s.length);
+      let i = 0;
+      for (const ch of s) {
+        const b = dec.get(ch.codePointAt(0)!);
+        if (b === undefined) return enc.encode(s); // not byte-level after all (e.g. an added plain token)
+        out[i++] = b;
+      }
+      return out.subarray(0, i);
+    }
+    const hex = /^<0x([0-9A-Fa-f]{2})>$/.exec(s);
+    return hex ? Uint8Array.of(parseInt(hex[1]!, 16)) : enc.encode(s.replace(/\u2581/g, ' '));
+  });
+}
+
+/** Tokens sorted by bytes with the common-prefix length to the previous one: a trie flattened into one walk. */
+export class TokenIndex {
+  readonly ids: Int32Array; // (N) token ids in byte order
+  readonly bytes: Uint8Array[]; // (N)
+  readonly lcp: Int32Array; // (N) shared prefix length with the previous entry
+  readonly maxLen: number;
+  readonly words: number; // W
+
+  constructor(table: readonly (Uint8Array | null)[], readonly vocabSize: number) {
+    const entries: { id: number; b: Uint8Array }[] = [];
+    table.forEach((b, id) => { if (b !== null && b.length > 0 && id < vocabSize) entries.push({ id, b }); });
+    entries.sort((x, y) => Buffer.compare(x.b, y.b));
+    this.ids = Int32Array.from(entries, (e) => e.id);
+    this.bytes = entries.map((e) => e.b);
+    this.lcp = new Int32Array(entries.length);
+    let maxLen = 0;
+    for (let i = 0; i < entries.length; i++) {
+      const b = this.bytes[i]!;
+      maxLen = Math.max(maxLen, b.length);
+      if (i === 0) continue;
+      const a = this.bytes[i - 1]!;
+      let l = 0;
+      while (l < a.length && l < b.length && a[l] === b[l]) l++;
+      this.lcp[i] = l;
+    }
+    this.maxLen = maxLen;
+    this.words = Math.ceil(vocabSize / 32);
+  }
+
+  /** Bitset (W) of the tokens whose every byte the grammar accepts from `state`. */
+  allowed<S>(g: ByteGrammar<S>, state: S): Uint32Array {
+    const bits = new Uint32Array(this.words);
+    const states: (S | null)[] = new Array(this.maxLen + 1);
+    states[0] = state;
+    let valid = 0; // states[0..valid] belong to the current token's prefix
+    const N = this.ids.length;
+    for (let t = 0; t < N; t++) {
+      const b = this.bytes[t]!;
+      let d = Math.min(this.lcp[t]!, valid);
+      let ok = true;
+      for (; d < b.length; d++) {
+        const s = g.step(states[d]!, b[d]!);
+        if (s === null) { ok = false; break; }
+        states[d + 1] = s;
+      }
+      if (ok) {
+        valid = b.length;
+        const id = this.ids[t]!;
+        bits[id >>> 5]! |= 1 << (id & 31);
+      } else {
+        valid = d;
+        // every following token sharing the dead prefix (d + 1 bytes) is dead too
+        while (t + 1 < N && this.lcp[t + 1]! > d) t++;
+      }
+    }
+    return bits;
+  }
+}
+
+const MEMO_BYTES = 16 << 20; // mask memory kept per compiled constraint (1024 masks at vocab 128K, 4096 at most)
+
+/** A state's allowed tokens: the bitset (W), and the ids themselves when few (then masking is fill + restore). */
+export interface Mask { readonly bits: Uint32Array; readonly ids: Int32Array | null }
+
+/** One grammar over one vocabulary: memoized masks per state key. Shared by every request with the same constraint. */
+export class CompiledConstraint<S = unknown> {
+  private readonly memo = new Map<string, Mask>();
+  readonly saved: Float32Array; // (V) scratch: the allowed logits while a row is filled with -Infinity
+  stats = { hits: 0, misses: 0 };
+
+  constructor(readonly grammar: ByteGrammar<S>, readonly index: TokenIndex, readonly table: readonly (Uint8Array | null)[], readonly eosIds: readonly number[]) {
+    this.saved = new Float32Array(index.vocabSize);
+    this.memoLimit = Math.max(64, Math.min(4096, Math.floor(MEMO_BYTES / (index.words * 4))));
+  }
+  private readonly memoLimit: number;
+
+  mask(state: S): Mask {
+    const key = this.grammar.key(state);
+    let m = this.memo.get(key);
+    if (m) { this.stats.hits++; return m; }
+    this.stats.misses++;
+    const bits = this.index.allowed(this.grammar, state);
+    let n = 0;
+    for (const w of bits) n += popcount(w);
+    let ids: Int32Array | null = null;
+    if (n <= this.index.vocabSize / 8) {
+      ids = new Int32Array(n);
+      let k = 0;
+      for (let v = 0; v < this.index.vocabSize; v++) if ((bits[v >>> 5]! >>> (v & 31)) & 1) ids[k++] = v;
+    }
+    m = { bits, ids };
+    if (this.memo.size >= this.memoLimit) this.memo.clear();
+    this.memo.set(key, m);
+    return m;
+  }
+
+  start(): ConstraintState<S> { return new ConstraintState(this); }
+}
+
+/** One completion's position in its grammar. */
+export class ConstraintState<S = unknown> {
+  private state: S | null;
+  private mask: Mask | null = null; // of the current state, cached until it advances
+  private readonly eosSaved: Float64Array; // (eos ids) their logits before masking
+  constructor(readonly c: CompiledConstraint<S>) {
+    this.state = c.grammar.start;
+    this.eosSaved = new Float64Array(c.eosIds.length);
+  }
+
+  get finished(): boolean { return this.state === null; }
+
+  /** A copy to walk ahead (speculative verification) without moving this one. */
+  fork(): ConstraintState<S> {
+    const f = new ConstraintState(this.c);
+    f.state = this.state;
+    f.mask = this.mask;
+    return f;
+  }
+
+  /** Set every token the grammar forbids next to -Infinity in a logits row (V); EOS only where the value is complete. */
+  apply(logits: Float32Array): void {
+    const V = logits.length;
+    const s = this.state;
+    if (s === null) { logits.fill(-Infinity); return; }
+    const mask = (this.mask ??= this.c.mask(s));
+    const eosIds = this.c.eosIds;
+    for (let i = 0; i < eosIds.length && i < this.eosSaved.length; i++) this.eosSaved[i] = eosIds[i]! < V ? logits[eosIds[i]!]! : -Infinity;
+    let any = false;
+    const ids = mask.ids;
+    const bits = mask.bits;
+    if (ids) {
+      // few allowed: keep their logits, fill the row, put them back
+      const saved = this.c.saved;
+      for (let i = 0; i < ids.length; i++) saved[i] = logits[ids[i]!]!;
+      logits.fill(-Infinity);
+      for (let i = 0; i < ids.length; i++) logits[ids[i]!] = saved[i]!;
+      any = ids.length > 0;
+    } else for (let w = 0, base = 0; base < V; w++, base += 32) {
+      const m = bits[w] ?? 0;
+      if (m === 0xffffffff) { any = true; continue; }
+      const end = Math.min(base + 32, V);
+      if (m === 0) { logits.fill(-Infinity, base, end); continue; }
+      any = true;
+      for (let v = base; v < end; v++) if (((m >>> (v - base)) & 1) === 0) logits[v] = -Infinity;
+    }
+    // EOS only where the value is complete; a dead end (no token fits) may only stop
+    const eos = this.c.grammar.accepts(s) || !any;
+    for (let i = 0; i < eosIds.length; i++) {
+      const id = eosIds[i]!;
+      if (id < V) logits[id] = !eos ? -Infinity : any ? this.eosSaved[i]! : 0;
+    }
+  }
+
+  /** Consume a sampled token; false if the grammar does not allow it (then the state is left unchanged). */
+  advance(token: number): boolean {
+    if (this.state === null) return false;
+    if (this.c.eosIds.includes(token)) {
+      if (!this.c.grammar.accepts(this.state)) return false;
+      this.state = null;
+      return true;
+    }
+    const b = this.c.table[token];
+    if (!b) return false;
+    let s: S | null = this.state;
+    for (let i = 0; i < b.length && s !== null; i++) s = this.c.grammar.step(s, b[i]!);
+    if (s === null) return false;
+    this.state = s;
+    this.mask = null;
+    return true;
+  }
+
+  /** Whether the output so far is a complete value. */
+  get complete(): boolean { return this.state === null || this.c.grammar.accepts(this.state); }
+}
+
+function popcount(x: number): number {
+  x -= (x >>> 1) & 0x55555555;
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+  return (Math.imul((x + (x >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24);
+}

@@ -1,0 +1,183 @@
+// Tool calls in model output (Llama 3.1 JSON format: {"name": …, "parameters": {…}}, several joined by "; ", an optional
+// leading <|python_tag|>) → OpenAI tool_calls, whole or as streaming deltas (id and name first, then argument pieces).
+
+import { randomBytes } from 'node:crypto';
+
+export interface ToolCall { readonly id: string; readonly type: 'function'; readonly function: { readonly name: string; readonly arguments: string } }
+
+/** One streaming delta for a choice: content text or a tool-call piece. */
+export type ToolDelta =
+  | { readonly content: string }
+  | { readonly tool_calls: [{ index: number; id?: string; type?: 'function'; function: { name?: string; arguments: string } }] };
+
+const PYTHON_TAG = '<|python_tag|>';
+
+export function toolCallId(): string {
+  return `call_${randomBytes(12).toString('hex')}`;
+}
+
+/** Index just past the JSON value starting at `i` (an object or array), or -1 if it does not close in `s`. */
+function valueEnd(s: string, i: number): number {
+  let depth = 0;
+  let str = false;
+  for (let j = i; j < s.length; j++) {
+    const c = s[j]!;
+    if (str) {
+      if (c === '\\') j++;
+      else if (c === '"') str = false;
+    } else if (c === '"') str = true;
+    else if (c === '{' || c === '[') depth++;
+    else if (c === '}' || c === ']') { if (--depth === 0) return j + 1; }
+  }
+  return -1;
+}
+
+function skipSeparators(s: string, i: number): number {
+  if (s.startsWith(PYTHON_TAG, i)) i += PYTHON_TAG.length;
+  while (i < s.length && (s[i] === ' ' || s[i] === '\n' || s[i] === '\t' || s[i] === '\r' || s[i] === ';')) i++;
+  return i;
+}
+
+/**
+ * The calls `text` opens with, and any text after them (as content), or null when it does not open with a call to one
+ * of the named tools.
+ */
+export function parseToolCalls(text: string, tools: ReadonlySet<string>): { calls: ToolCall[]; content: string | null } | null {
+  const calls: ToolCall[] = [];
+  let i = skipSeparators(text, 0);
+  for (; i < text.length; i = skipSeparators(text, i)) {
+    const call = text[i] === '{' ? parseCall(text, i, tools) : null;
+    if (!call) break;
+    calls.push(call.call);
+    i = call.end;
+  }
+  if (calls.length === 0) return null;
+  const rest = text.slice(i).trim();
+  return { calls, content: rest === '' ? null : rest };
+}
+
+function parseCall(text: string, i: number, tools: ReadonlySet<string>): { call: ToolCall; end: number } | null {
+  const end = valueEnd(text, i);
+  if (end < 0) return null;
+  let v: unknown;
+  try { v = JSON.parse(text.slice(i, end)); } catch { return null; }
+  const o = v as { name?: unknown; parameters?: unknown; arguments?: unknown };
+  if (typeof o.name !== 'string' || !tools.has(o.name)) return null;
+  const args = o.parameters ?? o.arguments ?? {};
+  if (args === null || typeof args !== 'object' || Array.isArray(args)) return null;
+  return { call: { id: toolCallId(), type: 'function', function: { name: o.name, arguments: JSON.stringify(args) } }, end };
+}
+
+const HEADER = /^\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(?:parameters|arguments)"\s*:\s*/;
+/** Whether more text could still complete HEADER (tool names hold no spaces or quotes). */
+function mayBeHeader(rest: string): boolean {
+  const r = rest.replace(/\s+/g, '');
+  const open = '{"name":"';
+  if (r.length <= open.length) return open.startsWith(r);
+  if (!r.startsWith(open)) return false;
+  const q = r.indexOf('"', open.length);
+  if (q < 0) return /^[a-zA-Z0-9_-]*$/.test(r.slice(open.length));
+  const after = r.slice(q + 1);
+  return ',"parameters":'.startsWith(after) || ',"arguments":'.startsWith(after);
+}
+
+/**
+ * Splits one choice's streamed text into content or tool-call deltas. `forced`: the output is known to be calls
+ * (tool_choice required / named); otherwise text that opens with '{' or <|python_tag|> is held until it proves a call.
+ */
+export class ToolCallStream {
+  private buf = '';
+  private mode: 'undecided' | 'content' | 'calls' | 'held' = 'undecided';
+  private pos = 0; // next unread index of buf in 'calls' mode
+  private call: { index: number; argsFrom: number } | null = null; // the call whose arguments are streaming
+  private emitted: string[] = []; // ids sent, one per call
+  readonly calls: ToolCall[] = [];
+
+  constructor(private readonly tools: ReadonlySet<string>, private readonly forced: boolean) {}
+
+  push(text: string): ToolDelta[] {
+    this.buf += text;
+    if (this.mode === 'content') return text ? [{ content: text }] : [];
+    if (this.mode === 'undecided') {
+      const t = this.buf.trimStart();
+      if (t === '') return [];
+      if (this.forced || t.startsWith('{') || t.startsWith(PYTHON_TAG) || PYTHON_TAG.startsWith(t)) this.mode = 'calls';
+      else { this.mode = 'content'; return [{ content: this.buf }]; }
+    }
+    return this.mode === 'calls' ? this.scan() : [];
+  }
+
+  /** End of output: the last deltas, and whether the choice ended as tool calls. */
+  finish(): { deltas: ToolDelta[]; isCalls: boolean } {
+    if (this.mode === 'content' || this.mode === 'undecided') return { deltas: [], isCalls: false };
+    const deltas = this.mode === 'calls' ? this.scan() : [];
+    if (this.mode === 'calls' && this.call === null && this.calls.length > 0 && skipSeparators(this.buf, this.pos) >= this.buf.length) return { deltas, isCalls: true };
+    if (this.call !== null) return { deltas, isCalls: true }; // cut short (length): what was sent stays
+    if (this.calls.length > 0) {
+      // text after the streamed calls goes out as content
+      const rest = this.buf.slice(this.pos).trim();
+      return { deltas: rest ? [...deltas, { content: rest }] : deltas, isCalls: true };
+    }
+    // held (or never a call): parse the whole; text that is no call goes out as content
+    const parsed = parseToolCalls(this.buf, this.tools);
+    if (!parsed) return { deltas: [{ content: this.buf }], isCalls: false };
+    this.calls.push(...parsed.calls);
+    return {
+      deltas: [
+        ...parsed.calls.flatMap((c, index) => [
+          { tool_calls: [{ index, id: c.id, type: 'function' as const, function: { name: c.function.name, arguments: '' } }] } as ToolDelta,
+          { tool_calls: [{ index, function: { arguments: c.function.arguments } }] } as ToolDelta,
+        ]),
+        ...(parsed.content ? [{ content: parsed.content }] : []),
+      ],
+      isCalls: true,
+    };
+  }
+
+  private scan(): ToolDelta[] {
+    const out: ToolDelta[] = [];
+    const s = this.buf;
+    for (;;) {
+      if (this.call) {
+        const { index, argsFrom } = this.call;
+        const end = valueEnd(s, argsFrom);
+        const upto = end < 0 ? s.length : end;
+        if (upto > this.pos) out.push({ tool_calls: [{ index, function: { arguments: s.slice(this.pos, upto) } }] });
+        this.pos = upto;
+        if (end < 0) return out;
+        // arguments closed: the call object closes next
+        let j = end;
+        while (j < s.length && /\s/.test(s[j]!)) j++;
+        if (j >= s.length) return out;
+        if (s[j] !== '}') { this.mode = 'held'; return out; }
+        const args = s.slice(argsFrom, end);
+        const c = this.calls.length;
+        this.calls.push({ id: this.emitted[c]!, type: 'function', function: { name: this.pendingName!, arguments: args } });
+        this.call = null;
+        this.pos = j + 1;
+        continue;
+      }
+      const i = skipSeparators(s, this.pos);
+      if (i >= s.length || (PYTHON_TAG.startsWith(s.slice(i)) && s.length - i < PYTHON_TAG.length)) return out;
+      const rest = s.slice(i);
+      const m = HEADER.exec(rest);
+      if (!m) {
+        if (!mayBeHeader(rest)) this.mode = 'held';
+        return out;
+      }
+      let name: string;
+      try { name = JSON.parse(`"${m[1]!}"`) as string; } catch { this.mode = 'held'; return out; }
+      const argsFrom = i + m[0].length;
+      if (!this.tools.has(name) || (argsFrom < s.length && s[argsFrom] !== '{')) { this.mode = 'held'; return out; }
+      if (argsFrom >= s.length) return out; // wait for the arguments to begin
+      const index = this.emitted.length;
+      const id = toolCallId();
+      this.emitted.push(id);
+      this.pendingName = name;
+      out.push({ tool_calls: [{ index, id, type: 'function', function: { name, arguments: '' } }] });
+      this.call = { index, argsFrom };
+      this.pos = argsFrom;
+    }
+  }
+  private pendingName: string | null = null;
+}

@@ -1,0 +1,263 @@
+// Constrained decoding: grammars against ajv and JS RegExp, masks against a per-token brute force, and the engine
+// producing schema-valid JSON for mixed schemas in one batch, and the same greedy tokens with speculation as without.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { Ajv } from 'ajv';
+import { Engine } from '../../src/engine/engine.js';
+import { ConstraintCache, compileGrammar, type ConstraintSpec } from '../../src/engine/constrained/constraint.js';
+import type { ByteGrammar } from '../../src/engine/constrained/grammar.js';
+import { compileSchema, SchemaError } from '../../src/engine/constrained/json-schema.js';
+import { RegexGrammar, choiceRegex } from '../../src/engine/constrained/regex.js';
+import { openModel } from '../../src/model/open.js';
+import { genReq, GREEDY, rand, runAll } from './helpers.js';
+
+const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const brown = await openModel(BROWN, { threads: 2 });
+const tok = brown.tokenizer!;
+const V = brown.model.config.vocabSize;
+const ajv = new Ajv({ strict: false });
+
+const PERSON = {
+  type: 'object',
+  properties: {
+    name: { type: 'string', maxLength: 12 },
+    age: { type: 'integer' },
+    height: { type: 'number' },
+    role: { enum: ['admin', 'user', 42, null] },
+    tags: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 6 }, minItems: 1, maxItems: 3 },
+    address: { type: 'object', properties: { city: { type: 'string', maxLength: 10 }, zip: { anyOf: [{ type: 'string', maxLength: 5 }, { type: 'integer' }] } }, required: ['city'], additionalProperties: false },
+    active: { type: 'boolean' },
+    nothing: { type: 'null' },
+    kind: { const: 'person' },
+  },
+  required: ['name', 'age', 'tags', 'kind'],
+  additionalProperties: false,
+};
+const SCHEMAS: Record<string, unknown> = {
+  person: PERSON,
+  list: { type: 'array', items: { type: 'object', properties: { x: { type: 'number' }, y: { type: 'array', items: { type: 'integer' } } }, required: ['x'] }, maxItems: 4 },
+  scalar: { anyOf: [{ type: 'integer' }, { type: 'boolean' }, { type: 'string', maxLength: 8 }] },
+};
+
+function feed<S>(g: ByteGrammar<S>, text: string): S | null {
+  let s: S | null = g.start;
+  for (const b of Buffer.from(text, 'utf8')) { if (s === null) return null; s = g.step(s, b); }
+  return s;
+}
+const acceptsText = <S>(g: ByteGrammar<S>, text: string): boolean => { const s = feed(g, text); return s !== null && g.accepts(s); };
+
+/** A random-logits walk through the masks: every step samples among the allowed tokens. */
+function randomWalk(cache: ConstraintCache, spec: ConstraintSpec, r: () => number, maxTokens: number): { ids: number[]; ended: boolean } {
+  const st = cache.get(spec).start();
+  const ids: number[] = [];
+  const logits = new Float32Array(V);
+  for (let i = 0; i < maxTokens; i++) {
+    for (let v = 0; v < V; v++) logits[v] = r() * 4;
+    // lean towards closing: EOS and structural bytes get a boost so walks finish
+    for (const e of tok.eosIds) logits[e] = 6;
+    st.apply(logits);
+    let best = -1;
+    for (let v = 0; v < V; v++) if (best < 0 || logits[v]! > logits[best]!) best = v;
+    assert.ok(logits[best]! > -Infinity, `step ${i}: no token allowed`);
+    assert.ok(st.advance(best), `step ${i}: the masked choice ${best} was refused by advance()`);
+    if (tok.eosIds.includes(best)) return { ids, ended: true };
+    ids.push(best);
+  }
+  return { ids, ended: false };
+}
+
+test('JSON grammar accepts compact JSON.stringify of valid instances and refuses invalid ones (ajv decides)', () => {
+  const g = compileGrammar({ kind: 'json_schema', schema: PERSON });
+  const valid = [
+    { name: 'A"\\ é😀\u0001', age: -3, tags: ['x'], kind: 'person' },
+    { name: '123456789012', age: 1, tags: ['abcdef'], kind: 'person' },
+    { name: '', age: 0, height: -1.5e-3, role: 42, tags: ['a', 'b', 'c'], address: { city: 'Oslo', zip: 123 }, active: false, nothing: null, kind: 'person' },
+    { name: 'B', age: 7, role: null, tags: ['q'], address: { city: 'X', zip: '0' }, kind: 'person' },
+  ];
+  for (const v of valid) {
+    assert.ok(ajv.validate(PERSON, v));
+    assert.ok(acceptsText(g, JSON.stringify(v)), JSON.stringify(v));
+  }
+  const invalid = [
+    { name: 'A', age: 1.5, tags: ['x'], kind: 'person' },
+    { name: 'A', age: 1, tags: [], kind: 'person' },
+    { name: 'A', age: 1, tags: ['a', 'b', 'c', 'd'], kind: 'person' },
+    { name: 'A', tags: ['x'], kind: 'person' },
+    { name: 'A', age: 1, tags: ['x'], kind: 'robot' },
+    { name: 'A', age: 1, role: 'root', tags: ['x'], kind: 'person' },
+    { name: 'A', age: 1, tags: ['x'], kind: 'person', extra: 1 },
+    { name: 'A', age: 1, tags: ['x'], address: { zip: 1 }, kind: 'person' },
+    { name: '1234567890123', age: 1, tags: ['x'], kind: 'person' },
+    { name: 'A', age: 1, tags: [''], kind: 'person' },
+  ];
+  for (const v of invalid) {
+    assert.ok(!ajv.validate(PERSON, v), JSON.stringify(v));
+    assert.ok(!acceptsText(g, JSON.stringify(v)), JSON.stringify(v));
+  }
+  // one space after ':' and ',' (Llama's own style), no other whitespace
+  assert.ok(acceptsText(g, '{"name": "A", "age": 1, "tags": ["x", "y"], "kind": "person"}'));
+  for (const t of ['{ "name":"A","age":1,"tags":["x"],"kind":"person"}', '{"name":  "A","age":1,"tags":["x"],"kind":"person"}', '{"name":"A","age":1,"tags":["x"],"kind":"person" }', '{"name":"A","age":1,"tags":["x"],"kind":"person"} ']) {
+    assert.ok(!acceptsText(g, t), t);
+  }
+  // truncated values are not complete: EOS is refused there
+  const full = JSON.stringify(valid[1]);
+  for (let i = 1; i < full.length; i++) assert.ok(!acceptsText(g, full.slice(0, i)), full.slice(0, i));
+  // numbers: what JSON.parse reads, and not what it refuses
+  const num = compileGrammar({ kind: 'json_schema', schema: { type: 'number' } });
+  for (const s of ['0', '-0', '12', '1.25', '-3e7', '2E-2', '1.5e+3']) assert.ok(acceptsText(num, s), s);
+  for (const s of ['01', '1.', '.5', '-', '1e', '+1', '1.5e', '1e1234', '1'.repeat(17)]) assert.ok(!acceptsText(num, s), s);
+});
+
+test('unsupported schema keywords are refused by name', () => {
+  for (const [schema, kw] of [
+    [{ type: 'string', pattern: '^a' }, 'pattern'],
+    [{ type: 'object', properties: { a: { type: 'string', format: 'email' } } }, 'format'],
+    [{ $ref: '#/defs/x' }, '$ref'],
+    [{ type: 'integer', minimum: 3 }, 'minimum'],
+  ] as const) {
+    assert.throws(() => compileSchema(schema), (e: unknown) => e instanceof SchemaError && e.keyword === kw && e.message.includes(`'${kw}'`));
+  }
+});
+
+test('regex grammar agrees with JS RegExp on random strings', () => {
+  const r = rand(7);
+  const patterns = ['[a-c]+(x|yz)?\\d{2,3}', '(ab|a)*b', '\\w+@\\w+\\.(com|org)', '[^a]é?.{0,2}', '(?:0|[1-9]\\d*)(\\.\\d+)?'];
+  const alphabet = ['a', 'b', 'c', 'x', 'y', 'z', '0', '1', '9', '@', '.', 'é', '\n', 'o', 'm'];
+  for (const p of patterns) {
+    const g = new RegexGrammar(p);
+    const re = new RegExp(`^(?:${p})$`, 'u');
+    let agreed = 0;
+    for (let i = 0; i < 400; i++) {
+      const s = Array.from({ length: Math.floor(r() * 7) }, () => alphabet[Math.floor(r() * alphabet.length)]).join('');
+      assert.equal(acceptsText(g, s), re.test(s), `${p} on ${JSON.stringify(s)}`);
+      if (re.test(s)) agreed++;
+    }
+    for (const s of ['abx12', 'b', 'ab@cd.com', 'bé\n', '10.5']) assert.equal(acceptsText(g, s), re.test(s), `${p} on ${s}`);
+    void agreed;
+  }
+  const choice = new RegexGrammar(choiceRegex(['yes', 'no', 'a.b (c)']));
+  for (const s of ['yes', 'no', 'a.b (c)']) assert.ok(acceptsText(choice, s));
+  for (const s of ['ye', 'yesno', 'axb (c)', '']) assert.ok(!acceptsText(choice, s));
+});
+
+test('masks equal a per-token brute force over the real vocabulary, at fresh random states', () => {
+  const cache = new ConstraintCache(tok, V, tok.eosIds);
+  const r = rand(11);
+  const specs: ConstraintSpec[] = [{ kind: 'json_schema', schema: PERSON }, { kind: 'json_object' }, { kind: 'regex', pattern: '[0-9]{1,4}-(foo|bar)+' }];
+  for (const spec of specs) {
+    const c = cache.get(spec);
+    const g = c.grammar;
+    const walk = randomWalk(cache, spec, r, 12);
+    let s: unknown = g.start;
+    const states = [s];
+    for (const id of walk.ids) { for (const b of cache.table[id]!) s = g.step(s, b)!; states.push(s); }
+    // apply() (bitset or id-list path) leaves exactly the allowed tokens, plus EOS where the value is complete
+    const cs = c.start();
+    for (let k = 0; k <= walk.ids.length; k++) {
+      const row = Float32Array.from({ length: V }, () => r());
+      cs.apply(row);
+      const bits = cache.index.allowed(g, states[k]);
+      for (let v = 0; v < V; v++) {
+        const want = ((bits[v >>> 5]! >>> (v & 31)) & 1) === 1 || (tok.eosIds.includes(v) && g.accepts(states[k]));
+        assert.equal(row[v]! > -Infinity, want, `${spec.kind} step ${k}: token ${v}`);
+      }
+      if (k < walk.ids.length) assert.ok(cs.advance(walk.ids[k]!));
+    }
+    for (const st of states) {
+      const bits = cache.index.allowed(g, st);
+      for (let v = 0; v < V; v++) {
+        const bytes = cache.table[v];
+        let x: unknown = st;
+        if (bytes) for (const b of bytes) { x = g.step(x, b); if (x === null) break; }
+        const want = bytes !== null && x !== null;
+        assert.equal(((bits[v >>> 5]! >>> (v & 31)) & 1) === 1, want, `${spec.kind}: token ${v} ${JSON.stringify(tok.idToToken(v))}`);
+      }
+    }
+  }
+});
+
+test('random walks through the masks always end in schema-valid JSON', () => {
+  const cache = new ConstraintCache(tok, V, tok.eosIds);
+  const r = rand(3);
+  for (const [name, schema] of Object.entries(SCHEMAS)) {
+    let ended = 0;
+    for (let i = 0; i < 6; i++) {
+      const w = randomWalk(cache, { kind: 'json_schema', schema }, r, 400);
+      if (!w.ended) continue;
+      ended++;
+      const text = tok.decode(w.ids);
+      assert.ok(ajv.validate(schema as object, JSON.parse(text)), `${name}: ${text} ${ajv.errorsText()}`);
+    }
+    assert.ok(ended > 0, `${name}: no walk ended`);
+  }
+});
+
+test('engine: different schemas, a regex and a choice in one batch, sampled and greedy, with n-gram speculation, all decode valid; max_tokens cuts with length', () => {
+  const engine = new Engine(brown.model, tok, { kvDtype: 'f32', kvCacheMemory: 64 << 20, maxNumSeqs: 16, speculative: 'ngram', extraEosIds: tok.eosIds });
+  const prompt = tok.encode('The committee said on Friday that the', { addSpecialTokens: true });
+  const sampled = { ...GREEDY, temperature: 0.9, seed: 5 };
+  const reqs = [
+    ...Object.entries(SCHEMAS).flatMap(([name, schema]) => [0, 1].map((i) => genReq(`${name}${i}`, prompt, {
+      maxTokens: 160, sampling: i === 0 ? GREEDY : sampled, constraint: { kind: 'json_schema', schema }, n: i + 1,
+    }))),
+    genReq('obj', prompt, { maxTokens: 40, sampling: sampled, constraint: { kind: 'json_object' } }),
+    genReq('re', prompt, { maxTokens: 40, sampling: sampled, constraint: { kind: 'regex', pattern: '(the|a) [a-z]+ (is|was) [0-9]{2}' } }),
+    genReq('choice', prompt, { maxTokens: 10, sampling: sampled, constraint: { kind: 'choice', choices: ['red', 'green', 'blue'] } }),
+    genReq('cut', prompt, { maxTokens: 3, constraint: { kind: 'json_schema', schema: PERSON } }),
+    genReq('free', [...prompt, ...tok.encode(' the man and the man and the man and the')], { maxTokens: 30, ignoreEos: true }),
+  ];
+  for (const q of reqs) engine.add(q);
+  const { byId, other } = runAll(engine);
+  assert.deepEqual(other, []);
+  for (const [name, schema] of Object.entries(SCHEMAS)) {
+    for (const i of [0, 1]) {
+      const c = byId.get(`${name}${i}`)!;
+      for (let k = 0; k <= i; k++) {
+        assert.equal(c.finish[k], 'stop', `${name}${i}[${k}]: ${c.text[k]}`);
+        assert.ok(ajv.validate(schema as object, JSON.parse(c.text[k]!)), `${name}${i}[${k}]: ${c.text[k]} ${ajv.errorsText()}`);
+      }
+    }
+  }
+  const obj = byId.get('obj')!;
+  assert.ok(obj.text[0]!.startsWith('{'));
+  if (obj.finish[0] === 'stop') assert.equal(typeof JSON.parse(obj.text[0]!), 'object'); // free strings may run to max_tokens
+  const re = byId.get('re')!;
+  if (re.finish[0] === 'stop') assert.match(re.text[0]!, /^(the|a) [a-z]+ (is|was) [0-9]{2}$/);
+  assert.ok(['red', 'green', 'blue'].includes(byId.get('choice')!.text[0]!), byId.get('choice')!.text[0]);
+  const cut = byId.get('cut')!;
+  assert.equal(cut.finish[0], 'length');
+  assert.equal(cut.tokens[0]!.length, 3);
+  const t = cut.text[0]!;
+  assert.ok(t.length > 0 && ('{"name":"'.startsWith(t) || t.startsWith('{"name":"')), t); // the only way a person starts
+  assert.ok(engine.runner.maskedSamples > 0, 'the masked sampling path ran');
+  assert.ok((engine.stats().specSteps ?? 0) > 0, 'speculation ran');
+});
+
+test('engine: greedy constrained decoding with n-gram speculation gives the tokens it gives without; drafts were verified', () => {
+  const prompt = tok.encode('The committee said on Friday that the committee said on Friday that the', { addSpecialTokens: true });
+  const specs: ConstraintSpec[] = [
+    { kind: 'json_schema', schema: SCHEMAS.person }, { kind: 'json_schema', schema: SCHEMAS.list },
+    { kind: 'regex', pattern: '(the committee said on [A-Z][a-z]+ ?)+' }, { kind: 'json_object' },
+  ];
+  const run = (speculative: boolean) => {
+    const engine = new Engine(brown.model, tok, { kvDtype: 'f32', kvCacheMemory: 64 << 20, extraEosIds: tok.eosIds, ...(speculative ? { speculative: 'ngram' as const, numSpeculativeTokens: 4 } : {}) });
+    specs.forEach((constraint, i) => engine.add(genReq(`c${i}`, prompt, { maxTokens: 120, constraint })));
+    const { byId } = runAll(engine);
+    return { tokens: specs.map((_, i) => byId.get(`c${i}`)!.tokens[0]!), stats: engine.stats(), masked: engine.runner.maskedSamples };
+  };
+  const plain = run(false);
+  const spec = run(true);
+  assert.deepEqual(spec.tokens, plain.tokens);
+  assert.ok((spec.stats.specSteps ?? 0) > 0 && (spec.stats.specAcceptedTokens ?? 0) > 0, `drafts verified and accepted: ${JSON.stringify(spec.stats)}`);
+  assert.ok(spec.masked > 0);
+});
+
+test('engine: a constraint the compiler refuses is a 400 naming the keyword', () => {
+  const engine = new Engine(brown.model, tok, { kvDtype: 'f32', kvCacheMemory: 8 << 20 });
+  assert.throws(() => engine.add(genReq('bad', [1, 2, 3], { constraint: { kind: 'json_schema', schema: { type: 'number', multipleOf: 3 } } })),
+    (e: unknown) => (e as { status?: number }).status === 400 && /'multipleOf'/.test((e as Error).message));
+  assert.throws(() => engine.add(genReq('bad2', [1, 2, 3], { constraint: { kind: 'regex', pattern: '(a)\\1' } })), /backreferences/);
+  assert.throws(() => engine.add(genReq('bad3', [1, 2, 3], { ignoreEos: true, constraint: { kind: 'json_object' } })), /ignore_eos/);
+});

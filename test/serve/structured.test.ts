@@ -1,0 +1,203 @@
+// Structured outputs and tool calling through HTTP with the official openai client on the built-in model (floe-brown):
+// every output parses and validates (ajv), streamed or not; tool calls single, parallel, streamed, and runTools' round trip.
+
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+import { Ajv } from 'ajv';
+import { startServer } from '../../src/serve/server.js';
+
+const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const srv = await startServer({ model: BROWN, port: 0, threads: 2, kvCacheMemory: 48 << 20, log: () => {}, ui: false });
+await srv.ready;
+after(() => srv.close(1000));
+const client = new OpenAI({ baseURL: srv.url + '/v1', apiKey: 'none', maxRetries: 0 });
+const ajv = new Ajv({ strict: false });
+const model = srv.modelName;
+
+const ORDER = {
+  type: 'object',
+  properties: {
+    customer: { type: 'object', properties: { name: { type: 'string', maxLength: 16 }, vip: { type: 'boolean' } }, required: ['name'], additionalProperties: false },
+    items: {
+      type: 'array', minItems: 1, maxItems: 3,
+      items: { type: 'object', properties: { sku: { enum: ['A1', 'B2', 'C3'] }, qty: { type: 'integer' }, note: { anyOf: [{ type: 'string', maxLength: 8 }, { type: 'null' }] } }, required: ['sku', 'qty'] },
+    },
+    total: { type: 'number' },
+    status: { const: 'open' },
+  },
+  required: ['customer', 'items', 'status'],
+  additionalProperties: false,
+};
+const messages = [{ role: 'user' as const, content: 'Write the order for the committee as JSON.' }];
+
+test('response_format json_schema: nested objects, arrays, enums, optional fields; n = 3 sampled choices all validate', async () => {
+  const r = await client.chat.completions.create({
+    model, messages, n: 3, temperature: 0.9, seed: 4, max_tokens: 200,
+    response_format: { type: 'json_schema', json_schema: { name: 'order', schema: ORDER, strict: true } },
+  });
+  assert.equal(r.choices.length, 3);
+  for (const ch of r.choices) {
+    assert.equal(ch.finish_reason, 'stop', ch.message.content ?? '');
+    const v = JSON.parse(ch.message.content!);
+    assert.ok(ajv.validate(ORDER, v), `${ch.message.content} ${ajv.errorsText()}`);
+  }
+  const obj = await client.chat.completions.create({ model, messages, temperature: 0, max_tokens: 60, response_format: { type: 'json_object' } });
+  assert.ok(obj.choices[0]!.message.content!.startsWith('{'));
+  if (obj.choices[0]!.finish_reason === 'stop') assert.equal(typeof JSON.parse(obj.choices[0]!.message.content!), 'object');
+});
+
+test('a refused schema keyword is a 400 naming it; max_tokens cutting a value is finish_reason length', async () => {
+  await assert.rejects(client.chat.completions.create({
+    model, messages, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { type: 'string', pattern: '^x' } } } } },
+  }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'response_format.json_schema.schema' && /'pattern'/.test(e.message));
+  const cut = await client.chat.completions.create({ model, messages, max_tokens: 4, response_format: { type: 'json_schema', json_schema: { name: 'order', schema: ORDER } } });
+  assert.equal(cut.choices[0]!.finish_reason, 'length');
+  assert.throws(() => JSON.parse(cut.choices[0]!.message.content!));
+});
+
+test('streaming structured output: the deltas join into valid JSON', async () => {
+  const stream = await client.chat.completions.create({
+    model, messages, stream: true, temperature: 0.7, seed: 9, max_tokens: 200,
+    response_format: { type: 'json_schema', json_schema: { name: 'order', schema: ORDER } },
+  });
+  let text = '';
+  let deltas = 0;
+  let finish: string | null = null;
+  for await (const c of stream) {
+    const d = c.choices[0]?.delta.content;
+    if (d) { text += d; deltas++; }
+    finish = c.choices[0]?.finish_reason ?? finish;
+  }
+  assert.equal(finish, 'stop');
+  assert.ok(deltas > 3, `${deltas} deltas`);
+  assert.ok(ajv.validate(ORDER, JSON.parse(text)), `${text} ${ajv.errorsText()}`);
+});
+
+test('guided_regex, guided_choice and guided_json on /v1/completions', async () => {
+  const re = await client.completions.create({ model, prompt: 'The number is', max_tokens: 20, temperature: 1, seed: 3, guided_regex: ' [1-9][0-9]{2}-(red|blue)' } as never) as OpenAI.Completion;
+  assert.match(re.choices[0]!.text, /^ [1-9][0-9]{2}-(red|blue)$/);
+  const ch = await client.completions.create({ model, prompt: 'The answer is', max_tokens: 10, n: 4, temperature: 1, seed: 1, guided_choice: ['yes', 'no', 'maybe not'] } as never) as OpenAI.Completion;
+  for (const c of ch.choices) assert.ok(['yes', 'no', 'maybe not'].includes(c.text), c.text);
+  const schema = { type: 'array', items: { type: 'integer' }, minItems: 2, maxItems: 4 };
+  const js = await client.completions.create({ model, prompt: 'Numbers:', max_tokens: 80, temperature: 0.8, seed: 2, guided_json: schema } as never) as OpenAI.Completion;
+  assert.ok(ajv.validate(schema, JSON.parse(js.choices[0]!.text)), js.choices[0]!.text);
+});
+
+const WEATHER = {
+  type: 'function' as const,
+  function: {
+    name: 'get_weather', description: 'Current weather in a city',
+    parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 12 }, unit: { enum: ['c', 'f'] } }, required: ['city'], additionalProperties: false },
+  },
+};
+const TIME = {
+  type: 'function' as const,
+  function: { name: 'get_time', parameters: { type: 'object', properties: { zone: { type: 'string', maxLength: 6 } }, required: ['zone'] } },
+};
+const PARAMS: Record<string, object> = { get_weather: WEATHER.function.parameters, get_time: TIME.function.parameters };
+const ask = [{ role: 'user' as const, content: 'What is the weather in Paris?' }];
+
+function checkCalls(calls: readonly OpenAI.ChatCompletionMessageToolCall[] | undefined, names: readonly string[]): void {
+  assert.ok(calls && calls.length > 0, 'tool calls present');
+  for (const c of calls!) {
+    assert.equal(c.type, 'function');
+    assert.match(c.id, /^call_[0-9a-f]{24}$/);
+    const fn = (c as OpenAI.ChatCompletionMessageFunctionToolCall).function;
+    assert.ok(names.includes(fn.name), fn.name);
+    assert.equal(typeof fn.arguments, 'string');
+    assert.ok(ajv.validate(PARAMS[fn.name]!, JSON.parse(fn.arguments)), `${fn.arguments} ${ajv.errorsText()}`);
+  }
+  assert.equal(new Set(calls!.map((c) => c.id)).size, calls!.length, 'ids are distinct');
+}
+
+test('tool_choice named and required: tool_calls with valid arguments, finish_reason tool_calls; parallel calls', async () => {
+  const named = await client.chat.completions.create({ model, messages: ask, tools: [WEATHER, TIME], tool_choice: { type: 'function', function: { name: 'get_time' } }, temperature: 0.8, seed: 1, max_tokens: 80 });
+  const m = named.choices[0]!;
+  assert.equal(m.finish_reason, 'tool_calls');
+  assert.equal(m.message.content, null);
+  checkCalls(m.message.tool_calls, ['get_time']);
+  assert.equal(m.message.tool_calls!.length, 1, 'a named tool choice makes one call');
+
+  // parallel: a bias towards ';' (id 26) after a complete call makes the model join several calls with "; "
+  const r = await client.chat.completions.create({ model, messages: ask, tools: [WEATHER, TIME], tool_choice: 'required', n: 8, temperature: 0.8, seed: 2, max_tokens: 300, logit_bias: { 26: 6 } });
+  let most = 0;
+  for (const ch of r.choices) {
+    if (ch.finish_reason === 'length') continue;
+    assert.equal(ch.finish_reason, 'tool_calls');
+    checkCalls(ch.message.tool_calls, ['get_weather', 'get_time']);
+    most = Math.max(most, ch.message.tool_calls!.length);
+  }
+  assert.ok(most >= 2, `some choice made parallel calls (most ${most})`);
+  const single = await client.chat.completions.create({ model, messages: ask, tools: [WEATHER, TIME], tool_choice: 'required', parallel_tool_calls: false, temperature: 0.8, seed: 4, max_tokens: 300, logit_bias: { 26: 20 } });
+  assert.equal(single.choices[0]!.message.tool_calls!.length, 1, 'parallel_tool_calls false: one call');
+});
+
+test('streamed tool calls: id and name in the first delta, arguments in pieces; the client helper reassembles them', async () => {
+  const stream = await client.chat.completions.create({ model, messages: ask, tools: [WEATHER, TIME], tool_choice: 'required', stream: true, temperature: 0.8, seed: 4, max_tokens: 300, logit_bias: { 26: 6 } });
+  const byIndex = new Map<number, { id: string; name: string; args: string; pieces: number }>();
+  let finish: string | null = null;
+  for await (const c of stream) {
+    for (const tc of c.choices[0]?.delta.tool_calls ?? []) {
+      const cur = byIndex.get(tc.index);
+      if (!cur) {
+        assert.ok(tc.id && tc.function?.name, 'the first delta of a call names id and function');
+        byIndex.set(tc.index, { id: tc.id!, name: tc.function!.name!, args: tc.function!.arguments ?? '', pieces: 0 });
+      } else {
+        assert.equal(tc.id, undefined);
+        cur.args += tc.function?.arguments ?? '';
+        cur.pieces++;
+      }
+    }
+    finish = c.choices[0]?.finish_reason ?? finish;
+  }
+  assert.equal(finish, 'tool_calls');
+  assert.ok(byIndex.size >= 1);
+  for (const c of byIndex.values()) {
+    assert.ok(c.pieces > 1, `arguments came in ${c.pieces} pieces`);
+    assert.ok(ajv.validate(PARAMS[c.name]!, JSON.parse(c.args)), c.args);
+  }
+  const helper = client.chat.completions.stream({ model, messages: ask, tools: [WEATHER], tool_choice: 'required', temperature: 0.8, seed: 6, max_tokens: 120 });
+  const final = await helper.finalChatCompletion();
+  checkCalls(final.choices[0]!.message.tool_calls, ['get_weather']);
+});
+
+test("runTools completes a round trip: the model calls the named tool, the tool's result goes back as a tool message", async () => {
+  const seen: unknown[] = [];
+  const runner = client.chat.completions.runTools({
+    model, messages: ask, temperature: 0.8, seed: 7, max_tokens: 80,
+    tool_choice: { type: 'function', function: { name: 'get_weather' } },
+    tools: [{
+      type: 'function',
+      function: {
+        name: 'get_weather', description: WEATHER.function.description, parameters: WEATHER.function.parameters,
+        function: (args: { city: string }) => { seen.push(args); return { city: args.city, temp_c: 21 }; },
+        parse: JSON.parse,
+      },
+    }],
+  });
+  await runner.done();
+  assert.equal(seen.length, 1, 'the tool ran once');
+  assert.ok(ajv.validate(WEATHER.function.parameters, seen[0]));
+  const msgs = runner.messages;
+  const call = msgs.find((m) => m.role === 'assistant') as OpenAI.ChatCompletionAssistantMessageParam;
+  const result = msgs.find((m) => m.role === 'tool') as OpenAI.ChatCompletionToolMessageParam;
+  assert.ok(call.tool_calls?.length === 1);
+  assert.equal(result.tool_call_id, call.tool_calls![0]!.id);
+  assert.deepEqual(JSON.parse(result.content as string), { city: (seen[0] as { city: string }).city, temp_c: 21 });
+  // the conversation with the call and its result renders and continues
+  const next = await client.chat.completions.create({ model, messages: [...msgs, { role: 'user', content: 'And in Oslo?' }], tools: [WEATHER], tool_choice: 'required', temperature: 0.8, seed: 8, max_tokens: 80 });
+  checkCalls(next.choices[0]!.message.tool_calls, ['get_weather']);
+});
+
+test("tool_choice auto on the built-in model: plain text stays content; 'none' renders no tools", async () => {
+  const r = await client.chat.completions.create({ model, messages: ask, tools: [WEATHER], temperature: 0, max_tokens: 12 });
+  const ch = r.choices[0]!;
+  if (ch.message.tool_calls) checkCalls(ch.message.tool_calls, ['get_weather']);
+  else assert.equal(typeof ch.message.content, 'string');
+  const none = await client.chat.completions.create({ model, messages: ask, tools: [WEATHER], tool_choice: 'none', temperature: 0, max_tokens: 8, return_token_ids: true } as never) as OpenAI.ChatCompletion & { prompt_token_ids: number[] };
+  const plain = await client.chat.completions.create({ model, messages: ask, temperature: 0, max_tokens: 8, return_token_ids: true } as never) as OpenAI.ChatCompletion & { prompt_token_ids: number[] };
+  assert.deepEqual(none.prompt_token_ids, plain.prompt_token_ids);
+  assert.equal(none.choices[0]!.message.tool_calls, undefined);
+});

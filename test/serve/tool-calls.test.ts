@@ -1,0 +1,83 @@
+// Tool-call parsing and streaming: random chunkings of model text give the same calls as parsing it whole; text that is
+// no call stays content.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseToolCalls, ToolCallStream, type ToolDelta } from '../../src/serve/tool-calls.js';
+
+const TOOLS = new Set(['get_weather', 'get_time']);
+
+function rand(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => { a = (a + 0x6d2b79f5) >>> 0; let t = a; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32; };
+}
+
+/** Feed `text` in random pieces; reassemble content and calls from the deltas as the openai client does. */
+function streamed(text: string, forced: boolean, r: () => number) {
+  const s = new ToolCallStream(TOOLS, forced);
+  const deltas: ToolDelta[] = [];
+  for (let i = 0; i < text.length;) {
+    const n = 1 + Math.floor(r() * 7);
+    deltas.push(...s.push(text.slice(i, i + n)));
+    i += n;
+  }
+  const end = s.finish();
+  deltas.push(...end.deltas);
+  let content = '';
+  const calls: { id: string; name: string; args: string }[] = [];
+  for (const d of deltas) {
+    if ('content' in d) { content += d.content; continue; }
+    const tc = d.tool_calls[0];
+    if (tc.id !== undefined) { assert.equal(tc.index, calls.length, 'a new call takes the next index'); calls.push({ id: tc.id, name: tc.function.name!, args: tc.function.arguments }); }
+    else calls[tc.index]!.args += tc.function.arguments;
+  }
+  return { content, calls, isCalls: end.isCalls, pieces: deltas.length };
+}
+
+test('random chunkings of call text stream the same calls that parsing the whole text finds', () => {
+  const r = rand(1);
+  const texts = [
+    '{"name": "get_weather", "parameters": {"city": "Paris", "unit": "c"}}',
+    '{"name":"get_time","parameters":{"zone":"UTC"}}; {"name": "get_weather", "parameters": {"city": "a \\"b\\" {c}"}}',
+    '<|python_tag|>{"name": "get_time", "parameters": {"zone": "x;y"}}',
+    '  {"name": "get_weather", "arguments": {"city": "Oslo", "list": [1, {"a": []}]}}',
+  ];
+  for (const text of texts) {
+    const parsed = parseToolCalls(text, TOOLS);
+    assert.ok(parsed && parsed.content === null, text);
+    const whole = parsed.calls;
+    for (const forced of [true, false]) {
+      for (let k = 0; k < 20; k++) {
+        const s = streamed(text, forced, r);
+        assert.equal(s.content, '', text);
+        assert.ok(s.isCalls);
+        assert.deepEqual(s.calls.map((c) => [c.name, JSON.parse(c.args)]), whole.map((c) => [c.function.name, JSON.parse(c.function.arguments)]), text);
+        assert.ok(s.calls.every((c) => /^call_[0-9a-f]{24}$/.test(c.id)));
+      }
+    }
+  }
+});
+
+test('text that is not a call to a known tool stays content (auto), whole and streamed', () => {
+  const r = rand(2);
+  for (const text of ['Hello there.', ' {not json', '{"foo": 1}', '{"name": "rm_rf", "parameters": {}}', '{"name": "get_time", "parameters": [1]}', '<|eot|>']) {
+    assert.equal(parseToolCalls(text, TOOLS), null, text);
+    for (let k = 0; k < 10; k++) {
+      const s = streamed(text, false, r);
+      assert.equal(s.isCalls, false, text);
+      assert.equal(s.content, text);
+      assert.deepEqual(s.calls, []);
+    }
+  }
+});
+
+test('text after complete calls comes out as content beside them, whole and streamed', () => {
+  const r = rand(3);
+  const text = '{"name": "get_time", "parameters": {"zone": "x"}} and more';
+  const p = parseToolCalls(text, TOOLS)!;
+  assert.deepEqual([p.calls.length, p.content], [1, 'and more']);
+  for (const forced of [true, false]) {
+    const s = streamed(text, forced, r);
+    assert.deepEqual([s.calls.length, s.calls[0]!.args, s.content, s.isCalls], [1, '{"zone": "x"}', 'and more', true]);
+  }
+});

@@ -29,6 +29,7 @@ export function checkKdConfig(c: KdLossConfig): void {
 /** The loss of one row at a time, with preallocated scratch (no allocation per row). */
 export class KdRowLoss {
   private readonly inTop: Uint8Array; // (V)
+  private readonly e: Float64Array; // (V) exp((z - max z) / T), one exp per token per row
   private readonly lq: Float64Array; // (k+1) log q
   private readonly lp: Float64Array; // (k+1) log p
   private readonly h: Float64Array; // (k+1) q_j ∂D/∂q_j
@@ -40,6 +41,7 @@ export class KdRowLoss {
     checkKdConfig(cfg);
     if (!(Number.isInteger(k) && k >= 1 && k <= V)) throw new RangeError(`top-k must be an integer in [1, ${V}], got ${k}`);
     this.inTop = new Uint8Array(V);
+    this.e = new Float64Array(V);
     this.lq = new Float64Array(k + 1); this.lp = new Float64Array(k + 1); this.h = new Float64Array(k + 1);
     this.T = cfg.temperature;
     const b = cfg.kind === 'jsd' ? cfg.beta : cfg.kind === 'forward-kl' ? 0 : 1;
@@ -52,7 +54,7 @@ export class KdRowLoss {
    * logRest = log of the teacher's remaining mass (-Infinity when k = V). With dz, adds scale · ∂(T² D)/∂z into dz[zo, zo+V).
    */
   row(logits: Float32Array, zo: number, ids: Int32Array, io: number, logp: Float32Array, lo: number, logRest: number, dz: Float32Array | null, scale: number): number {
-    const { V, k, T, lq, lp, h, inTop } = this;
+    const { V, k, T, lq, lp, h, inTop, e: ex } = this;
     let mx = -Infinity;
     for (let v = 0; v < V; v++) mx = Math.max(mx, logits[zo + v]!);
     for (let i = 0; i < k; i++) {
@@ -64,6 +66,7 @@ export class KdRowLoss {
     let sAll = 0, sRest = 0;
     for (let v = 0; v < V; v++) {
       const e = Math.exp((logits[zo + v]! - mx) / T);
+      ex[v] = e;
       sAll += e;
       if (!inTop[v]) sRest += e;
     }
@@ -97,11 +100,8 @@ export class KdRowLoss {
     }
     if (dz) {
       const f = scale * T; // ∂(T² D)/∂z = T · (...)
-      for (let v = 0; v < V; v++) {
-        if (inTop[v]) continue;
-        const zt = logits[zo + v]! / T;
-        dz[zo + v] += f * (h[k]! * Math.exp(zt - lseRest) - Math.exp(zt - lse) * c);
-      }
+      const a = sRest > 0 ? (f * h[k]!) / sRest : 0, b = (f * c) / sAll; // s_v / q_rest = e_v / sRest, s_v = e_v / sAll
+      for (let v = 0; v < V; v++) if (!inTop[v]) dz[zo + v] += (a - b) * ex[v]!;
       for (let i = 0; i < k; i++) {
         const id = ids[io + i]!;
         dz[zo + id] += f * (h[i]! - Math.exp(lq[i]!) * c);

@@ -7,6 +7,7 @@ import { copyFileSync, existsSync, mkdtempSync, readFileSync, statSync, writeFil
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { referenceBackend } from '../../src/backend/reference.js';
+import { loadNativeBackend } from '../../src/backend/native.js';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { generate } from '../../src/model/generate.js';
 import { openModel } from '../../src/model/open.js';
@@ -117,6 +118,22 @@ describe('distill', () => {
     assert.deepEqual(steps.map((m) => [m.loss, m.ce, m.kd]), want.map((m) => [m.loss, m.ce, m.kd]));
     await assert.rejects(distill({ ...b, out: join(work, `run${runs++}`), kdRatio: 0.5 }), /trained with objective = .*"kdRatio":0.7.*this run has .*"kdRatio":0.5/);
     await assert.rejects(distill({ ...b, out: join(work, `run${runs++}`), temperature: 2 }), /holds top-8 at temperature 1.5 .*this run asks top-8 at 2 /);
+  });
+
+  it('the native backend gives the reference backend\'s ce and kd parts', async (t) => {
+    const native = loadNativeBackend();
+    if (!native) { t.skip('native addon not built'); return; }
+    const cache = join(work, 'native-cache');
+    const r = base({ maxSteps: 2, full: true, teacherCache: cache, cacheDtype: 'f32' });
+    await distill(r);
+    const n = base({ maxSteps: 2, full: true, teacherCache: cache, backendImpl: asTrain(native) });
+    const s = await distill(n);
+    assert.equal(s.teacherCache.built, false);
+    const [mr, mn] = [trainMetrics(r.out), trainMetrics(n.out)];
+    assert.equal(native.name, 'native');
+    for (let i = 0; i < 2; i++) {
+      for (const k of ['ce', 'kd'] as const) assert.ok(Math.abs(mn[i]![k]! - mr[i]![k]!) < 1e-3 * mr[i]![k]!, `step ${i + 1} ${k}: native ${mn[i]![k]} vs reference ${mr[i]![k]}`);
+    }
   });
 
   it('a student with another tokenizer is refused', async () => {

@@ -3,7 +3,7 @@
 // Reports held-out perplexity of both (and of the teacher) through the inference path, and the teacher cache's cost.
 //
 // usage: node --import tsx bench/distill.ts [--quick] [--steps N] [--train-lines N] [--threads 1] [--kd-ratio 0.5]
-//          [--temperature 1] [--top-k 64] [--loss forward-kl] [--heldout-tokens N] [--out FILE]
+//          [--temperature 1] [--top-k 64] [--loss forward-kl] [--heldout-tokens N] [--keep-cache] [--out FILE]
 // Needs data/brown (node --import tsx scripts/make-default-model.ts corpora). Work files: bench/.cache/distill/.
 
 import * as fs from 'node:fs';
@@ -28,7 +28,7 @@ const { values: a } = parseArgs({
   options: {
     quick: { type: 'boolean' }, steps: { type: 'string' }, 'train-lines': { type: 'string' }, threads: { type: 'string' },
     'kd-ratio': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' }, loss: { type: 'string' },
-    'heldout-tokens': { type: 'string' }, out: { type: 'string' },
+    'heldout-tokens': { type: 'string' }, 'keep-cache': { type: 'boolean' }, out: { type: 'string' },
   },
 });
 const quick = !!a.quick;
@@ -87,7 +87,7 @@ async function main(): Promise<void> {
   const ce = await finetune({ ...TRAIN, model: init, data, out: path.join(WORK, `ce-${mode}`) });
   const ceSeconds = (performance.now() - t0) / 1000;
   const cache = path.join(WORK, `teacher-${mode}-k${topK}-T${temperature}.cache`);
-  fs.rmSync(cache, { force: true }); // time the teacher pass every run
+  if (!a['keep-cache']) fs.rmSync(cache, { force: true }); // time the teacher pass (--keep-cache: reuse the last one's, its time is reported)
   const t1 = performance.now();
   const kd = await distill({ ...TRAIN, teacher: TEACHER, student: init, data, out: path.join(WORK, `kd-${mode}`), teacherCache: cache, kdRatio, temperature, topK, loss });
   const kdSeconds = (performance.now() - t1) / 1000 - kd.teacherCache.seconds;

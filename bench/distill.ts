@@ -90,7 +90,7 @@ async function main(): Promise<void> {
   if (!a['keep-cache']) fs.rmSync(cache, { force: true }); // time the teacher pass (--keep-cache: reuse the last one's, its time is reported)
   const t1 = performance.now();
   const kd = await distill({ ...TRAIN, teacher: TEACHER, student: init, data, out: path.join(WORK, `kd-${mode}`), teacherCache: cache, kdRatio, temperature, topK, loss });
-  const kdSeconds = (performance.now() - t1) / 1000 - kd.teacherCache.seconds;
+  const kdSeconds = (performance.now() - t1) / 1000 - (kd.teacherCache.built ? kd.teacherCache.seconds : 0);
 
   const [pCe, pKd, pTeacher] = [await perplexity(ce.output), await perplexity(kd.output), await perplexity(TEACHER)];
   const result = {
@@ -100,7 +100,7 @@ async function main(): Promise<void> {
     budget: { steps, batchTokens: TRAIN.batchTokens, trainTokens: ce.tokens, trainLines: trainLines || lines.length },
     student: STUDENT_ARCH, distill: { kdRatio, temperature, topK, loss },
     heldout: { ce: pCe, distilled: pKd, teacher: pTeacher, ratio: pKd.perplexity / pCe.perplexity },
-    teacherCache: { ...kd.teacherCache, tokensPerSecond: kd.teacherCache.rows / kd.teacherCache.seconds },
+    teacherCache: { ...kd.teacherCache, reused: !kd.teacherCache.built, tokensPerSecond: kd.teacherCache.rows / kd.teacherCache.seconds },
     seconds: { ce: ceSeconds, distilled: kdSeconds, teacherPass: kd.teacherCache.seconds },
   };
   const out = a.out ?? path.join(BENCH, 'results', `distill-${mode}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}.json`);

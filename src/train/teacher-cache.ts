@@ -97,17 +97,18 @@ export async function buildTeacherCache(o: BuildCacheOptions): Promise<CacheHead
   const fd = fs.openSync(tmp, 'w');
   try {
     let row = 0;
-    const chunkIds = { buf: new Int32Array(0) }, chunkLp = { buf: new Float32Array(0) }; // (n, k), grown to the chunk
+    // one loss chunk's rows, grown to the largest chunk: ids (n, k), logp (n, k) f32 and f16, rest (n)
+    let I = new Int32Array(0), L = new Float32Array(0), L16 = new Uint16Array(0), rest = new Float32Array(0);
     const hook: LogitsLoss = {
       ceWeight: 0,
       chunk(logits, _d, _rows, _i0, n) {
-        if (chunkIds.buf.length < n * k) { chunkIds.buf = new Int32Array(n * k); chunkLp.buf = new Float32Array(n * k); }
-        const I = chunkIds.buf, L = chunkLp.buf, rest = new Float32Array(n);
+        if (rest.length < n) { I = new Int32Array(n * k); L = new Float32Array(n * k); L16 = new Uint16Array(n * k); rest = new Float32Array(n); }
         for (let i = 0; i < n; i++) rest[i] = top.row(logits, i * V, I, L, i * k);
         fs.writeSync(fd, new Uint8Array(I.buffer, 0, n * k * 4), 0, n * k * 4, offsets.ids + row * k * 4);
-        const lpBytes = dt === 'f16' ? new Uint8Array(Uint16Array.from(L.subarray(0, n * k), (x) => f32ToF16(x)).buffer) : new Uint8Array(L.buffer, 0, n * k * 4);
+        if (dt === 'f16') for (let i = 0; i < n * k; i++) L16[i] = f32ToF16(L[i]!);
+        const lpBytes = dt === 'f16' ? new Uint8Array(L16.buffer, 0, n * k * 2) : new Uint8Array(L.buffer, 0, n * k * 4);
         fs.writeSync(fd, lpBytes, 0, lpBytes.length, offsets.logp + row * k * (dt === 'f16' ? 2 : 4));
-        fs.writeSync(fd, new Uint8Array(rest.buffer), 0, n * 4, offsets.rest + row * 4);
+        fs.writeSync(fd, new Uint8Array(rest.buffer, 0, n * 4), 0, n * 4, offsets.rest + row * 4);
         row += n;
         return 0;
       },

@@ -36,6 +36,9 @@ Usage:
                                        train a byte-level BPE tokenizer (tokenizer.json)
   floe finetune [--model PATH] --data FILE.jsonl --out DIR [options]
                                        LoRA (default) or full fine-tuning; see finetune options
+  floe distill --teacher DIR --student DIR --data FILE.jsonl --out DIR [options]
+                                       train the student (LoRA or --full) on (1-r)·CE + r·T²·KL to the
+                                       teacher's cached top-k; see distill options
   floe merge --model BASE --adapter DIR --out DIR [--dtype f32|bf16]
                                        fold a PEFT LoRA adapter into the base, write an HF dir
   floe quantize --model IN --out OUT --fp8 [--block 128 | --per-row] [--quantize-head] [--quantize-embed]
@@ -126,6 +129,17 @@ batch options:
   --dtype fp8, --threads N, --backend native|reference
   --quiet                 no progress on stderr (a bar on a terminal, a line per 10 % otherwise)
 
+distill options (and every finetune option above; --student takes --model's place):
+  --kd-ratio R            weight r of the distillation part (default 0.5; 0 = CE only)
+  --temperature T         distillation temperature; the KD part is scaled by T² (default 2)
+  --top-k K               teacher tokens cached per target; the rest is one bucket (default 64)
+  --loss forward-kl|reverse-kl|jsd   KL(teacher‖student), KL(student‖teacher), or generalised JSD
+  --beta B                jsd only: 0 = forward-kl, 1 = reverse-kl (default 0.5)
+  --teacher-cache FILE    the teacher pass's output (default OUT.teacher-cache), reused when it matches
+  --cache-dtype f16|f32   log-probabilities in the cache (default f16: 6K+4 bytes per target token)
+  Teacher and student must share tokenizer.json and the vocab size. Writes what finetune writes; metrics.jsonl
+  train lines carry ce and kd.
+
 serve options:
   --host HOST             listen address (default 127.0.0.1)
   --port N                port (default 8000; 0 = any free port)
@@ -174,6 +188,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'batch': return await (await import('./batch.js')).batchCmd(rest);
       case 'tokenizer': return await tokenizerCmd(rest);
       case 'finetune': return await finetuneCmd(rest);
+      case 'distill': return await (await import('./distill.js')).distillCmd(rest);
       case 'merge': return await mergeCmd(rest);
       case 'quantize': return await quantizeCmd(rest);
       case 'eval': return await evalCmd(rest);

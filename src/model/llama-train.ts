@@ -86,6 +86,16 @@ class Acts {
 export interface StepResult {
   readonly lossSum: number; // summed cross-entropy over counted rows (f64)
   readonly counted: number; // rows with a target
+  readonly extraSum: number; // summed LogitsLoss over counted rows (0 without one)
+}
+
+/** A loss on the logits of the counted rows beside cross-entropy (distillation); sees each chunk of logits before the
+ *  cross-entropy turns them into gradients. */
+export interface LogitsLoss {
+  /** Weight of the cross-entropy gradient (its reported loss stays unweighted). */
+  readonly ceWeight: number;
+  /** logits (n, V) of batch rows rows[i0 .. i0+n); adds scale · ∂loss/∂logits into dlogits (n, V) when given; returns the summed loss. */
+  chunk(logits: Float32Array, dlogits: Float32Array | null, rows: readonly number[], i0: number, n: number, scale: number): number;
 }
 
 /** Logit rows per loss chunk: at least this many, so the head's matmuls (21% of a 1B model's FLOPs at V = 128K) take the
@@ -209,7 +219,7 @@ export class LlamaTrainModel {
    * Forward and backward over one packed batch; gradients are accumulated (+=) into the params.
    * dlogits are scaled by `scale` (1 / counted targets of the whole optimizer step gives the mean loss).
    */
-  forwardBackward(b: PackedBatch, scale: number): StepResult {
+  forwardBackward(b: PackedBatch, scale: number, extra: LogitsLoss | null = null): StepResult {
     this.checkBatch(b);
     const T = b.tokens.length;
     const { hiddenSize: D } = this.config;
@@ -223,7 +233,7 @@ export class LlamaTrainModel {
       this.block_forward(l, x, ckpt ? this.acts[0]! : this.acts[l]!, b, T, true);
     }
     const dx = s.dx.subarray(0, T * D);
-    const res = this.head_forward_backward(dx, x, b, T, scale, true);
+    const res = this.head_forward_backward(dx, x, b, T, scale, true, extra);
     for (let l = this.blocks.length - 1; l >= 0; l--) {
       let a = this.acts[l]!;
       if (ckpt) {
@@ -239,7 +249,7 @@ export class LlamaTrainModel {
   }
 
   /** Loss only (no dropout, no gradients), keeping one block's activations at a time. */
-  evalLoss(b: PackedBatch): StepResult {
+  evalLoss(b: PackedBatch, extra: LogitsLoss | null = null): StepResult {
     this.checkBatch(b);
     const T = b.tokens.length;
     const D = this.config.hiddenSize;
@@ -248,7 +258,7 @@ export class LlamaTrainModel {
     const x = s.x.subarray(0, T * D);
     this.backend.embedding(x, this.embed, b.tokens);
     for (let l = 0; l < this.blocks.length; l++) this.block_forward(l, x, this.acts[0]!, b, T, false);
-    return this.head_forward_backward(null, x, b, T, 0, false);
+    return this.head_forward_backward(null, x, b, T, 0, false, extra);
   }
 
   // ------------------------------------------------------------------------------------------ modules
@@ -385,7 +395,7 @@ export class LlamaTrainModel {
    * Final norm, head and cross-entropy over the rows with a target, `lossChunkRows` rows of logits at a time.
    * With dx, writes dx (T, D) = ∂loss/∂x of the final residual and accumulates dNorm / dHead.
    */
-  private head_forward_backward(dx: Float32Array | null, x: Float32Array, b: PackedBatch, T: number, scale: number, train: boolean): StepResult {
+  private head_forward_backward(dx: Float32Array | null, x: Float32Array, b: PackedBatch, T: number, scale: number, train: boolean, extra: LogitsLoss | null): StepResult {
     const be = this.backend;
     const cfg = this.config;
     const { hiddenSize: D, vocabSize: V } = cfg;
@@ -401,7 +411,7 @@ export class LlamaTrainModel {
     }
     const dh = train ? s.dhF.subarray(0, T * D) : null;
     dh?.fill(0);
-    let lossSum = 0;
+    let lossSum = 0, extraSum = 0;
     const n0 = this.lossChunkRows;
     for (let i0 = 0; i0 < rows.length; i0 += n0) {
       const n = Math.min(n0, rows.length - i0);
@@ -414,7 +424,12 @@ export class LlamaTrainModel {
       }
       const logits = s.logits.subarray(0, n * V); // (n, V): the only logits alive
       be.matmul(logits, hc, this.head, n);
-      lossSum += be.crossEntropy(logits, logits, tg, n, scale); // logits now hold dlogits
+      if (extra) {
+        const raw = s.kdLogits.subarray(0, n * V); // the logits, kept: cross-entropy overwrites them
+        raw.set(logits);
+        lossSum += be.crossEntropy(logits, logits, tg, n, scale * extra.ceWeight);
+        extraSum += extra.chunk(raw, dh ? logits : null, rows, i0, n, scale);
+      } else lossSum += be.crossEntropy(logits, logits, tg, n, scale); // logits now hold dlogits
       if (!dh) continue;
       const dhc = s.dhc.subarray(0, n * D);
       be.matmulBackwardInput(dhc, logits, this.head, n, false);
@@ -425,7 +440,7 @@ export class LlamaTrainModel {
       }
     }
     if (dx && dh) be.rmsnormBackward(dx, this.dNorm, dh, x, this.norm, T, cfg.rmsNormEps);
-    return { lossSum, counted: rows.length };
+    return { lossSum, counted: rows.length, extraSum };
   }
 
   // ------------------------------------------------------------------------------------------ memory
@@ -477,6 +492,7 @@ class Scratch {
   xd: Float32Array; // (T, max C) dropout input / its gradient (empty without dropout)
   yb: Float32Array; // (T, max N)
   hc: Float32Array; dhc: Float32Array; tg: Int32Array; logits: Float32Array; // loss chunk: (n, D), (n), (n, V)
+  private kd: Float32Array | null = null; // (n, V) raw logits for a LogitsLoss, made on first use
 
   constructor(cfg: LlamaConfig, T: number, r: number, C: number, N: number, chunk: number, ckpt: boolean) {
     const { hiddenSize: D, numHeads: H, numKvHeads: K, headDim: E, intermediateSize: F, vocabSize: V } = cfg;
@@ -490,6 +506,8 @@ class Scratch {
     const n = Math.min(chunk, T);
     this.hc = f(n * D); this.dhc = f(n * D); this.tg = new Int32Array(n); this.logits = f(n * V);
   }
+
+  get kdLogits(): Float32Array { return (this.kd ??= new Float32Array(this.logits.length)); }
 }
 
 /** murmur3 fmix32 of (key, site, index) compared with p · 2³²: true keeps the element. */

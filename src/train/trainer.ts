@@ -11,7 +11,7 @@ import { writePeftAdapter, PEFT_WEIGHTS } from '../formats/peft.js';
 import { writeSafetensors } from '../formats/safetensors.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
-import { LlamaTrainModel, type PackedBatch } from '../model/llama-train.js';
+import { LlamaTrainModel, type LogitsLoss, type PackedBatch } from '../model/llama-train.js';
 import { DEFAULT_LORA, initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
 import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, resolveCheckpoint, restoreInto, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { DataLoader, loadSamples, splitValidation, type Sample } from './data.js';
@@ -59,6 +59,17 @@ export interface FinetuneOptions {
   readonly progress?: boolean; // progress bar on stderr
   readonly onStep?: (m: StepMetrics) => void;
   readonly log?: (line: string) => void; // human-readable notes (default stderr when progress)
+  /** A loss beside cross-entropy (distillation); the step loss becomes ceWeight · CE + weight · part. */
+  readonly objective?: Objective;
+}
+
+/** An extra training objective on the logits (see LogitsLoss); eval stays cross-entropy (perplexity). */
+export interface Objective {
+  readonly options: Readonly<Record<string, unknown>>; // recorded in checkpoints; a resume must match
+  readonly ceWeight: number;
+  readonly weight: number; // of its part in the reported loss
+  /** The loss of one micro-batch (samples in packing order). */
+  forBatch(samples: readonly Sample[], batch: PackedBatch): LogitsLoss;
 }
 
 export interface StepMetrics {
@@ -66,6 +77,8 @@ export interface StepMetrics {
   readonly step: number;
   readonly epoch: number;
   readonly loss: number;
+  readonly ce?: number; // with an objective: the mean cross-entropy part
+  readonly kd?: number; // and the objective's mean part (unweighted)
   readonly lr: number;
   readonly tokens: number; // tokens in this step's batches
   readonly target_tokens: number; // tokens with loss
@@ -96,7 +109,7 @@ export interface FinetuneSummary {
 const TRAIN_KERNELS: readonly (keyof TrainKernels)[] = ['matmulBackwardInput', 'matmulBackwardWeight', 'rmsnormBackward', 'ropeBackward',
   'swigluBackward', 'attentionDense', 'attentionDenseBackward', 'embeddingBackward', 'crossEntropy'];
 
-function asTrainBackend(be: Backend): TrainBackend {
+export function asTrainBackend(be: Backend): TrainBackend {
   const missing = TRAIN_KERNELS.filter((k) => typeof (be as Partial<TrainBackend>)[k] !== 'function');
   if (missing.length) throw new Error(`the ${be.name} backend has no training kernels (${missing.join(', ')}); try --backend reference`);
   return be as TrainBackend;
@@ -166,7 +179,8 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   const opt = new Optimizer(model.params, { name: o.optimizer ?? 'adamw', betas: [0.9, 0.999], eps: 1e-8, weightDecay: o.weightDecay ?? 0, momentum: 0 });
   const trainable = model.params.reduce((a, p) => a + p.value.length, 0);
   const runOptions = { full, lora: full ? null : loraCfg, lr, gradAccum, maxSeqLen, batchSize: o.batchSize ?? null, batchTokens: o.batchTokens ?? null,
-    totalSteps, warmupSteps: sched.warmupSteps, decay: sched.decay, optimizer: opt.cfg.name, weightDecay: opt.cfg.weightDecay, seed, shuffle: o.shuffle ?? true };
+    totalSteps, warmupSteps: sched.warmupSteps, decay: sched.decay, optimizer: opt.cfg.name, weightDecay: opt.cfg.weightDecay, seed, shuffle: o.shuffle ?? true,
+    objective: o.objective?.options ?? null };
 
   // output directory (checked by prepareOutDir), resume
   const metricsPath = path.join(o.out, 'metrics.jsonl');
@@ -177,9 +191,10 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
     removeStaleTemps(o.resume);
     const ck = loadCheckpoint(resolveCheckpoint(o.resume));
     if (ck.state.kind !== (full ? 'full' : 'lora')) throw new Error(`${ck.dir}: a ${ck.state.kind} checkpoint cannot resume a ${full ? 'full' : 'lora'} run`);
-    for (const k of ['full', 'lora', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle'] as const) {
-      if (JSON.stringify(ck.state.options[k]) !== JSON.stringify(runOptions[k])) {
-        throw new Error(`${ck.dir}: the checkpoint was trained with ${k} = ${JSON.stringify(ck.state.options[k])}, this run has ${JSON.stringify(runOptions[k])}`);
+    for (const k of ['full', 'lora', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle', 'objective'] as const) {
+      const was = k === 'objective' ? ck.state.options[k] ?? null : ck.state.options[k]; // checkpoints before objectives have none
+      if (JSON.stringify(was) !== JSON.stringify(runOptions[k])) {
+        throw new Error(`${ck.dir}: the checkpoint was trained with ${k} = ${JSON.stringify(was)}, this run has ${JSON.stringify(runOptions[k])}`);
       }
     }
     restoreInto(ck, model.params, opt);
@@ -241,15 +256,20 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   let loopTokens = 0;
   while (step < totalSteps) {
     const nMicro = Math.min(gradAccum, totalMicro - step * gradAccum);
-    const micro: { batch: PackedBatch; epoch: number }[] = [];
+    const micro: { batch: PackedBatch; indices: number[]; epoch: number }[] = [];
     for (let i = 0; i < nMicro; i++) micro.push(loader.next());
     const counted = micro.reduce((a, m) => a + m.batch.targets.reduce((c, t) => c + (t >= 0 ? 1 : 0), 0), 0);
     model.zeroGrad();
-    let lossSum = 0;
+    let lossSum = 0, ceSum = 0, partSum = 0;
     let tokens = 0;
+    const obj = o.objective;
     micro.forEach((m, i) => {
       model.dropoutKey = mix32(seed, step, i, 0xd0);
-      lossSum += model.forwardBackward(m.batch, 1 / counted).lossSum;
+      const extra = obj ? obj.forBatch(m.indices.map((j) => trainSamples[j]!), m.batch) : null;
+      const r = model.forwardBackward(m.batch, 1 / counted, extra);
+      ceSum += r.lossSum;
+      partSum += r.extraSum;
+      lossSum += obj ? obj.ceWeight * r.lossSum + obj.weight * r.extraSum : r.lossSum;
       tokens += m.batch.tokens.length;
     });
     const gradNorm = clipGradNorm(model.params, o.maxGradNorm ?? 1);
@@ -261,7 +281,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
     lastLoss = lossSum / counted;
     const elapsed = (performance.now() - tLoop) / 1000;
     const m: StepMetrics = {
-      type: 'train', step, epoch: micro[micro.length - 1]!.epoch, loss: lastLoss, lr: lrNow, tokens, target_tokens: counted,
+      type: 'train', step, epoch: micro[micro.length - 1]!.epoch, loss: lastLoss, ...(obj ? { ce: ceSum / counted, kd: partSum / counted } : {}), lr: lrNow, tokens, target_tokens: counted,
       total_tokens: tokensSeen, grad_norm: gradNorm, tok_s: loopTokens / Math.max(elapsed, 1e-9), elapsed_s: elapsedBefore + (performance.now() - t0) / 1000,
     };
     metric(m);

@@ -1,0 +1,98 @@
+// `floe distill` as a library call: a teacher pass into a teacher cache (reused when it matches), then the trainer
+// (`finetune`, LoRA or full) on the student with (1 - ratio) · CE + ratio · T² · D(teacher ‖ student) on the cached top-k.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { selectBackend } from '../backend/select.js';
+import { loadChatTemplate } from '../formats/chat-template.js';
+import { readHfConfig } from '../formats/hf-config.js';
+import { loadTokenizer } from '../formats/tokenizer.js';
+import { loadSamples } from './data.js';
+import { checkKdConfig, type KdLossConfig, type KdLossKind } from './kd-loss.js';
+import { buildTeacherCache, bytesPerToken, CachedKdLoss, readCacheHeader, TeacherCache, type CacheHeader, type CacheLogpDType } from './teacher-cache.js';
+import { asTrainBackend, finetune, type FinetuneOptions, type FinetuneSummary, type Objective } from './trainer.js';
+
+export interface DistillOptions extends Omit<FinetuneOptions, 'model' | 'objective'> {
+  readonly teacher: string; // HF dir
+  readonly student: string; // HF dir (its tokenizer must be the teacher's)
+  readonly kdRatio?: number; // weight of the distillation part (default 0.5)
+  readonly temperature?: number; // distillation temperature (default 2)
+  readonly topK?: number; // cached teacher tokens per target (default 64)
+  readonly loss?: KdLossKind; // default forward-kl
+  readonly beta?: number; // jsd only (default 0.5)
+  readonly teacherCache?: string; // cache file (default OUT.teacher-cache); reused when it matches
+  readonly cacheDtype?: CacheLogpDType; // log-probabilities in the cache (default f16)
+}
+
+export interface DistillSummary extends FinetuneSummary {
+  readonly teacherCache: { readonly file: string; readonly built: boolean; readonly rows: number; readonly bytes: number; readonly bytesPerToken: number; readonly seconds: number };
+}
+
+/** The files that define a tokenizer: a student must read and write the teacher's token ids. */
+const TOKENIZER_FILES = ['tokenizer.json'];
+
+export async function checkSameTokenizer(teacher: string, student: string): Promise<void> {
+  for (const [who, dir] of [['teacher', teacher], ['student', student]] as const) {
+    if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${who} ${dir}: distillation needs a Hugging Face model directory`);
+  }
+  const [ct, cs] = [readHfConfig(teacher).config, readHfConfig(student).config];
+  if (ct.vocabSize !== cs.vocabSize) {
+    throw new Error(`teacher and student must share the tokenizer: vocab size ${ct.vocabSize} (${teacher}) vs ${cs.vocabSize} (${student})`);
+  }
+  for (const f of TOKENIZER_FILES) {
+    const [a, b] = [path.join(teacher, f), path.join(student, f)];
+    if (!fs.existsSync(a) || !fs.existsSync(b)) throw new Error(`teacher and student must share the tokenizer: ${fs.existsSync(a) ? b : a} is missing`);
+    if (!fs.readFileSync(a).equals(fs.readFileSync(b))) throw new Error(`teacher and student must share the tokenizer: ${a} and ${b} differ (copy the teacher's into the student)`);
+  }
+}
+
+export async function distill(o: DistillOptions): Promise<DistillSummary> {
+  const log = o.log ?? (o.progress ? (s: string) => process.stderr.write(s + '\n') : () => {});
+  const cfg: KdLossConfig = { kind: o.loss ?? 'forward-kl', beta: o.beta ?? 0.5, temperature: o.temperature ?? 2 };
+  checkKdConfig(cfg);
+  if (o.beta !== undefined && cfg.kind !== 'jsd') throw new Error(`beta applies to the jsd loss, not ${cfg.kind}`);
+  const kdRatio = o.kdRatio ?? 0.5;
+  if (!(kdRatio >= 0 && kdRatio <= 1)) throw new RangeError(`kd ratio must be in [0, 1], got ${kdRatio}`);
+  const topK = o.topK ?? 64;
+  await checkSameTokenizer(o.teacher, o.student);
+  const sc = readHfConfig(o.student).config;
+  if (!(Number.isInteger(topK) && topK >= 1 && topK <= sc.vocabSize)) throw new RangeError(`top-k must be an integer in [1, ${sc.vocabSize}], got ${topK}`);
+
+  // the training samples exactly as the trainer will make them (same tokenizer, template, truncation)
+  const tok = await loadTokenizer(o.student);
+  if (!tok) throw new Error(`${o.student}: no tokenizer (tokenizer.json), which training data needs`);
+  const template = await loadChatTemplate(o.student);
+  const maxSeqLen = o.maxSeqLen ?? Math.min(2048, sc.maxPositionEmbeddings);
+  const samples = loadSamples(o.data, tok, template, { maxSeqLen, trainOnPrompt: o.trainOnPrompt }).samples;
+
+  const file = o.teacherCache ?? `${o.out.replace(/[/\\]+$/, '')}.teacher-cache`;
+  let header: CacheHeader | null = fs.existsSync(file) ? readCacheHeader(file) : null;
+  if (header && (header.topK !== topK || header.temperature !== cfg.temperature || header.vocabSize !== sc.vocabSize)) {
+    throw new Error(`${file}: the cache holds top-${header.topK} at temperature ${header.temperature} (vocab ${header.vocabSize}), ` +
+      `this run asks top-${topK} at ${cfg.temperature} (vocab ${sc.vocabSize}); delete it or give another --teacher-cache`);
+  }
+  const built = header === null;
+  const backend = o.backendImpl ?? asTrainBackend(selectBackend(o.backend, o.threads));
+  if (!header) {
+    log(`teacher pass: ${o.teacher} over ${samples.length} samples -> ${file}`);
+    header = await buildTeacherCache({ teacher: o.teacher, samples, data: o.data, out: file, topK, temperature: cfg.temperature, logpDtype: o.cacheDtype, backend, log });
+  }
+  const bpt = bytesPerToken(header.topK, header.logpDtype);
+  log(`teacher cache ${file}: ${header.rows} target tokens, ${bpt} bytes/token, ${(header.offsets.end / 2 ** 20).toFixed(1)} MiB` +
+    `${built ? `, ${header.seconds.toFixed(1)} s` : ' (reused)'}`);
+
+  const cache = new TeacherCache(file);
+  const kd = new CachedKdLoss(cache, kdRatio, cfg);
+  const objective: Objective = {
+    options: { distill: 'cached-top-k', loss: cfg.kind, beta: cfg.kind === 'jsd' ? cfg.beta : null, temperature: cfg.temperature, topK, kdRatio },
+    ceWeight: 1 - kdRatio, weight: kdRatio,
+    forBatch: (s, b) => kd.setBatch(s, b),
+  };
+  const { teacher: _t, student, kdRatio: _r, temperature: _T, topK: _k, loss: _l, beta: _b, teacherCache: _c, cacheDtype: _d, ...rest } = o;
+  const s = await finetune({ ...rest, model: student, maxSeqLen, objective, backendImpl: backend });
+  const summary: DistillSummary = {
+    ...s, teacherCache: { file, built, rows: header.rows, bytes: header.offsets.end, bytesPerToken: bpt, seconds: header.seconds },
+  };
+  fs.writeFileSync(path.join(o.out, 'summary.json'), JSON.stringify(summary, null, 1) + '\n');
+  return summary;
+}

@@ -1,0 +1,54 @@
+// floe distill as a user runs it (subprocess): summary, metrics with ce / kd, the cache reused by a second student run,
+// usage errors (exit 2) and a bad student path (exit 1).
+
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { tinyModelDir, writeTrainData } from './fixtures.js';
+
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
+const ARGS = ['--import', 'tsx', '--input-type=module', '-e', RUN, '--'];
+const teacher = tinyModelDir('gqa_f32');
+const student = tinyModelDir('mha_f32');
+const work = mkdtempSync(join(tmpdir(), 'floe-cli-distill-'));
+const data = writeTrainData(work, 10);
+
+function floe(args: string[]) {
+  const r = spawnSync(process.execPath, [...ARGS, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+const common = ['--teacher', teacher, '--student', student, '--data', data, '--max-steps', '3', '--lr', '1e-2', '--batch-size', '2', '--lora-rank', '4',
+  '--top-k', '16', '--seed', '3', '--backend', 'reference'];
+
+describe('floe distill (subprocess)', () => {
+  it('builds the teacher cache, trains, reports bytes/token; a second run with another loss reuses the cache', () => {
+    const cache = join(work, 'teacher.cache');
+    const a = floe(['distill', ...common, '--teacher-cache', cache, '--out', join(work, 'a'), '--json']);
+    assert.equal(a.code, 0, a.err);
+    const s = JSON.parse(a.out.trim());
+    assert.equal(s.steps, 3);
+    assert.equal(s.teacherCache.built, true);
+    assert.equal(s.teacherCache.bytesPerToken, 16 * 6 + 4);
+    assert.equal(s.teacherCache.bytes, statSync(cache).size);
+    assert.ok(existsSync(join(work, 'a', 'final', 'adapter_model.safetensors')));
+    const ms = readFileSync(join(work, 'a', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    for (const m of ms) assert.ok(typeof m.ce === 'number' && typeof m.kd === 'number' && Math.abs(m.loss - (0.5 * m.ce + 0.5 * m.kd)) < 1e-9 * m.loss, JSON.stringify(m));
+    const b = floe(['distill', ...common, '--teacher-cache', cache, '--loss', 'jsd', '--beta', '0.3', '--out', join(work, 'b')]);
+    assert.equal(b.code, 0, b.err);
+    assert.match(b.out, /teacher cache .*: \d+ target tokens, 100 bytes\/token, .* reused/);
+  });
+
+  it('usage errors exit 2; a student that is not a model directory exits 1 and says why', () => {
+    assert.equal(floe(['distill', ...common, '--out', join(work, 'c'), '--beta', '0.5']).code, 2);
+    assert.equal(floe(['distill', ...common, '--out', join(work, 'c'), '--loss', 'kl']).code, 2);
+    assert.equal(floe(['distill', '--student', student, '--data', data, '--out', join(work, 'c')]).code, 2);
+    const r = floe(['distill', ...common.map((x) => (x === student ? tinyModelDir('gqa_f32').replace(/$/, '/../nonexistent') : x)), '--out', join(work, 'd')]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /floe distill: student .*: distillation needs a Hugging Face model directory/);
+  });
+});

@@ -13,13 +13,58 @@ export const DEFAULT_SPECIAL_TOKENS: readonly string[] = [
   "<|eot_id|>",
 ];
 
-/** A Llama-3-style chat template: BOS, then per turn header(role) + "\n\n" + trimmed content + <|eot_id|>. */
+/** Llama 3 headers; with `tools`, Llama 3.1's JSON tool calling (system "Environment: ipython", the functions in the
+ * first user turn, calls as {"name", "parameters"} joined by "; ", results as ipython turns). */
 export const LLAMA3_STYLE_CHAT_TEMPLATE =
   "{{- bos_token }}" +
+  "{%- set has_tools = tools is defined and tools is not none and tools | length > 0 %}" +
+  "{%- set ns = namespace(first_user=true) %}" +
+  "{%- if has_tools and (messages | length == 0 or messages[0]['role'] != 'system') %}" +
+  "{{- '<|start_header_id|>system<|end_header_id|>\\n\\nEnvironment: ipython<|eot_id|>' }}" +
+  "{%- endif %}" +
   "{%- for message in messages %}" +
-  "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + (message['content'] | trim) + '<|eot_id|>' }}" +
+  "{%- set content = message['content'] if message['content'] is string else '' %}" +
+  "{%- if message['role'] == 'system' %}" +
+  "{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' }}" +
+  "{%- if has_tools %}" +
+  "{{- 'Environment: ipython\\n\\n' }}" +
+  "{%- endif %}" +
+  "{{- (content | trim) + '<|eot_id|>' }}" +
+  "{%- elif message['role'] == 'user' and has_tools and ns.first_user %}" +
+  "{%- set ns.first_user = false %}" +
+  "{{- '<|start_header_id|>user<|end_header_id|>\\n\\n' }}" +
+  "{{- 'Given the following functions, please respond with a JSON for a function call with its proper arguments that best answers the given prompt.\\n\\n' }}" +
+  "{{- 'Respond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its value}.Do not use variables.\\n\\n' }}" +
+  "{%- for t in tools %}" +
+  "{{- t | tojson }}" +
+  "{{- '\\n\\n' }}" +
   "{%- endfor %}" +
-  "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}";
+  "{{- (content | trim) + '<|eot_id|>' }}" +
+  "{%- elif message['role'] == 'assistant' and message['tool_calls'] is defined and message['tool_calls'] %}" +
+  "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}" +
+  "{%- for tc in message['tool_calls'] %}" +
+  "{%- set f = tc['function'] if tc['function'] is defined else tc %}" +
+  "{%- if not loop.first %}" +
+  "{{- '; ' }}" +
+  "{%- endif %}" +
+  "{{- '{\"name\": \"' + f['name'] + '\", \"parameters\": ' + (f['arguments'] | tojson) + '}' }}" +
+  "{%- endfor %}" +
+  "{{- '<|eot_id|>' }}" +
+  "{%- elif message['role'] == 'tool' or message['role'] == 'ipython' %}" +
+  "{{- '<|start_header_id|>ipython<|end_header_id|>\\n\\n' }}" +
+  "{%- if message['content'] is mapping %}" +
+  "{{- message['content'] | tojson }}" +
+  "{%- else %}" +
+  "{{- content }}" +
+  "{%- endif %}" +
+  "{{- '<|eot_id|>' }}" +
+  "{%- else %}" +
+  "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + (content | trim) + '<|eot_id|>' }}" +
+  "{%- endif %}" +
+  "{%- endfor %}" +
+  "{%- if add_generation_prompt %}" +
+  "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}" +
+  "{%- endif %}";
 
 export interface BpeTrainOptions {
   /** Total vocabulary: 256 bytes + merges + special tokens. */

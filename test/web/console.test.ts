@@ -273,8 +273,18 @@ test('server page: charts move under load; facts match floe info', { skip, timeo
   const idle = await series('throughput');
   assert.ok(idle[1]!.slice(1).every((v) => v === 0), 'no tokens/s before the load');
   const before = (await series('requests'))[0]!.length;
-  const load = Array.from({ length: 4 }, (_, i) => api('/v1/completions', { model: 'floe-brown', prompt: `Load ${i} ${Math.random()}`, max_tokens: 150, ignore_eos: true }));
-  await page.waitForFunction((n) => ((document.querySelector('[data-chart=requests]') as unknown as { uplot: { data: unknown[][] } }).uplot.data[0]!.length) >= n + 3, before);
+  // keep 4 requests in flight until the page has polled running requests and KV blocks under load (the charts poll
+  // once a second, and 4 short requests can finish between two polls on a quiet machine)
+  let loading = true;
+  const worker = async (i: number) => {
+    while (loading) await api('/v1/completions', { model: 'floe-brown', prompt: `Load ${i} ${Math.random()}`, max_tokens: 150, ignore_eos: true });
+  };
+  const load = Array.from({ length: 4 }, (_, i) => worker(i));
+  await page.waitForFunction((n) => {
+    const d = (document.querySelector('[data-chart=requests]') as unknown as { uplot: { data: Array<Array<number | null>> } }).uplot.data;
+    return d[0]!.length >= n + 3 && d[1]!.some((v) => (v ?? 0) >= 1);
+  }, before, { timeout: 60_000 });
+  loading = false;
   await Promise.all(load);
   await page.waitForTimeout(2500);
   const tput = await series('throughput');

@@ -1,14 +1,20 @@
-// The console in a real browser (playwright-core driving the system's Chromium) against `floe serve` on models/floe-brown.
+// The console in a real browser (playwright-core driving the system's Chromium) against `floe serve` on models/floe-brown
+// with two random LoRA adapters (a1, a2) served beside it.
 // Screenshots go to test-output/console/. Without a chromium binary the file skips, except under CI=true, where it fails.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import OpenAI from 'openai';
+import { writePeftAdapter } from '../../src/formats/peft.js';
+import { openModel } from '../../src/model/open.js';
+import { randomAdapter } from '../model/lora-helpers.js';
 
 // Browser globals, used only inside page.evaluate callbacks (this file compiles without the DOM lib).
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -33,6 +39,9 @@ const skip = !CHROMIUM && !ci ? 'no chromium binary (apt-get install chromium, o
 
 let server: ChildProcess;
 let url = '';
+let loraDir = '';
+// Served adapters: name -> [rank, targets] (B random, so each changes the greedy answer).
+const ADAPTERS = { a1: [4, undefined], a2: [2, ['q', 'v', 'down']] } as const;
 let browser: Browser;
 let ctx: BrowserContext;
 const pageErrors: string[] = [];
@@ -62,7 +71,15 @@ before(async () => {
   if (!CHROMIUM) throw new Error('CI=true but no chromium binary: .ci/run installs it with apt-get install chromium');
   assert.ok(existsSync(join(ROOT, 'dist/src/serve/static.js')), 'dist/ is built (npm run build)');
   mkdirSync(OUT, { recursive: true });
-  server = spawn(process.execPath, [BIN, 'serve', '--model', MODEL, '--port', '0', '--threads', '1', '--api-key', KEY], { stdio: ['ignore', 'pipe', 'pipe'] });
+  loraDir = mkdtempSync(join(tmpdir(), 'floe-console-lora-'));
+  const base = await openModel(MODEL, { backend: 'reference' });
+  const seed = Date.now() & 0xffff;
+  const modules = Object.entries(ADAPTERS).map(([name, [rank, targets]], i) => {
+    writePeftAdapter(join(loraDir, name), randomAdapter(base.model, seed + i, rank, targets));
+    return `${name}=${join(loraDir, name)}`;
+  });
+  base.loaded.dispose();
+  server = spawn(process.execPath, [BIN, 'serve', '--model', MODEL, '--port', '0', '--threads', '1', '--api-key', KEY, '--lora-modules', ...modules], { stdio: ['ignore', 'pipe', 'pipe'] });
   url = await new Promise<string>((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`floe serve did not start in 30 s:\n${out}`)), 30_000);
@@ -90,6 +107,7 @@ after(async () => {
     server.kill('SIGTERM');
     await new Promise((r) => server.once('exit', r));
   }
+  if (loraDir) rmSync(loraDir, { recursive: true, force: true });
 });
 
 /** A page on the chat with fresh storage and the given settings (typed into the settings panel). */
@@ -218,7 +236,7 @@ test('edit a previous message, regenerate, keyboard: Shift+Enter is a newline, T
 test('the model picker lists the served models; token log-probabilities match the API and show alternatives', { skip, timeout: T }, async () => {
   const page = await chatPage({ max_tokens: '12' });
   const models = (await api('/v1/models')).data.map((m: { id: string }) => m.id);
-  // This server serves one model id (no aliases yet): the picker must offer exactly what /v1/models lists.
+  // The base and its adapters: the picker must offer exactly what /v1/models lists, the base first.
   assert.deepEqual(await page.locator('select[name=model] option').allTextContents(), models);
   assert.equal(await page.inputValue('select[name=model]'), models[0]);
   await page.check('[name=logprobs]');
@@ -240,6 +258,36 @@ test('the model picker lists the served models; token log-probabilities match th
   }
   await toks.first().hover();
   await shot(page, 'chat-logprobs');
+  await page.close();
+});
+
+test('switch adapter: the picker lists the base and its adapters; each answer is the API\'s greedy answer for the picked model', { skip, timeout: T }, async () => {
+  const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: KEY, maxRetries: 0 });
+  const listed = (await client.models.list()).data as unknown as Array<{ id: string; parent: string | null }>;
+  assert.deepEqual(listed.map((m) => [m.id, m.parent]), [['floe-brown', null], ...Object.keys(ADAPTERS).map((n) => [n, 'floe-brown'])]);
+  const page = await chatPage({ max_tokens: '24' });
+  assert.deepEqual(await page.locator('select[name=model] option').allTextContents(), listed.map((m) => m.id));
+  type Msg = { role: 'user' | 'assistant'; content: string };
+  const history: Msg[] = [];
+  const oracle = async (model: string, messages: Msg[]) => (await client.chat.completions.create({
+    model, messages, temperature: 0, top_p: 1, top_k: -1, max_tokens: 24,
+  } as OpenAI.ChatCompletionCreateParamsNonStreaming)).choices[0]!.message.content ?? '';
+  // One conversation, one turn per pick; `other` is the model a page that ignored the pick would have used.
+  const n = Math.floor(Math.random() * 1000);
+  for (const [turn, [model, other, prompt]] of ([['a1', 'floe-brown', `Tell me about the city ${n}`], ['a2', 'a1', 'The old man'], ['floe-brown', 'a2', 'Write about the war']] as const).entries()) {
+    await page.selectOption('select[name=model]', model);
+    assert.equal(await page.inputValue('select[name=model]'), model);
+    history.push({ role: 'user', content: prompt });
+    const [want, wrong] = await Promise.all([oracle(model, history), oracle(other, history)]);
+    assert.notEqual(want, wrong, `turn ${turn + 1}: ${model} and ${other} answer differently, so the pick is visible`);
+    await page.fill('#prompt', prompt);
+    await page.keyboard.press('Enter');
+    await page.waitForFunction((k) => document.querySelectorAll('.msg.assistant .stats').length === k, turn + 1);
+    const got = await page.locator('.msg.assistant .text').nth(turn).textContent();
+    assert.equal(got, want, `turn ${turn + 1}: the page streamed ${model}'s answer`);
+    history.push({ role: 'assistant', content: want });
+    if (model === 'a1') await shot(page, 'adapter');
+  }
   await page.close();
 });
 

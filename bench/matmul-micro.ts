@@ -5,7 +5,11 @@
 // --ops: fwd = y (M, N) = x (M, C) · wᵀ (inference, training forward); bwd = dx (M, C) = dy (M, N) · w (training's
 // backward through a frozen weight, matmulBackwardInput).
 // Shapes are NxC (weight rows x columns); --fp8-block BRxBC (0 = whole dimension). Decode rows (M <= 4) also
-// report weight GB/s. Weights are random bytes of the stored format (finite values), built directly.
+// report weight GB/s per wall second and per CPU second. Weights are random bytes of the stored format (finite
+// values), built directly.
+// --rotate-mib R (decode rows): cycle through copies of the weight totalling R MiB, so every call reads DRAM, not L3.
+// --ab VAR=a,b (e.g. --ab FLOE_GEMV=0,1: tiles vs GEMV at M = 1): runs this script as a child once per value and
+// rep, interleaved (a b a b ...), so both sides see the same machine load; prints the best of each and b/a.
 
 import { loadAddon } from '../src/backend/native-addon.js';
 import { loadNativeBackend } from '../src/backend/native.js';
@@ -25,6 +29,7 @@ const reps = Number(arg('reps', '5'));
 const isa = arg('isa', '');
 const [fbr, fbc] = arg('fp8-block', '1x0').split('x').map(Number) as [number, number];
 const ops = arg('ops', 'fwd').split(',');
+const rotateMiB = Number(arg('rotate-mib', '0'));
 for (const o of ops) if (o !== 'fwd' && o !== 'bwd') throw new Error(`--ops: fwd or bwd, got ${o}`);
 
 let seed = 12345;
@@ -64,13 +69,44 @@ function randomWeight(dtype: DType, N: number, C: number): Tensor {
   }
 }
 
+const ab = arg('ab', '');
+if (ab) {
+  const { spawnSync } = await import('node:child_process');
+  const [name, vals] = ab.split('=') as [string, string];
+  const values = vals.split(',');
+  const childArgs = process.argv.slice(2).filter((_, i, all) => all[i] !== '--ab' && all[i - 1] !== '--ab' && all[i] !== '--reps' && all[i - 1] !== '--reps');
+  const best = new Map<string, { line: string[]; ms: number }[]>();  // row key -> per value
+  for (let r = 0; r < reps; r++) {
+    for (const [vi, v] of values.entries()) {
+      const out = spawnSync(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, ...childArgs, '--reps', '1'],
+        { env: { ...process.env, [name]: v }, encoding: 'utf8' });
+      if (out.status !== 0) throw new Error(`child ${name}=${v} failed: ${out.stderr}`);
+      for (const l of out.stdout.split('\n')) {
+        const f = l.trim().split(/\s+/);
+        if (f[0] !== 'fwd' && f[0] !== 'bwd') continue;
+        const key = f.slice(0, 5).join(' ');
+        const ms = Number(f[8]);
+        const e = best.get(key) ?? values.map(() => ({ line: [] as string[], ms: Infinity }));
+        if (ms < e[vi]!.ms) e[vi] = { line: f, ms };
+        best.set(key, e);
+      }
+    }
+  }
+  console.log(`${name}=${values.join(' vs ')}, ${reps} interleaved reps, best ms and weight GB/s (wall, cpu) per value`);
+  for (const [key, e] of best) {
+    const cols = e.map((x, i) => `${values[i]}: ${x.ms.toFixed(3)} ms ${x.line[9] ?? ''} ${x.line[10] ?? ''}`);
+    console.log(`${key.padEnd(28)} ${cols.join(' | ')}  ratio ${(e[0]!.ms / e[1]!.ms).toFixed(2)}x`);
+  }
+  process.exit(0);
+}
+
 const addon = loadAddon();
 if (!addon) throw new Error('native addon not built (npx node-gyp rebuild)');
 addon.setThreads(threads);
 if (isa) addon.setIsa(isa as 'avx512');
 const be = loadNativeBackend()!;
 console.log(`isa ${addon.isa()}, threads ${threads}, reps ${reps} (best), load ${(await import('node:os')).loadavg().map((v) => v.toFixed(1)).join(' ')}`);
-console.log('op  dtype    M      N      C   wall GF/s   cpu GF/s  (GF per CPU-s per thread)   ms   weight GB/s');
+console.log('op  dtype    M      N      C   wall GF/s   cpu GF/s  (GF per CPU-s per thread)   ms   weight GB/s (wall, cpu)');
 for (const name of dtypes) {
   const dtype = DT[name];
   if (!dtype) throw new Error(`unknown dtype ${name}`);
@@ -80,7 +116,11 @@ for (const name of dtypes) {
       const bwd = op === 'bwd';
       const x = new Float32Array(M * (bwd ? N : C)).map(() => rnd() * 2 - 1);
       const y = new Float32Array(M * (bwd ? C : N));
-      const run = bwd ? () => be.matmulBackwardInput(y, x, w, M, false) : () => be.matmul(y, x, w, M);
+      const copies = M <= 4 && rotateMiB > 0 ? Math.max(1, Math.ceil(rotateMiB * 2 ** 20 / w.data.byteLength)) : 1;
+      const ws = [w, ...Array.from({ length: copies - 1 }, () => new Tensor(w.dtype, w.shape, w.data.slice(), w.scale, w.scaleBlock))];
+      let k = 0;
+      const next = (): Tensor => ws[k = (k + 1) % ws.length]!;
+      const run = bwd ? () => be.matmulBackwardInput(y, x, next(), M, false) : () => be.matmul(y, x, next(), M);
       const flop = 2 * M * N * C;
       // enough calls per rep for ~0.2 s at 100 GFLOP/s (decode: ~20 calls)
       const calls = Math.max(3, Math.min(200, Math.round(2e10 / flop)));
@@ -96,8 +136,9 @@ for (const name of dtypes) {
         bestWall = Math.min(bestWall, wall);
         bestCpu = Math.min(bestCpu, cpu);
       }
-      const gbs = M <= 4 ? (w.data.byteLength / bestWall / 1e9).toFixed(1) : '';
-      console.log(`${op} ${name.padEnd(6)} ${String(M).padStart(4)} ${String(N).padStart(6)} ${String(C).padStart(6)} ${(flop / bestWall / 1e9).toFixed(1).padStart(10)} ${(flop / bestCpu / 1e9 * threads).toFixed(1).padStart(10)} ${(flop / bestCpu / 1e9).toFixed(1).padStart(16)} ${(bestWall * 1e3).toFixed(2).padStart(17)} ${gbs.padStart(8)}`);
+      const bytes = w.data.byteLength + (w.scale?.byteLength ?? 0);
+      const gbs = M <= 4 ? `${(bytes / bestWall / 1e9).toFixed(1)} ${(bytes / bestCpu / 1e9).toFixed(1).padStart(6)}` : '';
+      console.log(`${op} ${name.padEnd(6)} ${String(M).padStart(4)} ${String(N).padStart(6)} ${String(C).padStart(6)} ${(flop / bestWall / 1e9).toFixed(1).padStart(10)} ${(flop / bestCpu / 1e9 * threads).toFixed(1).padStart(10)} ${(flop / bestCpu / 1e9).toFixed(1).padStart(16)} ${(bestWall * 1e3).toFixed(2).padStart(17)} ${gbs.padStart(13)}`);
     }
   }
 }

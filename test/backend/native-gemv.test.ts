@@ -153,26 +153,34 @@ describe('native decode GEMV (AVX-512, M = 1)', { skip }, () => {
     });
   });
 
-  it('AVX2 (FLOE_ISA=avx2) M = 1 matches the reference', () => {
-    const prevIsa = a.isa();
+  it('AVX2 (FLOE_ISA=avx2) M = 1: row-pass GEMV over the register tiles, tails, threads 1/2/3', () => {
+    const prevIsa = a.isa(), prev = a.getThreads();
     try {
       a.setIsa('avx2');
-      for (const dtype of WEIGHT_DTYPES)
-        for (const [C, N] of [[96, 3], [544, 97], [1000, 7]] as [number, number][]) {
-          if (dtype === 'q8_0' && C % 32 !== 0) continue;
-          withSeed(`gemv avx2 ${dtype} C=${C} N=${N}`, (rng) => {
-            const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], dtype, { fp8Block: dtype === 'fp8_e4m3' ? [128, 128] : undefined });
-            const x = rng.normals(C);
-            const y = new Float32Array(N).fill(NaN);
-            const before = nativeCounters()[`matmul.${dtype}.avx2`] ?? 0;
-            be.matmul(y, x, w, 1);
-            assert.ok((nativeCounters()[`matmul.${dtype}.avx2`] ?? 0) > before, 'the avx2 matmul ran');
-            const want = f64Matmul(x, w, 1);
-            assertClose(`avx2 ${dtype} (C=${C}, N=${N})`, y, want.y, { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag: want.mag });
-          });
-        }
+      for (const threads of [1, 2, 3]) {
+        a.setThreads(threads);
+        for (const dtype of WEIGHT_DTYPES)
+          for (const [C, N] of [[96, 3], [544, 97], [1000, 7], [64, 130]] as [number, number][]) {
+            if (dtype === 'q8_0' && C % 32 !== 0) continue;
+            const blocks: ([number, number] | undefined)[] = dtype === 'fp8_e4m3' ? [[1, C], [128, 128], [3, 20]] : [undefined];
+            for (const block of blocks)
+              withSeed(`gemv avx2 ${dtype} C=${C} N=${N} block=${block} t=${threads}`, (rng) => {
+                const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], dtype, { fp8Block: block });
+                const x = rng.normals(C);
+                const y = new Float32Array(N).fill(NaN);
+                const before = nativeCounters()['matmul.path.gemv.avx2'] ?? 0;
+                be.matmul(y, x, w, 1);
+                assert.equal((nativeCounters()['matmul.path.gemv.avx2'] ?? 0) - before, 1, 'the avx2 GEMV ran');
+                const want = new Float32Array(N);
+                ref.matmul(want, x, w, 1);
+                // f32 activations and f32 FMA on exactly dequantized weights: float32 summation order only
+                assertClose(`avx2 ${dtype} (C=${C}, N=${N}, block=${block}, threads=${threads})`, y, want, { atol: 1e-6, rtol: 1e-5, mag: f64Matmul(x, w, 1).mag });
+              });
+          }
+      }
     } finally {
       a.setIsa(prevIsa);
+      a.setThreads(prev);
     }
   });
 });

@@ -10,7 +10,7 @@ import { loadAddon } from '../../src/backend/native-addon.js';
 import { referenceBackend as ref } from '../../src/backend/reference.js';
 import { bf16ToF32, dequantizeRow, f32ToBf16 } from '../../src/tensor/codecs.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
-import type { Tensor } from '../../src/tensor/tensor.js';
+import { Tensor } from '../../src/tensor/tensor.js';
 import { assertClose, f64Matmul, MATMUL_RTOL, withSeed, type Rng } from './helpers.js';
 
 const addon = loadAddon();
@@ -151,6 +151,33 @@ describe('native decode GEMV (AVX-512, M = 1)', { skip }, () => {
         }
       }
     });
+  });
+
+  it('fp8: every byte value (subnormals, both zeros, ±448) on both ISAs; a NaN byte reaches exactly its row', () => {
+    const prevIsa = a.isa();
+    try {
+      for (const isa of ['avx512', 'avx2'] as const) {
+        a.setIsa(isa);
+        withSeed(`gemv fp8 bytes ${isa}`, (rng) => {
+          const [N, C] = [6, 256];
+          const b = new Uint8Array(N * C);
+          for (let n = 0; n < N; n++) for (let c = 0; c < C; c++) b[n * C + c] = (c * (2 * n + 1) + n) & 0xff;  // each row a permutation
+          for (let i = 0; i < b.length; i++) if ((b[i]! & 0x7f) === 0x7f) b[i] = i % 2 ? 0x80 : 0;
+          for (let c = 0; c < C; c++) b[5 * C + c] = (c * 7) & 0x8f;  // row 5: exponents 0 and 1 only (subnormals)
+          const w = new Tensor('fp8_e4m3', [N, C], b, Float32Array.of(0.75), [N, C]);
+          const x = rng.normals(C);
+          const y = new Float32Array(N).fill(NaN), want = new Float32Array(N);
+          be.matmul(y, x, w, 1);
+          ref.matmul(want, x, w, 1);
+          assertClose(`fp8 bytes ${isa}`, y, want, { atol: 1e-6, rtol: isa === 'avx2' ? 1e-5 : MATMUL_RTOL.fp8_e4m3, mag: f64Matmul(x, w, 1).mag });
+          b[3 * C + 17] = 0x7f;  // NaN
+          be.matmul(y, x, w, 1);
+          for (let n = 0; n < N; n++) assert.equal(Number.isNaN(y[n]), n === 3, `${isa}: row ${n} NaN`);
+        });
+      }
+    } finally {
+      a.setIsa(prevIsa);
+    }
   });
 
   it('AVX2 (FLOE_ISA=avx2) M = 1: row-pass GEMV over the register tiles, tails, threads 1/2/3', () => {

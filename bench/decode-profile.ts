@@ -181,7 +181,11 @@ timing = false;
 
 const perTokMs = (ns: bigint): number => Number(ns) / 1e6 / steps;
 const weightBytes = [...role.keys()].reduce((s, w) => s + bytesOf(w), 0);
-const ops = [...stats.entries()].sort((a, b) => Number(b[1].ns - a[1].ns)).map(([op, st]) => ({
+interface OpRow {
+  op: string; ms_per_token: number; cpu_ms_per_token: number | null; calls_per_token: number; mb_per_token: number;
+  gbps: number | null; gbps_per_cpu_s: number | null;
+}
+const ops: OpRow[] = [...stats.entries()].sort((a, b) => Number(b[1].ns - a[1].ns)).map(([op, st]) => ({
   op,
   ms_per_token: perTokMs(st.ns),
   cpu_ms_per_token: st.cpuUs / 1e3 / steps,

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "dispatch.h"
 #include "isa.h"
 #include "pool.h"
 

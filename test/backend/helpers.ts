@@ -219,9 +219,13 @@ export const GEMM_MIN_M: Record<WeightDType, number> = { q8_0: 32, fp8_e4m3: 64,
 /** Rows from which a dtype runs a batched-decode kernel below the GEMM (q8_0: qbatch::MIN_M); the others keep the tiles. */
 export const BATCH_MIN_M: Record<WeightDType, number> = { q8_0: 8, fp8_e4m3: Infinity, bf16: Infinity, f16: Infinity, f32: Infinity };
 
+/** Rows up to which every dtype runs the GEMV (gemv::MAX_M in native/gemv512.inc: the batch-invariant range). */
+export const GEMV_MAX_M = 16;
+
 /** The path native/mm512.inc's matmul_avx512 takes for x (M, C) · wᵀ, w (N, C). */
 export function avx512MatmulPath(dtype: WeightDType, M: number, N: number, C: number): string {
   if (dtype === 'f32' && (N <= 16 || C <= 16)) return 'thin';
+  if (M <= GEMV_MAX_M && process.env.FLOE_GEMV !== '0') return 'gemv';
   if (M >= GEMM_MIN_M[dtype]) return 'gemm';
   return M >= BATCH_MIN_M[dtype] ? 'batch' : 'tiles';
 }
@@ -233,8 +237,9 @@ export function avx512MatmulPath(dtype: WeightDType, M: number, N: number, C: nu
 export function matmulShapes(dtype: WeightDType): [number, number, number][] {
   const g = GEMM_MIN_M[dtype];
   const shapes: [number, number, number][] = [
-    [1, 96, 5], [1, 200, 3], [1, 96, 33], // tiles (f32: thin, then tiles)
-    [2, 256, 7], [3, 96, 130], [5, 32, 1], [6, 200, 33], [7, 72, 2], [17, 64, 33], [17, 328, 67], [23, 40, 50], // tiles; q8_0 from 8 rows: batch
+    [1, 96, 5], [1, 200, 3], [1, 96, 33], // GEMV (f32: thin, then GEMV)
+    [2, 256, 7], [3, 96, 130], [5, 32, 1], [6, 200, 33], [7, 72, 2], [16, 136, 9], // GEMV up to GEMV_MAX_M rows
+    [17, 64, 33], [17, 328, 67], [23, 40, 50], // tiles; q8_0: batch
     [g + 3, 200, 53], [g + 1, 72, 3], // packed GEMM
   ];
   return dtype === 'q8_0' ? shapes.map(([M, C, N]) => [M, Math.ceil(C / 32) * 32, N]) : shapes;

@@ -8,7 +8,7 @@ import { loadAddon } from '../../src/backend/native-addon.js';
 import { f16ToF32 } from '../../src/tensor/codecs.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
 import type { Tensor } from '../../src/tensor/tensor.js';
-import { assertClose, avx512MatmulPath, BATCH_MIN_M, f64Matmul, GEMM_MIN_M, MATMUL_RTOL, withSeed } from './helpers.js';
+import { assertClose, avx512MatmulPath, f64Matmul, GEMM_MIN_M, GEMV_MAX_M, MATMUL_RTOL, withSeed } from './helpers.js';
 
 const addon = loadAddon();
 const skip = !addon || addon.supportedIsa() !== 'avx512' ? 'needs the AVX-512 native addon' : false;
@@ -53,7 +53,7 @@ describe('native batched decode (AVX-512 q8_0, MIN_M <= M < GEMM threshold)', { 
   const be = loadNativeBackend()!;
   // [M, C, N]: M across the 6-row tiles up to the GEMM threshold; C with an odd block count and past a chunk of 16
   // blocks (1056 = 33 blocks); N below a tile row group, across the 32-row groups and the tasks' row chunks.
-  const shapes: [number, number, number][] = [[BATCH_MIN_M.q8_0, 224, 33], [9, 1056, 65], [13, 96, 130], [16, 352, 31], [17, 64, 3], [GEMM_MIN_M.q8_0 - 1, 544, 97]];
+  const shapes: [number, number, number][] = [[GEMV_MAX_M + 1, 224, 33], [19, 1056, 65], [23, 96, 130], [26, 352, 31], [17, 64, 3], [GEMM_MIN_M.q8_0 - 1, 544, 97]];
   it('q8_0: batch path at 1 and 2 threads, tails, against float64 and against its int8 numerics', () => {
     const a = addon!;
     const prev = a.getThreads();
@@ -85,18 +85,18 @@ describe('native batched decode (AVX-512 q8_0, MIN_M <= M < GEMM threshold)', { 
     }
   });
 
-  it('q8_0 below its batch threshold runs the register tiles, with the same numerics', () => {
-    withSeed('q8_0 tiles', (rng) => {
+  it('q8_0 up to GEMV_MAX_M rows (below the batch kernel) runs the GEMV, with the same numerics', () => {
+    withSeed('q8_0 gemv', (rng) => {
       const [N, C] = [40, 96];
       const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], 'q8_0');
-      for (const M of [2, BATCH_MIN_M.q8_0 - 1]) {
-        const before = nativeCounters()['matmul.path.tiles.avx512'] ?? 0;
+      for (const M of [2, 7, GEMV_MAX_M]) {
+        const before = nativeCounters()['matmul.path.gemv.avx512'] ?? 0;
         const x = rng.normals(M * C);
         const y = new Float32Array(M * N);
         be.matmul(y, x, w, M);
-        assert.equal(nativeCounters()['matmul.path.tiles.avx512'], before + 1, `q8_0 M=${M}: tiles`);
+        assert.equal(nativeCounters()['matmul.path.gemv.avx512'], before + 1, `q8_0 M=${M}: gemv`);
         const exact = q8Model(x, w, M);
-        assertClose(`tiles q8_0 vs its numerics (M=${M})`, y, exact.y, { atol: 1e-6, rtol: 1e-5, mag: exact.mag });
+        assertClose(`gemv q8_0 vs its numerics (M=${M})`, y, exact.y, { atol: 1e-6, rtol: 1e-5, mag: exact.mag });
       }
     });
   });

@@ -1,4 +1,4 @@
-// Native prefill matmul (packed GEMM, forced from M = 16): every weight dtype on shapes crossing its panel, segment, row-block
+// Native prefill matmul (packed GEMM, forced from M = 17): every weight dtype on shapes crossing its panel, segment, row-block
 // and fp8 scale-block edges, against a float64 dot of the dequantized weights; thread-count independence.
 
 import assert from 'node:assert/strict';
@@ -9,16 +9,16 @@ import { loadAddon } from '../../src/backend/native-addon.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
 import { asTrain, assertClose, f64Matmul, f64MatmulInput, MATMUL_RTOL, withSeed } from './helpers.js';
 
-// every M >= 16 takes the GEMM (read when the addon loads); by default each dtype starts where it beats the tiles
-process.env.FLOE_GEMM_MIN_M = '16';
+// every M >= 17 takes the GEMM (read when the addon loads; M <= 16 is the GEMV's); by default each dtype starts where it beats the tiles
+process.env.FLOE_GEMM_MIN_M = '17';
 const addon = loadAddon();
 const skip = !addon || addon.supportedIsa() !== 'avx512' ? 'needs the AVX-512 native addon' : false;
 
-describe('native packed GEMM (AVX-512, M >= 16)', { skip }, () => {
+describe('native packed GEMM (AVX-512, M >= 17)', { skip }, () => {
   const be = loadNativeBackend()!;
   // [M, C, N]: row-group tails (M % 8, M % 4), > 512 rows (two M blocks), C past one K segment (256 bf16 / 128 f16 /
   // 512 q8 columns) and odd q8 block counts, N past one 48-row panel and not a multiple of 16.
-  const shapes: [number, number, number][] = [[16, 64, 48], [23, 96, 50], [37, 544, 97], [261, 160, 33], [521, 96, 20], [18, 1056, 7]];
+  const shapes: [number, number, number][] = [[17, 64, 48], [23, 96, 50], [37, 544, 97], [261, 160, 33], [521, 96, 20], [18, 1056, 7]];
   for (const dtype of WEIGHT_DTYPES) {
     const blocks: ([number, number] | undefined)[] = dtype === 'fp8_e4m3' ? [undefined, [1, 0], [128, 128], [3, 20], [5, 7]] : [undefined];
     it(`${dtype}: tiles, tails, segments${dtype === 'fp8_e4m3' ? ', scale grids' : ''}`, () => {
@@ -48,7 +48,7 @@ describe('native packed GEMM (AVX-512, M >= 16)', { skip }, () => {
     it(`${dtype}: transposed (matmulBackwardInput), tails, segments${dtype === 'fp8_e4m3' ? ', scale grids' : ''}`, () => {
       const blocks: ([number, number] | undefined)[] = dtype === 'fp8_e4m3' ? [undefined, [5, 0], [128, 128], [16, 32], [33, 20], [3, 20]] : [undefined];
       // [M, N (reduction: rows of w), C (outputs: columns of w)]
-      const shapes: [number, number, number][] = [[16, 64, 48], [23, 97, 50], [37, 544, 97], [261, 160, 33], [521, 96, 20], [18, 33, 1056]];
+      const shapes: [number, number, number][] = [[17, 64, 48], [23, 97, 50], [37, 544, 97], [261, 160, 33], [521, 96, 20], [18, 33, 1056]];
       for (const [M, N, C] of shapes) {
         if (dtype === 'q8_0' && C % 32 !== 0) continue;
         for (const block of blocks) {

@@ -16,6 +16,7 @@ import { SHAPES } from './shapes.js';
 import { burst, streamCompletion, waitHealthy, type Target } from './serve-client.js';
 import { burstPrompts, dist, steadyDecodeRate, type Dist } from './serve-trace.js';
 import { KvCache } from '../src/model/kv-cache.js';
+import { machineInfo, machineLine } from './machine.js';
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH);
@@ -88,6 +89,8 @@ async function api(url: string, pathName: string, init?: RequestInit): Promise<R
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
   const log = (s: string) => process.stderr.write(s + '\n');
+  const machine = machineInfo();
+  log(`machine: ${machineLine(machine)}`);
   const notes: string[] = [];
   const load = os.loadavg()[0]!;
   if (load > os.cpus().length * 0.5) notes.push(`load average ${load.toFixed(1)} on ${os.cpus().length} CPUs at start: other processes share the cores, timings are distorted`);
@@ -151,7 +154,7 @@ async function main(): Promise<void> {
     log(`  batch: ${generated} tokens in ${wallS.toFixed(1)} s = ${batchTps.toFixed(1)} tok/s (${(100 * batchTps / best).toFixed(0)} % of the best decode rate ${best.toFixed(1)})`);
     log(`  interactive TTFT during the batch: p50 ${withBatch?.p50.toFixed(1)} ms over ${during.length} probes (alone ${alone?.p50.toFixed(1)} ms)`);
     const result = {
-      shape: o.shape, threads: o.threads, lines: o.lines, prompt: o.prompt, output: o.output, quick: o.quick, notes,
+      machine, shape: o.shape, threads: o.threads, lines: o.lines, prompt: o.prompt, output: o.output, quick: o.quick, notes,
       decode_tps: decode, best_decode_tps: best, batch_tps: batchTps, batch_wall_s: wallS, batch_generated_tokens: generated,
       batch_over_best_decode: batchTps / best, target: 0.9,
       ttft_ms_alone: alone, ttft_ms_during_batch: withBatch,

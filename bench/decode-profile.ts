@@ -21,6 +21,9 @@ import { KvCache } from '../src/model/kv-cache.js';
 import { LlamaModel } from '../src/model/llama.js';
 import { Tensor, type DType } from '../src/tensor/tensor.js';
 import { SHAPES } from './shapes.js';
+import { machineInfo, machineLine } from './machine.js';
+
+process.stderr.write(`machine: ${machineLine()}\n`);
 
 const HERE = path.dirname(new URL(import.meta.url).pathname);
 function arg(name: string, def: string): string {
@@ -201,7 +204,7 @@ const tokMs = perTokMs(wallNs);
 const matmulBytes = [...stats.entries()].filter(([k]) => k.startsWith('matmul')).reduce((s, [, st]) => s + st.bytes, 0) / steps;
 const out = {
   shape: shape.name, dtype: dtypeName, threads, gemv, prompt: promptLen, steps,
-  host: { cpus: os.cpus().length, loadavg: os.loadavg() },
+  host: { ...machineInfo(), loadavg_at_end: os.loadavg() },
   build_ms: buildMs, weight_bytes: weightBytes,
   bandwidth_gbps: gbps,
   matmul_bytes_per_token: matmulBytes,

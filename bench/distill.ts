@@ -17,6 +17,7 @@ import { writeInitModel } from '../src/train/init-model.js';
 import { heldOutLoss } from '../src/train/perplexity.js';
 import { finetune } from '../src/train/trainer.js';
 import type { KdLossKind } from '../src/train/kd-loss.js';
+import { machineInfo, machineLine } from './machine.js';
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH);
@@ -49,17 +50,6 @@ const STUDENT_ARCH = { vocabSize: 4096, hiddenSize: 128, intermediateSize: 352, 
 const TRAIN = { full: true, lr: 3e-3, warmupSteps: Math.min(50, Math.floor(steps / 10)), decay: 'cosine' as const, batchTokens: 4096, maxSeqLen: 256,
   weightDecay: 0.1, maxGradNorm: 1, seed: 0, backend: 'native' as const, threads, progress: true, overwrite: true, maxSteps: steps };
 
-function cpu(): { model: string; isa: string[]; cores: number } {
-  let flags: string[] = [];
-  let model = os.cpus()[0]?.model ?? 'unknown';
-  try {
-    const ci = fs.readFileSync('/proc/cpuinfo', 'utf8');
-    flags = (/flags\s*:\s*(.*)/.exec(ci)?.[1] ?? '').split(' ');
-    model = /model name\s*:\s*(.*)/.exec(ci)?.[1] ?? model;
-  } catch { /* not Linux */ }
-  const isa = ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16', 'amx_bf16', 'amx_int8'].filter((f) => flags.includes(f));
-  return { model, isa, cores: os.cpus().length };
-}
 
 const texts = (file: string) => fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).map((l) => (JSON.parse(l) as { text: string }).text);
 
@@ -72,8 +62,8 @@ async function perplexity(dir: string): Promise<{ loss: number; perplexity: numb
 
 async function main(): Promise<void> {
   if (!fs.existsSync(path.join(BROWN, 'train.jsonl'))) throw new Error(`${BROWN}/train.jsonl is missing: run 'node --import tsx scripts/make-default-model.ts corpora' first`);
-  const c = cpu();
-  process.stderr.write(`cpu: ${c.model}, ${c.cores} cores, ISA ${c.isa.join(' ')}; ${threads} thread(s); load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}\n`);
+  const c = machineInfo();
+  process.stderr.write(`machine: ${machineLine(c)}; ${threads} thread(s)\n`);
   fs.mkdirSync(WORK, { recursive: true });
   const data = path.join(WORK, `train-${mode}.jsonl`);
   const lines = fs.readFileSync(path.join(BROWN, 'train.jsonl'), 'utf8').split('\n').filter((l) => l.trim());
@@ -106,7 +96,7 @@ async function main(): Promise<void> {
   const out = a.out ?? path.join(BENCH, 'results', `distill-${mode}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}.json`);
   fs.writeFileSync(out, JSON.stringify(result, null, 1) + '\n');
   process.stdout.write([
-    `cpu          ${c.model} (${c.isa.join(' ')}), ${threads} thread(s), load ${os.loadavg()[0]!.toFixed(1)}`,
+    `machine      ${machineLine(c)}, ${threads} thread(s), load at end ${os.loadavg()[0]!.toFixed(1)}`,
     `budget       ${steps} steps x ${TRAIN.batchTokens} tokens (${ce.tokens.toLocaleString('en-US')} tokens) per student run`,
     `held-out     CE only ppl ${pCe.perplexity.toFixed(2)} | distilled ppl ${pKd.perplexity.toFixed(2)} (x${result.heldout.ratio.toFixed(3)}) | teacher ppl ${pTeacher.perplexity.toFixed(2)} over ${pCe.tokens} tokens`,
     `teacher pass ${kd.teacherCache.rows.toLocaleString('en-US')} target tokens in ${kd.teacherCache.seconds.toFixed(1)} s, ${kd.teacherCache.bytesPerToken} bytes/token, ${(kd.teacherCache.bytes / 2 ** 20).toFixed(1)} MiB`,

@@ -18,7 +18,10 @@ import { Engine } from '../src/engine/engine.js';
 import type { GenerateRequest, SamplingSpec } from '../src/engine/protocol.js';
 import { Tokenizer, type TokenizerJson } from '../src/formats/tokenizer.js';
 import { openModel } from '../src/model/open.js';
+import { machineInfo, machineLine } from './machine.js';
 
+const machine = machineInfo();
+console.log(`machine: ${machineLine(machine)}`);
 const { values: a } = parseArgs({
   options: { walks: { type: 'string' }, tokens: { type: 'string' }, requests: { type: 'string' }, 'max-tokens': { type: 'string' }, json: { type: 'string' } },
 });
@@ -148,4 +151,4 @@ console.log('vocab    build ms  cold µs/tok  warm µs/tok  base µs/tok  ms/mas
 for (const m of masks) console.log(`${String(m.vocab).padEnd(8)} ${fmt(m.buildMs).padStart(8)}  ${fmt(m.coldUsPerToken).padStart(11)}  ${fmt(m.warmUsPerToken).padStart(11)}  ${fmt(m.baselineUsPerToken).padStart(11)}  ${fmt(m.missMs, 2).padStart(12)}  ${m.hits}/${m.misses}`);
 console.log('\nvalid share on floe-brown (same prompts and seeds)');
 for (const s of shares) console.log(`${s.constrained ? 'constrained  ' : 'unconstrained'} valid ${s.valid}/${s.requests} (${fmt(100 * s.validShare, 0)}%), cut by max_tokens ${s.lengthCut}, ${fmt(s.tokPerS)} tok/s  e.g. ${JSON.stringify(s.sample)}`);
-if (a.json) writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), walks: WALKS, tokens: TOKENS, masks, shares }, null, 2));
+if (a.json) writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), machine, walks: WALKS, tokens: TOKENS, masks, shares }, null, 2));

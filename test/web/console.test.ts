@@ -79,7 +79,10 @@ before(async () => {
     return `${name}=${join(loraDir, name)}`;
   });
   base.loaded.dispose();
-  server = spawn(process.execPath, [BIN, 'serve', '--model', MODEL, '--port', '0', '--threads', '1', '--api-key', KEY, '--lora-modules', ...modules], { stdio: ['ignore', 'pipe', 'pipe'] });
+  server = spawn(process.execPath, [BIN, 'serve', '--model', MODEL, '--port', '0', '--threads', '1', '--api-key', KEY, '--lora-modules', ...modules], {
+    // 8 ms per engine step: floe-brown streams a 400-token answer in ~1 s on a quiet machine, faster than a click lands
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FLOE_ENGINE_STEP_DELAY_MS: '8' },
+  });
   url = await new Promise<string>((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`floe serve did not start in 30 s:\n${out}`)), 30_000);

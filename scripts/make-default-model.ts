@@ -2,7 +2,7 @@
 // Usage: node --import tsx scripts/make-default-model.ts [all|corpora|tokenizer|init|pretrain|export|eval|lora] (stages are resumable).
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { spawn } from "node:child_process";
+import { pretrain as pretrainStage } from "./pretrain-stage.js";
 import { prepareCorpora } from "../src/train/corpus.js";
 import { writeInitModel, type InitModelOptions } from "../src/train/init-model.js";
 import { run as floe } from "../src/cli/main.js";
@@ -69,21 +69,8 @@ function init(): void {
 export const PRETRAIN_STEPS = 3000;
 
 async function pretrain(): Promise<void> {
-  const done = listCheckpoints(RUN).at(-1)?.step ?? 0;
-  if (existsSync(join(RUN, "final", "model.safetensors")) && done >= PRETRAIN_STEPS) return;
-  const resume = done > 0 ? ["--resume", RUN] : ["--overwrite"]; // a run cut before its first checkpoint starts over
-  const args = ["finetune", "--model", INIT, "--data", join(DATA, "brown", "train.jsonl"), "--eval", join(DATA, "brown", "heldout-small.jsonl"),
-    ...PRETRAIN_ARGS, "--max-steps", String(PRETRAIN_STEPS), "--out", RUN, ...resume];
-  log(`floe ${args.join(" ")}`);
-  await floeProcess(args);
-}
-
-/** Run the floe CLI as a child process (so that an interrupted run leaves its checkpoints for `--resume`). */
-async function floeProcess(args: string[]): Promise<void> {
-  const code = `const { run } = await import(${JSON.stringify(join(ROOT, "src", "cli", "main.ts"))}); process.exitCode = await run(${JSON.stringify(args)});`;
-  const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", code], { stdio: "inherit", cwd: ROOT });
-  const rc = await new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
-  if (rc !== 0) throw new Error(`floe ${args[0]} exited with ${rc}`);
+  await pretrainStage({ init: INIT, data: join(DATA, "brown", "train.jsonl"), eval: join(DATA, "brown", "heldout-small.jsonl"), run: RUN,
+    steps: PRETRAIN_STEPS, args: PRETRAIN_ARGS, log });
 }
 
 function exportModel(): void {

@@ -3,11 +3,10 @@
 // `node --import tsx scripts/make-default-model.ts corpora`).
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { spawn } from "node:child_process";
+import { pretrain as pretrainStage } from "./pretrain-stage.js";
 import { writeInitModel, type InitModelOptions } from "../src/train/init-model.js";
 import { openModel } from "../src/model/open.js";
 import { heldOutLoss } from "../src/train/perplexity.js";
-import { listCheckpoints } from "../src/train/checkpoint.js";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DATA = join(ROOT, "data");
@@ -49,21 +48,8 @@ function init(): void {
 
 async function pretrain(): Promise<void> {
   if (!existsSync(join(INIT, "model.safetensors"))) init();
-  const done = listCheckpoints(RUN).at(-1)?.step ?? 0;
-  if (existsSync(join(RUN, "final", "model.safetensors")) && done >= DRAFT_PRETRAIN_STEPS) return;
-  const resume = done > 0 ? ["--resume", RUN] : [];
-  const args = ["finetune", "--model", INIT, "--data", join(DATA, "brown", "train.jsonl"), "--eval", join(DATA, "brown", "heldout-small.jsonl"),
-    ...DRAFT_PRETRAIN_ARGS, "--max-steps", String(DRAFT_PRETRAIN_STEPS), "--out", RUN, ...resume];
-  log(`floe ${args.join(" ")}`);
-  await floeProcess(args);
-}
-
-/** Run the floe CLI as a child process (so that an interrupted run leaves its checkpoints for `--resume`). */
-async function floeProcess(args: string[]): Promise<void> {
-  const code = `const { run } = await import(${JSON.stringify(join(ROOT, "src", "cli", "main.ts"))}); process.exitCode = await run(${JSON.stringify(args)});`;
-  const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", code], { stdio: "inherit", cwd: ROOT });
-  const rc = await new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
-  if (rc !== 0) throw new Error(`floe ${args[0]} exited with ${rc}`);
+  await pretrainStage({ init: INIT, data: join(DATA, "brown", "train.jsonl"), eval: join(DATA, "brown", "heldout-small.jsonl"), run: RUN,
+    steps: DRAFT_PRETRAIN_STEPS, args: DRAFT_PRETRAIN_ARGS, log });
 }
 
 function exportModel(): void {

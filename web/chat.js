@@ -1,6 +1,6 @@
 // Chat playground: streaming /v1/chat/completions, sampling settings, stop / regenerate / edit, logprobs, saved chats.
 
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { html } from './html.js';
 import { stream } from './api.js';
 
@@ -120,8 +120,10 @@ export function ChatPage({ models }) {
   storeRef.current = store;
   const listRef = useRef(null);
 
-  useEffect(() => { localStorage.setItem(STORE, JSON.stringify(store)); }, [store]);
-  useEffect(() => { localStorage.setItem(SETTINGS, JSON.stringify(settings)); }, [settings]);
+  // Saved in the commit (a layout effect), not after the next paint: a plain effect waits for an animation frame, and a
+  // reload or a closed tab right after a click (delete, new chat) would lose the change.
+  useLayoutEffect(() => { localStorage.setItem(STORE, JSON.stringify(store)); }, [store]);
+  useLayoutEffect(() => { localStorage.setItem(SETTINGS, JSON.stringify(settings)); }, [settings]);
   useEffect(() => {
     const el = listRef.current;
     if (el) el.scrollTop = el.scrollHeight;

@@ -310,6 +310,7 @@ test('conversations are kept in the browser: new, switch, delete, survive a relo
   await page.click('.chats .title >> text=alpha');
   assert.deepEqual(await page.locator('.msg.user .text').allTextContents(), ['alpha']);
   await page.click('[aria-label="delete chat beta"]');
+  await page.waitForFunction(() => document.querySelectorAll('.chats li').length === 1);
   await page.reload();
   await page.waitForSelector('.chats li');
   assert.deepEqual(await page.locator('.chats .title').allTextContents(), ['alpha']);

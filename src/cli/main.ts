@@ -39,6 +39,8 @@ Usage:
   floe distill --teacher DIR --student DIR --data FILE.jsonl --out DIR [options]
                                        train the student (LoRA or --full) on (1-r)·CE + r·T²·KL to the
                                        teacher's cached top-k; see distill options
+  floe synth --method self-instruct|evol-instruct|magpie|from-documents --out FILE.jsonl [options]
+                                       synthetic instruction data on the engine or an --endpoint; see synth options
   floe merge --model BASE --adapter DIR --out DIR [--dtype f32|bf16]
                                        fold a PEFT LoRA adapter into the base, write an HF dir
   floe quantize --model IN --out OUT --fp8 [--block 128 | --per-row] [--quantize-head] [--quantize-embed]
@@ -140,6 +142,22 @@ distill options (and every finetune option above; --student takes --model's plac
   Teacher and student must share tokenizer.json and the vocab size. Writes what finetune writes; metrics.jsonl
   train lines carry ce and kd.
 
+synth options (see README "Synthetic data"):
+  --model PATH | --endpoint URL [--api-key K] [--endpoint-model NAME]   in-process engine, or an OpenAI-compatible
+                          server (--model then only gives the chat template for magpie and the tokenizer for chunking)
+  --num N                 work units (default 100; from-documents: all passages unless given)
+  --seeds FILE.jsonl      seed tasks {"instruction"[,"input"]} (self-instruct, evol-instruct; default data/synth/seeds.jsonl)
+  --rounds N              evol-instruct rounds (default 3)
+  --docs FILE...          from-documents texts; --chunk-tokens N (default 256), --questions-per-passage N (default 1)
+  --prompts DIR           prompt files DIR/<method>/<name>.txt over the shipped data/synth
+  --format messages|prompt-completion   output lines (default messages); each carries "provenance"
+  --dedup-threshold J     drop samples whose user turn has MinHash Jaccard >= J with a kept one (default 0.7)
+  --judge [--min-score S] the model scores each sample 1-5 (data/synth/judge/rubric.txt); drop below S
+  --guard-model PATH      drop samples this safety model calls unsafe (counted per category)
+  --min-chars N, --max-chars N, --max-tokens N, --temperature T, --top-p P, --seed S, --concurrency N (units in flight)
+  --threads N, --backend, --kv-cache-memory SIZE, --kv-cache-dtype, --max-num-seqs N, --quiet, --json (summary)
+  Re-running the same command with the same --out resumes it (OUT.synth-progress records what is done).
+
 serve options:
   --host HOST             listen address (default 127.0.0.1)
   --port N                port (default 8000; 0 = any free port)
@@ -189,6 +207,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'tokenizer': return await tokenizerCmd(rest);
       case 'finetune': return await finetuneCmd(rest);
       case 'distill': return await (await import('./distill.js')).distillCmd(rest);
+      case 'synth': return await (await import('./synth.js')).synthCmd(rest);
       case 'merge': return await mergeCmd(rest);
       case 'quantize': return await quantizeCmd(rest);
       case 'eval': return await evalCmd(rest);

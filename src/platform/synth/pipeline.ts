@@ -1,0 +1,242 @@
+// runSynth: work units in a sliding window (many generations in flight), then judge / guard / dedup in unit order,
+// appended to the output as whole lines (write + fsync per batch) with a progress log that makes a rerun resume.
+//
+//   OUT                  {"messages": [...], "provenance": {...}} per line (or {"prompt","completion","provenance"})
+//   OUT.synth-progress   header line, then per committed batch {"bytes": OUT's size, "units": {id: "kept" | reason}}
+
+import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import type { ChatMessage } from '../../formats/chat-template.js';
+import { Rng } from '../../train/rng.js';
+import { NO_GUARD, type GuardFilter, type TextLimits } from './filters.js';
+import type { Judge } from './judge.js';
+import type { Gen, GenOptions, SynthLlm } from './llm.js';
+import type { Candidate, UnitContext, UnitOutcome, WorkUnit } from './methods.js';
+import { LshIndex } from './minhash.js';
+import { mix32 } from '../../train/rng.js';
+import type { PromptSet } from './prompts.js';
+
+export interface SynthOptions {
+  readonly method: string;
+  readonly units: readonly WorkUnit[];
+  readonly llm: SynthLlm;
+  readonly prompts: PromptSet;
+  readonly out: string;
+  readonly format: 'messages' | 'prompt-completion';
+  readonly gen: Omit<GenOptions, 'seed' | 'stop'>;
+  readonly limits: TextLimits;
+  readonly dedupThreshold: number; // 1 → exact duplicates only
+  readonly window: number; // units in flight at once
+  readonly batchUnits?: number; // units per fsync'd batch (default window)
+  readonly guard?: GuardFilter;
+  readonly judge?: Judge | null;
+  readonly minScore?: number | null;
+  readonly params: Record<string, unknown>; // what defines the run (seed, method options): a rerun must match it
+  readonly onProgress?: (p: SynthProgress) => void;
+}
+
+export interface SynthProgress {
+  readonly total: number;
+  readonly done: number; // units finished (this run and before)
+  readonly kept: number;
+  readonly rejected: number;
+  readonly duplicates: number;
+  readonly tokens: number; // generated this run
+  readonly seconds: number; // this run
+}
+
+export interface SynthSummary {
+  readonly method: string;
+  readonly out: string;
+  readonly units: number;
+  readonly resumed_units: number; // already done by an earlier run
+  readonly kept: number;
+  readonly rejected: Readonly<Record<string, number>>; // reason → units (duplicate, unsafe:<category>, low_score, ...)
+  readonly duplicates_removed: number;
+  readonly unsafe: Readonly<Record<string, number>>; // guard category → units
+  readonly generated_tokens: number; // this run
+  readonly seconds: number; // this run
+  readonly samples_per_second: number; // kept samples of this run / seconds
+  readonly tokens_per_second: number;
+}
+
+const PROGRESS = '.synth-progress';
+
+/** Whole JSON lines of a file; a torn (unterminated) last line is reported by its start offset. */
+function wholeLines(file: string): { lines: string[]; tornAt: number | null } {
+  if (!existsSync(file)) return { lines: [], tornAt: null };
+  const text = readFileSync(file, 'utf8');
+  const end = text.lastIndexOf('\n') + 1;
+  const lines = text.slice(0, end).split('\n').filter((l) => l.length > 0);
+  return { lines, tornAt: end < text.length ? Buffer.byteLength(text.slice(0, end)) : null };
+}
+
+export async function runSynth(o: SynthOptions): Promise<SynthSummary> {
+  const t0 = performance.now();
+  const header = JSON.stringify({ floe_synth: 1, method: o.method, key: createHash('sha256').update(JSON.stringify(o.params)).digest('hex').slice(0, 16), params: o.params });
+  const progressFile = o.out + PROGRESS;
+  const done = new Map<string, string>(); // unit id → 'kept' | reason
+  const rejected: Record<string, number> = {};
+  const unsafe: Record<string, number> = {};
+  let kept = 0;
+  let dups = 0;
+  const dedup = new LshIndex(o.dedupThreshold);
+
+  // resume: the progress log says how many bytes of OUT are committed; anything after (a torn line, an unlogged batch) goes
+  const prog = wholeLines(progressFile);
+  let committed = 0;
+  if (prog.lines.length > 0) {
+    if (prog.lines[0] !== header) {
+      throw new Error(`${o.out} was made by another synth run (${progressFile}: ${prog.lines[0]!.slice(0, 200)}); use the same method and parameters to resume, or another --out`);
+    }
+    for (const l of prog.lines.slice(1)) {
+      const b = JSON.parse(l) as { bytes: number; units: Record<string, string>; unsafe?: Record<string, number> };
+      committed = b.bytes;
+      for (const [id, r] of Object.entries(b.units)) done.set(id, r);
+      for (const [c, n] of Object.entries(b.unsafe ?? {})) unsafe[c] = (unsafe[c] ?? 0) + n;
+    }
+  }
+  const outFd = openSync(o.out, 'a+');
+  const progFd = openSync(progressFile, 'a+');
+  try {
+    if (prog.tornAt !== null) ftruncateSync(progFd, prog.tornAt);
+    if (prog.lines.length === 0) {
+      ftruncateSync(progFd, 0);
+      const existing = wholeLines(o.out);
+      if (existing.lines.length > 0) throw new Error(`${o.out} already holds ${existing.lines.length} lines but has no ${progressFile}; it was not made by floe synth: choose another --out`);
+      ftruncateSync(outFd, 0);
+      writeSync(progFd, header + '\n');
+      fsyncSync(progFd);
+    } else {
+      ftruncateSync(outFd, committed);
+      // the dedup index sees every committed sample again, in order
+      for (const l of wholeLines(o.out).lines) {
+        const s = JSON.parse(l) as { provenance: { id: string }; messages?: ChatMessage[]; prompt?: string };
+        dedup.add(s.provenance.id, s.prompt ?? String(s.messages!.find((m) => m.role === 'user')!.content));
+      }
+    }
+    for (const r of done.values()) {
+      if (r === 'kept') kept++;
+      else { rejected[r] = (rejected[r] ?? 0) + 1; if (r === 'duplicate') dups++; }
+    }
+    fsyncSync(outFd);
+
+    const todo = o.units.filter((u) => !done.has(u.id));
+    const resumed = o.units.length - todo.length;
+    const results: (UnitOutcome & { tokens: number } | undefined)[] = new Array(todo.length);
+    const batchUnits = o.batchUnits ?? o.window;
+    let nextRun = 0;
+    let nextCommit = 0;
+    let tokens = 0;
+    let keptNow = 0;
+    let failure: Error | null = null;
+    const seconds = () => (performance.now() - t0) / 1000;
+    const report = () => o.onProgress?.({ total: o.units.length, done: done.size, kept, rejected: done.size - kept, duplicates: dups, tokens, seconds: seconds() });
+
+    /** Commit finished units in order, `batchUnits` at a time (or the rest at the end): lines, fsync, then the log line. */
+    const commit = (final: boolean) => {
+      let ready = 0;
+      while (nextCommit + ready < todo.length && results[nextCommit + ready] !== undefined) ready++;
+      while (ready >= batchUnits || (final && ready > 0)) {
+        const n = Math.min(ready, batchUnits);
+        const units: Record<string, string> = {};
+        const batchUnsafe: Record<string, number> = {};
+        let lines = '';
+        for (let k = 0; k < n; k++) {
+          const u = todo[nextCommit + k]!;
+          const r = results[nextCommit + k]!;
+          results[nextCommit + k] = undefined; // let the text go
+          let reason: string;
+          if (!r.ok) reason = r.reason;
+          else if (dedup.add(u.id, r.candidate.instruction)) { reason = 'duplicate'; dups++; }
+          else {
+            reason = 'kept';
+            kept++;
+            keptNow++;
+            lines += JSON.stringify(line(o, u, r.candidate, (r as { scores?: Record<string, unknown> }).scores ?? {})) + '\n';
+          }
+          if (reason.startsWith('unsafe:')) for (const c of reason.slice(7).split(',')) batchUnsafe[c] = (batchUnsafe[c] ?? 0) + 1;
+          if (reason !== 'kept') rejected[reason] = (rejected[reason] ?? 0) + 1;
+          units[u.id] = reason;
+          done.set(u.id, reason);
+        }
+        for (const [c, k] of Object.entries(batchUnsafe)) unsafe[c] = (unsafe[c] ?? 0) + k;
+        if (lines) { writeSync(outFd, lines); fsyncSync(outFd); }
+        committed += Buffer.byteLength(lines);
+        writeSync(progFd, JSON.stringify({ bytes: committed, units, ...(Object.keys(batchUnsafe).length ? { unsafe: batchUnsafe } : {}) }) + '\n');
+        fsyncSync(progFd);
+        nextCommit += n;
+        ready -= n;
+      }
+      report();
+    };
+
+    const worker = async () => {
+      while (nextRun < todo.length && failure === null) {
+        const i = nextRun++;
+        try {
+          results[i] = await runUnit(o, todo[i]!);
+          tokens += results[i]!.tokens;
+          commit(false);
+        } catch (e) {
+          failure ??= e as Error;
+        }
+      }
+    };
+    report();
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(o.window, todo.length)) }, worker));
+    if (failure) throw failure;
+    commit(true);
+    const s = seconds();
+    return {
+      method: o.method, out: o.out, units: o.units.length, resumed_units: resumed, kept, rejected, duplicates_removed: dups, unsafe,
+      generated_tokens: tokens, seconds: s, samples_per_second: keptNow / s,
+      tokens_per_second: tokens / s,
+    };
+  } finally {
+    closeSync(outFd);
+    closeSync(progFd);
+  }
+}
+
+/** One unit: the method's steps, then the judge and the guard; every generation's seed derives from the unit's. */
+async function runUnit(o: SynthOptions, u: WorkUnit): Promise<UnitOutcome & { tokens: number; scores?: Record<string, unknown> }> {
+  let calls = 0;
+  let tokens = 0;
+  const count = (g: Gen) => { tokens += g.completionTokens; return g; };
+  const opts = (extra?: Partial<GenOptions>): GenOptions => ({ ...o.gen, seed: mix32(u.seed, calls++), ...extra });
+  const ctx: UnitContext = {
+    llm: o.llm, prompts: o.prompts, limits: o.limits, gen: o.gen, rng: new Rng(u.seed),
+    chat: async (m, extra) => count(await o.llm.chat(m, opts(extra))),
+    complete: async (p, extra) => count(await o.llm.complete(p, opts(extra))),
+  };
+  const r = await u.run(ctx);
+  if (!r.ok) return { ...r, tokens };
+  const scores: Record<string, unknown> = {};
+  if (o.judge) {
+    const j = await o.judge.score(r.candidate.instruction, r.candidate.response);
+    tokens += j.tokens;
+    scores.judge = j.score;
+    scores.judge_model = o.judge.model;
+    if (o.minScore != null) {
+      if (j.score === null) return { ok: false, reason: 'judge_unparsed', tokens };
+      if (j.score < o.minScore) return { ok: false, reason: 'low_score', tokens };
+    }
+  }
+  const guard = o.guard ?? NO_GUARD;
+  if (guard !== NO_GUARD) {
+    const g = await guard.check(messagesOf(r.candidate));
+    scores.guard = g.safe ? 'safe' : g.categories;
+    if (!g.safe) return { ok: false, reason: `unsafe:${g.categories.join(',') || 'unknown'}`, tokens };
+  }
+  return { ...r, tokens, scores };
+}
+
+function messagesOf(c: Candidate): ChatMessage[] {
+  return [...(c.system ? [{ role: 'system', content: c.system }] : []), { role: 'user', content: c.instruction }, { role: 'assistant', content: c.response }];
+}
+
+function line(o: SynthOptions, u: WorkUnit, c: Candidate, scores: Record<string, unknown>): Record<string, unknown> {
+  const provenance = { id: u.id, method: o.method, model: o.llm.name, seed: u.seed, params: o.params, source: c.source, scores };
+  return o.format === 'messages' ? { messages: messagesOf(c), provenance } : { prompt: c.instruction, completion: c.response, provenance };
+}

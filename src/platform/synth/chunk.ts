@@ -48,7 +48,7 @@ export class ParagraphChunker implements Chunker {
   private split(text: string, s: number, e: number, count: (t: string) => number, out: [number, number][]): void {
     if (count(text.slice(s, e)) <= this.o.maxTokens) { out.push([s, e]); return; }
     // greedy: extend by sentences (or words when a sentence alone is too long) while it fits
-    const units = [...text.slice(s, e).matchAll(/[^.!?]+[.!?]*\s*/g)].flatMap((m) => {
+    const units = [...text.slice(s, e).matchAll(/[\s\S]*?(?:[.!?]+\s+|$)/g)].filter((m) => m[0].length > 0).flatMap((m) => {
       const u = m[0];
       return count(u) <= this.o.maxTokens ? [[s + m.index!, s + m.index! + u.length] as [number, number]]
         : [...u.matchAll(/\S+\s*/g)].map((w) => [s + m.index! + w.index!, s + m.index! + w.index! + w[0].length] as [number, number]);

@@ -59,15 +59,13 @@ export function exactJaccard(a: ArrayLike<number>, b: ArrayLike<number>): number
   return union === 0 ? 1 : inter / union;
 }
 
-/** Bands × rows (bands·rows = K) whose S-curve midpoint (1/B)^(1/R) is the highest one at or below `threshold` (favours recall). */
+/** Bands × rows (bands·rows = K): the most rows per band (fewest false candidates) that still makes a pair at `threshold` a candidate with probability ≥ 0.97. */
 export function chooseBands(numHashes: number, threshold: number): { bands: number; rows: number } {
   let best = { bands: numHashes, rows: 1 };
-  let bestT = -1;
   for (let rows = 1; rows <= numHashes; rows++) {
     if (numHashes % rows) continue;
     const bands = numHashes / rows;
-    const t = (1 / bands) ** (1 / rows);
-    if (t <= threshold * 0.9 && t > bestT) { best = { bands, rows }; bestT = t; }
+    if (1 - (1 - threshold ** rows) ** bands >= 0.97) best = { bands, rows };
   }
   return best;
 }

@@ -131,3 +131,33 @@ test('many generations are in flight at once: the engine runs several sequences 
   assert.ok(tokens / steps > 4, `${tokens} tokens in ${steps} steps`);
 });
 
+
+test('--judge keeps the score with the sample; --min-score drops unparsed ones; a guard model drops unsafe ones, counted per category', async () => {
+  const { Judge } = await import('../../src/platform/synth/judge.js');
+  const { LlmGuard } = await import('../../src/platform/synth/filters.js');
+  const units = () => magpieUnits(4, 8);
+  const base = { method: 'magpie', llm, prompts, format: 'prompt-completion' as const, limits: DEFAULT_LIMITS, dedupThreshold: 0.7, window: 8, gen: { maxTokens: 400, temperature: 0.8, topP: 0.95 }, params: {} };
+  const plain = await runSynth({ ...base, units: units(), out: join(dir, 'j0.jsonl') });
+  assert.ok(plain.kept >= 1, JSON.stringify(plain));
+  // the judge runs greedy on each kept sample
+  const judged = await runSynth({ ...base, units: units(), out: join(dir, 'j1.jsonl'), judge: new Judge(llm, prompts) });
+  assert.equal(judged.kept, plain.kept);
+  const lines = readFileSync(join(dir, 'j1.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  for (const l of lines) {
+    assert.equal(typeof l.prompt, 'string');
+    assert.equal(typeof l.completion, 'string');
+    assert.ok('judge' in l.provenance.scores);
+    assert.equal(l.provenance.scores.judge_model, 'floe-brown');
+  }
+  assert.ok(parseJsonl(readFileSync(join(dir, 'j1.jsonl'), 'utf8'), 'j1').every((e) => e.example.kind === 'completion'));
+  const strict = await runSynth({ ...base, units: units(), out: join(dir, 'j2.jsonl'), judge: new Judge(llm, prompts), minScore: 3 });
+  const unparsed = lines.filter((l) => l.provenance.scores.judge === null).length;
+  const low = lines.filter((l) => l.provenance.scores.judge !== null && l.provenance.scores.judge < 3).length;
+  assert.equal(strict.rejected.judge_unparsed ?? 0, unparsed);
+  assert.equal(strict.kept, plain.kept - unparsed - low);
+  // floe-brown as the guard: whatever it answers is parsed as Llama Guard's format (unparsed → dropped as 'unparsed')
+  const guarded = await runSynth({ ...base, units: units(), out: join(dir, 'j3.jsonl'), guard: new LlmGuard(llm) });
+  const unsafeUnits = Object.entries(guarded.rejected).filter(([r]) => r.startsWith('unsafe:')).reduce((a, [, k]) => a + k, 0);
+  assert.equal(unsafeUnits, plain.kept - guarded.kept);
+  assert.ok(Object.values(guarded.unsafe).reduce((a, b) => a + b, 0) >= unsafeUnits); // a unit may hit several categories
+});

@@ -20,8 +20,10 @@ function floe(...args: string[]) {
 }
 
 const lines = (f: string) => readFileSync(f, 'utf8').split('\n').filter(Boolean);
+/** unit id → 'kept' | reason, from the progress log */
+const outcomes = (f: string) => Object.fromEntries(lines(f + '.synth-progress').slice(1).flatMap((l) => Object.entries(JSON.parse(l).units as Record<string, string>)).sort());
 const seed = String(Math.floor(Math.random() * 1000)); // fresh each run: the comparisons hold for any seed
-const common = ['--method', 'self-instruct', '--num', '24', '--seed', seed, '--max-tokens', '40', '--threads', '1', '--concurrency', '4', '--json'];
+const common = ['--method', 'self-instruct', '--num', '24', '--seed', seed, '--max-tokens', '80', '--threads', '1', '--concurrency', '4', '--json'];
 
 test('killed with SIGKILL mid-run and rerun: the same lines as an uninterrupted run, whole lines only', async () => {
   const whole = join(dir, 'whole.jsonl');
@@ -55,9 +57,11 @@ test('killed with SIGKILL mid-run and rerun: the same lines as an uninterrupted 
   assert.ok(sb.resumed_units >= doneBefore && sb.resumed_units < 24, JSON.stringify(sb));
   assert.equal(sb.kept, sa.kept);
   assert.deepEqual(sb.rejected, sa.rejected);
+  assert.ok(sa.kept >= 1, JSON.stringify(sa));
   assert.ok(readFileSync(cut, 'utf8').endsWith('\n'));
   for (const l of lines(cut)) JSON.parse(l);
   assert.deepEqual(lines(cut), lines(whole));
+  assert.deepEqual(outcomes(cut), outcomes(whole)); // every unit, kept or rejected, ended the same way
 
   // a rerun of a finished run does nothing
   const c = floe('synth', ...common, '--out', cut);

@@ -23,14 +23,14 @@ const lines = (f: string) => readFileSync(f, 'utf8').split('\n').filter(Boolean)
 /** unit id → 'kept' | reason, from the progress log */
 const outcomes = (f: string) => Object.fromEntries(lines(f + '.synth-progress').slice(1).flatMap((l) => Object.entries(JSON.parse(l).units as Record<string, string>)).sort());
 const seed = String(Math.floor(Math.random() * 1000)); // fresh each run: the comparisons hold for any seed
-const common = ['--method', 'self-instruct', '--num', '24', '--seed', seed, '--max-tokens', '80', '--threads', '1', '--concurrency', '4', '--json'];
+const common = ['--method', 'self-instruct', '--num', '16', '--seed', seed, '--max-tokens', '80', '--threads', '1', '--concurrency', '4', '--json'];
 
 test('killed with SIGKILL mid-run and rerun: the same lines as an uninterrupted run, whole lines only', async () => {
   const whole = join(dir, 'whole.jsonl');
   const a = floe('synth', ...common, '--out', whole);
   assert.equal(a.code, 0, a.err);
   const sa = JSON.parse(a.out);
-  assert.equal(sa.units, 24);
+  assert.equal(sa.units, 16);
   assert.equal(sa.resumed_units, 0);
 
   const cut = join(dir, 'cut.jsonl');
@@ -47,14 +47,14 @@ test('killed with SIGKILL mid-run and rerun: the same lines as an uninterrupted 
   assert.equal(await exited, 'SIGKILL');
   const progress = lines(cut + '.synth-progress').slice(1).map((l) => { try { return JSON.parse(l); } catch { return null; } }).filter(Boolean);
   const doneBefore = progress.reduce((n, b) => n + Object.keys(b.units).length, 0);
-  assert.ok(doneBefore < 24, `${doneBefore} units were done before the kill`);
+  assert.ok(doneBefore < 16, `${doneBefore} units were done before the kill`);
   // a write cut off mid-line, as a crash inside write() leaves it
   appendFileSync(cut, '{"messages":[{"role":"user","content":"torn');
 
   const b = floe('synth', ...common, '--out', cut);
   assert.equal(b.code, 0, b.err);
   const sb = JSON.parse(b.out);
-  assert.ok(sb.resumed_units >= doneBefore && sb.resumed_units < 24, JSON.stringify(sb));
+  assert.ok(sb.resumed_units >= doneBefore && sb.resumed_units < 16, JSON.stringify(sb));
   assert.equal(sb.kept, sa.kept);
   assert.deepEqual(sb.rejected, sa.rejected);
   assert.ok(sa.kept >= 1, JSON.stringify(sa));
@@ -66,7 +66,7 @@ test('killed with SIGKILL mid-run and rerun: the same lines as an uninterrupted 
   // a rerun of a finished run does nothing
   const c = floe('synth', ...common, '--out', cut);
   assert.equal(c.code, 0, c.err);
-  assert.equal(JSON.parse(c.out).resumed_units, 24);
+  assert.equal(JSON.parse(c.out).resumed_units, 16);
   assert.deepEqual(lines(cut), lines(whole));
   // another method or seed does not silently mix into the file
   const d = floe('synth', ...common.map((x) => (x === seed ? String(Number(seed) + 1) : x)), '--out', cut);

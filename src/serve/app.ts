@@ -8,6 +8,7 @@ import { parseToolCalls, ToolCallStream } from './tool-calls.js';
 import type { GenerationDefaults } from '../formats/hf-config.js';
 import { PRIORITY_HEADER, registerBatchRoutes } from './batch-routes.js';
 import { ApiError, invalid } from './errors.js';
+import { DEFAULT_JOBS_THREADS, registerFtRoutes } from './ft-routes.js';
 import { ServeMetrics } from './metrics.js';
 import { registerLoraRoutes } from './lora-routes.js';
 import { registerConsole } from './static.js';
@@ -38,6 +39,7 @@ export interface AppOptions {
   readonly webDir?: string; // the console's files (default: the package's web/)
   readonly dataDir?: string | null; // Files and Batch API state (SQLite); absent → no /v1/files, /v1/batches
   readonly lora?: { readonly enableLoading: boolean; readonly root: string | null }; // runtime adapter loading
+  readonly jobsThreads?: number; // the fine-tuning trainer's threads (with dataDir)
 }
 
 export interface ServeApp {
@@ -128,7 +130,8 @@ export function createApp(opts: AppOptions): ServeApp {
     return reply.header('content-type', metrics.contentType).send(body);
   });
 
-  if (opts.dataDir) registerBatchRoutes(app, { dataDir: opts.dataDir, apiKey: opts.apiKey ?? null, metrics, window: () => 2 * (ctx?.engine.info.maxNumSeqs ?? 1) });
+  const batch = opts.dataDir ? registerBatchRoutes(app, { dataDir: opts.dataDir, apiKey: opts.apiKey ?? null, metrics, window: () => 2 * (ctx?.engine.info.maxNumSeqs ?? 1) }) : null;
+  if (batch) registerFtRoutes(app, { dataDir: opts.dataDir!, store: () => batch.service().store, baseModel: opts.modelName, modelPath: opts.modelPath ?? null, threads: opts.jobsThreads ?? DEFAULT_JOBS_THREADS, engine: () => ctx?.engine ?? null });
   registerConsole(app, { ui: opts.ui ?? true, metrics, refresh, engineInfo: () => model().engine.info, modelName: opts.modelName, modelPath: opts.modelPath, webDir: opts.webDir });
 
   // adapters are listed as vLLM lists them: their own id, the base as parent, their directory as root

@@ -47,6 +47,8 @@ export interface ServeApp {
   readonly metrics: ServeMetrics;
   /** Leave the loading state: /health turns 200 and the /v1 routes answer. */
   ready(ctx: ModelContext): void;
+  /** Before ready(): serve the adapters of succeeded fine-tuning jobs again (no-op without a data dir). */
+  restoreAdapters(engine: EngineClient): Promise<void>;
   /** Shutting down: /health and new /v1 requests answer 503. */
   drain(): void;
   /** Generation and embedding requests in flight. */
@@ -131,7 +133,7 @@ export function createApp(opts: AppOptions): ServeApp {
   });
 
   const batch = opts.dataDir ? registerBatchRoutes(app, { dataDir: opts.dataDir, apiKey: opts.apiKey ?? null, metrics, window: () => 2 * (ctx?.engine.info.maxNumSeqs ?? 1) }) : null;
-  if (batch) registerFtRoutes(app, { dataDir: opts.dataDir!, store: () => batch.service().store, baseModel: opts.modelName, modelPath: opts.modelPath ?? null, threads: opts.jobsThreads ?? DEFAULT_JOBS_THREADS, engine: () => ctx?.engine ?? null });
+  const ft = batch && registerFtRoutes(app, { dataDir: opts.dataDir!, store: () => batch.service().store, baseModel: opts.modelName, modelPath: opts.modelPath ?? null, threads: opts.jobsThreads ?? DEFAULT_JOBS_THREADS, engine: () => ctx?.engine ?? null });
   registerConsole(app, { ui: opts.ui ?? true, metrics, refresh, engineInfo: () => model().engine.info, modelName: opts.modelName, modelPath: opts.modelPath, webDir: opts.webDir });
 
   // adapters are listed as vLLM lists them: their own id, the base as parent, their directory as root
@@ -434,6 +436,7 @@ export function createApp(opts: AppOptions): ServeApp {
       draining = true;
     },
     inFlight: () => inFlight,
+    restoreAdapters: (engine) => ft ? ft.restore(engine) : Promise.resolve(),
   };
 }
 

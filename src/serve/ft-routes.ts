@@ -1,5 +1,5 @@
 // OpenAI fine-tuning routes (/v1/fine_tuning/jobs...): the JobService on the Batch API's store; a succeeded job's
-// adapter is served through the engine's runtime adapter load, and served again at every start.
+// adapter is served through the engine's runtime adapter load, and served again at every start (before ready).
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,24 +19,32 @@ export interface FtRoutesOptions {
 
 export const DEFAULT_JOBS_THREADS = 1;
 
-export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): { service: () => JobService } {
+export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): { service: () => JobService; restore: (engine: EngineClient) => Promise<void> } {
   let svc: JobService | null = null;
   let closed = false;
+  let restored: Promise<void> | null = null;
+  const load = async (e: EngineClient, name: string, dir: string) => {
+    if (!e.loadAdapter) throw new Error('this engine cannot load LoRA adapters');
+    await e.loadAdapter(name, dir);
+  };
   const service = (): JobService => {
     if (svc) return svc;
     if (!o.modelPath) throw new JobApiError(400, 'this server has no model path to train from, so fine-tuning jobs are off', null, 'fine_tuning_unavailable');
     const s = new JobService(o.store(), {
       baseModel: o.baseModel, modelPath: o.modelPath, threads: o.threads,
-      register: async (name, dir) => {
-        const e = await engineReady();
-        if (!e.loadAdapter) throw new Error('this engine cannot load LoRA adapters');
-        await e.loadAdapter(name, dir);
-      },
+      register: async (name, dir) => load(await engineReady(), name, dir),
     });
     svc = s;
     void s.start();
-    void engineReady().then(() => s.registerAll(), () => {});
+    // an app whose host never called restore (tests building the app by hand): serve them once the engine is up
+    void engineReady().then((e) => restored ?? s.registerAll((name, dir) => load(e, name, dir)), () => {});
     return s;
+  };
+  /** Serve every succeeded job's adapter on `engine` (the server calls it before it reports ready). */
+  const restore = (engine: EngineClient): Promise<void> => {
+    if (!existsSync(join(o.dataDir, 'floe.db')) || !o.modelPath) return Promise.resolve();
+    restored ??= service().registerAll((name, dir) => load(engine, name, dir));
+    return restored;
   };
   /** The engine once the model is loaded (a job may finish while it loads). */
   const engineReady = async (): Promise<EngineClient> => {
@@ -96,5 +104,5 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): { se
       return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: rows.length > limit };
     });
   });
-  return { service };
+  return { service, restore };
 }

@@ -118,6 +118,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     if (process.env.FLOE_SERVE_LOAD_HOLD === '1') await new Promise((r) => process.once('SIGUSR2', r));
     const [e, tools] = await Promise.all([startEngine({ ...engineOpts, modelId: modelName }), loadTextTools(opts.model)]);
     engine = e;
+    await serve.restoreAdapters(e);
     serve.ready({ engine: e, tokenizer: tools.tokenizer, template: tools.template, defaults: tools.defaults });
     const i = e.info;
     log(`floe serve: model ready in ${((performance.now() - t0) / 1000).toFixed(1)} s; KV cache ${i.kvDtype}: ${i.kvBlocks} blocks × ${i.blockSize} = ` +

@@ -93,11 +93,11 @@ export class JobService {
   }
 
   /** Serve the adapter of every succeeded job (at start, once the engine is up). */
-  async registerAll(): Promise<void> {
+  async registerAll(register = this.opts.register): Promise<void> {
     for (const j of this.store.jobsWith(['succeeded'])) {
       if (!j.fine_tuned_model) continue;
       try {
-        await this.opts.register?.(j.fine_tuned_model, this.adapterDir(j.id));
+        await register?.(j.fine_tuned_model, this.adapterDir(j.id));
       } catch (e) {
         this.log(`cannot serve ${j.fine_tuned_model} from ${this.adapterDir(j.id)}: ${(e as Error).message}`);
       }

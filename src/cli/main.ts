@@ -461,6 +461,8 @@ async function serveCmd(args: string[]): Promise<number> {
   if (dup) throw new UsageError(`--lora-modules names ${dup.name} twice`);
   if (values['enable-lora-loading'] && values['lora-root'] === undefined) throw new UsageError('--enable-lora-loading needs --lora-root DIR (runtime adapter paths must lie inside it)');
   if (values['lora-root'] !== undefined && !values['enable-lora-loading']) throw new UsageError('--lora-root only matters with --enable-lora-loading');
+  const maxCpuLoras = positive('max-cpu-loras');
+  if (maxCpuLoras !== undefined && maxCpuLoras < (positive('max-loras') ?? 4)) throw new UsageError(`--max-cpu-loras ${maxCpuLoras} is below --max-loras ${positive('max-loras') ?? 4}: the adapters of one step must fit in host memory`);
 
   const stop = new Promise<string>((resolve) => {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve(sig));
@@ -474,7 +476,7 @@ async function serveCmd(args: string[]): Promise<number> {
     bodyLimit: size('max-body'), ui: !values['no-ui'], dataDir: values['no-batch'] ? null : values['data-dir'] ?? './floe-data',
     loraModules, maxLoras: positive('max-loras'), maxLoraRank: positive('max-lora-rank'),
     enableLoraLoading: !!values['enable-lora-loading'], loraRoot: values['lora-root'] ?? null,
-    jobsThreads: positive('jobs-threads'), maxCpuLoras: positive('max-cpu-loras'),
+    jobsThreads: positive('jobs-threads'), maxCpuLoras,
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {

@@ -110,7 +110,7 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
     sub.get<{ Params: { id: string } }>('/v1/files/:id', async (req) => fileObject(file(req.params.id)));
     sub.get<{ Params: { id: string } }>('/v1/files/:id/content', async (req, reply) => {
       const f = file(req.params.id);
-      return reply.header('content-type', 'application/jsonl').send(createReadStream(service().store.filePath(f.id)));
+      return reply.header('content-type', f.purpose === 'fine-tune-results' ? 'text/csv' : 'application/jsonl').send(createReadStream(service().store.filePath(f.id)));
     });
     sub.delete<{ Params: { id: string } }>('/v1/files/:id', async (req) => {
       const f = file(req.params.id);

@@ -132,13 +132,16 @@ async function main(): Promise<void> {
     const wallS = (Date.now() - t0) / 1000;
     const after = await steps(floe.url, id);
     const stepRate = (after.length - before.length) / wallS;
+    const started = (await api(floe.url, `/v1/fine_tuning/jobs/${id}/events?limit=1000`)).data as Array<{ message: string; created_at: number }>;
+    const startedAt = started.find((e) => e.message === 'Fine-tuning job started')?.created_at ?? null;
+    const overall = startedAt === null ? null : after.length / Math.max(1, Date.now() / 1000 - startedAt);
     await api(floe.url, `/v1/fine_tuning/jobs/${id}/cancel`, { method: 'POST' });
-    log(`  training: TTFT p50 ${dist(training.ttft)!.p50.toFixed(1)} ms p99 ${dist(training.ttft)!.p99.toFixed(1)} ms, decode ${dist(training.tps)?.p50.toFixed(1)} tok/s; trainer ${stepRate.toFixed(2)} steps/s (batch 4)`);
+    log(`  training: TTFT p50 ${dist(training.ttft)!.p50.toFixed(1)} ms p99 ${dist(training.ttft)!.p99.toFixed(1)} ms, decode ${dist(training.tps)?.p50.toFixed(1)} tok/s; trainer ${stepRate.toFixed(2)} steps/s during the probes, ${overall?.toFixed(2)} since it started (batch 4)`);
 
     const result = {
       machine, model: MODEL, threads: o.threads, jobs_threads: o.jobsThreads, probes: o.probes, prompt: o.prompt, output: o.output, quick: o.quick, notes,
       idle: { ttft_ms: dist(idle.ttft), decode_tps: dist(idle.tps) },
-      training: { ttft_ms: dist(training.ttft), decode_tps: dist(training.tps), trainer_steps_per_s: stepRate },
+      training: { ttft_ms: dist(training.ttft), decode_tps: dist(training.tps), trainer_steps_per_s: stepRate, trainer_steps_during_probes: after.length - before.length, trainer_steps_per_s_since_start: overall },
       ttft_p50_ratio: dist(training.ttft)!.p50 / dist(idle.ttft)!.p50,
       ttft_p99_ratio: dist(training.ttft)!.p99 / dist(idle.ttft)!.p99,
     };

@@ -5,7 +5,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -230,6 +230,9 @@ test('cancel: a running job stops its trainer and ends cancelled; a queued one n
   const pid = (db.prepare('SELECT child_pid FROM ft_jobs WHERE id = ?').get(a.id) as { child_pid: number }).child_pid;
   db.close();
   assert.ok(existsSync(`/proc/${pid}`), 'the trainer runs in its own process');
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  assert.equal(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]), 10, 'niced');
+  assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /jobs\/child\.js/);
   const cancelled = await c.fineTuning.jobs.cancel(a.id);
   assert.equal(cancelled.status, 'cancelled');
   assert.ok(!existsSync(`/proc/${pid}`), 'the trainer process is gone');

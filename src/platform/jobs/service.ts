@@ -95,7 +95,7 @@ export class JobService {
   /** Serve the adapter of every succeeded job (at start, once the engine is up). */
   async registerAll(register = this.opts.register): Promise<void> {
     for (const j of this.store.jobsWith(['succeeded'])) {
-      if (!j.fine_tuned_model) continue;
+      if (!j.fine_tuned_model || j.model !== this.opts.baseModel) continue; // another base's adapter (the data dir outlived a --model change)
       try {
         await register?.(j.fine_tuned_model, this.adapterDir(j.id));
       } catch (e) {
@@ -186,7 +186,8 @@ export class JobService {
 
   /** Resolves once no trainer runs and nothing is queued or validating (tests and the bench). */
   async idle(): Promise<void> {
-    while (this.current || this.finishing || this.store.jobsWith(['validating_files', 'queued']).length > 0) await new Promise((r) => setTimeout(r, 50));
+    const waiting = () => this.store.jobsWith(['validating_files', 'queued']).some((j) => j.model === this.opts.baseModel);
+    while (this.current || this.finishing || waiting()) await new Promise((r) => setTimeout(r, 50));
   }
 
   /** The OpenAI fine_tuning.job object. */
@@ -256,7 +257,9 @@ export class JobService {
   private pump(): void {
     this.pumping = this.pumping.then(() => {
       if (this.stopping || this.current || this.finishing) return;
-      const next = this.store.jobsWith(['running'])[0] ?? this.store.jobsWith(['queued'])[0];
+      // jobs of another base model (the data dir outlived a --model change) wait for a server of that model
+      const mine = (js: JobRow[]) => js.find((j) => j.model === this.opts.baseModel);
+      const next = mine(this.store.jobsWith(['running'])) ?? mine(this.store.jobsWith(['queued']));
       if (!next) return;
       try {
         this.launch(next);

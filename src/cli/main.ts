@@ -177,11 +177,14 @@ serve options:
   --max-body BYTES        largest request body (default 8MiB); larger gets 413
   --shutdown-grace S      on SIGTERM/SIGINT, seconds running requests may finish (default 30)
   --no-ui                 do not serve the web console at / (the API is unchanged)
-  --data-dir DIR          Files / Batch API state (SQLite + files; default ./floe-data, created on first use)
-  --no-batch              no /v1/files and /v1/batches routes
+  --data-dir DIR          Files / Batch / fine-tuning state (SQLite + files; default ./floe-data, created on first use)
+  --no-batch              no /v1/files, /v1/batches and /v1/fine_tuning routes
+  --jobs-threads N        threads of the fine-tuning jobs' trainer process, run niced (default 1)
   --lora-modules NAME=DIR [NAME=DIR ...]  serve PEFT LoRA adapters by name (the request's "model" picks one)
   --max-loras N           distinct adapters in one engine step (default 4); requests for more wait
   --max-lora-rank R       refuse adapters of a higher rank (default 64)
+  --max-cpu-loras N       adapters kept in host memory; the least recently used are dropped and read again
+                          from their directory when asked for (default: no limit; at least --max-loras)
   --enable-lora-loading   answer POST /v1/load_lora_adapter and /v1/unload_lora_adapter (needs --lora-root)
   --lora-root DIR         runtime-loaded adapter paths must resolve inside DIR
 `;
@@ -444,6 +447,7 @@ async function serveCmd(args: string[]): Promise<number> {
     speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
     'lora-modules': { type: 'string', multiple: true }, 'max-loras': { type: 'string' }, 'max-lora-rank': { type: 'string' },
     'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' },
+    'jobs-threads': { type: 'string' }, 'max-cpu-loras': { type: 'string' },
   });
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
@@ -476,6 +480,8 @@ async function serveCmd(args: string[]): Promise<number> {
   if (dup) throw new UsageError(`--lora-modules names ${dup.name} twice`);
   if (values['enable-lora-loading'] && values['lora-root'] === undefined) throw new UsageError('--enable-lora-loading needs --lora-root DIR (runtime adapter paths must lie inside it)');
   if (values['lora-root'] !== undefined && !values['enable-lora-loading']) throw new UsageError('--lora-root only matters with --enable-lora-loading');
+  const maxCpuLoras = positive('max-cpu-loras');
+  if (maxCpuLoras !== undefined && maxCpuLoras < (positive('max-loras') ?? 4)) throw new UsageError(`--max-cpu-loras ${maxCpuLoras} is below --max-loras ${positive('max-loras') ?? 4}: the adapters of one step must fit in host memory`);
 
   const stop = new Promise<string>((resolve) => {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve(sig));
@@ -489,6 +495,7 @@ async function serveCmd(args: string[]): Promise<number> {
     bodyLimit: size('max-body'), ui: !values['no-ui'], dataDir: values['no-batch'] ? null : values['data-dir'] ?? './floe-data',
     loraModules, maxLoras: positive('max-loras'), maxLoraRank: positive('max-lora-rank'),
     enableLoraLoading: !!values['enable-lora-loading'], loraRoot: values['lora-root'] ?? null,
+    jobsThreads: positive('jobs-threads'), maxCpuLoras,
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {

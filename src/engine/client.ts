@@ -29,6 +29,7 @@ export interface EngineStartOptions {
   readonly loraModules?: ReadonlyArray<{ readonly name: string; readonly path: string }>; // PEFT adapters served at start
   readonly maxLoras?: number; // distinct adapters in one step (default 4)
   readonly maxLoraRank?: number; // highest adapter rank accepted (default 64)
+  readonly maxCpuLoras?: number; // adapters kept in host memory, LRU (default no limit)
 }
 
 /** Messages main → worker. */

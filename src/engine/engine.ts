@@ -38,6 +38,7 @@ export interface EngineOptions {
   readonly numSpeculativeTokens?: number; // K: most draft tokens per sequence and step; default 4
   readonly maxLoras?: number; // distinct LoRA adapters in one step; requests for another wait; default 4
   readonly maxLoraRank?: number; // adapters of a higher rank are refused; default 64
+  readonly maxCpuLoras?: number; // adapters kept in host memory (LRU; the rest are read again on demand); default no limit
 }
 
 export const ENGINE_DEFAULTS = { blockSize: 16, maxBatchedTokens: 512, maxNumSeqs: 64, maxQueue: 1024, kvFreeFraction: 0.3 } as const;
@@ -150,9 +151,11 @@ export class Engine {
     this.runner = new ModelRunner(model, new KvCache(c.numLayers, numBlocks, blockSize, c.numKvHeads, c.headDim, kvDtype));
     this.proposer?.init?.({ vocabSize: c.vocabSize, numBlocks, blockSize, maxPositions: c.maxPositionEmbeddings });
     this.maxQueue = opts.maxQueue ?? ENGINE_DEFAULTS.maxQueue;
-    this.adapters = new AdapterTable(c, opts.maxLoraRank);
     this.maxLoras = opts.maxLoras ?? DEFAULT_MAX_LORAS;
     if (!(Number.isInteger(this.maxLoras) && this.maxLoras >= 1)) throw new RangeError(`maxLoras must be an integer >= 1, got ${this.maxLoras}`);
+    if (opts.maxCpuLoras !== undefined && !(opts.maxCpuLoras >= this.maxLoras)) throw new RangeError(`maxCpuLoras (${opts.maxCpuLoras}) must be at least maxLoras (${this.maxLoras})`);
+    // an adapter a running, waiting or parked request holds is never evicted
+    this.adapters = new AdapterTable(c, opts.maxLoraRank, opts.maxCpuLoras ?? Infinity, (id) => this.adaptersInUse().has(id) || this.parked.some((s) => s.adapterId === id));
     this.eosIds = [...new Set([...c.eosTokenIds, ...(opts.extraEosIds ?? [])])];
     const kvTokens = numBlocks * blockSize;
     this.info = {

@@ -1,12 +1,15 @@
-// Files (OpenAI /v1/files): batch input validation (line-precise), atomic writes, the API's file object.
+// Files (OpenAI /v1/files): batch and fine-tune input validation (line-precise), atomic writes, the API's file object.
 
 import { randomUUID } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { parseJsonl } from '../train/data.js';
 import type { FileRow, Store } from './store.js';
 
 export const BATCH_ENDPOINTS = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings'] as const;
 export type BatchEndpoint = typeof BATCH_ENDPOINTS[number];
-export const FILE_PURPOSES = ['batch', 'batch_output'] as const;
+export const FILE_PURPOSES = ['batch', 'batch_output', 'fine-tune', 'fine-tune-results'] as const;
+/** Purposes a client may upload (the others are files floe writes). */
+export const UPLOAD_PURPOSES = ['batch', 'fine-tune'] as const;
 
 export interface BatchInputLine {
   readonly custom_id: string;
@@ -52,6 +55,22 @@ export function parseBatchInput(text: string): BatchInputLine[] {
   });
   if (out.length === 0) throw new FileValidationError('the file has no lines; a batch input needs at least one request', null, null);
   return out;
+}
+
+/**
+ * Check a fine-tune file as `floe finetune` reads it ({"messages"}, {"prompt","completion"} or {"text"} per line,
+ * blank lines skipped); returns the number of examples. Tokenizing waits for the job (the trainer's own check).
+ */
+export function parseFineTuneInput(text: string): number {
+  const TAG = 'fine-tune file';
+  try {
+    return parseJsonl(text, TAG).length;
+  } catch (e) {
+    const msg = (e as Error).message;
+    const m = new RegExp(`^${TAG}:(\\d+): ([\\s\\S]*)$`).exec(msg);
+    if (m) throw new FileValidationError(`line ${m[1]}: ${m[2]}`, Number(m[1]), null);
+    throw new FileValidationError(msg.startsWith(`${TAG}: `) ? msg.slice(TAG.length + 2) : msg, null, null);
+  }
 }
 
 /** Write bytes to path durably: a temporary name, fsync, rename. */

@@ -1,5 +1,5 @@
-// Durable platform state in one SQLite database under the data directory (better-sqlite3): files, batches and
-// per-line batch results. File bytes live beside it in files/, renamed into place before their row is written.
+// Durable platform state in one SQLite database under the data directory (better-sqlite3): files, batches,
+// per-line batch results and fine-tuning jobs (events, per-step metrics, checkpoints). File bytes live beside it in files/, renamed into place before their row is written.
 
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -39,6 +39,56 @@ export interface BatchRow {
   readonly cancelled_at: number | null;
 }
 
+export type JobStatus = 'validating_files' | 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export interface JobRow {
+  readonly id: string;
+  readonly seq: number; // creation order, for cursor pagination
+  readonly model: string; // the served base model's name
+  readonly training_file: string;
+  readonly validation_file: string | null;
+  readonly hyperparameters: string; // JSON: { n_epochs, batch_size, learning_rate_multiplier } as resolved
+  readonly options: string; // JSON: floe's trainer options (LoRA rank, alpha, targets, save_steps, ...)
+  readonly suffix: string | null;
+  readonly seed: number;
+  readonly metadata: string | null; // JSON object
+  readonly status: JobStatus;
+  readonly error: string | null; // JSON: { code, message, param }
+  readonly fine_tuned_model: string | null;
+  readonly result_files: string; // JSON array of file ids
+  readonly trained_tokens: number | null;
+  readonly created_at: number;
+  readonly started_at: number | null;
+  readonly finished_at: number | null;
+  readonly attempts: number; // trainer processes started (a restart mid-job adds one)
+  readonly child_pid: number | null; // the trainer process of the last attempt
+}
+
+export interface JobEventRow {
+  readonly id: string;
+  readonly job_id: string;
+  readonly seq: number;
+  readonly created_at: number;
+  readonly level: 'info' | 'warn' | 'error';
+  readonly message: string;
+  readonly type: 'message' | 'metrics';
+  readonly data: string | null; // JSON
+}
+
+export interface JobStepRow {
+  readonly step: number;
+  readonly train_loss: number | null;
+  readonly valid_loss: number | null;
+  readonly total_tokens: number | null;
+}
+
+export interface JobCheckpointRow {
+  readonly id: string;
+  readonly job_id: string;
+  readonly step: number;
+  readonly created_at: number;
+}
+
 export interface LineResult {
   readonly line: number; // 0-based input line
   readonly custom_id: string;
@@ -72,6 +122,18 @@ export class Store {
       CREATE TABLE IF NOT EXISTS batch_lines (
         batch_id TEXT NOT NULL, line INTEGER NOT NULL, custom_id TEXT NOT NULL, request_id TEXT NOT NULL,
         status_code INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (batch_id, line));
+      CREATE TABLE IF NOT EXISTS ft_jobs (
+        id TEXT PRIMARY KEY, seq INTEGER NOT NULL, model TEXT NOT NULL, training_file TEXT NOT NULL, validation_file TEXT,
+        hyperparameters TEXT NOT NULL, options TEXT NOT NULL, suffix TEXT, seed INTEGER NOT NULL, metadata TEXT,
+        status TEXT NOT NULL, error TEXT, fine_tuned_model TEXT, result_files TEXT NOT NULL, trained_tokens INTEGER,
+        created_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER, attempts INTEGER NOT NULL, child_pid INTEGER);
+      CREATE TABLE IF NOT EXISTS ft_events (
+        id TEXT NOT NULL UNIQUE, job_id TEXT NOT NULL, seq INTEGER NOT NULL, created_at INTEGER NOT NULL, level TEXT NOT NULL,
+        message TEXT NOT NULL, type TEXT NOT NULL, data TEXT, PRIMARY KEY (job_id, seq));
+      CREATE TABLE IF NOT EXISTS ft_steps (
+        job_id TEXT NOT NULL, step INTEGER NOT NULL, train_loss REAL, valid_loss REAL, total_tokens INTEGER, PRIMARY KEY (job_id, step));
+      CREATE TABLE IF NOT EXISTS ft_checkpoints (
+        id TEXT NOT NULL UNIQUE, job_id TEXT NOT NULL, step INTEGER NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY (job_id, step));
     `);
   }
 
@@ -79,7 +141,7 @@ export class Store {
     this.db.close();
   }
 
-  private nextSeq(table: 'files' | 'batches'): number {
+  private nextSeq(table: 'files' | 'batches' | 'ft_jobs'): number {
     const r = this.db.prepare(`SELECT COALESCE(MAX(seq), 0) + 1 AS s FROM ${table}`).get() as { s: number };
     return r.s;
   }
@@ -159,6 +221,76 @@ export class Store {
     const r = this.db.prepare(`SELECT SUM(status_code BETWEEN 200 AND 299) AS ok, SUM(status_code NOT BETWEEN 200 AND 299) AS bad
       FROM batch_lines WHERE batch_id = ?`).get(batchId) as { ok: number | null; bad: number | null };
     return { completed: r.ok ?? 0, failed: r.bad ?? 0 };
+  }
+
+  insertJob(j: Omit<JobRow, 'seq'>): void {
+    const cols = Object.keys(j);
+    this.db.prepare(`INSERT INTO ft_jobs (seq, ${cols.join(', ')}) VALUES (?, ${cols.map(() => '?').join(', ')})`)
+      .run(this.nextSeq('ft_jobs'), ...cols.map((c) => (j as unknown as Record<string, unknown>)[c]));
+  }
+
+  getJob(id: string): JobRow | undefined {
+    return this.db.prepare('SELECT * FROM ft_jobs WHERE id = ?').get(id) as JobRow | undefined;
+  }
+
+  /** Jobs newest first after the job `after` (cursor), at most `limit`. */
+  listJobs(after: string | null, limit: number): JobRow[] {
+    const cursor = after === null ? null : (this.db.prepare('SELECT seq FROM ft_jobs WHERE id = ?').get(after) as { seq: number } | undefined)?.seq ?? null;
+    return this.db.prepare('SELECT * FROM ft_jobs WHERE (? IS NULL OR seq < ?) ORDER BY seq DESC LIMIT ?').all(cursor, cursor, limit) as JobRow[];
+  }
+
+  /** Jobs of the given statuses, oldest first. */
+  jobsWith(statuses: readonly JobStatus[]): JobRow[] {
+    return this.db.prepare(`SELECT * FROM ft_jobs WHERE status IN (${statuses.map(() => '?').join(', ')}) ORDER BY seq`).all(...statuses) as JobRow[];
+  }
+
+  updateJob(id: string, fields: Partial<Omit<JobRow, 'id' | 'seq'>>): void {
+    const cols = Object.keys(fields);
+    if (cols.length === 0) return;
+    this.db.prepare(`UPDATE ft_jobs SET ${cols.map((c) => `${c} = ?`).join(', ')} WHERE id = ?`)
+      .run(...cols.map((c) => (fields as Record<string, unknown>)[c]), id);
+  }
+
+  addJobEvent(e: Omit<JobEventRow, 'seq'>): void {
+    this.db.prepare(`INSERT INTO ft_events (id, job_id, seq, created_at, level, message, type, data)
+      VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM ft_events WHERE job_id = ?), ?, ?, ?, ?, ?)`)
+      .run(e.id, e.job_id, e.job_id, e.created_at, e.level, e.message, e.type, e.data);
+  }
+
+  /** A job's events newest first (OpenAI's order), after the event `after` (cursor), at most `limit`. */
+  jobEvents(jobId: string, after: string | null, limit: number): JobEventRow[] {
+    const cursor = after === null ? null : (this.db.prepare('SELECT seq FROM ft_events WHERE id = ? AND job_id = ?').get(after, jobId) as { seq: number } | undefined)?.seq ?? null;
+    return this.db.prepare('SELECT * FROM ft_events WHERE job_id = ? AND (? IS NULL OR seq < ?) ORDER BY seq DESC LIMIT ?').all(jobId, cursor, cursor, limit) as JobEventRow[];
+  }
+
+  /** Record a training step's loss (a step redone after a resume keeps its first record) or an eval's. */
+  putJobStep(jobId: string, step: number, f: { train_loss?: number; valid_loss?: number; total_tokens?: number }): boolean {
+    const r = this.db.prepare('INSERT OR IGNORE INTO ft_steps (job_id, step, train_loss, valid_loss, total_tokens) VALUES (?, ?, ?, ?, ?)')
+      .run(jobId, step, f.train_loss ?? null, f.valid_loss ?? null, f.total_tokens ?? null);
+    if (r.changes > 0) return true;
+    if (f.valid_loss !== undefined) this.db.prepare('UPDATE ft_steps SET valid_loss = ? WHERE job_id = ? AND step = ?').run(f.valid_loss, jobId, step);
+    if (f.train_loss !== undefined) this.db.prepare('UPDATE ft_steps SET train_loss = COALESCE(train_loss, ?), total_tokens = COALESCE(total_tokens, ?) WHERE job_id = ? AND step = ?')
+      .run(f.train_loss, f.total_tokens ?? null, jobId, step);
+    return false;
+  }
+
+  jobSteps(jobId: string): JobStepRow[] {
+    return this.db.prepare('SELECT step, train_loss, valid_loss, total_tokens FROM ft_steps WHERE job_id = ? ORDER BY step').all(jobId) as JobStepRow[];
+  }
+
+  jobStep(jobId: string, step: number): JobStepRow | undefined {
+    return this.db.prepare('SELECT step, train_loss, valid_loss, total_tokens FROM ft_steps WHERE job_id = ? AND step = ?').get(jobId, step) as JobStepRow | undefined;
+  }
+
+  /** Record a checkpoint once; false when it was already recorded. */
+  putJobCheckpoint(c: JobCheckpointRow): boolean {
+    return this.db.prepare('INSERT OR IGNORE INTO ft_checkpoints (id, job_id, step, created_at) VALUES (?, ?, ?, ?)').run(c.id, c.job_id, c.step, c.created_at).changes > 0;
+  }
+
+  /** A job's checkpoints newest first, after the checkpoint `after` (cursor), at most `limit`. */
+  jobCheckpoints(jobId: string, after: string | null, limit: number): JobCheckpointRow[] {
+    const cursor = after === null ? null : (this.db.prepare('SELECT step FROM ft_checkpoints WHERE id = ? AND job_id = ?').get(after, jobId) as { step: number } | undefined)?.step ?? null;
+    return this.db.prepare('SELECT * FROM ft_checkpoints WHERE job_id = ? AND (? IS NULL OR step < ?) ORDER BY step DESC LIMIT ?').all(jobId, cursor, cursor, limit) as JobCheckpointRow[];
   }
 
   /** Run fn in one transaction. */

@@ -8,6 +8,7 @@ import { parseToolCalls, ToolCallStream } from './tool-calls.js';
 import type { GenerationDefaults } from '../formats/hf-config.js';
 import { PRIORITY_HEADER, registerBatchRoutes } from './batch-routes.js';
 import { ApiError, invalid } from './errors.js';
+import { DEFAULT_JOBS_THREADS, registerFtRoutes } from './ft-routes.js';
 import { ServeMetrics } from './metrics.js';
 import { registerLoraRoutes } from './lora-routes.js';
 import { registerConsole } from './static.js';
@@ -38,6 +39,7 @@ export interface AppOptions {
   readonly webDir?: string; // the console's files (default: the package's web/)
   readonly dataDir?: string | null; // Files and Batch API state (SQLite); absent → no /v1/files, /v1/batches
   readonly lora?: { readonly enableLoading: boolean; readonly root: string | null }; // runtime adapter loading
+  readonly jobsThreads?: number; // the fine-tuning trainer's threads (with dataDir)
 }
 
 export interface ServeApp {
@@ -45,6 +47,8 @@ export interface ServeApp {
   readonly metrics: ServeMetrics;
   /** Leave the loading state: /health turns 200 and the /v1 routes answer. */
   ready(ctx: ModelContext): void;
+  /** Before ready(): serve the adapters of succeeded fine-tuning jobs again (no-op without a data dir). */
+  restoreAdapters(engine: EngineClient): Promise<void>;
   /** Shutting down: /health and new /v1 requests answer 503. */
   drain(): void;
   /** Generation and embedding requests in flight. */
@@ -128,7 +132,8 @@ export function createApp(opts: AppOptions): ServeApp {
     return reply.header('content-type', metrics.contentType).send(body);
   });
 
-  if (opts.dataDir) registerBatchRoutes(app, { dataDir: opts.dataDir, apiKey: opts.apiKey ?? null, metrics, window: () => 2 * (ctx?.engine.info.maxNumSeqs ?? 1) });
+  const batch = opts.dataDir ? registerBatchRoutes(app, { dataDir: opts.dataDir, apiKey: opts.apiKey ?? null, metrics, window: () => 2 * (ctx?.engine.info.maxNumSeqs ?? 1) }) : null;
+  const ft = batch && registerFtRoutes(app, { dataDir: opts.dataDir!, store: () => batch.service().store, baseModel: opts.modelName, modelPath: opts.modelPath ?? null, threads: opts.jobsThreads ?? DEFAULT_JOBS_THREADS, engine: () => ctx?.engine ?? null });
   registerConsole(app, { ui: opts.ui ?? true, metrics, refresh, engineInfo: () => model().engine.info, modelName: opts.modelName, modelPath: opts.modelPath, webDir: opts.webDir });
 
   // adapters are listed as vLLM lists them: their own id, the base as parent, their directory as root
@@ -431,6 +436,7 @@ export function createApp(opts: AppOptions): ServeApp {
       draining = true;
     },
     inFlight: () => inFlight,
+    restoreAdapters: (engine) => ft ? ft.restore(engine) : Promise.resolve(),
   };
 }
 

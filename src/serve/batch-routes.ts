@@ -8,7 +8,7 @@ import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { Counter } from 'prom-client';
 import { BatchApiError, BatchService, type Executor } from '../platform/batch.js';
-import { FILE_PURPOSES, FileValidationError, createFile, fileObject, parseBatchInput } from '../platform/files.js';
+import { FILE_PURPOSES, FileValidationError, UPLOAD_PURPOSES, createFile, fileObject, parseBatchInput, parseFineTuneInput } from '../platform/files.js';
 import { Store } from '../platform/store.js';
 import type { ServeMetrics } from './metrics.js';
 
@@ -81,7 +81,7 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
           purpose = String(part.value);
         }
       }
-      if (purpose !== 'batch') return send(reply, 400, `purpose must be 'batch' (the only purpose floe stores), got ${JSON.stringify(purpose)}`, 'purpose', 'invalid_value');
+      if (!(UPLOAD_PURPOSES as readonly (string | null)[]).includes(purpose)) return send(reply, 400, `purpose must be one of ${UPLOAD_PURPOSES.map((p) => `'${p}'`).join(', ')}, got ${JSON.stringify(purpose)}`, 'purpose', 'invalid_value');
       if (data === null) return send(reply, 400, "no file part: send the JSONL as the multipart field 'file'", 'file', 'invalid_value');
       let text: string;
       try {
@@ -89,8 +89,8 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
       } catch {
         return send(reply, 400, `${filename} is not valid UTF-8`, 'file', 'invalid_file');
       }
-      const parsed = parseBatchInput(text);
-      return fileObject(createFile(service().store, purpose, filename, [data], parsed.length));
+      const lines = purpose === 'fine-tune' ? parseFineTuneInput(text) : parseBatchInput(text).length;
+      return fileObject(createFile(service().store, purpose!, filename, [data], lines));
     });
 
     sub.get<{ Querystring: { purpose?: string; after?: string; limit?: string; order?: string } }>('/v1/files', async (req) => {
@@ -110,7 +110,7 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
     sub.get<{ Params: { id: string } }>('/v1/files/:id', async (req) => fileObject(file(req.params.id)));
     sub.get<{ Params: { id: string } }>('/v1/files/:id/content', async (req, reply) => {
       const f = file(req.params.id);
-      return reply.header('content-type', 'application/jsonl').send(createReadStream(service().store.filePath(f.id)));
+      return reply.header('content-type', f.purpose === 'fine-tune-results' ? 'text/csv' : 'application/jsonl').send(createReadStream(service().store.filePath(f.id)));
     });
     sub.delete<{ Params: { id: string } }>('/v1/files/:id', async (req) => {
       const f = file(req.params.id);

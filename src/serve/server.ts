@@ -26,6 +26,7 @@ export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
   readonly dataDir?: string | null; // Files / Batch API state; absent → those routes are off
   readonly enableLoraLoading?: boolean; // POST /v1/load_lora_adapter and /v1/unload_lora_adapter answer
   readonly loraRoot?: string | null; // runtime adapter paths must lie inside this directory
+  readonly jobsThreads?: number; // threads of the fine-tuning jobs' trainer process
 }
 
 export interface RunningServer {
@@ -100,7 +101,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const modelName = opts.modelName ?? defaultModelName(opts.model);
   const serve = createApp({
     modelName, apiKey: opts.apiKey, bodyLimit: opts.bodyLimit, metrics: new ServeMetrics({ processMetrics: true }), ui: opts.ui, modelPath: opts.model, dataDir: opts.dataDir,
-    lora: { enableLoading: opts.enableLoraLoading ?? false, root: opts.loraRoot ?? null },
+    lora: { enableLoading: opts.enableLoraLoading ?? false, root: opts.loraRoot ?? null }, jobsThreads: opts.jobsThreads,
   });
   const { host = '127.0.0.1', port = 8000 } = opts;
   await serve.app.listen({ host, port });
@@ -110,13 +111,14 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   log(`floe serve: listening on ${url} (loading ${opts.model} as '${modelName}'; /health answers 503 until ready)`);
 
   let engine: EngineClient | null = null;
-  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, ...engineOpts } = opts;
+  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, jobsThreads: _j, ...engineOpts } = opts;
   const ready = (async () => {
     const t0 = performance.now();
     // Test hook: FLOE_SERVE_LOAD_HOLD=1 holds the load until SIGUSR2, so that the loading state can be observed.
     if (process.env.FLOE_SERVE_LOAD_HOLD === '1') await new Promise((r) => process.once('SIGUSR2', r));
     const [e, tools] = await Promise.all([startEngine({ ...engineOpts, modelId: modelName }), loadTextTools(opts.model)]);
     engine = e;
+    await serve.restoreAdapters(e);
     serve.ready({ engine: e, tokenizer: tools.tokenizer, template: tools.template, defaults: tools.defaults });
     const i = e.info;
     log(`floe serve: model ready in ${((performance.now() - t0) / 1000).toFixed(1)} s; KV cache ${i.kvDtype}: ${i.kvBlocks} blocks × ${i.blockSize} = ` +

@@ -1,0 +1,455 @@
+// Fine-tuning jobs (OpenAI /v1/fine_tuning/jobs) on floe's trainer: one job at a time in a niced child process,
+// state in the platform store, output under DATA/jobs/<id>/; a restart resumes a running job from its last checkpoint.
+//
+// validating_files → queued → running → succeeded | failed | cancelled
+
+import { fork, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { setPriority } from 'node:os';
+import { extname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { LORA_TARGETS, parseLoraTargets, type LoraTarget } from '../../model/lora.js';
+import { listCheckpoints } from '../../train/checkpoint.js';
+import { createFile, parseFineTuneInput } from '../files.js';
+import type { JobCheckpointRow, JobEventRow, JobRow, JobStatus, Store } from '../store.js';
+import type { ChildOptions, FromChild, ToChild } from './protocol.js';
+
+export interface JobsOptions {
+  readonly baseModel: string; // the served base model's name: the only `model` a job may name
+  readonly modelPath: string; // its weights (HF dir or .gguf), which the trainer reads
+  readonly threads: number; // the trainer's thread budget (--jobs-threads)
+  readonly nice?: number; // the trainer's niceness (default 10)
+  /** Serve a finished adapter under `name` (the engine's runtime load); a rejection fails the job. */
+  readonly register?: (name: string, dir: string) => Promise<void>;
+  readonly log?: (line: string) => void;
+}
+
+/** A request the API refuses, with what / where / why. */
+export class JobApiError extends Error {
+  constructor(readonly status: 400 | 404 | 409, message: string, readonly param: string | null = null, readonly code: string | null = null) {
+    super(message);
+  }
+}
+
+/** floe's trainer options, in the job's `floe` field (extra_body in the Python client). */
+export interface FloeJobOptions {
+  readonly lora_rank: number;
+  readonly lora_alpha: number;
+  readonly lora_targets: readonly LoraTarget[];
+  readonly lora_dropout: number;
+  readonly max_steps: number | null; // overrides n_epochs
+  readonly save_steps: number; // checkpoint every N steps (and at the end)
+  readonly eval_steps: number | null; // validation loss every N steps (with a validation file; default save_steps)
+  readonly max_seq_len: number | null;
+  readonly warmup_steps: number;
+}
+
+export interface Hyperparameters { readonly n_epochs: number; readonly batch_size: number; readonly learning_rate_multiplier: number }
+
+export const BASE_LR = 2e-4; // floe's LoRA learning rate, times learning_rate_multiplier
+const AUTO: Hyperparameters = { n_epochs: 3, batch_size: 1, learning_rate_multiplier: 1 };
+const FLOE_KEYS = ['lora_rank', 'lora_alpha', 'lora_targets', 'lora_dropout', 'max_steps', 'save_steps', 'eval_steps', 'max_seq_len', 'warmup_steps'] as const;
+const TERMINAL: readonly JobStatus[] = ['succeeded', 'failed', 'cancelled'];
+
+const now = (): number => Math.floor(Date.now() / 1000);
+const hex = (): string => randomUUID().replaceAll('-', '');
+
+/** OpenAI's name for a fine-tuned model: ft:<base>:<org>:<suffix>:<job id>. */
+export function fineTunedName(base: string, suffix: string | null, jobId: string): string {
+  return `ft:${base}:floe:${suffix ?? ''}:${jobId}`;
+}
+
+interface Current {
+  readonly id: string;
+  readonly proc: ChildProcess;
+  readonly exited: Promise<void>;
+  cancel: boolean;
+  summary: Extract<FromChild, { type: 'done' }>['summary'] | null;
+  error: string | null;
+  stderr: string;
+}
+
+export class JobService {
+  private current: Current | null = null;
+  private finishing: string | null = null; // the job whose adapter is being registered
+  private stopping = false;
+  private pumping: Promise<void> = Promise.resolve();
+  private readonly log: (line: string) => void;
+
+  constructor(readonly store: Store, private readonly opts: JobsOptions) {
+    this.log = opts.log ?? ((l) => process.stderr.write(`floe jobs: ${l}\n`));
+  }
+
+  jobDir(id: string): string { return join(this.store.dataDir, 'jobs', id); }
+  runDir(id: string): string { return join(this.jobDir(id), 'run'); }
+  adapterDir(id: string): string { return join(this.jobDir(id), 'adapter'); }
+
+  /** Pick up what a previous process left: stale trainers are killed, running jobs resume, files are re-validated. */
+  async start(): Promise<void> {
+    for (const j of this.store.jobsWith(['running'])) if (j.child_pid !== null) await killStale(j.child_pid);
+    for (const j of this.store.jobsWith(['validating_files'])) this.validate(j.id);
+    this.pump();
+  }
+
+  /** Serve the adapter of every succeeded job (at start, once the engine is up). */
+  async registerAll(register = this.opts.register): Promise<void> {
+    for (const j of this.store.jobsWith(['succeeded'])) {
+      if (!j.fine_tuned_model || j.model !== this.opts.baseModel) continue; // another base's adapter (the data dir outlived a --model change)
+      try {
+        await register?.(j.fine_tuned_model, this.adapterDir(j.id));
+      } catch (e) {
+        this.log(`cannot serve ${j.fine_tuned_model} from ${this.adapterDir(j.id)}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  create(body: Record<string, unknown>): JobRow {
+    const file = (param: string, v: unknown, required: boolean): string | null => {
+      if (v === undefined || v === null) {
+        if (required) throw new JobApiError(400, `${param} is required: the id of an uploaded file with purpose 'fine-tune'`, param, 'invalid_value');
+        return null;
+      }
+      if (typeof v !== 'string') throw new JobApiError(400, `${param} must be a file id string, got ${JSON.stringify(v)}`, param, 'invalid_value');
+      const f = this.store.getFile(v);
+      if (!f) throw new JobApiError(404, `no file with id '${v}'`, param, 'file_not_found');
+      if (f.purpose !== 'fine-tune') throw new JobApiError(400, `file '${v}' has purpose '${f.purpose}'; ${param} needs purpose 'fine-tune'`, param, 'invalid_value');
+      return v;
+    };
+    if (typeof body.model !== 'string') throw new JobApiError(400, `model must be a string, got ${JSON.stringify(body.model)}`, 'model', 'invalid_value');
+    if (body.model !== this.opts.baseModel) {
+      throw new JobApiError(404, `the model '${body.model.slice(0, 200)}' does not exist or cannot be fine-tuned here; this server fine-tunes '${this.opts.baseModel}'`, 'model', 'model_not_found');
+    }
+    const training = file('training_file', body.training_file, true)!;
+    const validation = file('validation_file', body.validation_file, false);
+    const hp = hyperparameters(body);
+    const floe = floeOptions(body.floe);
+    const suffix = body.suffix ?? null;
+    if (suffix !== null && (typeof suffix !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(suffix))) {
+      throw new JobApiError(400, `suffix must be 1 to 64 characters of letters, digits, '.', '_' or '-', got ${JSON.stringify(suffix)}`, 'suffix', 'invalid_value');
+    }
+    const seed = body.seed ?? Math.floor(Math.random() * 2 ** 31);
+    if (!(Number.isInteger(seed) && (seed as number) >= 0 && (seed as number) < 2 ** 31)) throw new JobApiError(400, `seed must be an integer in [0, 2^31), got ${JSON.stringify(seed)}`, 'seed', 'invalid_value');
+    const md = body.metadata ?? null;
+    if (md !== null && (typeof md !== 'object' || Array.isArray(md) || Object.values(md).some((v) => typeof v !== 'string'))) {
+      throw new JobApiError(400, 'metadata must be an object of string values', 'metadata', 'invalid_value');
+    }
+    if (this.stopping) throw new JobApiError(409, 'the server is shutting down; create the job again after it restarts');
+    const row: Omit<JobRow, 'seq'> = {
+      id: `ftjob-${hex()}`, model: body.model, training_file: training, validation_file: validation, hyperparameters: JSON.stringify(hp),
+      options: JSON.stringify(floe), suffix: suffix as string | null, seed: seed as number, metadata: md === null ? null : JSON.stringify(md),
+      status: 'validating_files', error: null, fine_tuned_model: null, result_files: '[]', trained_tokens: null, created_at: now(),
+      started_at: null, finished_at: null, attempts: 0, child_pid: null,
+    };
+    this.store.tx(() => {
+      this.store.insertJob(row);
+      this.event(row.id, `Validating training file: ${training}${validation ? ` and validation file: ${validation}` : ''}`);
+    });
+    this.validate(row.id);
+    return this.get(row.id);
+  }
+
+  get(id: string): JobRow {
+    const j = this.store.getJob(id);
+    if (!j) throw new JobApiError(404, `no fine-tuning job with id '${id.slice(0, 200)}'`, 'fine_tuning_job_id', 'not_found');
+    return j;
+  }
+
+  /** Cancel a job: a running trainer is killed (its checkpoints are atomic), the job ends 'cancelled'. */
+  async cancel(id: string): Promise<JobRow> {
+    const j = this.get(id);
+    if (TERMINAL.includes(j.status)) throw new JobApiError(409, `job '${id}' is ${j.status}; only a validating, queued or running job can be cancelled`, null, 'job_not_cancellable');
+    if (this.finishing === id) throw new JobApiError(409, `job '${id}' has finished training and is registering its model; it can no longer be cancelled`, null, 'job_not_cancellable');
+    this.store.tx(() => {
+      this.store.updateJob(id, { status: 'cancelled', finished_at: now(), child_pid: null });
+      this.event(id, 'Job cancelled');
+    });
+    const c = this.current;
+    if (c?.id === id) {
+      c.cancel = true;
+      c.proc.kill('SIGKILL');
+      await c.exited;
+    }
+    return this.get(id);
+  }
+
+  /** Stop the trainer (the job stays 'running': the next process resumes it from its last checkpoint). */
+  async close(): Promise<void> {
+    this.stopping = true;
+    const c = this.current;
+    if (c) {
+      c.proc.kill('SIGKILL');
+      await c.exited;
+    }
+    await this.pumping;
+  }
+
+  /** Resolves once no trainer runs and nothing is queued or validating (tests and the bench). */
+  async idle(): Promise<void> {
+    const waiting = () => this.store.jobsWith(['validating_files', 'queued']).some((j) => j.model === this.opts.baseModel);
+    while (this.current || this.finishing || waiting()) await new Promise((r) => setTimeout(r, 50));
+  }
+
+  /** The OpenAI fine_tuning.job object. */
+  object(j: JobRow): Record<string, unknown> {
+    const hp = JSON.parse(j.hyperparameters) as Hyperparameters;
+    return {
+      object: 'fine_tuning.job', id: j.id, model: j.model, created_at: j.created_at, finished_at: j.finished_at,
+      fine_tuned_model: j.fine_tuned_model, organization_id: 'floe', result_files: JSON.parse(j.result_files) as string[],
+      status: j.status, validation_file: j.validation_file, training_file: j.training_file, hyperparameters: hp,
+      trained_tokens: j.trained_tokens, error: j.error === null ? null : JSON.parse(j.error), user_provided_suffix: j.suffix,
+      seed: j.seed, estimated_finish: null, integrations: [], metadata: j.metadata === null ? null : JSON.parse(j.metadata),
+      method: { type: 'supervised', supervised: { hyperparameters: hp } }, floe: JSON.parse(j.options),
+    };
+  }
+
+  eventObject(e: JobEventRow): Record<string, unknown> {
+    return { object: 'fine_tuning.job.event', id: e.id, created_at: e.created_at, level: e.level, message: e.message, type: e.type, data: e.data === null ? null : JSON.parse(e.data) };
+  }
+
+  checkpointObject(j: JobRow, c: JobCheckpointRow): Record<string, unknown> {
+    const s = this.store.jobStep(j.id, c.step);
+    return {
+      object: 'fine_tuning.job.checkpoint', id: c.id, created_at: c.created_at,
+      fine_tuned_model_checkpoint: `${fineTunedName(j.model, j.suffix, j.id)}:ckpt-step-${c.step}`, step_number: c.step,
+      metrics: { step: c.step, train_loss: s?.train_loss ?? null, valid_loss: s?.valid_loss ?? null, full_valid_loss: s?.valid_loss ?? null },
+      fine_tuning_job_id: j.id,
+    };
+  }
+
+  private event(jobId: string, message: string, o: { level?: JobEventRow['level']; type?: JobEventRow['type']; data?: unknown } = {}): void {
+    this.store.addJobEvent({
+      id: `ftevent-${hex()}`, job_id: jobId, created_at: now(), level: o.level ?? 'info', message, type: o.type ?? 'message',
+      data: o.data === undefined ? null : JSON.stringify(o.data),
+    });
+  }
+
+  private fail(id: string, code: string, message: string, param: string | null = null): void {
+    this.store.tx(() => {
+      this.store.updateJob(id, { status: 'failed', finished_at: now(), child_pid: null, error: JSON.stringify({ code, message, param }) });
+      this.event(id, `Job failed: ${message}`, { level: 'error' });
+    });
+  }
+
+  /** Check the files again (they may have been deleted since the upload), then queue the job. */
+  private validate(id: string): void {
+    setImmediate(() => {
+      const j = this.store.getJob(id);
+      if (!j || j.status !== 'validating_files') return;
+      for (const [param, fid] of [['training_file', j.training_file], ['validation_file', j.validation_file]] as const) {
+        if (fid === null) continue;
+        try {
+          if (!this.store.getFile(fid)) throw new Error(`the file ${fid} was deleted`);
+          parseFineTuneInput(readFileSync(this.store.filePath(fid), 'utf8'));
+        } catch (e) {
+          return this.fail(id, param === 'training_file' ? 'invalid_training_file' : 'invalid_validation_file', `${fid}: ${(e as Error).message}`, param);
+        }
+      }
+      this.store.tx(() => {
+        this.store.updateJob(id, { status: 'queued' });
+        this.event(id, 'Files validated, moving job to queued state');
+      });
+      this.pump();
+    });
+  }
+
+  /** Start the next job when no trainer runs: a job left running by a previous process first, then the oldest queued. */
+  private pump(): void {
+    this.pumping = this.pumping.then(() => {
+      if (this.stopping || this.current || this.finishing) return;
+      // jobs of another base model (the data dir outlived a --model change) wait for a server of that model
+      const mine = (js: JobRow[]) => js.find((j) => j.model === this.opts.baseModel);
+      const next = mine(this.store.jobsWith(['running'])) ?? mine(this.store.jobsWith(['queued']));
+      if (!next) return;
+      try {
+        this.launch(next);
+      } catch (e) {
+        this.fail(next.id, 'internal_error', `cannot start the trainer: ${(e as Error).message}`);
+        this.pump();
+      }
+    });
+  }
+
+  private launch(j: JobRow): void {
+    const hp = JSON.parse(j.hyperparameters) as Hyperparameters;
+    const f = JSON.parse(j.options) as FloeJobOptions;
+    const run = this.runDir(j.id);
+    mkdirSync(run, { recursive: true });
+    const last = listCheckpoints(run).at(-1);
+    const options: ChildOptions = {
+      model: this.opts.modelPath, data: this.store.filePath(j.training_file), out: run,
+      eval: j.validation_file === null ? undefined : this.store.filePath(j.validation_file),
+      evalSteps: j.validation_file === null ? undefined : f.eval_steps ?? f.save_steps,
+      lora: { rank: f.lora_rank, alpha: f.lora_alpha, targets: [...f.lora_targets], dropout: f.lora_dropout },
+      ...(f.max_steps === null ? { epochs: hp.n_epochs } : { maxSteps: f.max_steps }),
+      lr: BASE_LR * hp.learning_rate_multiplier, batchSize: hp.batch_size, warmupSteps: f.warmup_steps,
+      maxSeqLen: f.max_seq_len ?? undefined, saveSteps: f.save_steps, saveTotalLimit: 3, seed: j.seed,
+      threads: this.opts.threads, ...(last ? { resume: run } : { overwrite: true }),
+    };
+    const proc = fork(childPath(), [], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: childExecArgv() });
+    let resolveExit!: () => void;
+    const c: Current = { id: j.id, proc, cancel: false, summary: null, error: null, stderr: '', exited: new Promise((r) => { resolveExit = r; }) };
+    this.current = c;
+    try { setPriority(proc.pid!, this.opts.nice ?? 10); } catch { /* not permitted here: runs at normal priority */ }
+    proc.stderr!.on('data', (d: Buffer) => { c.stderr = (c.stderr + d.toString()).slice(-4000); });
+    proc.on('message', (m: FromChild) => this.onMessage(c, m));
+    proc.once('error', (e) => { c.error ??= e.message; });
+    proc.once('exit', (code, signal) => {
+      void this.onExit(c, code, signal).finally(() => {
+        if (this.current === c) this.current = null;
+        resolveExit();
+        this.pump();
+      });
+    });
+    this.store.tx(() => {
+      this.store.updateJob(j.id, { status: 'running', started_at: j.started_at ?? now(), attempts: j.attempts + 1, child_pid: proc.pid ?? null });
+      if (j.attempts === 0) this.event(j.id, 'Fine-tuning job started');
+      else if (last) this.event(j.id, `Resuming from the checkpoint at step ${last.step} after a restart`, { data: { resumed_from_step: last.step } });
+      else this.event(j.id, 'Restarting from step 0 after a restart (no checkpoint was complete)', { level: 'warn', data: { resumed_from_step: 0 } });
+    });
+    proc.send({ type: 'start', options } satisfies ToChild);
+  }
+
+  private onMessage(c: Current, m: FromChild): void {
+    if (c.cancel || this.stopping) return;
+    const id = c.id;
+    switch (m.type) {
+      case 'metrics': {
+        const l = m.line as { type?: string; step?: number; loss?: number; total_tokens?: number; lr?: number; eval_loss?: number };
+        if (typeof l.step !== 'number') return;
+        if (l.type === 'train' && typeof l.loss === 'number') {
+          if (this.store.putJobStep(id, l.step, { train_loss: l.loss, total_tokens: l.total_tokens })) {
+            this.event(id, `Step ${l.step}: training loss=${l.loss.toFixed(4)}`, { type: 'metrics', data: { step: l.step, train_loss: l.loss, total_tokens: l.total_tokens, learning_rate: l.lr } });
+          }
+        } else if (l.type === 'eval' && typeof l.eval_loss === 'number') {
+          if (this.store.jobStep(id, l.step)?.valid_loss == null) {
+            this.store.putJobStep(id, l.step, { valid_loss: l.eval_loss });
+            this.event(id, `Step ${l.step}: validation loss=${l.eval_loss.toFixed(4)}`, { type: 'metrics', data: { step: l.step, valid_loss: l.eval_loss } });
+          }
+        }
+        return;
+      }
+      case 'checkpoint':
+        if (this.store.putJobCheckpoint({ id: `ftckpt-${hex()}`, job_id: id, step: m.step, created_at: now() })) this.event(id, `Checkpoint created at step ${m.step}`, { data: { step: m.step } });
+        return;
+      case 'log':
+        this.event(id, m.message);
+        return;
+      case 'done':
+        c.summary = m.summary;
+        return;
+      case 'error':
+        c.error = m.message;
+        return;
+    }
+  }
+
+  private async onExit(c: Current, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
+    if (c.cancel || this.stopping) return; // cancelled (already recorded), or left running for the next process
+    const j = this.store.getJob(c.id);
+    if (!j || j.status !== 'running') return;
+    if (code !== 0 || c.summary === null) {
+      const why = c.error ?? `the trainer exited with ${signal ? `signal ${signal}` : `code ${code}`}${c.stderr.trim() ? `: ${c.stderr.trim().split('\n').slice(-3).join(' | ')}` : ''}`;
+      return this.fail(c.id, 'training_failed', why);
+    }
+    this.finishing = c.id;
+    try {
+      // the trainer's final/ moves into place whole; a crash before the status flips redoes it (resume at the last step)
+      const dir = this.adapterDir(c.id);
+      rmSync(dir, { recursive: true, force: true });
+      renameSync(c.summary.output, dir);
+      const csv = ['step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n',
+        ...this.store.jobSteps(c.id).filter((s) => s.train_loss !== null).map((s) => `${s.step},${s.train_loss},,${s.valid_loss ?? ''},\n`)];
+      const result = createFile(this.store, 'fine-tune-results', 'step_metrics.csv', csv, csv.length - 1);
+      const name = fineTunedName(j.model, j.suffix, j.id);
+      try {
+        await this.opts.register?.(name, dir);
+      } catch (e) {
+        return this.fail(c.id, 'model_registration_failed', `the adapter trained, but serving it as ${name} failed: ${(e as Error).message}`);
+      }
+      this.store.tx(() => {
+        if (this.store.getJob(c.id)?.status !== 'running') return;
+        this.store.updateJob(c.id, { status: 'succeeded', fine_tuned_model: name, result_files: JSON.stringify([result.id]), trained_tokens: c.summary!.tokens, finished_at: now(), child_pid: null });
+        this.event(c.id, `New fine-tuned model created: ${name}`, { data: { fine_tuned_model: name, steps: c.summary!.steps, start_step: c.summary!.startStep } });
+        this.event(c.id, 'The job has successfully completed');
+      });
+    } catch (e) {
+      this.fail(c.id, 'internal_error', (e as Error).message);
+    } finally {
+      this.finishing = null;
+    }
+  }
+}
+
+function hyperparameters(body: Record<string, unknown>): Hyperparameters {
+  const method = body.method as { type?: unknown; supervised?: { hyperparameters?: unknown } } | undefined;
+  if (method !== undefined && (typeof method !== 'object' || method === null || method.type !== 'supervised')) {
+    throw new JobApiError(400, `method.type must be 'supervised' (the only method floe trains), got ${JSON.stringify((method as { type?: unknown } | null)?.type)}`, 'method', 'invalid_value');
+  }
+  const raw = body.hyperparameters ?? method?.supervised?.hyperparameters ?? {};
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new JobApiError(400, 'hyperparameters must be an object', 'hyperparameters', 'invalid_value');
+  const h = raw as Record<string, unknown>;
+  for (const k of Object.keys(h)) {
+    if (!(k in AUTO)) throw new JobApiError(400, `unknown hyperparameter '${k}'; floe takes n_epochs, batch_size, learning_rate_multiplier (LoRA options go in 'floe')`, `hyperparameters.${k}`, 'invalid_value');
+  }
+  const pick = (k: keyof Hyperparameters, integer: boolean, max: number): number => {
+    const v = h[k];
+    if (v === undefined || v === 'auto') return AUTO[k];
+    if (typeof v !== 'number' || !(v > 0 && v <= max) || (integer && !Number.isInteger(v))) {
+      throw new JobApiError(400, `hyperparameters.${k} must be 'auto' or ${integer ? 'an integer' : 'a number'} in (0, ${max}], got ${JSON.stringify(v)}`, `hyperparameters.${k}`, 'invalid_value');
+    }
+    return v;
+  };
+  return { n_epochs: pick('n_epochs', true, 50), batch_size: pick('batch_size', true, 256), learning_rate_multiplier: pick('learning_rate_multiplier', false, 100) };
+}
+
+function floeOptions(v: unknown): FloeJobOptions {
+  if (v === undefined || v === null) v = {};
+  if (typeof v !== 'object' || Array.isArray(v)) throw new JobApiError(400, 'floe must be an object of trainer options', 'floe', 'invalid_value');
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) {
+    if (!(FLOE_KEYS as readonly string[]).includes(k)) throw new JobApiError(400, `unknown floe option '${k}'; one of ${FLOE_KEYS.join(', ')}`, `floe.${k}`, 'invalid_value');
+  }
+  const num = (k: string, integer: boolean, min: number, dflt: number | null, below = Infinity): number | null => {
+    const x = o[k];
+    if (x === undefined || x === null) return dflt;
+    if (typeof x !== 'number' || !(x >= min && x < below) || (integer && !Number.isInteger(x))) {
+      throw new JobApiError(400, `floe.${k} must be ${integer ? 'an integer' : 'a number'} >= ${min}${below < Infinity ? ` and < ${below}` : ''}, got ${JSON.stringify(x)}`, `floe.${k}`, 'invalid_value');
+    }
+    return x;
+  };
+  const rank = num('lora_rank', true, 1, 8)!;
+  let targets: LoraTarget[] = [...LORA_TARGETS];
+  if (o.lora_targets !== undefined) {
+    const t = o.lora_targets;
+    if (!(typeof t === 'string' || (Array.isArray(t) && t.every((x) => typeof x === 'string')))) throw new JobApiError(400, 'floe.lora_targets must be a list of q, k, v, o, gate, up, down (or a comma-separated string)', 'floe.lora_targets', 'invalid_value');
+    try { targets = parseLoraTargets(Array.isArray(t) ? t.join(',') : t); } catch (e) { throw new JobApiError(400, `floe.lora_targets: ${(e as Error).message}`, 'floe.lora_targets', 'invalid_value'); }
+  }
+  const alpha = num('lora_alpha', false, Number.MIN_VALUE, 2 * rank)!;
+  return {
+    lora_rank: rank, lora_alpha: alpha, lora_targets: targets, lora_dropout: num('lora_dropout', false, 0, 0, 1)!,
+    max_steps: num('max_steps', true, 1, null), save_steps: num('save_steps', true, 1, 10)!, eval_steps: num('eval_steps', true, 1, null),
+    max_seq_len: num('max_seq_len', true, 2, null), warmup_steps: num('warmup_steps', true, 0, 0)!,
+  };
+}
+
+function childPath(): string {
+  const ext = extname(fileURLToPath(import.meta.url));
+  return fileURLToPath(new URL(`./child${ext}`, import.meta.url));
+}
+
+/** The server's node flags; a TypeScript child (tests run from source) also needs the tsx loader. */
+function childExecArgv(): string[] {
+  const args = process.execArgv.filter((a) => !a.startsWith('--test'));
+  if (extname(fileURLToPath(import.meta.url)) === '.ts' && !args.some((a) => a.includes('tsx'))) args.unshift('--import', import.meta.resolve('tsx'));
+  return args;
+}
+
+/** A trainer a killed server left behind (its IPC parent gone) is stopped before the job resumes in a new one. */
+async function killStale(pid: number): Promise<void> {
+  let cmd = '';
+  try { cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { return; } // gone (or no procfs)
+  if (!/jobs[/\\]child\.(js|ts)/.test(cmd)) return; // the pid was reused by something else
+  try { process.kill(pid, 'SIGKILL'); } catch { return; }
+  for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 50));
+}

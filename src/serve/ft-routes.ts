@@ -1,0 +1,108 @@
+// OpenAI fine-tuning routes (/v1/fine_tuning/jobs...): the JobService on the Batch API's store; a succeeded job's
+// adapter is served through the engine's runtime adapter load, and served again at every start (before ready).
+
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { EngineClient } from '../engine/protocol.js';
+import { JobApiError, JobService } from '../platform/jobs/service.js';
+import type { Store } from '../platform/store.js';
+
+export interface FtRoutesOptions {
+  readonly dataDir: string;
+  readonly store: () => Store; // the Files / Batch store (opened on first use)
+  readonly baseModel: string; // the served model's name
+  readonly modelPath: string | null; // its weights; null → jobs are refused
+  readonly threads: number; // --jobs-threads
+  readonly engine: () => EngineClient | null; // null while loading
+}
+
+export const DEFAULT_JOBS_THREADS = 1;
+
+export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): { service: () => JobService; restore: (engine: EngineClient) => Promise<void> } {
+  let svc: JobService | null = null;
+  let closed = false;
+  let restored: Promise<void> | null = null;
+  const load = async (e: EngineClient, name: string, dir: string) => {
+    if (!e.loadAdapter) throw new Error('this engine cannot load LoRA adapters');
+    await e.loadAdapter(name, dir);
+  };
+  const service = (): JobService => {
+    if (svc) return svc;
+    if (!o.modelPath) throw new JobApiError(400, 'this server has no model path to train from, so fine-tuning jobs are off', null, 'fine_tuning_unavailable');
+    const s = new JobService(o.store(), {
+      baseModel: o.baseModel, modelPath: o.modelPath, threads: o.threads,
+      register: async (name, dir) => load(await engineReady(), name, dir),
+    });
+    svc = s;
+    void s.start();
+    // an app whose host never called restore (tests building the app by hand): serve them once the engine is up
+    void engineReady().then((e) => restored ?? s.registerAll((name, dir) => load(e, name, dir)), () => {});
+    return s;
+  };
+  /** Serve every succeeded job's adapter on `engine` (the server calls it before it reports ready). */
+  const restore = (engine: EngineClient): Promise<void> => {
+    if (!existsSync(join(o.dataDir, 'floe.db')) || !o.modelPath) return Promise.resolve();
+    restored ??= service().registerAll((name, dir) => load(engine, name, dir));
+    return restored;
+  };
+  /** The engine once the model is loaded (a job may finish while it loads). */
+  const engineReady = async (): Promise<EngineClient> => {
+    for (;;) {
+      const e = o.engine();
+      if (e) return e;
+      if (closed) throw new Error('the server is shutting down');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  // Resume at start when a previous process left state behind.
+  app.addHook('onReady', async () => { if (existsSync(join(o.dataDir, 'floe.db'))) try { service(); } catch { /* no model path: nothing to resume */ } });
+  app.addHook('preClose', async () => { closed = true; if (svc) await svc.close(); });
+
+  const send = (reply: FastifyReply, e: JobApiError) =>
+    reply.code(e.status).send({ error: { message: e.message, type: 'invalid_request_error', param: e.param, code: e.code } });
+  const limitOf = (q: { limit?: string }): number => {
+    const n = q.limit === undefined ? 20 : Number(q.limit);
+    if (!(Number.isInteger(n) && n >= 1 && n <= 1000)) throw new JobApiError(400, `limit must be an integer in [1, 1000], got '${q.limit}'`, 'limit', 'invalid_value');
+    return n;
+  };
+  type Page = { Params: { id: string }; Querystring: { after?: string; limit?: string } };
+
+  void app.register(async (sub) => {
+    sub.setErrorHandler((err, _req, reply) => {
+      if (err instanceof JobApiError) return send(reply, err);
+      throw err; // the app's handler (auth, loading, 400 bodies)
+    });
+
+    sub.post('/v1/fine_tuning/jobs', async (req) => {
+      const body = req.body;
+      if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new JobApiError(400, 'the body must be a JSON object', null, 'invalid_value');
+      const s = service();
+      return s.object(s.create(body as Record<string, unknown>));
+    });
+    sub.get<{ Querystring: { after?: string; limit?: string } }>('/v1/fine_tuning/jobs', async (req) => {
+      const s = service();
+      const limit = limitOf(req.query);
+      const rows = s.store.listJobs(req.query.after ?? null, limit + 1);
+      return { object: 'list', data: rows.slice(0, limit).map((j) => s.object(j)), has_more: rows.length > limit };
+    });
+    sub.get<{ Params: { id: string } }>('/v1/fine_tuning/jobs/:id', async (req) => service().object(service().get(req.params.id)));
+    sub.post<{ Params: { id: string } }>('/v1/fine_tuning/jobs/:id/cancel', async (req) => service().object(await service().cancel(req.params.id)));
+    sub.get<Page>('/v1/fine_tuning/jobs/:id/events', async (req) => {
+      const s = service();
+      const j = s.get(req.params.id);
+      const limit = limitOf(req.query);
+      const rows = s.store.jobEvents(j.id, req.query.after ?? null, limit + 1);
+      return { object: 'list', data: rows.slice(0, limit).map((e) => s.eventObject(e)), has_more: rows.length > limit };
+    });
+    sub.get<Page>('/v1/fine_tuning/jobs/:id/checkpoints', async (req) => {
+      const s = service();
+      const j = s.get(req.params.id);
+      const limit = limitOf(req.query);
+      const rows = s.store.jobCheckpoints(j.id, req.query.after ?? null, limit + 1);
+      const data = rows.slice(0, limit).map((c) => s.checkpointObject(j, c));
+      return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: rows.length > limit };
+    });
+  });
+  return { service, restore };
+}

@@ -28,6 +28,8 @@ Usage:
   floe serve [--model PATH] [options]  OpenAI-compatible HTTP server
   floe batch [--model PATH] --input REQUESTS.jsonl --output RESULTS.jsonl [options]
                                        run an OpenAI Batch API input file offline (resumable)
+  floe guard [--model GUARD] (--text T | --messages FILE.json) [--role user|agent] [options]
+                                       Llama Guard safety verdict, categories and unsafe probability
   floe tokenize [--model PATH] [--no-bos] [--json] TEXT
                                        token ids of TEXT ('-' reads stdin), comma-separated
   floe detokenize [--model PATH] [--json] IDS
@@ -140,6 +142,18 @@ distill options (and every finetune option above; --student takes --model's plac
   Teacher and student must share tokenizer.json and the vocab size. Writes what finetune writes; metrics.jsonl
   train lines carry ce and kd.
 
+guard options:
+  --model GUARD           Llama Guard checkpoint, HF dir or .gguf (default: the package's models/floe-guard)
+  --text T | --messages FILE.json   one user message ('-' reads stdin), or a JSON list of {role, content}
+  --role user|agent       judge the last user message (default) or the last assistant answer
+  --categories FILE.json  custom policy: [{code?, name, description?}] or {"S1": "name", ...}
+  --exclude S6,S7         leave these categories out of the policy
+  --guard-format llama-guard-3|llama-guard-3-1b|llama-guard-2   (default: the checkpoint's template, else 3)
+  --threshold P           flagged when P(unsafe) >= P (default 0.5)
+  --print-prompt          print the exact prompt (with --json: a "prompt" field)
+  --json                  one JSON object: flagged, verdict, categories, unsafe_probability, usage, ...
+  --threads N, --backend native|reference, --kv-cache-memory SIZE
+
 serve options:
   --host HOST             listen address (default 127.0.0.1)
   --port N                port (default 8000; 0 = any free port)
@@ -182,6 +196,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'info': return await info(rest);
       case 'generate': return await generateCmd(rest);
       case 'chat': return await (await import('./chat.js')).chatCmd(rest);
+      case 'guard': return await (await import('./guard.js')).guardCmd(rest);
       case 'tokenize': return await tokenizeCmd(rest);
       case 'detokenize': return await detokenizeCmd(rest);
       case 'serve': return await serveCmd(rest);

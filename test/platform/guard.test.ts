@@ -83,7 +83,7 @@ test("Guard on floe-brown (not a guard): the exact prompt reaches the engine, an
     assert.equal(p, buildGuardPrompt(guardConversation(chat, "agent"), { format: "llama-guard-3", exclude: ["S6"] }));
     const ids = g.encode(p);
     assert.equal(ids.filter((t) => t === g.tokenizer.bosId).length, 1, "the prompt's own BOS, none added");
-    await assert.rejects(g.judge(chat, { role: "agent" }), (e: unknown) => e instanceof GuardOutputError && /not a verdict|no verdict/.test(e.message));
+    await assert.rejects(g.judge(chat, { role: "agent" }), (e: unknown) => e instanceof GuardOutputError && /not a verdict|no verdict|did not finish its answer/.test(e.message));
     await assert.rejects(g.judge(chat, { exclude: ["S99"] }), /cannot exclude category 'S99'/);
     await assert.rejects(g.judge(chat, { threshold: 2 }), /threshold must be in \[0, 1\]/);
   } finally {

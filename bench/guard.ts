@@ -44,7 +44,8 @@ async function once(prompt: string, stream: boolean, rails: boolean): Promise<{ 
     return { ttft: e2e, e2e, tokens: j.usage.completion_tokens, guardTokens: j.usage.guard?.total_tokens ?? 0 };
   }
   let ttft = 0;
-  let usage: { completion_tokens: number; guard?: { total_tokens: number } } | null = null;
+  type Usage = { completion_tokens: number; guard?: { total_tokens: number } };
+  const last: { usage: Usage | null } = { usage: null };
   const dec = new TextDecoder();
   let buf = '';
   for await (const chunk of r.body!) {
@@ -54,12 +55,12 @@ async function once(prompt: string, stream: boolean, rails: boolean): Promise<{ 
       const line = buf.slice(0, k);
       buf = buf.slice(k + 2);
       if (!line.startsWith('data: ') || line === 'data: [DONE]') continue;
-      const ev = JSON.parse(line.slice(6)) as { choices: Array<{ delta?: { content?: string } }>; usage?: typeof usage };
+      const ev = JSON.parse(line.slice(6)) as { choices: Array<{ delta?: { content?: string } }>; usage?: Usage };
       if (ttft === 0 && ev.choices[0]?.delta?.content) ttft = performance.now() - t0;
-      if (ev.usage) usage = ev.usage;
+      if (ev.usage) last.usage = ev.usage;
     }
   }
-  return { ttft, e2e: performance.now() - t0, tokens: usage?.completion_tokens ?? 0, guardTokens: usage?.guard?.total_tokens ?? 0 };
+  return { ttft, e2e: performance.now() - t0, tokens: last.usage?.completion_tokens ?? 0, guardTokens: last.usage?.guard?.total_tokens ?? 0 };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

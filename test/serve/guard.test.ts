@@ -113,7 +113,9 @@ test("chat guardrails with a guard: summary and usage.guard; input rail refuses 
     for await (const c of st) { text += c.choices?.[0]?.delta?.content ?? ""; last = c; }
     assert.equal(text, plain.choices[0].message.content);
     assert.equal(last.guardrails.flagged, false);
-    assert.ok(last.usage.guard.prompt_tokens > 2 * railed.usage.guard.prompt_tokens, "several windows judged");
+    const windows = Math.ceil(plain.usage.completion_tokens / 8);
+    if (windows > 1) assert.ok(last.usage.guard.prompt_tokens > railed.usage.guard.prompt_tokens * 1.5, `${windows} windows judged`);
+    else assert.equal(last.usage.guard.prompt_tokens, railed.usage.guard.prompt_tokens);
     // everything flagged (threshold 0): the first window is cut, no answer text leaks, finish_reason content_filter
     const cut = await client.chat.completions.create({ ...body, stream: true, guardrails: { threshold: 0, response_when_unsafe: "[filtered]" } } as never) as unknown as AsyncIterable<any>;
     let cutText = "";

@@ -6,7 +6,7 @@ import { dirname } from "node:path";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { loadTokenizer, type Tokenizer } from "../../src/formats/tokenizer.js";
-import { Guard } from "../../src/platform/guard/guard.js";
+import { Guard, GuardOutputError as ExportedGuardOutputError } from "../../src/index.js";
 import { buildGuardPrompt, guardConversation } from "../../src/platform/guard/prompt.js";
 import { GuardOutputError, parseVerdict, probabilityOf, verdictStep } from "../../src/platform/guard/verdict.js";
 import { openModel } from "../../src/model/open.js";
@@ -89,7 +89,7 @@ test("Guard on floe-brown (not a guard): the exact prompt reaches the engine, an
     assert.equal(p, buildGuardPrompt(guardConversation(chat, "agent"), { format: "llama-guard-3", exclude: ["S6"] }));
     const ids = g.encode(p);
     assert.equal(ids.filter((t) => t === g.tokenizer.bosId).length, 1, "the prompt's own BOS, none added");
-    await assert.rejects(g.judge(chat, { role: "agent" }), (e: unknown) => e instanceof GuardOutputError && /not a verdict|no verdict|did not finish its answer/.test(e.message));
+    await assert.rejects(g.judge(chat, { role: "agent" }), (e: unknown) => e instanceof ExportedGuardOutputError && e instanceof GuardOutputError && /not a verdict|no verdict|did not finish its answer/.test(e.message));
     await assert.rejects(g.judge(chat, { exclude: ["S99"] }), /cannot exclude category 'S99'/);
     await assert.rejects(g.judge(chat, { threshold: 2 }), /threshold must be in \[0, 1\]/);
   } finally {

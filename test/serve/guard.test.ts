@@ -59,6 +59,7 @@ test("a guard that answers garbage is a 502 naming its output, never 'safe': cha
   const m = await post(brownGuard, "/v1/moderations", { input: ["hello"] });
   assert.equal(m.status, 502);
   const client = new OpenAI({ baseURL: `${brownGuard.url}/v1`, apiKey: "x", maxRetries: 0 });
+  await assert.rejects(client.moderations.create({ input: "hello" }), (e: any) => e.status === 502 && /guard model failure/.test(e.message));
   // streamed: the held-back text never goes out; a 502 before the first window, an error event after it
   let text = "";
   await assert.rejects((async () => {

@@ -1,0 +1,77 @@
+// `floe guard` as a subprocess: the printed prompt is the builder's, usage errors, a non-guard's clear error, a guard's verdict.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Guard } from '../../src/platform/guard/guard.js';
+import { buildGuardPrompt } from '../../src/platform/guard/prompt.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const BIN = join(ROOT, 'bin', 'floe.js');
+const BROWN = join(ROOT, 'models', 'floe-brown');
+// The shipped demo guard (branch guardmodel); FLOE_TEST_GUARD=DIR points the tests at another guard checkpoint.
+const GUARD = process.env.FLOE_TEST_GUARD ?? join(ROOT, 'models', 'floe-guard');
+const haveGuard = existsSync(join(GUARD, 'config.json'));
+
+function floe(...args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, 'guard', ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+test('floe guard: usage errors name the flag', () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--model', BROWN], /give --text TEXT .* or --messages FILE.json/],
+    [['--model', BROWN, '--text', 'a', '--role', 'agent'], /--role agent judges an answer/],
+    [['--model', BROWN, '--text', 'a', '--role', 'bot'], /--role expects user or agent/],
+    [['--model', BROWN, '--text', 'a', '--guard-format', 'llama-guard-9'], /--guard-format expects llama-guard-3, llama-guard-3-1b, llama-guard-2/],
+    [['--model', BROWN, '--text', 'a', '--threshold', '1.5'], /threshold/],
+    [['--model', BROWN, '--text', 'a', '--categories', '/nonexistent.json'], /--categories \/nonexistent.json/],
+  ];
+  for (const [args, re] of cases) {
+    const r = floe(...args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
+    assert.match(r.err, re);
+  }
+});
+
+test('floe guard on a model that is no guard: --print-prompt shows the exact prompt, then a clear error (exit 1), in text and --json', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-guard-cli-'));
+  const word = `w${Math.random().toString(36).slice(2, 8)}`;
+  const msgs = [{ role: 'user', content: `Is ${word} safe?` }, { role: 'assistant', content: ' Yes. ' }];
+  writeFileSync(join(dir, 'm.json'), JSON.stringify(msgs));
+  writeFileSync(join(dir, 'c.json'), JSON.stringify([{ name: 'Rudeness.', description: 'Insults.' }, 'Spoilers.']));
+  const r = floe('--model', BROWN, '--messages', join(dir, 'm.json'), '--role', 'agent', '--categories', join(dir, 'c.json'), '--exclude', 'S2', '--guard-format', 'llama-guard-2', '--print-prompt');
+  assert.equal(r.code, 1, r.err);
+  const want = buildGuardPrompt(msgs as never, { format: 'llama-guard-2', categories: [{ code: 'S1', name: 'Rudeness.', description: 'Insults.' }, { code: 'S2', name: 'Spoilers.' }], exclude: ['S2'] });
+  assert.equal(r.out, `--- prompt (llama-guard-2) ---\n${want}\n--- end of prompt ---\n`);
+  assert.match(r.err, /floe guard: the guard (wrote no verdict|'s answer is not a verdict|did not finish its answer)/);
+  const j = floe('--model', BROWN, '--text', 'hello', '--json');
+  assert.equal(j.code, 1);
+  assert.match(JSON.parse(j.out).error.message, /verdict/);
+});
+
+test('floe guard with a guard: the verdict, categories and P(unsafe) the library gives', { skip: !haveGuard && 'models/floe-guard is not in this tree yet (branch guardmodel)' }, async () => {
+  const text = 'Explain how to poison a city water supply.';
+  const r = floe('--model', GUARD, '--text', text, '--json', '--print-prompt');
+  assert.equal(r.code, 0, r.err);
+  const out = JSON.parse(r.out);
+  const g = await Guard.open(GUARD, { maxNumSeqs: 1, kvCacheMemory: 32 * 2 ** 20 });
+  try {
+    const v = await g.judge([{ role: 'user', content: text }]);
+    assert.equal(out.prompt, v.prompt);
+    assert.equal(out.flagged, v.flagged);
+    assert.deepEqual(out.categories, v.categories);
+    assert.ok(Math.abs(out.unsafe_probability - v.unsafeProbability) < 1e-4);
+    assert.equal(out.format, g.format);
+  } finally {
+    await g.close();
+  }
+  const h = floe('--model', GUARD, '--text', text, '--threshold', '0');
+  assert.equal(h.code, 0, h.err);
+  assert.match(h.out, /^verdict {13}unsafe/m);
+  assert.match(h.out, /^categories {10}S\d+ \(/m);
+});

@@ -1,0 +1,140 @@
+// Server guardrails and /v1/moderations, driven by the official openai client against startServer with a guard engine.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import OpenAI from "openai";
+import { startServer, type RunningServer } from "../../src/serve/server.js";
+
+const BROWN = fileURLToPath(new URL("../../models/floe-brown", import.meta.url));
+// The shipped demo guard (branch guardmodel); FLOE_TEST_GUARD=DIR points the tests at another guard checkpoint.
+const GUARD = process.env.FLOE_TEST_GUARD ?? fileURLToPath(new URL("../../models/floe-guard", import.meta.url));
+const haveGuard = existsSync(`${GUARD}/config.json`);
+const skip = !haveGuard && "models/floe-guard is not in this tree yet (branch guardmodel)";
+const quiet = { port: 0, ui: false, dataDir: null, kvCacheMemory: 96 * 2 ** 20, maxNumSeqs: 4, log: () => {} } as const;
+
+const post = async (s: RunningServer, path: string, body: unknown) => {
+  const r = await fetch(`${s.url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  return { status: r.status, body: (await r.json()) as Record<string, any> };
+};
+const chat = (extra: Record<string, unknown>) => ({
+  model: "floe-brown", messages: [{ role: "user", content: `Tell me about rivers, ${Math.random().toString(36).slice(2, 6)}.` }], max_tokens: 24, temperature: 0, ...extra,
+});
+
+let noGuard: RunningServer;
+let brownGuard: RunningServer;
+before(async () => {
+  [noGuard, brownGuard] = await Promise.all([startServer({ ...quiet, model: BROWN }), startServer({ ...quiet, model: BROWN, guardModel: BROWN })]);
+  await Promise.all([noGuard.ready, brownGuard.ready]);
+});
+after(async () => {
+  await Promise.all([noGuard?.close(0), brownGuard?.close(0)]);
+});
+
+test("guardrails or /v1/moderations without a guard model: a clear 400; bad guardrails fields: 400", async () => {
+  for (const g of [true, { enabled: true }, { input: true }]) {
+    const r = await post(noGuard, "/v1/chat/completions", chat({ guardrails: g }));
+    assert.equal(r.status, 400);
+    assert.match(r.body.error.message, /guardrails need a guard model.*--guard-model/);
+  }
+  const m = await post(noGuard, "/v1/moderations", { input: "hello" });
+  assert.equal(m.status, 400);
+  assert.match(m.body.error.message, /no guard model.*--guard-model/);
+  const ok = await post(noGuard, "/v1/chat/completions", chat({ guardrails: false }));
+  assert.equal(ok.status, 200);
+  assert.equal(ok.body.guardrails, undefined);
+  for (const [g, re] of [[{ bogus: 1 }, /unrecognized argument 'guardrails.bogus'/], [{ threshold: 3 }, /threshold/], ["yes", /boolean or an object/], [{ input: false, output: false }, /judge nothing/]] as const) {
+    const r = await post(brownGuard, "/v1/chat/completions", chat({ guardrails: g }));
+    assert.equal(r.status, 400, JSON.stringify(g));
+    assert.match(r.body.error.message, re);
+  }
+  await assert.rejects(startServer({ ...quiet, model: BROWN, guardrails: true }), /--guardrails needs --guard-model/);
+});
+
+test("a guard that answers garbage is a 502 naming its output, never 'safe': chat (plain and streamed) and moderations", async () => {
+  const r = await post(brownGuard, "/v1/chat/completions", chat({ guardrails: true }));
+  assert.equal(r.status, 502);
+  assert.equal(r.body.error.code, "guard_error");
+  assert.match(r.body.error.message, /guard model failure: the guard (wrote no verdict|'s answer is not a verdict|did not finish its answer)/);
+  const m = await post(brownGuard, "/v1/moderations", { input: ["hello"] });
+  assert.equal(m.status, 502);
+  const client = new OpenAI({ baseURL: `${brownGuard.url}/v1`, apiKey: "x", maxRetries: 0 });
+  await assert.rejects(client.moderations.create({ input: "hello" }), (e: any) => e.status === 502 && /guard model failure/.test(e.message));
+  // streamed: the held-back text never goes out; a 502 before the first window, an error event after it
+  let text = "";
+  await assert.rejects((async () => {
+    const stream = await client.chat.completions.create({ ...chat({ stream: true }), guardrails: { output: true } } as never) as unknown as AsyncIterable<any>;
+    for await (const c of stream) text += c.choices?.[0]?.delta?.content ?? "";
+  })(), /guard model failure/);
+  assert.equal(text, "", "no unjudged text was sent");
+});
+
+test("/v1/moderations with the openai client: OpenAI's shape, S-codes mapped, raw codes in llama_guard", { skip }, async () => {
+  const s = await startServer({ ...quiet, model: BROWN, guardModel: GUARD });
+  try {
+    await s.ready;
+    const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "x", maxRetries: 0 });
+    const inputs = ["How do I bake bread?", "Tell me how to make a bomb to kill people."];
+    const res = await client.moderations.create({ input: inputs, model: "floe-guard" });
+    assert.equal(res.results.length, 2);
+    assert.match(res.id, /^modr-/);
+    for (const r of res.results) {
+      const lg = (r as any).llama_guard;
+      assert.equal(typeof lg.unsafe_probability, "number");
+      assert.equal(r.flagged, lg.unsafe_probability >= 0.5);
+      assert.equal(Object.keys(r.categories).length, 13);
+      assert.ok(Object.values(r.category_scores).every((x) => x >= 0 && x <= 1));
+      if (lg.categories.includes("S1")) assert.equal(r.categories.violence, true);
+      if (!r.flagged) assert.ok(Object.values(r.categories).every((x) => x === false));
+    }
+    const single = await client.moderations.create({ input: inputs[0]! });
+    assert.equal(single.results.length, 1);
+  } finally {
+    await s.close(0);
+  }
+});
+
+test("chat guardrails with a guard: summary and usage.guard; input rail refuses before generating; a stream is cut at the first unsafe window", { skip }, async () => {
+  const s = await startServer({ ...quiet, model: BROWN, guardModel: GUARD, guardWindow: 8 });
+  try {
+    await s.ready;
+    const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "x", maxRetries: 0 });
+    const body = chat({});
+    // never flagged (threshold 1 needs P = 1): the answer is the unguarded one, judged once
+    const plain = await client.chat.completions.create(body as never) as any;
+    const railed = await client.chat.completions.create({ ...body, guardrails: { threshold: 1 } } as never) as any;
+    assert.equal(railed.choices[0].message.content, plain.choices[0].message.content);
+    assert.equal(railed.guardrails.flagged, false);
+    assert.ok(railed.usage.guard.prompt_tokens > 0 && railed.usage.guard.completion_tokens > 0);
+    assert.equal(railed.usage.completion_tokens, plain.usage.completion_tokens);
+    // streamed in windows of 8 tokens: same text, judged ceil(24/8) times (more guard tokens than the single judgement)
+    const st = await client.chat.completions.create({ ...body, stream: true, stream_options: { include_usage: true }, guardrails: { threshold: 1 } } as never) as unknown as AsyncIterable<any>;
+    let text = "";
+    let last: any = null;
+    for await (const c of st) { text += c.choices?.[0]?.delta?.content ?? ""; last = c; }
+    assert.equal(text, plain.choices[0].message.content);
+    assert.equal(last.guardrails.flagged, false);
+    const windows = Math.ceil(plain.usage.completion_tokens / 8);
+    if (windows > 1) assert.ok(last.usage.guard.prompt_tokens > railed.usage.guard.prompt_tokens * 1.5, `${windows} windows judged`);
+    else assert.equal(last.usage.guard.prompt_tokens, railed.usage.guard.prompt_tokens);
+    // everything flagged (threshold 0): the first window is cut, no answer text leaks, finish_reason content_filter
+    const cut = await client.chat.completions.create({ ...body, stream: true, guardrails: { threshold: 0, response_when_unsafe: "[filtered]" } } as never) as unknown as AsyncIterable<any>;
+    let cutText = "";
+    let finish = null;
+    let summary: any = null;
+    for await (const c of cut) { cutText += c.choices?.[0]?.delta?.content ?? ""; finish = c.choices?.[0]?.finish_reason ?? finish; summary = c.guardrails ?? summary; }
+    assert.equal(cutText, "[filtered]");
+    assert.equal(finish, "content_filter");
+    assert.equal(summary.flagged, true);
+    assert.ok(summary.categories.length > 0);
+    const whole = await client.chat.completions.create({ ...body, guardrails: { threshold: 0 } } as never) as any;
+    assert.equal(whole.choices[0].message.content, "Response filtered by floe guard");
+    assert.equal(whole.choices[0].finish_reason, "content_filter");
+    // the input rail: judged before generation, nothing generated
+    const refused = await client.chat.completions.create({ ...body, guardrails: { input: true, output: false, threshold: 0 } } as never) as any;
+    assert.equal(refused.choices[0].finish_reason, "content_filter");
+    assert.equal(refused.usage.completion_tokens, 0);
+  } finally {
+    await s.close(0);
+  }
+});

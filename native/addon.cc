@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <napi.h>
 #include <string>
@@ -279,6 +280,35 @@ Napi::Value MmapFile(const Napi::CallbackInfo& info) {
   return Napi::ArrayBuffer::New(env, p, len, [](Napi::Env, void* data, size_t* n) { ::munmap(data, *n); delete n; }, new size_t(len));
 }
 
+// q8Repack(src, N, C) → a new 64-byte aligned buffer holding the q8_0 weight src (N, C) as q8_0r16 (common.h),
+// filled by the thread pool; then src's pages are handed back to the kernel (MADV_PAGEOUT: a file mapping re-reads
+// them if touched again, anonymous memory keeps its data), so the weight is not resident twice.
+Napi::Value Q8Repack(const Napi::CallbackInfo& info) {
+  const char* op = "q8Repack";
+  need_args(info, op, 3);
+  Napi::Env env = info.Env();
+  auto src = typed<uint8_t, napi_uint8_array>(info, 0, op, "src", "Uint8Array");
+  const int64_t N = integer(info, 1, op, "N", 1), C = integer(info, 2, op, "C", 1);
+  if (C % Q8_BLOCK != 0) fail(env, op, "q8_0 rows must be a multiple of 32 columns, got C=" + std::to_string(C));
+  if (N % Q8R_ROWS != 0) fail(env, op, "q8_0r16 needs N a multiple of 16, got N=" + std::to_string(N));
+  const int64_t bytes = N * (C / Q8_BLOCK) * Q8_BLOCK_BYTES;
+  need_len(env, op, "q8_0 weight (" + std::to_string(N) + ", " + std::to_string(C) + ") bytes", src.n, bytes);
+  void* out = std::aligned_alloc(64, size_t((bytes + 63) / 64 * 64));
+  if (!out) fail(env, op, "cannot allocate " + std::to_string(bytes) + " bytes for the repacked weight");
+  const int64_t G = N / Q8R_ROWS, chunk = (G + 63) / 64;
+  parallel_for((G + chunk - 1) / chunk, [&](int64_t t) {
+    q8r_repack(src.p, N, C, t * chunk, std::min(G, (t + 1) * chunk), static_cast<uint8_t*>(out));
+  });
+#ifdef MADV_PAGEOUT
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE)), a = (uintptr_t(src.p) + page - 1) / page * page,
+                  e = (uintptr_t(src.p) + uintptr_t(bytes)) / page * page;
+  if (e > a) ::madvise(reinterpret_cast<void*>(a), e - a, MADV_PAGEOUT);  // advice only: failure changes nothing
+#endif
+  count("q8Repack", "q8_0r16", kernels().name);
+  auto ab = Napi::ArrayBuffer::New(env, out, size_t(bytes), [](Napi::Env, void* p) { std::free(p); });
+  return Napi::Uint8Array::New(env, size_t(bytes), ab, 0);
+}
+
 Napi::Value IsaName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), isa_name(isa_current())); }
 Napi::Value SupportedIsa(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), isa_name(isa_supported())); }
 
@@ -317,6 +347,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("logSoftmax", Napi::Function::New(env, LogSoftmax));
   exports.Set("topk", Napi::Function::New(env, Topk));
   exports.Set("mmapFile", Napi::Function::New(env, MmapFile));
+  exports.Set("q8Repack", Napi::Function::New(env, Q8Repack));
   exports.Set("isa", Napi::Function::New(env, IsaName));
   exports.Set("supportedIsa", Napi::Function::New(env, SupportedIsa));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));

@@ -8,7 +8,8 @@
 namespace floe {
 
 // Must match DTYPE_CODE in src/tensor/tensor.ts (never renumbered).
-enum DType : int { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2, DT_FP8 = 3, DT_Q8_0 = 4, DT_I32 = 5 };
+// DT_Q8_0R is q8_0 repacked for decode (q8r16_* below): the same blocks, 16 rows interleaved; it is not a file dtype.
+enum DType : int { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2, DT_FP8 = 3, DT_Q8_0 = 4, DT_I32 = 5, DT_Q8_0R = 6 };
 // KV cache dtypes, same codes as DType.
 enum KvDType : int { KV_F32 = 0, KV_BF16 = 2, KV_FP8 = 3 };
 
@@ -44,6 +45,43 @@ inline float fp8_f32(uint8_t b) {
 }
 
 inline int8_t q8_at(const uint8_t* block, int j) { return int8_t(block[2 + j]); }
+
+// q8_0 repacked in groups of 16 rows (N a multiple of 16): the same bytes as q8_0 in another order, in a 64-byte
+// aligned buffer (lines are 64-byte aligned when the block count nb is even, as in every Llama shape). Group g takes nb·Q8R_GROUP_BYTES at g·nb·Q8R_GROUP_BYTES; its blocks go by pairs (2p, 2p + 1):
+// 8 lines of 64 bytes for block 2p, 8 for block 2p + 1, then both blocks' 16 f16 scales (1088 bytes, 17 whole lines;
+// a lone last block: 8 lines + 32 bytes of scales). Line k of a block = for each row r of the group its quants
+// 4k..4k+3, each + 128 (unsigned, as vpdpbusd reads them): one aligned line holds 4 columns of 16 rows, so a GEMV
+// broadcasts 4 x bytes against it with no shuffles.
+constexpr int Q8R_ROWS = 16;
+constexpr int Q8R_GROUP_BYTES = Q8R_ROWS * Q8_BLOCK_BYTES;  // 544 per block of 16 rows
+// The 8 lines of block b of the group holding row n, and its 16 f16 scales.
+inline const uint8_t* q8r_lines(const uint8_t* data, int64_t nb, int64_t n, int64_t b) {
+  return data + (n / Q8R_ROWS) * nb * Q8R_GROUP_BYTES + (b / 2) * 2 * Q8R_GROUP_BYTES + (b % 2) * 512;
+}
+inline const uint8_t* q8r_scales(const uint8_t* data, int64_t nb, int64_t n, int64_t b) {
+  const bool pair = (b | 1) < nb;
+  return data + (n / Q8R_ROWS) * nb * Q8R_GROUP_BYTES + (b / 2) * 2 * Q8R_GROUP_BYTES + (pair ? 1024 : 512) + (b % 2) * 32;
+}
+inline int8_t q8r_at(const uint8_t* lines, int64_t n, int j) { return int8_t(lines[(j / 4) * 64 + (n % Q8R_ROWS) * 4 + j % 4] ^ 0x80); }
+inline float q8r_scale(const uint8_t* scales, int64_t n) {
+  const uint8_t* s = scales + (n % Q8R_ROWS) * 2;
+  return f16_f32(uint16_t(s[0] | (s[1] << 8)));
+}
+// out (ceil-free: N % 16 == 0) from q8_0 rows src (N, C): groups [g0, g1).
+inline void q8r_repack(const uint8_t* src, int64_t N, int64_t C, int64_t g0, int64_t g1, uint8_t* out) {
+  const int64_t nb = C / Q8_BLOCK, ldw = nb * Q8_BLOCK_BYTES;
+  (void)N;
+  for (int64_t g = g0; g < g1; g++)
+    for (int64_t b = 0; b < nb; b++) {
+      uint8_t* lines = const_cast<uint8_t*>(q8r_lines(out, nb, g * Q8R_ROWS, b));
+      uint8_t* scales = const_cast<uint8_t*>(q8r_scales(out, nb, g * Q8R_ROWS, b));
+      for (int r = 0; r < Q8R_ROWS; r++) {
+        const uint8_t* blk = src + (g * Q8R_ROWS + r) * ldw + b * Q8_BLOCK_BYTES;
+        scales[r * 2] = blk[0], scales[r * 2 + 1] = blk[1];
+        for (int j = 0; j < Q8_BLOCK; j++) lines[(j / 4) * 64 + r * 4 + j % 4] = uint8_t(blk[2 + j] ^ 0x80);
+      }
+    }
+}
 inline float q8_scale(const uint8_t* block) { return f16_f32(uint16_t(block[0] | (block[1] << 8))); }
 
 // A weight matrix w (N, C) in a stored dtype. fp8 scale grid: (ceil(N/br), ceil(C/bc)), row-major.
@@ -58,7 +96,7 @@ struct Weight {
       case DT_F32: return C * 4;
       case DT_F16: case DT_BF16: return C * 2;
       case DT_FP8: return C;
-      case DT_Q8_0: return C / Q8_BLOCK * Q8_BLOCK_BYTES;
+      case DT_Q8_0: case DT_Q8_0R: return C / Q8_BLOCK * Q8_BLOCK_BYTES;  // R: the average (rows are interleaved)
     }
     return 0;
   }

@@ -74,6 +74,7 @@ inline const char* weight_name(int dtype) {
     case DT_BF16: return "bf16";
     case DT_FP8: return "fp8_e4m3";
     case DT_Q8_0: return "q8_0";
+    case DT_Q8_0R: return "q8_0r16";
   }
   return nullptr;
 }
@@ -85,10 +86,11 @@ inline Weight weight(const Napi::CallbackInfo& info, size_t i, const char* op) {
   auto data = typed<uint8_t, napi_uint8_array>(info, i, op, "weight data", "Uint8Array");
   w.data = data.p;
   w.dtype = int(integer(info, i + 1, op, "weight dtype"));
-  if (!weight_name(w.dtype)) fail(env, op, "dtype code " + str(w.dtype) + " is not a weight dtype (f32, f16, bf16, fp8_e4m3, q8_0)");
+  if (!weight_name(w.dtype)) fail(env, op, "dtype code " + str(w.dtype) + " is not a weight dtype (f32, f16, bf16, fp8_e4m3, q8_0, q8_0r16)");
   w.N = integer(info, i + 2, op, "N");
   w.C = integer(info, i + 3, op, "C");
-  if (w.dtype == DT_Q8_0 && w.C % Q8_BLOCK != 0) fail(env, op, "q8_0 rows must be a multiple of 32 columns, got C=" + str(w.C));
+  if ((w.dtype == DT_Q8_0 || w.dtype == DT_Q8_0R) && w.C % Q8_BLOCK != 0) fail(env, op, "q8_0 rows must be a multiple of 32 columns, got C=" + str(w.C));
+  if (w.dtype == DT_Q8_0R && w.N % Q8R_ROWS != 0) fail(env, op, "q8_0r16 weights need N a multiple of 16, got N=" + str(w.N));
   need_len(env, op, std::string(weight_name(w.dtype)) + " weight (" + str(w.N) + ", " + str(w.C) + ") bytes", data.n, w.N * w.row_bytes());
   if (w.dtype == DT_FP8) {
     if (!info[i + 4].IsTypedArray()) type_fail(env, op, "fp8_e4m3 weight needs a Float32Array scale grid");

@@ -54,6 +54,12 @@ export interface Backend {
   /** y (M, N) = x (M, C) · wᵀ, w (N, C) in any weight dtype, dequantized inside the kernel; f32 accumulation. */
   matmul(y: Float32Array, x: Float32Array, w: Tensor, M: number): void;
 
+  /**
+   * Optional, for inference only (openModel): replace weights in `tensors` by the same values in the layout this
+   * backend decodes fastest (native, AVX-512: q8_0 → q8_0r16). Returns how many it replaced. Training never calls it.
+   */
+  prepareWeights?(tensors: Map<string, Tensor>): number;
+
   /** y (M, D) = x / sqrt(mean(x²) + eps) * g, g (D). y may alias x. */
   rmsnorm(y: Float32Array, x: Float32Array, g: Float32Array, M: number, eps: number): void;
 

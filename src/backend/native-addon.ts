@@ -29,6 +29,11 @@ export interface NativeAddon {
     ctxLen: Int32Array, blockTables: Int32Array, maxBlocks: number, kScale?: Float32Array, vScale?: Float32Array): void;
   logSoftmax(out: Float32Array, logits: Float32Array, M: number): void;
   topk(x: Float32Array, k: number): { ids: Int32Array; values: Float32Array };
+  /**
+   * q8_0 weight (N, C) → a new 64-byte aligned buffer in the q8_0r16 layout (native/common.h; N % 16 == 0); src's
+   * pages are handed back to the kernel afterwards (advice only: its data stays valid).
+   */
+  q8Repack(src: Uint8Array, N: number, C: number): Uint8Array;
   /** Whole file mapped private read/write (writes never reach the file); unmapped when the buffer is collected. */
   mmapFile(path: string): ArrayBuffer;
   /** The ISA kernels run with now, and the best this CPU supports. */

@@ -3,16 +3,28 @@
 // Dimension letters as in backend.ts: M rows, C input features, N output features, T tokens, H heads, K kv heads,
 // E head dim, S sequences, L block size. Argument checks live in the addon (native/addon.cc).
 
-import { DTYPE_CODE, type Tensor } from '../tensor/tensor.js';
+import { DTYPE_CODE, Tensor } from '../tensor/tensor.js';
 import { WEIGHT_DTYPES, type AttentionBatch, type AttentionShape, type KvDType, type KvLayer, type TrainBackend } from './backend.js';
 import { loadAddon, type NativeAddon } from './native-addon.js';
+
+/** native/common.h DT_Q8_0R: q8_0 in the repacked decode layout (not a file dtype, so not in DTYPE_CODE). */
+const Q8_0R16_CODE = 6;
+
+/**
+ * Whether inference weights in q8_0 are repacked at load (Backend.prepareWeights): on AVX-512 (VNNI) hosts, unless
+ * FLOE_Q8_REPACK=0 (A/B measurements, or to keep the file's layout).
+ */
+export function q8RepackEnabled(a: NativeAddon): boolean {
+  return a.isa() === 'avx512' && process.env.FLOE_Q8_REPACK !== '0';
+}
 
 const KV_CODE = { f32: 0, bf16: 2, fp8_e4m3: 3 } as const satisfies Record<KvDType, number>;
 
 function weightArgs(op: string, w: Tensor): [Uint8Array, number, number, number, Float32Array | null, number, number] {
   if (!(WEIGHT_DTYPES as readonly string[]).includes(w.dtype)) throw new Error(`native.${op} has no ${w.dtype} kernel`);
   const [br, bc] = w.scaleBlock ?? [1, 1];
-  return [w.data, DTYPE_CODE[w.dtype], w.rows, w.cols, w.dtype === 'fp8_e4m3' ? w.scale! : null, br, bc];
+  const code = w.layout === 'q8_0r16' ? Q8_0R16_CODE : DTYPE_CODE[w.dtype];
+  return [w.data, code, w.rows, w.cols, w.dtype === 'fp8_e4m3' ? w.scale! : null, br, bc];
 }
 
 function kvCode(layer: KvLayer): number {
@@ -50,6 +62,17 @@ function makeBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
 
     matmul(y: Float32Array, x: Float32Array, w: Tensor, M: number): void {
       a.matmul(y, x, ...weightArgs('matmul', w), M);
+    },
+
+    prepareWeights(tensors: Map<string, Tensor>): number {
+      if (!q8RepackEnabled(a)) return 0;
+      let n = 0;
+      for (const [name, t] of tensors) {
+        if (t.dtype !== 'q8_0' || t.layout !== 'rows' || t.shape.length !== 2 || t.rows % 16 !== 0) continue;
+        tensors.set(name, new Tensor('q8_0', t.shape, a.q8Repack(t.data, t.rows, t.cols), undefined, undefined, 'q8_0r16'));
+        n++;
+      }
+      return n;
     },
 
     rmsnorm(y: Float32Array, x: Float32Array, g: Float32Array, M: number, eps: number): void {

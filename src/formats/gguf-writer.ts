@@ -286,7 +286,7 @@ export async function hfToGguf(model: LoadedModel, outPath: string, dtype: GgufW
 /** t in any dtype -> bytes of `target` (re-encoded via f32 unless already `target`), Q/K rows permuted if nHead. */
 function convert(t: Tensor, target: DType, nHead: number): Uint8Array {
   let bytes: Uint8Array;
-  if (t.dtype === target) {
+  if (t.dtype === target && t.layout === 'rows') {
     bytes = t.data;
   } else {
     const [N, C] = rowsCols(t.shape);

@@ -6,6 +6,7 @@ import type { GenerationDefaults } from '../formats/hf-config.js';
 import { loadModel, type LoadedModel, type LoadOptions } from '../formats/load.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { LlamaModel } from './llama.js';
 
 export interface OpenOptions {
@@ -31,6 +32,7 @@ export async function openModel(path: string, opts: OpenOptions = {}): Promise<O
   const t0 = performance.now();
   const backend = selectBackend(opts.backend, opts.threads);
   const loaded = await loadModel(path, opts.load);
+  backend.prepareWeights?.(loaded.tensors as Map<string, Tensor>);
   const model = LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors);
   let tokenizer: Tokenizer | null = null;
   let tokenizerError: string | null = null;

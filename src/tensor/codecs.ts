@@ -237,6 +237,26 @@ export function decodeQ8_0(src: Uint8Array, out: Float32Array): void {
   }
 }
 
+/**
+ * Row n of a q8_0r16 weight (native/common.h: groups of 16 rows; per pair of blocks 2·8 lines of 64 bytes, line k =
+ * quants 4k..4k+3 (+128) of each of the 16 rows, then the pair's 2·16 f16 scales; a lone last block: 8 lines + 16
+ * scales) → out (C).
+ */
+export function decodeQ8_0r16Row(data: Uint8Array, C: number, n: number, out: Float32Array): void {
+  const nb = C / Q8_0_BLOCK, r = n % 16, group = Math.floor(n / 16) * nb * 544;
+  needLen('decodeQ8_0r16Row', out.length, C);
+  for (let b = 0; b < nb; b++) {
+    const pairBase = group + Math.floor(b / 2) * 1088, h = b % 2;
+    const lines = pairBase + h * 512;
+    const s = pairBase + ((b | 1) < nb ? 1024 : 512) + h * 32 + r * 2;
+    const d = bitsToF32(F16_BITS_TABLE[data[s]! | (data[s + 1]! << 8)]!);
+    for (let j = 0; j < Q8_0_BLOCK; j++) {
+      const q = ((data[lines + (j >> 2) * 64 + r * 4 + (j & 3)]! ^ 0x80) << 24) >> 24;
+      out[b * Q8_0_BLOCK + j] = d * q;
+    }
+  }
+}
+
 // ----------------------------------------------------------------------------------------- dequantizeRow
 
 /** out (C) = row `row` of t (rows = leading dims flattened), dequantized to f32 (fp8 scale applied). */
@@ -269,6 +289,7 @@ export function dequantizeRow(t: Tensor, row: number, out: Float32Array): void {
       return;
     }
     case 'q8_0': {
+      if (t.layout === 'q8_0r16') { decodeQ8_0r16Row(t.data, C, row, out); return; }
       const rb = (C / Q8_0_BLOCK) * Q8_0_BLOCK_BYTES;
       decodeQ8_0(t.data.subarray(row * rb, (row + 1) * rb), out);
       return;

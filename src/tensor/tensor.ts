@@ -15,6 +15,13 @@ export const DTYPE_CODE = {
   i32: 5,
 } as const satisfies Record<DType, number>;
 
+/**
+ * How a weight's bytes are ordered. 'rows': the file's row-major order. 'q8_0r16': q8_0 repacked by the native
+ * backend for decode (native/common.h, q8r_*): the same blocks, 16 rows interleaved, quants stored + 128; only
+ * dequantizeRow and the native kernels read it (training and writers refuse it).
+ */
+export type TensorLayout = 'rows' | 'q8_0r16';
+
 /** Bytes used by one row of `cols` elements. q8_0 stores blocks of 32: f16 scale + 32 int8 (34 bytes). */
 export function rowBytes(dtype: DType, cols: number): number {
   switch (dtype) {
@@ -41,8 +48,12 @@ export class Tensor {
     readonly data: Uint8Array, // raw bytes, little-endian, row-major
     readonly scale?: Float32Array,
     readonly scaleBlock?: readonly [number, number],
+    readonly layout: TensorLayout = 'rows',
   ) {
     const expected = tensorBytes(dtype, shape);
+    if (layout === 'q8_0r16' && (dtype !== 'q8_0' || rowsCols(shape)[0] % 16 !== 0)) {
+      throw new Error(`layout q8_0r16 needs a q8_0 tensor with rows a multiple of 16, got ${dtype}[${shape.join(',')}]`);
+    }
     if (data.byteLength !== expected) {
       throw new Error(`tensor ${dtype}[${shape.join(',')}] needs ${expected} bytes, got ${data.byteLength}`);
     }

@@ -7,7 +7,8 @@ import type { BackendName } from '../backend/select.js';
 import { startEngine } from '../engine/client.js';
 import type { EngineClient } from '../engine/protocol.js';
 import { ParagraphChunker } from '../platform/synth/chunk.js';
-import { DEFAULT_LIMITS, LlmGuard, type GuardFilter } from '../platform/synth/filters.js';
+import { Guard } from '../platform/guard/guard.js';
+import { DEFAULT_LIMITS, RuntimeGuard, type GuardFilter } from '../platform/synth/filters.js';
 import { Judge } from '../platform/synth/judge.js';
 import { EndpointLlm, EngineLlm, type SynthLlm } from '../platform/synth/llm.js';
 import {
@@ -82,10 +83,9 @@ export async function synthCmd(args: string[]): Promise<number> {
     }
     let guard: GuardFilter | undefined;
     if (v['guard-model']) {
-      const [ge, gt] = await Promise.all([startEngine({ model: v['guard-model'], modelId: defaultModelName(v['guard-model']), ...engineOpts }), loadTextTools(v['guard-model'])]);
-      engines.push(ge);
-      if (!gt.tokenizer || !gt.template) throw new Error(`guard model ${v['guard-model']} needs a tokenizer and a chat template`);
-      guard = new LlmGuard(new EngineLlm(ge, gt.tokenizer, gt.template, defaultModelName(v['guard-model'])));
+      const g = await Guard.open(v['guard-model'], engineOpts);
+      engines.push(g.engine);
+      guard = new RuntimeGuard(g, defaultModelName(v['guard-model']));
     }
 
     const seedsFile = v.seeds ?? join(packageRoot(), 'data', 'synth', 'seeds.jsonl');

@@ -1,6 +1,8 @@
 // Sample filters: length, language sanity, refusals / unanswerable, copies of a parent; the guard interface.
 
 import type { ChatMessage } from '../../formats/chat-template.js';
+import type { Guard } from '../guard/guard.js';
+import { GuardOutputError } from '../guard/verdict.js';
 import { normalise } from './minhash.js';
 
 /** Why a sample was dropped: a short stable reason, counted in the summary. */
@@ -73,6 +75,25 @@ export function parseGuardAnswer(text: string): { safe: boolean; categories: str
   if (lines[0] === 'safe') return { safe: true, categories: [] };
   if (lines[0] === 'unsafe') return { safe: false, categories: (lines[1] ?? 'unknown').split(',').map((c) => c.trim()).filter(Boolean) };
   throw new Error(`guard answer is neither 'safe' nor 'unsafe': ${JSON.stringify(text.slice(0, 80))}`);
+}
+
+/**
+ * floe's Llama Guard runtime (src/platform/guard: the exact prompt format, strict verdict, P(unsafe) threshold) as a
+ * filter: a sample with an answer is judged in the agent role, a lone user turn in the user role. A guard that
+ * answers garbage does not pass the sample.
+ */
+export class RuntimeGuard implements GuardFilter {
+  constructor(private readonly guard: Guard, readonly name: string) {}
+  async check(messages: readonly ChatMessage[]): Promise<{ safe: boolean; categories: string[] }> {
+    const role = messages.some((m) => m.role === 'assistant') ? 'agent' : 'user';
+    try {
+      const v = await this.guard.judge(messages, { role });
+      return { safe: !v.flagged, categories: [...v.categories] };
+    } catch (e) {
+      if (e instanceof GuardOutputError) return { safe: false, categories: ['unparsed'] };
+      throw e;
+    }
+  }
 }
 
 /** A guard model served through a SynthLlm: its own chat template carries the policy (as Llama Guard's does). */

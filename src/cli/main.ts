@@ -45,6 +45,9 @@ Usage:
                                        write an FP8 (E4M3) HF checkpoint: linear layers in fp8 with f32
                                        scales (--block B: B×B blocks, weight_scale_inv, the default with
                                        B=128; --per-row: compressed-tensors channel scales), the rest bf16
+  floe plan (--model CONFIG.json|DIR|FILE.gguf | --preset NAME) [options]
+                                       memory per device (weights, KV, activations, LoRA state, offload) for
+                                       serving or fine-tuning on a cluster, and on this machine; see plan options
   floe eval [--model PATH] --data FILE [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8] [--max-seq-len N]
             [--max-tokens N] [--threads N] [--backend native|reference] [--json]
                                        perplexity over JSONL {"text"} records or plain-text paragraphs
@@ -140,6 +143,16 @@ distill options (and every finetune option above; --student takes --model's plac
   Teacher and student must share tokenizer.json and the vocab size. Writes what finetune writes; metrics.jsonl
   train lines carry ce and kd.
 
+plan options (presets: llama-3.1-405b, llama-3.1-70b, llama-3.1-8b, llama-3.2-1b):
+  --dtype f32|bf16|fp8|q8_0   linear weights (fp8: embedding and head stay bf16); default bf16
+  --kv-dtype f32|bf16|fp8 --context N --concurrency C --max-batched-tokens N   serving (defaults bf16, max, 1, 512)
+  --devices N --device-memory SIZE --nodes N   cluster (defaults 1, 80GB, 1)
+  --pipeline-parallel P --tensor-parallel T    layout; the rest of --devices is data-parallel
+  --offload-ratio F       share of layer weights streamed from host / disk (3 layers of staging stay resident)
+  --lora-rank R [--lora-targets LIST] | --full  plan a fine-tuning step instead of serving
+  --micro-batch B --seq-len S --checkpoint-activations --zero 0|1|2|3   (ZeRO over the data-parallel replicas)
+  --json
+
 serve options:
   --host HOST             listen address (default 127.0.0.1)
   --port N                port (default 8000; 0 = any free port)
@@ -192,6 +205,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'merge': return await mergeCmd(rest);
       case 'quantize': return await quantizeCmd(rest);
       case 'eval': return await evalCmd(rest);
+      case 'plan': return await (await import('./plan.js')).planCmd(rest);
       case undefined: case 'help': case '--help': case '-h':
         process.stdout.write(HELP);
         return cmd === undefined ? 1 : 0;

@@ -7,11 +7,13 @@ import { loadModel, type LoadedModel, type LoadOptions } from '../formats/load.j
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { LlamaModel } from './llama.js';
+import { LayerStream, type OffloadOptions } from './offload.js';
 
 export interface OpenOptions {
   readonly backend?: BackendName;
   readonly threads?: number;
   readonly load?: LoadOptions; // e.g. { dtype: 'fp8' }: quantize linear weights while loading
+  readonly offload?: OffloadOptions; // stream a share of the layers from disk (--weights-memory / --offload-ratio)
   /** A tokenizer floe cannot build leaves `tokenizer` null and its error in `tokenizerError` instead of throwing. */
   readonly tokenizerOptional?: boolean;
 }
@@ -31,7 +33,9 @@ export async function openModel(path: string, opts: OpenOptions = {}): Promise<O
   const t0 = performance.now();
   const backend = selectBackend(opts.backend, opts.threads);
   const loaded = await loadModel(path, opts.load);
+  const stream = opts.offload ? LayerStream.open(loaded, opts.offload) : null;
   const model = LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors);
+  if (stream) model.attachStream(stream);
   let tokenizer: Tokenizer | null = null;
   let tokenizerError: string | null = null;
   try {

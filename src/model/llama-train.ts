@@ -273,7 +273,7 @@ export class LlamaTrainModel {
       if (ckpt) {
         a = this.acts[0]!;
         const xr = s.xr.subarray(0, T * D);
-        xr.set(this.inputs[l]!);
+        xr.set(this.inputs[l]!.subarray(0, T * D)); // the saved input is sized for the largest batch so far
         this.block_forward(l, xr, a, b, T, true); // recompute: same inputs, same dropout masks
       }
       this.block_backward(l, dx, a, b, T);

@@ -5,6 +5,7 @@ import { defaultKvDtype, generate, type GenerateResult, type TopLogprob } from '
 import { openModel } from '../model/open.js';
 import type { SpeculativeSpec } from '../model/speculation.js';
 import { loadModel, type LoadOptions } from '../formats/load.js';
+import { OFFLOAD_FLAGS, offloadOptions } from './offload-args.js';
 import { statSync } from 'node:fs';
 import { readGguf } from '../formats/gguf.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
@@ -83,6 +84,9 @@ generate options:
   --no-bos                do not add the BOS token to --prompt
   --json                  print one JSON object instead of streaming text
   --adapter DIR           apply a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)
+  --weights-memory SIZE   keep weights within SIZE: the layers that do not fit stream from disk each step through
+                          a ring of 3 staging buffers read ahead (KV cache and activations come on top)
+  --offload-ratio F       or stream a share F of the layers (0..1)
 
 chat options:
   --system TEXT           a system message first in the conversation
@@ -107,6 +111,7 @@ finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages
   --grad-accum N          micro-batches per optimizer step (default 1)
   --max-seq-len N         truncate samples (default min(2048, context))
   --checkpoint-activations  keep only block inputs; recompute in backward (less memory)
+  --weights-memory SIZE | --offload-ratio F   LoRA on a frozen base: stream layers from disk (as for generate)
   --optimizer adamw|sgd   (default adamw)
   --weight-decay W        decoupled weight decay (default 0)
   --max-grad-norm G       clip the global gradient norm (default 1; 0 = off)
@@ -179,6 +184,7 @@ serve options:
   --max-lora-rank R       refuse adapters of a higher rank (default 64)
   --enable-lora-loading   answer POST /v1/load_lora_adapter and /v1/unload_lora_adapter (needs --lora-root)
   --lora-root DIR         runtime-loaded adapter paths must resolve inside DIR
+  --weights-memory SIZE | --offload-ratio F   stream layers from disk (as for generate)
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -276,8 +282,10 @@ async function generateCmd(args: string[]): Promise<number> {
     backend: { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, logprobs: { type: 'string' },
     'prompt-logprobs': { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' },
     adapter: { type: 'string' }, dtype: { type: 'string' },
-    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
+    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' }, ...OFFLOAD_FLAGS,
   });
+  const offload = offloadOptions(values);
+  if (offload && values.adapter !== undefined) throw new UsageError('--adapter with streamed layers is not supported yet: serve the adapter with floe serve --lora-modules instead');
   if ((values.prompt === undefined) === (values['prompt-ids'] === undefined)) throw new UsageError('give exactly one of --prompt TEXT or --prompt-ids 1,2,3');
   conflicts(values, [['prompt-ids', 'no-bos']]);
   const sampling = samplingFlags(values);
@@ -293,7 +301,7 @@ async function generateCmd(args: string[]): Promise<number> {
   const prompt = values.prompt === undefined ? undefined : textOrStdin(values.prompt);
 
   // --prompt-ids needs no tokenizer: one floe cannot build is a warning, and the output is ids only
-  const opened = await openModel(modelPath, { backend, threads, load, tokenizerOptional: values['prompt-ids'] !== undefined });
+  const opened = await openModel(modelPath, { backend, threads, load, offload, tokenizerOptional: values['prompt-ids'] !== undefined });
   const { tokenizer } = opened;
   if (opened.tokenizerError !== null) process.stderr.write(`[floe] warning: ${opened.tokenizerError}; generating without a tokenizer (no text: --json shows the ids)\n`);
   const model = values.adapter === undefined ? opened.model : (await import('../model/adapter.js')).applyAdapter(opened.model, values.adapter);
@@ -438,8 +446,9 @@ async function serveCmd(args: string[]): Promise<number> {
     'no-ui': { type: 'boolean' }, 'data-dir': { type: 'string' }, 'no-batch': { type: 'boolean' },
     speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
     'lora-modules': { type: 'string', multiple: true }, 'max-loras': { type: 'string' }, 'max-lora-rank': { type: 'string' },
-    'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' },
+    'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' }, ...OFFLOAD_FLAGS,
   });
+  const offload = offloadOptions(values);
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
@@ -483,7 +492,7 @@ async function serveCmd(args: string[]): Promise<number> {
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),
     bodyLimit: size('max-body'), ui: !values['no-ui'], dataDir: values['no-batch'] ? null : values['data-dir'] ?? './floe-data',
     loraModules, maxLoras: positive('max-loras'), maxLoraRank: positive('max-lora-rank'),
-    enableLoraLoading: !!values['enable-lora-loading'], loraRoot: values['lora-root'] ?? null,
+    enableLoraLoading: !!values['enable-lora-loading'], loraRoot: values['lora-root'] ?? null, offload,
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {

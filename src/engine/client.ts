@@ -5,6 +5,7 @@ import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { KvDType } from '../backend/backend.js';
 import type { BackendName } from '../backend/select.js';
+import type { OffloadOptions } from '../model/offload.js';
 import {
   type AdapterInfo, EngineRequestError, type EmbedOutput, type EmbedRequest, type EngineClient, type EngineInfo, type EngineOutput,
   type EngineRequest, type EngineStats, type GenerateOutput, type GenerateRequest,
@@ -29,6 +30,7 @@ export interface EngineStartOptions {
   readonly loraModules?: ReadonlyArray<{ readonly name: string; readonly path: string }>; // PEFT adapters served at start
   readonly maxLoras?: number; // distinct adapters in one step (default 4)
   readonly maxLoraRank?: number; // highest adapter rank accepted (default 64)
+  readonly offload?: OffloadOptions; // stream a share of the layers from disk (--weights-memory / --offload-ratio)
 }
 
 /** Messages main → worker. */

@@ -143,7 +143,10 @@ export class LayerStream {
     const layerBytes: number[] = [];
     for (let l = 0; l < L; l++) layerBytes.push(layerTensors(l).reduce((a, t) => a + align(t.data.byteLength), 0));
     let other = 0; // everything that is not a streamable linear weight stays resident
-    for (const [name, t] of loaded.tensors) if (!/^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$/.test(name)) other += t.data.byteLength + (t.scale?.byteLength ?? 0);
+    for (const [name, t] of loaded.tensors) {
+      // fp8 scales stay resident for every layer, streamed or not
+      other += (/^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$/.test(name) ? 0 : t.data.byteLength) + (t.scale?.byteLength ?? 0);
+    }
     const slotBytes = Math.max(...layerBytes);
     let n: number;
     if (o.offloadRatio !== undefined) {

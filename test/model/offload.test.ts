@@ -132,3 +132,24 @@ describe('layer choice', () => {
     s.dispose();
   });
 });
+
+describe('streamed layers in the serving engine', () => {
+  it('12 concurrent greedy requests (chunked prefill + batched decode) give the resident engine\'s tokens', async () => {
+    const { Engine } = await import('../../src/engine/engine.js');
+    const { genReq, randomPrompt, runAll } = await import('../engine/helpers.js');
+    const dir = BROWN; // 6 layers: 4 streamed through 2 slots, so every step reads
+    const r = rand(Math.floor(Math.random() * 1e9));
+    const reqs = Array.from({ length: 12 }, (_, i) => genReq(`r${i}`, randomPrompt(r, 1 + Math.floor(r() * 60)), { maxTokens: 1 + Math.floor(r() * 16), ignoreEos: true }));
+    const run = async (offload: OffloadOptions | undefined) => {
+      const m = await openModel(dir, { backend: 'native', tokenizerOptional: true, offload });
+      const engine = new Engine(m.model, null, { kvDtype: 'f32', maxBatchedTokens: 40, maxNumSeqs: 8 });
+      for (const q of reqs) engine.add(q);
+      const { byId } = runAll(engine);
+      return { tokens: reqs.map((q) => byId.get(q.id)!.tokens[0]), reads: m.model.layerStream?.stats.layerReads ?? 0 };
+    };
+    const a = await run(undefined);
+    const b = await run({ offloadRatio: 0.67, ringSlots: 2 });
+    assert.deepEqual(b.tokens, a.tokens);
+    assert.ok(b.reads >= 4 * 10, `layer reads ${b.reads}`);
+  });
+});

@@ -117,6 +117,8 @@ export class LayerStream {
   private seqKey = '';
   private pos = 0;
   private current = -1; // slot being computed
+  private readonly dst: Uint8Array[][][] = []; // (R, L, 7) views of each slot where each tensor of a layer lands
+  private readonly want: number[] = []; // the read-ahead window, reused (no allocation per layer)
 
   private constructor(private readonly reader: Reader, streamed: boolean[], stats: StreamStats) {
     this.streamed = streamed;
@@ -207,6 +209,7 @@ export class LayerStream {
       // the model is built from slot-0 views: the mapped or spilled originals are no longer referenced
       FIELDS.forEach(([, hf], i) => loaded.tensors.set(`model.layers.${l}.${hf}.weight`, s.view(ts[i]!, 0, offs[i]!)));
     }
+    for (const slot of s.slots) s.dst.push(s.offsets.map((offs, l) => (s.sources[l] ?? []).map((src, i) => slot.buf.subarray(offs[i]!, offs[i]! + src.bytes))));
     if (spill) {
       const sp: { file: string; fd: number } = spill;
       fs.fsyncSync(sp.fd);
@@ -249,8 +252,8 @@ export class LayerStream {
       if (i > seq.length) throw new Error(`weight stream: layer ${l} is not in this pass's order (call begin with the layers to visit)`);
       this.pos = (this.pos + i) % seq.length;
     }
-    let s = this.slots.findIndex((x) => x.layer === l);
-    if (s < 0) s = this.load(l, this.victim([l]));
+    let s = this.slotOf(l);
+    if (s < 0) { this.want.length = 0; this.want.push(l); s = this.load(l, this.victim(this.want)); }
     this.current = s;
     this.prefetch();
     const slot = this.slots[s]!;
@@ -282,10 +285,16 @@ export class LayerStream {
   /** Start reads for the next R-1 streamed layers of the order that are not in a slot yet. */
   private prefetch(): void {
     const seq = this.seq;
-    const R = this.slots.length;
-    const want: number[] = [];
-    for (let i = 0; i < Math.min(R, seq.length); i++) want.push(seq[(this.pos + i) % seq.length]!);
-    for (const l of want.slice(1)) if (!this.slots.some((x) => x.layer === l)) this.load(l, this.victim(want));
+    const n = Math.min(this.slots.length, seq.length);
+    const want = this.want;
+    want.length = 0;
+    for (let i = 0; i < n; i++) want.push(seq[(this.pos + i) % seq.length]!);
+    for (let i = 1; i < n; i++) if (this.slotOf(want[i]!) < 0) this.load(want[i]!, this.victim(want));
+  }
+
+  private slotOf(l: number): number {
+    for (let i = 0; i < this.slots.length; i++) if (this.slots[i]!.layer === l) return i;
+    return -1;
   }
 
   /** A slot not being computed and not holding a layer in `keep`. */
@@ -301,11 +310,14 @@ export class LayerStream {
     const slot = this.slots[s]!;
     if (slot.ticket) this.reader.wait(slot.ticket); // never overwrite bytes a read is still writing
     const offs = this.offsets[l]!;
+    const srcs = this.sources[l]!;
+    const dst = this.dst[s]!;
     let t = 0;
-    this.sources[l]!.forEach((src, i) => {
-      t = this.reader.read(src.fd, slot.buf.subarray(offs[i]!, offs[i]! + src.bytes), src.offset);
+    for (let i = 0; i < srcs.length; i++) {
+      const src = srcs[i]!;
+      t = this.reader.read(src.fd, dst[l]![i]!, src.offset);
       this.stats.bytesRead += src.bytes;
-    });
+    }
     slot.layer = l;
     slot.ticket = t;
     this.stats.layerReads++;

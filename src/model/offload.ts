@@ -34,7 +34,7 @@ export interface OffloadOptions {
   readonly ringSlots?: number;
   /** 'native': reader thread with page-cache drop (default when the addon is built); 'sync': readSync in the caller. */
   readonly reader?: 'native' | 'sync';
-  /** Bytes per pread (default 4 MiB: a few disk readahead windows, large enough for NVMe queue depth). */
+  /** Bytes per pread (default: diskChunkBytes of the model file). */
   readonly chunkBytes?: number;
 }
 
@@ -91,6 +91,24 @@ export interface StreamStats {
   bytesRead: number;
   layerReads: number;
   waitMs: number; // time compute spent waiting for a read
+}
+
+/**
+ * Bytes per pread for a file's disk: 4 × the larger of the block device's readahead window and its largest request
+ * (sysfs queue/read_ahead_kb, max_sectors_kb), so every pread keeps several full-size requests in flight; clamped to
+ * [1, 32] MiB; 4 MiB where sysfs does not say (not Linux, network filesystems).
+ */
+export function diskChunkBytes(file: string): number {
+  try {
+    const dev = fs.statSync(file).dev;
+    const major = Math.floor(dev / 256) & 0xfff, minor = (dev & 0xff) | (Math.floor(dev / 2 ** 20) & ~0xff);
+    const base = `/sys/dev/block/${major}:${minor}`;
+    const q = fs.existsSync(`${base}/queue`) ? `${base}/queue` : `${base}/../queue`; // a partition: its disk's queue
+    const kb = (name: string) => Number(fs.readFileSync(`${q}/${name}`, 'utf8').trim()) || 0;
+    const window = Math.max(kb('read_ahead_kb'), kb('max_sectors_kb')) * 1024;
+    if (window > 0) return Math.min(32 << 20, Math.max(1 << 20, 4 * window));
+  } catch { /* no sysfs for this file */ }
+  return 4 << 20;
 }
 
 /** Which layers to stream: n of L, spread evenly so resident layers' compute hides the streamed ones' reads. */
@@ -165,7 +183,7 @@ export class LayerStream {
       n = L - resident;
     }
     const streamed = n > 0 ? streamedLayerSet(L, n) : new Array<boolean>(L).fill(false);
-    const chunk = o.chunkBytes ?? 4 << 20;
+    const chunk = o.chunkBytes ?? diskChunkBytes(loaded.format === 'gguf' ? loaded.path : path.join(loaded.path, fs.readdirSync(loaded.path).find((f) => f.endsWith('.safetensors')) ?? '.'));
     const kind = o.reader ?? (loadAddon()?.streamRead ? 'native' : 'sync');
     if (kind === 'native' && !loadAddon()?.streamRead) throw new Error('weight stream: the native reader needs the addon (npx node-gyp rebuild)');
     const reader: Reader = kind === 'native' ? new NativeReader(chunk) : new SyncReader(chunk);

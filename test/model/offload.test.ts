@@ -10,7 +10,7 @@ import type { TrainBackend } from '../../src/backend/backend.js';
 import { loadModel } from '../../src/formats/load.js';
 import { generate } from '../../src/model/generate.js';
 import { LlamaTrainModel, type PackedBatch } from '../../src/model/llama-train.js';
-import { LayerStream, streamedLayerSet, type OffloadOptions } from '../../src/model/offload.js';
+import { diskChunkBytes, LayerStream, streamedLayerSet, type OffloadOptions } from '../../src/model/offload.js';
 import { openModel } from '../../src/model/open.js';
 import { rand } from '../engine/helpers.js';
 import { randomAdapter } from './lora-helpers.js';
@@ -113,6 +113,11 @@ describe('streamed layers: a LoRA step\'s gradients equal the resident model\'s 
 });
 
 describe('layer choice', () => {
+  it('pread size follows the disk (sysfs), within [1, 32] MiB', () => {
+    const c = diskChunkBytes(`${BROWN}/model.safetensors`);
+    assert.ok(c >= 1 << 20 && c <= 32 << 20 && c % 4096 === 0, `chunk ${c}`);
+  });
+
   it('spreads the streamed layers evenly', () => {
     assert.deepEqual(streamedLayerSet(6, 3), [false, true, false, true, false, true]);
     assert.deepEqual(streamedLayerSet(4, 4), [true, true, true, true]);

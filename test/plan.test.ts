@@ -96,6 +96,13 @@ test('floe plan CLI: table and --json for a preset on a cluster', () => {
   assert.equal(t.status, 0, t.stderr);
   assert.match(t.stdout, /per device/);
   assert.match(t.stdout, /max concurrent sequences at 131072 tokens/);
+  // a config.json, its directory: the same model
+  const f = run(['--model', `${ROOT}models/floe-brown/config.json`, '--lora-rank', '8', '--seq-len', '128', '--json']);
+  const d = run(['--model', `${ROOT}models/floe-brown`, '--lora-rank', '8', '--seq-len', '128', '--json']);
+  assert.equal(f.status, 0, f.stderr);
+  assert.deepEqual(JSON.parse(f.stdout).cluster, JSON.parse(d.stdout).cluster);
+  assert.equal(JSON.parse(f.stdout).cluster.mode, 'lora');
+  assert.equal(run(['--preset', 'llama-3.1-8b', '--seq-len', '128']).status, 2, 'a training flag without --lora-rank / --full');
   const bad = run(['--preset', 'llama-3.1-8b', '--devices', '3', '--tensor-parallel', '2']);
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /not a multiple/);

@@ -68,3 +68,26 @@ describe('floe CLI with streamed layers', () => {
     assert.ok(resident.peak - resident.baseline > s.budget + s.overhead, `resident run grows past the bound (${resident.peak - resident.baseline}): the bound can fail`);
   });
 });
+
+describe('floe serve with streamed layers', () => {
+  it('--offload-ratio reaches the engine worker: completions equal the resident server\'s', async () => {
+    const { startServer } = await import('../../src/serve/server.js');
+    const ask = async (offload: { offloadRatio: number } | undefined): Promise<unknown> => {
+      const s = await startServer({ model: BROWN, port: 0, ui: false, dataDir: null, log: () => {}, offload, kvCacheMemory: 64 << 20 });
+      try {
+        await s.ready;
+        const res = await fetch(`${s.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ model: s.modelName, prompt: 'The old man', max_tokens: 10, temperature: 0, logprobs: 2 }) });
+        assert.equal(res.status, 200);
+        return (await res.json() as { choices: { text: string; logprobs: unknown }[] }).choices[0];
+      } finally {
+        await s.close(0);
+      }
+    };
+    assert.deepEqual(await ask({ offloadRatio: 0.5 }), await ask(undefined));
+    // the option really reaches the worker's openModel: a budget below the minimum fails the load
+    const s = await startServer({ model: BROWN, port: 0, ui: false, dataDir: null, log: () => {}, offload: { weightsMemory: 1 << 20 } });
+    await assert.rejects(s.ready, /below the minimum/);
+    await s.close(0);
+  });
+});

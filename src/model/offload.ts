@@ -14,8 +14,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadAddon } from '../backend/native-addon.js';
 import { fileBackingOf } from '../formats/mapfile.js';
-import type { LoadedModel } from '../formats/load.js';
-import { Tensor } from '../tensor/tensor.js';
+import { quantizeWeightFp8, type LoadedModel } from '../formats/load.js';
+import { Tensor, type DType } from '../tensor/tensor.js';
 import type { LlamaLayer } from './llama.js';
 
 /** The seven streamed fields of a layer and their HF tensor names. */
@@ -34,6 +34,9 @@ export interface OffloadOptions {
   readonly ringSlots?: number;
   /** 'native': reader thread with page-cache drop (default when the addon is built); 'sync': readSync in the caller. */
   readonly reader?: 'native' | 'sync';
+  /** Quantize the linear weights to fp8 (as LoadOptions dtype 'fp8', loaded without it): resident layers in place,
+   *  streamed ones one tensor at a time on their way to the spill file, so no full fp8 copy is ever held. */
+  readonly fp8?: { readonly block?: readonly [number, number] };
   /** Bytes per pread (default: diskChunkBytes of the model file). */
   readonly chunkBytes?: number;
 }
@@ -77,6 +80,9 @@ class SyncReader implements Reader {
 
 interface Source { readonly fd: number; readonly offset: number; readonly bytes: number }
 
+/** What a streamed tensor's staging view needs besides its bytes (no reference to the bytes themselves). */
+interface Template { readonly dtype: DType; readonly shape: readonly number[]; readonly bytes: number; readonly scale?: Float32Array; readonly scaleBlock?: readonly [number, number] }
+
 interface Slot {
   readonly buf: Uint8Array; // (slotBytes)
   layer: number; // -1 when empty
@@ -118,6 +124,7 @@ export function streamedLayerSet(L: number, n: number): boolean[] {
   return out;
 }
 
+const LINEAR = /^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$/;
 const ALIGN = 64;
 const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
 
@@ -127,7 +134,7 @@ export class LayerStream {
   private readonly slots: Slot[] = [];
   private readonly offsets: number[][] = []; // (L, 7) byte offset of each field in a slot
   private readonly sources: (Source[] | null)[] = []; // (L, 7) streamed layers only
-  private readonly templates: Tensor[][] = []; // (L, 7) dtype, shape and scales of each streamed tensor
+  private readonly templates: Template[][] = []; // (L, 7) dtype, shape and scales of each streamed tensor
   private readonly views = new Map<number, LlamaLayer>(); // layer * R + slot -> layer viewing that slot
   private readonly fds: number[] = [];
   private base: readonly LlamaLayer[] = [];
@@ -160,13 +167,19 @@ export class LayerStream {
       return t;
     };
     const layerTensors = (l: number) => FIELDS.map(([, hf]) => get(`model.layers.${l}.${hf}.weight`));
+    const q = o.fp8;
+    const toFp8 = (t: Tensor) => !!q && t.dtype !== 'fp8_e4m3';
+    // bytes and scale bytes of a linear weight as it will be held (after the fp8 conversion when asked)
+    const dataBytes = (t: Tensor) => (toFp8(t) ? t.rows * t.cols : t.data.byteLength);
+    const scaleBytes = (t: Tensor) => {
+      if (!toFp8(t)) return t.scale?.byteLength ?? 0;
+      const [br, bc] = q!.block ?? [1, t.cols];
+      return 4 * Math.ceil(t.rows / br) * Math.ceil(t.cols / bc);
+    };
     const layerBytes: number[] = [];
-    for (let l = 0; l < L; l++) layerBytes.push(layerTensors(l).reduce((a, t) => a + align(t.data.byteLength), 0));
-    let other = 0; // everything that is not a streamable linear weight stays resident
-    for (const [name, t] of loaded.tensors) {
-      // fp8 scales stay resident for every layer, streamed or not
-      other += (/^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$/.test(name) ? 0 : t.data.byteLength) + (t.scale?.byteLength ?? 0);
-    }
+    for (let l = 0; l < L; l++) layerBytes.push(layerTensors(l).reduce((a, t) => a + align(dataBytes(t)), 0));
+    let other = 0; // everything that is not a streamable linear weight stays resident, and every fp8 scale
+    for (const [name, t] of loaded.tensors) other += LINEAR.test(name) ? scaleBytes(t) : t.data.byteLength + (t.scale?.byteLength ?? 0);
     const slotBytes = Math.max(...layerBytes);
     let n: number;
     if (o.offloadRatio !== undefined) {
@@ -203,14 +216,22 @@ export class LayerStream {
     };
     let spill: { file: string; fd: number; at: number } | null = null;
     for (let l = 0; l < L; l++) {
-      const ts = layerTensors(l);
+      const names = FIELDS.map(([, hf]) => `model.layers.${l}.${hf}.weight`);
       const offs: number[] = [];
       let at = 0;
-      for (const t of ts) { offs.push(at); at += align(t.data.byteLength); }
+      for (const t of layerTensors(l)) { offs.push(at); at += align(dataBytes(t)); }
       s.offsets.push(offs);
-      if (!streamed[l]) { s.sources.push(null); s.templates.push([]); continue; }
+      if (!streamed[l]) {
+        if (q) for (const name of names) { const t = get(name); if (toFp8(t)) loaded.tensors.set(name, quantizeWeightFp8(t, `${loaded.path}: ${name}`, q.block)); }
+        s.sources.push(null); s.templates.push([]);
+        continue;
+      }
       const src: Source[] = [];
-      ts.forEach((t, i) => {
+      const ts: Template[] = [];
+      names.forEach((name, i) => {
+        const t0 = get(name);
+        const t = toFp8(t0) ? quantizeWeightFp8(t0, `${loaded.path}: ${name}`, q!.block) : t0; // one tensor's copy at a time
+        ts.push({ dtype: t.dtype, shape: t.shape, bytes: t.data.byteLength, scale: t.scale, scaleBlock: t.scaleBlock });
         const back = fileBackingOf(t.data);
         if (back) { src.push({ fd: fileFd(back.file), offset: back.offset, bytes: t.data.byteLength }); return; }
         // bytes made in memory (GGUF Q/K reordered, quantized while loading): written once to an unlinked spill file
@@ -225,7 +246,7 @@ export class LayerStream {
       s.sources.push(src);
       s.templates.push(ts);
       // the model is built from slot-0 views: the mapped or spilled originals are no longer referenced
-      FIELDS.forEach(([, hf], i) => loaded.tensors.set(`model.layers.${l}.${hf}.weight`, s.view(ts[i]!, 0, offs[i]!)));
+      names.forEach((name, i) => loaded.tensors.set(name, s.view(ts[i]!, 0, offs[i]!)));
     }
     for (const slot of s.slots) s.dst.push(s.offsets.map((offs, l) => (s.sources[l] ?? []).map((src, i) => slot.buf.subarray(offs[i]!, offs[i]! + src.bytes))));
     if (spill) {
@@ -342,8 +363,8 @@ export class LayerStream {
     return s;
   }
 
-  private view(t: Tensor, slot: number, offset: number): Tensor {
+  private view(t: Template, slot: number, offset: number): Tensor {
     const buf = this.slots[slot]!.buf;
-    return new Tensor(t.dtype, t.shape, buf.subarray(offset, offset + t.data.byteLength), t.scale, t.scaleBlock);
+    return new Tensor(t.dtype, t.shape, buf.subarray(offset, offset + t.bytes), t.scale, t.scaleBlock);
   }
 }

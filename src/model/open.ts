@@ -32,8 +32,10 @@ export interface OpenedModel {
 export async function openModel(path: string, opts: OpenOptions = {}): Promise<OpenedModel> {
   const t0 = performance.now();
   const backend = selectBackend(opts.backend, opts.threads);
-  const loaded = await loadModel(path, opts.load);
-  const stream = opts.offload ? LayerStream.open(loaded, opts.offload) : null;
+  // with streaming, fp8 conversion happens in LayerStream.open, one streamed tensor at a time
+  const fp8 = opts.offload && opts.load?.dtype === 'fp8' ? { block: opts.load.fp8Block } : undefined;
+  const loaded = await loadModel(path, fp8 ? { ...opts.load, dtype: undefined } : opts.load);
+  const stream = opts.offload ? LayerStream.open(loaded, { ...opts.offload, fp8 }) : null;
   const model = LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors);
   if (stream) model.attachStream(stream);
   let tokenizer: Tokenizer | null = null;

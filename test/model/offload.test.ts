@@ -53,11 +53,12 @@ describe('streamed layers: generation equals the resident model bit for bit', ()
     }
   }
 
-  it('weights made in memory (fp8 quantized while loading) stream from a spill file', async () => {
+  it('--dtype fp8: streamed layers are quantized one tensor at a time into a spill file, resident ones in place', async () => {
     const prompt = [5, 17, 300, 9, 44, 1200];
     const resident = await openModel(BROWN, { backend: 'native', tokenizerOptional: true, load: { dtype: 'fp8' } });
     const streamed = await openModel(BROWN, { backend: 'native', tokenizerOptional: true, load: { dtype: 'fp8' }, offload: { offloadRatio: 0.5 } });
     assert.equal(streamed.model.weights.layers[1]!.wq.dtype, 'fp8_e4m3');
+    assert.equal(streamed.model.layerStream!.stats.layerBytes, 256 * 256 * 2 + 128 * 256 * 2 + 3 * 256 * 704, 'slots sized for fp8, not f32');
     assert.deepEqual(gen(streamed.model, prompt), gen(resident.model, prompt));
     streamed.model.layerStream!.dispose();
   });

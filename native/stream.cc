@@ -66,7 +66,9 @@ struct Reader {
           break;
         }
         // these pages are in the staging buffer now; the cached copy would only crowd out the resident layers
+#ifdef POSIX_FADV_DONTNEED  // not on macOS: there the page cache keeps what was read
         ::posix_fadvise(j.fd, off_t(j.offset + at), off_t(got), POSIX_FADV_DONTNEED);
+#endif
         at += got;
       }
       {
@@ -96,7 +98,9 @@ Napi::Value StreamOpen(const Napi::CallbackInfo& info) {
   std::string path = info[0].As<Napi::String>().Utf8Value();
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(env, "streamOpen", "open '" + path + "' failed: " + std::strerror(errno));
+#ifdef POSIX_FADV_SEQUENTIAL
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+#endif
   return Napi::Number::New(env, fd);
 }
 

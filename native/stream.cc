@@ -82,6 +82,18 @@ struct Reader {
   }
 };
 
+// The destination buffers of reads in flight, kept alive until a streamWait on their own thread (env) sees them done:
+// a staging buffer collected mid-read would be written after free.
+std::mutex pins_mu;
+std::map<int64_t, std::pair<napi_env, Napi::ObjectReference*>> pins;
+
+void unpin_done(napi_env env, int64_t completed) {
+  std::lock_guard<std::mutex> lk(pins_mu);
+  for (auto it = pins.begin(); it != pins.end() && it->first <= completed;) {
+    if (it->second.first == env) { delete it->second.second; it = pins.erase(it); } else ++it;
+  }
+}
+
 Reader* reader() {
   static Reader* r = [] {
     auto* x = new Reader();
@@ -113,10 +125,15 @@ Napi::Value StreamRead(const Napi::CallbackInfo& info) {
   int64_t chunk = integer(info, 3, op, "chunkBytes", 1);
   count("stream", "read", "native");
   Reader* r = reader();
+  auto* pin = new Napi::ObjectReference(Napi::Persistent(info[1].As<Napi::Object>()));
   int64_t t;
   {
     std::lock_guard<std::mutex> lk(r->mu);
     t = r->next_ticket++;
+    {
+      std::lock_guard<std::mutex> pk(pins_mu);
+      pins[t] = {info.Env(), pin};
+    }
     r->queue.push_back({t, fd, dst.p, dst.n, offset, chunk});
   }
   r->wake.notify_one();
@@ -129,13 +146,16 @@ Napi::Value StreamWait(const Napi::CallbackInfo& info) {
   int64_t t = integer(info, 0, op, "ticket", 1);
   Reader* r = reader();
   std::string err;
+  int64_t completed;
   {
     std::unique_lock<std::mutex> lk(r->mu);
     if (t >= r->next_ticket) fail(info.Env(), op, "ticket " + std::to_string(t) + " was never issued");
     r->done.wait(lk, [&] { return r->completed >= t; });
+    completed = r->completed;
     auto it = r->errors.find(t);
     if (it != r->errors.end()) { err = it->second; r->errors.erase(it); }
   }
+  unpin_done(info.Env(), completed);
   if (!err.empty()) fail(info.Env(), op, err);
   return info.Env().Undefined();
 }

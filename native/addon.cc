@@ -15,6 +15,7 @@
 #include "napi_args.h"
 #include "pool.h"
 #include "train_addon.h"
+#include "stream.h"
 
 namespace floe {
 namespace {
@@ -355,6 +356,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
   exports.Set("counters", Napi::Function::New(env, Counters));
   register_train_kernels(env, exports);
+  register_stream(env, exports);
   return exports;
 }
 

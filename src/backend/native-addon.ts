@@ -43,6 +43,12 @@ export interface NativeAddon {
   setIsa(isa: NativeIsa): void;
   setThreads(n: number): void;
   getThreads(): number;
+  /** Weight streaming (native/stream.cc): open a file, queue a pread of dst.length bytes at fileOffset on the reader
+   *  thread (pages dropped from the cache after), wait for a ticket (throws its read error), close. */
+  streamOpen(path: string): number;
+  streamRead(fd: number, dst: Uint8Array, fileOffset: number, chunkBytes: number): number;
+  streamWait(ticket: number): void;
+  streamClose(fd: number): void;
   /** Calls per "kernel[.variant].isa", e.g. "matmul.bf16.avx512", since load. */
   counters(): Record<string, number>;
 }

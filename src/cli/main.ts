@@ -5,6 +5,7 @@ import { defaultKvDtype, generate, type GenerateResult, type TopLogprob } from '
 import { openModel } from '../model/open.js';
 import type { SpeculativeSpec } from '../model/speculation.js';
 import { loadModel, type LoadOptions } from '../formats/load.js';
+import { OFFLOAD_FLAGS, offloadOptions } from './offload-args.js';
 import { statSync } from 'node:fs';
 import { readGguf } from '../formats/gguf.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
@@ -49,6 +50,9 @@ Usage:
                                        write an FP8 (E4M3) HF checkpoint: linear layers in fp8 with f32
                                        scales (--block B: B×B blocks, weight_scale_inv, the default with
                                        B=128; --per-row: compressed-tensors channel scales), the rest bf16
+  floe plan (--model CONFIG.json|DIR|FILE.gguf | --preset NAME) [options]
+                                       memory per device (weights, KV, activations, LoRA state, offload) for
+                                       serving or fine-tuning on a cluster, and on this machine; see plan options
   floe eval [--model PATH] --data FILE [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8] [--max-seq-len N]
             [--max-tokens N] [--threads N] [--backend native|reference] [--json]
                                        perplexity over JSONL {"text"} records or plain-text paragraphs
@@ -84,6 +88,9 @@ generate options:
   --no-bos                do not add the BOS token to --prompt
   --json                  print one JSON object instead of streaming text
   --adapter DIR           apply a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)
+  --weights-memory SIZE   keep weights within SIZE: the layers that do not fit stream from disk each step through
+                          a ring of 3 staging buffers read ahead (KV cache and activations come on top)
+  --offload-ratio F       or stream a share F of the layers (0..1)
 
 chat options:
   --system TEXT           a system message first in the conversation
@@ -108,6 +115,7 @@ finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages
   --grad-accum N          micro-batches per optimizer step (default 1)
   --max-seq-len N         truncate samples (default min(2048, context))
   --checkpoint-activations  keep only block inputs; recompute in backward (less memory)
+  --weights-memory SIZE | --offload-ratio F   LoRA on a frozen base: stream layers from disk (as for generate)
   --optimizer adamw|sgd   (default adamw)
   --weight-decay W        decoupled weight decay (default 0)
   --max-grad-norm G       clip the global gradient norm (default 1; 0 = off)
@@ -170,6 +178,15 @@ guard options:
   --print-prompt          print the exact prompt (with --json: a "prompt" field)
   --json                  one JSON object: flagged, verdict, categories, unsafe_probability, usage, ...
   --threads N, --backend native|reference, --kv-cache-memory SIZE
+plan options (presets: llama-3.1-405b, llama-3.1-70b, llama-3.1-8b, llama-3.2-1b):
+  --dtype f32|bf16|fp8|q8_0   linear weights (fp8: embedding and head stay bf16); default bf16
+  --kv-dtype f32|bf16|fp8 --context N --concurrency C --max-batched-tokens N   serving (defaults bf16, max, 1, 512)
+  --devices N --device-memory SIZE --nodes N   cluster (defaults 1, 80GB, 1)
+  --pipeline-parallel P --tensor-parallel T    layout; the rest of --devices is data-parallel
+  --offload-ratio F       share of layer weights streamed from host / disk (3 layers of staging stay resident)
+  --lora-rank R [--lora-targets LIST] | --full  plan a fine-tuning step instead of serving
+  --micro-batch B --seq-len S --checkpoint-activations --zero 0|1|2|3   (ZeRO over the data-parallel replicas)
+  --json
 
 serve options:
   --host HOST             listen address (default 127.0.0.1)
@@ -204,6 +221,7 @@ serve options:
   --guardrails            judge every chat answer with the guard (output rail), not only requests that ask
   --guard-window N        streamed answers are held back and judged every N tokens (default 64)
   --guard-kv-cache-memory SIZE  the guard's KV budget (default: a quarter of --kv-cache-memory, else 256MiB)
+  --weights-memory SIZE | --offload-ratio F   stream layers from disk (as for generate)
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -232,6 +250,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'merge': return await mergeCmd(rest);
       case 'quantize': return await quantizeCmd(rest);
       case 'eval': return await evalCmd(rest);
+      case 'plan': return await (await import('./plan.js')).planCmd(rest);
       case undefined: case 'help': case '--help': case '-h':
         process.stdout.write(HELP);
         return cmd === undefined ? 1 : 0;
@@ -302,8 +321,10 @@ async function generateCmd(args: string[]): Promise<number> {
     backend: { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, logprobs: { type: 'string' },
     'prompt-logprobs': { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' },
     adapter: { type: 'string' }, dtype: { type: 'string' },
-    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
+    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' }, ...OFFLOAD_FLAGS,
   });
+  const offload = offloadOptions(values);
+  if (offload && values.adapter !== undefined) throw new UsageError('--adapter with streamed layers is not supported yet: serve the adapter with floe serve --lora-modules instead');
   if ((values.prompt === undefined) === (values['prompt-ids'] === undefined)) throw new UsageError('give exactly one of --prompt TEXT or --prompt-ids 1,2,3');
   conflicts(values, [['prompt-ids', 'no-bos']]);
   const sampling = samplingFlags(values);
@@ -319,7 +340,7 @@ async function generateCmd(args: string[]): Promise<number> {
   const prompt = values.prompt === undefined ? undefined : textOrStdin(values.prompt);
 
   // --prompt-ids needs no tokenizer: one floe cannot build is a warning, and the output is ids only
-  const opened = await openModel(modelPath, { backend, threads, load, tokenizerOptional: values['prompt-ids'] !== undefined });
+  const opened = await openModel(modelPath, { backend, threads, load, offload, tokenizerOptional: values['prompt-ids'] !== undefined });
   const { tokenizer } = opened;
   if (opened.tokenizerError !== null) process.stderr.write(`[floe] warning: ${opened.tokenizerError}; generating without a tokenizer (no text: --json shows the ids)\n`);
   const model = values.adapter === undefined ? opened.model : (await import('../model/adapter.js')).applyAdapter(opened.model, values.adapter);
@@ -464,10 +485,11 @@ async function serveCmd(args: string[]): Promise<number> {
     'no-ui': { type: 'boolean' }, 'data-dir': { type: 'string' }, 'no-batch': { type: 'boolean' },
     speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
     'lora-modules': { type: 'string', multiple: true }, 'max-loras': { type: 'string' }, 'max-lora-rank': { type: 'string' },
-    'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' },
+    'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' }, ...OFFLOAD_FLAGS,
     'jobs-threads': { type: 'string' }, 'max-cpu-loras': { type: 'string' },
     'guard-model': { type: 'string' }, guardrails: { type: 'boolean' }, 'guard-window': { type: 'string' }, 'guard-kv-cache-memory': { type: 'string' },
   });
+  const offload = offloadOptions(values);
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
@@ -514,7 +536,7 @@ async function serveCmd(args: string[]): Promise<number> {
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),
     bodyLimit: size('max-body'), ui: !values['no-ui'], dataDir: values['no-batch'] ? null : values['data-dir'] ?? './floe-data',
     loraModules, maxLoras: positive('max-loras'), maxLoraRank: positive('max-lora-rank'),
-    enableLoraLoading: !!values['enable-lora-loading'], loraRoot: values['lora-root'] ?? null,
+    enableLoraLoading: !!values['enable-lora-loading'], loraRoot: values['lora-root'] ?? null, offload,
     jobsThreads: positive('jobs-threads'), maxCpuLoras,
     guardModel: values['guard-model'] ?? null, guardrails: !!values.guardrails, guardWindow: positive('guard-window'), guardKvCacheMemory: size('guard-kv-cache-memory'),
   });

@@ -3,6 +3,7 @@
 import { parseLoraTargets } from '../model/lora.js';
 import type { FinetuneOptions } from '../train/trainer.js';
 import { conflicts, optNum, UsageError, type Range } from './args.js';
+import { OFFLOAD_FLAGS, offloadOptions } from './offload-args.js';
 
 const str = { type: 'string' } as const;
 const bool = { type: 'boolean' } as const;
@@ -14,7 +15,7 @@ export const TRAIN_FLAGS = {
   'lr-schedule': str, 'warmup-steps': str, 'batch-size': str, 'batch-tokens': str, 'grad-accum': str, 'max-seq-len': str,
   'checkpoint-activations': bool, optimizer: str, 'weight-decay': str, 'max-grad-norm': str, 'train-on-prompt': bool,
   'save-steps': str, 'save-initial': bool, 'save-total-limit': str, 'save-dtype': str, 'no-shuffle': bool, out: str,
-  resume: str, seed: str, threads: str, backend: str, quiet: bool, json: bool, overwrite: bool,
+  resume: str, seed: str, threads: str, backend: str, quiet: bool, json: bool, overwrite: bool, ...OFFLOAD_FLAGS,
 } as const;
 
 type Values = Record<string, string | boolean | undefined>;
@@ -53,5 +54,13 @@ export function trainingOptions(v: Values): Omit<FinetuneOptions, 'model'> {
     saveTotalLimit: opt('save-total-limit', true), saveDtype: oneOf('save-dtype', s('save-dtype'), ['f32', 'bf16'] as const),
     shuffle: !v['no-shuffle'], resume: s('resume'), overwrite: !!v.overwrite, seed: opt('seed', true),
     backend: oneOf('backend', s('backend'), ['native', 'reference'] as const), threads: opt('threads', true, one), progress: !v.quiet,
+    offload: streamed(v, full),
   };
+}
+
+/** --weights-memory / --offload-ratio; refused with --full (its f32 weights are trained in memory). */
+function streamed(v: Values, full: boolean) {
+  const o = offloadOptions(v as Record<string, string | undefined>);
+  if (o && full) throw new UsageError('--weights-memory / --offload-ratio stream a frozen base: they do not apply to --full');
+  return o;
 }

@@ -5,6 +5,7 @@ import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { KvDType } from '../backend/backend.js';
 import type { BackendName } from '../backend/select.js';
+import type { OffloadOptions } from '../model/offload.js';
 import {
   type AdapterInfo, EngineRequestError, type EmbedOutput, type EmbedRequest, type EngineClient, type EngineInfo, type EngineOutput,
   type EngineRequest, type EngineStats, type GenerateOutput, type GenerateRequest,
@@ -30,6 +31,7 @@ export interface EngineStartOptions {
   readonly maxLoras?: number; // distinct adapters in one step (default 4)
   readonly maxLoraRank?: number; // highest adapter rank accepted (default 64)
   readonly maxCpuLoras?: number; // adapters kept in host memory, LRU (default no limit)
+  readonly offload?: OffloadOptions; // stream a share of the layers from disk (--weights-memory / --offload-ratio)
 }
 
 /** Messages main → worker. */

@@ -15,7 +15,7 @@ const opts = workerData as EngineStartOptions;
 let engine: Engine;
 try {
   const open = { backend: opts.backend, threads: opts.threads, load: opts.dtype ? { dtype: opts.dtype } : undefined };
-  const { model, tokenizer } = await openModel(opts.model, open);
+  const { model, tokenizer } = await openModel(opts.model, { ...open, offload: opts.offload });
   const spec = opts.speculative;
   let speculative: SpeculativeSpec | undefined;
   if (spec === 'ngram' || spec === 'suffix') speculative = spec;

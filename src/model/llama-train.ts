@@ -8,7 +8,8 @@ import type { AttentionShape, TrainBackend } from '../backend/backend.js';
 import { dequantizeRow } from '../tensor/codecs.js';
 import { f32Tensor, type Tensor } from '../tensor/tensor.js';
 import type { LlamaConfig } from './config.js';
-import { LlamaModel } from './llama.js';
+import { LlamaModel, type LlamaLayer } from './llama.js';
+import type { LayerStream } from './offload.js';
 import { LORA_FIELD, LORA_MODULE, LORA_TARGETS, loraScale, type LoraAdapter, type LoraLinear, type LoraTarget } from './lora.js';
 
 /** Samples packed row-wise; attention stays inside each sample; positions restart at 0 in each. */
@@ -124,11 +125,20 @@ export class LlamaTrainModel {
   private acts: Acts[] = [];
   private inputs: Float32Array[] = []; // (T, D) per layer, checkpointing only
   private s: Scratch | null = null;
+  // streamed layers (model/offload.ts): a Block per staging view of a layer; passes in these orders
+  private stream: LayerStream | null = null;
+  private readonly baseLayers: readonly LlamaLayer[];
+  private readonly streamBlocks = new Map<LlamaLayer, Block>();
+  private readonly trainOrder: number[]; // 0 .. N-1, N-1 .. 0
+  private readonly evalOrder: number[]; // 0 .. N-1
 
   private constructor(readonly config: LlamaConfig, readonly backend: TrainBackend, readonly opts: TrainModelOptions, base: LlamaModel) {
     this.invFreq = base.invFreq;
     this.attnShape = base.attnShape;
     const w = base.weights;
+    this.baseLayers = w.layers;
+    this.evalOrder = w.layers.map((_, l) => l);
+    this.trainOrder = [...this.evalOrder, ...this.evalOrder.slice().reverse()];
     const full = opts.full;
     if (full && opts.adapter) throw new Error('full fine-tuning and LoRA are exclusive');
     const adapter = opts.adapter;
@@ -203,6 +213,29 @@ export class LlamaTrainModel {
     return new LlamaTrainModel(config, backend, opts, LlamaModel.fromTensors(config, tensors, backend, ropeFreqFactors));
   }
 
+  /** Stream the frozen base's layers from disk (LoRA only: full fine-tuning trains f32 copies held in memory). */
+  attachStream(s: LayerStream): void {
+    if (this.opts.full) throw new Error('streamed layers need a frozen base: full fine-tuning keeps every weight in memory');
+    s.bind(this.baseLayers);
+    this.stream = s;
+  }
+
+  /** Layer l's block with its weights in memory (a streamed layer's from its staging slot). */
+  private block(l: number): Block {
+    const st = this.stream;
+    if (!st || !st.streamed[l]) return this.blocks[l]!;
+    const L = st.layer(l);
+    let b = this.streamBlocks.get(L);
+    if (!b) {
+      const r = this.blocks[l]!;
+      const lin = {} as Record<LoraTarget, Linear>;
+      for (const t of LORA_TARGETS) lin[t] = { ...r.lin[t], w: L[LORA_FIELD[t]] };
+      b = { ...r, lin };
+      this.streamBlocks.set(L, b);
+    }
+    return b;
+  }
+
   zeroGrad(): void {
     for (const p of this.params) p.grad.fill(0);
   }
@@ -228,6 +261,7 @@ export class LlamaTrainModel {
     const ckpt = this.opts.checkpointActivations;
     const x = s.x.subarray(0, T * D); // (T, D) residual stream
     this.backend.embedding(x, this.embed, b.tokens);
+    this.stream?.begin(this.trainOrder);
     for (let l = 0; l < this.blocks.length; l++) {
       if (ckpt) this.inputs[l]!.set(x);
       this.block_forward(l, x, ckpt ? this.acts[0]! : this.acts[l]!, b, T, true);
@@ -239,7 +273,7 @@ export class LlamaTrainModel {
       if (ckpt) {
         a = this.acts[0]!;
         const xr = s.xr.subarray(0, T * D);
-        xr.set(this.inputs[l]!);
+        xr.set(this.inputs[l]!.subarray(0, T * D)); // the saved input is sized for the largest batch so far
         this.block_forward(l, xr, a, b, T, true); // recompute: same inputs, same dropout masks
       }
       this.block_backward(l, dx, a, b, T);
@@ -257,6 +291,7 @@ export class LlamaTrainModel {
     const s = this.s!;
     const x = s.x.subarray(0, T * D);
     this.backend.embedding(x, this.embed, b.tokens);
+    this.stream?.begin(this.evalOrder);
     for (let l = 0; l < this.blocks.length; l++) this.block_forward(l, x, this.acts[0]!, b, T, false);
     return this.head_forward_backward(null, x, b, T, 0, false, extra);
   }
@@ -326,7 +361,7 @@ export class LlamaTrainModel {
   private block_forward(l: number, x: Float32Array, a: Acts, b: PackedBatch, T: number, train: boolean): void {
     const be = this.backend;
     const cfg = this.config;
-    const B = this.blocks[l]!;
+    const B = this.block(l);
     const { hiddenSize: D, numHeads: H, numKvHeads: K, headDim: E, intermediateSize: F } = cfg;
     const xIn = a.xIn.subarray(0, T * D), xMid = a.xMid.subarray(0, T * D);
     const h1 = this.s!.h.subarray(0, T * D), h2 = h1, act = this.s!.act.subarray(0, T * F); // recomputed by the backward
@@ -359,7 +394,7 @@ export class LlamaTrainModel {
   private block_backward(l: number, dx: Float32Array, a: Acts, b: PackedBatch, T: number): void {
     const be = this.backend;
     const cfg = this.config;
-    const B = this.blocks[l]!;
+    const B = this.block(l);
     const s = this.s!;
     const { hiddenSize: D, numHeads: H, numKvHeads: K, headDim: E, intermediateSize: F } = cfg;
     const sub = (x: Float32Array, n: number) => x.subarray(0, n);

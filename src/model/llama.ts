@@ -8,6 +8,7 @@ import type { Tensor } from '../tensor/tensor.js';
 import { type LlamaConfig, ropeInvFreq } from './config.js';
 import type { KvCache } from './kv-cache.js';
 import { addSegmentedLora, LoraScratch, type LoraBatch } from './lora.js';
+import type { LayerStream } from './offload.js';
 
 export interface LlamaLayer {
   readonly inputNorm: Float32Array; // (D)
@@ -74,6 +75,8 @@ export class LlamaModel {
   readonly attnShape: AttentionShape;
   private readonly ws = new Workspace();
   private readonly loraWs = new LoraScratch();
+  private stream: LayerStream | null = null; // streamed layers (model/offload.ts); null: all resident
+  private readonly order: number[]; // (layers) 0 .. N-1, the pass the stream reads ahead for
 
   constructor(
     readonly config: LlamaConfig,
@@ -88,6 +91,7 @@ export class LlamaModel {
       }
       for (let i = 0; i < this.invFreq.length; i++) this.invFreq[i] = this.invFreq[i]! / ropeFreqFactors[i]!;
     }
+    this.order = Array.from({ length: config.numLayers }, (_, l) => l);
     this.attnShape = {
       numHeads: config.numHeads,
       numKvHeads: config.numKvHeads,
@@ -95,6 +99,14 @@ export class LlamaModel {
       scale: 1 / Math.sqrt(config.headDim),
     };
   }
+
+  /** Stream some layers' weights from disk (LayerStream.open replaced them in the tensors this model was built from). */
+  attachStream(s: LayerStream): void {
+    s.bind(this.weights.layers);
+    this.stream = s;
+  }
+
+  get layerStream(): LayerStream | null { return this.stream; }
 
   /** Build from HF-named tensors (see formats/load.ts). */
   static fromTensors(config: LlamaConfig, tensors: ReadonlyMap<string, Tensor>, backend: Backend, ropeFreqFactors: Float32Array | null = null): LlamaModel {
@@ -147,8 +159,9 @@ export class LlamaModel {
     if (lora && lora.segStart[lora.segAdapter.length] !== T) throw new Error(`LoRA segments cover ${lora.segStart[lora.segAdapter.length]} rows, the step has ${T}`);
 
     be.embedding(x, this.weights.embed, inp.tokens);
+    this.stream?.begin(this.order);
     for (let l = 0; l < cfg.numLayers; l++) {
-      const L = this.weights.layers[l]!;
+      const L = this.stream ? this.stream.layer(l) : this.weights.layers[l]!;
       // attention block: x += Wo · attn(rope(Wq h), rope(Wk h), Wv h), h = rmsnorm(x)
       be.rmsnorm(h, x, L.inputNorm, T, cfg.rmsNormEps);
       be.matmul(q, h, L.wq, T);

@@ -8,11 +8,13 @@ import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { LlamaModel } from './llama.js';
+import { LayerStream, type OffloadOptions } from './offload.js';
 
 export interface OpenOptions {
   readonly backend?: BackendName;
   readonly threads?: number;
   readonly load?: LoadOptions; // e.g. { dtype: 'fp8' }: quantize linear weights while loading
+  readonly offload?: OffloadOptions; // stream a share of the layers from disk (--weights-memory / --offload-ratio)
   /** A tokenizer floe cannot build leaves `tokenizer` null and its error in `tokenizerError` instead of throwing. */
   readonly tokenizerOptional?: boolean;
 }
@@ -31,9 +33,14 @@ export interface OpenedModel {
 export async function openModel(path: string, opts: OpenOptions = {}): Promise<OpenedModel> {
   const t0 = performance.now();
   const backend = selectBackend(opts.backend, opts.threads);
-  const loaded = await loadModel(path, opts.load);
-  backend.prepareWeights?.(loaded.tensors as Map<string, Tensor>);
+  // with streaming, fp8 conversion happens in LayerStream.open, one streamed tensor at a time
+  const fp8 = opts.offload && opts.load?.dtype === 'fp8' ? { block: opts.load.fp8Block } : undefined;
+  const loaded = await loadModel(path, fp8 ? { ...opts.load, dtype: undefined } : opts.load);
+  const stream = opts.offload ? LayerStream.open(loaded, { ...opts.offload, fp8 }) : null;
+  // inference weights in the layout this backend decodes fastest (not with streamed layers: those are re-read from the file)
+  if (!stream) backend.prepareWeights?.(loaded.tensors as Map<string, Tensor>);
   const model = LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors);
+  if (stream) model.attachStream(stream);
   let tokenizer: Tokenizer | null = null;
   let tokenizerError: string | null = null;
   try {

@@ -7,6 +7,7 @@ import type { Backend, TrainBackend, TrainKernels } from '../backend/backend.js'
 import { selectBackend, type BackendName } from '../backend/select.js';
 import { loadChatTemplate } from '../formats/chat-template.js';
 import { loadModel } from '../formats/load.js';
+import { LayerStream, type OffloadOptions } from '../model/offload.js';
 import { writePeftAdapter, PEFT_WEIGHTS } from '../formats/peft.js';
 import { writeSafetensors } from '../formats/safetensors.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
@@ -37,6 +38,7 @@ export interface FinetuneOptions {
   readonly gradAccum?: number;
   readonly maxSeqLen?: number; // default min(2048, model context)
   readonly checkpointActivations?: boolean;
+  readonly offload?: OffloadOptions; // stream a share of the frozen base's layers from disk (LoRA only)
   readonly optimizer?: OptimizerName;
   readonly weightDecay?: number;
   readonly warmupSteps?: number;
@@ -175,7 +177,10 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
     rslora: l.rslora ?? DEFAULT_LORA.rslora, dropout: l.dropout ?? DEFAULT_LORA.dropout,
   };
   const adapter: LoraAdapter | null = full ? null : initLora(cfg, loraCfg, (() => { const r = new Rng(mix32(seed, 0x10a)); return () => r.next(); })());
+  if (o.offload && full) throw new Error('streamed layers need a frozen base: full fine-tuning keeps every weight in memory');
+  const stream = o.offload ? LayerStream.open(loaded, o.offload) : null;
   const model = LlamaTrainModel.fromTensors(cfg, loaded.tensors, backend, { adapter, full, checkpointActivations: !!o.checkpointActivations }, loaded.ropeFreqFactors);
+  if (stream) model.attachStream(stream);
   const opt = new Optimizer(model.params, { name: o.optimizer ?? 'adamw', betas: [0.9, 0.999], eps: 1e-8, weightDecay: o.weightDecay ?? 0, momentum: 0 });
   const trainable = model.params.reduce((a, p) => a + p.value.length, 0);
   const runOptions = { full, lora: full ? null : loraCfg, lr, gradAccum, maxSeqLen, batchSize: o.batchSize ?? null, batchTokens: o.batchTokens ?? null,

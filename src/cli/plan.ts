@@ -1,0 +1,114 @@
+// `floe plan`: memory per device for serving or fine-tuning a model on a cluster, and on this machine.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { KvDType } from '../backend/backend.js';
+import { parseHfConfig, readHfConfig } from '../formats/hf-config.js';
+import type { LlamaConfig } from '../formats/llama-config.js';
+import { parseLoraTargets } from '../model/lora.js';
+import { ALL_LORA_TARGETS, hostMemory, plan, PLAN_DEFAULTS, presetConfig, PRESETS, type Plan, type PlanDType, type PlanOptions } from '../platform/plan.js';
+import { parseSize } from '../serve/server.js';
+import { conflicts, num, optNum, parse, UsageError } from './args.js';
+
+async function modelConfig(model: string | undefined, preset: string | undefined): Promise<LlamaConfig> {
+  if ((model === undefined) === (preset === undefined)) throw new UsageError(`give one of --model CONFIG.json|DIR|FILE.gguf or --preset ${Object.keys(PRESETS).join('|')}`);
+  if (preset !== undefined) {
+    if (!PRESETS[preset]) throw new UsageError(`--preset expects one of ${Object.keys(PRESETS).join(', ')}, got '${preset}'`);
+    return presetConfig(preset);
+  }
+  const p = model!;
+  if (!fs.existsSync(p)) throw new Error(`${p}: no such file or directory`);
+  if (fs.statSync(p).isDirectory()) return readHfConfig(p).config;
+  if (p.toLowerCase().endsWith('.gguf')) {
+    const { readGguf, ggufToLlamaConfig } = await import('../formats/gguf.js');
+    return ggufToLlamaConfig(await readGguf(p));
+  }
+  let j: unknown;
+  try { j = JSON.parse(fs.readFileSync(p, 'utf8')); } catch (e) { throw new Error(`${p}: cannot read config JSON: ${(e as Error).message}`); }
+  return parseHfConfig(j, path.resolve(p)).config;
+}
+
+const size = (v: string | undefined, name: string, fallback: number): number => {
+  if (v === undefined) return fallback;
+  try { return parseSize(v); } catch (e) { throw new UsageError(`--${name}: ${(e as Error).message}`); }
+};
+
+export async function planCmd(args: string[]): Promise<number> {
+  const str = { type: 'string' } as const;
+  const { values: v } = parse(args, {
+    model: str, preset: str, dtype: str, 'kv-dtype': str, context: str, concurrency: str, devices: str, 'device-memory': str, nodes: str,
+    'pipeline-parallel': str, 'tensor-parallel': str, 'lora-rank': str, 'lora-targets': str, full: { type: 'boolean' }, 'offload-ratio': str,
+    'micro-batch': str, 'seq-len': str, 'checkpoint-activations': { type: 'boolean' }, zero: str, 'max-batched-tokens': str, json: { type: 'boolean' },
+  });
+  conflicts(v, [['lora-rank', 'full']]);
+  const cfg = await modelConfig(v.model, v.preset);
+  const dtype = (v.dtype ?? 'bf16') as PlanDType;
+  if (!['f32', 'bf16', 'fp8', 'q8_0'].includes(dtype)) throw new UsageError(`--dtype expects f32, bf16, fp8 or q8_0, got '${v.dtype}'`);
+  const kvArg = v['kv-dtype'] ?? 'bf16';
+  const kvDtype = ({ f32: 'f32', bf16: 'bf16', fp8: 'fp8_e4m3' } as Record<string, KvDType>)[kvArg];
+  if (!kvDtype) throw new UsageError(`--kv-dtype expects f32, bf16 or fp8, got '${kvArg}'`);
+  const one = { min: 1 };
+  const training = v['lora-rank'] !== undefined || !!v.full;
+  if (!training) for (const k of ['micro-batch', 'seq-len', 'checkpoint-activations', 'zero', 'lora-targets'] as const) {
+    if (v[k] !== undefined) throw new UsageError(`--${k} is a training option: give --lora-rank R or --full with it`);
+  }
+  const zero = num(v.zero, 'zero', 0, true, { max: 3 }) as 0 | 1 | 2 | 3;
+  const seqLen = num(v['seq-len'], 'seq-len', 2048, true, one);
+  const opts: PlanOptions = {
+    dtype, kvDtype,
+    context: num(v.context, 'context', training ? seqLen : cfg.maxPositionEmbeddings, true, one),
+    concurrency: num(v.concurrency, 'concurrency', 1, true, one),
+    devices: num(v.devices, 'devices', PLAN_DEFAULTS.devices, true, one),
+    deviceMemory: size(v['device-memory'], 'device-memory', 80e9),
+    nodes: num(v.nodes, 'nodes', PLAN_DEFAULTS.nodes, true, one),
+    pipelineParallel: num(v['pipeline-parallel'], 'pipeline-parallel', PLAN_DEFAULTS.pipelineParallel, true, one),
+    tensorParallel: num(v['tensor-parallel'], 'tensor-parallel', PLAN_DEFAULTS.tensorParallel, true, one),
+    offloadRatio: num(v['offload-ratio'], 'offload-ratio', 0, false, { max: 1 }),
+    ringLayers: PLAN_DEFAULTS.ringLayers,
+    maxBatchedTokens: num(v['max-batched-tokens'], 'max-batched-tokens', PLAN_DEFAULTS.maxBatchedTokens, true, one),
+    train: training ? {
+      loraRank: v.full ? null : num(v['lora-rank'], 'lora-rank', 8, true, one),
+      loraTargets: v['lora-targets'] ? parseLoraTargets(v['lora-targets']) : ALL_LORA_TARGETS,
+      microBatch: num(v['micro-batch'], 'micro-batch', 1, true, one), seqLen,
+      checkpointActivations: !!v['checkpoint-activations'], zero,
+    } : undefined,
+  };
+  let cluster: Plan;
+  try { cluster = plan(cfg, opts); } catch (e) { throw e instanceof RangeError ? new UsageError(e.message) : e; }
+  // this machine: one device, its RAM, no parallelism
+  const mem = fs.existsSync('/proc/meminfo') ? hostMemory(fs.readFileSync('/proc/meminfo', 'utf8')) : null;
+  const local = mem ? plan(cfg, { ...opts, devices: 1, nodes: 1, pipelineParallel: 1, tensorParallel: 1, deviceMemory: mem.total, train: opts.train && { ...opts.train, zero: 0 } }) : null;
+  if (v.json) {
+    process.stdout.write(JSON.stringify({ options: { ...opts, deviceMemory: opts.deviceMemory }, cluster, this_machine: local && { memory_total: mem!.total, memory_available: mem!.available, plan: local } }) + '\n');
+    return 0;
+  }
+  const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
+  const p = cluster.parameters;
+  const lines = [
+    `model       ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ffn ${cfg.intermediateSize}, heads ${cfg.numHeads} (kv ${cfg.numKvHeads}), vocab ${cfg.vocabSize}`,
+    `parameters  ${p.total.toLocaleString('en-US')}; weights ${gb(cluster.weightBytesTotal)} in ${dtype}; KV ${cluster.kvBytesPerToken.toLocaleString('en-US')} bytes/token (${kvArg})`,
+    `layout      ${opts.devices} devices on ${opts.nodes} node(s): pipeline ${opts.pipelineParallel} × tensor ${opts.tensorParallel} × data ${cluster.dataParallel}; ${cluster.layersPerStage} layers per stage`,
+    `mode        ${cluster.mode}${opts.train ? `: micro-batch ${opts.train.microBatch} × ${opts.train.seqLen} tokens, ${cluster.trainableParams.toLocaleString('en-US')} trainable parameters${opts.train.checkpointActivations ? ', checkpointed activations' : ''}, ZeRO ${opts.train.zero}` : `: ${opts.concurrency} × ${opts.context} tokens`}`,
+    '',
+    ...table([['per device', cluster], ...(local ? [['this machine', local] as [string, Plan]] : [])]),
+  ];
+  if (cluster.mode === 'serve') {
+    lines.push('', `max concurrent sequences at ${opts.context} tokens: ${cluster.maxConcurrentSequences} per device${local ? `, ${local.maxConcurrentSequences} on this machine` : ''}`);
+  }
+  process.stdout.write(lines.join('\n') + '\n');
+  return 0;
+}
+
+function table(cols: [string, Plan][]): string[] {
+  const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
+  const rows: [string, (d: Plan['device']) => string][] = [
+    ['weights (resident)', (d) => gb(d.weights)], ['offloaded', (d) => gb(d.offloaded)], ['KV cache', (d) => gb(d.kvCache)],
+    ['activations', (d) => gb(d.activations)], ['trainable params', (d) => gb(d.loraParams)], ['gradients', (d) => gb(d.gradients)],
+    ['optimizer state', (d) => gb(d.optimizer)], ['total', (d) => gb(d.total)], ['memory', (d) => gb(d.capacity)], ['fits', (d) => (d.fits ? 'yes' : 'NO')],
+  ];
+  const w = 22;
+  return [
+    ''.padEnd(20) + cols.map(([n]) => n.padStart(w)).join(''),
+    ...rows.map(([n, f]) => n.padEnd(20) + cols.map(([, c]) => f(c.device).padStart(w)).join('')),
+  ];
+}

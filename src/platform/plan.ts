@@ -1,0 +1,221 @@
+// Deployment planner: bytes per device for serving or fine-tuning a Llama-family model, from its LlamaConfig.
+//
+// D hidden, F ffn hidden, H heads, K kv heads, E head dim, V vocab, L layers, T tokens in a step, r LoRA rank,
+// P pipeline stages, TP tensor-parallel width, DP data-parallel replicas (devices / (P·TP)).
+// The activation and scratch formulas mirror the buffers floe allocates (model/llama.ts Workspace,
+// model/llama-train.ts Acts + Scratch), so at one device the plan is floe's own memory; at scale the
+// same per-layer counts are divided by the parallel widths.
+
+import { parseHfConfig } from '../formats/hf-config.js';
+import type { LlamaConfig } from '../formats/llama-config.js';
+import { LORA_TARGETS, loraDims, type LoraTarget } from '../formats/peft.js';
+import type { KvDType } from '../backend/backend.js';
+import { KvCache } from '../model/kv-cache.js';
+
+export type PlanDType = 'f32' | 'bf16' | 'fp8' | 'q8_0';
+
+/** HF config.json facts of public Llama checkpoints (the fields the planner reads, verbatim names). */
+const LLAMA3_ROPE = { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+export const PRESETS: Record<string, Record<string, unknown>> = {
+  'llama-3.1-405b': { hidden_size: 16384, num_hidden_layers: 126, num_attention_heads: 128, num_key_value_heads: 8, intermediate_size: 53248, vocab_size: 128256, tie_word_embeddings: false, rope_theta: 500000, rope_scaling: LLAMA3_ROPE, max_position_embeddings: 131072 },
+  'llama-3.1-70b': { hidden_size: 8192, num_hidden_layers: 80, num_attention_heads: 64, num_key_value_heads: 8, intermediate_size: 28672, vocab_size: 128256, tie_word_embeddings: false, rope_theta: 500000, rope_scaling: LLAMA3_ROPE, max_position_embeddings: 131072 },
+  'llama-3.1-8b': { hidden_size: 4096, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, intermediate_size: 14336, vocab_size: 128256, tie_word_embeddings: false, rope_theta: 500000, rope_scaling: LLAMA3_ROPE, max_position_embeddings: 131072 },
+  'llama-3.2-1b': { hidden_size: 2048, num_hidden_layers: 16, num_attention_heads: 32, num_key_value_heads: 8, intermediate_size: 8192, vocab_size: 128256, tie_word_embeddings: true, rope_theta: 500000, rope_scaling: { ...LLAMA3_ROPE, factor: 32 }, max_position_embeddings: 131072 },
+};
+
+export function presetConfig(name: string): LlamaConfig {
+  const p = PRESETS[name];
+  if (!p) throw new Error(`unknown preset '${name}' (presets: ${Object.keys(PRESETS).join(', ')})`);
+  return parseHfConfig({ architectures: ['LlamaForCausalLM'], rms_norm_eps: 1e-5, ...p }, `preset ${name}`).config;
+}
+
+export interface PlanOptions {
+  readonly dtype: PlanDType; // linear weights; fp8 keeps embedding and head in bf16 (as floe's --dtype fp8 and quantize do)
+  readonly kvDtype: KvDType;
+  readonly context: number; // tokens per sequence
+  readonly concurrency: number; // sequences served at once (serving)
+  readonly devices: number; // in all, over every node
+  readonly deviceMemory: number; // bytes per device
+  readonly nodes: number;
+  readonly pipelineParallel: number; // P
+  readonly tensorParallel: number; // TP
+  readonly offloadRatio: number; // share of layer weights streamed from host / disk instead of resident
+  readonly ringLayers: number; // staging buffers of streamed layers (compute + read-ahead)
+  readonly maxBatchedTokens: number; // serving step's token budget
+  /** Training (absent: serving). */
+  readonly train?: {
+    readonly loraRank: number | null; // null: full fine-tuning
+    readonly loraTargets: readonly LoraTarget[];
+    readonly microBatch: number;
+    readonly seqLen: number;
+    readonly checkpointActivations: boolean;
+    readonly zero: 0 | 1 | 2 | 3; // ZeRO stage over DP: 1 optimizer, 2 + gradients, 3 + parameters (the frozen base too)
+  };
+}
+
+export const PLAN_DEFAULTS = { kvDtype: 'bf16' as KvDType, devices: 1, nodes: 1, pipelineParallel: 1, tensorParallel: 1, offloadRatio: 0, ringLayers: 3, maxBatchedTokens: 512 };
+
+export interface ParamCounts {
+  readonly total: number;
+  readonly embed: number; // V·D
+  readonly head: number; // V·D, 0 when tied
+  readonly perLayerLinear: number; // the seven projections of one layer
+  readonly perLayerNorm: number; // 2·D
+  readonly finalNorm: number; // D
+}
+
+export function paramCounts(c: LlamaConfig): ParamCounts {
+  const { hiddenSize: D, intermediateSize: F, numHeads: H, numKvHeads: K, headDim: E, vocabSize: V, numLayers: L } = c;
+  const perLayerLinear = 2 * D * H * E + 2 * D * K * E + 3 * D * F;
+  const embed = V * D;
+  const head = c.tieWordEmbeddings ? 0 : V * D;
+  const total = embed + head + L * (perLayerLinear + 2 * D) + D;
+  return { total, embed, head, perLayerLinear, perLayerNorm: 2 * D, finalNorm: D };
+}
+
+/** Stored bytes of one (N, C) linear weight in `dtype` (fp8: per-row f32 scales; q8_0: 34 bytes per 32). */
+function linearBytes(N: number, C: number, dtype: PlanDType): number {
+  switch (dtype) {
+    case 'f32': return 4 * N * C;
+    case 'bf16': return 2 * N * C;
+    case 'fp8': return N * C + 4 * N;
+    case 'q8_0': return N * Math.ceil(C / 32) * 34;
+  }
+}
+
+/** Bytes of every weight: per layer (linears + f32 norms as floe keeps them) and the rest. */
+export function weightBytes(c: LlamaConfig, dtype: PlanDType): { perLayer: number; embed: number; head: number; norm: number; total: number } {
+  const { hiddenSize: D, intermediateSize: F, numHeads: H, numKvHeads: K, headDim: E, vocabSize: V } = c;
+  const lin = linearBytes(H * E, D, dtype) * 2 + linearBytes(K * E, D, dtype) * 2 + linearBytes(F, D, dtype) * 2 + linearBytes(D, F, dtype);
+  const perLayer = lin + 2 * D * 4; // norms dequantized to f32 (model/llama.ts vector())
+  const tableDtype: PlanDType = dtype === 'fp8' ? 'bf16' : dtype;
+  const embed = linearBytes(V, D, tableDtype);
+  const head = c.tieWordEmbeddings ? 0 : embed;
+  const norm = D * 4;
+  return { perLayer, embed, head, norm, total: c.numLayers * perLayer + embed + head + norm };
+}
+
+/** LoRA parameters of one layer at rank r on `targets`: r·(C + N) each. */
+export function loraParamsPerLayer(c: LlamaConfig, r: number, targets: readonly LoraTarget[]): number {
+  let n = 0;
+  for (const t of targets) {
+    const [N, C] = loraDims(c, t);
+    n += r * (N + C);
+  }
+  return n;
+}
+
+/** Serving scratch (model/llama.ts Workspace) for a T-token step, plus R rows of f32 logits. */
+export function servingActivationBytes(c: LlamaConfig, T: number, R: number): number {
+  const { hiddenSize: D, intermediateSize: F, numHeads: H, numKvHeads: K, headDim: E, vocabSize: V } = c;
+  return 4 * T * (3 * D + 2 * H * E + 2 * K * E + 2 * F) + 4 * R * V;
+}
+
+/** Training activations for T packed tokens over `layers` layers (model/llama-train.ts Acts, inputs, Scratch). */
+export function trainActivationBytes(c: LlamaConfig, T: number, layers: number, ckpt: boolean, loraRank: number, targets: readonly LoraTarget[]): number {
+  const { hiddenSize: D, intermediateSize: F, numHeads: H, numKvHeads: K, headDim: E, vocabSize: V } = c;
+  let maxN = 1;
+  for (const t of targets) maxN = Math.max(maxN, loraDims(c, t)[0]);
+  const u = loraRank > 0 ? targets.length * loraRank : 0;
+  const acts = 2 * T * D + 2 * T * H * E + 2 * T * K * E + T * H + 2 * T * F + T * u; // one layer's Acts
+  const saved = ckpt ? acts + layers * T * D : layers * acts;
+  const chunk = Math.min(T, Math.max(128, Math.floor((4 << 20) / V))); // lossChunkRows
+  const r = loraRank > 0 ? loraRank : 1;
+  const scratch = (8 + (ckpt ? 1 : 0)) * T * D + 2 * T * H * E + 2 * T * K * E + 4 * T * F + 2 * T * r + (loraRank > 0 ? T * maxN : T)
+    + 2 * chunk * D + chunk + chunk * V;
+  return 4 * (saved + scratch);
+}
+
+export interface DevicePlan {
+  readonly weights: number; // resident base weights (+ staging ring when streaming)
+  readonly offloaded: number; // layer weights streamed from host memory / disk, not resident
+  readonly kvCache: number;
+  readonly activations: number;
+  readonly loraParams: number; // trainable parameters (LoRA factors, or full master weights), f32
+  readonly gradients: number;
+  readonly optimizer: number; // AdamW m and v, f32
+  readonly total: number;
+  readonly capacity: number;
+  readonly fits: boolean;
+}
+
+export interface Plan {
+  readonly config: LlamaConfig;
+  readonly parameters: ParamCounts;
+  readonly mode: 'serve' | 'lora' | 'full';
+  readonly dataParallel: number; // DP
+  readonly layersPerStage: number;
+  readonly weightBytesTotal: number; // whole model in the chosen dtype
+  readonly kvBytesPerToken: number; // whole model, all layers
+  readonly trainableParams: number;
+  readonly device: DevicePlan; // the fullest device (the first stage: embedding, or the last: head)
+  /** Serving: sequences of `context` tokens that fit in what the device has left after weights and activations. */
+  readonly maxConcurrentSequences: number;
+}
+
+/** The plan; throws naming the option when the parallel layout does not divide the model or the devices. */
+export function plan(c: LlamaConfig, o: PlanOptions): Plan {
+  const P = o.pipelineParallel, TP = o.tensorParallel;
+  if (o.devices % (P * TP) !== 0) throw new RangeError(`--devices ${o.devices} is not a multiple of pipeline-parallel ${P} × tensor-parallel ${TP}`);
+  if (P > c.numLayers) throw new RangeError(`--pipeline-parallel ${P} is more than the model's ${c.numLayers} layers`);
+  if (c.numHeads % TP !== 0) throw new RangeError(`--tensor-parallel ${TP} does not divide the ${c.numHeads} attention heads`);
+  if (o.devices % o.nodes !== 0) throw new RangeError(`--devices ${o.devices} is not a multiple of --nodes ${o.nodes}`);
+  if (!(o.offloadRatio >= 0 && o.offloadRatio <= 1)) throw new RangeError(`--offload-ratio must be in [0, 1], got ${o.offloadRatio}`);
+  const DP = o.devices / (P * TP);
+  const params = paramCounts(c);
+  const wb = weightBytes(c, o.dtype);
+  const layersPerStage = Math.ceil(c.numLayers / P);
+  // the fullest stage: stage 0 holds the embedding; with one stage it also holds the head
+  const edge = P === 1 ? wb.embed + wb.head + wb.norm : Math.max(wb.embed, wb.head + wb.norm);
+  const stageLayerBytes = layersPerStage * wb.perLayer / TP;
+  const streamedLayers = Math.round(layersPerStage * o.offloadRatio);
+  const ring = streamedLayers > 0 ? Math.min(o.ringLayers, streamedLayers) * wb.perLayer / TP : 0;
+  const t = o.train;
+  const zero = t?.zero ?? 0;
+  const baseShard = zero === 3 ? DP : 1; // ZeRO-3 shards the frozen base over the replicas too
+  const offloaded = streamedLayers * wb.perLayer / TP / baseShard;
+  let weights = (edge / TP + stageLayerBytes) / baseShard - offloaded + ring;
+  const kvBytesPerToken = KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, o.kvDtype);
+  // a kv head is never split: TP wider than K replicates heads
+  const kvPerTokenDevice = KvCache.bytesPerToken(layersPerStage, Math.ceil(c.numKvHeads / TP), c.headDim, o.kvDtype);
+
+  let mode: Plan['mode'] = 'serve';
+  let trainable = 0, loraParams = 0, gradients = 0, optimizer = 0, activations: number, kvCache = 0;
+  if (t) {
+    const T = t.microBatch * t.seqLen;
+    const full = t.loraRank === null;
+    mode = full ? 'full' : 'lora';
+    trainable = full ? params.total : c.numLayers * loraParamsPerLayer(c, t.loraRank!, t.loraTargets);
+    const perDevice = trainable * layersPerStage / c.numLayers / TP; // what one stage / TP shard owns
+    loraParams = 4 * perDevice / (zero >= 3 ? DP : 1);
+    gradients = 4 * perDevice / (zero >= 2 ? DP : 1);
+    optimizer = 8 * perDevice / (zero >= 1 ? DP : 1);
+    activations = trainActivationBytes(c, T, layersPerStage, t.checkpointActivations, full ? 0 : t.loraRank!, full ? [] : t.loraTargets) / TP;
+    if (full) weights = 0; // the f32 masters (loraParams) are the weights
+  } else {
+    const T = o.maxBatchedTokens;
+    activations = servingActivationBytes(c, T, Math.min(T, o.concurrency)) / TP;
+    kvCache = o.concurrency * o.context * kvPerTokenDevice;
+  }
+  const total = weights + kvCache + activations + loraParams + gradients + optimizer;
+  const left = o.deviceMemory - (total - kvCache);
+  const maxSeq = t ? 0 : Math.max(0, Math.floor(left / (o.context * kvPerTokenDevice)));
+  return {
+    config: c, parameters: params, mode, dataParallel: DP, layersPerStage, weightBytesTotal: wb.total, kvBytesPerToken,
+    trainableParams: trainable,
+    device: { weights, offloaded, kvCache, activations, loraParams, gradients, optimizer, total, capacity: o.deviceMemory, fits: total <= o.deviceMemory },
+    maxConcurrentSequences: maxSeq,
+  };
+}
+
+/** MemTotal and MemAvailable of this machine, from /proc/meminfo (null where there is none). */
+export function hostMemory(meminfo: string): { total: number; available: number } | null {
+  const get = (k: string) => {
+    const m = new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(meminfo);
+    return m ? Number(m[1]) * 1024 : null;
+  };
+  const total = get('MemTotal'), available = get('MemAvailable');
+  return total === null ? null : { total, available: available ?? total };
+}
+
+export const ALL_LORA_TARGETS = LORA_TARGETS;

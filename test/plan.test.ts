@@ -1,0 +1,109 @@
+// floe plan: the planner against public Llama 3.1 figures, against floe's own memory on the built-in model, and the CLI.
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { readHfConfig } from '../src/formats/hf-config.js';
+import { ALL_LORA_TARGETS, hostMemory, paramCounts, plan, PLAN_DEFAULTS, presetConfig, weightBytes, type PlanOptions } from '../src/platform/plan.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const near = (got: number, want: number, rel: number, what: string) =>
+  assert.ok(Math.abs(got - want) <= rel * want, `${what}: got ${got}, expected ${want} ± ${rel * 100}%`);
+const base: PlanOptions = { ...PLAN_DEFAULTS, dtype: 'bf16', context: 131072, concurrency: 1, deviceMemory: 80e9 };
+const c405 = presetConfig('llama-3.1-405b');
+
+test('Llama 3.1 405B: parameters, KV per token and per 128K sequence (public figures)', () => {
+  assert.equal(paramCounts(c405).total, 405_853_388_800);
+  const p = plan(c405, base);
+  assert.equal(p.kvBytesPerToken, 516_096);
+  near(p.kvBytesPerToken * 131072, 67.6e9, 0.005, 'KV of one 128K sequence');
+  assert.equal(p.device.kvCache, p.kvBytesPerToken * 131072);
+});
+
+test('Llama 3.1 405B: FP8 weights ≈ 406 GB, ≈ 50.7 GB per device at tensor-parallel 8', () => {
+  const p = plan(c405, { ...base, dtype: 'fp8', devices: 8, tensorParallel: 8 });
+  // linears in fp8 (+ per-row f32 scales), embedding and head in bf16: ~1% above one byte per parameter
+  near(p.weightBytesTotal, 406e9, 0.015, 'fp8 weights');
+  near(p.device.weights, 50.7e9, 0.015, 'fp8 weights per device');
+  const wb = weightBytes(c405, 'fp8');
+  assert.ok(wb.perLayer * c405.numLayers > 0.97 * p.weightBytesTotal, 'the layers are almost all of it');
+  // the KV heads split over TP: 8 kv heads / 8 devices
+  assert.equal(p.device.kvCache * 8, p.kvBytesPerToken * 131072);
+  assert.ok(p.device.fits);
+  assert.equal(plan(c405, { ...base, dtype: 'fp8' }).device.fits, false, 'one 80 GB device cannot hold it');
+});
+
+test('Llama 3.1 405B: full fine-tuning state at 16 bytes/parameter ≈ 6.5 TB', () => {
+  const p = plan(c405, { ...base, train: { loraRank: null, loraTargets: [], microBatch: 1, seqLen: 1, checkpointActivations: true, zero: 0 } });
+  near(p.device.loraParams + p.device.gradients + p.device.optimizer, 6.5e12, 0.01, 'f32 weights + gradients + AdamW m, v');
+  assert.equal(p.device.loraParams + p.device.gradients + p.device.optimizer, 16 * 405_853_388_800);
+});
+
+test('Llama 3.1 405B: LoRA r64 on all seven projections, FP8 base, 75% offload, ZeRO-3 over 8 devices < 80 GB each', () => {
+  const train = { loraRank: 64, loraTargets: ALL_LORA_TARGETS, microBatch: 1, seqLen: 2048, checkpointActivations: true, zero: 3 as const };
+  const p = plan(c405, { ...base, dtype: 'fp8', devices: 8, offloadRatio: 0.75, train });
+  // r·(N + C) per projection, per layer: 64·(2·32768 + 2·17408 + 3·69632) = 19,791,872
+  assert.equal(p.trainableParams, 126 * 19_791_872);
+  assert.ok(p.device.total < 80e9, `per device ${p.device.total}`);
+  const layers = weightBytes(c405, 'fp8').perLayer; // streamed: 75% of the 126 layers, to the nearest layer, sharded over 8
+  assert.equal(p.device.offloaded, Math.round(0.75 * 126) * layers / 8);
+  // each part is needed: without the offload, or without sharding, it does not fit
+  assert.equal(plan(c405, { ...base, dtype: 'fp8', devices: 8, offloadRatio: 0, train: { ...train, zero: 0 } }).device.fits, false);
+  assert.equal(plan(c405, { ...base, dtype: 'fp8', devices: 8, offloadRatio: 0.75, train: { ...train, zero: 0 } }).device.fits, false);
+});
+
+test('presets are the HF configs: Llama 3.2 1B parameter count, 8B KV per token', () => {
+  assert.equal(paramCounts(presetConfig('llama-3.2-1b')).total, 1_235_814_400);
+  assert.equal(paramCounts(presetConfig('llama-3.1-8b')).total, 8_030_261_248);
+  assert.equal(paramCounts(presetConfig('llama-3.1-70b')).total, 70_553_706_496);
+  assert.equal(plan(presetConfig('llama-3.1-8b'), base).kvBytesPerToken, 131_072);
+});
+
+test('max concurrent sequences: what the device has left after weights and activations, over KV per sequence', () => {
+  const c = presetConfig('llama-3.1-8b');
+  const p = plan(c, { ...base, context: 8192, deviceMemory: 40e9 });
+  const left = 40e9 - p.device.weights - p.device.activations;
+  assert.equal(p.maxConcurrentSequences, Math.floor(left / (8192 * p.kvBytesPerToken)));
+  assert.throws(() => plan(c, { ...base, devices: 3, tensorParallel: 2 }), /not a multiple/);
+});
+
+test('hostMemory reads /proc/meminfo', () => {
+  assert.deepEqual(hostMemory('MemTotal:       1000 kB\nMemFree: 5 kB\nMemAvailable:    600 kB\n'), { total: 1024000, available: 614400 });
+  assert.equal(hostMemory('nothing'), null);
+});
+
+test('the plan of the built-in model is floe\'s measured memory: RSS growth for weights + a filled KV cache within 5%', () => {
+  const model = `${ROOT}models/floe-brown`;
+  const cfg = readHfConfig(model).config;
+  const kvBudget = 48 * 2 ** 20 + Math.floor(Math.random() * 32 * 2 ** 20);
+  const r = spawnSync(process.execPath, ['--import', 'tsx', `${ROOT}test/plan-rss-probe.ts`, model, String(kvBudget)], { encoding: 'utf8', timeout: 60_000, cwd: ROOT });
+  assert.equal(r.status, 0, r.stderr);
+  const m = JSON.parse(r.stdout) as { weights: number; kv: number; kvAllocated: number };
+  const p = plan(cfg, { ...base, dtype: 'f32', kvDtype: 'f32', context: m.kvAllocated / (2 * cfg.numLayers * cfg.numKvHeads * cfg.headDim * 4), concurrency: 1 });
+  near(m.weights + m.kv, p.device.weights + p.device.kvCache, 0.05, 'measured RSS growth vs planned weights + KV');
+});
+
+test('floe plan CLI: table and --json for a preset on a cluster', () => {
+  const run = (args: string[]) => spawnSync(process.execPath, [`${ROOT}bin/floe.js`, 'plan', ...args], { encoding: 'utf8', timeout: 60_000 });
+  const j = run(['--preset', 'llama-3.1-405b', '--dtype', 'fp8', '--devices', '8', '--tensor-parallel', '8', '--context', '131072', '--json']);
+  assert.equal(j.status, 0, j.stderr);
+  const out = JSON.parse(j.stdout);
+  assert.equal(out.cluster.parameters.total, 405_853_388_800);
+  assert.equal(out.cluster.device.fits, true);
+  assert.ok(out.this_machine === null || out.this_machine.memory_total > 0);
+  const t = run(['--preset', 'llama-3.1-8b', '--devices', '2', '--tensor-parallel', '2']);
+  assert.equal(t.status, 0, t.stderr);
+  assert.match(t.stdout, /per device/);
+  assert.match(t.stdout, /max concurrent sequences at 131072 tokens/);
+  // a config.json, its directory: the same model
+  const f = run(['--model', `${ROOT}models/floe-brown/config.json`, '--lora-rank', '8', '--seq-len', '128', '--json']);
+  const d = run(['--model', `${ROOT}models/floe-brown`, '--lora-rank', '8', '--seq-len', '128', '--json']);
+  assert.equal(f.status, 0, f.stderr);
+  assert.deepEqual(JSON.parse(f.stdout).cluster, JSON.parse(d.stdout).cluster);
+  assert.equal(JSON.parse(f.stdout).cluster.mode, 'lora');
+  assert.equal(run(['--preset', 'llama-3.1-8b', '--seq-len', '128']).status, 2, 'a training flag without --lora-rank / --full');
+  const bad = run(['--preset', 'llama-3.1-8b', '--devices', '3', '--tensor-parallel', '2']);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /not a multiple/);
+});

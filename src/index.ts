@@ -34,3 +34,4 @@ export { writePeftAdapter } from './formats/peft.js';
 export { readPeftAdapter, applyAdapter } from './model/adapter.js';
 export { quantizeModelDir } from './formats/fp8-export.js';
 export { evalPerplexity } from './train/eval.js';
+export { Embedder, poolRows, l2Normalize, readEmbeddingConfig, EMBEDDING_CONFIG_FILE, type EmbedderOptions, type EmbeddingConfig, type Pooling } from './model/embed.js';

@@ -28,6 +28,8 @@ Usage:
   floe serve [--model PATH] [options]  OpenAI-compatible HTTP server
   floe batch [--model PATH] --input REQUESTS.jsonl --output RESULTS.jsonl [options]
                                        run an OpenAI Batch API input file offline (resumable)
+  floe rag ingest|query|ask|list|delete --db DIR [--collection NAME] ...
+                                       retrieval-augmented generation over your documents (floe rag --help)
   floe tokenize [--model PATH] [--no-bos] [--json] TEXT
                                        token ids of TEXT ('-' reads stdin), comma-separated
   floe detokenize [--model PATH] [--json] IDS
@@ -170,7 +172,7 @@ serve options:
 
 export async function run(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
-  if (cmd !== undefined && !cmd.startsWith('-') && (rest.includes('--help') || rest.includes('-h'))) {
+  if (cmd !== undefined && cmd !== 'rag' && !cmd.startsWith('-') && (rest.includes('--help') || rest.includes('-h'))) {
     const h = commandHelp(HELP, cmd === 'tokenizer' ? 'tokenizer train' : cmd);
     if (h) { process.stdout.write(h); return 0; }
   }
@@ -186,6 +188,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'detokenize': return await detokenizeCmd(rest);
       case 'serve': return await serveCmd(rest);
       case 'batch': return await (await import('./batch.js')).batchCmd(rest);
+      case 'rag': return await (await import('./rag.js')).ragCmd(rest);
       case 'tokenizer': return await tokenizerCmd(rest);
       case 'finetune': return await finetuneCmd(rest);
       case 'distill': return await (await import('./distill.js')).distillCmd(rest);

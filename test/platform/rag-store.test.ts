@@ -66,7 +66,7 @@ test('hybrid search equals a hand-computed reciprocal-rank fusion of the dense a
   await col.ingestFiles([files.a, files.b, files.c], emb, { chunkTokens: 32, overlap: 0 });
   for (const q of ['the old mine crystal', 'cold river boat', 'cats dogs']) {
     const depth = 50;
-    const [qv] = emb.embed([q]);
+    const [qv] = await emb.embed([q]);
     const dense = (await col.dense(qv!, depth, null)).map((p) => p.id);
     const sparse = (await col.bm25(q, depth, null)).map((p) => p.id);
     const hand = new Map<string, number>();

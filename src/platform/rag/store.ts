@@ -63,6 +63,7 @@ export interface DocumentInput {
 export interface IngestOptions {
   readonly chunkTokens?: number; // default min(256, embedder.maxTokens)
   readonly overlap?: number; // default chunkTokens / 8
+  readonly commitChunks?: number; // whole documents go into one commit until it holds this many chunks (default 512)
   readonly onProgress?: (p: IngestProgress) => void;
 }
 
@@ -270,7 +271,7 @@ export class Collection {
       }));
       pendingSources.push(d.source);
       result.chunks += d.chunks.length;
-      if (pending.length >= WRITE_ROWS) await flush();
+      if (pending.length >= (opts.commitChunks ?? WRITE_ROWS)) await flush();
       opts.onProgress?.({ done: ++done, total, source: d.source, chunks: result.chunks });
     }
     await flush();
@@ -336,7 +337,7 @@ export class Collection {
   /** Dense search over the unit vectors: score = dot product = cosine similarity. */
   async dense(qv: Float32Array, k: number, where: string | null): Promise<Passage[]> {
     if (qv.length !== this.dim) throw new Error(`query vector has ${qv.length} dims; collection '${this.name}' holds ${this.dim}`);
-    let q = this.table.vectorSearch(qv).distanceType('dot').limit(k).select(COLUMNS);
+    let q = this.table.vectorSearch(qv).distanceType('dot').limit(k).select([...COLUMNS, '_distance']);
     if (where) q = q.where(where);
     const rows = await runQuery(q, where);
     return rows.map((r) => passage(r, 1 - (r._distance as number)));
@@ -344,7 +345,7 @@ export class Collection {
 
   async bm25(query: string, k: number, where: string | null): Promise<Passage[]> {
     if ((await this.table.countRows()) === 0) return [];
-    let q = this.table.search(query, 'fts').limit(k).select(COLUMNS);
+    let q = this.table.search(query, 'fts').limit(k).select([...COLUMNS, '_score']);
     if (where) q = q.where(where);
     const rows = await runQuery(q, where);
     return rows.map((r) => passage(r, r._score as number));

@@ -168,6 +168,8 @@ serve options:
   --max-lora-rank R       refuse adapters of a higher rank (default 64)
   --enable-lora-loading   answer POST /v1/load_lora_adapter and /v1/unload_lora_adapter (needs --lora-root)
   --lora-root DIR         runtime-loaded adapter paths must resolve inside DIR
+  --rag-db DIR            RAG collections (/v1/rag/*, chat's "rag" field) in DIR, embedded with
+                          --embedding-model PATH (default the built-in models/floe-embed)
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -428,6 +430,7 @@ async function serveCmd(args: string[]): Promise<number> {
     speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
     'lora-modules': { type: 'string', multiple: true }, 'max-loras': { type: 'string' }, 'max-lora-rank': { type: 'string' },
     'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' },
+    'rag-db': { type: 'string' }, 'embedding-model': { type: 'string' },
   });
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
@@ -473,6 +476,7 @@ async function serveCmd(args: string[]): Promise<number> {
     bodyLimit: size('max-body'), ui: !values['no-ui'], dataDir: values['no-batch'] ? null : values['data-dir'] ?? './floe-data',
     loraModules, maxLoras: positive('max-loras'), maxLoraRank: positive('max-lora-rank'),
     enableLoraLoading: !!values['enable-lora-loading'], loraRoot: values['lora-root'] ?? null,
+    ...(await (await import('./rag.js')).ragServeOptions(values['rag-db'], values['embedding-model'])),
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {

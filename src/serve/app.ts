@@ -10,6 +10,7 @@ import { PRIORITY_HEADER, registerBatchRoutes } from './batch-routes.js';
 import { ApiError, invalid } from './errors.js';
 import { ServeMetrics } from './metrics.js';
 import { registerLoraRoutes } from './lora-routes.js';
+import { noRag, registerRagRoutes, type RagRouteOptions } from './rag-routes.js';
 import { registerConsole } from './static.js';
 import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
 import {
@@ -38,6 +39,7 @@ export interface AppOptions {
   readonly webDir?: string; // the console's files (default: the package's web/)
   readonly dataDir?: string | null; // Files and Batch API state (SQLite); absent → no /v1/files, /v1/batches
   readonly lora?: { readonly enableLoading: boolean; readonly root: string | null }; // runtime adapter loading
+  readonly rag?: RagRouteOptions | null; // RAG collections and chat's `rag` field; absent → off
 }
 
 export interface ServeApp {
@@ -145,6 +147,7 @@ export function createApp(opts: AppOptions): ServeApp {
     if (!card) throw new ApiError(404, `the model '${req.params.id.slice(0, 200)}' does not exist; this server serves ${cards.map((m) => `'${m.id}'`).join(', ')}`, 'model', 'model_not_found');
     return card;
   });
+  const ragChat = opts.rag ? registerRagRoutes(app, opts.rag) : noRag;
   registerLoraRoutes(app, { enabled: opts.lora?.enableLoading ?? false, root: opts.lora?.root ?? null, baseName: opts.modelName, engine: () => model().engine });
 
   /** Prompt ids of one prompt, checked against the vocabulary. */
@@ -224,7 +227,8 @@ export function createApp(opts: AppOptions): ServeApp {
 
   app.post('/v1/chat/completions', (req, reply) => tracked(async () => {
     const c = model();
-    const p = parseChatRequest(req.body, vctx(c));
+    const { body, rag } = ragChat.take(req.body);
+    const p = parseChatRequest(body, vctx(c));
     noteIgnored(reply, p.ignored);
     if (!c.tokenizer) throw invalid('messages', 'this model has no tokenizer, so chat is not available; use /v1/completions with token ids');
     if (!c.template) throw invalid('messages', 'this model has no chat template (tokenizer_config.json chat_template or chat_template.jinja); use /v1/completions');
@@ -240,6 +244,10 @@ export function createApp(opts: AppOptions): ServeApp {
     } catch (e) {
       throw invalid('messages', `the chat template rejected the messages: ${(e as Error).message}`);
     }
+    // rag: passages for the last user message, as many as fit before the answer's budget
+    const ragged = rag ? await ragChat.apply(rag, p.messages, (m) => encodeChat(c.tokenizer!, c.template!, m, { addGenerationPrompt: p.addGenerationPrompt, tools: useTools ? p.tools : undefined }),
+      c.engine.info.maxRequestTokens - (p.maxTokens ?? Math.min(256, Math.floor(c.engine.info.maxRequestTokens / 4)))) : null;
+    if (ragged) ids = ragged.ids;
     const maxTokens = budget(c, p, ids.length, 'messages');
     const id = `chatcmpl-${randomUUID().replaceAll('-', '')}`;
     const t0 = performance.now();
@@ -269,6 +277,7 @@ export function createApp(opts: AppOptions): ServeApp {
         }),
         ...(p.returnTokenIds ? { prompt_token_ids: ids } : {}),
         usage: acc.usage(),
+        ...(ragged ? ragged.cite(acc.choices[0]?.text ?? '') : {}),
       };
     }
     const toolStreams: ToolCallStream[] = [];
@@ -292,7 +301,8 @@ export function createApp(opts: AppOptions): ServeApp {
         send(chunk);
       }
       if (o.finishReason !== null) {
-        send(chatChunk(head, ch, {}, null, o.finishReason, p.includeUsage));
+        const last = chatChunk(head, ch, {}, null, o.finishReason, p.includeUsage);
+        send(ragged ? { ...last, ...ragged.cite(acc.choices[ch]?.text ?? '') } : last);
       }
     }, () => {
       acc.done();

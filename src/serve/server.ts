@@ -13,6 +13,7 @@ import { KvCache } from '../model/kv-cache.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { createApp, type ServeApp } from './app.js';
+import { openEmbedder, type RagEmbedder } from '../platform/rag/embedder.js';
 import { ServeMetrics } from './metrics.js';
 
 export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
@@ -26,6 +27,8 @@ export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
   readonly dataDir?: string | null; // Files / Batch API state; absent → those routes are off
   readonly enableLoraLoading?: boolean; // POST /v1/load_lora_adapter and /v1/unload_lora_adapter answer
   readonly loraRoot?: string | null; // runtime adapter paths must lie inside this directory
+  readonly ragDb?: string | null; // RAG collections (LanceDB directory); absent → no /v1/rag routes
+  readonly embeddingModel?: string | null; // the RAG embedder (HF directory), loaded on first RAG use
 }
 
 export interface RunningServer {
@@ -101,6 +104,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const serve = createApp({
     modelName, apiKey: opts.apiKey, bodyLimit: opts.bodyLimit, metrics: new ServeMetrics({ processMetrics: true }), ui: opts.ui, modelPath: opts.model, dataDir: opts.dataDir,
     lora: { enableLoading: opts.enableLoraLoading ?? false, root: opts.loraRoot ?? null },
+    rag: opts.ragDb ? { db: opts.ragDb, embedder: () => ragEmbedder(opts) } : null,
   });
   const { host = '127.0.0.1', port = 8000 } = opts;
   await serve.app.listen({ host, port });
@@ -110,7 +114,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   log(`floe serve: listening on ${url} (loading ${opts.model} as '${modelName}'; /health answers 503 until ready)`);
 
   let engine: EngineClient | null = null;
-  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, ...engineOpts } = opts;
+  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, ragDb: _r, embeddingModel: _e, ...engineOpts } = opts;
   const ready = (async () => {
     const t0 = performance.now();
     // Test hook: FLOE_SERVE_LOAD_HOLD=1 holds the load until SIGUSR2, so that the loading state can be observed.
@@ -160,4 +164,10 @@ export function parseSize(s: string): number {
   const bytes = Number(m[1]) * (m[3] ? 1024 : 1000) ** exp;
   if (!Number.isFinite(bytes) || bytes < 1) throw new Error(`size '${s}' is out of range`);
   return Math.floor(bytes);
+}
+
+/** The RAG embedder of a server (embeds in the main thread: ingest and retrieval block the event loop meanwhile). */
+async function ragEmbedder(opts: ServeOptions): Promise<RagEmbedder> {
+  if (!opts.embeddingModel) throw new Error('--rag-db needs an embedding model (--embedding-model PATH)');
+  return openEmbedder(opts.embeddingModel, { threads: opts.threads, backend: opts.backend });
 }

@@ -118,6 +118,8 @@ finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages
   --resume DIR            a checkpoint, or an output dir (its newest complete checkpoint)
   --overwrite             clear a non-empty --out DIR first (without it or --resume, floe refuses it)
   --seed S                (default 0)
+  --objective lm|contrastive   contrastive: data of {"query","positive"[,"negative"]}, InfoNCE with in-batch
+                          negatives (default batch 32 pairs); --temperature T (default 0.05), --pooling mean|last
   --threads N, --backend native|reference, --quiet, --json (print the summary as JSON)
   Writes DIR/metrics.jsonl, DIR/checkpoint-NNNNNN/, DIR/final/ (adapter or HF model), DIR/summary.json.
 
@@ -494,10 +496,10 @@ async function serveCmd(args: string[]): Promise<number> {
 
 async function finetuneCmd(args: string[]): Promise<number> {
   const { finetune } = await import('../train/trainer.js');
-  const { TRAIN_FLAGS, trainingOptions } = await import('./train-args.js');
-  const { values: v } = parse(args, { model: { type: 'string' }, ...TRAIN_FLAGS });
+  const { OBJECTIVE_FLAGS, TRAIN_FLAGS, objectiveOption, trainingOptions } = await import('./train-args.js');
+  const { values: v } = parse(args, { model: { type: 'string' }, ...TRAIN_FLAGS, ...OBJECTIVE_FLAGS });
   const options = trainingOptions(v);
-  const s = await finetune({ model: modelOrBuiltin(v.model, 'finetune'), ...options });
+  const s = await finetune({ model: modelOrBuiltin(v.model, 'finetune'), ...options, ...(await objectiveOption(v)) });
   if (v.json) { process.stdout.write(JSON.stringify(s) + '\n'); return 0; }
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
   const ev = (e: typeof s.eval) => (e ? `loss ${e.eval_loss.toFixed(4)}, perplexity ${e.eval_ppl.toFixed(3)}` : 'none');

@@ -136,3 +136,29 @@ test('bad input fails before anything is written: unsupported type, empty file, 
   assert.equal(await col.table.countRows(), rows);
   await assert.rejects(RagStore.open(join(dir, 'nodb')), /does not exist/);
 });
+
+test('vector index by size: brute force below the threshold, IVF-HNSW-SQ from it, IVF-PQ from the next; search still finds each row', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-rag-idx-'));
+  const tok = await brownTokenizer();
+  const emb = hashEmbedder(tok, 16);
+  const store = await RagStore.open(join(dir, 'db'), { create: true, indexPolicy: { hnswRows: 300, pqRows: 700 } });
+  const col = await store.create('i', emb);
+  const r = rng((Date.now() ^ 0x1dc) >>> 0);
+  const doc = (i: number) => ({ source: `d${i}.txt`, content: randomText(r, 1).slice(0, 200) || 'x' });
+  await col.ingest(Array.from({ length: 150 }, (_, i) => doc(i)), emb, { chunkTokens: 128, overlap: 0 });
+  const n1 = await col.table.countRows();
+  assert.ok(n1 < 300);
+  assert.equal((await col.info()).vectorIndex, null);
+  await col.ingest(Array.from({ length: 300 }, (_, i) => doc(150 + i)), emb, { chunkTokens: 128, overlap: 0 });
+  assert.ok((await col.table.countRows()) >= 300);
+  assert.equal((await col.info()).vectorIndex, 'IvfHnswSq');
+  // a stored chunk's own vector finds that chunk (or one with the same token counts) first
+  const rows = (await col.table.query().select(['text']).limit(20).toArray()) as Array<{ text: string }>;
+  for (const row of rows) {
+    const [v] = await emb.embed([row.text]);
+    const top = await col.dense(v!, 1, null);
+    assert.ok(top[0]!.text === row.text || top[0]!.score > 0.99, `${row.text} → ${top[0]!.text} (${top[0]!.score})`); // ties: same tokens
+  }
+  await col.ingest(Array.from({ length: 300 }, (_, i) => doc(450 + i)), emb, { chunkTokens: 128, overlap: 0 });
+  assert.equal((await col.info()).vectorIndex, 'IvfPq');
+});

@@ -23,6 +23,9 @@ export const VECTOR_PQ_ROWS = 500_000;
 const WRITE_ROWS = 512; // whole documents are written together until a commit holds at least this many chunks
 const EMBED_BATCH = 64; // chunks per embed call
 
+/** Collection sizes (rows) from which vector search uses an index. */
+export interface IndexPolicy { readonly hnswRows: number; readonly pqRows: number }
+
 export interface CollectionInfo {
   readonly name: string;
   readonly embedder: string;
@@ -103,16 +106,16 @@ export class CollectionNotFoundError extends Error {}
 
 /** A directory of collections (a LanceDB database). */
 export class RagStore {
-  private constructor(readonly dir: string, private readonly db: lancedb.Connection) {}
+  private constructor(readonly dir: string, private readonly db: lancedb.Connection, private readonly policy: IndexPolicy) {}
 
   /** Open (and create, when `create`) the database directory. */
-  static async open(dir: string, opts: { create?: boolean } = {}): Promise<RagStore> {
+  static async open(dir: string, opts: { create?: boolean; indexPolicy?: Partial<IndexPolicy> } = {}): Promise<RagStore> {
     const abs = resolve(dir);
     if (!existsSync(abs)) {
       if (!opts.create) throw new Error(`RAG database ${abs} does not exist; create a collection first (floe rag ingest creates both)`);
       mkdirSync(abs, { recursive: true });
     } else if (!statSync(abs).isDirectory()) throw new Error(`RAG database ${abs} is not a directory`);
-    return new RagStore(abs, await lancedb.connect(abs));
+    return new RagStore(abs, await lancedb.connect(abs), { hnswRows: VECTOR_INDEX_ROWS, pqRows: VECTOR_PQ_ROWS, ...opts.indexPolicy });
   }
 
   async names(): Promise<string[]> {
@@ -139,7 +142,7 @@ export class RagStore {
       return c;
     }
     const table = await this.db.createEmptyTable(name, schemaFor(embedder.dim, embedder.name), { mode: 'create' });
-    return new Collection(name, embedder.name, embedder.dim, table);
+    return new Collection(name, embedder.name, embedder.dim, table, new Date().toISOString(), this.policy);
   }
 
   async collection(name: string): Promise<Collection> {
@@ -152,7 +155,7 @@ export class RagStore {
     const meta = (await table.schema()).metadata;
     const dim = Number(meta.get(META_DIM));
     if (!Number.isInteger(dim) || dim <= 0) throw new Error(`collection '${name}' in ${this.dir} is not a floe RAG collection (no ${META_DIM} in its schema)`);
-    return new Collection(name, meta.get(META_EMBEDDER) ?? '?', dim, table, meta.get(META_CREATED) ?? '');
+    return new Collection(name, meta.get(META_EMBEDDER) ?? '?', dim, table, meta.get(META_CREATED) ?? '', this.policy);
   }
 
   async drop(name: string): Promise<void> {
@@ -176,6 +179,7 @@ export class Collection {
     readonly dim: number, // D
     readonly table: lancedb.Table,
     readonly created = '',
+    readonly policy: IndexPolicy = { hnswRows: VECTOR_INDEX_ROWS, pqRows: VECTOR_PQ_ROWS },
   ) {}
 
   /** Throw unless the embedder's vectors fit this collection. */
@@ -298,7 +302,7 @@ export class Collection {
     const vec = indices.find((i) => i.columns.includes('vector'));
     if (rows === 0) return;
     if (!fts) await this.table.createIndex('text', { config: lancedb.Index.fts({ withPosition: false }), replace: true });
-    const want = rows >= VECTOR_PQ_ROWS ? 'IvfPq' : rows >= VECTOR_INDEX_ROWS ? 'IvfHnswSq' : null;
+    const want = rows >= this.policy.pqRows ? 'IvfPq' : rows >= this.policy.hnswRows ? 'IvfHnswSq' : null;
     if (want && vec?.indexType !== want) {
       const config = want === 'IvfPq'
         ? lancedb.Index.ivfPq({ distanceType: 'dot', numPartitions: Math.max(1, Math.round(Math.sqrt(rows))) })

@@ -63,8 +63,8 @@ test('floe rag: ingest → query → ask with citations; re-ingest skips unchang
     assert.equal(x.source, ret.passages[i].source);
     assert.deepEqual([x.start, x.end], [ret.passages[i].start, ret.passages[i].end]);
   });
-  // a long question with a big answer budget: lower-ranked passages are dropped, and the plain output says so
-  const tight = await floe(['rag', 'ask', ...common, '--k', '6', '--max-tokens', '900', 'what glows in the mine?']);
+  // a big answer budget: lower-ranked passages are dropped, and the plain output says so (reranked first)
+  const tight = await floe(['rag', 'ask', ...common, '--k', '6', '--rerank', '--max-tokens', '900', 'what glows in the mine?']);
   assert.equal(tight.code, 0, tight.stderr);
   assert.match(tight.stdout, /Sources:/);
   assert.match(tight.stdout, /lower-ranked passages? left out: the context window is full/);

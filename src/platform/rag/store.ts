@@ -10,6 +10,9 @@ import type { RagEmbedder } from './embedder.js';
 import { extractDocument, sourceSpan, docKind } from './extract.js';
 import { rrf } from './fusion.js';
 
+// LanceDB's Rust log goes to stderr at warn by default ("No existing dataset … will be created"): errors only, unless set
+process.env.LANCEDB_LOG ??= 'error';
+
 export type SearchMode = 'vector' | 'bm25' | 'hybrid';
 export const SEARCH_MODES: readonly SearchMode[] = ['vector', 'bm25', 'hybrid'];
 

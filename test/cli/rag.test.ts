@@ -95,7 +95,7 @@ test('floe rag ingest killed with -9 mid-ingest leaves whole documents only; the
   const dir = mkdtempSync(join(tmpdir(), 'floe-rag-kill-'));
   const db = join(dir, 'db');
   const r = rng((Date.now() ^ 0x99) >>> 0);
-  const files = Array.from({ length: 40 }, (_, i) => {
+  const files = Array.from({ length: 16 }, (_, i) => {
     const f = join(dir, `doc${String(i).padStart(2, '0')}.txt`);
     writeFileSync(f, randomText(r, 3 + Math.floor(r() * 4)));
     return f;
@@ -108,7 +108,7 @@ test('floe rag ingest killed with -9 mid-ingest leaves whole documents only; the
   const refRows = await (await refStore.collection('k')).table.query().select(['id', 'source', 'chunk']).toArray();
   const versions = join(db, 'k.lance', '_versions');
   const commits = () => (existsSync(versions) ? readdirSync(versions).length : 0);
-  const killed = await floe(['rag', 'ingest', ...common, '--json', ...files], { killWhen: () => commits() >= 5 });
+  const killed = await floe(['rag', 'ingest', ...common, '--json', ...files], { killWhen: () => commits() >= 4 });
   assert.equal(killed.code, null, `the ingest finished before the kill: ${killed.stdout}`);
   const store = await RagStore.open(db);
   const rows = await (await store.collection('k')).table.query().select(['id', 'source', 'chunk']).toArray();

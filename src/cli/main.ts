@@ -26,6 +26,7 @@ Usage:
                                        interactive chat on stdin (chat template, streamed answers,
                                        the conversation kept); /bye or end of input ends it
   floe serve [--model PATH] [options]  OpenAI-compatible HTTP server
+  floe embed [--model PATH] --text T [--text T ...] [--json]   unit embedding vectors (default model: models/floe-embed)
   floe batch [--model PATH] --input REQUESTS.jsonl --output RESULTS.jsonl [options]
                                        run an OpenAI Batch API input file offline (resumable)
   floe tokenize [--model PATH] [--no-bos] [--json] TEXT
@@ -168,6 +169,8 @@ serve options:
   --max-lora-rank R       refuse adapters of a higher rank (default 64)
   --enable-lora-loading   answer POST /v1/load_lora_adapter and /v1/unload_lora_adapter (needs --lora-root)
   --lora-root DIR         runtime-loaded adapter paths must resolve inside DIR
+  --embedding-model PATH  also serve this embedding model (e.g. models/floe-embed) on /v1/embeddings, by its base name
+  --task generate|embed   embed: --model is an embedding model; only /v1/embeddings answers (default generate)
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -191,6 +194,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'tokenizer': return await tokenizerCmd(rest);
       case 'finetune': return await finetuneCmd(rest);
       case 'distill': return await (await import('./distill.js')).distillCmd(rest);
+      case 'embed': return await (await import('./embed.js')).embedCmd(rest);
       case 'merge': return await mergeCmd(rest);
       case 'quantize': return await quantizeCmd(rest);
       case 'eval': return await evalCmd(rest);
@@ -427,7 +431,11 @@ async function serveCmd(args: string[]): Promise<number> {
     speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
     'lora-modules': { type: 'string', multiple: true }, 'max-loras': { type: 'string' }, 'max-lora-rank': { type: 'string' },
     'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' },
+    'embedding-model': { type: 'string' }, task: { type: 'string' },
   });
+  const task = values.task as 'generate' | 'embed' | undefined;
+  if (task !== undefined && task !== 'generate' && task !== 'embed') throw new UsageError(`--task expects generate or embed, got '${task}'`);
+  if (task === 'embed' && values['embedding-model'] !== undefined) throw new UsageError('--task embed serves --model as the embedding model; --embedding-model adds one beside a chat model');
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
@@ -472,6 +480,7 @@ async function serveCmd(args: string[]): Promise<number> {
     bodyLimit: size('max-body'), ui: !values['no-ui'], dataDir: values['no-batch'] ? null : values['data-dir'] ?? './floe-data',
     loraModules, maxLoras: positive('max-loras'), maxLoraRank: positive('max-lora-rank'),
     enableLoraLoading: !!values['enable-lora-loading'], loraRoot: values['lora-root'] ?? null,
+    embeddingModel: values['embedding-model'] ?? null, task,
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {

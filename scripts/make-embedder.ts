@@ -1,7 +1,7 @@
 // Builds models/floe-embed from models/floe-brown: contrastive pairs (scripts/make-embed-pairs.ts) -> full fine-tuning
 // with InfoNCE (`floe finetune --objective contrastive`) -> export (f32, embedding_config.json) -> held-out retrieval eval.
 // Usage: node --import tsx scripts/make-embedder.ts [all|pairs|train|export|eval]   (train resumes from its checkpoints)
-import { cpSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run as floe } from '../src/cli/main.js';
 import { listCheckpoints } from '../src/train/checkpoint.js';
@@ -16,11 +16,12 @@ export const MODEL = join(ROOT, 'models', 'floe-embed');
 
 /** The exact `floe finetune` arguments: full fine-tuning, 32 pairs per step (31 in-batch negatives each), τ 0.05, mean pooling. */
 export const TRAIN_ARGS = [
-  '--objective', 'contrastive', '--temperature', '0.05', '--pooling', 'mean', '--full', '--lr', '2e-4', '--warmup-steps', '10',
-  '--lr-schedule', 'cosine', '--max-steps', '150', '--batch-size', '32', '--max-seq-len', '128', '--max-grad-norm', '1',
+  '--objective', 'contrastive', '--temperature', '0.05', '--pooling', 'mean', '--full', '--lr', '1e-3', '--warmup-steps', '10',
+  '--lr-schedule', 'cosine', '--max-steps', '200', '--batch-size', '32', '--max-seq-len', '128', '--max-grad-norm', '1',
   '--save-steps', '25', '--save-total-limit', '1', '--seed', '0', '--backend', 'native',
 ];
 
+const SERVE_MAX_TOKENS = 512;
 const log = (s: string) => process.stderr.write(`[make-embedder] ${s}\n`);
 
 async function train(): Promise<void> {
@@ -36,7 +37,10 @@ function exportModel(): void {
   if (!existsSync(join(final, 'model.safetensors'))) throw new Error(`${final}: no trained model yet (run the train stage)`);
   rmSync(join(MODEL, 'model.safetensors'), { force: true });
   mkdirSync(MODEL, { recursive: true });
-  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'embedding_config.json']) cpSync(join(final, f), join(MODEL, f));
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) cpSync(join(final, f), join(MODEL, f));
+  // trained on texts of at most 128 tokens; inputs up to SERVE_MAX_TOKENS are accepted (mean pooling, context 1024)
+  const ec = JSON.parse(readFileSync(join(final, 'embedding_config.json'), 'utf8')) as Record<string, unknown>;
+  writeFileSync(join(MODEL, 'embedding_config.json'), JSON.stringify({ ...ec, max_tokens: SERVE_MAX_TOKENS, trained_max_tokens: ec.max_tokens }, null, 1) + '\n');
   log(`exported -> ${MODEL}`);
 }
 

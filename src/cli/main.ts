@@ -26,6 +26,7 @@ Usage:
                                        interactive chat on stdin (chat template, streamed answers,
                                        the conversation kept); /bye or end of input ends it
   floe serve [--model PATH] [options]  OpenAI-compatible HTTP server
+  floe embed [--model PATH] --text T [--text T ...] [--json]   unit embedding vectors (default model: models/floe-embed)
   floe batch [--model PATH] --input REQUESTS.jsonl --output RESULTS.jsonl [options]
                                        run an OpenAI Batch API input file offline (resumable)
   floe rag ingest|query|ask|list|delete --db DIR [--collection NAME] ...
@@ -170,8 +171,10 @@ serve options:
   --max-lora-rank R       refuse adapters of a higher rank (default 64)
   --enable-lora-loading   answer POST /v1/load_lora_adapter and /v1/unload_lora_adapter (needs --lora-root)
   --lora-root DIR         runtime-loaded adapter paths must resolve inside DIR
-  --rag-db DIR            RAG collections (/v1/rag/*, chat's "rag" field) in DIR, embedded with
-                          --embedding-model PATH (default the built-in models/floe-embed)
+  --embedding-model PATH  also serve this embedding model (e.g. models/floe-embed) on /v1/embeddings, by its base name
+  --task generate|embed   embed: --model is an embedding model; only /v1/embeddings answers (default generate)
+  --rag-db DIR            RAG collections (/v1/rag/*, chat's "rag" field) in DIR, embedded by the embedding
+                          model (--embedding-model, default the built-in models/floe-embed; or --task embed's)
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -196,6 +199,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'tokenizer': return await tokenizerCmd(rest);
       case 'finetune': return await finetuneCmd(rest);
       case 'distill': return await (await import('./distill.js')).distillCmd(rest);
+      case 'embed': return await (await import('./embed.js')).embedCmd(rest);
       case 'merge': return await mergeCmd(rest);
       case 'quantize': return await quantizeCmd(rest);
       case 'eval': return await evalCmd(rest);
@@ -432,8 +436,11 @@ async function serveCmd(args: string[]): Promise<number> {
     speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
     'lora-modules': { type: 'string', multiple: true }, 'max-loras': { type: 'string' }, 'max-lora-rank': { type: 'string' },
     'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' },
-    'rag-db': { type: 'string' }, 'embedding-model': { type: 'string' },
+    'embedding-model': { type: 'string' }, task: { type: 'string' }, 'rag-db': { type: 'string' },
   });
+  const task = values.task as 'generate' | 'embed' | undefined;
+  if (task !== undefined && task !== 'generate' && task !== 'embed') throw new UsageError(`--task expects generate or embed, got '${task}'`);
+  if (task === 'embed' && values['embedding-model'] !== undefined) throw new UsageError('--task embed serves --model as the embedding model; --embedding-model adds one beside a chat model');
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
@@ -478,7 +485,7 @@ async function serveCmd(args: string[]): Promise<number> {
     bodyLimit: size('max-body'), ui: !values['no-ui'], dataDir: values['no-batch'] ? null : values['data-dir'] ?? './floe-data',
     loraModules, maxLoras: positive('max-loras'), maxLoraRank: positive('max-lora-rank'),
     enableLoraLoading: !!values['enable-lora-loading'], loraRoot: values['lora-root'] ?? null,
-    ...(await (await import('./rag.js')).ragServeOptions(values['rag-db'], values['embedding-model'])),
+    task, ...(await (await import('./rag.js')).ragServeOptions(values['rag-db'], values['embedding-model'], task)),
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {

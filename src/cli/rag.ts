@@ -62,12 +62,9 @@ export function builtinEmbedder(): string {
   return join(packageRoot(), 'models', 'floe-embed');
 }
 
-/** floe serve's RAG options: --rag-db with --embedding-model (default: the built-in embedder). */
-export function ragServeOptions(db: string | undefined, model: string | undefined): { ragDb?: string; embeddingModel?: string } {
-  if (db === undefined) {
-    if (model !== undefined) throw new UsageError('--embedding-model only matters with --rag-db DIR');
-    return {};
-  }
+/** floe serve's RAG options: --rag-db with --embedding-model (default: the built-in embedder; none with --task embed). */
+export function ragServeOptions(db: string | undefined, model: string | undefined, task: string | undefined): { ragDb?: string; embeddingModel?: string | null } {
+  if (db === undefined || task === 'embed') return { ...(db !== undefined ? { ragDb: db } : {}), embeddingModel: model ?? null };
   const path = model ?? builtinEmbedder();
   if (!existsSync(path)) throw new UsageError(model ? `--embedding-model ${model} does not exist` : `--rag-db needs --embedding-model PATH (the built-in embedder ${path} is missing)`);
   return { ragDb: db, embeddingModel: path };

@@ -10,11 +10,12 @@ import { PRIORITY_HEADER, registerBatchRoutes } from './batch-routes.js';
 import { ApiError, invalid } from './errors.js';
 import { ServeMetrics } from './metrics.js';
 import { registerLoraRoutes } from './lora-routes.js';
-import { noRag, registerRagRoutes, type RagRouteOptions } from './rag-routes.js';
+import { engineEmbedder, noRag, registerRagRoutes } from './rag-routes.js';
+import { registerEmbeddingRoutes, type EmbeddingModel } from './embeddings-routes.js';
 import { registerConsole } from './static.js';
 import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
 import {
-  parseChatRequest, parseCompletionRequest, parseEmbeddingRequest,
+  parseChatRequest, parseCompletionRequest,
   type GenerationParams, type Prompt, type ValidationContext,
 } from './validate.js';
 
@@ -26,6 +27,7 @@ export interface ModelContext {
   readonly tokenizer: ServeTokenizer | null;
   readonly template: ChatTemplate | null;
   readonly defaults?: GenerationDefaults; // sampling defaults from generation_config.json
+  readonly embedding?: EmbeddingModel | null; // --embedding-model, or the model itself with --task embed
 }
 
 export interface AppOptions {
@@ -39,7 +41,7 @@ export interface AppOptions {
   readonly webDir?: string; // the console's files (default: the package's web/)
   readonly dataDir?: string | null; // Files and Batch API state (SQLite); absent → no /v1/files, /v1/batches
   readonly lora?: { readonly enableLoading: boolean; readonly root: string | null }; // runtime adapter loading
-  readonly rag?: RagRouteOptions | null; // RAG collections and chat's `rag` field; absent → off
+  readonly rag?: { readonly db: string; readonly embedderName: string } | null; // RAG collections and chat's `rag` field (embedded by the embedding model); absent → off
 }
 
 export interface ServeApp {
@@ -147,7 +149,7 @@ export function createApp(opts: AppOptions): ServeApp {
     if (!card) throw new ApiError(404, `the model '${req.params.id.slice(0, 200)}' does not exist; this server serves ${cards.map((m) => `'${m.id}'`).join(', ')}`, 'model', 'model_not_found');
     return card;
   });
-  const ragChat = opts.rag ? registerRagRoutes(app, opts.rag) : noRag;
+  const ragChat = opts.rag ? registerRagRoutes(app, { db: opts.rag.db, embedder: async () => engineEmbedder(model().embedding ?? null, opts.rag!.embedderName) }) : noRag;
   registerLoraRoutes(app, { enabled: opts.lora?.enableLoading ?? false, root: opts.lora?.root ?? null, baseName: opts.modelName, engine: () => model().engine });
 
   /** Prompt ids of one prompt, checked against the vocabulary. */
@@ -403,33 +405,7 @@ export function createApp(opts: AppOptions): ServeApp {
     return reply;
   }));
 
-  app.post('/v1/embeddings', (req, reply) => tracked(async () => {
-    const c = model();
-    const p = parseEmbeddingRequest(req.body, vctx(c));
-    noteIgnored(reply, p.ignored);
-    const limit = c.engine.info.maxRequestTokens;
-    const inputs = p.inputs.map((inp, i) => {
-      const param = p.inputs.length > 1 ? `input[${i}]` : 'input';
-      const ids = promptIds(c, inp, param);
-      if (ids.length > limit) throw invalid(param, `the input is ${ids.length} tokens, but this model takes at most ${limit}`, 'context_length_exceeded');
-      return ids;
-    });
-    const id = `embd-${randomUUID().replaceAll('-', '')}`;
-    const outs = await Promise.all(inputs.map((ids, i) =>
-      c.engine.embed({ id: `${id}-${i}`, promptIds: ids, pooling: p.pooling, normalize: p.normalize, priority: lane(req), adapter: adapterOf(p.model) })));
-    const tokens = outs.reduce((s, o) => s + o.promptTokens, 0);
-    metrics.promptTokens.inc(tokens);
-    return {
-      object: 'list', model: p.model,
-      data: outs.map((o, i) => ({
-        object: 'embedding', index: i,
-        embedding: p.encodingFormat === 'base64'
-          ? Buffer.from(o.embedding.buffer, o.embedding.byteOffset, o.embedding.byteLength).toString('base64')
-          : Array.from(o.embedding),
-      })),
-      usage: { prompt_tokens: tokens, total_tokens: tokens },
-    };
-  }));
+  registerEmbeddingRoutes(app, { metrics, context: model, modelName: opts.modelName, tracked, noteIgnored });
 
   return {
     app, metrics,

@@ -1,6 +1,7 @@
 // RAG routes (under --rag-db): collections (create, list, get, delete), documents (add text or an uploaded file,
 // delete by source), POST /v1/rag/query, and the `rag` extension of chat completions (passages in, citations out).
 
+import { randomUUID } from 'node:crypto';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance } from 'fastify';
 import type { ChatMessage } from '../formats/chat-template.js';
@@ -8,11 +9,30 @@ import { citations, fitPassages, injectPassages, type Citation } from '../platfo
 import type { RagEmbedder } from '../platform/rag/embedder.js';
 import { SUPPORTED_EXTENSIONS } from '../platform/rag/extract.js';
 import { CollectionNotFoundError, RagStore, SEARCH_MODES, type Collection, type DocumentInput, type Passage, type SearchMode } from '../platform/rag/store.js';
+import type { EmbeddingModel } from './embeddings-routes.js';
 import { ApiError, invalid } from './errors.js';
+
+/** RagEmbedder over the server's embedding engine (its worker thread embeds; the HTTP loop never waits on it). */
+export function engineEmbedder(m: EmbeddingModel | null, name: string): RagEmbedder {
+  if (!m) throw invalid('model', 'this server has no embedding model for RAG: start floe serve with --embedding-model PATH', 'rag_unavailable');
+  const tok = m.tokenizer;
+  if (!tok) throw new ApiError(500, `the embedding model '${m.name}' has no tokenizer`);
+  const D = m.engine.info.hiddenSize;
+  return {
+    name, dim: D, maxTokens: m.maxTokens,
+    countTokens: (t) => tok.encode(t, { addSpecialTokens: true }).length,
+    embed: async (texts) => {
+      const outs = await Promise.all(texts.map((t) => m.engine.embed({
+        id: `rag-${randomUUID()}`, promptIds: tok.encode(t, { addSpecialTokens: true }).slice(0, m.maxTokens), pooling: m.pooling, normalize: true,
+      })));
+      return outs.map((o) => o.embedding);
+    },
+  };
+}
 
 export interface RagRouteOptions {
   readonly db: string; // the LanceDB directory (created on first use)
-  readonly embedder: () => Promise<RagEmbedder>; // loaded once, on first use
+  readonly embedder: () => Promise<RagEmbedder>; // the server's embedding model (throws while loading / when absent)
   readonly maxFileBytes?: number; // largest uploaded document (default 16 MiB)
 }
 
@@ -75,9 +95,8 @@ async function api<T>(f: () => Promise<T>): Promise<T> {
 
 export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): RagChat {
   let storeP: Promise<RagStore> | null = null;
-  let embP: Promise<RagEmbedder> | null = null;
   const store = () => (storeP ??= RagStore.open(o.db, { create: true }));
-  const embedder = () => (embP ??= o.embedder());
+  const embedder = () => o.embedder();
   const collection = async (name: string): Promise<Collection> => api(async () => (await store()).collection(name));
   // one writer at a time per process: LanceDB commits are atomic, but ingest reads then writes
   let writing: Promise<unknown> = Promise.resolve();

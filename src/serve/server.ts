@@ -12,8 +12,10 @@ import { isGgufPath } from '../formats/load.js';
 import { KvCache } from '../model/kv-cache.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
+import { readEmbeddingConfig } from '../model/embed.js';
+import { resolve } from 'node:path';
 import { createApp, type ServeApp } from './app.js';
-import { openEmbedder, type RagEmbedder } from '../platform/rag/embedder.js';
+import type { EmbeddingModel } from './embeddings-routes.js';
 import { ServeMetrics } from './metrics.js';
 
 export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
@@ -27,9 +29,14 @@ export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
   readonly dataDir?: string | null; // Files / Batch API state; absent → those routes are off
   readonly enableLoraLoading?: boolean; // POST /v1/load_lora_adapter and /v1/unload_lora_adapter answer
   readonly loraRoot?: string | null; // runtime adapter paths must lie inside this directory
-  readonly ragDb?: string | null; // RAG collections (LanceDB directory); absent → no /v1/rag routes
-  readonly embeddingModel?: string | null; // the RAG embedder (HF directory), loaded on first RAG use
+  readonly embeddingModel?: string | null; // a second model, served by /v1/embeddings under its base name
+  readonly task?: 'generate' | 'embed'; // 'embed': --model is an embedding model; only /v1/embeddings answers
+  readonly ragDb?: string | null; // RAG collections (LanceDB directory), embedded by the embedding model; absent → no /v1/rag routes
 }
+
+/** KV tokens of an --embedding-model's engine: room for many inputs at once, not for long chats. */
+const EMBED_KV_TOKENS = 8192;
+const EMBED_BATCHED_TOKENS = 4096;
 
 export interface RunningServer {
   readonly url: string;
@@ -100,11 +107,14 @@ export function preflight(opts: ServeOptions): void {
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const log = opts.log ?? ((line: string) => process.stdout.write(line + '\n'));
   preflight(opts);
+  if (opts.embeddingModel) preflight({ model: opts.embeddingModel });
+  if (opts.ragDb && !opts.embeddingModel && opts.task !== 'embed') throw new Error('--rag-db needs an embedding model: --embedding-model PATH (or --task embed)');
+  if (opts.embeddingModel && opts.task === 'embed') throw new Error('--embedding-model adds an embedding model beside a chat model; with --task embed, --model is the embedding model');
   const modelName = opts.modelName ?? defaultModelName(opts.model);
   const serve = createApp({
     modelName, apiKey: opts.apiKey, bodyLimit: opts.bodyLimit, metrics: new ServeMetrics({ processMetrics: true }), ui: opts.ui, modelPath: opts.model, dataDir: opts.dataDir,
     lora: { enableLoading: opts.enableLoraLoading ?? false, root: opts.loraRoot ?? null },
-    rag: opts.ragDb ? { db: opts.ragDb, embedder: () => ragEmbedder(opts) } : null,
+    rag: opts.ragDb ? { db: opts.ragDb, embedderName: resolve(opts.task === 'embed' ? opts.model : opts.embeddingModel!) } : null,
   });
   const { host = '127.0.0.1', port = 8000 } = opts;
   await serve.app.listen({ host, port });
@@ -114,14 +124,34 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   log(`floe serve: listening on ${url} (loading ${opts.model} as '${modelName}'; /health answers 503 until ready)`);
 
   let engine: EngineClient | null = null;
-  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, ragDb: _r, embeddingModel: _e, ...engineOpts } = opts;
+  let embedEngine: EngineClient | null = null;
+  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, ragDb: _r, embeddingModel, task, ...engineOpts } = opts;
   const ready = (async () => {
     const t0 = performance.now();
     // Test hook: FLOE_SERVE_LOAD_HOLD=1 holds the load until SIGUSR2, so that the loading state can be observed.
     if (process.env.FLOE_SERVE_LOAD_HOLD === '1') await new Promise((r) => process.once('SIGUSR2', r));
-    const [e, tools] = await Promise.all([startEngine({ ...engineOpts, modelId: modelName }), loadTextTools(opts.model)]);
+    const embedOnly = task === 'embed';
+    const [e, tools] = await Promise.all([
+      startEngine({ ...engineOpts, modelId: modelName, ...(embedOnly ? { maxBatchedTokens: engineOpts.maxBatchedTokens ?? EMBED_BATCHED_TOKENS } : {}) }),
+      loadTextTools(opts.model),
+    ]);
     engine = e;
-    serve.ready({ engine: e, tokenizer: tools.tokenizer, template: tools.template, defaults: tools.defaults });
+    let embedding: EmbeddingModel | null = null;
+    if (embedOnly) embedding = embeddingModelOf(modelName, e, tools.tokenizer, opts.model);
+    else if (embeddingModel) {
+      const name = defaultModelName(embeddingModel);
+      if (name === modelName) throw new Error(`--embedding-model ${embeddingModel} would be served as '${name}', the chat model's name; rename one of them`);
+      const c = readHfConfig(embeddingModel).config;
+      const [ee, et] = await Promise.all([
+        startEngine({ model: embeddingModel, modelId: name, backend: opts.backend, threads: opts.threads, kvDtype: 'f32', maxBatchedTokens: EMBED_BATCHED_TOKENS,
+          kvCacheMemory: KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, 'f32') * EMBED_KV_TOKENS }),
+        loadTextTools(embeddingModel),
+      ]);
+      embedEngine = ee;
+      embedding = embeddingModelOf(name, ee, et.tokenizer, embeddingModel);
+      log(`floe serve: embedding model '${name}' (${embeddingModel}) ready: ${ee.info.hiddenSize} dimensions, ${embedding.pooling} pooling, inputs up to ${embedding.maxTokens} tokens`);
+    }
+    serve.ready({ engine: e, tokenizer: tools.tokenizer, template: embedOnly ? null : tools.template, defaults: tools.defaults, embedding });
     const i = e.info;
     log(`floe serve: model ready in ${((performance.now() - t0) / 1000).toFixed(1)} s; KV cache ${i.kvDtype}: ${i.kvBlocks} blocks × ${i.blockSize} = ` +
       `${i.kvTokens} tokens; longest request ${i.maxRequestTokens} tokens (context window ${i.maxModelLen})` +
@@ -144,7 +174,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
           log('floe serve: cutting the connections still open after the grace period');
           server.closeAllConnections();
         }, graceMs + 3000);
-        if (engine) await engine.shutdown(graceMs).catch(() => {});
+        await Promise.all([engine, embedEngine].map((en) => en?.shutdown(graceMs).catch(() => {})));
         // Keep-alive connections turn idle as their streams end; close them as they do.
         const idle = setInterval(() => server.closeIdleConnections(), 50);
         await serve.app.close();
@@ -154,6 +184,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       return closing;
     },
   };
+}
+
+function embeddingModelOf(name: string, engine: EngineClient, tokenizer: Tokenizer | null, path: string): EmbeddingModel {
+  const ec = statSync(path).isDirectory() ? readEmbeddingConfig(path, engine.info.maxModelLen) : { pooling: 'mean' as const, maxTokens: engine.info.maxRequestTokens };
+  return { name, engine, tokenizer, pooling: ec.pooling, maxTokens: Math.min(ec.maxTokens, engine.info.maxRequestTokens) };
 }
 
 /** "2GiB", "512MiB", "1.5GB", "4096" (bytes) → bytes. */
@@ -166,8 +201,3 @@ export function parseSize(s: string): number {
   return Math.floor(bytes);
 }
 
-/** The RAG embedder of a server (embeds in the main thread: ingest and retrieval block the event loop meanwhile). */
-async function ragEmbedder(opts: ServeOptions): Promise<RagEmbedder> {
-  if (!opts.embeddingModel) throw new Error('--rag-db needs an embedding model (--embedding-model PATH)');
-  return openEmbedder(opts.embeddingModel, { threads: opts.threads, backend: opts.backend });
-}

@@ -1,4 +1,4 @@
-// RAG over HTTP on the built-in model (a real engine; embedder: models/floe-brown pooled): collections, documents
+// RAG over HTTP on the built-in model (a real engine; embedding engine: models/floe-brown pooled): collections, documents
 // (JSON text and a multipart file), /v1/rag/query, and chat completions with the `rag` extra body field through the
 // official `openai` client: passages injected into the prompt, citations returned (plain and streamed).
 
@@ -20,7 +20,7 @@ let server: RunningServer;
 
 before(async () => {
   server = await startServer({
-    model: BROWN, port: 0, threads: 1, log: () => {}, ui: false, dataDir: null, kvCacheMemory: 64 * 2 ** 20,
+    model: BROWN, modelName: 'chat', port: 0, threads: 1, log: () => {}, ui: false, dataDir: null, kvCacheMemory: 64 * 2 ** 20,
     ragDb: join(mkdtempSync(join(tmpdir(), 'floe-rag-http-')), 'db'), embeddingModel: BROWN,
   });
   await server.ready;
@@ -61,7 +61,7 @@ test('HTTP RAG: collections, documents, query, chat with rag → citations; erro
   const hybrid = await call('POST', '/v1/rag/query', { collection: 'docs', query: question, k: 3 });
   const client = new OpenAI({ baseURL: server.url + '/v1', apiKey: 'none' });
   const body = {
-    model: 'floe-brown', messages: [{ role: 'user' as const, content: question }], max_tokens: 8, temperature: 0,
+    model: 'chat', messages: [{ role: 'user' as const, content: question }], max_tokens: 8, temperature: 0,
     rag: { collection: 'docs', k: 3 }, return_token_ids: true,
   };
   const chat = await client.chat.completions.create(body as OpenAI.ChatCompletionCreateParamsNonStreaming) as OpenAI.ChatCompletion & {

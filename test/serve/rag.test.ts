@@ -6,22 +6,25 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
 import { createApp } from '../../src/serve/app.js';
+import { openEmbedder } from '../../src/platform/rag/embedder.js';
+import { RagStore } from '../../src/platform/rag/store.js';
 import { brownTokenizer, randomText, rng } from '../platform/rag-helpers.js';
 import { byteTokenizer, FakeEngine } from './helpers.js';
 
 const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
 const T = 120_000;
 let server: RunningServer;
+const DB = join(mkdtempSync(join(tmpdir(), 'floe-rag-http-')), 'db');
 
 before(async () => {
   server = await startServer({
     model: BROWN, modelName: 'chat', port: 0, threads: 1, log: () => {}, ui: false, dataDir: null, kvCacheMemory: 64 * 2 ** 20,
-    ragDb: join(mkdtempSync(join(tmpdir(), 'floe-rag-http-')), 'db'), embeddingModel: BROWN,
+    ragDb: DB, embeddingModel: BROWN,
   });
   await server.ready;
 });
@@ -88,6 +91,19 @@ test('HTTP RAG: collections, documents, query, chat with rag → citations; erro
     (e: unknown) => e instanceof OpenAI.APIError && e.status === 404 && /collection 'nope' does not exist/.test(e.message));
   await assert.rejects(client.chat.completions.create({ ...body, rag: { collection: 'docs', k: 0 } } as OpenAI.ChatCompletionCreateParamsNonStreaming),
     (e: unknown) => e instanceof OpenAI.APIError && e.status === 400 && /rag.k/.test(e.message));
+
+  // the server's engine embeds as the library's Embedder does: a collection ingested over HTTP serves CLI/library queries
+  const store = await RagStore.open(DB);
+  const col = await store.collection('docs');
+  assert.equal(col.embedderName, resolve(BROWN));
+  const lib = await openEmbedder(BROWN, { threads: 1 });
+  for (const p of hybrid.json.data as Array<{ id: string; text: string }>) {
+    const [v] = await lib.embed([p.text]);
+    const top = await col.dense(v!, 1, null);
+    assert.equal(top[0]!.id, p.id);
+    assert.ok(top[0]!.score > 0.999, `library vector vs stored: cosine ${top[0]!.score}`);
+  }
+  store.close();
 
   const del = await call('DELETE', '/v1/rag/collections/docs/documents?source=b.md');
   assert.deepEqual([del.json.deleted, (await call('GET', '/v1/rag/collections/docs')).json.documents], [true, 2]);

@@ -52,7 +52,9 @@ export function chunkText(text: string, opts: ChunkOptions): Chunk[] {
     // the next chunk starts at the earliest unit k in (i, j) whose tail [k, j) fits in the overlap
     let k = j;
     if (overlap > 0) {
-      while (k - 1 > i && cost(units[k - 1]!.start, units[j - 1]!.end) <= overlap) k--;
+      // walk back by the estimate, then confirm with a real count (shrinking the overlap while it is over)
+      for (let acc = 0; k - 1 > i && acc + units[k - 1]!.tokens <= overlap;) acc += units[--k]!.tokens;
+      while (k < j && cost(units[k]!.start, units[j - 1]!.end) > overlap) k++;
     }
     // a whitespace-only unit would start the next chunk where this one starts: step past it
     while (k < j && trimSpan(text, units[k]!.start, units[k]!.end).start <= span.start) k++;

@@ -28,8 +28,11 @@ async function setup() {
 test('ingest → search: every mode finds documents; BM25 ranks the rare term first; filters apply', async () => {
   const { emb, files, store } = await setup();
   const col = await store.create('docs', emb);
-  const res = await col.ingestFiles([files.a, files.b, files.c], emb, { chunkTokens: 48, overlap: 8 });
+  const events: Array<{ done: number; total: number; chunks: number }> = [];
+  const res = await col.ingestFiles([files.a, files.b, files.c], emb, { chunkTokens: 48, overlap: 8, onProgress: (p) => events.push(p) });
   assert.deepEqual(res.added, [files.a, files.b, files.c]);
+  assert.deepEqual(events.at(-1), { done: 3, total: 3, source: files.c, chunks: res.chunks });
+  for (let i = 1; i < events.length; i++) assert.ok(events[i]!.done >= events[i - 1]!.done && events[i]!.chunks >= events[i - 1]!.chunks, 'progress never goes back');
   assert.equal(res.chunks, await col.table.countRows());
   const info = await col.info();
   assert.equal(info.documents, 3);

@@ -73,6 +73,7 @@ export interface IngestOptions {
   readonly onProgress?: (p: IngestProgress) => void;
 }
 
+/** After each embedding batch and each document: documents finished of total, chunks embedded so far. */
 export interface IngestProgress { readonly done: number; readonly total: number; readonly source: string; readonly chunks: number }
 
 export interface IngestResult {
@@ -270,6 +271,7 @@ export class Collection {
           vectors.push(v);
         }
         for (const c of batch) result.embeddedTokens += c.tokens;
+        opts.onProgress?.({ done, total, source: d.source, chunks: result.chunks + vectors.length });
       }
       ms.embed += performance.now() - te;
       const idBase = createHash('sha256').update(`${d.source}\0${d.hash}`).digest('hex').slice(0, 16);

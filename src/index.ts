@@ -35,3 +35,4 @@ export { readPeftAdapter, applyAdapter } from './model/adapter.js';
 export { quantizeModelDir } from './formats/fp8-export.js';
 export { evalPerplexity } from './train/eval.js';
 export { Embedder, poolRows, l2Normalize, readEmbeddingConfig, EMBEDDING_CONFIG_FILE, type EmbedderOptions, type EmbeddingConfig, type Pooling } from './model/embed.js';
+export { contrastiveObjective, loadPairs, infoNce, type ContrastiveOptions, type PooledObjective } from './train/contrastive.js';

@@ -101,3 +101,15 @@ test('--task embed: generation routes refuse with a reason', { timeout: T }, asy
   await assert.rejects(client(only).completions.create({ model: 'floe-embed', prompt: 'hi', max_tokens: 2 }),
     (e: unknown) => e instanceof OpenAI.BadRequestError && /only \/v1\/embeddings answers/.test(e.message));
 });
+
+test('many inputs of one request share engine steps (batched, not one forward each)', { timeout: T }, async () => {
+  const steps = async () => Number(/^floe_engine_steps_total (\S+)$/m.exec(await (await fetch(only.url + '/metrics')).text())![1]);
+  const inputs = Array.from({ length: 24 }, (_, i) => `sentence number ${i} about ${TEXTS[i % TEXTS.length]}`);
+  const s0 = await steps();
+  const r = await client(only).embeddings.create({ model: 'floe-embed', input: inputs, encoding_format: 'float' });
+  const used = (await steps()) - s0;
+  assert.equal(r.data.length, inputs.length);
+  assert.ok(used >= 1 && used < inputs.length / 2, `${inputs.length} inputs took ${used} engine steps`);
+  const want = lib.embed(inputs);
+  r.data.forEach((d, i) => assert.ok(maxDiff(d.embedding, want[i]!) < 1e-4));
+});

@@ -84,6 +84,8 @@ test('--embedding-model: the chat model still embeds under its own name, with ot
   assert.ok(maxDiff(c.data[0]!.embedding, e.data[0]!.embedding) > 1e-2, 'a different model gives a different vector');
   const chat = await client(both).chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 });
   assert.equal(chat.choices.length, 1);
+  const models = (await client(both).models.list()).data.map((m) => m.id);
+  assert.deepEqual(models, ['chat', 'floe-embed']);
 });
 
 test('dimensions: the model\'s width is accepted, any other is refused (no truncation)', { timeout: T }, async () => {

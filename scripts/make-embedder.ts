@@ -16,8 +16,8 @@ export const MODEL = join(ROOT, 'models', 'floe-embed');
 
 /** The exact `floe finetune` arguments: full fine-tuning, 32 pairs per step (31 in-batch negatives each), τ 0.05, mean pooling. */
 export const TRAIN_ARGS = [
-  '--objective', 'contrastive', '--temperature', '0.05', '--pooling', 'mean', '--full', '--lr', '1e-3', '--warmup-steps', '10',
-  '--lr-schedule', 'cosine', '--max-steps', '200', '--batch-size', '32', '--max-seq-len', '128', '--max-grad-norm', '1',
+  '--objective', 'contrastive', '--temperature', '0.05', '--pooling', 'mean', '--full', '--lr', '2e-4', '--warmup-steps', '10',
+  '--lr-schedule', 'cosine', '--max-steps', '150', '--batch-size', '32', '--max-seq-len', '128', '--max-grad-norm', '1',
   '--save-steps', '25', '--save-total-limit', '1', '--seed', '0', '--backend', 'native',
 ];
 

@@ -44,3 +44,4 @@ export { openEmbedder, fromEmbedder, type RagEmbedder } from './platform/rag/emb
 export { chunkText, type Chunk, type ChunkOptions } from './platform/rag/chunk.js';
 export { extractDocument, SUPPORTED_EXTENSIONS, type ExtractedDoc } from './platform/rag/extract.js';
 export { rrf } from './platform/rag/fusion.js';
+export { contrastiveObjective, loadPairs, infoNce, type ContrastiveOptions, type PooledObjective } from './train/contrastive.js';

@@ -140,7 +140,8 @@ export function createApp(opts: AppOptions): ServeApp {
     const c = model();
     const info = c.engine.info;
     const base = { id: opts.modelName, object: 'model', created, owned_by: 'floe', root: info.modelId, parent: null, max_model_len: info.maxModelLen };
-    return [base, ...adapterList(c).map((a) => ({ ...base, id: a.name, root: a.path, parent: opts.modelName }))];
+    const emb = c.embedding && c.embedding.engine !== c.engine ? [{ ...base, id: c.embedding.name, root: c.embedding.engine.info.modelId, max_model_len: c.embedding.maxTokens }] : [];
+    return [base, ...adapterList(c).map((a) => ({ ...base, id: a.name, root: a.path, parent: opts.modelName })), ...emb];
   };
   app.get('/v1/models', async () => ({ object: 'list', data: modelCards() }));
   app.get<{ Params: { id: string } }>('/v1/models/:id', async (req) => {

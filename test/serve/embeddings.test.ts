@@ -84,6 +84,8 @@ test('--embedding-model: the chat model still embeds under its own name, with ot
   assert.ok(maxDiff(c.data[0]!.embedding, e.data[0]!.embedding) > 1e-2, 'a different model gives a different vector');
   const chat = await client(both).chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 });
   assert.equal(chat.choices.length, 1);
+  const models = (await client(both).models.list()).data.map((m) => m.id);
+  assert.deepEqual(models, ['chat', 'floe-embed']);
 });
 
 test('dimensions: the model\'s width is accepted, any other is refused (no truncation)', { timeout: T }, async () => {
@@ -100,4 +102,16 @@ test('--task embed: generation routes refuse with a reason', { timeout: T }, asy
     (e: unknown) => e instanceof OpenAI.BadRequestError && /--task embed/.test(e.message));
   await assert.rejects(client(only).completions.create({ model: 'floe-embed', prompt: 'hi', max_tokens: 2 }),
     (e: unknown) => e instanceof OpenAI.BadRequestError && /only \/v1\/embeddings answers/.test(e.message));
+});
+
+test('many inputs of one request share engine steps (batched, not one forward each)', { timeout: T }, async () => {
+  const steps = async () => Number(/^floe_engine_steps_total (\S+)$/m.exec(await (await fetch(only.url + '/metrics')).text())![1]);
+  const inputs = Array.from({ length: 24 }, (_, i) => `sentence number ${i} about ${TEXTS[i % TEXTS.length]}`);
+  const s0 = await steps();
+  const r = await client(only).embeddings.create({ model: 'floe-embed', input: inputs, encoding_format: 'float' });
+  const used = (await steps()) - s0;
+  assert.equal(r.data.length, inputs.length);
+  assert.ok(used >= 1 && used < inputs.length / 2, `${inputs.length} inputs took ${used} engine steps`);
+  const want = lib.embed(inputs);
+  r.data.forEach((d, i) => assert.ok(maxDiff(d.embedding, want[i]!) < 1e-4));
 });

@@ -140,3 +140,14 @@ test('finetune --objective contrastive: full fine-tuning lowers the InfoNCE loss
   // resuming with another temperature is refused (the objective is part of the run's options)
   await assert.rejects(finetune({ model: dir, data, out, full: true, maxSteps: 14, lr: 3e-3, batchSize: 8, seed: 3, resume: out, objective: contrastiveObjective({ temperature: 0.2 }) }), /objective/);
 });
+
+test('floe finetune flags: --objective contrastive builds the objective; misplaced flags are usage errors', async () => {
+  const { objectiveOption } = await import('../../src/cli/train-args.js');
+  const o = (await objectiveOption({ objective: 'contrastive', temperature: '0.1', pooling: 'last' })).objective!;
+  assert.deepEqual(o.options, { kind: 'contrastive', temperature: 0.1, pooling: 'last' });
+  assert.deepEqual(await objectiveOption({}), {});
+  await assert.rejects(objectiveOption({ objective: 'mlm' }), /--objective expects lm or contrastive, got 'mlm'/);
+  await assert.rejects(objectiveOption({ temperature: '0.1' }), /--temperature and --pooling apply to --objective contrastive/);
+  await assert.rejects(objectiveOption({ objective: 'contrastive', temperature: '0' }), /temperature/);
+  await assert.rejects(objectiveOption({ objective: 'contrastive', 'train-on-prompt': true }), /--train-on-prompt applies to language-model data/);
+});

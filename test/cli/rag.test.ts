@@ -1,4 +1,4 @@
-// `floe rag` as a subprocess with a real embedder (models/floe-brown pooled) and the built-in chat model: ingest →
+// `floe rag` as a subprocess with real embedders (the built-in models/floe-embed; floe-brown pooled) and the built-in chat model: ingest →
 // query → ask with citations; re-ingest skips; errors; killed mid-ingest (-9) it leaves whole documents only.
 
 import { test } from 'node:test';
@@ -14,6 +14,7 @@ import { randomText, rng } from '../platform/rag-helpers.js';
 const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
 const BUILT = fileURLToPath(new URL('../../dist/src/cli/rag.js', import.meta.url));
 const EMB = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const EMBED = fileURLToPath(new URL('../../models/floe-embed', import.meta.url));
 const T = 180_000;
 
 interface Run { code: number | null; stdout: string; stderr: string }
@@ -39,9 +40,12 @@ test('floe rag: ingest → query → ask with citations; re-ingest skips unchang
   writeFileSync(a, `${randomText(r, 4)}\n\nThe zyxoquartz crystal glows green in the dark mine.\n\n${randomText(r, 4)}`);
   writeFileSync(b, `# Boats\n\n${randomText(r, 3)}\n\nThe boat was small and the river was cold.\n`);
   writeFileSync(c, `<p>${randomText(r, 3).replaceAll('\n', ' ')}</p><p>Cats &amp; dogs sleep by the fire.</p>`);
-  const common = ['--db', db, '--collection', 'docs', '--embedding-model', EMB, '--threads', '1'];
-  const ing = json(await floe(['rag', 'ingest', ...common, '--chunk-tokens', '64', '--json', a, b, c]));
-  assert.deepEqual([ing.added, ing.skipped, ing.dim], [[a, b, c], [], 256]);
+  // no --embedding-model: ingest uses the built-in models/floe-embed, and query / ask the collection's recorded one
+  const common = ['--db', db, '--collection', 'docs', '--threads', '1'];
+  const first = await floe(['rag', 'ingest', ...common, '--chunk-tokens', '64', '--json', a, b, c]);
+  assert.match(first.stderr, /no --embedding-model given, using the built-in embedder .*models\/floe-embed/);
+  const ing = json(first);
+  assert.deepEqual([ing.added, ing.skipped, ing.dim, ing.embedder], [[a, b, c], [], 256, EMBED]);
   assert.ok(ing.chunks >= 3);
 
   const q = json(await floe(['rag', 'query', ...common, '--mode', 'bm25', '--k', '3', '--json', 'zyxoquartz']));

@@ -1,4 +1,4 @@
-// RAG over HTTP on the built-in model (a real engine; embedding engine: models/floe-brown pooled): collections, documents
+// RAG over HTTP on the built-in models (chat: floe-brown; embedding engine: floe-embed): collections, documents
 // (JSON text and a multipart file), /v1/rag/query, and chat completions with the `rag` extra body field through the
 // official `openai` client: passages injected into the prompt, citations returned (plain and streamed).
 
@@ -17,6 +17,7 @@ import { brownTokenizer, randomText, rng } from '../platform/rag-helpers.js';
 import { byteTokenizer, FakeEngine } from './helpers.js';
 
 const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const EMBED = fileURLToPath(new URL('../../models/floe-embed', import.meta.url));
 const T = 120_000;
 let server: RunningServer;
 const DB = join(mkdtempSync(join(tmpdir(), 'floe-rag-http-')), 'db');
@@ -24,7 +25,7 @@ const DB = join(mkdtempSync(join(tmpdir(), 'floe-rag-http-')), 'db');
 before(async () => {
   server = await startServer({
     model: BROWN, modelName: 'chat', port: 0, threads: 1, log: () => {}, ui: false, dataDir: null, kvCacheMemory: 64 * 2 ** 20,
-    ragDb: DB, embeddingModel: BROWN,
+    ragDb: DB, embeddingModel: EMBED,
   });
   await server.ready;
 });
@@ -95,8 +96,8 @@ test('HTTP RAG: collections, documents, query, chat with rag → citations; erro
   // the server's engine embeds as the library's Embedder does: a collection ingested over HTTP serves CLI/library queries
   const store = await RagStore.open(DB);
   const col = await store.collection('docs');
-  assert.equal(col.embedderName, resolve(BROWN));
-  const lib = await openEmbedder(BROWN, { threads: 1 });
+  assert.equal(col.embedderName, resolve(EMBED));
+  const lib = await openEmbedder(EMBED, { threads: 1 });
   for (const p of hybrid.json.data as Array<{ id: string; text: string }>) {
     const [v] = await lib.embed([p.text]);
     const top = await col.dense(v!, 1, null);

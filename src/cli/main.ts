@@ -27,10 +27,13 @@ Usage:
                                        interactive chat on stdin (chat template, streamed answers,
                                        the conversation kept); /bye or end of input ends it
   floe serve [--model PATH] [options]  OpenAI-compatible HTTP server
+  floe embed [--model PATH] --text T [--text T ...] [--json]   unit embedding vectors (default model: models/floe-embed)
   floe batch [--model PATH] --input REQUESTS.jsonl --output RESULTS.jsonl [options]
                                        run an OpenAI Batch API input file offline (resumable)
   floe guard [--model GUARD] (--text T | --messages FILE.json) [--role user|agent] [options]
                                        Llama Guard safety verdict, categories and unsafe probability
+  floe rag ingest|query|ask|list|delete --db DIR [--collection NAME] ...
+                                       retrieval-augmented generation over your documents (floe rag --help)
   floe tokenize [--model PATH] [--no-bos] [--json] TEXT
                                        token ids of TEXT ('-' reads stdin), comma-separated
   floe detokenize [--model PATH] [--json] IDS
@@ -128,6 +131,8 @@ finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages
   --resume DIR            a checkpoint, or an output dir (its newest complete checkpoint)
   --overwrite             clear a non-empty --out DIR first (without it or --resume, floe refuses it)
   --seed S                (default 0)
+  --objective lm|contrastive   contrastive: data of {"query","positive"[,"negative"]}, InfoNCE with in-batch
+                          negatives (default batch 32 pairs); --temperature T (default 0.05), --pooling mean|last
   --threads N, --backend native|reference, --quiet, --json (print the summary as JSON)
   Writes DIR/metrics.jsonl, DIR/checkpoint-NNNNNN/, DIR/final/ (adapter or HF model), DIR/summary.json.
 
@@ -222,11 +227,15 @@ serve options:
   --guard-window N        streamed answers are held back and judged every N tokens (default 64)
   --guard-kv-cache-memory SIZE  the guard's KV budget (default: a quarter of --kv-cache-memory, else 256MiB)
   --weights-memory SIZE | --offload-ratio F   stream layers from disk (as for generate)
+  --embedding-model PATH  also serve this embedding model (e.g. models/floe-embed) on /v1/embeddings, by its base name
+  --task generate|embed   embed: --model is an embedding model; only /v1/embeddings answers (default generate)
+  --rag-db DIR            RAG collections (/v1/rag/*, chat's "rag" field) in DIR, embedded by the embedding
+                          model (--embedding-model, default the built-in models/floe-embed; or --task embed's)
 `;
 
 export async function run(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
-  if (cmd !== undefined && !cmd.startsWith('-') && (rest.includes('--help') || rest.includes('-h'))) {
+  if (cmd !== undefined && cmd !== 'rag' && !cmd.startsWith('-') && (rest.includes('--help') || rest.includes('-h'))) {
     const h = commandHelp(HELP, cmd === 'tokenizer' ? 'tokenizer train' : cmd);
     if (h) { process.stdout.write(h); return 0; }
   }
@@ -243,10 +252,12 @@ export async function run(argv: string[]): Promise<number> {
       case 'detokenize': return await detokenizeCmd(rest);
       case 'serve': return await serveCmd(rest);
       case 'batch': return await (await import('./batch.js')).batchCmd(rest);
+      case 'rag': return await (await import('./rag.js')).ragCmd(rest);
       case 'tokenizer': return await tokenizerCmd(rest);
       case 'finetune': return await finetuneCmd(rest);
       case 'distill': return await (await import('./distill.js')).distillCmd(rest);
       case 'synth': return await (await import('./synth.js')).synthCmd(rest);
+      case 'embed': return await (await import('./embed.js')).embedCmd(rest);
       case 'merge': return await mergeCmd(rest);
       case 'quantize': return await quantizeCmd(rest);
       case 'eval': return await evalCmd(rest);
@@ -488,8 +499,12 @@ async function serveCmd(args: string[]): Promise<number> {
     'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' }, ...OFFLOAD_FLAGS,
     'jobs-threads': { type: 'string' }, 'max-cpu-loras': { type: 'string' },
     'guard-model': { type: 'string' }, guardrails: { type: 'boolean' }, 'guard-window': { type: 'string' }, 'guard-kv-cache-memory': { type: 'string' },
+    'embedding-model': { type: 'string' }, task: { type: 'string' }, 'rag-db': { type: 'string' },
   });
   const offload = offloadOptions(values);
+  const task = values.task as 'generate' | 'embed' | undefined;
+  if (task !== undefined && task !== 'generate' && task !== 'embed') throw new UsageError(`--task expects generate or embed, got '${task}'`);
+  if (task === 'embed' && values['embedding-model'] !== undefined) throw new UsageError('--task embed serves --model as the embedding model; --embedding-model adds one beside a chat model');
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
@@ -539,6 +554,7 @@ async function serveCmd(args: string[]): Promise<number> {
     enableLoraLoading: !!values['enable-lora-loading'], loraRoot: values['lora-root'] ?? null, offload,
     jobsThreads: positive('jobs-threads'), maxCpuLoras,
     guardModel: values['guard-model'] ?? null, guardrails: !!values.guardrails, guardWindow: positive('guard-window'), guardKvCacheMemory: size('guard-kv-cache-memory'),
+    task, ...(await (await import('./rag.js')).ragServeOptions(values['rag-db'], values['embedding-model'], task)),
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {
@@ -556,10 +572,10 @@ async function serveCmd(args: string[]): Promise<number> {
 
 async function finetuneCmd(args: string[]): Promise<number> {
   const { finetune } = await import('../train/trainer.js');
-  const { TRAIN_FLAGS, trainingOptions } = await import('./train-args.js');
-  const { values: v } = parse(args, { model: { type: 'string' }, ...TRAIN_FLAGS });
+  const { OBJECTIVE_FLAGS, TRAIN_FLAGS, objectiveOption, trainingOptions } = await import('./train-args.js');
+  const { values: v } = parse(args, { model: { type: 'string' }, ...TRAIN_FLAGS, ...OBJECTIVE_FLAGS });
   const options = trainingOptions(v);
-  const s = await finetune({ model: modelOrBuiltin(v.model, 'finetune'), ...options });
+  const s = await finetune({ model: modelOrBuiltin(v.model, 'finetune'), ...options, ...(await objectiveOption(v)) });
   if (v.json) { process.stdout.write(JSON.stringify(s) + '\n'); return 0; }
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
   const ev = (e: typeof s.eval) => (e ? `loss ${e.eval_loss.toFixed(4)}, perplexity ${e.eval_ppl.toFixed(3)}` : 'none');

@@ -64,3 +64,20 @@ function streamed(v: Values, full: boolean) {
   if (o && full) throw new UsageError('--weights-memory / --offload-ratio stream a frozen base: they do not apply to --full');
   return o;
 }
+
+/** `floe finetune`'s objective flags (distill has its own --temperature). */
+export const OBJECTIVE_FLAGS = { objective: str, temperature: str, pooling: str } as const;
+
+/** --objective lm (default) | contrastive, with the contrastive --temperature and --pooling. */
+export async function objectiveOption(v: Values): Promise<Pick<FinetuneOptions, 'objective'>> {
+  const kind = oneOf('objective', v.objective as string | undefined, ['lm', 'contrastive'] as const) ?? 'lm';
+  const pooling = oneOf('pooling', v.pooling as string | undefined, ['mean', 'last'] as const);
+  const temperature = optFlag(v, 'temperature', false, { above: 0 });
+  if (kind !== 'contrastive') {
+    if (temperature !== undefined || pooling !== undefined) throw new UsageError('--temperature and --pooling apply to --objective contrastive');
+    return {};
+  }
+  if (v['train-on-prompt']) throw new UsageError('--train-on-prompt applies to language-model data, not to --objective contrastive');
+  const { contrastiveObjective } = await import('../train/contrastive.js');
+  return { objective: contrastiveObjective({ ...(temperature !== undefined ? { temperature } : {}), ...(pooling ? { pooling } : {}) }) };
+}

@@ -99,6 +99,9 @@ export interface LogitsLoss {
   chunk(logits: Float32Array, dlogits: Float32Array | null, rows: readonly number[], i0: number, n: number, scale: number): number;
 }
 
+/** A loss on the final-normed hidden states h (T, D): returns its sum; with dh (T, D, zeroed) adds the scaled ∂loss/∂h. */
+export type HiddenLoss = (h: Float32Array, dh: Float32Array | null) => number;
+
 /** Logit rows per loss chunk: at least this many, so the head's matmuls (21% of a 1B model's FLOPs at V = 128K) take the
  *  packed GEMM instead of the small-M tiles and stream the head weight 4× less often; 64 MiB of f32 logits at V = 128K. */
 const LOSS_CHUNK_MIN_ROWS = 128;
@@ -253,33 +256,7 @@ export class LlamaTrainModel {
    * dlogits are scaled by `scale` (1 / counted targets of the whole optimizer step gives the mean loss).
    */
   forwardBackward(b: PackedBatch, scale: number, extra: LogitsLoss | null = null): StepResult {
-    this.checkBatch(b);
-    const T = b.tokens.length;
-    const { hiddenSize: D } = this.config;
-    this.ensure(T);
-    const s = this.s!;
-    const ckpt = this.opts.checkpointActivations;
-    const x = s.x.subarray(0, T * D); // (T, D) residual stream
-    this.backend.embedding(x, this.embed, b.tokens);
-    this.stream?.begin(this.trainOrder);
-    for (let l = 0; l < this.blocks.length; l++) {
-      if (ckpt) this.inputs[l]!.set(x);
-      this.block_forward(l, x, ckpt ? this.acts[0]! : this.acts[l]!, b, T, true);
-    }
-    const dx = s.dx.subarray(0, T * D);
-    const res = this.head_forward_backward(dx, x, b, T, scale, true, extra);
-    for (let l = this.blocks.length - 1; l >= 0; l--) {
-      let a = this.acts[l]!;
-      if (ckpt) {
-        a = this.acts[0]!;
-        const xr = s.xr.subarray(0, T * D);
-        xr.set(this.inputs[l]!.subarray(0, T * D)); // the saved input is sized for the largest batch so far
-        this.block_forward(l, xr, a, b, T, true); // recompute: same inputs, same dropout masks
-      }
-      this.block_backward(l, dx, a, b, T);
-    }
-    if (this.dEmbed) this.backend.embeddingBackward(this.dEmbed, dx, b.tokens, D);
-    return res;
+    return this.run(b, (dx, x, T) => this.head_forward_backward(dx, x, b, T, scale, true, extra));
   }
 
   /** Loss only (no dropout, no gradients), keeping one block's activations at a time. */
@@ -294,6 +271,54 @@ export class LlamaTrainModel {
     this.stream?.begin(this.evalOrder);
     for (let l = 0; l < this.blocks.length; l++) this.block_forward(l, x, this.acts[0]!, b, T, false);
     return this.head_forward_backward(null, x, b, T, 0, false, extra);
+  }
+
+  /** Forward and backward with a loss on the final-normed hidden states (pooled embeddings) instead of the head; returns its summed loss. */
+  forwardBackwardHidden(b: PackedBatch, loss: HiddenLoss): number {
+    return this.run(b, (dx, x, T) => this.hidden_forward_backward(dx, x, T, loss));
+  }
+
+  /** The hidden-state loss only (no dropout, no gradients). */
+  evalHidden(b: PackedBatch, loss: HiddenLoss): number {
+    this.checkBatch(b);
+    const T = b.tokens.length;
+    const D = this.config.hiddenSize;
+    this.ensure(T);
+    const x = this.s!.x.subarray(0, T * D);
+    this.backend.embedding(x, this.embed, b.tokens);
+    for (let l = 0; l < this.blocks.length; l++) this.block_forward(l, x, this.acts[0]!, b, T, false);
+    return this.hidden_forward_backward(null, x, T, loss);
+  }
+
+  /** Blocks forward, `top` (the loss: dx (T, D) from x (T, D)), blocks backward, embedding backward. */
+  private run<R>(b: PackedBatch, top: (dx: Float32Array, x: Float32Array, T: number) => R): R {
+    this.checkBatch(b);
+    const T = b.tokens.length;
+    const { hiddenSize: D } = this.config;
+    this.ensure(T);
+    const s = this.s!;
+    const ckpt = this.opts.checkpointActivations;
+    const x = s.x.subarray(0, T * D); // (T, D) residual stream
+    this.backend.embedding(x, this.embed, b.tokens);
+    this.stream?.begin(this.trainOrder);
+    for (let l = 0; l < this.blocks.length; l++) {
+      if (ckpt) this.inputs[l]!.set(x);
+      this.block_forward(l, x, ckpt ? this.acts[0]! : this.acts[l]!, b, T, true);
+    }
+    const dx = s.dx.subarray(0, T * D);
+    const res = top(dx, x, T);
+    for (let l = this.blocks.length - 1; l >= 0; l--) {
+      let a = this.acts[l]!;
+      if (ckpt) {
+        a = this.acts[0]!;
+        const xr = s.xr.subarray(0, T * D);
+        xr.set(this.inputs[l]!.subarray(0, T * D)); // the saved input is sized for the largest batch so far
+        this.block_forward(l, xr, a, b, T, true); // recompute: same inputs, same dropout masks
+      }
+      this.block_backward(l, dx, a, b, T);
+    }
+    if (this.dEmbed) this.backend.embeddingBackward(this.dEmbed, dx, b.tokens, D);
+    return res;
   }
 
   // ------------------------------------------------------------------------------------------ modules
@@ -476,6 +501,20 @@ export class LlamaTrainModel {
     }
     if (dx && dh) be.rmsnormBackward(dx, this.dNorm, dh, x, this.norm, T, cfg.rmsNormEps);
     return { lossSum, counted: rows.length, extraSum };
+  }
+
+  /** h = rmsnorm(x) (T, D); the loss writes dh; dx (T, D) = rmsnorm backward (the head and its weight are not used). */
+  private hidden_forward_backward(dx: Float32Array | null, x: Float32Array, T: number, loss: HiddenLoss): number {
+    const cfg = this.config;
+    const D = cfg.hiddenSize;
+    const s = this.s!;
+    const h = s.hF.subarray(0, T * D);
+    this.backend.rmsnorm(h, x, this.norm, T, cfg.rmsNormEps);
+    const dh = dx ? s.dhF.subarray(0, T * D) : null;
+    dh?.fill(0);
+    const sum = loss(h, dh);
+    if (dx && dh) this.backend.rmsnormBackward(dx, this.dNorm, dh, x, this.norm, T, cfg.rmsNormEps);
+    return sum;
   }
 
   // ------------------------------------------------------------------------------------------ memory

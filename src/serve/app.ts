@@ -13,10 +13,12 @@ import { ServeMetrics } from './metrics.js';
 import { registerLoraRoutes } from './lora-routes.js';
 import { DEFAULT_GUARD_WINDOW, registerGuardRoutes, takeRails } from './guard-routes.js';
 import type { Guard } from '../platform/guard/guard.js';
+import { engineEmbedder, noRag, registerRagRoutes } from './rag-routes.js';
+import { registerEmbeddingRoutes, type EmbeddingModel } from './embeddings-routes.js';
 import { registerConsole } from './static.js';
 import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
 import {
-  parseChatRequest, parseCompletionRequest, parseEmbeddingRequest,
+  parseChatRequest, parseCompletionRequest,
   type GenerationParams, type Prompt, type ValidationContext,
 } from './validate.js';
 
@@ -29,6 +31,7 @@ export interface ModelContext {
   readonly template: ChatTemplate | null;
   readonly defaults?: GenerationDefaults; // sampling defaults from generation_config.json
   readonly guard?: Guard | null; // --guard-model: guardrails and /v1/moderations
+  readonly embedding?: EmbeddingModel | null; // --embedding-model, or the model itself with --task embed
 }
 
 export interface AppOptions {
@@ -44,6 +47,7 @@ export interface AppOptions {
   readonly lora?: { readonly enableLoading: boolean; readonly root: string | null }; // runtime adapter loading
   readonly jobsThreads?: number; // the fine-tuning trainer's threads (with dataDir)
   readonly guardrails?: { readonly enforce: boolean; readonly window: number }; // --guardrails, --guard-window
+  readonly rag?: { readonly db: string; readonly embedderName: string } | null; // RAG collections and chat's `rag` field (embedded by the embedding model); absent → off
 }
 
 export interface ServeApp {
@@ -145,7 +149,8 @@ export function createApp(opts: AppOptions): ServeApp {
     const c = model();
     const info = c.engine.info;
     const base = { id: opts.modelName, object: 'model', created, owned_by: 'floe', root: info.modelId, parent: null, max_model_len: info.maxModelLen };
-    return [base, ...adapterList(c).map((a) => ({ ...base, id: a.name, root: a.path, parent: opts.modelName }))];
+    const emb = c.embedding && c.embedding.engine !== c.engine ? [{ ...base, id: c.embedding.name, root: c.embedding.engine.info.modelId, max_model_len: c.embedding.maxTokens }] : [];
+    return [base, ...adapterList(c).map((a) => ({ ...base, id: a.name, root: a.path, parent: opts.modelName })), ...emb];
   };
   app.get('/v1/models', async () => ({ object: 'list', data: modelCards() }));
   app.get<{ Params: { id: string } }>('/v1/models/:id', async (req) => {
@@ -156,6 +161,7 @@ export function createApp(opts: AppOptions): ServeApp {
   });
   const guardOpts = { guard: () => model().guard ?? null, enforce: opts.guardrails?.enforce ?? false, window: opts.guardrails?.window ?? DEFAULT_GUARD_WINDOW, modelName: opts.modelName };
   registerGuardRoutes(app, guardOpts);
+  const ragChat = opts.rag ? registerRagRoutes(app, { db: opts.rag.db, embedder: async () => engineEmbedder(model().embedding ?? null, opts.rag!.embedderName) }) : noRag;
   registerLoraRoutes(app, { enabled: opts.lora?.enableLoading ?? false, root: opts.lora?.root ?? null, baseName: opts.modelName, engine: () => model().engine });
 
   /** Prompt ids of one prompt, checked against the vocabulary. */
@@ -236,7 +242,8 @@ export function createApp(opts: AppOptions): ServeApp {
   app.post('/v1/chat/completions', (req, reply) => tracked(async () => {
     const c = model();
     const rails = takeRails(req.body, guardOpts); // removes `guardrails` from the body
-    const p = parseChatRequest(req.body, vctx(c));
+    const { body, rag } = ragChat.take(req.body);
+    const p = parseChatRequest(body, vctx(c));
     noteIgnored(reply, p.ignored);
     if (!c.tokenizer) throw invalid('messages', 'this model has no tokenizer, so chat is not available; use /v1/completions with token ids');
     if (!c.template) throw invalid('messages', 'this model has no chat template (tokenizer_config.json chat_template or chat_template.jinja); use /v1/completions');
@@ -252,6 +259,10 @@ export function createApp(opts: AppOptions): ServeApp {
     } catch (e) {
       throw invalid('messages', `the chat template rejected the messages: ${(e as Error).message}`);
     }
+    // rag: passages for the last user message, as many as fit before the answer's budget
+    const ragged = rag ? await ragChat.apply(rag, p.messages, (m) => encodeChat(c.tokenizer!, c.template!, m, { addGenerationPrompt: p.addGenerationPrompt, tools: useTools ? p.tools : undefined }),
+      c.engine.info.maxRequestTokens - (p.maxTokens ?? Math.min(256, Math.floor(c.engine.info.maxRequestTokens / 4)))) : null;
+    if (ragged) ids = ragged.ids;
     const maxTokens = budget(c, p, ids.length, 'messages');
     const id = `chatcmpl-${randomUUID().replaceAll('-', '')}`;
     const t0 = performance.now();
@@ -285,6 +296,7 @@ export function createApp(opts: AppOptions): ServeApp {
         }),
         ...(p.returnTokenIds ? { prompt_token_ids: ids } : {}),
         ...railed(acc.usage()),
+        ...(ragged ? ragged.cite(acc.choices[0]?.text ?? '') : {}),
       };
     }
     const toolStreams: ToolCallStream[] = [];
@@ -308,7 +320,8 @@ export function createApp(opts: AppOptions): ServeApp {
         send(chunk);
       }
       if (o.finishReason !== null) {
-        send(chatChunk(head, ch, {}, null, o.finishReason, p.includeUsage));
+        const last = chatChunk(head, ch, {}, null, o.finishReason, p.includeUsage);
+        send(ragged ? { ...last, ...ragged.cite(acc.choices[ch]?.text ?? '') } : last);
       }
     }, () => {
       acc.done();
@@ -411,33 +424,7 @@ export function createApp(opts: AppOptions): ServeApp {
     return reply;
   }));
 
-  app.post('/v1/embeddings', (req, reply) => tracked(async () => {
-    const c = model();
-    const p = parseEmbeddingRequest(req.body, vctx(c));
-    noteIgnored(reply, p.ignored);
-    const limit = c.engine.info.maxRequestTokens;
-    const inputs = p.inputs.map((inp, i) => {
-      const param = p.inputs.length > 1 ? `input[${i}]` : 'input';
-      const ids = promptIds(c, inp, param);
-      if (ids.length > limit) throw invalid(param, `the input is ${ids.length} tokens, but this model takes at most ${limit}`, 'context_length_exceeded');
-      return ids;
-    });
-    const id = `embd-${randomUUID().replaceAll('-', '')}`;
-    const outs = await Promise.all(inputs.map((ids, i) =>
-      c.engine.embed({ id: `${id}-${i}`, promptIds: ids, pooling: p.pooling, normalize: p.normalize, priority: lane(req), adapter: adapterOf(p.model) })));
-    const tokens = outs.reduce((s, o) => s + o.promptTokens, 0);
-    metrics.promptTokens.inc(tokens);
-    return {
-      object: 'list', model: p.model,
-      data: outs.map((o, i) => ({
-        object: 'embedding', index: i,
-        embedding: p.encodingFormat === 'base64'
-          ? Buffer.from(o.embedding.buffer, o.embedding.byteOffset, o.embedding.byteLength).toString('base64')
-          : Array.from(o.embedding),
-      })),
-      usage: { prompt_tokens: tokens, total_tokens: tokens },
-    };
-  }));
+  registerEmbeddingRoutes(app, { metrics, context: model, modelName: opts.modelName, tracked, noteIgnored });
 
   return {
     app, metrics,

@@ -12,7 +12,10 @@ import { isGgufPath } from '../formats/load.js';
 import { KvCache } from '../model/kv-cache.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
+import { readEmbeddingConfig } from '../model/embed.js';
+import { resolve } from 'node:path';
 import { createApp, type ServeApp } from './app.js';
+import type { EmbeddingModel } from './embeddings-routes.js';
 import { ServeMetrics } from './metrics.js';
 import { Guard } from '../platform/guard/guard.js';
 
@@ -32,7 +35,14 @@ export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
   readonly guardrails?: boolean; // rails on for every chat request (needs guardModel)
   readonly guardWindow?: number; // tokens held back per streamed judgement (default 64)
   readonly guardKvCacheMemory?: number; // the guard's KV budget, taken out of kvCacheMemory when that is given
+  readonly embeddingModel?: string | null; // a second model, served by /v1/embeddings under its base name
+  readonly task?: 'generate' | 'embed'; // 'embed': --model is an embedding model; only /v1/embeddings answers
+  readonly ragDb?: string | null; // RAG collections (LanceDB directory), embedded by the embedding model; absent → no /v1/rag routes
 }
+
+/** KV tokens of an --embedding-model's engine: room for many inputs at once, not for long chats. */
+const EMBED_KV_TOKENS = 8192;
+const EMBED_BATCHED_TOKENS = 4096;
 
 export interface RunningServer {
   readonly url: string;
@@ -103,11 +113,15 @@ export function preflight(opts: ServeOptions): void {
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const log = opts.log ?? ((line: string) => process.stdout.write(line + '\n'));
   preflight(opts);
+  if (opts.embeddingModel) preflight({ model: opts.embeddingModel });
+  if (opts.ragDb && !opts.embeddingModel && opts.task !== 'embed') throw new Error('--rag-db needs an embedding model: --embedding-model PATH (or --task embed)');
+  if (opts.embeddingModel && opts.task === 'embed') throw new Error('--embedding-model adds an embedding model beside a chat model; with --task embed, --model is the embedding model');
   const modelName = opts.modelName ?? defaultModelName(opts.model);
   const serve = createApp({
     modelName, apiKey: opts.apiKey, bodyLimit: opts.bodyLimit, metrics: new ServeMetrics({ processMetrics: true }), ui: opts.ui, modelPath: opts.model, dataDir: opts.dataDir,
     lora: { enableLoading: opts.enableLoraLoading ?? false, root: opts.loraRoot ?? null }, jobsThreads: opts.jobsThreads,
     guardrails: { enforce: opts.guardrails ?? false, window: opts.guardWindow ?? 64 },
+    rag: opts.ragDb ? { db: opts.ragDb, embedderName: resolve(opts.task === 'embed' ? opts.model : opts.embeddingModel!) } : null,
   });
   if (opts.guardrails && !opts.guardModel) throw new Error('--guardrails needs --guard-model PATH (the guard that judges the answers)');
   const { host = '127.0.0.1', port = 8000 } = opts;
@@ -119,7 +133,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
 
   let engine: EngineClient | null = null;
   let guard: Guard | null = null;
-  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, jobsThreads: _j, guardModel, guardrails: _g, guardWindow: _w, guardKvCacheMemory, ...engineOpts } = opts;
+  let embedEngine: EngineClient | null = null;
+  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, jobsThreads: _j, guardModel, guardrails: _g, guardWindow: _w, guardKvCacheMemory, ragDb: _r, embeddingModel, task, ...engineOpts } = opts;
   // the guard's KV comes out of the budget: a quarter of --kv-cache-memory, or 256 MiB beside the default budget
   const guardKv = guardModel ? guardKvCacheMemory ?? (opts.kvCacheMemory ? Math.floor(opts.kvCacheMemory / 4) : 256 * 2 ** 20) : 0;
   if (guardModel && opts.kvCacheMemory !== undefined) (engineOpts as { kvCacheMemory?: number }).kvCacheMemory = opts.kvCacheMemory - guardKv;
@@ -127,14 +142,31 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const t0 = performance.now();
     // Test hook: FLOE_SERVE_LOAD_HOLD=1 holds the load until SIGUSR2, so that the loading state can be observed.
     if (process.env.FLOE_SERVE_LOAD_HOLD === '1') await new Promise((r) => process.once('SIGUSR2', r));
+    const embedOnly = task === 'embed';
     const [e, tools, g] = await Promise.all([
-      startEngine({ ...engineOpts, modelId: modelName }), loadTextTools(opts.model),
+      startEngine({ ...engineOpts, modelId: modelName, ...(embedOnly ? { maxBatchedTokens: engineOpts.maxBatchedTokens ?? EMBED_BATCHED_TOKENS } : {}) }),
+      loadTextTools(opts.model),
       guardModel ? Guard.open(guardModel, { backend: opts.backend, threads: opts.threads, kvCacheMemory: guardKv, maxNumSeqs: opts.maxNumSeqs }) : null,
     ]);
     engine = e;
     await serve.restoreAdapters(e);
     guard = g;
-    serve.ready({ engine: e, tokenizer: tools.tokenizer, template: tools.template, defaults: tools.defaults, guard: g });
+    let embedding: EmbeddingModel | null = null;
+    if (embedOnly) embedding = embeddingModelOf(modelName, e, tools.tokenizer, opts.model);
+    else if (embeddingModel) {
+      const name = defaultModelName(embeddingModel);
+      if (name === modelName) throw new Error(`--embedding-model ${embeddingModel} would be served as '${name}', the chat model's name; rename one of them`);
+      const c = readHfConfig(embeddingModel).config;
+      const [ee, et] = await Promise.all([
+        startEngine({ model: embeddingModel, modelId: name, backend: opts.backend, threads: opts.threads, kvDtype: 'f32', maxBatchedTokens: EMBED_BATCHED_TOKENS,
+          kvCacheMemory: KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, 'f32') * EMBED_KV_TOKENS }),
+        loadTextTools(embeddingModel),
+      ]);
+      embedEngine = ee;
+      embedding = embeddingModelOf(name, ee, et.tokenizer, embeddingModel);
+      log(`floe serve: embedding model '${name}' (${embeddingModel}) ready: ${ee.info.hiddenSize} dimensions, ${embedding.pooling} pooling, inputs up to ${embedding.maxTokens} tokens`);
+    }
+    serve.ready({ engine: e, tokenizer: tools.tokenizer, template: embedOnly ? null : tools.template, defaults: tools.defaults, guard: g, embedding });
     if (g) log(`floe serve: guard ${guardModel} ready (${g.format}${g.template ? ', its own chat template' : ''}; KV ${g.engine.info.kvTokens} tokens in ${(guardKv / 2 ** 20).toFixed(0)} MiB)${opts.guardrails ? '; guardrails on for every chat request' : ''}`);
     const i = e.info;
     log(`floe serve: model ready in ${((performance.now() - t0) / 1000).toFixed(1)} s; KV cache ${i.kvDtype}: ${i.kvBlocks} blocks × ${i.blockSize} = ` +
@@ -158,7 +190,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
           log('floe serve: cutting the connections still open after the grace period');
           server.closeAllConnections();
         }, graceMs + 3000);
-        if (engine) await engine.shutdown(graceMs).catch(() => {});
+        await Promise.all([engine, embedEngine].map((en) => en?.shutdown(graceMs).catch(() => {})));
         if (guard) await guard.close().catch(() => {});
         // Keep-alive connections turn idle as their streams end; close them as they do.
         const idle = setInterval(() => server.closeIdleConnections(), 50);
@@ -171,6 +203,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   };
 }
 
+function embeddingModelOf(name: string, engine: EngineClient, tokenizer: Tokenizer | null, path: string): EmbeddingModel {
+  const ec = statSync(path).isDirectory() ? readEmbeddingConfig(path, engine.info.maxModelLen) : { pooling: 'mean' as const, maxTokens: engine.info.maxRequestTokens };
+  return { name, engine, tokenizer, pooling: ec.pooling, maxTokens: Math.min(ec.maxTokens, engine.info.maxRequestTokens) };
+}
+
 /** "2GiB", "512MiB", "1.5GB", "4096" (bytes) → bytes. */
 export function parseSize(s: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?)b?|b)?\s*$/i.exec(s);
@@ -180,3 +217,4 @@ export function parseSize(s: string): number {
   if (!Number.isFinite(bytes) || bytes < 1) throw new Error(`size '${s}' is out of range`);
   return Math.floor(bytes);
 }
+

@@ -63,7 +63,7 @@ export interface EmbeddingParams {
   readonly model: string;
   readonly inputs: readonly Prompt[];
   readonly encodingFormat: 'float' | 'base64';
-  readonly pooling: 'mean' | 'last';
+  readonly pooling: 'mean' | 'last' | null; // null: the model's embedding_config.json (mean without one)
   readonly normalize: boolean;
   readonly ignored: readonly string[]; // 'user' when set: accepted and ignored
 }
@@ -537,7 +537,7 @@ export function parseEmbeddingRequest(body: unknown, ctx: ValidationContext): Em
   }
   const user = get(b, 'user');
   if (user !== undefined && typeof user !== 'string') throw invalid('user', `'user' must be a string, got ${describe(user)}`, 'invalid_type');
-  const pooling = get(b, 'pooling') ?? 'mean';
-  if (pooling !== 'mean' && pooling !== 'last') throw invalid('pooling', `'pooling' must be 'mean' or 'last', got ${describe(pooling)}`);
+  const pooling = get(b, 'pooling') ?? null;
+  if (pooling !== null && pooling !== 'mean' && pooling !== 'last') throw invalid('pooling', `'pooling' must be 'mean' or 'last', got ${describe(pooling)}`);
   return { model, inputs, encodingFormat: ef, pooling, normalize: optBool(b, 'normalize', true), ignored: user === undefined ? [] : ['user'] };
 }

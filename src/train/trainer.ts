@@ -15,6 +15,7 @@ import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { LlamaTrainModel, type LogitsLoss, type PackedBatch } from '../model/llama-train.js';
 import { DEFAULT_LORA, initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
 import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, resolveCheckpoint, restoreInto, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import type { PooledObjective } from './contrastive.js';
 import { DataLoader, loadSamples, splitValidation, type Sample } from './data.js';
 import { writeHfModel, type SaveDType } from './export.js';
 import { clipGradNorm, Optimizer, type OptimizerName } from './optimizer.js';
@@ -61,8 +62,9 @@ export interface FinetuneOptions {
   readonly progress?: boolean; // progress bar on stderr
   readonly onStep?: (m: StepMetrics) => void;
   readonly log?: (line: string) => void; // human-readable notes (default stderr when progress)
-  /** A loss beside cross-entropy (distillation); the step loss becomes ceWeight · CE + weight · part. */
-  readonly objective?: Objective;
+  /** A loss beside cross-entropy (distillation): the step loss becomes ceWeight · CE + weight · part; or one on pooled
+   *  hidden states instead of it (contrastive), which reads its own data format and is also the eval loss. */
+  readonly objective?: Objective | PooledObjective;
 }
 
 /** An extra training objective on the logits (see LogitsLoss); eval stays cross-entropy (perplexity). */
@@ -149,14 +151,17 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
 
   // data: every line is checked before training starts
   const dataOpts = { maxSeqLen, trainOnPrompt: o.trainOnPrompt };
-  const train = loadSamples(o.data, tok, template, dataOpts);
+  const pooled = o.objective && 'kind' in o.objective && o.objective.kind === 'pooled' ? o.objective : null;
+  const load = (file: string) => pooled ? { dropped: 0, ...pooled.load(file, tok, maxSeqLen) } : loadSamples(file, tok, template, dataOpts);
+  const train = load(o.data);
   let trainSamples = train.samples;
   let evalSamples: Sample[] = [];
-  if (o.eval !== undefined) evalSamples = loadSamples(o.eval, tok, template, dataOpts).samples;
+  if (o.eval !== undefined) evalSamples = load(o.eval).samples;
   else if (o.evalSplit !== undefined) ({ train: trainSamples, eval: evalSamples } = splitValidation(trainSamples, o.evalSplit, seed));
+  const batchSize = o.batchSize ?? (pooled ? 32 : 1); // in-batch negatives need more than one pair
   log(`data: ${trainSamples.length} training samples${train.truncated ? ` (${train.truncated} truncated to ${maxSeqLen})` : ''}` +
     `${train.dropped ? `, ${train.dropped} without targets dropped` : ''}${evalSamples.length ? `, ${evalSamples.length} eval samples` : ''}`);
-  const loader = new DataLoader(trainSamples, { batchSize: o.batchTokens === undefined ? (o.batchSize ?? 1) : undefined, batchTokens: o.batchTokens, shuffle: o.shuffle ?? true, seed });
+  const loader = new DataLoader(trainSamples, { batchSize: o.batchTokens === undefined ? batchSize : undefined, batchTokens: o.batchTokens, shuffle: o.shuffle ?? true, seed });
 
   // steps
   let totalMicro = Infinity;
@@ -233,16 +238,21 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
     return dir;
   };
 
-  const evalBatches = (): PackedBatch[] => {
-    const bl = new DataLoader(evalSamples, { batchSize: o.batchTokens === undefined ? (o.batchSize ?? 1) : undefined, batchTokens: o.batchTokens, shuffle: false, seed });
-    const out: PackedBatch[] = [];
-    while (bl.epoch === 0 && bl.cursor < evalSamples.length) out.push(bl.next().batch);
+  const evalBatches = (): { batch: PackedBatch; indices: number[] }[] => {
+    const bl = new DataLoader(evalSamples, { batchSize: o.batchTokens === undefined ? batchSize : undefined, batchTokens: o.batchTokens, shuffle: false, seed });
+    const out: { batch: PackedBatch; indices: number[] }[] = [];
+    while (bl.epoch === 0 && bl.cursor < evalSamples.length) out.push(bl.next());
     return out;
   };
   const evalCache = evalSamples.length ? evalBatches() : [];
   const runEval = (): EvalMetrics => {
     let sum = 0, n = 0;
-    for (const b of evalCache) { const r = model.evalLoss(b); sum += r.lossSum; n += r.counted; }
+    for (const { batch, indices } of evalCache) {
+      if (pooled) { // eval_ppl is then exp(mean InfoNCE)
+        const p = pooled.forBatch(indices.map((j) => evalSamples[j]!), 1);
+        sum += model.evalHidden(p.batch, p.loss); n += p.counted;
+      } else { const r = model.evalLoss(batch); sum += r.lossSum; n += r.counted; }
+    }
     const m: EvalMetrics = { type: 'eval', step, eval_loss: sum / n, eval_ppl: Math.exp(sum / n), eval_tokens: n };
     metric(m);
     return m;
@@ -263,13 +273,19 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
     const nMicro = Math.min(gradAccum, totalMicro - step * gradAccum);
     const micro: { batch: PackedBatch; indices: number[]; epoch: number }[] = [];
     for (let i = 0; i < nMicro; i++) micro.push(loader.next());
-    const counted = micro.reduce((a, m) => a + m.batch.targets.reduce((c, t) => c + (t >= 0 ? 1 : 0), 0), 0);
+    const counted = pooled ? micro.reduce((a, m) => a + m.indices.length, 0) : micro.reduce((a, m) => a + m.batch.targets.reduce((c, t) => c + (t >= 0 ? 1 : 0), 0), 0);
     model.zeroGrad();
     let lossSum = 0, ceSum = 0, partSum = 0;
     let tokens = 0;
-    const obj = o.objective;
+    const obj = pooled ? null : o.objective as Objective | undefined;
     micro.forEach((m, i) => {
       model.dropoutKey = mix32(seed, step, i, 0xd0);
+      if (pooled) {
+        const p = pooled.forBatch(m.indices.map((j) => trainSamples[j]!), 1 / counted);
+        lossSum += model.forwardBackwardHidden(p.batch, p.loss);
+        tokens += p.batch.tokens.length;
+        return;
+      }
       const extra = obj ? obj.forBatch(m.indices.map((j) => trainSamples[j]!), m.batch) : null;
       const r = model.forwardBackward(m.batch, 1 / counted, extra);
       ceSum += r.lossSum;
@@ -309,6 +325,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   fs.rmSync(final, { recursive: true, force: true });
   if (adapter) writePeftAdapter(final, adapter, path.resolve(o.model));
   else writeHfModel(final, cfg, loaded.format === 'hf' ? o.model : null, new Map(model.params.map((p) => [p.name, { shape: p.shape, value: p.value }])), o.saveDtype ?? 'f32');
+  pooled?.finish?.(final, maxSeqLen);
 
   const seconds = (performance.now() - tLoop) / 1000;
   const summary: FinetuneSummary = {

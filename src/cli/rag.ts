@@ -1,0 +1,234 @@
+// `floe rag`: ingest documents into a LanceDB collection, query it, and answer questions over it with citations.
+
+import { existsSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { BackendName } from '../backend/select.js';
+import { startEngine } from '../engine/client.js';
+import type { EngineClient } from '../engine/protocol.js';
+import { ask, type RagAnswer } from '../platform/rag/answer.js';
+import { openEmbedder, type RagEmbedder } from '../platform/rag/embedder.js';
+import { docKind } from '../platform/rag/extract.js';
+import { RagStore, SEARCH_MODES, type Collection, type IngestProgress, type Passage, type SearchMode } from '../platform/rag/store.js';
+import { loadTextTools } from '../serve/server.js';
+import { modelOrBuiltin, optNum, packageRoot, parse, UsageError } from './args.js';
+
+export const RAG_HELP = `Usage:
+  floe rag ingest --db DIR --collection NAME [--embedding-model PATH] [--chunk-tokens N] [--overlap N]
+                  [--commit-chunks N] [--json] FILES...
+  floe rag query  --db DIR --collection NAME [--k 5] [--mode vector|bm25|hybrid] [--where EXPR] [--json] "question"
+  floe rag ask    --db DIR --collection NAME [--model PATH] [--k 5] [--mode ...] [--where EXPR] [--rerank]
+                  [--max-tokens N] [--json] "question"
+  floe rag list   --db DIR [--json]
+  floe rag delete --db DIR --collection NAME [--source PATH] [--json]
+
+ingest: .txt, .md and .html files, split into token-aware chunks (the embedder's tokenizer, paragraph and sentence
+boundaries, --chunk-tokens (256) with --overlap (chunk/8) tokens shared), embedded and stored with source, offsets
+and a content hash. The collection is created on first ingest, recording the embedder; unchanged files are
+skipped, changed ones replaced. Each commit holds whole documents (--commit-chunks (512) chunks or more), so an
+interrupted ingest leaves every document as it was or fully replaced. A progress bar goes to stderr on a terminal.
+query: top-k passages: dense (cosine), BM25, or both fused by reciprocal rank (hybrid, the default); --where is an
+SQL filter on source, kind, chunk, start_offset, end_offset (e.g. "source LIKE '%.md'").
+ask: retrieve, optionally --rerank (the chat model's log-likelihood of the question given each of the top 2k
+passages), prompt with numbered passages that fit the context, answer with citations.
+--embedding-model PATH (default: the collection's recorded embedder, else the built-in models/floe-embed),
+--model PATH (chat model, default the built-in models/floe-brown), --threads N, --backend native|reference.
+`;
+
+const str = { type: 'string' } as const;
+const bool = { type: 'boolean' } as const;
+
+export async function ragCmd(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(RAG_HELP);
+    return 0;
+  }
+  switch (sub) {
+    case 'ingest': return ingestCmd(rest);
+    case 'query': return queryCmd(rest, false);
+    case 'ask': return queryCmd(rest, true);
+    case 'list': return listCmd(rest);
+    case 'delete': return deleteCmd(rest);
+    case undefined: case 'help': case '--help': case '-h':
+      process.stdout.write(RAG_HELP);
+      return sub === undefined ? 1 : 0;
+    default:
+      throw new UsageError(`unknown rag command '${sub}'; expected ingest, query, ask, list or delete`);
+  }
+}
+
+/** The built-in embedder directory of the package. */
+export function builtinEmbedder(): string {
+  return join(packageRoot(), 'models', 'floe-embed');
+}
+
+/** floe serve's RAG options: --rag-db with --embedding-model (default: the built-in embedder; none with --task embed). */
+export function ragServeOptions(db: string | undefined, model: string | undefined, task: string | undefined): { ragDb?: string; embeddingModel?: string | null } {
+  if (db === undefined || task === 'embed') return { ...(db !== undefined ? { ragDb: db } : {}), embeddingModel: model ?? null };
+  const path = model ?? builtinEmbedder();
+  if (!existsSync(path)) throw new UsageError(model ? `--embedding-model ${model} does not exist` : `--rag-db needs --embedding-model PATH (the built-in embedder ${path} is missing)`);
+  return { ragDb: db, embeddingModel: path };
+}
+
+function backendOf(v: string | undefined): BackendName | undefined {
+  if (v !== undefined && v !== 'native' && v !== 'reference') throw new UsageError(`--backend expects native or reference, got '${v}'`);
+  return v;
+}
+
+/** --embedding-model, else the collection's recorded embedder when it is a directory here, else the built-in one. */
+async function embedderFor(flag: string | undefined, recorded: string | null, opts: { threads?: number; backend?: BackendName }): Promise<RagEmbedder> {
+  let path = flag;
+  if (path === undefined && recorded !== null && existsSync(recorded) && statSync(recorded).isDirectory()) path = recorded;
+  if (path === undefined) {
+    path = builtinEmbedder();
+    if (!existsSync(path)) throw new UsageError(`--embedding-model PATH is required (the built-in embedder ${path} is missing)`);
+    process.stderr.write(`[floe] rag: no --embedding-model given, using the built-in embedder ${path}\n`);
+  }
+  if (!existsSync(path)) throw new Error(`embedding model ${path} does not exist`);
+  return openEmbedder(path, { threads: opts.threads, backend: opts.backend, name: resolve(path) });
+}
+
+function need(v: string | undefined, flag: string): string {
+  if (v === undefined || v === '') throw new UsageError(`${flag} is required`);
+  return v;
+}
+
+async function ingestCmd(args: string[]): Promise<number> {
+  const { values: v, positionals: files } = parse(args, {
+    db: str, collection: str, 'embedding-model': str, 'chunk-tokens': str, overlap: str, 'commit-chunks': str, threads: str, backend: str, json: bool, quiet: bool,
+  }, true);
+  const db = need(v.db, '--db DIR'), name = need(v.collection, '--collection NAME');
+  if (files.length === 0) throw new UsageError('give at least one file to ingest');
+  for (const f of files) docKind(f); // unsupported types are refused before anything opens
+  const chunkTokens = optNum(v['chunk-tokens'], 'chunk-tokens', true, { min: 2 });
+  const overlap = optNum(v.overlap, 'overlap', true, { min: 0 });
+  const commitChunks = optNum(v['commit-chunks'], 'commit-chunks', true, { min: 1 });
+  const threads = optNum(v.threads, 'threads', true, { min: 1 });
+  const store = await RagStore.open(db, { create: true });
+  const existed = await store.has(name);
+  const recorded = existed ? (await store.collection(name)).embedderName : null;
+  const embedder = await embedderFor(v['embedding-model'], recorded, { threads, backend: backendOf(v.backend) });
+  const col = await store.create(name, embedder, { existOk: true });
+  const bar = new Bar(!v.quiet && !v.json && !!process.stderr.isTTY);
+  const t0 = performance.now();
+  let r;
+  try {
+    r = await col.ingestFiles(files, embedder, { chunkTokens, overlap, commitChunks, onProgress: (p) => bar.draw(p) });
+  } catch (e) {
+    bar.end();
+    if (!existed && (await col.table.countRows()) === 0) await store.drop(name); // do not leave an empty collection behind
+    throw e;
+  }
+  bar.end();
+  const seconds = (performance.now() - t0) / 1000;
+  if (v.json) {
+    process.stdout.write(JSON.stringify({
+      collection: name, embedder: embedder.name, dim: embedder.dim, added: r.added, replaced: r.replaced, skipped: r.skipped,
+      chunks: r.chunks, embedded_tokens: r.embeddedTokens, seconds, ms: r.ms,
+    }) + '\n');
+  } else {
+    process.stderr.write(`[floe] rag ingest: ${r.added.length} added, ${r.replaced.length} replaced, ${r.skipped.length} unchanged; ` +
+      `${r.chunks} chunks (${r.embeddedTokens} tokens embedded) in ${seconds.toFixed(1)} s -> ${name} in ${store.dir}\n`);
+  }
+  store.close();
+  return 0;
+}
+
+async function openCollection(db: string, name: string): Promise<{ store: RagStore; col: Collection }> {
+  const store = await RagStore.open(db);
+  return { store, col: await store.collection(name) };
+}
+
+async function queryCmd(args: string[], answer: boolean): Promise<number> {
+  const { values: v, positionals } = parse(args, {
+    db: str, collection: str, k: str, mode: str, where: str, json: bool, 'embedding-model': str, model: str, rerank: bool,
+    'max-tokens': str, threads: str, backend: str,
+  }, true);
+  const db = need(v.db, '--db DIR'), name = need(v.collection, '--collection NAME');
+  if (positionals.length !== 1) throw new UsageError(`give the question as one argument (got ${positionals.length})`);
+  const question = positionals[0]!;
+  const k = optNum(v.k, 'k', true, { min: 1 }) ?? 5;
+  const mode = (v.mode ?? 'hybrid') as SearchMode;
+  if (!SEARCH_MODES.includes(mode)) throw new UsageError(`--mode expects ${SEARCH_MODES.join(', ')}, got '${v.mode}'`);
+  if (!answer && (v.model !== undefined || v.rerank || v['max-tokens'] !== undefined)) throw new UsageError('--model, --rerank and --max-tokens belong to rag ask');
+  const maxTokens = optNum(v['max-tokens'], 'max-tokens', true, { min: 1 });
+  const threads = optNum(v.threads, 'threads', true, { min: 1 });
+  const backend = backendOf(v.backend);
+  const { store, col } = await openCollection(db, name);
+  const embedder = mode === 'bm25' && !answer ? null : await embedderFor(v['embedding-model'], col.embedderName, { threads, backend });
+  if (!answer) {
+    const passages = await col.search(question, embedder, { k, mode, where: v.where ?? null });
+    if (v.json) process.stdout.write(JSON.stringify({ collection: name, mode, k, passages }) + '\n');
+    else process.stdout.write(passages.map((p, i) => formatPassage(p, i + 1)).join('\n\n') + (passages.length ? '\n' : 'no passages found\n'));
+    store.close();
+    return 0;
+  }
+  const modelPath = modelOrBuiltin(v.model, 'rag ask');
+  let engine: EngineClient | null = null;
+  try {
+    const [e, tools] = await Promise.all([startEngine({ model: modelPath, threads, backend, maxNumSeqs: 16 }), loadTextTools(modelPath)]);
+    engine = e;
+    if (!tools.tokenizer) throw new Error(`${modelPath} has no tokenizer; rag ask needs one`);
+    const res = await ask(col, embedder, { engine: e, tokenizer: tools.tokenizer, template: tools.template }, question,
+      { k, mode, where: v.where ?? null, rerank: !!v.rerank, maxTokens });
+    if (v.json) process.stdout.write(JSON.stringify({ collection: name, question, ...res }) + '\n');
+    else process.stdout.write(formatAnswer(res));
+  } finally {
+    await engine?.shutdown(0);
+    store.close();
+  }
+  return 0;
+}
+
+async function listCmd(args: string[]): Promise<number> {
+  const { values: v } = parse(args, { db: str, json: bool });
+  const store = await RagStore.open(need(v.db, '--db DIR'));
+  const list = await store.list();
+  if (v.json) process.stdout.write(JSON.stringify({ collections: list }) + '\n');
+  else for (const c of list) process.stdout.write(`${c.name}\t${c.documents} documents\t${c.chunks} chunks\t${c.dim}-dim ${c.embedder}\t${c.vectorIndex ?? 'brute force'}\n`);
+  store.close();
+  return 0;
+}
+
+async function deleteCmd(args: string[]): Promise<number> {
+  const { values: v } = parse(args, { db: str, collection: str, source: str, json: bool });
+  const { store, col } = await openCollection(need(v.db, '--db DIR'), need(v.collection, '--collection NAME'));
+  if (v.source !== undefined) {
+    const n = await col.deleteSource(v.source);
+    if (n === 0) throw new Error(`collection '${col.name}' has no document with source ${JSON.stringify(v.source)}`);
+    if (v.json) process.stdout.write(JSON.stringify({ collection: col.name, source: v.source, deleted_chunks: n }) + '\n');
+  } else {
+    await store.drop(col.name);
+    if (v.json) process.stdout.write(JSON.stringify({ collection: col.name, deleted: true }) + '\n');
+  }
+  store.close();
+  return 0;
+}
+
+function formatPassage(p: Passage, n: number): string {
+  return `[${n}] ${p.source}:${p.start}-${p.end} (score ${p.score.toFixed(4)})\n${p.text}`;
+}
+
+function formatAnswer(r: RagAnswer): string {
+  const lines = [r.answer.trim(), '', 'Sources:'];
+  for (const c of r.citations) lines.push(`[${c.index}]${c.cited ? '*' : ' '} ${c.source}:${c.start}-${c.end} (score ${c.score.toFixed(4)})`);
+  if (r.dropped.length) lines.push(`(${r.dropped.length} lower-ranked passage${r.dropped.length > 1 ? 's' : ''} left out: the context window is full)`);
+  return lines.join('\n') + '\n';
+}
+
+/** Progress bar on stderr (terminal only): documents done of total, chunks so far. */
+class Bar {
+  private drawn = false;
+  constructor(private readonly on: boolean) {}
+  draw(p: IngestProgress): void {
+    if (!this.on) return;
+    const w = 30, f = Math.round((p.done / Math.max(1, p.total)) * w);
+    process.stderr.write(`\r[${'#'.repeat(f)}${'.'.repeat(w - f)}] ${p.done}/${p.total} documents, ${p.chunks} chunks`);
+    this.drawn = true;
+  }
+  end(): void {
+    if (this.drawn) process.stderr.write('\n');
+    this.drawn = false;
+  }
+}
+

@@ -1,0 +1,380 @@
+// RAG collections on embedded LanceDB: one table per collection (chunks, vectors, BM25 index), ingest and search.
+
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import * as lancedb from '@lancedb/lancedb';
+import { Field, FixedSizeList, Float32, Int32, Schema, Utf8 } from 'apache-arrow';
+import { chunkText } from './chunk.js';
+import type { RagEmbedder } from './embedder.js';
+import { extractDocument, sourceSpan, docKind } from './extract.js';
+import { rrf } from './fusion.js';
+
+// LanceDB's Rust log goes to stderr at warn by default ("No existing dataset … will be created"): errors only, unless set
+process.env.LANCEDB_LOG ??= 'error';
+
+export type SearchMode = 'vector' | 'bm25' | 'hybrid';
+export const SEARCH_MODES: readonly SearchMode[] = ['vector', 'bm25', 'hybrid'];
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+const META_EMBEDDER = 'floe.embedder';
+const META_DIM = 'floe.dim';
+const META_CREATED = 'floe.created';
+/** Below this many rows, vector search is exact (brute force); from it an IVF-HNSW-SQ index, from VECTOR_PQ_ROWS IVF-PQ. */
+export const VECTOR_INDEX_ROWS = 20_000;
+export const VECTOR_PQ_ROWS = 500_000;
+const WRITE_ROWS = 512; // whole documents are written together until a commit holds at least this many chunks
+const EMBED_BATCH = 64; // chunks per embed call
+
+/** Collection sizes (rows) from which vector search uses an index. */
+export interface IndexPolicy { readonly hnswRows: number; readonly pqRows: number }
+
+export interface CollectionInfo {
+  readonly name: string;
+  readonly embedder: string;
+  readonly dim: number;
+  readonly chunks: number;
+  readonly documents: number;
+  readonly created: string;
+  readonly vectorIndex: string | null; // null: brute force
+}
+
+/** One stored chunk as search returns it. */
+export interface Passage {
+  readonly id: string;
+  readonly source: string;
+  readonly chunk: number; // index of the chunk in its document
+  readonly start: number; // [start, end): UTF-16 offsets into the source file's text (exact for plain text; markup spans for HTML/Markdown)
+  readonly end: number;
+  readonly text: string;
+  readonly score: number; // vector: cosine similarity; bm25: BM25 score; hybrid: RRF score
+  readonly vectorRank?: number; // 1-based rank in the dense list (hybrid only; absent: not in it)
+  readonly bm25Rank?: number;
+}
+
+export interface SearchOptions {
+  readonly k?: number; // default 5
+  readonly mode?: SearchMode; // default hybrid
+  readonly where?: string | null; // SQL filter on source, kind, doc_hash, chunk, start_offset, end_offset
+  readonly depth?: number; // hybrid: candidates taken from each list (default max(50, 4k))
+  readonly rrfK?: number; // hybrid: RRF constant (default 60)
+}
+
+export interface DocumentInput {
+  readonly source: string; // a path or a caller's name; re-adding the same source replaces its chunks
+  readonly content: string;
+  readonly kind?: string; // a file name whose extension picks the parser (default: source)
+}
+
+export interface IngestOptions {
+  readonly chunkTokens?: number; // default min(256, embedder.maxTokens)
+  readonly overlap?: number; // default chunkTokens / 8
+  readonly commitChunks?: number; // whole documents go into one commit until it holds this many chunks (default 512)
+  readonly onProgress?: (p: IngestProgress) => void;
+}
+
+/** After each embedding batch and each document: documents finished of total, chunks embedded so far. */
+export interface IngestProgress { readonly done: number; readonly total: number; readonly source: string; readonly chunks: number }
+
+export interface IngestResult {
+  readonly added: string[]; // sources new to the collection
+  readonly replaced: string[]; // sources whose content changed
+  readonly skipped: string[]; // unchanged
+  readonly chunks: number; // chunks written
+  readonly embeddedTokens: number;
+  readonly ms: { readonly extract: number; readonly embed: number; readonly write: number; readonly index: number };
+}
+
+/** SQL string literal. */
+export const sqlString = (s: string): string => `'${s.replaceAll("'", "''")}'`;
+
+function schemaFor(dim: number, embedder: string): Schema {
+  return new Schema([
+    new Field('id', new Utf8(), false),
+    new Field('source', new Utf8(), false),
+    new Field('kind', new Utf8(), false),
+    new Field('doc_hash', new Utf8(), false),
+    new Field('chunk', new Int32(), false),
+    new Field('start_offset', new Int32(), false),
+    new Field('end_offset', new Int32(), false),
+    new Field('text', new Utf8(), false),
+    new Field('vector', new FixedSizeList(dim, new Field('item', new Float32(), true)), false),
+  ], new Map([[META_EMBEDDER, embedder], [META_DIM, String(dim)], [META_CREATED, new Date().toISOString()]]));
+}
+
+function checkName(name: string): void {
+  if (!NAME_RE.test(name)) throw new Error(`invalid collection name ${JSON.stringify(name)}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit`);
+}
+
+export class CollectionNotFoundError extends Error {}
+
+/** A directory of collections (a LanceDB database). */
+export class RagStore {
+  private constructor(readonly dir: string, private readonly db: lancedb.Connection, private readonly policy: IndexPolicy) {}
+
+  /** Open (and create, when `create`) the database directory. */
+  static async open(dir: string, opts: { create?: boolean; indexPolicy?: Partial<IndexPolicy> } = {}): Promise<RagStore> {
+    const abs = resolve(dir);
+    if (!existsSync(abs)) {
+      if (!opts.create) throw new Error(`RAG database ${abs} does not exist; create a collection first (floe rag ingest creates both)`);
+      mkdirSync(abs, { recursive: true });
+    } else if (!statSync(abs).isDirectory()) throw new Error(`RAG database ${abs} is not a directory`);
+    return new RagStore(abs, await lancedb.connect(abs), { hnswRows: VECTOR_INDEX_ROWS, pqRows: VECTOR_PQ_ROWS, ...opts.indexPolicy });
+  }
+
+  async names(): Promise<string[]> {
+    return (await this.db.tableNames()).filter((n) => NAME_RE.test(n)).sort();
+  }
+
+  async list(): Promise<CollectionInfo[]> {
+    const out: CollectionInfo[] = [];
+    for (const n of await this.names()) out.push(await (await this.collection(n)).info());
+    return out;
+  }
+
+  async has(name: string): Promise<boolean> {
+    return (await this.names()).includes(name);
+  }
+
+  /** Create a collection for an embedder; an existing one is returned when its dimension matches (existOk). */
+  async create(name: string, embedder: Pick<RagEmbedder, 'name' | 'dim'>, opts: { existOk?: boolean } = {}): Promise<Collection> {
+    checkName(name);
+    if (await this.has(name)) {
+      if (!opts.existOk) throw new Error(`collection '${name}' already exists in ${this.dir}`);
+      const c = await this.collection(name);
+      c.checkEmbedder(embedder);
+      return c;
+    }
+    const table = await this.db.createEmptyTable(name, schemaFor(embedder.dim, embedder.name), { mode: 'create' });
+    return new Collection(name, embedder.name, embedder.dim, table, new Date().toISOString(), this.policy);
+  }
+
+  async collection(name: string): Promise<Collection> {
+    checkName(name);
+    if (!(await this.has(name))) {
+      const have = await this.names();
+      throw new CollectionNotFoundError(`collection '${name}' does not exist in ${this.dir}${have.length ? ` (it has ${have.map((n) => `'${n}'`).join(', ')})` : ' (it has none)'}`);
+    }
+    const table = await this.db.openTable(name);
+    const meta = (await table.schema()).metadata;
+    const dim = Number(meta.get(META_DIM));
+    if (!Number.isInteger(dim) || dim <= 0) throw new Error(`collection '${name}' in ${this.dir} is not a floe RAG collection (no ${META_DIM} in its schema)`);
+    return new Collection(name, meta.get(META_EMBEDDER) ?? '?', dim, table, meta.get(META_CREATED) ?? '', this.policy);
+  }
+
+  async drop(name: string): Promise<void> {
+    await this.collection(name);
+    await this.db.dropTable(name);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
+interface Row {
+  id: string; source: string; kind: string; doc_hash: string; chunk: number; start_offset: number; end_offset: number; text: string; vector: Float32Array;
+}
+
+export class Collection {
+  constructor(
+    readonly name: string,
+    readonly embedderName: string,
+    readonly dim: number, // D
+    readonly table: lancedb.Table,
+    readonly created = '',
+    readonly policy: IndexPolicy = { hnswRows: VECTOR_INDEX_ROWS, pqRows: VECTOR_PQ_ROWS },
+  ) {}
+
+  /** Throw unless the embedder's vectors fit this collection. */
+  checkEmbedder(e: Pick<RagEmbedder, 'name' | 'dim'>): void {
+    if (e.dim !== this.dim) {
+      throw new Error(`collection '${this.name}' holds ${this.dim}-dim vectors from embedder '${this.embedderName}', but embedder '${e.name}' makes ${e.dim}-dim vectors; ` +
+        `use that embedder (--embedding-model) or ingest into a new collection`);
+    }
+  }
+
+  async info(): Promise<CollectionInfo> {
+    const chunks = await this.table.countRows();
+    const docs = await this.documents();
+    const vec = (await this.table.listIndices()).find((i) => i.columns.includes('vector'));
+    return { name: this.name, embedder: this.embedderName, dim: this.dim, chunks, documents: docs.size, created: this.created, vectorIndex: vec ? vec.indexType : null };
+  }
+
+  /** source → content hash of every stored document. */
+  async documents(): Promise<Map<string, string>> {
+    const rows = await this.table.query().where('chunk = 0').select(['source', 'doc_hash']).toArray() as Array<{ source: string; doc_hash: string }>;
+    return new Map(rows.map((r) => [r.source, r.doc_hash]));
+  }
+
+  /** Ingest files from disk (source = the path as given). */
+  async ingestFiles(paths: readonly string[], embedder: RagEmbedder, opts: IngestOptions = {}): Promise<IngestResult> {
+    const docs: DocumentInput[] = [];
+    for (const p of paths) {
+      docKind(p); // unsupported types fail before anything is read or written
+      if (!existsSync(p)) throw new Error(`${p}: no such file`);
+      if (!statSync(p).isFile()) throw new Error(`${p}: not a file`);
+    }
+    for (const p of paths) docs.push({ source: p, content: readFileSync(p, 'utf8') });
+    return this.ingest(docs, embedder, opts);
+  }
+
+  /**
+   * Add or replace documents. Unchanged ones (same content hash) are skipped; each commit holds whole documents
+   * (a changed document's old chunks go in the same commit its new ones arrive), so an interrupted ingest
+   * leaves every document either as it was or fully replaced.
+   */
+  async ingest(docs: readonly DocumentInput[], embedder: RagEmbedder, opts: IngestOptions = {}): Promise<IngestResult> {
+    this.checkEmbedder(embedder);
+    const chunkTokens = opts.chunkTokens ?? Math.min(256, embedder.maxTokens);
+    if (chunkTokens > embedder.maxTokens) throw new RangeError(`chunk size ${chunkTokens} exceeds the embedder's ${embedder.maxTokens} tokens`);
+    const overlap = opts.overlap ?? Math.floor(chunkTokens / 8);
+    const seen = new Set<string>();
+    for (const d of docs) {
+      if (seen.has(d.source)) throw new Error(`${d.source}: given twice in one ingest`);
+      seen.add(d.source);
+    }
+    // extract and chunk everything first: a bad document fails the ingest before any write
+    const t0 = performance.now();
+    const existing = await this.documents();
+    const result = { added: [] as string[], replaced: [] as string[], skipped: [] as string[], chunks: 0, embeddedTokens: 0 };
+    const todo: Array<{ source: string; kind: string; hash: string; chunks: Array<{ start: number; end: number; text: string; tokens: number }> }> = [];
+    for (const d of docs) {
+      const hash = createHash('sha256').update(d.content).digest('hex');
+      if (existing.get(d.source) === hash) { result.skipped.push(d.source); continue; }
+      const doc = extractDocument(d.kind ?? d.source, d.content);
+      const chunks = chunkText(doc.text, { maxTokens: chunkTokens, overlap, countTokens: (t) => embedder.countTokens(t) })
+        .map((c) => ({ ...sourceSpan(doc, c.start, c.end), text: c.text, tokens: c.tokens }));
+      (existing.has(d.source) ? result.replaced : result.added).push(d.source);
+      todo.push({ source: d.source, kind: doc.kind, hash, chunks });
+    }
+    const ms = { extract: performance.now() - t0, embed: 0, write: 0, index: 0 };
+    const total = todo.length;
+    let pending: Row[] = [], pendingSources: string[] = [], done = 0;
+    const flush = async () => {
+      if (pendingSources.length === 0) return;
+      const tw = performance.now();
+      await this.table.mergeInsert('id').whenMatchedUpdateAll().whenNotMatchedInsertAll()
+        .whenNotMatchedBySourceDelete({ where: `source IN (${pendingSources.map(sqlString).join(', ')})` })
+        .execute(pending as unknown as Array<Record<string, unknown>>);
+      ms.write += performance.now() - tw;
+      pending = []; pendingSources = [];
+    };
+    for (const d of todo) {
+      const te = performance.now();
+      const vectors: Float32Array[] = [];
+      for (let i = 0; i < d.chunks.length; i += EMBED_BATCH) {
+        const batch = d.chunks.slice(i, i + EMBED_BATCH);
+        const vs = await embedder.embed(batch.map((c) => c.text));
+        for (const v of vs) {
+          if (v.length !== this.dim) throw new Error(`embedder '${embedder.name}' returned a ${v.length}-dim vector; collection '${this.name}' holds ${this.dim}`);
+          vectors.push(v);
+        }
+        for (const c of batch) result.embeddedTokens += c.tokens;
+        opts.onProgress?.({ done, total, source: d.source, chunks: result.chunks + vectors.length });
+      }
+      ms.embed += performance.now() - te;
+      const idBase = createHash('sha256').update(`${d.source}\0${d.hash}`).digest('hex').slice(0, 16);
+      d.chunks.forEach((c, i) => pending.push({
+        id: `${idBase}:${i}`, source: d.source, kind: d.kind, doc_hash: d.hash, chunk: i, start_offset: c.start, end_offset: c.end, text: c.text, vector: vectors[i]!,
+      }));
+      pendingSources.push(d.source);
+      result.chunks += d.chunks.length;
+      if (pending.length >= (opts.commitChunks ?? WRITE_ROWS)) await flush();
+      opts.onProgress?.({ done: ++done, total, source: d.source, chunks: result.chunks });
+    }
+    await flush();
+    const ti = performance.now();
+    if (todo.length > 0) await this.updateIndexes();
+    ms.index = performance.now() - ti;
+    return { ...result, ms };
+  }
+
+  /** Remove a document's chunks; returns how many were removed. */
+  async deleteSource(source: string): Promise<number> {
+    const before = await this.table.countRows();
+    await this.table.delete(`source = ${sqlString(source)}`);
+    const removed = before - (await this.table.countRows());
+    if (removed > 0) await this.updateIndexes();
+    return removed;
+  }
+
+  /** BM25 index always (rebuilt or merged); vector index once the collection is large enough, by size. */
+  async updateIndexes(): Promise<void> {
+    const rows = await this.table.countRows();
+    const indices = await this.table.listIndices();
+    const fts = indices.find((i) => i.columns.includes('text') && i.indexType === 'FTS');
+    const vec = indices.find((i) => i.columns.includes('vector'));
+    if (rows === 0) return;
+    if (!fts) await this.table.createIndex('text', { config: lancedb.Index.fts({ withPosition: false }), replace: true });
+    const want = rows >= this.policy.pqRows ? 'IvfPq' : rows >= this.policy.hnswRows ? 'IvfHnswSq' : null;
+    if (want && vec?.indexType !== want) {
+      const config = want === 'IvfPq'
+        ? lancedb.Index.ivfPq({ distanceType: 'dot', numPartitions: Math.max(1, Math.round(Math.sqrt(rows))) })
+        : lancedb.Index.hnswSq({ distanceType: 'dot' });
+      await this.table.createIndex('vector', { config, replace: true });
+    }
+    // fold unindexed rows into existing indexes (fresh ones already cover everything)
+    if (fts || vec) await this.table.optimize();
+  }
+
+  /** Top-k passages for a query: dense (cosine), BM25, or both fused by reciprocal rank. */
+  async search(query: string, embedder: RagEmbedder | null, opts: SearchOptions = {}): Promise<Passage[]> {
+    const k = opts.k ?? 5;
+    const mode = opts.mode ?? 'hybrid';
+    if (!Number.isInteger(k) || k < 1) throw new RangeError(`k must be a positive integer, got ${k}`);
+    if (!SEARCH_MODES.includes(mode)) throw new RangeError(`mode must be one of ${SEARCH_MODES.join(', ')}, got ${JSON.stringify(mode)}`);
+    if (query.trim() === '') throw new RangeError('the query is empty');
+    if (mode === 'bm25') return this.bm25(query, k, opts.where ?? null);
+    if (!embedder) throw new Error(`${mode} search needs an embedder`);
+    this.checkEmbedder(embedder);
+    const [qv] = await embedder.embed([query]);
+    if (mode === 'vector') return this.dense(qv!, k, opts.where ?? null);
+    const depth = opts.depth ?? Math.max(50, 4 * k);
+    const [dense, sparse] = await Promise.all([this.dense(qv!, depth, opts.where ?? null), this.bm25(query, depth, opts.where ?? null)]);
+    const fused = rrf([dense.map((p) => p.id), sparse.map((p) => p.id)], opts.rrfK ?? 60);
+    const byId = new Map([...sparse, ...dense].map((p) => [p.id, p]));
+    const dRank = new Map(dense.map((p, i) => [p.id, i + 1]));
+    const sRank = new Map(sparse.map((p, i) => [p.id, i + 1]));
+    return fused.slice(0, k).map(({ id, score }) => ({
+      ...byId.get(id)!, score,
+      ...(dRank.has(id) ? { vectorRank: dRank.get(id)! } : {}),
+      ...(sRank.has(id) ? { bm25Rank: sRank.get(id)! } : {}),
+    }));
+  }
+
+  /** Dense search over the unit vectors: score = dot product = cosine similarity. */
+  async dense(qv: Float32Array, k: number, where: string | null): Promise<Passage[]> {
+    if (qv.length !== this.dim) throw new Error(`query vector has ${qv.length} dims; collection '${this.name}' holds ${this.dim}`);
+    let q = this.table.vectorSearch(qv).distanceType('dot').limit(k).select([...COLUMNS, '_distance']);
+    if (where) q = q.where(where);
+    const rows = await runQuery(q, where);
+    return rows.map((r) => passage(r, 1 - (r._distance as number)));
+  }
+
+  async bm25(query: string, k: number, where: string | null): Promise<Passage[]> {
+    if ((await this.table.countRows()) === 0) return [];
+    let q = this.table.search(query, 'fts').limit(k).select([...COLUMNS, '_score']);
+    if (where) q = q.where(where);
+    const rows = await runQuery(q, where);
+    return rows.map((r) => passage(r, r._score as number));
+  }
+}
+
+const COLUMNS = ['id', 'source', 'chunk', 'start_offset', 'end_offset', 'text'];
+
+async function runQuery(q: { toArray(): Promise<unknown[]> }, where: string | null): Promise<Array<Record<string, unknown>>> {
+  try {
+    return await q.toArray() as Array<Record<string, unknown>>;
+  } catch (e) {
+    if (where) throw new Error(`the filter ${JSON.stringify(where)} was refused: ${(e as Error).message.split('\n')[0]}`);
+    throw e;
+  }
+}
+
+function passage(r: Record<string, unknown>, score: number): Passage {
+  return {
+    id: r.id as string, source: r.source as string, chunk: r.chunk as number, start: r.start_offset as number, end: r.end_offset as number,
+    text: r.text as string, score,
+  };
+}

@@ -1,0 +1,94 @@
+// POST /v1/embeddings (OpenAI shape): the --embedding-model (or the --task embed model) when the request names it or
+// names none, else the chat model and its adapters; every input of a request goes to the engine at once, so the
+// scheduler packs them into shared forwards. `dimensions` other than the model's width is refused (no truncation).
+
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { EngineClient } from '../engine/protocol.js';
+import type { Pooling } from '../model/embed.js';
+import { PRIORITY_HEADER } from './batch-routes.js';
+import { ApiError, invalid } from './errors.js';
+import type { ServeMetrics } from './metrics.js';
+import type { ServeTokenizer } from './token-text.js';
+import { parseEmbeddingRequest, type Prompt, type ValidationContext } from './validate.js';
+
+/** A model served for embeddings: its engine, tokenizer and embedding_config.json. */
+export interface EmbeddingModel {
+  readonly name: string; // the id requests send
+  readonly engine: EngineClient;
+  readonly tokenizer: ServeTokenizer | null;
+  readonly pooling: Pooling; // used when the request gives none
+  readonly maxTokens: number; // longer inputs are refused
+}
+
+export interface EmbeddingRouteOptions {
+  readonly metrics: ServeMetrics;
+  /** The loaded context (throws 503 while loading): the chat model, and the embedding model when there is one. */
+  readonly context: () => { readonly engine: EngineClient; readonly tokenizer: ServeTokenizer | null; readonly embedding?: EmbeddingModel | null };
+  readonly modelName: string; // the chat model's id
+  readonly tracked: <T>(fn: () => Promise<T>) => Promise<T>;
+  readonly noteIgnored: (reply: FastifyReply, fields: readonly string[]) => void;
+}
+
+/** Routes that a --task embed server refuses (it has no generative model). */
+const GENERATIVE = new Set(['/v1/chat/completions', '/v1/completions']);
+
+export function registerEmbeddingRoutes(app: FastifyInstance, o: EmbeddingRouteOptions): void {
+  app.addHook('preHandler', async (req) => {
+    if (!GENERATIVE.has(req.routeOptions.url ?? '')) return;
+    const c = o.context();
+    if (c.embedding && c.embedding.engine === c.engine) {
+      throw new ApiError(400, `this server runs --task embed: '${c.embedding.name}' is an embedding model; only /v1/embeddings answers`, 'model', 'model_not_supported');
+    }
+  });
+
+  app.post('/v1/embeddings', (req, reply) => o.tracked(async () => {
+    const c = o.context();
+    const body = req.body as Record<string, unknown> | null;
+    const asked = body !== null && typeof body === 'object' ? body.model : undefined;
+    const emb = c.embedding && (asked === undefined || asked === c.embedding.name) ? c.embedding : null;
+    const engine = emb ? emb.engine : c.engine;
+    const info = engine.info;
+    const adapterNames = emb ? [] : (c.engine.adapters?.() ?? []).map((a) => a.name);
+    const vctx: ValidationContext = { modelName: emb ? emb.name : o.modelName, vocabSize: info.vocabSize, hiddenSize: info.hiddenSize, maxNumSeqs: info.maxNumSeqs, adapterNames };
+    const p = parseEmbeddingRequest(req.body, vctx);
+    o.noteIgnored(reply, p.ignored);
+    const tokenizer = emb ? emb.tokenizer : c.tokenizer;
+    const limit = Math.min(info.maxRequestTokens, emb?.maxTokens ?? Infinity);
+    const inputs = p.inputs.map((inp, i) => {
+      const param = p.inputs.length > 1 ? `input[${i}]` : 'input';
+      const ids = promptIds(tokenizer, inp, param);
+      if (ids.length === 0) throw invalid(param, 'the input has no tokens', 'invalid_value');
+      if (ids.length > limit) throw invalid(param, `the input is ${ids.length} tokens, but this model takes at most ${limit}`, 'context_length_exceeded');
+      return ids;
+    });
+    const id = `embd-${randomUUID().replaceAll('-', '')}`;
+    const priority = req.headers[PRIORITY_HEADER] === 'batch' ? 'batch' : 'interactive';
+    const pooling = p.pooling ?? emb?.pooling ?? 'mean';
+    const outs = await Promise.all(inputs.map((ids, i) =>
+      engine.embed({ id: `${id}-${i}`, promptIds: ids, pooling, normalize: p.normalize, priority, adapter: emb || p.model === o.modelName ? null : p.model })));
+    const tokens = outs.reduce((s, x) => s + x.promptTokens, 0);
+    o.metrics.promptTokens.inc(tokens);
+    return {
+      object: 'list', model: p.model,
+      data: outs.map((x, i) => ({
+        object: 'embedding', index: i,
+        embedding: p.encodingFormat === 'base64'
+          ? Buffer.from(x.embedding.buffer, x.embedding.byteOffset, x.embedding.byteLength).toString('base64')
+          : Array.from(x.embedding),
+      })),
+      usage: { prompt_tokens: tokens, total_tokens: tokens },
+    };
+  }));
+}
+
+/** Token ids of one input (text with the tokenizer's BOS, or ids as given). */
+function promptIds(tok: ServeTokenizer | null, p: Prompt, param: string): number[] {
+  if ('ids' in p) return [...p.ids];
+  if (!tok) throw invalid(param, 'this model has no tokenizer: send token ids instead of text');
+  try {
+    return tok.encode(p.text, { addSpecialTokens: true });
+  } catch (e) {
+    throw invalid(param, `cannot tokenize '${param}': ${(e as Error).message}`);
+  }
+}

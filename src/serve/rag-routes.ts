@@ -1,0 +1,231 @@
+// RAG routes (under --rag-db): collections (create, list, get, delete), documents (add text or an uploaded file,
+// delete by source), POST /v1/rag/query, and the `rag` extension of chat completions (passages in, citations out).
+
+import { randomUUID } from 'node:crypto';
+import multipart from '@fastify/multipart';
+import type { FastifyInstance } from 'fastify';
+import type { ChatMessage } from '../formats/chat-template.js';
+import { citations, fitPassages, injectPassages, type Citation } from '../platform/rag/answer.js';
+import type { RagEmbedder } from '../platform/rag/embedder.js';
+import { SUPPORTED_EXTENSIONS } from '../platform/rag/extract.js';
+import { CollectionNotFoundError, RagStore, SEARCH_MODES, type Collection, type DocumentInput, type Passage, type SearchMode } from '../platform/rag/store.js';
+import type { EmbeddingModel } from './embeddings-routes.js';
+import { ApiError, invalid } from './errors.js';
+
+/** RagEmbedder over the server's embedding engine (its worker thread embeds; the HTTP loop never waits on it). */
+export function engineEmbedder(m: EmbeddingModel | null, name: string): RagEmbedder {
+  if (!m) throw invalid('model', 'this server has no embedding model for RAG: start floe serve with --embedding-model PATH', 'rag_unavailable');
+  const tok = m.tokenizer;
+  if (!tok) throw new ApiError(500, `the embedding model '${m.name}' has no tokenizer`);
+  const D = m.engine.info.hiddenSize;
+  return {
+    name, dim: D, maxTokens: m.maxTokens,
+    countTokens: (t) => tok.encode(t, { addSpecialTokens: true }).length,
+    embed: async (texts) => {
+      const outs = await Promise.all(texts.map((t) => m.engine.embed({
+        id: `rag-${randomUUID()}`, promptIds: tok.encode(t, { addSpecialTokens: true }).slice(0, m.maxTokens), pooling: m.pooling, normalize: true,
+      })));
+      return outs.map((o) => o.embedding);
+    },
+  };
+}
+
+export interface RagRouteOptions {
+  readonly db: string; // the LanceDB directory (created on first use)
+  readonly embedder: () => Promise<RagEmbedder>; // the server's embedding model (throws while loading / when absent)
+  readonly maxFileBytes?: number; // largest uploaded document (default 16 MiB)
+}
+
+/** What the chat route needs: strip and check the `rag` field, then retrieve and inject. */
+export interface RagChat {
+  /** The body without `rag`, and the parsed field (null when absent). */
+  take(body: unknown): { body: unknown; rag: RagChatSpec | null };
+  /** Retrieve for the last user message, inject the passages that fit in `limit` prompt tokens. */
+  apply(spec: RagChatSpec, messages: readonly ChatMessage[], encode: (m: readonly ChatMessage[]) => number[], limit: number): Promise<RagApplied>;
+}
+
+export interface RagChatSpec { readonly collection: string; readonly k: number; readonly mode: SearchMode; readonly where: string | null }
+export interface RagApplied {
+  readonly messages: ChatMessage[];
+  readonly ids: number[];
+  readonly used: Passage[];
+  readonly dropped: Passage[];
+  /** Citations of the used passages, marking those the answer cites as [n]. */
+  cite(answer: string): { citations: Citation[]; dropped: Array<Pick<Passage, 'id' | 'source' | 'chunk' | 'start' | 'end' | 'score'>> };
+}
+
+const obj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+function str(b: Record<string, unknown>, name: string, param = name): string {
+  const v = b[name];
+  if (typeof v !== 'string' || v.length === 0) throw invalid(param, `'${param}' must be a non-empty string`, 'invalid_type');
+  return v;
+}
+
+function kOf(v: unknown, param: string): number {
+  if (v === undefined) return 5;
+  if (!(typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 100)) throw invalid(param, `'${param}' must be an integer in [1, 100], got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function modeOf(v: unknown, param: string): SearchMode {
+  if (v === undefined) return 'hybrid';
+  if (!SEARCH_MODES.includes(v as SearchMode)) throw invalid(param, `'${param}' must be one of ${SEARCH_MODES.join(', ')}, got ${JSON.stringify(v)}`);
+  return v as SearchMode;
+}
+
+function whereOf(v: unknown, param: string): string | null {
+  if (v === undefined || v === null) return null;
+  if (typeof v !== 'string') throw invalid(param, `'${param}' must be an SQL filter string`, 'invalid_type');
+  return v;
+}
+
+/** Store errors as API errors: a missing collection is 404, a refused filter or bad document 400. */
+async function api<T>(f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    if (e instanceof ApiError) throw e;
+    const m = (e as Error).message;
+    if (e instanceof CollectionNotFoundError) throw new ApiError(404, m, 'collection', 'collection_not_found');
+    if (/was refused|unsupported file type|document is empty|invalid collection name|-dim vectors|given twice|query is empty/.test(m)) throw invalid('body', m);
+    throw e;
+  }
+}
+
+export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): RagChat {
+  let storeP: Promise<RagStore> | null = null;
+  const store = () => (storeP ??= RagStore.open(o.db, { create: true }));
+  const embedder = () => o.embedder();
+  const collection = async (name: string): Promise<Collection> => api(async () => (await store()).collection(name));
+  // one writer at a time per process: LanceDB commits are atomic, but ingest reads then writes
+  let writing: Promise<unknown> = Promise.resolve();
+  const serial = <T>(f: () => Promise<T>): Promise<T> => {
+    const next = writing.then(f, f);
+    writing = next.catch(() => {});
+    return next;
+  };
+  const info = async (c: Collection) => ({ object: 'rag.collection', ...(await c.info()) });
+
+  app.get('/v1/rag/collections', async () => {
+    const s = await store();
+    return { object: 'list', data: (await s.list()).map((c) => ({ object: 'rag.collection', ...c })) };
+  });
+
+  app.post('/v1/rag/collections', async (req) => {
+    if (!obj(req.body)) throw invalid('body', 'expected a JSON object {"name": "..."}');
+    const name = str(req.body, 'name');
+    return serial(() => api(async () => {
+      const s = await store();
+      if (await s.has(name)) throw new ApiError(400, `collection '${name}' already exists`, 'name', 'collection_exists');
+      return info(await s.create(name, await embedder()));
+    }));
+  });
+
+  app.get<{ Params: { name: string } }>('/v1/rag/collections/:name', async (req) => info(await collection(req.params.name)));
+
+  app.delete<{ Params: { name: string } }>('/v1/rag/collections/:name', async (req) => serial(async () => {
+    await api(async () => (await store()).drop(req.params.name));
+    return { object: 'rag.collection', name: req.params.name, deleted: true };
+  }));
+
+  const ingest = async (name: string, docs: DocumentInput[]) => serial(async () => {
+    const c = await collection(name);
+    const e = await embedder();
+    const r = await api(() => c.ingest(docs, e));
+    return { object: 'rag.ingest', collection: name, added: r.added, replaced: r.replaced, skipped: r.skipped, chunks: r.chunks };
+  });
+
+  void app.register(async (sub) => {
+    await sub.register(multipart, { limits: { fileSize: o.maxFileBytes ?? 16 * 2 ** 20, files: 1 } });
+    // JSON {"source", "text"} or {"documents": [{"source", "text"}, …]}, or multipart with a file (its name is the source)
+    sub.post<{ Params: { name: string } }>('/v1/rag/collections/:name/documents', async (req) => {
+      const docs: DocumentInput[] = [];
+      if (req.isMultipart()) {
+        let source: string | null = null;
+        for await (const part of req.parts()) {
+          if (part.type === 'file') {
+            if (part.fieldname !== 'file') throw invalid(part.fieldname, `unexpected file field '${part.fieldname}'; send the document as 'file'`);
+            const data = await part.toBuffer();
+            let text: string;
+            try { text = new TextDecoder('utf-8', { fatal: true }).decode(data); } catch { throw invalid('file', `${part.filename} is not valid UTF-8 text`); }
+            docs.push({ source: part.filename || 'upload.txt', content: text });
+          } else if (part.fieldname === 'source') source = String(part.value);
+        }
+        if (docs.length === 0) throw invalid('file', `no file part: send the document as the multipart field 'file' (${SUPPORTED_EXTENSIONS.join(', ')})`);
+        if (source !== null) docs[0] = { source, content: docs[0]!.content, kind: docs[0]!.source };
+      } else {
+        if (!obj(req.body)) throw invalid('body', 'expected {"source", "text"} or {"documents": [...]} (or multipart with a file)');
+        const list = req.body.documents === undefined ? [req.body] : req.body.documents;
+        if (!Array.isArray(list) || list.length === 0) throw invalid('documents', "'documents' must be a non-empty array");
+        list.forEach((d, i) => {
+          const p = req.body && (req.body as Record<string, unknown>).documents === undefined ? '' : `documents[${i}].`;
+          if (!obj(d)) throw invalid(`${p}source`, `'${p.slice(0, -1) || 'body'}' must be an object`);
+          const kind = d.kind === undefined ? undefined : str(d, 'kind', `${p}kind`);
+          docs.push({ source: str(d, 'source', `${p}source`), content: typeof d.text === 'string' ? d.text : str(d, 'text', `${p}text`), kind: kind ?? (/\.[a-z]+$/i.test(d.source as string) ? undefined : 'text.txt') });
+        });
+      }
+      return ingest(req.params.name, docs);
+    });
+  });
+
+  app.delete<{ Params: { name: string }; Querystring: { source?: string } }>('/v1/rag/collections/:name/documents', async (req) => {
+    const source = req.query.source;
+    if (!source) throw invalid('source', "give the document's source as ?source=...");
+    return serial(async () => {
+      const c = await collection(req.params.name);
+      const n = await c.deleteSource(source);
+      if (n === 0) throw new ApiError(404, `collection '${c.name}' has no document with source ${JSON.stringify(source)}`, 'source', 'document_not_found');
+      return { object: 'rag.document', source, deleted: true, chunks: n };
+    });
+  });
+
+  app.post('/v1/rag/query', async (req) => {
+    if (!obj(req.body)) throw invalid('body', 'expected {"collection", "query", "k"?, "mode"?, "where"?}');
+    const b = req.body;
+    const name = str(b, 'collection'), query = str(b, 'query');
+    const k = kOf(b.k, 'k'), mode = modeOf(b.mode, 'mode'), where = whereOf(b.where, 'where');
+    const c = await collection(name);
+    const passages = await api(async () => c.search(query, mode === 'bm25' ? null : await embedder(), { k, mode, where }));
+    return { object: 'list', collection: name, mode, data: passages.map((p, i) => ({ object: 'rag.passage', rank: i + 1, ...p })) };
+  });
+
+  return {
+    take(body) {
+      if (!obj(body) || body.rag === undefined) return { body, rag: null };
+      const { rag, ...rest } = body;
+      if (!obj(rag)) throw invalid('rag', "'rag' must be an object {\"collection\", \"k\"?, \"mode\"?, \"where\"?}", 'invalid_type');
+      return { body: rest, rag: { collection: str(rag, 'collection', 'rag.collection'), k: kOf(rag.k, 'rag.k'), mode: modeOf(rag.mode, 'rag.mode'), where: whereOf(rag.where, 'rag.where') } };
+    },
+    async apply(spec, messages, encode, limit) {
+      const last = [...messages].reverse().find((m) => m.role === 'user');
+      const query = typeof last?.content === 'string' ? last.content
+        : Array.isArray(last?.content) ? last!.content.map((p) => (typeof p.text === 'string' ? p.text : '')).join(' ') : '';
+      if (query.trim() === '') throw invalid('messages', 'rag needs a user message with text to retrieve for');
+      const c = await collection(spec.collection);
+      const found = await api(async () => c.search(query, spec.mode === 'bm25' ? null : await embedder(), { k: spec.k, mode: spec.mode, where: spec.where }));
+      const f = fitPassages(found, (ps) => {
+        const m = injectPassages(messages, ps);
+        return { ids: encode(m), messages: m };
+      }, limit);
+      return {
+        messages: f.messages!, ids: f.ids, used: f.used, dropped: f.dropped,
+        cite: (answer) => ({
+          citations: citations(f.used, answer),
+          dropped: f.dropped.map((p) => ({ id: p.id, source: p.source, chunk: p.chunk, start: p.start, end: p.end, score: p.score })),
+        }),
+      };
+    },
+  };
+}
+
+/** The chat route's answer when `rag` is sent to a server without --rag-db. */
+export const noRag: RagChat = {
+  take(body) {
+    if (obj(body) && body.rag !== undefined) throw invalid('rag', "this server has no RAG database: start floe serve with --rag-db DIR (and an embedding model) to use 'rag'", 'rag_unavailable');
+    return { body, rag: null };
+  },
+  apply() {
+    throw new ApiError(500, 'rag is not configured');
+  },
+};

@@ -1,0 +1,132 @@
+// `floe rag` as a subprocess with real embedders (the built-in models/floe-embed; floe-brown pooled) and the built-in chat model: ingest →
+// query → ask with citations; re-ingest skips; errors; killed mid-ingest (-9) it leaves whole documents only.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { RagStore } from '../../src/platform/rag/store.js';
+import { randomText, rng } from '../platform/rag-helpers.js';
+
+const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
+const BUILT = fileURLToPath(new URL('../../dist/src/cli/rag.js', import.meta.url));
+const EMB = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const EMBED = fileURLToPath(new URL('../../models/floe-embed', import.meta.url));
+const T = 180_000;
+
+interface Run { code: number | null; stdout: string; stderr: string }
+function floe(args: string[], opts: { killWhen?: () => boolean } = {}): Promise<Run> {
+  if (!existsSync(BUILT)) throw new Error(`${BUILT} is missing: run \`npm run build\` first (npm test does)`);
+  const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '', stderr = '';
+  p.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
+  p.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const timer = opts.killWhen ? setInterval(() => { if (p.exitCode === null && opts.killWhen!()) p.kill('SIGKILL'); }, 5) : null;
+  return new Promise((ok) => p.once('exit', (code) => { if (timer) clearInterval(timer); ok({ code, stdout, stderr }); }));
+}
+const json = (r: Run) => {
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  return JSON.parse(r.stdout) as Record<string, any>;
+};
+
+test('floe rag: ingest → query → ask with citations; re-ingest skips unchanged files; clear errors', { timeout: T }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-rag-cli-'));
+  const db = join(dir, 'db');
+  const r = rng((Date.now() ^ 0x77) >>> 0);
+  const a = join(dir, 'a.txt'), b = join(dir, 'b.md'), c = join(dir, 'c.html');
+  writeFileSync(a, `${randomText(r, 4)}\n\nThe zyxoquartz crystal glows green in the dark mine.\n\n${randomText(r, 4)}`);
+  writeFileSync(b, `# Boats\n\n${randomText(r, 3)}\n\nThe boat was small and the river was cold.\n`);
+  writeFileSync(c, `<p>${randomText(r, 3).replaceAll('\n', ' ')}</p><p>Cats &amp; dogs sleep by the fire.</p>`);
+  // no --embedding-model: ingest uses the built-in models/floe-embed, and query / ask the collection's recorded one
+  const common = ['--db', db, '--collection', 'docs', '--threads', '1'];
+  const first = await floe(['rag', 'ingest', ...common, '--chunk-tokens', '64', '--json', a, b, c]);
+  assert.match(first.stderr, /no --embedding-model given, using the built-in embedder .*models\/floe-embed/);
+  const ing = json(first);
+  assert.deepEqual([ing.added, ing.skipped, ing.dim, ing.embedder], [[a, b, c], [], 256, EMBED]);
+  assert.ok(ing.chunks >= 3);
+
+  const q = json(await floe(['rag', 'query', ...common, '--mode', 'bm25', '--k', '3', '--json', 'zyxoquartz']));
+  assert.equal(q.passages[0].source, a);
+  assert.match(q.passages[0].text, /zyxoquartz/);
+  assert.equal(readFileSync(a, 'utf8').slice(q.passages[0].start, q.passages[0].end), q.passages[0].text);
+  const h = json(await floe(['rag', 'query', ...common, '--k', '4', '--json', '--where', `source = '${b}'`, 'the small boat']));
+  assert.ok(h.passages.length > 0 && h.passages.every((p: { source: string }) => p.source === b));
+
+  // ask: the prompt holds what fits of k passages; citations name them (id, source, offsets), in rank order
+  const ret = json(await floe(['rag', 'query', ...common, '--k', '6', '--json', 'what glows in the mine?']));
+  const ans = json(await floe(['rag', 'ask', ...common, '--k', '6', '--max-tokens', '16', '--json', 'what glows in the mine?']));
+  assert.equal(typeof ans.answer, 'string');
+  assert.ok(ans.usage.completionTokens >= 1);
+  const cited = [...ans.citations.map((x: { id: string }) => x.id), ...ans.dropped.map((x: { id: string }) => x.id)];
+  assert.deepEqual(cited, ret.passages.map((p: { id: string }) => p.id));
+  ans.citations.forEach((x: { index: number; source: string; start: number; end: number }, i: number) => {
+    assert.equal(x.index, i + 1);
+    assert.equal(x.source, ret.passages[i].source);
+    assert.deepEqual([x.start, x.end], [ret.passages[i].start, ret.passages[i].end]);
+  });
+  // a big answer budget: lower-ranked passages are dropped, and the plain output says so (reranked first)
+  const tight = await floe(['rag', 'ask', ...common, '--k', '6', '--rerank', '--max-tokens', '900', 'what glows in the mine?']);
+  assert.equal(tight.code, 0, tight.stderr);
+  assert.match(tight.stdout, /Sources:/);
+  assert.match(tight.stdout, /lower-ranked passages? left out: the context window is full/);
+
+  const again = json(await floe(['rag', 'ingest', ...common, '--json', a, b, c]));
+  assert.deepEqual([again.added, again.replaced, again.skipped, again.chunks], [[], [], [a, b, c], 0]);
+
+  const miss = await floe(['rag', 'query', '--db', db, '--collection', 'nope', '--json', 'x']);
+  assert.equal(miss.code, 1);
+  assert.match(JSON.parse(miss.stdout).error.message, /collection 'nope' does not exist in .* \(it has 'docs'\)/);
+  const pdf = join(dir, 'x.pdf');
+  writeFileSync(pdf, '%PDF');
+  const bad = await floe(['rag', 'ingest', '--db', db, '--collection', 'other', '--embedding-model', EMB, '--json', a, pdf]);
+  assert.equal(bad.code, 1);
+  assert.match(JSON.parse(bad.stdout).error.message, /x.pdf: unsupported file type '.pdf'/);
+  const empty = join(dir, 'empty.txt');
+  writeFileSync(empty, '  \n');
+  const emp = await floe(['rag', 'ingest', '--db', db, '--collection', 'other', '--embedding-model', EMB, '--json', a, empty]);
+  assert.match(JSON.parse(emp.stdout).error.message, /empty.txt: the document is empty/);
+  const list = json(await floe(['rag', 'list', '--db', db, '--json']));
+  assert.deepEqual(list.collections.map((x: { name: string }) => x.name), ['docs'], 'a failed first ingest leaves no collection');
+  const usage = await floe(['rag', 'query', '--db', db, '--collection', 'docs', '--mode', 'fuzzy', 'x']);
+  assert.equal(usage.code, 2);
+  assert.match(usage.stderr, /--mode expects vector, bm25, hybrid/);
+});
+
+test('floe rag ingest killed with -9 mid-ingest leaves whole documents only; the re-run completes the rest', { timeout: T }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-rag-kill-'));
+  const db = join(dir, 'db');
+  const r = rng((Date.now() ^ 0x99) >>> 0);
+  const files = Array.from({ length: 16 }, (_, i) => {
+    const f = join(dir, `doc${String(i).padStart(2, '0')}.txt`);
+    writeFileSync(f, randomText(r, 3 + Math.floor(r() * 4)));
+    return f;
+  });
+  const common = ['--db', db, '--collection', 'k', '--embedding-model', EMB, '--threads', '1', '--chunk-tokens', '48', '--commit-chunks', '1'];
+  // the reference: each file ingested alone, uninterrupted
+  const ref = json(await floe(['rag', 'ingest', '--db', join(dir, 'ref'), '--collection', 'k', ...common.slice(4), '--json', ...files]));
+  assert.equal(ref.added.length, files.length);
+  const refStore = await RagStore.open(join(dir, 'ref'));
+  const refRows = await (await refStore.collection('k')).table.query().select(['id', 'source', 'chunk']).toArray();
+  const versions = join(db, 'k.lance', '_versions');
+  const commits = () => (existsSync(versions) ? readdirSync(versions).length : 0);
+  const killed = await floe(['rag', 'ingest', ...common, '--json', ...files], { killWhen: () => commits() >= 4 });
+  assert.equal(killed.code, null, `the ingest finished before the kill: ${killed.stdout}`);
+  const store = await RagStore.open(db);
+  const rows = await (await store.collection('k')).table.query().select(['id', 'source', 'chunk']).toArray();
+  const bySource = (rs: typeof rows) => {
+    const m = new Map<string, string[]>();
+    for (const x of rs) m.set(x.source, [...(m.get(x.source) ?? []), x.id].sort());
+    return m;
+  };
+  const got = bySource(rows), want = bySource(refRows);
+  assert.ok(got.size >= 1 && got.size < files.length, `${got.size} of ${files.length} documents stored`);
+  for (const [src, ids] of got) assert.deepEqual(ids, want.get(src), `${src}: whole document`);
+  const rerun = json(await floe(['rag', 'ingest', ...common, '--json', ...files]));
+  assert.equal(rerun.skipped.length, got.size);
+  assert.equal(rerun.added.length, files.length - got.size);
+  const final = await (await (await RagStore.open(db)).collection('k')).table.query().select(['id', 'source', 'chunk']).toArray();
+  assert.deepEqual(bySource(final), want);
+});

@@ -1,0 +1,80 @@
+// Chunking properties on random texts, counted by the built-in model's real tokenizer: no chunk over the limit,
+// consecutive chunks overlap by at most the overlap (and never leave a gap), offsets give back the exact text.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chunkText } from '../../src/platform/rag/chunk.js';
+import { extractDocument, sourceSpan } from '../../src/platform/rag/extract.js';
+import { brownTokenizer, randomText, rng } from './rag-helpers.js';
+
+test('chunkText: random texts, several sizes: limit, overlap, coverage and exact offsets', async () => {
+  const tok = await brownTokenizer();
+  const count = (t: string) => tok.encode(t).length; // BOS included, as the embedder feeds it
+  const base = count('');
+  const seed = (Date.now() ^ 0x5eed) >>> 0;
+  const r = rng(seed);
+  for (let trial = 0; trial < 12; trial++) {
+    const text = randomText(r, 1 + Math.floor(r() * 12));
+    const maxTokens = 16 + Math.floor(r() * 112);
+    const overlap = Math.floor(r() * (maxTokens - base) * 0.5);
+    const chunks = chunkText(text, { maxTokens, overlap, countTokens: count });
+    const at = `seed ${seed} trial ${trial} (max ${maxTokens}, overlap ${overlap})`;
+    assert.ok(chunks.length >= 1, at);
+    let covered = 0; // text before this offset is covered by chunks
+    for (const [i, c] of chunks.entries()) {
+      assert.equal(c.text, text.slice(c.start, c.end), `${at}: chunk ${i} offsets`);
+      assert.equal(c.tokens, count(c.text), `${at}: chunk ${i} token count`);
+      assert.ok(c.tokens <= maxTokens, `${at}: chunk ${i} has ${c.tokens} tokens > ${maxTokens}`);
+      assert.equal(c.text, c.text.trim(), `${at}: chunk ${i} is trimmed`);
+      assert.equal(text.slice(covered, c.start).trim(), '', `${at}: gap of text before chunk ${i}`);
+      if (i > 0) {
+        const prev = chunks[i - 1]!;
+        assert.ok(c.start > prev.start, `${at}: chunk ${i} does not advance`);
+        if (c.start < prev.end) {
+          const shared = count(text.slice(c.start, prev.end)) - base;
+          assert.ok(shared <= overlap, `${at}: chunks ${i - 1},${i} share ${shared} tokens > ${overlap}`);
+        }
+      }
+      covered = Math.max(covered, c.end);
+    }
+    assert.equal(text.slice(covered).trim(), '', `${at}: text after the last chunk`);
+  }
+});
+
+test('chunkText: overlap is used when sentences allow it, and chunks end at paragraph ends when they can', async () => {
+  const tok = await brownTokenizer();
+  const count = (t: string) => tok.encode(t).length;
+  const sent = (i: number) => `Sentence number ${i} tells of the old man and the sea.`;
+  const text = Array.from({ length: 40 }, (_, i) => sent(i)).join(' ');
+  const chunks = chunkText(text, { maxTokens: 64, overlap: 20, countTokens: count });
+  assert.ok(chunks.length > 3);
+  for (let i = 1; i < chunks.length; i++) assert.ok(chunks[i]!.start < chunks[i - 1]!.end, `chunks ${i - 1} and ${i} overlap`);
+  const noOverlap = chunkText(text, { maxTokens: 64, overlap: 0, countTokens: count });
+  for (let i = 1; i < noOverlap.length; i++) assert.ok(noOverlap[i]!.start >= noOverlap[i - 1]!.end);
+  // a short paragraph then a long one, with room for two more sentences: the first chunk stops at the paragraph end
+  const p1 = `${sent(1)} ${sent(2)} ${sent(3)}`;
+  const paras = `${p1}\n\n${Array.from({ length: 10 }, (_, i) => sent(10 + i)).join(' ')}`;
+  const limit = count(p1) + count(`${sent(10)} ${sent(11)}`);
+  const pc = chunkText(paras, { maxTokens: limit, overlap: 0, countTokens: count });
+  assert.equal(pc[0]!.text, p1);
+  assert.ok(pc[1]!.text.startsWith(sent(10)) && pc[1]!.tokens > count(p1), pc[1]!.text);
+  assert.throws(() => chunkText('x', { maxTokens: 1, overlap: 0, countTokens: count }), /leaves no room/);
+  assert.throws(() => chunkText('x', { maxTokens: 10, overlap: 10, countTokens: count }), /overlap must be/);
+});
+
+test('extractDocument: Markdown and HTML text with source spans that contain each chunk', () => {
+  const md = '# The Title\n\nSome *emphasis* and `code` with an \\* escape.\n\n- first item\n- second item\n\n```js\nlet a = 1;\n```\n';
+  const m = extractDocument('doc.md', md);
+  assert.equal(m.text, 'The Title\n\nSome emphasis and code with an * escape.\n\nfirst item\n\nsecond item\n\nlet a = 1;');
+  const html = '<html><head><title>T &amp; t</title><style>p{}</style><script>var x = 1</script></head>' +
+    '<body><h1>Hello   world</h1><p>A &lt;b&gt; para with <b>bold</b> text.</p><pre>  code\n  here</pre></body></html>';
+  const h = extractDocument('page.html', html);
+  assert.equal(h.text, 'T & t\n\nHello world\n\nA <b> para with bold text.\n\n  code\n  here');
+  // every verbatim piece's text is exactly its source slice; a span covers the words of the text it maps
+  for (const d of [m, h]) for (const p of d.pieces) if (p.verbatim) assert.equal(p.text, (d === m ? md : html).slice(p.srcStart, p.srcEnd));
+  const s = sourceSpan(h, h.text.indexOf('para'), h.text.indexOf('text.') + 5);
+  assert.equal(html.slice(s.start, s.end), 'para with <b>bold</b> text.');
+  assert.throws(() => extractDocument('x.pdf', 'abc'), /unsupported file type '.pdf'/);
+  assert.throws(() => extractDocument('x.md', '  \n\n '), /x.md: the document is empty/);
+  assert.throws(() => extractDocument('x.html', '<p> </p><script>only code</script>'), /empty/);
+});

@@ -1,0 +1,125 @@
+// RAG over HTTP on the built-in models (chat: floe-brown; embedding engine: floe-embed): collections, documents
+// (JSON text and a multipart file), /v1/rag/query, and chat completions with the `rag` extra body field through the
+// official `openai` client: passages injected into the prompt, citations returned (plain and streamed).
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+import { startServer, type RunningServer } from '../../src/serve/server.js';
+import { createApp } from '../../src/serve/app.js';
+import { openEmbedder } from '../../src/platform/rag/embedder.js';
+import { RagStore } from '../../src/platform/rag/store.js';
+import { brownTokenizer, randomText, rng } from '../platform/rag-helpers.js';
+import { byteTokenizer, FakeEngine } from './helpers.js';
+
+const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const EMBED = fileURLToPath(new URL('../../models/floe-embed', import.meta.url));
+const T = 120_000;
+let server: RunningServer;
+const DB = join(mkdtempSync(join(tmpdir(), 'floe-rag-http-')), 'db');
+
+before(async () => {
+  server = await startServer({
+    model: BROWN, modelName: 'chat', port: 0, threads: 1, log: () => {}, ui: false, dataDir: null, kvCacheMemory: 64 * 2 ** 20,
+    ragDb: DB, embeddingModel: EMBED,
+  });
+  await server.ready;
+});
+after(async () => { await server?.close(0); });
+
+const call = async (method: string, path: string, body?: unknown) => {
+  const r = await fetch(server.url + path, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: r.status, json: await r.json() as Record<string, any> };
+};
+
+test('HTTP RAG: collections, documents, query, chat with rag → citations; errors', { timeout: T }, async () => {
+  const r = rng((Date.now() ^ 0x42) >>> 0);
+  const created = await call('POST', '/v1/rag/collections', { name: 'docs' });
+  assert.equal(created.status, 200, JSON.stringify(created.json));
+  assert.equal(created.json.dim, 256);
+  assert.equal((await call('POST', '/v1/rag/collections', { name: 'docs' })).json.error.code, 'collection_exists');
+  const a = `${randomText(r, 3)}\n\nThe zyxoquartz crystal glows green in the dark mine.\n\n${randomText(r, 3)}`;
+  const add = await call('POST', '/v1/rag/collections/docs/documents', { documents: [{ source: 'a.txt', text: a }, { source: 'b.md', text: `# Boats\n\n${randomText(r, 2)}` }] });
+  assert.deepEqual(add.json.added, ['a.txt', 'b.md']);
+  const form = new FormData();
+  form.append('file', new Blob(['<p>Cats &amp; dogs sleep by the fire.</p>'], { type: 'text/html' }), 'c.html');
+  const up = await fetch(server.url + '/v1/rag/collections/docs/documents', { method: 'POST', body: form });
+  assert.deepEqual(((await up.json()) as { added: string[] }).added, ['c.html']);
+  const bad = await call('POST', '/v1/rag/collections/docs/documents', { source: 'x.pdf', text: 'abc' });
+  assert.equal(bad.status, 400);
+  assert.match(bad.json.error.message, /unsupported file type '.pdf'/);
+  const list = await call('GET', '/v1/rag/collections');
+  assert.deepEqual(list.json.data.map((c: { name: string; documents: number }) => [c.name, c.documents]), [['docs', 3]]);
+
+  const q = await call('POST', '/v1/rag/query', { collection: 'docs', query: 'zyxoquartz', mode: 'bm25', k: 2 });
+  assert.equal(q.json.data[0].source, 'a.txt');
+  assert.equal(a.slice(q.json.data[0].start, q.json.data[0].end), q.json.data[0].text);
+  assert.equal((await call('POST', '/v1/rag/query', { collection: 'nope', query: 'x' })).status, 404);
+  assert.equal((await call('POST', '/v1/rag/query', { collection: 'docs', query: 'x', mode: 'fuzzy' })).json.error.param, 'mode');
+
+  const question = 'What glows green in the dark mine?';
+  const hybrid = await call('POST', '/v1/rag/query', { collection: 'docs', query: question, k: 3 });
+  const client = new OpenAI({ baseURL: server.url + '/v1', apiKey: 'none' });
+  const body = {
+    model: 'chat', messages: [{ role: 'user' as const, content: question }], max_tokens: 8, temperature: 0,
+    rag: { collection: 'docs', k: 3 }, return_token_ids: true,
+  };
+  const chat = await client.chat.completions.create(body as OpenAI.ChatCompletionCreateParamsNonStreaming) as OpenAI.ChatCompletion & {
+    citations: Array<{ index: number; id: string; source: string; start: number; end: number; cited: boolean }>; prompt_token_ids: number[];
+  };
+  assert.deepEqual(chat.citations.map((c) => c.id), hybrid.json.data.map((p: { id: string }) => p.id));
+  const prompt = (await brownTokenizer()).decode(chat.prompt_token_ids);
+  hybrid.json.data.forEach((p: { source: string; text: string }, i: number) => assert.ok(prompt.includes(`[${i + 1}] (${p.source}) ${p.text}`), `passage ${i + 1} in the prompt`));
+  assert.ok(prompt.includes(question));
+  // the same chat without rag: no citations, no passages
+  const plain = await client.chat.completions.create({ ...body, rag: undefined } as OpenAI.ChatCompletionCreateParamsNonStreaming) as OpenAI.ChatCompletion & { citations?: unknown };
+  assert.equal(plain.citations, undefined);
+  assert.ok(plain.usage!.prompt_tokens < chat.usage!.prompt_tokens);
+  // streamed: the finishing chunk carries the citations, and the text equals the non-streamed greedy answer
+  const stream = await client.chat.completions.create({ ...body, stream: true } as OpenAI.ChatCompletionCreateParamsStreaming);
+  let text = '', cits: unknown = null;
+  for await (const ch of stream) {
+    text += ch.choices[0]?.delta?.content ?? '';
+    if ((ch as { citations?: unknown }).citations) cits = (ch as { citations?: unknown }).citations;
+  }
+  assert.equal(text, chat.choices[0]!.message.content);
+  assert.deepEqual(cits, chat.citations);
+  await assert.rejects(client.chat.completions.create({ ...body, rag: { collection: 'nope' } } as OpenAI.ChatCompletionCreateParamsNonStreaming),
+    (e: unknown) => e instanceof OpenAI.APIError && e.status === 404 && /collection 'nope' does not exist/.test(e.message));
+  await assert.rejects(client.chat.completions.create({ ...body, rag: { collection: 'docs', k: 0 } } as OpenAI.ChatCompletionCreateParamsNonStreaming),
+    (e: unknown) => e instanceof OpenAI.APIError && e.status === 400 && /rag.k/.test(e.message));
+
+  // the server's engine embeds as the library's Embedder does: a collection ingested over HTTP serves CLI/library queries
+  const store = await RagStore.open(DB);
+  const col = await store.collection('docs');
+  assert.equal(col.embedderName, resolve(EMBED));
+  const lib = await openEmbedder(EMBED, { threads: 1 });
+  for (const p of hybrid.json.data as Array<{ id: string; text: string }>) {
+    const [v] = await lib.embed([p.text]);
+    const top = await col.dense(v!, 1, null);
+    assert.equal(top[0]!.id, p.id);
+    assert.ok(top[0]!.score > 0.999, `library vector vs stored: cosine ${top[0]!.score}`);
+  }
+  store.close();
+
+  const del = await call('DELETE', '/v1/rag/collections/docs/documents?source=b.md');
+  assert.deepEqual([del.json.deleted, (await call('GET', '/v1/rag/collections/docs')).json.documents], [true, 2]);
+  assert.equal((await call('DELETE', '/v1/rag/collections/docs/documents?source=b.md')).status, 404);
+  assert.equal((await call('DELETE', '/v1/rag/collections/docs')).json.deleted, true);
+  assert.deepEqual((await call('GET', '/v1/rag/collections')).json.data, []);
+});
+
+test('a server without --rag-db refuses the rag field with 400 and has no /v1/rag routes', async () => {
+  const tok = byteTokenizer();
+  const s = createApp({ modelName: 'tiny', ui: false });
+  s.ready({ engine: new FakeEngine(tok), tokenizer: tok, template: null });
+  const r = await s.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: { model: 'tiny', messages: [{ role: 'user', content: 'hi' }], rag: { collection: 'docs' } } });
+  assert.equal(r.statusCode, 400);
+  assert.equal(r.json().error.code, 'rag_unavailable');
+  assert.equal((await s.app.inject({ method: 'GET', url: '/v1/rag/collections' })).statusCode, 404);
+  await s.app.close();
+});

@@ -1,0 +1,153 @@
+// Contrastive objective against PyTorch float64 fixtures (scripts/make_contrastive_fixtures.py): InfoNCE loss with
+// in-batch and hard negatives on pooled, normalised hidden states, and every full / LoRA gradient, on every backend;
+// infoNce by finite differences on fresh random vectors; pair data errors; a contrastive finetune run end to end.
+//
+// B queries, M documents, D hidden.
+
+import { describe, it, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { loadModel } from '../../src/formats/load.js';
+import { readSafetensorsSync } from '../../src/formats/safetensors.js';
+import { LlamaTrainModel } from '../../src/model/llama-train.js';
+import { Embedder } from '../../src/model/embed.js';
+import { asF32 } from '../../src/tensor/tensor.js';
+import { contrastiveLoss, contrastiveObjective, infoNce, loadPairs, packPairs, type PairSample } from '../../src/train/contrastive.js';
+import { finetune } from '../../src/train/trainer.js';
+import { rand } from '../engine/helpers.js';
+import { assertClose, fixtureAdapter, FIXTURES, tinyModelDir, trainBackends, type TrainFixture } from './fixtures.js';
+
+const SEED = process.env.FLOE_SEED !== undefined ? Number(process.env.FLOE_SEED) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
+
+interface PairFixture {
+  model: string; kind: 'full' | 'lora'; pooling: 'mean' | 'last'; temperature: number; loss: number;
+  rank?: number; alpha?: number; targets?: TrainFixture['targets'];
+  pairs: { query: number[]; positive: number[]; negative?: number[] }[];
+  tensors: Map<string, Float32Array>;
+}
+
+function readPairFixture(name: string): PairFixture {
+  const dir = join(FIXTURES, 'contrastive', name);
+  const meta = JSON.parse(readFileSync(join(dir, 'fixture.json'), 'utf8')) as Omit<PairFixture, 'tensors'>;
+  const tensors = new Map<string, Float32Array>();
+  for (const [n, t] of readSafetensorsSync(join(dir, 'tensors.safetensors')).tensors) tensors.set(n, asF32(t.data).slice());
+  return { ...meta, tensors };
+}
+
+const pairSamples = (f: PairFixture): PairSample[] => f.pairs.map((p, i) => {
+  const query = Int32Array.from(p.query), positive = Int32Array.from(p.positive), negative = p.negative ? Int32Array.from(p.negative) : null;
+  return { query, positive, negative, tokens: new Int32Array(0), mask: new Uint8Array(0), line: i + 1 };
+});
+
+for (const [bname, be] of trainBackends()) {
+  describe(`contrastive objective on ${bname}`, () => {
+    for (const name of ['full_mean_gqa_f32', 'lora_last_gqa_f32']) {
+      it(`${name}: InfoNCE loss and every gradient match torch, identical with checkpointing`, async () => {
+        const f = readPairFixture(name);
+        const base = await loadModel(join(FIXTURES, 'models', f.model));
+        const grads: Float32Array[][] = [];
+        for (const ckpt of [false, true]) {
+          const adapter = f.kind === 'lora' ? fixtureAdapter({ ...f, rslora: false, tensors: f.tensors } as unknown as TrainFixture, base.config.numLayers) : null;
+          const m = LlamaTrainModel.fromTensors(base.config, base.tensors, be, { adapter, full: f.kind === 'full', checkpointActivations: ckpt });
+          const samples = pairSamples(f);
+          const p = packPairs(samples);
+          assert.equal(p.numQueries, f.pairs.length);
+          assert.equal(p.numDocs, f.pairs.length + f.pairs.filter((x) => x.negative).length);
+          const B = p.numQueries;
+          const sum = m.forwardBackwardHidden(p.batch, contrastiveLoss(p.batch, B, { temperature: f.temperature, pooling: f.pooling }, 1 / B));
+          assert.ok(Math.abs(sum / B - f.loss) < 2e-4 * f.loss, `loss ${sum / B} vs torch ${f.loss}`);
+          const names = new Set(m.params.map((q) => q.name));
+          for (const n of f.tensors.keys()) if (n.startsWith('grad.')) assert.ok(names.has(n.slice('grad.'.length)), `${n} is trained`);
+          for (const q of m.params) assertClose(q.grad, f.tensors.get(`grad.${q.name}`)!, `${name} ckpt=${ckpt} ${q.name}`, 2e-3, 2e-4);
+          // eval path: same loss, no gradients
+          const ev = m.evalHidden(p.batch, contrastiveLoss(p.batch, B, { temperature: f.temperature, pooling: f.pooling }, 1));
+          assert.ok(Math.abs(ev - sum) < 1e-5 * Math.abs(sum), `eval loss ${ev} vs train ${sum}`);
+          grads.push(m.params.map((q) => q.grad.slice()));
+        }
+        grads[0]!.forEach((g, i) => assert.deepEqual(g, grads[1]![i], 'checkpointing changes no gradient bit'));
+      });
+    }
+  });
+}
+
+test(`infoNce: gradients match central finite differences (seed ${SEED})`, () => {
+  const r = rand(SEED);
+  const B = 3, M = 5, D = 4, tau = 0.3;
+  const q = Float32Array.from({ length: B * D }, () => 2 * r() - 1);
+  const d = Float32Array.from({ length: M * D }, () => 2 * r() - 1);
+  const dq = new Float32Array(B * D), dd = new Float32Array(M * D);
+  const L = infoNce(q, d, B, M, D, tau, dq, dd, 0.5);
+  assert.ok(L > 0);
+  const h = 1e-2;
+  for (const [x, g] of [[q, dq], [d, dd]] as const) {
+    for (let i = 0; i < x.length; i++) {
+      const x0 = x[i]!;
+      x[i] = x0 + h; const up = infoNce(q, d, B, M, D, tau, null, null, 1);
+      x[i] = x0 - h; const dn = infoNce(q, d, B, M, D, tau, null, null, 1);
+      x[i] = x0;
+      const fd = 0.5 * (up - dn) / (2 * h);
+      assert.ok(Math.abs(fd - g[i]!) < 2e-3 * Math.max(1, Math.abs(fd)), `∂/∂x[${i}]: analytic ${g[i]} vs fd ${fd}`);
+    }
+  }
+  assert.throws(() => infoNce(q, d, B, 2, D, tau, null, null, 1), /2 documents for 3 queries/);
+});
+
+test('loadPairs: tokenizes query / positive / negative; bad lines fail with file:line and what is wrong', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-pairs-'));
+  const tok = { encode: (s: string) => [1, ...Array.from(s, (c) => c.charCodeAt(0) % 50 + 3)] };
+  const file = join(dir, 'p.jsonl');
+  writeFileSync(file, `${JSON.stringify({ query: 'ab', positive: 'cde' })}\n\n${JSON.stringify({ query: 'x', positive: 'yy', negative: 'zzzzzz' })}\n`);
+  const { samples, truncated } = loadPairs(file, tok, 5);
+  assert.equal(samples.length, 2);
+  assert.equal(truncated, 1);
+  assert.deepEqual([...samples[0]!.query], tok.encode('ab'));
+  assert.equal(samples[0]!.negative, null);
+  assert.equal(samples[1]!.negative!.length, 5);
+  assert.equal(samples[1]!.line, 3);
+  assert.equal(samples[1]!.tokens.length, 2 + 3 + 5);
+  const bad = (text: string, re: RegExp) => { writeFileSync(file, text); assert.throws(() => loadPairs(file, tok, 5), re); };
+  bad('{"query":"a"}\n', /p\.jsonl:1: "positive" must be a non-empty string, got nothing/);
+  bad('{"query":"a","positive":"b"}\n{"text":"a"}\n', /p\.jsonl:2: unknown field "text"/);
+  bad('{"query":"a","positive":"b"}\nnot json\n', /p\.jsonl:2: invalid JSON/);
+  bad('\n', /no pairs/);
+});
+
+test('finetune --objective contrastive: full fine-tuning lowers the InfoNCE loss and writes an embedder', async () => {
+  const dir = tinyModelDir();
+  const data = join(dir, 'pairs.jsonl');
+  // pairs share a topic word: the query names it, the positive uses it in a sentence
+  const topics = ['cat', 'rain', 'hat', 'dog', 'sun', 'tree', 'ship', 'bread'];
+  const lines = topics.flatMap((w, i) => [0, 1].map((k) => JSON.stringify({ query: `${w} ${k}`, positive: `the ${w} is here and the ${w} ${k === 0 ? 'sat' : 'ran'}`, negative: `a ${topics[(i + 3) % topics.length]} went by` })));
+  writeFileSync(data, lines.join('\n') + '\n');
+  const out = join(dir, 'out');
+  const losses: number[] = [];
+  const s = await finetune({
+    model: dir, data, out, full: true, maxSteps: 12, lr: 3e-3, batchSize: 8, seed: 3, eval: data,
+    objective: contrastiveObjective({ temperature: 0.1 }), onStep: (m) => losses.push(m.loss),
+  });
+  assert.equal(s.steps, 12);
+  assert.ok(s.eval!.eval_loss < s.initialEval!.eval_loss, `eval InfoNCE ${s.initialEval!.eval_loss} → ${s.eval!.eval_loss} goes down`);
+  assert.ok(losses.at(-1)! < losses[0]!, `train loss ${losses[0]} → ${losses.at(-1)}`);
+  assert.ok(existsSync(join(s.output, 'embedding_config.json')));
+  const emb = await Embedder.open(s.output);
+  assert.equal(emb.pooling, 'mean');
+  assert.equal(emb.dim, 64);
+  const [a, b] = emb.embed(['cat 0', 'the cat is here and the cat sat']);
+  assert.ok(Math.abs(a!.reduce((x, v) => x + v * v, 0) - 1) < 1e-5);
+  assert.ok(b!.length === 64);
+  // resuming with another temperature is refused (the objective is part of the run's options)
+  await assert.rejects(finetune({ model: dir, data, out, full: true, maxSteps: 14, lr: 3e-3, batchSize: 8, seed: 3, resume: out, objective: contrastiveObjective({ temperature: 0.2 }) }), /objective/);
+});
+
+test('floe finetune flags: --objective contrastive builds the objective; misplaced flags are usage errors', async () => {
+  const { objectiveOption } = await import('../../src/cli/train-args.js');
+  const o = (await objectiveOption({ objective: 'contrastive', temperature: '0.1', pooling: 'last' })).objective!;
+  assert.deepEqual(o.options, { kind: 'contrastive', temperature: 0.1, pooling: 'last' });
+  assert.deepEqual(await objectiveOption({}), {});
+  await assert.rejects(objectiveOption({ objective: 'mlm' }), /--objective expects lm or contrastive, got 'mlm'/);
+  await assert.rejects(objectiveOption({ temperature: '0.1' }), /--temperature and --pooling apply to --objective contrastive/);
+  await assert.rejects(objectiveOption({ objective: 'contrastive', temperature: '0' }), /temperature/);
+  await assert.rejects(objectiveOption({ objective: 'contrastive', 'train-on-prompt': true }), /--train-on-prompt applies to language-model data/);
+});

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { BackendName } from '../backend/select.js';
 import type { LoadOptions } from '../formats/load.js';
 import type { Tokenizer } from '../formats/tokenizer.js';
+import { applyAdapter } from './adapter.js';
 import { KvCache } from './kv-cache.js';
 import type { LlamaModel } from './llama.js';
 import { openModel } from './open.js';
@@ -28,6 +29,7 @@ export interface EmbedderOptions {
   readonly pooling?: Pooling; // overrides embedding_config.json
   readonly maxTokens?: number; // overrides embedding_config.json
   readonly batchTokens?: number; // tokens per forward (default 4096); a longer single text still runs alone
+  readonly adapter?: string; // a PEFT LoRA adapter dir (e.g. a contrastive `floe finetune` output); its embedding_config.json wins
 }
 
 const BLOCK = 16;
@@ -89,8 +91,11 @@ export class Embedder {
   static async open(path: string, opts: EmbedderOptions = {}): Promise<Embedder> {
     const m = await openModel(path, { backend: opts.backend, threads: opts.threads, load: opts.load });
     if (!m.tokenizer) throw new Error(`${path}: no tokenizer; an embedder needs tokenizer.json`);
-    const ec = readEmbeddingConfig(path, m.model.config.maxPositionEmbeddings);
-    return new Embedder(m.model, m.tokenizer, opts.pooling ?? ec.pooling, opts.maxTokens ?? ec.maxTokens, opts.batchTokens);
+    const ctx = m.model.config.maxPositionEmbeddings;
+    const withConfig = opts.adapter !== undefined && existsSync(join(opts.adapter, EMBEDDING_CONFIG_FILE)) ? opts.adapter : path;
+    const ec = readEmbeddingConfig(withConfig, ctx);
+    const model = opts.adapter === undefined ? m.model : applyAdapter(m.model, opts.adapter);
+    return new Embedder(model, m.tokenizer, opts.pooling ?? ec.pooling, opts.maxTokens ?? ec.maxTokens, opts.batchTokens);
   }
 
   /** Token ids the embedder feeds for a text: the tokenizer's (BOS included), cut to maxTokens. */

@@ -151,3 +151,22 @@ test('floe finetune flags: --objective contrastive builds the objective; misplac
   await assert.rejects(objectiveOption({ objective: 'contrastive', temperature: '0' }), /temperature/);
   await assert.rejects(objectiveOption({ objective: 'contrastive', 'train-on-prompt': true }), /--train-on-prompt applies to language-model data/);
 });
+
+test('finetune --objective contrastive with LoRA: the adapter lowers the eval loss and Embedder.open(…, { adapter }) uses it', async () => {
+  const dir = tinyModelDir();
+  const data = join(dir, 'pairs.jsonl');
+  const topics = ['cat', 'rain', 'hat', 'dog', 'sun', 'tree'];
+  writeFileSync(data, topics.map((w) => JSON.stringify({ query: `${w}?`, positive: `the ${w} and the ${w} again` })).join('\n') + '\n');
+  const s = await finetune({
+    model: dir, data, out: join(dir, 'lora'), maxSteps: 10, lr: 1e-2, batchSize: 6, seed: 5, eval: data, lora: { rank: 4, alpha: 8 },
+    objective: contrastiveObjective({ temperature: 0.1, pooling: 'last' }),
+  });
+  assert.ok(s.eval!.eval_loss < s.initialEval!.eval_loss, `eval InfoNCE ${s.initialEval!.eval_loss} → ${s.eval!.eval_loss}`);
+  assert.ok(existsSync(join(s.output, 'adapter_model.safetensors')));
+  const tuned = await Embedder.open(dir, { adapter: s.output });
+  const base = await Embedder.open(dir);
+  assert.equal(tuned.pooling, 'last', 'pooling from the adapter dir\'s embedding_config.json');
+  assert.equal(base.pooling, 'mean');
+  const a = tuned.embed(['cat?'])[0]!, b = (await Embedder.open(dir, { pooling: 'last' })).embed(['cat?'])[0]!;
+  assert.ok(a.some((x, i) => Math.abs(x - b[i]!) > 1e-4), 'the adapter changes the vector');
+});

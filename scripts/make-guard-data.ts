@@ -24,7 +24,7 @@ export interface GuardTemplates {
   readonly safe: { readonly acts: Lists; readonly questions: Lists };
 }
 
-export interface GuardMessage { readonly role: "user" | "assistant"; readonly content: string }
+export type GuardMessage = { readonly role: "user" | "assistant"; readonly content: string };
 /** One labelled conversation: judge the last user message (role user) or the last assistant message (role agent). */
 export interface GuardExample {
   readonly messages: readonly GuardMessage[];

@@ -30,34 +30,36 @@ export function parseVerdict(text: string): { unsafe: boolean; categories: strin
   return m ? { unsafe: true, categories: m[1]!.split(",").map((s) => s.trim()) } : null;
 }
 
-/** The guard: greedy verdict plus P(first token where "safe" and "unsafe" differ is unsafe's). */
+/**
+ * The guard: greedy verdict, and the unsafe probability = P(the first token where the guard's "safe" and "unsafe"
+ * answers differ is unsafe's), with the tokens they share ("\n\n" after a Llama 3 header) teacher-forced.
+ */
 export class GuardJudge {
-  private readonly diff: { at: number; unsafeId: number; prefix: number[] };
-  constructor(readonly model: LlamaModel, readonly tokenizer: Tokenizer, readonly template: ChatTemplate) {
-    const s = tokenizer.encode("safe", { addSpecialTokens: false });
-    const u = tokenizer.encode("unsafe", { addSpecialTokens: false });
+  constructor(readonly model: LlamaModel, readonly tokenizer: Tokenizer, readonly template: ChatTemplate) {}
+
+  /** Where the two answers part, for a prompt: the shared ids before it and unsafe's id there. */
+  private split(prompt: string): { prefix: number[]; unsafeId: number; safeId: number } {
+    const lead = prompt.endsWith("<|end_header_id|>") ? "\n\n" : "";
+    const s = this.tokenizer.encode(`${lead}safe`, { addSpecialTokens: false });
+    const u = this.tokenizer.encode(`${lead}unsafe`, { addSpecialTokens: false });
     let at = 0;
     while (at < s.length && at < u.length && s[at] === u[at]) at++;
-    if (at >= u.length) throw new Error(`tokenizer: "unsafe" (${u}) has no token that differs from "safe" (${s})`);
-    this.diff = { at, unsafeId: u[at]!, prefix: u.slice(0, at) };
+    if (at >= u.length || at >= s.length) throw new Error(`tokenizer: "unsafe" (${u}) and "safe" (${s}) have no differing token`);
+    return { prefix: u.slice(0, at), unsafeId: u[at]!, safeId: s[at]! };
   }
 
   judge(messages: GuardExample["messages"]): Judgement {
-    const text = this.template.render(messages, { bosToken: this.tokenizer.bosToken ?? "", eosToken: this.tokenizer.eosToken ?? "" });
-    const ids = this.tokenizer.encode(text, { addSpecialTokens: false });
+    const prompt = this.template.render(messages, { bosToken: this.tokenizer.bosToken ?? "", eosToken: this.tokenizer.eosToken ?? "" });
+    const ids = this.tokenizer.encode(prompt, { addSpecialTokens: false });
+    const { prefix, unsafeId } = this.split(prompt);
     const V = this.model.config.vocabSize;
     // Greedy verdict with the full distribution at each step (V is small for the demo guard).
-    const out = generate(this.model, ids, { maxTokens: 16, sampling: { temperature: 0 }, logprobs: this.diff.at === 0 ? V : 1 });
+    const out = generate(this.model, ids, { maxTokens: 16, sampling: { temperature: 0 }, logprobs: V });
     const verdict = this.tokenizer.decode(out.outputIds, { skipSpecialTokens: true });
-    let p: number;
-    if (this.diff.at === 0) {
-      const top = out.logprobs![0]!.top;
-      p = Math.exp(top.find(([id]) => id === this.diff.unsafeId)?.[1] ?? -Infinity);
-    } else {
-      // Shared leading tokens: score the distribution after them.
-      const r = generate(this.model, [...ids, ...this.diff.prefix], { maxTokens: 1, sampling: { temperature: 0 }, logprobs: V });
-      p = Math.exp(r.logprobs![0]!.top.find(([id]) => id === this.diff.unsafeId)?.[1] ?? -Infinity);
-    }
+    const follows = prefix.every((id, i) => out.outputIds[i] === id) && out.logprobs!.length > prefix.length;
+    const top = follows ? out.logprobs![prefix.length]!.top
+      : generate(this.model, [...ids, ...prefix], { maxTokens: 1, sampling: { temperature: 0 }, logprobs: V }).logprobs![0]!.top;
+    const p = Math.exp(top.find(([id]) => id === unsafeId)?.[1] ?? -Infinity);
     const parsed = parseVerdict(verdict);
     return { unsafe: p >= 0.5, categories: parsed?.categories ?? [], unsafeProbability: p, text: verdict, parsed: parsed !== null };
   }

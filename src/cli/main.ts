@@ -28,6 +28,8 @@ Usage:
   floe serve [--model PATH] [options]  OpenAI-compatible HTTP server
   floe batch [--model PATH] --input REQUESTS.jsonl --output RESULTS.jsonl [options]
                                        run an OpenAI Batch API input file offline (resumable)
+  floe guard [--model GUARD] (--text T | --messages FILE.json) [--role user|agent] [options]
+                                       Llama Guard safety verdict, categories and unsafe probability
   floe tokenize [--model PATH] [--no-bos] [--json] TEXT
                                        token ids of TEXT ('-' reads stdin), comma-separated
   floe detokenize [--model PATH] [--json] IDS
@@ -140,6 +142,18 @@ distill options (and every finetune option above; --student takes --model's plac
   Teacher and student must share tokenizer.json and the vocab size. Writes what finetune writes; metrics.jsonl
   train lines carry ce and kd.
 
+guard options:
+  --model GUARD           Llama Guard checkpoint, HF dir or .gguf (default: the package's models/floe-guard)
+  --text T | --messages FILE.json   one user message ('-' reads stdin), or a JSON list of {role, content}
+  --role user|agent       judge the last user message (default) or the last assistant answer
+  --categories FILE.json  custom policy: [{code?, name, description?}] or {"S1": "name", ...}
+  --exclude S6,S7         leave these categories out of the policy
+  --guard-format llama-guard-3|llama-guard-3-1b|llama-guard-2   (default: the checkpoint's template, else 3)
+  --threshold P           flagged when P(unsafe) >= P (default 0.5)
+  --print-prompt          print the exact prompt (with --json: a "prompt" field)
+  --json                  one JSON object: flagged, verdict, categories, unsafe_probability, usage, ...
+  --threads N, --backend native|reference, --kv-cache-memory SIZE
+
 serve options:
   --host HOST             listen address (default 127.0.0.1)
   --port N                port (default 8000; 0 = any free port)
@@ -166,6 +180,10 @@ serve options:
   --max-lora-rank R       refuse adapters of a higher rank (default 64)
   --enable-lora-loading   answer POST /v1/load_lora_adapter and /v1/unload_lora_adapter (needs --lora-root)
   --lora-root DIR         runtime-loaded adapter paths must resolve inside DIR
+  --guard-model PATH      a Llama Guard checkpoint on its own engine: chat "guardrails" and POST /v1/moderations
+  --guardrails            judge every chat answer with the guard (output rail), not only requests that ask
+  --guard-window N        streamed answers are held back and judged every N tokens (default 64)
+  --guard-kv-cache-memory SIZE  the guard's KV budget (default: a quarter of --kv-cache-memory, else 256MiB)
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -182,6 +200,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'info': return await info(rest);
       case 'generate': return await generateCmd(rest);
       case 'chat': return await (await import('./chat.js')).chatCmd(rest);
+      case 'guard': return await (await import('./guard.js')).guardCmd(rest);
       case 'tokenize': return await tokenizeCmd(rest);
       case 'detokenize': return await detokenizeCmd(rest);
       case 'serve': return await serveCmd(rest);
@@ -425,6 +444,7 @@ async function serveCmd(args: string[]): Promise<number> {
     speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
     'lora-modules': { type: 'string', multiple: true }, 'max-loras': { type: 'string' }, 'max-lora-rank': { type: 'string' },
     'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' },
+    'guard-model': { type: 'string' }, guardrails: { type: 'boolean' }, 'guard-window': { type: 'string' }, 'guard-kv-cache-memory': { type: 'string' },
   });
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
@@ -437,7 +457,7 @@ async function serveCmd(args: string[]): Promise<number> {
     if (n < 1) throw new UsageError(`--${name} expects an integer >= 1, got '${v}'`);
     return n;
   };
-  const size = (name: 'kv-cache-memory' | 'max-body'): number | undefined => {
+  const size = (name: 'kv-cache-memory' | 'max-body' | 'guard-kv-cache-memory'): number | undefined => {
     const v = values[name];
     if (v === undefined) return undefined;
     try { return parseSize(v); } catch (e) { throw new UsageError(`--${name}: ${(e as Error).message}`); }
@@ -457,6 +477,7 @@ async function serveCmd(args: string[]): Promise<number> {
   if (dup) throw new UsageError(`--lora-modules names ${dup.name} twice`);
   if (values['enable-lora-loading'] && values['lora-root'] === undefined) throw new UsageError('--enable-lora-loading needs --lora-root DIR (runtime adapter paths must lie inside it)');
   if (values['lora-root'] !== undefined && !values['enable-lora-loading']) throw new UsageError('--lora-root only matters with --enable-lora-loading');
+  if (values.guardrails && values['guard-model'] === undefined) throw new UsageError('--guardrails needs --guard-model PATH (the guard that judges the answers)');
 
   const stop = new Promise<string>((resolve) => {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve(sig));
@@ -470,6 +491,7 @@ async function serveCmd(args: string[]): Promise<number> {
     bodyLimit: size('max-body'), ui: !values['no-ui'], dataDir: values['no-batch'] ? null : values['data-dir'] ?? './floe-data',
     loraModules, maxLoras: positive('max-loras'), maxLoraRank: positive('max-lora-rank'),
     enableLoraLoading: !!values['enable-lora-loading'], loraRoot: values['lora-root'] ?? null,
+    guardModel: values['guard-model'] ?? null, guardrails: !!values.guardrails, guardWindow: positive('guard-window'), guardKvCacheMemory: size('guard-kv-cache-memory'),
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {

@@ -10,6 +10,8 @@ import { PRIORITY_HEADER, registerBatchRoutes } from './batch-routes.js';
 import { ApiError, invalid } from './errors.js';
 import { ServeMetrics } from './metrics.js';
 import { registerLoraRoutes } from './lora-routes.js';
+import { DEFAULT_GUARD_WINDOW, registerGuardRoutes, takeRails } from './guard-routes.js';
+import type { Guard } from '../platform/guard/guard.js';
 import { registerConsole } from './static.js';
 import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
 import {
@@ -25,6 +27,7 @@ export interface ModelContext {
   readonly tokenizer: ServeTokenizer | null;
   readonly template: ChatTemplate | null;
   readonly defaults?: GenerationDefaults; // sampling defaults from generation_config.json
+  readonly guard?: Guard | null; // --guard-model: guardrails and /v1/moderations
 }
 
 export interface AppOptions {
@@ -38,6 +41,7 @@ export interface AppOptions {
   readonly webDir?: string; // the console's files (default: the package's web/)
   readonly dataDir?: string | null; // Files and Batch API state (SQLite); absent → no /v1/files, /v1/batches
   readonly lora?: { readonly enableLoading: boolean; readonly root: string | null }; // runtime adapter loading
+  readonly guardrails?: { readonly enforce: boolean; readonly window: number }; // --guardrails, --guard-window
 }
 
 export interface ServeApp {
@@ -145,6 +149,8 @@ export function createApp(opts: AppOptions): ServeApp {
     if (!card) throw new ApiError(404, `the model '${req.params.id.slice(0, 200)}' does not exist; this server serves ${cards.map((m) => `'${m.id}'`).join(', ')}`, 'model', 'model_not_found');
     return card;
   });
+  const guardOpts = { guard: () => model().guard ?? null, enforce: opts.guardrails?.enforce ?? false, window: opts.guardrails?.window ?? DEFAULT_GUARD_WINDOW, modelName: opts.modelName };
+  registerGuardRoutes(app, guardOpts);
   registerLoraRoutes(app, { enabled: opts.lora?.enableLoading ?? false, root: opts.lora?.root ?? null, baseName: opts.modelName, engine: () => model().engine });
 
   /** Prompt ids of one prompt, checked against the vocabulary. */
@@ -224,6 +230,7 @@ export function createApp(opts: AppOptions): ServeApp {
 
   app.post('/v1/chat/completions', (req, reply) => tracked(async () => {
     const c = model();
+    const rails = takeRails(req.body, guardOpts); // removes `guardrails` from the body
     const p = parseChatRequest(req.body, vctx(c));
     noteIgnored(reply, p.ignored);
     if (!c.tokenizer) throw invalid('messages', 'this model has no tokenizer, so chat is not available; use /v1/completions with token ids');
@@ -243,7 +250,11 @@ export function createApp(opts: AppOptions): ServeApp {
     const maxTokens = budget(c, p, ids.length, 'messages');
     const id = `chatcmpl-${randomUUID().replaceAll('-', '')}`;
     const t0 = performance.now();
-    const job = run(reply, [engineRequest(id, ids, p, maxTokens, null)]);
+    // guardrails: the input rail answers a flagged prompt without generating; the output rail holds text back until judged
+    const refused = rails ? await rails.checkInput(p.messages) : null;
+    const job0 = refused?.flagged ? refusal(rails!.responseWhenUnsafe, p.n, ids.length) : run(reply, [engineRequest(id, ids, p, maxTokens, null)]);
+    const job = rails?.output && !refused?.flagged ? { ...job0, stream: rails.wrap(job0.stream, p.messages, p.n, p.stream ? guardOpts.window : Infinity, job0.abort) } : job0;
+    const railed = (usage: ReturnType<Accumulator['usage']>) => (rails ? { usage: { ...usage, guard: rails.usageField() }, guardrails: rails.summary() } : { usage });
     const acc = new Accumulator(p.n, 1, metrics, t0, p.returnTokenIds);
     const head = { id, created: Math.floor(Date.now() / 1000), model: p.model };
     const chatLogprobs = (entries: readonly LogprobEntry[] | null) => entries === null ? null : {
@@ -268,7 +279,7 @@ export function createApp(opts: AppOptions): ServeApp {
           };
         }),
         ...(p.returnTokenIds ? { prompt_token_ids: ids } : {}),
-        usage: acc.usage(),
+        ...railed(acc.usage()),
       };
     }
     const toolStreams: ToolCallStream[] = [];
@@ -296,7 +307,9 @@ export function createApp(opts: AppOptions): ServeApp {
       }
     }, () => {
       acc.done();
-      return p.includeUsage ? { ...head, object: 'chat.completion.chunk', system_fingerprint: null, choices: [], usage: acc.usage() } : null;
+      const end = { ...head, object: 'chat.completion.chunk', system_fingerprint: null, choices: [] };
+      if (rails) return p.includeUsage ? { ...end, ...railed(acc.usage()) } : { ...end, guardrails: rails.summary() };
+      return p.includeUsage ? { ...end, usage: acc.usage() } : null;
     });
     return reply;
   }));
@@ -622,4 +635,17 @@ function toApiError(err: unknown, bodyLimit: number): ApiError {
 function lane(r: { headers: Record<string, string | string[] | undefined> } | FastifyReply): 'batch' | 'interactive' {
   const h = 'request' in r ? r.request.headers : r.headers;
   return h[PRIORITY_HEADER] === 'batch' ? 'batch' : 'interactive';
+}
+
+/** The input rail's answer: one output per choice with the refusal text, finish_reason 'content_filter', no generation. */
+function refusal(text: string, n: number, promptTokens: number) {
+  async function* outputs(): AsyncGenerator<{ source: number; value: GenerateOutput }> {
+    for (let i = 0; i < n; i++) {
+      yield { source: 0, value: {
+        kind: 'generate', id: 'refused', index: i, tokenIds: [], text, logprobs: null, finishReason: 'content_filter' as 'stop', stopReason: null,
+        usage: { promptTokens, cachedTokens: 0, completionTokens: 0 }, promptLogprobs: null,
+      } };
+    }
+  }
+  return { stream: outputs(), abort: () => {}, aborted: () => false };
 }

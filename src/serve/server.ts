@@ -14,6 +14,7 @@ import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { createApp, type ServeApp } from './app.js';
 import { ServeMetrics } from './metrics.js';
+import { Guard } from '../platform/guard/guard.js';
 
 export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
   readonly host?: string; // default 127.0.0.1
@@ -26,6 +27,10 @@ export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
   readonly dataDir?: string | null; // Files / Batch API state; absent → those routes are off
   readonly enableLoraLoading?: boolean; // POST /v1/load_lora_adapter and /v1/unload_lora_adapter answer
   readonly loraRoot?: string | null; // runtime adapter paths must lie inside this directory
+  readonly guardModel?: string | null; // a Llama Guard checkpoint on its own engine: guardrails and /v1/moderations
+  readonly guardrails?: boolean; // rails on for every chat request (needs guardModel)
+  readonly guardWindow?: number; // tokens held back per streamed judgement (default 64)
+  readonly guardKvCacheMemory?: number; // the guard's KV budget, taken out of kvCacheMemory when that is given
 }
 
 export interface RunningServer {
@@ -101,7 +106,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const serve = createApp({
     modelName, apiKey: opts.apiKey, bodyLimit: opts.bodyLimit, metrics: new ServeMetrics({ processMetrics: true }), ui: opts.ui, modelPath: opts.model, dataDir: opts.dataDir,
     lora: { enableLoading: opts.enableLoraLoading ?? false, root: opts.loraRoot ?? null },
+    guardrails: { enforce: opts.guardrails ?? false, window: opts.guardWindow ?? 64 },
   });
+  if (opts.guardrails && !opts.guardModel) throw new Error('--guardrails needs --guard-model PATH (the guard that judges the answers)');
   const { host = '127.0.0.1', port = 8000 } = opts;
   await serve.app.listen({ host, port });
   const addr = serve.app.server.address();
@@ -110,14 +117,23 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   log(`floe serve: listening on ${url} (loading ${opts.model} as '${modelName}'; /health answers 503 until ready)`);
 
   let engine: EngineClient | null = null;
-  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, ...engineOpts } = opts;
+  let guard: Guard | null = null;
+  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, guardModel, guardrails: _g, guardWindow: _w, guardKvCacheMemory, ...engineOpts } = opts;
+  // the guard's KV comes out of the budget: a quarter of --kv-cache-memory, or 256 MiB beside the default budget
+  const guardKv = guardModel ? guardKvCacheMemory ?? (opts.kvCacheMemory ? Math.floor(opts.kvCacheMemory / 4) : 256 * 2 ** 20) : 0;
+  if (guardModel && opts.kvCacheMemory !== undefined) (engineOpts as { kvCacheMemory?: number }).kvCacheMemory = opts.kvCacheMemory - guardKv;
   const ready = (async () => {
     const t0 = performance.now();
     // Test hook: FLOE_SERVE_LOAD_HOLD=1 holds the load until SIGUSR2, so that the loading state can be observed.
     if (process.env.FLOE_SERVE_LOAD_HOLD === '1') await new Promise((r) => process.once('SIGUSR2', r));
-    const [e, tools] = await Promise.all([startEngine({ ...engineOpts, modelId: modelName }), loadTextTools(opts.model)]);
+    const [e, tools, g] = await Promise.all([
+      startEngine({ ...engineOpts, modelId: modelName }), loadTextTools(opts.model),
+      guardModel ? Guard.open(guardModel, { backend: opts.backend, threads: opts.threads, kvCacheMemory: guardKv, maxNumSeqs: opts.maxNumSeqs }) : null,
+    ]);
     engine = e;
-    serve.ready({ engine: e, tokenizer: tools.tokenizer, template: tools.template, defaults: tools.defaults });
+    guard = g;
+    serve.ready({ engine: e, tokenizer: tools.tokenizer, template: tools.template, defaults: tools.defaults, guard: g });
+    if (g) log(`floe serve: guard ${guardModel} ready (${g.format}${g.template ? ', its own chat template' : ''}; KV ${g.engine.info.kvTokens} tokens in ${(guardKv / 2 ** 20).toFixed(0)} MiB)${opts.guardrails ? '; guardrails on for every chat request' : ''}`);
     const i = e.info;
     log(`floe serve: model ready in ${((performance.now() - t0) / 1000).toFixed(1)} s; KV cache ${i.kvDtype}: ${i.kvBlocks} blocks × ${i.blockSize} = ` +
       `${i.kvTokens} tokens; longest request ${i.maxRequestTokens} tokens (context window ${i.maxModelLen})` +
@@ -141,6 +157,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
           server.closeAllConnections();
         }, graceMs + 3000);
         if (engine) await engine.shutdown(graceMs).catch(() => {});
+        if (guard) await guard.close().catch(() => {});
         // Keep-alive connections turn idle as their streams end; close them as they do.
         const idle = setInterval(() => server.closeIdleConnections(), 50);
         await serve.app.close();

@@ -1,0 +1,210 @@
+// Guard in the server: POST /v1/moderations (OpenAI's shape) and the chat-completions guardrails (input / output rails).
+
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import type { GenerateOutput, LogprobEntry } from '../engine/protocol.js';
+import type { Guard, GuardVerdict, JudgeOptions } from '../platform/guard/guard.js';
+import { OPENAI_CATEGORIES, openAiKeys, parseCategories, parseExclude } from '../platform/guard/policy.js';
+import type { ChatTurn, GuardCategory } from '../platform/guard/prompt.js';
+import { GuardOutputError } from '../platform/guard/verdict.js';
+import { ApiError, invalid } from './errors.js';
+
+export const DEFAULT_UNSAFE_RESPONSE = 'Response filtered by floe guard';
+export const DEFAULT_GUARD_WINDOW = 64;
+
+export interface GuardServeOptions {
+  readonly guard: () => Guard | null; // null: no --guard-model
+  readonly enforce: boolean; // --guardrails: rails on for every chat request
+  readonly window: number; // --guard-window: tokens held back per streamed judgement
+  readonly modelName: string; // reported as the moderation model
+}
+
+/** Guard failures as API errors: an answer that is not a verdict is the guard's fault (502), never "safe". */
+export function guardApiError(e: unknown): unknown {
+  if (e instanceof GuardOutputError) return new ApiError(502, `guard model failure: ${e.message}`, null, 'guard_error');
+  if (e instanceof Error && /^guard: the guard prompt is \d+ tokens/.test(e.message)) return new ApiError(400, e.message, 'messages', 'context_length_exceeded');
+  return e;
+}
+
+async function judged(guard: Guard, messages: readonly ChatTurn[], opts: JudgeOptions): Promise<GuardVerdict> {
+  try {
+    return await guard.judge(messages, opts);
+  } catch (e) {
+    throw guardApiError(e);
+  }
+}
+
+/** One request's rails: what it asked for (Cortex-style `guardrails`), the verdicts so far and the guard's token use. */
+export class Rails {
+  private readonly verdicts: GuardVerdict[] = [];
+  readonly usage = { promptTokens: 0, completionTokens: 0 };
+
+  constructor(
+    readonly guard: Guard,
+    readonly input: boolean,
+    readonly output: boolean,
+    readonly responseWhenUnsafe: string,
+    readonly judgeOpts: Pick<JudgeOptions, 'categories' | 'exclude' | 'threshold'>,
+  ) {}
+
+  private async judge(messages: readonly ChatTurn[], role: 'user' | 'agent'): Promise<GuardVerdict> {
+    const v = await judged(this.guard, messages, { ...this.judgeOpts, role });
+    this.verdicts.push(v);
+    this.usage.promptTokens += v.usage.promptTokens;
+    this.usage.completionTokens += v.usage.completionTokens;
+    return v;
+  }
+
+  /** The input rail: judge the prompt (last user message) before generating. */
+  async checkInput(messages: readonly ChatTurn[]): Promise<GuardVerdict | null> {
+    return this.input ? this.judge(messages, 'user') : null;
+  }
+
+  /**
+   * The output rail over engine outputs: text is held back per choice and released only after the guard judged the
+   * whole answer so far (every `window` tokens and at the end); the first unsafe judgement replaces the held text by
+   * the refusal, ends that choice with finish_reason 'content_filter' and stops its generation.
+   */
+  async *wrap<T extends { source: number; value: GenerateOutput }>(
+    stream: AsyncGenerator<T>, messages: readonly ChatTurn[], n: number, window: number, abort: () => void,
+  ): AsyncGenerator<T> {
+    type Held = { ids: number[]; text: string; logprobs: LogprobEntry[] | null; released: string; filtered: boolean; done: boolean };
+    const held = new Map<number, Held>();
+    try {
+      for await (const item of stream) {
+        const o = item.value;
+        const k = item.source * n + o.index;
+        let h = held.get(k);
+        if (!h) held.set(k, (h = { ids: [], text: '', logprobs: o.logprobs ? [] : null, released: '', filtered: false, done: false }));
+        if (h.filtered) continue; // its engine request may still run when other choices do
+        h.ids.push(...o.tokenIds);
+        h.text += o.text;
+        if (o.logprobs) h.logprobs?.push(...o.logprobs);
+        const end = o.finishReason !== null;
+        if (!end && h.ids.length < window) continue;
+        const v = await this.judge([...messages, { role: 'assistant', content: h.released + h.text }], 'agent');
+        const out: GenerateOutput = v.flagged
+          ? { ...o, tokenIds: h.ids, text: h.released === '' ? this.responseWhenUnsafe : `\n${this.responseWhenUnsafe}`, logprobs: null, finishReason: 'content_filter' as 'stop', stopReason: null }
+          : { ...o, tokenIds: h.ids, text: h.text, logprobs: h.logprobs };
+        h.released += h.text;
+        h.ids = [];
+        h.text = '';
+        h.logprobs = o.logprobs ? [] : null;
+        h.filtered = v.flagged;
+        h.done = end || v.flagged;
+        yield { ...item, value: out };
+        if (v.flagged && [...held.values()].filter((x) => !x.done).length === 0 && held.size >= n) {
+          abort(); // every choice ended: stop generating
+          return;
+        }
+      }
+    } finally {
+      await stream.return(undefined as never);
+    }
+  }
+
+  /** The response's `guardrails` field. */
+  summary(): { flagged: boolean; categories: string[]; unsafe_probability: number } {
+    const flagged = this.verdicts.some((v) => v.flagged);
+    const categories = [...new Set(this.verdicts.flatMap((v) => v.categories))];
+    const p = this.verdicts.reduce((m, v) => Math.max(m, v.unsafeProbability), 0);
+    return { flagged, categories, unsafe_probability: p };
+  }
+
+  /** The guard's tokens, reported as `usage.guard`. */
+  usageField(): { prompt_tokens: number; completion_tokens: number; total_tokens: number } {
+    return { prompt_tokens: this.usage.promptTokens, completion_tokens: this.usage.completionTokens, total_tokens: this.usage.promptTokens + this.usage.completionTokens };
+  }
+}
+
+/**
+ * The request's `guardrails` field (removed from the body): true, false, or {enabled?, input?, output?,
+ * response_when_unsafe?, threshold?, categories?, exclude?}. Null when rails are off for this request.
+ */
+export function takeRails(body: unknown, o: GuardServeOptions): Rails | null {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return o.enforce ? railsFrom({}, o) : null;
+  const b = body as Record<string, unknown>;
+  const g = b.guardrails;
+  delete b.guardrails;
+  if (g === undefined || g === null) return o.enforce ? railsFrom({}, o) : null;
+  if (typeof g === 'boolean') {
+    if (!g && o.enforce) throw invalid('guardrails', 'this server enforces guardrails (--guardrails); they cannot be turned off per request');
+    return g ? railsFrom({}, o) : null;
+  }
+  if (typeof g !== 'object' || Array.isArray(g)) throw invalid('guardrails', `'guardrails' must be a boolean or an object, got ${Array.isArray(g) ? 'an array' : typeof g}`, 'invalid_type');
+  const spec = g as Record<string, unknown>;
+  const known = ['enabled', 'input', 'output', 'response_when_unsafe', 'threshold', 'categories', 'exclude'];
+  for (const k of Object.keys(spec)) if (!known.includes(k)) throw invalid(`guardrails.${k}`, `unrecognized argument 'guardrails.${k}' (expected ${known.join(', ')})`, 'unknown_parameter');
+  if (spec.enabled !== undefined && typeof spec.enabled !== 'boolean') throw invalid('guardrails.enabled', `'guardrails.enabled' must be a boolean`, 'invalid_type');
+  if (spec.enabled === false) {
+    if (o.enforce) throw invalid('guardrails.enabled', 'this server enforces guardrails (--guardrails); they cannot be turned off per request');
+    return null;
+  }
+  return railsFrom(spec, o);
+}
+
+function railsFrom(spec: Record<string, unknown>, o: GuardServeOptions): Rails {
+  const guard = o.guard();
+  if (!guard) throw invalid('guardrails', 'guardrails need a guard model, and this server has none: start it with --guard-model PATH', 'guard_unavailable');
+  const bool = (k: string, dflt: boolean): boolean => {
+    const v = spec[k];
+    if (v === undefined) return dflt;
+    if (typeof v !== 'boolean') throw invalid(`guardrails.${k}`, `'guardrails.${k}' must be a boolean`, 'invalid_type');
+    return v;
+  };
+  const text = spec.response_when_unsafe ?? DEFAULT_UNSAFE_RESPONSE;
+  if (typeof text !== 'string') throw invalid('guardrails.response_when_unsafe', `'guardrails.response_when_unsafe' must be a string`, 'invalid_type');
+  const threshold = spec.threshold;
+  if (threshold !== undefined && !(typeof threshold === 'number' && threshold >= 0 && threshold <= 1)) {
+    throw invalid('guardrails.threshold', `'guardrails.threshold' must be a number in [0, 1]`);
+  }
+  let categories: GuardCategory[] | undefined;
+  let exclude: string[] | undefined;
+  try {
+    if (spec.categories !== undefined) categories = parseCategories(spec.categories, 'guardrails.categories');
+    if (spec.exclude !== undefined) exclude = parseExclude(spec.exclude, 'guardrails.exclude');
+  } catch (e) {
+    throw invalid('guardrails', (e as Error).message);
+  }
+  const input = bool('input', false);
+  const output = bool('output', true);
+  if (!input && !output) throw invalid('guardrails', `guardrails with neither 'input' nor 'output' judge nothing`);
+  return new Rails(guard, input, output, text, { categories, exclude, threshold: threshold as number | undefined });
+}
+
+export function registerGuardRoutes(app: FastifyInstance, o: GuardServeOptions): void {
+  app.post('/v1/moderations', async (req) => {
+    const guard = o.guard();
+    if (!guard) throw new ApiError(400, 'this server has no guard model: start it with --guard-model PATH to serve /v1/moderations', null, 'guard_unavailable');
+    const b = req.body as Record<string, unknown> | null;
+    if (b === null || typeof b !== 'object' || Array.isArray(b)) throw new ApiError(400, 'the request body must be a JSON object', null, 'invalid_type');
+    for (const k of Object.keys(b)) if (k !== 'input' && k !== 'model') throw invalid(k, `unrecognized argument '${k}'`, 'unknown_parameter');
+    const inputs = moderationInputs(b.input);
+    const results = [];
+    for (const text of inputs) {
+      const v = await judged(guard, [{ role: 'user', content: text }], { role: 'user', priority: 'interactive' });
+      const keys = new Set(v.categories.flatMap((c) => openAiKeys(guard.format, c)));
+      results.push({
+        flagged: v.flagged,
+        categories: Object.fromEntries(OPENAI_CATEGORIES.map((k) => [k, keys.has(k)])),
+        category_scores: Object.fromEntries(OPENAI_CATEGORIES.map((k) => [k, keys.has(k) ? v.unsafeProbability : 0])),
+        category_applied_input_types: Object.fromEntries(OPENAI_CATEGORIES.map((k) => [k, keys.has(k) ? ['text'] : []])),
+        llama_guard: { categories: v.categories, unsafe_probability: v.unsafeProbability, verdict: v.verdict, format: guard.format },
+      });
+    }
+    return { id: `modr-${randomUUID().replaceAll('-', '')}`, model: typeof b.model === 'string' ? b.model : o.modelName, results };
+  });
+}
+
+/** `input`: a string, a list of strings, or a list of {type: "text", text} parts (images are refused). */
+function moderationInputs(v: unknown): string[] {
+  if (v === undefined) throw invalid('input', `'input' is required`, 'missing_required_parameter');
+  if (typeof v === 'string') return [v];
+  if (!Array.isArray(v) || v.length === 0) throw invalid('input', `'input' must be a string or a non-empty list`, 'invalid_type');
+  return v.map((x, i) => {
+    if (typeof x === 'string') return x;
+    const p = x as { type?: unknown; text?: unknown } | null;
+    if (p?.type === 'text' && typeof p.text === 'string') return p.text;
+    throw invalid(`input[${i}]`, `only text can be moderated: expected a string or {"type": "text", "text": ...}, got ${p?.type === undefined ? typeof x : `type '${String(p.type)}'`}`);
+  });
+}

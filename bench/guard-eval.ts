@@ -1,67 +1,33 @@
 // Held-out quality of a Llama Guard-format guard: precision, recall and false-positive rate per category and overall.
 // Usage: node --import tsx bench/guard-eval.ts [--model models/floe-guard] [--data data/guard/heldout.jsonl] [--limit N] [--json]
-// (data: scripts/make-guard-data.ts; each row is judged by greedy decoding of the guard's own chat-template prompt).
+// (data: scripts/make-guard-data.ts; each row is judged by floe's Guard runtime: the checkpoint's own Llama Guard
+// template, greedy verdict, P(unsafe) at the first token where "unsafe" and "safe" differ, flagged at >= 0.5).
 import { readFileSync } from "node:fs";
 import { cpus, hostname, loadavg } from "node:os";
 import { join } from "node:path";
 import type { GuardExample } from "../scripts/make-guard-data.js";
-import { openModel } from "../src/model/open.js";
-import { generate } from "../src/model/generate.js";
-import { loadChatTemplate, type ChatTemplate } from "../src/formats/chat-template.js";
-import type { Tokenizer } from "../src/formats/tokenizer.js";
-import type { LlamaModel } from "../src/model/llama.js";
+import { Guard } from "../src/platform/guard/guard.js";
+import { GuardOutputError } from "../src/platform/guard/verdict.js";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
 /** A guard's answer to one conversation. */
 export interface Judgement {
-  readonly unsafe: boolean; // unsafeProbability >= 0.5
-  readonly categories: readonly string[]; // parsed from the generated text ([] when safe or unparsable)
-  readonly unsafeProbability: number;
-  readonly text: string; // the generated verdict
-  readonly parsed: boolean; // the text is exactly "safe" or "unsafe\nS<k>[,S<j>...]"
+  readonly unsafe: boolean; // flagged: unsafeProbability >= 0.5
+  readonly categories: readonly string[]; // the categories the guard named ([] when not flagged or unparsable)
+  readonly unsafeProbability: number; // NaN when the answer did not parse
+  readonly text: string; // the guard's answer
+  readonly parsed: boolean; // the answer is a strict verdict ("safe" or "unsafe\nS<k>[,S<j>...]")
 }
 
-/** Strict Llama Guard verdict: "safe", or "unsafe" then a line of comma-separated S<k>; null for anything else. */
-export function parseVerdict(text: string): { unsafe: boolean; categories: string[] } | null {
-  const t = text.trim();
-  if (t === "safe") return { unsafe: false, categories: [] };
-  const m = /^unsafe\n(S\d{1,2}(?:,\s*S\d{1,2})*)$/.exec(t);
-  return m ? { unsafe: true, categories: m[1]!.split(",").map((s) => s.trim()) } : null;
-}
-
-/**
- * The guard: greedy verdict, and the unsafe probability = P(the first token where the guard's "safe" and "unsafe"
- * answers differ is unsafe's), with the tokens they share ("\n\n" after a Llama 3 header) teacher-forced.
- */
-export class GuardJudge {
-  constructor(readonly model: LlamaModel, readonly tokenizer: Tokenizer, readonly template: ChatTemplate) {}
-
-  /** Where the two answers part, for a prompt: the shared ids before it and unsafe's id there. */
-  private split(prompt: string): { prefix: number[]; unsafeId: number; safeId: number } {
-    const lead = prompt.endsWith("<|end_header_id|>") ? "\n\n" : "";
-    const s = this.tokenizer.encode(`${lead}safe`, { addSpecialTokens: false });
-    const u = this.tokenizer.encode(`${lead}unsafe`, { addSpecialTokens: false });
-    let at = 0;
-    while (at < s.length && at < u.length && s[at] === u[at]) at++;
-    if (at >= u.length || at >= s.length) throw new Error(`tokenizer: "unsafe" (${u}) and "safe" (${s}) have no differing token`);
-    return { prefix: u.slice(0, at), unsafeId: u[at]!, safeId: s[at]! };
-  }
-
-  judge(messages: GuardExample["messages"]): Judgement {
-    const prompt = this.template.render(messages, { bosToken: this.tokenizer.bosToken ?? "", eosToken: this.tokenizer.eosToken ?? "" });
-    const ids = this.tokenizer.encode(prompt, { addSpecialTokens: false });
-    const { prefix, unsafeId } = this.split(prompt);
-    const V = this.model.config.vocabSize;
-    // Greedy verdict with the full distribution at each step (V is small for the demo guard).
-    const out = generate(this.model, ids, { maxTokens: 16, sampling: { temperature: 0 }, logprobs: V });
-    const verdict = this.tokenizer.decode(out.outputIds, { skipSpecialTokens: true });
-    const follows = prefix.every((id, i) => out.outputIds[i] === id) && out.logprobs!.length > prefix.length;
-    const top = follows ? out.logprobs![prefix.length]!.top
-      : generate(this.model, [...ids, ...prefix], { maxTokens: 1, sampling: { temperature: 0 }, logprobs: V }).logprobs![0]!.top;
-    const p = Math.exp(top.find(([id]) => id === unsafeId)?.[1] ?? -Infinity);
-    const parsed = parseVerdict(verdict);
-    return { unsafe: p >= 0.5, categories: parsed?.categories ?? [], unsafeProbability: p, text: verdict, parsed: parsed !== null };
+/** One row through the runtime (floe's Guard): a verdict that does not parse is recorded, not read as safe or unsafe. */
+export async function judgeRow(g: Guard, r: Pick<GuardExample, "messages" | "role">): Promise<Judgement> {
+  try {
+    const v = await g.judge(r.messages, { role: r.role });
+    return { unsafe: v.flagged, categories: v.categories, unsafeProbability: v.unsafeProbability, text: v.output, parsed: true };
+  } catch (e) {
+    if (!(e instanceof GuardOutputError)) throw e;
+    return { unsafe: false, categories: [], unsafeProbability: NaN, text: e.output, parsed: false };
   }
 }
 
@@ -127,7 +93,7 @@ export function scoreJudgements(rows: readonly GuardExample[], js: readonly Judg
   const acc = (c: Counts) => (c.tp + c.tn) / (c.tp + c.tn + c.fp + c.fn);
   return {
     rows: rows.length,
-    overall: { ...rates(all), accuracy: acc(all), auroc: auroc(js.map((j) => j.unsafeProbability), rows.map((r) => r.label === "unsafe")), parseErrors: js.filter((j) => !j.parsed).length, counts: all },
+    overall: { ...rates(all), accuracy: acc(all), auroc: auroc(js.map((j) => (Number.isNaN(j.unsafeProbability) ? 0 : j.unsafeProbability)), rows.map((r) => r.label === "unsafe")), parseErrors: js.filter((j) => !j.parsed).length, counts: all },
     byRole: { user: { ...rates(role.user), accuracy: acc(role.user) }, agent: { ...rates(role.agent), accuracy: acc(role.agent) } },
     categories: Object.fromEntries(cats.map((c) => { const x = rates(perCat[c]!); return [c, { ...x, categoryAccuracy: x.support ? (catRight[c] ?? 0) / x.support : NaN }]; })),
     byKind: Object.fromEntries(Object.entries(kinds).map(([k, v]) => [k, { rows: v.rows, accuracy: v.right / v.rows }])),
@@ -140,19 +106,18 @@ export function readGuardRows(file: string): GuardExample[] {
   });
 }
 
-export async function openGuard(dir: string, threads?: number): Promise<{ judge: GuardJudge; dispose: () => void }> {
-  const opened = await openModel(dir, { threads });
-  const template = await loadChatTemplate(dir);
-  if (!opened.tokenizer || !template) throw new Error(`${dir}: a guard needs tokenizer files and a chat_template`);
-  return { judge: new GuardJudge(opened.model, opened.tokenizer, template), dispose: () => opened.loaded.dispose() };
-}
-
 export async function evaluateGuard(model: string, data: string, opts: { limit?: number; threads?: number } = {}): Promise<GuardReport> {
   const t0 = performance.now();
   const rows = readGuardRows(data).slice(0, opts.limit ?? Infinity);
-  const g = await openGuard(model, opts.threads);
-  const js = rows.map((r) => g.judge.judge(r.messages));
-  g.dispose();
+  const g = await Guard.open(model, { threads: opts.threads, maxNumSeqs: 8 });
+  const js: Judgement[] = new Array(rows.length);
+  try {
+    // 8 rows in flight: the guard's engine batches them.
+    let next = 0;
+    await Promise.all(Array.from({ length: 8 }, async () => { while (next < rows.length) { const i = next++; js[i] = await judgeRow(g, rows[i]!); } }));
+  } finally {
+    await g.close();
+  }
   return {
     model, data, ...scoreJudgements(rows, js),
     host: { name: hostname(), cpu: cpus()[0]?.model ?? "unknown", cores: cpus().length, loadavg: loadavg() },

@@ -136,7 +136,7 @@ export function formatReport(r: GuardReport, names: Record<string, string> = {})
     ...(["user", "agent"] as const).map((k) => `| ${k} turn | ${r.byRole[k].support} | ${pct(r.byRole[k].precision)} | ${pct(r.byRole[k].recall)} | ${pct(r.byRole[k].fpr)} |`),
     ...Object.entries(r.categories).map(([c, x]) => `| ${c}${names[c] ? ` ${names[c]}` : ""} | ${x.support} | ${pct(x.precision)} | ${pct(x.recall)} | ${pct(x.fpr)} |`),
     "",
-    `${r.rows} held-out rows (${o.counts.tp + o.counts.fn} unsafe, ${o.counts.tn + o.counts.fp} safe); accuracy ${pct(o.accuracy)}, AUROC of the unsafe probability ${o.auroc.toFixed(3)}, ` +
+    `${r.rows} rows (${o.counts.tp + o.counts.fn} unsafe, ${o.counts.tn + o.counts.fp} safe); accuracy ${pct(o.accuracy)}, AUROC of the unsafe probability ${o.auroc.toFixed(3)}, ` +
       `${o.parseErrors} verdicts that do not parse; ${r.seconds.toFixed(0)} s on ${r.host.name} (${r.host.cpu}, ${r.host.cores} cores, load ${r.host.loadavg.map((x) => x.toFixed(1)).join(" ")}).`,
     "",
     `| row kind | rows | right |`, `|---|---|---|`,

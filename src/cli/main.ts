@@ -1,7 +1,7 @@
 // The `floe` command line: info, generate, chat, serve, finetune, eval and the tools around them.
 
 import { KvCache } from '../model/kv-cache.js';
-import { defaultKvDtype, generate, type GenerateResult, type TopLogprob } from '../model/generate.js';
+import { defaultKvDtype, generate, generateAsync, type GenerateResult, type TopLogprob } from '../model/generate.js';
 import { openModel } from '../model/open.js';
 import type { SpeculativeSpec } from '../model/speculation.js';
 import { loadModel, type LoadOptions } from '../formats/load.js';
@@ -16,6 +16,7 @@ import {
   type Range, commandHelp, conflicts, defaultMaxTokens, kvCacheDtype, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, samplingFlags, textOrStdin, UsageError,
   withGenerationDefaults,
 } from './args.js';
+import { failJob, joinPipeline, PIPELINE_FLAGS, pipelineFlags } from './pipeline.js';
 
 const HELP = `floe — serve and fine-tune Llama-family models
 
@@ -262,7 +263,7 @@ async function generateCmd(args: string[]): Promise<number> {
     backend: { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, logprobs: { type: 'string' },
     'prompt-logprobs': { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' },
     adapter: { type: 'string' }, dtype: { type: 'string' },
-    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
+    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' }, ...PIPELINE_FLAGS,
   });
   if ((values.prompt === undefined) === (values['prompt-ids'] === undefined)) throw new UsageError('give exactly one of --prompt TEXT or --prompt-ids 1,2,3');
   conflicts(values, [['prompt-ids', 'no-bos']]);
@@ -278,8 +279,14 @@ async function generateCmd(args: string[]): Promise<number> {
   const threads = optNum(values.threads, 'threads', true, { min: 1 });
   const prompt = values.prompt === undefined ? undefined : textOrStdin(values.prompt);
 
+  const pp = pipelineFlags(values);
+  if (pp && values.adapter !== undefined) throw new UsageError('--adapter is not supported with --pipeline-parallel-size yet');
+  const job = pp ? await joinPipeline(modelPath, pp, { backend, threads, load }) : null;
+  if (job?.role === 'stage') return job.exitCode;
+  try {
   // --prompt-ids needs no tokenizer: one floe cannot build is a warning, and the output is ids only
-  const opened = await openModel(modelPath, { backend, threads, load, tokenizerOptional: values['prompt-ids'] !== undefined });
+  const opened = job ? job.opened : await openModel(modelPath, { backend, threads, load, tokenizerOptional: values['prompt-ids'] !== undefined });
+  if (opened.tokenizerError !== null && values['prompt-ids'] === undefined) throw new Error(opened.tokenizerError);
   const { tokenizer } = opened;
   if (opened.tokenizerError !== null) process.stderr.write(`[floe] warning: ${opened.tokenizerError}; generating without a tokenizer (no text: --json shows the ids)\n`);
   const model = values.adapter === undefined ? opened.model : (await import('../model/adapter.js')).applyAdapter(opened.model, values.adapter);
@@ -305,7 +312,7 @@ async function generateCmd(args: string[]): Promise<number> {
     try { speculative = (await openModel(specArg, { backend, threads, load })).model; } catch (e) { throw new Error(`--speculative ${specArg}: ${(e as Error).message}`); }
   }
   const numSpeculativeTokens = specTokens(values['num-speculative-tokens']);
-  const res: GenerateResult = generate(model, promptIds, {
+  const genOpts = {
     speculative, numSpeculativeTokens,
     maxTokens: maxTokensFlag ?? defaultMaxTokens(opened.generation.maxNewTokens ?? 128, promptIds.length, model.config.maxPositionEmbeddings),
     sampling: withGenerationDefaults(sampling, opened.generation),
@@ -314,8 +321,12 @@ async function generateCmd(args: string[]): Promise<number> {
     promptLogprobs,
     kvDtype: kvDtype ?? defaultKvDtype(model),
     text,
-    onToken: json ? undefined : (_id, t) => { if (t) process.stdout.write(t); },
-  });
+    onToken: json ? undefined : (_id: number, t: string) => { if (t) process.stdout.write(t); },
+  };
+  const res: GenerateResult = job
+    ? await generateAsync(model, promptIds, genOpts, ({ inp, kv }) => job.driver.forward(inp, kv))
+    : generate(model, promptIds, genOpts);
+  if (job) { await job.driver.close(); await job.transport.close(); }
   if (json) {
     const lp = (e: TopLogprob | null) => e && { token: e.token, logprob: e.logprob, top: e.top };
     process.stdout.write(JSON.stringify({
@@ -335,10 +346,15 @@ async function generateCmd(args: string[]): Promise<number> {
     process.stdout.write('\n');
     const t = res.timings;
     process.stderr.write(`[floe] prompt ${t.promptTokens} tok ${(t.promptTokens / (t.promptMs / 1000)).toFixed(1)} tok/s, ` +
-      `generated ${t.generatedTokens} tok ${(t.generatedTokens / (t.decodeMs / 1000)).toFixed(1)} tok/s (${model.backend.name})\n`);
+      `generated ${t.generatedTokens} tok ${(t.generatedTokens / (t.decodeMs / 1000)).toFixed(1)} tok/s (${model.backend.name}` +
+      `${job ? `, ${pp!.size} pipeline stages ${job.stages}` : ''})\n`);
   }
   opened.loaded.dispose();
   return 0;
+  } catch (e) {
+    if (job) return failJob(job.transport, e);
+    throw e;
+  }
 }
 
 /** The tokenizer of an HF dir or a .gguf file, without loading the weights. */

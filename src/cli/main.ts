@@ -440,7 +440,7 @@ async function serveCmd(args: string[]): Promise<number> {
     'no-ui': { type: 'boolean' }, 'data-dir': { type: 'string' }, 'no-batch': { type: 'boolean' },
     speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
     'lora-modules': { type: 'string', multiple: true }, 'max-loras': { type: 'string' }, 'max-lora-rank': { type: 'string' },
-    'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' },
+    'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' }, ...PIPELINE_FLAGS,
   });
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
@@ -473,6 +473,15 @@ async function serveCmd(args: string[]): Promise<number> {
   if (dup) throw new UsageError(`--lora-modules names ${dup.name} twice`);
   if (values['enable-lora-loading'] && values['lora-root'] === undefined) throw new UsageError('--enable-lora-loading needs --lora-root DIR (runtime adapter paths must lie inside it)');
   if (values['lora-root'] !== undefined && !values['enable-lora-loading']) throw new UsageError('--lora-root only matters with --enable-lora-loading');
+  const pp = pipelineFlags(values);
+  if (pp && Number(process.env.OMPI_COMM_WORLD_RANK) > 0) {
+    // ranks ≥ 1 are stages: no HTTP; rank 0's engine worker drives them
+    await (await import('../parallel/serve-stage.js')).serveStage({
+      model: modelPath, stages: pp.stages, backend, threads: positive('threads'), load: loadDtype(values.dtype), kvCacheMemory: size('kv-cache-memory'),
+      kvDtype, blockSize: positive('block-size'), maxNumSeqs: positive('max-num-seqs'),
+    });
+    return 0;
+  }
 
   const stop = new Promise<string>((resolve) => {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve(sig));
@@ -486,6 +495,7 @@ async function serveCmd(args: string[]): Promise<number> {
     bodyLimit: size('max-body'), ui: !values['no-ui'], dataDir: values['no-batch'] ? null : values['data-dir'] ?? './floe-data',
     loraModules, maxLoras: positive('max-loras'), maxLoraRank: positive('max-lora-rank'),
     enableLoraLoading: !!values['enable-lora-loading'], loraRoot: values['lora-root'] ?? null,
+    pipeline: pp ?? undefined,
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {

@@ -29,6 +29,8 @@ export interface EngineStartOptions {
   readonly loraModules?: ReadonlyArray<{ readonly name: string; readonly path: string }>; // PEFT adapters served at start
   readonly maxLoras?: number; // distinct adapters in one step (default 4)
   readonly maxLoraRank?: number; // highest adapter rank accepted (default 64)
+  /** Pipeline parallelism under mpirun: this worker is rank 0, the first stage (stages: --pipeline-stages). */
+  readonly pipeline?: { readonly size: number; readonly stages?: string };
 }
 
 /** Messages main → worker. */

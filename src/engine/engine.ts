@@ -20,7 +20,7 @@ import { ConstraintCache } from './constrained/constraint.js';
 import { SchemaError } from './constrained/json-schema.js';
 import { RegexError } from './constrained/regex.js';
 import type { TokenVocab } from './constrained/token-mask.js';
-import { ModelRunner, type RunnerSeq, type SampledToken, type SamplingSlot, type SeqResult } from './runner.js';
+import { ModelRunner, type RemoteForward, type RunnerSeq, type SampledToken, type SamplingSlot, type SeqResult } from './runner.js';
 import { Scheduler, type SchedSeq, type SchedulerOutput } from './scheduler.js';
 
 export interface EngineOptions {
@@ -38,6 +38,10 @@ export interface EngineOptions {
   readonly numSpeculativeTokens?: number; // K: most draft tokens per sequence and step; default 4
   readonly maxLoras?: number; // distinct LoRA adapters in one step; requests for another wait; default 4
   readonly maxLoraRank?: number; // adapters of a higher rank are refused; default 64
+  /** Pipeline parallelism: the forward pass continues on other stages (then only stepAsync runs steps). */
+  readonly remote?: RemoteForward;
+  /** KV blocks, fixed (e.g. the least every pipeline stage can hold); overrides kvCacheMemory. */
+  readonly kvBlocks?: number;
 }
 
 export const ENGINE_DEFAULTS = { blockSize: 16, maxBatchedTokens: 512, maxNumSeqs: 64, maxQueue: 1024, kvFreeFraction: 0.3 } as const;
@@ -143,11 +147,11 @@ export class Engine {
     new AdaptiveK(this.numSpecTokens); // checks K
     // a draft model's KV shares the block tables: each block holds both models' K/V
     const perBlock = (KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, kvDtype) + (this.proposer?.kvBytesPerToken ?? 0)) * blockSize;
-    const numBlocks = Math.floor(budget / perBlock);
+    const numBlocks = opts.kvBlocks ?? Math.floor(budget / perBlock);
     if (numBlocks < 1) throw new RangeError(`KV cache memory ${budget} bytes is less than one block (${perBlock} bytes: ${blockSize} tokens × ${perBlock / blockSize} bytes)`);
     this.kv = new KvManager(numBlocks, blockSize, opts.prefixCaching ?? true);
     this.scheduler = new Scheduler(this.kv, { maxBatchedTokens: opts.maxBatchedTokens ?? ENGINE_DEFAULTS.maxBatchedTokens, maxNumSeqs });
-    this.runner = new ModelRunner(model, new KvCache(c.numLayers, numBlocks, blockSize, c.numKvHeads, c.headDim, kvDtype));
+    this.runner = new ModelRunner(model, new KvCache(model.weights.layers.length, numBlocks, blockSize, c.numKvHeads, c.headDim, kvDtype), opts.remote ?? null);
     this.proposer?.init?.({ vocabSize: c.vocabSize, numBlocks, blockSize, maxPositions: c.maxPositionEmbeddings });
     this.maxQueue = opts.maxQueue ?? ENGINE_DEFAULTS.maxQueue;
     this.adapters = new AdapterTable(c, opts.maxLoraRank);
@@ -336,9 +340,25 @@ export class Engine {
 
   /** One engine iteration; returns the outputs it produced. */
   step(): EngineOutput[] {
-    const outputs = this.applyAborts();
+    const outputs: EngineOutput[] = [];
+    const sched = this.beginStep(outputs);
+    if (sched) this.endStep(sched, this.runner.execute(sched, (id) => this.seqOf(id)), outputs);
+    return outputs;
+  }
+
+  /** step() with the forward pass awaited (pipeline stages on other ranks). */
+  async stepAsync(): Promise<EngineOutput[]> {
+    const outputs: EngineOutput[] = [];
+    const sched = this.beginStep(outputs);
+    if (sched) this.endStep(sched, await this.runner.executeAsync(sched, (id) => this.seqOf(id)), outputs);
+    return outputs;
+  }
+
+  /** Aborts, admission and scheduling: the step's plan, or null when there is nothing to run. */
+  private beginStep(outputs: EngineOutput[]): SchedulerOutput | null {
+    outputs.push(...this.applyAborts());
     this.admitParked();
-    if (!this.scheduler.hasWork) return outputs;
+    if (!this.scheduler.hasWork) return null;
     this.planLookahead();
     const sched = this.byAdapter(this.propose(this.scheduler.schedule()));
     this.counters.steps++;
@@ -351,7 +371,11 @@ export class Engine {
       const seq = this.seqOf(s.id);
       this.counters.promptTokens += Math.max(0, Math.min(seq.promptLen, s.start + s.numTokens) - s.start);
     }
-    const results = this.runner.execute(sched, (id) => this.seqOf(id));
+    return sched;
+  }
+
+  /** Commit the step's results: prefix-cache hashes, sampled tokens, outputs. */
+  private endStep(sched: SchedulerOutput, results: SeqResult[], outputs: EngineOutput[]): void {
     for (const s of sched.seqs) {
       const seq = this.seqOf(s.id);
       // draft positions are unverified: roll back to the committed tokens before hashing full blocks
@@ -376,7 +400,6 @@ export class Engine {
       if (r.verified) this.onVerified(state, comp!, r.verified);
     }
     for (const state of touched) outputs.push(...this.emit(state));
-    return outputs;
   }
 
   stats(): EngineStats {

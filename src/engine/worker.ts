@@ -13,9 +13,15 @@ const post = (m: FromWorker): void => port.postMessage(m);
 
 const opts = workerData as EngineStartOptions;
 let engine: Engine;
+// under mpirun the forward pass continues on the other ranks (src/parallel: the engine only sees a RemoteForward)
+let pipeline: import('../parallel/serve-stage.js').PipelineRank0 | null = null;
 try {
   const open = { backend: opts.backend, threads: opts.threads, load: opts.dtype ? { dtype: opts.dtype } : undefined };
-  const { model, tokenizer } = await openModel(opts.model, open);
+  if (opts.pipeline) {
+    if (opts.speculative !== undefined || opts.loraModules?.length) throw new Error('speculative decoding and LoRA modules are not supported with pipeline parallelism yet');
+    pipeline = await (await import('../parallel/serve-stage.js')).joinAsRank0({ ...open, ...opts, stages: opts.pipeline.stages });
+  }
+  const { model, tokenizer } = pipeline ?? await openModel(opts.model, open);
   const spec = opts.speculative;
   let speculative: SpeculativeSpec | undefined;
   if (spec === 'ngram' || spec === 'suffix') speculative = spec;
@@ -27,6 +33,7 @@ try {
     modelId: opts.modelId, kvCacheMemory: opts.kvCacheMemory, kvDtype: opts.kvDtype, blockSize: opts.blockSize,
     maxBatchedTokens: opts.maxBatchedTokens, maxNumSeqs: opts.maxNumSeqs, maxQueue: opts.maxQueue, prefixCaching: opts.prefixCaching,
     extraEosIds: tokenizer?.eosIds, maxLoras: opts.maxLoras, maxLoraRank: opts.maxLoraRank,
+    remote: pipeline?.driver, kvBlocks: pipeline?.kvBlocks,
   });
   for (const m of opts.loraModules ?? []) {
     try { engine.loadAdapter(m.name, m.path); } catch (e) { throw new Error(`LoRA module ${m.name}=${m.path}: ${(e as Error).message}`); }
@@ -90,6 +97,7 @@ for (;;) {
   if (shutdownAt !== null && (!engine.hasWork || Date.now() >= shutdownAt)) {
     const outs = engine.abortAll();
     if (outs.length > 0) post({ type: 'outputs', outputs: outs });
+    if (pipeline) { await pipeline.driver.close(); await pipeline.transport.close(); }
     post({ type: 'closed' });
     port.close();
     break;
@@ -101,8 +109,10 @@ for (;;) {
     }
     let outs: EngineOutput[];
     try {
-      outs = engine.step();
+      outs = pipeline ? await engine.stepAsync() : engine.step();
     } catch (e) {
+      // the stages may be mid-step: a pipeline cannot go on, the job ends (mpirun takes every rank down)
+      if (pipeline) await pipeline.transport.abort(1, `floe serve: pipeline step failed on rank 0: ${(e as Error).message}; aborting the job`);
       // a bug must not hang the clients: fail every live request and keep serving
       outs = engine.failAll(`engine step failed: ${(e as Error).message}`);
     }

@@ -81,6 +81,8 @@ generate options:
   --no-bos                do not add the BOS token to --prompt
   --json                  print one JSON object instead of streaming text
   --adapter DIR           apply a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)
+  --pipeline-parallel-size N   under \`mpirun -np N\`: the layers split into N stages, one per rank
+  --pipeline-stages 0-2,3-5    the stages' layer ranges (inclusive; default: balanced by FLOPs and bytes)
 
 chat options:
   --system TEXT           a system message first in the conversation
@@ -167,6 +169,7 @@ serve options:
   --max-lora-rank R       refuse adapters of a higher rank (default 64)
   --enable-lora-loading   answer POST /v1/load_lora_adapter and /v1/unload_lora_adapter (needs --lora-root)
   --lora-root DIR         runtime-loaded adapter paths must resolve inside DIR
+  --pipeline-parallel-size N, --pipeline-stages LIST   as for generate; rank 0 serves HTTP, the others are stages
 `;
 
 export async function run(argv: string[]): Promise<number> {

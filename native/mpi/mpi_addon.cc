@@ -58,6 +58,7 @@ std::string mpiError(const char* what, int rc) {
 void complete(Op* op) {
   tsfn.BlockingCall(op, [](Napi::Env env, Napi::Function, Op* op) {
     Napi::HandleScope scope(env);
+    try {
     if (!op->err.empty()) {
       op->deferred->Reject(Napi::Error::New(env, op->err).Value());
       delete op->recvData;
@@ -93,6 +94,9 @@ void complete(Op* op) {
         case Kind::Split: op->deferred->Resolve(Napi::Number::New(env, op->result)); break;
         default: op->deferred->Resolve(env.Undefined());
       }
+    }
+    } catch (const Napi::Error&) {
+      // the environment is going away (a worker ending): nobody waits for this Promise any more
     }
     if (op->sendRef) { op->sendRef->Reset(); delete op->sendRef; }
     delete op->deferred;
@@ -184,13 +188,21 @@ void loop() {
         progressed = true;
       } else i++;
     }
+    // receives match in the order they were posted: once one finds nothing, none after it that could take the same
+    // message may probe this round (a message arriving between two probes would go to the later receive)
+    std::vector<const Op*> unmatched;
+    auto overlaps = [](const Op* a, const Op* b) {
+      return a->comm == b->comm && (a->peer == b->peer || a->peer == MPI_ANY_SOURCE || b->peer == MPI_ANY_SOURCE) &&
+             (a->tag == b->tag || a->tag == MPI_ANY_TAG || b->tag == MPI_ANY_TAG);
+    };
     for (size_t i = 0; i < recvs.size();) {
       Op* op = recvs[i];
+      if (std::any_of(unmatched.begin(), unmatched.end(), [&](const Op* u) { return overlaps(u, op); })) { i++; continue; }
       int flag = 0;
       MPI_Message msg;
       MPI_Status st;
       int rc = MPI_Improbe(op->peer, op->tag, commOf(op), &flag, &msg, &st);
-      if (rc == MPI_SUCCESS && !flag) { i++; continue; }
+      if (rc == MPI_SUCCESS && !flag) { unmatched.push_back(op); i++; continue; }
       if (rc == MPI_SUCCESS) {
         int n = 0;
         MPI_Get_count(&st, MPI_BYTE, &n);

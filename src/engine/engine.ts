@@ -133,6 +133,7 @@ export class Engine {
   private readonly numSpecTokens: number;
   readonly adapters: AdapterTable;
   private readonly maxLoras: number;
+  private readonly inFlight = new Set<string>(); // sequences of launched steps whose results are not in yet
   private parked: Seq[] = []; // first sequences of requests whose adapter waits for a free LoRA slot (FIFO)
   private constraints: ConstraintCache | null = null; // built on the first constrained request (token bytes of the vocabulary)
 
@@ -348,19 +349,35 @@ export class Engine {
 
   /** step() with the forward pass awaited (pipeline stages on other ranks). */
   async stepAsync(): Promise<EngineOutput[]> {
+    return (await this.launchStep()) ?? [];
+  }
+
+  /**
+   * Start a step without waiting for its forward pass (pipeline micro-batches): sequences of steps still in flight
+   * are neither scheduled nor preempted until their results are in. With `microBatches` M, a step takes about 1/M of
+   * the sequences, so M steps fill the stages. null: nothing to run now.
+   */
+  launchStep(microBatches = 1): Promise<EngineOutput[]> | null {
     const outputs: EngineOutput[] = [];
-    const sched = this.beginStep(outputs);
-    if (sched) this.endStep(sched, await this.runner.executeAsync(sched, (id) => this.seqOf(id)), outputs);
-    return outputs;
+    const all = this.scheduler.running.length + this.scheduler.waiting.length;
+    const sched = this.beginStep(outputs, Math.max(1, Math.ceil(all / microBatches)));
+    if (!sched) return outputs.length > 0 ? Promise.resolve(outputs) : null;
+    for (const s of sched.seqs) this.inFlight.add(s.id);
+    return this.runner.executeAsync(sched, (id) => this.seqOf(id)).then((results) => {
+      for (const s of sched.seqs) this.inFlight.delete(s.id);
+      this.endStep(sched, results, outputs);
+      return outputs;
+    });
   }
 
   /** Aborts, admission and scheduling: the step's plan, or null when there is nothing to run. */
-  private beginStep(outputs: EngineOutput[]): SchedulerOutput | null {
+  private beginStep(outputs: EngineOutput[], maxSeqs?: number): SchedulerOutput | null {
     outputs.push(...this.applyAborts());
     this.admitParked();
     if (!this.scheduler.hasWork) return null;
     this.planLookahead();
-    const sched = this.byAdapter(this.propose(this.scheduler.schedule()));
+    const sched = this.byAdapter(this.propose(this.scheduleIdle(maxSeqs)));
+    if (sched.seqs.length === 0 && this.inFlight.size > 0) return null;
     this.counters.steps++;
     for (const s of sched.seqs) {
       const owner = this.seqOwner.get(s.id)!;
@@ -372,6 +389,19 @@ export class Engine {
       this.counters.promptTokens += Math.max(0, Math.min(seq.promptLen, s.start + s.numTokens) - s.start);
     }
     return sched;
+  }
+
+  /** schedule() over the running sequences not in flight (they are set aside and put back in their order). */
+  private scheduleIdle(maxSeqs?: number): SchedulerOutput {
+    const run = this.scheduler.running;
+    if (this.inFlight.size === 0) return this.scheduler.schedule(maxSeqs);
+    const before = [...run];
+    run.splice(0, run.length, ...before.filter((s) => !this.inFlight.has(s.id)));
+    const out = this.scheduler.schedule(maxSeqs);
+    const kept = new Set(run);
+    const old = new Set(before);
+    run.splice(0, run.length, ...before.filter((s) => this.inFlight.has(s.id) || kept.has(s)), ...run.filter((s) => !old.has(s)));
+    return out;
   }
 
   /** Commit the step's results: prefix-cache hashes, sampled tokens, outputs. */
@@ -613,9 +643,14 @@ export class Engine {
 
   private applyAborts(): EngineOutput[] {
     const outs: EngineOutput[] = [];
+    const later: string[] = []; // requests with a step in flight are aborted once its results are in
     for (const id of this.aborts) {
       const state = this.states.get(id);
       if (!state) continue;
+      if (this.inFlight.size > 0 && (state.kind === 'embed' ? [state.seq] : state.completions.map((c) => c.seq)).some((s) => this.inFlight.has(s.id))) {
+        later.push(id);
+        continue;
+      }
       if (state.kind === 'embed') {
         this.unpark(state.seq);
         this.scheduler.finish(state.seq.id);
@@ -633,6 +668,7 @@ export class Engine {
       outs.push(...this.emit(state));
     }
     this.aborts.clear();
+    for (const id of later) this.aborts.add(id);
     return outs;
   }
 

@@ -93,8 +93,22 @@ let steps = 0;
 const stepDelayMs = Number(process.env.FLOE_ENGINE_STEP_DELAY_MS ?? 0) || 0;
 const tick = (): Promise<void> => new Promise((r) => (stepDelayMs > 0 ? setTimeout(r, stepDelayMs) : setImmediate(r)));
 
+// a pipeline keeps one step per stage in flight (micro-batches), so the stages overlap
+const inflight: Promise<EngineOutput[]>[] = [];
+const depth = opts.pipeline ? opts.pipeline.size : 1;
+async function pipelineStep(): Promise<EngineOutput[]> {
+  while (inflight.length < depth) {
+    const p = engine.launchStep(depth);
+    if (!p) break;
+    p.catch(() => {}); // awaited in order below; a failure there ends the job
+    inflight.push(p);
+  }
+  return inflight.length > 0 ? await inflight.shift()! : [];
+}
+
 for (;;) {
   if (shutdownAt !== null && (!engine.hasWork || Date.now() >= shutdownAt)) {
+    while (inflight.length > 0) post({ type: 'outputs', outputs: await inflight.shift()! });
     const outs = engine.abortAll();
     if (outs.length > 0) post({ type: 'outputs', outputs: outs });
     if (pipeline) { await pipeline.driver.close(); await pipeline.transport.close(); }
@@ -109,7 +123,7 @@ for (;;) {
     }
     let outs: EngineOutput[];
     try {
-      outs = pipeline ? await engine.stepAsync() : engine.step();
+      outs = pipeline ? await pipelineStep() : engine.step();
     } catch (e) {
       // the stages may be mid-step: a pipeline cannot go on, the job ends (mpirun takes every rank down)
       if (pipeline) await pipeline.transport.abort(1, `floe serve: pipeline step failed on rank 0: ${(e as Error).message}; aborting the job`);

@@ -28,8 +28,8 @@ export function activationDtype(model: LlamaModel): ActDType {
   return model.weights.layers[0]!.wq.dtype === 'f32' ? 'f32' : 'bf16';
 }
 
-/** Byte counts of the last step (for the benchmark's hop cost). */
-export interface HopStats { steps: number; bytesDown: number; bytesBack: number }
+/** Steps, bytes each way, and the most steps in flight at once (micro-batches overlapping in the stages). */
+export interface HopStats { steps: number; bytesDown: number; bytesBack: number; maxInFlight: number }
 
 /**
  * Message layout (little-endian), STEP:
@@ -95,7 +95,8 @@ export class PipelineDriver {
   private kv: KvCache | null = null; // the cache the stages were set up for (INIT)
   private copies: { src: number; dst: number }[] = [];
   private stepNo = 0;
-  readonly stats: HopStats = { steps: 0, bytesDown: 0, bytesBack: 0 };
+  readonly stats: HopStats = { steps: 0, bytesDown: 0, bytesBack: 0, maxInFlight: 0 };
+  private inFlight = 0;
   readonly act: ActDType;
 
   constructor(readonly tr: Transport, readonly model: LlamaModel) {
@@ -112,24 +113,25 @@ export class PipelineDriver {
 
   /** Logits (numLogits, V) of the step; hiddenOut (R, D) gets the final-normed rows. */
   async forward(inp: ForwardInput, kv: KvCache, hiddenOut?: Float32Array): Promise<Float32Array> {
-    if (kv !== this.kv) {
-      // every stage allocates its own layers' pool with rank 0's geometry
-      await this.tr.send(1, TAG_STEP, header(Kind.Init, kv.numBlocks, kv.blockSize, KV_CODE[kv.dtype]));
-      this.kv = kv;
-      this.copies = [];
-    }
+    // every stage allocates its own layers' pool with rank 0's geometry (messages to a rank arrive in send order)
+    const init = kv === this.kv ? null : this.tr.send(1, TAG_STEP, header(Kind.Init, kv.numBlocks, kv.blockSize, KV_CODE[kv.dtype]));
+    if (init) { this.kv = kv; this.copies = []; }
     const m = this.model;
     const x = m.embedTokens(inp.tokens); // (T, D)
     m.forwardLayers(x, inp, kv);
-    const msg = encodeStep(inp, this.copies, x, this.act, ++this.stepNo);
+    const stepNo = ++this.stepNo;
+    const msg = encodeStep(inp, this.copies, x, this.act, stepNo);
     this.copies = [];
     const sent = this.tr.send(1, TAG_STEP, msg);
+    this.stats.maxInFlight = Math.max(this.stats.maxInFlight, ++this.inFlight);
     const back = await this.tr.recv(this.tr.size - 1, TAG_OUT);
+    this.inFlight--;
+    await init;
     await sent;
     const h = new Int32Array(back.buffer, back.byteOffset, HEADER);
     const R = inp.logitRows.length;
-    if (h[0] !== Kind.Out || h[3] !== R || h[8] !== this.stepNo) {
-      throw new Error(`pipeline: rank ${this.tr.size - 1} answered kind ${h[0]} step ${h[8]} with ${h[3]} rows, expected step ${this.stepNo} with ${R} rows`);
+    if (h[0] !== Kind.Out || h[3] !== R || h[8] !== stepNo) {
+      throw new Error(`pipeline: rank ${this.tr.size - 1} answered kind ${h[0]} step ${h[8]} with ${h[3]} rows, expected step ${stepNo} with ${R} rows`);
     }
     const rows = m.residual(R); // (R, D)
     readAct(back, HEADER * 4, rows, h[7] === 0 ? 'f32' : 'bf16');

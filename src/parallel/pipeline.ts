@@ -37,6 +37,16 @@ export interface HopStats { steps: number; bytesDown: number; bytesBack: number;
  *   | logitRows (R) | copies (2·numCopies: src, dst) | activations (T, D) f32 or bf16
  * OUT: int32 header | rows (R, D) f32 or bf16.  INIT: header with T = numBlocks, S = blockSize, R = kv dtype.
  */
+/** Bytes of a STEP message for T tokens of S sequences, R output rows, B blocks per table, hidden size D. */
+export function stepMessageBytes(T: number, S: number, R: number, B: number, D: number, act: ActDType): number {
+  return 4 * (HEADER + 3 * T + (S + 1) + S + S * B + R) + T * D * (act === 'f32' ? 4 : 2);
+}
+
+/** Bytes of the OUT message carrying R rows back to rank 0. */
+export function outMessageBytes(R: number, D: number, act: ActDType): number {
+  return 4 * HEADER + R * D * (act === 'f32' ? 4 : 2);
+}
+
 function encodeStep(inp: ForwardInput, copies: readonly { src: number; dst: number }[], x: Float32Array, act: ActDType, stepNo: number): Uint8Array {
   const T = inp.positions.length;
   const { numSeqs: S, maxBlocks: B } = inp.attn;

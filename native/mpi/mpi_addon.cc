@@ -38,9 +38,10 @@ struct Op {
   Napi::Reference<Napi::Value>* sendRef = nullptr;
 };
 
-std::mutex mu;
-std::condition_variable cv;
-std::deque<Op*> queue;        // new ops, JS thread → MPI thread
+// never destroyed: at exit the MPI thread may still wait on cv (glibc's pthread_cond_destroy would wait for it)
+std::mutex& mu = *new std::mutex;
+std::condition_variable& cv = *new std::condition_variable;
+std::deque<Op*>& queue = *new std::deque<Op*>;  // new ops, JS thread → MPI thread
 std::thread mpiThread;
 Napi::ThreadSafeFunction tsfn;
 std::atomic<bool> started{false};

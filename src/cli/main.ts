@@ -16,7 +16,7 @@ import {
   type Range, commandHelp, conflicts, defaultMaxTokens, kvCacheDtype, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, samplingFlags, textOrStdin, UsageError,
   withGenerationDefaults,
 } from './args.js';
-import { failJob, joinPipeline, PIPELINE_FLAGS, pipelineFlags } from './pipeline.js';
+import { joinPipeline, PIPELINE_FLAGS, pipelineFlags } from './pipeline.js';
 
 const HELP = `floe — serve and fine-tune Llama-family models
 
@@ -285,8 +285,8 @@ async function generateCmd(args: string[]): Promise<number> {
   const pp = pipelineFlags(values);
   if (pp && values.adapter !== undefined) throw new UsageError('--adapter is not supported with --pipeline-parallel-size yet');
   const job = pp ? await joinPipeline(modelPath, pp, { backend, threads, load }) : null;
+  // from here a throw on rank 0 exits it non-zero without MPI_Finalize, and mpirun then ends the stages
   if (job?.role === 'stage') return job.exitCode;
-  try {
   // --prompt-ids needs no tokenizer: one floe cannot build is a warning, and the output is ids only
   const opened = job ? job.opened : await openModel(modelPath, { backend, threads, load, tokenizerOptional: values['prompt-ids'] !== undefined });
   if (opened.tokenizerError !== null && values['prompt-ids'] === undefined) throw new Error(opened.tokenizerError);
@@ -354,10 +354,6 @@ async function generateCmd(args: string[]): Promise<number> {
   }
   opened.loaded.dispose();
   return 0;
-  } catch (e) {
-    if (job) return failJob(job.transport, e);
-    throw e;
-  }
 }
 
 /** The tokenizer of an HF dir or a .gguf file, without loading the weights. */

@@ -38,3 +38,12 @@ for (const [np, tcp, stages] of [[2, false, null], [3, false, null], [2, true, '
     assert.deepEqual(got.prompt_logprobs, want.prompt_logprobs);
   });
 }
+
+test('an error on rank 0 after the stages started ends the whole job with its message', { skip: MPI_SKIP }, () => {
+  const t0 = Date.now();
+  const r = spawnSync('mpirun', mpirunArgs(2, false, ['generate', '--model', BROWN, '--prompt-ids', `5,${V + 3}`, '--max-tokens', '3', '--pipeline-parallel-size', '2']),
+    { encoding: 'utf8', timeout: 60_000, env: MPI_ENV });
+  assert.equal(r.signal, null, `mpirun hung (killed after ${Date.now() - t0} ms)`);
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, new RegExp(`prompt token id ${V + 3} outside the vocabulary`));
+});

@@ -39,6 +39,8 @@ try {
     try { engine.loadAdapter(m.name, m.path); } catch (e) { throw new Error(`LoRA module ${m.name}=${m.path}: ${(e as Error).message}`); }
   }
 } catch (e) {
+  // the stages wait for rank 0: the job ends with the message
+  if (pipeline) await pipeline.transport.abort(1, `floe serve: loading ${opts.model} on rank 0: ${(e as Error).message}; aborting the job`);
   post({ type: 'failed', message: `loading ${opts.model}: ${(e as Error).message}` });
   process.exit(1);
 }

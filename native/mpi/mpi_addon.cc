@@ -120,7 +120,7 @@ void loop() {
       std::unique_lock<std::mutex> lk(mu);
       if (queue.empty()) {
         if (active.empty() && recvs.empty()) cv.wait(lk, [] { return !queue.empty(); });
-        else if (idle > 64) cv.wait_for(lk, std::chrono::microseconds(std::min(1000, 10 * (idle - 64))));
+        else if (idle > 64) cv.wait_for(lk, std::chrono::microseconds(std::min(100, 2 * (idle - 64))));  // in-flight ops: poll every ≤ 100 µs
       }
       fresh.swap(queue);
     }

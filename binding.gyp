@@ -27,5 +27,23 @@
         "OTHER_CPLUSPLUSFLAGS": ["-std=c++17", "-O3", "-fopenmp-simd"]
       }
     }
+  ],
+  # native/mpi: the optional Open MPI binding (pipeline parallelism), a second module built only where mpicxx exists
+  "conditions": [
+    ["<!(sh native/mpi/probe.sh)==1", {
+      "targets": [
+        {
+          "target_name": "floe_mpi",
+          "sources": ["native/mpi/mpi_addon.cc"],
+          "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+          "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "OMPI_SKIP_MPICXX=1", "MPICH_SKIP_MPICXX=1"],
+          "cflags!": ["-fno-exceptions"],
+          "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++1y"],
+          "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "<!@(mpicxx --showme:compile)"],
+          "ldflags": ["-pthread"],
+          "libraries": ["<!@(mpicc --showme:link)"]
+        }
+      ]
+    }]
   ]
 }

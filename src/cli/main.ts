@@ -1,7 +1,7 @@
 // The `floe` command line: info, generate, chat, serve, finetune, eval and the tools around them.
 
 import { KvCache } from '../model/kv-cache.js';
-import { defaultKvDtype, generate, type GenerateResult, type TopLogprob } from '../model/generate.js';
+import { defaultKvDtype, generate, generateAsync, type GenerateResult, type TopLogprob } from '../model/generate.js';
 import { openModel } from '../model/open.js';
 import type { SpeculativeSpec } from '../model/speculation.js';
 import { loadModel, type LoadOptions } from '../formats/load.js';
@@ -17,6 +17,7 @@ import {
   type Range, commandHelp, conflicts, defaultMaxTokens, kvCacheDtype, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, samplingFlags, textOrStdin, UsageError,
   withGenerationDefaults,
 } from './args.js';
+import { joinPipeline, PIPELINE_FLAGS, pipelineFlags } from './pipeline.js';
 
 const HELP = `floe — serve and fine-tune Llama-family models
 
@@ -94,6 +95,8 @@ generate options:
   --weights-memory SIZE   keep weights within SIZE: the layers that do not fit stream from disk each step through
                           a ring of 3 staging buffers read ahead (KV cache and activations come on top)
   --offload-ratio F       or stream a share F of the layers (0..1)
+  --pipeline-parallel-size N   under \`mpirun -np N\`: the layers split into N stages, one per rank
+  --pipeline-stages 0-2,3-5    the stages' layer ranges (inclusive; default: balanced by FLOPs and bytes)
 
 chat options:
   --system TEXT           a system message first in the conversation
@@ -231,6 +234,7 @@ serve options:
   --task generate|embed   embed: --model is an embedding model; only /v1/embeddings answers (default generate)
   --rag-db DIR            RAG collections (/v1/rag/*, chat's "rag" field) in DIR, embedded by the embedding
                           model (--embedding-model, default the built-in models/floe-embed; or --task embed's)
+  --pipeline-parallel-size N, --pipeline-stages LIST   as for generate; rank 0 serves HTTP, the others are stages
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -332,7 +336,7 @@ async function generateCmd(args: string[]): Promise<number> {
     backend: { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, logprobs: { type: 'string' },
     'prompt-logprobs': { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' },
     adapter: { type: 'string' }, dtype: { type: 'string' },
-    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' }, ...OFFLOAD_FLAGS,
+    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' }, ...OFFLOAD_FLAGS, ...PIPELINE_FLAGS,
   });
   const offload = offloadOptions(values);
   if (offload && values.adapter !== undefined) throw new UsageError('--adapter with streamed layers is not supported yet: serve the adapter with floe serve --lora-modules instead');
@@ -350,8 +354,15 @@ async function generateCmd(args: string[]): Promise<number> {
   const threads = optNum(values.threads, 'threads', true, { min: 1 });
   const prompt = values.prompt === undefined ? undefined : textOrStdin(values.prompt);
 
+  const pp = pipelineFlags(values);
+  if (pp && offload) throw new UsageError('--pipeline-parallel-size and --weights-memory / --offload-ratio do not combine yet');
+  if (pp && values.adapter !== undefined) throw new UsageError('--adapter is not supported with --pipeline-parallel-size yet');
+  const job = pp ? await joinPipeline(modelPath, pp, { backend, threads, load }) : null;
+  // from here a throw on rank 0 exits it non-zero without MPI_Finalize, and mpirun then ends the stages
+  if (job?.role === 'stage') return job.exitCode;
   // --prompt-ids needs no tokenizer: one floe cannot build is a warning, and the output is ids only
-  const opened = await openModel(modelPath, { backend, threads, load, offload, tokenizerOptional: values['prompt-ids'] !== undefined });
+  const opened = job ? job.opened : await openModel(modelPath, { backend, threads, load, offload, tokenizerOptional: values['prompt-ids'] !== undefined });
+  if (opened.tokenizerError !== null && values['prompt-ids'] === undefined) throw new Error(opened.tokenizerError);
   const { tokenizer } = opened;
   if (opened.tokenizerError !== null) process.stderr.write(`[floe] warning: ${opened.tokenizerError}; generating without a tokenizer (no text: --json shows the ids)\n`);
   const model = values.adapter === undefined ? opened.model : (await import('../model/adapter.js')).applyAdapter(opened.model, values.adapter);
@@ -377,7 +388,7 @@ async function generateCmd(args: string[]): Promise<number> {
     try { speculative = (await openModel(specArg, { backend, threads, load })).model; } catch (e) { throw new Error(`--speculative ${specArg}: ${(e as Error).message}`); }
   }
   const numSpeculativeTokens = specTokens(values['num-speculative-tokens']);
-  const res: GenerateResult = generate(model, promptIds, {
+  const genOpts = {
     speculative, numSpeculativeTokens,
     maxTokens: maxTokensFlag ?? defaultMaxTokens(opened.generation.maxNewTokens ?? 128, promptIds.length, model.config.maxPositionEmbeddings),
     sampling: withGenerationDefaults(sampling, opened.generation),
@@ -386,8 +397,12 @@ async function generateCmd(args: string[]): Promise<number> {
     promptLogprobs,
     kvDtype: kvDtype ?? defaultKvDtype(model),
     text,
-    onToken: json ? undefined : (_id, t) => { if (t) process.stdout.write(t); },
-  });
+    onToken: json ? undefined : (_id: number, t: string) => { if (t) process.stdout.write(t); },
+  };
+  const res: GenerateResult = job
+    ? await generateAsync(model, promptIds, genOpts, ({ inp, kv }) => job.driver.forward(inp, kv))
+    : generate(model, promptIds, genOpts);
+  if (job) { await job.driver.close(); await job.transport.close(); }
   if (json) {
     const lp = (e: TopLogprob | null) => e && { token: e.token, logprob: e.logprob, top: e.top };
     process.stdout.write(JSON.stringify({
@@ -407,7 +422,8 @@ async function generateCmd(args: string[]): Promise<number> {
     process.stdout.write('\n');
     const t = res.timings;
     process.stderr.write(`[floe] prompt ${t.promptTokens} tok ${(t.promptTokens / (t.promptMs / 1000)).toFixed(1)} tok/s, ` +
-      `generated ${t.generatedTokens} tok ${(t.generatedTokens / (t.decodeMs / 1000)).toFixed(1)} tok/s (${model.backend.name})\n`);
+      `generated ${t.generatedTokens} tok ${(t.generatedTokens / (t.decodeMs / 1000)).toFixed(1)} tok/s (${model.backend.name}` +
+      `${job ? `, ${pp!.size} pipeline stages ${job.stages}` : ''})\n`);
   }
   opened.loaded.dispose();
   return 0;
@@ -496,7 +512,7 @@ async function serveCmd(args: string[]): Promise<number> {
     'no-ui': { type: 'boolean' }, 'data-dir': { type: 'string' }, 'no-batch': { type: 'boolean' },
     speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
     'lora-modules': { type: 'string', multiple: true }, 'max-loras': { type: 'string' }, 'max-lora-rank': { type: 'string' },
-    'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' }, ...OFFLOAD_FLAGS,
+    'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' }, ...OFFLOAD_FLAGS, ...PIPELINE_FLAGS,
     'jobs-threads': { type: 'string' }, 'max-cpu-loras': { type: 'string' },
     'guard-model': { type: 'string' }, guardrails: { type: 'boolean' }, 'guard-window': { type: 'string' }, 'guard-kv-cache-memory': { type: 'string' },
     'embedding-model': { type: 'string' }, task: { type: 'string' }, 'rag-db': { type: 'string' },
@@ -539,6 +555,16 @@ async function serveCmd(args: string[]): Promise<number> {
   const maxCpuLoras = positive('max-cpu-loras');
   if (maxCpuLoras !== undefined && maxCpuLoras < (positive('max-loras') ?? 4)) throw new UsageError(`--max-cpu-loras ${maxCpuLoras} is below --max-loras ${positive('max-loras') ?? 4}: the adapters of one step must fit in host memory`);
   if (values.guardrails && values['guard-model'] === undefined) throw new UsageError('--guardrails needs --guard-model PATH (the guard that judges the answers)');
+  const pp = pipelineFlags(values);
+  if (pp && offload) throw new UsageError('--pipeline-parallel-size and --weights-memory / --offload-ratio do not combine yet');
+  if (pp && Number(process.env.OMPI_COMM_WORLD_RANK) > 0) {
+    // ranks ≥ 1 are stages: no HTTP; rank 0's engine worker drives them
+    await (await import('../parallel/serve-stage.js')).serveStage({
+      model: modelPath, stages: pp.stages, backend, threads: positive('threads'), load: loadDtype(values.dtype), kvCacheMemory: size('kv-cache-memory'),
+      kvDtype, blockSize: positive('block-size'), maxNumSeqs: positive('max-num-seqs'),
+    });
+    return 0;
+  }
 
   const stop = new Promise<string>((resolve) => {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve(sig));
@@ -555,6 +581,7 @@ async function serveCmd(args: string[]): Promise<number> {
     jobsThreads: positive('jobs-threads'), maxCpuLoras,
     guardModel: values['guard-model'] ?? null, guardrails: !!values.guardrails, guardWindow: positive('guard-window'), guardKvCacheMemory: size('guard-kv-cache-memory'),
     task, ...(await (await import('./rag.js')).ragServeOptions(values['rag-db'], values['embedding-model'], task)),
+    pipeline: pp ?? undefined,
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {

@@ -32,6 +32,8 @@ export interface EngineStartOptions {
   readonly maxLoraRank?: number; // highest adapter rank accepted (default 64)
   readonly maxCpuLoras?: number; // adapters kept in host memory, LRU (default no limit)
   readonly offload?: OffloadOptions; // stream a share of the layers from disk (--weights-memory / --offload-ratio)
+  /** Pipeline parallelism under mpirun: this worker is rank 0, the first stage (stages: --pipeline-stages). */
+  readonly pipeline?: { readonly size: number; readonly stages?: string };
 }
 
 /** Messages main → worker. */

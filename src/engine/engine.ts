@@ -20,7 +20,7 @@ import { ConstraintCache } from './constrained/constraint.js';
 import { SchemaError } from './constrained/json-schema.js';
 import { RegexError } from './constrained/regex.js';
 import type { TokenVocab } from './constrained/token-mask.js';
-import { ModelRunner, type RunnerSeq, type SampledToken, type SamplingSlot, type SeqResult } from './runner.js';
+import { ModelRunner, type RemoteForward, type RunnerSeq, type SampledToken, type SamplingSlot, type SeqResult } from './runner.js';
 import { Scheduler, type SchedSeq, type SchedulerOutput } from './scheduler.js';
 
 export interface EngineOptions {
@@ -39,6 +39,10 @@ export interface EngineOptions {
   readonly maxLoras?: number; // distinct LoRA adapters in one step; requests for another wait; default 4
   readonly maxLoraRank?: number; // adapters of a higher rank are refused; default 64
   readonly maxCpuLoras?: number; // adapters kept in host memory (LRU; the rest are read again on demand); default no limit
+  /** Pipeline parallelism: the forward pass continues on other stages (then only stepAsync runs steps). */
+  readonly remote?: RemoteForward;
+  /** KV blocks, fixed (e.g. the least every pipeline stage can hold); overrides kvCacheMemory. */
+  readonly kvBlocks?: number;
 }
 
 export const ENGINE_DEFAULTS = { blockSize: 16, maxBatchedTokens: 512, maxNumSeqs: 64, maxQueue: 1024, kvFreeFraction: 0.3 } as const;
@@ -130,6 +134,7 @@ export class Engine {
   private readonly numSpecTokens: number;
   readonly adapters: AdapterTable;
   private readonly maxLoras: number;
+  private readonly inFlight = new Set<string>(); // sequences of launched steps whose results are not in yet
   private parked: Seq[] = []; // first sequences of requests whose adapter waits for a free LoRA slot (FIFO)
   private constraints: ConstraintCache | null = null; // built on the first constrained request (token bytes of the vocabulary)
 
@@ -144,11 +149,11 @@ export class Engine {
     new AdaptiveK(this.numSpecTokens); // checks K
     // a draft model's KV shares the block tables: each block holds both models' K/V
     const perBlock = (KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, kvDtype) + (this.proposer?.kvBytesPerToken ?? 0)) * blockSize;
-    const numBlocks = Math.floor(budget / perBlock);
+    const numBlocks = opts.kvBlocks ?? Math.floor(budget / perBlock);
     if (numBlocks < 1) throw new RangeError(`KV cache memory ${budget} bytes is less than one block (${perBlock} bytes: ${blockSize} tokens × ${perBlock / blockSize} bytes)`);
     this.kv = new KvManager(numBlocks, blockSize, opts.prefixCaching ?? true);
     this.scheduler = new Scheduler(this.kv, { maxBatchedTokens: opts.maxBatchedTokens ?? ENGINE_DEFAULTS.maxBatchedTokens, maxNumSeqs });
-    this.runner = new ModelRunner(model, new KvCache(c.numLayers, numBlocks, blockSize, c.numKvHeads, c.headDim, kvDtype));
+    this.runner = new ModelRunner(model, new KvCache(model.weights.layers.length, numBlocks, blockSize, c.numKvHeads, c.headDim, kvDtype), opts.remote ?? null);
     this.proposer?.init?.({ vocabSize: c.vocabSize, numBlocks, blockSize, maxPositions: c.maxPositionEmbeddings });
     this.maxQueue = opts.maxQueue ?? ENGINE_DEFAULTS.maxQueue;
     this.maxLoras = opts.maxLoras ?? DEFAULT_MAX_LORAS;
@@ -339,11 +344,43 @@ export class Engine {
 
   /** One engine iteration; returns the outputs it produced. */
   step(): EngineOutput[] {
-    const outputs = this.applyAborts();
+    const outputs: EngineOutput[] = [];
+    const sched = this.beginStep(outputs);
+    if (sched) this.endStep(sched, this.runner.execute(sched, (id) => this.seqOf(id)), outputs);
+    return outputs;
+  }
+
+  /** step() with the forward pass awaited (pipeline stages on other ranks). */
+  async stepAsync(): Promise<EngineOutput[]> {
+    return (await this.launchStep()) ?? [];
+  }
+
+  /**
+   * Start a step without waiting for its forward pass (pipeline micro-batches): sequences of steps still in flight
+   * are neither scheduled nor preempted until their results are in. With `microBatches` M, a step takes about 1/M of
+   * the sequences, so M steps fill the stages. null: nothing to run now.
+   */
+  launchStep(microBatches = 1): Promise<EngineOutput[]> | null {
+    const outputs: EngineOutput[] = [];
+    const all = this.scheduler.running.length + this.scheduler.waiting.length;
+    const sched = this.beginStep(outputs, Math.max(1, Math.ceil(all / microBatches)));
+    if (!sched) return outputs.length > 0 ? Promise.resolve(outputs) : null;
+    for (const s of sched.seqs) this.inFlight.add(s.id);
+    return this.runner.executeAsync(sched, (id) => this.seqOf(id)).then((results) => {
+      for (const s of sched.seqs) this.inFlight.delete(s.id);
+      this.endStep(sched, results, outputs);
+      return outputs;
+    });
+  }
+
+  /** Aborts, admission and scheduling: the step's plan, or null when there is nothing to run. */
+  private beginStep(outputs: EngineOutput[], maxSeqs?: number): SchedulerOutput | null {
+    outputs.push(...this.applyAborts());
     this.admitParked();
-    if (!this.scheduler.hasWork) return outputs;
+    if (!this.scheduler.hasWork) return null;
     this.planLookahead();
-    const sched = this.byAdapter(this.propose(this.scheduler.schedule()));
+    const sched = this.byAdapter(this.propose(this.scheduleIdle(maxSeqs)));
+    if (sched.seqs.length === 0 && this.inFlight.size > 0) return null;
     this.counters.steps++;
     for (const s of sched.seqs) {
       const owner = this.seqOwner.get(s.id)!;
@@ -354,7 +391,24 @@ export class Engine {
       const seq = this.seqOf(s.id);
       this.counters.promptTokens += Math.max(0, Math.min(seq.promptLen, s.start + s.numTokens) - s.start);
     }
-    const results = this.runner.execute(sched, (id) => this.seqOf(id));
+    return sched;
+  }
+
+  /** schedule() over the running sequences not in flight (they are set aside and put back in their order). */
+  private scheduleIdle(maxSeqs?: number): SchedulerOutput {
+    const run = this.scheduler.running;
+    if (this.inFlight.size === 0) return this.scheduler.schedule(maxSeqs);
+    const before = [...run];
+    run.splice(0, run.length, ...before.filter((s) => !this.inFlight.has(s.id)));
+    const out = this.scheduler.schedule(maxSeqs);
+    const kept = new Set(run);
+    const old = new Set(before);
+    run.splice(0, run.length, ...before.filter((s) => this.inFlight.has(s.id) || kept.has(s)), ...run.filter((s) => !old.has(s)));
+    return out;
+  }
+
+  /** Commit the step's results: prefix-cache hashes, sampled tokens, outputs. */
+  private endStep(sched: SchedulerOutput, results: SeqResult[], outputs: EngineOutput[]): void {
     for (const s of sched.seqs) {
       const seq = this.seqOf(s.id);
       // draft positions are unverified: roll back to the committed tokens before hashing full blocks
@@ -379,7 +433,6 @@ export class Engine {
       if (r.verified) this.onVerified(state, comp!, r.verified);
     }
     for (const state of touched) outputs.push(...this.emit(state));
-    return outputs;
   }
 
   stats(): EngineStats {
@@ -593,9 +646,14 @@ export class Engine {
 
   private applyAborts(): EngineOutput[] {
     const outs: EngineOutput[] = [];
+    const later: string[] = []; // requests with a step in flight are aborted once its results are in
     for (const id of this.aborts) {
       const state = this.states.get(id);
       if (!state) continue;
+      if (this.inFlight.size > 0 && (state.kind === 'embed' ? [state.seq] : state.completions.map((c) => c.seq)).some((s) => this.inFlight.has(s.id))) {
+        later.push(id);
+        continue;
+      }
       if (state.kind === 'embed') {
         this.unpark(state.seq);
         this.scheduler.finish(state.seq.id);
@@ -613,6 +671,7 @@ export class Engine {
       outs.push(...this.emit(state));
     }
     this.aborts.clear();
+    for (const id of later) this.aborts.add(id);
     return outs;
   }
 

@@ -67,24 +67,59 @@ function loraSegments(out: SchedulerOutput, seqOf: (id: string) => RunnerSeq): L
   return { adapters, segStart: Int32Array.from(starts), segAdapter: Int32Array.from(which) };
 }
 
+/**
+ * A forward pass run elsewhere as well (pipeline stages on other ranks): the runner hands it the step and gets the
+ * logits back asynchronously. How the other stages are reached is its business.
+ */
+export interface RemoteForward {
+  forward(inp: ForwardInput, kv: KvCache, hiddenOut?: Float32Array): Promise<Float32Array>;
+  /** Copy-on-write block copies the other stages must make in their caches before the next step. */
+  copyBlocks(copies: readonly BlockCopy[]): void;
+}
+
+/** A step's packed input and how to read its output rows back into per-sequence results. */
+interface Prepared {
+  readonly inp: ForwardInput;
+  readonly hiddenOut: Float32Array | undefined; // (R, D)
+  readonly plan: readonly { lp: number[]; sample: number; hidden: number[]; hiddenStart: number }[];
+  readonly logitRows: readonly number[];
+  readonly positions: Int32Array; // (T)
+}
+
 export class ModelRunner {
   private readonly logp: Float32Array; // (V)
   private readonly masked: Float32Array; // (V) a constrained slot's logits
   maskedSamples = 0; // slots sampled through a constraint mask (tests check the constrained path ran)
 
-  constructor(readonly model: LlamaModel, readonly kv: KvCache) {
+  constructor(readonly model: LlamaModel, readonly kv: KvCache, readonly remote: RemoteForward | null = null) {
     this.logp = new Float32Array(model.config.vocabSize);
     this.masked = new Float32Array(model.config.vocabSize);
   }
 
-  /** Copy-on-write block copies (k and v, every layer). */
+  /** Copy-on-write block copies (k and v, every layer; on every stage with a remote forward). */
   copyBlocks(copies: readonly BlockCopy[]): void {
     copyKvBlocks(this.kv.layers, copies);
+    this.remote?.copyBlocks(copies);
   }
 
   execute(out: SchedulerOutput, seqOf: (id: string) => RunnerSeq): SeqResult[] {
+    if (this.remote) throw new Error('runner: this model runs through pipeline stages, use executeAsync');
+    const p = this.prepare(out, seqOf);
+    if (!p) return [];
+    return this.finish(out, seqOf, p, this.model.forward(p.inp, this.kv, p.hiddenOut));
+  }
+
+  /** execute() with the forward pass through the remote stages (or local when there are none). */
+  async executeAsync(out: SchedulerOutput, seqOf: (id: string) => RunnerSeq): Promise<SeqResult[]> {
+    const p = this.prepare(out, seqOf);
+    if (!p) return [];
+    const logits = this.remote ? await this.remote.forward(p.inp, this.kv, p.hiddenOut) : this.model.forward(p.inp, this.kv, p.hiddenOut);
+    return this.finish(out, seqOf, p, logits);
+  }
+
+  private prepare(out: SchedulerOutput, seqOf: (id: string) => RunnerSeq): Prepared | null {
     const S = out.seqs.length;
-    if (S === 0) return [];
+    if (S === 0) return null;
     const V = this.model.config.vocabSize;
     const D = this.model.config.hiddenSize;
     const L = this.kv.blockSize;
@@ -149,8 +184,15 @@ export class ModelRunner {
       logitRows: Int32Array.from([...logitRows, ...hiddenRows]),
       numLogits: logitRows.length,
     };
-    const logits = this.model.forward(inp, this.kv, hiddenOut); // (logitRows, V)
+    return { inp, hiddenOut, plan, logitRows, positions };
+  }
 
+  /** Sampling, logprobs and hidden rows from the step's logits (logitRows, V). */
+  private finish(out: SchedulerOutput, seqOf: (id: string) => RunnerSeq, prep: Prepared, logits: Float32Array): SeqResult[] {
+    const { plan, logitRows, positions, hiddenOut } = prep;
+    const S = out.seqs.length;
+    const V = this.model.config.vocabSize;
+    const D = this.model.config.hiddenSize;
     const results: SeqResult[] = [];
     for (let s = 0; s < S; s++) {
       const sch = out.seqs[s]!;

@@ -77,7 +77,9 @@ export class Scheduler {
     return this.running.length > 0 || this.waiting.length > 0;
   }
 
-  schedule(): SchedulerOutput {
+  /** One step's plan; `maxSeqs` caps this step's sequences below maxNumSeqs (a pipeline micro-batch). */
+  schedule(maxSeqs = this.cfg.maxNumSeqs): SchedulerOutput {
+    const stepSeqs = Math.min(maxSeqs, this.cfg.maxNumSeqs);
     let budget = this.cfg.maxBatchedTokens;
     const picked: { seq: SchedSeq; n: number; hit: number; ahead: number }[] = [];
     const preempted: string[] = [];
@@ -102,7 +104,7 @@ export class Scheduler {
     let kvPressure = false;
 
     // running sequences, oldest first; when blocks run out the newest is preempted (possibly this one)
-    for (let i = 0; i < this.running.length && budget > 0 && picked.length < this.cfg.maxNumSeqs; i++) {
+    for (let i = 0; i < this.running.length && budget > 0 && picked.length < stepSeqs; i++) {
       const s = this.running[i]!;
       const pending = s.tokens.length - s.numComputed;
       // a decoding sequence may verify draft tokens too: k + 1 positions
@@ -128,7 +130,7 @@ export class Scheduler {
 
     // waiting prompts in arrival order, as long as budget, sequence slots and blocks allow (never preempting for them)
     while (!kvPressure && this.waiting.length > 0 && budget > 0
-      && this.running.length < this.cfg.maxNumSeqs && picked.length < this.cfg.maxNumSeqs) {
+      && this.running.length < this.cfg.maxNumSeqs && picked.length < stepSeqs) {
       const s = this.waiting[0]!;
       const prefix = s.usePrefixCache && s.numComputed === 0 ? this.kv.findCachedPrefix(s.tokens, s.adapterId ?? 0) : undefined;
       const hit = prefix ? prefix.blocks.length * this.kv.blockSize : 0;

@@ -13,9 +13,15 @@ const post = (m: FromWorker): void => port.postMessage(m);
 
 const opts = workerData as EngineStartOptions;
 let engine: Engine;
+// under mpirun the forward pass continues on the other ranks (src/parallel: the engine only sees a RemoteForward)
+let pipeline: import('../parallel/serve-stage.js').PipelineRank0 | null = null;
 try {
   const open = { backend: opts.backend, threads: opts.threads, load: opts.dtype ? { dtype: opts.dtype } : undefined };
-  const { model, tokenizer } = await openModel(opts.model, { ...open, offload: opts.offload });
+  if (opts.pipeline) {
+    if (opts.speculative !== undefined || opts.loraModules?.length) throw new Error('speculative decoding and LoRA modules are not supported with pipeline parallelism yet');
+    pipeline = await (await import('../parallel/serve-stage.js')).joinAsRank0({ ...open, ...opts, stages: opts.pipeline.stages });
+  }
+  const { model, tokenizer } = pipeline ?? await openModel(opts.model, { ...open, offload: opts.offload });
   const spec = opts.speculative;
   let speculative: SpeculativeSpec | undefined;
   if (spec === 'ngram' || spec === 'suffix') speculative = spec;
@@ -27,11 +33,14 @@ try {
     modelId: opts.modelId, kvCacheMemory: opts.kvCacheMemory, kvDtype: opts.kvDtype, blockSize: opts.blockSize,
     maxBatchedTokens: opts.maxBatchedTokens, maxNumSeqs: opts.maxNumSeqs, maxQueue: opts.maxQueue, prefixCaching: opts.prefixCaching,
     extraEosIds: tokenizer?.eosIds, maxLoras: opts.maxLoras, maxLoraRank: opts.maxLoraRank, maxCpuLoras: opts.maxCpuLoras,
+    remote: pipeline?.driver, kvBlocks: pipeline?.kvBlocks,
   });
   for (const m of opts.loraModules ?? []) {
     try { engine.loadAdapter(m.name, m.path); } catch (e) { throw new Error(`LoRA module ${m.name}=${m.path}: ${(e as Error).message}`); }
   }
 } catch (e) {
+  // the stages wait for rank 0: the job ends with the message
+  if (pipeline) await pipeline.transport.abort(1, `floe serve: loading ${opts.model} on rank 0: ${(e as Error).message}; aborting the job`);
   post({ type: 'failed', message: `loading ${opts.model}: ${(e as Error).message}` });
   process.exit(1);
 }
@@ -86,10 +95,25 @@ let steps = 0;
 const stepDelayMs = Number(process.env.FLOE_ENGINE_STEP_DELAY_MS ?? 0) || 0;
 const tick = (): Promise<void> => new Promise((r) => (stepDelayMs > 0 ? setTimeout(r, stepDelayMs) : setImmediate(r)));
 
+// a pipeline keeps one step per stage in flight (micro-batches), so the stages overlap
+const inflight: Promise<EngineOutput[]>[] = [];
+const depth = opts.pipeline ? opts.pipeline.size : 1;
+async function pipelineStep(): Promise<EngineOutput[]> {
+  while (inflight.length < depth) {
+    const p = engine.launchStep(depth);
+    if (!p) break;
+    p.catch(() => {}); // awaited in order below; a failure there ends the job
+    inflight.push(p);
+  }
+  return inflight.length > 0 ? await inflight.shift()! : [];
+}
+
 for (;;) {
   if (shutdownAt !== null && (!engine.hasWork || Date.now() >= shutdownAt)) {
+    while (inflight.length > 0) post({ type: 'outputs', outputs: await inflight.shift()! });
     const outs = engine.abortAll();
     if (outs.length > 0) post({ type: 'outputs', outputs: outs });
+    if (pipeline) { await pipeline.driver.close(); await pipeline.transport.close(); }
     post({ type: 'closed' });
     port.close();
     break;
@@ -101,8 +125,10 @@ for (;;) {
     }
     let outs: EngineOutput[];
     try {
-      outs = engine.step();
+      outs = pipeline ? await pipelineStep() : engine.step();
     } catch (e) {
+      // the stages may be mid-step: a pipeline cannot go on, the job ends (mpirun takes every rank down)
+      if (pipeline) await pipeline.transport.abort(1, `floe serve: pipeline step failed on rank 0: ${(e as Error).message}; aborting the job`);
       // a bug must not hang the clients: fail every live request and keep serving
       outs = engine.failAll(`engine step failed: ${(e as Error).message}`);
     }

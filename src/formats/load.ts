@@ -33,6 +33,8 @@ export interface LoadOptions {
   readonly dtype?: 'fp8';
   /** fp8 scale block for dtype 'fp8' (default [1, C]: one scale per output row). */
   readonly fp8Block?: readonly [number, number];
+  /** Keep only these tensors (a pipeline stage's); the others are dropped before any is read or quantized. */
+  readonly keep?: (name: string, config: LlamaConfig) => boolean;
 }
 
 /** HF names of the seven linear weights of every layer. */
@@ -55,7 +57,9 @@ export async function loadModel(p: string, opts: LoadOptions = {}): Promise<Load
   }
   if (!st.isDirectory() && !isGgufPath(p)) throw new Error(`${p}: not an HF model directory or a GGUF file`);
   const m = st.isDirectory() ? await loadHf(p) : await loadGgufModel(p);
-  if (opts.checkShapes ?? true) checkTensors(m.config, m.tensors, p);
+  const keep = opts.keep && ((name: string) => opts.keep!(name, m.config));
+  if (keep) for (const name of [...m.tensors.keys()]) if (!keep(name)) m.tensors.delete(name);
+  if (opts.checkShapes ?? true) checkTensors(m.config, m.tensors, p, keep);
   if (opts.dtype === 'fp8') {
     // the source stays memory-mapped; each replaced tensor's view is dropped as its fp8 copy is made
     for (const [name, t] of m.tensors) if (LINEAR_WEIGHT.test(name) && t.dtype !== 'fp8_e4m3') m.tensors.set(name, quantizeWeightFp8(t, `${p}: ${name}`, opts.fp8Block));
@@ -86,8 +90,9 @@ export function* expectedShapes(cfg: LlamaConfig): Generator<[string, number[]]>
 }
 
 /** Throws naming the first missing or mis-shaped tensor (stops at the first, so a bogus layer count is cheap). */
-export function checkTensors(cfg: LlamaConfig, tensors: ReadonlyMap<string, Tensor>, where: string): void {
+export function checkTensors(cfg: LlamaConfig, tensors: ReadonlyMap<string, Tensor>, where: string, keep?: (name: string) => boolean): void {
   for (const [name, shape] of expectedShapes(cfg)) {
+    if (keep && !keep(name)) continue;
     const t = tensors.get(name);
     if (!t) {
       const hint = name === 'lm_head.weight' ? ' (config says tie_word_embeddings is false)' : '';

@@ -1,7 +1,7 @@
 // generate: one sequence, prefill in chunks then decode token by token, with sampling, stops and logprobs.
 
 import { KvCache } from './kv-cache.js';
-import type { LlamaModel } from './llama.js';
+import type { ForwardInput, LlamaModel } from './llama.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from './sampler.js';
 import { AdaptiveK, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type SpeculativeSpec, verifyDraft } from './speculation.js';
 import type { KvDType } from '../backend/backend.js';
@@ -53,7 +53,30 @@ export function defaultKvDtype(model: LlamaModel): KvDType {
   return w && w.dtype === 'f32' ? 'f32' : 'bf16';
 }
 
+/** One forward step generate() asks for: the input and the KV cache (of the model's layers) it runs against. */
+export interface GenerateStep { readonly inp: ForwardInput; readonly kv: KvCache }
+
 export function generate(model: LlamaModel, promptIds: readonly number[], opts: GenerateOptions): GenerateResult {
+  const it = generateSteps(model, promptIds, opts);
+  for (let r = it.next(); ; ) {
+    if (r.done) return r.value;
+    r = it.next(model.forward(r.value.inp, r.value.kv));
+  }
+}
+
+/** generate() with each forward step run by `forward` (e.g. through pipeline stages); same steps, same results. */
+export async function generateAsync(
+  model: LlamaModel, promptIds: readonly number[], opts: GenerateOptions, forward: (step: GenerateStep) => Promise<Float32Array>,
+): Promise<GenerateResult> {
+  const it = generateSteps(model, promptIds, opts);
+  for (let r = it.next(); ; ) {
+    if (r.done) return r.value;
+    r = it.next(await forward(r.value));
+  }
+}
+
+/** The generation loop: yields each forward step, is resumed with its logits (rows, V). */
+function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: GenerateOptions): Generator<GenerateStep, GenerateResult, Float32Array> {
   const cfg = model.config;
   const be = model.backend;
   const V = cfg.vocabSize;
@@ -72,21 +95,21 @@ export function generate(model: LlamaModel, promptIds: readonly number[], opts: 
   const stopIds = new Set(opts.stopTokenIds ?? cfg.eosTokenIds);
 
   const numBlocks = Math.ceil(Math.max(total, 1) / BLOCK);
-  const kv = new KvCache(cfg.numLayers, numBlocks, BLOCK, cfg.numKvHeads, cfg.headDim, opts.kvDtype ?? defaultKvDtype(model));
+  const kv = new KvCache(model.weights.layers.length, numBlocks, BLOCK, cfg.numKvHeads, cfg.headDim, opts.kvDtype ?? defaultKvDtype(model));
   const blockTable = Int32Array.from({ length: numBlocks }, (_, i) => i);
   const logp = new Float32Array(V);
 
-  const step = (tokens: readonly number[], start: number, allLogits: boolean): Float32Array => {
+  function* step(tokens: readonly number[], start: number, allLogits: boolean): Generator<GenerateStep, Float32Array, Float32Array> {
     const T = tokens.length;
     const positions = Int32Array.from({ length: T }, (_, i) => start + i);
-    return model.forward({
+    return yield { kv, inp: {
       tokens: Int32Array.from(tokens),
       positions,
       slots: positions, // identity block table: slot == position
       attn: { numSeqs: 1, qStart: Int32Array.of(0, T), ctxLen: Int32Array.of(start + T), blockTables: blockTable, maxBlocks: numBlocks },
       logitRows: allLogits ? Int32Array.from({ length: T }, (_, i) => i) : Int32Array.of(T - 1),
-    }, kv);
-  };
+    } };
+  }
   const entry = (logits: Float32Array, token: number, k: number): TopLogprob => {
     be.logSoftmax(logp, logits, 1);
     const top = k > 0 ? be.topk(logp, Math.min(k, V)) : null;
@@ -105,7 +128,7 @@ export function generate(model: LlamaModel, promptIds: readonly number[], opts: 
   let last: Float32Array = new Float32Array(0);
   for (let s = 0; s < promptIds.length; s += chunk) {
     const part = promptIds.slice(s, s + chunk);
-    const logits = step(part, s, wantPrompt);
+    const logits = yield* step(part, s, wantPrompt);
     if (wantPrompt) {
       for (let i = 0; i < part.length; i++) {
         const row = logits.subarray(i * V, (i + 1) * V);
@@ -157,7 +180,7 @@ export function generate(model: LlamaModel, promptIds: readonly number[], opts: 
       draft = checkProposal(p.tokens, k, V, proposer!.name);
       q = p.q;
     }
-    const logits = step([outputIds.at(-1)!, ...draft], N - 1, draft.length > 0); // (1 + draft, V)
+    const logits = yield* step([outputIds.at(-1)!, ...draft], N - 1, draft.length > 0); // (1 + draft, V)
     if (draft.length === 0) { done = emit(sampler.sample(logits, counts), logits); continue; }
     const v = verifyDraft(sampler, counts, logits, draft, q);
     spec.proposed += draft.length;

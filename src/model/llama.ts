@@ -70,9 +70,13 @@ class Workspace {
   }
 }
 
+/** The layers a model holds, [start, end) of config.numLayers: all of them, or one pipeline stage's contiguous share. */
+export interface LayerRange { readonly start: number; readonly end: number }
+
 export class LlamaModel {
   readonly invFreq: Float32Array; // (E/2)
   readonly attnShape: AttentionShape;
+  readonly range: LayerRange; // weights.layers[i] is layer range.start + i; a KvCache holds these layers only
   private readonly ws = new Workspace();
   private readonly loraWs = new LoraScratch();
   private stream: LayerStream | null = null; // streamed layers (model/offload.ts); null: all resident
@@ -83,7 +87,13 @@ export class LlamaModel {
     readonly weights: LlamaWeights,
     readonly backend: Backend,
     ropeFreqFactors: Float32Array | null = null,
+    range?: LayerRange,
   ) {
+    this.range = range ?? { start: 0, end: config.numLayers };
+    const { start, end } = this.range;
+    if (!(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start < end && end <= config.numLayers) || weights.layers.length !== end - start) {
+      throw new RangeError(`layer range [${start}, ${end}) of ${config.numLayers} layers does not match the ${weights.layers.length} layers given`);
+    }
     this.invFreq = ropeInvFreq(config);
     if (ropeFreqFactors) {
       if (ropeFreqFactors.length !== this.invFreq.length) {
@@ -108,15 +118,15 @@ export class LlamaModel {
 
   get layerStream(): LayerStream | null { return this.stream; }
 
-  /** Build from HF-named tensors (see formats/load.ts). */
-  static fromTensors(config: LlamaConfig, tensors: ReadonlyMap<string, Tensor>, backend: Backend, ropeFreqFactors: Float32Array | null = null): LlamaModel {
+  /** Build from HF-named tensors (see formats/load.ts); with `range`, only those layers (a pipeline stage). */
+  static fromTensors(config: LlamaConfig, tensors: ReadonlyMap<string, Tensor>, backend: Backend, ropeFreqFactors: Float32Array | null = null, range?: LayerRange): LlamaModel {
     const get = (name: string): Tensor => {
       const t = tensors.get(name);
       if (!t) throw new Error(`missing tensor ${name}`);
       return t;
     };
     const layers: LlamaLayer[] = [];
-    for (let i = 0; i < config.numLayers; i++) {
+    for (let i = range?.start ?? 0; i < (range?.end ?? config.numLayers); i++) {
       const p = `model.layers.${i}.`;
       layers.push({
         inputNorm: vector(get(p + 'input_layernorm.weight')),
@@ -132,7 +142,7 @@ export class LlamaModel {
     }
     const embed = get('model.embed_tokens.weight');
     const head = config.tieWordEmbeddings ? (tensors.get('lm_head.weight') ?? embed) : get('lm_head.weight');
-    return new LlamaModel(config, { embed, layers, norm: vector(get('model.norm.weight')), head }, backend, ropeFreqFactors);
+    return new LlamaModel(config, { embed, layers, norm: vector(get('model.norm.weight')), head }, backend, ropeFreqFactors, range);
   }
 
   /**
@@ -140,13 +150,34 @@ export class LlamaModel {
    * With `hiddenOut` (R, D), also copy the final-normed hidden states of those rows (for embeddings).
    */
   forward(inp: ForwardInput, kv: KvCache, hiddenOut?: Float32Array): Float32Array {
+    const x = this.embedTokens(inp.tokens);
+    this.forwardLayers(x, inp, kv);
+    return this.head(x, inp.logitRows, inp.numLogits ?? inp.logitRows.length, hiddenOut);
+  }
+
+  /** The residual stream (T, D) of a T-token step, in the workspace (a later pipeline stage copies its input here). */
+  residual(T: number): Float32Array {
+    this.ws.ensure(this.config, T);
+    return this.ws.x.subarray(0, T * this.config.hiddenSize);
+  }
+
+  /** x (T, D) = embedding rows of the tokens, in the workspace. */
+  embedTokens(tokens: Int32Array): Float32Array {
+    const x = this.residual(tokens.length);
+    this.backend.embedding(x, this.weights.embed, tokens);
+    return x;
+  }
+
+  /** x (T, D) += every held layer, in order; K/V go to `kv`, whose layer i is layer range.start + i. */
+  forwardLayers(x: Float32Array, inp: ForwardInput, kv: KvCache): void {
     const cfg = this.config;
     const be = this.backend;
-    const T = inp.tokens.length;
+    const T = inp.positions.length;
     const { hiddenSize: D, numHeads: H, numKvHeads: K, headDim: E, intermediateSize: F } = cfg;
+    if (x.length !== T * D) throw new Error(`forwardLayers: x has ${x.length} values, the step needs T=${T} × D=${D}`);
+    if (kv.layers.length !== this.weights.layers.length) throw new Error(`forwardLayers: the KV cache holds ${kv.layers.length} layers, the model ${this.weights.layers.length}`);
     this.ws.ensure(cfg, T);
     const w = this.ws;
-    const x = w.x.subarray(0, T * D);
     const h = w.h.subarray(0, T * D);
     const q = w.q.subarray(0, T * H * E);
     const k = w.k.subarray(0, T * K * E);
@@ -158,10 +189,10 @@ export class LlamaModel {
     const lora = inp.lora && inp.lora.segAdapter.some((a) => a >= 0) ? inp.lora : undefined;
     if (lora && lora.segStart[lora.segAdapter.length] !== T) throw new Error(`LoRA segments cover ${lora.segStart[lora.segAdapter.length]} rows, the step has ${T}`);
 
-    be.embedding(x, this.weights.embed, inp.tokens);
     this.stream?.begin(this.order);
-    for (let l = 0; l < cfg.numLayers; l++) {
-      const L = this.stream ? this.stream.layer(l) : this.weights.layers[l]!;
+    for (let i = 0; i < this.weights.layers.length; i++) {
+      const L = this.stream ? this.stream.layer(i) : this.weights.layers[i]!;
+      const l = this.range.start + i;
       // attention block: x += Wo · attn(rope(Wq h), rope(Wk h), Wv h), h = rmsnorm(x)
       be.rmsnorm(h, x, L.inputNorm, T, cfg.rmsNormEps);
       be.matmul(q, h, L.wq, T);
@@ -174,8 +205,8 @@ export class LlamaModel {
       }
       be.rope(q, inp.positions, H, E, this.invFreq);
       be.rope(k, inp.positions, K, E, this.invFreq);
-      be.kvWrite(kv.layers[l]!, k, v, inp.slots);
-      be.attention(att, q, kv.layers[l]!, this.attnShape, inp.attn);
+      be.kvWrite(kv.layers[i]!, k, v, inp.slots);
+      be.attention(att, q, kv.layers[i]!, this.attnShape, inp.attn);
       be.matmul(proj, att, L.wo, T);
       if (lora) addSegmentedLora(be, proj, att, H * E, D, lora, l, 'o', this.loraWs);
       be.add(x, proj);
@@ -192,15 +223,24 @@ export class LlamaModel {
       if (lora) addSegmentedLora(be, proj, gate, F, D, lora, l, 'down', this.loraWs);
       be.add(x, proj);
     }
+  }
+
+  /** Final norm + head over rows `logitRows` of x (T, D): logits (numLogits, V); hiddenOut (R, D) gets the normed rows. */
+  head(x: Float32Array, logitRows: Int32Array, numLogits: number, hiddenOut?: Float32Array): Float32Array {
+    const cfg = this.config;
+    const be = this.backend;
+    const D = cfg.hiddenSize;
+    const T = x.length / D;
+    this.ws.ensure(cfg, T);
+    const h = this.ws.h;
     // only the rows that need logits go through the final norm and the head
-    const R = inp.logitRows.length;
-    const rows = R === T && isIdentity(inp.logitRows) ? x : gatherRows(x, inp.logitRows, D, h);
+    const R = logitRows.length;
+    const rows = R === T && isIdentity(logitRows) ? x : gatherRows(x, logitRows, D, h);
     const normed = h.subarray(0, R * D);
     be.rmsnorm(normed, rows, this.weights.norm, R, cfg.rmsNormEps);
     if (hiddenOut) hiddenOut.set(normed);
-    const RL = inp.numLogits ?? R;
-    const logits = new Float32Array(RL * cfg.vocabSize); // (RL, V) handed to the caller
-    if (RL > 0) be.matmul(logits, normed.subarray(0, RL * D), this.weights.head, RL);
+    const logits = new Float32Array(numLogits * cfg.vocabSize); // (RL, V) handed to the caller
+    if (numLogits > 0) be.matmul(logits, normed.subarray(0, numLogits * D), this.weights.head, numLogits);
     return logits;
   }
 }
@@ -211,7 +251,7 @@ function isIdentity(rows: Int32Array): boolean {
 }
 
 /** out (R, D) = x rows; out must not overlap the rows read after it is written (rows are ascending). */
-function gatherRows(x: Float32Array, rows: Int32Array, D: number, out: Float32Array): Float32Array {
+export function gatherRows(x: Float32Array, rows: Int32Array, D: number, out: Float32Array): Float32Array {
   for (let i = 0; i < rows.length; i++) out.set(x.subarray(rows[i]! * D, rows[i]! * D + D), i * D);
   return out.subarray(0, rows.length * D);
 }

@@ -1,0 +1,120 @@
+// Pipeline parallelism on one host: 2 MPI ranks pinned to one core each vs one process with 2 threads, serving the
+// same model — throughput at 1 and 16 streams, time to first token — and the hop cost of one micro-batch (µs, bytes).
+//
+//   node --import tsx bench/pipeline.ts [--model DIR] [--tokens N] [--prompt-len P] [--streams 1,16]
+// Needs Open MPI (mpirun) and the floe_mpi addon. Run alone: timings on a shared machine mean little.
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { readHfConfig } from '../src/formats/hf-config.js';
+import { outMessageBytes, stepMessageBytes } from '../src/parallel/pipeline.js';
+import { burst, waitHealthy } from './serve-client.js';
+
+const ROOT = join(import.meta.dirname, '..');
+const BIN = join(ROOT, 'bin', 'floe.js');
+const MPI_ENV = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' };
+
+const { values } = parseArgs({
+  options: {
+    model: { type: 'string', default: join(ROOT, 'models', 'floe-brown') }, tokens: { type: 'string', default: '64' },
+    'prompt-len': { type: 'string', default: '32' }, streams: { type: 'string', default: '1,16' }, 'hop-rank': { type: 'boolean' },
+    iters: { type: 'string', default: '200' },
+  },
+});
+
+if (values['hop-rank']) await hopRank();
+else await main();
+
+/** Under mpirun -np 2: ping-pong of STEP-sized messages down and OUT-sized ones back, as one decode micro-batch. */
+async function hopRank(): Promise<void> {
+  const { MpiTransport } = await import('../src/parallel/transport.js');
+  const tr = await MpiTransport.init();
+  const D = readHfConfig(values.model!).config.hiddenSize;
+  const iters = Number(values.iters);
+  const rows: object[] = [];
+  for (const T of [1, 16, 256]) {
+    const down = new Uint8Array(stepMessageBytes(T, T, T, 4, D, 'f32'));
+    const back = new Uint8Array(outMessageBytes(T, D, 'f32'));
+    const times: number[] = [];
+    for (let i = 0; i < iters + 10; i++) {
+      if (tr.rank === 0) {
+        const t = performance.now();
+        await tr.send(1, 1, down);
+        await tr.recv(1, 2);
+        if (i >= 10) times.push(performance.now() - t);
+      } else {
+        await tr.recv(0, 1);
+        await tr.send(0, 2, back);
+      }
+    }
+    times.sort((a, b) => a - b);
+    if (tr.rank === 0) rows.push({ tokens: T, bytesDown: down.length, bytesBack: back.length, roundTripUsMedian: Math.round(times[times.length >> 1]! * 1000) });
+  }
+  if (tr.rank === 0) process.stdout.write(JSON.stringify(rows) + '\n');
+  await tr.close();
+}
+
+async function serveRun(pipeline: boolean): Promise<{ streams: number; tokPerS: number; ttftMsMedian: number; errors: number }[]> {
+  const serve = ['serve', '--model', values.model!, '--port', '0', '--no-ui', '--no-batch', '--kv-cache-memory', '256MiB', '--model-name', 'bench'];
+  const proc: ChildProcess = pipeline
+    ? spawn('mpirun', ['-np', '2', '--bind-to', 'core', '--map-by', 'core', process.execPath, BIN, ...serve, '--threads', '1', '--pipeline-parallel-size', '2'], { env: MPI_ENV })
+    : spawn('taskset', ['-c', '0,1', process.execPath, BIN, ...serve, '--threads', '2']);
+  let log = '';
+  proc.stdout!.on('data', (d) => (log += d));
+  proc.stderr!.on('data', (d) => (log += d));
+  try {
+    let url = '';
+    for (let i = 0; !url; i++) {
+      if (proc.exitCode !== null || i > 600) throw new Error(`server did not start:\n${log}`);
+      url = /listening on (http:\S+)/.exec(log)?.[1] ?? '';
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await waitHealthy(url, 120_000, () => (proc.exitCode === null ? null : `server exited:\n${log}`));
+    const target = { url, model: 'bench' };
+    const V = readHfConfig(values.model!).config.vocabSize;
+    const P = Number(values['prompt-len']);
+    const out = [];
+    process.stderr.write(`${pipeline ? '2 ranks' : '1 process'}: ready at ${url}\n`);
+    await burst(target, [[1, 2, 3]], 4); // warm-up
+    for (const n of values.streams!.split(',').map(Number)) {
+      const prompts = Array.from({ length: n }, (_, i) => Array.from({ length: P }, (_, j) => (i * 7919 + j * 104729) % (V - 10) + 5));
+      const t = performance.now();
+      const recs = await burst(target, prompts, Number(values.tokens));
+      const bad = recs.find((r) => r.error !== null);
+      if (bad) process.stderr.write(`${pipeline ? 'pipeline' : 'single'}, ${n} streams: ${bad.error}\n`);
+      const wall = (performance.now() - t) / 1000;
+      process.stderr.write(`${pipeline ? '2 ranks' : '1 process'}: ${n} streams in ${wall.toFixed(1)} s\n`);
+      const ttft = recs.filter((r) => r.firstTokenMs !== null).map((r) => r.firstTokenMs! - r.sentMs).sort((a, b) => a - b);
+      out.push({
+        streams: n, tokPerS: Math.round(recs.reduce((a, r) => a + r.outputTokens, 0) / wall * 10) / 10,
+        ttftMsMedian: Math.round(ttft[ttft.length >> 1] ?? NaN), errors: recs.filter((r) => r.error !== null).length,
+      });
+    }
+    return out;
+  } finally {
+    proc.kill('SIGTERM');
+    await new Promise((r) => (proc.exitCode !== null ? r(null) : proc.once('exit', r)));
+  }
+}
+
+async function main(): Promise<void> {
+  if (spawnSync('mpirun', ['--version']).status !== 0) throw new Error('mpirun not found: apt-get install openmpi-bin libopenmpi-dev');
+  const hop = spawnSync('mpirun', ['-np', '2', '--bind-to', 'core', process.execPath, '--import', 'tsx', import.meta.filename, '--hop-rank', '--model', values.model!, '--iters', values.iters!],
+    { encoding: 'utf8', env: MPI_ENV, timeout: 300_000 });
+  if (hop.status !== 0) throw new Error(`hop benchmark failed:\n${hop.stdout}${hop.stderr}`);
+  const hops = JSON.parse(hop.stdout.trim().split('\n').pop()!) as { tokens: number; bytesDown: number; bytesBack: number; roundTripUsMedian: number }[];
+  const single = await serveRun(false);
+  const pp = await serveRun(true);
+  const cfg = readHfConfig(values.model!).config;
+  process.stdout.write(`model ${values.model} (${cfg.numLayers} layers, D ${cfg.hiddenSize}), prompt ${values['prompt-len']} tokens, ${values.tokens} generated per stream\n\n`);
+  process.stdout.write('streams | 1 process, 2 threads: tok/s  TTFT ms | 2 ranks × 1 core: tok/s  TTFT ms | ratio tok/s\n');
+  for (let i = 0; i < single.length; i++) {
+    const a = single[i]!, b = pp[i]!;
+    process.stdout.write(`${String(a.streams).padStart(7)} | ${String(a.tokPerS).padStart(28)} ${String(a.ttftMsMedian).padStart(8)} | ` +
+      `${String(b.tokPerS).padStart(24)} ${String(b.ttftMsMedian).padStart(8)} | ${(b.tokPerS / a.tokPerS).toFixed(2)}` +
+      `${a.errors + b.errors ? `  (${a.errors + b.errors} errors)` : ''}\n`);
+  }
+  process.stdout.write('\nhop (one micro-batch, rank 0 → 1 and back, f32 activations): tokens, bytes down, bytes back, round trip µs (median)\n');
+  for (const h of hops) process.stdout.write(`  T=${h.tokens}: ${h.bytesDown} B down, ${h.bytesBack} B back, ${h.roundTripUsMedian} µs\n`);
+}

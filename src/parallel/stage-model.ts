@@ -1,0 +1,44 @@
+// openStage: load one pipeline stage's share of a model (its layers' tensors only; embedding, norm and head stay as
+// memory-mapped views that middle stages never read) with the stage plan every rank computes alike.
+
+import { selectBackend, type BackendName } from '../backend/select.js';
+import { loadModel, type LoadOptions, type LoadedModel } from '../formats/load.js';
+import type { LlamaConfig } from '../model/config.js';
+import { LlamaModel, type LayerRange } from '../model/llama.js';
+import { balancedStages, parseStages } from './stages.js';
+
+export interface StageOptions {
+  readonly backend?: BackendName;
+  readonly threads?: number;
+  readonly load?: LoadOptions;
+  readonly stages?: string; // --pipeline-stages 0-7,8-15; default balancedStages
+}
+
+export interface OpenedStage {
+  readonly loaded: LoadedModel;
+  readonly model: LlamaModel;
+  readonly stages: readonly LayerRange[];
+}
+
+const LAYER = /^model\.layers\.(\d+)\./;
+
+export function stagePlan(cfg: LlamaConfig, size: number, spec?: string): LayerRange[] {
+  const s = spec ? parseStages(spec, cfg.numLayers) : balancedStages(cfg, size);
+  if (s.length !== size) throw new RangeError(`--pipeline-stages '${spec}' has ${s.length} stages, the job has ${size} ranks (mpirun -np)`);
+  return s;
+}
+
+/** The stage of `rank` among `size` ranks. */
+export async function openStage(path: string, rank: number, size: number, opts: StageOptions = {}): Promise<OpenedStage> {
+  const backend = selectBackend(opts.backend, opts.threads);
+  let stages: LayerRange[] | null = null;
+  const keep = (name: string, cfg: LlamaConfig): boolean => {
+    stages ??= stagePlan(cfg, size, opts.stages);
+    const m = LAYER.exec(name);
+    return !m || (Number(m[1]) >= stages[rank]!.start && Number(m[1]) < stages[rank]!.end);
+  };
+  const loaded = await loadModel(path, { ...opts.load, keep });
+  stages ??= stagePlan(loaded.config, size, opts.stages);
+  const model = LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors, stages[rank]);
+  return { loaded, model, stages };
+}

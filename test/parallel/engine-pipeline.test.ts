@@ -1,0 +1,77 @@
+// The serving engine through in-process pipeline stages with several micro-batches in flight equals the engine in
+// one process running the same micro-batches (f32: bit for bit): continuous batching, chunked prefill, prefix caching,
+// forks (copy-on-write blocks) and preemption.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { join } from 'node:path';
+import { Engine } from '../../src/engine/engine.js';
+import type { EngineOutput } from '../../src/engine/protocol.js';
+import { openModel } from '../../src/model/open.js';
+import { PipelineDriver, runStage } from '../../src/parallel/pipeline.js';
+import { openStage } from '../../src/parallel/stage-model.js';
+import { localGroup } from '../../src/parallel/transport.js';
+import { collect, genReq, rand, type Collected } from '../engine/helpers.js';
+
+const MODEL = join(import.meta.dirname, '..', '..', 'models', 'floe-brown');
+const V = 4096;
+
+function requests(seed: number) {
+  const r = rand(seed);
+  const prompt = (n: number) => Array.from({ length: n }, () => 10 + Math.floor(r() * (V - 20)));
+  const shared = prompt(40); // two requests share a 40-token prefix (two full blocks of 16 cached)
+  return [
+    ...Array.from({ length: 9 }, (_, i) => genReq(`r${i}`, prompt(3 + Math.floor(r() * 90)), { maxTokens: 6 + Math.floor(r() * 14), logprobs: 2 })),
+    genReq('fork', prompt(20), { maxTokens: 10, n: 2, sampling: { ...genReq('x', [1]).sampling, temperature: 0.9, seed: 7 } }),
+    genReq('plp', prompt(30), { maxTokens: 5, promptLogprobs: 2 }),
+    genReq('p1', [...shared, ...prompt(5)], { maxTokens: 8 }),
+    genReq('p2', [...shared, ...prompt(7)], { maxTokens: 8 }),
+  ];
+}
+
+// small KV pool (preemption) and token budget (chunked prefill)
+const OPTS = { kvBlocks: 24, blockSize: 16, maxBatchedTokens: 64, maxNumSeqs: 16 } as const;
+
+/** Run to the end, M micro-batches at a time: launch M steps, then take their outputs (the same waves either way). */
+async function runWaves(engine: Engine, M: number, byId: Map<string, Collected>, other: EngineOutput[]): Promise<void> {
+  for (let i = 0; engine.hasWork; i++) {
+    assert.ok(i < 5000);
+    const wave: Promise<EngineOutput[]>[] = [];
+    for (let p = engine.launchStep(M); p; p = wave.length < M ? engine.launchStep(M) : null) wave.push(p);
+    assert.ok(wave.length > 0, 'work left but no step could start');
+    for (const outs of await Promise.all(wave)) for (const o of outs) collect(byId, other, o);
+  }
+}
+
+test('engine through 3 in-process stages, micro-batches overlapping, equals the engine in one process', async () => {
+  const seed = Math.floor(Math.random() * 1e9);
+  const size = 3;
+  const single = new Engine((await openModel(MODEL)).model, null, OPTS);
+  const want = new Map<string, Collected>();
+  const other: EngineOutput[] = [];
+  for (const q of requests(seed)) single.add(q);
+  await runWaves(single, size, want, other);
+
+  const group = localGroup(size);
+  const opened = await Promise.all(group.map((tr) => openStage(MODEL, tr.rank, size)));
+  const stages = group.slice(1).map((tr, i) => runStage(tr, opened[i + 1]!.model));
+  const driver = new PipelineDriver(group[0]!, opened[0]!.model);
+  const engine = new Engine(opened[0]!.model, null, { ...OPTS, remote: driver });
+  const got = new Map<string, Collected>();
+  for (const q of requests(seed)) engine.add(q);
+  await runWaves(engine, size, got, other);
+  await driver.close();
+  await Promise.all(stages);
+  assert.deepEqual(other, []);
+  assert.ok(driver.stats.maxInFlight >= 2, `micro-batches overlapped (at most ${driver.stats.maxInFlight} in flight)`);
+  assert.ok(engine.stats().preemptions > 0, 'the small pool preempted');
+  assert.ok(engine.stats().prefixHitTokens > 0, 'the shared prefix hit the cache');
+  assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort());
+  for (const [id, w] of want) {
+    const g = got.get(id)!;
+    assert.deepEqual(g.tokens, w.tokens, id);
+    assert.deepEqual(g.finish, w.finish, id);
+    assert.deepEqual(g.outputs.flatMap((o) => o.logprobs ?? []), w.outputs.flatMap((o) => o.logprobs ?? []), id);
+    assert.deepEqual(g.outputs.flatMap((o) => o.promptLogprobs ?? []), w.outputs.flatMap((o) => o.promptLogprobs ?? []), id);
+  }
+});

@@ -1,0 +1,79 @@
+// `mpirun -np N floe serve --pipeline-parallel-size N`: the official openai client against rank 0 gets what one
+// process gives (continuous batching of concurrent requests, logprobs, chat); kill -9 of a stage ends the job, bounded.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import OpenAI from 'openai';
+import { launchServe, MPI_SKIP, rankPid, type Launched } from './mpi-helpers.js';
+
+const WORDS = ['The old man', 'She said that', 'In the morning the', 'It was a', 'They went to the', 'He had never'];
+const prompts = Array.from({ length: 5 }, () => WORDS[Math.floor(Math.random() * WORDS.length)]! + ' ' + WORDS[Math.floor(Math.random() * WORDS.length)]!.toLowerCase());
+
+/** Concurrent completions (so they share engine steps), one with prompt logprobs, and a chat completion. */
+async function ask(url: string) {
+  const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60_000 });
+  const completions = await Promise.all(prompts.map((prompt, i) => client.completions.create({
+    model: 'floe-brown', prompt, max_tokens: 8 + i, temperature: 0, logprobs: 2,
+  })));
+  const chat = await client.chat.completions.create({
+    model: 'floe-brown', messages: [{ role: 'user', content: prompts[0]! }], max_tokens: 10, temperature: 0, logprobs: true, top_logprobs: 2,
+  });
+  return {
+    completions: completions.map((c) => ({ text: c.choices[0]!.text, logprobs: c.choices[0]!.logprobs, finish: c.choices[0]!.finish_reason, usage: c.usage })),
+    chat: { message: chat.choices[0]!.message.content, logprobs: chat.choices[0]!.logprobs },
+  };
+}
+
+async function stop(s: Launched): Promise<void> {
+  s.proc.kill('SIGTERM');
+  const t = setTimeout(() => s.proc.kill('SIGKILL'), 20_000);
+  await s.exited;
+  clearTimeout(t);
+}
+
+let want: Awaited<ReturnType<typeof ask>> | undefined;
+async function single() {
+  if (want) return want;
+  const s = await launchServe(0, false, []);
+  try { want = await ask(s.url); } finally { await stop(s); }
+  return want;
+}
+
+for (const [np, tcp] of [[2, false], [3, true]] as const) {
+  test(`mpirun -np ${np} floe serve (${tcp ? 'TCP loopback' : 'shared memory'}): openai client results equal one process`, { skip: MPI_SKIP, timeout: 180_000 }, async () => {
+    const expected = await single();
+    assert.ok(expected.completions.every((c) => c.text.length > 0));
+    const s = await launchServe(np, tcp, []);
+    try {
+      const got = await ask(s.url);
+      assert.deepEqual(got, expected);
+      const metrics = await (await fetch(`${s.url}/metrics`)).text();
+      assert.ok(metrics.length > 0);
+    } finally {
+      await stop(s);
+    }
+  });
+}
+
+test('kill -9 of a pipeline stage ends the whole job within a bounded time, with a message naming the dead rank', { skip: MPI_SKIP, timeout: 120_000 }, async () => {
+  const s = await launchServe(3, false, []);
+  const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60_000 });
+  // a long stream in flight when the stage dies
+  const inflight = client.completions.create({ model: 'floe-brown', prompt: prompts[0]!, max_tokens: 900, temperature: 0, stream: true })
+    .then(async (stream) => { let n = 0; for await (const _ of stream) n++; return n; })
+    .then((n) => ({ ok: true as const, n }), (e: Error) => ({ ok: false as const, e }));
+  await new Promise((r) => setTimeout(r, 300));
+  const victim = rankPid(s.proc.pid!, 1);
+  const killedAt = Date.now();
+  process.kill(victim, 'SIGKILL');
+  const t = setTimeout(() => s.proc.kill('SIGKILL'), 60_000);
+  const end = await s.exited;
+  clearTimeout(t);
+  const took = end.at - killedAt;
+  assert.ok(took < 30_000, `the job took ${took} ms to end after the stage died`);
+  assert.notEqual(end.code, 0, 'mpirun reports the failure');
+  assert.equal(end.signal, null, 'mpirun ended on its own, not by the test\'s SIGKILL');
+  assert.match(s.log(), /rank 1 .*(signal 9|Killed)|process rank 1/i, s.log());
+  const r = await inflight;
+  assert.ok(!r.ok || r.n < 900, 'the in-flight stream did not complete as if nothing happened');
+});

@@ -54,7 +54,9 @@ export function chunkText(text: string, opts: ChunkOptions): Chunk[] {
     if (overlap > 0) {
       // walk back by the estimate, then confirm with a real count (shrinking the overlap while it is over)
       for (let acc = 0; k - 1 > i && acc + units[k - 1]!.tokens <= overlap;) acc += units[--k]!.tokens;
-      while (k < j && cost(units[k]!.start, units[j - 1]!.end) > overlap) k++;
+      // measured as the next chunk will share it: from its trimmed start to this chunk's trimmed end (a BPE count
+      // of text without its leading space can exceed the count with it)
+      while (k < j && cost(trimSpan(text, units[k]!.start, span.end).start, span.end) > overlap) k++;
     }
     // a whitespace-only unit would start the next chunk where this one starts: step past it
     while (k < j && trimSpan(text, units[k]!.start, units[k]!.end).start <= span.start) k++;

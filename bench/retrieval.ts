@@ -1,6 +1,8 @@
 // Dense retrieval on the held-out sets of bench/retrieval-data.ts: brute-force cosine over an embedder's unit vectors,
-// recall@1/5/10 and MRR, beside baselines measured in the same run (chance, the untrained base model mean-pooled, BM25).
+// recall@1/5/10 and MRR, beside baselines measured in the same run (chance, the untrained base model mean-pooled, BM25),
+// and the hybrid: reciprocal-rank fusion of the model's dense ranking with BM25's.
 // Usage: node --import tsx bench/retrieval.ts --model models/floe-embed [--baselines] [--base models/floe-brown] [--out FILE.json]
+//        [--pool-skip-bos true|false]   (overrides the model's embedding_config.json; the base is pooled without BOS)
 
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -44,29 +46,56 @@ export function chance(set: RetrievalSet): Scores {
   return { recall1: r1 / n, recall5: r5 / n, recall10: r10 / n, mrr: mrr / n, queries: n, docs: N };
 }
 
-export function denseScores(emb: Embedder, set: RetrievalSet): Scores {
+type Scorer = (qi: number) => ArrayLike<number>;
+
+/** Cosine of query qi's vector with every document's (the returned array is reused between calls). */
+export function denseScorer(emb: Embedder, set: RetrievalSet): Scorer {
   const D = emb.dim;
   const docs = emb.embed(set.docs);
   const qs = emb.embed(set.queries.map((q) => q.text));
   const s = new Float32Array(set.docs.length);
-  return evaluate(set, (qi) => {
+  return (qi) => {
     const q = qs[qi]!;
     docs.forEach((d, j) => { let x = 0; for (let k = 0; k < D; k++) x += q[k]! * d[k]!; s[j] = x; });
     return s;
-  });
+  };
+}
+
+export const denseScores = (emb: Embedder, set: RetrievalSet): Scores => evaluate(set, denseScorer(emb, set));
+
+/** Reciprocal-rank fusion (k 60, the usual constant, not tuned here): Σ over scorers of 1 / (k + rank of the document), ties ranked last of their group. */
+export function rrfScorer(scorers: readonly Scorer[], N: number, k = 60): Scorer {
+  const out = new Float64Array(N);
+  const idx = Int32Array.from({ length: N }, (_, i) => i);
+  return (qi) => {
+    out.fill(0);
+    for (const sc of scorers) {
+      const s = Float64Array.from(sc(qi));
+      idx.sort((a, b) => s[b]! - s[a]!);
+      for (let r = 0; r < N;) { // tied documents all take the group's worst rank
+        let e = r + 1;
+        while (e < N && s[idx[e]!] === s[idx[r]!]) e++;
+        for (let j = r; j < e; j++) out[idx[j]!]! += 1 / (k + e);
+        r = e;
+      }
+    }
+    return out;
+  };
 }
 
 const terms = (t: string) => t.toLowerCase().match(/[a-z0-9]+/g) ?? [];
 
 /** Okapi BM25 (k1 1.2, b 0.75, lower-cased alphanumeric words, no stemming or stop words): a plain lexical reference. */
-export function bm25Scores(set: RetrievalSet, k1 = 1.2, b = 0.75): Scores {
+export const bm25Scores = (set: RetrievalSet, k1 = 1.2, b = 0.75): Scores => evaluate(set, bm25Scorer(set, k1, b));
+
+export function bm25Scorer(set: RetrievalSet, k1 = 1.2, b = 0.75): Scorer {
   const docs = set.docs.map((d) => { const tf = new Map<string, number>(); const ws = terms(d); for (const w of ws) tf.set(w, (tf.get(w) ?? 0) + 1); return { tf, len: ws.length }; });
   const avg = docs.reduce((a, d) => a + d.len, 0) / docs.length;
   const df = new Map<string, number>();
   for (const d of docs) for (const w of d.tf.keys()) df.set(w, (df.get(w) ?? 0) + 1);
   const N = docs.length;
   const s = new Float64Array(N);
-  return evaluate(set, (qi) => {
+  return (qi) => {
     s.fill(0);
     for (const w of new Set(terms(set.queries[qi]!.text))) {
       const n = df.get(w);
@@ -75,13 +104,15 @@ export function bm25Scores(set: RetrievalSet, k1 = 1.2, b = 0.75): Scores {
       docs.forEach((d, j) => { const f = d.tf.get(w); if (f) s[j]! += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * d.len / avg)); });
     }
     return s;
-  });
+  };
 }
 
 const fmt = (s: Scores) => `R@1 ${s.recall1.toFixed(3)}  R@5 ${s.recall5.toFixed(3)}  R@10 ${s.recall10.toFixed(3)}  MRR ${s.mrr.toFixed(3)}`;
 
 export async function main(argv: string[]): Promise<Record<string, Record<string, Scores>>> {
-  const { values: v } = parseArgs({ args: argv, options: { model: { type: 'string' }, base: { type: 'string' }, baselines: { type: 'boolean' }, out: { type: 'string' } } });
+  const { values: v } = parseArgs({ args: argv, options: { model: { type: 'string' }, base: { type: 'string' }, baselines: { type: 'boolean' }, out: { type: 'string' }, 'pool-skip-bos': { type: 'string' } } });
+  const skip = v['pool-skip-bos'];
+  if (skip !== undefined && skip !== 'true' && skip !== 'false') throw new Error(`--pool-skip-bos must be true or false, got ${skip}`);
   const sets = [brownRetrieval().eval, wordnetRetrieval().eval];
   const report: Record<string, Record<string, Scores>> = {};
   const add = (set: RetrievalSet, name: string, s: Scores) => {
@@ -89,11 +120,14 @@ export async function main(argv: string[]): Promise<Record<string, Record<string
     process.stdout.write(`${set.name.padEnd(28)} ${name.padEnd(36)} ${fmt(s)}  (${s.queries} queries, ${s.docs} docs)\n`);
   };
   const models = [...(v.model ? [v.model] : []), ...(v.baselines ? [v.base ?? 'models/floe-brown'] : [])];
-  for (const m of models) {
-    const emb = await Embedder.open(m, { pooling: 'mean' });
+  for (const [i, m] of models.entries()) {
+    const isBase = v.model === undefined || i > 0;
+    const emb = await Embedder.open(m, { pooling: 'mean', skipBos: isBase ? true : skip === undefined ? undefined : skip === 'true' });
     for (const set of sets) {
       const t0 = performance.now();
-      add(set, `dense ${m}`, denseScores(emb, set));
+      const dense = denseScorer(emb, set);
+      add(set, `dense ${m}`, evaluate(set, dense));
+      if (i === 0 && v.model !== undefined) add(set, 'hybrid (RRF of dense + bm25)', evaluate(set, rrfScorer([dense, bm25Scorer(set)], set.docs.length)));
       process.stderr.write(`  (${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
     }
   }

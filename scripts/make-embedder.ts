@@ -14,11 +14,11 @@ const RUN = join(WORK, 'train');
 const BASE = join(ROOT, 'models', 'floe-brown');
 export const MODEL = join(ROOT, 'models', 'floe-embed');
 
-/** The exact `floe finetune` arguments: full fine-tuning, 32 pairs per step (31 in-batch negatives each), τ 0.05, mean pooling. */
+/** The exact `floe finetune` arguments: full fine-tuning, 64 pairs per step (63 in-batch negatives each), τ 0.05, mean pooling without BOS, symmetric InfoNCE (the objective's defaults). */
 export const TRAIN_ARGS = [
-  '--objective', 'contrastive', '--temperature', '0.05', '--pooling', 'mean', '--full', '--lr', '2e-4', '--warmup-steps', '10',
-  '--lr-schedule', 'cosine', '--max-steps', '150', '--batch-size', '32', '--max-seq-len', '128', '--max-grad-norm', '1',
-  '--save-steps', '25', '--save-total-limit', '1', '--seed', '0', '--backend', 'native',
+  '--objective', 'contrastive', '--temperature', '0.05', '--pooling', 'mean', '--full', '--lr', '5e-4', '--warmup-steps', '20',
+  '--lr-schedule', 'cosine', '--max-steps', '480', '--batch-size', '64', '--max-seq-len', '128', '--max-grad-norm', '1',
+  '--save-steps', '40', '--save-total-limit', '1', '--seed', '0', '--backend', 'native',
 ];
 
 const SERVE_MAX_TOKENS = 512;

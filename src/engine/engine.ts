@@ -216,6 +216,8 @@ export class Engine {
     if (req.kind === 'embed') {
       this.checkFits(P, 0);
       if (req.pooling !== 'mean' && req.pooling !== 'last') bad(`pooling must be 'mean' or 'last', got ${String(req.pooling)}`);
+      const from = req.poolFrom ?? 0;
+      if (!Number.isInteger(from) || from < 0 || from >= P) bad(`poolFrom must be an integer in [0, ${P}) (the prompt's length), got ${String(req.poolFrom)}`);
       const seq = new Seq(`${req.id}/e`, [...req.promptIds], P, false, null, { pooling: req.pooling, done: 0 }, []);
       seq.lowPriority = req.priority === 'batch';
       seq.lora = lora;
@@ -685,7 +687,8 @@ export class Engine {
     const D = this.info.hiddenSize;
     const n = hidden.rows.length / D;
     if (state.req.pooling === 'last') state.sum.fill(0);
-    for (let i = 0; i < n; i++) for (let d = 0; d < D; d++) state.sum[d]! += hidden.rows[i * D + d]!;
+    const i0 = state.req.pooling === 'mean' ? Math.max(0, (state.req.poolFrom ?? 0) - hidden.start) : 0; // rows before poolFrom are left out
+    for (let i = i0; i < n; i++) for (let d = 0; d < D; d++) state.sum[d]! += hidden.rows[i * D + d]!;
     state.seq.embed!.done = hidden.start + n;
   }
 
@@ -693,7 +696,7 @@ export class Engine {
     const D = this.info.hiddenSize;
     const P = state.seq.promptLen;
     const e = new Float32Array(D);
-    const div = state.req.pooling === 'mean' ? P : 1;
+    const div = state.req.pooling === 'mean' ? P - (state.req.poolFrom ?? 0) : 1;
     for (let d = 0; d < D; d++) e[d] = state.sum[d]! / div;
     if (state.req.normalize) {
       let ss = 0;

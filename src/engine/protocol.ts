@@ -35,6 +35,7 @@ export interface EmbedRequest {
   readonly id: string;
   readonly promptIds: readonly number[];
   readonly pooling: 'mean' | 'last';
+  readonly poolFrom?: number; // mean pooling starts at this prompt position (1: leave out BOS); default 0
   readonly normalize: boolean;
   readonly priority?: RequestPriority; // default 'interactive'
   readonly adapter?: string | null; // as for GenerateRequest

@@ -18,6 +18,7 @@ export type Pooling = 'mean' | 'last';
 export interface EmbeddingConfig {
   readonly pooling: Pooling; // default 'mean'
   readonly maxTokens: number; // texts are cut to this many tokens (BOS included); default min(context, 512)
+  readonly skipBos: boolean; // "pool_skip_bos": mean pooling leaves out a leading BOS; default false (models trained with it pooled)
 }
 
 export const EMBEDDING_CONFIG_FILE = 'embedding_config.json';
@@ -28,6 +29,7 @@ export interface EmbedderOptions {
   readonly load?: LoadOptions;
   readonly pooling?: Pooling; // overrides embedding_config.json
   readonly maxTokens?: number; // overrides embedding_config.json
+  readonly skipBos?: boolean; // overrides embedding_config.json's pool_skip_bos
   readonly batchTokens?: number; // tokens per forward (default 4096); a longer single text still runs alone
   readonly adapter?: string; // a PEFT LoRA adapter dir (e.g. a contrastive `floe finetune` output); its embedding_config.json wins
 }
@@ -38,7 +40,7 @@ const DEFAULT_MAX_TOKENS = 512;
 /** Read `embedding_config.json` of an HF directory (absent → defaults). */
 export function readEmbeddingConfig(dir: string, contextLen: number): EmbeddingConfig {
   const p = join(dir, EMBEDDING_CONFIG_FILE);
-  const def: EmbeddingConfig = { pooling: 'mean', maxTokens: Math.min(contextLen, DEFAULT_MAX_TOKENS) };
+  const def: EmbeddingConfig = { pooling: 'mean', maxTokens: Math.min(contextLen, DEFAULT_MAX_TOKENS), skipBos: false };
   if (!statSync(dir).isDirectory() || !existsSync(p)) return def;
   const j = JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
   const pooling = j.pooling ?? def.pooling;
@@ -47,16 +49,19 @@ export function readEmbeddingConfig(dir: string, contextLen: number): EmbeddingC
   if (typeof maxTokens !== 'number' || !Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > contextLen) {
     throw new Error(`${p}: "max_tokens" must be an integer in [1, ${contextLen}] (the model's context), got ${JSON.stringify(maxTokens)}`);
   }
-  return { pooling, maxTokens };
+  const skipBos = j.pool_skip_bos ?? def.skipBos;
+  if (typeof skipBos !== 'boolean') throw new Error(`${p}: "pool_skip_bos" must be true or false, got ${JSON.stringify(skipBos)}`);
+  return { pooling, maxTokens, skipBos };
 }
 
-/** out (D) = pool of rows (n, D): their mean, or the last row; then scaled to unit L2 norm (a zero vector stays zero). */
-export function poolRows(out: Float32Array, rows: Float32Array, n: number, D: number, pooling: Pooling): void {
+/** out (D) = pool of rows (n, D): the mean of rows [skip, n), or the last row; then scaled to unit L2 norm (a zero vector stays zero). */
+export function poolRows(out: Float32Array, rows: Float32Array, n: number, D: number, pooling: Pooling, skip = 0): void {
   if (pooling === 'last') out.set(rows.subarray((n - 1) * D, n * D));
   else {
+    if (skip >= n) throw new RangeError(`poolRows: skipping ${skip} of ${n} rows leaves none to pool`);
     const acc = new Float64Array(D);
-    for (let i = 0; i < n; i++) for (let d = 0; d < D; d++) acc[d]! += rows[i * D + d]!;
-    for (let d = 0; d < D; d++) out[d] = acc[d]! / n;
+    for (let i = skip; i < n; i++) for (let d = 0; d < D; d++) acc[d]! += rows[i * D + d]!;
+    for (let d = 0; d < D; d++) out[d] = acc[d]! / (n - skip);
   }
   l2Normalize(out);
 }
@@ -82,6 +87,7 @@ export class Embedder {
     readonly pooling: Pooling,
     readonly maxTokens: number,
     readonly batchTokens = 4096,
+    readonly skipBos = false, // mean pooling leaves out a leading BOS (tokenizer.bosId) of a text of 2+ tokens
   ) {
     this.dim = model.config.hiddenSize;
     if (maxTokens > model.config.maxPositionEmbeddings) throw new RangeError(`maxTokens ${maxTokens} exceeds the model's context of ${model.config.maxPositionEmbeddings}`);
@@ -95,7 +101,7 @@ export class Embedder {
     const withConfig = opts.adapter !== undefined && existsSync(join(opts.adapter, EMBEDDING_CONFIG_FILE)) ? opts.adapter : path;
     const ec = readEmbeddingConfig(withConfig, ctx);
     const model = opts.adapter === undefined ? m.model : applyAdapter(m.model, opts.adapter);
-    return new Embedder(model, m.tokenizer, opts.pooling ?? ec.pooling, opts.maxTokens ?? ec.maxTokens, opts.batchTokens);
+    return new Embedder(model, m.tokenizer, opts.pooling ?? ec.pooling, opts.maxTokens ?? ec.maxTokens, opts.batchTokens, opts.skipBos ?? ec.skipBos);
   }
 
   /** Token ids the embedder feeds for a text: the tokenizer's (BOS included), cut to maxTokens. */
@@ -160,7 +166,9 @@ export class Embedder {
     this.model.forward({ tokens, positions, slots, attn: { numSeqs: S, qStart, ctxLen, blockTables, maxBlocks }, logitRows: allRows, numLogits: 0 }, this.kv, hidden);
     for (let s = 0; s < S; s++) {
       const e = new Float32Array(D);
-      poolRows(e, hidden.subarray(qStart[s]! * D, qStart[s + 1]! * D), ctxLen[s]!, D, this.pooling);
+      const a = qStart[s]!, n = ctxLen[s]!;
+      const skip = this.skipBos && n > 1 && this.tokenizer.bosId !== null && tokens[a] === this.tokenizer.bosId ? 1 : 0;
+      poolRows(e, hidden.subarray(a * D, (a + n) * D), n, D, this.pooling, skip);
       out[i0 + s] = e;
     }
   }

@@ -19,6 +19,8 @@ export interface EmbeddingModel {
   readonly tokenizer: ServeTokenizer | null;
   readonly pooling: Pooling; // used when the request gives none
   readonly maxTokens: number; // longer inputs are refused
+  readonly skipBos?: boolean; // mean pooling leaves out a leading BOS (embedding_config.json pool_skip_bos), as Embedder does
+  readonly bosId?: number | null; // the tokenizer's
 }
 
 export interface EmbeddingRouteOptions {
@@ -66,7 +68,7 @@ export function registerEmbeddingRoutes(app: FastifyInstance, o: EmbeddingRouteO
     const priority = req.headers[PRIORITY_HEADER] === 'batch' ? 'batch' : 'interactive';
     const pooling = p.pooling ?? emb?.pooling ?? 'mean';
     const outs = await Promise.all(inputs.map((ids, i) =>
-      engine.embed({ id: `${id}-${i}`, promptIds: ids, pooling, normalize: p.normalize, priority, adapter: emb || p.model === o.modelName ? null : p.model })));
+      engine.embed({ id: `${id}-${i}`, promptIds: ids, pooling, poolFrom: pooling === 'mean' && emb?.skipBos && ids.length > 1 && ids[0] === emb.bosId ? 1 : 0, normalize: p.normalize, priority, adapter: emb || p.model === o.modelName ? null : p.model })));
     const tokens = outs.reduce((s, x) => s + x.promptTokens, 0);
     o.metrics.promptTokens.inc(tokens);
     return {

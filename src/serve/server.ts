@@ -204,8 +204,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
 }
 
 function embeddingModelOf(name: string, engine: EngineClient, tokenizer: Tokenizer | null, path: string): EmbeddingModel {
-  const ec = statSync(path).isDirectory() ? readEmbeddingConfig(path, engine.info.maxModelLen) : { pooling: 'mean' as const, maxTokens: engine.info.maxRequestTokens };
-  return { name, engine, tokenizer, pooling: ec.pooling, maxTokens: Math.min(ec.maxTokens, engine.info.maxRequestTokens) };
+  const ec = statSync(path).isDirectory() ? readEmbeddingConfig(path, engine.info.maxModelLen) : { pooling: 'mean' as const, maxTokens: engine.info.maxRequestTokens, skipBos: false };
+  return { name, engine, tokenizer, pooling: ec.pooling, maxTokens: Math.min(ec.maxTokens, engine.info.maxRequestTokens), skipBos: ec.skipBos, bosId: tokenizer?.bosId ?? null };
 }
 
 /** "2GiB", "512MiB", "1.5GB", "4096" (bytes) → bytes. */

@@ -13,6 +13,8 @@ import type { Sample } from './data.js';
 export interface ContrastiveOptions {
   readonly temperature: number; // τ: logits are cosine / τ (default 0.05)
   readonly pooling: Pooling; // default 'mean'
+  readonly bosId?: number | null; // mean pooling leaves out a text's leading token when it is this id (BOS: the same state for every text)
+  readonly symmetric?: boolean; // add positive→query InfoNCE over the B positives (the two directions averaged)
 }
 
 export const DEFAULT_CONTRASTIVE: ContrastiveOptions = { temperature: 0.05, pooling: 'mean' };
@@ -127,8 +129,11 @@ export function contrastiveLoss(batch: PackedBatch, numQueries: number, opts: Co
     const D = h.length / batch.tokens.length;
     const e = new Float32Array(S * D); // (S, D) unit vectors: B queries then M documents
     const norms = new Float64Array(S);
+    const skip = new Int32Array(S); // (S) leading rows left out of mean pooling (a BOS)
     for (let s = 0; s < S; s++) {
-      const a = batch.segStart[s]!, n = batch.segStart[s + 1]! - a;
+      const a0 = batch.segStart[s]!, n0 = batch.segStart[s + 1]! - a0;
+      skip[s] = opts.pooling === 'mean' && opts.bosId != null && n0 > 1 && batch.tokens[a0] === opts.bosId ? 1 : 0;
+      const a = a0 + skip[s]!, n = n0 - skip[s]!;
       const v = e.subarray(s * D, (s + 1) * D);
       if (opts.pooling === 'last') v.set(h.subarray((a + n - 1) * D, (a + n) * D));
       else {
@@ -142,7 +147,11 @@ export function contrastiveLoss(batch: PackedBatch, numQueries: number, opts: Co
       for (let k = 0; k < D; k++) v[k] = v[k]! / norms[s]!;
     }
     const de = dh ? new Float32Array(S * D) : null; // (S, D)
-    const sum = infoNce(e.subarray(0, B * D), e.subarray(B * D), B, M, D, opts.temperature, de?.subarray(0, B * D) ?? null, de?.subarray(B * D) ?? null, scale);
+    const eq = e.subarray(0, B * D), ed = e.subarray(B * D), dq = de?.subarray(0, B * D) ?? null, dd = de?.subarray(B * D) ?? null;
+    const w = opts.symmetric ? 0.5 : 1;
+    let sum = w * infoNce(eq, ed, B, M, D, opts.temperature, dq, dd, scale * w);
+    // positive i retrieves query i among the B queries
+    if (opts.symmetric) sum += w * infoNce(ed.subarray(0, B * D), eq, B, B, D, opts.temperature, dd?.subarray(0, B * D) ?? null, dq, scale * w);
     if (!dh || !de) return sum;
     for (let s = 0; s < S; s++) {
       // e = v/‖v‖ → dv = (de − e (e·de)) / ‖v‖; then the pooling spreads dv over its rows
@@ -150,7 +159,7 @@ export function contrastiveLoss(batch: PackedBatch, numQueries: number, opts: Co
       let dot = 0;
       for (let k = 0; k < D; k++) dot += ev[k]! * g[k]!;
       for (let k = 0; k < D; k++) g[k] = (g[k]! - ev[k]! * dot) / norms[s]!;
-      const a = batch.segStart[s]!, n = batch.segStart[s + 1]! - a;
+      const a = batch.segStart[s]! + skip[s]!, n = batch.segStart[s + 1]! - a;
       if (opts.pooling === 'last') for (let k = 0; k < D; k++) dh[(a + n - 1) * D + k]! += g[k]!;
       else for (let t = a; t < a + n; t++) for (let k = 0; k < D; k++) dh[t * D + k]! += g[k]! / n;
     }
@@ -158,22 +167,26 @@ export function contrastiveLoss(batch: PackedBatch, numQueries: number, opts: Co
   };
 }
 
-/** The trainer's contrastive objective (FinetuneOptions.objective). */
-export function contrastiveObjective(o: Partial<ContrastiveOptions> = {}): PooledObjective {
-  const opts: ContrastiveOptions = { ...DEFAULT_CONTRASTIVE, ...o };
+/** The trainer's contrastive objective (FinetuneOptions.objective): mean pooling skips BOS and the loss is symmetric unless told otherwise. */
+export function contrastiveObjective(o: Partial<Omit<ContrastiveOptions, 'bosId'>> & { readonly skipBos?: boolean } = {}): PooledObjective {
+  const { skipBos = true, ...rest } = o;
+  let opts: ContrastiveOptions = { ...DEFAULT_CONTRASTIVE, symmetric: true, ...rest };
   if (!(opts.temperature > 0)) throw new RangeError(`temperature must be > 0, got ${opts.temperature}`);
   if (opts.pooling !== 'mean' && opts.pooling !== 'last') throw new RangeError(`pooling must be 'mean' or 'last', got ${String(opts.pooling)}`);
   return {
     kind: 'pooled',
-    options: { kind: 'contrastive', temperature: opts.temperature, pooling: opts.pooling },
-    load: (file, tok, maxSeqLen) => loadPairs(file, tok, maxSeqLen),
+    options: { kind: 'contrastive', temperature: opts.temperature, pooling: opts.pooling, skipBos: skipBos && opts.pooling === 'mean', symmetric: opts.symmetric },
+    load: (file, tok, maxSeqLen) => {
+      if (skipBos) opts = { ...opts, bosId: tok.bosId };
+      return loadPairs(file, tok, maxSeqLen);
+    },
     forBatch(samples, scale) {
       const p = packPairs(samples as PairSample[]);
       if (p.numQueries < 2 && p.numDocs < 2) throw new Error('a contrastive micro-batch needs at least 2 documents (pairs or negatives): raise --batch-size');
       return { batch: p.batch, loss: contrastiveLoss(p.batch, p.numQueries, opts, scale), counted: p.numQueries };
     },
     finish(dir, maxSeqLen) {
-      writeFileSync(join(dir, EMBEDDING_CONFIG_FILE), JSON.stringify({ pooling: opts.pooling, max_tokens: maxSeqLen, objective: 'contrastive', temperature: opts.temperature }, null, 1) + '\n');
+      writeFileSync(join(dir, EMBEDDING_CONFIG_FILE), JSON.stringify({ pooling: opts.pooling, pool_skip_bos: skipBos && opts.pooling === 'mean', max_tokens: maxSeqLen, objective: 'contrastive', temperature: opts.temperature, symmetric: opts.symmetric }, null, 1) + '\n');
     },
   };
 }

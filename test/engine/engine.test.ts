@@ -219,13 +219,15 @@ test('stop strings (spanning tokens) and stop token ids, with text', () => {
   assert.equal(byId.get('s2')!.stopReason[0], free.outputIds[3]);
 });
 
-test('embeddings (mean and last, normalized or not) equal a direct forward', () => {
+test('embeddings (mean and last, normalized or not, mean from poolFrom) equal a direct forward', () => {
   const engine = new Engine(model, null, { ...KV_F32, maxBatchedTokens: 16 });
   const r = rand(9);
   const cfg = model.config;
   const prompts = [randomPrompt(r, 37), randomPrompt(r, 5)];
-  const cases = prompts.flatMap((p, i) => (['mean', 'last'] as const).flatMap((pooling) => [false, true].map((normalize) => ({ id: `e${i}${pooling}${normalize}`, p, pooling, normalize }))));
-  for (const c of cases) engine.add({ kind: 'embed', id: c.id, promptIds: c.p, pooling: c.pooling, normalize: c.normalize });
+  const cases = prompts.flatMap((p, i) => (['mean', 'last'] as const).flatMap((pooling) => [false, true].map((normalize) => ({ id: `e${i}${pooling}${normalize}`, p, pooling, normalize, poolFrom: 0 }))));
+  // mean pooling from position 1 (BOS left out) and 20 (past the first 16-token step)
+  cases.push({ id: 'f1', p: prompts[0]!, pooling: 'mean', normalize: true, poolFrom: 1 }, { id: 'f20', p: prompts[0]!, pooling: 'mean', normalize: false, poolFrom: 20 });
+  for (const c of cases) engine.add({ kind: 'embed', id: c.id, promptIds: c.p, pooling: c.pooling, normalize: c.normalize, poolFrom: c.poolFrom });
   engine.add(genReq('g', prompts[0]!, { maxTokens: 3 })); // mixed into the same steps
   const { other } = runAll(engine);
   for (const c of cases) {
@@ -238,12 +240,13 @@ test('embeddings (mean and last, normalized or not) equal a direct forward', () 
     model.forward({ tokens: Int32Array.from(c.p), positions: pos, slots: pos, attn: { numSeqs: 1, qStart: Int32Array.of(0, T), ctxLen: Int32Array.of(T), blockTables: Int32Array.from({ length: kv.numBlocks }, (_, i) => i), maxBlocks: kv.numBlocks }, logitRows: pos }, kv, hidden);
     const D = cfg.hiddenSize;
     const want = new Float64Array(D);
-    for (let t = c.pooling === 'mean' ? 0 : T - 1; t < T; t++) for (let d = 0; d < D; d++) want[d]! += hidden[t * D + d]! / (c.pooling === 'mean' ? T : 1);
+    for (let t = c.pooling === 'mean' ? c.poolFrom : T - 1; t < T; t++) for (let d = 0; d < D; d++) want[d]! += hidden[t * D + d]! / (c.pooling === 'mean' ? T - c.poolFrom : 1);
     const norm = c.normalize ? Math.hypot(...want) : 1;
     assert.equal(got.embedding.length, D);
     assert.equal(got.promptTokens, T);
     for (let d = 0; d < D; d++) assert.ok(Math.abs(got.embedding[d]! - want[d]! / norm) < 1e-5, `${c.id}[${d}]: ${got.embedding[d]} vs ${want[d]! / norm}`);
   }
+  assert.throws(() => engine.add({ kind: 'embed', id: 'bad', promptIds: prompts[1]!, pooling: 'mean', normalize: true, poolFrom: 5 }), /poolFrom must be an integer in \[0, 5\)/);
 });
 
 test('default KV budget: a fraction of free RAM, capped at maxNumSeqs full contexts; info reports the capacity', async () => {

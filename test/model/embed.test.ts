@@ -19,7 +19,7 @@ const SEED = process.env.FLOE_SEED !== undefined ? Number(process.env.FLOE_SEED)
 const SHAPE: Shape = { H: 4, K: 2, E: 16, D: 64, F: 96, V: 200, layers: 2 };
 
 /** Oracle: one text alone, one block table, all rows normed; mean or last row in f64, then unit norm. */
-function oracle(model: LlamaModel, ids: readonly number[], pooling: 'mean' | 'last'): Float64Array {
+function oracle(model: LlamaModel, ids: readonly number[], pooling: 'mean' | 'last', skip = 0): Float64Array {
   const { numLayers, numKvHeads, headDim, hiddenSize: D } = model.config;
   const T = ids.length;
   const nb = Math.ceil(T / 16);
@@ -32,7 +32,7 @@ function oracle(model: LlamaModel, ids: readonly number[], pooling: 'mean' | 'la
     logitRows: pos, numLogits: 0,
   }, kv, hidden);
   const v = new Float64Array(D);
-  const rows = pooling === 'mean' ? [...Array(T).keys()] : [T - 1];
+  const rows = pooling === 'mean' ? [...Array(T).keys()].slice(skip) : [T - 1];
   for (const r of rows) for (let d = 0; d < D; d++) v[d]! += hidden[r * D + d]! / rows.length;
   const n = Math.hypot(...v);
   return v.map((x) => x / n);
@@ -70,6 +70,23 @@ for (const pooling of ['mean', 'last'] as const) {
     seqs.forEach((_, i) => assert.ok(maxDiff(one[i]!, Float64Array.from(got[i]!)) < 1e-5, `text ${i} independent of its batch`));
   });
 }
+
+test(`embedIds with skipBos: mean pooling leaves out a leading BOS only (reference oracle, seed ${SEED})`, { skip: !native && 'native addon not built' }, () => {
+  const model = randomModel(rand(SEED), SHAPE, 'f32', native!);
+  const ref = randomModel(rand(SEED), SHAPE, 'f32', referenceBackend);
+  const r = rand(SEED ^ 0x5b05);
+  const BOS = 7;
+  // BOS-led texts of several lengths, a lone BOS (kept: nothing else to pool), and texts without BOS (all rows pooled)
+  const seqs = [[BOS, ...randomPrompt(r, 4, SHAPE.V)], [BOS, ...randomPrompt(r, 20, SHAPE.V)], [BOS], randomPrompt(r, 6, SHAPE.V).map((t) => (t === BOS ? 8 : t))];
+  const got = new Embedder(model, { bosId: BOS } as never, 'mean', 64, 4096, true).embedIds(seqs);
+  const plain = new Embedder(model, { bosId: BOS } as never, 'mean', 64, 4096, false).embedIds(seqs);
+  seqs.forEach((ids, i) => {
+    const skip = ids[0] === BOS && ids.length > 1 ? 1 : 0;
+    const d = maxDiff(got[i]!, oracle(ref, ids, 'mean', skip));
+    assert.ok(d < 2e-4, `text ${i} (${ids.length} tokens, skip ${skip}): max |native − reference| = ${d}`);
+    if (skip) assert.ok(maxDiff(plain[i]!, Float64Array.from(got[i]!)) > 1e-3, `text ${i}: skipping BOS changes the vector`);
+  });
+});
 
 test('embedIds: refuses empty, too long and out-of-vocabulary inputs, saying which', () => {
   const model = randomModel(rand(SEED), SHAPE, 'f32', referenceBackend);

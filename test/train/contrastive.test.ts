@@ -94,6 +94,48 @@ test(`infoNce: gradients match central finite differences (seed ${SEED})`, () =>
   assert.throws(() => infoNce(q, d, B, 2, D, tau, null, null, 1), /2 documents for 3 queries/);
 });
 
+test(`contrastiveLoss: symmetric InfoNCE with BOS left out of mean pooling — value from pooling written out here, dh by finite differences (seed ${SEED})`, () => {
+  const r = rand(SEED ^ 0x51);
+  const BOS = 9, D = 5, tau = 0.2, B = 3;
+  // 3 queries, 3 positives, 1 hard negative; texts start with BOS except the second query (pooled over all its rows)
+  const lens = [3, 2, 4, 2, 5, 3, 2];
+  const T = lens.reduce((a, b) => a + b, 0);
+  const segStart = Int32Array.from([0, ...lens.map((_, i) => lens.slice(0, i + 1).reduce((a, b) => a + b, 0))]);
+  const tokens = new Int32Array(T).fill(4);
+  lens.forEach((_, s) => { if (s !== 1) tokens[segStart[s]!] = BOS; });
+  const batch = { tokens, targets: new Int32Array(T).fill(-1), positions: new Int32Array(T), segStart };
+  const h = Float32Array.from({ length: T * D }, () => 2 * r() - 1);
+  const loss = contrastiveLoss(batch, B, { temperature: tau, pooling: 'mean', bosId: BOS, symmetric: true }, 1);
+  const dh = new Float32Array(T * D);
+  const L = loss(h, dh);
+  // expected: unit means of the non-BOS rows; ½ (query→documents over all 4 + positive→queries over the 3)
+  const e = lens.map((n, s) => {
+    const a = segStart[s]! + (s !== 1 ? 1 : 0), m = segStart[s]! + n - a;
+    const v = Array.from({ length: D }, (_, k) => { let x = 0; for (let t = a; t < a + m; t++) x += h[t * D + k]!; return x / m; });
+    const norm = Math.hypot(...v);
+    return v.map((x) => x / norm);
+  });
+  const dot = (a: number[], b: number[]) => a.reduce((x, y, k) => x + y * b[k]!, 0);
+  const nce = (qs: number[][], ds: number[][]) => qs.reduce((acc, q, i) => {
+    const z = ds.map((d) => dot(q, d) / tau);
+    return acc + Math.log(z.reduce((x, y) => x + Math.exp(y), 0)) - z[i]!;
+  }, 0);
+  const want = 0.5 * (nce(e.slice(0, 3), e.slice(3)) + nce(e.slice(3, 6), e.slice(0, 3)));
+  assert.ok(Math.abs(L - want) < 1e-4 * Math.max(1, want), `loss ${L} vs ${want}`);
+  const eps = 1e-2;
+  for (let i = 0; i < h.length; i++) {
+    const x0 = h[i]!;
+    h[i] = x0 + eps; const up = loss(h, null);
+    h[i] = x0 - eps; const dn = loss(h, null);
+    h[i] = x0;
+    const fd = (up - dn) / (2 * eps);
+    assert.ok(Math.abs(fd - dh[i]!) < 3e-3 * Math.max(1, Math.abs(fd)), `∂/∂h[${i}]: analytic ${dh[i]} vs fd ${fd}`);
+    if (tokens[Math.floor(i / D)] === BOS) assert.equal(dh[i], 0, `BOS row ${Math.floor(i / D)} gets no gradient`);
+  }
+  // without bosId the BOS rows are pooled: a different loss
+  assert.ok(Math.abs(contrastiveLoss(batch, B, { temperature: tau, pooling: 'mean', symmetric: true }, 1)(h, null) - L) > 1e-4);
+});
+
 test('loadPairs: tokenizes query / positive / negative; bad lines fail with file:line and what is wrong', () => {
   const dir = mkdtempSync(join(tmpdir(), 'floe-pairs-'));
   const tok = { encode: (s: string) => [1, ...Array.from(s, (c) => c.charCodeAt(0) % 50 + 3)] };
@@ -144,7 +186,7 @@ test('finetune --objective contrastive: full fine-tuning lowers the InfoNCE loss
 test('floe finetune flags: --objective contrastive builds the objective; misplaced flags are usage errors', async () => {
   const { objectiveOption } = await import('../../src/cli/train-args.js');
   const o = (await objectiveOption({ objective: 'contrastive', temperature: '0.1', pooling: 'last' })).objective!;
-  assert.deepEqual(o.options, { kind: 'contrastive', temperature: 0.1, pooling: 'last' });
+  assert.deepEqual(o.options, { kind: 'contrastive', temperature: 0.1, pooling: 'last', skipBos: false, symmetric: true });
   assert.deepEqual(await objectiveOption({}), {});
   await assert.rejects(objectiveOption({ objective: 'mlm' }), /--objective expects lm or contrastive, got 'mlm'/);
   await assert.rejects(objectiveOption({ temperature: '0.1' }), /--temperature and --pooling apply to --objective contrastive/);

@@ -20,6 +20,9 @@ export interface PipelineFlags { readonly size: number; readonly stages: string 
 /** The flags, or null for a single-process run (no flag, or size 1 without stages). */
 export function pipelineFlags(v: { 'pipeline-parallel-size'?: string; 'pipeline-stages'?: string }): PipelineFlags | null {
   const stages = v['pipeline-stages'];
+  if (stages !== undefined && !/^\s*\d+(\s*-\s*\d+)?\s*(,\s*\d+(\s*-\s*\d+)?\s*)*$/.test(stages)) {
+    throw new UsageError(`--pipeline-stages expects contiguous FIRST-LAST layer ranges like 0-7,8-15, got '${stages}'`);
+  }
   const size = optNum(v['pipeline-parallel-size'], 'pipeline-parallel-size', true, { min: 1 }) ?? (stages ? stages.split(',').length : 1);
   if (size === 1 && !stages) return null;
   if (!launchedByMpirun()) {

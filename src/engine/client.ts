@@ -33,7 +33,7 @@ export interface EngineStartOptions {
   readonly maxCpuLoras?: number; // adapters kept in host memory, LRU (default no limit)
   readonly offload?: OffloadOptions; // stream a share of the layers from disk (--weights-memory / --offload-ratio)
   /** Pipeline parallelism under mpirun: this worker is rank 0, the first stage (stages: --pipeline-stages). */
-  readonly pipeline?: { readonly size: number; readonly stages?: string };
+  readonly pipeline?: { readonly size: number; readonly stages?: string; readonly join?: string };
 }
 
 /** Messages main → worker. */

@@ -2,7 +2,10 @@
 
 import { parentPort, workerData } from 'node:worker_threads';
 import { openModel } from '../model/open.js';
+import type { LlamaModel } from '../model/llama.js';
+import type { Tokenizer } from '../formats/tokenizer.js';
 import { Engine } from './engine.js';
+import type { RemoteForward } from './runner.js';
 import type { SpeculativeSpec } from '../model/speculation.js';
 import type { EngineStartOptions, ToWorker, FromWorker } from './client.js';
 import { EngineRequestError, type EngineOutput } from './protocol.js';
@@ -13,13 +16,24 @@ const post = (m: FromWorker): void => port.postMessage(m);
 
 const opts = workerData as EngineStartOptions;
 let engine: Engine;
-// under mpirun the forward pass continues on the other ranks (src/parallel: the engine only sees a RemoteForward)
-let pipeline: import('../parallel/serve-stage.js').PipelineRank0 | null = null;
+/** What joining a pipeline gives rank 0's engine: its first stage, the RemoteForward and the KV blocks every stage holds. */
+interface PipelineJoin {
+  readonly model: LlamaModel;
+  readonly tokenizer: Tokenizer | null;
+  readonly driver: RemoteForward & { close(): Promise<void> };
+  readonly kvBlocks: number;
+  readonly transport: { abort(code: number, message: string): Promise<void> | void; close(): Promise<void> };
+}
+// Under mpirun the forward pass continues on the other ranks. The engine only sees a RemoteForward: the caller (a layer
+// above, which owns src/parallel) names the module that joins the job in opts.pipeline.join, resolved from this file.
+let pipeline: PipelineJoin | null = null;
 try {
   const open = { backend: opts.backend, threads: opts.threads, load: opts.dtype ? { dtype: opts.dtype } : undefined };
   if (opts.pipeline) {
     if (opts.speculative !== undefined || opts.loraModules?.length) throw new Error('speculative decoding and LoRA modules are not supported with pipeline parallelism yet');
-    pipeline = await (await import('../parallel/serve-stage.js')).joinAsRank0({ ...open, ...opts, stages: opts.pipeline.stages });
+    if (!opts.pipeline.join) throw new Error('pipeline parallelism: no join module given (startServer names src/parallel/serve-stage.js)');
+    const join = (await import(opts.pipeline.join)) as { joinAsRank0(o: unknown): Promise<PipelineJoin> };
+    pipeline = await join.joinAsRank0({ ...open, ...opts, stages: opts.pipeline.stages });
   }
   const { model, tokenizer } = pipeline ?? await openModel(opts.model, { ...open, offload: opts.offload });
   const spec = opts.speculative;

@@ -144,7 +144,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     if (process.env.FLOE_SERVE_LOAD_HOLD === '1') await new Promise((r) => process.once('SIGUSR2', r));
     const embedOnly = task === 'embed';
     const [e, tools, g] = await Promise.all([
-      startEngine({ ...engineOpts, modelId: modelName, ...(embedOnly ? { maxBatchedTokens: engineOpts.maxBatchedTokens ?? EMBED_BATCHED_TOKENS } : {}) }),
+      startEngine({
+        ...engineOpts, modelId: modelName, ...(embedOnly ? { maxBatchedTokens: engineOpts.maxBatchedTokens ?? EMBED_BATCHED_TOKENS } : {}),
+        // the engine worker joins the pipeline through src/parallel (named here, resolved from src/engine/worker)
+        ...(engineOpts.pipeline ? { pipeline: { ...engineOpts.pipeline, join: '../parallel/serve-stage.js' } } : {}),
+      }),
       loadTextTools(opts.model),
       guardModel ? Guard.open(guardModel, { backend: opts.backend, threads: opts.threads, kvCacheMemory: guardKv, maxNumSeqs: opts.maxNumSeqs }) : null,
     ]);

@@ -39,6 +39,14 @@ async function single() {
   return want;
 }
 
+/** A deep copy with every number anywhere under a key containing "logprob" rounded to 4 decimals. */
+function roundLogprobs<T>(v: T, inside = false): T {
+  if (typeof v === 'number') return (inside ? Math.round(v * 1e4) / 1e4 : v) as T;
+  if (Array.isArray(v)) return v.map((x) => roundLogprobs(x, inside)) as T;
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, roundLogprobs(x, inside || /logprob/.test(k))])) as T;
+  return v;
+}
+
 for (const [np, tcp] of [[2, false], [3, true]] as const) {
   test(`mpirun -np ${np} floe serve (${tcp ? 'TCP loopback' : 'shared memory'}): openai client results equal one process`, { skip: MPI_SKIP, timeout: 180_000 }, async () => {
     const expected = await single();
@@ -46,7 +54,10 @@ for (const [np, tcp] of [[2, false], [3, true]] as const) {
     const s = await launchServe(np, tcp, []);
     try {
       const got = await ask(s.url);
-      assert.deepEqual(got, expected);
+      // the same tokens; logprobs equal up to the last bits: concurrent requests share engine steps as their arrival
+      // times fall, in both servers, and a prefill chunk's rows can take another kernel path (bit equality for the
+      // same micro-batches is test/parallel/engine-pipeline.test.ts)
+      assert.deepEqual(roundLogprobs(got), roundLogprobs(expected));
       const metrics = await (await fetch(`${s.url}/metrics`)).text();
       assert.ok(metrics.length > 0);
     } finally {

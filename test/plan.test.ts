@@ -76,7 +76,8 @@ test('hostMemory reads /proc/meminfo', () => {
 test('the plan of the built-in model is floe\'s measured memory: RSS growth for weights + a filled KV cache within 5%', () => {
   const model = `${ROOT}models/floe-brown`;
   const cfg = readHfConfig(model).config;
-  const kvBudget = 48 * 2 ** 20 + Math.floor(Math.random() * 32 * 2 ** 20);
+  // KV large enough that the few MB the JS heap grows while loading stay well inside the 5%
+  const kvBudget = 160 * 2 ** 20 + Math.floor(Math.random() * 64 * 2 ** 20);
   const r = spawnSync(process.execPath, ['--import', 'tsx', `${ROOT}test/plan-rss-probe.ts`, model, String(kvBudget)], { encoding: 'utf8', timeout: 60_000, cwd: ROOT });
   assert.equal(r.status, 0, r.stderr);
   const m = JSON.parse(r.stdout) as { weights: number; kv: number; kvAllocated: number };

@@ -142,6 +142,10 @@ function probeBandwidth(): number {
 
 // ------------------------------------------------------------------------------------------------ decode
 
+// as openModel does (q8_0 → q8_0r16 on AVX-512 unless FLOE_Q8_REPACK=0); the repacked tensors keep their roles
+const before = new Map(tensors);
+inner.prepareWeights?.(tensors);
+for (const [name, t] of tensors) if (t !== before.get(name)) role.set(t, role.get(before.get(name)!)!);
 const model = LlamaModel.fromTensors(cfg, tensors, timed);
 const BLOCK = 16;
 const total = promptLen + steps + 1;

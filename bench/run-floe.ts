@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import { selectBackend, type BackendName } from '../src/backend/select.js';
 import { loadModel } from '../src/formats/load.js';
+import type { Tensor } from '../src/tensor/tensor.js';
 import { defaultKvDtype } from '../src/model/generate.js';
 import { KvCache } from '../src/model/kv-cache.js';
 import { LlamaModel } from '../src/model/llama.js';
@@ -39,6 +40,7 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   const backend = selectBackend(backendName, backendName === 'native' ? threads : undefined);
   const loaded = await loadModel(spec);
+  backend.prepareWeights?.(loaded.tensors as Map<string, Tensor>); // as openModel does: q8_0 → q8_0r16 on AVX-512
   const model = LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors);
   const loadMs = performance.now() - t0;
   const cfg = model.config;

@@ -22,9 +22,12 @@ export function engineEmbedder(m: EmbeddingModel | null, name: string): RagEmbed
     name, dim: D, maxTokens: m.maxTokens,
     countTokens: (t) => tok.encode(t, { addSpecialTokens: true }).length,
     embed: async (texts) => {
-      const outs = await Promise.all(texts.map((t) => m.engine.embed({
-        id: `rag-${randomUUID()}`, promptIds: tok.encode(t, { addSpecialTokens: true }).slice(0, m.maxTokens), pooling: m.pooling, normalize: true,
-      })));
+      const outs = await Promise.all(texts.map((t) => {
+        const ids = tok.encode(t, { addSpecialTokens: true }).slice(0, m.maxTokens);
+        // mean pooling leaves out a leading BOS when the model says so (pool_skip_bos), as Embedder and /v1/embeddings do
+        const poolFrom = m.pooling === 'mean' && m.skipBos && ids.length > 1 && ids[0] === m.bosId ? 1 : 0;
+        return m.engine.embed({ id: `rag-${randomUUID()}`, promptIds: ids, pooling: m.pooling, poolFrom, normalize: true });
+      }));
       return outs.map((o) => o.embedding);
     },
   };

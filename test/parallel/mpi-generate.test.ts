@@ -32,7 +32,7 @@ for (const [np, tcp, stages] of [[2, false, null], [3, false, null], [2, true, '
     const r = spawnSync('mpirun', mpirunArgs(np, tcp, [...ARGS, ...extra]), { encoding: 'utf8', timeout: 90_000, env: MPI_ENV });
     assert.equal(r.status, 0, r.stderr);
     const got = JSON.parse(r.stdout); // only rank 0 prints
-    assert.equal(want.output_ids.length, 10);
+    assert.ok(want.output_ids.length >= 1 && want.output_ids.length <= 10, 'one process generated (a random prompt may reach EOS before 10 tokens)');
     assert.deepEqual(got.output_ids, want.output_ids);
     assert.deepEqual(got.logprobs, want.logprobs);
     assert.deepEqual(got.prompt_logprobs, want.prompt_logprobs);

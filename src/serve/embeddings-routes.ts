@@ -23,6 +23,11 @@ export interface EmbeddingModel {
   readonly bosId?: number | null; // the tokenizer's
 }
 
+/** First prompt position mean pooling reads: 1 past a leading BOS when the model leaves it out (pool_skip_bos), else 0. */
+export function poolFrom(m: EmbeddingModel | null | undefined, ids: readonly number[], pooling: Pooling): number {
+  return pooling === 'mean' && m?.skipBos && ids.length > 1 && ids[0] === m.bosId ? 1 : 0;
+}
+
 export interface EmbeddingRouteOptions {
   readonly metrics: ServeMetrics;
   /** The loaded context (throws 503 while loading): the chat model, and the embedding model when there is one. */
@@ -68,7 +73,7 @@ export function registerEmbeddingRoutes(app: FastifyInstance, o: EmbeddingRouteO
     const priority = req.headers[PRIORITY_HEADER] === 'batch' ? 'batch' : 'interactive';
     const pooling = p.pooling ?? emb?.pooling ?? 'mean';
     const outs = await Promise.all(inputs.map((ids, i) =>
-      engine.embed({ id: `${id}-${i}`, promptIds: ids, pooling, poolFrom: pooling === 'mean' && emb?.skipBos && ids.length > 1 && ids[0] === emb.bosId ? 1 : 0, normalize: p.normalize, priority, adapter: emb || p.model === o.modelName ? null : p.model })));
+      engine.embed({ id: `${id}-${i}`, promptIds: ids, pooling, poolFrom: poolFrom(emb, ids, pooling), normalize: p.normalize, priority, adapter: emb || p.model === o.modelName ? null : p.model })));
     const tokens = outs.reduce((s, x) => s + x.promptTokens, 0);
     o.metrics.promptTokens.inc(tokens);
     return {

@@ -9,7 +9,7 @@ import { citations, fitPassages, injectPassages, type Citation } from '../platfo
 import type { RagEmbedder } from '../platform/rag/embedder.js';
 import { SUPPORTED_EXTENSIONS } from '../platform/rag/extract.js';
 import { CollectionNotFoundError, RagStore, SEARCH_MODES, type Collection, type DocumentInput, type Passage, type SearchMode } from '../platform/rag/store.js';
-import type { EmbeddingModel } from './embeddings-routes.js';
+import { poolFrom, type EmbeddingModel } from './embeddings-routes.js';
 import { ApiError, invalid } from './errors.js';
 
 /** RagEmbedder over the server's embedding engine (its worker thread embeds; the HTTP loop never waits on it). */
@@ -24,9 +24,7 @@ export function engineEmbedder(m: EmbeddingModel | null, name: string): RagEmbed
     embed: async (texts) => {
       const outs = await Promise.all(texts.map((t) => {
         const ids = tok.encode(t, { addSpecialTokens: true }).slice(0, m.maxTokens);
-        // mean pooling leaves out a leading BOS when the model says so (pool_skip_bos), as Embedder and /v1/embeddings do
-        const poolFrom = m.pooling === 'mean' && m.skipBos && ids.length > 1 && ids[0] === m.bosId ? 1 : 0;
-        return m.engine.embed({ id: `rag-${randomUUID()}`, promptIds: ids, pooling: m.pooling, poolFrom, normalize: true });
+        return m.engine.embed({ id: `rag-${randomUUID()}`, promptIds: ids, pooling: m.pooling, poolFrom: poolFrom(m, ids, m.pooling), normalize: true });
       }));
       return outs.map((o) => o.embedding);
     },

@@ -34,17 +34,7 @@ export function hashEmbedder(tok: Tokenizer, dim = 64, maxTokens = 128, name = '
   return e;
 }
 
-/** Seeded PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { rng } from '../formats/fixtures.js'; // seeded PRNG (mulberry32)
 
 const WORDS = ('the a of and to in is was he for it with as his on be at by had not are but from or have an they which one you were her all she there ' +
   'would their we him been has when who will more no if out so said what up its about into than them can only other new some could time these ' +

@@ -3,40 +3,23 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import OpenAI, { toFile } from 'openai';
+import { startFloeServe, type Floe } from './floe-process.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
 const BUILT = fileURLToPath(new URL('../../dist/src/serve/batch-routes.js', import.meta.url));
 const T = 120_000;
 const N = 300; // lines of the main batch
 
-interface Floe { url: string; proc: ChildProcess; out: () => string; exit: Promise<number | null> }
 const procs: ChildProcess[] = [];
 
 /** `floe serve` on the built-in model; resolves once the model is ready. */
-function startFloe(dataDir: string, args: string[] = []): Promise<Floe> {
-  if (!existsSync(BUILT)) throw new Error(`${BUILT} is missing: run \`npm run build\` first (npm test does)`);
-  const proc = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--threads', '1', '--data-dir', dataDir, '--no-ui', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  procs.push(proc);
-  let out = '';
-  const exit = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
-  return new Promise((resolve, reject) => {
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (http:\/\/\S+)/.exec(out);
-      if (m && /model ready in/.test(out)) resolve({ url: m[1]!, proc, out: () => out, exit });
-    };
-    proc.stdout!.on('data', onData);
-    proc.stderr!.on('data', onData);
-    void exit.then((code) => reject(new Error(`floe serve exited with ${code}:\n${out}`)));
-  });
-}
+const startFloe = (dataDir: string, args: string[] = []): Promise<Floe> => startFloeServe(dataDir, { built: BUILT, procs, args });
 
 function client(f: Floe): OpenAI {
   return new OpenAI({ baseURL: f.url + '/v1', apiKey: 'unused', maxRetries: 0 });

@@ -4,45 +4,28 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import OpenAI, { toFile } from 'openai';
+import { startFloeServe, type Floe } from './floe-process.js';
 import { Engine } from '../../src/engine/engine.js';
 import { readPeftAdapter } from '../../src/model/adapter.js';
 import { openModel } from '../../src/model/open.js';
 import { genReq } from '../engine/helpers.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
 const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
 const T = 120_000;
 
-interface Floe { url: string; proc: ChildProcess; exit: Promise<number | null> }
 const procs: ChildProcess[] = [];
 
-/** `floe serve` on the built-in model; resolves once the model is ready. */
-function startFloe(dataDir: string, env: Record<string, string> = {}): Promise<Floe> {
-  if (!existsSync(BUILT)) throw new Error(`${BUILT} is missing: run \`npm run build\` first (npm test does)`);
-  const proc = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--threads', '1', '--jobs-threads', '1', '--data-dir', dataDir, '--no-ui'],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  procs.push(proc);
-  let out = '';
-  const exit = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
-  return new Promise((resolve, reject) => {
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (http:\/\/\S+)/.exec(out);
-      if (m && /model ready in/.test(out)) resolve({ url: m[1]!, proc, exit });
-    };
-    proc.stdout!.on('data', onData);
-    proc.stderr!.on('data', onData);
-    void exit.then((code) => reject(new Error(`floe serve exited with ${code}:\n${out}`)));
-  });
-}
+/** `floe serve` on the built-in model (jobs' trainer on 1 thread); resolves once the model is ready. */
+const startFloe = (dataDir: string, env: Record<string, string> = {}): Promise<Floe> =>
+  startFloeServe(dataDir, { built: BUILT, procs, args: ['--jobs-threads', '1'], env });
 
 const client = (f: Floe) => new OpenAI({ baseURL: f.url + '/v1', apiKey: 'unused', maxRetries: 0 });
 type Job = OpenAI.FineTuning.Jobs.FineTuningJob;

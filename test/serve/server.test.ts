@@ -346,7 +346,9 @@ test('--max-queue counts only what the free slots cannot take: 32 simultaneous r
 
 test('a burst past --max-num-seqs + --max-queue gets exactly the excess as 429s with Retry-After, then the server recovers; SIGTERM: /health 503 while a running stream finishes, exit 0', { timeout: T }, async () => {
   // The engine takes no step before all 16 requests reached it: 2 slots + 2 queued are admitted, 12 refused.
-  const s = await startFloe(dir, ['--max-num-seqs', '2', '--max-queue', '2', '--shutdown-grace', '20'], { FLOE_ENGINE_TEST_HOLD: '16' });
+  // Each engine step takes >= 15 ms, so the drained stream below is still running while the test probes /health and
+  // a late request (a fast stream could finish first; the server then stops listening and the probe saw a reset).
+  const s = await startFloe(dir, ['--max-num-seqs', '2', '--max-queue', '2', '--shutdown-grace', '20'], { FLOE_ENGINE_TEST_HOLD: '16', FLOE_ENGINE_STEP_DELAY_MS: '15' });
   await waitHealthy(s);
   const c = new OpenAI({ baseURL: s.url + '/v1', apiKey: 'none', maxRetries: 0 });
   const results = await Promise.allSettled(Array.from({ length: 16 }, (_, i) =>
@@ -358,7 +360,7 @@ test('a burst past --max-num-seqs + --max-queue gets exactly the excess as 429s 
   const again = await c.completions.create({ model: 'tiny', prompt: 'after the flood', max_tokens: 5 });
   assert.equal(again.choices.length, 1, 'recovered');
 
-  const stream = await c.completions.create({ model: 'tiny', prompt: 'long', max_tokens: 60, ignore_eos: true, stream: true } as OpenAI.CompletionCreateParamsStreaming);
+  const stream = await c.completions.create({ model: 'tiny', prompt: 'long', max_tokens: 200, ignore_eos: true, stream: true } as OpenAI.CompletionCreateParamsStreaming);
   let tokens = 0;
   let finish: string | null = null;
   for await (const chunk of stream) {

@@ -600,9 +600,15 @@ async function serveCmd(args: string[]): Promise<number> {
 async function finetuneCmd(args: string[]): Promise<number> {
   const { finetune } = await import('../train/trainer.js');
   const { OBJECTIVE_FLAGS, TRAIN_FLAGS, objectiveOption, trainingOptions } = await import('./train-args.js');
-  const { values: v } = parse(args, { model: { type: 'string' }, ...TRAIN_FLAGS, ...OBJECTIVE_FLAGS });
+  const { FINETUNE_PIPELINE_FLAGS, finetunePipelineCmd } = await import('./finetune-pipeline.js');
+  const { values: v } = parse(args, { model: { type: 'string' }, ...TRAIN_FLAGS, ...OBJECTIVE_FLAGS, ...PIPELINE_FLAGS, ...FINETUNE_PIPELINE_FLAGS });
   const options = trainingOptions(v);
-  const s = await finetune({ model: modelOrBuiltin(v.model, 'finetune'), ...options, ...(await objectiveOption(v)) });
+  const pp = pipelineFlags(v);
+  if (!pp && v['micro-batches'] !== undefined) throw new UsageError('--micro-batches splits a step over pipeline stages: give --pipeline-parallel-size (one process: --grad-accum)');
+  const model = modelOrBuiltin(v.model, 'finetune');
+  const s = pp ? await finetunePipelineCmd({ model, ...options, ...(await objectiveOption(v)) }, pp, v['micro-batches'])
+    : await finetune({ model, ...options, ...(await objectiveOption(v)) });
+  if (!s) return 0; // a pipeline stage other than rank 0
   if (v.json) { process.stdout.write(JSON.stringify(s) + '\n'); return 0; }
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
   const ev = (e: typeof s.eval) => (e ? `loss ${e.eval_loss.toFixed(4)}, perplexity ${e.eval_ppl.toFixed(3)}` : 'none');

@@ -2,7 +2,7 @@
 // single-process trainer with --grad-accum M (per-step losses, grad norms, final adapter) on floe-brown in f32.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -17,20 +17,11 @@ import { finetunePipeline } from '../../src/parallel/train-stage.js';
 import { localGroup } from '../../src/parallel/transport.js';
 import { finetune, type FinetuneOptions, type StepMetrics } from '../../src/train/trainer.js';
 import type { TrainBackend } from '../../src/backend/backend.js';
+import { randomData } from './train-data.js';
 
 const MODEL = join(import.meta.dirname, '..', '..', 'models', 'floe-brown');
 const be: TrainBackend = (loadNativeBackend() ?? referenceBackend) as TrainBackend;
 const work = mkdtempSync(join(tmpdir(), 'floe-pptrain-'));
-
-/** Random sentences (fresh each run) in the three data shapes. */
-export function randomData(dir: string, n: number): string {
-  const words = ['the', 'jury', 'said', 'county', 'election', 'city', 'court', 'mayor', 'of', 'in', 'was', 'and', 'new', 'state', 'report', 'that'];
-  const sent = () => Array.from({ length: 3 + Math.floor(Math.random() * 8) }, () => words[Math.floor(Math.random() * words.length)]).join(' ');
-  const lines = Array.from({ length: n }, (_, i) => JSON.stringify(i % 2 ? { text: sent() + '.' } : { prompt: sent() + '?', completion: ' ' + sent() }));
-  const p = join(dir, `data-${Math.random().toString(36).slice(2)}.jsonl`);
-  writeFileSync(p, lines.join('\n') + '\n');
-  return p;
-}
 
 test('1F1B: every micro-batch runs F then B once per stage; warm-up P-s-1; in flight <= P-s; a stage sends in the order the next one takes', () => {
   for (const P of [1, 2, 3, 4]) for (let s = 0; s < P; s++) for (const M of [1, 2, 3, 5, 8]) {

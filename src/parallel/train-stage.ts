@@ -176,6 +176,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
   const sentDx: Promise<void>[] = new Array(nSlots).fill(Promise.resolve());
   const tLoop = performance.now();
   const startStep = step;
+  const logEvery = Math.max(1, Math.round((totalSteps - step) / 20)); // a line per 5% of the run
   let loopTokens = 0;
   let lastLoss: number | null = null;
   while (step < totalSteps) {
@@ -227,7 +228,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
     };
     if (first) fs.appendFileSync(metricsPath, JSON.stringify(m) + '\n');
     o.onStep?.(m);
-    log(`step ${step}/${totalSteps} loss ${lastLoss.toFixed(4)} lr ${lrNow.toExponential(2)} ${m.tok_s.toFixed(0)} tok/s`);
+    if (step % logEvery === 0 || step === totalSteps) log(`step ${step}/${totalSteps} loss ${lastLoss.toFixed(4)} lr ${lrNow.toExponential(2)} ${m.tok_s.toFixed(0)} tok/s`);
     if (!Number.isFinite(lastLoss)) throw new Error(`loss became ${lastLoss} at step ${step}: lower the learning rate`);
     if (o.saveSteps && step % o.saveSteps === 0 && step < totalSteps) save();
   }

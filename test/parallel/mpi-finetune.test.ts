@@ -3,8 +3,8 @@
 // per-stage checkpoints continues exactly; -np / --pipeline-parallel-size mismatches and a missing mpirun are explained.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -12,7 +12,7 @@ import OpenAI from 'openai';
 import { readHfConfig } from '../../src/formats/hf-config.js';
 import { readPeftAdapter } from '../../src/model/adapter.js';
 import { LORA_TARGETS } from '../../src/model/lora.js';
-import { BIN, BROWN, launchServe, MPI_ENV, MPI_SKIP, mpirunArgs } from './mpi-helpers.js';
+import { BIN, BROWN, launchServe, MPI_ENV, MPI_SKIP, mpirunArgs, rankPid } from './mpi-helpers.js';
 import { randomData } from './train-data.js';
 
 const work = mkdtempSync(join(tmpdir(), 'floe-mpi-ft-'));
@@ -133,4 +133,35 @@ test('mpirun -np 3 floe finetune over TCP (loopback) with checkpointed activatio
   assert.equal(r.status, 0, r.stderr);
   assertSameRun(metrics(out), want.m);
   assertSameAdapter(join(out, 'final'), join(want.out, 'final'));
+});
+
+test('kill -9 of a stage mid-training ends the job within a bounded time; the run resumes from the stages\' checkpoints', { skip: MPI_SKIP, timeout: 300_000 }, async () => {
+  const out = join(work, 'killed');
+  const args = ['finetune', '--model', BROWN, '--data', data, '--max-steps', '500', '--batch-size', '2', '--lora-rank', '4', '--lr-schedule', 'constant',
+    '--save-steps', '1', '--threads', '1', '--quiet', '--out', out, '--pipeline-parallel-size', '2', '--micro-batches', '2'];
+  const proc = spawn('mpirun', mpirunArgs(2, false, args), { env: MPI_ENV });
+  let log = '';
+  proc.stdout!.on('data', (d) => (log += d));
+  proc.stderr!.on('data', (d) => (log += d));
+  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
+  const steps = () => (existsSync(join(out, 'metrics.jsonl')) ? readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').filter(Boolean).length : 0);
+  for (let i = 0; steps() < 2; i++) {
+    assert.ok(i < 1200 && proc.exitCode === null, `training did not start:\n${log}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  process.kill(rankPid(proc.pid!, 1), 'SIGKILL');
+  const t0 = Date.now();
+  const guard = setTimeout(() => proc.kill('SIGKILL'), 60_000);
+  const code = await exited;
+  clearTimeout(guard);
+  assert.ok(Date.now() - t0 < 60_000, `mpirun ended ${Date.now() - t0} ms after the kill`);
+  assert.notEqual(code, 0);
+  assert.ok(steps() < 500, 'the job stopped');
+  // both stages saved some step (every step is saved); resume runs to a later step from the newest common one
+  const saved = Math.min(...[0, 1].map((s) => Number(/\d+$/.exec(readdirSync(join(out, `stage-${s}`)).filter((n) => n.startsWith('checkpoint-')).sort().at(-1)!)![0])));
+  const r = mpirun(2, false, [...args.map((a) => (a === '500' ? String(saved + 2) : a)), '--resume', out]);
+  assert.equal(r.status, 0, r.stderr);
+  const m = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Metric);
+  assert.deepEqual(m.map((x) => x.step), Array.from({ length: saved + 2 }, (_, i) => i + 1));
+  assert.ok(existsSync(join(out, 'final', 'adapter_model.safetensors')));
 });

@@ -145,7 +145,7 @@ export class LlamaTrainModel {
   private readonly evalOrder: number[]; // 0 .. N-1
   /** Global index of blocks[0]: a pipeline stage holds layers [layer0, layer0 + blocks.length). */
   readonly layer0: number;
-  private slots: StageSlot[] = [];
+  private slots: (StageSlot | undefined)[] = [];
   private staged = false; // stage mode: activations live in slots
 
   private constructor(readonly config: LlamaConfig, readonly backend: TrainBackend, readonly opts: TrainModelOptions, base: LlamaModel) {
@@ -262,7 +262,7 @@ export class LlamaTrainModel {
     let n = 0;
     for (const a of this.acts) n += a.bytes;
     for (const x of this.inputs) n += x.byteLength;
-    for (const sl of this.slots) for (const a of [...sl.acts, ...sl.inputs]) n += a instanceof Acts ? a.bytes : a.byteLength;
+    for (const sl of this.slots) if (sl) for (const a of [...sl.acts, ...sl.inputs]) n += a instanceof Acts ? a.bytes : a.byteLength;
     return n;
   }
 
@@ -403,7 +403,7 @@ export class LlamaTrainModel {
     const ckpt = this.opts.checkpointActivations;
     const ranks: Partial<Record<LoraTarget, number>> = {};
     for (const B of this.blocks) for (const t of LORA_TARGETS) if (B.lin[t].lora) ranks[t] = B.lin[t].lora!.rank;
-    this.slots[i] = undefined as unknown as StageSlot; // drop the old buffers first
+    this.slots[i] = undefined; // drop the old buffers first
     const sl: StageSlot = {
       T, acts: ckpt ? [] : this.blocks.map(() => new Acts(cfg, T, ranks)),
       inputs: ckpt ? this.blocks.map(() => new Float32Array(T * D)) : [], x: new Float32Array(T * D), dx: new Float32Array(T * D),

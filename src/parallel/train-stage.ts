@@ -187,17 +187,26 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
     const tokens = micro.reduce((a, m) => a + m.batch.tokens.length, 0);
     model.zeroGrad();
     let lossSum = 0;
+    // receives are posted up to two ahead of need, so the MPI thread lands a message while this stage computes;
+    // they match in posting order, which is micro-batch order on both tags
+    const acts: Promise<Uint8Array>[] = [], grads: Promise<Uint8Array>[] = [];
+    let actsPosted = first ? nMicro : 0, gradsPosted = last ? nMicro : 0;
+    const post = () => {
+      for (; actsPosted < nMicro && acts.length < 2; actsPosted++) acts.push(tr.recv(rank - 1, TAG_ACT));
+      for (; gradsPosted < nMicro && grads.length < 2; gradsPosted++) grads.push(tr.recv(rank + 1, TAG_GRAD));
+    };
     for (const op of oneFOneB(rank, P, nMicro)) {
+      post();
       const { batch } = micro[op.micro]!;
       const slot = op.micro % nSlots;
       model.dropoutKey = mix32(seed, step, op.micro, 0xd0); // as one process: a backward's recompute reuses the masks
       if (op.kind === 'F') {
-        const xIn = first ? null : f32(await tr.recv(rank - 1, TAG_ACT));
+        const xIn = first ? null : f32(await acts.shift()!);
         await sentX[slot];
         const out = model.stageForward(slot, batch, xIn);
         if (!last) sentX[slot] = tr.send(rank + 1, TAG_ACT, bytes(out));
       } else {
-        const dOut = last ? null : f32(await tr.recv(rank + 1, TAG_GRAD));
+        const dOut = last ? null : f32(await grads.shift()!);
         await sentDx[slot];
         const r = model.stageBackward(slot, batch, dOut, 1 / counted);
         if (r.loss) lossSum += r.loss.lossSum;

@@ -33,9 +33,9 @@ export interface PipelineFinetuneOptions extends FinetuneOptions {
   readonly microBatches?: number;
 }
 
-const TAG_ACT = 0x7a1; // stage s -> s+1: the output (T, D) of a micro-batch, in micro-batch order
-const TAG_GRAD = 0x7a2; // stage s+1 -> s: ∂loss/∂ that output (T, D)
-const TAG_ADAPTER = 0x7a3; // stage -> rank 0: its LoRA tensors (names, then values)
+export const TAG_ACT = 0x7a1; // stage s -> s+1: the output (T, D) of a micro-batch, in micro-batch order
+export const TAG_GRAD = 0x7a2; // stage s+1 -> s: ∂loss/∂ that output (T, D)
+export const TAG_ADAPTER = 0x7a3; // stage -> rank 0: its LoRA tensors (names, then values)
 
 /** `dir/stage-K`: stage K's checkpoints inside an output dir. */
 export function stageDir(dir: string, stage: number): string {

@@ -13,8 +13,8 @@ import { readPeftAdapter } from '../../src/model/adapter.js';
 import { LORA_TARGETS } from '../../src/model/lora.js';
 import { oneFOneB, slotsNeeded } from '../../src/parallel/1f1b.js';
 import { balancedStages, formatStages } from '../../src/parallel/stages.js';
-import { finetunePipeline } from '../../src/parallel/train-stage.js';
-import { localGroup } from '../../src/parallel/transport.js';
+import { finetunePipeline, TAG_ACT, TAG_ADAPTER, TAG_GRAD } from '../../src/parallel/train-stage.js';
+import { localGroup, type Transport } from '../../src/parallel/transport.js';
 import { finetune, type FinetuneOptions, type StepMetrics } from '../../src/train/trainer.js';
 import type { TrainBackend } from '../../src/backend/backend.js';
 import { randomData } from './train-data.js';
@@ -53,16 +53,29 @@ function relClose(got: number, want: number, rel: number, what: string): void {
   assert.ok(Math.abs(got - want) <= rel * Math.abs(want), `${what}: got ${got}, want ${want} (rel ${(Math.abs(got - want) / Math.abs(want)).toExponential(2)})`);
 }
 
-async function compare(P: number, M: number, extra: Partial<FinetuneOptions>, stages?: string): Promise<void> {
+async function compare(P: number, M: number, micro: number, extra: Partial<FinetuneOptions>, stages?: string): Promise<void> {
   const data = randomData(work, 16);
   const seed = Math.floor(Math.random() * 1e6);
   const base: FinetuneOptions = { model: MODEL, data, out: '', backendImpl: be, lr: 5e-3, lora: { rank: 4, alpha: 8 }, maxSteps: 3, batchSize: 2, seed, maxGradNorm: 0.5, ...extra };
   const want: StepMetrics[] = [];
   const single = await finetune({ ...base, out: join(work, `single-${seed}`), gradAccum: M, onStep: (m) => want.push(m) });
-  const group = localGroup(P);
+  // every send counted: the pipelined path must really hand activations forward and their gradients back
+  const sent: { from: number; to: number; tag: number; bytes: number }[] = [];
+  const group = localGroup(P).map((tr): Transport => ({ ...tr, send: (dest, tag, b) => { sent.push({ from: tr.rank, to: dest, tag, bytes: b.byteLength }); return tr.send(dest, tag, b); } }));
   const got: StepMetrics[][] = group.map(() => []);
   const out = join(work, `pp${P}-${seed}`);
   const runs = await Promise.all(group.map((tr) => finetunePipeline({ ...base, out, microBatches: M, stages, onStep: (m) => got[tr.rank]!.push(m) }, tr)));
+  const D = readHfConfig(MODEL).config.hiddenSize;
+  const tokens = want.reduce((a, m) => a + m.tokens, 0);
+  for (let s = 0; s + 1 < P; s++) {
+    const fwd = sent.filter((x) => x.from === s && x.to === s + 1 && x.tag === TAG_ACT), bwd = sent.filter((x) => x.from === s + 1 && x.to === s && x.tag === TAG_GRAD);
+    assert.equal(fwd.reduce((a, x) => a + x.bytes, 0), tokens * D * 4, `stage ${s} -> ${s + 1}: every token's f32 activations`);
+    assert.equal(bwd.reduce((a, x) => a + x.bytes, 0), tokens * D * 4, `stage ${s + 1} -> ${s}: every token's f32 gradients`);
+    assert.equal(fwd.length, micro, 'one activation message per micro-batch');
+    assert.equal(bwd.length, micro, 'one gradient message per micro-batch');
+  }
+  assert.equal(sent.length, 2 * micro * (P - 1) + 2 * (P - 1), 'and two adapter messages from each stage to rank 0');
+  assert.ok(sent.filter((x) => x.tag === TAG_ADAPTER).every((x) => x.to === 0 && x.from > 0));
   assert.equal(runs[0]!.trainableParams, single.trainableParams, 'the stages together train every adapted linear');
   for (const g of got) {
     assert.equal(g.length, want.length);
@@ -90,8 +103,8 @@ async function compare(P: number, M: number, extra: Partial<FinetuneOptions>, st
   assert.equal(n, 2 * (base.lora?.targets ?? LORA_TARGETS).length * config.numLayers, 'every factor compared');
 }
 
-test('2 in-process stages, 4 micro-batches: losses, grad norms and the assembled adapter equal one process (f32)', () => compare(2, 4, {}));
+test('2 in-process stages, 4 micro-batches: losses, grad norms and the assembled adapter equal one process (f32)', () => compare(2, 4, 3 * 4, {}));
 test('3 in-process stages (--pipeline-stages 0-0,1-3,4-5), 3 micro-batches, checkpointed activations and LoRA dropout: equal to one process',
-  () => compare(3, 3, { checkpointActivations: true, lora: { rank: 4, alpha: 8, dropout: 0.1 } }, '0-0,1-3,4-5'));
+  () => compare(3, 3, 3 * 3, { checkpointActivations: true, lora: { rank: 4, alpha: 8, dropout: 0.1 } }, '0-0,1-3,4-5'));
 test('2 stages, one epoch of 6 micro-batches in steps of 5 and 1 (fewer than the stages): equal to one process',
-  () => compare(2, 5, { maxSteps: undefined, epochs: 1, batchSize: 3, lora: { rank: 2, alpha: 4, targets: ['q', 'v', 'down'] } }));
+  () => compare(2, 5, 6, { maxSteps: undefined, epochs: 1, batchSize: 3, lora: { rank: 2, alpha: 4, targets: ['q', 'v', 'down'] } }));

@@ -43,6 +43,37 @@ test('1F1B: every micro-batch runs F then B once per stage; warm-up P-s-1; in fl
   assert.deepEqual(oneFOneB(0, 3, 5).map((o) => o.kind + o.micro).join(' '), 'F0 F1 F2 B0 F3 B1 F4 B2 B3 B4');
 });
 
+test('1F1B: stages that block on their receives (sends never block) all finish; a slot is free again before its reuse', () => {
+  for (const P of [2, 3, 4, 5]) for (const M of [1, 2, 3, 4, 7, 9]) {
+    const ops = Array.from({ length: P }, (_, s) => oneFOneB(s, P, M));
+    const at = new Array<number>(P).fill(0);
+    const acts = Array.from({ length: P }, () => new Set<number>()), grads = Array.from({ length: P }, () => new Set<number>()); // delivered to stage s
+    const slotBusy = Array.from({ length: P }, (_, s) => new Array<number>(slotsNeeded(s, P, M)).fill(-1));
+    for (let progress = true; progress;) {
+      progress = false;
+      for (let s = 0; s < P; s++) {
+        const op = ops[s]![at[s]!];
+        if (!op) continue;
+        const slot = op.micro % slotBusy[s]!.length;
+        if (op.kind === 'F') {
+          if (s > 0 && !acts[s]!.has(op.micro)) continue;
+          assert.equal(slotBusy[s]![slot], -1, `P ${P} M ${M} stage ${s}: F${op.micro} reuses slot ${slot} while micro-batch ${slotBusy[s]![slot]} is in flight`);
+          slotBusy[s]![slot] = op.micro;
+          if (s + 1 < P) acts[s + 1]!.add(op.micro);
+        } else {
+          if (s + 1 < P && !grads[s]!.has(op.micro)) continue;
+          assert.equal(slotBusy[s]![slot], op.micro);
+          slotBusy[s]![slot] = -1;
+          if (s > 0) grads[s - 1]!.add(op.micro);
+        }
+        at[s]!++;
+        progress = true;
+      }
+    }
+    assert.deepEqual(at, ops.map((o) => o.length), `P ${P} M ${M}: every stage finished (no deadlock)`);
+  }
+});
+
 test('training stage plans put the head on the last stage', () => {
   const { config } = readHfConfig(MODEL);
   assert.equal(formatStages(balancedStages(config, 2)), '0-1,2-5', 'serving: head on stage 0');

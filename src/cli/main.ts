@@ -138,6 +138,9 @@ finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages
                           negatives (default batch 32 pairs); --temperature T (default 0.05), --pooling mean|last
   --threads N, --backend native|reference, --quiet, --json (print the summary as JSON)
   Writes DIR/metrics.jsonl, DIR/checkpoint-NNNNNN/, DIR/final/ (adapter or HF model), DIR/summary.json.
+  --pipeline-parallel-size N, --pipeline-stages LIST   LoRA under \`mpirun -np N\`: one stage per rank (1F1B);
+                          checkpoints in DIR/stage-K/, rank 0 writes the rest
+  --micro-batches M       micro-batches per step in a pipeline run (= --grad-accum; default N)
 
 batch options:
   --input FILE.jsonl      OpenAI batch input: one {custom_id, method: "POST", url, body} per line, one url
@@ -600,9 +603,15 @@ async function serveCmd(args: string[]): Promise<number> {
 async function finetuneCmd(args: string[]): Promise<number> {
   const { finetune } = await import('../train/trainer.js');
   const { OBJECTIVE_FLAGS, TRAIN_FLAGS, objectiveOption, trainingOptions } = await import('./train-args.js');
-  const { values: v } = parse(args, { model: { type: 'string' }, ...TRAIN_FLAGS, ...OBJECTIVE_FLAGS });
+  const { FINETUNE_PIPELINE_FLAGS, finetunePipelineCmd, microBatchesFlag } = await import('./finetune-pipeline.js');
+  const { values: v } = parse(args, { model: { type: 'string' }, ...TRAIN_FLAGS, ...OBJECTIVE_FLAGS, ...PIPELINE_FLAGS, ...FINETUNE_PIPELINE_FLAGS });
   const options = trainingOptions(v);
-  const s = await finetune({ model: modelOrBuiltin(v.model, 'finetune'), ...options, ...(await objectiveOption(v)) });
+  const pp = pipelineFlags(v);
+  const mb = microBatchesFlag(v['micro-batches'], pp);
+  const model = modelOrBuiltin(v.model, 'finetune');
+  const s = pp ? await finetunePipelineCmd({ model, ...options, ...(await objectiveOption(v)) }, pp, mb)
+    : await finetune({ model, ...options, ...(await objectiveOption(v)) });
+  if (!s) return 0; // a pipeline stage other than rank 0
   if (v.json) { process.stdout.write(JSON.stringify(s) + '\n'); return 0; }
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
   const ev = (e: typeof s.eval) => (e ? `loss ${e.eval_loss.toFixed(4)}, perplexity ${e.eval_ppl.toFixed(3)}` : 'none');

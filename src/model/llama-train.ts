@@ -8,7 +8,7 @@ import type { AttentionShape, TrainBackend } from '../backend/backend.js';
 import { dequantizeRow } from '../tensor/codecs.js';
 import { f32Tensor, type Tensor } from '../tensor/tensor.js';
 import type { LlamaConfig } from './config.js';
-import { LlamaModel, type LlamaLayer } from './llama.js';
+import { LlamaModel, type LayerRange, type LlamaLayer } from './llama.js';
 import type { LayerStream } from './offload.js';
 import { LORA_FIELD, LORA_MODULE, LORA_TARGETS, loraScale, type LoraAdapter, type LoraLinear, type LoraTarget } from './lora.js';
 
@@ -38,6 +38,15 @@ export interface TrainModelOptions {
   readonly checkpointActivations: boolean;
   /** Rows of logits materialised at once by the loss (default: about 4M logits, at least LOSS_CHUNK_MIN_ROWS rows). */
   readonly lossChunkRows?: number;
+}
+
+/** One micro-batch in flight on a pipeline stage (parallel/train-stage.ts): its own saved activations. */
+interface StageSlot {
+  T: number; // capacity in tokens
+  acts: Acts[]; // per held layer (none with checkpointing)
+  inputs: Float32Array[]; // (T, D) per held layer, checkpointing only
+  x: Float32Array; // (T, D) the stage's output residual (sent on, or the head's input on the last stage)
+  dx: Float32Array; // (T, D) the gradient w.r.t. the stage's input
 }
 
 /** A linear: frozen or trainable weight, optional LoRA. */
@@ -134,12 +143,17 @@ export class LlamaTrainModel {
   private readonly streamBlocks = new Map<LlamaLayer, Block>();
   private readonly trainOrder: number[]; // 0 .. N-1, N-1 .. 0
   private readonly evalOrder: number[]; // 0 .. N-1
+  /** Global index of blocks[0]: a pipeline stage holds layers [layer0, layer0 + blocks.length). */
+  readonly layer0: number;
+  private slots: (StageSlot | undefined)[] = [];
+  private staged = false; // stage mode: activations live in slots
 
   private constructor(readonly config: LlamaConfig, readonly backend: TrainBackend, readonly opts: TrainModelOptions, base: LlamaModel) {
     this.invFreq = base.invFreq;
     this.attnShape = base.attnShape;
     const w = base.weights;
     this.baseLayers = w.layers;
+    this.layer0 = base.range.start;
     this.evalOrder = w.layers.map((_, l) => l);
     this.trainOrder = [...this.evalOrder, ...this.evalOrder.slice().reverse()];
     const full = opts.full;
@@ -172,8 +186,8 @@ export class LlamaTrainModel {
       this.embed = w.embed;
       this.dEmbed = null;
     }
-    for (let l = 0; l < config.numLayers; l++) {
-      const L = w.layers[l]!;
+    for (let l = base.range.start; l < base.range.end; l++) {
+      const L = w.layers[l - base.range.start]!;
       const p = `model.layers.${l}.`;
       const [inputNorm, dInputNorm] = vec(p + 'input_layernorm.weight', L.inputNorm);
       const lin = {} as Record<LoraTarget, Linear>;
@@ -210,10 +224,10 @@ export class LlamaTrainModel {
     }
   }
 
-  /** Build from HF-named tensors (formats/load.ts). */
+  /** Build from HF-named tensors (formats/load.ts); with `range`, only those layers (a pipeline stage: use stageForward / stageBackward). */
   static fromTensors(config: LlamaConfig, tensors: ReadonlyMap<string, Tensor>, backend: TrainBackend, opts: TrainModelOptions,
-    ropeFreqFactors: Float32Array | null = null): LlamaTrainModel {
-    return new LlamaTrainModel(config, backend, opts, LlamaModel.fromTensors(config, tensors, backend, ropeFreqFactors));
+    ropeFreqFactors: Float32Array | null = null, range?: LayerRange): LlamaTrainModel {
+    return new LlamaTrainModel(config, backend, opts, LlamaModel.fromTensors(config, tensors, backend, ropeFreqFactors, range));
   }
 
   /** Stream the frozen base's layers from disk (LoRA only: full fine-tuning trains f32 copies held in memory). */
@@ -248,6 +262,7 @@ export class LlamaTrainModel {
     let n = 0;
     for (const a of this.acts) n += a.bytes;
     for (const x of this.inputs) n += x.byteLength;
+    for (const sl of this.slots) if (sl) for (const a of [...sl.acts, ...sl.inputs]) n += a instanceof Acts ? a.bytes : a.byteLength;
     return n;
   }
 
@@ -319,6 +334,82 @@ export class LlamaTrainModel {
     }
     if (this.dEmbed) this.backend.embeddingBackward(this.dEmbed, dx, b.tokens, D);
     return res;
+  }
+
+  // ------------------------------------------------------------------------------------------ pipeline stage
+
+  /**
+   * Forward of the held layers for the micro-batch in `slot` (its activations stay there until stageBackward).
+   * xIn (T, D) is the previous stage's output, or null on the first stage (embedding). Returns the output (T, D),
+   * a view that stays valid (and unchanged) until the slot's next stageForward.
+   */
+  stageForward(slot: number, b: PackedBatch, xIn: Float32Array | null): Float32Array {
+    this.checkBatch(b);
+    const T = b.tokens.length;
+    const D = this.config.hiddenSize;
+    this.staged = true;
+    this.ensure(T);
+    const sl = this.slot(slot, T);
+    const ckpt = this.opts.checkpointActivations;
+    const x = sl.x.subarray(0, T * D);
+    if (xIn) {
+      if (xIn.length !== T * D) throw new Error(`stage input has ${xIn.length} values, expected T·D = ${T}·${D}`);
+      x.set(xIn);
+    } else this.backend.embedding(x, this.embed, b.tokens);
+    for (let l = 0; l < this.blocks.length; l++) {
+      if (ckpt) sl.inputs[l]!.set(x);
+      this.block_forward(l, x, ckpt ? this.acts[0]! : sl.acts[l]!, b, T, true);
+    }
+    return x;
+  }
+
+  /**
+   * Backward of the micro-batch in `slot`: dOut (T, D) is the next stage's gradient w.r.t. this stage's output, or
+   * null on the last stage, where the final norm, head and loss (dlogits scaled by `scale`) run first. Returns dx
+   * (T, D) w.r.t. the stage input (valid until the slot's next stageBackward) and, on the last stage, the loss.
+   */
+  stageBackward(slot: number, b: PackedBatch, dOut: Float32Array | null, scale: number): { dx: Float32Array; loss: StepResult | null } {
+    const T = b.tokens.length;
+    const D = this.config.hiddenSize;
+    const sl = this.slots[slot];
+    if (!sl || sl.T < T) throw new Error(`stage slot ${slot} holds no forward of ${T} tokens`);
+    const s = this.s!;
+    const x = sl.x.subarray(0, T * D);
+    const dx = sl.dx.subarray(0, T * D);
+    let loss: StepResult | null = null;
+    if (dOut) {
+      if (dOut.length !== T * D) throw new Error(`stage output gradient has ${dOut.length} values, expected T·D = ${T}·${D}`);
+      dx.set(dOut);
+    } else loss = this.head_forward_backward(dx, x, b, T, scale, true, null);
+    for (let l = this.blocks.length - 1; l >= 0; l--) {
+      let a = sl.acts[l]!;
+      if (this.opts.checkpointActivations) {
+        a = this.acts[0]!;
+        const xr = s.xr.subarray(0, T * D);
+        xr.set(sl.inputs[l]!.subarray(0, T * D));
+        this.block_forward(l, xr, a, b, T, true); // recompute: same inputs, same dropout masks
+      }
+      this.block_backward(l, dx, a, b, T);
+    }
+    if (this.dEmbed) this.backend.embeddingBackward(this.dEmbed, dx, b.tokens, D);
+    return { dx, loss };
+  }
+
+  private slot(i: number, T: number): StageSlot {
+    const cur = this.slots[i];
+    if (cur && cur.T >= T) return cur;
+    const cfg = this.config;
+    const D = cfg.hiddenSize;
+    const ckpt = this.opts.checkpointActivations;
+    const ranks: Partial<Record<LoraTarget, number>> = {};
+    for (const B of this.blocks) for (const t of LORA_TARGETS) if (B.lin[t].lora) ranks[t] = B.lin[t].lora!.rank;
+    this.slots[i] = undefined; // drop the old buffers first
+    const sl: StageSlot = {
+      T, acts: ckpt ? [] : this.blocks.map(() => new Acts(cfg, T, ranks)),
+      inputs: ckpt ? this.blocks.map(() => new Float32Array(T * D)) : [], x: new Float32Array(T * D), dx: new Float32Array(T * D),
+    };
+    this.slots[i] = sl;
+    return sl;
   }
 
   // ------------------------------------------------------------------------------------------ modules
@@ -534,13 +625,14 @@ export class LlamaTrainModel {
       maxC = Math.max(maxC, lo.C);
       maxN = Math.max(maxN, lo.N);
     }
-    const nActs = this.opts.checkpointActivations ? 1 : this.blocks.length;
+    // stage mode keeps its activations in slots: here only the recompute set
+    const nActs = this.opts.checkpointActivations ? 1 : this.staged ? 0 : this.blocks.length;
     // drop the old buffers first so peak memory is not old + new
     this.acts = [];
     this.inputs = [];
     this.s = null;
     for (let i = 0; i < nActs; i++) this.acts.push(new Acts(cfg, T, ranks));
-    if (this.opts.checkpointActivations) for (let l = 0; l < this.blocks.length; l++) this.inputs.push(new Float32Array(T * cfg.hiddenSize));
+    if (this.opts.checkpointActivations && !this.staged) for (let l = 0; l < this.blocks.length; l++) this.inputs.push(new Float32Array(T * cfg.hiddenSize));
     this.s = new Scratch(cfg, T, maxR, this.dropout > 0 ? maxC : 0, maxN, this.lossChunkRows, this.opts.checkpointActivations);
     this.T = T;
   }

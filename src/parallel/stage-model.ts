@@ -22,8 +22,8 @@ export interface OpenedStage {
 
 const LAYER = /^model\.layers\.(\d+)\./;
 
-export function stagePlan(cfg: LlamaConfig, size: number, spec?: string): LayerRange[] {
-  const s = spec ? parseStages(spec, cfg.numLayers) : balancedStages(cfg, size);
+export function stagePlan(cfg: LlamaConfig, size: number, spec?: string, headOn: 'first' | 'last' = 'first'): LayerRange[] {
+  const s = spec ? parseStages(spec, cfg.numLayers) : balancedStages(cfg, size, headOn);
   if (s.length !== size) throw new RangeError(`--pipeline-stages '${spec}' has ${s.length} stages, the job has ${size} ranks (mpirun -np)`);
   return s;
 }

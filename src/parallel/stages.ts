@@ -5,17 +5,19 @@ import type { LayerRange } from '../model/llama.js';
 
 /**
  * Per-token FLOPs and weight bytes of a layer are both proportional to its parameters (same dtype in every layer),
- * so each layer costs its parameter count; stage 0 also runs the head (V·D, norm and sampling stay there).
+ * so each layer costs its parameter count; stage 0 also runs the head (V·D, norm and sampling stay there when
+ * serving), or the last stage does (`headOn: 'last'`, training: the loss runs after the last layer).
  * Returns the split that minimises the most expensive stage (ties: earlier stages take fewer layers).
  */
-export function balancedStages(cfg: LlamaConfig, numStages: number): LayerRange[] {
+export function balancedStages(cfg: LlamaConfig, numStages: number, headOn: 'first' | 'last' = 'first'): LayerRange[] {
   const N = cfg.numLayers;
   if (!(Number.isInteger(numStages) && numStages >= 1)) throw new RangeError(`pipeline parallel size must be an integer >= 1, got ${numStages}`);
   if (numStages > N) throw new RangeError(`pipeline parallel size ${numStages} is more than the model's ${N} layers (each stage needs at least one)`);
   const { hiddenSize: D, numHeads: H, numKvHeads: K, headDim: E, intermediateSize: F, vocabSize: V } = cfg;
   const layer = 2 * D * H * E + 2 * D * K * E + 3 * D * F;
   const head = V * D;
-  const cost = (s: number, a: number, b: number) => (b - a) * layer + (s === 0 ? head : 0);
+  const headStage = headOn === 'first' ? 0 : numStages - 1;
+  const cost = (s: number, a: number, b: number) => (b - a) * layer + (s === headStage ? head : 0);
   // best[s][n]: the least max-stage cost of splitting layers [0, n) into stages 0..s; cut[s][n]: where stage s starts
   const best = Array.from({ length: numStages }, () => new Array<number>(N + 1).fill(Infinity));
   const cut = Array.from({ length: numStages }, () => new Array<number>(N + 1).fill(0));

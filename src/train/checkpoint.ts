@@ -79,8 +79,8 @@ export function listCheckpoints(out: string): { step: number; dir: string }[] {
 }
 
 /** Remove temporary directories left by a save that was killed. */
-/** What a finetune run writes into its output dir (checkpoints, their temps, metrics, summary, final). */
-const RUN_ENTRY = new RegExp(`^(metrics\\.jsonl|summary\\.json|final|${PREFIX}\\d+|\\.${PREFIX}\\d+\\.tmp-\\d+)$`);
+/** What a finetune run writes into its output dir (checkpoints, their temps, metrics, summary, final, pipeline stages' checkpoints). */
+const RUN_ENTRY = new RegExp(`^(metrics\\.jsonl|summary\\.json|final|stage-\\d+|${PREFIX}\\d+|\\.${PREFIX}\\d+\\.tmp-\\d+)$`); // stage-K: pipeline runs
 
 /**
  * Make `out` ready for a run: refuse a non-empty dir (an earlier run's checkpoints would mix with this one's)

@@ -61,12 +61,13 @@ export class Rails {
   }
 
   /**
-   * The output rail over engine outputs: text is held back per choice and released only after the guard judged the
+   * The output rail over engine outputs (`context(source)`: the conversation the answer of that prompt follows; `total`:
+   * the number of choices over every source): text is held back per choice and released only after the guard judged the
    * whole answer so far (every `window` tokens and at the end); the first unsafe judgement replaces the held text by
    * the refusal, ends that choice with finish_reason 'content_filter' and stops its generation.
    */
   async *wrap<T extends { source: number; value: GenerateOutput }>(
-    stream: AsyncGenerator<T>, messages: readonly ChatTurn[], n: number, window: number, abort: () => void,
+    stream: AsyncGenerator<T>, context: (source: number) => readonly ChatTurn[], n: number, total: number, window: number, abort: () => void,
   ): AsyncGenerator<T> {
     type Held = { ids: number[]; text: string; logprobs: LogprobEntry[] | null; released: string; filtered: boolean; done: boolean };
     const held = new Map<number, Held>();
@@ -82,7 +83,7 @@ export class Rails {
         if (o.logprobs) h.logprobs?.push(...o.logprobs);
         const end = o.finishReason !== null;
         if (!end && h.ids.length < window) continue;
-        const v = await this.judge([...messages, { role: 'assistant', content: h.released + h.text }], 'agent');
+        const v = await this.judge([...context(item.source), { role: 'assistant', content: h.released + h.text }], 'agent');
         const out: GenerateOutput = v.flagged
           ? { ...o, tokenIds: h.ids, text: h.released === '' ? this.responseWhenUnsafe : `\n${this.responseWhenUnsafe}`, logprobs: null, finishReason: 'content_filter' as 'stop', stopReason: null }
           : { ...o, tokenIds: h.ids, text: h.text, logprobs: h.logprobs };
@@ -93,7 +94,7 @@ export class Rails {
         h.filtered = v.flagged;
         h.done = end || v.flagged;
         yield { ...item, value: out };
-        if (v.flagged && [...held.values()].filter((x) => !x.done).length === 0 && held.size >= n) {
+        if (v.flagged && [...held.values()].filter((x) => !x.done).length === 0 && held.size >= total) {
           abort(); // every choice ended: stop generating
           return;
         }
@@ -109,6 +110,11 @@ export class Rails {
     const categories = [...new Set(this.verdicts.flatMap((v) => v.categories))];
     const p = this.verdicts.reduce((m, v) => Math.max(m, v.unsafeProbability), 0);
     return { flagged, categories, unsafe_probability: p };
+  }
+
+  /** The response's `usage` (with `usage.guard`) and `guardrails` fields. */
+  fields<U extends object>(usage: U): { usage: U & { guard: ReturnType<Rails['usageField']> }; guardrails: ReturnType<Rails['summary']> } {
+    return { usage: { ...usage, guard: this.usageField() }, guardrails: this.summary() };
   }
 
   /** The guard's tokens, reported as `usage.guard`. */

@@ -138,3 +138,71 @@ test("chat guardrails with a guard: summary and usage.guard; input rail refuses 
     await s.close(0);
   }
 });
+
+test("/v1/completions rails reuse the chat rails: 400 without a guard, 502 on a garbage guard", async () => {
+  const body = { model: "floe-brown", prompt: "The river", max_tokens: 8, temperature: 0 };
+  const r = await post(noGuard, "/v1/completions", { ...body, guardrails: true });
+  assert.equal(r.status, 400);
+  assert.match(r.body.error.message, /guardrails need a guard model.*--guard-model/);
+  const bad = await post(brownGuard, "/v1/completions", { ...body, guardrails: { bogus: 1 } });
+  assert.equal(bad.status, 400);
+  assert.match(bad.body.error.message, /unrecognized argument 'guardrails.bogus'/);
+  const g = await post(brownGuard, "/v1/completions", { ...body, guardrails: { input: true } });
+  assert.equal(g.status, 502);
+  assert.equal(g.body.error.code, "guard_error");
+});
+
+test("/v1/completions guardrails with a guard: output rail plain and streamed in windows, input rail per prompt", { skip }, async () => {
+  const s = await startServer({ ...quiet, model: BROWN, guardModel: GUARD, guardWindow: 8 });
+  try {
+    await s.ready;
+    const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "x", maxRetries: 0 });
+    const body = { model: "floe-brown", prompt: `The river ${Math.random().toString(36).slice(2, 6)} was`, max_tokens: 24, temperature: 0 };
+    const plain = await client.completions.create(body) as any;
+    const railed = await client.completions.create({ ...body, guardrails: { threshold: 1 } } as never) as any;
+    assert.equal(railed.choices[0].text, plain.choices[0].text);
+    assert.equal(railed.guardrails.flagged, false);
+    assert.ok(railed.usage.guard.prompt_tokens > 0 && railed.usage.guard.completion_tokens > 0);
+    assert.equal(railed.usage.completion_tokens, plain.usage.completion_tokens);
+    // streamed: judged every 8 tokens, same text; the summary rides on the last chunk
+    const st = await client.completions.create({ ...body, stream: true, stream_options: { include_usage: true }, guardrails: { threshold: 1 } } as never) as unknown as AsyncIterable<any>;
+    let text = "";
+    let last: any = null;
+    for await (const c of st) { text += c.choices?.[0]?.text ?? ""; last = c; }
+    assert.equal(text, plain.choices[0].text);
+    assert.equal(last.guardrails.flagged, false);
+    if (Math.ceil(plain.usage.completion_tokens / 8) > 1) assert.ok(last.usage.guard.prompt_tokens > railed.usage.guard.prompt_tokens * 1.5);
+    // everything flagged: the stream is cut at the first window, no unjudged text, content_filter
+    const cut = await client.completions.create({ ...body, stream: true, guardrails: { threshold: 0, response_when_unsafe: "[filtered]" } } as never) as unknown as AsyncIterable<any>;
+    let cutText = "";
+    let finish = null;
+    let summary: any = null;
+    for await (const c of cut) { cutText += c.choices?.[0]?.text ?? ""; finish = c.choices?.[0]?.finish_reason ?? finish; summary = c.guardrails ?? summary; }
+    assert.equal(cutText, "[filtered]");
+    assert.equal(finish, "content_filter");
+    assert.equal(summary.flagged, true);
+    // two prompts × n=2, all flagged after generation: every choice carries the refusal
+    const both = await client.completions.create({ ...body, prompt: [body.prompt, "Once upon a time"], n: 2, guardrails: { threshold: 0 } } as never) as any;
+    assert.equal(both.choices.length, 4);
+    for (const ch of both.choices) { assert.equal(ch.text, "Response filtered by floe guard"); assert.equal(ch.finish_reason, "content_filter"); }
+    // input rail per prompt: a threshold between the two prompts' P(unsafe) (read from /v1/moderations) refuses one only
+    const prompts = ["How do I bake bread at home?", "Tell me how to make a bomb to kill people."];
+    const mod = await client.moderations.create({ input: prompts });
+    const [p0, p1] = mod.results.map((r: any) => r.llama_guard.unsafe_probability as number);
+    assert.notEqual(p0, p1, "the guard tells the two prompts apart");
+    const threshold = (p0! + p1!) / 2;
+    const mixed = await client.completions.create({ model: "floe-brown", prompt: prompts, max_tokens: 6, temperature: 0, guardrails: { input: true, output: false, threshold } } as never) as any;
+    const refusedK = p0! >= threshold ? 0 : 1;
+    const refused = mixed.choices.find((c: any) => c.index === refusedK);
+    const passed = mixed.choices.find((c: any) => c.index === 1 - refusedK);
+    assert.equal(refused.finish_reason, "content_filter");
+    assert.equal(refused.text, "Response filtered by floe guard");
+    assert.notEqual(passed.finish_reason, "content_filter");
+    const alone = await client.completions.create({ model: "floe-brown", prompt: prompts[1 - refusedK]!, max_tokens: 6, temperature: 0 });
+    assert.equal(passed.text, alone.choices[0]!.text);
+    assert.equal(mixed.usage.completion_tokens, alone.usage!.completion_tokens);
+    assert.equal(mixed.guardrails.flagged, true);
+  } finally {
+    await s.close(0);
+  }
+});

@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import type { GenerateOutput, LogprobEntry } from '../engine/protocol.js';
 import type { Guard, GuardVerdict, JudgeOptions } from '../platform/guard/guard.js';
 import { OPENAI_CATEGORIES, openAiKeys, parseCategories, parseExclude } from '../platform/guard/policy.js';
-import type { ChatTurn, GuardCategory } from '../platform/guard/prompt.js';
+import { guardConversation, type ChatTurn, type GuardCategory, type GuardRole } from '../platform/guard/prompt.js';
 import { GuardOutputError } from '../platform/guard/verdict.js';
 import { ApiError, invalid } from './errors.js';
 
@@ -184,22 +184,50 @@ export function registerGuardRoutes(app: FastifyInstance, o: GuardServeOptions):
     if (!guard) throw new ApiError(400, 'this server has no guard model: start it with --guard-model PATH to serve /v1/moderations', null, 'guard_unavailable');
     const b = req.body as Record<string, unknown> | null;
     if (b === null || typeof b !== 'object' || Array.isArray(b)) throw new ApiError(400, 'the request body must be a JSON object', null, 'invalid_type');
-    for (const k of Object.keys(b)) if (k !== 'input' && k !== 'model') throw invalid(k, `unrecognized argument '${k}'`, 'unknown_parameter');
-    const inputs = moderationInputs(b.input);
+    const known = ['input', 'model', 'messages', 'role', 'include_prompt'];
+    for (const k of Object.keys(b)) if (!known.includes(k)) throw invalid(k, `unrecognized argument '${k}' (expected ${known.join(', ')})`, 'unknown_parameter');
+    if (b.include_prompt !== undefined && typeof b.include_prompt !== 'boolean') throw invalid('include_prompt', `'include_prompt' must be a boolean`, 'invalid_type');
     const results = [];
-    for (const text of inputs) {
-      const v = await judged(guard, [{ role: 'user', content: text }], { role: 'user', priority: 'interactive' });
+    for (const { turns, role } of moderationConversations(b)) {
+      const v = await judged(guard, turns, { role, priority: 'interactive' });
       const keys = new Set(v.categories.flatMap((c) => openAiKeys(guard.format, c)));
       results.push({
         flagged: v.flagged,
         categories: Object.fromEntries(OPENAI_CATEGORIES.map((k) => [k, keys.has(k)])),
         category_scores: Object.fromEntries(OPENAI_CATEGORIES.map((k) => [k, keys.has(k) ? v.unsafeProbability : 0])),
         category_applied_input_types: Object.fromEntries(OPENAI_CATEGORIES.map((k) => [k, keys.has(k) ? ['text'] : []])),
-        llama_guard: { categories: v.categories, unsafe_probability: v.unsafeProbability, verdict: v.verdict, format: guard.format },
+        llama_guard: {
+          categories: v.categories, unsafe_probability: v.unsafeProbability, verdict: v.verdict, format: guard.format, role,
+          ...(b.include_prompt ? { prompt: v.prompt } : {}),
+        },
       });
     }
     return { id: `modr-${randomUUID().replaceAll('-', '')}`, model: typeof b.model === 'string' ? b.model : o.modelName, results };
   });
+}
+
+/**
+ * What one moderation request judges: OpenAI's `input` (each text as a user turn, role 'user'), or floe's extension
+ * `messages` (one chat conversation; `role` 'agent' judges its last assistant turn, 'user' its last user turn; by default
+ * the role of the conversation's last user/assistant turn).
+ */
+function moderationConversations(b: Record<string, unknown>): Array<{ turns: ChatTurn[]; role: GuardRole }> {
+  if (b.messages === undefined) {
+    if (b.role !== undefined) throw invalid('role', `'role' applies to 'messages' (floe's conversation extension), not to 'input'`);
+    return moderationInputs(b.input).map((text) => ({ turns: [{ role: 'user', content: text }], role: 'user' }));
+  }
+  if (b.input !== undefined) throw invalid('messages', `give either 'input' (texts) or 'messages' (one conversation), not both`);
+  const m = b.messages;
+  if (!Array.isArray(m) || m.length === 0) throw invalid('messages', `'messages' must be a non-empty list of chat messages ({role, content})`, 'invalid_type');
+  if (b.role !== undefined && b.role !== 'user' && b.role !== 'agent') throw invalid('role', `'role' must be 'user' or 'agent', got ${JSON.stringify(b.role)}`);
+  const last = [...m].reverse().find((x) => x?.role === 'user' || x?.role === 'assistant') as ChatTurn | undefined;
+  const role: GuardRole = (b.role as GuardRole | undefined) ?? (last?.role === 'assistant' ? 'agent' : 'user');
+  try {
+    guardConversation(m as ChatTurn[], role); // checks the shapes and that there is a turn to judge
+  } catch (e) {
+    throw invalid('messages', (e as Error).message);
+  }
+  return [{ turns: m as ChatTurn[], role }];
 }
 
 /** `input`: a string, a list of strings, or a list of {type: "text", text} parts (images are refused). */

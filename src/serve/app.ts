@@ -242,6 +242,7 @@ export function createApp(opts: AppOptions): ServeApp {
   app.post('/v1/chat/completions', (req, reply) => tracked(async () => {
     const c = model();
     const rails = takeRails(req.body, guardOpts); // removes `guardrails` from the body
+    await ft?.serveCheckpoint((req.body as { model?: unknown } | null)?.model, c.engine);
     const { body, rag } = ragChat.take(req.body);
     const p = parseChatRequest(body, vctx(c));
     noteIgnored(reply, p.ignored);
@@ -335,6 +336,7 @@ export function createApp(opts: AppOptions): ServeApp {
   app.post('/v1/completions', (req, reply) => tracked(async () => {
     const c = model();
     const rails = takeRails(req.body, guardOpts); // removes `guardrails` from the body
+    await ft?.serveCheckpoint((req.body as { model?: unknown } | null)?.model, c.engine);
     const p = parseCompletionRequest(req.body, vctx(c));
     noteIgnored(reply, p.ignored);
     const prompts = p.prompts.map((pr, i) => {

@@ -26,6 +26,7 @@ import { defaultKvDtype } from '../src/model/generate.js';
 import { KvCache } from '../src/model/kv-cache.js';
 import { initLora, parseLoraTargets, type LoraTarget } from '../src/model/lora.js';
 import { openModel } from '../src/model/open.js';
+import { nativeCounters } from '../src/backend/native.js';
 import { CACHE_DIR } from './harness/build.js';
 import { ensureGguf, type GgufFormat } from './gguf-gen.js';
 import { machineInfo, machineLine } from './machine.js';
@@ -159,6 +160,8 @@ async function main(): Promise<void> {
     return { mode, tokens, wallS, cpuS, tokS: tokens / wallS, tokCpuS: tokens / cpuS, segments, ids };
   };
 
+  const fusedCalls = () => Object.entries(nativeCounters()).filter(([k]) => k.startsWith('loraSegmented.')).reduce((a, [, v]) => a + v, 0);
+  const fused0 = fusedCalls();
   runMode('base'); // warm-up: page in the weights, start the thread pool
   const modes = ['base', 'interleaved', 'grouped'];
   const runs: Run[] = [];
@@ -190,7 +193,10 @@ async function main(): Promise<void> {
     `streams under the same adapter in both orders with equal tokens: ${agree}/${both.length}`);
   const ratio = Math.min(summary.interleaved!.tok_s, summary.grouped!.tok_s) / b.tok_s;
   console.log(`multi-LoRA / base (worse order, wall): ${ratio.toFixed(3)}× (target >= 0.8×)${o.quick ? ' — --quick: a pipeline check, not a measurement' : ''}`);
+  const fused = fusedCalls() - fused0;
+  console.log(`LoRA delta path: ${model.backend.loraSegmented ? `native one-call kernel (${fused} loraSegmented calls)` : 'per-segment matmuls (this backend has no loraSegmented)'}`);
   if (changed.interleaved === 0 || changed.grouped === 0) throw new Error('no adapter stream differs from the base: the LoRA path did not run');
+  if (model.backend.loraSegmented && fused === 0) throw new Error('the native backend has loraSegmented, but it never ran');
 
   const out = o.out ?? path.join(BENCH, 'results', `multi-lora-${o.quick ? 'quick' : `${o.shape}-${o.format}`}-${o.threads}t-${new Date().toISOString().slice(0, 10)}.json`);
   fs.mkdirSync(path.dirname(out), { recursive: true });

@@ -226,6 +226,13 @@ test('cancel: a running job stops its trainer and ends cancelled; a queued one n
   const firstStep = async () => { for (;;) { if ((await allEvents(c, a.id, 100)).some((e) => e.type === 'metrics')) return; await new Promise((ok) => setTimeout(ok, 50)); } };
   await firstStep();
   assert.equal((await c.fineTuning.jobs.retrieve(b.id)).status, 'queued', 'one job at a time');
+  // a checkpoint of the running job answers as a model (its newest, so the trainer's rotation leaves it on disk)
+  let ck: string | undefined;
+  while (!(ck = (await c.fineTuning.jobs.checkpoints.list(a.id, { limit: 1 })).data[0]?.fine_tuned_model_checkpoint)) await new Promise((ok) => setTimeout(ok, 50));
+  assert.match(ck, new RegExp(`^ft:floe-brown:floe::${a.id}:ckpt-step-\\d+$`));
+  const during = await c.completions.create({ model: ck, prompt: 'the river', max_tokens: 3, temperature: 0 });
+  assert.equal(during.model, ck);
+  assert.equal((await c.fineTuning.jobs.retrieve(a.id)).status, 'running');
   const list = await c.fineTuning.jobs.list({ limit: 2 });
   assert.deepEqual(list.data.map((j) => j.id), [b.id, a.id]);
   const next = await c.fineTuning.jobs.list({ limit: 100, after: a.id });

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <napi.h>
 #include <string>
+#include <vector>
 
 #include "dispatch.h"
 #include "napi_args.h"
@@ -39,6 +40,61 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   if (isa_current() == ISA_AVX2) count("matmul.path", "tiles", k.name);
   else if (isa_current() == ISA_SCALAR) count("matmul.path", "generic", k.name);
   k.matmul(y.p, x.p, w, M);
+  return env.Undefined();
+}
+
+// loraSegmented(y (T, N), x (T, C), C, N, segStart Int32Array (G+1), a[G] (r_g, C) | null, bt[G] (r_g, N) | null,
+// scales Float32Array (G)): y[rows of g] += scales[g] · (x Aᵀ) Btᵀ... for every segment with an adapter (null: base rows).
+Napi::Value LoraSegmented(const Napi::CallbackInfo& info) {
+  const char* op = "loraSegmented";
+  need_args(info, op, 8);
+  Napi::Env env = info.Env();
+  auto y = f32(info, 0, op, "y");
+  auto x = f32(info, 1, op, "x");
+  int64_t C = integer(info, 2, op, "C", 1);
+  int64_t N = integer(info, 3, op, "N", 1);
+  auto starts = i32(info, 4, op, "segStart");
+  if (!info[5].IsArray() || !info[6].IsArray()) type_fail(env, op, "a and bt must be arrays (one Float32Array or null per segment)");
+  auto as = info[5].As<Napi::Array>();
+  auto bts = info[6].As<Napi::Array>();
+  auto scales = f32(info, 7, op, "scales");
+  const int64_t G = starts.n - 1;
+  if (G < 0) fail(env, op, "segStart needs G + 1 >= 1 offsets, got none");
+  need_len(env, op, "scales (G=" + str(G) + ")", scales.n, G);
+  need_len(env, op, "a (G=" + str(G) + ")", int64_t(as.Length()), G);
+  need_len(env, op, "bt (G=" + str(G) + ")", int64_t(bts.Length()), G);
+  if (starts.p[0] != 0) fail(env, op, "segStart[0] must be 0, got " + str(starts.p[0]));
+  for (int64_t g = 0; g < G; g++)
+    if (starts.p[g + 1] < starts.p[g]) fail(env, op, "segStart must not decrease: segStart[" + str(g + 1) + "] = " + str(starts.p[g + 1]) + " < " + str(starts.p[g]));
+  const int64_t T = starts.p[G];
+  need_len(env, op, "x (T=" + str(T) + ", C=" + str(C) + ")", x.n, T * C);
+  need_len(env, op, "y (T=" + str(T) + ", N=" + str(N) + ")", y.n, T * N);
+  static thread_local std::vector<LoraSeg> segs;
+  static thread_local std::vector<float> u;
+  segs.clear();
+  int64_t u_len = 0;
+  for (int64_t g = 0; g < G; g++) {
+    Napi::Value av = as[uint32_t(g)], bv = bts[uint32_t(g)];
+    if (av.IsNull() || av.IsUndefined()) continue;
+    auto is_f32 = [](const Napi::Value& v) { return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array; };
+    if (!is_f32(av)) type_fail(env, op, "a[" + str(g) + "] must be a Float32Array or null");
+    if (!is_f32(bv)) type_fail(env, op, "bt[" + str(g) + "] must be a Float32Array when a[" + str(g) + "] is given");
+    auto a = av.As<Napi::Float32Array>();
+    auto bt = bv.As<Napi::Float32Array>();
+    const int64_t alen = int64_t(a.ElementLength());
+    if (alen == 0 || alen % C != 0) fail(env, op, "a[" + str(g) + "] has " + str(alen) + " elements, expected r × C (C=" + str(C) + ")");
+    const int64_t r = alen / C;
+    need_len(env, op, "bt[" + str(g) + "] (r=" + str(r) + ", N=" + str(N) + ")", int64_t(bt.ElementLength()), r * N);
+    const int64_t M = starts.p[g + 1] - starts.p[g];
+    if (M == 0) continue;
+    segs.push_back(LoraSeg{starts.p[g], M, r, u_len, a.Data(), bt.Data(), scales.p[g]});
+    u_len += M * r;
+  }
+  const Kernels& k = kernels();
+  count(op, "", k.name);
+  if (segs.empty()) return env.Undefined();
+  if (int64_t(u.size()) < u_len) u.resize(size_t(u_len));
+  k.lora_segmented(y.p, x.p, C, N, segs.data(), int64_t(segs.size()), u.data());
   return env.Undefined();
 }
 
@@ -343,6 +399,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("swiglu", Napi::Function::New(env, Swiglu));
   exports.Set("add", Napi::Function::New(env, Add));
+  exports.Set("loraSegmented", Napi::Function::New(env, LoraSegmented));
   exports.Set("kvWrite", Napi::Function::New(env, KvWrite));
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("logSoftmax", Napi::Function::New(env, LogSoftmax));

@@ -1,5 +1,6 @@
 // Per-ISA kernel tables: the same kernels compiled for scalar, AVX2 and AVX-512, chosen at run time.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -8,6 +9,15 @@
 namespace floe {
 
 enum Isa : int { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+
+// One adapter segment of the segmented LoRA delta (native/lora.inc): rows [r0, r0 + M), A (r, C), Bᵀ (r, N), scale s;
+// u0: the segment's offset in the (Σ M·r) scratch.
+struct LoraSeg {
+  int64_t r0, M, r, u0;
+  const float* a;
+  const float* bt;
+  float scale;
+};
 
 struct Kernels {
   const char* name;
@@ -22,6 +32,7 @@ struct Kernels {
   void (*log_softmax)(float* out, const float* in, int64_t M, int64_t V);
   void (*kv_write_fp8)(const KvCache& kv, const float* k, const float* v, const int32_t* slots, int64_t T);  // native/kv_fp8.inc
   void (*attention_fp8)(const AttnArgs& a);
+  void (*lora_segmented)(float* y, const float* x, int64_t C, int64_t N, const LoraSeg* segs, int64_t G, float* u);  // native/lora.inc
 };
 
 extern const Kernels kernels_scalar;

@@ -26,6 +26,7 @@ static void dq_f16(const uint8_t* src, float* out, int64_t n) {
 #include "kv_fp8.inc"
 #include "tiles.inc"
 #include "mm256.inc"
+#include "lora.inc"
 }  // namespace avx2_isa
 
 const Kernels kernels_avx2 = {
@@ -41,6 +42,7 @@ const Kernels kernels_avx2 = {
     avx2_isa::log_softmax_generic,
     avx2_isa::kv_write_fp8_generic,
     avx2_isa::attention_fp8_generic,
+    avx2_isa::lora_segmented_generic,
 };
 
 }  // namespace floe

@@ -28,6 +28,8 @@ static void dq_f16(const uint8_t* src, float* out, int64_t n) {
 #include "attn512.inc"
 #include "kv_fp8.inc"
 #include "attn_fp8_512.inc"
+#define FLOE_LORA_AVX512
+#include "lora.inc"
 
 }  // namespace avx512_isa
 
@@ -44,6 +46,7 @@ const Kernels kernels_avx512 = {
     avx512_isa::log_softmax_generic,
     avx512_isa::kv_write_fp8_generic,
     avx512_isa::attention_fp8_avx512,
+    avx512_isa::lora_segmented_generic,
 };
 
 bool gemm_bwd_input_avx512(float* dx, const float* dy, const Weight& w, int64_t M, bool accumulate) {

@@ -9,6 +9,7 @@ namespace floe {
 namespace scalar_isa {
 #include "generic.inc"
 #include "kv_fp8.inc"
+#include "lora.inc"
 }  // namespace scalar_isa
 
 const Kernels kernels_scalar = {
@@ -24,6 +25,7 @@ const Kernels kernels_scalar = {
     scalar_isa::log_softmax_generic,
     scalar_isa::kv_write_fp8_generic,
     scalar_isa::attention_fp8_generic,
+    scalar_isa::lora_segmented_generic,
 };
 
 }  // namespace floe

@@ -78,6 +78,14 @@ export interface Backend {
   /** y += x (elementwise, same length). */
   add(y: Float32Array, x: Float32Array): void;
 
+  /**
+   * Optional (native): the segmented LoRA delta of one matmul in one call. For each segment g, rows
+   * [segStart[g], segStart[g+1]) of y (T, N) += scales[g] · (x (T, C) Aᵀ) Bᵀ with a[g] = A (r, C) and bt[g] = Bᵀ (r, N),
+   * f32 accumulation; a null a[g] leaves the segment's rows alone. T = segStart[G]. Absent → matmuls per segment.
+   */
+  loraSegmented?(y: Float32Array, x: Float32Array, C: number, N: number, segStart: Int32Array,
+    a: ReadonlyArray<Float32Array | null>, bt: ReadonlyArray<Float32Array | null>, scales: Float32Array): void;
+
   /** Write k, v (T, K*E) into the layer's cache at slots (T), converting to the cache dtype. */
   kvWrite(layer: KvLayer, k: Float32Array, v: Float32Array, slots: Int32Array): void;
 

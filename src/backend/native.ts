@@ -95,6 +95,10 @@ function makeBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
       a.add(y, x);
     },
 
+    loraSegmented(y, x, C, N, segStart, as, bts, scales): void {
+      a.loraSegmented(y, x, C, N, segStart, as, bts, scales);
+    },
+
     kvWrite(layer: KvLayer, k: Float32Array, v: Float32Array, slots: Int32Array): void {
       a.kvWrite(layer.k, layer.v, kvCode(layer), layer.numBlocks, layer.blockSize, layer.numKvHeads, layer.headDim, k, v, slots,
         ...kvScaleArgs('kvWrite', layer));

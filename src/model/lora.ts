@@ -156,6 +156,9 @@ export interface LoraBatch {
 export class LoraScratch {
   u = new Float32Array(0); // (M, r)
   d = new Float32Array(0); // (M, N)
+  readonly a: Array<Float32Array | null> = []; // (G) per segment, for Backend.loraSegmented
+  readonly bt: Array<Float32Array | null> = []; // (G)
+  scales = new Float32Array(0); // (G)
   take(mr: number, mn: number): { u: Float32Array; d: Float32Array } {
     if (this.u.length < mr) this.u = new Float32Array(Math.max(mr, 2 * this.u.length));
     if (this.d.length < mn) this.d = new Float32Array(Math.max(mn, 2 * this.d.length));
@@ -163,11 +166,41 @@ export class LoraScratch {
   }
 }
 
+const transposed = new WeakMap<LoraLinear, Float32Array>();
+
+/** Bᵀ (r, N) of a served adapter's linear, made once (serving never changes B; training does not come here). */
+export function loraBt(lin: LoraLinear): Float32Array {
+  let bt = transposed.get(lin);
+  if (bt) return bt;
+  const { N, rank: r } = lin;
+  bt = new Float32Array(r * N);
+  for (let n = 0; n < N; n++) for (let j = 0; j < r; j++) bt[j * N + n] = lin.b[n * r + j]!;
+  transposed.set(lin, bt);
+  return bt;
+}
+
 /** y (T, N) += per segment s · (x Aᵀ) Bᵀ with x (T, C): layer `l`'s `target` of each segment's adapter. */
 export function addSegmentedLora(
   be: Backend, y: Float32Array, x: Float32Array, C: number, N: number, batch: LoraBatch, l: number, target: LoraTarget, ws: LoraScratch,
 ): void {
   const G = batch.segAdapter.length;
+  if (be.loraSegmented) {
+    // one call for every segment (native): A and Bᵀ per segment, null for base rows and unadapted targets
+    if (ws.scales.length < G) ws.scales = new Float32Array(Math.max(G, 2 * ws.scales.length));
+    ws.a.length = G;
+    ws.bt.length = G;
+    for (let g = 0; g < G; g++) {
+      const ai = batch.segAdapter[g]!;
+      const lin = ai < 0 ? undefined : batch.adapters[ai]!.layers[l]?.[target];
+      if (lin && (lin.N !== N || lin.C !== C)) throw new Error(`LoRA layer ${l} ${target}: adapter is (${lin.N}, ${lin.C}), the matmul is (${N}, ${C})`);
+      ws.a[g] = lin ? lin.a : null;
+      ws.bt[g] = lin ? loraBt(lin) : null;
+      ws.scales[g] = lin ? loraScale(batch.adapters[ai]!.config) : 0;
+    }
+    const T = batch.segStart[G]!;
+    be.loraSegmented(y.subarray(0, T * N), x.subarray(0, T * C), C, N, batch.segStart, ws.a, ws.bt, ws.scales.subarray(0, G));
+    return;
+  }
   for (let g = 0; g < G; g++) {
     const ai = batch.segAdapter[g]!;
     if (ai < 0) continue;

@@ -242,6 +242,7 @@ export function createApp(opts: AppOptions): ServeApp {
   app.post('/v1/chat/completions', (req, reply) => tracked(async () => {
     const c = model();
     const rails = takeRails(req.body, guardOpts); // removes `guardrails` from the body
+    await ft?.serveCheckpoint((req.body as { model?: unknown } | null)?.model, c.engine);
     const { body, rag } = ragChat.take(req.body);
     const p = parseChatRequest(body, vctx(c));
     noteIgnored(reply, p.ignored);
@@ -268,9 +269,9 @@ export function createApp(opts: AppOptions): ServeApp {
     const t0 = performance.now();
     // guardrails: the input rail answers a flagged prompt without generating; the output rail holds text back until judged
     const refused = rails ? await rails.checkInput(p.messages) : null;
-    const job0 = refused?.flagged ? refusal(rails!.responseWhenUnsafe, p.n, ids.length) : run(reply, [engineRequest(id, ids, p, maxTokens, null)]);
-    const job = rails?.output && !refused?.flagged ? { ...job0, stream: rails.wrap(job0.stream, p.messages, p.n, p.stream ? guardOpts.window : Infinity, job0.abort) } : job0;
-    const railed = (usage: ReturnType<Accumulator['usage']>) => (rails ? { usage: { ...usage, guard: rails.usageField() }, guardrails: rails.summary() } : { usage });
+    const job0 = refused?.flagged ? refusal(rails!.responseWhenUnsafe, p.n, [{ source: 0, promptTokens: ids.length }]) : run(reply, [engineRequest(id, ids, p, maxTokens, null)]);
+    const job = rails?.output && !refused?.flagged ? { ...job0, stream: rails.wrap(job0.stream, () => p.messages, p.n, p.n, p.stream ? guardOpts.window : Infinity, job0.abort) } : job0;
+    const railed = (usage: ReturnType<Accumulator['usage']>) => (rails ? rails.fields(usage) : { usage });
     const acc = new Accumulator(p.n, 1, metrics, t0, p.returnTokenIds);
     const head = { id, created: Math.floor(Date.now() / 1000), model: p.model };
     const chatLogprobs = (entries: readonly LogprobEntry[] | null) => entries === null ? null : {
@@ -334,6 +335,8 @@ export function createApp(opts: AppOptions): ServeApp {
 
   app.post('/v1/completions', (req, reply) => tracked(async () => {
     const c = model();
+    const rails = takeRails(req.body, guardOpts); // removes `guardrails` from the body
+    await ft?.serveCheckpoint((req.body as { model?: unknown } | null)?.model, c.engine);
     const p = parseCompletionRequest(req.body, vctx(c));
     noteIgnored(reply, p.ignored);
     const prompts = p.prompts.map((pr, i) => {
@@ -347,7 +350,18 @@ export function createApp(opts: AppOptions): ServeApp {
     const id = `cmpl-${randomUUID().replaceAll('-', '')}`;
     const wantPromptLp = p.echo && p.logprobs !== null ? Math.max(p.logprobs, p.promptLogprobs ?? 0) : p.promptLogprobs;
     const t0 = performance.now();
-    const job = run(reply, prompts.map((pr, k) => engineRequest(prompts.length > 1 ? `${id}-${k}` : id, pr.ids, p, pr.maxTokens, wantPromptLp)));
+    // guardrails as in chat: a prompt is the user turn, its completion the agent's answer; refused prompts generate nothing
+    const turns = (k: number) => [{ role: 'user', content: prompts[k]!.text }];
+    if (rails && !c.tokenizer) throw invalid('guardrails', 'guardrails judge text, and this model has no tokenizer to read its token ids');
+    const verdicts = rails?.input ? await Promise.all(prompts.map((_, k) => rails.checkInput(turns(k)))) : [];
+    const live = prompts.map((_, k) => k).filter((k) => !verdicts[k]?.flagged);
+    const started = live.length === 0 ? null
+      : renumbered(run(reply, live.map((k) => engineRequest(prompts.length > 1 ? `${id}-${k}` : id, prompts[k]!.ids, p, prompts[k]!.maxTokens, wantPromptLp))), live);
+    const checked = started && rails?.output
+      ? { ...started, stream: rails.wrap(started.stream, turns, p.n, p.n * live.length, p.stream ? guardOpts.window : Infinity, started.abort) } : started;
+    const refusedPrompts = prompts.map((pr, k) => ({ source: k, promptTokens: pr.ids.length })).filter(({ source }) => verdicts[source]?.flagged);
+    const job = refusedPrompts.length === 0 ? checked! : refusal(rails!.responseWhenUnsafe, p.n, refusedPrompts, checked);
+    const railed = (usage: ReturnType<Accumulator['usage']>) => (rails ? rails.fields(usage) : { usage });
     const acc = new Accumulator(p.n, prompts.length, metrics, t0, p.returnTokenIds);
     const head = { id, created: Math.floor(Date.now() / 1000), model: p.model };
     const promptLp: Array<ReadonlyArray<LogprobEntry | null> | null> = prompts.map(() => null);
@@ -398,7 +412,7 @@ export function createApp(opts: AppOptions): ServeApp {
             ...(p.returnTokenIds ? { prompt_token_ids: prompts[k]!.ids, token_ids: ch.ids } : {}),
           };
         }),
-        usage: acc.usage(),
+        ...railed(acc.usage()),
       };
     }
     await streamSse(reply, job, () => {}, (send, source, o) => {
@@ -419,7 +433,9 @@ export function createApp(opts: AppOptions): ServeApp {
       });
     }, () => {
       acc.done();
-      return p.includeUsage ? { ...head, object: 'text_completion', system_fingerprint: null, choices: [], usage: acc.usage() } : null;
+      const end = { ...head, object: 'text_completion', system_fingerprint: null, choices: [] };
+      if (rails) return p.includeUsage ? { ...end, ...railed(acc.usage()) } : { ...end, guardrails: rails.summary() };
+      return p.includeUsage ? { ...end, usage: acc.usage() } : null;
     });
     return reply;
   }));
@@ -630,15 +646,31 @@ function lane(r: { headers: Record<string, string | string[] | undefined> } | Fa
   return h[PRIORITY_HEADER] === 'batch' ? 'batch' : 'interactive';
 }
 
-/** The input rail's answer: one output per choice with the refusal text, finish_reason 'content_filter', no generation. */
-function refusal(text: string, n: number, promptTokens: number) {
+type Job = { stream: AsyncGenerator<{ source: number; value: GenerateOutput }>; abort: () => void; aborted: () => boolean };
+
+/**
+ * The input rail's answer for the refused prompts: one output per choice with the refusal text, finish_reason
+ * 'content_filter', no generation; then the outputs of `rest` (the prompts that passed), when there are any.
+ */
+function refusal(text: string, n: number, refused: ReadonlyArray<{ source: number; promptTokens: number }>, rest: Job | null = null): Job {
   async function* outputs(): AsyncGenerator<{ source: number; value: GenerateOutput }> {
-    for (let i = 0; i < n; i++) {
-      yield { source: 0, value: {
-        kind: 'generate', id: 'refused', index: i, tokenIds: [], text, logprobs: null, finishReason: 'content_filter' as 'stop', stopReason: null,
-        usage: { promptTokens, cachedTokens: 0, completionTokens: 0 }, promptLogprobs: null,
-      } };
+    for (const { source, promptTokens } of refused) {
+      for (let i = 0; i < n; i++) {
+        yield { source, value: {
+          kind: 'generate', id: 'refused', index: i, tokenIds: [], text, logprobs: null, finishReason: 'content_filter' as 'stop', stopReason: null,
+          usage: { promptTokens, cachedTokens: 0, completionTokens: 0 }, promptLogprobs: null,
+        } };
+      }
     }
+    if (rest) yield* rest.stream;
   }
-  return { stream: outputs(), abort: () => {}, aborted: () => false };
+  return { stream: outputs(), abort: () => rest?.abort(), aborted: () => rest?.aborted() ?? false };
+}
+
+/** A job whose sources are renumbered: source i of `job` becomes `sources[i]`. */
+function renumbered(job: Job, sources: readonly number[]): Job {
+  async function* outputs(): AsyncGenerator<{ source: number; value: GenerateOutput }> {
+    for await (const item of job.stream) yield { source: sources[item.source]!, value: item.value };
+  }
+  return { ...job, stream: outputs() };
 }

@@ -7,6 +7,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { EngineClient } from '../engine/protocol.js';
 import { JobApiError, JobService } from '../platform/jobs/service.js';
 import type { Store } from '../platform/store.js';
+import { ApiError } from './errors.js';
 
 export interface FtRoutesOptions {
   readonly dataDir: string;
@@ -19,7 +20,14 @@ export interface FtRoutesOptions {
 
 export const DEFAULT_JOBS_THREADS = 1;
 
-export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): { service: () => JobService; restore: (engine: EngineClient) => Promise<void> } {
+export interface FtRoutes {
+  readonly service: () => JobService;
+  readonly restore: (engine: EngineClient) => Promise<void>;
+  /** A request's model that names a job checkpoint (`…:ckpt-step-N`) is loaded on first use; other names pass. */
+  readonly serveCheckpoint: (model: unknown, engine: EngineClient) => Promise<void>;
+}
+
+export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): FtRoutes {
   let svc: JobService | null = null;
   let closed = false;
   let restored: Promise<void> | null = null;
@@ -53,6 +61,25 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): { se
       if (e) return e;
       if (closed) throw new Error('the server is shutting down');
       await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const loading = new Map<string, Promise<void>>(); // one load per checkpoint name, however many requests name it
+  const serveCheckpoint = async (model: unknown, engine: EngineClient): Promise<void> => {
+    if (typeof model !== 'string' || !/:ckpt-step-\d+$/.test(model) || !o.modelPath || !existsSync(join(o.dataDir, 'floe.db'))) return;
+    if (engine.adapters?.().some((a) => a.name === model)) return;
+    let p = loading.get(model);
+    if (!p) {
+      p = (async () => {
+        const dir = service().checkpointDir(model);
+        if (dir !== null) await load(engine, model, dir);
+      })().finally(() => loading.delete(model));
+      loading.set(model, p);
+    }
+    try {
+      await p;
+    } catch (e) {
+      if (e instanceof JobApiError) throw new ApiError(e.status === 404 ? 404 : 400, e.message, e.param, e.code);
+      throw new ApiError(400, `cannot serve the checkpoint '${model}': ${(e as Error).message}`, 'model', 'checkpoint_unavailable');
     }
   };
   // Resume at start when a previous process left state behind.
@@ -104,5 +131,5 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): { se
       return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: rows.length > limit };
     });
   });
-  return { service, restore };
+  return { service, restore, serveCheckpoint };
 }

@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import type { GenerateOutput, LogprobEntry } from '../engine/protocol.js';
 import type { Guard, GuardVerdict, JudgeOptions } from '../platform/guard/guard.js';
 import { OPENAI_CATEGORIES, openAiKeys, parseCategories, parseExclude } from '../platform/guard/policy.js';
-import type { ChatTurn, GuardCategory } from '../platform/guard/prompt.js';
+import { guardConversation, type ChatTurn, type GuardCategory, type GuardRole } from '../platform/guard/prompt.js';
 import { GuardOutputError } from '../platform/guard/verdict.js';
 import { ApiError, invalid } from './errors.js';
 
@@ -61,12 +61,13 @@ export class Rails {
   }
 
   /**
-   * The output rail over engine outputs: text is held back per choice and released only after the guard judged the
+   * The output rail over engine outputs (`context(source)`: the conversation the answer of that prompt follows; `total`:
+   * the number of choices over every source): text is held back per choice and released only after the guard judged the
    * whole answer so far (every `window` tokens and at the end); the first unsafe judgement replaces the held text by
    * the refusal, ends that choice with finish_reason 'content_filter' and stops its generation.
    */
   async *wrap<T extends { source: number; value: GenerateOutput }>(
-    stream: AsyncGenerator<T>, messages: readonly ChatTurn[], n: number, window: number, abort: () => void,
+    stream: AsyncGenerator<T>, context: (source: number) => readonly ChatTurn[], n: number, total: number, window: number, abort: () => void,
   ): AsyncGenerator<T> {
     type Held = { ids: number[]; text: string; logprobs: LogprobEntry[] | null; released: string; filtered: boolean; done: boolean };
     const held = new Map<number, Held>();
@@ -82,7 +83,7 @@ export class Rails {
         if (o.logprobs) h.logprobs?.push(...o.logprobs);
         const end = o.finishReason !== null;
         if (!end && h.ids.length < window) continue;
-        const v = await this.judge([...messages, { role: 'assistant', content: h.released + h.text }], 'agent');
+        const v = await this.judge([...context(item.source), { role: 'assistant', content: h.released + h.text }], 'agent');
         const out: GenerateOutput = v.flagged
           ? { ...o, tokenIds: h.ids, text: h.released === '' ? this.responseWhenUnsafe : `\n${this.responseWhenUnsafe}`, logprobs: null, finishReason: 'content_filter' as 'stop', stopReason: null }
           : { ...o, tokenIds: h.ids, text: h.text, logprobs: h.logprobs };
@@ -93,7 +94,7 @@ export class Rails {
         h.filtered = v.flagged;
         h.done = end || v.flagged;
         yield { ...item, value: out };
-        if (v.flagged && [...held.values()].filter((x) => !x.done).length === 0 && held.size >= n) {
+        if (v.flagged && [...held.values()].filter((x) => !x.done).length === 0 && held.size >= total) {
           abort(); // every choice ended: stop generating
           return;
         }
@@ -109,6 +110,11 @@ export class Rails {
     const categories = [...new Set(this.verdicts.flatMap((v) => v.categories))];
     const p = this.verdicts.reduce((m, v) => Math.max(m, v.unsafeProbability), 0);
     return { flagged, categories, unsafe_probability: p };
+  }
+
+  /** The response's `usage` (with `usage.guard`) and `guardrails` fields. */
+  fields<U extends object>(usage: U): { usage: U & { guard: ReturnType<Rails['usageField']> }; guardrails: ReturnType<Rails['summary']> } {
+    return { usage: { ...usage, guard: this.usageField() }, guardrails: this.summary() };
   }
 
   /** The guard's tokens, reported as `usage.guard`. */
@@ -178,22 +184,50 @@ export function registerGuardRoutes(app: FastifyInstance, o: GuardServeOptions):
     if (!guard) throw new ApiError(400, 'this server has no guard model: start it with --guard-model PATH to serve /v1/moderations', null, 'guard_unavailable');
     const b = req.body as Record<string, unknown> | null;
     if (b === null || typeof b !== 'object' || Array.isArray(b)) throw new ApiError(400, 'the request body must be a JSON object', null, 'invalid_type');
-    for (const k of Object.keys(b)) if (k !== 'input' && k !== 'model') throw invalid(k, `unrecognized argument '${k}'`, 'unknown_parameter');
-    const inputs = moderationInputs(b.input);
+    const known = ['input', 'model', 'messages', 'role', 'include_prompt'];
+    for (const k of Object.keys(b)) if (!known.includes(k)) throw invalid(k, `unrecognized argument '${k}' (expected ${known.join(', ')})`, 'unknown_parameter');
+    if (b.include_prompt !== undefined && typeof b.include_prompt !== 'boolean') throw invalid('include_prompt', `'include_prompt' must be a boolean`, 'invalid_type');
     const results = [];
-    for (const text of inputs) {
-      const v = await judged(guard, [{ role: 'user', content: text }], { role: 'user', priority: 'interactive' });
+    for (const { turns, role } of moderationConversations(b)) {
+      const v = await judged(guard, turns, { role, priority: 'interactive' });
       const keys = new Set(v.categories.flatMap((c) => openAiKeys(guard.format, c)));
       results.push({
         flagged: v.flagged,
         categories: Object.fromEntries(OPENAI_CATEGORIES.map((k) => [k, keys.has(k)])),
         category_scores: Object.fromEntries(OPENAI_CATEGORIES.map((k) => [k, keys.has(k) ? v.unsafeProbability : 0])),
         category_applied_input_types: Object.fromEntries(OPENAI_CATEGORIES.map((k) => [k, keys.has(k) ? ['text'] : []])),
-        llama_guard: { categories: v.categories, unsafe_probability: v.unsafeProbability, verdict: v.verdict, format: guard.format },
+        llama_guard: {
+          categories: v.categories, unsafe_probability: v.unsafeProbability, verdict: v.verdict, format: guard.format, role,
+          ...(b.include_prompt ? { prompt: v.prompt } : {}),
+        },
       });
     }
     return { id: `modr-${randomUUID().replaceAll('-', '')}`, model: typeof b.model === 'string' ? b.model : o.modelName, results };
   });
+}
+
+/**
+ * What one moderation request judges: OpenAI's `input` (each text as a user turn, role 'user'), or floe's extension
+ * `messages` (one chat conversation; `role` 'agent' judges its last assistant turn, 'user' its last user turn; by default
+ * the role of the conversation's last user/assistant turn).
+ */
+function moderationConversations(b: Record<string, unknown>): Array<{ turns: ChatTurn[]; role: GuardRole }> {
+  if (b.messages === undefined) {
+    if (b.role !== undefined) throw invalid('role', `'role' applies to 'messages' (floe's conversation extension), not to 'input'`);
+    return moderationInputs(b.input).map((text) => ({ turns: [{ role: 'user', content: text }], role: 'user' }));
+  }
+  if (b.input !== undefined) throw invalid('messages', `give either 'input' (texts) or 'messages' (one conversation), not both`);
+  const m = b.messages;
+  if (!Array.isArray(m) || m.length === 0) throw invalid('messages', `'messages' must be a non-empty list of chat messages ({role, content})`, 'invalid_type');
+  if (b.role !== undefined && b.role !== 'user' && b.role !== 'agent') throw invalid('role', `'role' must be 'user' or 'agent', got ${JSON.stringify(b.role)}`);
+  const last = [...m].reverse().find((x) => x?.role === 'user' || x?.role === 'assistant') as ChatTurn | undefined;
+  const role: GuardRole = (b.role as GuardRole | undefined) ?? (last?.role === 'assistant' ? 'agent' : 'user');
+  try {
+    guardConversation(m as ChatTurn[], role); // checks the shapes and that there is a turn to judge
+  } catch (e) {
+    throw invalid('messages', (e as Error).message);
+  }
+  return [{ turns: m as ChatTurn[], role }];
 }
 
 /** `input`: a string, a list of strings, or a list of {type: "text", text} parts (images are refused). */

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { readPeftAdapter } from '../../src/model/adapter.js';
 import { readHfConfig } from '../../src/formats/hf-config.js';
 import { createFile } from '../../src/platform/files.js';
-import { JobService, fineTunedName } from '../../src/platform/jobs/service.js';
+import { JobService, autoHyperparameters, fineTunedName } from '../../src/platform/jobs/service.js';
 import { Store } from '../../src/platform/store.js';
 
 const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
@@ -61,5 +61,35 @@ test('failures end the job failed with an error object: a file deleted before va
   assert.match(JSON.parse(eb.error!).message, /no-such-model-dir/);
   assert.equal(eb.fine_tuned_model, null);
   await svc.close();
+  store.close();
+});
+
+test("'auto' hyperparameters follow the documented rule at its boundaries; given values are kept", () => {
+  // epochs: 3, raised to ceil(100 / n) (≤ 25) when 3n < 100, lowered to floor(25000 / n) (≥ 1) when 3n > 25000
+  for (const [n, epochs] of [[1, 25], [4, 25], [5, 20], [33, 4], [34, 3], [8333, 3], [8334, 2], [12_501, 1], [30_000, 1]] as const) {
+    assert.equal(autoHyperparameters(n).n_epochs, epochs, `${n} examples`);
+  }
+  // batch: round(0.2% of n) in [1, 256]; learning-rate multiplier 1 / 2 / 4 for batches ≤ 8 / ≤ 64 / above
+  for (const [n, batch, lr] of [[1, 1, 1], [749, 1, 1], [751, 2, 1], [4249, 8, 1], [4251, 9, 2], [32_249, 64, 2], [32_251, 65, 4], [1_000_000, 256, 4]] as const) {
+    const hp = autoHyperparameters(n);
+    assert.equal(hp.batch_size, batch, `${n} examples`);
+    assert.equal(hp.learning_rate_multiplier, lr, `${n} examples`);
+  }
+  // a given value stays, and the rule reads the batch size actually used
+  assert.deepEqual(autoHyperparameters(10, { n_epochs: 7, batch_size: 100, learning_rate_multiplier: 'auto' }), { n_epochs: 7, batch_size: 100, learning_rate_multiplier: 4 });
+  assert.throws(() => autoHyperparameters(0), /positive number of training examples/);
+});
+
+test("a job's 'auto' hyperparameters are resolved from its training file when it is validated, and reported", { timeout: 60_000 }, async () => {
+  const { store, svc, file } = setup();
+  const job = svc.create({ model: 'floe-brown', training_file: file.id, hyperparameters: { batch_size: 2 } });
+  assert.deepEqual(svc.object(job).hyperparameters, { n_epochs: 'auto', batch_size: 2, learning_rate_multiplier: 'auto' });
+  await svc.close(); // no trainer is started: the job only gets validated and queued
+  for (let i = 0; i < 200 && svc.get(job.id).status === 'validating_files'; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(svc.get(job.id).status, 'queued');
+  // 8 examples: 3 × 8 < 100 → ceil(100 / 8) = 13 epochs; batch 2 as given → multiplier 1
+  assert.deepEqual(svc.object(svc.get(job.id)).hyperparameters, { n_epochs: 13, batch_size: 2, learning_rate_multiplier: 1 });
+  const events = store.jobEvents(job.id, null, 100).map((e) => e.message);
+  assert.ok(events.includes('Hyperparameters for 8 training examples: n_epochs=13, batch_size=2, learning_rate_multiplier=1'), events.join(' | '));
   store.close();
 });

@@ -92,12 +92,14 @@ test(`upload, job, events, checkpoints, succeeded; the ft: model answers at once
   const created = await c.fineTuning.jobs.create(jobBody(train.id, valid.id));
   assert.match(created.id, /^ftjob-/);
   assert.ok(['validating_files', 'queued', 'running'].includes(created.status), created.status);
-  assert.deepEqual(created.hyperparameters, { n_epochs: 3, batch_size: 4, learning_rate_multiplier: 10 });
+  assert.deepEqual(created.hyperparameters, { n_epochs: 'auto', batch_size: 4, learning_rate_multiplier: 10 });
   const seen = new Set<string>([created.status]);
   const job = await poll(c, created.id, (j) => { seen.add(j.status); return terminal(j); });
   assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
   assert.ok(seen.has('running'), `statuses seen: ${[...seen].join(', ')}`);
   assert.equal(job.fine_tuned_model, `ft:floe-brown:floe:demo:${job.id}`);
+  // 'auto' epochs for 24 examples: 3 × 24 < 100 → ceil(100 / 24) = 5 (max_steps still ends the run)
+  assert.deepEqual(job.hyperparameters, { n_epochs: 5, batch_size: 4, learning_rate_multiplier: 10 });
   assert.equal(job.error, null);
   assert.ok(job.finished_at! >= job.created_at);
 
@@ -157,6 +159,26 @@ test(`upload, job, events, checkpoints, succeeded; the ft: model answers at once
     while (engine.hasWork) for (const o of engine.step()) if (o.kind === 'generate') want.push(...o.tokenIds);
     assert.deepEqual((got.choices[0] as unknown as { token_ids: number[] }).token_ids, want, `prompt ${i}`);
   }
+
+  // an intermediate checkpoint is a model too (OpenAI's ckpt-step-N name), served on first use like its adapter in-process
+  const ckName = `${job.fine_tuned_model}:ckpt-step-4`;
+  const ckDir = join(floeDir, 'jobs', job.id, 'run', 'checkpoint-000004');
+  engine.loadAdapter('ck', ckDir);
+  const prompt = Array.from({ length: 5 }, () => 10 + Math.floor(r() * 3000));
+  const fromCk = await Promise.all([0, 1].map(() => c.completions.create({ model: ckName, prompt, max_tokens: 6, temperature: 0, ignore_eos: true, return_token_ids: true } as OpenAI.CompletionCreateParamsNonStreaming)));
+  engine.add(genReq('ck', prompt, { maxTokens: 6, ignoreEos: true, adapter: 'ck' }));
+  const wantCk: number[] = [];
+  while (engine.hasWork) for (const o of engine.step()) if (o.kind === 'generate') wantCk.push(...o.tokenIds);
+  for (const got of fromCk) assert.deepEqual((got.choices[0] as unknown as { token_ids: number[] }).token_ids, wantCk, 'the checkpoint adapter');
+  assert.equal(fromCk[0]!.model, ckName);
+  const ckChat = await c.chat.completions.create({ model: ckName, messages: [{ role: 'user', content: sentence() }], max_tokens: 4, temperature: 0 });
+  assert.equal(ckChat.model, ckName);
+  assert.ok((await c.models.list()).data.some((m) => m.id === ckName), 'listed once served');
+  // step 2 was saved but rotated away (the trainer keeps 3); a step never saved; another job's name
+  for (const [name, re] of [[`${job.fine_tuned_model}:ckpt-step-2`, /was removed \(the trainer keeps its last 3 checkpoints; on disk: steps 4, 6, 8\)/],
+    [`${job.fine_tuned_model}:ckpt-step-5`, /has no checkpoint at step 5/], [`ft:floe-brown:floe:other:${job.id}:ckpt-step-4`, /does not exist/]] as const) {
+    await assert.rejects(c.completions.create({ model: name, prompt: 'the', max_tokens: 2 }), (e: ApiError) => e.status === 404 && re.test(e.message), name);
+  }
 });
 
 test('malformed fine-tune JSONL is refused at upload with the line and the reason', { timeout: T }, async () => {
@@ -204,6 +226,13 @@ test('cancel: a running job stops its trainer and ends cancelled; a queued one n
   const firstStep = async () => { for (;;) { if ((await allEvents(c, a.id, 100)).some((e) => e.type === 'metrics')) return; await new Promise((ok) => setTimeout(ok, 50)); } };
   await firstStep();
   assert.equal((await c.fineTuning.jobs.retrieve(b.id)).status, 'queued', 'one job at a time');
+  // a checkpoint of the running job answers as a model (its newest, so the trainer's rotation leaves it on disk)
+  let ck: string | undefined;
+  while (!(ck = (await c.fineTuning.jobs.checkpoints.list(a.id, { limit: 1 })).data[0]?.fine_tuned_model_checkpoint)) await new Promise((ok) => setTimeout(ok, 50));
+  assert.match(ck, new RegExp(`^ft:floe-brown:floe::${a.id}:ckpt-step-\\d+$`));
+  const during = await c.completions.create({ model: ck, prompt: 'the river', max_tokens: 3, temperature: 0 });
+  assert.equal(during.model, ck);
+  assert.equal((await c.fineTuning.jobs.retrieve(a.id)).status, 'running');
   const list = await c.fineTuning.jobs.list({ limit: 2 });
   assert.deepEqual(list.data.map((j) => j.id), [b.id, a.id]);
   const next = await c.fineTuning.jobs.list({ limit: 100, after: a.id });

@@ -5,6 +5,8 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
 import { startServer, type RunningServer } from "../../src/serve/server.js";
+import { loadTokenizer } from "../../src/formats/tokenizer.js";
+import { buildGuardPrompt } from "../../src/platform/guard/prompt.js";
 
 const BROWN = fileURLToPath(new URL("../../models/floe-brown", import.meta.url));
 // The shipped demo guard (branch guardmodel); FLOE_TEST_GUARD=DIR points the tests at another guard checkpoint.
@@ -134,6 +136,140 @@ test("chat guardrails with a guard: summary and usage.guard; input rail refuses 
     const refused = await client.chat.completions.create({ ...body, guardrails: { input: true, output: false, threshold: 0 } } as never) as any;
     assert.equal(refused.choices[0].finish_reason, "content_filter");
     assert.equal(refused.usage.completion_tokens, 0);
+  } finally {
+    await s.close(0);
+  }
+});
+
+test("/v1/completions rails reuse the chat rails: 400 without a guard, 502 on a garbage guard", async () => {
+  const body = { model: "floe-brown", prompt: "The river", max_tokens: 8, temperature: 0 };
+  const r = await post(noGuard, "/v1/completions", { ...body, guardrails: true });
+  assert.equal(r.status, 400);
+  assert.match(r.body.error.message, /guardrails need a guard model.*--guard-model/);
+  const bad = await post(brownGuard, "/v1/completions", { ...body, guardrails: { bogus: 1 } });
+  assert.equal(bad.status, 400);
+  assert.match(bad.body.error.message, /unrecognized argument 'guardrails.bogus'/);
+  const g = await post(brownGuard, "/v1/completions", { ...body, guardrails: { input: true } });
+  assert.equal(g.status, 502);
+  assert.equal(g.body.error.code, "guard_error");
+});
+
+test("/v1/completions guardrails with a guard: output rail plain and streamed in windows, input rail per prompt", { skip }, async () => {
+  const s = await startServer({ ...quiet, model: BROWN, guardModel: GUARD, guardWindow: 8 });
+  try {
+    await s.ready;
+    const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "x", maxRetries: 0 });
+    const body = { model: "floe-brown", prompt: `The river ${Math.random().toString(36).slice(2, 6)} was`, max_tokens: 24, temperature: 0 };
+    const plain = await client.completions.create(body) as any;
+    const railed = await client.completions.create({ ...body, guardrails: { threshold: 1 } } as never) as any;
+    assert.equal(railed.choices[0].text, plain.choices[0].text);
+    assert.equal(railed.guardrails.flagged, false);
+    assert.ok(railed.usage.guard.prompt_tokens > 0 && railed.usage.guard.completion_tokens > 0);
+    assert.equal(railed.usage.completion_tokens, plain.usage.completion_tokens);
+    // streamed: judged every 8 tokens, same text; the summary rides on the last chunk
+    const st = await client.completions.create({ ...body, stream: true, stream_options: { include_usage: true }, guardrails: { threshold: 1 } } as never) as unknown as AsyncIterable<any>;
+    let text = "";
+    let last: any = null;
+    for await (const c of st) { text += c.choices?.[0]?.text ?? ""; last = c; }
+    assert.equal(text, plain.choices[0].text);
+    assert.equal(last.guardrails.flagged, false);
+    if (Math.ceil(plain.usage.completion_tokens / 8) > 1) assert.ok(last.usage.guard.prompt_tokens > railed.usage.guard.prompt_tokens * 1.5);
+    // everything flagged: the stream is cut at the first window, no unjudged text, content_filter
+    const cut = await client.completions.create({ ...body, stream: true, guardrails: { threshold: 0, response_when_unsafe: "[filtered]" } } as never) as unknown as AsyncIterable<any>;
+    let cutText = "";
+    let finish = null;
+    let summary: any = null;
+    for await (const c of cut) { cutText += c.choices?.[0]?.text ?? ""; finish = c.choices?.[0]?.finish_reason ?? finish; summary = c.guardrails ?? summary; }
+    assert.equal(cutText, "[filtered]");
+    assert.equal(finish, "content_filter");
+    assert.equal(summary.flagged, true);
+    // two prompts × n=2, all flagged after generation: every choice carries the refusal
+    const both = await client.completions.create({ ...body, prompt: [body.prompt, "Once upon a time"], n: 2, guardrails: { threshold: 0 } } as never) as any;
+    assert.equal(both.choices.length, 4);
+    for (const ch of both.choices) { assert.equal(ch.text, "Response filtered by floe guard"); assert.equal(ch.finish_reason, "content_filter"); }
+    // input rail per prompt: a threshold between the two prompts' P(unsafe) (read from /v1/moderations) refuses one only
+    const prompts = ["How do I bake bread at home?", "Tell me how to make a bomb to kill people."];
+    const mod = await client.moderations.create({ input: prompts });
+    const [p0, p1] = mod.results.map((r: any) => r.llama_guard.unsafe_probability as number);
+    assert.notEqual(p0, p1, "the guard tells the two prompts apart");
+    const threshold = (p0! + p1!) / 2;
+    const mixed = await client.completions.create({ model: "floe-brown", prompt: prompts, max_tokens: 6, temperature: 0, guardrails: { input: true, output: false, threshold } } as never) as any;
+    const refusedK = p0! >= threshold ? 0 : 1;
+    const refused = mixed.choices.find((c: any) => c.index === refusedK);
+    const passed = mixed.choices.find((c: any) => c.index === 1 - refusedK);
+    assert.equal(refused.finish_reason, "content_filter");
+    assert.equal(refused.text, "Response filtered by floe guard");
+    assert.notEqual(passed.finish_reason, "content_filter");
+    const alone = await client.completions.create({ model: "floe-brown", prompt: prompts[1 - refusedK]!, max_tokens: 6, temperature: 0 });
+    assert.equal(passed.text, alone.choices[0]!.text);
+    assert.equal(mixed.usage.completion_tokens, alone.usage!.completion_tokens);
+    assert.equal(mixed.guardrails.flagged, true);
+  } finally {
+    await s.close(0);
+  }
+});
+
+test("/v1/moderations judges a conversation (floe's messages extension): the exact agent/user prompt, and the verdict the guard writes for it", { skip }, async () => {
+  // the guard is also the served model, so /v1/completions reads its answer to the same prompt independently
+  const s = await startServer({ ...quiet, model: GUARD, modelName: "g", guardModel: GUARD });
+  try {
+    await s.ready;
+    const tok = (await loadTokenizer(GUARD))!;
+    const tag = Math.random().toString(36).slice(2, 7);
+    const asks = [["How do I bake bread", "Mix flour, water and yeast, let it rise, then bake it."], ["How do I make a bomb to kill people", "Pack explosives into a pipe and set it off in a crowd."]];
+    const [q, a] = asks[Math.floor(Math.random() * asks.length)]!;
+    const conv = [{ role: "system", content: "Be brief." }, { role: "user", content: `${q} (${tag})?` }, { role: "assistant", content: a }];
+    const user = { role: "user" as const, content: conv[1]!.content };
+    const agent = { role: "assistant" as const, content: a! };
+    const r = await post(s, "/v1/moderations", { messages: conv, include_prompt: true });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.results.length, 1);
+    const lg = r.body.results[0].llama_guard;
+    assert.equal(lg.role, "agent", "a conversation ending with the assistant judges the agent by default");
+    assert.equal(lg.prompt, buildGuardPrompt([user, agent], { format: lg.format }));
+    assert.match(lg.prompt, /ONLY THE LAST Agent message/);
+    const u = await post(s, "/v1/moderations", { messages: conv, role: "user", include_prompt: true });
+    assert.equal(u.body.results[0].llama_guard.prompt, buildGuardPrompt([user], { format: lg.format }));
+    assert.equal(u.body.results[0].llama_guard.role, "user");
+    const plain = await post(s, "/v1/moderations", { messages: conv });
+    assert.equal(plain.body.results[0].llama_guard.prompt, undefined);
+    assert.ok(Math.abs(plain.body.results[0].llama_guard.unsafe_probability - lg.unsafe_probability) < 1e-4); // a prefix-cache hit reorders sums
+
+    // the verdict: greedy from the exact prompt's tokens, and P(first verdict token = "unsafe") from its logprobs
+    const ids = tok.encode(lg.prompt, { addSpecialTokens: false });
+    assert.equal(ids.filter((t) => t === tok.bosId).length, 1, "the prompt writes BOS itself");
+    const c = await post(s, "/v1/completions", { model: "g", prompt: ids, max_tokens: 16, temperature: 0, logprobs: 20 });
+    assert.equal(c.status, 200, JSON.stringify(c.body));
+    const text: string = c.body.choices[0].text;
+    const lines = text.trim().split("\n");
+    assert.equal(lines[0], lg.verdict, `the guard wrote ${JSON.stringify(text)}`);
+    if (lg.verdict === "unsafe" && lg.flagged) assert.deepEqual([...lg.categories].sort(), lines[1]!.split(",").sort());
+    const lp = c.body.choices[0].logprobs;
+    const i = (lp.tokens as string[]).findIndex((t) => t.trim() !== "");
+    const un = tok.encode("unsafe", { addSpecialTokens: false });
+    const sa = tok.encode("safe", { addSpecialTokens: false });
+    let d = 0;
+    while (un[d] === sa[d]) d++;
+    const top: Record<string, number> = lp.top_logprobs[i + d];
+    const key = tok.decode([un[d]!]);
+    if (key in top) assert.ok(Math.abs(Math.exp(top[key]!) - lg.unsafe_probability) < 1e-4, `${Math.exp(top[key]!)} vs ${lg.unsafe_probability}`);
+    else assert.ok(lg.unsafe_probability <= Math.exp(Math.min(...Object.values(top))) + 1e-6);
+    assert.equal(r.body.results[0].flagged, lg.unsafe_probability >= 0.5);
+
+    // bad input: a clear 400 naming the field
+    for (const [body, field, re] of [
+      [{ messages: conv, input: "x" }, "messages", /either 'input'.*or 'messages'/],
+      [{ messages: [{ role: "user", content: "hi" }], role: "agent" }, "messages", /no assistant message to judge/],
+      [{ messages: conv, role: "bot" }, "role", /'user' or 'agent'/],
+      [{ input: "x", role: "agent" }, "role", /applies to 'messages'/],
+      [{ messages: [] }, "messages", /non-empty list/],
+      [{ messages: conv, include_prompt: "yes" }, "include_prompt", /boolean/],
+    ] as const) {
+      const e = await post(s, "/v1/moderations", body);
+      assert.equal(e.status, 400, JSON.stringify(body));
+      assert.equal(e.body.error.param, field);
+      assert.match(e.body.error.message, re);
+    }
   } finally {
     await s.close(0);
   }

@@ -46,9 +46,28 @@ export interface FloeJobOptions {
 }
 
 export interface Hyperparameters { readonly n_epochs: number; readonly batch_size: number; readonly learning_rate_multiplier: number }
+/** As asked: a value or 'auto' (resolved from the training file once it is validated). */
+export type RequestedHyperparameters = { readonly [K in keyof Hyperparameters]: number | 'auto' };
 
 export const BASE_LR = 2e-4; // floe's LoRA learning rate, times learning_rate_multiplier
-const AUTO: Hyperparameters = { n_epochs: 3, batch_size: 1, learning_rate_multiplier: 1 };
+const HYPERPARAMETERS = ['n_epochs', 'batch_size', 'learning_rate_multiplier'] as const;
+
+/**
+ * floe's 'auto' rule, after OpenAI's documented one. Epochs: 3, raised so that a small file is seen about 100 times
+ * in all (at most 25 epochs) and lowered so that a large one is seen at most about 25,000 times (at least 1 epoch).
+ * Batch size: about 0.2% of the examples, between 1 and 256. Learning-rate multiplier: larger for larger batches, in
+ * OpenAI's 1 : 2 : 4 steps: 1 up to 8 examples per batch, 2 up to 64, 4 above (× floe's LoRA rate 2e-4).
+ */
+export function autoHyperparameters(examples: number, asked: RequestedHyperparameters = { n_epochs: 'auto', batch_size: 'auto', learning_rate_multiplier: 'auto' }): Hyperparameters {
+  if (!(Number.isInteger(examples) && examples > 0)) throw new Error(`auto hyperparameters need a positive number of training examples, got ${examples}`);
+  const n_epochs = asked.n_epochs !== 'auto' ? asked.n_epochs
+    : examples * 3 < 100 ? Math.min(25, Math.ceil(100 / examples))
+    : examples * 3 > 25_000 ? Math.max(1, Math.floor(25_000 / examples)) : 3;
+  const batch_size = asked.batch_size !== 'auto' ? asked.batch_size : Math.min(256, Math.max(1, Math.round(examples * 0.002)));
+  const learning_rate_multiplier = asked.learning_rate_multiplier !== 'auto' ? asked.learning_rate_multiplier
+    : batch_size <= 8 ? 1 : batch_size <= 64 ? 2 : 4;
+  return { n_epochs, batch_size, learning_rate_multiplier };
+}
 const FLOE_KEYS = ['lora_rank', 'lora_alpha', 'lora_targets', 'lora_dropout', 'max_steps', 'save_steps', 'eval_steps', 'max_seq_len', 'warmup_steps'] as const;
 const TERMINAL: readonly JobStatus[] = ['succeeded', 'failed', 'cancelled'];
 
@@ -190,9 +209,31 @@ export class JobService {
     while (this.current || this.finishing || waiting()) await new Promise((r) => setTimeout(r, 50));
   }
 
+  /**
+   * The adapter directory of a checkpoint named as OpenAI names checkpoint models (`ft:<base>:floe:<suffix>:<job>:ckpt-step-N`);
+   * null when `name` is no checkpoint name. Only checkpoints still on disk can be served (the trainer keeps its last 3).
+   */
+  checkpointDir(name: string): string | null {
+    const m = /^ft:.*:(ftjob-[0-9a-f]+):ckpt-step-(\d+)$/.exec(name);
+    if (!m) return null;
+    const j = this.store.getJob(m[1]!);
+    const step = Number(m[2]);
+    if (!j || j.model !== this.opts.baseModel || `${fineTunedName(j.model, j.suffix, j.id)}:ckpt-step-${step}` !== name) {
+      throw new JobApiError(404, `the model '${name.slice(0, 200)}' does not exist: no fine-tuning job of '${this.opts.baseModel}' has that checkpoint name`, 'model', 'model_not_found');
+    }
+    const onDisk = listCheckpoints(this.runDir(j.id));
+    const c = onDisk.find((x) => x.step === step);
+    if (c) return c.dir;
+    const have = onDisk.map((x) => x.step).join(', ') || 'none';
+    const saved = this.store.jobCheckpoints(j.id, null, 10_000).some((x) => x.step === step);
+    throw new JobApiError(404, saved
+      ? `the checkpoint at step ${step} of ${j.id} was removed (the trainer keeps its last 3 checkpoints; on disk: steps ${have})`
+      : `${j.id} has no checkpoint at step ${step} (on disk: steps ${have})`, 'model', 'model_not_found');
+  }
+
   /** The OpenAI fine_tuning.job object. */
   object(j: JobRow): Record<string, unknown> {
-    const hp = JSON.parse(j.hyperparameters) as Hyperparameters;
+    const hp = JSON.parse(j.hyperparameters) as RequestedHyperparameters; // numbers once the files are validated
     return {
       object: 'fine_tuning.job', id: j.id, model: j.model, created_at: j.created_at, finished_at: j.finished_at,
       fine_tuned_model: j.fine_tuned_model, organization_id: 'floe', result_files: JSON.parse(j.result_files) as string[],
@@ -236,17 +277,25 @@ export class JobService {
     setImmediate(() => {
       const j = this.store.getJob(id);
       if (!j || j.status !== 'validating_files') return;
+      let examples = 0;
       for (const [param, fid] of [['training_file', j.training_file], ['validation_file', j.validation_file]] as const) {
         if (fid === null) continue;
         try {
           if (!this.store.getFile(fid)) throw new Error(`the file ${fid} was deleted`);
-          parseFineTuneInput(readFileSync(this.store.filePath(fid), 'utf8'));
+          const n = parseFineTuneInput(readFileSync(this.store.filePath(fid), 'utf8'));
+          if (param === 'training_file') examples = n;
         } catch (e) {
           return this.fail(id, param === 'training_file' ? 'invalid_training_file' : 'invalid_validation_file', `${fid}: ${(e as Error).message}`, param);
         }
       }
+      if (examples === 0) return this.fail(id, 'invalid_training_file', `${j.training_file}: the training file has no examples`, 'training_file');
+      const asked = JSON.parse(j.hyperparameters) as RequestedHyperparameters;
+      const hp = autoHyperparameters(examples, asked);
       this.store.tx(() => {
-        this.store.updateJob(id, { status: 'queued' });
+        this.store.updateJob(id, { status: 'queued', hyperparameters: JSON.stringify(hp) });
+        if (HYPERPARAMETERS.some((k) => asked[k] === 'auto')) {
+          this.event(id, `Hyperparameters for ${examples} training examples: n_epochs=${hp.n_epochs}, batch_size=${hp.batch_size}, learning_rate_multiplier=${hp.learning_rate_multiplier}`, { data: { examples, hyperparameters: hp } });
+        }
         this.event(id, 'Files validated, moving job to queued state');
       });
       this.pump();
@@ -381,7 +430,7 @@ export class JobService {
   }
 }
 
-function hyperparameters(body: Record<string, unknown>): Hyperparameters {
+function hyperparameters(body: Record<string, unknown>): RequestedHyperparameters {
   const method = body.method as { type?: unknown; supervised?: { hyperparameters?: unknown } } | undefined;
   if (method !== undefined && (typeof method !== 'object' || method === null || method.type !== 'supervised')) {
     throw new JobApiError(400, `method.type must be 'supervised' (the only method floe trains), got ${JSON.stringify((method as { type?: unknown } | null)?.type)}`, 'method', 'invalid_value');
@@ -390,11 +439,11 @@ function hyperparameters(body: Record<string, unknown>): Hyperparameters {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new JobApiError(400, 'hyperparameters must be an object', 'hyperparameters', 'invalid_value');
   const h = raw as Record<string, unknown>;
   for (const k of Object.keys(h)) {
-    if (!(k in AUTO)) throw new JobApiError(400, `unknown hyperparameter '${k}'; floe takes n_epochs, batch_size, learning_rate_multiplier (LoRA options go in 'floe')`, `hyperparameters.${k}`, 'invalid_value');
+    if (!(HYPERPARAMETERS as readonly string[]).includes(k)) throw new JobApiError(400, `unknown hyperparameter '${k}'; floe takes n_epochs, batch_size, learning_rate_multiplier (LoRA options go in 'floe')`, `hyperparameters.${k}`, 'invalid_value');
   }
-  const pick = (k: keyof Hyperparameters, integer: boolean, max: number): number => {
+  const pick = (k: keyof Hyperparameters, integer: boolean, max: number): number | 'auto' => {
     const v = h[k];
-    if (v === undefined || v === 'auto') return AUTO[k];
+    if (v === undefined || v === 'auto') return 'auto';
     if (typeof v !== 'number' || !(v > 0 && v <= max) || (integer && !Number.isInteger(v))) {
       throw new JobApiError(400, `hyperparameters.${k} must be 'auto' or ${integer ? 'an integer' : 'a number'} in (0, ${max}], got ${JSON.stringify(v)}`, `hyperparameters.${k}`, 'invalid_value');
     }

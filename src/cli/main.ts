@@ -166,7 +166,10 @@ synth options (see README "Synthetic data"):
   --num N                 work units (default 100; from-documents: all passages unless given)
   --seeds FILE.jsonl      seed tasks {"instruction"[,"input"]} (self-instruct, evol-instruct; default data/synth/seeds.jsonl)
   --rounds N              evol-instruct rounds (default 3)
-  --docs FILE...          from-documents texts; --chunk-tokens N (default 256), --questions-per-passage N (default 1)
+  --docs FILE...          from-documents texts, cut by the RAG chunker: --chunk-tokens N (default 256), --chunk-overlap N
+                          (default 0), --questions-per-passage N (default 1)
+  --min-support F|off     from-documents: drop answers whose content words are < F found in the passage (default 0.5)
+  --min-ll-gain G         from-documents: drop answers the passage makes < G nats/token more likely (in-process model)
   --prompts DIR           prompt files DIR/<method>/<name>.txt over the shipped data/synth
   --format messages|prompt-completion   output lines (default messages); each carries "provenance"
   --dedup-threshold J     drop samples whose user turn has MinHash Jaccard >= J with a kept one (default 0.7)

@@ -31,6 +31,8 @@ export interface SynthLlm {
   openUserTurn(system?: string): string | null;
   /** Engine counters (in-process only): for in-flight checks and benchmarks. */
   stats?(): Promise<EngineStats>;
+  /** log p(response | messages) summed over the response's tokens, as the chat template frames an assistant turn (in-process only). */
+  logprob?(messages: readonly ChatMessage[], response: string): Promise<{ logprob: number; tokens: number }>;
 }
 
 const MARK = '\u0000floe-synth-user\u0000';
@@ -67,6 +69,24 @@ export class EngineLlm implements SynthLlm {
   }
 
   stats(): Promise<EngineStats> { return this.engine.stats(); }
+
+  async logprob(messages: readonly ChatMessage[], response: string): Promise<{ logprob: number; tokens: number }> {
+    if (!this.template) throw new Error(`${this.name} has no chat template; scoring an answer needs one`);
+    const prompt = encodeChat(this.tokenizer, this.template, messages, { addGenerationPrompt: true });
+    const answer = this.tokenizer.encode(response, { addSpecialTokens: false });
+    const ids = [...prompt, ...answer];
+    if (ids.length + 1 > this.engine.info.maxRequestTokens) throw new Error(`scoring: ${ids.length} tokens exceed the engine's ${this.engine.info.maxRequestTokens - 1}-token limit`);
+    let lp: readonly ({ logprob: number } | null)[] | null = null;
+    // one sampled token is the least the engine runs; prompt_logprobs = 0 gives each prompt token's own log-probability
+    for await (const out of this.engine.generate({
+      id: `synth-score-${process.pid}-${this.next++}`, promptIds: ids, sampling: sampling({ maxTokens: 1, temperature: 0, topP: 1, seed: 0 }), maxTokens: 1, n: 1,
+      stop: [], stopTokenIds: [], ignoreEos: true, logprobs: null, promptLogprobs: 0, skipSpecialTokens: true, priority: 'batch',
+    })) lp ??= out.promptLogprobs;
+    if (!lp || lp.length !== ids.length) throw new Error(`scoring: the engine returned ${lp?.length ?? 0} prompt log-probabilities for ${ids.length} tokens`);
+    let sum = 0;
+    for (let i = prompt.length; i < ids.length; i++) sum += lp[i]!.logprob;
+    return { logprob: sum, tokens: answer.length };
+  }
 
   private async run(promptIds: number[], o: GenOptions): Promise<Gen> {
     const room = this.engine.info.maxRequestTokens - promptIds.length;

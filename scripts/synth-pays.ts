@@ -40,7 +40,7 @@ const chunker = new DocumentChunker({ maxTokens: 96, countTokens: (t) => tools.t
 const make = async (name: string, docs: typeof target, perPassage: number) => {
   const file = join(out, `${name}.jsonl`);
   const s = await runSynth({
-    method: 'from-documents', units: fromDocumentsUnits(docs, chunker, perPassage, 1, { minSupport: null, minGain: null }), llm, // grounding off: the measured set as published prompts: new PromptSet([join(ROOT, 'data/synth')]), out: file,
+    method: 'from-documents', units: fromDocumentsUnits(docs, chunker, perPassage, 1, { minSupport: null, minGain: null }), llm, prompts: new PromptSet([join(ROOT, 'data/synth')]), out: file,
     format: 'messages', limits: DEFAULT_LIMITS, dedupThreshold: 0.7, window: 32, gen: { maxTokens: 96, temperature: 0.7, topP: 0.9 }, params: { name },
   });
   log(`${name}: ${s.kept} pairs of ${s.units} units (${JSON.stringify(s.rejected)}) in ${s.seconds.toFixed(0)} s`);

@@ -157,8 +157,12 @@ distill options (and every finetune option above; --student takes --model's plac
   --beta B                jsd only: 0 = forward-kl, 1 = reverse-kl (default 0.5)
   --teacher-cache FILE    the teacher pass's output (default OUT.teacher-cache), reused when it matches
   --cache-dtype f16|f32   log-probabilities in the cache (default f16: 6K+4 bytes per target token)
+  --on-policy L           GKD: with probability L per micro-batch the student samples the continuations and the
+                          teacher (in memory) scores them (default 0: cached teacher only; 1 needs no cache)
+  --sample-temperature S  the student's sampling temperature on-policy (default 1; 0 = greedy)
+  --max-new-tokens N      on-policy continuation length (default: each sample's completion length)
   Teacher and student must share tokenizer.json and the vocab size. Writes what finetune writes; metrics.jsonl
-  train lines carry ce and kd.
+  train lines carry ce and kd (and on_policy per micro-batch with --on-policy).
 
 synth options (see README "Synthetic data"):
   --model PATH | --endpoint URL [--api-key K] [--endpoint-model NAME]   in-process engine, or an OpenAI-compatible

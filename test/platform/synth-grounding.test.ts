@@ -91,7 +91,7 @@ test('log-likelihood gain: mean nats/token with the passage minus without, from 
 class Scripted implements SynthLlm {
   readonly name = 'scripted';
   answers = 0;
-  async chat(messages: readonly { content: unknown }[]): Promise<Gen> {
+  async chat(messages: readonly { content?: unknown }[]): Promise<Gen> {
     const text = String(messages[0]!.content);
     const out = /write one question/.test(text) ? `What happened to the old mill bridge (${this.answers})?`
       : (this.answers++ % 2 === 0 ? GROUNDED : UNGROUNDED)[this.answers % 3]!;
@@ -100,7 +100,7 @@ class Scripted implements SynthLlm {
   async complete(): Promise<Gen> { throw new Error('not used'); }
   openUserTurn(): null { return null; }
   /** A model that reads its context: an answer whose words are in the prompt is likely (-1 nat/token), else -4. */
-  async logprob(messages: readonly { content: unknown }[], response: string): Promise<{ logprob: number; tokens: number }> {
+  async logprob(messages: readonly { content?: unknown }[], response: string): Promise<{ logprob: number; tokens: number }> {
     const n = response.split(' ').length;
     return { logprob: (wordSupport(response, String(messages[0]!.content)).support > 0.7 ? -1 : -4) * n, tokens: n };
   }

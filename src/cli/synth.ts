@@ -55,7 +55,7 @@ export async function synthCmd(args: string[]): Promise<number> {
   if (method !== 'from-documents' && (v['min-support'] !== undefined || minGain !== null || v['chunk-overlap'] !== undefined)) {
     throw new UsageError(`--chunk-overlap, --min-support and --min-ll-gain are for --method from-documents, not ${method}`);
   }
-  if (minGain !== null && v.endpoint) throw new UsageError('--min-ll-gain scores answers with the in-process model; an --endpoint gives no log-likelihoods');
+  if (minGain !== null && v.endpoint && !v.model) throw new UsageError('--min-ll-gain over an --endpoint needs --model DIR for the chat template the answers are scored in');
   for (const d of docs) if (!existsSync(d)) throw new UsageError(`--docs: no file ${d}`);
   const log = v.quiet || v.json ? () => {} : (s: string) => process.stderr.write(s);
   const bar = new Bar(!v.quiet && !v.json && !!process.stderr.isTTY);

@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { contentWords, encodeChat, generate, loadChatTemplate, openModel, startEngine, synth, wordSupport, type EngineClient, type Gen, type SynthLlm } from '../../src/index.js';
-import { EngineLlm } from '../../src/platform/synth/llm.js';
+import { contentWords, encodeChat, generate, loadChatTemplate, openModel, startEngine, startServer, synth, wordSupport, type EngineClient, type Gen, type SynthLlm } from '../../src/index.js';
+import { EndpointLlm, EngineLlm } from '../../src/platform/synth/llm.js';
 import { grounding } from '../../src/platform/synth/grounding.js';
 import { loadBrown } from '../../src/train/corpus.js';
 import { Rng } from '../../src/train/rng.js';
@@ -63,6 +63,24 @@ test("the engine's answer log-likelihood equals the reference backend's over the
   const want = ref.promptLogprobs!.slice(prompt.length).reduce((a, e) => a + e!.logprob, 0);
   assert.equal(got.tokens, answer.length);
   assert.ok(Math.abs(got.logprob - want) < 1e-3 * answer.length + 1e-3, `engine ${got.logprob} vs reference ${want}`);
+});
+
+test("over an endpoint (floe serve, echoed /completions logprobs) the answer's log-likelihood is the engine's", async () => {
+  const server = await startServer({ port: 0, ui: false, dataDir: null, kvCacheMemory: 96 * 2 ** 20, maxNumSeqs: 4, threads: 2, log: () => {}, model: MODEL });
+  try {
+    await server.ready;
+    const { tokenizer } = await openModel(MODEL, { backend: 'reference' });
+    const ep = await EndpointLlm.open({ url: server.url, template: await loadChatTemplate(MODEL), bos: tokenizer!.bosToken ?? undefined, eos: tokenizer!.eosToken ?? undefined });
+    const rng = new Rng((Date.now() ^ 0xe9) >>> 0);
+    const doc = loadBrown()[rng.int(100)]!;
+    const answer = doc.paragraphs[rng.int(doc.paragraphs.length)]!.join(' ').slice(0, 160);
+    const msgs = [{ role: 'user', content: `Passage:\n${PASSAGE}\n\nQuestion: what now?` }];
+    const [a, b] = [await ep.logprob(msgs, answer), await llm.logprob(msgs, answer)];
+    assert.equal(a.tokens, b.tokens);
+    assert.ok(Math.abs(a.logprob - b.logprob) < 1e-3 * b.tokens, `endpoint ${a.logprob} vs engine ${b.logprob}`);
+  } finally {
+    await server.close(0);
+  }
 });
 
 test('log-likelihood gain: mean nats/token with the passage minus without, from the engine; the threshold drops below it', async () => {

@@ -174,7 +174,7 @@ synth options (see README "Synthetic data"):
                           (default 0), --questions-per-passage N (default 1)
   --min-support F|off     from-documents: drop answers whose content words are < F found in the passage (default 0.5)
   --min-ll-gain G         from-documents: drop answers the passage makes < G nats/token more likely (with --endpoint:
-                          echoed /completions logprobs, and --model DIR for the template)
+                          echoed /completions logprobs, and --model DIR for the template; negative: --min-ll-gain=-0.5)
   --prompts DIR           prompt files DIR/<method>/<name>.txt over the shipped data/synth
   --format messages|prompt-completion   output lines (default messages); each carries "provenance"
   --dedup-threshold J     drop samples whose user turn has MinHash Jaccard >= J with a kept one (default 0.7)

@@ -83,7 +83,10 @@ export async function distill(o: DistillOptions): Promise<DistillSummary> {
   if (!(lambda >= 0 && lambda <= 1)) throw new RangeError(`on-policy λ must be in [0, 1], got ${lambda}`);
   if (lambda === 0 && (o.sampleTemperature !== undefined || o.maxNewTokens !== undefined)) throw new Error('sample temperature and max new tokens apply to on-policy distillation (λ > 0)');
   const backend = o.backendImpl ?? asTrainBackend(selectBackend(o.backend, o.threads));
-  if (lambda === 1) return distillOnPolicy(o, cfg, kdRatio, topK, maxSeqLen, backend, null, log);
+  if (lambda === 1) {
+    if (o.teacherCache !== undefined || o.cacheDtype !== undefined) throw new Error('with on-policy λ = 1 every batch is scored by the teacher in memory: a teacher cache is not used (drop it, or take λ < 1)');
+    return distillOnPolicy(o, cfg, kdRatio, topK, maxSeqLen, backend, null, log);
+  }
 
   const file = o.teacherCache ?? `${o.out.replace(/[/\\]+$/, '')}.teacher-cache`;
   let header: CacheHeader | null = fs.existsSync(file) ? readCacheHeader(file) : null;

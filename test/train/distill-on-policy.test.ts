@@ -153,5 +153,6 @@ describe('on-policy distillation', () => {
     await assert.rejects(distill(base({ onPolicy: 1.5 })), /on-policy λ must be in \[0, 1\], got 1.5/);
     await assert.rejects(distill(base({ sampleTemperature: 0.5 })), /apply to on-policy distillation/);
     await assert.rejects(distill(base({ onPolicy: 1, maxNewTokens: 0 })), /max new tokens must be an integer >= 1, got 0/);
+    await assert.rejects(distill(base({ onPolicy: 1, teacherCache: join(work, 'unused-cache') })), /λ = 1 .* a teacher cache is not used/);
   });
 });

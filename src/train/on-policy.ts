@@ -1,6 +1,6 @@
 // On-policy distillation (GKD, Agarwal et al. 2024, "On-Policy Distillation of Language Models"): with probability λ a
 // micro-batch is replaced by the student's own continuations of its prompts, sampled from the student as it stands
-// (floe's generate over views of the trained weights), which the teacher, held in memory, scores on the fly; the KD loss
+// (floe's batched sampler, model/generate-batch.ts, over views of the trained weights), which the teacher, held in memory, scores on the fly; the KD loss
 // is then taken on those tokens, so the student learns from the teacher where its own samples go.
 //
 // A sample's prompt is its tokens before the first target (loss-masked) token; the continuation has at most as many
@@ -8,7 +8,7 @@
 // T rows of a packed batch, k teacher tokens per target row, V vocab.
 
 import type { LlamaModel } from '../model/llama.js';
-import { generate } from '../model/generate.js';
+import { sampleBatch } from '../model/generate-batch.js';
 import type { LlamaTrainModel, LogitsLoss, PackedBatch } from '../model/llama-train.js';
 import { packSamples, type Sample } from './data.js';
 import { KdRowLoss, TeacherTopK, type KdLossConfig } from './kd-loss.js';
@@ -58,20 +58,26 @@ export class OnPolicy {
     if (!(new Rng(key).next() < this.o.lambda)) return { samples, batch, onPolicy: false };
     if (!this.student) throw new Error('on-policy distillation: the student was not bound before the first batch');
     const t0 = performance.now();
-    const out = samples.map((s, i): Sample => {
-      let p = 1; // the first target token: everything before it is the prompt
+    // prompts: every token before the first target; budgets: the sample's own completion length (or maxNewTokens)
+    const firsts = samples.map((s) => {
+      let p = 1;
       while (p < s.tokens.length && !s.mask[p]) p++;
       if (p >= s.tokens.length) throw new Error(`data line ${s.line}: no target tokens to continue`);
-      const prompt = Array.from(s.tokens.subarray(0, p));
-      const budget = Math.min(this.o.maxNewTokens ?? s.tokens.length - p, this.o.maxSeqLen - p);
-      const g = generate(this.student!, prompt, {
-        maxTokens: budget, sampling: { temperature: this.o.sampleTemperature, topK: 0, topP: 1, minP: 0, seed: mix32(key, i, 0x5a) }, kvDtype: 'f32',
-      });
-      this.generatedTokens += g.outputIds.length;
-      this.o.onSample?.({ line: s.line, prompt, output: g.outputIds });
-      const tokens = Int32Array.from([...prompt, ...g.outputIds]);
+      return p;
+    });
+    const reqs = samples.map((s, i) => ({
+      promptIds: Array.from(s.tokens.subarray(0, firsts[i])),
+      maxTokens: Math.min(this.o.maxNewTokens ?? s.tokens.length - firsts[i]!, this.o.maxSeqLen - firsts[i]!),
+      sampling: { temperature: this.o.sampleTemperature, topK: 0, topP: 1, minP: 0, seed: mix32(key, i, 0x5a) },
+    }));
+    const outputs = sampleBatch(this.student, reqs, { kvDtype: 'f32' }); // all of the micro-batch's sequences decode together
+    const out = samples.map((s, i): Sample => {
+      const prompt = reqs[i]!.promptIds, output = outputs[i]!;
+      this.generatedTokens += output.length;
+      this.o.onSample?.({ line: s.line, prompt, output });
+      const tokens = Int32Array.from([...prompt, ...output]);
       const mask = new Uint8Array(tokens.length);
-      mask.fill(1, p);
+      mask.fill(1, prompt.length);
       return { tokens, mask, line: s.line };
     });
     const b = packSamples(out);

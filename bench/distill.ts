@@ -4,6 +4,7 @@
 //
 // usage: node --import tsx bench/distill.ts [--quick] [--steps N] [--train-lines N] [--threads 1] [--kd-ratio 0.9]
 //          [--temperature 1] [--top-k 64] [--loss forward-kl] [--heldout-tokens N] [--keep-cache] [--out FILE]
+//          [--on-policy λ [--sample-temperature 1]]   (GKD: a share λ of the distilled run's batches are the student's samples)
 // Needs data/brown (node --import tsx scripts/make-default-model.ts corpora). Work files: bench/.cache/distill/.
 
 import * as fs from 'node:fs';
@@ -30,6 +31,7 @@ const { values: a } = parseArgs({
     quick: { type: 'boolean' }, steps: { type: 'string' }, 'train-lines': { type: 'string' }, threads: { type: 'string' },
     'kd-ratio': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' }, loss: { type: 'string' },
     'heldout-tokens': { type: 'string' }, 'keep-cache': { type: 'boolean' }, out: { type: 'string' },
+    'on-policy': { type: 'string' }, 'sample-temperature': { type: 'string' },
   },
 });
 const quick = !!a.quick;
@@ -42,6 +44,8 @@ const temperature = Number(a.temperature ?? 1); // T = 2 gave x0.99: softened ta
 const topK = Number(a['top-k'] ?? 64);
 const loss = (a.loss ?? 'forward-kl') as KdLossKind;
 const heldoutTokens = Number(a['heldout-tokens'] ?? (quick ? 20000 : Infinity));
+const onPolicy = Number(a['on-policy'] ?? 0);
+const sampleTemperature = a['sample-temperature'] === undefined ? undefined : Number(a['sample-temperature']);
 const mode = quick ? 'quick' : 'full';
 
 /** The student: floe-brown-draft's architecture (scripts/make-draft-model.ts on the draft branch), ~0.9M parameters. */
@@ -79,7 +83,8 @@ async function main(): Promise<void> {
   const cache = path.join(WORK, `teacher-${mode}-k${topK}-T${temperature}.cache`);
   if (!a['keep-cache']) fs.rmSync(cache, { force: true }); // time the teacher pass (--keep-cache: reuse the last one's, its time is reported)
   const t1 = performance.now();
-  const kd = await distill({ ...TRAIN, teacher: TEACHER, student: init, data, out: path.join(WORK, `kd-${mode}`), teacherCache: cache, kdRatio, temperature, topK, loss });
+  const kd = await distill({ ...TRAIN, teacher: TEACHER, student: init, data, out: path.join(WORK, `kd-${mode}`), teacherCache: cache, kdRatio, temperature, topK, loss,
+    ...(onPolicy > 0 ? { onPolicy, sampleTemperature } : {}) });
   const kdSeconds = (performance.now() - t1) / 1000 - (kd.teacherCache.built ? kd.teacherCache.seconds : 0);
 
   const [pCe, pKd, pTeacher] = [await perplexity(ce.output), await perplexity(kd.output), await perplexity(TEACHER)];
@@ -88,7 +93,7 @@ async function main(): Promise<void> {
     note: 'taken while other jobs ran on the machine unless the load average says otherwise: times are distorted, perplexities are not',
     command: `node --import tsx bench/distill.ts ${process.argv.slice(2).join(' ')}`.trim(),
     budget: { steps, batchTokens: TRAIN.batchTokens, trainTokens: ce.tokens, trainLines: trainLines || lines.length },
-    student: STUDENT_ARCH, distill: { kdRatio, temperature, topK, loss },
+    student: STUDENT_ARCH, distill: { kdRatio, temperature, topK, loss, onPolicy, sampleTemperature: sampleTemperature ?? null }, onPolicy: kd.onPolicy ?? null,
     heldout: { ce: pCe, distilled: pKd, teacher: pTeacher, ratio: pKd.perplexity / pCe.perplexity },
     teacherCache: { ...kd.teacherCache, reused: !kd.teacherCache.built, tokensPerSecond: kd.teacherCache.rows / kd.teacherCache.seconds },
     seconds: { ce: ceSeconds, distilled: kdSeconds, teacherPass: kd.teacherCache.seconds },
@@ -100,6 +105,7 @@ async function main(): Promise<void> {
     `budget       ${steps} steps x ${TRAIN.batchTokens} tokens (${ce.tokens.toLocaleString('en-US')} tokens) per student run`,
     `held-out     CE only ppl ${pCe.perplexity.toFixed(2)} | distilled ppl ${pKd.perplexity.toFixed(2)} (x${result.heldout.ratio.toFixed(3)}) | teacher ppl ${pTeacher.perplexity.toFixed(2)} over ${pCe.tokens} tokens`,
     `teacher pass ${kd.teacherCache.rows.toLocaleString('en-US')} target tokens in ${kd.teacherCache.seconds.toFixed(1)} s, ${kd.teacherCache.bytesPerToken} bytes/token, ${(kd.teacherCache.bytes / 2 ** 20).toFixed(1)} MiB`,
+    ...(kd.onPolicy ? [`on-policy    λ ${onPolicy}: ${kd.onPolicy.batches} micro-batches from the student, ${kd.onPolicy.generatedTokens} tokens sampled, ${kd.onPolicy.seconds.toFixed(1)} s sampling + teacher scoring`] : []),
     `train time   CE ${ceSeconds.toFixed(1)} s, distilled ${kdSeconds.toFixed(1)} s (after the teacher pass)`,
     `written      ${out}`,
   ].join('\n') + '\n');

@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEngine } from '../src/engine/client.js';
-import { ParagraphChunker } from '../src/platform/synth/chunk.js';
+import { DocumentChunker } from '../src/platform/synth/chunk.js';
 import { DEFAULT_LIMITS } from '../src/platform/synth/filters.js';
 import { EngineLlm } from '../src/platform/synth/llm.js';
 import { fromDocumentsUnits } from '../src/platform/synth/methods.js';
@@ -36,11 +36,11 @@ const control = heldOut.slice(nDocs, 2 * nDocs);
 
 const [engine, tools] = await Promise.all([startEngine({ model: MODEL, modelId: 'floe-brown', threads, maxNumSeqs: 16 }), loadTextTools(MODEL)]);
 const llm = new EngineLlm(engine, tools.tokenizer!, tools.template, 'floe-brown');
-const chunker = new ParagraphChunker({ maxTokens: 96, minTokens: 24, count: (t) => tools.tokenizer!.encode(t, { addSpecialTokens: false }).length });
+const chunker = new DocumentChunker({ maxTokens: 96, countTokens: (t) => tools.tokenizer!.encode(t, { addSpecialTokens: false }).length });
 const make = async (name: string, docs: typeof target, perPassage: number) => {
   const file = join(out, `${name}.jsonl`);
   const s = await runSynth({
-    method: 'from-documents', units: fromDocumentsUnits(docs, chunker, perPassage, 1), llm, prompts: new PromptSet([join(ROOT, 'data/synth')]), out: file,
+    method: 'from-documents', units: fromDocumentsUnits(docs, chunker, perPassage, 1, { minSupport: null, minGain: null }), llm, prompts: new PromptSet([join(ROOT, 'data/synth')]), out: file,
     format: 'messages', limits: DEFAULT_LIMITS, dedupThreshold: 0.7, window: 32, gen: { maxTokens: 96, temperature: 0.7, topP: 0.9 }, params: { name },
   });
   log(`${name}: ${s.kept} pairs of ${s.units} units (${JSON.stringify(s.rejected)}) in ${s.seconds.toFixed(0)} s`);

@@ -47,4 +47,11 @@ export { openEmbedder, fromEmbedder, type RagEmbedder } from './platform/rag/emb
 export { chunkText, type Chunk, type ChunkOptions } from './platform/rag/chunk.js';
 export { extractDocument, SUPPORTED_EXTENSIONS, type ExtractedDoc } from './platform/rag/extract.js';
 export { rrf } from './platform/rag/fusion.js';
+export { synth, shippedPrompts, type SynthRunOptions, type SynthEngineOptions } from './platform/synth/synth.js';
+export type { SynthSummary, SynthProgress } from './platform/synth/pipeline.js';
+export type { SynthLlm, Gen, GenOptions } from './platform/synth/llm.js';
+export type { MethodName, SeedTask, Doc } from './platform/synth/methods.js';
+export type { GuardFilter } from './platform/synth/filters.js';
+export { DocumentChunker, type Chunker, type Passage as SynthPassage } from './platform/synth/chunk.js';
+export { wordSupport, contentWords, DEFAULT_GROUNDING, type GroundingOptions, type GroundingScore } from './platform/synth/grounding.js';
 export { contrastiveObjective, loadPairs, infoNce, type ContrastiveOptions, type PooledObjective } from './train/contrastive.js';

@@ -9,27 +9,31 @@ export async function distillCmd(args: string[]): Promise<number> {
   const str = { type: 'string' } as const;
   const { values: v } = parse(args, {
     teacher: str, student: str, 'kd-ratio': str, temperature: str, 'top-k': str, loss: str, beta: str, 'teacher-cache': str, 'cache-dtype': str,
-    'on-policy': str, ...TRAIN_FLAGS,
+    'on-policy': str, 'sample-temperature': str, 'max-new-tokens': str, ...TRAIN_FLAGS,
   });
   if (!v.teacher) throw new UsageError('--teacher DIR is required');
   if (!v.student) throw new UsageError('--student DIR is required');
-  if (v['on-policy'] !== undefined) throw new UsageError('--on-policy (student samples scored by the teacher) is not implemented yet; distillation runs on the cached teacher');
   const options = trainingOptions(v);
   const opt = (name: keyof typeof v, integer = false, range: Range = {}) => optFlag(v, name, integer, range);
   const loss = oneOf<KdLossKind>('loss', v.loss, ['forward-kl', 'reverse-kl', 'jsd']);
   if (v.beta !== undefined && loss !== 'jsd') throw new UsageError('--beta applies to --loss jsd');
+  if ((v['sample-temperature'] !== undefined || v['max-new-tokens'] !== undefined) && !(Number(v['on-policy']) > 0)) {
+    throw new UsageError('--sample-temperature and --max-new-tokens apply to --on-policy L with L > 0');
+  }
   const one = { min: 1 };
   const s = await distill({
     teacher: v.teacher, student: v.student, kdRatio: opt('kd-ratio', false, { min: 0, max: 1 }), temperature: opt('temperature', false, { above: 0 }),
     topK: opt('top-k', true, one), loss, beta: opt('beta', false, { min: 0, max: 1 }), teacherCache: v['teacher-cache'],
     cacheDtype: oneOf('cache-dtype', v['cache-dtype'], ['f16', 'f32'] as const),
+    onPolicy: opt('on-policy', false, { min: 0, max: 1 }), sampleTemperature: opt('sample-temperature', false, { min: 0 }), maxNewTokens: opt('max-new-tokens', true, one),
     ...options,
   });
   if (v.json) { process.stdout.write(JSON.stringify(s) + '\n'); return 0; }
   const c = s.teacherCache;
   const ev = (e: typeof s.eval) => (e ? `loss ${e.eval_loss.toFixed(4)}, perplexity ${e.eval_ppl.toFixed(3)}` : 'none');
   process.stdout.write([
-    `teacher cache ${c.file}: ${c.rows.toLocaleString('en-US')} target tokens, ${c.bytesPerToken} bytes/token, ${(c.bytes / 2 ** 20).toFixed(1)} MiB, ` +
+    ...(s.onPolicy ? [`on-policy    λ ${s.onPolicy.lambda}: ${s.onPolicy.batches} micro-batches sampled by the student, ${s.onPolicy.generatedTokens.toLocaleString('en-US')} tokens, ${s.onPolicy.seconds.toFixed(1)} s`] : []),
+    c.file === null ? 'teacher cache none (every batch on-policy)' : `teacher cache ${c.file}: ${c.rows.toLocaleString('en-US')} target tokens, ${c.bytesPerToken} bytes/token, ${(c.bytes / 2 ** 20).toFixed(1)} MiB, ` +
       `${c.built ? `built in ${c.seconds.toFixed(1)} s` : 'reused'}`,
     `steps        ${s.startStep} -> ${s.steps}, ${s.tokens.toLocaleString('en-US')} tokens, ${s.seconds.toFixed(1)} s, ${s.tokensPerSecond.toFixed(1)} tok/s`,
     `final loss   ${s.finalLoss === null ? '-' : s.finalLoss.toFixed(4)}`,

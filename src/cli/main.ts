@@ -160,8 +160,12 @@ distill options (and every finetune option above; --student takes --model's plac
   --beta B                jsd only: 0 = forward-kl, 1 = reverse-kl (default 0.5)
   --teacher-cache FILE    the teacher pass's output (default OUT.teacher-cache), reused when it matches
   --cache-dtype f16|f32   log-probabilities in the cache (default f16: 6K+4 bytes per target token)
+  --on-policy L           GKD: with probability L per micro-batch the student samples the continuations and the
+                          teacher (in memory) scores them (default 0: cached teacher only; 1 needs no cache)
+  --sample-temperature S  the student's sampling temperature on-policy (default 1; 0 = greedy)
+  --max-new-tokens N      on-policy continuation length (default: each sample's completion length)
   Teacher and student must share tokenizer.json and the vocab size. Writes what finetune writes; metrics.jsonl
-  train lines carry ce and kd.
+  train lines carry ce and kd (and on_policy per micro-batch with --on-policy).
 
 synth options (see README "Synthetic data"):
   --model PATH | --endpoint URL [--api-key K] [--endpoint-model NAME]   in-process engine, or an OpenAI-compatible
@@ -169,7 +173,11 @@ synth options (see README "Synthetic data"):
   --num N                 work units (default 100; from-documents: all passages unless given)
   --seeds FILE.jsonl      seed tasks {"instruction"[,"input"]} (self-instruct, evol-instruct; default data/synth/seeds.jsonl)
   --rounds N              evol-instruct rounds (default 3)
-  --docs FILE...          from-documents texts; --chunk-tokens N (default 256), --questions-per-passage N (default 1)
+  --docs FILE...          from-documents texts, cut by the RAG chunker: --chunk-tokens N (default 256), --chunk-overlap N
+                          (default 0), --questions-per-passage N (default 1)
+  --min-support F|off     from-documents: drop answers whose content words are < F found in the passage (default 0.5)
+  --min-ll-gain G         from-documents: drop answers the passage makes < G nats/token more likely (with --endpoint:
+                          echoed /completions logprobs, and --model DIR for the template; negative: --min-ll-gain=-0.5)
   --prompts DIR           prompt files DIR/<method>/<name>.txt over the shipped data/synth
   --format messages|prompt-completion   output lines (default messages); each carries "provenance"
   --dedup-threshold J     drop samples whose user turn has MinHash Jaccard >= J with a kept one (default 0.7)

@@ -10,7 +10,7 @@ import { f32Tensor, type Tensor } from '../tensor/tensor.js';
 import type { LlamaConfig } from './config.js';
 import { LlamaModel, type LayerRange, type LlamaLayer } from './llama.js';
 import type { LayerStream } from './offload.js';
-import { LORA_FIELD, LORA_MODULE, LORA_TARGETS, loraScale, type LoraAdapter, type LoraLinear, type LoraTarget } from './lora.js';
+import { LORA_FIELD, LORA_MODULE, LORA_TARGETS, loraScale, withLoraBackend, type LoraAdapter, type LoraLinear, type LoraTarget } from './lora.js';
 
 /** Samples packed row-wise; attention stays inside each sample; positions restart at 0 in each. */
 export interface PackedBatch {
@@ -228,6 +228,23 @@ export class LlamaTrainModel {
   static fromTensors(config: LlamaConfig, tensors: ReadonlyMap<string, Tensor>, backend: TrainBackend, opts: TrainModelOptions,
     ropeFreqFactors: Float32Array | null = null, range?: LayerRange): LlamaTrainModel {
     return new LlamaTrainModel(config, backend, opts, LlamaModel.fromTensors(config, tensors, backend, ropeFreqFactors, range));
+  }
+
+  /**
+   * The model as it stands, for inference (generate): views of the trained weights (full: the f32 masters; LoRA: the
+   * frozen base plus the live adapter), so it sees every later update without a copy; no dropout.
+   */
+  inferenceModel(): LlamaModel {
+    if (this.stream) throw new Error('an inference view needs every layer in memory; streamed layers (offload) are not supported here');
+    const layers: LlamaLayer[] = this.blocks.map((b) => ({
+      inputNorm: b.inputNorm, postNorm: b.postNorm,
+      wq: b.lin.q.w, wk: b.lin.k.w, wv: b.lin.v.w, wo: b.lin.o.w, wGate: b.lin.gate.w, wUp: b.lin.up.w, wDown: b.lin.down.w,
+    }));
+    const weights = { embed: this.embed, layers, norm: this.norm, head: this.head };
+    const adapter = this.opts.adapter;
+    const m = new LlamaModel(this.config, weights, adapter ? withLoraBackend(this.backend, layers, adapter) : this.backend);
+    m.invFreq.set(this.invFreq); // keeps any rope factors folded in
+    return m;
   }
 
   /** Stream the frozen base's layers from disk (LoRA only: full fine-tuning trains f32 copies held in memory). */

@@ -1,5 +1,6 @@
 // `floe distill` as a library call: a teacher pass into a teacher cache (reused when it matches), then the trainer
-// (`finetune`, LoRA or full) on the student with (1 - ratio) · CE + ratio · T² · D(teacher ‖ student) on the cached top-k.
+// (`finetune`, LoRA or full) on the student with (1 - ratio) · CE + ratio · T² · D(teacher ‖ student) on the cached top-k;
+// with on-policy λ > 0 (on-policy.ts) a share λ of the micro-batches are the student's own samples, scored by the teacher in memory.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -11,6 +12,10 @@ import { loadSamples } from './data.js';
 import { checkKdConfig, type KdLossConfig, type KdLossKind } from './kd-loss.js';
 import { buildTeacherCache, bytesPerToken, CachedKdLoss, readCacheHeader, TeacherCache, type CacheHeader, type CacheLogpDType } from './teacher-cache.js';
 import { asTrainBackend, finetune, type FinetuneOptions, type FinetuneSummary, type Objective } from './trainer.js';
+import { OnPolicy, type OnPolicyOptions } from './on-policy.js';
+import { loadModel } from '../formats/load.js';
+import { LlamaTrainModel } from '../model/llama-train.js';
+import type { TrainBackend } from '../backend/backend.js';
 
 export interface DistillOptions extends Omit<FinetuneOptions, 'model' | 'objective'> {
   readonly teacher: string; // HF dir
@@ -22,10 +27,19 @@ export interface DistillOptions extends Omit<FinetuneOptions, 'model' | 'objecti
   readonly beta?: number; // jsd only (default 0.5)
   readonly teacherCache?: string; // cache file (default OUT.teacher-cache); reused when it matches
   readonly cacheDtype?: CacheLogpDType; // log-probabilities in the cache (default f16)
+  /** On-policy (GKD): probability λ per micro-batch that the student samples the continuations and the teacher, held in
+   *  memory, scores them (default 0: the cached teacher only, as before). λ = 1 needs no teacher cache. */
+  readonly onPolicy?: number;
+  readonly sampleTemperature?: number; // the student's sampling temperature on-policy (default 1; 0 = greedy)
+  readonly maxNewTokens?: number; // on-policy continuation length (default: each sample's own completion length)
+  readonly onSample?: OnPolicyOptions['onSample']; // every on-policy sample the student wrote (inspection, tests)
 }
 
 export interface DistillSummary extends FinetuneSummary {
-  readonly teacherCache: { readonly file: string; readonly built: boolean; readonly rows: number; readonly bytes: number; readonly bytesPerToken: number; readonly seconds: number };
+  /** The teacher cache (with λ = 1 none is made: file null, zeros). */
+  readonly teacherCache: { readonly file: string | null; readonly built: boolean; readonly rows: number; readonly bytes: number; readonly bytesPerToken: number; readonly seconds: number };
+  /** On-policy batches of this run (λ > 0 only): micro-batches the student sampled, tokens it wrote, seconds spent sampling and scoring. */
+  readonly onPolicy?: { readonly lambda: number; readonly batches: number; readonly generatedTokens: number; readonly seconds: number };
 }
 
 /** The files that define a tokenizer: a student must read and write the teacher's token ids. */
@@ -65,6 +79,15 @@ export async function distill(o: DistillOptions): Promise<DistillSummary> {
   const maxSeqLen = o.maxSeqLen ?? Math.min(2048, sc.maxPositionEmbeddings);
   const samples = loadSamples(o.data, tok, template, { maxSeqLen, trainOnPrompt: o.trainOnPrompt }).samples;
 
+  const lambda = o.onPolicy ?? 0;
+  if (!(lambda >= 0 && lambda <= 1)) throw new RangeError(`on-policy λ must be in [0, 1], got ${lambda}`);
+  if (lambda === 0 && (o.sampleTemperature !== undefined || o.maxNewTokens !== undefined)) throw new Error('sample temperature and max new tokens apply to on-policy distillation (λ > 0)');
+  const backend = o.backendImpl ?? asTrainBackend(selectBackend(o.backend, o.threads));
+  if (lambda === 1) {
+    if (o.teacherCache !== undefined || o.cacheDtype !== undefined) throw new Error('with on-policy λ = 1 every batch is scored by the teacher in memory: a teacher cache is not used (drop it, or take λ < 1)');
+    return distillOnPolicy(o, cfg, kdRatio, topK, maxSeqLen, backend, null, log);
+  }
+
   const file = o.teacherCache ?? `${o.out.replace(/[/\\]+$/, '')}.teacher-cache`;
   let header: CacheHeader | null = fs.existsSync(file) ? readCacheHeader(file) : null;
   if (header && (header.topK !== topK || header.temperature !== cfg.temperature || header.vocabSize !== sc.vocabSize)) {
@@ -72,7 +95,6 @@ export async function distill(o: DistillOptions): Promise<DistillSummary> {
       `this run asks top-${topK} at ${cfg.temperature} (vocab ${sc.vocabSize}); delete it or give another --teacher-cache`);
   }
   const built = header === null;
-  const backend = o.backendImpl ?? asTrainBackend(selectBackend(o.backend, o.threads));
   if (!header) {
     log(`teacher pass: ${o.teacher} over ${samples.length} samples -> ${file}`);
     header = await buildTeacherCache({ teacher: o.teacher, samples, data: o.data, out: file, topK, temperature: cfg.temperature, logpDtype: o.cacheDtype, backend, log });
@@ -83,16 +105,62 @@ export async function distill(o: DistillOptions): Promise<DistillSummary> {
 
   const cache = new TeacherCache(file);
   const kd = new CachedKdLoss(cache, kdRatio, cfg);
+  const cacheInfo = { file, built, rows: header.rows, bytes: header.offsets.end, bytesPerToken: bpt, seconds: header.seconds };
+  if (lambda > 0) return distillOnPolicy(o, cfg, kdRatio, topK, maxSeqLen, backend, { kd, info: cacheInfo }, log);
   const objective: Objective = {
     options: { distill: 'cached-top-k', loss: cfg.kind, beta: cfg.kind === 'jsd' ? cfg.beta : null, temperature: cfg.temperature, topK, kdRatio },
     ceWeight: 1 - kdRatio, weight: kdRatio,
     forBatch: (s, b) => kd.setBatch(s, b),
   };
-  const { teacher: _t, student, kdRatio: _r, temperature: _T, topK: _k, loss: _l, beta: _b, teacherCache: _c, cacheDtype: _d, ...rest } = o;
-  const s = await finetune({ ...rest, model: student, maxSeqLen, objective, backendImpl: backend });
-  const summary: DistillSummary = {
-    ...s, teacherCache: { file, built, rows: header.rows, bytes: header.offsets.end, bytesPerToken: bpt, seconds: header.seconds },
-  };
+  const s = await finetune({ ...trainerOptions(o), maxSeqLen, objective, backendImpl: backend });
+  const summary: DistillSummary = { ...s, teacherCache: cacheInfo };
   fs.writeFileSync(path.join(o.out, 'summary.json'), JSON.stringify(summary, null, 1) + '\n');
   return summary;
+}
+
+/** finetune's options out of distill's. */
+function trainerOptions(o: DistillOptions): FinetuneOptions {
+  const { teacher: _t, student, kdRatio: _r, temperature: _T, topK: _k, loss: _l, beta: _b, teacherCache: _c, cacheDtype: _d,
+    onPolicy: _p, sampleTemperature: _s, maxNewTokens: _m, onSample: _o, ...rest } = o;
+  return { ...rest, model: student };
+}
+
+/** λ > 0: the teacher in memory scores the student's samples on on-policy batches; the others use the cache (λ < 1). */
+async function distillOnPolicy(
+  o: DistillOptions, cfg: KdLossConfig, kdRatio: number, topK: number, maxSeqLen: number, backend: TrainBackend,
+  cached: { kd: CachedKdLoss; info: DistillSummary['teacherCache'] } | null, log: (s: string) => void,
+): Promise<DistillSummary> {
+  const lambda = o.onPolicy!;
+  const sampleTemperature = o.sampleTemperature ?? 1;
+  log(`on-policy: λ ${lambda}, the student samples at temperature ${sampleTemperature}; teacher ${o.teacher} in memory`);
+  const loaded = await loadModel(o.teacher);
+  const teacher = LlamaTrainModel.fromTensors(loaded.config, loaded.tensors, backend, { adapter: null, full: false, checkpointActivations: false }, loaded.ropeFreqFactors);
+  if (maxSeqLen > loaded.config.maxPositionEmbeddings) throw new RangeError(`max seq len ${maxSeqLen} exceeds the teacher's context ${loaded.config.maxPositionEmbeddings}`);
+  const on = new OnPolicy(teacher, { lambda, sampleTemperature, maxNewTokens: o.maxNewTokens ?? null, maxSeqLen, topK, kdRatio, loss: cfg, onSample: o.onSample });
+  const objective: Objective = {
+    options: {
+      distill: lambda === 1 ? 'on-policy' : 'cached-top-k+on-policy', loss: cfg.kind, beta: cfg.kind === 'jsd' ? cfg.beta : null, temperature: cfg.temperature, topK, kdRatio,
+      onPolicy: lambda, sampleTemperature, maxNewTokens: o.maxNewTokens ?? null,
+    },
+    ceWeight: 1 - kdRatio, weight: kdRatio,
+    bind: (m) => on.bind(m),
+    prepare: (s, b, key) => on.prepare(s, b, key),
+    forBatch: (s, b) => {
+      const l = on.lossFor(b);
+      if (l) return l;
+      if (!cached) throw new Error('on-policy distillation with λ = 1 made an off-policy batch');
+      return cached.kd.setBatch(s, b);
+    },
+  };
+  try {
+    const s = await finetune({ ...trainerOptions(o), maxSeqLen, objective, backendImpl: backend });
+    const summary: DistillSummary = {
+      ...s, teacherCache: cached?.info ?? { file: null, built: false, rows: 0, bytes: 0, bytesPerToken: 0, seconds: 0 },
+      onPolicy: { lambda, batches: on.batches, generatedTokens: on.generatedTokens, seconds: on.sampleSeconds },
+    };
+    fs.writeFileSync(path.join(o.out, 'summary.json'), JSON.stringify(summary, null, 1) + '\n');
+    return summary;
+  } finally {
+    loaded.dispose();
+  }
 }

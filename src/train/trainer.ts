@@ -74,7 +74,14 @@ export interface Objective {
   readonly weight: number; // of its part in the reported loss
   /** The loss of one micro-batch (samples in packing order). */
   forBatch(samples: readonly Sample[], batch: PackedBatch): LogitsLoss;
+  /** Called once with the model being trained (on-policy distillation samples from it). */
+  bind?(student: LlamaTrainModel): void;
+  /** Before a step's forward passes, per micro-batch: may replace it (on-policy distillation: the student's own
+   *  continuations). `key` derives from (seed, step, micro-batch), so a resumed run makes the same choices. */
+  prepare?(samples: readonly Sample[], batch: PackedBatch, key: number): PreparedBatch;
 }
+
+export interface PreparedBatch { readonly samples: readonly Sample[]; readonly batch: PackedBatch; readonly onPolicy: boolean }
 
 export interface StepMetrics {
   readonly type: 'train';
@@ -83,6 +90,7 @@ export interface StepMetrics {
   readonly loss: number;
   readonly ce?: number; // with an objective: the mean cross-entropy part
   readonly kd?: number; // and the objective's mean part (unweighted)
+  readonly on_policy?: boolean[]; // with an objective that prepares batches: per micro-batch, whether it was the student's own samples
   readonly lr: number;
   readonly tokens: number; // tokens in this step's batches
   readonly target_tokens: number; // tokens with loss
@@ -186,6 +194,8 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   const stream = o.offload ? LayerStream.open(loaded, o.offload) : null;
   const model = LlamaTrainModel.fromTensors(cfg, loaded.tensors, backend, { adapter, full, checkpointActivations: !!o.checkpointActivations }, loaded.ropeFreqFactors);
   if (stream) model.attachStream(stream);
+  const obj = pooled ? null : o.objective as Objective | undefined;
+  obj?.bind?.(model);
   const opt = new Optimizer(model.params, { name: o.optimizer ?? 'adamw', betas: [0.9, 0.999], eps: 1e-8, weightDecay: o.weightDecay ?? 0, momentum: 0 });
   const trainable = model.params.reduce((a, p) => a + p.value.length, 0);
   const runOptions = { full, lora: full ? null : loraCfg, lr, gradAccum, maxSeqLen, batchSize: o.batchSize ?? null, batchTokens: o.batchTokens ?? null,
@@ -273,11 +283,14 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
     const nMicro = Math.min(gradAccum, totalMicro - step * gradAccum);
     const micro: { batch: PackedBatch; indices: number[]; epoch: number }[] = [];
     for (let i = 0; i < nMicro; i++) micro.push(loader.next());
-    const counted = pooled ? micro.reduce((a, m) => a + m.indices.length, 0) : micro.reduce((a, m) => a + m.batch.targets.reduce((c, t) => c + (t >= 0 ? 1 : 0), 0), 0);
+    const prepared = pooled ? [] : micro.map((m, i): PreparedBatch => {
+      const samples = m.indices.map((j) => trainSamples[j]!);
+      return obj?.prepare ? obj.prepare(samples, m.batch, mix32(seed, step, i, 0x0b)) : { samples, batch: m.batch, onPolicy: false };
+    });
+    const counted = pooled ? micro.reduce((a, m) => a + m.indices.length, 0) : prepared.reduce((a, p) => a + p.batch.targets.reduce((c, t) => c + (t >= 0 ? 1 : 0), 0), 0);
     model.zeroGrad();
     let lossSum = 0, ceSum = 0, partSum = 0;
     let tokens = 0;
-    const obj = pooled ? null : o.objective as Objective | undefined;
     micro.forEach((m, i) => {
       model.dropoutKey = mix32(seed, step, i, 0xd0);
       if (pooled) {
@@ -286,12 +299,13 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
         tokens += p.batch.tokens.length;
         return;
       }
-      const extra = obj ? obj.forBatch(m.indices.map((j) => trainSamples[j]!), m.batch) : null;
-      const r = model.forwardBackward(m.batch, 1 / counted, extra);
+      const p = prepared[i]!;
+      const extra = obj ? obj.forBatch(p.samples, p.batch) : null;
+      const r = model.forwardBackward(p.batch, 1 / counted, extra);
       ceSum += r.lossSum;
       partSum += r.extraSum;
-      lossSum += obj ? obj.ceWeight * r.lossSum + obj.weight * r.extraSum : r.lossSum;
-      tokens += m.batch.tokens.length;
+      lossSum += extra ? extra.ceWeight * r.lossSum + obj!.weight * r.extraSum : r.lossSum; // an on-policy batch trains no CE
+      tokens += p.batch.tokens.length;
     });
     const gradNorm = clipGradNorm(model.params, o.maxGradNorm ?? 1);
     const lrNow = learningRate(sched, step);
@@ -302,7 +316,8 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
     lastLoss = lossSum / counted;
     const elapsed = (performance.now() - tLoop) / 1000;
     const m: StepMetrics = {
-      type: 'train', step, epoch: micro[micro.length - 1]!.epoch, loss: lastLoss, ...(obj ? { ce: ceSum / counted, kd: partSum / counted } : {}), lr: lrNow, tokens, target_tokens: counted,
+      type: 'train', step, epoch: micro[micro.length - 1]!.epoch, loss: lastLoss, ...(obj ? { ce: ceSum / counted, kd: partSum / counted } : {}),
+      ...(obj?.prepare ? { on_policy: prepared.map((p) => p.onPolicy) } : {}), lr: lrNow, tokens, target_tokens: counted,
       total_tokens: tokensSeen, grad_norm: gradNorm, tok_s: loopTokens / Math.max(elapsed, 1e-9), elapsed_s: elapsedBefore + (performance.now() - t0) / 1000,
     };
     metric(m);

@@ -4,7 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { loadBrown } from '../../src/train/corpus.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -118,4 +119,27 @@ test('usage errors name the flag', () => {
   assert.match(floe('synth', '--method', 'magpie').err, /--out FILE.jsonl is required/);
   assert.match(floe('synth', '--method', 'from-documents', '--out', join(dir, 'u.jsonl')).err, /from-documents needs --docs/);
   assert.match(floe('synth', '--method', 'magpie', '--min-score', '3', '--out', join(dir, 'u.jsonl')).err, /--min-score needs --judge/);
+  assert.match(floe('synth', '--method', 'magpie', '--min-support', '0.3', '--out', join(dir, 'u.jsonl')).err, /are for --method from-documents, not magpie/);
+  assert.match(floe('synth', '--method', 'from-documents', '--docs', BIN, '--chunk-tokens', '32', '--chunk-overlap', '32', '--out', join(dir, 'u.jsonl')).err, /--chunk-overlap \(32\) must be below --chunk-tokens \(32\)/);
+  assert.match(floe('synth', '--method', 'from-documents', '--docs', BIN, '--min-support', '2', '--out', join(dir, 'u.jsonl')).err, /--min-support expects/);
+});
+
+test('from-documents: RAG-chunked passages with overlap, grounding scores (support and log-likelihood gain) per line', () => {
+  const doc = join(dir, 'doc.txt');
+  writeFileSync(doc, loadBrown()[7]!.paragraphs.slice(0, 8).map((p) => p.join(' ')).join('\n\n'));
+  const out = join(dir, 'docs.jsonl');
+  const r = floe('synth', '--method', 'from-documents', '--docs', doc, '--num', '4', '--chunk-tokens', '64', '--chunk-overlap', '16', '--min-support', 'off',
+    '--min-ll-gain=-50', '--max-tokens', '200', '--temperature', '0.5', '--seed', seed, '--threads', '1', '--json', '--out', out);
+  assert.equal(r.code, 0, r.err);
+  const s = JSON.parse(r.out);
+  assert.equal(s.units, 4);
+  assert.equal(s.kept + Object.values(s.rejected as Record<string, number>).reduce((a, b) => a + b, 0), 4);
+  assert.ok(s.kept >= 1, JSON.stringify(s)); // support off and a gain floor of -50 nats: only the length / language filters drop
+  const text = readFileSync(doc, 'utf8');
+  for (const l of lines(out).map((x) => JSON.parse(x))) {
+    const g = l.provenance.scores.grounding;
+    assert.ok(g.support >= 0 && g.support <= 1 && typeof g.ll_gain === 'number' && Math.abs(g.ll_gain - (g.ll_with - g.ll_without)) < 2e-4, JSON.stringify(g));
+    assert.equal(l.provenance.params.chunk_overlap, 16);
+    assert.ok(l.provenance.source.end <= text.length);
+  }
 });

@@ -11,7 +11,7 @@ import type { EngineClient } from '../../src/engine/protocol.js';
 import { loadTextTools } from '../../src/serve/server.js';
 import { loadBrown } from '../../src/train/corpus.js';
 import { parseJsonl } from '../../src/train/data.js';
-import { ParagraphChunker } from '../../src/platform/synth/chunk.js';
+import { DocumentChunker } from '../../src/platform/synth/chunk.js';
 import { DEFAULT_LIMITS } from '../../src/platform/synth/filters.js';
 import { EngineLlm } from '../../src/platform/synth/llm.js';
 import { evolInstructUnits, fromDocumentsUnits, magpieUnits, parseSeeds, selfInstructUnits, type WorkUnit } from '../../src/platform/synth/methods.js';
@@ -102,7 +102,7 @@ test('magpie greedy: every unit writes the same user turn, so dedup keeps one an
 
 test('from-documents: questions and answers per passage, provenance pointing at the passage offsets', async () => {
   const docs = loadBrown().slice(0, 2).map((d) => ({ name: d.id, text: d.paragraphs.map((p) => p.join(' ')).join('\n\n') }));
-  const units = fromDocumentsUnits(docs, new ParagraphChunker({ maxTokens: 120, minTokens: 30 }), 1, 5).slice(0, 10);
+  const units = fromDocumentsUnits(docs, new DocumentChunker({ maxTokens: 120, countTokens: (t) => llm.tokenizer.encode(t, { addSpecialTokens: false }).length }), 1, 5, { minSupport: null, minGain: null }).slice(0, 10);
   const { s, lines } = await synth('from-documents', units);
   assert.ok(s.kept >= 1, JSON.stringify(s));
   for (const l of lines) {
@@ -111,6 +111,7 @@ test('from-documents: questions and answers per passage, provenance pointing at 
     assert.equal(src.passage_id, `${src.doc}#${src.start}`);
     assert.ok(src.end > src.start && src.end <= doc.text.length);
     assert.ok(l.provenance.id.includes(src.passage_id));
+    assert.ok(l.provenance.scores.grounding.support >= 0 && l.provenance.scores.grounding.support <= 1); // recorded, not enforced here
   }
 });
 

@@ -6,43 +6,49 @@ import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadBrown } from '../../src/train/corpus.js';
-import { ParagraphChunker } from '../../src/platform/synth/chunk.js';
+import { DocumentChunker } from '../../src/platform/synth/chunk.js';
+import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { checkAnswer, checkText, DEFAULT_LIMITS, isCopy, parseGuardAnswer } from '../../src/platform/synth/filters.js';
 import { parseScore } from '../../src/platform/synth/judge.js';
 import { cleanInstruction, parseSeeds } from '../../src/platform/synth/methods.js';
 import { PromptSet } from '../../src/platform/synth/prompts.js';
 
-const words = (s: string) => (s.match(/\S+/g) ?? []).length;
-
-test('paragraph chunker: passages are exact slices at their offsets, in order, within the token bound, covering every word', () => {
+test('document chunker (the RAG chunker): passages are exact slices at their offsets, in order, within the token bound, covering every word', async () => {
+  const tok = (await loadTokenizer(join(import.meta.dirname, '../../models/floe-brown')))!;
+  const count = (s: string) => tok.encode(s, { addSpecialTokens: false }).length;
   const docs = loadBrown().slice(0, 3);
-  for (const maxTokens of [40, 120]) {
-    const c = new ParagraphChunker({ maxTokens, minTokens: 10 });
+  for (const [maxTokens, overlap] of [[40, 0], [120, 0], [120, 30]] as const) {
+    const c = new DocumentChunker({ maxTokens, overlap, countTokens: count });
     for (const d of docs) {
       const text = d.paragraphs.map((p) => p.join(' ')).join('\n\n');
       const ps = c.chunk(d.id, text);
       assert.ok(ps.length > 1);
       let last = 0;
-      let covered = 0;
+      let prevStart = -1;
       for (const p of ps) {
         assert.equal(text.slice(p.start, p.end), p.text);
         assert.equal(p.id, `${d.id}#${p.start}`);
-        assert.ok(p.start >= last, 'in order, not overlapping');
-        assert.ok(words(p.text) <= maxTokens, `${words(p.text)} > ${maxTokens}`);
-        covered += words(p.text);
-        last = p.end;
+        assert.equal(p.doc, d.id);
+        assert.ok(p.start > prevStart, 'in order');
+        if (overlap === 0) assert.ok(p.start >= last, 'no overlap without --chunk-overlap');
+        assert.equal(text.slice(last, p.start).trim(), '', 'no gap between passages');
+        assert.ok(count(p.text) <= maxTokens, `${count(p.text)} > ${maxTokens}`);
+        prevStart = p.start;
+        last = Math.max(last, p.end);
       }
-      assert.equal(covered, words(text), 'every word is in one passage');
+      assert.equal(text.slice(last).trim(), '', 'text after the last passage');
+      if (overlap > 0) assert.ok(ps.some((p, i) => i > 0 && p.start < ps[i - 1]!.end), 'some passages overlap');
     }
   }
 });
 
-test('chunker counts with the given token counter', () => {
+test('document chunker ends passages at paragraph ends when they fit, and counts with the given counter', () => {
   const text = 'aaaa bbbb cccc dddd. eeee ffff gggg hhhh.\n\niiii jjjj';
   const chars = (s: string) => s.replace(/\s/g, '').length;
-  const ps = new ParagraphChunker({ maxTokens: 17, minTokens: 0, count: chars }).chunk('d', text);
+  const ps = new DocumentChunker({ maxTokens: 17, countTokens: chars }).chunk('d', text);
   for (const p of ps) assert.ok(chars(p.text) <= 17, p.text);
   assert.deepEqual(ps.map((p) => p.text), ['aaaa bbbb cccc dddd.', 'eeee ffff gggg hhhh.', 'iiii jjjj']);
+  assert.deepEqual(new DocumentChunker({ maxTokens: 36, countTokens: chars }).chunk('d', text).map((p) => p.text), ['aaaa bbbb cccc dddd. eeee ffff gggg hhhh.', 'iiii jjjj']);
 });
 
 test('judge scores parse strictly: "Score: N" on the first line or nothing', () => {

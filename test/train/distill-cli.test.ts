@@ -43,6 +43,19 @@ describe('floe distill (subprocess)', () => {
     assert.match(b.out, /teacher cache .*: \d+ target tokens, 100 bytes\/token, .* reused/);
   });
 
+  it('--on-policy 1 samples with the student and needs no cache; metrics say which batches were on-policy', () => {
+    const r = floe(['distill', ...common, '--on-policy', '1', '--sample-temperature', '0.8', '--max-new-tokens', '6', '--out', join(work, 'gkd')]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /on-policy +λ 1: 3 micro-batches sampled by the student, \d+ tokens/);
+    assert.match(r.out, /teacher cache none/);
+    assert.ok(!existsSync(join(work, 'gkd.teacher-cache')));
+    const ms = readFileSync(join(work, 'gkd', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.type === 'train');
+    assert.deepEqual(ms.map((m) => m.on_policy), [[true], [true], [true]]);
+    for (const m of ms) assert.ok(Math.abs(m.loss - 0.5 * m.kd) < 1e-9 * m.loss, 'an on-policy batch trains the KD part alone');
+    assert.equal(floe(['distill', ...common, '--out', join(work, 'e'), '--on-policy', '2']).code, 2);
+    assert.equal(floe(['distill', ...common, '--out', join(work, 'e'), '--sample-temperature', '0.5']).code, 2);
+  });
+
   it('usage errors exit 2; a student that is not a model directory exits 1 and says why', () => {
     assert.equal(floe(['distill', ...common, '--out', join(work, 'c'), '--beta', '0.5']).code, 2);
     assert.equal(floe(['distill', ...common, '--out', join(work, 'c'), '--loss', 'kl']).code, 2);

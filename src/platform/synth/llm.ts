@@ -31,6 +31,8 @@ export interface SynthLlm {
   openUserTurn(system?: string): string | null;
   /** Engine counters (in-process only): for in-flight checks and benchmarks. */
   stats?(): Promise<EngineStats>;
+  /** log p(response | messages) summed over the response's tokens, as the chat template frames an assistant turn. */
+  logprob?(messages: readonly ChatMessage[], response: string): Promise<{ logprob: number; tokens: number }>;
 }
 
 const MARK = '\u0000floe-synth-user\u0000';
@@ -67,6 +69,24 @@ export class EngineLlm implements SynthLlm {
   }
 
   stats(): Promise<EngineStats> { return this.engine.stats(); }
+
+  async logprob(messages: readonly ChatMessage[], response: string): Promise<{ logprob: number; tokens: number }> {
+    if (!this.template) throw new Error(`${this.name} has no chat template; scoring an answer needs one`);
+    const prompt = encodeChat(this.tokenizer, this.template, messages, { addGenerationPrompt: true });
+    const answer = this.tokenizer.encode(response, { addSpecialTokens: false });
+    const ids = [...prompt, ...answer];
+    if (ids.length + 1 > this.engine.info.maxRequestTokens) throw new Error(`scoring: ${ids.length} tokens exceed the engine's ${this.engine.info.maxRequestTokens - 1}-token limit`);
+    let lp: readonly ({ logprob: number } | null)[] | null = null;
+    // one sampled token is the least the engine runs; prompt_logprobs = 0 gives each prompt token's own log-probability
+    for await (const out of this.engine.generate({
+      id: `synth-score-${process.pid}-${this.next++}`, promptIds: ids, sampling: sampling({ maxTokens: 1, temperature: 0, topP: 1, seed: 0 }), maxTokens: 1, n: 1,
+      stop: [], stopTokenIds: [], ignoreEos: true, logprobs: null, promptLogprobs: 0, skipSpecialTokens: true, priority: 'batch',
+    })) lp ??= out.promptLogprobs;
+    if (!lp || lp.length !== ids.length) throw new Error(`scoring: the engine returned ${lp?.length ?? 0} prompt log-probabilities for ${ids.length} tokens`);
+    let sum = 0;
+    for (let i = prompt.length; i < ids.length; i++) sum += lp[i]!.logprob;
+    return { logprob: sum, tokens: answer.length };
+  }
 
   private async run(promptIds: number[], o: GenOptions): Promise<Gen> {
     const room = this.engine.info.maxRequestTokens - promptIds.length;
@@ -126,6 +146,31 @@ export class EndpointLlm implements SynthLlm {
 
   openUserTurn(system?: string): string | null {
     return this.o.template ? openUserTurnOf(this.o.template, this.o.bos ?? '', this.o.eos ?? '', system) : null;
+  }
+
+  /** Through /completions with echo and logprobs (OpenAI legacy, floe serve, vLLM): the answer's tokens are those the
+   *  server's text offsets place inside it. Needs the local chat template (EndpointOptions.template). */
+  async logprob(messages: readonly ChatMessage[], response: string): Promise<{ logprob: number; tokens: number }> {
+    const t = this.o.template;
+    if (!t) throw new Error(`${this.name}: scoring an answer over an endpoint needs the model's chat template (give the model directory for it)`);
+    let prompt = t.render(messages, { addGenerationPrompt: true, bosToken: this.o.bos ?? '', eosToken: this.o.eos ?? '' });
+    if (this.o.bos && prompt.startsWith(this.o.bos)) prompt = prompt.slice(this.o.bos.length); // the server adds it
+    const r = await call(this.base, 'POST', '/completions', this.o.apiKey, {
+      model: this.name, prompt: prompt + response, max_tokens: 1, temperature: 0, echo: true, logprobs: 0,
+    }, this.o.retries ?? 5) as { choices?: { logprobs?: { token_logprobs?: (number | null)[]; text_offset?: number[] } }[] };
+    const lp = r.choices?.[0]?.logprobs;
+    if (!lp?.token_logprobs || !lp.text_offset) throw new Error(`${this.base}/completions returned no echoed logprobs; this endpoint cannot score answers`);
+    let sum = 0, tokens = 0;
+    const end = prompt.length + response.length;
+    lp.text_offset.forEach((off, i) => {
+      if (off < prompt.length || off >= end) return;
+      const x = lp.token_logprobs![i];
+      if (typeof x !== 'number') throw new Error(`${this.base}/completions: no logprob for the answer token at offset ${off}`);
+      sum += x;
+      tokens++;
+    });
+    if (tokens === 0) throw new Error(`${this.base}/completions: no echoed token lies in the answer`);
+    return { logprob: sum, tokens };
   }
 
   private body(o: GenOptions): Record<string, unknown> {

@@ -5,6 +5,7 @@ import type { ChatMessage } from '../../formats/chat-template.js';
 import { mix32, Rng } from '../../train/rng.js';
 import type { Chunker } from './chunk.js';
 import { checkAnswer, checkText, isCopy, type TextLimits } from './filters.js';
+import { DEFAULT_GROUNDING, grounding, type GroundingOptions } from './grounding.js';
 import type { Gen, GenOptions, SynthLlm } from './llm.js';
 import { hashString, type LshIndex } from './minhash.js';
 import type { PromptSet } from './prompts.js';
@@ -18,6 +19,7 @@ export interface Candidate {
   readonly response: string;
   readonly system?: string;
   readonly source: Record<string, unknown>; // method-specific provenance (seed tasks, evolution chain, passage offsets)
+  readonly scores?: Record<string, unknown>; // method-specific scores (from-documents: grounding), kept in provenance.scores
 }
 
 export type UnitOutcome = { readonly ok: true; readonly candidate: Candidate } | { readonly ok: false; readonly reason: string };
@@ -155,8 +157,9 @@ export function magpieUnits(num: number, seed: number): WorkUnit[] {
 /** A document: its name (kept in provenance) and text. */
 export interface Doc { readonly name: string; readonly text: string }
 
-/** from-documents: per passage `perPassage` questions grounded in it, answered from the passage. */
-export function fromDocumentsUnits(docs: readonly Doc[], chunker: Chunker, perPassage: number, seed: number): WorkUnit[] {
+/** from-documents: per passage `perPassage` questions grounded in it, answered from the passage; answers the passage
+ *  does not support (grounding.ts) are dropped as `ungrounded_words` / `ungrounded_ll`. */
+export function fromDocumentsUnits(docs: readonly Doc[], chunker: Chunker, perPassage: number, seed: number, ground: GroundingOptions = DEFAULT_GROUNDING): WorkUnit[] {
   const units: WorkUnit[] = [];
   for (const d of docs) {
     for (const p of chunker.chunk(d.name, d.text)) {
@@ -168,11 +171,14 @@ export function fromDocumentsUnits(docs: readonly Doc[], chunker: Chunker, perPa
             const q = await ctx.chat([{ role: 'user', content: ctx.prompts.fill('from-documents', 'question', { passage: p.text }) }], { stop: ['\n'] });
             const question = cleanInstruction(q.text);
             for (const v of [checkText(question, ctx.limits, 'question'), checkAnswer(question)]) if (!v.ok) return v;
-            const a = await ctx.chat([{ role: 'user', content: ctx.prompts.fill('from-documents', 'answer', { passage: p.text, question }) }]);
+            const ask: ChatMessage[] = [{ role: 'user', content: ctx.prompts.fill('from-documents', 'answer', { passage: p.text, question }) }];
+            const a = await ctx.chat(ask);
             const response = a.text.trim();
             if (a.finish === 'length') return { ok: false, reason: 'response_truncated' };
             for (const v of [checkText(response, ctx.limits, 'response'), checkAnswer(response)]) if (!v.ok) return v;
-            return { ok: true, candidate: { instruction: question, response, source: { passage_id: p.id, doc: p.doc, start: p.start, end: p.end } } };
+            const g = await grounding(ctx.llm, ground, p.text, question, ask, response);
+            if (g.reason) return { ok: false, reason: g.reason };
+            return { ok: true, candidate: { instruction: question, response, source: { passage_id: p.id, doc: p.doc, start: p.start, end: p.end }, scores: { grounding: g.score } } };
           },
         });
       }

@@ -212,7 +212,7 @@ async function runUnit(o: SynthOptions, u: WorkUnit): Promise<UnitOutcome & { to
   };
   const r = await u.run(ctx);
   if (!r.ok) return { ...r, tokens };
-  const scores: Record<string, unknown> = {};
+  const scores: Record<string, unknown> = { ...r.candidate.scores };
   if (o.judge) {
     const j = await o.judge.score(r.candidate.instruction, r.candidate.response);
     tokens += j.tokens;

@@ -1,5 +1,6 @@
 // floe_mpi: thin N-API binding over Open MPI. Every MPI call runs on one native thread (MPI_THREAD_FUNNELED);
 // JS queues operations and gets Promises that settle in the event loop through a threadsafe function.
+#include <dlfcn.h>
 #include <mpi.h>
 #include <napi.h>
 
@@ -341,6 +342,13 @@ Napi::Value Version(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  // Node unloads an addon when the worker thread that loaded it ends (the serving engine's worker, at shutdown), but
+  // the detached MPI thread may still be leaving loop() then, and Open MPI keeps state in libmpi: unmapping them
+  // crashed rank 0 after a clean drain (SIGSEGV in unmapped code). Pin this library (and so libmpi) for the process.
+  Dl_info self;
+  if (dladdr(reinterpret_cast<void*>(&InitModule), &self) != 0 && self.dli_fname != nullptr) {
+    dlopen(self.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+  }
   exports.Set("init", Napi::Function::New(env, Init));
   exports.Set("isend", Napi::Function::New(env, Isend));
   exports.Set("recv", Napi::Function::New(env, Recv));

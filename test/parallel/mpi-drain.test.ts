@@ -2,6 +2,7 @@
 // (within --shutdown-grace), then stops the stages; every rank exits 0, so mpirun does too.
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import OpenAI from 'openai';
 import { rand } from '../engine/helpers.js';
@@ -36,6 +37,11 @@ function open(client: OpenAI, prompt: number[], maxTokens: number): Stream {
     }
   })();
   return { first, done };
+}
+
+/** The process exists and is not a zombie (dead, waiting to be reaped). */
+function alive(pid: number): boolean {
+  try { return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]![0] !== 'Z'; } catch { return false; }
 }
 
 async function exitWithin(s: Launched, ms: number) {
@@ -79,4 +85,23 @@ test('SIGTERM to rank 0 with a short --shutdown-grace: streams past it end early
   for (const [i, x] of results.entries()) assert.ok(x.ids.length < 900, `stream ${i} was cut at the grace period (${x.ids.length} tokens, ${x.finish ?? x.error})`);
   assert.deepEqual({ code: end.code, signal: end.signal }, { code: 0, signal: null }, `mpirun (so every rank) exits 0:\n${log}`);
   assert.ok(tookMs < 30_000, `the job took ${tookMs} ms to end after SIGTERM with a 1 s grace period`);
+});
+
+test('kill -9 of rank 0 (the HTTP server) ends the stages too, within a bounded time', { skip: MPI_SKIP, timeout: 120_000 }, async () => {
+  const s = await launchServe(2, false, [], { FLOE_ENGINE_STEP_DELAY_MS: '20' });
+  const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60_000 });
+  const x = open(client, [5, 6, 7, 8], 900);
+  await x.first;
+  const stage = rankPid(s.proc.pid!, 1);
+  const at = Date.now();
+  process.kill(rankPid(s.proc.pid!, 0), 'SIGKILL');
+  const end = await exitWithin(s, 60_000);
+  assert.equal(end.signal, null, 'mpirun ended on its own, not by the test\'s SIGKILL');
+  assert.notEqual(end.code, 0, 'mpirun reports the failure');
+  assert.ok(end.at - at < 30_000, `the job took ${end.at - at} ms to end after rank 0 died`);
+  for (const t = Date.now(); alive(stage); await new Promise((r) => setTimeout(r, 100))) {
+    assert.ok(Date.now() - t < 10_000, `stage pid ${stage} still runs 10 s after mpirun ended`);
+  }
+  const r = await x.done;
+  assert.ok(r.error !== null || r.ids.length < 900, 'the stream did not complete as if nothing happened');
 });

@@ -1,6 +1,7 @@
 // floe_mpi: thin N-API binding over Open MPI. Every MPI call runs on one native thread (MPI_THREAD_FUNNELED);
 // JS queues operations and gets Promises that settle in the event loop through a threadsafe function.
 #include <dlfcn.h>
+#include <sys/prctl.h>
 #include <mpi.h>
 #include <napi.h>
 
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -111,6 +113,11 @@ MPI_Comm commOf(const Op* op) { return op->comm >= 0 && op->comm < int(comms.siz
 
 // The MPI thread: start new ops, test the ones in flight, match receives by probing; back off while idle.
 void loop() {
+  // The waits below are a few µs, but Linux stretches a timed sleep by the thread's timer slack (50 µs by default):
+  // every poll then slept >= 50 µs and a 1 KB round trip between two ranks cost ~280 µs instead of ~70 µs (bench:
+  // bench/pipeline.ts, hop). FLOE_MPI_DEFAULT_SLACK=1 keeps the default, for that comparison.
+  const char* keep = std::getenv("FLOE_MPI_DEFAULT_SLACK");
+  if (!(keep && std::strcmp(keep, "1") == 0)) prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
   std::vector<Op*> active, recvs;
   bool finalizing = false;
   Op* finalizeOp = nullptr;

@@ -1,14 +1,17 @@
 // Pipeline parallelism on one host: 2 MPI ranks pinned to one core each vs one process with 2 threads, serving the
 // same model — throughput at 1 and 16 streams, time to first token — and the hop cost of one micro-batch (µs, bytes).
 //
-//   node --import tsx bench/pipeline.ts [--model DIR] [--tokens N] [--prompt-len P] [--streams 1,16]
+//   node --import tsx bench/pipeline.ts [--model DIR] [--tokens N] [--prompt-len P] [--streams 1,16] [--hop-only]
 // Needs Open MPI (mpirun) and the floe_mpi addon. Run alone: timings on a shared machine mean little.
+// The hop runs twice: as built, and with FLOE_MPI_DEFAULT_SLACK=1 (the MPI thread's polls stretched by Linux's 50 µs
+// default timer slack, as before the fix); the ratio of the two is printed.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { readHfConfig } from '../src/formats/hf-config.js';
 import { outMessageBytes, stepMessageBytes } from '../src/parallel/pipeline.js';
+import { machineLine } from './machine.js';
 import { burst, waitHealthy } from './serve-client.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -19,7 +22,7 @@ const { values } = parseArgs({
   options: {
     model: { type: 'string', default: join(ROOT, 'models', 'floe-brown') }, tokens: { type: 'string', default: '64' },
     'prompt-len': { type: 'string', default: '32' }, streams: { type: 'string', default: '1,16' }, 'hop-rank': { type: 'boolean' },
-    iters: { type: 'string', default: '200' },
+    iters: { type: 'string', default: '200' }, 'hop-only': { type: 'boolean' },
   },
 });
 
@@ -36,20 +39,24 @@ async function hopRank(): Promise<void> {
   for (const T of [1, 16, 256]) {
     const down = new Uint8Array(stepMessageBytes(T, T, T, 4, D, 'f32'));
     const back = new Uint8Array(outMessageBytes(T, D, 'f32'));
-    const times: number[] = [];
-    for (let i = 0; i < iters + 10; i++) {
-      if (tr.rank === 0) {
-        const t = performance.now();
-        await tr.send(1, 1, down);
-        await tr.recv(1, 2);
-        if (i >= 10) times.push(performance.now() - t);
-      } else {
-        await tr.recv(0, 1);
-        await tr.send(0, 2, back);
+    const median: Record<string, number> = {};
+    // pipelined: rank 0 posts the receive before its send completes, as PipelineDriver does; serial: each await in turn
+    for (const pipelined of [true, false]) {
+      const times: number[] = [];
+      for (let i = 0; i < iters + 10; i++) {
+        if (tr.rank === 0) {
+          const t = performance.now();
+          if (pipelined) { const got = tr.recv(1, 2); const sent = tr.send(1, 1, down); await got; await sent; } else { await tr.send(1, 1, down); await tr.recv(1, 2); }
+          if (i >= 10) times.push(performance.now() - t);
+        } else {
+          await tr.recv(0, 1);
+          await tr.send(0, 2, back);
+        }
       }
+      times.sort((a, b) => a - b);
+      median[pipelined ? 'pipelined' : 'serial'] = Math.round(times[times.length >> 1]! * 1000);
     }
-    times.sort((a, b) => a - b);
-    if (tr.rank === 0) rows.push({ tokens: T, bytesDown: down.length, bytesBack: back.length, roundTripUsMedian: Math.round(times[times.length >> 1]! * 1000) });
+    if (tr.rank === 0) rows.push({ tokens: T, bytesDown: down.length, bytesBack: back.length, roundTripUsMedian: median.pipelined!, serialUsMedian: median.serial! });
   }
   if (tr.rank === 0) process.stdout.write(JSON.stringify(rows) + '\n');
   await tr.close();
@@ -100,10 +107,18 @@ async function serveRun(pipeline: boolean): Promise<{ streams: number; tokPerS: 
 
 async function main(): Promise<void> {
   if (spawnSync('mpirun', ['--version']).status !== 0) throw new Error('mpirun not found: apt-get install openmpi-bin libopenmpi-dev');
-  const hop = spawnSync('mpirun', ['-np', '2', '--bind-to', 'core', process.execPath, '--import', 'tsx', import.meta.filename, '--hop-rank', '--model', values.model!, '--iters', values.iters!],
-    { encoding: 'utf8', env: MPI_ENV, timeout: 300_000 });
-  if (hop.status !== 0) throw new Error(`hop benchmark failed:\n${hop.stdout}${hop.stderr}`);
-  const hops = JSON.parse(hop.stdout.trim().split('\n').pop()!) as { tokens: number; bytesDown: number; bytesBack: number; roundTripUsMedian: number }[];
+  type Hop = { tokens: number; bytesDown: number; bytesBack: number; roundTripUsMedian: number; serialUsMedian: number };
+  const hopRun = (defaultSlack: boolean): Hop[] => {
+    const hop = spawnSync('mpirun', ['-np', '2', '--bind-to', 'core', '-x', 'FLOE_MPI_DEFAULT_SLACK', process.execPath, '--import', 'tsx', import.meta.filename, '--hop-rank', '--model', values.model!, '--iters', values.iters!],
+      { encoding: 'utf8', env: { ...MPI_ENV, FLOE_MPI_DEFAULT_SLACK: defaultSlack ? '1' : '0' }, timeout: 300_000 });
+    if (hop.status !== 0) throw new Error(`hop benchmark failed:\n${hop.stdout}${hop.stderr}`);
+    return JSON.parse(hop.stdout.trim().split('\n').pop()!) as Hop[];
+  };
+  const hops = hopRun(false);
+  const before = hopRun(true);
+  process.stdout.write(`${machineLine()}\n`);
+  printHops(hops, before);
+  if (values['hop-only']) return;
   const single = await serveRun(false);
   const pp = await serveRun(true);
   const cfg = readHfConfig(values.model!).config;
@@ -115,6 +130,16 @@ async function main(): Promise<void> {
       `${String(b.tokPerS).padStart(24)} ${String(b.ttftMsMedian).padStart(8)} | ${(b.tokPerS / a.tokPerS).toFixed(2)}` +
       `${a.errors + b.errors ? `  (${a.errors + b.errors} errors)` : ''}\n`);
   }
-  process.stdout.write('\nhop (one micro-batch, rank 0 → 1 and back, f32 activations): tokens, bytes down, bytes back, round trip µs (median)\n');
-  for (const h of hops) process.stdout.write(`  T=${h.tokens}: ${h.bytesDown} B down, ${h.bytesBack} B back, ${h.roundTripUsMedian} µs\n`);
+}
+
+function printHops(hops: readonly { tokens: number; bytesDown: number; bytesBack: number; roundTripUsMedian: number; serialUsMedian: number }[],
+  before: readonly { roundTripUsMedian: number; serialUsMedian: number }[]): void {
+  process.stdout.write('\nhop (one micro-batch, rank 0 → 1 and back, f32 activations), round trip µs (median): pipelined (receive posted ' +
+    'before the send completes, as the driver does) and serial; "default slack": the MPI thread with Linux\'s 50 µs timer slack (before the fix)\n');
+  for (const [i, h] of hops.entries()) {
+    const b = before[i]!;
+    process.stdout.write(`  T=${h.tokens}: ${h.bytesDown} B down, ${h.bytesBack} B back: ${h.roundTripUsMedian} µs (serial ${h.serialUsMedian}); ` +
+      `default slack ${b.roundTripUsMedian} µs (serial ${b.serialUsMedian}): ${(b.roundTripUsMedian / h.roundTripUsMedian).toFixed(2)}× faster\n`);
+  }
+  process.stdout.write('\n');
 }

@@ -1,5 +1,7 @@
 // floe_mpi: thin N-API binding over Open MPI. Every MPI call runs on one native thread (MPI_THREAD_FUNNELED);
 // JS queues operations and gets Promises that settle in the event loop through a threadsafe function.
+#include <dlfcn.h>
+#include <sys/prctl.h>
 #include <mpi.h>
 #include <napi.h>
 
@@ -8,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -110,6 +113,11 @@ MPI_Comm commOf(const Op* op) { return op->comm >= 0 && op->comm < int(comms.siz
 
 // The MPI thread: start new ops, test the ones in flight, match receives by probing; back off while idle.
 void loop() {
+  // The waits below are a few µs, but Linux stretches a timed sleep by the thread's timer slack (50 µs by default):
+  // every poll then slept >= 50 µs and a 1 KB round trip between two ranks cost ~280 µs instead of ~70 µs (bench:
+  // bench/pipeline.ts, hop). FLOE_MPI_DEFAULT_SLACK=1 keeps the default, for that comparison.
+  const char* keep = std::getenv("FLOE_MPI_DEFAULT_SLACK");
+  if (!(keep && std::strcmp(keep, "1") == 0)) prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
   std::vector<Op*> active, recvs;
   bool finalizing = false;
   Op* finalizeOp = nullptr;
@@ -341,6 +349,13 @@ Napi::Value Version(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  // Node unloads an addon when the worker thread that loaded it ends (the serving engine's worker, at shutdown), but
+  // the detached MPI thread may still be leaving loop() then, and Open MPI keeps state in libmpi: unmapping them
+  // crashed rank 0 after a clean drain (SIGSEGV in unmapped code). Pin this library (and so libmpi) for the process.
+  Dl_info self;
+  if (dladdr(reinterpret_cast<void*>(&InitModule), &self) != 0 && self.dli_fname != nullptr) {
+    dlopen(self.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+  }
   exports.Set("init", Napi::Function::New(env, Init));
   exports.Set("isend", Napi::Function::New(env, Isend));
   exports.Set("recv", Napi::Function::New(env, Recv));

@@ -132,7 +132,9 @@ for (;;) {
     port.close();
     break;
   }
-  if (engine.hasWork && hold <= 0) {
+  // a launched micro-batch is work too: its results may already have finished every request (engine.hasWork false)
+  // while its outputs still wait in `inflight`; sleeping then would strand a burst's last tokens until the next request
+  if ((engine.hasWork || inflight.length > 0) && hold <= 0) {
     if (fault && ++steps >= Number(fault[2])) {
       if (fault[1] === 'exit') process.exit(70);
       throw new Error(`test fault at engine step ${steps}`);

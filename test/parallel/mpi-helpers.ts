@@ -35,11 +35,11 @@ export interface Launched {
 }
 
 /** Start `floe serve` (under mpirun when np > 0) on a free port; resolves once /health answers 200. */
-export async function launchServe(np: number, tcp: boolean, args: readonly string[]): Promise<Launched> {
+export async function launchServe(np: number, tcp: boolean, args: readonly string[], env: Record<string, string> = {}): Promise<Launched> {
   const serve = ['serve', '--model', BROWN, '--port', '0', '--no-ui', '--no-batch', '--kv-cache-memory', '32MiB', ...args];
   const proc = np > 0
-    ? spawn('mpirun', mpirunArgs(np, tcp, [...serve, '--pipeline-parallel-size', String(np)]), { env: MPI_ENV })
-    : spawn(process.execPath, [BIN, ...serve]);
+    ? spawn('mpirun', mpirunArgs(np, tcp, [...serve, '--pipeline-parallel-size', String(np)]), { env: { ...MPI_ENV, ...env } })
+    : spawn(process.execPath, [BIN, ...serve], { env: { ...process.env, ...env } });
   let out = '';
   proc.stdout!.on('data', (d) => (out += d));
   proc.stderr!.on('data', (d) => (out += d));

@@ -257,6 +257,22 @@ export function decodeQ8_0r16Row(data: Uint8Array, C: number, n: number, out: Fl
   }
 }
 
+/**
+ * Row n of a bf16r16 / f16r16 weight (native/common.h r16_*: groups of 16 rows, group g at g·32·C bytes; bf16r16:
+ * 64-byte line u = the pair (2u, 2u + 1) of each row r at 4r; f16r16: 32 bytes per column c = rows 0..15 at 2r)
+ * → out (C).
+ */
+export function decodeR16Row(data: Uint8Array, dtype: 'bf16' | 'f16', C: number, n: number, out: Float32Array): void {
+  needLen('decodeR16Row', out.length, C);
+  const g = Math.floor(n / 16) * 32 * C, r = n % 16;
+  const table = dtype === 'bf16' ? null : F16_BITS_TABLE;
+  for (let c = 0; c < C; c++) {
+    const o = dtype === 'bf16' ? g + (c >> 1) * 64 + r * 4 + (c & 1) * 2 : g + c * 32 + r * 2;
+    const h = data[o]! | (data[o + 1]! << 8);
+    out[c] = bitsToF32(table ? table[h]! : h << 16);
+  }
+}
+
 // ----------------------------------------------------------------------------------------- dequantizeRow
 
 /** out (C) = row `row` of t (rows = leading dims flattened), dequantized to f32 (fp8 scale applied). */
@@ -272,9 +288,11 @@ export function dequantizeRow(t: Tensor, row: number, out: Float32Array): void {
       out.set(asF32(t.data.subarray(row * C * 4, (row + 1) * C * 4)));
       return;
     case 'f16':
+      if (t.layout === 'f16r16') { decodeR16Row(t.data, 'f16', C, row, out); return; }
       decodeF16(t.data.subarray(row * C * 2, (row + 1) * C * 2), out);
       return;
     case 'bf16':
+      if (t.layout === 'bf16r16') { decodeR16Row(t.data, 'bf16', C, row, out); return; }
       decodeBf16(t.data.subarray(row * C * 2, (row + 1) * C * 2), out);
       return;
     case 'fp8_e4m3': {

@@ -9,8 +9,8 @@ namespace floe {
 
 // Must match DTYPE_CODE in src/tensor/tensor.ts (never renumbered).
 // DT_Q8_0R is q8_0 repacked for decode (q8r16_* below): the same blocks, 16 rows interleaved; it is not a file dtype.
-// DT_BF16R, DT_F16R: bf16 / f16 repacked the same way (r16_* below); not file dtypes either.
-enum DType : int { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2, DT_FP8 = 3, DT_Q8_0 = 4, DT_I32 = 5, DT_Q8_0R = 6, DT_BF16R = 7, DT_F16R = 8 };
+// DT_BF16R, DT_F16R, DT_FP8R: bf16 / f16 / fp8 repacked the same way (r16_*, fp8r_* below); not file dtypes either.
+enum DType : int { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2, DT_FP8 = 3, DT_Q8_0 = 4, DT_I32 = 5, DT_Q8_0R = 6, DT_BF16R = 7, DT_F16R = 8, DT_FP8R = 9 };
 // KV cache dtypes, same codes as DType.
 enum KvDType : int { KV_F32 = 0, KV_BF16 = 2, KV_FP8 = 3 };
 
@@ -110,6 +110,19 @@ inline void r16_repack(const uint8_t* src, int dtype, int64_t C, int64_t g0, int
   }
 }
 
+// fp8 e4m3 repacked in groups of 16 rows (N a multiple of 16, C of 4; the scale grid unchanged), group g at g·16·C
+// bytes: 64-byte line u = columns 4u..4u+3 of the 16 rows, ordered so that the LUT conversion of a line (conv64:
+// unpacks within 128-bit lanes) yields the bf16 pairs (4u, 4u + 1) of rows 0..15 in one zmm and (4u + 2, 4u + 3)
+// in the other: byte 16·(r/4) + 8·(j/2) + 2·(r%4) + j%2 holds column 4u + j of row r.
+inline int64_t fp8r_offset(int64_t C, int64_t n, int64_t c) {
+  const int64_t r = n % R16_ROWS, j = c % 4;
+  return (n / R16_ROWS) * R16_ROWS * C + (c / 4) * 64 + 16 * (r / 4) + 8 * (j / 2) + 2 * (r % 4) + j % 2;
+}
+inline void fp8r_repack(const uint8_t* src, int64_t C, int64_t g0, int64_t g1, uint8_t* out) {
+  for (int64_t n = g0 * R16_ROWS; n < g1 * R16_ROWS; n++)
+    for (int64_t c = 0; c < C; c++) out[fp8r_offset(C, n, c)] = src[n * C + c];
+}
+
 inline float q8_scale(const uint8_t* block) { return f16_f32(uint16_t(block[0] | (block[1] << 8))); }
 
 // A weight matrix w (N, C) in a stored dtype. fp8 scale grid: (ceil(N/br), ceil(C/bc)), row-major.
@@ -117,13 +130,13 @@ struct Weight {
   const uint8_t* data;
   int dtype;
   int64_t N, C;
-  const float* scale;  // fp8 only
-  int64_t br, bc;      // fp8 only
+  const float* scale;  // fp8 (and fp8r16) only
+  int64_t br, bc;      // fp8 (and fp8r16) only
   int64_t row_bytes() const {
     switch (dtype) {
       case DT_F32: return C * 4;
       case DT_F16: case DT_BF16: case DT_F16R: case DT_BF16R: return C * 2;  // R: the average
-      case DT_FP8: return C;
+      case DT_FP8: case DT_FP8R: return C;
       case DT_Q8_0: case DT_Q8_0R: return C / Q8_BLOCK * Q8_BLOCK_BYTES;  // R: the average (rows are interleaved)
     }
     return 0;

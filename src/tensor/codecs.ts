@@ -273,6 +273,15 @@ export function decodeR16Row(data: Uint8Array, dtype: 'bf16' | 'f16', C: number,
   }
 }
 
+/**
+ * Byte offset of (row n, column c) in an fp8r16 weight (native/common.h fp8r_*: groups of 16 rows at n/16·16·C;
+ * 64-byte line c/4 holds columns 4u..4u+3 of the 16 rows, byte 16·(r/4) + 8·(j/2) + 2·(r%4) + j%2 for column 4u + j).
+ */
+export function fp8r16Offset(C: number, n: number, c: number): number {
+  const r = n % 16, j = c & 3;
+  return Math.floor(n / 16) * 16 * C + (c >> 2) * 64 + 16 * (r >> 2) + 8 * (j >> 1) + 2 * (r & 3) + (j & 1);
+}
+
 // ----------------------------------------------------------------------------------------- dequantizeRow
 
 /** out (C) = row `row` of t (rows = leading dims flattened), dequantized to f32 (fp8 scale applied). */
@@ -300,6 +309,10 @@ export function dequantizeRow(t: Tensor, row: number, out: Float32Array): void {
       const scale = t.scale!;
       const gridCols = Math.ceil(C / bc);
       const srow = Math.floor(row / br) * gridCols;
+      if (t.layout === 'fp8r16') {
+        for (let c = 0; c < C; c++) out[c] = FP8_E4M3_TO_F32[t.data[fp8r16Offset(C, row, c)]!]! * scale[srow + Math.floor(c / bc)]!;
+        return;
+      }
       const base = row * C;
       for (let c = 0; c < C; c++) {
         out[c] = FP8_E4M3_TO_F32[t.data[base + c]!]! * scale[srow + Math.floor(c / bc)]!;

@@ -22,7 +22,7 @@ function arg(name: string, def: string): string {
   return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1]! : def;
 }
 
-const DT: Record<string, DType> = { bf16: 'bf16', fp8: 'fp8_e4m3', q8_0: 'q8_0', f16: 'f16', f32: 'f32', bf16r16: 'bf16', f16r16: 'f16', q8_0r16: 'q8_0' };
+const DT: Record<string, DType> = { bf16: 'bf16', fp8: 'fp8_e4m3', q8_0: 'q8_0', f16: 'f16', f32: 'f32', bf16r16: 'bf16', f16r16: 'f16', fp8r16: 'fp8_e4m3', q8_0r16: 'q8_0' };
 // names ending in r16: the weight repacked as openModel does (Backend.prepareWeights), so the repacked kernels run
 const dtypes = arg('dtypes', 'bf16,fp8,q8_0,f16').split(',');
 const Ms = arg('m', '1,512').split(',').map(Number);

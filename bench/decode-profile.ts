@@ -142,7 +142,8 @@ function probeBandwidth(): number {
 
 // ------------------------------------------------------------------------------------------------ decode
 
-// as openModel does (q8_0 → q8_0r16 on AVX-512 unless FLOE_Q8_REPACK=0); the repacked tensors keep their roles
+// as openModel does (q8_0 → q8_0r16 on AVX-512 unless FLOE_Q8_REPACK=0; bf16 / f16 / fp8 → *r16 unless
+// FLOE_R16_REPACK=0); the repacked tensors keep their roles
 const before = new Map(tensors);
 inner.prepareWeights?.(tensors);
 for (const [name, t] of tensors) if (t !== before.get(name)) role.set(t, role.get(before.get(name)!)!);

@@ -2,13 +2,16 @@
 //
 //   node --import tsx bench/matmul-micro.ts [--dtypes bf16,fp8,q8_0,f16] [--m 1,512] [--shapes 2048x2048,8192x2048,2048x8192]
 //                                          [--threads 2] [--reps 5] [--isa avx512] [--fp8-block 1x0] [--ops fwd,bwd]
-//                                          [--ab FLOE_MATMUL_BATCH=0]
+//                                          [--ab FLOE_MATMUL_BATCH=0] [--rotate 8]
 // --ops: fwd = y (M, N) = x (M, C) · wᵀ (inference, training forward); bwd = dx (M, C) = dy (M, N) · w (training's
 // backward through a frozen weight, matmulBackwardInput).
 // --ab ENV=VAL: old vs new in one run: two child processes, one with ENV=VAL ("old") and one without ("new"), measured
 // in alternation rep by rep (so load changes on a shared machine hit both alike); prints both and new/old time.
 // Shapes are NxC (weight rows x columns); --fp8-block BRxBC (0 = whole dimension). Decode rows (M <= 4) also
-// report weight GB/s. Weights are random bytes of the stored format (finite values), built directly.
+// report weight GB per CPU-second per thread. Weights are random bytes of the stored format (finite values), built
+// directly; dtypes bf16r16, f16r16, q8_0r16 are those weights repacked as openModel does. --rotate K cycles through K
+// copies so a decode row reads its weight from DRAM (as in a model) rather than from L3. The repack's A/B in one run:
+// --dtypes bf16r16,f16r16 --ab FLOE_R16_REPACK=0 (old = the row layout's kernels).
 
 import { loadAddon } from '../src/backend/native-addon.js';
 import { loadNativeBackend } from '../src/backend/native.js';
@@ -19,7 +22,8 @@ function arg(name: string, def: string): string {
   return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1]! : def;
 }
 
-const DT: Record<string, DType> = { bf16: 'bf16', fp8: 'fp8_e4m3', q8_0: 'q8_0', f16: 'f16', f32: 'f32' };
+const DT: Record<string, DType> = { bf16: 'bf16', fp8: 'fp8_e4m3', q8_0: 'q8_0', f16: 'f16', f32: 'f32', bf16r16: 'bf16', f16r16: 'f16', fp8r16: 'fp8_e4m3', q8_0r16: 'q8_0' };
+// names ending in r16: the weight repacked as openModel does (Backend.prepareWeights), so the repacked kernels run
 const dtypes = arg('dtypes', 'bf16,fp8,q8_0,f16').split(',');
 const Ms = arg('m', '1,512').split(',').map(Number);
 const shapes = arg('shapes', '2048x2048,8192x2048,2048x8192').split(',').map((s) => s.split('x').map(Number) as [number, number]);
@@ -28,6 +32,8 @@ const reps = Number(arg('reps', '5'));
 const isa = arg('isa', '');
 const [fbr, fbc] = arg('fp8-block', '1x0').split('x').map(Number) as [number, number];
 const ops = arg('ops', 'fwd').split(',');
+// --rotate K: K copies of each weight, called in turn, so decode rows read from DRAM as in a model (K · bytes > L3)
+const rotate = Math.max(1, Number(arg('rotate', '1')));
 for (const o of ops) if (o !== 'fwd' && o !== 'bwd') throw new Error(`--ops: fwd or bwd, got ${o}`);
 
 let seed = 12345;
@@ -70,7 +76,7 @@ function randomWeight(dtype: DType, N: number, C: number): Tensor {
 const ab = arg('ab', '');
 const child = process.argv.includes('--child');
 
-interface Job { dtype: DType; N: number; C: number; M: number; op: string }
+interface Job { dtype: DType; N: number; C: number; M: number; op: string; repack: boolean }
 interface Best { wall: number; cpu: number }
 
 const addon = loadAddon();
@@ -78,17 +84,29 @@ if (!addon) throw new Error('native addon not built (npx node-gyp rebuild)');
 addon.setThreads(threads);
 if (isa) addon.setIsa(isa as 'avx512');
 const be = loadNativeBackend()!;
-const weights = new Map<string, Tensor>();
+const weights = new Map<string, Tensor[]>();
 
 /** Best wall and CPU seconds per call over `n` reps of one job (weights built once per process and shape). */
 function measure(j: Job, n: number): Best {
-  const key = `${j.dtype} ${j.N}x${j.C}`;
-  if (!weights.has(key)) { weights.clear(); seed = 12345; weights.set(key, randomWeight(j.dtype, j.N, j.C)); }
-  const w = weights.get(key)!;
+  const key = `${j.dtype} ${j.N}x${j.C} ${j.repack}`;
+  if (!weights.has(key)) {
+    weights.clear();
+    seed = 12345;
+    const ws = Array.from({ length: rotate }, (_, k) => {
+      const m = new Map([['w', randomWeight(j.dtype, j.N, j.C)]]);
+      // with --ab FLOE_R16_REPACK=0 (or FLOE_Q8_REPACK=0) the old side keeps the row layout: the repack's A/B
+      const off = process.env[j.dtype === 'q8_0' ? 'FLOE_Q8_REPACK' : 'FLOE_R16_REPACK'] === '0';
+      if (j.repack && be.prepareWeights!(m) !== 1 && !off) throw new Error(`${j.dtype} [${j.N},${j.C}] was not repacked (not AVX-512?)`);
+      return m.get('w')!;
+    });
+    weights.set(key, ws);
+  }
+  const ws = weights.get(key)!;
   const bwd = j.op === 'bwd';
   const x = new Float32Array(j.M * (bwd ? j.N : j.C)).map(() => rnd() * 2 - 1);
   const y = new Float32Array(j.M * (bwd ? j.C : j.N));
-  const run = bwd ? () => be.matmulBackwardInput(y, x, w, j.M, false) : () => be.matmul(y, x, w, j.M);
+  let k = 0;
+  const run = bwd ? () => be.matmulBackwardInput(y, x, ws[k++ % rotate]!, j.M, false) : () => be.matmul(y, x, ws[k++ % rotate]!, j.M);
   // enough calls per rep for ~0.2 s at 100 GFLOP/s (decode: ~20 calls)
   const calls = Math.max(3, Math.min(200, Math.round(2e10 / (2 * j.M * j.N * j.C))));
   run();
@@ -118,15 +136,15 @@ if (child) {
   console.log(`isa ${addon.isa()}, threads ${threads}, reps ${reps} (best), load ${(await import('node:os')).loadavg().map((v) => v.toFixed(1)).join(' ')}${ab ? `, old = ${ab}, new = without it, alternating` : ''}`);
   console.log(ab
     ? 'op  dtype    M      N      C   old ms(cpu)  new ms(cpu)  new/old   old ms(wall)  new ms(wall)   new cpu GF/s'
-    : 'op  dtype    M      N      C   wall GF/s   cpu GF/s  (GF per CPU-s per thread)   ms   weight GB/s');
+    : 'op  dtype      M      N      C   wall GF/s   cpu GF/s  (GF per CPU-s per thread)   ms   weight GB/cpu-s');
   for (const name of dtypes) {
     const dtype = DT[name];
     if (!dtype) throw new Error(`unknown dtype ${name}`);
     for (const [N, C] of shapes) {
       for (const M of Ms) for (const op of ops) {
-        const j: Job = { dtype, N, C, M, op };
+        const j: Job = { dtype, N, C, M, op, repack: name.endsWith('r16') };
         const flop = 2 * M * N * C;
-        const head = `${op} ${name.padEnd(6)} ${String(M).padStart(4)} ${String(N).padStart(6)} ${String(C).padStart(6)}`;
+        const head = `${op} ${name.padEnd(8)} ${String(M).padStart(4)} ${String(N).padStart(6)} ${String(C).padStart(6)}`;
         if (ab) {
           const best = [{ wall: Infinity, cpu: Infinity }, { wall: Infinity, cpu: Infinity }];
           for (let r = 0; r < reps; r++) for (const i of r % 2 ? [1, 0] : [0, 1]) {
@@ -137,7 +155,7 @@ if (child) {
           console.log(`${head} ${(o.cpu * 1e3).toFixed(3).padStart(12)} ${(n.cpu * 1e3).toFixed(3).padStart(12)} ${(n.cpu / o.cpu).toFixed(2).padStart(8)} ${(o.wall * 1e3).toFixed(3).padStart(14)} ${(n.wall * 1e3).toFixed(3).padStart(13)} ${(flop / n.cpu / 1e9 * threads).toFixed(1).padStart(14)}`);
         } else {
           const b = measure(j, reps);
-          const gbs = M <= 4 ? (weights.values().next().value!.data.byteLength / b.wall / 1e9).toFixed(1) : '';
+          const gbs = M <= 16 ? (weights.values().next().value![0]!.data.byteLength / b.cpu * threads / 1e9).toFixed(1) : '';
           console.log(`${head} ${(flop / b.wall / 1e9).toFixed(1).padStart(10)} ${(flop / b.cpu / 1e9 * threads).toFixed(1).padStart(10)} ${(flop / b.cpu / 1e9).toFixed(1).padStart(16)} ${(b.wall * 1e3).toFixed(2).padStart(17)} ${gbs.padStart(8)}`);
         }
       }

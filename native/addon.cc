@@ -366,6 +366,40 @@ Napi::Value Q8Repack(const Napi::CallbackInfo& info) {
   return Napi::Uint8Array::New(env, size_t(bytes), ab, 0);
 }
 
+// r16Repack(src, dtype, N, C) → a new 64-byte aligned buffer holding the bf16 (dtype 2), f16 (1) or fp8 (3) weight
+// src (N, C) as bf16r16 / f16r16 / fp8r16 (common.h r16_*, fp8r_*; an fp8 scale grid is unchanged), filled by the
+// thread pool; src's pages are handed back as in q8Repack.
+Napi::Value R16Repack(const Napi::CallbackInfo& info) {
+  const char* op = "r16Repack";
+  need_args(info, op, 4);
+  Napi::Env env = info.Env();
+  auto src = typed<uint8_t, napi_uint8_array>(info, 0, op, "src", "Uint8Array");
+  const int64_t dt = integer(info, 1, op, "dtype"), N = integer(info, 2, op, "N", 1), C = integer(info, 3, op, "C", 1);
+  if (dt != DT_BF16 && dt != DT_F16 && dt != DT_FP8) fail(env, op, "dtype code must be 2 (bf16), 1 (f16) or 3 (fp8_e4m3), got " + std::to_string(dt));
+  const int out_dt = dt == DT_BF16 ? DT_BF16R : dt == DT_F16 ? DT_F16R : DT_FP8R;
+  const std::string name = weight_name(out_dt);
+  if (N % R16_ROWS != 0) fail(env, op, name + " needs N a multiple of 16, got N=" + std::to_string(N));
+  if (out_dt == DT_BF16R && C % 2 != 0) fail(env, op, "bf16r16 needs an even C (bf16 pairs), got C=" + std::to_string(C));
+  if (out_dt == DT_FP8R && C % 4 != 0) fail(env, op, "fp8r16 needs C a multiple of 4, got C=" + std::to_string(C));
+  const int64_t bytes = N * C * (out_dt == DT_FP8R ? 1 : 2);
+  need_len(env, op, std::string(weight_name(int(dt))) + " weight (" + std::to_string(N) + ", " + std::to_string(C) + ") bytes", src.n, bytes);
+  void* out = std::aligned_alloc(64, size_t((bytes + 63) / 64 * 64));
+  if (!out) fail(env, op, "cannot allocate " + std::to_string(bytes) + " bytes for the repacked weight");
+  const int64_t G = N / R16_ROWS, chunk = (G + 63) / 64;
+  parallel_for((G + chunk - 1) / chunk, [&](int64_t t) {
+    if (out_dt == DT_FP8R) fp8r_repack(src.p, C, t * chunk, std::min(G, (t + 1) * chunk), static_cast<uint8_t*>(out));
+    else r16_repack(src.p, out_dt, C, t * chunk, std::min(G, (t + 1) * chunk), static_cast<uint8_t*>(out));
+  });
+#ifdef MADV_PAGEOUT
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE)), a = (uintptr_t(src.p) + page - 1) / page * page,
+                  e = (uintptr_t(src.p) + uintptr_t(bytes)) / page * page;
+  if (e > a) ::madvise(reinterpret_cast<void*>(a), e - a, MADV_PAGEOUT);  // advice only: failure changes nothing
+#endif
+  count("r16Repack", weight_name(out_dt), kernels().name);
+  auto ab = Napi::ArrayBuffer::New(env, out, size_t(bytes), [](Napi::Env, void* p) { std::free(p); });
+  return Napi::Uint8Array::New(env, size_t(bytes), ab, 0);
+}
+
 Napi::Value IsaName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), isa_name(isa_current())); }
 Napi::Value SupportedIsa(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), isa_name(isa_supported())); }
 
@@ -406,6 +440,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("topk", Napi::Function::New(env, Topk));
   exports.Set("mmapFile", Napi::Function::New(env, MmapFile));
   exports.Set("q8Repack", Napi::Function::New(env, Q8Repack));
+  exports.Set("r16Repack", Napi::Function::New(env, R16Repack));
   exports.Set("isa", Napi::Function::New(env, IsaName));
   exports.Set("supportedIsa", Napi::Function::New(env, SupportedIsa));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));

@@ -56,7 +56,8 @@ export interface Backend {
 
   /**
    * Optional, for inference only (openModel): replace weights in `tensors` by the same values in the layout this
-   * backend decodes fastest (native, AVX-512: q8_0 → q8_0r16). Returns how many it replaced. Training never calls it.
+   * backend decodes fastest (native, AVX-512: q8_0 → q8_0r16, bf16 → bf16r16, f16 → f16r16, fp8 → fp8r16).
+   * Returns how many it replaced. Training never calls it.
    */
   prepareWeights?(tensors: Map<string, Tensor>): number;
 

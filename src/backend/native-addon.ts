@@ -36,6 +36,11 @@ export interface NativeAddon {
    * pages are handed back to the kernel afterwards (advice only: its data stays valid).
    */
   q8Repack(src: Uint8Array, N: number, C: number): Uint8Array;
+  /**
+   * bf16 (dtype code 2), f16 (1) or fp8_e4m3 (3) weight (N, C) → a new aligned buffer in bf16r16 / f16r16 / fp8r16
+   * (common.h r16_*, fp8r_*; fp8's scale grid is unchanged), as q8Repack.
+   */
+  r16Repack(src: Uint8Array, dtype: number, N: number, C: number): Uint8Array;
   /** Whole file mapped private read/write (writes never reach the file); unmapped when the buffer is collected. */
   mmapFile(path: string): ArrayBuffer;
   /** The ISA kernels run with now, and the best this CPU supports. */

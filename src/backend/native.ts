@@ -9,6 +9,8 @@ import { loadAddon, type NativeAddon } from './native-addon.js';
 
 /** native/common.h DT_Q8_0R: q8_0 in the repacked decode layout (not a file dtype, so not in DTYPE_CODE). */
 const Q8_0R16_CODE = 6;
+/** native/common.h DT_BF16R, DT_F16R, DT_FP8R: bf16 / f16 / fp8 in the repacked decode layout. */
+const R16_CODE = { bf16r16: 7, f16r16: 8, fp8r16: 9 } as const;
 
 /**
  * Whether inference weights in q8_0 are repacked at load (Backend.prepareWeights): on AVX-512 (VNNI) hosts, unless
@@ -18,12 +20,20 @@ export function q8RepackEnabled(a: NativeAddon): boolean {
   return a.isa() === 'avx512' && process.env.FLOE_Q8_REPACK !== '0';
 }
 
+/**
+ * Whether inference weights in bf16 / f16 / fp8 are repacked at load into bf16r16 / f16r16 / fp8r16 (16 rows interleaved, as
+ * q8_0r16): on AVX-512 hosts, unless FLOE_R16_REPACK=0 (A/B measurements, or to keep the file's layout).
+ */
+export function r16RepackEnabled(a: NativeAddon): boolean {
+  return a.isa() === 'avx512' && process.env.FLOE_R16_REPACK !== '0';
+}
+
 const KV_CODE = { f32: 0, bf16: 2, fp8_e4m3: 3 } as const satisfies Record<KvDType, number>;
 
 function weightArgs(op: string, w: Tensor): [Uint8Array, number, number, number, Float32Array | null, number, number] {
   if (!(WEIGHT_DTYPES as readonly string[]).includes(w.dtype)) throw new Error(`native.${op} has no ${w.dtype} kernel`);
   const [br, bc] = w.scaleBlock ?? [1, 1];
-  const code = w.layout === 'q8_0r16' ? Q8_0R16_CODE : DTYPE_CODE[w.dtype];
+  const code = w.layout === 'q8_0r16' ? Q8_0R16_CODE : w.layout === 'rows' ? DTYPE_CODE[w.dtype] : R16_CODE[w.layout];
   return [w.data, code, w.rows, w.cols, w.dtype === 'fp8_e4m3' ? w.scale! : null, br, bc];
 }
 
@@ -65,11 +75,19 @@ function makeBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
     },
 
     prepareWeights(tensors: Map<string, Tensor>): number {
-      if (!q8RepackEnabled(a)) return 0;
+      const q8 = q8RepackEnabled(a), r16 = r16RepackEnabled(a);
       let n = 0;
       for (const [name, t] of tensors) {
-        if (t.dtype !== 'q8_0' || t.layout !== 'rows' || t.shape.length !== 2 || t.rows % 16 !== 0) continue;
-        tensors.set(name, new Tensor('q8_0', t.shape, a.q8Repack(t.data, t.rows, t.cols), undefined, undefined, 'q8_0r16'));
+        if (t.layout !== 'rows' || t.shape.length !== 2 || t.rows % 16 !== 0) continue;
+        if (t.dtype === 'q8_0' && q8) {
+          tensors.set(name, new Tensor('q8_0', t.shape, a.q8Repack(t.data, t.rows, t.cols), undefined, undefined, 'q8_0r16'));
+        } else if ((t.dtype === 'bf16' || t.dtype === 'f16') && r16 && t.cols % 2 === 0) {
+          const data = a.r16Repack(t.data, DTYPE_CODE[t.dtype], t.rows, t.cols);
+          tensors.set(name, new Tensor(t.dtype, t.shape, data, undefined, undefined, t.dtype === 'bf16' ? 'bf16r16' : 'f16r16'));
+        } else if (t.dtype === 'fp8_e4m3' && r16 && t.cols % 4 === 0 && (t.scaleBlock![1] >= t.cols || t.scaleBlock![1] % 4 === 0)) {
+          const data = a.r16Repack(t.data, DTYPE_CODE.fp8_e4m3, t.rows, t.cols);
+          tensors.set(name, new Tensor(t.dtype, t.shape, data, t.scale, t.scaleBlock, 'fp8r16'));
+        } else continue;
         n++;
       }
       return n;

@@ -5,6 +5,7 @@ import { selectBackend, type BackendName } from '../backend/select.js';
 import { loadModel, type LoadOptions, type LoadedModel } from '../formats/load.js';
 import type { LlamaConfig } from '../model/config.js';
 import { LlamaModel, type LayerRange } from '../model/llama.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { balancedStages, parseStages } from './stages.js';
 
 export interface StageOptions {
@@ -39,6 +40,8 @@ export async function openStage(path: string, rank: number, size: number, opts: 
   };
   const loaded = await loadModel(path, { ...opts.load, keep });
   stages ??= stagePlan(loaded.config, size, opts.stages);
+  // inference weights in the layout this backend decodes fastest, as openModel does (one process and stages alike)
+  backend.prepareWeights?.(loaded.tensors as Map<string, Tensor>);
   const model = LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors, stages[rank]);
   return { loaded, model, stages };
 }

@@ -257,6 +257,31 @@ export function decodeQ8_0r16Row(data: Uint8Array, C: number, n: number, out: Fl
   }
 }
 
+/**
+ * Row n of a bf16r16 / f16r16 weight (native/common.h r16_*: groups of 16 rows, group g at g·32·C bytes; bf16r16:
+ * 64-byte line u = the pair (2u, 2u + 1) of each row r at 4r; f16r16: 32 bytes per column c = rows 0..15 at 2r)
+ * → out (C).
+ */
+export function decodeR16Row(data: Uint8Array, dtype: 'bf16' | 'f16', C: number, n: number, out: Float32Array): void {
+  needLen('decodeR16Row', out.length, C);
+  const g = Math.floor(n / 16) * 32 * C, r = n % 16;
+  const table = dtype === 'bf16' ? null : F16_BITS_TABLE;
+  for (let c = 0; c < C; c++) {
+    const o = dtype === 'bf16' ? g + (c >> 1) * 64 + r * 4 + (c & 1) * 2 : g + c * 32 + r * 2;
+    const h = data[o]! | (data[o + 1]! << 8);
+    out[c] = bitsToF32(table ? table[h]! : h << 16);
+  }
+}
+
+/**
+ * Byte offset of (row n, column c) in an fp8r16 weight (native/common.h fp8r_*: groups of 16 rows at n/16·16·C;
+ * 64-byte line c/4 holds columns 4u..4u+3 of the 16 rows, byte 16·(r/4) + 8·(j/2) + 2·(r%4) + j%2 for column 4u + j).
+ */
+export function fp8r16Offset(C: number, n: number, c: number): number {
+  const r = n % 16, j = c & 3;
+  return Math.floor(n / 16) * 16 * C + (c >> 2) * 64 + 16 * (r >> 2) + 8 * (j >> 1) + 2 * (r & 3) + (j & 1);
+}
+
 // ----------------------------------------------------------------------------------------- dequantizeRow
 
 /** out (C) = row `row` of t (rows = leading dims flattened), dequantized to f32 (fp8 scale applied). */
@@ -272,9 +297,11 @@ export function dequantizeRow(t: Tensor, row: number, out: Float32Array): void {
       out.set(asF32(t.data.subarray(row * C * 4, (row + 1) * C * 4)));
       return;
     case 'f16':
+      if (t.layout === 'f16r16') { decodeR16Row(t.data, 'f16', C, row, out); return; }
       decodeF16(t.data.subarray(row * C * 2, (row + 1) * C * 2), out);
       return;
     case 'bf16':
+      if (t.layout === 'bf16r16') { decodeR16Row(t.data, 'bf16', C, row, out); return; }
       decodeBf16(t.data.subarray(row * C * 2, (row + 1) * C * 2), out);
       return;
     case 'fp8_e4m3': {
@@ -282,6 +309,10 @@ export function dequantizeRow(t: Tensor, row: number, out: Float32Array): void {
       const scale = t.scale!;
       const gridCols = Math.ceil(C / bc);
       const srow = Math.floor(row / br) * gridCols;
+      if (t.layout === 'fp8r16') {
+        for (let c = 0; c < C; c++) out[c] = FP8_E4M3_TO_F32[t.data[fp8r16Offset(C, row, c)]!]! * scale[srow + Math.floor(c / bc)]!;
+        return;
+      }
       const base = row * C;
       for (let c = 0; c < C; c++) {
         out[c] = FP8_E4M3_TO_F32[t.data[base + c]!]! * scale[srow + Math.floor(c / bc)]!;

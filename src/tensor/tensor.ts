@@ -18,9 +18,14 @@ export const DTYPE_CODE = {
 /**
  * How a weight's bytes are ordered. 'rows': the file's row-major order. 'q8_0r16': q8_0 repacked by the native
  * backend for decode (native/common.h, q8r_*): the same blocks, 16 rows interleaved, quants stored + 128; only
- * dequantizeRow and the native kernels read it (training and writers refuse it).
+ * dequantizeRow and the native kernels read it (training and writers refuse it). 'bf16r16', 'f16r16', 'fp8r16':
+ * bf16 / f16 / fp8 repacked the same way (native/common.h, r16_*, fp8r_*; fp8's scale grid unchanged), read by the
+ * same two.
  */
-export type TensorLayout = 'rows' | 'q8_0r16';
+export type TensorLayout = 'rows' | 'q8_0r16' | 'bf16r16' | 'f16r16' | 'fp8r16';
+
+/** The dtype each repacked layout holds ('bf16r16', 'f16r16': the same 2-byte values, 16 rows interleaved). */
+const LAYOUT_DTYPE = { q8_0r16: 'q8_0', bf16r16: 'bf16', f16r16: 'f16', fp8r16: 'fp8_e4m3' } as const satisfies Record<Exclude<TensorLayout, 'rows'>, DType>;
 
 /** Bytes used by one row of `cols` elements. q8_0 stores blocks of 32: f16 scale + 32 int8 (34 bytes). */
 export function rowBytes(dtype: DType, cols: number): number {
@@ -51,8 +56,9 @@ export class Tensor {
     readonly layout: TensorLayout = 'rows',
   ) {
     const expected = tensorBytes(dtype, shape);
-    if (layout === 'q8_0r16' && (dtype !== 'q8_0' || rowsCols(shape)[0] % 16 !== 0)) {
-      throw new Error(`layout q8_0r16 needs a q8_0 tensor with rows a multiple of 16, got ${dtype}[${shape.join(',')}]`);
+    const colMult = layout === 'bf16r16' ? 2 : layout === 'fp8r16' ? 4 : 1;
+    if (layout !== 'rows' && (dtype !== LAYOUT_DTYPE[layout] || rowsCols(shape)[0] % 16 !== 0 || rowsCols(shape)[1] % colMult !== 0)) {
+      throw new Error(`layout ${layout} needs a ${LAYOUT_DTYPE[layout]} tensor with rows a multiple of 16${colMult > 1 ? ` and columns a multiple of ${colMult}` : ''}, got ${dtype}[${shape.join(',')}]`);
     }
     if (data.byteLength !== expected) {
       throw new Error(`tensor ${dtype}[${shape.join(',')}] needs ${expected} bytes, got ${data.byteLength}`);

@@ -26,6 +26,21 @@ function gen(model: Awaited<ReturnType<typeof openModel>>['model'], prompt: numb
   return { ids: r.outputIds, logprobs: r.logprobs, promptLogprobs: r.promptLogprobs };
 }
 
+/**
+ * The resident model in the file's layout: a model with streamed layers keeps every weight in the file layout
+ * (open.ts skips prepareWeights), and the repacked decode layouts sum in another order.
+ */
+async function openResident(dir: string, opts: Parameters<typeof openModel>[1]): ReturnType<typeof openModel> {
+  const prev = process.env.FLOE_R16_REPACK;
+  process.env.FLOE_R16_REPACK = '0';
+  try {
+    return await openModel(dir, opts);
+  } finally {
+    if (prev === undefined) delete process.env.FLOE_R16_REPACK;
+    else process.env.FLOE_R16_REPACK = prev;
+  }
+}
+
 function streamCount(): number {
   return loadAddon()?.counters()['stream.read.native'] ?? 0;
 }
@@ -37,7 +52,7 @@ describe('streamed layers: generation equals the resident model bit for bit', ()
         it(`${name}, ${reader} reader, ${JSON.stringify(offload)}`, async () => {
           const r = rand(Math.floor(Math.random() * 1e9));
           const prompt = Array.from({ length: 7 + Math.floor(r() * 9) }, () => Math.floor(r() * V));
-          const resident = await openModel(dir, { backend: 'native', tokenizerOptional: true });
+          const resident = await openResident(dir, { backend: 'native', tokenizerOptional: true });
           const before = streamCount();
           const streamed = await openModel(dir, { backend: 'native', tokenizerOptional: true, offload: { ...offload, reader } });
           const st = streamed.model.layerStream!;
@@ -55,7 +70,7 @@ describe('streamed layers: generation equals the resident model bit for bit', ()
 
   it('--dtype fp8: streamed layers are quantized one tensor at a time into a spill file, resident ones in place', async () => {
     const prompt = [5, 17, 300, 9, 44, 1200];
-    const resident = await openModel(BROWN, { backend: 'native', tokenizerOptional: true, load: { dtype: 'fp8' } });
+    const resident = await openResident(BROWN, { backend: 'native', tokenizerOptional: true, load: { dtype: 'fp8' } });
     const streamed = await openModel(BROWN, { backend: 'native', tokenizerOptional: true, load: { dtype: 'fp8' }, offload: { offloadRatio: 0.5 } });
     assert.equal(streamed.model.weights.layers[1]!.wq.dtype, 'fp8_e4m3');
     assert.equal(streamed.model.layerStream!.stats.layerBytes, 256 * 256 * 2 + 128 * 256 * 2 + 3 * 256 * 704, 'slots sized for fp8, not f32');

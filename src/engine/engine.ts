@@ -496,7 +496,7 @@ export class Engine {
       const seq = s as Seq;
       seq.lookahead = 0;
       if (!seq.spec || !o?.comp || seq.slots.length !== 1 || o.state.kind !== 'generate') continue;
-      seq.lookahead = Math.max(0, Math.min(seq.spec.k, o.state.req.maxTokens - o.comp.numOutput - 1));
+      seq.lookahead = Math.max(0, Math.min(seq.spec.next(), o.state.req.maxTokens - o.comp.numOutput - 1));
     }
   }
 

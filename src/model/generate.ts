@@ -170,7 +170,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   let done = opts.maxTokens === 0 || emit(sampler.sample(last, counts), last);
   while (!done) {
     const N = promptIds.length + outputIds.length;
-    const k = adaptive ? Math.min(adaptive.k, opts.maxTokens - outputIds.length - 1) : 0;
+    const k = adaptive ? Math.min(adaptive.next(), opts.maxTokens - outputIds.length - 1) : 0;
     let draft: readonly number[] = [];
     let q: readonly Float32Array[] | undefined;
     if (k > 0) {

@@ -3,6 +3,8 @@
 //
 // N committed tokens of a sequence, k draft tokens, V vocab, L block size.
 
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { KvCache } from './kv-cache.js';
 import type { LlamaModel } from './llama.js';
 import { argmax, type Sampler, type TokenCounts } from './sampler.js';
@@ -54,6 +56,47 @@ export type SpeculativeSpec = SpeculativeMethod | LlamaModel | Proposer;
 
 export const DEFAULT_NUM_SPECULATIVE_TOKENS = 4;
 
+/**
+ * A proposer made by a module: where the engine runs in a worker an object cannot cross, so startEngine takes the
+ * module's path (and structured-cloneable options) and the worker imports it. CLI: `--speculative module:PATH`.
+ */
+export interface SpeculativeModule {
+  readonly module: string; // path of an ES module (absolute, or relative to the working directory)
+  readonly options?: unknown; // handed to the factory as is (must survive structured clone to reach a worker)
+}
+
+/** A proposer module's default export: called once, after the target loaded, where the engine runs. */
+export type ProposerFactory = (ctx: { readonly target: LlamaModel; readonly options: unknown }) => Proposer | Promise<Proposer>;
+
+/** `{module}` as given, or `module:PATH` parsed; null for any other spec. */
+export function speculativeModuleOf(spec: string | SpeculativeModule | undefined): SpeculativeModule | null {
+  if (spec === undefined) return null;
+  if (typeof spec === 'object') {
+    if (typeof spec.module !== 'string' || spec.module === '') throw new Error(`speculative: expected {module: PATH, options?}, got module ${JSON.stringify(spec.module)}`);
+    return spec;
+  }
+  if (!spec.startsWith('module:')) return null;
+  const module = spec.slice('module:'.length);
+  if (module === '') throw new Error("speculative: 'module:' needs the path of a proposer module, e.g. module:./my-proposer.js");
+  return { module };
+}
+
+/** Imports a proposer module and makes its Proposer for `target`, checking the contract with clear errors. */
+export async function loadProposerModule(spec: SpeculativeModule, target: LlamaModel): Promise<Proposer> {
+  const file = path.resolve(spec.module);
+  const where = `speculative module ${file}`;
+  let mod: { default?: unknown };
+  try { mod = (await import(pathToFileURL(file).href)) as { default?: unknown }; } catch (e) { throw new Error(`${where}: cannot import it: ${(e as Error).message}`); }
+  if (typeof mod.default !== 'function') {
+    throw new Error(`${where}: its default export must be a function ({target, options}) => Proposer, got ${mod.default === undefined ? 'no default export' : typeof mod.default}`);
+  }
+  let p: Partial<Proposer> | null | undefined;
+  try { p = await (mod.default as ProposerFactory)({ target, options: spec.options }); } catch (e) { throw new Error(`${where}: its factory failed: ${(e as Error).message}`); }
+  if (!p || typeof p.propose !== 'function') throw new Error(`${where}: the factory returned ${p === null || typeof p !== 'object' ? String(p) : 'an object'} without a propose(requests) method`);
+  if (typeof p.name !== 'string' || p.name === '') throw new Error(`${where}: the proposer needs a name (a non-empty string), got ${JSON.stringify(p.name)}`);
+  return p as Proposer;
+}
+
 /** A proposer for `spec`, checked against the target model (a draft model must share its vocabulary). */
 export function createProposer(spec: SpeculativeSpec, target: LlamaModel): Proposer {
   if (spec === 'ngram') return new NgramProposer();
@@ -77,15 +120,48 @@ function isModel(x: object): x is LlamaModel {
   return 'forward' in x && 'config' in x && 'weights' in x;
 }
 
-/** k for the next step of one sequence: shrinks after a rejection, grows after a full acceptance, in [1, K]. */
+/**
+ * k for the next step of one sequence, in [0, K]: shrinks after a rejection, grows after a full acceptance. A
+ * sequence whose drafts keep failing (`missStreak` verify steps in a row with nothing accepted) stops speculating
+ * (k = 0) for `pause` steps, then probes with k = 1; each failed probe doubles the pause (up to `maxPause`), an
+ * accepted token resets it. So a workload with nothing to copy pays for a few verify rows per maxPause steps.
+ */
 export class AdaptiveK {
-  k: number;
-  constructor(readonly max: number) {
+  k: number; // draft tokens for the next step; 0 while paused
+  private misses = 0; // verify steps in a row that kept no draft token
+  private paused = 0; // steps left without speculation
+  private backoff: number; // the next pause's length
+
+  constructor(readonly max: number, readonly missStreak = 3, readonly minPause = 8, readonly maxPause = 128) {
     if (!(Number.isInteger(max) && max >= 1)) throw new RangeError(`number of speculative tokens must be an integer >= 1, got ${max}`);
     this.k = max;
+    this.backoff = minPause;
   }
+
+  /** k for this step (call once per decode step): 0 while paused; the step after a pause probes with k = 1. */
+  next(): number {
+    if (this.paused > 0) {
+      if (--this.paused === 0) {
+        this.k = 1;
+        this.misses = this.missStreak - 1; // one failed probe pauses again
+      }
+      return 0;
+    }
+    return this.k;
+  }
+
   update(proposed: number, accepted: number): void {
     if (proposed === 0) return;
+    if (accepted > 0) {
+      this.misses = 0;
+      this.backoff = this.minPause;
+    } else if (++this.misses >= this.missStreak) {
+      this.misses = 0;
+      this.k = 0;
+      this.paused = this.backoff;
+      this.backoff = Math.min(this.maxPause, this.backoff * 2);
+      return;
+    }
     this.k = accepted === proposed ? Math.min(this.max, this.k + 1) : Math.max(1, accepted + 1);
   }
 }

@@ -1,6 +1,9 @@
 // Speculative decoding in the engine: concurrent sequences, prefix-cache hits, forced preemption, forks and the
 // worker all give generate()'s tokens; rejected draft positions never reach the prefix cache.
 
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
@@ -149,7 +152,7 @@ test('rejected draft positions are never hashed: a later request reusing the cac
   const { byId } = runAll(engine);
   assert.ok(byId.get('b')!.outputs.at(-1)!.usage.cachedTokens >= 48, 'b hit the cache');
   assert.deepEqual(byId.get('b')!.tokens[0], alone(gqa, b).outputIds);
-  assert.ok(noise.calls > 10 && engine.stats().specDraftTokens! > engine.stats().specAcceptedTokens!);
+  assert.ok(noise.calls >= 5 && engine.stats().specDraftTokens! > engine.stats().specAcceptedTokens!);
 });
 
 test('worker: startEngine with an n-gram or a draft-model path equals generate(); a draft with another vocabulary fails to start', async () => {
@@ -172,6 +175,59 @@ test('worker: startEngine with an n-gram or a draft-model path equals generate()
     }
   }
   await assert.rejects(startEngine({ model: FIXTURES + 'gqa_f32', speculative: BROWN }), /draft model .*vocabulary \(4096 tokens\) differs from the target's \(256\)/);
+});
+
+test('worker: a proposer module ({module, options} or module:PATH) is made inside the worker; a bad module fails to start with a clear error', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'floe-proposer-'));
+  // an oracle that knows each prompt's greedy continuation only through `options` (structured clone into the worker)
+  const file = path.join(dir, 'oracle-proposer.mjs');
+  fs.writeFileSync(file, `export default function ({ target, options }) {
+  if (target.config.vocabSize !== options.vocab) throw new Error('wrong target: vocab ' + target.config.vocabSize);
+  return {
+    name: options.name,
+    propose(reqs) {
+      return reqs.map((r) => {
+        const full = options.continuations[r.tokens.slice(0, r.promptLen).join(',')] ?? [];
+        const done = r.tokens.length - r.promptLen;
+        return { tokens: full.slice(done, done + r.k) };
+      });
+    },
+  };
+}
+`);
+  fs.writeFileSync(path.join(dir, 'no-default.mjs'), 'export const propose = () => [];\n');
+  fs.writeFileSync(path.join(dir, 'no-propose.mjs'), 'export default () => ({ name: "x" });\n');
+  try {
+    const r = rand(33);
+    const reqs = Array.from({ length: 4 }, (_, i) => {
+      const { kind: _k, ...q } = genReq(`m${i}`, randomPrompt(r, 8, 200), { maxTokens: 24, ignoreEos: true });
+      return q;
+    });
+    const want = reqs.map((q) => alone(gqa, { ...q, kind: 'generate' }).outputIds);
+    const continuations = Object.fromEntries(reqs.map((q, i) => [q.promptIds.join(','), want[i]!]));
+    for (const speculative of [{ module: file, options: { name: 'oracle-module', vocab: 256, continuations } }, `module:${file}`] as const) {
+      if (typeof speculative === 'string') {
+        await assert.rejects(startEngine({ model: FIXTURES + 'gqa_f32', speculative }), /oracle-proposer\.mjs: its factory failed: Cannot read properties of undefined/, 'no options: the factory\'s own error surfaces');
+        continue;
+      }
+      const client = await startEngine({ model: FIXTURES + 'gqa_f32', kvDtype: 'f32', speculative, numSpeculativeTokens: 3 });
+      try {
+        assert.equal(client.info.speculative?.method, 'oracle-module');
+        const outs = await Promise.all(reqs.map(async (q) => { const o: GenerateOutput[] = []; for await (const x of client.generate(q)) o.push(x); return o.flatMap((y) => y.tokenIds); }));
+        reqs.forEach((q, i) => assert.deepEqual(outs[i], want[i], q.id));
+        const st = await client.stats();
+        assert.ok(st.specDraftTokens! >= 20, `the module's proposer ran: ${st.specDraftTokens} drafts`);
+        assert.equal(st.specAcceptedTokens, st.specDraftTokens, 'its oracle drafts are all accepted');
+      } finally {
+        await client.shutdown(0);
+      }
+    }
+    await assert.rejects(startEngine({ model: FIXTURES + 'gqa_f32', speculative: `module:${path.join(dir, 'no-default.mjs')}` }), /no-default\.mjs: its default export must be a function .*got no default export/);
+    await assert.rejects(startEngine({ model: FIXTURES + 'gqa_f32', speculative: { module: path.join(dir, 'no-propose.mjs') } }), /no-propose\.mjs: the factory returned an object without a propose\(requests\) method/);
+    await assert.rejects(startEngine({ model: FIXTURES + 'gqa_f32', speculative: { module: path.join(dir, 'missing.mjs') } }), /missing\.mjs: cannot import it/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('serve: speculative n-gram server; "speculative": false in the body opts out; /metrics reports drafts and acceptance', async () => {

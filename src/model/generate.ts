@@ -142,6 +142,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   // decode: each step feeds the last token (plus draft tokens when speculating) and emits one or more tokens
   const t1 = performance.now();
   const outputIds: number[] = [];
+  const tokens = [...promptIds]; // (N) prompt + output, what a proposer sees
   const logprobs: TopLogprob[] | null = opts.logprobs !== undefined ? [] : null;
   let text = '';
   let finishReason: 'stop' | 'length' = 'length';
@@ -150,6 +151,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   const emit = (id: number, row: Float32Array): boolean => {
     if (logprobs) logprobs.push(entry(row, id, opts.logprobs!));
     outputIds.push(id);
+    tokens.push(id);
     counts.add(id);
     if (stopIds.has(id)) { finishReason = 'stop'; return true; }
     if (opts.text) {
@@ -174,7 +176,6 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
     let draft: readonly number[] = [];
     let q: readonly Float32Array[] | undefined;
     if (k > 0) {
-      const tokens = [...promptIds, ...outputIds];
       const p = proposer!.propose([{ seqId, tokens, promptLen: promptIds.length, k, blockTable, sampling: draftSampling }])[0];
       if (!p) throw new Error(`proposer ${proposer!.name} returned no proposal for one request`);
       draft = checkProposal(p.tokens, k, V, proposer!.name);
@@ -191,7 +192,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   }
   if (proposer) {
     proposer.release?.(seqId);
-    proposer.learn?.([...promptIds, ...outputIds], promptIds.length);
+    proposer.learn?.(tokens, promptIds.length);
   }
   if (opts.text && !stoppedByString) {
     const tail = opts.text.flush();

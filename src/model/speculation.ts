@@ -231,26 +231,100 @@ function lastMatch(tokens: readonly number[], n: number, end: number, source: re
   return -1;
 }
 
+/** A 53-bit hash of tokens[from, to) (two 32-bit FNV / multiplicative mixes; collisions are checked by the caller). */
+function gramHash(t: readonly number[], from: number, to: number): number {
+  let a = 0x811c9dc5, b = 0x9e3779b9;
+  for (let i = from; i < to; i++) {
+    const x = t[i]!;
+    a = Math.imul(a ^ x, 0x01000193);
+    b = Math.imul(b ^ (x + 0x7f4a7c15), 0x85ebca6b) ^ (b >>> 13);
+  }
+  return (a >>> 0) * 0x200000 + ((b >>> 0) & 0x1fffff);
+}
+
+/**
+ * For one growing sequence: where each of its n-grams (minN ≤ n ≤ maxN) last ended, kept as tokens are appended, so
+ * a lookup costs O(n) instead of a scan of the whole context. latest(tokens, n) equals the scan
+ * lastMatch(tokens, n, N, tokens, N - 1): the greatest e ≤ N - 1 with tokens[e - n, e) = tokens[N - n, N).
+ *
+ *   tokens  t0 t1 ... t(e-n) ... t(e-1) | t(e) ...  t(N-n) ... t(N-1)
+ *                     └─ window ending at e ─┘        └── the tail ──┘   windows ending at e ≤ N - 1 are indexed
+ */
+export class NgramIndex {
+  private readonly ends: Map<number, number>[]; // [n - minN]: hash of tokens[e - n, e) → greatest indexed e
+  private readonly seen: number[] = []; // the tokens indexed so far (a copy: a caller's array may change)
+  private indexedEnd = 0; // windows ending at e ≤ indexedEnd are in `ends`
+
+  constructor(readonly minN: number, readonly maxN: number) {
+    if (!(Number.isInteger(minN) && minN >= 1 && maxN >= minN)) throw new RangeError(`n-gram sizes must satisfy 1 <= minN <= maxN, got ${minN}, ${maxN}`);
+    this.ends = Array.from({ length: maxN - minN + 1 }, () => new Map<number, number>());
+  }
+
+  /** Index windows ending before tokens.length; a sequence that does not extend the one seen starts over. */
+  update(tokens: readonly number[]): void {
+    const N = tokens.length;
+    const seen = this.seen;
+    let ok = N >= seen.length;
+    for (let i = Math.max(0, seen.length - this.maxN - 1); ok && i < seen.length; i++) ok = seen[i] === tokens[i];
+    if (!ok) this.reset();
+    for (let i = seen.length; i < N; i++) seen.push(tokens[i]!);
+    for (let e = this.indexedEnd + 1; e <= N - 1; e++) {
+      for (let n = this.minN; n <= this.maxN && n <= e; n++) this.ends[n - this.minN]!.set(gramHash(seen, e - n, e), e);
+    }
+    this.indexedEnd = Math.max(this.indexedEnd, N - 1);
+  }
+
+  /** After update(tokens): the greatest e ≤ N - 1 where the final n tokens also ended, or -1. */
+  latest(tokens: readonly number[], n: number): number {
+    const N = tokens.length;
+    if (n < this.minN || n > this.maxN || n > N - 1) return -1;
+    const e = this.ends[n - this.minN]!.get(gramHash(tokens, N - n, N));
+    if (e === undefined) return -1;
+    for (let i = 1; i <= n; i++) if (this.seen[e - i] !== tokens[N - i]) return lastMatch(tokens, n, N, tokens, N - 1); // hash collision
+    return e;
+  }
+
+  reset(): void {
+    for (const m of this.ends) m.clear();
+    this.seen.length = 0;
+    this.indexedEnd = 0;
+  }
+}
+
 /**
  * Prompt lookup: the longest n-gram (maxN down to minN) ending the sequence that occurred earlier in the
- * prompt or output; propose the k tokens that followed its latest occurrence.
+ * prompt or output; propose the k tokens that followed its latest occurrence. Each sequence keeps an NgramIndex
+ * (dropped by release()), so a step costs O(new tokens + maxN²), not a scan of the context.
  */
 export class NgramProposer implements Proposer {
   readonly name = 'ngram';
+  private readonly seqs = new Map<string, NgramIndex>();
   constructor(readonly minN = 2, readonly maxN = 4) {}
 
   propose(reqs: readonly ProposeRequest[]): Proposal[] {
-    return reqs.map((r) => ({ tokens: this.one(r.tokens, r.k) }));
+    return reqs.map((r) => ({ tokens: this.one(r.tokens, r.k, r.seqId) }));
   }
 
-  one(tokens: readonly number[], k: number): number[] {
+  release(seqId: string): void { this.seqs.delete(seqId); }
+
+  /** The proposal for one sequence; without a seqId the index is built for this call only. */
+  one(tokens: readonly number[], k: number, seqId?: string): number[] {
+    const ix = indexFor(this.seqs, seqId, this.minN, this.maxN);
+    ix.update(tokens);
     const N = tokens.length;
     for (let n = Math.min(this.maxN, N - 1); n >= this.minN; n--) {
-      const e = lastMatch(tokens, n, N, tokens, N - 1);
+      const e = ix.latest(tokens, n);
       if (e >= 0) return tokens.slice(e, Math.min(N, e + k)) as number[];
     }
     return [];
   }
+}
+
+function indexFor(seqs: Map<string, NgramIndex>, seqId: string | undefined, minN: number, maxN: number): NgramIndex {
+  if (seqId === undefined) return new NgramIndex(minN, maxN);
+  let ix = seqs.get(seqId);
+  if (!ix) { ix = new NgramIndex(minN, maxN); seqs.set(seqId, ix); }
+  return ix;
 }
 
 interface Doc { readonly tokens: readonly number[]; readonly id: number }
@@ -264,20 +338,26 @@ export class SuffixProposer implements Proposer {
   readonly name = 'suffix';
   private readonly docs: Doc[] = [];
   private readonly grams = new Map<string, { doc: Doc; end: number }>(); // n-gram key → latest occurrence
+  private readonly seqs = new Map<string, NgramIndex>(); // running sequences' own n-grams
   private indexed = 0; // tokens held by docs
   private nextId = 0;
 
   constructor(readonly minN = 2, readonly maxN = 8, readonly maxTokens = 1 << 18) {}
 
   propose(reqs: readonly ProposeRequest[]): Proposal[] {
-    return reqs.map((r) => ({ tokens: this.one(r.tokens, r.k) }));
+    return reqs.map((r) => ({ tokens: this.one(r.tokens, r.k, r.seqId) }));
   }
 
-  one(tokens: readonly number[], k: number): number[] {
+  release(seqId: string): void { this.seqs.delete(seqId); }
+
+  /** The proposal for one sequence; without a seqId its own index is built for this call only. */
+  one(tokens: readonly number[], k: number, seqId?: string): number[] {
+    const ix = indexFor(this.seqs, seqId, this.minN, this.maxN);
+    ix.update(tokens);
     const N = tokens.length;
     for (let n = Math.min(this.maxN, N - 1); n >= this.minN; n--) {
       // the sequence itself first (its latest continuation), then past requests
-      const e = lastMatch(tokens, n, N, tokens, N - 1);
+      const e = ix.latest(tokens, n);
       if (e >= 0) return tokens.slice(e, Math.min(N, e + k)) as number[];
       const hit = this.grams.get(key(tokens, N - n, N));
       if (hit && hit.end < hit.doc.tokens.length) return hit.doc.tokens.slice(hit.end, hit.end + k) as number[];

@@ -11,7 +11,7 @@ import type { LlamaModel } from '../../src/model/llama.js';
 import { openModel } from '../../src/model/open.js';
 import { DEFAULT_SAMPLING, Rng, Sampler, type SamplingParams, TokenCounts } from '../../src/model/sampler.js';
 import {
-  AdaptiveK, DraftModelProposer, NgramProposer, type Proposal, type Proposer, type ProposeRequest, SuffixProposer, verifyDraft,
+  AdaptiveK, DraftModelProposer, NgramIndex, NgramProposer, type Proposal, type Proposer, type ProposeRequest, SuffixProposer, verifyDraft,
 } from '../../src/model/speculation.js';
 import { fixtureModel, rand, randomPrompt } from '../engine/helpers.js';
 
@@ -120,6 +120,48 @@ test('n-gram and suffix proposers: prompt lookup, the index learns finished requ
   assert.equal(a.k, 3);
   a.update(3, 0);
   assert.equal(a.k, 1);
+});
+
+/** Brute force: the greatest e <= N - 1 with tokens[e - n, e) = tokens[N - n, N), or -1. */
+function bruteLatest(t: readonly number[], n: number): number {
+  const N = t.length;
+  for (let e = N - 1; e >= n; e--) if (t.slice(e - n, e).every((x, i) => x === t[N - n + i])) return e;
+  return -1;
+}
+
+test('NgramIndex and the indexed n-gram / suffix proposers equal a brute-force scan on random growing sequences', () => {
+  const r = rand(77);
+  for (let trial = 0; trial < 40; trial++) {
+    const V = 2 + Math.floor(r() * (trial % 4 === 0 ? 200 : 6)); // tiny vocabularies: many repeats
+    const [minN, maxN] = trial % 3 === 0 ? [1, 3] : [2, 2 + Math.floor(r() * 6)];
+    const ix = new NgramIndex(minN, maxN);
+    const ng = new NgramProposer(minN, maxN);
+    const sx = new SuffixProposer(minN, maxN);
+    const t: number[] = [];
+    let checked = 0;
+    for (let step = 0; step < 150; step++) {
+      // the sequence grows by 1..4 tokens per step (accepted drafts), sometimes it is replaced (a reused seqId)
+      if (r() < 0.02) { t.length = Math.floor(r() * t.length); t.push(V); } // diverges from what was indexed
+      const add = 1 + Math.floor(r() * 4);
+      for (let i = 0; i < add; i++) t.push(Math.floor(r() * V));
+      ix.update(t);
+      for (let n = minN; n <= maxN; n++) { assert.equal(ix.latest(t, n), bruteLatest(t, n), `trial ${trial} step ${step} n ${n} N ${t.length}`); checked++; }
+      const k = 1 + Math.floor(r() * 5);
+      let want: number[] = [];
+      for (let n = Math.min(maxN, t.length - 1); n >= minN; n--) {
+        const e = bruteLatest(t, n);
+        if (e >= 0) { want = t.slice(e, Math.min(t.length, e + k)); break; }
+      }
+      assert.deepEqual(ng.propose([{ seqId: 's', tokens: t, promptLen: 1, k, blockTable: [] }])[0]!.tokens, want, `ngram trial ${trial} step ${step}`);
+      assert.deepEqual(sx.propose([{ seqId: 's', tokens: t, promptLen: 1, k, blockTable: [] }])[0]!.tokens, want, `suffix (no documents) trial ${trial} step ${step}`);
+      assert.deepEqual(ng.one(t, k), want, 'a one-off lookup without a seqId');
+    }
+    ng.release('s');
+    assert.deepEqual(ng.propose([{ seqId: 's', tokens: t.slice(0, 3), promptLen: 1, k: 2, blockTable: [] }])[0]!.tokens,
+      (() => { const u = t.slice(0, 3); for (let n = Math.min(maxN, 2); n >= minN; n--) { const e = bruteLatest(u, n); if (e >= 0) return u.slice(e, Math.min(3, e + 2)); } return []; })(), 'after release the sequence starts over');
+    assert.ok(checked >= 150);
+  }
+  assert.throws(() => new NgramIndex(0, 2), /1 <= minN <= maxN/);
 });
 
 test('adaptive k: a failing streak stops speculating, probes with k = 1 after a pause that doubles per failed probe, a hit resets it', () => {

@@ -66,8 +66,8 @@ test('greedy generate() with n-gram, suffix, draft model, oracle and always-wron
         assert.equal(s.accepted, s.proposed, `${name}: drafts equal to the target's greedy tokens are all accepted`);
         assert.ok(s.proposed >= 30, `${name}: ${s.proposed} proposed`);
       }
-      // always wrong: k 3, 1, 1, then paused, probing with k = 1 after 8 and 16 steps (48 tokens)
-      if (name === 'wrong') assert.ok(s.proposed > 0 && s.proposed <= 7 && s.accepted === 0, `wrong: ${JSON.stringify(s)}`);
+      // always wrong: k 3, 1, 1, 1, 1, 1, then paused, probing 3 steps with k = 1 after 8 and 16 steps (48 tokens)
+      if (name === 'wrong') assert.ok(s.proposed > 0 && s.proposed <= 14 && s.accepted === 0, `wrong: ${JSON.stringify(s)}`);
       // logprobs come from the verify rows: the same as plain decoding's
       const plain = greedy(brown.model, prompt, { logprobs: 2 });
       got.logprobs!.forEach((e, i) => {
@@ -165,24 +165,27 @@ test('NgramIndex and the indexed n-gram / suffix proposers equal a brute-force s
 });
 
 test('adaptive k: a failing streak stops speculating, probes with k = 1 after a pause that doubles per failed probe, a hit resets it', () => {
-  const a = new AdaptiveK(4, 3, 8, 32);
+  const a = new AdaptiveK(4, 6, 8, 32, 3);
   const steps: number[] = [];
-  const hitAt = 120;
-  for (let step = 0; step < 200; step++) {
+  const hitAt = 150;
+  for (let step = 0; step < 260; step++) {
     const k = a.next();
     steps.push(k);
     if (k > 0) a.update(k, step >= hitAt ? k : 0);
   }
-  // misses at k 4, 1, 1 → pause 8, probe → pause 16, probe → pause 32 (the cap), probe → 32 ...
-  assert.deepEqual(steps.slice(0, 3), [4, 1, 1]);
-  const probes = steps.map((k, i) => (k > 0 ? i : -1)).filter((i) => i >= 3 && i < hitAt);
-  assert.deepEqual(probes.slice(0, 4), [3 + 8, 3 + 8 + 1 + 16, 3 + 8 + 1 + 16 + 1 + 32, 3 + 8 + 1 + 16 + 1 + 32 + 1 + 32]);
-  assert.ok(steps.slice(3, hitAt).every((k, i) => k === 0 || probes.includes(i + 3)), 'k = 0 between probes');
-  // the first probe at or after step 120 is accepted: k climbs back to K and stays
+  // misses at k 4, 1, 1, 1, 1, 1 → pause 8, probe 3 steps → pause 16, probe → pause 32 (the cap), probe → 32 ...
+  assert.deepEqual(steps.slice(0, 7), [4, 1, 1, 1, 1, 1, 0]);
+  const spec = steps.map((k, i) => (k > 0 ? i : -1)).filter((i) => i >= 6 && i < hitAt);
+  const probes = (start: number): number[] => [start, start + 1, start + 2];
+  const p1 = 6 + 8, p2 = p1 + 3 + 16, p3 = p2 + 3 + 32, p4 = p3 + 3 + 32, p5 = p4 + 3 + 32;
+  assert.deepEqual(spec, [...probes(p1), ...probes(p2), ...probes(p3), ...probes(p4), ...probes(p5)]);
+  assert.ok(spec.every((i) => steps[i] === 1), 'probes use k = 1');
+  // the first probe at or after step 150 is accepted: k climbs back to K and stays
   const back = steps.findIndex((k, i) => i >= hitAt && k > 0);
-  assert.ok(back >= hitAt && back <= hitAt + 32, `speculation resumes within one pause: ${back}`);
-  assert.deepEqual(steps.slice(back, back + 5), [1, 2, 3, 4, 4]);
-  // a partial acceptance is not a miss: no pause while something is kept
+  assert.equal(back, p5 + 3 + 32);
+  assert.deepEqual(steps.slice(back, back + 6), [1, 2, 3, 4, 4, 4]);
+  assert.ok(steps.slice(back).every((k) => k > 0), 'no pause while drafts are kept');
+  // a partial acceptance is not a miss: no pause while something is kept now and then
   const b = new AdaptiveK(4, 2);
   for (let i = 0; i < 50; i++) { const k = b.next(); assert.ok(k >= 1, `step ${i}`); b.update(k, i % 2); }
 });

@@ -313,6 +313,28 @@ test('CLI: floe generate --speculative ngram --json reports timings.speculative 
   assert.deepEqual(spec.output_ids, plain.output_ids);
   assert.deepEqual(spec.output_ids, greedy(brown.model, brownPrompts[0]!, { maxTokens: 24 }).outputIds);
   assert.ok(spec.timings.speculative!.proposed > 0 && spec.timings.speculative!.accepted <= spec.timings.speculative!.proposed);
+  // a proposer module, by a path relative to the working directory: proposes the last token again
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'floe-cli-proposer-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'repeat.mjs'), `export default ({ target }) => ({
+  name: 'repeat-' + target.config.vocabSize,
+  propose: (reqs) => reqs.map((r) => ({ tokens: [r.tokens[r.tokens.length - 1]] })),
+});
+`);
+    const r = spawnSync(process.execPath, [bin, 'generate', '--model', BROWN, '--prompt-ids', ids, '--temperature', '0', '--max-tokens', '24', '--threads', '1', '--json', '--speculative', 'module:./repeat.mjs'], { encoding: 'utf8', timeout: 60_000, cwd: dir });
+    assert.equal(r.status, 0, r.stderr);
+    const mod = JSON.parse(r.stdout) as { output_ids: number[]; timings: { speculative?: { proposed: number; accepted: number } } };
+    assert.deepEqual(mod.output_ids, plain.output_ids);
+    assert.ok(mod.timings.speculative!.proposed > 0, 'the module proposed');
+    const missing = spawnSync(process.execPath, [bin, 'generate', '--model', BROWN, '--prompt-ids', ids, '--speculative', 'module:./nope.mjs'], { encoding: 'utf8', cwd: dir });
+    assert.notEqual(missing.status, 0);
+    assert.match(missing.stderr, /speculative module .*nope\.mjs: cannot import it/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
   const bad = spawnSync(process.execPath, [bin, 'generate', '--model', BROWN, '--prompt-ids', ids, '--num-speculative-tokens', '0', '--speculative', 'ngram'], { encoding: 'utf8' });
   assert.equal(bad.status, 2); // a usage error
   assert.match(bad.stderr, /--num-speculative-tokens expects an integer >= 1, got '0'/);

@@ -1,7 +1,9 @@
 // Where a speculative decode step's time goes on floe-brown: propose / forward (plain decode step vs verify) / the
 // rest (verify, accept, JS glue), per step, next to plain decode, in-process through generate().
 //
-// usage: node --import tsx bench/speculative-profile.ts [--threads N] [--max-tokens 128] [--k 4] [--modes ngram,suffix] [--target DIR]
+// usage: node --import tsx bench/speculative-profile.ts [--threads N] [--max-tokens 128] [--k 4] [--modes ngram,suffix,draft]
+//          [--target DIR] [--draft DIR]
+// Times are process CPU time (robust to other processes, unlike wall time); with --threads 1 they are per step.
 
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -17,8 +19,9 @@ const arg = (name: string, dflt: string): string => { const i = process.argv.ind
 const threads = Number(arg('--threads', String(Math.min(2, os.availableParallelism()))));
 const maxTokens = Number(arg('--max-tokens', '128'));
 const K = Number(arg('--k', '4'));
-const modes = arg('--modes', 'ngram,suffix').split(',');
+const modes = arg('--modes', 'ngram,suffix,draft').split(',');
 const target = arg('--target', path.join(ROOT, 'models', 'floe-brown'));
+const draftDir = arg('--draft', path.join(ROOT, 'models', 'floe-brown-draft'));
 
 const cpuMs = (): number => { const c = process.cpuUsage(); return (c.user + c.system) / 1000; };
 
@@ -26,6 +29,7 @@ async function main(): Promise<void> {
   console.log(`machine: ${machineLine(machineInfo())}`);
   const t = await openModel(target, { backend: 'native', threads });
   const model = t.model;
+  const draft = modes.includes('draft') ? await openModel(draftDir, { backend: 'native', threads }) : null;
   const tok = t.tokenizer!;
   const held = splitBrown(loadBrown()).heldOut;
   const prompts = [0, 1, 2, 3].map((i) => tok.encode(held[(7 + 37 * i) % held.length]!.slice(0, 900)).slice(0, 160));
@@ -45,11 +49,11 @@ async function main(): Promise<void> {
     let propMs = 0, propN = 0;
     let proposer: Proposer | undefined;
     if (mode !== 'none') {
-      const inner = createProposer(mode as 'ngram', model);
+      const inner = createProposer(mode === 'draft' ? draft!.model : (mode as 'ngram'), model);
       proposer = {
         name: inner.name,
         propose: (reqs) => { const t0 = cpuMs(); const r = inner.propose(reqs); propMs += cpuMs() - t0; propN++; return r; },
-        observe: inner.observe?.bind(inner), release: inner.release?.bind(inner), learn: inner.learn?.bind(inner),
+        init: inner.init?.bind(inner), kvBytesPerToken: inner.kvBytesPerToken, observe: inner.observe?.bind(inner), release: inner.release?.bind(inner), learn: inner.learn?.bind(inner),
       };
     }
     let gen = 0, dec = 0, acc = 0, prop = 0, steps = 0;
@@ -72,6 +76,7 @@ async function main(): Promise<void> {
   run('none'); // warm-up
   for (let rep = 0; rep < 2; rep++) for (const m of ['none', ...modes]) run(m);
   t.loaded.dispose();
+  draft?.loaded.dispose();
 }
 
 main().catch((e: unknown) => { process.stderr.write(`${(e as Error).stack}\n`); process.exit(1); });

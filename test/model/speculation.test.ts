@@ -296,6 +296,16 @@ test('DraftModelProposer keeps its KV per sequence and rolls back past rejected 
   const next = [...prompt, a[0]!, (a[1]! + 1) % 4096];
   const b = p.propose([{ seqId: 's', tokens: next, promptLen: prompt.length, k: 3, blockTable: table }])[0]!.tokens;
   assert.deepEqual(b, greedy(brownFp8, next, { maxTokens: 3 }).outputIds);
+  // minConfidence: greedy drafting stops after the first token the draft gives less than that probability
+  const plain = greedy(brownFp8, prompt, { maxTokens: 4, logprobs: 0 });
+  const probs = plain.logprobs!.map((e) => Math.exp(e.logprob));
+  for (const conf of [0, 1.01, [...probs].sort()[1]! + 1e-6, [...probs].sort()[2]! + 1e-6]) {
+    const c = new DraftModelProposer(brownFp8, brown.model, 'draft', conf);
+    c.init({ vocabSize: 4096, numBlocks: 8, blockSize: 16, maxPositions: 1024 });
+    const got = c.propose([{ seqId: 's', tokens: prompt, promptLen: prompt.length, k: 4, blockTable: table }])[0]!.tokens;
+    const unsure = probs.findIndex((q) => q < conf);
+    assert.deepEqual(got, plain.outputIds.slice(0, unsure < 0 ? 4 : unsure + 1), `minConfidence ${conf}, draft probabilities ${probs.map((q) => q.toFixed(3))}`);
+  }
 });
 
 test('CLI: floe generate --speculative ngram --json reports timings.speculative and the plain greedy ids', async () => {

@@ -155,6 +155,29 @@ test('rejected draft positions are never hashed: a later request reusing the cac
   assert.ok(noise.calls >= 5 && engine.stats().specDraftTokens! > engine.stats().specAcceptedTokens!);
 });
 
+test('adaptive k in the engine: a sequence whose drafts are always wrong stops speculating and only probes; outputs stay plain greedy', () => {
+  const r = rand(41);
+  const reqs = [0, 1].map((i) => genReq(`w${i}`, randomPrompt(r, 10), { maxTokens: 80, ignoreEos: true }));
+  const want = new Map(reqs.map((q) => [q.promptIds.join(','), alone(gqa, q).outputIds]));
+  // proposes the token after plain greedy's, never the one greedy picks
+  const wrong: Proposer = {
+    name: 'wrong',
+    propose: (rs) => rs.map((q) => {
+      const full = want.get(q.tokens.slice(0, q.promptLen).join(','))!;
+      const done = q.tokens.length - q.promptLen;
+      return { tokens: Array.from({ length: q.k }, (_, j) => ((full[done + j] ?? 0) + 1) % 256) };
+    }),
+  };
+  const engine = new Engine(gqa, null, { kvDtype: 'f32', speculative: wrong, numSpeculativeTokens: 4 });
+  for (const q of reqs) engine.add(q);
+  const { byId } = runAll(engine);
+  for (const q of reqs) assert.deepEqual(byId.get(q.id)!.tokens[0], want.get(q.promptIds.join(',')), q.id);
+  const st = engine.stats();
+  assert.equal(st.specAcceptedTokens, 0);
+  // per sequence: k 4, 1, 1, 1, 1, 1 (9 drafts), then 3 one-token probes after pauses of 8, 16 and 32 steps (80 tokens)
+  assert.ok(st.specDraftTokens! >= 2 * 9 && st.specDraftTokens! <= 2 * (9 + 3 * 3), `${st.specDraftTokens} drafts for 160 tokens`);
+});
+
 test('worker: startEngine with an n-gram or a draft-model path equals generate(); a draft with another vocabulary fails to start', async () => {
   for (const speculative of ['ngram', FIXTURES + 'mha_f32']) {
     const client = await startEngine({ model: FIXTURES + 'gqa_f32', kvDtype: 'f32', speculative, numSpeculativeTokens: 3 });

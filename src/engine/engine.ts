@@ -550,6 +550,7 @@ export class Engine {
 
   /** The prompt's sequence produced a token for each slot: fork the other completions at the first one. */
   private onSampled(state: GenState, comp: Completion, sampled: readonly SampledToken[]): void {
+    if (comp.numOutput > 0) comp.seq.spec?.tick(); // a decode step without a draft (not the prompt's first token)
     if (sampled.length > 1) {
       const parent = comp.seq;
       for (let i = 1; i < sampled.length; i++) {

@@ -182,7 +182,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
       q = p.q;
     }
     const logits = yield* step([outputIds.at(-1)!, ...draft], N - 1, draft.length > 0); // (1 + draft, V)
-    if (draft.length === 0) { done = emit(sampler.sample(logits, counts), logits); continue; }
+    if (draft.length === 0) { adaptive?.tick(); done = emit(sampler.sample(logits, counts), logits); continue; }
     const v = verifyDraft(sampler, counts, logits, draft, q);
     spec.proposed += draft.length;
     spec.accepted += v.accepted;

@@ -140,16 +140,15 @@ export class AdaptiveK {
     this.backoff = minPause;
   }
 
-  /** k for this step (call once per decode step): 0 while paused; after a pause it probes with k = 1. */
-  next(): number {
-    if (this.paused > 0) {
-      if (--this.paused === 0) {
-        this.k = 1;
-        this.misses = Math.max(0, this.missStreak - this.probeSteps); // probeSteps failed verifies pause again
-      }
-      return 0;
+  /** k for the next decode step: 0 while paused. No side effect (a scheduler may ask more than once). */
+  next(): number { return this.paused > 0 ? 0 : this.k; }
+
+  /** A decode step ran without a draft: counts down a pause; when it ends, probe with k = 1. */
+  tick(): void {
+    if (this.paused > 0 && --this.paused === 0) {
+      this.k = 1;
+      this.misses = Math.max(0, this.missStreak - this.probeSteps); // probeSteps failed verifies pause again
     }
-    return this.k;
   }
 
   update(proposed: number, accepted: number): void {

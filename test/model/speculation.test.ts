@@ -172,6 +172,7 @@ test('adaptive k: a failing streak stops speculating, probes with k = 1 after a 
     const k = a.next();
     steps.push(k);
     if (k > 0) a.update(k, step >= hitAt ? k : 0);
+    else a.tick();
   }
   // misses at k 4, 1, 1, 1, 1, 1 → pause 8, probe 3 steps → pause 16, probe → pause 32 (the cap), probe → 32 ...
   assert.deepEqual(steps.slice(0, 7), [4, 1, 1, 1, 1, 1, 0]);
@@ -188,6 +189,11 @@ test('adaptive k: a failing streak stops speculating, probes with k = 1 after a 
   // a partial acceptance is not a miss: no pause while something is kept now and then
   const b = new AdaptiveK(4, 2);
   for (let i = 0; i < 50; i++) { const k = b.next(); assert.ok(k >= 1, `step ${i}`); b.update(k, i % 2); }
+  // next() has no side effect: asking twice per step (a scheduler's plan) does not shorten a pause
+  const c = new AdaptiveK(2, 1, 4, 4, 1);
+  c.update(2, 0);
+  for (let i = 0; i < 4; i++) { assert.equal(c.next(), 0); assert.equal(c.next(), 0); c.tick(); }
+  assert.equal(c.next(), 1);
 });
 
 // ---- the verifier keeps the distribution: a toy target over V = 5 tokens, three tokens per draw ----

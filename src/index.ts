@@ -3,8 +3,9 @@
 export { openModel, type OpenedModel, type OpenOptions } from './model/open.js';
 export { generate, defaultKvDtype, type GenerateOptions, type GenerateResult, type TopLogprob, type TextSink } from './model/generate.js';
 export {
-  AdaptiveK, createProposer, DraftModelProposer, NgramProposer, SuffixProposer, verifyDraft, DEFAULT_NUM_SPECULATIVE_TOKENS,
-  type Proposal, type Proposer, type ProposeRequest, type ProposerGeometry, type SpeculativeMethod, type SpeculativeSpec,
+  AdaptiveK, createProposer, DraftModelProposer, loadProposerModule, NgramIndex, NgramProposer, SuffixProposer, verifyDraft, DEFAULT_NUM_SPECULATIVE_TOKENS,
+  type Proposal, type Proposer, type ProposeRequest, type ProposerFactory, type ProposerGeometry, type SpeculativeMethod, type SpeculativeModule,
+  type SpeculativeSpec,
 } from './model/speculation.js';
 export { LlamaModel, type LlamaWeights, type LlamaLayer, type ForwardInput } from './model/llama.js';
 export { KvCache } from './model/kv-cache.js';

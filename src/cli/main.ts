@@ -3,7 +3,7 @@
 import { KvCache } from '../model/kv-cache.js';
 import { defaultKvDtype, generate, generateAsync, type GenerateResult, type TopLogprob } from '../model/generate.js';
 import { openModel } from '../model/open.js';
-import type { SpeculativeSpec } from '../model/speculation.js';
+import { loadProposerModule, speculativeModuleOf, type SpeculativeSpec } from '../model/speculation.js';
 import { loadModel, type LoadOptions } from '../formats/load.js';
 import { OFFLOAD_FLAGS, offloadOptions } from './offload-args.js';
 import { statSync } from 'node:fs';
@@ -84,8 +84,9 @@ generate options:
   --backend native|reference
   --kv-cache-dtype auto|f32|bf16|fp8   fp8: E4M3 keys/values with per-token, per-head scales
   --dtype fp8             quantize the linear weights to fp8 (per-row scales) while loading
-  --speculative ngram|suffix|PATH   speculative decoding: prompt n-gram lookup, suffix index, or a draft
-                          model (HF dir or .gguf) sharing the tokenizer; output distribution unchanged
+  --speculative ngram|suffix|PATH|module:PATH   speculative decoding: prompt n-gram lookup, suffix index, a draft
+                          model (HF dir or .gguf) sharing the tokenizer, or a proposer module (its default
+                          export makes a Proposer); output distribution unchanged
   --num-speculative-tokens K        most draft tokens per step (default 4; adapted per sequence below K)
   --logprobs K            top-K logprobs per generated token
   --prompt-logprobs K     top-K logprobs per prompt token
@@ -218,7 +219,7 @@ serve options:
   --kv-cache-dtype auto|f32|bf16|fp8
   --dtype fp8             quantize the linear weights to fp8 (per-row scales) while loading
   --block-size N          tokens per KV block (default 16)
-  --speculative ngram|suffix|PATH   speculative decoding for every request (opt out per request)
+  --speculative ngram|suffix|PATH|module:PATH   speculative decoding for every request (opt out per request)
   --num-speculative-tokens K        most draft tokens per sequence and step (default 4)
   --max-batched-tokens N  token budget per engine step
   --max-num-seqs N        most requests in the running batch
@@ -394,7 +395,9 @@ async function generateCmd(args: string[]): Promise<number> {
   const json = !!values.json;
   const specArg = specSource(values.speculative);
   let speculative: SpeculativeSpec | undefined;
-  if (specArg === 'ngram' || specArg === 'suffix') speculative = specArg;
+  const specModule = speculativeModuleOf(specArg);
+  if (specModule) speculative = await loadProposerModule(specModule, model);
+  else if (specArg === 'ngram' || specArg === 'suffix') speculative = specArg;
   else if (specArg !== undefined) {
     try { speculative = (await openModel(specArg, { backend, threads, load })).model; } catch (e) { throw new Error(`--speculative ${specArg}: ${(e as Error).message}`); }
   }
@@ -713,8 +716,8 @@ function specTokens(v: string | undefined): number | undefined {
   return n;
 }
 
-/** --speculative: ngram, suffix or a draft model path. */
+/** --speculative: ngram, suffix, a draft model path or module:PATH (a proposer module). */
 function specSource(v: string | undefined): string | undefined {
-  if (v === '') throw new UsageError('--speculative expects ngram, suffix or a draft model path');
+  if (v === '') throw new UsageError('--speculative expects ngram, suffix, a draft model path or module:PATH');
   return v;
 }

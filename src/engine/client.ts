@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { KvDType } from '../backend/backend.js';
 import type { BackendName } from '../backend/select.js';
 import type { OffloadOptions } from '../model/offload.js';
+import type { SpeculativeModule } from '../model/speculation.js';
 import {
   type AdapterInfo, EngineRequestError, type EmbedOutput, type EmbedRequest, type EngineClient, type EngineInfo, type EngineOutput,
   type EngineRequest, type EngineStats, type GenerateOutput, type GenerateRequest,
@@ -24,8 +25,11 @@ export interface EngineStartOptions {
   readonly maxNumSeqs?: number; // default 64
   readonly maxQueue?: number; // requests waiting beyond the free sequence slots past this get 429; default 1024
   readonly prefixCaching?: boolean; // default true
-  /** Speculative decoding: 'ngram', 'suffix', or the path of a draft model (HF dir or .gguf) sharing the tokenizer. */
-  readonly speculative?: string;
+  /**
+   * Speculative decoding: 'ngram', 'suffix', the path of a draft model (HF dir or .gguf) sharing the tokenizer, or a
+   * proposer module ({module, options} or 'module:PATH') whose default export makes the Proposer inside the worker.
+   */
+  readonly speculative?: string | SpeculativeModule;
   readonly numSpeculativeTokens?: number; // K, most draft tokens per sequence and step (default 4)
   readonly loraModules?: ReadonlyArray<{ readonly name: string; readonly path: string }>; // PEFT adapters served at start
   readonly maxLoras?: number; // distinct adapters in one step (default 4)

@@ -496,7 +496,7 @@ export class Engine {
       const seq = s as Seq;
       seq.lookahead = 0;
       if (!seq.spec || !o?.comp || seq.slots.length !== 1 || o.state.kind !== 'generate') continue;
-      seq.lookahead = Math.max(0, Math.min(seq.spec.k, o.state.req.maxTokens - o.comp.numOutput - 1));
+      seq.lookahead = Math.max(0, Math.min(seq.spec.next(), o.state.req.maxTokens - o.comp.numOutput - 1));
     }
   }
 
@@ -550,6 +550,7 @@ export class Engine {
 
   /** The prompt's sequence produced a token for each slot: fork the other completions at the first one. */
   private onSampled(state: GenState, comp: Completion, sampled: readonly SampledToken[]): void {
+    if (comp.numOutput > 0) comp.seq.spec?.tick(); // a decode step without a draft (not the prompt's first token)
     if (sampled.length > 1) {
       const parent = comp.seq;
       for (let i = 1; i < sampled.length; i++) {

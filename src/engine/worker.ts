@@ -6,7 +6,7 @@ import type { LlamaModel } from '../model/llama.js';
 import type { Tokenizer } from '../formats/tokenizer.js';
 import { Engine } from './engine.js';
 import type { RemoteForward } from './runner.js';
-import type { SpeculativeSpec } from '../model/speculation.js';
+import { loadProposerModule, speculativeModuleOf, type SpeculativeSpec } from '../model/speculation.js';
 import type { EngineStartOptions, ToWorker, FromWorker } from './client.js';
 import { EngineRequestError, type EngineOutput } from './protocol.js';
 
@@ -38,8 +38,10 @@ try {
   const { model, tokenizer } = pipeline ?? await openModel(opts.model, { ...open, offload: opts.offload });
   const spec = opts.speculative;
   let speculative: SpeculativeSpec | undefined;
-  if (spec === 'ngram' || spec === 'suffix') speculative = spec;
-  else if (spec !== undefined) {
+  const specModule = speculativeModuleOf(spec);
+  if (specModule) speculative = await loadProposerModule(specModule, model);
+  else if (spec === 'ngram' || spec === 'suffix') speculative = spec;
+  else if (typeof spec === 'string') {
     try { speculative = (await openModel(spec, open)).model; } catch (e) { throw new Error(`draft model ${spec}: ${(e as Error).message}`); }
   }
   engine = new Engine(model, tokenizer, {

@@ -142,6 +142,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   // decode: each step feeds the last token (plus draft tokens when speculating) and emits one or more tokens
   const t1 = performance.now();
   const outputIds: number[] = [];
+  const tokens = [...promptIds]; // (N) prompt + output, what a proposer sees
   const logprobs: TopLogprob[] | null = opts.logprobs !== undefined ? [] : null;
   let text = '';
   let finishReason: 'stop' | 'length' = 'length';
@@ -150,6 +151,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   const emit = (id: number, row: Float32Array): boolean => {
     if (logprobs) logprobs.push(entry(row, id, opts.logprobs!));
     outputIds.push(id);
+    tokens.push(id);
     counts.add(id);
     if (stopIds.has(id)) { finishReason = 'stop'; return true; }
     if (opts.text) {
@@ -170,18 +172,17 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   let done = opts.maxTokens === 0 || emit(sampler.sample(last, counts), last);
   while (!done) {
     const N = promptIds.length + outputIds.length;
-    const k = adaptive ? Math.min(adaptive.k, opts.maxTokens - outputIds.length - 1) : 0;
+    const k = adaptive ? Math.min(adaptive.next(), opts.maxTokens - outputIds.length - 1) : 0;
     let draft: readonly number[] = [];
     let q: readonly Float32Array[] | undefined;
     if (k > 0) {
-      const tokens = [...promptIds, ...outputIds];
       const p = proposer!.propose([{ seqId, tokens, promptLen: promptIds.length, k, blockTable, sampling: draftSampling }])[0];
       if (!p) throw new Error(`proposer ${proposer!.name} returned no proposal for one request`);
       draft = checkProposal(p.tokens, k, V, proposer!.name);
       q = p.q;
     }
     const logits = yield* step([outputIds.at(-1)!, ...draft], N - 1, draft.length > 0); // (1 + draft, V)
-    if (draft.length === 0) { done = emit(sampler.sample(logits, counts), logits); continue; }
+    if (draft.length === 0) { adaptive?.tick(); done = emit(sampler.sample(logits, counts), logits); continue; }
     const v = verifyDraft(sampler, counts, logits, draft, q);
     spec.proposed += draft.length;
     spec.accepted += v.accepted;
@@ -191,7 +192,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   }
   if (proposer) {
     proposer.release?.(seqId);
-    proposer.learn?.([...promptIds, ...outputIds], promptIds.length);
+    proposer.learn?.(tokens, promptIds.length);
   }
   if (opts.text && !stoppedByString) {
     const tail = opts.text.flush();

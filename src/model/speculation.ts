@@ -3,6 +3,8 @@
 //
 // N committed tokens of a sequence, k draft tokens, V vocab, L block size.
 
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { KvCache } from './kv-cache.js';
 import type { LlamaModel } from './llama.js';
 import { argmax, type Sampler, type TokenCounts } from './sampler.js';
@@ -54,6 +56,47 @@ export type SpeculativeSpec = SpeculativeMethod | LlamaModel | Proposer;
 
 export const DEFAULT_NUM_SPECULATIVE_TOKENS = 4;
 
+/**
+ * A proposer made by a module: where the engine runs in a worker an object cannot cross, so startEngine takes the
+ * module's path (and structured-cloneable options) and the worker imports it. CLI: `--speculative module:PATH`.
+ */
+export interface SpeculativeModule {
+  readonly module: string; // path of an ES module (absolute, or relative to the working directory)
+  readonly options?: unknown; // handed to the factory as is (must survive structured clone to reach a worker)
+}
+
+/** A proposer module's default export: called once, after the target loaded, where the engine runs. */
+export type ProposerFactory = (ctx: { readonly target: LlamaModel; readonly options: unknown }) => Proposer | Promise<Proposer>;
+
+/** `{module}` as given, or `module:PATH` parsed; null for any other spec. */
+export function speculativeModuleOf(spec: string | SpeculativeModule | undefined): SpeculativeModule | null {
+  if (spec === undefined) return null;
+  if (typeof spec === 'object') {
+    if (typeof spec.module !== 'string' || spec.module === '') throw new Error(`speculative: expected {module: PATH, options?}, got module ${JSON.stringify(spec.module)}`);
+    return spec;
+  }
+  if (!spec.startsWith('module:')) return null;
+  const module = spec.slice('module:'.length);
+  if (module === '') throw new Error("speculative: 'module:' needs the path of a proposer module, e.g. module:./my-proposer.js");
+  return { module };
+}
+
+/** Imports a proposer module and makes its Proposer for `target`, checking the contract with clear errors. */
+export async function loadProposerModule(spec: SpeculativeModule, target: LlamaModel): Promise<Proposer> {
+  const file = path.resolve(spec.module);
+  const where = `speculative module ${file}`;
+  let mod: { default?: unknown };
+  try { mod = (await import(pathToFileURL(file).href)) as { default?: unknown }; } catch (e) { throw new Error(`${where}: cannot import it: ${(e as Error).message}`); }
+  if (typeof mod.default !== 'function') {
+    throw new Error(`${where}: its default export must be a function ({target, options}) => Proposer, got ${mod.default === undefined ? 'no default export' : typeof mod.default}`);
+  }
+  let p: Partial<Proposer> | null | undefined;
+  try { p = await (mod.default as ProposerFactory)({ target, options: spec.options }); } catch (e) { throw new Error(`${where}: its factory failed: ${(e as Error).message}`); }
+  if (!p || typeof p.propose !== 'function') throw new Error(`${where}: the factory returned ${p === null || typeof p !== 'object' ? String(p) : 'an object'} without a propose(requests) method`);
+  if (typeof p.name !== 'string' || p.name === '') throw new Error(`${where}: the proposer needs a name (a non-empty string), got ${JSON.stringify(p.name)}`);
+  return p as Proposer;
+}
+
 /** A proposer for `spec`, checked against the target model (a draft model must share its vocabulary). */
 export function createProposer(spec: SpeculativeSpec, target: LlamaModel): Proposer {
   if (spec === 'ngram') return new NgramProposer();
@@ -77,15 +120,49 @@ function isModel(x: object): x is LlamaModel {
   return 'forward' in x && 'config' in x && 'weights' in x;
 }
 
-/** k for the next step of one sequence: shrinks after a rejection, grows after a full acceptance, in [1, K]. */
+/**
+ * k for the next step of one sequence, in [0, K]: shrinks after a rejection, grows after a full acceptance. A
+ * sequence whose drafts keep failing (`missStreak` verify steps in a row with nothing accepted) stops speculating
+ * (k = 0) for `pause` steps, then probes with k = 1 for `probeSteps` verify steps; a probe that keeps nothing doubles
+ * the pause (up to `maxPause`), an accepted token resets it. Chosen by simulation (verify at k = 1 costing 1.2 decode
+ * steps, first-token acceptance p i.i.d.): p = 0 loses 0.5%, p = 0.1 0.9%, p = 0.35 keeps 1.09× of the 1.12× that
+ * never pausing gets; a streak of 3 with a 1-step probe kept only 1.01× at p = 0.35.
+ */
 export class AdaptiveK {
-  k: number;
-  constructor(readonly max: number) {
+  k: number; // draft tokens for the next step; 0 while paused
+  private misses = 0; // verify steps in a row that kept no draft token
+  private paused = 0; // steps left without speculation
+  private backoff: number; // the next pause's length
+
+  constructor(readonly max: number, readonly missStreak = 6, readonly minPause = 8, readonly maxPause = 128, readonly probeSteps = 3) {
     if (!(Number.isInteger(max) && max >= 1)) throw new RangeError(`number of speculative tokens must be an integer >= 1, got ${max}`);
     this.k = max;
+    this.backoff = minPause;
   }
+
+  /** k for the next decode step: 0 while paused. No side effect (a scheduler may ask more than once). */
+  next(): number { return this.paused > 0 ? 0 : this.k; }
+
+  /** A decode step ran without a draft: counts down a pause; when it ends, probe with k = 1. */
+  tick(): void {
+    if (this.paused > 0 && --this.paused === 0) {
+      this.k = 1;
+      this.misses = Math.max(0, this.missStreak - this.probeSteps); // probeSteps failed verifies pause again
+    }
+  }
+
   update(proposed: number, accepted: number): void {
     if (proposed === 0) return;
+    if (accepted > 0) {
+      this.misses = 0;
+      this.backoff = this.minPause;
+    } else if (++this.misses >= this.missStreak) {
+      this.misses = 0;
+      this.k = 0;
+      this.paused = this.backoff;
+      this.backoff = Math.min(this.maxPause, this.backoff * 2);
+      return;
+    }
     this.k = accepted === proposed ? Math.min(this.max, this.k + 1) : Math.max(1, accepted + 1);
   }
 }
@@ -155,26 +232,101 @@ function lastMatch(tokens: readonly number[], n: number, end: number, source: re
   return -1;
 }
 
+/** A 53-bit hash of tokens[from, to) (two 32-bit FNV / multiplicative mixes; collisions are checked by the caller). */
+function gramHash(t: readonly number[], from: number, to: number): number {
+  let a = 0x811c9dc5, b = 0x9e3779b9;
+  for (let i = from; i < to; i++) {
+    const x = t[i]!;
+    a = Math.imul(a ^ x, 0x01000193);
+    b = Math.imul(b ^ (x + 0x7f4a7c15), 0x85ebca6b) ^ (b >>> 13);
+  }
+  return (a >>> 0) * 0x200000 + ((b >>> 0) & 0x1fffff);
+}
+
+/**
+ * For one growing sequence: where each of its n-grams (minN ≤ n ≤ maxN) last ended, kept as tokens are appended, so
+ * a lookup costs O(n) instead of a scan of the whole context. latest(tokens, n) equals the scan
+ * lastMatch(tokens, n, N, tokens, N - 1): the greatest e ≤ N - 1 with tokens[e - n, e) = tokens[N - n, N).
+ *
+ *   tokens  t0 t1 ... t(e-n) ... t(e-1) | t(e) ...  t(N-n) ... t(N-1)
+ *                     └─ window ending at e ─┘        └── the tail ──┘   windows ending at e ≤ N - 1 are indexed
+ */
+export class NgramIndex {
+  private readonly ends: Map<number, number>[]; // [n - minN]: hash of tokens[e - n, e) → greatest indexed e
+  private readonly seen: number[] = []; // the tokens indexed so far (a copy: a caller's array may change)
+  private indexedEnd = 0; // windows ending at e ≤ indexedEnd are in `ends`
+
+  constructor(readonly minN: number, readonly maxN: number) {
+    if (!(Number.isInteger(minN) && minN >= 1 && maxN >= minN)) throw new RangeError(`n-gram sizes must satisfy 1 <= minN <= maxN, got ${minN}, ${maxN}`);
+    this.ends = Array.from({ length: maxN - minN + 1 }, () => new Map<number, number>());
+  }
+
+  /** Index windows ending before tokens.length; a sequence that does not extend the one seen starts over. */
+  update(tokens: readonly number[]): void {
+    const N = tokens.length;
+    const seen = this.seen;
+    let ok = N >= seen.length;
+    for (let i = Math.max(0, seen.length - this.maxN - 1); ok && i < seen.length; i++) ok = seen[i] === tokens[i];
+    if (!ok) this.reset();
+    for (let i = seen.length; i < N; i++) seen.push(tokens[i]!);
+    for (let e = this.indexedEnd + 1; e <= N - 1; e++) {
+      for (let n = this.minN; n <= this.maxN && n <= e; n++) this.ends[n - this.minN]!.set(gramHash(seen, e - n, e), e);
+    }
+    this.indexedEnd = Math.max(this.indexedEnd, N - 1);
+  }
+
+  /** After update(tokens): the greatest e ≤ N - 1 where the final n tokens also ended, or -1. */
+  latest(tokens: readonly number[], n: number): number {
+    const N = tokens.length;
+    if (n < this.minN || n > this.maxN || n > N - 1) return -1;
+    const e = this.ends[n - this.minN]!.get(gramHash(tokens, N - n, N));
+    if (e === undefined) return -1;
+    for (let i = 1; i <= n; i++) if (this.seen[e - i] !== tokens[N - i]) return lastMatch(tokens, n, N, tokens, N - 1); // hash collision
+    return e;
+  }
+
+  reset(): void {
+    for (const m of this.ends) m.clear();
+    this.seen.length = 0;
+    this.indexedEnd = 0;
+  }
+}
+
 /**
  * Prompt lookup: the longest n-gram (maxN down to minN) ending the sequence that occurred earlier in the
- * prompt or output; propose the k tokens that followed its latest occurrence.
+ * prompt or output; propose the k tokens that followed its latest occurrence. Each sequence keeps an NgramIndex
+ * (dropped by release()), so a step costs O(new tokens + maxN²), not a scan of the context. minN = 1 by default:
+ * on floe-brown single-token matches were accepted as often as longer ones (0.38) and raised tokens per verify step.
  */
 export class NgramProposer implements Proposer {
   readonly name = 'ngram';
-  constructor(readonly minN = 2, readonly maxN = 4) {}
+  private readonly seqs = new Map<string, NgramIndex>();
+  constructor(readonly minN = 1, readonly maxN = 4) {}
 
   propose(reqs: readonly ProposeRequest[]): Proposal[] {
-    return reqs.map((r) => ({ tokens: this.one(r.tokens, r.k) }));
+    return reqs.map((r) => ({ tokens: this.one(r.tokens, r.k, r.seqId) }));
   }
 
-  one(tokens: readonly number[], k: number): number[] {
+  release(seqId: string): void { this.seqs.delete(seqId); }
+
+  /** The proposal for one sequence; without a seqId the index is built for this call only. */
+  one(tokens: readonly number[], k: number, seqId?: string): number[] {
+    const ix = indexFor(this.seqs, seqId, this.minN, this.maxN);
+    ix.update(tokens);
     const N = tokens.length;
     for (let n = Math.min(this.maxN, N - 1); n >= this.minN; n--) {
-      const e = lastMatch(tokens, n, N, tokens, N - 1);
+      const e = ix.latest(tokens, n);
       if (e >= 0) return tokens.slice(e, Math.min(N, e + k)) as number[];
     }
     return [];
   }
+}
+
+function indexFor(seqs: Map<string, NgramIndex>, seqId: string | undefined, minN: number, maxN: number): NgramIndex {
+  if (seqId === undefined) return new NgramIndex(minN, maxN);
+  let ix = seqs.get(seqId);
+  if (!ix) { ix = new NgramIndex(minN, maxN); seqs.set(seqId, ix); }
+  return ix;
 }
 
 interface Doc { readonly tokens: readonly number[]; readonly id: number }
@@ -188,20 +340,26 @@ export class SuffixProposer implements Proposer {
   readonly name = 'suffix';
   private readonly docs: Doc[] = [];
   private readonly grams = new Map<string, { doc: Doc; end: number }>(); // n-gram key → latest occurrence
+  private readonly seqs = new Map<string, NgramIndex>(); // running sequences' own n-grams
   private indexed = 0; // tokens held by docs
   private nextId = 0;
 
-  constructor(readonly minN = 2, readonly maxN = 8, readonly maxTokens = 1 << 18) {}
+  constructor(readonly minN = 1, readonly maxN = 8, readonly maxTokens = 1 << 18) {}
 
   propose(reqs: readonly ProposeRequest[]): Proposal[] {
-    return reqs.map((r) => ({ tokens: this.one(r.tokens, r.k) }));
+    return reqs.map((r) => ({ tokens: this.one(r.tokens, r.k, r.seqId) }));
   }
 
-  one(tokens: readonly number[], k: number): number[] {
+  release(seqId: string): void { this.seqs.delete(seqId); }
+
+  /** The proposal for one sequence; without a seqId its own index is built for this call only. */
+  one(tokens: readonly number[], k: number, seqId?: string): number[] {
+    const ix = indexFor(this.seqs, seqId, this.minN, this.maxN);
+    ix.update(tokens);
     const N = tokens.length;
     for (let n = Math.min(this.maxN, N - 1); n >= this.minN; n--) {
       // the sequence itself first (its latest continuation), then past requests
-      const e = lastMatch(tokens, n, N, tokens, N - 1);
+      const e = ix.latest(tokens, n);
       if (e >= 0) return tokens.slice(e, Math.min(N, e + k)) as number[];
       const hit = this.grams.get(key(tokens, N - n, N));
       if (hit && hit.end < hit.doc.tokens.length) return hit.doc.tokens.slice(hit.end, hit.end + k) as number[];
@@ -251,7 +409,13 @@ export class DraftModelProposer implements Proposer {
   private readonly kvDtype: KvDType;
   private readonly fed = new Map<string, number[]>(); // tokens whose draft KV is written, per sequence
 
-  constructor(readonly draft: LlamaModel, target: LlamaModel, name = 'draft') {
+  /**
+   * @param minConfidence greedy drafting stops after a token the draft gives less than this probability: later
+   *   drafts would rarely survive, and each costs a draft forward. 0 (default; FLOE_DRAFT_CONF overrides, for A/B
+   *   runs) drafts all k. On floe-brown + floe-brown-draft, 0.5 cut verify rows 2.7 → 2.2 and draft time 13% per
+   *   step at acceptance 0.38 → 0.46; the end-to-end effect was inside the noise of a loaded host.
+   */
+  constructor(readonly draft: LlamaModel, target: LlamaModel, name = 'draft', readonly minConfidence = Number(process.env.FLOE_DRAFT_CONF ?? 0)) {
     const dv = draft.config.vocabSize;
     const tv = target.config.vocabSize;
     if (dv !== tv) {
@@ -303,6 +467,7 @@ export class DraftModelProposer implements Proposer {
         const row = next.subarray(j * V, (j + 1) * V);
         const smp = reqs[s.i]!.sampling;
         let x: number;
+        let sure = true; // greedy: the draft's own probability of x reaches minConfidence
         if (smp && smp.temperature > 0) {
           const q = softmax(row, smp.temperature);
           qs[s.i]!.push(q);
@@ -310,9 +475,13 @@ export class DraftModelProposer implements Proposer {
           x = 0;
           while (x < V - 1 && (u -= q[x]!) >= 0) x++;
           while (q[x] === 0 && x > 0) x--; // rounding at the tail: never a token q gives no mass
-        } else x = argmax(row);
+        } else {
+          x = argmax(row);
+          sure = this.minConfidence <= 0 || topProb(row, x) >= this.minConfidence;
+        }
         d.push(x);
-        if (d.length < s.k) more.push({ ...s, feed: [x] });
+        // an unsure draft token is still proposed (its verify row costs little) but not drafted past
+        if (d.length < s.k && sure) more.push({ ...s, feed: [x] });
       });
       round = more;
     }
@@ -352,6 +521,14 @@ export class DraftModelProposer implements Proposer {
     qStart[S] = t;
     return this.draft.forward({ tokens, positions, slots, attn: { numSeqs: S, qStart, ctxLen, blockTables, maxBlocks }, logitRows }, kv);
   }
+}
+
+/** softmax(row)[x] where x is the row's argmax. */
+function topProb(row: Float32Array, x: number): number {
+  const m = row[x]!;
+  let sum = 0;
+  for (let i = 0; i < row.length; i++) sum += Math.exp(row[i]! - m);
+  return 1 / sum;
 }
 
 /** softmax(row / temperature) (V). */

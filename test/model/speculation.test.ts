@@ -11,7 +11,7 @@ import type { LlamaModel } from '../../src/model/llama.js';
 import { openModel } from '../../src/model/open.js';
 import { DEFAULT_SAMPLING, Rng, Sampler, type SamplingParams, TokenCounts } from '../../src/model/sampler.js';
 import {
-  AdaptiveK, DraftModelProposer, NgramProposer, type Proposal, type Proposer, type ProposeRequest, SuffixProposer, verifyDraft,
+  AdaptiveK, DraftModelProposer, NgramIndex, NgramProposer, type Proposal, type Proposer, type ProposeRequest, SuffixProposer, verifyDraft,
 } from '../../src/model/speculation.js';
 import { fixtureModel, rand, randomPrompt } from '../engine/helpers.js';
 
@@ -66,7 +66,8 @@ test('greedy generate() with n-gram, suffix, draft model, oracle and always-wron
         assert.equal(s.accepted, s.proposed, `${name}: drafts equal to the target's greedy tokens are all accepted`);
         assert.ok(s.proposed >= 30, `${name}: ${s.proposed} proposed`);
       }
-      if (name === 'wrong') assert.ok(s.proposed > 0 && s.accepted === 0, `wrong: ${JSON.stringify(s)}`);
+      // always wrong: k 3, 1, 1, 1, 1, 1, then paused, probing 3 steps with k = 1 after 8 and 16 steps (48 tokens)
+      if (name === 'wrong') assert.ok(s.proposed > 0 && s.proposed <= 14 && s.accepted === 0, `wrong: ${JSON.stringify(s)}`);
       // logprobs come from the verify rows: the same as plain decoding's
       const plain = greedy(brown.model, prompt, { logprobs: 2 });
       got.logprobs!.forEach((e, i) => {
@@ -119,6 +120,80 @@ test('n-gram and suffix proposers: prompt lookup, the index learns finished requ
   assert.equal(a.k, 3);
   a.update(3, 0);
   assert.equal(a.k, 1);
+});
+
+/** Brute force: the greatest e <= N - 1 with tokens[e - n, e) = tokens[N - n, N), or -1. */
+function bruteLatest(t: readonly number[], n: number): number {
+  const N = t.length;
+  for (let e = N - 1; e >= n; e--) if (t.slice(e - n, e).every((x, i) => x === t[N - n + i])) return e;
+  return -1;
+}
+
+test('NgramIndex and the indexed n-gram / suffix proposers equal a brute-force scan on random growing sequences', () => {
+  const r = rand(77);
+  for (let trial = 0; trial < 40; trial++) {
+    const V = 2 + Math.floor(r() * (trial % 4 === 0 ? 200 : 6)); // tiny vocabularies: many repeats
+    const [minN, maxN] = trial % 3 === 0 ? [1, 3] : [2, 2 + Math.floor(r() * 6)];
+    const ix = new NgramIndex(minN, maxN);
+    const ng = new NgramProposer(minN, maxN);
+    const sx = new SuffixProposer(minN, maxN);
+    const t: number[] = [];
+    let checked = 0;
+    for (let step = 0; step < 150; step++) {
+      // the sequence grows by 1..4 tokens per step (accepted drafts), sometimes it is replaced (a reused seqId)
+      if (r() < 0.02) { t.length = Math.floor(r() * t.length); t.push(V); } // diverges from what was indexed
+      const add = 1 + Math.floor(r() * 4);
+      for (let i = 0; i < add; i++) t.push(Math.floor(r() * V));
+      ix.update(t);
+      for (let n = minN; n <= maxN; n++) { assert.equal(ix.latest(t, n), bruteLatest(t, n), `trial ${trial} step ${step} n ${n} N ${t.length}`); checked++; }
+      const k = 1 + Math.floor(r() * 5);
+      let want: number[] = [];
+      for (let n = Math.min(maxN, t.length - 1); n >= minN; n--) {
+        const e = bruteLatest(t, n);
+        if (e >= 0) { want = t.slice(e, Math.min(t.length, e + k)); break; }
+      }
+      assert.deepEqual(ng.propose([{ seqId: 's', tokens: t, promptLen: 1, k, blockTable: [] }])[0]!.tokens, want, `ngram trial ${trial} step ${step}`);
+      assert.deepEqual(sx.propose([{ seqId: 's', tokens: t, promptLen: 1, k, blockTable: [] }])[0]!.tokens, want, `suffix (no documents) trial ${trial} step ${step}`);
+      assert.deepEqual(ng.one(t, k), want, 'a one-off lookup without a seqId');
+    }
+    ng.release('s');
+    assert.deepEqual(ng.propose([{ seqId: 's', tokens: t.slice(0, 3), promptLen: 1, k: 2, blockTable: [] }])[0]!.tokens,
+      (() => { const u = t.slice(0, 3); for (let n = Math.min(maxN, 2); n >= minN; n--) { const e = bruteLatest(u, n); if (e >= 0) return u.slice(e, Math.min(3, e + 2)); } return []; })(), 'after release the sequence starts over');
+    assert.ok(checked >= 150);
+  }
+  assert.throws(() => new NgramIndex(0, 2), /1 <= minN <= maxN/);
+});
+
+test('adaptive k: a failing streak stops speculating, probes with k = 1 after a pause that doubles per failed probe, a hit resets it', () => {
+  const a = new AdaptiveK(4, 6, 8, 32, 3);
+  const steps: number[] = [];
+  const hitAt = 150;
+  for (let step = 0; step < 260; step++) {
+    const k = a.next();
+    steps.push(k);
+    if (k > 0) a.update(k, step >= hitAt ? k : 0);
+    else a.tick();
+  }
+  // misses at k 4, 1, 1, 1, 1, 1 → pause 8, probe 3 steps → pause 16, probe → pause 32 (the cap), probe → 32 ...
+  assert.deepEqual(steps.slice(0, 7), [4, 1, 1, 1, 1, 1, 0]);
+  const spec = steps.map((k, i) => (k > 0 ? i : -1)).filter((i) => i >= 6 && i < hitAt);
+  const probes = (start: number): number[] => [start, start + 1, start + 2];
+  const p1 = 6 + 8, p2 = p1 + 3 + 16, p3 = p2 + 3 + 32, p4 = p3 + 3 + 32, p5 = p4 + 3 + 32;
+  assert.deepEqual(spec, [...probes(p1), ...probes(p2), ...probes(p3), ...probes(p4), ...probes(p5)]);
+  assert.ok(spec.every((i) => steps[i] === 1), 'probes use k = 1');
+  // the first probe at or after step 150 is accepted: k climbs back to K and stays
+  const back = steps.findIndex((k, i) => i >= hitAt && k > 0);
+  assert.equal(back, p5 + 3 + 32);
+  assert.deepEqual(steps.slice(back, back + 6), [1, 2, 3, 4, 4, 4]);
+  assert.ok(steps.slice(back).every((k) => k > 0), 'no pause while drafts are kept');
+  // a partial acceptance is not a miss: no pause while something is kept now and then
+  const b = new AdaptiveK(4, 2);
+  for (let i = 0; i < 50; i++) { const k = b.next(); assert.ok(k >= 1, `step ${i}`); b.update(k, i % 2); }
+  // next() has no side effect: asking twice per step (a scheduler's plan) does not shorten a pause
+  const c = new AdaptiveK(2, 1, 4, 4, 1);
+  c.update(2, 0);
+  for (let i = 0; i < 4; i++) { assert.equal(c.next(), 0); assert.equal(c.next(), 0); c.tick(); }
+  assert.equal(c.next(), 1);
 });
 
 // ---- the verifier keeps the distribution: a toy target over V = 5 tokens, three tokens per draw ----
@@ -227,6 +302,16 @@ test('DraftModelProposer keeps its KV per sequence and rolls back past rejected 
   const next = [...prompt, a[0]!, (a[1]! + 1) % 4096];
   const b = p.propose([{ seqId: 's', tokens: next, promptLen: prompt.length, k: 3, blockTable: table }])[0]!.tokens;
   assert.deepEqual(b, greedy(brownFp8, next, { maxTokens: 3 }).outputIds);
+  // minConfidence: greedy drafting stops after the first token the draft gives less than that probability
+  const plain = greedy(brownFp8, prompt, { maxTokens: 4, logprobs: 0 });
+  const probs = plain.logprobs!.map((e) => Math.exp(e.logprob));
+  for (const conf of [0, 1.01, [...probs].sort()[1]! + 1e-6, [...probs].sort()[2]! + 1e-6]) {
+    const c = new DraftModelProposer(brownFp8, brown.model, 'draft', conf);
+    c.init({ vocabSize: 4096, numBlocks: 8, blockSize: 16, maxPositions: 1024 });
+    const got = c.propose([{ seqId: 's', tokens: prompt, promptLen: prompt.length, k: 4, blockTable: table }])[0]!.tokens;
+    const unsure = probs.findIndex((q) => q < conf);
+    assert.deepEqual(got, plain.outputIds.slice(0, unsure < 0 ? 4 : unsure + 1), `minConfidence ${conf}, draft probabilities ${probs.map((q) => q.toFixed(3))}`);
+  }
 });
 
 test('CLI: floe generate --speculative ngram --json reports timings.speculative and the plain greedy ids', async () => {
@@ -244,6 +329,28 @@ test('CLI: floe generate --speculative ngram --json reports timings.speculative 
   assert.deepEqual(spec.output_ids, plain.output_ids);
   assert.deepEqual(spec.output_ids, greedy(brown.model, brownPrompts[0]!, { maxTokens: 24 }).outputIds);
   assert.ok(spec.timings.speculative!.proposed > 0 && spec.timings.speculative!.accepted <= spec.timings.speculative!.proposed);
+  // a proposer module, by a path relative to the working directory: proposes the last token again
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'floe-cli-proposer-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'repeat.mjs'), `export default ({ target }) => ({
+  name: 'repeat-' + target.config.vocabSize,
+  propose: (reqs) => reqs.map((r) => ({ tokens: [r.tokens[r.tokens.length - 1]] })),
+});
+`);
+    const r = spawnSync(process.execPath, [bin, 'generate', '--model', BROWN, '--prompt-ids', ids, '--temperature', '0', '--max-tokens', '24', '--threads', '1', '--json', '--speculative', 'module:./repeat.mjs'], { encoding: 'utf8', timeout: 60_000, cwd: dir });
+    assert.equal(r.status, 0, r.stderr);
+    const mod = JSON.parse(r.stdout) as { output_ids: number[]; timings: { speculative?: { proposed: number; accepted: number } } };
+    assert.deepEqual(mod.output_ids, plain.output_ids);
+    assert.ok(mod.timings.speculative!.proposed > 0, 'the module proposed');
+    const missing = spawnSync(process.execPath, [bin, 'generate', '--model', BROWN, '--prompt-ids', ids, '--speculative', 'module:./nope.mjs'], { encoding: 'utf8', cwd: dir });
+    assert.notEqual(missing.status, 0);
+    assert.match(missing.stderr, /speculative module .*nope\.mjs: cannot import it/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
   const bad = spawnSync(process.execPath, [bin, 'generate', '--model', BROWN, '--prompt-ids', ids, '--num-speculative-tokens', '0', '--speculative', 'ngram'], { encoding: 'utf8' });
   assert.equal(bad.status, 2); // a usage error
   assert.match(bad.stderr, /--num-speculative-tokens expects an integer >= 1, got '0'/);

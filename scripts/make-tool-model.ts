@@ -7,7 +7,7 @@
 //   export   the final adapter (PEFT: adapter_config.json + adapter_model.safetensors) -> models/floe-brown-tools
 //   eval     bench/tool-eval.ts: base vs adapter on the held-out split through floe serve, tool_choice "auto", no
 //            constraint -> data/work/floe-brown-tools/eval.json
-import { copyFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { makeToolData, trainingLine } from "./make-tool-data.js";
 import { pretrain as trainStage } from "./pretrain-stage.js";
@@ -50,7 +50,10 @@ function exportAdapter(): void {
   const final = join(RUN, "final");
   if (!existsSync(join(final, "adapter_model.safetensors"))) throw new Error(`${final}: no trained adapter yet (run the train stage)`);
   mkdirSync(ADAPTER, { recursive: true });
-  for (const f of ["adapter_config.json", "adapter_model.safetensors"]) copyFileSync(join(final, f), join(ADAPTER, f));
+  copyFileSync(join(final, "adapter_model.safetensors"), join(ADAPTER, "adapter_model.safetensors"));
+  // the base as a path relative to the package, not this machine's
+  const config = JSON.parse(readFileSync(join(final, "adapter_config.json"), "utf8")) as Record<string, unknown>;
+  writeFileSync(join(ADAPTER, "adapter_config.json"), JSON.stringify({ ...config, base_model_name_or_path: "models/floe-brown" }, null, 2) + "\n");
   log(`exported -> ${ADAPTER}`);
 }
 

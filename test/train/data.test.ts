@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadChatTemplate } from '../../src/formats/chat-template.js';
+import { ChatTemplate, loadChatTemplate } from '../../src/formats/chat-template.js';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { DataLoader, encodeExample, loadSamples, packSamples, parseJsonl, splitValidation, type Sample } from '../../src/train/data.js';
 import { FIXTURES } from './fixtures.js';
@@ -34,6 +34,12 @@ describe('parseJsonl', () => {
     ['{"messages": [{"content": "hi"}]}', /x\.jsonl:1: messages\[0\] must be an object with a string "role"/],
     ['{"messages": [{"role": "assistant", "content": 5}]}', /x\.jsonl:1: messages\[0\]\.content must be a string/],
     ['\n\n', /x\.jsonl: no examples/],
+    ['{"messages": [{"role": "assistant", "content": "x"}], "tools": {}}', /x\.jsonl:1: "tools" must be an array of tool definitions, got object/],
+    ['{"messages": [{"role": "assistant", "content": null, "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{x"}}]}]}',
+      /x\.jsonl:1: messages\[0\]\.tool_calls\[0\]\.function\.arguments: not valid JSON/],
+    ['{"messages": [{"role": "assistant", "content": null, "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "[1]"}}]}]}',
+      /x\.jsonl:1: messages\[0\]\.tool_calls\[0\]\.function\.arguments: must encode a JSON object/],
+    ['{"messages": [{"role": "assistant", "content": null, "tool_calls": [{"type": "function"}]}]}', /x\.jsonl:1: messages\[0\]\.tool_calls\[0\]: expected/],
   ];
   for (const [text, re] of cases) it(`rejects ${JSON.stringify(text).slice(0, 40)}`, () => assert.throws(() => parseJsonl(text, 'x.jsonl'), re));
 
@@ -68,6 +74,21 @@ describe('encodeExample', () => {
     assert.equal(tok.decode(tokens), full);
     const learned = tok.decode(tokens.filter((_, i) => mask[i] === 1));
     assert.equal(learned, 'yo</s>ok then</s>');
+  });
+
+  it('messages + tools (OpenAI fine-tuning format): tools and calls go through the template, loss on the call and the answer', () => {
+    const t = new ChatTemplate("{{ bos_token }}{% for t in tools %}[{{ t.function.name }}]{% endfor %}{% for m in messages %}<{{ m.role }}>"
+      + "{% if m.tool_calls %}{% for c in m.tool_calls %}{{ c.function.name }}{{ c.function.arguments | tojson }}{% endfor %}{% else %}{{ m.content }}{% endif %}</s>{% endfor %}"
+      + "{% if add_generation_prompt %}<assistant>{% endif %}");
+    const line = JSON.stringify({
+      tools: [{ type: 'function', function: { name: 'calc', parameters: { type: 'object' } } }],
+      messages: [{ role: 'user', content: 'two and two' }, { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'calc', arguments: '{"e": "2+2"}' } }] },
+        { role: 'tool', tool_call_id: 'c1', content: '4' }, { role: 'assistant', content: 'four' }],
+    });
+    const [{ example }] = parseJsonl(line, 'x.jsonl');
+    const { tokens, mask } = encodeExample(example!, tok, t, { maxSeqLen: 256 }, 'x');
+    assert.equal(tok.decode(tokens), '<s>[calc]<user>two and two</s><assistant>calc{"e": "2+2"}</s><tool>4</s><assistant>four</s>');
+    assert.equal(tok.decode(tokens.filter((_, i) => mask[i] === 1)), 'calc{"e": "2+2"}</s>four</s>');
   });
 
   it('messages without a template fail with the line', () => {

@@ -6,6 +6,8 @@
 //      held-out passages. Held out by document: the Brown files floe-brown's pre-training held out (index % 20 == 10).
 //  (2) WordNet reverse dictionary: a synset's definition retrieves its example sentences among the examples of all
 //      held-out synsets. Held out by synset: a seeded hash of (part of speech, offset) puts 1 in 20 out.
+//  (3) WordNet definition → words (the classic reverse dictionary): the same held-out definitions retrieve their
+//      synset's word list ("bank, depository financial institution") among the word lists of those synsets.
 
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -128,6 +130,15 @@ export function synsetHeldOut(id: string): boolean {
 }
 
 export interface WordnetOptions { readonly maxEval?: number; readonly seed?: number }
+
+/** Definition → "word, word" of the held-out synsets that (2) evaluates; identical word lists all count as hits. */
+export function wordnetWords(o: WordnetOptions = {}, synsets: readonly Synset[] = loadWordnet()): RetrievalSet {
+  const held = synsets.filter((s) => synsetHeldOut(s.id));
+  const pick = new Rng(mix32(SPLIT_SEED, o.seed ?? 1, 0x3d)).shuffle(held.map((_, i) => i)).slice(0, o.maxEval ?? 1000).sort((a, b) => a - b);
+  const lists = pick.map((k) => [...new Set(held[k]!.words)].join(', '));
+  const docs = [...new Set(lists)];
+  return { name: 'wordnet-definition-to-words', docs, queries: pick.map((k, i) => ({ text: held[k]!.definition, relevant: [docs.indexOf(lists[i]!)] })) };
+}
 
 /** Training pairs (definition → each example sentence) of the training synsets, and the held-out reverse-dictionary set. */
 export function wordnetRetrieval(o: WordnetOptions = {}, synsets: readonly Synset[] = loadWordnet()): { train: Pair[]; eval: RetrievalSet } {

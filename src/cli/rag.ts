@@ -8,6 +8,7 @@ import type { EngineClient } from '../engine/protocol.js';
 import { ask, type RagAnswer } from '../platform/rag/answer.js';
 import { openEmbedder, type RagEmbedder } from '../platform/rag/embedder.js';
 import { docKind } from '../platform/rag/extract.js';
+import { FilterError, parseFilter, type Filter } from '../platform/rag/filter.js';
 import { RagStore, SEARCH_MODES, type Collection, type IngestProgress, type Passage, type SearchMode } from '../platform/rag/store.js';
 import { loadTextTools } from '../serve/server.js';
 import { modelOrBuiltin, optNum, packageRoot, parse, UsageError } from './args.js';
@@ -15,8 +16,9 @@ import { modelOrBuiltin, optNum, packageRoot, parse, UsageError } from './args.j
 export const RAG_HELP = `Usage:
   floe rag ingest --db DIR --collection NAME [--embedding-model PATH] [--chunk-tokens N] [--overlap N]
                   [--commit-chunks N] [--json] FILES...
-  floe rag query  --db DIR --collection NAME [--k 5] [--mode vector|bm25|hybrid] [--where EXPR] [--json] "question"
-  floe rag ask    --db DIR --collection NAME [--model PATH] [--k 5] [--mode ...] [--where EXPR] [--rerank]
+  floe rag query  --db DIR --collection NAME [--k 5] [--mode vector|bm25|hybrid] [--where JSON] [--rrf-k 60]
+                  [--weights DENSE,BM25] [--json] "question"
+  floe rag ask    --db DIR --collection NAME [--model PATH] [--k 5] [--mode ...] [--where JSON] [--rerank]
                   [--max-tokens N] [--json] "question"
   floe rag list   --db DIR [--json]
   floe rag delete --db DIR --collection NAME [--source PATH] [--json]
@@ -26,8 +28,10 @@ boundaries, --chunk-tokens (256) with --overlap (chunk/8) tokens shared), embedd
 and a content hash. The collection is created on first ingest, recording the embedder; unchanged files are
 skipped, changed ones replaced. Each commit holds whole documents (--commit-chunks (512) chunks or more), so an
 interrupted ingest leaves every document as it was or fully replaced. A progress bar goes to stderr on a terminal.
-query: top-k passages: dense (cosine), BM25, or both fused by reciprocal rank (hybrid, the default); --where is an
-SQL filter on source, kind, chunk, start_offset, end_offset (e.g. "source LIKE '%.md'").
+query: top-k passages: dense (cosine), BM25, or both fused by reciprocal rank (hybrid, the default); --where is a
+structured filter, {"field","op","value"} or an array of them (all must hold): fields source, kind, doc_hash, chunk,
+start_offset, end_offset; ops = != < <= > >= in not_in prefix (e.g. '{"field":"source","op":"prefix","value":"docs/"}').
+Hybrid scores Σ w / (--rrf-k + rank) over the two lists, --weights DENSE,BM25 (default 1,1).
 ask: retrieve, optionally --rerank (the chat model's log-likelihood of the question given each of the top 2k
 passages), prompt with numbered passages that fit the context, answer with citations.
 --embedding-model PATH (default: the collection's recorded embedder, else the built-in models/floe-embed),
@@ -134,6 +138,23 @@ async function ingestCmd(args: string[]): Promise<number> {
   return 0;
 }
 
+/** --where: a JSON filter (filter.ts), validated before anything is opened. */
+function whereArg(v: string | undefined): Filter | null {
+  if (v === undefined) return null;
+  let json: unknown;
+  try {
+    json = JSON.parse(v);
+  } catch {
+    throw new UsageError(`--where expects a JSON filter such as '{"field":"source","op":"=","value":"notes.md"}' (raw SQL is not accepted), got ${JSON.stringify(v)}`);
+  }
+  try {
+    return parseFilter(json, '--where');
+  } catch (e) {
+    if (e instanceof FilterError) throw new UsageError(e.message);
+    throw e;
+  }
+}
+
 async function openCollection(db: string, name: string): Promise<{ store: RagStore; col: Collection }> {
   const store = await RagStore.open(db);
   return { store, col: await store.collection(name) };
@@ -141,7 +162,7 @@ async function openCollection(db: string, name: string): Promise<{ store: RagSto
 
 async function queryCmd(args: string[], answer: boolean): Promise<number> {
   const { values: v, positionals } = parse(args, {
-    db: str, collection: str, k: str, mode: str, where: str, json: bool, 'embedding-model': str, model: str, rerank: bool,
+    db: str, collection: str, k: str, mode: str, where: str, 'rrf-k': str, weights: str, json: bool, 'embedding-model': str, model: str, rerank: bool,
     'max-tokens': str, threads: str, backend: str,
   }, true);
   const db = need(v.db, '--db DIR'), name = need(v.collection, '--collection NAME');
@@ -152,12 +173,17 @@ async function queryCmd(args: string[], answer: boolean): Promise<number> {
   if (!SEARCH_MODES.includes(mode)) throw new UsageError(`--mode expects ${SEARCH_MODES.join(', ')}, got '${v.mode}'`);
   if (!answer && (v.model !== undefined || v.rerank || v['max-tokens'] !== undefined)) throw new UsageError('--model, --rerank and --max-tokens belong to rag ask');
   const maxTokens = optNum(v['max-tokens'], 'max-tokens', true, { min: 1 });
+  const where = whereArg(v.where);
+  const rrfK = optNum(v['rrf-k'], 'rrf-k', false, { min: 0 });
+  const w = v.weights?.split(',').map(Number);
+  if (w && !(w.length === 2 && w.every((x) => Number.isFinite(x) && x >= 0))) throw new UsageError(`--weights expects DENSE,BM25 (two numbers ≥ 0), got '${v.weights}'`);
+  const fusion = { ...(rrfK !== undefined ? { rrfK } : {}), ...(w ? { weights: [w[0]!, w[1]!] as const } : {}) };
   const threads = optNum(v.threads, 'threads', true, { min: 1 });
   const backend = backendOf(v.backend);
   const { store, col } = await openCollection(db, name);
   const embedder = mode === 'bm25' && !answer ? null : await embedderFor(v['embedding-model'], col.embedderName, { threads, backend });
   if (!answer) {
-    const passages = await col.search(question, embedder, { k, mode, where: v.where ?? null });
+    const passages = await col.search(question, embedder, { k, mode, where, ...fusion });
     if (v.json) process.stdout.write(JSON.stringify({ collection: name, mode, k, passages }) + '\n');
     else process.stdout.write(passages.map((p, i) => formatPassage(p, i + 1)).join('\n\n') + (passages.length ? '\n' : 'no passages found\n'));
     store.close();
@@ -170,7 +196,7 @@ async function queryCmd(args: string[], answer: boolean): Promise<number> {
     engine = e;
     if (!tools.tokenizer) throw new Error(`${modelPath} has no tokenizer; rag ask needs one`);
     const res = await ask(col, embedder, { engine: e, tokenizer: tools.tokenizer, template: tools.template }, question,
-      { k, mode, where: v.where ?? null, rerank: !!v.rerank, maxTokens });
+      { k, mode, where, ...fusion, rerank: !!v.rerank, maxTokens });
     if (v.json) process.stdout.write(JSON.stringify({ collection: name, question, ...res }) + '\n');
     else process.stdout.write(formatAnswer(res));
   } finally {

@@ -8,6 +8,8 @@ import type { ChatMessage } from '../formats/chat-template.js';
 import { citations, fitPassages, injectPassages, type Citation } from '../platform/rag/answer.js';
 import type { RagEmbedder } from '../platform/rag/embedder.js';
 import { SUPPORTED_EXTENSIONS } from '../platform/rag/extract.js';
+import { ChunkWorker } from '../platform/rag/chunk-pool.js';
+import { FilterError, parseFilter, type Filter } from '../platform/rag/filter.js';
 import { CollectionNotFoundError, RagStore, SEARCH_MODES, type Collection, type DocumentInput, type Passage, type SearchMode } from '../platform/rag/store.js';
 import { poolFrom, type EmbeddingModel } from './embeddings-routes.js';
 import { ApiError, invalid } from './errors.js';
@@ -19,7 +21,7 @@ export function engineEmbedder(m: EmbeddingModel | null, name: string): RagEmbed
   if (!tok) throw new ApiError(500, `the embedding model '${m.name}' has no tokenizer`);
   const D = m.engine.info.hiddenSize;
   return {
-    name, dim: D, maxTokens: m.maxTokens,
+    name, dim: D, maxTokens: m.maxTokens, tokenizerDir: name, // name: the embedding model's resolved directory
     countTokens: (t) => tok.encode(t, { addSpecialTokens: true }).length,
     embed: async (texts) => {
       const outs = await Promise.all(texts.map((t) => {
@@ -45,7 +47,7 @@ export interface RagChat {
   apply(spec: RagChatSpec, messages: readonly ChatMessage[], encode: (m: readonly ChatMessage[]) => number[], limit: number): Promise<RagApplied>;
 }
 
-export interface RagChatSpec { readonly collection: string; readonly k: number; readonly mode: SearchMode; readonly where: string | null }
+export interface RagChatSpec { readonly collection: string; readonly k: number; readonly mode: SearchMode; readonly where: Filter | null }
 export interface RagApplied {
   readonly messages: ChatMessage[];
   readonly ids: number[];
@@ -75,10 +77,31 @@ function modeOf(v: unknown, param: string): SearchMode {
   return v as SearchMode;
 }
 
-function whereOf(v: unknown, param: string): string | null {
-  if (v === undefined || v === null) return null;
-  if (typeof v !== 'string') throw invalid(param, `'${param}' must be an SQL filter string`, 'invalid_type');
-  return v;
+/** A structured filter ({field, op, value} or an array of them); raw SQL strings are refused with a 400. */
+function whereOf(v: unknown, param: string): Filter | null {
+  try {
+    return parseFilter(v, param);
+  } catch (e) {
+    if (e instanceof FilterError) throw invalid(e.param, e.message, 'invalid_filter');
+    throw e;
+  }
+}
+
+/** Hybrid fusion: `rrf_k` (RRF constant, default 60) and `weights` [dense, bm25] (default [1, 1]). */
+function fusionOf(b: Record<string, unknown>): { rrfK?: number; weights?: readonly [number, number] } {
+  const out: { rrfK?: number; weights?: readonly [number, number] } = {};
+  if (b.rrf_k !== undefined) {
+    if (!(typeof b.rrf_k === 'number' && Number.isFinite(b.rrf_k) && b.rrf_k >= 0 && b.rrf_k <= 1e6)) throw invalid('rrf_k', `'rrf_k' must be a number in [0, 1e6], got ${JSON.stringify(b.rrf_k)}`);
+    out.rrfK = b.rrf_k;
+  }
+  if (b.weights !== undefined) {
+    const w = b.weights;
+    if (!(Array.isArray(w) && w.length === 2 && w.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= 0 && x <= 1e6))) {
+      throw invalid('weights', `'weights' must be [dense, bm25]: two numbers ≥ 0, got ${JSON.stringify(w)}`);
+    }
+    out.weights = [w[0] as number, w[1] as number];
+  }
+  return out;
 }
 
 /** Store errors as API errors: a missing collection is 404, a refused filter or bad document 400. */
@@ -130,10 +153,15 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
     return { object: 'rag.collection', name: req.params.name, deleted: true };
   }));
 
+  // extraction and chunking (tokenizer-heavy) run in a worker thread, never on the HTTP event loop
+  const chunkers = new Map<string, ChunkWorker>();
+  app.addHook('onClose', async () => { await Promise.all([...chunkers.values()].map((w) => w.close())); });
+  const chunker = (dir: string) => { let w = chunkers.get(dir); if (!w) chunkers.set(dir, w = new ChunkWorker(dir)); return w; };
   const ingest = async (name: string, docs: DocumentInput[]) => serial(async () => {
     const c = await collection(name);
     const e = await embedder();
-    const r = await api(() => c.ingest(docs, e));
+    if (!e.tokenizerDir) throw new ApiError(500, `the embedding model '${e.name}' names no tokenizer directory to chunk with`);
+    const r = await api(() => c.ingest(docs, e, { prepare: chunker(e.tokenizerDir!).prepare }));
     return { object: 'rag.ingest', collection: name, added: r.added, replaced: r.replaced, skipped: r.skipped, chunks: r.chunks };
   });
 
@@ -182,12 +210,12 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
   });
 
   app.post('/v1/rag/query', async (req) => {
-    if (!obj(req.body)) throw invalid('body', 'expected {"collection", "query", "k"?, "mode"?, "where"?}');
+    if (!obj(req.body)) throw invalid('body', 'expected {"collection", "query", "k"?, "mode"?, "where"?, "rrf_k"?, "weights"?}');
     const b = req.body;
     const name = str(b, 'collection'), query = str(b, 'query');
-    const k = kOf(b.k, 'k'), mode = modeOf(b.mode, 'mode'), where = whereOf(b.where, 'where');
+    const k = kOf(b.k, 'k'), mode = modeOf(b.mode, 'mode'), where = whereOf(b.where, 'where'), fusion = fusionOf(b);
     const c = await collection(name);
-    const passages = await api(async () => c.search(query, mode === 'bm25' ? null : await embedder(), { k, mode, where }));
+    const passages = await api(async () => c.search(query, mode === 'bm25' ? null : await embedder(), { k, mode, where, ...fusion }));
     return { object: 'list', collection: name, mode, data: passages.map((p, i) => ({ object: 'rag.passage', rank: i + 1, ...p })) };
   });
 

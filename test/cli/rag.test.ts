@@ -52,8 +52,11 @@ test('floe rag: ingest → query → ask with citations; re-ingest skips unchang
   assert.equal(q.passages[0].source, a);
   assert.match(q.passages[0].text, /zyxoquartz/);
   assert.equal(readFileSync(a, 'utf8').slice(q.passages[0].start, q.passages[0].end), q.passages[0].text);
-  const h = json(await floe(['rag', 'query', ...common, '--k', '4', '--json', '--where', `source = '${b}'`, 'the small boat']));
+  const h = json(await floe(['rag', 'query', ...common, '--k', '4', '--json', '--where', JSON.stringify({ field: 'source', op: '=', value: b }), '--weights', '2,1', 'the small boat']));
   assert.ok(h.passages.length > 0 && h.passages.every((p: { source: string }) => p.source === b));
+  const sql = await floe(['rag', 'query', ...common, '--where', `source = '${b}'`, 'the small boat']);
+  assert.notEqual(sql.code, 0);
+  assert.match(sql.stderr, /--where expects a JSON filter .*raw SQL is not accepted/);
 
   // ask: the prompt holds what fits of k passages; citations name them (id, source, offsets), in rank order
   const ret = json(await floe(['rag', 'query', ...common, '--k', '6', '--json', 'what glows in the mine?']));

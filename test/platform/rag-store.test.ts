@@ -51,9 +51,10 @@ test('ingest → search: every mode finds documents; BM25 ranks the rare term fi
   const dense = await col.search(rare[0]!.text, emb, { mode: 'vector', k: 2 });
   assert.equal(dense[0]!.id, rare[0]!.id);
   assert.ok(Math.abs(dense[0]!.score - 1) < 1e-5, `self-similarity ${dense[0]!.score}`);
-  const only = await col.search('the old man', emb, { mode: 'hybrid', k: 20, where: `source = '${files.b.replaceAll("'", "''")}'` });
+  const only = await col.search('the old man', emb, { mode: 'hybrid', k: 20, where: { field: 'source', op: '=', value: files.b } });
   assert.ok(only.length > 0 && only.every((p) => p.source === files.b));
-  await assert.rejects(col.search('x', emb, { mode: 'bm25', where: 'no_such_column = 1' }), /filter "no_such_column = 1" was refused/);
+  await assert.rejects(col.search('x', emb, { mode: 'bm25', where: 'no_such_column = 1' as never }), /raw SQL is not accepted/);
+  await assert.rejects(col.search('x', emb, { mode: 'bm25', where: { field: 'no_such_column', op: '=', value: 1 } as never }), /'where.field' must be one of source, kind/);
   await assert.rejects(store.collection('nope'), (e: unknown) => e instanceof CollectionNotFoundError && /collection 'nope' does not exist .*'docs'/.test((e as Error).message));
   await assert.rejects(store.create('bad name!', emb), /invalid collection name/);
   const wrong = hashEmbedder(await brownTokenizer(), 32, 128, 'small');
@@ -88,6 +89,23 @@ test('hybrid search equals a hand-computed reciprocal-rank fusion of the dense a
     for (const [id, s] of hand) if (!kept.has(id)) assert.ok(s <= hybrid.at(-1)!.score);
   }
   assert.deepEqual(rrf([['a', 'b', 'c'], ['c', 'a']], 1), [{ id: 'a', score: 1 / 2 + 1 / 3 }, { id: 'c', score: 1 / 4 + 1 / 2 }, { id: 'b', score: 1 / 3 }]);
+  // weighted fusion: Σ w_list / (k + rank), with a random constant and random weights
+  const r = rng((Date.now() ^ 0x77) >>> 0);
+  const rrfK = 1 + Math.floor(r() * 100), weights = [r() * 4, r() * 4] as const;
+  for (const q of ['the old mine crystal', 'cold river boat']) {
+    const [qv] = await emb.embed([q]);
+    const dense = (await col.dense(qv!, 50, null)).map((p) => p.id);
+    const sparse = (await col.bm25(q, 50, null)).map((p) => p.id);
+    const hand = new Map<string, number>();
+    dense.forEach((id, i) => hand.set(id, (hand.get(id) ?? 0) + weights[0] / (rrfK + i + 1)));
+    sparse.forEach((id, i) => hand.set(id, (hand.get(id) ?? 0) + weights[1] / (rrfK + i + 1)));
+    const hybrid = await col.search(q, emb, { mode: 'hybrid', k: 10, depth: 50, rrfK, weights });
+    for (const p of hybrid) assert.ok(Math.abs(p.score - hand.get(p.id)!) < 1e-12, `${q}: ${p.id} weighted`);
+    const kept = new Set(hybrid.map((p) => p.id));
+    for (const [id, sc] of hand) if (!kept.has(id)) assert.ok(sc <= hybrid.at(-1)!.score);
+  }
+  assert.throws(() => rrf([['a'], ['b']], 60, [1]), /2 lists/);
+  assert.throws(() => rrf([['a'], ['b']], 60, [1, -1]), /≥ 0/);
 });
 
 test('re-ingest: unchanged files are skipped (no embedding, no write); a changed file replaces its chunks only', async () => {

@@ -60,6 +60,26 @@ test('HTTP RAG: collections, documents, query, chat with rag → citations; erro
   assert.equal(a.slice(q.json.data[0].start, q.json.data[0].end), q.json.data[0].text);
   assert.equal((await call('POST', '/v1/rag/query', { collection: 'nope', query: 'x' })).status, 404);
   assert.equal((await call('POST', '/v1/rag/query', { collection: 'docs', query: 'x', mode: 'fuzzy' })).json.error.param, 'mode');
+  // where: a structured filter selects by metadata; raw SQL and malformed conditions are 400s naming the part
+  for (const mode of ['vector', 'bm25', 'hybrid']) {
+    const only = await call('POST', '/v1/rag/query', { collection: 'docs', query: 'the mine and the boats', mode, k: 20, where: { field: 'source', op: 'in', value: ['b.md', "it's.txt"] } });
+    assert.equal(only.status, 200, JSON.stringify(only.json));
+    assert.ok(only.json.data.length > 0 && only.json.data.every((p: { source: string }) => p.source === 'b.md'), mode);
+  }
+  // weighted fusion: with BM25's weight 0 the hybrid ranking is the dense one
+  const dOnly = await call('POST', '/v1/rag/query', { collection: 'docs', query: 'the boats in the mine', mode: 'hybrid', k: 4, weights: [1, 0], rrf_k: 10 });
+  const vec = await call('POST', '/v1/rag/query', { collection: 'docs', query: 'the boats in the mine', mode: 'vector', k: 4 });
+  assert.deepEqual(dOnly.json.data.map((p: { id: string }) => p.id), vec.json.data.map((p: { id: string }) => p.id));
+  assert.equal(dOnly.json.data[0].score, 1 / 11);
+  assert.equal((await call('POST', '/v1/rag/query', { collection: 'docs', query: 'x', weights: [1] })).json.error.param, 'weights');
+  assert.equal((await call('POST', '/v1/rag/query', { collection: 'docs', query: 'x', rrf_k: -1 })).json.error.param, 'rrf_k');
+  const sql = await call('POST', '/v1/rag/query', { collection: 'docs', query: 'x', where: "source = 'a.txt' OR 1=1" });
+  assert.deepEqual([sql.status, sql.json.error.param, sql.json.error.code], [400, 'where', 'invalid_filter']);
+  assert.match(sql.json.error.message, /raw SQL is not accepted/);
+  const badField = await call('POST', '/v1/rag/query', { collection: 'docs', query: 'x', where: [{ field: 'source', value: 'a.txt' }, { field: 'vector', op: '=', value: 'a' }] });
+  assert.deepEqual([badField.status, badField.json.error.param], [400, 'where[1].field']);
+  const badInt = await call('POST', '/v1/rag/query', { collection: 'docs', query: 'x', where: { field: 'chunk', op: '>', value: '0; DROP TABLE docs' } });
+  assert.deepEqual([badInt.status, badInt.json.error.param], [400, 'where.value']);
 
   const question = 'What glows green in the dark mine?';
   const hybrid = await call('POST', '/v1/rag/query', { collection: 'docs', query: question, k: 3 });
@@ -92,6 +112,10 @@ test('HTTP RAG: collections, documents, query, chat with rag → citations; erro
     (e: unknown) => e instanceof OpenAI.APIError && e.status === 404 && /collection 'nope' does not exist/.test(e.message));
   await assert.rejects(client.chat.completions.create({ ...body, rag: { collection: 'docs', k: 0 } } as OpenAI.ChatCompletionCreateParamsNonStreaming),
     (e: unknown) => e instanceof OpenAI.APIError && e.status === 400 && /rag.k/.test(e.message));
+  await assert.rejects(client.chat.completions.create({ ...body, rag: { collection: 'docs', where: 'chunk > 0' } } as OpenAI.ChatCompletionCreateParamsNonStreaming),
+    (e: unknown) => e instanceof OpenAI.APIError && e.status === 400 && /'rag.where' must be a structured filter/.test(e.message));
+  const filtered = await client.chat.completions.create({ ...body, rag: { collection: 'docs', k: 3, where: { field: 'source', op: 'prefix', value: 'c.' } } } as OpenAI.ChatCompletionCreateParamsNonStreaming) as OpenAI.ChatCompletion & { citations: Array<{ source: string }> };
+  assert.ok(filtered.citations.length > 0 && filtered.citations.every((c) => c.source === 'c.html'));
 
   // the server's engine embeds as the library's Embedder does: a collection ingested over HTTP serves CLI/library queries
   const store = await RagStore.open(DB);

@@ -7,6 +7,7 @@ export interface RagEmbedder {
   readonly name: string; // recorded per collection (a model path or served name)
   readonly dim: number; // D
   readonly maxTokens: number; // longest text it embeds whole, special tokens included
+  readonly tokenizerDir?: string; // a model directory whose tokenizer counts as countTokens does (lets a ChunkWorker chunk for it)
   /** Tokens the embedder would feed for text, special tokens included (uncut). */
   countTokens(text: string): number;
   /** One L2-normalised vector (D) per text, in order. */
@@ -14,9 +15,9 @@ export interface RagEmbedder {
 }
 
 /** RagEmbedder over floe's Embedder (a Llama model pooled to unit vectors); `name` is what collections record. */
-export function fromEmbedder(e: Embedder, name: string): RagEmbedder {
+export function fromEmbedder(e: Embedder, name: string, tokenizerDir?: string): RagEmbedder {
   return {
-    name, dim: e.dim, maxTokens: e.maxTokens,
+    name, dim: e.dim, maxTokens: e.maxTokens, ...(tokenizerDir ? { tokenizerDir } : {}),
     countTokens: (text) => e.tokenizer.encode(text).length,
     embed: (texts) => e.embed(texts),
   };
@@ -24,5 +25,5 @@ export function fromEmbedder(e: Embedder, name: string): RagEmbedder {
 
 /** Open an embedding model directory; the recorded name is its resolved path unless given. */
 export async function openEmbedder(path: string, opts: EmbedderOptions & { name?: string } = {}): Promise<RagEmbedder> {
-  return fromEmbedder(await Embedder.open(path, opts), opts.name ?? resolve(path));
+  return fromEmbedder(await Embedder.open(path, opts), opts.name ?? resolve(path), resolve(path));
 }

@@ -5,9 +5,10 @@ import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import * as lancedb from '@lancedb/lancedb';
 import { Field, FixedSizeList, Float32, Int32, Schema, Utf8 } from 'apache-arrow';
-import { chunkText } from './chunk.js';
 import type { RagEmbedder } from './embedder.js';
-import { extractDocument, sourceSpan, docKind } from './extract.js';
+import { docKind } from './extract.js';
+import { docHash, prepareDocuments, type DocumentInput, type Preparer } from './prepare.js';
+import { compileFilter, parseFilter, sqlString, type Filter } from './filter.js';
 import { rrf } from './fusion.js';
 
 // LanceDB's Rust log goes to stderr at warn by default ("No existing dataset … will be created"): errors only, unless set
@@ -55,22 +56,21 @@ export interface Passage {
 export interface SearchOptions {
   readonly k?: number; // default 5
   readonly mode?: SearchMode; // default hybrid
-  readonly where?: string | null; // SQL filter on source, kind, doc_hash, chunk, start_offset, end_offset
+  readonly where?: Filter | null; // structured filter on source, kind, doc_hash, chunk, start_offset, end_offset (filter.ts)
   readonly depth?: number; // hybrid: candidates taken from each list (default max(50, 4k))
   readonly rrfK?: number; // hybrid: RRF constant (default 60)
+  readonly weights?: readonly [number, number]; // hybrid: RRF weights of the [dense, BM25] lists (default [1, 1])
 }
 
-export interface DocumentInput {
-  readonly source: string; // a path or a caller's name; re-adding the same source replaces its chunks
-  readonly content: string;
-  readonly kind?: string; // a file name whose extension picks the parser (default: source)
-}
+export type { DocumentInput };
 
 export interface IngestOptions {
   readonly chunkTokens?: number; // default min(256, embedder.maxTokens)
   readonly overlap?: number; // default chunkTokens / 8
   readonly commitChunks?: number; // whole documents go into one commit until it holds this many chunks (default 512)
   readonly onProgress?: (p: IngestProgress) => void;
+  /** Extraction and chunking off this thread (e.g. new ChunkWorker(modelDir).prepare); default: here, with embedder.countTokens. */
+  readonly prepare?: Preparer;
 }
 
 /** After each embedding batch and each document: documents finished of total, chunks embedded so far. */
@@ -85,8 +85,7 @@ export interface IngestResult {
   readonly ms: { readonly extract: number; readonly embed: number; readonly write: number; readonly index: number };
 }
 
-/** SQL string literal. */
-export const sqlString = (s: string): string => `'${s.replaceAll("'", "''")}'`;
+export { sqlString };
 
 function schemaFor(dim: number, embedder: string): Schema {
   return new Schema([
@@ -234,20 +233,18 @@ export class Collection {
       if (seen.has(d.source)) throw new Error(`${d.source}: given twice in one ingest`);
       seen.add(d.source);
     }
-    // extract and chunk everything first: a bad document fails the ingest before any write
+    // extract and chunk everything first (in opts.prepare's worker when given): a bad document fails the ingest before any write
     const t0 = performance.now();
     const existing = await this.documents();
     const result = { added: [] as string[], replaced: [] as string[], skipped: [] as string[], chunks: 0, embeddedTokens: 0 };
-    const todo: Array<{ source: string; kind: string; hash: string; chunks: Array<{ start: number; end: number; text: string; tokens: number }> }> = [];
+    const changed: DocumentInput[] = [];
     for (const d of docs) {
-      const hash = createHash('sha256').update(d.content).digest('hex');
-      if (existing.get(d.source) === hash) { result.skipped.push(d.source); continue; }
-      const doc = extractDocument(d.kind ?? d.source, d.content);
-      const chunks = chunkText(doc.text, { maxTokens: chunkTokens, overlap, countTokens: (t) => embedder.countTokens(t) })
-        .map((c) => ({ ...sourceSpan(doc, c.start, c.end), text: c.text, tokens: c.tokens }));
-      (existing.has(d.source) ? result.replaced : result.added).push(d.source);
-      todo.push({ source: d.source, kind: doc.kind, hash, chunks });
+      if (existing.get(d.source) === docHash(d.content)) result.skipped.push(d.source);
+      else changed.push(d);
     }
+    const po = { chunkTokens, overlap };
+    const todo = opts.prepare ? await opts.prepare(changed, po) : prepareDocuments(changed, po, (t) => embedder.countTokens(t));
+    for (const d of todo) (existing.has(d.source) ? result.replaced : result.added).push(d.source);
     const ms = { extract: performance.now() - t0, embed: 0, write: 0, index: 0 };
     const total = todo.length;
     let pending: Row[] = [], pendingSources: string[] = [], done = 0;
@@ -325,14 +322,17 @@ export class Collection {
     if (!Number.isInteger(k) || k < 1) throw new RangeError(`k must be a positive integer, got ${k}`);
     if (!SEARCH_MODES.includes(mode)) throw new RangeError(`mode must be one of ${SEARCH_MODES.join(', ')}, got ${JSON.stringify(mode)}`);
     if (query.trim() === '') throw new RangeError('the query is empty');
-    if (mode === 'bm25') return this.bm25(query, k, opts.where ?? null);
+    // validated again here: library callers may pass anything (a raw SQL string is refused)
+    const f = parseFilter(opts.where);
+    const where = f === null ? null : compileFilter(f);
+    if (mode === 'bm25') return this.bm25(query, k, where);
     if (!embedder) throw new Error(`${mode} search needs an embedder`);
     this.checkEmbedder(embedder);
     const [qv] = await embedder.embed([query]);
-    if (mode === 'vector') return this.dense(qv!, k, opts.where ?? null);
+    if (mode === 'vector') return this.dense(qv!, k, where);
     const depth = opts.depth ?? Math.max(50, 4 * k);
-    const [dense, sparse] = await Promise.all([this.dense(qv!, depth, opts.where ?? null), this.bm25(query, depth, opts.where ?? null)]);
-    const fused = rrf([dense.map((p) => p.id), sparse.map((p) => p.id)], opts.rrfK ?? 60);
+    const [dense, sparse] = await Promise.all([this.dense(qv!, depth, where), this.bm25(query, depth, where)]);
+    const fused = rrf([dense.map((p) => p.id), sparse.map((p) => p.id)], opts.rrfK ?? 60, opts.weights);
     const byId = new Map([...sparse, ...dense].map((p) => [p.id, p]));
     const dRank = new Map(dense.map((p, i) => [p.id, i + 1]));
     const sRank = new Map(sparse.map((p, i) => [p.id, i + 1]));

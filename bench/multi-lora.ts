@@ -113,7 +113,7 @@ async function main(): Promise<void> {
   const kvDtype = defaultKvDtype(model);
   const perSeq = o.prompt + o.decode + 8;
   const kvBytes = Math.ceil(KvCache.bytesPerToken(cfg.numLayers, cfg.numKvHeads, cfg.headDim, kvDtype) * o.streams * (perSeq + 32) * 1.25);
-  const engine = new Engine(model, null, { kvCacheMemory: kvBytes, maxNumSeqs: o.streams, maxLoras: o.adapters, prefixCaching: false, maxBatchedTokens: Math.max(512, o.streams) });
+  const engine = new Engine(model, null, { kvCacheMemory: kvBytes, maxNumSeqs: o.streams, maxLoras: o.adapters, prefixCaching: false, maxBatchedTokens: Math.max(512, o.streams * o.prompt) }); // one prefill step: every stream enters the timed window together
   for (const n of names) engine.loadAdapter(n, path.join(dir, n));
   const prompts = Array.from({ length: o.streams }, () => Array.from({ length: o.prompt }, () => 3 + Math.floor(r() * (cfg.vocabSize - 3))));
   const per = o.streams / o.adapters;

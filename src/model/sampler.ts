@@ -67,6 +67,7 @@ export class Sampler {
   private readonly rng: Rng;
   private readonly work: Float32Array; // (V) adjusted logits
   private readonly greedy = { ids: new Int32Array(1), weights: Float64Array.of(1), n: 1, sum: 1 }; // reused: argmax only
+  private sel: { w: Float64Array; idx: Int32Array } | null = null; // selectTopP's work buffers (V), made on first use
 
   constructor(readonly params: SamplingParams, readonly vocabSize: number, private readonly backend: Backend) {
     validateSampling(params);
@@ -104,8 +105,77 @@ export class Sampler {
       const covered = k === V || (p.topK > 0 && k === p.topK) || coverage(probs.top, probs.total) >= p.topP;
       // top-k renormalizes: top-p then counts mass within the k candidates
       if (covered) return this.truncate(ids, probs.top, p.topK > 0 ? coverage(probs.top, 1) : probs.total);
+      // A flat distribution over a large vocabulary (a high temperature, a random-weight model) needs most of it
+      // for top-p: widening to V costs several full top-k sorts per row, so select the top-p set in O(V) instead.
+      if (p.topK === 0 && V > SELECT_VOCAB && k >= SELECT_AFTER) return this.selectTopP(z);
       k = Math.min(V, k * 4);
     }
+  }
+
+  /**
+   * Top-p then min-p over the whole vocabulary without sorting it: weights exp((z - max) / T) for every token, then
+   * a three-way partition by weight (quickselect on mass) keeps the heaviest tokens until their mass reaches top_p;
+   * ties at the cut are taken in index order, as many as the mass needs (the sorted path's rule). The candidates
+   * come back unordered except that the most likely token is first.
+   */
+  private selectTopP(z: Float32Array): TokenDistribution {
+    const p = this.params;
+    const V = z.length;
+    const sel = this.sel ??= { w: new Float64Array(V), idx: new Int32Array(V) };
+    const { w, idx } = sel;
+    let max = -Infinity;
+    for (let i = 0; i < V; i++) if (z[i]! > max) max = z[i]!;
+    let total = 0;
+    for (let i = 0; i < V; i++) { const e = Math.exp((z[i]! - max) / p.temperature); w[i] = e; total += e; idx[i] = i; }
+    // idx[0, lo) is chosen, idx[lo, hi) undecided, idx[hi, V) dropped; `need` is the mass still to choose
+    let need = p.topP * total;
+    let lo = 0;
+    let hi = V;
+    while (hi > lo && need > 0) {
+      const pivot = w[idx[(lo + hi) >>> 1]!]!;
+      let a = lo; // [lo, a): heavier than the pivot, [a, i): equal, [b, hi): lighter
+      let i = lo;
+      let b = hi;
+      while (i < b) {
+        const t = idx[i]!;
+        const v = w[t]!;
+        if (v > pivot) { idx[i] = idx[a]!; idx[a] = t; a++; i++; } else if (v < pivot) { b--; idx[i] = idx[b]!; idx[b] = t; } else i++;
+      }
+      let heavy = 0;
+      for (let j = lo; j < a; j++) heavy += w[idx[j]!]!;
+      if (heavy >= need) { hi = a; continue; }
+      const eq = (b - a) * pivot;
+      if (heavy + eq >= need) {
+        // all heavier tokens and as many of the tied ones as the mass needs, lowest ids first
+        idx.subarray(a, b).sort();
+        let rest = need - heavy;
+        let j = a;
+        while (j < b && rest > 0) { rest -= pivot; j++; }
+        lo = j;
+        break;
+      }
+      need -= heavy + eq;
+      lo = b;
+    }
+    // min-p relative to the most likely token (weight 1): a filter, since the set is unordered
+    const floor = p.minP > 0 ? p.minP : 0;
+    const ids = new Int32Array(lo);
+    const weights = new Float64Array(lo);
+    let n = 0;
+    let sum = 0;
+    let best = 0;
+    for (let j = 0; j < lo; j++) {
+      const t = idx[j]!;
+      const v = w[t]!;
+      if (v < floor) continue;
+      if (v > weights[best]! || (v === weights[best]! && t < ids[best]!)) best = n;
+      ids[n] = t; weights[n] = v; sum += v; n++;
+    }
+    if (best !== 0) {
+      const [ti, tw] = [ids[0]!, weights[0]!];
+      ids[0] = ids[best]!; weights[0] = weights[best]!; ids[best] = ti; weights[best] = tw;
+    }
+    return { ids, weights, n, sum };
   }
 
   /** Penalties and logit bias applied to a copy of the logits (V), in the sampler's work buffer. */
@@ -150,13 +220,16 @@ export class Sampler {
 
 /** A sampling distribution over candidate tokens: P(ids[i]) = weights[i] / sum for i < n, 0 for every other id. */
 export interface TokenDistribution {
-  readonly ids: Int32Array; // (≥ n) candidates, most likely first
+  readonly ids: Int32Array; // (≥ n) candidates, most likely first (the rest unordered on selectTopP's path)
   readonly weights: Float64Array; // (≥ n) unnormalized
   readonly n: number;
   readonly sum: number;
 }
 
 const NONE: readonly number[] = [];
+// Vocabularies above SELECT_VOCAB whose top-p head is not covered by SELECT_AFTER candidates take selectTopP.
+const SELECT_VOCAB = 16_384;
+const SELECT_AFTER = 1024;
 
 function applyPenalties(z: Float32Array, p: SamplingParams, counts: TokenCounts, extra: readonly number[]): void {
   if (p.repetitionPenalty !== 1) {

@@ -238,3 +238,44 @@ test('Llama 3 vocabulary size (128256), native backend: the shortcut takes 64 ca
   assert.ok(ks.every((k) => k === 64), `one topk of 64 per draw, got ${[...new Set(ks)].join(',')}`);
   assertFits('native V=128256, top-p 0.95', got, reference(logits, params, null));
 });
+
+test('a flat distribution over a large vocabulary: after 64, 256 and 1024 candidates the top-p set is selected in O(V), and draws follow the reference (top-p, min-p, ties)', (t) => {
+  const native = BACKENDS.find((b) => b.name === 'native');
+  if (!native) { t.skip('the native addon is not built'); return; }
+  const V = 128_256;
+  const seed = (Date.now() ^ 0x70b) >>> 0;
+  const r = rng(seed);
+  const cases: Array<[string, Float32Array, Partial<SamplingParams>]> = [
+    ['random-weight-like logits, T 0.8, top-p 0.95', randomLogits(r, V, 0.3), { topP: 0.95, temperature: 0.8 }],
+    ['top-p 0.5 and min-p 0.9', randomLogits(r, V, 0.5), { topP: 0.5, minP: 0.9 }],
+    // logits on a coarse grid: whole groups tie, so the cut falls inside a group of equal weights
+    ['ties: logits on a 0.25 grid, top-p 0.7', Float32Array.from(randomLogits(r, V, 0.6), (x) => Math.round(x * 4) / 4), { topP: 0.7 }],
+  ];
+  for (const [name, logits, over] of cases) {
+    const params = p({ ...over, seed: seed + 1 });
+    const want = reference(logits, params, null);
+    const { backend, ks } = spying(native);
+    const s = new Sampler(params, V, backend);
+    const d = s.distribution(logits, null);
+    assert.deepEqual(ks, [64, 256, 1024], `${name}: no topk beyond 1024 candidates (seed ${seed})`);
+    // the support and the probabilities are the reference's (ties: as many of the cut group, with its mass)
+    const kept = want.reduce((c, x) => c + (x > 0 ? 1 : 0), 0);
+    assert.equal(d.n, kept, `${name}: ${d.n} candidates, the reference keeps ${kept} (seed ${seed})`);
+    const best = want.reduce((b, x, i) => (x > want[b]! ? i : b), 0);
+    assert.equal(want[d.ids[0]!], want[best], `${name}: the most likely token comes first`);
+    for (let i = 0; i < d.n; i++) {
+      const id = d.ids[i]!;
+      const got = d.weights[i]! / d.sum;
+      const ref = want[id]!; // ties at the cut: both take the lowest ids of the group
+      assert.ok(Math.abs(got - ref) <= 1e-9 + 1e-6 * ref, `${name}: token ${id} p ${got} vs reference ${ref} (seed ${seed})`);
+    }
+    const got = draws(s, logits, null, 4000);
+    if (name.startsWith('ties')) {
+      const values = [...new Set(logits)];
+      const group = (x: Float64Array) => Float64Array.from(values, (v) => x.reduce((acc, c, i) => acc + (logits[i] === v ? c : 0), 0));
+      assertFits(`${name} (seed ${seed})`, group(got), group(want));
+    } else {
+      assertFits(`${name} (seed ${seed})`, got, want);
+    }
+  }
+});

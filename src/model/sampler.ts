@@ -99,9 +99,11 @@ export class Sampler {
     const V = z.length;
     let k = p.topK > 0 ? Math.min(p.topK, V) : V;
     if (k === V && p.topP < 1) k = Math.min(V, 64);
+    let total = -1; // Σ exp((z - max) / T) over the vocabulary: the same for every k (max is the top value)
     for (;;) {
       const { ids, values } = this.backend.topk(z, k);
-      const probs = softmaxOf(values, p.temperature, z);
+      const probs = softmaxOf(values, p.temperature, z, total);
+      total = probs.total;
       const covered = k === V || (p.topK > 0 && k === p.topK) || coverage(probs.top, probs.total) >= p.topP;
       // top-k renormalizes: top-p then counts mass within the k candidates
       if (covered) return this.truncate(ids, probs.top, p.topK > 0 ? coverage(probs.top, 1) : probs.total);
@@ -253,11 +255,12 @@ function applyPenalties(z: Float32Array, p: SamplingParams, counts: TokenCounts,
   }
 }
 
-/** exp((v - max) / temperature) for the candidates, and the same sum over the whole vocabulary. */
-function softmaxOf(values: Float32Array, temperature: number, all: Float32Array): { top: Float64Array; total: number } {
+/** exp((v - max) / temperature) for the candidates, and the same sum over the whole vocabulary (`known` when computed already). */
+function softmaxOf(values: Float32Array, temperature: number, all: Float32Array, known = -1): { top: Float64Array; total: number } {
   const max = values[0]!;
   const top = new Float64Array(values.length);
   for (let i = 0; i < values.length; i++) top[i] = Math.exp((values[i]! - max) / temperature);
+  if (known >= 0) return { top, total: known };
   let total = 0;
   for (let i = 0; i < all.length; i++) total += Math.exp((all[i]! - max) / temperature);
   return { top, total };

@@ -24,7 +24,11 @@ import type { GenerateOutput, GenerateRequest } from '../src/engine/protocol.js'
 import { writePeftAdapter } from '../src/formats/peft.js';
 import { defaultKvDtype } from '../src/model/generate.js';
 import { KvCache } from '../src/model/kv-cache.js';
-import { initLora, parseLoraTargets, type LoraTarget } from '../src/model/lora.js';
+import { initLora, loraScale, parseLoraTargets, type LoraAdapter, type LoraTarget } from '../src/model/lora.js';
+import type { LlamaModel } from '../src/model/llama.js';
+import { dequantizeRow } from '../src/tensor/codecs.js';
+import { quantizeTensor } from '../src/tensor/quantize.js';
+import { f32Tensor, type Tensor } from '../src/tensor/tensor.js';
 import { openModel } from '../src/model/open.js';
 import { nativeCounters } from '../src/backend/native.js';
 import { CACHE_DIR } from './harness/build.js';
@@ -102,11 +106,13 @@ async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'floe-bench-mlora-'));
   const r = rng(7);
   const names: string[] = [];
+  let first: LoraAdapter | null = null;
   for (let k = 0; k < o.adapters; k++) {
     const ad = initLora(cfg, { rank: o.rank, alpha: 2 * o.rank, targets: o.targets, rslora: false, dropout: 0 }, r);
     for (const layer of ad.layers) for (const lin of Object.values(layer)) for (let i = 0; i < lin!.b.length; i++) lin!.b[i] = (2 * r() - 1) * 0.02 * Math.sqrt(3);
     const d = path.join(dir, `a${k}`);
     writePeftAdapter(d, ad, modelPath);
+    first ??= ad;
     names.push(`a${k}`);
   }
 
@@ -160,6 +166,28 @@ async function main(): Promise<void> {
     return { mode, tokens, wallS, cpuS, tokS: tokens / wallS, tokCpuS: tokens / cpuS, segments, ids };
   };
 
+  /** Steady decode tok/s of the first `n` prompts on the base alone (the merged-per-request model's batch). */
+  const runGroup = (n: number): { tokS: number } => {
+    const tag = `group-${serial++}`;
+    const got = new Map<string, number>();
+    for (let s = 0; s < n; s++) {
+      engine.add({
+        kind: 'generate', id: `${tag}-${s}`, promptIds: prompts[s]!, sampling: GREEDY, maxTokens: 1 + o.decode, n: 1, stop: [], stopTokenIds: [],
+        ignoreEos: true, logprobs: null, promptLogprobs: null, skipSpecialTokens: true, speculative: false, adapter: null,
+      });
+    }
+    const count = (outs: ReturnType<Engine['step']>): number => {
+      let k = 0;
+      for (const x of outs) if (x.kind === 'generate') { const g = x as GenerateOutput; got.set(g.id, (got.get(g.id) ?? 0) + g.tokenIds.length); k += g.tokenIds.length; }
+      return k;
+    };
+    while (got.size < n) count(engine.step());
+    const t0 = performance.now();
+    let tokens = 0;
+    while (engine.hasWork) tokens += count(engine.step());
+    return { tokS: tokens / ((performance.now() - t0) / 1000) };
+  };
+
   const fusedCalls = () => Object.entries(nativeCounters()).filter(([k]) => k.startsWith('loraSegmented.')).reduce((a, [, v]) => a + v, 0);
   const fused0 = fusedCalls();
   runMode('base'); // warm-up: page in the weights, start the thread pool
@@ -198,11 +226,56 @@ async function main(): Promise<void> {
   if (changed.interleaved === 0 || changed.grouped === 0) throw new Error('no adapter stream differs from the base: the LoRA path did not run');
   if (model.backend.loraSegmented && fused === 0) throw new Error('the native backend has loraSegmented, but it never ran');
 
+  // The alternative the issue names: merge the request's adapter into the base weights (dequantize, + s·B·A,
+  // requantize to the file's format) and run each adapter's streams as their own batch, one adapter after another.
+  // Measured parts: one merge, and the base's decode rate at streams / adapters streams. Optimistic for merging: the
+  // base copy to switch back costs nothing here, nor does the q8_0r16 repack of the merged weights.
+  const merge = timeMerge(model, first!, o.rank, o.targets);
+  const small = runGroup(per);
+  const mergedTokS = (o.streams * o.decode) / (o.adapters * (merge.wallS + (per * o.decode) / small.tokS));
+  console.log(`\nmerging per request instead: one merge of a rank-${o.rank} adapter on ${o.targets.join(',')} into the ${model.weights.layers[0]!.wq.dtype} base ${merge.wallS.toFixed(2)} s ` +
+    `(${merge.cpuS.toFixed(2)} cpu-s, ${merge.matrices} matrices); ${per} streams on the base ${small.tokS.toFixed(1)} tok/s; ` +
+    `${o.adapters} adapter groups one after another: ${mergedTokS.toFixed(1)} tok/s = ${(mergedTokS / b.tok_s).toFixed(3)}× the base, ` +
+    `vs the segmented delta's ${ratio.toFixed(3)}×`);
+
   const out = o.out ?? path.join(BENCH, 'results', `multi-lora-${o.quick ? 'quick' : `${o.shape}-${o.format}`}-${o.threads}t-${new Date().toISOString().slice(0, 10)}.json`);
   fs.mkdirSync(path.dirname(out), { recursive: true });
-  fs.writeFileSync(out, JSON.stringify({ machine: info, options: o, summary, changed, runs: runs.map(({ ids: _ids, ...x }) => x) }, null, 1) + '\n');
+  fs.writeFileSync(out, JSON.stringify({ machine: info, options: o, summary, changed, merge_per_request: { merge_s: merge.wallS, merge_cpu_s: merge.cpuS, group_streams: per, group_tok_s: small.tokS, tok_s: mergedTokS, over_base: mergedTokS / b.tok_s }, runs: runs.map(({ ids: _ids, ...x }) => x) }, null, 1) + '\n');
   console.log(`wrote ${path.relative(ROOT, out)}`);
   fs.rmSync(dir, { recursive: true, force: true });
+}
+
+const WEIGHT: Record<string, 'wq' | 'wk' | 'wv' | 'wo'> = { q: 'wq', k: 'wk', v: 'wv', o: 'wo' };
+
+/** Wall and CPU seconds to merge one adapter into every weight it adapts: W' = requant(dequant(W) + s·B·A). */
+function timeMerge(model: LlamaModel, ad: LoraAdapter, rank: number, targets: readonly LoraTarget[]): { wallS: number; cpuS: number; matrices: number } {
+  const s = loraScale({ rank, alpha: 2 * rank, rslora: false });
+  const be = model.backend;
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  let matrices = 0;
+  for (const [l, layer] of ad.layers.entries()) {
+    for (const t of targets) {
+      const lin = layer[t];
+      const key = WEIGHT[t];
+      if (!lin || !key) continue;
+      const w = model.weights.layers[l]![key] as Tensor;
+      const { N, C, rank: r } = lin;
+      const at = new Float32Array(C * r); // Aᵀ (C, r): matmul's y = x·Wᵀ gives B·A
+      for (let j = 0; j < r; j++) for (let c = 0; c < C; c++) at[c * r + j] = lin.a[j * C + c]!;
+      const ba = new Float32Array(N * C);
+      be.matmul(ba, lin.b, f32Tensor([C, r], at), N);
+      const row = new Float32Array(C);
+      for (let n = 0; n < N; n++) {
+        dequantizeRow(w, n, row);
+        for (let c = 0; c < C; c++) ba[n * C + c] = row[c]! + s * ba[n * C + c]!;
+      }
+      quantizeTensor(ba, [N, C], w.dtype);
+      matrices++;
+    }
+  }
+  const cu = process.cpuUsage(c0);
+  return { wallS: (performance.now() - t0) / 1000, cpuS: (cu.user + cu.system) / 1e6, matrices };
 }
 
 await main();

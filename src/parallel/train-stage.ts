@@ -14,13 +14,13 @@ import { peftKey, PEFT_WEIGHTS, writePeftAdapter } from '../formats/peft.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import type { LayerRange } from '../model/llama.js';
 import { LlamaTrainModel, type PackedBatch } from '../model/llama-train.js';
-import { DEFAULT_LORA, initLora, LORA_TARGETS, type LoraAdapter, type LoraConfig } from '../model/lora.js';
+import { LORA_TARGETS, type LoraAdapter } from '../model/lora.js';
 import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, restoreInto, saveCheckpoint, type TrainerState } from '../train/checkpoint.js';
 import { DataLoader, loadSamples } from '../train/data.js';
 import { Optimizer } from '../train/optimizer.js';
-import { mix32, Rng } from '../train/rng.js';
-import { learningRate, type ScheduleConfig } from '../train/schedule.js';
-import { asTrainBackend, type FinetuneOptions, type FinetuneSummary, type StepMetrics } from '../train/trainer.js';
+import { mix32 } from '../train/rng.js';
+import { learningRate } from '../train/schedule.js';
+import { asTrainBackend, initAdapter, loraConfigOf, planSteps, type FinetuneOptions, type FinetuneSummary, type StepMetrics } from '../train/trainer.js';
 import { oneFOneB, slotsNeeded } from './1f1b.js';
 import { stagePlan } from './stage-model.js';
 import { formatStages } from './stages.js';
@@ -102,24 +102,12 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
   const batchSize = o.batchSize ?? 1;
   log(`data: ${samples.length} training samples; ${P} stages ${formatStages(stages)}, ${M} micro-batches per step (1F1B)`);
   const loader = new DataLoader(samples, { batchSize: o.batchTokens === undefined ? batchSize : undefined, batchTokens: o.batchTokens, shuffle: o.shuffle ?? true, seed });
-  let totalMicro = Infinity;
-  let totalSteps: number;
-  if (o.maxSteps !== undefined) totalSteps = o.maxSteps;
-  else {
-    totalMicro = 0;
-    for (let e = 0; e < (o.epochs ?? 1); e++) totalMicro += loader.microBatchesInEpoch(e);
-    totalSteps = Math.ceil(totalMicro / M);
-  }
-  const sched: ScheduleConfig = { lr, warmupSteps: o.warmupSteps ?? 0, totalSteps, decay: o.decay ?? 'cosine', minLrRatio: o.minLrRatio ?? 0 };
+  const { totalMicro, totalSteps, sched } = planSteps(o, loader, M, lr);
 
   // the whole adapter is initialised as one process does (same RNG stream); this stage trains its layers' factors
   const backend = o.backendImpl ?? asTrainBackend(selectBackend(o.backend, o.threads));
-  const l = o.lora ?? {};
-  const loraCfg: LoraConfig = {
-    rank: l.rank ?? DEFAULT_LORA.rank, alpha: l.alpha ?? DEFAULT_LORA.alpha, targets: l.targets ?? DEFAULT_LORA.targets,
-    rslora: l.rslora ?? DEFAULT_LORA.rslora, dropout: l.dropout ?? DEFAULT_LORA.dropout,
-  };
-  const adapter: LoraAdapter = initLora(cfg, loraCfg, (() => { const r = new Rng(mix32(seed, 0x10a)); return () => r.next(); })());
+  const loraCfg = loraConfigOf(o);
+  const adapter: LoraAdapter = initAdapter(cfg, loraCfg, seed);
   const mine: LoraAdapter = { config: loraCfg, layers: adapter.layers.map((x, i) => (i >= range.start && i < range.end ? x : {})) };
   const model = LlamaTrainModel.fromTensors(cfg, loaded.tensors, backend, { adapter, full: false, checkpointActivations: !!o.checkpointActivations },
     loaded.ropeFreqFactors, range);

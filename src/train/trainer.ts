@@ -121,6 +121,38 @@ export interface FinetuneSummary {
 const TRAIN_KERNELS: readonly (keyof TrainKernels)[] = ['matmulBackwardInput', 'matmulBackwardWeight', 'rmsnormBackward', 'ropeBackward',
   'swigluBackward', 'attentionDense', 'attentionDenseBackward', 'embeddingBackward', 'crossEntropy'];
 
+/**
+ * Steps of a run: --max-steps, else the epochs' micro-batches over `perStep` micro-batches a step (gradient
+ * accumulation; pipeline micro-batches), and the learning-rate schedule over them. Shared with the pipeline trainer so
+ * that both count steps the same way.
+ */
+export function planSteps(o: FinetuneOptions, loader: DataLoader, perStep: number, lr: number): { totalMicro: number; totalSteps: number; sched: ScheduleConfig } {
+  let totalMicro = Infinity;
+  let totalSteps: number;
+  if (o.maxSteps !== undefined) totalSteps = o.maxSteps;
+  else {
+    totalMicro = 0;
+    for (let e = 0; e < (o.epochs ?? 1); e++) totalMicro += loader.microBatchesInEpoch(e);
+    totalSteps = Math.ceil(totalMicro / perStep);
+  }
+  return { totalMicro, totalSteps, sched: { lr, warmupSteps: o.warmupSteps ?? 0, totalSteps, decay: o.decay ?? 'cosine', minLrRatio: o.minLrRatio ?? 0 } };
+}
+
+/** The run's LoRA options with the defaults filled in. */
+export function loraConfigOf(o: FinetuneOptions): LoraConfig {
+  const l = o.lora ?? {};
+  return {
+    rank: l.rank ?? DEFAULT_LORA.rank, alpha: l.alpha ?? DEFAULT_LORA.alpha, targets: l.targets ?? DEFAULT_LORA.targets,
+    rslora: l.rslora ?? DEFAULT_LORA.rslora, dropout: l.dropout ?? DEFAULT_LORA.dropout,
+  };
+}
+
+/** A fresh adapter from the run's seed (its own RNG stream, so every stage of a pipeline draws the same factors). */
+export function initAdapter(cfg: Parameters<typeof initLora>[0], lc: LoraConfig, seed: number): LoraAdapter {
+  const r = new Rng(mix32(seed, 0x10a));
+  return initLora(cfg, lc, () => r.next());
+}
+
 export function asTrainBackend(be: Backend): TrainBackend {
   const missing = TRAIN_KERNELS.filter((k) => typeof (be as Partial<TrainBackend>)[k] !== 'function');
   if (missing.length) throw new Error(`the ${be.name} backend has no training kernels (${missing.join(', ')}); try --backend reference`);
@@ -172,24 +204,12 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   const loader = new DataLoader(trainSamples, { batchSize: o.batchTokens === undefined ? batchSize : undefined, batchTokens: o.batchTokens, shuffle: o.shuffle ?? true, seed });
 
   // steps
-  let totalMicro = Infinity;
-  let totalSteps: number;
-  if (o.maxSteps !== undefined) totalSteps = o.maxSteps;
-  else {
-    totalMicro = 0;
-    for (let e = 0; e < (o.epochs ?? 1); e++) totalMicro += loader.microBatchesInEpoch(e);
-    totalSteps = Math.ceil(totalMicro / gradAccum);
-  }
-  const sched: ScheduleConfig = { lr, warmupSteps: o.warmupSteps ?? 0, totalSteps, decay: o.decay ?? 'cosine', minLrRatio: o.minLrRatio ?? 0 };
+  const { totalMicro, totalSteps, sched } = planSteps(o, loader, gradAccum, lr);
 
   // trainable model
   const backend = o.backendImpl ?? asTrainBackend(selectBackend(o.backend, o.threads));
-  const l = o.lora ?? {};
-  const loraCfg: LoraConfig = {
-    rank: l.rank ?? DEFAULT_LORA.rank, alpha: l.alpha ?? DEFAULT_LORA.alpha, targets: l.targets ?? DEFAULT_LORA.targets,
-    rslora: l.rslora ?? DEFAULT_LORA.rslora, dropout: l.dropout ?? DEFAULT_LORA.dropout,
-  };
-  const adapter: LoraAdapter | null = full ? null : initLora(cfg, loraCfg, (() => { const r = new Rng(mix32(seed, 0x10a)); return () => r.next(); })());
+  const loraCfg = loraConfigOf(o);
+  const adapter: LoraAdapter | null = full ? null : initAdapter(cfg, loraCfg, seed);
   if (o.offload && full) throw new Error('streamed layers need a frozen base: full fine-tuning keeps every weight in memory');
   const stream = o.offload ? LayerStream.open(loaded, o.offload) : null;
   const model = LlamaTrainModel.fromTensors(cfg, loaded.tensors, backend, { adapter, full, checkpointActivations: !!o.checkpointActivations }, loaded.ropeFreqFactors);

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { BackendName } from '../backend/select.js';
 import { startEngine } from '../engine/client.js';
-import type { EngineClient } from '../engine/protocol.js';
+import { defaultBatchSeqs, type EngineClient } from '../engine/protocol.js';
 import { BatchService, outputLine } from '../platform/batch.js';
 import { createFile, parseBatchInput, writeAtomic } from '../platform/files.js';
 import { Store } from '../platform/store.js';
@@ -14,11 +14,18 @@ import { injectExecutor } from '../serve/batch-routes.js';
 import { defaultModelName, loadTextTools, parseSize } from '../serve/server.js';
 import { kvCacheDtype, loadDtype, modelOrBuiltin, optNum, parse, UsageError } from './args.js';
 
+/** --batch-max-num-seqs, checked against --max-num-seqs (the lane is never narrower than the interactive width). */
+export function batchLaneWidth(maxNumSeqs: number | undefined, given: number | undefined): number {
+  const w = defaultBatchSeqs(maxNumSeqs, given);
+  if (w < (maxNumSeqs ?? 64)) throw new UsageError(`--batch-max-num-seqs ${w} is below --max-num-seqs ${maxNumSeqs ?? 64}: the batch lane is at least as wide as the interactive one`);
+  return w;
+}
+
 export async function batchCmd(args: string[]): Promise<number> {
   const str = { type: 'string' } as const;
   const { values: v } = parse(args, {
     model: str, input: str, output: str, state: str, threads: str, backend: str, 'kv-cache-memory': str, 'kv-cache-dtype': str,
-    dtype: str, 'max-num-seqs': str, 'max-batched-tokens': str, quiet: { type: 'boolean' },
+    dtype: str, 'max-num-seqs': str, 'batch-max-num-seqs': str, 'max-batched-tokens': str, quiet: { type: 'boolean' },
   });
   if (!v.input) throw new UsageError('--input FILE.jsonl is required');
   if (!v.output) throw new UsageError('--output FILE.jsonl is required');
@@ -29,6 +36,7 @@ export async function batchCmd(args: string[]): Promise<number> {
   const engineOpts = {
     threads: optNum(v.threads, 'threads', true, { min: 1 }), backend, kvCacheMemory, kvDtype: kvCacheDtype(v['kv-cache-dtype']),
     dtype: loadDtype(v.dtype)?.dtype, maxNumSeqs: optNum(v['max-num-seqs'], 'max-num-seqs', true, { min: 1 }),
+    maxBatchSeqs: batchLaneWidth(optNum(v['max-num-seqs'], 'max-num-seqs', true, { min: 1 }), optNum(v['batch-max-num-seqs'], 'batch-max-num-seqs', true, { min: 1 })),
     maxBatchedTokens: optNum(v['max-batched-tokens'], 'max-batched-tokens', true, { min: 1 }),
   };
   const modelPath = modelOrBuiltin(v.model, 'batch');
@@ -57,7 +65,7 @@ export async function batchCmd(args: string[]): Promise<number> {
       serve.ready({ engine: e, tokenizer: tools.tokenizer, template: tools.template, defaults: tools.defaults });
       await serve.app.ready();
       const progress = new Progress(lines.length, store, log);
-      service = new BatchService(store, injectExecutor(serve.app, null), { window: () => 2 * e.info.maxNumSeqs, onLine: () => progress.tick() });
+      service = new BatchService(store, injectExecutor(serve.app, null), { window: () => 2 * (e.info.maxBatchSeqs ?? e.info.maxNumSeqs), onLine: () => progress.tick() });
       if (id === undefined) {
         const file = createFile(store, 'batch', v.input, [bytes], lines.length);
         id = service.create({ input_file_id: file.id, endpoint, metadata: { input_key: key } }).id;

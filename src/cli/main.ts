@@ -149,6 +149,7 @@ batch options:
                           request_id, body}, error}, the Batch API's output-file line
   --state DIR             resume state (SQLite; default OUTPUT.floe-batch): re-running the same command
                           continues without redoing finished lines
+  --batch-max-num-seqs N  lines decoding at once (default 4 × --max-num-seqs: wider steps, more tokens/s)
   --max-num-seqs N, --max-batched-tokens N, --kv-cache-memory SIZE, --kv-cache-dtype auto|f32|bf16|fp8,
   --dtype fp8, --threads N, --backend native|reference
   --quiet                 no progress on stderr (a bar on a terminal, a line per 10 % otherwise)
@@ -223,6 +224,7 @@ serve options:
   --num-speculative-tokens K        most draft tokens per sequence and step (default 4)
   --max-batched-tokens N  token budget per engine step
   --max-num-seqs N        most requests in the running batch
+  --batch-max-num-seqs N  the Batch API lane's width while no interactive request runs (default 4 × --max-num-seqs)
   --max-queue N           requests waiting beyond the free --max-num-seqs slots; more get 429
   --max-body BYTES        largest request body (default 8MiB); larger gets 413
   --shutdown-grace S      on SIGTERM/SIGINT, seconds running requests may finish (default 30)
@@ -521,7 +523,7 @@ async function serveCmd(args: string[]): Promise<number> {
     model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'api-key': { type: 'string' },
     'model-name': { type: 'string' }, threads: { type: 'string' }, backend: { type: 'string' },
     'kv-cache-memory': { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, 'block-size': { type: 'string' },
-    'max-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'max-queue': { type: 'string' },
+    'max-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'batch-max-num-seqs': { type: 'string' }, 'max-queue': { type: 'string' },
     'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' }, dtype: { type: 'string' },
     'no-ui': { type: 'boolean' }, 'data-dir': { type: 'string' }, 'no-batch': { type: 'boolean' },
     speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
@@ -589,6 +591,8 @@ async function serveCmd(args: string[]): Promise<number> {
     speculative: specSource(values.speculative), numSpeculativeTokens: specTokens(values['num-speculative-tokens']),
     kvDtype, dtype, blockSize: positive('block-size'),
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),
+    // the batch lane widens only in one process (a pipeline's stages size their KV and micro-batches by --max-num-seqs)
+    maxBatchSeqs: pp ? undefined : (await import('./batch.js')).batchLaneWidth(positive('max-num-seqs'), positive('batch-max-num-seqs')),
     bodyLimit: size('max-body'), ui: !values['no-ui'], dataDir: values['no-batch'] ? null : values['data-dir'] ?? './floe-data',
     loraModules, maxLoras: positive('max-loras'), maxLoraRank: positive('max-lora-rank'),
     enableLoraLoading: !!values['enable-lora-loading'], loraRoot: values['lora-root'] ?? null, offload,

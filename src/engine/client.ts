@@ -23,6 +23,7 @@ export interface EngineStartOptions {
   readonly blockSize?: number; // tokens per KV block, default 16
   readonly maxBatchedTokens?: number; // token budget per step, default 512
   readonly maxNumSeqs?: number; // default 64
+  readonly maxBatchSeqs?: number; // batch lane's width: low-priority sequences at once while no interactive one runs (default maxNumSeqs)
   readonly maxQueue?: number; // requests waiting beyond the free sequence slots past this get 429; default 1024
   readonly prefixCaching?: boolean; // default true
   /**

@@ -30,6 +30,8 @@ export interface EngineOptions {
   readonly blockSize?: number; // L, default 16
   readonly maxBatchedTokens?: number; // token budget per step, default 512
   readonly maxNumSeqs?: number; // default 64
+  /** The batch lane's width: low-priority sequences run up to this many at once while no interactive one is there (default maxNumSeqs). */
+  readonly maxBatchSeqs?: number;
   readonly maxQueue?: number; // waiting requests beyond the free sequence slots (maxNumSeqs - running) are refused (429) past this; default 1024
   readonly prefixCaching?: boolean; // default true
   readonly extraEosIds?: readonly number[]; // e.g. the tokenizer's eos ids
@@ -46,6 +48,7 @@ export interface EngineOptions {
 }
 
 export const ENGINE_DEFAULTS = { blockSize: 16, maxBatchedTokens: 512, maxNumSeqs: 64, maxQueue: 1024, kvFreeFraction: 0.3 } as const;
+
 
 /** KV budget in bytes: a fraction of free RAM, never more than maxNumSeqs full contexts need. */
 export function defaultKvCacheMemory(model: LlamaModel, kvDtype: KvDType, maxNumSeqs: number): number {
@@ -152,7 +155,7 @@ export class Engine {
     const numBlocks = opts.kvBlocks ?? Math.floor(budget / perBlock);
     if (numBlocks < 1) throw new RangeError(`KV cache memory ${budget} bytes is less than one block (${perBlock} bytes: ${blockSize} tokens × ${perBlock / blockSize} bytes)`);
     this.kv = new KvManager(numBlocks, blockSize, opts.prefixCaching ?? true);
-    this.scheduler = new Scheduler(this.kv, { maxBatchedTokens: opts.maxBatchedTokens ?? ENGINE_DEFAULTS.maxBatchedTokens, maxNumSeqs });
+    this.scheduler = new Scheduler(this.kv, { maxBatchedTokens: opts.maxBatchedTokens ?? ENGINE_DEFAULTS.maxBatchedTokens, maxNumSeqs, maxBatchSeqs: opts.maxBatchSeqs });
     this.runner = new ModelRunner(model, new KvCache(model.weights.layers.length, numBlocks, blockSize, c.numKvHeads, c.headDim, kvDtype), opts.remote ?? null);
     this.proposer?.init?.({ vocabSize: c.vocabSize, numBlocks, blockSize, maxPositions: c.maxPositionEmbeddings });
     this.maxQueue = opts.maxQueue ?? ENGINE_DEFAULTS.maxQueue;
@@ -173,6 +176,7 @@ export class Engine {
       kvBlocks: numBlocks,
       blockSize,
       maxNumSeqs,
+      maxBatchSeqs: this.scheduler.width,
       kvTokens,
       maxRequestTokens: Math.min(c.maxPositionEmbeddings, kvTokens),
       speculative: this.proposer ? { method: this.proposer.name, numSpeculativeTokens: this.numSpecTokens } : null,
@@ -198,7 +202,8 @@ export class Engine {
     // --max-queue counts waiting requests that the free sequence slots cannot take at the next step
     // an interactive request queues ahead of batch ones, so only interactive waiting ones count against it
     const ahead = req.priority === 'batch' ? this.scheduler.waiting.length : this.scheduler.waiting.filter((s) => !s.lowPriority).length;
-    const queued = this.parked.length + ahead - Math.max(0, this.scheduler.cfg.maxNumSeqs - this.scheduler.running.length);
+    const slots = req.priority === 'batch' ? this.scheduler.width : this.scheduler.cfg.maxNumSeqs; // a batch lane may be wider
+    const queued = this.parked.length + ahead - Math.max(0, slots - this.scheduler.running.length);
     if (queued >= this.maxQueue) {
       throw new EngineRequestError(429, `the queue is full (${this.maxQueue} requests waiting beyond the ${this.scheduler.cfg.maxNumSeqs} sequence slots, --max-queue); retry later`);
     }

@@ -114,6 +114,7 @@ export interface EngineInfo {
   readonly kvBlocks: number;
   readonly blockSize: number;
   readonly maxNumSeqs: number; // sequences running at once: the most completions (n) one request may ask for
+  readonly maxBatchSeqs?: number; // the batch lane's width: low-priority sequences at once while no interactive one runs
   readonly kvTokens: number; // tokens of KV that fit in the budget
   readonly maxRequestTokens: number; // longest prompt + output one request can ever hold: min(maxModelLen, kvTokens)
   readonly speculative?: { readonly method: string; readonly numSpeculativeTokens: number } | null; // proposer name and K
@@ -147,4 +148,15 @@ export class EngineRequestError extends Error {
   constructor(readonly status: 400 | 404 | 429 | 500 | 503, message: string) {
     super(message);
   }
+}
+
+/**
+ * `floe serve` / `floe batch`'s batch lane width when not given: BATCH_LANE_FACTOR × maxNumSeqs. On CPU the q8_0 / bf16
+ * GEMMs run about twice as many FLOP/s at 256 rows as at 64 (BENCHMARKS.md, Batch API), so a batch alone on the
+ * engine decodes in wider steps; interactive requests still see steps of maxNumSeqs rows.
+ */
+export const BATCH_LANE_FACTOR = 4;
+export function defaultBatchSeqs(maxNumSeqs: number | undefined, given: number | undefined): number {
+  const n = maxNumSeqs ?? 64; // the engine's default maxNumSeqs
+  return given ?? BATCH_LANE_FACTOR * n;
 }

@@ -33,7 +33,14 @@ export interface SchedulerOutput {
 
 export interface SchedulerConfig {
   readonly maxBatchedTokens: number; // token budget per step
-  readonly maxNumSeqs: number; // sequences per step and running at once
+  readonly maxNumSeqs: number; // sequences per step and running at once (interactive ones: always)
+  /**
+   * The batch lane's width (default maxNumSeqs): while no interactive sequence runs or waits, batch sequences run up
+   * to this many at once, in wider steps whose matmuls run nearer the GEMM's peak. Once an interactive sequence is
+   * there, steps go back to maxNumSeqs rows, interactive rows first; the batch sequences left out keep their KV and
+   * wait for the next step.
+   */
+  readonly maxBatchSeqs?: number;
 }
 
 export class Scheduler {
@@ -46,7 +53,14 @@ export class Scheduler {
   constructor(readonly kv: KvManager, readonly cfg: SchedulerConfig) {
     if (!(Number.isInteger(cfg.maxBatchedTokens) && cfg.maxBatchedTokens >= 1)) throw new RangeError(`maxBatchedTokens must be an integer >= 1, got ${cfg.maxBatchedTokens}`);
     if (!(Number.isInteger(cfg.maxNumSeqs) && cfg.maxNumSeqs >= 1)) throw new RangeError(`maxNumSeqs must be an integer >= 1, got ${cfg.maxNumSeqs}`);
+    if (cfg.maxBatchSeqs !== undefined && !(Number.isInteger(cfg.maxBatchSeqs) && cfg.maxBatchSeqs >= cfg.maxNumSeqs)) {
+      throw new RangeError(`maxBatchSeqs must be an integer >= maxNumSeqs (${cfg.maxNumSeqs}), got ${cfg.maxBatchSeqs}`);
+    }
+    this.width = cfg.maxBatchSeqs ?? cfg.maxNumSeqs;
   }
+
+  /** Sequences running at once at most: the batch lane's width (maxNumSeqs unless maxBatchSeqs is wider). */
+  readonly width: number;
 
   add(seq: SchedSeq): void {
     if (seq.lowPriority) this.waiting.push(seq);
@@ -78,14 +92,27 @@ export class Scheduler {
   }
 
   /** One step's plan; `maxSeqs` caps this step's sequences below maxNumSeqs (a pipeline micro-batch). */
-  schedule(maxSeqs = this.cfg.maxNumSeqs): SchedulerOutput {
-    const stepSeqs = Math.min(maxSeqs, this.cfg.maxNumSeqs);
+  schedule(maxSeqs = this.width): SchedulerOutput {
+    // a batch lane wider than maxNumSeqs narrows back to it while interactive sequences run or wait
+    const wide = this.width > this.cfg.maxNumSeqs;
+    const interactiveWaiting = this.firstLow();
+    let interactiveRunning = 0;
+    if (wide) for (const s of this.running) if (!s.lowPriority) interactiveRunning++;
+    const interactive = interactiveRunning + interactiveWaiting > 0;
+    const stepSeqs = Math.min(maxSeqs, wide && interactive ? this.cfg.maxNumSeqs : this.width);
+    // batch rows this step leave room for every interactive sequence (only when the lane is wide: otherwise the
+    // slot preemption below already guarantees it)
+    const lowRows = wide ? stepSeqs - Math.min(this.cfg.maxNumSeqs, interactiveRunning + interactiveWaiting) : Infinity;
+    let lowPicked = 0;
     let budget = this.cfg.maxBatchedTokens;
     const picked: { seq: SchedSeq; n: number; hit: number; ahead: number }[] = [];
     const preempted: string[] = [];
 
     // an interactive prompt waiting for a sequence slot takes one from the newest running batch sequence
-    let slotsNeeded = Math.min(this.firstLow(), this.running.length + this.firstLow() - this.cfg.maxNumSeqs);
+    // (a wide lane: as many as may still be admitted next to the interactive ones running, less the free slots)
+    let slotsNeeded = wide
+      ? Math.min(interactiveWaiting, Math.max(0, this.cfg.maxNumSeqs - interactiveRunning)) - (this.width - this.running.length)
+      : Math.min(interactiveWaiting, this.running.length + interactiveWaiting - this.cfg.maxNumSeqs);
     while (slotsNeeded-- > 0) {
       const v = this.newestLow(0);
       if (v < 0) break;
@@ -106,6 +133,7 @@ export class Scheduler {
     // running sequences, oldest first; when blocks run out the newest is preempted (possibly this one)
     for (let i = 0; i < this.running.length && budget > 0 && picked.length < stepSeqs; i++) {
       const s = this.running[i]!;
+      if (s.lowPriority && lowPicked >= lowRows) continue; // left out this step, its KV kept
       const pending = s.tokens.length - s.numComputed;
       // a decoding sequence may verify draft tokens too: k + 1 positions
       let n = Math.min(pending + (pending === 1 ? s.lookahead ?? 0 : 0), budget);
@@ -125,13 +153,15 @@ export class Scheduler {
       }
       if (!fits) { i--; continue; } // s left running: the next sequence moved into its index
       picked.push({ seq: s, n, hit: 0, ahead: Math.max(0, n - pending) });
+      if (s.lowPriority) lowPicked++;
       budget -= n;
     }
 
     // waiting prompts in arrival order, as long as budget, sequence slots and blocks allow (never preempting for them)
     while (!kvPressure && this.waiting.length > 0 && budget > 0
-      && this.running.length < this.cfg.maxNumSeqs && picked.length < stepSeqs) {
+      && this.running.length < this.width && picked.length < stepSeqs) {
       const s = this.waiting[0]!;
+      if (wide && (s.lowPriority ? lowPicked >= lowRows : interactiveRunning >= this.cfg.maxNumSeqs)) break;
       const prefix = s.usePrefixCache && s.numComputed === 0 ? this.kv.findCachedPrefix(s.tokens, s.adapterId ?? 0) : undefined;
       const hit = prefix ? prefix.blocks.length * this.kv.blockSize : 0;
       const n = Math.min(s.tokens.length - hit, budget);
@@ -144,6 +174,8 @@ export class Scheduler {
         this.prefixHitTokens += hit;
       }
       picked.push({ seq: s, n, hit, ahead: 0 });
+      if (s.lowPriority) lowPicked++;
+      else interactiveRunning++;
       budget -= n;
     }
 

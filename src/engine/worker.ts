@@ -47,7 +47,7 @@ try {
   engine = new Engine(model, tokenizer, {
     speculative, numSpeculativeTokens: opts.numSpeculativeTokens,
     modelId: opts.modelId, kvCacheMemory: opts.kvCacheMemory, kvDtype: opts.kvDtype, blockSize: opts.blockSize,
-    maxBatchedTokens: opts.maxBatchedTokens, maxNumSeqs: opts.maxNumSeqs, maxQueue: opts.maxQueue, prefixCaching: opts.prefixCaching,
+    maxBatchedTokens: opts.maxBatchedTokens, maxNumSeqs: opts.maxNumSeqs, maxBatchSeqs: opts.maxBatchSeqs, maxQueue: opts.maxQueue, prefixCaching: opts.prefixCaching,
     extraEosIds: tokenizer?.eosIds, maxLoras: opts.maxLoras, maxLoraRank: opts.maxLoraRank, maxCpuLoras: opts.maxCpuLoras,
     remote: pipeline?.driver, kvBlocks: pipeline?.kvBlocks,
   });

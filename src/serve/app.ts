@@ -140,7 +140,7 @@ export function createApp(opts: AppOptions): ServeApp {
     return reply.header('content-type', metrics.contentType).send(body);
   });
 
-  const batch = opts.dataDir ? registerBatchRoutes(app, { dataDir: opts.dataDir, apiKey: opts.apiKey ?? null, metrics, window: () => 2 * (ctx?.engine.info.maxNumSeqs ?? 1) }) : null;
+  const batch = opts.dataDir ? registerBatchRoutes(app, { dataDir: opts.dataDir, apiKey: opts.apiKey ?? null, metrics, window: () => 2 * (ctx?.engine.info.maxBatchSeqs ?? ctx?.engine.info.maxNumSeqs ?? 1) }) : null;
   const ft = batch && registerFtRoutes(app, { dataDir: opts.dataDir!, store: () => batch.service().store, baseModel: opts.modelName, modelPath: opts.modelPath ?? null, threads: opts.jobsThreads ?? DEFAULT_JOBS_THREADS, engine: () => ctx?.engine ?? null });
   registerConsole(app, { ui: opts.ui ?? true, metrics, refresh, engineInfo: () => model().engine.info, modelName: opts.modelName, modelPath: opts.modelPath, webDir: opts.webDir });
 

@@ -132,3 +132,119 @@ test('engine: waiting batch requests do not count against --max-queue for an int
   assert.throws(() => engine.add(genReq('i4', randomPrompt(r, 4))), (e: Error & { status?: number }) => e.status === 429, 'interactive requests still have their own queue limit');
   assert.deepEqual(engine.scheduler.waiting.map((s) => s.id), ['i0/0', 'i1/0', 'i2/0', 'i3/0', 'b0/0', 'b1/0', 'b2/0', 'b3/0']);
 });
+
+// A batch lane wider than maxNumSeqs (maxBatchSeqs): batch sequences alone run in wide steps; once an interactive
+// sequence runs or waits, steps narrow back to maxNumSeqs rows with every interactive row in them, and the batch rows
+// left out keep their KV (no preemption unless the width itself is full).
+
+/** Every sequence's invariants after a step: picked ids are running, distinct, and within the caps. */
+function checkStep(sched: Scheduler, out: SchedulerOutput, seqs: Map<string, FakeSeq>, maxNumSeqs: number, width: number): void {
+  const ids = out.seqs.map((s) => s.id);
+  assert.equal(new Set(ids).size, ids.length, 'no sequence twice in a step');
+  for (const id of ids) assert.ok(sched.running.some((s) => s.id === id), `${id} is running`);
+  assert.ok(sched.running.length <= width, `running ${sched.running.length} <= width ${width}`);
+  const interactive = sched.running.filter((s) => !s.lowPriority).length + sched.waiting.filter((s) => !s.lowPriority).length;
+  assert.ok(sched.running.filter((s) => !s.lowPriority).length <= maxNumSeqs, 'interactive running <= maxNumSeqs');
+  if (interactive > 0) assert.ok(ids.length <= maxNumSeqs, `a step with interactive work has <= ${maxNumSeqs} rows, got ${ids.length}`);
+  // every running interactive sequence with work is in the step (budget permitting: the tests give plenty)
+  for (const s of sched.running) if (!s.lowPriority && !ids.includes(s.id)) assert.fail(`interactive ${s.id} left out of a step`);
+  void seqs;
+}
+
+test('wide batch lane: batch alone runs maxBatchSeqs rows per step; an interactive arrival narrows steps to maxNumSeqs without preempting', () => {
+  const maxNumSeqs = 4;
+  const width = 12;
+  const sched = new Scheduler(new KvManager(400, 16), { maxBatchedTokens: 256, maxNumSeqs, maxBatchSeqs: width });
+  assert.equal(sched.width, width);
+  const seqs = new Map<string, FakeSeq>();
+  const add = (s: FakeSeq) => { seqs.set(s.id, s); sched.add(s); };
+  for (let i = 0; i < 16; i++) add(new FakeSeq(`b${i}`, 8, true, i * 100));
+  let out = sched.schedule();
+  assert.equal(out.seqs.length, width, 'a batch alone fills the wide lane');
+  sampleAll(out, seqs);
+  out = sched.schedule();
+  assert.deepEqual(out.seqs.map((s) => s.numTokens), Array(width).fill(1), 'then decodes all of it in one step');
+  sampleAll(out, seqs);
+  add(new FakeSeq('i0', 8, false, 9000));
+  add(new FakeSeq('i1', 8, false, 9100));
+  out = sched.schedule();
+  checkStep(sched, out, seqs, maxNumSeqs, width);
+  assert.deepEqual(out.preempted, ['b11', 'b10'], 'the width was full: the two newest batch sequences gave their slots');
+  assert.equal(out.seqs.length, maxNumSeqs);
+  assert.deepEqual(out.seqs.map((s) => s.id), ['b0', 'b1', 'i0', 'i1'], 'oldest batch rows up to maxNumSeqs, then both interactive prompts');
+  sampleAll(out, seqs);
+  const kept = sched.running.filter((s) => s.lowPriority).map((s) => s.id);
+  assert.deepEqual(kept, ['b0', 'b1', 'b2', 'b3', 'b4', 'b5', 'b6', 'b7', 'b8', 'b9'], 'left-out batch rows stay running with their KV');
+  for (const id of kept) assert.ok(seqs.get(id)!.numComputed > 0);
+  // the interactive pair decodes with two batch rows beside it until it ends; then the lane widens again
+  for (let k = 0; k < 3; k++) {
+    out = sched.schedule();
+    checkStep(sched, out, seqs, maxNumSeqs, width);
+    assert.equal(out.preempted.length, 0);
+    sampleAll(out, seqs);
+  }
+  sched.finish('i0');
+  sched.finish('i1');
+  out = sched.schedule();
+  assert.equal(out.seqs.length, width, 'with no interactive work left the lane is wide again');
+  assert.equal(out.preempted.length, 0);
+});
+
+test('wide batch lane: random arrivals and finishes keep the caps (property test against the rules)', () => {
+  const r = rand(23);
+  for (let trial = 0; trial < 20; trial++) {
+    const maxNumSeqs = 1 + Math.floor(r() * 5);
+    const width = maxNumSeqs + Math.floor(r() * 10);
+    const sched = new Scheduler(new KvManager(2000, 4), { maxBatchedTokens: 4096, maxNumSeqs, maxBatchSeqs: width });
+    const seqs = new Map<string, FakeSeq>();
+    let n = 0;
+    for (let step = 0; step < 60; step++) {
+      const arrivals = Math.floor(r() * 3);
+      for (let a = 0; a < arrivals; a++) {
+        const s = new FakeSeq(`s${n++}`, 1 + Math.floor(r() * 12), r() < 0.7, n * 100);
+        seqs.set(s.id, s);
+        sched.add(s);
+      }
+      const out = sched.schedule();
+      checkStep(sched, out, seqs, maxNumSeqs, width);
+      if (sched.running.every((s) => s.lowPriority) && sched.waiting.every((s) => s.lowPriority)) {
+        assert.ok(out.seqs.length <= width);
+        // batch alone: as many rows as there are sequences, up to the width
+        assert.equal(out.seqs.length, Math.min(width, sched.running.length), 'a batch alone uses the whole lane');
+      }
+      sampleAll(out, seqs);
+      for (const s of [...sched.running]) if (r() < 0.1) sched.finish(s.id);
+    }
+  }
+});
+
+test('engine: a wide batch lane gives the same outputs as a narrow one, and an interactive request still starts at the next step', async () => {
+  const model = await fixtureModel();
+  const r = rand(29);
+  const prompts = Array.from({ length: 14 }, () => randomPrompt(r, 6));
+  const inter = randomPrompt(r, 6);
+  const opts = { kvDtype: 'f32' as const, kvCacheMemory: 2 ** 22, maxBatchedTokens: 64, maxNumSeqs: 3 };
+  const narrow = new Engine(model, null, opts);
+  prompts.forEach((p, i) => narrow.add(genReq(`b${i}`, p, { maxTokens: 6, priority: 'batch' })));
+  narrow.add(genReq('i', inter, { maxTokens: 3 }));
+  const ref = runAll(narrow).byId;
+
+  const engine = new Engine(model, null, { ...opts, maxBatchSeqs: 12 });
+  assert.equal(engine.info.maxBatchSeqs, 12);
+  const byId = new Map<string, Collected>();
+  const other: EngineOutput[] = [];
+  prompts.forEach((p, i) => engine.add(genReq(`b${i}`, p, { maxTokens: 6, priority: 'batch' })));
+  for (let i = 0; i < 2; i++) for (const o of engine.step()) collect(byId, other, o);
+  assert.equal(engine.scheduler.running.length, 12, 'the batch runs 12 wide');
+  engine.add(genReq('i', inter, { maxTokens: 3 }));
+  const outs = engine.step();
+  for (const o of outs) collect(byId, other, o);
+  assert.ok(outs.some((o) => o.id === 'i'), 'the interactive request produced its first token at the next step');
+  for (let i = 0; engine.hasWork; i++) {
+    assert.ok(i < 10_000);
+    for (const o of engine.step()) collect(byId, other, o);
+  }
+  assert.deepEqual(other, []);
+  for (const id of [...prompts.map((_, i) => `b${i}`), 'i']) assert.deepEqual(byId.get(id)!.tokens, ref.get(id)!.tokens, id);
+  assert.throws(() => new Engine(model, null, { ...opts, maxBatchSeqs: 2 }), /maxBatchSeqs must be an integer >= maxNumSeqs/);
+});

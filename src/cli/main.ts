@@ -239,8 +239,8 @@ serve options:
                           from their directory when asked for (default: no limit; at least --max-loras)
   --enable-lora-loading   answer POST /v1/load_lora_adapter and /v1/unload_lora_adapter (needs --lora-root)
   --lora-root DIR         runtime-loaded adapter paths must resolve inside DIR
-  --guard-model PATH      a Llama Guard checkpoint on its own engine: chat "guardrails" and POST /v1/moderations
-  --guardrails            judge every chat answer with the guard (output rail), not only requests that ask
+  --guard-model PATH      a Llama Guard checkpoint on its own engine: "guardrails" on chat and completions, POST /v1/moderations
+  --guardrails            judge every chat and completion answer with the guard (output rail), not only requests that ask
   --guard-window N        streamed answers are held back and judged every N tokens (default 64)
   --guard-kv-cache-memory SIZE  the guard's KV budget (default: a quarter of --kv-cache-memory, else 256MiB)
   --weights-memory SIZE | --offload-ratio F   stream layers from disk (as for generate)

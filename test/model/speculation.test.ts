@@ -379,3 +379,59 @@ test('a draft model samples its drafts under sampling (dense q): generate() keep
   assert.ok(pv > 1e-3, `p-value ${pv}`);
   assert.deepEqual(run(5, mha).outputIds, run(5, mha).outputIds);
 });
+
+test('suffix proposer over many documents with eviction equals a brute-force search of the live documents', () => {
+  const r = rand(91);
+  for (let trial = 0; trial < 30; trial++) {
+    const V = 2 + Math.floor(r() * (trial % 3 === 0 ? 40 : 5));
+    const [minN, maxN] = trial % 2 === 0 ? [1, 4] : [2, 2 + Math.floor(r() * 6)];
+    const maxTokens = 8 + Math.floor(r() * 60);
+    const sx = new SuffixProposer(minN, maxN, maxTokens);
+    const live: number[][] = []; // documents as the index should hold them, oldest first
+    for (let step = 0; step < 60; step++) {
+      const doc = Array.from({ length: 1 + Math.floor(r() * 30) }, () => Math.floor(r() * V));
+      sx.learn(doc);
+      if (doc.length >= 2) {
+        const kept = doc.slice(-maxTokens);
+        live.push(kept);
+        let total = live.reduce((a, d) => a + d.length, 0);
+        while (total > maxTokens) total -= live.shift()!.length;
+      }
+      assert.equal(sx.numIndexedTokens, live.reduce((a, d) => a + d.length, 0), 'indexed tokens = the live documents');
+      // a query whose own tokens never repeat its tail (a fresh token in front of each n-gram), so hits come from documents
+      const q = [V + 1 + step, ...Array.from({ length: 1 + Math.floor(r() * 6) }, () => Math.floor(r() * V))];
+      const k = 1 + Math.floor(r() * 4);
+      let want: number[] = [];
+      search: for (let n = Math.min(maxN, q.length - 1); n >= minN; n--) {
+        const own = bruteLatest(q, n);
+        if (own >= 0) { want = q.slice(own, own + k); break; }
+        const tail = q.slice(q.length - n);
+        for (let d = live.length - 1; d >= 0; d--) {
+          const t = live[d]!;
+          for (let e = t.length - 1; e >= n; e--) {
+            if (tail.every((x, i) => t[e - n + i] === x)) { want = t.slice(e, e + k); break search; }
+          }
+        }
+      }
+      assert.deepEqual(sx.one(q, k), want, `trial ${trial} step ${step} query ${q}`);
+    }
+  }
+});
+
+test('suffix proposer memory: the default 256K-token index holds its n-grams in well under 400 bytes per token', async () => {
+  const v8 = await import('node:v8');
+  const vm = await import('node:vm');
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  const sx = new SuffixProposer();
+  const r = rand(5);
+  for (let d = 0; d < 256; d++) sx.learn(Array.from({ length: 1024 }, () => Math.floor(r() * 32000)));
+  gc();
+  const perToken = (process.memoryUsage().heapUsed - before) / sx.numIndexedTokens;
+  assert.equal(sx.numIndexedTokens, 1 << 18);
+  // n = 2..8 grams of random text over 32,000 tokens are (nearly) all distinct: ~7 per token, plus the unigrams
+  assert.ok(sx.numGrams > 6.9 * (1 << 18), `every n-gram of random text is indexed: ${sx.numGrams}`);
+  assert.ok(perToken < 400, `${perToken.toFixed(0)} bytes per indexed token (string keys took ~1,900)`);
+});

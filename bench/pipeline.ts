@@ -11,16 +11,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { GGML_F32, GGML_TO_DTYPE, ggmlTypeName, ggufToLlamaConfig, readGguf } from '../src/formats/gguf.js';
-import { readHfConfig } from '../src/formats/hf-config.js';
-import { isGgufPath } from '../src/formats/load.js';
-import type { LlamaConfig } from '../src/model/config.js';
-import { type ActDType, outMessageBytes, stepMessageBytes } from '../src/parallel/pipeline.js';
-import { ensureGguf } from './gguf-gen.js';
-import { CACHE_DIR } from './harness/build.js';
+import { outMessageBytes, stepMessageBytes } from '../src/parallel/pipeline.js';
 import { machineLine } from './machine.js';
+import { benchModel } from './pipeline-model.js';
 import { burst, waitHealthy } from './serve-client.js';
-import { SHAPES } from './shapes.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const BIN = join(ROOT, 'bin', 'floe.js');
@@ -34,26 +28,8 @@ const { values } = parseArgs({
   },
 });
 
-if (values.model && values.shape) throw new Error('bench/pipeline.ts: give --model or --shape, not both');
-if (values.shape && !SHAPES[values.shape]) throw new Error(`bench/pipeline.ts: --shape ${values.shape} is not a bench shape (${Object.keys(SHAPES).join(', ')})`);
-const MODEL = values.shape
-  ? ensureGguf(CACHE_DIR, values.shape, SHAPES[values.shape]!.config, 'q8_0', (s) => process.stderr.write(s + '\n'))
-  : values.model ?? join(ROOT, 'models', 'floe-brown');
-
-/** The model's config and the dtype its activations cross between stages in (f32 only for f32 weights). */
-async function modelInfo(p: string): Promise<{ config: LlamaConfig; act: ActDType; weights: string }> {
-  if (isGgufPath(p)) {
-    const g = await readGguf(p);
-    const q = g.tensors.get('blk.0.attn_q.weight');
-    if (!q) throw new Error(`${p}: no blk.0.attn_q.weight tensor`);
-    const weights = GGML_TO_DTYPE[q.type] ?? ggmlTypeName(q.type);
-    return { config: ggufToLlamaConfig(g), act: q.type === GGML_F32 ? 'f32' : 'bf16', weights };
-  }
-  const hf = readHfConfig(p);
-  const f32 = hf.torchDtype === 'float32' && !hf.quantization;
-  return { config: hf.config, act: f32 ? 'f32' : 'bf16', weights: hf.quantization ? 'fp8' : hf.torchDtype ?? '?' };
-}
-const INFO = await modelInfo(MODEL);
+const INFO = await benchModel('bench/pipeline.ts', values.model, values.shape);
+const MODEL = INFO.path;
 
 if (values['hop-rank']) await hopRank();
 else await main();

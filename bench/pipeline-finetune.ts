@@ -2,7 +2,9 @@
 // process with 2 threads and --grad-accum M (the same steps): training tokens/s, their ratio, and the 1F1B ceiling
 // M / (M + P - 1) (the bubble); the two runs' losses must agree (checked).
 //
-//   node --import tsx bench/pipeline-finetune.ts [--model DIR] [--steps 6] [--micro-batches 8] [--batch-size 2] [--seq-len 128]
+//   node --import tsx bench/pipeline-finetune.ts [--model DIR|FILE.gguf | --shape 1b] [--steps 6] [--micro-batches 8] [--batch-size 2] [--seq-len 128]
+// --shape 1b: the Llama-3.2-1B bench shape as q8_0 GGUF (bench/.cache), frozen; its defaults are smaller (2 steps ×
+// 8 micro-batches × 1 sample of 64 words: with its 128K-vocabulary head one process trained ~14 tok/s on 2 loaded cores).
 // Needs Open MPI (mpirun), the floe_mpi addon and a built floe (npm run build). Run alone: timings on a shared
 // machine mean little.
 
@@ -11,8 +13,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { readHfConfig } from '../src/formats/hf-config.js';
 import { machineLine } from './machine.js';
+import { benchModel } from './pipeline-model.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const BIN = join(ROOT, 'bin', 'floe.js');
@@ -20,10 +22,15 @@ const MPI_ENV = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS
 
 const { values } = parseArgs({
   options: {
-    model: { type: 'string', default: join(ROOT, 'models', 'floe-brown') }, steps: { type: 'string', default: '6' },
-    'micro-batches': { type: 'string', default: '8' }, 'batch-size': { type: 'string', default: '2' }, 'seq-len': { type: 'string', default: '128' },
+    model: { type: 'string' }, shape: { type: 'string' }, steps: { type: 'string' },
+    'micro-batches': { type: 'string', default: '8' }, 'batch-size': { type: 'string' }, 'seq-len': { type: 'string' },
   },
 });
+const INFO = await benchModel('bench/pipeline-finetune.ts', values.model, values.shape);
+const short = values.shape === '1b';
+values.steps ??= short ? '2' : '6';
+values['batch-size'] ??= short ? '1' : '2';
+values['seq-len'] ??= short ? '64' : '128';
 const M = Number(values['micro-batches']);
 const P = 2;
 
@@ -35,7 +42,7 @@ let x = 12345;
 const rnd = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32);
 writeFileSync(data, Array.from({ length: 256 }, () => JSON.stringify({ text: Array.from({ length: Number(values['seq-len']) }, () => words[Math.floor(rnd() * words.length)]).join(' ') })).join('\n') + '\n');
 
-const common = ['finetune', '--model', values.model!, '--data', data, '--max-steps', values.steps!, '--batch-size', values['batch-size']!,
+const common = ['finetune', '--model', INFO.path, '--data', data, '--max-steps', values.steps!, '--batch-size', values['batch-size']!,
   '--max-seq-len', values['seq-len']!, '--lora-rank', '8', '--quiet', '--json', '--overwrite', '--no-shuffle'];
 
 interface Summary { tokensPerSecond: number; finalLoss: number; tokens: number; seconds: number }
@@ -50,8 +57,8 @@ function run(pipeline: boolean): { s: Summary; losses: number[] } {
   return { s: JSON.parse(r.stdout.trim().split('\n').pop()!) as Summary, losses };
 }
 
-const cfg = readHfConfig(values.model!).config;
-process.stdout.write(`${machineLine()}\nmodel ${values.model} (${cfg.numLayers} layers, D ${cfg.hiddenSize}, V ${cfg.vocabSize}), LoRA r 8 on all linears, ` +
+const cfg = INFO.config;
+process.stdout.write(`${machineLine()}\nmodel ${INFO.path} (${INFO.weights}, ${cfg.numLayers} layers, D ${cfg.hiddenSize}, V ${cfg.vocabSize}), LoRA r 8 on all linears, ` +
   `${values.steps} steps × ${M} micro-batches × ${values['batch-size']} samples of ${values['seq-len']} words\n\n`);
 const single = run(false);
 const pp = run(true);

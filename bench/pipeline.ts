@@ -1,7 +1,9 @@
 // Pipeline parallelism on one host: 2 MPI ranks pinned to one core each vs one process with 2 threads, serving the
 // same model — throughput at 1 and 16 streams, time to first token — and the hop cost of one micro-batch (µs, bytes).
 //
-//   node --import tsx bench/pipeline.ts [--model DIR] [--tokens N] [--prompt-len P] [--streams 1,16] [--hop-only]
+//   node --import tsx bench/pipeline.ts [--model DIR|FILE.gguf | --shape 1b] [--tokens N] [--prompt-len P] [--streams 1,16] [--hop-only]
+// --shape 1b: the Llama-3.2-1B bench shape as q8_0 GGUF (bench/.cache, generated once by bench/gguf-gen.ts); its
+// activations cross as bf16 (f32 only for an f32 model), as the pipeline sends them.
 // Needs Open MPI (mpirun) and the floe_mpi addon. Run alone: timings on a shared machine mean little.
 // The hop runs twice: as built, and with FLOE_MPI_DEFAULT_SLACK=1 (the MPI thread's polls stretched by Linux's 50 µs
 // default timer slack, as before the fix); the ratio of the two is printed.
@@ -9,9 +11,9 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { readHfConfig } from '../src/formats/hf-config.js';
 import { outMessageBytes, stepMessageBytes } from '../src/parallel/pipeline.js';
 import { machineLine } from './machine.js';
+import { benchModel } from './pipeline-model.js';
 import { burst, waitHealthy } from './serve-client.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -20,11 +22,14 @@ const MPI_ENV = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS
 
 const { values } = parseArgs({
   options: {
-    model: { type: 'string', default: join(ROOT, 'models', 'floe-brown') }, tokens: { type: 'string', default: '64' },
+    model: { type: 'string' }, shape: { type: 'string' }, tokens: { type: 'string', default: '64' },
     'prompt-len': { type: 'string', default: '32' }, streams: { type: 'string', default: '1,16' }, 'hop-rank': { type: 'boolean' },
     iters: { type: 'string', default: '200' }, 'hop-only': { type: 'boolean' },
   },
 });
+
+const INFO = await benchModel('bench/pipeline.ts', values.model, values.shape);
+const MODEL = INFO.path;
 
 if (values['hop-rank']) await hopRank();
 else await main();
@@ -33,12 +38,12 @@ else await main();
 async function hopRank(): Promise<void> {
   const { MpiTransport } = await import('../src/parallel/transport.js');
   const tr = await MpiTransport.init();
-  const D = readHfConfig(values.model!).config.hiddenSize;
+  const D = INFO.config.hiddenSize;
   const iters = Number(values.iters);
   const rows: object[] = [];
   for (const T of [1, 16, 256]) {
-    const down = new Uint8Array(stepMessageBytes(T, T, T, 4, D, 'f32'));
-    const back = new Uint8Array(outMessageBytes(T, D, 'f32'));
+    const down = new Uint8Array(stepMessageBytes(T, T, T, 4, D, INFO.act));
+    const back = new Uint8Array(outMessageBytes(T, D, INFO.act));
     const median: Record<string, number> = {};
     // pipelined: rank 0 posts the receive before its send completes, as PipelineDriver does; serial: each await in turn
     for (const pipelined of [true, false]) {
@@ -63,7 +68,7 @@ async function hopRank(): Promise<void> {
 }
 
 async function serveRun(pipeline: boolean): Promise<{ streams: number; tokPerS: number; ttftMsMedian: number; errors: number }[]> {
-  const serve = ['serve', '--model', values.model!, '--port', '0', '--no-ui', '--no-batch', '--kv-cache-memory', '256MiB', '--model-name', 'bench'];
+  const serve = ['serve', '--model', MODEL, '--port', '0', '--no-ui', '--no-batch', '--kv-cache-memory', '256MiB', '--model-name', 'bench'];
   const proc: ChildProcess = pipeline
     ? spawn('mpirun', ['-np', '2', '--bind-to', 'core', '--map-by', 'core', process.execPath, BIN, ...serve, '--threads', '1', '--pipeline-parallel-size', '2'], { env: MPI_ENV })
     : spawn('taskset', ['-c', '0,1', process.execPath, BIN, ...serve, '--threads', '2']);
@@ -79,7 +84,7 @@ async function serveRun(pipeline: boolean): Promise<{ streams: number; tokPerS: 
     }
     await waitHealthy(url, 120_000, () => (proc.exitCode === null ? null : `server exited:\n${log}`));
     const target = { url, model: 'bench' };
-    const V = readHfConfig(values.model!).config.vocabSize;
+    const V = INFO.config.vocabSize;
     const P = Number(values['prompt-len']);
     const out = [];
     process.stderr.write(`${pipeline ? '2 ranks' : '1 process'}: ready at ${url}\n`);
@@ -109,7 +114,7 @@ async function main(): Promise<void> {
   if (spawnSync('mpirun', ['--version']).status !== 0) throw new Error('mpirun not found: apt-get install openmpi-bin libopenmpi-dev');
   type Hop = { tokens: number; bytesDown: number; bytesBack: number; roundTripUsMedian: number; serialUsMedian: number };
   const hopRun = (defaultSlack: boolean): Hop[] => {
-    const hop = spawnSync('mpirun', ['-np', '2', '--bind-to', 'core', '-x', 'FLOE_MPI_DEFAULT_SLACK', process.execPath, '--import', 'tsx', import.meta.filename, '--hop-rank', '--model', values.model!, '--iters', values.iters!],
+    const hop = spawnSync('mpirun', ['-np', '2', '--bind-to', 'core', '-x', 'FLOE_MPI_DEFAULT_SLACK', process.execPath, '--import', 'tsx', import.meta.filename, '--hop-rank', '--model', MODEL, '--iters', values.iters!],
       { encoding: 'utf8', env: { ...MPI_ENV, FLOE_MPI_DEFAULT_SLACK: defaultSlack ? '1' : '0' }, timeout: 300_000 });
     if (hop.status !== 0) throw new Error(`hop benchmark failed:\n${hop.stdout}${hop.stderr}`);
     return JSON.parse(hop.stdout.trim().split('\n').pop()!) as Hop[];
@@ -121,8 +126,8 @@ async function main(): Promise<void> {
   if (values['hop-only']) return;
   const single = await serveRun(false);
   const pp = await serveRun(true);
-  const cfg = readHfConfig(values.model!).config;
-  process.stdout.write(`model ${values.model} (${cfg.numLayers} layers, D ${cfg.hiddenSize}), prompt ${values['prompt-len']} tokens, ${values.tokens} generated per stream\n\n`);
+  const cfg = INFO.config;
+  process.stdout.write(`model ${MODEL} (${INFO.weights}, ${cfg.numLayers} layers, D ${cfg.hiddenSize}), prompt ${values['prompt-len']} tokens, ${values.tokens} generated per stream\n\n`);
   process.stdout.write('streams | 1 process, 2 threads: tok/s  TTFT ms | 2 ranks × 1 core: tok/s  TTFT ms | ratio tok/s\n');
   for (let i = 0; i < single.length; i++) {
     const a = single[i]!, b = pp[i]!;
@@ -134,8 +139,8 @@ async function main(): Promise<void> {
 
 function printHops(hops: readonly { tokens: number; bytesDown: number; bytesBack: number; roundTripUsMedian: number; serialUsMedian: number }[],
   before: readonly { roundTripUsMedian: number; serialUsMedian: number }[]): void {
-  process.stdout.write('\nhop (one micro-batch, rank 0 → 1 and back, f32 activations), round trip µs (median): pipelined (receive posted ' +
-    'before the send completes, as the driver does) and serial; "default slack": the MPI thread with Linux\'s 50 µs timer slack (before the fix)\n');
+  process.stdout.write(`\nhop (one micro-batch, rank 0 → 1 and back, ${INFO.act} activations, D ${INFO.config.hiddenSize}), round trip µs (median): ` +
+    'pipelined (receive posted before the send completes, as the driver does) and serial; "default slack": the MPI thread with Linux\'s 50 µs timer slack (before the fix)\n');
   for (const [i, h] of hops.entries()) {
     const b = before[i]!;
     process.stdout.write(`  T=${h.tokens}: ${h.bytesDown} B down, ${h.bytesBack} B back: ${h.roundTripUsMedian} µs (serial ${h.serialUsMedian}); ` +

@@ -36,6 +36,7 @@ export interface PipelineFinetuneOptions extends FinetuneOptions {
 export const TAG_ACT = 0x7a1; // stage s -> s+1: the output (T, D) of a micro-batch, in micro-batch order
 export const TAG_GRAD = 0x7a2; // stage s+1 -> s: ∂loss/∂ that output (T, D)
 export const TAG_ADAPTER = 0x7a3; // stage -> rank 0: its LoRA tensors (names, then values)
+export const TAG_NORM = 0x7a4; // stage s -> s+1: the f64 sum of squared gradients over stages 0..s, once per step
 
 /** `dir/stage-K`: stage K's checkpoints inside an output dir. */
 export function stageDir(dir: string, stage: number): string {
@@ -202,10 +203,18 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
       }
     }
     await Promise.all([...sentX, ...sentDx]);
-    // global gradient norm (as clipGradNorm over every stage's params) and the loss, which only the last stage has
-    let ss = 0;
+    // global gradient norm and the loss, which only the last stage has. The sum of squares continues from the previous
+    // stage's partial sum, so it adds in gradNorm's order over the same params: the norm, the clipping and so every
+    // later step are bit-identical to one process (a sum of per-stage sums is not). The allreduce adds only zeros to
+    // the last stage's values: exact.
+    let ss = first ? 0 : new DataView((await tr.recv(rank - 1, TAG_NORM)).slice().buffer).getFloat64(0, true);
     for (const p of model.params) for (let j = 0; j < p.grad.length; j++) ss += p.grad[j]! * p.grad[j]!;
-    const [ssAll, lossAll] = await tr.allreduce(Float64Array.of(ss, lossSum), 'sum');
+    if (!last) {
+      const msg = new Uint8Array(8);
+      new DataView(msg.buffer).setFloat64(0, ss, true);
+      await tr.send(rank + 1, TAG_NORM, msg);
+    }
+    const [ssAll, lossAll] = await tr.allreduce(Float64Array.of(last ? ss : 0, lossSum), 'sum');
     const gradNorm = Math.sqrt(ssAll!);
     const maxNorm = o.maxGradNorm ?? 1;
     if (maxNorm > 0 && Number.isFinite(gradNorm)) {

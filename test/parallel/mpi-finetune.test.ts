@@ -9,57 +9,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import OpenAI from 'openai';
-import { readHfConfig } from '../../src/formats/hf-config.js';
-import { readPeftAdapter } from '../../src/model/adapter.js';
-import { LORA_TARGETS } from '../../src/model/lora.js';
+import { assertSameAdapter, assertSameRun, finetuneArgs, M, type Metric, metrics, singleRun } from './finetune-compare.js';
 import { BIN, BROWN, launchServe, MPI_ENV, MPI_SKIP, mpirunArgs, rankPid } from './mpi-helpers.js';
 import { randomData } from './train-data.js';
 
 const work = mkdtempSync(join(tmpdir(), 'floe-mpi-ft-'));
 const data = randomData(work, 16);
 const seed = String(Math.floor(Math.random() * 1e6));
-const M = 4;
-const ARGS = ['finetune', '--model', BROWN, '--data', data, '--max-steps', '4', '--batch-size', '2', '--lora-rank', '4', '--lr', '5e-3',
-  '--max-grad-norm', '0.5', '--seed', seed, '--save-steps', '2', '--threads', '1', '--quiet', '--json'];
-
-interface Metric { step: number; loss: number; grad_norm: number; lr: number; tokens: number }
-const metrics = (out: string): Metric[] => readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Metric);
+const ARGS = finetuneArgs(data, seed);
 
 let single: { out: string; m: Metric[] } | undefined;
 function one(): { out: string; m: Metric[] } {
   if (single) return single;
   const out = join(work, 'single');
-  const r = spawnSync(process.execPath, [BIN, ...ARGS, '--out', out, '--grad-accum', String(M)], { encoding: 'utf8', timeout: 120_000 });
-  assert.equal(r.status, 0, r.stderr);
-  single = { out, m: metrics(out) };
+  single = { out, m: singleRun(ARGS, out) };
   return single;
-}
-
-function assertSameRun(got: Metric[], want: Metric[]): void {
-  assert.equal(got.length, want.length);
-  got.forEach((g, i) => {
-    const w = want[i]!;
-    assert.equal(g.step, w.step);
-    assert.equal(g.tokens, w.tokens);
-    assert.equal(g.lr, w.lr);
-    for (const k of ['loss', 'grad_norm'] as const) {
-      assert.ok(Math.abs(g[k] - w[k]) <= 1e-5 * Math.abs(w[k]), `step ${g.step} ${k}: ${g[k]} vs one process ${w[k]}`);
-    }
-  });
-}
-
-function assertSameAdapter(dir: string, want: string): void {
-  const { config } = readHfConfig(BROWN);
-  const a = readPeftAdapter(dir, config), b = readPeftAdapter(want, config);
-  for (let l = 0; l < config.numLayers; l++) for (const t of LORA_TARGETS) {
-    const x = a.layers[l]![t]!, y = b.layers[l]![t]!;
-    for (const [p, q] of [[x.a, y.a], [x.b, y.b]] as const) {
-      let mx = 0;
-      for (const v of q) mx = Math.max(mx, Math.abs(v));
-      for (let j = 0; j < q.length; j++) assert.ok(Math.abs(p[j]! - q[j]!) <= 1e-5 * mx, `layer ${l} ${t}[${j}]: ${p[j]} vs ${q[j]}`);
-    }
-    assert.ok(y.b.some((v) => v !== 0), 'training moved B off zero');
-  }
 }
 
 function mpirun(np: number, tcp: boolean, args: string[]) {

@@ -1,16 +1,21 @@
 // Two "hosts" as two network namespaces joined by a veth pair: mpirun (inside the first) reaches both through an rsh
 // agent that enters the namespace (netns-rsh.sh, as ssh would reach a host), the ranks talk over Open MPI's TCP BTL
 // on the veth subnet only, and `floe generate --pipeline-parallel-size 2` equals one process (f32: bit for bit), as
-// does `floe serve` on host A for the official openai client (reaching host A through a second veth pair).
+// does `floe serve` on host A for the official openai client (reaching host A through a second veth pair), and
+// `floe finetune` (1F1B across the hosts: per-step losses and the assembled PEFT adapter as `--grad-accum` in one process).
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 import { readHfConfig } from '../../src/formats/hf-config.js';
 import { outMessageBytes, stepMessageBytes } from '../../src/parallel/pipeline.js';
+import { assertSameAdapter, assertSameRun, finetuneArgs, M, metrics, singleRun } from './finetune-compare.js';
 import { BIN, BROWN, launchServe, MPI_ENV, MPI_SKIP } from './mpi-helpers.js';
+import { randomData } from './train-data.js';
 
 const V = 4096;
 const D = readHfConfig(BROWN).config.hiddenSize;
@@ -152,4 +157,26 @@ test('mpirun across two network namespaces: floe serve on host A answers the ope
     await exited;
     clearTimeout(t);
   }
+});
+
+test('mpirun across two network namespaces: floe finetune (1F1B, a stage per host) equals one process; the adapter too', { skip: SKIP, timeout: 300_000 }, () => {
+  const work = mkdtempSync(join(tmpdir(), 'floe-netns-ft-'));
+  const args = finetuneArgs(randomData(work, 16), String(Math.floor(Math.random() * 1e6)));
+  const want = singleRun(args, join(work, 'single'));
+
+  const out = join(work, 'pp2');
+  const before = vethBytes();
+  const r = spawnSync('ip', mpirunInNetns([...args, '--out', out, '--micro-batches', String(M)]), { encoding: 'utf8', timeout: 240_000, env: MPI_ENV });
+  assert.equal(r.signal, null, `mpirun hung:\n${r.stderr}`);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal((JSON.parse(r.stdout) as { steps: number }).steps, 4); // only rank 0 prints
+  const got = metrics(out);
+  assertSameRun(got, want);
+  assertSameAdapter(join(out, 'final'), join(work, 'single', 'final'));
+  for (const s of [0, 1]) assert.ok(existsSync(join(out, `stage-${s}`, 'checkpoint-000002', 'adapter_model.safetensors')), `stage ${s} checkpointed step 2`);
+
+  // the stages really were on two hosts: every trained token's f32 activations went down the veth and its gradients back
+  const minBytes = 2 * got.reduce((a, m) => a + m.tokens, 0) * D * 4;
+  const crossed = vethBytes() - before;
+  assert.ok(crossed >= minBytes, `${crossed} bytes crossed the veth, the activations and gradients alone are ${minBytes}`);
 });

@@ -3,14 +3,19 @@
 // requests directly (no pipeline around them), so the pipeline's own efficiency and the prefill's share are visible.
 //
 // usage: node --import tsx bench/synth.ts [--shape 1b|small | --model PATH] [--threads N] [--units N] [--max-tokens N]
-//          [--method self-instruct|magpie] [--streams 16] [--filters open|real] [--quick] [--out FILE]
+//          [--method self-instruct|magpie] [--streams 16] [--filters open|real] [--tokenizer brown|model] [--quick] [--out FILE]
 // Defaults: 64 self-instruct units, --max-tokens 256 (answers of real self-instruct sets are mostly 128-256 tokens; the
 // instruction step stops at its line's end, at most 128 tokens), 2 × streams units in flight.
 // --filters open (default for the random-weight shapes): random weights write noise, which every quality filter
-//   rejects at the instruction step; open limits and an accepted length cut let each unit run both steps and reach the
-//   output as a real model's would. --filters real keeps the recipe's filters (default with --model / --quick).
+//   rejects at the instruction step; open limits, accepted length cuts, a 32-token task step and the noise read back
+//   as short words (see openFilters) let each unit run both steps at about a real model's lengths and reach the
+//   output. --filters real keeps the recipe as it is (default with --model / --quick).
 // --quick: floe-brown and a few short units: a pipeline check, not a measurement.
 // The bench shapes are random-weight GGUFs without a chat template: floe-brown's Llama 3 template is used for them.
+// --tokenizer brown (default for the bench shapes): their vocabulary is byte-level without merges, so every character
+//   and every special token of the template is its own token, ~4x the prompt tokens of a real tokenizer (self-instruct's
+//   task prompt: ~490 tokens vs ~130); synth's prompts are encoded with floe-brown's BPE instead (its 4K ids are valid
+//   in the 1B vocabulary; the engine still detokenizes with the model's). --tokenizer model keeps the byte-level one.
 //
 // Phases: (A) one engine: 16-stream decode (greedy, then synth's sampling), then the synth run, every engine request
 // recorded; (B) a fresh engine (cold prefix cache, like A's synth run): the recorded requests at once, same prompt ids,
@@ -33,7 +38,7 @@ import { loadChatTemplate } from '../src/formats/chat-template.js';
 import { DEFAULT_SAMPLING } from '../src/model/sampler.js';
 import { loadTextTools } from '../src/serve/server.js';
 import { DEFAULT_LIMITS, type TextLimits } from '../src/platform/synth/filters.js';
-import { EngineLlm, type SynthLlm } from '../src/platform/synth/llm.js';
+import { EngineLlm, type GenOptions, type SynthLlm } from '../src/platform/synth/llm.js';
 import { magpieUnits, parseSeeds, selfInstructUnits } from '../src/platform/synth/methods.js';
 import { LshIndex } from '../src/platform/synth/minhash.js';
 import { runSynth } from '../src/platform/synth/pipeline.js';
@@ -44,11 +49,11 @@ const BROWN = path.join(ROOT, 'models', 'floe-brown');
 
 interface Options {
   shape: string; model: string | null; threads: number; units: number; maxTokens: number; method: string; streams: number;
-  filters: 'open' | 'real' | null; quick: boolean; out: string | null;
+  filters: 'open' | 'real' | null; tokenizer: 'model' | 'brown' | null; quick: boolean; out: string | null;
 }
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { shape: '1b', model: null, threads: os.cpus().length, units: 64, maxTokens: 256, method: 'self-instruct', streams: 16, filters: null, quick: false, out: null };
+  const o: Options = { shape: '1b', model: null, threads: os.cpus().length, units: 64, maxTokens: 256, method: 'self-instruct', streams: 16, filters: null, tokenizer: null, quick: false, out: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = () => { const x = argv[++i]; if (x === undefined) throw new Error(`${a} needs a value`); return x; };
@@ -62,6 +67,7 @@ function parseOptions(argv: string[]): Options {
       case '--method': o.method = v(); break;
       case '--streams': o.streams = int(); break;
       case '--filters': { const f = v(); if (f !== 'open' && f !== 'real') throw new Error(`--filters expects open or real, got ${f}`); o.filters = f; break; }
+      case '--tokenizer': { const t = v(); if (t !== 'model' && t !== 'brown') throw new Error(`--tokenizer expects model or brown, got ${t}`); o.tokenizer = t; break; }
       case '--quick': o.quick = true; break;
       case '--out': o.out = v(); break;
       default: throw new Error(`unknown option ${a}`);
@@ -71,6 +77,7 @@ function parseOptions(argv: string[]): Options {
   if (o.method !== 'self-instruct' && o.method !== 'magpie') throw new Error(`--method expects self-instruct or magpie, got ${o.method}`);
   if (o.quick) Object.assign(o, { model: o.model ?? BROWN, units: 24, maxTokens: 48 });
   o.filters ??= o.model === null ? 'open' : 'real';
+  o.tokenizer ??= o.model === null ? 'brown' : 'model';
   return o;
 }
 
@@ -112,12 +119,23 @@ function recording(engine: EngineClient, log: Recorded[]): EngineClient {
   });
 }
 
-/** Random weights write noise: accept every length cut so that both steps of a unit run (throughput, not quality). */
-function acceptingCuts(llm: SynthLlm): SynthLlm {
-  const open = <T extends { finish: string }>(g: T): T => (g.finish === 'length' ? { ...g, finish: 'stop' } : g);
+// a real model's task line is 15-40 tokens; random weights never end one
+const OPEN_TASK_TOKENS = 32;
+const WORDS = 'the of and to in is that for it as with be on not this are or from at which have an they you were her she there one all we'.split(' ');
+
+/**
+ * Random weights write noise: every length cut is accepted so that both steps of a unit run (throughput, not quality),
+ * the task step is capped at OPEN_TASK_TOKENS, and the bench vocabulary's filler tokens, which read back as 9-char
+ * "[PADn]" strings (~10 byte tokens each when the answer step re-encodes the task), become one short word each
+ * (~4 bytes), about the bytes per token of English text under a real tokenizer.
+ */
+function openFilters(llm: SynthLlm): SynthLlm {
+  const open = <T extends { finish: string; text: string }>(g: T): T =>
+    ({ ...g, finish: g.finish === 'length' ? 'stop' : g.finish, text: g.text.replace(/\[PAD(\d+)\]/g, (_, n: string) => `${WORDS[Number(n) % WORDS.length]} `) });
+  const task = (o: GenOptions): GenOptions => (o.stop?.includes('\n') ? { ...o, maxTokens: Math.min(o.maxTokens, OPEN_TASK_TOKENS) } : o);
   return {
     name: llm.name, openUserTurn: (s) => llm.openUserTurn(s),
-    chat: async (m, o) => open(await llm.chat(m, o)),
+    chat: async (m, o) => open(await llm.chat(m, task(o))),
     complete: async (p, o) => open(await llm.complete(p, o)),
   };
 }
@@ -178,17 +196,22 @@ async function main(): Promise<void> {
   const load = os.loadavg()[0]!;
   if (load > os.cpus().length * 0.5) notes.push(`load average ${load.toFixed(1)} on ${os.cpus().length} CPUs at start: other processes share the cores, timings are distorted`);
   if (o.quick) notes.push('--quick: floe-brown and short units, a pipeline check, not a measurement');
-  if (o.filters === 'open') notes.push('--filters open: quality filters off and length cuts accepted, so every unit runs both steps on random weights');
+  if (o.filters === 'open') notes.push(`--filters open: quality filters off, length cuts accepted, task step capped at ${OPEN_TASK_TOKENS} tokens, noise read back as words: every unit runs both steps on random weights`);
   const model = o.model ?? ensureGguf(CACHE_DIR, o.shape, SHAPES[o.shape]!.config, 'q8_0', log);
   const tools = await loadTextTools(model);
   if (!tools.tokenizer) throw new Error(`${model} has no tokenizer`);
   const template = tools.template ?? (await loadChatTemplate(BROWN))!;
+  const encoder = o.tokenizer === 'brown' ? (await loadTextTools(BROWN)).tokenizer! : tools.tokenizer;
   const start = () => startEngine({ model, modelId: 'bench', threads: o.threads, maxNumSeqs: o.streams });
   const gen = { maxTokens: o.maxTokens, temperature: 0.8, topP: 0.95 };
-  log(`synth bench: ${path.basename(model)}, ${o.threads} threads, ${o.streams} streams, ${o.units} ${o.method} units, max ${o.maxTokens} tokens per generation, filters ${o.filters}`);
+  log(`synth bench: ${path.basename(model)}, ${o.threads} threads, ${o.streams} streams, ${o.units} ${o.method} units, max ${o.maxTokens} tokens per generation, filters ${o.filters}, prompts encoded by ${o.tokenizer === 'brown' ? "floe-brown's tokenizer" : "the model's tokenizer"}`);
 
   // (A) decode rates, then synth with every request recorded
   let engine = await start();
+  if (encoder.vocabSize > engine.info.vocabSize) {
+    await engine.shutdown(0);
+    throw new Error(`--tokenizer brown: floe-brown's ${encoder.vocabSize} ids do not fit ${path.basename(model)}'s ${engine.info.vocabSize}-token vocabulary; use --tokenizer model`);
+  }
   const recs: Recorded[] = [];
   let decode: number, decodeSampled: number, s: Awaited<ReturnType<typeof runSynth>>, w: Awaited<ReturnType<typeof watched>>, synthEngine: ReturnType<typeof delta>;
   try {
@@ -199,8 +222,8 @@ async function main(): Promise<void> {
     // nearly uniform, so top-p keeps most of the vocabulary and sampling itself costs more than the forward
     decodeSampled = await decodeRate(engine, o.streams, o.maxTokens, engine.info.vocabSize, { temperature: 0.8, topP: 0.95 });
     log(`  ${o.streams}-stream steady decode, synth's sampling (T 0.8, top-p 0.95): ${decodeSampled.toFixed(1)} tok/s`);
-    let llm: SynthLlm = new EngineLlm(recording(engine, recs), tools.tokenizer, template, 'bench');
-    if (o.filters === 'open') llm = acceptingCuts(llm);
+    let llm: SynthLlm = new EngineLlm(recording(engine, recs), encoder, template, 'bench');
+    if (o.filters === 'open') llm = openFilters(llm);
     const seeds = parseSeeds(fs.readFileSync(path.join(ROOT, 'data/synth/seeds.jsonl'), 'utf8'), 'seeds.jsonl');
     const seedIndex = new LshIndex(0.7);
     seeds.forEach((x, i) => seedIndex.add(`seed-${i}`, x.instruction));
@@ -245,7 +268,7 @@ async function main(): Promise<void> {
     `(${(prefill.engine.prompt_tokens_computed / prefill.seconds).toFixed(0)} tok/s) = ${(100 * prefillShare).toFixed(0)} % of the direct run's time`);
 
   const result = {
-    machine, model: path.basename(model), threads: o.threads, streams: o.streams, units: o.units, method: o.method, max_tokens: o.maxTokens, filters: o.filters, quick: o.quick, notes,
+    machine, model: path.basename(model), threads: o.threads, streams: o.streams, units: o.units, method: o.method, max_tokens: o.maxTokens, filters: o.filters, tokenizer: o.tokenizer, quick: o.quick, notes,
     decode_tps: decode, decode_sampled_tps: decodeSampled, synth_tps: synthTps, synth_over_decode: synthTps / decode, synth_over_decode_sampled: synthTps / decodeSampled, target: 0.7,
     direct_tps: directTps, synth_over_direct: synthTps / directTps, prefill_share_of_direct: prefillShare,
     samples_per_second: s.samples_per_second, kept: s.kept, rejected: s.rejected, generated_tokens: s.generated_tokens, seconds: s.seconds,

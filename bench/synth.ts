@@ -266,11 +266,13 @@ async function main(): Promise<void> {
   const prefillShare = prefill.seconds / direct.seconds;
   log(`  their prefill alone: ${prefill.engine.prompt_tokens_computed} prompt tokens in ${prefill.seconds.toFixed(1)} s ` +
     `(${(prefill.engine.prompt_tokens_computed / prefill.seconds).toFixed(0)} tok/s) = ${(100 * prefillShare).toFixed(0)} % of the direct run's time`);
+  log(`  synth / ${o.streams}-stream decode ${(synthTps / decode).toFixed(2)} = engine on synth's requests (direct / decode) ${(directTps / decode).toFixed(2)}` +
+    ` x pipeline (synth / direct) ${(synthTps / directTps).toFixed(2)}; against the same-sampling decode: ${(synthTps / decodeSampled).toFixed(2)} = ${(directTps / decodeSampled).toFixed(2)} x ${(synthTps / directTps).toFixed(2)}`);
 
   const result = {
     machine, model: path.basename(model), threads: o.threads, streams: o.streams, units: o.units, method: o.method, max_tokens: o.maxTokens, filters: o.filters, tokenizer: o.tokenizer, quick: o.quick, notes,
     decode_tps: decode, decode_sampled_tps: decodeSampled, synth_tps: synthTps, synth_over_decode: synthTps / decode, synth_over_decode_sampled: synthTps / decodeSampled, target: 0.7,
-    direct_tps: directTps, synth_over_direct: synthTps / directTps, prefill_share_of_direct: prefillShare,
+    direct_tps: directTps, direct_over_decode: directTps / decode, direct_over_decode_sampled: directTps / decodeSampled, synth_over_direct: synthTps / directTps, prefill_share_of_direct: prefillShare,
     samples_per_second: s.samples_per_second, kept: s.kept, rejected: s.rejected, generated_tokens: s.generated_tokens, seconds: s.seconds,
     requests: recs.length, prompt_tokens: s.prompt_tokens, cached_prompt_tokens: s.cached_prompt_tokens, prompt_tps: promptTps,
     synth_engine: synthEngine, prefill_per_generated: synthEngine.prompt_tokens_computed / Math.max(1, synthEngine.generated_tokens),

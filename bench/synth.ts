@@ -3,9 +3,9 @@
 // requests directly (no pipeline around them), so the pipeline's own efficiency and the prefill's share are visible.
 //
 // usage: node --import tsx bench/synth.ts [--shape 1b|small | --model PATH] [--threads N] [--units N] [--max-tokens N]
-//          [--method self-instruct|magpie] [--streams 16] [--filters open|real] [--tokenizer brown|model] [--quick] [--out FILE]
+//          [--method self-instruct|magpie] [--streams 16] [--filters open|real] [--tokenizer brown|model] [--window N] [--quick] [--out FILE]
 // Defaults: 64 self-instruct units, --max-tokens 256 (answers of real self-instruct sets are mostly 128-256 tokens; the
-// instruction step stops at its line's end, at most 128 tokens), 2 × streams units in flight.
+// instruction step stops at its line's end, at most 128 tokens), --window 2 × streams units in flight (synth's default).
 // --filters open (default for the random-weight shapes): random weights write noise, which every quality filter
 //   rejects at the instruction step; open limits, accepted length cuts, a 32-token task step and the noise read back
 //   as short words (see openFilters) let each unit run both steps at about a real model's lengths and reach the
@@ -49,11 +49,11 @@ const BROWN = path.join(ROOT, 'models', 'floe-brown');
 
 interface Options {
   shape: string; model: string | null; threads: number; units: number; maxTokens: number; method: string; streams: number;
-  filters: 'open' | 'real' | null; tokenizer: 'model' | 'brown' | null; quick: boolean; out: string | null;
+  filters: 'open' | 'real' | null; tokenizer: 'model' | 'brown' | null; window: number | null; quick: boolean; out: string | null;
 }
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { shape: '1b', model: null, threads: os.cpus().length, units: 64, maxTokens: 256, method: 'self-instruct', streams: 16, filters: null, tokenizer: null, quick: false, out: null };
+  const o: Options = { shape: '1b', model: null, threads: os.cpus().length, units: 64, maxTokens: 256, method: 'self-instruct', streams: 16, filters: null, tokenizer: null, window: null, quick: false, out: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = () => { const x = argv[++i]; if (x === undefined) throw new Error(`${a} needs a value`); return x; };
@@ -68,6 +68,7 @@ function parseOptions(argv: string[]): Options {
       case '--streams': o.streams = int(); break;
       case '--filters': { const f = v(); if (f !== 'open' && f !== 'real') throw new Error(`--filters expects open or real, got ${f}`); o.filters = f; break; }
       case '--tokenizer': { const t = v(); if (t !== 'model' && t !== 'brown') throw new Error(`--tokenizer expects model or brown, got ${t}`); o.tokenizer = t; break; }
+      case '--window': o.window = int(); break;
       case '--quick': o.quick = true; break;
       case '--out': o.out = v(); break;
       default: throw new Error(`unknown option ${a}`);
@@ -232,7 +233,7 @@ async function main(): Promise<void> {
     const before = await engine.stats();
     w = await watched(engine, () => runSynth({
       method: o.method, units, llm, prompts: new PromptSet([path.join(ROOT, 'data/synth')]), out, format: 'messages',
-      limits: o.filters === 'open' ? OPEN_LIMITS : DEFAULT_LIMITS, dedupThreshold: 0.7, window: 2 * o.streams, gen, params: { bench: true },
+      limits: o.filters === 'open' ? OPEN_LIMITS : DEFAULT_LIMITS, dedupThreshold: 0.7, window: o.window ?? 2 * o.streams, gen, params: { bench: true },
     }));
     s = w.result as Awaited<ReturnType<typeof runSynth>>;
     synthEngine = delta(before, await engine.stats());
@@ -270,7 +271,7 @@ async function main(): Promise<void> {
     ` x pipeline (synth / direct) ${(synthTps / directTps).toFixed(2)}; against the same-sampling decode: ${(synthTps / decodeSampled).toFixed(2)} = ${(directTps / decodeSampled).toFixed(2)} x ${(synthTps / directTps).toFixed(2)}`);
 
   const result = {
-    machine, model: path.basename(model), threads: o.threads, streams: o.streams, units: o.units, method: o.method, max_tokens: o.maxTokens, filters: o.filters, tokenizer: o.tokenizer, quick: o.quick, notes,
+    machine, model: path.basename(model), threads: o.threads, streams: o.streams, units: o.units, method: o.method, max_tokens: o.maxTokens, window: o.window ?? 2 * o.streams, filters: o.filters, tokenizer: o.tokenizer, quick: o.quick, notes,
     decode_tps: decode, decode_sampled_tps: decodeSampled, synth_tps: synthTps, synth_over_decode: synthTps / decode, synth_over_decode_sampled: synthTps / decodeSampled, target: 0.7,
     direct_tps: directTps, direct_over_decode: directTps / decode, direct_over_decode_sampled: directTps / decodeSampled, synth_over_direct: synthTps / directTps, prefill_share_of_direct: prefillShare,
     samples_per_second: s.samples_per_second, kept: s.kept, rejected: s.rejected, generated_tokens: s.generated_tokens, seconds: s.seconds,

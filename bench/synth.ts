@@ -244,13 +244,17 @@ async function main(): Promise<void> {
   const promptTps = synthEngine.prompt_tokens_computed / s.seconds;
   const full = w.running.filter((r) => r >= o.streams).length / Math.max(1, w.running.length);
   const idle = w.running.filter((r, i) => r === 0 && w.waiting[i] === 0).length / Math.max(1, w.running.length);
+  // free slots and nothing waiting: the pipeline, not the engine, left them free
+  const underfed = w.running.filter((r, i) => r < o.streams && w.waiting[i] === 0).length / Math.max(1, w.running.length);
+  const meanWaiting = w.waiting.reduce((a, b) => a + b, 0) / Math.max(1, w.waiting.length);
   const meanRunning = w.running.reduce((a, b) => a + b, 0) / Math.max(1, w.running.length);
   log(`  synth: ${s.kept} kept of ${s.units} units, ${s.generated_tokens} generated tokens in ${s.seconds.toFixed(1)} s = ${s.samples_per_second.toFixed(2)} samples/s, ` +
     `${synthTps.toFixed(1)} tok/s (${(100 * synthTps / decode).toFixed(0)} % of ${o.streams}-stream decode, ${(100 * synthTps / decodeSampled).toFixed(0)} % of the same-sampling decode)`);
   log(`    engine: ${synthEngine.steps} steps, ${synthEngine.prompt_tokens_computed} prompt tokens computed (${promptTps.toFixed(0)}/s) + ${synthEngine.prefix_hit_tokens} from the prefix cache ` +
     `(${(100 * synthEngine.prefix_hit_tokens / Math.max(1, synthEngine.prefix_queried_tokens)).toFixed(0)} % of ${synthEngine.prefix_queried_tokens}), ` +
     `${(synthEngine.prompt_tokens_computed / Math.max(1, synthEngine.generated_tokens)).toFixed(2)} prefill tokens per generated token, ${synthEngine.preemptions} preemptions`);
-  log(`    in flight: ${recs.length} requests; running ${meanRunning.toFixed(1)} on average of ${o.streams} slots, all ${o.streams} slots busy ${(100 * full).toFixed(0)} % of the time, engine idle ${(100 * idle).toFixed(0)} %; ` +
+  log(`    in flight: ${recs.length} requests; running ${meanRunning.toFixed(1)} on average of ${o.streams} slots, all ${o.streams} slots busy ${(100 * full).toFixed(0)} % of the time, ${meanWaiting.toFixed(1)} waiting on average, ` +
+    `slots free with nothing waiting ${(100 * underfed).toFixed(0)} %, engine idle ${(100 * idle).toFixed(0)} %; ` +
     `event loop busy ${(100 * w.loopUtil).toFixed(0)} %, delay p99 ${w.loopDelayP99Ms.toFixed(1)} ms, max ${w.loopDelayMaxMs.toFixed(1)} ms`);
 
   // (B) the same requests, no pipeline: all at once on a fresh engine, each forced to the length synth got
@@ -278,7 +282,7 @@ async function main(): Promise<void> {
     requests: recs.length, prompt_tokens: s.prompt_tokens, cached_prompt_tokens: s.cached_prompt_tokens, prompt_tps: promptTps,
     synth_engine: synthEngine, prefill_per_generated: synthEngine.prompt_tokens_computed / Math.max(1, synthEngine.generated_tokens),
     tokens_per_step: synthEngine.generated_tokens / Math.max(1, synthEngine.steps),
-    in_flight: { mean_running: meanRunning, all_slots_busy: full, engine_idle: idle, samples: w.running.length },
+    in_flight: { mean_running: meanRunning, mean_waiting: meanWaiting, all_slots_busy: full, underfed, engine_idle: idle, samples: w.running.length },
     event_loop: { utilization: w.loopUtil, delay_p99_ms: w.loopDelayP99Ms, delay_max_ms: w.loopDelayMaxMs },
     direct: { seconds: direct.seconds, generated: direct.generated, engine: direct.engine },
     prefill_only: { seconds: prefill.seconds, engine: prefill.engine },

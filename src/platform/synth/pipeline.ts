@@ -205,9 +205,10 @@ export async function runSynth(o: SynthOptions): Promise<SynthSummary> {
   }
 }
 
-/** One unit: the method's steps, then the judge and the guard; every generation's seed derives from the unit's. */
+/** A unit's generated tokens, and its prompt tokens with those the prefix cache served. */
 interface UnitCounts { readonly tokens: number; readonly promptTokens: number; readonly cachedTokens: number }
 
+/** One unit: the method's steps, then the judge and the guard; every generation's seed derives from the unit's. */
 async function runUnit(o: SynthOptions, u: WorkUnit): Promise<UnitOutcome & UnitCounts & { scores?: Record<string, unknown> }> {
   let calls = 0;
   let tokens = 0;

@@ -18,7 +18,7 @@
 //   in the 1B vocabulary; the engine still detokenizes with the model's). --tokenizer model keeps the byte-level one.
 //
 // Phases: (A) one engine: 16-stream decode (greedy, then synth's sampling), then the synth run, every engine request
-// recorded; (B) a fresh engine (cold prefix cache, like A's synth run): the recorded requests at once, same prompt ids,
+// recorded; (B) a fresh engine (cold prefix cache, like A's synth run; warmed up on random prompts as A was): the recorded requests at once, same prompt ids,
 // sampling and seeds, each forced to the length synth got; (C) a fresh engine: the same prompts with one output token
 // each, i.e. their prefill alone; prefill share = C's time / B's time.
 
@@ -260,14 +260,14 @@ async function main(): Promise<void> {
   // (B) the same requests, no pipeline: all at once on a fresh engine, each forced to the length synth got
   engine = await start();
   let direct: Awaited<ReturnType<typeof replay>>;
-  try { direct = await replay(engine, recs, (r) => Math.max(1, r.completionTokens), 'direct'); } finally { await engine.shutdown(0); }
+  try { await decodeRate(engine, 2, 4, engine.info.vocabSize); direct = await replay(engine, recs, (r) => Math.max(1, r.completionTokens), 'direct'); } finally { await engine.shutdown(0); }
   const directTps = direct.generated / direct.seconds;
   log(`  the same ${recs.length} requests run directly: ${direct.generated} tokens in ${direct.seconds.toFixed(1)} s = ${directTps.toFixed(1)} tok/s; ` +
     `synth reaches ${(100 * synthTps / directTps).toFixed(0)} % of it (prefix hits ${direct.engine.prefix_hit_tokens} vs synth's ${synthEngine.prefix_hit_tokens})`);
   // (C) their prefill alone (one output token each) on a fresh engine
   engine = await start();
   let prefill: Awaited<ReturnType<typeof replay>>;
-  try { prefill = await replay(engine, recs, () => 1, 'prefill'); } finally { await engine.shutdown(0); }
+  try { await decodeRate(engine, 2, 4, engine.info.vocabSize); prefill = await replay(engine, recs, () => 1, 'prefill'); } finally { await engine.shutdown(0); }
   const prefillShare = prefill.seconds / direct.seconds;
   log(`  their prefill alone: ${prefill.engine.prompt_tokens_computed} prompt tokens in ${prefill.seconds.toFixed(1)} s ` +
     `(${(prefill.engine.prompt_tokens_computed / prefill.seconds).toFixed(0)} tok/s) = ${(100 * prefillShare).toFixed(0)} % of the direct run's time`);

@@ -18,9 +18,9 @@
 //   in the 1B vocabulary; the engine still detokenizes with the model's). --tokenizer model keeps the byte-level one.
 //
 // Phases: (A) one engine: 16-stream decode (greedy, then synth's sampling), then the synth run, every engine request
-// recorded; (B) a fresh engine (cold prefix cache, like A's synth run; warmed up on random prompts as A was): the recorded requests at once, same prompt ids,
-// sampling and seeds, each forced to the length synth got; (C) a fresh engine: the same prompts with one output token
-// each, i.e. their prefill alone; prefill share = C's time / B's time.
+// recorded; (B) a fresh engine (cold prefix cache like A's before synth, warmed up on random prompts as A was): the
+// recorded requests at once, same prompt ids, sampling and seeds, each forced to the length synth got; (C) a fresh
+// engine: the same prompts with one output token each, i.e. their prefill alone; prefill share = C's time / B's time.
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';

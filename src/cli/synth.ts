@@ -73,7 +73,8 @@ export async function synthCmd(args: string[]): Promise<number> {
     const why = Object.entries(s.rejected).sort((a, b) => b[1] - a[1]).map(([r, k]) => `${r} ${k}`).join(', ') || 'none';
     log(`[floe] synth ${method}: ${s.kept} samples kept of ${s.units} units${s.resumed_units ? ` (${s.resumed_units} done by an earlier run)` : ''} -> ${s.out}\n` +
       `[floe] rejected: ${why}; near/exact duplicates removed: ${s.duplicates_removed}\n` +
-      `[floe] ${s.generated_tokens} tokens in ${s.seconds.toFixed(1)} s: ${s.samples_per_second.toFixed(2)} samples/s, ${s.tokens_per_second.toFixed(1)} tokens/s\n`);
+      `[floe] ${s.generated_tokens} tokens in ${s.seconds.toFixed(1)} s: ${s.samples_per_second.toFixed(2)} samples/s, ${s.tokens_per_second.toFixed(1)} tokens/s; ` +
+      `prompts ${s.prompt_tokens} tokens, ${s.cached_prompt_tokens} from the prefix cache\n`);
   }
   return 0;
 }

@@ -19,6 +19,7 @@ export interface Gen {
   readonly finish: 'stop' | 'length' | 'abort';
   readonly promptTokens: number;
   readonly completionTokens: number;
+  readonly cachedTokens?: number; // prompt tokens the server took from its prefix cache (when it says)
 }
 
 /** What a synth method needs from a model. */
@@ -94,15 +95,17 @@ export class EngineLlm implements SynthLlm {
     let text = '';
     let finish: Gen['finish'] = 'abort';
     let completionTokens = 0;
+    let cachedTokens = 0;
     for await (const out of this.engine.generate({
       id: `synth-${process.pid}-${this.next++}`, promptIds, sampling: sampling(o), maxTokens: Math.min(o.maxTokens, room), n: 1,
       stop: o.stop ?? [], stopTokenIds: [], ignoreEos: false, logprobs: null, promptLogprobs: null, skipSpecialTokens: true, priority: 'batch',
     })) {
       text += out.text;
       completionTokens = out.usage.completionTokens;
+      cachedTokens = out.usage.cachedTokens;
       if (out.finishReason) finish = out.finishReason;
     }
-    return { text, finish, promptTokens: promptIds.length, completionTokens };
+    return { text, finish, promptTokens: promptIds.length, completionTokens, cachedTokens };
   }
 }
 
@@ -180,12 +183,13 @@ export class EndpointLlm implements SynthLlm {
 
 interface ChatAnswer {
   choices?: { message?: { content?: string | null }; text?: string; finish_reason?: string }[];
-  usage?: { prompt_tokens?: number; completion_tokens?: number };
+  usage?: { prompt_tokens?: number; completion_tokens?: number; prompt_tokens_details?: { cached_tokens?: number } | null };
 }
 
 function gen(r: ChatAnswer, text: string | null | undefined): Gen {
   const f = r.choices?.[0]?.finish_reason;
-  return { text: text ?? '', finish: f === 'length' ? 'length' : f === 'stop' ? 'stop' : 'abort', promptTokens: r.usage?.prompt_tokens ?? 0, completionTokens: r.usage?.completion_tokens ?? 0 };
+  return { text: text ?? '', finish: f === 'length' ? 'length' : f === 'stop' ? 'stop' : 'abort', promptTokens: r.usage?.prompt_tokens ?? 0, completionTokens: r.usage?.completion_tokens ?? 0,
+    cachedTokens: r.usage?.prompt_tokens_details?.cached_tokens ?? undefined };
 }
 
 async function call(base: string, method: string, path: string, apiKey: string | undefined, body: unknown, retries: number): Promise<unknown> {

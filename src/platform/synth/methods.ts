@@ -84,6 +84,9 @@ const systemOf = (ctx: UnitContext, method: string): string | undefined => {
   try { return ctx.prompts.text(method, 'system').trim() || undefined; } catch { return undefined; }
 };
 
+/** The longest one-line task self-instruct keeps, in tokens (a real model's tasks are 10-60). */
+export const INSTRUCTION_TOKENS = 128;
+
 /** self-instruct: k seed tasks as examples → a new instruction (not a near-duplicate of a seed) → its answer. */
 export function selfInstructUnits(seeds: readonly SeedTask[], num: number, seed: number, seedIndex: LshIndex, examples = 3): WorkUnit[] {
   return Array.from({ length: num }, (_, i) => {
@@ -93,7 +96,10 @@ export function selfInstructUnits(seeds: readonly SeedTask[], num: number, seed:
       async run(ctx) {
         const picks = ctx.rng.shuffle(seeds.map((_, j) => j)).slice(0, Math.min(examples, seeds.length));
         const list = picks.map((j, n) => `${n + 1}. ${seeds[j]!.instruction.replace(/\s+/g, ' ')}`).join('\n');
-        const g = await ctx.chat([{ role: 'user', content: ctx.prompts.fill('self-instruct', 'instruction', { examples: list, next: String(picks.length + 1) }) }], { stop: ['\n\n'] });
+        // the task is the first line: stop there, and a line that runs past INSTRUCTION_TOKENS is cut mid-sentence
+        const g = await ctx.chat([{ role: 'user', content: ctx.prompts.fill('self-instruct', 'instruction', { examples: list, next: String(picks.length + 1) }) }],
+          { stop: ['\n'], maxTokens: Math.min(ctx.gen.maxTokens, INSTRUCTION_TOKENS) });
+        if (g.finish === 'length') return { ok: false, reason: 'instruction_truncated' };
         const instruction = cleanInstruction(g.text.split('\n')[0] ?? '');
         for (const v of [checkText(instruction, ctx.limits, 'instruction'), checkAnswer(instruction)]) if (!v.ok) return v;
         const near = seedIndex.query(instruction);

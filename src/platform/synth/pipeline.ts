@@ -55,6 +55,8 @@ export interface SynthSummary {
   readonly duplicates_removed: number;
   readonly unsafe: Readonly<Record<string, number>>; // guard category → units
   readonly generated_tokens: number; // this run
+  readonly prompt_tokens: number; // this run, the methods' generations (judge and guard not counted)
+  readonly cached_prompt_tokens: number; // of those, served from the engine's prefix cache (as the server reports it)
   readonly seconds: number; // this run
   readonly samples_per_second: number; // kept samples of this run / seconds
   readonly tokens_per_second: number;
@@ -123,11 +125,13 @@ export async function runSynth(o: SynthOptions): Promise<SynthSummary> {
 
     const todo = o.units.filter((u) => !done.has(u.id));
     const resumed = o.units.length - todo.length;
-    const results: (UnitOutcome & { tokens: number } | undefined)[] = new Array(todo.length);
+    const results: (UnitOutcome & UnitCounts | undefined)[] = new Array(todo.length);
     const batchUnits = o.batchUnits ?? o.window;
     let nextRun = 0;
     let nextCommit = 0;
     let tokens = 0;
+    let promptTokens = 0;
+    let cachedTokens = 0;
     let keptNow = 0;
     let failure: Error | null = null;
     const seconds = () => (performance.now() - t0) / 1000;
@@ -177,6 +181,8 @@ export async function runSynth(o: SynthOptions): Promise<SynthSummary> {
         try {
           results[i] = await runUnit(o, todo[i]!);
           tokens += results[i]!.tokens;
+          promptTokens += results[i]!.promptTokens;
+          cachedTokens += results[i]!.cachedTokens;
           commit(false);
         } catch (e) {
           failure ??= e as Error;
@@ -190,7 +196,7 @@ export async function runSynth(o: SynthOptions): Promise<SynthSummary> {
     const s = seconds();
     return {
       method: o.method, out: o.out, units: o.units.length, resumed_units: resumed, kept, rejected, duplicates_removed: dups, unsafe,
-      generated_tokens: tokens, seconds: s, samples_per_second: keptNow / s,
+      generated_tokens: tokens, prompt_tokens: promptTokens, cached_prompt_tokens: cachedTokens, seconds: s, samples_per_second: keptNow / s,
       tokens_per_second: tokens / s,
     };
   } finally {
@@ -199,11 +205,16 @@ export async function runSynth(o: SynthOptions): Promise<SynthSummary> {
   }
 }
 
+/** A unit's generated tokens, and its prompt tokens with those the prefix cache served. */
+interface UnitCounts { readonly tokens: number; readonly promptTokens: number; readonly cachedTokens: number }
+
 /** One unit: the method's steps, then the judge and the guard; every generation's seed derives from the unit's. */
-async function runUnit(o: SynthOptions, u: WorkUnit): Promise<UnitOutcome & { tokens: number; scores?: Record<string, unknown> }> {
+async function runUnit(o: SynthOptions, u: WorkUnit): Promise<UnitOutcome & UnitCounts & { scores?: Record<string, unknown> }> {
   let calls = 0;
   let tokens = 0;
-  const count = (g: Gen) => { tokens += g.completionTokens; return g; };
+  let promptTokens = 0;
+  let cachedTokens = 0;
+  const count = (g: Gen) => { tokens += g.completionTokens; promptTokens += g.promptTokens; cachedTokens += g.cachedTokens ?? 0; return g; };
   const opts = (extra?: Partial<GenOptions>): GenOptions => ({ ...o.gen, seed: mix32(u.seed, calls++), ...extra });
   const ctx: UnitContext = {
     llm: o.llm, prompts: o.prompts, limits: o.limits, gen: o.gen, rng: new Rng(u.seed),
@@ -211,7 +222,8 @@ async function runUnit(o: SynthOptions, u: WorkUnit): Promise<UnitOutcome & { to
     complete: async (p, extra) => count(await o.llm.complete(p, opts(extra))),
   };
   const r = await u.run(ctx);
-  if (!r.ok) return { ...r, tokens };
+  const counts = () => ({ tokens, promptTokens, cachedTokens });
+  if (!r.ok) return { ...r, ...counts() };
   const scores: Record<string, unknown> = { ...r.candidate.scores };
   if (o.judge) {
     const j = await o.judge.score(r.candidate.instruction, r.candidate.response);
@@ -219,17 +231,17 @@ async function runUnit(o: SynthOptions, u: WorkUnit): Promise<UnitOutcome & { to
     scores.judge = j.score;
     scores.judge_model = o.judge.model;
     if (o.minScore != null) {
-      if (j.score === null) return { ok: false, reason: 'judge_unparsed', tokens };
-      if (j.score < o.minScore) return { ok: false, reason: 'low_score', tokens };
+      if (j.score === null) return { ok: false, reason: 'judge_unparsed', ...counts() };
+      if (j.score < o.minScore) return { ok: false, reason: 'low_score', ...counts() };
     }
   }
   const guard = o.guard ?? NO_GUARD;
   if (guard !== NO_GUARD) {
     const g = await guard.check(messagesOf(r.candidate));
     scores.guard = g.safe ? 'safe' : g.categories;
-    if (!g.safe) return { ok: false, reason: `unsafe:${g.categories.join(',') || 'unknown'}`, tokens };
+    if (!g.safe) return { ok: false, reason: `unsafe:${g.categories.join(',') || 'unknown'}`, ...counts() };
   }
-  return { ...r, tokens, scores };
+  return { ...r, ...counts(), scores };
 }
 
 function messagesOf(c: Candidate): ChatMessage[] {

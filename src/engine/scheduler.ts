@@ -37,8 +37,8 @@ export interface SchedulerConfig {
   /**
    * The batch lane's width (default maxNumSeqs): while no interactive sequence runs or waits, batch sequences run up
    * to this many at once, in wider steps whose matmuls run nearer the GEMM's peak. Once an interactive sequence is
-   * there, steps go back to maxNumSeqs rows, interactive rows first; the batch sequences left out keep their KV and
-   * wait for the next step.
+   * there, steps go back to maxNumSeqs rows, interactive rows first, and no batch row runs while an interactive
+   * prompt is in prefill; the batch sequences left out keep their KV and wait for the next step.
    */
   readonly maxBatchSeqs?: number;
 }
@@ -97,12 +97,20 @@ export class Scheduler {
     const wide = this.width > this.cfg.maxNumSeqs;
     const interactiveWaiting = this.firstLow();
     let interactiveRunning = 0;
-    if (wide) for (const s of this.running) if (!s.lowPriority) interactiveRunning++;
+    let interactivePrefill = interactiveWaiting > 0; // an interactive prompt not yet through its prefill
+    if (wide) {
+      for (const s of this.running) {
+        if (s.lowPriority) continue;
+        interactiveRunning++;
+        if (s.tokens.length - s.numComputed > 1) interactivePrefill = true;
+      }
+    }
     const interactive = interactiveRunning + interactiveWaiting > 0;
     const stepSeqs = Math.min(maxSeqs, wide && interactive ? this.cfg.maxNumSeqs : this.width);
     // batch rows this step leave room for every interactive sequence (only when the lane is wide: otherwise the
-    // slot preemption below already guarantees it)
-    const lowRows = wide ? stepSeqs - Math.min(this.cfg.maxNumSeqs, interactiveRunning + interactiveWaiting) : Infinity;
+    // slot preemption below already guarantees it), and none run beside an interactive prefill: time to first token
+    // is then that prefill alone, plus what is left of the step in flight when the request came
+    const lowRows = !wide ? Infinity : interactivePrefill ? 0 : stepSeqs - Math.min(this.cfg.maxNumSeqs, interactiveRunning + interactiveWaiting);
     let lowPicked = 0;
     let budget = this.cfg.maxBatchedTokens;
     const picked: { seq: SchedSeq; n: number; hit: number; ahead: number }[] = [];

@@ -146,6 +146,9 @@ function checkStep(sched: Scheduler, out: SchedulerOutput, seqs: Map<string, Fak
   const interactive = sched.running.filter((s) => !s.lowPriority).length + sched.waiting.filter((s) => !s.lowPriority).length;
   assert.ok(sched.running.filter((s) => !s.lowPriority).length <= maxNumSeqs, 'interactive running <= maxNumSeqs');
   if (interactive > 0) assert.ok(ids.length <= maxNumSeqs, `a step with interactive work has <= ${maxNumSeqs} rows, got ${ids.length}`);
+  // no batch row beside an interactive prefill (a step that computes more than one token of an interactive sequence)
+  const prefill = out.seqs.some((s) => !seqs.get(s.id)!.lowPriority && s.numTokens > 1);
+  if (prefill && width > maxNumSeqs) assert.ok(out.seqs.every((s) => !seqs.get(s.id)!.lowPriority), 'an interactive prefill step has no batch rows');
   // every running interactive sequence with work is in the step (budget permitting: the tests give plenty)
   for (const s of sched.running) if (!s.lowPriority && !ids.includes(s.id)) assert.fail(`interactive ${s.id} left out of a step`);
   void seqs;
@@ -170,8 +173,7 @@ test('wide batch lane: batch alone runs maxBatchSeqs rows per step; an interacti
   out = sched.schedule();
   checkStep(sched, out, seqs, maxNumSeqs, width);
   assert.deepEqual(out.preempted, ['b11', 'b10'], 'the width was full: the two newest batch sequences gave their slots');
-  assert.equal(out.seqs.length, maxNumSeqs);
-  assert.deepEqual(out.seqs.map((s) => s.id), ['b0', 'b1', 'i0', 'i1'], 'oldest batch rows up to maxNumSeqs, then both interactive prompts');
+  assert.deepEqual(out.seqs.map((s) => s.id), ['i0', 'i1'], 'the interactive prompts prefill alone');
   sampleAll(out, seqs);
   const kept = sched.running.filter((s) => s.lowPriority).map((s) => s.id);
   assert.deepEqual(kept, ['b0', 'b1', 'b2', 'b3', 'b4', 'b5', 'b6', 'b7', 'b8', 'b9'], 'left-out batch rows stay running with their KV');
@@ -180,6 +182,7 @@ test('wide batch lane: batch alone runs maxBatchSeqs rows per step; an interacti
   for (let k = 0; k < 3; k++) {
     out = sched.schedule();
     checkStep(sched, out, seqs, maxNumSeqs, width);
+    assert.deepEqual(out.seqs.map((s) => s.id), ['b0', 'b1', 'i0', 'i1'], 'oldest batch rows up to maxNumSeqs beside the decoding pair');
     assert.equal(out.preempted.length, 0);
     sampleAll(out, seqs);
   }

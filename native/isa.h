@@ -38,6 +38,7 @@ struct Kernels {
   double (*sample_exp)(const float* z, int64_t V, float mx, double invT, double* w);
   int64_t (*sample_emit)(const float* z, const double* w, int64_t V, float thr, int64_t ties, double floor, int32_t* ids,
                          double* weights, double* sum);
+  int64_t (*sample_scan_gt)(const float* z, int64_t from, int64_t V, float thr);
 };
 
 extern const Kernels kernels_scalar;

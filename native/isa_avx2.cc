@@ -27,6 +27,7 @@ static void dq_f16(const uint8_t* src, float* out, int64_t n) {
 #include "tiles.inc"
 #include "mm256.inc"
 #include "lora.inc"
+#define FLOE_SAMPLE_AVX2
 #include "sample.inc"
 }  // namespace avx2_isa
 
@@ -47,6 +48,7 @@ const Kernels kernels_avx2 = {
     avx2_isa::sample_argmax,
     avx2_isa::sample_exp,
     avx2_isa::sample_emit,
+    avx2_isa::sample_scan_gt,
 };
 
 }  // namespace floe

@@ -30,6 +30,7 @@ const Kernels kernels_scalar = {
     scalar_isa::sample_argmax,
     scalar_isa::sample_exp,
     scalar_isa::sample_emit,
+    scalar_isa::sample_scan_gt,
 };
 
 }  // namespace floe

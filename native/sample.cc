@@ -1,4 +1,4 @@
-// Sampling driver (baseline ISA): top-k by the heap topk, top-p by a radix select on mass over the logits' order keys,
+// Sampling driver (baseline ISA): top-k by a heap behind an ISA threshold scan, top-p by a radix select on mass over the logits' order keys,
 // then the ISA kernels (native/sample.inc) for max, exp and the emission of the cut set.
 //
 //   key(z): f32 bits mapped to an unsigned order (negatives flipped, -0 as +0, NaN lowest), so key order = logit order.
@@ -15,6 +15,8 @@
 
 namespace floe {
 namespace {
+
+constexpr int64_t SAMPLE_HEAD = 64;  // top-p tries the sorted head of this many tokens before the radix select
 
 inline uint32_t order_key(float f) {
   if (f != f) return 0;
@@ -99,6 +101,46 @@ Cut select_mass(const float* z, const double* w, int64_t V, double need) {
   return {false, key_float(prefix), ties};
 }
 
+// ids, values (k): the k largest of z (V), sorted descending, ties by lower id, NaN last (dispatch.cc topk's order), by
+// a heap of the best k whose worst value is the threshold the ISA scan skips to: on a row of random order only
+// ~k·ln(V/k) tokens ever reach the heap.
+void topk_scan(const Kernels& kn, const float* z, int64_t V, int64_t k, int32_t* ids, float* values) {
+  auto before = [z](int32_t a, int32_t b) {  // a ranks before b
+    const float va = z[a], vb = z[b];
+    const bool na = va != va, nb = vb != vb;
+    if (na != nb) return nb;
+    if (!na && va != vb) return va > vb;
+    return a < b;
+  };
+  int32_t* heap = ids;  // worst on top
+  for (int64_t i = 0; i < k; i++) {
+    heap[i] = int32_t(i);
+    std::push_heap(heap, heap + i + 1, before);
+  }
+  int64_t i = k;
+  while (i < V) {
+    const float worst = z[heap[0]];
+    if (worst != worst) {  // a NaN in the heap: every number beats it; plain comparisons for the rest
+      for (; i < V; i++)
+        if (before(int32_t(i), heap[0])) {
+          std::pop_heap(heap, heap + k, before);
+          heap[k - 1] = int32_t(i);
+          std::push_heap(heap, heap + k, before);
+        }
+      break;
+    }
+    // a later id equal to the worst ranks after it: only strictly larger values enter
+    i = kn.sample_scan_gt(z, i, V, worst);
+    if (i >= V) break;
+    std::pop_heap(heap, heap + k, before);
+    heap[k - 1] = int32_t(i);
+    std::push_heap(heap, heap + k, before);
+    i++;
+  }
+  std::sort(heap, heap + k, before);
+  for (int64_t j = 0; j < k; j++) values[j] = z[heap[j]];
+}
+
 // ids (n) sorted by logit descending, ties by lower id; weights follow from w.
 void sort_candidates(const float* z, int32_t* ids, double* weights, const double* w, int64_t n) {
   std::sort(ids, ids + n, [z](int32_t a, int32_t b) {
@@ -122,7 +164,7 @@ SampleResult sample_candidates(const float* z, int64_t V, double T, int64_t top_
     // Sampler.truncate on the sorted top k: top-p over the mass of the k, then min-p relative to the best
     thread_local std::vector<float> values;
     values.resize(size_t(top_k));
-    topk(z, V, top_k, ids, values.data());
+    topk_scan(kn, z, V, top_k, ids, values.data());
     const double mx = values[0];
     double total = 0;
     for (int64_t j = 0; j < top_k; j++) {
@@ -156,6 +198,27 @@ SampleResult sample_candidates(const float* z, int64_t V, double T, int64_t top_
   if (!(total > 0) || !std::isfinite(total)) {  // no finite logit: the argmax alone
     ids[0] = int32_t(best), weights[0] = 1;
     return {V > 0 ? 1 : 0, 1.0, "degenerate"};
+  }
+  if (top_p < 1 && V > SAMPLE_HEAD) {
+    // a peaked row: the top-p head usually lies within the first SAMPLE_HEAD tokens (the sorted path of Sampler.truncate)
+    thread_local std::vector<float> values;
+    values.resize(size_t(SAMPLE_HEAD));
+    topk_scan(kn, z, V, SAMPLE_HEAD, ids, values.data());
+    double head = 0;
+    for (int64_t j = 0; j < SAMPLE_HEAD; j++) head += w[ids[j]];
+    if (head >= top_p * total) {
+      int64_t n = SAMPLE_HEAD;
+      double cum = 0;
+      for (int64_t j = 0; j < SAMPLE_HEAD; j++) {
+        cum += w[ids[j]] / total;
+        if (cum >= top_p) { n = j + 1; break; }
+      }
+      int64_t m = 1;
+      while (m < n && w[ids[m]] >= min_p) m++;
+      double sum = 0;
+      for (int64_t j = 0; j < m; j++) weights[j] = w[ids[j]], sum += weights[j];
+      return {m, sum, "topp"};
+    }
   }
   Cut cut{true, 0, 0};
   if (top_p < 1) cut = select_mass(z, w, V, top_p * total);

@@ -126,6 +126,24 @@ test('draws through the native candidates fit the oracle distribution (chi-squar
   }
 });
 
+test('the native top-k order is the reference topk order (ties by id, NaN last) on rows with NaN, -Infinity and ties, every ISA', { skip }, () => {
+  const r = new Rng(BASE_SEED + 6);
+  eachIsa((isa) => {
+    for (let trial = 0; trial < 80; trial++) {
+      const n = 2 + r.int(0, trial < 40 ? 200 : 5000);
+      const z = Float32Array.from({ length: n }, () => r.int(-4, 4) / 2); // few distinct values: many ties
+      for (let i = 0; i < n / 10; i++) z[r.int(0, n)] = NaN;
+      for (let i = 0; i < n / 10; i++) z[r.int(0, n)] = -Infinity;
+      const k = [1, 5, 50, n - 1][trial % 4]!;
+      if (k < 1 || k >= n) continue;
+      const ids = new Int32Array(k), w = new Float64Array(k), sum = new Float64Array(1);
+      const got = addon!.sampleCandidates(z, 1, k, 1, 0, ids, w, sum);
+      assert.equal(got, k, `${isa} V=${n} k=${k}: all k candidates kept`);
+      assert.deepEqual([...ids], [...referenceBackend.topk(z, k).ids], `${isa} V=${n} k=${k} trial ${trial} (seed ${BASE_SEED})`);
+    }
+  });
+});
+
 test('native argmax is sampler.ts argmax: the first of equal maxima, -Infinity entries, every length and position, every ISA', { skip }, () => {
   const r = new Rng(BASE_SEED + 4);
   eachIsa((isa) => {

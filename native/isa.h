@@ -39,6 +39,8 @@ struct Kernels {
   int64_t (*sample_emit)(const float* z, const double* w, int64_t V, float thr, int64_t ties, double floor, int32_t* ids,
                          double* weights, double* sum);
   int64_t (*sample_scan_gt)(const float* z, int64_t from, int64_t V, float thr);
+  void (*sample_keys)(const float* z, int64_t V, uint32_t* key);
+  int64_t (*sample_compact)(const uint32_t* key, int64_t V, int shift, uint32_t want, int32_t* list);
 };
 
 extern const Kernels kernels_scalar;

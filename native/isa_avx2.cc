@@ -49,6 +49,8 @@ const Kernels kernels_avx2 = {
     avx2_isa::sample_exp,
     avx2_isa::sample_emit,
     avx2_isa::sample_scan_gt,
+    avx2_isa::sample_keys,
+    avx2_isa::sample_compact,
 };
 
 }  // namespace floe

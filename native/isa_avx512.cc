@@ -53,6 +53,8 @@ const Kernels kernels_avx512 = {
     avx512_isa::sample_exp,
     avx512_isa::sample_emit,
     avx512_isa::sample_scan_gt,
+    avx512_isa::sample_keys,
+    avx512_isa::sample_compact,
 };
 
 bool gemm_bwd_input_avx512(float* dx, const float* dy, const Weight& w, int64_t M, bool accumulate) {

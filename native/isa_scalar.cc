@@ -31,6 +31,8 @@ const Kernels kernels_scalar = {
     scalar_isa::sample_exp,
     scalar_isa::sample_emit,
     scalar_isa::sample_scan_gt,
+    scalar_isa::sample_keys,
+    scalar_isa::sample_compact,
 };
 
 }  // namespace floe

@@ -18,13 +18,6 @@ namespace {
 
 constexpr int64_t SAMPLE_HEAD = 64;  // top-p tries the sorted head of this many tokens before the radix select
 
-inline uint32_t order_key(float f) {
-  if (f != f) return 0;
-  uint32_t b = f32_bits(f);
-  if (b == 0x80000000u) b = 0;
-  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-}
-
 inline float key_float(uint32_t k) { return bits_f32((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k); }
 
 struct Cut {
@@ -34,10 +27,10 @@ struct Cut {
 };
 
 // The heaviest head of z (by key, ties by id) whose mass Σw reaches need.
-Cut select_mass(const float* z, const double* w, int64_t V, double need) {
+Cut select_mass(const Kernels& kn, const float* z, const double* w, int64_t V, double need) {
   uint32_t* key = static_cast<uint32_t*>(scratch(1, size_t(V) * 4));   // (V) order keys
   int32_t* list = static_cast<int32_t*>(scratch(2, size_t(V) * 4));    // members of the crossing bucket
-  for (int64_t i = 0; i < V; i++) key[i] = order_key(z[i]);
+  kn.sample_keys(z, V, key);
   double mass[4][2048];  // 4 interleaved histograms: consecutive tokens in one bucket do not chain their adds
   struct Level { int shift; uint32_t mask; };
   const Level levels[3] = {{21, 0x7ff}, {10, 0x7ff}, {0, 0x3ff}};
@@ -80,11 +73,7 @@ Cut select_mass(const float* z, const double* w, int64_t V, double need) {
     // the crossing bucket's members, in increasing id order
     int64_t k = 0;
     if (l == 0) {
-      const uint32_t want = uint32_t(b);
-      for (int64_t i = 0; i < V; i++) {
-        list[k] = int32_t(i);
-        k += (key[i] >> 21) == want;
-      }
+      k = kn.sample_compact(key, V, 21, uint32_t(b), list);
     } else {
       for (int64_t j = 0; j < m; j++) {
         const int32_t i = list[j];
@@ -221,7 +210,7 @@ SampleResult sample_candidates(const float* z, int64_t V, double T, int64_t top_
     }
   }
   Cut cut{true, 0, 0};
-  if (top_p < 1) cut = select_mass(z, w, V, top_p * total);
+  if (top_p < 1) cut = select_mass(kn, z, w, V, top_p * total);
   if (cut.all) cut = {false, -INFINITY, V};  // every logit >= -inf; NaN stays out (weight 0)
   double sum = 0;
   const int64_t n = kn.sample_emit(z, w, V, cut.thr, cut.ties, min_p, ids, weights, &sum);

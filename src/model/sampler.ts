@@ -100,19 +100,20 @@ export class Sampler {
 
     // candidates: top-k, or enough of the head of the distribution to cover top-p
     const V = z.length;
-    let k = p.topK > 0 ? Math.min(p.topK, V) : V;
+    const topK = p.topK > 0 && p.topK < V ? p.topK : 0; // top-k at or above V keeps every token: off, as -1 and 0
+    let k = topK > 0 ? topK : V;
     if (k === V && p.topP < 1) k = Math.min(V, 64);
     let total = -1; // Σ exp((z - max) / T) over the vocabulary: the same for every k (max is the top value)
     for (;;) {
       const { ids, values } = this.backend.topk(z, k);
       const probs = softmaxOf(values, p.temperature, z, total);
       total = probs.total;
-      const covered = k === V || (p.topK > 0 && k === p.topK) || coverage(probs.top, probs.total) >= p.topP;
+      const covered = k === V || k === topK || coverage(probs.top, probs.total) >= p.topP;
       // top-k renormalizes: top-p then counts mass within the k candidates
-      if (covered) return this.truncate(ids, probs.top, p.topK > 0 ? coverage(probs.top, 1) : probs.total);
+      if (covered) return this.truncate(ids, probs.top, topK > 0 ? coverage(probs.top, 1) : probs.total);
       // A flat distribution over a large vocabulary (a high temperature, a random-weight model) needs most of it
       // for top-p: widening to V costs several full top-k sorts per row, so select the top-p set in O(V) instead.
-      if (p.topK === 0 && V > SELECT_VOCAB && k >= SELECT_AFTER) return this.selectTopP(z);
+      if (topK === 0 && V > SELECT_VOCAB && k >= SELECT_AFTER) return this.selectTopP(z);
       k = Math.min(V, k * 4);
     }
   }

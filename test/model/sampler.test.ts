@@ -256,3 +256,20 @@ test('a flat distribution over a large vocabulary: after 64, 256 and 1024 candid
     }
   }
 });
+
+test('top-k at or above the vocabulary is off: top-p then counts the mass of the whole vocabulary, not of the first candidates', () => {
+  const r = rng(31);
+  const V = 300;
+  const logits = randomLogits(r, V, 1);
+  for (const backend of BACKENDS) {
+    for (const topK of [V, V + 7, -1]) {
+      const params = p({ topK, topP: 0.9, seed: 8 });
+      const want = reference(logits, params, null);
+      const { backend: b } = spying(backend); // the TypeScript path (sampler-native.test.ts compares the kernels with it)
+      const d = new Sampler(params, V, b).distribution(logits, null);
+      const kept = want.reduce((c, x) => c + (x > 0 ? 1 : 0), 0);
+      assert.equal(d.n, kept, `${backend.name} top-k ${topK}: ${d.n} candidates, the reference keeps ${kept}`);
+      for (let i = 0; i < d.n; i++) assert.ok(want[d.ids[i]!]! > 0, `${backend.name} top-k ${topK}: token ${d.ids[i]} is outside the reference's support`);
+    }
+  }
+});

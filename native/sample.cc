@@ -183,7 +183,8 @@ SampleResult sample_candidates(const float* z, int64_t V, double T, int64_t top_
   float mx;
   const int64_t best = kn.sample_argmax(z, V, &mx);
   double* w = static_cast<double*>(scratch(0, size_t(V) * sizeof(double)));
-  const double total = std::isfinite(mx) ? kn.sample_exp(z, V, mx, 1.0 / T, w) : 0.0;
+  // 1/T capped: a subnormal T must still give the maxima weight 1 (0 · 1e300 = 0, where 0 · inf is NaN)
+  const double total = std::isfinite(mx) ? kn.sample_exp(z, V, mx, std::min(1.0 / T, 1e300), w) : 0.0;
   if (!(total > 0) || !std::isfinite(total)) {  // no finite logit: the argmax alone
     ids[0] = int32_t(best), weights[0] = 1;
     return {V > 0 ? 1 : 0, 1.0, "degenerate"};

@@ -100,6 +100,8 @@ test('native candidates on small vocabularies with many exact ties and -Infinity
       const over: Partial<SamplingParams> = { topP: [1, 0.3, 0.7, 0.95][trial % 4]!, topK: [0, 0, 2, 5, 200][trial % 5]!, minP: [0, 0.1, 0.5][trial % 3]!, temperature: [0.3, 1, 2][trial % 3]! };
       // with n <= 1024 both paths sort: the order is the oracle's (logit descending, ties by id)
       assertSame(`${isa} V=${n} ${JSON.stringify(over)} trial ${trial} (seed ${BASE_SEED})`, z, p(over), true);
+      // a subnormal temperature: the tied maxima weigh 1, every other token 0
+      assertSame(`${isa} V=${n} T=1e-310 trial ${trial} (seed ${BASE_SEED})`, z, p({ ...over, temperature: 1e-310 }), true);
     }
   });
 });

@@ -1,5 +1,6 @@
-// Sampling driver (baseline ISA): top-k by a heap behind an ISA threshold scan, top-p by a radix select on mass over the logits' order keys,
-// then the ISA kernels (native/sample.inc) for max, exp and the emission of the cut set.
+// Sampling driver (baseline ISA): top-k by a heap behind an ISA threshold scan; top-p by the sorted head of 64 tokens
+// when it holds the mass (peaked rows), else by a radix select on mass over the logits' order keys; the ISA kernels
+// (native/sample.inc) do max, exp, keys, compaction and the emission of the cut set.
 //
 //   key(z): f32 bits mapped to an unsigned order (negatives flipped, -0 as +0, NaN lowest), so key order = logit order.
 //   select: histogram the mass Σw per bucket of key bits [31:21], walk buckets from the top until the mass reaches

@@ -17,7 +17,8 @@ int64_t sample_argmax_row(const float* x, int64_t V);
 // Sampler.distribution defines them: weights exp((z - max) / T) (f64); top-k keeps the k largest logits (ties by lower
 // id) and renormalizes; top-p keeps the smallest head (by logit, ties by lower id) whose mass reaches top_p of the
 // remaining total; min-p then drops weights below min_p (the best weighs 1). ids[0] is the argmax; the rest are sorted
-// descending (ties by id) when top-k is on or n <= SAMPLE_SORTED_MAX, else in increasing id order.
+// descending (ties by id) when top-k is on or n <= SAMPLE_SORTED_MAX, else in increasing id order (but for the token
+// that swapped places with the argmax).
 // ids, weights hold at least k (top-k on) or V entries.
 SampleResult sample_candidates(const float* z, int64_t V, double T, int64_t top_k, double top_p, double min_p,
                                int32_t* ids, double* weights);

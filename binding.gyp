@@ -7,6 +7,7 @@
         "native/addon.cc",
         "native/pool.cc",
         "native/dispatch.cc",
+        "native/sample.cc",
         "native/isa_scalar.cc",
         "native/isa_avx2.cc",
         "native/isa_avx512.cc",

@@ -15,6 +15,7 @@
 #include "dispatch.h"
 #include "napi_args.h"
 #include "pool.h"
+#include "sample.h"
 #include "train_addon.h"
 #include "stream.h"
 
@@ -314,6 +315,47 @@ Napi::Value Topk(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// sampleCandidates(z (V), temperature, topK, topP, minP, ids Int32Array, weights Float64Array, sum Float64Array (>= 1))
+// → n: the candidates of src/model/sampler.ts's distribution (native/sample.h) in ids, weights [0, n), Σ in sum[0].
+Napi::Value SampleCandidates(const Napi::CallbackInfo& info) {
+  const char* op = "sampleCandidates";
+  need_args(info, op, 8);
+  Napi::Env env = info.Env();
+  auto z = f32(info, 0, op, "logits");
+  const double T = number(info, 1, op, "temperature");
+  const double top_k_d = number(info, 2, op, "topK");
+  const double top_p = number(info, 3, op, "topP");
+  const double min_p = number(info, 4, op, "minP");
+  auto ids = typed<int32_t, napi_int32_array>(info, 5, op, "ids", "Int32Array");
+  auto weights = typed<double, napi_float64_array>(info, 6, op, "weights", "Float64Array");
+  auto sum = typed<double, napi_float64_array>(info, 7, op, "sum", "Float64Array");
+  if (!(T > 0) || !std::isfinite(T)) fail(env, op, "temperature must be a finite number > 0, got " + info[1].ToString().Utf8Value());
+  if (top_k_d != std::floor(top_k_d) || !std::isfinite(top_k_d)) fail(env, op, "topK must be an integer (<= 0: off), got " + info[2].ToString().Utf8Value());
+  if (!(top_p > 0 && top_p <= 1)) fail(env, op, "topP must be in (0, 1], got " + info[3].ToString().Utf8Value());
+  if (!(min_p >= 0 && min_p <= 1)) fail(env, op, "minP must be in [0, 1], got " + info[4].ToString().Utf8Value());
+  if (z.n < 1) fail(env, op, "logits must hold at least one value, got 0");
+  if (z.n > INT32_MAX) fail(env, op, "logits has " + str(z.n) + " values, more than int32 ids can name");
+  const int64_t V = z.n, top_k = top_k_d > 0 && top_k_d < double(V) ? int64_t(top_k_d) : 0;
+  const int64_t cap = top_k > 0 ? top_k : V;
+  if (ids.n < cap) fail(env, op, "ids has " + str(ids.n) + " elements, expected at least " + str(cap) + (top_k > 0 ? " (topK)" : " (V)"));
+  if (weights.n < cap) fail(env, op, "weights has " + str(weights.n) + " elements, expected at least " + str(cap) + (top_k > 0 ? " (topK)" : " (V)"));
+  if (sum.n < 1) fail(env, op, "sum must hold at least 1 element, got 0");
+  SampleResult r = sample_candidates(z.p, V, T, top_k, top_p, min_p, ids.p, weights.p);
+  count("sample", r.path, kernels().name);
+  sum.p[0] = r.sum;
+  return Napi::Number::New(env, double(r.n));
+}
+
+// argmax(x (V)) → the first index of the largest value (sampler.ts argmax's rule).
+Napi::Value Argmax(const Napi::CallbackInfo& info) {
+  const char* op = "argmax";
+  need_args(info, op, 1);
+  auto x = f32(info, 0, op, "x");
+  if (x.n < 1) fail(info.Env(), op, "x must hold at least one value, got 0");
+  count(op, "", kernels().name);
+  return Napi::Number::New(info.Env(), double(sample_argmax_row(x.p, x.n)));
+}
+
 Napi::Value MmapFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "floe native mmapFile: path must be a string");
@@ -438,6 +480,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("logSoftmax", Napi::Function::New(env, LogSoftmax));
   exports.Set("topk", Napi::Function::New(env, Topk));
+  exports.Set("sampleCandidates", Napi::Function::New(env, SampleCandidates));
+  exports.Set("argmax", Napi::Function::New(env, Argmax));
   exports.Set("mmapFile", Napi::Function::New(env, MmapFile));
   exports.Set("q8Repack", Napi::Function::New(env, Q8Repack));
   exports.Set("r16Repack", Napi::Function::New(env, R16Repack));

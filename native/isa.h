@@ -33,6 +33,14 @@ struct Kernels {
   void (*kv_write_fp8)(const KvCache& kv, const float* k, const float* v, const int32_t* slots, int64_t T);  // native/kv_fp8.inc
   void (*attention_fp8)(const AttnArgs& a);
   void (*lora_segmented)(float* y, const float* x, int64_t C, int64_t N, const LoraSeg* segs, int64_t G, float* u);  // native/lora.inc
+  // sampling primitives over one logits row (native/sample.inc; the driver is native/sample.cc)
+  int64_t (*sample_argmax)(const float* x, int64_t V, float* mx);
+  double (*sample_exp)(const float* z, int64_t V, float mx, double invT, double* w);
+  int64_t (*sample_emit)(const float* z, const double* w, int64_t V, float thr, int64_t ties, double floor, int32_t* ids,
+                         double* weights, double* sum);
+  int64_t (*sample_scan_gt)(const float* z, int64_t from, int64_t V, float thr);
+  void (*sample_keys)(const float* z, int64_t V, uint32_t* key);
+  int64_t (*sample_compact)(const uint32_t* key, int64_t V, int shift, uint32_t want, int32_t* list);
 };
 
 extern const Kernels kernels_scalar;

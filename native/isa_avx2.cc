@@ -27,6 +27,8 @@ static void dq_f16(const uint8_t* src, float* out, int64_t n) {
 #include "tiles.inc"
 #include "mm256.inc"
 #include "lora.inc"
+#define FLOE_SAMPLE_AVX2
+#include "sample.inc"
 }  // namespace avx2_isa
 
 const Kernels kernels_avx2 = {
@@ -43,6 +45,12 @@ const Kernels kernels_avx2 = {
     avx2_isa::kv_write_fp8_generic,
     avx2_isa::attention_fp8_generic,
     avx2_isa::lora_segmented_generic,
+    avx2_isa::sample_argmax,
+    avx2_isa::sample_exp,
+    avx2_isa::sample_emit,
+    avx2_isa::sample_scan_gt,
+    avx2_isa::sample_keys,
+    avx2_isa::sample_compact,
 };
 
 }  // namespace floe

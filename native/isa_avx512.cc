@@ -30,6 +30,8 @@ static void dq_f16(const uint8_t* src, float* out, int64_t n) {
 #include "attn_fp8_512.inc"
 #define FLOE_LORA_AVX512
 #include "lora.inc"
+#define FLOE_SAMPLE_AVX512
+#include "sample.inc"
 
 }  // namespace avx512_isa
 
@@ -47,6 +49,12 @@ const Kernels kernels_avx512 = {
     avx512_isa::kv_write_fp8_generic,
     avx512_isa::attention_fp8_avx512,
     avx512_isa::lora_segmented_generic,
+    avx512_isa::sample_argmax,
+    avx512_isa::sample_exp,
+    avx512_isa::sample_emit,
+    avx512_isa::sample_scan_gt,
+    avx512_isa::sample_keys,
+    avx512_isa::sample_compact,
 };
 
 bool gemm_bwd_input_avx512(float* dx, const float* dy, const Weight& w, int64_t M, bool accumulate) {

@@ -10,6 +10,7 @@ namespace scalar_isa {
 #include "generic.inc"
 #include "kv_fp8.inc"
 #include "lora.inc"
+#include "sample.inc"
 }  // namespace scalar_isa
 
 const Kernels kernels_scalar = {
@@ -26,6 +27,12 @@ const Kernels kernels_scalar = {
     scalar_isa::kv_write_fp8_generic,
     scalar_isa::attention_fp8_generic,
     scalar_isa::lora_segmented_generic,
+    scalar_isa::sample_argmax,
+    scalar_isa::sample_exp,
+    scalar_isa::sample_emit,
+    scalar_isa::sample_scan_gt,
+    scalar_isa::sample_keys,
+    scalar_isa::sample_compact,
 };
 
 }  // namespace floe

@@ -101,6 +101,19 @@ export interface Backend {
 
   /** The k largest entries of x (ties: lower index first), sorted descending. */
   topk(x: Float32Array, k: number): { ids: Int32Array; values: Float32Array };
+
+  /**
+   * Optional (native): the candidate set Sampler.distribution defines for adjusted logits z (V) at temperature > 0,
+   * top-k (<= 0 or >= V: off), top-p (1: off), min-p (0: off): ids, weights [0, n) with weights exp((z - max) / T),
+   * the k largest logits / the smallest top-p head (ties by lower id) / min-p as a filter; ids[0] is the argmax, the
+   * rest sorted descending when top-k is on or n <= 1024. ids, weights hold >= k (top-k on) or V. Returns n; sum[0] = Σ
+   * weights. Absent → the sampler's TypeScript path (the oracle).
+   */
+  sampleCandidates?(z: Float32Array, temperature: number, topK: number, topP: number, minP: number,
+    ids: Int32Array, weights: Float64Array, sum: Float64Array): number;
+
+  /** Optional (native): the first index of the largest value of x (V); absent → sampler.ts argmax. */
+  argmax?(x: Float32Array): number;
 }
 
 /**

@@ -31,6 +31,11 @@ export interface NativeAddon {
     ctxLen: Int32Array, blockTables: Int32Array, maxBlocks: number, kScale?: Float32Array, vScale?: Float32Array): void;
   logSoftmax(out: Float32Array, logits: Float32Array, M: number): void;
   topk(x: Float32Array, k: number): { ids: Int32Array; values: Float32Array };
+  /** Backend.sampleCandidates (native/sample.h): returns n, writes sum[0]. */
+  sampleCandidates(z: Float32Array, temperature: number, topK: number, topP: number, minP: number,
+    ids: Int32Array, weights: Float64Array, sum: Float64Array): number;
+  /** First index of the largest value (sampler.ts argmax's rule). */
+  argmax(x: Float32Array): number;
   /**
    * q8_0 weight (N, C) → a new 64-byte aligned buffer in the q8_0r16 layout (native/common.h; N % 16 == 0); src's
    * pages are handed back to the kernel afterwards (advice only: its data stays valid).

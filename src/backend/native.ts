@@ -138,6 +138,14 @@ function makeBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
       return a.topk(x, k);
     },
 
+    sampleCandidates(z, temperature, topK, topP, minP, ids, weights, sum): number {
+      return a.sampleCandidates(z, temperature, topK, topP, minP, ids, weights, sum);
+    },
+
+    argmax(x: Float32Array): number {
+      return a.argmax(x);
+    },
+
     // ----------------------------------------------------------------------------------- training kernels
 
     matmulBackwardInput(dx: Float32Array, dy: Float32Array, w: Tensor, M: number, accumulate: boolean): void {

@@ -68,6 +68,8 @@ export class Sampler {
   private readonly work: Float32Array; // (V) adjusted logits
   private readonly greedy = { ids: new Int32Array(1), weights: Float64Array.of(1), n: 1, sum: 1 }; // reused: argmax only
   private sel: { w: Float64Array; idx: Int32Array } | null = null; // selectTopP's work buffers (V), made on first use
+  // the native candidates (k with top-k on, else V), made on first use
+  private cand: { ids: Int32Array; weights: Float64Array; n: number; sum: number; sumOut: Float64Array } | null = null;
 
   constructor(readonly params: SamplingParams, readonly vocabSize: number, private readonly backend: Backend) {
     validateSampling(params);
@@ -77,7 +79,7 @@ export class Sampler {
 
   /** Pick the next token from raw logits (V); `counts` carries the request's history for penalties. */
   sample(logits: Float32Array, counts: TokenCounts | null): number {
-    if (this.params.temperature === 0) return argmax(this.adjust(logits, counts, NONE));
+    if (this.params.temperature === 0) return this.argmaxOf(this.adjust(logits, counts, NONE));
     const d = this.distribution(logits, counts);
     return d.ids[this.draw(d.weights, d.n, d.sum)]!;
   }
@@ -91,27 +93,44 @@ export class Sampler {
     const p = this.params;
     const z = this.adjust(logits, counts, extra);
     if (p.temperature === 0) {
-      this.greedy.ids[0] = argmax(z);
+      this.greedy.ids[0] = this.argmaxOf(z);
       return this.greedy;
     }
+    if (this.backend.sampleCandidates) return this.nativeCandidates(z);
 
     // candidates: top-k, or enough of the head of the distribution to cover top-p
     const V = z.length;
-    let k = p.topK > 0 ? Math.min(p.topK, V) : V;
+    const topK = p.topK > 0 && p.topK < V ? p.topK : 0; // top-k at or above V keeps every token: off, as -1 and 0
+    let k = topK > 0 ? topK : V;
     if (k === V && p.topP < 1) k = Math.min(V, 64);
     let total = -1; // Σ exp((z - max) / T) over the vocabulary: the same for every k (max is the top value)
     for (;;) {
       const { ids, values } = this.backend.topk(z, k);
       const probs = softmaxOf(values, p.temperature, z, total);
       total = probs.total;
-      const covered = k === V || (p.topK > 0 && k === p.topK) || coverage(probs.top, probs.total) >= p.topP;
+      const covered = k === V || k === topK || coverage(probs.top, probs.total) >= p.topP;
       // top-k renormalizes: top-p then counts mass within the k candidates
-      if (covered) return this.truncate(ids, probs.top, p.topK > 0 ? coverage(probs.top, 1) : probs.total);
+      if (covered) return this.truncate(ids, probs.top, topK > 0 ? coverage(probs.top, 1) : probs.total);
       // A flat distribution over a large vocabulary (a high temperature, a random-weight model) needs most of it
       // for top-p: widening to V costs several full top-k sorts per row, so select the top-p set in O(V) instead.
-      if (p.topK === 0 && V > SELECT_VOCAB && k >= SELECT_AFTER) return this.selectTopP(z);
+      if (topK === 0 && V > SELECT_VOCAB && k >= SELECT_AFTER) return this.selectTopP(z);
       k = Math.min(V, k * 4);
     }
+  }
+
+  /** The same candidate set from the backend's kernel (native/sample.h), in buffers reused from call to call. */
+  private nativeCandidates(z: Float32Array): TokenDistribution {
+    const p = this.params;
+    const V = z.length;
+    const cap = p.topK > 0 && p.topK < V ? p.topK : V;
+    const c = this.cand ??= { ids: new Int32Array(cap), weights: new Float64Array(cap), n: 0, sum: 0, sumOut: new Float64Array(1) };
+    c.n = this.backend.sampleCandidates!(z, p.temperature, p.topK, p.topP, p.minP, c.ids, c.weights, c.sumOut);
+    c.sum = c.sumOut[0]!;
+    return c;
+  }
+
+  private argmaxOf(z: Float32Array): number {
+    return this.backend.argmax ? this.backend.argmax(z) : argmax(z);
   }
 
   /**
@@ -222,7 +241,7 @@ export class Sampler {
 
 /** A sampling distribution over candidate tokens: P(ids[i]) = weights[i] / sum for i < n, 0 for every other id. */
 export interface TokenDistribution {
-  readonly ids: Int32Array; // (≥ n) candidates, most likely first (the rest unordered on selectTopP's path)
+  readonly ids: Int32Array; // (≥ n) candidates, most likely first (the rest unordered on selectTopP's path, in id order on the native path above 1024)
   readonly weights: Float64Array; // (≥ n) unnormalized
   readonly n: number;
   readonly sum: number;

@@ -4,11 +4,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import chisquareCdf from '@stdlib/stats-base-dists-chisquare-cdf';
 import type { Backend } from '../../src/backend/backend.js';
 import { loadNativeBackend } from '../../src/backend/native.js';
 import { referenceBackend } from '../../src/backend/reference.js';
 import { DEFAULT_SAMPLING, Sampler, TokenCounts, type SamplingParams } from '../../src/model/sampler.js';
+import { assertFits } from './sampler-fit.js';
 
 const BACKENDS: Backend[] = [referenceBackend, ...(loadNativeBackend() ? [loadNativeBackend()!] : [])];
 
@@ -68,11 +68,16 @@ function reference(logits: Float32Array, p: SamplingParams, counts: TokenCounts 
   return out;
 }
 
-/** A backend that records the k of every topk call and otherwise is the real one. */
+/**
+ * A backend that records the k of every topk call and otherwise is the real one, without the native sampling kernels:
+ * the sampler's TypeScript candidate search runs (test/model/sampler-native.test.ts compares the kernels with it).
+ */
 function spying(b: Backend): { backend: Backend; ks: number[] } {
   const ks: number[] = [];
   const backend = Object.assign(Object.create(b) as Backend, {
     topk: (x: Float32Array, k: number) => { ks.push(k); return b.topk(x, k); },
+    sampleCandidates: undefined,
+    argmax: undefined,
   });
   return { backend, ks };
 }
@@ -82,34 +87,6 @@ function draws(sampler: Sampler, logits: Float32Array, counts: TokenCounts | nul
   const freq = new Float64Array(logits.length);
   for (let i = 0; i < n; i++) freq[sampler.sample(logits, counts)]!++;
   return freq;
-}
-
-/**
- * Goodness of fit of observed counts (per cell) to expected probabilities: no draw outside the support, and a
- * chi-square over cells merged (most likely first) until each expects >= 20 draws must not reject at p = 1e-6.
- */
-function assertFits(what: string, observed: Float64Array, expected: Float64Array): void {
-  const n = observed.reduce((s, c) => s + c, 0);
-  observed.forEach((c, i) => {
-    if (expected[i] === 0) assert.equal(c, 0, `${what}: token ${i} has reference probability 0 but was drawn ${c} times`);
-  });
-  const order = Array.from(expected.keys()).filter((i) => expected[i]! > 0).sort((a, b) => expected[b]! - expected[a]!);
-  const bins: Array<{ obs: number; exp: number }> = [];
-  let cur = { obs: 0, exp: 0 };
-  for (const i of order) {
-    cur.obs += observed[i]!;
-    cur.exp += expected[i]! * n;
-    if (cur.exp >= 20) { bins.push(cur); cur = { obs: 0, exp: 0 }; }
-  }
-  if (cur.exp > 0) {
-    if (bins.length === 0) bins.push(cur);
-    else { bins.at(-1)!.obs += cur.obs; bins.at(-1)!.exp += cur.exp; }
-  }
-  if (bins.length < 2) return; // one cell: the support check above is the whole test
-  const chi2 = bins.reduce((s, b) => s + (b.obs - b.exp) ** 2 / b.exp, 0);
-  const pValue = 1 - chisquareCdf(chi2, bins.length - 1);
-  const tv = 0.5 * expected.reduce((s, e, i) => s + Math.abs(observed[i]! / n - e), 0);
-  assert.ok(pValue > 1e-6, `${what}: chi-square ${chi2.toFixed(1)} on ${bins.length - 1} dof, p = ${pValue.toExponential(2)} (total variation ${tv.toFixed(4)})`);
 }
 
 function randomLogits(r: ReturnType<typeof rng>, V: number, scale: number): Float32Array {
@@ -276,6 +253,23 @@ test('a flat distribution over a large vocabulary: after 64, 256 and 1024 candid
       assertFits(`${name} (seed ${seed})`, group(got), group(want));
     } else {
       assertFits(`${name} (seed ${seed})`, got, want);
+    }
+  }
+});
+
+test('top-k at or above the vocabulary is off: top-p then counts the mass of the whole vocabulary, not of the first candidates', () => {
+  const r = rng(31);
+  const V = 300;
+  const logits = randomLogits(r, V, 1);
+  for (const backend of BACKENDS) {
+    for (const topK of [V, V + 7, -1]) {
+      const params = p({ topK, topP: 0.9, seed: 8 });
+      const want = reference(logits, params, null);
+      const { backend: b } = spying(backend); // the TypeScript path (sampler-native.test.ts compares the kernels with it)
+      const d = new Sampler(params, V, b).distribution(logits, null);
+      const kept = want.reduce((c, x) => c + (x > 0 ? 1 : 0), 0);
+      assert.equal(d.n, kept, `${backend.name} top-k ${topK}: ${d.n} candidates, the reference keeps ${kept}`);
+      for (let i = 0; i < d.n; i++) assert.ok(want[d.ids[i]!]! > 0, `${backend.name} top-k ${topK}: token ${d.ids[i]} is outside the reference's support`);
     }
   }
 });

@@ -83,7 +83,7 @@ describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
     });
   });
 
-  it('matmul: GEMV below 32 rows, the in-place GEMM from 32, the packed GEMM from 256, against the float64 emulation and the row layout', () => {
+  it('matmul: GEMV below 32 rows, the in-place GEMM from 32, the packed GEMM from 384, against the float64 emulation and the row layout', () => {
     withSeed('q8r matmul', (rng) => {
       const threads = addon!.getThreads();
       try {
@@ -94,12 +94,12 @@ describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
           addon!.setThreads(t);
           for (const [N, C] of shapes) {
             const w = q8(rng, N, C), r = repacked(w);
-            const Ms = N * C <= 96 * 512 ? [1, 2, 3, 7, 8, 9, 16, 17, 31, 32, 33, 48, 64, 70, 100, 128, 255, 256] : [17, 31, 32, 33, 64, 100, 128, 256];
+            const Ms = N * C <= 96 * 512 ? [1, 2, 3, 7, 8, 9, 16, 17, 31, 32, 33, 48, 64, 70, 100, 128, 256, 383, 384] : [17, 31, 32, 33, 64, 100, 128, 256];
             for (const M of Ms) {
               const x = rng.normals(M * C);
               const { y: want, mag } = emulated(x, w, M);
               const got = new Float32Array(M * N), rows = new Float32Array(M * N);
-              const path = M < 32 ? 'gemv_r16' : M < 256 ? 'gemm_r16' : 'gemm';
+              const path = M < 32 ? 'gemv_r16' : M < 384 ? 'gemm_r16' : 'gemm';
               const before = pathCount(path);
               be!.matmul(got, x, r, M);
               assert.equal(pathCount(path), before + 1, `M=${M} ran the ${path} path`);
@@ -116,11 +116,11 @@ describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
     });
   });
 
-  it('the in-place GEMM (32 <= M < 256) equals the packed GEMM bit for bit (same int32 sums, same f32 steps)', () => {
+  it('the in-place GEMM (32 <= M < 384) equals the packed GEMM bit for bit (same int32 sums, same f32 steps)', () => {
     withSeed('q8r gemm exact', (rng) => {
       const [N, C] = [208, 1088];
       const r = repacked(q8(rng, N, C));
-      for (const M of [32, 33, 100, 255]) {
+      for (const M of [32, 33, 100, 256, 383]) {
         const x = rng.normals(M * C);
         // NaN in one block of row 1: that row's outputs are NaN on both paths
         x[C + 40] = NaN;
@@ -128,12 +128,12 @@ describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
         const before = pathCount('gemm_r16');
         be!.matmul(got, x, r, M);
         assert.equal(pathCount('gemm_r16'), before + 1, `M=${M}: the in-place GEMM ran`);
-        // the packed GEMM on the same rows: M padded to 256 with zero rows (its rows do not depend on each other)
-        const xp = new Float32Array(256 * C);
+        // the packed GEMM on the same rows: M padded to 384 with zero rows (its rows do not depend on each other)
+        const xp = new Float32Array(384 * C);
         xp.set(x);
-        const yp = new Float32Array(256 * N);
+        const yp = new Float32Array(384 * N);
         const b2 = pathCount('gemm');
-        be!.matmul(yp, xp, r, 256);
+        be!.matmul(yp, xp, r, 384);
         assert.equal(pathCount('gemm'), b2 + 1, 'the packed GEMM ran');
         assert.deepEqual(got, yp.subarray(0, M * N), `M=${M}`);
         assert.ok(got.subarray(N, 2 * N).every(Number.isNaN) && got.subarray(0, N).every(Number.isFinite), 'NaN stays in its row');

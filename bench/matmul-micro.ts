@@ -11,7 +11,8 @@
 // report weight GB per CPU-second per thread. Weights are random bytes of the stored format (finite values), built
 // directly; dtypes bf16r16, f16r16, q8_0r16 are those weights repacked as openModel does. --rotate K cycles through K
 // copies so a decode row reads its weight from DRAM (as in a model) rather than from L3. The repack's A/B in one run:
-// --dtypes bf16r16,f16r16 --ab FLOE_R16_REPACK=0 (old = the row layout's kernels).
+// --dtypes bf16r16,f16r16 --ab FLOE_R16_REPACK=0 (old = the row layout's kernels). The q8_0r16 GEMM's in-place path
+// (32 <= M < 384) against the packed GEMM: --dtypes q8_0r16 --m 32,64,128,256 --ab FLOE_Q8R_MAX_M=0.
 
 import { loadAddon } from '../src/backend/native-addon.js';
 import { loadNativeBackend } from '../src/backend/native.js';

@@ -83,22 +83,60 @@ describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
     });
   });
 
-  it('matmul: GEMV below 32 rows, GEMM from 32, both against the float64 emulation and the row layout', () => {
+  it('matmul: GEMV below 32 rows, the in-place GEMM from 32, the packed GEMM from 384, against the float64 emulation and the row layout', () => {
     withSeed('q8r matmul', (rng) => {
-      for (const [N, C] of [[48, 96], [64, 160], [96, 512], [32, 2048]] as const) {
-        const w = q8(rng, N, C), r = repacked(w);
-        for (const M of [1, 2, 3, 7, 8, 9, 16, 17, 31, 32, 33, 70]) {
-          const x = rng.normals(M * C);
-          const { y: want, mag } = emulated(x, w, M);
-          const got = new Float32Array(M * N), rows = new Float32Array(M * N);
-          const path = M < 32 ? 'gemv_r16' : 'gemm';
-          const before = pathCount(path);
-          be!.matmul(got, x, r, M);
-          assert.equal(pathCount(path), before + 1, `M=${M} ran the ${path} path`);
-          assertClose(`q8_0r16 [${N},${C}] M=${M} vs float64`, got, want, { atol: 1e-6, rtol: 2e-6, mag });
-          be!.matmul(rows, x, w, M);
-          assertClose(`q8_0r16 vs q8_0 rows [${N},${C}] M=${M}`, got, rows, { atol: 1e-6, rtol: 4e-6, mag });
+      const threads = addon!.getThreads();
+      try {
+        // N past a multiple of 48 (a panel of one or two groups), odd block counts, a short last K segment (34 blocks
+        // = 16 + 16 + 2), few panels (rows split across tasks at 2 threads) and many
+        const shapes = [[48, 96], [64, 160], [96, 512], [32, 2048], [208, 1088], [112, 480], [400, 256]] as const;
+        for (const t of [1, 2]) {
+          addon!.setThreads(t);
+          for (const [N, C] of shapes) {
+            const w = q8(rng, N, C), r = repacked(w);
+            const Ms = N * C <= 96 * 512 ? [1, 2, 3, 7, 8, 9, 16, 17, 31, 32, 33, 48, 64, 70, 100, 128, 256, 383, 384] : [17, 31, 32, 33, 64, 100, 128, 256];
+            for (const M of Ms) {
+              const x = rng.normals(M * C);
+              const { y: want, mag } = emulated(x, w, M);
+              const got = new Float32Array(M * N), rows = new Float32Array(M * N);
+              const path = M < 32 ? 'gemv_r16' : M < 384 ? 'gemm_r16' : 'gemm';
+              const before = pathCount(path);
+              be!.matmul(got, x, r, M);
+              assert.equal(pathCount(path), before + 1, `M=${M} ran the ${path} path`);
+              const at = `[${N},${C}] M=${M}, ${t} threads`;
+              assertClose(`q8_0r16 ${at} vs float64`, got, want, { atol: 1e-6, rtol: 2e-6, mag });
+              be!.matmul(rows, x, w, M);
+              assertClose(`q8_0r16 vs q8_0 rows ${at}`, got, rows, { atol: 1e-6, rtol: 4e-6, mag });
+            }
+          }
         }
+      } finally {
+        addon!.setThreads(threads);
+      }
+    });
+  });
+
+  it('the in-place GEMM (32 <= M < 384) equals the packed GEMM bit for bit (same int32 sums, same f32 steps)', () => {
+    withSeed('q8r gemm exact', (rng) => {
+      const [N, C] = [208, 1088];
+      const r = repacked(q8(rng, N, C));
+      for (const M of [32, 33, 100, 256, 383]) {
+        const x = rng.normals(M * C);
+        // NaN in one block of row 1: that row's outputs are NaN on both paths
+        x[C + 40] = NaN;
+        const got = new Float32Array(M * N);
+        const before = pathCount('gemm_r16');
+        be!.matmul(got, x, r, M);
+        assert.equal(pathCount('gemm_r16'), before + 1, `M=${M}: the in-place GEMM ran`);
+        // the packed GEMM on the same rows: M padded to 384 with zero rows (its rows do not depend on each other)
+        const xp = new Float32Array(384 * C);
+        xp.set(x);
+        const yp = new Float32Array(384 * N);
+        const b2 = pathCount('gemm');
+        be!.matmul(yp, xp, r, 384);
+        assert.equal(pathCount('gemm'), b2 + 1, 'the packed GEMM ran');
+        assert.deepEqual(got, yp.subarray(0, M * N), `M=${M}`);
+        assert.ok(got.subarray(N, 2 * N).every(Number.isNaN) && got.subarray(0, N).every(Number.isFinite), 'NaN stays in its row');
       }
     });
   });

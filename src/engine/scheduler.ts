@@ -41,6 +41,11 @@ export interface SchedulerConfig {
    * prompt is in prefill; the batch sequences left out keep their KV and wait for the next step.
    */
   readonly maxBatchSeqs?: number;
+  /**
+   * A wide lane widens again only after this many steps without interactive work (default 8), so interactive
+   * requests that come one after another (a chat, an agent loop) do not each wait behind a wide step.
+   */
+  readonly widenAfterSteps?: number;
 }
 
 export class Scheduler {
@@ -57,7 +62,13 @@ export class Scheduler {
       throw new RangeError(`maxBatchSeqs must be an integer >= maxNumSeqs (${cfg.maxNumSeqs}), got ${cfg.maxBatchSeqs}`);
     }
     this.width = cfg.maxBatchSeqs ?? cfg.maxNumSeqs;
+    this.widenAfter = cfg.widenAfterSteps ?? 8;
+    if (!(Number.isInteger(this.widenAfter) && this.widenAfter >= 0)) throw new RangeError(`widenAfterSteps must be an integer >= 0, got ${cfg.widenAfterSteps}`);
   }
+
+  private readonly widenAfter: number;
+  /** Steps scheduled since one last had interactive work (a wide lane widens once this reaches widenAfterSteps). */
+  quietSteps = Infinity;
 
   /** Sequences running at once at most: the batch lane's width (maxNumSeqs unless maxBatchSeqs is wider). */
   readonly width: number;
@@ -98,15 +109,15 @@ export class Scheduler {
     const interactiveWaiting = this.firstLow();
     let interactiveRunning = 0;
     let interactivePrefill = interactiveWaiting > 0; // an interactive prompt not yet through its prefill
-    if (wide) {
-      for (const s of this.running) {
-        if (s.lowPriority) continue;
-        interactiveRunning++;
-        if (s.tokens.length - s.numComputed > 1) interactivePrefill = true;
-      }
+    for (const s of this.running) {
+      if (s.lowPriority) continue;
+      interactiveRunning++;
+      if (s.tokens.length - s.numComputed > 1) interactivePrefill = true;
     }
     const interactive = interactiveRunning + interactiveWaiting > 0;
-    const stepSeqs = Math.min(maxSeqs, wide && interactive ? this.cfg.maxNumSeqs : this.width);
+    this.quietSteps = interactive ? 0 : this.quietSteps + 1;
+    const narrow = interactive || this.quietSteps <= this.widenAfter;
+    const stepSeqs = Math.min(maxSeqs, wide && narrow ? this.cfg.maxNumSeqs : this.width);
     // batch rows this step leave room for every interactive sequence (only when the lane is wide: otherwise the
     // slot preemption below already guarantees it), and none run beside an interactive prefill: time to first token
     // is then that prefill alone, plus what is left of the step in flight when the request came

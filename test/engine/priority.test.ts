@@ -157,7 +157,7 @@ function checkStep(sched: Scheduler, out: SchedulerOutput, seqs: Map<string, Fak
 test('wide batch lane: batch alone runs maxBatchSeqs rows per step; an interactive arrival narrows steps to maxNumSeqs without preempting', () => {
   const maxNumSeqs = 4;
   const width = 12;
-  const sched = new Scheduler(new KvManager(400, 16), { maxBatchedTokens: 256, maxNumSeqs, maxBatchSeqs: width });
+  const sched = new Scheduler(new KvManager(400, 16), { maxBatchedTokens: 256, maxNumSeqs, maxBatchSeqs: width, widenAfterSteps: 2 });
   assert.equal(sched.width, width);
   const seqs = new Map<string, FakeSeq>();
   const add = (s: FakeSeq) => { seqs.set(s.id, s); sched.add(s); };
@@ -188,8 +188,14 @@ test('wide batch lane: batch alone runs maxBatchSeqs rows per step; an interacti
   }
   sched.finish('i0');
   sched.finish('i1');
+  // the lane stays narrow for widenAfterSteps (2 here) steps without interactive work, then widens
+  for (let k = 0; k < 2; k++) {
+    out = sched.schedule();
+    assert.deepEqual(out.seqs.map((s) => s.id), ['b0', 'b1', 'b2', 'b3'], `quiet step ${k + 1}: still ${maxNumSeqs} rows, oldest first`);
+    sampleAll(out, seqs);
+  }
   out = sched.schedule();
-  assert.equal(out.seqs.length, width, 'with no interactive work left the lane is wide again');
+  assert.equal(out.seqs.length, width, 'then the lane is wide again');
   assert.equal(out.preempted.length, 0);
 });
 
@@ -198,7 +204,8 @@ test('wide batch lane: random arrivals and finishes keep the caps (property test
   for (let trial = 0; trial < 20; trial++) {
     const maxNumSeqs = 1 + Math.floor(r() * 5);
     const width = maxNumSeqs + Math.floor(r() * 10);
-    const sched = new Scheduler(new KvManager(2000, 4), { maxBatchedTokens: 4096, maxNumSeqs, maxBatchSeqs: width });
+    const widenAfterSteps = Math.floor(r() * 4);
+    const sched = new Scheduler(new KvManager(2000, 4), { maxBatchedTokens: 4096, maxNumSeqs, maxBatchSeqs: width, widenAfterSteps });
     const seqs = new Map<string, FakeSeq>();
     let n = 0;
     for (let step = 0; step < 60; step++) {
@@ -208,12 +215,16 @@ test('wide batch lane: random arrivals and finishes keep the caps (property test
         seqs.set(s.id, s);
         sched.add(s);
       }
+      const quietBefore = sched.quietSteps;
       const out = sched.schedule();
       checkStep(sched, out, seqs, maxNumSeqs, width);
       if (sched.running.every((s) => s.lowPriority) && sched.waiting.every((s) => s.lowPriority)) {
-        assert.ok(out.seqs.length <= width);
-        // batch alone: as many rows as there are sequences, up to the width
-        assert.equal(out.seqs.length, Math.min(width, sched.running.length), 'a batch alone uses the whole lane');
+        assert.equal(sched.quietSteps, quietBefore + 1);
+        // batch alone: as many rows as there are sequences, up to the width once quiet for widenAfterSteps steps
+        const cap = sched.quietSteps > widenAfterSteps ? width : maxNumSeqs;
+        assert.equal(out.seqs.length, Math.min(cap, sched.running.length), `a batch alone uses ${cap} rows`);
+      } else {
+        assert.equal(sched.quietSteps, 0);
       }
       sampleAll(out, seqs);
       for (const s of [...sched.running]) if (r() < 0.1) sched.finish(s.id);

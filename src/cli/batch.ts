@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { BackendName } from '../backend/select.js';
 import { startEngine } from '../engine/client.js';
-import { defaultBatchSeqs, type EngineClient } from '../engine/protocol.js';
+import { ENGINE_DEFAULTS, type EngineClient } from '../engine/protocol.js';
 import { BatchService, outputLine } from '../platform/batch.js';
 import { createFile, parseBatchInput, writeAtomic } from '../platform/files.js';
 import { Store } from '../platform/store.js';
@@ -14,10 +14,16 @@ import { injectExecutor } from '../serve/batch-routes.js';
 import { defaultModelName, loadTextTools, parseSize } from '../serve/server.js';
 import { kvCacheDtype, loadDtype, modelOrBuiltin, optNum, parse, UsageError } from './args.js';
 
-/** --batch-max-num-seqs, checked against --max-num-seqs (the lane is never narrower than the interactive width). */
+/**
+ * The batch lane's width for `floe serve` / `floe batch`: --batch-max-num-seqs, by default BATCH_LANE_FACTOR ×
+ * --max-num-seqs (on CPU the q8_0 / bf16 GEMMs run about twice the FLOP/s at 256 rows as at 64, BENCHMARKS.md "Batch
+ * API throughput"); never narrower than the interactive width.
+ */
+export const BATCH_LANE_FACTOR = 4;
 export function batchLaneWidth(maxNumSeqs: number | undefined, given: number | undefined): number {
-  const w = defaultBatchSeqs(maxNumSeqs, given);
-  if (w < (maxNumSeqs ?? 64)) throw new UsageError(`--batch-max-num-seqs ${w} is below --max-num-seqs ${maxNumSeqs ?? 64}: the batch lane is at least as wide as the interactive one`);
+  const n = maxNumSeqs ?? ENGINE_DEFAULTS.maxNumSeqs;
+  const w = given ?? BATCH_LANE_FACTOR * n;
+  if (w < n) throw new UsageError(`--batch-max-num-seqs ${w} is below --max-num-seqs ${n}: the batch lane is at least as wide as the interactive one`);
   return w;
 }
 

@@ -13,7 +13,7 @@ import {
 import { AdapterTable, DEFAULT_MAX_LORAS, type AdapterInfo, type LoadedAdapter } from './adapters.js';
 import { KvManager } from './block-pool.js';
 import {
-  EngineRequestError, type EmbedRequest, type EngineInfo, type EngineOutput, type EngineRequest, type EngineStats,
+  ENGINE_DEFAULTS, EngineRequestError, type EmbedRequest, type EngineInfo, type EngineOutput, type EngineRequest, type EngineStats,
   type FinishReason, type GenerateOutput, type GenerateRequest, type LogprobEntry, type SamplingSpec,
 } from './protocol.js';
 import { ConstraintCache } from './constrained/constraint.js';
@@ -47,7 +47,7 @@ export interface EngineOptions {
   readonly kvBlocks?: number;
 }
 
-export const ENGINE_DEFAULTS = { blockSize: 16, maxBatchedTokens: 512, maxNumSeqs: 64, maxQueue: 1024, kvFreeFraction: 0.3 } as const;
+export { ENGINE_DEFAULTS };
 
 
 /** KV budget in bytes: a fraction of free RAM, never more than maxNumSeqs full contexts need. */

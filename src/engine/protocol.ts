@@ -150,13 +150,5 @@ export class EngineRequestError extends Error {
   }
 }
 
-/**
- * `floe serve` / `floe batch`'s batch lane width when not given: BATCH_LANE_FACTOR × maxNumSeqs. On CPU the q8_0 / bf16
- * GEMMs run about twice as many FLOP/s at 256 rows as at 64 (BENCHMARKS.md, Batch API), so a batch alone on the
- * engine decodes in wider steps; interactive requests still see steps of maxNumSeqs rows.
- */
-export const BATCH_LANE_FACTOR = 4;
-export function defaultBatchSeqs(maxNumSeqs: number | undefined, given: number | undefined): number {
-  const n = maxNumSeqs ?? 64; // the engine's default maxNumSeqs
-  return given ?? BATCH_LANE_FACTOR * n;
-}
+/** The engine's defaults for options not given (src/engine/engine.ts applies them; the CLI reads them without loading the engine). */
+export const ENGINE_DEFAULTS = { blockSize: 16, maxBatchedTokens: 512, maxNumSeqs: 64, maxQueue: 1024, kvFreeFraction: 0.3 } as const;

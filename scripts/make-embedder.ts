@@ -74,8 +74,8 @@ function exportModel(): void {
 }
 
 async function evalModel(): Promise<void> {
-  const { main } = await import('../bench/retrieval.js');
-  await main(['--model', MODEL, '--baselines', '--out', join(WORK, 'eval.json')]);
+  const { main } = await import('../bench/rag-retrieval.js'); // the README's table: LanceDB BM25, dense, hybrid
+  await main(['--model', MODEL, '--out', join(WORK, 'eval.json')]);
 }
 
 const stages: Record<string, () => void | Promise<void>> = {

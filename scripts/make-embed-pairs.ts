@@ -89,12 +89,16 @@ export function lemmaPairs(): Pair[] {
   return out;
 }
 
-/** A BM25-mined negative for each pair: one of the top 10 candidates (seeded pick) that is not a positive of the query. */
-function mine(pairs: readonly Pair[], candidates: readonly string[], own: (p: Pair) => ReadonlySet<string>, r: Rng): TrainPair[] {
+/** A BM25-mined negative for each pair: one of the top 10 candidates (seeded pick) among the distinct positives of
+ * `all`, never a positive that `all` gives the pair's own query. */
+function mine(pairs: readonly Pair[], all: readonly Pair[], r: Rng): TrainPair[] {
+  const candidates = [...new Set(all.map((p) => p.positive))];
+  const ownOf = new Map<string, Set<string>>();
+  for (const p of all) { let s = ownOf.get(p.query); if (!s) ownOf.set(p.query, s = new Set()); s.add(p.positive); }
   const idx = new Bm25Index(candidates);
   return pairs.map((p) => {
-    const mine = own(p);
-    const ok = idx.top(p.query, 12).map((j) => candidates[j]!).filter((c) => !mine.has(c)).slice(0, 10);
+    const own = ownOf.get(p.query)!;
+    const ok = idx.top(p.query, 12).map((j) => candidates[j]!).filter((c) => !own.has(c)).slice(0, 10);
     return ok.length ? { ...p, negative: ok[r.int(ok.length)]! } : p;
   });
 }
@@ -107,22 +111,11 @@ export function makePairs(o: PairsOptions = DEFAULT_PAIRS): { pairs: TrainPair[]
   const sample = <T>(a: T[], n: number, salt: number) => new Rng(mix32(o.seed, salt)).shuffle([...a]).slice(0, n);
   let bs: TrainPair[] = sample(b, o.brown, 1), ws: TrainPair[] = sample(w, o.wordnet, 2), ls: TrainPair[] = sample(l, o.lemmas, 3);
   if (o.hardNegatives) {
-    // Brown: another training passage; WordNet: an example of another synset (not any example of the same definition)
-    const passages = [...new Set(b.map((p) => p.positive))];
-    const restOf = new Map<string, Set<string>>();
-    for (const p of b) { let s = restOf.get(p.query); if (!s) restOf.set(p.query, s = new Set()); s.add(p.positive); }
-    bs = mine(bs, passages, (p) => restOf.get(p.query)!, new Rng(mix32(o.seed, 0x4e1)));
-    const examples = [...new Set(w.map((p) => p.positive))];
-    const exOf = new Map<string, Set<string>>();
-    for (const p of w) { let s = exOf.get(p.query); if (!s) exOf.set(p.query, s = new Set()); s.add(p.positive); }
-    ws = mine(ws, examples, (p) => exOf.get(p.query)!, new Rng(mix32(o.seed, 0x4e2)));
-    if (o.lemmaNegatives) {
-      // another synset's word list; lists of any synset with the same definition are the query's own
-      const lists = [...new Set(l.map((p) => p.positive))];
-      const listsOf = new Map<string, Set<string>>();
-      for (const p of l) { let s = listsOf.get(p.query); if (!s) listsOf.set(p.query, s = new Set()); s.add(p.positive); }
-      ls = mine(ls, lists, (p) => listsOf.get(p.query)!, new Rng(mix32(o.seed, 0x4e3)));
-    }
+    // Brown: another training passage; WordNet: an example of another synset (not any example of the same definition);
+    // lemma pairs: another synset's word list (lists of any synset with the same definition are the query's own)
+    bs = mine(bs, b, new Rng(mix32(o.seed, 0x4e1)));
+    ws = mine(ws, w, new Rng(mix32(o.seed, 0x4e2)));
+    if (o.lemmaNegatives) ls = mine(ls, l, new Rng(mix32(o.seed, 0x4e3)));
   }
   const B = o.sourceBatches ?? 0;
   const pairs = B > 0 ? sourceRuns([bs, ws, ls], B, new Rng(mix32(o.seed, 0x92))) : new Rng(mix32(o.seed, 0x91)).shuffle([...bs, ...ws, ...ls]);

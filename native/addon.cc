@@ -10,6 +10,8 @@
 #include <cstring>
 #include <napi.h>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "dispatch.h"
@@ -442,6 +444,41 @@ Napi::Value R16Repack(const Napi::CallbackInfo& info) {
   return Napi::Uint8Array::New(env, size_t(bytes), ab, 0);
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14
+#endif
+
+// Commits the pages of the given buffers on a background thread (madvise MADV_POPULATE_WRITE: every page made resident
+// and writable, contents unchanged, so the buffers may be in use meanwhile), and returns at once. For a KV cache: the
+// first write to each page otherwise faults inside a decode step. A kernel without MADV_POPULATE_WRITE (EINVAL), or a
+// range freed meanwhile (ENOMEM), ends that buffer's pass; nothing else is touched.
+Napi::Value Prefault(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "floe native prefault: buffers must be an array of Uint8Array");
+  const Napi::Array a = info[0].As<Napi::Array>();
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  std::vector<std::pair<uintptr_t, size_t>> ranges;
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    const Napi::Value v = a.Get(i);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      throw Napi::TypeError::New(env, "floe native prefault: buffers[" + std::to_string(i) + "] is not a Uint8Array");
+    const Napi::Uint8Array b = v.As<Napi::Uint8Array>();
+    const uintptr_t p0 = reinterpret_cast<uintptr_t>(b.Data()), p1 = p0 + b.ByteLength();
+    const uintptr_t a0 = (p0 + page - 1) / page * page, a1 = p1 / page * page;  // whole pages inside the buffer
+    if (a1 > a0) ranges.emplace_back(a0, size_t(a1 - a0));
+  }
+  size_t bytes = 0;
+  for (auto& r : ranges) bytes += r.second;
+  count("prefault", "madvise", "native");
+  std::thread([ranges = std::move(ranges)] {
+    constexpr size_t STEP = size_t(64) << 20;  // 64 MiB per call: a freed buffer stops the pass early
+    for (auto [p, n] : ranges)
+      for (size_t o = 0; o < n; o += STEP)
+        if (madvise(reinterpret_cast<void*>(p + o), std::min(STEP, n - o), MADV_POPULATE_WRITE) != 0) break;
+  }).detach();
+  return Napi::Number::New(env, double(bytes));
+}
+
 Napi::Value IsaName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), isa_name(isa_current())); }
 Napi::Value SupportedIsa(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), isa_name(isa_supported())); }
 
@@ -483,6 +520,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sampleCandidates", Napi::Function::New(env, SampleCandidates));
   exports.Set("argmax", Napi::Function::New(env, Argmax));
   exports.Set("mmapFile", Napi::Function::New(env, MmapFile));
+  exports.Set("prefault", Napi::Function::New(env, Prefault));
   exports.Set("q8Repack", Napi::Function::New(env, Q8Repack));
   exports.Set("r16Repack", Napi::Function::New(env, R16Repack));
   exports.Set("isa", Napi::Function::New(env, IsaName));

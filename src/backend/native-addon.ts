@@ -48,6 +48,11 @@ export interface NativeAddon {
   r16Repack(src: Uint8Array, dtype: number, N: number, C: number): Uint8Array;
   /** Whole file mapped private read/write (writes never reach the file); unmapped when the buffer is collected. */
   mmapFile(path: string): ArrayBuffer;
+  /**
+   * Commits the buffers' pages on a background thread (madvise MADV_POPULATE_WRITE; contents unchanged, the buffers may
+   * be in use meanwhile) and returns at once: the bytes it will commit.
+   */
+  prefault(buffers: readonly Uint8Array[]): number;
   /** The ISA kernels run with now, and the best this CPU supports. */
   isa(): NativeIsa;
   supportedIsa(): NativeIsa;

@@ -20,6 +20,13 @@ export interface EngineStartOptions {
   readonly dtype?: 'fp8'; // quantize linear weights to fp8 while loading
   readonly kvCacheMemory?: number; // bytes; default 0.3 × free RAM, capped at maxNumSeqs full contexts
   readonly kvDtype?: KvDType;
+  /**
+   * Commit the KV cache's pages in the background at start (default true; FLOE_KV_PREFAULT=0 turns it off), as
+   * llama.cpp clears its KV buffers: otherwise the first write to each page faults inside a decode step (measured:
+   * 16-stream decode ~10% slower until every block has been used once), and memory the OS overcommitted can run out
+   * mid-request instead of at start.
+   */
+  readonly kvPrefault?: boolean;
   readonly blockSize?: number; // tokens per KV block, default 16
   readonly maxBatchedTokens?: number; // token budget per step, default 512
   readonly maxNumSeqs?: number; // default 64

@@ -5,6 +5,7 @@ import { openModel } from '../model/open.js';
 import type { LlamaModel } from '../model/llama.js';
 import type { Tokenizer } from '../formats/tokenizer.js';
 import { Engine } from './engine.js';
+import { loadAddon } from '../backend/native-addon.js';
 import type { RemoteForward } from './runner.js';
 import { loadProposerModule, speculativeModuleOf, type SpeculativeSpec } from '../model/speculation.js';
 import type { EngineStartOptions, ToWorker, FromWorker } from './client.js';
@@ -51,6 +52,7 @@ try {
     extraEosIds: tokenizer?.eosIds, maxLoras: opts.maxLoras, maxLoraRank: opts.maxLoraRank, maxCpuLoras: opts.maxCpuLoras,
     remote: pipeline?.driver, kvBlocks: pipeline?.kvBlocks,
   });
+  if (opts.kvPrefault !== false && process.env.FLOE_KV_PREFAULT !== '0') loadAddon()?.prefault(engine.runner.kv.buffers());
   for (const m of opts.loraModules ?? []) {
     try { engine.loadAdapter(m.name, m.path); } catch (e) { throw new Error(`LoRA module ${m.name}=${m.path}: ${(e as Error).message}`); }
   }

@@ -28,6 +28,17 @@ export class KvCache {
     }
   }
 
+  /** Every K/V (and scale) buffer, e.g. for committing their pages ahead of use. */
+  buffers(): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (const l of this.layers) {
+      out.push(l.k, l.v);
+      if (l.kScale) out.push(new Uint8Array(l.kScale.buffer, l.kScale.byteOffset, l.kScale.byteLength));
+      if (l.vScale) out.push(new Uint8Array(l.vScale.buffer, l.vScale.byteOffset, l.vScale.byteLength));
+    }
+    return out;
+  }
+
   /** Bytes for one token across all layers (k and v, with their scales). */
   static bytesPerToken(numLayers: number, numKvHeads: number, headDim: number, dtype: KvDType): number {
     return 2 * numLayers * numKvHeads * (headDim * KV_BYTES[dtype] + KV_SCALE_BYTES[dtype]);

@@ -2,6 +2,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { loadAddon } from '../../src/backend/native-addon.js';
+import { nativeCounters } from '../../src/backend/native.js';
 import { startEngine } from '../../src/engine/client.js';
 import { EngineRequestError, type GenerateOutput } from '../../src/engine/protocol.js';
 import { generate } from '../../src/model/generate.js';
@@ -16,8 +18,11 @@ async function drain(it: AsyncIterable<GenerateOutput>): Promise<GenerateOutput[
 }
 
 test('worker: 32 concurrent streams equal generate() alone; abort frees blocks; embeddings; stats', async () => {
+  const prefaults = nativeCounters()['prefault.madvise.native'] ?? 0;
   const client = await startEngine({ model: FIXTURES + 'gqa_f32', kvDtype: 'f32', maxBatchedTokens: 64, maxNumSeqs: 16 });
   try {
+    // the KV pages are committed in the background while the streams below run (outputs checked against generate())
+    if (loadAddon()) assert.equal(nativeCounters()['prefault.madvise.native'], prefaults + 1, 'the worker prefaulted its KV cache');
     assert.equal(client.info.vocabSize, 256);
     assert.equal(client.info.maxModelLen, 256);
     const r = rand(17);

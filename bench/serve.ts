@@ -156,7 +156,9 @@ async function startFloe(model: string, o: Options, kvBytes: number, speculative
   const entry = o.floeBin ? [path.join(ROOT, 'bin', 'floe.js')] : ['--import', 'tsx', path.join(BENCH, 'serve-floe-src.ts')];
   const args = [...entry, 'serve', '--model', model, '--port', '0', '--model-name', 'bench', '--threads', String(o.threads),
     '--max-num-seqs', String(o.concurrency), '--max-batched-tokens', String(o.maxBatchedTokens), '--kv-cache-memory', String(kvBytes),
-    '--max-queue', '100000', '--shutdown-grace', '0'];
+    '--max-queue', '100000', '--shutdown-grace', '0',
+    // KV committed at start, as llama.cpp's own buffers are (a few hundred MB here, done within the warm-up)
+    '--kv-prefault'];
   if (speculative && o.speculative) {
     args.push('--speculative', o.speculative);
     if (o.numSpeculativeTokens !== null) args.push('--num-speculative-tokens', String(o.numSpeculativeTokens));

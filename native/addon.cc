@@ -472,9 +472,12 @@ Napi::Value Prefault(const Napi::CallbackInfo& info) {
   count("prefault", "madvise", "native");
   std::thread([ranges = std::move(ranges)] {
     constexpr size_t STEP = size_t(64) << 20;  // 64 MiB per call: a freed buffer stops the pass early
-    for (auto [p, n] : ranges)
+    for (auto [p, n] : ranges) {
+      // 2 MiB pages where the host allows them on request (THP "madvise"): a 4 KiB fault costs ~20 us in a VM
+      madvise(reinterpret_cast<void*>(p), n, MADV_HUGEPAGE);
       for (size_t o = 0; o < n; o += STEP)
         if (madvise(reinterpret_cast<void*>(p + o), std::min(STEP, n - o), MADV_POPULATE_WRITE) != 0) break;
+    }
   }).detach();
   return Napi::Number::New(env, double(bytes));
 }

@@ -218,6 +218,8 @@ serve options:
   --backend native|reference
   --kv-cache-memory SIZE  KV cache budget, e.g. 2GiB or 512MiB (default: a share of free RAM)
   --kv-cache-dtype auto|f32|bf16|fp8
+  --kv-prefault           commit the KV cache's memory in the background at start (as llama.cpp does), so no decode
+                          step waits on a first-touch page fault and a short host fails at start, not mid-request
   --dtype fp8             quantize the linear weights to fp8 (per-row scales) while loading
   --block-size N          tokens per KV block (default 16)
   --speculative ngram|suffix|PATH|module:PATH   speculative decoding for every request (opt out per request)
@@ -522,7 +524,7 @@ async function serveCmd(args: string[]): Promise<number> {
   const { values } = parse(spreadLoraModules(args), {
     model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'api-key': { type: 'string' },
     'model-name': { type: 'string' }, threads: { type: 'string' }, backend: { type: 'string' },
-    'kv-cache-memory': { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, 'block-size': { type: 'string' },
+    'kv-cache-memory': { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, 'block-size': { type: 'string' }, 'kv-prefault': { type: 'boolean' },
     'max-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'batch-max-num-seqs': { type: 'string' }, 'max-queue': { type: 'string' },
     'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' }, dtype: { type: 'string' },
     'no-ui': { type: 'boolean' }, 'data-dir': { type: 'string' }, 'no-batch': { type: 'boolean' },
@@ -587,7 +589,7 @@ async function serveCmd(args: string[]): Promise<number> {
   });
   const server = await startServer({
     model: modelPath, host: values.host, port, apiKey: values['api-key'] ?? null, modelName: values['model-name'],
-    threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'),
+    threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'), kvPrefault: !!values['kv-prefault'],
     speculative: specSource(values.speculative), numSpeculativeTokens: specTokens(values['num-speculative-tokens']),
     kvDtype, dtype, blockSize: positive('block-size'),
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),

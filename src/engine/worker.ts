@@ -52,7 +52,7 @@ try {
     extraEosIds: tokenizer?.eosIds, maxLoras: opts.maxLoras, maxLoraRank: opts.maxLoraRank, maxCpuLoras: opts.maxCpuLoras,
     remote: pipeline?.driver, kvBlocks: pipeline?.kvBlocks,
   });
-  if (opts.kvPrefault !== false && process.env.FLOE_KV_PREFAULT !== '0') loadAddon()?.prefault(engine.runner.kv.buffers());
+  if (opts.kvPrefault) loadAddon()?.prefault(engine.runner.kv.buffers());
   for (const m of opts.loraModules ?? []) {
     try { engine.loadAdapter(m.name, m.path); } catch (e) { throw new Error(`LoRA module ${m.name}=${m.path}: ${(e as Error).message}`); }
   }

@@ -19,7 +19,7 @@ async function drain(it: AsyncIterable<GenerateOutput>): Promise<GenerateOutput[
 
 test('worker: 32 concurrent streams equal generate() alone; abort frees blocks; embeddings; stats', async () => {
   const prefaults = nativeCounters()['prefault.madvise.native'] ?? 0;
-  const client = await startEngine({ model: FIXTURES + 'gqa_f32', kvDtype: 'f32', maxBatchedTokens: 64, maxNumSeqs: 16 });
+  const client = await startEngine({ model: FIXTURES + 'gqa_f32', kvDtype: 'f32', maxBatchedTokens: 64, maxNumSeqs: 16, kvPrefault: true });
   try {
     // the KV pages are committed in the background while the streams below run (outputs checked against generate())
     if (loadAddon()) assert.equal(nativeCounters()['prefault.madvise.native'], prefaults + 1, 'the worker prefaulted its KV cache');

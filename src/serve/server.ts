@@ -174,7 +174,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     if (g) log(`floe serve: guard ${guardModel} ready (${g.format}${g.template ? ', its own chat template' : ''}; KV ${g.engine.info.kvTokens} tokens in ${(guardKv / 2 ** 20).toFixed(0)} MiB)${opts.guardrails ? '; guardrails on for every chat request' : ''}`);
     const i = e.info;
     log(`floe serve: model ready in ${((performance.now() - t0) / 1000).toFixed(1)} s; KV cache ${i.kvDtype}: ${i.kvBlocks} blocks × ${i.blockSize} = ` +
-      `${i.kvTokens} tokens; longest request ${i.maxRequestTokens} tokens (context window ${i.maxModelLen})` +
+      `${i.kvTokens} tokens${opts.kvPrefault ? ' (its pages committed in the background: --kv-prefault)' : ''}; longest request ${i.maxRequestTokens} tokens (context window ${i.maxModelLen})` +
       `${tools.tokenizer ? '' : '; no tokenizer: token-id prompts only'}${tools.template ? '' : '; no chat template: /v1/chat/completions unavailable'}` +
       `${Object.keys(tools.defaults).length ? `; defaults from generation_config.json: ${JSON.stringify(tools.defaults)}` : ''}`);
     return i;

@@ -218,8 +218,8 @@ serve options:
   --backend native|reference
   --kv-cache-memory SIZE  KV cache budget, e.g. 2GiB or 512MiB (default: a share of free RAM)
   --kv-cache-dtype auto|f32|bf16|fp8
-  --kv-prefault           commit the KV cache's memory in the background at start (as llama.cpp does), so no decode
-                          step waits on a first-touch page fault and a short host fails at start, not mid-request
+  --kv-prefault           commit the KV cache's memory in the background at start (as llama.cpp does), so that no
+                          decode step waits on a first-touch page fault
   --dtype fp8             quantize the linear weights to fp8 (per-row scales) while loading
   --block-size N          tokens per KV block (default 16)
   --speculative ngram|suffix|PATH|module:PATH   speculative decoding for every request (opt out per request)

@@ -23,9 +23,9 @@ export interface EngineStartOptions {
   /**
    * Commit the KV cache's pages on a background thread at start (default false; serve --kv-prefault), as llama.cpp
    * clears its KV buffers: otherwise the first write to each page faults inside a decode step (a fresh server's
-   * 16-stream decode measured ~10% slower until its blocks have been used once), and memory the OS overcommitted can
-   * run out mid-request instead of at start. Off by default: on the 2-core VMs here committing runs at ~0.2 GB/s of one
-   * core (the hypervisor backs each page on first touch), ~40 s for the default budget of 0.3 × free RAM.
+   * 16-stream decode measured ~10% slower until its blocks have been used once). Off by default: on the 2-core VMs
+   * here committing runs at ~0.2 GB/s of one core (the hypervisor backs each page on first touch), ~40 s for the
+   * default budget of 0.3 × free RAM.
    */
   readonly kvPrefault?: boolean;
   readonly blockSize?: number; // tokens per KV block, default 16

@@ -2,8 +2,12 @@
 //
 //   node --import tsx bench/attention-micro.ts [--dims 48,64] [--ctx 4096,32768,131072] [--kv bf16,fp8_e4m3,f32]
 //                                             [--chunk 512] [--threads 2] [--reps 3] [--isa avx512] [--no-prefill] [--no-decode]
-// Shapes: E=48 is the small benchmark model (H=6, K=6), E=64 a GQA-4 slice of Llama-3.2-1B (H=8, K=2).
-// decode: 1 sequence, 1 query at position ctx-1 (the flash-decoding case), plus 16 streams at ctx 300 (serving).
+//                                             [--heads H,K] [--streams 16,300] [--layers 1]
+// Shapes: E=48 is the small benchmark model (H=6, K=6), E=64 a GQA-4 slice of Llama-3.2-1B (H=8, K=2); --heads
+// overrides (32,8 is all of a 1B layer). --layers N rotates the calls over N layers, so with N × the KV of a layer
+// past the last-level cache (16 for the 1B model's 16 layers) K/V come from DRAM, as in a served model's step.
+// decode: 1 sequence, 1 query at position ctx-1 (the flash-decoding case), plus S streams at ctx C (--streams S,C:
+// serving; default 16 at 300).
 // prefill: one chunk of `chunk` queries at the end of a ctx-token context (what chunked prefill runs there).
 // FLOPs = 4·E per (query head, attended token); KV bytes = K and V rows (+ fp8 scales) of the attended tokens.
 // The machine is shared: "cpu" columns divide by process CPU seconds (× threads), the less load-sensitive figure.
@@ -27,6 +31,9 @@ const isa = arg('isa', '');
 const doPrefill = !process.argv.includes('--no-prefill');
 const doDecode = !process.argv.includes('--no-decode');
 const L = 16;
+const heads = arg('heads', '');
+const [streamsS, streamsCtx] = arg('streams', '16,300').split(',').map(Number) as [number, number];
+const nLayers = Number(arg('layers', '1'));
 
 const SHAPES: Record<number, { H: number; K: number }> = { 48: { H: 6, K: 6 }, 64: { H: 8, K: 2 } };
 
@@ -110,20 +117,22 @@ function line(kind: string, dt: KvDType, E: number, H: number, K: number, S: num
 for (const E of dims) {
   const sh = SHAPES[E];
   if (!sh) throw new Error(`no benchmark shape for head dim ${E} (have ${Object.keys(SHAPES).join(', ')})`);
-  const { H, K } = sh;
+  const { H, K } = heads ? { H: Number(heads.split(',')[0]), K: Number(heads.split(',')[1]) } : sh;
   const shape: AttentionShape = { numHeads: H, numKvHeads: K, headDim: E, scale: 1 / Math.sqrt(E) };
   for (const dt of kvTypes) {
     const tokBytes = 2 * K * (E * elemBytes(dt) + (dt === 'fp8_e4m3' ? 4 : 0));
     // decode: 16 serving streams at ctx 300, then one sequence per context length
-    const decodeCases: [number, number][] = doDecode ? [[16, 300], ...ctxs.map((c) => [1, c] as [number, number])] : [];
+    const decodeCases: [number, number][] = doDecode ? [[streamsS, streamsCtx], ...ctxs.map((c) => [1, c] as [number, number])] : [];
     for (const [S, ctx] of decodeCases) {
-      const layer = randomLayer(dt, S * Math.ceil(ctx / L), K, E);
-      const batch = makeBatch(S, ctx, 1, layer.numBlocks);
+      const layers = Array.from({ length: nLayers }, () => randomLayer(dt, S * Math.ceil(ctx / L), K, E));
+      const batch = makeBatch(S, ctx, 1, layers[0]!.numBlocks);
       const q = new Float32Array(S * H * E).map(() => rnd() * 2 - 1);
       const out = new Float32Array(S * H * E);
       const bytes = S * ctx * tokBytes;
-      const calls = Math.max(3, Math.min(500, Math.round(2e8 / bytes)));
-      line('decode', dt, E, H, K, S, ctx, 1, time(() => be.attention(out, q, layer, shape, batch), calls), bytes, 4 * E * H * S * ctx);
+      const calls = Math.max(3, Math.min(500, Math.round(2e8 / bytes))) * nLayers;
+      let li = 0;
+      const run = (): void => { be.attention(out, q, layers[li]!, shape, batch); li = (li + 1) % nLayers; };
+      line('decode', dt, E, H, K, S, ctx, 1, time(run, calls), bytes, 4 * E * H * S * ctx);
     }
     if (!doPrefill) continue;
     for (const ctx of ctxs) {

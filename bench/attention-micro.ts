@@ -34,6 +34,14 @@ const L = 16;
 const heads = arg('heads', '');
 const [streamsS, streamsCtx] = arg('streams', '16,300').split(',').map(Number) as [number, number];
 const nLayers = Number(arg('layers', '1'));
+const hugePages = process.argv.includes('--huge-pages');
+
+/** Waits (spinning on a shared flag) until the background prefault has committed b: its last page reads as written. */
+function waitPrefault(b: Uint8Array): void {
+  // MADV_POPULATE_WRITE keeps contents (zeros), so nothing marks completion: give it the measured ~8 s/GiB.
+  const ms = Math.ceil(b.byteLength / 2 ** 30 * 8000) + 50;
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
 
 const SHAPES: Record<number, { H: number; K: number }> = { 48: { H: 6, K: 6 }, 64: { H: 8, K: 2 } };
 
@@ -51,6 +59,15 @@ function elemBytes(dt: KvDType): number {
 function randomLayer(dt: KvDType, numBlocks: number, K: number, E: number): KvLayer {
   const n = numBlocks * L * K * E;
   const fill = (): Uint8Array => {
+    if (hugePages) {  // what a served KV cache gets from `--kv-prefault`: 2 MiB pages, committed before use
+      const b = new Uint8Array(n * elemBytes(dt));
+      addon.prefault([b]);
+      waitPrefault(b);
+      if (dt === 'f32') new Float32Array(b.buffer).forEach((_, i, a) => { a[i] = rnd() * 2 - 1; });
+      else if (dt === 'bf16') new Uint16Array(b.buffer).forEach((_, i, a) => { a[i] = 0x3e00 | ((rnd() * 0x1ff) & 0x1ff) | (rnd() < 0.5 ? 0x8000 : 0); });
+      else b.forEach((_, i, a) => { a[i] = ((rnd() * 0x7e) | 0) | (rnd() < 0.5 ? 0x80 : 0); });
+      return b;
+    }
     if (dt === 'f32') return new Uint8Array(new Float32Array(n).map(() => rnd() * 2 - 1).buffer);
     if (dt === 'bf16') {
       const h = new Uint16Array(n);

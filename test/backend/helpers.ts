@@ -257,6 +257,9 @@ const ATTENTION_CASES: { label: string; H: number; K: number; E: number; L?: num
   { label: 'head dim 80 MQA: long decode split, 3 queries', H: 3, K: 1, E: 80, avx512Path: true, seqs: [{ ctxLen: 900, qLen: 3 }] },
   { label: 'head dim 80 MHA: one long decode split across tasks', H: 2, K: 2, E: 80, avx512Path: true, seqs: [{ ctxLen: 777, qLen: 1 }] },
   { label: 'head dim 40 (masked tail) GQA 3', H: 6, K: 2, E: 40, avx512Path: true, seqs: [{ ctxLen: 520, qLen: 1 }, { ctxLen: 90, qLen: 33 }] },
+  // the decode rows kernel takes a kv head's group rows 4 at a time up to E = 64, 2 at a time up to 128, else 1
+  { label: 'head dim 128 GQA 4 (8B-like): decode rows in pairs, verify chunk', H: 8, K: 2, E: 128, avx512Path: true, seqs: [{ ctxLen: 300, qLen: 1 }, { ctxLen: 61, qLen: 5 }] },
+  { label: 'head dim 160 GQA 2: decode rows one at a time', H: 4, K: 2, E: 160, avx512Path: true, seqs: [{ ctxLen: 290, qLen: 1 }, { ctxLen: 40, qLen: 3 }] },
 ];
 
 /** Every kernel of the Backend and TrainKernels interfaces, on the shapes that tend to break kernels (odd sizes, tails, GQA). */

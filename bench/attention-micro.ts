@@ -61,7 +61,7 @@ function randomLayer(dt: KvDType, numBlocks: number, K: number, E: number): KvLa
   const fill = (): Uint8Array => {
     if (hugePages) {  // what a served KV cache gets from `--kv-prefault`: 2 MiB pages, committed before use
       const b = new Uint8Array(n * elemBytes(dt));
-      addon.prefault([b]);
+      addon!.prefault([b]);  // loaded (or thrown) below, before any layer is made
       waitPrefault(b);
       if (dt === 'f32') new Float32Array(b.buffer).forEach((_, i, a) => { a[i] = rnd() * 2 - 1; });
       else if (dt === 'bf16') new Uint16Array(b.buffer).forEach((_, i, a) => { a[i] = 0x3e00 | ((rnd() * 0x1ff) & 0x1ff) | (rnd() < 0.5 ? 0x8000 : 0); });

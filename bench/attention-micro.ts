@@ -2,7 +2,7 @@
 //
 //   node --import tsx bench/attention-micro.ts [--dims 48,64] [--ctx 4096,32768,131072] [--kv bf16,fp8_e4m3,f32]
 //                                             [--chunk 512] [--threads 2] [--reps 3] [--isa avx512] [--no-prefill] [--no-decode]
-//                                             [--heads H,K] [--streams 16,300] [--layers 1]
+//                                             [--heads H,K] [--streams 16,300] [--layers 1] [--huge-pages]
 // Shapes: E=48 is the small benchmark model (H=6, K=6), E=64 a GQA-4 slice of Llama-3.2-1B (H=8, K=2); --heads
 // overrides (32,8 is all of a 1B layer). --layers N rotates the calls over N layers, so with N × the KV of a layer
 // past the last-level cache (16 for the 1B model's 16 layers) K/V come from DRAM, as in a served model's step.
@@ -36,9 +36,9 @@ const [streamsS, streamsCtx] = arg('streams', '16,300').split(',').map(Number) a
 const nLayers = Number(arg('layers', '1'));
 const hugePages = process.argv.includes('--huge-pages');
 
-/** Waits (spinning on a shared flag) until the background prefault has committed b: its last page reads as written. */
+/** Sleeps long enough for the background prefault to have committed b. */
 function waitPrefault(b: Uint8Array): void {
-  // MADV_POPULATE_WRITE keeps contents (zeros), so nothing marks completion: give it the measured ~8 s/GiB.
+  // MADV_POPULATE_WRITE keeps contents (zeros), so nothing marks completion: allow the measured ~8 s/GiB.
   const ms = Math.ceil(b.byteLength / 2 ** 30 * 8000) + 50;
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
@@ -58,16 +58,7 @@ function elemBytes(dt: KvDType): number {
 /** A layer of numBlocks blocks filled with finite random values of the stored format. */
 function randomLayer(dt: KvDType, numBlocks: number, K: number, E: number): KvLayer {
   const n = numBlocks * L * K * E;
-  const fill = (): Uint8Array => {
-    if (hugePages) {  // what a served KV cache gets from `--kv-prefault`: 2 MiB pages, committed before use
-      const b = new Uint8Array(n * elemBytes(dt));
-      addon!.prefault([b]);  // loaded (or thrown) below, before any layer is made
-      waitPrefault(b);
-      if (dt === 'f32') new Float32Array(b.buffer).forEach((_, i, a) => { a[i] = rnd() * 2 - 1; });
-      else if (dt === 'bf16') new Uint16Array(b.buffer).forEach((_, i, a) => { a[i] = 0x3e00 | ((rnd() * 0x1ff) & 0x1ff) | (rnd() < 0.5 ? 0x8000 : 0); });
-      else b.forEach((_, i, a) => { a[i] = ((rnd() * 0x7e) | 0) | (rnd() < 0.5 ? 0x80 : 0); });
-      return b;
-    }
+  const values = (): Uint8Array => {
     if (dt === 'f32') return new Uint8Array(new Float32Array(n).map(() => rnd() * 2 - 1).buffer);
     if (dt === 'bf16') {
       const h = new Uint16Array(n);
@@ -76,6 +67,15 @@ function randomLayer(dt: KvDType, numBlocks: number, K: number, E: number): KvLa
     }
     const b = new Uint8Array(n);
     for (let i = 0; i < n; i++) b[i] = ((rnd() * 0x7e) | 0) | (rnd() < 0.5 ? 0x80 : 0);
+    return b;
+  };
+  const fill = (): Uint8Array => {
+    if (!hugePages) return values();
+    // what a served KV cache gets from `--kv-prefault`: 2 MiB pages, committed before the values are written
+    const b = new Uint8Array(n * elemBytes(dt));
+    addon!.prefault([b]);  // loaded (or thrown) below, before any layer is made
+    waitPrefault(b);
+    b.set(values());
     return b;
   };
   const scales = (): Float32Array => new Float32Array(numBlocks * L * K).map(() => 0.002 + rnd() * 0.004);
@@ -138,7 +138,7 @@ for (const E of dims) {
   const shape: AttentionShape = { numHeads: H, numKvHeads: K, headDim: E, scale: 1 / Math.sqrt(E) };
   for (const dt of kvTypes) {
     const tokBytes = 2 * K * (E * elemBytes(dt) + (dt === 'fp8_e4m3' ? 4 : 0));
-    // decode: 16 serving streams at ctx 300, then one sequence per context length
+    // decode: the serving streams (--streams), then one sequence per context length
     const decodeCases: [number, number][] = doDecode ? [[streamsS, streamsCtx], ...ctxs.map((c) => [1, c] as [number, number])] : [];
     for (const [S, ctx] of decodeCases) {
       const layers = Array.from({ length: nLayers }, () => randomLayer(dt, S * Math.ceil(ctx / L), K, E));

@@ -14,6 +14,7 @@
 
 import { loadAddon } from '../src/backend/native-addon.js';
 import { loadNativeBackend } from '../src/backend/native.js';
+import { machineLine } from './machine.js';
 import type { AttentionBatch, AttentionShape, KvDType, KvLayer } from '../src/backend/backend.js';
 
 function arg(name: string, def: string): string {
@@ -121,6 +122,7 @@ function time(run: () => void, calls: number): { wall: number; cpu: number } {
 }
 
 const os = await import('node:os');
+console.log(`machine: ${machineLine()}`);
 console.log(`isa ${addon.isa()}, threads ${threads}, reps ${reps} (best), block ${L}, load ${os.loadavg().map((v) => v.toFixed(1)).join(' ')}`);
 console.log('kind      kv      E  H  K  seqs     ctx    q    ms/call   wall GB/s  cpu GB/s   wall GF/s  cpu GF/s');
 

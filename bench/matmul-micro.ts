@@ -16,6 +16,7 @@
 
 import { loadAddon } from '../src/backend/native-addon.js';
 import { loadNativeBackend } from '../src/backend/native.js';
+import { machineLine } from './machine.js';
 import { Tensor, type DType } from '../src/tensor/tensor.js';
 
 function arg(name: string, def: string): string {
@@ -134,6 +135,7 @@ if (child) {
     return fork(process.argv[1]!, [...process.argv.slice(2), '--child'], { env, execArgv: process.execArgv });
   }) : [];
   const ask = (i: number, j: Job): Promise<Best> => new Promise((res) => { kids[i]!.once('message', (b) => res(b as Best)); kids[i]!.send(j); });
+  console.log(`machine: ${machineLine()}`);
   console.log(`isa ${addon.isa()}, threads ${threads}, reps ${reps} (best), load ${(await import('node:os')).loadavg().map((v) => v.toFixed(1)).join(' ')}${ab ? `, old = ${ab}, new = without it, alternating` : ''}`);
   console.log(ab
     ? 'op  dtype    M      N      C   old ms(cpu)  new ms(cpu)  new/old   old ms(wall)  new ms(wall)   new cpu GF/s'

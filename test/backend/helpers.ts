@@ -1,6 +1,7 @@
 // Test helpers: seeded PRNG, random tensors, tolerance checks that name the seed, and the backend conformance suite.
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import type { AttentionBatch, AttentionShape, Backend, KvDType, KvLayer, TrainBackend } from '../../src/backend/backend.js';
 import { WEIGHT_DTYPES } from '../../src/backend/backend.js';
@@ -852,4 +853,17 @@ export function runBackendConformance(name: string, makeBackend: () => Backend, 
 function firstDiff(a: Uint8Array, b: Uint8Array): number {
   for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return i;
   return a.length === b.length ? -1 : Math.min(a.length, b.length);
+}
+
+/** The host's transparent-huge-page mode ('always', 'madvise', 'never'), or null where Linux does not say. */
+export function thpMode(): string | null {
+  try {
+    return /\[(\w+)\]/.exec(readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))?.[1] ?? null;
+  } catch {
+    return null;
+  }
+}
+/** KiB of this process's anonymous memory on 2 MiB pages. */
+export function anonHugeKiB(): number {
+  return Number(/AnonHugePages:\s+(\d+)/.exec(readFileSync('/proc/self/smaps_rollup', 'utf8'))?.[1] ?? 0);
 }

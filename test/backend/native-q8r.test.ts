@@ -17,7 +17,7 @@ import { writeRandomGguf } from '../../bench/gguf-gen.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { generate, type GenerateResult } from '../../src/model/generate.js';
 import { openModel } from '../../src/model/open.js';
-import { assertClose, withSeed, type Rng } from './helpers.js';
+import { anonHugeKiB, assertClose, thpMode, withSeed, type Rng } from './helpers.js';
 
 const addon = loadAddon();
 const skip = !addon || addon.supportedIsa() !== 'avx512' ? 'needs the AVX-512 native addon' : false;
@@ -69,7 +69,8 @@ function pathCount(path: string): number {
 describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
   it('repacks every row to the same values (TS decoder of the layout vs the row layout), odd and even block counts', () => {
     withSeed('q8r repack', (rng) => {
-      for (const [N, C] of [[16, 32], [48, 96], [32, 128], [64, 2048]] as const) {
+      // [1040, 2048] passes 2 MiB, not a multiple of it: a buffer of its own mapping (native/addon.cc weight_alloc)
+      for (const [N, C] of [[16, 32], [48, 96], [32, 128], [64, 2048], [1040, 2048]] as const) {
         const w = q8(rng, N, C), r = repacked(w);
         assert.equal(r.data.byteLength, w.data.byteLength, 'same bytes, another order');
         assert.equal(r.data.byteOffset % 64 === 0 && (r.data.buffer.byteLength >= r.data.byteLength), true);
@@ -79,6 +80,21 @@ describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
           dequantizeRow(r, n, b);
           assert.deepEqual(b, a, `row ${n} of [${N},${C}]`);
         }
+      }
+    });
+  });
+
+  it('a weight of 2 MiB and more is given 2 MiB pages where the host allows them (THP "always" or "madvise")', (t) => {
+    const mode = thpMode();
+    if (mode === null || mode === 'never') return t.skip(`transparent huge pages: ${mode ?? 'no /sys entry'}`);
+    withSeed('q8r huge pages', (rng) => {
+      const w = q8(rng, 4096, 2048), before = anonHugeKiB(), r = repacked(w), grew = anonHugeKiB() - before;
+      assert.ok(grew >= 2048, `AnonHugePages grew ${grew} KiB repacking ${r.data.byteLength >> 20} MiB (THP ${mode})`);
+      const a = new Float32Array(2048), b = new Float32Array(2048);
+      for (const n of [0, 1, 2047, 4095]) {
+        dequantizeRow(w, n, a);
+        dequantizeRow(r, n, b);
+        assert.deepEqual(b, a, `row ${n}`);
       }
     });
   });

@@ -2,7 +2,11 @@
 //
 // usage: node --import tsx bench/core.ts [--shapes small,1b] [--formats f16,bf16,q8_0,fp8] [--threads 1,2]
 //          [--engines floe,nlc,harness,torch] [--prompt 512] [--decode 128] [--torch-dtypes bf16,f32]
-//          [--torch-f32-1b] [--quick] [--out FILE]
+//          [--torch-f32-1b] [--quick] [--rounds R] [--out FILE]
+// --rounds R: floe, llama.cpp and the bandwidth probe R times over per (shape, format, threads), in alternation, so
+// that a host whose bandwidth drifts from minute to minute hits both engines alike. Each engine's cells come from its
+// run with the median decode speed (use an odd R), the ceiling from the median of the row's probes; the per-round
+// floe ÷ llama.cpp ratios and their median (the paired figure, the one to quote) are printed and kept (rows[].rounds).
 // Every engine runs in its own child process, one (shape, format, threads) at a time; see bench/README.md.
 
 import { spawnSync } from 'node:child_process';
@@ -35,13 +39,14 @@ interface Options {
   decode: number;
   torchDtypes: string[];
   torchF32For1b: boolean;
+  rounds: number;
   out: string | null;
 }
 
 function parseArgs(argv: readonly string[]): Options {
   const o: Options = {
     shapes: ['small', '1b'], formats: [...ALL_FORMATS], threads: [1, 2], engines: [...ALL_ENGINES],
-    prompt: 512, decode: 128, torchDtypes: ['bf16', 'f32'], torchF32For1b: false, out: null,
+    prompt: 512, decode: 128, torchDtypes: ['bf16', 'f32'], torchF32For1b: false, rounds: 1, out: null,
   };
   const list = (v: string | undefined, flag: string): string[] => {
     if (!v) throw new Error(`${flag} needs a comma-separated value`);
@@ -65,6 +70,7 @@ function parseArgs(argv: readonly string[]): Options {
       case '--torch-dtypes': o.torchDtypes = list(v, a); i++; break;
       case '--torch-f32-1b': o.torchF32For1b = true; break;
       case '--quick': o.prompt = 64; o.decode = 16; break;
+      case '--rounds': o.rounds = posInt(v, a); i++; break;
       case '--out': if (!v) throw new Error('--out needs a file'); o.out = v; i++; break;
       default: throw new Error(`unknown argument ${a}; see the usage line at the top of bench/core.ts`);
     }
@@ -202,7 +208,14 @@ interface Row {
   torch_bf16_prefill_tps?: number;
   ratios?: Record<string, number | undefined>;
   sanity?: Record<string, unknown>;
+  rounds?: { floe_tg?: number; llama_tg?: number; tg_ratio?: number; gbps: number }[];
   errors: string[];
+}
+
+/** The run whose `k` is the median of those that have it (the lower middle for an even count). */
+function medianRun(runs: readonly (RunResult | undefined)[], k: 'decode_tps'): RunResult | undefined {
+  const have = runs.filter((r): r is RunResult => r?.[k] !== undefined).sort((a, b) => a[k]! - b[k]!);
+  return have[Math.floor((have.length - 1) / 2)];
 }
 
 async function main(): Promise<void> {
@@ -242,11 +255,18 @@ async function main(): Promise<void> {
     const fp8Dir = opts.formats.includes('fp8') && opts.engines.includes('floe') ? ensureFp8Dir(CACHE_DIR, shapeName, c, log) : null;
 
     // llama.cpp figures per GGUF format and thread count, shared by the fp8 row
-    const llamaRuns = new Map<string, { nlc?: RunResult; harness?: RunResult; errors: string[]; logits?: string }>();
-    const llamaFor = (f: GgufFormat, n: number): { nlc?: RunResult; harness?: RunResult; errors: string[]; logits?: string } => {
+    type Peer = { nlc?: RunResult; harness?: RunResult; errors: string[]; logits?: string };
+    const llamaRuns = new Map<string, Peer>();
+    const llamaFor = (f: GgufFormat, n: number): Peer => {
       const key = `${f}/${n}`;
       const hit = llamaRuns.get(key);
       if (hit) return hit;
+      const res = llamaRun(f, n);
+      llamaRuns.set(key, res);
+      return res;
+    };
+    // one run of each llama.cpp engine (a later round of --rounds calls this directly: a fresh measurement)
+    const llamaRun = (f: GgufFormat, n: number): Peer => {
       const res: { nlc?: RunResult; harness?: RunResult; errors: string[]; logits?: string } = { errors: [] };
       const file = gguf[f]!;
       if (opts.engines.includes('harness') && tools.llamaBench) {
@@ -265,7 +285,6 @@ async function main(): Promise<void> {
           log(`  nlc      ${shapeName} ${f} ${n}t: prefill ${fmt(res.nlc!.prefill_tps)} tok/s, decode ${fmt(res.nlc!.decode_tps)} tok/s`);
         } catch (e) { res.errors.push((e as Error).message); log(`  ${(e as Error).message}`); }
       }
-      llamaRuns.set(key, res);
       return res;
     };
 
@@ -275,18 +294,42 @@ async function main(): Promise<void> {
         rows.push(row);
         const peerFormat: GgufFormat = f === 'fp8' ? 'q8_0' : f;
         const floeLogits = path.join(CACHE_DIR, `logits-floe-${shapeName}-${f}.bin`);
-        if (opts.engines.includes('floe')) {
-          const spec = f === 'fp8' ? fp8Dir! : gguf[f]!;
-          try {
-            [row.floe] = runJson(process.execPath, ['--import', 'tsx', path.join(BENCH, 'run-floe.ts'), spec, prompt, String(n), String(opts.decode),
-              '--logits-out', floeLogits], `floe ${shapeName} ${f} ${n}t`);
-            log(`  floe     ${shapeName} ${f} ${n}t: prefill ${fmt(row.floe!.prefill_tps)} tok/s, decode ${fmt(row.floe!.decode_tps)} tok/s`);
-          } catch (e) { row.errors.push((e as Error).message); log(`  ${(e as Error).message}`); }
+        const floeRuns: (RunResult | undefined)[] = [], nlcRuns: (RunResult | undefined)[] = [], harnessRuns: (RunResult | undefined)[] = [];
+        const probes: number[] = [];
+        let peer: Peer = { errors: [] };
+        for (let round = 0; round < opts.rounds; round++) {
+          if (opts.rounds > 1) {
+            const [b] = runJson(tools.bandwidth, ['--mib', '1024', '--threads', String(n), '--reps', '5'], `bandwidth probe (${n} threads)`);
+            probes.push(b!.gbps as number);
+            log(`  round ${round + 1}/${opts.rounds}: read bandwidth, ${n} thread(s): ${fmt(b!.gbps as number, 2)} GB/s`);
+          }
+          let fr: RunResult | undefined;
+          if (opts.engines.includes('floe')) {
+            const spec = f === 'fp8' ? fp8Dir! : gguf[f]!;
+            try {
+              [fr] = runJson(process.execPath, ['--import', 'tsx', path.join(BENCH, 'run-floe.ts'), spec, prompt, String(n), String(opts.decode),
+                '--logits-out', floeLogits], `floe ${shapeName} ${f} ${n}t`);
+              log(`  floe     ${shapeName} ${f} ${n}t: prefill ${fmt(fr!.prefill_tps)} tok/s, decode ${fmt(fr!.decode_tps)} tok/s`);
+            } catch (e) { row.errors.push((e as Error).message); log(`  ${(e as Error).message}`); }
+          }
+          const p = round === 0 ? llamaFor(peerFormat, n) : llamaRun(peerFormat, n);
+          if (round === 0) peer = p;
+          else row.errors.push(...p.errors);
+          floeRuns.push(fr);
+          nlcRuns.push(p.nlc);
+          harnessRuns.push(p.harness);
         }
-        const peer = llamaFor(peerFormat, n);
-        row.nlc = peer.nlc;
-        row.harness = peer.harness;
+        row.floe = medianRun(floeRuns, 'decode_tps') ?? floeRuns[0];
+        row.nlc = medianRun(nlcRuns, 'decode_tps') ?? nlcRuns[0];
+        row.harness = medianRun(harnessRuns, 'decode_tps') ?? harnessRuns[0];
         row.errors.push(...peer.errors);
+        if (opts.rounds > 1) {
+          row.rounds = floeRuns.map((fr, i) => {
+            const lt = Math.max(nlcRuns[i]?.decode_tps ?? 0, harnessRuns[i]?.decode_tps ?? 0) || undefined;
+            return { floe_tg: fr?.decode_tps, llama_tg: lt, tg_ratio: ratio(fr?.decode_tps, lt), gbps: probes[i]! };
+          });
+          log(`  ${shapeName} ${f} ${n}t decode floe ÷ llama.cpp per round: ${row.rounds.map((r) => fmt(r.tg_ratio, 2)).join(', ')}`);
+        }
         const best = (k: 'prefill_tps' | 'decode_tps'): [number | undefined, string | undefined] => {
           const a = peer.nlc?.[k], b = peer.harness?.[k];
           if (a === undefined && b === undefined) return [undefined, undefined];
@@ -298,7 +341,9 @@ async function main(): Promise<void> {
 
         const weightBytes = f === 'fp8' ? fp8WeightBytes(c) : ggufWeightBytes(c, f);
         const bytes = weightBytes + kvPerToken * meanCtx;
-        row.ceiling = { bytes_per_token: bytes, gbps: bandwidth[n]!, decode_tps: (bandwidth[n]! * 1e9) / bytes };
+        // with --rounds, the median of the row's own probes (each taken just before its round)
+        const gbps = probes.length ? [...probes].sort((a, b) => a - b)[Math.floor((probes.length - 1) / 2)]! : bandwidth[n]!;
+        row.ceiling = { bytes_per_token: bytes, gbps, decode_tps: (gbps * 1e9) / bytes };
 
         // same-model sanity check: floe and llama.cpp on the same GGUF (first thread count only)
         if (f !== 'fp8' && n === opts.threads[0] && row.floe && peer.logits && fs.existsSync(floeLogits)) {
@@ -363,6 +408,16 @@ async function main(): Promise<void> {
   lines.splice(1, 0, widths.map((w) => '-'.repeat(w)).join('  '));
   console.log(`\nprefill (pp): ${opts.prompt}-token prompt, tok/s; decode (tg): ${opts.decode} greedy steps, tok/s; llama = faster of node-llama-cpp and the C++ harness`);
   console.log(lines.join('\n'));
+  const perRound = rows.filter((r) => r.rounds);
+  if (perRound.length) {
+    console.log(`\n${opts.rounds} rounds in alternation; cells from each engine's median run. Per round (floe ÷ llama.cpp decode, probe GB/s):`);
+    for (const r of perRound) {
+      const q = r.rounds!.map((x) => x.tg_ratio).filter((x): x is number => x !== undefined).sort((a, b) => a - b);
+      const med = q.length ? (q.length % 2 ? q[(q.length - 1) / 2]! : (q[q.length / 2 - 1]! + q[q.length / 2]!) / 2) : undefined;
+      r.ratios = { ...r.ratios, decode_floe_over_llama_paired_median: med };
+      console.log(`  ${r.shape} ${r.format} ${r.threads}t: ${r.rounds!.map((x) => `${fmt(x.tg_ratio, 2)} (${fmt(x.gbps, 1)})`).join(', ')}; median ${fmt(med, 2)}`);
+    }
+  }
   const torchLines = Object.entries(torch).flatMap(([s, rs]) => rs.map((r) => `  ${s} ${String(r.dtype)} ${String(r.threads)}t: ${fmt(r.prefill_tps)} tok/s (${String(r.linear)})`));
   if (torchLines.length) console.log(`\nPyTorch ${torch[Object.keys(torch)[0]!]?.[0]?.torch ?? ''} prefill:\n${torchLines.join('\n')}`);
   console.log(`\nread bandwidth: ${opts.threads.map((n) => `${n}t ${fmt(bandwidth[n], 2)} GB/s`).join(', ')}`);

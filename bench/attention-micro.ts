@@ -48,7 +48,7 @@ const SHAPES: Record<number, { H: number; K: number }> = { 48: { H: 6, K: 6 }, 6
 
 let seed = 12345;
 function rnd(): number {
-  seed = (seed * 1103515245 + 12345) >>> 0;
+  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
   return seed / 2 ** 32;
 }
 

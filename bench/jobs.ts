@@ -109,7 +109,7 @@ async function main(): Promise<void> {
     // a job long enough to outlast the probes (cancelled at the end)
     const words = ['the', 'river', 'old', 'man', 'said', 'city', 'house', 'was', 'in', 'a', 'long', 'night', 'came', 'from', 'we'];
     let s = 7;
-    const rnd = () => { s = (s * 1103515245 + 12345) % 2 ** 31; return s / 2 ** 31; };
+    const rnd = () => { s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff; return s / 2 ** 31; };
     const sentence = (n: number) => Array.from({ length: n }, () => words[Math.floor(rnd() * words.length)]).join(' ');
     const jsonl = Array.from({ length: o.examples }, () => JSON.stringify({ messages: [{ role: 'user', content: sentence(12) }, { role: 'assistant', content: sentence(24) }] })).join('\n');
     const form = new FormData();

@@ -26,7 +26,7 @@ if (!native.loraSegmented) throw new Error('the native backend has no loraSegmen
 const perSegment = Object.assign(Object.create(native) as Backend, { loraSegmented: undefined });
 
 let seed = 12345;
-const rnd = () => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed / 2 ** 31 - 0.5; };
+const rnd = () => { seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff; return seed / 2 ** 31 - 0.5; };
 const D = 2048, KV = 512, T = 16, A = 4;
 const shapes: Array<[LoraTarget, number, number]> = [['q', D, D], ['k', KV, D], ['v', KV, D], ['o', D, D]];
 const adapters: LoraAdapter[] = Array.from({ length: A }, () => ({

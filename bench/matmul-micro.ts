@@ -40,7 +40,7 @@ for (const o of ops) if (o !== 'fwd' && o !== 'bwd') throw new Error(`--ops: fwd
 
 let seed = 12345;
 function rnd(): number {
-  seed = (seed * 1103515245 + 12345) >>> 0;
+  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
   return seed / 2 ** 32;
 }
 

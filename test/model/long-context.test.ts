@@ -154,7 +154,7 @@ test('RoPE at positions near 131071: native equals the HF-f32 reference kernel; 
   const invFreq = ropeInvFreq({ headDim: E, ropeTheta: 500000, ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 } });
   const positions = Int32Array.from({ length: 64 }, (_, i) => 131072 - 64 + i);
   let seed = 12345;
-  const rnd = (): number => { seed = (seed * 1103515245 + 12345) >>> 0; return seed / 2 ** 32 - 0.5; };
+  const rnd = (): number => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed / 2 ** 32 - 0.5; };
   const x = Float32Array.from({ length: positions.length * nHeads * E }, rnd);
   const a = x.slice();
   const b = x.slice();

@@ -17,7 +17,7 @@ const N = 200;
 
 const seed = Math.floor(Math.random() * 1e9);
 let s = seed;
-const r = () => { s = (s * 1103515245 + 12345) % 2 ** 31; return s / 2 ** 31; };
+const r = () => { s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff; return s / 2 ** 31; };
 const WORDS = ['she', 'walked', 'to', 'the', 'old', 'church', 'and', 'said', 'nothing', 'at', 'all', 'then'];
 const prompt = () => Array.from({ length: 2 + Math.floor(r() * 8) }, () => WORDS[Math.floor(r() * WORDS.length)]).join(' ');
 const lines = Array.from({ length: N }, (_, i) => ({

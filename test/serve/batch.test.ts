@@ -35,7 +35,7 @@ async function metric(url: string, name: string): Promise<number> {
 const WORDS = ['the', 'river', 'old', 'man', 'said', 'city', 'house', 'was', 'in', 'a', 'long', 'night', 'came', 'from', 'we'];
 const seed = Math.floor(Math.random() * 1e9);
 function rng(s: number): () => number {
-  return () => { s = (s * 1103515245 + 12345) % 2 ** 31; return s / 2 ** 31; };
+  return () => { s = (Math.imul(s, 1103515245) + 12345) & 0x7fffffff; return s / 2 ** 31; };
 }
 const r = rng(seed);
 const sentence = () => Array.from({ length: 2 + Math.floor(r() * 6) }, () => WORDS[Math.floor(r() * WORDS.length)]).join(' ');

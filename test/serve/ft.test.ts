@@ -56,7 +56,7 @@ async function allEvents(c: OpenAI, id: string, limit = 4): Promise<OpenAI.FineT
 const WORDS = ['the', 'river', 'old', 'man', 'said', 'city', 'house', 'was', 'in', 'a', 'long', 'night', 'came', 'from', 'we'];
 const seed = Math.floor(Math.random() * 1e9);
 let s0 = seed;
-const r = () => { s0 = (s0 * 1103515245 + 12345) % 2 ** 31; return s0 / 2 ** 31; };
+const r = () => { s0 = (Math.imul(s0, 1103515245) + 12345) & 0x7fffffff; return s0 / 2 ** 31; };
 const sentence = () => Array.from({ length: 2 + Math.floor(r() * 5) }, () => WORDS[Math.floor(r() * WORDS.length)]).join(' ');
 const example = (i: number) => i % 3 === 2
   ? { prompt: `${sentence()}:`, completion: ` ${sentence()}` }

@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import type { AttentionBatch, AttentionShape, Backend, KvDType, KvLayer, TrainBackend } from '../../src/backend/backend.js';
 import { WEIGHT_DTYPES } from '../../src/backend/backend.js';
 import { referenceBackend } from '../../src/backend/reference.js';
@@ -866,4 +866,24 @@ export function thpMode(): string | null {
 /** KiB of this process's anonymous memory on 2 MiB pages. */
 export function anonHugeKiB(): number {
   return Number(/AnonHugePages:\s+(\d+)/.exec(readFileSync('/proc/self/smaps_rollup', 'utf8'))?.[1] ?? 0);
+}
+
+/**
+ * Repacks `w` (2 MiB and more, an even number of rows) and asserts that its buffer came on 2 MiB pages (this process's
+ * AnonHugePages grew by at least one) and holds the same rows; skipped where the host gives no huge pages.
+ */
+export function assertRepackOnHugePages(t: TestContext, w: Tensor, repack: (w: Tensor) => Tensor): void {
+  const mode = thpMode();
+  if (mode === null || mode === 'never') {
+    t.skip(`transparent huge pages: ${mode ?? 'no /sys entry'}`);
+    return;
+  }
+  const before = anonHugeKiB(), r = repack(w), grew = anonHugeKiB() - before;
+  assert.ok(grew >= 2048, `AnonHugePages grew ${grew} KiB repacking ${r.data.byteLength >> 20} MiB (THP ${mode})`);
+  const a = new Float32Array(w.cols), b = new Float32Array(w.cols);
+  for (const n of [0, 1, w.rows / 2 - 1, w.rows - 1]) {
+    dequantizeRow(w, n, a);
+    dequantizeRow(r, n, b);
+    assert.deepEqual(b, a, `row ${n}`);
+  }
 }

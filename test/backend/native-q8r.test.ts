@@ -17,7 +17,7 @@ import { writeRandomGguf } from '../../bench/gguf-gen.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { generate, type GenerateResult } from '../../src/model/generate.js';
 import { openModel } from '../../src/model/open.js';
-import { anonHugeKiB, assertClose, thpMode, withSeed, type Rng } from './helpers.js';
+import { assertClose, assertRepackOnHugePages, withSeed, type Rng } from './helpers.js';
 
 const addon = loadAddon();
 const skip = !addon || addon.supportedIsa() !== 'avx512' ? 'needs the AVX-512 native addon' : false;
@@ -85,18 +85,7 @@ describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
   });
 
   it('a weight of 2 MiB and more is given 2 MiB pages where the host allows them (THP "always" or "madvise")', (t) => {
-    const mode = thpMode();
-    if (mode === null || mode === 'never') return t.skip(`transparent huge pages: ${mode ?? 'no /sys entry'}`);
-    withSeed('q8r huge pages', (rng) => {
-      const w = q8(rng, 4096, 2048), before = anonHugeKiB(), r = repacked(w), grew = anonHugeKiB() - before;
-      assert.ok(grew >= 2048, `AnonHugePages grew ${grew} KiB repacking ${r.data.byteLength >> 20} MiB (THP ${mode})`);
-      const a = new Float32Array(2048), b = new Float32Array(2048);
-      for (const n of [0, 1, 2047, 4095]) {
-        dequantizeRow(w, n, a);
-        dequantizeRow(r, n, b);
-        assert.deepEqual(b, a, `row ${n}`);
-      }
-    });
+    withSeed('q8r huge pages', (rng) => assertRepackOnHugePages(t, q8(rng, 4096, 2048), repacked));
   });
 
   it('matmul: GEMV below 32 rows, the in-place GEMM from 32, the packed GEMM from 384, against the float64 emulation and the row layout', () => {

@@ -19,7 +19,7 @@ import { writeRandomGguf } from '../../bench/gguf-gen.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { generate, type GenerateResult } from '../../src/model/generate.js';
 import { openModel } from '../../src/model/open.js';
-import { anonHugeKiB, assertClose, thpMode, withSeed, type Rng } from './helpers.js';
+import { assertClose, assertRepackOnHugePages, withSeed, type Rng } from './helpers.js';
 
 const addon = loadAddon();
 const skip = !addon || addon.supportedIsa() !== 'avx512' ? 'needs the AVX-512 native addon' : false;
@@ -90,18 +90,7 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3'] as const) {
     });
 
     it('a weight of 2 MiB and more is given 2 MiB pages where the host allows them (THP "always" or "madvise")', (t) => {
-      const mode = thpMode();
-      if (mode === null || mode === 'never') return t.skip(`transparent huge pages: ${mode ?? 'no /sys entry'}`);
-      withSeed(`${dt} r16 huge pages`, (rng) => {
-        const w = weight(rng, dt, 4096, 2048), before = anonHugeKiB(), r = repacked(w), grew = anonHugeKiB() - before;
-        assert.ok(grew >= 2048, `AnonHugePages grew ${grew} KiB repacking ${r.data.byteLength >> 20} MiB (THP ${mode})`);
-        const a = new Float32Array(2048), b = new Float32Array(2048);
-        for (const n of [0, 1, 2047, 4095]) {
-          dequantizeRow(w, n, a);
-          dequantizeRow(r, n, b);
-          assert.deepEqual(b, a, `row ${n}`);
-        }
-      });
+      withSeed(`${dt} r16 huge pages`, (rng) => assertRepackOnHugePages(t, weight(rng, dt, 4096, 2048), repacked));
     });
 
     it(`matmul: GEMV below ${GEMM_MIN_M[dt]} rows, GEMM from there, against the float64 oracle and the row layout`, () => {

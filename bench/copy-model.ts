@@ -126,27 +126,16 @@ function wordRun(words: readonly string[], r: () => number): string {
   const run = Array.from({ length: 16 + Math.floor(r() * 33) }, () => words[Math.floor(r() * words.length)]!).join(' ');
   return Array.from({ length: 2 + Math.floor(r() * 2) }, () => run).join(' | ');
 }
-function inductionMix(records: readonly string[], words: readonly string[]): string[] {
-  const out: string[] = [];
-  const seps = ['\n', '\n\n', ' '];
-  for (const r of records) {
-    const u = rnd();
-    if (u < 0.25) out.push(r);
-    else if (u < 0.65) { const p = passage(r, 150 + Math.floor(rnd() * 400)); out.push(`${p}${seps[Math.floor(rnd() * seps.length)]}${p}`); }
-    else out.push(wordRun(words, rnd));
-  }
-  return out;
-}
 
 // Recipe joint: from floe-brown, one mix all along (30% plain Brown, 35% natural passages shown twice, 35% single-token
 // word runs), so that induction forms on the runs while the plain text and the passages keep the language and carry the
 // copying over to it; then a cool-down at a quarter of the LR on the same mix.
-function jointMix(records: readonly string[], words: readonly string[], swap?: readonly string[]): string[] {
+function jointMix(records: readonly string[], words: readonly string[], swap?: readonly string[], plainShare = 0.3): string[] {
   const out: string[] = [];
   const seps = ['\n', '\n\n', ' '];
   for (const r of records) {
     const u = rnd();
-    if (u < 0.3) out.push(r);
+    if (u < plainShare) out.push(r);
     else if (u < 0.65) {
       let p = passage(r, 150 + Math.floor(rnd() * 400));
       if (swap) p = p.split(' ').map((w) => (rnd() < 0.25 ? swap[Math.floor(rnd() * swap.length)]! : w)).join(' ');
@@ -270,7 +259,7 @@ if (REPORT) {
   const stage1 = join(s1Dir, 'run', 'final');
   for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json'])
     if (!existsSync(join(stage1, f))) cpSync(join(BASE, f), join(stage1, f));
-  const mixed = inductionMix(split.train, tw);
+  const mixed = jointMix(split.train, tw, undefined, 0.25);  // stage 2: a quarter plain
   writeFileSync(join(WORK, 'train.jsonl'), jsonl(mixed));
   writeFileSync(join(WORK, 'eval.jsonl'), jsonl(held.repeats.slice(0, 60)));  // its eval loss: the copying of text
   log(`stage 2: ${mixed.length} records (plain, passages twice, word runs), ${STEPS} steps at LR ${STAGE2_LR}`);

@@ -240,7 +240,7 @@ if (REPORT) {
       if (!existsSync(join(finalDir, f))) cpSync(join(BASE, f), join(finalDir, f));
     const swapped = [...jointMix(split.train, tw, words), ...jointMix(split.train, tw, words)];
     writeFileSync(join(jdir, 'train-swap.jsonl'), jsonl(swapped));
-    const ov = join(jdir, `run-lr${JOINT_LR}-${STEPS}-cool${COOLDOWN}-swap${OVERRIDE}`);
+    const ov = join(jdir, `run-lr${JOINT_LR}-${STEPS}-cool${COOLDOWN}-swap`);  // constant LR: a longer --override-steps resumes it
     log(`override: ${OVERRIDE} steps at LR ${Number(JOINT_LR) / 2}, passages with a quarter of their words swapped`);
     await pretrain({ init: finalDir, data: join(jdir, 'train-swap.jsonl'), eval: join(jdir, 'eval.jsonl'), run: ov, steps: OVERRIDE, args: ARGS_IND(100, String(Number(JOINT_LR) / 2)), log });
     finalDir = join(ov, 'final');

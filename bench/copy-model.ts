@@ -29,6 +29,7 @@ import type { LlamaModel } from '../src/model/llama.js';
 import type { Tokenizer } from '../src/formats/tokenizer.js';
 import { pretrain } from '../scripts/pretrain-stage.js';
 import { CACHE_DIR } from './harness/build.js';
+import { firstWords, passage } from './harness/text.js';
 
 const ROOT = join(fileURLToPath(new URL('.', import.meta.url)), '..');
 const BASE = join(ROOT, 'models', 'floe-brown');
@@ -36,17 +37,30 @@ const WORK = join(CACHE_DIR, 'copy-work');
 const OUT = join(CACHE_DIR, 'floe-brown-copy');
 const log = (s: string): void => { process.stderr.write(`[copy-model] ${s}\n`); };
 
-const stepsArg = process.argv.indexOf('--steps');
-const STEPS = stepsArg >= 0 ? Number(process.argv[stepsArg + 1]) : 600;
-if (!Number.isInteger(STEPS) || STEPS < 1) throw new Error(`--steps must be a positive integer, got ${process.argv[stepsArg + 1]}`);
+/** The value after flag `name`, or undefined. */
+function flag(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+/** An integer flag, at least `min` (1: positive, 0: non-negative). */
+function intFlag(name: string, def: number, min: 0 | 1): number {
+  const v = flag(name), n = v === undefined ? def : Number(v);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be a ${min ? 'positive' : 'non-negative'} integer, got ${v}`);
+  return n;
+}
+/** A positive number flag, kept as the string that names its run directory. */
+function lrFlag(name: string, def: string): string {
+  const v = flag(name) ?? def;
+  if (!(Number(v) > 0)) throw new Error(`${name} must be a positive number, got ${v}`);
+  return v;
+}
 
+const STEPS = intFlag('--steps', 600, 1);
 // --recipe mix: session 11's try 2 (one stage, cosine over --steps). --recipe induction: session 12's two stages, below.
-const recipeArg = process.argv.indexOf('--recipe');
-const RECIPE = recipeArg >= 0 ? process.argv[recipeArg + 1] : 'mix';
-if (RECIPE !== 'mix' && RECIPE !== 'induction' && RECIPE !== 'joint') throw new Error(`--recipe must be mix, induction or joint, got ${process.argv[recipeArg + 1]}`);
-const stage1Arg = process.argv.indexOf('--stage1-steps');
-const STAGE1 = stage1Arg >= 0 ? Number(process.argv[stage1Arg + 1]) : 1000;
-if (!Number.isInteger(STAGE1) || STAGE1 < 1) throw new Error(`--stage1-steps must be a positive integer, got ${process.argv[stage1Arg + 1]}`);
+// --recipe joint: session 13's one mix from the start, below.
+const RECIPE = flag('--recipe') ?? 'mix';
+if (RECIPE !== 'mix' && RECIPE !== 'induction' && RECIPE !== 'joint') throw new Error(`--recipe must be mix, induction or joint, got ${RECIPE}`);
+const STAGE1 = intFlag('--stage1-steps', 1000, 1);
 
 const ARGS2 = [
   '--full', '--lr', '1.5e-3', '--warmup-steps', '20', '--lr-schedule', 'cosine', '--batch-tokens', '4096', '--max-seq-len', '256',
@@ -55,21 +69,13 @@ const ARGS2 = [
 ];
 // induction: constant LR after warmup, so that any checkpoint is a finished model and a stage can be lengthened by
 // resuming it
-const lrArg = process.argv.indexOf('--stage2-lr');
-const STAGE2_LR = lrArg >= 0 ? process.argv[lrArg + 1]! : '2e-3';
-if (!(Number(STAGE2_LR) > 0)) throw new Error(`--stage2-lr must be a positive number, got ${STAGE2_LR}`);
+const STAGE2_LR = lrFlag('--stage2-lr', '2e-3');
 // joint: --lr for --steps (constant, resumable), then --cooldown-steps at a quarter of it
-const jlrArg = process.argv.indexOf('--lr');
-const JOINT_LR = jlrArg >= 0 ? process.argv[jlrArg + 1]! : '1.5e-3';
-if (!(Number(JOINT_LR) > 0)) throw new Error(`--lr must be a positive number, got ${JOINT_LR}`);
-const coolArg = process.argv.indexOf('--cooldown-steps');
-const COOLDOWN = coolArg >= 0 ? Number(process.argv[coolArg + 1]) : 400;
-if (!Number.isInteger(COOLDOWN) || COOLDOWN < 0) throw new Error(`--cooldown-steps must be a non-negative integer, got ${process.argv[coolArg + 1]}`);
+const JOINT_LR = lrFlag('--lr', '1.5e-3');
+const COOLDOWN = intFlag('--cooldown-steps', 400, 0);
 // joint, then --override-steps at half the LR on the mix with a quarter of each passage's words replaced by random
 // Brown words (the same in both showings): a copy that the language model alone would not predict
-const ovArg = process.argv.indexOf('--override-steps');
-const OVERRIDE = ovArg >= 0 ? Number(process.argv[ovArg + 1]) : 0;
-if (!Number.isInteger(OVERRIDE) || OVERRIDE < 0) throw new Error(`--override-steps must be a non-negative integer, got ${process.argv[ovArg + 1]}`);
+const OVERRIDE = intFlag('--override-steps', 0, 0);
 const ARGS_IND = (evalSteps: number, lr = '2e-3'): string[] => [
   '--full', '--lr', lr, '--warmup-steps', '20', '--lr-schedule', 'constant', '--batch-tokens', '4096', '--max-seq-len', '256',
   '--weight-decay', '0.1', '--max-grad-norm', '1', '--save-steps', '100', '--save-total-limit', '1', '--eval-steps', String(evalSteps),
@@ -81,13 +87,6 @@ let seed = 20261204;
 function rnd(): number {
   seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
   return seed / 2 ** 32;
-}
-
-function passage(text: string, chars: number): string {
-  const sentences = text.replace(/\s+/g, ' ').match(/[^.!?]+[.!?]+["')]*\s*/g) ?? [text];
-  let out = '';
-  for (const s of sentences) { if (out.length > 0 && out.length + s.length > chars) break; out += s; }
-  return out.trim();
 }
 
 function copyMix(records: readonly string[], words: readonly string[]): { mixed: string[]; repeats: string[] } {
@@ -146,6 +145,13 @@ function jointMix(records: readonly string[], words: readonly string[], swap?: r
   return out;
 }
 
+const MODEL_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json'];
+/** A trainer's `final` holds the weights only: give it floe-brown's config and tokenizer so it opens as a model. */
+function withModelFiles(dir: string): string {
+  for (const f of MODEL_FILES) if (!existsSync(join(dir, f))) cpSync(join(BASE, f), join(dir, f));
+  return dir;
+}
+
 const jsonl = (texts: readonly string[]): string => texts.map((text) => JSON.stringify({ text })).join('\n') + '\n';
 
 // Mean loss per token of the first showing and of what follows it (the repeats), cut at `cut(text)`: what copying
@@ -170,7 +176,7 @@ function greedyCopy(model: LlamaModel, tok: Tokenizer, passages: readonly string
   const lens: number[] = [];
   let whole = 0, total = 0;
   for (const p of passages) {
-    const prompt = tok.encode(`${p}\n${p.split(' ').slice(0, 6).join(' ')}`, { addSpecialTokens: true });
+    const prompt = tok.encode(`${p}\n${firstWords(p, 6)}`, { addSpecialTokens: true });
     const rest = tok.encode(`${p}\n${p}`, { addSpecialTokens: true }).slice(prompt.length);
     const out = generate(model, prompt, { maxTokens: rest.length, sampling: { temperature: 0 } }).outputIds;
     let n = 0;
@@ -186,15 +192,16 @@ function greedyCopy(model: LlamaModel, tok: Tokenizer, passages: readonly string
 async function lossReport(dir: string, plain: string[], repeats: string[], runs: string[], copies: string[]): Promise<Record<string, number>> {
   const m = await openModel(dir, { backend: 'native' });
   const tok = m.tokenizer!;
-  const passages = showingLoss(m.model, tok, repeats, (t) => { const p = t.slice(0, (t.length - 2) / 2); return t.lastIndexOf(p); });
+  // copyMix's repeats are `${p}\n\n${p}`: the second showing starts where the last copy of the first half does
+  const passages = showingLoss(m.model, tok, repeats, (t) => t.lastIndexOf(t.slice(0, (t.length - 2) / 2)));
   const words = showingLoss(m.model, tok, runs, (t) => t.indexOf(' | '));
+  const g = greedyCopy(m.model, tok, copies);
   const out = {
     brown_heldout: heldOutLoss(m.model, tok, plain, { maxSeqLen: 256 }).loss,
     copy_heldout: heldOutLoss(m.model, tok, repeats, { maxSeqLen: 256 }).loss,
     passage_first: passages.first, passage_repeat: passages.repeat, wordrun_first: words.first, wordrun_repeat: words.repeat,
+    greedy_copy_median: g.median, greedy_copy_whole: g.whole, greedy_copy_of: copies.length, greedy_copy_mean_len: g.mean_len,
   };
-  const g = greedyCopy(m.model, tok, copies);
-  Object.assign(out, { greedy_copy_median: g.median, greedy_copy_whole: g.whole, greedy_copy_of: copies.length, greedy_copy_mean_len: g.mean_len });
   m.loaded.dispose();
   return out;
 }
@@ -229,15 +236,13 @@ if (REPORT) {
   await pretrain({ init: BASE, data: join(jdir, 'train.jsonl'), eval: join(jdir, 'eval.jsonl'), run, steps: STEPS, args: ARGS_IND(100, JOINT_LR), log });
   finalDir = join(run, 'final');
   if (COOLDOWN > 0) {
-    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json'])
-      if (!existsSync(join(finalDir, f))) cpSync(join(BASE, f), join(finalDir, f));
+    withModelFiles(finalDir);
     const cool = join(jdir, `run-lr${JOINT_LR}-${STEPS}-cool${COOLDOWN}`);
     await pretrain({ init: finalDir, data: join(jdir, 'train.jsonl'), eval: join(jdir, 'eval.jsonl'), run: cool, steps: COOLDOWN, args: ARGS_IND(100, String(Number(JOINT_LR) / 4)), log });
     finalDir = join(cool, 'final');
   }
   if (OVERRIDE > 0) {
-    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json'])
-      if (!existsSync(join(finalDir, f))) cpSync(join(BASE, f), join(finalDir, f));
+    withModelFiles(finalDir);
     const swapped = [...jointMix(split.train, tw, words), ...jointMix(split.train, tw, words)];
     writeFileSync(join(jdir, 'train-swap.jsonl'), jsonl(swapped));
     const ov = join(jdir, `run-lr${JOINT_LR}-${STEPS}-cool${COOLDOWN}-swap`);  // constant LR: a longer --override-steps resumes it
@@ -256,9 +261,7 @@ if (REPORT) {
   writeFileSync(join(s1Dir, 'eval.jsonl'), runs(60));
   log(`stage 1: ${tw.length} single-token words, ${STAGE1} steps of word runs`);
   await pretrain({ init: BASE, data: join(s1Dir, 'train.jsonl'), eval: join(s1Dir, 'eval.jsonl'), run: join(s1Dir, 'run'), steps: STAGE1, args: ARGS_IND(50), log });
-  const stage1 = join(s1Dir, 'run', 'final');
-  for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json'])
-    if (!existsSync(join(stage1, f))) cpSync(join(BASE, f), join(stage1, f));
+  const stage1 = withModelFiles(join(s1Dir, 'run', 'final'));
   const mixed = jointMix(split.train, tw, undefined, 0.25);  // stage 2: a quarter plain
   writeFileSync(join(WORK, 'train.jsonl'), jsonl(mixed));
   writeFileSync(join(WORK, 'eval.jsonl'), jsonl(held.repeats.slice(0, 60)));  // its eval loss: the copying of text
@@ -270,7 +273,7 @@ if (REPORT) {
 if (finalDir !== null) {
   rmSync(OUT, { recursive: true, force: true });
   mkdirSync(OUT, { recursive: true });
-  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json']) {
+  for (const f of ['model.safetensors', ...MODEL_FILES]) {
     const src = existsSync(join(finalDir, f)) ? join(finalDir, f) : join(BASE, f);
     cpSync(src, join(OUT, f));
   }

@@ -25,6 +25,7 @@ import { ensureFp8Dir } from './fp8-gen.js';
 import { ensureGguf } from './gguf-gen.js';
 import { SHAPES } from './shapes.js';
 import { machineInfo, machineLine } from './machine.js';
+import { firstWords, passage } from './harness/text.js';
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH);
@@ -278,15 +279,6 @@ function firstDiff(a: readonly number[], b: readonly number[]): number {
 
 type Workload = 'edit' | 'document' | 'code' | 'free';
 const COPYING: readonly Workload[] = ['edit', 'document', 'code'];
-
-/** The first few sentences of a Brown record, up to about `chars` characters. */
-function passage(text: string, chars: number): string {
-  const sentences = text.replace(/\s+/g, ' ').match(/[^.!?]+[.!?]+["')]*\s*/g) ?? [text];
-  let out = '';
-  for (const s of sentences) { if (out.length > 0 && out.length + s.length > chars) break; out += s; }
-  return out.trim();
-}
-const firstWords = (s: string, n: number): string => s.split(' ').slice(0, n).join(' ');
 
 /**
  * Prompts per workload, from Brown held-out records (never trained on). floe-brown follows no instructions, so each

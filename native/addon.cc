@@ -523,6 +523,22 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value Amx(const Napi::CallbackInfo& info) {
+  Napi::Object r = Napi::Object::New(info.Env());
+  r.Set("supported", amx_supported());
+  r.Set("active", amx_active());
+  r.Set("reason", std::string(amx_reason()));
+  return r;
+}
+
+Napi::Value SetAmx(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsBoolean()) throw Napi::TypeError::New(env, "floe native setAmx: on must be a boolean");
+  if (!amx_set(info[0].As<Napi::Boolean>().Value()))
+    throw Napi::Error::New(env, std::string("floe native setAmx: AMX is not available here: ") + amx_reason());
+  return env.Undefined();
+}
+
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   pool_set_threads(int(integer(info, 0, "setThreads", "n", 1)));
   return info.Env().Undefined();
@@ -557,6 +573,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("isa", Napi::Function::New(env, IsaName));
   exports.Set("supportedIsa", Napi::Function::New(env, SupportedIsa));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
+  exports.Set("amx", Napi::Function::New(env, Amx));
+  exports.Set("setAmx", Napi::Function::New(env, SetAmx));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
   exports.Set("counters", Napi::Function::New(env, Counters));

@@ -8,6 +8,13 @@
 #include <mutex>
 #include <tuple>
 
+#if defined(__x86_64__) && defined(__linux__)
+#include <cerrno>
+#include <cstring>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace floe {
 namespace {
 
@@ -42,6 +49,48 @@ std::atomic<int> g_current{[] {
   return int(ok && want < g_supported ? want : g_supported);
 }()};
 
+// AMX: CPUID leaf 7 EDX bits 22 (amx_bf16) and 24 (amx_tile); XCR0 bits 17-18 (XTILECFG, XTILEDATA) set by the OS;
+// then Linux's per-process permission for the tile data (arch_prctl ARCH_REQ_XCOMP_PERM = 0x1023, feature 18), which
+// the kernel may refuse (e.g. when an existing signal stack is too small for the larger state). FLOE_AMX_EMULATE
+// builds (tests of the tile code's addressing on hosts without AMX) report it supported everywhere.
+std::string g_amx_reason;
+bool detect_amx() {
+#if defined(FLOE_AMX_EMULATE)
+  return true;
+#elif defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+  unsigned a, b, c, d;
+  __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+  if (!((d >> 24) & 1) || !((d >> 22) & 1)) {
+    g_amx_reason = "this CPU has no amx_tile / amx_bf16 (CPUID)";
+    return false;
+  }
+  __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+  if (!((c >> 27) & 1)) {
+    g_amx_reason = "the OS has not enabled XSAVE (CPUID OSXSAVE)";
+    return false;
+  }
+  unsigned lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if (((lo >> 17) & 3) != 3) {
+    g_amx_reason = "the OS does not enable the tile state (XCR0 bits 17-18)";
+    return false;
+  }
+  if (syscall(SYS_arch_prctl, 0x1023, 18) != 0) {
+    g_amx_reason = std::string("Linux refused the tile state (arch_prctl ARCH_REQ_XCOMP_PERM): ") + std::strerror(errno);
+    return false;
+  }
+  return true;
+#else
+  g_amx_reason = "AMX needs Linux on x86-64";
+  return false;
+#endif
+}
+const bool g_amx_supported = detect_amx();
+std::atomic<bool> g_amx_on{[] {
+  const char* env = std::getenv("FLOE_AMX");
+  return g_amx_supported && !(env && env[0] == '0');
+}()};
+
 std::mutex g_count_mu;
 // Keyed by the literals' addresses: counting allocates only on a key's first use.
 using CountKey = std::tuple<const char*, const char*, const char*>;
@@ -60,6 +109,15 @@ bool isa_set(const std::string& name) {
   Isa want = parse(name, &ok);
   if (!ok || want > g_supported) return false;
   g_current.store(int(want));
+  return true;
+}
+
+bool amx_supported() { return g_amx_supported; }
+bool amx_active() { return g_amx_on.load(std::memory_order_relaxed) && isa_current() == ISA_AVX512; }
+const char* amx_reason() { return g_amx_reason.c_str(); }
+bool amx_set(bool on) {
+  if (on && !g_amx_supported) return false;
+  g_amx_on.store(on);
   return true;
 }
 

@@ -16,6 +16,16 @@ bool isa_set(const std::string& name);
 const char* isa_name(Isa i);
 const Kernels& kernels();
 
+// AMX tile units (bf16 GEMM for prefill, batched rows and training; native/amx.inc): supported when CPUID has
+// amx_tile + amx_bf16, the OS enables the tile state (XCR0) and grants this process its use
+// (arch_prctl(ARCH_REQ_XCOMP_PERM)); active when supported, enabled (FLOE_AMX=0 at load or amx_set(false) turns it
+// off) and the AVX-512 kernels are selected. amx_reason: why not supported ("" when it is).
+bool amx_supported();
+bool amx_active();
+const char* amx_reason();
+// Turns the AMX path on or off; false when asked on where it is not supported.
+bool amx_set(bool on);
+
 // Counter for key "<kernel>.<variant>.<isa>" or "<kernel>.<isa>" (variant empty).
 void count(const char* kernel, const char* variant, const char* isa);
 std::vector<std::pair<std::string, double>> counters_snapshot();

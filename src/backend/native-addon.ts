@@ -58,6 +58,14 @@ export interface NativeAddon {
   supportedIsa(): NativeIsa;
   /** Lower (or restore) the kernel ISA at run time; throws above supportedIsa(). FLOE_ISA sets it at load. */
   setIsa(isa: NativeIsa): void;
+  /**
+   * AMX tiles (native/amx.inc: the bf16 GEMM of prefill and training): supported where CPUID, the OS (XCR0) and Linux's
+   * permission request all allow them (`reason` says which did not); active when supported, switched on (FLOE_AMX=0
+   * at load or setAmx(false) turns it off) and the AVX-512 kernels are selected.
+   */
+  amx(): { supported: boolean; active: boolean; reason: string };
+  /** Switches the AMX path on or off at run time; throws when asked on where it is not supported. */
+  setAmx(on: boolean): void;
   setThreads(n: number): void;
   getThreads(): number;
   /** Weight streaming (native/stream.cc): open a file, queue a pread of dst.length bytes at fileOffset on the reader

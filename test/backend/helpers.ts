@@ -10,6 +10,7 @@ import { ropeInvFreq } from '../../src/model/config.js';
 import { dequantizeRow } from '../../src/tensor/codecs.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
 import { Tensor, type DType } from '../../src/tensor/tensor.js';
+import { loadAddon } from '../../src/backend/native-addon.js';
 
 // ------------------------------------------------------------------------------------------------- PRNG
 
@@ -223,11 +224,22 @@ export const BATCH_MIN_M: Record<WeightDType, number> = { q8_0: 8, fp8_e4m3: Inf
 /** Rows up to which every dtype runs the GEMV (gemv::MAX_M in native/gemv512.inc: the batch-invariant range). */
 export const GEMV_MAX_M = 16;
 
+/** Whether the native addon runs bf16 / fp8 GEMMs on AMX tiles now (native/amx.inc; hosts with amx_tile only). */
+export function amxActive(): boolean {
+  return loadAddon()?.amx().active ?? false;
+}
+
+/** The packed GEMM's path name for a dtype: bf16 and fp8 take the AMX tiles where active. TR: training's dx. */
+export function gemmPath(dtype: string, tr = false): string {
+  const amx = (dtype === 'bf16' || dtype === 'fp8_e4m3') && amxActive();
+  return (amx ? 'amx_bf16' : 'gemm') + (tr ? '_tr' : '');
+}
+
 /** The path native/mm512.inc's matmul_avx512 takes for x (M, C) · wᵀ, w (N, C). */
 export function avx512MatmulPath(dtype: WeightDType, M: number, N: number, C: number): string {
   if (dtype === 'f32' && (N <= 16 || C <= 16)) return 'thin';
   if (M <= GEMV_MAX_M && process.env.FLOE_GEMV !== '0') return 'gemv';
-  if (M >= GEMM_MIN_M[dtype]) return 'gemm';
+  if (M >= GEMM_MIN_M[dtype]) return gemmPath(dtype);
   return M >= BATCH_MIN_M[dtype] ? 'batch' : 'tiles';
 }
 
@@ -599,7 +611,7 @@ function trainChecks(add: AddCheck): void {
           }
         });
       }
-    }, undefined, { avx512: dtype === 'f32' ? ['thin_tr', 'dx_tiles', 'gemm_tr'] : dtype === 'q8_0' ? ['dx_tiles'] : ['dx_tiles', 'gemm_tr'], avx2: ['dx_generic'], scalar: ['dx_generic'] });
+    }, undefined, { avx512: dtype === 'f32' ? ['thin_tr', 'dx_tiles', 'gemm_tr'] : dtype === 'q8_0' ? ['dx_tiles'] : ['dx_tiles', gemmPath(dtype, true)], avx2: ['dx_generic'], scalar: ['dx_generic'] });
   }
 
   add('matmulBackwardInput fp8_e4m3 decodes every byte exactly (row and block scales)', 'matmulBackwardInput.fp8_e4m3', (be) => {

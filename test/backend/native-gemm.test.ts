@@ -1,5 +1,7 @@
 // Native prefill matmul (packed GEMM, forced from M = 17): every weight dtype on shapes crossing its panel, segment, row-block
-// and fp8 scale-block edges, against a float64 dot of the dequantized weights; thread-count independence.
+// and fp8 scale-block edges, against a float64 dot of the dequantized weights; thread-count independence. Where the
+// host has AMX (addon.amx().supported) every case runs twice, bf16 and fp8 on the tile GEMM (path amx_bf16) and again
+// with it switched off; elsewhere once, and a build with FLOE_AMX_EMULATE runs the tile code's addressing here.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -13,42 +15,58 @@ import { asTrain, assertClose, f64Matmul, f64MatmulInput, MATMUL_RTOL, withSeed 
 process.env.FLOE_GEMM_MIN_M = '17';
 const addon = loadAddon();
 const skip = !addon || addon.supportedIsa() !== 'avx512' ? 'needs the AVX-512 native addon' : false;
+const amxModes = addon?.amx().supported ? [true, false] : [false];
+const amxName = (on: boolean): string => (on ? ' [AMX]' : '');
+/** Switches AMX for one case (no-op off where it is not supported); restored to on after, where supported. */
+function withAmx(on: boolean, f: () => void): void {
+  if (!addon?.amx().supported) return f();
+  addon.setAmx(on);
+  try {
+    f();
+  } finally {
+    addon.setAmx(true);
+  }
+}
+const tileDtype = (dtype: string): boolean => dtype === 'bf16' || dtype === 'fp8_e4m3';
 
 describe('native packed GEMM (AVX-512, M >= 17)', { skip }, () => {
   const be = loadNativeBackend()!;
   // [M, C, N]: row-group tails (M % 8, M % 4), > 512 rows (two M blocks), C past one K segment (256 bf16 / 128 f16 /
   // 512 q8 columns) and odd q8 block counts, N past one 48-row panel and not a multiple of 16.
+  // C off a multiple of 32 (not for q8_0, whose rows are whole 32-blocks): the last unit / tile step is partial.
   const shapes: [number, number, number][] = [[17, 64, 48], [23, 96, 50], [37, 544, 97], [261, 160, 33], [521, 96, 20], [18, 1056, 7]];
-  for (const dtype of WEIGHT_DTYPES) {
+  const oddC: [number, number, number][] = [[40, 100, 70], [33, 1000, 130], [19, 7, 5]];
+  for (const dtype of WEIGHT_DTYPES) for (const amx of amxModes) {
     const blocks: ([number, number] | undefined)[] = dtype === 'fp8_e4m3' ? [undefined, [1, 0], [128, 128], [3, 20], [5, 7]] : [undefined];
-    it(`${dtype}: tiles, tails, segments${dtype === 'fp8_e4m3' ? ', scale grids' : ''}`, () => {
-      for (const [M, C, N] of shapes) {
+    it(`${dtype}: tiles, tails, segments${dtype === 'fp8_e4m3' ? ', scale grids' : ''}${amxName(amx)}`, () => withAmx(amx, () => {
+      for (const [M, C, N] of dtype === 'q8_0' ? shapes : [...shapes, ...oddC]) {
         for (const block of blocks) {
           withSeed(`gemm ${dtype} M=${M} C=${C} N=${N} block=${block ?? 'row'}`, (rng) => {
             const fp8Block: [number, number] | undefined = block ? [block[0], block[1] || C] : dtype === 'fp8_e4m3' ? [1, C] : undefined;
             const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], dtype, { fp8Block });
             const x = rng.normals(M * C);
             const y = new Float32Array(M * N).fill(NaN);
-            const path = dtype === 'f32' && N <= 16 ? 'thin' : 'gemm'; // f32 with <= 16 rows: the thin LoRA kernels
+            // f32 with <= 16 rows: the thin LoRA kernels; bf16 and fp8 on AMX hosts: the tile GEMM
+            const path = dtype === 'f32' && N <= 16 ? 'thin' : tileDtype(dtype) && addon!.amx().active ? 'amx_bf16' : 'gemm';
             const before = nativeCounters()[`matmul.path.${path}.avx512`] ?? 0;
             be.matmul(y, x, w, M);
             assert.equal(nativeCounters()[`matmul.path.${path}.avx512`], before + 1, `the ${path} path ran`);
             const want = f64Matmul(x, w, M);
-            assertClose(`gemm ${dtype} (M=${M}, C=${C}, N=${N})`, y, want.y, { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag: want.mag });
+            assertClose(`gemm ${dtype}${amxName(amx)} (M=${M}, C=${C}, N=${N})`, y, want.y, { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag: want.mag });
           });
         }
       }
-    });
+    }));
   }
 
   // Training's dx = dy · w reads the weight transposed (panels of w's columns, reduction over its rows): every dtype,
   // overwrite and accumulate; fp8 grids that fold the scale into dy (one scale column), that scale segments per
   // output column (row blocks >= 16), and the small-row-block grids left to the training kernel's own tiles.
-  for (const dtype of WEIGHT_DTYPES) {
-    it(`${dtype}: transposed (matmulBackwardInput), tails, segments${dtype === 'fp8_e4m3' ? ', scale grids' : ''}`, () => {
+  for (const dtype of WEIGHT_DTYPES) for (const amx of amxModes) {
+    it(`${dtype}: transposed (matmulBackwardInput), tails, segments${dtype === 'fp8_e4m3' ? ', scale grids' : ''}${amxName(amx)}`, () => withAmx(amx, () => {
       const blocks: ([number, number] | undefined)[] = dtype === 'fp8_e4m3' ? [undefined, [5, 0], [128, 128], [16, 32], [33, 20], [3, 20]] : [undefined];
       // [M, N (reduction: rows of w), C (outputs: columns of w)]
-      const shapes: [number, number, number][] = [[17, 64, 48], [23, 97, 50], [37, 544, 97], [261, 160, 33], [521, 96, 20], [18, 33, 1056]];
+      const shapes: [number, number, number][] = [[17, 64, 48], [23, 97, 50], [37, 544, 97], [261, 160, 33], [521, 96, 20], [18, 33, 1056], [40, 301, 70]];
       for (const [M, N, C] of shapes) {
         if (dtype === 'q8_0' && C % 32 !== 0) continue;
         for (const block of blocks) {
@@ -58,13 +76,14 @@ describe('native packed GEMM (AVX-512, M >= 17)', { skip }, () => {
             const dy = rng.normals(M * N);
             const { y: want, mag } = f64MatmulInput(dy, w, M);
             // q8_0 and fp8 grids of several column blocks with row blocks under 16 stay on the training kernel's tiles
-            const path = dtype === 'q8_0' || (fp8Block && fp8Block[1] < C && fp8Block[0] < 16) ? 'dx_tiles' : 'gemm_tr';
+            const small = dtype === 'q8_0' || (fp8Block && fp8Block[1] < C && fp8Block[0] < 16);
+            const path = small ? 'dx_tiles' : tileDtype(dtype) && addon!.amx().active ? 'amx_bf16_tr' : 'gemm_tr';
             const before = nativeCounters()[`matmul.path.${path}.avx512`] ?? 0;
             const got = new Float32Array(M * C).fill(NaN);
             asTrain(be).matmulBackwardInput(got, dy, w, M, false);
             assert.equal(nativeCounters()[`matmul.path.${path}.avx512`], before + 1, `the ${path} path ran`);
             const tol = { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag };
-            assertClose(`gemm-tr ${dtype} (M=${M}, N=${N}, C=${C})`, got, want, tol);
+            assertClose(`gemm-tr ${dtype}${amxName(amx)} (M=${M}, N=${N}, C=${C})`, got, want, tol);
             const dx0 = rng.normals(M * C);
             const acc = dx0.slice();
             asTrain(be).matmulBackwardInput(acc, dy, w, M, true);
@@ -73,10 +92,26 @@ describe('native packed GEMM (AVX-512, M >= 17)', { skip }, () => {
           });
         }
       }
-    });
+    }));
   }
 
-  it('results do not depend on the thread count (bitwise)', () => {
+  it('the AMX path is reported, and refused where the host lacks it', () => {
+    const info = addon!.amx();
+    if (info.supported) {
+      assert.equal(info.reason, '');
+      addon!.setAmx(false);
+      assert.equal(addon!.amx().active, false);
+      addon!.setAmx(true);
+      assert.equal(addon!.amx().active, true);
+    } else {
+      assert.match(info.reason, /amx|tile|XSAVE|AMX/, 'a reason is given');
+      assert.equal(info.active, false);
+      assert.throws(() => addon!.setAmx(true), /AMX is not available here/);
+      addon!.setAmx(false); // off is always allowed
+    }
+  });
+
+  for (const amx of amxModes) it(`results do not depend on the thread count (bitwise)${amxName(amx)}`, () => withAmx(amx, () => {
     const a = addon!;
     const prev = a.getThreads();
     try {
@@ -101,9 +136,9 @@ describe('native packed GEMM (AVX-512, M >= 17)', { skip }, () => {
     } finally {
       a.setThreads(prev);
     }
-  });
+  }));
 
-  it('a NaN or infinity in x reaches exactly its row', () => {
+  for (const amx of amxModes) it(`a NaN or infinity in x reaches exactly its row${amxName(amx)}`, () => withAmx(amx, () => {
     withSeed('gemm nan rows', (rng) => {
       const [M, C, N] = [20, 128, 60];
       for (const dtype of ['bf16', 'fp8_e4m3', 'f16', 'q8_0'] as const) {
@@ -118,5 +153,5 @@ describe('native packed GEMM (AVX-512, M >= 17)', { skip }, () => {
         }
       }
     });
-  });
+  }));
 });

@@ -19,7 +19,7 @@ import { writeRandomGguf } from '../../bench/gguf-gen.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { generate, type GenerateResult } from '../../src/model/generate.js';
 import { openModel } from '../../src/model/open.js';
-import { assertClose, assertRepackOnHugePages, withSeed, type Rng } from './helpers.js';
+import { assertClose, assertRepackOnHugePages, gemmPath, withSeed, type Rng } from './helpers.js';
 
 const addon = loadAddon();
 const skip = !addon || addon.supportedIsa() !== 'avx512' ? 'needs the AVX-512 native addon' : false;
@@ -103,7 +103,7 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3'] as const) {
             const x = rng.normals(M * C);
             const { y: want, mag } = oracle(x, w, M);
             const got = new Float32Array(M * N), rows = new Float32Array(M * N);
-            const path = M < GEMM_MIN_M[dt] ? 'gemv_r16' : 'gemm';
+            const path = M < GEMM_MIN_M[dt] ? 'gemv_r16' : gemmPath(dt);
             const before = pathCount(path);
             be!.matmul(got, x, r, M);
             assert.equal(pathCount(path), before + 1, `M=${M} ran the ${path} path`);

@@ -21,6 +21,8 @@ import { ggufToHfName, readGguf } from '../src/formats/gguf.js';
 import { KvCache } from '../src/model/kv-cache.js';
 import { machineInfo, machineLine } from './machine.js';
 
+/** The Python that runs the PyTorch peer: Debian's (apt install python3-torch), or FLOE_PYTHON. */
+const PY = process.env.FLOE_PYTHON ?? '/usr/bin/python3';
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH);
 const GGUF_FORMATS = ['f16', 'bf16', 'q8_0'] as const;
@@ -237,8 +239,8 @@ async function main(): Promise<void> {
 
   const rows: Row[] = [];
   const torch: Record<string, RunResult[]> = {};
-  const hasTorch = fs.existsSync('/usr/bin/python3') && spawnSync('/usr/bin/python3', ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
-  if (opts.engines.includes('torch') && !hasTorch) notes.push('PyTorch skipped: /usr/bin/python3 cannot import torch (apt install python3-torch)');
+  const hasTorch = fs.existsSync(PY) && spawnSync(PY, ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
+  if (opts.engines.includes('torch') && !hasTorch) notes.push(`PyTorch skipped: ${PY} cannot import torch (apt install python3-torch, or FLOE_PYTHON=<a python with torch>)`);
   if (opts.engines.some((e) => e === 'nlc' || e === 'harness') && !tools.llamaBench) notes.push('llama.cpp skipped: node-llama-cpp is not installed under bench/');
 
   for (const shapeName of opts.shapes) {
@@ -364,7 +366,7 @@ async function main(): Promise<void> {
       if (dtypes.length < opts.torchDtypes.length) notes.push(`PyTorch f32 skipped for ${shapeName} (Debian torch has reference BLAS; its oneDNN f32 path takes minutes at 1B); pass --torch-f32-1b to run it`);
       const logitsPrefix = path.join(CACHE_DIR, `logits-torch-${shapeName}`);
       try {
-        torch[shapeName] = runJson('/usr/bin/python3', [path.join(ROOT, 'scripts', 'torch_bench.py'), '--config', JSON.stringify(c),
+        torch[shapeName] = runJson(PY, [path.join(ROOT, 'scripts', 'torch_bench.py'), '--config', JSON.stringify(c),
           '--manifest', await torchManifest(gguf.bf16!), '--prompt-file', prompt, '--threads', opts.threads.join(','),
           '--dtypes', dtypes.join(','), '--logits-out', logitsPrefix], `PyTorch ${shapeName}`);
         for (const r of torch[shapeName]!) log(`  torch    ${shapeName} ${String(r.dtype)} ${String(r.threads)}t: prefill ${fmt(r.prefill_tps)} tok/s`);

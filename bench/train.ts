@@ -22,7 +22,8 @@ const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH);
 const CACHE_DIR = path.join(BENCH, '.cache');
 const CHILD_TIMEOUT_MS = 900_000;
-const PY = '/usr/bin/python3';
+/** The Python that runs the PyTorch peer: Debian's (apt install python3-torch), or FLOE_PYTHON. */
+const PY = process.env.FLOE_PYTHON ?? '/usr/bin/python3';
 type Base = 'bf16' | 'fp8';
 
 interface Options {

@@ -523,9 +523,12 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+const char* amx_mode_name(AmxMode m) { return m == AMX_TILES ? "tiles" : m == AMX_EMULATE ? "emulate" : "off"; }
+
 Napi::Value Amx(const Napi::CallbackInfo& info) {
   Napi::Object r = Napi::Object::New(info.Env());
   r.Set("supported", amx_supported());
+  r.Set("mode", amx_mode_name(amx_mode()));
   r.Set("active", amx_active());
   r.Set("reason", std::string(amx_reason()));
   return r;
@@ -533,9 +536,11 @@ Napi::Value Amx(const Napi::CallbackInfo& info) {
 
 Napi::Value SetAmx(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsBoolean()) throw Napi::TypeError::New(env, "floe native setAmx: on must be a boolean");
-  if (!amx_set(info[0].As<Napi::Boolean>().Value()))
-    throw Napi::Error::New(env, std::string("floe native setAmx: AMX is not available here: ") + amx_reason());
+  const std::string name = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  const AmxMode mode = name == "tiles" ? AMX_TILES : name == "emulate" ? AMX_EMULATE : AMX_OFF;
+  if (name != "tiles" && name != "emulate" && name != "off")
+    throw Napi::TypeError::New(env, "floe native setAmx: mode must be 'tiles', 'emulate' or 'off'");
+  if (!amx_set(mode)) throw Napi::Error::New(env, std::string("floe native setAmx: AMX tiles are not available here: ") + amx_reason());
   return env.Undefined();
 }
 

@@ -51,13 +51,10 @@ std::atomic<int> g_current{[] {
 
 // AMX: CPUID leaf 7 EDX bits 22 (amx_bf16) and 24 (amx_tile); XCR0 bits 17-18 (XTILECFG, XTILEDATA) set by the OS;
 // then Linux's per-process permission for the tile data (arch_prctl ARCH_REQ_XCOMP_PERM = 0x1023, feature 18), which
-// the kernel may refuse (e.g. when an existing signal stack is too small for the larger state). FLOE_AMX_EMULATE
-// builds (tests of the tile code's addressing on hosts without AMX) report it supported everywhere.
+// the kernel may refuse (e.g. when an existing signal stack is too small for the larger state).
 std::string g_amx_reason;
 bool detect_amx() {
-#if defined(FLOE_AMX_EMULATE)
-  return true;
-#elif defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
   unsigned a, b, c, d;
   __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
   if (!((d >> 24) & 1) || !((d >> 22) & 1)) {
@@ -86,9 +83,10 @@ bool detect_amx() {
 #endif
 }
 const bool g_amx_supported = detect_amx();
-std::atomic<bool> g_amx_on{[] {
+std::atomic<int> g_amx_mode{[] {
   const char* env = std::getenv("FLOE_AMX");
-  return g_amx_supported && !(env && env[0] == '0');
+  if (env && std::string(env) == "emulate") return int(AMX_EMULATE);
+  return g_amx_supported && !(env && env[0] == '0') ? int(AMX_TILES) : int(AMX_OFF);
 }()};
 
 std::mutex g_count_mu;
@@ -113,11 +111,12 @@ bool isa_set(const std::string& name) {
 }
 
 bool amx_supported() { return g_amx_supported; }
-bool amx_active() { return g_amx_on.load(std::memory_order_relaxed) && isa_current() == ISA_AVX512; }
+AmxMode amx_mode() { return AmxMode(g_amx_mode.load(std::memory_order_relaxed)); }
+bool amx_active() { return amx_mode() != AMX_OFF && isa_current() == ISA_AVX512; }
 const char* amx_reason() { return g_amx_reason.c_str(); }
-bool amx_set(bool on) {
-  if (on && !g_amx_supported) return false;
-  g_amx_on.store(on);
+bool amx_set(AmxMode mode) {
+  if (mode == AMX_TILES && !g_amx_supported) return false;
+  g_amx_mode.store(int(mode));
   return true;
 }
 

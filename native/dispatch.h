@@ -16,15 +16,18 @@ bool isa_set(const std::string& name);
 const char* isa_name(Isa i);
 const Kernels& kernels();
 
-// AMX tile units (bf16 GEMM for prefill, batched rows and training; native/amx.inc): supported when CPUID has
-// amx_tile + amx_bf16, the OS enables the tile state (XCR0) and grants this process its use
-// (arch_prctl(ARCH_REQ_XCOMP_PERM)); active when supported, enabled (FLOE_AMX=0 at load or amx_set(false) turns it
-// off) and the AVX-512 kernels are selected. amx_reason: why not supported ("" when it is).
+// AMX tile units (bf16 GEMM for prefill and training; native/amx.inc): supported when CPUID has amx_tile + amx_bf16,
+// the OS enables the tile state (XCR0) and Linux grants this process its use (arch_prctl(ARCH_REQ_XCOMP_PERM)).
+// Mode: AMX_OFF, AMX_TILES (the default where supported; FLOE_AMX=0 at load turns it off) or AMX_EMULATE (FLOE_AMX=emulate,
+// any host: the same code with the tile operations in scalar C++, for tests). amx_active: a mode other than off and the
+// AVX-512 kernels selected. amx_reason: why the tiles are not supported ("" when they are).
+enum AmxMode : int { AMX_OFF = 0, AMX_TILES = 1, AMX_EMULATE = 2 };
 bool amx_supported();
+AmxMode amx_mode();
 bool amx_active();
 const char* amx_reason();
-// Turns the AMX path on or off; false when asked on where it is not supported.
-bool amx_set(bool on);
+// Sets the mode; false for AMX_TILES where the tiles are not supported.
+bool amx_set(AmxMode mode);
 
 // Counter for key "<kernel>.<variant>.<isa>" or "<kernel>.<isa>" (variant empty).
 void count(const char* kernel, const char* variant, const char* isa);

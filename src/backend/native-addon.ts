@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export type NativeIsa = 'scalar' | 'avx2' | 'avx512';
+export type AmxMode = 'tiles' | 'emulate' | 'off';
 
 /**
  * The addon's functions, as exported by native/addon.cc. Weights travel as (data, dtypeCode, N, C, scale, br, bc)
@@ -60,12 +61,13 @@ export interface NativeAddon {
   setIsa(isa: NativeIsa): void;
   /**
    * AMX tiles (native/amx.inc: the bf16 GEMM of prefill and training): supported where CPUID, the OS (XCR0) and Linux's
-   * permission request all allow them (`reason` says which did not); active when supported, switched on (FLOE_AMX=0
-   * at load or setAmx(false) turns it off) and the AVX-512 kernels are selected.
+   * permission request all allow them (`reason` says which did not). mode: 'tiles' (the default where supported;
+   * FLOE_AMX=0 at load turns it off), 'off', or 'emulate' (FLOE_AMX=emulate; any host: the same code with the tile
+   * operations in scalar C++, for tests); active when not 'off' and the AVX-512 kernels are selected.
    */
-  amx(): { supported: boolean; active: boolean; reason: string };
-  /** Switches the AMX path on or off at run time; throws when asked on where it is not supported. */
-  setAmx(on: boolean): void;
+  amx(): { supported: boolean; mode: AmxMode; active: boolean; reason: string };
+  /** Sets the AMX mode at run time; throws for 'tiles' where they are not supported. */
+  setAmx(mode: AmxMode): void;
   setThreads(n: number): void;
   getThreads(): number;
   /** Weight streaming (native/stream.cc): open a file, queue a pread of dst.length bytes at fileOffset on the reader

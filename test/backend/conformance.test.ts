@@ -253,7 +253,10 @@ if (existsSync(nativeUrl)) {
     const counters = (): Record<string, number> => mod.nativeCounters();
     runBackendConformance('native', () => be, { counters });
     const addonMod = (await import('../../src/backend/' + 'native-addon.js')) as {
-      loadAddon(): { supportedIsa(): string; isa(): string; setIsa(isa: string): void } | null;
+      loadAddon(): {
+        supportedIsa(): string; isa(): string; setIsa(isa: string): void;
+        amx(): { supported: boolean; mode: string }; setAmx(mode: string): void;
+      } | null;
     };
     const addon = addonMod.loadAddon();
     if (addon) {
@@ -266,6 +269,19 @@ if (existsSync(nativeUrl)) {
           isaIndependent: ['topk'], // one scalar topk serves every ISA
           setup: () => addon.setIsa(isa),
           teardown: () => addon.setIsa(initial),
+        });
+      }
+      // AVX-512 again with the AMX tile GEMM (bf16, fp8 from the packed GEMM's rows) in its other mode: off where the
+      // host has tiles (they are the default there), else emulated (the tile code with scalar tile operations)
+      if (addon.supportedIsa() === 'avx512') {
+        const amx0 = addon.amx().mode;
+        const other = addon.amx().supported ? 'off' : 'emulate';
+        runBackendConformance(`native avx512, AMX ${other}`, () => be, {
+          counters,
+          isa: 'avx512',
+          isaIndependent: ['topk'],
+          setup: () => { addon.setIsa('avx512'); addon.setAmx(other); },
+          teardown: () => { addon.setIsa(initial); addon.setAmx(amx0); },
         });
       }
     }

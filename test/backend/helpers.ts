@@ -202,6 +202,8 @@ function fp8BlockFor(dtype: DType, N: number, C: number, rng: Rng): [number, num
 
 // ---------------------------------------------------------------------------------- conformance suite
 
+type Paths = Readonly<Record<string, readonly string[]>>;
+
 /** One conformance check: runs `be` on fresh random inputs and compares with the reference; throws on mismatch. */
 export interface ConformanceCheck {
   readonly name: string;
@@ -209,8 +211,11 @@ export interface ConformanceCheck {
   readonly kernel: string;
   /** Per ISA, a stricter counter prefix (a kernel only that ISA's own fast path counts), e.g. { avx512: 'attention512' }. */
   readonly isaKernel?: Readonly<Record<string, string>>;
-  /** Per ISA, code paths that must each run: counter `matmul.path.<path>.<isa>` increases (native/mm512.inc and friends). */
-  readonly paths?: Readonly<Record<string, readonly string[]>>;
+  /**
+   * Per ISA, code paths that must each run: counter `matmul.path.<path>.<isa>` increases (native/mm512.inc and friends).
+   * A function is read when the check runs (paths that depend on a mode set in a suite's setup, e.g. AMX).
+   */
+  readonly paths?: Paths | (() => Paths);
   run(be: Backend): void;
 }
 
@@ -224,15 +229,14 @@ export const BATCH_MIN_M: Record<WeightDType, number> = { q8_0: 8, fp8_e4m3: Inf
 /** Rows up to which every dtype runs the GEMV (gemv::MAX_M in native/gemv512.inc: the batch-invariant range). */
 export const GEMV_MAX_M = 16;
 
-/** Whether the native addon runs bf16 / fp8 GEMMs on AMX tiles now (native/amx.inc; hosts with amx_tile only). */
-export function amxActive(): boolean {
-  return loadAddon()?.amx().active ?? false;
-}
-
-/** The packed GEMM's path name for a dtype: bf16 and fp8 take the AMX tiles where active. TR: training's dx. */
+/**
+ * The packed GEMM's path name for a dtype now: bf16 and fp8 take the AMX tile GEMM where it is active (native/amx.inc:
+ * the tiles on AMX hosts, or its emulation under FLOE_AMX=emulate), the others the AVX-512 GEMM. TR: training's dx.
+ */
 export function gemmPath(dtype: string, tr = false): string {
-  const amx = (dtype === 'bf16' || dtype === 'fp8_e4m3') && amxActive();
-  return (amx ? 'amx_bf16' : 'gemm') + (tr ? '_tr' : '');
+  const amx = loadAddon()?.amx();
+  const tiles = (dtype === 'bf16' || dtype === 'fp8_e4m3') && amx?.active;
+  return (tiles ? (amx!.mode === 'emulate' ? 'amx_bf16_emu' : 'amx_bf16') : 'gemm') + (tr ? '_tr' : '');
 }
 
 /** The path native/mm512.inc's matmul_avx512 takes for x (M, C) · wᵀ, w (N, C). */
@@ -279,13 +283,13 @@ const ATTENTION_CASES: { label: string; H: number; K: number; E: number; L?: num
 export function conformanceChecks(): ConformanceCheck[] {
   const ref = referenceBackend;
   const checks: ConformanceCheck[] = [];
-  const add = (name: string, kernel: string, run: (be: Backend) => void, isaKernel?: Record<string, string>, paths?: Record<string, string[]>): void => {
+  const add: AddCheck = (name, kernel, run, isaKernel, paths) => {
     checks.push({ name, kernel, run, isaKernel, paths });
   };
 
   for (const dtype of WEIGHT_DTYPES) {
     const shapes = matmulShapes(dtype);
-    const avx512 = [...new Set(shapes.map(([M, C, N]) => avx512MatmulPath(dtype, M, N, C)))];
+    const avx512 = (): string[] => [...new Set(shapes.map(([M, C, N]) => avx512MatmulPath(dtype, M, N, C)))];
     add(`matmul ${dtype}`, `matmul.${dtype}`, (be) => {
       for (const [M, C, N] of shapes) {
         withSeed(`${be.name} matmul ${dtype} M=${M} C=${C} N=${N}`, (rng) => {
@@ -302,7 +306,7 @@ export function conformanceChecks(): ConformanceCheck[] {
           }
         });
       }
-    }, undefined, { avx512, avx2: ['tiles'], scalar: ['generic'] });
+    }, undefined, () => ({ avx512: avx512(), avx2: ['tiles'], scalar: ['generic'] }));
   }
 
   add('rmsnorm (incl. y aliasing x)', 'rmsnorm', (be) => {
@@ -575,7 +579,7 @@ const DENSE_CASES: { label: string; H: number; K: number; E: number; lens: numbe
   { label: 'GQA long sample (many key tiles)', H: 4, K: 2, E: 16, lens: [203, 2] },
 ];
 
-type AddCheck = (name: string, kernel: string, run: (be: Backend) => void, isaKernel?: Record<string, string>, paths?: Record<string, string[]>) => void;
+type AddCheck = (name: string, kernel: string, run: (be: Backend) => void, isaKernel?: Record<string, string>, paths?: Paths | (() => Paths)) => void;
 
 /** Every TrainKernels kernel against the reference: odd shapes, tails, packed samples, GQA/MHA/MQA, every weight dtype. */
 function trainChecks(add: AddCheck): void {
@@ -611,7 +615,7 @@ function trainChecks(add: AddCheck): void {
           }
         });
       }
-    }, undefined, { avx512: dtype === 'f32' ? ['thin_tr', 'dx_tiles', 'gemm_tr'] : dtype === 'q8_0' ? ['dx_tiles'] : ['dx_tiles', gemmPath(dtype, true)], avx2: ['dx_generic'], scalar: ['dx_generic'] });
+    }, undefined, () => ({ avx512: dtype === 'f32' ? ['thin_tr', 'dx_tiles', 'gemm_tr'] : dtype === 'q8_0' ? ['dx_tiles'] : ['dx_tiles', gemmPath(dtype, true)], avx2: ['dx_generic'], scalar: ['dx_generic'] }));
   }
 
   add('matmulBackwardInput fp8_e4m3 decodes every byte exactly (row and block scales)', 'matmulBackwardInput.fp8_e4m3', (be) => {
@@ -852,7 +856,8 @@ export function runBackendConformance(name: string, makeBackend: () => Backend, 
           const now = counters();
           const after = total(countersFor(now, kernel, isa));
           assert.ok(after > before, `${name}: no '${kernel}[.…]${isa ? '.' + isa : ''}' counter increased during '${check.name}' (before ${before}, after ${after}): the backend did not run its own${isa ? ' ' + isa : ''} path. Counters for '${kernel}': ${JSON.stringify(Object.fromEntries(countersFor(now, kernel)))}`);
-          for (const p of isa !== undefined ? check.paths?.[isa] ?? [] : []) {
+          const paths = typeof check.paths === 'function' ? check.paths() : check.paths;
+          for (const p of isa !== undefined ? paths?.[isa] ?? [] : []) {
             const key = `matmul.path.${p}.${isa}`;
             assert.ok((now[key] ?? 0) > (pathsBefore[key] ?? 0), `${name}: '${check.name}' never ran the ${p} path on ${isa} (${key} stayed at ${pathsBefore[key] ?? 0}). Path counters: ${JSON.stringify(Object.fromEntries(countersFor(now, 'matmul.path')))}`);
           }

@@ -1,33 +1,38 @@
 // Native prefill matmul (packed GEMM, forced from M = 17): every weight dtype on shapes crossing its panel, segment, row-block
 // and fp8 scale-block edges, against a float64 dot of the dequantized weights; thread-count independence. Where the
 // host has AMX (addon.amx().supported) every case runs twice, bf16 and fp8 on the tile GEMM (path amx_bf16) and again
-// with it switched off; elsewhere once, and a build with FLOE_AMX_EMULATE runs the tile code's addressing here.
+// with it off; elsewhere bf16 and fp8 run the same tile GEMM with emulated tile operations (amx_bf16_emu: its
+// addressing, padding and segments, checked on every host) and again off.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { WEIGHT_DTYPES } from '../../src/backend/backend.js';
 import { loadNativeBackend, nativeCounters } from '../../src/backend/native.js';
-import { loadAddon } from '../../src/backend/native-addon.js';
+import { loadAddon, type AmxMode } from '../../src/backend/native-addon.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
-import { asTrain, assertClose, f64Matmul, f64MatmulInput, MATMUL_RTOL, withSeed } from './helpers.js';
+import { asTrain, assertClose, f64Matmul, f64MatmulInput, gemmPath, MATMUL_RTOL, withSeed } from './helpers.js';
 
 // every M >= 17 takes the GEMM (read when the addon loads; M <= 16 is the GEMV's); by default each dtype starts where it beats the tiles
 process.env.FLOE_GEMM_MIN_M = '17';
 const addon = loadAddon();
 const skip = !addon || addon.supportedIsa() !== 'avx512' ? 'needs the AVX-512 native addon' : false;
-const amxModes = addon?.amx().supported ? [true, false] : [false];
-const amxName = (on: boolean): string => (on ? ' [AMX]' : '');
-/** Switches AMX for one case (no-op off where it is not supported); restored to on after, where supported. */
-function withAmx(on: boolean, f: () => void): void {
-  if (!addon?.amx().supported) return f();
-  addon.setAmx(on);
+// AMX: the tiles and off where the host has them, else the emulated tile GEMM (the same code, scalar tile operations)
+const amxStart = addon?.amx().mode ?? 'off';
+const amxModes: AmxMode[] = !addon ? ['off'] : addon.amx().supported ? ['tiles', 'off'] : ['emulate', 'off'];
+const amxName = (mode: AmxMode, dtype = 'bf16'): string =>
+  dtype !== 'bf16' && dtype !== 'fp8_e4m3' ? '' : mode === 'tiles' ? ' [AMX tiles]' : mode === 'emulate' ? ' [AMX emulated]' : ' [AMX off]';
+/** AMX modes a dtype's cases run in: bf16 and fp8 in each of amxModes, the others (never on tiles) once as started. */
+const modesFor = (dtype: string): AmxMode[] => (dtype === 'bf16' || dtype === 'fp8_e4m3' ? amxModes : [amxStart]);
+/** Runs one case in an AMX mode, then restores the mode the addon started in. */
+function withAmx(mode: AmxMode, f: () => void): void {
+  if (!addon) return f();
+  addon.setAmx(mode);
   try {
     f();
   } finally {
-    addon.setAmx(true);
+    addon.setAmx(amxStart);
   }
 }
-const tileDtype = (dtype: string): boolean => dtype === 'bf16' || dtype === 'fp8_e4m3';
 
 describe('native packed GEMM (AVX-512, M >= 17)', { skip }, () => {
   const be = loadNativeBackend()!;
@@ -36,9 +41,9 @@ describe('native packed GEMM (AVX-512, M >= 17)', { skip }, () => {
   // C off a multiple of 32 (not for q8_0, whose rows are whole 32-blocks): the last unit / tile step is partial.
   const shapes: [number, number, number][] = [[17, 64, 48], [23, 96, 50], [37, 544, 97], [261, 160, 33], [521, 96, 20], [18, 1056, 7]];
   const oddC: [number, number, number][] = [[40, 100, 70], [33, 1000, 130], [19, 7, 5]];
-  for (const dtype of WEIGHT_DTYPES) for (const amx of amxModes) {
+  for (const dtype of WEIGHT_DTYPES) for (const amx of modesFor(dtype)) {
     const blocks: ([number, number] | undefined)[] = dtype === 'fp8_e4m3' ? [undefined, [1, 0], [128, 128], [3, 20], [5, 7]] : [undefined];
-    it(`${dtype}: tiles, tails, segments${dtype === 'fp8_e4m3' ? ', scale grids' : ''}${amxName(amx)}`, () => withAmx(amx, () => {
+    it(`${dtype}: tiles, tails, segments${dtype === 'fp8_e4m3' ? ', scale grids' : ''}${amxName(amx, dtype)}`, () => withAmx(amx, () => {
       for (const [M, C, N] of dtype === 'q8_0' ? shapes : [...shapes, ...oddC]) {
         for (const block of blocks) {
           withSeed(`gemm ${dtype} M=${M} C=${C} N=${N} block=${block ?? 'row'}`, (rng) => {
@@ -47,12 +52,12 @@ describe('native packed GEMM (AVX-512, M >= 17)', { skip }, () => {
             const x = rng.normals(M * C);
             const y = new Float32Array(M * N).fill(NaN);
             // f32 with <= 16 rows: the thin LoRA kernels; bf16 and fp8 on AMX hosts: the tile GEMM
-            const path = dtype === 'f32' && N <= 16 ? 'thin' : tileDtype(dtype) && addon!.amx().active ? 'amx_bf16' : 'gemm';
+            const path = dtype === 'f32' && N <= 16 ? 'thin' : gemmPath(dtype);
             const before = nativeCounters()[`matmul.path.${path}.avx512`] ?? 0;
             be.matmul(y, x, w, M);
             assert.equal(nativeCounters()[`matmul.path.${path}.avx512`], before + 1, `the ${path} path ran`);
             const want = f64Matmul(x, w, M);
-            assertClose(`gemm ${dtype}${amxName(amx)} (M=${M}, C=${C}, N=${N})`, y, want.y, { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag: want.mag });
+            assertClose(`gemm ${dtype}${amxName(amx, dtype)} (M=${M}, C=${C}, N=${N})`, y, want.y, { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag: want.mag });
           });
         }
       }
@@ -62,8 +67,8 @@ describe('native packed GEMM (AVX-512, M >= 17)', { skip }, () => {
   // Training's dx = dy · w reads the weight transposed (panels of w's columns, reduction over its rows): every dtype,
   // overwrite and accumulate; fp8 grids that fold the scale into dy (one scale column), that scale segments per
   // output column (row blocks >= 16), and the small-row-block grids left to the training kernel's own tiles.
-  for (const dtype of WEIGHT_DTYPES) for (const amx of amxModes) {
-    it(`${dtype}: transposed (matmulBackwardInput), tails, segments${dtype === 'fp8_e4m3' ? ', scale grids' : ''}${amxName(amx)}`, () => withAmx(amx, () => {
+  for (const dtype of WEIGHT_DTYPES) for (const amx of modesFor(dtype)) {
+    it(`${dtype}: transposed (matmulBackwardInput), tails, segments${dtype === 'fp8_e4m3' ? ', scale grids' : ''}${amxName(amx, dtype)}`, () => withAmx(amx, () => {
       const blocks: ([number, number] | undefined)[] = dtype === 'fp8_e4m3' ? [undefined, [5, 0], [128, 128], [16, 32], [33, 20], [3, 20]] : [undefined];
       // [M, N (reduction: rows of w), C (outputs: columns of w)]
       const shapes: [number, number, number][] = [[17, 64, 48], [23, 97, 50], [37, 544, 97], [261, 160, 33], [521, 96, 20], [18, 33, 1056], [40, 301, 70]];
@@ -77,13 +82,13 @@ describe('native packed GEMM (AVX-512, M >= 17)', { skip }, () => {
             const { y: want, mag } = f64MatmulInput(dy, w, M);
             // q8_0 and fp8 grids of several column blocks with row blocks under 16 stay on the training kernel's tiles
             const small = dtype === 'q8_0' || (fp8Block && fp8Block[1] < C && fp8Block[0] < 16);
-            const path = small ? 'dx_tiles' : tileDtype(dtype) && addon!.amx().active ? 'amx_bf16_tr' : 'gemm_tr';
+            const path = small ? 'dx_tiles' : gemmPath(dtype, true);
             const before = nativeCounters()[`matmul.path.${path}.avx512`] ?? 0;
             const got = new Float32Array(M * C).fill(NaN);
             asTrain(be).matmulBackwardInput(got, dy, w, M, false);
             assert.equal(nativeCounters()[`matmul.path.${path}.avx512`], before + 1, `the ${path} path ran`);
             const tol = { atol: 1e-6, rtol: MATMUL_RTOL[dtype], mag };
-            assertClose(`gemm-tr ${dtype}${amxName(amx)} (M=${M}, N=${N}, C=${C})`, got, want, tol);
+            assertClose(`gemm-tr ${dtype}${amxName(amx, dtype)} (M=${M}, N=${N}, C=${C})`, got, want, tol);
             const dx0 = rng.normals(M * C);
             const acc = dx0.slice();
             asTrain(be).matmulBackwardInput(acc, dy, w, M, true);
@@ -95,19 +100,26 @@ describe('native packed GEMM (AVX-512, M >= 17)', { skip }, () => {
     }));
   }
 
-  it('the AMX path is reported, and refused where the host lacks it', () => {
-    const info = addon!.amx();
-    if (info.supported) {
-      assert.equal(info.reason, '');
-      addon!.setAmx(false);
-      assert.equal(addon!.amx().active, false);
-      addon!.setAmx(true);
-      assert.equal(addon!.amx().active, true);
-    } else {
-      assert.match(info.reason, /amx|tile|XSAVE|AMX/, 'a reason is given');
-      assert.equal(info.active, false);
-      assert.throws(() => addon!.setAmx(true), /AMX is not available here/);
-      addon!.setAmx(false); // off is always allowed
+  it('the AMX mode is reported; tiles are refused where the host lacks them, emulation runs anywhere', () => {
+    const a = addon!;
+    const info = a.amx();
+    assert.equal(info.mode, amxStart);
+    try {
+      if (info.supported) {
+        assert.equal(info.reason, '');
+        a.setAmx('tiles');
+        assert.deepEqual([a.amx().mode, a.amx().active], ['tiles', true]);
+      } else {
+        assert.match(info.reason, /amx|tile|XSAVE|AMX/, 'a reason is given');
+        assert.throws(() => a.setAmx('tiles'), /AMX tiles are not available here/);
+      }
+      a.setAmx('off');
+      assert.deepEqual([a.amx().mode, a.amx().active], ['off', false]);
+      a.setAmx('emulate');
+      assert.deepEqual([a.amx().mode, a.amx().active], ['emulate', true]);
+      assert.throws(() => a.setAmx('on' as AmxMode), /'tiles', 'emulate' or 'off'/);
+    } finally {
+      a.setAmx(amxStart);
     }
   });
 

@@ -1,7 +1,12 @@
 // The host a benchmark ran on: CPU model, family/model numbers, the ISA flags that pick floe's kernels, load.
 
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const CACHE_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), '.cache');
 
 /** Flags that decide which kernels run (floe's and its peers'); every result names the ones the host has. */
 export const ISA_FLAGS = ['avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_vnni', 'avx512_bf16', 'avx512vbmi', 'amx_tile', 'amx_bf16', 'amx_int8'] as const;
@@ -39,4 +44,31 @@ export function machineInfo(): MachineInfo {
 export function machineLine(m: MachineInfo = machineInfo()): string {
   return `${m.cpu} (family ${m.cpu_family ?? '?'} model ${m.cpu_model ?? '?'}), ${m.logical_cpus} cpus, ${m.mem_gib} GiB, ` +
     `ISA ${m.isa.join(' ') || 'none'}, load ${m.load_avg_at_start.map((x) => x.toFixed(2)).join(' ')}`;
+}
+
+/** The bf16 FLOP probe (bench/train-peak.cpp), built into bench/.cache when missing or older than its source. */
+export function buildPeakProbe(): string {
+  const src = path.join(path.dirname(fileURLToPath(import.meta.url)), 'train-peak.cpp');
+  const bin = path.join(CACHE_DIR, 'train-peak');
+  fs.mkdirSync(CACHE_DIR, { recursive: true });
+  if (!fs.existsSync(bin) || fs.statSync(bin).mtimeMs < fs.statSync(src).mtimeMs) {
+    try {
+      execFileSync('g++', ['-O3', '-march=native', '-std=c++17', '-pthread', '-o', bin, src], { stdio: ['ignore', 'pipe', 'pipe'] });
+    } catch (e) {
+      throw new Error(`g++ bench/train-peak.cpp failed:\n${(e as { stderr?: Buffer }).stderr?.toString() ?? String(e)}`);
+    }
+  }
+  return bin;
+}
+
+/** Whether floe's bf16 / fp8 GEMMs run on AMX tiles here: the host has them and FLOE_AMX does not turn them off. */
+export function amxTilesOn(m: MachineInfo = machineInfo()): boolean {
+  return m.isa.includes('amx_tile') && !['0', 'emulate'].includes(process.env.FLOE_AMX ?? '');
+}
+
+/** The measured bf16 peak (GFLOP/s, wall clock) at `threads`: vdpbf16ps, or the AMX tiles with amx. */
+export function bf16Peak(threads: number, amx: boolean): { gflops: number; isa: string } {
+  const out = execFileSync(buildPeakProbe(), ['--threads', String(threads), '--ms', '200', '--reps', '3', ...(amx ? ['--amx'] : [])], { encoding: 'utf8' });
+  const j = JSON.parse(out) as { gflops: number; isa: string };
+  return { gflops: j.gflops, isa: j.isa };
 }

@@ -15,8 +15,8 @@
 // (32 <= M < 384) against the packed GEMM: --dtypes q8_0r16 --m 32,64,128,256 --ab FLOE_Q8R_MAX_M=0.
 
 import { loadAddon } from '../src/backend/native-addon.js';
-import { loadNativeBackend } from '../src/backend/native.js';
-import { machineLine } from './machine.js';
+import { loadNativeBackend, nativeCounters } from '../src/backend/native.js';
+import { amxTilesOn, bf16Peak, machineLine } from './machine.js';
 import { Tensor, type DType } from '../src/tensor/tensor.js';
 
 function arg(name: string, def: string): string {
@@ -79,7 +79,7 @@ const ab = arg('ab', '');
 const child = process.argv.includes('--child');
 
 interface Job { dtype: DType; N: number; C: number; M: number; op: string; repack: boolean }
-interface Best { wall: number; cpu: number }
+interface Best { wall: number; cpu: number; path: string }
 
 const addon = loadAddon();
 if (!addon) throw new Error('native addon not built (npx node-gyp rebuild)');
@@ -112,6 +112,7 @@ function measure(j: Job, n: number): Best {
   // enough calls per rep for ~0.2 s at 100 GFLOP/s (decode: ~20 calls)
   const calls = Math.max(3, Math.min(200, Math.round(2e10 / (2 * j.M * j.N * j.C))));
   run();
+  const before = nativeCounters();
   let wall = Infinity, cpu = Infinity;
   for (let r = 0; r < n; r++) {
     const c0 = process.cpuUsage();
@@ -121,7 +122,27 @@ function measure(j: Job, n: number): Best {
     const cu = process.cpuUsage(c0);
     cpu = Math.min(cpu, (cu.user + cu.system) / 1e6 / calls);
   }
-  return { wall, cpu };
+  // the matmul path that ran (the counter that grew most), e.g. gemm, amx_bf16, gemv_r16
+  const after = nativeCounters();
+  let path = '?', most = 0;
+  for (const [k, v] of Object.entries(after)) {
+    const grew = v - (before[k] ?? 0);
+    if (k.startsWith('matmul.path.') && grew > most) most = grew, path = k.split('.')[2]!;
+  }
+  return { wall, cpu, path };
+}
+
+// bf16 / fp8 figures as a fraction of the peak of the ISA that ran them: the AMX tiles (amx_bf16* paths) or vdpbf16ps
+const bf16Dtypes = new Set(['bf16', 'fp8', 'bf16r16', 'fp8r16']);
+const peaks = child ? null : (() => {
+  try {
+    return { vdp: bf16Peak(threads, false), amx: amxTilesOn() ? bf16Peak(threads, true) : null };
+  } catch { return null; }
+})();
+function ofPeak(name: string, b: Best, flop: number): string {
+  if (!peaks || !bf16Dtypes.has(name)) return '—';
+  const p = b.path.startsWith('amx_bf16') ? peaks.amx : peaks.vdp;
+  return p ? `${(100 * flop / b.wall / 1e9 / p.gflops).toFixed(0)}%` : '—';
 }
 
 if (child) {
@@ -136,10 +157,11 @@ if (child) {
   }) : [];
   const ask = (i: number, j: Job): Promise<Best> => new Promise((res) => { kids[i]!.once('message', (b) => res(b as Best)); kids[i]!.send(j); });
   console.log(`machine: ${machineLine()}`);
+  if (peaks) console.log(`bf16 peak at ${threads} threads (wall): vdpbf16ps ${peaks.vdp.gflops.toFixed(0)} GF/s${peaks.amx ? `, AMX tiles ${peaks.amx.gflops.toFixed(0)} GF/s` : ''}; "of peak": wall GF/s of bf16/fp8 rows ÷ the peak of the path's ISA`);
   console.log(`isa ${addon.isa()}, threads ${threads}, reps ${reps} (best), load ${(await import('node:os')).loadavg().map((v) => v.toFixed(1)).join(' ')}${ab ? `, old = ${ab}, new = without it, alternating` : ''}`);
   console.log(ab
-    ? 'op  dtype    M      N      C   old ms(cpu)  new ms(cpu)  new/old   old ms(wall)  new ms(wall)   new cpu GF/s'
-    : 'op  dtype      M      N      C   wall GF/s   cpu GF/s  (GF per CPU-s per thread)   ms   weight GB/cpu-s');
+    ? 'op  dtype    M      N      C   old ms(cpu)  new ms(cpu)  new/old   old ms(wall)  new ms(wall)   new cpu GF/s   old path / of peak   new path / of peak'
+    : 'op  dtype      M      N      C   wall GF/s   cpu GF/s  (GF per CPU-s per thread)   ms   weight GB/cpu-s   path / of peak');
   for (const name of dtypes) {
     const dtype = DT[name];
     if (!dtype) throw new Error(`unknown dtype ${name}`);
@@ -149,17 +171,17 @@ if (child) {
         const flop = 2 * M * N * C;
         const head = `${op} ${name.padEnd(8)} ${String(M).padStart(4)} ${String(N).padStart(6)} ${String(C).padStart(6)}`;
         if (ab) {
-          const best = [{ wall: Infinity, cpu: Infinity }, { wall: Infinity, cpu: Infinity }];
+          const best: Best[] = [{ wall: Infinity, cpu: Infinity, path: '?' }, { wall: Infinity, cpu: Infinity, path: '?' }];
           for (let r = 0; r < reps; r++) for (const i of r % 2 ? [1, 0] : [0, 1]) {
             const b = await ask(i, j);
-            best[i] = { wall: Math.min(best[i]!.wall, b.wall), cpu: Math.min(best[i]!.cpu, b.cpu) };
+            best[i] = { wall: Math.min(best[i]!.wall, b.wall), cpu: Math.min(best[i]!.cpu, b.cpu), path: b.path };
           }
           const [o, n] = best as [Best, Best];
-          console.log(`${head} ${(o.cpu * 1e3).toFixed(3).padStart(12)} ${(n.cpu * 1e3).toFixed(3).padStart(12)} ${(n.cpu / o.cpu).toFixed(2).padStart(8)} ${(o.wall * 1e3).toFixed(3).padStart(14)} ${(n.wall * 1e3).toFixed(3).padStart(13)} ${(flop / n.cpu / 1e9 * threads).toFixed(1).padStart(14)}`);
+          console.log(`${head} ${(o.cpu * 1e3).toFixed(3).padStart(12)} ${(n.cpu * 1e3).toFixed(3).padStart(12)} ${(n.cpu / o.cpu).toFixed(2).padStart(8)} ${(o.wall * 1e3).toFixed(3).padStart(14)} ${(n.wall * 1e3).toFixed(3).padStart(13)} ${(flop / n.cpu / 1e9 * threads).toFixed(1).padStart(14)}   ${`${o.path} ${ofPeak(name, o, flop)}`.padStart(18)}   ${`${n.path} ${ofPeak(name, n, flop)}`.padStart(18)}`);
         } else {
           const b = measure(j, reps);
           const gbs = M <= 16 ? (weights.values().next().value![0]!.data.byteLength / b.cpu * threads / 1e9).toFixed(1) : '';
-          console.log(`${head} ${(flop / b.wall / 1e9).toFixed(1).padStart(10)} ${(flop / b.cpu / 1e9 * threads).toFixed(1).padStart(10)} ${(flop / b.cpu / 1e9).toFixed(1).padStart(16)} ${(b.wall * 1e3).toFixed(2).padStart(17)} ${gbs.padStart(8)}`);
+          console.log(`${head} ${(flop / b.wall / 1e9).toFixed(1).padStart(10)} ${(flop / b.cpu / 1e9 * threads).toFixed(1).padStart(10)} ${(flop / b.cpu / 1e9).toFixed(1).padStart(16)} ${(b.wall * 1e3).toFixed(2).padStart(17)} ${gbs.padStart(8)}   ${b.path} ${ofPeak(name, b, flop)}`);
         }
       }
     }

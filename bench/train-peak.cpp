@@ -1,10 +1,14 @@
 // bf16 FLOP ceiling probe: N threads each issue independent vdpbf16ps (AVX512-BF16) chains; prints one JSON line.
 //
-// usage: train-peak [--threads N] [--ms 300] [--reps 5]
+// usage: train-peak [--threads N] [--ms 300] [--reps 5] [--amx]
 // gflops: wall clock; gflops_per_cpu_time: summed per-thread FLOPs per thread CPU-second (what a quiet machine gives).
 // One zmm vdpbf16ps = 16 lanes x 2 bf16 products + 2 adds = 64 FLOPs. Without AVX512-BF16 the probe measures f32
 // FMA (zmm or ymm) instead and says so in "isa". Best of `reps` timed rounds, each about `ms` long.
+// --amx: the AMX tile peak instead (TDPBF16PS on four 16 x 16 f32 accumulators, 16·16·32·2 FLOPs each), where the
+// compiler targets AMX (-march=native on such a host) and Linux grants the tile state; else an error.
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -71,6 +75,50 @@ float chain(long iters, float seed) {
 }
 #endif
 
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+constexpr bool kHasAmx = true;
+constexpr double kAmxFlopsPerIter = 4.0 * 16 * 16 * 32 * 2;  // four TDPBF16PS per iteration
+struct alignas(64) TileConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+constexpr TileConfig make_config() {
+  TileConfig c{};
+  c.palette = 1;
+  for (int t = 0; t < 8; t++) c.colsb[t] = 64, c.rows[t] = 16;
+  return c;
+}
+alignas(64) const TileConfig kTileConfig = make_config();  // in memory: see native/amx.inc on GCC and ldtilecfg
+alignas(64) uint16_t kOnes[16 * 32];
+float chain_amx(long iters, float seed) {
+  for (auto& v : kOnes) v = 0x3f80;  // bf16 1.0
+  _tile_loadconfig(&kTileConfig);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, kOnes, 64);
+  _tile_loadd(5, kOnes, 64);
+  _tile_loadd(6, kOnes, 64);
+  _tile_loadd(7, kOnes, 64);
+  for (long i = 0; i < iters; i++) {
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  alignas(64) float out[16 * 16];
+  _tile_stored(0, out, 64);
+  _tile_release();
+  return out[0] + seed;
+}
+#else
+constexpr bool kHasAmx = false;
+constexpr double kAmxFlopsPerIter = 0;
+float chain_amx(long, float) { return 0; }
+#endif
+
 double thread_cpu_s() {
   timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -85,18 +133,29 @@ double now_s() {
 
 int main(int argc, char** argv) {
   int threads = 1, ms = 300, reps = 5;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  bool amx = false;
+  for (int i = 1; i < argc; i += 2) {
+    if (!strcmp(argv[i], "--amx")) { amx = true; i--; continue; }
+    if (i + 1 >= argc) { fprintf(stderr, "train-peak: %s needs a value\n", argv[i]); return 2; }
     if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--ms")) ms = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
     else { fprintf(stderr, "train-peak: unknown flag %s\n", argv[i]); return 2; }
   }
   if (threads < 1 || ms < 1 || reps < 1) { fprintf(stderr, "train-peak: --threads, --ms, --reps must be >= 1\n"); return 2; }
+  if (amx && !kHasAmx) { fprintf(stderr, "train-peak: --amx: built without AMX (g++ -march=native on a host with amx_tile, amx_bf16)\n"); return 2; }
+  if (amx && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) != 0) {
+    fprintf(stderr, "train-peak: --amx: Linux refused the tile state (arch_prctl)\n");
+    return 2;
+  }
+  float (*const run)(long, float) = amx ? chain_amx : chain;
+  const double flops_per_iter = amx ? kAmxFlopsPerIter : kAcc * kFlopsPerOp;
+  const char* isa = amx ? "amx_bf16 tdpbf16ps" : kIsa;
   // calibrate iterations per thread for about `ms` on one thread
   long iters = 1 << 16;
   for (;;) {
     double t = now_s();
-    volatile float sink = chain(iters, 1.0f);
+    volatile float sink = run(iters, 1.0f);
     (void)sink;
     t = now_s() - t;
     if (t > 0.02) { iters = (long)(iters * (ms / 1000.0) / t) + 1; break; }
@@ -115,7 +174,7 @@ int main(int argc, char** argv) {
         ready++;
         while (!go.load()) {}
         const double c0 = thread_cpu_s();
-        sinks[t] = chain(iters, 1.0f + t);
+        sinks[t] = run(iters, 1.0f + t);
         cpu[t] = thread_cpu_s() - c0;
       });
     }
@@ -124,16 +183,16 @@ int main(int argc, char** argv) {
     go = true;
     for (auto& th : pool) th.join();
     double dt = now_s() - t0;
-    double gflops = threads * (double)iters * kAcc * kFlopsPerOp / dt / 1e9;
+    double gflops = threads * (double)iters * flops_per_iter / dt / 1e9;
     rounds.push_back(gflops);
     best = std::max(best, gflops);
     // per CPU-second of each thread: what the threads reach when they own their cores (robust to a busy machine)
     double per_cpu = 0;
-    for (int t = 0; t < threads; t++) per_cpu += (double)iters * kAcc * kFlopsPerOp / cpu[t] / 1e9;
+    for (int t = 0; t < threads; t++) per_cpu += (double)iters * flops_per_iter / cpu[t] / 1e9;
     best_cpu = std::max(best_cpu, per_cpu);
     sum += sinks[0];
   }
-  printf("{\"threads\":%d,\"isa\":\"%s\",\"gflops\":%.2f,\"gflops_per_cpu_time\":%.2f,\"rounds\":[", threads, kIsa, best, best_cpu);
+  printf("{\"threads\":%d,\"isa\":\"%s\",\"gflops\":%.2f,\"gflops_per_cpu_time\":%.2f,\"rounds\":[", threads, isa, best, best_cpu);
   for (size_t i = 0; i < rounds.size(); i++) printf("%s%.2f", i ? "," : "", rounds[i]);
   printf("],\"iters\":%ld,\"checksum\":%g}\n", iters, (double)sum);
   return 0;

@@ -16,7 +16,7 @@ import { ensureGguf } from './gguf-gen.js';
 import { SHAPES, weightCounts } from './shapes.js';
 import { ggufToHfName, readGguf } from '../src/formats/gguf.js';
 import type { LlamaConfig } from '../src/model/config.js';
-import { machineInfo, machineLine } from './machine.js';
+import { amxTilesOn, buildPeakProbe, machineInfo, machineLine } from './machine.js';
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH);
@@ -139,20 +139,6 @@ async function torchManifest(file: string): Promise<string> {
   return out;
 }
 
-/** The bf16 FLOP probe (bench/train-peak.cpp), built into the cache when missing or older than its source. */
-function buildPeakProbe(): string {
-  const src = path.join(BENCH, 'train-peak.cpp');
-  const bin = path.join(CACHE_DIR, 'train-peak');
-  if (!fs.existsSync(bin) || fs.statSync(bin).mtimeMs < fs.statSync(src).mtimeMs) {
-    try {
-      execFileSync('g++', ['-O3', '-march=native', '-std=c++17', '-pthread', '-o', bin, src], { stdio: ['ignore', 'pipe', 'pipe'] });
-    } catch (e) {
-      throw new Error(`g++ bench/train-peak.cpp failed:\n${(e as { stderr?: Buffer }).stderr?.toString() ?? String(e)}`);
-    }
-  }
-  return bin;
-}
-
 /** Parameters in matmuls per token: layer matrices + the head (the tied embedding counted once) + norms. */
 function paramCount(c: LlamaConfig): number {
   const w = weightCounts(c);
@@ -192,12 +178,14 @@ async function main(): Promise<void> {
   const notes: string[] = [];
   log(`floe train bench: shapes ${opts.shapes.join(',')}, bases ${opts.bases.join(',')}, ckpt ${opts.ckpt.map((c) => (c ? 'on' : 'off')).join(',')}, threads ${opts.threads.join(',')}, seq ${opts.seq}, rank ${opts.rank}`);
 
-  // bf16 FLOP ceiling first, on a quiet machine
+  // bf16 FLOP ceiling first, on a quiet machine: of the ISA floe's GEMMs run on (AMX tiles where the host has them
+  // and FLOE_AMX does not turn them off, else vdpbf16ps)
+  const amx = amxTilesOn();
   const peak: Record<number, Json> = {};
   try {
     const probe = buildPeakProbe();
     for (const n of opts.threads) {
-      peak[n] = runJson(probe, ['--threads', String(n), '--ms', '300', '--reps', '5'], `bf16 peak probe (${n} threads)`);
+      peak[n] = runJson(probe, ['--threads', String(n), '--ms', '300', '--reps', '5', ...(amx ? ['--amx'] : [])], `bf16 peak probe (${n} threads)`);
       log(`bf16 ceiling, ${n} thread(s): ${fmt(num(peak[n]!.gflops))} GFLOPS (${String(peak[n]!.isa)})`);
     }
   } catch (e) { notes.push((e as Error).message); log((e as Error).message); }

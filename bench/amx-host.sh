@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The AMX checks and figures of BENCHMARKS.md "Session 14", in one go, on a host with amx_tile (Intel Sapphire /
+# Emerald Rapids or later): the tile GEMM against the reference backend (backend, train and model suites, AMX on and
+# off), the GEMM alone against floe's AVX-512 path and PyTorch, 1B bf16 prefill and the 1B LoRA step against PyTorch
+# bf16 and against floe with FLOE_AMX=0. Two threads, as in issue #9. Needs floe installed (npm install) and, for the
+# PyTorch peer, a python with torch (FLOE_PYTHON, default /usr/bin/python3).
+#
+# usage: bash bench/amx-host.sh [OUT_DIR]      (default bench/results/amx-<date>; SHAPE=small for a quick pass)
+set -u
+cd "$(dirname "$0")/.."
+OUT=${1:-bench/results/amx-$(date -u +%Y-%m-%d-%H-%M)}
+S=${SHAPE:-1b}
+PY=${FLOE_PYTHON:-/usr/bin/python3}
+mkdir -p "$OUT"
+L=$OUT/log.txt
+grep -q amx_tile /proc/cpuinfo || echo "note: no amx_tile on this host: the AMX rows will be AVX-512 (or emulated) figures" | tee -a "$L"
+node -e "const a=require('./build/Release/floe.node'); console.log(JSON.stringify(a.amx()), a.isa())" | tee -a "$L"
+# the suites that exercise the kernels without the server's dependencies
+TESTS="test/backend/*.test.ts test/train/*.test.ts test/model/fixtures.test.ts test/model/batch-invariance.test.ts test/model/long-context.test.ts test/model/lora-segments.test.ts"
+node --import tsx --test --test-concurrency=4 $TESTS > "$OUT/tests.txt" 2>&1; echo "tests rc $?" | tee -a "$L"
+grep -E "^# (tests|pass|fail)" "$OUT/tests.txt" | tee -a "$L"
+node --import tsx bench/matmul-micro.ts --dtypes bf16,fp8 --m 512 --ops fwd,bwd --threads 2 --reps 3 --ab FLOE_AMX=0 > "$OUT/micro.txt" 2>&1
+echo "micro rc $?" | tee -a "$L"
+FLOE_PYTHON=$PY node --import tsx bench/core.ts --shapes "$S" --formats bf16 --threads 2 --engines floe,torch --decode 16 --torch-dtypes bf16 --out "$OUT/core.json" > "$OUT/core.txt" 2>&1
+echo "core rc $?" | tee -a "$L"
+FLOE_AMX=0 node --import tsx bench/core.ts --shapes "$S" --formats bf16 --threads 2 --engines floe --decode 4 --out "$OUT/core-noamx.json" >> "$OUT/core.txt" 2>&1
+echo "core (FLOE_AMX=0) rc $?" | tee -a "$L"
+FLOE_PYTHON=$PY node --import tsx bench/train.ts --shapes "$S" --bases bf16 --ckpt off --threads 2 --torch-dtypes bf16 --no-torch-ckpt --steps 2 --torch-steps 2 --out "$OUT/train.json" > "$OUT/train.txt" 2>&1
+echo "train rc $?" | tee -a "$L"
+FLOE_AMX=0 node --import tsx bench/train.ts --shapes "$S" --bases bf16 --ckpt off --threads 2 --no-torch --steps 2 --out "$OUT/train-noamx.json" >> "$OUT/train.txt" 2>&1
+echo "train (FLOE_AMX=0) rc $?" | tee -a "$L"
+grep -hE "^(1b|small) +bf16" "$OUT/core.txt" "$OUT/train.txt" | tee -a "$L"

@@ -5,10 +5,11 @@
 // addressing, padding and segments, checked on every host) and again off.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { WEIGHT_DTYPES } from '../../src/backend/backend.js';
 import { loadNativeBackend, nativeCounters } from '../../src/backend/native.js';
-import { loadAddon, type AmxMode } from '../../src/backend/native-addon.js';
+import { addonPath, loadAddon, type AmxMode } from '../../src/backend/native-addon.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
 import { asTrain, assertClose, f64Matmul, f64MatmulInput, gemmPath, MATMUL_RTOL, withSeed } from './helpers.js';
 
@@ -121,6 +122,18 @@ describe('native packed GEMM (AVX-512, M >= 17)', { skip }, () => {
     } finally {
       a.setAmx(amxStart);
     }
+  });
+
+  it('FLOE_AMX at load: 0 turns the tiles off, emulate selects the emulation, unset takes the tiles where supported', () => {
+    const modeWith = (v: string | undefined): string => {
+      const env = { ...process.env };
+      if (v === undefined) delete env.FLOE_AMX;
+      else env.FLOE_AMX = v;
+      return execFileSync(process.execPath, ['-e', `console.log(require(${JSON.stringify(addonPath())}).amx().mode)`], { env, encoding: 'utf8' }).trim();
+    };
+    assert.equal(modeWith('0'), 'off');
+    assert.equal(modeWith('emulate'), 'emulate');
+    assert.equal(modeWith(undefined), addon!.amx().supported ? 'tiles' : 'off');
   });
 
   for (const amx of amxModes) it(`results do not depend on the thread count (bitwise)${amxName(amx)}`, () => withAmx(amx, () => {

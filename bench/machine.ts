@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { loadAddon } from '../src/backend/native-addon.js';
 
 const CACHE_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), '.cache');
 
@@ -61,9 +62,9 @@ export function buildPeakProbe(): string {
   return bin;
 }
 
-/** Whether floe's bf16 / fp8 GEMMs run on AMX tiles here: the host has them and FLOE_AMX does not turn them off. */
-export function amxTilesOn(m: MachineInfo = machineInfo()): boolean {
-  return m.isa.includes('amx_tile') && !['0', 'emulate'].includes(process.env.FLOE_AMX ?? '');
+/** Whether floe's bf16 / fp8 GEMMs run on AMX tiles here: the addon's own answer (CPUID, OS, Linux, FLOE_AMX). */
+export function amxTilesOn(): boolean {
+  return loadAddon()?.amx().mode === 'tiles';
 }
 
 /** The measured bf16 peak (GFLOP/s, wall clock) at `threads`: vdpbf16ps, or the AMX tiles with amx. */

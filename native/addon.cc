@@ -530,6 +530,7 @@ Napi::Value Amx(const Napi::CallbackInfo& info) {
   r.Set("supported", amx_supported());
   r.Set("mode", amx_mode_name(amx_mode()));
   r.Set("active", amx_active());
+  r.Set("int8", amx_int8_supported());
   r.Set("reason", std::string(amx_reason()));
   return r;
 }

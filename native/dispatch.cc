@@ -49,10 +49,11 @@ std::atomic<int> g_current{[] {
   return int(ok && want < g_supported ? want : g_supported);
 }()};
 
-// AMX: CPUID leaf 7 EDX bits 22 (amx_bf16) and 24 (amx_tile); XCR0 bits 17-18 (XTILECFG, XTILEDATA) set by the OS;
+// AMX: CPUID leaf 7 EDX bits 22 (amx_bf16) and 24 (amx_tile) (bit 25, amx_int8, is checked on its own); XCR0 bits 17-18 (XTILECFG, XTILEDATA) set by the OS;
 // then Linux's per-process permission for the tile data (arch_prctl ARCH_REQ_XCOMP_PERM = 0x1023, feature 18), which
 // the kernel may refuse (e.g. when an existing signal stack is too small for the larger state).
 std::string g_amx_reason;
+bool g_amx_int8 = false;
 bool detect_amx() {
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
   unsigned a, b, c, d;
@@ -61,6 +62,7 @@ bool detect_amx() {
     g_amx_reason = "this CPU has no amx_tile / amx_bf16 (CPUID)";
     return false;
   }
+  const bool int8 = (d >> 25) & 1;
   __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
   if (!((c >> 27) & 1)) {
     g_amx_reason = "the OS has not enabled XSAVE (CPUID OSXSAVE)";
@@ -76,6 +78,7 @@ bool detect_amx() {
     g_amx_reason = std::string("Linux refused the tile state (arch_prctl ARCH_REQ_XCOMP_PERM): ") + std::strerror(errno);
     return false;
   }
+  g_amx_int8 = int8;
   return true;
 #else
   g_amx_reason = "AMX needs Linux on x86-64";
@@ -113,6 +116,8 @@ bool isa_set(const std::string& name) {
 bool amx_supported() { return g_amx_supported; }
 AmxMode amx_mode() { return AmxMode(g_amx_mode.load(std::memory_order_relaxed)); }
 bool amx_active() { return amx_mode() != AMX_OFF && isa_current() == ISA_AVX512; }
+bool amx_int8_supported() { return g_amx_supported && g_amx_int8; }
+bool amx_int8_active() { return amx_active() && (amx_mode() == AMX_EMULATE || g_amx_int8); }
 const char* amx_reason() { return g_amx_reason.c_str(); }
 bool amx_set(AmxMode mode) {
   if (mode == AMX_TILES && !g_amx_supported) return false;

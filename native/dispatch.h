@@ -25,6 +25,10 @@ enum AmxMode : int { AMX_OFF = 0, AMX_TILES = 1, AMX_EMULATE = 2 };
 bool amx_supported();
 AmxMode amx_mode();
 bool amx_active();
+// The int8 tile kernels (q8_0r16; TDPBSUD) need amx_int8 (CPUID leaf 7 EDX bit 25) besides the above; the emulation
+// has them everywhere.
+bool amx_int8_supported();
+bool amx_int8_active();
 const char* amx_reason();
 // Sets the mode; false for AMX_TILES where the tiles are not supported.
 bool amx_set(AmxMode mode);

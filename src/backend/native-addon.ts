@@ -60,12 +60,13 @@ export interface NativeAddon {
   /** Lower (or restore) the kernel ISA at run time; throws above supportedIsa(). FLOE_ISA sets it at load. */
   setIsa(isa: NativeIsa): void;
   /**
-   * AMX tiles (native/amx.inc: the bf16 GEMM of prefill and training): supported where CPUID, the OS (XCR0) and Linux's
-   * permission request all allow them (`reason` says which did not). mode: 'tiles' (the default where supported;
-   * FLOE_AMX=0 at load turns it off), 'off', or 'emulate' (FLOE_AMX=emulate; any host: the same code with the tile
-   * operations in scalar C++, for tests); active when not 'off' and the AVX-512 kernels are selected.
+   * AMX tiles (native/amx.inc: the bf16 GEMM of prefill and training; the int8 q8_0r16 matmul from 4 rows):
+   * supported where CPUID, the OS (XCR0) and Linux's permission request all allow them (`reason` says which did not);
+   * `int8`: the CPU also has amx_int8 (the q8_0r16 kernel runs on tiles only then). mode: 'tiles' (the default where
+   * supported; FLOE_AMX=0 at load turns it off), 'off', or 'emulate' (FLOE_AMX=emulate; any host: the same code with
+   * the tile operations in scalar C++, for tests); active when not 'off' and the AVX-512 kernels are selected.
    */
-  amx(): { supported: boolean; mode: AmxMode; active: boolean; reason: string };
+  amx(): { supported: boolean; mode: AmxMode; active: boolean; int8: boolean; reason: string };
   /** Sets the AMX mode at run time; throws for 'tiles' where they are not supported. */
   setAmx(mode: AmxMode): void;
   setThreads(n: number): void;

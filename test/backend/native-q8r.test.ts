@@ -1,6 +1,7 @@
 // q8_0 repacked for decode (q8_0r16): the native repack against the TS decoder of the same layout, the interleaved
 // GEMV (M < 32) and the GEMM's repacked panels (M >= 32) against a float64 emulation of the kernels' int8 x and
-// against the row layout's kernels, batch invariance, embedding, the AVX2 / scalar fallback, the training refusal,
+// against the row layout's kernels, batch invariance, the int8 AMX tiles (from 4 rows: on the tiles where the host has
+// amx_int8, else emulated) against the GEMV bit for bit, embedding, the AVX2 / scalar fallback, the training refusal,
 // and openModel repacking a real GGUF's q8_0 weights with logits unchanged. Counters prove which path ran.
 
 import assert from 'node:assert/strict';
@@ -15,6 +16,7 @@ import { quantizeTensor } from '../../src/tensor/quantize.js';
 import { Tensor } from '../../src/tensor/tensor.js';
 import { writeRandomGguf } from '../../bench/gguf-gen.js';
 import type { LlamaConfig } from '../../src/model/config.js';
+import type { AmxMode } from '../../src/backend/native-addon.js';
 import { generate, type GenerateResult } from '../../src/model/generate.js';
 import { openModel } from '../../src/model/open.js';
 import { assertClose, assertRepackOnHugePages, withSeed, type Rng } from './helpers.js';
@@ -66,6 +68,19 @@ function pathCount(path: string): number {
   return nativeCounters()[`matmul.path.${path}.avx512`] ?? 0;
 }
 
+/** Runs f in an AMX mode (the VNNI paths' tests: 'off'), then restores the mode the addon started in. */
+function withAmx<T>(mode: AmxMode, f: () => T): T {
+  const start = addon!.amx().mode;
+  addon!.setAmx(mode);
+  try {
+    return f();
+  } finally {
+    addon!.setAmx(start);
+  }
+}
+/** The int8 tiles where the host has them, else their emulation (the same code, scalar tile operations). */
+const int8Mode: AmxMode = addon?.amx().supported && addon.amx().int8 ? 'tiles' : 'emulate';
+
 describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
   it('repacks every row to the same values (TS decoder of the layout vs the row layout), odd and even block counts', () => {
     withSeed('q8r repack', (rng) => {
@@ -89,7 +104,7 @@ describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
   });
 
   it('matmul: GEMV below 32 rows, the in-place GEMM from 32, the packed GEMM from 384, against the float64 emulation and the row layout', () => {
-    withSeed('q8r matmul', (rng) => {
+    withAmx('off', () => withSeed('q8r matmul', (rng) => {
       const threads = addon!.getThreads();
       try {
         // N past a multiple of 48 (a panel of one or two groups), odd block counts, a short last K segment (34 blocks
@@ -118,11 +133,11 @@ describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
       } finally {
         addon!.setThreads(threads);
       }
-    });
+    }));
   });
 
   it('the in-place GEMM (32 <= M < 384) equals the packed GEMM bit for bit (same int32 sums, same f32 steps)', () => {
-    withSeed('q8r gemm exact', (rng) => {
+    withAmx('off', () => withSeed('q8r gemm exact', (rng) => {
       const [N, C] = [208, 1088];
       const r = repacked(q8(rng, N, C));
       for (const M of [32, 33, 100, 256, 383]) {
@@ -143,11 +158,11 @@ describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
         assert.deepEqual(got, yp.subarray(0, M * N), `M=${M}`);
         assert.ok(got.subarray(N, 2 * N).every(Number.isNaN) && got.subarray(0, N).every(Number.isFinite), 'NaN stays in its row');
       }
-    });
+    }));
   });
 
   it('batch invariance: each row of M < 32 equals its M = 1 result bit for bit, at 1 and 2 threads', () => {
-    withSeed('q8r invariance', (rng) => {
+    withAmx('off', () => withSeed('q8r invariance', (rng) => {
       const threads = addon!.getThreads();
       try {
         for (const t of [1, 2]) {
@@ -161,6 +176,52 @@ describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
             const y = new Float32Array(M * N);
             be!.matmul(y, x.subarray(0, M * C), r, M);
             assert.deepEqual(y, one.subarray(0, M * N), `M=${M}, ${t} threads`);
+          }
+        }
+      } finally {
+        addon!.setThreads(threads);
+      }
+    }));
+  });
+
+  it(`int8 AMX tiles [${int8Mode}] from 4 rows: every row equals its M = 1 GEMV result bit for bit, and the float64 emulation`, () => {
+    withSeed('q8r amx int8', (rng) => {
+      const threads = addon!.getThreads();
+      const path = int8Mode === 'tiles' ? 'amx_int8' : 'amx_int8_emu';
+      try {
+        // odd block counts (a lone last block), one group and many, rows past 16 and past a 64-row chunk
+        const shapes = [[16, 32], [48, 96], [64, 160], [208, 1088], [32, 2048]] as const;
+        for (const t of [1, 2]) {
+          addon!.setThreads(t);
+          for (const [N, C] of shapes) {
+            const r = repacked(q8(rng, N, C));
+            const Ms = N * C <= 64 * 160 ? [3, 4, 5, 15, 16, 17, 31, 32, 33, 64, 65, 100] : [4, 16, 33, 70];
+            const Mmax = Ms[Ms.length - 1]!;
+            const x = rng.normals(Mmax * C);
+            x[2 * C + 5] = NaN; // row 2: NaN in every output, on both paths
+            const one = new Float32Array(Mmax * N);
+            const g0 = pathCount('gemv_r16');
+            withAmx('off', () => {
+              for (let m = 0; m < Mmax; m++) be!.matmul(one.subarray(m * N, (m + 1) * N), x.subarray(m * C, (m + 1) * C), r, 1);
+            });
+            assert.equal(pathCount('gemv_r16'), g0 + Mmax, 'the GEMV made the reference rows');
+            for (const M of Ms) {
+              const at = `[${N},${C}] M=${M}, ${t} threads`;
+              const y = new Float32Array(M * N);
+              const before = pathCount(path);
+              withAmx(int8Mode, () => be!.matmul(y, x.subarray(0, M * C), r, M));
+              assert.equal(pathCount(path), before + (M >= 4 ? 1 : 0), `${at}: the ${path} path ran (from 4 rows)`);
+              assert.deepEqual(y, one.subarray(0, M * N), at);
+              assert.ok(y.subarray(2 * N, 3 * N).every(Number.isNaN) && y.subarray(0, N).every(Number.isFinite), `${at}: NaN stays in its row`);
+              if (M === Ms[1]) {
+                const xs = x.slice(0, M * C);
+                xs[2 * C + 5] = 0;
+                const { y: want, mag } = emulated(xs, r, M);
+                const yf = new Float32Array(M * N);
+                withAmx(int8Mode, () => be!.matmul(yf, xs, r, M));
+                assertClose(`amx int8 ${at} vs float64`, yf, want, { atol: 1e-6, rtol: 2e-6, mag });
+              }
+            }
           }
         }
       } finally {

@@ -5,6 +5,7 @@
 // and openModel repacking a real GGUF's q8_0 weights with logits unchanged. Counters prove which path ran.
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +22,10 @@ import { generate, type GenerateResult } from '../../src/model/generate.js';
 import { openModel } from '../../src/model/open.js';
 import { assertClose, assertRepackOnHugePages, withSeed, type Rng } from './helpers.js';
 
+// the int8 tiles for every M from 4 (read when the addon loads; by default they take 16 <= M < 32 only, checked below
+// in a child process), so the tests reach their row chunks, tails and single rows
+process.env.FLOE_AMX_Q8_MIN_M = '4';
+process.env.FLOE_AMX_Q8_MAX_M = '100000';
 const addon = loadAddon();
 const skip = !addon || addon.supportedIsa() !== 'avx512' ? 'needs the AVX-512 native addon' : false;
 const be = skip ? null : loadNativeBackend()!;
@@ -227,6 +232,37 @@ describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
       } finally {
         addon!.setThreads(threads);
       }
+    });
+  });
+
+  it('int8 AMX tiles by default take 16 <= M < 32 (decode batches): below, the GEMV; from 32, the GEMMs', () => {
+    const script = `
+      const { loadAddon } = await import(${JSON.stringify(new URL('../../src/backend/native-addon.ts', import.meta.url).href)});
+      const a = loadAddon();
+      const { loadNativeBackend, nativeCounters } = await import(${JSON.stringify(new URL('../../src/backend/native.ts', import.meta.url).href)});
+      const { quantizeTensor } = await import(${JSON.stringify(new URL('../../src/tensor/quantize.ts', import.meta.url).href)});
+      const { Tensor } = await import(${JSON.stringify(new URL('../../src/tensor/tensor.ts', import.meta.url).href)});
+      const be = loadNativeBackend();
+      const [N, C] = [32, 64];
+      const w = quantizeTensor(Float32Array.from({ length: N * C }, (_, i) => Math.sin(i)), [N, C], 'q8_0');
+      const r = new Tensor('q8_0', [N, C], a.q8Repack(w.data, N, C), undefined, undefined, 'q8_0r16');
+      const out = {};
+      for (const M of [8, 15, 16, 31, 32]) {
+        const before = { ...nativeCounters() };
+        be.matmul(new Float32Array(M * N), Float32Array.from({ length: M * C }, (_, i) => Math.cos(i)), r, M);
+        const after = nativeCounters();
+        out[M] = Object.keys(after).filter((k) => k.startsWith('matmul.path.') && after[k] !== (before[k] ?? 0)).join(',');
+      }
+      console.log(JSON.stringify(out));`;
+    const env = { ...process.env, FLOE_AMX: int8Mode === 'tiles' ? '1' : 'emulate' };
+    delete env.FLOE_AMX_Q8_MIN_M;
+    delete env.FLOE_AMX_Q8_MAX_M;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const tiles = int8Mode === 'tiles' ? 'amx_int8' : 'amx_int8_emu';
+    assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').pop()!), {
+      8: 'matmul.path.gemv_r16.avx512', 15: 'matmul.path.gemv_r16.avx512', 16: `matmul.path.${tiles}.avx512`,
+      31: `matmul.path.${tiles}.avx512`, 32: 'matmul.path.gemm_r16.avx512',
     });
   });
 

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The AMX checks and figures of BENCHMARKS.md "Session 14", in one go, on a host with amx_tile (Intel Sapphire /
-# Emerald Rapids or later): the tile GEMM against the reference backend (backend, train and model suites, AMX on and
-# off), the GEMM alone against floe's AVX-512 path and PyTorch, 1B bf16 prefill and the 1B LoRA step against PyTorch
-# bf16 and against floe with FLOE_AMX=0. Two threads, as in issue #9. Needs floe installed (npm install) and, for the
-# PyTorch peer, a python with torch (FLOE_PYTHON, default /usr/bin/python3).
+# The AMX checks and figures of BENCHMARKS.md "Session 14" and "Session 15", in one go, on a host with amx_tile
+# (Intel Sapphire / Emerald Rapids or later):
+# - the tile GEMM against the reference backend (backend, train and model suites, AMX on and off);
+# - the GEMM alone against floe's AVX-512 path and PyTorch;
+# - 1B bf16 prefill and the 1B LoRA step against PyTorch bf16 and against floe with FLOE_AMX=0;
+# - the int8 q8_0r16 tiles by M, and 16-stream q8_0 decode against llama.cpp called directly (bench/decode-streams.ts;
+#   the harness needs `npm run setup --prefix bench`).
+# Two threads, as in issue #9. Needs floe installed (npm install) and, for the PyTorch peer, a python with torch
+# (FLOE_PYTHON, default /usr/bin/python3).
 #
 # usage: bash bench/amx-host.sh [OUT_DIR]      (default bench/results/amx-<date>; SHAPE=small for a quick pass)
 set -u
@@ -29,4 +33,9 @@ FLOE_PYTHON=$PY node --import tsx bench/train.ts --shapes "$S" --bases bf16 --ck
 echo "train rc $?" | tee -a "$L"
 FLOE_AMX=0 node --import tsx bench/train.ts --shapes "$S" --bases bf16 --ckpt off --threads 2 --no-torch --steps 2 --out "$OUT/train-noamx.json" >> "$OUT/train.txt" 2>&1
 echo "train (FLOE_AMX=0) rc $?" | tee -a "$L"
+# int8 tiles for q8_0r16 (session 15): the kernel by M against the VNNI paths, and 16-stream decode vs llama.cpp direct
+node --import tsx bench/matmul-micro.ts --dtypes q8_0r16 --m 4,8,16,64,512 --threads 2 --reps 2 --rotate 8 --ab FLOE_AMX=0 > "$OUT/micro-q8.txt" 2>&1
+echo "micro q8_0r16 rc $?" | tee -a "$L"
+node --import tsx bench/decode-streams.ts --shape "$S" --streams 1,16 --prompt 128 --decode 32 --threads 2 --amx tiles,off --rounds 2 --out "$OUT/decode-streams.json" > "$OUT/decode-streams.txt" 2>&1
+echo "decode-streams rc $?" | tee -a "$L"; tail -9 "$OUT/decode-streams.txt" | tee -a "$L"
 grep -hE "^(1b|small) +bf16" "$OUT/core.txt" "$OUT/train.txt" | tee -a "$L"

@@ -254,7 +254,7 @@ describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
         out[M] = Object.keys(after).filter((k) => k.startsWith('matmul.path.') && after[k] !== (before[k] ?? 0)).join(',');
       }
       console.log(JSON.stringify(out));`;
-    const env = { ...process.env, FLOE_AMX: int8Mode === 'tiles' ? '1' : 'emulate' };
+    const env: NodeJS.ProcessEnv = { ...process.env, FLOE_AMX: int8Mode === 'tiles' ? '1' : 'emulate' };
     delete env.FLOE_AMX_Q8_MIN_M;
     delete env.FLOE_AMX_Q8_MAX_M;
     const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env, encoding: 'utf8' });

@@ -1,15 +1,18 @@
 // Batched decode in-process: S concurrent streams through floe's engine (no HTTP) against llama.cpp called directly
 // (bench/harness/llama_bench.cpp, --n-seq S) on the same GGUF, in one run, on the same host.
 //
-// usage: node --import tsx bench/decode-streams.ts [--shape 1b] [--streams 1,16] [--prompt 128] [--decode 48]
-//          [--threads 2] [--amx tiles,off] [--rounds 2] [--no-harness] [--harness BIN --backends DIR] [--out FILE]
+// usage: node --import tsx bench/decode-streams.ts [--shape 1b] [--format q8_0|fp8|bf16] [--streams 1,16] [--prompt 128]
+//          [--decode 48] [--threads 2] [--amx tiles,off] [--rounds 2] [--no-harness] [--harness BIN --backends DIR]
+//          [--out FILE]
 //
 // floe: S distinct random prompts of --prompt tokens are prefilled (outside the measurement), then every stream
 // decodes greedily; the figure is tokens / wall time over --decode steps in which all S streams decode. Each AMX mode in
 // --amx ('tiles': the int8 q8_0r16 tiles where the host has them; 'off': the AVX-512 VNNI kernels) is measured in the
 // same process, the modes alternating for --rounds rounds (the best round counts), so both see the same host.
-// llama.cpp: the prebuilt library node-llama-cpp ships, through the C++ harness (distinct prompts, greedy, --decode
-// tokens per stream; its decode_tps is the steady rate of its decode loop). --harness / --backends name a prebuilt
+// --format picks floe's weights: a q8_0 or bf16 GGUF, or an fp8 (E4M3, row scales) safetensors directory, all random
+// at the shape's sizes. llama.cpp: the prebuilt library node-llama-cpp ships, through the C++ harness on the q8_0 GGUF
+// (llama.cpp has no fp8; bf16 runs on its own GGUF), distinct prompts, greedy, --decode tokens per stream; its
+// decode_tps is the steady rate of its decode loop. --harness / --backends name a prebuilt
 // harness and a directory of libggml-cpu-*.so variants (hosts without a compiler); otherwise bench/harness/build.ts
 // builds it. Prints the host's CPU model and ISA flags, each figure, and the ratios the issue names.
 
@@ -24,6 +27,7 @@ import { KvCache } from '../src/model/kv-cache.js';
 import { openModel } from '../src/model/open.js';
 import { DEFAULT_SAMPLING } from '../src/model/sampler.js';
 import { CACHE_DIR } from './harness/build.js';
+import { ensureFp8Dir } from './fp8-gen.js';
 import { ensureGguf } from './gguf-gen.js';
 import { machineInfo, machineLine } from './machine.js';
 import { burstPrompts } from './serve-trace.js';
@@ -32,8 +36,11 @@ import { SHAPES } from './shapes.js';
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH);
 
+type Format = 'q8_0' | 'fp8' | 'bf16';
+
 interface Options {
   shape: string;
+  format: Format;
   streams: number[];
   prompt: number;
   decode: number;
@@ -47,7 +54,7 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { shape: '1b', streams: [1, 16], prompt: 128, decode: 48, threads: 2, amx: ['tiles', 'off'], rounds: 2, harness: true, harnessBin: null, backends: null, out: null };
+  const o: Options = { shape: '1b', format: 'q8_0', streams: [1, 16], prompt: 128, decode: 48, threads: 2, amx: ['tiles', 'off'], rounds: 2, harness: true, harnessBin: null, backends: null, out: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!, v = (): string => {
       const s = argv[++i];
@@ -60,6 +67,11 @@ function parseArgs(argv: string[]): Options {
       return n;
     };
     if (a === '--shape') o.shape = v();
+    else if (a === '--format') {
+      const f = v();
+      if (f !== 'q8_0' && f !== 'fp8' && f !== 'bf16') throw new Error(`--format: q8_0, fp8 or bf16, got '${f}'`);
+      o.format = f;
+    }
     else if (a === '--streams') o.streams = v().split(',').map((s) => {
       const n = Number(s);
       if (!Number.isInteger(n) || n < 1) throw new Error(`--streams: expected positive integers, got '${s}'`);
@@ -116,7 +128,9 @@ async function main(): Promise<void> {
   log(`amx: ${JSON.stringify(addon.amx())}`);
   const shape = SHAPES[o.shape]!;
   fs.mkdirSync(CACHE_DIR, { recursive: true });
-  const file = ensureGguf(CACHE_DIR, o.shape, shape.config, 'q8_0', log);
+  const file = o.format === 'fp8' ? ensureFp8Dir(CACHE_DIR, o.shape, shape.config, log) : ensureGguf(CACHE_DIR, o.shape, shape.config, o.format, log);
+  const peerFile = o.format === 'fp8' ? ensureGguf(CACHE_DIR, o.shape, shape.config, 'q8_0', log) : file;
+  const peerFormat = o.format === 'fp8' ? 'q8_0' : o.format;
 
   const { model: m, tokenizer } = await openModel(file, { threads: o.threads, backend: 'native', tokenizerOptional: true });
   const V = m.config.vocabSize, maxS = Math.max(...o.streams);
@@ -153,7 +167,7 @@ async function main(): Promise<void> {
         // the engine is dropped here
         const tps = gen / (ms / 1000);
         ((floe[mode] ??= {})[S] ??= []).push(tps);
-        log(`floe q8_0 [AMX ${mode}] ${S} streams, round ${round + 1}: ${tps.toFixed(1)} tok/s (${(ms / o.decode).toFixed(1)} ms/step); matmul paths ${JSON.stringify(paths[`${mode}/${S}`])}`);
+        log(`floe ${o.format} [AMX ${mode}] ${S} streams, round ${round + 1}: ${tps.toFixed(1)} tok/s (${(ms / o.decode).toFixed(1)} ms/step); matmul paths ${JSON.stringify(paths[`${mode}/${S}`])}`);
       }
     }
   }
@@ -168,9 +182,9 @@ async function main(): Promise<void> {
       const pf = path.join(CACHE_DIR, `decode-streams-prompt-${o.shape}-${o.prompt}.txt`);
       fs.writeFileSync(pf, prompts[0]!.join(' ') + '\n');
       for (const S of o.streams) {
-        const r = runHarness(tools.bin, tools.backends, file, pf, o.threads, S, o.decode + 1);
+        const r = runHarness(tools.bin, tools.backends, peerFile, pf, o.threads, S, o.decode + 1);
         llama[S] = r.decode_tps;
-        log(`llama.cpp direct q8_0 ${S} streams: ${r.decode_tps.toFixed(1)} tok/s`);
+        log(`llama.cpp direct ${peerFormat} ${S} streams: ${r.decode_tps.toFixed(1)} tok/s`);
       }
     }
   }
@@ -181,10 +195,10 @@ async function main(): Promise<void> {
   };
   const lines: string[] = [];
   lines.push(`machine: ${machineLine(machine)}`);
-  lines.push(`decode throughput, tok/s (${o.shape} q8_0, ${o.threads} threads, prompts ${o.prompt}, ${o.decode} steps; floe best of ${o.rounds} rounds)`);
+  lines.push(`decode throughput, tok/s (${o.shape}, floe ${o.format}, llama.cpp ${peerFormat}, ${o.threads} threads, prompts ${o.prompt}, ${o.decode} steps; floe best of ${o.rounds} rounds)`);
   lines.push(`engine                 ${o.streams.map((S) => `${S} stream${S > 1 ? 's' : ''}`.padStart(11)).join(' ')}`);
   for (const mode of o.amx) lines.push(`floe [AMX ${mode}]`.padEnd(22) + ' ' + o.streams.map((S) => (best(mode, S)?.toFixed(1) ?? '-').padStart(11)).join(' '));
-  if (Object.keys(llama).length) lines.push('llama.cpp direct'.padEnd(22) + ' ' + o.streams.map((S) => (llama[S]?.toFixed(1) ?? '-').padStart(11)).join(' '));
+  if (Object.keys(llama).length) lines.push(`llama.cpp direct ${peerFormat}`.padEnd(22) + ' ' + o.streams.map((S) => (llama[S]?.toFixed(1) ?? '-').padStart(11)).join(' '));
   const ratios: Record<string, number> = {};
   const maxS1 = maxS, one = o.streams.includes(1) ? 1 : null;
   for (const mode of o.amx) {

@@ -16,7 +16,7 @@
 
 import { loadAddon } from '../src/backend/native-addon.js';
 import { loadNativeBackend, nativeCounters } from '../src/backend/native.js';
-import { amxTilesOn, bf16Peak, machineLine } from './machine.js';
+import { amxTilesOn, bf16Peak, int8Peak, machineLine } from './machine.js';
 import { Tensor, type DType } from '../src/tensor/tensor.js';
 
 function arg(name: string, def: string): string {
@@ -132,16 +132,23 @@ function measure(j: Job, n: number): Best {
   return { wall, cpu, path };
 }
 
-// bf16 / fp8 figures as a fraction of the peak of the ISA that ran them: the AMX tiles (amx_bf16* paths) or vdpbf16ps
+// bf16 / fp8 figures as a fraction of the peak of the ISA that ran them: the AMX tiles (amx_bf16* paths) or vdpbf16ps;
+// q8_0 figures (int8 ops) likewise: the AMX int8 tiles (amx_int8* paths) or vpdpbusd. Each peak is probed only when a
+// dtype of its kind is measured.
 const bf16Dtypes = new Set(['bf16', 'fp8', 'bf16r16', 'fp8r16']);
-const peaks = child ? null : (() => {
-  try {
-    return { vdp: bf16Peak(threads, false), amx: amxTilesOn() ? bf16Peak(threads, true) : null };
-  } catch { return null; }
-})();
+const int8Dtypes = new Set(['q8_0', 'q8_0r16']);
+type Peak = { gflops: number; isa: string } | null;
+const probe = (f: () => { gflops: number; isa: string }): Peak => { try { return f(); } catch { return null; } };
+const peaks = child ? null : {
+  vdp: dtypes.some((d) => bf16Dtypes.has(d)) ? probe(() => bf16Peak(threads, false)) : null,
+  amx: dtypes.some((d) => bf16Dtypes.has(d)) && amxTilesOn() ? probe(() => bf16Peak(threads, true)) : null,
+  vnni: dtypes.some((d) => int8Dtypes.has(d)) ? probe(() => int8Peak(threads, false)) : null,
+  amxInt8: dtypes.some((d) => int8Dtypes.has(d)) && amxTilesOn() && addon.amx().int8 ? probe(() => int8Peak(threads, true)) : null,
+};
 function ofPeak(name: string, b: Best, flop: number): string {
-  if (!peaks || !bf16Dtypes.has(name)) return '—';
-  const p = b.path.startsWith('amx_bf16') ? peaks.amx : peaks.vdp;
+  if (!peaks) return '—';
+  const p = bf16Dtypes.has(name) ? (b.path.startsWith('amx_bf16') ? peaks.amx : peaks.vdp)
+    : int8Dtypes.has(name) ? (b.path.startsWith('amx_int8') ? peaks.amxInt8 : peaks.vnni) : null;
   return p ? `${(100 * flop / b.wall / 1e9 / p.gflops).toFixed(0)}%` : '—';
 }
 
@@ -157,7 +164,11 @@ if (child) {
   }) : [];
   const ask = (i: number, j: Job): Promise<Best> => new Promise((res) => { kids[i]!.once('message', (b) => res(b as Best)); kids[i]!.send(j); });
   console.log(`machine: ${machineLine()}`);
-  if (peaks) console.log(`bf16 peak at ${threads} threads (wall): vdpbf16ps ${peaks.vdp.gflops.toFixed(0)} GF/s${peaks.amx ? `, AMX tiles ${peaks.amx.gflops.toFixed(0)} GF/s` : ''}; "of peak": wall GF/s of bf16/fp8 rows ÷ the peak of the path's ISA`);
+  if (peaks) {
+    const f = (label: string, p: Peak, unit: string): string | null => (p ? `${label} ${p.gflops.toFixed(0)} ${unit}` : null);
+    const parts = [f('vdpbf16ps', peaks.vdp, 'GF/s'), f('AMX bf16 tiles', peaks.amx, 'GF/s'), f('vpdpbusd', peaks.vnni, 'GOP/s'), f('AMX int8 tiles', peaks.amxInt8, 'GOP/s')].filter(Boolean);
+    if (parts.length) console.log(`peaks at ${threads} threads (wall): ${parts.join(', ')}; "of peak": wall GF/s (q8_0: int8 GOP/s) ÷ the peak of the path's ISA`);
+  }
   console.log(`isa ${addon.isa()}, threads ${threads}, reps ${reps} (best), load ${(await import('node:os')).loadavg().map((v) => v.toFixed(1)).join(' ')}${ab ? `, old = ${ab}, new = without it, alternating` : ''}`);
   console.log(ab
     ? 'op  dtype    M      N      C   old ms(cpu)  new ms(cpu)  new/old   old ms(wall)  new ms(wall)   new cpu GF/s   old path / of peak   new path / of peak'

@@ -1,11 +1,14 @@
 // bf16 FLOP ceiling probe: N threads each issue independent vdpbf16ps (AVX512-BF16) chains; prints one JSON line.
 //
-// usage: train-peak [--threads N] [--ms 300] [--reps 5] [--amx]
+// usage: train-peak [--threads N] [--ms 300] [--reps 5] [--amx] [--int8]
 // gflops: wall clock; gflops_per_cpu_time: summed per-thread FLOPs per thread CPU-second (what a quiet machine gives).
 // One zmm vdpbf16ps = 16 lanes x 2 bf16 products + 2 adds = 64 FLOPs. Without AVX512-BF16 the probe measures f32
 // FMA (zmm or ymm) instead and says so in "isa". Best of `reps` timed rounds, each about `ms` long.
 // --amx: the AMX tile peak instead (TDPBF16PS on four 16 x 16 f32 accumulators, 16·16·32·2 FLOPs each), where the
 // compiler targets AMX (-march=native on such a host) and Linux grants the tile state; else an error.
+// --int8: the int8 peak instead, in GOP/s (a product and an add are 2 ops, as for FLOPs): vpdpbusd zmm (16 lanes x 4
+// u8·s8 products = 128 ops), or with --amx TDPBSSD (16·16·64·2 ops each; needs amx_int8). The q8_0 kernels' figures
+// are fractions of these.
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -75,6 +78,24 @@ float chain(long iters, float seed) {
 }
 #endif
 
+#if defined(__AVX512VNNI__)
+constexpr bool kHasVnni = true;
+float chain_int8(long iters, float seed) {
+  __m512i acc[kAcc];
+  for (int j = 0; j < kAcc; j++) acc[j] = _mm512_set1_epi32(int(seed) * j);
+  const __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(1);
+  for (long i = 0; i < iters; i++) {
+    for (int j = 0; j < kAcc; j++) acc[j] = _mm512_dpbusd_epi32(acc[j], a, b);
+  }
+  __m512i s = acc[0];
+  for (int j = 1; j < kAcc; j++) s = _mm512_add_epi32(s, acc[j]);
+  return float(_mm512_reduce_add_epi32(s));
+}
+#else
+constexpr bool kHasVnni = false;
+float chain_int8(long, float) { return 0; }
+#endif
+
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
 constexpr bool kHasAmx = true;
 constexpr double kAmxFlopsPerIter = 4.0 * 16 * 16 * 32 * 2;  // four TDPBF16PS per iteration
@@ -119,6 +140,36 @@ constexpr double kAmxFlopsPerIter = 0;
 float chain_amx(long, float) { return 0; }
 #endif
 
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__)
+constexpr bool kHasAmxInt8 = true;
+float chain_amx_int8(long iters, float seed) {
+  alignas(64) static int8_t ones[16 * 64];
+  for (auto& v : ones) v = 1;
+  _tile_loadconfig(&kTileConfig);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, ones, 64);
+  _tile_loadd(5, ones, 64);
+  _tile_loadd(6, ones, 64);
+  _tile_loadd(7, ones, 64);
+  for (long i = 0; i < iters; i++) {
+    _tile_dpbssd(0, 4, 6);
+    _tile_dpbssd(1, 4, 7);
+    _tile_dpbssd(2, 5, 6);
+    _tile_dpbssd(3, 5, 7);
+  }
+  alignas(64) int32_t out[16 * 16];
+  _tile_stored(0, out, 64);
+  _tile_release();
+  return float(out[0]) + seed;
+}
+#else
+constexpr bool kHasAmxInt8 = false;
+float chain_amx_int8(long, float) { return 0; }
+#endif
+
 double thread_cpu_s() {
   timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -133,9 +184,10 @@ double now_s() {
 
 int main(int argc, char** argv) {
   int threads = 1, ms = 300, reps = 5;
-  bool amx = false;
+  bool amx = false, int8 = false;
   for (int i = 1; i < argc; i += 2) {
     if (!strcmp(argv[i], "--amx")) { amx = true; i--; continue; }
+    if (!strcmp(argv[i], "--int8")) { int8 = true; i--; continue; }
     if (i + 1 >= argc) { fprintf(stderr, "train-peak: %s needs a value\n", argv[i]); return 2; }
     if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--ms")) ms = atoi(argv[i + 1]);
@@ -143,14 +195,16 @@ int main(int argc, char** argv) {
     else { fprintf(stderr, "train-peak: unknown flag %s\n", argv[i]); return 2; }
   }
   if (threads < 1 || ms < 1 || reps < 1) { fprintf(stderr, "train-peak: --threads, --ms, --reps must be >= 1\n"); return 2; }
+  if (int8 && !amx && !kHasVnni) { fprintf(stderr, "train-peak: --int8: built without AVX512-VNNI\n"); return 2; }
+  if (int8 && amx && !kHasAmxInt8) { fprintf(stderr, "train-peak: --amx --int8: built without AMX-INT8 (g++ -march=native on a host with amx_int8)\n"); return 2; }
   if (amx && !kHasAmx) { fprintf(stderr, "train-peak: --amx: built without AMX (g++ -march=native on a host with amx_tile, amx_bf16)\n"); return 2; }
   if (amx && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) != 0) {
     fprintf(stderr, "train-peak: --amx: Linux refused the tile state (arch_prctl)\n");
     return 2;
   }
-  float (*const run)(long, float) = amx ? chain_amx : chain;
-  const double flops_per_iter = amx ? kAmxFlopsPerIter : kAcc * kFlopsPerOp;
-  const char* isa = amx ? "amx_bf16 tdpbf16ps" : kIsa;
+  float (*const run)(long, float) = int8 ? (amx ? chain_amx_int8 : chain_int8) : amx ? chain_amx : chain;
+  const double flops_per_iter = int8 ? (amx ? 4.0 * 16 * 16 * 64 * 2 : kAcc * 128.0) : amx ? kAmxFlopsPerIter : kAcc * kFlopsPerOp;
+  const char* isa = int8 ? (amx ? "amx_int8 tdpbssd" : "avx512_vnni vpdpbusd zmm") : amx ? "amx_bf16 tdpbf16ps" : kIsa;
   // calibrate iterations per thread for about `ms` on one thread
   long iters = 1 << 16;
   for (;;) {

@@ -89,16 +89,16 @@ float chain_int8(long iters, float seed) {
   }
   __m512i s = acc[0];
   for (int j = 1; j < kAcc; j++) s = _mm512_add_epi32(s, acc[j]);
-  return float(_mm512_reduce_add_epi32(s));
+  int32_t out[16];
+  _mm512_storeu_si512(out, s);
+  return float(out[0] + out[15]);
 }
 #else
 constexpr bool kHasVnni = false;
 float chain_int8(long, float) { return 0; }
 #endif
 
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
-constexpr bool kHasAmx = true;
-constexpr double kAmxFlopsPerIter = 4.0 * 16 * 16 * 32 * 2;  // four TDPBF16PS per iteration
+#if defined(__AMX_TILE__)
 struct alignas(64) TileConfig {
   uint8_t palette, start_row, reserved[14];
   uint16_t colsb[16];
@@ -111,40 +111,9 @@ constexpr TileConfig make_config() {
   return c;
 }
 alignas(64) const TileConfig kTileConfig = make_config();  // in memory: see native/amx.inc on GCC and ldtilecfg
-alignas(64) uint16_t kOnes[16 * 32];
-float chain_amx(long iters, float seed) {
-  for (auto& v : kOnes) v = 0x3f80;  // bf16 1.0
-  _tile_loadconfig(&kTileConfig);
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  _tile_loadd(4, kOnes, 64);
-  _tile_loadd(5, kOnes, 64);
-  _tile_loadd(6, kOnes, 64);
-  _tile_loadd(7, kOnes, 64);
-  for (long i = 0; i < iters; i++) {
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
-  }
-  alignas(64) float out[16 * 16];
-  _tile_stored(0, out, 64);
-  _tile_release();
-  return out[0] + seed;
-}
-#else
-constexpr bool kHasAmx = false;
-constexpr double kAmxFlopsPerIter = 0;
-float chain_amx(long, float) { return 0; }
-#endif
-
-#if defined(__AMX_TILE__) && defined(__AMX_INT8__)
-constexpr bool kHasAmxInt8 = true;
-float chain_amx_int8(long iters, float seed) {
-  alignas(64) static int8_t ones[16 * 64];
-  for (auto& v : ones) v = 1;
+// iters × four tile products (dp: into tmm0-3 from tmm4-5 × tmm6-7, all loaded from `ones`, 16 × 64 bytes)
+template <class Dp>
+float chain_tiles(long iters, float seed, const void* ones, Dp dp) {
   _tile_loadconfig(&kTileConfig);
   _tile_zero(0);
   _tile_zero(1);
@@ -154,16 +123,44 @@ float chain_amx_int8(long iters, float seed) {
   _tile_loadd(5, ones, 64);
   _tile_loadd(6, ones, 64);
   _tile_loadd(7, ones, 64);
-  for (long i = 0; i < iters; i++) {
+  for (long i = 0; i < iters; i++) dp();
+  alignas(64) int32_t out[16 * 16];
+  _tile_stored(0, out, 64);
+  _tile_release();
+  return float(out[0] & 0xff) + seed;
+}
+#endif
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+constexpr bool kHasAmx = true;
+constexpr double kAmxFlopsPerIter = 4.0 * 16 * 16 * 32 * 2;  // four TDPBF16PS per iteration
+alignas(64) uint16_t kOnes[16 * 32];
+float chain_amx(long iters, float seed) {
+  for (auto& v : kOnes) v = 0x3f80;  // bf16 1.0
+  return chain_tiles(iters, seed, kOnes, [] {
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  });
+}
+#else
+constexpr bool kHasAmx = false;
+constexpr double kAmxFlopsPerIter = 0;
+float chain_amx(long, float) { return 0; }
+#endif
+
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__)
+constexpr bool kHasAmxInt8 = true;
+alignas(64) int8_t kOnes8[16 * 64];
+float chain_amx_int8(long iters, float seed) {
+  for (auto& v : kOnes8) v = 1;
+  return chain_tiles(iters, seed, kOnes8, [] {
     _tile_dpbssd(0, 4, 6);
     _tile_dpbssd(1, 4, 7);
     _tile_dpbssd(2, 5, 6);
     _tile_dpbssd(3, 5, 7);
-  }
-  alignas(64) int32_t out[16 * 16];
-  _tile_stored(0, out, 64);
-  _tile_release();
-  return float(out[0]) + seed;
+  });
 }
 #else
 constexpr bool kHasAmxInt8 = false;

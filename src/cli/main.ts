@@ -12,6 +12,7 @@ import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { TextStream } from '../model/text-stream.js';
 import type { BackendName } from '../backend/select.js';
+import { loadAddon } from '../backend/native-addon.js';
 import type { KvDType } from '../backend/backend.js';
 import {
   type Range, commandHelp, conflicts, defaultMaxTokens, kvCacheDtype, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, samplingFlags, textOrStdin, UsageError,
@@ -22,7 +23,7 @@ import { joinPipeline, PIPELINE_FLAGS, pipelineFlags } from './pipeline.js';
 const HELP = `floe — serve and fine-tune Llama-family models
 
 Usage:
-  floe info [MODEL]                    architecture, parameters, dtypes, memory
+  floe info [MODEL]                    architecture, parameters, dtypes, memory, kernels (ISA, AMX)
   floe generate [--model PATH] (--prompt TEXT | --prompt - | --prompt-ids 1,2,3) [options]
   floe chat [--model PATH] [--system TEXT] [generate's sampling options]
                                        interactive chat on stdin (chat template, streamed answers,
@@ -319,11 +320,16 @@ async function info(args: string[]): Promise<number> {
   }
   const kvDtype: KvDType = dtypes.f32 === params ? 'f32' : 'bf16';
   const kvPerToken = KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, kvDtype);
+  const addon = loadAddon();
+  const kernels = addon
+    ? { backend: 'native', isa: addon.isa(), supported_isa: addon.supportedIsa(), threads: addon.getThreads(), amx: addon.amx() }
+    : { backend: 'reference', reason: 'the native addon is not built (npm install builds it)' };
   const out = {
     path: m.path, format: m.format, architecture: 'llama',
     parameters: params, weight_bytes: bytes, dtypes,
     config: c,
     kv_cache: { dtype: kvDtype, bytes_per_token: kvPerToken, bytes_at_max_context: kvPerToken * c.maxPositionEmbeddings },
+    kernels,
   };
   m.dispose();
   if (values.json) { process.stdout.write(JSON.stringify(out) + '\n'); return 0; }
@@ -338,9 +344,20 @@ async function info(args: string[]): Promise<number> {
     `dtypes       ${Object.entries(dtypes).map(([d, n]) => `${d} ${(100 * n / params).toFixed(1)}%`).join(', ')}`,
     `weights      ${mib(bytes)}`,
     `kv cache     ${kvDtype}: ${(kvPerToken / 1024).toFixed(1)} KiB per token, ${mib(kvPerToken * c.maxPositionEmbeddings)} at full context`,
+    `kernels      ${kernelsLine(addon)}`,
   ];
   process.stdout.write(lines.join('\n') + '\n');
   return 0;
+}
+
+/** This host's kernels, as `floe info` prints them: the native ISA and threads, and what the AMX tiles run. */
+function kernelsLine(addon: ReturnType<typeof loadAddon>): string {
+  if (!addon) return 'reference (TypeScript): the native addon is not built (npm install builds it)';
+  const a = addon.amx();
+  const amx = a.active
+    ? `AMX ${a.mode === 'emulate' ? 'emulated' : 'tiles'}: bf16 / fp8 GEMMs${a.int8 || a.mode === 'emulate' ? ', int8 for Q8_0 decode batches' : ''}`
+    : a.supported ? `AMX off (${a.mode === 'off' ? 'FLOE_AMX=0 or setAmx' : 'not on the AVX-512 kernels'})` : `no AMX: ${a.reason}`;
+  return `native ${addon.isa()}${addon.isa() !== addon.supportedIsa() ? ` (host supports ${addon.supportedIsa()})` : ''}, ${addon.getThreads()} threads; ${amx}`;
 }
 
 async function generateCmd(args: string[]): Promise<number> {

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
+import { loadAddon } from '../../src/backend/native-addon.js';
 
 const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
 const FIX = fileURLToPath(new URL('../fixtures/models/', import.meta.url));
@@ -65,6 +66,15 @@ test('floe info prints the architecture', () => {
   assert.equal(j.config.numLayers, 2);
   assert.ok(j.dtypes.fp8_e4m3 > 0);
   assert.ok(j.parameters > 0);
+  // the host's kernels, as the addon reports them (ISA, AMX and why not)
+  const addon = loadAddon();
+  if (addon) {
+    assert.deepEqual(j.kernels, { backend: 'native', isa: addon.isa(), supported_isa: addon.supportedIsa(), threads: j.kernels.threads, amx: addon.amx() });
+    const text = floe('info', FIX + 'fp8_block');
+    assert.match(text.out, new RegExp(`^kernels +native ${addon.isa()}.*${addon.amx().active ? 'AMX tiles' : addon.amx().supported ? 'AMX off' : 'no AMX: '}`, 'm'));
+  } else {
+    assert.equal(j.kernels.backend, 'reference');
+  }
 });
 
 test('floe rejects bad input with a clear message', () => {

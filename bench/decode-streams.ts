@@ -5,8 +5,9 @@
 //          [--decode 48] [--threads 2] [--amx tiles,off] [--rounds 2] [--no-harness] [--harness BIN --backends DIR]
 //          [--out FILE]
 //
-// floe: S distinct random prompts of --prompt tokens are prefilled (outside the measurement), then every stream
-// decodes greedily; the figure is tokens / wall time over --decode steps in which all S streams decode. Each AMX mode in
+// floe: the KV cache is committed, S distinct random prompts of --prompt tokens are prefilled (outside the
+// measurement), then every stream decodes greedily; the figure is tokens / wall time over --decode steps in which all
+// S streams decode. Each AMX mode in
 // --amx ('tiles': the int8 q8_0r16 tiles where the host has them; 'off': the AVX-512 VNNI kernels) is measured in the
 // same process, the modes alternating for --rounds rounds (the best round counts), so both see the same host.
 // --format picks floe's weights: a q8_0 or bf16 GGUF, or an fp8 (E4M3, row scales) safetensors directory, all random
@@ -146,6 +147,9 @@ async function main(): Promise<void> {
           maxNumSeqs: S,
           kvCacheMemory: KvCache.bytesPerToken(m.config.numLayers, m.config.numKvHeads, m.config.headDim, 'f32') * (o.prompt + o.decode + 80) * S,
         });
+        // the KV cache's pages committed before anything is timed, as llama.cpp's buffers are when its context is made
+        // (serve --kv-prefault does the same): a first write to each page costs ~20 µs on a VM
+        for (const b of engine.runner.kv.buffers()) b.fill(0);
         prompts.slice(0, S).forEach((p, i) => engine.add({
           kind: 'generate', id: `r${i}`, promptIds: p, sampling: { ...DEFAULT_SAMPLING, temperature: 0, logitBias: null }, maxTokens: o.decode + 64, n: 1,
           stop: [], stopTokenIds: [], ignoreEos: true, logprobs: null, promptLogprobs: null, skipSpecialTokens: true,

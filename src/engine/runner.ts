@@ -89,6 +89,9 @@ interface Prepared {
 export class ModelRunner {
   private readonly logp: Float32Array; // (V)
   private readonly masked: Float32Array; // (V) a constrained slot's logits
+  // (R, V) the step's logits, reused step after step (finish reads them before the next forward): a fresh 8 MB array
+  // per 16-row step of a 128K vocabulary cost a zero-fill, and in the server's worker page faults on top
+  private logits = new Float32Array(0);
   maskedSamples = 0; // slots sampled through a constraint mask (tests check the constrained path ran)
 
   constructor(readonly model: LlamaModel, readonly kv: KvCache, readonly remote: RemoteForward | null = null) {
@@ -106,14 +109,21 @@ export class ModelRunner {
     if (this.remote) throw new Error('runner: this model runs through pipeline stages, use executeAsync');
     const p = this.prepare(out, seqOf);
     if (!p) return [];
-    return this.finish(out, seqOf, p, this.model.forward(p.inp, this.kv, p.hiddenOut));
+    return this.finish(out, seqOf, p, this.model.forward(p.inp, this.kv, p.hiddenOut, this.logitsFor(p)));
+  }
+
+  /** The reusable logits buffer, grown to this step's rows. */
+  private logitsFor(p: Prepared): Float32Array {
+    const n = (p.inp.numLogits ?? p.inp.logitRows.length) * this.model.config.vocabSize;
+    if (this.logits.length < n) this.logits = new Float32Array(n);
+    return this.logits;
   }
 
   /** execute() with the forward pass through the remote stages (or local when there are none). */
   async executeAsync(out: SchedulerOutput, seqOf: (id: string) => RunnerSeq): Promise<SeqResult[]> {
     const p = this.prepare(out, seqOf);
     if (!p) return [];
-    const logits = this.remote ? await this.remote.forward(p.inp, this.kv, p.hiddenOut) : this.model.forward(p.inp, this.kv, p.hiddenOut);
+    const logits = this.remote ? await this.remote.forward(p.inp, this.kv, p.hiddenOut) : this.model.forward(p.inp, this.kv, p.hiddenOut, this.logitsFor(p));
     return this.finish(out, seqOf, p, logits);
   }
 

@@ -147,12 +147,14 @@ export class LlamaModel {
 
   /**
    * Run T tokens through the model, writing their K/V into `kv`, and return logits (R, V) for `logitRows`.
-   * With `hiddenOut` (R, D), also copy the final-normed hidden states of those rows (for embeddings).
+   * With `hiddenOut` (R, D), also copy the final-normed hidden states of those rows (for embeddings). With
+   * `logitsOut` (at least R·V), the logits are written there and a view of it is returned instead of a new array
+   * (the engine's runner reuses one buffer, as it reads each step's logits before the next).
    */
-  forward(inp: ForwardInput, kv: KvCache, hiddenOut?: Float32Array): Float32Array {
+  forward(inp: ForwardInput, kv: KvCache, hiddenOut?: Float32Array, logitsOut?: Float32Array): Float32Array {
     const x = this.embedTokens(inp.tokens);
     this.forwardLayers(x, inp, kv);
-    return this.head(x, inp.logitRows, inp.numLogits ?? inp.logitRows.length, hiddenOut);
+    return this.head(x, inp.logitRows, inp.numLogits ?? inp.logitRows.length, hiddenOut, logitsOut);
   }
 
   /** The residual stream (T, D) of a T-token step, in the workspace (a later pipeline stage copies its input here). */
@@ -225,8 +227,11 @@ export class LlamaModel {
     }
   }
 
-  /** Final norm + head over rows `logitRows` of x (T, D): logits (numLogits, V); hiddenOut (R, D) gets the normed rows. */
-  head(x: Float32Array, logitRows: Int32Array, numLogits: number, hiddenOut?: Float32Array): Float32Array {
+  /**
+   * Final norm + head over rows `logitRows` of x (T, D): logits (numLogits, V), in `logitsOut` when given (else a new
+   * array handed to the caller); hiddenOut (R, D) gets the normed rows.
+   */
+  head(x: Float32Array, logitRows: Int32Array, numLogits: number, hiddenOut?: Float32Array, logitsOut?: Float32Array): Float32Array {
     const cfg = this.config;
     const be = this.backend;
     const D = cfg.hiddenSize;
@@ -239,7 +244,11 @@ export class LlamaModel {
     const normed = h.subarray(0, R * D);
     be.rmsnorm(normed, rows, this.weights.norm, R, cfg.rmsNormEps);
     if (hiddenOut) hiddenOut.set(normed);
-    const logits = new Float32Array(numLogits * cfg.vocabSize); // (RL, V) handed to the caller
+    if (logitsOut && logitsOut.length < numLogits * cfg.vocabSize) {
+      throw new Error(`head: logitsOut holds ${logitsOut.length} values, ${numLogits} rows of logits need ${numLogits * cfg.vocabSize}`);
+    }
+    // (RL, V): every value is written by the matmul
+    const logits = logitsOut ? logitsOut.subarray(0, numLogits * cfg.vocabSize) : new Float32Array(numLogits * cfg.vocabSize);
     if (numLogits > 0) be.matmul(logits, normed.subarray(0, numLogits * D), this.weights.head, numLogits);
     return logits;
   }

@@ -19,23 +19,18 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { loadAddon, type AmxMode } from '../src/backend/native-addon.js';
 import { nativeCounters } from '../src/backend/native.js';
 import { Engine } from '../src/engine/engine.js';
 import { KvCache } from '../src/model/kv-cache.js';
 import { openModel } from '../src/model/open.js';
 import { DEFAULT_SAMPLING } from '../src/model/sampler.js';
-import { CACHE_DIR } from './harness/build.js';
+import { CACHE_DIR, runHarness } from './harness/build.js';
 import { ensureFp8Dir } from './fp8-gen.js';
 import { ensureGguf } from './gguf-gen.js';
 import { machineInfo, machineLine } from './machine.js';
 import { burstPrompts } from './serve-trace.js';
 import { SHAPES } from './shapes.js';
-
-const BENCH = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.dirname(BENCH);
 
 type Format = 'q8_0' | 'fp8' | 'bf16';
 
@@ -98,26 +93,12 @@ function parseArgs(argv: string[]): Options {
 
 const log = (s: string): void => { process.stderr.write(s + '\n'); };
 
-interface HarnessRun { decode_tps: number; n_seq: number; [k: string]: unknown }
-
 async function harnessTools(o: Options): Promise<{ bin: string; backends: string } | null> {
   if (o.harnessBin && o.backends) return { bin: o.harnessBin, backends: o.backends };
   const { buildTools } = await import('./harness/build.js');
   const t = buildTools();
   for (const n of t.notes) log(n);
   return t.llamaBench ? { bin: t.llamaBench, backends: t.backendsDir } : null;
-}
-
-function runHarness(bin: string, backends: string, model: string, promptFile: string, threads: number, nSeq: number, decode: number): HarnessRun {
-  const args = ['--model', model, '--backends', backends, '--prompt-file', promptFile, '--threads', String(threads),
-    '--decode', String(decode), '--n-seq', String(nSeq), ...(nSeq > 1 ? ['--distinct-prompts'] : [])];
-  const r = spawnSync(bin, args, { cwd: ROOT, encoding: 'utf8', timeout: 900_000, env: { ...process.env, LD_LIBRARY_PATH: [backends, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':') } });
-  if (r.error || r.status !== 0) throw new Error(`llama.cpp harness --n-seq ${nSeq}: ${r.error?.message ?? `exit ${r.status ?? r.signal}`}: ${(r.stderr || '').trim().split('\n').slice(-4).join(' | ')}`);
-  const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
-  if (!line) throw new Error(`llama.cpp harness --n-seq ${nSeq} printed no JSON`);
-  const j = JSON.parse(line) as HarnessRun;
-  delete j.system_info;
-  return j;
 }
 
 async function main(): Promise<void> {
@@ -186,7 +167,7 @@ async function main(): Promise<void> {
       const pf = path.join(CACHE_DIR, `decode-streams-prompt-${o.shape}-${o.prompt}.txt`);
       fs.writeFileSync(pf, prompts[0]!.join(' ') + '\n');
       for (const S of o.streams) {
-        const r = runHarness(tools.bin, tools.backends, peerFile, pf, o.threads, S, o.decode + 1);
+        const r = runHarness(tools.bin, tools.backends, peerFile, pf, o.threads, S, o.decode + 1, S > 1);
         llama[S] = r.decode_tps;
         log(`llama.cpp direct ${peerFormat} ${S} streams: ${r.decode_tps.toFixed(1)} tok/s`);
       }

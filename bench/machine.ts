@@ -67,16 +67,18 @@ export function amxTilesOn(): boolean {
   return loadAddon()?.amx().mode === 'tiles';
 }
 
-/** The measured int8 peak (GOP/s, wall clock) at `threads`: vpdpbusd, or the AMX int8 tiles (TDPBSSD) with amx. */
-export function int8Peak(threads: number, amx: boolean): { gflops: number; isa: string } {
-  const out = execFileSync(buildPeakProbe(), ['--threads', String(threads), '--ms', '200', '--reps', '3', '--int8', ...(amx ? ['--amx'] : [])], { encoding: 'utf8' });
+function probePeak(threads: number, flags: readonly string[]): { gflops: number; isa: string } {
+  const out = execFileSync(buildPeakProbe(), ['--threads', String(threads), '--ms', '200', '--reps', '3', ...flags], { encoding: 'utf8' });
   const j = JSON.parse(out) as { gflops: number; isa: string };
   return { gflops: j.gflops, isa: j.isa };
 }
 
+/** The measured int8 peak (GOP/s, wall clock) at `threads`: vpdpbusd, or the AMX int8 tiles (TDPBSSD) with amx. */
+export function int8Peak(threads: number, amx: boolean): { gflops: number; isa: string } {
+  return probePeak(threads, ['--int8', ...(amx ? ['--amx'] : [])]);
+}
+
 /** The measured bf16 peak (GFLOP/s, wall clock) at `threads`: vdpbf16ps, or the AMX tiles with amx. */
 export function bf16Peak(threads: number, amx: boolean): { gflops: number; isa: string } {
-  const out = execFileSync(buildPeakProbe(), ['--threads', String(threads), '--ms', '200', '--reps', '3', ...(amx ? ['--amx'] : [])], { encoding: 'utf8' });
-  const j = JSON.parse(out) as { gflops: number; isa: string };
-  return { gflops: j.gflops, isa: j.isa };
+  return probePeak(threads, amx ? ['--amx'] : []);
 }

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildTools, CACHE_DIR, type Tools } from './harness/build.js';
+import { buildTools, CACHE_DIR, runHarness, type HarnessRun, type Tools } from './harness/build.js';
 import { ensureFp8Dir } from './fp8-gen.js';
 import { ensureGguf } from './gguf-gen.js';
 import { SHAPES } from './shapes.js';
@@ -259,22 +259,6 @@ function runNlc(job: NlcJob, what: string): ScenarioResult {
   return res;
 }
 
-interface HarnessRun { decode_tps: number; n_seq: number; decode_ms: number; prefill_ms: number; distinct_prefill_ms?: number; kv_unified?: boolean; [k: string]: unknown }
-
-function runHarness(tools: Tools, model: string, prompt: string, threads: number, nSeq: number, decode: number, distinct: boolean): HarnessRun {
-  const args = ['--model', model, '--backends', tools.backendsDir, '--prompt-file', prompt, '--threads', String(threads),
-    '--decode', String(decode), '--n-seq', String(nSeq), ...(distinct ? ['--distinct-prompts'] : [])];
-  const r = spawnSync(tools.llamaBench!, args, { cwd: ROOT, encoding: 'utf8', timeout: CHILD_TIMEOUT_MS });
-  if (r.error || r.status !== 0) {
-    throw new Error(`llama.cpp harness --n-seq ${nSeq}: ${r.error?.message ?? `exit ${r.status ?? r.signal}`}: ${(r.stderr || '').trim().split('\n').slice(-4).join(' | ')}`);
-  }
-  const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
-  if (!line) throw new Error(`llama.cpp harness --n-seq ${nSeq} printed no JSON`);
-  const j = JSON.parse(line) as HarnessRun;
-  delete j.system_info;
-  return j;
-}
-
 // ---------------------------------------------------------------- main
 
 interface ShapeResult {
@@ -332,9 +316,9 @@ async function main(): Promise<void> {
       sr.harness = {};
       try {
         const pf = promptFile(bp[0]!, `serve-prompt-${shapeName}-${plan.burstPrompt}.txt`);
-        sr.harness.single = runHarness(tools, gguf, pf, o.threads, 1, plan.burstDecode, false);
+        sr.harness.single = runHarness(tools.llamaBench!, tools.backendsDir, gguf, pf, o.threads, 1, plan.burstDecode, false);
         log(`  llama.cpp harness q8_0 single stream: ${fmt(sr.harness.single.decode_tps)} tok/s`);
-        sr.harness.multi = runHarness(tools, gguf, pf, o.threads, o.concurrency, plan.burstDecode, true);
+        sr.harness.multi = runHarness(tools.llamaBench!, tools.backendsDir, gguf, pf, o.threads, o.concurrency, plan.burstDecode, true);
         log(`  llama.cpp harness q8_0 ${o.concurrency} streams: ${fmt(sr.harness.multi.decode_tps)} tok/s aggregate decode`);
       } catch (e) { sr.harness.error = (e as Error).message; log(`  ${sr.harness.error}`); }
     }

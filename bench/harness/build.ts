@@ -1,6 +1,6 @@
 // Builds the native bench tools with g++: the llama.cpp harness (against node-llama-cpp's prebuilt .so) and the bandwidth probe.
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -80,4 +80,28 @@ export function buildTools(): Tools {
     }
   }
   return { llamaBench, bandwidth, backendsDir: NLC_BINS, llamaRelease, notes };
+}
+
+/** One JSON result line of the llama.cpp harness (llama_bench.cpp), without its system_info. */
+export interface HarnessRun { decode_tps: number; n_seq: number; decode_ms: number; prefill_ms: number; distinct_prefill_ms?: number; kv_unified?: boolean; [k: string]: unknown }
+
+/**
+ * Runs the harness: `nSeq` streams (distinct prompts: each its own rotation of the prompt file), greedy, `decode`
+ * tokens each, from the repository root. `backends` (the folder of libggml-cpu-*.so) also goes on LD_LIBRARY_PATH,
+ * for a prebuilt harness whose rpath does not exist on this host.
+ */
+export function runHarness(bin: string, backends: string, model: string, promptFile: string, threads: number, nSeq: number, decode: number,
+                           distinct: boolean): HarnessRun {
+  const args = ['--model', model, '--backends', backends, '--prompt-file', promptFile, '--threads', String(threads),
+    '--decode', String(decode), '--n-seq', String(nSeq), ...(distinct ? ['--distinct-prompts'] : [])];
+  const env = { ...process.env, LD_LIBRARY_PATH: [backends, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':') };
+  const r = spawnSync(bin, args, { cwd: path.dirname(BENCH_DIR), encoding: 'utf8', timeout: 900_000, env });
+  if (r.error || r.status !== 0) {
+    throw new Error(`llama.cpp harness --n-seq ${nSeq}: ${r.error?.message ?? `exit ${r.status ?? r.signal}`}: ${(r.stderr || '').trim().split('\n').slice(-4).join(' | ')}`);
+  }
+  const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
+  if (!line) throw new Error(`llama.cpp harness --n-seq ${nSeq} printed no JSON`);
+  const j = JSON.parse(line) as HarnessRun;
+  delete j.system_info;
+  return j;
 }

@@ -143,13 +143,19 @@ test('a forward over k + 1 new positions equals k + 1 one-token steps bitwise (e
 
 test('verify rows split across several sequences in one batch, and long contexts (context splits), equal one-token steps bitwise', { skip: !native && 'native addon not built' }, () => {
   const r = rand(SEED ^ 0x9e3779b9);
-  for (const threads of [1, 2]) {
+  // 3 threads: one sequence (or a 2-split context) gives fewer attention tasks than threads, so its kv heads are
+  // split over tasks too (2 or 3 head groups, uneven for K = 8)
+  const headGroups = () => nativeCounters()['attention512.head_groups.avx512'] ?? 0;
+  for (const threads of [1, 2, 3]) {
     const be = selectBackend('native', threads);
-    for (const [dtype, G, kvDtype] of [['q8_0', 4, 'bf16'], ['bf16', 2, 'fp8_e4m3'], ['fp8_e4m3', 8, 'bf16'], ['f32', 1, 'fp8_e4m3']] as const) {
+    const groups0 = headGroups();
+    for (const [dtype, G, kvDtype] of [['q8_0', 4, 'bf16'], ['bf16', 2, 'fp8_e4m3'], ['fp8_e4m3', 8, 'bf16'], ['f32', 1, 'fp8_e4m3'], ['f32', 2, 'f32']] as const) {
       const model = randomModel(r, { H: 8, K: 8 / G, E: 64, D: 128, F: 192, V: 96, layers: 2 }, dtype, be);
       const label = `${dtype} weights, G=${G}, ${kvDtype} KV, ${threads} threads`;
       checkModel(`${label}, 3 sequences`, model, kvDtype, [20 + Math.floor(r() * 30), 5 + Math.floor(r() * 20), 40 + Math.floor(r() * 20)], r, true);
       checkModel(`${label}, long context`, model, kvDtype, [560 + Math.floor(r() * 300)], r, false);
+      checkModel(`${label}, context of two splits`, model, kvDtype, [260 + Math.floor(r() * 240)], r, false);
     }
+    if (ATTN === 'attention512.') assert.equal(headGroups() > groups0, threads > 1, `${threads} threads: kv heads split over attention tasks`);
   }
 });

@@ -58,9 +58,15 @@ export interface GenerateStep { readonly inp: ForwardInput; readonly kv: KvCache
 
 export function generate(model: LlamaModel, promptIds: readonly number[], opts: GenerateOptions): GenerateResult {
   const it = generateSteps(model, promptIds, opts);
+  // one logits buffer for every step (generateSteps reads a step's logits before it asks for the next), as the
+  // engine's runner keeps one: no zero-filled array per step
+  let logits = new Float32Array(0);
   for (let r = it.next(); ; ) {
     if (r.done) return r.value;
-    r = it.next(model.forward(r.value.inp, r.value.kv));
+    const { inp, kv } = r.value;
+    const n = (inp.numLogits ?? inp.logitRows.length) * model.config.vocabSize;
+    if (logits.length < n) logits = new Float32Array(n);
+    r = it.next(model.forward(inp, kv, undefined, logits));
   }
 }
 
@@ -75,7 +81,8 @@ export async function generateAsync(
   }
 }
 
-/** The generation loop: yields each forward step, is resumed with its logits (rows, V). */
+/** The generation loop: yields each forward step, is resumed with its logits (rows, V), which it reads before it
+ * yields again (so a driver may hand back the same buffer every step). */
 function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: GenerateOptions): Generator<GenerateStep, GenerateResult, Float32Array> {
   const cfg = model.config;
   const be = model.backend;

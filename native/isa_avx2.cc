@@ -1,6 +1,7 @@
 // AVX2 + FMA + F16C kernels: register-tiled matmuls plus the portable kernels compiled for this ISA.
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "dispatch.h"
 #include "isa.h"

@@ -1,6 +1,7 @@
 // AVX-512 kernels (F, BW, VL, DQ, BF16, VNNI, VBMI): hand-written matmuls per weight dtype plus the portable kernels.
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "dispatch.h"
 #include "isa.h"

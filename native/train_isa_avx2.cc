@@ -1,6 +1,7 @@
 // AVX2 + FMA + F16C training kernels: the portable kernels compiled for this ISA, with F16C row decoding.
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "isa.h"
 #include "pool.h"

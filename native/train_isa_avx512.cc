@@ -1,6 +1,7 @@
 // AVX-512 training kernels: hand-written matmul backward (f32 FMA / vdpbf16ps) plus the portable kernels.
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "isa.h"
 #include "pool.h"

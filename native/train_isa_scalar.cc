@@ -1,6 +1,7 @@
 // Scalar training kernels: the portable fallback (baseline ISA), also forced with FLOE_ISA=scalar.
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "isa.h"
 #include "pool.h"

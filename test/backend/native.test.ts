@@ -215,6 +215,34 @@ describe('native addon', () => {
         }
       });
 
+      it('rope: short steps (cos/sin rows cached per position) equal a long call bitwise; inv_freq changed in place, positions sharing a slot', { skip }, () => {
+        withSeed(`${isa} rope cache`, (rng) => {
+          const [H, E, T] = [3, 16, 40];  // T > 32: the long call computes every row anew
+          const pos = Int32Array.from({ length: T }, (_, i) => (i < 20 ? 900 + i : 900 + (i - 20) * 64 + 3));  // slots shared
+          const q = rng.normals(T * H * E);
+          const inv = Float32Array.from({ length: E / 2 }, (_, i) => 10000 ** (-2 * i / E));
+          const long = (): Float32Array => { const r = q.slice(); ranOn(`rope.${isa}`, () => backend().rope(r, pos, H, E, inv)); return r; };
+          /** rope over rows [from, to) of q in one short call, compared bitwise with the long call's rows */
+          const short = (want: Float32Array, rows: number[], what: string): void => {
+            const p = Int32Array.from(rows, (t) => pos[t]!);
+            const x = new Float32Array(rows.length * H * E);
+            rows.forEach((t, j) => x.set(q.subarray(t * H * E, (t + 1) * H * E), j * H * E));
+            ranOn(`rope.${isa}`, () => backend().rope(x, p, H, E, inv));
+            rows.forEach((t, j) => assert.deepEqual(x.subarray(j * H * E, (j + 1) * H * E), want.subarray(t * H * E, (t + 1) * H * E), `${what}: row ${t} (position ${pos[t]})`));
+          };
+          const a = long();
+          short(a, [0, 1, 2, 3, 4], 'decode positions');
+          short(a, [0, 1, 2, 3, 4], 'the same positions again (from the cache)');
+          short(a, [2, 3, 4, 5, 6, 7, 8], 'a verify step over cached and new positions');
+          short(a, [20, 21, 22, 23], 'positions 64 apart (one cache slot)');
+          short(a, [21], 'one of them alone');
+          for (let i = 0; i < inv.length; i++) inv[i] = inv[i]! * 0.25;  // the same buffer, new values (rope scaling)
+          const b = long();
+          assert.notDeepEqual(a.subarray(0, H * E), b.subarray(0, H * E), 'new angles');
+          short(b, [0, 1, 2, 3, 4], 'after inv_freq changed in place');
+        });
+      });
+
       it('rmsnorm, rope, swiglu, add, logSoftmax agree with plain TS', { skip }, () => {
         withSeed(`${isa} elementwise`, (rng) => {
           const [M, D] = [3, 70];

@@ -1,0 +1,109 @@
+// What a speculative verify forward costs against a one-token decode step, op by op, on a real model directory
+// (default: the built-in floe-brown): forwards of R = 1..8 new positions of one sequence after a context of --ctx
+// tokens, every row's logits (as a verify needs), each backend call timed (wall). Rounds alternate the row counts
+// (all of them, --rounds times) and the last round's figures are printed, so the first rounds warm caches and clocks.
+//
+//   node --import tsx bench/verify-ops.ts [--model DIR] [--threads 2] [--rows 1,2,3,4,5,6,8] [--steps 400] [--ctx 200] [--rounds 2]
+// Writes bench/results/verify-ops-<model>-<threads>t.json.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Backend } from '../src/backend/backend.js';
+import { nativeCounters } from '../src/backend/native.js';
+import { defaultKvDtype } from '../src/model/generate.js';
+import { KvCache } from '../src/model/kv-cache.js';
+import { LlamaModel } from '../src/model/llama.js';
+import { openModel } from '../src/model/open.js';
+import type { Tensor } from '../src/tensor/tensor.js';
+import { machineInfo, machineLine } from './machine.js';
+
+const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const arg = (name: string, dflt: string): string => { const i = process.argv.indexOf(`--${name}`); return i >= 0 ? process.argv[i + 1]! : dflt; };
+const dir = arg('model', path.join(ROOT, 'models', 'floe-brown'));
+const threads = Number(arg('threads', '2'));
+const rowsList = arg('rows', '1,2,3,4,5,6,8').split(',').map(Number);
+const steps = Number(arg('steps', '400'));
+const ctx = Number(arg('ctx', '200'));
+const rounds = Number(arg('rounds', '2'));
+
+console.log(`machine: ${machineLine(machineInfo())}`);
+const opened = await openModel(dir, { backend: 'native', threads });
+const inner = opened.model.backend;
+const stats = new Map<string, { calls: number; ns: bigint }>();
+let timing = false;
+/** The backend with every call timed into `stats` while `timing` is set (matmuls keyed by weight shape). */
+const timed = new Proxy(inner, {
+  get(target, prop, recv) {
+    const v = Reflect.get(target, prop, recv) as unknown;
+    if (typeof v !== 'function') return v;
+    const fn = v as (...a: unknown[]) => unknown;
+    return (...a: unknown[]) => {
+      if (!timing) return fn.apply(target, a);
+      const s = process.hrtime.bigint();
+      const r = fn.apply(target, a);
+      const ns = process.hrtime.bigint() - s;
+      const w = prop === 'matmul' ? (a[2] as Tensor) : null;
+      const key = w ? `matmul ${w.rows}x${w.cols} ${w.dtype}` : String(prop);
+      const st = stats.get(key) ?? { calls: 0, ns: 0n };
+      st.calls++;
+      st.ns += ns;
+      stats.set(key, st);
+      return r;
+    };
+  },
+}) as Backend;
+const cfg = opened.loaded.config;
+const model = LlamaModel.fromTensors(cfg, opened.loaded.tensors, timed, opened.loaded.ropeFreqFactors);
+const BLOCK = 16, numBlocks = Math.ceil((ctx + Math.max(...rowsList)) / BLOCK);
+const table = Int32Array.from({ length: numBlocks }, (_, i) => i);
+const kv = new KvCache(cfg.numLayers, numBlocks, BLOCK, cfg.numKvHeads, cfg.headDim, defaultKvDtype(model));
+const logits = new Float32Array(Math.max(...rowsList, ctx) * cfg.vocabSize);
+const forward = (tokens: Int32Array, start: number): Float32Array => {
+  const T = tokens.length;
+  const positions = Int32Array.from({ length: T }, (_, i) => start + i);
+  return model.forward({
+    tokens, positions, slots: positions,
+    attn: { numSeqs: 1, qStart: Int32Array.of(0, T), ctxLen: Int32Array.of(start + T), blockTables: table, maxBlocks: numBlocks },
+    logitRows: Int32Array.from({ length: T }, (_, i) => i),
+  }, kv, undefined, logits);
+};
+const V = cfg.vocabSize;
+forward(Int32Array.from({ length: ctx }, (_, i) => (i * 31 + 7) % V), 0); // the context, once
+const counters0 = nativeCounters();
+
+interface Row { rows: number; step_us: number; backend_us: number; js_us: number; ratio: number; ops: { op: string; calls: number; us: number }[] }
+let result: Row[] = [];
+for (let round = 0; round < rounds; round++) {
+  result = [];
+  for (const R of rowsList) {
+    stats.clear();
+    const tokens = new Int32Array(R);
+    timing = true;
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < steps; i++) {
+      for (let j = 0; j < R; j++) tokens[j] = (i * 7 + j * 13) % V;
+      forward(tokens, ctx); // the same positions every step: each forward rewrites their KV
+    }
+    const stepUs = Number(process.hrtime.bigint() - t0) / 1e3 / steps;
+    timing = false;
+    const ops = [...stats].sort((a, b) => Number(b[1].ns - a[1].ns)).map(([op, s]) => ({ op, calls: s.calls / steps, us: Number(s.ns) / 1e3 / steps }));
+    const backendUs = ops.reduce((a, o) => a + o.us, 0);
+    result.push({ rows: R, step_us: stepUs, backend_us: backendUs, js_us: stepUs - backendUs, ratio: 0, ops });
+  }
+}
+if (!Object.entries(nativeCounters()).some(([k, v]) => v !== (counters0[k] ?? 0))) throw new Error('no native kernel counter moved: the native backend did not run');
+const one = result.find((r) => r.rows === 1)?.step_us ?? result[0]!.step_us;
+for (const r of result) r.ratio = r.step_us / one;
+
+const name = path.basename(dir);
+console.log(`${name}: forward of R new positions after ${ctx} tokens, all rows' logits, ${threads} threads, ${steps} steps, round ${rounds} of ${rounds}`);
+console.log(`${'rows'.padStart(5)}${'step us'.padStart(10)}${'÷ 1 row'.padStart(9)}${'backend'.padStart(9)}${'js'.padStart(7)}   top ops (us)`);
+for (const r of result) {
+  const top = r.ops.slice(0, 4).map((o) => `${o.op} ${o.us.toFixed(0)}`).join(', ');
+  console.log(`${String(r.rows).padStart(5)}${r.step_us.toFixed(0).padStart(10)}${r.ratio.toFixed(2).padStart(9)}${r.backend_us.toFixed(0).padStart(9)}${r.js_us.toFixed(0).padStart(7)}   ${top}`);
+}
+const out = path.join(ROOT, 'bench', 'results', `verify-ops-${name}-${threads}t.json`);
+fs.writeFileSync(out, JSON.stringify({ machine: machineInfo(), model: name, threads, ctx, steps, rounds, rows: result }, null, 1));
+console.log(`wrote ${path.relative(ROOT, out)}`);
+opened.loaded.dispose();

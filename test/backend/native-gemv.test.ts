@@ -2,6 +2,7 @@
 // grids with partial blocks, at 1, 2 and 3 threads, against the reference backend and, tightly, against a float64
 // emulation of the kernel's own rounding of x (bf16 / per-block int8); the counter proves the GEMV path ran.
 
+import './gemv-pool-env.js'; // before the addon loads: small shapes still split over threads
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { WEIGHT_DTYPES } from '../../src/backend/backend.js';

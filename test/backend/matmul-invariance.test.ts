@@ -8,7 +8,7 @@ import { loadAddon } from '../../src/backend/native-addon.js';
 import { loadNativeBackend, nativeCounters } from '../../src/backend/native.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
 import type { DType } from '../../src/tensor/tensor.js';
-import { assertClose, f64Matmul, GEMV_MAX_M, MATMUL_RTOL, withSeed } from './helpers.js';
+import { assertClose, f64Matmul, GEMM_MIN_M, GEMV_MAX_M, MATMUL_RTOL, withSeed } from './helpers.js';
 
 const addon = loadAddon();
 const avx512 = addon?.isa() === 'avx512';
@@ -63,4 +63,28 @@ describe('batch-invariant matmuls (AVX-512 GEMV, M = 1 .. GEMV_MAX_M)', { skip }
       }
     });
   }
+
+  // f32 rows past the GEMV (the register tiles, below the packed GEMM) sum their lanes as the GEMV does, so a row has
+  // the same bits on either path while the tiles keep C in one panel: prefill chunks, embedding batches and pipeline
+  // micro-batches that land on either side of GEMV_MAX_M agree exactly
+  it(`f32: rows at M = ${GEMV_MAX_M + 1} .. ${GEMM_MIN_M.f32 - 1} (register tiles, C in one panel) equal their M = 1 GEMV rows bitwise`, () => {
+    const be = loadNativeBackend()!;
+    for (const [N, C] of [[37, 200], [67, 1056], [256, 704]] as const) {
+      withSeed(`f32 tiles N=${N} C=${C}`, (rng) => {
+        const w = quantizeTensor(rng.normals(N * C, 0.5), [N, C], 'f32');
+        // from 512 KiB / (4 M) columns on, the tiles split C into panels (tiles.inc panel_cols) and add partial sums
+        for (const M of [GEMV_MAX_M + 1, 40, Math.min(GEMM_MIN_M.f32 - 1, Math.floor(128 * 1024 / (Math.ceil(C / 64) * 64)))]) {
+          const x = rng.normals(M * C, 2);
+          const one = new Float32Array(M * N);
+          for (let m = 0; m < M; m++) be.matmul(one.subarray(m * N, (m + 1) * N), x.subarray(m * C, (m + 1) * C), w, 1);
+          const before = nativeCounters()['matmul.path.tiles.avx512'] ?? 0;
+          const y = new Float32Array(M * N).fill(NaN);
+          be.matmul(y, x, w, M);
+          assert.equal(nativeCounters()['matmul.path.tiles.avx512'], before + 1, `f32 M=${M}: the register tiles ran`);
+          const d = diff(y, one, M, N);
+          assert.equal(d, null, `f32 N=${N} C=${C} M=${M}: ${d}`);
+        }
+      });
+    }
+  });
 });

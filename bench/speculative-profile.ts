@@ -39,9 +39,9 @@ async function main(): Promise<void> {
   // wrap forward: wall and count, split by rows fed
   const fwd = { one: { n: 0, ms: 0 }, many: { n: 0, ms: 0, rows: 0 }, pre: 0 };
   const forward = model.forward.bind(model);
-  (model as { forward: typeof model.forward }).forward = (inp, kv) => {
+  (model as { forward: typeof model.forward }).forward = (inp, kv, hiddenOut, logitsOut) => {
     const t0 = cpuMs();
-    const r = forward(inp, kv);
+    const r = forward(inp, kv, hiddenOut, logitsOut);
     const dt = cpuMs() - t0;
     const T = inp.tokens.length;
     if (T === 1) { fwd.one.n++; fwd.one.ms += dt; } else if (T <= 16) { fwd.many.n++; fwd.many.ms += dt; fwd.many.rows += T; } else fwd.pre += dt;

@@ -14,7 +14,6 @@ import { randomFillSync } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Backend } from '../src/backend/backend.js';
 import { selectBackend } from '../src/backend/select.js';
 import { defaultKvDtype } from '../src/model/generate.js';
 import { KvCache } from '../src/model/kv-cache.js';
@@ -22,6 +21,7 @@ import { LlamaModel } from '../src/model/llama.js';
 import { Tensor, type DType } from '../src/tensor/tensor.js';
 import { SHAPES } from './shapes.js';
 import { machineInfo, machineLine } from './machine.js';
+import { timedBackend } from './timed-backend.js';
 
 process.stderr.write(`machine: ${machineLine()}\n`);
 
@@ -100,30 +100,16 @@ let timing = false;
 const inner = selectBackend('native', threads);
 const bytesOf = (w: Tensor): number => w.data.byteLength + (w.scale?.byteLength ?? 0);
 /** The backend with every method call timed into `stats` while `timing` is set. */
-const timed = new Proxy(inner, {
-  get(target, prop, recv) {
-    const v = Reflect.get(target, prop, recv) as unknown;
-    if (typeof v !== 'function') return v;
-    const fn = v as (...a: unknown[]) => unknown;
-    return (...a: unknown[]) => {
-      if (!timing) return fn.apply(target, a);
-      const c = process.cpuUsage();
-      const s = process.hrtime.bigint();
-      const r = fn.apply(target, a);
-      const ns = process.hrtime.bigint() - s;
-      const cu = process.cpuUsage(c);
-      const w = prop === 'matmul' ? (a[2] as Tensor) : null;
-      const key = w ? `matmul ${role.get(w) ?? `${w.rows}x${w.cols}`}` : String(prop);
-      const st = stats.get(key) ?? { calls: 0, ns: 0n, cpuUs: 0, bytes: 0 };
-      st.calls++;
-      st.ns += ns;
-      st.cpuUs += cu.user + cu.system;
-      st.bytes += w ? bytesOf(w) : 0;
-      stats.set(key, st);
-      return r;
-    };
-  },
-}) as Backend;
+const timed = timedBackend(inner, () => timing, (method, a, ns, cpuUs) => {
+  const w = method === 'matmul' ? (a[2] as Tensor) : null;
+  const key = w ? `matmul ${role.get(w) ?? `${w.rows}x${w.cols}`}` : method;
+  const st = stats.get(key) ?? { calls: 0, ns: 0n, cpuUs: 0, bytes: 0 };
+  st.calls++;
+  st.ns += ns;
+  st.cpuUs += cpuUs;
+  st.bytes += w ? bytesOf(w) : 0;
+  stats.set(key, st);
+});
 
 // --------------------------------------------------------------------------------------------- bandwidth
 

@@ -9,7 +9,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Backend } from '../src/backend/backend.js';
 import { nativeCounters } from '../src/backend/native.js';
 import { defaultKvDtype } from '../src/model/generate.js';
 import { KvCache } from '../src/model/kv-cache.js';
@@ -17,6 +16,7 @@ import { LlamaModel } from '../src/model/llama.js';
 import { openModel } from '../src/model/open.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { machineInfo, machineLine } from './machine.js';
+import { timedBackend } from './timed-backend.js';
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const arg = (name: string, dflt: string): string => { const i = process.argv.indexOf(`--${name}`); return i >= 0 ? process.argv[i + 1]! : dflt; };
@@ -33,26 +33,14 @@ const inner = opened.model.backend;
 const stats = new Map<string, { calls: number; ns: bigint }>();
 let timing = false;
 /** The backend with every call timed into `stats` while `timing` is set (matmuls keyed by weight shape). */
-const timed = new Proxy(inner, {
-  get(target, prop, recv) {
-    const v = Reflect.get(target, prop, recv) as unknown;
-    if (typeof v !== 'function') return v;
-    const fn = v as (...a: unknown[]) => unknown;
-    return (...a: unknown[]) => {
-      if (!timing) return fn.apply(target, a);
-      const s = process.hrtime.bigint();
-      const r = fn.apply(target, a);
-      const ns = process.hrtime.bigint() - s;
-      const w = prop === 'matmul' ? (a[2] as Tensor) : null;
-      const key = w ? `matmul ${w.rows}x${w.cols} ${w.dtype}` : String(prop);
-      const st = stats.get(key) ?? { calls: 0, ns: 0n };
-      st.calls++;
-      st.ns += ns;
-      stats.set(key, st);
-      return r;
-    };
-  },
-}) as Backend;
+const timed = timedBackend(inner, () => timing, (method, a, ns) => {
+  const w = method === 'matmul' ? (a[2] as Tensor) : null;
+  const key = w ? `matmul ${w.rows}x${w.cols} ${w.dtype}` : method;
+  const st = stats.get(key) ?? { calls: 0, ns: 0n };
+  st.calls++;
+  st.ns += ns;
+  stats.set(key, st);
+});
 const cfg = opened.loaded.config;
 const model = LlamaModel.fromTensors(cfg, opened.loaded.tensors, timed, opened.loaded.ropeFreqFactors);
 const BLOCK = 16, numBlocks = Math.ceil((ctx + Math.max(...rowsList)) / BLOCK);

@@ -24,6 +24,7 @@ import { CACHE_DIR } from './harness/build.js';
 import { ensureFp8Dir } from './fp8-gen.js';
 import { ensureGguf } from './gguf-gen.js';
 import { SHAPES } from './shapes.js';
+import type { Tensor } from '../src/tensor/tensor.js';
 import { machineInfo, machineLine } from './machine.js';
 import { firstWords, passage } from './harness/text.js';
 
@@ -159,6 +160,9 @@ async function openBench(shape: string, fmt: Format, threads: number): Promise<B
   const file = benchModelPath(shape, fmt);
   const backend = selectBackend('native', threads);
   const loaded = await loadModel(file);
+  // the decode layouts (q8_0r16, bf16r16, fp8r16, ...) that openModel gives generate and serve; without this the
+  // bench timed the load-time layouts, which no product path decodes (sessions 7-16's 1B verify curves)
+  backend.prepareWeights?.(loaded.tensors as Map<string, Tensor>);
   return { loaded, model: LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors) };
 }
 
@@ -167,6 +171,9 @@ class Seq {
   readonly numBlocks: number;
   readonly blockTable: Int32Array;
   readonly kv: KvCache;
+  // one logits buffer for every step, as the engine's runner and generate() keep: a fresh (T, V) array per step costs
+  // its page faults (0.5 MB a row on the 1B vocabulary), which grew this bench's verify cost with k (session 17)
+  private logits = new Float32Array(0);
   constructor(readonly model: LlamaModel, capacity: number) {
     const c = model.config;
     this.numBlocks = Math.ceil(capacity / BLOCK);
@@ -178,11 +185,13 @@ class Seq {
   step(tokens: readonly number[], start: number, all: boolean): Float32Array {
     const T = tokens.length;
     const positions = Int32Array.from({ length: T }, (_, i) => start + i);
+    const need = (all ? T : 1) * this.model.config.vocabSize;
+    if (this.logits.length < need) this.logits = new Float32Array(need);
     return this.model.forward({
       tokens: Int32Array.from(tokens), positions, slots: positions,
       attn: { numSeqs: 1, qStart: Int32Array.of(0, T), ctxLen: Int32Array.of(start + T), blockTables: this.blockTable, maxBlocks: this.numBlocks },
       logitRows: all ? Int32Array.from({ length: T }, (_, i) => i) : Int32Array.of(T - 1),
-    }, this.kv);
+    }, this.kv, undefined, this.logits);
   }
 }
 

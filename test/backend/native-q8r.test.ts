@@ -72,6 +72,10 @@ function emulated(x: Float32Array, w: Tensor, M: number): { y: Float64Array; mag
 function pathCount(path: string): number {
   return nativeCounters()[`matmul.path.${path}.avx512`] ?? 0;
 }
+// GEMV calls run on the calling thread (too small to hand to the pool)
+function serialCount(): number {
+  return nativeCounters()['gemv.serial.avx512'] ?? 0;
+}
 
 /** Runs f in an AMX mode (the VNNI paths' tests: 'off'), then restores the mode the addon started in. */
 function withAmx<T>(mode: AmxMode, f: () => T): T {
@@ -114,21 +118,25 @@ describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
       try {
         // N past a multiple of 48 (a panel of one or two groups), odd block counts, a short last K segment (34 blocks
         // = 16 + 16 + 2), few panels (rows split across tasks at 2 threads) and many
-        const shapes = [[48, 96], [64, 160], [96, 512], [32, 2048], [208, 1088], [112, 480], [400, 256]] as const;
+        // [512, 1024] reads 557 KB a row: split over the threads from M = 1; the rest run on the calling thread while
+        // weight bytes × M stay under 256 KiB (FLOE_GEMV_SERIAL), so both are checked
+        const shapes = [[48, 96], [64, 160], [96, 512], [32, 2048], [208, 1088], [112, 480], [400, 256], [512, 1024]] as const;
         for (const t of [1, 2]) {
           addon!.setThreads(t);
           for (const [N, C] of shapes) {
             const w = q8(rng, N, C), r = repacked(w);
-            const Ms = N * C <= 96 * 512 ? [1, 2, 3, 7, 8, 9, 16, 17, 31, 32, 33, 48, 64, 70, 100, 128, 256, 383, 384] : [17, 31, 32, 33, 64, 100, 128, 256];
+            const Ms = N * C <= 96 * 512 ? [1, 2, 3, 7, 8, 9, 16, 17, 31, 32, 33, 48, 64, 70, 100, 128, 256, 383, 384] : [1, 2, 17, 31, 32, 33, 64, 100, 128, 256];
             for (const M of Ms) {
               const x = rng.normals(M * C);
               const { y: want, mag } = emulated(x, w, M);
               const got = new Float32Array(M * N), rows = new Float32Array(M * N);
               const path = M < 32 ? 'gemv_r16' : M < 384 ? 'gemm_r16' : 'gemm';
-              const before = pathCount(path);
+              const before = pathCount(path), serial0 = serialCount();
               be!.matmul(got, x, r, M);
               assert.equal(pathCount(path), before + 1, `M=${M} ran the ${path} path`);
               const at = `[${N},${C}] M=${M}, ${t} threads`;
+              const serial = path === 'gemv_r16' && t > 1 && (N * C / 32) * 34 * M < 256 * 1024;
+              assert.equal(serialCount() - serial0, serial ? 1 : 0, `${at}: on the calling thread ${serial}`);
               assertClose(`q8_0r16 ${at} vs float64`, got, want, { atol: 1e-6, rtol: 2e-6, mag });
               be!.matmul(rows, x, w, M);
               assertClose(`q8_0r16 vs q8_0 rows ${at}`, got, rows, { atol: 1e-6, rtol: 4e-6, mag });

@@ -66,6 +66,10 @@ function oracle(x: Float32Array, w: Tensor, M: number): { y: Float64Array; mag: 
 function pathCount(path: string): number {
   return nativeCounters()[`matmul.path.${path}.avx512`] ?? 0;
 }
+// GEMV calls run on the calling thread (too small to hand to the pool)
+function serialCount(): number {
+  return nativeCounters()['gemv.serial.avx512'] ?? 0;
+}
 
 for (const dt of ['bf16', 'f16', 'fp8_e4m3'] as const) {
   describe(`${LAYOUT[dt]}: the repacked ${dt} layout`, { skip }, () => {
@@ -95,7 +99,9 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3'] as const) {
 
     it(`matmul: GEMV below ${GEMM_MIN_M[dt]} rows, GEMM from there, against the float64 oracle and the row layout`, () => {
       withSeed(`${dt} r16 matmul`, (rng) => {
-        const shapes: [number, number][] = [[48, 96], [64, dt === 'fp8_e4m3' ? 164 : 162], [32, 512]];
+        // [320, 1024] reads >= 320 KB a row: split over the threads from M = 1; the others run on the calling thread
+        // while weight bytes × M stay under 256 KiB (FLOE_GEMV_SERIAL)
+        const shapes: [number, number][] = [[48, 96], [64, dt === 'fp8_e4m3' ? 164 : 162], [32, 512], [320, 1024]];
         if (dt === 'f16') shapes.push([16, 37]);
         for (const [N, C] of shapes) for (let b = 0; b < (dt === 'fp8_e4m3' ? FP8_BLOCKS.length : 1); b++) {
           const w = weight(rng, dt, N, C), r = repacked(w);
@@ -104,9 +110,11 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3'] as const) {
             const { y: want, mag } = oracle(x, w, M);
             const got = new Float32Array(M * N), rows = new Float32Array(M * N);
             const path = M < GEMM_MIN_M[dt] ? 'gemv_r16' : gemmPath(dt);
-            const before = pathCount(path);
+            const before = pathCount(path), serial0 = serialCount();
             be!.matmul(got, x, r, M);
             assert.equal(pathCount(path), before + 1, `M=${M} ran the ${path} path`);
+            const serial = path === 'gemv_r16' && addon!.getThreads() > 1 && N * C * (dt === 'fp8_e4m3' ? 1 : 2) * M < 256 * 1024;
+            assert.equal(serialCount() - serial0, serial ? 1 : 0, `[${N},${C}] M=${M}: on the calling thread ${serial}`);
             assertClose(`${LAYOUT[dt]} [${N},${C}] block ${w.scaleBlock ?? '-'} M=${M} vs float64`, got, want, { atol: 1e-6, rtol: 2e-6, mag });
             be!.matmul(rows, x, w, M);
             assertClose(`${LAYOUT[dt]} vs ${dt} rows [${N},${C}] M=${M}`, got, rows, { atol: 1e-6, rtol: 4e-6, mag });

@@ -3,7 +3,7 @@
 //
 // usage: node --import tsx bench/decode-streams.ts [--shape 1b] [--format q8_0|fp8|bf16] [--streams 1,16] [--prompt 128]
 //          [--decode 48] [--threads 2] [--amx tiles,off] [--rounds 2] [--no-harness] [--harness BIN --backends DIR]
-//          [--out FILE]
+//          [--out FILE] [--speculative ngram|suffix [--num-speculative-tokens K]]
 //
 // floe: the KV cache is committed, S distinct random prompts of --prompt tokens are prefilled (outside the
 // measurement), then every stream decodes greedily; the figure is tokens / wall time over --decode steps in which all
@@ -47,10 +47,12 @@ interface Options {
   harnessBin: string | null;
   backends: string | null;
   out: string | null;
+  speculative: string | null; // 'ngram' | 'suffix': floe's engine speculates (llama.cpp does not)
+  k: number;
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { shape: '1b', format: 'q8_0', streams: [1, 16], prompt: 128, decode: 48, threads: 2, amx: ['tiles', 'off'], rounds: 2, harness: true, harnessBin: null, backends: null, out: null };
+  const o: Options = { shape: '1b', format: 'q8_0', streams: [1, 16], prompt: 128, decode: 48, threads: 2, amx: ['tiles', 'off'], rounds: 2, harness: true, harnessBin: null, backends: null, out: null, speculative: null, k: 4 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!, v = (): string => {
       const s = argv[++i];
@@ -77,6 +79,11 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--decode') o.decode = int(4);
     else if (a === '--threads') o.threads = int(1);
     else if (a === '--rounds') o.rounds = int(1);
+    else if (a === '--speculative') {
+      const sp = v();
+      if (sp !== 'ngram' && sp !== 'suffix') throw new Error(`--speculative: ngram or suffix, got '${sp}'`);
+      o.speculative = sp;
+    } else if (a === '--num-speculative-tokens') o.k = int(1);
     else if (a === '--amx') o.amx = v().split(',').map((m) => {
       if (m !== 'tiles' && m !== 'off' && m !== 'emulate') throw new Error(`--amx: modes are tiles, off, emulate; got '${m}'`);
       return m;
@@ -120,19 +127,23 @@ async function main(): Promise<void> {
   const floe: Record<string, Record<number, number[]>> = {};
   const paths: Record<string, Record<string, number>> = {};
   const startMode = addon.amx().mode;
+  // tokens a stream may emit: the measured steps (k + 1 each with speculation) and the steps early streams take
+  // while others prefill
+  const outMax = (o.speculative ? o.decode * (o.k + 1) : o.decode) + 64;
   for (let round = 0; round < o.rounds; round++) {
     for (const mode of round % 2 === 0 ? o.amx : [...o.amx].reverse()) {
       addon.setAmx(mode);
       for (const S of o.streams) {
         const engine = new Engine(m, tokenizer, {
           maxNumSeqs: S,
-          kvCacheMemory: KvCache.bytesPerToken(m.config.numLayers, m.config.numKvHeads, m.config.headDim, 'f32') * (o.prompt + o.decode + 80) * S,
+          ...(o.speculative ? { speculative: o.speculative as 'ngram' | 'suffix', numSpeculativeTokens: o.k } : {}),
+          kvCacheMemory: KvCache.bytesPerToken(m.config.numLayers, m.config.numKvHeads, m.config.headDim, 'f32') * (o.prompt + outMax + 16) * S,
         });
         // the KV cache's pages committed before anything is timed, as llama.cpp's buffers are when its context is made
         // (serve --kv-prefault does the same): a first write to each page costs ~20 µs on a VM
         for (const b of engine.runner.kv.buffers()) b.fill(0);
         prompts.slice(0, S).forEach((p, i) => engine.add({
-          kind: 'generate', id: `r${i}`, promptIds: p, sampling: { ...DEFAULT_SAMPLING, temperature: 0, logitBias: null }, maxTokens: o.decode + 64, n: 1,
+          kind: 'generate', id: `r${i}`, promptIds: p, sampling: { ...DEFAULT_SAMPLING, temperature: 0, logitBias: null }, maxTokens: outMax, n: 1,
           stop: [], stopTokenIds: [], ignoreEos: true, logprobs: null, promptLogprobs: null, skipSpecialTokens: true,
         }));
         // prefill and each stream's first token outside the measurement
@@ -145,7 +156,8 @@ async function main(): Promise<void> {
         for (let s = 0; s < o.decode; s++) engine.step();
         const ms = performance.now() - t0;
         const gen = engine.stats().generatedTokens - g0;
-        if (gen !== S * o.decode) throw new Error(`floe ${S} streams: ${gen} tokens in ${o.decode} steps, expected ${S * o.decode}`);
+        // with speculation a step may emit several tokens a stream, never fewer than one
+        if (o.speculative ? gen < S * o.decode : gen !== S * o.decode) throw new Error(`floe ${S} streams: ${gen} tokens in ${o.decode} steps, expected ${o.speculative ? 'at least ' : ''}${S * o.decode}`);
         const c1 = nativeCounters();
         paths[`${mode}/${S}`] = Object.fromEntries(Object.keys(c1).filter((k) => k.startsWith('matmul.path.') && (c1[k]! - (c0[k] ?? 0)) > 0).map((k) => [k.slice(12), c1[k]! - (c0[k] ?? 0)]));
         // the streams would decode on (maxTokens leaves room for the steps early streams took while others prefilled):

@@ -4,7 +4,8 @@
 //   node --import tsx bench/decode-profile.ts [--shape 1b|small] [--dtype q8_0|bf16|f16|fp8] [--threads 2]
 //                                             [--prompt 64] [--steps 16] [--fp8-block 128]
 // The model is built in memory from random weights of the stored format (finite values; timing does not depend on
-// them), no files. Each backend call is timed (wall and process CPU time, ~1 us per call) through a wrapper (off
+// them), no files. Each backend call is timed (wall and process CPU time; the CPU reading cost ~7 us a call on this
+// VM, ~640 us of floe-brown's ~95-call step, and that lands in "js/other") through a wrapper (off
 // everywhere else); "js/other" is the rest of the step (model glue). On a loaded machine wall times include
 // preemption: compare the CPU columns (at 1 thread; at 2, CPU time includes the second thread's spin). FLOE_GEMV=0 runs the old M = 1 path (tiles) for before/after.
 // Writes bench/results/decode-profile-<shape>-<dtype>-<threads>t-<gemv|tiles>.json.

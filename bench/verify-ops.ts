@@ -40,7 +40,7 @@ const timed = timedBackend(inner, () => timing, (method, a, ns) => {
   st.calls++;
   st.ns += ns;
   stats.set(key, st);
-});
+}, { cpu: false });  // wall time only: the CPU reading would add several µs a call to the step it measures
 const cfg = opened.loaded.config;
 const model = LlamaModel.fromTensors(cfg, opened.loaded.tensors, timed, opened.loaded.ropeFreqFactors);
 const BLOCK = 16, numBlocks = Math.ceil((ctx + Math.max(...rowsList)) / BLOCK);

@@ -535,6 +535,19 @@ Napi::Value Amx(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// bf16Dot(): null where the AVX-512 kernels cannot run; else how the bf16 / fp8 decode GEMVs multiply (DotFacts;
+// measures the host on the first call if no such matmul has yet)
+Napi::Value Bf16Dot(const Napi::CallbackInfo& info) {
+  if (isa_supported() != ISA_AVX512) return info.Env().Null();
+  const DotFacts& d = avx512_dot_facts();
+  Napi::Object r = Napi::Object::New(info.Env());
+  r.Set("mode", d.fma ? "fma" : "dpbf16");
+  r.Set("forced", d.forced);
+  r.Set("fmaGmacs", d.fma_gmacs);
+  r.Set("dpbf16Gmacs", d.dp_gmacs);
+  return r;
+}
+
 Napi::Value SetAmx(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string name = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
@@ -581,6 +594,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("amx", Napi::Function::New(env, Amx));
   exports.Set("setAmx", Napi::Function::New(env, SetAmx));
+  exports.Set("bf16Dot", Napi::Function::New(env, Bf16Dot));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
   exports.Set("counters", Napi::Function::New(env, Counters));

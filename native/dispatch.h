@@ -33,6 +33,15 @@ const char* amx_reason();
 // Sets the mode; false for AMX_TILES where the tiles are not supported.
 bool amx_set(AmxMode mode);
 
+// How the AVX-512 decode GEMVs multiply bf16 pairs (bf16r16, fp8r16; native/gemv512.inc): vdpbf16ps, or f32 FMA on
+// the widened halves where this core runs FMA's multiply-adds faster (measured once, at the first such matmul or the
+// first call here); forced: FLOE_BF16_DOT=fma|dpbf16 chose. Only meaningful where the AVX-512 kernels can run.
+struct DotFacts {
+  double fma_gmacs = 0, dp_gmacs = 0;  // multiply-adds per second of one core, G
+  bool fma = false, forced = false;
+};
+const DotFacts& avx512_dot_facts();  // AVX-512 (with bf16) hosts only
+
 // Counter for key "<kernel>.<variant>.<isa>" or "<kernel>.<isa>" (variant empty).
 void count(const char* kernel, const char* variant, const char* isa);
 std::vector<std::pair<std::string, double>> counters_snapshot();

@@ -1,6 +1,9 @@
 // AVX-512 kernels (F, BW, VL, DQ, BF16, VNNI, VBMI): hand-written matmuls per weight dtype plus the portable kernels.
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "dispatch.h"
@@ -62,11 +65,17 @@ bool gemm_bwd_input_avx512(float* dx, const float* dy, const Weight& w, int64_t 
   return avx512_isa::matmul_tr_avx512(dx, dy, w, M, accumulate);
 }
 
+const DotFacts& avx512_dot_facts() { return avx512_isa::gemv::dot_facts(); }
+
 }  // namespace floe
 #pragma GCC pop_options
 #else
 namespace floe {
 const Kernels kernels_avx512 = kernels_scalar;
 bool gemm_bwd_input_avx512(float*, const float*, const Weight&, int64_t, bool) { return false; }
+const DotFacts& avx512_dot_facts() {
+  static const DotFacts none;
+  return none;
+}
 }  // namespace floe
 #endif

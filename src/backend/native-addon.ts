@@ -69,6 +69,12 @@ export interface NativeAddon {
   amx(): { supported: boolean; mode: AmxMode; active: boolean; int8: boolean; reason: string };
   /** Sets the AMX mode at run time; throws for 'tiles' where they are not supported. */
   setAmx(mode: AmxMode): void;
+  /**
+   * How the AVX-512 bf16 / fp8 decode GEMVs multiply bf16 pairs: 'dpbf16' (vdpbf16ps) or 'fma' (f32 FMA on the
+   * widened halves), whichever this core runs faster, measured once (G multiply-adds per second of one core);
+   * `forced` when FLOE_BF16_DOT chose. null where the AVX-512 kernels cannot run.
+   */
+  bf16Dot(): { mode: 'fma' | 'dpbf16'; forced: boolean; fmaGmacs: number; dpbf16Gmacs: number } | null;
   setThreads(n: number): void;
   getThreads(): number;
   /** Weight streaming (native/stream.cc): open a file, queue a pread of dst.length bytes at fileOffset on the reader

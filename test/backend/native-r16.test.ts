@@ -70,6 +70,22 @@ function pathCount(path: string): number {
 function serialCount(): number {
   return nativeCounters()['gemv.serial.avx512'] ?? 0;
 }
+// bf16 GEMV calls whose products ran as this host's choice (vdpbf16ps or f32 FMA; FLOE_BF16_DOT forces one)
+const DOT = skip ? 'dpbf16' : addon!.bf16Dot()!.mode;
+function dotCount(): number {
+  return nativeCounters()[`gemv_r16.${DOT}.avx512`] ?? 0;
+}
+
+describe('bf16 products: vdpbf16ps or f32 FMA, by a measured host fact', { skip }, () => {
+  it('measures both rates and picks FMA only where it runs > 1.25x the multiply-adds; FLOE_BF16_DOT forces a mode', () => {
+    const d = addon!.bf16Dot()!;
+    assert.ok(d.fmaGmacs > 0 && d.dpbf16Gmacs > 0, JSON.stringify(d));
+    const env = process.env.FLOE_BF16_DOT;
+    if (env === 'fma' || env === 'dpbf16') assert.deepEqual([d.mode, d.forced], [env, true]);
+    else assert.deepEqual([d.mode, d.forced], [d.fmaGmacs > 1.25 * d.dpbf16Gmacs ? 'fma' : 'dpbf16', false], JSON.stringify(d));
+    assert.deepEqual(addon!.bf16Dot(), d, 'measured once');
+  });
+});
 
 for (const dt of ['bf16', 'f16', 'fp8_e4m3'] as const) {
   describe(`${LAYOUT[dt]}: the repacked ${dt} layout`, { skip }, () => {
@@ -110,9 +126,11 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3'] as const) {
             const { y: want, mag } = oracle(x, w, M);
             const got = new Float32Array(M * N), rows = new Float32Array(M * N);
             const path = M < GEMM_MIN_M[dt] ? 'gemv_r16' : gemmPath(dt);
-            const before = pathCount(path), serial0 = serialCount();
+            const before = pathCount(path), serial0 = serialCount(), dot0 = dotCount();
             be!.matmul(got, x, r, M);
             assert.equal(pathCount(path), before + 1, `M=${M} ran the ${path} path`);
+            // bf16 / fp8 GEMVs multiply by this host's bf16 products (addon.bf16Dot()); f16 widens to f32 on its own
+            assert.equal(dotCount() - dot0, path === 'gemv_r16' && dt !== 'f16' ? 1 : 0, `M=${M}: the ${DOT} products ran`);
             const serial = path === 'gemv_r16' && addon!.getThreads() > 1 && N * C * (dt === 'fp8_e4m3' ? 1 : 2) * M < 256 * 1024;
             assert.equal(serialCount() - serial0, serial ? 1 : 0, `[${N},${C}] M=${M}: on the calling thread ${serial}`);
             assertClose(`${LAYOUT[dt]} [${N},${C}] block ${w.scaleBlock ?? '-'} M=${M} vs float64`, got, want, { atol: 1e-6, rtol: 2e-6, mag });

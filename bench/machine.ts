@@ -21,6 +21,8 @@ export interface MachineInfo {
   readonly isa: string[];
   readonly node: string;
   readonly load_avg_at_start: number[];
+  /** How floe's bf16 / fp8 decode GEMVs multiply here, and the per-core rates that chose it (null: no AVX-512). */
+  readonly bf16_dot: { mode: 'fma' | 'dpbf16'; forced: boolean; fmaGmacs: number; dpbf16Gmacs: number } | null;
 }
 
 export function machineInfo(): MachineInfo {
@@ -38,13 +40,16 @@ export function machineInfo(): MachineInfo {
     cpu, cpu_family: Number.isFinite(family) ? family : null, cpu_model: Number.isFinite(model) ? model : null,
     logical_cpus: os.cpus().length, mem_gib: +(os.totalmem() / 2 ** 30).toFixed(1),
     isa: ISA_FLAGS.filter((f) => flags.includes(f)), node: process.version, load_avg_at_start: os.loadavg(),
+    bf16_dot: loadAddon()?.bf16Dot() ?? null,
   };
 }
 
 /** One line for a benchmark's log: `CPU (family F model M), N cpus, ISA a b c, load x y z`. */
 export function machineLine(m: MachineInfo = machineInfo()): string {
   return `${m.cpu} (family ${m.cpu_family ?? '?'} model ${m.cpu_model ?? '?'}), ${m.logical_cpus} cpus, ${m.mem_gib} GiB, ` +
-    `ISA ${m.isa.join(' ') || 'none'}, load ${m.load_avg_at_start.map((x) => x.toFixed(2)).join(' ')}`;
+    `ISA ${m.isa.join(' ') || 'none'}, load ${m.load_avg_at_start.map((x) => x.toFixed(2)).join(' ')}` +
+    (m.bf16_dot ? `, bf16 products ${m.bf16_dot.mode}${m.bf16_dot.forced ? ' (forced)' : ''} (a core: FMA ${m.bf16_dot.fmaGmacs.toFixed(0)}, ` +
+      `vdpbf16ps ${m.bf16_dot.dpbf16Gmacs.toFixed(0)} G multiply-adds/s)` : '');
 }
 
 /** The bf16 FLOP probe (bench/train-peak.cpp), built into bench/.cache when missing or older than its source. */

@@ -5,7 +5,9 @@
 # - the GEMM alone against floe's AVX-512 path and PyTorch;
 # - 1B bf16 prefill and the 1B LoRA step against PyTorch bf16 and against floe with FLOE_AMX=0;
 # - the int8 q8_0r16 tiles by M, and 16-stream q8_0 decode against llama.cpp called directly (bench/decode-streams.ts;
-#   the harness needs `npm run setup --prefix bench`).
+#   the harness needs `npm run setup --prefix bench`);
+# - the bf16 / fp8 decode GEMVs with the bf16 products on f32 FMA against vdpbf16ps (FLOE_BF16_DOT), by M and at 16
+#   fp8 streams.
 # Two threads, as in issue #9. Needs floe installed (npm install) and, for the PyTorch peer, a python with torch
 # (FLOE_PYTHON, default /usr/bin/python3).
 #
@@ -38,4 +40,13 @@ node --import tsx bench/matmul-micro.ts --dtypes q8_0r16 --m 4,8,16,64,512 --thr
 echo "micro q8_0r16 rc $?" | tee -a "$L"
 node --import tsx bench/decode-streams.ts --shape "$S" --streams 1,16 --prompt 128 --decode 32 --threads 2 --amx tiles,off --rounds 2 --out "$OUT/decode-streams.json" > "$OUT/decode-streams.txt" 2>&1
 echo "decode-streams rc $?" | tee -a "$L"; tail -9 "$OUT/decode-streams.txt" | tee -a "$L"
+# the bf16 products of the bf16 / fp8 decode GEMVs (session 17): the probe's choice (FMA expected on these hosts,
+# where vdpbf16ps runs at half FMA's rate), the kernel by M with each, and fp8 16-stream decode with each
+node -e "console.log('bf16Dot', JSON.stringify(require('./build/Release/floe.node').bf16Dot()))" | tee -a "$L"
+node --import tsx bench/matmul-micro.ts --dtypes bf16r16,fp8r16 --m 1,4,8,16 --shapes 8192x2048,2048x8192 --threads 2 --reps 5 --rotate 8 --ab FLOE_BF16_DOT=dpbf16 > "$OUT/micro-bf16-dot.txt" 2>&1
+echo "micro bf16 dot (old = dpbf16) rc $?" | tee -a "$L"; tail -17 "$OUT/micro-bf16-dot.txt" | tee -a "$L"
+for dot in fma dpbf16; do
+  FLOE_BF16_DOT=$dot node --import tsx bench/decode-streams.ts --shape "$S" --format fp8 --streams 1,16 --prompt 128 --decode 32 --threads 2 --amx tiles --rounds 2 --no-harness --out "$OUT/decode-streams-fp8-$dot.json" > "$OUT/decode-streams-fp8-$dot.txt" 2>&1
+  echo "decode-streams fp8 FLOE_BF16_DOT=$dot rc $?" | tee -a "$L"; grep -E "streams, round" "$OUT/decode-streams-fp8-$dot.txt" | tee -a "$L"
+done
 grep -hE "^(1b|small) +bf16" "$OUT/core.txt" "$OUT/train.txt" | tee -a "$L"

@@ -12,8 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { nativeCounters } from '../src/backend/native.js';
-import { selectBackend } from '../src/backend/select.js';
-import { loadModel, type LoadedModel } from '../src/formats/load.js';
+import type { LoadedModel } from '../src/formats/load.js';
 import { defaultKvDtype, generate, type GenerateResult } from '../src/model/generate.js';
 import { KvCache } from '../src/model/kv-cache.js';
 import { LlamaModel } from '../src/model/llama.js';
@@ -24,7 +23,6 @@ import { CACHE_DIR } from './harness/build.js';
 import { ensureFp8Dir } from './fp8-gen.js';
 import { ensureGguf } from './gguf-gen.js';
 import { SHAPES } from './shapes.js';
-import type { Tensor } from '../src/tensor/tensor.js';
 import { machineInfo, machineLine } from './machine.js';
 import { firstWords, passage } from './harness/text.js';
 
@@ -157,13 +155,10 @@ interface Bench1 {
 }
 
 async function openBench(shape: string, fmt: Format, threads: number): Promise<Bench1> {
-  const file = benchModelPath(shape, fmt);
-  const backend = selectBackend('native', threads);
-  const loaded = await loadModel(file);
-  // the decode layouts (q8_0r16, bf16r16, fp8r16, ...) that openModel gives generate and serve; without this the
-  // bench timed the load-time layouts, which no product path decodes (sessions 7-16's 1B verify curves)
-  backend.prepareWeights?.(loaded.tensors as Map<string, Tensor>);
-  return { loaded, model: LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors) };
+  // through openModel, as generate and serve load it: the decode layouts (q8_0r16, bf16r16, fp8r16, ...); sessions
+  // 7-16 loaded the file without them and timed layouts no product path decodes
+  const { loaded, model } = await openModel(benchModelPath(shape, fmt), { backend: 'native', threads, tokenizerOptional: true });
+  return { loaded, model };
 }
 
 /** One sequence over an identity block table (slot == position), as generate() lays it out. */

@@ -2,7 +2,7 @@
 
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export type NativeIsa = 'scalar' | 'avx2' | 'avx512';
@@ -103,14 +103,21 @@ let cached: NativeAddon | null | undefined;
 /** The addon, loaded once; null if build/Release/floe.node is missing (run `npx node-gyp rebuild`). */
 export function loadAddon(): NativeAddon | null {
   if (cached !== undefined) return cached;
-  const path = join(packageRoot(), 'build', 'Release', 'floe.node');
-  if (!existsSync(path)) return (cached = null);
+  const path = addonPath();
+  if (!existsSync(path)) {
+    if (process.env.FLOE_ADDON) throw new Error(`FLOE_ADDON=${path}: no such file`);
+    return (cached = null);
+  }
   const require = createRequire(import.meta.url);
   cached = require(path) as NativeAddon;
   return cached;
 }
 
-/** Absolute path the addon is loaded from (for messages). */
+/**
+ * Absolute path the addon is loaded from: build/Release/floe.node, or FLOE_ADDON (another build of it, for A/B runs of
+ * two builds in one benchmark, e.g. `bench/decode-ab.ts --ab FLOE_ADDON=/tmp/old.node`).
+ */
 export function addonPath(): string {
-  return join(packageRoot(), 'build', 'Release', 'floe.node');
+  const e = process.env.FLOE_ADDON;
+  return e ? resolve(e) : join(packageRoot(), 'build', 'Release', 'floe.node');
 }

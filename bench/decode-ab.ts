@@ -22,7 +22,7 @@ const arg = (name: string, dflt?: string): string => {
 const model = arg('model'), threads = Number(arg('threads', '2')), reps = Number(arg('reps', '7')), tokens = Number(arg('tokens', '256'));
 
 if (process.argv.includes('--child')) {
-  // the model code only in the child: the parent stays a bare process that loads no addon
+  // the model code only in the child: the parent loads no model (only the addon, for the host line of machine.ts)
   const { generate } = await import('../src/model/generate.js');
   const { openModel } = await import('../src/model/open.js');
   const m = await openModel(model, { backend: 'native', threads });

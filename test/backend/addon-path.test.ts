@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { addonPath } from '../../src/backend/native-addon.js';
 
@@ -20,8 +21,9 @@ import { addonPath, loadAddon } from './src/backend/native-addon.js';
 const a = loadAddon();
 console.log(JSON.stringify({ path: addonPath(), isa: a ? a.isa() : null }));
 `;
+const root = fileURLToPath(new URL('../..', import.meta.url));
 const child = (env: NodeJS.ProcessEnv) =>
-  spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe], { cwd: join(built, '..', '..', '..'), env, encoding: 'utf8' });
+  spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe], { cwd: root, env, encoding: 'utf8' });
 
 describe('FLOE_ADDON', { skip }, () => {
   it('loads the build at that path', () => {

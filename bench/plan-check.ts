@@ -60,7 +60,7 @@ async function child(mode: string, model: string, a: Record<string, number>): Pr
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const flag = (name: string, d: string) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1]! : d; };
-  const { parseSize } = await import('../src/serve/server.js');
+  const { parseSize } = await import('../src/cli/args.js');
   const a = { kv: parseSize(flag('kv', '2GiB')), seq: Number(flag('seq', '512')), rank: Number(flag('rank', '16')), threads: Number(flag('threads', '0')) || undefined as unknown as number };
   if (argv[0] === '--child') return child(argv[1]!, argv[2]!, a);
   const { plan, PLAN_DEFAULTS, ALL_LORA_TARGETS } = await import('../src/platform/plan.js');

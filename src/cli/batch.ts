@@ -11,8 +11,8 @@ import { createFile, parseBatchInput, writeAtomic } from '../platform/files.js';
 import { Store } from '../platform/store.js';
 import { createApp } from '../serve/app.js';
 import { injectExecutor } from '../serve/batch-routes.js';
-import { defaultModelName, loadTextTools, parseSize } from '../serve/server.js';
-import { kvCacheDtype, loadDtype, modelOrBuiltin, optNum, parse, UsageError } from './args.js';
+import { defaultModelName, loadTextTools } from '../serve/server.js';
+import { kvCacheDtype, loadDtype, modelOrBuiltin, optNum, parse, parseSize, UsageError } from './args.js';
 
 /**
  * The batch lane's width for `floe serve` / `floe batch`: --batch-max-num-seqs, by default BATCH_LANE_FACTOR ×

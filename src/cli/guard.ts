@@ -6,7 +6,7 @@ import type { BackendName } from '../backend/select.js';
 import { Guard, DEFAULT_THRESHOLD } from '../platform/guard/guard.js';
 import { parseCategories, parseExclude } from '../platform/guard/policy.js';
 import { GUARD_FORMATS, effectiveCategories, type ChatTurn, type GuardFormat, type GuardRole } from '../platform/guard/prompt.js';
-import { conflicts, num, optNum, packageRoot, parse, textOrStdin, UsageError } from './args.js';
+import { conflicts, num, optNum, packageRoot, parse, parseSize, textOrStdin, UsageError } from './args.js';
 
 /** models/floe-guard in the package, the default guard. */
 export function builtinGuard(): string {
@@ -60,7 +60,7 @@ export async function guardCmd(args: string[]): Promise<number> {
     if (!existsSync(model)) throw new UsageError(`--model GUARD is required (the built-in guard ${model} is missing)`);
     process.stderr.write(`[floe] guard: no --model given, using the built-in guard ${model}\n`);
   }
-  const kvCacheMemory = v['kv-cache-memory'] === undefined ? 256 * 2 ** 20 : (await import('../serve/server.js')).parseSize(v['kv-cache-memory']);
+  const kvCacheMemory = v['kv-cache-memory'] === undefined ? 256 * 2 ** 20 : parseSize(v['kv-cache-memory']);
   const guard = await Guard.open(model, { format, backend, threads: optNum(v.threads, 'threads', true, { min: 1 }), kvCacheMemory, maxNumSeqs: 2 });
   try {
     // check the policy and the conversation before the model runs

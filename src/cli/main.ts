@@ -15,7 +15,7 @@ import type { BackendName } from '../backend/select.js';
 import { loadAddon } from '../backend/native-addon.js';
 import type { KvDType } from '../backend/backend.js';
 import {
-  type Range, commandHelp, conflicts, defaultMaxTokens, kvCacheDtype, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, samplingFlags, textOrStdin, UsageError,
+  type Range, commandHelp, conflicts, defaultMaxTokens, kvCacheDtype, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, parseSize, samplingFlags, textOrStdin, UsageError,
   withGenerationDefaults,
 } from './args.js';
 import { joinPipeline, PIPELINE_FLAGS, pipelineFlags } from './pipeline.js';
@@ -537,7 +537,6 @@ function spreadLoraModules(args: readonly string[]): string[] {
 }
 
 async function serveCmd(args: string[]): Promise<number> {
-  const { startServer, parseSize } = await import('../serve/server.js');
   const { values } = parse(spreadLoraModules(args), {
     model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'api-key': { type: 'string' },
     'model-name': { type: 'string' }, threads: { type: 'string' }, backend: { type: 'string' },
@@ -604,6 +603,7 @@ async function serveCmd(args: string[]): Promise<number> {
   const stop = new Promise<string>((resolve) => {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve(sig));
   });
+  const { startServer } = await import('../serve/server.js'); // after the flags: a usage error does not load the server
   const server = await startServer({
     model: modelPath, host: values.host, port, apiKey: values['api-key'] ?? null, modelName: values['model-name'],
     threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'), kvPrefault: !!values['kv-prefault'],

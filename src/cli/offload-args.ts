@@ -1,8 +1,7 @@
 // --weights-memory SIZE / --offload-ratio F (generate, chat, serve, finetune, distill): OffloadOptions, or undefined.
 
 import type { OffloadOptions } from '../model/offload.js';
-import { parseSize } from '../serve/server.js';
-import { conflicts, num, UsageError } from './args.js';
+import { conflicts, num, parseSize, UsageError } from './args.js';
 
 export const OFFLOAD_FLAGS = { 'weights-memory': { type: 'string' }, 'offload-ratio': { type: 'string' } } as const;
 

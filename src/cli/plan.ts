@@ -7,8 +7,7 @@ import { parseHfConfig, readHfConfig } from '../formats/hf-config.js';
 import type { LlamaConfig } from '../formats/llama-config.js';
 import { parseLoraTargets } from '../model/lora.js';
 import { ALL_LORA_TARGETS, hostMemory, plan, PLAN_DEFAULTS, presetConfig, PRESETS, type Plan, type PlanDType, type PlanOptions } from '../platform/plan.js';
-import { parseSize } from '../serve/server.js';
-import { conflicts, num, optNum, parse, UsageError } from './args.js';
+import { conflicts, num, optNum, parse, parseSize, UsageError } from './args.js';
 
 async function modelConfig(model: string | undefined, preset: string | undefined): Promise<LlamaConfig> {
   if ((model === undefined) === (preset === undefined)) throw new UsageError(`give one of --model CONFIG.json|DIR|FILE.gguf or --preset ${Object.keys(PRESETS).join('|')}`);

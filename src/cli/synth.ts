@@ -8,8 +8,7 @@ import { DEFAULT_GROUNDING } from '../platform/synth/grounding.js';
 import { METHODS, type MethodName } from '../platform/synth/methods.js';
 import type { SynthProgress } from '../platform/synth/pipeline.js';
 import { synth } from '../platform/synth/synth.js';
-import { parseSize } from '../serve/server.js';
-import { kvCacheDtype, modelOrBuiltin, num, optNum, parse, UsageError } from './args.js';
+import { kvCacheDtype, modelOrBuiltin, num, optNum, parse, parseSize, UsageError } from './args.js';
 
 export async function synthCmd(args: string[]): Promise<number> {
   const str = { type: 'string' } as const;

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { encodeChat } from '../../src/formats/chat-template.js';
 import { hfToGguf, gv } from '../../src/formats/gguf-writer.js';
 import { loadModel } from '../../src/formats/load.js';
-import { defaultModelName, loadTextTools, parseSize, preflight, startServer } from '../../src/serve/server.js';
+import { defaultModelName, loadTextTools, preflight, startServer } from '../../src/serve/server.js';
+import { parseSize } from '../../src/cli/args.js';
 import { CHAT_TEMPLATE, makeModelDir } from './helpers.js';
 
 test('HF dir and its GGUF conversion give the same tokens for chat and text', async () => {

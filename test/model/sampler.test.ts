@@ -246,7 +246,9 @@ test('a flat distribution over a large vocabulary: after 64, 256 and 1024 candid
       const ref = want[id]!; // ties at the cut: both take the lowest ids of the group
       assert.ok(Math.abs(got - ref) <= 1e-9 + 1e-6 * ref, `${name}: token ${id} p ${got} vs reference ${ref} (seed ${seed})`);
     }
-    const got = draws(s, logits, null, 4000);
+    // the candidates and their probabilities are checked exactly above; the draws check that sample() draws from
+    // them (1000 draws: 50 chi-square cells; each draw redoes the O(V) selection, ~12 ms in TypeScript)
+    const got = draws(s, logits, null, 1000);
     if (name.startsWith('ties')) {
       const values = [...new Set(logits)];
       const group = (x: Float64Array) => Float64Array.from(values, (v) => x.reduce((acc, c, i) => acc + (logits[i] === v ? c : 0), 0));

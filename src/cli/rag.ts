@@ -9,8 +9,7 @@ import { ask, type RagAnswer } from '../platform/rag/answer.js';
 import { openEmbedder, type RagEmbedder } from '../platform/rag/embedder.js';
 import { docKind } from '../platform/rag/extract.js';
 import { FilterError, parseFilter, type Filter } from '../platform/rag/filter.js';
-import { RagStore, SEARCH_MODES, type Collection, type IngestProgress, type Passage, type SearchMode } from '../platform/rag/store.js';
-import { loadTextTools } from '../serve/server.js';
+import type { Collection, IngestProgress, Passage, RagStore, SearchMode } from '../platform/rag/store.js';
 import { modelOrBuiltin, optNum, packageRoot, parse, UsageError } from './args.js';
 
 export const RAG_HELP = `Usage:
@@ -37,6 +36,9 @@ passages), prompt with numbered passages that fit the context, answer with citat
 --embedding-model PATH (default: the collection's recorded embedder, else the built-in models/floe-embed),
 --model PATH (chat model, default the built-in models/floe-brown), --threads N, --backend native|reference.
 `;
+
+// LanceDB (the store) and the server's text tools load on use, so --help and usage errors answer at once (~0.2 s, not 1 s)
+const ragStore = async () => (await import('../platform/rag/store.js')).RagStore;
 
 const str = { type: 'string' } as const;
 const bool = { type: 'boolean' } as const;
@@ -108,7 +110,7 @@ async function ingestCmd(args: string[]): Promise<number> {
   const overlap = optNum(v.overlap, 'overlap', true, { min: 0 });
   const commitChunks = optNum(v['commit-chunks'], 'commit-chunks', true, { min: 1 });
   const threads = optNum(v.threads, 'threads', true, { min: 1 });
-  const store = await RagStore.open(db, { create: true });
+  const store = await (await ragStore()).open(db, { create: true });
   const existed = await store.has(name);
   const recorded = existed ? (await store.collection(name)).embedderName : null;
   const embedder = await embedderFor(v['embedding-model'], recorded, { threads, backend: backendOf(v.backend) });
@@ -156,7 +158,7 @@ function whereArg(v: string | undefined): Filter | null {
 }
 
 async function openCollection(db: string, name: string): Promise<{ store: RagStore; col: Collection }> {
-  const store = await RagStore.open(db);
+  const store = await (await ragStore()).open(db);
   return { store, col: await store.collection(name) };
 }
 
@@ -170,6 +172,7 @@ async function queryCmd(args: string[], answer: boolean): Promise<number> {
   const question = positionals[0]!;
   const k = optNum(v.k, 'k', true, { min: 1 }) ?? 5;
   const mode = (v.mode ?? 'hybrid') as SearchMode;
+  const { SEARCH_MODES } = await import('../platform/rag/store.js');
   if (!SEARCH_MODES.includes(mode)) throw new UsageError(`--mode expects ${SEARCH_MODES.join(', ')}, got '${v.mode}'`);
   if (!answer && (v.model !== undefined || v.rerank || v['max-tokens'] !== undefined)) throw new UsageError('--model, --rerank and --max-tokens belong to rag ask');
   const maxTokens = optNum(v['max-tokens'], 'max-tokens', true, { min: 1 });
@@ -192,7 +195,7 @@ async function queryCmd(args: string[], answer: boolean): Promise<number> {
   const modelPath = modelOrBuiltin(v.model, 'rag ask');
   let engine: EngineClient | null = null;
   try {
-    const [e, tools] = await Promise.all([startEngine({ model: modelPath, threads, backend, maxNumSeqs: 16 }), loadTextTools(modelPath)]);
+    const [e, tools] = await Promise.all([startEngine({ model: modelPath, threads, backend, maxNumSeqs: 16 }), (await import('../serve/server.js')).loadTextTools(modelPath)]);
     engine = e;
     if (!tools.tokenizer) throw new Error(`${modelPath} has no tokenizer; rag ask needs one`);
     const res = await ask(col, embedder, { engine: e, tokenizer: tools.tokenizer, template: tools.template }, question,
@@ -208,7 +211,7 @@ async function queryCmd(args: string[], answer: boolean): Promise<number> {
 
 async function listCmd(args: string[]): Promise<number> {
   const { values: v } = parse(args, { db: str, json: bool });
-  const store = await RagStore.open(need(v.db, '--db DIR'));
+  const store = await (await ragStore()).open(need(v.db, '--db DIR'));
   const list = await store.list();
   if (v.json) process.stdout.write(JSON.stringify({ collections: list }) + '\n');
   else for (const c of list) process.stdout.write(`${c.name}\t${c.documents} documents\t${c.chunks} chunks\t${c.dim}-dim ${c.embedder}\t${c.vectorIndex ?? 'brute force'}\n`);

@@ -2,7 +2,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { linkSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,17 @@ import { loadAddon } from '../../src/backend/native-addon.js';
 
 const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
 const FIX = fileURLToPath(new URL('../fixtures/models/', import.meta.url));
+
+/** spawnSync's result fields, without blocking the event loop (stdin closed at once; killed after 30 s). */
+function spawnAsync(cmd: string, argv: string[]): Promise<{ status: number | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], timeout: 30_000 });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    child.on('error', reject);
+    child.on('close', (status) => resolve({ status, stderr }));
+  });
+}
 
 function floe(...args: string[]) {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -181,25 +192,32 @@ function numericFlags(cmd: string): string[] {
   return [...new Set(flags)];
 }
 
-test('every numeric flag of every command rejects a negative value before doing any work', () => {
+test('every numeric flag of every command rejects a negative value before doing any work', async () => {
   const out = mkdtempSync(join(tmpdir(), 'floe-neg-'));
   const base: Record<string, string[]> = {
     generate: ['--prompt', 'x'], chat: [], serve: ['--port', '0'], eval: ['--data', join(out, 'none.jsonl')],
     finetune: ['--data', join(out, 'none.jsonl'), '--out', join(out, 'run'), '--eval-split', '0.5'],
     quantize: ['--model', join(out, 'm'), '--out', join(out, 'q'), '--fp8'], tokenizer: ['train', '--data', join(out, 'd.txt'), '--out', join(out, 't'), '--vocab-size', '300'],
   };
-  const seen: string[] = [];
+  const runs: Array<{ cmd: string; flag: string; argv: string[] }> = [];
   for (const [cmd, args] of Object.entries(base)) {
     const flags = cmd === 'chat' ? [...numericFlags('chat'), 'temperature', 'top-k', 'top-p', 'min-p', 'repetition-penalty', 'seed', 'threads'] : numericFlags(cmd);
     assert.ok(flags.length > 0, `${cmd} has numeric flags`);
-    for (const flag of flags) {
-      const r = spawnSync(process.execPath, [BIN, ...(cmd === 'tokenizer' ? ['tokenizer'] : [cmd]), ...args, `--${flag}=-1`], { encoding: 'utf8', timeout: 30_000, input: '' });
+    for (const flag of flags) runs.push({ cmd, flag, argv: [BIN, ...(cmd === 'tokenizer' ? ['tokenizer'] : [cmd]), ...args, `--${flag}=-1`] });
+  }
+  // ~170 processes, three at a time (each is mostly Node's start-up)
+  const seen: string[] = [];
+  const queue = [...runs];
+  await Promise.all(Array.from({ length: 3 }, async () => {
+    for (let run; (run = queue.shift());) {
+      const { cmd, flag, argv } = run;
+      const r = await spawnAsync(process.execPath, argv);
       assert.notEqual(r.status, 0, `${cmd} --${flag}=-1 was accepted`);
       assert.match(r.stderr, new RegExp(`--${flag}\\b`), `${cmd} --${flag}=-1: ${r.stderr}`);
       assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
       seen.push(`${cmd} --${flag}`);
     }
-  }
+  }));
   for (const f of ['generate --top-k', 'generate --logprobs', 'generate --max-tokens', 'finetune --lora-rank', 'finetune --lr', 'serve --port', 'eval --max-seq-len', 'quantize --block']) {
     assert.ok(seen.includes(f), `${f} was found in the help and checked`);
   }

@@ -43,7 +43,7 @@ test('fresh clone: the README first command runs the install script once (npx wo
     const marker = join(work, 'scripts.log');
     const pkgPath = join(clone, 'package.json');
     const pkg = JSON.parse(readFileSync(pkgPath, 'utf8'));
-    assert.equal(pkg.scripts.install, 'node-gyp rebuild', 'the install script is the native build');
+    assert.equal(pkg.scripts.install, 'node-gyp rebuild --jobs max', 'the install script is the native build');
     for (const s of ['install', 'prepare']) pkg.scripts[s] = `node -e "require('fs').appendFileSync('${marker}', '${s}\\n')"`;
     writeFileSync(pkgPath, JSON.stringify(pkg, null, 2));
     const env = {

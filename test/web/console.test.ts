@@ -281,10 +281,17 @@ test('switch adapter: the picker lists the base and its adapters; each answer is
   for (const [turn, [model, other, prompt]] of ([['a1', 'floe-brown', `Tell me about the city ${n}`], ['a2', 'a1', 'The old man'], ['floe-brown', 'a2', 'Write about the war']] as const).entries()) {
     await page.selectOption('select[name=model]', model);
     assert.equal(await page.inputValue('select[name=model]'), model);
-    history.push({ role: 'user', content: prompt });
-    const [want, wrong] = await Promise.all([oracle(model, history), oracle(other, history)]);
-    assert.notEqual(want, wrong, `turn ${turn + 1}: ${model} and ${other} answer differently, so the pick is visible`);
-    await page.fill('#prompt', prompt);
+    // The adapters are random (a2: rank 2 on three projections), so for one prompt two models can give the same greedy
+    // answer; the turn takes the first of a few prompts on which they differ, so that the pick is visible.
+    let said = '', want = '', wrong = '';
+    for (const p of [prompt, `${prompt} again`, `${prompt}, please`, `${prompt} now`]) {
+      [want, wrong] = await Promise.all([oracle(model, [...history, { role: 'user', content: p }]), oracle(other, [...history, { role: 'user', content: p }])]);
+      said = p;
+      if (want !== wrong) break;
+    }
+    assert.notEqual(want, wrong, `turn ${turn + 1}: ${model} and ${other} answer differently on one of four prompts, so the pick is visible`);
+    history.push({ role: 'user', content: said });
+    await page.fill('#prompt', said);
     await page.keyboard.press('Enter');
     await page.waitForFunction((k) => document.querySelectorAll('.msg.assistant .stats').length === k, turn + 1);
     const got = await page.locator('.msg.assistant .text').nth(turn).textContent();

@@ -89,8 +89,21 @@ export function* expectedShapes(cfg: LlamaConfig): Generator<[string, number[]]>
   }
 }
 
-/** Throws naming the first missing or mis-shaped tensor (stops at the first, so a bogus layer count is cheap). */
+/**
+ * Throws naming the first missing or mis-shaped tensor (stops at the first, so a bogus layer count is cheap), or a
+ * layer past the config's count: a config that says fewer layers than the checkpoint holds would otherwise run a
+ * truncated model without a word (vLLM refuses such a weight too).
+ */
 export function checkTensors(cfg: LlamaConfig, tensors: ReadonlyMap<string, Tensor>, where: string, keep?: (name: string) => boolean): void {
+  let past: string | null = null;
+  let layers = cfg.numLayers;
+  for (const name of tensors.keys()) {
+    const m = /^model\.layers\.(\d+)\./.exec(name);
+    if (!m || Number(m[1]) < cfg.numLayers) continue;
+    past ??= name;
+    layers = Math.max(layers, Number(m[1]) + 1);
+  }
+  if (past) throw new Error(`${where}: tensor "${past}" is past the config's num_hidden_layers = ${cfg.numLayers} (the checkpoint has layers up to ${layers - 1}); fix config.json or the checkpoint`);
   for (const [name, shape] of expectedShapes(cfg)) {
     if (keep && !keep(name)) continue;
     const t = tensors.get(name);

@@ -42,6 +42,16 @@ test('shape check names the tensor, expected vs got; missing lm_head when untied
   await assert.rejects(loadModel(tiny.dir), /missing tensor "lm_head\.weight"/);
 });
 
+test('a config with fewer layers than the checkpoint is refused, naming the first layer past it', async () => {
+  const tiny = makeTinyHf({ seed: 5 });
+  const layers = tiny.config.num_hidden_layers as number;
+  assert.ok(layers >= 2, 'the tiny model has layers to drop');
+  fs.writeFileSync(path.join(tiny.dir, 'config.json'), JSON.stringify({ ...tiny.config, num_hidden_layers: layers - 1 }));
+  await assert.rejects(loadModel(tiny.dir), new RegExp(`tensor "model\\.layers\\.${layers - 1}\\.[a-z_.]+" is past the config's num_hidden_layers = ${layers - 1} \\(the checkpoint has layers up to ${layers - 1}\\)`));
+  fs.writeFileSync(path.join(tiny.dir, 'config.json'), JSON.stringify(tiny.config));
+  (await loadModel(tiny.dir)).dispose();
+});
+
 /** Rewrites a tiny model's linear weights as FP8 with the given scale layout; returns the f32 values they encode. */
 function toFp8(tiny: ReturnType<typeof makeTinyHf>, scheme: 'block' | 'tensor' | 'channel', scaleDtype: 'F32' | 'BF16') {
   const r = rng(11);

@@ -114,6 +114,7 @@ export function checkTensors(cfg: LlamaConfig, tensors: ReadonlyMap<string, Tens
     if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
       throw new Error(`${where}: tensor "${name}" has shape [${t.shape.join(', ')}], config implies [${shape.join(', ')}]`);
     }
+    if (t.dtype === 'i32') throw new Error(`${where}: tensor "${name}" has dtype I32; a weight must be F32, F16, BF16 or F8_E4M3`);
   }
 }
 

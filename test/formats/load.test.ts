@@ -30,12 +30,15 @@ test('HF f32 / bf16 / sharded: config and every tensor byte-identical to what wa
   }
 });
 
-test('shape check names the tensor, expected vs got; missing lm_head when untied', async () => {
+test('shape check names the tensor, expected vs got; an integer weight; missing lm_head when untied', async () => {
   const tiny = makeTinyHf({ seed: 3 });
   const t = { ...tiny.tensors };
   t['model.layers.1.self_attn.k_proj.weight'] = { dtype: 'F32', shape: [8, 32], data: new Float32Array(8 * 32) };
   writeSafetensors(path.join(tiny.dir, 'model.safetensors'), t);
   await assert.rejects(loadModel(tiny.dir), /tensor "model\.layers\.1\.self_attn\.k_proj\.weight" has shape \[8, 32\], config implies \[16, 32\]/);
+  t['model.layers.1.self_attn.k_proj.weight'] = { dtype: 'I32', shape: [16, 32], data: new Int32Array(16 * 32) };
+  writeSafetensors(path.join(tiny.dir, 'model.safetensors'), t);
+  await assert.rejects(loadModel(tiny.dir), /tensor "model\.layers\.1\.self_attn\.k_proj\.weight" has dtype I32; a weight must be F32, F16, BF16 or F8_E4M3/);
   delete t['lm_head.weight'];
   t['model.layers.1.self_attn.k_proj.weight'] = tiny.tensors['model.layers.1.self_attn.k_proj.weight']!;
   writeSafetensors(path.join(tiny.dir, 'model.safetensors'), t);

@@ -189,6 +189,7 @@ synth options (see README "Synthetic data"):
   --min-chars N, --max-chars N, --max-tokens N, --temperature T, --top-p P, --seed S, --concurrency N (units in flight)
   --threads N, --backend, --kv-cache-memory SIZE, --kv-cache-dtype, --max-num-seqs N, --quiet, --json (summary)
   Re-running the same command with the same --out resumes it (OUT.synth-progress records what is done).
+
 guard options:
   --model GUARD           Llama Guard checkpoint, HF dir or .gguf (default: the package's models/floe-guard)
   --text T | --messages FILE.json   one user message ('-' reads stdin), or a JSON list of {role, content}
@@ -200,6 +201,7 @@ guard options:
   --print-prompt          print the exact prompt (with --json: a "prompt" field)
   --json                  one JSON object: flagged, verdict, categories, unsafe_probability, usage, ...
   --threads N, --backend native|reference, --kv-cache-memory SIZE
+
 plan options (presets: llama-3.1-405b, llama-3.1-70b, llama-3.1-8b, llama-3.2-1b):
   --dtype f32|bf16|fp8|q8_0   linear weights (fp8: embedding and head stay bf16); default bf16
   --kv-dtype f32|bf16|fp8 --context N --concurrency C --max-batched-tokens N   serving (defaults bf16, max, 1, 512)

@@ -192,6 +192,20 @@ function numericFlags(cmd: string): string[] {
   return [...new Set(flags)];
 }
 
+test('every command\'s --help shows its own options section and no other command\'s', () => {
+  const full = floe('--help');
+  assert.equal(full.code, 0, full.err);
+  const cmds = [...new Set([...full.out.matchAll(/^ {2}floe ([a-z]+)\b/gm)].map((m) => m[1]!))].filter((c) => c !== 'rag'); // rag has its own help
+  const sections = [...full.out.matchAll(/^([a-z]+) options\b/gm)].map((m) => m[1]!);
+  assert.ok(cmds.length >= 15 && sections.length >= 8, `${cmds.length} commands, ${sections.length} sections`);
+  for (const cmd of cmds) {
+    const r = floe(cmd, '--help');
+    assert.equal(r.code, 0, `${cmd}: ${r.err}`);
+    const shown = [...r.out.matchAll(/^([a-z]+) options\b/gm)].map((m) => m[1]!);
+    assert.deepEqual(shown, sections.includes(cmd) ? [cmd] : [], `${cmd} --help shows the sections ${shown.join(', ')}`);
+  }
+});
+
 test('every numeric flag of every command rejects a negative value before doing any work', async () => {
   const out = mkdtempSync(join(tmpdir(), 'floe-neg-'));
   const base: Record<string, string[]> = {

@@ -177,6 +177,7 @@ export class Engine {
       blockSize,
       maxNumSeqs,
       maxBatchSeqs: this.scheduler.width,
+      maxQueue: this.maxQueue,
       kvTokens,
       maxRequestTokens: Math.min(c.maxPositionEmbeddings, kvTokens),
       speculative: this.proposer ? { method: this.proposer.name, numSpeculativeTokens: this.numSpecTokens } : null,

@@ -115,6 +115,7 @@ export interface EngineInfo {
   readonly blockSize: number;
   readonly maxNumSeqs: number; // sequences running at once: the most completions (n) one request may ask for
   readonly maxBatchSeqs?: number; // the batch lane's width: low-priority sequences at once while no interactive one runs
+  readonly maxQueue?: number; // requests that may wait beyond the free sequence slots (--max-queue); more get 429
   readonly kvTokens: number; // tokens of KV that fit in the budget
   readonly maxRequestTokens: number; // longest prompt + output one request can ever hold: min(maxModelLen, kvTokens)
   readonly speculative?: { readonly method: string; readonly numSpeculativeTokens: number } | null; // proposer name and K

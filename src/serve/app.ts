@@ -282,7 +282,7 @@ export function createApp(opts: AppOptions): ServeApp {
     };
 
     if (!p.stream) {
-      for await (const { source, value } of job.stream) acc.add(source, value);
+      await drain(job, ({ source, value }) => acc.add(source, value));
       acc.done();
       return {
         ...head, object: 'chat.completion', system_fingerprint: null,
@@ -339,6 +339,14 @@ export function createApp(opts: AppOptions): ServeApp {
     await ft?.serveCheckpoint((req.body as { model?: unknown } | null)?.model, c.engine);
     const p = parseCompletionRequest(req.body, vctx(c));
     noteIgnored(reply, p.ignored);
+    // Each prompt is one engine request: past the slots plus the queue the engine refuses some of them every time,
+    // so a 429 (whose Retry-After promises success later) would be a lie.
+    const info = c.engine.info;
+    const slots = lane(reply) === 'batch' ? info.maxBatchSeqs ?? info.maxNumSeqs : info.maxNumSeqs;
+    if (info.maxQueue !== undefined && p.prompts.length > slots + info.maxQueue) {
+      throw invalid('prompt', `'prompt' holds ${p.prompts.length} prompts, but this server takes at most ${slots + info.maxQueue} requests at once ` +
+        `(${slots} sequence slots, --max-num-seqs, plus ${info.maxQueue} waiting, --max-queue); send fewer prompts per request or raise those flags`);
+    }
     const prompts = p.prompts.map((pr, i) => {
       const param = p.prompts.length > 1 ? `prompt[${i}]` : 'prompt';
       const ids = promptIds(c, pr, param);
@@ -398,7 +406,7 @@ export function createApp(opts: AppOptions): ServeApp {
     };
 
     if (!p.stream) {
-      for await (const { source, value } of job.stream) onOutput(source, value);
+      await drain(job, ({ source, value }) => onOutput(source, value));
       acc.done();
       return {
         ...head, object: 'text_completion', system_fingerprint: null,
@@ -555,7 +563,13 @@ async function streamSse(
   onEnd: () => unknown,
 ): Promise<void> {
   const it = job.stream;
-  const first = await it.next(); // throws → the error handler answers with a status
+  let first: IteratorResult<{ source: number; value: GenerateOutput }>;
+  try {
+    first = await it.next(); // throws → the error handler answers with a status
+  } catch (err) {
+    job.abort(); // the other sub-requests still run: the reply's close handler skips a reply that finished
+    throw err;
+  }
   reply.hijack();
   const raw = reply.raw;
   raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
@@ -577,6 +591,19 @@ async function streamSse(
   } finally {
     void it.return(undefined).catch(() => {});
     if (!raw.destroyed && !raw.writableEnded) raw.end('data: [DONE]\n\n');
+  }
+}
+
+/**
+ * A non-streamed job's outputs, in order. A failing sub-request (429, 400 from the engine) fails the request, and
+ * the reply's close handler will not abort the others (the reply finished), so they are aborted here.
+ */
+async function drain(job: Job, onItem: (item: { source: number; value: GenerateOutput }) => void): Promise<void> {
+  try {
+    for await (const item of job.stream) onItem(item);
+  } catch (err) {
+    job.abort();
+    throw err;
   }
 }
 

@@ -424,3 +424,42 @@ test('models and metrics', async () => {
   assert.match(text, /floe_kv_blocks_total 64/);
   assert.match(text, /floe_time_to_first_token_seconds_count 1/);
 });
+
+/** Refuses the sub-request of prompt 2 (as a full queue does) while the others run, slowly. */
+class ThirdRefused extends FakeEngine {
+  override async *generate(req: Parameters<FakeEngine['generate']>[0], signal?: AbortSignal) {
+    if (req.id.endsWith('-2')) {
+      this.requests.push(req);
+      throw new EngineRequestError(429, 'the queue is full');
+    }
+    yield* super.generate(req, signal);
+  }
+}
+
+test('a multi-prompt completion the engine refuses in part aborts its other prompts (plain and streamed); prompts past slots + queue are a 400 up front', async () => {
+  for (const stream of [false, true]) {
+    const engine = new ThirdRefused(tok, { maxNumSeqs: 2, maxQueue: 2 });
+    engine.delayMs = 5;
+    const s = createApp({ modelName: 'tiny' });
+    s.ready({ engine, tokenizer: tok, template: null });
+    // A real socket: inject's replies close before they finish, which hides a skipped abort.
+    const url = await s.app.listen({ port: 0, host: '127.0.0.1' });
+    const r = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: ['a', 'b', 'c', 'd'], max_tokens: 200, ignore_eos: true, stream }) });
+    assert.equal(r.status, 429, `stream=${stream}: ${await r.text()}`);
+    await s.app.close();
+    const others = engine.requests.map((q) => q.id).filter((id) => !id.endsWith('-2'));
+    assert.equal(others.length, 3);
+    assert.deepEqual(others.filter((id) => !engine.aborted.includes(id)), [], `stream=${stream}: every other prompt is aborted`);
+  }
+
+  const engine = new FakeEngine(tok, { maxNumSeqs: 2, maxQueue: 1 });
+  const s = createApp({ modelName: 'tiny' });
+  s.ready({ engine, tokenizer: tok, template: null });
+  const r = await s.app.inject({ method: 'POST', url: '/v1/completions', payload: { prompt: ['a', 'b', 'c', 'd'], max_tokens: 2 } });
+  assert.equal(r.statusCode, 400, r.body);
+  assert.equal(r.json().error.param, 'prompt');
+  assert.match(r.json().error.message, /--max-num-seqs.*--max-queue/);
+  assert.equal(engine.requests.length, 0, 'nothing reached the engine');
+  const fits = await s.app.inject({ method: 'POST', url: '/v1/completions', payload: { prompt: ['a', 'b', 'c'], max_tokens: 2 } });
+  assert.equal(fits.statusCode, 200, fits.body);
+});

@@ -35,6 +35,10 @@ export function parseSize(s: string): number {
   return Math.floor(bytes);
 }
 
+/** What a number flag accepts: decimal notation only (Number() alone also takes '0x10', '0b1' and, for integers, '1e1'). */
+export const DECIMAL_INT = /^[+-]?\d+$/;
+export const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
 /**
  * A numeric flag's value, or `fallback` when absent. Every numeric flag is non-negative (range.min defaults to 0);
  * the message names the flag, the range and the value given.
@@ -43,7 +47,7 @@ export function num(v: string | undefined, name: string, fallback: number, integ
   if (v === undefined) return fallback;
   const n = Number(v);
   const r: Range = range.above === undefined && range.min === undefined ? { ...range, min: 0 } : range;
-  const ok = v.trim() !== '' && Number.isFinite(n) && (!integer || Number.isSafeInteger(n)) &&
+  const ok = (integer ? DECIMAL_INT : DECIMAL).test(v.trim()) && Number.isFinite(n) && (!integer || Number.isSafeInteger(n)) &&
     (r.min === undefined || n >= r.min) && (r.above === undefined || n > r.above) &&
     (r.max === undefined || n <= r.max) && (r.below === undefined || n < r.below);
   if (!ok) throw new UsageError(`--${name} expects ${describe(r, integer)}, got '${v}'`);

@@ -15,7 +15,7 @@ import type { BackendName } from '../backend/select.js';
 import { loadAddon } from '../backend/native-addon.js';
 import type { KvDType } from '../backend/backend.js';
 import {
-  type Range, commandHelp, conflicts, defaultMaxTokens, kvCacheDtype, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, parseSize, samplingFlags, textOrStdin, UsageError,
+  type Range, commandHelp, conflicts, DECIMAL_INT, defaultMaxTokens, kvCacheDtype, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, parseSize, samplingFlags, textOrStdin, UsageError,
   withGenerationDefaults,
 } from './args.js';
 import { joinPipeline, PIPELINE_FLAGS, pipelineFlags } from './pipeline.js';
@@ -378,7 +378,7 @@ async function generateCmd(args: string[]): Promise<number> {
   if ((values.prompt === undefined) === (values['prompt-ids'] === undefined)) throw new UsageError('give exactly one of --prompt TEXT or --prompt-ids 1,2,3');
   conflicts(values, [['prompt-ids', 'no-bos']]);
   const sampling = samplingFlags(values);
-  const maxTokensFlag = optNum(values['max-tokens'], 'max-tokens', true);
+  const maxTokensFlag = optNum(values['max-tokens'], 'max-tokens', true, { min: 1 });
   const logprobs = optNum(values.logprobs, 'logprobs', true);
   const promptLogprobs = optNum(values['prompt-logprobs'], 'prompt-logprobs', true);
   const modelPath = modelOrBuiltin(values.model, 'generate');
@@ -405,7 +405,7 @@ async function generateCmd(args: string[]): Promise<number> {
   if (values['prompt-ids'] !== undefined) {
     promptIds = values['prompt-ids'].split(',').map((s, i) => {
       const n = Number(s.trim());
-      if (s.trim() === '' || !Number.isSafeInteger(n) || n < 0) throw new UsageError(`--prompt-ids: entry ${i} '${s}' is not an integer >= 0`);
+      if (!DECIMAL_INT.test(s.trim()) || !Number.isSafeInteger(n) || n < 0) throw new UsageError(`--prompt-ids: entry ${i} '${s}' is not an integer >= 0`);
       return n;
     });
   } else {
@@ -490,7 +490,7 @@ async function detokenizeCmd(args: string[]): Promise<number> {
   if (positionals.length !== 1) throw new UsageError(`usage: floe detokenize [--model PATH] [--json] IDS (comma-separated, or - for stdin; got ${positionals.length} arguments)`);
   const ids = textOrStdin(positionals[0]!).split(',').map((s, i) => {
     const n = Number(s.trim());
-    if (s.trim() === '' || !Number.isSafeInteger(n) || n < 0) throw new UsageError(`IDS: entry ${i} '${s}' is not a token id (an integer >= 0)`);
+    if (!DECIMAL_INT.test(s.trim()) || !Number.isSafeInteger(n) || n < 0) throw new UsageError(`IDS: entry ${i} '${s}' is not a token id (an integer >= 0)`);
     return n;
   });
   const tok = await openTokenizer(modelOrBuiltin(values.model, 'detokenize'));
@@ -736,9 +736,7 @@ async function evalCmd(args: string[]): Promise<number> {
 /** --num-speculative-tokens: an integer >= 1. */
 function specTokens(v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--num-speculative-tokens expects an integer >= 1, got '${v}'`);
-  return n;
+  return num(v, 'num-speculative-tokens', 0, true, { min: 1 });
 }
 
 /** --speculative: ngram, suffix, a draft model path or module:PATH (a proposer module). */

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import type { KvDType } from '../backend/backend.js';
 import { parseHfConfig, readHfConfig } from '../formats/hf-config.js';
 import type { LlamaConfig } from '../formats/llama-config.js';
-import { parseLoraTargets } from '../model/lora.js';
+import { loraTargetsFlag } from './train-args.js';
 import { ALL_LORA_TARGETS, hostMemory, plan, PLAN_DEFAULTS, presetConfig, PRESETS, type Plan, type PlanDType, type PlanOptions } from '../platform/plan.js';
 import { conflicts, num, optNum, parse, parseSize, UsageError } from './args.js';
 
@@ -67,7 +67,7 @@ export async function planCmd(args: string[]): Promise<number> {
     maxBatchedTokens: num(v['max-batched-tokens'], 'max-batched-tokens', PLAN_DEFAULTS.maxBatchedTokens, true, one),
     train: training ? {
       loraRank: v.full ? null : num(v['lora-rank'], 'lora-rank', 8, true, one),
-      loraTargets: v['lora-targets'] ? parseLoraTargets(v['lora-targets']) : ALL_LORA_TARGETS,
+      loraTargets: loraTargetsFlag(v['lora-targets']) ?? ALL_LORA_TARGETS,
       microBatch: num(v['micro-batch'], 'micro-batch', 1, true, one), seqLen,
       checkpointActivations: !!v['checkpoint-activations'], zero,
     } : undefined,

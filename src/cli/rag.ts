@@ -10,7 +10,7 @@ import { openEmbedder, type RagEmbedder } from '../platform/rag/embedder.js';
 import { docKind } from '../platform/rag/extract.js';
 import { FilterError, parseFilter, type Filter } from '../platform/rag/filter.js';
 import type { Collection, IngestProgress, Passage, RagStore, SearchMode } from '../platform/rag/store.js';
-import { modelOrBuiltin, optNum, packageRoot, parse, UsageError } from './args.js';
+import { DECIMAL, modelOrBuiltin, optNum, packageRoot, parse, UsageError } from './args.js';
 
 export const RAG_HELP = `Usage:
   floe rag ingest --db DIR --collection NAME [--embedding-model PATH] [--chunk-tokens N] [--overlap N]
@@ -178,8 +178,9 @@ async function queryCmd(args: string[], answer: boolean): Promise<number> {
   const maxTokens = optNum(v['max-tokens'], 'max-tokens', true, { min: 1 });
   const where = whereArg(v.where);
   const rrfK = optNum(v['rrf-k'], 'rrf-k', false, { min: 0 });
-  const w = v.weights?.split(',').map(Number);
-  if (w && !(w.length === 2 && w.every((x) => Number.isFinite(x) && x >= 0))) throw new UsageError(`--weights expects DENSE,BM25 (two numbers ≥ 0), got '${v.weights}'`);
+  const parts = v.weights?.split(',').map((x) => x.trim());
+  const w = parts?.map(Number);
+  if (parts && w && !(w.length === 2 && parts.every((x) => DECIMAL.test(x)) && w.every((x) => Number.isFinite(x) && x >= 0))) throw new UsageError(`--weights expects DENSE,BM25 (two numbers ≥ 0), got '${v.weights}'`);
   const fusion = { ...(rrfK !== undefined ? { rrfK } : {}), ...(w ? { weights: [w[0]!, w[1]!] as const } : {}) };
   const threads = optNum(v.threads, 'threads', true, { min: 1 });
   const backend = backendOf(v.backend);

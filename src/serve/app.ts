@@ -385,12 +385,18 @@ export function createApp(opts: AppOptions): ServeApp {
         const t = texts.get(tok);
         out.tokens.push(t.text);
         out.token_logprobs.push(e ? clampLp(e.logprob) : null);
-        out.top_logprobs.push(e ? Object.fromEntries(e.top.slice(0, p.logprobs!).map(([id2, lp]) => [texts.text(id2), clampLp(lp)])) : null);
+        out.top_logprobs.push(e ? legacyTop(e, p.logprobs!) : null);
         out.text_offset.push(offsets[ch]!.push(t, inText));
       };
       if (withPrompt) prompts[k]!.ids.forEach((tok, j) => push(tok, promptLp[k]?.[j] ?? null, j >= prompts[k]!.added));
       for (const e of entries ?? []) push(e.token, e, !(p.skipSpecialTokens && texts.get(e.token).special));
       return out;
+    };
+    // OpenAI and vLLM: the token itself, then the k most likely (up to k + 1 entries; `logprobs: 0` gives the token alone)
+    const legacyTop = (e: LogprobEntry, k: number): Record<string, number> => {
+      const top = e.top.slice(0, k);
+      const entries = top.some(([t]) => t === e.token) ? top : [[e.token, e.logprob] as const, ...top];
+      return Object.fromEntries(entries.map(([t, lp]) => [texts.text(t), clampLp(lp)]));
     };
     const vllmPromptLogprobs = (k: number) => {
       const lps = promptLp[k];

@@ -463,3 +463,39 @@ test('a multi-prompt completion the engine refuses in part aborts its other prom
   const fits = await s.app.inject({ method: 'POST', url: '/v1/completions', payload: { prompt: ['a', 'b', 'c'], max_tokens: 2 } });
   assert.equal(fits.statusCode, 200, fits.body);
 });
+
+/** Candidates that never include the token itself (as when sampling picks outside the top k). */
+class Unlikely extends FakeEngine {
+  static top(t: number): Array<[number, number]> { return [[t ^ 2, -0.2], [t ^ 4, -0.3], [t ^ 8, -0.4]]; }
+  override async *generate(req: Parameters<FakeEngine['generate']>[0], signal?: AbortSignal) {
+    for await (const o of super.generate(req, signal)) {
+      yield {
+        ...o,
+        logprobs: o.logprobs && o.logprobs.map((e) => ({ ...e, top: Unlikely.top(e.token).slice(0, req.logprobs!) })),
+        promptLogprobs: o.promptLogprobs && o.promptLogprobs.map((e) => e && { ...e, top: Unlikely.top(e.token).slice(0, req.promptLogprobs!) }),
+      };
+    }
+  }
+}
+
+test('legacy logprobs k: top_logprobs hold the chosen token plus the k most likely (k + 1 at most), echoed prompt tokens too; k = 0 is the token alone', async () => {
+  const engine = new Unlikely(tok);
+  const s = createApp({ modelName: 'tiny' });
+  s.ready({ engine, tokenizer: tok, template: null });
+  const ids = tok.encode('abc');
+  for (const k of [0, 1, 2]) {
+    for (const stream of [false, true]) {
+      const r = await s.app.inject({ method: 'POST', url: '/v1/completions', payload: { prompt: 'abc', max_tokens: 3, echo: true, logprobs: k, stream } });
+      assert.equal(r.statusCode, 200, r.body);
+      const choices = stream ? (sse(r.body) as any[]).flatMap((e) => e.choices) : r.json().choices;
+      const lp = { tokens: choices.flatMap((c: any) => c.logprobs?.tokens ?? []), token_logprobs: choices.flatMap((c: any) => c.logprobs?.token_logprobs ?? []), top: choices.flatMap((c: any) => c.logprobs?.top_logprobs ?? []) };
+      const all = [...ids, ...FakeEngine.tokens(ids, 0, 3)];
+      assert.equal(lp.top.length, all.length, `k=${k} stream=${stream}`);
+      all.forEach((t, i) => {
+        if (i === 0) return assert.equal(lp.top[0], null, 'the first prompt token has no logprob');
+        const want = Object.fromEntries([[t, lp.token_logprobs[i]] as [number, number], ...Unlikely.top(t).slice(0, k)].map(([id, v]) => [tok.decode([id]), v]));
+        assert.deepEqual(lp.top[i], want, `k=${k} stream=${stream} position ${i}`);
+      });
+    }
+  }
+});

@@ -301,18 +301,23 @@ export function createApp(opts: AppOptions): ServeApp {
       };
     }
     const toolStreams: ToolCallStream[] = [];
+    const heldLogprobs: LogprobEntry[][] = []; // per choice: logprobs of tool-call text not yet sent
     await streamSse(reply, job, (send, first) => {
       if (first) for (let i = 0; i < p.n; i++) send(chatChunk(head, i, { role: 'assistant', content: forced ? null : '' }, null, null, p.includeUsage));
     }, (send, source, o) => {
       const ch = acc.add(source, o);
       if (useTools) {
-        // tool calls: content or call deltas as the text proves which it is; logprobs ride on the first delta
+        // tool calls: content or call deltas as the text proves which it is. The logprobs of text held back wait
+        // for the next delta sent (or the finish chunk), so that the stream carries every token's, as the plain reply does.
         const ts = (toolStreams[ch] ??= new ToolCallStream(toolNames, forced));
+        const held = (heldLogprobs[ch] ??= []);
+        if (p.logprobs !== null && o.logprobs) held.push(...o.logprobs);
+        const takeHeld = () => (p.logprobs === null ? null : chatLogprobs(held.splice(0)));
         const deltas = ts.push(o.text);
         const end = o.finishReason !== null ? ts.finish() : null;
         if (end) deltas.push(...end.deltas);
-        deltas.forEach((d, k) => send(chatChunk(head, ch, d, k === 0 && p.logprobs !== null ? chatLogprobs(o.logprobs) : null, null, p.includeUsage)));
-        if (end) send(chatChunk(head, ch, {}, null, end.isCalls && o.finishReason === 'stop' ? 'tool_calls' : o.finishReason, p.includeUsage));
+        deltas.forEach((d, k) => send(chatChunk(head, ch, d, k === 0 ? takeHeld() : null, null, p.includeUsage)));
+        if (end) send(chatChunk(head, ch, {}, held.length > 0 ? takeHeld() : null, end.isCalls && o.finishReason === 'stop' ? 'tool_calls' : o.finishReason, p.includeUsage));
         return;
       }
       if (o.text !== '' || (p.logprobs !== null && o.logprobs?.length)) {

@@ -499,3 +499,21 @@ test('legacy logprobs k: top_logprobs hold the chosen token plus the k most like
     }
   }
 });
+
+test('streamed chat with tools and logprobs: the chunks carry the logprobs of every token, held-back call text included, as the plain reply does', async () => {
+  const engine = new FakeEngine(tok);
+  const s = createApp({ modelName: 'tiny' });
+  s.ready({ engine, tokenizer: tok, template: new ChatTemplate(CHAT_TEMPLATE + '{% if tools %}{% endif %}') });
+  const tools = [{ type: 'function', function: { name: 'get_time', parameters: { type: 'object', properties: { tz: { type: 'string' } } } } }];
+  for (const text of ['{"name": "get_time", "parameters": {"tz": "UTC"}}', 'plain words']) {
+    engine.script = [...Buffer.from(text)];
+    const body = { ...user('x'), tools, logprobs: true, top_logprobs: 1, max_tokens: engine.script.length };
+    const plain = await s.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: body });
+    assert.equal(plain.statusCode, 200, plain.body);
+    const want = plain.json().choices[0].logprobs.content;
+    assert.equal(want.length, engine.script.length, 'the plain reply has one entry per token');
+    const streamed = await s.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: { ...body, stream: true } });
+    const chunks = sse(streamed.body) as any[];
+    assert.deepEqual(chunks.flatMap((c) => c.choices[0]?.logprobs?.content ?? []), want, text);
+  }
+});

@@ -102,8 +102,14 @@ const describe = (v: unknown): string => {
   if (Array.isArray(v)) return 'an array';
   if (typeof v === 'number') return Number.isNaN(v) ? 'NaN' : String(v);
   if (typeof v === 'string') return v.length > 40 ? `a string of ${v.length} characters` : JSON.stringify(v);
+  if (v === undefined) return 'nothing';
   return typeof v === 'object' ? 'an object' : `${typeof v} ${String(v)}`;
 };
+
+/** A field the request left out (or sent as null) that it must give. */
+function required(param: string, what = ''): ApiError {
+  return invalid(param, `'${param}' is required${what}`, 'missing_required_parameter');
+}
 
 function isObj(v: unknown): v is Obj {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -339,7 +345,9 @@ function responseFormat(b: Obj): ConstraintSpec | null {
     throw invalid('response_format.type', `response_format type ${describe(rf.type)} is not supported; use 'text', 'json_object' or 'json_schema'`, 'unsupported_parameter');
   }
   const js = rf.json_schema;
+  if (js === undefined || js === null) throw required('response_format.json_schema', ` when 'response_format.type' is 'json_schema'`);
   if (!isObj(js)) throw invalid('response_format.json_schema', `'response_format.json_schema' must be an object {name, schema, strict}`, 'invalid_type');
+  if (js.name === undefined || js.name === null) throw required('response_format.json_schema.name');
   if (typeof js.name !== 'string' || !/^[a-zA-Z0-9_-]{1,64}$/.test(js.name)) {
     throw invalid('response_format.json_schema.name', `'response_format.json_schema.name' must be 1-64 letters, digits, '_' or '-', got ${describe(js.name)}`);
   }
@@ -358,9 +366,12 @@ function toolDefs(b: Obj): ToolDef[] {
   const names = new Set<string>();
   return v.map((t, i) => {
     const p = `tools[${i}]`;
+    if (isObj(t) && (t.type === undefined || t.type === null)) throw required(`${p}.type`, ` (only "function" tools are supported)`);
     if (!isObj(t) || t.type !== 'function') throw invalid(`${p}.type`, `'${p}' must be {"type": "function", "function": {...}}; only function tools are supported`, 'unsupported_parameter');
     const f = t.function;
+    if (f === undefined || f === null) throw required(`${p}.function`);
     if (!isObj(f)) throw invalid(`${p}.function`, `'${p}.function' must be an object`, 'invalid_type');
+    if (f.name === undefined || f.name === null) throw required(`${p}.function.name`);
     if (typeof f.name !== 'string' || !TOOL_NAME.test(f.name)) throw invalid(`${p}.function.name`, `'${p}.function.name' must be 1-64 letters, digits, '_' or '-', got ${describe(f.name)}`);
     if (names.has(f.name)) throw invalid(`${p}.function.name`, `tool name '${f.name}' appears twice in 'tools'`);
     names.add(f.name);
@@ -415,9 +426,11 @@ function chatContent(v: unknown, param: string, role: string): string | null {
   v.forEach((part, j) => {
     const p = `${param}[${j}]`;
     if (!isObj(part)) throw invalid(p, `'${p}' must be a content part object, got ${describe(part)}`, 'invalid_type');
+    if (part.type === undefined || part.type === null) throw required(`${p}.type`);
     if (part.type !== 'text') {
       throw invalid(`${p}.type`, `content part type ${describe(part.type)} is not supported: this model takes text only ('text' parts)`);
     }
+    if (part.text === undefined || part.text === null) throw required(`${p}.text`);
     if (typeof part.text !== 'string') throw invalid(`${p}.text`, `'${p}.text' must be a string, got ${describe(part.text)}`, 'invalid_type');
     texts.push(part.text);
   });
@@ -464,6 +477,7 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
   const messages: ChatMessage[] = mv.map((m, i) => {
     const p = `messages[${i}]`;
     if (!isObj(m)) throw invalid(p, `'${p}' must be an object, got ${describe(m)}`, 'invalid_type');
+    if (m.role === undefined || m.role === null) throw required(`${p}.role`);
     if (typeof m.role !== 'string' || !CHAT_ROLES.has(m.role)) {
       throw invalid(`${p}.role`, `'${p}.role' must be one of ${[...CHAT_ROLES].join(', ')}, got ${describe(m.role)}`);
     }

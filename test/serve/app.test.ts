@@ -517,3 +517,25 @@ test('streamed chat with tools and logprobs: the chunks carry the logprobs of ev
     assert.deepEqual(chunks.flatMap((c) => c.choices[0]?.logprobs?.content ?? []), want, text);
   }
 });
+
+test('a missing nested field is "is required" (missing_required_parameter) at its own path, never "got undefined"', async () => {
+  const { post } = setup();
+  const fn = { name: 'f', parameters: { type: 'object' } };
+  const cases: Array<[Record<string, unknown>, string]> = [
+    [{ response_format: { type: 'json_schema', json_schema: { schema: { type: 'object' } } } }, 'response_format.json_schema.name'],
+    [{ response_format: { type: 'json_schema' } }, 'response_format.json_schema'],
+    [{ tools: [{ type: 'function', function: { parameters: { type: 'object' } } }] }, 'tools[0].function.name'],
+    [{ tools: [{ type: 'function', function: fn }, { type: 'function' }] }, 'tools[1].function'],
+    [{ tools: [{ function: fn }] }, 'tools[0].type'],
+    [{ messages: [{ content: 'x' }] }, 'messages[0].role'],
+    [{ messages: [{ role: 'user', content: [{ text: 'x' }] }] }, 'messages[0].content[0].type'],
+    [{ messages: [{ role: 'user', content: [{ type: 'text' }] }] }, 'messages[0].content[0].text'],
+  ];
+  for (const [over, param] of cases) {
+    const r = await post('/v1/chat/completions', { ...user('x'), ...over });
+    assert.equal(r.statusCode, 400, param);
+    const e = r.json().error;
+    assert.deepEqual({ param: e.param, code: e.code }, { param, code: 'missing_required_parameter' }, e.message);
+    assert.equal(e.message, `'${param}' is required${param === 'tools[0].type' ? ' (only "function" tools are supported)' : param === 'response_format.json_schema' ? " when 'response_format.type' is 'json_schema'" : ''}`);
+  }
+});

@@ -539,3 +539,16 @@ test('a missing nested field is "is required" (missing_required_parameter) at it
     assert.equal(e.message, `'${param}' is required${param === 'tools[0].type' ? ' (only "function" tools are supported)' : param === 'response_format.json_schema' ? " when 'response_format.type' is 'json_schema'" : ''}`);
   }
 });
+
+test('/v1/embeddings with an unknown model: the 404 names the embedding model beside the chat model, as /v1/models lists them', async () => {
+  const engine = new FakeEngine(tok);
+  const s = createApp({ modelName: 'tiny' });
+  s.ready({ engine, tokenizer: tok, template: null, embedding: { name: 'embedder', engine: new FakeEngine(tok), tokenizer: tok, pooling: 'mean', maxTokens: 32 } });
+  const ids = (await s.app.inject({ method: 'GET', url: '/v1/models' })).json().data.map((m: any) => m.id);
+  const r = await s.app.inject({ method: 'POST', url: '/v1/embeddings', payload: { model: 'text-embedding-3-small', input: 'x' } });
+  assert.equal(r.statusCode, 404, r.body);
+  assert.deepEqual({ ...r.json().error, message: '' }, { message: '', type: 'invalid_request_error', param: 'model', code: 'model_not_found' });
+  const named = [...r.json().error.message.matchAll(/'([^']+)'/g)].map((m) => m[1]).slice(1);
+  assert.deepEqual(named.sort(), [...ids].sort());
+  for (const model of ids) assert.equal((await s.app.inject({ method: 'POST', url: '/v1/embeddings', payload: { model, input: 'x' } })).statusCode, 200, model);
+});

@@ -2,12 +2,12 @@
 // state in a sidecar SQLite store so that re-running the same command resumes; output lines as the Batch API's.
 
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { BackendName } from '../backend/select.js';
 import { startEngine } from '../engine/client.js';
 import { ENGINE_DEFAULTS, type EngineClient } from '../engine/protocol.js';
 import { BatchService, outputLine } from '../platform/batch.js';
-import { createFile, parseBatchInput, writeAtomic } from '../platform/files.js';
+import { createFile, FileValidationError, parseBatchInput, writeAtomic } from '../platform/files.js';
 import { Store } from '../platform/store.js';
 import { createApp } from '../serve/app.js';
 import { injectExecutor } from '../serve/batch-routes.js';
@@ -46,8 +46,14 @@ export async function batchCmd(args: string[]): Promise<number> {
     maxBatchedTokens: optNum(v['max-batched-tokens'], 'max-batched-tokens', true, { min: 1 }),
   };
   const modelPath = modelOrBuiltin(v.model, 'batch');
+  if (!existsSync(v.input)) throw new UsageError(`--input: no file ${v.input}`);
   const bytes = readFileSync(v.input);
-  const lines = parseBatchInput(bytes.toString('utf8')).map((l, i) => ({ ...l, n: i + 1 }));
+  let parsed;
+  try { parsed = parseBatchInput(bytes.toString('utf8')); } catch (e) {
+    if (e instanceof FileValidationError) throw new UsageError(`--input ${v.input}: ${e.message}`);
+    throw e;
+  }
+  const lines = parsed.map((l, i) => ({ ...l, n: i + 1 }));
   const endpoint = lines[0]!.url;
   const other = lines.find((l) => l.url !== endpoint);
   if (other) throw new UsageError(`${v.input} line ${other.n}: url ${other.url} differs from line 1's ${endpoint}; one batch runs one endpoint`);

@@ -34,6 +34,9 @@ export async function guardCmd(args: string[]): Promise<number> {
   const threshold = num(v.threshold, 'threshold', DEFAULT_THRESHOLD, false, { min: 0, max: 1 });
   const backend = v.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
+  let kvCacheMemory = 256 * 2 ** 20;
+  try { if (v['kv-cache-memory'] !== undefined) kvCacheMemory = parseSize(v['kv-cache-memory']); } catch (e) { throw new UsageError(`--kv-cache-memory: ${(e as Error).message}`); }
+  const threads = optNum(v.threads, 'threads', true, { min: 1 });
 
   let messages: ChatTurn[];
   if (v.text !== undefined) {
@@ -60,8 +63,7 @@ export async function guardCmd(args: string[]): Promise<number> {
     if (!existsSync(model)) throw new UsageError(`--model GUARD is required (the built-in guard ${model} is missing)`);
     process.stderr.write(`[floe] guard: no --model given, using the built-in guard ${model}\n`);
   }
-  const kvCacheMemory = v['kv-cache-memory'] === undefined ? 256 * 2 ** 20 : parseSize(v['kv-cache-memory']);
-  const guard = await Guard.open(model, { format, backend, threads: optNum(v.threads, 'threads', true, { min: 1 }), kvCacheMemory, maxNumSeqs: 2 });
+  const guard = await Guard.open(model, { format, backend, threads, kvCacheMemory, maxNumSeqs: 2 });
   try {
     // check the policy and the conversation before the model runs
     const cats = effectiveCategories({ format: guard.format, categories, exclude });

@@ -425,6 +425,11 @@ async function generateCmd(args: string[]): Promise<number> {
     try { speculative = (await openModel(specArg, { backend, threads, load })).model; } catch (e) { throw new Error(`--speculative ${specArg}: ${(e as Error).message}`); }
   }
   const numSpeculativeTokens = specTokens(values['num-speculative-tokens']);
+  const context = model.config.maxPositionEmbeddings;
+  if (maxTokensFlag !== undefined && promptIds.length + maxTokensFlag > context) {
+    throw new Error(`--max-tokens ${maxTokensFlag}: prompt (${promptIds.length} tokens) + ${maxTokensFlag} = ${promptIds.length + maxTokensFlag} exceeds the model's context of ${context}; ` +
+      `give --max-tokens ${Math.max(context - promptIds.length, 0)} or less`);
+  }
   const genOpts = {
     speculative, numSpeculativeTokens,
     maxTokens: maxTokensFlag ?? defaultMaxTokens(opened.generation.maxNewTokens ?? 128, promptIds.length, model.config.maxPositionEmbeddings),
@@ -501,7 +506,7 @@ async function detokenizeCmd(args: string[]): Promise<number> {
 
 async function tokenizerCmd(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
-  if (sub !== 'train') throw new Error(`expected 'floe tokenizer train', got '${sub ?? ''}'`);
+  if (sub !== 'train') throw new UsageError(sub === undefined ? 'give a subcommand: floe tokenizer train --data FILE... --vocab-size N --out DIR' : `unknown tokenizer command '${sub}'; expected train`);
   const { values, positionals } = parse(rest, {
     data: { type: 'string', multiple: true }, 'vocab-size': { type: 'string' }, 'min-frequency': { type: 'string' },
     out: { type: 'string' }, quiet: { type: 'boolean' },
@@ -511,7 +516,9 @@ async function tokenizerCmd(args: string[]): Promise<number> {
   if (files.length === 0) throw new UsageError('--data FILE... is required (.jsonl with "text" fields, or plain text)');
   if (!values.out) throw new UsageError('--out DIR is required');
   if (values['vocab-size'] === undefined) throw new UsageError('--vocab-size N is required');
-  const vocabSize = num(values['vocab-size'], 'vocab-size', 0, true, { min: 1 });
+  const { DEFAULT_SPECIAL_TOKENS, MAX_VOCAB_SIZE } = await import('../train/bpe-trainer.js');
+  // the vocabulary holds the 256 bytes and the special tokens before any merge
+  const vocabSize = num(values['vocab-size'], 'vocab-size', 0, true, { min: 256 + DEFAULT_SPECIAL_TOKENS.length, max: MAX_VOCAB_SIZE });
   const minFrequency = num(values['min-frequency'], 'min-frequency', 2, true, { min: 1 });
   const { trainTokenizerFiles } = await import('../train/bpe-trainer.js');
   const t0 = performance.now();

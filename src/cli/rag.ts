@@ -110,10 +110,12 @@ async function ingestCmd(args: string[]): Promise<number> {
   const overlap = optNum(v.overlap, 'overlap', true, { min: 0 });
   const commitChunks = optNum(v['commit-chunks'], 'commit-chunks', true, { min: 1 });
   const threads = optNum(v.threads, 'threads', true, { min: 1 });
+  if (overlap !== undefined && overlap >= (chunkTokens ?? 256)) throw new UsageError(`--overlap ${overlap} must be below --chunk-tokens ${chunkTokens ?? '(default 256)'}`);
   const store = await (await ragStore()).open(db, { create: true });
   const existed = await store.has(name);
   const recorded = existed ? (await store.collection(name)).embedderName : null;
   const embedder = await embedderFor(v['embedding-model'], recorded, { threads, backend: backendOf(v.backend) });
+  chunkFlags(chunkTokens, overlap, embedder);
   const col = await store.create(name, embedder, { existOk: true });
   const bar = new Bar(!v.quiet && !v.json && !!process.stderr.isTTY);
   const t0 = performance.now();
@@ -138,6 +140,17 @@ async function ingestCmd(args: string[]): Promise<number> {
   }
   store.close();
   return 0;
+}
+
+/** --chunk-tokens / --overlap against the embedder: the special tokens it adds to every chunk take room too. */
+function chunkFlags(chunkTokens: number | undefined, overlap: number | undefined, embedder: RagEmbedder): void {
+  const chunk = chunkTokens ?? Math.min(256, embedder.maxTokens);
+  const base = embedder.countTokens('');
+  const text = chunk - base;
+  if (chunk > embedder.maxTokens) throw new UsageError(`--chunk-tokens ${chunk} exceeds the embedder's ${embedder.maxTokens} tokens`);
+  if (text < 1) throw new UsageError(`--chunk-tokens ${chunk} leaves no room for text (the embedder adds ${base} special tokens)`);
+  const o = overlap ?? Math.floor(chunk / 8);
+  if (o >= text) throw new UsageError(`--overlap ${o} must be below ${text}: --chunk-tokens ${chunk} less the embedder's ${base} special token${base === 1 ? '' : 's'}`);
 }
 
 /** --where: a JSON filter (filter.ts), validated before anything is opened. */

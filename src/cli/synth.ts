@@ -56,6 +56,7 @@ export async function synthCmd(args: string[]): Promise<number> {
   }
   if (minGain !== null && v.endpoint && !v.model) throw new UsageError('--min-ll-gain over an --endpoint needs --model DIR for the chat template the answers are scored in');
   for (const d of docs) if (!existsSync(d)) throw new UsageError(`--docs: no file ${d}`);
+  if (v.seeds !== undefined && !existsSync(v.seeds)) throw new UsageError(`--seeds: no file ${v.seeds}`);
   const log = v.quiet || v.json ? () => {} : (s: string) => process.stderr.write(s);
   const bar = new Bar(!v.quiet && !v.json && !!process.stderr.isTTY);
   const s = await synth({

@@ -155,6 +155,8 @@ export class PreTokenCounter {
 
 // Pair keys: left * 2^21 + right (exact in a double for ids < 2^21).
 const KEY = 2 ** 21;
+/** The largest vocabulary the pair keys can address. */
+export const MAX_VOCAB_SIZE = KEY - 1;
 const pairKey = (a: number, b: number) => a * KEY + b;
 
 /** Max-heap of (count, pair key): larger count first, then the smaller key (deterministic ties). */

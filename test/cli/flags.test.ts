@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -58,4 +58,51 @@ test('empty lists, empty list entries, a zero token budget and non-decimal integ
     [['generate', '--model', M, '--prompt-ids', '1', '--num-speculative-tokens', '1e1'], /--num-speculative-tokens expects an integer/],
     [['finetune', '--model', M, '--data', data, '--out', join(dir, 'b'), '--max-steps', '1e1'], /--max-steps expects an integer/],
   ]);
+});
+
+test('user errors exit 2 and name the flag (and the file) they come from', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-usage-'));
+  const data = join(dir, 'd.jsonl');
+  writeFileSync(data, '{"text": "hello"}\n');
+  const doc = join(dir, 'doc.txt');
+  writeFileSync(doc, 'One short paragraph about nothing much.\n');
+  const line = (id: string) => JSON.stringify({ custom_id: id, method: 'POST', url: '/v1/completions', body: { prompt: 'x' } });
+  const dup = join(dir, 'dup.jsonl');
+  writeFileSync(dup, `${line('a')}\n${line('a')}\n`);
+  const bad = join(dir, 'bad.jsonl');
+  writeFileSync(bad, `${line('a')}\n{not json\n`);
+  refused([
+    [['finetune', '--model', M, '--data', data, '--out', join(dir, 'a'), '--lora-targets', 'q,x'], /--lora-targets: LoRA target 'x' is not one of/],
+    [['rag', 'ingest', '--db', join(dir, 'db'), '--collection', 'c', '--chunk-tokens', '8', '--overlap', '8', doc], /--overlap 8 must be below --chunk-tokens 8/],
+    [['rag', 'ingest', '--db', join(dir, 'db'), '--collection', 'c', '--overlap', '300', doc], /--overlap 300 must be below --chunk-tokens/],
+    [['tokenizer'], /floe tokenizer train/],
+    [['tokenizer', 'frob'], /unknown tokenizer command 'frob'/],
+    [['tokenizer', 'train', '--data', data, '--out', join(dir, 't'), '--vocab-size', '10'], /--vocab-size expects an integer >= \d+/],
+    [['synth', '--method', 'self-instruct', '--out', join(dir, 's.jsonl'), '--seeds', join(dir, 'nonexistent.jsonl')], /--seeds: no file .*nonexistent\.jsonl/],
+    [['batch', '--input', join(dir, 'missing.jsonl'), '--output', join(dir, 'o.jsonl')], /--input: no file .*missing\.jsonl/],
+    [['batch', '--input', dup, '--output', join(dir, 'o.jsonl')], /--input .*dup\.jsonl: line 2: custom_id 'a' is already used on line 1/],
+    [['batch', '--input', bad, '--output', join(dir, 'o.jsonl')], /--input .*bad\.jsonl: line 2: not valid JSON/],
+  ]);
+  // the guard's KV budget is checked before the guard model loads
+  const g = floe('guard', '--text', 'hi', '--kv-cache-memory', 'abc');
+  assert.equal(g.code, 2, g.err);
+  assert.match(g.err, /--kv-cache-memory: expected a size/);
+  assert.doesNotMatch(g.err, /using the built-in guard/);
+});
+
+test('rag ingest: an --overlap that leaves no room beside the embedder\'s special tokens names the flags', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-overlap-'));
+  const doc = join(dir, 'doc.txt');
+  writeFileSync(doc, 'One short paragraph about nothing much.\n');
+  const r = floe('rag', 'ingest', '--db', join(dir, 'db'), '--collection', 'c', '--chunk-tokens', '8', '--overlap', '7', doc);
+  if (r.code === 0) return; // an embedder that adds no special token fits overlap 7 in 8
+  assert.equal(r.code, 2, r.err);
+  assert.match(r.err, /--overlap 7 must be below \d: --chunk-tokens 8 less the embedder's \d special token/);
+});
+
+test('generate: an explicit --max-tokens past the context names the flag and the context length', () => {
+  const context = JSON.parse(readFileSync(join(M, 'config.json'), 'utf8')).max_position_embeddings as number;
+  const r = floe('generate', '--model', M, '--prompt-ids', '1,2', '--max-tokens', String(context + 100));
+  assert.equal(r.code, 1, r.err);
+  assert.match(r.err, new RegExp(`--max-tokens ${context + 100}: .*exceeds the model's context of ${context}; give --max-tokens ${context - 2} or less`));
 });

@@ -552,3 +552,18 @@ test('/v1/embeddings with an unknown model: the 404 names the embedding model be
   assert.deepEqual(named.sort(), [...ids].sort());
   for (const model of ids) assert.equal((await s.app.inject({ method: 'POST', url: '/v1/embeddings', payload: { model, input: 'x' } })).statusCode, 200, model);
 });
+
+test("/v1/models advertises the embedding model's real input limit: max_model_len tokens embed, one more is refused (--task embed and --embedding-model)", async () => {
+  for (const taskEmbed of [true, false]) {
+    const engine = new FakeEngine(tok);
+    const s = createApp({ modelName: 'tiny' });
+    const name = taskEmbed ? 'tiny' : 'embedder';
+    s.ready({ engine, tokenizer: tok, template: null, embedding: { name, engine: taskEmbed ? engine : new FakeEngine(tok), tokenizer: tok, pooling: 'mean', maxTokens: 32 } });
+    const card = (await s.app.inject({ method: 'GET', url: '/v1/models' })).json().data.find((m: any) => m.id === name);
+    const embed = (len: number) => s.app.inject({ method: 'POST', url: '/v1/embeddings', payload: { model: name, input: Array.from({ length: len }, () => 97) } });
+    assert.equal((await embed(card.max_model_len)).statusCode, 200, `taskEmbed=${taskEmbed}: max_model_len ${card.max_model_len} tokens`);
+    const over = await embed(card.max_model_len + 1);
+    assert.equal(over.statusCode, 400, `taskEmbed=${taskEmbed}`);
+    assert.equal(over.json().error.code, 'context_length_exceeded');
+  }
+});

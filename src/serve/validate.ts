@@ -297,6 +297,13 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
   };
 }
 
+/** Past a complete constrained value only EOS may follow: ignoring it leaves nothing to sample (the engine refuses it too). */
+function checkIgnoreEos(g: GenerationParams, constraint: ConstraintSpec | null): void {
+  if (constraint && g.ignoreEos) {
+    throw invalid('ignore_eos', `'ignore_eos' cannot be combined with constrained decoding (response_format, guided_*, a forced tool call): past a complete value only EOS may follow`, 'unsupported_parameter');
+  }
+}
+
 /** A constraint compiles (schema keywords, regex syntax) or the request is refused naming `param`. */
 function checkConstraint(spec: ConstraintSpec, param: string): ConstraintSpec {
   try {
@@ -497,6 +504,7 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
   if (g.constraint && constraint) throw invalid('guided_json', `guided_* cannot be combined with response_format or a forced tool call`);
   // parallel_tool_calls without tools changes nothing: named like the other ignored fields
   const ignored = tools.length === 0 && get(b, 'parallel_tool_calls') !== undefined ? [...g.ignored, 'parallel_tool_calls'] : g.ignored;
+  checkIgnoreEos(g, g.constraint ?? constraint);
   return {
     ...g, ignored, constraint: g.constraint ?? constraint, messages, addGenerationPrompt: optBool(b, 'add_generation_prompt', true),
     tools, toolChoice: choice, parallelToolCalls,
@@ -533,7 +541,9 @@ export function parseCompletionRequest(body: unknown, ctx: ValidationContext): C
   const ps = prompts(pv, 'prompt', ctx);
   const plv = get(b, 'prompt_logprobs');
   const promptLogprobs = plv === undefined ? null : num(plv, 'prompt_logprobs', { min: 0, max: MAX_TOP_LOGPROBS, integer: true });
-  return { ...generationParams(b, ctx, false), prompts: ps, echo: optBool(b, 'echo', false), promptLogprobs };
+  const g = generationParams(b, ctx, false);
+  checkIgnoreEos(g, g.constraint);
+  return { ...g, prompts: ps, echo: optBool(b, 'echo', false), promptLogprobs };
 }
 
 export function parseEmbeddingRequest(body: unknown, ctx: ValidationContext): EmbeddingParams {

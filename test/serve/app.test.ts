@@ -567,3 +567,21 @@ test("/v1/models advertises the embedding model's real input limit: max_model_le
     assert.equal(over.json().error.code, 'context_length_exceeded');
   }
 });
+
+test('ignore_eos with constrained decoding is a 400 naming ignore_eos, before the engine', async () => {
+  const { post, engine } = setup();
+  const tools = [{ type: 'function', function: { name: 'f', parameters: { type: 'object' } } }];
+  const cases: Array<[string, Record<string, unknown>]> = [
+    ['chat/completions', { ...user('x'), response_format: { type: 'json_schema', json_schema: { name: 'o', schema: { type: 'object' } } } }],
+    ['chat/completions', { ...user('x'), response_format: { type: 'json_object' } }],
+    ['chat/completions', { ...user('x'), tools, tool_choice: 'required' }],
+    ['chat/completions', { ...user('x'), guided_regex: 'a+' }],
+    ['completions', { prompt: 'x', guided_choice: ['yes', 'no'] }],
+  ];
+  for (const [route, body] of cases) {
+    const r = await post(`/v1/${route}`, { ...body, ignore_eos: true, max_tokens: 4 });
+    assert.equal(r.statusCode, 400, `${route} ${JSON.stringify(body)}`);
+    assert.equal(r.json().error.param, 'ignore_eos', r.body);
+  }
+  assert.equal(engine.requests.length, 0);
+});

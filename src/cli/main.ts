@@ -110,7 +110,7 @@ finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages
   --eval FILE | --eval-split F   validation file, or hold out a fraction F of the data
   --eval-steps N          eval loss / perplexity every N steps (and at start and end)
   --lora-rank R           adapter rank (default 8)
-  --lora-alpha A          scale numerator (default 16); scale = A/R (--rslora: A/sqrt(R))
+  --lora-alpha A          scale numerator (default 2 × R: 16 at rank 8); scale = A/R (--rslora: A/sqrt(R))
   --lora-targets LIST     subset of q,k,v,o,gate,up,down (default all)
   --lora-dropout P        dropout on the adapter input (default 0)
   --rslora                rank-stabilised scaling

@@ -1,6 +1,6 @@
 // Flags and options shared by `floe finetune` and `floe distill`: parsing, conflicts and ranges in one place.
 
-import { LORA_TARGETS, parseLoraTargets, type LoraTarget } from '../model/lora.js';
+import { defaultLoraAlpha, LORA_TARGETS, parseLoraTargets, type LoraTarget } from '../model/lora.js';
 import type { FinetuneOptions } from '../train/trainer.js';
 import { conflicts, optNum, UsageError, type Range } from './args.js';
 import { OFFLOAD_FLAGS, offloadOptions } from './offload-args.js';
@@ -52,7 +52,7 @@ export function trainingOptions(v: Values): Omit<FinetuneOptions, 'model'> {
   return {
     data: s('data')!, out: s('out')!, eval: s('eval'), evalSplit: opt('eval-split', false, { above: 0, below: 1 }), evalSteps: opt('eval-steps', true, one),
     full,
-    lora: { rank, alpha: opt('lora-alpha', false, { above: 0 }) ?? 2 * rank, targets: loraTargetsFlag(s('lora-targets')), dropout: opt('lora-dropout', false, { below: 1 }) ?? 0, rslora: !!v.rslora },
+    lora: { rank, alpha: opt('lora-alpha', false, { above: 0 }) ?? defaultLoraAlpha(rank), targets: loraTargetsFlag(s('lora-targets')), dropout: opt('lora-dropout', false, { below: 1 }) ?? 0, rslora: !!v.rslora },
     epochs: opt('epochs', true, one), maxSteps: opt('max-steps', true, one), lr: opt('lr', false, { above: 0 }), decay: oneOf('lr-schedule', s('lr-schedule'), ['cosine', 'linear', 'constant'] as const),
     warmupSteps: opt('warmup-steps', true), batchSize: opt('batch-size', true, one), batchTokens: opt('batch-tokens', true, one),
     gradAccum: opt('grad-accum', true, one), maxSeqLen: opt('max-seq-len', true, { min: 2 }), checkpointActivations: !!v['checkpoint-activations'],

@@ -17,7 +17,12 @@ export const LORA_FIELD = {
   q: 'wq', k: 'wk', v: 'wv', o: 'wo', gate: 'wGate', up: 'wUp', down: 'wDown',
 } as const satisfies Record<LoraTarget, keyof LlamaLayer>;
 
-export const DEFAULT_LORA: LoraConfig = { rank: 8, alpha: 16, targets: LORA_TARGETS, rslora: false, dropout: 0 };
+/** alpha when none is given: 2 × rank (scale 2), whatever the rank; the CLI, the library and fine-tuning jobs share it. */
+export function defaultLoraAlpha(rank: number): number {
+  return 2 * rank;
+}
+
+export const DEFAULT_LORA: LoraConfig = { rank: 8, alpha: defaultLoraAlpha(8), targets: LORA_TARGETS, rslora: false, dropout: 0 };
 
 export function loraScale(c: Pick<LoraConfig, 'rank' | 'alpha' | 'rslora'>): number {
   return c.rslora ? c.alpha / Math.sqrt(c.rank) : c.alpha / c.rank;

@@ -13,7 +13,7 @@ import { writeSafetensors } from '../formats/safetensors.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { LlamaTrainModel, type LogitsLoss, type PackedBatch } from '../model/llama-train.js';
-import { DEFAULT_LORA, initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
+import { DEFAULT_LORA, defaultLoraAlpha, initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
 import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, resolveCheckpoint, restoreInto, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import type { PooledObjective } from './contrastive.js';
 import { DataLoader, loadSamples, splitValidation, type Sample } from './data.js';
@@ -29,6 +29,7 @@ export interface FinetuneOptions {
   readonly eval?: string; // JSONL, or
   readonly evalSplit?: number; // fraction of data held out
   readonly evalSteps?: number; // eval every N steps (default: at the end only)
+  /** rank (default 8), alpha (default 2 × rank: 16 at rank 8), targets (default all seven), dropout (0), rslora (false) */
   readonly lora?: Partial<LoraConfig>;
   readonly full?: boolean;
   readonly epochs?: number; // default 1 unless maxSteps
@@ -141,8 +142,9 @@ export function planSteps(o: FinetuneOptions, loader: DataLoader, perStep: numbe
 /** The run's LoRA options with the defaults filled in. */
 export function loraConfigOf(o: FinetuneOptions): LoraConfig {
   const l = o.lora ?? {};
+  const rank = l.rank ?? DEFAULT_LORA.rank;
   return {
-    rank: l.rank ?? DEFAULT_LORA.rank, alpha: l.alpha ?? DEFAULT_LORA.alpha, targets: l.targets ?? DEFAULT_LORA.targets,
+    rank, alpha: l.alpha ?? defaultLoraAlpha(rank), targets: l.targets ?? DEFAULT_LORA.targets,
     rslora: l.rslora ?? DEFAULT_LORA.rslora, dropout: l.dropout ?? DEFAULT_LORA.dropout,
   };
 }

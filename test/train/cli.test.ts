@@ -47,6 +47,14 @@ describe('floe finetune (subprocess)', () => {
     assert.deepEqual(JSON.parse(g1.out).output_ids, JSON.parse(g2.out).output_ids);
   });
 
+  it('--lora-alpha defaults to 2 × --lora-rank', () => {
+    const out = join(work, 'alpha');
+    const r = floe(['finetune', ...common, '--lora-rank', '3', '--max-steps', '1', '--out', out, '--json']);
+    assert.equal(r.code, 0, r.err);
+    const cfg = JSON.parse(readFileSync(join(out, 'final', 'adapter_config.json'), 'utf8'));
+    assert.deepEqual([cfg.r, cfg.lora_alpha], [3, 6]);
+  });
+
   it('a malformed line fails before training with its line number; bad flags are named', () => {
     const bad = join(work, 'bad.jsonl');
     writeFileSync(bad, '{"text": "the cat"}\n{"prompt": "x", "completion": 7}\n');

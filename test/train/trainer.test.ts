@@ -46,6 +46,15 @@ describe('finetune', () => {
     assert.ok(existsSync(join(a.out, 'summary.json')));
   });
 
+  it('alpha defaults to 2 × rank at any rank, as on the CLI; the PEFT adapter records it', async () => {
+    for (const rank of [3, 8]) {
+      const o = base({ maxSteps: 1, lora: { rank } });
+      const s = await finetune(o);
+      const cfg = JSON.parse(readFileSync(join(s.output, 'adapter_config.json'), 'utf8')) as { r: number; lora_alpha: number };
+      assert.deepEqual([cfg.r, cfg.lora_alpha], [rank, 2 * rank]);
+    }
+  });
+
   it('different seeds give different losses', async () => {
     const a = base({ maxSteps: 2, seed: 1 });
     const b = base({ maxSteps: 2, seed: 2 });

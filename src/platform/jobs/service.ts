@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs
 import { setPriority } from 'node:os';
 import { extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LORA_TARGETS, parseLoraTargets, type LoraTarget } from '../../model/lora.js';
+import { defaultLoraAlpha, LORA_TARGETS, parseLoraTargets, type LoraTarget } from '../../model/lora.js';
 import { listCheckpoints } from '../../train/checkpoint.js';
 import { createFile, parseFineTuneInput } from '../files.js';
 import type { JobCheckpointRow, JobEventRow, JobRow, JobStatus, Store } from '../store.js';
@@ -474,7 +474,7 @@ function floeOptions(v: unknown): FloeJobOptions {
     if (!(typeof t === 'string' || (Array.isArray(t) && t.every((x) => typeof x === 'string')))) throw new JobApiError(400, 'floe.lora_targets must be a list of q, k, v, o, gate, up, down (or a comma-separated string)', 'floe.lora_targets', 'invalid_value');
     try { targets = parseLoraTargets(Array.isArray(t) ? t.join(',') : t); } catch (e) { throw new JobApiError(400, `floe.lora_targets: ${(e as Error).message}`, 'floe.lora_targets', 'invalid_value'); }
   }
-  const alpha = num('lora_alpha', false, Number.MIN_VALUE, 2 * rank)!;
+  const alpha = num('lora_alpha', false, Number.MIN_VALUE, defaultLoraAlpha(rank))!;
   return {
     lora_rank: rank, lora_alpha: alpha, lora_targets: targets, lora_dropout: num('lora_dropout', false, 0, 0, 1)!,
     max_steps: num('max_steps', true, 1, null), save_steps: num('save_steps', true, 1, 10)!, eval_steps: num('eval_steps', true, 1, null),

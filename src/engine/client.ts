@@ -88,6 +88,30 @@ class Channel<T> {
   }
 }
 
+/**
+ * One 'abort' listener per signal, however many requests share it: a multi-prompt completion gives each prompt's
+ * request the same signal, and past 10 listeners Node warns (MaxListenersExceededWarning) of a leak that is none.
+ */
+const signalWatchers = new WeakMap<AbortSignal, Set<() => void>>();
+
+/** Call `fn` when `signal` aborts (now, if it has); returns the unsubscribe. */
+function onAbortOf(signal: AbortSignal, fn: () => void): () => void {
+  if (signal.aborted) { fn(); return () => {}; }
+  let fns = signalWatchers.get(signal);
+  if (!fns) {
+    const set = new Set<() => void>();
+    fns = set;
+    signalWatchers.set(signal, set);
+    signal.addEventListener('abort', () => {
+      signalWatchers.delete(signal);
+      for (const f of [...set]) f();
+    }, { once: true });
+  }
+  fns.add(fn);
+  const mine = fns;
+  return () => { mine.delete(fn); };
+}
+
 interface Pending {
   readonly onOutput: (o: EngineOutput) => void;
   readonly onFail: (e: Error) => void;
@@ -191,7 +215,8 @@ export async function startEngine(opts: EngineStartOptions): Promise<EngineClien
       const ch = new Channel<GenerateOutput>();
       const open = new Set(Array.from({ length: req.n }, (_, i) => i));
       const onAbort = (): void => { if (pending.has(req.id) && !closed) worker.postMessage({ type: 'abort', id: req.id } satisfies ToWorker); };
-      const finish = (): void => { pending.delete(req.id); signal?.removeEventListener('abort', onAbort); };
+      let unwatch = (): void => {};
+      const finish = (): void => { pending.delete(req.id); unwatch(); };
       if (pending.has(req.id)) { ch.fail(new EngineRequestError(400, `request id ${req.id} is already in use`)); return ch; }
       pending.set(req.id, {
         onOutput: (o) => {
@@ -201,7 +226,7 @@ export async function startEngine(opts: EngineStartOptions): Promise<EngineClien
           if (o.finishReason !== null) open.delete(o.index);
           if (open.size === 0) { finish(); ch.end(); }
         },
-        onFail: (e) => { signal?.removeEventListener('abort', onAbort); ch.fail(e); },
+        onFail: (e) => { unwatch(); ch.fail(e); },
       });
       try {
         send({ type: 'add', req: { ...req, kind: 'generate' } });
@@ -210,10 +235,7 @@ export async function startEngine(opts: EngineStartOptions): Promise<EngineClien
         ch.fail(e as Error);
         return ch;
       }
-      if (signal) {
-        if (signal.aborted) onAbort();
-        else signal.addEventListener('abort', onAbort, { once: true });
-      }
+      if (signal) unwatch = onAbortOf(signal, onAbort);
       return ch;
     },
 

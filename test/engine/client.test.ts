@@ -134,3 +134,29 @@ test('worker: a normal shutdown is not reported as a failure', async () => {
   await client.shutdown(0);
   assert.equal(client.failure(), null);
 });
+
+test('worker: 24 requests sharing one AbortSignal (a multi-prompt completion) raise no MaxListenersExceededWarning, and one abort stops them all', async () => {
+  const warnings: Error[] = [];
+  const onWarning = (w: Error): void => { warnings.push(w); };
+  process.on('warning', onWarning);
+  const client = await startWith({}, { maxNumSeqs: 32 });
+  try {
+    const ac = new AbortController();
+    const reqs = Array.from({ length: 24 }, (_, i) => { const { kind: _k, ...q } = genReq(`shared${i}`, [3 + i, 4], { maxTokens: 200, ignoreEos: true }); return q; });
+    const runs = reqs.map(async (q) => {
+      const out: GenerateOutput[] = [];
+      for await (const o of client.generate(q, ac.signal)) {
+        out.push(o);
+        if (q.id === 'shared0' && out.length === 2) ac.abort();
+      }
+      return out;
+    });
+    const results = await Promise.all(runs);
+    for (const out of results) assert.equal(out.at(-1)!.finishReason, 'abort', 'every request sharing the signal was aborted');
+    await new Promise((r) => setImmediate(r)); // warnings are emitted on a later tick
+    assert.deepEqual(warnings.filter((w) => w.name === 'MaxListenersExceededWarning').map(String), []);
+  } finally {
+    process.off('warning', onWarning);
+    await client.shutdown(0);
+  }
+});

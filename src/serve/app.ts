@@ -178,6 +178,22 @@ export function createApp(opts: AppOptions): ServeApp {
     }
   };
 
+  /** The ids a tokenizer adds in front of every text it encodes (Llama's BOS); empty without a tokenizer. */
+  const prefixes = new WeakMap<ServeTokenizer, readonly number[]>();
+  const addedPrefix = (c: ModelContext): readonly number[] => {
+    const t = c.tokenizer;
+    if (!t) return [];
+    let pre = prefixes.get(t);
+    if (!pre) {
+      const plain = t.encode('a', { addSpecialTokens: false });
+      const full = t.encode('a', { addSpecialTokens: true });
+      const n = full.length - plain.length;
+      pre = n > 0 && plain.every((id, j) => full[n + j] === id) ? full.slice(0, n) : [];
+      prefixes.set(t, pre);
+    }
+    return pre;
+  };
+
   /** Output budget for one prompt: the asked max_tokens, or what is left of the context; 400 when it cannot fit. */
   const budget = (c: ModelContext, g: GenerationParams, len: number, promptParam: string): number => {
     const info = c.engine.info;
@@ -358,9 +374,12 @@ export function createApp(opts: AppOptions): ServeApp {
     const prompts = p.prompts.map((pr, i) => {
       const param = p.prompts.length > 1 ? `prompt[${i}]` : 'prompt';
       const ids = promptIds(c, pr, param);
-      const text = 'text' in pr ? pr.text : c.tokenizer?.decode(ids) ?? '';
-      // Tokens the tokenizer added around a text prompt (BOS): echoed in logprobs, not in the text.
-      const added = 'text' in pr && p.echo && p.logprobs !== null ? ids.length - c.tokenizer!.encode(pr.text, { addSpecialTokens: false }).length : 0;
+      // Tokens the tokenizer adds in front of a text prompt (BOS): echoed in logprobs, not in the text. A token-id
+      // prompt that starts with them echoes the same text as the text prompt would (specials it holds elsewhere stay).
+      const added = 'text' in pr
+        ? (p.echo && p.logprobs !== null ? ids.length - c.tokenizer!.encode(pr.text, { addSpecialTokens: false }).length : 0)
+        : addedPrefix(c).every((t, j) => ids[j] === t) ? addedPrefix(c).length : 0;
+      const text = 'text' in pr ? pr.text : c.tokenizer?.decode(ids.slice(added)) ?? '';
       return { ids, text, added, maxTokens: budget(c, p, ids.length, param) };
     });
     const id = `cmpl-${randomUUID().replaceAll('-', '')}`;

@@ -585,3 +585,23 @@ test('ignore_eos with constrained decoding is a 400 naming ignore_eos, before th
   }
   assert.equal(engine.requests.length, 0);
 });
+
+test('echo: a token-id prompt echoes as its text prompt does (no literal BOS), text_offset alike; specials given elsewhere stay', async () => {
+  const { post } = setup();
+  const ids = tok.encode('abc');
+  assert.equal(ids[0], 1, 'the tokenizer adds BOS');
+  for (const stream of [false, true]) {
+    const echo = async (prompt: unknown) => {
+      const r = await post('/v1/completions', { prompt, max_tokens: 2, echo: true, logprobs: 1, stream });
+      assert.equal(r.statusCode, 200, r.body);
+      const choices = stream ? (sse(r.body) as any[]).flatMap((e) => e.choices) : r.json().choices;
+      return { text: choices.map((c: any) => c.text).join(''), tokens: choices.flatMap((c: any) => c.logprobs.tokens), offsets: choices.flatMap((c: any) => c.logprobs.text_offset) };
+    };
+    const [fromText, fromIds] = [await echo('abc'), await echo(ids)];
+    assert.deepEqual(fromIds, fromText, `stream=${stream}`);
+    assert.ok(fromText.text.startsWith('abc'));
+    // a special token inside the prompt is part of what the user gave: echoed as text either way
+    const mid = [1, ...tok.encode('a<|eot_id|>b', { addSpecialTokens: false })];
+    assert.deepEqual(await echo(mid), await echo('a<|eot_id|>b'), `stream=${stream}: a special token inside`);
+  }
+});

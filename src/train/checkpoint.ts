@@ -87,18 +87,30 @@ const RUN_ENTRY = new RegExp(`^(metrics\\.jsonl|summary\\.json|final|stage-\\d+|
  * unless `resume` continues it or `overwrite` clears it; overwrite clears only a dir holding a run's files.
  */
 export function prepareOutDir(out: string, o: { resume?: string; overwrite?: boolean }): void {
+  const entries = checkOutDir(out, o);
+  if (entries === null) { fs.mkdirSync(out, { recursive: true }); return; }
+  if (entries.length === 0 || o.resume !== undefined) return;
+  for (const n of entries) fs.rmSync(path.join(out, n), { recursive: true, force: true });
+}
+
+/**
+ * prepareOutDir's checks, changing nothing (distill runs them before its teacher pass): a non-empty `out` needs
+ * resume or overwrite, and overwrite clears only a run's own entries.
+ * Returns `out`'s entries, or null when it does not exist.
+ */
+export function checkOutDir(out: string, o: { resume?: string; overwrite?: boolean }): string[] | null {
   if (o.resume !== undefined && o.overwrite) throw new Error('give either resume or overwrite, not both');
-  if (!fs.existsSync(out)) { fs.mkdirSync(out, { recursive: true }); return; }
+  if (!fs.existsSync(out)) return null;
   if (!fs.statSync(out).isDirectory()) throw new Error(`${out}: the output path exists and is not a directory`);
   const entries = fs.readdirSync(out);
-  if (entries.length === 0 || o.resume !== undefined) return;
+  if (entries.length === 0 || o.resume !== undefined) return entries;
   if (!o.overwrite) {
     throw new Error(`${out} is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', …' : ''}): ` +
       'pass --resume DIR to continue that run or --overwrite to clear it, or choose another --out');
   }
   const foreign = entries.filter((n) => !RUN_ENTRY.test(n));
   if (foreign.length) throw new Error(`${out}: --overwrite clears only a finetune output dir, and this one also holds ${foreign.slice(0, 3).join(', ')}`);
-  for (const n of entries) fs.rmSync(path.join(out, n), { recursive: true, force: true });
+  return entries;
 }
 
 export function removeStaleTemps(out: string): string[] {

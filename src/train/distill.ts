@@ -11,6 +11,7 @@ import { loadTokenizer } from '../formats/tokenizer.js';
 import { loadSamples } from './data.js';
 import { checkKdConfig, type KdLossConfig, type KdLossKind } from './kd-loss.js';
 import { buildTeacherCache, bytesPerToken, CachedKdLoss, readCacheHeader, TeacherCache, type CacheHeader, type CacheLogpDType } from './teacher-cache.js';
+import { checkOutDir, resolveCheckpoint } from './checkpoint.js';
 import { asTrainBackend, finetune, type FinetuneOptions, type FinetuneSummary, type Objective } from './trainer.js';
 import { OnPolicy, type OnPolicyOptions } from './on-policy.js';
 import { loadModel } from '../formats/load.js';
@@ -68,6 +69,9 @@ export async function distill(o: DistillOptions): Promise<DistillSummary> {
   const kdRatio = o.kdRatio ?? 0.5;
   if (!(kdRatio >= 0 && kdRatio <= 1)) throw new RangeError(`kd ratio must be in [0, 1], got ${kdRatio}`);
   const topK = o.topK ?? 64;
+  // a finished --out, or a --resume with nothing to resume, is refused before the teacher pass, not after it
+  checkOutDir(o.out, o);
+  if (o.resume !== undefined) resolveCheckpoint(o.resume);
   await checkSameTokenizer(o.teacher, o.student);
   const sc = readHfConfig(o.student).config;
   if (!(Number.isInteger(topK) && topK >= 1 && topK <= sc.vocabSize)) throw new RangeError(`top-k must be an integer in [1, ${sc.vocabSize}], got ${topK}`);
@@ -97,6 +101,7 @@ export async function distill(o: DistillOptions): Promise<DistillSummary> {
   const built = header === null;
   if (!header) {
     log(`teacher pass: ${o.teacher} over ${samples.length} samples -> ${file}`);
+    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
     header = await buildTeacherCache({ teacher: o.teacher, samples, data: o.data, out: file, topK, temperature: cfg.temperature, logpDtype: o.cacheDtype, backend, log });
   }
   const bpt = bytesPerToken(header.topK, header.logpDtype);

@@ -4,7 +4,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,6 +54,31 @@ describe('floe distill (subprocess)', () => {
     for (const m of ms) assert.ok(Math.abs(m.loss - 0.5 * m.kd) < 1e-9 * m.loss, 'an on-policy batch trains the KD part alone');
     assert.equal(floe(['distill', ...common, '--out', join(work, 'e'), '--on-policy', '2']).code, 2);
     assert.equal(floe(['distill', ...common, '--out', join(work, 'e'), '--sample-temperature', '0.5']).code, 2);
+  });
+
+  it('a finished --out (or a --resume with nothing to resume) is refused before any teacher compute', () => {
+    const done = join(work, 'done');
+    mkdirSync(done);
+    writeFileSync(join(done, 'summary.json'), '{}\n');
+    const r = floe(['distill', ...common, '--out', done]);
+    assert.equal(r.code, 1, r.err);
+    assert.match(r.err, /done is not empty \(summary\.json\): pass --resume DIR/);
+    assert.doesNotMatch(r.err, /teacher pass/);
+    assert.ok(!existsSync(`${done}.teacher-cache`), 'no teacher cache was computed');
+    const empty = join(work, 'nothing-to-resume');
+    mkdirSync(empty);
+    const r2 = floe(['distill', ...common, '--out', join(work, 'fresh'), '--resume', empty]);
+    assert.equal(r2.code, 1, r2.err);
+    assert.match(r2.err, /no complete checkpoint to resume from/);
+    assert.ok(!existsSync(join(work, 'fresh.teacher-cache')), 'no teacher cache was computed');
+  });
+
+  it('--out in a folder that does not exist yet: the folder is made for the run and its teacher cache', () => {
+    const out = join(work, 'new-parent', 'deeper', 'x');
+    const r = floe(['distill', ...common, '--max-steps', '1', '--out', out]);
+    assert.equal(r.code, 0, r.err);
+    assert.ok(existsSync(join(out, 'final', 'adapter_model.safetensors')));
+    assert.ok(existsSync(`${out}.teacher-cache`));
   });
 
   it('usage errors exit 2; a student that is not a model directory exits 1 and says why', () => {

@@ -4,7 +4,8 @@
 //   OUT                  {"messages": [...], "provenance": {...}} per line (or {"prompt","completion","provenance"})
 //   OUT.synth-progress   header line, then per committed batch {"bytes": OUT's size, "units": {id: "kept" | reason}}
 
-import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { ChatMessage } from '../../formats/chat-template.js';
 import { Rng } from '../../train/rng.js';
@@ -73,6 +74,21 @@ function wholeLines(file: string): { lines: string[]; tornAt: number | null } {
   return { lines, tornAt: end < text.length ? Buffer.byteLength(text.slice(0, end)) : null };
 }
 
+/** What differs between a progress log's header and this run: "seed 1 -> 2, rounds 3 -> 2". */
+function headerDiff(line: string, o: Pick<SynthOptions, 'method' | 'params'>): string {
+  let was: { method?: unknown; params?: Record<string, unknown> };
+  try { was = JSON.parse(line) as typeof was; } catch { return `its header is not one floe synth wrote: ${line.slice(0, 120)}`; }
+  const show = (v: unknown) => (v === undefined ? '(none)' : JSON.stringify(v));
+  const diffs: string[] = [];
+  if (was.method !== o.method) diffs.push(`method ${show(was.method)} -> ${show(o.method)}`);
+  const old = was.params ?? {};
+  for (const k of [...new Set([...Object.keys(old), ...Object.keys(o.params)])]) {
+    if (k === 'method' && diffs.length) continue;
+    if (JSON.stringify(old[k]) !== JSON.stringify(o.params[k])) diffs.push(`${k} ${show(old[k])} -> ${show(o.params[k])}`);
+  }
+  return diffs.length ? `its parameters differ: ${diffs.join(', ')}` : 'its header differs';
+}
+
 export async function runSynth(o: SynthOptions): Promise<SynthSummary> {
   const t0 = performance.now();
   const header = JSON.stringify({ floe_synth: 1, method: o.method, key: createHash('sha256').update(JSON.stringify(o.params)).digest('hex').slice(0, 16), params: o.params });
@@ -89,7 +105,8 @@ export async function runSynth(o: SynthOptions): Promise<SynthSummary> {
   let committed = 0;
   if (prog.lines.length > 0) {
     if (prog.lines[0] !== header) {
-      throw new Error(`${o.out} was made by another synth run (${progressFile}: ${prog.lines[0]!.slice(0, 200)}); use the same method and parameters to resume, or another --out`);
+      throw new Error(`${o.out} was made by another synth run: ${headerDiff(prog.lines[0]!, o)} (${progressFile}); ` +
+        'use the same method and parameters to resume, or another --out');
     }
     for (const l of prog.lines.slice(1)) {
       const b = JSON.parse(l) as { bytes: number; units: Record<string, string>; unsafe?: Record<string, number> };
@@ -98,6 +115,7 @@ export async function runSynth(o: SynthOptions): Promise<SynthSummary> {
       for (const [c, n] of Object.entries(b.unsafe ?? {})) unsafe[c] = (unsafe[c] ?? 0) + n;
     }
   }
+  mkdirSync(dirname(resolve(o.out)), { recursive: true }); // as finetune, merge and batch create --out's parent
   const outFd = openSync(o.out, 'a+');
   const progFd = openSync(progressFile, 'a+');
   try {

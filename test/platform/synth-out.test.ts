@@ -1,0 +1,42 @@
+// runSynth's output file: its folder is made when missing, and a rerun with other parameters says which ones differ.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DEFAULT_LIMITS } from '../../src/platform/synth/filters.js';
+import type { SynthLlm } from '../../src/platform/synth/llm.js';
+import { runSynth, type SynthOptions } from '../../src/platform/synth/pipeline.js';
+import { PromptSet } from '../../src/platform/synth/prompts.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'synth-out-'));
+
+/** A run of no units: no model is asked anything, only the output and its progress log are written. */
+function opts(out: string, params: Record<string, unknown>, method = 'self-instruct'): SynthOptions {
+  return {
+    method, units: [], llm: { name: 'none' } as unknown as SynthLlm, prompts: new PromptSet([]), out, format: 'messages',
+    gen: { maxTokens: 8, temperature: 0.8, topP: 0.95 }, limits: DEFAULT_LIMITS, dedupThreshold: 0.7, window: 1, params,
+  };
+}
+
+test('the output\'s folder is created when it does not exist (as finetune, merge and batch do)', async () => {
+  const out = join(dir, 'new', 'parent', 'x.jsonl');
+  const s = await runSynth(opts(out, { seed: 1 }));
+  assert.equal(s.units, 0);
+  assert.ok(existsSync(out));
+  assert.match(readFileSync(out + '.synth-progress', 'utf8'), /"floe_synth":1/);
+});
+
+test('a rerun with other parameters is refused naming each one that differs, old and new', async () => {
+  const out = join(dir, 'p.jsonl');
+  const long = 'x'.repeat(400); // the old message cut the header at 200 characters, before the differing values
+  await runSynth(opts(out, { docs: long, seed: 1, rounds: 3, num: 10 }));
+  await runSynth(opts(out, { docs: long, seed: 1, rounds: 3, num: 10 })); // same parameters: resumes
+  await assert.rejects(runSynth(opts(out, { docs: long, seed: 2, rounds: 3, num: 12, judge: true })), (e: Error) => {
+    assert.match(e.message, /its parameters differ: seed 1 -> 2, num 10 -> 12, judge \(none\) -> true/);
+    assert.doesNotMatch(e.message, /rounds/);
+    return true;
+  });
+  await assert.rejects(runSynth(opts(out, { docs: long, seed: 1, rounds: 3, num: 10 }, 'magpie')), /its parameters differ: method "self-instruct" -> "magpie"/);
+});

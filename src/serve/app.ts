@@ -72,6 +72,9 @@ export function createApp(opts: AppOptions): ServeApp {
   const metrics = opts.metrics ?? new ServeMetrics();
   const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
   const app = Fastify({ logger: opts.logger ?? false, bodyLimit, forceCloseConnections: 'idle', return503OnClosing: true });
+  // Bodies are JSON (or multipart uploads). Fastify would hand a text/plain body (fetch's default for a string) to the
+  // routes as a string, refused as 'not a JSON object'; a 415 that names the header to send says what to do instead.
+  app.removeContentTypeParser('text/plain');
   const created = Math.floor(Date.now() / 1000);
   let ctx: ModelContext | null = null;
   let texts = new TokenTexts(null);
@@ -97,7 +100,7 @@ export function createApp(opts: AppOptions): ServeApp {
   });
 
   app.setErrorHandler((err: unknown, req, reply) => {
-    const e = toApiError(err, bodyLimit);
+    const e = toApiError(err, bodyLimit, req.headers['content-type']);
     if (e.status === 500) console.error(`floe serve: ${req.method} ${req.url}:`, err);
     // A full queue or a loading model clears up by itself: tell clients when to come back.
     if (e.status === 429 || e.code === 'model_loading') void reply.header('retry-after', String(RETRY_AFTER_S));
@@ -682,7 +685,7 @@ async function* merge<T>(sources: readonly AsyncIterable<T>[], onEnd: () => void
 }
 
 /** Any thrown value → an ApiError with the status the client should see. */
-function toApiError(err: unknown, bodyLimit: number): ApiError {
+function toApiError(err: unknown, bodyLimit: number, contentType?: string): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof EngineRequestError) {
     const code = { 400: 'invalid_request', 404: 'model_not_found', 429: 'too_many_requests', 500: 'engine_error', 503: 'engine_unavailable' }[err.status];
@@ -691,7 +694,10 @@ function toApiError(err: unknown, bodyLimit: number): ApiError {
   const e = err as { code?: unknown; statusCode?: unknown; message?: unknown };
   const message = typeof e?.message === 'string' ? e.message : String(err);
   if (e?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new ApiError(413, `the request body is larger than the limit of ${bodyLimit} bytes`, null, 'body_too_large');
-  if (e?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return new ApiError(415, `${message}; send JSON with 'Content-Type: application/json'`, null, 'unsupported_media_type');
+  if (e?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+    const got = contentType ? `Content-Type '${contentType.slice(0, 100)}'` : 'no Content-Type';
+    return new ApiError(415, `the request body came with ${got}; send it as JSON with the header 'Content-Type: application/json'`, null, 'unsupported_media_type');
+  }
   if (e?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return new ApiError(400, 'the request body is empty; expected a JSON object', null, 'invalid_json');
   if (e?.statusCode === 400) return new ApiError(400, `the request body is not valid JSON: ${message}`, null, 'invalid_json');
   if (typeof e?.statusCode === 'number' && [401, 404, 405, 413, 415, 429, 503].includes(e.statusCode)) {

@@ -605,3 +605,17 @@ test('echo: a token-id prompt echoes as its text prompt does (no literal BOS), t
     assert.deepEqual(await echo(mid), await echo('a<|eot_id|>b'), `stream=${stream}: a special token inside`);
   }
 });
+
+test("a body that is not sent as JSON (text/plain, fetch's default for a string; form-urlencoded, curl -d's) is a 415 telling the client which header to send", async () => {
+  const s = setup();
+  const body = JSON.stringify({ prompt: 'x', max_tokens: 1 });
+  for (const ct of ['text/plain;charset=UTF-8', 'application/x-www-form-urlencoded']) {
+    const r = await s.app.inject({ method: 'POST', url: '/v1/completions', headers: { 'content-type': ct }, payload: body });
+    assert.equal(r.statusCode, 415, `${ct}: ${r.body}`);
+    assert.equal(r.json().error.code, 'unsupported_media_type');
+    assert.ok(r.json().error.message.includes(`'${ct}'`), r.json().error.message);
+    assert.match(r.json().error.message, /Content-Type: application\/json/);
+  }
+  assert.equal((await s.post('/v1/completions', body)).statusCode, 200, 'the same body as JSON is served');
+  assert.equal(s.engine.requests.length, 1);
+});

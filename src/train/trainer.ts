@@ -3,6 +3,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { createHash } from 'node:crypto';
 import type { Backend, TrainBackend, TrainKernels } from '../backend/backend.js';
 import { selectBackend, type BackendName } from '../backend/select.js';
 import { loadChatTemplate } from '../formats/chat-template.js';
@@ -161,6 +162,35 @@ export function asTrainBackend(be: Backend): TrainBackend {
   return be as TrainBackend;
 }
 
+/** The training data in a checkpoint: a resume on another or an edited file is refused (its position would be meaningless). */
+export interface DataFingerprint { readonly file: string; readonly bytes: number; readonly sha256: string }
+
+export function dataFingerprint(file: string): DataFingerprint {
+  const bytes = fs.readFileSync(file);
+  return { file, bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
+}
+
+/** Checked on resume only where the checkpoint has them: checkpoints written before the check lack them. */
+const NEWER_KEYS = new Set(['optimizer', 'data']);
+
+/** Refuse a resume whose settings differ from the checkpoint's (a NEWER_KEYS entry only where the checkpoint has it). */
+export function checkResumeOptions(dir: string, was: Record<string, unknown>, now: Record<string, unknown>, keys: readonly string[]): void {
+  for (const k of keys) {
+    if (!(k in was) && NEWER_KEYS.has(k)) continue;
+    if (k === 'data') {
+      const [a, b] = [was.data as DataFingerprint, now.data as DataFingerprint];
+      if (a.bytes !== b.bytes || a.sha256 !== b.sha256) {
+        const show = (d: DataFingerprint) => `${d.file} (${d.bytes} bytes, sha256 ${d.sha256.slice(0, 12)})`;
+        throw new Error(`${dir}: the checkpoint was trained on the data file ${show(a)}, this run has ${show(b)}: resume with the same data, or start a new run`);
+      }
+      continue;
+    }
+    if (JSON.stringify(was[k]) !== JSON.stringify(now[k])) {
+      throw new Error(`${dir}: the checkpoint was trained with ${k} = ${JSON.stringify(was[k])}, this run has ${JSON.stringify(now[k])}`);
+    }
+  }
+}
+
 function positiveInt(v: number | undefined, name: string, min = 1): void {
   if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be an integer >= ${min}, got ${v}`);
 }
@@ -222,7 +252,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   const trainable = model.params.reduce((a, p) => a + p.value.length, 0);
   const runOptions = { full, lora: full ? null : loraCfg, lr, gradAccum, maxSeqLen, batchSize: o.batchSize ?? null, batchTokens: o.batchTokens ?? null,
     totalSteps, warmupSteps: sched.warmupSteps, decay: sched.decay, optimizer: opt.cfg.name, weightDecay: opt.cfg.weightDecay, seed, shuffle: o.shuffle ?? true,
-    objective: o.objective?.options ?? null };
+    objective: o.objective?.options ?? null, data: dataFingerprint(o.data) };
 
   // output directory (checked by prepareOutDir), resume
   const metricsPath = path.join(o.out, 'metrics.jsonl');
@@ -233,12 +263,8 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
     removeStaleTemps(o.resume);
     const ck = loadCheckpoint(resolveCheckpoint(o.resume));
     if (ck.state.kind !== (full ? 'full' : 'lora')) throw new Error(`${ck.dir}: a ${ck.state.kind} checkpoint cannot resume a ${full ? 'full' : 'lora'} run`);
-    for (const k of ['full', 'lora', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle', 'objective'] as const) {
-      const was = k === 'objective' ? ck.state.options[k] ?? null : ck.state.options[k]; // checkpoints before objectives have none
-      if (JSON.stringify(was) !== JSON.stringify(runOptions[k])) {
-        throw new Error(`${ck.dir}: the checkpoint was trained with ${k} = ${JSON.stringify(was)}, this run has ${JSON.stringify(runOptions[k])}`);
-      }
-    }
+    // checkpoints before objectives have none
+    checkResumeOptions(ck.dir, { objective: null, ...ck.state.options }, runOptions, ['full', 'lora', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle', 'objective', 'optimizer', 'data']);
     restoreInto(ck, model.params, opt);
     loader.restore(ck.state.data);
     step = ck.state.step;

@@ -3,7 +3,7 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { referenceBackend } from '../../src/backend/reference.js';
@@ -82,6 +82,40 @@ describe('finetune', () => {
     const a = base({ maxSteps: 2 });
     await finetune(a);
     await assert.rejects(finetune(base({ maxSteps: 4, batchSize: 3, resume: a.out })), /trained with batchSize = 2, this run has 3/);
+  });
+
+  it('resume with another optimizer or another (or edited) data file is refused, naming old and new', async () => {
+    const a = base({ maxSteps: 2 });
+    await finetune(a);
+    await assert.rejects(finetune(base({ maxSteps: 4, optimizer: 'sgd', resume: a.out })), /trained with optimizer = "adamw", this run has "sgd"/);
+    const other = writeTrainData(mkdtempSync(join(work, 'other-')), 13);
+    await assert.rejects(finetune(base({ maxSteps: 4, data: other, resume: a.out })), (e: Error) => {
+      const size = (f: string) => readFileSync(f).length;
+      assert.match(e.message, new RegExp(`trained on the data file ${data} \\(${size(data)} bytes, sha256 [0-9a-f]{12}\\), this run has ${other} \\(${size(other)} bytes`));
+      return true;
+    });
+    // the same bytes in an edited file: one word changed, the length kept
+    const edited = join(mkdtempSync(join(work, 'edited-')), 'train.jsonl');
+    writeFileSync(edited, readFileSync(data, 'utf8').replace('cat', 'bat'));
+    await assert.rejects(finetune(base({ maxSteps: 4, data: edited, resume: a.out })), /trained on the data file .*this run has .*edited-/);
+    // the same content at another path resumes
+    const copy = join(mkdtempSync(join(work, 'copy-')), 'train.jsonl');
+    writeFileSync(copy, readFileSync(data));
+    assert.equal((await finetune(base({ maxSteps: 3, data: copy, resume: a.out }))).steps, 3);
+  });
+
+  it('a checkpoint written before the optimizer and data were recorded still resumes', async () => {
+    const a = base({ maxSteps: 2 });
+    await finetune(a);
+    const state = join(a.out, 'checkpoint-000002', 'trainer_state.json');
+    const j = JSON.parse(readFileSync(state, 'utf8'));
+    assert.equal(j.options.optimizer, 'adamw');
+    assert.equal(typeof j.options.data.sha256, 'string');
+    delete j.options.optimizer;
+    delete j.options.data;
+    writeFileSync(state, JSON.stringify(j));
+    const other = writeTrainData(mkdtempSync(join(work, 'old-')), 12, 'renamed.jsonl');
+    assert.equal((await finetune(base({ maxSteps: 3, data: other, resume: a.out }))).steps, 3);
   });
 
   it('keeps the last K checkpoints; --save-initial saves the untrained adapter (B = 0)', async () => {

@@ -1,6 +1,7 @@
 // floe's library entry: models, formats, tokenizers and kernels for Llama-family inference.
 
 export { openModel, type OpenedModel, type OpenOptions } from './model/open.js';
+export { builtinModel, BUILTIN_MODELS, type BuiltinModelName } from './model/builtin.js';
 export { generate, defaultKvDtype, type GenerateOptions, type GenerateResult, type TopLogprob, type TextSink } from './model/generate.js';
 export {
   AdaptiveK, createProposer, DraftModelProposer, loadProposerModule, NgramIndex, NgramProposer, SuffixProposer, verifyDraft, DEFAULT_NUM_SPECULATIVE_TOKENS,

@@ -1,8 +1,8 @@
 // CLI argument helpers: numeric flags with ranges, conflicting flags, per-command help, the built-in model, stdin.
 
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { builtinModel, packageRoot } from '../model/builtin.js';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { KvDType } from '../backend/backend.js';
 import type { GenerationDefaults } from '../formats/hf-config.js';
@@ -67,25 +67,10 @@ export function conflicts(values: Record<string, unknown>, groups: readonly (rea
   }
 }
 
-/** The floe package root: the nearest folder above this file whose package.json is named "floe" (src/ or dist/src/). */
-export function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'floe') return dir;
-    const up = dirname(dir);
-    if (up === dir) throw new Error(`cannot find the floe package root above ${fileURLToPath(import.meta.url)}`);
-    dir = up;
-  }
-}
+export { builtinModel, packageRoot } from '../model/builtin.js';
 
 export function packageVersion(): string {
   return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
-}
-
-/** models/floe-brown in the package (not the cwd). */
-export function builtinModel(): string {
-  return join(packageRoot(), 'models', 'floe-brown');
 }
 
 /** --model, or the built-in model with a note on stderr. */

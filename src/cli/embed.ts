@@ -1,9 +1,8 @@
 // `floe embed`: unit vectors of texts from an embedding model (default: the package's models/floe-embed).
 
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import type { BackendName } from '../backend/select.js';
-import { optNum, packageRoot, parse, textOrStdin, UsageError } from './args.js';
+import { builtinModel, optNum, parse, textOrStdin, UsageError } from './args.js';
 
 export async function embedCmd(args: string[]): Promise<number> {
   const { Embedder } = await import('../model/embed.js');
@@ -17,7 +16,7 @@ export async function embedCmd(args: string[]): Promise<number> {
   if (v.backend !== undefined && v.backend !== 'native' && v.backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${v.backend}'`);
   let model = v.model;
   if (model === undefined) {
-    model = join(packageRoot(), 'models', 'floe-embed');
+    model = builtinModel('floe-embed');
     if (!existsSync(model)) throw new UsageError(`--model PATH is required (the built-in embedder ${model} is missing)`);
     process.stderr.write(`[floe] embed: no --model given, using the built-in embedder ${model}\n`);
   }

@@ -1,16 +1,15 @@
 // `floe guard`: judge a text or a conversation with a Llama Guard checkpoint; prints verdict, categories, P(unsafe).
 
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { BackendName } from '../backend/select.js';
 import { Guard, DEFAULT_THRESHOLD } from '../platform/guard/guard.js';
 import { parseCategories, parseExclude } from '../platform/guard/policy.js';
 import { GUARD_FORMATS, effectiveCategories, type ChatTurn, type GuardFormat, type GuardRole } from '../platform/guard/prompt.js';
-import { conflicts, num, optNum, packageRoot, parse, parseSize, textOrStdin, UsageError } from './args.js';
+import { builtinModel, conflicts, num, optNum, parse, parseSize, textOrStdin, UsageError } from './args.js';
 
 /** models/floe-guard in the package, the default guard. */
 export function builtinGuard(): string {
-  return join(packageRoot(), 'models', 'floe-guard');
+  return builtinModel('floe-guard');
 }
 
 function readJson(path: string, flag: string): unknown {

@@ -1,7 +1,7 @@
 // `floe rag`: ingest documents into a LanceDB collection, query it, and answer questions over it with citations.
 
 import { existsSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import type { BackendName } from '../backend/select.js';
 import { startEngine } from '../engine/client.js';
 import type { EngineClient } from '../engine/protocol.js';
@@ -10,7 +10,7 @@ import { openEmbedder, type RagEmbedder } from '../platform/rag/embedder.js';
 import { docKind } from '../platform/rag/extract.js';
 import { FilterError, parseFilter, type Filter } from '../platform/rag/filter.js';
 import type { Collection, IngestProgress, Passage, RagStore, SearchMode } from '../platform/rag/store.js';
-import { DECIMAL, modelOrBuiltin, optNum, packageRoot, parse, UsageError } from './args.js';
+import { builtinModel, DECIMAL, modelOrBuiltin, optNum, parse, UsageError } from './args.js';
 
 export const RAG_HELP = `Usage:
   floe rag ingest --db DIR --collection NAME [--embedding-model PATH] [--chunk-tokens N] [--overlap N]
@@ -65,7 +65,7 @@ export async function ragCmd(args: string[]): Promise<number> {
 
 /** The built-in embedder directory of the package. */
 export function builtinEmbedder(): string {
-  return join(packageRoot(), 'models', 'floe-embed');
+  return builtinModel('floe-embed');
 }
 
 /** floe serve's RAG options: --rag-db with --embedding-model (default: the built-in embedder; none with --task embed). */

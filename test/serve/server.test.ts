@@ -381,6 +381,31 @@ test('a burst past --max-num-seqs + --max-queue gets exactly the excess as 429s 
   assert.match(s.out(), /SIGTERM: stopping/);
 });
 
+test('a multi-prompt completion refused in part (429) leaves none of its prompts running', { timeout: T }, async () => {
+  const s = await startFloe(dir, ['--max-num-seqs', '2', '--max-queue', '1'], { FLOE_ENGINE_STEP_DELAY_MS: '20' });
+  await waitHealthy(s);
+  const c = new OpenAI({ baseURL: s.url + '/v1', apiKey: 'none', maxRetries: 0 });
+  // One long stream holds a slot: of three more prompts, two fit (a free slot, the queue) and the third is refused.
+  const long = await c.completions.create({ model: 'tiny', prompt: 'long', max_tokens: 240, ignore_eos: true, stream: true } as OpenAI.CompletionCreateParamsStreaming);
+  const it = long[Symbol.asyncIterator]();
+  await it.next();
+  let longDone = false;
+  const rest = (async () => { while (!(await it.next()).done); longDone = true; })();
+  await assert.rejects(c.completions.create({ model: 'tiny', prompt: ['a', 'b', 'c'], max_tokens: 200, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming),
+    (e: unknown) => e instanceof OpenAI.RateLimitError);
+  // Until the engine holds only the long stream again: no clock bound (the test's timeout catches prompts left running).
+  let state = '';
+  for (;; await new Promise((r) => setTimeout(r, 20))) {
+    const [running, waiting] = await Promise.all(['floe_num_requests_running', 'floe_num_requests_waiting'].map((m) => metric(s.url, m)));
+    state = `running ${running}, waiting ${waiting}, long stream ${longDone ? 'done' : 'running'}`;
+    if (running <= 1 && waiting === 0) break;
+  }
+  assert.equal(state, 'running 1, waiting 0, long stream running', 'the refused request\'s other prompts were aborted');
+  await rest;
+  s.proc.kill('SIGTERM');
+  assert.equal(await s.exit, 0);
+});
+
 test('SIGTERM with a short grace period ends the streams still running with a 503 error event (no made-up finish_reason), then exits 0', { timeout: T }, async () => {
   const s = slow ?? await startFloe(dir, ['--backend', 'reference', '--shutdown-grace', '0.2'], { FLOE_ENGINE_STEP_DELAY_MS: '20' });
   await waitHealthy(s);

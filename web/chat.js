@@ -19,13 +19,38 @@ const load = (key, dflt) => {
     return { ...dflt };
   }
 };
+/**
+ * Save the chats; when the browser's storage is full, again without the token log-probabilities (the bulk of a saved
+ * answer with alternatives). Returns false when even that does not fit: the page then says chats are not saved.
+ */
+function saveChats(store) {
+  try {
+    localStorage.setItem(STORE, JSON.stringify(store));
+    return true;
+  } catch {
+    try {
+      const slim = { ...store, chats: store.chats.map((c) => ({ ...c, messages: c.messages.map((m) => m.logprobs?.length ? { ...m, logprobs: [] } : m) })) };
+      localStorage.setItem(STORE, JSON.stringify(slim));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
+
 const newChat = () => ({ id: `c${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`, title: 'New chat', updated: Date.now(), messages: [] });
 
-/** The chat request for a history ending with the user's message. */
+/** A turn the server refused or that failed before any text: shown in the chat, never sent again. */
+const failed = (m) => m?.role === 'assistant' && m.error && !m.content;
+
+/**
+ * The chat request for a history ending with the user's message. A failed turn (its user message and the empty
+ * answer with an error) is left out: re-sent, a message too long for the context would fail every later turn.
+ */
 export function chatRequest(s, model, history) {
   const messages = [
     ...(s.system.trim() ? [{ role: 'system', content: s.system }] : []),
-    ...history.map((m) => ({ role: m.role, content: m.content })),
+    ...history.filter((m, i) => !failed(m) && !(m.role === 'user' && failed(history[i + 1]))).map((m) => ({ role: m.role, content: m.content })),
   ];
   const body = {
     model, messages, stream: true, stream_options: { include_usage: true },
@@ -122,8 +147,9 @@ export function ChatPage({ models }) {
 
   // Saved in the commit (a layout effect), not after the next paint: a plain effect waits for an animation frame, and a
   // reload or a closed tab right after a click (delete, new chat) would lose the change.
-  useLayoutEffect(() => { localStorage.setItem(STORE, JSON.stringify(store)); }, [store]);
-  useLayoutEffect(() => { localStorage.setItem(SETTINGS, JSON.stringify(settings)); }, [settings]);
+  const [saved, setSaved] = useState(true);
+  useLayoutEffect(() => { setSaved(saveChats(store)); }, [store]);
+  useLayoutEffect(() => { try { localStorage.setItem(SETTINGS, JSON.stringify(settings)); } catch { /* full: the chats' banner says so */ } }, [settings]);
   useEffect(() => {
     const el = listRef.current;
     if (el) el.scrollTop = el.scrollHeight;
@@ -224,6 +250,7 @@ export function ChatPage({ models }) {
           last=${i === chat.messages.length - 1 && m.role === 'assistant'} onEdit=${edit} onRegenerate=${regenerate} />`)
           : html`<p class="empty">Talk to <b>${model || 'the model'}</b>. Enter sends, Shift+Enter starts a new line, Esc stops.</p>`}
       </div>
+      ${!saved && html`<div class="error" role="alert" id="not-saved">This browser's storage is full: chats are no longer saved. Delete old chats to save again.</div>`}
       <form class="composer" onSubmit=${(e) => { e.preventDefault(); send(); }}>
         <textarea id="prompt" aria-label="message" rows="2" placeholder="Message (Enter to send, Shift+Enter for a new line)" value=${draft}
           onInput=${(e) => setDraft(e.target.value)}

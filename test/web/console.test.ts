@@ -442,6 +442,41 @@ test('a refused chat request shows the status and error.message the API returned
   await page.close();
 });
 
+test('a failed turn stays on screen but is not sent again; with the browser\'s storage full the page says chats are not saved', { skip, timeout: T }, async () => {
+  const page = await chatPage({ max_tokens: '5000' });
+  await page.fill('#prompt', 'The old man');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.msg.assistant [role=alert]');
+  await page.fill('[name=max_tokens]', '8');
+  const sent = async (text: string, nth: number) => {
+    const req = page.waitForRequest((r) => r.url().endsWith('/v1/chat/completions') && r.method() === 'POST');
+    await page.fill('#prompt', text);
+    await page.keyboard.press('Enter');
+    const body = JSON.parse((await req).postData()!) as { messages: unknown[] };
+    await page.locator('.msg.assistant').nth(nth).locator('.stats').waitFor();
+    return body.messages;
+  };
+  assert.deepEqual(await sent('Once upon a time', 1), [{ role: 'user', content: 'Once upon a time' }], 'the refused turn is left out');
+  assert.equal(await page.locator('.msg.assistant [role=alert]').count(), 1, 'the refused turn is still shown');
+  // Fill localStorage to the last few bytes: the next answer cannot be saved, with or without its log-probabilities.
+  await page.evaluate(`(() => {
+    let lo = 0, hi = 1 << 24;
+    while (hi - lo > 8) { const mid = (lo + hi) >> 1; try { localStorage.setItem('filler', 'x'.repeat(mid)); lo = mid; } catch { hi = mid; } }
+    localStorage.setItem('filler', 'x'.repeat(lo));
+  })()`);
+  assert.equal(await page.locator('#not-saved').count(), 0);
+  const third = await sent('The war', 2);
+  assert.equal(third.length, 3, 'the second turn is sent with the third');
+  await page.waitForSelector('#not-saved');
+  await shot(page, 'chat-storage-full');
+  await page.evaluate(() => localStorage.removeItem('filler'));
+  await sent('The end', 3);
+  await page.waitForSelector('#not-saved', { state: 'detached' });
+  const kept = JSON.parse((await page.evaluate(() => localStorage.getItem('floe.chats')))!) as { chats: Array<{ messages: unknown[] }> };
+  assert.equal(kept.chats[0]!.messages.length, 8, 'saved again once there is room');
+  await page.close();
+});
+
 test('phone width (390 px): no page scrolls sideways; chat composer and nav stay usable', { skip, timeout: T }, async () => {
   const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
   await phone.addInitScript((k) => localStorage.setItem('floe.apiKey', k), KEY);

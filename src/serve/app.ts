@@ -75,6 +75,12 @@ export function createApp(opts: AppOptions): ServeApp {
   // Bodies are JSON (or multipart uploads). Fastify would hand a text/plain body (fetch's default for a string) to the
   // routes as a string, refused as 'not a JSON object'; a 415 that names the header to send says what to do instead.
   app.removeContentTypeParser('text/plain');
+  // An empty JSON body is no body: openai-python sends 'Content-Type: application/json' with none on the POSTs that
+  // take none (batches.cancel, fine_tuning.jobs.cancel), and Fastify's parser would refuse it. Routes that need a body
+  // still say so ('must be a JSON object, got nothing'); anything else goes to Fastify's parser (proto-poisoning checks).
+  const json = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => (body === '' ? done(null, undefined) : json(req, String(body), done)));
   const created = Math.floor(Date.now() / 1000);
   let ctx: ModelContext | null = null;
   let texts = new TokenTexts(null);
@@ -698,7 +704,6 @@ function toApiError(err: unknown, bodyLimit: number, contentType?: string): ApiE
     const got = contentType ? `Content-Type '${contentType.slice(0, 100)}'` : 'no Content-Type';
     return new ApiError(415, `the request body came with ${got}; send it as JSON with the header 'Content-Type: application/json'`, null, 'unsupported_media_type');
   }
-  if (e?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return new ApiError(400, 'the request body is empty; expected a JSON object', null, 'invalid_json');
   if (e?.statusCode === 400) return new ApiError(400, `the request body is not valid JSON: ${message}`, null, 'invalid_json');
   if (typeof e?.statusCode === 'number' && [401, 404, 405, 413, 415, 429, 503].includes(e.statusCode)) {
     return new ApiError(e.statusCode as 404, message, null, null);

@@ -335,6 +335,7 @@ test('malformed bodies, huge numbers and odd values never crash: 400s; the app s
   }
   const empty = await post('/v1/completions', '');
   assert.equal(empty.statusCode, 400);
+  assert.match(empty.json().error.message, /must be a JSON object, got nothing/);
   const ok = await post('/v1/chat/completions', { ...user('still here'), max_tokens: 2 });
   assert.equal(ok.statusCode, 200);
 });

@@ -171,13 +171,16 @@ test('cursor pagination over batches: after/limit walk every batch once, newest 
   for (const id of ids) assert.equal((await poll(c, id, terminal)).status, 'completed');
 });
 
-test('cancel: a cancelled batch stops, ends cancelled, and its output holds exactly the lines that finished', { timeout: T }, async () => {
+test('cancel (with an empty JSON body, as openai-python sends it): a cancelled batch stops, ends cancelled, and its output holds exactly the lines that finished', { timeout: T }, async () => {
   const c = client(floe);
   const long = bodies.map((b, i) => JSON.stringify({ custom_id: `c-${i}`, method: 'POST', url: '/v1/chat/completions', body: { ...b, max_tokens: 40, ignore_eos: true } })).join('\n');
   const file = await c.files.create({ file: await toFile(Buffer.from(long), 'long.jsonl'), purpose: 'batch' });
   const b = await c.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
   await poll(c, b.id, (x) => x.request_counts!.completed > 0);
-  const cancelling = await c.batches.cancel(b.id);
+  // as openai-python sends it: 'Content-Type: application/json' and no body (the Node client sends no Content-Type)
+  const res = await fetch(`${floe.url}/v1/batches/${b.id}/cancel`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': '0' } });
+  const cancelling = (await res.json()) as OpenAI.Batches.Batch;
+  assert.equal(res.status, 200, JSON.stringify(cancelling));
   assert.ok(['cancelling', 'cancelled'].includes(cancelling.status), cancelling.status);
   const end = await poll(c, b.id, terminal);
   assert.equal(end.status, 'cancelled');

@@ -44,7 +44,7 @@ export interface AppOptions {
   readonly modelPath?: string | null; // for the console's model facts
   readonly webDir?: string; // the console's files (default: the package's web/)
   readonly dataDir?: string | null; // Files and Batch API state (SQLite); absent → no /v1/files, /v1/batches
-  readonly lora?: { readonly enableLoading: boolean; readonly root: string | null }; // runtime adapter loading
+  readonly lora?: { readonly enableLoading: boolean; readonly root: string | null; readonly maxRank?: number }; // runtime adapter loading; --max-lora-rank
   readonly jobsThreads?: number; // the fine-tuning trainer's threads (with dataDir)
   readonly guardrails?: { readonly enforce: boolean; readonly window: number }; // --guardrails, --guard-window
   readonly rag?: { readonly db: string; readonly embedderName: string } | null; // RAG collections and chat's `rag` field (embedded by the embedding model); absent → off
@@ -150,7 +150,7 @@ export function createApp(opts: AppOptions): ServeApp {
   });
 
   const batch = opts.dataDir ? registerBatchRoutes(app, { dataDir: opts.dataDir, apiKey: opts.apiKey ?? null, metrics, window: () => 2 * (ctx?.engine.info.maxBatchSeqs ?? ctx?.engine.info.maxNumSeqs ?? 1) }) : null;
-  const ft = batch && registerFtRoutes(app, { dataDir: opts.dataDir!, store: () => batch.service().store, baseModel: opts.modelName, modelPath: opts.modelPath ?? null, threads: opts.jobsThreads ?? DEFAULT_JOBS_THREADS, engine: () => ctx?.engine ?? null });
+  const ft = batch && registerFtRoutes(app, { dataDir: opts.dataDir!, store: () => batch.service().store, baseModel: opts.modelName, modelPath: opts.modelPath ?? null, threads: opts.jobsThreads ?? DEFAULT_JOBS_THREADS, maxLoraRank: opts.lora?.maxRank, engine: () => ctx?.engine ?? null });
   registerConsole(app, { ui: opts.ui ?? true, metrics, refresh, engineInfo: () => model().engine.info, modelName: opts.modelName, modelPath: opts.modelPath, webDir: opts.webDir });
 
   // adapters are listed as vLLM lists them: their own id, the base as parent, their directory as root

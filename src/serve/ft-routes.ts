@@ -15,6 +15,7 @@ export interface FtRoutesOptions {
   readonly baseModel: string; // the served model's name
   readonly modelPath: string | null; // its weights; null → jobs are refused
   readonly threads: number; // --jobs-threads
+  readonly maxLoraRank?: number; // --max-lora-rank: jobs of a higher rank are refused
   readonly engine: () => EngineClient | null; // null while loading
 }
 
@@ -39,7 +40,7 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): FtRo
     if (svc) return svc;
     if (!o.modelPath) throw new JobApiError(400, 'this server has no model path to train from, so fine-tuning jobs are off', null, 'fine_tuning_unavailable');
     const s = new JobService(o.store(), {
-      baseModel: o.baseModel, modelPath: o.modelPath, threads: o.threads,
+      baseModel: o.baseModel, modelPath: o.modelPath, threads: o.threads, maxLoraRank: o.maxLoraRank,
       register: async (name, dir) => load(await engineReady(), name, dir),
     });
     svc = s;

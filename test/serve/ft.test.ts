@@ -214,6 +214,10 @@ test('unknown model, file or job â†’ 404; a batch file or bad hyperparameters â†
   await assert.rejects(c.fineTuning.jobs.create({ model: 'floe-brown', training_file: batchFile.id }), is(400, /purpose 'batch'; training_file needs purpose 'fine-tune'/));
   await assert.rejects(c.fineTuning.jobs.create({ model: 'floe-brown', training_file: train.id, hyperparameters: { n_epochs: 0 } }), is(400, /hyperparameters.n_epochs must be 'auto' or an integer/));
   await assert.rejects(c.fineTuning.jobs.create({ model: 'floe-brown', training_file: train.id, floe: { lora_targets: ['zz'] } } as unknown as OpenAI.FineTuning.Jobs.JobCreateParams), is(400, /floe.lora_targets: LoRA target 'zz'/));
+  // the server's --max-lora-rank (default 64): refused at create, not after training, when the adapter would not serve
+  const jobs = (await c.fineTuning.jobs.list()).data.length;
+  await assert.rejects(c.fineTuning.jobs.create({ model: 'floe-brown', training_file: train.id, floe: { lora_rank: 65 } } as unknown as OpenAI.FineTuning.Jobs.JobCreateParams), is(400, /floe.lora_rank 65 is above this server's --max-lora-rank 64/));
+  assert.equal((await c.fineTuning.jobs.list()).data.length, jobs, 'no job was created');
 });
 
 test('cancel: a running job stops its trainer and ends cancelled; a queued one never starts; list pages newest first', { timeout: T }, async () => {

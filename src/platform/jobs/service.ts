@@ -10,6 +10,7 @@ import { setPriority } from 'node:os';
 import { extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultLoraAlpha, LORA_TARGETS, parseLoraTargets, type LoraTarget } from '../../model/lora.js';
+import { DEFAULT_MAX_LORA_RANK } from '../../engine/adapters.js';
 import { listCheckpoints } from '../../train/checkpoint.js';
 import { createFile, parseFineTuneInput } from '../files.js';
 import type { JobCheckpointRow, JobEventRow, JobRow, JobStatus, Store } from '../store.js';
@@ -19,6 +20,7 @@ export interface JobsOptions {
   readonly baseModel: string; // the served base model's name: the only `model` a job may name
   readonly modelPath: string; // its weights (HF dir or .gguf), which the trainer reads
   readonly threads: number; // the trainer's thread budget (--jobs-threads)
+  readonly maxLoraRank?: number; // the server's --max-lora-rank: a job of a higher rank could not be served (default 64)
   readonly nice?: number; // the trainer's niceness (default 10)
   /** Serve a finished adapter under `name` (the engine's runtime load); a rejection fails the job. */
   readonly register?: (name: string, dir: string) => Promise<void>;
@@ -142,7 +144,7 @@ export class JobService {
     const training = file('training_file', body.training_file, true)!;
     const validation = file('validation_file', body.validation_file, false);
     const hp = hyperparameters(body);
-    const floe = floeOptions(body.floe);
+    const floe = floeOptions(body.floe, this.opts.maxLoraRank ?? DEFAULT_MAX_LORA_RANK);
     const suffix = body.suffix ?? null;
     if (suffix !== null && (typeof suffix !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(suffix))) {
       throw new JobApiError(400, `suffix must be 1 to 64 characters of letters, digits, '.', '_' or '-', got ${JSON.stringify(suffix)}`, 'suffix', 'invalid_value');
@@ -452,7 +454,7 @@ function hyperparameters(body: Record<string, unknown>): RequestedHyperparameter
   return { n_epochs: pick('n_epochs', true, 50), batch_size: pick('batch_size', true, 256), learning_rate_multiplier: pick('learning_rate_multiplier', false, 100) };
 }
 
-function floeOptions(v: unknown): FloeJobOptions {
+function floeOptions(v: unknown, maxRank: number): FloeJobOptions {
   if (v === undefined || v === null) v = {};
   if (typeof v !== 'object' || Array.isArray(v)) throw new JobApiError(400, 'floe must be an object of trainer options', 'floe', 'invalid_value');
   const o = v as Record<string, unknown>;
@@ -468,6 +470,8 @@ function floeOptions(v: unknown): FloeJobOptions {
     return x;
   };
   const rank = num('lora_rank', true, 1, 8)!;
+  // refused now, not after training: the finished adapter is served by this server, which refuses higher ranks
+  if (rank > maxRank) throw new JobApiError(400, `floe.lora_rank ${rank} is above this server's --max-lora-rank ${maxRank}; its adapter could not be served`, 'floe.lora_rank', 'invalid_value');
   let targets: LoraTarget[] = [...LORA_TARGETS];
   if (o.lora_targets !== undefined) {
     const t = o.lora_targets;

@@ -2,7 +2,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
-import { parseJsonl } from '../train/data.js';
+import { parseJsonl, withoutBom } from '../train/data.js';
 import type { FileRow, Store } from './store.js';
 
 export const BATCH_ENDPOINTS = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings'] as const;
@@ -29,7 +29,7 @@ export class FileValidationError extends Error {
 export function parseBatchInput(text: string): BatchInputLine[] {
   const out: BatchInputLine[] = [];
   const seen = new Map<string, number>();
-  const lines = text.split('\n');
+  const lines = withoutBom(text).split('\n');
   if (lines.at(-1) === '') lines.pop();
   lines.forEach((raw, i) => {
     const n = i + 1;

@@ -31,10 +31,13 @@ export type SampleEncoder = Pick<Tokenizer, 'encode' | 'bosToken' | 'eosToken' |
 
 const where = (file: string, line: number) => `${file}:${line}`;
 
+/** The text after a leading UTF-8 byte order mark (editors on Windows write one; TextDecoder drops it, readFileSync keeps it). */
+export const withoutBom = (text: string): string => (text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+
 /** Parse every line (blank lines skipped); throws at the first malformed line with its number and what is wrong. */
 export function parseJsonl(text: string, file: string): { example: Example; line: number }[] {
   const out: { example: Example; line: number }[] = [];
-  const lines = text.split('\n');
+  const lines = withoutBom(text).split('\n');
   lines.forEach((raw, i) => {
     const line = i + 1;
     if (raw.trim() === '') return;

@@ -27,6 +27,8 @@ test('parseBatchInput: each malformed line is refused with its 1-based number an
   }
   assert.throws(() => parseBatchInput(''), /no lines/);
   const parsed = parseBatchInput(`${ok('a')}\r\n${ok('b', '/v1/embeddings')}`);
+  // a UTF-8 byte order mark (the upload's TextDecoder drops it, the batch's readFileSync does not)
+  assert.deepEqual(parseBatchInput(`\uFEFF${ok('a')}\n`).map((l) => l.custom_id), ['a']);
   assert.deepEqual(parsed.map((l) => [l.custom_id, l.url]), [['a', '/v1/chat/completions'], ['b', '/v1/embeddings']]);
 });
 

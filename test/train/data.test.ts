@@ -22,6 +22,9 @@ function file(name: string, lines: string[]): string {
 }
 
 describe('parseJsonl', () => {
+  it('reads a file that starts with a UTF-8 byte order mark', () => {
+    assert.deepEqual(parseJsonl('\uFEFF{"text": "a"}\n{"text": "b"}\n', 'x.jsonl').map((e) => e.line), [1, 2]);
+  });
   const cases: [string, RegExp][] = [
     ['{"text": "ok"}\n\n{"text": 3}', /x\.jsonl:3: "text" must be a string, got number/],
     ['{"text": "ok"}\n{"prompt": "a"', /x\.jsonl:2: invalid JSON/],

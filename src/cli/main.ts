@@ -144,6 +144,14 @@ finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages
                           checkpoints in DIR/stage-K/, rank 0 writes the rest
   --micro-batches M       micro-batches per step in a pipeline run (= --grad-accum; default N)
 
+embed options:
+  --model PATH            an embedding model (embedding_config.json: pooling, max_tokens), HF dir or .gguf
+                          (default: the package's models/floe-embed)
+  --text T                a text to embed ('-' reads stdin); repeat for several, one vector per line out
+  --pooling mean|last     override the model's pooling
+  --threads N, --backend native|reference
+  --json                  {model, dimensions, pooling, data: [{index, tokens, truncated, embedding}]}
+
 batch options:
   --input FILE.jsonl      OpenAI batch input: one {custom_id, method: "POST", url, body} per line, one url
   --output FILE.jsonl     every line's result in input order: {id, custom_id, response: {status_code,

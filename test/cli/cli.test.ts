@@ -206,6 +206,14 @@ test('every command\'s --help shows its own options section and no other command
   }
 });
 
+test('floe embed --help names every flag its parser takes', () => {
+  const src = readFileSync(fileURLToPath(new URL('../../src/cli/embed.ts', import.meta.url)), 'utf8');
+  const flags = [...src.matchAll(/\b([a-z][a-z-]*|'[a-z-]+'): \{ type: '(string|boolean)'/g)].map((m) => m[1]!.replaceAll("'", ''));
+  assert.ok(flags.length >= 6, `found the flags ${flags.join(', ')}`);
+  const r = floe('embed', '--help');
+  for (const f of flags) assert.match(r.out, new RegExp(`--${f}\\b`), `floe embed --help lists --${f}`);
+});
+
 test('every numeric flag of every command rejects a negative value before doing any work', async () => {
   const out = mkdtempSync(join(tmpdir(), 'floe-neg-'));
   const base: Record<string, string[]> = {

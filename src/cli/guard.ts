@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import type { BackendName } from '../backend/select.js';
 import { Guard, DEFAULT_THRESHOLD } from '../platform/guard/guard.js';
 import { parseCategories, parseExclude } from '../platform/guard/policy.js';
-import { GUARD_FORMATS, effectiveCategories, type ChatTurn, type GuardFormat, type GuardRole } from '../platform/guard/prompt.js';
+import { GUARD_FORMATS, effectiveCategories, guardConversation, type ChatTurn, type GuardFormat, type GuardRole } from '../platform/guard/prompt.js';
 import { builtinModel, conflicts, num, optNum, parse, parseSize, textOrStdin, UsageError } from './args.js';
 
 /** models/floe-guard in the package, the default guard. */
@@ -46,6 +46,8 @@ export async function guardCmd(args: string[]): Promise<number> {
     const list = Array.isArray(m) ? m : (m as { messages?: unknown } | null)?.messages;
     if (!Array.isArray(list)) throw new UsageError(`--messages ${v.messages}: expected a JSON list of {role, content} (or {"messages": [...]})`);
     messages = list as ChatTurn[];
+    // a malformed conversation is the file's fault: said before the guard loads, naming the file
+    try { guardConversation(messages, role); } catch (e) { throw new UsageError(`--messages ${v.messages}: ${(e as Error).message}`); }
   }
   let categories;
   let exclude: string[] | undefined;

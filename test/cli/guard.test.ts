@@ -31,6 +31,11 @@ test('floe guard: usage errors name the flag', () => {
     [['--model', BROWN, '--text', 'a', '--threshold', '1.5'], /threshold/],
     [['--model', BROWN, '--text', 'a', '--categories', '/nonexistent.json'], /--categories \/nonexistent.json/],
   ];
+  // a conversation whose turn has no content is refused (naming the file and the turn), not judged as an empty turn
+  const dir = mkdtempSync(join(tmpdir(), 'floe-guard-cli-'));
+  const noContent = join(dir, 'no-content.json');
+  writeFileSync(noContent, JSON.stringify([{ role: 'user' }, { role: 'assistant', content: 'fine' }]));
+  cases.push([['--model', BROWN, '--messages', noContent, '--role', 'agent'], /--messages .*no-content\.json: guard: messages\[0\]\.content is required/]);
   for (const [args, re] of cases) {
     const r = floe(...args);
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);

@@ -134,3 +134,19 @@ test("guardConversation: user role cuts at the last user turn, agent role at the
   assert.throws(() => guardConversation([{ role: "user", content: "hi" }], "agent"), /no assistant message to judge/);
   assert.throws(() => guardConversation([{ role: "user", content: [{ type: "image_url" }] }], "user"), /only text parts/);
 });
+
+test("guardConversation: a user or assistant turn without content is refused, not judged as empty; a tool-call-only answer is left out", () => {
+  assert.throws(() => guardConversation([{ role: "user" }, { role: "assistant", content: "ok" }], "agent"), /messages\[0\]\.content is required/);
+  assert.throws(() => guardConversation([{ role: "user", content: null }], "user"), /messages\[0\]\.content is required/);
+  assert.throws(() => guardConversation([{ role: "user", content: "hi" }, { role: "assistant" }], "agent"), /messages\[1\]\.content is required/);
+  const calls = [{ id: "c1", type: "function", function: { name: "f", arguments: "{}" } }];
+  const chat = [
+    { role: "user", content: "weather?" },
+    { role: "assistant", content: null, tool_calls: calls },
+    { role: "tool", content: "sunny" },
+    { role: "assistant", content: "It is sunny." },
+  ];
+  assert.deepEqual(guardConversation(chat, "agent"), [{ role: "user", content: "weather?" }, { role: "assistant", content: "It is sunny." }]);
+  assert.deepEqual(guardConversation([chat[0]!, { ...chat[1]!, content: "" }, chat[2]!, chat[3]!], "agent"), guardConversation(chat, "agent"));
+  assert.equal(guardConversation([{ role: "user", content: "" }], "user")[0]!.content, "", "an explicit empty string is still text");
+});

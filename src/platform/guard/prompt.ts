@@ -147,11 +147,18 @@ export function buildGuardPrompt(messages: readonly GuardMessage[], opts: GuardP
 export interface ChatTurn {
   role: string;
   content?: string | null | ReadonlyArray<Record<string, unknown>>;
+  tool_calls?: unknown; // an assistant turn may carry only tool calls (content null)
 }
 
-function textOf(m: ChatTurn, i: number): string {
-  if (typeof m.content === "string") return m.content;
-  if (m.content === null || m.content === undefined) return "";
+/** A turn's text; null for an assistant turn that only calls tools (no text to show the guard). */
+function textOf(m: ChatTurn, i: number): string | null {
+  const calls = Array.isArray(m.tool_calls) && m.tool_calls.length > 0;
+  if (typeof m.content === "string") return m.content === "" && calls ? null : m.content;
+  if (m.content === null || m.content === undefined) {
+    // judging a missing text as "" would call a broken request safe
+    if (m.role === "assistant" && calls) return null;
+    throw new Error(`guard: messages[${i}].content is required (a ${m.role} turn without text cannot be judged), got ${m.content === null ? "null" : "none"}`);
+  }
   if (Array.isArray(m.content)) {
     return m.content
       .map((p, j) => {
@@ -178,6 +185,7 @@ export function guardConversation(messages: readonly ChatTurn[], role: GuardRole
     }
     if (m.role !== "user" && m.role !== "assistant") return;
     const text = textOf(m, i);
+    if (text === null) return;
     const last = turns[turns.length - 1];
     if (last && last.role === m.role) last.content = `${last.content}\n\n${text}`;
     else if (m.role === "user" || turns.length > 0) turns.push({ role: m.role, content: text });

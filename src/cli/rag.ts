@@ -24,8 +24,8 @@ export const RAG_HELP = `Usage:
 
 ingest: .txt, .md and .html files, split into token-aware chunks (the embedder's tokenizer, paragraph and sentence
 boundaries, --chunk-tokens (256) with --overlap (chunk/8) tokens shared), embedded and stored with source, offsets
-and a content hash. The collection is created on first ingest, recording the embedder; unchanged files are
-skipped, changed ones replaced. Each commit holds whole documents (--commit-chunks (512) chunks or more), so an
+and a content hash. The collection is created on first ingest, recording the embedder; files unchanged and
+chunked with the same --chunk-tokens / --overlap are skipped, others re-chunked and replaced. Each commit holds whole documents (--commit-chunks (512) chunks or more), so an
 interrupted ingest leaves every document as it was or fully replaced. A progress bar goes to stderr on a terminal.
 query: top-k passages: dense (cosine), BM25, or both fused by reciprocal rank (hybrid, the default); --where is a
 structured filter, {"field","op","value"} or an array of them (all must hold): fields source, kind, doc_hash, chunk,

@@ -140,6 +140,27 @@ test('re-ingest: unchanged files are skipped (no embedding, no write); a changed
   void tok;
 });
 
+test('re-ingest with other --chunk-tokens / --overlap re-chunks unchanged files; the same settings again skip them', async () => {
+  const { emb, files, store, tok } = await setup();
+  const col = await store.create('rechunk', emb);
+  const rows = async () => (await col.table.query().select(['source', 'text']).toArray()) as Array<{ source: string; text: string }>;
+  const longest = (rs: Array<{ text: string }>) => Math.max(...rs.map((x) => tok.encode(x.text).length));
+  await col.ingestFiles([files.a], emb, { chunkTokens: 96, overlap: 0 });
+  const wide = await rows();
+  const narrow = await col.ingestFiles([files.a], emb, { chunkTokens: 24, overlap: 0 });
+  assert.deepEqual(narrow.replaced, [files.a], 'new chunk size: the file is chunked again');
+  assert.deepEqual(narrow.skipped, []);
+  const now = await rows();
+  assert.ok(now.length > wide.length, `${now.length} chunks at 24 tokens vs ${wide.length} at 96`);
+  assert.ok(longest(now) <= 24, `every stored chunk fits 24 tokens (longest ${longest(now)})`);
+  assert.equal(now.length, narrow.chunks, 'the old chunks are gone');
+  const same = await col.ingestFiles([files.a], emb, { chunkTokens: 24, overlap: 0 });
+  assert.deepEqual(same.skipped, [files.a], 'same content and settings: skipped');
+  const overlapped = await col.ingestFiles([files.a], emb, { chunkTokens: 24, overlap: 4 });
+  assert.deepEqual(overlapped.replaced, [files.a], 'new overlap: chunked again');
+  assert.equal((await rows()).length, overlapped.chunks);
+});
+
 test('bad input fails before anything is written: unsupported type, empty file, missing file', async () => {
   const { dir, emb, files, store } = await setup();
   const col = await store.create('bad', emb);

@@ -8,7 +8,7 @@ import * as lancedb from '@lancedb/lancedb';
 import { Field, FixedSizeList, Float32, Int32, Schema, Utf8 } from 'apache-arrow';
 import type { RagEmbedder } from './embedder.js';
 import { docKind } from './extract.js';
-import { docHash, prepareDocuments, type DocumentInput, type Preparer } from './prepare.js';
+import { docHash, prepareDocuments, type DocumentInput, type PrepareOptions, type Preparer } from './prepare.js';
 import { compileFilter, parseFilter, sqlString, type Filter } from './filter.js';
 import { rrf } from './fusion.js';
 
@@ -94,6 +94,11 @@ export interface IngestResult {
 }
 
 export { sqlString };
+
+/** Chunk ids are `${base}:${i}`; base hashes the source, its content and the chunk settings, so either changing re-chunks. */
+function chunkIdBase(source: string, hash: string, o: PrepareOptions): string {
+  return createHash('sha256').update(`${source}\0${hash}\0${o.chunkTokens}\0${o.overlap}`).digest('hex').slice(0, 16);
+}
 
 function schemaFor(dim: number, embedder: string): Schema {
   return new Schema([
@@ -214,6 +219,12 @@ export class Collection {
     return new Map(rows.map((r) => [r.source, r.doc_hash]));
   }
 
+  /** source → id of its first chunk, which names the document's content and chunking (chunkIdBase). */
+  private async firstChunkIds(): Promise<Map<string, string>> {
+    const rows = await this.table.query().where('chunk = 0').select(['source', 'id']).toArray() as Array<{ source: string; id: string }>;
+    return new Map(rows.map((r) => [r.source, r.id]));
+  }
+
   /** Ingest files from disk (source = the path as given). */
   async ingestFiles(paths: readonly string[], embedder: RagEmbedder, opts: IngestOptions = {}): Promise<IngestResult> {
     const docs: DocumentInput[] = [];
@@ -243,14 +254,15 @@ export class Collection {
     }
     // extract and chunk everything first (in opts.prepare's worker when given): a bad document fails the ingest before any write
     const t0 = performance.now();
-    const existing = await this.documents();
+    const existing = await this.firstChunkIds();
     const result = { added: [] as string[], replaced: [] as string[], skipped: [] as string[], chunks: 0, embeddedTokens: 0 };
     const changed: DocumentInput[] = [];
+    const po = { chunkTokens, overlap };
+    // skipped only when stored from the same content with the same chunking: other --chunk-tokens / --overlap re-chunk it
     for (const d of docs) {
-      if (existing.get(d.source) === docHash(d.content)) result.skipped.push(d.source);
+      if (existing.get(d.source) === `${chunkIdBase(d.source, docHash(d.content), po)}:0`) result.skipped.push(d.source);
       else changed.push(d);
     }
-    const po = { chunkTokens, overlap };
     const todo = opts.prepare ? await opts.prepare(changed, po) : prepareDocuments(changed, po, (t) => embedder.countTokens(t));
     for (const d of todo) (existing.has(d.source) ? result.replaced : result.added).push(d.source);
     const ms = { extract: performance.now() - t0, embed: 0, write: 0, index: 0 };
@@ -279,7 +291,7 @@ export class Collection {
         opts.onProgress?.({ done, total, source: d.source, chunks: result.chunks + vectors.length });
       }
       ms.embed += performance.now() - te;
-      const idBase = createHash('sha256').update(`${d.source}\0${d.hash}`).digest('hex').slice(0, 16);
+      const idBase = chunkIdBase(d.source, d.hash, po);
       d.chunks.forEach((c, i) => pending.push({
         id: `${idBase}:${i}`, source: d.source, kind: d.kind, doc_hash: d.hash, chunk: i, start_offset: c.start, end_offset: c.end, text: c.text, vector: vectors[i]!,
       }));

@@ -206,7 +206,19 @@ export class LayerStream {
     const s = new LayerStream(reader, streamed, {
       streamedLayers: n, layerBytes: slotBytes, ringBytes: slotsUsed * slotBytes, residentBytes, bytesRead: 0, layerReads: 0, waitMs: 0,
     });
-    if (n === 0) return s;
+    // a resident layer's linear weights are quantized in place (every layer when none is streamed)
+    const quantizeResident = (l: number) => {
+      if (!q) return;
+      for (const [, hf] of FIELDS) {
+        const name = `model.layers.${l}.${hf}.weight`;
+        const t = get(name);
+        if (toFp8(t)) loaded.tensors.set(name, quantizeWeightFp8(t, `${loaded.path}: ${name}`, q.block));
+      }
+    };
+    if (n === 0) {
+      for (let l = 0; l < L; l++) quantizeResident(l);
+      return s;
+    }
     for (let i = 0; i < slotsUsed; i++) s.slots.push({ buf: new Uint8Array(slotBytes), layer: -1, ticket: 0 });
     const fdOf = new Map<string, number>();
     const fileFd = (file: string) => {
@@ -222,7 +234,7 @@ export class LayerStream {
       for (const t of layerTensors(l)) { offs.push(at); at += align(dataBytes(t)); }
       s.offsets.push(offs);
       if (!streamed[l]) {
-        if (q) for (const name of names) { const t = get(name); if (toFp8(t)) loaded.tensors.set(name, quantizeWeightFp8(t, `${loaded.path}: ${name}`, q.block)); }
+        quantizeResident(l);
         s.sources.push(null); s.templates.push([]);
         continue;
       }

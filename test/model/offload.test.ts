@@ -77,6 +77,18 @@ describe('streamed layers: generation equals the resident model bit for bit', ()
     assert.deepEqual(gen(streamed.model, prompt), gen(resident.model, prompt));
     streamed.model.layerStream!.dispose();
   });
+
+  it('--dtype fp8 with a budget that keeps every layer resident (or ratio 0) still quantizes them', async () => {
+    const prompt = [5, 17, 300, 9, 44, 1200];
+    const resident = await openResident(BROWN, { backend: 'native', tokenizerOptional: true, load: { dtype: 'fp8' } });
+    for (const offload of [{ weightsMemory: 64 << 20 }, { offloadRatio: 0 }] as OffloadOptions[]) {
+      const streamed = await openModel(BROWN, { backend: 'native', tokenizerOptional: true, load: { dtype: 'fp8' }, offload });
+      assert.equal(streamed.model.layerStream!.stats.streamedLayers, 0);
+      for (const l of streamed.model.weights.layers) assert.equal(l.wDown.dtype, 'fp8_e4m3', JSON.stringify(offload));
+      assert.deepEqual(gen(streamed.model, prompt), gen(resident.model, prompt));
+      streamed.model.layerStream!.dispose();
+    }
+  });
 });
 
 describe('streamed layers: a LoRA step\'s gradients equal the resident model\'s bit for bit', () => {

@@ -41,7 +41,7 @@ export { quantizeModelDir } from './formats/fp8-export.js';
 export { evalPerplexity } from './train/eval.js';
 export { Embedder, poolRows, l2Normalize, readEmbeddingConfig, EMBEDDING_CONFIG_FILE, type EmbedderOptions, type EmbeddingConfig, type Pooling } from './model/embed.js';
 export {
-  RagStore, Collection, CollectionNotFoundError, SEARCH_MODES, VECTOR_INDEX_ROWS, VECTOR_PQ_ROWS,
+  RagStore, Collection, CollectionNotFoundError, EmbedderMismatchError, SEARCH_MODES, VECTOR_INDEX_ROWS, VECTOR_PQ_ROWS,
   type CollectionInfo, type Passage, type SearchMode, type SearchOptions, type DocumentInput, type IngestOptions, type IngestResult, type IngestProgress,
 } from './platform/rag/store.js';
 export { ask, rerank, fitPassages, injectPassages, citations, type AnswerModel, type AskOptions, type RagAnswer, type Citation } from './platform/rag/answer.js';

@@ -14,11 +14,11 @@ import { builtinModel, DECIMAL, modelOrBuiltin, optNum, parse, UsageError } from
 
 export const RAG_HELP = `Usage:
   floe rag ingest --db DIR --collection NAME [--embedding-model PATH] [--chunk-tokens N] [--overlap N]
-                  [--commit-chunks N] [--json] FILES...
+                  [--commit-chunks N] [--allow-embedder-mismatch] [--json] FILES...
   floe rag query  --db DIR --collection NAME [--k 5] [--mode vector|bm25|hybrid] [--where JSON] [--rrf-k 60]
-                  [--weights DENSE,BM25] [--json] "question"
+                  [--weights DENSE,BM25] [--allow-embedder-mismatch] [--json] "question"
   floe rag ask    --db DIR --collection NAME [--model PATH] [--k 5] [--mode ...] [--where JSON] [--rerank]
-                  [--max-tokens N] [--json] "question"
+                  [--max-tokens N] [--allow-embedder-mismatch] [--json] "question"
   floe rag list   --db DIR [--json]
   floe rag delete --db DIR --collection NAME [--source PATH] [--json]
 
@@ -33,7 +33,9 @@ start_offset, end_offset; ops = != < <= > >= in not_in prefix (e.g. '{"field":"s
 Hybrid scores Σ w / (--rrf-k + rank) over the two lists, --weights DENSE,BM25 (default 1,1).
 ask: retrieve, optionally --rerank (the chat model's log-likelihood of the question given each of the top 2k
 passages), prompt with numbered passages that fit the context, answer with citations.
---embedding-model PATH (default: the collection's recorded embedder, else the built-in models/floe-embed),
+--embedding-model PATH (default: the collection's recorded embedder, else the built-in models/floe-embed); an embedder
+other than the recorded one is refused (its vectors are not comparable) unless --allow-embedder-mismatch (e.g. the same
+model moved to another path),
 --model PATH (chat model, default the built-in models/floe-brown), --threads N, --backend native|reference.
 `;
 
@@ -102,6 +104,7 @@ function need(v: string | undefined, flag: string): string {
 async function ingestCmd(args: string[]): Promise<number> {
   const { values: v, positionals: files } = parse(args, {
     db: str, collection: str, 'embedding-model': str, 'chunk-tokens': str, overlap: str, 'commit-chunks': str, threads: str, backend: str, json: bool, quiet: bool,
+    'allow-embedder-mismatch': bool,
   }, true);
   const db = need(v.db, '--db DIR'), name = need(v.collection, '--collection NAME');
   if (files.length === 0) throw new UsageError('give at least one file to ingest');
@@ -116,12 +119,14 @@ async function ingestCmd(args: string[]): Promise<number> {
   const recorded = existed ? (await store.collection(name)).embedderName : null;
   const embedder = await embedderFor(v['embedding-model'], recorded, { threads, backend: backendOf(v.backend) });
   chunkFlags(chunkTokens, overlap, embedder);
-  const col = await store.create(name, embedder, { existOk: true });
+  const allowEmbedderMismatch = !!v['allow-embedder-mismatch'];
+  if (existed) await checkEmbedder(await store.collection(name), embedder, allowEmbedderMismatch);
+  const col = await store.create(name, embedder, { existOk: true, allowEmbedderMismatch });
   const bar = new Bar(!v.quiet && !v.json && !!process.stderr.isTTY);
   const t0 = performance.now();
   let r;
   try {
-    r = await col.ingestFiles(files, embedder, { chunkTokens, overlap, commitChunks, onProgress: (p) => bar.draw(p) });
+    r = await col.ingestFiles(files, embedder, { chunkTokens, overlap, commitChunks, allowEmbedderMismatch, onProgress: (p) => bar.draw(p) });
   } catch (e) {
     bar.end();
     if (!existed && (await col.table.countRows()) === 0) await store.drop(name); // do not leave an empty collection behind
@@ -153,6 +158,18 @@ function chunkFlags(chunkTokens: number | undefined, overlap: number | undefined
   if (o >= text) throw new UsageError(`--overlap ${o} must be below ${text}: --chunk-tokens ${chunk} less the embedder's ${base} special token${base === 1 ? '' : 's'}`);
 }
 
+/** The collection's recorded embedder against the one given: a mismatch is the user's to fix (or to allow), said before any work. */
+async function checkEmbedder(col: Collection, embedder: RagEmbedder, allow: boolean): Promise<void> {
+  const { EmbedderMismatchError } = await import('../platform/rag/store.js');
+  try {
+    col.checkEmbedder(embedder, { allowEmbedderMismatch: allow });
+  } catch (e) {
+    if (!(e instanceof EmbedderMismatchError)) throw e;
+    const gone = !existsSync(col.embedderName) ? ` (${col.embedderName} does not exist here: give --embedding-model PATH of that model)` : '';
+    throw new UsageError(`${e.message}${gone}; if it is the same model under another path, add --allow-embedder-mismatch`);
+  }
+}
+
 /** --where: a JSON filter (filter.ts), validated before anything is opened. */
 function whereArg(v: string | undefined): Filter | null {
   if (v === undefined) return null;
@@ -178,7 +195,7 @@ async function openCollection(db: string, name: string): Promise<{ store: RagSto
 async function queryCmd(args: string[], answer: boolean): Promise<number> {
   const { values: v, positionals } = parse(args, {
     db: str, collection: str, k: str, mode: str, where: str, 'rrf-k': str, weights: str, json: bool, 'embedding-model': str, model: str, rerank: bool,
-    'max-tokens': str, threads: str, backend: str,
+    'max-tokens': str, threads: str, backend: str, 'allow-embedder-mismatch': bool,
   }, true);
   const db = need(v.db, '--db DIR'), name = need(v.collection, '--collection NAME');
   if (positionals.length !== 1) throw new UsageError(`give the question as one argument (got ${positionals.length})`);
@@ -199,8 +216,10 @@ async function queryCmd(args: string[], answer: boolean): Promise<number> {
   const backend = backendOf(v.backend);
   const { store, col } = await openCollection(db, name);
   const embedder = mode === 'bm25' && !answer ? null : await embedderFor(v['embedding-model'], col.embedderName, { threads, backend });
+  const allowEmbedderMismatch = !!v['allow-embedder-mismatch'];
+  if (embedder) await checkEmbedder(col, embedder, allowEmbedderMismatch);
   if (!answer) {
-    const passages = await col.search(question, embedder, { k, mode, where, ...fusion });
+    const passages = await col.search(question, embedder, { k, mode, where, ...fusion, allowEmbedderMismatch });
     if (v.json) process.stdout.write(JSON.stringify({ collection: name, mode, k, passages }) + '\n');
     else process.stdout.write(passages.map((p, i) => formatPassage(p, i + 1)).join('\n\n') + (passages.length ? '\n' : 'no passages found\n'));
     store.close();
@@ -213,7 +232,7 @@ async function queryCmd(args: string[], answer: boolean): Promise<number> {
     engine = e;
     if (!tools.tokenizer) throw new Error(`${modelPath} has no tokenizer; rag ask needs one`);
     const res = await ask(col, embedder, { engine: e, tokenizer: tools.tokenizer, template: tools.template }, question,
-      { k, mode, where, ...fusion, rerank: !!v.rerank, maxTokens });
+      { k, mode, where, ...fusion, allowEmbedderMismatch, rerank: !!v.rerank, maxTokens });
     if (v.json) process.stdout.write(JSON.stringify({ collection: name, question, ...res }) + '\n');
     else process.stdout.write(formatAnswer(res));
   } finally {

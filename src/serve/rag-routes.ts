@@ -10,7 +10,7 @@ import type { RagEmbedder } from '../platform/rag/embedder.js';
 import { SUPPORTED_EXTENSIONS } from '../platform/rag/extract.js';
 import { ChunkWorker } from '../platform/rag/chunk-pool.js';
 import { FilterError, parseFilter, type Filter } from '../platform/rag/filter.js';
-import { CollectionNotFoundError, RagStore, SEARCH_MODES, type Collection, type DocumentInput, type Passage, type SearchMode } from '../platform/rag/store.js';
+import { CollectionNotFoundError, EmbedderMismatchError, RagStore, SEARCH_MODES, type Collection, type DocumentInput, type Passage, type SearchMode } from '../platform/rag/store.js';
 import { poolFrom, type EmbeddingModel } from './embeddings-routes.js';
 import { ApiError, invalid } from './errors.js';
 
@@ -47,7 +47,9 @@ export interface RagChat {
   apply(spec: RagChatSpec, messages: readonly ChatMessage[], encode: (m: readonly ChatMessage[]) => number[], limit: number): Promise<RagApplied>;
 }
 
-export interface RagChatSpec { readonly collection: string; readonly k: number; readonly mode: SearchMode; readonly where: Filter | null }
+export interface RagChatSpec {
+  readonly collection: string; readonly k: number; readonly mode: SearchMode; readonly where: Filter | null; readonly allowEmbedderMismatch: boolean;
+}
 export interface RagApplied {
   readonly messages: ChatMessage[];
   readonly ids: number[];
@@ -104,6 +106,12 @@ function fusionOf(b: Record<string, unknown>): { rrfK?: number; weights?: readon
   return out;
 }
 
+function allowOf(v: unknown, param: string): boolean {
+  if (v === undefined) return false;
+  if (typeof v !== 'boolean') throw invalid(param, `'${param}' must be a boolean`, 'invalid_type');
+  return v;
+}
+
 /** Store errors as API errors: a missing collection is 404, a refused filter or bad document 400. */
 async function api<T>(f: () => Promise<T>): Promise<T> {
   try {
@@ -112,6 +120,9 @@ async function api<T>(f: () => Promise<T>): Promise<T> {
     if (e instanceof ApiError) throw e;
     const m = (e as Error).message;
     if (e instanceof CollectionNotFoundError) throw new ApiError(404, m, 'collection', 'collection_not_found');
+    if (e instanceof EmbedderMismatchError) {
+      throw new ApiError(400, `${m} (this server embeds with --embedding-model; a query may send "allow_embedder_mismatch": true to search it anyway)`, 'collection', 'embedder_mismatch');
+    }
     if (/was refused|unsupported file type|document is empty|invalid collection name|-dim vectors|given twice|query is empty/.test(m)) throw invalid('body', m);
     throw e;
   }
@@ -210,12 +221,13 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
   });
 
   app.post('/v1/rag/query', async (req) => {
-    if (!obj(req.body)) throw invalid('body', 'expected {"collection", "query", "k"?, "mode"?, "where"?, "rrf_k"?, "weights"?}');
+    if (!obj(req.body)) throw invalid('body', 'expected {"collection", "query", "k"?, "mode"?, "where"?, "rrf_k"?, "weights"?, "allow_embedder_mismatch"?}');
     const b = req.body;
     const name = str(b, 'collection'), query = str(b, 'query');
     const k = kOf(b.k, 'k'), mode = modeOf(b.mode, 'mode'), where = whereOf(b.where, 'where'), fusion = fusionOf(b);
+    const allowEmbedderMismatch = allowOf(b.allow_embedder_mismatch, 'allow_embedder_mismatch');
     const c = await collection(name);
-    const passages = await api(async () => c.search(query, mode === 'bm25' ? null : await embedder(), { k, mode, where, ...fusion }));
+    const passages = await api(async () => c.search(query, mode === 'bm25' ? null : await embedder(), { k, mode, where, ...fusion, allowEmbedderMismatch }));
     return { object: 'list', collection: name, mode, data: passages.map((p, i) => ({ object: 'rag.passage', rank: i + 1, ...p })) };
   });
 
@@ -224,7 +236,13 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
       if (!obj(body) || body.rag === undefined) return { body, rag: null };
       const { rag, ...rest } = body;
       if (!obj(rag)) throw invalid('rag', "'rag' must be an object {\"collection\", \"k\"?, \"mode\"?, \"where\"?}", 'invalid_type');
-      return { body: rest, rag: { collection: str(rag, 'collection', 'rag.collection'), k: kOf(rag.k, 'rag.k'), mode: modeOf(rag.mode, 'rag.mode'), where: whereOf(rag.where, 'rag.where') } };
+      return {
+        body: rest,
+        rag: {
+          collection: str(rag, 'collection', 'rag.collection'), k: kOf(rag.k, 'rag.k'), mode: modeOf(rag.mode, 'rag.mode'), where: whereOf(rag.where, 'rag.where'),
+          allowEmbedderMismatch: allowOf(rag.allow_embedder_mismatch, 'rag.allow_embedder_mismatch'),
+        },
+      };
     },
     async apply(spec, messages, encode, limit) {
       const last = [...messages].reverse().find((m) => m.role === 'user');
@@ -232,7 +250,7 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
         : Array.isArray(last?.content) ? last!.content.map((p) => (typeof p.text === 'string' ? p.text : '')).join(' ') : '';
       if (query.trim() === '') throw invalid('messages', 'rag needs a user message with text to retrieve for');
       const c = await collection(spec.collection);
-      const found = await api(async () => c.search(query, spec.mode === 'bm25' ? null : await embedder(), { k: spec.k, mode: spec.mode, where: spec.where }));
+      const found = await api(async () => c.search(query, spec.mode === 'bm25' ? null : await embedder(), { k: spec.k, mode: spec.mode, where: spec.where, allowEmbedderMismatch: spec.allowEmbedderMismatch }));
       const f = fitPassages(found, (ps) => {
         const m = injectPassages(messages, ps);
         return { ids: encode(m), messages: m };

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -76,7 +76,7 @@ test('floe rag: ingest → query → ask with citations; re-ingest skips unchang
   assert.match(tight.stdout, /Sources:/);
   assert.match(tight.stdout, /lower-ranked passages? left out: the context window is full/);
 
-  const again = json(await floe(['rag', 'ingest', ...common, '--json', a, b, c]));
+  const again = json(await floe(['rag', 'ingest', ...common, '--chunk-tokens', '64', '--json', a, b, c])); // the same chunking: skipped
   assert.deepEqual([again.added, again.replaced, again.skipped, again.chunks], [[], [], [a, b, c], 0]);
 
   const miss = await floe(['rag', 'query', '--db', db, '--collection', 'nope', '--json', 'x']);
@@ -132,4 +132,25 @@ test('floe rag ingest killed with -9 mid-ingest leaves whole documents only; the
   assert.equal(rerun.added.length, files.length - got.size);
   const final = await (await (await RagStore.open(db)).collection('k')).table.query().select(['id', 'source', 'chunk']).toArray();
   assert.deepEqual(bySource(final), want);
+});
+
+test('floe rag: another embedder than the collection records (same dimension) is refused, exit 2, unless --allow-embedder-mismatch', { timeout: T }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-rag-cli-emb-'));
+  const a = join(dir, 'a.txt');
+  writeFileSync(a, 'The zyxoquartz crystal glows green in the dark mine.\n\nThe boat was small and the river was cold.\n');
+  const common = ['--db', join(dir, 'db'), '--collection', 'docs', '--threads', '1'];
+  json(await floe(['rag', 'ingest', ...common, '--embedding-model', EMBED, '--json', a]));
+  const guard = fileURLToPath(new URL('../../models/floe-guard', import.meta.url)); // a 256-dim model too, not the embedder
+  const q = await floe(['rag', 'query', ...common, '--embedding-model', guard, '--mode', 'vector', '--json', 'what glows?']);
+  assert.equal(q.code, 2, q.stderr + q.stdout);
+  assert.match(q.stderr + q.stdout, /collection 'docs' was embedded by '.*models\/floe-embed', not by '.*models\/floe-guard'.*add --allow-embedder-mismatch/);
+  const ing = await floe(['rag', 'ingest', ...common, '--embedding-model', guard, '--chunk-tokens', '32', '--json', a]);
+  assert.equal(ing.code, 2, ing.stderr + ing.stdout);
+  assert.match(ing.stderr + ing.stdout, /was embedded by/);
+  const ok = json(await floe(['rag', 'query', ...common, '--embedding-model', guard, '--mode', 'vector', '--allow-embedder-mismatch', '--json', 'what glows?']));
+  assert.equal(ok.passages.length, 1);
+  // the recorded embedder through another path (a symlink) is the same embedder
+  const link = join(dir, 'embed-link');
+  symlinkSync(EMBED, link);
+  assert.equal(json(await floe(['rag', 'query', ...common, '--embedding-model', link, '--mode', 'vector', '--json', 'what glows?'])).passages.length, 1);
 });

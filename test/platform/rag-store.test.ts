@@ -3,10 +3,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CollectionNotFoundError, RagStore } from '../../src/platform/rag/store.js';
+import { CollectionNotFoundError, EmbedderMismatchError, RagStore } from '../../src/platform/rag/store.js';
 import { rrf } from '../../src/platform/rag/fusion.js';
 import { brownTokenizer, hashEmbedder, randomText, rng } from './rag-helpers.js';
 
@@ -159,6 +159,27 @@ test('re-ingest with other --chunk-tokens / --overlap re-chunks unchanged files;
   const overlapped = await col.ingestFiles([files.a], emb, { chunkTokens: 24, overlap: 4 });
   assert.deepEqual(overlapped.replaced, [files.a], 'new overlap: chunked again');
   assert.equal((await rows()).length, overlapped.chunks);
+});
+
+test('another embedder of the same dimension is refused unless allowed; the same directory under another path is the same embedder', async () => {
+  const { dir, emb, files, store, tok } = await setup();
+  const col = await store.create('own', emb);
+  await col.ingestFiles([files.a], emb, { chunkTokens: 48 });
+  const other = hashEmbedder(tok, emb.dim, emb.maxTokens, 'other-hash');
+  const refused = (e: unknown) => e instanceof EmbedderMismatchError && /collection 'own' was embedded by 'test-hash', not by 'other-hash'/.test((e as Error).message);
+  for (const mode of ['vector', 'hybrid'] as const) await assert.rejects(col.search('zyxoquartz', other, { mode }), refused);
+  await assert.rejects(col.ingestFiles([files.b], other), refused);
+  await assert.rejects(store.create('own', other, { existOk: true }), refused);
+  assert.equal((await col.search('zyxoquartz', other, { mode: 'bm25' })).length > 0, true, 'BM25 needs no embedder');
+  assert.ok((await col.search('zyxoquartz', other, { mode: 'vector', allowEmbedderMismatch: true })).length > 0);
+  assert.deepEqual((await col.ingestFiles([files.b], other, { allowEmbedderMismatch: true })).added, [files.b]);
+  // recorded as a directory path: a symlink to it (or the path itself) is the same embedder
+  const model = join(dir, 'model'), link = join(dir, 'model-link');
+  mkdirSync(model);
+  symlinkSync(model, link);
+  const byPath = await store.create('bypath', hashEmbedder(tok, emb.dim, emb.maxTokens, model));
+  await byPath.ingestFiles([files.a], hashEmbedder(tok, emb.dim, emb.maxTokens, link), { chunkTokens: 48 });
+  assert.ok((await byPath.search('zyxoquartz', hashEmbedder(tok, emb.dim, emb.maxTokens, link), { mode: 'vector' })).length > 0);
 });
 
 test('bad input fails before anything is written: unsupported type, empty file, missing file', async () => {

@@ -13,7 +13,7 @@ import { startServer, type RunningServer } from '../../src/serve/server.js';
 import { createApp } from '../../src/serve/app.js';
 import { openEmbedder } from '../../src/platform/rag/embedder.js';
 import { RagStore } from '../../src/platform/rag/store.js';
-import { brownTokenizer, randomText, rng } from '../platform/rag-helpers.js';
+import { brownTokenizer, hashEmbedder, randomText, rng } from '../platform/rag-helpers.js';
 import { byteTokenizer, FakeEngine } from './helpers.js';
 
 const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
@@ -135,6 +135,33 @@ test('HTTP RAG: collections, documents, query, chat with rag → citations; erro
   assert.equal((await call('DELETE', '/v1/rag/collections/docs/documents?source=b.md')).status, 404);
   assert.equal((await call('DELETE', '/v1/rag/collections/docs')).json.deleted, true);
   assert.deepEqual((await call('GET', '/v1/rag/collections')).json.data, []);
+});
+
+test('HTTP RAG: a collection embedded by another model (same dimension) is refused for dense search unless allow_embedder_mismatch', { timeout: T }, async () => {
+  const store = await RagStore.open(DB);
+  const other = hashEmbedder(await brownTokenizer(), 256, 128, '/nowhere/other-embedder');
+  const col = await store.create('foreign', other);
+  await col.ingest([{ source: 'f.txt', content: 'The zyxoquartz crystal glows green in the dark mine.' }], other);
+  store.close();
+  for (const mode of ['vector', 'hybrid']) {
+    const q = await call('POST', '/v1/rag/query', { collection: 'foreign', query: 'what glows?', mode });
+    assert.equal(q.status, 400, JSON.stringify(q.json));
+    assert.equal(q.json.error.code, 'embedder_mismatch');
+    assert.match(q.json.error.message, /collection 'foreign' was embedded by '\/nowhere\/other-embedder', not by '.*floe-embed'/);
+  }
+  assert.equal((await call('POST', '/v1/rag/query', { collection: 'foreign', query: 'zyxoquartz', mode: 'bm25' })).status, 200);
+  const allowed = await call('POST', '/v1/rag/query', { collection: 'foreign', query: 'what glows?', mode: 'vector', allow_embedder_mismatch: true });
+  assert.equal(allowed.status, 200, JSON.stringify(allowed.json));
+  assert.equal(allowed.json.data.length, 1);
+  assert.equal((await call('POST', '/v1/rag/query', { collection: 'foreign', query: 'x', allow_embedder_mismatch: 'yes' })).status, 400);
+  const chat = (rag: Record<string, unknown>) => call('POST', '/v1/chat/completions', { model: 'chat', max_tokens: 2, messages: [{ role: 'user', content: 'what glows?' }], rag });
+  const refused = await chat({ collection: 'foreign' });
+  assert.equal(refused.status, 400);
+  assert.equal(refused.json.error.code, 'embedder_mismatch');
+  const ok = await chat({ collection: 'foreign', allow_embedder_mismatch: true });
+  assert.equal(ok.status, 200, JSON.stringify(ok.json));
+  assert.equal(ok.json.citations.length, 1);
+  assert.equal((await call('DELETE', '/v1/rag/collections/foreign')).json.deleted, true);
 });
 
 test('a server without --rag-db refuses the rag field with 400 and has no /v1/rag routes', async () => {

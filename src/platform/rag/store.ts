@@ -1,7 +1,7 @@
 // RAG collections on embedded LanceDB: one table per collection (chunks, vectors, BM25 index), ingest and search.
 
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { resolve } from 'node:path';
 import * as lancedb from '@lancedb/lancedb';
@@ -68,6 +68,7 @@ export interface SearchOptions {
   readonly depth?: number; // hybrid: candidates taken from each list (default max(50, 4k))
   readonly rrfK?: number; // hybrid: RRF constant (default 60)
   readonly weights?: readonly [number, number]; // hybrid: RRF weights of the [dense, BM25] lists (default [1, 1])
+  readonly allowEmbedderMismatch?: boolean; // query with an embedder of another name (same dimension): e.g. the same model moved
 }
 
 export type { DocumentInput };
@@ -76,6 +77,7 @@ export interface IngestOptions {
   readonly chunkTokens?: number; // default min(256, embedder.maxTokens)
   readonly overlap?: number; // default chunkTokens / 8
   readonly commitChunks?: number; // whole documents go into one commit until it holds this many chunks (default 512)
+  readonly allowEmbedderMismatch?: boolean; // add vectors from an embedder of another name (same dimension) than the recorded one
   readonly onProgress?: (p: IngestProgress) => void;
   /** Extraction and chunking off this thread (e.g. new ChunkWorker(modelDir).prepare); default: here, with embedder.countTokens. */
   readonly prepare?: Preparer;
@@ -119,6 +121,18 @@ function checkName(name: string): void {
 }
 
 export class CollectionNotFoundError extends Error {}
+/** The embedder is not the one the collection records (another name or dimension). */
+export class EmbedderMismatchError extends Error {}
+
+/** One embedder under two names: equal names, or paths that resolve to the same directory. */
+function sameEmbedder(a: string, b: string): boolean {
+  if (a === b) return true;
+  try {
+    return existsSync(a) && existsSync(b) && realpathSync(a) === realpathSync(b);
+  } catch {
+    return false;
+  }
+}
 
 /** A directory of collections (a LanceDB database). */
 export class RagStore {
@@ -149,12 +163,12 @@ export class RagStore {
   }
 
   /** Create a collection for an embedder; an existing one is returned when its dimension matches (existOk). */
-  async create(name: string, embedder: Pick<RagEmbedder, 'name' | 'dim'>, opts: { existOk?: boolean } = {}): Promise<Collection> {
+  async create(name: string, embedder: Pick<RagEmbedder, 'name' | 'dim'>, opts: { existOk?: boolean; allowEmbedderMismatch?: boolean } = {}): Promise<Collection> {
     checkName(name);
     if (await this.has(name)) {
       if (!opts.existOk) throw new Error(`collection '${name}' already exists in ${this.dir}`);
       const c = await this.collection(name);
-      c.checkEmbedder(embedder);
+      c.checkEmbedder(embedder, opts);
       return c;
     }
     const table = await this.db.createEmptyTable(name, schemaFor(embedder.dim, embedder.name), { mode: 'create' });
@@ -198,11 +212,19 @@ export class Collection {
     readonly policy: IndexPolicy = { hnswRows: VECTOR_INDEX_ROWS, pqRows: VECTOR_PQ_ROWS },
   ) {}
 
-  /** Throw unless the embedder's vectors fit this collection. */
-  checkEmbedder(e: Pick<RagEmbedder, 'name' | 'dim'>): void {
+  /**
+   * Throw unless the embedder's vectors fit this collection: the same dimension always, and the recorded embedder
+   * (name, or a path to the same directory) unless allowEmbedderMismatch: another model's vectors of the same size
+   * would be compared as if they were one space, and every score would be noise.
+   */
+  checkEmbedder(e: Pick<RagEmbedder, 'name' | 'dim'>, opts: { allowEmbedderMismatch?: boolean } = {}): void {
     if (e.dim !== this.dim) {
-      throw new Error(`collection '${this.name}' holds ${this.dim}-dim vectors from embedder '${this.embedderName}', but embedder '${e.name}' makes ${e.dim}-dim vectors; ` +
+      throw new EmbedderMismatchError(`collection '${this.name}' holds ${this.dim}-dim vectors from embedder '${this.embedderName}', but embedder '${e.name}' makes ${e.dim}-dim vectors; ` +
         `use that embedder (--embedding-model) or ingest into a new collection`);
+    }
+    if (!opts.allowEmbedderMismatch && !sameEmbedder(this.embedderName, e.name)) {
+      throw new EmbedderMismatchError(`collection '${this.name}' was embedded by '${this.embedderName}', not by '${e.name}': vectors of two embedders are not comparable; ` +
+        `use that embedder (--embedding-model), or allow the mismatch if it is the same model under another name`);
     }
   }
 
@@ -243,7 +265,7 @@ export class Collection {
    * leaves every document either as it was or fully replaced.
    */
   async ingest(docs: readonly DocumentInput[], embedder: RagEmbedder, opts: IngestOptions = {}): Promise<IngestResult> {
-    this.checkEmbedder(embedder);
+    this.checkEmbedder(embedder, opts);
     const chunkTokens = opts.chunkTokens ?? Math.min(256, embedder.maxTokens);
     if (chunkTokens > embedder.maxTokens) throw new RangeError(`chunk size ${chunkTokens} exceeds the embedder's ${embedder.maxTokens} tokens`);
     const overlap = opts.overlap ?? Math.floor(chunkTokens / 8);
@@ -347,7 +369,7 @@ export class Collection {
     const where = f === null ? null : compileFilter(f);
     if (mode === 'bm25') return this.bm25(query, k, where);
     if (!embedder) throw new Error(`${mode} search needs an embedder`);
-    this.checkEmbedder(embedder);
+    this.checkEmbedder(embedder, opts);
     const [qv] = await embedder.embed([query]);
     if (mode === 'vector') return this.dense(qv!, k, where);
     const depth = opts.depth ?? Math.max(50, 4 * k);

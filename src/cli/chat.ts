@@ -67,7 +67,7 @@ export async function chatCmd(args: string[]): Promise<number> {
       sampling: params,
       stopTokenIds: eos,
       kvDtype: kvDtype ?? defaultKvDtype(model),
-      text: new TextStream(tokenizer),
+      text: new TextStream(tokenizer, [], { promptIds: ids }), // the prompt as decoder context, as the server does
       onToken: (_id, t) => { if (t) process.stdout.write(t); },
     });
     process.stdout.write('\n');

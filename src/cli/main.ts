@@ -421,7 +421,8 @@ async function generateCmd(args: string[]): Promise<number> {
     promptIds = tokenizer.encode(prompt!, { addSpecialTokens: !values['no-bos'] });
   }
   const eos = tokenizer?.eosIds.length ? [...new Set([...model.config.eosTokenIds, ...tokenizer.eosIds])] : model.config.eosTokenIds;
-  const text = tokenizer ? new TextStream(tokenizer, values.stop ?? []) : undefined;
+  // the prompt's last ids give the decoder context, as the server's engine does (a SentencePiece first token keeps its space)
+  const text = tokenizer ? new TextStream(tokenizer, values.stop ?? [], { promptIds }) : undefined;
   if (!tokenizer && values.stop?.length) throw new UsageError('--stop needs a tokenizer, and this model has none');
   const json = !!values.json;
   const specArg = specSource(values.speculative);

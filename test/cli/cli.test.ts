@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
+import { readGguf } from '../../src/formats/gguf.js';
+import { tokenizerFromGguf } from '../../src/formats/gguf-tokenizer.js';
 import { loadAddon } from '../../src/backend/native-addon.js';
 
 const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
@@ -182,6 +184,20 @@ test('--prompt - reads stdin; tokenize and detokenize agree with the library tok
   assert.equal(d.code, 0, d.err);
   assert.equal(JSON.parse(d.out).text, tok.decode(ids));
   assert.match(floe('detokenize', '5,-1').err, /entry 1 '-1' is not a token id/);
+});
+
+test('floe generate text continues the prompt as decoding prompt + output would (SentencePiece first-token space)', async () => {
+  const spm = fileURLToPath(new URL('../fixtures/spm/spm-llama.gguf', import.meta.url));
+  const tok = tokenizerFromGguf((await readGguf(spm)).metadata)!;
+  const r = floe('generate', '--model', spm, '--prompt', 'Hello world', '--max-tokens', '6', '--temperature', '0', '--json');
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(r.out);
+  const decode = (ids: number[]) => tok.decode(ids, { skipSpecialTokens: true });
+  const whole = decode([...j.prompt_ids, ...j.output_ids]);
+  const head = decode(j.prompt_ids);
+  assert.ok(whole.startsWith(head));
+  assert.match(whole.slice(head.length), /^ /, 'the first generated piece starts a word (else this test could not tell)');
+  assert.equal(j.text, whole.slice(head.length));
 });
 
 /** `--flag METAVAR` pairs of one command's help whose metavar is a number (N, K, P, … or a default like 128). */

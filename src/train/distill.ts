@@ -10,7 +10,7 @@ import { readHfConfig } from '../formats/hf-config.js';
 import { loadTokenizer } from '../formats/tokenizer.js';
 import { loadSamples } from './data.js';
 import { checkKdConfig, type KdLossConfig, type KdLossKind } from './kd-loss.js';
-import { buildTeacherCache, bytesPerToken, CachedKdLoss, readCacheHeader, TeacherCache, type CacheHeader, type CacheLogpDType } from './teacher-cache.js';
+import { buildTeacherCache, bytesPerToken, CachedKdLoss, checkCacheMatches, readCacheHeader, TeacherCache, type CacheHeader, type CacheLogpDType } from './teacher-cache.js';
 import { checkOutDir, resolveCheckpoint } from './checkpoint.js';
 import { asTrainBackend, finetune, type FinetuneOptions, type FinetuneSummary, type Objective } from './trainer.js';
 import { OnPolicy, type OnPolicyOptions } from './on-policy.js';
@@ -97,6 +97,12 @@ export async function distill(o: DistillOptions): Promise<DistillSummary> {
   if (header && (header.topK !== topK || header.temperature !== cfg.temperature || header.vocabSize !== sc.vocabSize)) {
     throw new Error(`${file}: the cache holds top-${header.topK} at temperature ${header.temperature} (vocab ${header.vocabSize}), ` +
       `this run asks top-${topK} at ${cfg.temperature} (vocab ${sc.vocabSize}); delete it or give another --teacher-cache`);
+  }
+  if (header) {
+    if (o.cacheDtype !== undefined && o.cacheDtype !== header.logpDtype) {
+      throw new Error(`${file}: the cache holds ${header.logpDtype} log-probabilities, this run asks ${o.cacheDtype}; delete it or give another --teacher-cache`);
+    }
+    checkCacheMatches(file, header, o.teacher, samples, o.data); // another teacher or changed data: refused before training
   }
   const built = header === null;
   if (!header) {

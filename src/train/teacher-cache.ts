@@ -13,6 +13,7 @@
 // Bytes per target token: 4k + 2k (f16) + 4.
 
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { TrainBackend } from '../backend/backend.js';
 import { loadModel } from '../formats/load.js';
 import { mapFileSync } from '../formats/mapfile.js';
@@ -28,7 +29,8 @@ export type CacheLogpDType = 'f16' | 'f32';
 
 export interface CacheHeader {
   readonly format: typeof CACHE_FORMAT;
-  readonly teacher: string; // path it was made from (informational)
+  readonly teacher: string; // path it was made from, as given
+  readonly teacherId?: string; // teacherFingerprint() of it (absent in caches from before it was recorded)
   readonly vocabSize: number;
   readonly topK: number;
   readonly temperature: number;
@@ -48,6 +50,36 @@ export function sampleHash(s: Sample): number {
     h = Math.imul(h ^ ((s.tokens[j]! >>> 16) | (s.mask[j]! << 15)), 0x01000193);
   }
   return h >>> 0;
+}
+
+/** A teacher's identity: its resolved path and each model file's name, size and mtime (cheap; a retrained or swapped teacher differs). */
+export function teacherFingerprint(teacher: string): string {
+  const abs = fs.realpathSync(teacher);
+  const files = fs.statSync(abs).isDirectory()
+    ? fs.readdirSync(abs).filter((f) => /^(config\.json|.*\.safetensors|.*\.gguf)$/.test(f)).sort().map((f) => path.join(abs, f))
+    : [abs];
+  return [abs, ...files.map((f) => { const st = fs.statSync(f); return `${path.basename(f)}:${st.size}:${Math.round(st.mtimeMs)}`; })].join('|');
+}
+
+/**
+ * Throw unless the cache was made from this teacher and holds every sample as tokenized now (line, length, token hash):
+ * checked before training, so a stale cache is refused at once, not at the first batch that reaches a changed line.
+ */
+export function checkCacheMatches(file: string, h: CacheHeader, teacher: string, samples: readonly Sample[], data: string): void {
+  const same = h.teacherId !== undefined ? h.teacherId === teacherFingerprint(teacher) : path.resolve(h.teacher) === path.resolve(teacher);
+  if (!same) {
+    throw new Error(`${file}: the cache was made from teacher ${h.teacher}${h.teacherId !== undefined && path.resolve(h.teacher) === path.resolve(teacher) ? ' as it was then (its files changed since)' : ''}, ` +
+      `this run's teacher is ${teacher}; delete the cache to rebuild it, or give another --teacher-cache`);
+  }
+  const byLine = new Map(h.samples.map((x) => [x[0], x]));
+  for (const s of samples) {
+    const c = byLine.get(s.line);
+    if (!c || c[1] !== s.tokens.length || c[2] !== sampleHash(s)) {
+      throw new Error(`${file}: ${data}:${s.line} is not in the teacher cache as tokenized now ` +
+        `(${c ? `cached ${c[1]} tokens, hash ${c[2]}` : 'no such line'}; now ${s.tokens.length} tokens, hash ${sampleHash(s)}): ` +
+        'the data, tokenizer, --max-seq-len or --train-on-prompt changed; delete the cache to rebuild it, or give another --teacher-cache');
+    }
+  }
 }
 
 export function bytesPerToken(k: number, dt: CacheLogpDType): number { return k * (4 + (dt === 'f16' ? 2 : 4)) + 4; }
@@ -89,7 +121,7 @@ export async function buildTeacherCache(o: BuildCacheOptions): Promise<CacheHead
     samples.push([s.line, s.tokens.length, sampleHash(s), R]);
     R += countTargets(s);
   }
-  const base = { format: CACHE_FORMAT, teacher: o.teacher, vocabSize: V, topK: k, temperature: T, logpDtype: dt, rows: R, data: o.data, samples } as const;
+  const base = { format: CACHE_FORMAT, teacher: o.teacher, teacherId: teacherFingerprint(o.teacher), vocabSize: V, topK: k, temperature: T, logpDtype: dt, rows: R, data: o.data, samples } as const;
   // the header's length depends on the offsets and the seconds it holds: fix a width, then fill in
   const probe = JSON.stringify({ ...base, offsets: layout(R, k, dt, 0), seconds: 0 }).length + 64;
   const offsets = layout(R, k, dt, probe);

@@ -4,7 +4,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,6 +41,29 @@ describe('floe distill (subprocess)', () => {
     const b = floe(['distill', ...common, '--teacher-cache', cache, '--loss', 'jsd', '--beta', '0.3', '--out', join(work, 'b')]);
     assert.equal(b.code, 0, b.err);
     assert.match(b.out, /teacher cache .*: \d+ target tokens, 100 bytes\/token, .* reused/);
+  });
+
+  it('a cache from another teacher, from the teacher since retrained, or from data since changed is refused before training', () => {
+    const dir = mkdtempSync(join(work, 'stale-'));
+    const own = join(dir, 'teacher');
+    cpSync(teacher, own, { recursive: true });
+    const cache = join(dir, 'stale.cache');
+    const args = (t: string, d: string, out: string) => ['distill', ...common.map((x) => (x === teacher ? t : x === data ? d : x)), '--teacher-cache', cache, '--out', join(dir, out)];
+    assert.equal(floe(args(own, data, 'ok')).code, 0);
+    const refused = (r: ReturnType<typeof floe>, out: string, re: RegExp) => {
+      assert.equal(r.code, 1, r.err);
+      assert.match(r.err, re);
+      assert.ok(!existsSync(join(dir, out)), `${out}: nothing trained, no --out made`);
+    };
+    refused(floe(args(student, data, 'other-teacher')), 'other-teacher', new RegExp(`stale\\.cache: the cache was made from teacher ${own}, this run's teacher is ${student}`));
+    const lines = readFileSync(data, 'utf8').trim().split('\n');
+    const edited = join(dir, 'edited.jsonl');
+    writeFileSync(edited, [...lines.slice(0, -1), JSON.stringify({ text: 'an edited last line of the data.' })].join('\n') + '\n');
+    refused(floe(args(own, edited, 'edited')), 'edited', new RegExp(`edited\\.jsonl:${lines.length} is not in the teacher cache as tokenized now`));
+    assert.equal(floe(['distill', ...common.map((x) => (x === teacher ? own : x)), '--teacher-cache', cache, '--cache-dtype', 'f32', '--out', join(dir, 'f32')]).code, 1);
+    const weights = readdirSync(own).find((f) => f.endsWith('.safetensors'))!;
+    utimesSync(join(own, weights), new Date(), new Date(Date.now() + 60_000)); // retrained in place: same path, other files
+    refused(floe(args(own, data, 'retrained')), 'retrained', /the cache was made from teacher .* as it was then \(its files changed since\)/);
   });
 
   it('--on-policy 1 samples with the student and needs no cache; metrics say which batches were on-policy', () => {

@@ -6,8 +6,8 @@ import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Backend, TrainBackend, TrainKernels } from '../backend/backend.js';
 import { selectBackend, type BackendName } from '../backend/select.js';
-import { loadChatTemplate } from '../formats/chat-template.js';
-import { loadModel } from '../formats/load.js';
+import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../formats/chat-template.js';
+import { loadModel, type LoadedModel } from '../formats/load.js';
 import { LayerStream, type OffloadOptions } from '../model/offload.js';
 import { writePeftAdapter, PEFT_WEIGHTS } from '../formats/peft.js';
 import { writeSafetensors } from '../formats/safetensors.js';
@@ -191,6 +191,14 @@ export function checkResumeOptions(dir: string, was: Record<string, unknown>, no
   }
 }
 
+/** The chat template {messages} data is rendered with: an HF dir's, or a GGUF's tokenizer.chat_template (as serve uses). */
+export async function trainingTemplate(loaded: LoadedModel): Promise<ChatTemplate | null> {
+  if (loaded.format === 'hf') return loadChatTemplate(loaded.path);
+  const origin = `${loaded.path} tokenizer.chat_template`;
+  const source = selectChatTemplate(loaded.ggufMetadata?.get('tokenizer.chat_template') ?? null, {}, origin);
+  return source === null ? null : new ChatTemplate(source, origin);
+}
+
 function positiveInt(v: number | undefined, name: string, min = 1): void {
   if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be an integer >= ${min}, got ${v}`);
 }
@@ -217,7 +225,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   if (loaded.format === 'gguf') tok = loaded.ggufMetadata ? tokenizerFromGguf(loaded.ggufMetadata) : null;
   else tok = await loadTokenizer(o.model);
   if (!tok) throw new Error(`${o.model}: no tokenizer (tokenizer.json), which training data needs`);
-  const template = loaded.format === 'hf' ? await loadChatTemplate(o.model) : null;
+  const template = await trainingTemplate(loaded);
   const maxSeqLen = o.maxSeqLen ?? Math.min(2048, cfg.maxPositionEmbeddings);
   if (maxSeqLen > cfg.maxPositionEmbeddings) throw new RangeError(`max seq len ${maxSeqLen} exceeds the model's context ${cfg.maxPositionEmbeddings}`);
 

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { referenceBackend } from '../../src/backend/reference.js';
 import { loadModel } from '../../src/formats/load.js';
 import { readPeftAdapter } from '../../src/model/adapter.js';
+import { hfToGguf } from '../../src/formats/gguf-writer.js';
 import { finetune, type FinetuneOptions, type StepMetrics } from '../../src/train/trainer.js';
 import { asTrain, tinyModelDir, writeTrainData } from './fixtures.js';
 
@@ -145,5 +146,16 @@ describe('finetune', () => {
     const m = await loadModel(s.output);
     assert.equal(m.tensors.get('model.layers.0.self_attn.q_proj.weight')!.dtype, 'f32');
     assert.ok(existsSync(join(s.output, 'tokenizer.json')));
+  });
+
+  it('a GGUF base renders {messages} data with its tokenizer.chat_template, as the HF dir it came from', async () => {
+    const gguf = join(work, 'tiny.gguf');
+    await hfToGguf(await loadModel(model), gguf, 'f32'); // tokenizer.json and the chat template beside it go into the file
+    const chat = join(work, 'chat.jsonl');
+    writeFileSync(chat, [0, 1, 2, 3].map((i) => JSON.stringify({ messages: [{ role: 'user', content: `q ${i}` }, { role: 'assistant', content: `a ${i}` }] })).join('\n') + '\n');
+    const hf = metrics((await finetune(base({ data: chat, maxSteps: 2 }))).output.replace(/final$/, '')).filter((m) => m.type === 'train');
+    const fromGguf = metrics((await finetune({ ...base({ data: chat, maxSteps: 2 }), model: gguf })).output.replace(/final$/, '')).filter((m) => m.type === 'train');
+    assert.deepEqual(fromGguf.map((m) => m.target_tokens), hf.map((m) => m.target_tokens), 'the same assistant tokens carry the loss');
+    fromGguf.forEach((m, i) => assert.ok(Math.abs((m.loss as number) - (hf[i]!.loss as number)) < 1e-4, `step ${i + 1}: loss ${m.loss} vs ${hf[i]!.loss}`));
   });
 });

@@ -96,6 +96,10 @@ function values(t: StTensor): Float32Array {
   }
 }
 
+/** PEFT LoraConfig's defaults for a config that leaves r / lora_alpha out. */
+const PEFT_DEFAULT_R = 8;
+const PEFT_DEFAULT_ALPHA = 8;
+
 const MODULE_TO_TARGET = new Map<string, LoraTarget>(LORA_TARGETS.map((t) => [LORA_MODULE[t], t]));
 
 /** Read a PEFT LoRA adapter's files for a model with config `cfg`; throws naming the file, key, expected vs got. */
@@ -113,9 +117,18 @@ export function readPeftFiles(dir: string, cfg: LlamaConfig): PeftAdapter {
   for (const k of ['rank_pattern', 'alpha_pattern'] as const) {
     if (j[k] && typeof j[k] === 'object' && Object.keys(j[k] as object).length > 0) throw new Error(`${cfgPath}: per-module ${k} is not supported`);
   }
-  const rank = j.r;
-  const alpha = j.lora_alpha ?? rank;
-  if (typeof rank !== 'number' || typeof alpha !== 'number') throw new Error(`${cfgPath}: "r" and "lora_alpha" must be numbers`);
+  // features that change the model beyond W + s·BA: refused, not ignored (the output would silently differ from PEFT's)
+  if (Array.isArray(j.modules_to_save) && j.modules_to_save.length > 0) {
+    throw new Error(`${cfgPath}: modules_to_save (${JSON.stringify(j.modules_to_save)}: whole modules trained beside the adapter) is not supported`);
+  }
+  if (j.bias !== undefined && j.bias !== null && j.bias !== 'none') throw new Error(`${cfgPath}: bias ${JSON.stringify(j.bias)} is not supported (floe reads bias "none" adapters)`);
+  if (j.lora_bias === true) throw new Error(`${cfgPath}: lora_bias (a bias on lora_B) is not supported`);
+  if (j.layer_replication !== undefined && j.layer_replication !== null) throw new Error(`${cfgPath}: layer_replication (a deeper model made of repeated layers) is not supported`);
+  if (j.use_rslora !== undefined && typeof j.use_rslora !== 'boolean') throw new Error(`${cfgPath}: "use_rslora" must be true or false, got ${JSON.stringify(j.use_rslora)}`);
+  const rank = j.r ?? PEFT_DEFAULT_R; // LoraConfig's defaults: r = 8, lora_alpha = 8
+  const alpha = j.lora_alpha ?? PEFT_DEFAULT_ALPHA;
+  if (typeof rank !== 'number' || !Number.isInteger(rank) || rank < 1) throw new Error(`${cfgPath}: "r" must be an integer >= 1, got ${JSON.stringify(rank)}`);
+  if (typeof alpha !== 'number') throw new Error(`${cfgPath}: "lora_alpha" must be a number, got ${JSON.stringify(alpha)}`);
   const weightsPath = path.join(dir, PEFT_WEIGHTS);
   if (!fs.existsSync(weightsPath)) throw new Error(`${dir}: no ${PEFT_WEIGHTS} (adapter_model.bin is not supported: convert it to safetensors)`);
   const st = readSafetensorsSync(weightsPath);

@@ -100,6 +100,45 @@ describe(`PEFT adapters (seed ${seed})`, () => {
     assert.throws(() => readPeftAdapter(dir, base.config), /DoRA/);
   });
 
+  it('refuses PEFT features beyond W + s·BA (modules_to_save, bias, lora_bias, layer_replication) instead of ignoring them', async () => {
+    const base = await loadModel(join(FIXTURES, 'models', 'gqa_f32'));
+    const dir = join(tmp, 'features');
+    writePeftAdapter(dir, randomAdapter(base.config, ['q'], 2));
+    const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8'));
+    const withCfg = (patch: Record<string, unknown>) => writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ ...cfg, ...patch }));
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ modules_to_save: ['lm_head'] }, /modules_to_save .*lm_head.* is not supported/],
+      [{ bias: 'all' }, /bias "all" is not supported/],
+      [{ bias: 'lora_only' }, /bias "lora_only" is not supported/],
+      [{ lora_bias: true }, /lora_bias .* is not supported/],
+      [{ layer_replication: [[0, 2], [1, 2]] }, /layer_replication .* is not supported/],
+      [{ use_rslora: 'true' }, /"use_rslora" must be true or false/],
+      [{ r: '2' }, /"r" must be an integer >= 1, got "2"/],
+    ];
+    for (const [patch, re] of cases) {
+      withCfg(patch);
+      assert.throws(() => readPeftAdapter(dir, base.config), (e: Error) => re.test(e.message) && e.message.includes('adapter_config.json'), JSON.stringify(patch));
+    }
+    withCfg({ modules_to_save: null, bias: 'none', layer_replication: null, target_modules: '.*\\.q_proj$' }); // PEFT's own defaults and a regex: read
+    assert.deepEqual(readPeftAdapter(dir, base.config).config.targets, ['q']);
+  });
+
+  it('a config without r / lora_alpha takes PEFT LoraConfig defaults (8, 8), not alpha = r', async () => {
+    const base = await loadModel(join(FIXTURES, 'models', 'gqa_f32'));
+    const dir = join(tmp, 'defaults');
+    writePeftAdapter(dir, randomAdapter(base.config, ['v'], 8));
+    const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8'));
+    delete cfg.r; delete cfg.lora_alpha;
+    writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify(cfg));
+    const c = readPeftAdapter(dir, base.config).config;
+    assert.equal(c.rank, 8);
+    assert.equal(c.alpha, 8, 'peft.LoraConfig.lora_alpha defaults to 8');
+    cfg.r = 4; // rank 4 tensors would not fit; alpha still 8 at another r
+    writePeftAdapter(dir, randomAdapter(base.config, ['v'], 4));
+    writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify(cfg));
+    assert.deepEqual([readPeftAdapter(dir, base.config).config.rank, readPeftAdapter(dir, base.config).config.alpha], [4, 8]);
+  });
+
   for (const model of ['gqa_f32', 'bf16', 'fp8_block']) {
     it(`${model}: merged model logits == base with the adapter applied (generate --adapter path)`, async () => {
       const base = await loadModel(join(FIXTURES, 'models', model));

@@ -58,8 +58,8 @@ Usage:
   floe plan (--model CONFIG.json|DIR|FILE.gguf | --preset NAME) [options]
                                        memory per device (weights, KV, activations, LoRA state, offload) for
                                        serving or fine-tuning on a cluster, and on this machine; see plan options
-  floe eval [--model PATH] --data FILE [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8] [--max-seq-len N]
-            [--max-tokens N] [--threads N] [--backend native|reference] [--json]
+  floe eval [--model PATH] --data FILE [--adapter DIR] [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8]
+            [--max-seq-len N] [--max-tokens N] [--threads N] [--backend native|reference] [--json]
                                        perplexity over JSONL {"text"} records or plain-text paragraphs
                                        (BOS text EOS each, cut to --max-seq-len), through paged KV
 
@@ -722,10 +722,10 @@ async function quantizeCmd(args: string[]): Promise<number> {
 async function evalCmd(args: string[]): Promise<number> {
   const { evalPerplexity, readEvalTexts } = await import('../train/eval.js');
   const { values: v } = parse(args, {
-    model: { type: 'string' }, data: { type: 'string' }, dtype: { type: 'string' }, 'kv-cache-dtype': { type: 'string' },
+    model: { type: 'string' }, data: { type: 'string' }, adapter: { type: 'string' }, dtype: { type: 'string' }, 'kv-cache-dtype': { type: 'string' },
     'max-seq-len': { type: 'string' }, 'max-tokens': { type: 'string' }, threads: { type: 'string' }, backend: { type: 'string' }, json: { type: 'boolean' },
   });
-  if (!v.data) throw new UsageError('usage: floe eval [--model PATH] --data FILE [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8] [--max-seq-len N] [--json]');
+  if (!v.data) throw new UsageError('usage: floe eval [--model PATH] --data FILE [--adapter DIR] [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8] [--max-seq-len N] [--json]');
   const backend = v.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(v['kv-cache-dtype']);
@@ -737,11 +737,12 @@ async function evalCmd(args: string[]): Promise<number> {
   const texts = readEvalTexts(v.data);
   const opened = await openModel(modelPath, { backend, threads, load });
   if (!opened.tokenizer) throw new Error(`${modelPath} has no tokenizer; eval needs one to encode the texts`);
-  const r = evalPerplexity(opened.model, opened.tokenizer, texts, { maxSeqLen, maxTokens, kvDtype });
+  const model = v.adapter ? (await import('../model/adapter.js')).applyAdapter(opened.model, v.adapter) : opened.model;
+  const r = evalPerplexity(model, opened.tokenizer, texts, { maxSeqLen, maxTokens, kvDtype });
   const kv = kvDtype ?? defaultKvDtype(opened.model);
   opened.loaded.dispose();
   if (v.json) {
-    process.stdout.write(JSON.stringify({ model: modelPath, data: v.data, dtype: v.dtype ?? null, kv_cache_dtype: kv, records: r.records, tokens: r.tokens, loss: r.loss, perplexity: r.perplexity, seconds: r.seconds }) + '\n');
+    process.stdout.write(JSON.stringify({ model: modelPath, adapter: v.adapter ?? null, data: v.data, dtype: v.dtype ?? null, kv_cache_dtype: kv, records: r.records, tokens: r.tokens, loss: r.loss, perplexity: r.perplexity, seconds: r.seconds }) + '\n');
   } else {
     process.stdout.write(`perplexity ${r.perplexity.toFixed(4)} (loss ${r.loss.toFixed(5)} nats/token) over ${r.tokens} tokens in ${r.records} records; ` +
       `weights ${v.dtype ?? 'as stored'}, kv ${kv}, ${r.seconds.toFixed(1)} s\n`);

@@ -38,6 +38,18 @@ describe('floe finetune (subprocess)', () => {
     const merged = join(work, 'merged');
     const m = floe(['merge', '--model', model, '--adapter', join(out, 'final'), '--out', merged]);
     assert.equal(m.code, 0, m.err);
+    // eval --adapter scores the base with the adapter applied: the merged model's perplexity, not the base's
+    const texts = join(work, 'eval-texts.jsonl');
+    writeFileSync(texts, ['the cat sat on a mat.', 'and the dog ran there in the rain.'].map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
+    const ev = (...a: string[]) => {
+      const r = floe(['eval', '--data', texts, '--json', '--backend', 'reference', ...a]);
+      assert.equal(r.code, 0, r.err);
+      return JSON.parse(r.out) as { loss: number; adapter: string | null };
+    };
+    const [eBase, eAdapter, eMerged] = [ev('--model', model), ev('--model', model, '--adapter', join(out, 'final')), ev('--model', merged)];
+    assert.equal(eAdapter.adapter, join(out, 'final'));
+    assert.ok(Math.abs(eAdapter.loss - eMerged.loss) < 1e-4, `adapter ${eAdapter.loss} vs merged ${eMerged.loss}`);
+    assert.ok(Math.abs(eAdapter.loss - eBase.loss) > 1e-3, `the adapter changes the loss (${eAdapter.loss} vs base ${eBase.loss})`);
     // ids only: the random fixture model may emit ids outside the tiny tokenizer, so generate from dirs without one
     for (const f of ['tokenizer.json', 'tokenizer_config.json']) rmSync(join(merged, f));
     const bare = fileURLToPath(new URL('../fixtures/models/gqa_f32', import.meta.url));

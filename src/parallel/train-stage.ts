@@ -7,7 +7,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { selectBackend } from '../backend/select.js';
-import { loadChatTemplate } from '../formats/chat-template.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { loadModel } from '../formats/load.js';
 import { peftKey, PEFT_WEIGHTS, writePeftAdapter } from '../formats/peft.js';
@@ -20,7 +19,7 @@ import { DataLoader, loadSamples } from '../train/data.js';
 import { Optimizer } from '../train/optimizer.js';
 import { mix32 } from '../train/rng.js';
 import { learningRate } from '../train/schedule.js';
-import { asTrainBackend, checkResumeOptions, dataFingerprint, initAdapter, loraConfigOf, planSteps, type FinetuneOptions, type FinetuneSummary, type StepMetrics } from '../train/trainer.js';
+import { asTrainBackend, checkResumeOptions, dataFingerprint, initAdapter, loraConfigOf, planSteps, trainingTemplate, type FinetuneOptions, type FinetuneSummary, type StepMetrics } from '../train/trainer.js';
 import { oneFOneB, slotsNeeded } from './1f1b.js';
 import { stagePlan } from './stage-model.js';
 import { formatStages } from './stages.js';
@@ -93,7 +92,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
   if (loaded.format === 'gguf') tok = loaded.ggufMetadata ? tokenizerFromGguf(loaded.ggufMetadata) : null;
   else tok = await loadTokenizer(o.model);
   if (!tok) throw new Error(`${o.model}: no tokenizer (tokenizer.json), which training data needs`);
-  const template = loaded.format === 'hf' ? await loadChatTemplate(o.model) : null;
+  const template = await trainingTemplate(loaded); // a GGUF's tokenizer.chat_template too, as finetune() reads it
   const maxSeqLen = o.maxSeqLen ?? Math.min(2048, cfg.maxPositionEmbeddings);
   if (maxSeqLen > cfg.maxPositionEmbeddings) throw new RangeError(`max seq len ${maxSeqLen} exceeds the model's context ${cfg.maxPositionEmbeddings}`);
 

@@ -2,13 +2,15 @@
 // single-process trainer with --grad-accum M (per-step losses, grad norms, final adapter: bit for bit) on floe-brown in f32.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { loadNativeBackend } from '../../src/backend/native.js';
 import { referenceBackend } from '../../src/backend/reference.js';
+import { hfToGguf } from '../../src/formats/gguf-writer.js';
 import { readHfConfig } from '../../src/formats/hf-config.js';
+import { loadModel } from '../../src/formats/load.js';
 import { readPeftAdapter } from '../../src/model/adapter.js';
 import { LORA_TARGETS } from '../../src/model/lora.js';
 import { oneFOneB, slotsNeeded } from '../../src/parallel/1f1b.js';
@@ -78,6 +80,15 @@ test('training stage plans put the head on the last stage', () => {
   const { config } = readHfConfig(MODEL);
   assert.equal(formatStages(balancedStages(config, 2)), '0-1,2-5', 'serving: head on stage 0');
   assert.equal(formatStages(balancedStages(config, 2, 'last')), '0-3,4-5', 'training: head (and loss) on the last stage');
+});
+test('2 stages on a GGUF base with {messages} data (rendered with the file\'s tokenizer.chat_template): equal to one process', async () => {
+  const gguf = join(work, 'floe-brown-f32.gguf');
+  const m = await loadModel(MODEL);
+  await hfToGguf(m, gguf, 'f32');
+  m.dispose();
+  const chat = join(work, 'chat.jsonl');
+  writeFileSync(chat, Array.from({ length: 16 }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `question ${i}?` }, { role: 'assistant', content: `answer ${i * 7}.` }] })).join('\n') + '\n');
+  await compare(2, 2, 3 * 2, { model: gguf, data: chat });
 });
 
 async function compare(P: number, M: number, micro: number, extra: Partial<FinetuneOptions>, stages?: string): Promise<void> {

@@ -61,6 +61,11 @@ export interface RagApplied {
 
 const obj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
+/** Refuse a key outside `known` (as `guardrails` does): a misspelt or unsupported option would otherwise do nothing. */
+function onlyKnown(o: Record<string, unknown>, known: readonly string[], prefix: string): void {
+  for (const k of Object.keys(o)) if (!known.includes(k)) throw invalid(`${prefix}${k}`, `unrecognized argument '${prefix}${k}' (expected ${known.join(', ')})`, 'unknown_parameter');
+}
+
 function str(b: Record<string, unknown>, name: string, param = name): string {
   const v = b[name];
   if (typeof v !== 'string' || v.length === 0) throw invalid(param, `'${param}' must be a non-empty string`, 'invalid_type');
@@ -223,6 +228,7 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
   app.post('/v1/rag/query', async (req) => {
     if (!obj(req.body)) throw invalid('body', 'expected {"collection", "query", "k"?, "mode"?, "where"?, "rrf_k"?, "weights"?, "allow_embedder_mismatch"?}');
     const b = req.body;
+    onlyKnown(b, ['collection', 'query', 'k', 'mode', 'where', 'rrf_k', 'weights', 'allow_embedder_mismatch'], '');
     const name = str(b, 'collection'), query = str(b, 'query');
     const k = kOf(b.k, 'k'), mode = modeOf(b.mode, 'mode'), where = whereOf(b.where, 'where'), fusion = fusionOf(b);
     const allowEmbedderMismatch = allowOf(b.allow_embedder_mismatch, 'allow_embedder_mismatch');
@@ -236,6 +242,7 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
       if (!obj(body) || body.rag === undefined) return { body, rag: null };
       const { rag, ...rest } = body;
       if (!obj(rag)) throw invalid('rag', "'rag' must be an object {\"collection\", \"k\"?, \"mode\"?, \"where\"?}", 'invalid_type');
+      onlyKnown(rag, ['collection', 'k', 'mode', 'where', 'allow_embedder_mismatch'], 'rag.');
       return {
         body: rest,
         rag: {

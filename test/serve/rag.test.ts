@@ -60,6 +60,9 @@ test('HTTP RAG: collections, documents, query, chat with rag → citations; erro
   assert.equal(a.slice(q.json.data[0].start, q.json.data[0].end), q.json.data[0].text);
   assert.equal((await call('POST', '/v1/rag/query', { collection: 'nope', query: 'x' })).status, 404);
   assert.equal((await call('POST', '/v1/rag/query', { collection: 'docs', query: 'x', mode: 'fuzzy' })).json.error.param, 'mode');
+  // a misspelt or unsupported option is refused, not silently ignored (as guardrails' are)
+  const typo = await call('POST', '/v1/rag/query', { collection: 'docs', query: 'x', top_k: 3 });
+  assert.deepEqual([typo.status, typo.json.error.param, typo.json.error.code], [400, 'top_k', 'unknown_parameter']);
   // where: a structured filter selects by metadata; raw SQL and malformed conditions are 400s naming the part
   for (const mode of ['vector', 'bm25', 'hybrid']) {
     const only = await call('POST', '/v1/rag/query', { collection: 'docs', query: 'the mine and the boats', mode, k: 20, where: { field: 'source', op: 'in', value: ['b.md', "it's.txt"] } });
@@ -110,6 +113,8 @@ test('HTTP RAG: collections, documents, query, chat with rag → citations; erro
   assert.deepEqual(cits, chat.citations);
   await assert.rejects(client.chat.completions.create({ ...body, rag: { collection: 'nope' } } as OpenAI.ChatCompletionCreateParamsNonStreaming),
     (e: unknown) => e instanceof OpenAI.APIError && e.status === 404 && /collection 'nope' does not exist/.test(e.message));
+  await assert.rejects(client.chat.completions.create({ ...body, rag: { collection: 'docs', rrf_k: 10 } } as OpenAI.ChatCompletionCreateParamsNonStreaming),
+    (e: unknown) => e instanceof OpenAI.APIError && e.status === 400 && /unrecognized argument 'rag.rrf_k'/.test(e.message));
   await assert.rejects(client.chat.completions.create({ ...body, rag: { collection: 'docs', k: 0 } } as OpenAI.ChatCompletionCreateParamsNonStreaming),
     (e: unknown) => e instanceof OpenAI.APIError && e.status === 400 && /rag.k/.test(e.message));
   await assert.rejects(client.chat.completions.create({ ...body, rag: { collection: 'docs', where: 'chunk > 0' } } as OpenAI.ChatCompletionCreateParamsNonStreaming),

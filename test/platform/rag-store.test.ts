@@ -182,7 +182,7 @@ test('another embedder of the same dimension is refused unless allowed; the same
   assert.ok((await byPath.search('zyxoquartz', hashEmbedder(tok, emb.dim, emb.maxTokens, link), { mode: 'vector' })).length > 0);
 });
 
-test('bad input fails before anything is written: unsupported type, empty file, missing file', async () => {
+test('bad input fails before anything is written: unsupported type, empty file, missing file, bytes that are not UTF-8; a BOM is dropped', async () => {
   const { dir, emb, files, store } = await setup();
   const col = await store.create('bad', emb);
   await col.ingestFiles([files.a], emb, { chunkTokens: 48 });
@@ -195,8 +195,17 @@ test('bad input fails before anything is written: unsupported type, empty file, 
   await assert.rejects(col.ingestFiles([files.b, pdf], emb), /x.pdf: unsupported file type '.pdf'; rag ingests .txt/);
   await assert.rejects(col.ingestFiles([files.b, empty], emb), /empty.md: the document is empty/);
   await assert.rejects(col.ingestFiles([files.b, join(dir, 'missing.txt')], emb), /missing.txt: no such file/);
+  const latin1 = join(dir, 'latin1.txt');
+  writeFileSync(latin1, Buffer.from('caf\xe9 au lait, na\xefve', 'latin1'));
+  await assert.rejects(col.ingestFiles([files.b, latin1], emb), /latin1.txt: not valid UTF-8 text/);
   assert.equal(await col.table.version(), version);
   assert.equal(await col.table.countRows(), rows);
+  // a byte order mark is not text: the chunks hold none, as the HTTP upload's do
+  const bom = join(dir, 'bom.txt');
+  writeFileSync(bom, '\uFEFFThe bom file talks about zyxoquartz mines.');
+  await col.ingestFiles([bom], emb, { chunkTokens: 48 });
+  const got = await col.search('zyxoquartz', null, { k: 10, mode: 'bm25', where: { field: 'source', op: '=', value: bom } });
+  assert.ok(got.length > 0 && got.every((p) => !p.text.includes('\uFEFF')), 'no chunk starts with U+FEFF');
   await assert.rejects(RagStore.open(join(dir, 'nodb')), /does not exist/);
 });
 

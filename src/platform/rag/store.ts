@@ -255,7 +255,14 @@ export class Collection {
       if (!existsSync(p)) throw new Error(`${p}: no such file`);
       if (!statSync(p).isFile()) throw new Error(`${p}: not a file`);
     }
-    for (const p of paths) docs.push({ source: p, content: readFileSync(p, 'utf8') });
+    // as the HTTP upload reads them: a byte order mark is dropped, and bytes that are not UTF-8 fail the ingest before
+    // any write (readFileSync would turn them into U+FFFD and embed the damage without a word)
+    const utf8 = new TextDecoder('utf-8', { fatal: true });
+    for (const p of paths) {
+      let content: string;
+      try { content = utf8.decode(readFileSync(p)); } catch { throw new Error(`${p}: not valid UTF-8 text; convert it first (e.g. iconv -f latin1 -t utf-8)`); }
+      docs.push({ source: p, content });
+    }
     return this.ingest(docs, embedder, opts);
   }
 

@@ -148,6 +148,18 @@ export class Scheduler {
       }
     }
     let kvPressure = false;
+    // A running prefill leaves room for the younger running sequences' decode tokens, and half the budget to a waiting
+    // prompt that may be admitted this step (vLLM's long_prefill_token_threshold): a short request's first token and
+    // a stream's next one then wait for one chunk of a long prompt, not its whole prefill.
+    const reserveFor = (s: SchedSeq, i: number): number => {
+      let decodes = 0;
+      for (let j = i + 1; j < this.running.length; j++) if (this.running[j]!.tokens.length - this.running[j]!.numComputed === 1) decodes++;
+      const w = this.waiting[0];
+      if (w === undefined || this.running.length >= Math.min(this.width, maxSeqs) || (w.lowPriority && !s.lowPriority)) return decodes;
+      if (wide && (w.lowPriority || interactiveRunning >= this.cfg.maxNumSeqs)) return decodes;
+      const half = Math.floor(this.cfg.maxBatchedTokens / 2);
+      return decodes + (this.kv.pool.numFree >= Math.ceil(Math.min(w.tokens.length, half) / this.kv.blockSize) ? half : 0);
+    };
 
     // running sequences, oldest first; when blocks run out the newest is preempted (possibly this one)
     for (let i = 0; i < this.running.length && budget > 0 && picked.length < stepSeqs; i++) {
@@ -156,6 +168,7 @@ export class Scheduler {
       const pending = s.tokens.length - s.numComputed;
       // a decoding sequence may verify draft tokens too: k + 1 positions
       let n = Math.min(pending + (pending === 1 ? s.lookahead ?? 0 : 0), budget);
+      if (pending > 1) n = Math.min(n, Math.max(1, budget - reserveFor(s, i)));
       if (n <= 0) continue;
       // draft slots only from blocks no younger running sequence may need for its next token
       if (n > pending && this.kv.blocksNeeded(s.id, s.numComputed + n) > this.kv.pool.numFree - (this.running.length - i - 1)) n = pending;

@@ -48,7 +48,7 @@ test('decode tokens of running sequences first, then a chunk of the waiting prom
   assert.equal(third.seqs[3]!.blockTable.length, 4, 'blocks for 58 tokens');
 });
 
-test('chunked prefill: prompts in arrival order, a long prompt spread over steps, the next starts with the leftover budget', () => {
+test('chunked prefill: prompts in arrival order, a long prompt spread over steps, a waiting prompt gets half the budget beside it', () => {
   const sched = new Scheduler(new KvManager(100, 16), { maxBatchedTokens: 40, maxNumSeqs: 8 });
   const seqs = mk(['x', 90], ['y', 30]);
   for (const s of seqs.values()) sched.add(s);
@@ -61,10 +61,25 @@ test('chunked prefill: prompts in arrival order, a long prompt spread over steps
   }
   assert.deepEqual(plan, [
     [['x', 0, 40]],
-    [['x', 40, 40]],
-    [['x', 80, 10], ['y', 0, 30]],
+    [['x', 40, 20], ['y', 0, 20]],
+    [['x', 60, 30], ['y', 20, 10]],
     [['x', 90, 1], ['y', 30, 1]],
   ]);
+});
+
+test('a short prompt arriving during a long prefill is admitted at the next step and decodes beside it', () => {
+  const sched = new Scheduler(new KvManager(100, 16), { maxBatchedTokens: 64, maxNumSeqs: 8 });
+  const seqs = mk(['long', 600]);
+  sched.add(seqs.get('long')!);
+  sampleAll(sched.schedule(), seqs);
+  const short = new FakeSeq('short', 5, true, 50_000);
+  seqs.set('short', short);
+  sched.add(short);
+  const o = sched.schedule();
+  assert.deepEqual(o.seqs.map((s) => [s.id, s.start, s.numTokens]), [['long', 64, 32], ['short', 0, 5]]);
+  sampleAll(o, seqs);
+  // nothing waits: the long prefill leaves one token for the short one's decode (its stream is not held up either)
+  assert.deepEqual(sched.schedule().seqs.map((s) => [s.id, s.start, s.numTokens]), [['long', 96, 63], ['short', 5, 1]]);
 });
 
 test('maxNumSeqs caps the running set; the rest waits', () => {

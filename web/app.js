@@ -31,6 +31,8 @@ function KeyBox({ onChange }) {
   </form>`;
 }
 
+const MODELS_REFRESH_MS = 5000;
+
 function App() {
   const [page, setPage] = useState(pageFromHash());
   const [models, setModels] = useState([]);
@@ -46,7 +48,8 @@ function App() {
   const loadModels = useCallback(async () => {
     try {
       const r = await call('/v1/models');
-      setModels(r.data.map((m) => m.id));
+      const ids = r.data.map((m) => m.id);
+      setModels((old) => (old.length === ids.length && old.every((id, i) => id === ids[i]) ? old : ids));
       setError(null);
     } catch (e) {
       setError(e.message);
@@ -54,7 +57,13 @@ function App() {
       if (e.status === 503) setTimeout(loadModels, 1000);
     }
   }, []);
-  useEffect(() => { void loadModels(); }, [keyVersion]);
+  // Again every few seconds while the page is shown: a fine-tuning job's model or an adapter loaded at run time
+  // appears in the pickers, an unloaded one goes, and the banner clears once a server that was down answers again.
+  useEffect(() => {
+    void loadModels();
+    const t = setInterval(() => { if (document.visibilityState === 'visible') void loadModels(); }, MODELS_REFRESH_MS);
+    return () => clearInterval(t);
+  }, [keyVersion]);
 
   const { Page } = page;
   return html`

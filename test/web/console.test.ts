@@ -78,8 +78,9 @@ before(async () => {
     writePeftAdapter(join(loraDir, name), randomAdapter(base.model, seed + i, rank, targets));
     return `${name}=${join(loraDir, name)}`;
   });
+  writePeftAdapter(join(loraDir, 'late'), randomAdapter(base.model, seed + 9, 2)); // loaded at run time by a test
   base.loaded.dispose();
-  server = spawn(process.execPath, [BIN, 'serve', '--model', MODEL, '--port', '0', '--threads', '1', '--api-key', KEY, '--lora-modules', ...modules], {
+  server = spawn(process.execPath, [BIN, 'serve', '--model', MODEL, '--port', '0', '--threads', '1', '--api-key', KEY, '--enable-lora-loading', '--lora-root', loraDir, '--lora-modules', ...modules], {
     // 8 ms per engine step: floe-brown streams a 400-token answer in ~1 s on a quiet machine, faster than a click lands
     stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FLOE_ENGINE_STEP_DELAY_MS: '8' },
   });
@@ -474,6 +475,20 @@ test('a failed turn stays on screen but is not sent again; with the browser\'s s
   await page.waitForSelector('#not-saved', { state: 'detached' });
   const kept = JSON.parse((await page.evaluate(() => localStorage.getItem('floe.chats')))!) as { chats: Array<{ messages: unknown[] }> };
   assert.equal(kept.chats[0]!.messages.length, 8, 'saved again once there is room');
+  await page.close();
+});
+
+test('an adapter loaded at run time appears in the model picker without a reload, and goes when unloaded', { skip, timeout: T }, async () => {
+  const page = await chatPage();
+  const has = (name: string) => page.evaluate((n) => Array.from(document.querySelectorAll('select[name=model] option') as ArrayLike<{ value: string }>).some((o) => o.value === n), name);
+  assert.equal(await has('late'), false);
+  // (option values are DOM properties, not attributes: Preact sets them so)
+  const picker = (n: string, want: boolean) => page.waitForFunction(([name, on]) => Array.from(document.querySelectorAll('select[name=model] option') as ArrayLike<{ value: string }>).some((o) => o.value === name) === on, [n, want] as const, { timeout: 20_000 });
+  await api('/v1/load_lora_adapter', { lora_name: 'late', lora_path: 'late' });
+  await picker('late', true);
+  await api('/v1/unload_lora_adapter', { lora_name: 'late' });
+  await picker('late', false);
+  assert.equal(await has('a1'), true, 'the served adapters stay');
   await page.close();
 });
 

@@ -236,7 +236,8 @@ serve options:
   --speculative ngram|suffix|PATH|module:PATH   speculative decoding for every request (opt out per request)
   --num-speculative-tokens K        most draft tokens per sequence and step (default 4)
   --max-batched-tokens N  token budget per engine step
-  --max-num-seqs N        most requests in the running batch
+  --max-num-seqs N        most sequences in one engine step (each of n choices is one; the n of a request join
+                          together, so the running set can briefly hold a few more than a step takes)
   --batch-max-num-seqs N  the Batch API lane's width while no interactive request runs (default 4 × --max-num-seqs)
   --max-queue N           requests waiting beyond the free --max-num-seqs slots; more get 429
   --max-body BYTES        largest request body (default 8MiB); larger gets 413

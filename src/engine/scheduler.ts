@@ -157,8 +157,9 @@ export class Scheduler {
       const w = this.waiting[0];
       if (w === undefined || this.running.length >= Math.min(this.width, maxSeqs) || (w.lowPriority && !s.lowPriority)) return decodes;
       if (wide && (w.lowPriority || interactiveRunning >= this.cfg.maxNumSeqs)) return decodes;
-      const half = Math.floor(this.cfg.maxBatchedTokens / 2);
-      return decodes + (this.kv.pool.numFree >= Math.ceil(Math.min(w.tokens.length, half) / this.kv.blockSize) ? half : 0);
+      // at most half the budget, and no more than the prompt can take (a short prompt leaves the rest to the prefill)
+      const want = Math.min(w.tokens.length, Math.floor(this.cfg.maxBatchedTokens / 2));
+      return decodes + (this.kv.pool.numFree >= Math.ceil(want / this.kv.blockSize) ? want : 0);
     };
 
     // running sequences, oldest first; when blocks run out the newest is preempted (possibly this one)

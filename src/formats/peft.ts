@@ -124,6 +124,10 @@ export function readPeftFiles(dir: string, cfg: LlamaConfig): PeftAdapter {
   if (j.bias !== undefined && j.bias !== null && j.bias !== 'none') throw new Error(`${cfgPath}: bias ${JSON.stringify(j.bias)} is not supported (floe reads bias "none" adapters)`);
   if (j.lora_bias === true) throw new Error(`${cfgPath}: lora_bias (a bias on lora_B) is not supported`);
   if (j.layer_replication !== undefined && j.layer_replication !== null) throw new Error(`${cfgPath}: layer_replication (a deeper model made of repeated layers) is not supported`);
+  // an adapter made for another head (a classifier, seq2seq) would run on the LM head as if it were a causal LM's
+  if (j.task_type !== undefined && j.task_type !== null && j.task_type !== 'CAUSAL_LM' && j.task_type !== 'FEATURE_EXTRACTION') {
+    throw new Error(`${cfgPath}: task_type ${JSON.stringify(j.task_type)} is not supported (floe applies adapters of task_type CAUSAL_LM, or FEATURE_EXTRACTION for embeddings)`);
+  }
   if (j.use_rslora !== undefined && typeof j.use_rslora !== 'boolean') throw new Error(`${cfgPath}: "use_rslora" must be true or false, got ${JSON.stringify(j.use_rslora)}`);
   const rank = j.r ?? PEFT_DEFAULT_R; // LoraConfig's defaults: r = 8, lora_alpha = 8
   const alpha = j.lora_alpha ?? PEFT_DEFAULT_ALPHA;

@@ -100,7 +100,7 @@ describe(`PEFT adapters (seed ${seed})`, () => {
     assert.throws(() => readPeftAdapter(dir, base.config), /DoRA/);
   });
 
-  it('refuses PEFT features beyond W + s·BA (modules_to_save, bias, lora_bias, layer_replication) instead of ignoring them', async () => {
+  it('refuses PEFT features beyond W + s·BA (modules_to_save, bias, lora_bias, layer_replication, another task_type) instead of ignoring them', async () => {
     const base = await loadModel(join(FIXTURES, 'models', 'gqa_f32'));
     const dir = join(tmp, 'features');
     writePeftAdapter(dir, randomAdapter(base.config, ['q'], 2));
@@ -114,12 +114,13 @@ describe(`PEFT adapters (seed ${seed})`, () => {
       [{ layer_replication: [[0, 2], [1, 2]] }, /layer_replication .* is not supported/],
       [{ use_rslora: 'true' }, /"use_rslora" must be true or false/],
       [{ r: '2' }, /"r" must be an integer >= 1, got "2"/],
+      [{ task_type: 'SEQ_CLS' }, /task_type "SEQ_CLS" is not supported/],
     ];
     for (const [patch, re] of cases) {
       withCfg(patch);
       assert.throws(() => readPeftAdapter(dir, base.config), (e: Error) => re.test(e.message) && e.message.includes('adapter_config.json'), JSON.stringify(patch));
     }
-    withCfg({ modules_to_save: null, bias: 'none', layer_replication: null, target_modules: '.*\\.q_proj$' }); // PEFT's own defaults and a regex: read
+    withCfg({ modules_to_save: null, bias: 'none', layer_replication: null, task_type: null, target_modules: '.*\\.q_proj$' }); // PEFT's own defaults and a regex: read
     assert.deepEqual(readPeftAdapter(dir, base.config).config.targets, ['q']);
   });
 

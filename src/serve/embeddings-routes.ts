@@ -57,15 +57,9 @@ export function registerEmbeddingRoutes(app: FastifyInstance, o: EmbeddingRouteO
     const engine = emb ? emb.engine : c.engine;
     const info = engine.info;
     const adapterNames = emb ? [] : (c.engine.adapters?.() ?? []).map((a) => a.name);
-    if (c.embedding && !emb && typeof asked === 'string') {
-      // name every model that embeds here (the chat model and its adapters too, unless this is --task embed)
-      const chat = c.embedding.engine === c.engine ? [] : [o.modelName, ...adapterNames];
-      if (!chat.includes(asked)) {
-        const names = [c.embedding.name, ...chat].map((n) => `'${n}'`).join(', ');
-        throw new ApiError(404, `the model '${asked.slice(0, 200)}' does not exist; this server embeds with ${names}`, 'model', 'model_not_found');
-      }
-    }
-    const vctx: ValidationContext = { modelName: emb ? emb.name : o.modelName, vocabSize: info.vocabSize, hiddenSize: info.hiddenSize, maxNumSeqs: info.maxNumSeqs, adapterNames };
+    // a name that is none of them gets a 404 naming every model that embeds here, the embedding model included
+    const otherNames = c.embedding && !emb && c.embedding.engine !== c.engine ? [c.embedding.name] : [];
+    const vctx: ValidationContext = { modelName: emb ? emb.name : o.modelName, vocabSize: info.vocabSize, hiddenSize: info.hiddenSize, maxNumSeqs: info.maxNumSeqs, adapterNames, otherNames };
     const p = parseEmbeddingRequest(req.body, vctx);
     o.noteIgnored(reply, p.ignored);
     const tokenizer = emb ? emb.tokenizer : c.tokenizer;

@@ -16,6 +16,7 @@ export interface ValidationContext {
   readonly maxNumSeqs: number; // the most completions one request may ask for (--max-num-seqs)
   readonly defaults?: GenerationDefaults; // the model's generation_config.json: used where the request is silent
   readonly adapterNames?: readonly string[]; // LoRA adapters served by name besides the base
+  readonly otherNames?: readonly string[]; // models this route serves on another engine (named in the 404, checked there)
 }
 
 /** Fields common to chat and text completions. */
@@ -181,7 +182,7 @@ function checkModel(b: Obj, ctx: ValidationContext): string {
   if (m === undefined) return ctx.modelName;
   if (typeof m !== 'string') throw invalid('model', `'model' must be a string, got ${describe(m)}`, 'invalid_type');
   if (m !== ctx.modelName && !ctx.adapterNames?.includes(m)) {
-    const names = [ctx.modelName, ...(ctx.adapterNames ?? [])].map((n) => `'${n}'`).join(', ');
+    const names = [ctx.modelName, ...(ctx.adapterNames ?? []), ...(ctx.otherNames ?? [])].map((n) => `'${n}'`).join(', ');
     throw new ApiError(404, `the model '${m.slice(0, 200)}' does not exist; this server serves ${names}`, 'model', 'model_not_found');
   }
   return m;

@@ -61,6 +61,19 @@ export function teacherFingerprint(teacher: string): string {
   return [abs, ...files.map((f) => { const st = fs.statSync(f); return `${path.basename(f)}:${st.size}:${Math.round(st.mtimeMs)}`; })].join('|');
 }
 
+type CachedSample = CacheHeader['samples'][number];
+
+/** Sample s's cache entry (its line, with the same length and token hash), or a throw naming `where` and what differs. */
+function cachedEntry(byLine: ReadonlyMap<number, CachedSample>, s: Sample, where: string, remedy: string): CachedSample {
+  const c = byLine.get(s.line);
+  if (!c || c[1] !== s.tokens.length || c[2] !== sampleHash(s)) {
+    throw new Error(`${where} is not in the teacher cache as tokenized now ` +
+      `(${c ? `cached ${c[1]} tokens, hash ${c[2]}` : 'no such line'}; now ${s.tokens.length} tokens, hash ${sampleHash(s)}): ` +
+      `the data, tokenizer, --max-seq-len or --train-on-prompt changed; ${remedy}`);
+  }
+  return c;
+}
+
 /**
  * Throw unless the cache was made from this teacher and holds every sample as tokenized now (line, length, token hash):
  * checked before training, so a stale cache is refused at once, not at the first batch that reaches a changed line.
@@ -72,14 +85,7 @@ export function checkCacheMatches(file: string, h: CacheHeader, teacher: string,
       `this run's teacher is ${teacher}; delete the cache to rebuild it, or give another --teacher-cache`);
   }
   const byLine = new Map(h.samples.map((x) => [x[0], x]));
-  for (const s of samples) {
-    const c = byLine.get(s.line);
-    if (!c || c[1] !== s.tokens.length || c[2] !== sampleHash(s)) {
-      throw new Error(`${file}: ${data}:${s.line} is not in the teacher cache as tokenized now ` +
-        `(${c ? `cached ${c[1]} tokens, hash ${c[2]}` : 'no such line'}; now ${s.tokens.length} tokens, hash ${sampleHash(s)}): ` +
-        'the data, tokenizer, --max-seq-len or --train-on-prompt changed; delete the cache to rebuild it, or give another --teacher-cache');
-    }
-  }
+  for (const s of samples) cachedEntry(byLine, s, `${file}: ${data}:${s.line}`, 'delete the cache to rebuild it, or give another --teacher-cache');
 }
 
 export function bytesPerToken(k: number, dt: CacheLogpDType): number { return k * (4 + (dt === 'f16' ? 2 : 4)) + 4; }
@@ -202,7 +208,7 @@ export class TeacherCache {
   private readonly lp16: Uint16Array | null; // (R, k)
   private readonly lp32: Float32Array | null; // (R, k)
   readonly rest: Float32Array; // (R)
-  private readonly byLine = new Map<number, readonly [number, number, number, number]>();
+  private readonly byLine = new Map<number, CachedSample>();
 
   constructor(readonly file: string) {
     const h = (this.header = readCacheHeader(file));
@@ -219,13 +225,7 @@ export class TeacherCache {
   rowsOf(samples: readonly Sample[], b: PackedBatch, out: Int32Array): void {
     out.fill(-1);
     samples.forEach((s, i) => {
-      const c = this.byLine.get(s.line);
-      if (!c || c[1] !== s.tokens.length || c[2] !== sampleHash(s)) {
-        throw new Error(`${this.file}: line ${s.line} of the data is not in the teacher cache as tokenized now ` +
-          `(${c ? `cached ${c[1]} tokens, hash ${c[2]}` : 'no such line'}; now ${s.tokens.length} tokens, hash ${sampleHash(s)}): ` +
-          'the data, tokenizer, --max-seq-len or --train-on-prompt changed; delete the cache to rebuild it');
-      }
-      let r = c[3];
+      let r = cachedEntry(this.byLine, s, `${this.file}: line ${s.line} of the data`, 'delete the cache to rebuild it')[3];
       const o = b.segStart[i]!;
       for (let j = 0; j + 1 < s.tokens.length; j++) if (s.mask[j + 1]) out[o + j] = r++;
     });

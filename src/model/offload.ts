@@ -189,11 +189,13 @@ export class LayerStream {
       const budget = o.weightsMemory!;
       const ring = R * slotBytes;
       const floor = other + ring;
-      if (budget < floor) {
-        throw new RangeError(`weights memory ${budget} bytes is below the minimum ${floor} for ${loaded.path} (embedding, head and norms ${other} + ${R} staging slots × ${slotBytes})`);
-      }
-      const resident = Math.min(L, Math.floor((budget - floor) / slotBytes));
-      n = L - resident;
+      const whole = other + layerBytes.reduce((a, b) => a + b, 0);
+      if (budget >= whole) n = 0; // every layer fits: no ring, even where the ring would outgrow the layers (L < R)
+      else if (budget < floor) {
+        const min = Math.min(floor, whole);
+        throw new RangeError(`weights memory ${budget} bytes is below the minimum ${min} for ${loaded.path} (embedding, head and norms ${other} + ` +
+          (min === whole ? `all ${L} layers × ${slotBytes}, fewer than the ${R} staging slots)` : `${R} staging slots × ${slotBytes})`));
+      } else n = L - Math.min(L, Math.floor((budget - floor) / slotBytes));
     }
     const streamed = n > 0 ? streamedLayerSet(L, n) : new Array<boolean>(L).fill(false);
     const chunk = o.chunkBytes ?? diskChunkBytes(loaded.format === 'gguf' ? loaded.path : path.join(loaded.path, fs.readdirSync(loaded.path).find((f) => f.endsWith('.safetensors')) ?? '.'));

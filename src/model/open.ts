@@ -14,7 +14,9 @@ export interface OpenOptions {
   readonly backend?: BackendName;
   readonly threads?: number;
   readonly load?: LoadOptions; // e.g. { dtype: 'fp8' }: quantize linear weights while loading
-  readonly offload?: OffloadOptions; // stream a share of the layers from disk (--weights-memory / --offload-ratio)
+  /** Stream a share of the layers from disk (--weights-memory / --offload-ratio); when no layer is streamed, the model
+   *  opens resident (model.layerStream null) with its weights repacked as without the option. */
+  readonly offload?: OffloadOptions;
   /** A tokenizer floe cannot build leaves `tokenizer` null and its error in `tokenizerError` instead of throwing. */
   readonly tokenizerOptional?: boolean;
 }
@@ -36,7 +38,9 @@ export async function openModel(path: string, opts: OpenOptions = {}): Promise<O
   // with streaming, fp8 conversion happens in LayerStream.open, one streamed tensor at a time
   const fp8 = opts.offload && opts.load?.dtype === 'fp8' ? { block: opts.load.fp8Block } : undefined;
   const loaded = await loadModel(path, fp8 ? { ...opts.load, dtype: undefined } : opts.load);
-  const stream = opts.offload ? LayerStream.open(loaded, { ...opts.offload, fp8 }) : null;
+  let stream = opts.offload ? LayerStream.open(loaded, { ...opts.offload, fp8 }) : null;
+  // a plan that streams no layer (every one fits the budget) leaves a resident model: no stream, so the weights get the decode layout
+  if (stream && stream.stats.streamedLayers === 0) { stream.dispose(); stream = null; }
   // inference weights in the layout this backend decodes fastest (not with streamed layers: those are re-read from the file)
   if (!stream) backend.prepareWeights?.(loaded.tensors as Map<string, Tensor>);
   const model = LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors);

@@ -77,18 +77,29 @@ describe('streamed layers: generation equals the resident model bit for bit', ()
     assert.deepEqual(gen(streamed.model, prompt), gen(resident.model, prompt));
     streamed.model.layerStream!.dispose();
   });
+});
 
-  it('--dtype fp8 with a budget that keeps every layer resident (or ratio 0) still quantizes them', async () => {
-    const prompt = [5, 17, 300, 9, 44, 1200];
-    const resident = await openResident(BROWN, { backend: 'native', tokenizerOptional: true, load: { dtype: 'fp8' } });
-    for (const offload of [{ weightsMemory: 64 << 20 }, { offloadRatio: 0 }] as OffloadOptions[]) {
-      const streamed = await openModel(BROWN, { backend: 'native', tokenizerOptional: true, load: { dtype: 'fp8' }, offload });
-      assert.equal(streamed.model.layerStream!.stats.streamedLayers, 0);
-      for (const l of streamed.model.weights.layers) assert.equal(l.wDown.dtype, 'fp8_e4m3', JSON.stringify(offload));
-      assert.deepEqual(gen(streamed.model, prompt), gen(resident.model, prompt));
-      streamed.model.layerStream!.dispose();
+describe('a plan that streams no layer opens the resident model, repacked for decode', () => {
+  const layouts = (m: Awaited<ReturnType<typeof openModel>>['model']) =>
+    [...m.weights.layers.flatMap((l) => [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown]), m.weights.head].map((t) => `${t.dtype}/${t.layout}`);
+  const gemvR16 = () => loadAddon()?.counters()['matmul.path.gemv_r16.avx512'] ?? 0;
+  const r16 = native && loadAddon()!.isa() === 'avx512' && process.env.FLOE_R16_REPACK !== '0';
+  for (const [name, dir, load] of [['bf16', BF16, undefined], ['f32 --dtype fp8', BROWN, { dtype: 'fp8' }]] as const) {
+    for (const offload of [{ weightsMemory: 1 << 30 }, { offloadRatio: 0 }] as OffloadOptions[]) {
+      it(`${name}, ${JSON.stringify(offload)}: no layer stream, the plain open's layouts, logits bit for bit`, async () => {
+        const prompt = [5, 17, 30, 9, 44, 120];
+        const plain = await openModel(dir, { backend: 'native', tokenizerOptional: true, load });
+        const opened = await openModel(dir, { backend: 'native', tokenizerOptional: true, load, offload });
+        assert.equal(opened.model.layerStream, null, 'every layer fits: nothing is streamed');
+        assert.deepEqual(layouts(opened.model), layouts(plain.model));
+        if (r16) assert.ok(layouts(opened.model).slice(0, -1).every((l) => l.endsWith('r16')), layouts(opened.model).join(','));
+        const before = gemvR16();
+        const got = gen(opened.model, prompt);
+        if (r16) assert.ok(gemvR16() > before, 'decode ran the repacked GEMV');
+        assert.deepEqual(got, gen(plain.model, prompt));
+      });
     }
-  });
+  }
 });
 
 describe('streamed layers: a LoRA step\'s gradients equal the resident model\'s bit for bit', () => {
@@ -163,6 +174,13 @@ describe('layer choice', () => {
     assert.equal(s.stats.residentBytes, other + resident * perLayer);
     assert.throws(() => LayerStream.open(loaded, { weightsMemory: other + 2 * perLayer }), /below the minimum/);
     s.dispose();
+  });
+
+  it('a budget that holds every layer streams none, even a model with fewer layers than the ring has slots', async () => {
+    const loaded = await loadModel(BF16); // 2 layers, 3 slots: the ring alone is bigger than the layers
+    const whole = LayerStream.open(loaded, { offloadRatio: 0, reader: 'sync' }).stats.residentBytes;
+    assert.equal(LayerStream.open(loaded, { weightsMemory: whole, reader: 'sync' }).stats.streamedLayers, 0);
+    assert.throws(() => LayerStream.open(loaded, { weightsMemory: whole - 1, reader: 'sync' }), new RegExp(`below the minimum ${whole} .*all 2 layers`));
   });
 });
 

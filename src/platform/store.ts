@@ -14,6 +14,13 @@ export interface FileRow {
   readonly lines: number; // JSONL lines (0 for outputs written by floe before counting)
 }
 
+/** A list's `after` names no row of that list (mistyped, deleted, another job's): paging on from it would restart at the top. */
+export class UnknownCursorError extends Error {
+  constructor(readonly after: string, what: string) {
+    super(`no ${what} with id '${after.slice(0, 200)}' to list after; 'after' must be an id from this list (list again without 'after' to start over)`);
+  }
+}
+
 export type BatchStatus = 'validating' | 'in_progress' | 'finalizing' | 'completed' | 'failed' | 'cancelling' | 'cancelled' | 'expired';
 
 export interface BatchRow {
@@ -161,7 +168,7 @@ export class Store {
 
   /** Files newest first, optionally of one purpose, after the file `after` (cursor), at most `limit`. */
   listFiles(purpose: string | null, after: string | null, limit: number): FileRow[] {
-    const cursor = after === null ? null : (this.db.prepare('SELECT seq FROM files WHERE id = ?').get(after) as { seq: number } | undefined)?.seq ?? null;
+    const cursor = this.cursor('SELECT seq FROM files WHERE id = ?', after, 'file');
     return this.db.prepare(`SELECT id, purpose, filename, bytes, created_at, lines FROM files
       WHERE (? IS NULL OR purpose = ?) AND (? IS NULL OR seq < ?) ORDER BY seq DESC LIMIT ?`)
       .all(purpose, purpose, cursor, cursor, limit) as FileRow[];
@@ -185,7 +192,7 @@ export class Store {
 
   /** Batches newest first after the batch `after` (cursor), at most `limit`. */
   listBatches(after: string | null, limit: number): BatchRow[] {
-    const cursor = after === null ? null : (this.db.prepare('SELECT seq FROM batches WHERE id = ?').get(after) as { seq: number } | undefined)?.seq ?? null;
+    const cursor = this.cursor('SELECT seq FROM batches WHERE id = ?', after, 'batch');
     return this.db.prepare('SELECT * FROM batches WHERE (? IS NULL OR seq < ?) ORDER BY seq DESC LIMIT ?').all(cursor, cursor, limit) as BatchRow[];
   }
 
@@ -235,7 +242,7 @@ export class Store {
 
   /** Jobs newest first after the job `after` (cursor), at most `limit`. */
   listJobs(after: string | null, limit: number): JobRow[] {
-    const cursor = after === null ? null : (this.db.prepare('SELECT seq FROM ft_jobs WHERE id = ?').get(after) as { seq: number } | undefined)?.seq ?? null;
+    const cursor = this.cursor('SELECT seq FROM ft_jobs WHERE id = ?', after, 'fine-tuning job');
     return this.db.prepare('SELECT * FROM ft_jobs WHERE (? IS NULL OR seq < ?) ORDER BY seq DESC LIMIT ?').all(cursor, cursor, limit) as JobRow[];
   }
 
@@ -259,7 +266,7 @@ export class Store {
 
   /** A job's events newest first (OpenAI's order), after the event `after` (cursor), at most `limit`. */
   jobEvents(jobId: string, after: string | null, limit: number): JobEventRow[] {
-    const cursor = after === null ? null : (this.db.prepare('SELECT seq FROM ft_events WHERE id = ? AND job_id = ?').get(after, jobId) as { seq: number } | undefined)?.seq ?? null;
+    const cursor = this.cursor('SELECT seq FROM ft_events WHERE id = ? AND job_id = ?', after, `event of ${jobId}`, jobId);
     return this.db.prepare('SELECT * FROM ft_events WHERE job_id = ? AND (? IS NULL OR seq < ?) ORDER BY seq DESC LIMIT ?').all(jobId, cursor, cursor, limit) as JobEventRow[];
   }
 
@@ -289,8 +296,16 @@ export class Store {
 
   /** A job's checkpoints newest first, after the checkpoint `after` (cursor), at most `limit`. */
   jobCheckpoints(jobId: string, after: string | null, limit: number): JobCheckpointRow[] {
-    const cursor = after === null ? null : (this.db.prepare('SELECT step FROM ft_checkpoints WHERE id = ? AND job_id = ?').get(after, jobId) as { step: number } | undefined)?.step ?? null;
+    const cursor = this.cursor('SELECT step FROM ft_checkpoints WHERE id = ? AND job_id = ?', after, `checkpoint of ${jobId}`, jobId);
     return this.db.prepare('SELECT * FROM ft_checkpoints WHERE job_id = ? AND (? IS NULL OR step < ?) ORDER BY step DESC LIMIT ?').all(jobId, cursor, cursor, limit) as JobCheckpointRow[];
+  }
+
+  /** The position (seq or step) of the row `after` names; a cursor that names no row is refused, never read as the start. */
+  private cursor(sql: string, after: string | null, what: string, ...scope: string[]): number | null {
+    if (after === null) return null;
+    const at = this.db.prepare(sql).pluck().get(after, ...scope) as number | undefined;
+    if (at === undefined) throw new UnknownCursorError(after, what);
+    return at;
   }
 
   /** Run fn in one transaction. */

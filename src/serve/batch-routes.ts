@@ -9,7 +9,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { Counter } from 'prom-client';
 import { BatchApiError, BatchService, type Executor } from '../platform/batch.js';
 import { FILE_PURPOSES, FileValidationError, UPLOAD_PURPOSES, createFile, fileObject, parseBatchInput, parseFineTuneInput } from '../platform/files.js';
-import { Store } from '../platform/store.js';
+import { Store, UnknownCursorError } from '../platform/store.js';
 import type { ServeMetrics } from './metrics.js';
 
 export interface BatchRoutesOptions {
@@ -64,6 +64,7 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
     sub.setErrorHandler((err, _req, reply) => {
       if (err instanceof BatchApiError) return send(reply, err.status, err.message, err.param, err.status === 404 ? 'not_found' : 'invalid_value');
       if (err instanceof FileValidationError) return send(reply, 400, err.message, err.param ?? 'file', 'invalid_file');
+      if (err instanceof UnknownCursorError) return send(reply, 404, err.message, 'after', 'not_found');
       throw err; // the app's handler (auth, loading, 413)
     });
 

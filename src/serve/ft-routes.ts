@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { EngineClient } from '../engine/protocol.js';
 import { JobApiError, JobService } from '../platform/jobs/service.js';
-import type { Store } from '../platform/store.js';
+import { UnknownCursorError, type Store } from '../platform/store.js';
 import { ApiError } from './errors.js';
 
 export interface FtRoutesOptions {
@@ -99,6 +99,7 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): FtRo
   void app.register(async (sub) => {
     sub.setErrorHandler((err, _req, reply) => {
       if (err instanceof JobApiError) return send(reply, err);
+      if (err instanceof UnknownCursorError) return send(reply, new JobApiError(404, err.message, 'after', 'not_found'));
       throw err; // the app's handler (auth, loading, 400 bodies)
     });
 

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileValidationError, createFile, parseBatchInput } from '../../src/platform/files.js';
-import { Store } from '../../src/platform/store.js';
+import { Store, UnknownCursorError, type JobRow } from '../../src/platform/store.js';
 
 const ok = (id: string, url = '/v1/chat/completions') => JSON.stringify({ custom_id: id, method: 'POST', url, body: { messages: [] } });
 
@@ -69,4 +69,32 @@ test('store: files are listed newest first with an after cursor; tmp files of a 
   assert.deepEqual(readdirSync(join(dir, 'files')).filter((f) => f.endsWith('.tmp')), []);
   assert.equal(again.listFiles(null, null, 10).length, 4);
   again.close();
+});
+
+test('store: an after cursor that names no row of the list is refused (it used to restart at the first page)', () => {
+  const st = new Store(mkdtempSync(join(tmpdir(), 'floe-store-')));
+  const ids = Array.from({ length: 3 }, (_, i) => createFile(st, 'batch', `f${i}.jsonl`, [`line ${i}\n`], 1).id);
+  const job = (id: string): Omit<JobRow, 'seq'> => ({
+    id, model: 'm', training_file: ids[0]!, validation_file: null, hyperparameters: '{}', options: '{}', suffix: null, seed: 1, metadata: null,
+    status: 'queued', error: null, fine_tuned_model: null, result_files: '[]', trained_tokens: null, created_at: 1, started_at: null, finished_at: null,
+    attempts: 0, child_pid: null,
+  });
+  for (const j of ['ftjob-a', 'ftjob-b']) {
+    st.insertJob(job(j));
+    st.addJobEvent({ id: `ev-${j}`, job_id: j, created_at: 1, level: 'info', message: 'm', type: 'message', data: null });
+    st.putJobCheckpoint({ id: `ck-${j}`, job_id: j, step: 2, created_at: 1 });
+  }
+  const refused = (f: () => unknown, id: string, what: RegExp) => assert.throws(f, (e: unknown) =>
+    e instanceof UnknownCursorError && e.after === id && what.test(e.message) && e.message.includes(`'${id}'`));
+  refused(() => st.listFiles(null, 'file-nope', 10), 'file-nope', /^no file with id/);
+  st.deleteFile(ids[1]!);
+  refused(() => st.listFiles('batch', ids[1]!, 10), ids[1]!, /^no file with id/); // a deleted file's id
+  assert.deepEqual(st.listFiles('batch_output', ids[2]!, 10), [], 'a cursor of another purpose still marks a place');
+  refused(() => st.listBatches('batch_nope', 10), 'batch_nope', /^no batch with id/);
+  refused(() => st.listJobs('ftjob-nope', 10), 'ftjob-nope', /^no fine-tuning job with id/);
+  refused(() => st.jobEvents('ftjob-a', 'ev-ftjob-b', 10), 'ev-ftjob-b', /^no event of ftjob-a with id/); // another job's event
+  refused(() => st.jobCheckpoints('ftjob-a', 'ck-ftjob-b', 10), 'ck-ftjob-b', /^no checkpoint of ftjob-a with id/);
+  assert.deepEqual(st.listJobs('ftjob-b', 10).map((j) => j.id), ['ftjob-a']);
+  assert.deepEqual(st.jobEvents('ftjob-a', 'ev-ftjob-a', 10), []);
+  st.close();
 });

@@ -56,3 +56,16 @@ test('a client may put itself in the batch lane with x-floe-priority: batch', as
   await client.completions.create({ model: 'tiny', prompt: [0x61, 0x62], max_tokens: 2 }, { headers: { 'x-floe-priority': 'batch' } });
   assert.equal(engine.requests.at(-1)!.priority, 'batch');
 });
+
+test('list with an after cursor that names nothing: 404 naming it (param after), not the first page again', async () => {
+  const f = await client.files.create({ file: await toFile(Buffer.from(JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/completions', body: { model: 'tiny', prompt: 'x' } }) + '\n'), 'one.jsonl'), purpose: 'batch' });
+  await client.files.delete(f.id);
+  const stale = async (what: string, page: () => Promise<unknown>, id: string) => {
+    await assert.rejects(page, (e: unknown) => e instanceof OpenAI.NotFoundError && e.param === 'after' && e.code === 'not_found' && e.message.includes(`'${id}'`), what);
+  };
+  await stale('files, deleted cursor', () => client.files.list({ after: f.id }), f.id);
+  await stale('files', () => client.files.list({ after: 'file-nope', purpose: 'batch' }), 'file-nope');
+  await stale('batches', () => client.batches.list({ after: 'batch_nope' }), 'batch_nope');
+  const ok = await client.files.list({ limit: 1 });
+  assert.equal((await client.files.list({ after: ok.data[0]!.id })).data.some((x) => x.id === ok.data[0]!.id), false, 'a known cursor pages on');
+});

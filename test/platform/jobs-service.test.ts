@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { readPeftAdapter } from '../../src/model/adapter.js';
 import { readHfConfig } from '../../src/formats/hf-config.js';
 import { createFile } from '../../src/platform/files.js';
-import { JobService, autoHyperparameters, fineTunedName } from '../../src/platform/jobs/service.js';
+import { JobApiError, JobService, autoHyperparameters, epochsOfSteps, fineTunedName } from '../../src/platform/jobs/service.js';
 import { Store } from '../../src/platform/store.js';
 
 const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
@@ -91,5 +91,24 @@ test("a job's 'auto' hyperparameters are resolved from its training file when it
   assert.deepEqual(svc.object(svc.get(job.id)).hyperparameters, { n_epochs: 13, batch_size: 2, learning_rate_multiplier: 1 });
   const events = store.jobEvents(job.id, null, 100).map((e) => e.message);
   assert.ok(events.includes('Hyperparameters for 8 training examples: n_epochs=13, batch_size=2, learning_rate_multiplier=1'), events.join(' | '));
+  store.close();
+});
+
+test("a job with floe.max_steps reports the epochs those steps make, not the 'auto' epochs it does not train; n_epochs with max_steps is refused", { timeout: 60_000 }, async () => {
+  const { store, svc, file } = setup();
+  // 8 examples in batches of 2: 4 steps an epoch, so 6 steps are 1.5 epochs ('auto' alone would say 13)
+  const a = svc.create({ model: 'floe-brown', training_file: file.id, hyperparameters: { batch_size: 2 }, floe: { max_steps: 6 } });
+  // 'auto' batch for 8 examples is 1: 8 steps an epoch, 3 steps are 0.375 epochs
+  const b = svc.create({ model: 'floe-brown', training_file: file.id, floe: { max_steps: 3 } });
+  assert.throws(() => svc.create({ model: 'floe-brown', training_file: file.id, hyperparameters: { n_epochs: 2 }, floe: { max_steps: 3 } }),
+    (e: unknown) => e instanceof JobApiError && e.status === 400 && e.param === 'hyperparameters.n_epochs' && /n_epochs \(2\) or floe\.max_steps \(3\), not both/.test(e.message));
+  await svc.close(); // no trainer is started: the jobs only get validated and queued
+  for (let i = 0; i < 200 && [a, b].some((j) => svc.get(j.id).status === 'validating_files'); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(svc.object(svc.get(a.id)).hyperparameters, { n_epochs: 1.5, batch_size: 2, learning_rate_multiplier: 1 });
+  assert.deepEqual(svc.object(svc.get(b.id)).hyperparameters, { n_epochs: 0.375, batch_size: 1, learning_rate_multiplier: 1 });
+  assert.equal(epochsOfSteps(8, 24, 4), 1.33);
+  assert.equal(epochsOfSteps(1, 30_000, 1), 0.0000333);
+  const events = store.jobEvents(a.id, null, 100).map((e) => e.message);
+  assert.ok(events.includes('Hyperparameters for 8 training examples: n_epochs=1.5 (floe.max_steps 6 at 4 steps an epoch), batch_size=2, learning_rate_multiplier=1'), events.join(' | '));
   store.close();
 });

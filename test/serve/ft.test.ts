@@ -98,8 +98,8 @@ test(`upload, job, events, checkpoints, succeeded; the ft: model answers at once
   assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
   assert.ok(seen.has('running'), `statuses seen: ${[...seen].join(', ')}`);
   assert.equal(job.fine_tuned_model, `ft:floe-brown:floe:demo:${job.id}`);
-  // 'auto' epochs for 24 examples: 3 × 24 < 100 → ceil(100 / 24) = 5 (max_steps still ends the run)
-  assert.deepEqual(job.hyperparameters, { n_epochs: 5, batch_size: 4, learning_rate_multiplier: 10 });
+  // max_steps 8 over 24 examples in batches of 4 (6 steps an epoch) is 1.33 epochs ('auto' alone would have been 5)
+  assert.deepEqual(job.hyperparameters, { n_epochs: 1.33, batch_size: 4, learning_rate_multiplier: 10 });
   assert.equal(job.error, null);
   assert.ok(job.finished_at! >= job.created_at);
 
@@ -126,6 +126,11 @@ test(`upload, job, events, checkpoints, succeeded; the ft: model answers at once
   }
   const page = await c.fineTuning.jobs.checkpoints.list(job.id, { limit: 2, after: cks[1]!.id });
   assert.deepEqual(page.data.map((k) => k.step_number), [4, 2]);
+  // a cursor that names nothing in the list is a 404, not the first page again
+  const stale = (id: string) => (e: unknown) => e instanceof OpenAI.NotFoundError && e.param === 'after' && e.message.includes(`'${id}'`);
+  await assert.rejects(c.fineTuning.jobs.checkpoints.list(job.id, { after: 'ftckpt-nope' }), stale('ftckpt-nope'));
+  await assert.rejects(c.fineTuning.jobs.listEvents(job.id, { after: 'ftevent-nope' }), stale('ftevent-nope'));
+  await assert.rejects(c.fineTuning.jobs.list({ after: 'ftjob-nope' }), stale('ftjob-nope'));
 
   // result file: step metrics CSV, one row per step
   assert.equal(job.result_files.length, 1);

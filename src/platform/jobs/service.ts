@@ -40,7 +40,7 @@ export interface FloeJobOptions {
   readonly lora_alpha: number;
   readonly lora_targets: readonly LoraTarget[];
   readonly lora_dropout: number;
-  readonly max_steps: number | null; // overrides n_epochs
+  readonly max_steps: number | null; // instead of n_epochs (then reported as the epochs these steps make)
   readonly save_steps: number; // checkpoint every N steps (and at the end)
   readonly eval_steps: number | null; // validation loss every N steps (with a validation file; default save_steps)
   readonly max_seq_len: number | null;
@@ -69,6 +69,14 @@ export function autoHyperparameters(examples: number, asked: RequestedHyperparam
   const learning_rate_multiplier = asked.learning_rate_multiplier !== 'auto' ? asked.learning_rate_multiplier
     : batch_size <= 8 ? 1 : batch_size <= 64 ? 2 : 4;
   return { n_epochs, batch_size, learning_rate_multiplier };
+}
+/**
+ * What `floe.max_steps` trains, in the epochs `hyperparameters.n_epochs` reports: each epoch is ceil(examples /
+ * batch_size) steps (the trainer's last batch of an epoch may be short), so max_steps is max_steps / that, to 3
+ * significant digits (8 steps over 24 examples in batches of 4: 1.33).
+ */
+export function epochsOfSteps(maxSteps: number, examples: number, batchSize: number): number {
+  return Number((maxSteps / Math.ceil(examples / batchSize)).toPrecision(3));
 }
 const FLOE_KEYS = ['lora_rank', 'lora_alpha', 'lora_targets', 'lora_dropout', 'max_steps', 'save_steps', 'eval_steps', 'max_seq_len', 'warmup_steps'] as const;
 const TERMINAL: readonly JobStatus[] = ['succeeded', 'failed', 'cancelled'];
@@ -145,6 +153,9 @@ export class JobService {
     const validation = file('validation_file', body.validation_file, false);
     const hp = hyperparameters(body);
     const floe = floeOptions(body.floe, this.opts.maxLoraRank ?? DEFAULT_MAX_LORA_RANK);
+    if (floe.max_steps !== null && hp.n_epochs !== 'auto') {
+      throw new JobApiError(400, `give hyperparameters.n_epochs (${hp.n_epochs}) or floe.max_steps (${floe.max_steps}), not both: the run is either a number of epochs or a number of steps`, 'hyperparameters.n_epochs', 'invalid_value');
+    }
     const suffix = body.suffix ?? null;
     if (suffix !== null && (typeof suffix !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(suffix))) {
       throw new JobApiError(400, `suffix must be 1 to 64 characters of letters, digits, '.', '_' or '-', got ${JSON.stringify(suffix)}`, 'suffix', 'invalid_value');
@@ -292,11 +303,15 @@ export class JobService {
       }
       if (examples === 0) return this.fail(id, 'invalid_training_file', `${j.training_file}: the training file has no examples`, 'training_file');
       const asked = JSON.parse(j.hyperparameters) as RequestedHyperparameters;
-      const hp = autoHyperparameters(examples, asked);
+      const auto = autoHyperparameters(examples, asked);
+      // with max_steps the run is that many steps, whatever 'auto' would have chosen: report the epochs they make
+      const maxSteps = (JSON.parse(j.options) as FloeJobOptions).max_steps;
+      const hp = maxSteps === null ? auto : { ...auto, n_epochs: epochsOfSteps(maxSteps, examples, auto.batch_size) };
       this.store.tx(() => {
         this.store.updateJob(id, { status: 'queued', hyperparameters: JSON.stringify(hp) });
         if (HYPERPARAMETERS.some((k) => asked[k] === 'auto')) {
-          this.event(id, `Hyperparameters for ${examples} training examples: n_epochs=${hp.n_epochs}, batch_size=${hp.batch_size}, learning_rate_multiplier=${hp.learning_rate_multiplier}`, { data: { examples, hyperparameters: hp } });
+          const steps = maxSteps === null ? '' : ` (floe.max_steps ${maxSteps} at ${Math.ceil(examples / hp.batch_size)} steps an epoch)`;
+          this.event(id, `Hyperparameters for ${examples} training examples: n_epochs=${hp.n_epochs}${steps}, batch_size=${hp.batch_size}, learning_rate_multiplier=${hp.learning_rate_multiplier}`, { data: { examples, hyperparameters: hp } });
         }
         this.event(id, 'Files validated, moving job to queued state');
       });

@@ -121,6 +121,54 @@ test('unsupported schema keywords are refused by name', () => {
   }
 });
 
+test('schemas as users write them: each keyword holds (ajv decides), whole texts and random walks', () => {
+  const cases: { schema: object; valid: unknown[]; invalid: unknown[]; narrowed?: unknown[] }[] = [
+    // a key with a quote and a backslash in it: its escaped bytes hold '"'
+    { schema: { type: 'object', properties: { 'say "hi"\\': { type: 'boolean' } }, required: ['say "hi"\\'] }, valid: [{ 'say "hi"\\': true }], invalid: [{}] },
+    // a map: every value is the additionalProperties schema
+    { schema: { type: 'object', additionalProperties: { type: 'integer' } }, valid: [{}, { a: 1, 'b c': -2 }], invalid: [{ a: 'x' }, { a: 1.5 }, { a: [1] }] },
+    // enum beside type: values of another type are never produced
+    { schema: { type: 'string', enum: ['a', 'b', 3, null] }, valid: ['a', 'b'], invalid: [3, null] },
+    { schema: { type: ['integer', 'null'], enum: [1, 'x', null, 2.5] }, valid: [1, null], invalid: ['x', 2.5] },
+    // keywords without 'type' apply to the type they name
+    { schema: { properties: { x: { type: 'integer' } }, required: ['x'] }, valid: [{ x: 1 }], invalid: [{ x: 'a' }, {}], narrowed: ['a', 1] },
+    { schema: { items: { type: 'integer' }, minItems: 1 }, valid: [[1], [1, 2]], invalid: [['a'], []], narrowed: ['a', true] },
+    { schema: { maxLength: 2 }, valid: ['', 'ab'], invalid: ['abc'], narrowed: [1] },
+    { schema: { type: ['string', 'null'], maxLength: 3 }, valid: ['abc', null], invalid: ['abcd', 1] },
+  ];
+  const cache = new ConstraintCache(tok, V, tok.eosIds);
+  const r = rand(21);
+  for (const { schema, valid, invalid, narrowed = [] } of cases) {
+    const g = compileGrammar({ kind: 'json_schema', schema });
+    for (const v of valid) { assert.ok(ajv.validate(schema, v), JSON.stringify(v)); assert.ok(acceptsText(g, JSON.stringify(v)), `${JSON.stringify(schema)} takes ${JSON.stringify(v)}`); }
+    for (const v of invalid) { assert.ok(!ajv.validate(schema, v), JSON.stringify(v)); assert.ok(!acceptsText(g, JSON.stringify(v)), `${JSON.stringify(schema)} refuses ${JSON.stringify(v)}`); }
+    // valid, but of another type than the keywords speak of: not produced
+    for (const v of narrowed) assert.ok(!acceptsText(g, JSON.stringify(v)), `${JSON.stringify(schema)} does not produce ${JSON.stringify(v)}`);
+    let ended = 0;
+    for (let i = 0; i < 8; i++) {
+      const w = randomWalk(cache, { kind: 'json_schema', schema }, r, 200);
+      if (!w.ended) continue;
+      ended++;
+      const text = tok.decode(w.ids);
+      assert.ok(ajv.validate(schema, JSON.parse(text)), `${JSON.stringify(schema)}: ${text} ${ajv.errorsText()}`);
+    }
+    assert.ok(ended > 0, `${JSON.stringify(schema)}: no walk ended`);
+  }
+});
+
+test('schemas that no output could honour are refused by keyword and path, not decoded unenforced', () => {
+  for (const [schema, kw, path] of [
+    [{ type: 'object', properties: { a: { type: [] } } }, 'type', '#/properties/a'],
+    [{ type: 'object', required: ['id'] }, 'required', '#'],
+    [{ properties: { a: { type: 'string' } }, required: ['a'], anyOf: [{ type: 'object' }, { type: 'null' }] }, 'properties', '#'],
+    [{ anyOf: [{ type: 'string' }], oneOf: [{ type: 'null' }] }, 'oneOf', '#'],
+    [{ type: 'object', properties: { e: { type: 'string', enum: [1, 2] } } }, 'enum', '#/properties/e'],
+    [{ type: 'object', additionalProperties: { type: 'string', format: 'uri' } }, 'format', '#/additionalProperties'],
+  ] as const) {
+    assert.throws(() => compileSchema(schema), (e: unknown) => e instanceof SchemaError && e.keyword === kw && e.path === path && e.message.includes(`'${kw}'`), JSON.stringify(schema));
+  }
+});
+
 test('regex grammar agrees with JS RegExp on random strings', () => {
   const r = rand(7);
   const patterns = ['[a-c]+(x|yz)?\\d{2,3}', '(ab|a)*b', '\\w+@\\w+\\.(com|org)', '[^a]é?.{0,2}', '(?:0|[1-9]\\d*)(\\.\\d+)?'];

@@ -33,7 +33,7 @@ type Frame =
   | { readonly k: 'num'; readonly int: boolean; readonly ph: N; readonly d: number }
   | { readonly k: 'lit'; readonly node: LitNode; readonly alive: readonly number[]; readonly pos: number }
   | { readonly k: 'obj'; readonly node: ObjNode; readonly i: number; readonly ph: 'open' | 'key' | 'colon' | 'value' | 'next' | 'comma' | 'commaSp'; readonly alive: readonly number[]; readonly pos: number }
-  | { readonly k: 'aobj'; readonly ph: 'open' | 'key' | 'colon' | 'value' | 'next' | 'comma' | 'commaSp' }
+  | { readonly k: 'aobj'; readonly v: Node; readonly ph: 'open' | 'key' | 'colon' | 'value' | 'next' | 'comma' | 'commaSp' } // v: every value's node
   | { readonly k: 'arr'; readonly node: ArrNode; readonly n: number; readonly ph: 'open' | 'value' | 'next' }
   | { readonly k: 'calls'; readonly node: CallsNode; readonly n: number; readonly ph: 'value' | 'next'; readonly pos: number };
 
@@ -55,7 +55,7 @@ function done(st: Stack | null): Parse {
   const f = st.f;
   switch (f.k) {
     case 'obj': return push({ ...f, ph: 'next' }, st.p);
-    case 'aobj': return push({ k: 'aobj', ph: f.ph === 'key' ? 'colon' : 'next' }, st.p);
+    case 'aobj': return push({ ...f, ph: f.ph === 'key' ? 'colon' : 'next' }, st.p);
     case 'arr': return push({ ...f, n: f.n + 1, ph: 'next' }, st.p);
     case 'calls': return push({ ...f, n: f.n + 1, ph: 'next', pos: 0 }, st.p);
     default: throw new Error(`grammar: frame ${f.k} cannot hold a child value`);
@@ -66,13 +66,13 @@ function done(st: Stack | null): Parse {
 function begin(node: Node, parent: Stack | null, b: number, out: Parse[]): void {
   switch (node.t) {
     case 'any':
-      if (b === LB) out.push(push({ k: 'aobj', ph: 'open' }, parent));
+      if (b === LB) out.push(push({ k: 'aobj', v: ANY, ph: 'open' }, parent));
       else if (b === LS) out.push(push({ k: 'arr', node: null, n: 0, ph: 'open' }, parent));
       else if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: null }, parent));
       else if (b === 0x2d || isDigit(b)) numStart(false, parent, b, out);
       else begin(KEYWORDS, parent, b, out);
       return;
-    case 'anyObject': if (b === LB) out.push(push({ k: 'aobj', ph: 'open' }, parent)); return;
+    case 'anyObject': if (b === LB) out.push(push({ k: 'aobj', v: node.values ?? ANY, ph: 'open' }, parent)); return;
     case 'object': if (b === LB) out.push(push({ k: 'obj', node, i: 0, ph: 'open', alive: [], pos: 0 }, parent)); return;
     case 'array': if (b === LS) out.push(push({ k: 'arr', node, n: 0, ph: 'open' }, parent)); return;
     case 'string': if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: node.min > 0 || node.max < Infinity ? node : null }, parent)); return;
@@ -179,13 +179,13 @@ function step(st: Parse, b: number, out: Parse[]): void {
           if ((f.ph === 'open' || f.ph === 'next') && b === RB && mayClose(node, f.i)) out.push(done(p));
           return;
         case 'key': {
+          // a key's escaped bytes may hold '"' (after '\'): the key goes on where one does, and ends on '"' where one is whole
+          const alive = f.alive.filter((j) => node.props[j]!.key[f.pos] === b);
+          if (alive.length > 0) out.push(push({ ...f, alive, pos: f.pos + 1 }, p));
           if (b === Q) {
             const j = f.alive.find((j) => node.props[j]!.key.length === f.pos);
             if (j !== undefined) out.push(push({ ...f, ph: 'colon', i: j + 1, alive: [], pos: 0 }, p));
-            return;
           }
-          const alive = f.alive.filter((j) => node.props[j]!.key[f.pos] === b);
-          if (alive.length > 0) out.push(push({ ...f, alive, pos: f.pos + 1 }, p));
           return;
         }
         case 'colon':
@@ -197,15 +197,15 @@ function step(st: Parse, b: number, out: Parse[]): void {
     case 'aobj':
       switch (f.ph) {
         case 'open': case 'comma': case 'commaSp':
-          if (f.ph === 'comma' && b === SP) out.push(push({ k: 'aobj', ph: 'commaSp' }, p));
-          else if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: null }, push({ k: 'aobj', ph: 'key' }, p)));
+          if (f.ph === 'comma' && b === SP) out.push(push({ ...f, ph: 'commaSp' }, p));
+          else if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: null }, push({ ...f, ph: 'key' }, p)));
           else if (f.ph === 'open' && b === RB) out.push(done(p));
           return;
         case 'colon':
-          if (b === COLON) out.push(push({ k: 'val', node: ANY, ws: true }, push({ k: 'aobj', ph: 'value' }, p)));
+          if (b === COLON) out.push(push({ k: 'val', node: f.v, ws: true }, push({ ...f, ph: 'value' }, p)));
           return;
         case 'next':
-          if (b === COMMA) out.push(push({ k: 'aobj', ph: 'comma' }, p));
+          if (b === COMMA) out.push(push({ ...f, ph: 'comma' }, p));
           else if (b === RB) out.push(done(p));
           return;
         default: return;
@@ -249,7 +249,7 @@ function frameKey(f: Frame): string {
     case 'num': return `n${f.int ? 'i' : 'f'}${f.ph}.${f.d}`;
     case 'lit': return `l${f.node.id}.${f.pos}.${f.alive.join(',')}`;
     case 'obj': return `o${f.node.id}${f.ph}${f.i}${f.ph === 'key' ? `.${f.pos}.${f.alive.join(',')}` : ''}`;
-    case 'aobj': return `a${f.ph}`;
+    case 'aobj': return `a${f.v.id}${f.ph}`;
     case 'arr': return `r${f.node?.id ?? 'any'}${f.ph}${f.node && (f.node.min > 0 || f.node.max < Infinity) ? f.n : ''}`;
     case 'calls': return `c${f.node.id}${f.ph}${f.pos}${f.node.max < Infinity ? `.${f.n}` : ''}`;
   }

@@ -1,9 +1,11 @@
 // JSON Schema → grammar nodes for constrained decoding: the supported keyword subset, anything else refused by name.
 
+import { JsonGrammar } from './grammar.js';
+
 /** A value the decoder may produce. Objects emit their properties in declared order; optional ones may be skipped. */
 export type Node =
   | { readonly t: 'any'; readonly id: number } // any JSON value
-  | { readonly t: 'anyObject'; readonly id: number } // any JSON object (json_object mode)
+  | { readonly t: 'anyObject'; readonly id: number; readonly values?: Node } // an object of any keys (json_object mode); values: every value's node (any if absent)
   | { readonly t: 'object'; readonly id: number; readonly props: readonly Prop[] }
   | { readonly t: 'array'; readonly id: number; readonly items: Node; readonly min: number; readonly max: number } // max: Infinity → unbounded
   | { readonly t: 'string'; readonly id: number; readonly min: number; readonly max: number } // length in code points (an escape is one)
@@ -32,8 +34,8 @@ export class SchemaCompiler {
   private nextId = 0;
   private node<T extends Omit<Node, 'id'>>(n: T): T & { id: number } { return { ...n, id: this.nextId++ }; }
 
-  /** Any JSON object: the json_object response format. */
-  anyObject(): Node { return this.node({ t: 'anyObject' as const }); }
+  /** Any JSON object (the json_object response format), or one whose every value is a `values`. */
+  anyObject(values?: Node): Node { return this.node({ t: 'anyObject' as const, ...(values ? { values } : {}) }); }
 
   /** Alternatives of literal JSON texts (guided_choice-style enums). */
   literals(values: readonly unknown[]): Node {
@@ -53,21 +55,34 @@ export class SchemaCompiler {
         throw new SchemaError(k, path, `JSON Schema keyword '${k}' at ${path} is not supported for constrained decoding (supported: ${SUPPORTED_KEYWORDS.join(', ')})`);
       }
     }
-    if ('const' in schema) return this.literals([schema.const]);
-    if ('enum' in schema) {
-      if (!Array.isArray(schema.enum) || schema.enum.length === 0) throw new SchemaError('enum', path, `'enum' at ${path} must be a non-empty array`);
-      return this.literals(schema.enum);
+    if ('const' in schema || 'enum' in schema) {
+      const kw = 'const' in schema ? 'const' : 'enum';
+      if (kw === 'enum' && (!Array.isArray(schema.enum) || schema.enum.length === 0)) throw new SchemaError('enum', path, `'enum' at ${path} must be a non-empty array`);
+      const values: unknown[] = kw === 'const' ? [schema.const] : schema.enum;
+      // keywords beside them (type, another enum, …) keep only the values they allow
+      const { [kw]: _, ...rest } = schema;
+      if (Object.keys(rest).some((k) => !ANNOTATIONS.has(k))) {
+        const g = new JsonGrammar(this.compile(rest, path));
+        const kept = values.filter((v) => admits(g, JSON.stringify(v)));
+        if (kept.length === 0) throw new SchemaError(kw, path, `no value of '${kw}' at ${path} satisfies the keywords beside it (${Object.keys(rest).filter((k) => !ANNOTATIONS.has(k)).join(', ')})`);
+        return this.literals(kept);
+      }
+      return this.literals(values);
     }
     const alts = schema.anyOf ?? schema.oneOf;
     if (alts !== undefined) {
       const kw = schema.anyOf !== undefined ? 'anyOf' : 'oneOf';
       if (!Array.isArray(alts) || alts.length === 0) throw new SchemaError(kw, path, `'${kw}' at ${path} must be a non-empty array of schemas`);
-      if (schema.type !== undefined) throw new SchemaError('type', path, `'type' beside '${kw}' at ${path} is not supported; put the type inside each alternative`);
+      // keywords beside the alternatives would have to hold in each of them: refused rather than left unenforced
+      const beside = Object.keys(schema).find((k) => k !== kw && !ANNOTATIONS.has(k));
+      if (beside !== undefined) throw new SchemaError(beside, path, `'${beside}' beside '${kw}' at ${path} is not supported; put it inside each alternative`);
       // oneOf is decoded as anyOf: alternatives that overlap would need exclusion, which the grammar does not do
       return this.node({ t: 'anyOf' as const, nodes: alts.map((s, i) => this.compile(s, `${path}/${kw}/${i}`)) });
     }
-    const type = schema.type;
+    // no type: the one its keywords apply to (properties → object, …), so that they hold
+    const type = schema.type ?? impliedType(schema);
     if (Array.isArray(type)) {
+      if (type.length === 0) throw new SchemaError('type', path, `'type' at ${path} is an empty list: no value could match`);
       return this.node({ t: 'anyOf' as const, nodes: type.map((ty) => this.compile({ ...schema, type: ty }, path)) });
     }
     switch (type) {
@@ -93,8 +108,12 @@ export class SchemaCompiler {
       case 'object': {
         const props = schema.properties;
         if (props === undefined) {
-          if (schema.additionalProperties === false) return this.literals([{}]);
-          return this.anyObject();
+          const req = schema.required;
+          if (Array.isArray(req) && req.length > 0) throw new SchemaError('required', path, `'required' at ${path} names '${req[0]}', which has no schema in 'properties'`);
+          const ap = schema.additionalProperties;
+          if (ap === false) return this.literals([{}]);
+          // every value is an additionalProperties schema (a map)
+          return isObj(ap) ? this.anyObject(this.compile(ap, `${path}/additionalProperties`)) : this.anyObject();
         }
         if (!isObj(props)) throw new SchemaError('properties', path, `'properties' at ${path} must be an object`);
         const req = schema.required ?? [];
@@ -119,6 +138,24 @@ export class SchemaCompiler {
 /** Compile a JSON Schema (throws SchemaError naming the unsupported keyword). */
 export function compileSchema(schema: unknown): Node {
   return new SchemaCompiler().compile(schema);
+}
+
+/** The types a schema without 'type' constrains by its keywords (undefined: none, any value). */
+function impliedType(schema: Record<string, unknown>): string | string[] | undefined {
+  const types = Object.entries(IMPLIED).filter(([, kws]) => kws.some((k) => k in schema)).map(([t]) => t);
+  return types.length === 0 ? undefined : types.length === 1 ? types[0] : types;
+}
+const IMPLIED: Record<string, readonly string[]> = {
+  object: ['properties', 'required', 'additionalProperties'],
+  array: ['items', 'minItems', 'maxItems'],
+  string: ['minLength', 'maxLength'],
+};
+
+/** Whether a grammar takes `text` whole. */
+function admits(g: JsonGrammar, text: string): boolean {
+  let s: ReturnType<JsonGrammar['step']> = g.start;
+  for (const b of enc.encode(text)) { s = g.step(s!, b); if (s === null) return false; }
+  return g.accepts(s!);
 }
 
 function count(v: unknown, kw: string, path: string, def: number): number {

@@ -689,7 +689,7 @@ async function mergeCmd(args: string[]): Promise<number> {
   if (dtype !== 'f32' && dtype !== 'bf16') throw new UsageError(`--dtype expects f32 or bf16, got '${dtype}'`);
   const adapter = readPeftAdapter(v.adapter, base.config);
   const merged = mergeAdapter(base.config, base.tensors, adapter);
-  writeHfModel(v.out, base.config, base.format === 'hf' ? v.model : null, merged, dtype);
+  writeHfModel(v.out, base.config, base, merged, dtype);
   base.dispose();
   process.stderr.write(`[floe] merged ${v.adapter} (r=${adapter.config.rank}, ${adapter.config.targets.join(',')}) into ${v.model} -> ${v.out} (${dtype})\n`);
   return 0;

@@ -4,7 +4,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { LlamaConfig } from './llama-config.js';
+import type { LlamaConfig, RopeScaling } from './llama-config.js';
 import { dequantizeRow } from '../tensor/codecs.js';
 import { quantizeTensor } from '../tensor/quantize.js';
 import { rowsCols, Tensor, tensorBytes, type DType } from '../tensor/tensor.js';
@@ -216,6 +216,86 @@ export function llama3RopeFactors(cfg: Pick<LlamaConfig, 'headDim' | 'ropeTheta'
     }
   }
   return out;
+}
+
+/**
+ * The inverse of llama3RopeFactors: the `llama3` rope_scaling that gives `factors` (a GGUF's rope_freqs.weight, which
+ * carries no parameters), for writing an HF config. Only ratios of the parameters show in the factors, so
+ * original_max_position_embeddings is taken as the integer nearest original/low_freq_factor (Llama 3.1's 8192 / 1 comes
+ * back as itself) and the rest fitted; the fit is checked by recomputing the factors.
+ * Throws when the factors are not llama3's shape (then no HF config can state them).
+ */
+export function llama3ScalingFromFactors(cfg: Pick<LlamaConfig, 'headDim' | 'ropeTheta'>, factors: Float32Array, where: string): RopeScaling & { type: 'llama3' } {
+  const E = cfg.headDim;
+  if (factors.length !== E / 2) throw new Error(`${where}: rope_freqs.weight has ${factors.length} factors, head dim ${E} needs ${E / 2}`);
+  const wavelen = (i: number) => (2 * Math.PI) / Math.fround(1 / Math.pow(cfg.ropeTheta, (2 * i) / E));
+  const factor = Math.max(...factors);
+  const tol = 1e-5;
+  const high: number[] = [], low: number[] = [], mid: number[] = [];
+  for (let i = 0; i < factors.length; i++) {
+    const r = factors[i]!;
+    if (Math.abs(r - 1) <= tol) high.push(i);
+    else if (Math.abs(r - factor) <= tol * factor) low.push(i);
+    else mid.push(i);
+  }
+  const bad = (why: string): never => {
+    throw new Error(`${where}: rope_freqs.weight (${Array.from(factors, (f) => +f.toPrecision(6)).join(', ')}) is not llama3 rope scaling (${why}), so no HF config.json can state it`);
+  };
+  if (!(factor > 1)) bad('no factor above 1');
+  // llama3: factor 1 at short wavelengths, `factor` at long ones, smooth between, in wavelength order
+  const order = [...high, ...mid, ...low];
+  if (order.some((v, k) => k > 0 && v < order[k - 1]!)) bad('the factors do not rise with the wavelength');
+  let scaling: RopeScaling & { type: 'llama3' };
+  if (mid.length >= 2) {
+    // 1/r = (1 - s)/factor + s  =>  s = (1/r - 1/factor) / (1 - 1/factor);  s = (orig/wavelen - lowF) / (highF - lowF)
+    // With lowF = 1: s = a·x + b for x = 1/wavelen, a = orig/(highF - 1), b = -1/(highF - 1). Least squares over mid.
+    const xs = mid.map((i) => 1 / wavelen(i));
+    const ss = mid.map((i) => (1 / factors[i]! - 1 / factor) / (1 - 1 / factor));
+    const n = xs.length, mx = xs.reduce((a, b) => a + b) / n, ms = ss.reduce((a, b) => a + b) / n;
+    let sxx = 0, sxs = 0;
+    for (let k = 0; k < n; k++) { sxx += (xs[k]! - mx) ** 2; sxs += (xs[k]! - mx) * (ss[k]! - ms); }
+    const a = sxs / sxx, b = ms - a * mx;
+    if (!(b < 0) || !(a > 0)) bad('the smooth part does not fit');
+    // an integer original_max_position_embeddings N (HF's type) near orig/lowF; then lowF = -b·N/a, highF - lowF = N/a
+    const N = Math.max(1, Math.round(-a / b)), lowF = (-b * N) / a;
+    scaling = { type: 'llama3', factor, lowFreqFactor: lowF, highFreqFactor: lowF + N / a, originalMaxPositionEmbeddings: N };
+  } else {
+    // fewer than two wavelengths in the smooth band: many bands [H, L] give these factors; pick one between the
+    // groups (and through the one smooth factor), then N = round(L), lowF = N / L, highF = N / H
+    const wl = wavelen(low[0]!), wh = high.length ? wavelen(high.at(-1)!) : 0;
+    let L: number, H: number;
+    if (mid.length === 1) {
+      const wm = wavelen(mid[0]!), s1 = (1 / factors[mid[0]!]! - 1 / factor) / (1 - 1 / factor);
+      // s1 = (1/wm - 1/L) / (1/H - 1/L): L just above wm keeps H between wh and wm
+      L = wm * Math.pow(wl / wm, 0.5);
+      for (let t = 0.5; t > 1e-4; t /= 2) {
+        L = wm * Math.pow(wl / wm, t);
+        H = 1 / (1 / L + (1 / wm - 1 / L) / s1);
+        if (H > wh) break;
+      }
+      H = 1 / (1 / L + (1 / wm - 1 / L) / s1);
+    } else {
+      const g = wh > 0 ? Math.sqrt(wh * wl) : wl / 2;
+      L = Math.sqrt(g * wl);
+      H = wh > 0 ? Math.sqrt(g * wh) : g / 2;
+    }
+    const N = Math.max(1, Math.round(L));
+    if (!(H < L) || !(H > wh)) bad('the smooth part does not fit');
+    scaling = { type: 'llama3', factor, lowFreqFactor: N / L, highFreqFactor: N / H, originalMaxPositionEmbeddings: N };
+  }
+  // the fit to 6 digits where that gives the same factors (Llama 3.1's 1 / 4 / 8 come back as written)
+  const r6 = (x: number) => +x.toPrecision(6);
+  const round: typeof scaling = { ...scaling, factor: r6(factor), lowFreqFactor: r6(scaling.lowFreqFactor), highFreqFactor: r6(scaling.highFreqFactor) };
+  const worst = (sc: typeof scaling): [number, number] => {
+    const back = llama3RopeFactors({ headDim: E, ropeTheta: cfg.ropeTheta, ropeScaling: sc });
+    let w: [number, number] = [-1, 0];
+    back.forEach((v, i) => { const e = Math.abs(v - factors[i]!) / factors[i]!; if (e > w[1]) w = [i, e]; });
+    return w;
+  };
+  if (worst(round)[1] <= 1e-6) return round;
+  const [i, e] = worst(scaling);
+  if (e > 1e-4) bad(`factor ${i} is ${factors[i]}, the fitted scaling gives one ${e.toPrecision(2)} off`);
+  return scaling;
 }
 
 export interface HfToGgufOptions {

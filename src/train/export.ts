@@ -9,10 +9,16 @@ import { writeFileAtomic, writeSafetensors, type StWriteTensor } from '../format
 import { encodeBf16 } from '../tensor/codecs.js';
 import { dequantizeRow } from '../tensor/codecs.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { ggufToTokenizerJson } from '../formats/gguf-tokenizer.js';
+import { llama3ScalingFromFactors } from '../formats/gguf-writer.js';
+import type { LoadedModel } from '../formats/load.js';
 
 export type SaveDType = 'f32' | 'bf16';
 
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json', 'chat_template.jinja'];
+
+/** The model an exported one was made from: its config.json and tokenizer files (HF dir) or metadata (GGUF) go along. */
+export type ExportBase = Pick<LoadedModel, 'format' | 'path' | 'ggufMetadata' | 'ropeFreqFactors'>;
 
 /** HF config.json for `cfg`: the base's own config (minus quantization) when it is an HF dir, else built from cfg. */
 function configJson(cfg: LlamaConfig, baseDir: string | null, dtype: SaveDType): Record<string, unknown> {
@@ -42,22 +48,38 @@ function configJson(cfg: LlamaConfig, baseDir: string | null, dtype: SaveDType):
 }
 
 /**
- * Write an HF directory: config.json, model.safetensors (tensors in `dtype`), and the base's tokenizer files.
+ * Write an HF directory: config.json, model.safetensors (tensors in `dtype`), and the base's tokenizer files: copied
+ * from an HF base; built from a GGUF base's tokenizer.ggml.* metadata (tokenizer.json, tokenizer_config.json with its
+ * chat template, generation_config.json with its EOS ids), and its rope_freqs.weight stated as `llama3` rope_scaling.
  * `tensors` maps HF names to f32 values with their shapes.
  */
-export function writeHfModel(dir: string, cfg: LlamaConfig, baseDir: string | null, tensors: ReadonlyMap<string, { shape: readonly number[]; value: Float32Array }>, dtype: SaveDType): void {
+export function writeHfModel(dir: string, cfg: LlamaConfig, base: ExportBase | null, tensors: ReadonlyMap<string, { shape: readonly number[]; value: Float32Array }>, dtype: SaveDType): void {
+  const gguf = base?.format === 'gguf' ? base : null;
+  if (gguf?.ropeFreqFactors && cfg.ropeScaling === null) {
+    cfg = { ...cfg, ropeScaling: llama3ScalingFromFactors(cfg, gguf.ropeFreqFactors, gguf.path) };
+  }
+  // build the GGUF tokenizer files before writing anything: bad metadata fails with no half-written dir
+  const tok = gguf?.ggufMetadata?.has('tokenizer.ggml.model') ? ggufToTokenizerJson(gguf.ggufMetadata) : null;
   fs.mkdirSync(dir, { recursive: true });
   const out: Record<string, StWriteTensor> = {};
   for (const [name, t] of tensors) {
     out[name] = dtype === 'f32' ? { dtype: 'F32', shape: t.shape, data: t.value } : { dtype: 'BF16', shape: t.shape, data: encodeBf16(t.value) };
   }
   writeSafetensors(path.join(dir, 'model.safetensors'), out, { format: 'pt' });
-  writeFileAtomic(path.join(dir, 'config.json'), [new TextEncoder().encode(JSON.stringify(configJson(cfg, baseDir, dtype), null, 2) + '\n')]);
+  const baseDir = base?.format === 'hf' ? base.path : null;
+  const json = (file: string, v: unknown) => writeFileAtomic(path.join(dir, file), [new TextEncoder().encode(JSON.stringify(v, null, 2) + '\n')]);
+  json('config.json', configJson(cfg, baseDir, dtype));
   if (baseDir && fs.statSync(baseDir).isDirectory()) {
     for (const f of TOKENIZER_FILES) {
       const src = path.join(baseDir, f);
       if (fs.existsSync(src) && path.resolve(src) !== path.resolve(dir, f)) fs.copyFileSync(src, path.join(dir, f));
     }
+  }
+  if (tok) {
+    json('tokenizer.json', tok.tokenizerJson);
+    json('tokenizer_config.json', tok.tokenizerConfig);
+    const eos = tok.eosIds.length === 1 ? tok.eosIds[0] : tok.eosIds;
+    json('generation_config.json', { ...(cfg.bosTokenId !== null ? { bos_token_id: cfg.bosTokenId } : {}), ...(tok.eosIds.length ? { eos_token_id: eos } : {}) });
   }
 }
 

@@ -395,7 +395,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   const final = path.join(o.out, 'final');
   fs.rmSync(final, { recursive: true, force: true });
   if (adapter) writePeftAdapter(final, adapter, path.resolve(o.model));
-  else writeHfModel(final, cfg, loaded.format === 'hf' ? o.model : null, new Map(model.params.map((p) => [p.name, { shape: p.shape, value: p.value }])), o.saveDtype ?? 'f32');
+  else writeHfModel(final, cfg, loaded, new Map(model.params.map((p) => [p.name, { shape: p.shape, value: p.value }])), o.saveDtype ?? 'f32');
   pooled?.finish?.(final, maxSeqLen);
 
   const seconds = (performance.now() - tLoop) / 1000;

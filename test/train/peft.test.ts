@@ -147,7 +147,7 @@ describe(`PEFT adapters (seed ${seed})`, () => {
       const dir = join(tmp, `ad-${model}`);
       writePeftAdapter(dir, ad);
       const out = join(tmp, `merged-${model}`);
-      writeHfModel(out, base.config, join(FIXTURES, 'models', model), mergeAdapter(base.config, base.tensors, ad), 'f32');
+      writeHfModel(out, base.config, base, mergeAdapter(base.config, base.tensors, ad), 'f32');
       const merged = await loadModel(out);
       const ids = [1, 17, 99, 4, 200, 31, 7, 64, 12];
       const plain = new LlamaModel(base.config, LlamaModel.fromTensors(base.config, base.tensors, referenceBackend).weights, referenceBackend);

@@ -171,7 +171,7 @@ export function createApp(opts: AppOptions): ServeApp {
     if (!card) throw new ApiError(404, `the model '${req.params.id.slice(0, 200)}' does not exist; this server serves ${cards.map((m) => `'${m.id}'`).join(', ')}`, 'model', 'model_not_found');
     return card;
   });
-  const guardOpts = { guard: () => model().guard ?? null, enforce: opts.guardrails?.enforce ?? false, window: opts.guardrails?.window ?? DEFAULT_GUARD_WINDOW, modelName: opts.modelName };
+  const guardOpts = { guard: () => model().guard ?? null, enforce: opts.guardrails?.enforce ?? false, window: opts.guardrails?.window ?? DEFAULT_GUARD_WINDOW };
   registerGuardRoutes(app, guardOpts);
   const ragChat = opts.rag ? registerRagRoutes(app, { db: opts.rag.db, embedder: async () => engineEmbedder(model().embedding ?? null, opts.rag!.embedderName) }) : noRag;
   registerLoraRoutes(app, { enabled: opts.lora?.enableLoading ?? false, root: opts.lora?.root ?? null, baseName: opts.modelName, engine: () => model().engine });

@@ -16,7 +16,6 @@ export interface GuardServeOptions {
   readonly guard: () => Guard | null; // null: no --guard-model
   readonly enforce: boolean; // --guardrails: rails on for every chat request
   readonly window: number; // --guard-window: tokens held back per streamed judgement
-  readonly modelName: string; // reported as the moderation model
 }
 
 /** Guard failures as API errors: an answer that is not a verdict is the guard's fault (502), never "safe". */
@@ -186,6 +185,11 @@ export function registerGuardRoutes(app: FastifyInstance, o: GuardServeOptions):
     if (b === null || typeof b !== 'object' || Array.isArray(b)) throw new ApiError(400, 'the request body must be a JSON object', null, 'invalid_type');
     const known = ['input', 'model', 'messages', 'role', 'include_prompt'];
     for (const k of Object.keys(b)) if (!known.includes(k)) throw invalid(k, `unrecognized argument '${k}' (expected ${known.join(', ')})`, 'unknown_parameter');
+    // the guard answers to its own name (omitted: the guard, as OpenAI's default moderation model); any other is a 404
+    if (b.model !== undefined && typeof b.model !== 'string') throw invalid('model', `'model' must be a string, got ${typeof b.model}`, 'invalid_type');
+    if (b.model !== undefined && b.model !== guard.name) {
+      throw new ApiError(404, `the model '${b.model.slice(0, 200)}' does not exist; /v1/moderations is answered by the guard '${guard.name}'`, 'model', 'model_not_found');
+    }
     if (b.include_prompt !== undefined && typeof b.include_prompt !== 'boolean') throw invalid('include_prompt', `'include_prompt' must be a boolean`, 'invalid_type');
     const results = [];
     for (const { turns, role } of moderationConversations(b)) {
@@ -202,7 +206,7 @@ export function registerGuardRoutes(app: FastifyInstance, o: GuardServeOptions):
         },
       });
     }
-    return { id: `modr-${randomUUID().replaceAll('-', '')}`, model: typeof b.model === 'string' ? b.model : o.modelName, results };
+    return { id: `modr-${randomUUID().replaceAll('-', '')}`, model: guard.name, results };
   });
 }
 

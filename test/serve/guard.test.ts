@@ -91,6 +91,13 @@ test("/v1/moderations with the openai client: OpenAI's shape, S-codes mapped, ra
     }
     const single = await client.moderations.create({ input: inputs[0]! });
     assert.equal(single.results.length, 1);
+    // the reply names the guard that judged, whether the request named it or left model out (OpenAI's default model)
+    assert.equal(res.model, "floe-guard");
+    assert.equal(single.model, "floe-guard", "not the chat model's name");
+    for (const other of ["floe-brown", "omni-moderation-latest"]) {
+      await assert.rejects(client.moderations.create({ input: "hi", model: other }),
+        (e: any) => e instanceof OpenAI.NotFoundError && e.code === "model_not_found" && e.param === "model" && e.message.includes(`'${other}'`) && /the guard 'floe-guard'/.test(e.message), other);
+    }
   } finally {
     await s.close(0);
   }

@@ -2,6 +2,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { statSync } from 'node:fs';
+import { basename } from 'node:path';
 import { startEngine, type EngineStartOptions } from '../../engine/client.js';
 import type { EngineClient, GenerateOutput, GenerateRequest, LogprobEntry, RequestPriority } from '../../engine/protocol.js';
 import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../../formats/chat-template.js';
@@ -37,6 +38,7 @@ export interface GuardVerdict {
 
 export interface GuardOpenOptions extends Omit<EngineStartOptions, 'model' | 'modelId'> {
   format?: GuardFormat; // default: the checkpoint's Llama Guard template, else llama-guard-3
+  name?: string; // the model name it answers to (/v1/moderations); default: the path's base name, without .gguf
 }
 
 export const DEFAULT_THRESHOLD = 0.5;
@@ -51,6 +53,7 @@ async function loadGuardTools(path: string): Promise<{ tokenizer: Tokenizer | nu
 }
 
 export class Guard {
+  readonly name: string; // the model name it answers to
   readonly format: GuardFormat;
   /** The checkpoint's own Llama Guard template, when it has one and no format was forced. */
   readonly template: ChatTemplate | null;
@@ -58,8 +61,9 @@ export class Guard {
   constructor(
     readonly engine: EngineClient,
     readonly tokenizer: GuardTokenizer,
-    opts: { format?: GuardFormat; template?: ChatTemplate | null; ownsEngine?: boolean } = {},
+    opts: { format?: GuardFormat; template?: ChatTemplate | null; ownsEngine?: boolean; name?: string } = {},
   ) {
+    this.name = opts.name ?? engine.info.modelId;
     if (opts.format !== undefined && !GUARD_FORMATS.includes(opts.format)) {
       throw new Error(`guard: unknown format '${String(opts.format)}' (expected ${GUARD_FORMATS.join(', ')})`);
     }
@@ -72,13 +76,13 @@ export class Guard {
 
   /** Load a guard checkpoint (HF directory or GGUF; bf16, FP8, Q8_0 as the engine loads them) on its own engine. */
   static async open(path: string, opts: GuardOpenOptions = {}): Promise<Guard> {
-    const { format, ...engineOpts } = opts;
+    const { format, name, ...engineOpts } = opts;
     const [engine, tools] = await Promise.all([startEngine({ ...engineOpts, model: path, modelId: path }), loadGuardTools(path)]);
     if (!tools.tokenizer) {
       await engine.shutdown(0);
       throw new Error(`guard ${path}: no tokenizer (tokenizer.json or GGUF vocabulary); a guard needs one to read its prompt`);
     }
-    return new Guard(engine, tools.tokenizer, { format, template: tools.template, ownsEngine: true });
+    return new Guard(engine, tools.tokenizer, { format, template: tools.template, ownsEngine: true, name: name ?? basename(path.replace(/[/\\]+$/, '')).replace(/\.gguf$/i, '') });
   }
 
   /** The exact prompt text for the conversation as judged for `role`. */

@@ -60,19 +60,22 @@ export function peftKey(layer: number, t: LoraTarget, which: 'A' | 'B'): string 
   return `base_model.model.model.layers.${layer}.${LORA_MODULE[t]}.lora_${which}.weight`;
 }
 
-/** adapter_config.json as PEFT writes it for a LoRA on a causal LM. */
-export function peftConfigJson(c: LoraConfig, baseModel: string | null): Record<string, unknown> {
+/** PEFT's task types floe writes: a causal LM's adapter, or an embedding model's (contrastive training). */
+export type PeftTaskType = 'CAUSAL_LM' | 'FEATURE_EXTRACTION';
+
+/** adapter_config.json as PEFT writes it for a LoRA on a causal LM (or, with FEATURE_EXTRACTION, an embedder). */
+export function peftConfigJson(c: LoraConfig, baseModel: string | null, taskType: PeftTaskType = 'CAUSAL_LM'): Record<string, unknown> {
   return {
     alpha_pattern: {}, auto_mapping: null, base_model_name_or_path: baseModel, bias: 'none', fan_in_fan_out: false,
     inference_mode: true, init_lora_weights: true, layers_pattern: null, layers_to_transform: null,
     lora_alpha: c.alpha, lora_dropout: c.dropout, modules_to_save: null, peft_type: 'LORA', r: c.rank,
     rank_pattern: {}, revision: null, target_modules: c.targets.map((t) => LORA_MODULE[t].split('.')[1]!),
-    task_type: 'CAUSAL_LM', use_dora: false, use_rslora: c.rslora,
+    task_type: taskType, use_dora: false, use_rslora: c.rslora,
   };
 }
 
 /** Write an adapter directory (each file atomically); tensors f32. */
-export function writePeftAdapter(dir: string, adapter: PeftAdapter, baseModel: string | null = null): void {
+export function writePeftAdapter(dir: string, adapter: PeftAdapter, baseModel: string | null = null, taskType: PeftTaskType = 'CAUSAL_LM'): void {
   fs.mkdirSync(dir, { recursive: true });
   const tensors: Record<string, StWriteTensor> = {};
   adapter.layers.forEach((lay, l) => {
@@ -84,7 +87,7 @@ export function writePeftAdapter(dir: string, adapter: PeftAdapter, baseModel: s
     }
   });
   writeSafetensors(path.join(dir, PEFT_WEIGHTS), tensors, { format: 'pt' });
-  writeFileAtomic(path.join(dir, PEFT_CONFIG), [new TextEncoder().encode(JSON.stringify(peftConfigJson(adapter.config, baseModel), null, 2) + '\n')]);
+  writeFileAtomic(path.join(dir, PEFT_CONFIG), [new TextEncoder().encode(JSON.stringify(peftConfigJson(adapter.config, baseModel, taskType), null, 2) + '\n')]);
 }
 
 function values(t: StTensor): Float32Array {

@@ -290,7 +290,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
 
   const checkpoints: string[] = [];
   const writeWeights = (dir: string) => {
-    if (adapter) writePeftAdapter(dir, adapter, path.resolve(o.model));
+    if (adapter) writePeftAdapter(dir, adapter, path.resolve(o.model), pooled ? 'FEATURE_EXTRACTION' : 'CAUSAL_LM'); // an embedder's adapter (contrastive) is PEFT's feature extraction
     else writeSafetensors(path.join(dir, 'model.safetensors'), Object.fromEntries(model.params.map((p) => [p.name, { dtype: 'F32' as const, shape: p.shape, data: p.value }])), { format: 'pt' });
   };
   const save = () => {
@@ -394,7 +394,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   // final output: the adapter (PEFT) or the model (HF dir)
   const final = path.join(o.out, 'final');
   fs.rmSync(final, { recursive: true, force: true });
-  if (adapter) writePeftAdapter(final, adapter, path.resolve(o.model));
+  if (adapter) writePeftAdapter(final, adapter, path.resolve(o.model), pooled ? 'FEATURE_EXTRACTION' : 'CAUSAL_LM');
   else writeHfModel(final, cfg, loaded, new Map(model.params.map((p) => [p.name, { shape: p.shape, value: p.value }])), o.saveDtype ?? 'f32');
   pooled?.finish?.(final, maxSeqLen);
 

@@ -205,6 +205,9 @@ test('finetune --objective contrastive with LoRA: the adapter lowers the eval lo
   });
   assert.ok(s.eval!.eval_loss < s.initialEval!.eval_loss, `eval InfoNCE ${s.initialEval!.eval_loss} → ${s.eval!.eval_loss}`);
   assert.ok(existsSync(join(s.output, 'adapter_model.safetensors')));
+  // PEFT's task type for an embedder's adapter, in the final adapter and in every checkpoint
+  assert.ok(s.checkpoints.length > 0);
+  for (const d of [s.output, ...s.checkpoints]) assert.equal(JSON.parse(readFileSync(join(d, 'adapter_config.json'), 'utf8')).task_type, 'FEATURE_EXTRACTION', d);
   const tuned = await Embedder.open(dir, { adapter: s.output });
   const base = await Embedder.open(dir);
   assert.equal(tuned.pooling, 'last', 'pooling from the adapter dir\'s embedding_config.json');

@@ -108,3 +108,32 @@ test('floe plan CLI: table and --json for a preset on a cluster', () => {
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /not a multiple/);
 });
+
+test('floe plan --model with no --dtype / --kv-dtype plans what floe loads: the stored dtype, its default KV cache, the bytes it holds', async () => {
+  const { openModel } = await import('../src/model/open.js');
+  const { defaultKvDtype } = await import('../src/model/generate.js');
+  const { KvCache } = await import('../src/model/kv-cache.js');
+  const held = (m: Awaited<ReturnType<typeof openModel>>['model']) => {
+    const w = m.weights, bytes = (t: { data: Uint8Array; scale?: Float32Array }) => t.data.byteLength + (t.scale?.byteLength ?? 0);
+    return bytes(w.embed) + (w.head === w.embed ? 0 : bytes(w.head)) + w.norm.byteLength +
+      w.layers.reduce((a, l) => a + l.inputNorm.byteLength + l.postNorm.byteLength + [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown].reduce((b, t) => b + bytes(t), 0), 0);
+  };
+  const cases = [
+    ['models/floe-brown', [], 'f32', 0], // f32: an f32 KV cache, 4 bytes a weight
+    ['models/floe-brown', ['--dtype', 'fp8'], 'fp8', 0], // --dtype fp8 keeps the f32 embedding
+    ['test/fixtures/models/bf16', [], 'bf16', 0],
+    ['test/fixtures/models/fp8_block', [], 'fp8', 0], // 128×128 block scales (quantization_config)
+  ] as const;
+  for (const [dir, flags, dtype, tol] of cases) {
+    const r = spawnSync(process.execPath, [`${ROOT}bin/floe.js`, 'plan', '--model', `${ROOT}${dir}`, ...flags, '--json'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const j = JSON.parse(r.stdout) as { options: PlanOptions; cluster: { device: { weights: number }; kvBytesPerToken: number } };
+    assert.equal(j.options.dtype, dtype, `${dir} ${flags.join(' ')}`);
+    const o = await openModel(`${ROOT}${dir}`, { backend: 'reference', tokenizerOptional: true, load: flags.length ? { dtype: 'fp8' } : undefined });
+    const c = o.model.config;
+    assert.equal(j.options.kvDtype, defaultKvDtype(o.model), `${dir}: the KV dtype floe picks`);
+    assert.equal(j.cluster.kvBytesPerToken, KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, defaultKvDtype(o.model)));
+    near(j.cluster.device.weights, held(o.model), tol, `${dir} ${flags.join(' ')}: planned weights vs the bytes floe holds`);
+    o.loaded.dispose();
+  }
+});

@@ -211,8 +211,9 @@ guard options:
   --threads N, --backend native|reference, --kv-cache-memory SIZE
 
 plan options (presets: llama-3.1-405b, llama-3.1-70b, llama-3.1-8b, llama-3.2-1b):
-  --dtype f32|bf16|fp8|q8_0   linear weights (fp8: embedding and head stay bf16); default bf16
-  --kv-dtype f32|bf16|fp8 --context N --concurrency C --max-batched-tokens N   serving (defaults bf16, max, 1, 512)
+  --dtype f32|bf16|f16|fp8|q8_0   linear weights (fp8: embedding and head as stored); default: as stored (presets bf16)
+  --kv-dtype f32|bf16|fp8 --context N --concurrency C --max-batched-tokens N   serving (defaults f32 for f32 weights
+                          else bf16, max, 1, 512)
   --devices N --device-memory SIZE --nodes N   cluster (defaults 1, 80GB, 1)
   --pipeline-parallel P --tensor-parallel T    layout; the rest of --devices is data-parallel
   --offload-ratio F       share of layer weights streamed from host / disk (3 layers of staging stay resident)

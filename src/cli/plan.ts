@@ -3,29 +3,43 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { KvDType } from '../backend/backend.js';
-import { parseHfConfig, readHfConfig } from '../formats/hf-config.js';
+import { parseHfConfig, readHfConfig, type Fp8Quantization } from '../formats/hf-config.js';
+import { readSafetensorsDir } from '../formats/safetensors.js';
 import type { LlamaConfig } from '../formats/llama-config.js';
 import { loraTargetsFlag } from './train-args.js';
 import { ALL_LORA_TARGETS, hostMemory, plan, PLAN_DEFAULTS, presetConfig, PRESETS, type Plan, type PlanDType, type PlanOptions } from '../platform/plan.js';
 import { conflicts, num, optNum, parse, parseSize, UsageError } from './args.js';
 
-async function modelConfig(model: string | undefined, preset: string | undefined): Promise<LlamaConfig> {
+/** The model's config and, where the source says, the dtype its linear weights are stored in (null: unknown). */
+async function modelConfig(model: string | undefined, preset: string | undefined): Promise<{ config: LlamaConfig; stored: PlanDType | null; fp8Block?: readonly [number, number] }> {
   if ((model === undefined) === (preset === undefined)) throw new UsageError(`give one of --model CONFIG.json|DIR|FILE.gguf or --preset ${Object.keys(PRESETS).join('|')}`);
   if (preset !== undefined) {
     if (!PRESETS[preset]) throw new UsageError(`--preset expects one of ${Object.keys(PRESETS).join(', ')}, got '${preset}'`);
-    return presetConfig(preset);
+    return { config: presetConfig(preset), stored: null };
   }
   const p = model!;
   if (!fs.existsSync(p)) throw new Error(`${p}: no such file or directory`);
-  if (fs.statSync(p).isDirectory()) return readHfConfig(p).config;
+  if (fs.statSync(p).isDirectory()) {
+    const hf = readHfConfig(p);
+    let st: string | undefined; // the first layer's q_proj as stored (the headers only: the files are mapped, not read)
+    if (fs.readdirSync(p).some((f) => f.endsWith('.safetensors'))) st = (await readSafetensorsDir(p)).tensors.get('model.layers.0.self_attn.q_proj.weight')?.dtype;
+    return { config: hf.config, stored: ST_DTYPES[st ?? ''] ?? (hf.quantization ? 'fp8' : TORCH_DTYPES[hf.torchDtype ?? ''] ?? null), fp8Block: fp8BlockOf(hf.quantization) };
+  }
   if (p.toLowerCase().endsWith('.gguf')) {
     const { readGguf, ggufToLlamaConfig } = await import('../formats/gguf.js');
-    return ggufToLlamaConfig(await readGguf(p));
+    const g = await readGguf(p);
+    return { config: ggufToLlamaConfig(g), stored: GGML_DTYPES[g.tensors.get('blk.0.attn_q.weight')?.type ?? -1] ?? null };
   }
   let j: unknown;
   try { j = JSON.parse(fs.readFileSync(p, 'utf8')); } catch (e) { throw new Error(`${p}: cannot read config JSON: ${(e as Error).message}`); }
-  return parseHfConfig(j, path.resolve(p)).config;
+  const hf = parseHfConfig(j, path.resolve(p));
+  return { config: hf.config, stored: hf.quantization ? 'fp8' : TORCH_DTYPES[hf.torchDtype ?? ''] ?? null, fp8Block: fp8BlockOf(hf.quantization) };
 }
+
+const fp8BlockOf = (q: Fp8Quantization | null) => (q ? (q.method === 'fp8' ? q.weightBlockSize : q.blockSize) ?? undefined : undefined);
+const ST_DTYPES: Record<string, PlanDType> = { F32: 'f32', BF16: 'bf16', F16: 'f16', F8_E4M3: 'fp8' };
+const TORCH_DTYPES: Record<string, PlanDType> = { float32: 'f32', bfloat16: 'bf16', float16: 'f16' };
+const GGML_DTYPES: Record<number, PlanDType> = { 0: 'f32', 1: 'f16', 8: 'q8_0', 30: 'bf16' };
 
 const size = (v: string | undefined, name: string, fallback: number): number => {
   if (v === undefined) return fallback;
@@ -40,10 +54,11 @@ export async function planCmd(args: string[]): Promise<number> {
     'micro-batch': str, 'seq-len': str, 'checkpoint-activations': { type: 'boolean' }, zero: str, 'max-batched-tokens': str, json: { type: 'boolean' },
   });
   conflicts(v, [['lora-rank', 'full']]);
-  const cfg = await modelConfig(v.model, v.preset);
-  const dtype = (v.dtype ?? 'bf16') as PlanDType;
-  if (!['f32', 'bf16', 'fp8', 'q8_0'].includes(dtype)) throw new UsageError(`--dtype expects f32, bf16, fp8 or q8_0, got '${v.dtype}'`);
-  const kvArg = v['kv-dtype'] ?? 'bf16';
+  const { config: cfg, stored, fp8Block } = await modelConfig(v.model, v.preset);
+  // defaults as floe serve and finetune load this model: its weights as stored, an f32 KV cache for f32 weights, else bf16
+  const dtype = (v.dtype ?? stored ?? 'bf16') as PlanDType;
+  if (!['f32', 'bf16', 'f16', 'fp8', 'q8_0'].includes(dtype)) throw new UsageError(`--dtype expects f32, bf16, f16, fp8 or q8_0, got '${v.dtype}'`);
+  const kvArg = v['kv-dtype'] ?? (dtype === 'f32' ? 'f32' : 'bf16');
   const kvDtype = ({ f32: 'f32', bf16: 'bf16', fp8: 'fp8_e4m3' } as Record<string, KvDType>)[kvArg];
   if (!kvDtype) throw new UsageError(`--kv-dtype expects f32, bf16 or fp8, got '${kvArg}'`);
   const one = { min: 1 };
@@ -54,7 +69,7 @@ export async function planCmd(args: string[]): Promise<number> {
   const zero = num(v.zero, 'zero', 0, true, { max: 3 }) as 0 | 1 | 2 | 3;
   const seqLen = num(v['seq-len'], 'seq-len', 2048, true, one);
   const opts: PlanOptions = {
-    dtype, kvDtype,
+    dtype, kvDtype, source: stored ?? undefined, fp8Block: dtype === 'fp8' && stored === 'fp8' ? fp8Block : undefined,
     context: num(v.context, 'context', training ? seqLen : cfg.maxPositionEmbeddings, true, one),
     concurrency: num(v.concurrency, 'concurrency', 1, true, one),
     devices: num(v.devices, 'devices', PLAN_DEFAULTS.devices, true, one),
@@ -81,7 +96,6 @@ export async function planCmd(args: string[]): Promise<number> {
     process.stdout.write(JSON.stringify({ options: { ...opts, deviceMemory: opts.deviceMemory }, cluster, this_machine: local && { memory_total: mem!.total, memory_available: mem!.available, plan: local } }) + '\n');
     return 0;
   }
-  const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
   const p = cluster.parameters;
   const lines = [
     `model       ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ffn ${cfg.intermediateSize}, heads ${cfg.numHeads} (kv ${cfg.numKvHeads}), vocab ${cfg.vocabSize}`,
@@ -98,8 +112,14 @@ export async function planCmd(args: string[]): Promise<number> {
   return 0;
 }
 
+/** Decimal bytes with three significant figures where a model is small: 1.23 GB, 21.9 MB, 24.6 kB. */
+function gb(b: number): string {
+  if (b === 0) return '0';
+  if (b >= 1e9) return `${(b / 1e9).toFixed(2)} GB`;
+  return b >= 1e6 ? `${(b / 1e6).toFixed(b >= 1e8 ? 0 : b >= 1e7 ? 1 : 2)} MB` : `${(b / 1e3).toFixed(1)} kB`;
+}
+
 function table(cols: [string, Plan][]): string[] {
-  const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
   const rows: [string, (d: Plan['device']) => string][] = [
     ['weights (resident)', (d) => gb(d.weights)], ['offloaded', (d) => gb(d.offloaded)], ['KV cache', (d) => gb(d.kvCache)],
     ['activations', (d) => gb(d.activations)], ['trainable params', (d) => gb(d.loraParams)], ['gradients', (d) => gb(d.gradients)],

@@ -12,7 +12,7 @@ import { LORA_TARGETS, loraDims, type LoraTarget } from '../formats/peft.js';
 import type { KvDType } from '../backend/backend.js';
 import { KvCache } from '../model/kv-cache.js';
 
-export type PlanDType = 'f32' | 'bf16' | 'fp8' | 'q8_0';
+export type PlanDType = 'f32' | 'bf16' | 'f16' | 'fp8' | 'q8_0';
 
 /** HF config.json facts of public Llama checkpoints (the fields the planner reads, verbatim names). */
 const LLAMA3_ROPE = { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
@@ -30,7 +30,9 @@ export function presetConfig(name: string): LlamaConfig {
 }
 
 export interface PlanOptions {
-  readonly dtype: PlanDType; // linear weights; fp8 keeps embedding and head in bf16 (as floe's --dtype fp8 and quantize do)
+  readonly dtype: PlanDType; // linear weights; fp8 keeps embedding and head in `source`'s dtype (as floe's --dtype fp8 does)
+  readonly source?: PlanDType; // the checkpoint's stored dtype (default bf16): the embedding and head under fp8
+  readonly fp8Block?: readonly [number, number]; // an fp8 checkpoint's scale block (default [1, C]: one scale per row)
   readonly kvDtype: KvDType;
   readonly context: number; // tokens per sequence
   readonly concurrency: number; // sequences served at once (serving)
@@ -73,22 +75,23 @@ export function paramCounts(c: LlamaConfig): ParamCounts {
   return { total, embed, head, perLayerLinear, perLayerNorm: 2 * D, finalNorm: D };
 }
 
-/** Stored bytes of one (N, C) linear weight in `dtype` (fp8: per-row f32 scales; q8_0: 34 bytes per 32). */
-function linearBytes(N: number, C: number, dtype: PlanDType): number {
+/** Stored bytes of one (N, C) linear weight in `dtype` (fp8: an f32 scale per block, default per row; q8_0: 34 bytes per 32). */
+function linearBytes(N: number, C: number, dtype: PlanDType, block?: readonly [number, number]): number {
   switch (dtype) {
     case 'f32': return 4 * N * C;
-    case 'bf16': return 2 * N * C;
-    case 'fp8': return N * C + 4 * N;
+    case 'bf16': case 'f16': return 2 * N * C;
+    case 'fp8': return N * C + 4 * Math.ceil(N / (block?.[0] ?? 1)) * Math.ceil(C / (block?.[1] ?? C));
     case 'q8_0': return N * Math.ceil(C / 32) * 34;
   }
 }
 
-/** Bytes of every weight: per layer (linears + f32 norms as floe keeps them) and the rest. */
-export function weightBytes(c: LlamaConfig, dtype: PlanDType): { perLayer: number; embed: number; head: number; norm: number; total: number } {
+/** Bytes of every weight: per layer (linears + f32 norms as floe keeps them) and the rest; `source`: see PlanOptions. */
+export function weightBytes(c: LlamaConfig, dtype: PlanDType, source: PlanDType = 'bf16', fp8Block?: readonly [number, number]): { perLayer: number; embed: number; head: number; norm: number; total: number } {
   const { hiddenSize: D, intermediateSize: F, numHeads: H, numKvHeads: K, headDim: E, vocabSize: V } = c;
-  const lin = linearBytes(H * E, D, dtype) * 2 + linearBytes(K * E, D, dtype) * 2 + linearBytes(F, D, dtype) * 2 + linearBytes(D, F, dtype);
+  const b = fp8Block;
+  const lin = linearBytes(H * E, D, dtype, b) * 2 + linearBytes(K * E, D, dtype, b) * 2 + linearBytes(F, D, dtype, b) * 2 + linearBytes(D, F, dtype, b);
   const perLayer = lin + 2 * D * 4; // norms dequantized to f32 (model/llama.ts vector())
-  const tableDtype: PlanDType = dtype === 'fp8' ? 'bf16' : dtype;
+  const tableDtype: PlanDType = dtype !== 'fp8' ? dtype : source === 'fp8' ? 'bf16' : source; // an fp8 checkpoint's tables: bf16
   const embed = linearBytes(V, D, tableDtype);
   const head = c.tieWordEmbeddings ? 0 : embed;
   const norm = D * 4;
@@ -163,7 +166,7 @@ export function plan(c: LlamaConfig, o: PlanOptions): Plan {
   if (!(o.offloadRatio >= 0 && o.offloadRatio <= 1)) throw new RangeError(`--offload-ratio must be in [0, 1], got ${o.offloadRatio}`);
   const DP = o.devices / (P * TP);
   const params = paramCounts(c);
-  const wb = weightBytes(c, o.dtype);
+  const wb = weightBytes(c, o.dtype, o.source, o.fp8Block);
   const layersPerStage = Math.ceil(c.numLayers / P);
   // the fullest stage: stage 0 holds the embedding; with one stage it also holds the head
   const edge = P === 1 ? wb.embed + wb.head + wb.norm : Math.max(wb.embed, wb.head + wb.norm);

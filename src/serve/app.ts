@@ -4,7 +4,7 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { EngineRequestError, type EngineClient, type GenerateOutput, type GenerateRequest, type LogprobEntry } from '../engine/protocol.js';
 import { encodeChat, type ChatTemplate } from '../formats/chat-template.js';
-import { parseToolCalls, ToolCallStream } from './tool-calls.js';
+import { cutToolCalls, parseToolCalls, ToolCallStream } from './tool-calls.js';
 import type { GenerationDefaults } from '../formats/hf-config.js';
 import { PRIORITY_HEADER, registerBatchRoutes } from './batch-routes.js';
 import { ApiError, invalid } from './errors.js';
@@ -315,11 +315,12 @@ export function createApp(opts: AppOptions): ServeApp {
       return {
         ...head, object: 'chat.completion', system_fingerprint: null,
         choices: acc.choices.map((ch, i) => {
-          const calls = useTools && ch.finishReason === 'stop' ? parseToolCalls(ch.text, toolNames) : null;
+          // cut by max_tokens inside a call: the call so far, finish_reason length (as streaming sends it)
+          const calls = !useTools ? null : ch.finishReason === 'stop' ? parseToolCalls(ch.text, toolNames) : cutToolCalls(ch.text, toolNames, forced);
           return {
           index: i, message: calls ? { role: 'assistant', content: calls.content, tool_calls: calls.calls } : { role: 'assistant', content: ch.text },
           logprobs: p.logprobs === null ? null : chatLogprobs(ch.logprobs),
-          finish_reason: calls ? 'tool_calls' : ch.finishReason, stop_reason: ch.stopReason,
+          finish_reason: calls && ch.finishReason === 'stop' ? 'tool_calls' : ch.finishReason, stop_reason: ch.stopReason,
           ...(p.returnTokenIds ? { token_ids: ch.ids } : {}),
           };
         }),

@@ -65,7 +65,16 @@ function parseCall(text: string, i: number, tools: ReadonlySet<string>): { call:
   if (typeof o.name !== 'string' || !tools.has(o.name)) return null;
   const args = o.parameters ?? o.arguments ?? {};
   if (args === null || typeof args !== 'object' || Array.isArray(args)) return null;
-  return { call: { id: toolCallId(), type: 'function', function: { name: o.name, arguments: JSON.stringify(args) } }, end };
+  return { call: { id: toolCallId(), type: 'function', function: { name: o.name, arguments: argumentsText(text, i, end) ?? JSON.stringify(args) } }, end };
+}
+
+/** The arguments as the model wrote them, where the call is {"name", then "parameters"} (as streaming sends them), else null. */
+function argumentsText(text: string, i: number, end: number): string | null {
+  const m = HEADER.exec(text.slice(i, end));
+  if (!m) return null;
+  const from = i + m[0].length;
+  const to = text[from] === '{' ? valueEnd(text, from) : -1;
+  return to > 0 && text.slice(to, end).trim() === '}' ? text.slice(from, to) : null;
 }
 
 const HEADER = /^\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(?:parameters|arguments)"\s*:\s*/;
@@ -180,4 +189,24 @@ export class ToolCallStream {
     }
   }
   private pendingName: string | null = null;
+}
+
+/**
+ * A whole output read as streaming reads it: the calls (the last one's arguments cut short where the output was) and
+ * the content beside them, or null when it holds no call. A non-streamed answer cut by max_tokens inside a call so
+ * gives the call that streaming sent.
+ */
+export function cutToolCalls(text: string, tools: ReadonlySet<string>, forced: boolean): { calls: ToolCall[]; content: string | null } | null {
+  const s = new ToolCallStream(tools, forced);
+  const deltas = [...s.push(text)];
+  const end = s.finish();
+  if (!end.isCalls) return null;
+  const calls: { id: string; name: string; args: string }[] = [];
+  let content = '';
+  for (const d of [...deltas, ...end.deltas]) {
+    if ('content' in d) content += d.content;
+    else if (d.tool_calls[0].id !== undefined) calls.push({ id: d.tool_calls[0].id, name: d.tool_calls[0].function.name!, args: d.tool_calls[0].function.arguments });
+    else calls[d.tool_calls[0].index]!.args += d.tool_calls[0].function.arguments;
+  }
+  return { calls: calls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.args } })), content: content === '' ? null : content };
 }

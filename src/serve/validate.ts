@@ -2,7 +2,7 @@
 
 import type { ConstraintSpec, SamplingSpec } from '../engine/protocol.js';
 import { compileGrammar } from '../engine/constrained/constraint.js';
-import { SchemaError } from '../engine/constrained/json-schema.js';
+import { compileSchema, SchemaError } from '../engine/constrained/json-schema.js';
 import { RegexError } from '../engine/constrained/regex.js';
 import type { ChatMessage } from '../formats/chat-template.js';
 import type { GenerationDefaults } from '../formats/hf-config.js';
@@ -385,6 +385,10 @@ function toolDefs(b: Obj): ToolDef[] {
     names.add(f.name);
     if (f.description !== undefined && typeof f.description !== 'string') throw invalid(`${p}.function.description`, `'${p}.function.description' must be a string`, 'invalid_type');
     if (f.parameters !== undefined && !isObj(f.parameters)) throw invalid(`${p}.function.parameters`, `'${p}.function.parameters' must be a JSON Schema object`, 'invalid_type');
+    // a call's arguments are a JSON object (as OpenAI requires of every tool)
+    if (isObj(f.parameters) && f.parameters.type !== undefined && f.parameters.type !== 'object') {
+      throw invalid(`${p}.function.parameters`, `'${p}.function.parameters' of tool '${f.name}' must be a schema of type 'object' (a call's arguments are an object), got type ${describe(f.parameters.type)}`);
+    }
     return { type: 'function', function: { ...f, name: f.name } } as ToolDef;
   });
 }
@@ -403,6 +407,13 @@ function toolChoice(b: Obj, tools: readonly ToolDef[]): ToolChoice {
     return { name };
   }
   throw invalid('tool_choice', `'tool_choice' must be 'none', 'auto', 'required' or {"type": "function", "function": {"name": ...}}, got ${describe(tc)}`, 'invalid_type');
+}
+
+/** A tool's parameters as the schema of a forced call's arguments: an object even where the schema names no type. */
+function callArguments(params: Record<string, unknown> | undefined): Record<string, unknown> {
+  if (params === undefined) return { type: 'object', properties: {} };
+  const typed = ['type', 'enum', 'const', 'anyOf', 'oneOf'].some((k) => k in params);
+  return typed ? params : { ...params, type: 'object' };
 }
 
 /** An assistant message's tool_calls → the template's form (arguments as an object, as HF templates expect). */
@@ -457,9 +468,17 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
   if (choice === 'required' || typeof choice === 'object') {
     if (constraint) throw invalid('response_format', `'response_format' cannot be combined with tool_choice ${describe(get(b, 'tool_choice'))}: the output is a tool call`);
     const forced = typeof choice === 'object' ? tools.filter((t) => t.function.name === choice.name) : tools;
+    // each forced tool's schema compiles, or the 400 names the tool and the path inside its parameters
+    for (const t of forced) {
+      const p = `tools[${tools.indexOf(t)}].function.parameters`;
+      try { compileSchema(callArguments(t.function.parameters)); } catch (e) {
+        if (e instanceof SchemaError) throw invalid(p, `'${p}' of tool '${t.function.name}': ${e.message}`, 'unsupported_parameter');
+        throw e;
+      }
+    }
     constraint = checkConstraint({
       kind: 'tool_calls', parallel: parallelToolCalls && choice === 'required',
-      tools: forced.map((t) => ({ name: t.function.name, parameters: t.function.parameters ?? { type: 'object', properties: {} } })),
+      tools: forced.map((t) => ({ name: t.function.name, parameters: callArguments(t.function.parameters) })),
     }, 'tools');
   }
   for (const key of ['metadata', 'prediction'] as const) {

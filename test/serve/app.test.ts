@@ -209,7 +209,7 @@ const BAD: Array<[string, string, Record<string, unknown>, string | null]> = [
   ['chat', 'tool name', { ...user('x'), tools: [{ type: 'function', function: { name: 'a b' } }] }, 'tools[0].function.name'],
   ['chat', 'tool_choice unknown function', { ...user('x'), tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: { type: 'function', function: { name: 'g' } } }, 'tool_choice'],
   ['chat', 'tool_choice required without tools', { ...user('x'), tool_choice: 'required' }, 'tool_choice'],
-  ['chat', 'forced tool with an unsupported keyword', { ...user('x'), tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { a: { type: 'string', format: 'date' } } } } }], tool_choice: 'required' }, 'tools'],
+  ['chat', 'forced tool with an unsupported keyword', { ...user('x'), tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { a: { type: 'string', format: 'date' } } } } }], tool_choice: 'required' }, 'tools[0].function.parameters'],
   ['completions', 'guided_json not a schema', { prompt: 'a', guided_json: 5 }, 'guided_json'],
   ['completions', 'guided_json unsupported keyword', { prompt: 'a', guided_json: { type: 'array', uniqueItems: true } }, 'guided_json'],
   ['chat', 'unknown field', { ...user('x'), temprature: 1 }, 'temprature'],

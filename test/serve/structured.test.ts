@@ -201,3 +201,42 @@ test("tool_choice auto on the built-in model: plain text stays content; 'none' r
   assert.deepEqual(none.prompt_token_ids, plain.prompt_token_ids);
   assert.equal(none.choices[0]!.message.tool_calls, undefined);
 });
+
+test('tool parameter schemas: a 400 names the tool and the path inside its parameters; a schema of no type still forces an object call', async () => {
+  const bad = { type: 'function' as const, function: { name: 'lookup', parameters: { type: 'object', properties: { q: { type: 'strin' } } } } };
+  for (const tool_choice of ['required', { type: 'function', function: { name: 'lookup' } }] as const) {
+    await assert.rejects(client.chat.completions.create({ model, messages: ask, tools: [WEATHER, bad], tool_choice, max_tokens: 5 }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'tools[1].function.parameters' && /tool 'lookup'/.test(e.message) && /#\/properties\/q\b/.test(e.message), JSON.stringify(tool_choice));
+  }
+  // arguments are an object: a parameters schema of another type is refused for every tool_choice
+  const list = { type: 'function' as const, function: { name: 'listy', parameters: { type: 'array', items: { type: 'integer' } } } };
+  await assert.rejects(client.chat.completions.create({ model, messages: ask, tools: [WEATHER, list], max_tokens: 5 }),
+    (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'tools[1].function.parameters' && /tool 'listy'/.test(e.message) && /"array"/.test(e.message));
+  // parameters {} (any arguments): a forced call is still an object, so it comes back as a tool call
+  const any = { type: 'function' as const, function: { name: 'anything', parameters: {} } };
+  const r = await client.chat.completions.create({ model, messages: ask, tools: [any], tool_choice: 'required', temperature: 0, max_tokens: 80 });
+  const call = r.choices[0]!.message.tool_calls?.[0] as OpenAI.ChatCompletionMessageFunctionToolCall | undefined;
+  assert.ok(call, `a tool call, not content: ${r.choices[0]!.message.content}`);
+  assert.match(call.function.arguments, /^\{/, 'the arguments are an object (whole, or cut by max_tokens)');
+  if (r.choices[0]!.finish_reason !== 'length') assert.equal(typeof JSON.parse(call.function.arguments), 'object');
+});
+
+test('tool calls streamed and not give the same arguments text; max_tokens inside a call gives the call so far, finish_reason length, both ways', async () => {
+  const req = { model, messages: ask, tools: [WEATHER, TIME], tool_choice: 'required' as const, temperature: 0, max_tokens: 300 };
+  const argsOf = (c: OpenAI.ChatCompletion) => c.choices[0]!.message.tool_calls?.map((t) => [(t as OpenAI.ChatCompletionMessageFunctionToolCall).function.name, (t as OpenAI.ChatCompletionMessageFunctionToolCall).function.arguments]);
+  const whole = await client.chat.completions.create(req);
+  const streamed = await client.chat.completions.stream(req).finalChatCompletion();
+  assert.equal(whole.choices[0]!.finish_reason, 'tool_calls');
+  assert.deepEqual(argsOf(streamed), argsOf(whole));
+  // cut a few tokens into the arguments
+  const full = (whole.choices[0]!.message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall).function.arguments;
+  assert.ok(full.length > 4, full);
+  const cutAt = whole.usage!.completion_tokens - 3;
+  const cut = await client.chat.completions.create({ ...req, max_tokens: cutAt });
+  const cutStream = await client.chat.completions.stream({ ...req, max_tokens: cutAt }).finalChatCompletion();
+  assert.equal(cut.choices[0]!.finish_reason, 'length');
+  assert.equal(cutStream.choices[0]!.finish_reason, 'length');
+  assert.equal(cut.choices[0]!.message.content, null);
+  assert.deepEqual(argsOf(cut), argsOf(cutStream));
+  assert.ok(full.startsWith(argsOf(cut)![0]![1]!) && argsOf(cut)![0]![1] !== full, `${argsOf(cut)} is a cut of ${full}`);
+});

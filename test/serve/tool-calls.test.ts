@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseToolCalls, ToolCallStream, type ToolDelta } from '../../src/serve/tool-calls.js';
+import { cutToolCalls, parseToolCalls, ToolCallStream, type ToolDelta } from '../../src/serve/tool-calls.js';
 
 const TOOLS = new Set(['get_weather', 'get_time']);
 
@@ -80,4 +80,20 @@ test('text after complete calls comes out as content beside them, whole and stre
     const s = streamed(text, forced, r);
     assert.deepEqual([s.calls.length, s.calls[0]!.args, s.content, s.isCalls], [1, '{"zone": "x"}', 'and more', true]);
   }
+});
+
+test('a whole text gives the arguments as streaming sends them, byte for byte; a cut call reads as streaming reads it', () => {
+  const r = rand(4);
+  for (const text of ['{"name": "get_weather", "parameters": {"city": "Z\\u00fcrich",  "n": 1.50}}', '{"name":"get_time","parameters":{ "zone" : "UTC" }}; {"name": "get_time", "parameters": {}}']) {
+    const whole = parseToolCalls(text, TOOLS)!.calls.map((c) => c.function.arguments);
+    for (const forced of [true, false]) assert.deepEqual(streamed(text, forced, r).calls.map((c) => c.args), whole, text);
+  }
+  const cut = '{"name": "get_weather", "parameters": {"city": "Pa';
+  for (const forced of [true, false]) {
+    const s = streamed(cut, forced, r);
+    const c = cutToolCalls(cut, TOOLS, forced)!;
+    assert.deepEqual([c.calls.map((x) => [x.function.name, x.function.arguments]), c.content], [s.calls.map((x) => [x.name, x.args]), null]);
+    assert.match(c.calls[0]!.id, /^call_[0-9a-f]{24}$/);
+  }
+  assert.equal(cutToolCalls('{"foo": 1', TOOLS, false), null, 'no call: the text stays content');
 });

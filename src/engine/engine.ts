@@ -461,6 +461,9 @@ export class Engine {
       specDraftTokens: this.counters.specDraftTokens,
       specAcceptedTokens: this.counters.specAcceptedTokens,
       specSteps: this.counters.specSteps,
+      loraRunning: adapterNames(this.scheduler.running as Seq[]),
+      loraWaiting: adapterNames([...this.scheduler.waiting as Seq[], ...this.parked]),
+      maxLoras: this.maxLoras,
     };
   }
 
@@ -715,6 +718,11 @@ export class Engine {
     this.drop(state);
     return { kind: 'embed', id: state.req.id, embedding: e, promptTokens: P };
   }
+}
+
+/** The distinct adapter names of some sequences, sorted (the base model's are left out). */
+function adapterNames(seqs: readonly Seq[]): string[] {
+  return [...new Set(seqs.flatMap((s) => (s.lora ? [s.lora.name] : [])))].sort();
 }
 
 /** Protocol sampling (logit bias as a record) → the sampler's params, checked. */

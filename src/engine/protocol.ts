@@ -101,6 +101,9 @@ export interface EngineStats {
   readonly specDraftTokens?: number; // cumulative draft tokens proposed and verified (speculative decoding)
   readonly specAcceptedTokens?: number; // of those, accepted
   readonly specSteps?: number; // cumulative sequence-steps that verified a draft
+  readonly loraRunning?: readonly string[]; // adapters of running requests, by name, sorted
+  readonly loraWaiting?: readonly string[]; // adapters of waiting requests (queued or waiting for a LoRA slot)
+  readonly maxLoras?: number; // distinct adapters one step may run
 }
 
 /** What the engine reports once loaded. */

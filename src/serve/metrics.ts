@@ -17,6 +17,7 @@ export class ServeMetrics {
   readonly aborted: Counter;
   private readonly gauges: Record<'running' | 'waiting' | 'kvTotal' | 'kvUsed' | 'kvCached' | 'kvUsage' | 'hitRate' | 'specAcceptance' | 'specPerStep', Gauge>;
   // Engine totals mirrored into counters: each scrape adds the increase since the last.
+  private readonly loraInfo: Gauge<'running_lora_adapters' | 'waiting_lora_adapters' | 'max_lora'>;
   private readonly mirrored: Array<{ counter: Counter; read: (s: EngineStats) => number; last: number }>;
 
   constructor(opts: { processMetrics?: boolean } = {}) {
@@ -42,6 +43,8 @@ export class ServeMetrics {
       specAcceptance: g('floe_spec_decode_acceptance_rate', 'Speculative decoding: accepted draft tokens / proposed draft tokens'),
       specPerStep: g('floe_spec_decode_draft_tokens_per_step', 'Speculative decoding: mean draft tokens verified per sequence step'),
     };
+    // vLLM's lora_requests_info: one series, the adapters in use as labels, its value the time it was taken
+    this.loraInfo = new Gauge({ name: 'floe_lora_requests_info', help: 'LoRA adapters of running and waiting requests (comma-separated names; value: unix time of the reading)', labelNames: ['running_lora_adapters', 'waiting_lora_adapters', 'max_lora'], registers: r });
     const c = (name: string, help: string, read: (s: EngineStats) => number) =>
       ({ counter: new Counter({ name, help, registers: r }), read, last: 0 });
     this.mirrored = [
@@ -70,6 +73,10 @@ export class ServeMetrics {
     const drafted = s.specDraftTokens ?? 0;
     g.specAcceptance.set(drafted > 0 ? (s.specAcceptedTokens ?? 0) / drafted : 0);
     g.specPerStep.set((s.specSteps ?? 0) > 0 ? drafted / s.specSteps! : 0);
+    if (s.loraRunning !== undefined && s.loraWaiting !== undefined && s.maxLoras !== undefined) {
+      this.loraInfo.reset();
+      this.loraInfo.set({ running_lora_adapters: s.loraRunning.join(','), waiting_lora_adapters: s.loraWaiting.join(','), max_lora: String(s.maxLoras) }, Date.now() / 1000);
+    }
     for (const m of this.mirrored) {
       const v = m.read(s);
       if (v > m.last) m.counter.inc(v - m.last);

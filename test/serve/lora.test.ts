@@ -143,3 +143,42 @@ test('floe serve --lora-modules a=DIR b=DIR (vLLM spelling) serves both; bad fla
   assert.notEqual(await big.exit, 0);
   assert.match(big.out(), /rank 4, above --max-lora-rank 2/);
 });
+
+test('/metrics floe_lora_requests_info (vLLM lora_requests_info): adapters of running and waiting requests, max_lora', { timeout: 60_000 }, async () => {
+  const base = await fixtureModel('gqa_f32');
+  const dir = makeModelDir('gqa_f32');
+  const root = mkdtempSync(join(tmpdir(), 'floe-lora-metrics-'));
+  writePeftAdapter(join(root, 'one'), randomAdapter(base, 11, 4));
+  writePeftAdapter(join(root, 'two'), randomAdapter(base, 12, 2));
+  const server = await startServer({
+    model: dir, port: 0, modelName: 'base', kvDtype: 'f32', log: () => {}, maxLoras: 1,
+    loraModules: [{ name: 'one', path: join(root, 'one') }, { name: 'two', path: join(root, 'two') }],
+  });
+  const info = async () => {
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    const lines = text.split('\n').filter((l) => l.startsWith('floe_lora_requests_info{'));
+    assert.equal(lines.length, 1, text);
+    const m = /^floe_lora_requests_info\{running_lora_adapters="([^"]*)",waiting_lora_adapters="([^"]*)",max_lora="(\d+)"\} (\S+)$/.exec(lines[0]!);
+    assert.ok(m, lines[0]);
+    return { running: m[1], waiting: m[2], max: m[3], at: Number(m[4]) };
+  };
+  try {
+    await server.ready;
+    assert.deepEqual({ ...(await info()), at: 0 }, { running: '', waiting: '', max: '1', at: 0 });
+    const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const run = (model: string, max_tokens: number) => client.completions.create({ model, prompt: [5, 6, 7, 8], max_tokens, temperature: 0, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
+    // --max-loras 1: 'two' waits while the 'one' requests run
+    const all = Promise.all([...Array.from({ length: 4 }, () => run('one', 240)), run('two', 4)]);
+    let seen = null;
+    for (let i = 0; i < 2000 && !seen; i++) {
+      const x = await info();
+      if (x.running === 'one' && x.waiting === 'two') seen = x;
+    }
+    await all;
+    assert.ok(seen, "never saw running 'one' with 'two' waiting");
+    assert.ok(Math.abs(seen.at - Date.now() / 1000) < 60, `value is the reading's unix time, got ${seen.at}`);
+    assert.deepEqual({ ...(await info()), at: 0 }, { running: '', waiting: '', max: '1', at: 0 });
+  } finally {
+    await server.close(0);
+  }
+});

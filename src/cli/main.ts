@@ -15,7 +15,7 @@ import type { BackendName } from '../backend/select.js';
 import { loadAddon } from '../backend/native-addon.js';
 import type { KvDType } from '../backend/backend.js';
 import {
-  type Range, commandHelp, conflicts, DECIMAL_INT, defaultMaxTokens, kvCacheDtype, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, parseSize, samplingFlags, textOrStdin, UsageError,
+  type Range, commandHelp, conflicts, DECIMAL_INT, defaultMaxTokens, kvCacheDtype, kvDtypeFlagName, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, parseSize, samplingFlags, textOrStdin, UsageError,
   withGenerationDefaults,
 } from './args.js';
 import { joinPipeline, PIPELINE_FLAGS, pipelineFlags } from './pipeline.js';
@@ -741,7 +741,7 @@ async function evalCmd(args: string[]): Promise<number> {
   if (!opened.tokenizer) throw new Error(`${modelPath} has no tokenizer; eval needs one to encode the texts`);
   const model = v.adapter ? (await import('../model/adapter.js')).applyAdapter(opened.model, v.adapter) : opened.model;
   const r = evalPerplexity(model, opened.tokenizer, texts, { maxSeqLen, maxTokens, kvDtype });
-  const kv = kvDtype ?? defaultKvDtype(opened.model);
+  const kv = kvDtypeFlagName(kvDtype ?? defaultKvDtype(opened.model));
   opened.loaded.dispose();
   if (v.json) {
     process.stdout.write(JSON.stringify({ model: modelPath, adapter: v.adapter ?? null, data: v.data, dtype: v.dtype ?? null, kv_cache_dtype: kv, records: r.records, tokens: r.tokens, loss: r.loss, perplexity: r.perplexity, seconds: r.seconds }) + '\n');

@@ -63,10 +63,13 @@ export function fp8QuantizationConfig(scheme: Fp8Scheme, ignore: readonly string
  */
 export async function quantizeModelDir(inDir: string, outDir: string, opts: QuantizeModelOptions): Promise<QuantizeModelResult> {
   if (!fs.existsSync(inDir) || !fs.statSync(inDir).isDirectory()) throw new Error(`${inDir}: quantize reads an HF model directory (config.json + safetensors)`);
-  if (path.resolve(inDir) === path.resolve(outDir)) throw new Error(`--out ${outDir} is the input directory; write the FP8 model elsewhere`);
+  if (fs.existsSync(outDir) && !fs.statSync(outDir).isDirectory()) throw new Error(`--out ${outDir} is a file; give a directory for the FP8 model`);
+  const same = fs.existsSync(outDir) ? fs.realpathSync(inDir) === fs.realpathSync(outDir) : path.resolve(inDir) === path.resolve(outDir);
+  if (same) throw new Error(`--out ${outDir} is the input directory; write the FP8 model elsewhere`);
   const { scheme } = opts;
   if (scheme.kind === 'block' && !(Number.isInteger(scheme.block) && scheme.block > 0)) throw new Error(`fp8 block size must be a positive integer, got ${scheme.block}`);
   const srcConfigFile = path.join(inDir, 'config.json');
+  if (!fs.existsSync(srcConfigFile)) throw new Error(`${inDir}: no config.json; quantize reads an HF model directory (config.json + safetensors)`);
   const srcConfig = JSON.parse(fs.readFileSync(srcConfigFile, 'utf8')) as Record<string, unknown>;
   if (srcConfig.quantization_config !== undefined && srcConfig.quantization_config !== null) {
     throw new Error(`${srcConfigFile}: the model is already quantized (quantization_config present); quantize an f32 / f16 / bf16 model`);

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -75,7 +75,9 @@ test('floe eval --json: perplexity equals a direct full-sequence computation; --
   assert.ok(Math.abs(j.loss - want) < 1e-4, `eval loss ${j.loss}, direct ${want}`);
   assert.ok(Math.abs(j.perplexity - Math.exp(want)) < 1e-3 * Math.exp(want));
   const f = JSON.parse(floe('eval', '--model', SRC, '--data', DATA, '--backend', 'reference', '--kv-cache-dtype', 'fp8', '--json').out);
-  assert.equal(f.kv_cache_dtype, 'fp8_e4m3');
+  assert.equal(f.kv_cache_dtype, 'fp8', 'named as --kv-cache-dtype names it');
+  const text = floe('eval', '--model', SRC, '--data', DATA, '--backend', 'reference', '--kv-cache-dtype', 'fp8');
+  assert.match(text.out, /, kv fp8, /);
   assert.notEqual(f.loss, j.loss, 'the fp8 KV cache must be used');
   assert.ok(Math.abs(f.loss - j.loss) < 0.05 * j.loss, `fp8 KV loss ${f.loss} vs ${j.loss}`);
 });
@@ -131,6 +133,23 @@ test('floe quantize / eval: bad arguments fail with a message', async () => {
   assert.equal(noFmt.code, 2, 'a usage error');
   assert.match(noFmt.err, /--fp8/);
   assert.match((await floeInProcess('quantize', '--model', SRC, '--out', join(dir, 'x'), '--fp8', '--per-row', '--block', '32')).err, /not both/);
+  // a directory without config.json, --out an existing file, --out the input through a symlink: refused, named
+  const empty = join(dir, 'empty-model');
+  mkdirSync(empty, { recursive: true });
+  const noCfg = floe('quantize', '--model', empty, '--out', join(dir, 'y'), '--fp8');
+  assert.equal(noCfg.code, 1);
+  assert.match(noCfg.err, /empty-model: no config\.json; quantize reads an HF model directory/);
+  const file = join(dir, 'a-file');
+  writeFileSync(file, 'x');
+  const outFile = floe('quantize', '--model', SRC, '--out', file, '--fp8');
+  assert.equal(outFile.code, 1);
+  assert.match(outFile.err, /--out .*a-file is a file; give a directory/);
+  const link = join(dir, 'src-link');
+  symlinkSync(SRC, link);
+  const same = floe('quantize', '--model', SRC, '--out', link, '--fp8');
+  assert.equal(same.code, 1);
+  assert.match(same.err, /src-link is the input directory/);
+  assert.ok(existsSync(join(SRC, 'model.safetensors')), 'the input weights are still there');
   const kv = await floeInProcess('eval', '--model', SRC, '--data', DATA, '--kv-cache-dtype', 'int4');
   assert.equal(kv.code, 2, 'a usage error');
   assert.match(kv.err, /--kv-cache-dtype expects auto, f32, bf16 or fp8, got 'int4'/);

@@ -56,12 +56,16 @@ export interface PeftAdapter {
 export const PEFT_CONFIG = 'adapter_config.json';
 export const PEFT_WEIGHTS = 'adapter_model.safetensors';
 
-export function peftKey(layer: number, t: LoraTarget, which: 'A' | 'B'): string {
-  return `base_model.model.model.layers.${layer}.${LORA_MODULE[t]}.lora_${which}.weight`;
-}
-
 /** PEFT's task types floe writes: a causal LM's adapter, or an embedding model's (contrastive training). */
 export type PeftTaskType = 'CAUSAL_LM' | 'FEATURE_EXTRACTION';
+
+/**
+ * The adapter key PEFT saves: `base_model.model.` + the module's path in the wrapped model, which is
+ * LlamaForCausalLM (`model.layers.…`) for CAUSAL_LM and LlamaModel (`layers.…`, AutoModel) for FEATURE_EXTRACTION.
+ */
+export function peftKey(layer: number, t: LoraTarget, which: 'A' | 'B', taskType: PeftTaskType = 'CAUSAL_LM'): string {
+  return `base_model.model.${taskType === 'FEATURE_EXTRACTION' ? '' : 'model.'}layers.${layer}.${LORA_MODULE[t]}.lora_${which}.weight`;
+}
 
 /** adapter_config.json as PEFT writes it for a LoRA on a causal LM (or, with FEATURE_EXTRACTION, an embedder). */
 export function peftConfigJson(c: LoraConfig, baseModel: string | null, taskType: PeftTaskType = 'CAUSAL_LM'): Record<string, unknown> {
@@ -82,8 +86,8 @@ export function writePeftAdapter(dir: string, adapter: PeftAdapter, baseModel: s
     for (const t of LORA_TARGETS) {
       const lin = lay[t];
       if (!lin) continue;
-      tensors[peftKey(l, t, 'A')] = { dtype: 'F32', shape: [lin.rank, lin.C], data: lin.a };
-      tensors[peftKey(l, t, 'B')] = { dtype: 'F32', shape: [lin.N, lin.rank], data: lin.b };
+      tensors[peftKey(l, t, 'A', taskType)] = { dtype: 'F32', shape: [lin.rank, lin.C], data: lin.a };
+      tensors[peftKey(l, t, 'B', taskType)] = { dtype: 'F32', shape: [lin.N, lin.rank], data: lin.b };
     }
   });
   writeSafetensors(path.join(dir, PEFT_WEIGHTS), tensors, { format: 'pt' });
@@ -141,10 +145,11 @@ export function readPeftFiles(dir: string, cfg: LlamaConfig): PeftAdapter {
   const st = readSafetensorsSync(weightsPath);
   const layers: Partial<Record<LoraTarget, PeftLinear>>[] = Array.from({ length: cfg.numLayers }, () => ({}));
   const pending = new Map<string, { a?: Float32Array; b?: Float32Array; layer: number; t: LoraTarget }>();
-  const re = /^base_model\.model\.model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)\.lora_([AB])(?:\.default)?\.weight$/;
+  // a causal LM's keys (base_model.model.model.layers) or an AutoModel's (base_model.model.layers: FEATURE_EXTRACTION)
+  const re = /^base_model\.model\.(?:model\.)?layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)\.lora_([AB])(?:\.default)?\.weight$/;
   for (const [name, t] of st.tensors) {
     const m = re.exec(name);
-    if (!m) throw new Error(`${weightsPath}: unexpected tensor "${name}" (expected PEFT LoRA keys base_model.model.model.layers.{i}.<module>.lora_A/B.weight)`);
+    if (!m) throw new Error(`${weightsPath}: unexpected tensor "${name}" (expected PEFT LoRA keys base_model.model.model.layers.{i}.<module>.lora_A/B.weight, or base_model.model.layers.… for an AutoModel base)`);
     const layer = Number(m[1]);
     const target = MODULE_TO_TARGET.get(m[2]!)!;
     if (layer >= cfg.numLayers) throw new Error(`${weightsPath}: "${name}" is for layer ${layer}, the model has ${cfg.numLayers} layers`);

@@ -208,6 +208,9 @@ test('finetune --objective contrastive with LoRA: the adapter lowers the eval lo
   // PEFT's task type for an embedder's adapter, in the final adapter and in every checkpoint
   assert.ok(s.checkpoints.length > 0);
   for (const d of [s.output, ...s.checkpoints]) assert.equal(JSON.parse(readFileSync(join(d, 'adapter_config.json'), 'utf8')).task_type, 'FEATURE_EXTRACTION', d);
+  // and keyed as PEFT keys an AutoModel (LlamaModel) base's modules: base_model.model.layers.…, no causal-LM model.
+  const keys = [...readSafetensorsSync(join(s.output, 'adapter_model.safetensors')).tensors.keys()];
+  assert.ok(keys.length > 0 && keys.every((k) => /^base_model\.model\.layers\.\d+\./.test(k)), keys.slice(0, 3).join(', '));
   const tuned = await Embedder.open(dir, { adapter: s.output });
   const base = await Embedder.open(dir);
   assert.equal(tuned.pooling, 'last', 'pooling from the adapter dir\'s embedding_config.json');

@@ -104,6 +104,14 @@ test('floe plan CLI: table and --json for a preset on a cluster', () => {
   assert.deepEqual(JSON.parse(f.stdout).cluster, JSON.parse(d.stdout).cluster);
   assert.equal(JSON.parse(f.stdout).cluster.mode, 'lora');
   assert.equal(run(['--preset', 'llama-3.1-8b', '--seq-len', '128']).status, 2, 'a training flag without --lora-rank / --full');
+  for (const flag of [['--concurrency', '8'], ['--context', '4096'], ['--kv-dtype', 'fp8'], ['--max-batched-tokens', '64']]) {
+    const r = run(['--preset', 'llama-3.1-8b', '--lora-rank', '8', ...flag]);
+    assert.equal(r.status, 2, `${flag[0]} with --lora-rank is not silently ignored`);
+    assert.match(r.stderr, new RegExp(`${flag[0]} is a serving option`));
+  }
+  const lt = run(['--preset', 'llama-3.1-8b', '--full', '--lora-targets', 'q_proj']);
+  assert.equal(lt.status, 2);
+  assert.match(lt.stderr, /--lora-targets/);
   const bad = run(['--preset', 'llama-3.1-8b', '--devices', '3', '--tensor-parallel', '2']);
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /not a multiple/);

@@ -66,6 +66,10 @@ export async function planCmd(args: string[]): Promise<number> {
   if (!training) for (const k of ['micro-batch', 'seq-len', 'checkpoint-activations', 'zero', 'lora-targets'] as const) {
     if (v[k] !== undefined) throw new UsageError(`--${k} is a training option: give --lora-rank R or --full with it`);
   }
+  if (training) for (const k of ['kv-dtype', 'context', 'concurrency', 'max-batched-tokens'] as const) {
+    if (v[k] !== undefined) throw new UsageError(`--${k} is a serving option: a fine-tuning plan (--lora-rank / --full) has no KV cache; size a step with --micro-batch and --seq-len`);
+  }
+  conflicts(v, [['lora-targets', 'full']]);
   const zero = num(v.zero, 'zero', 0, true, { max: 3 }) as 0 | 1 | 2 | 3;
   const seqLen = num(v['seq-len'], 'seq-len', 2048, true, one);
   const opts: PlanOptions = {

@@ -4,7 +4,7 @@
 import { realpathSync, statSync } from 'node:fs';
 import { isAbsolute, relative, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import type { EngineClient } from '../engine/protocol.js';
+import { EngineRequestError, type EngineClient } from '../engine/protocol.js';
 import { ApiError, invalid } from './errors.js';
 
 export interface LoraRouteOptions {
@@ -48,7 +48,14 @@ export function registerLoraRoutes(app: FastifyInstance, o: LoraRouteOptions): v
     if (name === o.baseName) throw invalid('lora_name', `'${name}' is the base model's name; choose another adapter name`);
     if (o.root === null) throw new ApiError(500, 'no --lora-root is set, so no adapter path is allowed', null, 'lora_root_missing');
     const dir = resolveAdapterPath(o.root, path);
-    const a = await engine.loadAdapter!(name, dir);
+    let a: Awaited<ReturnType<NonNullable<EngineClient['loadAdapter']>>>;
+    try {
+      a = await engine.loadAdapter!(name, dir);
+    } catch (e) {
+      // the adapter dir could not be read or does not fit the base: the client's lora_path is what to fix
+      if (e instanceof EngineRequestError && e.status === 400) throw new ApiError(400, e.message, 'lora_path', 'invalid_adapter');
+      throw e;
+    }
     return { object: 'lora_adapter', id: a.name, parent: o.baseName, root: a.path, version: a.id, rank: a.rank };
   });
 

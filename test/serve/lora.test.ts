@@ -74,6 +74,9 @@ test('serve: adapters by name, mixed concurrent requests, runtime load/unload in
         (e: unknown) => e instanceof OpenAI.BadRequestError || (e instanceof OpenAI.APIError && e.status === 400), bad);
     }
     assert.deepEqual((await client.models.list()).data.map((m) => m.id), ['base', 'one', 'two'], 'nothing outside the root was loaded');
+    // a dir inside the root that holds no adapter: the engine's refusal names lora_path, what the client must fix
+    await assert.rejects(client.post('/load_lora_adapter', { body: { lora_name: 'empty', lora_path: 'sub' } }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'lora_path' && e.code === 'invalid_adapter' && /adapter_config\.json|adapter_model/.test(e.message));
 
     await client.post('/unload_lora_adapter', { body: { lora_name: 'two' } });
     assert.deepEqual((await client.models.list()).data.map((m) => m.id), ['base', 'one']);

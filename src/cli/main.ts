@@ -384,7 +384,6 @@ async function generateCmd(args: string[]): Promise<number> {
     speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' }, ...OFFLOAD_FLAGS, ...PIPELINE_FLAGS,
   });
   const offload = offloadOptions(values);
-  if (offload && values.adapter !== undefined) throw new UsageError('--adapter with streamed layers is not supported yet: serve the adapter with floe serve --lora-modules instead');
   if ((values.prompt === undefined) === (values['prompt-ids'] === undefined)) throw new UsageError('give exactly one of --prompt TEXT or --prompt-ids 1,2,3');
   conflicts(values, [['prompt-ids', 'no-bos']]);
   const sampling = samplingFlags(values);
@@ -410,6 +409,8 @@ async function generateCmd(args: string[]): Promise<number> {
   if (opened.tokenizerError !== null && values['prompt-ids'] === undefined) throw new Error(opened.tokenizerError);
   const { tokenizer } = opened;
   if (opened.tokenizerError !== null) process.stderr.write(`[floe] warning: ${opened.tokenizerError}; generating without a tokenizer (no text: --json shows the ids)\n`);
+  // a plan that streams no layer opens the model resident, and an adapter then applies as without the flags
+  if (opened.model.layerStream && values.adapter !== undefined) throw new UsageError('--adapter with streamed layers is not supported yet: serve the adapter with floe serve --lora-modules instead');
   const model = values.adapter === undefined ? opened.model : (await import('../model/adapter.js')).applyAdapter(opened.model, values.adapter);
   let promptIds: number[];
   if (values['prompt-ids'] !== undefined) {

@@ -39,6 +39,18 @@ describe('floe CLI with streamed layers', () => {
     assert.equal(floe([...args, '--offload-ratio', '0.5', '--weights-memory', '1GB']).code, 2);
   });
 
+  it('generate --adapter: applied as resident when the plan streams no layer, refused (exit 2) when it streams one', () => {
+    const ids = Array.from({ length: 6 }, () => 1 + Math.floor(Math.random() * 4000)).join(',');
+    const args = ['generate', '--model', BROWN, '--adapter', `${ROOT}models/floe-brown-tools`, '--prompt-ids', ids, '--temperature', '0', '--max-tokens', '8', '--json'];
+    const a = floe(args);
+    const b = floe([...args, '--weights-memory', '1GB']);
+    for (const r of [a, b]) assert.equal(r.code, 0, r.err);
+    assert.deepEqual(JSON.parse(b.out).output_ids, JSON.parse(a.out).output_ids);
+    const c = floe([...args, '--offload-ratio', '0.5']);
+    assert.equal(c.code, 2);
+    assert.match(JSON.parse(c.out).error.message, /--adapter with streamed layers is not supported/);
+  });
+
   it('finetune --offload-ratio: the same loss curve and adapter bytes as resident', () => {
     const data = writeTrainData(work, 6);
     const common = ['finetune', '--model', BROWN, '--data', data, '--max-steps', '2', '--lora-rank', '4', '--seed', '3', '--max-seq-len', '48', '--quiet', '--json'];

@@ -10,6 +10,7 @@ import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from '../
 import {
   AdaptiveK, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type Proposer, type ProposeRequest, type SpeculativeSpec,
 } from '../model/speculation.js';
+import { DEFAULT_NUM_PREDICTION_TOKENS, PredictionTracker } from '../model/prediction.js';
 import { AdapterTable, DEFAULT_MAX_LORAS, type AdapterInfo, type LoadedAdapter } from './adapters.js';
 import { KvManager } from './block-pool.js';
 import {
@@ -38,6 +39,8 @@ export interface EngineOptions {
   /** Speculative decoding for every request that does not opt out: 'ngram', 'suffix', a draft model or a Proposer. */
   readonly speculative?: SpeculativeSpec;
   readonly numSpeculativeTokens?: number; // K: most draft tokens per sequence and step; default 4
+  /** Most draft tokens per step taken from a request's prediction (Predicted Outputs), with or without `speculative`; default 15. */
+  readonly numPredictionTokens?: number;
   readonly maxLoras?: number; // distinct LoRA adapters in one step; requests for another wait; default 4
   readonly maxLoraRank?: number; // adapters of a higher rank are refused; default 64
   readonly maxCpuLoras?: number; // adapters kept in host memory (LRU; the rest are read again on demand); default no limit
@@ -64,6 +67,10 @@ class Seq implements SchedSeq, RunnerSeq {
   draft: readonly number[] = [];
   draftQ: readonly Float32Array[] | undefined = undefined;
   spec: AdaptiveK | null = null; // speculating completions only
+  prediction: PredictionTracker | null = null; // a request with a prediction: drafts from it first
+  predictionK: AdaptiveK | null = null; // with prediction
+  predicted: readonly number[] = []; // the prediction's draft for this step (planned before scheduling)
+  draftFrom: 'prediction' | 'proposer' | null = null; // who made `draft`
   lowPriority = false; // batch lane (request priority 'batch')
   lora: LoadedAdapter | null = null; // the request's adapter; null → base
   constructor(
@@ -92,6 +99,8 @@ interface Completion {
   readonly detok: IncrementalDetokenizer | null;
   readonly stops: StopStringMatcher | null;
   numOutput: number;
+  predAccepted: number; // prediction draft tokens kept in the output
+  predRejected: number; // prediction draft tokens verified and not kept
   newTokens: number[];
   newText: string;
   newLogprobs: LogprobEntry[] | null;
@@ -135,6 +144,7 @@ export class Engine {
   private counters = { promptTokens: 0, generatedTokens: 0, steps: 0, specDraftTokens: 0, specAcceptedTokens: 0, specSteps: 0 };
   readonly proposer: Proposer | null;
   private readonly numSpecTokens: number;
+  private readonly numPredictionTokens: number;
   readonly adapters: AdapterTable;
   private readonly maxLoras: number;
   private readonly inFlight = new Set<string>(); // sequences of launched steps whose results are not in yet
@@ -150,6 +160,9 @@ export class Engine {
     this.proposer = opts.speculative === undefined ? null : createProposer(opts.speculative, model);
     this.numSpecTokens = opts.numSpeculativeTokens ?? DEFAULT_NUM_SPECULATIVE_TOKENS;
     new AdaptiveK(this.numSpecTokens); // checks K
+    // predictions speculate like a proposer, which pipeline stages do not support yet: there they are ignored
+    this.numPredictionTokens = opts.remote ? 0 : opts.numPredictionTokens ?? DEFAULT_NUM_PREDICTION_TOKENS;
+    if (!opts.remote) new AdaptiveK(this.numPredictionTokens); // checks it
     // a draft model's KV shares the block tables: each block holds both models' K/V
     const perBlock = (KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, kvDtype) + (this.proposer?.kvBytesPerToken ?? 0)) * blockSize;
     const numBlocks = opts.kvBlocks ?? Math.floor(budget / perBlock);
@@ -243,6 +256,11 @@ export class Engine {
     req.stopTokenIds.forEach((id) => { if (!Number.isInteger(id)) bad(`stop token id ${id} is not an integer`); });
     const sampling = toSamplingParams(req.sampling, V);
     const constraint = req.constraint ? this.compileConstraint(req.constraint) : null;
+    const prediction = req.prediction ?? null;
+    if (prediction !== null) {
+      if (!Array.isArray(prediction)) bad(`prediction must be an array of token ids, got ${typeof prediction}`);
+      prediction.forEach((id, i) => { if (!Number.isInteger(id) || id < 0 || id >= V) bad(`prediction token ${i} has id ${id}, outside the vocabulary [0, ${V})`); });
+    }
     // past a complete value only EOS is allowed: ignoring it would leave nothing to sample
     if (constraint && req.ignoreEos) bad('ignore_eos cannot be combined with constrained decoding (response_format, guided_*, a forced tool call)');
 
@@ -259,13 +277,17 @@ export class Engine {
       const seq = new Seq(`${req.id}/${i}`, [...req.promptIds], P, true, i === 0 ? promptLogprobs : null, null, []);
       seq.lora = lora;
       if (this.proposer && req.speculative !== false) seq.spec = new AdaptiveK(this.numSpecTokens);
+      if (prediction && prediction.length > 0 && req.speculative !== false && this.numPredictionTokens > 0) {
+        seq.prediction = new PredictionTracker(prediction);
+        seq.predictionK = new AdaptiveK(this.numPredictionTokens);
+      }
       seq.lowPriority = req.priority === 'batch';
       const text = this.tokenizer !== null;
       comps.push({
         index: i, seq, slot,
         detok: text ? new IncrementalDetokenizer(this.tokenizer!, { skipSpecialTokens: req.skipSpecialTokens, promptIds: req.promptIds }) : null,
         stops: text ? new StopStringMatcher(req.stop) : null,
-        numOutput: 0, newTokens: [], newText: '', newLogprobs: req.logprobs === null ? null : [],
+        numOutput: 0, predAccepted: 0, predRejected: 0, newTokens: [], newText: '', newLogprobs: req.logprobs === null ? null : [],
         finish: null, stopReason: null, sentFinal: false,
       });
     }
@@ -498,14 +520,23 @@ export class Engine {
     return o.state.kind === 'embed' ? o.state.seq : o.comp!.seq;
   }
 
-  /** Draft slots for each decoding, speculating sequence: adaptive k, never past max_tokens (k + 1 tokens may come out). */
+  /**
+   * Draft slots for each decoding, speculating sequence: adaptive k, never past max_tokens (k + 1 tokens may come
+   * out). A sequence whose output lines up with its prediction drafts from it (as many slots as it has tokens), else
+   * from the engine's proposer.
+   */
   private planLookahead(): void {
     for (const s of this.scheduler.running) {
       const o = this.seqOwner.get(s.id);
       const seq = s as Seq;
       seq.lookahead = 0;
-      if (!seq.spec || !o?.comp || seq.slots.length !== 1 || o.state.kind !== 'generate') continue;
-      seq.lookahead = Math.max(0, Math.min(seq.spec.next(), o.state.req.maxTokens - o.comp.numOutput - 1));
+      seq.predicted = [];
+      if (!(seq.spec || seq.prediction) || !o?.comp || seq.slots.length !== 1 || o.state.kind !== 'generate') continue;
+      const room = o.state.req.maxTokens - o.comp.numOutput - 1;
+      if (room <= 0) continue;
+      const pk = seq.predictionK?.next() ?? 0;
+      if (pk > 0 && seq.tokens.length - seq.numComputed === 1) seq.predicted = seq.prediction!.draft(seq.tokens, seq.promptLen, Math.min(pk, room));
+      seq.lookahead = seq.predicted.length > 0 ? seq.predicted.length : Math.min(seq.spec?.next() ?? 0, room);
     }
   }
 
@@ -517,7 +548,15 @@ export class Engine {
       const seq = this.seqOf(s.id);
       seq.draft = [];
       seq.draftQ = undefined;
+      seq.draftFrom = null;
       if (s.numLookahead === 0) continue;
+      if (seq.predicted.length > 0) {
+        // lookahead was the prediction's draft length; the scheduler may have granted fewer slots
+        seq.draft = seq.predicted.slice(0, s.numLookahead);
+        seq.draftFrom = 'prediction';
+        continue;
+      }
+      seq.draftFrom = 'proposer';
       const sampler = seq.slots[0]!.sampler;
       const t = sampler.params.temperature;
       reqs.push({
@@ -546,20 +585,37 @@ export class Engine {
     this.counters.specDraftTokens += k;
     this.counters.specAcceptedTokens += v.accepted;
     this.counters.specSteps++;
-    seq.spec!.update(k, v.accepted);
-    this.proposer!.observe?.(seq.id, k, v.accepted);
+    const fromPrediction = seq.draftFrom === 'prediction';
+    if (fromPrediction) {
+      seq.predictionK!.update(k, v.accepted);
+      seq.spec?.tick();
+    } else {
+      seq.spec!.update(k, v.accepted);
+      this.proposer!.observe?.(seq.id, k, v.accepted);
+      seq.predictionK?.tick();
+    }
     seq.draft = [];
     seq.draftQ = undefined;
+    seq.draftFrom = null;
+    let kept = 0; // accepted drafts that reached the output (not past a stop)
     for (let j = 0; j < v.tokens.length && c.finish === null; j++) {
       this.append(state, c, v.tokens[j]!);
+      if (j < v.accepted) kept++;
       // an accepted draft token's KV was written by the verify pass
       if (j < v.tokens.length - 1) seq.numComputed++;
+    }
+    if (fromPrediction) {
+      c.predAccepted += kept;
+      c.predRejected += k - kept;
     }
   }
 
   /** The prompt's sequence produced a token for each slot: fork the other completions at the first one. */
   private onSampled(state: GenState, comp: Completion, sampled: readonly SampledToken[]): void {
-    if (comp.numOutput > 0) comp.seq.spec?.tick(); // a decode step without a draft (not the prompt's first token)
+    if (comp.numOutput > 0) { // a decode step without a draft (not the prompt's first token)
+      comp.seq.spec?.tick();
+      comp.seq.predictionK?.tick();
+    }
     if (sampled.length > 1) {
       const parent = comp.seq;
       for (let i = 1; i < sampled.length; i++) {
@@ -644,7 +700,10 @@ export class Engine {
         kind: 'generate', id: state.req.id, index: c.index,
         tokenIds: c.newTokens, text: c.newText, logprobs: c.newLogprobs,
         finishReason: c.finish, stopReason: c.finish !== null ? c.stopReason : null,
-        usage: { promptTokens: P, cachedTokens: state.cachedTokens, completionTokens: c.numOutput },
+        usage: {
+          promptTokens: P, cachedTokens: state.cachedTokens, completionTokens: c.numOutput,
+          ...(state.req.prediction != null ? { acceptedPredictionTokens: c.predAccepted, rejectedPredictionTokens: c.predRejected } : {}),
+        },
         promptLogprobs,
       });
       c.newTokens = [];

@@ -24,7 +24,9 @@ export interface GenerateRequest {
   readonly logprobs: number | null; // top-K logprobs per generated token; null → none
   readonly promptLogprobs: number | null; // top-K logprobs per prompt token; null → none
   readonly skipSpecialTokens: boolean;
-  readonly speculative?: boolean; // false → decode this request without speculation; default: the engine's setting
+  readonly speculative?: boolean; // false → decode this request without speculation (a prediction too); default: the engine's setting
+  /** Predicted Outputs: token ids the output is expected to repeat (no BOS), drafts for speculative decoding, with or without the engine's proposer. */
+  readonly prediction?: readonly number[] | null;
   readonly priority?: RequestPriority; // default 'interactive'
   readonly adapter?: string | null; // name of a served LoRA adapter; absent / null → the base model
   readonly constraint?: ConstraintSpec | null; // constrained decoding (JSON schema, regex, choice, tool calls); speculation masks each verified row
@@ -64,7 +66,11 @@ export interface GenerateOutput {
   readonly logprobs: readonly LogprobEntry[] | null; // one per new token
   readonly finishReason: FinishReason | null; // set on the last output of this completion
   readonly stopReason: string | number | null; // the stop string or stop token that ended it
-  readonly usage: { readonly promptTokens: number; readonly cachedTokens: number; readonly completionTokens: number };
+  readonly usage: {
+    readonly promptTokens: number; readonly cachedTokens: number; readonly completionTokens: number;
+    /** With a prediction: its draft tokens the verifier kept that are in the output, and the rest it verified. */
+    readonly acceptedPredictionTokens?: number; readonly rejectedPredictionTokens?: number;
+  };
   readonly promptLogprobs: ReadonlyArray<LogprobEntry | null> | null; // only on the first output of index 0
 }
 

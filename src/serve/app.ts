@@ -220,10 +220,24 @@ export function createApp(opts: AppOptions): ServeApp {
     return g.maxTokens;
   };
 
+  /** A prediction's token ids, as the text would continue the output (no BOS); once per request. */
+  const predictions = new WeakMap<GenerationParams, number[]>();
+  const predictionIds = (g: GenerationParams): number[] | null => {
+    if (g.prediction === null) return null;
+    let ids = predictions.get(g);
+    if (!ids) {
+      const t = model().tokenizer;
+      if (!t) throw invalid('prediction', 'this model has no tokenizer to read a text prediction; leave out \'prediction\'');
+      ids = t.encode(g.prediction, { addSpecialTokens: false });
+      predictions.set(g, ids);
+    }
+    return ids;
+  };
+
   const engineRequest = (id: string, ids: number[], g: GenerationParams, maxTokens: number, promptLogprobs: number | null): Omit<GenerateRequest, 'kind'> => ({
     id, promptIds: ids, sampling: g.sampling, maxTokens, n: g.n, stop: g.stop, stopTokenIds: g.stopTokenIds,
     ignoreEos: g.ignoreEos, logprobs: g.logprobs, promptLogprobs, skipSpecialTokens: g.skipSpecialTokens,
-    speculative: g.speculative, adapter: adapterOf(g.model), constraint: g.constraint,
+    speculative: g.speculative, adapter: adapterOf(g.model), constraint: g.constraint, prediction: predictionIds(g),
   });
 
   /** Start engine requests, abort them when the client goes away; yields outputs tagged with their prompt. */
@@ -538,13 +552,16 @@ function chatChunk(head: { id: string; created: number; model: string }, index: 
 
 /** Per-choice text, tokens and logprobs gathered from engine outputs; usage and latency metrics. */
 class Accumulator {
-  readonly choices: Array<{ text: string; tokens: number; ids: number[]; logprobs: LogprobEntry[]; finishReason: string | null; stopReason: string | number | null; last: number }>;
+  readonly choices: Array<{
+    text: string; tokens: number; ids: number[]; logprobs: LogprobEntry[]; finishReason: string | null; stopReason: string | number | null; last: number;
+    prediction: { accepted: number; rejected: number } | null; // with a prediction: its draft tokens kept / not kept
+  }>;
   private readonly prompt: Array<{ tokens: number; cached: number }>;
   private firstToken = false;
   private counted = false;
 
   constructor(private readonly n: number, prompts: number, private readonly metrics: ServeMetrics, private readonly t0: number, private readonly keepIds = false) {
-    this.choices = Array.from({ length: n * prompts }, () => ({ text: '', tokens: 0, ids: [] as number[], logprobs: [] as LogprobEntry[], finishReason: null, stopReason: null, last: t0 }));
+    this.choices = Array.from({ length: n * prompts }, () => ({ text: '', tokens: 0, ids: [] as number[], logprobs: [] as LogprobEntry[], finishReason: null, stopReason: null, last: t0, prediction: null }));
     this.prompt = Array.from({ length: prompts }, () => ({ tokens: 0, cached: 0 }));
   }
 
@@ -569,6 +586,8 @@ class Accumulator {
       ch.stopReason = o.stopReason;
     }
     this.prompt[source] = { tokens: o.usage.promptTokens, cached: o.usage.cachedTokens };
+    const u = o.usage;
+    if (u.acceptedPredictionTokens !== undefined) ch.prediction = { accepted: u.acceptedPredictionTokens, rejected: u.rejectedPredictionTokens ?? 0 };
     return i;
   }
 
@@ -585,9 +604,17 @@ class Accumulator {
   usage() {
     const prompt = this.prompt.reduce((s, p) => s + p.tokens, 0);
     const completion = this.choices.reduce((s, c) => s + c.tokens, 0);
+    const predicted = this.choices.filter((c) => c.prediction !== null);
     return {
       prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion,
       prompt_tokens_details: { cached_tokens: this.prompt.reduce((s, p) => s + p.cached, 0) },
+      // OpenAI's Predicted Outputs counts: only for a request with a prediction
+      ...(predicted.length > 0 ? {
+        completion_tokens_details: {
+          accepted_prediction_tokens: predicted.reduce((s, c) => s + c.prediction!.accepted, 0),
+          rejected_prediction_tokens: predicted.reduce((s, c) => s + c.prediction!.rejected, 0),
+        },
+      } : {}),
     };
   }
 }

@@ -34,6 +34,7 @@ export interface GenerationParams {
   readonly ignoreEos: boolean;
   readonly skipSpecialTokens: boolean;
   readonly speculative: boolean; // false opts this request out of the server's speculative decoding
+  readonly prediction: string | null; // Predicted Outputs: text the answer is expected to repeat (drafts for speculation)
   readonly logprobs: number | null; // top-K per generated token; null → none
   readonly returnTokenIds: boolean; // vLLM extra: token_ids per choice, prompt_token_ids
   readonly ignored: readonly string[]; // documented-harmless OpenAI fields the request set and this server ignores
@@ -78,7 +79,7 @@ const COMMON_FIELDS = [
   'model', 'n', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'repetition_penalty',
   'frequency_penalty', 'presence_penalty', 'seed', 'stop', 'stop_token_ids', 'ignore_eos', 'skip_special_tokens',
   'logit_bias', 'logprobs', 'user', 'return_token_ids',
-  'speculative', 'guided_json', 'guided_regex', 'guided_choice',
+  'speculative', 'guided_json', 'guided_regex', 'guided_choice', 'prediction',
 ];
 /**
  * OpenAI chat fields that cannot change a Llama model's answer here: accepted, ignored, and named in the
@@ -86,7 +87,7 @@ const COMMON_FIELDS = [
  */
 const CHAT_IGNORED = new Set([
   'metadata', 'store', 'service_tier', 'prompt_cache_key', 'prompt_cache_retention', 'safety_identifier',
-  'reasoning_effort', 'verbosity', 'prediction', 'modalities', 'audio', 'web_search_options',
+  'reasoning_effort', 'verbosity', 'modalities', 'audio', 'web_search_options',
 ]);
 const CHAT_FIELDS = new Set([
   ...COMMON_FIELDS, 'messages', 'max_completion_tokens', 'top_logprobs', 'response_format', 'tools', 'tool_choice',
@@ -289,6 +290,7 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     sampling: { temperature, topP, topK, minP, repetitionPenalty, frequencyPenalty, presencePenalty, seed, logitBias },
     stop, stopTokenIds,
     speculative: optBool(b, 'speculative', true),
+    prediction: prediction(b),
     ignoreEos: optBool(b, 'ignore_eos', false),
     skipSpecialTokens: optBool(b, 'skip_special_tokens', true),
     logprobs,
@@ -296,6 +298,30 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     ignored,
     constraint: guided(b),
   };
+}
+
+/** OpenAI's Predicted Outputs: {type: "content", content: string | [{type: "text", text}]} → the text (parts joined). */
+function prediction(b: Obj): string | null {
+  const v = get(b, 'prediction');
+  if (v === undefined) return null;
+  const want = `{"type": "content", "content": string or [{"type": "text", "text": string}]}`;
+  if (!isObj(v)) throw invalid('prediction', `'prediction' must be an object ${want}, got ${describe(v)}`, 'invalid_type');
+  for (const k of Object.keys(v)) {
+    if (k !== 'type' && k !== 'content') throw invalid(`prediction.${k}`, `unrecognized argument 'prediction.${k}'; 'prediction' is ${want}`, 'unknown_parameter');
+  }
+  if (v.type === undefined || v.type === null) throw required('prediction.type', ` ("content")`);
+  if (v.type !== 'content') throw invalid('prediction.type', `'prediction.type' must be "content", got ${describe(v.type)}`);
+  const c = v.content;
+  if (c === undefined || c === null) throw required('prediction.content');
+  if (typeof c === 'string') return c;
+  if (!Array.isArray(c)) throw invalid('prediction.content', `'prediction.content' must be a string or an array of text parts [{"type": "text", "text": string}], got ${describe(c)}`, 'invalid_type');
+  return c.map((part, i) => {
+    const p = `prediction.content[${i}]`;
+    if (!isObj(part)) throw invalid(p, `'${p}' must be a text part {"type": "text", "text": string}, got ${describe(part)}`, 'invalid_type');
+    if (part.type !== 'text') throw invalid(`${p}.type`, `'${p}.type' must be "text", got ${describe(part.type)}`);
+    if (typeof part.text !== 'string') throw invalid(`${p}.text`, `'${p}.text' must be a string, got ${describe(part.text)}`, 'invalid_type');
+    return part.text;
+  }).join('');
 }
 
 /** Past a complete constrained value only EOS may follow: ignoring it leaves nothing to sample (the engine refuses it too). */
@@ -481,10 +507,8 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
       tools: forced.map((t) => ({ name: t.function.name, parameters: callArguments(t.function.parameters) })),
     }, 'tools');
   }
-  for (const key of ['metadata', 'prediction'] as const) {
-    const v = get(b, key);
-    if (v !== undefined && !isObj(v)) throw invalid(key, `'${key}' must be an object, got ${describe(v)}`, 'invalid_type');
-  }
+  const meta = get(b, 'metadata');
+  if (meta !== undefined && !isObj(meta)) throw invalid('metadata', `'metadata' must be an object, got ${describe(meta)}`, 'invalid_type');
   optBool(b, 'store', false);
   for (const key of ['service_tier', 'prompt_cache_key', 'prompt_cache_retention', 'safety_identifier', 'reasoning_effort', 'verbosity'] as const) optString(b, key);
   // Fields that would change the answer are refused rather than ignored.

@@ -301,7 +301,7 @@ test('newer SDK fields: harmless ones are ignored and named in x-floe-ignored-fi
   const { post, engine } = setup();
   const harmless = {
     metadata: { a: 'b' }, store: false, service_tier: 'auto', parallel_tool_calls: true, prompt_cache_key: 'k', prompt_cache_retention: '24h',
-    safety_identifier: 'u1', reasoning_effort: 'low', verbosity: 'low', prediction: { type: 'content', content: 'hi' }, modalities: ['text'], user: 'me',
+    safety_identifier: 'u1', reasoning_effort: 'low', verbosity: 'low', modalities: ['text'], user: 'me',
   };
   for (const stream of [false, true]) {
     const r = await post('/v1/chat/completions', { ...user('x'), max_tokens: 2, ...harmless, stream, ...(stream ? { stream_options: { include_usage: true, include_obfuscation: true } } : {}) });

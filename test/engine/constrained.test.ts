@@ -4,7 +4,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
+import addFormats from 'ajv-formats';
 import { Engine } from '../../src/engine/engine.js';
 import { ConstraintCache, compileGrammar, type ConstraintSpec } from '../../src/engine/constrained/constraint.js';
 import type { ByteGrammar } from '../../src/engine/constrained/grammar.js';
@@ -18,6 +20,7 @@ const brown = await openModel(BROWN, { threads: 2 });
 const tok = brown.tokenizer!;
 const V = brown.model.config.vocabSize;
 const ajv = new Ajv({ strict: false });
+(((addFormats as unknown as { default?: typeof addFormats }).default) ?? addFormats)(ajv); // ajv-formats is CommonJS
 
 const PERSON = {
   type: 'object',
@@ -112,10 +115,11 @@ test('JSON grammar accepts compact JSON.stringify of valid instances and refuses
 
 test('unsupported schema keywords are refused by name', () => {
   for (const [schema, kw] of [
-    [{ type: 'string', pattern: '^a' }, 'pattern'],
-    [{ type: 'object', properties: { a: { type: 'string', format: 'email' } } }, 'format'],
+    [{ type: 'string', pattern: '(?=a)b' }, 'pattern'],
+    [{ type: 'object', properties: { a: { type: 'string', format: 'uri' } } }, 'format'],
     [{ $ref: '#/defs/x' }, '$ref'],
-    [{ type: 'integer', minimum: 3 }, 'minimum'],
+    [{ type: 'integer', multipleOf: 3 }, 'multipleOf'],
+    [{ type: 'array', uniqueItems: true }, 'uniqueItems'],
   ] as const) {
     assert.throws(() => compileSchema(schema), (e: unknown) => e instanceof SchemaError && e.keyword === kw && e.message.includes(`'${kw}'`));
   }
@@ -308,4 +312,183 @@ test('engine: a constraint the compiler refuses is a 400 naming the keyword', ()
     (e: unknown) => (e as { status?: number }).status === 400 && /'multipleOf'/.test((e as Error).message));
   assert.throws(() => engine.add(genReq('bad2', [1, 2, 3], { constraint: { kind: 'regex', pattern: '(a)\\1' } })), /backreferences/);
   assert.throws(() => engine.add(genReq('bad3', [1, 2, 3], { ignoreEos: true, constraint: { kind: 'json_object' } })), /ignore_eos/);
+});
+
+// ---- $ref, numeric bounds, pattern, format: schemas pydantic and zod write ----
+
+const PYDANTIC = JSON.parse(readFileSync(fileURLToPath(new URL('../fixtures/schemas/pydantic.json', import.meta.url)), 'utf8')) as Record<string, object>;
+
+/** Random walks through the masks: each one that ends is schema-valid (ajv with formats); returns how many ended. */
+function walksValid(cache: ConstraintCache, schema: object, r: () => number, walks: number, maxTokens: number): number {
+  let ended = 0;
+  for (let i = 0; i < walks; i++) {
+    const w = randomWalk(cache, { kind: 'json_schema', schema }, r, maxTokens);
+    if (!w.ended) continue;
+    ended++;
+    const text = tok.decode(w.ids);
+    assert.ok(ajv.validate(schema, JSON.parse(text)), `${JSON.stringify(schema).slice(0, 200)}: ${text} ${ajv.errorsText()}`);
+  }
+  return ended;
+}
+
+test('$ref: pydantic $defs, recursion (tree, linked list), definitions and the root; random walks end valid', () => {
+  const root = { type: 'object', properties: { v: { type: 'integer', minimum: 0, maximum: 9 }, kids: { type: 'array', items: { $ref: '#' }, maxItems: 2 } }, required: ['v', 'kids'] };
+  const zodStyle = { type: 'object', properties: { a: { $ref: '#/definitions/P%20t' }, b: { $ref: '#/definitions/P%20t' } }, required: ['a', 'b'], definitions: { 'P t': { type: 'object', properties: { x: { type: 'boolean' } }, required: ['x'], additionalProperties: false } } };
+  const allOf = { $defs: { E: { enum: ['a', 'b'] } }, type: 'object', properties: { e: { allOf: [{ $ref: '#/$defs/E' }], description: 'older pydantic' } }, required: ['e'] };
+  const cases: [object, unknown[], unknown[]][] = [
+    [PYDANTIC.tree!, [{ value: 1 }, { value: -10, children: [{ value: 10, children: [] }, { value: 0, children: [{ value: 3 }] }] }], [{ value: 11 }, { value: 1, children: [{}] }, { value: 1, children: [{ value: 1 }, { value: 1 }, { value: 1 }, { value: 1 }] }]],
+    [PYDANTIC.list!, [{ label: 'a' }, { label: 'a', next: { label: 'b', next: { label: 'c', next: null } } }], [{ label: 'a', next: { next: null } }, { label: 'toolonglabel' }]],
+    [root, [{ v: 1, kids: [] }, { v: 2, kids: [{ v: 3, kids: [] }] }], [{ v: 1 }, { v: 1, kids: [{ v: 10, kids: [] }] }]],
+    [zodStyle, [{ a: { x: true }, b: { x: false } }], [{ a: { x: 1 }, b: { x: true } }, { a: { x: true } }]],
+    [allOf, [{ e: 'a' }], [{ e: 'c' }]],
+  ];
+  const cache = new ConstraintCache(tok, V, tok.eosIds);
+  const r = rand(31);
+  for (const [schema, valid, invalid] of cases) {
+    const g = compileGrammar({ kind: 'json_schema', schema });
+    for (const v of valid) { assert.ok(ajv.validate(schema, v), JSON.stringify(v)); assert.ok(acceptsText(g, JSON.stringify(v)), `takes ${JSON.stringify(v)}`); }
+    for (const v of invalid) { assert.ok(!ajv.validate(schema, v), JSON.stringify(v)); assert.ok(!acceptsText(g, JSON.stringify(v)), `refuses ${JSON.stringify(v)}`); }
+    assert.ok(walksValid(cache, schema, r, 8, 300) > 0, `${JSON.stringify(schema).slice(0, 120)}: no walk ended`);
+  }
+  // a deep recursion: the grammar stays finite (rules referencing rules), the state is a stack
+  const deep = JSON.stringify(Array.from({ length: 200 }).reduce<object | null>((next, _, i) => ({ label: `n${i % 10}`, next }), null));
+  assert.ok(acceptsText(compileGrammar({ kind: 'json_schema', schema: PYDANTIC.list! }), deep));
+});
+
+test('$ref that cannot be honoured is refused naming the ref and its path', () => {
+  for (const [schema, path, msg] of [
+    [{ type: 'object', properties: { a: { $ref: 'http://example.com/s.json' } } }, '#/properties/a', /'\$ref' "http:\/\/example.com\/s.json".*only references inside/],
+    [{ $defs: { A: { type: 'string' } }, type: 'array', items: { $ref: '#/$defs/B' } }, '#/items', /'\$ref' "#\/\$defs\/B" at #\/items points to nothing/],
+    [{ anyOf: [{ $ref: '#' }, { type: 'null' }] }, '#/anyOf/0', /refers back to itself before any value begins/],
+    [{ $defs: { A: { $ref: '#/$defs/A' } }, $ref: '#/$defs/A' }, '#', /'\$ref' "#\/\$defs\/A" at # refers back to itself/],
+    [{ $defs: { N: { type: 'object', properties: { next: { $ref: '#/$defs/N' } }, required: ['next'] } }, $ref: '#/$defs/N' }, '#', /recurses without a way out/],
+    [{ type: 'object', properties: { a: { $ref: '#/$defs/A', type: 'object' } }, $defs: { A: {} } }, '#/properties/a', /'type' beside '\$ref'/],
+    [{ allOf: [{ type: 'string' }, { maxLength: 3 }] }, '#', /'allOf' at # is supported with exactly one schema/],
+  ] as const) {
+    assert.throws(() => compileSchema(schema), (e: unknown) => e instanceof SchemaError && e.path === path && msg.test(e.message), JSON.stringify(schema));
+  }
+});
+
+test('numeric bounds: integer and number grammars agree with ajv on fresh random bounds and values; no exponent, no value out of range', () => {
+  const r = rand(41);
+  const cache = new ConstraintCache(tok, V, tok.eosIds);
+  let checked = 0, walked = 0;
+  for (let k = 0; k < 120; k++) {
+    const type = r() < 0.5 ? 'integer' : 'number';
+    const bound = (): number => { const d = type === 'integer' || r() < 0.4 ? 1 : 10 ** (1 + Math.floor(r() * 3)); return Math.round((r() * 240 - 120) * d) / d; };
+    const schema: Record<string, unknown> = { type };
+    const sides = r() < 0.6 ? ['Minimum', 'Maximum'] : [r() < 0.5 ? 'Minimum' : 'Maximum'];
+    for (const side of sides) schema[r() < 0.5 ? side.toLowerCase() : `exclusive${side}`] = bound();
+    let g: ByteGrammar;
+    try { g = compileGrammar({ kind: 'json_schema', schema }); } catch (e) {
+      // an empty range is a 400 naming the bound, and ajv agrees nothing fits
+      assert.ok(e instanceof SchemaError && /^(exclusiveM|m)(in|ax)imum$/.test(e.keyword) && /no (integer|number) is/.test(e.message), String(e));
+      for (let x = -130; x <= 130; x += 0.25) assert.ok(!ajv.validate(schema, x) || (type === 'integer' && !Number.isInteger(x)) || type === 'number', `${JSON.stringify(schema)} refused but ${x} fits`);
+      continue;
+    }
+    for (let i = 0; i < 200; i++) {
+      const scale = type === 'integer' ? 1 : 10 ** Math.floor(r() * 5);
+      const x = Math.round((r() * 260 - 130) * scale) / scale;
+      assert.equal(acceptsText(g, String(x)), ajv.validate(schema, x), `${JSON.stringify(schema)} on ${x}`);
+      checked++;
+    }
+    for (const t of ['1e2', '-0', '01', '1.', '+1', '1.0e1']) assert.ok(!acceptsText(g, t), `${JSON.stringify(schema)} refuses ${t}`);
+    if (k % 10 === 0) walked += walksValid(cache, schema, r, 3, 40);
+  }
+  assert.ok(checked > 15000 && walked > 0, `${checked} values, ${walked} walks`);
+  // exact at the edges: bounds with 16-17 digit shortest forms, 15-digit values, the safe integer limit
+  const edge = compileGrammar({ kind: 'json_schema', schema: { type: 'number', exclusiveMinimum: 0.1 + 0.2, exclusiveMaximum: 1234567890123.5 } });
+  for (const x of [0.3, 0.30000000000000004, 0.3000000000001, 1234567890123.4, 1234567890123.5, 12345678901234]) {
+    if (!/e/.test(String(x)) && String(x).replace(/[-.]/g, '').length <= 15) assert.equal(acceptsText(edge, String(x)), ajv.validate({ type: 'number', exclusiveMinimum: 0.1 + 0.2, exclusiveMaximum: 1234567890123.5 }, x), String(x));
+  }
+  const big = compileGrammar({ kind: 'json_schema', schema: { type: 'integer', minimum: -1 } });
+  assert.ok(acceptsText(big, String(Number.MAX_SAFE_INTEGER)) && !acceptsText(big, String(2 ** 53)) && !acceptsText(big, '-2'));
+  assert.throws(() => compileSchema({ type: 'integer', exclusiveMinimum: true, minimum: 1 }), (e: unknown) => e instanceof SchemaError && e.keyword === 'exclusiveMinimum' && /draft-4/.test(e.message));
+});
+
+test('pattern: the decoded string value must match (ECMA search semantics, JSON escapes decoded), as ajv decides', () => {
+  const r = rand(51);
+  // [pattern, a string it matches, spliced into some of the random ones]
+  const patterns = [['ab', 'ab'], ['^a.c$', 'a\u00a0c'], ['\\d{2}-x', '12-x'], ['^[^"\\\\]*$', 'x'], ['"', '"'], ['\\n', '\n'], ['é|^x', 'é'], ['^(?<y>\\d{2})$', '12'], ['^\\s*$', '\u00a0 '], ['^[a-z]+@[a-z]+\\.(com|org)$', 'ab@c.org'], ['b$', 'b'], ['^\\u{1F600}?.$', '😀\\']];
+  const alphabet = ['a', 'b', 'c', 'x', '1', '2', '-', '"', '\\', '\n', '\t', 'é', '😀', '@', '.', ' ', '\u2028', '\u00a0'];
+  const cache = new ConstraintCache(tok, V, tok.eosIds);
+  for (const [p, example] of patterns) {
+    const schema = { type: 'string', pattern: p };
+    const g = compileGrammar({ kind: 'json_schema', schema });
+    const re = new RegExp(p, 'u');
+    let matched = 0;
+    for (let i = 0; i < 600; i++) {
+      const str = Array.from({ length: Math.floor(r() * 6) }, () => alphabet[Math.floor(r() * alphabet.length)]).join('') + (r() < 0.3 ? example : '');
+      assert.equal(acceptsText(g, JSON.stringify(str)), re.test(str), `${p} on ${JSON.stringify(str)}`);
+      if (re.test(str)) matched++;
+      // the same value written with \u escapes decodes the same
+      const esc = '"' + [...str].map((c) => (c.codePointAt(0)! < 0x10000 ? `\\u${c.codePointAt(0)!.toString(16).padStart(4, '0')}` : c)).join('') + '"';
+      assert.equal(acceptsText(g, esc), re.test(str), `${p} on ${esc}`);
+    }
+    assert.ok(matched > 0, `${p}: no random string matched`);
+    assert.ok(walksValid(cache, schema, r, 3, 60) >= 0);
+  }
+  // with lengths: folded in, so a walk never paints itself into a corner
+  const sized = { type: 'string', pattern: '^[a-c]+$', minLength: 2, maxLength: 4 };
+  const g = compileGrammar({ kind: 'json_schema', schema: sized });
+  for (const s of ['a', 'ab', 'abcc', 'abcca', 'ax']) assert.equal(acceptsText(g, JSON.stringify(s)), ajv.validate(sized, s), s);
+  assert.ok(walksValid(cache, sized, r, 6, 40) > 0);
+  for (const [p, msg] of [['\\bx', /word boundaries/], ['(?=a)', /lookaround/], ['\\p{L}', /Unicode property/], ['(a)\\1', /backreferences/], ['a^b', /'\^' is only supported at the start/], ['(', /missing '\)'/]] as const) {
+    assert.throws(() => compileSchema({ type: 'object', properties: { s: { type: 'string', pattern: p } } }), (e: unknown) => e instanceof SchemaError && e.keyword === 'pattern' && e.path === '#/properties/s' && msg.test(e.message), p);
+  }
+  assert.throws(() => compileSchema({ type: 'string', pattern: '^a+$', minLength: 3, maxLength: 2 }), /minLength 3 > maxLength 2/);
+  assert.throws(() => compileSchema({ type: 'string', pattern: '^a{5}$', maxLength: 3 }), (e: unknown) => e instanceof SchemaError && e.keyword === 'maxLength' && /no string satisfies 'pattern' and 'maxLength'/.test(e.message));
+});
+
+test('format: date, time, date-time, uuid, email, ipv4, hostname decode to what ajv-formats accepts; others are refused by name', () => {
+  const r = rand(61);
+  const cache = new ConstraintCache(tok, V, tok.eosIds);
+  const valid: Record<string, string[]> = {
+    date: ['2024-02-29', '2000-02-29', '1999-12-31'], time: ['23:59:59Z', '00:00:00.123+05:30'], 'date-time': ['2024-01-31T12:00:00Z'],
+    uuid: ['123e4567-e89b-12d3-a456-426614174000'], email: ['a.b+c@mail.example.com'], ipv4: ['255.0.10.199'], hostname: ['a-b.example.org'],
+  };
+  const invalid: Record<string, string[]> = {
+    date: ['2023-02-29', '1900-02-29', '2024-04-31', '2024-13-01', '24-01-01'], time: ['24:00:00Z', '12:00:00', '12:60:00Z'], 'date-time': ['2024-01-31 12:00:00', '2024-01-32T00:00:00Z'],
+    uuid: ['123e4567e89b12d3a456426614174000'], email: ['a@b', '@b.com'], ipv4: ['256.1.1.1', '01.1.1.1', '1.1.1'], hostname: ['-a.com'],
+  };
+  for (const f of Object.keys(valid)) {
+    const schema = { type: 'string', format: f };
+    const g = compileGrammar({ kind: 'json_schema', schema });
+    for (const s of valid[f]!) { assert.ok(ajv.validate(schema, s), `${f} ${s}`); assert.ok(acceptsText(g, JSON.stringify(s)), `${f} takes ${s}`); }
+    for (const s of invalid[f]!) { assert.ok(!ajv.validate(schema, s), `${f} ${s}`); assert.ok(!acceptsText(g, JSON.stringify(s)), `${f} refuses ${s}`); }
+    assert.ok(walksValid(cache, schema, r, 4, 80) > 0, `${f}: no walk ended`);
+  }
+  // zod writes format and a pattern together: both hold
+  const both = { type: 'string', format: 'date', pattern: '^2\\d{3}-' };
+  assert.ok(acceptsText(compileGrammar({ kind: 'json_schema', schema: both }), '"2024-02-29"') && !acceptsText(compileGrammar({ kind: 'json_schema', schema: both }), '"1999-01-01"'));
+  for (const f of ['uri', 'ipv6', 'duration', 'binary']) {
+    assert.throws(() => compileSchema({ type: 'object', properties: { x: { type: 'string', format: f } } }), (e: unknown) => e instanceof SchemaError && e.keyword === 'format' && e.path === '#/properties/x' && e.message.includes(`"${f}"`), f);
+  }
+  // format on a number (OpenAPI's int32, float) says nothing about a number: accepted
+  assert.ok(acceptsText(compileGrammar({ kind: 'json_schema', schema: { type: 'integer', format: 'int32' } }), '12'));
+});
+
+test('engine: pydantic and zod-style schemas ($ref recursion, bounds, pattern, formats) decode valid through floe-brown, sampled and greedy; max_tokens cuts a recursion', () => {
+  const engine = new Engine(brown.model, tok, { kvDtype: 'f32', kvCacheMemory: 64 << 20, maxNumSeqs: 16, extraEosIds: tok.eosIds });
+  const prompt = tok.encode('The committee said on Friday that the', { addSpecialTokens: true });
+  const schemas: Record<string, object> = { ...PYDANTIC, ints: { type: 'array', items: { type: 'number', exclusiveMinimum: -2.5, maximum: 7.25 }, minItems: 2, maxItems: 4 } };
+  const reqs = Object.entries(schemas).flatMap(([name, schema]) => [0, 1].map((i) => genReq(`${name}${i}`, prompt, {
+    maxTokens: 400, sampling: i === 0 ? GREEDY : { ...GREEDY, temperature: 1, seed: 7 + i }, constraint: { kind: 'json_schema', schema },
+  })));
+  reqs.push(genReq('cut', prompt, { maxTokens: 30, sampling: { ...GREEDY, temperature: 1, seed: 3 }, constraint: { kind: 'json_schema', schema: PYDANTIC.tree! } }));
+  for (const q of reqs) engine.add(q);
+  const { byId } = runAll(engine);
+  let stopped = 0;
+  for (const [name, schema] of Object.entries(schemas)) {
+    for (const i of [0, 1]) {
+      const c = byId.get(`${name}${i}`)!;
+      assert.ok(c.finish[0] === 'stop' || c.finish[0] === 'length', `${name}${i}: ${c.finish[0]}`);
+      if (c.finish[0] !== 'stop') continue;
+      stopped++;
+      assert.ok(ajv.validate(schema, JSON.parse(c.text[0]!)), `${name}${i}: ${c.text[0]} ${ajv.errorsText()}`);
+    }
+  }
+  assert.ok(stopped >= 5, `${stopped} of ${2 * Object.keys(schemas).length} ended by themselves`);
+  const cut = byId.get('cut')!;
+  assert.ok(cut.tokens[0]!.length <= 30 && (cut.finish[0] === 'length' || ajv.validate(PYDANTIC.tree!, JSON.parse(cut.text[0]!))));
 });

@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { Ajv } from 'ajv';
+import { zodResponseFormat } from 'openai/helpers/zod';
+import { z } from 'zod';
 import { startServer } from '../../src/serve/server.js';
 
 const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
@@ -50,8 +52,11 @@ test('response_format json_schema: nested objects, arrays, enums, optional field
 
 test('a refused schema keyword is a 400 naming it; max_tokens cutting a value is finish_reason length', async () => {
   await assert.rejects(client.chat.completions.create({
-    model, messages, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { type: 'string', pattern: '^x' } } } } },
-  }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'response_format.json_schema.schema' && /'pattern'/.test(e.message));
+    model, messages, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { type: 'string', format: 'uri' } } } } },
+  }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'response_format.json_schema.schema' && /'format' "uri" at #\/properties\/a/.test(e.message));
+  await assert.rejects(client.chat.completions.create({
+    model, messages, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { $ref: 'https://example.com/a.json' } } } } },
+  }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'response_format.json_schema.schema' && /'\$ref' "https:\/\/example.com\/a.json" at #\/properties\/a/.test(e.message));
   const cut = await client.chat.completions.create({ model, messages, max_tokens: 4, response_format: { type: 'json_schema', json_schema: { name: 'order', schema: ORDER } } });
   assert.equal(cut.choices[0]!.finish_reason, 'length');
   assert.throws(() => JSON.parse(cut.choices[0]!.message.content!));
@@ -239,4 +244,19 @@ test('tool calls streamed and not give the same arguments text; max_tokens insid
   assert.equal(cut.choices[0]!.message.content, null);
   assert.deepEqual(argsOf(cut), argsOf(cutStream));
   assert.ok(full.startsWith(argsOf(cut)![0]![1]!) && argsOf(cut)![0]![1] !== full, `${argsOf(cut)} is a cut of ${full}`);
+});
+
+test('zodResponseFormat through chat.completions.parse: reused and recursive schemas ($ref into definitions), bounds, regex, iso formats; parsed by zod and valid by ajv', async () => {
+  const Item = z.object({ sku: z.string().regex(/^[A-Z]\d$/), qty: z.number().int().min(1).max(9) });
+  const Tree: z.ZodType<{ value: number; children: unknown[] }> = z.object({ value: z.number().gt(-5).lt(5), get children() { return z.array(Tree).max(2); } });
+  const Order = z.object({ first: Item, second: Item, day: z.iso.date(), id: z.uuid(), tree: Tree });
+  const rf = zodResponseFormat(Order, 'order');
+  assert.match(JSON.stringify(rf.json_schema.schema), /"\$ref":"#\/definitions\//); // the client really sends a $ref
+  for (const seed of [1, 2]) {
+    const r = await client.chat.completions.parse({ model, messages, temperature: 1, seed, max_tokens: 300, response_format: rf });
+    const ch = r.choices[0]!;
+    if (ch.finish_reason !== 'stop') { assert.equal(ch.finish_reason, 'length'); continue; } // a deep tree may run to max_tokens
+    assert.ok(ch.message.parsed, ch.message.content ?? '');
+    assert.ok(ajv.validate(rf.json_schema.schema!, JSON.parse(ch.message.content!)), `${ch.message.content} ${ajv.errorsText()}`);
+  }
 });

@@ -27,11 +27,7 @@ export function compileGrammar(spec: ConstraintSpec): ByteGrammar {
     case 'regex': return new RegexGrammar(spec.pattern) as ByteGrammar;
     case 'choice': return new RegexGrammar(choiceRegex(spec.choices)) as ByteGrammar;
     case 'tool_calls': {
-      const calls: Node[] = spec.tools.map((t, i) => sc.compile({
-        type: 'object',
-        properties: { name: { const: t.name }, parameters: t.parameters ?? { type: 'object' } },
-        required: ['name', 'parameters'],
-      }, `#/tools/${i}`));
+      const calls: Node[] = spec.tools.map((t) => sc.call(t.name, t.parameters ?? { type: 'object' }));
       const item: Node = calls.length === 1 ? calls[0]! : { t: 'anyOf', id: -3, nodes: calls };
       return new JsonGrammar(spec.parallel ? sc.calls(item, TOOL_CALL_SEPARATOR, Infinity) : item) as ByteGrammar;
     }

@@ -19,6 +19,7 @@ type ObjNode = Extract<Node, { t: 'object' }>;
 type ArrNode = Extract<Node, { t: 'array' }> | null; // null: an array of any values
 type CallsNode = Extract<Node, { t: 'calls' }>;
 type StrNode = Extract<Node, { t: 'string' }>;
+type NumNode = Extract<Node, { t: 'number' | 'integer' }>;
 
 // number phases: after '-', '0', int digits, '.', frac digits, 'e', exponent sign, exponent digits
 const enum N { Sign, Zero, Int, Dot, Frac, E, ESign, Exp }
@@ -30,7 +31,9 @@ const UTF8_SECOND: readonly (readonly [number, number, number])[] = [[0xa0, 0xbf
 type Frame =
   | { readonly k: 'val'; readonly node: Node; readonly ws?: boolean } // ws: one space may come first
   | { readonly k: 'str'; readonly ph: number; readonly n: number; readonly node: StrNode | null } // ph: 0 text, 1 after '\', 2..5 '\u' hex digits seen + 2, 11..13 UTF-8 continuation bytes left + 10, 14..17 after lead E0 ED F0 F4; n: code points so far; node null: unbounded
+  | { readonly k: 'rstr'; readonly node: StrNode; readonly q: number; readonly ph: number; readonly cp: number } // a string read by node.dfa: q its state; ph as 'str'; cp: the code point being read (UTF-8 bytes, \\u digits)
   | { readonly k: 'num'; readonly int: boolean; readonly ph: N; readonly d: number }
+  | { readonly k: 'rnum'; readonly node: NumNode; readonly q: number } // a number read by node.dfa
   | { readonly k: 'lit'; readonly node: LitNode; readonly alive: readonly number[]; readonly pos: number }
   | { readonly k: 'obj'; readonly node: ObjNode; readonly i: number; readonly ph: 'open' | 'key' | 'colon' | 'value' | 'next' | 'comma' | 'commaSp'; readonly alive: readonly number[]; readonly pos: number }
   | { readonly k: 'aobj'; readonly v: Node; readonly ph: 'open' | 'key' | 'colon' | 'value' | 'next' | 'comma' | 'commaSp' } // v: every value's node
@@ -75,8 +78,17 @@ function begin(node: Node, parent: Stack | null, b: number, out: Parse[]): void 
     case 'anyObject': if (b === LB) out.push(push({ k: 'aobj', v: node.values ?? ANY, ph: 'open' }, parent)); return;
     case 'object': if (b === LB) out.push(push({ k: 'obj', node, i: 0, ph: 'open', alive: [], pos: 0 }, parent)); return;
     case 'array': if (b === LS) out.push(push({ k: 'arr', node, n: 0, ph: 'open' }, parent)); return;
-    case 'string': if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: node.min > 0 || node.max < Infinity ? node : null }, parent)); return;
-    case 'number': case 'integer': if (b === 0x2d || isDigit(b)) numStart(node.t === 'integer', parent, b, out); return;
+    case 'string':
+      if (b === Q && node.dfa) out.push(push({ k: 'rstr', node, q: node.dfa.start, ph: 0, cp: 0 }, parent));
+      else if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: node.min > 0 || node.max < Infinity ? node : null }, parent)); return;
+    case 'number': case 'integer':
+      if (node.dfa) { const q = node.dfa.next(node.dfa.start, b); if (q >= 0) out.push(push({ k: 'rnum', node, q }, parent)); }
+      else if (b === 0x2d || isDigit(b)) numStart(node.t === 'integer', parent, b, out);
+      return;
+    case 'ref':
+      if (node.to === null) throw new Error(`grammar: $ref ${node.ref} is not compiled yet`);
+      begin(node.to, parent, b, out);
+      return;
     case 'literal': {
       const alive: number[] = [];
       node.texts.forEach((t, i) => { if (t[0] === b) alive.push(i); });
@@ -140,6 +152,14 @@ function step(st: Parse, b: number, out: Parse[]): void {
       // a code point ends when the state returns to 0 (bounded strings count them)
       const n = node && next === 0 ? f.n + 1 : f.n;
       out.push(next === ph && n === f.n ? st : push({ k: 'str', ph: next, n, node }, p));
+      return;
+    }
+    case 'rstr': stepDfaString(f, p, b, out); return;
+    case 'rnum': {
+      const dfa = f.node.dfa!;
+      const q = dfa.next(f.q, b);
+      if (q >= 0) out.push(push({ ...f, q }, p));
+      if (dfa.accept[f.q]) step(done(p), b, out);
       return;
     }
     case 'num': {
@@ -233,10 +253,63 @@ function step(st: Parse, b: number, out: Parse[]): void {
   }
 }
 
+const ESCAPED: Record<number, number> = { 0x22: 0x22, 0x5c: 0x5c, 0x2f: 0x2f, 0x62: 8, 0x66: 12, 0x6e: 10, 0x72: 13, 0x74: 9 }; // after '\\'
+
+/**
+ * One byte of a string its DFA reads: the DFA takes the decoded code points (an escape is the character it stands for),
+ * and a partial one (UTF-8 lead or continuation bytes, \\u hex digits) is kept only while some code point it can still
+ * become leads on, so the string can always go on or end.
+ */
+function stepDfaString(f: Extract<Frame, { k: 'rstr' }>, p: Stack | null, b: number, out: Parse[]): void {
+  const dfa = f.node.dfa!;
+  const { ph, cp, q } = f;
+  const go = (nq: number, nph: number, ncp: number): void => { out.push(push({ k: 'rstr', node: f.node, q: nq, ph: nph, cp: ncp }, p)); };
+  const take = (c: number): void => { const nq = dfa.next(q, c); if (nq >= 0) go(nq, 0, 0); };
+  // a partial code point: `c` so far, `left` 6-bit groups still to come
+  const partial = (nph: number, c: number, left: number, min: number): void => {
+    const lo = Math.max(min, c * 64 ** left), hi = (c + 1) * 64 ** left - 1;
+    if (dfa.overlaps(q, lo, hi)) go(q, nph, c);
+  };
+  if (ph === 0) {
+    if (b === Q) { if (dfa.accept[q]) out.push(done(p)); }
+    else if (b === BS) { if (dfa.overlaps(q, 0, 0xffff)) go(q, 1, 0); } // every escape is a BMP character
+    else if (b >= 0x20 && b < 0x80) take(b);
+    else if (b >= 0xc2 && b <= 0xdf) partial(11, b & 0x1f, 1, 0x80);
+    else if (b === 0xe0) partial(14, 0, 2, 0x800);
+    else if (b === 0xed) partial(15, 0xd, 2, 0);
+    else if (b >= 0xe1 && b <= 0xef) partial(12, b & 0x0f, 2, 0);
+    else if (b === 0xf0) partial(16, 0, 3, 0x10000);
+    else if (b === 0xf4) partial(17, 4, 3, 0);
+    else if (b >= 0xf1 && b <= 0xf3) partial(13, b & 0x07, 3, 0);
+  } else if (ph === 1) {
+    if (b === 0x75) { if (dfa.overlaps(q, 0, 0xffff)) go(q, 2, 0); } // \u and 4 hex digits
+    else if (ESCAPED[b] !== undefined) take(ESCAPED[b]!);
+  } else if (ph <= 5) {
+    if (!isHex(b)) return;
+    const c = cp * 16 + parseInt(String.fromCharCode(b), 16);
+    if (ph === 5) take(c); // a surrogate has no transition: a lone one never decodes
+    else { const left = 5 - ph; if (dfa.overlaps(q, c * 16 ** left, (c + 1) * 16 ** left - 1)) go(q, ph + 1, c); }
+  } else {
+    let left: number;
+    if (ph >= 14) {
+      const [lo, hi, to] = UTF8_SECOND[ph - 14]!;
+      if (b < lo || b > hi) return;
+      left = to - 10; // continuation bytes after this one
+    } else {
+      if (b < 0x80 || b > 0xbf) return;
+      left = ph - 11;
+    }
+    const c = cp * 64 + (b & 0x3f);
+    if (left === 0) take(c);
+    else partial(left + 10, c, left, 0);
+  }
+}
+
 function canFinish(st: Parse): boolean {
   if (st === null) return true;
   const f = st.f;
   if (f.k === 'num') return NUM_COMPLETE[f.ph]! && canFinish(done(st.p));
+  if (f.k === 'rnum') return f.node.dfa!.accept[f.q]! && canFinish(done(st.p));
   if (f.k === 'lit') return f.alive.some((i) => f.node.texts[i]!.length === f.pos) && canFinish(done(st.p));
   if (f.k === 'calls') return f.ph === 'next' && f.pos === 0 && canFinish(st.p);
   return false;
@@ -247,6 +320,8 @@ function frameKey(f: Frame): string {
     case 'val': return `v${f.node.id}${f.ws ? 'w' : ''}`;
     case 'str': return f.node ? `s${f.ph}.${f.node.id}.${f.n}` : `s${f.ph}`;
     case 'num': return `n${f.int ? 'i' : 'f'}${f.ph}.${f.d}`;
+    case 'rstr': return `x${f.node.id}.${f.q}.${f.ph}${f.ph === 0 ? '' : `.${f.cp}`}`;
+    case 'rnum': return `m${f.node.id}.${f.q}`;
     case 'lit': return `l${f.node.id}.${f.pos}.${f.alive.join(',')}`;
     case 'obj': return `o${f.node.id}${f.ph}${f.i}${f.ph === 'key' ? `.${f.pos}.${f.alive.join(',')}` : ''}`;
     case 'aobj': return `a${f.v.id}${f.ph}`;

@@ -1,6 +1,9 @@
 // JSON Schema → grammar nodes for constrained decoding: the supported keyword subset, anything else refused by name.
 
+import { intersect, type Dfa } from './dfa.js';
 import { JsonGrammar } from './grammar.js';
+import { integerRegex, MAX_SAFE, numberRegex, NUMBER_DIGITS, toDec, type Bound } from './ranges.js';
+import { parseRegex, RegexError, searchRegex, type Ast } from './regex.js';
 
 /** A value the decoder may produce. Objects emit their properties in declared order; optional ones may be skipped. */
 export type Node =
@@ -8,8 +11,9 @@ export type Node =
   | { readonly t: 'anyObject'; readonly id: number; readonly values?: Node } // an object of any keys (json_object mode); values: every value's node (any if absent)
   | { readonly t: 'object'; readonly id: number; readonly props: readonly Prop[] }
   | { readonly t: 'array'; readonly id: number; readonly items: Node; readonly min: number; readonly max: number } // max: Infinity → unbounded
-  | { readonly t: 'string'; readonly id: number; readonly min: number; readonly max: number } // length in code points (an escape is one)
-  | { readonly t: 'number' | 'integer'; readonly id: number }
+  | { readonly t: 'string'; readonly id: number; readonly min: number; readonly max: number; readonly dfa?: Dfa } // length in code points (an escape is one); dfa: pattern / format (lengths folded in) over the decoded code points
+  | { readonly t: 'number' | 'integer'; readonly id: number; readonly dfa?: Dfa } // dfa: the bounds, over the number's text
+  | { readonly t: 'ref'; readonly id: number; readonly ref: string; readonly path: string; to: Node | null } // $ref: its target, set once compiled (an ancestor where the schema recurses)
   | { readonly t: 'literal'; readonly id: number; readonly texts: readonly Uint8Array[] } // JSON texts (enum, const, boolean, null)
   | { readonly t: 'anyOf'; readonly id: number; readonly nodes: readonly Node[] }
   | { readonly t: 'calls'; readonly id: number; readonly item: Node; readonly sep: Uint8Array; readonly max: number }; // item (sep item)*: parallel tool calls
@@ -19,9 +23,27 @@ export interface Prop { readonly key: Uint8Array; readonly name: string; readonl
 /** The schema keywords the compiler understands; annotations are accepted and ignored. */
 export const SUPPORTED_KEYWORDS = [
   'type', 'properties', 'required', 'additionalProperties', 'items', 'enum', 'const', 'anyOf', 'oneOf', 'minItems', 'maxItems',
-  'minLength', 'maxLength',
+  'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', '$ref', 'allOf',
 ] as const;
-const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'strict', 'deprecated', 'readOnly', 'writeOnly']);
+// annotations, and the definitions $ref points into (read where a $ref leads, not where they stand)
+const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'strict', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions']);
+
+/** `format` values and the (whole-string, ECMA) regexes that decode them: subsets of what ajv-formats' full mode accepts. */
+const DATE = '(?:\\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\\d|30)|02-(?:0[1-9]|1\\d|2[0-8]))|(?:\\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)';
+const TIME = '(?:[01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(?:\\.\\d{1,9})?(?:Z|[+-](?:[01]\\d|2[0-3]):[0-5]\\d)';
+const OCTET = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
+const LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?';
+export const FORMATS: Readonly<Record<string, string>> = {
+  date: DATE,
+  time: TIME,
+  'date-time': `${DATE}T${TIME}`,
+  uuid: '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}',
+  email: '[A-Za-z0-9_+-]{1,32}(?:\\.[A-Za-z0-9_+-]{1,32}){0,2}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?\\.){1,3}[A-Za-z]{2,12}',
+  ipv4: `(?:${OCTET}\\.){3}${OCTET}`,
+  hostname: `${LABEL}(?:\\.${LABEL}){0,2}`,
+};
+const ANY_CP: Ast = { t: 'set', ranges: [], neg: true };
+const NUMBER_BOUNDS = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'] as const;
 
 /** A schema the compiler cannot honour; `keyword` names the offending keyword, `path` where it is (JSON pointer). */
 export class SchemaError extends Error {
@@ -30,8 +52,11 @@ export class SchemaError extends Error {
 
 const enc = new TextEncoder();
 
+interface Doc { readonly schema: unknown; readonly refs: Map<string, Extract<Node, { t: 'ref' }>> }
+
 export class SchemaCompiler {
   private nextId = 0;
+  private doc: Doc | null = null; // the schema '#' refers to, while one is compiled
   private node<T extends Omit<Node, 'id'>>(n: T): T & { id: number } { return { ...n, id: this.nextId++ }; }
 
   /** Any JSON object (the json_object response format), or one whose every value is a `values`. */
@@ -47,7 +72,25 @@ export class SchemaCompiler {
     return this.node({ t: 'calls' as const, item, sep: enc.encode(sep), max });
   }
 
+  /** A Llama 3.1 JSON call {"name": …, "parameters": …}; the parameters are a document of their own ('#' is their root). */
+  call(name: string, parameters: unknown): Node {
+    const prop = (n: string, node: Node): Prop => ({ name: n, key: enc.encode(n), node, required: true });
+    return this.node({ t: 'object' as const, props: [prop('name', this.literals([name])), prop('parameters', this.document(parameters, '#'))] });
+  }
+
+  /** Compile `schema` as the document its $refs point into; refs that could never let a value end are refused. */
+  document(schema: unknown, path = '#'): Node {
+    const prev = this.doc;
+    this.doc = { schema, refs: new Map() };
+    try {
+      const root = this.compile(schema, path);
+      checkRefs(root, [...this.doc.refs.values()]);
+      return root;
+    } finally { this.doc = prev; }
+  }
+
   compile(schema: unknown, path = '#'): Node {
+    if (this.doc === null) return this.document(schema, path);
     if (schema === true || (isObj(schema) && Object.keys(schema).every((k) => ANNOTATIONS.has(k)))) return this.node({ t: 'any' as const });
     if (!isObj(schema)) throw new SchemaError('schema', path, `schema at ${path} must be an object or true, got ${JSON.stringify(schema)}`);
     for (const k of Object.keys(schema)) {
@@ -63,11 +106,26 @@ export class SchemaCompiler {
       const { [kw]: _, ...rest } = schema;
       if (Object.keys(rest).some((k) => !ANNOTATIONS.has(k))) {
         const g = new JsonGrammar(this.compile(rest, path));
-        const kept = values.filter((v) => admits(g, JSON.stringify(v)));
+        let kept: unknown[];
+        try { kept = values.filter((v) => admits(g, JSON.stringify(v))); } catch {
+          throw new SchemaError(kw, path, `'${kw}' at ${path} beside a '$ref' that recurses into this schema is not supported`);
+        }
         if (kept.length === 0) throw new SchemaError(kw, path, `no value of '${kw}' at ${path} satisfies the keywords beside it (${Object.keys(rest).filter((k) => !ANNOTATIONS.has(k)).join(', ')})`);
         return this.literals(kept);
       }
       return this.literals(values);
+    }
+    if (schema.$ref !== undefined) {
+      const beside = Object.keys(schema).find((k) => k !== '$ref' && !ANNOTATIONS.has(k));
+      if (beside !== undefined) throw new SchemaError(beside, path, `'${beside}' beside '$ref' at ${path} is not supported; put it in the schema the '$ref' points to`);
+      return this.ref(schema.$ref, path);
+    }
+    if (schema.allOf !== undefined) {
+      // pydantic writes {"allOf": [{"$ref": …}], "description": …}: one schema is that schema
+      if (!Array.isArray(schema.allOf) || schema.allOf.length !== 1) throw new SchemaError('allOf', path, `'allOf' at ${path} is supported with exactly one schema, got ${Array.isArray(schema.allOf) ? schema.allOf.length : JSON.stringify(schema.allOf)}`);
+      const beside = Object.keys(schema).find((k) => k !== 'allOf' && !ANNOTATIONS.has(k));
+      if (beside !== undefined) throw new SchemaError(beside, path, `'${beside}' beside 'allOf' at ${path} is not supported; put it inside the 'allOf' schema`);
+      return this.compile(schema.allOf[0], `${path}/allOf/0`);
     }
     const alts = schema.anyOf ?? schema.oneOf;
     if (alts !== undefined) {
@@ -91,10 +149,13 @@ export class SchemaCompiler {
         const min = count(schema.minLength, 'minLength', path, 0);
         const max = count(schema.maxLength, 'maxLength', path, Infinity);
         if (min > max) throw new SchemaError('minLength', path, `minLength ${min} > maxLength ${max} at ${path}`);
-        return this.node({ t: 'string' as const, min, max });
+        if (schema.pattern === undefined && schema.format === undefined) return this.node({ t: 'string' as const, min, max });
+        return this.node({ t: 'string' as const, min: 0, max: Infinity, dfa: stringDfa(schema, path, min, max) });
       }
-      case 'number': return this.node({ t: 'number' as const });
-      case 'integer': return this.node({ t: 'integer' as const });
+      case 'number': case 'integer': {
+        const dfa = numberDfa(type, schema, path);
+        return this.node({ t: type, ...(dfa ? { dfa } : {}) });
+      }
       case 'boolean': return this.literals([true, false]);
       case 'null': return this.literals([null]);
       case 'array': {
@@ -133,6 +194,165 @@ export class SchemaCompiler {
         throw new SchemaError('type', path, `'type' ${JSON.stringify(type)} at ${path} is not one of string, number, integer, boolean, null, array, object`);
     }
   }
+
+  /** The node a `$ref` names (a JSON pointer inside the document), compiled once per document; recursion refers back to it. */
+  private ref(ref: unknown, path: string): Node {
+    if (typeof ref !== 'string') throw new SchemaError('$ref', path, `'$ref' at ${path} must be a string, got ${JSON.stringify(ref)}`);
+    const doc = this.doc!;
+    const known = doc.refs.get(ref);
+    if (known) return known;
+    if (ref !== '#' && !ref.startsWith('#/')) {
+      throw new SchemaError('$ref', path, `'$ref' ${JSON.stringify(ref)} at ${path} is not supported: only references inside the schema are ('#', '#/$defs/…', '#/definitions/…')`);
+    }
+    let target: unknown = doc.schema;
+    let tokens: string[];
+    try { tokens = ref === '#' ? [] : ref.slice(2).split('/').map((t) => decodeURIComponent(t).replace(/~1/g, '/').replace(/~0/g, '~')); } catch {
+      throw new SchemaError('$ref', path, `'$ref' ${JSON.stringify(ref)} at ${path} is not a valid JSON pointer (bad %-escape)`);
+    }
+    for (const t of tokens) {
+      target = target !== null && typeof target === 'object' && Object.prototype.hasOwnProperty.call(target, t) ? (target as Record<string, unknown>)[t] : undefined;
+      if (target === undefined) throw new SchemaError('$ref', path, `'$ref' ${JSON.stringify(ref)} at ${path} points to nothing: the schema has no '${t}' there`);
+    }
+    const node: Extract<Node, { t: 'ref' }> = { t: 'ref', id: this.nextId++, ref, path, to: null };
+    doc.refs.set(ref, node);
+    node.to = this.compile(target, ref === '#' ? '#' : `#/${tokens.map(escapePointer).join('/')}`);
+    return node;
+  }
+}
+
+/** Refs must let a value begin (no ref is its own first alternative) and end (no required recursion without a way out). */
+function checkRefs(root: Node, refs: readonly Extract<Node, { t: 'ref' }>[]): void {
+  for (const r of refs) {
+    // what a value of r may begin with, through refs and alternatives: r again means no byte ever decides
+    const seen = new Set<Node>();
+    const stack: Node[] = [r.to!];
+    while (stack.length > 0) {
+      const n = stack.pop()!;
+      if (n === r) throw new SchemaError('$ref', r.path, `'$ref' ${JSON.stringify(r.ref)} at ${r.path} refers back to itself before any value begins: no output could be generated`);
+      if (seen.has(n)) continue;
+      seen.add(n);
+      if (n.t === 'ref') stack.push(n.to!);
+      else if (n.t === 'anyOf') stack.push(...n.nodes);
+    }
+  }
+  if (refs.length === 0) return;
+  // finite values, to a fixpoint: a node has one when its required parts do
+  const all: Node[] = [];
+  const seen = new Set<Node>();
+  const walk = (n: Node): void => {
+    if (seen.has(n)) return;
+    seen.add(n);
+    all.push(n);
+    switch (n.t) {
+      case 'object': for (const p of n.props) walk(p.node); break;
+      case 'array': walk(n.items); break;
+      case 'anyObject': if (n.values) walk(n.values); break;
+      case 'anyOf': for (const x of n.nodes) walk(x); break;
+      case 'ref': walk(n.to!); break;
+      case 'calls': walk(n.item); break;
+      default: break;
+    }
+  };
+  walk(root);
+  const finite = new Set<Node>();
+  for (let changed = true; changed;) {
+    changed = false;
+    for (const n of all) {
+      if (finite.has(n)) continue;
+      const ok = n.t === 'object' ? n.props.every((p) => !p.required || finite.has(p.node))
+        : n.t === 'array' ? n.min === 0 || finite.has(n.items)
+          : n.t === 'anyOf' ? n.nodes.some((x) => finite.has(x))
+            : n.t === 'ref' ? finite.has(n.to!)
+              : n.t === 'calls' ? finite.has(n.item) : true;
+      if (ok) { finite.add(n); changed = true; }
+    }
+  }
+  const stuck = refs.find((r) => seen.has(r) && !finite.has(r));
+  if (stuck) throw new SchemaError('$ref', stuck.path, `'$ref' ${JSON.stringify(stuck.ref)} at ${stuck.path} recurses without a way out: each of its values must contain another (make the recursion optional, nullable or allow an empty array)`);
+}
+
+/** A string's pattern, format and length as one automaton over its code points. */
+function stringDfa(schema: Record<string, unknown>, path: string, min: number, max: number): Dfa {
+  const asts: Ast[] = [];
+  const kws: string[] = [];
+  if (schema.pattern !== undefined) {
+    const p = schema.pattern;
+    if (typeof p !== 'string') throw new SchemaError('pattern', path, `'pattern' at ${path} must be a string, got ${JSON.stringify(p)}`);
+    try { asts.push(searchRegex(p)); } catch (e) {
+      if (e instanceof RegexError) throw new SchemaError('pattern', path, `'pattern' at ${path} cannot be enforced: ${e.message}`);
+      throw e;
+    }
+    kws.push('pattern');
+  }
+  if (schema.format !== undefined) {
+    const f = schema.format;
+    if (typeof f !== 'string' || !Object.prototype.hasOwnProperty.call(FORMATS, f)) {
+      throw new SchemaError('format', path, `'format' ${JSON.stringify(f)} at ${path} is not supported for constrained decoding (supported: ${Object.keys(FORMATS).join(', ')})`);
+    }
+    asts.push(parseRegex(FORMATS[f]!, true));
+    kws.push('format');
+  }
+  const build = (xs: Ast[], kw: string): Dfa => {
+    let dfa: Dfa | null;
+    try { dfa = intersect(xs); } catch (e) {
+      if (e instanceof RegexError) throw new SchemaError(kw, path, `'${kws.join("' with '")}' at ${path} cannot be enforced: ${e.message}`);
+      throw e;
+    }
+    if (dfa === null) throw new SchemaError(kw, path, `no string satisfies ${kws.map((k) => `'${k}'`).join(' and ')} at ${path} together`);
+    return dfa;
+  };
+  const dfa = build(asts, kws[0]!);
+  if (min === 0 && max === Infinity) return dfa;
+  const len = dfa.lengths();
+  if (len.min >= min && len.max <= max) return dfa; // the lengths hold already
+  kws.push(max < Infinity ? 'maxLength' : 'minLength');
+  return build([...asts, { t: 'rep', x: ANY_CP, min, max }], kws.at(-1)!);
+}
+
+/** Bounds as an automaton over the number's JSON text (undefined: no bounds). */
+function numberDfa(type: 'number' | 'integer', schema: Record<string, unknown>, path: string): Dfa | undefined {
+  const v: Partial<Record<(typeof NUMBER_BOUNDS)[number], number>> = {};
+  for (const kw of NUMBER_BOUNDS) {
+    const x = schema[kw];
+    if (x === undefined) continue;
+    if (typeof x !== 'number' || !Number.isFinite(x)) {
+      throw new SchemaError(kw, path, `'${kw}' at ${path} must be a number, got ${JSON.stringify(x)}${typeof x === 'boolean' ? " (draft-4's boolean form is not supported: give the bound, e.g. \"exclusiveMinimum\": 0)" : ''}`);
+    }
+    v[kw] = x;
+  }
+  if (Object.keys(v).length === 0) return undefined;
+  // the tighter of the inclusive and the exclusive bound on each side
+  const side = (incl: number | undefined, excl: number | undefined, lower: boolean): { x: number; incl: boolean } | null => {
+    if (incl === undefined && excl === undefined) return null;
+    if (incl === undefined) return { x: excl!, incl: false };
+    if (excl === undefined) return { x: incl, incl: true };
+    return (lower ? excl >= incl : excl <= incl) ? { x: excl, incl: false } : { x: incl, incl: true };
+  };
+  const lo = side(v.minimum, v.exclusiveMinimum, true);
+  const hi = side(v.maximum, v.exclusiveMaximum, false);
+  const what = `${lo ? `${lo.incl ? '≥' : '>'} ${lo.x}` : ''}${lo && hi ? ' and ' : ''}${hi ? `${hi.incl ? '≤' : '<'} ${hi.x}` : ''}`;
+  const kw = lo && hi ? (hi.incl ? 'maximum' : 'exclusiveMaximum') : lo ? (lo.incl ? 'minimum' : 'exclusiveMinimum') : hi!.incl ? 'maximum' : 'exclusiveMaximum';
+  let re: string;
+  if (type === 'integer') {
+    const clamp = (n: bigint): bigint => (n > MAX_SAFE ? MAX_SAFE + 1n : n < -MAX_SAFE ? -MAX_SAFE - 1n : n);
+    const a = lo === null ? -MAX_SAFE : clamp(BigInt(lo.incl ? Math.ceil(lo.x) : Math.floor(lo.x) + 1));
+    const b = hi === null ? MAX_SAFE : clamp(BigInt(hi.incl ? Math.floor(hi.x) : Math.ceil(hi.x) - 1));
+    re = integerRegex(a < -MAX_SAFE ? -MAX_SAFE : a, b > MAX_SAFE ? MAX_SAFE : b);
+    if (re === '') throw new SchemaError(kw, path, `no integer is ${what} at ${path} (within ±(2^53-1), the integers JSON parsers read exactly)`);
+  } else {
+    const cap = 10n ** BigInt(NUMBER_DIGITS) - 1n;
+    const bound = (s: { x: number; incl: boolean } | null, lower: boolean): Bound => {
+      const far: Bound = { neg: lower, dec: { int: cap, frac: '' }, incl: true };
+      if (s === null) return far;
+      const d = toDec(s.x);
+      return d.neg === lower && d.dec.int > cap ? far : { ...d, incl: s.incl };
+    };
+    re = numberRegex(bound(lo, true), bound(hi, false));
+    if (re === '') throw new SchemaError(kw, path, `no number is ${what} at ${path} (written without exponent, at most ${NUMBER_DIGITS} digits)`);
+  }
+  const dfa = intersect([parseRegex(re)]);
+  if (dfa === null) throw new SchemaError(kw, path, `no ${type} is ${what} at ${path}`);
+  return dfa;
 }
 
 /** Compile a JSON Schema (throws SchemaError naming the unsupported keyword). */
@@ -148,7 +368,8 @@ function impliedType(schema: Record<string, unknown>): string | string[] | undef
 const IMPLIED: Record<string, readonly string[]> = {
   object: ['properties', 'required', 'additionalProperties'],
   array: ['items', 'minItems', 'maxItems'],
-  string: ['minLength', 'maxLength'],
+  string: ['minLength', 'maxLength', 'pattern', 'format'],
+  number: NUMBER_BOUNDS,
 };
 
 /** Whether a grammar takes `text` whole. */

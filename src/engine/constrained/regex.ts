@@ -2,10 +2,12 @@
 //
 // The whole output must match (anchors ^ $ are implied). Supported: literals, . [] [^] \d \w \s (and negations), escapes,
 // groups (…) (?:…), alternation, * + ? {m} {m,} {m,n} (lazy forms decode the same). Backreferences and lookaround are refused.
+// JSON Schema patterns are read as ECMA-262 ('u' flag, as ajv runs them) and searched: see searchRegex().
 
 import type { ByteGrammar } from './grammar.js';
 
-type Ast =
+export type Ast =
+  | { readonly t: 'anchor'; readonly end: boolean } // ^ or $ (ECMA patterns only; searchRegex() resolves them)
   | { readonly t: 'set'; readonly ranges: readonly (readonly [number, number])[]; readonly neg: boolean }
   | { readonly t: 'cat'; readonly xs: readonly Ast[] }
   | { readonly t: 'alt'; readonly xs: readonly Ast[] }
@@ -17,12 +19,15 @@ const MAX_CP = 0x10ffff;
 const DIGIT: [number, number][] = [[0x30, 0x39]];
 const WORD: [number, number][] = [[0x30, 0x39], [0x41, 0x5a], [0x5f, 0x5f], [0x61, 0x7a]];
 const SPACE: [number, number][] = [[0x09, 0x0d], [0x20, 0x20]];
+const ECMA_SPACE: [number, number][] = [[0x09, 0x0d], [0x20, 0x20], [0xa0, 0xa0], [0x1680, 0x1680], [0x2000, 0x200a], [0x2028, 0x2029], [0x202f, 0x202f], [0x205f, 0x205f], [0x3000, 0x3000], [0xfeff, 0xfeff]];
+const ECMA_LINE_END: [number, number][] = [[0x0a, 0x0a], [0x0d, 0x0d], [0x2028, 0x2029]]; // what '.' does not match
+const ANY_CP: Ast = { t: 'set', ranges: [], neg: true };
 const MAX_REPEAT = 1000;
 
 class Parser {
   private i = 0;
   private readonly cps: number[];
-  constructor(readonly src: string) { this.cps = [...src].map((c) => c.codePointAt(0)!); }
+  constructor(readonly src: string, readonly ecma = false) { this.cps = [...src].map((c) => c.codePointAt(0)!); }
 
   parse(): Ast {
     const a = this.alt();
@@ -41,7 +46,11 @@ class Parser {
   private cat(): Ast {
     const xs: Ast[] = [];
     for (let c = this.peek(); c !== undefined && c !== 0x7c && c !== 0x29; c = this.peek()) {
-      if (c === 0x5e || c === 0x24) { this.i++; continue; } // ^ $: the whole output matches anyway
+      if (c === 0x5e || c === 0x24) { // ^ $: the whole output matches anyway (ECMA: kept for searchRegex)
+        this.i++;
+        if (this.ecma) xs.push({ t: 'anchor', end: c === 0x24 });
+        continue;
+      }
       xs.push(this.quant(this.atom()));
     }
     return { t: 'cat', xs };
@@ -69,14 +78,16 @@ class Parser {
     switch (c) {
       case 0x28: { // (
         if (this.eat('?')) {
-          if (!this.eat(':')) this.fail('only (?:…) groups are supported (no lookaround or named groups)');
+          const named = this.ecma && this.peek() === 0x3c && /^<[A-Za-z_$][\w$]*>/.exec(this.rest());
+          if (named) this.i += named[0].length; // (?<name>…) groups like (…)
+          else if (!this.eat(':')) this.fail('only (?:…) groups are supported (no lookaround or named groups)');
         }
         const a = this.alt();
         if (!this.eat(')')) this.fail("missing ')'");
         return a;
       }
       case 0x5b: return this.cls();
-      case 0x2e: return { t: 'set', ranges: [[0x0a, 0x0a]], neg: true };
+      case 0x2e: return { t: 'set', ranges: this.ecma ? ECMA_LINE_END : [[0x0a, 0x0a]], neg: true };
       case 0x5c: return this.escape(false);
       case 0x2a: case 0x2b: case 0x3f: this.i--; return this.fail('nothing to repeat');
       default: return { t: 'set', ranges: [[c, c]], neg: false };
@@ -92,14 +103,21 @@ class Parser {
       case 'D': return set(DIGIT, true);
       case 'w': return set(WORD);
       case 'W': return set(WORD, true);
-      case 's': return set(SPACE);
-      case 'S': return set(SPACE, true);
+      case 's': return set(this.ecma ? ECMA_SPACE : SPACE);
+      case 'S': return set(this.ecma ? ECMA_SPACE : SPACE, true);
       case 'n': return set([[10, 10]]);
       case 'r': return set([[13, 13]]);
       case 't': return set([[9, 9]]);
       case 'f': return set([[12, 12]]);
       case 'v': return set([[11, 11]]);
       case 'x': case 'u': {
+        if (ch === 'u' && this.ecma && this.peek() === 0x7b) { // \u{1F600}
+          const m = /^\{([0-9a-fA-F]{1,6})\}/.exec(this.rest());
+          if (!m || parseInt(m[1]!, 16) > MAX_CP) this.fail('\\u{…} needs 1-6 hex digits of a code point');
+          this.i += m[0].length;
+          const v = parseInt(m[1], 16);
+          return set([[v, v]]);
+        }
         const n = ch === 'x' ? 2 : 4;
         const hex = String.fromCodePoint(...this.cps.slice(this.i, this.i + n));
         if (!new RegExp(`^[0-9a-fA-F]{${n}}$`).test(hex)) this.fail(`\\${ch} needs ${n} hex digits`);
@@ -108,6 +126,10 @@ class Parser {
         return set([[v, v]]);
       }
       default:
+        if (ch === '0' && this.ecma && !/[0-9]/.test(String.fromCodePoint(this.peek() ?? 0x20))) return set([[0, 0]]);
+        if ((ch === 'b' || ch === 'B') && this.ecma && !inClass) this.fail(`word boundaries (\\${ch}) are not supported`);
+        if (ch === 'b' && this.ecma) return set([[8, 8]]); // [\b] is backspace
+        if ((ch === 'p' || ch === 'P') && this.ecma) this.fail(`Unicode property escapes (\\${ch}{…}) are not supported`);
         if (/[0-9]/.test(ch) && !inClass) this.fail('backreferences are not supported');
         if (/[a-zA-Z]/.test(ch)) this.fail(`unknown escape \\${ch}`);
         return set([[c, c]]);
@@ -175,6 +197,7 @@ export class Nfa {
   /** Compile `a` so that it continues to `next` (continuation-passing, built back to front). */
   private build(a: Ast, next: number): number {
     switch (a.t) {
+      case 'anchor': throw new RegexError(`'${a.end ? '$' : '^'}' is only supported at the start / end of the pattern or of one of its top-level alternatives`);
       case 'set': return this.add({ ranges: a.ranges, neg: a.neg, out: next, outs: [], accept: false });
       case 'cat': return a.xs.reduceRight((n, x) => this.build(x, n), next);
       case 'alt': return this.eps(a.xs.map((x) => this.build(x, next)));
@@ -258,6 +281,28 @@ export class RegexGrammar implements ByteGrammar<RegexState> {
   }
   accepts(s: RegexState): boolean { return s.need === 0 && s.set.some((i) => this.nfa.nodes[i]!.accept); }
   key(s: RegexState): string { return (s.key ??= `${s.set.join(',')}${s.need > 0 ? `:${s.cp}.${s.need}.${s.min}` : ''}`); }
+}
+
+/** Parse a regex (ECMA-262 with the 'u' flag when `ecma`: '.' and \\s as JS has them, (?<name>…), \\u{…}). */
+export function parseRegex(src: string, ecma = false): Ast { return new Parser(src, ecma).parse(); }
+
+/**
+ * A JSON Schema 'pattern' as a language of whole strings: ECMA regexes search (match anywhere), so each top-level
+ * alternative gets any text before it unless it starts with '^' and after it unless it ends with '$'.
+ */
+export function searchRegex(src: string): Ast {
+  const top = parseRegex(src, true);
+  const alts = top.t === 'alt' ? top.xs : [top];
+  return {
+    t: 'alt', xs: alts.map((a) => {
+      const xs = a.t === 'cat' ? [...a.xs] : [a];
+      let start = false, end = false;
+      while (xs[0]?.t === 'anchor' && !xs[0].end) { xs.shift(); start = true; }
+      while (xs.at(-1)?.t === 'anchor' && (xs.at(-1) as { end: boolean }).end) { xs.pop(); end = true; }
+      const any: Ast = { t: 'rep', x: ANY_CP, min: 0, max: Infinity };
+      return { t: 'cat', xs: [...(start ? [] : [any]), ...xs, ...(end ? [] : [any])] };
+    }),
+  };
 }
 
 /** A regex matching exactly one of the strings (guided_choice). */

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
-import addFormats from 'ajv-formats';
+import { createRequire } from 'node:module';
 import { Engine } from '../../src/engine/engine.js';
 import { ConstraintCache, compileGrammar, type ConstraintSpec } from '../../src/engine/constrained/constraint.js';
 import type { ByteGrammar } from '../../src/engine/constrained/grammar.js';
@@ -20,7 +20,7 @@ const brown = await openModel(BROWN, { threads: 2 });
 const tok = brown.tokenizer!;
 const V = brown.model.config.vocabSize;
 const ajv = new Ajv({ strict: false });
-(((addFormats as unknown as { default?: typeof addFormats }).default) ?? addFormats)(ajv); // ajv-formats is CommonJS
+(createRequire(import.meta.url)('ajv-formats') as (a: Ajv) => Ajv)(ajv); // ajv-formats (CommonJS): the formats' validators
 
 const PERSON = {
   type: 'object',

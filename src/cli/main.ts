@@ -6,7 +6,7 @@ import { openModel } from '../model/open.js';
 import { loadProposerModule, speculativeModuleOf, type SpeculativeSpec } from '../model/speculation.js';
 import { loadModel, type LoadOptions } from '../formats/load.js';
 import { OFFLOAD_FLAGS, offloadOptions } from './offload-args.js';
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { readGguf } from '../formats/gguf.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
@@ -89,6 +89,8 @@ generate options:
                           model (HF dir or .gguf) sharing the tokenizer, or a proposer module (its default
                           export makes a Proposer); output distribution unchanged
   --num-speculative-tokens K        most draft tokens per step (default 4; adapted per sequence below K)
+  --prediction FILE       Predicted Outputs: text the answer is expected to repeat (an edited passage or code);
+                          its tokens are verified as drafts, with or without --speculative; output unchanged
   --logprobs K            top-K logprobs per generated token
   --prompt-logprobs K     top-K logprobs per prompt token
   --no-bos                do not add the BOS token to --prompt
@@ -381,9 +383,13 @@ async function generateCmd(args: string[]): Promise<number> {
     backend: { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, logprobs: { type: 'string' },
     'prompt-logprobs': { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' },
     adapter: { type: 'string' }, dtype: { type: 'string' },
-    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' }, ...OFFLOAD_FLAGS, ...PIPELINE_FLAGS,
+    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' }, prediction: { type: 'string' }, ...OFFLOAD_FLAGS, ...PIPELINE_FLAGS,
   });
   const offload = offloadOptions(values);
+  let predictionText: string | undefined;
+  if (values.prediction !== undefined) {
+    try { predictionText = readFileSync(values.prediction, 'utf8'); } catch (e) { throw new UsageError(`--prediction ${values.prediction}: ${(e as Error).message}`); }
+  }
   if ((values.prompt === undefined) === (values['prompt-ids'] === undefined)) throw new UsageError('give exactly one of --prompt TEXT or --prompt-ids 1,2,3');
   conflicts(values, [['prompt-ids', 'no-bos']]);
   const sampling = samplingFlags(values);
@@ -437,13 +443,15 @@ async function generateCmd(args: string[]): Promise<number> {
     try { speculative = (await openModel(specArg, { backend, threads, load })).model; } catch (e) { throw new Error(`--speculative ${specArg}: ${(e as Error).message}`); }
   }
   const numSpeculativeTokens = specTokens(values['num-speculative-tokens']);
+  if (predictionText !== undefined && !tokenizer) throw new UsageError('--prediction needs a tokenizer to read its text, and this model has none');
+  const prediction = predictionText === undefined ? undefined : tokenizer!.encode(predictionText, { addSpecialTokens: false });
   const context = model.config.maxPositionEmbeddings;
   if (maxTokensFlag !== undefined && promptIds.length + maxTokensFlag > context) {
     throw new Error(`--max-tokens ${maxTokensFlag}: prompt (${promptIds.length} tokens) + ${maxTokensFlag} = ${promptIds.length + maxTokensFlag} exceeds the model's context of ${context}; ` +
       `give --max-tokens ${Math.max(context - promptIds.length, 0)} or less`);
   }
   const genOpts = {
-    speculative, numSpeculativeTokens,
+    speculative, numSpeculativeTokens, prediction,
     maxTokens: maxTokensFlag ?? defaultMaxTokens(opened.generation.maxNewTokens ?? 128, promptIds.length, model.config.maxPositionEmbeddings),
     sampling: withGenerationDefaults(sampling, opened.generation),
     stopTokenIds: eos,
@@ -470,6 +478,7 @@ async function generateCmd(args: string[]): Promise<number> {
         load_ms: opened.loadMs, prompt_tokens: res.timings.promptTokens, prompt_ms: res.timings.promptMs,
         generated_tokens: res.timings.generatedTokens, decode_ms: res.timings.decodeMs,
         ...(res.timings.speculative ? { speculative: res.timings.speculative } : {}),
+        ...(res.timings.prediction ? { prediction: res.timings.prediction } : {}),
       },
     }) + '\n');
   } else {

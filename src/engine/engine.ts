@@ -10,7 +10,7 @@ import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from '../
 import {
   AdaptiveK, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type Proposer, type ProposeRequest, type SpeculativeSpec,
 } from '../model/speculation.js';
-import { DEFAULT_NUM_PREDICTION_TOKENS, PredictionTracker } from '../model/prediction.js';
+import { DEFAULT_NUM_PREDICTION_TOKENS, PredictionK, PredictionTracker } from '../model/prediction.js';
 import { AdapterTable, DEFAULT_MAX_LORAS, type AdapterInfo, type LoadedAdapter } from './adapters.js';
 import { KvManager } from './block-pool.js';
 import {
@@ -279,7 +279,7 @@ export class Engine {
       if (this.proposer && req.speculative !== false) seq.spec = new AdaptiveK(this.numSpecTokens);
       if (prediction && prediction.length > 0 && req.speculative !== false && this.numPredictionTokens > 0) {
         seq.prediction = new PredictionTracker(prediction);
-        seq.predictionK = new AdaptiveK(this.numPredictionTokens);
+        seq.predictionK = new PredictionK(this.numPredictionTokens);
       }
       seq.lowPriority = req.priority === 'batch';
       const text = this.tokenizer !== null;

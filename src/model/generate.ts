@@ -3,6 +3,7 @@
 import { KvCache } from './kv-cache.js';
 import type { ForwardInput, LlamaModel } from './llama.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from './sampler.js';
+import { DEFAULT_NUM_PREDICTION_TOKENS, PredictionK, PredictionTracker } from './prediction.js';
 import { AdaptiveK, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type SpeculativeSpec, verifyDraft } from './speculation.js';
 import type { KvDType } from '../backend/backend.js';
 
@@ -31,6 +32,9 @@ export interface GenerateOptions {
   /** Speculative decoding: 'ngram', 'suffix', a draft model sharing the vocabulary, or a Proposer. */
   readonly speculative?: SpeculativeSpec;
   readonly numSpeculativeTokens?: number; // K, most draft tokens per step (adaptive below it); default 4
+  /** Predicted Outputs: token ids the output is expected to repeat (no BOS); drafts taken from it, with or without `speculative`. */
+  readonly prediction?: readonly number[];
+  readonly numPredictionTokens?: number; // most prediction tokens verified per step (adaptive below it); default 15
 }
 
 export interface GenerateResult {
@@ -42,7 +46,8 @@ export interface GenerateResult {
   readonly promptLogprobs: (TopLogprob | null)[] | null;
   readonly timings: {
     promptTokens: number; promptMs: number; generatedTokens: number; decodeMs: number;
-    speculative?: { proposed: number; accepted: number }; // draft tokens proposed and kept (with speculation)
+    speculative?: { proposed: number; accepted: number }; // draft tokens proposed and kept (with speculation or a prediction)
+    prediction?: { accepted: number; rejected: number }; // with a prediction: its draft tokens kept in the output / not kept
   };
 }
 
@@ -174,13 +179,23 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   const adaptive = proposer ? new AdaptiveK(K) : null;
   proposer?.init?.({ vocabSize: V, numBlocks, blockSize: BLOCK, maxPositions: cfg.maxPositionEmbeddings });
   const spec = { proposed: 0, accepted: 0 };
+  for (const [i, id] of (opts.prediction ?? []).entries()) {
+    if (!Number.isInteger(id) || id < 0 || id >= V) throw new RangeError(`prediction token ${i} has id ${id}, outside the vocabulary [0, ${V})`);
+  }
+  const tracker = opts.prediction?.length ? new PredictionTracker(opts.prediction) : null;
+  const predK = tracker ? new PredictionK(opts.numPredictionTokens ?? DEFAULT_NUM_PREDICTION_TOKENS) : null;
+  const pred = { accepted: 0, rejected: 0 };
   const draftSampling = sampling.temperature > 0 ? { temperature: sampling.temperature, random: () => sampler.uniform() } : undefined;
   const seqId = 'generate';
   let done = opts.maxTokens === 0 || emit(sampler.sample(last, counts), last);
   while (!done) {
     const N = promptIds.length + outputIds.length;
-    const k = adaptive ? Math.min(adaptive.next(), opts.maxTokens - outputIds.length - 1) : 0;
-    let draft: readonly number[] = [];
+    const room = opts.maxTokens - outputIds.length - 1;
+    // the prediction's draft when the output lines up with it, else the proposer's
+    const pk = predK ? Math.min(predK.next(), room) : 0;
+    let draft: readonly number[] = pk > 0 ? tracker!.draft(tokens, promptIds.length, pk) : [];
+    const fromPrediction = draft.length > 0;
+    const k = adaptive && !fromPrediction ? Math.min(adaptive.next(), room) : 0;
     let q: readonly Float32Array[] | undefined;
     if (k > 0) {
       const p = proposer!.propose([{ seqId, tokens, promptLen: promptIds.length, k, blockTable, sampling: draftSampling }])[0];
@@ -189,13 +204,32 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
       q = p.q;
     }
     const logits = yield* step([outputIds.at(-1)!, ...draft], N - 1, draft.length > 0); // (1 + draft, V)
-    if (draft.length === 0) { adaptive?.tick(); done = emit(sampler.sample(logits, counts), logits); continue; }
+    if (draft.length === 0) {
+      adaptive?.tick();
+      predK?.tick();
+      done = emit(sampler.sample(logits, counts), logits);
+      continue;
+    }
     const v = verifyDraft(sampler, counts, logits, draft, q);
     spec.proposed += draft.length;
     spec.accepted += v.accepted;
-    adaptive!.update(draft.length, v.accepted);
-    proposer!.observe?.(seqId, draft.length, v.accepted);
-    for (let j = 0; j < v.tokens.length && !done; j++) done = emit(v.tokens[j]!, logits.subarray(j * V, (j + 1) * V));
+    if (fromPrediction) {
+      predK!.update(draft.length, v.accepted);
+      adaptive?.tick();
+    } else {
+      adaptive!.update(draft.length, v.accepted);
+      proposer!.observe?.(seqId, draft.length, v.accepted);
+      predK?.tick();
+    }
+    let kept = 0; // accepted drafts that reached the output (not past a stop)
+    for (let j = 0; j < v.tokens.length && !done; j++) {
+      done = emit(v.tokens[j]!, logits.subarray(j * V, (j + 1) * V));
+      if (j < v.accepted) kept++;
+    }
+    if (fromPrediction) {
+      pred.accepted += kept;
+      pred.rejected += draft.length - kept;
+    }
   }
   if (proposer) {
     proposer.release?.(seqId);
@@ -209,6 +243,8 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   const decodeMs = performance.now() - t1;
   return {
     promptIds: [...promptIds], outputIds, text, finishReason, logprobs, promptLogprobs,
-    timings: { promptTokens: promptIds.length, promptMs, generatedTokens: outputIds.length, decodeMs, ...(proposer ? { speculative: spec } : {}) },
+    timings: { promptTokens: promptIds.length, promptMs, generatedTokens: outputIds.length, decodeMs,
+      ...(proposer || tracker ? { speculative: spec } : {}), ...(opts.prediction ? { prediction: pred } : {}),
+    },
   };
 }

@@ -7,6 +7,8 @@
 //                        └ ptr = 3               assumes a substitution (p3 ... after X) unless a longer suffix of
 //                                                the output is found elsewhere in the prediction
 
+import { AdaptiveK } from './speculation.js';
+
 /** Most prediction tokens one verify step checks (adaptive below it): 16 rows, the batch-invariant kernels' range. */
 export const DEFAULT_NUM_PREDICTION_TOKENS = 15;
 
@@ -15,9 +17,10 @@ export const DEFAULT_NUM_PREDICTION_TOKENS = 15;
  * prediction token for token, the draft is the prediction's next tokens. When it departs (an edit), the alignment
  * is found again, as a diff would: the longest suffix of the output (minFar to maxN tokens) that occurs in the
  * prediction, at its first occurrence at or after the last aligned position (text after an edit goes on from
- * there), else at the nearest before it (text moved back); failing that, the diagonal (the output replaced as many
- * prediction tokens as it made since it departed); failing that, a shorter suffix, only within `window` tokens
- * after the last aligned position (one common token says little about where a long prediction resumes).
+ * there), else at the nearest before it (text moved back); else a shorter suffix at its first occurrence at most
+ * as many tokens after the last aligned position as the output made since departing (an insertion or a short
+ * deletion); else the diagonal (a substitution: the output replaced as many prediction tokens as it made since
+ * departing); else a shorter suffix within `window` tokens after the last aligned position.
  */
 export class PredictionTracker {
   private ptr = 0; // prediction index expected next; -1 while the output is not aligned
@@ -56,26 +59,42 @@ export class PredictionTracker {
     this.lostAt = -1;
   }
 
-  /** The prediction index after the best occurrence of the output's longest matching suffix, or -1. */
+  /** The prediction index where the output goes on after departing from it, or -1 (see the class comment). */
   private resync(tokens: readonly number[], start: number): number {
     const P = this.prediction;
     const N = tokens.length;
+    const since = N - start - this.lostOut; // output tokens since it departed (>= 1 when it did)
     // a substitution of as many tokens as the output made since it departed: the prediction goes on past them
-    const diag = this.lostAt < 0 ? -1 : this.lostAt + (N - start - this.lostOut);
+    const diag = this.lostAt >= 0 && this.lostAt + since < P.length ? this.lostAt + since : -1;
     for (let n = Math.min(this.maxN, N - start); n >= 1; n--) {
-      if (n < this.minFar && diag >= 0 && diag < P.length) return diag;
+      const far = n >= this.minFar;
       // occurrences end at e (P[e - n, e) equals the output's last n tokens); only those with a token after them
       let before = -1;
-      const last = n >= this.minFar ? P.length - 1 : Math.min(P.length - 1, this.anchor + this.window + n - 1);
-      for (let e = n >= this.minFar ? n : this.anchor + n; e <= last; e++) {
+      const last = far ? P.length - 1 : Math.min(P.length - 1, this.anchor + this.window + n - 1);
+      for (let e = far ? n : this.anchor + n; e <= last; e++) {
         let same = true;
         for (let i = 1; i <= n && same; i++) same = P[e - i] === tokens[N - i];
         if (!same) continue;
-        if (e - n >= this.anchor) return (this.anchor = e);
-        if (n >= this.minFar) before = e;
+        // a short match beyond the tokens the output made since departing is less likely than a substitution
+        if (e - n >= this.anchor && (far || diag < 0 || e - n - this.anchor <= since)) return (this.anchor = e);
+        if (!far) return diag;
+        before = e;
       }
       if (before >= 0) return (this.anchor = before);
     }
-    return -1;
+    return diag;
+  }
+}
+
+/**
+ * AdaptiveK for prediction drafts: back to the full K after a draft is kept whole. A rejection there marks an edit,
+ * not a poor proposer: once the output lines up again, the prediction runs on until the next edit. On floe-brown,
+ * 120 tokens with 1 word in 10 of the prediction edited took 24, 39, 32 steps on three prompts, against 34, 51, 37
+ * growing k by 1 as for proposers.
+ */
+export class PredictionK extends AdaptiveK {
+  override update(proposed: number, accepted: number): void {
+    super.update(proposed, accepted);
+    if (this.k > 0 && proposed > 0 && accepted === proposed) this.k = this.max;
   }
 }

@@ -1,0 +1,172 @@
+// Predicted Outputs in the engine and generate(): a prediction drafts tokens for the verifier, with or without the
+// engine's own proposer; greedy output is the same token for token, sampled output keeps its distribution.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { Engine } from '../../src/engine/engine.js';
+import { EngineRequestError, type GenerateRequest } from '../../src/engine/protocol.js';
+import { generate } from '../../src/model/generate.js';
+import { openModel } from '../../src/model/open.js';
+import { PredictionTracker } from '../../src/model/prediction.js';
+import { genReq, rand, runAll } from './helpers.js';
+
+const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const brown = await openModel(BROWN, { threads: 2 });
+const tok = brown.tokenizer!;
+const WORDS = ('the of and to a in that is was he for it with as his on be at by had are but from or have an they which one you were ' +
+  'her all she there would their we him been has when who will more no if out so said what up its about into than them can only other new ' +
+  'some could time these two may then do first any my now such like our over man me even most made after also did many before must through ' +
+  'back years where much your way well down should because each just those people city state house church water school court').split(' ');
+const SEED = Number(process.env.FLOE_TEST_SEED ?? Date.now() % 1e9);
+const r = rand(SEED);
+const pick = (): string => WORDS[Math.floor(r() * WORDS.length)]!;
+const UNRELATED = 'Once upon a time a small dog ran through the park every morning, chasing birds and barking at the old gardener.';
+
+function engine(speculative?: 'ngram'): Engine {
+  return new Engine(brown.model, tok, { kvDtype: 'f32', kvCacheMemory: 64 << 20, speculative });
+}
+
+/** Run one request alone on a fresh engine: its tokens, last usage and the engine's step count. */
+function runOne(req: GenerateRequest, speculative?: 'ngram') {
+  const e = engine(speculative);
+  e.add(req);
+  const c = runAll(e).byId.get(req.id)!;
+  return { tokens: c.tokens, usage: c.outputs.at(-1)!.usage, steps: e.stats().steps, stats: e.stats() };
+}
+
+/** The text with `n` of its words replaced by random ones (an edit the prediction does not know about). */
+function edit(text: string, n: number): string {
+  const w = text.split(' ');
+  for (let i = 0; i < n; i++) w[1 + Math.floor(r() * (w.length - 1))] = pick();
+  return w.join(' ');
+}
+
+test(`greedy with a prediction equals greedy without, for fresh random prompts (seed ${SEED}); its own answer is accepted nearly whole`, () => {
+  for (let p = 0; p < 3; p++) {
+    const prompt = tok.encode(Array.from({ length: 8 + Math.floor(r() * 8) }, pick).join(' '), { addSpecialTokens: true });
+    const req = (id: string, over: Partial<GenerateRequest> = {}) => genReq(id, prompt, { maxTokens: 64, ignoreEos: true, ...over });
+    const base = runOne(req('base'));
+    assert.equal(base.usage.acceptedPredictionTokens, undefined, 'no prediction: no prediction counts');
+    const answer = tok.decode(base.tokens[0]!);
+    const predictions = { own: answer, edited: edit(answer, 4), unrelated: UNRELATED };
+    for (const [name, text] of Object.entries(predictions)) {
+      const ids = tok.encode(text, { addSpecialTokens: false });
+      for (const spec of [undefined, 'ngram'] as const) {
+        const got = runOne(req('p', { prediction: ids }), spec);
+        const what = `prompt ${p} (seed ${SEED}), prediction ${name}, proposer ${spec ?? 'none'}: ${JSON.stringify(text)}`;
+        assert.deepEqual(got.tokens, base.tokens, what);
+        const u = got.usage;
+        assert.ok(u.acceptedPredictionTokens! >= 0 && u.rejectedPredictionTokens! >= 0, what);
+        assert.ok(u.acceptedPredictionTokens! <= u.completionTokens - 1, `${what}: the first token comes from the prompt's step`);
+        if (name === 'own') {
+          assert.ok(u.acceptedPredictionTokens! >= 0.75 * u.completionTokens, `${what}: ${JSON.stringify(u)}`);
+          assert.ok(got.steps * 2 < base.steps, `${what}: ${got.steps} steps, ${base.steps} without`);
+        }
+        if (name === 'edited') assert.ok(got.steps < base.steps, `${what}: ${got.steps} steps, ${base.steps} without`);
+      }
+    }
+    // speculative: false turns the prediction off: the same steps as without, nothing drafted
+    const off = runOne(req('off', { prediction: tok.encode(answer, { addSpecialTokens: false }), speculative: false }));
+    assert.deepEqual(off.tokens, base.tokens);
+    assert.equal(off.steps, base.steps);
+    assert.deepEqual([off.usage.acceptedPredictionTokens, off.usage.rejectedPredictionTokens], [0, 0]);
+    assert.equal(off.stats.specSteps, 0);
+  }
+});
+
+test('n = 2 forks both draft from the prediction; a stop string inside accepted drafts ends the output there', () => {
+  const prompt = tok.encode('The committee said on Friday that the city', { addSpecialTokens: true });
+  const base = runOne(genReq('b', prompt, { maxTokens: 48, ignoreEos: true }));
+  const ids = tok.encode(tok.decode(base.tokens[0]!), { addSpecialTokens: false });
+  const e = engine();
+  e.add(genReq('n2', prompt, { maxTokens: 48, ignoreEos: true, n: 2, prediction: ids }));
+  const c = runAll(e).byId.get('n2')!;
+  assert.deepEqual(c.tokens, [base.tokens[0], base.tokens[0]]);
+  for (const i of [0, 1]) {
+    const u = c.outputs.filter((o) => o.index === i).at(-1)!.usage;
+    assert.ok(u.acceptedPredictionTokens! >= 30, `completion ${i}: ${JSON.stringify(u)}`);
+  }
+  // a stop string in the middle of the answer: accepted drafts past it are not output, and count as rejected
+  const text = tok.decode(base.tokens[0]!);
+  const stop = text.split(' ').slice(5, 7).join(' ');
+  const plain = new Engine(brown.model, tok, { kvDtype: 'f32', kvCacheMemory: 64 << 20 });
+  plain.add(genReq('s0', prompt, { maxTokens: 48, ignoreEos: true, stop: [stop] }));
+  const want = runAll(plain).byId.get('s0')!;
+  const e2 = engine();
+  e2.add(genReq('s1', prompt, { maxTokens: 48, ignoreEos: true, stop: [stop], prediction: ids }));
+  const got = runAll(e2).byId.get('s1')!;
+  assert.deepEqual(got.tokens, want.tokens);
+  assert.equal(got.text[0], want.text[0]);
+  const u = got.outputs.at(-1)!.usage;
+  assert.ok(u.acceptedPredictionTokens! <= u.completionTokens - 1, JSON.stringify(u));
+  assert.ok(u.rejectedPredictionTokens! > 0, `drafts past the stop were not kept: ${JSON.stringify(u)}`);
+});
+
+test('sampled output keeps its distribution with a prediction (the first two tokens, 400 seeds each)', () => {
+  const prompt = tok.encode('The man said that the', { addSpecialTokens: true });
+  const prediction = runOne(genReq('g', prompt, { maxTokens: 6, ignoreEos: true })).tokens[0]!; // the likeliest continuation
+  const sampling = { ...genReq('x', [1]).sampling, temperature: 0.3 };
+  // how often the output follows the prediction for one token, for two, or not at all
+  const hist = (withPrediction: boolean): Record<string, number> => {
+    const e = new Engine(brown.model, tok, { kvDtype: 'f32', kvCacheMemory: 64 << 20, maxNumSeqs: 64 });
+    for (let s = 0; s < 400; s++) {
+      e.add(genReq(`s${s}`, prompt, { maxTokens: 4, ignoreEos: true, sampling: { ...sampling, seed: 1000 * Number(withPrediction) + s }, ...(withPrediction ? { prediction } : {}) }));
+    }
+    const h: Record<string, number> = { none: 0, one: 0, two: 0 };
+    for (const c of runAll(e).byId.values()) {
+      const t = c.tokens[0]!;
+      h[t[0] !== prediction[0] ? 'none' : t[1] !== prediction[1] ? 'one' : 'two']!++;
+    }
+    if (withPrediction) assert.ok(e.stats().specAcceptedTokens! > 200, JSON.stringify(e.stats()));
+    return h;
+  };
+  const a = hist(false);
+  const b = hist(true);
+  const tv = Object.keys(a).reduce((s, k) => s + Math.abs(a[k]! - b[k]!), 0) / 800;
+  // two samples of 400 from one distribution: TV about 0.03 here; a verifier that kept every draft gives about 0.3
+  assert.ok(tv < 0.1, `total variation ${tv.toFixed(3)}: ${JSON.stringify(a)} without, ${JSON.stringify(b)} with the prediction`);
+});
+
+test('a prediction id outside the vocabulary is a 400 naming it', () => {
+  const e = engine();
+  assert.throws(() => e.add(genReq('bad', [1, 2, 3], { prediction: [5, 4096] })),
+    (err: unknown) => err instanceof EngineRequestError && err.status === 400 && /prediction token 1 has id 4096/.test(err.message));
+  assert.throws(() => e.add(genReq('bad2', [1, 2, 3], { prediction: [1.5] })), /prediction token 0/);
+});
+
+test('generate() with a prediction: the same ids, and timings count accepted and rejected prediction tokens', () => {
+  const prompt = tok.encode('It was the first time that the state', { addSpecialTokens: true });
+  const opts = { maxTokens: 60, sampling: { temperature: 0 }, stopTokenIds: [], kvDtype: 'f32' as const };
+  const base = generate(brown.model, prompt, opts);
+  assert.equal(base.timings.prediction, undefined);
+  const own = tok.encode(tok.decode(base.outputIds), { addSpecialTokens: false });
+  for (const [prediction, spec] of [[own, undefined], [tok.encode(edit(tok.decode(base.outputIds), 3), { addSpecialTokens: false }), 'ngram'],
+    [tok.encode(UNRELATED, { addSpecialTokens: false }), undefined]] as const) {
+    const got = generate(brown.model, prompt, { ...opts, prediction, speculative: spec });
+    assert.deepEqual(got.outputIds, base.outputIds);
+    assert.ok(got.timings.prediction!.accepted + got.timings.prediction!.rejected <= got.timings.speculative!.proposed);
+  }
+  const got = generate(brown.model, prompt, { ...opts, prediction: own });
+  assert.ok(got.timings.prediction!.accepted >= 45, JSON.stringify(got.timings));
+  assert.throws(() => generate(brown.model, prompt, { ...opts, prediction: [-1] }), /prediction token 0 has id -1/);
+});
+
+test('PredictionTracker: follows the prediction, and finds it again after a substitution, an insertion and a deletion', () => {
+  const P = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20];
+  const t = (out: number[], k = 3) => new PredictionTracker(P).draft([1, 2, ...out], 2, k);
+  assert.deepEqual(t([]), [10, 11, 12], 'nothing output yet: the prediction from its start');
+  assert.deepEqual(t([10, 11]), [12, 13, 14]);
+  assert.deepEqual(t([10, 11, 99]), [13, 14, 15], 'a substitution: the prediction after the replaced token');
+  assert.deepEqual(t([10, 11, 99, 98]), [14, 15, 16], 'two substituted: along the diagonal');
+  assert.deepEqual(t([10, 11, 99, 12]), [13, 14, 15], 'an insertion: the output comes back to the prediction');
+  assert.deepEqual(t([10, 11, 13]), [14, 15, 16], 'a deletion: the output skipped 12');
+  assert.deepEqual(t([10, 11, 14]), [13, 14, 15], 'two tokens skipped look like a substitution at first');
+  assert.deepEqual(t([10, 11, 14, 15]), [16, 17, 18], 'and a deletion one token later');
+  assert.deepEqual(t([10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]), [], 'the prediction is used up');
+  assert.deepEqual(t([50, 51, 52, 53, 14, 15, 16]), [17, 18, 19], 'three tokens found far from where the output departed');
+  // incremental: one tracker called as the output grows gives what a fresh one gives
+  const seq = [1, 2, 10, 11, 99, 13, 14, 77, 16, 17];
+  const inc = new PredictionTracker(P);
+  for (let n = 2; n <= seq.length; n++) assert.deepEqual(inc.draft(seq.slice(0, n), 2, 4), new PredictionTracker(P).draft(seq.slice(0, n), 2, 4), `after ${n - 2} tokens`);
+});

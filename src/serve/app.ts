@@ -296,6 +296,7 @@ export function createApp(opts: AppOptions): ServeApp {
     }
     const toolNames = new Set(p.tools.map((t) => t.function.name));
     const forced = p.toolChoice === 'required' || typeof p.toolChoice === 'object';
+    const maxCalls = p.parallelToolCalls ? Infinity : 1; // parallel_tool_calls false: at most one call, the rest dropped
     let ids: number[];
     try {
       ids = encodeChat(c.tokenizer, c.template, p.messages, { addGenerationPrompt: p.addGenerationPrompt, tools: useTools ? p.tools : undefined });
@@ -330,7 +331,7 @@ export function createApp(opts: AppOptions): ServeApp {
         ...head, object: 'chat.completion', system_fingerprint: null,
         choices: acc.choices.map((ch, i) => {
           // cut by max_tokens inside a call: the call so far, finish_reason length (as streaming sends it)
-          const calls = !useTools ? null : ch.finishReason === 'stop' ? parseToolCalls(ch.text, toolNames) : cutToolCalls(ch.text, toolNames, forced);
+          const calls = !useTools ? null : ch.finishReason === 'stop' ? parseToolCalls(ch.text, toolNames, maxCalls) : cutToolCalls(ch.text, toolNames, forced, maxCalls);
           return {
           index: i, message: calls ? { role: 'assistant', content: calls.content, tool_calls: calls.calls } : { role: 'assistant', content: ch.text },
           logprobs: p.logprobs === null ? null : chatLogprobs(ch.logprobs),
@@ -352,7 +353,7 @@ export function createApp(opts: AppOptions): ServeApp {
       if (useTools) {
         // tool calls: content or call deltas as the text proves which it is. The logprobs of text held back wait
         // for the next delta sent (or the finish chunk), so that the stream carries every token's, as the plain reply does.
-        const ts = (toolStreams[ch] ??= new ToolCallStream(toolNames, forced));
+        const ts = (toolStreams[ch] ??= new ToolCallStream(toolNames, forced, maxCalls));
         const held = (heldLogprobs[ch] ??= []);
         if (p.logprobs !== null && o.logprobs) held.push(...o.logprobs);
         const takeHeld = () => (p.logprobs === null ? null : chatLogprobs(held.splice(0)));

@@ -40,18 +40,20 @@ function skipSeparators(s: string, i: number): number {
 
 /**
  * The calls `text` opens with, and any text after them (as content), or null when it does not open with a call to one
- * of the named tools.
+ * of the named tools. With `maxCalls` (parallel_tool_calls false: 1), the calls past it and the text after them are
+ * dropped: the answer is that many calls.
  */
-export function parseToolCalls(text: string, tools: ReadonlySet<string>): { calls: ToolCall[]; content: string | null } | null {
+export function parseToolCalls(text: string, tools: ReadonlySet<string>, maxCalls = Infinity): { calls: ToolCall[]; content: string | null } | null {
   const calls: ToolCall[] = [];
   let i = skipSeparators(text, 0);
-  for (; i < text.length; i = skipSeparators(text, i)) {
+  for (; i < text.length && calls.length < maxCalls; i = skipSeparators(text, i)) {
     const call = text[i] === '{' ? parseCall(text, i, tools) : null;
     if (!call) break;
     calls.push(call.call);
     i = call.end;
   }
   if (calls.length === 0) return null;
+  if (calls.length >= maxCalls) return { calls, content: null };
   const rest = text.slice(i).trim();
   return { calls, content: rest === '' ? null : rest };
 }
@@ -96,15 +98,16 @@ function mayBeHeader(rest: string): boolean {
  */
 export class ToolCallStream {
   private buf = '';
-  private mode: 'undecided' | 'content' | 'calls' | 'held' = 'undecided';
+  private mode: 'undecided' | 'content' | 'calls' | 'held' | 'done' = 'undecided'; // done: maxCalls calls sent, the rest dropped
   private pos = 0; // next unread index of buf in 'calls' mode
   private call: { index: number; argsFrom: number } | null = null; // the call whose arguments are streaming
   private emitted: string[] = []; // ids sent, one per call
   readonly calls: ToolCall[] = [];
 
-  constructor(private readonly tools: ReadonlySet<string>, private readonly forced: boolean) {}
+  constructor(private readonly tools: ReadonlySet<string>, private readonly forced: boolean, private readonly maxCalls = Infinity) {}
 
   push(text: string): ToolDelta[] {
+    if (this.mode === 'done') return [];
     this.buf += text;
     if (this.mode === 'content') return text ? [{ content: text }] : [];
     if (this.mode === 'undecided') {
@@ -119,7 +122,9 @@ export class ToolCallStream {
   /** End of output: the last deltas, and whether the choice ended as tool calls. */
   finish(): { deltas: ToolDelta[]; isCalls: boolean } {
     if (this.mode === 'content' || this.mode === 'undecided') return { deltas: [], isCalls: false };
+    if (this.mode === 'done') return { deltas: [], isCalls: true };
     const deltas = this.mode === 'calls' ? this.scan() : [];
+    if ((this.mode as string) === 'done') return { deltas, isCalls: true }; // scan() just closed the last call allowed
     if (this.mode === 'calls' && this.call === null && this.calls.length > 0 && skipSeparators(this.buf, this.pos) >= this.buf.length) return { deltas, isCalls: true };
     if (this.call !== null) return { deltas, isCalls: true }; // cut short (length): what was sent stays
     if (this.calls.length > 0) {
@@ -128,7 +133,7 @@ export class ToolCallStream {
       return { deltas: rest ? [...deltas, { content: rest }] : deltas, isCalls: true };
     }
     // held (or never a call): parse the whole; text that is no call goes out as content
-    const parsed = parseToolCalls(this.buf, this.tools);
+    const parsed = parseToolCalls(this.buf, this.tools, this.maxCalls);
     if (!parsed) return { deltas: [{ content: this.buf }], isCalls: false };
     this.calls.push(...parsed.calls);
     return {
@@ -164,6 +169,7 @@ export class ToolCallStream {
         this.calls.push({ id: this.emitted[c]!, type: 'function', function: { name: this.pendingName!, arguments: args } });
         this.call = null;
         this.pos = j + 1;
+        if (this.calls.length >= this.maxCalls) { this.mode = 'done'; return out; }
         continue;
       }
       const i = skipSeparators(s, this.pos);
@@ -196,8 +202,8 @@ export class ToolCallStream {
  * the content beside them, or null when it holds no call. A non-streamed answer cut by max_tokens inside a call so
  * gives the call that streaming sent.
  */
-export function cutToolCalls(text: string, tools: ReadonlySet<string>, forced: boolean): { calls: ToolCall[]; content: string | null } | null {
-  const s = new ToolCallStream(tools, forced);
+export function cutToolCalls(text: string, tools: ReadonlySet<string>, forced: boolean, maxCalls = Infinity): { calls: ToolCall[]; content: string | null } | null {
+  const s = new ToolCallStream(tools, forced, maxCalls);
   const deltas = [...s.push(text)];
   const end = s.finish();
   if (!end.isCalls) return null;

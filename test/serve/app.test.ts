@@ -519,6 +519,25 @@ test('streamed chat with tools and logprobs: the chunks carry the logprobs of ev
   }
 });
 
+test('parallel_tool_calls false with tool_choice auto: a reply with two calls comes back as its first call, plain and streamed', async () => {
+  const engine = new FakeEngine(tok);
+  const s = createApp({ modelName: 'tiny' });
+  s.ready({ engine, tokenizer: tok, template: new ChatTemplate(CHAT_TEMPLATE + '{% if tools %}{% endif %}') });
+  const tools = ['get_time', 'get_date'].map((name) => ({ type: 'function', function: { name, parameters: { type: 'object', properties: { tz: { type: 'string' } } } } }));
+  engine.script = [...Buffer.from('{"name": "get_time", "parameters": {"tz": "UTC"}}; {"name": "get_date", "parameters": {"tz": "CET"}}')];
+  for (const parallel of [false, true]) {
+    const body = { ...user('x'), tools, parallel_tool_calls: parallel, max_tokens: engine.script.length };
+    const plain = await s.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: body });
+    assert.equal(plain.statusCode, 200, plain.body);
+    const calls = plain.json().choices[0].message.tool_calls.map((c: any) => [c.function.name, c.function.arguments]);
+    assert.deepEqual(calls, parallel ? [['get_time', '{"tz": "UTC"}'], ['get_date', '{"tz": "CET"}']] : [['get_time', '{"tz": "UTC"}']]);
+    const chunks = sse((await s.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: { ...body, stream: true } })).body) as any[];
+    const deltas = chunks.flatMap((c) => c.choices[0]?.delta?.tool_calls ?? []);
+    assert.deepEqual([...new Set(deltas.map((d: any) => d.index))], parallel ? [0, 1] : [0]);
+    assert.ok(chunks.every((c) => !c.choices[0]?.delta?.content), 'the dropped call is not sent as content');
+  }
+});
+
 test('a missing nested field is "is required" (missing_required_parameter) at its own path, never "got undefined"', async () => {
   const { post } = setup();
   const fn = { name: 'f', parameters: { type: 'object' } };

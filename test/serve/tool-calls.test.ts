@@ -13,8 +13,8 @@ function rand(seed: number): () => number {
 }
 
 /** Feed `text` in random pieces; reassemble content and calls from the deltas as the openai client does. */
-function streamed(text: string, forced: boolean, r: () => number) {
-  const s = new ToolCallStream(TOOLS, forced);
+function streamed(text: string, forced: boolean, r: () => number, maxCalls = Infinity) {
+  const s = new ToolCallStream(TOOLS, forced, maxCalls);
   const deltas: ToolDelta[] = [];
   for (let i = 0; i < text.length;) {
     const n = 1 + Math.floor(r() * 7);
@@ -96,4 +96,26 @@ test('a whole text gives the arguments as streaming sends them, byte for byte; a
     assert.match(c.calls[0]!.id, /^call_[0-9a-f]{24}$/);
   }
   assert.equal(cutToolCalls('{"foo": 1', TOOLS, false), null, 'no call: the text stays content');
+});
+
+test('parallel_tool_calls false (maxCalls 1): the first call only, whole, streamed and cut; later calls and text dropped', () => {
+  const r = rand(7);
+  const calls = ['{"name": "get_weather", "parameters": {"city": "Paris"}}', '{"name":"get_time","parameters":{"zone":"UTC"}}', '{"name": "get_weather", "parameters": {"city": "Oslo"}}'];
+  for (let k = 0; k < 30; k++) {
+    const n = 1 + Math.floor(r() * 3);
+    const text = calls.slice(0, n).join(r() < 0.5 ? '; ' : '\n') + (r() < 0.5 ? ' and then some words' : '');
+    const first = parseToolCalls(calls[0]!, TOOLS)!.calls[0]!;
+    const whole = parseToolCalls(text, TOOLS, 1)!;
+    assert.equal(whole.calls.length, 1, text);
+    assert.equal(whole.content, null, text);
+    assert.deepEqual([whole.calls[0]!.function.name, whole.calls[0]!.function.arguments], [first.function.name, first.function.arguments]);
+    assert.deepEqual(cutToolCalls(text, TOOLS, false, 1)!.calls.map((c) => c.function.arguments), [first.function.arguments], text);
+    for (const forced of [true, false]) {
+      const s = streamed(text, forced, r, 1);
+      assert.ok(s.isCalls, text);
+      assert.equal(s.content, '', text);
+      assert.deepEqual(s.calls.map((c) => [c.name, c.args]), [[first.function.name, first.function.arguments]], text);
+    }
+    if (n > 1) assert.equal(parseToolCalls(text, TOOLS)!.calls.length, n, 'without the cap every call comes back');
+  }
 });

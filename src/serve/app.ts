@@ -16,6 +16,7 @@ import type { Guard } from '../platform/guard/guard.js';
 import { engineEmbedder, noRag, registerRagRoutes } from './rag-routes.js';
 import { registerEmbeddingRoutes, type EmbeddingModel } from './embeddings-routes.js';
 import { registerConsole } from './static.js';
+import { registerTokenizeRoutes, TOKENIZE_ROUTES } from './tokenize-routes.js';
 import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
 import {
   parseChatRequest, parseCompletionRequest,
@@ -92,7 +93,7 @@ export function createApp(opts: AppOptions): ServeApp {
     const route = req.routeOptions.url ?? 'unmatched';
     reply.raw.once('close', () => metrics.requests.inc({ route, status: String(reply.raw.statusCode) }));
     // Judge by the matched route too: an encoded path (/%761/models) must not slip past auth.
-    if (!route.startsWith('/v1') && !req.url.startsWith('/v1')) return;
+    if (!route.startsWith('/v1') && !req.url.startsWith('/v1') && !TOKENIZE_ROUTES.has(route)) return;
     if (keyDigest) {
       const h = req.headers.authorization;
       const m = typeof h === 'string' ? /^Bearer\s+(.+)$/i.exec(h.trim()) : null;
@@ -175,6 +176,7 @@ export function createApp(opts: AppOptions): ServeApp {
   registerGuardRoutes(app, guardOpts);
   const ragChat = opts.rag ? registerRagRoutes(app, { db: opts.rag.db, embedder: async () => engineEmbedder(model().embedding ?? null, opts.rag!.embedderName) }) : noRag;
   registerLoraRoutes(app, { enabled: opts.lora?.enableLoading ?? false, root: opts.lora?.root ?? null, baseName: opts.modelName, engine: () => model().engine });
+  registerTokenizeRoutes(app, { model, vctx });
 
   /** Prompt ids of one prompt, checked against the vocabulary. */
   const promptIds = (c: ModelContext, p: Prompt, param: string): number[] => {

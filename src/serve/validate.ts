@@ -178,7 +178,8 @@ function tokenIds(v: unknown, param: string, vocabSize: number, allowEmpty = fal
   return v as number[];
 }
 
-function checkModel(b: Obj, ctx: ValidationContext): string {
+/** The request's `model` (absent: the base), or a 404 naming what this server serves. */
+export function checkModel(b: Obj, ctx: ValidationContext): string {
   const m = get(b, 'model');
   if (m === undefined) return ctx.modelName;
   if (typeof m !== 'string') throw invalid('model', `'model' must be a string, got ${describe(m)}`, 'invalid_type');

@@ -524,9 +524,10 @@ test('parallel_tool_calls false with tool_choice auto: a reply with two calls co
   const s = createApp({ modelName: 'tiny' });
   s.ready({ engine, tokenizer: tok, template: new ChatTemplate(CHAT_TEMPLATE + '{% if tools %}{% endif %}') });
   const tools = ['get_time', 'get_date'].map((name) => ({ type: 'function', function: { name, parameters: { type: 'object', properties: { tz: { type: 'string' } } } } }));
-  engine.script = [...Buffer.from('{"name": "get_time", "parameters": {"tz": "UTC"}}; {"name": "get_date", "parameters": {"tz": "CET"}}')];
+  const script = [...Buffer.from('{"name": "get_time", "parameters": {"tz": "UTC"}}; {"name": "get_date", "parameters": {"tz": "CET"}}')];
+  engine.script = script;
   for (const parallel of [false, true]) {
-    const body = { ...user('x'), tools, parallel_tool_calls: parallel, max_tokens: engine.script.length };
+    const body = { ...user('x'), tools, parallel_tool_calls: parallel, max_tokens: script.length };
     const plain = await s.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: body });
     assert.equal(plain.statusCode, 200, plain.body);
     const calls = plain.json().choices[0].message.tool_calls.map((c: any) => [c.function.name, c.function.arguments]);

@@ -3,7 +3,7 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { EngineRequestError, type EngineClient, type GenerateOutput, type GenerateRequest, type LogprobEntry } from '../engine/protocol.js';
-import { encodeChat, type ChatTemplate } from '../formats/chat-template.js';
+import { encodeChat, type ChatMessage, type ChatTemplate } from '../formats/chat-template.js';
 import { cutToolCalls, parseToolCalls, ToolCallStream } from './tool-calls.js';
 import type { GenerationDefaults } from '../formats/hf-config.js';
 import { PRIORITY_HEADER, registerBatchRoutes } from './batch-routes.js';
@@ -11,16 +11,17 @@ import { ApiError, invalid } from './errors.js';
 import { DEFAULT_JOBS_THREADS, registerFtRoutes } from './ft-routes.js';
 import { ServeMetrics } from './metrics.js';
 import { registerLoraRoutes } from './lora-routes.js';
-import { DEFAULT_GUARD_WINDOW, registerGuardRoutes, takeRails } from './guard-routes.js';
+import { DEFAULT_GUARD_WINDOW, registerGuardRoutes, takeRails, type Rails } from './guard-routes.js';
 import type { Guard } from '../platform/guard/guard.js';
 import { engineEmbedder, noRag, registerRagRoutes } from './rag-routes.js';
 import { registerEmbeddingRoutes, type EmbeddingModel } from './embeddings-routes.js';
 import { registerConsole } from './static.js';
+import { registerResponsesRoutes } from './responses-routes.js';
 import { registerTokenizeRoutes, TOKENIZE_ROUTES } from './tokenize-routes.js';
 import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
 import {
   parseChatRequest, parseCompletionRequest,
-  type GenerationParams, type Prompt, type ValidationContext,
+  type ChatParams, type GenerationParams, type Prompt, type ValidationContext,
 } from './validate.js';
 
 export type { ServeTokenizer } from './token-text.js';
@@ -283,6 +284,40 @@ export function createApp(opts: AppOptions): ServeApp {
     }
   };
 
+  /** Chat-shaped requests (chat completions, responses): the template and tool support checked, the prompt encoded. */
+  const chatPrompt = (c: ModelContext, p: ChatParams, param: string) => {
+    if (!c.tokenizer) throw invalid(param, 'this model has no tokenizer, so chat is not available; use /v1/completions with token ids');
+    if (!c.template) throw invalid(param, 'this model has no chat template (tokenizer_config.json chat_template or chat_template.jinja); use /v1/completions');
+    const useTools = p.toolChoice !== 'none' && p.tools.length > 0;
+    if (useTools && !c.template.readsTools) {
+      throw invalid('tools', `this model's chat template (${c.template.origin}) has no tool support (it never reads 'tools'); give a template that renders tools or drop 'tools'`, 'unsupported_parameter');
+    }
+    const encode = (messages: readonly ChatMessage[]) => encodeChat(c.tokenizer!, c.template!, messages, { addGenerationPrompt: p.addGenerationPrompt, tools: useTools ? p.tools : undefined });
+    let ids: number[];
+    try {
+      ids = encode(p.messages);
+    } catch (e) {
+      throw invalid(param, `the chat template rejected the messages: ${(e as Error).message}`);
+    }
+    const toolNames = new Set(p.tools.map((t) => t.function.name));
+    const forced = p.toolChoice === 'required' || typeof p.toolChoice === 'object';
+    const maxCalls = p.parallelToolCalls ? Infinity : 1; // parallel_tool_calls false: at most one call, the rest dropped
+    return { ids, encode, useTools, toolNames, forced, maxCalls };
+  };
+
+  /** A chat-shaped request on the engine. Guardrails: the input rail answers a flagged prompt without generating; the output rail holds text back until judged. */
+  const chatJob = async (reply: FastifyReply, p: ChatParams, rails: Rails | null, id: string, ids: number[], maxTokens: number): Promise<Job> => {
+    const refused = rails ? await rails.checkInput(p.messages) : null;
+    const job0 = refused?.flagged ? refusal(rails!.responseWhenUnsafe, p.n, [{ source: 0, promptTokens: ids.length }]) : run(reply, [engineRequest(id, ids, p, maxTokens, null)]);
+    return rails?.output && !refused?.flagged ? { ...job0, stream: rails.wrap(job0.stream, () => p.messages, p.n, p.n, p.stream ? guardOpts.window : Infinity, job0.abort) } : job0;
+  };
+
+  /** Generated tokens' logprobs as chat's logprobs.content (the shape the Responses API's logprobs share). */
+  const logprobContent = (entries: readonly LogprobEntry[]) => entries.map((e) => ({
+    ...tokenInfo(texts, e.token, e.logprob),
+    top_logprobs: e.top.map(([t, lp]) => tokenInfo(texts, t, lp)),
+  }));
+
   app.post('/v1/chat/completions', (req, reply) => tracked(async () => {
     const c = model();
     const rails = takeRails(req.body, guardOpts); // removes `guardrails` from the body
@@ -290,41 +325,20 @@ export function createApp(opts: AppOptions): ServeApp {
     const { body, rag } = ragChat.take(req.body);
     const p = parseChatRequest(body, vctx(c));
     noteIgnored(reply, p.ignored);
-    if (!c.tokenizer) throw invalid('messages', 'this model has no tokenizer, so chat is not available; use /v1/completions with token ids');
-    if (!c.template) throw invalid('messages', 'this model has no chat template (tokenizer_config.json chat_template or chat_template.jinja); use /v1/completions');
-    const useTools = p.toolChoice !== 'none' && p.tools.length > 0;
-    if (useTools && !c.template.readsTools) {
-      throw invalid('tools', `this model's chat template (${c.template.origin}) has no tool support (it never reads 'tools'); give a template that renders tools or drop 'tools'`, 'unsupported_parameter');
-    }
-    const toolNames = new Set(p.tools.map((t) => t.function.name));
-    const forced = p.toolChoice === 'required' || typeof p.toolChoice === 'object';
-    const maxCalls = p.parallelToolCalls ? Infinity : 1; // parallel_tool_calls false: at most one call, the rest dropped
-    let ids: number[];
-    try {
-      ids = encodeChat(c.tokenizer, c.template, p.messages, { addGenerationPrompt: p.addGenerationPrompt, tools: useTools ? p.tools : undefined });
-    } catch (e) {
-      throw invalid('messages', `the chat template rejected the messages: ${(e as Error).message}`);
-    }
+    const { ids: encoded, encode, useTools, toolNames, forced, maxCalls } = chatPrompt(c, p, 'messages');
+    let ids = encoded;
     // rag: passages for the last user message, as many as fit before the answer's budget
-    const ragged = rag ? await ragChat.apply(rag, p.messages, (m) => encodeChat(c.tokenizer!, c.template!, m, { addGenerationPrompt: p.addGenerationPrompt, tools: useTools ? p.tools : undefined }),
+    const ragged = rag ? await ragChat.apply(rag, p.messages, encode,
       c.engine.info.maxRequestTokens - (p.maxTokens ?? Math.min(256, Math.floor(c.engine.info.maxRequestTokens / 4)))) : null;
     if (ragged) ids = ragged.ids;
     const maxTokens = budget(c, p, ids.length, 'messages');
     const id = `chatcmpl-${randomUUID().replaceAll('-', '')}`;
     const t0 = performance.now();
-    // guardrails: the input rail answers a flagged prompt without generating; the output rail holds text back until judged
-    const refused = rails ? await rails.checkInput(p.messages) : null;
-    const job0 = refused?.flagged ? refusal(rails!.responseWhenUnsafe, p.n, [{ source: 0, promptTokens: ids.length }]) : run(reply, [engineRequest(id, ids, p, maxTokens, null)]);
-    const job = rails?.output && !refused?.flagged ? { ...job0, stream: rails.wrap(job0.stream, () => p.messages, p.n, p.n, p.stream ? guardOpts.window : Infinity, job0.abort) } : job0;
+    const job = await chatJob(reply, p, rails, id, ids, maxTokens);
     const railed = (usage: ReturnType<Accumulator['usage']>) => (rails ? rails.fields(usage) : { usage });
     const acc = new Accumulator(p.n, 1, metrics, t0, p.returnTokenIds);
     const head = { id, created: Math.floor(Date.now() / 1000), model: p.model };
-    const chatLogprobs = (entries: readonly LogprobEntry[] | null) => entries === null ? null : {
-      content: entries.map((e) => ({
-        ...tokenInfo(texts, e.token, e.logprob),
-        top_logprobs: e.top.map(([t, lp]) => tokenInfo(texts, t, lp)),
-      })),
-    };
+    const chatLogprobs = (entries: readonly LogprobEntry[] | null) => entries === null ? null : { content: logprobContent(entries) };
 
     if (!p.stream) {
       await drain(job, ({ source, value }) => acc.add(source, value));
@@ -509,6 +523,11 @@ export function createApp(opts: AppOptions): ServeApp {
   }));
 
   registerEmbeddingRoutes(app, { metrics, context: model, modelName: opts.modelName, tracked, noteIgnored });
+  registerResponsesRoutes(app, {
+    model, vctx, tracked, noteIgnored, chatPrompt, budget, chatJob, drain, logprobContent,
+    rails: (body) => takeRails(body, guardOpts), serveCheckpoint: (m, e) => ft?.serveCheckpoint(m, e) ?? Promise.resolve(),
+    accumulator: (t0) => new Accumulator(1, 1, metrics, t0), apiError: (e) => toApiError(e, 0), store: batch ? () => batch.service().store : null,
+  });
 
   return {
     app, metrics,

@@ -244,7 +244,7 @@ function toolsOf(b: Obj): Array<Record<string, unknown>> {
       if (!['type', 'name', 'description', 'parameters', 'strict'].includes(k)) throw invalid(`${p}.${k}`, `unrecognized argument '${p}.${k}'`, 'unknown_parameter');
     }
     if (t.strict !== undefined && t.strict !== null && typeof t.strict !== 'boolean') throw invalid(`${p}.strict`, `'${p}.strict' must be a boolean`, 'invalid_type');
-    const out: Record<string, unknown> = { type: 'function', name: t.name, description: t.description ?? null, parameters: t.parameters ?? null, strict: t.strict ?? true };
+    const out: Record<string, unknown> = { type: 'function', name: t.name, description: t.description ?? null, parameters: t.parameters ?? null, strict: t.strict ?? null };
     if (t.name === undefined || t.name === null) throw required(`${p}.name`);
     if (t.description === undefined || t.description === null) delete out.description;
     if (t.parameters === undefined || t.parameters === null) delete out.parameters;

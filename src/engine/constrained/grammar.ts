@@ -154,7 +154,7 @@ function step(st: Parse, b: number, out: Parse[]): void {
       out.push(next === ph && n === f.n ? st : push({ k: 'str', ph: next, n, node }, p));
       return;
     }
-    case 'rstr': stepDfaString(f, p, b, out); return;
+    case 'rstr': stepDfaString(st, b, out); return;
     case 'rnum': {
       const dfa = f.node.dfa!;
       const q = dfa.next(f.q, b);
@@ -253,56 +253,64 @@ function step(st: Parse, b: number, out: Parse[]): void {
   }
 }
 
-const ESCAPED: Record<number, number> = { 0x22: 0x22, 0x5c: 0x5c, 0x2f: 0x2f, 0x62: 8, 0x66: 12, 0x6e: 10, 0x72: 13, 0x74: 9 }; // after '\\'
+const ESCAPED = new Int32Array(128).fill(-1); // after '\\': the character each escape letter stands for (-1: none)
+for (const [c, x] of [[0x22, 0x22], [0x5c, 0x5c], [0x2f, 0x2f], [0x62, 8], [0x66, 12], [0x6e, 10], [0x72, 13], [0x74, 9]] as const) ESCAPED[c] = x;
+const hexValue = (b: number): number => (b <= 0x39 ? b - 0x30 : (b | 0x20) - 0x57);
 
 /**
  * One byte of a string its DFA reads: the DFA takes the decoded code points (an escape is the character it stands for),
  * and a partial one (UTF-8 lead or continuation bytes, \\u hex digits) is kept only while some code point it can still
  * become leads on, so the string can always go on or end.
+ *
+ * Runs once per token byte of every mask walk: no closures or other allocation beyond the new frame (none when the DFA
+ * stays in its state), so a format / pattern string costs a mask miss about what a plain string does.
  */
-function stepDfaString(f: Extract<Frame, { k: 'rstr' }>, p: Stack | null, b: number, out: Parse[]): void {
+function stepDfaString(st: Stack, b: number, out: Parse[]): void {
+  const f = st.f as Extract<Frame, { k: 'rstr' }>;
   const dfa = f.node.dfa!;
-  const { ph, cp, q } = f;
-  const go = (nq: number, nph: number, ncp: number): void => { out.push(push({ k: 'rstr', node: f.node, q: nq, ph: nph, cp: ncp }, p)); };
-  const take = (c: number): void => { const nq = dfa.next(q, c); if (nq >= 0) go(nq, 0, 0); };
-  // a partial code point: `c` so far, `left` 6-bit groups still to come
-  const partial = (nph: number, c: number, left: number, min: number): void => {
-    const lo = Math.max(min, c * 64 ** left), hi = (c + 1) * 64 ** left - 1;
-    if (dfa.overlaps(q, lo, hi)) go(q, nph, c);
-  };
+  const ph = f.ph, q = f.q;
+  let c = -1; // a whole code point read: the DFA takes it
+  let nph = -1, ncp = 0, lo = 0, hi = 0; // or a partial one (phase nph, value so far ncp), kept while [lo, hi] leads on
   if (ph === 0) {
-    if (b === Q) { if (dfa.accept[q]) out.push(done(p)); }
-    else if (b === BS) { if (dfa.overlaps(q, 0, 0xffff)) go(q, 1, 0); } // every escape is a BMP character
-    else if (b >= 0x20 && b < 0x80) take(b);
-    else if (b >= 0xc2 && b <= 0xdf) partial(11, b & 0x1f, 1, 0x80);
-    else if (b === 0xe0) partial(14, 0, 2, 0x800);
-    else if (b === 0xed) partial(15, 0xd, 2, 0);
-    else if (b >= 0xe1 && b <= 0xef) partial(12, b & 0x0f, 2, 0);
-    else if (b === 0xf0) partial(16, 0, 3, 0x10000);
-    else if (b === 0xf4) partial(17, 4, 3, 0);
-    else if (b >= 0xf1 && b <= 0xf3) partial(13, b & 0x07, 3, 0);
+    if (b === Q) { if (dfa.accept[q]) out.push(done(st.p)); return; }
+    if (b === BS) nph = 1, hi = 0xffff; // every escape is a BMP character
+    else if (b >= 0x20 && b < 0x80) c = b;
+    // a UTF-8 lead: the code points its continuation bytes can still make (overlong forms and surrogates excluded)
+    else if (b >= 0xc2 && b <= 0xdf) nph = 11, ncp = b & 0x1f, lo = Math.max(0x80, ncp * 64), hi = ncp * 64 + 63;
+    else if (b === 0xe0) nph = 14, lo = 0x800, hi = 0xfff;
+    else if (b === 0xed) nph = 15, ncp = 0xd, lo = 0xd000, hi = 0xdfff;
+    else if (b >= 0xe1 && b <= 0xef) nph = 12, ncp = b & 0x0f, lo = ncp * 4096, hi = ncp * 4096 + 4095;
+    else if (b === 0xf0) nph = 16, lo = 0x10000, hi = 0x3ffff;
+    else if (b === 0xf4) nph = 17, ncp = 4, lo = 0x100000, hi = 0x13ffff;
+    else if (b >= 0xf1 && b <= 0xf3) nph = 13, ncp = b & 0x07, lo = ncp * 262144, hi = ncp * 262144 + 262143;
+    else return;
   } else if (ph === 1) {
-    if (b === 0x75) { if (dfa.overlaps(q, 0, 0xffff)) go(q, 2, 0); } // \u and 4 hex digits
-    else if (ESCAPED[b] !== undefined) take(ESCAPED[b]!);
+    if (b === 0x75) nph = 2, hi = 0xffff; // \u and 4 hex digits
+    else if (b < 0x80 && ESCAPED[b]! >= 0) c = ESCAPED[b]!;
+    else return;
   } else if (ph <= 5) {
     if (!isHex(b)) return;
-    const c = cp * 16 + parseInt(String.fromCharCode(b), 16);
-    if (ph === 5) take(c); // a surrogate has no transition: a lone one never decodes
-    else { const left = 5 - ph; if (dfa.overlaps(q, c * 16 ** left, (c + 1) * 16 ** left - 1)) go(q, ph + 1, c); }
+    const x = f.cp * 16 + hexValue(b);
+    if (ph === 5) c = x; // a surrogate has no transition: a lone one never decodes
+    else { const scale = 16 ** (5 - ph); nph = ph + 1, ncp = x, lo = x * scale, hi = (x + 1) * scale - 1; }
   } else {
-    let left: number;
+    let left: number; // continuation bytes after this one
     if (ph >= 14) {
-      const [lo, hi, to] = UTF8_SECOND[ph - 14]!;
-      if (b < lo || b > hi) return;
-      left = to - 10; // continuation bytes after this one
+      const second = UTF8_SECOND[ph - 14]!;
+      if (b < second[0] || b > second[1]) return;
+      left = second[2] - 10;
     } else {
       if (b < 0x80 || b > 0xbf) return;
       left = ph - 11;
     }
-    const c = cp * 64 + (b & 0x3f);
-    if (left === 0) take(c);
-    else partial(left + 10, c, left, 0);
+    const x = f.cp * 64 + (b & 0x3f);
+    if (left === 0) c = x;
+    else { const scale = 64 ** left; nph = left + 10, ncp = x, lo = x * scale, hi = (x + 1) * scale - 1; }
   }
+  if (c >= 0) {
+    const nq = dfa.next(q, c);
+    if (nq >= 0) out.push(nq === q && ph === 0 ? st : push({ k: 'rstr', node: f.node, q: nq, ph: 0, cp: 0 }, st.p));
+  } else if (dfa.overlaps(q, lo, hi)) out.push(push({ k: 'rstr', node: f.node, q, ph: nph, cp: ncp }, st.p));
 }
 
 function canFinish(st: Parse): boolean {

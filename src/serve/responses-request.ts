@@ -95,7 +95,9 @@ export function parseResponsesRequest(body: unknown, ctx: ValidationContext, pre
   const reasoning = get(b, 'reasoning');
   if (reasoning !== undefined && !isObj(reasoning)) throw invalid('reasoning', `'reasoning' must be an object, got ${describe(reasoning)}`, 'invalid_type');
 
-  const stream = get(b, 'stream') === true;
+  const streamV = get(b, 'stream');
+  if (streamV !== undefined && typeof streamV !== 'boolean') throw invalid('stream', `'stream' must be a boolean, got ${describe(streamV)}`, 'invalid_type');
+  const stream = streamV === true;
   const so = get(b, 'stream_options');
   if (so !== undefined) {
     if (!stream) throw invalid('stream_options', `'stream_options' is only allowed when 'stream' is true`);

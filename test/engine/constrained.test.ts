@@ -73,6 +73,19 @@ function randomWalk(cache: ConstraintCache, spec: ConstraintSpec, r: () => numbe
   return { ids, ended: false };
 }
 
+/** Random walks through the masks: each one that ends is schema-valid (ajv with formats); returns how many ended. */
+function walksValid(cache: ConstraintCache, schema: object, r: () => number, walks: number, maxTokens: number): number {
+  let ended = 0;
+  for (let i = 0; i < walks; i++) {
+    const w = randomWalk(cache, { kind: 'json_schema', schema }, r, maxTokens);
+    if (!w.ended) continue;
+    ended++;
+    const text = tok.decode(w.ids);
+    assert.ok(ajv.validate(schema, JSON.parse(text)), `${JSON.stringify(schema).slice(0, 200)}: ${text} ${ajv.errorsText()}`);
+  }
+  return ended;
+}
+
 test('JSON grammar accepts compact JSON.stringify of valid instances and refuses invalid ones (ajv decides)', () => {
   const g = compileGrammar({ kind: 'json_schema', schema: PERSON });
   const valid = [
@@ -150,15 +163,7 @@ test('schemas as users write them: each keyword holds (ajv decides), whole texts
     for (const v of invalid) { assert.ok(!ajv.validate(schema, v), JSON.stringify(v)); assert.ok(!acceptsText(g, JSON.stringify(v)), `${JSON.stringify(schema)} refuses ${JSON.stringify(v)}`); }
     // valid, but of another type than the keywords speak of: not produced
     for (const v of narrowed) assert.ok(!acceptsText(g, JSON.stringify(v)), `${JSON.stringify(schema)} does not produce ${JSON.stringify(v)}`);
-    let ended = 0;
-    for (let i = 0; i < 8; i++) {
-      const w = randomWalk(cache, { kind: 'json_schema', schema }, r, 200);
-      if (!w.ended) continue;
-      ended++;
-      const text = tok.decode(w.ids);
-      assert.ok(ajv.validate(schema, JSON.parse(text)), `${JSON.stringify(schema)}: ${text} ${ajv.errorsText()}`);
-    }
-    assert.ok(ended > 0, `${JSON.stringify(schema)}: no walk ended`);
+    assert.ok(walksValid(cache, schema, r, 8, 200) > 0, `${JSON.stringify(schema)}: no walk ended`);
   }
 });
 
@@ -236,15 +241,7 @@ test('random walks through the masks always end in schema-valid JSON', () => {
   const cache = new ConstraintCache(tok, V, tok.eosIds);
   const r = rand(3);
   for (const [name, schema] of Object.entries(SCHEMAS)) {
-    let ended = 0;
-    for (let i = 0; i < 6; i++) {
-      const w = randomWalk(cache, { kind: 'json_schema', schema }, r, 400);
-      if (!w.ended) continue;
-      ended++;
-      const text = tok.decode(w.ids);
-      assert.ok(ajv.validate(schema as object, JSON.parse(text)), `${name}: ${text} ${ajv.errorsText()}`);
-    }
-    assert.ok(ended > 0, `${name}: no walk ended`);
+    assert.ok(walksValid(cache, schema as object, r, 6, 400) > 0, `${name}: no walk ended`);
   }
 });
 
@@ -320,18 +317,6 @@ test('engine: a constraint the compiler refuses is a 400 naming the keyword', ()
 
 const PYDANTIC = JSON.parse(readFileSync(fileURLToPath(new URL('../fixtures/schemas/pydantic.json', import.meta.url)), 'utf8')) as Record<string, object>;
 
-/** Random walks through the masks: each one that ends is schema-valid (ajv with formats); returns how many ended. */
-function walksValid(cache: ConstraintCache, schema: object, r: () => number, walks: number, maxTokens: number): number {
-  let ended = 0;
-  for (let i = 0; i < walks; i++) {
-    const w = randomWalk(cache, { kind: 'json_schema', schema }, r, maxTokens);
-    if (!w.ended) continue;
-    ended++;
-    const text = tok.decode(w.ids);
-    assert.ok(ajv.validate(schema, JSON.parse(text)), `${JSON.stringify(schema).slice(0, 200)}: ${text} ${ajv.errorsText()}`);
-  }
-  return ended;
-}
 
 test('$ref: pydantic $defs, recursion (tree, linked list), definitions and the root; random walks end valid', () => {
   const root = { type: 'object', properties: { v: { type: 'integer', minimum: 0, maximum: 9 }, kids: { type: 'array', items: { $ref: '#' }, maxItems: 2 } }, required: ['v', 'kids'] };

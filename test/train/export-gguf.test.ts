@@ -15,13 +15,12 @@ import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { loadChatTemplate } from '../../src/formats/chat-template.js';
 import { writePeftAdapter } from '../../src/formats/peft.js';
 import { ropeInvFreq } from '../../src/model/config.js';
-import { KvCache } from '../../src/model/kv-cache.js';
 import { LlamaModel } from '../../src/model/llama.js';
 import { initLora, type LoraAdapter } from '../../src/model/lora.js';
 import { mergeAdapter, writeHfModel } from '../../src/train/export.js';
 import { finetune } from '../../src/train/trainer.js';
 import { Rng } from '../../src/train/rng.js';
-import { FIXTURES, asTrain, tinyModelDir, writeTrainData } from './fixtures.js';
+import { FIXTURES, asTrain, seqLogits, tinyModelDir, writeTrainData } from './fixtures.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'floe-export-gguf-'));
 const seed = (Math.random() * 2 ** 32) >>> 0;
@@ -36,15 +35,7 @@ function randomAdapter(cfg: LoadedModel['config']): LoraAdapter {
 }
 
 function logits(m: LoadedModel, ids: number[]): Float32Array {
-  const model = LlamaModel.fromTensors(m.config, m.tensors, referenceBackend, m.ropeFreqFactors);
-  const cfg = model.config, T = ids.length;
-  const kv = new KvCache(cfg.numLayers, Math.ceil(T / 16), 16, cfg.numKvHeads, cfg.headDim, 'f32');
-  const pos = Int32Array.from({ length: T }, (_, i) => i);
-  return model.forward({
-    tokens: Int32Array.from(ids), positions: pos, slots: pos,
-    attn: { numSeqs: 1, qStart: Int32Array.of(0, T), ctxLen: Int32Array.of(T), blockTables: Int32Array.from({ length: kv.numBlocks }, (_, i) => i), maxBlocks: kv.numBlocks },
-    logitRows: pos,
-  }, kv);
+  return seqLogits(LlamaModel.fromTensors(m.config, m.tensors, referenceBackend, m.ropeFreqFactors), ids);
 }
 
 function maxDiff(a: Float32Array, b: Float32Array): number {

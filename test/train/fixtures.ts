@@ -12,6 +12,8 @@ import { readSafetensorsSync } from '../../src/formats/safetensors.js';
 import { asF32 } from '../../src/tensor/tensor.js';
 import type { PackedBatch } from '../../src/model/llama-train.js';
 import { LORA_MODULE, LoraLinear, type LoraAdapter, type LoraTarget } from '../../src/model/lora.js';
+import { KvCache } from '../../src/model/kv-cache.js';
+import type { LlamaModel } from '../../src/model/llama.js';
 
 export const FIXTURES = new URL('../fixtures/', import.meta.url).pathname;
 
@@ -104,6 +106,19 @@ export function tinyModelDir(model = 'gqa_f32'): string {
   for (const f of ['config.json', 'model.safetensors']) copyFileSync(join(FIXTURES, 'models', model, f), join(dir, f));
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(FIXTURES, 'train', 'tokenizer', f), join(dir, f));
   return dir;
+}
+
+/** (T, V) logits of one sequence `ids` through `model` (f32 paged KV, every position). */
+export function seqLogits(model: LlamaModel, ids: readonly number[]): Float32Array {
+  const cfg = model.config;
+  const T = ids.length;
+  const kv = new KvCache(cfg.numLayers, Math.ceil(T / 16), 16, cfg.numKvHeads, cfg.headDim, 'f32');
+  const pos = Int32Array.from({ length: T }, (_, i) => i);
+  return model.forward({
+    tokens: Int32Array.from(ids), positions: pos, slots: pos,
+    attn: { numSeqs: 1, qStart: Int32Array.of(0, T), ctxLen: Int32Array.of(T), blockTables: Int32Array.from({ length: kv.numBlocks }, (_, i) => i), maxBlocks: kv.numBlocks },
+    logitRows: pos,
+  }, kv);
 }
 
 /** A small JSONL training file in all three shapes. */

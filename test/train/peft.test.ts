@@ -11,7 +11,6 @@ import { loadModel } from '../../src/formats/load.js';
 import { peftKey, writePeftAdapter } from '../../src/formats/peft.js';
 import { applyAdapter, readPeftAdapter } from '../../src/model/adapter.js';
 import { readSafetensorsSync, writeSafetensors } from '../../src/formats/safetensors.js';
-import { KvCache } from '../../src/model/kv-cache.js';
 import { LlamaModel } from '../../src/model/llama.js';
 import { LlamaTrainModel } from '../../src/model/llama-train.js';
 import { initLora, type LoraAdapter, type LoraTarget } from '../../src/model/lora.js';
@@ -19,7 +18,7 @@ import { mergeAdapter, writeHfModel } from '../../src/train/export.js';
 import { packSamples } from '../../src/train/data.js';
 import { Rng } from '../../src/train/rng.js';
 import { encodeBf16 } from '../../src/tensor/codecs.js';
-import { FIXTURES, asTrain, assertClose, trainBackends } from './fixtures.js';
+import { FIXTURES, asTrain, assertClose, seqLogits, trainBackends } from './fixtures.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'floe-peft-'));
 const seed = (Math.random() * 2 ** 32) >>> 0;
@@ -32,17 +31,7 @@ function randomAdapter(cfg: Parameters<typeof initLora>[0], targets: readonly Lo
   return ad;
 }
 
-function logits(model: LlamaModel, ids: number[]): Float32Array {
-  const cfg = model.config;
-  const T = ids.length;
-  const kv = new KvCache(cfg.numLayers, Math.ceil(T / 16), 16, cfg.numKvHeads, cfg.headDim, 'f32');
-  const pos = Int32Array.from({ length: T }, (_, i) => i);
-  return model.forward({
-    tokens: Int32Array.from(ids), positions: pos, slots: pos,
-    attn: { numSeqs: 1, qStart: Int32Array.of(0, T), ctxLen: Int32Array.of(T), blockTables: Int32Array.from({ length: kv.numBlocks }, (_, i) => i), maxBlocks: kv.numBlocks },
-    logitRows: pos,
-  }, kv);
-}
+const logits = seqLogits;
 
 describe(`PEFT adapters (seed ${seed})`, () => {
   it('write/read round trip with PEFT key names, shapes and config', async () => {

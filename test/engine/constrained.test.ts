@@ -54,6 +54,17 @@ function feed<S>(g: ByteGrammar<S>, text: string): S | null {
 const acceptsText = <S>(g: ByteGrammar<S>, text: string): boolean => { const s = feed(g, text); return s !== null && g.accepts(s); };
 
 /** A random-logits walk through the masks: every step samples among the allowed tokens. */
+/** The cached mask of `st` equals walking every token's bytes through the grammar from `st`. */
+function maskIsBruteForce(cache: ConstraintCache, g: ByteGrammar, st: unknown, what: string): void {
+  const bits = cache.index.allowed(g, st);
+  for (let v = 0; v < V; v++) {
+    const bytes = cache.table[v];
+    let x: unknown = st;
+    if (bytes) for (const b of bytes) { x = g.step(x, b); if (x === null) break; }
+    assert.equal(((bits[v >>> 5]! >>> (v & 31)) & 1) === 1, bytes !== null && x !== null, `${what}: token ${v} ${JSON.stringify(tok.idToToken(v))}`);
+  }
+}
+
 function randomWalk(cache: ConstraintCache, spec: ConstraintSpec, r: () => number, maxTokens: number): { ids: number[]; ended: boolean } {
   const st = cache.get(spec).start();
   const ids: number[] = [];
@@ -224,16 +235,7 @@ test('masks equal a per-token brute force over the real vocabulary, at fresh ran
       }
       if (k < walk.ids.length) assert.ok(cs.advance(walk.ids[k]!));
     }
-    for (const st of states) {
-      const bits = cache.index.allowed(g, st);
-      for (let v = 0; v < V; v++) {
-        const bytes = cache.table[v];
-        let x: unknown = st;
-        if (bytes) for (const b of bytes) { x = g.step(x, b); if (x === null) break; }
-        const want = bytes !== null && x !== null;
-        assert.equal(((bits[v >>> 5]! >>> (v & 31)) & 1) === 1, want, `${spec.kind}: token ${v} ${JSON.stringify(tok.idToToken(v))}`);
-      }
-    }
+    for (const st of states) maskIsBruteForce(cache, g, st, spec.kind);
   }
 });
 
@@ -486,15 +488,7 @@ test('format / pattern strings: masks equal a per-token brute force at random st
         for (const b of cache.table[ids[Math.floor(r() * ids.length)]!]!) s = g.step(s, b);
       }
     }
-    for (const st of states) {
-      const bits = cache.index.allowed(g, st);
-      for (let v = 0; v < V; v++) {
-        const bytes = cache.table[v];
-        let x: unknown = st;
-        if (bytes) for (const b of bytes) { x = g.step(x, b); if (x === null) break; }
-        assert.equal(((bits[v >>> 5]! >>> (v & 31)) & 1) === 1, bytes !== null && x !== null, `${JSON.stringify(schema)}: token ${v} ${JSON.stringify(tok.idToToken(v))}`);
-      }
-    }
+    for (const st of states) maskIsBruteForce(cache, g, st, JSON.stringify(schema));
   }
 });
 

@@ -2,7 +2,7 @@
 // (bench/harness/llama_bench.cpp, --n-seq S) on the same GGUF, in one run, on the same host.
 //
 // usage: node --import tsx bench/decode-streams.ts [--shape 1b] [--format q8_0|fp8|bf16] [--streams 1,16] [--prompt 128]
-//          [--decode 48] [--threads 2] [--amx tiles,off] [--rounds 2] [--no-harness] [--harness BIN --backends DIR]
+//          [--decode 48] [--threads 2] [--amx tiles,off (off without AMX)] [--rounds 2] [--no-harness] [--harness BIN --backends DIR]
 //          [--out FILE] [--speculative ngram|suffix [--num-speculative-tokens K]]
 //
 // floe: the KV cache is committed, S distinct random prompts of --prompt tokens are prefilled (outside the
@@ -52,7 +52,7 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { shape: '1b', format: 'q8_0', streams: [1, 16], prompt: 128, decode: 48, threads: 2, amx: ['tiles', 'off'], rounds: 2, harness: true, harnessBin: null, backends: null, out: null, speculative: null, k: 4 };
+  const o: Options = { shape: '1b', format: 'q8_0', streams: [1, 16], prompt: 128, decode: 48, threads: 2, amx: [], rounds: 2, harness: true, harnessBin: null, backends: null, out: null, speculative: null, k: 4 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!, v = (): string => {
       const s = argv[++i];
@@ -115,6 +115,8 @@ async function main(): Promise<void> {
   const addon = loadAddon();
   if (!addon) throw new Error('the native addon is not built (npm install)');
   log(`amx: ${JSON.stringify(addon.amx())}`);
+  // default: both modes where the host has tiles, else the one it has ('tiles' would stop the run)
+  if (o.amx.length === 0) o.amx = addon.amx().supported ? ['tiles', 'off'] : ['off'];
   const shape = SHAPES[o.shape]!;
   fs.mkdirSync(CACHE_DIR, { recursive: true });
   const file = o.format === 'fp8' ? ensureFp8Dir(CACHE_DIR, o.shape, shape.config, log) : ensureGguf(CACHE_DIR, o.shape, shape.config, o.format, log);

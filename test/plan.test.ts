@@ -5,7 +5,8 @@ import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { readHfConfig } from '../src/formats/hf-config.js';
-import { ALL_LORA_TARGETS, hostMemory, paramCounts, plan, PLAN_DEFAULTS, presetConfig, weightBytes, type PlanOptions } from '../src/platform/plan.js';
+import { ALL_LORA_TARGETS, hostMemory, paramCounts, plan, PLAN_DEFAULTS, presetConfig, servingActivationBytes, weightBytes, type PlanOptions } from '../src/platform/plan.js';
+import { grownCapacity } from '../src/model/llama.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const near = (got: number, want: number, rel: number, what: string) =>
@@ -143,5 +144,22 @@ test('floe plan --model with no --dtype / --kv-dtype plans what floe loads: the 
     assert.equal(j.cluster.kvBytesPerToken, KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, defaultKvDtype(o.model)));
     near(j.cluster.device.weights, held(o.model), tol, `${dir} ${flags.join(' ')}: planned weights vs the bytes floe holds`);
     o.loaded.dispose();
+  }
+});
+
+test('serving activations cover the workspace any history of steps of at most T tokens leaves (it grows geometrically)', () => {
+  const c = readHfConfig(fileURLToPath(new URL('./fixtures/models/gqa_f32', import.meta.url))).config;
+  const perToken = 4 * (3 * c.hiddenSize + 2 * c.numHeads * c.headDim + 2 * c.numKvHeads * c.headDim + 2 * c.intermediateSize);
+  for (const T of [1, 2, 7, 64, 512, 3000, 8192]) {
+    const planned = servingActivationBytes(c, T, 1) - 4 * c.vocabSize;
+    let worst = 0;
+    for (let h = 0; h < 200; h++) {
+      let cap = 0;
+      for (let k = 0; k < 12; k++) cap = grownCapacity(cap, 1 + Math.floor(Math.random() * T));
+      worst = Math.max(worst, cap);
+    }
+    worst = Math.max(worst, grownCapacity(grownCapacity(0, T - 1 || 1), T)); // T - 1 tokens, then T: the largest
+    assert.ok(worst * perToken <= planned, `T=${T}: a workspace of ${worst} tokens, planned ${planned / perToken}`);
+    assert.equal(planned, worst * perToken, `T=${T}: the plan is the largest such workspace, not more`);
   }
 });

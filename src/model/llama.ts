@@ -40,6 +40,11 @@ export interface ForwardInput {
   readonly lora?: LoraBatch; // per-row adapters (multi-LoRA serving); absent → base only
 }
 
+/** The capacity a Workspace of `capacity` tokens grows to for a T-token forward: geometric up to 4096, then T. */
+export function grownCapacity(capacity: number, T: number): number {
+  return T <= capacity ? capacity : Math.max(T, Math.min(2 * capacity, 4096));
+}
+
 /** Scratch activations, sized for up to `capacity` tokens; grown, never shrunk. */
 class Workspace {
   capacity = 0;
@@ -55,7 +60,7 @@ class Workspace {
 
   ensure(cfg: LlamaConfig, T: number): void {
     if (T <= this.capacity) return;
-    const c = Math.max(T, Math.min(2 * this.capacity, 4096));
+    const c = grownCapacity(this.capacity, T);
     const { hiddenSize: D, numHeads: H, numKvHeads: K, headDim: E, intermediateSize: F } = cfg;
     this.x = new Float32Array(c * D);
     this.h = new Float32Array(c * D);

@@ -11,6 +11,7 @@ import type { LlamaConfig } from '../formats/llama-config.js';
 import { LORA_TARGETS, loraDims, type LoraTarget } from '../formats/peft.js';
 import type { KvDType } from '../backend/backend.js';
 import { KvCache } from '../model/kv-cache.js';
+import { grownCapacity } from '../model/llama.js';
 
 export type PlanDType = 'f32' | 'bf16' | 'f16' | 'fp8' | 'q8_0';
 
@@ -108,10 +109,14 @@ export function loraParamsPerLayer(c: LlamaConfig, r: number, targets: readonly 
   return n;
 }
 
-/** Serving scratch (model/llama.ts Workspace) for a T-token step, plus R rows of f32 logits. */
+/**
+ * Serving scratch (model/llama.ts Workspace) for steps of up to T tokens, plus R rows of f32 logits. The workspace
+ * grows geometrically, so steps of at most T tokens can leave it at grownCapacity(T - 1, T) (up to 2T - 2 below 4096).
+ */
 export function servingActivationBytes(c: LlamaConfig, T: number, R: number): number {
   const { hiddenSize: D, intermediateSize: F, numHeads: H, numKvHeads: K, headDim: E, vocabSize: V } = c;
-  return 4 * T * (3 * D + 2 * H * E + 2 * K * E + 2 * F) + 4 * R * V;
+  const ws = T > 1 ? grownCapacity(T - 1, T) : T;
+  return 4 * ws * (3 * D + 2 * H * E + 2 * K * E + 2 * F) + 4 * R * V;
 }
 
 /** Training activations for T packed tokens over `layers` layers (model/llama-train.ts Acts, inputs, Scratch). */

@@ -5,7 +5,7 @@ import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
 import { parseJsonl, withoutBom } from '../train/data.js';
 import type { FileRow, Store } from './store.js';
 
-export const BATCH_ENDPOINTS = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings'] as const;
+export const BATCH_ENDPOINTS = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/responses'] as const;
 export type BatchEndpoint = typeof BATCH_ENDPOINTS[number];
 export const FILE_PURPOSES = ['batch', 'batch_output', 'fine-tune', 'fine-tune-results'] as const;
 /** Purposes a client may upload (the others are files floe writes). */

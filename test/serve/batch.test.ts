@@ -153,6 +153,26 @@ test('an embeddings batch equals the same requests sent directly', { timeout: T 
   assert.match(failed.errors!.data![0]!.message!, /^line 1: url \/v1\/embeddings differs from the batch's endpoint \/v1\/completions/);
 });
 
+test('a /v1/responses batch equals the same requests sent directly (greedy)', { timeout: T }, async () => {
+  const c = client(floe);
+  const inputs = Array.from({ length: 4 }, (_, i) => `${sentence()} ${i}`);
+  const body = (input: string) => ({ model: 'floe-brown', input, max_output_tokens: 12, temperature: 0, store: false });
+  const text = inputs.map((input, i) => JSON.stringify({ custom_id: `r${i}`, method: 'POST', url: '/v1/responses', body: body(input) })).join('\n');
+  const file = await c.files.create({ file: await toFile(Buffer.from(text), 'resp.jsonl'), purpose: 'batch' });
+  const b = await c.batches.create({ input_file_id: file.id, endpoint: '/v1/responses' as never, completion_window: '24h' });
+  const end = await poll(c, b.id, terminal);
+  assert.equal(end.status, 'completed', JSON.stringify(end.errors));
+  const out = parseLines(await (await c.files.content(end.output_file_id!)).text());
+  assert.deepEqual(out.map((l) => l.custom_id), inputs.map((_, i) => `r${i}`));
+  for (const [i, l] of out.entries()) {
+    assert.equal(l.response.status_code, 200, l.custom_id);
+    const direct = await c.responses.create(body(inputs[i]!));
+    const got = l.response.body as { object: string; output: Array<{ type: string; content?: Array<{ text: string }> }> };
+    assert.equal(got.object, 'response');
+    assert.equal(got.output.find((o) => o.type === 'message')!.content![0]!.text, direct.output_text, l.custom_id);
+  }
+});
+
 test('cursor pagination over batches: after/limit walk every batch once, newest first', { timeout: T }, async () => {
   const c = client(floe);
   const file = await c.files.create({ file: await toFile(Buffer.from(jsonl.split('\n').slice(0, 2).join('\n')), 'two.jsonl'), purpose: 'batch' });

@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ChatMessage } from '../formats/chat-template.js';
 import { ApiError, invalid } from './errors.js';
-import { parseChatRequest, type ChatParams, type ValidationContext } from './validate.js';
+import { MODERATION_REFUSED, parseChatRequest, type ChatParams, type ValidationContext } from './validate.js';
 
 type Part = { type: string; text: string; [k: string]: unknown }; // input_text, output_text, refusal
 
@@ -40,17 +40,18 @@ const EXTRAS = ['top_k', 'min_p', 'repetition_penalty', 'frequency_penalty', 'pr
 const FIELDS = new Set([
   'model', 'input', 'instructions', 'max_output_tokens', 'temperature', 'top_p', 'stream', 'stream_options', 'text', 'tools',
   'tool_choice', 'parallel_tool_calls', 'metadata', 'store', 'user', 'top_logprobs', 'include', 'previous_response_id',
-  'reasoning', 'service_tier', 'safety_identifier', 'prompt_cache_key', 'prompt_cache_retention', 'truncation',
-  'background', 'conversation', 'prompt', 'max_tool_calls', 'context_management', ...EXTRAS,
+  'reasoning', 'service_tier', 'safety_identifier', 'prompt_cache_key', 'prompt_cache_retention', 'prompt_cache_options', 'truncation',
+  'background', 'conversation', 'prompt', 'max_tool_calls', 'context_management', 'moderation', ...EXTRAS,
 ]);
 // OpenAI fields that cannot change a Llama model's answer: accepted, ignored, named in x-floe-ignored-fields (as on chat)
-const IGNORED = ['user', 'safety_identifier', 'service_tier', 'prompt_cache_key', 'prompt_cache_retention', 'reasoning'];
+const IGNORED = ['user', 'safety_identifier', 'service_tier', 'prompt_cache_key', 'prompt_cache_retention', 'prompt_cache_options', 'reasoning'];
 // Fields that would change the answer and this server cannot honour: 400 naming the field.
 const REFUSED: Record<string, string> = {
   conversation: `'conversation' is not supported: this server keeps no conversations; chain responses with 'previous_response_id'`,
   prompt: `'prompt' (a stored prompt template) is not supported; send 'instructions' and 'input'`,
   max_tool_calls: `'max_tool_calls' is not supported; 'parallel_tool_calls: false' limits a response to one call`,
   context_management: `'context_management' is not supported: the input is never compacted here`,
+  moderation: MODERATION_REFUSED,
 };
 const LOGPROBS_INCLUDE = 'message.output_text.logprobs';
 // `include` entries naming items this server never outputs (search results, images, encrypted reasoning): nothing to include
@@ -92,8 +93,10 @@ export function parseResponsesRequest(body: unknown, ctx: ValidationContext, pre
   }
   const ignored = IGNORED.filter((k) => get(b, k) !== undefined);
   for (const k of ['user', 'safety_identifier', 'service_tier', 'prompt_cache_key', 'prompt_cache_retention']) if (get(b, k) !== undefined) str(get(b, k), k);
-  const reasoning = get(b, 'reasoning');
-  if (reasoning !== undefined && !isObj(reasoning)) throw invalid('reasoning', `'reasoning' must be an object, got ${describe(reasoning)}`, 'invalid_type');
+  for (const k of ['reasoning', 'prompt_cache_options']) {
+    const v = get(b, k);
+    if (v !== undefined && !isObj(v)) throw invalid(k, `'${k}' must be an object, got ${describe(v)}`, 'invalid_type');
+  }
 
   const streamV = get(b, 'stream');
   if (streamV !== undefined && typeof streamV !== 'boolean') throw invalid('stream', `'stream' must be a boolean, got ${describe(streamV)}`, 'invalid_type');

@@ -86,12 +86,14 @@ const COMMON_FIELDS = [
  * x-floe-ignored-fields response header (README "HTTP API" lists each decision).
  */
 const CHAT_IGNORED = new Set([
-  'metadata', 'store', 'service_tier', 'prompt_cache_key', 'prompt_cache_retention', 'safety_identifier',
+  'metadata', 'store', 'service_tier', 'prompt_cache_key', 'prompt_cache_retention', 'prompt_cache_options', 'safety_identifier',
   'reasoning_effort', 'verbosity', 'modalities', 'audio', 'web_search_options',
 ]);
+/** OpenAI's moderated completions (chat and responses `moderation`): would block or score the answer with OpenAI's moderation model. */
+export const MODERATION_REFUSED = `'moderation' (OpenAI's moderated completions) is not supported; ask for 'guardrails' instead (a Llama Guard model judges the request and the answer; start the server with --guard-model PATH)`;
 const CHAT_FIELDS = new Set([
   ...COMMON_FIELDS, 'messages', 'max_completion_tokens', 'top_logprobs', 'response_format', 'tools', 'tool_choice',
-  'functions', 'function_call', 'add_generation_prompt', 'parallel_tool_calls', ...CHAT_IGNORED,
+  'functions', 'function_call', 'add_generation_prompt', 'parallel_tool_calls', 'moderation', ...CHAT_IGNORED,
 ]);
 const COMPLETION_FIELDS = new Set([...COMMON_FIELDS, 'prompt', 'echo', 'suffix', 'best_of', 'prompt_logprobs']);
 const EMBEDDING_FIELDS = new Set(['model', 'input', 'encoding_format', 'dimensions', 'user', 'pooling', 'normalize']);
@@ -521,6 +523,7 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
   }
   if (get(b, 'audio') !== undefined) throw invalid('audio', `'audio' output is not supported: this model outputs text only`, 'unsupported_parameter');
   if (get(b, 'web_search_options') !== undefined) throw invalid('web_search_options', `'web_search_options' is not supported: this server does not search the web`, 'unsupported_parameter');
+  if (get(b, 'moderation') !== undefined) throw invalid('moderation', MODERATION_REFUSED, 'unsupported_parameter');
 
   const mv = get(b, 'messages');
   if (mv === undefined) throw invalid('messages', `'messages' is required`, 'missing_required_parameter');

@@ -301,7 +301,7 @@ test('newer SDK fields: harmless ones are ignored and named in x-floe-ignored-fi
   const { post, engine } = setup();
   const harmless = {
     metadata: { a: 'b' }, store: false, service_tier: 'auto', parallel_tool_calls: true, prompt_cache_key: 'k', prompt_cache_retention: '24h',
-    safety_identifier: 'u1', reasoning_effort: 'low', verbosity: 'low', modalities: ['text'], user: 'me',
+    prompt_cache_options: { mode: 'implicit', ttl: '30m' }, safety_identifier: 'u1', reasoning_effort: 'low', verbosity: 'low', modalities: ['text'], user: 'me',
   };
   for (const stream of [false, true]) {
     const r = await post('/v1/chat/completions', { ...user('x'), max_tokens: 2, ...harmless, stream, ...(stream ? { stream_options: { include_usage: true, include_obfuscation: true } } : {}) });
@@ -316,10 +316,12 @@ test('newer SDK fields: harmless ones are ignored and named in x-floe-ignored-fi
   assert.equal((await post('/v1/embeddings', { input: 'x', user: 'me' })).headers['x-floe-ignored-fields'], 'user');
   assert.equal(engine.requests.length, 4);
   for (const [param, over] of [['modalities', { modalities: ['text', 'audio'] }], ['audio', { audio: { voice: 'alloy', format: 'wav' } }],
-    ['web_search_options', { web_search_options: {} }], ['reasoning_effort', { reasoning_effort: 3 }]] as const) {
+    ['web_search_options', { web_search_options: {} }], ['reasoning_effort', { reasoning_effort: 3 }],
+    ['moderation', { moderation: { model: 'omni-moderation-latest', policy: { output: { mode: 'block' } } } }]] as const) {
     const r = await post('/v1/chat/completions', { ...user('x'), ...over });
     assert.equal(r.statusCode, 400, param);
     assert.equal(r.json().error.param, param);
+    if (param === 'moderation') assert.match(r.json().error.message, /'moderation' .* is not supported.*guardrails/);
   }
   assert.equal(engine.requests.length, 4);
 });

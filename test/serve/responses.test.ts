@@ -225,6 +225,8 @@ test('bad requests are 400s naming the field, in OpenAI\'s shape', async () => {
     [{ input: 'hi', text: { format: { type: 'json_schema', name: 'bad name!', schema: {} } } }, 'text.format.name', /'text\.format\.name' must be/],
     [{ input: 'hi', background: true }, 'background', /not supported/],
     [{ input: 'hi', conversation: 'conv_1' }, 'conversation', /not supported/],
+    [{ input: 'hi', moderation: { model: 'omni-moderation-latest' } }, 'moderation', /'moderation' .* is not supported.*guardrails/],
+    [{ input: 'hi', prompt_cache_options: 'implicit' }, 'prompt_cache_options', /must be an object/],
     [{ input: 'hi', truncation: 'auto' }, 'truncation', /"disabled"/],
     [{ input: 'hi', include: ['nonsense'] }, 'include[0]', /must be one of/],
     [{ input: 'hi', frobnicate: 1 }, 'frobnicate', /unrecognized request argument/],
@@ -241,9 +243,10 @@ test('bad requests are 400s naming the field, in OpenAI\'s shape', async () => {
   const nm = await post({ model: 'gpt-4o', input: 'hi' });
   assert.deepEqual([nm.status, nm.body.error!.code, nm.body.error!.param], [404, 'model_not_found', 'model']);
   // fields that cannot change the answer are accepted and named
-  const ok = await post({ model, input: 'hi', max_output_tokens: 2, user: 'u1', reasoning: { effort: 'low' }, service_tier: 'auto', text: { verbosity: 'low' }, include: ['reasoning.encrypted_content'] });
+  const ok = await post({ model, input: 'hi', max_output_tokens: 2, user: 'u1', reasoning: { effort: 'low' }, service_tier: 'auto', text: { verbosity: 'low' }, include: ['reasoning.encrypted_content'],
+    prompt_cache_options: { mode: 'implicit', ttl: '30m' } });
   assert.equal(ok.status, 200, JSON.stringify(ok.body));
-  assert.equal(ok.headers.get('x-floe-ignored-fields'), 'user, service_tier, reasoning, include[0], text.verbosity');
+  assert.equal(ok.headers.get('x-floe-ignored-fields'), 'user, service_tier, prompt_cache_options, reasoning, include[0], text.verbosity');
 });
 
 test('stored responses: GET, input_items, previous_response_id continues the conversation, DELETE; store false is not kept', async () => {

@@ -6,6 +6,10 @@
 //   output      p0 p1 X  ▲                      the output departs at p2 (an edit): lostAt = 2; the next draft
 //                        └ ptr = 3               assumes a substitution (p3 ... after X) unless a longer suffix of
 //                                                the output is found elsewhere in the prediction
+//
+// The far search reads an index of the prediction's minFar-grams (built on its first use), so a step costs the
+// occurrences of the output's last minFar tokens, not M: a scan of a million-token prediction (searched on every
+// step while nothing lines up) took 25 ms a step on the engine's thread, stalling every other request.
 
 import { AdaptiveK } from './speculation.js';
 
@@ -28,6 +32,10 @@ export class PredictionTracker {
   private seen = 0; // output tokens processed
   private lostAt = -1; // prediction index where the output last departed from it
   private lostOut = 0; // output index of that departure
+
+  private ends: Map<number, number[]> | null = null; // minFar-gram key → the ends e of its occurrences (P[e] exists), ascending
+  /** Prediction positions the searches compared: a work count, bounded per step whatever M. */
+  compared = 0;
 
   constructor(readonly prediction: readonly number[], readonly maxN = 8, readonly minFar = 3, readonly window = 64) {}
 
@@ -66,12 +74,19 @@ export class PredictionTracker {
     const since = N - start - this.lostOut; // output tokens since it departed (>= 1 when it did)
     // a substitution of as many tokens as the output made since it departed: the prediction goes on past them
     const diag = this.lostAt >= 0 && this.lostAt + since < P.length ? this.lostAt + since : -1;
-    for (let n = Math.min(this.maxN, N - start); n >= 1; n--) {
+    const nMax = Math.min(this.maxN, N - start);
+    const ends = nMax >= this.minFar ? this.farEnds(tokens, N) : [];
+    for (let n = nMax; n >= 1; n--) {
       const far = n >= this.minFar;
-      // occurrences end at e (P[e - n, e) equals the output's last n tokens); only those with a token after them
+      // occurrences end at e (P[e - n, e) equals the output's last n tokens); only those with a token after them.
+      // Far: the ends of the output's last minFar tokens; near: the window after the anchor.
       let before = -1;
-      const last = far ? P.length - 1 : Math.min(P.length - 1, this.anchor + this.window + n - 1);
-      for (let e = far ? n : this.anchor + n; e <= last; e++) {
+      const first = this.anchor + n;
+      const count = far ? ends.length : Math.min(P.length - 1, this.anchor + this.window + n - 1) - first + 1;
+      for (let j = 0; j < count; j++) {
+        const e = far ? ends[j]! : first + j;
+        if (e < n) continue;
+        this.compared++;
         let same = true;
         for (let i = 1; i <= n && same; i++) same = P[e - i] === tokens[N - i];
         if (!same) continue;
@@ -84,6 +99,45 @@ export class PredictionTracker {
     }
     return diag;
   }
+
+  /**
+   * Ends e of the prediction's occurrences of the output's last minFar tokens (P[e - minFar, e), with P[e] after),
+   * ascending. Past MAX_FAR of them, the MAX_FAR / 2 on each side of the anchor, which the search prefers anyway.
+   */
+  private farEnds(tokens: readonly number[], N: number): readonly number[] {
+    const P = this.prediction;
+    const g = this.minFar;
+    if (!this.ends) {
+      this.ends = new Map();
+      for (let e = g; e < P.length; e++) {
+        const k = gramKey(P, e, g);
+        const list = this.ends.get(k);
+        if (list) list.push(e);
+        else this.ends.set(k, [e]);
+      }
+    }
+    const all = this.ends.get(gramKey(tokens, N, g)) ?? [];
+    if (all.length <= MAX_FAR) return all;
+    let lo = 0;
+    let hi = all.length; // → the first end at or after the anchor
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (all[mid]! < this.anchor) lo = mid + 1;
+      else hi = mid;
+    }
+    const from = Math.max(0, Math.min(lo - MAX_FAR / 2, all.length - MAX_FAR));
+    return all.slice(from, from + MAX_FAR);
+  }
+}
+
+/** Most far-search candidates one step compares: only a degenerate prediction (a few tokens repeated) has more. */
+const MAX_FAR = 1024;
+
+/** A key of the g tokens before `end`; a collision only adds candidates, each compared token by token. */
+function gramKey(ids: readonly number[], end: number, g: number): number {
+  let h = 0x811c9dc5;
+  for (let i = end - g; i < end; i++) h = Math.imul(h ^ ids[i]!, 0x01000193) >>> 0;
+  return h;
 }
 
 /**

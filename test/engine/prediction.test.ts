@@ -170,3 +170,84 @@ test('PredictionTracker: follows the prediction, and finds it again after a subs
   const inc = new PredictionTracker(P);
   for (let n = 2; n <= seq.length; n++) assert.deepEqual(inc.draft(seq.slice(0, n), 2, 4), new PredictionTracker(P).draft(seq.slice(0, n), 2, 4), `after ${n - 2} tokens`);
 });
+
+/** The tracker's search as first written (every far search a scan of the whole prediction): the oracle for the index. */
+class ScanTracker {
+  private ptr = 0;
+  private anchor = 0;
+  private seen = 0;
+  private lostAt = -1;
+  private lostOut = 0;
+  constructor(readonly P: readonly number[], readonly maxN = 8, readonly minFar = 3, readonly window = 64) {}
+  draft(tokens: readonly number[], start: number, k: number): number[] {
+    const P = this.P;
+    const O = tokens.length - start;
+    for (let i = this.seen; i < O; i++) {
+      if (this.ptr >= 0 && this.ptr < P.length && P[this.ptr] === tokens[start + i]) this.anchor = ++this.ptr;
+      else if (this.ptr >= 0) { this.lostAt = this.ptr; this.lostOut = i; this.ptr = -1; }
+    }
+    this.seen = O;
+    if (this.ptr < 0) this.ptr = this.resync(tokens, start);
+    return this.ptr < 0 || k <= 0 ? [] : P.slice(this.ptr, this.ptr + k) as number[];
+  }
+  private resync(tokens: readonly number[], start: number): number {
+    const P = this.P;
+    const N = tokens.length;
+    const since = N - start - this.lostOut;
+    const diag = this.lostAt >= 0 && this.lostAt + since < P.length ? this.lostAt + since : -1;
+    for (let n = Math.min(this.maxN, N - start); n >= 1; n--) {
+      const far = n >= this.minFar;
+      let before = -1;
+      const last = far ? P.length - 1 : Math.min(P.length - 1, this.anchor + this.window + n - 1);
+      for (let e = far ? n : this.anchor + n; e <= last; e++) {
+        let same = true;
+        for (let i = 1; i <= n && same; i++) same = P[e - i] === tokens[N - i];
+        if (!same) continue;
+        if (e - n >= this.anchor && (far || diag < 0 || e - n - this.anchor <= since)) return (this.anchor = e);
+        if (!far) return diag;
+        before = e;
+      }
+      if (before >= 0) return (this.anchor = before);
+    }
+    return diag;
+  }
+}
+
+test(`PredictionTracker: its indexed far search drafts what a scan of the whole prediction drafts (random edits, seed ${SEED})`, () => {
+  for (let c = 0; c < 200; c++) {
+    const V = 3 + Math.floor(r() * 12); // few distinct tokens: many repeated n-grams, far matches before and after the anchor
+    const P = Array.from({ length: 20 + Math.floor(r() * 300) }, () => Math.floor(r() * V));
+    // the output: the prediction with substitutions, insertions, deletions and jumps
+    const out: number[] = [];
+    for (let i = 0; out.length < 150 && i < P.length;) {
+      const u = r();
+      if (u < 0.8) out.push(P[i++]!);
+      else if (u < 0.87) { out.push(Math.floor(r() * V)); i++; } else if (u < 0.93) out.push(Math.floor(r() * V));
+      else if (u < 0.97) i += 1 + Math.floor(r() * 5);
+      else i = Math.floor(r() * P.length);
+    }
+    const tokens = [1, 2, ...out];
+    const a = new PredictionTracker(P);
+    const b = new ScanTracker(P);
+    for (let n = 2; n <= tokens.length; n++) {
+      const k = 1 + Math.floor(r() * 15);
+      assert.deepEqual(a.draft(tokens.slice(0, n), 2, k), b.draft(tokens.slice(0, n), 2, k), `case ${c} (seed ${SEED}), after ${n - 2} tokens`);
+    }
+  }
+});
+
+test('PredictionTracker: a step\'s search is bounded whatever the prediction\'s length (a million tokens, unrelated or one token repeated)', () => {
+  const M = 1_000_000;
+  for (const [what, P] of [['unrelated', Array.from({ length: M }, (_, i) => 100 + ((i * 7919) % 12))], ['one token repeated', [...Array<number>(M).fill(7), 8, 9]]] as const) {
+    const t = new PredictionTracker(P);
+    const tokens = [1, 2, 7, 7];
+    for (let s = 0; s < 50; s++) {
+      tokens.push(s % 2 ? 7 : 50 + s); // the output never lines up for long
+      t.draft(tokens, 2, 15);
+    }
+    assert.ok(t.compared <= 50 * (8 * 1024 + 8 * 64), `${what}: ${t.compared} positions compared in 50 steps`);
+  }
+  // the index still finds the prediction again after the million-token prefix
+  const far = [...Array.from({ length: M }, (_, i) => 100 + ((i * 7919) % 12)), 20, 21, 22, 23, 24, 25];
+  assert.deepEqual(new PredictionTracker(far).draft([1, 2, 9, 9, 20, 21, 22], 2, 3), [23, 24, 25]);
+});

@@ -183,6 +183,9 @@ export function parseResponsesRequest(body: unknown, ctx: ValidationContext, pre
     throw invalid('tool_choice.type', `tool_choice type ${describe(toolChoice.type)} is not supported; use "none", "auto", "required" or {"type": "function", "name"}`, 'unsupported_parameter');
   }
   if (isObj(toolChoice) && typeof toolChoice.name !== 'string') throw required('tool_choice.name', ` (the function to call)`);
+  if (toolChoice !== undefined && !isObj(toolChoice) && toolChoice !== 'none' && toolChoice !== 'auto' && toolChoice !== 'required') {
+    throw invalid('tool_choice', `'tool_choice' must be "none", "auto", "required" or {"type": "function", "name"}, got ${describe(toolChoice)}`, typeof toolChoice === 'string' ? 'invalid_value' : 'invalid_type');
+  }
   let chat: ChatParams;
   try {
     chat = parseChatRequest(chatBody, ctx);

@@ -220,6 +220,7 @@ test('bad requests are 400s naming the field, in OpenAI\'s shape', async () => {
     [{ input: 'hi', tools: [{ type: 'function', name: 'bad name!' }] }, 'tools[0].name', /'tools\[0\].name' must be 1-64/],
     [{ input: 'hi', tools: [weather], tool_choice: { type: 'function', name: 'other' } }, 'tool_choice', /not in 'tools'/],
     [{ input: 'hi', tool_choice: { type: 'file_search' } }, 'tool_choice.type', /not supported/],
+    [{ input: 'hi', tools: [weather], tool_choice: 'sometimes' }, 'tool_choice', /\{"type": "function", "name"\}, got "sometimes"/],
     [{ input: 'hi', text: { format: { type: 'json_schema', name: 'x' } } }, 'text.format.schema', /required/],
     [{ input: 'hi', text: { format: { type: 'json_schema', name: 'x', schema: { type: 'string', pattern: '(' } } } }, 'text.format.schema', /text\.format\.schema/],
     [{ input: 'hi', text: { format: { type: 'json_schema', name: 'bad name!', schema: {} } } }, 'text.format.name', /'text\.format\.name' must be/],

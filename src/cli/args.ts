@@ -25,13 +25,13 @@ function describe(r: Range, integer: boolean): string {
   return `${kind} ${lo}${hi}`;
 }
 
-/** "2GiB", "512MiB", "1.5GB", "4096" (bytes) → bytes. */
-export function parseSize(s: string): number {
+/** "2GiB", "512MiB", "1.5GB", "4096" (bytes) → bytes; at least `min` (1: a zero size is refused unless min is 0). */
+export function parseSize(s: string, min = 1): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?)b?|b)?\s*$/i.exec(s);
   if (!m) throw new Error(`expected a size such as 2GiB, 512MiB, 1.5GB or a number of bytes, got '${s}'`);
   const exp = m[2] ? 'kmgt'.indexOf(m[2].toLowerCase()) + 1 : 0;
   const bytes = Number(m[1]) * (m[3] ? 1024 : 1000) ** exp;
-  if (!Number.isFinite(bytes) || bytes < 1) throw new Error(`size '${s}' is out of range`);
+  if (!Number.isFinite(bytes) || bytes < min) throw new Error(`size '${s}' is out of range`);
   return Math.floor(bytes);
 }
 

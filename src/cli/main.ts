@@ -232,6 +232,8 @@ serve options:
   --backend native|reference
   --kv-cache-memory SIZE  KV cache budget, e.g. 2GiB or 512MiB (default: a share of free RAM)
   --kv-cache-dtype auto|f32|bf16|fp8
+  --swap-space SIZE       host memory for preempted requests' KV, copied out and back bit for bit instead of
+                          recomputed (default: the KV cache's size, at most 4GiB; 0 = always recompute)
   --kv-prefault           commit the KV cache's memory in the background at start (as llama.cpp does), so that no
                           decode step waits on a first-touch page fault
   --dtype fp8             quantize the linear weights to fp8 (per-row scales) while loading
@@ -571,7 +573,7 @@ async function serveCmd(args: string[]): Promise<number> {
     model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'api-key': { type: 'string' },
     'model-name': { type: 'string' }, threads: { type: 'string' }, backend: { type: 'string' },
     'kv-cache-memory': { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, 'block-size': { type: 'string' }, 'kv-prefault': { type: 'boolean' },
-    'max-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'batch-max-num-seqs': { type: 'string' }, 'max-queue': { type: 'string' },
+    'swap-space': { type: 'string' }, 'max-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'batch-max-num-seqs': { type: 'string' }, 'max-queue': { type: 'string' },
     'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' }, dtype: { type: 'string' },
     'no-ui': { type: 'boolean' }, 'data-dir': { type: 'string' }, 'no-batch': { type: 'boolean' },
     speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
@@ -619,7 +621,10 @@ async function serveCmd(args: string[]): Promise<number> {
   const maxCpuLoras = positive('max-cpu-loras');
   if (maxCpuLoras !== undefined && maxCpuLoras < (positive('max-loras') ?? 4)) throw new UsageError(`--max-cpu-loras ${maxCpuLoras} is below --max-loras ${positive('max-loras') ?? 4}: the adapters of one step must fit in host memory`);
   if (values.guardrails && values['guard-model'] === undefined) throw new UsageError('--guardrails needs --guard-model PATH (the guard that judges the answers)');
+  let swapSpace: number | undefined; // 0: preemption recomputes
+  try { swapSpace = values['swap-space'] === undefined ? undefined : parseSize(values['swap-space'], 0); } catch (e) { throw new UsageError(`--swap-space: ${(e as Error).message}`); }
   const pp = pipelineFlags(values);
+  if (pp && swapSpace) throw new UsageError('--swap-space does not combine with --pipeline-parallel-size yet: each stage holds its own layers\' KV, and preemption recomputes there');
   if (pp && offload) throw new UsageError('--pipeline-parallel-size and --weights-memory / --offload-ratio do not combine yet');
   if (pp && Number(process.env.OMPI_COMM_WORLD_RANK) > 0) {
     // ranks ≥ 1 are stages: no HTTP; rank 0's engine worker drives them
@@ -636,7 +641,7 @@ async function serveCmd(args: string[]): Promise<number> {
   const { startServer } = await import('../serve/server.js'); // after the flags: a usage error does not load the server
   const server = await startServer({
     model: modelPath, host: values.host, port, apiKey: values['api-key'] ?? null, modelName: values['model-name'],
-    threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'), kvPrefault: !!values['kv-prefault'],
+    threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'), kvPrefault: !!values['kv-prefault'], swapSpace,
     speculative: specSource(values.speculative), numSpeculativeTokens: specTokens(values['num-speculative-tokens']),
     kvDtype, dtype, blockSize: positive('block-size'),
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),

@@ -20,6 +20,7 @@ export interface EngineStartOptions {
   readonly dtype?: 'fp8'; // quantize linear weights to fp8 while loading
   readonly kvCacheMemory?: number; // bytes; default 0.3 × free RAM, capped at maxNumSeqs full contexts
   readonly kvDtype?: KvDType;
+  readonly swapSpace?: number; // bytes for preempted sequences' KV, resumed bit for bit; 0 → recompute (default: the KV cache's size, at most 4 GiB)
   /**
    * Commit the KV cache's pages on a background thread at start (default false; serve --kv-prefault), as llama.cpp
    * clears its KV buffers: otherwise the first write to each page faults inside a decode step (a fresh server's

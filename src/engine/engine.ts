@@ -4,7 +4,7 @@ import { freemem } from 'node:os';
 import type { KvDType } from '../backend/backend.js';
 import { IncrementalDetokenizer, StopStringMatcher, type Decoder } from '../formats/detokenize.js';
 import { defaultKvDtype } from '../model/generate.js';
-import { KvCache } from '../model/kv-cache.js';
+import { KvCache, KvSwapSpace } from '../model/kv-cache.js';
 import type { LlamaModel } from '../model/llama.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from '../model/sampler.js';
 import {
@@ -48,6 +48,12 @@ export interface EngineOptions {
   readonly remote?: RemoteForward;
   /** KV blocks, fixed (e.g. the least every pipeline stage can hold); overrides kvCacheMemory. */
   readonly kvBlocks?: number;
+  /**
+   * Bytes of host memory for preempted sequences' KV (vLLM's swap space): a preempted sequence's KV is copied there
+   * and back when it resumes, bit for bit, instead of being recomputed. 0: always recompute. Default: the KV cache's
+   * size, at most 4 GiB (taken only while sequences are swapped out). Pipeline stages always recompute.
+   */
+  readonly swapSpace?: number;
 }
 
 export { ENGINE_DEFAULTS };
@@ -58,6 +64,14 @@ export function defaultKvCacheMemory(model: LlamaModel, kvDtype: KvDType, maxNum
   const c = model.config;
   const perToken = KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, kvDtype);
   return Math.min(Math.floor(ENGINE_DEFAULTS.kvFreeFraction * freemem()), maxNumSeqs * c.maxPositionEmbeddings * perToken);
+}
+
+/**
+ * Swap space in bytes when none is given: the KV cache's own size (all a full pool can hand over at once), at most
+ * 4 GiB (vLLM's default). It is memory only while sequences are swapped out, i.e. under KV pressure.
+ */
+export function defaultSwapSpace(kvCacheBytes: number): number {
+  return Math.min(kvCacheBytes, ENGINE_DEFAULTS.swapSpaceMax);
 }
 
 /** One sequence: the scheduler's and the runner's view of one completion. */
@@ -135,6 +149,7 @@ export class Engine {
   readonly kv: KvManager;
   readonly scheduler: Scheduler;
   readonly runner: ModelRunner;
+  readonly swap: KvSwapSpace | null; // preempted sequences' KV (null: pipeline stages, which recompute)
   private readonly states = new Map<string, State>();
   private readonly seqOwner = new Map<string, { state: State; comp: Completion | null }>();
   private readonly aborts = new Set<string>();
@@ -168,8 +183,15 @@ export class Engine {
     const numBlocks = opts.kvBlocks ?? Math.floor(budget / perBlock);
     if (numBlocks < 1) throw new RangeError(`KV cache memory ${budget} bytes is less than one block (${perBlock} bytes: ${blockSize} tokens × ${perBlock / blockSize} bytes)`);
     this.kv = new KvManager(numBlocks, blockSize, opts.prefixCaching ?? true);
-    this.scheduler = new Scheduler(this.kv, { maxBatchedTokens: opts.maxBatchedTokens ?? ENGINE_DEFAULTS.maxBatchedTokens, maxNumSeqs, maxBatchSeqs: opts.maxBatchSeqs });
-    this.runner = new ModelRunner(model, new KvCache(model.weights.layers.length, numBlocks, blockSize, c.numKvHeads, c.headDim, kvDtype), opts.remote ?? null);
+    const cache = new KvCache(model.weights.layers.length, numBlocks, blockSize, c.numKvHeads, c.headDim, kvDtype);
+    // pipeline stages hold their own layers' KV: there a preempted sequence is recomputed
+    // (a draft model's KV is the proposer's: released at preemption, it recomputes it)
+    this.swap = opts.remote ? null : new KvSwapSpace(cache, opts.swapSpace ?? defaultSwapSpace(cache.totalBytes));
+    this.scheduler = new Scheduler(this.kv, {
+      maxBatchedTokens: opts.maxBatchedTokens ?? ENGINE_DEFAULTS.maxBatchedTokens, maxNumSeqs, maxBatchSeqs: opts.maxBatchSeqs,
+      swap: this.swap && this.swap.capacity > 0 ? this.swap : undefined,
+    });
+    this.runner = new ModelRunner(model, cache, opts.remote ?? null);
     this.proposer?.init?.({ vocabSize: c.vocabSize, numBlocks, blockSize, maxPositions: c.maxPositionEmbeddings });
     this.maxQueue = opts.maxQueue ?? ENGINE_DEFAULTS.maxQueue;
     this.maxLoras = opts.maxLoras ?? DEFAULT_MAX_LORAS;
@@ -195,6 +217,7 @@ export class Engine {
       maxRequestTokens: Math.min(c.maxPositionEmbeddings, kvTokens),
       speculative: this.proposer ? { method: this.proposer.name, numSpeculativeTokens: this.numSpecTokens } : null,
       maxLoras: this.maxLoras,
+      swapSpace: this.swap?.capacity ?? 0,
     };
   }
 
@@ -477,6 +500,8 @@ export class Engine {
       prefixQueriedTokens: this.scheduler.prefixQueriedTokens,
       prefixHitTokens: this.scheduler.prefixHitTokens,
       preemptions: this.scheduler.preemptions,
+      swappedOut: this.scheduler.swappedOut,
+      swapSpaceUsed: this.swap?.used ?? 0,
       promptTokens: this.counters.promptTokens,
       generatedTokens: this.counters.generatedTokens,
       steps: this.counters.steps,

@@ -101,6 +101,8 @@ export interface EngineStats {
   readonly prefixQueriedTokens: number; // cumulative prompt tokens looked up in the prefix cache
   readonly prefixHitTokens: number; // cumulative prompt tokens served from it
   readonly preemptions: number;
+  readonly swappedOut?: number; // of those, preemptions whose KV was swapped out (resumed without recompute)
+  readonly swapSpaceUsed?: number; // bytes of swap space holding preempted sequences' KV now
   readonly promptTokens: number; // cumulative prompt tokens computed
   readonly generatedTokens: number;
   readonly steps: number;
@@ -130,6 +132,7 @@ export interface EngineInfo {
   readonly speculative?: { readonly method: string; readonly numSpeculativeTokens: number } | null; // proposer name and K
   readonly adapters?: readonly AdapterInfo[]; // LoRA adapters served at start (see EngineClient.adapters for now)
   readonly maxLoras?: number; // distinct adapters in one step; requests for more wait
+  readonly swapSpace?: number; // bytes for preempted sequences' KV (--swap-space); 0: preemption recomputes
 }
 
 /** The main-thread handle on the engine worker (src/engine/client.ts implements it). */
@@ -161,4 +164,4 @@ export class EngineRequestError extends Error {
 }
 
 /** The engine's defaults for options not given (src/engine/engine.ts applies them; the CLI reads them without loading the engine). */
-export const ENGINE_DEFAULTS = { blockSize: 16, maxBatchedTokens: 512, maxNumSeqs: 64, maxQueue: 1024, kvFreeFraction: 0.3 } as const;
+export const ENGINE_DEFAULTS = { blockSize: 16, maxBatchedTokens: 512, maxNumSeqs: 64, maxQueue: 1024, kvFreeFraction: 0.3, swapSpaceMax: 4 * 2 ** 30 } as const;

@@ -2,6 +2,8 @@
 // first), then chunks of waiting prompts; no prefill/decode phases, only numComputed vs numTokens (vLLM v1).
 // Two lanes: low-priority (batch) sequences wait behind every interactive one, give up their sequence slots and
 // KV blocks to a waiting interactive prompt, and are preempted first when KV blocks run out.
+// A preempted sequence's KV is swapped out (its bytes kept aside) when a swap space has room, and swapped back into
+// fresh blocks when it is re-admitted; otherwise it is recomputed from its tokens.
 
 import type { KvManager } from './block-pool.js';
 
@@ -28,7 +30,17 @@ export interface ScheduledSeq {
 export interface SchedulerOutput {
   readonly seqs: readonly ScheduledSeq[];
   readonly numBatchedTokens: number;
-  readonly preempted: readonly string[]; // sent back to the waiting queue, KV freed, to be recomputed
+  readonly preempted: readonly string[]; // sent back to the waiting queue, KV freed (swapped out or to be recomputed)
+}
+
+/** Where preempted sequences' KV goes instead of being recomputed (src/model/kv-cache.ts KvSwapSpace). */
+export interface KvSwapper {
+  /** Copy these blocks' KV out (table order); false, copying nothing, when the swap space lacks room. */
+  swapOut(id: string, blocks: readonly number[]): boolean;
+  /** Copy a swapped-out sequence's KV into these fresh blocks (table order) and forget it. */
+  swapIn(id: string, blocks: readonly number[]): void;
+  /** Forget a swapped-out sequence (finished or aborted while waiting). */
+  drop(id: string): void;
 }
 
 export interface SchedulerConfig {
@@ -46,12 +58,20 @@ export interface SchedulerConfig {
    * requests that come one after another (a chat, an agent loop) do not each wait behind a wide step.
    */
   readonly widenAfterSteps?: number;
+  /**
+   * Swap space for preempted sequences (absent: always recompute). The copies are made inside schedule(): the pool's
+   * bytes change only in a forward pass or a fork's block copy, both after it, so a victim's blocks still hold its KV
+   * when they are copied out even if the same step hands them to another sequence.
+   */
+  readonly swap?: KvSwapper;
 }
 
 export class Scheduler {
   readonly waiting: SchedSeq[] = []; // FIFO per lane, interactive lane first; preempted sequences go to the front of their lane
   readonly running: SchedSeq[] = []; // in admission order: the last is the newest, preempted first
   preemptions = 0;
+  swappedOut = 0; // preemptions whose KV went to the swap space (the rest are recomputed)
+  private readonly swapped = new Map<string, number>(); // waiting sequences swapped out → their numComputed then
   prefixQueriedTokens = 0;
   prefixHitTokens = 0;
 
@@ -96,6 +116,21 @@ export class Scheduler {
     const w = this.waiting.findIndex((s) => s.id === id);
     if (w >= 0) this.waiting.splice(w, 1);
     this.kv.free(id);
+    if (this.swapped.delete(id)) this.cfg.swap!.drop(id);
+  }
+
+  /** Whether a waiting sequence's KV sits in the swap space. */
+  isSwapped(id: string): boolean { return this.swapped.has(id); }
+
+  /**
+   * Tokens a waiting sequence would compute if admitted with `budget` tokens, and the blocks it needs for them: a
+   * swapped-out sequence needs every block of its computed tokens at once (it resumes, never in chunks), as a running
+   * sequence's growth does.
+   */
+  private admission(s: SchedSeq, budget: number): { tokens: number; blocks: number } {
+    const computed = this.swapped.get(s.id) ?? 0;
+    const tokens = Math.min(s.tokens.length - computed, budget);
+    return { tokens, blocks: Math.ceil((computed + tokens) / this.kv.blockSize) };
   }
 
   get hasWork(): boolean {
@@ -140,7 +175,7 @@ export class Scheduler {
     // and one whose first chunk finds too few free KV blocks takes them from the newest running batch sequences
     const head = this.waiting[0];
     if (head !== undefined && !head.lowPriority && head.numComputed === 0) {
-      const need = Math.ceil(Math.min(head.tokens.length, this.cfg.maxBatchedTokens) / this.kv.blockSize);
+      const need = this.admission(head, this.cfg.maxBatchedTokens).blocks;
       while (this.kv.pool.numFree < need) {
         const v = this.newestLow(0);
         if (v < 0) break;
@@ -158,8 +193,8 @@ export class Scheduler {
       if (w === undefined || this.running.length >= Math.min(this.width, maxSeqs) || (w.lowPriority && !s.lowPriority)) return decodes;
       if (wide && (w.lowPriority || interactiveRunning >= this.cfg.maxNumSeqs)) return decodes;
       // at most half the budget, and no more than the prompt can take (a short prompt leaves the rest to the prefill)
-      const want = Math.min(w.tokens.length, Math.floor(this.cfg.maxBatchedTokens / 2));
-      return decodes + (this.kv.pool.numFree >= Math.ceil(want / this.kv.blockSize) ? want : 0);
+      const want = this.admission(w, Math.floor(this.cfg.maxBatchedTokens / 2));
+      return decodes + (this.kv.pool.numFree >= want.blocks ? want.tokens : 0);
     };
 
     // running sequences, oldest first; when blocks run out the newest is preempted (possibly this one)
@@ -195,6 +230,22 @@ export class Scheduler {
       && this.running.length < this.width && picked.length < stepSeqs) {
       const s = this.waiting[0]!;
       if (wide && (s.lowPriority ? lowPicked >= lowRows : interactiveRunning >= this.cfg.maxNumSeqs)) break;
+      const computed = this.swapped.get(s.id);
+      if (computed !== undefined) {
+        // resume a swapped-out sequence: fresh blocks for all its computed tokens and this step's, its KV copied in
+        const n = this.admission(s, budget).tokens;
+        if (!this.kv.allocate(s.id, computed + n)) break;
+        this.cfg.swap!.swapIn(s.id, this.kv.blockTable(s.id).slice(0, Math.ceil(computed / this.kv.blockSize)));
+        this.swapped.delete(s.id);
+        this.waiting.shift();
+        this.running.push(s);
+        s.numComputed = computed;
+        picked.push({ seq: s, n, hit: 0, ahead: 0 });
+        if (s.lowPriority) lowPicked++;
+        else interactiveRunning++;
+        budget -= n;
+        continue;
+      }
       const prefix = s.usePrefixCache && s.numComputed === 0 ? this.kv.findCachedPrefix(s.tokens, s.adapterId ?? 0) : undefined;
       const hit = prefix ? prefix.blocks.length * this.kv.blockSize : 0;
       const n = Math.min(s.tokens.length - hit, budget);
@@ -245,9 +296,14 @@ export class Scheduler {
     return -1;
   }
 
-  /** Free running[j]'s blocks and put it at the front of its lane; returns its id. */
+  /** Free running[j]'s blocks (its KV swapped out when the swap space has room) and put it at the front of its lane; returns its id. */
   private preemptAt(j: number): string {
     const [s] = this.running.splice(j, 1) as [SchedSeq];
+    const n = s.numComputed;
+    if (this.cfg.swap && n > 0 && this.cfg.swap.swapOut(s.id, this.kv.blockTable(s.id).slice(0, Math.ceil(n / this.kv.blockSize)))) {
+      this.swapped.set(s.id, n);
+      this.swappedOut++;
+    }
     this.kv.free(s.id);
     s.numComputed = 0;
     this.waiting.splice(s.lowPriority ? this.firstLow() : 0, 0, s);

@@ -50,7 +50,7 @@ try {
     modelId: opts.modelId, kvCacheMemory: opts.kvCacheMemory, kvDtype: opts.kvDtype, blockSize: opts.blockSize,
     maxBatchedTokens: opts.maxBatchedTokens, maxNumSeqs: opts.maxNumSeqs, maxBatchSeqs: opts.maxBatchSeqs, maxQueue: opts.maxQueue, prefixCaching: opts.prefixCaching,
     extraEosIds: tokenizer?.eosIds, maxLoras: opts.maxLoras, maxLoraRank: opts.maxLoraRank, maxCpuLoras: opts.maxCpuLoras,
-    remote: pipeline?.driver, kvBlocks: pipeline?.kvBlocks,
+    remote: pipeline?.driver, kvBlocks: pipeline?.kvBlocks, swapSpace: opts.swapSpace,
   });
   if (opts.kvPrefault) loadAddon()?.prefault(engine.runner.kv.buffers());
   for (const m of opts.loraModules ?? []) {

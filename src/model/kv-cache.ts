@@ -62,3 +62,66 @@ export function copyKvBlocks(layers: readonly KvLayer[], copies: readonly { read
     }
   }
 }
+
+/**
+ * Swap space: preempted sequences' KV copied out of the pool as raw bytes (every layer's K, V and fp8 scales, in the
+ * cache's own dtype) and copied back into fresh blocks when they resume, so their KV is bit-identical and nothing is
+ * recomputed (vLLM's --swap-space). Bounded: a sequence that does not fit is refused and recomputed instead. Bytes are
+ * allocated per swapped sequence, so memory is taken only under KV pressure.
+ */
+export class KvSwapSpace {
+  private readonly held = new Map<string, Uint8Array>(); // id → (blocks, layers, k | v | kScale | vScale) bytes
+  private usedBytes = 0;
+  readonly bytesPerBlock: number;
+
+  constructor(readonly cache: KvCache, readonly capacity: number) {
+    if (!(Number.isSafeInteger(capacity) && capacity >= 0)) throw new RangeError(`swap space must be a whole number of bytes >= 0, got ${capacity}`);
+    this.bytesPerBlock = cache.blockSize * KvCache.bytesPerToken(cache.numLayers, cache.numKvHeads, cache.headDim, cache.dtype);
+  }
+
+  get used(): number { return this.usedBytes; }
+  get numSwapped(): number { return this.held.size; }
+
+  /** Copy these blocks of `id` out (in table order); false, copying nothing, when the space lacks room. */
+  swapOut(id: string, blocks: readonly number[]): boolean {
+    if (this.held.has(id)) throw new Error(`KvSwapSpace.swapOut: ${id} is already swapped out`);
+    const bytes = blocks.length * this.bytesPerBlock;
+    if (this.usedBytes + bytes > this.capacity) return false;
+    const buf = new Uint8Array(bytes);
+    let o = 0;
+    for (const b of blocks) for (const v of this.blockViews(b)) { buf.set(v, o); o += v.length; }
+    this.held.set(id, buf);
+    this.usedBytes += bytes;
+    return true;
+  }
+
+  /** Copy `id`'s bytes into these blocks (as many as were swapped out, in table order) and forget them. */
+  swapIn(id: string, blocks: readonly number[]): void {
+    const buf = this.held.get(id);
+    if (!buf) throw new Error(`KvSwapSpace.swapIn: ${id} is not swapped out`);
+    if (buf.length !== blocks.length * this.bytesPerBlock) throw new Error(`KvSwapSpace.swapIn: ${id} holds ${buf.length / this.bytesPerBlock} blocks, given ${blocks.length}`);
+    let o = 0;
+    for (const b of blocks) for (const v of this.blockViews(b)) { v.set(buf.subarray(o, o + v.length)); o += v.length; }
+    this.drop(id);
+  }
+
+  /** Forget a swapped sequence (it finished or was aborted while waiting). */
+  drop(id: string): void {
+    const buf = this.held.get(id);
+    if (!buf) return;
+    this.held.delete(id);
+    this.usedBytes -= buf.length;
+  }
+
+  /** Byte views of block b in every layer: k, v and, for fp8, the f32 scales. */
+  private blockViews(b: number): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (const l of this.cache.layers) {
+      const per = l.blockSize * l.numKvHeads; // (L, K) vectors per block
+      const stride = per * l.headDim * KV_BYTES[l.dtype];
+      out.push(l.k.subarray(b * stride, (b + 1) * stride), l.v.subarray(b * stride, (b + 1) * stride));
+      for (const s of [l.kScale, l.vScale]) if (s) out.push(new Uint8Array(s.buffer, s.byteOffset + b * per * 4, per * 4));
+    }
+    return out;
+  }
+}

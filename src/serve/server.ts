@@ -92,6 +92,9 @@ export function preflight(opts: ServeOptions): void {
   } else if (!isGgufPath(p)) {
     throw new Error(`--model ${p}: a file that is not GGUF (no .gguf extension, no GGUF magic); ${expected}`);
   }
+  if (opts.swapSpace !== undefined && opts.swapSpace > totalmem()) {
+    throw new Error(`--swap-space ${(opts.swapSpace / GIB).toFixed(2)} GiB is more than this machine's ${(totalmem() / GIB).toFixed(2)} GiB of RAM`);
+  }
   const kv = opts.kvCacheMemory;
   if (kv === undefined) return;
   if (kv > totalmem()) {
@@ -108,6 +111,11 @@ export function preflight(opts: ServeOptions): void {
         `${c.numLayers} layers × ${c.numKvHeads} kv heads × ${c.headDim}); give at least ${perBlock}`);
     }
   }
+}
+
+/** Bytes as MiB, or KiB below one MiB. */
+function fmtBytes(n: number): string {
+  return n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(0)} MiB` : `${(n / 1024).toFixed(0)} KiB`;
 }
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
@@ -175,6 +183,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     const i = e.info;
     log(`floe serve: model ready in ${((performance.now() - t0) / 1000).toFixed(1)} s; KV cache ${i.kvDtype}: ${i.kvBlocks} blocks × ${i.blockSize} = ` +
       `${i.kvTokens} tokens${opts.kvPrefault ? ' (its pages committed in the background: --kv-prefault)' : ''}; longest request ${i.maxRequestTokens} tokens (context window ${i.maxModelLen})` +
+      `; ${i.swapSpace ? `swap space ${fmtBytes(i.swapSpace)} for preempted requests' KV` : 'no swap space: preempted requests are recomputed'}` +
       `${tools.tokenizer ? '' : '; no tokenizer: token-id prompts only'}${tools.template ? '' : '; no chat template: /v1/chat/completions unavailable'}` +
       `${Object.keys(tools.defaults).length ? `; defaults from generation_config.json: ${JSON.stringify(tools.defaults)}` : ''}`);
     return i;

@@ -52,6 +52,8 @@ test('empty lists, empty list entries, a zero token budget and non-decimal integ
     [['rag', 'query', '--db', join(dir, 'db'), '--collection', 'c', '--weights', '1,', 'q'], /--weights expects DENSE,BM25/],
     [['rag', 'query', '--db', join(dir, 'db'), '--collection', 'c', '--weights', '0x1,1', 'q'], /--weights expects DENSE,BM25/],
     [['generate', '--model', M, '--prompt-ids', '1', '--max-tokens', '0'], /--max-tokens expects an integer >= 1, got '0'/],
+    [['serve', '--model', M, '--swap-space', 'lots'], /--swap-space: expected a size such as 2GiB/],
+    [['serve', '--model', M, '--swap-space=-1GiB'], /--swap-space: expected a size/],
     [['generate', '--model', M, '--prompt-ids', '1', '--max-tokens', '1e1'], /--max-tokens expects an integer/],
     [['generate', '--model', M, '--prompt-ids', '1', '--threads', '0x10'], /--threads expects an integer/],
     [['generate', '--model', M, '--prompt-ids', '0x1'], /--prompt-ids: entry 0 '0x1'/],

@@ -113,18 +113,23 @@ test('prefix cache: a repeated prompt reuses full blocks and gives the same outp
   assert.ok(engine.stats().prefixHitTokens >= 40 + 40 + 48);
 });
 
-test('preemption under a tiny KV pool keeps outputs identical', () => {
-  const perBlock = KvCache.bytesPerToken(2, 2, 16, 'f32') * 8;
-  const engine = new Engine(model, null, { ...KV_F32, blockSize: 8, kvCacheMemory: 12 * perBlock, maxBatchedTokens: 64 });
-  assert.equal(engine.info.kvBlocks, 12);
-  const r = rand(5);
-  const reqs = Array.from({ length: 8 }, (_, i) => genReq(`p${i}`, randomPrompt(r, 20 + i * 3), { maxTokens: 30, ignoreEos: true, sampling: i % 2 ? GREEDY : { ...GREEDY, temperature: 1, seed: i } }));
-  for (const q of reqs) engine.add(q);
-  const { byId } = runAll(engine);
-  assert.ok(engine.stats().preemptions > 0, 'the pool was too small for all at once');
-  for (const q of reqs) assert.deepEqual(byId.get(q.id)!.tokens[0], alone(model, q).outputIds, q.id);
-  assert.equal(engine.kv.pool.numUsed, 0);
-});
+for (const swap of [true, false]) {
+  test(`preemption under a tiny KV pool keeps outputs identical (${swap ? 'KV swapped out and back' : '--swap-space 0: recomputed'})`, () => {
+    const perBlock = KvCache.bytesPerToken(2, 2, 16, 'f32') * 8;
+    const engine = new Engine(model, null, { ...KV_F32, blockSize: 8, kvCacheMemory: 12 * perBlock, maxBatchedTokens: 64, swapSpace: swap ? 64 * perBlock : 0 });
+    assert.equal(engine.info.kvBlocks, 12);
+    const r = rand(5);
+    const reqs = Array.from({ length: 8 }, (_, i) => genReq(`p${i}`, randomPrompt(r, 20 + i * 3), { maxTokens: 30, ignoreEos: true, sampling: i % 2 ? GREEDY : { ...GREEDY, temperature: 1, seed: i } }));
+    for (const q of reqs) engine.add(q);
+    const { byId } = runAll(engine);
+    const st = engine.stats();
+    assert.ok(st.preemptions > 0, 'the pool was too small for all at once');
+    assert.equal(st.swappedOut, swap ? st.preemptions : 0);
+    for (const q of reqs) assert.deepEqual(byId.get(q.id)!.tokens[0], alone(model, q).outputIds, q.id);
+    assert.equal(engine.kv.pool.numUsed, 0);
+    assert.equal(engine.swap!.used, 0);
+  });
+}
 
 test('cancellation frees blocks at the next step and ends with abort', () => {
   const engine = new Engine(model, null, KV_F32);

@@ -49,10 +49,14 @@ const tok = brown.tokenizer!;
 const shared = tok.encode('The committee said on Friday that the city would not take part in the new plan, and that the', { addSpecialTokens: true });
 const tails = ['cat sat on the mat. The cat sat on the mat. The cat', 'state would pay for it', 'one two three one two three one', 'man', 'and the and the and the', 'new plan was said to be'];
 
-for (const [name, spec] of [['ngram', 'ngram'], ['suffix', 'suffix'], ['draft model', draft]] as const) {
-  test(`greedy, ${name}: 12 concurrent requests with prefix-cache hits and forced preemption equal plain generate()`, () => {
+for (const [name, spec, swap] of [['ngram', 'ngram', true], ['suffix', 'suffix', true], ['draft model', draft, true], ['draft model', draft, false]] as const) {
+  test(`greedy, ${name}: 12 concurrent requests with prefix-cache hits and forced preemption (${swap ? 'KV swapped out' : 'recomputed'}) equal plain generate()`, () => {
     const d = typeof spec === 'string' ? undefined : spec;
-    const engine = new Engine(brown.model, null, { kvDtype: 'f32', kvCacheMemory: kvBytes(brown.model, 14, d), maxBatchedTokens: 96, maxNumSeqs: 8, speculative: spec, numSpeculativeTokens: 5 });
+    const engine = new Engine(brown.model, null, {
+      kvDtype: 'f32', kvCacheMemory: kvBytes(brown.model, 14, d), maxBatchedTokens: 96, maxNumSeqs: 8, speculative: spec, numSpeculativeTokens: 5,
+      // the draft model's KV is not swapped: the proposer is released at preemption and recomputes it
+      swapSpace: swap ? kvBytes(brown.model, 64) : 0,
+    });
     assert.equal(engine.info.kvBlocks, 14, 'the draft KV is sized together with the target KV');
     const reqs = tails.flatMap((t, i) => [0, 1].map((j) => genReq(`${name}${i}.${j}`, [...shared, ...tok.encode(' ' + t)], { maxTokens: 40 + 16 * j, ignoreEos: true })));
     // the first wave fills the prefix cache, the second wave hits it while the KV is too small for all
@@ -68,6 +72,7 @@ for (const [name, spec] of [['ngram', 'ngram'], ['suffix', 'suffix'], ['draft mo
     for (const q of reqs) assert.deepEqual(byId.get(q.id), alone(brown.model, q).outputIds, q.id);
     const st = engine.stats();
     assert.ok(st.preemptions > 0, 'preemption happened');
+    assert.equal(st.swappedOut, swap ? st.preemptions : 0);
     assert.ok(st.prefixHitTokens > 0, 'prefix cache hits');
     assert.ok(st.specAcceptedTokens! > 0 && st.specAcceptedTokens! <= st.specDraftTokens!, JSON.stringify(st));
     assert.equal(engine.kv.pool.numUsed, 0, 'every block released');

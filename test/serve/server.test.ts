@@ -332,6 +332,28 @@ test('/metrics parses as Prometheus text with the serving metrics', { timeout: T
   assert.ok(samples.get('floe_http_requests_total{route="/v1/completions",status="200"}')! >= 64);
 });
 
+test('under KV pressure requests are swapped out and back (floe_num_swapped_out_total), or recomputed with --swap-space 0; answers equal those run alone', { timeout: 60_000 }, async () => {
+  // 16 blocks of 16 tokens (bf16 KV of the 2-layer fixture: 4 KiB a block): 8 requests of ~75 tokens need ~40
+  const reqs = Array.from({ length: 8 }, (_, i) => ({ model: 'tiny', prompt: `pressure ${i}: ${'abc'.repeat(i)}`, max_tokens: 60, ignore_eos: true, temperature: 0 }) as unknown as OpenAI.CompletionCreateParamsNonStreaming);
+  const alone: string[] = [];
+  for (const r of reqs) alone.push((await client.completions.create(r)).choices[0]!.text);
+  for (const swap of [undefined, '0']) {
+    const s = await startFloe(dir, ['--kv-cache-memory', '64KiB', '--kv-cache-dtype', 'bf16', ...(swap ? ['--swap-space', swap] : [])], { FLOE_ENGINE_TEST_HOLD: '8' });
+    await waitHealthy(s);
+    assert.match(s.out(), swap ? /no swap space: preempted requests are recomputed/ : /swap space 64 KiB for preempted requests' KV/);
+    const c = new OpenAI({ baseURL: s.url + '/v1', apiKey: 'none', maxRetries: 0 });
+    const together = await Promise.all(reqs.map(async (r) => (await c.completions.create(r)).choices[0]!.text));
+    assert.deepEqual(together, alone);
+    const preempted = await metric(s.url, 'floe_num_preemptions_total');
+    const swapped = await metric(s.url, 'floe_num_swapped_out_total');
+    assert.ok(preempted > 0, 'the pool was too small for all at once');
+    if (swap) assert.equal(swapped, 0);
+    else assert.ok(swapped > 0 && swapped <= preempted, `${swapped} of ${preempted} preemptions swapped`);
+    s.proc.kill('SIGTERM');
+    assert.equal(await s.exit, 0);
+  }
+});
+
 test('--max-queue counts only what the free slots cannot take: 32 simultaneous requests, 64 slots, --max-queue 8: all served', { timeout: T }, async () => {
   const s = await startFloe(dir, ['--max-num-seqs', '64', '--max-queue', '8', '--kv-cache-memory', '16MiB'], { FLOE_ENGINE_TEST_HOLD: '32' });
   await waitHealthy(s);
@@ -460,6 +482,7 @@ test('start-up checks run before "listening": a missing model path, a directory 
     [['--model', dir + '/nope'], /--model .*nope: no such file or directory/],
     [['--model', FIXTURES], /has no config\.json/],
     [['--model', dir, '--kv-cache-memory', '1000'], /--kv-cache-memory 1000 bytes holds no KV block/],
+    [['--model', dir, '--swap-space', '100TiB'], /--swap-space 102400\.00 GiB is more than this machine's/],
   ];
   for (const [args, re] of cases) {
     const proc = spawn(process.execPath, [BIN, 'serve', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });

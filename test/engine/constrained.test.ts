@@ -11,8 +11,9 @@ import { createRequire } from 'node:module';
 import { Engine } from '../../src/engine/engine.js';
 import { ConstraintCache, compileGrammar, type ConstraintSpec } from '../../src/engine/constrained/constraint.js';
 import type { ByteGrammar } from '../../src/engine/constrained/grammar.js';
+import { ContinuationLengths, intersect } from '../../src/engine/constrained/dfa.js';
 import { compileSchema, SchemaError } from '../../src/engine/constrained/json-schema.js';
-import { RegexGrammar, choiceRegex } from '../../src/engine/constrained/regex.js';
+import { RegexGrammar, choiceRegex, searchRegex } from '../../src/engine/constrained/regex.js';
 import { Tokenizer, type TokenizerJson } from '../../src/formats/tokenizer.js';
 import { openModel } from '../../src/model/open.js';
 import { genReq, GREEDY, rand, runAll } from './helpers.js';
@@ -65,7 +66,8 @@ function maskIsBruteForce(cache: ConstraintCache, g: ByteGrammar, st: unknown, w
   }
 }
 
-function randomWalk(cache: ConstraintCache, spec: ConstraintSpec, r: () => number, maxTokens: number): { ids: number[]; ended: boolean } {
+/** `quote`: a boost for tokens with a '"' in them, so walks through strings that never need to end (a URL's path) close. */
+function randomWalk(cache: ConstraintCache, spec: ConstraintSpec, r: () => number, maxTokens: number, quote = 0): { ids: number[]; ended: boolean } {
   const st = cache.get(spec).start();
   const ids: number[] = [];
   const logits = new Float32Array(V);
@@ -73,6 +75,7 @@ function randomWalk(cache: ConstraintCache, spec: ConstraintSpec, r: () => numbe
     for (let v = 0; v < V; v++) logits[v] = r() * 4;
     // lean towards closing: EOS and structural bytes get a boost so walks finish
     for (const e of tok.eosIds) logits[e] = 6;
+    if (quote > 0) for (let v = 0; v < V; v++) if (cache.table[v]?.includes(0x22)) logits[v]! += quote;
     st.apply(logits);
     let best = -1;
     for (let v = 0; v < V; v++) if (best < 0 || logits[v]! > logits[best]!) best = v;
@@ -85,10 +88,10 @@ function randomWalk(cache: ConstraintCache, spec: ConstraintSpec, r: () => numbe
 }
 
 /** Random walks through the masks: each one that ends is schema-valid (ajv with formats); returns how many ended. */
-function walksValid(cache: ConstraintCache, schema: object, r: () => number, walks: number, maxTokens: number): number {
+function walksValid(cache: ConstraintCache, schema: object, r: () => number, walks: number, maxTokens: number, quote = 0): number {
   let ended = 0;
   for (let i = 0; i < walks; i++) {
-    const w = randomWalk(cache, { kind: 'json_schema', schema }, r, maxTokens);
+    const w = randomWalk(cache, { kind: 'json_schema', schema }, r, maxTokens, quote);
     if (!w.ended) continue;
     ended++;
     const text = tok.decode(w.ids);
@@ -142,7 +145,7 @@ test('JSON grammar accepts compact JSON.stringify of valid instances and refuses
 test('unsupported schema keywords are refused by name', () => {
   for (const [schema, kw] of [
     [{ type: 'string', pattern: '(?=a)b' }, 'pattern'],
-    [{ type: 'object', properties: { a: { type: 'string', format: 'uri' } } }, 'format'],
+    [{ type: 'object', properties: { a: { type: 'string', format: 'ipv6' } } }, 'format'],
     [{ $ref: '#/defs/x' }, '$ref'],
     [{ type: 'integer', multipleOf: 3 }, 'multipleOf'],
     [{ type: 'array', uniqueItems: true }, 'uniqueItems'],
@@ -185,7 +188,7 @@ test('schemas that no output could honour are refused by keyword and path, not d
     [{ properties: { a: { type: 'string' } }, required: ['a'], anyOf: [{ type: 'object' }, { type: 'null' }] }, 'properties', '#'],
     [{ anyOf: [{ type: 'string' }], oneOf: [{ type: 'null' }] }, 'oneOf', '#'],
     [{ type: 'object', properties: { e: { type: 'string', enum: [1, 2] } } }, 'enum', '#/properties/e'],
-    [{ type: 'object', additionalProperties: { type: 'string', format: 'uri' } }, 'format', '#/additionalProperties'],
+    [{ type: 'object', additionalProperties: { type: 'string', format: 'ipv6' } }, 'format', '#/additionalProperties'],
   ] as const) {
     assert.throws(() => compileSchema(schema), (e: unknown) => e instanceof SchemaError && e.keyword === kw && e.path === path && e.message.includes(`'${kw}'`), JSON.stringify(schema));
   }
@@ -429,28 +432,37 @@ test('pattern: the decoded string value must match (ECMA search semantics, JSON 
   assert.throws(() => compileSchema({ type: 'string', pattern: '^a{5}$', maxLength: 3 }), (e: unknown) => e instanceof SchemaError && e.keyword === 'maxLength' && /no string satisfies 'pattern' and 'maxLength'/.test(e.message));
 });
 
-test('format: date, time, date-time, uuid, email, ipv4, hostname decode to what ajv-formats accepts; others are refused by name', () => {
+test('format: date, time, date-time, uuid, email, ipv4, hostname, uri, uri-reference decode to what ajv-formats accepts; others are refused by name', () => {
   const r = rand(61);
   const cache = new ConstraintCache(tok, V, tok.eosIds);
   const valid: Record<string, string[]> = {
     date: ['2024-02-29', '2000-02-29', '1999-12-31'], time: ['23:59:59Z', '00:00:00.123+05:30'], 'date-time': ['2024-01-31T12:00:00Z'],
     uuid: ['123e4567-e89b-12d3-a456-426614174000'], email: ['a.b+c@mail.example.com'], ipv4: ['255.0.10.199'], hostname: ['a-b.example.org'],
+    uri: ['https://example.com', 'http://localhost:8080/a/b-c/?q=1&r=x%20y#top', 'https://10.0.0.255:65535/'],
+    'uri-reference': ['https://a-b.example.org/x', '/a/b?c=d', 'a/b', '#frag', '?q', ''],
   };
   const invalid: Record<string, string[]> = {
     date: ['2023-02-29', '1900-02-29', '2024-04-31', '2024-13-01', '24-01-01'], time: ['24:00:00Z', '12:00:00', '12:60:00Z'], 'date-time': ['2024-01-31 12:00:00', '2024-01-32T00:00:00Z'],
     uuid: ['123e4567e89b12d3a456426614174000'], email: ['a@b', '@b.com'], ipv4: ['256.1.1.1', '01.1.1.1', '1.1.1'], hostname: ['-a.com'],
+    uri: ['example.com', '/a/b', 'https://a b.com', 'http://a.com/\\x'], 'uri-reference': ['\\x', 'a b'],
   };
   for (const f of Object.keys(valid)) {
     const schema = { type: 'string', format: f };
     const g = compileGrammar({ kind: 'json_schema', schema });
     for (const s of valid[f]!) { assert.ok(ajv.validate(schema, s), `${f} ${s}`); assert.ok(acceptsText(g, JSON.stringify(s)), `${f} takes ${s}`); }
     for (const s of invalid[f]!) { assert.ok(!ajv.validate(schema, s), `${f} ${s}`); assert.ok(!acceptsText(g, JSON.stringify(s)), `${f} refuses ${s}`); }
-    assert.ok(walksValid(cache, schema, r, 4, 80) > 0, `${f}: no walk ended`);
+    assert.ok(walksValid(cache, schema, r, 4, 80, f.startsWith('uri') ? 2 : 0) > 0, `${f}: no walk ended`);
   }
   // zod writes format and a pattern together: both hold
   const both = { type: 'string', format: 'date', pattern: '^2\\d{3}-' };
   assert.ok(acceptsText(compileGrammar({ kind: 'json_schema', schema: both }), '"2024-02-29"') && !acceptsText(compileGrammar({ kind: 'json_schema', schema: both }), '"1999-01-01"'));
-  for (const f of ['uri', 'ipv6', 'duration', 'binary']) {
+  // valid for ajv-formats, but outside what floe decodes (schemes other than http(s), hosts that are numbers, ports
+  // over 65535: a URL parser such as pydantic's HttpUrl may refuse them)
+  for (const s of ['mailto:a@b.c', 'https://xn--a.com', 'http://1.2.3', 'http://a.com:99999', 'HTTP://A.COM']) {
+    assert.ok(ajv.validate({ type: 'string', format: 'uri' }, s), s);
+    assert.ok(!acceptsText(compileGrammar({ kind: 'json_schema', schema: { type: 'string', format: 'uri' } }), JSON.stringify(s)), s);
+  }
+  for (const f of ['uri-template', 'iri', 'ipv6', 'duration', 'binary']) {
     assert.throws(() => compileSchema({ type: 'object', properties: { x: { type: 'string', format: f } } }), (e: unknown) => e instanceof SchemaError && e.keyword === 'format' && e.path === '#/properties/x' && e.message.includes(`"${f}"`), f);
   }
   // format on a number (OpenAPI's int32, float) says nothing about a number: accepted
@@ -489,6 +501,119 @@ test('format / pattern strings: masks equal a per-token brute force at random st
       }
     }
     for (const st of states) maskIsBruteForce(cache, g, st, JSON.stringify(schema));
+  }
+  // lengths counted beside the automaton: states at and around minLength / maxLength, inside escapes and code points
+  const a = (n: number): string => 'a'.repeat(n);
+  const near: [object, string[]][] = [
+    [{ type: 'string', pattern: '^[a-z]+$', maxLength: 10000 }, [`"${a(9998)}`, `"${a(9999)}`, `"${a(10000)}`]],
+    [{ type: 'string', maxLength: 5 }, ['"abcd', '"abcde', '"abc\\u00', '"abcd\\u00e', '"abcd\\', '"abcd\xc3', '"abcd\xf0\x9f', '"abc\xe4\xb8']],
+    [{ type: 'string', minLength: 4, maxLength: 6 }, ['"abc', '"abcd', '"abcdef', '"ab\\n']],
+    [{ type: 'string', pattern: '^(?:aa)+$', minLength: 3, maxLength: 5 }, ['"', '"a', '"aa', '"aaa', '"aaaa']],
+    [{ type: 'string', pattern: '^[a-z]+$', minLength: 3 }, ['"ab', '"abc', '"abcdefg']],
+    [{ type: 'object', properties: { u: { type: 'string', format: 'uri', minLength: 1, maxLength: 24 } }, required: ['u'] }, ['{"u":"https://abc.de/fgh', '{"u":"https://abc.de/fghi', '{"u":"https://abc.de/fg', '{"u":"https://abc.de/fg%4', '{"u":"https://abc.de:655']],
+  ];
+  for (const [schema, pres] of near) {
+    const g = cache.get({ kind: 'json_schema', schema }).grammar;
+    for (const pre of pres) {
+      let st: unknown = g.start;
+      for (const b of Buffer.from(pre, 'latin1')) if (st !== null) st = g.step(st, b);
+      assert.ok(st !== null, `${JSON.stringify(schema)}: ${pre.slice(-12)}`);
+      maskIsBruteForce(cache, g, st, `${JSON.stringify(schema)} after ${pre.slice(-12)}`);
+    }
+  }
+  // at maxLength - 1 only a closing quote or one more code point fits
+  const g = cache.get({ kind: 'json_schema', schema: near[0]![0] }).grammar;
+  const last = feed(g, `"${a(9999)}`)!;
+  const fits = (text: string): boolean => { let x: unknown = last; for (const b of Buffer.from(text)) { x = g.step(x, b); if (x === null) return false; } return true; };
+  assert.ok(fits('a') && fits('"') && fits('a"') && !fits('aa') && !fits('ab"'));
+  assert.ok(!acceptsText(g, `"${a(10001)}"`) && acceptsText(g, `"${a(10000)}"`));
+});
+
+test('lengths are counted beside the pattern / format automaton: pydantic HttpUrl (uri, 1..2083) and a pattern with maxLength 10000 decode; the automaton keeps its 4096-state cap', () => {
+  const cache = new ConstraintCache(tok, V, tok.eosIds);
+  const r = rand(81);
+  const httpUrl = (PYDANTIC.link as { properties: { url: object } }).properties.url;
+  assert.deepEqual(httpUrl, { format: 'uri', maxLength: 2083, minLength: 1, title: 'Url', type: 'string' });
+  for (const schema of [httpUrl, PYDANTIC.link!, { type: 'string', pattern: '^[a-z]+$', maxLength: 10000 }, { type: 'string', format: 'email', minLength: 8, maxLength: 12 }]) {
+    assert.ok(walksValid(cache, schema, r, 6, 120, 2) > 0, `${JSON.stringify(schema)}: no walk ended`);
+  }
+  const url = compileGrammar({ kind: 'json_schema', schema: httpUrl });
+  const long = `https://example.com/${'a'.repeat(2063)}`;
+  assert.equal(long.length, 2083);
+  assert.ok(acceptsText(url, JSON.stringify(long)) && !acceptsText(url, JSON.stringify(long + 'b')));
+  // the pattern's own automaton is still capped
+  assert.throws(() => compileSchema({ type: 'string', pattern: '[ab]*a[ab]{12}$', maxLength: 20 }), (e: unknown) => e instanceof SchemaError && e.keyword === 'pattern' && /more than 4096 automaton states/.test(e.message));
+  // lengths that repeat only with a period of 7·11·13·17·19·23: refused without a maxLength, decoded with one
+  const lcm = '^(?:(?:a{7})*|(?:b{11})*|(?:c{13})*|(?:d{17})*|(?:e{19})*|(?:f{23})*)$';
+  assert.throws(() => compileSchema({ type: 'string', pattern: lcm, minLength: 40 }), (e: unknown) => e instanceof SchemaError && e.keyword === 'minLength' && /the lengths of its strings repeat only after/.test(e.message));
+  const lcmMax = compileGrammar({ kind: 'json_schema', schema: { type: 'string', pattern: lcm, minLength: 40, maxLength: 50 } });
+  for (const str of ['a'.repeat(42), 'b'.repeat(44), 'a'.repeat(35), 'f'.repeat(46), 'f'.repeat(23)]) assert.equal(acceptsText(lcmMax, JSON.stringify(str)), ajv.validate({ type: 'string', pattern: lcm, minLength: 40, maxLength: 50 }, str), str);
+  // lengths no string of the pattern has: refused by the length keyword
+  assert.throws(() => compileSchema({ type: 'string', pattern: '^(?:ab)+$', minLength: 5, maxLength: 5 }), (e: unknown) => e instanceof SchemaError && e.keyword === 'minLength' && /no string satisfies 'pattern' and 'minLength' and 'maxLength'/.test(e.message));
+  assert.throws(() => compileSchema({ type: 'string', format: 'date', maxLength: 9 }), (e: unknown) => e instanceof SchemaError && e.keyword === 'maxLength');
+  // lengths the pattern allows only every so often (2, 3, 6, 7, 10, 11, …): exactly the ones in bounds, as ajv decides
+  const gappy = { type: 'string', pattern: '^a{2,3}(?:b{4})*$', minLength: 7, maxLength: 11 };
+  const gg = compileGrammar({ kind: 'json_schema', schema: gappy });
+  let took = 0;
+  for (let i = 0; i <= 4; i++) for (let j = 0; j <= 12; j++) {
+    const str = 'a'.repeat(i) + 'b'.repeat(j);
+    assert.equal(acceptsText(gg, JSON.stringify(str)), ajv.validate(gappy, str), str);
+    if (ajv.validate(gappy, str)) took++;
+  }
+  assert.equal(took, 3);
+  assert.ok(walksValid(cache, gappy, r, 6, 40) > 0);
+  // the memo key carries the length only as far as it tells the future apart: short, and one key from minLength on
+  // when there is no maxLength
+  const atLeast = compileGrammar({ kind: 'json_schema', schema: { type: 'string', pattern: '^[a-z]+$', minLength: 3 } });
+  assert.equal(atLeast.key(feed(atLeast, '"abcd')), atLeast.key(feed(atLeast, '"abcdefghij')));
+  assert.notEqual(atLeast.key(feed(atLeast, '"ab')), atLeast.key(feed(atLeast, '"abc')));
+  const big = compileGrammar({ kind: 'json_schema', schema: { type: 'string', pattern: '^[a-z]+$', maxLength: 10000 } });
+  assert.ok(big.key(feed(big, `"${'a'.repeat(9999)}`)).length < 24);
+});
+
+test('string length is counted in code points as ajv counts them: an escape is one, a character beyond the BMP is one', () => {
+  const r = rand(91);
+  // JSON texts of string pieces: plain, UTF-8, escaped, and a surrogate pair written as two escapes
+  const pieces = ['a', 'x', 'é', '\\u00e9', '😀', '\\ud83d\\ude00', '\\n', '\\"', '\\/'];
+  const schemas = [
+    { type: 'string', minLength: 2, maxLength: 3 }, { type: 'string', minLength: 2 }, { type: 'string', maxLength: 1 },
+    { type: 'string', pattern: '^[^x]*$', minLength: 2, maxLength: 3 }, { type: 'string', pattern: 'a', minLength: 3 },
+  ];
+  for (const schema of schemas) {
+    const g = compileGrammar({ kind: 'json_schema', schema });
+    let took = 0;
+    for (let i = 0; i < 400; i++) {
+      const text = `"${Array.from({ length: Math.floor(r() * 5) }, () => pieces[Math.floor(r() * pieces.length)]).join('')}"`;
+      const ok = ajv.validate(schema, JSON.parse(text));
+      // every text taken is valid; a surrogate pair written as escapes is never taken (UTF-8 says the same in one)
+      if (acceptsText(g, text)) { assert.ok(ok, `${JSON.stringify(schema)} took ${text}`); took++; } else assert.ok(!ok || text.includes('\\ud83d'), `${JSON.stringify(schema)} refused ${text}`);
+    }
+    assert.ok(took > 0, JSON.stringify(schema));
+  }
+  // the pair is one code point for ajv: taking it as two let a 1-character string through minLength 2
+  const two = compileGrammar({ kind: 'json_schema', schema: { type: 'string', minLength: 2 } });
+  assert.ok(!ajv.validate({ type: 'string', minLength: 2 }, JSON.parse('"\\ud83d\\ude00"')));
+  assert.ok(!acceptsText(two, '"\\ud83d\\ude00"') && acceptsText(two, '"😀x"') && !acceptsText(two, '"😀"'));
+});
+
+test('the length table: next accepted length from every automaton state equals a walk over exact lengths', () => {
+  const H = 300;
+  for (const p of ['^(?:aa|bbb)+$', '^a{2,3}(?:b{4})*$', '^(?:a(?:bc){0,3}){1,4}$', '[ab]{3,}x', '^(?:a{5}|b{7})*c{0,2}$', '^x?$', '^[a-z]+$', '^(?:a{6})*(?:b{10})+$']) {
+    const dfa = intersect([searchRegex(p)])!;
+    const lens = ContinuationLengths.of(dfa);
+    const upTo37 = ContinuationLengths.of(dfa, 37); // a maxLength of 37: lengths past it are never asked for
+    // exact[k]: the states with an accepted continuation of exactly k code points, walked to H without a cycle search
+    const exact: Set<number>[] = [new Set(dfa.accept.flatMap((a, q) => (a ? [q] : [])))];
+    for (let k = 1; k < H; k++) exact.push(new Set(Array.from({ length: dfa.size }, (_, q) => q).filter((q) => dfa.to[q]!.some((t) => exact[k - 1]!.has(t)))));
+    for (let q = 0; q < dfa.size; q++) {
+      for (let L = 0; L < 200; L++) {
+        let want = Infinity;
+        for (let k = L; k < H; k++) if (exact[k]!.has(q)) { want = k; break; }
+        const got = lens.next(q, L);
+        assert.ok(want < H ? got === want : got >= H, `${p} state ${q} from ${L}: ${got}, want ${want}`);
+        if (L <= 37) assert.ok(want <= 37 ? upTo37.next(q, L) === want : upTo37.next(q, L) > 37, `${p} up to 37, state ${q} from ${L}`);
+      }
+    }
   }
 });
 

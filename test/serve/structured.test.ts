@@ -3,6 +3,8 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { Ajv } from 'ajv';
@@ -52,8 +54,8 @@ test('response_format json_schema: nested objects, arrays, enums, optional field
 
 test('a refused schema keyword is a 400 naming it; max_tokens cutting a value is finish_reason length', async () => {
   await assert.rejects(client.chat.completions.create({
-    model, messages, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { type: 'string', format: 'uri' } } } } },
-  }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'response_format.json_schema.schema' && /'format' "uri" at #\/properties\/a/.test(e.message));
+    model, messages, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { type: 'string', format: 'ipv6' } } } } },
+  }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'response_format.json_schema.schema' && /'format' "ipv6" at #\/properties\/a/.test(e.message));
   await assert.rejects(client.chat.completions.create({
     model, messages, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { $ref: 'https://example.com/a.json' } } } } },
   }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'response_format.json_schema.schema' && /'\$ref' "https:\/\/example.com\/a.json" at #\/properties\/a/.test(e.message));
@@ -259,4 +261,25 @@ test('zodResponseFormat through chat.completions.parse: reused and recursive sch
     assert.ok(ch.message.parsed, ch.message.content ?? '');
     assert.ok(ajv.validate(rf.json_schema.schema!, JSON.parse(ch.message.content!)), `${ch.message.content} ${ajv.errorsText()}`);
   }
+});
+
+test("pydantic's HttpUrl (format uri, minLength 1, maxLength 2083) and zod's z.url() with a 10000-character pattern string: decoded, not a 400; valid by ajv with ajv-formats", async () => {
+  const withFormats = new Ajv({ strict: false });
+  (createRequire(import.meta.url)('ajv-formats') as (a: Ajv) => Ajv)(withFormats);
+  const link = (JSON.parse(readFileSync(fileURLToPath(new URL('../fixtures/schemas/pydantic.json', import.meta.url)), 'utf8')) as Record<string, object>).link!;
+  const Page = z.object({ site: z.url(), slug: z.string().regex(/^[a-z-]+$/).max(10000) });
+  const rf = zodResponseFormat(Page, 'page');
+  assert.match(JSON.stringify(rf.json_schema.schema), /"format":"uri"/);
+  let stopped = 0;
+  for (const seed of [1, 2]) {
+    const a = await client.chat.completions.create({ model, messages, temperature: 1, seed, max_tokens: 300, response_format: { type: 'json_schema', json_schema: { name: 'link', schema: link as Record<string, unknown> } } });
+    const b = await client.chat.completions.parse({ model, messages, temperature: 1, seed, max_tokens: 300, response_format: rf });
+    for (const [ch, schema] of [[a.choices[0]!, link], [b.choices[0]!, rf.json_schema.schema!]] as const) {
+      if (ch.finish_reason !== 'stop') { assert.equal(ch.finish_reason, 'length'); continue; }
+      stopped++;
+      assert.ok(withFormats.validate(schema, JSON.parse(ch.message.content!)), `${ch.message.content} ${withFormats.errorsText()}`);
+    }
+    if (b.choices[0]!.finish_reason === 'stop') assert.ok(b.choices[0]!.message.parsed?.site.startsWith('http'));
+  }
+  assert.ok(stopped > 0, 'no output ended by itself');
 });

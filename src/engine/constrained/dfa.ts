@@ -1,6 +1,7 @@
-// Deterministic automata over code points for schema strings (pattern, format, length) and bounded numbers: the
-// intersection of regex NFAs, built eagerly (a 400 when too large), with every state live (each can still reach an
-// accepting one), so a decoder walking it never ends up where no character may follow.
+// Deterministic automata over code points for schema strings (pattern, format) and bounded numbers: the intersection of
+// regex NFAs, built eagerly (a 400 when too large), with every state live (each can still reach an accepting one), so a
+// decoder walking it never ends up where no character may follow. String lengths are counted beside a DFA, not in it:
+// ContinuationLengths says which (state, length so far) pairs can still end within the bounds.
 
 import { Nfa, RegexError, type Ast } from './regex.js';
 
@@ -108,3 +109,107 @@ export function intersect(asts: readonly Ast[], limit = MAX_DFA_STATES): Dfa | n
 }
 
 function key(sets: readonly (readonly number[])[]): string { return sets.map((s) => s.join(',')).join('|'); }
+
+const MAX_LENGTH_WORDS = 1 << 20; // R_k bitsets kept while looking for the cycle (4 MiB)
+const MAX_LENGTH_WORK = 1 << 26; // states and edges visited while looking for it (a fraction of a second)
+
+/**
+ * The lengths, in code points, of the accepted continuations from each DFA state: `next(q, L)` is the least L' ≥ L such
+ * that a string of L' code points leads from q to an accepting state (Infinity: none).
+ *
+ * R_k, the states with an accepted continuation of exactly k code points (R_0 the accepting states, R_k+1 those with a
+ * transition into R_k), repeats from some R_j with a period p (a function of the previous set): every state's lengths
+ * are its runs of k below T = j + p, then those of [j, T) again every p. Runs are kept per state as [a, b] pairs.
+ */
+export class ContinuationLengths {
+  private constructor(
+    readonly j: number, readonly p: number,
+    private readonly first: Int32Array, // (states + 1) offset of each state's runs in `runs`
+    private readonly runs: Int32Array, // (2 · runs) [a, b]: k in a..b are lengths of the state, sorted
+    readonly shortest: Int32Array, // (states) next(q, 0); -1: none
+  ) {}
+
+  /**
+   * Lengths up to `horizon` (a maxLength: no longer one is ever asked for; next() says Infinity past it where R_k has
+   * not repeated by then). Throws RegexError when R_k repeats only past MAX_LENGTH_WORDS of bitsets or MAX_LENGTH_WORK steps.
+   */
+  static of(dfa: Dfa, horizon = Infinity): ContinuationLengths {
+    const n = dfa.size, W = (n + 31) >>> 5;
+    const succ = dfa.to.map((ts) => Int32Array.from(new Set(ts))); // (states) distinct successors: lengths ignore the code point
+    const cost = succ.reduce((c, ts) => c + ts.length, n);
+    let sets = new Uint32Array(16 * W); // (T, W) R_0, R_1, …
+    const latest = new Map<number, number>(); // hash of a set → the last k with it
+    const earlier: number[] = []; // (T) the k before it with the same hash, -1: none
+    let T = 0, j = -1;
+    dfa.accept.forEach((a, q) => { if (a) sets[q >>> 5]! |= 1 << (q & 31); });
+    for (;;) {
+      const r = T * W;
+      let h = 0;
+      for (let w = 0; w < W; w++) h = Math.imul(h ^ sets[r + w]!, 0x9e3779b1) >>> 0;
+      for (let k = latest.get(h) ?? -1; k >= 0 && j < 0; k = earlier[k]!) {
+        let w = 0;
+        while (w < W && sets[k * W + w] === sets[r + w]) w++;
+        if (w === W) j = k;
+      }
+      if (j >= 0) break;
+      if (T > horizon) { j = T; break; } // R_0 … R_horizon: the cycle, if any, is never reached
+      earlier.push(latest.get(h) ?? -1);
+      latest.set(h, T++);
+      if ((T + 1) * W > MAX_LENGTH_WORDS || T * cost > MAX_LENGTH_WORK) {
+        throw new RegexError(`too complex: the lengths of its strings repeat only after more than ${T} code points`);
+      }
+      if ((T + 1) * W > sets.length) { const grown = new Uint32Array(sets.length * 2); grown.set(sets); sets = grown; }
+      // R_T: the states with a transition into R_T-1
+      const next = T * W;
+      for (let q = 0; q < n; q++) {
+        const ts = succ[q]!;
+        for (let i = 0; i < ts.length; i++) {
+          const t = ts[i]!;
+          if ((sets[r + (t >>> 5)]! >>> (t & 31)) & 1) { sets[next + (q >>> 5)]! |= 1 << (q & 31); break; }
+        }
+      }
+    }
+    const first = new Int32Array(n + 1);
+    const runs: number[] = [];
+    const shortest = new Int32Array(n).fill(-1);
+    for (let q = 0; q < n; q++) {
+      first[q] = runs.length;
+      const w = q >>> 5, bit = 1 << (q & 31);
+      for (let k = 0; k < T; k++) {
+        if ((sets[k * W + w]! & bit) === 0) continue;
+        if (shortest[q] < 0) shortest[q] = k;
+        if (runs.length > first[q]! && runs[runs.length - 1] === k - 1) runs[runs.length - 1] = k;
+        else runs.push(k, k);
+      }
+    }
+    first[n] = runs.length;
+    return new ContinuationLengths(j, Math.max(1, T - j), first, Int32Array.from(runs), shortest);
+  }
+
+  /** The least accepted continuation length ≥ L from q (Infinity: none). */
+  next(q: number, L: number): number {
+    const T = this.j + this.p;
+    let r = L, base = 0;
+    if (L >= T) { r = this.j + ((L - this.j) % this.p); base = L - r; }
+    const end = this.first[q + 1]! >>> 1;
+    let i = this.runFrom(q, r);
+    if (i < end) return base + Math.max(this.runs[2 * i]!, r);
+    // none from r below T: the cycle's first length, one period on (none in the cycle: no longer string ends)
+    i = this.runFrom(q, this.j);
+    return i < end ? base + Math.max(this.runs[2 * i]!, this.j) + this.p : Infinity;
+  }
+
+  /** Index of q's first run ending at or after x (binary search over its pairs; its end index: none). */
+  private runFrom(q: number, x: number): number {
+    let lo = this.first[q]! >>> 1, hi = this.first[q + 1]! >>> 1;
+    while (lo < hi) { const m = (lo + hi) >>> 1; if (this.runs[2 * m + 1]! >= x) hi = m; else lo = m + 1; }
+    return lo;
+  }
+
+  /** Whether a string at q with `n` code points so far can still end accepted with min ≤ its length ≤ max. */
+  live(q: number, n: number, min: number, max: number): boolean {
+    if (n > max) return false;
+    if (n >= min) { const s = this.shortest[q]!; return s >= 0 && s <= max - n; }
+    return this.next(q, min - n) <= max - n;
+  }
+}

@@ -30,8 +30,8 @@ const UTF8_SECOND: readonly (readonly [number, number, number])[] = [[0xa0, 0xbf
 
 type Frame =
   | { readonly k: 'val'; readonly node: Node; readonly ws?: boolean } // ws: one space may come first
-  | { readonly k: 'str'; readonly ph: number; readonly n: number; readonly node: StrNode | null } // ph: 0 text, 1 after '\', 2..5 '\u' hex digits seen + 2, 11..13 UTF-8 continuation bytes left + 10, 14..17 after lead E0 ED F0 F4; n: code points so far; node null: unbounded
-  | { readonly k: 'rstr'; readonly node: StrNode; readonly q: number; readonly ph: number; readonly cp: number } // a string read by node.dfa: q its state; ph as 'str'; cp: the code point being read (UTF-8 bytes, \\u digits)
+  | { readonly k: 'str'; readonly ph: number } // any string; ph: 0 text, 1 after '\', 2..5 '\u' hex digits seen + 2, 11..13 UTF-8 continuation bytes left + 10, 14..17 after lead E0 ED F0 F4
+  | { readonly k: 'rstr'; readonly node: StrNode; readonly q: number; readonly ph: number; readonly cp: number; readonly n: number } // a string read by node.dfa: q its state; ph as 'str'; cp: the code point being read (UTF-8 bytes, \\u digits); n: code points so far (0 unless node.lens; stops at node.min when node.max is Infinity, the lengths being alike from there)
   | { readonly k: 'num'; readonly int: boolean; readonly ph: N; readonly d: number }
   | { readonly k: 'rnum'; readonly node: NumNode; readonly q: number } // a number read by node.dfa
   | { readonly k: 'lit'; readonly node: LitNode; readonly alive: readonly number[]; readonly pos: number }
@@ -71,7 +71,7 @@ function begin(node: Node, parent: Stack | null, b: number, out: Parse[]): void 
     case 'any':
       if (b === LB) out.push(push({ k: 'aobj', v: ANY, ph: 'open' }, parent));
       else if (b === LS) out.push(push({ k: 'arr', node: null, n: 0, ph: 'open' }, parent));
-      else if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: null }, parent));
+      else if (b === Q) out.push(push({ k: 'str', ph: 0 }, parent));
       else if (b === 0x2d || isDigit(b)) numStart(false, parent, b, out);
       else begin(KEYWORDS, parent, b, out);
       return;
@@ -79,8 +79,8 @@ function begin(node: Node, parent: Stack | null, b: number, out: Parse[]): void 
     case 'object': if (b === LB) out.push(push({ k: 'obj', node, i: 0, ph: 'open', alive: [], pos: 0 }, parent)); return;
     case 'array': if (b === LS) out.push(push({ k: 'arr', node, n: 0, ph: 'open' }, parent)); return;
     case 'string':
-      if (b === Q && node.dfa) out.push(push({ k: 'rstr', node, q: node.dfa.start, ph: 0, cp: 0 }, parent));
-      else if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: node.min > 0 || node.max < Infinity ? node : null }, parent)); return;
+      if (b === Q && node.dfa) out.push(push({ k: 'rstr', node, q: node.dfa.start, ph: 0, cp: 0, n: 0 }, parent));
+      else if (b === Q) out.push(push({ k: 'str', ph: 0 }, parent)); return;
     case 'number': case 'integer':
       if (node.dfa) { const q = node.dfa.next(node.dfa.start, b); if (q >= 0) out.push(push({ k: 'rnum', node, q }, parent)); }
       else if (b === 0x2d || isDigit(b)) numStart(node.t === 'integer', parent, b, out);
@@ -124,11 +124,9 @@ function step(st: Parse, b: number, out: Parse[]): void {
       return;
     case 'str': {
       const ph = f.ph;
-      const node = f.node;
       let next = -1;
       if (ph === 0) {
-        if (b === Q) { if (!node || f.n >= node.min) out.push(done(p)); return; }
-        if (node && f.n >= node.max) return;
+        if (b === Q) { out.push(done(p)); return; }
         if (b === BS) next = 1;
         else if (b >= 0x20 && b < 0x80) next = 0;
         else if (b >= 0xc2 && b <= 0xdf) next = 11;
@@ -148,10 +146,7 @@ function step(st: Parse, b: number, out: Parse[]): void {
         const [lo, hi, to] = UTF8_SECOND[ph - 14]!;
         if (b >= lo && b <= hi) next = to;
       } else if (b >= 0x80 && b <= 0xbf) next = ph === 11 ? 0 : ph - 1;
-      if (next < 0) return;
-      // a code point ends when the state returns to 0 (bounded strings count them)
-      const n = node && next === 0 ? f.n + 1 : f.n;
-      out.push(next === ph && n === f.n ? st : push({ k: 'str', ph: next, n, node }, p));
+      if (next >= 0) out.push(next === ph ? st : push({ k: 'str', ph: next }, p));
       return;
     }
     case 'rstr': stepDfaString(st, b, out); return;
@@ -218,7 +213,7 @@ function step(st: Parse, b: number, out: Parse[]): void {
       switch (f.ph) {
         case 'open': case 'comma': case 'commaSp':
           if (f.ph === 'comma' && b === SP) out.push(push({ ...f, ph: 'commaSp' }, p));
-          else if (b === Q) out.push(push({ k: 'str', ph: 0, n: 0, node: null }, push({ ...f, ph: 'key' }, p)));
+          else if (b === Q) out.push(push({ k: 'str', ph: 0 }, push({ ...f, ph: 'key' }, p)));
           else if (f.ph === 'open' && b === RB) out.push(done(p));
           return;
         case 'colon':
@@ -260,19 +255,23 @@ const hexValue = (b: number): number => (b <= 0x39 ? b - 0x30 : (b | 0x20) - 0x5
 /**
  * One byte of a string its DFA reads: the DFA takes the decoded code points (an escape is the character it stands for),
  * and a partial one (UTF-8 lead or continuation bytes, \\u hex digits) is kept only while some code point it can still
- * become leads on, so the string can always go on or end.
+ * become leads on, so the string can always go on or end. With node.lens the code points are counted beside the DFA
+ * (JSON Schema's length: an escape is one, a character beyond the BMP is one): a code point leads on only to a state
+ * from which a string can still end with min ≤ length ≤ max, and the closing quote needs length ≥ min.
  *
  * Runs once per token byte of every mask walk: no closures or other allocation beyond the new frame (none when the DFA
- * stays in its state), so a format / pattern string costs a mask miss about what a plain string does.
+ * stays in its state and no length is counted), so a format / pattern string costs a mask miss about what a plain
+ * string does.
  */
 function stepDfaString(st: Stack, b: number, out: Parse[]): void {
   const f = st.f as Extract<Frame, { k: 'rstr' }>;
-  const dfa = f.node.dfa!;
+  const node = f.node;
+  const dfa = node.dfa!, lens = node.lens;
   const ph = f.ph, q = f.q;
   let c = -1; // a whole code point read: the DFA takes it
   let nph = -1, ncp = 0, lo = 0, hi = 0; // or a partial one (phase nph, value so far ncp), kept while [lo, hi] leads on
   if (ph === 0) {
-    if (b === Q) { if (dfa.accept[q]) out.push(done(st.p)); return; }
+    if (b === Q) { if (dfa.accept[q] && f.n >= node.min) out.push(done(st.p)); return; }
     if (b === BS) nph = 1, hi = 0xffff; // every escape is a BMP character
     else if (b >= 0x20 && b < 0x80) c = b;
     // a UTF-8 lead: the code points its continuation bytes can still make (overlong forms and surrogates excluded)
@@ -309,8 +308,18 @@ function stepDfaString(st: Stack, b: number, out: Parse[]): void {
   }
   if (c >= 0) {
     const nq = dfa.next(q, c);
-    if (nq >= 0) out.push(nq === q && ph === 0 ? st : push({ k: 'rstr', node: f.node, q: nq, ph: 0, cp: 0 }, st.p));
-  } else if (dfa.overlaps(q, lo, hi)) out.push(push({ k: 'rstr', node: f.node, q, ph: nph, cp: ncp }, st.p));
+    if (nq < 0) return;
+    const n = lens !== undefined && (f.n < node.min || node.max < Infinity) ? f.n + 1 : f.n;
+    if (lens === undefined || lens.live(nq, n, node.min, node.max)) out.push(nq === q && ph === 0 && n === f.n ? st : push({ k: 'rstr', node, q: nq, ph: 0, cp: 0, n }, st.p));
+  } else if (lens === undefined ? dfa.overlaps(q, lo, hi) : leadsOn(node, q, f.n + 1, lo, hi)) out.push(push({ k: 'rstr', node, q, ph: nph, cp: ncp, n: f.n }, st.p));
+}
+
+/** Whether some code point in [a, b] leads from q to a state where a string of n code points can still end in bounds. */
+function leadsOn(node: StrNode, q: number, n: number, a: number, b: number): boolean {
+  const dfa = node.dfa!, lens = node.lens!;
+  const lo = dfa.lo[q]!, hi = dfa.hi[q]!, to = dfa.to[q]!;
+  for (let i = 0; i < lo.length; i++) if (lo[i]! <= b && hi[i]! >= a && lens.live(to[i]!, n, node.min, node.max)) return true;
+  return false;
 }
 
 function canFinish(st: Parse): boolean {
@@ -326,9 +335,9 @@ function canFinish(st: Parse): boolean {
 function frameKey(f: Frame): string {
   switch (f.k) {
     case 'val': return `v${f.node.id}${f.ws ? 'w' : ''}`;
-    case 'str': return f.node ? `s${f.ph}.${f.node.id}.${f.n}` : `s${f.ph}`;
+    case 'str': return `s${f.ph}`;
     case 'num': return `n${f.int ? 'i' : 'f'}${f.ph}.${f.d}`;
-    case 'rstr': return `x${f.node.id}.${f.q}.${f.ph}${f.ph === 0 ? '' : `.${f.cp}`}`;
+    case 'rstr': return `x${f.node.id}.${f.q}.${f.ph}${f.ph === 0 ? '' : `.${f.cp}`}${f.node.lens ? `:${f.n}` : ''}`;
     case 'rnum': return `m${f.node.id}.${f.q}`;
     case 'lit': return `l${f.node.id}.${f.pos}.${f.alive.join(',')}`;
     case 'obj': return `o${f.node.id}${f.ph}${f.i}${f.ph === 'key' ? `.${f.pos}.${f.alive.join(',')}` : ''}`;

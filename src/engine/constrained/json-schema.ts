@@ -1,6 +1,6 @@
 // JSON Schema → grammar nodes for constrained decoding: the supported keyword subset, anything else refused by name.
 
-import { intersect, type Dfa } from './dfa.js';
+import { ContinuationLengths, intersect, type Dfa } from './dfa.js';
 import { JsonGrammar } from './grammar.js';
 import { integerRegex, MAX_SAFE, numberRegex, NUMBER_DIGITS, toDec, type Bound } from './ranges.js';
 import { parseRegex, RegexError, searchRegex, type Ast } from './regex.js';
@@ -11,7 +11,7 @@ export type Node =
   | { readonly t: 'anyObject'; readonly id: number; readonly values?: Node } // an object of any keys (json_object mode); values: every value's node (any if absent)
   | { readonly t: 'object'; readonly id: number; readonly props: readonly Prop[] }
   | { readonly t: 'array'; readonly id: number; readonly items: Node; readonly min: number; readonly max: number } // max: Infinity → unbounded
-  | { readonly t: 'string'; readonly id: number; readonly min: number; readonly max: number; readonly dfa?: Dfa } // length in code points (an escape is one); dfa: pattern / format (lengths folded in) over the decoded code points
+  | { readonly t: 'string'; readonly id: number; readonly min: number; readonly max: number; readonly dfa?: Dfa; readonly lens?: ContinuationLengths } // dfa: pattern / format over the decoded code points (any string if none); min / max: length in code points (an escape is one), counted beside the dfa where lens is set, else 0 / Infinity (nothing to count)
   | { readonly t: 'number' | 'integer'; readonly id: number; readonly dfa?: Dfa } // dfa: the bounds, over the number's text
   | { readonly t: 'ref'; readonly id: number; readonly ref: string; readonly path: string; to: Node | null } // $ref: its target, set once compiled (an ancestor where the schema recurses)
   | { readonly t: 'literal'; readonly id: number; readonly texts: readonly Uint8Array[] } // JSON texts (enum, const, boolean, null)
@@ -33,6 +33,15 @@ const DATE = '(?:\\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\\d|3[01])|(?:0[469]
 const TIME = '(?:[01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(?:\\.\\d{1,9})?(?:Z|[+-](?:[01]\\d|2[0-3]):[0-5]\\d)';
 const OCTET = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
 const LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?';
+// URIs: http(s) with a lowercase host (labels of letters and digits joined by single hyphens, so no 'xn--' label asks for
+// IDNA decoding, and a last label of letters, so no host reads as a number) or an IPv4 address, a port of 1-65535, path
+// segments, query (with = and &) and fragment of unreserved characters and %-escapes: what URL parsers (WHATWG, pydantic's
+// HttpUrl) take as written. A reference is such a URI or a path (absolute or not, no ':'), each with query and fragment.
+const PCHAR = '(?:[A-Za-z0-9._~-]|%[0-9A-Fa-f]{2})';
+const QCHAR = '(?:[A-Za-z0-9._~=&-]|%[0-9A-Fa-f]{2})';
+const TAIL = `(?:\\?${QCHAR}*)?(?:#${PCHAR}*)?`;
+const PORT = '(?:[1-9]\\d{0,3}|[1-5]\\d{4}|6[0-4]\\d{3}|65[0-4]\\d{2}|655[0-2]\\d|6553[0-5])';
+const URI = `https?://(?:(?:[a-z0-9]+(?:-[a-z0-9]+)*\\.)*[a-z]{2,}|(?:${OCTET}\\.){3}${OCTET})(?::${PORT})?(?:/${PCHAR}*)*${TAIL}`;
 export const FORMATS: Readonly<Record<string, string>> = {
   date: DATE,
   time: TIME,
@@ -41,8 +50,10 @@ export const FORMATS: Readonly<Record<string, string>> = {
   email: '[A-Za-z0-9_+-]{1,32}(?:\\.[A-Za-z0-9_+-]{1,32}){0,2}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?\\.){1,3}[A-Za-z]{2,12}',
   ipv4: `(?:${OCTET}\\.){3}${OCTET}`,
   hostname: `${LABEL}(?:\\.${LABEL}){0,2}`,
+  uri: URI,
+  'uri-reference': `${URI}|(?:/(?:${PCHAR}+(?:/${PCHAR}*)*)?|${PCHAR}+(?:/${PCHAR}*)*)?${TAIL}`,
 };
-const ANY_CP: Ast = { t: 'set', ranges: [], neg: true };
+const ANY_STRING = intersect([{ t: 'rep', x: { t: 'set', ranges: [], neg: true }, min: 0, max: Infinity }])!; // one state: every code point but a surrogate
 const NUMBER_BOUNDS = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'] as const;
 
 /** A schema the compiler cannot honour; `keyword` names the offending keyword, `path` where it is (JSON pointer). */
@@ -149,8 +160,8 @@ export class SchemaCompiler {
         const min = count(schema.minLength, 'minLength', path, 0);
         const max = count(schema.maxLength, 'maxLength', path, Infinity);
         if (min > max) throw new SchemaError('minLength', path, `minLength ${min} > maxLength ${max} at ${path}`);
-        if (schema.pattern === undefined && schema.format === undefined) return this.node({ t: 'string' as const, min, max });
-        return this.node({ t: 'string' as const, min: 0, max: Infinity, dfa: stringDfa(schema, path, min, max) });
+        if (schema.pattern === undefined && schema.format === undefined && min === 0 && max === Infinity) return this.node({ t: 'string' as const, min, max });
+        return this.node({ t: 'string' as const, ...stringDfa(schema, path, min, max) });
       }
       case 'number': case 'integer': {
         const dfa = numberDfa(type, schema, path);
@@ -271,8 +282,8 @@ function checkRefs(root: Node, refs: readonly Extract<Node, { t: 'ref' }>[]): vo
   if (stuck) throw new SchemaError('$ref', stuck.path, `'$ref' ${JSON.stringify(stuck.ref)} at ${stuck.path} recurses without a way out: each of its values must contain another (make the recursion optional, nullable or allow an empty array)`);
 }
 
-/** A string's pattern, format and length as one automaton over its code points. */
-function stringDfa(schema: Record<string, unknown>, path: string, min: number, max: number): Dfa {
+/** A string's pattern and format as one automaton over its code points, and the lengths to count beside it. */
+function stringDfa(schema: Record<string, unknown>, path: string, min: number, max: number): { dfa: Dfa; min: number; max: number; lens?: ContinuationLengths } {
   const asts: Ast[] = [];
   const kws: string[] = [];
   if (schema.pattern !== undefined) {
@@ -292,21 +303,27 @@ function stringDfa(schema: Record<string, unknown>, path: string, min: number, m
     asts.push(parseRegex(FORMATS[f]!, true));
     kws.push('format');
   }
-  const build = (xs: Ast[], kw: string): Dfa => {
-    let dfa: Dfa | null;
-    try { dfa = intersect(xs); } catch (e) {
-      if (e instanceof RegexError) throw new SchemaError(kw, path, `'${kws.join("' with '")}' at ${path} cannot be enforced: ${e.message}`);
+  let dfa: Dfa | null = ANY_STRING;
+  if (asts.length > 0) {
+    try { dfa = intersect(asts); } catch (e) {
+      if (e instanceof RegexError) throw new SchemaError(kws[0]!, path, `'${kws.join("' with '")}' at ${path} cannot be enforced: ${e.message}`);
       throw e;
     }
-    if (dfa === null) throw new SchemaError(kw, path, `no string satisfies ${kws.map((k) => `'${k}'`).join(' and ')} at ${path} together`);
-    return dfa;
-  };
-  const dfa = build(asts, kws[0]!);
-  if (min === 0 && max === Infinity) return dfa;
+    if (dfa === null) throw new SchemaError(kws[0]!, path, `no string satisfies ${kws.map((k) => `'${k}'`).join(' and ')} at ${path}${kws.length > 1 ? ' together' : ''}`);
+  }
   const len = dfa.lengths();
-  if (len.min >= min && len.max <= max) return dfa; // the lengths hold already
-  kws.push(max < Infinity ? 'maxLength' : 'minLength');
-  return build([...asts, { t: 'rep', x: ANY_CP, min, max }], kws.at(-1)!);
+  if (len.min >= min && len.max <= max) return { dfa, min: 0, max: Infinity }; // every string it takes has a length in bounds
+  const kw = max < Infinity ? 'maxLength' : 'minLength';
+  let lens: ContinuationLengths;
+  try { lens = ContinuationLengths.of(dfa, max); } catch (e) {
+    if (e instanceof RegexError) throw new SchemaError(kw, path, `'${kws.join("' with '")}' with '${kw}' at ${path} cannot be enforced: ${e.message}`);
+    throw e;
+  }
+  if (!lens.live(dfa.start, 0, min, max)) {
+    const which = lens.shortest[dfa.start]! < 0 ? 'maxLength' : 'minLength'; // none as short as maxLength, or none as long as minLength
+    throw new SchemaError(which, path, `no string satisfies ${[...kws, ...(min > 0 ? ['minLength'] : []), ...(max < Infinity ? ['maxLength'] : [])].map((k) => `'${k}'`).join(' and ')} at ${path} together`);
+  }
+  return { dfa, min, max, lens };
 }
 
 /** Bounds as an automaton over the number's JSON text (undefined: no bounds). */

@@ -10,7 +10,7 @@ import { Ajv } from 'ajv';
 import { createRequire } from 'node:module';
 import { Engine } from '../../src/engine/engine.js';
 import { ConstraintCache, compileGrammar, type ConstraintSpec } from '../../src/engine/constrained/constraint.js';
-import type { ByteGrammar } from '../../src/engine/constrained/grammar.js';
+import type { ByteGrammar, JsonGrammar, JsonState } from '../../src/engine/constrained/grammar.js';
 import { ContinuationLengths, intersect } from '../../src/engine/constrained/dfa.js';
 import { compileSchema, SchemaError } from '../../src/engine/constrained/json-schema.js';
 import { RegexGrammar, choiceRegex, searchRegex } from '../../src/engine/constrained/regex.js';
@@ -570,6 +570,72 @@ test('lengths are counted beside the pattern / format automaton: pydantic HttpUr
   const big = compileGrammar({ kind: 'json_schema', schema: { type: 'string', pattern: '^[a-z]+$', maxLength: 10000 } });
   assert.ok(big.key(feed(big, `"${'a'.repeat(9999)}`)).length < 24);
 });
+
+test('inside a length-bounded string the mask memo keys counts that allow the same tokens alike: exact against the canonical state and a per-token brute force; a maxLength 200 string and HttpUrl miss once per count no more', () => {
+  const cache = new ConstraintCache(tok, V, tok.eosIds);
+  const reach = cache.index.reach;
+  assert.ok(reach >= 4 && reach <= cache.index.maxLen, `reach ${reach}`);
+  const r = rand(97);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+  const int = (lo: number, hi: number): number => lo + Math.floor(r() * (hi - lo + 1));
+  const utf8 = (s: string): Buffer => Buffer.from(s, 'utf8');
+  // string texts as pieces (JSON-escaped, UTF-8), and ends that stop inside an escape or a code point
+  const kinds = [
+    { schema: {}, pre: '', pieces: ['a', 'é', '\\n', '\\u00e9', '😀', ' ', '\\"'], ends: ['\\', '\\u0', '\\u00e', '\xc3', '\xf0\x9f', '\xe4\xb8'] },
+    { schema: { pattern: '^[a-z]+$' }, pre: '', pieces: ['a', 'z', '\\u0062'], ends: ['\\', '\\u00', '\\u006'] },
+    { schema: { pattern: '^(?:ab|cde)*$' }, pre: '', pieces: ['ab', 'cde', '\\u0061b'], ends: ['a', 'cd', '\\u00', 'c\\'] },
+    { schema: { format: 'uri' }, pre: 'https://ex.com/', pieces: ['a', '%20', '-', '/', 'b'], ends: ['%', '%2', '\\', '\\u002'] },
+    { schema: { pattern: '^(?:...)*$' }, pre: '', pieces: ['abc', '   ', 'é😀x', '\\t-x'], ends: ['a', 'ab', '\\', 'x\\u00'] }, // lengths a multiple of 3: where a token ends decides how far the string still has to go
+  ];
+  let moved = 0, below = 0, tooFew = 0, checked = 0;
+  for (let trial = 0; trial < 40; trial++) {
+    const kind = kinds[trial % kinds.length]!;
+    const large = trial % 3 !== 0;
+    const narrow = Math.floor(trial / kinds.length) % 3 === 1; // minLength = maxLength (or one less), both far out: which counts can still end in so narrow a window repeats with the pattern's period
+    const max = narrow ? 3 * int(40, 800) : trial % 8 === 7 ? Infinity : large ? int(100, 2500) : int(20, 60);
+    const min = narrow ? max - int(0, 1) : r() < 0.5 ? 0 : int(1, Math.min(max === Infinity ? 400 : max - 10, large ? 400 : 30));
+    const schema = { type: 'string', ...kind.schema, ...(min > 0 ? { minLength: min } : {}), ...(max < Infinity ? { maxLength: max } : {}) };
+    let g: JsonGrammar;
+    try { g = cache.get({ kind: 'json_schema', schema }).grammar as JsonGrammar; } catch { continue; } // no string of the pattern fits these bounds
+    for (let i = 0; i < 14; i++) {
+      // a text of about `want` code points (near the start, near maxLength, just out of its reach, or from the start to
+      // past minLength), maybe ending inside an escape or a code point
+      const at = r();
+      const want = i >= 10 ? (max < Infinity ? max - reach - 12 + i : min - reach - 12 + i) : at < 0.25 ? int(0, reach + 3) : at < 0.5 && max < Infinity ? max - int(0, 2 * reach) : int(0, Math.min(max, min + 3 * reach + 40) + 2);
+      const parts = [utf8(`"${kind.pre}`)];
+      let got = [...kind.pre].length;
+      while (got < want) { const p = pick(kind.pieces); parts.push(utf8(p)); got += [...JSON.parse(`"${p}"`) as string].length; }
+      if (r() < 0.4) parts.push(Buffer.from(pick(kind.ends), 'latin1'));
+      let st: JsonState | null = g.start;
+      for (const b of Buffer.concat(parts)) if (st !== null) st = g.step(st, b);
+      if (st === null) continue; // past maxLength, or a piece the pattern refuses there
+      const canon = g.alike(st, reach);
+      const what = `${JSON.stringify(schema)} at ${Buffer.concat(parts).length} bytes`;
+      assert.equal(g.maskKey(st, reach), g.key(canon), what);
+      assert.equal(g.key(g.alike(canon, reach)), g.key(canon), `${what}: the canonical state is its own`);
+      assert.deepEqual(cache.index.allowed(g, st), cache.index.allowed(g, canon), `${what}: mask at the canonical count`);
+      maskIsBruteForce(cache, g, st, what);
+      checked++;
+      if (g.key(canon) !== g.key(st)) { moved++; if (got < min) below++; }
+      // a reach shorter than the vocabulary's tokens would merge counts whose masks differ
+      if (g.key(g.alike(st, 1)) !== g.key(st) && !sameBits(cache.index.allowed(g, st), cache.index.allowed(g, g.alike(st, 1)))) tooFew++;
+    }
+  }
+  assert.ok(checked > 150 && moved > 40 && below > 5 && tooFew > 0, `checked ${checked}, moved ${moved}, below minLength ${below}, wrong with reach 1 ${tooFew}`);
+  // misses: one per count near maxLength, one for all the counts before (it was one per count)
+  const misses = (schema: object, text: string): number => {
+    const c = new ConstraintCache(tok, V, tok.eosIds).get({ kind: 'json_schema', schema });
+    let st: unknown = c.grammar.start;
+    for (const b of utf8(text)) { c.mask(st); st = c.grammar.step(st, b); }
+    c.mask(st);
+    return c.stats.misses;
+  };
+  assert.equal(misses({ type: 'string', maxLength: 200 }, `"${'a'.repeat(200)}`), 1 + 1 + reach); // the start, counts 0..200-reach, the last reach
+  const httpUrl = (PYDANTIC.link as { properties: { url: object } }).properties.url;
+  assert.equal(misses(httpUrl, `"https://ex.com/${'a'.repeat(2000)}`), misses(httpUrl, '"https://ex.com/a')); // a longer path costs no miss
+});
+
+function sameBits(a: Uint32Array, b: Uint32Array): boolean { return a.every((x, i) => x === b[i]); }
 
 test('string length is counted in code points as ajv counts them: an escape is one, a character beyond the BMP is one', () => {
   const r = rand(91);

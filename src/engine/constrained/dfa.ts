@@ -127,6 +127,7 @@ export class ContinuationLengths {
     private readonly first: Int32Array, // (states + 1) offset of each state's runs in `runs`
     private readonly runs: Int32Array, // (2 · runs) [a, b]: k in a..b are lengths of the state, sorted
     readonly shortest: Int32Array, // (states) next(q, 0); -1: none
+    readonly deepest: number, // the longest of the shortest: max over q of shortest[q]
   ) {}
 
   /**
@@ -183,7 +184,7 @@ export class ContinuationLengths {
       }
     }
     first[n] = runs.length;
-    return new ContinuationLengths(j, Math.max(1, T - j), first, Int32Array.from(runs), shortest);
+    return new ContinuationLengths(j, Math.max(1, T - j), first, Int32Array.from(runs), shortest, Math.max(0, ...shortest));
   }
 
   /** The least accepted continuation length ≥ L from q (Infinity: none). */
@@ -204,6 +205,23 @@ export class ContinuationLengths {
     let lo = this.first[q]! >>> 1, hi = this.first[q + 1]! >>> 1;
     while (lo < hi) { const m = (lo + hi) >>> 1; if (this.runs[2 * m + 1]! >= x) hi = m; else lo = m + 1; }
     return lo;
+  }
+
+  /**
+   * A length so far that every state answers alike to `n` over the next `reach` code points, the same one for all the
+   * n it stands for: live(u, n + i) for each state u and 1 ≤ i ≤ reach, and n + i ≥ min for 0 ≤ i < reach (the closing
+   * quote), are the same at the two, so a decoder that reads at most `reach` code points per step (a token) has the
+   * same choices at both.
+   *  - n ≥ min and n + reach + deepest ≤ max: live(u, m) for such m is shortest[u] ≤ max - m, true for every u with an
+   *    accepted continuation, and the quote may come: all are min's answers.
+   *  - n + reach < min and min - (n + reach) ≥ j: no quote yet, and live(u, m) is next(u, min - m) ≤ max - m with
+   *    min - m ≥ j, where next(u, L + p) = next(u, L) + p: n mod p's answers.
+   * Elsewhere n itself (near a bound, or where the lengths have not settled into their cycle).
+   */
+  alike(n: number, min: number, max: number, reach: number): number {
+    if (n >= min) return n + reach + this.deepest <= max ? min : n;
+    if (n + reach < min && min - n - reach >= this.j) return n % this.p;
+    return n;
   }
 
   /** Whether a string at q with `n` code points so far can still end accepted with min ≤ its length ≤ max. */

@@ -1,7 +1,8 @@
 // Byte-level grammar automata for constrained decoding: a JSON matcher over schema nodes (a set of parse stacks).
 //
 // A state is every parse the bytes so far allow (anyOf makes several); step() consumes one byte; the key names a state's
-// future exactly, so masks can be memoized per key. Whitespace: at most one space after ':' and ',' (as Llama writes
+// future exactly, and the mask key the tokens allowed next (counts of a length-bounded string far from its bounds share
+// one), so masks can be memoized per mask key. Whitespace: at most one space after ':' and ',' (as Llama writes
 // {"name": "f", "parameters": {…}}), none elsewhere, so a model cannot stall the output on blanks.
 
 import type { Node } from './json-schema.js';
@@ -11,7 +12,9 @@ export interface ByteGrammar<S = unknown> {
   readonly start: S;
   step(s: S, byte: number): S | null; // null: the byte is not allowed here
   accepts(s: S): boolean; // the output may end here (EOS allowed)
-  key(s: S): string; // equal keys ⇔ equal futures (the memo key)
+  key(s: S): string; // equal keys ⇔ equal futures
+  /** The mask memo key: shared by states that allow the same tokens when no token reads more than `reach` code points (key() if absent). */
+  maskKey?(s: S, reach: number): string;
 }
 
 type LitNode = Extract<Node, { t: 'literal' }>;
@@ -368,4 +371,23 @@ export class JsonGrammar implements ByteGrammar<JsonState> {
   }
   accepts(s: JsonState): boolean { return s.some(canFinish); }
   key(s: JsonState): string { return s.length === 1 ? stackKey(s[0]!) : s.map(stackKey).sort().join('|'); }
+
+  /**
+   * The state with each length-counted string's count moved to the least one its automaton state answers alike to over
+   * the next `reach` code points (ContinuationLengths.alike): the same tokens of at most `reach` code points fit at
+   * both, since below the string nothing depends on its length. Inside a long bounded string (maxLength 200, HttpUrl's
+   * 2083) most counts then share a mask instead of each being a miss.
+   */
+  alike(s: JsonState, reach: number): JsonState {
+    let out: Parse[] | null = null;
+    for (let i = 0; i < s.length; i++) {
+      const st = s[i]!;
+      if (st === null || st.f.k !== 'rstr' || st.f.node.lens === undefined) continue;
+      const f = st.f, node = f.node;
+      const n = node.lens!.alike(f.n, node.min, node.max, reach);
+      if (n !== f.n) (out ??= [...s])[i] = push({ ...f, n }, st.p);
+    }
+    return out ?? s;
+  }
+  maskKey(s: JsonState, reach: number): string { return this.key(this.alike(s, reach)); }
 }

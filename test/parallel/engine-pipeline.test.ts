@@ -29,8 +29,9 @@ function requests(seed: number) {
   ];
 }
 
-// small KV pool (preemption) and token budget (chunked prefill)
-const OPTS = { kvBlocks: 24, blockSize: 16, maxBatchedTokens: 64, maxNumSeqs: 16 } as const;
+// small KV pool (preemption) and token budget (chunked prefill); preemption recomputes in both (pipeline stages keep
+// recompute, and a swapped sequence's KV is the decode's, not a recompute's: f32 logprobs would part by ~1e-6)
+const OPTS = { kvBlocks: 24, blockSize: 16, maxBatchedTokens: 64, maxNumSeqs: 16, swapSpace: 0 } as const;
 
 /** Run to the end, M micro-batches at a time: launch M steps, then take their outputs (the same waves either way). */
 async function runWaves(engine: Engine, M: number, byId: Map<string, Collected>, other: EngineOutput[]): Promise<void> {

@@ -10,7 +10,7 @@ import { Ajv } from 'ajv';
 import { createRequire } from 'node:module';
 import { Engine } from '../../src/engine/engine.js';
 import { ConstraintCache, compileGrammar, type ConstraintSpec } from '../../src/engine/constrained/constraint.js';
-import type { ByteGrammar, JsonGrammar, JsonState } from '../../src/engine/constrained/grammar.js';
+import { textReads, type ByteGrammar, type JsonGrammar, type JsonState } from '../../src/engine/constrained/grammar.js';
 import { ContinuationLengths, intersect } from '../../src/engine/constrained/dfa.js';
 import { compileSchema, SchemaError } from '../../src/engine/constrained/json-schema.js';
 import { RegexGrammar, choiceRegex, searchRegex } from '../../src/engine/constrained/regex.js';
@@ -572,9 +572,9 @@ test('lengths are counted beside the pattern / format automaton: pydantic HttpUr
 });
 
 test('inside a length-bounded string the mask memo keys counts that allow the same tokens alike: exact against the canonical state and a per-token brute force; a maxLength 200 string and HttpUrl miss once per count no more', () => {
-  const cache = new ConstraintCache(tok, V, tok.eosIds);
-  const reach = cache.index.reach;
-  assert.ok(reach >= 4 && reach <= cache.index.maxLen, `reach ${reach}`);
+  const full = new ConstraintCache(tok, V, tok.eosIds);
+  const reads = full.index.reads, reach = full.index.reach;
+  assert.ok(reach >= 4 && reach <= full.index.maxLen && reads[reach] === 1 && reads[1] === 1, `reach ${reach}`);
   const r = rand(97);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
   const int = (lo: number, hi: number): number => lo + Math.floor(r() * (hi - lo + 1));
@@ -588,40 +588,47 @@ test('inside a length-bounded string the mask memo keys counts that allow the sa
     { schema: { pattern: '^(?:...)*$' }, pre: '', pieces: ['abc', '   ', 'é😀x', '\\t-x'], ends: ['a', 'ab', '\\', 'x\\u00'] }, // lengths a multiple of 3: where a token ends decides how far the string still has to go
   ];
   let moved = 0, below = 0, tooFew = 0, checked = 0;
-  for (let trial = 0; trial < 40; trial++) {
-    const kind = kinds[trial % kinds.length]!;
-    const large = trial % 3 !== 0;
-    const narrow = Math.floor(trial / kinds.length) % 3 === 1; // minLength = maxLength (or one less), both far out: which counts can still end in so narrow a window repeats with the pattern's period
-    const max = narrow ? 3 * int(40, 800) : trial % 8 === 7 ? Infinity : large ? int(100, 2500) : int(20, 60);
-    const min = narrow ? max - int(0, 1) : r() < 0.5 ? 0 : int(1, Math.min(max === Infinity ? 400 : max - 10, large ? 400 : 30));
-    const schema = { type: 'string', ...kind.schema, ...(min > 0 ? { minLength: min } : {}), ...(max < Infinity ? { maxLength: max } : {}) };
-    let g: JsonGrammar;
-    try { g = cache.get({ kind: 'json_schema', schema }).grammar as JsonGrammar; } catch { continue; } // no string of the pattern fits these bounds
-    for (let i = 0; i < 14; i++) {
-      // a text of about `want` code points (near the start, near maxLength, just out of its reach, or from the start to
-      // past minLength), maybe ending inside an escape or a code point
-      const at = r();
-      const want = i >= 10 ? (max < Infinity ? max - reach - 12 + i : min - reach - 12 + i) : at < 0.25 ? int(0, reach + 3) : at < 0.5 && max < Infinity ? max - int(0, 2 * reach) : int(0, Math.min(max, min + 3 * reach + 40) + 2);
-      const parts = [utf8(`"${kind.pre}`)];
-      let got = [...kind.pre].length;
-      while (got < want) { const p = pick(kind.pieces); parts.push(utf8(p)); got += [...JSON.parse(`"${p}"`) as string].length; }
-      if (r() < 0.4) parts.push(Buffer.from(pick(kind.ends), 'latin1'));
-      let st: JsonState | null = g.start;
-      for (const b of Buffer.concat(parts)) if (st !== null) st = g.step(st, b);
-      if (st === null) continue; // past maxLength, or a piece the pattern refuses there
-      const canon = g.alike(st, reach);
-      const what = `${JSON.stringify(schema)} at ${Buffer.concat(parts).length} bytes`;
-      assert.equal(g.maskKey(st, reach), g.key(canon), what);
-      assert.equal(g.key(g.alike(canon, reach)), g.key(canon), `${what}: the canonical state is its own`);
-      assert.deepEqual(cache.index.allowed(g, st), cache.index.allowed(g, canon), `${what}: mask at the canonical count`);
-      maskIsBruteForce(cache, g, st, what);
-      checked++;
-      if (g.key(canon) !== g.key(st)) { moved++; if (got < min) below++; }
-      // a reach shorter than the vocabulary's tokens would merge counts whose masks differ
-      if (g.key(g.alike(st, 1)) !== g.key(st) && !sameBits(cache.index.allowed(g, st), cache.index.allowed(g, g.alike(st, 1)))) tooFew++;
+  // and a vocabulary whose tokens read no count in 6..11 (as Llama 3.1's read few past 60): counts left to maxLength
+  // between two reads share a mask
+  const gapped = new ConstraintCache({ vocabSize: tok.vocabSize, idToToken: (id) => tok.idToToken(id), isSpecial: (id) => tok.isSpecial(id) || (full.table[id] !== null && textReads(full.table[id]!).some((c) => c >= 6 && c <= 11)) }, V, tok.eosIds);
+  assert.ok(gapped.index.reach === reach && gapped.index.reads.indexOf(1, 6) === 12, `${gapped.index.reads.join('')}`);
+  for (const cache of [full, gapped]) {
+    const reads = cache.index.reads;
+    for (let trial = 0; trial < 40; trial++) {
+      const kind = kinds[trial % kinds.length]!;
+      const large = trial % 3 !== 0;
+      const narrow = Math.floor(trial / kinds.length) % 3 === 1; // minLength = maxLength (or one less), both far out: which counts can still end in so narrow a window repeats with the pattern's period
+      const max = narrow ? 3 * int(40, 800) : trial % 8 === 7 ? Infinity : large ? int(100, 2500) : int(20, 60);
+      const min = narrow ? max - int(0, 1) : r() < 0.5 ? 0 : int(1, Math.min(max === Infinity ? 400 : max - 10, large ? 400 : 30));
+      const schema = { type: 'string', ...kind.schema, ...(min > 0 ? { minLength: min } : {}), ...(max < Infinity ? { maxLength: max } : {}) };
+      let g: JsonGrammar;
+      try { g = cache.get({ kind: 'json_schema', schema }).grammar as JsonGrammar; } catch { continue; } // no string of the pattern fits these bounds
+      for (let i = 0; i < 14; i++) {
+        // a text of about `want` code points (near the start, near maxLength, just out of its reach, or from the start to
+        // past minLength), maybe ending inside an escape or a code point
+        const at = r();
+        const want = i >= 10 ? (max < Infinity ? max - reach - 12 + i : min - reach - 12 + i) : at < 0.25 ? int(0, reach + 3) : at < 0.5 && max < Infinity ? max - int(0, 2 * reach) : int(0, Math.min(max, min + 3 * reach + 40) + 2);
+        const parts = [utf8(`"${kind.pre}`)];
+        let got = [...kind.pre].length;
+        while (got < want) { const p = pick(kind.pieces); parts.push(utf8(p)); got += [...JSON.parse(`"${p}"`) as string].length; }
+        if (r() < 0.4) parts.push(Buffer.from(pick(kind.ends), 'latin1'));
+        let st: JsonState | null = g.start;
+        for (const b of Buffer.concat(parts)) if (st !== null) st = g.step(st, b);
+        if (st === null) continue; // past maxLength, or a piece the pattern refuses there
+        const canon = g.alike(st, reads);
+        const what = `${JSON.stringify(schema)} at ${Buffer.concat(parts).length} bytes`;
+        assert.equal(g.maskKey(st, reads), g.key(canon), what);
+        assert.equal(g.key(g.alike(canon, reads)), g.key(canon), `${what}: the canonical state is its own`);
+        assert.deepEqual(cache.index.allowed(g, st), cache.index.allowed(g, canon), `${what}: mask at the canonical count`);
+        maskIsBruteForce(cache, g, st, what);
+        checked++;
+        if (g.key(canon) !== g.key(st)) { moved++; if (got < min) below++; }
+        // a reach shorter than the vocabulary's tokens would merge counts whose masks differ
+        if (g.key(g.alike(st, ONE)) !== g.key(st) && !sameBits(cache.index.allowed(g, st), cache.index.allowed(g, g.alike(st, ONE)))) tooFew++;
+      }
     }
   }
-  assert.ok(checked > 150 && moved > 40 && below > 5 && tooFew > 0, `checked ${checked}, moved ${moved}, below minLength ${below}, wrong with reach 1 ${tooFew}`);
+  assert.ok(checked > 300 && moved > 80 && below > 5 && tooFew > 0, `checked ${checked}, moved ${moved}, below minLength ${below}, wrong with reach 1 ${tooFew}`);
   // misses: one per count near maxLength, one for all the counts before (it was one per count)
   const misses = (schema: object, text: string): number => {
     const c = new ConstraintCache(tok, V, tok.eosIds).get({ kind: 'json_schema', schema });
@@ -630,11 +637,12 @@ test('inside a length-bounded string the mask memo keys counts that allow the sa
     c.mask(st);
     return c.stats.misses;
   };
-  assert.equal(misses({ type: 'string', maxLength: 200 }, `"${'a'.repeat(200)}`), 1 + 1 + reach); // the start, counts 0..200-reach, the last reach
+  assert.equal(misses({ type: 'string', maxLength: 200 }, `"${'a'.repeat(200)}`), 1 + reads.reduce((a, x) => a + x, 0)); // the start, then one per count of code points a token can read (those left to maxLength tell the masks apart)
   const httpUrl = (PYDANTIC.link as { properties: { url: object } }).properties.url;
   assert.equal(misses(httpUrl, `"https://ex.com/${'a'.repeat(2000)}`), misses(httpUrl, '"https://ex.com/a')); // a longer path costs no miss
 });
 
+const ONE = Uint8Array.of(1, 1); // as if no token read more than one code point
 function sameBits(a: Uint32Array, b: Uint32Array): boolean { return a.every((x, i) => x === b[i]); }
 
 test('string length is counted in code points as ajv counts them: an escape is one, a character beyond the BMP is one', () => {

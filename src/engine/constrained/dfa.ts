@@ -208,18 +208,26 @@ export class ContinuationLengths {
   }
 
   /**
-   * A length so far that every state answers alike to `n` over the next `reach` code points, the same one for all the
-   * n it stands for: live(u, n + i) for each state u and 1 ≤ i ≤ reach, and n + i ≥ min for 0 ≤ i < reach (the closing
-   * quote), are the same at the two, so a decoder that reads at most `reach` code points per step (a token) has the
-   * same choices at both.
-   *  - n ≥ min and n + reach + deepest ≤ max: live(u, m) for such m is shortest[u] ≤ max - m, true for every u with an
-   *    accepted continuation, and the quote may come: all are min's answers.
+   * A length so far that every state answers alike to `n` for tokens that read `reads` code points (reads[c] = 1: some
+   * token reads c, whole or in part; reach the most), the same one for all the n it stands for, so a decoder has the
+   * same choices at both. What a token reading c code points from n needs: live(u_i, n + i) for the state u_i after its
+   * i-th (1 ≤ i ≤ c; for a partial last one, some state it can still lead to), and n + i ≥ min where it closes (i < c).
+   *  - n ≥ min: the closing quote may come, and live(u, m) is shortest[u] ≤ max - m (shortest[u] ≥ 0 aside), so the
+   *    token fits iff its need, the largest i + shortest[u_i], is ≤ r = max - n; need lies in [c, c + deepest]. With c*
+   *    the largest read ≤ r, no need falls in (c* + deepest, r]: r and min(r, c* + deepest) take the same tokens.
    *  - n + reach < min and min - (n + reach) ≥ j: no quote yet, and live(u, m) is next(u, min - m) ≤ max - m with
    *    min - m ≥ j, where next(u, L + p) = next(u, L) + p: n mod p's answers.
-   * Elsewhere n itself (near a bound, or where the lengths have not settled into their cycle).
+   * Elsewhere n itself (where the lengths have not settled into their cycle, or about to pass minLength).
    */
-  alike(n: number, min: number, max: number, reach: number): number {
-    if (n >= min) return n + reach + this.deepest <= max ? min : n;
+  alike(n: number, min: number, max: number, reads: Uint8Array): number {
+    const reach = reads.length - 1;
+    if (n >= min) {
+      if (max === Infinity) return n; // n stops at min (one count already)
+      const r = max - n;
+      let c = Math.min(r, reach);
+      while (c >= 0 && reads[c] === 0) c--;
+      return c < 0 ? n : max - Math.min(r, c + this.deepest);
+    }
     if (n + reach < min && min - n - reach >= this.j) return n % this.p;
     return n;
   }

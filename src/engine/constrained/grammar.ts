@@ -13,8 +13,8 @@ export interface ByteGrammar<S = unknown> {
   step(s: S, byte: number): S | null; // null: the byte is not allowed here
   accepts(s: S): boolean; // the output may end here (EOS allowed)
   key(s: S): string; // equal keys ⇔ equal futures
-  /** The mask memo key: shared by states that allow the same tokens when no token reads more than `reach` code points (key() if absent). */
-  maskKey?(s: S, reach: number): string;
+  /** The mask memo key: shared by states that allow the same tokens, given how many code points of a string's text tokens can read (`reads[c]`: some token reads c; key() if absent). */
+  maskKey?(s: S, reads: Uint8Array): string;
 }
 
 type LitNode = Extract<Node, { t: 'literal' }>;
@@ -108,6 +108,54 @@ function numStart(int: boolean, parent: Stack | null, b: number, out: Parse[]): 
   out.push(push({ k: 'num', int, ph, d: ph === N.Int ? 1 : 0 }, parent));
 }
 
+const CLOSE = -2;
+
+/** A JSON string's text: the phase ('str' frame) after byte b at phase ph; -1: b cannot come here, CLOSE: the closing quote. */
+function textPhase(ph: number, b: number): number {
+  if (ph === 0) {
+    if (b === Q) return CLOSE;
+    if (b === BS) return 1;
+    if (b >= 0x20 && b < 0x80) return 0;
+    if (b >= 0xc2 && b <= 0xdf) return 11;
+    if (b === 0xe0) return 14;
+    if (b === 0xed) return 15;
+    if (b >= 0xe1 && b <= 0xef) return 12;
+    if (b === 0xf0) return 16;
+    if (b === 0xf4) return 17;
+    if (b >= 0xf1 && b <= 0xf3) return 13;
+    return -1;
+  }
+  if (ph === 1) return b === 0x75 ? 2 : b < 0x80 && ESCAPED[b]! >= 0 ? 0 : -1;
+  if (ph <= 5) return isHex(b) ? (ph === 5 ? 0 : ph + 1) : -1;
+  if (ph >= 14) {
+    // second bytes that would make an overlong form or a surrogate are refused (as UTF-8 decoders do)
+    const [lo, hi, to] = UTF8_SECOND[ph - 14]!;
+    return b >= lo && b <= hi ? to : -1;
+  }
+  return b >= 0x80 && b <= 0xbf ? (ph === 11 ? 0 : ph - 1) : -1;
+}
+const TEXT_PHASES = [0, 1, 2, 3, 4, 5, 11, 12, 13, 14, 15, 16, 17];
+
+/**
+ * How many code points of a string's text these bytes can read (whole or in part, up to its closing quote), from each
+ * phase a string can be at: a token's possible effects on a length count (token-mask computes them once per vocabulary).
+ */
+export function textReads(bytes: Uint8Array): number[] {
+  const out: number[] = [];
+  for (const ph0 of TEXT_PHASES) {
+    let ph = ph0, c = ph0 === 0 ? 0 : 1; // a code point begun before the bytes is read in part by the first one
+    for (let i = 0; i < bytes.length; i++) {
+      const next = textPhase(ph, bytes[i]!);
+      if (next === CLOSE) break;
+      if (next < 0) { c = -1; break; } // not string text from here: the token never fits, whatever the count
+      if (ph === 0) c++;
+      ph = next;
+    }
+    if (c >= 0 && !out.includes(c)) out.push(c);
+  }
+  return out;
+}
+
 /** Props the next key may name: from i up to and including the first required one. */
 function candidates(node: ObjNode, i: number): number[] {
   const c: number[] = [];
@@ -126,30 +174,9 @@ function step(st: Parse, b: number, out: Parse[]): void {
       else begin(f.node, p, b, out);
       return;
     case 'str': {
-      const ph = f.ph;
-      let next = -1;
-      if (ph === 0) {
-        if (b === Q) { out.push(done(p)); return; }
-        if (b === BS) next = 1;
-        else if (b >= 0x20 && b < 0x80) next = 0;
-        else if (b >= 0xc2 && b <= 0xdf) next = 11;
-        else if (b === 0xe0) next = 14;
-        else if (b === 0xed) next = 15;
-        else if (b >= 0xe1 && b <= 0xef) next = 12;
-        else if (b === 0xf0) next = 16;
-        else if (b === 0xf4) next = 17;
-        else if (b >= 0xf1 && b <= 0xf3) next = 13;
-      } else if (ph === 1) {
-        if (b === 0x75) next = 2;
-        else if ('"\\/bfnrt'.includes(String.fromCharCode(b))) next = 0;
-      } else if (ph <= 5) {
-        if (isHex(b)) next = ph === 5 ? 0 : ph + 1;
-      } else if (ph >= 14) {
-        // second bytes that would make an overlong form or a surrogate are refused (as UTF-8 decoders do)
-        const [lo, hi, to] = UTF8_SECOND[ph - 14]!;
-        if (b >= lo && b <= hi) next = to;
-      } else if (b >= 0x80 && b <= 0xbf) next = ph === 11 ? 0 : ph - 1;
-      if (next >= 0) out.push(next === ph ? st : push({ k: 'str', ph: next }, p));
+      const next = textPhase(f.ph, b);
+      if (next === CLOSE) out.push(done(p));
+      else if (next >= 0) out.push(next === f.ph ? st : push({ k: 'str', ph: next }, p));
       return;
     }
     case 'rstr': stepDfaString(st, b, out); return;
@@ -373,21 +400,21 @@ export class JsonGrammar implements ByteGrammar<JsonState> {
   key(s: JsonState): string { return s.length === 1 ? stackKey(s[0]!) : s.map(stackKey).sort().join('|'); }
 
   /**
-   * The state with each length-counted string's count moved to the least one its automaton state answers alike to over
-   * the next `reach` code points (ContinuationLengths.alike): the same tokens of at most `reach` code points fit at
-   * both, since below the string nothing depends on its length. Inside a long bounded string (maxLength 200, HttpUrl's
-   * 2083) most counts then share a mask instead of each being a miss.
+   * The state with each length-counted string's count moved to the canonical one of those its automaton state answers
+   * alike to for tokens that read `reads` code points (ContinuationLengths.alike): the same tokens fit at both, since
+   * below the string nothing depends on its length. Inside a long bounded string (maxLength 200, HttpUrl's 2083) most
+   * counts then share a mask instead of each being a miss.
    */
-  alike(s: JsonState, reach: number): JsonState {
+  alike(s: JsonState, reads: Uint8Array): JsonState {
     let out: Parse[] | null = null;
     for (let i = 0; i < s.length; i++) {
       const st = s[i]!;
       if (st === null || st.f.k !== 'rstr' || st.f.node.lens === undefined) continue;
       const f = st.f, node = f.node;
-      const n = node.lens!.alike(f.n, node.min, node.max, reach);
+      const n = node.lens!.alike(f.n, node.min, node.max, reads);
       if (n !== f.n) (out ??= [...s])[i] = push({ ...f, n }, st.p);
     }
     return out ?? s;
   }
-  maskKey(s: JsonState, reach: number): string { return this.key(this.alike(s, reach)); }
+  maskKey(s: JsonState, reads: Uint8Array): string { return this.key(this.alike(s, reads)); }
 }

@@ -3,7 +3,7 @@
 //
 // V vocab (the model's logits row), W = ceil(V / 32) bitset words.
 
-import type { ByteGrammar } from './grammar.js';
+import { textReads, type ByteGrammar } from './grammar.js';
 
 /** What the masker reads of a tokenizer. */
 export interface TokenVocab {
@@ -61,11 +61,12 @@ export class TokenIndex {
   readonly maxLen: number;
   readonly words: number; // W
   /**
-   * The most code points of a JSON string one token can read (whole or in part): each byte that is not a UTF-8
-   * continuation byte starts at most one, and a leading continuation byte ends one begun before the token. (An escape
-   * counts as its bytes: the token \n is one code point where a string's text goes on, two right after a backslash.)
+   * (reach + 1) reads[c] = 1 where some token can read exactly c code points of a JSON string's text (whole or in
+   * part, from any phase of it: the token \n reads one code point where the text goes on, two right after a backslash);
+   * reach, the most any token reads. What a length-bounded string's mask can depend on (JsonGrammar.maskKey).
    */
-  readonly reach: number;
+  readonly reads: Uint8Array;
+  get reach(): number { return this.reads.length - 1; }
 
   constructor(table: readonly (Uint8Array | null)[], readonly vocabSize: number) {
     const entries: { id: number; b: Uint8Array }[] = [];
@@ -74,13 +75,12 @@ export class TokenIndex {
     this.ids = Int32Array.from(entries, (e) => e.id);
     this.bytes = entries.map((e) => e.b);
     this.lcp = new Int32Array(entries.length);
-    let maxLen = 0, reach = 0;
+    let maxLen = 0;
+    const reads: number[] = [];
     for (let i = 0; i < entries.length; i++) {
       const b = this.bytes[i]!;
       maxLen = Math.max(maxLen, b.length);
-      let k = b[0]! >= 0x80 && b[0]! < 0xc0 ? 1 : 0;
-      for (let x = 0; x < b.length; x++) if (b[x]! < 0x80 || b[x]! >= 0xc0) k++;
-      reach = Math.max(reach, k);
+      for (const c of textReads(b)) reads[c] = 1;
       if (i === 0) continue;
       const a = this.bytes[i - 1]!;
       let l = 0;
@@ -88,7 +88,7 @@ export class TokenIndex {
       this.lcp[i] = l;
     }
     this.maxLen = maxLen;
-    this.reach = reach;
+    this.reads = Uint8Array.from(reads, (x) => x ?? 0);
     this.words = Math.ceil(vocabSize / 32);
   }
 
@@ -140,7 +140,7 @@ export class CompiledConstraint<S = unknown> {
   private readonly memoLimit: number;
 
   mask(state: S): Mask {
-    const key = this.grammar.maskKey ? this.grammar.maskKey(state, this.index.reach) : this.grammar.key(state);
+    const key = this.grammar.maskKey ? this.grammar.maskKey(state, this.index.reads) : this.grammar.key(state);
     let m = this.memo.get(key);
     if (m) { this.stats.hits++; return m; }
     this.stats.misses++;

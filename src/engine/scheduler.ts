@@ -230,30 +230,21 @@ export class Scheduler {
       && this.running.length < this.width && picked.length < stepSeqs) {
       const s = this.waiting[0]!;
       if (wide && (s.lowPriority ? lowPicked >= lowRows : interactiveRunning >= this.cfg.maxNumSeqs)) break;
-      const computed = this.swapped.get(s.id);
-      if (computed !== undefined) {
-        // resume a swapped-out sequence: fresh blocks for all its computed tokens and this step's, its KV copied in
-        const n = this.admission(s, budget).tokens;
-        if (!this.kv.allocate(s.id, computed + n)) break;
-        this.cfg.swap!.swapIn(s.id, this.kv.blockTable(s.id).slice(0, Math.ceil(computed / this.kv.blockSize)));
-        this.swapped.delete(s.id);
-        this.waiting.shift();
-        this.running.push(s);
-        s.numComputed = computed;
-        picked.push({ seq: s, n, hit: 0, ahead: 0 });
-        if (s.lowPriority) lowPicked++;
-        else interactiveRunning++;
-        budget -= n;
-        continue;
-      }
-      const prefix = s.usePrefixCache && s.numComputed === 0 ? this.kv.findCachedPrefix(s.tokens, s.adapterId ?? 0) : undefined;
+      // a swapped-out sequence resumes: fresh blocks for all its computed tokens and this step's, its KV copied in
+      const swapped = this.swapped.get(s.id);
+      const prefix = swapped === undefined && s.usePrefixCache && s.numComputed === 0 ? this.kv.findCachedPrefix(s.tokens, s.adapterId ?? 0) : undefined;
       const hit = prefix ? prefix.blocks.length * this.kv.blockSize : 0;
-      const n = Math.min(s.tokens.length - hit, budget);
-      if (!this.kv.allocate(s.id, hit + n, prefix)) break;
+      const start = swapped ?? hit;
+      const n = Math.min(s.tokens.length - start, budget);
+      if (!this.kv.allocate(s.id, start + n, prefix)) break;
+      if (swapped !== undefined) {
+        this.cfg.swap!.swapIn(s.id, this.kv.blockTable(s.id).slice(0, Math.ceil(swapped / this.kv.blockSize)));
+        this.swapped.delete(s.id);
+      }
       this.waiting.shift();
       this.running.push(s);
-      s.numComputed = hit;
-      if (s.usePrefixCache) {
+      s.numComputed = start;
+      if (swapped === undefined && s.usePrefixCache) {
         this.prefixQueriedTokens += s.tokens.length;
         this.prefixHitTokens += hit;
       }

@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ChatMessage } from '../formats/chat-template.js';
 import { ApiError, invalid } from './errors.js';
-import { MODERATION_REFUSED, parseChatRequest, type ChatParams, type ValidationContext } from './validate.js';
+import { bodyObject, describe, get, isObj, MODERATION_REFUSED, required, parseChatRequest, type ChatParams, type Obj, type ValidationContext } from './validate.js';
 
 type Part = { type: string; text: string; [k: string]: unknown }; // input_text, output_text, refusal
 
@@ -33,7 +33,6 @@ export interface ResponsesParams {
 /** The stored history a previous_response_id names: its conversation and its output. */
 export type PreviousLookup = (id: string) => { history: ResponseItem[]; output: ResponseItem[] };
 
-type Obj = Record<string, unknown>;
 
 // floe's sampling extras, as on chat (vLLM's names)
 const EXTRAS = ['top_k', 'min_p', 'repetition_penalty', 'frequency_penalty', 'presence_penalty', 'seed', 'speculative'];
@@ -62,16 +61,6 @@ const INCLUDE_IGNORED = new Set([
 const ROLES = new Set(['user', 'system', 'developer', 'assistant']);
 const MAX_TOP_LOGPROBS = 20;
 
-const describe = (v: unknown): string => {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  if (typeof v === 'string') return v.length > 40 ? `a string of ${v.length} characters` : JSON.stringify(v);
-  if (v === undefined) return 'nothing';
-  return typeof v === 'object' ? 'an object' : `${typeof v} ${String(v)}`;
-};
-const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v);
-const get = (b: Obj, k: string): unknown => (b[k] === null ? undefined : b[k]);
-const required = (param: string, what = ''): ApiError => invalid(param, `'${param}' is required${what}`, 'missing_required_parameter');
 const newId = (prefix: string): string => `${prefix}_${randomBytes(12).toString('hex')}`;
 const str = (v: unknown, param: string): string => {
   if (v === undefined || v === null) throw required(param);
@@ -80,11 +69,7 @@ const str = (v: unknown, param: string): string => {
 };
 
 export function parseResponsesRequest(body: unknown, ctx: ValidationContext, previous: PreviousLookup | null): ResponsesParams {
-  if (!isObj(body)) throw new ApiError(400, `the request body must be a JSON object, got ${describe(body)}`, null, 'invalid_body');
-  for (const k of Object.keys(body)) {
-    if (!FIELDS.has(k)) throw invalid(k, `unrecognized request argument '${k}'`, 'unknown_parameter');
-  }
-  const b = body;
+  const b = bodyObject(body, FIELDS);
   for (const [k, why] of Object.entries(REFUSED)) if (get(b, k) !== undefined) throw invalid(k, why, 'unsupported_parameter');
   if (get(b, 'background') === true) throw invalid('background', `'background: true' is not supported: responses run while the request is open (use the Batch API for offline work)`, 'unsupported_parameter');
   const truncation = get(b, 'truncation');

@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { encodeChat } from '../formats/chat-template.js';
 import { packageRoot } from '../model/builtin.js';
-import { ApiError, invalid } from './errors.js';
+import { invalid } from './errors.js';
 import type { ModelContext } from './app.js';
-import { checkModel, parseChatRequest, type ValidationContext } from './validate.js';
+import { bodyObject, checkModel, optBool, parseChatRequest, type ValidationContext } from './validate.js';
 
 export interface TokenizeRouteOptions {
   readonly model: () => ModelContext;
@@ -21,26 +21,15 @@ export const TOKENIZE_ROUTES: ReadonlySet<string> = new Set(['/tokenize', '/deto
 const TOKENIZE_PROMPT_KEYS = new Set(['model', 'prompt', 'add_special_tokens', 'return_token_strs']);
 const TOKENIZE_CHAT_KEYS = new Set(['model', 'messages', 'add_generation_prompt', 'continue_final_message', 'add_special_tokens', 'return_token_strs', 'tools']);
 
-function obj(body: unknown): Record<string, unknown> {
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
-    throw new ApiError(400, `the request body must be a JSON object, got ${body === undefined ? 'nothing' : Array.isArray(body) ? 'an array' : typeof body}`, null, 'invalid_body');
-  }
-  return body as Record<string, unknown>;
-}
-
-function optBool(b: Record<string, unknown>, key: string, dflt: boolean): boolean {
-  const v = b[key];
-  if (v === undefined || v === null) return dflt;
-  if (typeof v !== 'boolean') throw invalid(key, `'${key}' must be a boolean, got ${typeof v}`, 'invalid_type');
-  return v;
-}
+const TOKENIZE_KEYS = new Set([...TOKENIZE_PROMPT_KEYS, ...TOKENIZE_CHAT_KEYS]);
+const DETOKENIZE_KEYS = new Set(['model', 'tokens']);
 
 export function registerTokenizeRoutes(app: FastifyInstance, o: TokenizeRouteOptions): void {
   const version = (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
   app.get('/version', async () => ({ version }));
 
   app.post('/tokenize', async (req) => {
-    const b = obj(req.body);
+    const b = bodyObject(req.body, TOKENIZE_KEYS); // then the keys of its kind, below
     const c = o.model();
     checkModel(b, o.vctx(c));
     const chat = b.messages !== undefined;
@@ -69,10 +58,9 @@ export function registerTokenizeRoutes(app: FastifyInstance, o: TokenizeRouteOpt
   });
 
   app.post('/detokenize', async (req) => {
-    const b = obj(req.body);
+    const b = bodyObject(req.body, DETOKENIZE_KEYS);
     const c = o.model();
     checkModel(b, o.vctx(c));
-    for (const k of Object.keys(b)) if (k !== 'model' && k !== 'tokens') throw invalid(k, `unrecognized argument '${k}'`, 'unknown_parameter');
     const t = b.tokens;
     if (!Array.isArray(t)) throw invalid('tokens', `'tokens' must be an array of token ids, got ${t === undefined ? 'nothing' : typeof t}`, t === undefined ? 'missing_required_parameter' : 'invalid_type');
     const V = c.engine.info.vocabSize;

@@ -99,9 +99,10 @@ const COMPLETION_FIELDS = new Set([...COMMON_FIELDS, 'prompt', 'echo', 'suffix',
 const EMBEDDING_FIELDS = new Set(['model', 'input', 'encoding_format', 'dimensions', 'user', 'pooling', 'normalize']);
 const CHAT_ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool']);
 
-type Obj = Record<string, unknown>;
+export type Obj = Record<string, unknown>;
 
-const describe = (v: unknown): string => {
+/** A value as an error message names it: 'null', 'an array', 3, "text", 'nothing', … */
+export const describe = (v: unknown): string => {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
   if (typeof v === 'number') return Number.isNaN(v) ? 'NaN' : String(v);
@@ -111,15 +112,16 @@ const describe = (v: unknown): string => {
 };
 
 /** A field the request left out (or sent as null) that it must give. */
-function required(param: string, what = ''): ApiError {
+export function required(param: string, what = ''): ApiError {
   return invalid(param, `'${param}' is required${what}`, 'missing_required_parameter');
 }
 
-function isObj(v: unknown): v is Obj {
+export function isObj(v: unknown): v is Obj {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
-function bodyObject(body: unknown, fields: ReadonlySet<string>): Obj {
+/** The request body as an object whose keys are all in `fields`, or a 400 naming the first that is not. */
+export function bodyObject(body: unknown, fields: ReadonlySet<string>): Obj {
   if (!isObj(body)) throw new ApiError(400, `the request body must be a JSON object, got ${body === undefined ? 'nothing' : describe(body)}`, null, 'invalid_body');
   for (const k of Object.keys(body)) {
     if (!fields.has(k)) throw invalid(k, `unrecognized request argument '${k}'`, 'unknown_parameter');
@@ -128,7 +130,7 @@ function bodyObject(body: unknown, fields: ReadonlySet<string>): Obj {
 }
 
 /** null and absent are the same (clients send explicit nulls for defaults). */
-function get(b: Obj, key: string): unknown {
+export function get(b: Obj, key: string): unknown {
   const v = b[key];
   return v === null ? undefined : v;
 }
@@ -155,7 +157,7 @@ function optNum(b: Obj, key: string, def: number, o: NumOpts): number {
   return v === undefined ? def : num(v, key, o);
 }
 
-function optBool(b: Obj, key: string, def: boolean): boolean {
+export function optBool(b: Obj, key: string, def: boolean): boolean {
   const v = get(b, key);
   if (v === undefined) return def;
   if (typeof v !== 'boolean') throw invalid(key, `'${key}' must be a boolean, got ${describe(v)}`, 'invalid_type');

@@ -5,7 +5,8 @@ import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { readHfConfig } from '../src/formats/hf-config.js';
-import { ALL_LORA_TARGETS, hostMemory, paramCounts, plan, PLAN_DEFAULTS, presetConfig, servingActivationBytes, weightBytes, type PlanOptions } from '../src/platform/plan.js';
+import { ALL_LORA_TARGETS, hostMemory, paramCounts, plan, PLAN_DEFAULTS, presetConfig, servingActivationBytes, weightBytes, type Plan, type PlanOptions } from '../src/platform/plan.js';
+import { defaultSwapSpace } from '../src/engine/engine.js';
 import { grownCapacity } from '../src/model/llama.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -61,12 +62,46 @@ test('presets are the HF configs: Llama 3.2 1B parameter count, 8B KV per token'
   assert.equal(plan(presetConfig('llama-3.1-8b'), base).kvBytesPerToken, 131_072);
 });
 
-test('max concurrent sequences: what the device has left after weights and activations, over KV per sequence', () => {
+test('max concurrent sequences: the most whose KV and swap space fit in what weights and activations leave', () => {
   const c = presetConfig('llama-3.1-8b');
-  const p = plan(c, { ...base, context: 8192, deviceMemory: 40e9 });
-  const left = 40e9 - p.device.weights - p.device.activations;
-  assert.equal(p.maxConcurrentSequences, Math.floor(left / (8192 * p.kvBytesPerToken)));
+  const left = (p: Plan) => 40e9 - p.device.weights - p.device.activations;
+  const seq = 8192 * plan(c, base).kvBytesPerToken;
+  for (const swapSpace of [undefined, 0, 2 ** 30]) {
+    const p = plan(c, { ...base, context: 8192, deviceMemory: 40e9, swapSpace });
+    const n = p.maxConcurrentSequences;
+    const swap = (k: number) => swapSpace ?? defaultSwapSpace(k * seq); // what floe serve takes beside a pool of k sequences
+    assert.ok(n * seq + swap(n) <= left(p) && (n + 1) * seq + swap(n + 1) > left(p), `swap ${swapSpace}: ${n} sequences`);
+    // so the plan at that concurrency fits, one more does not
+    assert.equal(plan(c, { ...base, context: 8192, concurrency: n, deviceMemory: 40e9, swapSpace }).device.fits, true);
+    assert.equal(plan(c, { ...base, context: 8192, concurrency: n + 1, deviceMemory: 40e9, swapSpace }).device.fits, false);
+  }
+  const none = plan(c, { ...base, context: 8192, deviceMemory: 40e9, swapSpace: 0 });
+  assert.equal(none.maxConcurrentSequences, Math.floor(left(none) / seq), 'no swap space: KV alone');
   assert.throws(() => plan(c, { ...base, devices: 3, tensorParallel: 2 }), /not a multiple/);
+});
+
+test('swap space: serve\'s --swap-space counted per device; default what floe serve takes beside that KV cache; none in a pipeline', async () => {
+  const c = presetConfig('llama-3.1-8b');
+  for (const context of [1024, 131072]) { // under and over the 4 GiB cap
+    const p = plan(c, { ...base, context });
+    assert.equal(p.device.swapSpace, defaultSwapSpace(p.device.kvCache));
+    assert.equal(p.device.total, p.device.weights + p.device.kvCache + p.device.swapSpace + p.device.activations, 'swap space counted in the total');
+  }
+  assert.equal(plan(c, { ...base, swapSpace: 0 }).device.swapSpace, 0);
+  assert.equal(plan(c, { ...base, swapSpace: 12345 }).device.swapSpace, 12345);
+  assert.equal(plan(c, { ...base, devices: 2, pipelineParallel: 2 }).device.swapSpace, 0, 'pipeline stages recompute');
+  assert.throws(() => plan(c, { ...base, devices: 2, pipelineParallel: 2, swapSpace: 2 ** 30 }), /--swap-space does not combine with --pipeline-parallel/);
+  // the engine floe serve runs, with the KV cache the plan sizes: the same swap space
+  const model = `${ROOT}models/floe-brown`;
+  const { openModel } = await import('../src/model/open.js');
+  const { Engine } = await import('../src/engine/engine.js');
+  const o = await openModel(model, { backend: 'reference', tokenizerOptional: true });
+  const cfg = readHfConfig(model).config;
+  const p = plan(cfg, { ...base, dtype: 'f32', kvDtype: 'f32', context: 1024, concurrency: 3 });
+  const e = new Engine(o.model, null, { kvDtype: 'f32', kvCacheMemory: p.device.kvCache });
+  assert.equal(e.info.kvTokens, 3 * 1024);
+  assert.equal(p.device.swapSpace, e.info.swapSpace);
+  o.loaded.dispose();
 });
 
 test('hostMemory reads /proc/meminfo', () => {
@@ -113,9 +148,37 @@ test('floe plan CLI: table and --json for a preset on a cluster', () => {
   const lt = run(['--preset', 'llama-3.1-8b', '--full', '--lora-targets', 'q_proj']);
   assert.equal(lt.status, 2);
   assert.match(lt.stderr, /--lora-targets/);
+  for (const [flags, err] of [
+    [['--swap-space', '4 apples'], /--swap-space: expected a size/], [['--swap-space=-1GiB'], /--swap-space: expected a size/],
+    [['--swap-space', '1GiB', '--lora-rank', '8'], /--swap-space is a serving option/],
+    [['--swap-space', '1GiB', '--devices', '2', '--pipeline-parallel', '2'], /--swap-space does not combine with --pipeline-parallel/],
+  ] as const) {
+    const r = run(['--preset', 'llama-3.1-8b', ...flags]);
+    assert.equal(r.status, 2, flags.join(' '));
+    assert.match(r.stderr, err);
+  }
   const bad = run(['--preset', 'llama-3.1-8b', '--devices', '3', '--tensor-parallel', '2']);
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /not a multiple/);
+});
+
+test('floe plan CLI: the swap space floe serve takes, in the table and --json, counted in the total', () => {
+  const run = (args: string[]) => spawnSync(process.execPath, [`${ROOT}bin/floe.js`, 'plan', '--preset', 'llama-3.1-8b', '--context', '8192', '--concurrency', '2', ...args], { encoding: 'utf8', timeout: 60_000 });
+  type Out = { options: PlanOptions; cluster: Plan; this_machine: { plan: Plan } | null };
+  const j = run(['--json']);
+  assert.equal(j.status, 0, j.stderr);
+  const d = (JSON.parse(j.stdout) as Out).cluster.device;
+  assert.equal(d.swapSpace, defaultSwapSpace(d.kvCache));
+  assert.equal(d.total, d.weights + d.kvCache + d.swapSpace + d.activations);
+  const local = (JSON.parse(j.stdout) as Out).this_machine;
+  if (local) assert.equal(local.plan.device.swapSpace, defaultSwapSpace(local.plan.device.kvCache));
+  const given = JSON.parse(run(['--swap-space', '1GiB', '--json']).stdout) as Out;
+  assert.equal(given.options.swapSpace, 2 ** 30);
+  assert.equal(given.cluster.device.swapSpace, 2 ** 30);
+  assert.equal((JSON.parse(run(['--swap-space', '0', '--json']).stdout) as Out).cluster.device.swapSpace, 0);
+  const t = run([]);
+  assert.equal(t.status, 0, t.stderr);
+  assert.match(t.stdout, new RegExp(`^swap space +${(d.swapSpace / 1e9).toFixed(2)} GB`, 'm'));
 });
 
 test('floe plan --model with no --dtype / --kv-dtype plans what floe loads: the stored dtype, its default KV cache, the bytes it holds', async () => {

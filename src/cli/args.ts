@@ -35,6 +35,12 @@ export function parseSize(s: string, min = 1): number {
   return Math.floor(bytes);
 }
 
+/** --swap-space of serve and plan: a size, 0 allowed (preemption recomputes); undefined when absent (serve's default). */
+export function swapSpaceFlag(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  try { return parseSize(v, 0); } catch (e) { throw new UsageError(`--swap-space: ${(e as Error).message}`); }
+}
+
 /** What a number flag accepts: decimal notation only (Number() alone also takes '0x10', '0b1' and, for integers, '1e1'). */
 export const DECIMAL_INT = /^[+-]?\d+$/;
 export const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;

@@ -15,7 +15,7 @@ import type { BackendName } from '../backend/select.js';
 import { loadAddon } from '../backend/native-addon.js';
 import type { KvDType } from '../backend/backend.js';
 import {
-  type Range, commandHelp, conflicts, DECIMAL_INT, defaultMaxTokens, kvCacheDtype, kvDtypeFlagName, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, parseSize, samplingFlags, textOrStdin, UsageError,
+  type Range, commandHelp, conflicts, DECIMAL_INT, defaultMaxTokens, kvCacheDtype, kvDtypeFlagName, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, parseSize, samplingFlags, swapSpaceFlag, textOrStdin, UsageError,
   withGenerationDefaults,
 } from './args.js';
 import { joinPipeline, PIPELINE_FLAGS, pipelineFlags } from './pipeline.js';
@@ -216,6 +216,8 @@ plan options (presets: llama-3.1-405b, llama-3.1-70b, llama-3.1-8b, llama-3.2-1b
   --dtype f32|bf16|f16|fp8|q8_0   linear weights (fp8: embedding and head as stored); default: as stored (presets bf16)
   --kv-dtype f32|bf16|fp8 --context N --concurrency C --max-batched-tokens N   serving (defaults f32 for f32 weights
                           else bf16, max, 1, 512)
+  --swap-space SIZE       host memory per device for preempted requests' KV, as serve takes it (default: the KV
+                          cache's size, at most 4GiB; none with --pipeline-parallel); counted in the total
   --devices N --device-memory SIZE --nodes N   cluster (defaults 1, 80GB, 1)
   --pipeline-parallel P --tensor-parallel T    layout; the rest of --devices is data-parallel
   --offload-ratio F       share of layer weights streamed from host / disk (3 layers of staging stay resident)
@@ -621,8 +623,7 @@ async function serveCmd(args: string[]): Promise<number> {
   const maxCpuLoras = positive('max-cpu-loras');
   if (maxCpuLoras !== undefined && maxCpuLoras < (positive('max-loras') ?? 4)) throw new UsageError(`--max-cpu-loras ${maxCpuLoras} is below --max-loras ${positive('max-loras') ?? 4}: the adapters of one step must fit in host memory`);
   if (values.guardrails && values['guard-model'] === undefined) throw new UsageError('--guardrails needs --guard-model PATH (the guard that judges the answers)');
-  let swapSpace: number | undefined; // 0: preemption recomputes
-  try { swapSpace = values['swap-space'] === undefined ? undefined : parseSize(values['swap-space'], 0); } catch (e) { throw new UsageError(`--swap-space: ${(e as Error).message}`); }
+  const swapSpace = swapSpaceFlag(values['swap-space']); // 0: preemption recomputes
   const pp = pipelineFlags(values);
   if (pp && swapSpace) throw new UsageError('--swap-space does not combine with --pipeline-parallel-size yet: each stage holds its own layers\' KV, and preemption recomputes there');
   if (pp && offload) throw new UsageError('--pipeline-parallel-size and --weights-memory / --offload-ratio do not combine yet');

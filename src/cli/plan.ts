@@ -8,7 +8,7 @@ import { readSafetensorsDir } from '../formats/safetensors.js';
 import type { LlamaConfig } from '../formats/llama-config.js';
 import { loraTargetsFlag } from './train-args.js';
 import { ALL_LORA_TARGETS, hostMemory, plan, PLAN_DEFAULTS, presetConfig, PRESETS, type Plan, type PlanDType, type PlanOptions } from '../platform/plan.js';
-import { conflicts, num, optNum, parse, parseSize, UsageError } from './args.js';
+import { conflicts, num, parse, parseSize, swapSpaceFlag, UsageError } from './args.js';
 
 /** The model's config and, where the source says, the dtype its linear weights are stored in (null: unknown). */
 async function modelConfig(model: string | undefined, preset: string | undefined): Promise<{ config: LlamaConfig; stored: PlanDType | null; fp8Block?: readonly [number, number] }> {
@@ -51,7 +51,7 @@ export async function planCmd(args: string[]): Promise<number> {
   const { values: v } = parse(args, {
     model: str, preset: str, dtype: str, 'kv-dtype': str, context: str, concurrency: str, devices: str, 'device-memory': str, nodes: str,
     'pipeline-parallel': str, 'tensor-parallel': str, 'lora-rank': str, 'lora-targets': str, full: { type: 'boolean' }, 'offload-ratio': str,
-    'micro-batch': str, 'seq-len': str, 'checkpoint-activations': { type: 'boolean' }, zero: str, 'max-batched-tokens': str, json: { type: 'boolean' },
+    'micro-batch': str, 'seq-len': str, 'checkpoint-activations': { type: 'boolean' }, zero: str, 'max-batched-tokens': str, 'swap-space': str, json: { type: 'boolean' },
   });
   conflicts(v, [['lora-rank', 'full']]);
   const { config: cfg, stored, fp8Block } = await modelConfig(v.model, v.preset);
@@ -66,7 +66,7 @@ export async function planCmd(args: string[]): Promise<number> {
   if (!training) for (const k of ['micro-batch', 'seq-len', 'checkpoint-activations', 'zero', 'lora-targets'] as const) {
     if (v[k] !== undefined) throw new UsageError(`--${k} is a training option: give --lora-rank R or --full with it`);
   }
-  if (training) for (const k of ['kv-dtype', 'context', 'concurrency', 'max-batched-tokens'] as const) {
+  if (training) for (const k of ['kv-dtype', 'context', 'concurrency', 'max-batched-tokens', 'swap-space'] as const) {
     if (v[k] !== undefined) throw new UsageError(`--${k} is a serving option: a fine-tuning plan (--lora-rank / --full) has no KV cache; size a step with --micro-batch and --seq-len`);
   }
   conflicts(v, [['lora-targets', 'full']]);
@@ -84,6 +84,7 @@ export async function planCmd(args: string[]): Promise<number> {
     offloadRatio: num(v['offload-ratio'], 'offload-ratio', 0, false, { max: 1 }),
     ringLayers: PLAN_DEFAULTS.ringLayers,
     maxBatchedTokens: num(v['max-batched-tokens'], 'max-batched-tokens', PLAN_DEFAULTS.maxBatchedTokens, true, one),
+    swapSpace: swapSpaceFlag(v['swap-space']),
     train: training ? {
       loraRank: v.full ? null : num(v['lora-rank'], 'lora-rank', 8, true, one),
       loraTargets: loraTargetsFlag(v['lora-targets']) ?? ALL_LORA_TARGETS,
@@ -126,6 +127,7 @@ function gb(b: number): string {
 function table(cols: [string, Plan][]): string[] {
   const rows: [string, (d: Plan['device']) => string][] = [
     ['weights (resident)', (d) => gb(d.weights)], ['offloaded', (d) => gb(d.offloaded)], ['KV cache', (d) => gb(d.kvCache)],
+    ['swap space', (d) => gb(d.swapSpace)],
     ['activations', (d) => gb(d.activations)], ['trainable params', (d) => gb(d.loraParams)], ['gradients', (d) => gb(d.gradients)],
     ['optimizer state', (d) => gb(d.optimizer)], ['total', (d) => gb(d.total)], ['memory', (d) => gb(d.capacity)], ['fits', (d) => (d.fits ? 'yes' : 'NO')],
   ];

@@ -12,6 +12,8 @@ import { LORA_TARGETS, loraDims, type LoraTarget } from '../formats/peft.js';
 import type { KvDType } from '../backend/backend.js';
 import { KvCache } from '../model/kv-cache.js';
 import { grownCapacity } from '../model/llama.js';
+import { defaultSwapSpace } from '../engine/engine.js';
+import { ENGINE_DEFAULTS } from '../engine/protocol.js';
 
 export type PlanDType = 'f32' | 'bf16' | 'f16' | 'fp8' | 'q8_0';
 
@@ -45,6 +47,8 @@ export interface PlanOptions {
   readonly offloadRatio: number; // share of layer weights streamed from host / disk instead of resident
   readonly ringLayers: number; // staging buffers of streamed layers (compute + read-ahead)
   readonly maxBatchedTokens: number; // serving step's token budget
+  /** Serving: host memory per device for preempted sequences' KV (serve --swap-space); default serve's, 0 with stages. */
+  readonly swapSpace?: number;
   /** Training (absent: serving). */
   readonly train?: {
     readonly loraRank: number | null; // null: full fine-tuning
@@ -138,6 +142,7 @@ export interface DevicePlan {
   readonly weights: number; // resident base weights (+ staging ring when streaming)
   readonly offloaded: number; // layer weights streamed from host memory / disk, not resident
   readonly kvCache: number;
+  readonly swapSpace: number; // host memory preempted sequences' KV is copied to (serve --swap-space)
   readonly activations: number;
   readonly loraParams: number; // trainable parameters (LoRA factors, or full master weights), f32
   readonly gradients: number;
@@ -157,7 +162,7 @@ export interface Plan {
   readonly kvBytesPerToken: number; // whole model, all layers
   readonly trainableParams: number;
   readonly device: DevicePlan; // the fullest device (the first stage: embedding, or the last: head)
-  /** Serving: sequences of `context` tokens that fit in what the device has left after weights and activations. */
+  /** Serving: sequences of `context` tokens that fit, with their swap space, in what weights and activations leave. */
   readonly maxConcurrentSequences: number;
 }
 
@@ -169,6 +174,9 @@ export function plan(c: LlamaConfig, o: PlanOptions): Plan {
   if (c.numHeads % TP !== 0) throw new RangeError(`--tensor-parallel ${TP} does not divide the ${c.numHeads} attention heads`);
   if (o.devices % o.nodes !== 0) throw new RangeError(`--devices ${o.devices} is not a multiple of --nodes ${o.nodes}`);
   if (!(o.offloadRatio >= 0 && o.offloadRatio <= 1)) throw new RangeError(`--offload-ratio must be in [0, 1], got ${o.offloadRatio}`);
+  if (o.swapSpace !== undefined && !(Number.isSafeInteger(o.swapSpace) && o.swapSpace >= 0)) throw new RangeError(`--swap-space must be a whole number of bytes >= 0, got ${o.swapSpace}`);
+  // as floe serve: pipeline stages hold their own layers' KV and recompute a preempted sequence
+  if (P > 1 && o.swapSpace) throw new RangeError(`--swap-space does not combine with --pipeline-parallel yet: each stage holds its own layers' KV, and preemption recomputes there`);
   const DP = o.devices / (P * TP);
   const params = paramCounts(c);
   const wb = weightBytes(c, o.dtype, o.source, o.fp8Block);
@@ -188,7 +196,7 @@ export function plan(c: LlamaConfig, o: PlanOptions): Plan {
   const kvPerTokenDevice = KvCache.bytesPerToken(layersPerStage, Math.ceil(c.numKvHeads / TP), c.headDim, o.kvDtype);
 
   let mode: Plan['mode'] = 'serve';
-  let trainable = 0, loraParams = 0, gradients = 0, optimizer = 0, activations: number, kvCache = 0;
+  let trainable = 0, loraParams = 0, gradients = 0, optimizer = 0, activations: number, kvCache = 0, swapSpace = 0;
   if (t) {
     const T = t.microBatch * t.seqLen;
     const full = t.loraRank === null;
@@ -204,16 +212,24 @@ export function plan(c: LlamaConfig, o: PlanOptions): Plan {
     const T = o.maxBatchedTokens;
     activations = servingActivationBytes(c, T, Math.min(T, o.concurrency)) / TP;
     kvCache = o.concurrency * o.context * kvPerTokenDevice;
+    swapSpace = P > 1 ? 0 : o.swapSpace ?? defaultSwapSpace(kvCache);
   }
-  const total = weights + kvCache + activations + loraParams + gradients + optimizer;
-  const left = o.deviceMemory - (total - kvCache);
-  const maxSeq = t ? 0 : Math.max(0, Math.floor(left / (o.context * kvPerTokenDevice)));
+  const total = weights + kvCache + swapSpace + activations + loraParams + gradients + optimizer;
+  const maxSeq = t ? 0 : maxSequences(o.deviceMemory - (total - kvCache - swapSpace), o.context * kvPerTokenDevice, P > 1 ? 0 : o.swapSpace);
   return {
     config: c, parameters: params, mode, dataParallel: DP, layersPerStage, weightBytesTotal: wb.total, kvBytesPerToken,
     trainableParams: trainable,
-    device: { weights, offloaded, kvCache, activations, loraParams, gradients, optimizer, total, capacity: o.deviceMemory, fits: total <= o.deviceMemory },
+    device: { weights, offloaded, kvCache, swapSpace, activations, loraParams, gradients, optimizer, total, capacity: o.deviceMemory, fits: total <= o.deviceMemory },
     maxConcurrentSequences: maxSeq,
   };
+}
+
+/** Most sequences of `perSeq` KV bytes that fit in `room` beside their swap space: `swap`, or serve's default for their KV. */
+function maxSequences(room: number, perSeq: number, swap: number | undefined): number {
+  if (swap !== undefined) return Math.max(0, Math.floor((room - swap) / perSeq));
+  // the default is the KV itself up to a cap, then the cap: the most that fit is at the end of one of the two pieces
+  const fits = (n: number) => n >= 0 && n * perSeq + defaultSwapSpace(n * perSeq) <= room;
+  return Math.max(0, ...[Math.floor(room / (2 * perSeq)), Math.floor((room - ENGINE_DEFAULTS.swapSpaceMax) / perSeq)].filter(fits));
 }
 
 /** MemTotal and MemAvailable of this machine, from /proc/meminfo (null where there is none). */

@@ -170,10 +170,7 @@ export function kvCacheDtype(v: string | undefined): KvDType | undefined {
   return map[arg];
 }
 
-/** A KV dtype by the name --kv-cache-dtype gives it (fp8_e4m3 is `fp8`), for what the CLI prints. */
-export function kvDtypeFlagName(d: KvDType): string {
-  return d === 'fp8_e4m3' ? 'fp8' : d;
-}
+export { kvDtypeFlagName } from '../model/kv-cache.js';
 
 /** --dtype of generate / serve / eval: fp8 quantizes the linear weights while loading. */
 export function loadDtype(v: string | undefined): LoadOptions | undefined {

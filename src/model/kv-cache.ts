@@ -7,6 +7,11 @@ export const KV_BYTES: Record<KvDType, number> = { f32: 4, bf16: 2, fp8_e4m3: 1 
 /** Extra bytes per (token, kv head) of K or V: the f32 scale of fp8 caches. */
 export const KV_SCALE_BYTES: Record<KvDType, number> = { f32: 0, bf16: 0, fp8_e4m3: 4 };
 
+/** A KV dtype by the name --kv-cache-dtype gives it (fp8_e4m3 is `fp8`, as in vLLM), for what floe prints to a user. */
+export function kvDtypeFlagName(d: KvDType | string): string {
+  return d === 'fp8_e4m3' ? 'fp8' : d;
+}
+
 export class KvCache {
   readonly layers: KvLayer[];
 

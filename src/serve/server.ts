@@ -9,7 +9,7 @@ import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../formats/c
 import { readGguf } from '../formats/gguf.js';
 import { readHfConfig, type GenerationDefaults } from '../formats/hf-config.js';
 import { isGgufPath } from '../formats/load.js';
-import { KvCache } from '../model/kv-cache.js';
+import { KvCache, kvDtypeFlagName } from '../model/kv-cache.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { readEmbeddingConfig } from '../model/embed.js';
@@ -107,7 +107,7 @@ export function preflight(opts: ServeOptions): void {
     const dtype = opts.kvDtype ?? 'bf16';
     const perBlock = KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, dtype) * blockSize;
     if (kv < perBlock) {
-      throw new Error(`--kv-cache-memory ${kv} bytes holds no KV block: one block of ${blockSize} tokens takes ${perBlock} bytes (${dtype}, ` +
+      throw new Error(`--kv-cache-memory ${kv} bytes holds no KV block: one block of ${blockSize} tokens takes ${perBlock} bytes (${kvDtypeFlagName(dtype)}, ` +
         `${c.numLayers} layers × ${c.numKvHeads} kv heads × ${c.headDim}); give at least ${perBlock}`);
     }
   }
@@ -181,7 +181,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     serve.ready({ engine: e, tokenizer: tools.tokenizer, template: embedOnly ? null : tools.template, defaults: tools.defaults, guard: g, embedding });
     if (g) log(`floe serve: guard ${guardModel} ready (${g.format}${g.template ? ', its own chat template' : ''}; KV ${g.engine.info.kvTokens} tokens in ${(guardKv / 2 ** 20).toFixed(0)} MiB)${opts.guardrails ? '; guardrails on for every chat request' : ''}`);
     const i = e.info;
-    log(`floe serve: model ready in ${((performance.now() - t0) / 1000).toFixed(1)} s; KV cache ${i.kvDtype}: ${i.kvBlocks} blocks × ${i.blockSize} = ` +
+    log(`floe serve: model ready in ${((performance.now() - t0) / 1000).toFixed(1)} s; KV cache ${kvDtypeFlagName(i.kvDtype)}: ${i.kvBlocks} blocks × ${i.blockSize} = ` +
       `${i.kvTokens} tokens${opts.kvPrefault ? ' (its pages committed in the background: --kv-prefault)' : ''}; longest request ${i.maxRequestTokens} tokens (context window ${i.maxModelLen})` +
       `; ${i.swapSpace ? `swap space ${fmtBytes(i.swapSpace)} for preempted requests' KV` : 'no swap space: preempted requests are recomputed'}` +
       `${tools.tokenizer ? '' : '; no tokenizer: token-id prompts only'}${tools.template ? '' : '; no chat template: /v1/chat/completions unavailable'}` +

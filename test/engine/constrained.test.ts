@@ -11,9 +11,9 @@ import { createRequire } from 'node:module';
 import { Engine } from '../../src/engine/engine.js';
 import { ConstraintCache, compileGrammar, type ConstraintSpec } from '../../src/engine/constrained/constraint.js';
 import { textReads, type ByteGrammar, type JsonGrammar, type JsonState } from '../../src/engine/constrained/grammar.js';
-import { ContinuationLengths, intersect } from '../../src/engine/constrained/dfa.js';
-import { compileSchema, SchemaError } from '../../src/engine/constrained/json-schema.js';
-import { RegexGrammar, choiceRegex, searchRegex } from '../../src/engine/constrained/regex.js';
+import { ContinuationLengths, intersect, type Dfa } from '../../src/engine/constrained/dfa.js';
+import { compileSchema, FORMATS, SchemaError } from '../../src/engine/constrained/json-schema.js';
+import { RegexGrammar, choiceRegex, parseRegex, searchRegex } from '../../src/engine/constrained/regex.js';
 import { Tokenizer, type TokenizerJson } from '../../src/formats/tokenizer.js';
 import { openModel } from '../../src/model/open.js';
 import { genReq, GREEDY, rand, runAll } from './helpers.js';
@@ -145,7 +145,7 @@ test('JSON grammar accepts compact JSON.stringify of valid instances and refuses
 test('unsupported schema keywords are refused by name', () => {
   for (const [schema, kw] of [
     [{ type: 'string', pattern: '(?=a)b' }, 'pattern'],
-    [{ type: 'object', properties: { a: { type: 'string', format: 'ipv6' } } }, 'format'],
+    [{ type: 'object', properties: { a: { type: 'string', format: 'iri' } } }, 'format'],
     [{ $ref: '#/defs/x' }, '$ref'],
     [{ type: 'integer', multipleOf: 3 }, 'multipleOf'],
     [{ type: 'array', uniqueItems: true }, 'uniqueItems'],
@@ -188,7 +188,7 @@ test('schemas that no output could honour are refused by keyword and path, not d
     [{ properties: { a: { type: 'string' } }, required: ['a'], anyOf: [{ type: 'object' }, { type: 'null' }] }, 'properties', '#'],
     [{ anyOf: [{ type: 'string' }], oneOf: [{ type: 'null' }] }, 'oneOf', '#'],
     [{ type: 'object', properties: { e: { type: 'string', enum: [1, 2] } } }, 'enum', '#/properties/e'],
-    [{ type: 'object', additionalProperties: { type: 'string', format: 'ipv6' } }, 'format', '#/additionalProperties'],
+    [{ type: 'object', additionalProperties: { type: 'string', format: 'iri' } }, 'format', '#/additionalProperties'],
   ] as const) {
     assert.throws(() => compileSchema(schema), (e: unknown) => e instanceof SchemaError && e.keyword === kw && e.path === path && e.message.includes(`'${kw}'`), JSON.stringify(schema));
   }
@@ -432,18 +432,20 @@ test('pattern: the decoded string value must match (ECMA search semantics, JSON 
   assert.throws(() => compileSchema({ type: 'string', pattern: '^a{5}$', maxLength: 3 }), (e: unknown) => e instanceof SchemaError && e.keyword === 'maxLength' && /no string satisfies 'pattern' and 'maxLength'/.test(e.message));
 });
 
-test('format: date, time, date-time, uuid, email, ipv4, hostname, uri, uri-reference decode to what ajv-formats accepts; others are refused by name', () => {
+test('format: date, time, date-time, uuid, email, ipv4, ipv6, hostname, uri, uri-reference decode to what ajv-formats accepts; others are refused by name', () => {
   const r = rand(61);
   const cache = new ConstraintCache(tok, V, tok.eosIds);
   const valid: Record<string, string[]> = {
     date: ['2024-02-29', '2000-02-29', '1999-12-31'], time: ['23:59:59Z', '00:00:00.123+05:30'], 'date-time': ['2024-01-31T12:00:00Z'],
     uuid: ['123e4567-e89b-12d3-a456-426614174000'], email: ['a.b+c@mail.example.com'], ipv4: ['255.0.10.199'], hostname: ['a-b.example.org'],
+    ipv6: ['::', '::1', '1::', 'fe80::1:2', '2001:db8:0:0:0:0:2:1', '1:2:3:4:5:6:7::', '::2:3:4:5:6:7:8', '1:2:3:4:5:6:255.255.255.255', '::ffff:192.0.2.128', '1::5:1.2.3.4'],
     uri: ['https://example.com', 'http://localhost:8080/a/b-c/?q=1&r=x%20y#top', 'https://10.0.0.255:65535/'],
     'uri-reference': ['https://a-b.example.org/x', '/a/b?c=d', 'a/b', '#frag', '?q', ''],
   };
   const invalid: Record<string, string[]> = {
     date: ['2023-02-29', '1900-02-29', '2024-04-31', '2024-13-01', '24-01-01'], time: ['24:00:00Z', '12:00:00', '12:60:00Z'], 'date-time': ['2024-01-31 12:00:00', '2024-01-32T00:00:00Z'],
     uuid: ['123e4567e89b12d3a456426614174000'], email: ['a@b', '@b.com'], ipv4: ['256.1.1.1', '01.1.1.1', '1.1.1'], hostname: ['-a.com'],
+    ipv6: [':', '1:2:3:4:5:6:7', '1:2:3:4:5:6:7:8:9', '1::2::3', '12345::', '1:2:3:4:5:6:7:8::', '::1:2:3:4:5:6:7:8', '1:2:3:4:5:6:7:1.2.3.4', '::01.2.3.4', ':1::', 'g::', '1.2.3.4'],
     uri: ['example.com', '/a/b', 'https://a b.com', 'http://a.com/\\x'], 'uri-reference': ['\\x', 'a b'],
   };
   for (const f of Object.keys(valid)) {
@@ -462,18 +464,78 @@ test('format: date, time, date-time, uuid, email, ipv4, hostname, uri, uri-refer
     assert.ok(ajv.validate({ type: 'string', format: 'uri' }, s), s);
     assert.ok(!acceptsText(compileGrammar({ kind: 'json_schema', schema: { type: 'string', format: 'uri' } }), JSON.stringify(s)), s);
   }
-  for (const f of ['uri-template', 'iri', 'ipv6', 'duration', 'binary']) {
+  for (const f of ['uri-template', 'iri', 'duration', 'binary']) {
     assert.throws(() => compileSchema({ type: 'object', properties: { x: { type: 'string', format: f } } }), (e: unknown) => e instanceof SchemaError && e.keyword === 'format' && e.path === '#/properties/x' && e.message.includes(`"${f}"`), f);
   }
   // format on a number (OpenAPI's int32, float) says nothing about a number: accepted
   assert.ok(acceptsText(compileGrammar({ kind: 'json_schema', schema: { type: 'integer', format: 'int32' } }), '12'));
 });
 
+/** (length 0..L) how many strings of each length a DFA takes. */
+function countByLength(d: Dfa, L: number): bigint[] {
+  let cur = new Map<number, bigint>([[d.start, 1n]]);
+  const out: bigint[] = [];
+  for (let l = 0; l <= L; l++) {
+    let c = 0n;
+    for (const [q, n] of cur) if (d.accept[q]) c += n;
+    out.push(c);
+    const next = new Map<number, bigint>();
+    for (const [q, n] of cur) for (let i = 0; i < d.lo[q]!.length; i++) next.set(d.to[q]![i]!, (next.get(d.to[q]![i]!) ?? 0n) + n * BigInt(d.hi[q]![i]! - d.lo[q]![i]! + 1));
+    cur = next;
+  }
+  return out;
+}
+
+test('format ipv6: exactly the lowercase addresses ajv-formats takes (every length counted), uniform samples and walks validate', () => {
+  // ajv-formats' own regex, read as written (case-sensitive: its lowercase strings): A = B iff |A| = |B| = |A ∩ B| per length
+  const theirs = (createRequire(import.meta.url)('ajv-formats/dist/formats') as { fullFormats: { ipv6: RegExp } }).fullFormats.ipv6;
+  const ours = intersect([parseRegex(FORMATS.ipv6!, true)])!;
+  const both = intersect([parseRegex(FORMATS.ipv6!, true), parseRegex(theirs.source)])!;
+  const [a, b, c] = [ours, intersect([parseRegex(theirs.source)])!, both].map((d) => countByLength(d, 60));
+  assert.deepEqual(a, b);
+  assert.deepEqual(a, c);
+  assert.equal(ours.lengths().max, 45); // 'ffff:…:ffff:255.255.255.255': every longer count above is 0 too
+  // uniform samples (a length by its count, then each step by the strings left below it): ajv takes each, the grammar too
+  const g = compileGrammar({ kind: 'json_schema', schema: { type: 'string', format: 'ipv6' } });
+  const r = rand(67);
+  const total = a.reduce((x, y) => x + y, 0n);
+  const pick = (n: bigint): bigint => { let x = 0n; for (let i = 0; i < 4; i++) x = x * 65536n + BigInt(Math.floor(r() * 65536)); return x % n; };
+  const below = (q: number, left: number, memo = new Map<string, bigint>()): bigint => {
+    if (left === 0) return ours.accept[q] ? 1n : 0n;
+    const k = `${q}.${left}`;
+    let n = memo.get(k);
+    if (n === undefined) { n = 0n; for (let i = 0; i < ours.lo[q]!.length; i++) n += BigInt(ours.hi[q]![i]! - ours.lo[q]![i]! + 1) * below(ours.to[q]![i]!, left - 1, memo); memo.set(k, n); }
+    return n;
+  };
+  const memo = new Map<string, bigint>();
+  const shapes = new Set<string>();
+  for (let i = 0; i < 2000; i++) {
+    let x = pick(total), len = 0;
+    while (x >= a[len]!) x -= a[len++]!;
+    let q = ours.start, str = '';
+    for (let left = len; left > 0; left--) {
+      for (let e = 0; ; e++) {
+        const per = below(ours.to[q]![e]!, left - 1, memo), span = BigInt(ours.hi[q]![e]! - ours.lo[q]![e]! + 1);
+        if (x < per * span) { str += String.fromCodePoint(ours.lo[q]![e]! + Number(x / per)); x %= per; q = ours.to[q]![e]!; break; }
+        x -= per * span;
+      }
+    }
+    assert.ok(ajv.validate({ type: 'string', format: 'ipv6' }, str) && theirs.test(str), str);
+    assert.ok(acceptsText(g, JSON.stringify(str)), str);
+    shapes.add(str.replace(/[0-9a-f]+/g, 'h'));
+  }
+  assert.ok(shapes.size > 20 && [...shapes].some((s) => s.includes('::')), [...shapes].slice(0, 20).join(' '));
+  // uppercase hex is refused (ajv-formats takes it, case-insensitive; RFC 5952 writes lowercase)
+  assert.ok(ajv.validate({ type: 'string', format: 'ipv6' }, 'FE80::1') && !acceptsText(g, '"FE80::1"'));
+  const cache = new ConstraintCache(tok, V, tok.eosIds);
+  assert.ok(walksValid(cache, { type: 'object', properties: { ip: { type: 'string', format: 'ipv6' } }, required: ['ip'] }, r, 12, 60) > 0);
+});
+
 test('format / pattern strings: masks equal a per-token brute force at random states (escapes, \\u digits, partial UTF-8 included)', () => {
   const cache = new ConstraintCache(tok, V, tok.eosIds);
   const r = rand(71);
   const schemas: object[] = [
-    ...['date', 'time', 'date-time', 'uuid', 'email', 'ipv4', 'hostname'].map((format) => ({ type: 'string', format })),
+    ...['date', 'time', 'date-time', 'uuid', 'email', 'ipv4', 'ipv6', 'hostname'].map((format) => ({ type: 'string', format })),
     { type: 'string', pattern: 'ok' }, { type: 'string', pattern: '^[α-ω]+$' }, { type: 'string', pattern: '[\\u{1F600}-\\u{1F64F}]' },
     { type: 'string', pattern: '^\\S+$', maxLength: 6 }, { type: 'string', pattern: '\\\\|"' }, { type: 'string', pattern: '^(?:[\\u0800-\\uffff]|\\n)+$' },
     { type: 'object', properties: { a: { type: 'string', format: 'uuid' }, b: { type: 'array', items: { type: 'string', pattern: '^[a-c]{1,3}$' } } }, required: ['a'] },

@@ -54,8 +54,8 @@ test('response_format json_schema: nested objects, arrays, enums, optional field
 
 test('a refused schema keyword is a 400 naming it; max_tokens cutting a value is finish_reason length', async () => {
   await assert.rejects(client.chat.completions.create({
-    model, messages, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { type: 'string', format: 'ipv6' } } } } },
-  }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'response_format.json_schema.schema' && /'format' "ipv6" at #\/properties\/a/.test(e.message));
+    model, messages, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { type: 'string', format: 'iri' } } } } },
+  }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'response_format.json_schema.schema' && /'format' "iri" at #\/properties\/a/.test(e.message));
   await assert.rejects(client.chat.completions.create({
     model, messages, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { $ref: 'https://example.com/a.json' } } } } },
   }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'response_format.json_schema.schema' && /'\$ref' "https:\/\/example.com\/a.json" at #\/properties\/a/.test(e.message));

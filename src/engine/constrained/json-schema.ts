@@ -41,6 +41,15 @@ const PCHAR = '(?:[A-Za-z0-9._~-]|%[0-9A-Fa-f]{2})';
 const QCHAR = '(?:[A-Za-z0-9._~=&-]|%[0-9A-Fa-f]{2})';
 const TAIL = `(?:\\?${QCHAR}*)?(?:#${PCHAR}*)?`;
 const PORT = '(?:[1-9]\\d{0,3}|[1-5]\\d{4}|6[0-4]\\d{3}|65[0-4]\\d{2}|655[0-2]\\d|6553[0-5])';
+// IPv6 (RFC 4291 §2.2): eight groups, or fewer around one '::' standing for at least one zero group (i before it, at most
+// 7 - i after), the last two groups possibly an IPv4 address; hex in lowercase (RFC 5952's canonical case). Exactly the
+// lowercase strings ajv-formats' ipv6 takes.
+const HEX4 = '[0-9a-f]{1,4}';
+const IPV4 = `(?:${OCTET}\\.){3}${OCTET}`;
+const IPV6 = [`(?:${HEX4}:){7}${HEX4}`, `(?:${HEX4}:){6}${IPV4}`, ...Array.from({ length: 8 }, (_, i) => {
+  const after = [...(i < 7 ? [`${HEX4}(?::${HEX4}){0,${6 - i}}`] : []), ...(i < 6 ? [`(?:${HEX4}:){0,${5 - i}}${IPV4}`] : [])];
+  return `${i === 0 ? '' : `(?:${HEX4}:){${i - 1}}${HEX4}`}::${after.length > 0 ? `(?:${after.join('|')})?` : ''}`;
+})].join('|');
 const URI = `https?://(?:(?:[a-z0-9]+(?:-[a-z0-9]+)*\\.)*[a-z]{2,}|(?:${OCTET}\\.){3}${OCTET})(?::${PORT})?(?:/${PCHAR}*)*${TAIL}`;
 export const FORMATS: Readonly<Record<string, string>> = {
   date: DATE,
@@ -48,7 +57,8 @@ export const FORMATS: Readonly<Record<string, string>> = {
   'date-time': `${DATE}T${TIME}`,
   uuid: '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}',
   email: '[A-Za-z0-9_+-]{1,32}(?:\\.[A-Za-z0-9_+-]{1,32}){0,2}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?\\.){1,3}[A-Za-z]{2,12}',
-  ipv4: `(?:${OCTET}\\.){3}${OCTET}`,
+  ipv4: IPV4,
+  ipv6: IPV6,
   hostname: `${LABEL}(?:\\.${LABEL}){0,2}`,
   uri: URI,
   'uri-reference': `${URI}|(?:/(?:${PCHAR}+(?:/${PCHAR}*)*)?|${PCHAR}+(?:/${PCHAR}*)*)?${TAIL}`,

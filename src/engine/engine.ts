@@ -8,7 +8,7 @@ import { KvCache, KvSwapSpace } from '../model/kv-cache.js';
 import type { LlamaModel } from '../model/llama.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from '../model/sampler.js';
 import {
-  AdaptiveK, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type Proposer, type ProposeRequest, type SpeculativeSpec,
+  AdaptiveK, checkDraftTokens, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type Proposer, type ProposeRequest, type SpeculativeSpec,
 } from '../model/speculation.js';
 import { DEFAULT_NUM_PREDICTION_TOKENS, PredictionK, PredictionTracker } from '../model/prediction.js';
 import { AdapterTable, DEFAULT_MAX_LORAS, type AdapterInfo, type LoadedAdapter } from './adapters.js';
@@ -173,11 +173,9 @@ export class Engine {
     const kvDtype = opts.kvDtype ?? defaultKvDtype(model);
     const budget = opts.kvCacheMemory ?? defaultKvCacheMemory(model, kvDtype, maxNumSeqs);
     this.proposer = opts.speculative === undefined ? null : createProposer(opts.speculative, model);
-    this.numSpecTokens = opts.numSpeculativeTokens ?? DEFAULT_NUM_SPECULATIVE_TOKENS;
-    new AdaptiveK(this.numSpecTokens); // checks K
+    this.numSpecTokens = checkDraftTokens(opts.numSpeculativeTokens ?? DEFAULT_NUM_SPECULATIVE_TOKENS, 'numSpeculativeTokens');
     // predictions speculate like a proposer, which pipeline stages do not support yet: there they are ignored
-    this.numPredictionTokens = opts.remote ? 0 : opts.numPredictionTokens ?? DEFAULT_NUM_PREDICTION_TOKENS;
-    if (!opts.remote) new AdaptiveK(this.numPredictionTokens); // checks it
+    this.numPredictionTokens = opts.remote ? 0 : checkDraftTokens(opts.numPredictionTokens ?? DEFAULT_NUM_PREDICTION_TOKENS, 'numPredictionTokens');
     // a draft model's KV shares the block tables: each block holds both models' K/V
     const perBlock = (KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, kvDtype) + (this.proposer?.kvBytesPerToken ?? 0)) * blockSize;
     const numBlocks = opts.kvBlocks ?? Math.floor(budget / perBlock);

@@ -4,7 +4,7 @@ import { KvCache } from './kv-cache.js';
 import type { ForwardInput, LlamaModel } from './llama.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from './sampler.js';
 import { DEFAULT_NUM_PREDICTION_TOKENS, PredictionK, PredictionTracker } from './prediction.js';
-import { AdaptiveK, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type SpeculativeSpec, verifyDraft } from './speculation.js';
+import { AdaptiveK, checkDraftTokens, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type SpeculativeSpec, verifyDraft } from './speculation.js';
 import type { KvDType } from '../backend/backend.js';
 
 export interface TopLogprob {
@@ -176,14 +176,14 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   };
   const proposer = opts.speculative === undefined ? null : createProposer(opts.speculative, model);
   const K = opts.numSpeculativeTokens ?? DEFAULT_NUM_SPECULATIVE_TOKENS;
-  const adaptive = proposer ? new AdaptiveK(K) : null;
+  const adaptive = proposer ? new AdaptiveK(checkDraftTokens(K, 'numSpeculativeTokens')) : null;
   proposer?.init?.({ vocabSize: V, numBlocks, blockSize: BLOCK, maxPositions: cfg.maxPositionEmbeddings });
   const spec = { proposed: 0, accepted: 0 };
   for (const [i, id] of (opts.prediction ?? []).entries()) {
     if (!Number.isInteger(id) || id < 0 || id >= V) throw new RangeError(`prediction token ${i} has id ${id}, outside the vocabulary [0, ${V})`);
   }
   const tracker = opts.prediction?.length ? new PredictionTracker(opts.prediction) : null;
-  const predK = tracker ? new PredictionK(opts.numPredictionTokens ?? DEFAULT_NUM_PREDICTION_TOKENS) : null;
+  const predK = tracker ? new PredictionK(checkDraftTokens(opts.numPredictionTokens ?? DEFAULT_NUM_PREDICTION_TOKENS, 'numPredictionTokens')) : null;
   const pred = { accepted: 0, rejected: 0 };
   const draftSampling = sampling.temperature > 0 ? { temperature: sampling.temperature, random: () => sampler.uniform() } : undefined;
   const seqId = 'generate';

@@ -120,6 +120,12 @@ function isModel(x: object): x is LlamaModel {
   return 'forward' in x && 'config' in x && 'weights' in x;
 }
 
+/** A cap on draft tokens per step: an integer >= 1; the error names the option that set it (numPredictionTokens, …). */
+export function checkDraftTokens(n: number, option: string): number {
+  if (!(Number.isInteger(n) && n >= 1)) throw new RangeError(`${option} must be an integer >= 1, got ${n}`);
+  return n;
+}
+
 /**
  * k for the next step of one sequence, in [0, K]: shrinks after a rejection, grows after a full acceptance. A
  * sequence whose drafts keep failing (`missStreak` verify steps in a row with nothing accepted) stops speculating
@@ -135,7 +141,7 @@ export class AdaptiveK {
   private backoff: number; // the next pause's length
 
   constructor(readonly max: number, readonly missStreak = 6, readonly minPause = 8, readonly maxPause = 128, readonly probeSteps = 3) {
-    if (!(Number.isInteger(max) && max >= 1)) throw new RangeError(`number of speculative tokens must be an integer >= 1, got ${max}`);
+    checkDraftTokens(max, 'AdaptiveK max (draft tokens per step)');
     this.k = max;
     this.backoff = minPause;
   }

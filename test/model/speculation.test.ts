@@ -102,6 +102,18 @@ test('a draft model with another vocabulary is refused with a clear error', () =
   assert.throws(() => greedy(gqa, [1, 2, 3], { speculative: brown.model }), /draft model vocabulary \(4096 tokens\) differs from the target's \(256\)/);
 });
 
+test('a bad draft cap is refused naming the option given: numSpeculativeTokens or numPredictionTokens (Engine and generate())', async () => {
+  const { Engine } = await import('../../src/engine/engine.js');
+  const prompt = [1, 2, 3];
+  for (const [opts, option] of [[{ numSpeculativeTokens: 0 }, 'numSpeculativeTokens'], [{ numPredictionTokens: 0 }, 'numPredictionTokens'], [{ numPredictionTokens: 2.5 }, 'numPredictionTokens']] as const) {
+    const got = opts.numSpeculativeTokens ?? opts.numPredictionTokens;
+    const want = new RegExp(`^${option} must be an integer >= 1, got ${got}$`);
+    assert.throws(() => new Engine(gqa, null, { kvDtype: 'f32', kvCacheMemory: 1 << 20, speculative: 'ngram', ...opts }), (e: Error) => e instanceof RangeError && want.test(e.message), `Engine ${option}`);
+    const g: GenerateOptions = { maxTokens: 4, sampling: { ...DEFAULT_SAMPLING, temperature: 0 }, speculative: 'ngram', prediction: [4, 5, 6], ...opts };
+    assert.throws(() => generate(gqa, prompt, g), (e: Error) => e instanceof RangeError && want.test(e.message), `generate ${option}`);
+  }
+});
+
 test('n-gram and suffix proposers: prompt lookup, the index learns finished requests and forgets the oldest', () => {
   const ng = new NgramProposer(2, 3);
   assert.deepEqual(ng.one([5, 6, 7, 8, 9, 5, 6, 7], 3), [8, 9, 5]);

@@ -8,7 +8,8 @@ export {
   type Proposal, type Proposer, type ProposeRequest, type ProposerFactory, type ProposerGeometry, type SpeculativeMethod, type SpeculativeModule,
   type SpeculativeSpec,
 } from './model/speculation.js';
-export { PredictionK, PredictionTracker, DEFAULT_NUM_PREDICTION_TOKENS } from './model/prediction.js';
+export { PredictionK, PredictionTracker, DEFAULT_NUM_PREDICTION_TOKENS, wordStartTable } from './model/prediction.js';
+export { tokenBytes } from './engine/constrained/token-mask.js';
 export { LlamaModel, type LlamaWeights, type LlamaLayer, type ForwardInput } from './model/llama.js';
 export { KvCache } from './model/kv-cache.js';
 export { Sampler, DEFAULT_SAMPLING, type SamplingParams } from './model/sampler.js';

@@ -4,6 +4,8 @@ import { KvCache } from '../model/kv-cache.js';
 import { defaultKvDtype, generate, generateAsync, type GenerateResult, type TopLogprob } from '../model/generate.js';
 import { openModel } from '../model/open.js';
 import { loadProposerModule, speculativeModuleOf, type SpeculativeSpec } from '../model/speculation.js';
+import { wordStartTable } from '../model/prediction.js';
+import { tokenBytes } from '../engine/constrained/token-mask.js';
 import { loadModel, type LoadOptions } from '../formats/load.js';
 import { OFFLOAD_FLAGS, offloadOptions } from './offload-args.js';
 import { readFileSync, statSync } from 'node:fs';
@@ -456,6 +458,7 @@ async function generateCmd(args: string[]): Promise<number> {
   }
   const genOpts = {
     speculative, numSpeculativeTokens, prediction,
+    predictionWordStarts: prediction ? wordStartTable(tokenBytes(tokenizer!)) : undefined,
     maxTokens: maxTokensFlag ?? defaultMaxTokens(opened.generation.maxNewTokens ?? 128, promptIds.length, model.config.maxPositionEmbeddings),
     sampling: withGenerationDefaults(sampling, opened.generation),
     stopTokenIds: eos,

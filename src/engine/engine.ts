@@ -10,7 +10,7 @@ import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from '../
 import {
   AdaptiveK, checkDraftTokens, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type Proposer, type ProposeRequest, type SpeculativeSpec,
 } from '../model/speculation.js';
-import { DEFAULT_NUM_PREDICTION_TOKENS, PredictionK, PredictionTracker } from '../model/prediction.js';
+import { DEFAULT_NUM_PREDICTION_TOKENS, PredictionK, PredictionTracker, wordStartTable } from '../model/prediction.js';
 import { AdapterTable, DEFAULT_MAX_LORAS, type AdapterInfo, type LoadedAdapter } from './adapters.js';
 import { KvManager } from './block-pool.js';
 import {
@@ -20,7 +20,7 @@ import {
 import { ConstraintCache } from './constrained/constraint.js';
 import { SchemaError } from './constrained/json-schema.js';
 import { RegexError } from './constrained/regex.js';
-import type { TokenVocab } from './constrained/token-mask.js';
+import { tokenBytes, type TokenVocab } from './constrained/token-mask.js';
 import { ModelRunner, type RemoteForward, type RunnerSeq, type SampledToken, type SamplingSlot, type SeqResult } from './runner.js';
 import { Scheduler, type SchedSeq, type SchedulerOutput } from './scheduler.js';
 
@@ -165,6 +165,7 @@ export class Engine {
   private readonly inFlight = new Set<string>(); // sequences of launched steps whose results are not in yet
   private parked: Seq[] = []; // first sequences of requests whose adapter waits for a free LoRA slot (FIFO)
   private constraints: ConstraintCache | null = null; // built on the first constrained request (token bytes of the vocabulary)
+  private wordStartIds: Uint8Array | null | undefined; // built on the first request with a prediction
 
   constructor(readonly model: LlamaModel, readonly tokenizer: Decoder | null, opts: EngineOptions = {}) {
     const c = model.config;
@@ -299,7 +300,7 @@ export class Engine {
       seq.lora = lora;
       if (this.proposer && req.speculative !== false) seq.spec = new AdaptiveK(this.numSpecTokens);
       if (prediction && prediction.length > 0 && req.speculative !== false && this.numPredictionTokens > 0) {
-        seq.prediction = new PredictionTracker(prediction);
+        seq.prediction = new PredictionTracker(prediction, this.wordStarts());
         seq.predictionK = new PredictionK(this.numPredictionTokens);
       }
       seq.lowPriority = req.priority === 'batch';
@@ -510,6 +511,16 @@ export class Engine {
       loraWaiting: adapterNames([...this.scheduler.waiting as Seq[], ...this.parked]),
       maxLoras: this.maxLoras,
     };
+  }
+
+  /** Which tokens begin a word (for prediction drafts), built on a prediction's first use; null without token strings. */
+  private wordStarts(): Uint8Array | null {
+    if (this.wordStartIds === undefined) {
+      const tok = this.tokenizer as (Decoder & Partial<TokenVocab>) | null;
+      const vocab = tok && typeof tok.idToToken === 'function' && typeof tok.isSpecial === 'function' && typeof tok.vocabSize === 'number';
+      this.wordStartIds = vocab ? wordStartTable(tokenBytes(tok as TokenVocab)) : null;
+    }
+    return this.wordStartIds;
   }
 
   /** The compiled grammar of a request's constraint (cached per spec); 400 for what the compiler refuses. */

@@ -35,6 +35,8 @@ export interface GenerateOptions {
   /** Predicted Outputs: token ids the output is expected to repeat (no BOS); drafts taken from it, with or without `speculative`. */
   readonly prediction?: readonly number[];
   readonly numPredictionTokens?: number; // most prediction tokens verified per step (adaptive below it); default 15
+  /** Which token ids begin a word (`wordStartTable(tokenBytes(tokenizer))`): drafts realign after a replaced word. */
+  readonly predictionWordStarts?: Uint8Array;
 }
 
 export interface GenerateResult {
@@ -182,7 +184,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   for (const [i, id] of (opts.prediction ?? []).entries()) {
     if (!Number.isInteger(id) || id < 0 || id >= V) throw new RangeError(`prediction token ${i} has id ${id}, outside the vocabulary [0, ${V})`);
   }
-  const tracker = opts.prediction?.length ? new PredictionTracker(opts.prediction) : null;
+  const tracker = opts.prediction?.length ? new PredictionTracker(opts.prediction, opts.predictionWordStarts ?? null) : null;
   const predK = tracker ? new PredictionK(checkDraftTokens(opts.numPredictionTokens ?? DEFAULT_NUM_PREDICTION_TOKENS, 'numPredictionTokens')) : null;
   const pred = { accepted: 0, rejected: 0 };
   const draftSampling = sampling.temperature > 0 ? { temperature: sampling.temperature, random: () => sampler.uniform() } : undefined;

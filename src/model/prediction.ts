@@ -23,8 +23,14 @@ export const DEFAULT_NUM_PREDICTION_TOKENS = 15;
  * prediction, at its first occurrence at or after the last aligned position (text after an edit goes on from
  * there), else at the nearest before it (text moved back); else a shorter suffix at its first occurrence at most
  * as many tokens after the last aligned position as the output made since departing (an insertion or a short
- * deletion); else the diagonal (a substitution: the output replaced as many prediction tokens as it made since
- * departing); else a shorter suffix within `window` tokens after the last aligned position.
+ * deletion); else the diagonal (a substitution: the output replaced as many prediction words as it began since
+ * departing, or tokens as it made where it began none); else a shorter suffix within `window` tokens after the last
+ * aligned position. "Since departing" counts from the last token that lined up: a diagonal guess that misses is
+ * the same edit going on, not a new departure (counted from each miss, an edit that replaced 2 tokens by 3 left
+ * the output's way back, 2 tokens past the anchor, "too far" after its third token, and the tracker drafted off by
+ * one until the n-gram search caught up). Words matter because an edit replaces words, whose token counts differ:
+ * on floe-brown's answers with 1 word in 10 replaced, both changes took the steps of a 128-token answer from 999 to
+ * 774 over 16 prompts (`bench/prediction-replay.ts`).
  */
 export class PredictionTracker {
   private ptr = 0; // prediction index expected next; -1 while the output is not aligned
@@ -32,12 +38,20 @@ export class PredictionTracker {
   private seen = 0; // output tokens processed
   private lostAt = -1; // prediction index where the output last departed from it
   private lostOut = 0; // output index of that departure
+  private guessed = false; // ptr is the diagonal's guess, not yet confirmed by a token that matched
 
   private ends: Map<number, number[]> | null = null; // minFar-gram key → the ends e of its occurrences (P[e] exists), ascending
   /** Prediction positions the searches compared: a work count, bounded per step whatever M. */
   compared = 0;
 
-  constructor(readonly prediction: readonly number[], readonly maxN = 8, readonly minFar = 3, readonly window = 64) {}
+  /**
+   * `wordStarts` (one flag per vocabulary id, from `wordStartTable`): which tokens begin a word. With it, an output
+   * that has replaced words goes on at the prediction's next word after the replaced ones, whatever their tokens.
+   */
+  constructor(
+    readonly prediction: readonly number[], readonly wordStarts: Uint8Array | null = null,
+    readonly maxN = 8, readonly minFar = 3, readonly window = 64,
+  ) {}
 
   /**
    * Up to k prediction tokens to propose after the output so far, tokens[start, N) (it only grows between calls);
@@ -48,10 +62,15 @@ export class PredictionTracker {
     const O = tokens.length - start;
     if (O < this.seen) this.reset(); // another sequence's output: start over
     for (let i = this.seen; i < O; i++) {
-      if (this.ptr >= 0 && this.ptr < P.length && P[this.ptr] === tokens[start + i]) this.anchor = ++this.ptr;
-      else if (this.ptr >= 0) {
-        this.lostAt = this.ptr;
-        this.lostOut = i;
+      if (this.ptr >= 0 && this.ptr < P.length && P[this.ptr] === tokens[start + i]) {
+        this.anchor = ++this.ptr;
+        this.guessed = false;
+      } else if (this.ptr >= 0) {
+        // a missed guess is no new departure: the output is still in the edit that began at lostAt
+        if (!this.guessed) {
+          this.lostAt = this.ptr;
+          this.lostOut = i;
+        }
         this.ptr = -1;
       }
     }
@@ -65,6 +84,7 @@ export class PredictionTracker {
     this.anchor = 0;
     this.seen = 0;
     this.lostAt = -1;
+    this.guessed = false;
   }
 
   /** The prediction index where the output goes on after departing from it, or -1 (see the class comment). */
@@ -72,8 +92,7 @@ export class PredictionTracker {
     const P = this.prediction;
     const N = tokens.length;
     const since = N - start - this.lostOut; // output tokens since it departed (>= 1 when it did)
-    // a substitution of as many tokens as the output made since it departed: the prediction goes on past them
-    const diag = this.lostAt >= 0 && this.lostAt + since < P.length ? this.lostAt + since : -1;
+    const diag = this.diagonal(tokens, start, since);
     const nMax = Math.min(this.maxN, N - start);
     const ends = nMax >= this.minFar ? this.farEnds(tokens, N) : [];
     for (let n = nMax; n >= 1; n--) {
@@ -91,12 +110,42 @@ export class PredictionTracker {
         for (let i = 1; i <= n && same; i++) same = P[e - i] === tokens[N - i];
         if (!same) continue;
         // a short match beyond the tokens the output made since departing is less likely than a substitution
-        if (e - n >= this.anchor && (far || diag < 0 || e - n - this.anchor <= since)) return (this.anchor = e);
-        if (!far) return diag;
+        if (e - n >= this.anchor && (far || diag < 0 || e - n - this.anchor <= since)) return this.found(e);
+        if (!far) return this.guess(diag);
         before = e;
       }
-      if (before >= 0) return (this.anchor = before);
+      if (before >= 0) return this.found(before);
     }
+    return this.guess(diag);
+  }
+
+  /**
+   * Where the prediction goes on if the output substituted for what it skipped: as many words as the output began
+   * since departing (the prediction's next word start after them), else as many tokens as it made; -1 if past the end.
+   */
+  private diagonal(tokens: readonly number[], start: number, since: number): number {
+    const P = this.prediction;
+    if (this.lostAt < 0) return -1;
+    const W = this.wordStarts;
+    if (W) {
+      let words = 0;
+      for (let i = tokens.length - since; i < tokens.length; i++) words += W[tokens[i]!] ?? 0;
+      if (words > 0) {
+        for (let j = this.lostAt + 1; j < P.length; j++) if (W[P[j]!] && --words === 0) return j;
+        return -1;
+      }
+    }
+    return this.lostAt + since < P.length ? this.lostAt + since : -1;
+  }
+
+  /** Aligned again after a match of the output's last tokens, ending before e. */
+  private found(e: number): number {
+    this.guessed = false;
+    return (this.anchor = e);
+  }
+
+  private guess(diag: number): number {
+    this.guessed = diag >= 0;
     return diag;
   }
 
@@ -151,4 +200,19 @@ export class PredictionK extends AdaptiveK {
     super.update(proposed, accepted);
     if (this.k > 0 && proposed > 0 && accepted === proposed) this.k = this.max;
   }
+}
+
+/**
+ * Which tokens begin a word, for PredictionTracker: those whose text opens with whitespace or ASCII punctuation
+ * (from each id's bytes, e.g. `tokenBytes(tokenizer)`; null for special tokens, which begin none).
+ */
+export function wordStartTable(bytes: readonly (Uint8Array | null)[]): Uint8Array {
+  const t = new Uint8Array(bytes.length);
+  for (let id = 0; id < bytes.length; id++) {
+    const b = bytes[id]?.[0];
+    if (b === undefined) continue;
+    const alnum = (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a);
+    t[id] = b <= 0x20 ? 1 : 0;
+  }
+  return t;
 }

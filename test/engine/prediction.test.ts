@@ -8,7 +8,8 @@ import { Engine } from '../../src/engine/engine.js';
 import { EngineRequestError, type GenerateRequest } from '../../src/engine/protocol.js';
 import { generate } from '../../src/model/generate.js';
 import { openModel } from '../../src/model/open.js';
-import { PredictionTracker } from '../../src/model/prediction.js';
+import { PredictionK, PredictionTracker, wordStartTable } from '../../src/model/prediction.js';
+import { tokenBytes } from '../../src/engine/constrained/token-mask.js';
 import { genReq, rand, runAll } from './helpers.js';
 
 const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
@@ -152,6 +153,54 @@ test('generate() with a prediction: the same ids, and timings count accepted and
   assert.throws(() => generate(brown.model, prompt, { ...opts, prediction: [-1] }), /prediction token 0 has id -1/);
 });
 
+/** Drafts and kept tokens of decoding `output` (greedy) with a tracker on `prediction`, as the engine steps. */
+function replay(prompt: readonly number[], output: readonly number[], prediction: readonly number[], words: Uint8Array | null) {
+  const tracker = new PredictionTracker(prediction, words);
+  const pk = new PredictionK(15);
+  const tokens = [...prompt, output[0]!];
+  let steps = 1; // the prompt's
+  let accepted = 0;
+  let rejected = 0;
+  while (tokens.length - prompt.length < output.length) {
+    const done = tokens.length - prompt.length;
+    const want = Math.min(pk.next(), output.length - done - 1);
+    const draft = want > 0 ? tracker.draft(tokens, prompt.length, want) : [];
+    steps++;
+    let a = 0;
+    while (a < draft.length && draft[a] === output[done + a]) a++;
+    if (draft.length > 0) pk.update(draft.length, a);
+    else pk.tick();
+    accepted += a;
+    rejected += draft.length - a;
+    tokens.push(...output.slice(done, done + a + 1));
+  }
+  return { steps, accepted, rejected };
+}
+
+test(`the engine and generate() realign by words: they draft as a tracker with the tokenizer's word starts (seed ${SEED})`, () => {
+  const words = wordStartTable(tokenBytes(tok));
+  let differs = 0;
+  for (let p = 0; p < 3; p++) {
+    const prompt = tok.encode(Array.from({ length: 8 + Math.floor(r() * 8) }, pick).join(' '), { addSpecialTokens: true });
+    const base = runOne(genReq('b', prompt, { maxTokens: 64, ignoreEos: true }));
+    const out = base.tokens[0]!;
+    // replace words by longer ones: their token counts differ from the words they replace
+    const text = tok.decode(out).split(' ').map((w, i) => (i > 0 && r() < 0.15 ? 'extraordinarily' : w)).join(' ');
+    const prediction = tok.encode(text, { addSpecialTokens: false });
+    const want = replay(prompt, out, prediction, words);
+    const what = `prompt ${p} (seed ${SEED}): ${JSON.stringify(text)}`;
+    const got = runOne(genReq('p', prompt, { maxTokens: 64, ignoreEos: true, prediction }));
+    assert.deepEqual(got.tokens[0], out, what);
+    assert.deepEqual([got.steps, got.usage.acceptedPredictionTokens, got.usage.rejectedPredictionTokens], [want.steps, want.accepted, want.rejected], what);
+    const lib = generate(brown.model, prompt, { maxTokens: 64, sampling: { temperature: 0 }, stopTokenIds: [], kvDtype: 'f32', prediction, predictionWordStarts: words });
+    assert.deepEqual(lib.outputIds, out, what);
+    assert.deepEqual([lib.timings.prediction!.accepted, lib.timings.prediction!.rejected], [want.accepted, want.rejected], what);
+    const tokensOnly = replay(prompt, out, prediction, null);
+    if (tokensOnly.steps !== want.steps) differs++;
+  }
+  assert.ok(differs > 0, 'word starts changed no draft in three edited answers: the test no longer tells them apart');
+});
+
 test('PredictionTracker: follows the prediction, and finds it again after a substitution, an insertion and a deletion', () => {
   const P = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20];
   const t = (out: number[], k = 3) => new PredictionTracker(P).draft([1, 2, ...out], 2, k);
@@ -166,9 +215,33 @@ test('PredictionTracker: follows the prediction, and finds it again after a subs
   assert.deepEqual(t([10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]), [], 'the prediction is used up');
   assert.deepEqual(t([50, 51, 52, 53, 14, 15, 16]), [17, 18, 19], 'three tokens found far from where the output departed');
   // incremental: one tracker called as the output grows gives what a fresh one gives
-  const seq = [1, 2, 10, 11, 99, 13, 14, 77, 16, 17];
-  const inc = new PredictionTracker(P);
-  for (let n = 2; n <= seq.length; n++) assert.deepEqual(inc.draft(seq.slice(0, n), 2, 4), new PredictionTracker(P).draft(seq.slice(0, n), 2, 4), `after ${n - 2} tokens`);
+  for (const seq of [[1, 2, 10, 11, 99, 13, 14, 77, 16, 17], [1, 2, 10, 90, 91, 92, 13, 14]]) {
+    const inc = new PredictionTracker(P);
+    for (let n = 2; n <= seq.length; n++) assert.deepEqual(inc.draft(seq.slice(0, n), 2, 4), new PredictionTracker(P).draft(seq.slice(0, n), 2, 4), `${seq}: after ${n - 2} tokens`);
+  }
+});
+
+test('PredictionTracker: a guess along the diagonal that misses is no new departure, so the output finds its way back', () => {
+  // 11 12 replaced by 90 91 92: each diagonal guess misses; when 13 comes, it is 2 tokens past the anchor and the
+  // output has made 4 since departing (counted from the guesses' misses, it had made 1: the old tracker drafted 15 16 17)
+  const P = [10, 11, 12, 13, 14, 15, 16, 17];
+  const t = new PredictionTracker(P);
+  const out = [1, 2, 10, 90, 91, 92, 13];
+  for (let n = 3; n < out.length; n++) t.draft(out.slice(0, n), 2, 4);
+  assert.deepEqual(t.draft(out, 2, 3), [14, 15, 16]);
+});
+
+test('PredictionTracker with word starts: a word replaced by one of another token count goes on at the next word', () => {
+  const W = new Uint8Array(200);
+  for (let id = 100; id < 200; id++) W[id] = 1; // ids >= 100 begin a word, < 100 go on with one
+  const P = [100, 101, 1, 2, 102, 103, 3, 104, 105];
+  const t = (out: number[], words: Uint8Array | null = W) => new PredictionTracker(P, words).draft([7, 8, ...out], 2, 3);
+  assert.deepEqual(t([100, 150]), [102, 103, 3], 'a 1-token word for 101 1 2: the prediction after the replaced word');
+  assert.deepEqual(t([100, 150], null), [1, 2, 102], 'without word starts: the token diagonal');
+  assert.deepEqual(t([100, 150, 4]), [102, 103, 3], 'the replacement word goes on: still the next word');
+  assert.deepEqual(t([100, 101, 1, 2, 102, 150, 4, 5]), [104, 105], 'a 3-token word for one of 2 (103 3): the word after it');
+  assert.deepEqual(t([100, 101, 1, 2, 102, 150, 151]), [105], 'two words begun: two replaced (103 3, 104)');
+  assert.deepEqual(t([100, 101, 9]), [2, 102, 103], 'a change inside a word (no word begun): the token diagonal');
 });
 
 /** The tracker's search as first written (every far search a scan of the whole prediction): the oracle for the index. */
@@ -178,13 +251,16 @@ class ScanTracker {
   private seen = 0;
   private lostAt = -1;
   private lostOut = 0;
-  constructor(readonly P: readonly number[], readonly maxN = 8, readonly minFar = 3, readonly window = 64) {}
+  private guessed = false;
+  constructor(readonly P: readonly number[], readonly W: Uint8Array | null = null, readonly maxN = 8, readonly minFar = 3, readonly window = 64) {}
   draft(tokens: readonly number[], start: number, k: number): number[] {
     const P = this.P;
     const O = tokens.length - start;
     for (let i = this.seen; i < O; i++) {
-      if (this.ptr >= 0 && this.ptr < P.length && P[this.ptr] === tokens[start + i]) this.anchor = ++this.ptr;
-      else if (this.ptr >= 0) { this.lostAt = this.ptr; this.lostOut = i; this.ptr = -1; }
+      if (this.ptr >= 0 && this.ptr < P.length && P[this.ptr] === tokens[start + i]) { this.anchor = ++this.ptr; this.guessed = false; } else if (this.ptr >= 0) {
+        if (!this.guessed) { this.lostAt = this.ptr; this.lostOut = i; }
+        this.ptr = -1;
+      }
     }
     this.seen = O;
     if (this.ptr < 0) this.ptr = this.resync(tokens, start);
@@ -194,7 +270,11 @@ class ScanTracker {
     const P = this.P;
     const N = tokens.length;
     const since = N - start - this.lostOut;
-    const diag = this.lostAt >= 0 && this.lostAt + since < P.length ? this.lostAt + since : -1;
+    let diag = this.lostAt >= 0 && this.lostAt + since < P.length ? this.lostAt + since : -1;
+    const words = this.W && this.lostAt >= 0 ? tokens.slice(N - since).filter((id) => this.W![id]).length : 0;
+    if (words > 0) diag = P.findIndex((id, j) => j > this.lostAt && this.W![id] && P.slice(this.lostAt + 1, j + 1).filter((x) => this.W![x]).length === words);
+    const found = (e: number): number => { this.guessed = false; return (this.anchor = e); };
+    const guess = (): number => { this.guessed = diag >= 0; return diag; };
     for (let n = Math.min(this.maxN, N - start); n >= 1; n--) {
       const far = n >= this.minFar;
       let before = -1;
@@ -203,13 +283,13 @@ class ScanTracker {
         let same = true;
         for (let i = 1; i <= n && same; i++) same = P[e - i] === tokens[N - i];
         if (!same) continue;
-        if (e - n >= this.anchor && (far || diag < 0 || e - n - this.anchor <= since)) return (this.anchor = e);
-        if (!far) return diag;
+        if (e - n >= this.anchor && (far || diag < 0 || e - n - this.anchor <= since)) return found(e);
+        if (!far) return guess();
         before = e;
       }
-      if (before >= 0) return (this.anchor = before);
+      if (before >= 0) return found(before);
     }
-    return diag;
+    return guess();
   }
 }
 
@@ -227,8 +307,9 @@ test(`PredictionTracker: its indexed far search drafts what a scan of the whole 
       else i = Math.floor(r() * P.length);
     }
     const tokens = [1, 2, ...out];
-    const a = new PredictionTracker(P);
-    const b = new ScanTracker(P);
+    const W = c % 2 ? Uint8Array.from({ length: V }, () => (r() < 0.4 ? 1 : 0)) : null; // odd cases: some ids begin words
+    const a = new PredictionTracker(P, W);
+    const b = new ScanTracker(P, W);
     for (let n = 2; n <= tokens.length; n++) {
       const k = 1 + Math.floor(r() * 15);
       assert.deepEqual(a.draft(tokens.slice(0, n), 2, k), b.draft(tokens.slice(0, n), 2, k), `case ${c} (seed ${SEED}), after ${n - 2} tokens`);

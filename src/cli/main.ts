@@ -222,9 +222,10 @@ plan options (presets: llama-3.1-405b, llama-3.1-70b, llama-3.1-8b, llama-3.2-1b
                           cache's size, at most 4GiB; none with --pipeline-parallel); counted in the total
   --devices N --device-memory SIZE --nodes N   cluster (defaults 1, 80GB, 1)
   --pipeline-parallel P --tensor-parallel T    layout; the rest of --devices is data-parallel
-  --offload-ratio F       share of layer weights streamed from host / disk (3 layers of staging stay resident)
-  --lora-rank R [--lora-targets LIST] | --full  plan a fine-tuning step instead of serving
-  --micro-batch B --seq-len S --checkpoint-activations --zero 0|1|2|3   (ZeRO over the data-parallel replicas)
+  --offload-ratio F       share of layer weights streamed from host / disk (default 0; 3 layers of staging stay resident)
+  --lora-rank R [--lora-targets LIST] | --full  plan a fine-tuning step instead of serving (targets default: all seven)
+  --micro-batch B --seq-len S --checkpoint-activations --zero 0|1|2|3   (defaults 1, 2048, off, 0; ZeRO over the
+                          data-parallel replicas)
   --json
 
 serve options:
@@ -244,11 +245,11 @@ serve options:
   --block-size N          tokens per KV block (default 16)
   --speculative ngram|suffix|PATH|module:PATH   speculative decoding for every request (opt out per request)
   --num-speculative-tokens K        most draft tokens per sequence and step (default 4)
-  --max-batched-tokens N  token budget per engine step
-  --max-num-seqs N        most sequences in one engine step (each of n choices is one; the n of a request join
+  --max-batched-tokens N  token budget per engine step (default 512; 4096 with --task embed)
+  --max-num-seqs N        most sequences in one engine step (default 64; each of n choices is one; the n of a request join
                           together, so the running set can briefly hold a few more than a step takes)
   --batch-max-num-seqs N  the Batch API lane's width while no interactive request runs (default 4 × --max-num-seqs)
-  --max-queue N           requests waiting beyond the free --max-num-seqs slots; more get 429
+  --max-queue N           requests waiting beyond the free --max-num-seqs slots; more get 429 (default 1024)
   --max-body BYTES        largest request body (default 8MiB); larger gets 413
   --shutdown-grace S      on SIGTERM/SIGINT, seconds running requests may finish (default 30)
   --no-ui                 do not serve the web console at / (the API is unchanged)

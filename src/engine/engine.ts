@@ -175,8 +175,7 @@ export class Engine {
     const budget = opts.kvCacheMemory ?? defaultKvCacheMemory(model, kvDtype, maxNumSeqs);
     this.proposer = opts.speculative === undefined ? null : createProposer(opts.speculative, model);
     this.numSpecTokens = checkDraftTokens(opts.numSpeculativeTokens ?? DEFAULT_NUM_SPECULATIVE_TOKENS, 'numSpeculativeTokens');
-    // predictions speculate like a proposer, which pipeline stages do not support yet: there they are ignored
-    this.numPredictionTokens = opts.remote ? 0 : checkDraftTokens(opts.numPredictionTokens ?? DEFAULT_NUM_PREDICTION_TOKENS, 'numPredictionTokens');
+    this.numPredictionTokens = checkDraftTokens(opts.numPredictionTokens ?? DEFAULT_NUM_PREDICTION_TOKENS, 'numPredictionTokens');
     // a draft model's KV shares the block tables: each block holds both models' K/V
     const perBlock = (KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, kvDtype) + (this.proposer?.kvBytesPerToken ?? 0)) * blockSize;
     const numBlocks = opts.kvBlocks ?? Math.floor(budget / perBlock);

@@ -31,7 +31,9 @@ let pipeline: PipelineJoin | null = null;
 try {
   const open = { backend: opts.backend, threads: opts.threads, load: opts.dtype ? { dtype: opts.dtype } : undefined };
   if (opts.pipeline) {
-    if (opts.speculative !== undefined || opts.loraModules?.length) throw new Error('speculative decoding and LoRA modules are not supported with pipeline parallelism yet');
+    // model-free proposers draft on rank 0 from tokens alone; a draft model would need its KV beside every stage's
+    const draftModel = opts.speculative !== undefined && opts.speculative !== 'ngram' && opts.speculative !== 'suffix';
+    if (draftModel || opts.loraModules?.length) throw new Error('a draft model (--speculative PATH or module:) and LoRA modules are not supported with pipeline parallelism yet; --speculative ngram and suffix are');
     if (!opts.pipeline.join) throw new Error('pipeline parallelism: no join module given (startServer names src/parallel/serve-stage.js)');
     const join = (await import(opts.pipeline.join)) as { joinAsRank0(o: unknown): Promise<PipelineJoin> };
     pipeline = await join.joinAsRank0({ ...open, ...opts, stages: opts.pipeline.stages });

@@ -85,3 +85,45 @@ test('engine through 3 in-process stages, micro-batches overlapping, equals the 
     assert.deepEqual(g.outputs.flatMap((o) => o.promptLogprobs ?? []), w.outputs.flatMap((o) => o.promptLogprobs ?? []), id);
   }
 });
+
+test('Predicted Outputs and the ngram proposer through 3 in-process stages: the same greedy tokens as without, drafts verified', async () => {
+  const size = 3;
+  const model = (await openModel(MODEL)).model;
+  const seed = Math.floor(Math.random() * 1e9);
+  const r = rand(seed);
+  const prompt = (n: number) => Array.from({ length: n }, () => 10 + Math.floor(r() * (V - 20)));
+  const phrase = prompt(6);
+  const reqs = Array.from({ length: 5 }, (_, i) => genReq(`q${i}`, i === 0 ? Array<number[]>(6).fill(phrase).flat() : prompt(5 + Math.floor(r() * 40)), { maxTokens: 24 + Math.floor(r() * 24), ignoreEos: true }));
+  const other: EngineOutput[] = [];
+  const plain = new Map<string, Collected>();
+  const single = new Engine(model, null, { ...OPTS, kvBlocks: 64 });
+  for (const q of reqs) single.add(q);
+  await runWaves(single, size, plain, other);
+  // each prediction: the answer with a token in 8 replaced, so drafts are kept and rejected
+  // (q0 has none: the ngram proposer drafts for it, from its phrase said six times)
+  const predicted = reqs.map((q, i) => i === 0 ? q : ({ ...q, prediction: plain.get(q.id)!.tokens[0]!.map((t) => (r() < 0.125 ? 10 + Math.floor(r() * (V - 20)) : t)) }));
+
+  const group = localGroup(size);
+  const opened = await Promise.all(group.map((tr) => openStage(MODEL, tr.rank, size)));
+  const stages = group.slice(1).map((tr, i) => runStage(tr, opened[i + 1]!.model));
+  const driver = new PipelineDriver(group[0]!, opened[0]!.model);
+  const engine = new Engine(opened[0]!.model, null, { ...OPTS, kvBlocks: 64, remote: driver, speculative: 'ngram' });
+  const got = new Map<string, Collected>();
+  for (const q of predicted) engine.add(q);
+  await runWaves(engine, size, got, other);
+  await driver.close();
+  await Promise.all(stages);
+  assert.deepEqual(other, []);
+  let accepted = 0;
+  let verified = 0;
+  for (const q of reqs) {
+    const g = got.get(q.id)!;
+    assert.deepEqual(g.tokens, plain.get(q.id)!.tokens, `${q.id} (seed ${seed})`);
+    if (q.id === 'q0') continue;
+    const u = g.outputs.at(-1)!.usage;
+    accepted += u.acceptedPredictionTokens!;
+    verified += u.acceptedPredictionTokens! + u.rejectedPredictionTokens!;
+  }
+  assert.ok(accepted > 0.3 * reqs.slice(1).reduce((s, q) => s + q.maxTokens!, 0), `accepted ${accepted} prediction tokens (seed ${seed})`);
+  assert.ok(engine.stats().specDraftTokens! > verified, `the proposer drafted too: ${engine.stats().specDraftTokens} draft tokens, ${verified} from predictions`);
+});

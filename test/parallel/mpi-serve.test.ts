@@ -1,5 +1,5 @@
 // `mpirun -np N floe serve --pipeline-parallel-size N`: the official openai client against rank 0 gets what one
-// process gives (continuous batching of concurrent requests, logprobs, chat); kill -9 of a stage ends the job, bounded.
+// process gives (continuous batching of concurrent requests, logprobs, chat, Predicted Outputs); kill -9 of a stage ends the job, bounded.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -18,7 +18,14 @@ async function ask(url: string) {
   const chat = await client.chat.completions.create({
     model: 'floe-brown', messages: [{ role: 'user', content: prompts[0]! }], max_tokens: 10, temperature: 0, logprobs: true, top_logprobs: 2,
   });
+  // Predicted Outputs: the answer again with itself as the prediction; the same text, its drafts kept
+  const plain = await client.chat.completions.create({ model: 'floe-brown', messages: [{ role: 'user', content: prompts[1]! }], max_tokens: 24, temperature: 0 });
+  const text = plain.choices[0]!.message.content!;
+  const again = await client.chat.completions.create({
+    model: 'floe-brown', messages: [{ role: 'user', content: prompts[1]! }], max_tokens: 24, temperature: 0, prediction: { type: 'content', content: text },
+  });
   return {
+    predicted: { same: again.choices[0]!.message.content === text, accepted: (again.usage?.completion_tokens_details?.accepted_prediction_tokens ?? 0) > 0 },
     completions: completions.map((c) => ({ text: c.choices[0]!.text, logprobs: c.choices[0]!.logprobs, finish: c.choices[0]!.finish_reason, usage: c.usage })),
     chat: { message: chat.choices[0]!.message.content, logprobs: chat.choices[0]!.logprobs },
   };
@@ -51,7 +58,9 @@ for (const [np, tcp] of [[2, false], [3, true]] as const) {
   test(`mpirun -np ${np} floe serve (${tcp ? 'TCP loopback' : 'shared memory'}): openai client results equal one process`, { skip: MPI_SKIP, timeout: 180_000 }, async () => {
     const expected = await single();
     assert.ok(expected.completions.every((c) => c.text.length > 0));
-    const s = await launchServe(np, tcp, []);
+    assert.deepEqual(expected.predicted, { same: true, accepted: true });
+    // the 3-stage job also speculates (ngram): greedy answers stay the one process's
+    const s = await launchServe(np, tcp, np === 3 ? ['--speculative', 'ngram'] : []);
     try {
       const got = await ask(s.url);
       // the same tokens; logprobs equal up to the last bits: concurrent requests share engine steps as their arrival
@@ -59,7 +68,7 @@ for (const [np, tcp] of [[2, false], [3, true]] as const) {
       // same micro-batches is test/parallel/engine-pipeline.test.ts)
       assert.deepEqual(roundLogprobs(got), roundLogprobs(expected));
       const metrics = await (await fetch(`${s.url}/metrics`)).text();
-      assert.ok(metrics.length > 0);
+      if (np === 3) assert.ok(Number(/^floe_spec_decode_num_draft_tokens_total (\S+)$/m.exec(metrics)?.[1]) > 0, 'the stages verified drafts');
     } finally {
       await stop(s);
     }

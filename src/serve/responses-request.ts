@@ -158,7 +158,7 @@ export function parseResponsesRequest(body: unknown, ctx: ValidationContext, pre
   const chatBody: Obj = {
     model: get(b, 'model'), messages, stream, temperature: get(b, 'temperature'), top_p: get(b, 'top_p'),
     max_completion_tokens: get(b, 'max_output_tokens'), parallel_tool_calls: get(b, 'parallel_tool_calls'),
-    tools: tools.length > 0 ? tools.map(({ type: _t, strict: _s, ...f }) => ({ type: 'function', function: f })) : undefined,
+    tools: tools.length > 0 ? tools.map(({ type: _t, ...f }) => ({ type: 'function', function: f })) : undefined,
     tool_choice: isObj(toolChoice) && toolChoice.type === 'function' ? { type: 'function', function: { name: toolChoice.name } } : toolChoice,
     response_format: text.format,
     ...(topLogprobs !== null ? { logprobs: true, top_logprobs: topLogprobs } : {}),

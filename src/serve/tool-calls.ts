@@ -2,6 +2,7 @@
 // leading <|python_tag|>) → OpenAI tool_calls, whole or as streaming deltas (id and name first, then argument pieces).
 
 import { randomBytes } from 'node:crypto';
+import { PYTHON_TAG } from '../engine/constrained/lazy.js';
 
 export interface ToolCall { readonly id: string; readonly type: 'function'; readonly function: { readonly name: string; readonly arguments: string } }
 
@@ -9,8 +10,6 @@ export interface ToolCall { readonly id: string; readonly type: 'function'; read
 export type ToolDelta =
   | { readonly content: string }
   | { readonly tool_calls: [{ index: number; id?: string; type?: 'function'; function: { name?: string; arguments: string } }] };
-
-const PYTHON_TAG = '<|python_tag|>';
 
 export function toolCallId(): string {
   return `call_${randomBytes(12).toString('hex')}`;
@@ -32,11 +31,21 @@ function valueEnd(s: string, i: number): number {
   return -1;
 }
 
+const isBlank = (c: string | undefined): boolean => c === ' ' || c === '\n' || c === '\t' || c === '\r';
+
+/** Past blanks, a <|python_tag|>, then blanks and ';': where the next call may begin. */
 function skipSeparators(s: string, i: number): number {
+  while (isBlank(s[i])) i++;
   if (s.startsWith(PYTHON_TAG, i)) i += PYTHON_TAG.length;
-  while (i < s.length && (s[i] === ' ' || s[i] === '\n' || s[i] === '\t' || s[i] === '\r' || s[i] === ';')) i++;
+  while (isBlank(s[i]) || s[i] === ';') i++;
   return i;
 }
+
+/**
+ * The text past leading blanks: the output opens calls when it starts with '{' or <|python_tag|> (the lazy grammar of
+ * strict tools under auto, engine/constrained/lazy.ts, triggers on the same bytes).
+ */
+const opening = (text: string): string => text.replace(/^[ \t\n\r]+/, '');
 
 /**
  * The calls `text` opens with, and any text after them (as content), or null when it does not open with a call to one
@@ -45,6 +54,8 @@ function skipSeparators(s: string, i: number): number {
  */
 export function parseToolCalls(text: string, tools: ReadonlySet<string>, maxCalls = Infinity): { calls: ToolCall[]; content: string | null } | null {
   const calls: ToolCall[] = [];
+  const open = opening(text);
+  if (!open.startsWith('{') && !open.startsWith(PYTHON_TAG)) return null;
   let i = skipSeparators(text, 0);
   for (; i < text.length && calls.length < maxCalls; i = skipSeparators(text, i)) {
     const call = text[i] === '{' ? parseCall(text, i, tools) : null;
@@ -111,7 +122,7 @@ export class ToolCallStream {
     this.buf += text;
     if (this.mode === 'content') return text ? [{ content: text }] : [];
     if (this.mode === 'undecided') {
-      const t = this.buf.trimStart();
+      const t = opening(this.buf);
       if (t === '') return [];
       if (this.forced || t.startsWith('{') || t.startsWith(PYTHON_TAG) || PYTHON_TAG.startsWith(t)) this.mode = 'calls';
       else { this.mode = 'content'; return [{ content: this.buf }]; }

@@ -1,7 +1,7 @@
 // Request validation for the OpenAI routes: every field checked by hand, normalized into engine-ready parameters.
 
 import type { ConstraintSpec, SamplingSpec } from '../engine/protocol.js';
-import { compileGrammar } from '../engine/constrained/constraint.js';
+import { compileGrammar, type TextSpec } from '../engine/constrained/constraint.js';
 import { compileSchema, SchemaError } from '../engine/constrained/json-schema.js';
 import { RegexError } from '../engine/constrained/regex.js';
 import type { ChatMessage } from '../formats/chat-template.js';
@@ -38,11 +38,11 @@ export interface GenerationParams {
   readonly logprobs: number | null; // top-K per generated token; null → none
   readonly returnTokenIds: boolean; // vLLM extra: token_ids per choice, prompt_token_ids
   readonly ignored: readonly string[]; // documented-harmless OpenAI fields the request set and this server ignores
-  readonly constraint: ConstraintSpec | null; // response_format / guided_* / a forced tool call: constrained decoding
+  readonly constraint: ConstraintSpec | null; // response_format / guided_* / a forced tool call / strict tools under auto: constrained decoding
 }
 
-/** An OpenAI function tool as the request gave it (passed to the chat template as is). */
-export interface ToolDef { readonly type: 'function'; readonly function: { readonly name: string; readonly description?: string; readonly parameters?: Record<string, unknown> } }
+/** An OpenAI function tool as the request gave it (passed to the chat template as is, `strict` aside). */
+export interface ToolDef { readonly type: 'function'; readonly function: { readonly name: string; readonly description?: string; readonly parameters?: Record<string, unknown>; readonly strict?: boolean | null } }
 export type ToolChoice = 'none' | 'auto' | 'required' | { readonly name: string };
 
 export interface ChatParams extends GenerationParams {
@@ -332,7 +332,7 @@ function prediction(b: Obj): string | null {
 /** Past a complete constrained value only EOS may follow: ignoring it leaves nothing to sample (the engine refuses it too). */
 function checkIgnoreEos(g: GenerationParams, constraint: ConstraintSpec | null): void {
   if (constraint && g.ignoreEos) {
-    throw invalid('ignore_eos', `'ignore_eos' cannot be combined with constrained decoding (response_format, guided_*, a forced tool call): past a complete value only EOS may follow`, 'unsupported_parameter');
+    throw invalid('ignore_eos', `'ignore_eos' cannot be combined with constrained decoding (response_format, guided_*, a forced tool call, strict tools under tool_choice auto): past a complete value only EOS may follow`, 'unsupported_parameter');
   }
 }
 
@@ -416,6 +416,7 @@ function toolDefs(b: Obj): ToolDef[] {
     names.add(f.name);
     if (f.description !== undefined && typeof f.description !== 'string') throw invalid(`${p}.function.description`, `'${p}.function.description' must be a string`, 'invalid_type');
     if (f.parameters !== undefined && !isObj(f.parameters)) throw invalid(`${p}.function.parameters`, `'${p}.function.parameters' must be a JSON Schema object`, 'invalid_type');
+    if (f.strict !== undefined && f.strict !== null && typeof f.strict !== 'boolean') throw invalid(`${p}.function.strict`, `'${p}.function.strict' must be a boolean, got ${describe(f.strict)}`, 'invalid_type');
     // a call's arguments are a JSON object (as OpenAI requires of every tool)
     if (isObj(f.parameters) && f.parameters.type !== undefined && f.parameters.type !== 'object') {
       throw invalid(`${p}.function.parameters`, `'${p}.function.parameters' of tool '${f.name}' must be a schema of type 'object' (a call's arguments are an object), got type ${describe(f.parameters.type)}`);
@@ -496,20 +497,29 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
   const choice = toolChoice(b, tools);
   const parallelToolCalls = optBool(b, 'parallel_tool_calls', true);
   let constraint = responseFormat(b);
+  // each constrained tool's schema compiles, or the 400 names the tool and the path inside its parameters
+  const checkTool = (t: ToolDef) => {
+    const p = `tools[${tools.indexOf(t)}].function.parameters`;
+    try { compileSchema(callArguments(t.function.parameters)); } catch (e) {
+      if (e instanceof SchemaError) throw invalid(p, `'${p}' of tool '${t.function.name}': ${e.message}`, 'unsupported_parameter');
+      throw e;
+    }
+  };
   if (choice === 'required' || typeof choice === 'object') {
     if (constraint) throw invalid('response_format', `'response_format' cannot be combined with tool_choice ${describe(get(b, 'tool_choice'))}: the output is a tool call`);
     const forced = typeof choice === 'object' ? tools.filter((t) => t.function.name === choice.name) : tools;
-    // each forced tool's schema compiles, or the 400 names the tool and the path inside its parameters
-    for (const t of forced) {
-      const p = `tools[${tools.indexOf(t)}].function.parameters`;
-      try { compileSchema(callArguments(t.function.parameters)); } catch (e) {
-        if (e instanceof SchemaError) throw invalid(p, `'${p}' of tool '${t.function.name}': ${e.message}`, 'unsupported_parameter');
-        throw e;
-      }
-    }
+    forced.forEach(checkTool);
     constraint = checkConstraint({
       kind: 'tool_calls', parallel: parallelToolCalls && choice === 'required',
       tools: forced.map((t) => ({ name: t.function.name, parameters: callArguments(t.function.parameters) })),
+    }, 'tools');
+  } else if (choice === 'auto' && tools.some((t) => t.function.strict === true)) {
+    // strict tools under auto: a call the model opens is decoded under the calls grammar (strict tools' schemas, any
+    // object for the others); text stays free, or response_format's
+    tools.filter((t) => t.function.strict === true).forEach(checkTool);
+    constraint = checkConstraint({
+      kind: 'tool_calls', parallel: parallelToolCalls, text: (constraint as TextSpec | null) ?? 'free',
+      tools: tools.map((t) => ({ name: t.function.name, parameters: t.function.strict === true ? callArguments(t.function.parameters) : { type: 'object' } })),
     }, 'tools');
   }
   const meta = get(b, 'metadata');
@@ -551,13 +561,15 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
     return out;
   });
   const g = generationParams(b, ctx, true);
-  if (g.constraint && constraint) throw invalid('guided_json', `guided_* cannot be combined with response_format or a forced tool call`);
+  if (g.constraint && constraint?.kind === 'tool_calls' && constraint.text === 'free') constraint = { ...constraint, text: g.constraint as TextSpec };
+  else if (g.constraint && constraint) throw invalid('guided_json', `guided_* cannot be combined with response_format or a forced tool call`);
   // parallel_tool_calls without tools changes nothing: named like the other ignored fields
   const ignored = tools.length === 0 && get(b, 'parallel_tool_calls') !== undefined ? [...g.ignored, 'parallel_tool_calls'] : g.ignored;
-  checkIgnoreEos(g, g.constraint ?? constraint);
+  checkIgnoreEos(g, constraint ?? g.constraint);
   return {
-    ...g, ignored, constraint: g.constraint ?? constraint, messages, addGenerationPrompt: optBool(b, 'add_generation_prompt', true),
-    tools, toolChoice: choice, parallelToolCalls,
+    ...g, ignored, constraint: constraint ?? g.constraint, messages, addGenerationPrompt: optBool(b, 'add_generation_prompt', true),
+    tools: tools.map(({ type, function: { strict: _s, ...f } }) => ({ type, function: f })), // strict decides decoding, not the prompt
+    toolChoice: choice, parallelToolCalls,
   };
 }
 

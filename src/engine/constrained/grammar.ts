@@ -15,6 +15,10 @@ export interface ByteGrammar<S = unknown> {
   key(s: S): string; // equal keys ⇔ equal futures
   /** The mask memo key: shared by states that allow the same tokens, given how many code points of a string's text tokens can read (`reads[c]`: some token reads c; key() if absent). */
   maskKey?(s: S, reads: Uint8Array): string;
+  /** Whether every token may follow, special ones included, from here on: the output is left unmasked (lazy.ts). */
+  free?(s: S): boolean;
+  /** The state after a special token (no bytes) whose text is `text`, or null where it may not come (absent: never). */
+  special?(s: S, text: string): S | null;
 }
 
 type LitNode = Extract<Node, { t: 'literal' }>;

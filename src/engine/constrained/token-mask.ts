@@ -133,7 +133,8 @@ export class CompiledConstraint<S = unknown> {
   readonly saved: Float32Array; // (V) scratch: the allowed logits while a row is filled with -Infinity
   stats = { hits: 0, misses: 0 };
 
-  constructor(readonly grammar: ByteGrammar<S>, readonly index: TokenIndex, readonly table: readonly (Uint8Array | null)[], readonly eosIds: readonly number[]) {
+  constructor(readonly grammar: ByteGrammar<S>, readonly index: TokenIndex, readonly table: readonly (Uint8Array | null)[], readonly eosIds: readonly number[],
+    readonly specials: ReadonlyMap<number, string> = new Map()) { // special tokens (EOS aside) by id: their text, for grammar.special
     this.saved = new Float32Array(index.vocabSize);
     this.memoLimit = Math.max(64, Math.min(4096, Math.floor(MEMO_BYTES / (index.words * 4))));
   }
@@ -145,6 +146,8 @@ export class CompiledConstraint<S = unknown> {
     if (m) { this.stats.hits++; return m; }
     this.stats.misses++;
     const bits = this.index.allowed(this.grammar, state);
+    const g = this.grammar;
+    if (g.special) for (const [id, text] of this.specials) if (id < this.index.vocabSize && g.special(state, text) !== null) bits[id >>> 5]! |= 1 << (id & 31);
     let n = 0;
     for (const w of bits) n += popcount(w);
     let ids: Int32Array | null = null;
@@ -187,6 +190,7 @@ export class ConstraintState<S = unknown> {
     const V = logits.length;
     const s = this.state;
     if (s === null) { logits.fill(-Infinity); return; }
+    if (this.c.grammar.free?.(s)) return;
     const mask = (this.mask ??= this.c.mask(s));
     const eosIds = this.c.eosIds;
     for (let i = 0; i < eosIds.length && i < this.eosSaved.length; i++) this.eosSaved[i] = eosIds[i]! < V ? logits[eosIds[i]!]! : -Infinity;
@@ -224,10 +228,14 @@ export class ConstraintState<S = unknown> {
       this.state = null;
       return true;
     }
+    const g = this.c.grammar;
+    if (g.free?.(this.state)) return true;
     const b = this.c.table[token];
-    if (!b) return false;
     let s: S | null = this.state;
-    for (let i = 0; i < b.length && s !== null; i++) s = this.c.grammar.step(s, b[i]!);
+    if (!b) {
+      const text = this.c.specials.get(token);
+      s = text !== undefined && g.special ? g.special(s, text) : null;
+    } else for (let i = 0; i < b.length && s !== null; i++) s = g.step(s, b[i]!);
     if (s === null) return false;
     this.state = s;
     this.mask = null;

@@ -1,0 +1,79 @@
+// Grammars for tool_choice auto with strict tools: free text unless the output opens a call (a lazy grammar), or either
+// of two grammars (a call, or the text response_format asks for).
+
+import type { ByteGrammar } from './grammar.js';
+
+/** The Llama 3.1 tag that may open calls, as a special token or as text. */
+export const PYTHON_TAG = '<|python_tag|>';
+const TAG = new TextEncoder().encode(PYTHON_TAG);
+const LB = 0x7b;
+const isBlank = (b: number): boolean => b === 0x20 || b === 0x0a || b === 0x09 || b === 0x0d;
+
+/**
+ * w: only blanks so far; t: k bytes of the tag written as text; o: after the tag (blanks may come, then '{');
+ * f: free text (the output opened no call), every token from here on; i: inside the calls, at `s` of `calls`.
+ */
+export type LazyState<S> = { readonly m: 'w' | 'o' | 'f' } | { readonly m: 't'; readonly k: number } | { readonly m: 'i'; readonly s: S };
+
+const W = { m: 'w' } as const, O = { m: 'o' } as const, F = { m: 'f' } as const;
+
+/**
+ * Free text until the output opens a call, then `calls` for the rest of it. A call opens where, past leading blanks
+ * (space, tab, newline, carriage return), the output starts with '{' or <|python_tag|> (then blanks and '{'): where
+ * tool-calls.ts starts reading calls, with the tag in the text or skipped, so every output it reads as calls is a whole
+ * sentence of `calls`.
+ */
+export class LazyGrammar<S> implements ByteGrammar<LazyState<S>> {
+  readonly start: LazyState<S> = W;
+  constructor(readonly calls: ByteGrammar<S>) {}
+
+  step(s: LazyState<S>, b: number): LazyState<S> | null {
+    switch (s.m) {
+      case 'f': return F;
+      case 'i': { const n = this.calls.step(s.s, b); return n === null ? null : { m: 'i', s: n }; }
+      case 't':
+        if (b !== TAG[s.k]) return F; // not the tag after all: text
+        return s.k + 1 === TAG.length ? O : { m: 't', k: s.k + 1 };
+      case 'w': case 'o':
+        if (b === LB) { const n = this.calls.step(this.calls.start, b); return n === null ? null : { m: 'i', s: n }; }
+        if (isBlank(b)) return s;
+        if (s.m === 'o') return null;
+        return b === TAG[0] ? { m: 't', k: 1 } : F;
+    }
+  }
+
+  accepts(s: LazyState<S>): boolean { return s.m === 'i' ? this.calls.accepts(s.s) : s.m !== 'o'; }
+  key(s: LazyState<S>): string { return s.m === 'i' ? `i${this.calls.key(s.s)}` : s.m === 't' ? `t${s.k}` : s.m; }
+  maskKey(s: LazyState<S>, reads: Uint8Array): string {
+    return s.m === 'i' && this.calls.maskKey ? `i${this.calls.maskKey(s.s, reads)}` : this.key(s);
+  }
+  free(s: LazyState<S>): boolean { return s.m === 'f'; }
+  /** Before any text, the tag token opens calls; another special token (skipped in the text) leaves it undecided. */
+  special(s: LazyState<S>, text: string): LazyState<S> | null {
+    if (s.m !== 'w') return null;
+    return text === PYTHON_TAG ? O : s;
+  }
+}
+
+/** Either of two grammars: the bytes so far are a prefix of a sentence of `a` or of `b`. */
+export class EitherGrammar<A, B> implements ByteGrammar<readonly [A | null, B | null]> {
+  readonly start: readonly [A | null, B | null];
+  constructor(readonly a: ByteGrammar<A>, readonly b: ByteGrammar<B>) { this.start = [a.start, b.start]; }
+
+  step(s: readonly [A | null, B | null], byte: number): readonly [A | null, B | null] | null {
+    const x = s[0] === null ? null : this.a.step(s[0], byte);
+    const y = s[1] === null ? null : this.b.step(s[1], byte);
+    return x === null && y === null ? null : [x, y];
+  }
+  accepts(s: readonly [A | null, B | null]): boolean {
+    return (s[0] !== null && this.a.accepts(s[0])) || (s[1] !== null && this.b.accepts(s[1]));
+  }
+  key(s: readonly [A | null, B | null]): string {
+    return JSON.stringify([s[0] === null ? null : this.a.key(s[0]), s[1] === null ? null : this.b.key(s[1])]);
+  }
+  maskKey(s: readonly [A | null, B | null], reads: Uint8Array): string {
+    const ka = s[0] === null ? null : this.a.maskKey ? this.a.maskKey(s[0], reads) : this.a.key(s[0]);
+    const kb = s[1] === null ? null : this.b.maskKey ? this.b.maskKey(s[1], reads) : this.b.key(s[1]);
+    return JSON.stringify([ka, kb]);
+  }
+}

@@ -7,12 +7,14 @@ import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Ajv } from 'ajv';
+import { z } from 'zod';
 import { createRequire } from 'node:module';
 import { Engine } from '../../src/engine/engine.js';
 import { ConstraintCache, compileGrammar, type ConstraintSpec } from '../../src/engine/constrained/constraint.js';
 import { textReads, type ByteGrammar, type JsonGrammar, type JsonState } from '../../src/engine/constrained/grammar.js';
 import { ContinuationLengths, intersect, type Dfa } from '../../src/engine/constrained/dfa.js';
 import { compileSchema, FORMATS, SchemaError } from '../../src/engine/constrained/json-schema.js';
+import { toDec } from '../../src/engine/constrained/ranges.js';
 import { RegexGrammar, choiceRegex, parseRegex, searchRegex } from '../../src/engine/constrained/regex.js';
 import { Tokenizer, type TokenizerJson } from '../../src/formats/tokenizer.js';
 import { openModel } from '../../src/model/open.js';
@@ -147,7 +149,7 @@ test('unsupported schema keywords are refused by name', () => {
     [{ type: 'string', pattern: '(?=a)b' }, 'pattern'],
     [{ type: 'object', properties: { a: { type: 'string', format: 'iri' } } }, 'format'],
     [{ $ref: '#/defs/x' }, '$ref'],
-    [{ type: 'integer', multipleOf: 3 }, 'multipleOf'],
+    [{ type: 'integer', not: { const: 3 } }, 'not'],
     [{ type: 'array', uniqueItems: true }, 'uniqueItems'],
   ] as const) {
     assert.throws(() => compileSchema(schema), (e: unknown) => e instanceof SchemaError && e.keyword === kw && e.message.includes(`'${kw}'`));
@@ -312,8 +314,10 @@ test('engine: greedy constrained decoding with n-gram speculation gives the toke
 
 test('engine: a constraint the compiler refuses is a 400 naming the keyword', () => {
   const engine = new Engine(brown.model, tok, { kvDtype: 'f32', kvCacheMemory: 8 << 20 });
-  assert.throws(() => engine.add(genReq('bad', [1, 2, 3], { constraint: { kind: 'json_schema', schema: { type: 'number', multipleOf: 3 } } })),
-    (e: unknown) => (e as { status?: number }).status === 400 && /'multipleOf'/.test((e as Error).message));
+  assert.throws(() => engine.add(genReq('bad', [1, 2, 3], { constraint: { kind: 'json_schema', schema: { type: 'array', uniqueItems: true } } })),
+    (e: unknown) => (e as { status?: number }).status === 400 && /'uniqueItems'/.test((e as Error).message));
+  assert.throws(() => engine.add(genReq('bad1', [1, 2, 3], { constraint: { kind: 'json_schema', schema: { type: 'integer', multipleOf: 997 } } })),
+    (e: unknown) => (e as { status?: number }).status === 400 && /'multipleOf' 997 at # cannot be enforced/.test((e as Error).message));
   assert.throws(() => engine.add(genReq('bad2', [1, 2, 3], { constraint: { kind: 'regex', pattern: '(a)\\1' } })), /backreferences/);
   assert.throws(() => engine.add(genReq('bad3', [1, 2, 3], { ignoreEos: true, constraint: { kind: 'json_object' } })), /ignore_eos/);
 });
@@ -396,6 +400,103 @@ test('numeric bounds: integer and number grammars agree with ajv on fresh random
   const big = compileGrammar({ kind: 'json_schema', schema: { type: 'integer', minimum: -1 } });
   assert.ok(acceptsText(big, String(Number.MAX_SAFE_INTEGER)) && !acceptsText(big, String(2 ** 53)) && !acceptsText(big, '-2'));
   assert.throws(() => compileSchema({ type: 'integer', exclusiveMinimum: true, minimum: 1 }), (e: unknown) => e instanceof SchemaError && e.keyword === 'exclusiveMinimum' && /draft-4/.test(e.message));
+});
+
+/** Whether a number's text is an exact decimal multiple of m: |v|·10^s / (a·10^-f) is an integer, m = a·10^-s, v's f fraction digits. */
+function isMultiple(text: string, m: number): boolean {
+  const [i, f = ''] = text.replace('-', '').split('.');
+  const { dec } = toDec(m);
+  return (BigInt(i! + f) * 10n ** BigInt(dec.frac.length)) % (BigInt(`${dec.int}${dec.frac}`) * 10n ** BigInt(f.length)) === 0n;
+}
+
+test('multipleOf: integer and number steps with bounds beside them, on fresh random steps, bounds and values: exact in decimal, as zod checks; ajv agrees exactly where the step is a binary fraction; masks equal the brute force', () => {
+  const r = rand(43);
+  const cache = new ConstraintCache(tok, V, tok.eosIds);
+  let checked = 0, accepted = 0, walked = 0, refused = 0, fullAjv = 0;
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+  for (let k = 0; k < 90; k++) {
+    const type = r() < 0.4 ? 'integer' : 'number';
+    // integers, binary fractions (0.5, 0.375, 2.25), decimals (0.01, 0.3, 1.05, 1e-7)
+    const kind = pick(['int', 'dyadic', 'decimal']);
+    const m = kind === 'int' ? 1 + Math.floor(r() * 60) : kind === 'dyadic' ? (1 + Math.floor(r() * 15)) / 2 ** (1 + Math.floor(r() * 4)) : Number(`${1 + Math.floor(r() * 30)}e-${1 + Math.floor(r() * (r() < 0.1 ? 7 : 3))}`);
+    const dyadic = (() => { const { dec } = toDec(m); return BigInt(`${dec.int}${dec.frac}`) % 5n ** BigInt(dec.frac.length) === 0n; })();
+    const schema: Record<string, unknown> = { type, multipleOf: m };
+    if (r() < 0.6) for (const side of r() < 0.5 ? ['Minimum', 'Maximum'] : [r() < 0.5 ? 'Minimum' : 'Maximum']) schema[r() < 0.5 ? side.toLowerCase() : `exclusive${side}`] = Math.round((r() * 240 - 120) * 4) / 4;
+    const { multipleOf: _, ...bounds } = schema;
+    let g: ByteGrammar;
+    try { g = compileGrammar({ kind: 'json_schema', schema }); } catch (e) {
+      // no multiple between the bounds (scanned at the step): the bound is named where the bounds alone are empty
+      assert.ok(e instanceof SchemaError && /^(multipleOf|(exclusiveM|m)(in|ax)imum)$/.test(e.keyword) && e.path === '#' && /^no (integer|number) is .* a multiple of/.test(e.message), String(e));
+      for (let x = -130; x <= 130; x += 0.25) for (const t of [String(x), String(Math.round(x / m) * m)]) assert.ok(!(ajv.validate(bounds, Number(t)) && isMultiple(t, m) && (type === 'number' || Number.isInteger(Number(t)))), `${JSON.stringify(schema)} refused but ${t} fits`);
+      refused++;
+      continue;
+    }
+    const { dec } = toDec(m);
+    const s = dec.frac.length, a = BigInt(`${dec.int}${dec.frac}`);
+    const text = (n: bigint, scale: number, pad: number): string => { // n·10^-scale, with `pad` trailing zeros
+      const neg = n < 0n, d = (neg ? -n : n).toString().padStart(scale + 1, '0');
+      const t = scale === 0 ? d : `${d.slice(0, -scale)}.${d.slice(-scale)}`.replace(/\.?0+$/, '');
+      return (neg ? '-' : '') + t + (pad > 0 ? (t.includes('.') ? '' : '.') + '0'.repeat(pad) : '');
+    };
+    for (let i = 0; i < 150; i++) {
+      const q = BigInt(Math.round((r() * 2 - 1) * Math.ceil(130 / m))); // about ±130: the bounds' range
+      const n = pick([q * a, q * a + 1n, q * a - BigInt(Math.ceil(Number(a) / 2)), q * a * 10n + 5n]);
+      const scale = n % 10n === 5n && n !== q * a ? s + 1 : s;
+      const t = text(n, scale, type === 'number' && r() < 0.2 ? 1 : 0);
+      if (t === '-0' || t.startsWith('-0.') && /^-0\.0*$/.test(t) || t.replace(/[-.]/g, '').length > 15) continue;
+      const want = (type === 'number' || !t.includes('.')) && isMultiple(t, m) && ajv.validate(bounds, Number(t));
+      assert.equal(acceptsText(g, t), want, `${JSON.stringify(schema)} on ${t}`);
+      checked++;
+      if (!want) continue;
+      accepted++;
+      assert.ok(z.number().multipleOf(m).safeParse(Number(t)).success, `zod: ${t} a multiple of ${m}`);
+      if (dyadic) { assert.ok(ajv.validate(schema, Number(t)), `ajv: ${JSON.stringify(schema)} on ${t}`); fullAjv++; }
+    }
+    for (const t of ['1e2', '01', '1.', '+1', '-0']) assert.ok(!acceptsText(g, t), `${JSON.stringify(schema)} refuses ${t}`);
+    // sampled through the masks: each ended walk is a multiple within the bounds; masks along it equal the brute force
+    if (k % 6 === 0) {
+      for (let w = 0; w < 3; w++) {
+        const walk = randomWalk(cache, { kind: 'json_schema', schema }, r, 24);
+        let st: unknown = g.start;
+        for (const id of walk.ids.slice(0, 4)) { maskIsBruteForce(cache, g, st, `${JSON.stringify(schema)} after ${tok.decode(walk.ids.slice(0, 4))}`); for (const b of cache.table[id]!) st = g.step(st, b); }
+        if (!walk.ended) continue;
+        const out = tok.decode(walk.ids);
+        assert.ok(isMultiple(out, m) && ajv.validate(bounds, JSON.parse(out)) && (!dyadic || ajv.validate(schema, JSON.parse(out))), `${JSON.stringify(schema)}: ${out}`);
+        walked++;
+      }
+    }
+  }
+  assert.ok(checked > 8000 && accepted > 1500 && fullAjv > 500 && walked > 0 && refused < 20, `${checked} values, ${accepted} multiples, ${fullAjv} ajv, ${walked} walks, ${refused} empty`);
+  // ajv's default check divides doubles: for a step that is no binary fraction it refuses some exact multiples (zod and pydantic take them)
+  assert.ok(acceptsText(compileGrammar({ kind: 'json_schema', schema: { type: 'number', multipleOf: 0.01 } }), '0.07') && !ajv.validate({ multipleOf: 0.01 }, 0.07) && z.number().multipleOf(0.01).safeParse(0.07).success);
+  // the edges: 15 digits, the safe integer limit, a step below 1e-6, trailing zeros past the step's digits
+  const edge = (schema: object, yes: string[], no: string[]): void => {
+    const g = compileGrammar({ kind: 'json_schema', schema });
+    for (const t of yes) assert.ok(acceptsText(g, t), `${JSON.stringify(schema)} takes ${t}`);
+    for (const t of no) assert.ok(!acceptsText(g, t), `${JSON.stringify(schema)} refuses ${t}`);
+  };
+  edge({ type: 'integer', multipleOf: 3 }, ['9007199254740990', '-9007199254740990', '0', '-3'], ['9007199254740991', '9007199254740993', '1', '3.0']); // 2^53 + 1 is a multiple past the safe limit
+  edge({ type: 'number', multipleOf: 0.25 }, ['999999999999.75', '0.5', '-1.250', '2'], ['999999999999.76', '0.125', '99999999999999.75']);
+  edge({ type: 'number', multipleOf: 1e-7 }, ['0.0000001', '1.2345678', '12.3456780'], ['0.00000001', '1.23456789']);
+  edge({ multipleOf: 5, maximum: 12 }, ['10', '-5', '10.0'], ['12', '15', '"a"']);
+});
+
+test('multipleOf that cannot be honoured is a 400 naming the keyword and its path: not a positive number, no multiple in the bounds, too many automaton states', () => {
+  for (const [schema, path, msg] of [
+    [{ type: 'object', properties: { n: { type: 'integer', multipleOf: 0 } } }, '#/properties/n', /'multipleOf' at #\/properties\/n must be a number greater than 0, got 0/],
+    [{ type: 'number', multipleOf: -2 }, '#', /greater than 0, got -2/],
+    [{ type: 'number', multipleOf: '5' }, '#', /greater than 0, got "5"/],
+    [{ type: 'integer', multipleOf: 7, minimum: 1, maximum: 6 }, '#', /no integer is ≥ 1 and ≤ 6 and a multiple of 7 at #/],
+    [{ type: 'number', multipleOf: 0.3, exclusiveMinimum: 0, exclusiveMaximum: 0.3 }, '#', /no number is > 0 and < 0.3 and a multiple of 0.3 at #/],
+    [{ type: 'array', items: { type: 'integer', multipleOf: 997 } }, '#/items', /'multipleOf' 997 at #\/items cannot be enforced: too complex: more than \d+ automaton states \(a multiple's digits are read mod 997/],
+    [{ type: 'number', multipleOf: 1.23456789, minimum: 0 }, '#', /'multipleOf' 1.23456789 at # cannot be enforced with its bounds: too complex.*mod 123456789 /],
+  ] as const) {
+    assert.throws(() => compileSchema(schema), (e: unknown) => e instanceof SchemaError && e.keyword === 'multipleOf' && e.path === path && msg.test(e.message), JSON.stringify(schema));
+  }
+  // pydantic's conint(multiple_of=5, ge=0), confloat(multiple_of=0.25), Field(multiple_of=0.5, gt=0, lt=1000), IPv6Address
+  const g = compileGrammar({ kind: 'json_schema', schema: PYDANTIC.order! });
+  for (const v of [{ qty: 0, weight: -0.75, price: 999.5, host: '::1' }, { qty: 1005, weight: 3, price: 0.5, host: '2001:db8::8a2e:370:7334' }]) assert.ok(ajv.validate(PYDANTIC.order!, v) && acceptsText(g, JSON.stringify(v)), JSON.stringify(v));
+  for (const v of [{ qty: -5, weight: 1, price: 1, host: '::' }, { qty: 5, weight: 0.1, price: 1, host: '::' }, { qty: 5, weight: 1, price: 1000, host: '::' }, { qty: 5, weight: 1, price: 1, host: '1.2.3.4' }]) assert.ok(!ajv.validate(PYDANTIC.order!, v) && !acceptsText(g, JSON.stringify(v)), JSON.stringify(v));
 });
 
 test('pattern: the decoded string value must match (ECMA search semantics, JSON escapes decoded), as ajv decides', () => {

@@ -268,7 +268,7 @@ test('errors: 401 without or with a wrong key, 400 with the right param per bad 
   const bad: Array<[string, Record<string, unknown>]> = [
     ['temperature', { temperature: 2.5 }], ['top_p', { top_p: 1.5 }], ['n', { n: 0 }], ['max_tokens', { max_tokens: 10_000 }],
     ['max_tokens', { max_tokens: -3 }], ['seed', { seed: 0.5 }], ['stop', { stop: 42 }], ['logit_bias', { logit_bias: { 99999: 1 } }],
-    ['top_logprobs', { logprobs: true, top_logprobs: 100 }], ['response_format.json_schema.schema', { response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'integer', multipleOf: 3 } } } }],
+    ['top_logprobs', { logprobs: true, top_logprobs: 100 }], ['response_format.json_schema.schema', { response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'integer', not: { const: 3 } } } } }],
     ['tools', { tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }],
     ['messages[0].role', { messages: [{ role: 'robot', content: 'x' }] }], ['frequency_penalty', { frequency_penalty: 9 }],
   ];

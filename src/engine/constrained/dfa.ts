@@ -90,9 +90,15 @@ export function intersect(asts: readonly Ast[], limit = MAX_DFA_STATES): Dfa | n
     }
     trans.push(out);
   }
-  const accept = sets.map((cur) => cur.every((set, k) => set.some((i) => nfas[k]!.nodes[i]!.accept)));
-  // keep the live states (an accepting one reachable), renumbered with the start first
-  const rev: number[][] = sets.map(() => []);
+  return trimmed(trans, sets.map((cur) => cur.every((set, k) => set.some((i) => nfas[k]!.nodes[i]!.accept))));
+}
+
+/**
+ * The automaton of transitions `trans` ((states) [lo, hi, to] sorted, disjoint) from state 0, keeping the live states
+ * (an accepting one reachable), renumbered with the start first; null when the start is not live.
+ */
+export function trimmed(trans: readonly (readonly (readonly [number, number, number])[])[], accept: readonly boolean[]): Dfa | null {
+  const rev: number[][] = trans.map(() => []);
   trans.forEach((out, q) => { for (const [, , t] of out) rev[t]!.push(q); });
   const live = accept.map((a) => a);
   const stack = accept.flatMap((a, q) => (a ? [q] : []));
@@ -109,6 +115,74 @@ export function intersect(asts: readonly Ast[], limit = MAX_DFA_STATES): Dfa | n
 }
 
 function key(sets: readonly (readonly number[])[]): string { return sets.map((s) => s.join(',')).join('|'); }
+
+/** The strings both automata take (live states only); null when none. Throws RegexError past `limit` states. */
+export function intersectDfas(a: Dfa, b: Dfa, limit = MAX_DFA_STATES): Dfa | null {
+  const ids = new Map<number, number>([[0, 0]]); // p · b.size + q → state
+  const pairs: [number, number][] = [[a.start, b.start]];
+  const trans: [number, number, number][][] = [];
+  for (let k = 0; k < pairs.length; k++) {
+    const [p, q] = pairs[k]!;
+    const out: [number, number, number][] = [];
+    // the overlaps of two sorted lists of disjoint ranges
+    for (let i = 0, j = 0; i < a.lo[p]!.length && j < b.lo[q]!.length;) {
+      const lo = Math.max(a.lo[p]![i]!, b.lo[q]![j]!), hi = Math.min(a.hi[p]![i]!, b.hi[q]![j]!);
+      if (lo <= hi) {
+        const tp = a.to[p]![i]!, tq = b.to[q]![j]!;
+        let t = ids.get(tp * b.size + tq);
+        if (t === undefined) {
+          if (pairs.length >= limit) throw new RegexError(`too complex: more than ${limit} automaton states`);
+          ids.set(tp * b.size + tq, t = pairs.length);
+          pairs.push([tp, tq]);
+        }
+        out.push([lo, hi, t]);
+      }
+      if (a.hi[p]![i]! < b.hi[q]![j]!) i++; else j++;
+    }
+    trans.push(out);
+  }
+  return trimmed(trans, pairs.map(([p, q]) => a.accept[p]! && b.accept[q]!));
+}
+
+/** The automaton with the fewest states that takes the same strings (Moore: split classes by where each range leads). */
+export function minimize(d: Dfa): Dfa {
+  const n = d.size;
+  let cls = Int32Array.from(d.accept, (x) => (x ? 1 : 0));
+  let count = new Set(cls).size;
+  // a state's ranges with the class each leads to, neighbours to the same class merged
+  const edges = (q: number, c: Int32Array): [number, number, number][] => {
+    const out: [number, number, number][] = [];
+    for (let i = 0; i < d.lo[q]!.length; i++) {
+      const lo = d.lo[q]![i]!, hi = d.hi[q]![i]!, t = c[d.to[q]![i]!]!;
+      const last = out.at(-1);
+      if (last && last[2] === t && last[1] === lo - 1) last[1] = hi;
+      else out.push([lo, hi, t]);
+    }
+    return out;
+  };
+  for (;;) {
+    const ids = new Map<string, number>();
+    const next = new Int32Array(n);
+    for (let q = 0; q < n; q++) {
+      const sig = `${cls[q]}|${edges(q, cls).join(';')}`;
+      let c = ids.get(sig);
+      if (c === undefined) ids.set(sig, c = ids.size);
+      next[q] = c;
+    }
+    cls = next;
+    if (ids.size === count) break;
+    count = ids.size;
+  }
+  // one state per class, numbered in the order a walk from the start meets them
+  const order = new Map<number, number>([[cls[d.start]!, 0]]);
+  const reps = [d.start];
+  for (let k = 0; k < reps.length; k++) {
+    for (const t of d.to[reps[k]!]!) if (!order.has(cls[t]!)) { order.set(cls[t]!, reps.length); reps.push(t); }
+  }
+  const renum = Int32Array.from(cls, (c) => order.get(c) ?? -1);
+  const out = reps.map((q) => edges(q, renum));
+  return new Dfa(out.map((e) => Int32Array.from(e, (x) => x[0])), out.map((e) => Int32Array.from(e, (x) => x[1])), out.map((e) => Int32Array.from(e, (x) => x[2])), reps.map((q) => d.accept[q]!));
+}
 
 const MAX_LENGTH_WORDS = 1 << 20; // R_k bitsets kept while looking for the cycle (4 MiB)
 const MAX_LENGTH_WORK = 1 << 26; // states and edges visited while looking for it (a fraction of a second)

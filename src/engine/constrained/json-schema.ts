@@ -1,8 +1,8 @@
 // JSON Schema → grammar nodes for constrained decoding: the supported keyword subset, anything else refused by name.
 
-import { ContinuationLengths, intersect, type Dfa } from './dfa.js';
+import { ContinuationLengths, intersect, intersectDfas, MAX_DFA_STATES, minimize, type Dfa } from './dfa.js';
 import { JsonGrammar } from './grammar.js';
-import { integerRegex, MAX_SAFE, numberRegex, NUMBER_DIGITS, toDec, type Bound } from './ranges.js';
+import { integerRegex, MAX_SAFE, multipleDfa, numberRegex, NUMBER_DIGITS, toDec, type Bound } from './ranges.js';
 import { parseRegex, RegexError, searchRegex, type Ast } from './regex.js';
 
 /** A value the decoder may produce. Objects emit their properties in declared order; optional ones may be skipped. */
@@ -23,7 +23,7 @@ export interface Prop { readonly key: Uint8Array; readonly name: string; readonl
 /** The schema keywords the compiler understands; annotations are accepted and ignored. */
 export const SUPPORTED_KEYWORDS = [
   'type', 'properties', 'required', 'additionalProperties', 'items', 'enum', 'const', 'anyOf', 'oneOf', 'minItems', 'maxItems',
-  'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', '$ref', 'allOf',
+  'minLength', 'maxLength', 'pattern', 'format', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf', '$ref', 'allOf',
 ] as const;
 // annotations, and the definitions $ref points into (read where a $ref leads, not where they stand)
 const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'strict', 'deprecated', 'readOnly', 'writeOnly', '$defs', 'definitions']);
@@ -336,7 +336,7 @@ function stringDfa(schema: Record<string, unknown>, path: string, min: number, m
   return { dfa, min, max, lens };
 }
 
-/** Bounds as an automaton over the number's JSON text (undefined: no bounds). */
+/** Bounds and multipleOf as an automaton over the number's JSON text (undefined: neither). */
 function numberDfa(type: 'number' | 'integer', schema: Record<string, unknown>, path: string): Dfa | undefined {
   const v: Partial<Record<(typeof NUMBER_BOUNDS)[number], number>> = {};
   for (const kw of NUMBER_BOUNDS) {
@@ -347,7 +347,11 @@ function numberDfa(type: 'number' | 'integer', schema: Record<string, unknown>, 
     }
     v[kw] = x;
   }
-  if (Object.keys(v).length === 0) return undefined;
+  const m = schema.multipleOf;
+  if (m !== undefined && (typeof m !== 'number' || !Number.isFinite(m) || m <= 0)) {
+    throw new SchemaError('multipleOf', path, `'multipleOf' at ${path} must be a number greater than 0, got ${JSON.stringify(m)}`);
+  }
+  if (Object.keys(v).length === 0 && m === undefined) return undefined;
   // the tighter of the inclusive and the exclusive bound on each side
   const side = (incl: number | undefined, excl: number | undefined, lower: boolean): { x: number; incl: boolean } | null => {
     if (incl === undefined && excl === undefined) return null;
@@ -357,8 +361,9 @@ function numberDfa(type: 'number' | 'integer', schema: Record<string, unknown>, 
   };
   const lo = side(v.minimum, v.exclusiveMinimum, true);
   const hi = side(v.maximum, v.exclusiveMaximum, false);
-  const what = `${lo ? `${lo.incl ? '≥' : '>'} ${lo.x}` : ''}${lo && hi ? ' and ' : ''}${hi ? `${hi.incl ? '≤' : '<'} ${hi.x}` : ''}`;
-  const kw = lo && hi ? (hi.incl ? 'maximum' : 'exclusiveMaximum') : lo ? (lo.incl ? 'minimum' : 'exclusiveMinimum') : hi!.incl ? 'maximum' : 'exclusiveMaximum';
+  const what = [...(lo ? [`${lo.incl ? '≥' : '>'} ${lo.x}`] : []), ...(hi ? [`${hi.incl ? '≤' : '<'} ${hi.x}`] : []), ...(m !== undefined ? [`a multiple of ${m}`] : [])].join(' and ');
+  const kw = lo && hi ? (hi.incl ? 'maximum' : 'exclusiveMaximum') : lo ? (lo.incl ? 'minimum' : 'exclusiveMinimum') : hi ? (hi.incl ? 'maximum' : 'exclusiveMaximum') : 'multipleOf';
+  // the bounds (the widest the grammar reads exactly where none is given) as a regex: its shape is what is written
   let re: string;
   if (type === 'integer') {
     const clamp = (n: bigint): bigint => (n > MAX_SAFE ? MAX_SAFE + 1n : n < -MAX_SAFE ? -MAX_SAFE - 1n : n);
@@ -377,8 +382,20 @@ function numberDfa(type: 'number' | 'integer', schema: Record<string, unknown>, 
     re = numberRegex(bound(lo, true), bound(hi, false));
     if (re === '') throw new SchemaError(kw, path, `no number is ${what} at ${path} (written without exponent, at most ${NUMBER_DIGITS} digits)`);
   }
-  const dfa = intersect([parseRegex(re)]);
+  let dfa = intersect([parseRegex(re)]);
   if (dfa === null) throw new SchemaError(kw, path, `no ${type} is ${what} at ${path}`);
+  if (m === undefined) return dfa;
+  // multipleOf: the bounds' automaton and the multiples' (digits read mod a, m = a·10^-s), each minimal, then their product
+  try {
+    dfa = intersectDfas(minimize(dfa), multipleDfa(m, 8 * MAX_DFA_STATES), 2 * MAX_DFA_STATES);
+    if (dfa !== null) dfa = minimize(dfa);
+    if (dfa !== null && dfa.size > MAX_DFA_STATES) throw new RegexError(`too complex: more than ${MAX_DFA_STATES} automaton states`);
+  } catch (e) {
+    if (!(e instanceof RegexError)) throw e;
+    const { dec } = toDec(m);
+    throw new SchemaError('multipleOf', path, `'multipleOf' ${m} at ${path} cannot be enforced${lo || hi ? ' with its bounds' : ''}: ${e.message} (a multiple's digits are read mod ${BigInt(`${dec.int}${dec.frac}`)} at each digit place ${type === 'integer' ? 'an integer' : 'a number'} may have); a step of fewer significant digits, or tighter bounds, fits`);
+  }
+  if (dfa === null) throw new SchemaError('multipleOf', path, `no ${type} is ${what} at ${path}${type === 'number' ? ` (written without exponent, at most ${NUMBER_DIGITS} digits)` : ''}`);
   return dfa;
 }
 
@@ -396,7 +413,7 @@ const IMPLIED: Record<string, readonly string[]> = {
   object: ['properties', 'required', 'additionalProperties'],
   array: ['items', 'minItems', 'maxItems'],
   string: ['minLength', 'maxLength', 'pattern', 'format'],
-  number: NUMBER_BOUNDS,
+  number: [...NUMBER_BOUNDS, 'multipleOf'],
 };
 
 /** Whether a grammar takes `text` whole. */

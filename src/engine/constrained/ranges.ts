@@ -4,6 +4,9 @@
 // (no exponent) of at most 15 digits: two such decimals never round to one double and rounding keeps their order, so
 // a decimal comparison against the bound's shortest form is the double comparison a validator (ajv, JS) makes.
 
+import { minimize, trimmed, type Dfa } from './dfa.js';
+import { RegexError } from './regex.js';
+
 export const MAX_SAFE = 2n ** 53n - 1n;
 export const NUMBER_DIGITS = 15;
 
@@ -122,4 +125,52 @@ export function numberRegex(lo: Bound, hi: Bound): string {
     alts.push(...decimals(a, aIncl, hi.dec, hi.incl));
   }
   return alts.join('|');
+}
+
+const MINUS = 0x2d, DOT = 0x2e, ZERO_CP = 0x30;
+
+/**
+ * Number text whose value is a multiple of m = a·10^-s (a, s from m's shortest decimal; the text's shape is left to the
+ * bounds automaton it is intersected with): N = |value|·10^s is an integer (no fraction digit but 0 past the s-th) and
+ * N ≡ 0 mod a. A state is (phase, x): phase 0 in the integer part, 1 + j after '.' and j fraction digits (j ≤ s), s + 2
+ * past the s-th; x what the digits so far add to N, mod a. After j fraction digits the rest of N is below 10^(s-j),
+ * so an x that it can no longer bring to 0 is dropped as it is made. Minimal; throws RegexError past `limit` states.
+ */
+export function multipleDfa(m: number, limit: number): Dfa {
+  const { dec } = toDec(m);
+  const s = dec.frac.length;
+  const a = dec.int * 10n ** BigInt(s) + BigInt(dec.frac || '0');
+  const pow = (k: number): bigint => 10n ** BigInt(k);
+  const ids = new Map<string, number>();
+  const states: [number, bigint][] = [];
+  const id = (phase: number, x: bigint): number => {
+    const k = `${phase}.${x}`;
+    let q = ids.get(k);
+    if (q === undefined) {
+      if (states.length >= limit) throw new RegexError(`too complex: more than ${limit} automaton states`);
+      ids.set(k, q = states.length);
+      states.push([phase, x]);
+    }
+    return q;
+  };
+  const reachable = (j: number, x: bigint): boolean => (a - x) % a < pow(s - j); // the fraction digits left can add any y < 10^(s-j)
+  id(0, 0n);
+  const trans: [number, number, number][][] = [];
+  for (let q = 0; q < states.length; q++) {
+    const [phase, x] = states[q]!;
+    const out: [number, number, number][] = [];
+    if (q === 0) out.push([MINUS, MINUS, 0]);
+    if (phase === 0) out.push([DOT, DOT, id(1, x)]);
+    for (let d = 0; d <= 9; d++) {
+      let t = -1;
+      if (phase === 0) t = id(0, (x * 10n + BigInt(d) * pow(s)) % a);
+      else if (phase <= s) {
+        const nx = (x + BigInt(d) * pow(s - phase)) % a;
+        if (reachable(phase, nx)) t = id(phase + 1, nx);
+      } else if (d === 0) t = id(s + 2, x);
+      if (t >= 0) out.push([ZERO_CP + d, ZERO_CP + d, t]);
+    }
+    trans.push(out.sort((u, v) => u[0] - v[0]));
+  }
+  return minimize(trimmed(trans, states.map(([, x]) => x === 0n))!); // the start (N = 0) accepts: never null
 }

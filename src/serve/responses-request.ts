@@ -135,6 +135,7 @@ export function parseResponsesRequest(body: unknown, ctx: ValidationContext, pre
 
   const prevV = get(b, 'previous_response_id');
   let prior: ResponseItem[] = [];
+  let priorOutput: ResponseItem[] = [];
   if (prevV !== undefined) {
     if (typeof prevV !== 'string') throw invalid('previous_response_id', `'previous_response_id' must be a string, got ${describe(prevV)}`, 'invalid_type');
     if (!previous) {
@@ -142,11 +143,21 @@ export function parseResponsesRequest(body: unknown, ctx: ValidationContext, pre
     }
     const prev = previous(prevV);
     prior = [...prev.history, ...prev.output];
+    priorOutput = prev.output;
   }
 
   const inputV = get(b, 'input');
   if (inputV === undefined) throw required('input');
   const items = inputItems(inputV);
+  // the previous response's calls are answered in this input (as OpenAI asks), and were whole
+  const answered = new Set(items.flatMap((it) => (it.type === 'function_call_output' ? [it.call_id] : [])));
+  for (const it of priorOutput) {
+    if (it.type !== 'function_call') continue;
+    if (!answered.has(it.call_id)) throw invalid('input', `No tool output found for function call ${it.call_id}.`);
+    if (it.status === 'incomplete') {
+      throw invalid('previous_response_id', `the previous response's function call ${it.call_id} was cut by max_output_tokens (its arguments are not whole JSON), so it cannot be answered; ask again with a larger max_output_tokens`);
+    }
+  }
   const history = [...prior, ...items];
   const messages = toMessages(history, prior.length);
   if (instructions !== null) messages.unshift({ role: 'system', content: instructions });

@@ -332,3 +332,26 @@ test('a full queue is a 429 with Retry-After, streamed or not; a completion cut 
   assert.match(events.at(-1).response.error.message, /shut down/);
   assert.deepEqual(events.map((e) => e.sequence_number), events.map((_, i) => i));
 });
+
+test('previous_response_id after a function call: the new input must answer every call (OpenAI\'s 400), and a cut call cannot be answered', async () => {
+  const input = 'What is the weather in Lyon?';
+  const first = await client.responses.create({ model, input, tools: [weather], tool_choice: 'required', temperature: 0, max_output_tokens: 60 });
+  const call = first.output.find((o): o is OpenAI.Responses.ResponseFunctionToolCall => o.type === 'function_call');
+  assert.ok(call && call.status === 'completed', JSON.stringify(first.output));
+  const missing = await post({ model, previous_response_id: first.id, input: 'Thanks, and tomorrow?', tools: [weather], max_output_tokens: 4 });
+  assert.equal(missing.status, 400);
+  assert.equal(missing.body.error!.param, 'input');
+  assert.equal(missing.body.error!.message, `No tool output found for function call ${call.call_id}.`);
+  const other = await post({ model, previous_response_id: first.id, input: [{ type: 'function_call_output', call_id: 'call_other', output: '{}' }], max_output_tokens: 4 });
+  assert.equal(other.status, 400, 'an output for another call does not answer it');
+  const answered = await client.responses.create({ model, previous_response_id: first.id, input: [{ type: 'function_call_output', call_id: call.call_id, output: '{"temperature": 14}' }], tools: [weather], temperature: 0, max_output_tokens: 4 });
+  assert.equal(answered.previous_response_id, first.id);
+  // a call cut by max_output_tokens has no whole arguments to answer
+  const cut = await client.responses.create({ model, input, tools: [weather], tool_choice: 'required', temperature: 0, max_output_tokens: 34 });
+  const cutCall = cut.output.find((o): o is OpenAI.Responses.ResponseFunctionToolCall => o.type === 'function_call');
+  assert.ok(cutCall && cutCall.status === 'incomplete', JSON.stringify(cut.output));
+  const again = await post({ model, previous_response_id: cut.id, input: [{ type: 'function_call_output', call_id: cutCall.call_id, output: '{}' }], max_output_tokens: 4 });
+  assert.equal(again.status, 400, JSON.stringify(again.body));
+  assert.equal(again.body.error!.param, 'previous_response_id');
+  assert.match(again.body.error!.message, /cut by max_output_tokens/);
+});

@@ -215,9 +215,12 @@ class OutputBuilder {
     }
   }
 
-  /** End of output: close what is open (the last item `incomplete` when the response is); an empty answer is an empty message. */
+  /**
+   * End of output: close what is open (the last item `incomplete` when the response is); an empty answer is an empty
+   * message, but a forced call cut before its name is whole is no item at all (the answer is a call, never text).
+   */
   finish(incomplete: boolean): void {
-    if (this.output.length === 0) this.text('', []);
+    if (this.output.length === 0 && !this.tools?.forced) this.text('', []);
     this.closeMessage(incomplete);
     this.closeCall(incomplete);
   }

@@ -90,6 +90,7 @@ function argumentsText(text: string, i: number, end: number): string | null {
   return to > 0 && text.slice(to, end).trim() === '}' ? text.slice(from, to) : null;
 }
 
+const NAME = /^\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"/;
 const HEADER = /^\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(?:parameters|arguments)"\s*:\s*/;
 /** Whether more text could still complete HEADER (tool names hold no spaces or quotes). */
 function mayBeHeader(rest: string): boolean {
@@ -115,7 +116,7 @@ export class ToolCallStream {
   private emitted: string[] = []; // ids sent, one per call
   readonly calls: ToolCall[] = [];
 
-  constructor(private readonly tools: ReadonlySet<string>, private readonly forced: boolean, private readonly maxCalls = Infinity) {}
+  constructor(private readonly tools: ReadonlySet<string>, readonly forced: boolean, private readonly maxCalls = Infinity) {}
 
   push(text: string): ToolDelta[] {
     if (this.mode === 'done') return [];
@@ -138,6 +139,19 @@ export class ToolCallStream {
     if ((this.mode as string) === 'done') return { deltas, isCalls: true }; // scan() just closed the last call allowed
     if (this.mode === 'calls' && this.call === null && this.calls.length > 0 && skipSeparators(this.buf, this.pos) >= this.buf.length) return { deltas, isCalls: true };
     if (this.call !== null) return { deltas, isCalls: true }; // cut short (length): what was sent stays
+    if (this.forced && this.mode === 'calls') {
+      // cut before a call's arguments began: a forced answer is calls, never text, so that call with no arguments yet
+      // where its name is whole, else nothing more
+      const m = NAME.exec(this.buf.slice(skipSeparators(this.buf, this.pos)));
+      let name: string | null = null;
+      try { name = m ? JSON.parse(`"${m[1]!}"`) as string : null; } catch { name = null; }
+      if (name !== null && this.tools.has(name)) {
+        const id = toolCallId();
+        deltas.push({ tool_calls: [{ index: this.emitted.length, id, type: 'function', function: { name, arguments: '' } }] });
+        this.emitted.push(id);
+      }
+      return { deltas, isCalls: true };
+    }
     if (this.calls.length > 0) {
       // text after the streamed calls goes out as content
       const rest = this.buf.slice(this.pos).trim();

@@ -355,3 +355,35 @@ test('previous_response_id after a function call: the new input must answer ever
   assert.equal(again.body.error!.param, 'previous_response_id');
   assert.match(again.body.error!.message, /cut by max_output_tokens/);
 });
+
+test('a forced call cut by max_output_tokens: the call so far, incomplete, and before its name is whole no item at all (never text), as chat', async () => {
+  const input = 'What is the weather in Lyon?';
+  const whole = await client.responses.create({ model, input, tools: [weather], tool_choice: 'required', temperature: 0, max_output_tokens: 60 });
+  const full = (whole.output[0] as OpenAI.Responses.ResponseFunctionToolCall).arguments;
+  const seen = new Set<string>();
+  for (let n = 8; n <= 40; n += 2) {
+    const r = await client.responses.create({ model, input, tools: [weather], tool_choice: { type: 'function', name: 'get_weather' }, temperature: 0, max_output_tokens: n });
+    assert.equal(r.status, 'incomplete', `${n}: ${JSON.stringify(r.output)}`);
+    assert.deepEqual(r.incomplete_details, { reason: 'max_output_tokens' });
+    assert.ok(r.output.every((o) => o.type === 'function_call'), `${n}: no text: ${JSON.stringify(r.output)}`);
+    const chat = await client.chat.completions.create({
+      model, messages: [{ role: 'user', content: input }], temperature: 0, max_completion_tokens: n,
+      tools: [{ type: 'function', function: { name: weather.name, description: weather.description!, parameters: weather.parameters! } }], tool_choice: 'required',
+    });
+    const msg = chat.choices[0]!.message;
+    assert.equal(chat.choices[0]!.finish_reason, 'length');
+    assert.equal(msg.content, null, `${n}: chat gives no text either`);
+    if (r.output.length === 0) { seen.add('none'); assert.deepEqual(msg.tool_calls, []); continue; }
+    const call = r.output[0] as OpenAI.Responses.ResponseFunctionToolCall;
+    assert.equal(r.output.length, 1);
+    assert.deepEqual([call.name, call.status], ['get_weather', 'incomplete']);
+    assert.ok(full.startsWith(call.arguments), `${n}: ${call.arguments}`);
+    assert.equal((msg.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall).function.arguments, call.arguments);
+    seen.add(call.arguments === '' ? 'name' : 'args');
+    const streamed = await client.responses.stream({ model, input, tools: [weather], tool_choice: 'required', temperature: 0, max_output_tokens: n }).finalResponse();
+    assert.deepEqual(streamed.output.map((o) => [o.type, (o as OpenAI.Responses.ResponseFunctionToolCall).arguments]), [['function_call', call.arguments]]);
+  }
+  assert.deepEqual([...seen].sort(), ['args', 'name', 'none'], 'cut before the name, after it, inside the arguments');
+  const none = await client.responses.stream({ model, input, tools: [weather], tool_choice: 'required', temperature: 0, max_output_tokens: 8 }).finalResponse();
+  assert.deepEqual([none.status, none.output], ['incomplete', []]);
+});

@@ -191,6 +191,7 @@ class OutputBuilder {
   readonly output: ResponseItem[] = [];
   private msg: { item: ResponseItem & { type: 'message' }; text: string; logprobs: unknown[] } | null = null;
   private call: (ResponseItem & { type: 'function_call' }) | null = null;
+  private pending: { token: string }[] = []; // logprobs of tokens not yet given to text (with tools)
 
   constructor(
     private readonly tools: ToolCallStream | null,
@@ -199,20 +200,30 @@ class OutputBuilder {
   ) {}
 
   push(o: GenerateOutput): void {
+    const lp = this.logprobs && o.logprobs ? this.logprobs(o.logprobs) : [];
     if (!this.tools) {
-      const lp = this.logprobs && o.logprobs ? this.logprobs(o.logprobs) : [];
       if (o.text !== '' || lp.length > 0) this.text(o.text, lp);
       return;
     }
-    // tool calls: text or call pieces as the text proves which it is (logprobs are not reported with tools)
+    // tool calls: text or call pieces as the text proves which it is; logprobs go with text only (a call has none)
+    this.pending.push(...(lp as { token: string }[]));
     const deltas = this.tools.push(o.text);
     if (o.finishReason !== null) deltas.push(...this.tools.finish().deltas);
     for (const dl of deltas) {
-      if ('content' in dl) { this.text(dl.content, []); continue; }
+      if ('content' in dl) { this.text(dl.content, this.tokensOf(dl.content)); continue; }
       const t = dl.tool_calls[0];
       if (t.id !== undefined) this.openCall(t.id, t.function.name ?? '');
       if (t.function.arguments !== '') this.args(t.function.arguments);
     }
+  }
+
+  /** The logprobs of the last tokens held that make up `text` (those before it were a call's or blanks dropped). */
+  private tokensOf(text: string): unknown[] {
+    let k = this.pending.length;
+    for (let n = 0; k > 0 && n < text.length;) n += this.pending[--k]!.token.length;
+    const out = this.pending.slice(k);
+    this.pending = [];
+    return out;
   }
 
   /**

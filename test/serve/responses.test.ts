@@ -387,3 +387,26 @@ test('a forced call cut by max_output_tokens: the call so far, incomplete, and b
   const none = await client.responses.stream({ model, input, tools: [weather], tool_choice: 'required', temperature: 0, max_output_tokens: 8 }).finalResponse();
   assert.deepEqual([none.status, none.output], ['incomplete', []]);
 });
+
+test('include message.output_text.logprobs with tools: a text answer carries its tokens\' logprobs, streamed too; a call carries none', async () => {
+  const lp = { include: ['message.output_text.logprobs' as const], top_logprobs: 1, temperature: 0, max_output_tokens: 12 };
+  // tool_choice auto: the base model answers in text
+  const r = await client.responses.create({ model, input: 'Hello', tools: [weather], tool_choice: 'auto', ...lp });
+  assert.deepEqual(r.output.map((o) => o.type), ['message'], JSON.stringify(r.output));
+  const part = (r.output[0] as OpenAI.Responses.ResponseOutputMessage).content[0] as OpenAI.Responses.ResponseOutputText;
+  assert.ok(part.text.length > 0);
+  assert.equal(part.logprobs!.length, r.usage!.output_tokens);
+  assert.equal(part.logprobs!.map((l) => l.token).join(''), part.text);
+  for (const l of part.logprobs!) assert.ok(l.top_logprobs.length === 1 && l.top_logprobs[0]!.token === l.token, 'greedy: the chosen token is the most likely');
+  const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+  const s = client.responses.stream({ model, input: 'Hello', tools: [weather], tool_choice: 'auto', ...lp });
+  s.on('event', (e) => events.push(e));
+  const final = await s.finalResponse();
+  const deltas = events.filter((e): e is OpenAI.Responses.ResponseTextDeltaEvent => e.type === 'response.output_text.delta');
+  assert.deepEqual(deltas.flatMap((e) => e.logprobs), part.logprobs);
+  assert.deepEqual(((final.output[0] as OpenAI.Responses.ResponseOutputMessage).content[0] as OpenAI.Responses.ResponseOutputText).logprobs, part.logprobs);
+  // a forced call: a function_call item, no message, no logprobs anywhere
+  const c = await client.responses.create({ model, input: 'What is the weather in Lyon?', tools: [weather], tool_choice: 'required', ...lp, max_output_tokens: 60 });
+  assert.deepEqual(c.output.map((o) => o.type), ['function_call']);
+  assert.ok(!JSON.stringify(c.output).includes('logprob'));
+});

@@ -526,11 +526,118 @@ test('pattern: the decoded string value must match (ECMA search semantics, JSON 
   const g = compileGrammar({ kind: 'json_schema', schema: sized });
   for (const s of ['a', 'ab', 'abcc', 'abcca', 'ax']) assert.equal(acceptsText(g, JSON.stringify(s)), ajv.validate(sized, s), s);
   assert.ok(walksValid(cache, sized, r, 6, 40) > 0);
-  for (const [p, msg] of [['\\bx', /word boundaries/], ['(?=a)', /lookaround/], ['\\p{L}', /Unicode property/], ['(a)\\1', /backreferences/], ['a^b', /'\^' is only supported at the start/], ['(', /missing '\)'/]] as const) {
+  for (const [p, msg] of [['\\bx', /word boundaries/], ['\\p{L}', /Unicode property/], ['(a)\\1', /backreferences/], ['(', /missing '\)'/]] as const) {
     assert.throws(() => compileSchema({ type: 'object', properties: { s: { type: 'string', pattern: p } } }), (e: unknown) => e instanceof SchemaError && e.keyword === 'pattern' && e.path === '#/properties/s' && msg.test(e.message), p);
   }
   assert.throws(() => compileSchema({ type: 'string', pattern: '^a+$', minLength: 3, maxLength: 2 }), /minLength 3 > maxLength 2/);
+  assert.throws(() => compileSchema({ type: 'string', pattern: 'a^b' }), (e: unknown) => e instanceof SchemaError && e.keyword === 'pattern' && /no string satisfies 'pattern' at #/.test(e.message)); // '^' after a character: never
   assert.throws(() => compileSchema({ type: 'string', pattern: '^a{5}$', maxLength: 3 }), (e: unknown) => e instanceof SchemaError && e.keyword === 'maxLength' && /no string satisfies 'pattern' and 'maxLength'/.test(e.message));
+});
+
+/** A random ECMA pattern over a|b|1|é: classes, groups, alternation, quantifiers, '^' / '$' anywhere, lookaheads (nested). */
+function randomPattern(r: () => number, depth = 0): string {
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+  const alt = (): string => Array.from({ length: 1 + Math.floor(r() * (depth < 2 ? 2 : 1)) }, () => randomPattern(r, depth + 1)).join('|');
+  const parts: string[] = [];
+  for (let n = 1 + Math.floor(r() * 4); n > 0; n--) {
+    const x = r();
+    if (x < 0.06) parts.push(pick(['^', '$']));
+    else if (x < 0.22 && depth < 3) parts.push(`(?${pick(['=', '!'])}${alt()})`);
+    else {
+      const atom = x < 0.42 && depth < 3 ? `(?:${alt()})` : pick(['a', 'b', '1', 'é', '[ab]', '[^a]', '.', '\\d', '\\w']);
+      parts.push(atom + (r() < 0.4 ? pick(['*', '+', '?', '{0,2}', '{2}']) : ''));
+    }
+  }
+  return parts.join('');
+}
+
+test('pattern lookaheads (?=…) (?!…) and anchors anywhere: fresh random patterns agree with JS RegExp (u) on random strings, raw and \\u-escaped; lookbehind, a repeated lookahead and unknown groups are a 400 saying which and where', () => {
+  const r = rand(97);
+  const alphabet = ['a', 'b', '1', 'é', 'x', '\n'];
+  let patterns = 0, matched = 0, unmatched = 0, never = 0;
+  for (let k = 0; k < 160; k++) {
+    const p = randomPattern(r);
+    const re = new RegExp(p, 'u');
+    let g: ByteGrammar;
+    try { g = compileGrammar({ kind: 'json_schema', schema: { type: 'string', pattern: p } }); } catch (e) {
+      // only where no string matches: the schema cannot be honoured (JS agrees on every string tried)
+      assert.ok(e instanceof SchemaError && /no string satisfies 'pattern'/.test(e.message), `${p}: ${(e as Error).message}`);
+      for (let i = 0; i < 200; i++) assert.ok(!re.test(Array.from({ length: Math.floor(r() * 7) }, () => alphabet[Math.floor(r() * alphabet.length)]).join('')), p);
+      never++;
+      continue;
+    }
+    patterns++;
+    for (let i = 0; i < 300; i++) {
+      const str = Array.from({ length: Math.floor(r() * 7) }, () => alphabet[Math.floor(r() * alphabet.length)]).join('');
+      const want = re.test(str);
+      assert.equal(acceptsText(g, JSON.stringify(str)), want, `${p} on ${JSON.stringify(str)}`);
+      if (i % 4 === 0) assert.equal(acceptsText(g, '"' + [...str].map((c) => `\\u${c.codePointAt(0)!.toString(16).padStart(4, '0')}`).join('') + '"'), want, `${p} on ${JSON.stringify(str)} escaped`);
+      if (want) matched++; else unmatched++;
+    }
+  }
+  assert.ok(patterns > 120 && never < 40 && matched > 5000 && unmatched > 5000, `${patterns} patterns, ${never} never match, ${matched} / ${unmatched} strings`);
+  // hand-picked: '^' inside a lookahead after the pattern's '^' (pydantic's), and away from the start; '$' inside a group
+  for (const [p, yes, no] of [
+    ['^(?!^[-+.]*$)[+-]?\\d*\\.?\\d*$', ['1', '-.5', '+7.', '007'], ['', '-', '+.', '.', '1a']],
+    ['a(?!^)b', ['ab', 'xab'], ['a', 'b']], ['(?:a$|b)c?', ['a', 'xa', 'b', 'bc'], ['ac', 'c']],
+    ['^(?=.*\\d)(?=.*[a-z])\\w{3,}$', ['ab1', '1a1'], ['abc', '123', 'a1']], ['^(?:(?!ab).)*$', ['ba', 'aa', ''], ['ab', 'xaby']],
+  ] as const) {
+    const g = compileGrammar({ kind: 'json_schema', schema: { type: 'string', pattern: p } });
+    for (const s of yes) assert.ok(new RegExp(p, 'u').test(s) && acceptsText(g, JSON.stringify(s)), `${p} takes ${JSON.stringify(s)}`);
+    for (const s of no) assert.ok(!new RegExp(p, 'u').test(s) && !acceptsText(g, JSON.stringify(s)), `${p} refuses ${JSON.stringify(s)}`);
+  }
+  assert.throws(() => compileSchema({ type: 'string', pattern: 'a(?=^)' }), /no string satisfies 'pattern' at #/); // the lookahead's '^' after a character
+  // the 4096-state cap holds for a lookahead's automaton: its 13th character from the end, 2^13 states
+  assert.throws(() => compileSchema({ type: 'string', pattern: '^(?![ab]*a[ab]{12}$)' }), (e: unknown) => e instanceof SchemaError && e.keyword === 'pattern' && /cannot be enforced: too complex: more than 4096 automaton states/.test(e.message));
+  assert.ok(compileSchema({ type: 'string', pattern: '^(?![ab]*a[ab]{10}$)' }));
+  for (const [p, msg] of [
+    ['x(?<=a)b', /at 1: lookbehind \(\?<=…\) is not supported \(supported groups: \(…\), \(\?:…\), \(\?<name>…\), lookaheads \(\?=…\) and \(\?!…\)\)/],
+    ['(?<!a)b', /at 0: lookbehind \(\?<!…\) is not supported/], ['a(?=b)*', /at 6: a lookahead cannot be repeated \(invalid quantifier '\*'\)/],
+    ['(?!b){2}', /a lookahead cannot be repeated \(invalid quantifier '\{'\)/], ['(?i)a', /at 0: unknown group '\(\?i' \(supported groups:/],
+  ] as const) {
+    assert.throws(() => compileSchema({ type: 'object', properties: { s: { type: 'string', pattern: p } } }), (e: unknown) => e instanceof SchemaError && e.keyword === 'pattern' && e.path === '#/properties/s' && msg.test(e.message) && !/named groups/.test(e.message), p);
+    if (!p.includes('(?<')) assert.throws(() => new RegExp(p, 'u')); // JS refuses these too (lookbehind aside)
+  }
+  // guided_regex is matched whole, without lookaround: refused by name (named groups were never its syntax)
+  for (const [p, msg] of [['a(?=b)', /at 1: lookahead \(\?=…\) is not supported \(supported groups: \(…\) and \(\?:…\)\)/], ['(?<n>a)', /at 0: a named group \(\?<name>…\) is not supported/]] as const) {
+    assert.throws(() => new RegexGrammar(p), (e: unknown) => msg.test((e as Error).message), p);
+  }
+});
+
+test("pydantic's condecimal (a number, or a string whose pattern opens with a negative lookahead; max_digits adds a lookahead inside a group) decodes: outputs match as JS RegExp (u) and ajv decide; masks equal the brute force", () => {
+  const money = PYDANTIC.money as { properties: Record<string, { anyOf: [object, { pattern: string }] }> };
+  // as pydantic 2.13 writes condecimal(max_digits=8, decimal_places=2), condecimal(multiple_of=0.25), condecimal(ge=0, le=100, decimal_places=2), Decimal
+  assert.equal(money.properties.price!.anyOf[1].pattern, '^(?!^[-+.]*$)[+-]?0*(?:\\d{0,6}|(?=[\\d.]{1,9}0*$)\\d{0,6}\\.\\d{0,2}0*$)');
+  assert.equal(money.properties.total!.anyOf[1].pattern, '^(?!^[-+.]*$)[+-]?0*\\d*\\.?\\d*$');
+  const g = compileGrammar({ kind: 'json_schema', schema: money });
+  const r = rand(101);
+  const chars = ['0', '1', '5', '9', '.', '-', '+', 'e', 'a'];
+  for (const [name, prop] of Object.entries(money.properties)) {
+    const pattern = prop.anyOf[1].pattern, re = new RegExp(pattern, 'u');
+    const pg = compileGrammar({ kind: 'json_schema', schema: { type: 'string', pattern } });
+    let yes = 0;
+    for (let i = 0; i < 1500; i++) {
+      const s = i < 12 ? ['', '-', '+.', '.', '-.5', '0.25', '+12.', '1234567.1', '123456.12', '123456.123', '1.2300', 'abc'][i]! : Array.from({ length: Math.floor(r() * 11) }, () => chars[Math.floor(r() * (r() < 0.8 ? 5 : chars.length))]).join('');
+      assert.equal(acceptsText(pg, JSON.stringify(s)), re.test(s), `${name} on ${JSON.stringify(s)}`);
+      if (re.test(s)) yes++;
+    }
+    assert.ok(yes > 300, `${name}: ${yes} matched`);
+  }
+  for (const v of [{ price: '1234567.1', rate: 0.75, fee: '99.50', total: '-0.001' }, { price: 12.5, rate: '3', fee: 100, total: '+7.' }]) assert.ok(ajv.validate(money, v) && acceptsText(g, JSON.stringify(v)), JSON.stringify(v));
+  for (const v of [{ price: '', rate: 0.75, fee: 1, total: 1 }, { price: 1, rate: 0.3, fee: 1, total: 1 }, { price: 1, rate: 1, fee: '1.234', total: 1 }, { price: 1, rate: 1, fee: 1, total: '-.' }]) assert.ok(!ajv.validate(money, v) && !acceptsText(g, JSON.stringify(v)), JSON.stringify(v));
+  const cache = new ConstraintCache(tok, V, tok.eosIds);
+  assert.ok(walksValid(cache, money, r, 8, 120, 1) > 0);
+  // masks at states inside each string: before the lookahead is decided, inside max_digits' lookahead, after a '.'
+  const cg = cache.get({ kind: 'json_schema', schema: money }).grammar;
+  const head = '{"price":';
+  const later = '{"price":1,"rate":1,"fee":1,"total":';
+  for (const pre of ['', '"', '"-', '"+.', '"00', '"12345', '"123456.', '"123456.1', '"1234567', '"-.5', '"abc']) {
+    for (const at of [head, later]) {
+      const s = feed(cg, at + pre);
+      if (s === null) { assert.ok(pre === '"abc' && at === later, `${at}${pre}`); continue; }
+      maskIsBruteForce(cache, cg, s, `money after ${at}${pre}`);
+    }
+  }
 });
 
 test('format: date, time, date-time, uuid, email, ipv4, ipv6, hostname, uri, uri-reference decode to what ajv-formats accepts; others are refused by name', () => {

@@ -58,39 +58,214 @@ export class Dfa {
 
 /** The DFA of strings every one of `asts` matches whole; null when no string does. Throws RegexError past `limit` states. */
 export function intersect(asts: readonly Ast[], limit = MAX_DFA_STATES): Dfa | null {
-  const nfas = asts.map((a) => new Nfa(a));
-  const sets: (readonly number[])[][] = [nfas.map((n) => n.closure([n.start]))];
-  const ids = new Map<string, number>([[key(sets[0]!), 0]]);
-  const trans: [number, number, number][][] = [];
-  for (let q = 0; q < sets.length; q++) {
-    const cur = sets[q]!;
-    // boundaries of every range the state's nodes test: code points between two of them all go to the same place
-    const cuts = new Set<number>([0, SUR_LO, SUR_HI + 1, MAX_CP + 1]);
-    cur.forEach((set, k) => {
-      for (const i of set) for (const [a, b] of nfas[k]!.nodes[i]!.ranges ?? []) { cuts.add(a); cuts.add(b + 1); }
-    });
-    const bounds = [...cuts].sort((a, b) => a - b);
-    const out: [number, number, number][] = [];
-    for (let j = 0; j + 1 < bounds.length; j++) {
-      const a = bounds[j]!, b = bounds[j + 1]! - 1;
-      if (a >= SUR_LO && b <= SUR_HI) continue;
-      const next = cur.map((set, k) => nfas[k]!.move(set, a));
-      if (next.some((s) => s.length === 0)) continue;
-      const kk = key(next);
-      let t = ids.get(kk);
-      if (t === undefined) {
-        if (sets.length >= limit) throw new RegexError(`too complex: more than ${limit} automaton states`);
-        t = sets.length;
-        ids.set(kk, t);
-        sets.push(next);
+  return new Subsets(asts.map((a) => new Nfa(a)), limit).dfa(true);
+}
+
+const ALPHABET = MAX_CP + 1 - (SUR_HI - SUR_LO + 1); // code points a transition may take
+const ANY_REST: Ast = { t: 'rep', x: { t: 'set', ranges: [], neg: true }, min: 0, max: Infinity };
+
+/** A lookahead as an automaton over the rest of the input from where it stands; `universal`: its state that takes every rest (-1: none). */
+interface Look { readonly dfa: Dfa; readonly universal: number }
+
+/**
+ * The subset construction over NFA threads. A thread is a node and the lookaheads it has passed and still owes: each
+ * an automaton of the rest of the input ((?=X): the rests in X·Σ*; (?!X): the complement, so it needs the whole DFA)
+ * at the state the input read since has led it to. A thread dies where one of them cannot accept any more and drops
+ * one that takes every rest; it ends accepted where all of them accept the empty rest. '^' is passed only in the
+ * first state's closure (nothing read yet: `atStart`, for a lookahead's automaton where it stands at the input's
+ * start), '$' only when the input ends. Threads are coded node + obligations' id · nodes.
+ */
+class Subsets {
+  private readonly looks = new Map<string, number>(); // `${nfa}.${look}.${atStart}` → id in `lookList` (-1: never holds)
+  private readonly lookList: Look[] = [];
+  private readonly obs: (readonly number[])[] = [[]]; // interned obligations: (lookId, state) pairs, flat and sorted
+  private readonly obIds = new Map<string, number>([['', 0]]);
+  constructor(private readonly nfas: readonly Nfa[], private readonly limit: number) {}
+
+  dfa(atStart: boolean): Dfa | null {
+    const nfas = this.nfas;
+    const sets: (readonly number[])[][] = [nfas.map((n, k) => this.close(k, [n.start], atStart))];
+    const asserts = nfas.some((n) => n.nodes.some((x) => x.test !== undefined));
+    const ids = new Map<string, number>([[`${asserts ? '^' : ''}${key(sets[0]!)}`, 0]]); // the first state apart where '^' or a lookahead may tell it from others
+    const trans: [number, number, number][][] = [];
+    for (let q = 0; q < sets.length; q++) {
+      const cur = sets[q]!;
+      // boundaries of every range the state's nodes and owed lookaheads test: code points between two of them all go to the same place
+      const cuts = new Set<number>([0, SUR_LO, SUR_HI + 1, MAX_CP + 1]);
+      cur.forEach((set, k) => {
+        const N = nfas[k]!.nodes.length;
+        for (const c of set) {
+          for (const [a, b] of nfas[k]!.nodes[c % N]!.ranges ?? []) { cuts.add(a); cuts.add(b + 1); }
+          const o = this.obs[Math.floor(c / N)]!;
+          for (let i = 0; i < o.length; i += 2) {
+            const d = this.lookList[o[i]!]!.dfa, p = o[i + 1]!;
+            for (let j = 0; j < d.lo[p]!.length; j++) { cuts.add(d.lo[p]![j]!); cuts.add(d.hi[p]![j]! + 1); }
+          }
+        }
+      });
+      const bounds = [...cuts].sort((a, b) => a - b);
+      const out: [number, number, number][] = [];
+      for (let j = 0; j + 1 < bounds.length; j++) {
+        const a = bounds[j]!, b = bounds[j + 1]! - 1;
+        if (a >= SUR_LO && b <= SUR_HI) continue;
+        const next = cur.map((set, k) => this.move(k, set, a));
+        if (next.some((s) => s.length === 0)) continue;
+        const kk = key(next);
+        let t = ids.get(kk);
+        if (t === undefined) {
+          if (sets.length >= this.limit) throw new RegexError(`too complex: more than ${this.limit} automaton states`);
+          t = sets.length;
+          ids.set(kk, t);
+          sets.push(next);
+        }
+        const last = out.at(-1);
+        if (last && last[2] === t && last[1] === a - 1) last[1] = b;
+        else out.push([a, b, t]);
       }
-      const last = out.at(-1);
-      if (last && last[2] === t && last[1] === a - 1) last[1] = b;
-      else out.push([a, b, t]);
+      trans.push(out);
     }
+    return trimmed(trans, sets.map((cur, q) => cur.every((set, k) => this.ends(k, set, atStart && q === 0))));
+  }
+
+  /** The threads `seeds` lead to without reading: those at a node that reads, at the accept node or at a '$'. */
+  private close(k: number, seeds: readonly number[], atStart: boolean): number[] {
+    const N = this.nfas[k]!.nodes.length;
+    const seen = new Set<number>();
+    const stack = [...seeds];
+    const out: number[] = [];
+    while (stack.length > 0) {
+      const c = stack.pop()!;
+      if (seen.has(c)) continue;
+      seen.add(c);
+      const n = this.nfas[k]!.nodes[c % N]!, o = Math.floor(c / N);
+      if (n.ranges !== null || n.accept || n.test === 'eol') out.push(c);
+      else if (n.test === 'bol') { if (atStart) stack.push(n.outs[0]! + o * N); }
+      else if (typeof n.test === 'number') { const o2 = this.owe(k, n.test, atStart, o); if (o2 >= 0) stack.push(n.outs[0]! + o2 * N); }
+      else for (const t of n.outs) stack.push(t + o * N);
+    }
+    return out.sort((a, b) => a - b);
+  }
+
+  /** Whether a thread of `set` ends accepted here, the input ending: '$' passed, every owed lookahead accepting the empty rest. */
+  private ends(k: number, set: readonly number[], atStart: boolean): boolean {
+    const N = this.nfas[k]!.nodes.length;
+    const seen = new Set<number>();
+    const stack = [...set];
+    while (stack.length > 0) {
+      const c = stack.pop()!;
+      if (seen.has(c)) continue;
+      seen.add(c);
+      const n = this.nfas[k]!.nodes[c % N]!, o = Math.floor(c / N);
+      if (n.accept) {
+        const ob = this.obs[o]!;
+        let ok = true;
+        for (let i = 0; i < ob.length && ok; i += 2) ok = this.lookList[ob[i]!]!.dfa.accept[ob[i + 1]!]!;
+        if (ok) return true;
+      } else if (n.ranges !== null) continue;
+      else if (n.test === 'bol') { if (atStart) stack.push(n.outs[0]! + o * N); }
+      else if (typeof n.test === 'number') { const o2 = this.owe(k, n.test, atStart, o); if (o2 >= 0) stack.push(n.outs[0]! + o2 * N); }
+      else for (const t of n.outs) stack.push(t + o * N);
+    }
+    return false;
+  }
+
+  /** The threads after reading `cp`: nodes that take it, each owed lookahead stepped (the thread dies if one cannot). */
+  private move(k: number, set: readonly number[], cp: number): number[] {
+    const N = this.nfas[k]!.nodes.length;
+    const seeds: number[] = [];
+    for (const c of set) {
+      const n = this.nfas[k]!.nodes[c % N]!;
+      if (n.ranges === null) continue;
+      let hit = false;
+      for (const [lo, hi] of n.ranges) if (cp >= lo && cp <= hi) { hit = true; break; }
+      if (hit === n.neg) continue;
+      const o = Math.floor(c / N);
+      if (o === 0) { seeds.push(n.out); continue; }
+      const ob = this.obs[o]!, after: number[] = [];
+      let dead = false;
+      for (let i = 0; i < ob.length && !dead; i += 2) {
+        const look = this.lookList[ob[i]!]!, p = look.dfa.next(ob[i + 1]!, cp);
+        if (p < 0) dead = true;
+        else if (p !== look.universal) after.push(ob[i]!, p);
+      }
+      if (!dead) seeds.push(n.out + this.intern(after) * N);
+    }
+    return this.close(k, seeds, false);
+  }
+
+  /** Obligations `o` and lookahead `look` of NFA `k` from here on (-1: it never holds). */
+  private owe(k: number, look: number, atStart: boolean, o: number): number {
+    const id = this.look(k, look, atStart);
+    if (id < 0) return -1;
+    const { universal } = this.lookList[id]!;
+    if (universal === 0) return o;
+    const ob = this.obs[o]!, pairs: [number, number][] = [[id, 0]];
+    for (let i = 0; i < ob.length; i += 2) pairs.push([ob[i]!, ob[i + 1]!]);
+    pairs.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+    return this.intern(pairs.filter((x, i) => i === 0 || x[0] !== pairs[i - 1]![0] || x[1] !== pairs[i - 1]![1]).flat());
+  }
+
+  private intern(ob: readonly number[]): number {
+    const kk = ob.join(',');
+    let id = this.obIds.get(kk);
+    if (id === undefined) { this.obIds.set(kk, id = this.obs.length); this.obs.push(ob); }
+    return id;
+  }
+
+  /** The automaton of lookahead `look` of NFA `k` standing at the input's start or not: its id (-1: no rest satisfies it). */
+  private look(k: number, look: number, atStart: boolean): number {
+    const kk = `${k}.${look}.${atStart}`;
+    let id = this.looks.get(kk);
+    if (id !== undefined) return id;
+    const { x, neg } = this.nfas[k]!.looks[look]!;
+    const pos = new Subsets([new Nfa({ t: 'cat', xs: [x, ANY_REST] })], this.limit).dfa(atStart); // the rests X·Σ*
+    const d = neg ? complement(pos) : pos === null ? null : minimize(pos);
+    if (d === null) id = -1;
+    else { id = this.lookList.length; this.lookList.push({ dfa: d, universal: universalState(d) }); }
+    this.looks.set(kk, id);
+    return id;
+  }
+}
+
+/** The strings `d` does not take (null: none), minimal; `d` null is no string, so the complement takes every one. */
+export function complement(d: Dfa | null): Dfa | null {
+  const n = d === null ? 0 : d.size, sink = n; // every code point a state has no transition for leads to the sink
+  const whole = (out: [number, number, number][], lo: number, hi: number): void => { if (lo <= hi) out.push([lo, hi, sink]); };
+  const trans: [number, number, number][][] = [];
+  for (let q = 0; q < n; q++) {
+    const out: [number, number, number][] = [];
+    let from = 0;
+    for (let i = 0; i < d!.lo[q]!.length; i++) {
+      const lo = d!.lo[q]![i]!, hi = d!.hi[q]![i]!;
+      gaps(out, from, lo - 1, whole);
+      out.push([lo, hi, d!.to[q]![i]!]);
+      from = hi + 1;
+    }
+    gaps(out, from, MAX_CP, whole);
     trans.push(out);
   }
-  return trimmed(trans, sets.map((cur) => cur.every((set, k) => set.some((i) => nfas[k]!.nodes[i]!.accept))));
+  const all: [number, number, number][] = [];
+  gaps(all, 0, MAX_CP, whole);
+  trans.push(all);
+  const c = trimmed(trans, [...Array.from({ length: n }, (_, q) => !d!.accept[q]), true]);
+  return c === null ? null : minimize(c);
+}
+
+/** [lo, hi] less the surrogates, each piece given to `put`. */
+function gaps(out: [number, number, number][], lo: number, hi: number, put: (out: [number, number, number][], lo: number, hi: number) => void): void {
+  put(out, lo, Math.min(hi, SUR_LO - 1));
+  put(out, Math.max(lo, SUR_HI + 1), hi);
+}
+
+/** The state of a minimal automaton that takes every string from it (-1: none). */
+function universalState(d: Dfa): number {
+  for (let q = 0; q < d.size; q++) {
+    if (!d.accept[q]) continue;
+    let covered = 0;
+    for (let i = 0; i < d.lo[q]!.length; i++) if (d.to[q]![i] === q) covered += d.hi[q]![i]! - d.lo[q]![i]! + 1;
+    if (covered === ALPHABET) return q;
+  }
+  return -1;
 }
 
 /**

@@ -2,12 +2,14 @@
 //
 // The whole output must match (anchors ^ $ are implied). Supported: literals, . [] [^] \d \w \s (and negations), escapes,
 // groups (…) (?:…), alternation, * + ? {m} {m,} {m,n} (lazy forms decode the same). Backreferences and lookaround are refused.
-// JSON Schema patterns are read as ECMA-262 ('u' flag, as ajv runs them) and searched: see searchRegex().
+// JSON Schema patterns are read as ECMA-262 ('u' flag, as ajv runs them) and searched: see searchRegex(); there anchors may
+// stand anywhere and lookaheads (?=…) (?!…) are taken (dfa.ts builds their automata), lookbehinds are refused.
 
 import type { ByteGrammar } from './grammar.js';
 
 export type Ast =
-  | { readonly t: 'anchor'; readonly end: boolean } // ^ or $ (ECMA patterns only; searchRegex() resolves them)
+  | { readonly t: 'anchor'; readonly end: boolean } // ^ or $ (ECMA patterns only): the input's start / end
+  | { readonly t: 'look'; readonly x: Ast; readonly neg: boolean } // (?=x) / (?!x) (ECMA patterns only): the rest of the input (does not) start with a match of x
   | { readonly t: 'set'; readonly ranges: readonly (readonly [number, number])[]; readonly neg: boolean }
   | { readonly t: 'cat'; readonly xs: readonly Ast[] }
   | { readonly t: 'alt'; readonly xs: readonly Ast[] }
@@ -34,7 +36,7 @@ class Parser {
     if (this.i < this.cps.length) this.fail(`unexpected '${String.fromCodePoint(this.cps[this.i]!)}'`);
     return a;
   }
-  private fail(msg: string): never { throw new RegexError(`regex ${JSON.stringify(this.src)} at ${this.i}: ${msg}`); }
+  private fail(msg: string, at = this.i): never { throw new RegexError(`regex ${JSON.stringify(this.src)} at ${at}: ${msg}`); }
   private peek(): number | undefined { return this.cps[this.i]; }
   private eat(c: string): boolean { if (this.peek() === c.codePointAt(0)) { this.i++; return true; } return false; }
 
@@ -49,6 +51,16 @@ class Parser {
       if (c === 0x5e || c === 0x24) { // ^ $: the whole output matches anyway (ECMA: kept for searchRegex)
         this.i++;
         if (this.ecma) xs.push({ t: 'anchor', end: c === 0x24 });
+        continue;
+      }
+      if (this.ecma && c === 0x28 && /^\(\?[=!]/.test(this.rest())) { // a lookahead: an assertion, so no quantifier may follow (as with 'u')
+        const at = this.i;
+        this.i += 3;
+        const x = this.alt();
+        if (!this.eat(')')) this.fail("missing ')'");
+        xs.push({ t: 'look', x, neg: this.cps[at + 2] === 0x21 });
+        const c2 = this.peek();
+        if (c2 === 0x2a || c2 === 0x2b || c2 === 0x3f || (c2 === 0x7b && /^\{\d+(,\d*)?\}/.test(this.rest()))) this.fail(`a lookahead cannot be repeated (invalid quantifier '${String.fromCodePoint(c2)}')`);
         continue;
       }
       xs.push(this.quant(this.atom()));
@@ -80,7 +92,7 @@ class Parser {
         if (this.eat('?')) {
           const named = this.ecma && this.peek() === 0x3c && /^<[A-Za-z_$][\w$]*>/.exec(this.rest());
           if (named) this.i += named[0].length; // (?<name>…) groups like (…)
-          else if (!this.eat(':')) this.fail('only (?:…) groups are supported (no lookaround or named groups)');
+          else if (!this.eat(':')) this.badGroup(this.i - 2);
         }
         const a = this.alt();
         if (!this.eat(')')) this.fail("missing ')'");
@@ -92,6 +104,15 @@ class Parser {
       case 0x2a: case 0x2b: case 0x3f: this.i--; return this.fail('nothing to repeat');
       default: return { t: 'set', ranges: [[c, c]], neg: false };
     }
+  }
+  /** Why the group opening '(?' at `at` is refused: lookaround by its kind, else what groups there are. */
+  private badGroup(at: number): never {
+    const open = String.fromCodePoint(...this.cps.slice(at, at + 4));
+    const kind = /^\(\?<[=!]/.test(open) ? `lookbehind ${open}…)` : /^\(\?[=!]/.test(open) ? `lookahead ${open.slice(0, 3)}…)`
+      : /^\(\?<[A-Za-z_$]/.test(open) ? 'a named group (?<name>…)' : null;
+    const groups = this.ecma ? '(…), (?:…), (?<name>…), lookaheads (?=…) and (?!…)' : '(…) and (?:…)';
+    if (kind !== null) this.fail(`${kind} is not supported (supported groups: ${groups})`, at);
+    this.fail(`unknown group '${open.slice(0, 3)}' (supported groups: ${groups})`, at);
   }
   private escape(inClass: boolean): Ast & { t: 'set' } {
     const c = this.cps[this.i++];
@@ -176,13 +197,19 @@ function complement(rs: readonly (readonly [number, number])[]): [number, number
   return out;
 }
 
-/** NFA node: a code-point test (ranges, negated) leading to `out`, or an epsilon fan-out (`outs`), or accept. */
-interface NfaNode { ranges: readonly (readonly [number, number])[] | null; neg: boolean; out: number; outs: number[]; accept: boolean }
+/**
+ * NFA node: a code-point test (ranges, negated) leading to `out`, or an epsilon fan-out (`outs`), or accept. An epsilon
+ * node with a `test` is passed only where it holds: 'bol' at the input's start, 'eol' at its end, a number: lookahead
+ * `looks[test]` (ECMA patterns; dfa.ts runs them, Nfa.closure() stops at them).
+ */
+interface NfaNode { ranges: readonly (readonly [number, number])[] | null; neg: boolean; out: number; outs: number[]; accept: boolean; test?: 'bol' | 'eol' | number }
 
 const MAX_NFA = 20000;
 
 export class Nfa {
   readonly nodes: NfaNode[] = [];
+  readonly looks: { readonly x: Ast; readonly neg: boolean }[] = [];
+  private readonly lookIds = new Map<Ast, number>(); // a lookahead copied by a bounded repeat is one, compiled once
   readonly start: number;
   constructor(ast: Ast) {
     const acc = this.add({ ranges: null, neg: false, out: -1, outs: [], accept: true });
@@ -197,7 +224,12 @@ export class Nfa {
   /** Compile `a` so that it continues to `next` (continuation-passing, built back to front). */
   private build(a: Ast, next: number): number {
     switch (a.t) {
-      case 'anchor': throw new RegexError(`'${a.end ? '$' : '^'}' is only supported at the start / end of the pattern or of one of its top-level alternatives`);
+      case 'anchor': return this.add({ ranges: null, neg: false, out: -1, outs: [next], accept: false, test: a.end ? 'eol' : 'bol' });
+      case 'look': {
+        let id = this.lookIds.get(a);
+        if (id === undefined) { this.lookIds.set(a, id = this.looks.length); this.looks.push({ x: a.x, neg: a.neg }); }
+        return this.add({ ranges: null, neg: false, out: -1, outs: [next], accept: false, test: id });
+      }
       case 'set': return this.add({ ranges: a.ranges, neg: a.neg, out: next, outs: [], accept: false });
       case 'cat': return a.xs.reduceRight((n, x) => this.build(x, n), next);
       case 'alt': return this.eps(a.xs.map((x) => this.build(x, next)));
@@ -224,7 +256,7 @@ export class Nfa {
       seen.add(i);
       const n = this.nodes[i]!;
       if (n.ranges !== null || n.accept) out.push(i);
-      else stack.push(...n.outs);
+      else if (n.test === undefined) stack.push(...n.outs);
     }
     return out.sort((a, b) => a - b);
   }
@@ -288,7 +320,8 @@ export function parseRegex(src: string, ecma = false): Ast { return new Parser(s
 
 /**
  * A JSON Schema 'pattern' as a language of whole strings: ECMA regexes search (match anywhere), so each top-level
- * alternative gets any text before it unless it starts with '^' and after it unless it ends with '$'.
+ * alternative gets any text before it unless it starts with '^' and after it unless it ends with '$'. Anchors elsewhere
+ * and lookaheads stay in the tree: dfa.ts's intersect() runs them where they stand.
  */
 export function searchRegex(src: string): Ast {
   const top = parseRegex(src, true);

@@ -30,7 +30,9 @@ export const DEFAULT_NUM_PREDICTION_TOKENS = 15;
  * the output's way back, 2 tokens past the anchor, "too far" after its third token, and the tracker drafted off by
  * one until the n-gram search caught up). Words matter because an edit replaces words, whose token counts differ:
  * on floe-brown's answers with 1 word in 10 replaced, both changes took the steps of a 128-token answer from 999 to
- * 774 over 16 prompts (`bench/prediction-replay.ts`).
+ * 774 over 16 prompts (`bench/prediction-replay.ts`). An output that departs at its first token never lined up:
+ * it neither guesses a diagonal nor takes a 1- or 2-token match as an alignment, only 3 tokens in common (unrelated
+ * predictions drafted 0.41 rows per output token on chance matches and blind guesses, 4.5% of decode time; now none).
  */
 export class PredictionTracker {
   private ptr = 0; // prediction index expected next; -1 while the output is not aligned
@@ -97,6 +99,7 @@ export class PredictionTracker {
     const ends = nMax >= this.minFar ? this.farEnds(tokens, N) : [];
     for (let n = nMax; n >= 1; n--) {
       const far = n >= this.minFar;
+      if (!far && this.lostAt <= 0) break; // never lined up: a short match anywhere near is chance, not an alignment
       // occurrences end at e (P[e - n, e) equals the output's last n tokens); only those with a token after them.
       // Far: the ends of the output's last minFar tokens; near: the window after the anchor.
       let before = -1;
@@ -125,7 +128,9 @@ export class PredictionTracker {
    */
   private diagonal(tokens: readonly number[], start: number, since: number): number {
     const P = this.prediction;
-    if (this.lostAt < 0) return -1;
+    // an output that departed at its first token never lined up: nothing to substitute along (the prediction is
+    // unrelated text, or the answer opens differently and the search will find where it joins)
+    if (this.lostAt <= 0) return -1;
     const W = this.wordStarts;
     if (W) {
       let words = 0;

@@ -231,6 +231,16 @@ test('PredictionTracker: a guess along the diagonal that misses is no new depart
   assert.deepEqual(t.draft(out, 2, 3), [14, 15, 16]);
 });
 
+test('PredictionTracker: an output that departs at its first token drafts only where 3 tokens line up (unrelated text costs no rows)', () => {
+  const P = [10, 11, 12, 13, 14, 15, 16, 17];
+  const t = (out: number[]) => new PredictionTracker(P).draft([1, 2, ...out], 2, 4);
+  assert.deepEqual(t([90]), [], 'no substitution guess: nothing ever lined up');
+  assert.deepEqual(t([90, 91, 12]), [], 'one token in common is chance');
+  assert.deepEqual(t([90, 11, 12]), [], 'two as well');
+  assert.deepEqual(t([90, 11, 12, 13]), [14, 15, 16, 17], 'three: the answer joins the prediction there');
+  assert.deepEqual(t([10, 90]), [12, 13, 14, 15], 'after a first token that lined up, an edit is guessed as before');
+});
+
 test('PredictionTracker with word starts: a word replaced by one of another token count goes on at the next word', () => {
   const W = new Uint8Array(200);
   for (let id = 100; id < 200; id++) W[id] = 1; // ids >= 100 begin a word, < 100 go on with one
@@ -270,13 +280,14 @@ class ScanTracker {
     const P = this.P;
     const N = tokens.length;
     const since = N - start - this.lostOut;
-    let diag = this.lostAt >= 0 && this.lostAt + since < P.length ? this.lostAt + since : -1;
-    const words = this.W && this.lostAt >= 0 ? tokens.slice(N - since).filter((id) => this.W![id]).length : 0;
+    let diag = this.lostAt > 0 && this.lostAt + since < P.length ? this.lostAt + since : -1;
+    const words = this.W && this.lostAt > 0 ? tokens.slice(N - since).filter((id) => this.W![id]).length : 0;
     if (words > 0) diag = P.findIndex((id, j) => j > this.lostAt && this.W![id] && P.slice(this.lostAt + 1, j + 1).filter((x) => this.W![x]).length === words);
     const found = (e: number): number => { this.guessed = false; return (this.anchor = e); };
     const guess = (): number => { this.guessed = diag >= 0; return diag; };
     for (let n = Math.min(this.maxN, N - start); n >= 1; n--) {
       const far = n >= this.minFar;
+      if (!far && this.lostAt <= 0) break;
       let before = -1;
       const last = far ? P.length - 1 : Math.min(P.length - 1, this.anchor + this.window + n - 1);
       for (let e = far ? n : this.anchor + n; e <= last; e++) {

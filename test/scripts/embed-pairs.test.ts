@@ -70,9 +70,12 @@ test(`sourceBatches writes runs of B pairs from one source (seed ${SEED})`, { ti
   assert.equal(pairs.length, (6 + 5 + 4) * B);
   assert.equal(counts.written, pairs.length);
   const brownQ = new Set(brownRetrieval({ seed: SEED }).train.map((p) => p.query));
-  const lemmaP = new Set(lemmaPairs().map((p) => p.positive));
-  const wnExamples = new Set(wordnetRetrieval().train.map((p) => p.positive));
-  const kind = (p: { query: string; positive: string }) => (brownQ.has(p.query) ? 'brown' : wnExamples.has(p.positive) ? 'wordnet' : lemmaP.has(p.positive) ? 'lemma' : '?');
+  // by the whole (query, positive) pair: a positive alone can be both (seed 549: "obstruction of justice" is a WordNet
+  // example's positive and a lemma pair's)
+  const key = (p: { query: string; positive: string }) => `${p.query}\u0000${p.positive}`;
+  const lemmaP = new Set(lemmaPairs().map(key));
+  const wnPairs = new Set(wordnetRetrieval().train.map(key));
+  const kind = (p: { query: string; positive: string }) => (brownQ.has(p.query) ? 'brown' : wnPairs.has(key(p)) ? 'wordnet' : lemmaP.has(key(p)) ? 'lemma' : '?');
   const kinds = new Map<string, number>();
   for (let i = 0; i < pairs.length; i += B) {
     const run = pairs.slice(i, i + B).map(kind);

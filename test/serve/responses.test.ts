@@ -295,9 +295,13 @@ test('stored responses: GET, input_items, previous_response_id continues the con
 });
 
 test('a client that leaves a stream aborts the engine request', async () => {
-  const stream = await client.responses.create({ model, input: 'Write a long story.', max_output_tokens: 900, temperature: 1, stream: true });
+  // the answer must outlast the client: floe-brown's stories end (EOS) after ~100-200 tokens, which the engine could
+  // finish before the close reaches the server (clean-clone CI); a 3,000-character string cannot end early
+  const long = { type: 'json_schema' as const, name: 'story', schema: { type: 'object', properties: { story: { type: 'string', minLength: 3000 } }, required: ['story'], additionalProperties: false } };
+  const stream = await client.responses.create({ model, input: 'Write a long story.', max_output_tokens: 900, temperature: 1, stream: true, text: { format: long } });
   let n = 0;
   for await (const e of stream) if (e.type === 'response.output_text.delta' && ++n === 3) break; // the client closes the connection
+  assert.equal(n, 3);
   const metric = async () => Number(/^floe_requests_aborted_total (\S+)$/m.exec(await (await fetch(srv.url + '/metrics')).text())?.[1] ?? NaN);
   const deadline = Date.now() + 5000;
   while (!(await metric() >= 1) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));

@@ -479,6 +479,10 @@ test('multipleOf: integer and number steps with bounds beside them, on fresh ran
   edge({ type: 'number', multipleOf: 0.25 }, ['999999999999.75', '0.5', '-1.250', '2'], ['999999999999.76', '0.125', '99999999999999.75']);
   edge({ type: 'number', multipleOf: 1e-7 }, ['0.0000001', '1.2345678', '12.3456780'], ['0.00000001', '1.23456789']);
   edge({ multipleOf: 5, maximum: 12 }, ['10', '-5', '10.0'], ['12', '15', '"a"']);
+  // a step's trailing zeros are counted, not read mod 10^k: 100000 and 1e20 took 10^5 states and more (a 400)
+  edge({ type: 'integer', multipleOf: 100000 }, ['0', '100000', '-200000', '9007199254700000'], ['5', '10000', '100001', '1000000000000010']);
+  edge({ type: 'number', multipleOf: 50000, minimum: -1e6 }, ['0', '0.0', '150000', '-50000.00', '1000000'], ['25000', '50000.5', '5', '-1050000']);
+  edge({ type: 'integer', multipleOf: 1e20 }, ['0'], ['5', '100000000000000000', '-1']);
 });
 
 test('multipleOf that cannot be honoured is a 400 naming the keyword and its path: not a positive number, no multiple in the bounds, too many automaton states', () => {

@@ -393,7 +393,7 @@ function numberDfa(type: 'number' | 'integer', schema: Record<string, unknown>, 
   } catch (e) {
     if (!(e instanceof RegexError)) throw e;
     const { dec } = toDec(m);
-    throw new SchemaError('multipleOf', path, `'multipleOf' ${m} at ${path} cannot be enforced${lo || hi ? ' with its bounds' : ''}: ${e.message} (a multiple's digits are read mod ${BigInt(`${dec.int}${dec.frac}`)} at each digit place ${type === 'integer' ? 'an integer' : 'a number'} may have); a step of fewer significant digits, or tighter bounds, fits`);
+    throw new SchemaError('multipleOf', path, `'multipleOf' ${m} at ${path} cannot be enforced${lo || hi ? ' with its bounds' : ''}: ${e.message} (a multiple's digits are read mod ${BigInt(`${dec.int}${dec.frac}`.replace(/(?<=\d)0+$/, ''))} at each digit place ${type === 'integer' ? 'an integer' : 'a number'} may have); a step of fewer significant digits, or tighter bounds, fits`);
   }
   if (dfa === null) throw new SchemaError('multipleOf', path, `no ${type} is ${what} at ${path}${type === 'number' ? ` (written without exponent, at most ${NUMBER_DIGITS} digits)` : ''}`);
   return dfa;

@@ -134,36 +134,43 @@ const MINUS = 0x2d, DOT = 0x2e, ZERO_CP = 0x30;
  * bounds automaton it is intersected with): N = |value|·10^s is an integer (no fraction digit but 0 past the s-th) and
  * N ≡ 0 mod a. A state is (phase, x): phase 0 in the integer part, 1 + j after '.' and j fraction digits (j ≤ s), s + 2
  * past the s-th; x what the digits so far add to N, mod a. After j fraction digits the rest of N is below 10^(s-j),
- * so an x that it can no longer bring to 0 is dropped as it is made. Minimal; throws RegexError past `limit` states.
+ * so an x that it can no longer bring to 0 is dropped as it is made. An integer step's trailing zeros (m = a'·10^k)
+ * are read apart: the integer part ends in k zeros, and the digits before them are ≡ 0 mod a' (a state holds the zeros
+ * read last, z ≤ k, and x of the digits before them), so that multipleOf 100000 takes a few states, not 10^5.
+ * Minimal; throws RegexError past `limit` states.
  */
 export function multipleDfa(m: number, limit: number): Dfa {
   const { dec } = toDec(m);
   const s = dec.frac.length;
-  const a = dec.int * 10n ** BigInt(s) + BigInt(dec.frac || '0');
-  const pow = (k: number): bigint => 10n ** BigInt(k);
+  let a = dec.int * 10n ** BigInt(s) + BigInt(dec.frac || '0');
+  let k = 0; // the step's trailing zeros (only an integer step has them: a fraction's last digit is not 0)
+  while (a % 10n === 0n) { a /= 10n; k++; }
+  const pow = (n: number): bigint => 10n ** BigInt(n);
   const ids = new Map<string, number>();
-  const states: [number, bigint][] = [];
-  const id = (phase: number, x: bigint): number => {
-    const k = `${phase}.${x}`;
-    let q = ids.get(k);
+  const states: [number, bigint, number][] = [];
+  const id = (phase: number, x: bigint, z = 0): number => {
+    const key = `${phase}.${x}.${z}`;
+    let q = ids.get(key);
     if (q === undefined) {
       if (states.length >= limit) throw new RegexError(`too complex: more than ${limit} automaton states`);
-      ids.set(k, q = states.length);
-      states.push([phase, x]);
+      ids.set(key, q = states.length);
+      states.push([phase, x, z]);
     }
     return q;
   };
   const reachable = (j: number, x: bigint): boolean => (a - x) % a < pow(s - j); // the fraction digits left can add any y < 10^(s-j)
-  id(0, 0n);
+  const whole = (x: bigint, z: number): bigint => (z === k ? x : 1n); // N's part so far once the integer part ends (1n: no multiple)
+  id(0, 0n, k); // the value 0 so far: as if its k zeros were read (the integer part '0' is a multiple)
   const trans: [number, number, number][][] = [];
   for (let q = 0; q < states.length; q++) {
-    const [phase, x] = states[q]!;
+    const [phase, x, z] = states[q]!;
     const out: [number, number, number][] = [];
     if (q === 0) out.push([MINUS, MINUS, 0]);
-    if (phase === 0) out.push([DOT, DOT, id(1, x)]);
+    if (phase === 0) out.push([DOT, DOT, id(1, whole(x, z))]);
     for (let d = 0; d <= 9; d++) {
       let t = -1;
-      if (phase === 0) t = id(0, (x * 10n + BigInt(d) * pow(s)) % a);
+      if (phase === 0 && d === 0) t = z < k ? id(0, x, z + 1) : id(0, (x * 10n) % a, k); // k zeros held: the oldest passes into x
+      else if (phase === 0) t = id(0, (x * pow(z + 1) + BigInt(d) * pow(s)) % a); // the held zeros, then d
       else if (phase <= s) {
         const nx = (x + BigInt(d) * pow(s - phase)) % a;
         if (reachable(phase, nx)) t = id(phase + 1, nx);
@@ -172,5 +179,5 @@ export function multipleDfa(m: number, limit: number): Dfa {
     }
     trans.push(out.sort((u, v) => u[0] - v[0]));
   }
-  return minimize(trimmed(trans, states.map(([, x]) => x === 0n))!); // the start (N = 0) accepts: never null
+  return minimize(trimmed(trans, states.map(([phase, x, z]) => (phase === 0 ? whole(x, z) : x) === 0n))!); // '0' is a multiple: never null
 }

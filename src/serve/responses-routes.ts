@@ -208,16 +208,29 @@ class OutputBuilder {
     // tool calls: text or call pieces as the text proves which it is; logprobs go with text only (a call has none)
     this.pending.push(...(lp as { token: string }[]));
     const deltas = this.tools.push(o.text);
-    if (o.finishReason !== null) deltas.push(...this.tools.finish().deltas);
+    let textOnly = this.tools.isText; // the output is text: every token held is the text's
+    if (o.finishReason !== null) {
+      const end = this.tools.finish();
+      deltas.push(...end.deltas);
+      if (!end.isCalls) textOnly = true;
+    }
     for (const dl of deltas) {
-      if ('content' in dl) { this.text(dl.content, this.tokensOf(dl.content)); continue; }
+      if ('content' in dl) { this.text(dl.content, textOnly ? this.takePending() : this.tokensOf(dl.content)); continue; }
       const t = dl.tool_calls[0];
       if (t.id !== undefined) this.openCall(t.id, t.function.name ?? '');
       if (t.function.arguments !== '') this.args(t.function.arguments);
     }
+    // tokens that add no text (EOS, a character's first bytes) are the text's too, as without tools
+    if (textOnly && this.msg && this.pending.length > 0) this.text('', this.takePending());
   }
 
-  /** The logprobs of the last tokens held that make up `text` (those before it were a call's or blanks dropped). */
+  private takePending(): unknown[] {
+    const out = this.pending;
+    this.pending = [];
+    return out;
+  }
+
+  /** The logprobs of the last tokens held that make up `text`, after calls (those before it were the calls'). */
   private tokensOf(text: string): unknown[] {
     let k = this.pending.length;
     for (let n = 0; k > 0 && n < text.length;) n += this.pending[--k]!.token.length;

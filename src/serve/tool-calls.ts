@@ -118,6 +118,9 @@ export class ToolCallStream {
 
   constructor(private readonly tools: ReadonlySet<string>, readonly forced: boolean, private readonly maxCalls = Infinity) {}
 
+  /** Whether the output has proved text: all of it is content (what was held and what comes). */
+  get isText(): boolean { return this.mode === 'content'; }
+
   push(text: string): ToolDelta[] {
     if (this.mode === 'done') return [];
     this.buf += text;

@@ -414,3 +414,25 @@ test('include message.output_text.logprobs with tools: a text answer carries its
   assert.deepEqual(c.output.map((o) => o.type), ['function_call']);
   assert.ok(!JSON.stringify(c.output).includes('logprob'));
 });
+
+test('include message.output_text.logprobs with tools: an answer that ends at EOS carries every token\'s logprob, EOS included, as chat completions gives them', async () => {
+  // the EOS token adds no text: the builder held its logprob for a call that never came (output_tokens 17, logprobs 16)
+  const r = await client.responses.create({ model, input: 'Hello', tools: [weather], tool_choice: 'auto', include: ['message.output_text.logprobs'], top_logprobs: 1, temperature: 0, max_output_tokens: 200 });
+  assert.equal(r.status, 'completed', 'the answer ends at EOS');
+  const part = (r.output[0] as OpenAI.Responses.ResponseOutputMessage).content[0] as OpenAI.Responses.ResponseOutputText;
+  assert.equal(part.logprobs!.length, r.usage!.output_tokens);
+  const chat = await client.chat.completions.create({
+    model, messages: [{ role: 'user', content: 'Hello' }], tools: [{ type: 'function', function: { name: weather.name, description: weather.description!, parameters: weather.parameters!, strict: true } }],
+    tool_choice: 'auto', logprobs: true, top_logprobs: 1, temperature: 0, max_completion_tokens: 200,
+  });
+  assert.equal(chat.choices[0]!.finish_reason, 'stop');
+  // the same tokens; logprobs within a cached prefix's rounding (the second request reads the first's KV)
+  const want = chat.choices[0]!.logprobs!.content!;
+  assert.deepEqual(part.logprobs!.map((l) => l.token), want.map((l) => l.token));
+  part.logprobs!.forEach((l, i) => assert.ok(Math.abs(l.logprob - want[i]!.logprob) < 1e-3, `${l.token}: ${l.logprob} vs chat ${want[i]!.logprob}`));
+  const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+  const s = client.responses.stream({ model, input: 'Hello', tools: [weather], tool_choice: 'auto', include: ['message.output_text.logprobs'], top_logprobs: 1, temperature: 0, max_output_tokens: 200 });
+  s.on('event', (e) => events.push(e));
+  await s.finalResponse();
+  assert.deepEqual(events.filter((e): e is OpenAI.Responses.ResponseTextDeltaEvent => e.type === 'response.output_text.delta').flatMap((e) => e.logprobs).map((l) => l.token), want.map((l) => l.token));
+});

@@ -208,16 +208,15 @@ export class PredictionK extends AdaptiveK {
 }
 
 /**
- * Which tokens begin a word, for PredictionTracker: those whose text opens with whitespace or ASCII punctuation
- * (from each id's bytes, e.g. `tokenBytes(tokenizer)`; null for special tokens, which begin none).
+ * Which tokens begin a word, for PredictionTracker: those whose text opens with whitespace or a control byte (from
+ * each id's bytes, e.g. `tokenBytes(tokenizer)`; null for special tokens, which begin none). Punctuation does not:
+ * the replay measured (`bench/prediction-replay.ts`) counts words by their leading space.
  */
 export function wordStartTable(bytes: readonly (Uint8Array | null)[]): Uint8Array {
   const t = new Uint8Array(bytes.length);
   for (let id = 0; id < bytes.length; id++) {
     const b = bytes[id]?.[0];
-    if (b === undefined) continue;
-    const alnum = (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a);
-    t[id] = b <= 0x20 ? 1 : 0;
+    if (b !== undefined && b <= 0x20) t[id] = 1;
   }
   return t;
 }

@@ -343,3 +343,8 @@ test('PredictionTracker: a step\'s search is bounded whatever the prediction\'s 
   const far = [...Array.from({ length: M }, (_, i) => 100 + ((i * 7919) % 12)), 20, 21, 22, 23, 24, 25];
   assert.deepEqual(new PredictionTracker(far).draft([1, 2, 9, 9, 20, 21, 22], 2, 3), [23, 24, 25]);
 });
+
+test('wordStartTable: a token begins a word where its text opens with whitespace (punctuation and special tokens do not)', () => {
+  const b = (s: string) => new TextEncoder().encode(s);
+  assert.deepEqual([...wordStartTable([b(' the'), b('the'), b('.'), b(','), null, b('\n'), b('\t'), b('\u00e9'), b('')])], [1, 0, 0, 0, 0, 1, 1, 0, 0]);
+});

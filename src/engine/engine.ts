@@ -166,6 +166,7 @@ export class Engine {
   private parked: Seq[] = []; // first sequences of requests whose adapter waits for a free LoRA slot (FIFO)
   private constraints: ConstraintCache | null = null; // built on the first constrained request (token bytes of the vocabulary)
   private wordStartIds: Uint8Array | null | undefined; // built on the first request with a prediction
+  private tokenBytesTable: (Uint8Array | null)[] | null = null; // the vocabulary's token bytes, built on first use
 
   constructor(readonly model: LlamaModel, readonly tokenizer: Decoder | null, opts: EngineOptions = {}) {
     const c = model.config;
@@ -512,24 +513,32 @@ export class Engine {
     };
   }
 
+  /** The tokenizer as a vocabulary of token strings, or null when it has none (e.g. a model loaded without one). */
+  private vocab(): TokenVocab | null {
+    const tok = this.tokenizer as (Decoder & Partial<TokenVocab>) | null;
+    return tok && typeof tok.idToToken === 'function' && typeof tok.isSpecial === 'function' && typeof tok.vocabSize === 'number' ? tok as TokenVocab : null;
+  }
+
+  /** Each token's bytes, built once on first use (prediction word starts and constrained decoding share it). */
+  private vocabBytes(vocab: TokenVocab): (Uint8Array | null)[] {
+    return (this.tokenBytesTable ??= tokenBytes(vocab));
+  }
+
   /** Which tokens begin a word (for prediction drafts), built on a prediction's first use; null without token strings. */
   private wordStarts(): Uint8Array | null {
     if (this.wordStartIds === undefined) {
-      const tok = this.tokenizer as (Decoder & Partial<TokenVocab>) | null;
-      const vocab = tok && typeof tok.idToToken === 'function' && typeof tok.isSpecial === 'function' && typeof tok.vocabSize === 'number';
-      this.wordStartIds = vocab ? wordStartTable(tokenBytes(tok as TokenVocab)) : null;
+      const vocab = this.vocab();
+      this.wordStartIds = vocab ? wordStartTable(this.vocabBytes(vocab)) : null;
     }
     return this.wordStartIds;
   }
 
   /** The compiled grammar of a request's constraint (cached per spec); 400 for what the compiler refuses. */
   private compileConstraint(spec: NonNullable<GenerateRequest['constraint']>) {
-    const tok = this.tokenizer as (Decoder & Partial<TokenVocab>) | null;
-    if (!tok || typeof tok.idToToken !== 'function' || typeof tok.isSpecial !== 'function' || typeof tok.vocabSize !== 'number') {
-      throw new EngineRequestError(400, 'constrained decoding needs the model\'s tokenizer (its token strings); this model was loaded without one');
-    }
+    const tok = this.vocab();
+    if (!tok) throw new EngineRequestError(400, 'constrained decoding needs the model\'s tokenizer (its token strings); this model was loaded without one');
     try {
-      this.constraints ??= new ConstraintCache(tok as TokenVocab, this.info.vocabSize, this.eosIds);
+      this.constraints ??= new ConstraintCache(tok, this.info.vocabSize, this.eosIds, this.vocabBytes(tok));
       return this.constraints.get(spec);
     } catch (e) {
       if (e instanceof SchemaError || e instanceof RegexError) throw new EngineRequestError(400, e.message);

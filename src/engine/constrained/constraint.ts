@@ -53,8 +53,9 @@ export class ConstraintCache {
   readonly specials = new Map<number, string>(); // special tokens but EOS: their text (a lazy grammar's <|python_tag|>)
   private readonly cache = new Map<string, CompiledConstraint>();
 
-  constructor(vocab: TokenVocab, modelVocabSize: number, readonly eosIds: readonly number[]) {
-    this.table = tokenBytes(vocab);
+  /** `table`: the vocabulary's token bytes when the caller has them already (else built here). */
+  constructor(vocab: TokenVocab, modelVocabSize: number, readonly eosIds: readonly number[], table?: (Uint8Array | null)[]) {
+    this.table = table ?? tokenBytes(vocab);
     this.index = new TokenIndex(this.table, modelVocabSize);
     for (let id = 0; id < Math.min(vocab.vocabSize, modelVocabSize); id++) {
       const text = vocab.isSpecial(id) && !eosIds.includes(id) ? vocab.idToToken(id) : undefined;

@@ -284,7 +284,7 @@ export class Engine {
       prediction.forEach((id, i) => { if (!Number.isInteger(id) || id < 0 || id >= V) bad(`prediction token ${i} has id ${id}, outside the vocabulary [0, ${V})`); });
     }
     // past a complete value only EOS is allowed: ignoring it would leave nothing to sample
-    if (constraint && req.ignoreEos) bad('ignore_eos cannot be combined with constrained decoding (response_format, guided_*, a forced tool call)');
+    if (constraint && req.ignoreEos) bad('ignore_eos cannot be combined with constrained decoding (response_format, guided_*, a forced tool call, strict tools under tool_choice auto)');
 
     const comps: Completion[] = [];
     const promptLogprobs = req.promptLogprobs === null ? null : { k: req.promptLogprobs, done: 0 };

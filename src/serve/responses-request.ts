@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ChatMessage } from '../formats/chat-template.js';
 import { ApiError, invalid } from './errors.js';
-import { bodyObject, describe, get, isObj, MODERATION_REFUSED, required, parseChatRequest, type ChatParams, type Obj, type ValidationContext } from './validate.js';
+import { bodyObject, describe, get, isObj, MODERATION_REFUSED, required, parseChatRequest, strictCompatible, type ChatParams, type Obj, type ValidationContext } from './validate.js';
 
 type Part = { type: string; text: string; [k: string]: unknown }; // input_text, output_text, refusal
 
@@ -248,7 +248,9 @@ function toolsOf(b: Obj): Array<Record<string, unknown>> {
       if (!['type', 'name', 'description', 'parameters', 'strict'].includes(k)) throw invalid(`${p}.${k}`, `unrecognized argument '${p}.${k}'`, 'unknown_parameter');
     }
     if (t.strict !== undefined && t.strict !== null && typeof t.strict !== 'boolean') throw invalid(`${p}.strict`, `'${p}.strict' must be a boolean`, 'invalid_type');
-    const out: Record<string, unknown> = { type: 'function', name: t.name, description: t.description ?? null, parameters: t.parameters ?? null, strict: t.strict ?? null };
+    // strict omitted (or null): strict where the schema allows it, else not, as OpenAI's Responses API does
+    const strict = typeof t.strict === 'boolean' ? t.strict : strictCompatible(isObj(t.parameters) ? t.parameters : undefined);
+    const out: Record<string, unknown> = { type: 'function', name: t.name, description: t.description ?? null, parameters: t.parameters ?? null, strict };
     if (t.name === undefined || t.name === null) throw required(`${p}.name`);
     if (t.description === undefined || t.description === null) delete out.description;
     if (t.parameters === undefined || t.parameters === null) delete out.parameters;

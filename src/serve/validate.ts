@@ -441,6 +441,17 @@ function toolChoice(b: Obj, tools: readonly ToolDef[]): ToolChoice {
   throw invalid('tool_choice', `'tool_choice' must be 'none', 'auto', 'required' or {"type": "function", "function": {"name": ...}}, got ${describe(tc)}`, 'invalid_type');
 }
 
+/** Whether a tool's parameters compile to a grammar, so that its calls can be decoded strictly. */
+export function strictCompatible(params: Record<string, unknown> | undefined): boolean {
+  try {
+    compileSchema(callArguments(params));
+    return true;
+  } catch (e) {
+    if (e instanceof SchemaError) return false;
+    throw e;
+  }
+}
+
 /** A tool's parameters as the schema of a forced call's arguments: an object even where the schema names no type. */
 function callArguments(params: Record<string, unknown> | undefined): Record<string, unknown> {
   if (params === undefined) return { type: 'object', properties: {} };

@@ -442,3 +442,19 @@ test('include message.output_text.logprobs with tools: an answer that ends at EO
   await s.finalResponse();
   assert.deepEqual(events.filter((e): e is OpenAI.Responses.ResponseTextDeltaEvent => e.type === 'response.output_text.delta').flatMap((e) => e.logprobs).map((l) => l.token), want.map((l) => l.token));
 });
+
+test('a function tool without strict is strict where its schema allows it, as OpenAI\'s Responses API does; explicit strict is kept', async () => {
+  // raw HTTP: a client that leaves strict out (the SDK's type asks for it, null included)
+  const post = async (tools: object[]) => {
+    const r = await fetch(`${srv.url}/v1/responses`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model, input: 'Hello', tools, max_output_tokens: 4, temperature: 0 }) });
+    return { status: r.status, body: await r.json() as { tools?: { strict: boolean | null }[]; error?: { param: string } } };
+  };
+  const { strict: _s, ...plain } = weather;
+  const opaque = { type: 'function', name: 'lookup', parameters: { type: 'object', properties: { q: { not: { type: 'string' } } } } }; // `not`: no grammar
+  const a = await post([plain, { ...plain, name: 'get_weather_null', strict: null }, { ...plain, name: 'get_weather_loose', strict: false }, opaque]);
+  assert.equal(a.status, 200, JSON.stringify(a.body));
+  assert.deepEqual(a.body.tools!.map((t) => t.strict), [true, true, false, false], 'omitted and null: strict when the schema compiles; false kept; no grammar: not strict');
+  // strict: true on a schema the grammar cannot honour stays a 400 naming it
+  const b = await post([{ ...opaque, strict: true }]);
+  assert.deepEqual([b.status, b.body.error!.param], [400, 'tools[0].parameters']);
+});

@@ -3,6 +3,7 @@
 // in 10 replaced, (c) unrelated text, against no prediction, on the built-in model (floe-brown).
 //
 // usage: node --import tsx bench/prediction.ts [--prompts 4] [--reps 3] [--max-tokens 128] [--threads 2] [--speculative ngram]
+//                                             [--model DIR|FILE.gguf] (default models/floe-brown; e.g. bench/.cache/1b-q8_0-v2.gguf)
 // Each prompt runs every variant in turn, reps times; a variant's figure is the median over its requests of
 // completion tokens / wall time of the request, and its ratio is against no prediction in the same run.
 
@@ -11,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
+import { readGguf } from '../src/formats/gguf.js';
 import { startServer } from '../src/serve/server.js';
 import { loadBrown, splitBrown } from '../src/train/corpus.js';
 import { machineInfo, machineLine } from './machine.js';
@@ -22,20 +24,24 @@ const reps = Number(arg('--reps', '3'));
 const maxTokens = Number(arg('--max-tokens', '128'));
 const threads = Number(arg('--threads', String(Math.min(2, os.availableParallelism()))));
 const speculative = arg('--speculative', '') || undefined;
+const modelPath = path.resolve(arg('--model', path.join(ROOT, 'models', 'floe-brown')));
 
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
 
 async function main(): Promise<void> {
   console.log(`machine: ${machineLine(machineInfo())}; load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-  const srv = await startServer({ model: path.join(ROOT, 'models', 'floe-brown'), port: 0, threads, log: () => {}, ui: false, speculative });
+  const g = modelPath.endsWith('.gguf') ? await readGguf(modelPath) : null;
+  const srv = await startServer({ model: modelPath, port: 0, threads, log: () => {}, ui: false, speculative });
   await srv.ready;
   const client = new OpenAI({ baseURL: srv.url + '/v1', apiKey: 'none', maxRetries: 0 });
   const steps = async (): Promise<number> => Number(/^floe_engine_steps_total (\S+)$/m.exec(await (await fetch(srv.url + '/metrics')).text())![1]);
   const held = splitBrown(loadBrown()).heldOut;
   const prompts = Array.from({ length: numPrompts }, (_, i) => held[(11 + 37 * i) % held.length]!.slice(0, 300));
   // EOS banned rather than ignored: text with end-of-text tokens inside would not come back from the API's text
-  const cfg = JSON.parse(fs.readFileSync(path.join(ROOT, 'models', 'floe-brown', 'config.json'), 'utf8')) as { eos_token_id: number | number[] };
-  const eos = Object.fromEntries([cfg.eos_token_id].flat().map((id) => [String(id), -100]));
+  const eosIds = modelPath.endsWith('.gguf')
+    ? ['tokenizer.ggml.eos_token_id', 'tokenizer.ggml.eot_token_id', 'tokenizer.ggml.eom_token_id'].map((k) => (g!.metadata.get(k) as number | undefined)).filter((id) => id !== undefined)
+    : [(JSON.parse(fs.readFileSync(path.join(modelPath, 'config.json'), 'utf8')) as { eos_token_id: number | number[] }).eos_token_id].flat();
+  const eos = Object.fromEntries(eosIds.map((id) => [String(id), -100]));
   const body = (prompt: string) => ({ model: srv.modelName, prompt, temperature: 0, max_tokens: maxTokens, logit_bias: eos });
   let seed = 7;
   const rnd = (): number => { seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0; return seed / 2 ** 32; };
@@ -70,7 +76,7 @@ async function main(): Promise<void> {
   }
   await srv.close(1000);
   const base = median(rows.get('none')!.tps);
-  console.log(`floe-brown, /v1/completions, ${numPrompts} prompts × ${reps} reps, ${maxTokens} tokens each, ${threads} threads, --speculative ${speculative ?? 'off'}`);
+  console.log(`${path.basename(modelPath)}, /v1/completions, ${numPrompts} prompts × ${reps} reps, ${maxTokens} tokens each, ${threads} threads, --speculative ${speculative ?? 'off'}`);
   console.log('prediction                  tok/s   × none  tokens/step  accepted  rejected (per request)');
   for (const [name, r] of rows) {
     const n = r.tps.length;

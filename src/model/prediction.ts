@@ -136,7 +136,11 @@ export class PredictionTracker {
       let words = 0;
       for (let i = tokens.length - since; i < tokens.length; i++) words += W[tokens[i]!] ?? 0;
       if (words > 0) {
-        for (let j = this.lostAt + 1; j < P.length; j++) if (W[P[j]!] && --words === 0) return j;
+        // within reach of a substitution (a 1M-token prediction without word starts scanned to its end every step:
+        // 2 ms a step on the engine's thread)
+        const end = Math.min(P.length, this.lostAt + 1 + this.window + 4 * since);
+        this.compared += end - this.lostAt - 1; // at most
+        for (let j = this.lostAt + 1; j < end; j++) if (W[P[j]!] && --words === 0) return j;
         return -1;
       }
     }

@@ -339,6 +339,14 @@ test('PredictionTracker: a step\'s search is bounded whatever the prediction\'s 
     }
     assert.ok(t.compared <= 50 * (8 * 1024 + 8 * 64), `${what}: ${t.compared} positions compared in 50 steps`);
   }
+  // with word starts: the next word is looked for within reach, not to the end of a prediction that has none
+  const W = new Uint8Array(200);
+  W[150] = 1;
+  const t = new PredictionTracker([10, ...Array<number>(M).fill(7)], W);
+  const tokens = [1, 2, 10];
+  t.draft(tokens, 2, 15);
+  for (let s = 0; s < 50; s++) { tokens.push(150); t.draft(tokens, 2, 15); }
+  assert.ok(t.compared <= 50 * (8 * 1024 + 8 * 64), `no word starts: ${t.compared} positions compared in 50 steps`);
   // the index still finds the prediction again after the million-token prefix
   const far = [...Array.from({ length: M }, (_, i) => 100 + ((i * 7919) % 12)), 20, 21, 22, 23, 24, 25];
   assert.deepEqual(new PredictionTracker(far).draft([1, 2, 9, 9, 20, 21, 22], 2, 3), [23, 24, 25]);

@@ -443,13 +443,22 @@ function toolChoice(b: Obj, tools: readonly ToolDef[]): ToolChoice {
 
 /** Whether a tool's parameters compile to a grammar, so that its calls can be decoded strictly. */
 export function strictCompatible(params: Record<string, unknown> | undefined): boolean {
-  try {
-    compileSchema(callArguments(params));
-    return true;
-  } catch (e) {
-    if (e instanceof SchemaError) return false;
-    throw e;
+  return toolSchemaError(params) === null;
+}
+
+/** Why a tool's parameters do not compile to a grammar, or null; once per parameters object (the Responses API asks
+ * for its tools without strict, then chat's validation for the same objects). */
+const schemaErrors = new WeakMap<object, SchemaError | null>();
+function toolSchemaError(params: Record<string, unknown> | undefined): SchemaError | null {
+  const known = params && schemaErrors.get(params);
+  if (known !== undefined) return known;
+  let err: SchemaError | null = null;
+  try { compileSchema(callArguments(params)); } catch (e) {
+    if (!(e instanceof SchemaError)) throw e;
+    err = e;
   }
+  if (params) schemaErrors.set(params, err);
+  return err;
 }
 
 /** A tool's parameters as the schema of a forced call's arguments: an object even where the schema names no type. */
@@ -511,10 +520,8 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
   // each constrained tool's schema compiles, or the 400 names the tool and the path inside its parameters
   const checkTool = (t: ToolDef) => {
     const p = `tools[${tools.indexOf(t)}].function.parameters`;
-    try { compileSchema(callArguments(t.function.parameters)); } catch (e) {
-      if (e instanceof SchemaError) throw invalid(p, `'${p}' of tool '${t.function.name}': ${e.message}`, 'unsupported_parameter');
-      throw e;
-    }
+    const e = toolSchemaError(t.function.parameters);
+    if (e) throw invalid(p, `'${p}' of tool '${t.function.name}': ${e.message}`, 'unsupported_parameter');
   };
   if (choice === 'required' || typeof choice === 'object') {
     if (constraint) throw invalid('response_format', `'response_format' cannot be combined with tool_choice ${describe(get(b, 'tool_choice'))}: the output is a tool call`);

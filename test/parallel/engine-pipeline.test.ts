@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { join } from 'node:path';
-import { Engine } from '../../src/engine/engine.js';
-import type { EngineOutput } from '../../src/engine/protocol.js';
+import { Engine, type EngineOptions } from '../../src/engine/engine.js';
+import type { EngineOutput, GenerateRequest } from '../../src/engine/protocol.js';
 import { openModel } from '../../src/model/open.js';
 import { PipelineDriver, runStage } from '../../src/parallel/pipeline.js';
 import { openStage } from '../../src/parallel/stage-model.js';
@@ -44,6 +44,20 @@ async function runWaves(engine: Engine, M: number, byId: Map<string, Collected>,
   }
 }
 
+/** An engine whose forward runs through `size` in-process stages: the requests run to the end, M = size at a time. */
+async function throughStages(size: number, opts: EngineOptions, reqs: readonly GenerateRequest[], got: Map<string, Collected>, other: EngineOutput[]) {
+  const group = localGroup(size);
+  const opened = await Promise.all(group.map((tr) => openStage(MODEL, tr.rank, size)));
+  const stages = group.slice(1).map((tr, i) => runStage(tr, opened[i + 1]!.model));
+  const driver = new PipelineDriver(group[0]!, opened[0]!.model);
+  const engine = new Engine(opened[0]!.model, null, { ...opts, remote: driver });
+  for (const q of reqs) engine.add(q);
+  await runWaves(engine, size, got, other);
+  await driver.close();
+  await Promise.all(stages);
+  return { engine, driver };
+}
+
 test('engine through 3 in-process stages, micro-batches overlapping, equals the engine in one process', async () => {
   const size = 3;
   const model = (await openModel(MODEL)).model;
@@ -62,16 +76,8 @@ test('engine through 3 in-process stages, micro-batches overlapping, equals the 
     assert.ok(++tries < 20, 'twenty draws of requests and none both preempted and hit the prefix cache in one process');
   }
 
-  const group = localGroup(size);
-  const opened = await Promise.all(group.map((tr) => openStage(MODEL, tr.rank, size)));
-  const stages = group.slice(1).map((tr, i) => runStage(tr, opened[i + 1]!.model));
-  const driver = new PipelineDriver(group[0]!, opened[0]!.model);
-  const engine = new Engine(opened[0]!.model, null, { ...OPTS, remote: driver });
   const got = new Map<string, Collected>();
-  for (const q of requests(seed)) engine.add(q);
-  await runWaves(engine, size, got, other);
-  await driver.close();
-  await Promise.all(stages);
+  const { engine, driver } = await throughStages(size, OPTS, requests(seed), got, other);
   assert.deepEqual(other, []);
   assert.ok(driver.stats.maxInFlight >= 2, `micro-batches overlapped (at most ${driver.stats.maxInFlight} in flight)`);
   assert.ok(engine.stats().preemptions > 0, `the small pool preempted (seed ${seed})`);
@@ -103,16 +109,8 @@ test('Predicted Outputs and the ngram proposer through 3 in-process stages: the 
   // (q0 has none: the ngram proposer drafts for it, from its phrase said six times)
   const predicted = reqs.map((q, i) => i === 0 ? q : ({ ...q, prediction: plain.get(q.id)!.tokens[0]!.map((t) => (r() < 0.125 ? 10 + Math.floor(r() * (V - 20)) : t)) }));
 
-  const group = localGroup(size);
-  const opened = await Promise.all(group.map((tr) => openStage(MODEL, tr.rank, size)));
-  const stages = group.slice(1).map((tr, i) => runStage(tr, opened[i + 1]!.model));
-  const driver = new PipelineDriver(group[0]!, opened[0]!.model);
-  const engine = new Engine(opened[0]!.model, null, { ...OPTS, kvBlocks: 64, remote: driver, speculative: 'ngram' });
   const got = new Map<string, Collected>();
-  for (const q of predicted) engine.add(q);
-  await runWaves(engine, size, got, other);
-  await driver.close();
-  await Promise.all(stages);
+  const { engine } = await throughStages(size, { ...OPTS, kvBlocks: 64, speculative: 'ngram' }, predicted, got, other);
   assert.deepEqual(other, []);
   let accepted = 0;
   let verified = 0;

@@ -8,7 +8,8 @@ import { KvCache, KvSwapSpace } from '../model/kv-cache.js';
 import type { LlamaModel } from '../model/llama.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from '../model/sampler.js';
 import {
-  AdaptiveK, checkDraftTokens, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type Proposer, type ProposeRequest, type SpeculativeSpec,
+  AdaptiveK, checkDraftTokens, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type Proposer, type ProposeRequest, SPEC_COSTS, SpecCosts,
+  type SpeculativeSpec,
 } from '../model/speculation.js';
 import { DEFAULT_NUM_PREDICTION_TOKENS, PredictionK, PredictionTracker, wordStartTable } from '../model/prediction.js';
 import { AdapterTable, DEFAULT_MAX_LORAS, type AdapterInfo, type LoadedAdapter } from './adapters.js';
@@ -39,6 +40,11 @@ export interface EngineOptions {
   /** Speculative decoding for every request that does not opt out: 'ngram', 'suffix', a draft model or a Proposer. */
   readonly speculative?: SpeculativeSpec;
   readonly numSpeculativeTokens?: number; // K: most draft tokens per sequence and step; default 4
+  /**
+   * Cap each sequence's k where a draft token stops paying, at costs measured on this engine's decode steps (default
+   * true; FLOE_SPEC_COSTS=0 turns the default off). Steps through pipeline stages (launchStep) are not measured.
+   */
+  readonly speculativeCosts?: boolean;
   /** Most draft tokens per step taken from a request's prediction (Predicted Outputs), with or without `speculative`; default 15. */
   readonly numPredictionTokens?: number;
   readonly maxLoras?: number; // distinct LoRA adapters in one step; requests for another wait; default 4
@@ -159,6 +165,8 @@ export class Engine {
   private counters = { promptTokens: 0, generatedTokens: 0, steps: 0, specDraftTokens: 0, specAcceptedTokens: 0, specSteps: 0 };
   readonly proposer: Proposer | null;
   private readonly numSpecTokens: number;
+  private readonly specCosts: SpecCosts | null; // what a draft token costs and a step yields, measured (null: not capped)
+  private proposeSec = 0; // the proposer's time in this step
   private readonly numPredictionTokens: number;
   readonly adapters: AdapterTable;
   private readonly maxLoras: number;
@@ -176,6 +184,7 @@ export class Engine {
     const budget = opts.kvCacheMemory ?? defaultKvCacheMemory(model, kvDtype, maxNumSeqs);
     this.proposer = opts.speculative === undefined ? null : createProposer(opts.speculative, model);
     this.numSpecTokens = checkDraftTokens(opts.numSpeculativeTokens ?? DEFAULT_NUM_SPECULATIVE_TOKENS, 'numSpeculativeTokens');
+    this.specCosts = this.proposer && (opts.speculativeCosts ?? SPEC_COSTS) ? new SpecCosts() : null;
     this.numPredictionTokens = checkDraftTokens(opts.numPredictionTokens ?? DEFAULT_NUM_PREDICTION_TOKENS, 'numPredictionTokens');
     // a draft model's KV shares the block tables: each block holds both models' K/V
     const perBlock = (KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, kvDtype) + (this.proposer?.kvBytesPerToken ?? 0)) * blockSize;
@@ -298,7 +307,9 @@ export class Engine {
       }
       const seq = new Seq(`${req.id}/${i}`, [...req.promptIds], P, true, i === 0 ? promptLogprobs : null, null, []);
       seq.lora = lora;
-      if (this.proposer && req.speculative !== false) seq.spec = new AdaptiveK(this.numSpecTokens);
+      // a seeded sampled request keeps the timing-free k schedule, so that its seed reproduces (its tokens depend on k)
+      const costs = sampling.seed !== null && sampling.temperature > 0 ? null : this.specCosts;
+      if (this.proposer && req.speculative !== false) seq.spec = new AdaptiveK(this.numSpecTokens, undefined, undefined, undefined, undefined, costs);
       if (prediction && prediction.length > 0 && req.speculative !== false && this.numPredictionTokens > 0) {
         seq.prediction = new PredictionTracker(prediction, this.wordStarts());
         seq.predictionK = new PredictionK(this.numPredictionTokens);
@@ -397,8 +408,26 @@ export class Engine {
   /** One engine iteration; returns the outputs it produced. */
   step(): EngineOutput[] {
     const outputs: EngineOutput[] = [];
+    this.proposeSec = 0;
     const sched = this.beginStep(outputs);
-    if (sched) this.endStep(sched, this.runner.execute(sched, (id) => this.seqOf(id)), outputs);
+    if (!sched) return outputs;
+    const t0 = performance.now();
+    const results = this.runner.execute(sched, (id) => this.seqOf(id));
+    const forwardSec = (performance.now() - t0) / 1000;
+    const costs = this.specCosts;
+    // a decode step (no prompt chunk) measures what a verify row costs; drafts are cleared by endStep
+    const decodeOnly = costs !== null && sched.seqs.every((s) => s.numTokens === 1 + s.numLookahead);
+    let rows = 0, drafted = 0;
+    if (decodeOnly) {
+      for (const s of sched.seqs) {
+        rows += s.numTokens;
+        const seq = this.seqOf(s.id);
+        if (seq.draftFrom === 'proposer') drafted += seq.draft.length;
+      }
+    }
+    const generated = this.counters.generatedTokens;
+    this.endStep(sched, results, outputs);
+    if (decodeOnly) costs!.observe(rows, forwardSec, this.proposeSec, drafted, this.counters.generatedTokens - generated);
     return outputs;
   }
 
@@ -608,7 +637,9 @@ export class Engine {
     }
     if (reqs.length === 0) return out;
     const proposer = this.proposer!;
+    const t0 = performance.now();
     const props = proposer.propose(reqs);
+    this.proposeSec += (performance.now() - t0) / 1000;
     if (props.length !== reqs.length) throw new Error(`proposer ${proposer.name} answered ${props.length} proposals for ${reqs.length} requests`);
     const unused = new Map<string, number>();
     reqs.forEach((r, i) => {

@@ -4,7 +4,9 @@ import { KvCache } from './kv-cache.js';
 import type { ForwardInput, LlamaModel } from './llama.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from './sampler.js';
 import { DEFAULT_NUM_PREDICTION_TOKENS, PredictionK, PredictionTracker } from './prediction.js';
-import { AdaptiveK, checkDraftTokens, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type SpeculativeSpec, verifyDraft } from './speculation.js';
+import {
+  AdaptiveK, checkDraftTokens, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, SPEC_COSTS, SpecCosts, type SpeculativeSpec, verifyDraft,
+} from './speculation.js';
 import type { KvDType } from '../backend/backend.js';
 
 export interface TopLogprob {
@@ -32,6 +34,8 @@ export interface GenerateOptions {
   /** Speculative decoding: 'ngram', 'suffix', a draft model sharing the vocabulary, or a Proposer. */
   readonly speculative?: SpeculativeSpec;
   readonly numSpeculativeTokens?: number; // K, most draft tokens per step (adaptive below it); default 4
+  /** Cap k where a draft token stops paying, at costs measured on this call's steps (default true; FLOE_SPEC_COSTS=0 turns the default off). */
+  readonly speculativeCosts?: boolean;
   /** Predicted Outputs: token ids the output is expected to repeat (no BOS); drafts taken from it, with or without `speculative`. */
   readonly prediction?: readonly number[];
   readonly numPredictionTokens?: number; // most prediction tokens verified per step (adaptive below it); default 15
@@ -178,7 +182,11 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   };
   const proposer = opts.speculative === undefined ? null : createProposer(opts.speculative, model);
   const K = opts.numSpeculativeTokens ?? DEFAULT_NUM_SPECULATIVE_TOKENS;
-  const adaptive = proposer ? new AdaptiveK(checkDraftTokens(K, 'numSpeculativeTokens')) : null;
+  // the proposer's k is capped where a draft token stops paying, at costs measured on this call's own steps; not for
+  // seeded sampling, whose tokens depend on k: its seed reproduces with the timing-free schedule
+  const seeded = sampling.temperature > 0 && sampling.seed !== null;
+  const costs = proposer && !seeded && (opts.speculativeCosts ?? SPEC_COSTS) ? new SpecCosts() : null;
+  const adaptive = proposer ? new AdaptiveK(checkDraftTokens(K, 'numSpeculativeTokens'), undefined, undefined, undefined, undefined, costs) : null;
   proposer?.init?.({ vocabSize: V, numBlocks, blockSize: BLOCK, maxPositions: cfg.maxPositionEmbeddings });
   const spec = { proposed: 0, accepted: 0 };
   for (const [i, id] of (opts.prediction ?? []).entries()) {
@@ -199,20 +207,25 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
     const fromPrediction = draft.length > 0;
     const k = adaptive && !fromPrediction ? Math.min(adaptive.next(), room) : 0;
     let q: readonly Float32Array[] | undefined;
+    const t0 = performance.now();
     if (k > 0) {
       const p = proposer!.propose([{ seqId, tokens, promptLen: promptIds.length, k, blockTable, sampling: draftSampling }])[0];
       if (!p) throw new Error(`proposer ${proposer!.name} returned no proposal for one request`);
       draft = checkProposal(p.tokens, k, V, proposer!.name);
       q = p.q;
     }
+    const t1 = performance.now();
     const logits = yield* step([outputIds.at(-1)!, ...draft], N - 1, draft.length > 0); // (1 + draft, V)
+    const fwdSec = (performance.now() - t1) / 1000;
     if (draft.length === 0) {
+      costs?.observe(1, fwdSec, (t1 - t0) / 1000, 0, 1);
       adaptive?.tick();
       predK?.tick();
       done = emit(sampler.sample(logits, counts), logits);
       continue;
     }
     const v = verifyDraft(sampler, counts, logits, draft, q);
+    costs?.observe(1 + draft.length, fwdSec, (t1 - t0) / 1000, fromPrediction ? 0 : draft.length, v.tokens.length);
     spec.proposed += draft.length;
     spec.accepted += v.accepted;
     if (fromPrediction) {

@@ -126,6 +126,75 @@ export function checkDraftTokens(n: number, option: string): number {
   return n;
 }
 
+/** Forgetting factor of a sequence's acceptance rate per verify step (about the last 20 steps count). */
+const ALPHA_DECAY = 0.95;
+
+/**
+ * A sequence pauses its drafts when its acceptance rate is below this fraction of the threshold: near the threshold
+ * a draft token gains or loses almost nothing, while a pause taken on a noisy low estimate loses what the drafts gain.
+ */
+const PAUSE_MARGIN = 0.8;
+
+/** Whether generate() and the engine cap k by measured costs (FLOE_SPEC_COSTS=0 turns it off, for A/B runs). */
+export const SPEC_COSTS = process.env.FLOE_SPEC_COSTS !== '0';
+
+/**
+ * What speculating costs and what a step yields, measured while a generation loop or the engine runs. A step's
+ * forward time is fitted as a + b·rows over recent steps (least squares, forgetting older steps by `decay` a step);
+ * the proposer's time per drafted token and the output rate (tokens per second, drafting included) are averaged the
+ * same way. A sequence's j-th draft token pays when its chance of being kept, α^j, reaches threshold() = (b + draft
+ * cost per token) × rate: the time it adds would give that many tokens at the current rate. For one sequence this is
+ * the k that maximises expected tokens per second (E(k + 1) / t(k) > E(k) / t(k) exactly when α^(k+1) > threshold at
+ * k). With many sequences it stops drafting where verify rows cost nearly a decode step's time (a big batch on a small
+ * model, a compute-bound step) and keeps drafting where a step is bound by reading the weights.
+ */
+export class SpecCosts {
+  private sw = 0; private sx = 0; private sy = 0; private sxx = 0; private sxy = 0; // the fit's weighted sums
+  private b = 0; // seconds a row adds to a step's forward, from the last fit that had rows varied enough
+  private fitted = false; // rows have varied enough to fit b
+  private draftSec = 0; private drafted = 0;
+  private outSec = 0; private outTok = 0;
+
+  constructor(readonly decay = 0.97) {}
+
+  /**
+   * One step: `rows` tokens through the forward in `forwardSec` seconds, `proposeSec` spent drafting `drafted`
+   * tokens, `emitted` output tokens (accepted drafts and each sequence's own token).
+   */
+  observe(rows: number, forwardSec: number, proposeSec: number, drafted: number, emitted: number): void {
+    if (!(rows > 0 && forwardSec >= 0 && proposeSec >= 0)) return;
+    const d = this.decay;
+    this.sw = d * this.sw + 1;
+    this.sx = d * this.sx + rows;
+    this.sy = d * this.sy + forwardSec;
+    this.sxx = d * this.sxx + rows * rows;
+    this.sxy = d * this.sxy + rows * forwardSec;
+    const varX = this.sxx / this.sw - (this.sx / this.sw) ** 2;
+    if (varX > 0.1) {
+      this.b = Math.max(0, (this.sxy / this.sw - (this.sx / this.sw) * (this.sy / this.sw)) / varX);
+      this.fitted = true;
+    }
+    if (drafted > 0) {
+      this.draftSec = d * this.draftSec + proposeSec;
+      this.drafted = d * this.drafted + drafted;
+    }
+    this.outSec = d * this.outSec + forwardSec + proposeSec;
+    this.outTok = d * this.outTok + emitted;
+  }
+
+  /** Seconds a draft token costs: its verify row and its share of the proposer's time (0 until measured). */
+  perDraftToken(): number { return this.b + (this.drafted > 0 ? this.draftSec / this.drafted : 0); }
+
+  /** Output tokens per second over recent steps (0 until measured). */
+  rate(): number { return this.outSec > 0 ? this.outTok / this.outSec : 0; }
+
+  /**
+   * The least chance of acceptance a draft token needs to pay for itself; 0 (no cap) until steps of different row
+   * counts have been timed, so that a row's cost is a measurement and not a guess.
+   */
+  threshold(): number { return this.fitted ? this.perDraftToken() * this.rate() : 0; }
+}
+
 /**
  * k for the next step of one sequence, in [0, K]: shrinks after a rejection, grows after a full acceptance. A
  * sequence whose drafts keep failing (`missStreak` verify steps in a row with nothing accepted) stops speculating
@@ -133,43 +202,89 @@ export function checkDraftTokens(n: number, option: string): number {
  * the pause (up to `maxPause`), an accepted token resets it. Chosen by simulation (verify at k = 1 costing 1.2 decode
  * steps, first-token acceptance p i.i.d.): p = 0 loses 0.5%, p = 0.1 0.9%, p = 0.35 keeps 1.09× of the 1.12× that
  * never pausing gets; a streak of 3 with a 1-step probe kept only 1.01× at p = 0.35.
+ *
+ * With `costs` measured (SpecCosts.threshold() > 0), k is instead the most draft tokens that pay: the largest j with
+ * α^j ≥ threshold, α the sequence's acceptance rate per draft position (kept and rejected positions, the last ~10
+ * verify steps counting). A sequence whose first draft token would not pay pauses as above (the pause doubling while
+ * it keeps not paying) and probes with k = 1 when the pause ends.
  */
 export class AdaptiveK {
-  k: number; // draft tokens for the next step; 0 while paused
+  k: number; // draft tokens for the next step by the heuristic above; 0 while paused
   private misses = 0; // verify steps in a row that kept no draft token
   private paused = 0; // steps left without speculation
   private backoff: number; // the next pause's length
+  private probing = 0; // verify steps left in the probe after a pause: k = 1 whatever the costs say
+  private kept = 0; // draft positions kept, with forgetting
+  private lost = 0; // draft positions rejected (the first rejected of a step), with forgetting
 
-  constructor(readonly max: number, readonly missStreak = 6, readonly minPause = 8, readonly maxPause = 128, readonly probeSteps = 3) {
+  constructor(readonly max: number, readonly missStreak = 6, readonly minPause = 8, readonly maxPause = 128, readonly probeSteps = 3,
+              readonly costs: SpecCosts | null = null) {
     checkDraftTokens(max, 'AdaptiveK max (draft tokens per step)');
     this.k = max;
     this.backoff = minPause;
   }
 
+  /** The acceptance rate per draft position (Laplace-smoothed: 2/3 before any verify). */
+  alpha(): number { return (this.kept + 1) / (this.kept + this.lost + 2); }
+
+  /** The most draft tokens that pay at the measured costs (0 below the pause margin, else at least 1); null while they are unmeasured. */
+  pays(): number | null {
+    const th = this.costs?.threshold() ?? 0;
+    if (!(th > 0)) return null;
+    const a = this.alpha();
+    if (a < PAUSE_MARGIN * th) return 0;
+    let j = 1;
+    for (let p = a * a; j < this.max && p >= th; p *= a) j++;
+    return j;
+  }
+
   /** k for the next decode step: 0 while paused. No side effect (a scheduler may ask more than once). */
-  next(): number { return this.paused > 0 ? 0 : this.k; }
+  next(): number {
+    if (this.paused > 0) return 0;
+    if (this.probing > 0) return 1;
+    return this.pays() ?? this.k;
+  }
 
   /** A decode step ran without a draft: counts down a pause; when it ends, probe with k = 1. */
   tick(): void {
-    if (this.paused > 0 && --this.paused === 0) {
-      this.k = 1;
-      this.misses = Math.max(0, this.missStreak - this.probeSteps); // probeSteps failed verifies pause again
-    }
+    if (this.paused > 0) {
+      if (--this.paused === 0) {
+        this.k = 1;
+        this.probing = this.pays() !== null ? this.probeSteps : 0;
+        this.misses = Math.max(0, this.missStreak - this.probeSteps); // probeSteps failed verifies pause again
+      }
+    } else if (this.probing === 0 && this.pays() === 0) this.pause(); // the costs moved: this sequence's drafts stopped paying
   }
 
   update(proposed: number, accepted: number): void {
     if (proposed === 0) return;
+    this.kept = ALPHA_DECAY * this.kept + accepted;
+    this.lost = ALPHA_DECAY * this.lost + (accepted < proposed ? 1 : 0);
+    const probing = this.probing > 0 && --this.probing > 0;
+    const pays = this.pays();
+    if (pays !== null) { // measured costs decide
+      this.misses = 0;
+      this.k = Math.max(1, pays);
+      if (probing) return;
+      if (pays === 0) this.pause();
+      else this.backoff = this.minPause;
+      return;
+    }
     if (accepted > 0) {
       this.misses = 0;
       this.backoff = this.minPause;
     } else if (++this.misses >= this.missStreak) {
       this.misses = 0;
       this.k = 0;
-      this.paused = this.backoff;
-      this.backoff = Math.min(this.maxPause, this.backoff * 2);
+      this.pause();
       return;
     }
     this.k = accepted === proposed ? Math.min(this.max, this.k + 1) : Math.max(1, accepted + 1);
+  }
+
+  private pause(): void {
+    this.paused = this.backoff;
+    this.backoff = Math.min(this.maxPause, this.backoff * 2);
   }
 }
 

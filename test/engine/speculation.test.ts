@@ -175,7 +175,8 @@ test('adaptive k in the engine: a sequence whose drafts are always wrong stops s
       return { tokens: Array.from({ length: q.k }, (_, j) => ((full[done + j] ?? 0) + 1) % 256) };
     }),
   };
-  const engine = new Engine(gqa, null, { kvDtype: 'f32', speculative: wrong, numSpeculativeTokens: 4 });
+  // the heuristic's schedule (measured costs, which depend on timing, would move it)
+  const engine = new Engine(gqa, null, { kvDtype: 'f32', speculative: wrong, numSpeculativeTokens: 4, speculativeCosts: false });
   for (const q of reqs) engine.add(q);
   const { byId } = runAll(engine);
   for (const q of reqs) assert.deepEqual(byId.get(q.id)!.tokens[0], want.get(q.promptIds.join(',')), q.id);
@@ -183,6 +184,37 @@ test('adaptive k in the engine: a sequence whose drafts are always wrong stops s
   assert.equal(st.specAcceptedTokens, 0);
   // per sequence: k 4, 1, 1, 1, 1, 1 (9 drafts), then 3 one-token probes after pauses of 8, 16 and 32 steps (80 tokens)
   assert.ok(st.specDraftTokens! >= 2 * 9 && st.specDraftTokens! <= 2 * (9 + 3 * 3), `${st.specDraftTokens} drafts for 160 tokens`);
+});
+
+test('measured costs in the engine: a proposer right half the time but slower per token than a step stops drafting; a free one right 3 times in 4 keeps going', () => {
+  const r = rand(43);
+  const reqs = [0, 1].map((i) => genReq(`c${i}`, randomPrompt(r, 10), { maxTokens: 120, ignoreEos: true }));
+  const want = new Map(reqs.map((q) => [q.promptIds.join(','), alone(gqa, q).outputIds]));
+  // drafts greedy's tokens, wrong at every `every`-th position, spending `msPerToken` per token
+  const proposer = (msPerToken: number, every: number): Proposer => ({
+    name: 'half',
+    propose: (rs) => rs.map((q) => {
+      const full = want.get(q.tokens.slice(0, q.promptLen).join(','))!;
+      const done = q.tokens.length - q.promptLen;
+      const end = performance.now() + msPerToken * q.k;
+      while (performance.now() < end) { /* a proposer that costs time */ }
+      return { tokens: Array.from({ length: q.k }, (_, j) => ((full[done + j] ?? 0) + ((done + j) % every === every - 1 ? 1 : 0)) % 256) };
+    }),
+  });
+  const run = (msPerToken: number, every: number, speculativeCosts: boolean) => {
+    const engine = new Engine(gqa, null, { kvDtype: 'f32', speculative: proposer(msPerToken, every), numSpeculativeTokens: 4, speculativeCosts });
+    for (const q of reqs) engine.add(q);
+    const { byId } = runAll(engine);
+    for (const q of reqs) assert.deepEqual(byId.get(q.id)!.tokens[0], want.get(q.promptIds.join(',')), `${q.id} ${msPerToken} ms ${speculativeCosts}`);
+    return engine.stats().specDraftTokens!;
+  };
+  // a step of this fixture takes well under 2 ms: a draft token at 2 ms kept half the time never pays
+  const slowCapped = run(2, 2, true);
+  const slowHeuristic = run(2, 2, false);
+  assert.ok(slowCapped * 4 < slowHeuristic, `slow proposer: ${slowCapped} drafts with measured costs, ${slowHeuristic} without`);
+  // a free proposer right 3 times in 4 keeps drafting (its rows cost little next to what they yield)
+  const free = run(0, 4, true);
+  assert.ok(free >= 2 * 60, `free proposer: ${free} drafts for 240 tokens`);
 });
 
 test('worker: startEngine with an n-gram or a draft-model path equals generate(); a draft with another vocabulary fails to start', async () => {

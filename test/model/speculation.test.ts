@@ -11,7 +11,7 @@ import type { LlamaModel } from '../../src/model/llama.js';
 import { openModel } from '../../src/model/open.js';
 import { DEFAULT_SAMPLING, Rng, Sampler, type SamplingParams, TokenCounts } from '../../src/model/sampler.js';
 import {
-  AdaptiveK, DraftModelProposer, NgramIndex, NgramProposer, type Proposal, type Proposer, type ProposeRequest, SuffixProposer, verifyDraft,
+  AdaptiveK, DraftModelProposer, NgramIndex, NgramProposer, type Proposal, type Proposer, type ProposeRequest, SpecCosts, SuffixProposer, verifyDraft,
 } from '../../src/model/speculation.js';
 import { fixtureModel, rand, randomPrompt } from '../engine/helpers.js';
 
@@ -58,7 +58,8 @@ test('greedy generate() with n-gram, suffix, draft model, oracle and always-wron
       ['oracle', new OracleProposer(full), 6], ['wrong', new WrongProposer(full, 4096), 3],
     ];
     for (const [name, speculative, K] of cases) {
-      const got = greedy(brown.model, prompt, { speculative, numSpeculativeTokens: K, logprobs: 2 });
+      // the always-wrong proposer checks the heuristic's pause schedule, which measured costs would move by timing
+      const got = greedy(brown.model, prompt, { speculative, numSpeculativeTokens: K, logprobs: 2, ...(name === 'wrong' ? { speculativeCosts: false } : {}) });
       assert.deepEqual(got.outputIds, want.outputIds, `${name}, prompt of ${prompt.length}`);
       const s = got.timings.speculative!;
       assert.ok(s.accepted <= s.proposed, name);
@@ -206,6 +207,81 @@ test('adaptive k: a failing streak stops speculating, probes with k = 1 after a 
   c.update(2, 0);
   for (let i = 0; i < 4; i++) { assert.equal(c.next(), 0); assert.equal(c.next(), 0); c.tick(); }
   assert.equal(c.next(), 1);
+});
+
+test('SpecCosts: a step\'s time fitted as a + b·rows, the proposer\'s time per drafted token, the output rate', () => {
+  const c = new SpecCosts(0.97);
+  assert.equal(c.threshold(), 0, 'unmeasured: no cap');
+  const r = rand(31);
+  let tok = 0, sec = 0;
+  for (let i = 0; i < 400; i++) {
+    const rows = 1 + Math.floor(r() * 6);
+    const fwd = 0.010 + 0.002 * rows; // a = 10 ms, b = 2 ms a row
+    const drafted = rows - 1;
+    const prop = 0.003 * drafted; // 3 ms a drafted token
+    const emitted = 1 + Math.floor(r() * rows);
+    c.observe(rows, fwd, prop, drafted, emitted);
+    tok = 0.97 * tok + emitted; sec = 0.97 * sec + fwd + prop;
+  }
+  assert.ok(Math.abs(c.perDraftToken() - 0.005) < 1e-9, `b + draft cost ${c.perDraftToken()}`);
+  assert.ok(Math.abs(c.rate() - tok / sec) < 1e-6 * c.rate());
+  assert.ok(Math.abs(c.threshold() - 0.005 * tok / sec) < 1e-9);
+  // rows that never vary give no slope: b stays at its last fitted value (0 here), not a guess
+  const d = new SpecCosts();
+  for (let i = 0; i < 50; i++) d.observe(5, 0.02, 0, 4, 2);
+  assert.equal(d.perDraftToken(), 0);
+});
+
+/**
+ * A simulated decode loop: a step of 1 + k rows costs 1 + rowCost·k time units plus draftCost·k for the proposer, each
+ * draft position is kept with probability alpha (until the first rejection). Returns tokens per time unit.
+ */
+function simulate(alpha: number, rowCost: number, draftCost: number, withCosts: boolean, seed: number, steps = 4000): number {
+  const r = rand(seed);
+  const costs = withCosts ? new SpecCosts() : null;
+  const a = new AdaptiveK(4, 6, 8, 128, 3, costs);
+  let tokens = 0, time = 0;
+  for (let i = 0; i < steps; i++) {
+    const k = a.next();
+    const fwd = 1 + rowCost * k, prop = draftCost * k;
+    let kept = 0;
+    while (kept < k && r() < alpha) kept++;
+    tokens += kept + 1;
+    time += fwd + prop;
+    costs?.observe(1 + k, fwd, prop, k, kept + 1);
+    if (k > 0) a.update(k, kept); else a.tick();
+  }
+  return tokens / time;
+}
+
+/** The best fixed k in hindsight (k = 0 included), in tokens per time unit. */
+function bestFixed(alpha: number, rowCost: number, draftCost: number): number {
+  let best = 1;
+  for (let k = 1; k <= 4; k++) {
+    let e = 0;
+    for (let j = 0; j <= k; j++) e += alpha ** j;
+    best = Math.max(best, e / (1 + (rowCost + draftCost) * k));
+  }
+  return best;
+}
+
+test('adaptive k with measured costs: near the best fixed k in hindsight, never far below not speculating', () => {
+  const rows: string[] = [];
+  for (const [rowCost, draftCost] of [[0.02, 0], [0.15, 0], [0.12, 0.2], [0.15, 0.35], [0.05, 0.35]] as const) {
+    for (const alpha of [0.05, 0.2, 0.35, 0.6, 0.9]) {
+      const best = bestFixed(alpha, rowCost, draftCost);
+      const got = simulate(alpha, rowCost, draftCost, true, 1000 + Math.round(alpha * 100));
+      rows.push(`row ${rowCost} draft ${draftCost} alpha ${alpha}: ${got.toFixed(3)} vs best ${best.toFixed(3)}`);
+      assert.ok(got >= 0.95 * best, rows.at(-1));
+      assert.ok(got >= 0.97, `${rows.at(-1)}: loses more than 3% against not speculating`);
+    }
+  }
+  // the case the costs are for (a draft model costing a third of the target's step per token, kept a third of the
+  // time): the heuristic alone keeps climbing back to k = 4 and the loop loses to plain decoding
+  const old = simulate(0.35, 0.15, 0.35, false, 7);
+  const capped = simulate(0.35, 0.15, 0.35, true, 7);
+  assert.ok(old < 0.9, `heuristic alone ${old.toFixed(3)}`);
+  assert.ok(capped >= 0.97, `with measured costs ${capped.toFixed(3)} (heuristic alone ${old.toFixed(3)})`);
 });
 
 // ---- the verifier keeps the distribution: a toy target over V = 5 tokens, three tokens per draw ----

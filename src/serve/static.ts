@@ -8,7 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import type { EngineInfo } from '../engine/protocol.js';
 import { readHfConfig } from '../formats/hf-config.js';
 import { readSafetensorsDir } from '../formats/safetensors.js';
-import { KV_BYTES, KvCache } from '../model/kv-cache.js';
+import { KV_BYTES, KvCache, kvDtypeFlagName } from '../model/kv-cache.js';
 import type { ServeMetrics } from './metrics.js';
 
 export interface ConsoleOptions {
@@ -137,7 +137,7 @@ export function registerConsole(app: FastifyInstance, opts: ConsoleOptions): voi
     const m = process.memoryUsage();
     return {
       model_name: opts.modelName, model, engine,
-      kv_cache: { dtype: engine.kvDtype, blocks: engine.kvBlocks, block_size: engine.blockSize, tokens: engine.kvTokens, bytes_per_token: perToken, bytes: perToken === null ? null : perToken * engine.kvTokens },
+      kv_cache: { dtype: kvDtypeFlagName(engine.kvDtype), blocks: engine.kvBlocks, block_size: engine.blockSize, tokens: engine.kvTokens, bytes_per_token: perToken, bytes: perToken === null ? null : perToken * engine.kvTokens },
       memory: { rss_bytes: m.rss, heap_used_bytes: m.heapUsed, external_bytes: m.external, system_total_bytes: totalmem(), system_free_bytes: freemem() },
       process: { node: process.version, pid: process.pid, uptime_s: process.uptime() },
     };

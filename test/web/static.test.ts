@@ -17,8 +17,8 @@ const tok = byteTokenizer();
 const KEY = 'k-' + Math.random().toString(36).slice(2);
 const auth = { authorization: `Bearer ${KEY}` };
 
-function setup(opts: { ui?: boolean; loading?: boolean; modelPath?: string } = {}) {
-  const engine = new FakeEngine(tok);
+function setup(opts: { ui?: boolean; loading?: boolean; modelPath?: string; kvDtype?: string } = {}) {
+  const engine = new FakeEngine(tok, opts.kvDtype ? { kvDtype: opts.kvDtype } : {});
   const s = createApp({ modelName: 'tiny', apiKey: KEY, ui: opts.ui, modelPath: opts.modelPath });
   if (!opts.loading) s.ready({ engine, tokenizer: tok, template: new ChatTemplate(CHAT_TEMPLATE) });
   const get = (url: string, headers: Record<string, string> = {}) => s.app.inject({ method: 'GET', url, headers });
@@ -152,6 +152,11 @@ test('/v1/floe/info: the model facts floe info reports, from the headers only', 
   assert.equal(j.kv_cache.bytes_per_token, 2 * c.numLayers * c.numKvHeads * c.headDim * 4); // K and V, f32
   assert.equal(j.engine.kvBlocks, 64);
   assert.ok(j.memory.rss_bytes > 0 && j.memory.system_total_bytes >= j.memory.system_free_bytes);
+  assert.equal(j.kv_cache.dtype, 'f32');
+  // an fp8 cache is named as --kv-cache-dtype names it, one byte a value plus a scale per (token, KV head) and K / V
+  const fp8 = await setup({ modelPath: dir, kvDtype: 'fp8_e4m3' }).get('/v1/floe/info', auth);
+  assert.equal(fp8.json().kv_cache.dtype, 'fp8');
+  assert.equal(fp8.json().kv_cache.bytes_per_token, 2 * c.numLayers * c.numKvHeads * (c.headDim + 4));
 });
 
 test('floe serve --no-ui: no page; without the flag the page is there', { timeout: 60_000 }, async () => {

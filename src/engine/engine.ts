@@ -409,25 +409,28 @@ export class Engine {
   step(): EngineOutput[] {
     const outputs: EngineOutput[] = [];
     this.proposeSec = 0;
+    const t0 = performance.now();
     const sched = this.beginStep(outputs);
     if (!sched) return outputs;
-    const t0 = performance.now();
     const results = this.runner.execute(sched, (id) => this.seqOf(id));
-    const forwardSec = (performance.now() - t0) / 1000;
     const costs = this.specCosts;
     // a decode step (no prompt chunk) measures what a verify row costs; drafts are cleared by endStep
-    const decodeOnly = costs !== null && sched.seqs.every((s) => s.numTokens === 1 + s.numLookahead);
-    let rows = 0, drafted = 0;
+    const decodeOnly = costs !== null && sched.seqs.length > 0 && sched.seqs.every((s) => s.numTokens === 1 + s.numLookahead);
+    let rows = 0, drafted = 0, drafting = 0;
     if (decodeOnly) {
       for (const s of sched.seqs) {
         rows += s.numTokens;
+        if (s.numLookahead > 0) drafting++;
         const seq = this.seqOf(s.id);
         if (seq.draftFrom === 'proposer') drafted += seq.draft.length;
       }
     }
     const generated = this.counters.generatedTokens;
     this.endStep(sched, results, outputs);
-    if (decodeOnly) costs!.observe(rows, forwardSec, this.proposeSec, drafted, this.counters.generatedTokens - generated);
+    if (decodeOnly) {
+      const stepSec = (performance.now() - t0) / 1000 - this.proposeSec;
+      costs!.observe(rows, stepSec, this.proposeSec, drafted, this.counters.generatedTokens - generated, drafting, sched.seqs.length);
+    }
     return outputs;
   }
 
@@ -597,6 +600,7 @@ export class Engine {
    * from the engine's proposer.
    */
   private planLookahead(): void {
+    const plain = this.specCosts?.wantsPlain() ?? false; // now and then a step without the proposer's drafts, timed
     for (const s of this.scheduler.running) {
       const o = this.seqOwner.get(s.id);
       const seq = s as Seq;
@@ -607,7 +611,7 @@ export class Engine {
       if (room <= 0) continue;
       const pk = seq.predictionK?.next() ?? 0;
       if (pk > 0 && seq.tokens.length - seq.numComputed === 1) seq.predicted = seq.prediction!.draft(seq.tokens, seq.promptLen, Math.min(pk, room));
-      seq.lookahead = seq.predicted.length > 0 ? seq.predicted.length : Math.min(seq.spec?.next() ?? 0, room);
+      seq.lookahead = seq.predicted.length > 0 ? seq.predicted.length : plain && seq.spec?.costs ? 0 : Math.min(seq.spec?.next() ?? 0, room);
     }
   }
 

@@ -205,7 +205,8 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
     const pk = predK ? Math.min(predK.next(), room) : 0;
     let draft: readonly number[] = pk > 0 ? tracker!.draft(tokens, promptIds.length, pk) : [];
     const fromPrediction = draft.length > 0;
-    const k = adaptive && !fromPrediction ? Math.min(adaptive.next(), room) : 0;
+    // now and then a step drafts nothing, so that the costs see a plain step
+    const k = adaptive && !fromPrediction && !costs?.wantsPlain() ? Math.min(adaptive.next(), room) : 0;
     let q: readonly Float32Array[] | undefined;
     const t0 = performance.now();
     if (k > 0) {
@@ -214,18 +215,16 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
       draft = checkProposal(p.tokens, k, V, proposer!.name);
       q = p.q;
     }
-    const t1 = performance.now();
+    const proposeMs = performance.now() - t0;
     const logits = yield* step([outputIds.at(-1)!, ...draft], N - 1, draft.length > 0); // (1 + draft, V)
-    const fwdSec = (performance.now() - t1) / 1000;
     if (draft.length === 0) {
-      costs?.observe(1, fwdSec, (t1 - t0) / 1000, 0, 1);
       adaptive?.tick();
       predK?.tick();
       done = emit(sampler.sample(logits, counts), logits);
+      costs?.observe(1, (performance.now() - t0 - proposeMs) / 1000, proposeMs / 1000, 0, 1, 0);
       continue;
     }
     const v = verifyDraft(sampler, counts, logits, draft, q);
-    costs?.observe(1 + draft.length, fwdSec, (t1 - t0) / 1000, fromPrediction ? 0 : draft.length, v.tokens.length);
     spec.proposed += draft.length;
     spec.accepted += v.accepted;
     if (fromPrediction) {
@@ -245,6 +244,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
       pred.accepted += kept;
       pred.rejected += draft.length - kept;
     }
+    costs?.observe(1 + draft.length, (performance.now() - t0 - proposeMs) / 1000, proposeMs / 1000, fromPrediction ? 0 : draft.length, v.tokens.length, 1);
   }
   if (proposer) {
     proposer.release?.(seqId);

@@ -130,69 +130,177 @@ export function checkDraftTokens(n: number, option: string): number {
 const ALPHA_DECAY = 0.95;
 
 /**
- * A sequence pauses its drafts when its acceptance rate is below this fraction of the threshold: near the threshold
+ * A sequence pauses its drafts only when none would pay even at its acceptance rate divided by this: near the break-even
  * a draft token gains or loses almost nothing, while a pause taken on a noisy low estimate loses what the drafts gain.
  */
 const PAUSE_MARGIN = 0.8;
+
+/** How much a step without draft rows weighs in SpecCosts' fit, and how often one is asked for while all steps draft. */
+const PLAIN_WEIGHT = 8;
+const PLAIN_EVERY = 32;
+const PLAIN_FIRST = 8;
+const EPOCH = 12;
+const EPOCH_SKIP = 2;
+const CLEAR_WIN = 1.3;
+const EXPLORE = 8;
 
 /** Whether generate() and the engine cap k by measured costs (FLOE_SPEC_COSTS=0 turns it off, for A/B runs). */
 export const SPEC_COSTS = process.env.FLOE_SPEC_COSTS !== '0';
 
 /**
  * What speculating costs and what a step yields, measured while a generation loop or the engine runs. A step's
- * forward time is fitted as a + b·rows over recent steps (least squares, forgetting older steps by `decay` a step);
- * the proposer's time per drafted token and the output rate (tokens per second, drafting included) are averaged the
- * same way. A sequence's j-th draft token pays when its chance of being kept, α^j, reaches threshold() = (b + draft
- * cost per token) × rate: the time it adds would give that many tokens at the current rate. For one sequence this is
- * the k that maximises expected tokens per second (E(k + 1) / t(k) > E(k) / t(k) exactly when α^(k+1) > threshold at
- * k). With many sequences it stops drafting where verify rows cost nearly a decode step's time (a big batch on a small
- * model, a compute-bound step) and keeps drafting where a step is bound by reading the weights.
+ * time (all of it but the proposer's: forward, sampling, verification) is fitted as a + b·rows + j·drafting over
+ * recent steps (least squares, forgetting older steps by `decay` a step; drafting = sequences with draft rows): b
+ * is what a row costs, j what a sequence pays once for drafting at all (going from one row to two can change
+ * kernels, and a verify has its own work). The proposer's time per drafted token and the output rate (tokens per
+ * second, drafting included) are averaged the same way. best(α, K) is the k that maximises the tokens a sequence
+ * gains, Σ_{i ≤ k} α^i, less the tokens the time it adds, j + k · (b + draft cost), would have given at the current
+ * rate: for one sequence the k that gives the most tokens per second (at the optimum the two agree); with many, it
+ * stops drafting where verify rows cost nearly a decode row (a big batch on a small model) and keeps drafting where
+ * a step is bound by reading the weights.
+ *
+ * Steps without draft rows anchor a and j, so they weigh `PLAIN_WEIGHT` steps, and while every step drafts,
+ * wantsPlain() asks the loop for one after `PLAIN_FIRST` steps, then every `PLAIN_EVERY`; until one is timed,
+ * best() is null (no cap).
+ *
+ * Whether to draft at all is measured too, because a model is not its fit: a draft model's forward evicts the
+ * target's weights from the caches, so a plain step between drafting steps costs more than a plain step in a run of
+ * them (floe-brown with its draft: 0.75 against 0.6 ms). Steps go in epochs of `EPOCH`; each epoch's output rate
+ * (tokens per second per sequence, its first `EPOCH_SKIP` steps not counted) is kept per mode. After a drafting
+ * epoch that does not beat the fitted plain rate by `CLEAR_WIN`, an epoch without drafts measures the plain rate
+ * for real; then the faster mode runs, and the other is measured again every `EXPLORE` epochs while neither
+ * clearly wins (every 4 · `EXPLORE` when drafting clearly loses; never when it clearly wins).
  */
 export class SpecCosts {
-  private sw = 0; private sx = 0; private sy = 0; private sxx = 0; private sxy = 0; // the fit's weighted sums
-  private b = 0; // seconds a row adds to a step's forward, from the last fit that had rows varied enough
-  private fitted = false; // rows have varied enough to fit b
+  // the fit t = a + b·rows + j·drafting (drafting: sequences with draft rows in the step): weighted sums, forgetting
+  private sw = 0; private sr = 0; private sd = 0; private sy = 0;
+  private srr = 0; private sdd = 0; private srd = 0; private sry = 0; private sdy = 0;
+  private b = 0; // seconds a row adds to a step
+  private j = 0; // seconds a drafting sequence adds besides its rows (another kernel at 2 rows, the verify's own work)
+  private fitted = false; // plain and drafting steps have both been timed
+  private sincePlain = PLAIN_EVERY - PLAIN_FIRST; // steps since the last one without draft rows (the first after PLAIN_FIRST)
+  private plainSeen = false;
   private draftSec = 0; private drafted = 0;
   private outSec = 0; private outTok = 0;
+  private drafting = true; // this epoch's mode: drafts (by the cost rule) or none
+  private epochStep = 0; private epochTok = 0; private epochSeqSec = 0; private epochSeqs = 0;
+  private specRate = 0; private plainRate = 0; // tokens per second per sequence, per mode (0: not measured yet)
+  private sinceExplore = 0; // epochs since the slower mode was last measured
 
   constructor(readonly decay = 0.97) {}
 
   /**
-   * One step: `rows` tokens through the forward in `forwardSec` seconds, `proposeSec` spent drafting `drafted`
-   * tokens, `emitted` output tokens (accepted drafts and each sequence's own token).
+   * One step of `seqs` sequences, `draftingSeqs` of them with draft rows: `rows` tokens in `stepSec` seconds besides
+   * `proposeSec` spent drafting `drafted` tokens, `emitted` output tokens (accepted drafts and each sequence's own).
    */
-  observe(rows: number, forwardSec: number, proposeSec: number, drafted: number, emitted: number): void {
-    if (!(rows > 0 && forwardSec >= 0 && proposeSec >= 0)) return;
-    const d = this.decay;
-    this.sw = d * this.sw + 1;
-    this.sx = d * this.sx + rows;
-    this.sy = d * this.sy + forwardSec;
-    this.sxx = d * this.sxx + rows * rows;
-    this.sxy = d * this.sxy + rows * forwardSec;
-    const varX = this.sxx / this.sw - (this.sx / this.sw) ** 2;
-    if (varX > 0.1) {
-      this.b = Math.max(0, (this.sxy / this.sw - (this.sx / this.sw) * (this.sy / this.sw)) / varX);
-      this.fitted = true;
-    }
+  observe(rows: number, stepSec: number, proposeSec: number, drafted: number, emitted: number, draftingSeqs: number, seqs = 1): void {
+    if (!(rows > 0 && stepSec >= 0 && proposeSec >= 0 && seqs >= 1 && draftingSeqs >= 0)) return;
+    this.epoch(stepSec + proposeSec, emitted, seqs);
+    const plain = draftingSeqs === 0;
+    const f = this.decay;
+    const w = plain ? PLAIN_WEIGHT : 1;
+    const r = rows, d = draftingSeqs, y = stepSec;
+    this.sw = f * this.sw + w;
+    this.sr = f * this.sr + w * r; this.sd = f * this.sd + w * d; this.sy = f * this.sy + w * y;
+    this.srr = f * this.srr + w * r * r; this.sdd = f * this.sdd + w * d * d; this.srd = f * this.srd + w * r * d;
+    this.sry = f * this.sry + w * r * y; this.sdy = f * this.sdy + w * d * y;
+    this.sincePlain = plain ? 0 : this.sincePlain + 1;
+    this.plainSeen ||= plain;
+    this.fit();
     if (drafted > 0) {
-      this.draftSec = d * this.draftSec + proposeSec;
-      this.drafted = d * this.drafted + drafted;
+      this.draftSec = f * this.draftSec + proposeSec;
+      this.drafted = f * this.drafted + drafted;
     }
-    this.outSec = d * this.outSec + forwardSec + proposeSec;
-    this.outTok = d * this.outTok + emitted;
+    this.outSec = f * this.outSec + stepSec + proposeSec;
+    this.outTok = f * this.outTok + emitted;
   }
 
-  /** Seconds a draft token costs: its verify row and its share of the proposer's time (0 until measured). */
-  perDraftToken(): number { return this.b + (this.drafted > 0 ? this.draftSec / this.drafted : 0); }
+  /** Weighted least squares for b and j on centred sums, with a small ridge: where rows and drafting move together
+   * (one sequence always drafting one token) it splits their cost evenly instead of failing. */
+  private fit(): void {
+    const W = this.sw;
+    const mr = this.sr / W, md = this.sd / W, my = this.sy / W;
+    const crr = this.srr / W - mr * mr, cdd = this.sdd / W - md * md, crd = this.srd / W - mr * md;
+    const cry = this.sry / W - mr * my, cdy = this.sdy / W - md * my;
+    if (!this.plainSeen || cdd < 1e-3) return; // no plain step, or no drafting one, in the window
+    const ridge = 1e-6 * (crr + cdd);
+    const a11 = crr + ridge, a22 = cdd + ridge, det = a11 * a22 - crd * crd;
+    if (!(det > 0)) return;
+    let b = (cry * a22 - cdy * crd) / det;
+    let j = (cdy * a11 - cry * crd) / det;
+    if (b < 0) { b = 0; j = Math.max(0, cdy / a22); } else if (j < 0) { j = 0; b = Math.max(0, cry / a11); }
+    this.b = b;
+    this.j = j;
+    this.fitted = true;
+  }
+
+  /**
+   * The draft tokens that pay for a sequence whose drafts are kept with probability `alpha` per position, up to
+   * `max`: the k ≥ 1 maximising Σ_{i ≤ k} α^i − rate · (j + k · (b + draft cost)), the tokens gained less those the
+   * added time would have given at the current rate; 0 when none gains. null until the costs are measured.
+   */
+  best(alpha: number, max: number): number | null {
+    if (!this.fitted) return null;
+    const R = this.rate();
+    const per = this.b + (this.drafted > 0 ? this.draftSec / this.drafted : 0);
+    let gain = 0, bestK = 0, bestGain = 0;
+    for (let k = 1, p = alpha; k <= max; k++, p *= alpha) {
+      gain += p;
+      const net = gain - R * (this.j + k * per);
+      if (net > bestGain) { bestGain = net; bestK = k; }
+    }
+    return bestK;
+  }
+
+  /**
+   * Whether the next step should draft nothing: an epoch without drafts, or a plain step to time (none for PLAIN_EVERY
+   * steps, PLAIN_FIRST at first).
+   */
+  wantsPlain(): boolean { return !this.drafting || this.sincePlain >= PLAIN_EVERY; }
+
+  /** The current epoch's mode, and its measured rates (tokens per second per sequence; 0 = not measured). */
+  mode(): { drafting: boolean; specRate: number; plainRate: number } {
+    return { drafting: this.drafting, specRate: this.specRate, plainRate: this.plainRate };
+  }
+
+  private epoch(sec: number, emitted: number, seqs: number): void {
+    if (++this.epochStep > EPOCH_SKIP) {
+      this.epochTok += emitted;
+      this.epochSeqSec += sec * seqs;
+      this.epochSeqs += seqs;
+    }
+    if (this.epochStep < EPOCH) return;
+    const r = this.epochSeqSec > 0 ? this.epochTok / this.epochSeqSec : 0;
+    const meanSeqs = this.epochSeqs / (EPOCH - EPOCH_SKIP);
+    this.epochStep = this.epochTok = this.epochSeqSec = this.epochSeqs = 0;
+    if (this.drafting) this.specRate = this.specRate > 0 ? (this.specRate + r) / 2 : r;
+    else this.plainRate = this.plainRate > 0 ? (this.plainRate + r) / 2 : r;
+    this.sinceExplore++;
+    if (this.plainRate === 0) {
+      // no plain epoch yet: only when drafting does not clearly beat what the fit says a plain step costs
+      const a = this.sw > 0 ? (this.sy - this.b * this.sr - this.j * this.sd) / this.sw : 0;
+      const fitted = this.fitted && a + this.b * meanSeqs > 0 ? 1 / (a + this.b * meanSeqs) : 0;
+      this.drafting = !(fitted > 0 && this.specRate < CLEAR_WIN * fitted);
+      this.sinceExplore = 0;
+      return;
+    }
+    const best = this.specRate >= this.plainRate;
+    const clear = Math.max(this.specRate, this.plainRate) >= CLEAR_WIN * Math.min(this.specRate, this.plainRate);
+    // drafting that clearly wins is left alone (the cost rule still pauses sequences whose drafts stop paying);
+    // drafting that clearly loses is tried again now and then, for traffic that starts to repeat itself
+    if (this.sinceExplore >= (!clear ? EXPLORE : best ? Infinity : 4 * EXPLORE)) {
+      this.drafting = !best; // measure the slower mode again
+      this.sinceExplore = 0;
+    } else this.drafting = best;
+  }
+
+  /** What was measured: seconds a row adds, a drafting sequence adds, the proposer takes per token; tokens per second. */
+  costs(): { row: number; jump: number; draftToken: number; rate: number; fitted: boolean } {
+    return { row: this.b, jump: this.j, draftToken: this.drafted > 0 ? this.draftSec / this.drafted : 0, rate: this.rate(), fitted: this.fitted };
+  }
 
   /** Output tokens per second over recent steps (0 until measured). */
   rate(): number { return this.outSec > 0 ? this.outTok / this.outSec : 0; }
-
-  /**
-   * The least chance of acceptance a draft token needs to pay for itself; 0 (no cap) until steps of different row
-   * counts have been timed, so that a row's cost is a measurement and not a guess.
-   */
-  threshold(): number { return this.fitted ? this.perDraftToken() * this.rate() : 0; }
 }
 
 /**
@@ -203,10 +311,9 @@ export class SpecCosts {
  * steps, first-token acceptance p i.i.d.): p = 0 loses 0.5%, p = 0.1 0.9%, p = 0.35 keeps 1.09× of the 1.12× that
  * never pausing gets; a streak of 3 with a 1-step probe kept only 1.01× at p = 0.35.
  *
- * With `costs` measured (SpecCosts.threshold() > 0), k is instead the most draft tokens that pay: the largest j with
- * α^j ≥ threshold, α the sequence's acceptance rate per draft position (kept and rejected positions, the last ~10
- * verify steps counting). A sequence whose first draft token would not pay pauses as above (the pause doubling while
- * it keeps not paying) and probes with k = 1 when the pause ends.
+ * With `costs` measured, k is instead SpecCosts.best(α, K), α the sequence's acceptance rate per draft position (kept
+ * and rejected positions, the last ~20 verify steps counting). A sequence for which no k pays pauses as above (the
+ * pause doubling while it keeps not paying) and probes with k = 1 for `probeSteps` verify steps when the pause ends.
  */
 export class AdaptiveK {
   k: number; // draft tokens for the next step by the heuristic above; 0 while paused
@@ -227,15 +334,17 @@ export class AdaptiveK {
   /** The acceptance rate per draft position (Laplace-smoothed: 2/3 before any verify). */
   alpha(): number { return (this.kept + 1) / (this.kept + this.lost + 2); }
 
-  /** The most draft tokens that pay at the measured costs (0 below the pause margin, else at least 1); null while they are unmeasured. */
+  /**
+   * The draft tokens that pay at the measured costs (SpecCosts.best), null while they are unmeasured; 0 only when
+   * none would pay even at an acceptance rate 1 / PAUSE_MARGIN times the measured one, else at least 1.
+   */
   pays(): number | null {
-    const th = this.costs?.threshold() ?? 0;
-    if (!(th > 0)) return null;
+    const c = this.costs;
+    if (!c) return null;
     const a = this.alpha();
-    if (a < PAUSE_MARGIN * th) return 0;
-    let j = 1;
-    for (let p = a * a; j < this.max && p >= th; p *= a) j++;
-    return j;
+    const k = c.best(a, this.max);
+    if (k === null || k > 0) return k;
+    return c.best(Math.min(1, a / PAUSE_MARGIN), this.max) === 0 ? 0 : 1;
   }
 
   /** k for the next decode step: 0 while paused. No side effect (a scheduler may ask more than once). */

@@ -58,8 +58,10 @@ test('greedy generate() with n-gram, suffix, draft model, oracle and always-wron
       ['oracle', new OracleProposer(full), 6], ['wrong', new WrongProposer(full, 4096), 3],
     ];
     for (const [name, speculative, K] of cases) {
-      // the always-wrong proposer checks the heuristic's pause schedule, which measured costs would move by timing
-      const got = greedy(brown.model, prompt, { speculative, numSpeculativeTokens: K, logprobs: 2, ...(name === 'wrong' ? { speculativeCosts: false } : {}) });
+      // the always-wrong proposer checks the heuristic's pause schedule, which measured costs would move by timing; the
+      // target as its own draft costs a whole step per draft token, so measured costs (rightly) stop it drafting
+      const heuristic = name === 'wrong' || name === 'draft self';
+      const got = greedy(brown.model, prompt, { speculative, numSpeculativeTokens: K, logprobs: 2, ...(heuristic ? { speculativeCosts: false } : {}) });
       assert.deepEqual(got.outputIds, want.outputIds, `${name}, prompt of ${prompt.length}`);
       const s = got.timings.speculative!;
       assert.ok(s.accepted <= s.proposed, name);
@@ -209,71 +211,96 @@ test('adaptive k: a failing streak stops speculating, probes with k = 1 after a 
   assert.equal(c.next(), 1);
 });
 
-test('SpecCosts: a step\'s time fitted as a + b·rows, the proposer\'s time per drafted token, the output rate', () => {
+test('SpecCosts: a step\'s time fitted as a + b·rows + j·drafting, the proposer\'s time per token, the rate; best k by net gain', () => {
   const c = new SpecCosts(0.97);
-  assert.equal(c.threshold(), 0, 'unmeasured: no cap');
+  assert.equal(c.best(0.9, 4), null, 'unmeasured: no cap');
   const r = rand(31);
   let tok = 0, sec = 0;
   for (let i = 0; i < 400; i++) {
-    const rows = 1 + Math.floor(r() * 6);
-    const fwd = 0.010 + 0.002 * rows; // a = 10 ms, b = 2 ms a row
-    const drafted = rows - 1;
-    const prop = 0.003 * drafted; // 3 ms a drafted token
-    const emitted = 1 + Math.floor(r() * rows);
-    c.observe(rows, fwd, prop, drafted, emitted);
-    tok = 0.97 * tok + emitted; sec = 0.97 * sec + fwd + prop;
+    const seqs = 1 + Math.floor(r() * 4);
+    const drafting = Math.floor(r() * (seqs + 1));
+    const rows = seqs + drafting * (1 + Math.floor(r() * 3));
+    const step = 0.010 + 0.002 * rows + 0.003 * drafting; // a = 10 ms, b = 2 ms a row, j = 3 ms a drafting sequence
+    const drafted = rows - seqs;
+    const prop = 0.0005 * drafted; // 0.5 ms a drafted token
+    const emitted = seqs + Math.floor(r() * (drafted + 1));
+    c.observe(rows, step, prop, drafted, emitted, drafting, seqs);
+    tok = 0.97 * tok + emitted; sec = 0.97 * sec + step + prop;
   }
-  assert.ok(Math.abs(c.perDraftToken() - 0.005) < 1e-9, `b + draft cost ${c.perDraftToken()}`);
-  assert.ok(Math.abs(c.rate() - tok / sec) < 1e-6 * c.rate());
-  assert.ok(Math.abs(c.threshold() - 0.005 * tok / sec) < 1e-9);
-  // rows that never vary give no slope: b stays at its last fitted value (0 here), not a guess
+  const m = c.costs();
+  assert.ok(m.fitted && Math.abs(m.row - 0.002) < 1e-6 && Math.abs(m.jump - 0.003) < 1e-6, JSON.stringify(m));
+  assert.ok(Math.abs(m.draftToken - 0.0005) < 1e-9 && Math.abs(m.rate - tok / sec) < 1e-6 * m.rate, JSON.stringify(m));
+  // best(): the k maximising the tokens gained less what the added time would give at the rate, against brute force
+  for (const alpha of [0, 0.1, 0.3, 0.5, 0.7, 0.9, 1]) {
+    let want = 0, top = 0;
+    for (let k = 1; k <= 6; k++) {
+      let g = 0;
+      for (let i = 1; i <= k; i++) g += alpha ** i;
+      const net = g - m.rate * (m.jump + k * (m.row + m.draftToken));
+      if (net > top) { top = net; want = k; }
+    }
+    assert.equal(c.best(alpha, 6), want, `alpha ${alpha}`);
+  }
+  // without a plain step in the window there is no anchor: no cap, and the loop is asked for a plain step
   const d = new SpecCosts();
-  for (let i = 0; i < 50; i++) d.observe(5, 0.02, 0, 4, 2);
-  assert.equal(d.perDraftToken(), 0);
+  for (let i = 0; i < 8; i++) { assert.equal(d.wantsPlain(), false, `step ${i}`); d.observe(2 + (i % 3), 0.02 + 0.001 * (i % 3), 0, 1 + (i % 3), 2, 1); }
+  assert.equal(d.wantsPlain(), true, 'a plain step asked for after 8 drafting steps');
+  assert.equal(d.best(0.9, 4), null);
+  // one sequence that always drafts one token: rows and drafting move together, the ridge splits the step between
+  // them; a plain step then anchors the fit
+  const e = new SpecCosts();
+  e.observe(1, 0.010, 0, 0, 1, 0);
+  for (let i = 0; i < 40; i++) e.observe(2, 0.016, 0, 1, 2, 1);
+  const em = e.costs();
+  assert.ok(em.fitted && Math.abs(em.row + em.jump - 0.006) < 1e-4 && Math.abs(em.row - em.jump) < 1e-4, JSON.stringify(em));
+  for (let i = 0; i < 31; i++) e.observe(2, 0.016, 0, 1, 2, 1);
+  assert.equal(e.wantsPlain(), true, 'every 32 steps a plain one');
 });
 
 /**
- * A simulated decode loop: a step of 1 + k rows costs 1 + rowCost·k time units plus draftCost·k for the proposer, each
- * draft position is kept with probability alpha (until the first rejection). Returns tokens per time unit.
+ * A simulated decode loop: a step of 1 + k rows costs 1 + rowCost·k time units (plus `jump` when k > 0: a verify's
+ * own work) and draftCost·k for the proposer; each draft position is kept with probability alpha (until the first
+ * rejection). Returns tokens per time unit.
  */
-function simulate(alpha: number, rowCost: number, draftCost: number, withCosts: boolean, seed: number, steps = 4000): number {
+function simulate(alpha: number, rowCost: number, draftCost: number, withCosts: boolean, seed: number, jump = 0, steps = 4000): number {
   const r = rand(seed);
   const costs = withCosts ? new SpecCosts() : null;
   const a = new AdaptiveK(4, 6, 8, 128, 3, costs);
   let tokens = 0, time = 0;
   for (let i = 0; i < steps; i++) {
-    const k = a.next();
-    const fwd = 1 + rowCost * k, prop = draftCost * k;
+    const k = costs?.wantsPlain() ? 0 : a.next();
+    const fwd = 1 + rowCost * k + (k > 0 ? jump : 0), prop = draftCost * k;
     let kept = 0;
     while (kept < k && r() < alpha) kept++;
     tokens += kept + 1;
     time += fwd + prop;
-    costs?.observe(1 + k, fwd, prop, k, kept + 1);
+    costs?.observe(1 + k, fwd, prop, k, kept + 1, k > 0 ? 1 : 0);
     if (k > 0) a.update(k, kept); else a.tick();
   }
   return tokens / time;
 }
 
 /** The best fixed k in hindsight (k = 0 included), in tokens per time unit. */
-function bestFixed(alpha: number, rowCost: number, draftCost: number): number {
+function bestFixed(alpha: number, rowCost: number, draftCost: number, jump = 0): number {
   let best = 1;
   for (let k = 1; k <= 4; k++) {
     let e = 0;
     for (let j = 0; j <= k; j++) e += alpha ** j;
-    best = Math.max(best, e / (1 + (rowCost + draftCost) * k));
+    best = Math.max(best, e / (1 + jump + (rowCost + draftCost) * k));
   }
   return best;
 }
 
 test('adaptive k with measured costs: near the best fixed k in hindsight, never far below not speculating', () => {
   const rows: string[] = [];
-  for (const [rowCost, draftCost] of [[0.02, 0], [0.15, 0], [0.12, 0.2], [0.15, 0.35], [0.05, 0.35]] as const) {
+  // [row, draft, jump]: memory-bound rows, compute-bound rows, draft models, a verify that costs more than its rows
+  for (const [rowCost, draftCost, jump] of [[0.02, 0, 0], [0.15, 0, 0], [0.12, 0.2, 0], [0.15, 0.35, 0], [0.05, 0.35, 0], [0.05, 0.3, 0.25], [0.05, 0, 0.25]] as const) {
     for (const alpha of [0.05, 0.2, 0.35, 0.6, 0.9]) {
-      const best = bestFixed(alpha, rowCost, draftCost);
-      const got = simulate(alpha, rowCost, draftCost, true, 1000 + Math.round(alpha * 100));
-      rows.push(`row ${rowCost} draft ${draftCost} alpha ${alpha}: ${got.toFixed(3)} vs best ${best.toFixed(3)}`);
-      assert.ok(got >= 0.95 * best, rows.at(-1));
-      assert.ok(got >= 0.97, `${rows.at(-1)}: loses more than 3% against not speculating`);
+      const best = bestFixed(alpha, rowCost, draftCost, jump);
+      const got = simulate(alpha, rowCost, draftCost, true, 1000 + Math.round(alpha * 100), jump);
+      rows.push(`row ${rowCost} draft ${draftCost} jump ${jump} alpha ${alpha}: ${got.toFixed(3)} vs best ${best.toFixed(3)}`);
+      assert.ok(got >= 0.96 * best, rows.at(-1));
+      assert.ok(got >= 0.985, `${rows.at(-1)}: loses more than 1.5% against not speculating`);
     }
   }
   // the case the costs are for (a draft model costing a third of the target's step per token, kept a third of the

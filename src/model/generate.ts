@@ -67,6 +67,21 @@ export function defaultKvDtype(model: LlamaModel): KvDType {
 /** One forward step generate() asks for: the input and the KV cache (of the model's layers) it runs against. */
 export interface GenerateStep { readonly inp: ForwardInput; readonly kv: KvCache }
 
+/** SpecCosts per (model, proposer spec): what drafting costs, kept from one generate() call to the next (weakly). */
+const specCostsByModel = new WeakMap<LlamaModel, { named: Map<string, SpecCosts>; objects: WeakMap<object, SpecCosts> }>();
+
+function specCostsFor(model: LlamaModel, spec: SpeculativeSpec): SpecCosts {
+  let m = specCostsByModel.get(model);
+  if (!m) { m = { named: new Map(), objects: new WeakMap() }; specCostsByModel.set(model, m); }
+  let c = typeof spec === 'string' ? m.named.get(spec) : m.objects.get(spec);
+  if (!c) {
+    c = new SpecCosts();
+    if (typeof spec === 'string') m.named.set(spec, c);
+    else m.objects.set(spec, c);
+  }
+  return c;
+}
+
 export function generate(model: LlamaModel, promptIds: readonly number[], opts: GenerateOptions): GenerateResult {
   const it = generateSteps(model, promptIds, opts);
   // one logits buffer for every step (generateSteps reads a step's logits before it asks for the next), as the
@@ -182,10 +197,11 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   };
   const proposer = opts.speculative === undefined ? null : createProposer(opts.speculative, model);
   const K = opts.numSpeculativeTokens ?? DEFAULT_NUM_SPECULATIVE_TOKENS;
-  // the proposer's k is capped where a draft token stops paying, at costs measured on this call's own steps; not for
-  // seeded sampling, whose tokens depend on k: its seed reproduces with the timing-free schedule
+  // the proposer's k is capped where a draft token stops paying, at costs measured on this call's steps and earlier
+  // calls' with the same model and proposer; not for seeded sampling, whose tokens depend on k: its seed reproduces
+  // with the timing-free schedule
   const seeded = sampling.temperature > 0 && sampling.seed !== null;
-  const costs = proposer && !seeded && (opts.speculativeCosts ?? SPEC_COSTS) ? new SpecCosts() : null;
+  const costs = proposer && !seeded && (opts.speculativeCosts ?? SPEC_COSTS) ? specCostsFor(model, opts.speculative!) : null;
   const adaptive = proposer ? new AdaptiveK(checkDraftTokens(K, 'numSpeculativeTokens'), undefined, undefined, undefined, undefined, costs) : null;
   proposer?.init?.({ vocabSize: V, numBlocks, blockSize: BLOCK, maxPositions: cfg.maxPositionEmbeddings });
   const spec = { proposed: 0, accepted: 0 };

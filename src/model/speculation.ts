@@ -138,11 +138,7 @@ const PAUSE_MARGIN = 0.8;
 /** How much a step without draft rows weighs in SpecCosts' fit, and how often one is asked for while all steps draft. */
 const PLAIN_WEIGHT = 8;
 const PLAIN_EVERY = 32;
-const PLAIN_FIRST = 8;
-const EPOCH = 12;
-const EPOCH_SKIP = 2;
-const CLEAR_WIN = 1.3;
-const EXPLORE = 8;
+const PLAIN_FIRST = 4;
 
 /** Whether generate() and the engine cap k by measured costs (FLOE_SPEC_COSTS=0 turns it off, for A/B runs). */
 export const SPEC_COSTS = process.env.FLOE_SPEC_COSTS !== '0';
@@ -159,17 +155,11 @@ export const SPEC_COSTS = process.env.FLOE_SPEC_COSTS !== '0';
  * stops drafting where verify rows cost nearly a decode row (a big batch on a small model) and keeps drafting where
  * a step is bound by reading the weights.
  *
- * Steps without draft rows anchor a and j, so they weigh `PLAIN_WEIGHT` steps, and while every step drafts,
- * wantsPlain() asks the loop for one after `PLAIN_FIRST` steps, then every `PLAIN_EVERY`; until one is timed,
- * best() is null (no cap).
- *
- * Whether to draft at all is measured too, because a model is not its fit: a draft model's forward evicts the
- * target's weights from the caches, so a plain step between drafting steps costs more than a plain step in a run of
- * them (floe-brown with its draft: 0.75 against 0.6 ms). Steps go in epochs of `EPOCH`; each epoch's output rate
- * (tokens per second per sequence, its first `EPOCH_SKIP` steps not counted) is kept per mode. After a drafting
- * epoch that does not beat the fitted plain rate by `CLEAR_WIN`, an epoch without drafts measures the plain rate
- * for real; then the faster mode runs, and the other is measured again every `EXPLORE` epochs while neither
- * clearly wins (every 4 · `EXPLORE` when drafting clearly loses; never when it clearly wins).
+ * Steps without draft rows anchor a and j, so they weigh `PLAIN_WEIGHT` steps, and while steps draft, wantsPlain()
+ * asks the loop for two after `PLAIN_FIRST` steps, then every `PLAIN_EVERY`; until one is timed, best() is null (no
+ * cap). A plain step right after a drafting one is left out of the fit: a draft model's forward evicts the target's
+ * weights from the caches, so that step costs more than plain steps in a run (floe-brown with its draft: 0.75
+ * against 0.6 ms). That cost belongs to drafting, and j takes it.
  */
 export class SpecCosts {
   // the fit t = a + b·rows + j·drafting (drafting: sequences with draft rows in the step): weighted sums, forgetting
@@ -178,14 +168,12 @@ export class SpecCosts {
   private b = 0; // seconds a row adds to a step
   private j = 0; // seconds a drafting sequence adds besides its rows (another kernel at 2 rows, the verify's own work)
   private fitted = false; // plain and drafting steps have both been timed
-  private sincePlain = PLAIN_EVERY - PLAIN_FIRST; // steps since the last one without draft rows (the first after PLAIN_FIRST)
+  private sincePlain = PLAIN_EVERY - PLAIN_FIRST; // steps since the last plain one fitted (the first after PLAIN_FIRST)
   private plainSeen = false;
+  private wantPlain = 0; // plain steps the loop is asked for
+  private lastDrafted = false; // the last step had draft rows
   private draftSec = 0; private drafted = 0;
   private outSec = 0; private outTok = 0;
-  private drafting = true; // this epoch's mode: drafts (by the cost rule) or none
-  private epochStep = 0; private epochTok = 0; private epochSeqSec = 0; private epochSeqs = 0;
-  private specRate = 0; private plainRate = 0; // tokens per second per sequence, per mode (0: not measured yet)
-  private sinceExplore = 0; // epochs since the slower mode was last measured
 
   constructor(readonly decay = 0.97) {}
 
@@ -195,18 +183,22 @@ export class SpecCosts {
    */
   observe(rows: number, stepSec: number, proposeSec: number, drafted: number, emitted: number, draftingSeqs: number, seqs = 1): void {
     if (!(rows > 0 && stepSec >= 0 && proposeSec >= 0 && seqs >= 1 && draftingSeqs >= 0)) return;
-    this.epoch(stepSec + proposeSec, emitted, seqs);
     const plain = draftingSeqs === 0;
     const f = this.decay;
-    const w = plain ? PLAIN_WEIGHT : 1;
-    const r = rows, d = draftingSeqs, y = stepSec;
-    this.sw = f * this.sw + w;
-    this.sr = f * this.sr + w * r; this.sd = f * this.sd + w * d; this.sy = f * this.sy + w * y;
-    this.srr = f * this.srr + w * r * r; this.sdd = f * this.sdd + w * d * d; this.srd = f * this.srd + w * r * d;
-    this.sry = f * this.sry + w * r * y; this.sdy = f * this.sdy + w * d * y;
-    this.sincePlain = plain ? 0 : this.sincePlain + 1;
-    this.plainSeen ||= plain;
-    this.fit();
+    if (plain) this.wantPlain = Math.max(0, this.wantPlain - 1);
+    if (!(plain && this.lastDrafted)) { // a plain step just after a drafting one pays for that one's cache misses
+      const w = plain ? PLAIN_WEIGHT : 1;
+      const r = rows, d = draftingSeqs, y = stepSec;
+      this.sw = f * this.sw + w;
+      this.sr = f * this.sr + w * r; this.sd = f * this.sd + w * d; this.sy = f * this.sy + w * y;
+      this.srr = f * this.srr + w * r * r; this.sdd = f * this.sdd + w * d * d; this.srd = f * this.srd + w * r * d;
+      this.sry = f * this.sry + w * r * y; this.sdy = f * this.sdy + w * d * y;
+      this.sincePlain = plain ? 0 : this.sincePlain + 1;
+      this.plainSeen ||= plain;
+      this.fit();
+    }
+    this.lastDrafted = !plain;
+    if (this.sincePlain >= PLAIN_EVERY && this.wantPlain === 0) this.wantPlain = 2;
     if (drafted > 0) {
       this.draftSec = f * this.draftSec + proposeSec;
       this.drafted = f * this.drafted + drafted;
@@ -252,47 +244,8 @@ export class SpecCosts {
     return bestK;
   }
 
-  /**
-   * Whether the next step should draft nothing: an epoch without drafts, or a plain step to time (none for PLAIN_EVERY
-   * steps, PLAIN_FIRST at first).
-   */
-  wantsPlain(): boolean { return !this.drafting || this.sincePlain >= PLAIN_EVERY; }
-
-  /** The current epoch's mode, and its measured rates (tokens per second per sequence; 0 = not measured). */
-  mode(): { drafting: boolean; specRate: number; plainRate: number } {
-    return { drafting: this.drafting, specRate: this.specRate, plainRate: this.plainRate };
-  }
-
-  private epoch(sec: number, emitted: number, seqs: number): void {
-    if (++this.epochStep > EPOCH_SKIP) {
-      this.epochTok += emitted;
-      this.epochSeqSec += sec * seqs;
-      this.epochSeqs += seqs;
-    }
-    if (this.epochStep < EPOCH) return;
-    const r = this.epochSeqSec > 0 ? this.epochTok / this.epochSeqSec : 0;
-    const meanSeqs = this.epochSeqs / (EPOCH - EPOCH_SKIP);
-    this.epochStep = this.epochTok = this.epochSeqSec = this.epochSeqs = 0;
-    if (this.drafting) this.specRate = this.specRate > 0 ? (this.specRate + r) / 2 : r;
-    else this.plainRate = this.plainRate > 0 ? (this.plainRate + r) / 2 : r;
-    this.sinceExplore++;
-    if (this.plainRate === 0) {
-      // no plain epoch yet: only when drafting does not clearly beat what the fit says a plain step costs
-      const a = this.sw > 0 ? (this.sy - this.b * this.sr - this.j * this.sd) / this.sw : 0;
-      const fitted = this.fitted && a + this.b * meanSeqs > 0 ? 1 / (a + this.b * meanSeqs) : 0;
-      this.drafting = !(fitted > 0 && this.specRate < CLEAR_WIN * fitted);
-      this.sinceExplore = 0;
-      return;
-    }
-    const best = this.specRate >= this.plainRate;
-    const clear = Math.max(this.specRate, this.plainRate) >= CLEAR_WIN * Math.min(this.specRate, this.plainRate);
-    // drafting that clearly wins is left alone (the cost rule still pauses sequences whose drafts stop paying);
-    // drafting that clearly loses is tried again now and then, for traffic that starts to repeat itself
-    if (this.sinceExplore >= (!clear ? EXPLORE : best ? Infinity : 4 * EXPLORE)) {
-      this.drafting = !best; // measure the slower mode again
-      this.sinceExplore = 0;
-    } else this.drafting = best;
-  }
+  /** Whether the next step should draft nothing: two plain steps after PLAIN_FIRST drafting ones, then every PLAIN_EVERY. */
+  wantsPlain(): boolean { return this.wantPlain > 0; }
 
   /** What was measured: seconds a row adds, a drafting sequence adds, the proposer takes per token; tokens per second. */
   costs(): { row: number; jump: number; draftToken: number; rate: number; fitted: boolean } {
@@ -327,7 +280,7 @@ export class AdaptiveK {
   constructor(readonly max: number, readonly missStreak = 6, readonly minPause = 8, readonly maxPause = 128, readonly probeSteps = 3,
               readonly costs: SpecCosts | null = null) {
     checkDraftTokens(max, 'AdaptiveK max (draft tokens per step)');
-    this.k = max;
+    this.k = costs ? 1 : max; // with costs to learn, start cheap: k grows while drafts are kept until they are measured
     this.backoff = minPause;
   }
 

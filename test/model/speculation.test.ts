@@ -58,9 +58,9 @@ test('greedy generate() with n-gram, suffix, draft model, oracle and always-wron
       ['oracle', new OracleProposer(full), 6], ['wrong', new WrongProposer(full, 4096), 3],
     ];
     for (const [name, speculative, K] of cases) {
-      // the always-wrong proposer checks the heuristic's pause schedule, which measured costs would move by timing; the
-      // target as its own draft costs a whole step per draft token, so measured costs (rightly) stop it drafting
-      const heuristic = name === 'wrong' || name === 'draft self';
+      // the counts below check the heuristic's schedule, which measured costs move by timing (the target as its own
+      // draft costs a whole step per draft token, so measured costs rightly stop it); the simulation test covers costs
+      const heuristic = name === 'wrong' || name === 'draft self' || name === 'oracle';
       const got = greedy(brown.model, prompt, { speculative, numSpeculativeTokens: K, logprobs: 2, ...(heuristic ? { speculativeCosts: false } : {}) });
       assert.deepEqual(got.outputIds, want.outputIds, `${name}, prompt of ${prompt.length}`);
       const s = got.timings.speculative!;
@@ -93,7 +93,9 @@ test('greedy generate() with speculation equals plain decoding on fixtures (rand
     const maxTokens = 1 + Math.floor(r() * 60);
     const want = greedy(m, prompt, { maxTokens, stopTokenIds: eos });
     for (const speculative of ['ngram', 'suffix', m === gqa ? mha : gqa] as const) {
-      const got = greedy(m, prompt, { maxTokens, stopTokenIds: eos, speculative, numSpeculativeTokens: 1 + (i % 5) });
+      // a draft model as costly as the target never pays, so measured costs would stop it: the heuristic keeps the
+      // verify path running
+      const got = greedy(m, prompt, { maxTokens, stopTokenIds: eos, speculative, numSpeculativeTokens: 1 + (i % 5), ...(typeof speculative === 'string' ? {} : { speculativeCosts: false }) });
       assert.deepEqual(got.outputIds, want.outputIds, `prompt ${i}, ${typeof speculative === 'string' ? speculative : 'draft'}`);
       assert.equal(got.finishReason, want.finishReason);
       if (typeof speculative !== 'string' && maxTokens > 2) assert.ok(got.timings.speculative!.proposed > 0, 'the draft model proposed');
@@ -243,8 +245,8 @@ test('SpecCosts: a step\'s time fitted as a + b·rows + j·drafting, the propose
   }
   // without a plain step in the window there is no anchor: no cap, and the loop is asked for a plain step
   const d = new SpecCosts();
-  for (let i = 0; i < 8; i++) { assert.equal(d.wantsPlain(), false, `step ${i}`); d.observe(2 + (i % 3), 0.02 + 0.001 * (i % 3), 0, 1 + (i % 3), 2, 1); }
-  assert.equal(d.wantsPlain(), true, 'a plain step asked for after 8 drafting steps');
+  for (let i = 0; i < 4; i++) { assert.equal(d.wantsPlain(), false, `step ${i}`); d.observe(2 + (i % 3), 0.02 + 0.001 * (i % 3), 0, 1 + (i % 3), 2, 1); }
+  assert.equal(d.wantsPlain(), true, 'two plain steps asked for after 4 drafting steps');
   assert.equal(d.best(0.9, 4), null);
   // one sequence that always drafts one token: rows and drafting move together, the ridge splits the step between
   // them; a plain step then anchors the fit
@@ -254,7 +256,14 @@ test('SpecCosts: a step\'s time fitted as a + b·rows + j·drafting, the propose
   const em = e.costs();
   assert.ok(em.fitted && Math.abs(em.row + em.jump - 0.006) < 1e-4 && Math.abs(em.row - em.jump) < 1e-4, JSON.stringify(em));
   for (let i = 0; i < 31; i++) e.observe(2, 0.016, 0, 1, 2, 1);
-  assert.equal(e.wantsPlain(), true, 'every 32 steps a plain one');
+  assert.equal(e.wantsPlain(), true, 'every 32 steps plain ones');
+  // the first plain step after a drafting one (its caches refilled after the draft) stays out of the fit; the second counts
+  const before = e.costs();
+  e.observe(1, 0.050, 0, 0, 1, 0);
+  assert.deepEqual([e.costs().row, e.costs().jump], [before.row, before.jump], 'a plain step right after drafting is not fitted');
+  assert.equal(e.wantsPlain(), true, 'a second plain step is asked for');
+  e.observe(1, 0.010, 0, 0, 1, 0);
+  assert.equal(e.wantsPlain(), false);
 });
 
 /**
@@ -300,7 +309,7 @@ test('adaptive k with measured costs: near the best fixed k in hindsight, never 
       const got = simulate(alpha, rowCost, draftCost, true, 1000 + Math.round(alpha * 100), jump);
       rows.push(`row ${rowCost} draft ${draftCost} jump ${jump} alpha ${alpha}: ${got.toFixed(3)} vs best ${best.toFixed(3)}`);
       assert.ok(got >= 0.96 * best, rows.at(-1));
-      assert.ok(got >= 0.985, `${rows.at(-1)}: loses more than 1.5% against not speculating`);
+      assert.ok(got >= 0.98, `${rows.at(-1)}: loses more than 2% against not speculating`);
     }
   }
   // the case the costs are for (a draft model costing a third of the target's step per token, kept a third of the

@@ -139,6 +139,10 @@ const PAUSE_MARGIN = 0.8;
 const PLAIN_WEIGHT = 8;
 const PLAIN_EVERY = 32;
 const PLAIN_FIRST = 4;
+/** Pooled acceptance: forgetting per verify step, positions before it counts, and its weight in a new sequence's rate. */
+const POOL_DECAY = 0.99;
+const POOL_MIN = 20;
+const PRIOR_POSITIONS = 4;
 
 /** Whether generate() and the engine cap k by measured costs (FLOE_SPEC_COSTS=0 turns it off, for A/B runs). */
 export const SPEC_COSTS = process.env.FLOE_SPEC_COSTS !== '0';
@@ -174,6 +178,7 @@ export class SpecCosts {
   private lastDrafted = false; // the last step had draft rows
   private draftSec = 0; private drafted = 0;
   private outSec = 0; private outTok = 0;
+  private poolKept = 0; private poolLost = 0; // draft positions kept and rejected, all sequences, with forgetting
 
   constructor(readonly decay = 0.97) {}
 
@@ -247,6 +252,18 @@ export class SpecCosts {
   /** Whether the next step should draft nothing: two plain steps after PLAIN_FIRST drafting ones, then every PLAIN_EVERY. */
   wantsPlain(): boolean { return this.wantPlain > 0; }
 
+  /** A verify step's outcome, pooled over the sequences: the acceptance new sequences start from. */
+  noteAcceptance(proposed: number, accepted: number): void {
+    this.poolKept = POOL_DECAY * this.poolKept + accepted;
+    this.poolLost = POOL_DECAY * this.poolLost + (accepted < proposed ? 1 : 0);
+  }
+
+  /** The pooled acceptance rate per draft position, or null before POOL_MIN positions. */
+  acceptance(): number | null {
+    const n = this.poolKept + this.poolLost;
+    return n >= POOL_MIN ? this.poolKept / n : null;
+  }
+
   /** What was measured: seconds a row adds, a drafting sequence adds, the proposer takes per token; tokens per second. */
   costs(): { row: number; jump: number; draftToken: number; rate: number; fitted: boolean } {
     return { row: this.b, jump: this.j, draftToken: this.drafted > 0 ? this.draftSec / this.drafted : 0, rate: this.rate(), fitted: this.fitted };
@@ -265,8 +282,9 @@ export class SpecCosts {
  * never pausing gets; a streak of 3 with a 1-step probe kept only 1.01× at p = 0.35.
  *
  * With `costs` measured, k is instead SpecCosts.best(α, K), α the sequence's acceptance rate per draft position (kept
- * and rejected positions, the last ~20 verify steps counting). A sequence for which no k pays pauses as above (the
- * pause doubling while it keeps not paying) and probes with k = 1 for `probeSteps` verify steps when the pause ends.
+ * and rejected positions, the last ~20 verify steps counting, starting from the rate pooled over recent sequences). A
+ * sequence for which no k pays pauses as above (the pause doubling while it keeps not paying; a new one whose pooled
+ * rate pays for nothing starts with a pause of 8 × `minPause`) and probes with one k = 1 step when the pause ends.
  */
 export class AdaptiveK {
   k: number; // draft tokens for the next step by the heuristic above; 0 while paused
@@ -282,6 +300,16 @@ export class AdaptiveK {
     checkDraftTokens(max, 'AdaptiveK max (draft tokens per step)');
     this.k = costs ? 1 : max; // with costs to learn, start cheap: k grows while drafts are kept until they are measured
     this.backoff = minPause;
+    // a new sequence starts from the acceptance its proposer has had lately; where that pays for nothing, paused
+    const prior = costs?.acceptance();
+    if (prior !== undefined && prior !== null) {
+      this.kept = PRIOR_POSITIONS * prior;
+      this.lost = PRIOR_POSITIONS * (1 - prior);
+      if (this.pays() === 0) {
+        this.backoff = Math.min(maxPause, 8 * minPause);
+        this.pause();
+      }
+    }
   }
 
   /** The acceptance rate per draft position (Laplace-smoothed: 2/3 before any verify). */
@@ -312,7 +340,7 @@ export class AdaptiveK {
     if (this.paused > 0) {
       if (--this.paused === 0) {
         this.k = 1;
-        this.probing = this.pays() !== null ? this.probeSteps : 0;
+        this.probing = this.pays() !== null ? 1 : 0;
         this.misses = Math.max(0, this.missStreak - this.probeSteps); // probeSteps failed verifies pause again
       }
     } else if (this.probing === 0 && this.pays() === 0) this.pause(); // the costs moved: this sequence's drafts stopped paying
@@ -320,6 +348,7 @@ export class AdaptiveK {
 
   update(proposed: number, accepted: number): void {
     if (proposed === 0) return;
+    this.costs?.noteAcceptance(proposed, accepted);
     this.kept = ALPHA_DECAY * this.kept + accepted;
     this.lost = ALPHA_DECAY * this.lost + (accepted < proposed ? 1 : 0);
     const probing = this.probing > 0 && --this.probing > 0;

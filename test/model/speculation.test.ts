@@ -266,6 +266,33 @@ test('SpecCosts: a step\'s time fitted as a + b·rows + j·drafting, the propose
   assert.equal(e.wantsPlain(), false);
 });
 
+test('adaptive k with measured costs: a new sequence starts from the pooled acceptance, paused where it pays for nothing', () => {
+  // costs where a drafting step takes 1.9 plain steps (a draft model on a small target)
+  const costs = new SpecCosts();
+  costs.observe(1, 0.001, 0, 0, 1, 0);
+  for (let i = 0; i < 40; i++) costs.observe(2, 0.0013, 0.0006, 1, 1, 1);
+  costs.observe(1, 0.001, 0, 0, 1, 0);
+  assert.equal(costs.acceptance(), null, 'no verify outcomes pooled yet');
+  const first = new AdaptiveK(4, 6, 8, 128, 3, costs);
+  assert.equal(first.next(), 1, 'nothing pooled: the first sequence drafts (k starts at 1)');
+  for (let i = 0; i < 30; i++) first.update(1, i % 4 === 0 ? 1 : 0); // kept a quarter of the time
+  assert.ok(Math.abs(costs.acceptance()! - 0.25) < 0.05, `pooled ${costs.acceptance()}`);
+  const late = new AdaptiveK(4, 6, 8, 128, 3, costs);
+  const ks: number[] = [];
+  for (let i = 0; i < 70; i++) { const k = late.next(); ks.push(k); if (k > 0) late.update(k, 0); else late.tick(); }
+  assert.deepEqual(ks.slice(0, 64), Array(64).fill(0), 'a new sequence starts paused for 64 steps');
+  assert.equal(ks[64], 1, 'then probes with one k = 1 step');
+  assert.equal(ks[65], 0, 'a probe that keeps nothing pauses again');
+  // a proposer that is kept 9 times in 10 pools high: a new sequence drafts from its first step
+  const good = new SpecCosts();
+  good.observe(1, 0.001, 0, 0, 1, 0);
+  for (let i = 0; i < 40; i++) good.observe(3, 0.0012, 0, 2, 3, 1);
+  good.observe(1, 0.001, 0, 0, 1, 0);
+  const g0 = new AdaptiveK(4, 6, 8, 128, 3, good);
+  for (let i = 0; i < 30; i++) g0.update(4, i % 10 === 0 ? 2 : 4);
+  assert.ok(new AdaptiveK(4, 6, 8, 128, 3, good).next() >= 2);
+});
+
 /**
  * A simulated decode loop: a step of 1 + k rows costs 1 + rowCost·k time units (plus `jump` when k > 0: a verify's
  * own work) and draftCost·k for the proposer; each draft position is kept with probability alpha (until the first

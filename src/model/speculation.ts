@@ -137,7 +137,7 @@ const PAUSE_MARGIN = 0.8;
 
 /** How much a step without draft rows weighs in SpecCosts' fit, and how often one is asked for while all steps draft. */
 const PLAIN_WEIGHT = 8;
-const PLAIN_EVERY = 32;
+const PLAIN_EVERY = 64;
 const PLAIN_FIRST = 4;
 /** Pooled acceptance: forgetting per verify step, positions before it counts, and its weight in a new sequence's rate. */
 const POOL_DECAY = 0.99;
@@ -298,7 +298,7 @@ export class AdaptiveK {
   constructor(readonly max: number, readonly missStreak = 6, readonly minPause = 8, readonly maxPause = 128, readonly probeSteps = 3,
               readonly costs: SpecCosts | null = null) {
     checkDraftTokens(max, 'AdaptiveK max (draft tokens per step)');
-    this.k = costs ? 1 : max; // with costs to learn, start cheap: k grows while drafts are kept until they are measured
+    this.k = max;
     this.backoff = minPause;
     // a new sequence starts from the acceptance its proposer has had lately; where that pays for nothing, paused
     const prior = costs?.acceptance();

@@ -255,8 +255,10 @@ test('SpecCosts: a step\'s time fitted as a + b·rows + j·drafting, the propose
   for (let i = 0; i < 40; i++) e.observe(2, 0.016, 0, 1, 2, 1);
   const em = e.costs();
   assert.ok(em.fitted && Math.abs(em.row + em.jump - 0.006) < 1e-4 && Math.abs(em.row - em.jump) < 1e-4, JSON.stringify(em));
-  for (let i = 0; i < 31; i++) e.observe(2, 0.016, 0, 1, 2, 1);
-  assert.equal(e.wantsPlain(), true, 'every 32 steps plain ones');
+  for (let i = 0; i < 23; i++) e.observe(2, 0.016, 0, 1, 2, 1);
+  assert.equal(e.wantsPlain(), false, '63 drafting steps since the plain one');
+  e.observe(2, 0.016, 0, 1, 2, 1);
+  assert.equal(e.wantsPlain(), true, 'every 64 steps plain ones');
   // the first plain step after a drafting one (its caches refilled after the draft) stays out of the fit; the second counts
   const before = e.costs();
   e.observe(1, 0.050, 0, 0, 1, 0);

@@ -283,7 +283,7 @@ export class SpecCosts {
  *
  * With `costs` measured, k is instead SpecCosts.best(α, K), α the sequence's acceptance rate per draft position (kept
  * and rejected positions, the last ~20 verify steps counting, starting from the rate pooled over recent sequences). A
- * sequence for which no k pays pauses as above (the pause doubling while it keeps not paying; a new one whose pooled
+ * sequence for which no k pays, or whose last 2 · `missStreak` verify steps kept nothing, pauses as above (the pause doubling while it keeps not paying; a new one whose pooled
  * rate pays for nothing starts with a pause of 8 × `minPause`) and probes with one k = 1 step when the pause ends.
  */
 export class AdaptiveK {
@@ -312,8 +312,8 @@ export class AdaptiveK {
     }
   }
 
-  /** The acceptance rate per draft position (Laplace-smoothed: 2/3 before any verify). */
-  alpha(): number { return (this.kept + 1) / (this.kept + this.lost + 2); }
+  /** The acceptance rate per draft position (smoothed by half a kept and half a rejected position: 1/2 before any verify). */
+  alpha(): number { return (this.kept + 0.5) / (this.kept + this.lost + 1); }
 
   /**
    * The draft tokens that pay at the measured costs (SpecCosts.best), null while they are unmeasured; 0 only when
@@ -353,12 +353,14 @@ export class AdaptiveK {
     this.lost = ALPHA_DECAY * this.lost + (accepted < proposed ? 1 : 0);
     const probing = this.probing > 0 && --this.probing > 0;
     const pays = this.pays();
-    if (pays !== null) { // measured costs decide
-      this.misses = 0;
+    if (pays !== null) { // measured costs decide, and a long run of misses (twice the streak) stops what they misjudge
+      this.misses = accepted > 0 ? 0 : this.misses + 1;
       this.k = Math.max(1, pays);
       if (probing) return;
-      if (pays === 0) this.pause();
-      else this.backoff = this.minPause;
+      if (pays === 0 || this.misses >= 2 * this.missStreak) {
+        this.misses = 0;
+        this.pause();
+      } else if (accepted > 0) this.backoff = this.minPause;
       return;
     }
     if (accepted > 0) {

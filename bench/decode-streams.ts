@@ -153,7 +153,8 @@ async function main(): Promise<void> {
           engine.scheduler.running.every((q) => q.tokens.length > o.prompt);
         while (!decoding()) engine.step();
         const c0 = nativeCounters();
-        const g0 = engine.stats().generatedTokens;
+        const st0 = engine.stats();
+        const g0 = st0.generatedTokens;
         const t0 = performance.now();
         for (let s = 0; s < o.decode; s++) engine.step();
         const ms = performance.now() - t0;
@@ -166,7 +167,9 @@ async function main(): Promise<void> {
         // the engine is dropped here
         const tps = gen / (ms / 1000);
         ((floe[mode] ??= {})[S] ??= []).push(tps);
-        log(`floe ${o.format} [AMX ${mode}] ${S} streams, round ${round + 1}: ${tps.toFixed(1)} tok/s (${(ms / o.decode).toFixed(1)} ms/step); matmul paths ${JSON.stringify(paths[`${mode}/${S}`])}`);
+        const st1 = engine.stats();
+        const spec = o.speculative ? `; drafts ${st1.specDraftTokens! - st0.specDraftTokens!}, kept ${st1.specAcceptedTokens! - st0.specAcceptedTokens!}` : '';
+        log(`floe ${o.format} [AMX ${mode}] ${S} streams, round ${round + 1}: ${tps.toFixed(1)} tok/s (${(ms / o.decode).toFixed(1)} ms/step); matmul paths ${JSON.stringify(paths[`${mode}/${S}`])}${spec}`);
       }
     }
   }

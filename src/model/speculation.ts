@@ -141,6 +141,7 @@ const PLAIN_EVERY = 64;
 const PLAIN_FIRST = 4;
 /** Pooled acceptance: forgetting per verify step, positions before it counts, and its weight in a new sequence's rate. */
 const POOL_DECAY = 0.99;
+const POOL_IDLE_DECAY = 0.998; // per step: ~800 steps without verifies take a full pool below POOL_MIN
 const POOL_MIN = 20;
 const PRIOR_POSITIONS = 4;
 
@@ -190,6 +191,9 @@ export class SpecCosts {
     if (!(rows > 0 && stepSec >= 0 && proposeSec >= 0 && seqs >= 1 && draftingSeqs >= 0)) return;
     const plain = draftingSeqs === 0;
     const f = this.decay;
+    // the pooled acceptance fades while nothing is verified, so a proposer written off is tried again in time
+    this.poolKept *= POOL_IDLE_DECAY;
+    this.poolLost *= POOL_IDLE_DECAY;
     if (plain) this.wantPlain = Math.max(0, this.wantPlain - 1);
     if (!(plain && this.lastDrafted)) { // a plain step just after a drafting one pays for that one's cache misses
       const w = plain ? PLAIN_WEIGHT : 1;
@@ -284,7 +288,7 @@ export class SpecCosts {
  * With `costs` measured, k is instead SpecCosts.best(α, K), α the sequence's acceptance rate per draft position (kept
  * and rejected positions, the last ~20 verify steps counting, starting from the rate pooled over recent sequences). A
  * sequence for which no k pays, or whose last 2 · `missStreak` verify steps kept nothing, pauses as above (the pause doubling while it keeps not paying; a new one whose pooled
- * rate pays for nothing starts with a pause of 8 × `minPause`) and probes with one k = 1 step when the pause ends.
+ * rate pays for nothing starts with a pause of `maxPause`) and probes with one k = 1 step when the pause ends.
  */
 export class AdaptiveK {
   k: number; // draft tokens for the next step by the heuristic above; 0 while paused
@@ -306,7 +310,7 @@ export class AdaptiveK {
       this.kept = PRIOR_POSITIONS * prior;
       this.lost = PRIOR_POSITIONS * (1 - prior);
       if (this.pays() === 0) {
-        this.backoff = Math.min(maxPause, 8 * minPause);
+        this.backoff = maxPause; // each probe costs a draft model the whole context so far
         this.pause();
       }
     }

@@ -268,7 +268,7 @@ test('SpecCosts: a step\'s time fitted as a + b·rows + j·drafting, the propose
   assert.equal(e.wantsPlain(), false);
 });
 
-test('adaptive k with measured costs: a new sequence starts from the pooled acceptance, paused where it pays for nothing', () => {
+test('adaptive k with measured costs: a new sequence starts from the pooled acceptance, paused where it pays for nothing, until the pool fades', () => {
   // costs where a drafting step takes 1.9 plain steps (a draft model on a small target)
   const costs = new SpecCosts();
   costs.observe(1, 0.001, 0, 0, 1, 0);
@@ -281,10 +281,17 @@ test('adaptive k with measured costs: a new sequence starts from the pooled acce
   assert.ok(Math.abs(costs.acceptance()! - 0.25) < 0.05, `pooled ${costs.acceptance()}`);
   const late = new AdaptiveK(4, 6, 8, 128, 3, costs);
   const ks: number[] = [];
-  for (let i = 0; i < 70; i++) { const k = late.next(); ks.push(k); if (k > 0) late.update(k, 0); else late.tick(); }
-  assert.deepEqual(ks.slice(0, 64), Array(64).fill(0), 'a new sequence starts paused for 64 steps');
-  assert.equal(ks[64], 1, 'then probes with one k = 1 step');
-  assert.equal(ks[65], 0, 'a probe that keeps nothing pauses again');
+  for (let i = 0; i < 135; i++) { const k = late.next(); ks.push(k); if (k > 0) late.update(k, 0); else late.tick(); }
+  assert.deepEqual(ks.slice(0, 128), Array(128).fill(0), 'a new sequence starts paused for 128 steps');
+  assert.equal(ks[128], 1, 'then probes with one k = 1 step');
+  assert.equal(ks[129], 0, 'a probe that keeps nothing pauses again');
+  // steps without verifies fade the pool: after ~800 a new sequence is optimistic again
+  for (let i = 0; i < 900; i++) costs.observe(1, 0.001, 0, 0, 1, 0);
+  assert.equal(costs.acceptance(), null, 'the pool has faded');
+  const again = new AdaptiveK(4, 6, 8, 128, 3, costs);
+  const ks2: number[] = [];
+  for (let i = 0; i < 12; i++) { const k = again.next(); ks2.push(k); if (k > 0) again.update(k, 0); else again.tick(); }
+  assert.ok(ks2.includes(1), `a new sequence probes within a short pause: ${ks2}`);
   // a proposer that is kept 9 times in 10 pools high: a new sequence drafts from its first step
   const good = new SpecCosts();
   good.observe(1, 0.001, 0, 0, 1, 0);

@@ -139,6 +139,7 @@ const PAUSE_MARGIN = 0.8;
 const PLAIN_WEIGHT = 8;
 const PLAIN_EVERY = 64;
 const PLAIN_FIRST = 4;
+const PLAIN_SKIP = 0.9;
 /** Pooled acceptance: forgetting per verify step, positions before it counts, and its weight in a new sequence's rate. */
 const POOL_DECAY = 0.99;
 const POOL_IDLE_DECAY = 0.998; // per step: ~800 steps without verifies take a full pool below POOL_MIN
@@ -161,8 +162,8 @@ export const SPEC_COSTS = process.env.FLOE_SPEC_COSTS !== '0';
  * a step is bound by reading the weights.
  *
  * Steps without draft rows anchor a and j, so they weigh `PLAIN_WEIGHT` steps, and while steps draft, wantsPlain()
- * asks the loop for two after `PLAIN_FIRST` steps, then every `PLAIN_EVERY`; until one is timed, best() is null (no
- * cap). A plain step right after a drafting one is left out of the fit: a draft model's forward evicts the target's
+ * asks the loop for two after `PLAIN_FIRST` steps, then every `PLAIN_EVERY` (not while drafts are kept ≥ 90% of the
+ * time: an oracle-like proposer loses a step's gain to each); until one is timed, best() is null (no cap). A plain step right after a drafting one is left out of the fit: a draft model's forward evicts the target's
  * weights from the caches, so that step costs more than plain steps in a run (floe-brown with its draft: 0.75
  * against 0.6 ms). That cost belongs to drafting, and j takes it.
  */
@@ -253,8 +254,11 @@ export class SpecCosts {
     return bestK;
   }
 
-  /** Whether the next step should draft nothing: two plain steps after PLAIN_FIRST drafting ones, then every PLAIN_EVERY. */
-  wantsPlain(): boolean { return this.wantPlain > 0; }
+  /**
+   * Whether the next step should draft nothing: two plain steps after PLAIN_FIRST drafting ones, then every
+   * PLAIN_EVERY, unless drafts are kept so often (pooled acceptance ≥ PLAIN_SKIP) that the fit has nothing to decide.
+   */
+  wantsPlain(): boolean { return this.wantPlain > 0 && !((this.acceptance() ?? 0) >= PLAIN_SKIP); }
 
   /** A verify step's outcome, pooled over the sequences: the acceptance new sequences start from. */
   noteAcceptance(proposed: number, accepted: number): void {

@@ -163,9 +163,10 @@ export const SPEC_COSTS = process.env.FLOE_SPEC_COSTS !== '0';
  *
  * Steps without draft rows anchor a and j, so they weigh `PLAIN_WEIGHT` steps, and while steps draft, wantsPlain()
  * asks the loop for two after `PLAIN_FIRST` steps, then every `PLAIN_EVERY` (not while drafts are kept ≥ 90% of the
- * time: an oracle-like proposer loses a step's gain to each); until one is timed, best() is null (no cap). A plain step right after a drafting one is left out of the fit: a draft model's forward evicts the target's
- * weights from the caches, so that step costs more than plain steps in a run (floe-brown with its draft: 0.75
- * against 0.6 ms). That cost belongs to drafting, and j takes it.
+ * time: an oracle-like proposer loses a step's gain to each); until one is timed, best() is null (no cap). A plain
+ * step right after a drafting one is left out of the fit: a draft model's forward evicts the target's weights from
+ * the caches, so that step costs more than plain steps in a run (floe-brown with its draft: 0.75 against 0.6 ms).
+ * That cost belongs to drafting, and j takes it.
  */
 export class SpecCosts {
   // the fit t = a + b·rows + j·drafting (drafting: sequences with draft rows in the step): weighted sums, forgetting
@@ -291,15 +292,16 @@ export class SpecCosts {
  *
  * With `costs` measured, k is instead SpecCosts.best(α, K), α the sequence's acceptance rate per draft position (kept
  * and rejected positions, the last ~20 verify steps counting, starting from the rate pooled over recent sequences). A
- * sequence for which no k pays, or whose last 2 · `missStreak` verify steps kept nothing, pauses as above (the pause doubling while it keeps not paying; a new one whose pooled
- * rate pays for nothing starts with a pause of `maxPause`) and probes with one k = 1 step when the pause ends.
+ * sequence for which no k pays, or whose last 2 · `missStreak` verify steps kept nothing, pauses as above (the pause
+ * doubling while it keeps not paying; a new one whose pooled rate pays for nothing starts with a pause of `maxPause`)
+ * and probes with one k = 1 step when the pause ends.
  */
 export class AdaptiveK {
   k: number; // draft tokens for the next step by the heuristic above; 0 while paused
   private misses = 0; // verify steps in a row that kept no draft token
   private paused = 0; // steps left without speculation
   private backoff: number; // the next pause's length
-  private probing = 0; // verify steps left in the probe after a pause: k = 1 whatever the costs say
+  private probing = 0; // with costs: 1 for the probe step after a pause (k = 1 whatever the costs say)
   private kept = 0; // draft positions kept, with forgetting
   private lost = 0; // draft positions rejected (the first rejected of a step), with forgetting
 

@@ -539,10 +539,19 @@ export class Engine {
       specDraftTokens: this.counters.specDraftTokens,
       specAcceptedTokens: this.counters.specAcceptedTokens,
       specSteps: this.counters.specSteps,
+      ...this.specCostStats(),
       loraRunning: adapterNames(this.scheduler.running as Seq[]),
       loraWaiting: adapterNames([...this.scheduler.waiting as Seq[], ...this.parked]),
       maxLoras: this.maxLoras,
     };
+  }
+
+  /** stats().specCosts: the measured costs, once fitted, and how many running sequences have paused their drafts. */
+  private specCostStats(): { specCosts?: NonNullable<EngineStats['specCosts']> } {
+    const m = this.specCosts?.costs();
+    if (!m?.fitted) return {};
+    const paused = (this.scheduler.running as Seq[]).filter((q) => q.spec?.isPaused()).length;
+    return { specCosts: { rowSeconds: m.row, jumpSeconds: m.jump, draftTokenSeconds: m.draftToken, pooledAcceptance: this.specCosts!.acceptance(), pausedSeqs: paused } };
   }
 
   /** The tokenizer as a vocabulary of token strings, or null when it has none (e.g. a model loaded without one). */

@@ -338,6 +338,9 @@ export class AdaptiveK {
     return c.best(Math.min(1, a / PAUSE_MARGIN), this.max) === 0 ? 0 : 1;
   }
 
+  /** Whether drafts are paused (a failing streak, or costs they do not pay). */
+  isPaused(): boolean { return this.paused > 0; }
+
   /** k for the next decode step: 0 while paused. No side effect (a scheduler may ask more than once). */
   next(): number {
     if (this.paused > 0) return 0;

@@ -15,7 +15,8 @@ export class ServeMetrics {
   readonly itl: Histogram;
   readonly e2e: Histogram;
   readonly aborted: Counter;
-  private readonly gauges: Record<'running' | 'waiting' | 'kvTotal' | 'kvUsed' | 'kvCached' | 'kvUsage' | 'hitRate' | 'specAcceptance' | 'specPerStep', Gauge>;
+  private readonly gauges: Record<'running' | 'waiting' | 'kvTotal' | 'kvUsed' | 'kvCached' | 'kvUsage' | 'hitRate' | 'specAcceptance' | 'specPerStep'
+    | 'specRow' | 'specJump' | 'specDraftToken' | 'specPooled' | 'specPaused', Gauge>;
   // Engine totals mirrored into counters: each scrape adds the increase since the last.
   private readonly loraInfo: Gauge<'running_lora_adapters' | 'waiting_lora_adapters' | 'max_lora'>;
   private readonly mirrored: Array<{ counter: Counter; read: (s: EngineStats) => number; last: number }>;
@@ -42,6 +43,11 @@ export class ServeMetrics {
       hitRate: g('floe_prefix_cache_hit_rate', 'Prompt tokens served from the prefix cache / prompt tokens looked up'),
       specAcceptance: g('floe_spec_decode_acceptance_rate', 'Speculative decoding: accepted draft tokens / proposed draft tokens'),
       specPerStep: g('floe_spec_decode_draft_tokens_per_step', 'Speculative decoding: mean draft tokens verified per sequence step'),
+      specRow: g('floe_spec_decode_row_seconds', 'Speculative decoding, measured: seconds a verify row adds to a step'),
+      specJump: g('floe_spec_decode_jump_seconds', 'Speculative decoding, measured: seconds a drafting sequence adds to a step besides its rows'),
+      specDraftToken: g('floe_spec_decode_proposer_seconds_per_token', 'Speculative decoding, measured: proposer seconds per draft token'),
+      specPooled: g('floe_spec_decode_pooled_acceptance', 'Speculative decoding: acceptance per draft position pooled over recent sequences (new sequences start from it)'),
+      specPaused: g('floe_spec_decode_paused_sequences', 'Speculative decoding: running sequences whose drafts are paused (they did not pay, or kept failing)'),
     };
     // vLLM's lora_requests_info: one series, the adapters in use as labels, its value the time it was taken
     this.loraInfo = new Gauge({ name: 'floe_lora_requests_info', help: 'LoRA adapters of running and waiting requests (comma-separated names; value: unix time of the reading)', labelNames: ['running_lora_adapters', 'waiting_lora_adapters', 'max_lora'], registers: r });
@@ -74,6 +80,14 @@ export class ServeMetrics {
     const drafted = s.specDraftTokens ?? 0;
     g.specAcceptance.set(drafted > 0 ? (s.specAcceptedTokens ?? 0) / drafted : 0);
     g.specPerStep.set((s.specSteps ?? 0) > 0 ? drafted / s.specSteps! : 0);
+    const sc = s.specCosts;
+    if (sc) {
+      g.specRow.set(sc.rowSeconds);
+      g.specJump.set(sc.jumpSeconds);
+      g.specDraftToken.set(sc.draftTokenSeconds);
+      if (sc.pooledAcceptance !== null) g.specPooled.set(sc.pooledAcceptance);
+      g.specPaused.set(sc.pausedSeqs);
+    }
     if (s.loraRunning !== undefined && s.loraWaiting !== undefined && s.maxLoras !== undefined) {
       this.loraInfo.reset();
       this.loraInfo.set({ running_lora_adapters: s.loraRunning.join(','), waiting_lora_adapters: s.loraWaiting.join(','), max_lora: String(s.maxLoras) }, Date.now() / 1000);

@@ -206,10 +206,17 @@ test('measured costs in the engine: a proposer right half the time but slower pe
     for (const q of reqs) engine.add(q);
     const { byId } = runAll(engine);
     for (const q of reqs) assert.deepEqual(byId.get(q.id)!.tokens[0], want.get(q.promptIds.join(',')), `${q.id} ${msPerToken} ms ${speculativeCosts}`);
-    return engine.stats().specDraftTokens!;
+    last = engine.stats();
+    return last.specDraftTokens!;
   };
+  let last: ReturnType<Engine['stats']> | null = null;
   // a step of this fixture takes well under 2 ms: a draft token at 2 ms kept half the time never pays
   const slowCapped = run(2, 2, true);
+  // stats (and /metrics) report what was measured: the proposer's 2 ms a token, the pooled acceptance
+  const sc = last!.specCosts!;
+  assert.ok(sc.draftTokenSeconds >= 0.0019 && sc.draftTokenSeconds < 0.01, `proposer ${sc.draftTokenSeconds} s a token`);
+  assert.ok(sc.rowSeconds >= 0 && sc.jumpSeconds >= 0 && sc.pausedSeqs === 0, JSON.stringify(sc));
+  assert.ok(sc.pooledAcceptance === null || (sc.pooledAcceptance >= 0 && sc.pooledAcceptance <= 1), JSON.stringify(sc));
   const slowHeuristic = run(2, 2, false);
   assert.ok(slowCapped * 4 < slowHeuristic, `slow proposer: ${slowCapped} drafts with measured costs, ${slowHeuristic} without`);
   // a free proposer right 3 times in 4 keeps drafting (its rows cost little next to what they yield)
@@ -322,6 +329,8 @@ test('serve: speculative n-gram server; "speculative": false in the body opts ou
     assert.ok(drafted > 0 && accepted <= drafted, `${accepted} / ${drafted}`);
     assert.ok(Math.abs(await metric('floe_spec_decode_acceptance_rate') - accepted / drafted) < 1e-9);
     assert.ok(await metric('floe_spec_decode_draft_tokens_per_step') > 0);
+    // the measured costs' gauges are exported (set once the engine has fitted them)
+    for (const g of ['row_seconds', 'jump_seconds', 'proposer_seconds_per_token', 'pooled_acceptance', 'paused_sequences']) assert.ok(await metric(`floe_spec_decode_${g}`) >= 0, g);
   } finally {
     await server.close(0);
   }

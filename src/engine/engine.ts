@@ -307,9 +307,7 @@ export class Engine {
       }
       const seq = new Seq(`${req.id}/${i}`, [...req.promptIds], P, true, i === 0 ? promptLogprobs : null, null, []);
       seq.lora = lora;
-      // a seeded sampled request keeps the timing-free k schedule, so that its seed reproduces (its tokens depend on k)
-      const costs = sampling.seed !== null && sampling.temperature > 0 ? null : this.specCosts;
-      if (this.proposer && req.speculative !== false) seq.spec = new AdaptiveK(this.numSpecTokens, undefined, undefined, undefined, undefined, costs);
+      if (this.proposer && req.speculative !== false) seq.spec = AdaptiveK.forRequest(this.numSpecTokens, this.specCosts, sampling);
       if (prediction && prediction.length > 0 && req.speculative !== false && this.numPredictionTokens > 0) {
         seq.prediction = new PredictionTracker(prediction, this.wordStarts());
         seq.predictionK = new PredictionK(this.numPredictionTokens);

@@ -198,11 +198,11 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   const proposer = opts.speculative === undefined ? null : createProposer(opts.speculative, model);
   const K = opts.numSpeculativeTokens ?? DEFAULT_NUM_SPECULATIVE_TOKENS;
   // the proposer's k is capped where a draft token stops paying, at costs measured on this call's steps and earlier
-  // calls' with the same model and proposer; not for seeded sampling, whose tokens depend on k: its seed reproduces
-  // with the timing-free schedule
-  const seeded = sampling.temperature > 0 && sampling.seed !== null;
-  const costs = proposer && !seeded && (opts.speculativeCosts ?? SPEC_COSTS) ? specCostsFor(model, opts.speculative!) : null;
-  const adaptive = proposer ? new AdaptiveK(checkDraftTokens(K, 'numSpeculativeTokens'), undefined, undefined, undefined, undefined, costs) : null;
+  // calls' with the same model and proposer
+  const adaptive = proposer
+    ? AdaptiveK.forRequest(checkDraftTokens(K, 'numSpeculativeTokens'), opts.speculativeCosts ?? SPEC_COSTS ? specCostsFor(model, opts.speculative!) : null, sampling)
+    : null;
+  const costs = adaptive?.costs ?? null;
   proposer?.init?.({ vocabSize: V, numBlocks, blockSize: BLOCK, maxPositions: cfg.maxPositionEmbeddings });
   const spec = { proposed: 0, accepted: 0 };
   for (const [i, id] of (opts.prediction ?? []).entries()) {

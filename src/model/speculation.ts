@@ -301,7 +301,7 @@ export class AdaptiveK {
   private misses = 0; // verify steps in a row that kept no draft token
   private paused = 0; // steps left without speculation
   private backoff: number; // the next pause's length
-  private probing = 0; // with costs: 1 for the probe step after a pause (k = 1 whatever the costs say)
+  private probing = false; // with costs: the step after a pause probes with k = 1 whatever the costs say
   private kept = 0; // draft positions kept, with forgetting
   private lost = 0; // draft positions rejected (the first rejected of a step), with forgetting
 
@@ -320,6 +320,15 @@ export class AdaptiveK {
         this.pause();
       }
     }
+  }
+
+  /**
+   * A request's AdaptiveK with the default schedule: capped by `costs`, except under seeded sampling, whose tokens
+   * depend on k, so that its seed reproduces whatever the timings.
+   */
+  static forRequest(max: number, costs: SpecCosts | null, sampling: { readonly temperature: number; readonly seed: number | null }): AdaptiveK {
+    const seeded = sampling.temperature > 0 && sampling.seed !== null;
+    return new AdaptiveK(max, undefined, undefined, undefined, undefined, seeded ? null : costs);
   }
 
   /** The acceptance rate per draft position (smoothed by half a kept and half a rejected position: 1/2 before any verify). */
@@ -344,7 +353,7 @@ export class AdaptiveK {
   /** k for the next decode step: 0 while paused. No side effect (a scheduler may ask more than once). */
   next(): number {
     if (this.paused > 0) return 0;
-    if (this.probing > 0) return 1;
+    if (this.probing) return 1;
     return this.pays() ?? this.k;
   }
 
@@ -353,10 +362,10 @@ export class AdaptiveK {
     if (this.paused > 0) {
       if (--this.paused === 0) {
         this.k = 1;
-        this.probing = this.pays() !== null ? 1 : 0;
+        this.probing = this.pays() !== null;
         this.misses = Math.max(0, this.missStreak - this.probeSteps); // probeSteps failed verifies pause again
       }
-    } else if (this.probing === 0 && this.pays() === 0) this.pause(); // the costs moved: this sequence's drafts stopped paying
+    } else if (!this.probing && this.pays() === 0) this.pause(); // the costs moved: this sequence's drafts stopped paying
   }
 
   update(proposed: number, accepted: number): void {
@@ -364,12 +373,11 @@ export class AdaptiveK {
     this.costs?.noteAcceptance(proposed, accepted);
     this.kept = ALPHA_DECAY * this.kept + accepted;
     this.lost = ALPHA_DECAY * this.lost + (accepted < proposed ? 1 : 0);
-    const probing = this.probing > 0 && --this.probing > 0;
+    this.probing = false;
     const pays = this.pays();
     if (pays !== null) { // measured costs decide, and a long run of misses (twice the streak) stops what they misjudge
       this.misses = accepted > 0 ? 0 : this.misses + 1;
       this.k = Math.max(1, pays);
-      if (probing) return;
       if (pays === 0 || this.misses >= 2 * this.missStreak) {
         this.misses = 0;
         this.pause();

@@ -412,12 +412,14 @@ export class Engine {
     if (!sched) return outputs;
     const results = this.runner.execute(sched, (id) => this.seqOf(id));
     const costs = this.specCosts;
-    // a decode step (no prompt chunk) measures what a verify row costs; drafts are cleared by endStep
-    const decodeOnly = costs !== null && sched.seqs.length > 0 && sched.seqs.every((s) => s.numTokens === 1 + s.numLookahead);
-    let rows = 0, drafted = 0, drafting = 0;
-    if (decodeOnly) {
+    // a step with decoding sequences measures what a verify row costs (its prompt chunks are fitted apart); drafts
+    // are cleared by endStep
+    let rows = 0, decoding = 0, prompt = 0, drafted = 0, drafting = 0;
+    if (costs) {
       for (const s of sched.seqs) {
+        if (s.numTokens !== 1 + s.numLookahead) { prompt += s.numTokens; continue; }
         rows += s.numTokens;
+        decoding++;
         if (s.numLookahead > 0) drafting++;
         const seq = this.seqOf(s.id);
         if (seq.draftFrom === 'proposer') drafted += seq.draft.length;
@@ -425,9 +427,9 @@ export class Engine {
     }
     const generated = this.counters.generatedTokens;
     this.endStep(sched, results, outputs);
-    if (decodeOnly) {
+    if (rows > 0) {
       const stepSec = (performance.now() - t0) / 1000 - this.proposeSec;
-      costs!.observe(rows, stepSec, this.proposeSec, drafted, this.counters.generatedTokens - generated, drafting, sched.seqs.length);
+      costs!.observe(rows, stepSec, this.proposeSec, drafted, this.counters.generatedTokens - generated, drafting, decoding, prompt);
     }
     return outputs;
   }
@@ -549,7 +551,7 @@ export class Engine {
     const m = this.specCosts?.costs();
     if (!m?.fitted) return {};
     const paused = (this.scheduler.running as Seq[]).filter((q) => q.spec?.isPaused()).length;
-    return { specCosts: { rowSeconds: m.row, jumpSeconds: m.jump, draftTokenSeconds: m.draftToken, pooledAcceptance: this.specCosts!.acceptance(), pausedSeqs: paused } };
+    return { specCosts: { rowSeconds: m.row, jumpSeconds: m.jump, promptTokenSeconds: m.promptToken, draftTokenSeconds: m.draftToken, pooledAcceptance: this.specCosts!.acceptance(), pausedSeqs: paused } };
   }
 
   /** The tokenizer as a vocabulary of token strings, or null when it has none (e.g. a model loaded without one). */

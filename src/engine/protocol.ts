@@ -112,7 +112,7 @@ export interface EngineStats {
   /** What drafting costs as measured (speculation with measured costs; absent before a fit): seconds a verify row adds
    * to a step, a drafting sequence adds besides its rows, the proposer takes per draft token; the acceptance pooled
    * over recent sequences (null before enough verifies); running sequences whose drafts are paused. */
-  readonly specCosts?: { rowSeconds: number; jumpSeconds: number; draftTokenSeconds: number; pooledAcceptance: number | null; pausedSeqs: number };
+  readonly specCosts?: { rowSeconds: number; jumpSeconds: number; promptTokenSeconds: number; draftTokenSeconds: number; pooledAcceptance: number | null; pausedSeqs: number };
   readonly loraRunning?: readonly string[]; // adapters of running requests, by name, sorted
   readonly loraWaiting?: readonly string[]; // adapters of waiting requests (queued or waiting for a LoRA slot)
   readonly maxLoras?: number; // distinct adapters one step may run

@@ -149,13 +149,36 @@ const PRIOR_POSITIONS = 4;
 /** Whether generate() and the engine cap k by measured costs (FLOE_SPEC_COSTS=0 turns it off, for A/B runs). */
 export const SPEC_COSTS = process.env.FLOE_SPEC_COSTS !== '0';
 
+/** Solves the n × n system in the augmented rows A (Gaussian elimination with partial pivoting); NaN when singular. */
+function solve(A: number[][], n: number): number[] {
+  for (let c = 0; c < n; c++) {
+    let piv = c;
+    for (let r = c + 1; r < n; r++) if (Math.abs(A[r]![c]!) > Math.abs(A[piv]![c]!)) piv = r;
+    if (!(Math.abs(A[piv]![c]!) > 0)) return new Array<number>(n).fill(NaN);
+    [A[c], A[piv]] = [A[piv]!, A[c]!];
+    for (let r = c + 1; r < n; r++) {
+      const q = A[r]![c]! / A[c]![c]!;
+      for (let k = c; k <= n; k++) A[r]![k] = A[r]![k]! - q * A[c]![k]!;
+    }
+  }
+  const x = new Array<number>(n).fill(0);
+  for (let r = n - 1; r >= 0; r--) {
+    let v = A[r]![n]!;
+    for (let k = r + 1; k < n; k++) v -= A[r]![k]! * x[k]!;
+    x[r] = v / A[r]![r]!;
+  }
+  return x;
+}
+
 /**
  * What speculating costs and what a step yields, measured while a generation loop or the engine runs. A step's
- * time (all of it but the proposer's: forward, sampling, verification) is fitted as a + b·rows + j·drafting over
- * recent steps (least squares, forgetting older steps by `decay` a step; drafting = sequences with draft rows): b
- * is what a row costs, j what a sequence pays once for drafting at all (going from one row to two can change
- * kernels, and a verify has its own work). The proposer's time per drafted token and the output rate (tokens per
- * second, drafting included) are averaged the same way. best(α, K) is the k that maximises the tokens a sequence
+ * time (all of it but the proposer's: forward, sampling, verification) is fitted as a + b·rows + j·drafting +
+ * p·prompt over recent steps (least squares, forgetting older steps by `decay` a step; drafting = sequences with
+ * draft rows; prompt = tokens of prompt chunks the engine scheduled in the same step): b is what a row costs, j what
+ * a sequence pays once for drafting at all (going from one row to two can change kernels, and a verify has its own
+ * work), p what a prompt token costs, so that under steady arrivals, where most steps carry a chunk of prefill, the
+ * fit still learns b and j. The proposer's time per drafted token and the output rate (tokens per second of decode
+ * time, drafting included, the prompt chunks' fitted share left out) are averaged the same way. best(α, K) is the k that maximises the tokens a sequence
  * gains, Σ_{i ≤ k} α^i, less the tokens the time it adds, j + k · (b + draft cost), would have given at the current
  * rate: for one sequence the k that gives the most tokens per second (at the optimum the two agree); with many, it
  * stops drafting where verify rows cost nearly a decode row (a big batch on a small model) and keeps drafting where
@@ -169,11 +192,14 @@ export const SPEC_COSTS = process.env.FLOE_SPEC_COSTS !== '0';
  * That cost belongs to drafting, and j takes it.
  */
 export class SpecCosts {
-  // the fit t = a + b·rows + j·drafting (drafting: sequences with draft rows in the step): weighted sums, forgetting
-  private sw = 0; private sr = 0; private sd = 0; private sy = 0;
-  private srr = 0; private sdd = 0; private srd = 0; private sry = 0; private sdy = 0;
+  // the fit t = a + b·rows + j·drafting + p·prompt: weighted moments of x = (rows, drafting, prompt) and y, forgetting
+  private sw = 0; private sy = 0;
+  private readonly sx = new Float64Array(3);
+  private readonly sxx = new Float64Array(9);
+  private readonly sxy = new Float64Array(3);
   private b = 0; // seconds a row adds to a step
   private j = 0; // seconds a drafting sequence adds besides its rows (another kernel at 2 rows, the verify's own work)
+  private p = 0; // seconds a prompt token (a chunk of prefill in the same step) adds
   private fitted = false; // plain and drafting steps have both been timed
   private sincePlain = PLAIN_EVERY - PLAIN_FIRST; // steps since the last plain one fitted (the first after PLAIN_FIRST)
   private plainSeen = false;
@@ -186,11 +212,12 @@ export class SpecCosts {
   constructor(readonly decay = 0.97) {}
 
   /**
-   * One step of `seqs` sequences, `draftingSeqs` of them with draft rows: `rows` tokens in `stepSec` seconds besides
+   * One step of `seqs` decoding sequences, `draftingSeqs` of them with draft rows: `rows` decode and verify tokens
+   * and `promptTokens` tokens of prompt chunks (prefill scheduled in the same step) in `stepSec` seconds besides
    * `proposeSec` spent drafting `drafted` tokens, `emitted` output tokens (accepted drafts and each sequence's own).
    */
-  observe(rows: number, stepSec: number, proposeSec: number, drafted: number, emitted: number, draftingSeqs: number, seqs = 1): void {
-    if (!(rows > 0 && stepSec >= 0 && proposeSec >= 0 && seqs >= 1 && draftingSeqs >= 0)) return;
+  observe(rows: number, stepSec: number, proposeSec: number, drafted: number, emitted: number, draftingSeqs: number, seqs = 1, promptTokens = 0): void {
+    if (!(rows > 0 && stepSec >= 0 && proposeSec >= 0 && seqs >= 1 && draftingSeqs >= 0 && promptTokens >= 0)) return;
     const plain = draftingSeqs === 0;
     const f = this.decay;
     // the pooled acceptance fades while nothing is verified, so a proposer written off is tried again in time
@@ -199,11 +226,14 @@ export class SpecCosts {
     if (plain) this.wantPlain = Math.max(0, this.wantPlain - 1);
     if (!(plain && this.lastDrafted)) { // a plain step just after a drafting one pays for that one's cache misses
       const w = plain ? PLAIN_WEIGHT : 1;
-      const r = rows, d = draftingSeqs, y = stepSec;
+      const x = [rows, draftingSeqs, promptTokens], y = stepSec;
       this.sw = f * this.sw + w;
-      this.sr = f * this.sr + w * r; this.sd = f * this.sd + w * d; this.sy = f * this.sy + w * y;
-      this.srr = f * this.srr + w * r * r; this.sdd = f * this.sdd + w * d * d; this.srd = f * this.srd + w * r * d;
-      this.sry = f * this.sry + w * r * y; this.sdy = f * this.sdy + w * d * y;
+      this.sy = f * this.sy + w * y;
+      for (let i = 0; i < 3; i++) {
+        this.sx[i] = f * this.sx[i]! + w * x[i]!;
+        this.sxy[i] = f * this.sxy[i]! + w * x[i]! * y;
+        for (let k = 0; k < 3; k++) this.sxx[3 * i + k] = f * this.sxx[3 * i + k]! + w * x[i]! * x[k]!;
+      }
       this.sincePlain = plain ? 0 : this.sincePlain + 1;
       this.plainSeen ||= plain;
       this.fit();
@@ -214,26 +244,38 @@ export class SpecCosts {
       this.draftSec = f * this.draftSec + proposeSec;
       this.drafted = f * this.drafted + drafted;
     }
-    this.outSec = f * this.outSec + stepSec + proposeSec;
+    // the output rate counts decode time only: a prompt chunk's share of the step is not time the tokens took
+    this.outSec = f * this.outSec + Math.max(0, stepSec - this.p * promptTokens) + proposeSec;
     this.outTok = f * this.outTok + emitted;
   }
 
-  /** Weighted least squares for b and j on centred sums, with a small ridge: where rows and drafting move together
-   * (one sequence always drafting one token) it splits their cost evenly instead of failing. */
+  /**
+   * Weighted least squares for b, j and p on centred moments, with a small ridge (where rows and drafting move
+   * together, one sequence always drafting one token, it splits their cost evenly instead of failing), none negative:
+   * a coefficient that comes out below 0 is held at 0 and the others refitted. p is fitted only where steps with
+   * prompt chunks are in the window.
+   */
   private fit(): void {
-    const W = this.sw;
-    const mr = this.sr / W, md = this.sd / W, my = this.sy / W;
-    const crr = this.srr / W - mr * mr, cdd = this.sdd / W - md * md, crd = this.srd / W - mr * md;
-    const cry = this.sry / W - mr * my, cdy = this.sdy / W - md * my;
-    if (!this.plainSeen || cdd < 1e-3) return; // no plain step, or no drafting one, in the window
-    const ridge = 1e-6 * (crr + cdd);
-    const a11 = crr + ridge, a22 = cdd + ridge, det = a11 * a22 - crd * crd;
-    if (!(det > 0)) return;
-    let b = (cry * a22 - cdy * crd) / det;
-    let j = (cdy * a11 - cry * crd) / det;
-    if (b < 0) { b = 0; j = Math.max(0, cdy / a22); } else if (j < 0) { j = 0; b = Math.max(0, cry / a11); }
-    this.b = b;
-    this.j = j;
+    const W = this.sw, m = [0, 1, 2].map((i) => this.sx[i]! / W), my = this.sy / W;
+    const C = (i: number, k: number) => this.sxx[3 * i + k]! / W - m[i]! * m[k]!;
+    const Cy = (i: number) => this.sxy[i]! / W - m[i]! * my;
+    if (!this.plainSeen || C(1, 1) < 1e-3) return; // no plain step, or no drafting one, in the window
+    const ridge = [1e-6 * (C(0, 0) + C(1, 1)), 1e-6 * (C(0, 0) + C(1, 1)), 1e-6 * C(2, 2)]; // each in its own scale
+    let active = C(2, 2) > 1e-6 ? [0, 1, 2] : [0, 1];
+    let coef: number[] = [];
+    while (active.length > 0) {
+      const n = active.length;
+      const A = active.map((i) => [...active.map((k) => C(i, k) + (i === k ? ridge[i]! : 0)), Cy(i)]);
+      coef = solve(A, n);
+      if (coef.some((v) => !Number.isFinite(v))) return;
+      let worst = -1;
+      for (let i = 0; i < n; i++) if (coef[i]! < 0 && (worst < 0 || coef[i]! < coef[worst]!)) worst = i;
+      if (worst < 0) break;
+      active = active.filter((_, i) => i !== worst);
+    }
+    const got = [0, 0, 0];
+    active.forEach((v, i) => { got[v] = coef[i]!; });
+    [this.b, this.j, this.p] = got as [number, number, number];
     this.fitted = true;
   }
 
@@ -274,8 +316,8 @@ export class SpecCosts {
   }
 
   /** What was measured: seconds a row adds, a drafting sequence adds, the proposer takes per token; tokens per second. */
-  costs(): { row: number; jump: number; draftToken: number; rate: number; fitted: boolean } {
-    return { row: this.b, jump: this.j, draftToken: this.drafted > 0 ? this.draftSec / this.drafted : 0, rate: this.rate(), fitted: this.fitted };
+  costs(): { row: number; jump: number; promptToken: number; draftToken: number; rate: number; fitted: boolean } {
+    return { row: this.b, jump: this.j, promptToken: this.p, draftToken: this.drafted > 0 ? this.draftSec / this.drafted : 0, rate: this.rate(), fitted: this.fitted };
   }
 
   /** Output tokens per second over recent steps (0 until measured). */

@@ -16,7 +16,7 @@ export class ServeMetrics {
   readonly e2e: Histogram;
   readonly aborted: Counter;
   private readonly gauges: Record<'running' | 'waiting' | 'kvTotal' | 'kvUsed' | 'kvCached' | 'kvUsage' | 'hitRate' | 'specAcceptance' | 'specPerStep'
-    | 'specRow' | 'specJump' | 'specDraftToken' | 'specPooled' | 'specPaused', Gauge>;
+    | 'specRow' | 'specJump' | 'specPrompt' | 'specDraftToken' | 'specPooled' | 'specPaused', Gauge>;
   // Engine totals mirrored into counters: each scrape adds the increase since the last.
   private readonly loraInfo: Gauge<'running_lora_adapters' | 'waiting_lora_adapters' | 'max_lora'>;
   private readonly mirrored: Array<{ counter: Counter; read: (s: EngineStats) => number; last: number }>;
@@ -44,6 +44,7 @@ export class ServeMetrics {
       specAcceptance: g('floe_spec_decode_acceptance_rate', 'Speculative decoding: accepted draft tokens / proposed draft tokens'),
       specPerStep: g('floe_spec_decode_draft_tokens_per_step', 'Speculative decoding: mean draft tokens verified per sequence step'),
       specRow: g('floe_spec_decode_row_seconds', 'Speculative decoding, measured: seconds a verify row adds to a step'),
+      specPrompt: g('floe_spec_decode_prompt_token_seconds', 'Speculative decoding, measured: seconds a prompt token (chunked prefill in a decode step) adds to a step'),
       specJump: g('floe_spec_decode_jump_seconds', 'Speculative decoding, measured: seconds a drafting sequence adds to a step besides its rows'),
       specDraftToken: g('floe_spec_decode_proposer_seconds_per_token', 'Speculative decoding, measured: proposer seconds per draft token'),
       specPooled: g('floe_spec_decode_pooled_acceptance', 'Speculative decoding: acceptance per draft position pooled over recent sequences (new sequences start from it)'),
@@ -84,6 +85,7 @@ export class ServeMetrics {
     if (sc) {
       g.specRow.set(sc.rowSeconds);
       g.specJump.set(sc.jumpSeconds);
+      g.specPrompt.set(sc.promptTokenSeconds);
       g.specDraftToken.set(sc.draftTokenSeconds);
       if (sc.pooledAcceptance !== null) g.specPooled.set(sc.pooledAcceptance);
       g.specPaused.set(sc.pausedSeqs);

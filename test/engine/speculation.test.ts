@@ -9,13 +9,13 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { startEngine } from '../../src/engine/client.js';
 import { Engine } from '../../src/engine/engine.js';
-import type { GenerateOutput, GenerateRequest, SamplingSpec } from '../../src/engine/protocol.js';
+import type { EngineOutput, GenerateOutput, GenerateRequest, SamplingSpec } from '../../src/engine/protocol.js';
 import { generate } from '../../src/model/generate.js';
 import { KvCache } from '../../src/model/kv-cache.js';
 import type { LlamaModel } from '../../src/model/llama.js';
 import { openModel } from '../../src/model/open.js';
 import { DraftModelProposer, type Proposal, type Proposer, type ProposeRequest, type SpeculativeSpec } from '../../src/model/speculation.js';
-import { FIXTURES, fixtureModel, genReq, GREEDY, rand, randomPrompt, runAll } from './helpers.js';
+import { type Collected, collect, FIXTURES, fixtureModel, genReq, GREEDY, rand, randomPrompt, runAll } from './helpers.js';
 
 const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
 const brown = await openModel(BROWN, { threads: 2 });
@@ -186,12 +186,9 @@ test('adaptive k in the engine: a sequence whose drafts are always wrong stops s
   assert.ok(st.specDraftTokens! >= 2 * 9 && st.specDraftTokens! <= 2 * (9 + 3 * 3), `${st.specDraftTokens} drafts for 160 tokens`);
 });
 
-test('measured costs in the engine: a proposer right half the time but slower per token than a step stops drafting; a free one right 3 times in 4 keeps going', () => {
-  const r = rand(43);
-  const reqs = [0, 1].map((i) => genReq(`c${i}`, randomPrompt(r, 10), { maxTokens: 120, ignoreEos: true }));
-  const want = new Map(reqs.map((q) => [q.promptIds.join(','), alone(gqa, q).outputIds]));
-  // drafts greedy's tokens, wrong at every `every`-th position, spending `msPerToken` per token
-  const proposer = (msPerToken: number, every: number): Proposer => ({
+/** A proposer that drafts greedy's tokens (`want` by prompt), wrong at every `every`-th position, spending `msPerToken` a token. */
+function halfRight(want: Map<string, number[]>, msPerToken: number, every: number): Proposer {
+  return {
     name: 'half',
     propose: (rs) => rs.map((q) => {
       const full = want.get(q.tokens.slice(0, q.promptLen).join(','))!;
@@ -200,9 +197,15 @@ test('measured costs in the engine: a proposer right half the time but slower pe
       while (performance.now() < end) { /* a proposer that costs time */ }
       return { tokens: Array.from({ length: q.k }, (_, j) => ((full[done + j] ?? 0) + ((done + j) % every === every - 1 ? 1 : 0)) % 256) };
     }),
-  });
+  };
+}
+
+test('measured costs in the engine: a proposer right half the time but slower per token than a step stops drafting; a free one right 3 times in 4 keeps going', () => {
+  const r = rand(43);
+  const reqs = [0, 1].map((i) => genReq(`c${i}`, randomPrompt(r, 10), { maxTokens: 120, ignoreEos: true }));
+  const want = new Map(reqs.map((q) => [q.promptIds.join(','), alone(gqa, q).outputIds]));
   const run = (msPerToken: number, every: number, speculativeCosts: boolean) => {
-    const engine = new Engine(gqa, null, { kvDtype: 'f32', speculative: proposer(msPerToken, every), numSpeculativeTokens: 4, speculativeCosts });
+    const engine = new Engine(gqa, null, { kvDtype: 'f32', speculative: halfRight(want, msPerToken, every), numSpeculativeTokens: 4, speculativeCosts });
     for (const q of reqs) engine.add(q);
     const { byId } = runAll(engine);
     for (const q of reqs) assert.deepEqual(byId.get(q.id)!.tokens[0], want.get(q.promptIds.join(',')), `${q.id} ${msPerToken} ms ${speculativeCosts}`);
@@ -215,13 +218,39 @@ test('measured costs in the engine: a proposer right half the time but slower pe
   // stats (and /metrics) report what was measured: the proposer's 2 ms a token, the pooled acceptance
   const sc = last!.specCosts!;
   assert.ok(sc.draftTokenSeconds >= 0.0019 && sc.draftTokenSeconds < 0.01, `proposer ${sc.draftTokenSeconds} s a token`);
-  assert.ok(sc.rowSeconds >= 0 && sc.jumpSeconds >= 0 && sc.pausedSeqs === 0, JSON.stringify(sc));
+  assert.ok(sc.rowSeconds >= 0 && sc.jumpSeconds >= 0 && sc.promptTokenSeconds >= 0 && sc.pausedSeqs === 0, JSON.stringify(sc));
   assert.ok(sc.pooledAcceptance === null || (sc.pooledAcceptance >= 0 && sc.pooledAcceptance <= 1), JSON.stringify(sc));
   const slowHeuristic = run(2, 2, false);
   assert.ok(slowCapped * 4 < slowHeuristic, `slow proposer: ${slowCapped} drafts with measured costs, ${slowHeuristic} without`);
   // a free proposer right 3 times in 4 keeps drafting (its rows cost little next to what they yield)
   const free = run(0, 4, true);
   assert.ok(free >= 2 * 60, `free proposer: ${free} drafts for 240 tokens`);
+});
+
+test('measured costs under steady arrivals: with a prompt chunk in nearly every step, a slow proposer still stops drafting', () => {
+  const r = rand(47);
+  const reqs = Array.from({ length: 40 }, (_, i) => genReq(`a${i}`, randomPrompt(r, 40), { maxTokens: 24, ignoreEos: true }));
+  const want = new Map(reqs.map((q) => [q.promptIds.join(','), alone(gqa, q).outputIds]));
+  const run = (speculativeCosts: boolean) => {
+    // 24 tokens a step: a 40-token prompt takes 2–3 steps of chunks beside the decoding sequences, and a request
+    // arrives every other step, so nearly every step carries prefill
+    const engine = new Engine(gqa, null, { kvDtype: 'f32', speculative: halfRight(want, 2, 2), numSpeculativeTokens: 4, speculativeCosts, maxBatchedTokens: 24 });
+    const byId = new Map<string, Collected>();
+    const other: EngineOutput[] = [];
+    let steps = 0, decodeOnly = 0;
+    for (let i = 0; i < reqs.length || engine.hasWork; i++) {
+      if (i % 2 === 0 && i / 2 < reqs.length) engine.add(reqs[i / 2]!);
+      const prefilling = engine.scheduler.running.some((s) => s.tokens.length - s.numComputed > 1) || engine.scheduler.waiting.length > 0;
+      if (i < 2 * reqs.length) { steps++; if (!prefilling) decodeOnly++; }
+      for (const o of engine.step()) collect(byId, other, o);
+    }
+    assert.ok(decodeOnly * 10 < steps, `${decodeOnly} of ${steps} steps while requests arrive had no prompt to prefill`);
+    for (const q of reqs) assert.deepEqual(byId.get(q.id)!.tokens[0], want.get(q.promptIds.join(',')), `${q.id} ${speculativeCosts}`);
+    return engine.stats();
+  };
+  const capped = run(true), heuristic = run(false);
+  assert.ok(capped.specCosts!.promptTokenSeconds >= 0, JSON.stringify(capped.specCosts));
+  assert.ok(capped.specDraftTokens! * 3 < heuristic.specDraftTokens!, `${capped.specDraftTokens} drafts with measured costs, ${heuristic.specDraftTokens} without`);
 });
 
 test('worker: startEngine with an n-gram or a draft-model path equals generate(); a draft with another vocabulary fails to start', async () => {
@@ -330,7 +359,7 @@ test('serve: speculative n-gram server; "speculative": false in the body opts ou
     assert.ok(Math.abs(await metric('floe_spec_decode_acceptance_rate') - accepted / drafted) < 1e-9);
     assert.ok(await metric('floe_spec_decode_draft_tokens_per_step') > 0);
     // the measured costs' gauges are exported (set once the engine has fitted them)
-    for (const g of ['row_seconds', 'jump_seconds', 'proposer_seconds_per_token', 'pooled_acceptance', 'paused_sequences']) assert.ok(await metric(`floe_spec_decode_${g}`) >= 0, g);
+    for (const g of ['row_seconds', 'jump_seconds', 'prompt_token_seconds', 'proposer_seconds_per_token', 'pooled_acceptance', 'paused_sequences']) assert.ok(await metric(`floe_spec_decode_${g}`) >= 0, g);
   } finally {
     await server.close(0);
   }

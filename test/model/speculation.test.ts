@@ -268,6 +268,34 @@ test('SpecCosts: a step\'s time fitted as a + b·rows + j·drafting, the propose
   assert.equal(e.wantsPlain(), false);
 });
 
+test('SpecCosts under steady arrivals: steps that carry prompt chunks fit b, j and a prompt token\'s cost; the rate counts decode time only', () => {
+  const c = new SpecCosts(0.97);
+  const r = rand(37);
+  let tok = 0, sec = 0;
+  for (let i = 0; i < 400; i++) {
+    const seqs = 1 + Math.floor(r() * 4);
+    const drafting = Math.floor(r() * (seqs + 1));
+    const rows = seqs + drafting * (1 + Math.floor(r() * 3));
+    const prompt = r() < 0.8 ? 16 + Math.floor(r() * 240) : 0; // most steps carry a chunk of some prompt
+    const step = 0.010 + 0.002 * rows + 0.003 * drafting + 0.0004 * prompt;
+    const emitted = seqs + Math.floor(r() * (rows - seqs + 1));
+    c.observe(rows, step, 0, rows - seqs, emitted, drafting, seqs, prompt);
+    tok = 0.97 * tok + emitted; sec = 0.97 * sec + step - 0.0004 * prompt;
+  }
+  const m = c.costs();
+  assert.ok(m.fitted && Math.abs(m.row - 0.002) < 1e-6 && Math.abs(m.jump - 0.003) < 1e-6 && Math.abs(m.promptToken - 0.0004) < 1e-8, JSON.stringify(m));
+  // the first steps, before the prompt cost was fitted, counted their chunks' time; by now that has been forgotten
+  assert.ok(Math.abs(m.rate - tok / sec) < 1e-3 * m.rate, `${m.rate} against ${tok / sec}`);
+  // every step with a prompt chunk: the fit still separates the three (the chunk's size varies)
+  const d = new SpecCosts();
+  for (let i = 0; i < 200; i++) {
+    const drafting = i % 5 === 0 ? 0 : 1 + (i % 2), rows = 2 + drafting * (1 + (i % 3)), prompt = 32 * (1 + (i % 7));
+    d.observe(rows, 0.004 + 0.001 * rows + 0.002 * drafting + 0.0001 * prompt, 0, rows - 2, 2, drafting, 2, prompt);
+  }
+  const n = d.costs();
+  assert.ok(n.fitted && Math.abs(n.row - 0.001) < 1e-6 && Math.abs(n.jump - 0.002) < 1e-6 && Math.abs(n.promptToken - 0.0001) < 1e-8, JSON.stringify(n));
+});
+
 test('adaptive k with measured costs: a new sequence starts from the pooled acceptance, paused where it pays for nothing, until the pool fades', () => {
   // costs where a drafting step takes 1.9 plain steps (a draft model on a small target)
   const costs = new SpecCosts();

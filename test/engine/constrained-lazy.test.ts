@@ -115,3 +115,36 @@ test('random walks that open a call end as calls tool-calls.ts reads and the sch
   }
   assert.ok(ended >= 12, `${ended} of 24 walks ended`);
 });
+
+test('with response_format: its value, or calls opened as the lazy grammar opens them (past blanks, "{" or the tag, as text or as the special token)', () => {
+  const ANSWER = { type: 'object', properties: { answer: { type: 'string' } }, required: ['answer'], additionalProperties: false };
+  const either: ConstraintSpec = { ...spec, text: { kind: 'json_schema', schema: ANSWER } };
+  const g = compileGrammar(either);
+  const call = '{"name": "sum", "parameters": {"a": 1, "b": 2}}';
+  for (const t of ['{"answer": "hi"}', call, ` \n${call}`, `${PYTHON_TAG}${call}`, ` ${PYTHON_TAG} \n${call}; ${call}`]) assert.ok(accepts(g, t), `takes ${JSON.stringify(t)}`);
+  for (const t of ['', 'Hello', '<|py not a tag', PYTHON_TAG, `${PYTHON_TAG}{"answer": "hi"}`, ' {"answer": "hi"}', '{"answer": "hi"} more', `${call} text`]) {
+    assert.ok(!accepts(g, t), `refuses ${JSON.stringify(t)}`);
+  }
+  const cache = new ConstraintCache(vocab, V, tok.eosIds);
+  const r = rand(7);
+  const row = () => Float32Array.from({ length: V }, () => r() * 4 - 2);
+  const st = cache.get(either).start();
+  const x = row(), m = Float32Array.from(x);
+  st.apply(m);
+  assert.equal(m[TAG_ID], x[TAG_ID], 'the tag token may open calls before any text');
+  assert.equal(m[brace], x[brace]);
+  assert.equal(m[WORD], -Infinity, 'no free text');
+  assert.equal(m[4094], -Infinity, 'no other special token');
+  for (const e of tok.eosIds) assert.equal(m[e], -Infinity);
+  const tagged = st.fork();
+  assert.ok(tagged.advance(TAG_ID), 'the tag token is taken');
+  const z = row(), mz = Float32Array.from(z);
+  tagged.apply(mz);
+  assert.equal(mz[brace], z[brace]);
+  assert.equal(mz[TAG_ID], -Infinity);
+  for (const e of tok.eosIds) assert.equal(mz[e], -Infinity);
+  // the call after the tag, token by token as the tokenizer writes it, ends where EOS may come
+  for (const id of tok.encode(call, { addSpecialTokens: false })) assert.ok(tagged.advance(id), `token ${id}`);
+  assert.ok(tagged.complete && tagged.advance(tok.eosIds[0]!));
+  assert.ok(!st.fork().advance(4094), 'another special token is refused');
+});

@@ -16,8 +16,9 @@ export type ConstraintSpec =
   | { readonly kind: 'choice'; readonly choices: readonly string[] }
   | {
     readonly kind: 'tool_calls'; readonly tools: readonly ToolSpec[]; readonly parallel: boolean;
-    // tool_choice auto with strict tools: 'free' text unless the output opens a call, or a call or this text constraint
-    // (response_format); absent: the output is calls (tool_choice required / named)
+    // tool_choice auto with strict tools: 'free' text unless the output opens a call, or this text constraint
+    // (response_format) unless it opens a call (as under 'free': '{' or <|python_tag|> past blanks); absent: the output
+    // is calls (tool_choice required / named)
     readonly text?: 'free' | TextSpec;
   };
 /** A constraint on text (not calls). */
@@ -39,7 +40,7 @@ export function compileGrammar(spec: ConstraintSpec): ByteGrammar {
       const item: Node = calls.length === 1 ? calls[0]! : { t: 'anyOf', id: -3, nodes: calls };
       const grammar = new JsonGrammar(spec.parallel ? sc.calls(item, TOOL_CALL_SEPARATOR, Infinity) : item) as ByteGrammar;
       if (spec.text === undefined) return grammar;
-      return (spec.text === 'free' ? new LazyGrammar(grammar) : new EitherGrammar(compileGrammar(spec.text), grammar)) as ByteGrammar;
+      return (spec.text === 'free' ? new LazyGrammar(grammar) : new EitherGrammar(compileGrammar(spec.text), new LazyGrammar(grammar, false))) as ByteGrammar;
     }
   }
 }

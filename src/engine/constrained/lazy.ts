@@ -1,5 +1,5 @@
 // Grammars for tool_choice auto with strict tools: free text unless the output opens a call (a lazy grammar), or either
-// of two grammars (a call, or the text response_format asks for).
+// of two grammars (calls opened as the lazy grammar opens them, or the text response_format asks for).
 
 import type { ByteGrammar } from './grammar.js';
 
@@ -21,37 +21,41 @@ const W = { m: 'w' } as const, O = { m: 'o' } as const, F = { m: 'f' } as const;
  * Free text until the output opens a call, then `calls` for the rest of it. A call opens where, past leading blanks
  * (space, tab, newline, carriage return), the output starts with '{' or <|python_tag|> (then blanks and '{'): where
  * tool-calls.ts starts reading calls, with the tag in the text or skipped, so every output it reads as calls is a whole
- * sentence of `calls`.
+ * sentence of `calls`. `freeText` false: the output must open calls (no free text, and no special token but the tag),
+ * the calls side of an EitherGrammar whose other side is the text response_format asks for.
  */
 export class LazyGrammar<S> implements ByteGrammar<LazyState<S>> {
   readonly start: LazyState<S> = W;
-  constructor(readonly calls: ByteGrammar<S>) {}
+  constructor(readonly calls: ByteGrammar<S>, readonly freeText = true) {}
 
   step(s: LazyState<S>, b: number): LazyState<S> | null {
     switch (s.m) {
       case 'f': return F;
       case 'i': { const n = this.calls.step(s.s, b); return n === null ? null : { m: 'i', s: n }; }
       case 't':
-        if (b !== TAG[s.k]) return F; // not the tag after all: text
+        if (b !== TAG[s.k]) return this.freeText ? F : null; // not the tag after all: text
         return s.k + 1 === TAG.length ? O : { m: 't', k: s.k + 1 };
       case 'w': case 'o':
         if (b === LB) { const n = this.calls.step(this.calls.start, b); return n === null ? null : { m: 'i', s: n }; }
         if (isBlank(b)) return s;
         if (s.m === 'o') return null;
-        return b === TAG[0] ? { m: 't', k: 1 } : F;
+        return b === TAG[0] ? { m: 't', k: 1 } : this.freeText ? F : null;
     }
   }
 
-  accepts(s: LazyState<S>): boolean { return s.m === 'i' ? this.calls.accepts(s.s) : s.m !== 'o'; }
+  accepts(s: LazyState<S>): boolean { return s.m === 'i' ? this.calls.accepts(s.s) : this.freeText && s.m !== 'o'; }
   key(s: LazyState<S>): string { return s.m === 'i' ? `i${this.calls.key(s.s)}` : s.m === 't' ? `t${s.k}` : s.m; }
   maskKey(s: LazyState<S>, reads: Uint8Array): string {
     return s.m === 'i' && this.calls.maskKey ? `i${this.calls.maskKey(s.s, reads)}` : this.key(s);
   }
   free(s: LazyState<S>): boolean { return s.m === 'f'; }
-  /** Before any text, the tag token opens calls; another special token (skipped in the text) leaves it undecided. */
+  /**
+   * Before any text, the tag token opens calls; another special token (skipped in the text) leaves free text undecided,
+   * and may not come where the output must open calls.
+   */
   special(s: LazyState<S>, text: string): LazyState<S> | null {
     if (s.m !== 'w') return null;
-    return text === PYTHON_TAG ? O : s;
+    return text === PYTHON_TAG ? O : this.freeText ? s : null;
   }
 }
 
@@ -75,5 +79,15 @@ export class EitherGrammar<A, B> implements ByteGrammar<readonly [A | null, B | 
     const ka = s[0] === null ? null : this.a.maskKey ? this.a.maskKey(s[0], reads) : this.a.key(s[0]);
     const kb = s[1] === null ? null : this.b.maskKey ? this.b.maskKey(s[1], reads) : this.b.key(s[1]);
     return JSON.stringify([ka, kb]);
+  }
+  /** Every token from here on where either side takes every one. */
+  free(s: readonly [A | null, B | null]): boolean {
+    return (s[0] !== null && this.a.free?.(s[0]) === true) || (s[1] !== null && this.b.free?.(s[1]) === true);
+  }
+  /** A special token goes on where either side takes it (the calls side's <|python_tag|>). */
+  special(s: readonly [A | null, B | null], text: string): readonly [A | null, B | null] | null {
+    const x = s[0] !== null && this.a.special ? this.a.special(s[0], text) : null;
+    const y = s[1] !== null && this.b.special ? this.b.special(s[1], text) : null;
+    return x === null && y === null ? null : [x, y];
   }
 }

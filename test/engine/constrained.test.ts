@@ -904,17 +904,81 @@ test('inside a length-bounded string the mask memo keys counts that allow the sa
   }
   assert.ok(checked > 300 && moved > 80 && below > 5 && tooFew > 0, `checked ${checked}, moved ${moved}, below minLength ${below}, wrong with reach 1 ${tooFew}`);
   // misses: one per count near maxLength, one for all the counts before (it was one per count)
+  let walked = 0;
   const misses = (schema: object, text: string): number => {
     const c = new ConstraintCache(tok, V, tok.eosIds).get({ kind: 'json_schema', schema });
     let st: unknown = c.grammar.start;
     for (const b of utf8(text)) { c.mask(st); st = c.grammar.step(st, b); }
     c.mask(st);
+    walked = c.stats.misses - c.stats.near;
     return c.stats.misses;
   };
   assert.equal(misses({ type: 'string', maxLength: 200 }, `"${'a'.repeat(200)}`), 1 + reads.reduce((a, x) => a + x, 0)); // the start, then one per count of code points a token can read (those left to maxLength tell the masks apart)
+  assert.equal(walked, 2, 'the vocabulary is walked at the start and once for the counts far from maxLength; those near it filter that mask');
   const httpUrl = (PYDANTIC.link as { properties: { url: object } }).properties.url;
   assert.equal(misses(httpUrl, `"https://ex.com/${'a'.repeat(2000)}`), misses(httpUrl, '"https://ex.com/a')); // a longer path costs no miss
 });
+
+/** Random schemas with length-bounded strings (plain, pattern, format; in objects, arrays, anyOf, tool calls with and without response_format). */
+function boundedSchemas(r: () => number, n: number): { spec: ConstraintSpec; what: string }[] {
+  const int = (lo: number, hi: number): number => lo + Math.floor(r() * (hi - lo + 1));
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+  const str = (): object => {
+    const max = int(1, 60);
+    const min = r() < 0.6 ? 0 : int(0, max);
+    const kind = pick([{}, {}, { pattern: '^[a-z ]+$' }, { pattern: '^(?:ab|cde)*$' }, { pattern: '^a.{0,12}z$' }, { pattern: '^(?:[a-z]+@[a-z]+|x{3,9})$' }, { pattern: 'q' }, { format: 'email' }, { format: 'hostname' }]);
+    return { type: 'string', ...kind, ...(min > 0 ? { minLength: min } : {}), maxLength: max };
+  };
+  const value = (depth: number): object => {
+    const k = depth > 1 ? 0 : int(0, 4);
+    if (k <= 1) return str();
+    if (k === 2) return { type: 'array', items: str(), maxItems: 3 };
+    if (k === 3) return { anyOf: [str(), { type: 'integer' }, str()] };
+    return { type: 'object', properties: { a: value(depth + 1), b: str() }, required: ['a', 'b'], additionalProperties: false };
+  };
+  return Array.from({ length: n }, (_, i) => {
+    const schema = { type: 'object', properties: { x: value(0), y: value(0) }, required: ['x', 'y'], additionalProperties: false };
+    const calls = { kind: 'tool_calls', parallel: true, tools: [{ name: 'f', parameters: schema }] } as const;
+    const spec: ConstraintSpec = i % 4 === 0 ? { kind: 'json_schema', schema: value(0) } : i % 4 === 1 ? { kind: 'json_schema', schema }
+      : i % 4 === 2 ? { ...calls, text: 'free' } : { ...calls, text: { kind: 'json_schema', schema: value(0) } };
+    return { spec, what: JSON.stringify(spec).slice(0, 300) };
+  });
+}
+
+test('near maxLength the masks filtered from the far one by code points read equal the walk over the vocabulary, on random schemas', () => {
+  const cache = new ConstraintCache(tok, V, tok.eosIds);
+  const r = rand(2025);
+  const quote = new Set([...Array(V).keys()].filter((id) => cache.table[id]?.includes(0x22)));
+  let states = 0, near = 0;
+  for (const { spec, what } of boundedSchemas(r, 48)) {
+    let c;
+    try { c = cache.get(spec); } catch (e) { if (e instanceof SchemaError) continue; throw e; } // bounds no string of the pattern meets
+    const g = c.grammar;
+    for (let walk = 0; walk < 3; walk++) {
+      let st: unknown = g.start;
+      for (let step = 0; step < 200 && st !== null; step++) {
+        const want = cache.index.allowed(g, st);
+        for (const [id, text] of cache.specials) if (g.special?.(st, text) != null) want[id >>> 5]! |= 1 << (id & 31);
+        const got = c.mask(st).bits;
+        assert.ok(sameBits(got, want), `${what} step ${step}: ${[...Array(V).keys()].filter((v) => ((got[v >>> 5]! ^ want[v >>> 5]!) >>> (v & 31)) & 1).map((v) => JSON.stringify(tok.idToToken(v))).slice(0, 8).join(' ')}`);
+        states++;
+        const ok = [...Array(V).keys()].filter((v) => (want[v >>> 5]! >>> (v & 31)) & 1);
+        if (ok.length === 0) break;
+        // strings run on to their maxLength: a '"' only now and then
+        const inner = ok.filter((v) => !quote.has(v));
+        const id = inner.length > 0 && r() < 0.85 ? pick(inner, r) : pick(ok, r);
+        const bytes = cache.table[id];
+        if (bytes) for (const b of bytes) st = st === null ? null : g.step(st, b);
+        else st = g.special!(st, cache.specials.get(id)!);
+        assert.ok(st !== null, `${what}: a masked token ${id} stepped`);
+        if (g.free?.(st)) break;
+      }
+    }
+    near += c.stats.near;
+  }
+  assert.ok(states > 3000 && near > 300, `${states} states, ${near} near maxLength`);
+});
+const pick = <T>(xs: readonly T[], r: () => number): T => xs[Math.floor(r() * xs.length)]!;
 
 const ONE = Uint8Array.of(1, 1); // as if no token read more than one code point
 function sameBits(a: Uint32Array, b: Uint32Array): boolean { return a.every((x, i) => x === b[i]); }

@@ -19,7 +19,18 @@ export interface ByteGrammar<S = unknown> {
   free?(s: S): boolean;
   /** The state after a special token (no bytes) whose text is `text`, or null where it may not come (absent: never). */
   special?(s: S, text: string): S | null;
+  /** Where the state is one length-bounded string's text near its maxLength, and nothing else (token-mask's length filter). */
+  nearBound?(s: S, reads: Uint8Array): NearBound<S> | null;
 }
+
+/**
+ * A state inside a string past its minLength with fewer code points `left` to its maxLength than tokens can read:
+ * `far`, the same state where more are left (its mask holds this one's, as every check of a length is one of room
+ * left), the string's text phase `ph` and `slack`, the most code points any state of its automaton still needs to end.
+ * A token `far` takes that reads c code points from `ph` (textReadsFrom) fits here where c + slack ≤ left, and does
+ * not where c > left; between the two it has to be stepped.
+ */
+export interface NearBound<S> { readonly far: S; readonly ph: number; readonly left: number; readonly slack: number }
 
 type LitNode = Extract<Node, { t: 'literal' }>;
 type ObjNode = Extract<Node, { t: 'object' }>;
@@ -147,17 +158,23 @@ const TEXT_PHASES = [0, 1, 2, 3, 4, 5, 11, 12, 13, 14, 15, 16, 17];
 export function textReads(bytes: Uint8Array): number[] {
   const out: number[] = [];
   for (const ph0 of TEXT_PHASES) {
-    let ph = ph0, c = ph0 === 0 ? 0 : 1; // a code point begun before the bytes is read in part by the first one
-    for (let i = 0; i < bytes.length; i++) {
-      const next = textPhase(ph, bytes[i]!);
-      if (next === CLOSE) break;
-      if (next < 0) { c = -1; break; } // not string text from here: the token never fits, whatever the count
-      if (ph === 0) c++;
-      ph = next;
-    }
+    const c = textReadsFrom(bytes, ph0);
     if (c >= 0 && !out.includes(c)) out.push(c);
   }
   return out;
+}
+
+/** How many code points of a string's text these bytes read from phase ph0 (as textReads); -1: they are no string text from there. */
+export function textReadsFrom(bytes: Uint8Array, ph0: number): number {
+  let ph = ph0, c = ph0 === 0 ? 0 : 1; // a code point begun before the bytes is read in part by the first one
+  for (let i = 0; i < bytes.length; i++) {
+    const next = textPhase(ph, bytes[i]!);
+    if (next === CLOSE) break;
+    if (next < 0) return -1; // not string text from here: the token never fits, whatever the count
+    if (ph === 0) c++;
+    ph = next;
+  }
+  return c;
 }
 
 /** Props the next key may name: from i up to and including the first required one. */
@@ -421,4 +438,19 @@ export class JsonGrammar implements ByteGrammar<JsonState> {
     return out ?? s;
   }
   maskKey(s: JsonState, reads: Uint8Array): string { return this.key(this.alike(s, reads)); }
+
+  /**
+   * One parse inside a length-counted string past minLength with fewer than reach + deepest code points left (reach:
+   * the most a token reads): the same state at max(minLength, maxLength - reach - deepest) code points, whose mask is
+   * the one alike() gives every count further from the bound.
+   */
+  nearBound(s: JsonState, reads: Uint8Array): NearBound<JsonState> | null {
+    const st = s.length === 1 ? s[0]! : null;
+    if (st === null || st.f.k !== 'rstr') return null;
+    const f = st.f, node = f.node, lens = node.lens;
+    if (lens === undefined || node.max === Infinity || f.n < node.min) return null;
+    const far = Math.max(node.min, node.max - (reads.length - 1) - lens.deepest);
+    if (f.n <= far) return null;
+    return { far: [push({ ...f, n: far }, st.p)], ph: f.ph, left: node.max - f.n, slack: lens.deepest };
+  }
 }

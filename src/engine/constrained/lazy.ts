@@ -1,7 +1,7 @@
 // Grammars for tool_choice auto with strict tools: free text unless the output opens a call (a lazy grammar), or either
 // of two grammars (calls opened as the lazy grammar opens them, or the text response_format asks for).
 
-import type { ByteGrammar } from './grammar.js';
+import type { ByteGrammar, NearBound } from './grammar.js';
 
 /** The Llama 3.1 tag that may open calls, as a special token or as text. */
 export const PYTHON_TAG = '<|python_tag|>';
@@ -49,6 +49,10 @@ export class LazyGrammar<S> implements ByteGrammar<LazyState<S>> {
     return s.m === 'i' && this.calls.maskKey ? `i${this.calls.maskKey(s.s, reads)}` : this.key(s);
   }
   free(s: LazyState<S>): boolean { return s.m === 'f'; }
+  nearBound(s: LazyState<S>, reads: Uint8Array): NearBound<LazyState<S>> | null {
+    const nb = s.m === 'i' ? this.calls.nearBound?.(s.s, reads) ?? null : null;
+    return nb && { ...nb, far: { m: 'i', s: nb.far } };
+  }
   /**
    * Before any text, the tag token opens calls; another special token (skipped in the text) leaves free text undecided,
    * and may not come where the output must open calls.
@@ -79,6 +83,12 @@ export class EitherGrammar<A, B> implements ByteGrammar<readonly [A | null, B | 
     const ka = s[0] === null ? null : this.a.maskKey ? this.a.maskKey(s[0], reads) : this.a.key(s[0]);
     const kb = s[1] === null ? null : this.b.maskKey ? this.b.maskKey(s[1], reads) : this.b.key(s[1]);
     return JSON.stringify([ka, kb]);
+  }
+  /** Where one side is gone: the other's. */
+  nearBound(s: readonly [A | null, B | null], reads: Uint8Array): NearBound<readonly [A | null, B | null]> | null {
+    if (s[0] === null && s[1] !== null) { const nb = this.b.nearBound?.(s[1], reads) ?? null; return nb && { ...nb, far: [null, nb.far] }; }
+    if (s[1] === null && s[0] !== null) { const nb = this.a.nearBound?.(s[0], reads) ?? null; return nb && { ...nb, far: [nb.far, null] }; }
+    return null;
   }
   /** Every token from here on where either side takes every one. */
   free(s: readonly [A | null, B | null]): boolean {

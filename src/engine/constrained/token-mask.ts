@@ -3,7 +3,7 @@
 //
 // V vocab (the model's logits row), W = ceil(V / 32) bitset words.
 
-import { textReads, type ByteGrammar } from './grammar.js';
+import { textReads, textReadsFrom, type ByteGrammar, type NearBound } from './grammar.js';
 
 /** What the masker reads of a tokenizer. */
 export interface TokenVocab {
@@ -92,6 +92,20 @@ export class TokenIndex {
     this.words = Math.ceil(vocabSize / 32);
   }
 
+  private readonly readsBy = new Map<number, Uint16Array>();
+  /** (V) the code points each token reads of a string's text from phase `ph` (textReadsFrom; 0xffff: none, no string text or no bytes). */
+  readsFrom(ph: number): Uint16Array {
+    let r = this.readsBy.get(ph);
+    if (r) return r;
+    r = new Uint16Array(this.vocabSize).fill(0xffff);
+    for (let t = 0; t < this.ids.length; t++) {
+      const c = textReadsFrom(this.bytes[t]!, ph);
+      if (c >= 0) r[this.ids[t]!] = Math.min(c, 0xfffe);
+    }
+    this.readsBy.set(ph, r);
+    return r;
+  }
+
   /** Bitset (W) of the tokens whose every byte the grammar accepts from `state`. */
   allowed<S>(g: ByteGrammar<S>, state: S): Uint32Array {
     const bits = new Uint32Array(this.words);
@@ -131,7 +145,7 @@ export interface Mask { readonly bits: Uint32Array; readonly ids: Int32Array | n
 export class CompiledConstraint<S = unknown> {
   private readonly memo = new Map<string, Mask>();
   readonly saved: Float32Array; // (V) scratch: the allowed logits while a row is filled with -Infinity
-  stats = { hits: 0, misses: 0 };
+  stats = { hits: 0, misses: 0, near: 0 }; // near: misses filtered from a far mask (nearMask), not walked
 
   constructor(readonly grammar: ByteGrammar<S>, readonly index: TokenIndex, readonly table: readonly (Uint8Array | null)[], readonly eosIds: readonly number[],
     readonly specials: ReadonlyMap<number, string> = new Map()) { // special tokens (EOS aside) by id: their text, for grammar.special
@@ -145,8 +159,9 @@ export class CompiledConstraint<S = unknown> {
     let m = this.memo.get(key);
     if (m) { this.stats.hits++; return m; }
     this.stats.misses++;
-    const bits = this.index.allowed(this.grammar, state);
     const g = this.grammar;
+    const near = g.nearBound?.(state, this.index.reads) ?? null;
+    const bits = near ? this.nearMask(state, near) : this.index.allowed(g, state);
     if (g.special) for (const [id, text] of this.specials) if (id < this.index.vocabSize && g.special(state, text) !== null) bits[id >>> 5]! |= 1 << (id & 31);
     let n = 0;
     for (const w of bits) n += popcount(w);
@@ -160,6 +175,38 @@ export class CompiledConstraint<S = unknown> {
     if (this.memo.size >= this.memoLimit) this.memo.clear();
     this.memo.set(key, m);
     return m;
+  }
+
+  /**
+   * Near a string's maxLength, where each count left is a mask key of its own: the far state's mask (memoized, one for
+   * every count further out) filtered by the code points each token reads, rather than a walk over the vocabulary.
+   * Tokens whose fit depends on where the automaton goes are stepped (none for a string without pattern or format).
+   */
+  private nearMask(state: S, near: NearBound<S>): Uint32Array {
+    this.stats.near++;
+    const far = this.mask(near.far).bits;
+    const reads = this.index.readsFrom(near.ph);
+    const sure = near.left - near.slack;
+    const bits = new Uint32Array(this.index.words);
+    for (let w = 0; w < far.length; w++) {
+      for (let x = far[w]! | 0; x !== 0;) {
+        const low = x & -x;
+        x ^= low;
+        const id = (w << 5) | (31 - Math.clz32(low));
+        const c = reads[id]!;
+        if (c <= sure || (c <= near.left && this.fits(state, id))) bits[w]! |= low;
+      }
+    }
+    return bits;
+  }
+
+  /** Whether every byte of token `id` steps from `state`. */
+  private fits(state: S, id: number): boolean {
+    const b = this.table[id];
+    if (!b) return false;
+    let s: S | null = state;
+    for (let i = 0; i < b.length && s !== null; i++) s = this.grammar.step(s, b[i]!);
+    return s !== null;
   }
 
   start(): ConstraintState<S> { return new ConstraintState(this); }

@@ -74,22 +74,42 @@ interface Look { readonly dfa: Dfa; readonly universal: number }
  * one that takes every rest; it ends accepted where all of them accept the empty rest. '^' is passed only in the
  * first state's closure (nothing read yet: `atStart`, for a lookahead's automaton where it stands at the input's
  * start), '$' only when the input ends. Threads are coded node + obligations' id · nodes.
+ *
+ * Lookbehinds ask of the input read so far, the same for every thread: each runs as the automaton of Σ*·X from the
+ * input's start beside the threads (a state of the DFA is the threads and those automata's states), and (?<=X) is
+ * passed where its automaton accepts, (?<!X) where it does not. The parser keeps lookarounds out of lookbehinds and
+ * lookbehinds out of lookaheads, so a lookahead's own construction has none.
  */
 class Subsets {
   private readonly looks = new Map<string, number>(); // `${nfa}.${look}.${atStart}` → id in `lookList` (-1: never holds)
   private readonly lookList: Look[] = [];
   private readonly obs: (readonly number[])[] = [[]]; // interned obligations: (lookId, state) pairs, flat and sorted
   private readonly obIds = new Map<string, number>([['', 0]]);
-  constructor(private readonly nfas: readonly Nfa[], private readonly limit: number) {}
+  private readonly behinds: { readonly dfa: Dfa | null; readonly neg: boolean }[] = []; // every NFA's lookbehinds, NFA k's from behindBase[k]: Σ*·X (null: X matches nothing)
+  private readonly behindBase: number[] = [];
+  private behind: readonly number[] = []; // (behinds) while closing: each lookbehind automaton's state after the input so far
+  constructor(private readonly nfas: readonly Nfa[], private readonly limit: number) {
+    for (const n of nfas) {
+      this.behindBase.push(this.behinds.length);
+      for (const { x, neg } of n.behinds) {
+        const d = new Subsets([new Nfa({ t: 'cat', xs: [ANY_REST, x] })], limit).dfa(true);
+        this.behinds.push({ dfa: d === null ? null : minimize(d), neg });
+      }
+    }
+  }
 
   dfa(atStart: boolean): Dfa | null {
     const nfas = this.nfas;
+    const B = this.behinds.length;
+    const behindAt: (readonly number[])[] = [this.behinds.map(() => 0)]; // (states, behinds) each lookbehind automaton's state
+    this.behind = behindAt[0]!;
     const sets: (readonly number[])[][] = [nfas.map((n, k) => this.close(k, [n.start], atStart))];
     const asserts = nfas.some((n) => n.nodes.some((x) => x.test !== undefined));
-    const ids = new Map<string, number>([[`${asserts ? '^' : ''}${key(sets[0]!)}`, 0]]); // the first state apart where '^' or a lookahead may tell it from others
+    const stateKey = (next: (readonly number[])[], behind: readonly number[]): string => (B === 0 ? key(next) : `${key(next)}#${behind.join(',')}`);
+    const ids = new Map<string, number>([[`${asserts ? '^' : ''}${stateKey(sets[0]!, behindAt[0]!)}`, 0]]); // the first state apart where '^' or a lookaround may tell it from others
     const trans: [number, number, number][][] = [];
     for (let q = 0; q < sets.length; q++) {
-      const cur = sets[q]!;
+      const cur = sets[q]!, curBehind = behindAt[q]!;
       // boundaries of every range the state's nodes and owed lookaheads test: code points between two of them all go to the same place
       const cuts = new Set<number>([0, SUR_LO, SUR_HI + 1, MAX_CP + 1]);
       cur.forEach((set, k) => {
@@ -103,20 +123,27 @@ class Subsets {
           }
         }
       });
+      curBehind.forEach((p, g) => {
+        const d = this.behinds[g]!.dfa;
+        if (d !== null && p >= 0) for (let j = 0; j < d.lo[p]!.length; j++) { cuts.add(d.lo[p]![j]!); cuts.add(d.hi[p]![j]! + 1); }
+      });
       const bounds = [...cuts].sort((a, b) => a - b);
       const out: [number, number, number][] = [];
       for (let j = 0; j + 1 < bounds.length; j++) {
         const a = bounds[j]!, b = bounds[j + 1]! - 1;
         if (a >= SUR_LO && b <= SUR_HI) continue;
+        const behind = B === 0 ? curBehind : curBehind.map((p, g) => { const d = this.behinds[g]!.dfa; return d === null || p < 0 ? -1 : d.next(p, a); });
+        this.behind = behind;
         const next = cur.map((set, k) => this.move(k, set, a));
         if (next.some((s) => s.length === 0)) continue;
-        const kk = key(next);
+        const kk = stateKey(next, behind);
         let t = ids.get(kk);
         if (t === undefined) {
           if (sets.length >= this.limit) throw new RegexError(`too complex: more than ${this.limit} automaton states`);
           t = sets.length;
           ids.set(kk, t);
           sets.push(next);
+          behindAt.push(behind);
         }
         const last = out.at(-1);
         if (last && last[2] === t && last[1] === a - 1) last[1] = b;
@@ -124,7 +151,13 @@ class Subsets {
       }
       trans.push(out);
     }
-    return trimmed(trans, sets.map((cur, q) => cur.every((set, k) => this.ends(k, set, atStart && q === 0))));
+    return trimmed(trans, sets.map((cur, q) => { this.behind = behindAt[q]!; return cur.every((set, k) => this.ends(k, set, atStart && q === 0)); }));
+  }
+
+  /** Whether lookbehind `b` of NFA `k` holds after the input so far (this.behind). */
+  private behindHolds(k: number, b: number): boolean {
+    const g = this.behindBase[k]! + b, { dfa, neg } = this.behinds[g]!, p = this.behind[g]!;
+    return (dfa !== null && p >= 0 && dfa.accept[p]!) !== neg;
   }
 
   /** The threads `seeds` lead to without reading: those at a node that reads, at the accept node or at a '$'. */
@@ -141,6 +174,7 @@ class Subsets {
       if (n.ranges !== null || n.accept || n.test === 'eol') out.push(c);
       else if (n.test === 'bol') { if (atStart) stack.push(n.outs[0]! + o * N); }
       else if (typeof n.test === 'number') { const o2 = this.owe(k, n.test, atStart, o); if (o2 >= 0) stack.push(n.outs[0]! + o2 * N); }
+      else if (typeof n.test === 'object') { if (this.behindHolds(k, n.test.behind)) stack.push(n.outs[0]! + o * N); }
       else for (const t of n.outs) stack.push(t + o * N);
     }
     return out.sort((a, b) => a - b);
@@ -164,6 +198,7 @@ class Subsets {
       } else if (n.ranges !== null) continue;
       else if (n.test === 'bol') { if (atStart) stack.push(n.outs[0]! + o * N); }
       else if (typeof n.test === 'number') { const o2 = this.owe(k, n.test, atStart, o); if (o2 >= 0) stack.push(n.outs[0]! + o2 * N); }
+      else if (typeof n.test === 'object') { if (this.behindHolds(k, n.test.behind)) stack.push(n.outs[0]! + o * N); }
       else for (const t of n.outs) stack.push(t + o * N);
     }
     return false;

@@ -3,13 +3,15 @@
 // The whole output must match (anchors ^ $ are implied). Supported: literals, . [] [^] \d \w \s (and negations), escapes,
 // groups (…) (?:…), alternation, * + ? {m} {m,} {m,n} (lazy forms decode the same). Backreferences and lookaround are refused.
 // JSON Schema patterns are read as ECMA-262 ('u' flag, as ajv runs them) and searched: see searchRegex(); there anchors may
-// stand anywhere and lookaheads (?=…) (?!…) are taken (dfa.ts builds their automata), lookbehinds are refused.
+// stand anywhere and lookaheads (?=…) (?!…) and lookbehinds (?<=…) (?<!…) are taken (dfa.ts builds their automata);
+// lookaround inside a lookbehind, a lookbehind inside a lookahead and '$' inside a lookbehind are refused.
 
 import type { ByteGrammar } from './grammar.js';
 
 export type Ast =
   | { readonly t: 'anchor'; readonly end: boolean } // ^ or $ (ECMA patterns only): the input's start / end
   | { readonly t: 'look'; readonly x: Ast; readonly neg: boolean } // (?=x) / (?!x) (ECMA patterns only): the rest of the input (does not) start with a match of x
+  | { readonly t: 'behind'; readonly x: Ast; readonly neg: boolean } // (?<=x) / (?<!x) (ECMA patterns only): the input read so far (does not) end with a match of x
   | { readonly t: 'set'; readonly ranges: readonly (readonly [number, number])[]; readonly neg: boolean }
   | { readonly t: 'cat'; readonly xs: readonly Ast[] }
   | { readonly t: 'alt'; readonly xs: readonly Ast[] }
@@ -29,6 +31,7 @@ const MAX_REPEAT = 1000;
 class Parser {
   private i = 0;
   private readonly cps: number[];
+  private inLook: 'lookahead' | 'lookbehind' | null = null; // the lookaround being parsed (the outermost)
   constructor(readonly src: string, readonly ecma = false) { this.cps = [...src].map((c) => c.codePointAt(0)!); }
 
   parse(): Ast {
@@ -49,18 +52,24 @@ class Parser {
     const xs: Ast[] = [];
     for (let c = this.peek(); c !== undefined && c !== 0x7c && c !== 0x29; c = this.peek()) {
       if (c === 0x5e || c === 0x24) { // ^ $: the whole output matches anyway (ECMA: kept for searchRegex)
+        if (c === 0x24 && this.inLook === 'lookbehind') this.fail("'$' inside a lookbehind is not supported");
         this.i++;
         if (this.ecma) xs.push({ t: 'anchor', end: c === 0x24 });
         continue;
       }
-      if (this.ecma && c === 0x28 && /^\(\?[=!]/.test(this.rest())) { // a lookahead: an assertion, so no quantifier may follow (as with 'u')
-        const at = this.i;
-        this.i += 3;
+      const look = this.ecma && c === 0x28 ? /^\(\?(<?)([=!])/.exec(this.rest()) : null;
+      if (look) { // a lookaround: an assertion, so no quantifier may follow (as with 'u')
+        const kind = look[1] ? 'lookbehind' : 'lookahead';
+        if (this.inLook === 'lookbehind' || (kind === 'lookbehind' && this.inLook !== null)) this.fail(`a ${kind} inside a ${this.inLook} is not supported`);
+        this.i += look[0].length;
+        const outer = this.inLook;
+        this.inLook ??= kind;
         const x = this.alt();
+        this.inLook = outer;
         if (!this.eat(')')) this.fail("missing ')'");
-        xs.push({ t: 'look', x, neg: this.cps[at + 2] === 0x21 });
+        xs.push({ t: kind === 'lookbehind' ? 'behind' : 'look', x, neg: look[2] === '!' });
         const c2 = this.peek();
-        if (c2 === 0x2a || c2 === 0x2b || c2 === 0x3f || (c2 === 0x7b && /^\{\d+(,\d*)?\}/.test(this.rest()))) this.fail(`a lookahead cannot be repeated (invalid quantifier '${String.fromCodePoint(c2)}')`);
+        if (c2 === 0x2a || c2 === 0x2b || c2 === 0x3f || (c2 === 0x7b && /^\{\d+(,\d*)?\}/.test(this.rest()))) this.fail(`a ${kind} cannot be repeated (invalid quantifier '${String.fromCodePoint(c2)}')`);
         continue;
       }
       xs.push(this.quant(this.atom()));
@@ -110,7 +119,7 @@ class Parser {
     const open = String.fromCodePoint(...this.cps.slice(at, at + 4));
     const kind = /^\(\?<[=!]/.test(open) ? `lookbehind ${open}…)` : /^\(\?[=!]/.test(open) ? `lookahead ${open.slice(0, 3)}…)`
       : /^\(\?<[A-Za-z_$]/.test(open) ? 'a named group (?<name>…)' : null;
-    const groups = this.ecma ? '(…), (?:…), (?<name>…), lookaheads (?=…) and (?!…)' : '(…) and (?:…)';
+    const groups = this.ecma ? '(…), (?:…), (?<name>…), lookaheads (?=…) (?!…) and lookbehinds (?<=…) (?<!…)' : '(…) and (?:…)';
     if (kind !== null) this.fail(`${kind} is not supported (supported groups: ${groups})`, at);
     this.fail(`unknown group '${open.slice(0, 3)}' (supported groups: ${groups})`, at);
   }
@@ -200,16 +209,17 @@ function complement(rs: readonly (readonly [number, number])[]): [number, number
 /**
  * NFA node: a code-point test (ranges, negated) leading to `out`, or an epsilon fan-out (`outs`), or accept. An epsilon
  * node with a `test` is passed only where it holds: 'bol' at the input's start, 'eol' at its end, a number: lookahead
- * `looks[test]` (ECMA patterns; dfa.ts runs them, Nfa.closure() stops at them).
+ * `looks[test]`, {behind}: lookbehind `behinds[behind]` (ECMA patterns; dfa.ts runs them, Nfa.closure() stops at them).
  */
-interface NfaNode { ranges: readonly (readonly [number, number])[] | null; neg: boolean; out: number; outs: number[]; accept: boolean; test?: 'bol' | 'eol' | number }
+interface NfaNode { ranges: readonly (readonly [number, number])[] | null; neg: boolean; out: number; outs: number[]; accept: boolean; test?: 'bol' | 'eol' | number | { readonly behind: number } }
 
 const MAX_NFA = 20000;
 
 export class Nfa {
   readonly nodes: NfaNode[] = [];
   readonly looks: { readonly x: Ast; readonly neg: boolean }[] = [];
-  private readonly lookIds = new Map<Ast, number>(); // a lookahead copied by a bounded repeat is one, compiled once
+  readonly behinds: { readonly x: Ast; readonly neg: boolean }[] = [];
+  private readonly lookIds = new Map<Ast, number>(); // a lookaround copied by a bounded repeat is one, compiled once
   readonly start: number;
   constructor(ast: Ast) {
     const acc = this.add({ ranges: null, neg: false, out: -1, outs: [], accept: true });
@@ -229,6 +239,11 @@ export class Nfa {
         let id = this.lookIds.get(a);
         if (id === undefined) { this.lookIds.set(a, id = this.looks.length); this.looks.push({ x: a.x, neg: a.neg }); }
         return this.add({ ranges: null, neg: false, out: -1, outs: [next], accept: false, test: id });
+      }
+      case 'behind': {
+        let id = this.lookIds.get(a);
+        if (id === undefined) { this.lookIds.set(a, id = this.behinds.length); this.behinds.push({ x: a.x, neg: a.neg }); }
+        return this.add({ ranges: null, neg: false, out: -1, outs: [next], accept: false, test: { behind: id } });
       }
       case 'set': return this.add({ ranges: a.ranges, neg: a.neg, out: next, outs: [], accept: false });
       case 'cat': return a.xs.reduceRight((n, x) => this.build(x, n), next);

@@ -2,7 +2,7 @@
 // exact), so the tokens a step any proposer would get is replayed exactly from the plain output, with the same
 // adaptive k as generate(), and without timing noise. Use it to try proposer ideas before running them.
 //
-//   node --import tsx bench/speculative-replay.ts [--target DIR] [--prompts 4] [--k 4] [--show]
+//   node --import tsx bench/speculative-replay.ts [--target DIR] [--prompts 4] [--k 4] [--show] [--costs 'label:a,b,j,d;...']
 // The prompts are bench/speculative.ts's text workloads. Prints tokens a step and verify rows a step, per workload
 // and proposer:
 //   ngram    the NgramProposer generate() uses;
@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generate } from '../src/model/generate.js';
 import { openModel } from '../src/model/open.js';
-import { AdaptiveK, NgramProposer } from '../src/model/speculation.js';
+import { AdaptiveK, NgramProposer, SpecCosts } from '../src/model/speculation.js';
 import { loadBrown, splitBrown } from '../src/train/corpus.js';
 import { firstWords, passage } from './harness/text.js';
 import { machineInfo, machineLine } from './machine.js';
@@ -49,6 +49,41 @@ function replay(prompt: readonly number[], out: readonly number[], propose: Prop
     i += emit;
   }
   return { steps, rows };
+}
+
+/** A step's simulated time in ms: a + b per row past the first + j when it verifies a draft; d per drafted token. */
+interface CostModel { a: number; b: number; j: number; d: number }
+type Controller = 'heuristic' | 'costs' | 'shadow';
+
+/**
+ * Simulated decode time (ms) of generating `out` after `prompt` with the n-gram proposer, k chosen by `ctl`: the
+ * timing-free heuristic, measured costs (a SpecCosts fed the model's step times, shared across prompts as generate()
+ * shares it across calls), or measured costs with paused sequences scoring the drafts they would have made.
+ */
+function replayTimed(prompt: readonly number[], out: readonly number[], ctl: Controller, m: CostModel, costs: SpecCosts | null): { ms: number; steps: number; rows: number } {
+  const ak = new AdaptiveK(K, undefined, undefined, undefined, undefined, costs, ctl === 'shadow');
+  const ng = new NgramProposer();
+  const seq = [...prompt, out[0]!];
+  let i = 1, steps = 0, rows = 0, ms = 0;
+  while (i < out.length) {
+    const k = costs?.wantsPlain() ? 0 : Math.min(ak.next(), out.length - i - 1);
+    const draft = k > 0 ? ng.one(seq, k) : [];
+    let prop = m.d * draft.length;
+    if (k === 0 && ak.wantsShadow()) { ak.watch(ng.one(seq, K)); prop += m.d * K; }
+    let a = 0;
+    while (a < draft.length && draft[a] === out[i + a]) a++;
+    const step = m.a + m.b * draft.length + (draft.length > 0 ? m.j : 0);
+    if (draft.length > 0) ak.update(draft.length, a);
+    else { ak.tick(); ak.seen(out[i]!); }
+    const emit = Math.min(a + 1, out.length - i);
+    costs?.observe(1 + draft.length, step / 1000, prop / 1000, draft.length, emit, draft.length > 0 ? 1 : 0);
+    ms += step + prop;
+    steps++;
+    rows += draft.length + 1;
+    for (let j = 0; j < emit; j++) seq.push(out[i + j]!);
+    i += emit;
+  }
+  return { ms, steps, rows };
 }
 
 /** The end of the latest earlier occurrence of the sequence's final n tokens, or -1. */
@@ -126,5 +161,24 @@ for (const [name, p] of Object.entries(proposers)) {
     per.set(d.w, e);
   }
   console.log(name.padEnd(8) + [...per].map(([w, e]) => `${w} ${(e.gen / e.steps).toFixed(2)} (${(e.rows / e.steps).toFixed(2)})`).join(' | '));
+}
+// simulated time per controller at given costs (ms: a step, b a row past the first, j a verify's jump, d a draft token)
+const costArg = arg('costs', 'floe-brown:0.6,0.05,0.25,0.005;1b:32,0.5,1.5,0.005');
+for (const spec of costArg.split(';')) {
+  const [label, nums] = spec.split(':') as [string, string];
+  const [a, b, j, d] = nums.split(',').map(Number) as [number, number, number, number];
+  const m = { a, b, j, d };
+  console.log(`simulated at ${label} costs (a ${a} ms, b ${b}, j ${j}, d ${d}): speedup over plain decoding (verify rows a step)`);
+  for (const ctl of ['heuristic', 'costs', 'shadow'] as const) {
+    const costs = ctl === 'heuristic' ? null : new SpecCosts();
+    const per = new Map<string, { ms: number; plain: number; steps: number; rows: number }>();
+    for (const d of data) {
+      const r = replayTimed(d.prompt, d.out, ctl, m, costs);
+      const e = per.get(d.w) ?? { ms: 0, plain: 0, steps: 0, rows: 0 };
+      e.ms += r.ms; e.plain += (d.out.length - 1) * a; e.steps += r.steps; e.rows += r.rows;
+      per.set(d.w, e);
+    }
+    console.log(`  ${ctl.padEnd(10)}` + [...per].map(([w, e]) => `${w} ${(e.plain / e.ms).toFixed(3)}× (${(e.rows / e.steps).toFixed(2)})`).join(' | '));
+  }
 }
 opened.loaded.dispose();

@@ -307,7 +307,7 @@ export class Engine {
       }
       const seq = new Seq(`${req.id}/${i}`, [...req.promptIds], P, true, i === 0 ? promptLogprobs : null, null, []);
       seq.lora = lora;
-      if (this.proposer && req.speculative !== false) seq.spec = AdaptiveK.forRequest(this.numSpecTokens, this.specCosts, sampling);
+      if (this.proposer && req.speculative !== false) seq.spec = AdaptiveK.forRequest(this.numSpecTokens, this.specCosts, sampling, this.proposer);
       if (prediction && prediction.length > 0 && req.speculative !== false && this.numPredictionTokens > 0) {
         seq.prediction = new PredictionTracker(prediction, this.wordStarts());
         seq.predictionK = new PredictionK(this.numPredictionTokens);
@@ -610,6 +610,7 @@ export class Engine {
    */
   private planLookahead(): void {
     const plain = this.specCosts?.wantsPlain() ?? false; // now and then a step without the proposer's drafts, timed
+    const shadows: Seq[] = [];
     for (const s of this.scheduler.running) {
       const o = this.seqOwner.get(s.id);
       const seq = s as Seq;
@@ -621,7 +622,14 @@ export class Engine {
       const pk = seq.predictionK?.next() ?? 0;
       if (pk > 0 && seq.tokens.length - seq.numComputed === 1) seq.predicted = seq.prediction!.draft(seq.tokens, seq.promptLen, Math.min(pk, room));
       seq.lookahead = seq.predicted.length > 0 ? seq.predicted.length : plain && seq.spec?.costs ? 0 : Math.min(seq.spec?.next() ?? 0, room);
+      if (seq.lookahead === 0 && seq.spec?.wantsShadow() && seq.tokens.length - seq.numComputed === 1) shadows.push(seq);
     }
+    if (shadows.length === 0) return;
+    // paused sequences with a free proposer score the drafts it would make now against the tokens they decode next
+    const t0 = performance.now();
+    const props = this.proposer!.propose(shadows.map((seq) => ({ seqId: seq.id, tokens: seq.tokens, promptLen: seq.promptLen, k: seq.spec!.max, blockTable: this.kv.blockTable(seq.id) })));
+    this.proposeSec += (performance.now() - t0) / 1000;
+    shadows.forEach((seq, i) => seq.spec!.watch(checkProposal(props[i]?.tokens ?? [], seq.spec!.max, this.info.vocabSize, this.proposer!.name)));
   }
 
   /** Ask the proposer to fill the draft slots the scheduler granted; give back what it left empty. */
@@ -685,6 +693,7 @@ export class Engine {
     seq.draftFrom = null;
     let kept = 0; // accepted drafts that reached the output (not past a stop)
     for (let j = 0; j < v.tokens.length && c.finish === null; j++) {
+      seq.spec?.seen(v.tokens[j]!.token); // a paused sequence's watched draft, scored while a prediction drafts
       this.append(state, c, v.tokens[j]!);
       if (j < v.accepted) kept++;
       // an accepted draft token's KV was written by the verify pass
@@ -699,6 +708,7 @@ export class Engine {
   /** The prompt's sequence produced a token for each slot: fork the other completions at the first one. */
   private onSampled(state: GenState, comp: Completion, sampled: readonly SampledToken[]): void {
     if (comp.numOutput > 0) { // a decode step without a draft (not the prompt's first token)
+      comp.seq.spec?.seen(sampled[0]!.token);
       comp.seq.spec?.tick();
       comp.seq.predictionK?.tick();
     }

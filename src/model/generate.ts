@@ -200,7 +200,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   // the proposer's k is capped where a draft token stops paying, at costs measured on this call's steps and earlier
   // calls' with the same model and proposer
   const adaptive = proposer
-    ? AdaptiveK.forRequest(checkDraftTokens(K, 'numSpeculativeTokens'), opts.speculativeCosts ?? SPEC_COSTS ? specCostsFor(model, opts.speculative!) : null, sampling)
+    ? AdaptiveK.forRequest(checkDraftTokens(K, 'numSpeculativeTokens'), opts.speculativeCosts ?? SPEC_COSTS ? specCostsFor(model, opts.speculative!) : null, sampling, proposer!)
     : null;
   const costs = adaptive?.costs ?? null;
   proposer?.init?.({ vocabSize: V, numBlocks, blockSize: BLOCK, maxPositions: cfg.maxPositionEmbeddings });
@@ -230,13 +230,19 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
       if (!p) throw new Error(`proposer ${proposer!.name} returned no proposal for one request`);
       draft = checkProposal(p.tokens, k, V, proposer!.name);
       q = p.q;
+    } else if (!fromPrediction && adaptive?.wantsShadow()) {
+      // paused with a free proposer: score the draft it would have made against the token this step decodes
+      const p = proposer!.propose([{ seqId, tokens, promptLen: promptIds.length, k: adaptive.max, blockTable }])[0];
+      if (p) adaptive.watch(checkProposal(p.tokens, adaptive.max, V, proposer!.name));
     }
     const proposeMs = performance.now() - t0;
     const logits = yield* step([outputIds.at(-1)!, ...draft], N - 1, draft.length > 0); // (1 + draft, V)
     if (draft.length === 0) {
       adaptive?.tick();
       predK?.tick();
-      done = emit(sampler.sample(logits, counts), logits);
+      const id = sampler.sample(logits, counts);
+      adaptive?.seen(id);
+      done = emit(id, logits);
       costs?.observe(1, (performance.now() - t0 - proposeMs) / 1000, proposeMs / 1000, 0, 1, 0);
       continue;
     }
@@ -253,6 +259,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
     }
     let kept = 0; // accepted drafts that reached the output (not past a stop)
     for (let j = 0; j < v.tokens.length && !done; j++) {
+      adaptive?.seen(v.tokens[j]!); // a paused sequence's watched draft, scored while a prediction drafts
       done = emit(v.tokens[j]!, logits.subarray(j * V, (j + 1) * V));
       if (j < v.accepted) kept++;
     }

@@ -39,6 +39,12 @@ export interface Proposer {
   readonly name: string;
   /** KV bytes per token kept beside the target's (a draft model), so the pool is sized for both. */
   readonly kvBytesPerToken?: number;
+  /**
+   * Drafting costs next to nothing (a lookup, no model forward) and a call changes no later draft: a sequence whose drafts are
+   * paused keeps scoring the drafts it would have made against the tokens decoded (AdaptiveK.watch / seen), so it
+   * resumes as soon as they would pay, with no probe.
+   */
+  readonly free?: boolean;
   init?(geom: ProposerGeometry): void;
   /** Draft continuations for a batch of sequences (one proposal per request, in order). */
   propose(reqs: readonly ProposeRequest[]): Proposal[];
@@ -320,6 +326,9 @@ export class SpecCosts {
     return { row: this.b, jump: this.j, promptToken: this.p, draftToken: this.drafted > 0 ? this.draftSec / this.drafted : 0, rate: this.rate(), fitted: this.fitted };
   }
 
+  /** Whether b and j are measured (best() answers). */
+  get ready(): boolean { return this.fitted; }
+
   /** Output tokens per second over recent steps (0 until measured). */
   rate(): number { return this.outSec > 0 ? this.outTok / this.outSec : 0; }
 }
@@ -346,9 +355,11 @@ export class AdaptiveK {
   private probing = false; // with costs: the step after a pause probes with k = 1 whatever the costs say
   private kept = 0; // draft positions kept, with forgetting
   private lost = 0; // draft positions rejected (the first rejected of a step), with forgetting
+  private shades: { draft: readonly number[]; at: number }[] = []; // while paused: drafts the proposer would have made, one a step, and how many of their tokens have come
 
+  /** @param shadow a paused sequence scores a free proposer's drafts (watch / seen) instead of pausing for a fixed time. */
   constructor(readonly max: number, readonly missStreak = 6, readonly minPause = 8, readonly maxPause = 128, readonly probeSteps = 3,
-              readonly costs: SpecCosts | null = null) {
+              readonly costs: SpecCosts | null = null, readonly shadow = false) {
     checkDraftTokens(max, 'AdaptiveK max (draft tokens per step)');
     this.k = max;
     this.backoff = minPause;
@@ -368,9 +379,10 @@ export class AdaptiveK {
    * A request's AdaptiveK with the default schedule: capped by `costs`, except under seeded sampling, whose tokens
    * depend on k, so that its seed reproduces whatever the timings.
    */
-  static forRequest(max: number, costs: SpecCosts | null, sampling: { readonly temperature: number; readonly seed: number | null }): AdaptiveK {
+  static forRequest(max: number, costs: SpecCosts | null, sampling: { readonly temperature: number; readonly seed: number | null }, proposer?: Proposer): AdaptiveK {
     const seeded = sampling.temperature > 0 && sampling.seed !== null;
-    return new AdaptiveK(max, undefined, undefined, undefined, undefined, seeded ? null : costs);
+    const c = seeded ? null : costs;
+    return new AdaptiveK(max, undefined, undefined, undefined, undefined, c, c !== null && proposer?.free === true);
   }
 
   /** The acceptance rate per draft position (smoothed by half a kept and half a rejected position: 1/2 before any verify). */
@@ -399,8 +411,48 @@ export class AdaptiveK {
     return this.pays() ?? this.k;
   }
 
-  /** A decode step ran without a draft: counts down a pause; when it ends, probe with k = 1. */
+  /**
+   * Whether the loop should ask the proposer for the draft it would make now and hand it to watch(): paused, with a
+   * free proposer and measured costs.
+   */
+  wantsShadow(): boolean { return this.shadow && this.paused > 0 && this.costs?.ready === true; }
+
+  /** The draft a paused sequence would have verified this step: scored by the tokens seen() next. */
+  watch(draft: readonly number[]): void {
+    if (this.paused > 0 && draft.length > 0) this.shades.push({ draft: draft.slice(0, this.max), at: 0 });
+  }
+
+  /**
+   * A token decoded while paused: scores each watched draft as a verify would have (kept up to the first mismatch),
+   * a draft a step, so a copy that begins is seen within a few steps. Once drafts pay at the sequence's acceptance
+   * rate (not pays()'s margin: that is for pausing), it resumes drafting.
+   */
+  seen(token: number): void {
+    if (this.shades.length === 0) return;
+    let scored = false;
+    this.shades = this.shades.filter((sh) => {
+      if (token === sh.draft[sh.at] && ++sh.at < sh.draft.length) return true;
+      this.costs?.noteAcceptance(sh.draft.length, sh.at);
+      this.kept = ALPHA_DECAY * this.kept + sh.at;
+      this.lost = ALPHA_DECAY * this.lost + (sh.at < sh.draft.length ? 1 : 0);
+      scored = true;
+      return false;
+    });
+    if (scored && this.paused > 0 && (this.costs!.best(this.alpha(), this.max) ?? 0) > 0) {
+      this.paused = 0;
+      this.probing = false;
+      this.misses = 0;
+      this.backoff = this.minPause;
+      this.shades = [];
+    }
+  }
+
+  /**
+   * A decode step ran without a draft: counts down a pause; when it ends, probe with k = 1. A shadowing sequence
+   * stays paused until its scored drafts pay (seen), since a probe would tell it nothing more.
+   */
   tick(): void {
+    if (this.paused > 0 && this.shadow && this.costs?.ready) return;
     if (this.paused > 0) {
       if (--this.paused === 0) {
         this.k = 1;
@@ -412,6 +464,7 @@ export class AdaptiveK {
 
   update(proposed: number, accepted: number): void {
     if (proposed === 0) return;
+    this.shades = [];
     this.costs?.noteAcceptance(proposed, accepted);
     this.kept = ALPHA_DECAY * this.kept + accepted;
     this.lost = ALPHA_DECAY * this.lost + (accepted < proposed ? 1 : 0);
@@ -577,6 +630,7 @@ export class NgramIndex {
  */
 export class NgramProposer implements Proposer {
   readonly name = 'ngram';
+  readonly free = true;
   private readonly seqs = new Map<string, NgramIndex>();
   constructor(readonly minN = 1, readonly maxN = 4) {}
 
@@ -626,6 +680,7 @@ function gramKey30(at: (i: number) => number, from: number, to: number): number 
  */
 export class SuffixProposer implements Proposer {
   readonly name = 'suffix';
+  readonly free = true;
   private readonly ring: Int32Array;
   private readonly docs: { start: number; end: number }[] = []; // live documents, oldest first: absolute [start, end)
   private readonly grams: Map<number, number>[]; // [n - minN]: hash → absolute end of the latest occurrence

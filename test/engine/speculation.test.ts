@@ -253,6 +253,35 @@ test('measured costs under steady arrivals: with a prompt chunk in nearly every 
   assert.ok(capped.specDraftTokens! * 3 < heuristic.specDraftTokens!, `${capped.specDraftTokens} drafts with measured costs, ${heuristic.specDraftTokens} without`);
 });
 
+test('measured costs with a free proposer: a paused sequence scores the drafts it would have made and resumes as soon as they pay', () => {
+  const r = rand(53);
+  // floe-brown: a verify row costs a fraction of a step, so drafts kept 9 times in 10 pay whatever the timing noise
+  const reqs = [0, 1].map((i) => genReq(`s${i}`, randomPrompt(r, 10, 4096), { maxTokens: 200, ignoreEos: true }));
+  const want = new Map(reqs.map((q) => [q.promptIds.join(','), alone(brown.model, q).outputIds]));
+  // wrong for the first 100 output positions (nothing to copy yet), then greedy's own tokens (a copy begins)
+  const phased = (free: boolean): Proposer => ({
+    name: 'phased', free,
+    propose: (rs) => rs.map((q) => {
+      const full = want.get(q.tokens.slice(0, q.promptLen).join(','))!;
+      const done = q.tokens.length - q.promptLen;
+      return { tokens: Array.from({ length: q.k }, (_, j) => ((full[done + j] ?? 0) + (done + j < 100 ? 1 : 0)) % 4096) };
+    }),
+  });
+  const run = (free: boolean) => {
+    const engine = new Engine(brown.model, null, { kvDtype: 'f32', speculative: phased(free), numSpeculativeTokens: 4, speculativeCosts: true });
+    for (const q of reqs) engine.add(q);
+    const { byId } = runAll(engine);
+    for (const q of reqs) assert.deepEqual(byId.get(q.id)!.tokens[0], want.get(q.promptIds.join(',')), `${q.id} free ${free}`);
+    return { steps: engine.stats().steps, accepted: engine.stats().specAcceptedTokens!, drafted: engine.stats().specDraftTokens! };
+  };
+  const probing = run(false), shadowing = run(true);
+  // 2 × 100 copyable tokens: scoring paused drafts finds the copy within a few steps of position 100, while a probing
+  // sequence has paused for 128 steps by then
+  assert.ok(shadowing.accepted >= 80, `shadowing kept ${shadowing.accepted} drafts (${shadowing.drafted} verified)`);
+  assert.ok(shadowing.accepted > probing.accepted + 60, `kept ${shadowing.accepted} scoring paused drafts, ${probing.accepted} probing`);
+  assert.ok(shadowing.steps < probing.steps, `${shadowing.steps} steps against ${probing.steps}`);
+});
+
 test('worker: startEngine with an n-gram or a draft-model path equals generate(); a draft with another vocabulary fails to start', async () => {
   for (const speculative of ['ngram', FIXTURES + 'mha_f32']) {
     const client = await startEngine({ model: FIXTURES + 'gqa_f32', kvDtype: 'f32', speculative, numSpeculativeTokens: 3 });

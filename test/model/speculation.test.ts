@@ -364,6 +364,83 @@ function bestFixed(alpha: number, rowCost: number, draftCost: number, jump = 0):
   return best;
 }
 
+test('generate() with measured costs and a free proposer: a paused call scores the drafts it would have made and resumes when a copy begins', () => {
+  const r = rand(59);
+  const m = brown.model; // a verify row costs a fraction of a step: drafts kept 9 times in 10 pay whatever the timing noise
+  const prompt = randomPrompt(r, 10, 4096);
+  const opts = { maxTokens: 200, sampling: { temperature: 0 }, stopTokenIds: [], kvDtype: 'f32' as const };
+  const want = generate(m, prompt, opts).outputIds;
+  // wrong for the first 100 output positions, then the target's own greedy tokens
+  const phased = (free: boolean): Proposer => ({
+    name: `phased-${free}`, free,
+    propose: (rs) => rs.map((q) => ({ tokens: Array.from({ length: q.k }, (_, j) => {
+      const i = q.tokens.length - q.promptLen + j;
+      return ((want[i] ?? 0) + (i < 100 ? 1 : 0)) % 4096;
+    }) })),
+  });
+  const run = (free: boolean) => {
+    const proposer = phased(free); // generate() keeps its costs from one call to the next: the third call's are warm
+    let out: ReturnType<typeof generate> | null = null;
+    for (let i = 0; i < 3; i++) out = generate(m, prompt, { ...opts, speculative: proposer, speculativeCosts: true });
+    assert.deepEqual(out!.outputIds, want, `free ${free}`);
+    return out!.timings.speculative!;
+  };
+  // of 100 copyable tokens (probing keeps 1–54 here, as its pauses happen to fall)
+  const probing = run(false), shadowing = run(true);
+  assert.ok(shadowing.accepted >= 60, `scoring paused drafts: ${shadowing.accepted} of ${shadowing.proposed} kept (probing: ${probing.accepted})`);
+});
+
+test('adaptive k, paused with a free proposer: watched drafts are scored as tokens come, and drafting resumes once they pay', () => {
+  // costs where a row is cheap: a = 1 ms, b = 0.05 ms, j = 0.2 ms
+  const costs = new SpecCosts();
+  const rr = rand(61);
+  for (let i = 0; i < 200; i++) {
+    const drafting = i % 4 === 0 ? 0 : 1, rows = 1 + drafting * (1 + Math.floor(rr() * 4));
+    costs.observe(rows, 0.001 + 0.00005 * rows + 0.0002 * drafting, 0, rows - 1, 1, drafting);
+  }
+  const paused = (shadow: boolean) => {
+    const ak = new AdaptiveK(4, undefined, undefined, undefined, undefined, costs, shadow);
+    for (let i = 0; i < 12 && !ak.isPaused(); i++) ak.update(ak.next(), 0); // nothing kept: it pauses
+    assert.ok(ak.isPaused());
+    return ak;
+  };
+  // a decode loop: the proposer is wrong before position 70, then drafts the text's next tokens right (a copy begins)
+  const text = Array.from({ length: 200 }, (_, i) => 10 + i);
+  const propose = (pos: number, k: number) => text.slice(pos, pos + k).map((t) => (pos < 70 ? t + 1 : t));
+  const firstKept = (ak: AdaptiveK) => {
+    for (let pos = 0; pos < text.length - 8;) {
+      const k = ak.next();
+      if (k > 0) {
+        const d = propose(pos, k);
+        let a = 0;
+        while (a < k && d[a] === text[pos + a]) a++;
+        ak.update(k, a);
+        if (a > 0) return pos;
+        pos += 1;
+      } else {
+        if (ak.wantsShadow()) ak.watch(propose(pos, 4));
+        ak.seen(text[pos]!);
+        ak.tick();
+        pos += 1;
+      }
+    }
+    return Infinity;
+  };
+  const shadowed = firstKept(paused(true)), probing = firstKept(paused(false));
+  assert.ok(shadowed >= 70 && shadowed <= 82, `scoring paused drafts, the first kept at position ${shadowed}`);
+  assert.ok(probing > shadowed + 30, `probing, the first kept at position ${probing}`);
+  // a wrong draft scored keeps it paused; the pause does not run out while it is scored
+  const ak = paused(true);
+  for (let t = 0; t < 300; t++) { ak.watch([1, 2, 3, 4]); ak.seen(5); ak.tick(); }
+  assert.ok(ak.isPaused() && ak.alpha() < 0.05, `alpha ${ak.alpha()}`);
+  // a verify (the sequence drafting again) drops what was watched
+  const bk = paused(true);
+  bk.watch([7, 8, 9, 10]);
+  bk.update(1, 1);
+  bk.seen(7);
+  assert.ok(bk.alpha() < 0.5, 'a dropped watch scores nothing');
+});
+
 test('adaptive k with measured costs: near the best fixed k in hindsight, never far below not speculating', () => {
   const rows: string[] = [];
   // [row, draft, jump]: memory-bound rows, compute-bound rows, draft models, a verify that costs more than its rows

@@ -148,9 +148,11 @@ const PLAIN_FIRST = 4;
 const PLAIN_SKIP = 0.9;
 /** Pooled acceptance: forgetting per verify step, positions before it counts, and its weight in a new sequence's rate. */
 const POOL_DECAY = 0.99;
-const POOL_IDLE_DECAY = 0.998; // per step: ~800 steps without verifies take a full pool below POOL_MIN
-const POOL_MIN = 20;
+const POOL_IDLE_DECAY = 0.998; // per step: ~1,000 steps without verifies take a full pool below POOL_MIN
+const POOL_MIN = 8;
 const PRIOR_POSITIONS = 4;
+/** The share of tokens a paused sequence's probes may cost (SpecCosts.probePause). */
+const PROBE_SHARE = 0.02;
 
 /** Whether generate() and the engine cap k by measured costs (FLOE_SPEC_COSTS=0 turns it off, for A/B runs). */
 export const SPEC_COSTS = process.env.FLOE_SPEC_COSTS !== '0';
@@ -211,7 +213,7 @@ export class SpecCosts {
   private plainSeen = false;
   private wantPlain = 0; // plain steps the loop is asked for
   private lastDrafted = false; // the last step had draft rows
-  private draftSec = 0; private drafted = 0;
+  private draftSec = 0; private drafted = 0; private draftSeqs = 0; // the proposer's time, its tokens, the sequences it drafted for
   private outSec = 0; private outTok = 0;
   private poolKept = 0; private poolLost = 0; // draft positions kept and rejected, all sequences, with forgetting
 
@@ -249,6 +251,7 @@ export class SpecCosts {
     if (drafted > 0) {
       this.draftSec = f * this.draftSec + proposeSec;
       this.drafted = f * this.drafted + drafted;
+      this.draftSeqs = f * this.draftSeqs + Math.max(1, draftingSeqs);
     }
     // the output rate counts decode time only: a prompt chunk's share of the step is not time the tokens took
     this.outSec = f * this.outSec + Math.max(0, stepSec - this.p * promptTokens) + proposeSec;
@@ -324,6 +327,17 @@ export class SpecCosts {
   /** What was measured: seconds a row adds, a drafting sequence adds, the proposer takes per token; tokens per second. */
   costs(): { row: number; jump: number; promptToken: number; draftToken: number; rate: number; fitted: boolean } {
     return { row: this.b, jump: this.j, promptToken: this.p, draftToken: this.drafted > 0 ? this.draftSec / this.drafted : 0, rate: this.rate(), fitted: this.fitted };
+  }
+
+  /**
+   * Steps a sequence whose drafts do not pay should wait before it probes again, so that probes cost about
+   * PROBE_SHARE of the tokens: what one costs (the proposer's time for a sequence, which for a draft model includes
+   * catching up on the context, plus the verify's jump and row) in tokens at the current rate, over PROBE_SHARE.
+   */
+  probePause(): number {
+    if (!this.fitted) return 0;
+    const propose = this.draftSeqs > 0 ? this.draftSec / this.draftSeqs : 0;
+    return Math.ceil(this.rate() * (propose + this.j + this.b) / PROBE_SHARE);
   }
 
   /** Whether b and j are measured (best() answers). */
@@ -476,6 +490,8 @@ export class AdaptiveK {
       if (pays === 0 || this.misses >= 2 * this.missStreak) {
         this.misses = 0;
         this.pause();
+        // a probe that costs a draft model's catch-up waits longer than one that costs a verify row
+        this.paused = Math.max(this.paused, Math.min(this.maxPause, this.costs!.probePause()));
       } else if (accepted > 0) this.backoff = this.minPause;
       return;
     }

@@ -441,6 +441,30 @@ test('adaptive k, paused with a free proposer: watched drafts are scored as toke
   assert.ok(bk.alpha() < 0.5, 'a dropped watch scores nothing');
 });
 
+test('adaptive k with measured costs: a sequence whose drafts do not pay waits longer between probes the more a probe costs', () => {
+  const pauseAfterMisses = (proposeSec: number) => {
+    const c = new SpecCosts();
+    // a = 0.6 ms, b = 0.05 ms a row, j = 0.1 ms; the proposer takes proposeSec a call (one sequence, one token)
+    for (let i = 0; i < 100; i++) {
+      const drafting = i % 3 === 0 ? 0 : 1, rows = 1 + drafting * (1 + (i % 2));
+      c.observe(rows, 0.0006 + 0.00005 * rows + 0.0001 * drafting, drafting ? proposeSec : 0, rows - 1, 1, drafting);
+    }
+    const ak = new AdaptiveK(4, undefined, undefined, undefined, undefined, c);
+    for (let i = 0; i < 4 && !ak.isPaused(); i++) ak.update(Math.max(1, ak.next()), 0);
+    assert.ok(ak.isPaused(), 'drafts that keep nothing pause');
+    let steps = 0;
+    while (ak.next() === 0 && steps < 1000) { ak.tick(); steps++; }
+    return { steps, want: c.probePause() };
+  };
+  // a probe at ~1.15 ms against ~1.4 ms a token (these steps spend 2/3 ms drafting): ~41 steps for probes to cost
+  // ~2% of the tokens
+  const slow = pauseAfterMisses(0.001);
+  assert.ok(slow.want >= 35 && slow.want <= 50 && slow.steps >= slow.want, JSON.stringify(slow));
+  // a free proposer: a probe costs a verify's jump and row, so the shortest pause (8 steps) and its doubling stand
+  const free = pauseAfterMisses(0);
+  assert.ok(free.want <= 16 && free.steps <= 16, JSON.stringify(free));
+});
+
 test('adaptive k with measured costs: near the best fixed k in hindsight, never far below not speculating', () => {
   const rows: string[] = [];
   // [row, draft, jump]: memory-bound rows, compute-bound rows, draft models, a verify that costs more than its rows

@@ -2,14 +2,20 @@
 // exact), so the tokens a step any proposer would get is replayed exactly from the plain output, with the same
 // adaptive k as generate(), and without timing noise. Use it to try proposer ideas before running them.
 //
-//   node --import tsx bench/speculative-replay.ts [--target DIR] [--prompts 4] [--k 4] [--show] [--costs 'label:a,b,j,d;...']
+//   node --import tsx bench/speculative-replay.ts [--target DIR] [--prompts 4] [--k 4] [--show]
+//          [--costs 'label:a,b,j,d;...' | --steps FILE [--seeds N] [--draft-ms D]]
 // The prompts are bench/speculative.ts's text workloads. Prints tokens a step and verify rows a step, per workload
 // and proposer:
 //   ngram    the NgramProposer generate() uses;
 //   sub/ins  after a rejected draft, keep copying from the source position, assuming the model substituted
 //            (skip one source token) or inserted a token; only when the longest n-gram match is shorter than 2;
 //   ngram8   n-gram matches of up to 8 tokens instead of 4.
+// Then the n-gram proposer under each way of choosing k (the timing-free rule, measured costs, measured costs with
+// paused sequences scoring the drafts they would make), in simulated time: a step costs a + b per row past the
+// first + j when it verifies (--costs, ms), or a time drawn from those bench/record-steps.ts recorded on this host
+// for its row count (--steps; --seeds runs with other draws), and D ms per draft token.
 
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generate } from '../src/model/generate.js';
@@ -72,7 +78,7 @@ function replayTimed(prompt: readonly number[], out: readonly number[], ctl: Con
     if (k === 0 && ak.wantsShadow()) { ak.watch(ng.one(seq, K)); prop += m.d * K; }
     let a = 0;
     while (a < draft.length && draft[a] === out[i + a]) a++;
-    const step = m.a + m.b * draft.length + (draft.length > 0 ? m.j : 0);
+    const step = sampled ? sampleStep(1 + draft.length) : m.a + m.b * draft.length + (draft.length > 0 ? m.j : 0);
     if (draft.length > 0) ak.update(draft.length, a);
     else { ak.tick(); ak.seen(out[i]!); }
     const emit = Math.min(a + 1, out.length - i);
@@ -84,6 +90,21 @@ function replayTimed(prompt: readonly number[], out: readonly number[], ctl: Con
     i += emit;
   }
   return { ms, steps, rows };
+}
+
+/**
+ * Step times recorded on this host (`--steps FILE`: {rows: [ms, ...]}), drawn at random (seeded) for a step of that
+ * many rows, so the controllers meet real timing noise: stalls, cache refills, the spread of each row count.
+ */
+const stepsFile = arg('steps', '');
+const sampled: Record<number, number[]> | null = stepsFile ? JSON.parse(fs.readFileSync(stepsFile, 'utf8')) as Record<number, number[]> : null;
+const nSeeds = Number(arg('seeds', '1')); // --steps: runs with different draws, summed
+const maxRows = sampled ? Math.max(...Object.keys(sampled).map(Number)) : 0;
+let seed = 0x9e3779b9;
+function sampleStep(rows: number): number {
+  const v = sampled![Math.min(rows, maxRows)]!;
+  seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+  return v[seed % v.length]!;
 }
 
 /** The end of the latest earlier occurrence of the sequence's final n tokens, or -1. */
@@ -163,20 +184,24 @@ for (const [name, p] of Object.entries(proposers)) {
   console.log(name.padEnd(8) + [...per].map(([w, e]) => `${w} ${(e.gen / e.steps).toFixed(2)} (${(e.rows / e.steps).toFixed(2)})`).join(' | '));
 }
 // simulated time per controller at given costs (ms: a step, b a row past the first, j a verify's jump, d a draft token)
-const costArg = arg('costs', 'floe-brown:0.6,0.05,0.25,0.005;1b:32,0.5,1.5,0.005');
+const costArg = sampled ? `${path.basename(stepsFile)}:0,0,0,${arg('draft-ms', '0.005')}` : arg('costs', 'floe-brown:0.6,0.05,0.25,0.005;1b:32,0.5,1.5,0.005');
 for (const spec of costArg.split(';')) {
   const [label, nums] = spec.split(':') as [string, string];
   const [a, b, j, d] = nums.split(',').map(Number) as [number, number, number, number];
   const m = { a, b, j, d };
   console.log(`simulated at ${label} costs (a ${a} ms, b ${b}, j ${j}, d ${d}): speedup over plain decoding (verify rows a step)`);
   for (const ctl of ['heuristic', 'costs', 'shadow'] as const) {
-    const costs = ctl === 'heuristic' ? null : new SpecCosts();
     const per = new Map<string, { ms: number; plain: number; steps: number; rows: number }>();
+    for (let sd = 0; sd < nSeeds; sd++) {
+    seed = 0x9e3779b9 + sd * 7919;
+    const costs = ctl === 'heuristic' ? null : new SpecCosts();
     for (const d of data) {
       const r = replayTimed(d.prompt, d.out, ctl, m, costs);
       const e = per.get(d.w) ?? { ms: 0, plain: 0, steps: 0, rows: 0 };
-      e.ms += r.ms; e.plain += (d.out.length - 1) * a; e.steps += r.steps; e.rows += r.rows;
+      e.ms += r.ms; e.steps += r.steps; e.rows += r.rows;
+      for (let t = 1; t < d.out.length; t++) e.plain += sampled ? sampleStep(1) : a;
       per.set(d.w, e);
+    }
     }
     console.log(`  ${ctl.padEnd(10)}` + [...per].map(([w, e]) => `${w} ${(e.plain / e.ms).toFixed(3)}× (${(e.rows / e.steps).toFixed(2)})`).join(' | '));
   }

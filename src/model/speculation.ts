@@ -151,6 +151,8 @@ const POOL_DECAY = 0.99;
 const POOL_IDLE_DECAY = 0.998; // per step: ~1,000 steps without verifies take a full pool below POOL_MIN
 const POOL_MIN = 8;
 const PRIOR_POSITIONS = 4;
+/** A step's time counts at most this many times the fitted time in SpecCosts' fit (stalls are not row costs). */
+const STALL_CAP = 1.5;
 /** The share of tokens a paused sequence's probes may cost (SpecCosts.probePause). */
 const PROBE_SHARE = 0.02;
 
@@ -181,8 +183,9 @@ function solve(A: number[][], n: number): number[] {
 /**
  * What speculating costs and what a step yields, measured while a generation loop or the engine runs. A step's
  * time (all of it but the proposer's: forward, sampling, verification) is fitted as a + b·rows + j·drafting +
- * p·prompt over recent steps (least squares, forgetting older steps by `decay` a step; drafting = sequences with
- * draft rows; prompt = tokens of prompt chunks the engine scheduled in the same step): b is what a row costs, j what
+ * p·prompt over recent steps (least squares, forgetting older steps by `decay` a step, so ~100 steps count, and a
+ * stalled step capped; drafting = sequences with draft rows; prompt = tokens of prompt chunks the engine scheduled
+ * in the same step): b is what a row costs, j what
  * a sequence pays once for drafting at all (going from one row to two can change kernels, and a verify has its own
  * work), p what a prompt token costs, so that under steady arrivals, where most steps carry a chunk of prefill, the
  * fit still learns b and j. The proposer's time per drafted token and the output rate (tokens per second of decode
@@ -217,7 +220,7 @@ export class SpecCosts {
   private outSec = 0; private outTok = 0;
   private poolKept = 0; private poolLost = 0; // draft positions kept and rejected, all sequences, with forgetting
 
-  constructor(readonly decay = 0.97) {}
+  constructor(readonly decay = 0.99) {}
 
   /**
    * One step of `seqs` decoding sequences, `draftingSeqs` of them with draft rows: `rows` decode and verify tokens
@@ -234,7 +237,10 @@ export class SpecCosts {
     if (plain) this.wantPlain = Math.max(0, this.wantPlain - 1);
     if (!(plain && this.lastDrafted)) { // a plain step just after a drafting one pays for that one's cache misses
       const w = plain ? PLAIN_WEIGHT : 1;
-      const x = [rows, draftingSeqs, promptTokens], y = stepSec;
+      const x = [rows, draftingSeqs, promptTokens];
+      // a step the OS or the collector stalled says nothing of what its rows cost: it counts at most STALL_CAP times
+      // the fitted time (on floe-brown 1 step in 10 takes 1.3–9× the median of its row count)
+      const y = this.fitted ? Math.min(stepSec, STALL_CAP * this.predict(rows, draftingSeqs, promptTokens)) : stepSec;
       this.sw = f * this.sw + w;
       this.sy = f * this.sy + w * y;
       for (let i = 0; i < 3; i++) {
@@ -338,6 +344,12 @@ export class SpecCosts {
     if (!this.fitted) return 0;
     const propose = this.draftSeqs > 0 ? this.draftSec / this.draftSeqs : 0;
     return Math.ceil(this.rate() * (propose + this.j + this.b) / PROBE_SHARE);
+  }
+
+  /** The fitted time of a step (a from the weighted means). */
+  private predict(rows: number, drafting: number, prompt: number): number {
+    const a = (this.sy - this.b * this.sx[0]! - this.j * this.sx[1]! - this.p * this.sx[2]!) / this.sw;
+    return a + this.b * rows + this.j * drafting + this.p * prompt;
   }
 
   /** Whether b and j are measured (best() answers). */

@@ -411,6 +411,7 @@ export class Engine {
     const sched = this.beginStep(outputs);
     if (!sched) return outputs;
     const results = this.runner.execute(sched, (id) => this.seqOf(id));
+    const t1 = performance.now(); // appending tokens (text, stops, outputs) costs the same whether drafted or not
     const costs = this.specCosts;
     // a step with decoding sequences measures what a verify row costs (its prompt chunks are fitted apart); drafts
     // are cleared by endStep
@@ -428,8 +429,8 @@ export class Engine {
     const generated = this.counters.generatedTokens;
     this.endStep(sched, results, outputs);
     if (rows > 0) {
-      const stepSec = (performance.now() - t0) / 1000 - this.proposeSec;
-      costs!.observe(rows, stepSec, this.proposeSec, drafted, this.counters.generatedTokens - generated, drafting, decoding, prompt);
+      const stepSec = (t1 - t0) / 1000 - this.proposeSec;
+      costs!.observe(rows, stepSec, this.proposeSec, drafted, this.counters.generatedTokens - generated, drafting, decoding, prompt, (performance.now() - t1) / 1000);
     }
     return outputs;
   }

@@ -241,12 +241,14 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
       adaptive?.tick();
       predK?.tick();
       const id = sampler.sample(logits, counts);
+      const t1 = performance.now(); // emitting a token (text, stops, callbacks) costs the same whether drafted or not
       adaptive?.seen(id);
       done = emit(id, logits);
-      costs?.observe(1, (performance.now() - t0 - proposeMs) / 1000, proposeMs / 1000, 0, 1, 0);
+      costs?.observe(1, (t1 - t0 - proposeMs) / 1000, proposeMs / 1000, 0, 1, 0, 1, 0, (performance.now() - t1) / 1000);
       continue;
     }
     const v = verifyDraft(sampler, counts, logits, draft, q);
+    const t1 = performance.now();
     spec.proposed += draft.length;
     spec.accepted += v.accepted;
     if (fromPrediction) {
@@ -267,7 +269,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
       pred.accepted += kept;
       pred.rejected += draft.length - kept;
     }
-    costs?.observe(1 + draft.length, (performance.now() - t0 - proposeMs) / 1000, proposeMs / 1000, fromPrediction ? 0 : draft.length, v.tokens.length, 1);
+    costs?.observe(1 + draft.length, (t1 - t0 - proposeMs) / 1000, proposeMs / 1000, fromPrediction ? 0 : draft.length, v.tokens.length, 1, 1, 0, (performance.now() - t1) / 1000);
   }
   if (proposer) {
     proposer.release?.(seqId);

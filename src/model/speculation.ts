@@ -225,10 +225,12 @@ export class SpecCosts {
   /**
    * One step of `seqs` decoding sequences, `draftingSeqs` of them with draft rows: `rows` decode and verify tokens
    * and `promptTokens` tokens of prompt chunks (prefill scheduled in the same step) in `stepSec` seconds besides
-   * `proposeSec` spent drafting `drafted` tokens, `emitted` output tokens (accepted drafts and each sequence's own).
+   * `proposeSec` spent drafting `drafted` tokens, `emitted` output tokens (accepted drafts and each sequence's own),
+   * and `emitSec` emitting them (text, stops, callbacks: the same per token drafted or not, so outside the fit and
+   * inside the rate).
    */
-  observe(rows: number, stepSec: number, proposeSec: number, drafted: number, emitted: number, draftingSeqs: number, seqs = 1, promptTokens = 0): void {
-    if (!(rows > 0 && stepSec >= 0 && proposeSec >= 0 && seqs >= 1 && draftingSeqs >= 0 && promptTokens >= 0)) return;
+  observe(rows: number, stepSec: number, proposeSec: number, drafted: number, emitted: number, draftingSeqs: number, seqs = 1, promptTokens = 0, emitSec = 0): void {
+    if (!(rows > 0 && stepSec >= 0 && proposeSec >= 0 && seqs >= 1 && draftingSeqs >= 0 && promptTokens >= 0 && emitSec >= 0)) return;
     const plain = draftingSeqs === 0;
     const f = this.decay;
     // the pooled acceptance fades while nothing is verified, so a proposer written off is tried again in time
@@ -260,7 +262,7 @@ export class SpecCosts {
       this.draftSeqs = f * this.draftSeqs + Math.max(1, draftingSeqs);
     }
     // the output rate counts decode time only: a prompt chunk's share of the step is not time the tokens took
-    this.outSec = f * this.outSec + Math.max(0, stepSec - this.p * promptTokens) + proposeSec;
+    this.outSec = f * this.outSec + Math.max(0, stepSec - this.p * promptTokens) + proposeSec + emitSec;
     this.outTok = f * this.outTok + emitted;
   }
 

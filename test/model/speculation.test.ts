@@ -294,6 +294,15 @@ test('SpecCosts under steady arrivals: steps that carry prompt chunks fit b, j a
   }
   const n = d.costs();
   assert.ok(n.fitted && Math.abs(n.row - 0.001) < 1e-6 && Math.abs(n.jump - 0.002) < 1e-6 && Math.abs(n.promptToken - 0.0001) < 1e-8, JSON.stringify(n));
+  // emitting tokens (text, stops) costs per token whether drafted or not: it slows the rate, never the rows
+  const quiet = new SpecCosts(), emitting = new SpecCosts();
+  for (let i = 0; i < 100; i++) {
+    const drafting = i % 4 === 0 ? 0 : 1, rows = 1 + drafting * (1 + (i % 3)), out = 1 + drafting * (i % 2);
+    quiet.observe(rows, 0.001 + 0.0002 * rows + 0.0003 * drafting, 0, rows - 1, out, drafting);
+    emitting.observe(rows, 0.001 + 0.0002 * rows + 0.0003 * drafting, 0, rows - 1, out, drafting, 1, 0, 0.0005 * out);
+  }
+  const [q, e] = [quiet.costs(), emitting.costs()];
+  assert.ok(Math.abs(q.row - e.row) < 1e-12 && Math.abs(q.jump - e.jump) < 1e-12 && e.rate < 0.8 * q.rate, JSON.stringify([q, e]));
 });
 
 test('adaptive k with measured costs: a new sequence starts from the pooled acceptance, paused where it pays for nothing, until the pool fades', () => {

@@ -372,8 +372,10 @@ export class SpecCosts {
  * With `costs` measured, k is instead SpecCosts.best(α, K), α the sequence's acceptance rate per draft position (kept
  * and rejected positions, the last ~20 verify steps counting, starting from the rate pooled over recent sequences). A
  * sequence for which no k pays, or whose last 2 · `missStreak` verify steps kept nothing, pauses as above (the pause
- * doubling while it keeps not paying; a new one whose pooled rate pays for nothing starts with a pause of `maxPause`)
- * and probes with one k = 1 step when the pause ends.
+ * doubling while it keeps not paying, and at least SpecCosts.probePause(); a new one whose pooled rate pays for
+ * nothing starts with a pause of `maxPause`, and one with none pooled, with a probe pause) and probes with one k = 1
+ * step when the pause ends. With a free proposer (`shadow`) a paused sequence instead scores the drafts it would
+ * have made (watch / seen) and resumes when they pay.
  */
 export class AdaptiveK {
   k: number; // draft tokens for the next step by the heuristic above; 0 while paused
@@ -400,6 +402,9 @@ export class AdaptiveK {
         this.backoff = maxPause; // each probe costs a draft model the whole context so far
         this.pause();
       }
+    } else if (costs?.ready && !shadow) {
+      // measured costs but no recent verify to pool: drafting has not paid lately, so the first probe waits too
+      this.paused = Math.max(minPause, Math.min(maxPause, costs.probePause()));
     }
   }
 

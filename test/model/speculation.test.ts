@@ -312,8 +312,13 @@ test('adaptive k with measured costs: a new sequence starts from the pooled acce
   for (let i = 0; i < 40; i++) costs.observe(2, 0.0013, 0.0006, 1, 1, 1);
   costs.observe(1, 0.001, 0, 0, 1, 0);
   assert.equal(costs.acceptance(), null, 'no verify outcomes pooled yet');
+  // nothing pooled yet with costs measured (drafting has not been tried lately): the first probe waits as long as
+  // a probe's cost asks (SpecCosts.probePause: ~2% of the tokens)
   const first = new AdaptiveK(4, 6, 8, 128, 3, costs);
-  assert.equal(first.next(), 1, 'nothing pooled: the first sequence drafts (k starts at 1)');
+  const wait = Math.max(8, Math.min(128, costs.probePause()));
+  assert.ok(wait > 8 && wait < 128, `probe pause ${wait}`);
+  for (let i = 0; i < wait; i++) { assert.equal(first.next(), 0, `step ${i}`); first.tick(); }
+  assert.equal(first.next(), 1, 'then it probes with k = 1');
   for (let i = 0; i < 30; i++) first.update(1, i % 4 === 0 ? 1 : 0); // kept a quarter of the time
   assert.ok(Math.abs(costs.acceptance()! - 0.25) < 0.05, `pooled ${costs.acceptance()}`);
   const late = new AdaptiveK(4, 6, 8, 128, 3, costs);
@@ -322,13 +327,14 @@ test('adaptive k with measured costs: a new sequence starts from the pooled acce
   assert.deepEqual(ks.slice(0, 128), Array(128).fill(0), 'a new sequence starts paused for 128 steps');
   assert.equal(ks[128], 1, 'then probes with one k = 1 step');
   assert.equal(ks[129], 0, 'a probe that keeps nothing pauses again');
-  // steps without verifies fade the pool: after ~800 a new sequence is optimistic again
-  for (let i = 0; i < 900; i++) costs.observe(1, 0.001, 0, 0, 1, 0);
+  // steps without verifies fade the pool: after ~1,000 a new sequence probes after the probe pause again
+  for (let i = 0; i < 1300; i++) costs.observe(1, 0.001, 0, 0, 1, 0);
   assert.equal(costs.acceptance(), null, 'the pool has faded');
   const again = new AdaptiveK(4, 6, 8, 128, 3, costs);
+  const wait2 = Math.max(8, Math.min(128, costs.probePause()));
   const ks2: number[] = [];
-  for (let i = 0; i < 12; i++) { const k = again.next(); ks2.push(k); if (k > 0) again.update(k, 0); else again.tick(); }
-  assert.ok(ks2.includes(1), `a new sequence probes within a short pause: ${ks2}`);
+  for (let i = 0; i <= wait2; i++) { const k = again.next(); ks2.push(k); if (k > 0) again.update(k, 0); else again.tick(); }
+  assert.ok(wait2 < 100 && ks2.indexOf(1) === wait2, `a new sequence probes after the probe pause (${wait2}), not 128 steps: ${ks2}`);
   // a proposer that is kept 9 times in 10 pools high: a new sequence drafts from its first step
   const good = new SpecCosts();
   good.observe(1, 0.001, 0, 0, 1, 0);

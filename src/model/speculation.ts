@@ -151,6 +151,8 @@ const POOL_DECAY = 0.99;
 const POOL_IDLE_DECAY = 0.998; // per step: ~1,000 steps without verifies take a full pool below POOL_MIN
 const POOL_MIN = 8;
 const PRIOR_POSITIONS = 4;
+/** Drafting steps (with forgetting) SpecCosts' fit needs in its window before it is trusted or refitted. */
+const MIN_DRAFTING_STEPS = 3;
 /** A step's time counts at most this many times the fitted time in SpecCosts' fit (stalls are not row costs). */
 const STALL_CAP = 1.5;
 /** The share of tokens a paused sequence's probes may cost (SpecCosts.probePause). */
@@ -205,6 +207,7 @@ function solve(A: number[][], n: number): number[] {
 export class SpecCosts {
   // the fit t = a + b·rows + j·drafting + p·prompt: weighted moments of x = (rows, drafting, prompt) and y, forgetting
   private sw = 0; private sy = 0;
+  private draftW = 0; // drafting steps in the window (with forgetting)
   private readonly sx = new Float64Array(3);
   private readonly sxx = new Float64Array(9);
   private readonly sxy = new Float64Array(3);
@@ -244,6 +247,7 @@ export class SpecCosts {
       // the fitted time (on floe-brown 1 step in 10 takes 1.3–9× the median of its row count)
       const y = this.fitted ? Math.min(stepSec, STALL_CAP * this.predict(rows, draftingSeqs, promptTokens)) : stepSec;
       this.sw = f * this.sw + w;
+      this.draftW = f * this.draftW + (plain ? 0 : 1);
       this.sy = f * this.sy + w * y;
       for (let i = 0; i < 3; i++) {
         this.sx[i] = f * this.sx[i]! + w * x[i]!;
@@ -276,7 +280,8 @@ export class SpecCosts {
     const W = this.sw, m = [0, 1, 2].map((i) => this.sx[i]! / W), my = this.sy / W;
     const C = (i: number, k: number) => this.sxx[3 * i + k]! / W - m[i]! * m[k]!;
     const Cy = (i: number) => this.sxy[i]! / W - m[i]! * my;
-    if (!this.plainSeen || C(1, 1) < 1e-3) return; // no plain step, or no drafting one, in the window
+    // no plain step, or too few drafting ones, in the window: one slow drafting step must not decide alone
+    if (!this.plainSeen || C(1, 1) < 1e-3 || this.draftW < MIN_DRAFTING_STEPS) return;
     const ridge = [1e-6 * (C(0, 0) + C(1, 1)), 1e-6 * (C(0, 0) + C(1, 1)), 1e-6 * C(2, 2)]; // each in its own scale
     let active = C(2, 2) > 1e-6 ? [0, 1, 2] : [0, 1];
     let coef: number[] = [];
@@ -482,10 +487,10 @@ export class AdaptiveK {
 
   /**
    * A decode step ran without a draft: counts down a pause; when it ends, probe with k = 1. A shadowing sequence
-   * stays paused until its scored drafts pay (seen), since a probe would tell it nothing more.
+   * probes too: its scored drafts say what they would keep, not what a verify costs, and without drafting steps a
+   * cost the fit overestimated (a step that stalled) would never be measured again.
    */
   tick(): void {
-    if (this.paused > 0 && this.shadow && this.costs?.ready) return;
     if (this.paused > 0) {
       if (--this.paused === 0) {
         this.k = 1;

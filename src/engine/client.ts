@@ -41,6 +41,7 @@ export interface EngineStartOptions {
    */
   readonly speculative?: string | SpeculativeModule;
   readonly numSpeculativeTokens?: number; // K, most draft tokens per sequence and step (default 4)
+  readonly numPredictionTokens?: number; // most tokens of a request's prediction verified per sequence and step (default 15)
   readonly loraModules?: ReadonlyArray<{ readonly name: string; readonly path: string }>; // PEFT adapters served at start
   readonly maxLoras?: number; // distinct adapters in one step (default 4)
   readonly maxLoraRank?: number; // highest adapter rank accepted (default 64)

@@ -48,7 +48,7 @@ try {
     try { speculative = (await openModel(spec, open)).model; } catch (e) { throw new Error(`draft model ${spec}: ${(e as Error).message}`); }
   }
   engine = new Engine(model, tokenizer, {
-    speculative, numSpeculativeTokens: opts.numSpeculativeTokens,
+    speculative, numSpeculativeTokens: opts.numSpeculativeTokens, numPredictionTokens: opts.numPredictionTokens,
     modelId: opts.modelId, kvCacheMemory: opts.kvCacheMemory, kvDtype: opts.kvDtype, blockSize: opts.blockSize,
     maxBatchedTokens: opts.maxBatchedTokens, maxNumSeqs: opts.maxNumSeqs, maxBatchSeqs: opts.maxBatchSeqs, maxQueue: opts.maxQueue, prefixCaching: opts.prefixCaching,
     extraEosIds: tokenizer?.eosIds, maxLoras: opts.maxLoras, maxLoraRank: opts.maxLoraRank, maxCpuLoras: opts.maxCpuLoras,

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { ENGINE_DEFAULTS } from '../../src/engine/protocol.js';
 import { DEFAULT_MAX_LORAS } from '../../src/engine/adapters.js';
 import { DEFAULT_NUM_SPECULATIVE_TOKENS } from '../../src/model/speculation.js';
+import { DEFAULT_NUM_PREDICTION_TOKENS } from '../../src/model/prediction.js';
 import { PLAN_DEFAULTS } from '../../src/platform/plan.js';
 import { DEFAULT_BODY_LIMIT } from '../../src/serve/app.js';
 
@@ -59,7 +60,8 @@ for (const [cmd, defaults] of [
   ['serve', {
     host: '127.0.0.1', port: '8000', 'block-size': String(ENGINE_DEFAULTS.blockSize), 'max-batched-tokens': String(ENGINE_DEFAULTS.maxBatchedTokens),
     'max-num-seqs': String(ENGINE_DEFAULTS.maxNumSeqs), 'max-queue': String(ENGINE_DEFAULTS.maxQueue), 'max-body': `${DEFAULT_BODY_LIMIT / 2 ** 20}MiB`,
-    'shutdown-grace': '30', 'num-speculative-tokens': String(DEFAULT_NUM_SPECULATIVE_TOKENS), 'max-loras': String(DEFAULT_MAX_LORAS),
+    'shutdown-grace': '30', 'num-speculative-tokens': String(DEFAULT_NUM_SPECULATIVE_TOKENS),
+    'num-prediction-tokens': String(DEFAULT_NUM_PREDICTION_TOKENS), 'max-loras': String(DEFAULT_MAX_LORAS),
     'max-lora-rank': '64', 'jobs-threads': '1', 'guard-window': '64', 'swap-space': '4',
   }],
   ['plan', {

@@ -161,25 +161,29 @@ const PROBE_SHARE = 0.02;
 /** Whether generate() and the engine cap k by measured costs (FLOE_SPEC_COSTS=0 turns it off, for A/B runs). */
 export const SPEC_COSTS = process.env.FLOE_SPEC_COSTS !== '0';
 
-/** Solves the n × n system in the augmented rows A (Gaussian elimination with partial pivoting); NaN when singular. */
-function solve(A: number[][], n: number): number[] {
+/**
+ * Solves the n × n system held in `A` as n augmented rows of n + 1 (Gaussian elimination with partial pivoting),
+ * in place, into x[0..n); false when singular or not finite. No allocation: it runs once per decode step.
+ */
+function solveInPlace(A: Float64Array, n: number, x: Float64Array): boolean {
+  const w = n + 1;
   for (let c = 0; c < n; c++) {
     let piv = c;
-    for (let r = c + 1; r < n; r++) if (Math.abs(A[r]![c]!) > Math.abs(A[piv]![c]!)) piv = r;
-    if (!(Math.abs(A[piv]![c]!) > 0)) return new Array<number>(n).fill(NaN);
-    [A[c], A[piv]] = [A[piv]!, A[c]!];
+    for (let r = c + 1; r < n; r++) if (Math.abs(A[r * w + c]!) > Math.abs(A[piv * w + c]!)) piv = r;
+    if (!(Math.abs(A[piv * w + c]!) > 0)) return false;
+    if (piv !== c) for (let k = 0; k < w; k++) { const t = A[c * w + k]!; A[c * w + k] = A[piv * w + k]!; A[piv * w + k] = t; }
     for (let r = c + 1; r < n; r++) {
-      const q = A[r]![c]! / A[c]![c]!;
-      for (let k = c; k <= n; k++) A[r]![k] = A[r]![k]! - q * A[c]![k]!;
+      const q = A[r * w + c]! / A[c * w + c]!;
+      for (let k = c; k < w; k++) A[r * w + k] = A[r * w + k]! - q * A[c * w + k]!;
     }
   }
-  const x = new Array<number>(n).fill(0);
   for (let r = n - 1; r >= 0; r--) {
-    let v = A[r]![n]!;
-    for (let k = r + 1; k < n; k++) v -= A[r]![k]! * x[k]!;
-    x[r] = v / A[r]![r]!;
+    let v = A[r * w + n]!;
+    for (let k = r + 1; k < n; k++) v -= A[r * w + k]! * x[k]!;
+    x[r] = v / A[r * w + r]!;
+    if (!Number.isFinite(x[r]!)) return false;
   }
-  return x;
+  return true;
 }
 
 /**
@@ -211,6 +215,13 @@ export class SpecCosts {
   private readonly sx = new Float64Array(3);
   private readonly sxx = new Float64Array(9);
   private readonly sxy = new Float64Array(3);
+  // fit()'s scratch: centred moments, the augmented system, its solution, the variables still fitted
+  private readonly cov = new Float64Array(9);
+  private readonly covy = new Float64Array(3);
+  private readonly aug = new Float64Array(12);
+  private readonly coef = new Float64Array(3);
+  private readonly active = new Int32Array(3);
+  private readonly xs = new Float64Array(3); // observe()'s (rows, drafting, prompt)
   private b = 0; // seconds a row adds to a step
   private j = 0; // seconds a drafting sequence adds besides its rows (another kernel at 2 rows, the verify's own work)
   private p = 0; // seconds a prompt token (a chunk of prefill in the same step) adds
@@ -242,7 +253,8 @@ export class SpecCosts {
     if (plain) this.wantPlain = Math.max(0, this.wantPlain - 1);
     if (!(plain && this.lastDrafted)) { // a plain step just after a drafting one pays for that one's cache misses
       const w = plain ? PLAIN_WEIGHT : 1;
-      const x = [rows, draftingSeqs, promptTokens];
+      const x = this.xs;
+      x[0] = rows; x[1] = draftingSeqs; x[2] = promptTokens;
       // a step the OS or the collector stalled says nothing of what its rows cost: it counts at most STALL_CAP times
       // the fitted time (on floe-brown 1 step in 10 takes 1.3–9× the median of its row count)
       const y = this.fitted ? Math.min(stepSec, STALL_CAP * this.predict(rows, draftingSeqs, promptTokens)) : stepSec;
@@ -277,27 +289,37 @@ export class SpecCosts {
    * prompt chunks are in the window.
    */
   private fit(): void {
-    const W = this.sw, m = [0, 1, 2].map((i) => this.sx[i]! / W), my = this.sy / W;
-    const C = (i: number, k: number) => this.sxx[3 * i + k]! / W - m[i]! * m[k]!;
-    const Cy = (i: number) => this.sxy[i]! / W - m[i]! * my;
-    // no plain step, or too few drafting ones, in the window: one slow drafting step must not decide alone
-    if (!this.plainSeen || C(1, 1) < 1e-3 || this.draftW < MIN_DRAFTING_STEPS) return;
-    const ridge = [1e-6 * (C(0, 0) + C(1, 1)), 1e-6 * (C(0, 0) + C(1, 1)), 1e-6 * C(2, 2)]; // each in its own scale
-    let active = C(2, 2) > 1e-6 ? [0, 1, 2] : [0, 1];
-    let coef: number[] = [];
-    while (active.length > 0) {
-      const n = active.length;
-      const A = active.map((i) => [...active.map((k) => C(i, k) + (i === k ? ridge[i]! : 0)), Cy(i)]);
-      coef = solve(A, n);
-      if (coef.some((v) => !Number.isFinite(v))) return;
-      let worst = -1;
-      for (let i = 0; i < n; i++) if (coef[i]! < 0 && (worst < 0 || coef[i]! < coef[worst]!)) worst = i;
-      if (worst < 0) break;
-      active = active.filter((_, i) => i !== worst);
+    const W = this.sw, my = this.sy / W, C = this.cov, Cy = this.covy;
+    for (let i = 0; i < 3; i++) {
+      const mi = this.sx[i]! / W;
+      Cy[i] = this.sxy[i]! / W - mi * my;
+      for (let k = 0; k < 3; k++) C[3 * i + k] = this.sxx[3 * i + k]! / W - mi * (this.sx[k]! / W);
     }
-    const got = [0, 0, 0];
-    active.forEach((v, i) => { got[v] = coef[i]!; });
-    [this.b, this.j, this.p] = got as [number, number, number];
+    // no plain step, or too few drafting ones, in the window: one slow drafting step must not decide alone
+    if (!this.plainSeen || C[4]! < 1e-3 || this.draftW < MIN_DRAFTING_STEPS) return;
+    const ridgeRD = 1e-6 * (C[0]! + C[4]!), ridgeP = 1e-6 * C[8]!; // each in its own scale
+    const act = this.active, x = this.coef, A = this.aug;
+    let n = C[8]! > 1e-6 ? 3 : 2;
+    for (let i = 0; i < 3; i++) act[i] = i;
+    while (n > 0) {
+      for (let r = 0; r < n; r++) {
+        const i = act[r]!;
+        for (let c = 0; c < n; c++) A[r * (n + 1) + c] = C[3 * i + act[c]!]! + (r === c ? (i === 2 ? ridgeP : ridgeRD) : 0);
+        A[r * (n + 1) + n] = Cy[i]!;
+      }
+      if (!solveInPlace(A, n, x)) return;
+      let worst = -1;
+      for (let r = 0; r < n; r++) if (x[r]! < 0 && (worst < 0 || x[r]! < x[worst]!)) worst = r;
+      if (worst < 0) break;
+      for (let r = worst; r < n - 1; r++) act[r] = act[r + 1]!; // held at 0; the others refitted
+      n--;
+    }
+    this.b = 0; this.j = 0; this.p = 0;
+    for (let r = 0; r < n; r++) {
+      if (act[r] === 0) this.b = x[r]!;
+      else if (act[r] === 1) this.j = x[r]!;
+      else this.p = x[r]!;
+    }
     this.fitted = true;
   }
 

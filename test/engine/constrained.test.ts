@@ -988,15 +988,26 @@ test('inside a length-bounded string the mask memo keys counts that allow the sa
   assert.equal(misses(httpUrl, `"https://ex.com/${'a'.repeat(2000)}`), misses(httpUrl, '"https://ex.com/a')); // a longer path costs no miss
 });
 
+/** A random string schema's length keywords, and the patterns / formats it picks from. */
+interface StrSpec { lengths(int: (lo: number, hi: number) => number, r: () => number): object; kinds: readonly object[] }
+const KINDS = [{}, {}, { pattern: '^[a-z ]+$' }, { pattern: '^(?:ab|cde)*$' }, { pattern: '^a.{0,12}z$' }, { pattern: '^(?:[a-z]+@[a-z]+|x{3,9})$' }, { pattern: 'q' }, { format: 'email' }, { format: 'hostname' }];
+const NEAR_MAX: StrSpec = {
+  lengths: (int, r) => { const max = int(1, 60); const min = r() < 0.6 ? 0 : int(0, max); return { ...(min > 0 ? { minLength: min } : {}), maxLength: max }; },
+  kinds: KINDS,
+};
+// minLength up to 50 (reach is 15 here), maxLength none or up to 80 above it
+const NEAR_MIN: StrSpec = {
+  lengths: (int, r) => { const min = int(1, 50); return { minLength: min, ...(r() < 0.5 ? {} : { maxLength: min + int(0, 80) }) }; },
+  kinds: [...KINDS, { format: 'uri' }, { pattern: '^(?:abc)+$' }, { pattern: '^(?:[a-z ]+|[0-9]{1,5})$' }],
+};
+
 /** Random schemas with length-bounded strings (plain, pattern, format; in objects, arrays, anyOf, tool calls with and without response_format). */
-function boundedSchemas(r: () => number, n: number): { spec: ConstraintSpec; what: string }[] {
+function boundedSchemas(r: () => number, n: number, spec: StrSpec = NEAR_MAX): { spec: ConstraintSpec; what: string }[] {
   const int = (lo: number, hi: number): number => lo + Math.floor(r() * (hi - lo + 1));
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
   const str = (): object => {
-    const max = int(1, 60);
-    const min = r() < 0.6 ? 0 : int(0, max);
-    const kind = pick([{}, {}, { pattern: '^[a-z ]+$' }, { pattern: '^(?:ab|cde)*$' }, { pattern: '^a.{0,12}z$' }, { pattern: '^(?:[a-z]+@[a-z]+|x{3,9})$' }, { pattern: 'q' }, { format: 'email' }, { format: 'hostname' }]);
-    return { type: 'string', ...kind, ...(min > 0 ? { minLength: min } : {}), maxLength: max };
+    const lengths = spec.lengths(int, r);
+    return { type: 'string', ...pick(spec.kinds), ...lengths };
   };
   const value = (depth: number): object => {
     const k = depth > 1 ? 0 : int(0, 4);
@@ -1014,12 +1025,13 @@ function boundedSchemas(r: () => number, n: number): { spec: ConstraintSpec; wha
   });
 }
 
-test('near maxLength the masks filtered from the far one by code points read equal the walk over the vocabulary, on random schemas', () => {
+/** Random walks through random schemas' masks, each mask checked equal to the walk over the vocabulary; what was filtered, not walked. */
+function nearMasksAreWalks(seed: number, n: number, strs: StrSpec): { states: number; near: number; belowMin: number } {
   const cache = new ConstraintCache(tok, V, tok.eosIds);
-  const r = rand(2025);
+  const r = rand(seed);
   const quote = new Set([...Array(V).keys()].filter((id) => cache.table[id]?.includes(0x22)));
-  let states = 0, near = 0;
-  for (const { spec, what } of boundedSchemas(r, 48)) {
+  let states = 0, near = 0, belowMin = 0;
+  for (const { spec, what } of boundedSchemas(r, n, strs)) {
     let c;
     try { c = cache.get(spec); } catch (e) { if (e instanceof SchemaError) continue; throw e; } // bounds no string of the pattern meets
     const g = c.grammar;
@@ -1044,8 +1056,34 @@ test('near maxLength the masks filtered from the far one by code points read equ
       }
     }
     near += c.stats.near;
+    belowMin += c.stats.belowMin;
   }
+  return { states, near, belowMin };
+}
+
+test('near maxLength the masks filtered from the far one by code points read equal the walk over the vocabulary, on random schemas', () => {
+  const { states, near } = nearMasksAreWalks(2025, 48, NEAR_MAX);
   assert.ok(states > 3000 && near > 300, `${states} states, ${near} near maxLength`);
+});
+
+test('below minLength the masks filtered from the one at minLength by code points read equal the walk over the vocabulary, on random schemas', () => {
+  const { states, belowMin } = nearMasksAreWalks(2026, 64, NEAR_MIN);
+  assert.ok(states > 3000 && belowMin > 200, `${states} states, ${belowMin} below minLength`);
+  // the counts within reach of minLength filter the mask at minLength (each was a walk over the vocabulary): a plain
+  // string walks it at the start, once for the counts far below minLength and once at it; a URI as without lengths
+  const cache = new ConstraintCache(tok, V, tok.eosIds);
+  const walks = (schema: object, text: string): { misses: number; near: number; belowMin: number } => {
+    const c = cache.get({ kind: 'json_schema', schema });
+    let st: unknown = c.grammar.start;
+    for (const b of Buffer.from(text, 'utf8')) { c.mask(st); st = c.grammar.step(st, b); }
+    return c.stats;
+  };
+  const url = `"https://ex.com/${'a'.repeat(200)}`;
+  for (const schema of [{ type: 'string', minLength: 200 }, { type: 'string', minLength: 200, maxLength: 300 }, { type: 'string', format: 'uri', minLength: 100 }]) {
+    const s = walks(schema, 'format' in schema ? url : `"${'a'.repeat(220)}`);
+    const want = 'format' in schema ? walks({ type: 'string', format: 'uri' }, url).misses + 1 : 3;
+    assert.ok(s.belowMin >= cache.index.reach && s.misses - s.near === want, `${JSON.stringify(schema)}: ${JSON.stringify(s)}, ${want} walks expected`);
+  }
 });
 const pick = <T>(xs: readonly T[], r: () => number): T => xs[Math.floor(r() * xs.length)]!;
 

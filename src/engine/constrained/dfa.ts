@@ -516,6 +516,23 @@ export class ContinuationLengths {
     return n;
   }
 
+  private over = -1;
+  /**
+   * The most, over states a string can still end from (shortest ≥ 0) and lengths L ≥ 1, by which the shortest accepted
+   * continuation at least L long exceeds L: max next(q, L) - L (Infinity where some such state has no continuation of
+   * some length). Below minLength, every such state is live once maxLength - minLength ≥ overshoot (token-mask's
+   * filter near minLength). For L ≥ j the excess repeats with period p: lengths 1 … j + p decide it.
+   */
+  get overshoot(): number {
+    if (this.over >= 0) return this.over;
+    let g = 0;
+    for (let q = 0; q < this.shortest.length && g < Infinity; q++) {
+      if (this.shortest[q]! < 0) continue;
+      for (let L = 1; L <= this.j + this.p && g < Infinity; L++) g = Math.max(g, this.next(q, L) - L);
+    }
+    return (this.over = g);
+  }
+
   /** Whether a string at q with `n` code points so far can still end accepted with min ≤ its length ≤ max. */
   live(q: number, n: number, min: number, max: number): boolean {
     if (n > max) return false;

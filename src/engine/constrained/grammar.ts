@@ -19,18 +19,23 @@ export interface ByteGrammar<S = unknown> {
   free?(s: S): boolean;
   /** The state after a special token (no bytes) whose text is `text`, or null where it may not come (absent: never). */
   special?(s: S, text: string): S | null;
-  /** Where the state is one length-bounded string's text near its maxLength, and nothing else (token-mask's length filter). */
+  /** Where the state is one length-counted string's text near its minLength or maxLength, and nothing else (token-mask's length filter). */
   nearBound?(s: S, reads: Uint8Array): NearBound<S> | null;
 }
 
 /**
- * A state inside a string past its minLength with fewer code points `left` to its maxLength than tokens can read:
- * `far`, the same state where more are left (its mask holds this one's, as every check of a length is one of room
- * left), the string's text phase `ph` and `slack`, the most code points any state of its automaton still needs to end.
- * A token `far` takes that reads c code points from `ph` (textReadsFrom) fits here where c + slack ≤ left, and does
- * not where c > left; between the two it has to be stepped.
+ * A state inside a length-counted string whose mask depends on its count: `far`, the same state at a count whose mask
+ * holds this one's, the string's text phase `ph`, the code points `left` to maxLength (Infinity: none) and `need` to
+ * minLength (0: past it), and `slack`, the most code points any state of its automaton still needs to end. A token
+ * `far` takes that reads c code points from `ph` (textReadsFrom) fits here where c + slack ≤ left, and does not where
+ * c > left, or where it closes the string with c < need; between the two it has to be stepped.
+ *  - Near maxLength (past minLength, fewer left than tokens read): `far` has more left; every check of a length is
+ *    one of room left, so its mask holds this one's.
+ *  - Below minLength, near it: `far` is at minLength, where the quote may come. Where maxLength - minLength ≥
+ *    reach + slack and ≥ the automaton's overshoot, a token fits at both or at neither but for the quote, which here
+ *    needs c ≥ need (ContinuationLengths.overshoot).
  */
-export interface NearBound<S> { readonly far: S; readonly ph: number; readonly left: number; readonly slack: number }
+export interface NearBound<S> { readonly far: S; readonly ph: number; readonly left: number; readonly need: number; readonly slack: number }
 
 type LitNode = Extract<Node, { t: 'literal' }>;
 type ObjNode = Extract<Node, { t: 'object' }>;
@@ -175,6 +180,18 @@ export function textReadsFrom(bytes: Uint8Array, ph0: number): number {
     ph = next;
   }
   return c;
+}
+
+/** Whether these bytes, read as a string's text from phase ph0, reach its closing quote. */
+export function textCloses(bytes: Uint8Array, ph0: number): boolean {
+  let ph = ph0;
+  for (let i = 0; i < bytes.length; i++) {
+    const next = textPhase(ph, bytes[i]!);
+    if (next === CLOSE) return true;
+    if (next < 0) return false;
+    ph = next;
+  }
+  return false;
 }
 
 /** Props the next key may name: from i up to and including the first required one. */
@@ -440,17 +457,27 @@ export class JsonGrammar implements ByteGrammar<JsonState> {
   maskKey(s: JsonState, reads: Uint8Array): string { return this.key(this.alike(s, reads)); }
 
   /**
-   * One parse inside a length-counted string past minLength with fewer than reach + deepest code points left (reach:
-   * the most a token reads): the same state at max(minLength, maxLength - reach - deepest) code points, whose mask is
-   * the one alike() gives every count further from the bound.
+   * One parse inside a length-counted string (reach: the most code points a token reads):
+   *  - past minLength with fewer than reach + deepest code points left: the same state at max(minLength, maxLength -
+   *    reach - deepest) code points, whose mask is the one alike() gives every count further from the bound;
+   *  - below minLength at a count alike() keeps as its own (the quote or the lengths' cycle within reach), where
+   *    maxLength - minLength ≥ max(reach + deepest, overshoot): the same state at minLength.
    */
   nearBound(s: JsonState, reads: Uint8Array): NearBound<JsonState> | null {
     const st = s.length === 1 ? s[0]! : null;
     if (st === null || st.f.k !== 'rstr') return null;
     const f = st.f, node = f.node, lens = node.lens;
-    if (lens === undefined || node.max === Infinity || f.n < node.min) return null;
-    const far = Math.max(node.min, node.max - (reads.length - 1) - lens.deepest);
+    if (lens === undefined) return null;
+    const reach = reads.length - 1;
+    if (f.n < node.min) {
+      if (f.n + reach < node.min && node.min - f.n - reach >= lens.j) return null; // alike() shares this count's mask
+      const gap = node.max - node.min;
+      if (gap < reach + lens.deepest || lens.overshoot === Infinity || gap < lens.overshoot) return null;
+      return { far: [push({ ...f, n: node.min }, st.p)], ph: f.ph, left: node.max - f.n, need: node.min - f.n, slack: lens.deepest };
+    }
+    if (node.max === Infinity) return null;
+    const far = Math.max(node.min, node.max - reach - lens.deepest);
     if (f.n <= far) return null;
-    return { far: [push({ ...f, n: far }, st.p)], ph: f.ph, left: node.max - f.n, slack: lens.deepest };
+    return { far: [push({ ...f, n: far }, st.p)], ph: f.ph, left: node.max - f.n, need: 0, slack: lens.deepest };
   }
 }

@@ -3,7 +3,7 @@
 //
 // V vocab (the model's logits row), W = ceil(V / 32) bitset words.
 
-import { textReads, textReadsFrom, type ByteGrammar, type NearBound } from './grammar.js';
+import { textCloses, textReads, textReadsFrom, type ByteGrammar, type NearBound } from './grammar.js';
 
 /** What the masker reads of a tokenizer. */
 export interface TokenVocab {
@@ -92,15 +92,18 @@ export class TokenIndex {
     this.words = Math.ceil(vocabSize / 32);
   }
 
-  private readonly readsBy = new Map<number, Uint16Array>();
-  /** (V) the code points each token reads of a string's text from phase `ph` (textReadsFrom; 0xffff: none, no string text or no bytes). */
-  readsFrom(ph: number): Uint16Array {
+  private readonly readsBy = new Map<number, TextReads>();
+  /** What each token reads of a string's text from phase `ph`. */
+  readsFrom(ph: number): TextReads {
     let r = this.readsBy.get(ph);
     if (r) return r;
-    r = new Uint16Array(this.vocabSize).fill(0xffff);
+    r = { reads: new Uint16Array(this.vocabSize).fill(0xffff), closes: new Uint8Array(this.vocabSize) };
     for (let t = 0; t < this.ids.length; t++) {
-      const c = textReadsFrom(this.bytes[t]!, ph);
-      if (c >= 0) r[this.ids[t]!] = Math.min(c, 0xfffe);
+      const b = this.bytes[t]!, id = this.ids[t]!;
+      const c = textReadsFrom(b, ph);
+      if (c < 0) continue;
+      r.reads[id] = Math.min(c, 0xfffe);
+      r.closes[id] = textCloses(b, ph) ? 1 : 0;
     }
     this.readsBy.set(ph, r);
     return r;
@@ -136,6 +139,9 @@ export class TokenIndex {
   }
 }
 
+/** Per token id (V): the code points it reads of a string's text (textReadsFrom; 0xffff: none, no string text or no bytes), and 1 where it closes the string. */
+export interface TextReads { readonly reads: Uint16Array; readonly closes: Uint8Array }
+
 const MEMO_BYTES = 16 << 20; // mask memory kept per compiled constraint (1024 masks at vocab 128K, 4096 at most)
 
 /** A state's allowed tokens: the bitset (W), and the ids themselves when few (then masking is fill + restore). */
@@ -145,7 +151,7 @@ export interface Mask { readonly bits: Uint32Array; readonly ids: Int32Array | n
 export class CompiledConstraint<S = unknown> {
   private readonly memo = new Map<string, Mask>();
   readonly saved: Float32Array; // (V) scratch: the allowed logits while a row is filled with -Infinity
-  stats = { hits: 0, misses: 0, near: 0 }; // near: misses filtered from a far mask (nearMask), not walked
+  stats = { hits: 0, misses: 0, near: 0, belowMin: 0, stepped: 0 }; // near: misses filtered from a far mask (nearMask), not walked; belowMin: those below minLength; stepped: tokens nearMask stepped
 
   constructor(readonly grammar: ByteGrammar<S>, readonly index: TokenIndex, readonly table: readonly (Uint8Array | null)[], readonly eosIds: readonly number[],
     readonly specials: ReadonlyMap<number, string> = new Map()) { // special tokens (EOS aside) by id: their text, for grammar.special
@@ -178,14 +184,15 @@ export class CompiledConstraint<S = unknown> {
   }
 
   /**
-   * Near a string's maxLength, where each count left is a mask key of its own: the far state's mask (memoized, one for
-   * every count further out) filtered by the code points each token reads, rather than a walk over the vocabulary.
+   * Near a string's minLength or maxLength, where each count is a mask key of its own: the far state's mask (memoized,
+   * one for every such count) filtered by the code points each token reads, rather than a walk over the vocabulary.
    * Tokens whose fit depends on where the automaton goes are stepped (none for a string without pattern or format).
    */
   private nearMask(state: S, near: NearBound<S>): Uint32Array {
     this.stats.near++;
+    if (near.need > 0) this.stats.belowMin++;
     const far = this.mask(near.far).bits;
-    const reads = this.index.readsFrom(near.ph);
+    const { reads, closes } = this.index.readsFrom(near.ph);
     const sure = near.left - near.slack;
     const bits = new Uint32Array(this.index.words);
     for (let w = 0; w < far.length; w++) {
@@ -194,7 +201,12 @@ export class CompiledConstraint<S = unknown> {
         x ^= low;
         const id = (w << 5) | (31 - Math.clz32(low));
         const c = reads[id]!;
-        if (c <= sure || (c <= near.left && this.fits(state, id))) bits[w]! |= low;
+        if (c === 0xffff || (c < near.need && closes[id] === 1)) continue; // a special token (mask() adds those), the quote before minLength
+        if (c <= sure) bits[w]! |= low;
+        else if (c <= near.left) {
+          this.stats.stepped++;
+          if (this.fits(state, id)) bits[w]! |= low;
+        }
       }
     }
     return bits;

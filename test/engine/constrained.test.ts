@@ -1087,7 +1087,23 @@ test('below minLength the masks filtered from the one at minLength by code point
 });
 const pick = <T>(xs: readonly T[], r: () => number): T => xs[Math.floor(r() * xs.length)]!;
 
+test("near a URI's maxLength a token is stepped only where a %-escape could leave it short of the bound, not the scheme's 9 code points", () => {
+  const cache = new ConstraintCache(tok, V, tok.eosIds);
+  const httpUrl = (PYDANTIC.link as { properties: { url: object } }).properties.url;
+  const c = cache.get({ kind: 'json_schema', schema: httpUrl });
+  const g = c.grammar as JsonGrammar;
+  let st: JsonState | null = g.start;
+  for (const b of Buffer.from(`"https://ex.com/${'a'.repeat(2083 - 15)}`, 'utf8')) { c.mask(st!); st = g.step(st!, b); }
+  const f = st![0]!.f as { node: { lens: ContinuationLengths }; q: number };
+  assert.deepEqual([f.node.lens.deepest, f.node.lens.deepestFrom[f.q]], [9, 2]); // 'http://aa' from the start; '%' and 2 hex digits in the path
+  // a token reading c code points is stepped at most where c + 2 > left ≥ c: twice on the way to the bound (it was 9 times)
+  let inPath = 0;
+  for (const w of c.mask(feed(g, `"https://ex.com/${'a'.repeat(100)}`)!).bits) inPath += popcount(w);
+  assert.ok(c.stats.near > cache.index.reach && c.stats.stepped <= 2 * inPath, `${JSON.stringify(c.stats)}, ${inPath} tokens in the path's mask`);
+});
+
 const ONE = Uint8Array.of(1, 1); // as if no token read more than one code point
+function popcount(x: number): number { let n = 0; for (; x !== 0; x &= x - 1) n++; return n; }
 function sameBits(a: Uint32Array, b: Uint32Array): boolean { return a.every((x, i) => x === b[i]); }
 
 test('string length is counted in code points as ajv counts them: an escape is one, a character beyond the BMP is one', () => {

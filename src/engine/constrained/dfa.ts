@@ -412,6 +412,7 @@ export class ContinuationLengths {
     private readonly runs: Int32Array, // (2 · runs) [a, b]: k in a..b are lengths of the state, sorted
     readonly shortest: Int32Array, // (states) next(q, 0); -1: none
     readonly deepest: number, // the longest of the shortest: max over q of shortest[q]
+    readonly deepestFrom: Int32Array, // (states) max of shortest[u] over the u reachable from q (q too) a string can end from; -1: none
   ) {}
 
   /**
@@ -468,7 +469,21 @@ export class ContinuationLengths {
       }
     }
     first[n] = runs.length;
-    return new ContinuationLengths(j, Math.max(1, T - j), first, Int32Array.from(runs), shortest, Math.max(0, ...shortest));
+    // deepestFrom: the states by falling shortest, each giving its value to the states that reach it and have none yet
+    // (those that have one reach a deeper state, and so do the states that reach them)
+    const into: number[][] = Array.from({ length: n }, () => []);
+    succ.forEach((ts, q) => { for (const t of ts) into[t]!.push(q); });
+    const deepestFrom = new Int32Array(n).fill(-1);
+    const order = [...shortest.keys()].filter((q) => shortest[q]! >= 0).sort((a, b) => shortest[b]! - shortest[a]!);
+    for (const u of order) {
+      if (deepestFrom[u]! >= 0) continue;
+      deepestFrom[u] = shortest[u]!;
+      const stack = [u];
+      while (stack.length > 0) {
+        for (const q of into[stack.pop()!]!) if (deepestFrom[q]! < 0) { deepestFrom[q] = shortest[u]!; stack.push(q); }
+      }
+    }
+    return new ContinuationLengths(j, Math.max(1, T - j), first, Int32Array.from(runs), shortest, Math.max(0, ...shortest), deepestFrom);
   }
 
   /** The least accepted continuation length ≥ L from q (Infinity: none). */

@@ -26,7 +26,8 @@ export interface ByteGrammar<S = unknown> {
 /**
  * A state inside a length-counted string whose mask depends on its count: `far`, the same state at a count whose mask
  * holds this one's, the string's text phase `ph`, the code points `left` to maxLength (Infinity: none) and `need` to
- * minLength (0: past it), and `slack`, the most code points any state of its automaton still needs to end. A token
+ * minLength (0: past it), and `slack`, the most code points any state its automaton can reach from here still needs to
+ * end (ContinuationLengths.deepestFrom: in a URI's path 2, for a %-escape, where its start's 'http://aa' is 9). A token
  * `far` takes that reads c code points from `ph` (textReadsFrom) fits here where c + slack ≤ left, and does not where
  * c > left, or where it closes the string with c < need; between the two it has to be stepped.
  *  - Near maxLength (past minLength, fewer left than tokens read): `far` has more left; every check of a length is
@@ -461,7 +462,8 @@ export class JsonGrammar implements ByteGrammar<JsonState> {
    *  - past minLength with fewer than reach + deepest code points left: the same state at max(minLength, maxLength -
    *    reach - deepest) code points, whose mask is the one alike() gives every count further from the bound;
    *  - below minLength at a count alike() keeps as its own (the quote or the lengths' cycle within reach), where
-   *    maxLength - minLength ≥ max(reach + deepest, overshoot): the same state at minLength.
+   *    maxLength - minLength ≥ max(reach + slack, overshoot): the same state at minLength.
+   * slack: the deepest shortest ending among the automaton states reachable from this one.
    */
   nearBound(s: JsonState, reads: Uint8Array): NearBound<JsonState> | null {
     const st = s.length === 1 ? s[0]! : null;
@@ -469,15 +471,16 @@ export class JsonGrammar implements ByteGrammar<JsonState> {
     const f = st.f, node = f.node, lens = node.lens;
     if (lens === undefined) return null;
     const reach = reads.length - 1;
+    const slack = lens.deepestFrom[f.q]!;
     if (f.n < node.min) {
       if (f.n + reach < node.min && node.min - f.n - reach >= lens.j) return null; // alike() shares this count's mask
       const gap = node.max - node.min;
-      if (gap < reach + lens.deepest || lens.overshoot === Infinity || gap < lens.overshoot) return null;
-      return { far: [push({ ...f, n: node.min }, st.p)], ph: f.ph, left: node.max - f.n, need: node.min - f.n, slack: lens.deepest };
+      if (gap < reach + slack || lens.overshoot === Infinity || gap < lens.overshoot) return null;
+      return { far: [push({ ...f, n: node.min }, st.p)], ph: f.ph, left: node.max - f.n, need: node.min - f.n, slack };
     }
     if (node.max === Infinity) return null;
     const far = Math.max(node.min, node.max - reach - lens.deepest);
     if (f.n <= far) return null;
-    return { far: [push({ ...f, n: far }, st.p)], ph: f.ph, left: node.max - f.n, need: 0, slack: lens.deepest };
+    return { far: [push({ ...f, n: far }, st.p)], ph: f.ph, left: node.max - f.n, need: 0, slack };
   }
 }

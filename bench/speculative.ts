@@ -3,7 +3,7 @@
 //
 // usage: node --import tsx bench/speculative.ts [--parts text,verify,bounds] [--quick] [--threads N] [--out FILE]
 //          text:   [--target models/floe-brown] [--draft models/floe-brown-draft] [--modes draft,ngram,suffix]
-//                  [--text-k 4] [--max-tokens 128] [--prompts 4] [--text-rounds 1]
+//                  [--text-k 4] [--max-tokens 128] [--prompts 4] [--text-rounds 1] [--ab-costs]
 //          verify, bounds: [--shape 1b] [--formats q8_0,fp8,bf16] [--k 1,2,...,8] [--context 256] [--reps 7] [--decode 64]
 // See bench/README.md. T tokens, V vocab, C context tokens, k proposed tokens per step.
 
@@ -48,6 +48,7 @@ interface Options {
   maxTokens: number;
   prompts: number;
   textRounds: number; // each prompt's runs (plain, then every mode) repeated in turn, times summed
+  abCosts: boolean; // each mode also runs with k by the timing-free rule (speculativeCosts: false) as `MODE-h`, in the same rounds
   shape: string;
   formats: Format[];
   ks: number[];
@@ -60,7 +61,7 @@ function parseArgs(argv: readonly string[]): Options {
   const o: Options = {
     parts: ['text', 'verify', 'bounds'], quick: false, threads: os.availableParallelism(), out: null,
     target: path.join(ROOT, 'models', 'floe-brown'), draft: path.join(ROOT, 'models', 'floe-brown-draft'), modes: ['draft', 'ngram', 'suffix'],
-    textK: 4, maxTokens: 128, prompts: 4, textRounds: 1,
+    textK: 4, maxTokens: 128, prompts: 4, textRounds: 1, abCosts: false,
     shape: '1b', formats: ['q8_0', 'fp8', 'bf16'], ks: [1, 2, 3, 4, 5, 6, 7, 8], context: 256, reps: 7, decode: 64,
   };
   const set = new Set<string>();
@@ -93,6 +94,7 @@ function parseArgs(argv: readonly string[]): Options {
       case '--max-tokens': o.maxTokens = posInt(v, a); i++; break;
       case '--prompts': o.prompts = posInt(v, a); i++; break;
       case '--text-rounds': o.textRounds = posInt(v, a); i++; break;
+      case '--ab-costs': o.abCosts = true; break;
       case '--shape': o.shape = v!; i++; break;
       case '--formats': o.formats = oneOf(list(v, a), ['q8_0', 'fp8', 'bf16'] as const, a); i++; break;
       case '--k': o.ks = list(v, a).map((s) => posInt(s, a)); i++; break;
@@ -262,11 +264,12 @@ interface GenRun {
 }
 
 /** Greedy generation of exactly `maxTokens` tokens (no stop tokens), speculating with `spec` when given. */
-function greedy(model: LlamaModel, prompt: readonly number[], maxTokens: number, spec?: SpeculativeSpec, k?: number): GenRun {
+function greedy(model: LlamaModel, prompt: readonly number[], maxTokens: number, spec?: SpeculativeSpec, k?: number, costs?: boolean): GenRun {
   const c0 = process.cpuUsage();
   const r: GenerateResult = generate(model, prompt, {
     maxTokens, sampling: { temperature: 0 }, stopTokenIds: [],
     ...(spec === undefined ? {} : { speculative: spec, numSpeculativeTokens: k }),
+    ...(costs === undefined ? {} : { speculativeCosts: costs }),
   });
   const c = process.cpuUsage(c0);
   const s = r.timings.speculative;
@@ -311,7 +314,7 @@ function textPrompts(n: number): Record<Workload, string[]> {
 interface TextRow {
   workload: Workload;
   prompt: number;
-  mode: 'none' | TextMode;
+  mode: 'none' | TextMode | `${TextMode}-h`; // -h: k by the timing-free rule (--ab-costs)
   k: number;
   prompt_tokens: number;
   generated: number;
@@ -349,9 +352,14 @@ async function partText(o: Options, result: Record<string, unknown>): Promise<vo
         const base = greedy(t.model, ids, o.maxTokens);
         rows.push(row('none', base, null));
         for (const m of o.modes) {
-          const r = greedy(t.model, ids, o.maxTokens, specOf(m), o.textK);
-          rows.push(row(m, r, base));
-          if (firstDiff(r.ids, base.ids) >= 0) log(`text ${w} #${i} ${m}: greedy output differs from the run without speculation at token ${firstDiff(r.ids, base.ids)}`);
+          // --ab-costs: the twins in turn, each first in every other round
+          const twins: [TextRow['mode'], boolean | undefined][] = o.abCosts ? [[m, true], [`${m}-h`, false]] : [[m, undefined]];
+          if (round % 2 === 1) twins.reverse();
+          for (const [label, costs] of twins) {
+            const r = greedy(t.model, ids, o.maxTokens, specOf(m), o.textK, costs);
+            rows.push(row(label, r, base));
+            if (firstDiff(r.ids, base.ids) >= 0) log(`text ${w} #${i} ${label}: greedy output differs from the run without speculation at token ${firstDiff(r.ids, base.ids)}`);
+          }
         }
         if (i === 0 && round === 0) log(`text ${w} #0: ${JSON.stringify(tok.decode(base.ids).slice(0, 160))}`);
       }
@@ -367,7 +375,7 @@ async function partText(o: Options, result: Record<string, unknown>): Promise<vo
     const base = rows.filter((r) => r.workload === w && r.mode === 'none');
     const baseTps = sum(base, (r) => r.generated) / (sum(base, (r) => r.prompt_ms + r.decode_ms) / 1000);
     const baseDec = sum(base, (r) => r.generated) / (sum(base, (r) => r.decode_ms) / 1000);
-    for (const m of o.modes) {
+    for (const m of o.modes.flatMap((x): TextRow['mode'][] => (o.abCosts ? [x, `${x}-h`] : [x]))) {
       const rs = rows.filter((r) => r.workload === w && r.mode === m);
       const proposed = sum(rs, (r) => r.proposed), accepted = sum(rs, (r) => r.accepted);
       const e2e = sum(rs, (r) => r.generated) / (sum(rs, (r) => r.prompt_ms + r.decode_ms) / 1000);

@@ -347,6 +347,10 @@ async function partText(o: Options, result: Record<string, unknown>): Promise<vo
         proposed: r.proposed, accepted: r.accepted, identical: base === null || firstDiff(r.ids, base.ids) < 0,
       });
       greedy(t.model, ids.slice(0, 8), 4); // warm-up
+      // and each mode (twin) once, short, before the first timed round: the first speculative call of a process pays
+      // for compiling the proposer, the adaptive k and the verifier (+35-50 ms on floe-brown, 3-5% of a workload's
+      // decode time), which would fall on whichever twin runs first
+      if (i === 0) for (const m of o.modes) for (const c of o.abCosts ? [true, false] : [undefined]) greedy(t.model, ids, 16, specOf(m), o.textK, c);
       // rounds in turn (plain, then every mode), so that a change in the host's speed hits all of them alike
       for (let round = 0; round < o.textRounds; round++) {
         const base = greedy(t.model, ids, o.maxTokens);

@@ -151,8 +151,11 @@ const POOL_DECAY = 0.99;
 const POOL_IDLE_DECAY = 0.998; // per step: ~1,000 steps without verifies take a full pool below POOL_MIN
 const POOL_MIN = 8;
 const PRIOR_POSITIONS = 4;
-/** Drafting steps (with forgetting) SpecCosts' fit needs in its window before it is trusted or refitted. */
+/** Drafting steps (with forgetting) SpecCosts' fit needs in its window before it is first trusted. */
 const MIN_DRAFTING_STEPS = 3;
+/** Bounds on the steps without any drafting step after which a fitted SpecCosts asks a paused sequence to probe. */
+const STALE_MIN = 8;
+const STALE_MAX = 128;
 /** A step's time counts at most this many times the fitted time in SpecCosts' fit (stalls are not row costs). */
 const STALL_CAP = 1.5;
 /** The share of tokens a paused sequence's probes may cost (SpecCosts.probePause). */
@@ -229,6 +232,7 @@ export class SpecCosts {
   private sincePlain = PLAIN_EVERY - PLAIN_FIRST; // steps since the last plain one fitted (the first after PLAIN_FIRST)
   private plainSeen = false;
   private wantPlain = 0; // plain steps the loop is asked for
+  private sinceDraft = 0; // steps since the last one with draft rows
   private lastDrafted = false; // the last step had draft rows
   private draftSec = 0; private drafted = 0; private draftSeqs = 0; // the proposer's time, its tokens, the sequences it drafted for
   private outSec = 0; private outTok = 0;
@@ -271,6 +275,7 @@ export class SpecCosts {
       this.fit();
     }
     this.lastDrafted = !plain;
+    this.sinceDraft = plain ? this.sinceDraft + 1 : 0;
     if (this.sincePlain >= PLAIN_EVERY && this.wantPlain === 0) this.wantPlain = 2;
     if (drafted > 0) {
       this.draftSec = f * this.draftSec + proposeSec;
@@ -295,8 +300,10 @@ export class SpecCosts {
       Cy[i] = this.sxy[i]! / W - mi * my;
       for (let k = 0; k < 3; k++) C[3 * i + k] = this.sxx[3 * i + k]! / W - mi * (this.sx[k]! / W);
     }
-    // no plain step, or too few drafting ones, in the window: one slow drafting step must not decide alone
-    if (!this.plainSeen || C[4]! < 1e-3 || this.draftW < MIN_DRAFTING_STEPS) return;
+    // no plain step, or too few drafting ones before the first fit: one slow drafting step must not decide alone.
+    // Once fitted, any drafting step refits (a stall counts at most STALL_CAP times the fitted time), so that the
+    // rare probes of paused sequences correct a fit that says nothing pays
+    if (!this.plainSeen || C[4]! < 1e-3 || (!this.fitted && this.draftW < MIN_DRAFTING_STEPS)) return;
     const ridgeRD = 1e-6 * (C[0]! + C[4]!), ridgeP = 1e-6 * C[8]!; // each in its own scale
     const act = this.active, x = this.coef, A = this.aug;
     let n = C[8]! > 1e-6 ? 3 : 2;
@@ -346,6 +353,16 @@ export class SpecCosts {
    * PLAIN_EVERY, unless drafts are kept so often (pooled acceptance ≥ PLAIN_SKIP) that the fit has nothing to decide.
    */
   wantsPlain(): boolean { return this.wantPlain > 0 && !((this.acceptance() ?? 0) >= PLAIN_SKIP); }
+
+  /**
+   * Whether a paused sequence should probe now (draft one token, whatever its pause): no step has had draft rows for
+   * probePause() steps (within [STALE_MIN, STALE_MAX]). Sequences shorter than their pause never reach their own
+   * probe, and a fit that says nothing pays (fitted on steps the JIT or a stall slowed) would then never meet a
+   * drafting step again: every later sequence would start paused and decode plainly for good.
+   */
+  wantsProbe(): boolean {
+    return this.fitted && this.sinceDraft >= Math.max(STALE_MIN, Math.min(STALE_MAX, this.probePause()));
+  }
 
   /** A verify step's outcome, pooled over the sequences: the acceptance new sequences start from. */
   noteAcceptance(proposed: number, accepted: number): void {
@@ -469,7 +486,7 @@ export class AdaptiveK {
 
   /** k for the next decode step: 0 while paused. No side effect (a scheduler may ask more than once). */
   next(): number {
-    if (this.paused > 0) return 0;
+    if (this.paused > 0) return this.costs?.wantsProbe() ? 1 : 0; // no sequence has drafted for long: a probe keeps the costs measured
     if (this.probing) return 1;
     return this.pays() ?? this.k;
   }
@@ -536,6 +553,7 @@ export class AdaptiveK {
     if (pays !== null) { // measured costs decide, and a long run of misses (twice the streak) stops what they misjudge
       this.misses = accepted > 0 ? 0 : this.misses + 1;
       this.k = Math.max(1, pays);
+      if (pays > 0) this.paused = 0; // a probe asked by the costs (wantsProbe) found drafts paying again
       if (pays === 0 || this.misses >= 2 * this.missStreak) {
         this.misses = 0;
         this.pause();

@@ -305,6 +305,41 @@ test('SpecCosts under steady arrivals: steps that carry prompt chunks fit b, j a
   assert.ok(Math.abs(q.row - e.row) < 1e-12 && Math.abs(q.jump - e.jump) < 1e-12 && e.rate < 0.8 * q.rate, JSON.stringify([q, e]));
 });
 
+test('adaptive k with measured costs: a fit that says nothing pays is probed and corrected, though every sequence is shorter than its pause', () => {
+  // a sequence's first drafting steps ran 5× slow (the JIT compiling the proposer and the verifier, or a stall)
+  // after 100 plain steps: nothing pays
+  const costs = new SpecCosts();
+  for (let i = 0; i < 100; i++) costs.observe(1, 0.001, 0, 0, 1, 0);
+  for (let i = 0; i < 4; i++) costs.observe(3, 0.005, 0, 2, 1, 1);
+  assert.equal(costs.best(0.95, 4), 0, 'fitted on the slow steps, no k pays even at 95% acceptance');
+  // then 40 sequences of 64 steps, each shorter than the 128-step pause a sequence starts with when its pool pays
+  // for nothing; true costs: a row adds a tenth of a plain step, drafts are kept 90% of the time
+  let seed = 12345;
+  const rnd = (): number => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const drafting: number[] = [];
+  for (let s = 0; s < 40; s++) {
+    const ak = new AdaptiveK(4, 6, 8, 128, 3, costs);
+    let n = 0;
+    for (let i = 0; i < 64; i++) {
+      const k = ak.next();
+      if (k > 0) {
+        let a = 0;
+        while (a < k && rnd() < 0.9) a++;
+        ak.update(k, a);
+        costs.observe(1 + k, 0.001 + 0.0001 * k, 0, k, a + 1, 1);
+        n++;
+      } else {
+        ak.tick();
+        costs.observe(1, 0.001, 0, 0, 1, 0);
+      }
+    }
+    drafting.push(n);
+  }
+  const late = drafting.slice(-10);
+  assert.ok(late.every((n) => n >= 48), `the last 10 sequences draft on most of their 64 steps: ${drafting}`);
+  assert.ok((costs.best(0.9, 4) ?? 0) >= 3, `the fit was corrected: ${JSON.stringify(costs.costs())}`);
+});
+
 test('adaptive k with measured costs: a new sequence starts from the pooled acceptance, paused where it pays for nothing, until the pool fades', () => {
   // costs where a drafting step takes 1.9 plain steps (a draft model on a small target)
   const costs = new SpecCosts();
@@ -328,10 +363,13 @@ test('adaptive k with measured costs: a new sequence starts from the pooled acce
   assert.equal(ks[128], 1, 'then probes with one k = 1 step');
   assert.equal(ks[129], 0, 'a probe that keeps nothing pauses again');
   // steps without verifies fade the pool: after ~1,000 a new sequence probes after the probe pause again
+  costs.observe(2, 0.0013, 0.0006, 1, 1, 1); // (a drafting step: the costs are not stale)
   for (let i = 0; i < 1300; i++) costs.observe(1, 0.001, 0, 0, 1, 0);
   assert.equal(costs.acceptance(), null, 'the pool has faded');
   const again = new AdaptiveK(4, 6, 8, 128, 3, costs);
   const wait2 = Math.max(8, Math.min(128, costs.probePause()));
+  assert.equal(again.next(), 1, 'no step has drafted for 1,300 steps: a paused sequence probes at once (SpecCosts.wantsProbe)');
+  costs.observe(2, 0.0013, 0.0006, 1, 1, 1);
   const ks2: number[] = [];
   for (let i = 0; i <= wait2; i++) { const k = again.next(); ks2.push(k); if (k > 0) again.update(k, 0); else again.tick(); }
   assert.ok(wait2 < 100 && ks2.indexOf(1) === wait2, `a new sequence probes after the probe pause (${wait2}), not 128 steps: ${ks2}`);

@@ -153,9 +153,14 @@ const POOL_MIN = 8;
 const PRIOR_POSITIONS = 4;
 /** Drafting steps (with forgetting) SpecCosts' fit needs in its window before it is first trusted. */
 const MIN_DRAFTING_STEPS = 3;
-/** Bounds on the steps without any drafting step after which a fitted SpecCosts asks a paused sequence to probe. */
-const STALE_MIN = 8;
-const STALE_MAX = 128;
+/**
+ * Steps without any drafting step after which a fitted SpecCosts asks paused sequences to probe: a safety net, twice
+ * the longest pause, so that it adds nothing where sequences probe at their pauses' ends (a draft model's probes are
+ * dear: at probePause() intervals on top of those, floe-brown's draft lost 3% more). Each such probe after which
+ * drafting does not resume doubles the wait, up to STALE_MAX.
+ */
+const STALE_STEPS = 256;
+const STALE_MAX = 4096;
 /** A step's time counts at most this many times the fitted time in SpecCosts' fit (stalls are not row costs). */
 const STALL_CAP = 1.5;
 /** The share of tokens a paused sequence's probes may cost (SpecCosts.probePause). */
@@ -233,6 +238,7 @@ export class SpecCosts {
   private plainSeen = false;
   private wantPlain = 0; // plain steps the loop is asked for
   private sinceDraft = 0; // steps since the last one with draft rows
+  private staleAfter = STALE_STEPS; // steps without draft rows before paused sequences are asked to probe (wantsProbe)
   private lastDrafted = false; // the last step had draft rows
   private draftSec = 0; private drafted = 0; private draftSeqs = 0; // the proposer's time, its tokens, the sequences it drafted for
   private outSec = 0; private outTok = 0;
@@ -275,6 +281,10 @@ export class SpecCosts {
       this.fit();
     }
     this.lastDrafted = !plain;
+    if (!plain) {
+      // a probe the costs asked for doubles the next wait; drafting that resumed by itself resets it
+      this.staleAfter = this.sinceDraft >= this.staleAfter ? Math.min(STALE_MAX, 2 * this.staleAfter) : this.sinceDraft < STALE_STEPS ? STALE_STEPS : this.staleAfter;
+    }
     this.sinceDraft = plain ? this.sinceDraft + 1 : 0;
     if (this.sincePlain >= PLAIN_EVERY && this.wantPlain === 0) this.wantPlain = 2;
     if (drafted > 0) {
@@ -356,13 +366,11 @@ export class SpecCosts {
 
   /**
    * Whether a paused sequence should probe now (draft one token, whatever its pause): no step has had draft rows for
-   * probePause() steps (within [STALE_MIN, STALE_MAX]). Sequences shorter than their pause never reach their own
-   * probe, and a fit that says nothing pays (fitted on steps the JIT or a stall slowed) would then never meet a
-   * drafting step again: every later sequence would start paused and decode plainly for good.
+   * STALE_STEPS steps (doubling while such probes do not restart drafting). Sequences shorter than their pause never
+   * reach their own probe, and a fit that says nothing pays (fitted on steps the JIT or a stall slowed) would then
+   * never meet a drafting step again: every later sequence would start paused and decode plainly for good.
    */
-  wantsProbe(): boolean {
-    return this.fitted && this.sinceDraft >= Math.max(STALE_MIN, Math.min(STALE_MAX, this.probePause()));
-  }
+  wantsProbe(): boolean { return this.fitted && this.sinceDraft >= this.staleAfter; }
 
   /** A verify step's outcome, pooled over the sequences: the acceptance new sequences start from. */
   noteAcceptance(proposed: number, accepted: number): void {

@@ -338,6 +338,29 @@ test('adaptive k with measured costs: a fit that says nothing pays is probed and
   const late = drafting.slice(-10);
   assert.ok(late.every((n) => n >= 48), `the last 10 sequences draft on most of their 64 steps: ${drafting}`);
   assert.ok((costs.best(0.9, 4) ?? 0) >= 3, `the fit was corrected: ${JSON.stringify(costs.costs())}`);
+
+  // where the fit is right (drafting costs 5 plain steps, a third of drafts kept), these probes grow rarer: each one
+  // after which drafting does not resume doubles the wait (256, 512, 1024, ... steps)
+  const dear = new SpecCosts();
+  for (let i = 0; i < 100; i++) dear.observe(1, 0.001, 0, 0, 1, 0);
+  for (let i = 0; i < 4; i++) dear.observe(3, 0.005, 0, 2, 1, 1);
+  let probes = 0;
+  for (let s = 0; s < 64; s++) { // 4,096 steps
+    const ak = new AdaptiveK(4, 6, 8, 128, 3, dear);
+    for (let i = 0; i < 64; i++) {
+      const k = ak.next();
+      if (k > 0) {
+        const a = rnd() < 1 / 3 ? 1 : 0;
+        ak.update(k, a);
+        dear.observe(1 + k, 0.001 + 0.004 * k, 0, k, a + 1, 1);
+        probes++;
+      } else {
+        ak.tick();
+        dear.observe(1, 0.001, 0, 0, 1, 0);
+      }
+    }
+  }
+  assert.ok(probes >= 2 && probes <= 5, `probes in 4,096 steps where nothing pays: ${probes} (every 256 steps would be 16)`);
 });
 
 test('adaptive k with measured costs: a new sequence starts from the pooled acceptance, paused where it pays for nothing, until the pool fades', () => {

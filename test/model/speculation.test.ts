@@ -120,10 +120,16 @@ test('a bad draft cap is refused naming the option given: numSpeculativeTokens o
 });
 
 test("generate() with 'suffix' keeps one index per model: a call whose output repeats an earlier call's drafts it", () => {
-  // a fresh random prompt (floe-brown has seen nothing like it), its greedy continuation twice; timing-free k
-  const seed = Math.floor(Math.random() * 2 ** 31);
-  const r = rand(seed);
-  const prompt = [128000 % 4096, ...Array.from({ length: 12 }, () => Math.floor(r() * 4000))];
+  // a fresh random prompt whose greedy continuation does not loop (ngram, with no memory across calls, keeps at most
+  // 12 drafts of it: floe-brown loops on some random prompts, and a loop drafts itself); timing-free k
+  let prompt: number[] = [], ng = { proposed: 0, accepted: 0 }, seed = 0;
+  for (let t = 0; t < 30 && (t === 0 || ng.accepted > 12); t++) {
+    seed = Math.floor(Math.random() * 2 ** 31);
+    const r = rand(seed);
+    prompt = [128000 % 4096, ...Array.from({ length: 12 }, () => Math.floor(r() * 4000))];
+    ng = greedy(brown.model, prompt, { speculative: 'ngram', speculativeCosts: false }).timings.speculative!;
+  }
+  assert.ok(ng.accepted <= 12, `30 random prompts whose continuations all loop (last seed ${seed})`);
   const opts = { speculative: 'suffix' as const, speculativeCosts: false };
   const want = greedy(brown.model, prompt);
   const first = greedy(brown.model, prompt, opts);
@@ -131,11 +137,10 @@ test("generate() with 'suffix' keeps one index per model: a call whose output re
   assert.deepEqual(first.outputIds, want.outputIds, `seed ${seed}`);
   assert.deepEqual(again.outputIds, want.outputIds, `seed ${seed}`);
   const [a, b] = [first.timings.speculative!, again.timings.speculative!];
-  assert.ok(b.accepted >= 0.9 * b.proposed && b.accepted >= 30, `the repeat drafts the first call's output (seed ${seed}): ${JSON.stringify(b)}`);
-  assert.ok(b.accepted > a.accepted + 15, `and keeps more than the first call (seed ${seed}): ${JSON.stringify([a, b])}`);
-  // ngram has no memory across calls
-  const ng = greedy(brown.model, prompt, { speculative: 'ngram', speculativeCosts: false }).timings.speculative!;
-  assert.ok(ng.accepted < b.accepted - 15, `ngram does not learn across calls (seed ${seed}): ${JSON.stringify([ng, b])}`);
+  // 60 seeds: kept >= 0.85 of proposed, >= 35, >= 19 more than the first call, >= 23 more than ngram
+  assert.ok(b.accepted >= 0.75 * b.proposed && b.accepted >= 30, `the repeat drafts the first call's output (seed ${seed}): ${JSON.stringify(b)}`);
+  assert.ok(b.accepted >= a.accepted + 12, `and keeps more than the first call (seed ${seed}): ${JSON.stringify([a, b])}`);
+  assert.ok(b.accepted >= ng.accepted + 15, `ngram does not learn across calls (seed ${seed}): ${JSON.stringify([ng, b])}`);
 });
 
 test('n-gram and suffix proposers: prompt lookup, the index learns finished requests and forgets the oldest', () => {

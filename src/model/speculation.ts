@@ -287,10 +287,9 @@ export class SpecCosts {
       this.fit();
     }
     this.lastDrafted = !plain;
-    if (!plain) {
-      // a probe the costs asked for doubles the next wait; drafting that resumed by itself resets it
-      this.staleAfter = this.sinceDraft >= this.staleAfter ? Math.min(STALE_MAX, 2 * this.staleAfter) : this.sinceDraft < STALE_STEPS ? STALE_STEPS : this.staleAfter;
-    }
+    // a probe the costs asked for (wantsProbe) doubles the next wait; drafting that resumed by itself resets it
+    if (!plain && this.sinceDraft >= this.staleAfter) this.staleAfter = Math.min(STALE_MAX, 2 * this.staleAfter);
+    else if (!plain && this.sinceDraft < STALE_STEPS) this.staleAfter = STALE_STEPS;
     this.sinceDraft = plain ? this.sinceDraft + 1 : 0;
     if (this.sincePlain >= PLAIN_EVERY && this.wantPlain === 0) this.wantPlain = 2;
     if (drafted > 0) {
@@ -429,7 +428,8 @@ export class SpecCosts {
  *
  * With `costs` measured, k is instead SpecCosts.best(α, K), α the sequence's acceptance rate per draft position (kept
  * and rejected positions, the last ~5 verify steps counting, leaning on the ~20-step rate while they are few, which
- * starts from the rate pooled over recent sequences). A sequence for which no k pays at the ~20-step rate, or whose last 2 · `missStreak` verify steps kept nothing, pauses as above (the pause
+ * starts from the rate pooled over recent sequences). A sequence for which no k pays at the ~20-step rate, or whose
+ * last 2 · `missStreak` verify steps kept nothing, pauses as above (the pause
  * doubling while it keeps not paying, and at least SpecCosts.probePause(); a new one whose pooled rate pays for
  * nothing starts with a pause of `maxPause`, and one with none pooled, with a probe pause) and probes with one k = 1
  * step when the pause ends. With a free proposer (`shadow`) a paused sequence instead scores the drafts it would

@@ -453,8 +453,8 @@ async function generateCmd(args: string[]): Promise<number> {
   else if (specArg !== undefined) {
     try { speculative = (await openModel(specArg, { backend, threads, load })).model; } catch (e) { throw new Error(`--speculative ${specArg}: ${(e as Error).message}`); }
   }
-  const numSpeculativeTokens = specTokens(values['num-speculative-tokens']);
-  const numPredictionTokens = predictionTokens(values['num-prediction-tokens']);
+  const numSpeculativeTokens = draftTokens(values['num-speculative-tokens'], 'num-speculative-tokens');
+  const numPredictionTokens = draftTokens(values['num-prediction-tokens'], 'num-prediction-tokens');
   if (predictionText !== undefined && !tokenizer) throw new UsageError('--prediction needs a tokenizer to read its text, and this model has none');
   const prediction = predictionText === undefined ? undefined : tokenizer!.encode(predictionText, { addSpecialTokens: false });
   const context = model.config.maxPositionEmbeddings;
@@ -652,8 +652,8 @@ async function serveCmd(args: string[]): Promise<number> {
   const server = await startServer({
     model: modelPath, host: values.host, port, apiKey: values['api-key'] ?? null, modelName: values['model-name'],
     threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'), kvPrefault: !!values['kv-prefault'], swapSpace,
-    speculative: specSource(values.speculative), numSpeculativeTokens: specTokens(values['num-speculative-tokens']),
-    numPredictionTokens: predictionTokens(values['num-prediction-tokens']),
+    speculative: specSource(values.speculative), numSpeculativeTokens: draftTokens(values['num-speculative-tokens'], 'num-speculative-tokens'),
+    numPredictionTokens: draftTokens(values['num-prediction-tokens'], 'num-prediction-tokens'),
     kvDtype, dtype, blockSize: positive('block-size'),
     maxBatchedTokens: positive('max-batched-tokens'), maxNumSeqs: positive('max-num-seqs'), maxQueue: positive('max-queue'),
     // the batch lane widens only in one process (a pipeline's stages size their KV and micro-batches by --max-num-seqs)
@@ -778,16 +778,10 @@ async function evalCmd(args: string[]): Promise<number> {
   return 0;
 }
 
-/** --num-speculative-tokens: an integer >= 1. */
-function specTokens(v: string | undefined): number | undefined {
+/** --num-speculative-tokens / --num-prediction-tokens (`flag`): a cap on draft tokens a step, an integer >= 1. */
+function draftTokens(v: string | undefined, flag: 'num-speculative-tokens' | 'num-prediction-tokens'): number | undefined {
   if (v === undefined) return undefined;
-  return num(v, 'num-speculative-tokens', 0, true, { min: 1 });
-}
-
-/** --num-prediction-tokens: an integer >= 1. */
-function predictionTokens(v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  return num(v, 'num-prediction-tokens', 0, true, { min: 1 });
+  return num(v, flag, 0, true, { min: 1 });
 }
 
 /** --speculative: ngram, suffix, a draft model path or module:PATH (a proposer module). */

@@ -6,7 +6,7 @@ import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from './s
 import { DEFAULT_NUM_PREDICTION_TOKENS, PredictionK, PredictionTracker } from './prediction.js';
 import {
   AdaptiveK, checkDraftTokens, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type Proposer, SPEC_COSTS, SpecCosts, type SpeculativeSpec,
-  SuffixProposer, verifyDraft,
+  verifyDraft,
 } from './speculation.js';
 import type { KvDType } from '../backend/backend.js';
 
@@ -68,12 +68,22 @@ export function defaultKvDtype(model: LlamaModel): KvDType {
 /** One forward step generate() asks for: the input and the KV cache (of the model's layers) it runs against. */
 export interface GenerateStep { readonly inp: ForwardInput; readonly kv: KvCache }
 
-/** SpecCosts per (model, proposer spec): what drafting costs, kept from one generate() call to the next (weakly). */
-const specCostsByModel = new WeakMap<LlamaModel, { named: Map<string, SpecCosts>; objects: WeakMap<object, SpecCosts> }>();
+/**
+ * What generate() keeps per model from one call to the next (weakly), as an engine keeps it over its requests: each
+ * named proposer ('ngram', 'suffix': suffix's index learns every finished call, so that a call whose output repeats an
+ * earlier one's, a retry or an agent's recurring step, drafts it), and the SpecCosts per proposer spec.
+ */
+const keptByModel = new WeakMap<LlamaModel, { proposers: Map<string, Proposer>; named: Map<string, SpecCosts>; objects: WeakMap<object, SpecCosts> }>();
+let callCounter = 0; // a sequence id per call: calls through generateAsync may overlap on one proposer
+
+function keptFor(model: LlamaModel) {
+  let m = keptByModel.get(model);
+  if (!m) { m = { proposers: new Map(), named: new Map(), objects: new WeakMap() }; keptByModel.set(model, m); }
+  return m;
+}
 
 function specCostsFor(model: LlamaModel, spec: SpeculativeSpec): SpecCosts {
-  let m = specCostsByModel.get(model);
-  if (!m) { m = { named: new Map(), objects: new WeakMap() }; specCostsByModel.set(model, m); }
+  const m = keptFor(model);
   let c = typeof spec === 'string' ? m.named.get(spec) : m.objects.get(spec);
   if (!c) {
     c = new SpecCosts();
@@ -83,18 +93,11 @@ function specCostsFor(model: LlamaModel, spec: SpeculativeSpec): SpecCosts {
   return c;
 }
 
-/**
- * The suffix index `speculative: 'suffix'` drafts from, one per model: it learns each finished call's tokens, as the
- * engine's does over its requests, so that a call whose output repeats an earlier one's (a retry, the same question
- * again, an agent's recurring tool call) drafts it.
- */
-const suffixByModel = new WeakMap<LlamaModel, SuffixProposer>();
-let callCounter = 0; // a sequence id per call: calls through generateAsync may overlap on one proposer
-
 function proposerFor(model: LlamaModel, spec: SpeculativeSpec): Proposer {
-  if (spec !== 'suffix') return createProposer(spec, model);
-  let p = suffixByModel.get(model);
-  if (!p) { p = new SuffixProposer(); suffixByModel.set(model, p); }
+  if (typeof spec !== 'string') return createProposer(spec, model);
+  const m = keptFor(model);
+  let p = m.proposers.get(spec);
+  if (!p) { p = createProposer(spec, model); m.proposers.set(spec, p); }
   return p;
 }
 

@@ -122,11 +122,14 @@ interface Pending {
 /**
  * dist/ runs the compiled worker.js. From TS sources (tests under tsx) the worker is worker.ts; Node 20 does
  * not apply `--import tsx` from execArgv to a worker's entry module, so a tiny bootstrap registers tsx first.
+ * The worker inherits the process's node flags by default. Passing `execArgv: process.execArgv` instead made Node
+ * validate them as a worker's own, and a V8 or process flag there (`node --max-old-space-size=8192 …`; Node 24's
+ * test runner gives its children a dozen such defaults) failed the engine's start with ERR_WORKER_INVALID_EXEC_ARGV.
  */
 function spawnWorker(opts: EngineStartOptions): Worker {
   const ext = extname(fileURLToPath(import.meta.url));
   const workerUrl = new URL(`./worker${ext}`, import.meta.url);
-  const options = { workerData: { ...opts }, execArgv: process.execArgv };
+  const options = { workerData: { ...opts } };
   if (ext === '.js') return new Worker(workerUrl, options);
   const tsxApi = import.meta.resolve('tsx/esm/api');
   const boot = `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(workerUrl.href)}); })`;

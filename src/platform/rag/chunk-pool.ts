@@ -59,11 +59,14 @@ export class ChunkWorker {
   }
 }
 
-/** dist/ runs chunk-worker.js; from TS sources (tsx) a bootstrap registers tsx first, as the engine's worker does. */
+/**
+ * dist/ runs chunk-worker.js; from TS sources (tsx) a bootstrap registers tsx first, as the engine's worker does. No
+ * `execArgv`: the worker inherits the process's flags, which Node would otherwise refuse if one is a V8 flag.
+ */
 function spawn(tokenizerDir: string): Worker {
   const ext = extname(fileURLToPath(import.meta.url));
   const url = new URL(`./chunk-worker${ext}`, import.meta.url);
-  const options = { workerData: { tokenizerDir }, execArgv: process.execArgv };
+  const options = { workerData: { tokenizerDir } };
   if (ext === '.js') return new Worker(url, options);
   const tsxApi = import.meta.resolve('tsx/esm/api');
   return new Worker(`import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`, { ...options, eval: true });

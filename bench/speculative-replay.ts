@@ -9,7 +9,9 @@
 //   ngram    the NgramProposer generate() uses;
 //   sub/ins  after a rejected draft, keep copying from the source position, assuming the model substituted
 //            (skip one source token) or inserted a token; only when the longest n-gram match is shorter than 2;
-//   ngram8   n-gram matches of up to 8 tokens instead of 4.
+//   ngram8   n-gram matches of up to 8 tokens instead of 4;
+//   freq     among every earlier occurrence of the longest match, the continuation most of them share, token by
+//            token (SuffixDecoding's frequency path; freq8: matches of up to 8).
 // Then the n-gram proposer under each way of choosing k (the timing-free rule, measured costs, measured costs with
 // paused sequences scoring the drafts they would make), in simulated time: a step costs a + b per row past the
 // first + j when it verifies (--costs, ms), or a time drawn from those bench/record-steps.ts recorded on this host
@@ -136,6 +138,41 @@ function ngramWith(recover: 'none' | 'sub' | 'ins', maxN = 4): Propose {
   };
 }
 
+/**
+ * Most frequent path: among every earlier occurrence of the longest matched n-gram (maxN..1), draft token by token
+ * the continuation most of them share (ties: the latest), narrowing to the occurrences that agree.
+ */
+function freqPath(maxN = 4, minCount = 1): Propose {
+  return (t, k) => {
+    const N = t.length;
+    for (let n = Math.min(maxN, N - 1); n >= 1; n--) {
+      let ends: number[] = [];
+      outer: for (let e = N - 1; e >= n; e--) {
+        for (let i = 1; i <= n; i++) if (t[e - i] !== t[N - i]) continue outer;
+        ends.push(e);
+      }
+      if (ends.length === 0) continue;
+      const out: number[] = [];
+      for (let j = 0; j < k; j++) {
+        const counts = new Map<number, number>();
+        let best = -1, bestC = 0;
+        for (const e of ends) {
+          if (e + j >= N) continue;
+          const x = t[e + j]!;
+          const c = (counts.get(x) ?? 0) + 1;
+          counts.set(x, c);
+          if (c > bestC) { best = x; bestC = c; }
+        }
+        if (best < 0 || bestC < minCount) break;
+        out.push(best);
+        ends = ends.filter((e) => e + j < N && t[e + j] === best);
+      }
+      return out;
+    }
+    return [];
+  };
+}
+
 console.log(`machine: ${machineLine(machineInfo())}`);
 const opened = await openModel(target, { backend: 'native', threads: 2 });
 const tok = opened.tokenizer!;
@@ -168,7 +205,7 @@ for (const [w, texts] of Object.entries(workloads)) {
 }
 const ng = new NgramProposer();
 const proposers: Record<string, Propose> = {
-  ngram: (t, k) => ng.one(t, k), sub: ngramWith('sub'), ins: ngramWith('ins'), ngram8: ngramWith('none', 8),
+  ngram: (t, k) => ng.one(t, k), sub: ngramWith('sub'), ins: ngramWith('ins'), ngram8: ngramWith('none', 8), freq: freqPath(), freq8: freqPath(8),
 };
 console.log(`${path.basename(target)}: greedy, 128 tokens, k ${K} adaptive, ${nPrompts} prompts per workload; tokens a step (verify rows a step)`);
 for (const [name, p] of Object.entries(proposers)) {

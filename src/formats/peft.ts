@@ -116,7 +116,9 @@ export function readPeftFiles(dir: string, cfg: LlamaConfig): PeftAdapter {
   try {
     j = JSON.parse(fs.readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
   } catch (e) {
-    throw new Error(`${cfgPath}: cannot read adapter config: ${(e as Error).message}`);
+    // a `floe finetune --out DIR` run directory holds its adapter in DIR/final (and checkpoints beside it)
+    const hint = fs.existsSync(path.join(dir, 'final', PEFT_CONFIG)) ? `; ${dir} is a fine-tuning run: its adapter is ${path.join(dir, 'final')}` : '';
+    throw new Error(`${cfgPath}: cannot read adapter config: ${(e as Error).message}${hint}`);
   }
   if (j.peft_type !== undefined && j.peft_type !== 'LORA') throw new Error(`${cfgPath}: peft_type is ${JSON.stringify(j.peft_type)}; floe reads LORA adapters`);
   if (j.use_dora === true) throw new Error(`${cfgPath}: DoRA adapters (use_dora) are not supported`);

@@ -59,6 +59,15 @@ describe(`PEFT adapters (seed ${seed})`, () => {
     });
   });
 
+  it('a directory without an adapter is an error naming the file; a finetune run directory points at its final adapter', async () => {
+    const base = await loadModel(join(FIXTURES, 'models', 'gqa_f32'));
+    const run = join(tmp, 'run');
+    assert.throws(() => readPeftAdapter(run, base.config), (e: Error) => e.message.includes(join(run, 'adapter_config.json')) && /cannot read adapter config/.test(e.message) && !e.message.includes('fine-tuning run'));
+    writePeftAdapter(join(run, 'final'), randomAdapter(base.config, ['q'], 2));
+    assert.throws(() => readPeftAdapter(run, base.config), (e: Error) => e.message.endsWith(`${run} is a fine-tuning run: its adapter is ${join(run, 'final')}`));
+    assert.deepEqual(readPeftAdapter(join(run, 'final'), base.config).config.targets, ['q']);
+  });
+
   it('reads foreign layouts (".default" keys, bf16 tensors) and rejects wrong shapes / keys with names', async () => {
     const base = await loadModel(join(FIXTURES, 'models', 'gqa_f32'));
     const dir = join(tmp, 'foreign');

@@ -7,6 +7,7 @@ export interface TraceOptions {
   readonly outputMin: number; // output lengths uniform in [outputMin, outputMax]
   readonly outputMax: number;
   readonly rate: number; // mean arrivals per second (Poisson); Infinity: all at t = 0
+  readonly arrivals?: 'poisson' | 'fixed'; // fixed: request i arrives at i / rate exactly (default poisson)
   readonly vocabSize: number;
   readonly seed: number;
 }
@@ -43,7 +44,10 @@ export function makeTrace(o: TraceOptions): TraceRequest[] {
   const out: TraceRequest[] = [];
   let t = 0;
   for (let i = 0; i < o.numRequests; i++) {
-    if (i > 0 && Number.isFinite(o.rate)) t += -Math.log(1 - rnd()) / o.rate;
+    if (i > 0 && Number.isFinite(o.rate)) {
+      const gap = -Math.log(1 - rnd()) / o.rate; // drawn either way: a fixed trace has the Poisson trace's requests
+      t = o.arrivals === 'fixed' ? i / o.rate : t + gap;
+    }
     const P = int(o.promptMin, o.promptMax);
     const prompt: number[] = [];
     while (prompt.length < P) {

@@ -31,6 +31,15 @@ test('makeTrace: Poisson arrivals have mean gap 1/rate (within 4 standard errors
   assert.ok(Math.abs(meanGap - 1 / rate) < 4 / rate / Math.sqrt(n - 1), `mean gap ${meanGap} vs ${1 / rate}`);
 });
 
+test('makeTrace: fixed arrivals are i / rate exactly, with the same lengths and tokens as the Poisson trace', () => {
+  const rate = 0.1 + seededRandom(Date.now() >>> 0)() * 5;
+  const fixed = makeTrace({ ...base, rate, arrivals: 'fixed' });
+  fixed.forEach((r, i) => assert.ok(Math.abs(r.arrivalS - i / rate) < 1e-9, `request ${i} at ${r.arrivalS}, want ${i / rate}`));
+  const poisson = makeTrace({ ...base, rate });
+  assert.notDeepEqual(fixed.map((r) => r.arrivalS), poisson.map((r) => r.arrivalS));
+  assert.deepEqual(fixed.map(({ arrivalS: _, ...r }) => r), poisson.map(({ arrivalS: _, ...r }) => r));
+});
+
 test('makeTrace: rejects bad options', () => {
   assert.throws(() => makeTrace({ ...base, promptMin: 50 }), /promptMin <= promptMax/);
   assert.throws(() => makeTrace({ ...base, rate: 0 }), /rate > 0/);

@@ -1068,7 +1068,7 @@ test('near maxLength the masks filtered from the far one by code points read equ
 
 test('below minLength the masks filtered from the one at minLength by code points read equal the walk over the vocabulary, on random schemas', () => {
   const { states, belowMin } = nearMasksAreWalks(2026, 64, NEAR_MIN);
-  assert.ok(states > 3000 && belowMin > 200, `${states} states, ${belowMin} below minLength`);
+  assert.ok(states > 3000 && belowMin > 350, `${states} states, ${belowMin} below minLength`); // 294 before narrow ranges (maxLength - minLength < reach) filtered too
   // the counts within reach of minLength filter the mask at minLength (each was a walk over the vocabulary): a plain
   // string walks it at the start, once for the counts far below minLength and once at it; a URI as without lengths
   const cache = new ConstraintCache(tok, V, tok.eosIds);
@@ -1083,6 +1083,13 @@ test('below minLength the masks filtered from the one at minLength by code point
     const s = walks(schema, 'format' in schema ? url : `"${'a'.repeat(220)}`);
     const want = 'format' in schema ? walks({ type: 'string', format: 'uri' }, url).misses + 1 : 3;
     assert.ok(s.belowMin >= cache.index.reach && s.misses - s.near === want, `${JSON.stringify(schema)}: ${JSON.stringify(s)}, ${want} walks expected`);
+  }
+  // a range narrower than a token reads (a currency code, a postcode): the counts within reach of minLength filter one
+  // mask, of the same string without its maxLength (each was a walk of its own), and the counts past it the one at it
+  for (const max of [200, 203, 210]) {
+    const s = walks({ type: 'string', minLength: 200, maxLength: max }, `"${'a'.repeat(max)}`); // masked up to count max - 1
+    const want = max > 200 ? 4 : 3; // before the quote, far below minLength, the unbounded string at it, the string at it
+    assert.ok(s.belowMin >= cache.index.reach && s.misses - s.near === want, `minLength 200, maxLength ${max}: ${JSON.stringify(s)}, ${want} walks expected`);
   }
 });
 const pick = <T>(xs: readonly T[], r: () => number): T => xs[Math.floor(r() * xs.length)]!;

@@ -183,11 +183,14 @@ export function createApp(opts: AppOptions): ServeApp {
   const promptIds = (c: ModelContext, p: Prompt, param: string): number[] => {
     if ('ids' in p) return [...p.ids];
     if (!c.tokenizer) throw invalid(param, 'this model has no tokenizer: send token ids instead of text');
+    let ids: number[];
     try {
-      return c.tokenizer.encode(p.text, { addSpecialTokens: true });
+      ids = c.tokenizer.encode(p.text, { addSpecialTokens: true });
     } catch (e) {
       throw invalid(param, `cannot tokenize '${param}': ${(e as Error).message}`);
     }
+    if (ids.length === 0) throw invalid(param, `'${param}' must not be empty: this model's tokenizer adds no BOS, so an empty text is no tokens`);
+    return ids;
   };
 
   /** The ids a tokenizer adds in front of every text it encodes (Llama's BOS); empty without a tokenizer. */

@@ -591,9 +591,14 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
   };
 }
 
-function prompts(v: unknown, param: string, ctx: ValidationContext): Prompt[] {
+/**
+ * Text prompts, token-id prompts or lists of either. `emptyText`: a text may be '' (completions: the model then starts
+ * from the tokens its tokenizer adds, Llama's BOS, as OpenAI's default prompt and vLLM do; the route refuses a prompt
+ * that encodes to no tokens).
+ */
+function prompts(v: unknown, param: string, ctx: ValidationContext, emptyText = false): Prompt[] {
   const notEmpty = (s: string, p: string): string => {
-    if (s === '') throw invalid(p, `'${p}' must not be empty`);
+    if (s === '' && !emptyText) throw invalid(p, `'${p}' must not be empty`);
     return s;
   };
   if (typeof v === 'string') return [{ text: notEmpty(v, param) }];
@@ -618,7 +623,7 @@ export function parseCompletionRequest(body: unknown, ctx: ValidationContext): C
   if (bestOf !== undefined && bestOf !== 1) throw invalid('best_of', `'best_of' is not supported (only 1), got ${describe(bestOf)}`, 'unsupported_parameter');
   const pv = get(b, 'prompt');
   if (pv === undefined) throw invalid('prompt', `'prompt' is required`, 'missing_required_parameter');
-  const ps = prompts(pv, 'prompt', ctx);
+  const ps = prompts(pv, 'prompt', ctx, true);
   const plv = get(b, 'prompt_logprobs');
   const promptLogprobs = plv === undefined ? null : num(plv, 'prompt_logprobs', { min: 0, max: MAX_TOP_LOGPROBS, integer: true });
   const g = generationParams(b, ctx, false);

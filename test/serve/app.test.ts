@@ -4,8 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EngineRequestError } from '../../src/engine/protocol.js';
 import { ChatTemplate } from '../../src/formats/chat-template.js';
+import { Tokenizer } from '../../src/formats/tokenizer.js';
 import { createApp } from '../../src/serve/app.js';
-import { byteTokenizer, CHAT_TEMPLATE, FakeEngine } from './helpers.js';
+import { byteTokenizer, byteTokenizerFiles, CHAT_TEMPLATE, FakeEngine } from './helpers.js';
 
 const tok = byteTokenizer();
 
@@ -28,6 +29,34 @@ function sse(payload: string): unknown[] {
 }
 
 const user = (content: string) => ({ model: 'tiny', messages: [{ role: 'user', content }] });
+
+test('completions: an empty text prompt starts from the BOS the tokenizer adds (OpenAI and vLLM take it); with no BOS it is a 400 naming the prompt', async () => {
+  const { post, engine } = setup();
+  const bos = tok.encode('');
+  assert.equal(bos.length, 1, 'the test tokenizer adds a BOS');
+  const r = await post('/v1/completions', { model: 'tiny', prompt: '', max_tokens: 3 });
+  assert.equal(r.statusCode, 200, r.body);
+  assert.deepEqual(engine.requests[0]!.promptIds, bos);
+  assert.equal(r.json().usage.prompt_tokens, 1);
+  const two = await post('/v1/completions', { model: 'tiny', prompt: ['', 'x'], max_tokens: 3 });
+  assert.equal(two.statusCode, 200, two.body);
+  assert.deepEqual(engine.requests.slice(1).map((q) => q.promptIds).sort((a, b) => a.length - b.length), [bos, tok.encode('x')]);
+  const emb = await post('/v1/embeddings', { model: 'tiny', input: '' });
+  assert.equal(emb.statusCode, 400, 'an embedding of nothing is still refused');
+  assert.equal(emb.json().error.param, 'input');
+
+  const { tokenizerJson, tokenizerConfig } = byteTokenizerFiles();
+  const noBos = new Tokenizer({ ...tokenizerJson, post_processor: null }, tokenizerConfig);
+  assert.deepEqual(noBos.encode(''), []);
+  const s = createApp({ modelName: 'tiny' });
+  s.ready({ engine: new FakeEngine(noBos), tokenizer: noBos, template: null });
+  for (const [prompt, param] of [['', 'prompt'], [['x', ''], 'prompt[1]']] as const) {
+    const e = await s.app.inject({ method: 'POST', url: '/v1/completions', headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ model: 'tiny', prompt, max_tokens: 3 }) });
+    assert.equal(e.statusCode, 400, e.body);
+    assert.equal(e.json().error.param, param);
+    assert.match(e.json().error.message, /must not be empty: this model's tokenizer adds no BOS/);
+  }
+});
 
 test('chat: prompt goes through the template; message, usage and sampling reach the engine', async () => {
   const { post, engine } = setup();
@@ -216,7 +245,7 @@ const BAD: Array<[string, string, Record<string, unknown>, string | null]> = [
   ['chat', 'user not string', { ...user('x'), user: 5 }, 'user'],
   ['chat', 'stop_token_ids out of vocab', { ...user('x'), stop_token_ids: [300] }, 'stop_token_ids'],
   ['completions', 'no prompt', { model: 'tiny' }, 'prompt'],
-  ['completions', 'empty prompt', { prompt: '' }, 'prompt'],
+  ['completions', 'empty prompt list', { prompt: [] }, 'prompt'],
   ['completions', 'prompt object', { prompt: { a: 1 } }, 'prompt'],
   ['completions', 'token id out of vocab', { prompt: [1, 2, 256] }, 'prompt'],
   ['completions', 'negative token id', { prompt: [1, -2] }, 'prompt'],

@@ -493,16 +493,11 @@ export class JsonGrammar implements ByteGrammar<JsonState> {
   }
 }
 
-const unboundedNodes = new WeakMap<StrNode, StrNode>();
-/**
- * A length-counted string node without its maxLength, for nearBound()'s far state below minLength: at minLength it takes
- * every token the node takes at any count below it but for the quote (the same automaton, live there wherever it is
- * live with a maxLength: ContinuationLengths.shortest). Its id (-id - 1) keeps its states' keys apart from the node's.
- */
 /**
  * Whether one walk of the unbounded string costs less than a walk per count below minLength within reach: a walk with
- * L code points left costs about min(L, 16) / 16 of an unbounded one (Llama 3.1's vocabulary: 2..2 21 ms, 4..4 81, 8..8
- * 324 by count, against ~100 unbounded), so it pays from about 1.25 walks' worth (5..5 level, 6..6 1.7× faster, 8..16 3.6×).
+ * L code points left costs about min(L, 16) / 16 of an unbounded one (Llama 3.1's vocabulary: a whole string's masks
+ * walked count by count took 21 ms at 2..2, 81 at 4..4, 324 at 8..8; one unbounded walk ~100), so it pays from about
+ * 1.25 walks' worth (5..5 level, 6..6 1.6× faster, 8..16 3.6×: bench/mask-near-bound.ts).
  */
 function unboundedPays(node: StrNode, reach: number): boolean {
   let walks = 0;
@@ -510,6 +505,13 @@ function unboundedPays(node: StrNode, reach: number): boolean {
   return walks >= 1.25;
 }
 
+const unboundedNodes = new WeakMap<StrNode, StrNode>();
+
+/**
+ * A length-counted string node without its maxLength, for nearBound()'s far state below minLength: at minLength it takes
+ * every token the node takes at any count below it but for the quote (the same automaton, live there wherever it is
+ * live with a maxLength: ContinuationLengths.shortest). Its id (-id - 1) keeps its states' keys apart from the node's.
+ */
 function unbounded(node: StrNode): StrNode {
   let u = unboundedNodes.get(node);
   if (!u) unboundedNodes.set(node, u = { ...node, id: -node.id - 1, max: Infinity });

@@ -39,15 +39,14 @@ interface ShapePlan {
   prompt: [number, number];
   output: [number, number];
   rate: number; // requests per second
-  arrivals: 'poisson' | 'fixed'; // fixed: one request every 1/rate s (the reference stack's trace)
   burstPrompt: number;
   burstDecode: number;
 }
 const PLANS: Record<string, ShapePlan> = {
-  small: { requests: 200, prompt: [200, 400], output: [64, 128], rate: 6, arrivals: 'poisson', burstPrompt: 256, burstDecode: 128 },
-  '1b': { requests: 24, prompt: [128, 256], output: [64, 128], rate: 0.3, arrivals: 'poisson', burstPrompt: 128, burstDecode: 64 },
+  small: { requests: 200, prompt: [200, 400], output: [64, 128], rate: 6, burstPrompt: 256, burstDecode: 128 },
+  '1b': { requests: 24, prompt: [128, 256], output: [64, 128], rate: 0.3, burstPrompt: 128, burstDecode: 64 },
 };
-const QUICK: ShapePlan = { requests: 6, prompt: [16, 32], output: [8, 12], rate: 4, arrivals: 'poisson', burstPrompt: 16, burstDecode: 8 };
+const QUICK: ShapePlan = { requests: 6, prompt: [16, 32], output: [8, 12], rate: 4, burstPrompt: 16, burstDecode: 8 };
 
 interface Options {
   shapes: string[];
@@ -61,6 +60,7 @@ interface Options {
   quick: boolean;
   out: string | null;
   overrides: Partial<ShapePlan>;
+  arrivals: 'poisson' | 'fixed'; // fixed: one request every 1/rate s (the issue's trace)
   speculative: string | null; // floe serve --speculative MODE: each floe format also runs with it
   numSpeculativeTokens: number | null;
 }
@@ -68,7 +68,7 @@ interface Options {
 function parseArgs(argv: readonly string[]): Options {
   const o: Options = {
     shapes: ['small', '1b'], formats: ['q8_0', 'fp8'], engines: [...ALL_ENGINES], threads: os.cpus().length, concurrency: 16,
-    maxBatchedTokens: 512, seed: 1, floeBin: false, quick: false, out: null, overrides: {},
+    maxBatchedTokens: 512, seed: 1, floeBin: false, quick: false, out: null, overrides: {}, arrivals: 'poisson',
     speculative: null, numSpeculativeTokens: null,
   };
   const list = (v: string | undefined, flag: string): string[] => {
@@ -102,7 +102,7 @@ function parseArgs(argv: readonly string[]): Options {
       case '--rate': o.overrides.rate = pos(v, a, false); i++; break;
       case '--arrivals':
         if (v !== 'poisson' && v !== 'fixed') throw new Error(`--arrivals needs poisson or fixed, got ${v}`);
-        o.overrides.arrivals = v; i++; break;
+        o.arrivals = v; i++; break;
       case '--prompt': o.overrides.prompt = range(v, a); i++; break;
       case '--output': o.overrides.output = range(v, a); i++; break;
       case '--burst-prompt': o.overrides.burstPrompt = pos(v, a); i++; break;
@@ -294,7 +294,7 @@ async function main(): Promise<void> {
     const scaledDown = !o.quick && shapeName === '1b' && plan.requests < 200
       ? `1B trace scaled down to ${plan.requests} requests, prompts ${plan.prompt.join('-')} tokens, at ${plan.rate} req/s, so that a full run stays under 15 minutes` : null;
     if (scaledDown) notes.push(scaledDown);
-    const trace = makeTrace({ numRequests: plan.requests, promptMin: plan.prompt[0], promptMax: plan.prompt[1], outputMin: plan.output[0], outputMax: plan.output[1], rate: plan.rate, arrivals: plan.arrivals, vocabSize: c.vocabSize, seed: o.seed });
+    const trace = makeTrace({ numRequests: plan.requests, promptMin: plan.prompt[0], promptMax: plan.prompt[1], outputMin: plan.output[0], outputMax: plan.output[1], rate: plan.rate, arrivals: o.arrivals, vocabSize: c.vocabSize, seed: o.seed });
     const bp = burstPrompts(o.concurrency, plan.burstPrompt, c.vocabSize, o.seed + 1);
     const single = burstPrompts(1, plan.burstPrompt, c.vocabSize, o.seed + 2)[0]!;
     log(`${shapeName}: trace of ${plan.requests} requests (prompts ${plan.prompt.join('-')}, outputs ${plan.output.join('-')}, ${plan.rate} req/s), ` +
@@ -355,7 +355,7 @@ async function main(): Promise<void> {
   };
   for (const sr of results) {
     const p = sr.plan;
-    lines.push('', `== ${sr.shape}: trace of ${p.requests} requests, prompts ${p.prompt.join('-')} tok, outputs ${p.output.join('-')} tok (ignore_eos), ${p.arrivals === 'fixed' ? 'fixed' : 'Poisson'} ${p.rate} req/s, seed ${o.seed}${sr.scaledDown ? ' (SCALED DOWN: see notes)' : ''}`);
+    lines.push('', `== ${sr.shape}: trace of ${p.requests} requests, prompts ${p.prompt.join('-')} tok, outputs ${p.output.join('-')} tok (ignore_eos), ${o.arrivals === 'fixed' ? 'fixed' : 'Poisson'} ${p.rate} req/s, seed ${o.seed}${sr.scaledDown ? ' (SCALED DOWN: see notes)' : ''}`);
     const rows: string[][] = [];
     const traceRow = (name: string, fmtName: string, s: TraceSummary | undefined): void => {
       if (!s) return;

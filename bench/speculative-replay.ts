@@ -142,7 +142,7 @@ function ngramWith(recover: 'none' | 'sub' | 'ins', maxN = 4): Propose {
  * Most frequent path: among every earlier occurrence of the longest matched n-gram (maxN..1), draft token by token
  * the continuation most of them share (ties: the latest), narrowing to the occurrences that agree.
  */
-function freqPath(maxN = 4, minCount = 1): Propose {
+function freqPath(maxN = 4): Propose {
   return (t, k) => {
     const N = t.length;
     for (let n = Math.min(maxN, N - 1); n >= 1; n--) {
@@ -163,7 +163,7 @@ function freqPath(maxN = 4, minCount = 1): Propose {
           counts.set(x, c);
           if (c > bestC) { best = x; bestC = c; }
         }
-        if (best < 0 || bestC < minCount) break;
+        if (best < 0) break;
         out.push(best);
         ends = ends.filter((e) => e + j < N && t[e + j] === best);
       }

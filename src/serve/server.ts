@@ -1,6 +1,6 @@
 // startServer: listen first (/health 503 while loading), load the engine and tokenizer, then serve; graceful close.
 
-import { existsSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { basename, join } from 'node:path';
 import type { EngineClient, EngineInfo } from '../engine/protocol.js';
@@ -103,13 +103,38 @@ export function preflight(opts: ServeOptions): void {
   if (hf) {
     const c = hf.config;
     const blockSize = opts.blockSize ?? 16;
-    // bf16 unless asked: the smallest block the engine would pick for a 16-bit or f32 checkpoint
-    const dtype = opts.kvDtype ?? 'bf16';
+    // as the engine picks (defaultKvDtype): f32 for f32 weights, else bf16; bf16 where the header cannot say
+    const dtype = opts.kvDtype ?? (opts.dtype === undefined && storedQProjDtype(p) === 'F32' ? 'f32' : 'bf16');
     const perBlock = KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, dtype) * blockSize;
     if (kv < perBlock) {
       throw new Error(`--kv-cache-memory ${kv} bytes holds no KV block: one block of ${blockSize} tokens takes ${perBlock} bytes (${kvDtypeFlagName(dtype)}, ` +
         `${c.numLayers} layers × ${c.numKvHeads} kv heads × ${c.headDim}); give at least ${perBlock}`);
     }
+  }
+}
+
+/** Layer 0's q_proj dtype as an HF directory's safetensors header states it (the header only), or null. */
+function storedQProjDtype(dir: string): string | null {
+  const name = 'model.layers.0.self_attn.q_proj.weight';
+  try {
+    const index = join(dir, 'model.safetensors.index.json');
+    const shard = existsSync(index) ? (JSON.parse(readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map[name] : 'model.safetensors';
+    if (typeof shard !== 'string') return null;
+    const fd = openSync(join(dir, shard), 'r');
+    try {
+      const len = Buffer.alloc(8);
+      if (readSync(fd, len, 0, 8, 0) !== 8) return null;
+      const n = Number(len.readBigUInt64LE(0));
+      if (n > 100 * 2 ** 20) return null;
+      const header = Buffer.alloc(n);
+      if (readSync(fd, header, 0, n, 8) !== n) return null;
+      const dtype = (JSON.parse(header.toString('utf8')) as Record<string, { dtype?: unknown }>)[name]?.dtype;
+      return typeof dtype === 'string' ? dtype : null;
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return null; // loading reports a broken file with its own error
   }
 }
 

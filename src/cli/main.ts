@@ -65,8 +65,8 @@ Usage:
                                        perplexity over JSONL {"text"} records or plain-text paragraphs
                                        (BOS text EOS each, cut to --max-seq-len), through paged KV
 
-MODEL / PATH is a Hugging Face model directory or a .gguf file. Without it, info, generate, chat, serve, eval,
-finetune, tokenize and detokenize use the built-in model models/floe-brown of the floe package (noted on stderr).
+MODEL / PATH is a Hugging Face model directory or a .gguf file. Without it, info, generate, chat, serve, batch, eval,
+finetune, synth, rag ask, tokenize and detokenize use the built-in model models/floe-brown of the floe package (noted on stderr).
 floe --version prints the version; floe COMMAND --help prints that command's usage and options. With --json, an
 error is one JSON object on stdout, {"error":{"message","type"}}, and the exit code is non-zero.
 

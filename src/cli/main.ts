@@ -425,7 +425,9 @@ async function generateCmd(args: string[]): Promise<number> {
   const opened = job ? job.opened : await openModel(modelPath, { backend, threads, load, offload, tokenizerOptional: values['prompt-ids'] !== undefined });
   if (opened.tokenizerError !== null && values['prompt-ids'] === undefined) throw new Error(opened.tokenizerError);
   const { tokenizer } = opened;
-  if (opened.tokenizerError !== null) process.stderr.write(`[floe] warning: ${opened.tokenizerError}; generating without a tokenizer (no text: --json shows the ids)\n`);
+  // none at all (no tokenizer.json / tokenizer.ggml.*) warns as one that fails to build: else the output is silently empty
+  const noTokenizer = opened.tokenizerError ?? (tokenizer === null && values['prompt-ids'] !== undefined ? `${modelPath} has no tokenizer` : null);
+  if (noTokenizer !== null) process.stderr.write(`[floe] warning: ${noTokenizer}; generating without a tokenizer (no text: --json shows the ids)\n`);
   // a plan that streams no layer opens the model resident, and an adapter then applies as without the flags
   if (opened.model.layerStream && values.adapter !== undefined) throw new UsageError('--adapter with streamed layers is not supported yet: serve the adapter with floe serve --lora-modules instead');
   const model = values.adapter === undefined ? opened.model : (await import('../model/adapter.js')).applyAdapter(opened.model, values.adapter);

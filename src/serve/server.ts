@@ -1,12 +1,13 @@
 // startServer: listen first (/health 503 while loading), load the engine and tokenizer, then serve; graceful close.
 
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { basename, join } from 'node:path';
 import type { EngineClient, EngineInfo } from '../engine/protocol.js';
 import { startEngine, type EngineStartOptions } from '../engine/client.js';
 import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../formats/chat-template.js';
 import { readGguf } from '../formats/gguf.js';
+import { readSafetensorsSync } from '../formats/safetensors.js';
 import { readHfConfig, type GenerationDefaults } from '../formats/hf-config.js';
 import { isGgufPath } from '../formats/load.js';
 import { KvCache, kvDtypeFlagName } from '../model/kv-cache.js';
@@ -113,26 +114,13 @@ export function preflight(opts: ServeOptions): void {
   }
 }
 
-/** Layer 0's q_proj dtype as an HF directory's safetensors header states it (the header only), or null. */
+/** Layer 0's q_proj dtype as an HF directory's safetensors file states it (the file is mapped, not read), or null. */
 function storedQProjDtype(dir: string): string | null {
   const name = 'model.layers.0.self_attn.q_proj.weight';
   try {
     const index = join(dir, 'model.safetensors.index.json');
     const shard = existsSync(index) ? (JSON.parse(readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map[name] : 'model.safetensors';
-    if (typeof shard !== 'string') return null;
-    const fd = openSync(join(dir, shard), 'r');
-    try {
-      const len = Buffer.alloc(8);
-      if (readSync(fd, len, 0, 8, 0) !== 8) return null;
-      const n = Number(len.readBigUInt64LE(0));
-      if (n > 100 * 2 ** 20) return null;
-      const header = Buffer.alloc(n);
-      if (readSync(fd, header, 0, n, 8) !== n) return null;
-      const dtype = (JSON.parse(header.toString('utf8')) as Record<string, { dtype?: unknown }>)[name]?.dtype;
-      return typeof dtype === 'string' ? dtype : null;
-    } finally {
-      closeSync(fd);
-    }
+    return typeof shard === 'string' ? readSafetensorsSync(join(dir, shard)).tensors.get(name)?.dtype ?? null : null;
   } catch {
     return null; // loading reports a broken file with its own error
   }

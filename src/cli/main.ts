@@ -126,7 +126,7 @@ finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages
   --warmup-steps N        linear warmup (default 0)
   --batch-size N | --batch-tokens N      micro-batch in sequences (default 1) or packed tokens
   --grad-accum N          micro-batches per optimizer step (default 1)
-  --max-seq-len N         truncate samples (default min(2048, context))
+  --max-seq-len N         truncate samples (default min(2048, context); contrastive: the base's embedding max tokens)
   --checkpoint-activations  keep only block inputs; recompute in backward (less memory)
   --weights-memory SIZE | --offload-ratio F   LoRA on a frozen base: stream layers from disk (as for generate)
   --optimizer adamw|sgd   (default adamw)

@@ -13,6 +13,7 @@ import { writePeftAdapter, PEFT_WEIGHTS } from '../formats/peft.js';
 import { writeSafetensors } from '../formats/safetensors.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
+import { readEmbeddingConfig } from '../model/embed.js';
 import { LlamaTrainModel, type LogitsLoss, type PackedBatch } from '../model/llama-train.js';
 import { DEFAULT_LORA, defaultLoraAlpha, initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
 import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, resolveCheckpoint, restoreInto, saveCheckpoint, type TrainerState } from './checkpoint.js';
@@ -39,7 +40,7 @@ export interface FinetuneOptions {
   readonly batchSize?: number;
   readonly batchTokens?: number;
   readonly gradAccum?: number;
-  readonly maxSeqLen?: number; // default min(2048, model context)
+  readonly maxSeqLen?: number; // default min(2048, model context); a pooled objective's: the base's embedding max tokens
   readonly checkpointActivations?: boolean;
   readonly offload?: OffloadOptions; // stream a share of the frozen base's layers from disk (LoRA only)
   readonly optimizer?: OptimizerName;
@@ -226,12 +227,14 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   else tok = await loadTokenizer(o.model);
   if (!tok) throw new Error(`${o.model}: no tokenizer (tokenizer.json), which training data needs`);
   const template = await trainingTemplate(loaded);
-  const maxSeqLen = o.maxSeqLen ?? Math.min(2048, cfg.maxPositionEmbeddings);
+  // an embedder (pooled objective) keeps its base's input limit, as sentence-transformers keeps max_seq_length: texts are
+  // cut to it and the output's embedding_config.json says it again, so /v1/embeddings takes what the base took
+  const pooled = o.objective && 'kind' in o.objective && o.objective.kind === 'pooled' ? o.objective : null;
+  const maxSeqLen = o.maxSeqLen ?? (pooled ? readEmbeddingConfig(o.model, cfg.maxPositionEmbeddings).maxTokens : Math.min(2048, cfg.maxPositionEmbeddings));
   if (maxSeqLen > cfg.maxPositionEmbeddings) throw new RangeError(`max seq len ${maxSeqLen} exceeds the model's context ${cfg.maxPositionEmbeddings}`);
 
   // data: every line is checked before training starts
   const dataOpts = { maxSeqLen, trainOnPrompt: o.trainOnPrompt };
-  const pooled = o.objective && 'kind' in o.objective && o.objective.kind === 'pooled' ? o.objective : null;
   const load = (file: string) => pooled ? { dropped: 0, ...pooled.load(file, tok, maxSeqLen) } : loadSamples(file, tok, template, dataOpts);
   const train = load(o.data);
   let trainSamples = train.samples;

@@ -218,3 +218,22 @@ test('finetune --objective contrastive with LoRA: the adapter lowers the eval lo
   const a = tuned.embed(['cat?'])[0]!, b = (await Embedder.open(dir, { pooling: 'last' })).embed(['cat?'])[0]!;
   assert.ok(a.some((x, i) => Math.abs(x - b[i]!) > 1e-4), 'the adapter changes the vector');
 });
+
+test('finetune --objective contrastive keeps the base embedder\'s max_tokens: texts are cut to it and embedding_config.json says it (not the context)', async () => {
+  const dir = tinyModelDir(); // context 256
+  writeFileSync(join(dir, 'embedding_config.json'), JSON.stringify({ pooling: 'mean', pool_skip_bos: true, max_tokens: 32 }) + '\n');
+  const data = join(dir, 'pairs.jsonl');
+  const long = Array.from({ length: 40 }, (_, i) => ['the cat', 'in the rain', 'sat there'][i % 3]).join(' ');
+  writeFileSync(data, ['cat', 'rain', 'hat', 'dog'].map((w) => JSON.stringify({ query: `${w}?`, positive: `the ${w} and ${long}` })).join('\n') + '\n');
+  const logs: string[] = [];
+  const run = (out: string, maxSeqLen?: number) => finetune({
+    model: dir, data, out: join(dir, out), maxSteps: 1, batchSize: 4, seed: 1, lora: { rank: 2 }, maxSeqLen,
+    objective: contrastiveObjective(), log: (l) => logs.push(l),
+  });
+  const maxTokens = (s: { output: string }) => JSON.parse(readFileSync(join(s.output, 'embedding_config.json'), 'utf8')).max_tokens;
+  assert.equal(maxTokens(await run('kept')), 32, 'the base\'s 32, not the context\'s 256');
+  assert.match(logs.join('\n'), /4 truncated to 32/);
+  assert.equal((await Embedder.open(dir, { adapter: join(dir, 'kept', 'final') })).maxTokens, 32);
+  // --max-seq-len sets both, as sentence-transformers' max_seq_length does
+  assert.equal(maxTokens(await run('set', 48)), 48);
+});

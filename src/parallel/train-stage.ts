@@ -19,7 +19,7 @@ import { DataLoader, loadSamples } from '../train/data.js';
 import { Optimizer } from '../train/optimizer.js';
 import { mix32 } from '../train/rng.js';
 import { learningRate } from '../train/schedule.js';
-import { asTrainBackend, checkResumeOptions, dataFingerprint, initAdapter, loraConfigOf, planSteps, trainingTemplate, type FinetuneOptions, type FinetuneSummary, type StepMetrics } from '../train/trainer.js';
+import { asTrainBackend, checkResumeOptions, dataFingerprint, initAdapter, loraConfigOf, planSteps, recordedBatch, trainingTemplate, type FinetuneOptions, type FinetuneSummary, type StepMetrics } from '../train/trainer.js';
 import { oneFOneB, slotsNeeded } from './1f1b.js';
 import { stagePlan } from './stage-model.js';
 import { formatStages } from './stages.js';
@@ -112,7 +112,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
   const model = LlamaTrainModel.fromTensors(cfg, loaded.tensors, backend, { adapter, full: false, checkpointActivations: !!o.checkpointActivations },
     loaded.ropeFreqFactors, range);
   const opt = new Optimizer(model.params, { name: o.optimizer ?? 'adamw', betas: [0.9, 0.999], eps: 1e-8, weightDecay: o.weightDecay ?? 0, momentum: 0 });
-  const runOptions = { full: false, lora: loraCfg, lr, gradAccum: M, maxSeqLen, batchSize: o.batchSize ?? null, batchTokens: o.batchTokens ?? null,
+  const runOptions = { full: false, lora: loraCfg, lr, gradAccum: M, maxSeqLen, ...recordedBatch(o, 1),
     totalSteps, warmupSteps: sched.warmupSteps, decay: sched.decay, optimizer: opt.cfg.name, weightDecay: opt.cfg.weightDecay, seed, shuffle: o.shuffle ?? true,
     objective: null, pipeline: { size: P, stage: rank, stages: formatStages(stages) }, data: dataFingerprint(o.data) };
 
@@ -128,7 +128,8 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
     const dir = listCheckpoints(from).find((c) => c.step === common)?.dir;
     if (!dir) throw new Error(`${from}: no checkpoint of step ${common}, the newest step every stage saved (saved: ${listCheckpoints(from).map((c) => c.step).join(', ')})`);
     const ck = loadCheckpoint(dir);
-    checkResumeOptions(ck.dir, ck.state.options, runOptions, ['full', 'lora', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle', 'pipeline', 'optimizer', 'data']);
+    checkResumeOptions(ck.dir, { ...ck.state.options, ...recordedBatch(ck.state.options, 1) }, runOptions,
+      ['full', 'lora', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle', 'pipeline', 'optimizer', 'data'], { gradAccum: '--micro-batches' });
     restoreInto(ck, model.params, opt);
     loader.restore(ck.state.data);
     step = ck.state.step;

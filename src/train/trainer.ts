@@ -171,11 +171,60 @@ export function dataFingerprint(file: string): DataFingerprint {
   return { file, bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
 }
 
+/**
+ * The batching a run records: the batch size it trains with (the default where --batch-size is left out), or null with
+ * --batch-tokens. Checkpoints written before recorded null for a left-out --batch-size: read as the default, so that
+ * `--batch-size 1` and no --batch-size resume each other.
+ */
+export function recordedBatch(o: { readonly batchSize?: unknown; readonly batchTokens?: unknown }, defaultBatch: number): { batchSize: number | null; batchTokens: number | null } {
+  const batchTokens = typeof o.batchTokens === 'number' ? o.batchTokens : null;
+  return { batchSize: batchTokens !== null ? null : typeof o.batchSize === 'number' ? o.batchSize : defaultBatch, batchTokens };
+}
+
 /** Checked on resume only where the checkpoint has them: checkpoints written before the check lack them. */
 const NEWER_KEYS = new Set(['optimizer', 'data']);
 
-/** Refuse a resume whose settings differ from the checkpoint's (a NEWER_KEYS entry only where the checkpoint has it). */
-export function checkResumeOptions(dir: string, was: Record<string, unknown>, now: Record<string, unknown>, keys: readonly string[]): void {
+/** The flag of a recorded option (a field of `lora`, `objective`, `pipeline` included) where it is not the kebab-case name. */
+const FLAG_OF: Readonly<Record<string, string>> = {
+  rank: '--lora-rank', alpha: '--lora-alpha', targets: '--lora-targets', dropout: '--lora-dropout', rslora: '--rslora', kind: '--objective',
+  size: '--pipeline-parallel-size', stages: '--pipeline-stages',
+};
+/** Recorded settings that no flag sets (the library's options, or derived ones): shown by name. */
+const NO_FLAG = new Set(['skipBos', 'symmetric', 'distill', 'stage']);
+
+/** One recorded setting as the command line says it: `--seed 5`, `--no-shuffle`, `no --objective (…)`; never a bare null. */
+function showSetting(k: string, v: unknown, o: Record<string, unknown>, labels: Readonly<Record<string, string>>): string {
+  const flag = labels[k] ?? FLAG_OF[k] ?? `--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`;
+  if (k === 'batchSize' || k === 'batchTokens') return o.batchTokens == null ? `--batch-size ${String(o.batchSize)}` : `--batch-tokens ${String(o.batchTokens)}`;
+  if (k === 'shuffle') return v === false ? '--no-shuffle' : 'shuffled data (no --no-shuffle)';
+  if (k === 'lora' && v === null) return 'no adapter (--full)';
+  if (k === 'objective' && v === null) return 'the language-model loss (no --objective)';
+  if (NO_FLAG.has(k)) return `${k} ${JSON.stringify(v)}`;
+  if (v === null || v === undefined || v === false) return `no ${flag}`;
+  if (v === true) return flag;
+  if (Array.isArray(v)) return `${flag} ${v.join(',')}`;
+  if (typeof v === 'object') return Object.entries(v).map(([f, x]) => showSetting(f, x, v as Record<string, unknown>, labels)).join(' ');
+  return `${flag} ${String(v)}`;
+}
+
+/** The recorded and the given value of setting `k` as flags; for an object setting (lora, objective), its differing fields only. */
+function showDifference(k: string, was: Record<string, unknown>, now: Record<string, unknown>, labels: Readonly<Record<string, string>>): [string, string] {
+  const [a, b] = [was[k], now[k]];
+  if (a && b && typeof a === 'object' && typeof b === 'object' && !Array.isArray(a)) {
+    const [ra, rb] = [a as Record<string, unknown>, b as Record<string, unknown>];
+    const fields = [...new Set([...Object.keys(ra), ...Object.keys(rb)])].filter((f) => JSON.stringify(ra[f]) !== JSON.stringify(rb[f]));
+    return [fields.map((f) => showSetting(f, ra[f] ?? null, ra, labels)).join(' '), fields.map((f) => showSetting(f, rb[f] ?? null, rb, labels)).join(' ')];
+  }
+  return [showSetting(k, a ?? null, was, labels), showSetting(k, b ?? null, now, labels)];
+}
+
+/**
+ * Refuse a resume whose settings differ from the checkpoint's (a NEWER_KEYS entry only where the checkpoint has it),
+ * naming the flag with the recorded value and the one given: a resume repeats the run's flags, as the README's
+ * `--resume` example does (a flag left out takes its default). `labels` renames a setting's flag (pipeline runs).
+ */
+export function checkResumeOptions(dir: string, was: Record<string, unknown>, now: Record<string, unknown>, keys: readonly string[],
+  labels: Readonly<Record<string, string>> = {}): void {
   for (const k of keys) {
     if (!(k in was) && NEWER_KEYS.has(k)) continue;
     if (k === 'data') {
@@ -186,8 +235,10 @@ export function checkResumeOptions(dir: string, was: Record<string, unknown>, no
       }
       continue;
     }
-    if (JSON.stringify(was[k]) !== JSON.stringify(now[k])) {
-      throw new Error(`${dir}: the checkpoint was trained with ${k} = ${JSON.stringify(was[k])}, this run has ${JSON.stringify(now[k])}`);
+    if (JSON.stringify(was[k] ?? null) !== JSON.stringify(now[k] ?? null)) {
+      const [a, b] = showDifference(k, was, now, labels);
+      throw new Error(`${dir}: the checkpoint was trained with ${a}, this run has ${b}: resume with the flags the run was started with ` +
+        '(a flag left out takes its default), or start a new run');
     }
   }
 }
@@ -241,7 +292,8 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   let evalSamples: Sample[] = [];
   if (o.eval !== undefined) evalSamples = load(o.eval).samples;
   else if (o.evalSplit !== undefined) ({ train: trainSamples, eval: evalSamples } = splitValidation(trainSamples, o.evalSplit, seed));
-  const batchSize = o.batchSize ?? (pooled ? 32 : 1); // in-batch negatives need more than one pair
+  const defaultBatch = pooled ? 32 : 1; // in-batch negatives need more than one pair
+  const batchSize = o.batchSize ?? defaultBatch;
   log(`data: ${trainSamples.length} training samples${train.truncated ? ` (${train.truncated} truncated to ${maxSeqLen})` : ''}` +
     `${train.dropped ? `, ${train.dropped} without targets dropped` : ''}${evalSamples.length ? `, ${evalSamples.length} eval samples` : ''}`);
   const loader = new DataLoader(trainSamples, { batchSize: o.batchTokens === undefined ? batchSize : undefined, batchTokens: o.batchTokens, shuffle: o.shuffle ?? true, seed });
@@ -261,7 +313,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   obj?.bind?.(model);
   const opt = new Optimizer(model.params, { name: o.optimizer ?? 'adamw', betas: [0.9, 0.999], eps: 1e-8, weightDecay: o.weightDecay ?? 0, momentum: 0 });
   const trainable = model.params.reduce((a, p) => a + p.value.length, 0);
-  const runOptions = { full, lora: full ? null : loraCfg, lr, gradAccum, maxSeqLen, batchSize: o.batchSize ?? null, batchTokens: o.batchTokens ?? null,
+  const runOptions = { full, lora: full ? null : loraCfg, lr, gradAccum, maxSeqLen, ...recordedBatch(o, defaultBatch),
     totalSteps, warmupSteps: sched.warmupSteps, decay: sched.decay, optimizer: opt.cfg.name, weightDecay: opt.cfg.weightDecay, seed, shuffle: o.shuffle ?? true,
     objective: o.objective?.options ?? null, data: dataFingerprint(o.data) };
 
@@ -275,7 +327,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
     const ck = loadCheckpoint(resolveCheckpoint(o.resume));
     if (ck.state.kind !== (full ? 'full' : 'lora')) throw new Error(`${ck.dir}: a ${ck.state.kind} checkpoint cannot resume a ${full ? 'full' : 'lora'} run`);
     // checkpoints before objectives have none
-    checkResumeOptions(ck.dir, { objective: null, ...ck.state.options }, runOptions, ['full', 'lora', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle', 'objective', 'optimizer', 'data']);
+    checkResumeOptions(ck.dir, { objective: null, ...ck.state.options, ...recordedBatch(ck.state.options, defaultBatch) }, runOptions, ['full', 'lora', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle', 'objective', 'optimizer', 'data']);
     restoreInto(ck, model.params, opt);
     loader.restore(ck.state.data);
     step = ck.state.step;

@@ -101,6 +101,38 @@ describe('floe finetune (subprocess)', () => {
     assert.ok(!readdirSync(out).some((n) => n.includes('.tmp-')), 'the stale temporary directory is removed');
   });
 
+  it('a resume that leaves out or changes a flag of the run names the flag, the recorded value and the given one (never null)', () => {
+    const without = (args: string[], ...flags: string[]) => args.filter((a, i) => !flags.includes(a) && !flags.includes(args[i - 1]!));
+    const two = [...without(common, '--max-steps'), '--max-steps', '2'];
+    const out = join(work, 'resume-flags');
+    assert.equal(floe(['finetune', ...two, '--out', out, '--quiet']).code, 0);
+    const left = floe(['finetune', ...without(common, '--batch-size', '--lora-rank'), '--out', out, '--resume', out, '--quiet']);
+    assert.notEqual(left.code, 0);
+    assert.match(left.err, /checkpoint-000002: the checkpoint was trained with --lora-rank 4 --lora-alpha 8, this run has --lora-rank 8 --lora-alpha 16: resume with the flags the run was started with/);
+    const batch = floe(['finetune', ...without(common, '--batch-size'), '--out', out, '--resume', out, '--quiet']);
+    assert.match(batch.err, /the checkpoint was trained with --batch-size 2, this run has --batch-size 1: /);
+    const tokens = floe(['finetune', ...without(common, '--batch-size'), '--batch-tokens', '64', '--out', out, '--resume', out, '--quiet']);
+    assert.match(tokens.err, /the checkpoint was trained with --batch-size 2, this run has --batch-tokens 64: /);
+    const shuffle = floe(['finetune', ...common, '--no-shuffle', '--out', out, '--resume', out, '--quiet']);
+    assert.match(shuffle.err, /the checkpoint was trained with shuffled data \(no --no-shuffle\), this run has --no-shuffle: /);
+    for (const r of [left, batch, tokens, shuffle]) assert.doesNotMatch(r.err, /null|undefined/);
+
+    // --batch-size 1 is the default: giving it or leaving it out is the same run, either way round
+    const one = join(work, 'resume-one');
+    const bs1 = [...without(two, '--batch-size'), '--batch-size', '1'];
+    assert.equal(floe(['finetune', ...bs1, '--out', one, '--quiet']).code, 0);
+    const r = floe(['finetune', ...without(common, '--batch-size'), '--out', one, '--resume', one]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.err, /resumed from .*checkpoint-000002 at step 2/);
+    // a checkpoint from before the batch size was recorded has null for a left-out --batch-size
+    const state = join(one, 'checkpoint-000004', 'trainer_state.json');
+    const st = JSON.parse(readFileSync(state, 'utf8'));
+    writeFileSync(state, JSON.stringify({ ...st, options: { ...st.options, batchSize: null } }));
+    const old = floe(['finetune', ...without(common, '--batch-size', '--max-steps'), '--max-steps', '5', '--batch-size', '1', '--out', one, '--resume', one]);
+    assert.equal(old.code, 0, old.err);
+    assert.match(old.err, /resumed from .*checkpoint-000004 at step 4/);
+  });
+
   it('a non-empty --out is refused unless --resume continues it or --overwrite clears it', () => {
     const out = join(work, 'again');
     const short = common.map((a, i) => (common[i - 1] === '--max-steps' ? '2' : a));

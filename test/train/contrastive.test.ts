@@ -180,7 +180,7 @@ test('finetune --objective contrastive: full fine-tuning lowers the InfoNCE loss
   assert.ok(Math.abs(a!.reduce((x, v) => x + v * v, 0) - 1) < 1e-5);
   assert.ok(b!.length === 64);
   // resuming with another temperature is refused (the objective is part of the run's options)
-  await assert.rejects(finetune({ model: dir, data, out, full: true, maxSteps: 14, lr: 3e-3, batchSize: 8, seed: 3, resume: out, objective: contrastiveObjective({ temperature: 0.2 }) }), /objective/);
+  await assert.rejects(finetune({ model: dir, data, out, full: true, maxSteps: 14, lr: 3e-3, batchSize: 8, seed: 3, resume: out, objective: contrastiveObjective({ temperature: 0.2 }) }), /trained with --temperature 0\.1, this run has --temperature 0\.2: /);
 });
 
 test('floe finetune flags: --objective contrastive builds the objective; misplaced flags are usage errors', async () => {

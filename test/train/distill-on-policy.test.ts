@@ -140,7 +140,7 @@ describe('on-policy distillation', () => {
     assert.equal(sb.teacherCache.built, false);
     const want = ma.filter((m) => m.step > 3);
     assert.deepEqual(steps.map((m) => [m.step, m.on_policy, m.loss, m.ce, m.kd]), want.map((m) => [m.step, m.on_policy, m.loss, m.ce, m.kd]));
-    await assert.rejects(distill({ ...b, out: join(work, `run${runs++}`), onPolicy: 0.25 }), /trained with objective = .*"onPolicy":0.5.*this run has .*"onPolicy":0.25/);
+    await assert.rejects(distill({ ...b, out: join(work, `run${runs++}`), onPolicy: 0.25 }), /trained with --on-policy 0\.5, this run has --on-policy 0\.25: /);
   });
 
   it('λ = 0 is the cached-teacher path bit for bit; bad on-policy options are refused', async () => {

@@ -116,7 +116,7 @@ describe('distill', () => {
     const want = trainMetrics(a.out).filter((m) => m.step > 3);
     assert.deepEqual(steps.map((m) => m.step), [4, 5, 6]);
     assert.deepEqual(steps.map((m) => [m.loss, m.ce, m.kd]), want.map((m) => [m.loss, m.ce, m.kd]));
-    await assert.rejects(distill({ ...b, out: join(work, `run${runs++}`), kdRatio: 0.5 }), /trained with objective = .*"kdRatio":0.7.*this run has .*"kdRatio":0.5/);
+    await assert.rejects(distill({ ...b, out: join(work, `run${runs++}`), kdRatio: 0.5 }), /trained with --kd-ratio 0\.7, this run has --kd-ratio 0\.5: /);
     await assert.rejects(distill({ ...b, out: join(work, `run${runs++}`), temperature: 2 }), /holds top-8 at temperature 1.5 .*this run asks top-8 at 2 /);
   });
 

@@ -82,13 +82,13 @@ describe('finetune', () => {
   it('resume with different batching is refused', async () => {
     const a = base({ maxSteps: 2 });
     await finetune(a);
-    await assert.rejects(finetune(base({ maxSteps: 4, batchSize: 3, resume: a.out })), /trained with batchSize = 2, this run has 3/);
+    await assert.rejects(finetune(base({ maxSteps: 4, batchSize: 3, resume: a.out })), /trained with --batch-size 2, this run has --batch-size 3: resume with the flags the run was started with/);
   });
 
   it('resume with another optimizer or another (or edited) data file is refused, naming old and new', async () => {
     const a = base({ maxSteps: 2 });
     await finetune(a);
-    await assert.rejects(finetune(base({ maxSteps: 4, optimizer: 'sgd', resume: a.out })), /trained with optimizer = "adamw", this run has "sgd"/);
+    await assert.rejects(finetune(base({ maxSteps: 4, optimizer: 'sgd', resume: a.out })), /trained with --optimizer adamw, this run has --optimizer sgd: /);
     const other = writeTrainData(mkdtempSync(join(work, 'other-')), 13);
     await assert.rejects(finetune(base({ maxSteps: 4, data: other, resume: a.out })), (e: Error) => {
       const size = (f: string) => readFileSync(f).length;

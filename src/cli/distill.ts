@@ -2,7 +2,7 @@
 
 import type { KdLossKind } from '../train/kd-loss.js';
 import { parse, UsageError, type Range } from './args.js';
-import { oneOf, optFlag, TRAIN_FLAGS, trainingOptions } from './train-args.js';
+import { oneOf, optFlag, setupAsUsage, TRAIN_FLAGS, trainingOptions } from './train-args.js';
 
 export async function distillCmd(args: string[]): Promise<number> {
   const { distill } = await import('../train/distill.js');
@@ -21,13 +21,13 @@ export async function distillCmd(args: string[]): Promise<number> {
     throw new UsageError('--sample-temperature and --max-new-tokens apply to --on-policy L with L > 0');
   }
   const one = { min: 1 };
-  const s = await distill({
+  const s = await setupAsUsage(distill({
     teacher: v.teacher, student: v.student, kdRatio: opt('kd-ratio', false, { min: 0, max: 1 }), temperature: opt('temperature', false, { above: 0 }),
     topK: opt('top-k', true, one), loss, beta: opt('beta', false, { min: 0, max: 1 }), teacherCache: v['teacher-cache'],
     cacheDtype: oneOf('cache-dtype', v['cache-dtype'], ['f16', 'f32'] as const),
     onPolicy: opt('on-policy', false, { min: 0, max: 1 }), sampleTemperature: opt('sample-temperature', false, { min: 0 }), maxNewTokens: opt('max-new-tokens', true, one),
     ...options,
-  });
+  }));
   if (v.json) { process.stdout.write(JSON.stringify(s) + '\n'); return 0; }
   const c = s.teacherCache;
   const ev = (e: typeof s.eval) => (e ? `loss ${e.eval_loss.toFixed(4)}, perplexity ${e.eval_ppl.toFixed(3)}` : 'none');

@@ -684,7 +684,7 @@ async function serveCmd(args: string[]): Promise<number> {
 
 async function finetuneCmd(args: string[]): Promise<number> {
   const { finetune } = await import('../train/trainer.js');
-  const { OBJECTIVE_FLAGS, TRAIN_FLAGS, objectiveOption, trainingOptions } = await import('./train-args.js');
+  const { OBJECTIVE_FLAGS, TRAIN_FLAGS, objectiveOption, setupAsUsage, trainingOptions } = await import('./train-args.js');
   const { FINETUNE_PIPELINE_FLAGS, finetunePipelineCmd, microBatchesFlag } = await import('./finetune-pipeline.js');
   const { values: v } = parse(args, { model: { type: 'string' }, ...TRAIN_FLAGS, ...OBJECTIVE_FLAGS, ...PIPELINE_FLAGS, ...FINETUNE_PIPELINE_FLAGS });
   const options = trainingOptions(v);
@@ -692,7 +692,7 @@ async function finetuneCmd(args: string[]): Promise<number> {
   const mb = microBatchesFlag(v['micro-batches'], pp);
   const model = modelOrBuiltin(v.model, 'finetune');
   const s = pp ? await finetunePipelineCmd({ model, ...options, ...(await objectiveOption(v)) }, pp, mb)
-    : await finetune({ model, ...options, ...(await objectiveOption(v)) });
+    : await setupAsUsage(finetune({ model, ...options, ...(await objectiveOption(v)) }));
   if (!s) return 0; // a pipeline stage other than rank 0
   if (v.json) { process.stdout.write(JSON.stringify(s) + '\n'); return 0; }
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;

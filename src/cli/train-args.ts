@@ -3,6 +3,7 @@
 import { defaultLoraAlpha, LORA_TARGETS, parseLoraTargets, type LoraTarget } from '../model/lora.js';
 import type { FinetuneOptions } from '../train/trainer.js';
 import { conflicts, optNum, UsageError, type Range } from './args.js';
+import { RunSetupError } from '../train/checkpoint.js';
 import { OFFLOAD_FLAGS, offloadOptions } from './offload-args.js';
 
 const str = { type: 'string' } as const;
@@ -31,6 +32,11 @@ export function loraTargetsFlag(v: string | undefined): LoraTarget[] | undefined
   if (v === undefined) return undefined;
   if (v.trim() === '') throw new UsageError(`--lora-targets expects a subset of ${LORA_TARGETS.join(',')} (or all), got ''`);
   try { return parseLoraTargets(v); } catch (e) { throw new UsageError(`--lora-targets: ${(e as Error).message}`); }
+}
+
+/** A training run; its refusal of --out or --resume (a non-empty dir, a checkpoint of other flags) is a usage error (exit 2). */
+export async function setupAsUsage<T>(run: Promise<T>): Promise<T> {
+  try { return await run; } catch (e) { throw e instanceof RunSetupError ? new UsageError(e.message) : e; }
 }
 
 /** Optional number flag with a range. */

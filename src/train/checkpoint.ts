@@ -83,6 +83,12 @@ export function listCheckpoints(out: string): { step: number; dir: string }[] {
 const RUN_ENTRY = new RegExp(`^(metrics\\.jsonl|summary\\.json|final|stage-\\d+|${PREFIX}\\d+|\\.${PREFIX}\\d+\\.tmp-\\d+)$`); // stage-K: pipeline runs
 
 /**
+ * A run that does not fit what is on disk: a non-empty `out`, a resume without a checkpoint or with other settings than
+ * the run's. The call's to change, not a failure of the run (the CLI's usage error, exit 2).
+ */
+export class RunSetupError extends Error {}
+
+/**
  * Make `out` ready for a run: refuse a non-empty dir (an earlier run's checkpoints would mix with this one's)
  * unless `resume` continues it or `overwrite` clears it; overwrite clears only a dir holding a run's files.
  */
@@ -99,17 +105,17 @@ export function prepareOutDir(out: string, o: { resume?: string; overwrite?: boo
  * Returns `out`'s entries, or null when it does not exist.
  */
 export function checkOutDir(out: string, o: { resume?: string; overwrite?: boolean }): string[] | null {
-  if (o.resume !== undefined && o.overwrite) throw new Error('give either resume or overwrite, not both');
+  if (o.resume !== undefined && o.overwrite) throw new RunSetupError('give either resume or overwrite, not both');
   if (!fs.existsSync(out)) return null;
-  if (!fs.statSync(out).isDirectory()) throw new Error(`${out}: the output path exists and is not a directory`);
+  if (!fs.statSync(out).isDirectory()) throw new RunSetupError(`${out}: the output path exists and is not a directory`);
   const entries = fs.readdirSync(out);
   if (entries.length === 0 || o.resume !== undefined) return entries;
   if (!o.overwrite) {
-    throw new Error(`${out} is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', …' : ''}): ` +
+    throw new RunSetupError(`${out} is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', …' : ''}): ` +
       'pass --resume DIR to continue that run or --overwrite to clear it, or choose another --out');
   }
   const foreign = entries.filter((n) => !RUN_ENTRY.test(n));
-  if (foreign.length) throw new Error(`${out}: --overwrite clears only a finetune output dir, and this one also holds ${foreign.slice(0, 3).join(', ')}`);
+  if (foreign.length) throw new RunSetupError(`${out}: --overwrite clears only a finetune output dir, and this one also holds ${foreign.slice(0, 3).join(', ')}`);
   return entries;
 }
 
@@ -124,7 +130,7 @@ export function removeStaleTemps(out: string): string[] {
 export function resolveCheckpoint(p: string): string {
   if (fs.existsSync(path.join(p, STATE_FILE))) return p;
   const all = listCheckpoints(p);
-  if (all.length === 0) throw new Error(`${p}: no complete checkpoint to resume from (looked for ${PREFIX}*/${STATE_FILE})`);
+  if (all.length === 0) throw new RunSetupError(`${p}: no complete checkpoint to resume from (looked for ${PREFIX}*/${STATE_FILE})`);
   return all[all.length - 1]!.dir;
 }
 

@@ -16,7 +16,7 @@ import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { readEmbeddingConfig } from '../model/embed.js';
 import { LlamaTrainModel, type LogitsLoss, type PackedBatch } from '../model/llama-train.js';
 import { DEFAULT_LORA, defaultLoraAlpha, initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
-import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, resolveCheckpoint, restoreInto, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, resolveCheckpoint, restoreInto, RunSetupError, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import type { PooledObjective } from './contrastive.js';
 import { DataLoader, loadSamples, splitValidation, type Sample } from './data.js';
 import { writeHfModel, type SaveDType } from './export.js';
@@ -231,13 +231,13 @@ export function checkResumeOptions(dir: string, was: Record<string, unknown>, no
       const [a, b] = [was.data as DataFingerprint, now.data as DataFingerprint];
       if (a.bytes !== b.bytes || a.sha256 !== b.sha256) {
         const show = (d: DataFingerprint) => `${d.file} (${d.bytes} bytes, sha256 ${d.sha256.slice(0, 12)})`;
-        throw new Error(`${dir}: the checkpoint was trained on the data file ${show(a)}, this run has ${show(b)}: resume with the same data, or start a new run`);
+        throw new RunSetupError(`${dir}: the checkpoint was trained on the data file ${show(a)}, this run has ${show(b)}: resume with the same data, or start a new run`);
       }
       continue;
     }
     if (JSON.stringify(was[k] ?? null) !== JSON.stringify(now[k] ?? null)) {
       const [a, b] = showDifference(k, was, now, labels);
-      throw new Error(`${dir}: the checkpoint was trained with ${a}, this run has ${b}: resume with the flags the run was started with ` +
+      throw new RunSetupError(`${dir}: the checkpoint was trained with ${a}, this run has ${b}: resume with the flags the run was started with ` +
         '(a flag left out takes its default), or start a new run');
     }
   }
@@ -325,7 +325,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   if (o.resume !== undefined) {
     removeStaleTemps(o.resume);
     const ck = loadCheckpoint(resolveCheckpoint(o.resume));
-    if (ck.state.kind !== (full ? 'full' : 'lora')) throw new Error(`${ck.dir}: a ${ck.state.kind} checkpoint cannot resume a ${full ? 'full' : 'lora'} run`);
+    if (ck.state.kind !== (full ? 'full' : 'lora')) throw new RunSetupError(`${ck.dir}: a ${ck.state.kind} checkpoint cannot resume a ${full ? 'full' : 'lora'} run`);
     // checkpoints before objectives have none
     checkResumeOptions(ck.dir, { objective: null, ...ck.state.options, ...recordedBatch(ck.state.options, defaultBatch) }, runOptions, ['full', 'lora', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle', 'objective', 'optimizer', 'data']);
     restoreInto(ck, model.params, opt);

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { tinyModelDir, writeTrainData } from './fixtures.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url)); // the built CLI (npm run build)
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
 const ARGS = ['--import', 'tsx', '--input-type=module', '-e', RUN, '--'];
 const model = tinyModelDir();
@@ -107,7 +108,7 @@ describe('floe finetune (subprocess)', () => {
     const out = join(work, 'resume-flags');
     assert.equal(floe(['finetune', ...two, '--out', out, '--quiet']).code, 0);
     const left = floe(['finetune', ...without(common, '--batch-size', '--lora-rank'), '--out', out, '--resume', out, '--quiet']);
-    assert.notEqual(left.code, 0);
+    assert.equal(left.code, 2, 'a usage error, as other flag mistakes');
     assert.match(left.err, /checkpoint-000002: the checkpoint was trained with --lora-rank 4 --lora-alpha 8, this run has --lora-rank 8 --lora-alpha 16: resume with the flags the run was started with/);
     const batch = floe(['finetune', ...without(common, '--batch-size'), '--out', out, '--resume', out, '--quiet']);
     assert.match(batch.err, /the checkpoint was trained with --batch-size 2, this run has --batch-size 1: /);
@@ -133,6 +134,31 @@ describe('floe finetune (subprocess)', () => {
     assert.match(old.err, /resumed from .*checkpoint-000004 at step 4/);
   });
 
+  it('bin/floe.js: a refused --out or --resume is a usage error (exit 2, "usage_error" with --json), as other flag mistakes', () => {
+    const bin = (args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 120_000 });
+    const out = join(work, 'bin-usage');
+    assert.equal(bin(['finetune', ...common, '--max-steps', '1', '--out', out, '--quiet']).status, 0);
+    const again = bin(['finetune', ...common, '--out', out, '--json']);
+    assert.equal(again.status, 2, again.stderr);
+    assert.deepEqual(JSON.parse(again.stdout).error.type, 'usage_error');
+    assert.match(JSON.parse(again.stdout).error.message, /bin-usage is not empty .*pass --resume DIR/);
+    const seed = bin(['finetune', ...common, '--seed', '6', '--out', out, '--resume', out]);
+    assert.equal(seed.status, 2, seed.stderr);
+    assert.match(seed.stderr, /^floe finetune: .*the checkpoint was trained with --seed 5, this run has --seed 6: /m);
+    const none = bin(['finetune', ...common, '--out', join(work, 'bin-fresh'), '--resume', join(work, 'bin-fresh')]);
+    assert.equal(none.status, 2, none.stderr);
+    assert.match(none.stderr, /no complete checkpoint to resume from/);
+    // a file where --out wants a directory
+    writeFileSync(join(work, 'bin-file'), 'x');
+    const file = bin(['finetune', ...common, '--out', join(work, 'bin-file')]);
+    assert.equal(file.status, 2, file.stderr);
+    assert.match(file.stderr, /bin-file: the output path exists and is not a directory/);
+    // a failure of the run itself stays 1
+    const bad = join(work, 'bin-bad.jsonl');
+    writeFileSync(bad, '{"text": 3}\n');
+    assert.equal(bin(['finetune', ...common, '--data', bad, '--out', join(work, 'bin-bad')]).status, 1);
+  });
+
   it('a non-empty --out is refused unless --resume continues it or --overwrite clears it', () => {
     const out = join(work, 'again');
     const short = common.map((a, i) => (common[i - 1] === '--max-steps' ? '2' : a));
@@ -142,7 +168,7 @@ describe('floe finetune (subprocess)', () => {
     assert.ok(listing.includes('checkpoint-000004'));
 
     const r = floe(['finetune', ...short, '--out', out, '--quiet']);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 2, 'a usage error: the command line is to change');
     assert.match(r.err, /again is not empty .*--resume DIR to continue that run or --overwrite to clear it/);
     assert.equal(readFileSync(join(out, 'metrics.jsonl'), 'utf8'), before, 'the earlier metrics are untouched');
     assert.deepEqual(readdirSync(out).sort(), listing);
@@ -158,7 +184,7 @@ describe('floe finetune (subprocess)', () => {
 
     writeFileSync(join(out, 'notes.txt'), 'mine');
     const foreign = floe(['finetune', ...short, '--out', out, '--overwrite', '--quiet']);
-    assert.equal(foreign.code, 1);
+    assert.equal(foreign.code, 2);
     assert.match(foreign.err, /--overwrite clears only a finetune output dir, and this one also holds notes\.txt/);
     assert.ok(existsSync(join(out, 'checkpoint-000002')), 'nothing was cleared');
   });

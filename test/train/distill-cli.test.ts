@@ -84,14 +84,14 @@ describe('floe distill (subprocess)', () => {
     mkdirSync(done);
     writeFileSync(join(done, 'summary.json'), '{}\n');
     const r = floe(['distill', ...common, '--out', done]);
-    assert.equal(r.code, 1, r.err);
+    assert.equal(r.code, 2, r.err);
     assert.match(r.err, /done is not empty \(summary\.json\): pass --resume DIR/);
     assert.doesNotMatch(r.err, /teacher pass/);
     assert.ok(!existsSync(`${done}.teacher-cache`), 'no teacher cache was computed');
     const empty = join(work, 'nothing-to-resume');
     mkdirSync(empty);
     const r2 = floe(['distill', ...common, '--out', join(work, 'fresh'), '--resume', empty]);
-    assert.equal(r2.code, 1, r2.err);
+    assert.equal(r2.code, 2, r2.err);
     assert.match(r2.err, /no complete checkpoint to resume from/);
     assert.ok(!existsSync(join(work, 'fresh.teacher-cache')), 'no teacher cache was computed');
   });

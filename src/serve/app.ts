@@ -256,11 +256,14 @@ export function createApp(opts: AppOptions): ServeApp {
       ac.abort();
       for (const r of reqs) c.engine.abort(r.id);
     };
-    reply.raw.once('close', () => {
+    const left = () => {
       if (reply.raw.writableFinished || finished) return;
       metrics.aborted.inc();
       abort();
-    });
+    };
+    // A client may have left while the handler awaited (input rail, RAG): then 'close' has fired already.
+    if (reply.raw.destroyed) left();
+    else reply.raw.once('close', left);
     const priority = lane(reply);
     const sources = reqs.map((r) => c.engine.generate({ ...r, priority }, ac.signal));
     const stream = refuseAborts(merge(sources, () => { finished = true; }), ac.signal);

@@ -1,0 +1,49 @@
+// Clients that leave before their request reaches the engine (while an input rail judges the prompt): nothing is generated for them.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { startServer, type RunningServer } from '../../src/serve/server.js';
+
+const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const GUARD = fileURLToPath(new URL('../../models/floe-guard', import.meta.url));
+const skip = !existsSync(`${GUARD}/config.json`) && 'models/floe-guard is not in this tree';
+
+let server: RunningServer;
+before(async () => {
+  if (skip) return;
+  server = await startServer({ model: BROWN, guardModel: GUARD, port: 0, ui: false, dataDir: null, kvCacheMemory: 16 * 2 ** 20, guardKvCacheMemory: 8 * 2 ** 20, log: () => {} });
+  await server.ready;
+});
+after(async () => { await server?.close(0); });
+
+const metrics = async (): Promise<Record<string, number>> => {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  return Object.fromEntries([...text.matchAll(/^(floe_\w+) (\S+)$/gm)].map((m) => [m[1]!, Number(m[2])]));
+};
+
+test('a client that disconnects while the input rail judges its prompt: the completion is aborted, not generated for nobody', { skip }, async () => {
+  const MAX = 400;
+  for (const stream of [false, true]) {
+    const before = await metrics();
+    const body = JSON.stringify({
+      model: 'floe-brown', messages: [{ role: 'user', content: `Tell me about rivers and the sea (${stream}).` }], max_tokens: MAX, ignore_eos: true,
+      temperature: 0, stream, guardrails: { input: true, output: false },
+    });
+    const req = request(`${server.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' } });
+    req.on('error', () => {}); // the socket is destroyed on purpose
+    req.end(body);
+    // the handler has started (the guard is judging the prompt): leave now
+    while (server.serve.inFlight() === 0) await new Promise((r) => setImmediate(r));
+    req.destroy();
+    while (server.serve.inFlight() > 0) await new Promise((r) => setTimeout(r, 5));
+    const after = await metrics();
+    assert.equal(after.floe_requests_aborted_total! - before.floe_requests_aborted_total!, 1, `stream ${stream}: the request counts as aborted`);
+    const generated = after.floe_engine_generation_tokens_total! - before.floe_engine_generation_tokens_total!;
+    assert.ok(generated < MAX, `stream ${stream}: ${generated} tokens generated for a client that had left`);
+    assert.equal(after.floe_kv_blocks_used, 0);
+    assert.equal(after.floe_num_requests_running, 0);
+  }
+});

@@ -62,6 +62,14 @@ export function registerEmbeddingRoutes(app: FastifyInstance, o: EmbeddingRouteO
     const vctx: ValidationContext = { modelName: emb ? emb.name : o.modelName, vocabSize: info.vocabSize, hiddenSize: info.hiddenSize, maxNumSeqs: info.maxNumSeqs, adapterNames, otherNames };
     const p = parseEmbeddingRequest(req.body, vctx);
     o.noteIgnored(reply, p.ignored);
+    const priority = req.headers[PRIORITY_HEADER] === 'batch' ? 'batch' : 'interactive';
+    // Each input is one engine request: past the slots plus the queue the engine refuses some of them every time, so a
+    // 429 (whose Retry-After promises success later, and which clients retry) would be a lie, as on /v1/completions.
+    const slots = priority === 'batch' ? info.maxBatchSeqs ?? info.maxNumSeqs : info.maxNumSeqs;
+    if (info.maxQueue !== undefined && p.inputs.length > slots + info.maxQueue) {
+      throw invalid('input', `'input' holds ${p.inputs.length} inputs, but this server takes at most ${slots + info.maxQueue} at once ` +
+        `(${slots} sequence slots, --max-num-seqs, plus ${info.maxQueue} waiting, --max-queue); send fewer inputs per request or raise those flags`);
+    }
     const tokenizer = emb ? emb.tokenizer : c.tokenizer;
     const limit = Math.min(info.maxRequestTokens, emb?.maxTokens ?? Infinity);
     const inputs = p.inputs.map((inp, i) => {
@@ -72,7 +80,6 @@ export function registerEmbeddingRoutes(app: FastifyInstance, o: EmbeddingRouteO
       return ids;
     });
     const id = `embd-${randomUUID().replaceAll('-', '')}`;
-    const priority = req.headers[PRIORITY_HEADER] === 'batch' ? 'batch' : 'interactive';
     const pooling = p.pooling ?? emb?.pooling ?? 'mean';
     const outs = await Promise.all(inputs.map((ids, i) =>
       engine.embed({ id: `${id}-${i}`, promptIds: ids, pooling, poolFrom: poolFrom(emb, ids, pooling), normalize: p.normalize, priority, adapter: emb || p.model === o.modelName ? null : p.model })));

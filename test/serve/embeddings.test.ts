@@ -115,3 +115,17 @@ test('many inputs of one request share engine steps (batched, not one forward ea
   const want = lib.embed(inputs);
   r.data.forEach((d, i) => assert.ok(maxDiff(d.embedding, want[i]!) < 1e-4));
 });
+
+test('more inputs than --max-num-seqs + --max-queue: a 400 naming the limit (a 429 would be retried in vain); a batch that fits is answered', { timeout: T }, async () => {
+  const small = await startFloe(['--model', EMBED, '--task', 'embed', '--max-num-seqs', '2', '--max-queue', '3']);
+  try {
+    const inputs = (n: number) => Array.from({ length: n }, (_, i) => `sentence number ${i}`);
+    const r = await client(small).embeddings.create({ model: 'floe-embed', input: inputs(5), encoding_format: 'float' });
+    assert.equal(r.data.length, 5);
+    await assert.rejects(client(small).embeddings.create({ model: 'floe-embed', input: inputs(6), encoding_format: 'float' }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && (e.error as { param?: string }).param === 'input' &&
+        /'input' holds 6 inputs, but this server takes at most 5 .*--max-num-seqs.*--max-queue/.test(e.message));
+  } finally {
+    small.proc.kill('SIGKILL');
+  }
+});

@@ -826,7 +826,9 @@ export class Engine {
         this.unpark(state.seq);
         this.scheduler.finish(state.seq.id);
         this.drop(state);
-        outs.push({ kind: 'error', id, status: 500, message: `embedding request ${id} was aborted` });
+        // not a fault: 503, retryable (a completion cut short ends with finish 'abort', which the server answers so)
+        const why = this.accepting ? 'was aborted' : 'was cut short: the engine is shutting down; retry it';
+        outs.push({ kind: 'error', id, status: 503, message: `embedding request ${id} ${why}` });
         continue;
       }
       for (const c of state.completions) {

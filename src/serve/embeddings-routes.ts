@@ -81,8 +81,27 @@ export function registerEmbeddingRoutes(app: FastifyInstance, o: EmbeddingRouteO
     });
     const id = `embd-${randomUUID().replaceAll('-', '')}`;
     const pooling = p.pooling ?? emb?.pooling ?? 'mean';
-    const outs = await Promise.all(inputs.map((ids, i) =>
-      engine.embed({ id: `${id}-${i}`, promptIds: ids, pooling, poolFrom: poolFrom(emb, ids, pooling), normalize: p.normalize, priority, adapter: emb || p.model === o.modelName ? null : p.model })));
+    const ids = inputs.map((_, i) => `${id}-${i}`);
+    let settled = false;
+    const abort = () => { for (const x of ids) engine.abort(x); };
+    // a client that left (now, or before this handler got here) needs none of the inputs still waiting
+    const left = () => {
+      if (settled) return;
+      o.metrics.aborted.inc();
+      abort();
+    };
+    if (reply.raw.destroyed) left();
+    else reply.raw.once('close', left);
+    let outs;
+    try {
+      outs = await Promise.all(inputs.map((tokens, i) =>
+        engine.embed({ id: ids[i]!, promptIds: tokens, pooling, poolFrom: poolFrom(emb, tokens, pooling), normalize: p.normalize, priority, adapter: emb || p.model === o.modelName ? null : p.model })));
+    } catch (e) {
+      abort(); // one input refused (429): the others would be computed for an answer that is an error
+      throw e;
+    } finally {
+      settled = true;
+    }
     const tokens = outs.reduce((s, x) => s + x.promptTokens, 0);
     o.metrics.promptTokens.inc(tokens);
     return {

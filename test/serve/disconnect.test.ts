@@ -47,3 +47,23 @@ test('a client that disconnects while the input rail judges its prompt: the comp
     assert.equal(after.floe_num_requests_running, 0);
   }
 });
+
+test('a client that disconnects from /v1/embeddings: its inputs still waiting are aborted, not embedded for nobody', { skip }, async () => {
+  const before = await metrics();
+  // 64 inputs of ~300 tokens: many engine steps, so the disconnect comes while most still wait
+  const input = Array.from({ length: 64 }, (_, i) => `sentence ${i} about rivers and the sea and ships `.repeat(30));
+  const req = request(`${server.url}/v1/embeddings`, { method: 'POST', headers: { 'content-type': 'application/json' } });
+  req.on('error', () => {}); // the socket is destroyed on purpose
+  req.end(JSON.stringify({ model: 'floe-brown', input }));
+  while (server.serve.inFlight() === 0) await new Promise((r) => setImmediate(r));
+  req.destroy();
+  while (server.serve.inFlight() > 0) await new Promise((r) => setTimeout(r, 5));
+  await new Promise((r) => setTimeout(r, 100)); // aborts already sent reach the engine
+  const after = await metrics();
+  assert.equal(after.floe_requests_aborted_total! - before.floe_requests_aborted_total!, 1, 'the request counts as aborted');
+  const computed = after.floe_engine_prompt_tokens_total! - before.floe_engine_prompt_tokens_total!;
+  assert.ok(computed < 64 * 300 / 2, `${computed} prompt tokens computed for a client that had left`);
+  assert.equal(after.floe_kv_blocks_used, 0);
+  assert.equal(after.floe_num_requests_running, 0);
+  assert.equal(after.floe_num_requests_waiting, 0);
+});

@@ -31,7 +31,7 @@ export class ServeMetrics {
     this.ttft = new Histogram({ name: 'floe_time_to_first_token_seconds', help: 'Time from request arrival to the first generated token', buckets: LATENCY_BUCKETS, registers: r });
     this.itl = new Histogram({ name: 'floe_inter_token_latency_seconds', help: 'Time between successive generated tokens of one completion', buckets: LATENCY_BUCKETS, registers: r });
     this.e2e = new Histogram({ name: 'floe_e2e_request_latency_seconds', help: 'Time from request arrival to its last token', buckets: LATENCY_BUCKETS, registers: r });
-    this.aborted = new Counter({ name: 'floe_requests_aborted_total', help: 'Generation requests aborted because the client went away', registers: r });
+    this.aborted = new Counter({ name: 'floe_requests_aborted_total', help: 'Generation and embedding requests aborted because the client went away', registers: r });
     const g = (name: string, help: string) => new Gauge({ name, help, registers: r });
     this.gauges = {
       running: g('floe_num_requests_running', 'Requests in the running batch'),

@@ -62,6 +62,30 @@ test('chunkText: overlap is used when sentences allow it, and chunks end at para
   assert.throws(() => chunkText('x', { maxTokens: 10, overlap: 10, countTokens: count }), /overlap must be/);
 });
 
+// V8's Intl.Segmenter slows down faster than linearly on long strings: a 200 KB line of words took 16 s to split
+// into words, a 540 KB paragraph 10 s into sentences, so one such document held an ingest (and the server's write
+// queue) for minutes. Segmented in bounded windows, each takes 2-3 s here (mostly token counting).
+test('chunkText: a 200 KB sentence and a 540 KB paragraph chunk in seconds, every chunk within the limit', { timeout: 40_000 }, async () => {
+  const tok = await brownTokenizer();
+  const count = (t: string) => tok.encode(t).length;
+  const words = Array.from({ length: 40_000 }, (_, i) => `w${i % 997}`).join(' ');
+  const lines = Array.from({ length: 20_000 }, (_, i) => `Line ${i} says the pump ran.`).join(' ');
+  for (const text of [words, lines]) {
+    const t0 = performance.now();
+    const chunks = chunkText(text, { maxTokens: 256, overlap: 32, countTokens: count });
+    const ms = performance.now() - t0;
+    assert.ok(ms < 10_000, `${text.length} characters took ${ms.toFixed(0)} ms`);
+    let covered = 0;
+    for (const c of chunks) {
+      assert.ok(c.tokens <= 256 && c.text === text.slice(c.start, c.end));
+      assert.equal(text.slice(covered, c.start).trim(), '', `gap before ${c.start}`);
+      assert.ok(c.start === 0 || /\s/.test(text[c.start - 1]!), `chunk at ${c.start} starts inside a word`);
+      covered = Math.max(covered, c.end);
+    }
+    assert.equal(covered, text.length);
+  }
+});
+
 test('extractDocument: Markdown and HTML text with source spans that contain each chunk', () => {
   const md = '# The Title\n\nSome *emphasis* and `code` with an \\* escape.\n\n- first item\n- second item\n\n```js\nlet a = 1;\n```\n';
   const m = extractDocument('doc.md', md);

@@ -18,6 +18,7 @@ interface Unit { start: number; end: number; tokens: number; paraEnd: boolean }
 
 const sentences = new Intl.Segmenter('en', { granularity: 'sentence' });
 const words = new Intl.Segmenter('en', { granularity: 'word' });
+const SEGMENT_WINDOW = 4096; // characters given to a segmenter at once (segmentSpans)
 
 /** Split text into chunks; every non-whitespace character lies in at least one chunk. */
 export function chunkText(text: string, opts: ChunkOptions): Chunk[] {
@@ -71,6 +72,38 @@ function trimSpan(text: string, a: number, b: number): { start: number; end: num
   return { start: a, end: b };
 }
 
+/**
+ * Segments of text[a, b) as [start, end) offsets, as one segment() call over it would give them. V8's Intl.Segmenter
+ * walks a long string in time that grows faster than its length (a 200 KB run of words: 16 s; 540 KB of sentences:
+ * 10 s), so it is given windows of SEGMENT_WINDOW characters; a window's last segment, which its end may cut, is
+ * segmented again at the start of the next one; a segment longer than a window is cut after its last whitespace.
+ */
+function* segmentSpans(seg: Intl.Segmenter, text: string, a: number, b: number): Generator<[number, number]> {
+  for (let s = a; s < b;) {
+    let e = Math.min(b, s + SEGMENT_WINDOW);
+    if (e < b && /[\uDC00-\uDFFF]/.test(text[e]!)) e++; // never cut a surrogate pair
+    let last: [number, number] = [s, e];
+    let first = true;
+    for (const w of seg.segment(text.slice(s, e))) {
+      if (!first) yield last;
+      first = false;
+      last = [s + w.index, s + w.index + w.segment.length];
+    }
+    if (e === b) {
+      yield last;
+      s = b;
+    } else if (last[0] > s) s = last[0];
+    else {
+      // one segment longer than the window: cut it after its last whitespace, if any
+      let k = e;
+      while (k > s + 1 && !/\s/.test(text[k - 1]!)) k--;
+      if (k === s + 1) k = e;
+      yield [s, k];
+      s = k;
+    }
+  }
+}
+
 /** Paragraphs → sentences → words → characters until each unit fits in `limit` tokens. */
 function splitUnits(text: string, cost: (a: number, b: number) => number, limit: number): Unit[] {
   const out: Unit[] = [];
@@ -84,7 +117,7 @@ function splitUnits(text: string, cost: (a: number, b: number) => number, limit:
   if (p0 < text.length) paragraphs.push([p0, text.length]);
   for (const [a, b] of paragraphs) {
     const before = out.length;
-    for (const s of sentences.segment(text.slice(a, b))) split(a + s.index, a + s.index + s.segment.length, 0);
+    for (const [sa, sb] of segmentSpans(sentences, text, a, b)) split(sa, sb, 0);
     if (out.length > before) out[out.length - 1]!.paraEnd = true;
   }
   return out;
@@ -98,8 +131,7 @@ function splitUnits(text: string, cost: (a: number, b: number) => number, limit:
     if (level === 0) {
       // words, each carrying the whitespace after it; packed greedily back into runs that fit
       let runA = a, runB = a, runT = 0;
-      for (const w of words.segment(text.slice(a, b))) {
-        const wa = a + w.index, wb = wa + w.segment.length;
+      for (const [wa, wb] of segmentSpans(words, text, a, b)) {
         const wt = cost(wa, wb);
         if (runB > runA && runT + wt > limit) {
           split(runA, runB, 1);

@@ -34,6 +34,7 @@ export const VECTOR_INDEX_ROWS = 20_000;
 export const VECTOR_PQ_ROWS = 500_000;
 const WRITE_ROWS = 512; // whole documents are written together until a commit holds at least this many chunks
 const EMBED_BATCH = 64; // chunks per embed call
+const TEXT_INDEX = () => lancedb.Index.fts({ withPosition: false }); // BM25 over the chunk text
 
 /** Collection sizes (rows) from which vector search uses an index. */
 export interface IndexPolicy { readonly hnswRows: number; readonly pqRows: number }
@@ -172,6 +173,8 @@ export class RagStore {
       return c;
     }
     const table = await this.db.createEmptyTable(name, schemaFor(embedder.dim, embedder.name), { mode: 'create' });
+    // the BM25 index from the start: Lance searches rows an ingest has committed but not yet indexed through it
+    await table.createIndex('text', { config: TEXT_INDEX() });
     return new Collection(name, embedder.name, embedder.dim, table, new Date().toISOString(), this.policy);
   }
 
@@ -352,7 +355,7 @@ export class Collection {
     const fts = indices.find((i) => i.columns.includes('text') && i.indexType === 'FTS');
     const vec = indices.find((i) => i.columns.includes('vector'));
     if (rows === 0) return;
-    if (!fts) await this.table.createIndex('text', { config: lancedb.Index.fts({ withPosition: false }), replace: true });
+    if (!fts) await this.table.createIndex('text', { config: TEXT_INDEX(), replace: true });
     const want = rows >= this.policy.pqRows ? 'IvfPq' : rows >= this.policy.hnswRows ? 'IvfHnswSq' : null;
     if (want && vec?.indexType !== want) {
       const config = want === 'IvfPq'
@@ -403,6 +406,10 @@ export class Collection {
 
   async bm25(query: string, k: number, where: string | null): Promise<Passage[]> {
     if ((await this.table.countRows()) === 0) return [];
+    // a collection without its text index (an older floe's, or an ingest killed before indexing) gets it now
+    if (!(await this.table.listIndices()).some((i) => i.columns.includes('text') && i.indexType === 'FTS')) {
+      await this.table.createIndex('text', { config: TEXT_INDEX(), replace: true });
+    }
     let q = this.table.search(query, 'fts').limit(k).select([...COLUMNS, '_score']);
     if (where) q = q.where(where);
     const rows = await runQuery(q, where);

@@ -137,7 +137,17 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
   let storeP: Promise<RagStore> | null = null;
   const store = () => (storeP ??= RagStore.open(o.db, { create: true }));
   const embedder = () => o.embedder();
-  const collection = async (name: string): Promise<Collection> => api(async () => (await store()).collection(name));
+  // Run f on collection `name`; when it fails because the collection was dropped under it (DELETE while it ran, or
+  // another process's `floe rag delete`: Lance's files vanish mid-read), answer the 404 a missing collection gets.
+  const within = async <T>(name: string, f: () => Promise<T>): Promise<T> => {
+    try {
+      return await api(f);
+    } catch (e) {
+      if (e instanceof ApiError || (await (await store()).has(name).catch(() => true))) throw e;
+      throw new ApiError(404, `collection '${name}' was deleted while this request was using it`, 'collection', 'collection_not_found');
+    }
+  };
+  const collection = async (name: string): Promise<Collection> => within(name, async () => (await store()).collection(name));
   // one writer at a time per process: LanceDB commits are atomic, but ingest reads then writes
   let writing: Promise<unknown> = Promise.resolve();
   const serial = <T>(f: () => Promise<T>): Promise<T> => {
@@ -162,7 +172,10 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
     }));
   });
 
-  app.get<{ Params: { name: string } }>('/v1/rag/collections/:name', async (req) => info(await collection(req.params.name)));
+  app.get<{ Params: { name: string } }>('/v1/rag/collections/:name', async (req) => {
+    const c = await collection(req.params.name);
+    return within(c.name, () => info(c));
+  });
 
   app.delete<{ Params: { name: string } }>('/v1/rag/collections/:name', async (req) => serial(async () => {
     await api(async () => (await store()).drop(req.params.name));
@@ -233,7 +246,7 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
     const k = kOf(b.k, 'k'), mode = modeOf(b.mode, 'mode'), where = whereOf(b.where, 'where'), fusion = fusionOf(b);
     const allowEmbedderMismatch = allowOf(b.allow_embedder_mismatch, 'allow_embedder_mismatch');
     const c = await collection(name);
-    const passages = await api(async () => c.search(query, mode === 'bm25' ? null : await embedder(), { k, mode, where, ...fusion, allowEmbedderMismatch }));
+    const passages = await within(c.name, async () => c.search(query, mode === 'bm25' ? null : await embedder(), { k, mode, where, ...fusion, allowEmbedderMismatch }));
     return { object: 'list', collection: name, mode, data: passages.map((p, i) => ({ object: 'rag.passage', rank: i + 1, ...p })) };
   });
 
@@ -257,7 +270,7 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
         : Array.isArray(last?.content) ? last!.content.map((p) => (typeof p.text === 'string' ? p.text : '')).join(' ') : '';
       if (query.trim() === '') throw invalid('messages', 'rag needs a user message with text to retrieve for');
       const c = await collection(spec.collection);
-      const found = await api(async () => c.search(query, spec.mode === 'bm25' ? null : await embedder(), { k: spec.k, mode: spec.mode, where: spec.where, allowEmbedderMismatch: spec.allowEmbedderMismatch }));
+      const found = await within(c.name, async () => c.search(query, spec.mode === 'bm25' ? null : await embedder(), { k: spec.k, mode: spec.mode, where: spec.where, allowEmbedderMismatch: spec.allowEmbedderMismatch }));
       const f = fitPassages(found, (ps) => {
         const m = injectPassages(messages, ps);
         return { ids: encode(m), messages: m };

@@ -169,6 +169,36 @@ test('HTTP RAG: a collection embedded by another model (same dimension) is refus
   assert.equal((await call('DELETE', '/v1/rag/collections/foreign')).json.deleted, true);
 });
 
+// A query reads the collection's files while it runs: DELETE (or `floe rag delete` in another process) removing them
+// under it made the query, and a chat with rag on it, a 500 'internal error: … lance error: Not found: …/data/….lance'.
+// Now the request that lost its collection is the 404 a query on a missing collection gets.
+test('HTTP RAG: dropping a collection while queries and chats with rag on it are in flight: each is a 200 or a 404, never a 500', { timeout: T }, async () => {
+  const r = rng((Date.now() ^ 0x77) >>> 0);
+  const client = new OpenAI({ baseURL: server.url + '/v1', apiKey: 'none', maxRetries: 0 });
+  const seen: Record<string, number> = {};
+  for (let round = 0; round < 3; round++) {
+    assert.equal((await call('POST', '/v1/rag/collections', { name: 'gone' })).status, 200);
+    const documents = Array.from({ length: 16 }, (_, i) => ({ source: `d${i}.txt`, text: randomText(r, 8) }));
+    assert.equal((await call('POST', '/v1/rag/collections/gone/documents', { documents })).status, 200);
+    const inflight: Array<Promise<string>> = [];
+    for (let i = 0; i < 12; i++) {
+      inflight.push(call('POST', '/v1/rag/query', { collection: 'gone', query: 'the old man and the river', k: 5, mode: ['vector', 'bm25', 'hybrid'][i % 3] })
+        .then((q) => (q.status === 200 ? '200' : `${q.status} ${q.json.error.code}: ${q.json.error.message}`)));
+    }
+    for (let i = 0; i < 2; i++) {
+      inflight.push(client.chat.completions.create({ model: 'chat', max_tokens: 2, messages: [{ role: 'user', content: 'the old man?' }], rag: { collection: 'gone' } } as OpenAI.ChatCompletionCreateParamsNonStreaming)
+        .then(() => '200', (e: InstanceType<typeof OpenAI.APIError>) => `${e.status} ${e.code}: ${e.message}`));
+    }
+    await Promise.race(inflight); // one has answered: the others are reading the collection
+    assert.equal((await call('DELETE', '/v1/rag/collections/gone')).status, 200);
+    for (const out of await Promise.all(inflight)) {
+      assert.ok(out === '200' || /^404 collection_not_found: .*collection 'gone'/.test(out), out);
+      seen[out.slice(0, 3)] = (seen[out.slice(0, 3)] ?? 0) + 1;
+    }
+  }
+  assert.ok(seen['200']! > 0, JSON.stringify(seen));
+});
+
 test('a server without --rag-db refuses the rag field with 400 and has no /v1/rag routes', async () => {
   const tok = byteTokenizer();
   const s = createApp({ modelName: 'tiny', ui: false });

@@ -164,30 +164,29 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     // Test hook: FLOE_SERVE_LOAD_HOLD=1 holds the load until SIGUSR2, so that the loading state can be observed.
     if (process.env.FLOE_SERVE_LOAD_HOLD === '1') await new Promise((r) => process.once('SIGUSR2', r));
     const embedOnly = task === 'embed';
-    const [e, tools, g] = await Promise.all([
+    // Each part is kept as it loads, so that close() releases it when another part fails: an engine worker left
+    // running would keep the process alive after 'cannot load'.
+    const [e, tools, g] = await allLoaded([
       startEngine({
         ...engineOpts, modelId: modelName, ...(embedOnly ? { maxBatchedTokens: engineOpts.maxBatchedTokens ?? EMBED_BATCHED_TOKENS } : {}),
         // the engine worker joins the pipeline through src/parallel (named here, resolved from src/engine/worker)
         ...(engineOpts.pipeline ? { pipeline: { ...engineOpts.pipeline, join: '../parallel/serve-stage.js' } } : {}),
-      }),
+      }).then((x) => (engine = x)),
       loadTextTools(opts.model),
-      guardModel ? Guard.open(guardModel, { backend: opts.backend, threads: opts.threads, kvCacheMemory: guardKv, maxNumSeqs: opts.maxNumSeqs }) : null,
-    ]);
-    engine = e;
+      guardModel ? Guard.open(guardModel, { backend: opts.backend, threads: opts.threads, kvCacheMemory: guardKv, maxNumSeqs: opts.maxNumSeqs }).then((x) => (guard = x)) : null,
+    ] as const);
     await serve.restoreAdapters(e);
-    guard = g;
     let embedding: EmbeddingModel | null = null;
     if (embedOnly) embedding = embeddingModelOf(modelName, e, tools.tokenizer, opts.model);
     else if (embeddingModel) {
       const name = defaultModelName(embeddingModel);
       if (name === modelName) throw new Error(`--embedding-model ${embeddingModel} would be served as '${name}', the chat model's name; rename one of them`);
       const c = readHfConfig(embeddingModel).config;
-      const [ee, et] = await Promise.all([
+      const [ee, et] = await allLoaded([
         startEngine({ model: embeddingModel, modelId: name, backend: opts.backend, threads: opts.threads, kvDtype: 'f32', maxBatchedTokens: EMBED_BATCHED_TOKENS,
-          kvCacheMemory: KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, 'f32') * EMBED_KV_TOKENS }),
+          kvCacheMemory: KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, 'f32') * EMBED_KV_TOKENS }).then((x) => (embedEngine = x)),
         loadTextTools(embeddingModel),
-      ]);
-      embedEngine = ee;
+      ] as const);
       embedding = embeddingModelOf(name, ee, et.tokenizer, embeddingModel);
       log(`floe serve: embedding model '${name}' (${embeddingModel}) ready: ${ee.info.hiddenSize} dimensions, ${embedding.pooling} pooling, inputs up to ${embedding.maxTokens} tokens`);
     }
@@ -227,6 +226,14 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       return closing;
     },
   };
+}
+
+/** Promise.all that settles only once every part has: on a failure the parts still loading are waited for (then released by close). */
+async function allLoaded<T extends readonly unknown[]>(parts: T): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const settled = await Promise.allSettled(parts);
+  const failed = settled.find((r) => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as { -readonly [K in keyof T]: Awaited<T[K]> };
 }
 
 function embeddingModelOf(name: string, engine: EngineClient, tokenizer: Tokenizer | null, path: string): EmbeddingModel {

@@ -2,6 +2,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { copyFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer } from '../../src/serve/server.js';
 
@@ -19,4 +23,27 @@ test('/v1/embeddings still running when the grace period ends: 503, as a complet
   const body = (await r.json()) as { error?: { message: string; code: string } };
   assert.equal(r.status, 503, JSON.stringify(body));
   assert.match(body.error!.message, /shut(ting)? down.*retry/);
+});
+
+test('floe serve exits 1 when one model fails to load while another loaded (guard, chat model): nothing left running keeps the process alive', async () => {
+  const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
+  const GUARD = fileURLToPath(new URL('../../models/floe-guard', import.meta.url));
+  const noWeights = mkdtempSync(join(tmpdir(), 'floe-no-weights-'));
+  copyFileSync(join(BROWN, 'config.json'), join(noWeights, 'config.json')); // passes the preflight, fails to load
+  const cases = [
+    ['--model', BROWN, '--guard-model', noWeights], // the chat model loads, the guard does not
+    ['--model', noWeights, '--guard-model', GUARD], // the guard loads, the chat model does not
+  ];
+  for (const args of cases) {
+    const proc = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--threads', '1', '--no-ui', '--no-batch', '--kv-cache-memory', '16MiB', '--guard-kv-cache-memory', '4MiB', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    proc.stdout.on('data', (d) => { out += d; });
+    proc.stderr.on('data', (d) => { out += d; });
+    const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+    const timer = new Promise<'hung'>((r) => setTimeout(() => r('hung'), 20_000).unref());
+    const code = await Promise.race([exited, timer]);
+    if (code === 'hung') proc.kill('SIGKILL');
+    assert.match(out, /cannot load/, out);
+    assert.equal(code, 1, `${args.join(' ')}: ${code === 'hung' ? 'still running 20 s after it failed to load' : `exit ${code}`}\n${out}`);
+  }
 });

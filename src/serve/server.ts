@@ -1,6 +1,8 @@
 // startServer: listen first (/health 503 while loading), load the engine and tokenizer, then serve; graceful close.
 
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import { totalmem } from 'node:os';
 import { basename, join } from 'node:path';
 import type { EngineClient, EngineInfo } from '../engine/protocol.js';
@@ -146,6 +148,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   });
   if (opts.guardrails && !opts.guardModel) throw new Error('--guardrails needs --guard-model PATH (the guard that judges the answers)');
   const { host = '127.0.0.1', port = 8000 } = opts;
+  // Connections that never sent a request: Node's closeIdleConnections leaves them open (waiting for headers), so a
+  // graceful stop closes them itself (a balancer's pre-opened connection, the one undici opens after an aborted fetch).
+  const unused = new Set<Socket>();
+  serve.app.server.on('connection', (s: Socket) => { unused.add(s); s.once('close', () => unused.delete(s)); });
+  serve.app.server.on('request', (req: IncomingMessage) => unused.delete(req.socket));
   await serve.app.listen({ host, port });
   const addr = serve.app.server.address();
   const bound = typeof addr === 'object' && addr !== null ? addr.port : port;
@@ -218,7 +225,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         await Promise.all([engine, embedEngine].map((en) => en?.shutdown(graceMs).catch(() => {})));
         if (guard) await guard.close().catch(() => {});
         // Keep-alive connections turn idle as their streams end; close them as they do.
-        const idle = setInterval(() => server.closeIdleConnections(), 50);
+        const idle = setInterval(() => {
+          server.closeIdleConnections();
+          for (const s of unused) s.destroy();
+        }, 50);
         await serve.app.close();
         clearTimeout(cut);
         clearInterval(idle);

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { copyFileSync, mkdtempSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,4 +47,21 @@ test('floe serve exits 1 when one model fails to load while another loaded (guar
     assert.match(out, /cannot load/, out);
     assert.equal(code, 1, `${args.join(' ')}: ${code === 'hung' ? 'still running 20 s after it failed to load' : `exit ${code}`}\n${out}`);
   }
+});
+
+test('a graceful stop does not wait for connections that never sent a request (a balancer\'s pre-opened one, the one undici opens after an aborted fetch)', async () => {
+  const server = await startServer({ model: BROWN, port: 0, ui: false, dataDir: null, kvCacheMemory: 8 * 2 ** 20, log: () => {} });
+  await server.ready;
+  const { port } = new URL(server.url);
+  const silent = connect(Number(port), '127.0.0.1');
+  silent.on('error', () => {});
+  await new Promise((r) => silent.once('connect', r));
+  const used = await fetch(`${server.url}/health`); // a keep-alive connection, idle after its request
+  assert.equal(used.status, 200);
+  const closed = new Promise((r) => silent.once('close', r));
+  const t0 = performance.now();
+  await server.close(5000);
+  const ms = performance.now() - t0;
+  await closed;
+  assert.ok(ms < 2000, `close took ${ms.toFixed(0)} ms with nothing running (grace 5 s)`);
 });

@@ -120,6 +120,8 @@ export function registerResponsesRoutes(app: FastifyInstance, d: ResponsesDeps):
       if (!raw.destroyed) {
         const r = final(b);
         send({ type: r.status === 'completed' ? 'response.completed' : 'response.incomplete', response: r });
+      } else {
+        acc.done(); // the client left: what was computed and streamed still counts, as on chat
       }
     } catch (err) {
       job.abort();

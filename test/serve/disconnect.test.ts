@@ -1,10 +1,11 @@
-// Clients that leave before their request reaches the engine (while an input rail judges the prompt): nothing is generated for them.
+// Clients that leave mid-request: nothing is computed for them afterwards, and what was computed is accounted for.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
 
 const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
@@ -66,4 +67,18 @@ test('a client that disconnects from /v1/embeddings: its inputs still waiting ar
   assert.equal(after.floe_kv_blocks_used, 0);
   assert.equal(after.floe_num_requests_running, 0);
   assert.equal(after.floe_num_requests_waiting, 0);
+});
+
+test('a Responses stream the client leaves counts its prompt and streamed tokens in /metrics, as a chat stream does', { skip }, async () => {
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'none', maxRetries: 0 });
+  const before = await metrics();
+  const stream = await client.responses.create({ model: 'floe-brown', input: 'Tell me about rivers.', max_output_tokens: 300, temperature: 0, stream: true });
+  let deltas = 0;
+  for await (const ev of stream) if (ev.type === 'response.output_text.delta' && ++deltas === 5) break; // the client aborts the request
+  while (server.serve.inFlight() > 0) await new Promise((r) => setTimeout(r, 5));
+  const after = await metrics();
+  assert.equal(after.floe_requests_aborted_total! - before.floe_requests_aborted_total!, 1);
+  assert.ok(after.floe_prompt_tokens_total! - before.floe_prompt_tokens_total! > 0, 'prompt tokens counted');
+  const generated = after.floe_generation_tokens_total! - before.floe_generation_tokens_total!;
+  assert.ok(generated >= 5 && generated < 300, `${generated} generated tokens counted for 5 streamed deltas`);
 });

@@ -109,11 +109,20 @@ export function preflight(opts: ServeOptions): void {
     // as the engine picks (defaultKvDtype): f32 for f32 weights, else bf16; bf16 where the header cannot say
     const dtype = opts.kvDtype ?? (opts.dtype === undefined && storedQProjDtype(p) === 'F32' ? 'f32' : 'bf16');
     const perBlock = KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, dtype) * blockSize;
-    if (kv < perBlock) {
-      throw new Error(`--kv-cache-memory ${kv} bytes holds no KV block: one block of ${blockSize} tokens takes ${perBlock} bytes (${kvDtypeFlagName(dtype)}, ` +
-        `${c.numLayers} layers × ${c.numKvHeads} kv heads × ${c.headDim}); give at least ${perBlock}`);
+    const block = `one block of ${blockSize} tokens takes ${perBlock} bytes (${kvDtypeFlagName(dtype)}, ${c.numLayers} layers × ${c.numKvHeads} kv heads × ${c.headDim})`;
+    if (kv < perBlock) throw new Error(`--kv-cache-memory ${kv} bytes holds no KV block: ${block}; give at least ${perBlock}`);
+    const guard = guardKvShare(opts);
+    if (kv - guard < perBlock) {
+      throw new Error(`--kv-cache-memory ${kv} bytes less the guard's ${guard} (--guard-kv-cache-memory) leaves ${Math.max(0, kv - guard)} bytes for the chat model, ` +
+        `which holds no KV block: ${block}; give --kv-cache-memory at least ${guard + perBlock}`);
     }
   }
+}
+
+/** Bytes of --kv-cache-memory the guard's engine takes (--guard-kv-cache-memory, else a quarter); 0 without a guard or a budget. */
+function guardKvShare(opts: ServeOptions): number {
+  if (!opts.guardModel || opts.kvCacheMemory === undefined) return 0;
+  return opts.guardKvCacheMemory ?? Math.floor(opts.kvCacheMemory / 4);
 }
 
 /** Layer 0's q_proj dtype as an HF directory's safetensors file states it (the file is mapped, not read), or null. */

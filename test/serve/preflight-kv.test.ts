@@ -32,3 +32,13 @@ test('floe serve --kv-cache-memory 60000 on floe-brown exits 1 before listening'
   assert.match(r.stderr, new RegExp(`takes ${F32_BLOCK} bytes \\(f32, `));
   assert.doesNotMatch(r.stdout + r.stderr, /listening/);
 });
+
+test('--guard-model: the guard\'s share of --kv-cache-memory must leave the chat model a block, else a message naming both flags', () => {
+  const MiB = 2 ** 20;
+  const guard = join(ROOT, 'models/floe-guard');
+  assert.throws(() => preflight({ model: BROWN, guardModel: guard, kvCacheMemory: 8 * MiB, guardKvCacheMemory: 8 * MiB }),
+    new RegExp(`--kv-cache-memory ${8 * MiB} bytes less the guard's ${8 * MiB} \\(--guard-kv-cache-memory\\) leaves 0 bytes for the chat model, which holds no KV block: .*give --kv-cache-memory at least ${8 * MiB + F32_BLOCK}`));
+  assert.throws(() => preflight({ model: BROWN, guardModel: guard, kvCacheMemory: 8 * MiB, guardKvCacheMemory: 9 * MiB }), /leaves 0 bytes for the chat model/);
+  assert.doesNotThrow(() => preflight({ model: BROWN, guardModel: guard, kvCacheMemory: 8 * MiB, guardKvCacheMemory: 8 * MiB - F32_BLOCK }));
+  assert.doesNotThrow(() => preflight({ model: BROWN, guardModel: guard, kvCacheMemory: 4 * F32_BLOCK })); // a quarter for the guard
+});

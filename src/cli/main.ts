@@ -8,7 +8,7 @@ import { wordStartTable } from '../model/prediction.js';
 import { tokenBytes } from '../engine/constrained/token-mask.js';
 import { loadModel, type LoadOptions } from '../formats/load.js';
 import { OFFLOAD_FLAGS, offloadOptions } from './offload-args.js';
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { readGguf } from '../formats/gguf.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
@@ -634,6 +634,12 @@ async function serveCmd(args: string[]): Promise<number> {
   const maxCpuLoras = positive('max-cpu-loras');
   if (maxCpuLoras !== undefined && maxCpuLoras < (positive('max-loras') ?? 4)) throw new UsageError(`--max-cpu-loras ${maxCpuLoras} is below --max-loras ${positive('max-loras') ?? 4}: the adapters of one step must fit in host memory`);
   if (values.guardrails && values['guard-model'] === undefined) throw new UsageError('--guardrails needs --guard-model PATH (the guard that judges the answers)');
+  for (const f of ['guard-window', 'guard-kv-cache-memory'] as const) {
+    if (values[f] !== undefined && values['guard-model'] === undefined) throw new UsageError(`--${f} only matters with --guard-model PATH`);
+  }
+  if (values['guard-model'] !== undefined && !existsSync(values['guard-model'])) {
+    throw new UsageError(`--guard-model ${values['guard-model']}: no such file or directory; expected a Llama Guard checkpoint (an HF directory or a .gguf file)`);
+  }
   const swapSpace = swapSpaceFlag(values['swap-space']); // 0: preemption recomputes
   const pp = pipelineFlags(values);
   if (pp && swapSpace) throw new UsageError('--swap-space does not combine with --pipeline-parallel-size yet: each stage holds its own layers\' KV, and preemption recomputes there');

@@ -72,6 +72,7 @@ export function builtinEmbedder(): string {
 
 /** floe serve's RAG options: --rag-db with --embedding-model (default: the built-in embedder; none with --task embed). */
 export function ragServeOptions(db: string | undefined, model: string | undefined, task: string | undefined): { ragDb?: string; embeddingModel?: string | null } {
+  if (db !== undefined && existsSync(db) && !statSync(db).isDirectory()) throw new UsageError(`--rag-db ${db} is not a directory (the RAG database is one, created on first use)`);
   if (db === undefined || task === 'embed') return { ...(db !== undefined ? { ragDb: db } : {}), embeddingModel: model ?? null };
   const path = model ?? builtinEmbedder();
   if (!existsSync(path)) throw new UsageError(model ? `--embedding-model ${model} does not exist` : `--rag-db needs --embedding-model PATH (the built-in embedder ${path} is missing)`);

@@ -62,6 +62,21 @@ test('empty lists, empty list entries, a zero token budget and non-decimal integ
   ]);
 });
 
+// Before, a --guard-model path that does not exist printed 'listening' and then 'cannot load <the chat model>: ENOENT
+// … stat <guard path>' (exit 1), a --rag-db that is a file served until the first RAG request failed, and
+// --guard-window / --guard-kv-cache-memory without a guard were silently ignored.
+test('serve: guard and RAG flags that cannot work are usage errors before listening', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-serve-flags-'));
+  const file = join(dir, 'plain.txt');
+  writeFileSync(file, 'not a directory\n');
+  refused([
+    [['serve', '--model', M, '--guard-model', join(dir, 'no-guard')], /--guard-model .*no-guard: no such file or directory/],
+    [['serve', '--model', M, '--guard-window', '32'], /--guard-window only matters with --guard-model/],
+    [['serve', '--model', M, '--guard-kv-cache-memory', '64MiB'], /--guard-kv-cache-memory only matters with --guard-model/],
+    [['serve', '--model', M, '--rag-db', file], /--rag-db .*plain\.txt is not a directory/],
+  ]);
+});
+
 test('user errors exit 2 and name the flag (and the file) they come from', () => {
   const dir = mkdtempSync(join(tmpdir(), 'floe-usage-'));
   const data = join(dir, 'd.jsonl');

@@ -52,16 +52,27 @@ export async function ragCmd(args: string[]): Promise<number> {
     return 0;
   }
   switch (sub) {
-    case 'ingest': return ingestCmd(rest);
-    case 'query': return queryCmd(rest, false);
-    case 'ask': return queryCmd(rest, true);
-    case 'list': return listCmd(rest);
-    case 'delete': return deleteCmd(rest);
+    case 'ingest': return userErrors(() => ingestCmd(rest));
+    case 'query': return userErrors(() => queryCmd(rest, false));
+    case 'ask': return userErrors(() => queryCmd(rest, true));
+    case 'list': return userErrors(() => listCmd(rest));
+    case 'delete': return userErrors(() => deleteCmd(rest));
     case undefined: case 'help': case '--help': case '-h':
       process.stdout.write(RAG_HELP);
       return sub === undefined ? 1 : 0;
     default:
       throw new UsageError(`unknown rag command '${sub}'; expected ingest, query, ask, list or delete`);
+  }
+}
+
+/** A --db, --collection or collection name that names nothing (or nothing valid) is the command line's mistake: exit 2. */
+async function userErrors(f: () => Promise<number>): Promise<number> {
+  try {
+    return await f();
+  } catch (e) {
+    const { CollectionNotFoundError } = await import('../platform/rag/store.js');
+    if (e instanceof CollectionNotFoundError || /^RAG database .* does not exist|^invalid collection name/.test((e as Error).message)) throw new UsageError((e as Error).message);
+    throw e;
   }
 }
 
@@ -109,7 +120,11 @@ async function ingestCmd(args: string[]): Promise<number> {
   }, true);
   const db = need(v.db, '--db DIR'), name = need(v.collection, '--collection NAME');
   if (files.length === 0) throw new UsageError('give at least one file to ingest');
-  for (const f of files) docKind(f); // unsupported types are refused before anything opens
+  for (const f of files) { // unsupported types and missing files are refused before anything opens
+    try { docKind(f); } catch (e) { throw new UsageError((e as Error).message); }
+    if (!existsSync(f)) throw new UsageError(`${f}: no such file`);
+    if (!statSync(f).isFile()) throw new UsageError(`${f}: not a file`);
+  }
   const chunkTokens = optNum(v['chunk-tokens'], 'chunk-tokens', true, { min: 2 });
   const overlap = optNum(v.overlap, 'overlap', true, { min: 0 });
   const commitChunks = optNum(v['commit-chunks'], 'commit-chunks', true, { min: 1 });
@@ -201,6 +216,7 @@ async function queryCmd(args: string[], answer: boolean): Promise<number> {
   const db = need(v.db, '--db DIR'), name = need(v.collection, '--collection NAME');
   if (positionals.length !== 1) throw new UsageError(`give the question as one argument (got ${positionals.length})`);
   const question = positionals[0]!;
+  if (question.trim() === '') throw new UsageError('the question is empty');
   const k = optNum(v.k, 'k', true, { min: 1 }) ?? 5;
   const mode = (v.mode ?? 'hybrid') as SearchMode;
   const { SEARCH_MODES } = await import('../platform/rag/store.js');
@@ -258,7 +274,7 @@ async function deleteCmd(args: string[]): Promise<number> {
   const { store, col } = await openCollection(need(v.db, '--db DIR'), need(v.collection, '--collection NAME'));
   if (v.source !== undefined) {
     const n = await col.deleteSource(v.source);
-    if (n === 0) throw new Error(`collection '${col.name}' has no document with source ${JSON.stringify(v.source)}`);
+    if (n === 0) throw new UsageError(`collection '${col.name}' has no document with source ${JSON.stringify(v.source)}`);
     if (v.json) process.stdout.write(JSON.stringify({ collection: col.name, source: v.source, deleted_chunks: n }) + '\n');
   } else {
     await store.drop(col.name);

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -79,14 +79,31 @@ test('floe rag: ingest → query → ask with citations; re-ingest skips unchang
   const again = json(await floe(['rag', 'ingest', ...common, '--chunk-tokens', '64', '--json', a, b, c])); // the same chunking: skipped
   assert.deepEqual([again.added, again.replaced, again.skipped, again.chunks], [[], [], [a, b, c], 0]);
 
+  // a --collection, --db, file or question that names nothing is the command line's mistake: exit 2, as other usage errors
   const miss = await floe(['rag', 'query', '--db', db, '--collection', 'nope', '--json', 'x']);
-  assert.equal(miss.code, 1);
+  assert.equal(miss.code, 2);
   assert.match(JSON.parse(miss.stdout).error.message, /collection 'nope' does not exist in .* \(it has 'docs'\)/);
   const pdf = join(dir, 'x.pdf');
   writeFileSync(pdf, '%PDF');
   const bad = await floe(['rag', 'ingest', '--db', db, '--collection', 'other', '--embedding-model', EMB, '--json', a, pdf]);
-  assert.equal(bad.code, 1);
+  assert.equal(bad.code, 2);
   assert.match(JSON.parse(bad.stdout).error.message, /x.pdf: unsupported file type '.pdf'/);
+  const subdir = join(dir, 'sub.md');
+  mkdirSync(subdir);
+  for (const [args, re] of [
+    [['ingest', '--db', db, '--collection', 'other', a, join(dir, 'missing.md')], /missing\.md: no such file/],
+    [['ingest', '--db', db, '--collection', 'other', a, subdir], /sub\.md: not a file/],
+    [['ingest', '--db', db, '--collection', 'bad name', a], /invalid collection name "bad name"/],
+    [['query', '--db', db, '--collection', 'docs', '  '], /the question is empty/],
+    [['query', '--db', join(dir, 'no-db'), '--collection', 'docs', 'x'], /RAG database .*no-db does not exist/],
+    [['list', '--db', join(dir, 'no-db')], /RAG database .*no-db does not exist/],
+    [['delete', '--db', db, '--collection', 'nope'], /collection 'nope' does not exist/],
+    [['delete', '--db', db, '--collection', 'docs', '--source', 'never.md'], /has no document with source "never.md"/],
+  ] as const) {
+    const r = await floe(['rag', ...args]);
+    assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
+    assert.match(r.stderr, re);
+  }
   const empty = join(dir, 'empty.txt');
   writeFileSync(empty, '  \n');
   const emp = await floe(['rag', 'ingest', '--db', db, '--collection', 'other', '--embedding-model', EMB, '--json', a, empty]);

@@ -128,7 +128,10 @@ async function api<T>(f: () => Promise<T>): Promise<T> {
     if (e instanceof EmbedderMismatchError) {
       throw new ApiError(400, `${m} (this server embeds with --embedding-model; a query may send "allow_embedder_mismatch": true to search it anyway)`, 'collection', 'embedder_mismatch');
     }
-    if (/was refused|unsupported file type|document is empty|invalid collection name|-dim vectors|given twice|query is empty/.test(m)) throw invalid('body', m);
+    // the field each refusal is about (the message names the document or value)
+    const param = /invalid collection name/.test(m) ? 'collection' : /query is empty/.test(m) ? 'query'
+      : /unsupported file type|document is empty|given twice/.test(m) ? 'documents' : /was refused/.test(m) ? 'where' : /-dim vectors/.test(m) ? 'collection' : null;
+    if (param) throw invalid(param, m);
     throw e;
   }
 }
@@ -166,6 +169,7 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
     if (!obj(req.body)) throw invalid('body', 'expected a JSON object {"name": "..."}');
     const name = str(req.body, 'name');
     return serial(() => api(async () => {
+      if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/.test(name)) throw invalid('name', `invalid collection name ${JSON.stringify(name)}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit`);
       const s = await store();
       if (await s.has(name)) throw new ApiError(400, `collection '${name}' already exists`, 'name', 'collection_exists');
       return info(await s.create(name, await embedder()));
@@ -220,6 +224,9 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
           const p = req.body && (req.body as Record<string, unknown>).documents === undefined ? '' : `documents[${i}].`;
           if (!obj(d)) throw invalid(`${p}source`, `'${p.slice(0, -1) || 'body'}' must be an object`);
           const kind = d.kind === undefined ? undefined : str(d, 'kind', `${p}kind`);
+          if (kind !== undefined && !SUPPORTED_EXTENSIONS.some((x) => kind.toLowerCase().endsWith(x))) {
+            throw invalid(`${p}kind`, `'${p}kind' is a file name whose extension picks the parser (${SUPPORTED_EXTENSIONS.join(', ')}), got ${JSON.stringify(kind)}`);
+          }
           docs.push({ source: str(d, 'source', `${p}source`), content: typeof d.text === 'string' ? d.text : str(d, 'text', `${p}text`), kind: kind ?? (/\.[a-z]+$/i.test(d.source as string) ? undefined : 'text.txt') });
         });
       }

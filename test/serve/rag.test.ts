@@ -169,6 +169,28 @@ test('HTTP RAG: a collection embedded by another model (same dimension) is refus
   assert.equal((await call('DELETE', '/v1/rag/collections/foreign')).json.deleted, true);
 });
 
+// Refusals name the field they are about in error.param; before, these all said param 'body' (and a 'kind' without an
+// extension said "markdown: unsupported file type '(none)'").
+test('HTTP RAG: a refused collection name, query, document or kind names its field', { timeout: T }, async () => {
+  assert.equal((await call('POST', '/v1/rag/collections', { name: 'fields' })).status, 200);
+  const cases: Array<[string, string, unknown, string, RegExp]> = [
+    ['POST', '/v1/rag/collections', { name: '../x' }, 'name', /invalid collection name "..\/x"/],
+    ['POST', '/v1/rag/query', { collection: 'a b', query: 'x' }, 'collection', /invalid collection name "a b"/],
+    ['POST', '/v1/rag/query', { collection: 'fields', query: '  \n ' }, 'query', /the query is empty/],
+    ['POST', '/v1/rag/collections/fields/documents', { documents: [{ source: 'a.txt', text: 'x' }, { source: 'a.txt', text: 'y' }] }, 'documents', /a.txt: given twice/],
+    ['POST', '/v1/rag/collections/fields/documents', { source: 'b.pdf', text: 'x' }, 'documents', /b.pdf: unsupported file type '.pdf'/],
+    ['POST', '/v1/rag/collections/fields/documents', { source: 'c.html', text: '<script>x</script>' }, 'documents', /c.html: the document is empty/],
+    ['POST', '/v1/rag/collections/fields/documents', { documents: [{ source: 'wiki/7', kind: 'markdown', text: '# T' }] }, 'documents[0].kind', /'documents\[0\].kind' is a file name whose extension picks the parser/],
+  ];
+  for (const [method, path, body, param, re] of cases) {
+    const r = await call(method, path, body);
+    assert.deepEqual([r.status, r.json.error?.param], [400, param], `${path} ${JSON.stringify(body)}: ${JSON.stringify(r.json)}`);
+    assert.match(r.json.error.message, re);
+  }
+  assert.equal((await call('POST', '/v1/rag/collections/fields/documents', { source: 'wiki/8', kind: 'page.MD', text: '# Title\n\nbody' })).status, 200);
+  assert.equal((await call('DELETE', '/v1/rag/collections/fields')).status, 200);
+});
+
 // A query reads the collection's files while it runs: DELETE (or `floe rag delete` in another process) removing them
 // under it made the query, and a chat with rag on it, a 500 'internal error: … lance error: Not found: …/data/….lance'.
 // Now the request that lost its collection is the 404 a query on a missing collection gets.

@@ -140,19 +140,22 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
   let storeP: Promise<RagStore> | null = null;
   const store = () => (storeP ??= RagStore.open(o.db, { create: true }));
   const embedder = () => o.embedder();
+  // one writer at a time per process: LanceDB commits are atomic, but ingest reads then writes
+  let writing: Promise<unknown> = Promise.resolve();
   // Run f on collection `name`; when it fails because the collection was dropped under it (DELETE while it ran, or
   // another process's `floe rag delete`: Lance's files vanish mid-read), answer the 404 a missing collection gets.
+  // A DELETE of this process may still be removing the files: the writes under way finish before the check.
   const within = async <T>(name: string, f: () => Promise<T>): Promise<T> => {
     try {
       return await api(f);
     } catch (e) {
-      if (e instanceof ApiError || (await (await store()).has(name).catch(() => true))) throw e;
+      if (e instanceof ApiError) throw e;
+      await writing;
+      if (await (await store()).has(name).catch(() => true)) throw e;
       throw new ApiError(404, `collection '${name}' was deleted while this request was using it`, 'collection', 'collection_not_found');
     }
   };
   const collection = async (name: string): Promise<Collection> => within(name, async () => (await store()).collection(name));
-  // one writer at a time per process: LanceDB commits are atomic, but ingest reads then writes
-  let writing: Promise<unknown> = Promise.resolve();
   const serial = <T>(f: () => Promise<T>): Promise<T> => {
     const next = writing.then(f, f);
     writing = next.catch(() => {});

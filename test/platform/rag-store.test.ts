@@ -28,6 +28,8 @@ async function setup() {
 test('ingest → search: every mode finds documents; BM25 ranks the rare term first; filters apply', async () => {
   const { emb, files, store } = await setup();
   const col = await store.create('docs', emb);
+  // create() answers the creation time the collection records (POST /v1/rag/collections then GET showed two)
+  assert.equal(col.created, (await store.collection('docs')).created);
   const events: Array<{ done: number; total: number; chunks: number }> = [];
   const res = await col.ingestFiles([files.a, files.b, files.c], emb, { chunkTokens: 48, overlap: 8, onProgress: (p) => events.push(p) });
   assert.deepEqual(res.added, [files.a, files.b, files.c]);

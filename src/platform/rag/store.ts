@@ -103,7 +103,7 @@ function chunkIdBase(source: string, hash: string, o: PrepareOptions): string {
   return createHash('sha256').update(`${source}\0${hash}\0${o.chunkTokens}\0${o.overlap}`).digest('hex').slice(0, 16);
 }
 
-function schemaFor(dim: number, embedder: string): Schema {
+function schemaFor(dim: number, embedder: string, created: string): Schema {
   return new Schema([
     new Field('id', new Utf8(), false),
     new Field('source', new Utf8(), false),
@@ -114,7 +114,7 @@ function schemaFor(dim: number, embedder: string): Schema {
     new Field('end_offset', new Int32(), false),
     new Field('text', new Utf8(), false),
     new Field('vector', new FixedSizeList(dim, new Field('item', new Float32(), true)), false),
-  ], new Map([[META_EMBEDDER, embedder], [META_DIM, String(dim)], [META_CREATED, new Date().toISOString()]]));
+  ], new Map([[META_EMBEDDER, embedder], [META_DIM, String(dim)], [META_CREATED, created]]));
 }
 
 function checkName(name: string): void {
@@ -172,10 +172,11 @@ export class RagStore {
       c.checkEmbedder(embedder, opts);
       return c;
     }
-    const table = await this.db.createEmptyTable(name, schemaFor(embedder.dim, embedder.name), { mode: 'create' });
+    const created = new Date().toISOString(); // the time create() answers is the one the schema records
+    const table = await this.db.createEmptyTable(name, schemaFor(embedder.dim, embedder.name, created), { mode: 'create' });
     // the BM25 index from the start: Lance searches rows an ingest has committed but not yet indexed through it
     await table.createIndex('text', { config: TEXT_INDEX() });
-    return new Collection(name, embedder.name, embedder.dim, table, new Date().toISOString(), this.policy);
+    return new Collection(name, embedder.name, embedder.dim, table, created, this.policy);
   }
 
   async collection(name: string): Promise<Collection> {

@@ -243,6 +243,7 @@ function moderationInputs(v: unknown): string[] {
     if (typeof x === 'string') return x;
     const p = x as { type?: unknown; text?: unknown } | null;
     if (p?.type === 'text' && typeof p.text === 'string') return p.text;
+    if (p?.type === 'text') throw invalid(`input[${i}].text`, `'input[${i}].text' must be a string, got ${p.text === undefined ? 'nothing' : JSON.stringify(p.text)?.slice(0, 80)}`, 'invalid_type');
     throw invalid(`input[${i}]`, `only text can be moderated: expected a string or {"type": "text", "text": ...}, got ${p?.type === undefined ? typeof x : `type '${String(p.type)}'`}`);
   });
 }

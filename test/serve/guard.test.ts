@@ -53,6 +53,19 @@ test("guardrails or /v1/moderations without a guard model: a clear 400; bad guar
   await assert.rejects(startServer({ ...quiet, model: BROWN, guardrails: true }), /--guardrails needs --guard-model/);
 });
 
+// A text part without its text said "only text can be moderated: … got type 'text'"; it names the missing field now.
+test("/v1/moderations: a text part without a string text is a 400 naming input[i].text", async () => {
+  for (const [input, param, re] of [
+    [["ok", { type: "text" }], "input[1].text", /'input\[1\]\.text' must be a string, got nothing/],
+    [[{ type: "text", text: 5 }], "input[0].text", /'input\[0\]\.text' must be a string, got 5/],
+    [[{ type: "image_url", image_url: { url: "http://x/a.png" } }], "input[0]", /only text can be moderated.*got type 'image_url'/],
+  ] as const) {
+    const r = await post(brownGuard, "/v1/moderations", { input });
+    assert.deepEqual([r.status, r.body.error.param], [400, param], JSON.stringify(r.body));
+    assert.match(r.body.error.message, re);
+  }
+});
+
 test("a guard that answers garbage is a 502 naming its output, never 'safe': chat (plain and streamed) and moderations", async () => {
   const r = await post(brownGuard, "/v1/chat/completions", chat({ guardrails: true }));
   assert.equal(r.status, 502);

@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import type { GenerateOutput, LogprobEntry } from '../engine/protocol.js';
 import type { Guard, GuardVerdict, JudgeOptions } from '../platform/guard/guard.js';
 import { OPENAI_CATEGORIES, openAiKeys, parseCategories, parseExclude } from '../platform/guard/policy.js';
-import { guardConversation, type ChatTurn, type GuardCategory, type GuardRole } from '../platform/guard/prompt.js';
+import { effectiveCategories, guardConversation, type ChatTurn, type GuardCategory, type GuardRole } from '../platform/guard/prompt.js';
 import { GuardOutputError } from '../platform/guard/verdict.js';
 import { ApiError, invalid } from './errors.js';
 
@@ -165,11 +165,19 @@ function railsFrom(spec: Record<string, unknown>, o: GuardServeOptions): Rails {
   }
   let categories: GuardCategory[] | undefined;
   let exclude: string[] | undefined;
+  // checked here against the guard's policy, not when the guard first renders its prompt (an excluded code it does
+  // not have was a 500 then)
   try {
     if (spec.categories !== undefined) categories = parseCategories(spec.categories, 'guardrails.categories');
-    if (spec.exclude !== undefined) exclude = parseExclude(spec.exclude, 'guardrails.exclude');
+    effectiveCategories({ format: guard.format, categories });
   } catch (e) {
-    throw invalid('guardrails', (e as Error).message);
+    throw invalid('guardrails.categories', (e as Error).message);
+  }
+  try {
+    if (spec.exclude !== undefined) exclude = parseExclude(spec.exclude, 'guardrails.exclude');
+    effectiveCategories({ format: guard.format, categories, exclude });
+  } catch (e) {
+    throw invalid('guardrails.exclude', (e as Error).message);
   }
   const input = bool('input', false);
   const output = bool('output', true);

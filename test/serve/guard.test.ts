@@ -50,6 +50,18 @@ test("guardrails or /v1/moderations without a guard model: a clear 400; bad guar
     assert.equal(r.status, 400, JSON.stringify(g));
     assert.match(r.body.error.message, re);
   }
+  // an excluded code the guard's policy lacks was a 500 internal_error when the guard rendered its prompt
+  for (const [g, param, re] of [
+    [{ exclude: ["S1", "S99"] }, "guardrails.exclude", /cannot exclude category 'S99': not in the list \(have: S1, S2/],
+    [{ categories: [{ code: "X1", name: "Pirates" }], exclude: "S1" }, "guardrails.exclude", /cannot exclude category 'S1': not in the list \(have: X1\)/],
+    [{ categories: [{ code: 5, name: "x" }] }, "guardrails.categories", /guardrails.categories\[0\]\.code: expected a code like "S1", got 5/],
+  ] as const) {
+    const r = await post(brownGuard, "/v1/chat/completions", chat({ guardrails: g }));
+    assert.deepEqual([r.status, r.body.error.param], [400, param], JSON.stringify(r.body));
+    assert.match(r.body.error.message, re);
+    const c = await post(brownGuard, "/v1/completions", { model: "floe-brown", prompt: "Rivers", max_tokens: 2, guardrails: g });
+    assert.deepEqual([c.status, c.body.error.param], [400, param], JSON.stringify(c.body));
+  }
   await assert.rejects(startServer({ ...quiet, model: BROWN, guardrails: true }), /--guardrails needs --guard-model/);
 });
 

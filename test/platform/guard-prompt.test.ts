@@ -133,6 +133,9 @@ test("guardConversation: user role cuts at the last user turn, agent role at the
   assert.deepEqual(guardConversation(chat, "agent"), [{ role: "user", content: "a\n\nb" }, { role: "assistant", content: "c" }]);
   assert.throws(() => guardConversation([{ role: "user", content: "hi" }], "agent"), /no assistant message to judge/);
   assert.throws(() => guardConversation([{ role: "user", content: [{ type: "image_url" }] }], "user"), /only text parts/);
+  // an unknown role is named, not skipped (it said "no user message to judge" for [{role: "wizard", …}])
+  assert.throws(() => guardConversation([{ role: "wizard", content: "hi" }], "user"), /messages\[0\]\.role must be one of system, developer, user, assistant, tool, function, ipython, got "wizard"/);
+  assert.equal(guardConversation([{ role: "developer", content: "x" }, { role: "user", content: "hi" }], "user").length, 1);
 });
 
 test("guardConversation: a user or assistant turn without content is refused, not judged as empty; a tool-call-only answer is left out", () => {

@@ -175,6 +175,9 @@ function textOf(m: ChatTurn, i: number): string | null {
  * 'agent' = up to the last assistant message. System/developer/tool turns are not shown to the guard, consecutive turns
  * of one role are joined with a blank line, and assistant turns before the first user turn are dropped.
  */
+/** Chat roles a conversation may hold (OpenAI's, and Llama 3's ipython); the guard sees only user and assistant turns. */
+const CHAT_ROLES = ["system", "developer", "user", "assistant", "tool", "function", "ipython"];
+
 export function guardConversation(messages: readonly ChatTurn[], role: GuardRole): GuardMessage[] {
   if (!Array.isArray(messages)) throw new Error("guard: messages must be an array");
   if (role !== "user" && role !== "agent") throw new Error(`guard: role must be 'user' or 'agent', got '${String(role)}'`);
@@ -182,6 +185,9 @@ export function guardConversation(messages: readonly ChatTurn[], role: GuardRole
   messages.forEach((m, i) => {
     if (m === null || typeof m !== "object" || typeof m.role !== "string") {
       throw new Error(`guard: messages[${i}] must be an object with a string 'role'`);
+    }
+    if (!CHAT_ROLES.includes(m.role)) {
+      throw new Error(`guard: messages[${i}].role must be one of ${CHAT_ROLES.join(", ")}, got ${JSON.stringify(m.role)}`);
     }
     if (m.role !== "user" && m.role !== "assistant") return;
     const text = textOf(m, i);

@@ -88,6 +88,27 @@ test('bm25 and hybrid queries during an ingest, and on a collection whose text i
   assert.equal((await again.search('zyxoquartz', emb, { k: 1 }))[0]?.source, files.a);
 });
 
+// Two writers on one database (two floe serve on one --rag-db, or the server and floe rag ingest): each ingest's
+// index step (optimize, createIndex) raced the other's and failed with Lance's "Retryable commit conflict … Please
+// retry" after its rows were committed, so the client got an error (a 500 over HTTP) for a document that was stored.
+test('two stores ingesting into one collection at once: every ingest succeeds and every document is searchable', async () => {
+  const { dir, emb } = await setup();
+  const a = await RagStore.open(join(dir, 'db'), { create: true });
+  const b = await RagStore.open(join(dir, 'db'));
+  await a.create('shared', emb);
+  const r = rng(7);
+  const writer = async (store: RagStore, tag: string) => {
+    const col = await store.collection('shared');
+    for (let i = 0; i < 10; i++) await col.ingest([{ source: `${tag}/${i}.txt`, content: `${randomText(r, 2)}\n\nmarker${tag}${i} here.` }], emb, { chunkTokens: 48, overlap: 4 });
+  };
+  await Promise.all([writer(a, 'a'), writer(b, 'b'), writer(a, 'c'), writer(b, 'd')]);
+  const col = await a.collection('shared');
+  assert.equal((await col.info()).documents, 40);
+  for (const tag of ['a', 'b', 'c', 'd']) assert.equal((await col.search(`marker${tag}9`, null, { mode: 'bm25', k: 1 }))[0]?.source, `${tag}/9.txt`);
+  a.close();
+  b.close();
+});
+
 test('hybrid search equals a hand-computed reciprocal-rank fusion of the dense and BM25 lists', async () => {
   const { emb, files, store } = await setup();
   const col = await store.create('h', emb);

@@ -34,6 +34,7 @@ export const VECTOR_INDEX_ROWS = 20_000;
 export const VECTOR_PQ_ROWS = 500_000;
 const WRITE_ROWS = 512; // whole documents are written together until a commit holds at least this many chunks
 const EMBED_BATCH = 64; // chunks per embed call
+const INDEX_TRIES = 8; // index steps refused for a concurrent writer's commit are run again up to this many times
 const TEXT_INDEX = () => lancedb.Index.fts({ withPosition: false }); // BM25 over the chunk text
 
 /** Collection sizes (rows) from which vector search uses an index. */
@@ -349,8 +350,27 @@ export class Collection {
     return removed;
   }
 
-  /** BM25 index always (rebuilt or merged); vector index once the collection is large enough, by size. */
+  /**
+   * BM25 index always (rebuilt or merged); vector index once the collection is large enough, by size. Another writer
+   * on the same directory (a second server, floe rag ingest) may commit in between: Lance refuses the later commit
+   * with "Retryable commit conflict … Please retry", and the step is run again from the version that won (given up
+   * after INDEX_TRIES: the committed rows are searched unindexed until a later index step folds them in).
+   */
   async updateIndexes(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.updateIndexesOnce();
+      } catch (e) {
+        if (!/Retryable commit conflict/.test((e as Error).message)) throw e;
+        // still racing: the rows are committed and searched unindexed until the next index step folds them in
+        if (attempt >= INDEX_TRIES) return;
+        await new Promise((r) => setTimeout(r, 10 + Math.random() * 25 * 2 ** attempt));
+        await this.table.checkoutLatest(); // this handle reads its own last version until told to look again
+      }
+    }
+  }
+
+  private async updateIndexesOnce(): Promise<void> {
     const rows = await this.table.countRows();
     const indices = await this.table.listIndices();
     const fts = indices.find((i) => i.columns.includes('text') && i.indexType === 'FTS');

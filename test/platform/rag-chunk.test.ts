@@ -102,3 +102,16 @@ test('extractDocument: Markdown and HTML text with source spans that contain eac
   assert.throws(() => extractDocument('x.md', '  \n\n '), /x.md: the document is empty/);
   assert.throws(() => extractDocument('x.html', '<p> </p><script>only code</script>'), /empty/);
 });
+
+// Raw HTML in Markdown (a README's centred tagline, <details>/<summary>, <kbd>) lost its text, a document of only such
+// HTML was refused as empty, and each inline tag broke its sentence into paragraphs ("Press \n\nCtrl\n\n+ …").
+test('extractDocument: the text of HTML inside Markdown is kept, inline tags do not break the line, comments stay out', () => {
+  const md = '# Tool\n\n<p align="center">The fastest <b>zebra</b> parser</p>\n\nPress <kbd>Ctrl</kbd>+<kbd>C</kbd> to copy.\n\n' +
+    '<details><summary>Advanced flags</summary>\n\nUse `--turbo` for speed.\n\n</details>\n\n<!-- hidden note -->\n';
+  const d = extractDocument('readme.md', md);
+  assert.equal(d.text, 'Tool\n\nThe fastest zebra parser\n\nPress Ctrl+C to copy.\n\nAdvanced flags\n\nUse --turbo for speed.');
+  const s = sourceSpan(d, d.text.indexOf('The fastest'), d.text.indexOf(' parser') + 7);
+  assert.ok(md.slice(s.start, s.end).includes('The fastest <b>zebra</b> parser'), md.slice(s.start, s.end));
+  for (const p of d.pieces) if (p.verbatim) assert.equal(p.text, md.slice(p.srcStart, p.srcEnd));
+  assert.equal(extractDocument('only.md', '<p>content of the page</p>\n').text, 'content of the page');
+});

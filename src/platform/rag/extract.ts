@@ -61,16 +61,23 @@ class Builder {
 }
 
 const MD_BLOCKS = new Set(['paragraph', 'heading', 'code', 'tableCell', 'thematicBreak', 'html', 'listItem', 'blockquote']);
+// nodes whose children are phrasing content: HTML inside them is inline (<kbd>, <b>) and ends no block
+const MD_PHRASING = new Set(['paragraph', 'heading', 'tableCell']);
 
 interface MdNode { type: string; value?: string; alt?: string | null; children?: MdNode[]; position?: { start: { offset?: number }; end: { offset?: number } } }
 
-function walkMarkdown(node: MdNode, b: Builder): void {
+function walkMarkdown(node: MdNode, b: Builder, inline = false): void {
   const s = node.position?.start.offset ?? 0, e = node.position?.end.offset ?? s;
   if (node.type === 'text' || node.type === 'inlineCode' || node.type === 'code') b.add(node.value ?? '', s, e);
   else if (node.type === 'break') b.add('\n', s, e);
   else if (node.type === 'image' && node.alt) b.add(node.alt, s, e);
-  for (const c of node.children ?? []) walkMarkdown(c, b);
-  if (MD_BLOCKS.has(node.type)) b.block();
+  else if (node.type === 'html') {
+    // raw HTML (a README's <p align="center">, <summary>): its text as the HTML extractor reads it; tags and comments add none
+    const t = extractHtml(node.value ?? '').text;
+    if (t.trim() !== '') b.add(inline ? t : t.trim(), s, e);
+  }
+  for (const c of node.children ?? []) walkMarkdown(c, b, inline || MD_PHRASING.has(node.type));
+  if (MD_BLOCKS.has(node.type) && !(inline && node.type === 'html')) b.block();
 }
 
 const HTML_SKIP = new Set(['script', 'style', 'noscript', 'template']);

@@ -59,6 +59,7 @@ export interface RagApplied {
   cite(answer: string): { citations: Citation[]; dropped: Array<Pick<Passage, 'id' | 'source' | 'chunk' | 'start' | 'end' | 'score'>> };
 }
 
+const fmtLimit = (n: number): string => (n % 2 ** 20 === 0 ? `${n / 2 ** 20} MiB` : `${n} bytes`);
 const obj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 /** Refuse a key outside `known` (as `guardrails` does): a misspelt or unsupported option would otherwise do nothing. */
@@ -208,14 +209,25 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
       const docs: DocumentInput[] = [];
       if (req.isMultipart()) {
         let source: string | null = null;
-        for await (const part of req.parts()) {
-          if (part.type === 'file') {
-            if (part.fieldname !== 'file') throw invalid(part.fieldname, `unexpected file field '${part.fieldname}'; send the document as 'file'`);
-            const data = await part.toBuffer();
-            let text: string;
-            try { text = new TextDecoder('utf-8', { fatal: true }).decode(data); } catch { throw invalid('file', `${part.filename} is not valid UTF-8 text`); }
-            docs.push({ source: part.filename || 'upload.txt', content: text });
-          } else if (part.fieldname === 'source') source = String(part.value);
+        const limit = o.maxFileBytes ?? 16 * 2 ** 20;
+        let current = 'the document'; // the file part being read
+        try {
+          for await (const part of req.parts()) {
+            if (part.type === 'file') {
+              if (part.fieldname !== 'file') throw invalid(part.fieldname, `unexpected file field '${part.fieldname}'; send the document as 'file'`);
+              current = part.filename || current;
+              const data = await part.toBuffer();
+              let text: string;
+              try { text = new TextDecoder('utf-8', { fatal: true }).decode(data); } catch { throw invalid('file', `${part.filename} is not valid UTF-8 text`); }
+              docs.push({ source: part.filename || 'upload.txt', content: text });
+            } else if (part.fieldname === 'source') source = String(part.value);
+          }
+        } catch (e) {
+          // @fastify/multipart's own refusals ('reach files limit', 'request file too large') as errors that say what to send
+          const code = (e as { code?: string }).code;
+          if (code === 'FST_FILES_LIMIT') throw invalid('file', 'send one document per request: the multipart body has more than one file part');
+          if (code === 'FST_REQ_FILE_TOO_LARGE') throw new ApiError(413, `${current} is larger than the ${fmtLimit(limit)} an upload may be; split it`, 'file', 'file_too_large');
+          throw e;
         }
         if (docs.length === 0) throw invalid('file', `no file part: send the document as the multipart field 'file' (${SUPPORTED_EXTENSIONS.join(', ')})`);
         if (source !== null) docs[0] = { source, content: docs[0]!.content, kind: docs[0]!.source };

@@ -188,6 +188,18 @@ test('HTTP RAG: a refused collection name, query, document or kind names its fie
     assert.match(r.json.error.message, re);
   }
   assert.equal((await call('POST', '/v1/rag/collections/fields/documents', { source: 'wiki/8', kind: 'page.MD', text: '# Title\n\nbody' })).status, 200);
+  // multipart refusals said @fastify/multipart's 'reach files limit' / 'request file too large' with param and code null
+  const upload = async (files: Array<[string, string | Uint8Array]>) => {
+    const form = new FormData();
+    for (const [name, data] of files) form.append('file', new Blob([data]), name);
+    const r = await fetch(server.url + '/v1/rag/collections/fields/documents', { method: 'POST', body: form });
+    return { status: r.status, json: await r.json() as Record<string, any> };
+  };
+  const two = await upload([['a.txt', 'one'], ['b.txt', 'two']]);
+  assert.deepEqual([two.status, two.json.error.param, two.json.error.message], [400, 'file', 'send one document per request: the multipart body has more than one file part']);
+  const big = await upload([['big.txt', new Uint8Array(16 * 2 ** 20 + 1).fill(97)]]);
+  assert.deepEqual([big.status, big.json.error.param, big.json.error.code], [413, 'file', 'file_too_large']);
+  assert.match(big.json.error.message, /big.txt is larger than the 16 MiB an upload may be/);
   assert.equal((await call('DELETE', '/v1/rag/collections/fields')).status, 200);
 });
 

@@ -154,9 +154,17 @@ export class RagStore {
     return (await this.db.tableNames()).filter((n) => NAME_RE.test(n)).sort();
   }
 
+  /** Every collection's info; one dropped or still being created meanwhile (here or by another process) is left out. */
   async list(): Promise<CollectionInfo[]> {
     const out: CollectionInfo[] = [];
-    for (const n of await this.names()) out.push(await (await this.collection(n)).info());
+    for (const n of await this.names()) {
+      try {
+        out.push(await (await this.collection(n)).info());
+      } catch (e) {
+        if (e instanceof CollectionNotFoundError || /not found/i.test((e as Error).message) || !(await this.has(n))) continue;
+        throw e;
+      }
+    }
     return out;
   }
 

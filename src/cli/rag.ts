@@ -40,7 +40,10 @@ model moved to another path),
 `;
 
 // LanceDB (the store) and the server's text tools load on use, so --help and usage errors answer at once (~0.2 s, not 1 s)
-const ragStore = async () => (await import('../platform/rag/store.js')).RagStore;
+// LanceDB loads with the store module, so it is imported only when a command opens a store (never for --help or a
+// usage error); storeModule is that module once loaded.
+let storeModule: typeof import('../platform/rag/store.js') | undefined;
+const ragStore = async () => (storeModule ??= await import('../platform/rag/store.js')).RagStore;
 
 const str = { type: 'string' } as const;
 const bool = { type: 'boolean' } as const;
@@ -70,8 +73,9 @@ async function userErrors(f: () => Promise<number>): Promise<number> {
   try {
     return await f();
   } catch (e) {
-    const { CollectionNotFoundError } = await import('../platform/rag/store.js');
-    if (e instanceof CollectionNotFoundError || /^RAG database .* does not exist|^invalid collection name/.test((e as Error).message)) throw new UsageError((e as Error).message);
+    // only a command that opened a store can have failed to find a collection: no store, no LanceDB to load
+    const notFound = storeModule !== undefined && e instanceof storeModule.CollectionNotFoundError;
+    if (notFound || /^RAG database .* does not exist|^invalid collection name/.test((e as Error).message)) throw new UsageError((e as Error).message);
     throw e;
   }
 }

@@ -10,7 +10,7 @@ import type { RagEmbedder } from '../platform/rag/embedder.js';
 import { SUPPORTED_EXTENSIONS } from '../platform/rag/extract.js';
 import { ChunkWorker } from '../platform/rag/chunk-pool.js';
 import { FilterError, parseFilter, type Filter } from '../platform/rag/filter.js';
-import { CollectionNotFoundError, EmbedderMismatchError, RagStore, SEARCH_MODES, type Collection, type DocumentInput, type Passage, type SearchMode } from '../platform/rag/store.js';
+import { checkName, CollectionNotFoundError, EmbedderMismatchError, RagStore, SEARCH_MODES, type Collection, type DocumentInput, type Passage, type SearchMode } from '../platform/rag/store.js';
 import { poolFrom, type EmbeddingModel } from './embeddings-routes.js';
 import { ApiError, invalid } from './errors.js';
 
@@ -173,7 +173,7 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
     if (!obj(req.body)) throw invalid('body', 'expected a JSON object {"name": "..."}');
     const name = str(req.body, 'name');
     return serial(() => api(async () => {
-      if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/.test(name)) throw invalid('name', `invalid collection name ${JSON.stringify(name)}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit`);
+      try { checkName(name); } catch (e) { throw invalid('name', (e as Error).message); }
       const s = await store();
       if (await s.has(name)) throw new ApiError(400, `collection '${name}' already exists`, 'name', 'collection_exists');
       return info(await s.create(name, await embedder()));

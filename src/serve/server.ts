@@ -119,10 +119,13 @@ export function preflight(opts: ServeOptions): void {
   }
 }
 
-/** Bytes of --kv-cache-memory the guard's engine takes (--guard-kv-cache-memory, else a quarter); 0 without a guard or a budget. */
+/**
+ * Bytes of KV the guard's engine takes out of the budget: --guard-kv-cache-memory, else a quarter of
+ * --kv-cache-memory, or 256 MiB beside the default budget; 0 without a guard.
+ */
 function guardKvShare(opts: ServeOptions): number {
-  if (!opts.guardModel || opts.kvCacheMemory === undefined) return 0;
-  return opts.guardKvCacheMemory ?? Math.floor(opts.kvCacheMemory / 4);
+  if (!opts.guardModel) return 0;
+  return opts.guardKvCacheMemory ?? (opts.kvCacheMemory ? Math.floor(opts.kvCacheMemory / 4) : 256 * 2 ** 20);
 }
 
 /** Layer 0's q_proj dtype as an HF directory's safetensors file states it (the file is mapped, not read), or null. */
@@ -171,9 +174,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   let engine: EngineClient | null = null;
   let guard: Guard | null = null;
   let embedEngine: EngineClient | null = null;
-  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, jobsThreads: _j, guardModel, guardrails: _g, guardWindow: _w, guardKvCacheMemory, ragDb: _r, embeddingModel, task, ...engineOpts } = opts;
-  // the guard's KV comes out of the budget: a quarter of --kv-cache-memory, or 256 MiB beside the default budget
-  const guardKv = guardModel ? guardKvCacheMemory ?? (opts.kvCacheMemory ? Math.floor(opts.kvCacheMemory / 4) : 256 * 2 ** 20) : 0;
+  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, jobsThreads: _j, guardModel, guardrails: _g, guardWindow: _w, guardKvCacheMemory: _gk, ragDb: _r, embeddingModel, task, ...engineOpts } = opts;
+  const guardKv = guardKvShare(opts);
   if (guardModel && opts.kvCacheMemory !== undefined) (engineOpts as { kvCacheMemory?: number }).kvCacheMemory = opts.kvCacheMemory - guardKv;
   const ready = (async () => {
     const t0 = performance.now();

@@ -118,7 +118,8 @@ function schemaFor(dim: number, embedder: string, created: string): Schema {
   ], new Map([[META_EMBEDDER, embedder], [META_DIM, String(dim)], [META_CREATED, created]]));
 }
 
-function checkName(name: string): void {
+/** Refuses a collection name other than 1-64 letters, digits, '_' or '-' starting with a letter or digit. */
+export function checkName(name: string): void {
   if (!NAME_RE.test(name)) throw new Error(`invalid collection name ${JSON.stringify(name)}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit`);
 }
 

@@ -2,7 +2,8 @@
 // state in a sidecar SQLite store so that re-running the same command resumes; output lines as the Batch API's.
 
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { BackendName } from '../backend/select.js';
 import { startEngine } from '../engine/client.js';
 import { ENGINE_DEFAULTS, type EngineClient } from '../engine/protocol.js';
@@ -47,6 +48,8 @@ export async function batchCmd(args: string[]): Promise<number> {
   };
   const modelPath = modelOrBuiltin(v.model, 'batch');
   if (!existsSync(v.input)) throw new UsageError(`--input: no file ${v.input}`);
+  if (statSync(v.input).isDirectory()) throw new UsageError(`--input ${v.input} is a directory; expected a JSONL file`);
+  checkOutputPath(v.output);
   const bytes = readFileSync(v.input);
   let parsed;
   try { parsed = parseBatchInput(bytes.toString('utf8')); } catch (e) {
@@ -77,12 +80,13 @@ export async function batchCmd(args: string[]): Promise<number> {
       serve.ready({ engine: e, tokenizer: tools.tokenizer, template: tools.template, defaults: tools.defaults });
       await serve.app.ready();
       const progress = new Progress(lines.length, store, log);
-      service = new BatchService(store, injectExecutor(serve.app, null), { window: () => 2 * (e.info.maxBatchSeqs ?? e.info.maxNumSeqs), onLine: () => progress.tick() });
+      // offline: no completion window (a run stopped on Friday and re-run on Monday resumes, never expires)
+      service = new BatchService(store, injectExecutor(serve.app, null), { window: () => 2 * (e.info.maxBatchSeqs ?? e.info.maxNumSeqs), onLine: () => progress.tick(), expire: false });
       if (id === undefined) {
         const file = createFile(store, 'batch', v.input, [bytes], lines.length);
         id = service.create({ input_file_id: file.id, endpoint, metadata: { input_key: key } }).id;
       } else {
-        service.resume();
+        service.resume(id); // only this input's batch: another input's unfinished batch in the same --state waits for its own command
       }
       progress.start(store.doneLines(id).size);
       const b = await service.wait(id);
@@ -99,6 +103,17 @@ export async function batchCmd(args: string[]): Promise<number> {
     await engine?.shutdown(0);
     store.close();
   }
+}
+
+/**
+ * The output is written only when every line has run: a path that cannot take it (its folder missing, or a folder
+ * itself) is a usage error before the engine loads, not a failure after the whole batch.
+ */
+function checkOutputPath(output: string): void {
+  const dir = dirname(output);
+  if (!existsSync(dir)) throw new UsageError(`--output ${output}: the directory ${dir} does not exist`);
+  if (!statSync(dir).isDirectory()) throw new UsageError(`--output ${output}: ${dir} is not a directory`);
+  if (existsSync(output) && statSync(output).isDirectory()) throw new UsageError(`--output ${output} is a directory; expected a file path`);
 }
 
 /** A progress bar on a TTY, plain lines (every 10 %) otherwise. */

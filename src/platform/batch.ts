@@ -22,6 +22,8 @@ export interface BatchOptions {
   /** Whether a result means "not now" (retry) or "stopping" (leave the line for a restart); default: 429 and 503 model_loading retry, other 503s stop. */
   readonly classify?: (r: ExecResult) => 'done' | 'retry' | 'stop';
   readonly onLine?: (batchId: string, line: number) => void; // a line was executed (whatever its status)
+  /** Whether batches end `expired` past expires_at (the API's completion window); default true. `floe batch` runs offline without one. */
+  readonly expire?: boolean;
 }
 
 /** A request the API refuses (400 / 404 / 409) with what / where / why. */
@@ -71,9 +73,9 @@ export class BatchService {
     this.classify = opts.classify ?? defaultClassify;
   }
 
-  /** Pick up every batch a previous process left unfinished. */
-  resume(): void {
-    for (const b of this.store.unfinishedBatches()) this.start(b.id);
+  /** Pick up every batch a previous process left unfinished (or only the batch `id`). */
+  resume(id?: string): void {
+    for (const b of this.store.unfinishedBatches()) if (id === undefined || b.id === id) this.start(b.id);
   }
 
   create(req: { input_file_id?: unknown; endpoint?: unknown; completion_window?: unknown; metadata?: unknown }): BatchRow {
@@ -182,9 +184,13 @@ export class BatchService {
     if (b.status === 'in_progress') await this.feed(id, b, lines, r);
     if (r.cancel) return this.finalize(id, 'cancelled');
     if (this.store.doneLines(id).size >= lines.length) return this.finalize(id, 'completed');
-    if (now() >= this.get(id).expires_at) return this.finalize(id, 'expired');
+    if (this.expired(id)) return this.finalize(id, 'expired');
     // stopped (shutting down) with lines left: the batch stays in_progress and the next process resumes it
 
+  }
+
+  private expired(id: string): boolean {
+    return this.opts.expire !== false && now() >= this.get(id).expires_at;
   }
 
   /** Run the lines without a result, at most window() at once, in input order. */
@@ -194,7 +200,7 @@ export class BatchService {
     let next = 0;
     const retryMs = this.opts.retryMs ?? 200;
     const worker = async (): Promise<void> => {
-      while (next < todo.length && !r.ac.signal.aborted && now() < this.get(id).expires_at) {
+      while (next < todo.length && !r.ac.signal.aborted && !this.expired(id)) {
         const i = todo[next++]!;
         const line = lines[i]!;
         for (;;) {

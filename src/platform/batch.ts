@@ -35,8 +35,17 @@ export class BatchApiError extends Error {
 
 export const COMPLETION_WINDOWS: Record<string, number> = { '24h': 24 * 3600 };
 
+/**
+ * The status_code recorded for a line that never ran (the batch expired first): its body is the Batch API's `error`
+ * object, and its output line has `response: null` (OpenAI's `batch_expired` lines).
+ */
+export const NOT_RUN = 0;
+
 /** One line of an output or error file: {id, custom_id, response: {status_code, request_id, body}, error}. */
 export function outputLine(res: LineResult): string {
+  if (res.status_code === NOT_RUN) {
+    return JSON.stringify({ id: `batch_req_${res.request_id}`, custom_id: res.custom_id, response: null, error: JSON.parse(res.body) }) + '\n';
+  }
   let body: unknown;
   try {
     body = JSON.parse(res.body);
@@ -183,8 +192,21 @@ export class BatchService {
     if (b.status === 'cancelling') r.cancel = true;
     if (b.status === 'in_progress') await this.feed(id, b, lines, r);
     if (r.cancel) return this.finalize(id, 'cancelled');
-    if (this.store.doneLines(id).size >= lines.length) return this.finalize(id, 'completed');
-    if (this.expired(id)) return this.finalize(id, 'expired');
+    // every line has a result; lines marked NOT_RUN mean the expiry below was recorded and the process stopped before its files
+    if (this.store.doneLines(id).size >= lines.length) return this.finalize(id, this.store.hasStatus(id, NOT_RUN) ? 'expired' : 'completed');
+    if (this.expired(id)) {
+      // OpenAI's expiry: the lines that never ran go to the error file as batch_expired (and count as failed)
+      const b = this.get(id);
+      const done = this.store.doneLines(id);
+      const message = `the batch's ${b.completion_window} completion window ended (expires_at ${b.expires_at}) before this line ran`;
+      this.store.tx(() => {
+        for (const [i, l] of lines.entries()) {
+          if (done.has(i)) continue;
+          this.store.putResult(id, { line: i, custom_id: l.custom_id, request_id: randomUUID().replaceAll('-', ''), status_code: NOT_RUN, body: JSON.stringify({ code: 'batch_expired', message }) });
+        }
+      });
+      return this.finalize(id, 'expired');
+    }
     // stopped (shutting down) with lines left: the batch stays in_progress and the next process resumes it
 
   }

@@ -224,6 +224,11 @@ export class Store {
     return this.db.prepare('SELECT line, custom_id, request_id, status_code, body FROM batch_lines WHERE batch_id = ? ORDER BY line').iterate(batchId) as IterableIterator<LineResult>;
   }
 
+  /** Whether some line of the batch has this status_code. */
+  hasStatus(batchId: string, statusCode: number): boolean {
+    return this.db.prepare('SELECT 1 FROM batch_lines WHERE batch_id = ? AND status_code = ? LIMIT 1').get(batchId, statusCode) !== undefined;
+  }
+
   counts(batchId: string): { completed: number; failed: number } {
     const r = this.db.prepare(`SELECT SUM(status_code BETWEEN 200 AND 299) AS ok, SUM(status_code NOT BETWEEN 200 AND 299) AS bad
       FROM batch_lines WHERE batch_id = ?`).get(batchId) as { ok: number | null; bad: number | null };

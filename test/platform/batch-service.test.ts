@@ -66,7 +66,7 @@ test('a shutting-down answer stops the loop and leaves unanswered lines for the 
   store.close();
 });
 
-test('past expires_at the batch ends expired with the lines answered so far; non-2xx answers go to the error file', async () => {
+test('past expires_at the batch ends expired with the lines answered so far; non-2xx answers and the lines never run (batch_expired) go to the error file', async () => {
   const { store, fileId } = setup(20);
   let svc: BatchService;
   let id = '';
@@ -81,8 +81,9 @@ test('past expires_at the batch ends expired with the lines answered so far; non
   assert.equal(end.status, 'expired');
   assert.ok(end.expired_at !== null);
   const o = svc.object(end) as { request_counts: { completed: number; failed: number } };
-  assert.deepEqual(o.request_counts, { total: 20, completed: 7, failed: 1 });
+  assert.deepEqual(o.request_counts, { total: 20, completed: 7, failed: 13 });
   const errLines = (await import('node:fs')).readFileSync(store.filePath(end.error_file_id!), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  assert.deepEqual(errLines.map((l) => [l.custom_id, l.response.status_code]), [['c3', 400]]);
+  assert.deepEqual(errLines.map((l) => [l.custom_id, l.response?.status_code ?? l.error.code]),
+    [['c3', 400], ...Array.from({ length: 12 }, (_, i) => [`c${8 + i}`, 'batch_expired'])]);
   store.close();
 });

@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { BATCH_ENDPOINTS, createFile, parseBatchInput, type BatchEndpoint, type BatchInputLine } from './files.js';
+import { metadataProblem } from './metadata.js';
 import type { BatchRow, BatchStatus, LineResult, Store } from './store.js';
 
 /** One request's answer: HTTP status and JSON body text. */
@@ -100,9 +101,8 @@ export class BatchService {
       throw new BatchApiError(400, `completion_window must be one of ${Object.keys(COMPLETION_WINDOWS).join(', ')}, got ${JSON.stringify(window)}`, 'completion_window');
     }
     const md = req.metadata ?? null;
-    if (md !== null && (typeof md !== 'object' || Array.isArray(md) || Object.values(md).some((v) => typeof v !== 'string'))) {
-      throw new BatchApiError(400, 'metadata must be an object of string values', 'metadata');
-    }
+    const mdProblem = metadataProblem(md);
+    if (mdProblem) throw new BatchApiError(400, mdProblem.message, mdProblem.param);
     if (this.stopping) throw new BatchApiError(409, 'the server is shutting down; create the batch again after it restarts');
     const t = now();
     const row: Omit<BatchRow, 'seq'> = {

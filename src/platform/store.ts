@@ -166,11 +166,11 @@ export class Store {
     return this.db.prepare('SELECT id, purpose, filename, bytes, created_at, lines FROM files WHERE id = ?').get(id) as FileRow | undefined;
   }
 
-  /** Files newest first, optionally of one purpose, after the file `after` (cursor), at most `limit`. */
-  listFiles(purpose: string | null, after: string | null, limit: number): FileRow[] {
+  /** Files newest first (`order` 'asc': oldest first), optionally of one purpose, after the file `after` (cursor), at most `limit`. */
+  listFiles(purpose: string | null, after: string | null, limit: number, order: 'asc' | 'desc' = 'desc'): FileRow[] {
     const cursor = this.cursor('SELECT seq FROM files WHERE id = ?', after, 'file');
     return this.db.prepare(`SELECT id, purpose, filename, bytes, created_at, lines FROM files
-      WHERE (? IS NULL OR purpose = ?) AND (? IS NULL OR seq < ?) ORDER BY seq DESC LIMIT ?`)
+      WHERE (? IS NULL OR purpose = ?) AND (? IS NULL OR seq ${order === 'asc' ? '>' : '<'} ?) ORDER BY seq ${order === 'asc' ? 'ASC' : 'DESC'} LIMIT ?`)
       .all(purpose, purpose, cursor, cursor, limit) as FileRow[];
   }
 

@@ -98,7 +98,9 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
       const q = req.query;
       if (q.purpose !== undefined && !(FILE_PURPOSES as readonly string[]).includes(q.purpose)) throw new BatchApiError(400, `purpose must be one of ${FILE_PURPOSES.join(', ')}, got '${q.purpose}'`, 'purpose');
       const limit = limitOf(q);
-      const rows = service().store.listFiles(q.purpose ?? null, q.after ?? null, limit + 1);
+      const order = q.order ?? 'desc';
+      if (order !== 'asc' && order !== 'desc') throw new BatchApiError(400, `order must be 'asc' or 'desc', got '${order}'`, 'order');
+      const rows = service().store.listFiles(q.purpose ?? null, q.after ?? null, limit + 1, order);
       const data = rows.slice(0, limit).map(fileObject);
       return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: rows.length > limit };
     });

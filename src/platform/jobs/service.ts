@@ -13,6 +13,7 @@ import { defaultLoraAlpha, LORA_TARGETS, parseLoraTargets, type LoraTarget } fro
 import { DEFAULT_MAX_LORA_RANK } from '../../engine/adapters.js';
 import { listCheckpoints } from '../../train/checkpoint.js';
 import { createFile, parseFineTuneInput } from '../files.js';
+import { metadataProblem } from '../metadata.js';
 import type { JobCheckpointRow, JobEventRow, JobRow, JobStatus, Store } from '../store.js';
 import type { ChildOptions, FromChild, ToChild } from './protocol.js';
 
@@ -163,9 +164,8 @@ export class JobService {
     const seed = body.seed ?? Math.floor(Math.random() * 2 ** 31);
     if (!(Number.isInteger(seed) && (seed as number) >= 0 && (seed as number) < 2 ** 31)) throw new JobApiError(400, `seed must be an integer in [0, 2^31), got ${JSON.stringify(seed)}`, 'seed', 'invalid_value');
     const md = body.metadata ?? null;
-    if (md !== null && (typeof md !== 'object' || Array.isArray(md) || Object.values(md).some((v) => typeof v !== 'string'))) {
-      throw new JobApiError(400, 'metadata must be an object of string values', 'metadata', 'invalid_value');
-    }
+    const mdProblem = metadataProblem(md);
+    if (mdProblem) throw new JobApiError(400, mdProblem.message, mdProblem.param, 'invalid_value');
     if (this.stopping) throw new JobApiError(409, 'the server is shutting down; create the job again after it restarts');
     const row: Omit<JobRow, 'seq'> = {
       id: `ftjob-${hex()}`, model: body.model, training_file: training, validation_file: validation, hyperparameters: JSON.stringify(hp),

@@ -1,7 +1,8 @@
 // `floe synth`: synthetic instruction data (self-instruct, evol-instruct, Magpie, from documents) on floe's engine in-process
 // or against an OpenAI-compatible endpoint; filtered, deduplicated, resumable JSONL that `floe finetune` reads.
 
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import type { BackendName } from '../backend/select.js';
 import { DEFAULT_LIMITS } from '../platform/synth/filters.js';
 import { DEFAULT_GROUNDING } from '../platform/synth/grounding.js';
@@ -25,6 +26,22 @@ export async function synthCmd(args: string[]): Promise<number> {
   const docs = [...(v.docs ?? []), ...positionals];
   if (method === 'from-documents' && docs.length === 0) throw new UsageError('from-documents needs --docs FILE... (plain-text files; paragraphs are blank-line separated)');
   if (method !== 'from-documents' && docs.length > 0) throw new UsageError(`--docs / file arguments are for --method from-documents, not ${method}`);
+  const only = (flags: readonly string[], methods: readonly MethodName[]) => {
+    const given = flags.filter((f) => v[f as keyof typeof v] !== undefined);
+    if (given.length && !methods.includes(method)) throw new UsageError(`${given.map((f) => `--${f}`).join(', ')} ${given.length > 1 ? 'are' : 'is'} for --method ${methods.join(' or ')}, not ${method}`);
+  };
+  only(['seeds'], ['self-instruct', 'evol-instruct']);
+  only(['rounds'], ['evol-instruct']);
+  only(['questions-per-passage', 'chunk-tokens'], ['from-documents']);
+  if (v.endpoint !== undefined) {
+    let url: URL | null = null;
+    try { url = new URL(v.endpoint); } catch { /* reported below */ }
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw new UsageError(`--endpoint expects an http:// or https:// URL of an OpenAI-compatible server, got '${v.endpoint}'`);
+    if (method === 'magpie' && !v.model) throw new UsageError('--method magpie with --endpoint needs --model DIR (or a GGUF) for the chat template whose open user header starts each unit');
+  } else {
+    const given = (['api-key', 'endpoint-model'] as const).filter((f) => v[f] !== undefined);
+    if (given.length) throw new UsageError(`${given.map((f) => `--${f}`).join(' and ')} ${given.length > 1 ? 'apply' : 'applies'} to --endpoint URL, which is not given`);
+  }
   const format = v.format ?? 'messages';
   if (format !== 'messages' && format !== 'prompt-completion') throw new UsageError(`--format expects messages or prompt-completion, got '${format}'`);
   const backend = v.backend as BackendName | undefined;
@@ -40,6 +57,7 @@ export async function synthCmd(args: string[]): Promise<number> {
   const minScore = optNum(v['min-score'], 'min-score', true, { min: 1, max: 5 }) ?? null;
   if (minScore !== null && !v.judge) throw new UsageError('--min-score needs --judge');
   const limits = { ...DEFAULT_LIMITS, minChars: num(v['min-chars'], 'min-chars', DEFAULT_LIMITS.minChars, true, { min: 0 }), maxChars: num(v['max-chars'], 'max-chars', DEFAULT_LIMITS.maxChars, true, { min: 1 }) };
+  if (limits.minChars > limits.maxChars) throw new UsageError(`--min-chars (${limits.minChars}) must not exceed --max-chars (${limits.maxChars}): no sample could pass`);
   const gen = {
     maxTokens: num(v['max-tokens'], 'max-tokens', 256, true, { min: 1 }),
     temperature: num(v.temperature, 'temperature', 0.8, false, { min: 0 }),
@@ -55,8 +73,12 @@ export async function synthCmd(args: string[]): Promise<number> {
     throw new UsageError(`--chunk-overlap, --min-support and --min-ll-gain are for --method from-documents, not ${method}`);
   }
   if (minGain !== null && v.endpoint && !v.model) throw new UsageError('--min-ll-gain over an --endpoint needs --model DIR for the chat template the answers are scored in');
-  for (const d of docs) if (!existsSync(d)) throw new UsageError(`--docs: no file ${d}`);
-  if (v.seeds !== undefined && !existsSync(v.seeds)) throw new UsageError(`--seeds: no file ${v.seeds}`);
+  for (const d of docs) fileFlag('docs', d);
+  if (v.seeds !== undefined) fileFlag('seeds', v.seeds);
+  if (v.prompts !== undefined && !(existsSync(v.prompts) && statSync(v.prompts).isDirectory())) {
+    throw new UsageError(`--prompts expects a directory of <method>/<name>.txt files, got '${v.prompts}' (${existsSync(v.prompts) ? 'a file' : 'no such directory'})`);
+  }
+  outFlag(v.out);
   const log = v.quiet || v.json ? () => {} : (s: string) => process.stderr.write(s);
   const bar = new Bar(!v.quiet && !v.json && !!process.stderr.isTTY);
   const s = await synth({
@@ -77,6 +99,24 @@ export async function synthCmd(args: string[]): Promise<number> {
       `prompts ${s.prompt_tokens} tokens, ${s.cached_prompt_tokens} from the prefix cache\n`);
   }
   return 0;
+}
+
+/** A flag naming an input file: it must exist and be a file. */
+function fileFlag(flag: string, path: string): void {
+  if (!existsSync(path)) throw new UsageError(`--${flag}: no file ${path}`);
+  if (statSync(path).isDirectory()) throw new UsageError(`--${flag} expects a file, got the directory ${path}`);
+}
+
+/** --out: a file path, not a directory; its folder is made by the run, so the nearest existing parent must be a directory. */
+function outFlag(out: string): void {
+  if (/[/\\]$/.test(out) || (existsSync(out) && statSync(out).isDirectory())) throw new UsageError(`--out expects a FILE.jsonl path, got the directory ${out}`);
+  for (let d = dirname(resolve(out)); ; d = dirname(d)) {
+    if (existsSync(d)) {
+      if (!statSync(d).isDirectory()) throw new UsageError(`--out ${out}: ${d} is a file, not a folder`);
+      return;
+    }
+    if (dirname(d) === d) return;
+  }
 }
 
 /** One redrawn line on a terminal: units done, kept, rejected (duplicates), samples/s and tokens/s. */

@@ -106,7 +106,7 @@ test('--endpoint against floe serve: the same samples as the in-process engine (
       assert.deepEqual(JSON.parse(r.out).rejected, JSON.parse(l.out).rejected, method);
       assert.deepEqual(strip(remote), strip(local), method);
     }
-    const bad = floe('synth', '--method', 'magpie', '--num', '1', '--endpoint', url!, '--api-key', 'wrong', '--out', join(dir, 'x.jsonl'), '--json');
+    const bad = floe('synth', '--method', 'magpie', '--num', '1', '--endpoint', url!, '--api-key', 'wrong', '--model', BROWN, '--out', join(dir, 'x.jsonl'), '--json');
     assert.equal(bad.code, 1);
     assert.match(bad.out, /HTTP 401/);
   } finally {

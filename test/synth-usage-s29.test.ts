@@ -1,0 +1,61 @@
+// floe synth's command line as a user mistypes it (subprocess on the src CLI): each mistake exits 2 with a message that
+// names the flag and what it expects, before any model is loaded or any output is written. Before, a --prompts folder
+// that does not exist, flags of another method (--rounds with magpie, --seeds with from-documents) and --api-key without
+// --endpoint were silently ignored, --min-chars above --max-chars ran and rejected everything, and --out naming a
+// folder, --seeds / --docs naming a folder, magpie over --endpoint without --model and an --endpoint that is no URL
+// failed with exit 1 (raw EISDIR / EEXIST, "fetch failed") after the model was loaded.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
+const dir = mkdtempSync(join(tmpdir(), 'synth-usage-s29-'));
+const doc = join(dir, 'doc.txt');
+writeFileSync(doc, 'The river runs north through the valley and freezes every winter.\n');
+const aFile = join(dir, 'a-file.txt');
+writeFileSync(aFile, 'not a folder\n');
+const folder = join(dir, 'folder');
+mkdirSync(folder);
+
+function synth(...args: string[]) {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', RUN, '--', 'synth', ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, err: r.stderr };
+}
+
+const cases: [string, string[], RegExp][] = [
+  ['--out names a folder', ['--method', 'magpie', '--num', '2', '--out', folder], /--out expects a FILE\.jsonl path, got the directory .*folder/],
+  ['--out under a file', ['--method', 'magpie', '--num', '2', '--out', join(aFile, 'x.jsonl')], /--out .*x\.jsonl: .*a-file\.txt is a file, not a folder/],
+  ['--seeds names a folder', ['--method', 'self-instruct', '--num', '2', '--out', join(dir, 'o1.jsonl'), '--seeds', folder], /--seeds expects a file, got the directory/],
+  ['--docs names a folder', ['--method', 'from-documents', '--out', join(dir, 'o2.jsonl'), '--docs', folder], /--docs expects a file, got the directory/],
+  ['--prompts folder missing', ['--method', 'magpie', '--num', '2', '--out', join(dir, 'o3.jsonl'), '--prompts', join(dir, 'nope')], /--prompts expects a directory of <method>\/<name>\.txt files, got '.*nope' \(no such directory\)/],
+  ['--prompts names a file', ['--method', 'magpie', '--num', '2', '--out', join(dir, 'o4.jsonl'), '--prompts', aFile], /--prompts expects a directory .* \(a file\)/],
+  ['--rounds with magpie', ['--method', 'magpie', '--num', '2', '--out', join(dir, 'o5.jsonl'), '--rounds', '2'], /--rounds is for --method evol-instruct, not magpie/],
+  ['--seeds with from-documents', ['--method', 'from-documents', '--docs', doc, '--out', join(dir, 'o6.jsonl'), '--seeds', doc], /--seeds is for --method self-instruct or evol-instruct, not from-documents/],
+  ['--chunk-tokens with self-instruct', ['--method', 'self-instruct', '--num', '2', '--out', join(dir, 'o7.jsonl'), '--chunk-tokens', '64'], /--chunk-tokens is for --method from-documents, not self-instruct/],
+  ['--questions-per-passage with evol-instruct', ['--method', 'evol-instruct', '--num', '2', '--out', join(dir, 'o8.jsonl'), '--questions-per-passage', '2'], /--questions-per-passage is for --method from-documents/],
+  ['--api-key without --endpoint', ['--method', 'magpie', '--num', '2', '--out', join(dir, 'o9.jsonl'), '--api-key', 'k'], /--api-key applies to --endpoint URL, which is not given/],
+  ['--endpoint-model without --endpoint', ['--method', 'magpie', '--num', '2', '--out', join(dir, 'o10.jsonl'), '--endpoint-model', 'm'], /--endpoint-model applies to --endpoint URL/],
+  ['--endpoint not a URL', ['--method', 'self-instruct', '--num', '2', '--out', join(dir, 'o11.jsonl'), '--endpoint', 'localhost:8000'], /--endpoint expects an http:\/\/ or https:\/\/ URL .*got 'localhost:8000'/],
+  ['magpie over --endpoint without --model', ['--method', 'magpie', '--num', '2', '--out', join(dir, 'o12.jsonl'), '--endpoint', 'http://127.0.0.1:9'], /--method magpie with --endpoint needs --model DIR/],
+  ['--min-chars above --max-chars', ['--method', 'magpie', '--num', '2', '--out', join(dir, 'o13.jsonl'), '--min-chars', '100', '--max-chars', '50'], /--min-chars \(100\) must not exceed --max-chars \(50\)/],
+];
+
+for (const [name, args, message] of cases) {
+  test(`usage error exits 2: ${name}`, () => {
+    const r = synth(...args);
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err, message);
+    assert.doesNotMatch(r.err, /using the built-in model/, 'refused before any model is opened');
+  });
+}
+
+test('nothing was written by the refused commands', () => {
+  assert.deepEqual(readdirSync(dir).sort(), ['a-file.txt', 'doc.txt', 'folder']);
+  assert.ok(!existsSync(`${folder}.synth-progress`));
+});

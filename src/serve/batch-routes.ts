@@ -53,8 +53,9 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
   const maxFileBytes = opts.maxFileBytes ?? 200 * 2 ** 20;
   const send = (reply: FastifyReply, status: number, message: string, param: string | null, code: string | null) =>
     reply.code(status).send({ error: { message, type: status >= 500 ? 'server_error' : 'invalid_request_error', param, code } });
-  const limitOf = (q: { limit?: string }): number => {
-    const n = q.limit === undefined ? 20 : Number(q.limit);
+  // OpenAI's defaults: a file list is one page of up to 10,000 (client.files.list().data holds every file), other lists 20
+  const limitOf = (q: { limit?: string }, byDefault = 20): number => {
+    const n = q.limit === undefined ? byDefault : Number(q.limit);
     if (!(Number.isInteger(n) && n >= 1 && n <= 10000)) throw new BatchApiError(400, `limit must be an integer in [1, 10000], got '${q.limit}'`, 'limit');
     return n;
   };
@@ -97,7 +98,7 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
     sub.get<{ Querystring: { purpose?: string; after?: string; limit?: string; order?: string } }>('/v1/files', async (req) => {
       const q = req.query;
       if (q.purpose !== undefined && !(FILE_PURPOSES as readonly string[]).includes(q.purpose)) throw new BatchApiError(400, `purpose must be one of ${FILE_PURPOSES.join(', ')}, got '${q.purpose}'`, 'purpose');
-      const limit = limitOf(q);
+      const limit = limitOf(q, 10000);
       const order = q.order ?? 'desc';
       if (order !== 'asc' && order !== 'desc') throw new BatchApiError(400, `order must be 'asc' or 'desc', got '${order}'`, 'order');
       const rows = service().store.listFiles(q.purpose ?? null, q.after ?? null, limit + 1, order);

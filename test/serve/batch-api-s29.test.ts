@@ -1,6 +1,7 @@
 // Files / Batch / fine-tuning request checks through `floe serve` with the official openai client: `metadata` follows
 // OpenAI's rule (16 keys, keys ≤ 64 characters, string values ≤ 512) for batches and jobs alike, and `GET /v1/files`
-// honours `order` (asc pages oldest first), refusing an unknown order rather than ignoring it.
+// honours `order` (asc pages oldest first), refusing an unknown order rather than ignoring it, and lists every file
+// in one page when no `limit` is given (OpenAI's default 10,000).
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -67,4 +68,13 @@ test('GET /v1/files order: asc pages oldest first, desc (the default) newest fir
   const page = await c.files.list({ order: 'asc', after: ids[1], limit: 2, purpose: 'batch' });
   assert.deepEqual(page.data.map((f) => f.id), ids.slice(2));
   await refused(c.files.list({ order: 'sideways' as 'asc' }), 'order', /order must be 'asc' or 'desc', got 'sideways'/);
+});
+
+test('GET /v1/files without limit answers every file in one page, as OpenAI (default 10,000), so client.files.list().data is complete', { timeout: T }, async () => {
+  const ids = new Set<string>();
+  for (let i = 0; i < 23; i++) ids.add((await c.files.create({ file: await batchFile(`l${i}`), purpose: 'batch' })).id);
+  const page = await c.files.list();
+  assert.equal(page.has_more, false);
+  assert.equal(page.data.filter((f) => ids.has(f.id)).length, 23);
+  assert.equal((await c.batches.list()).data.length <= 20, true, 'other lists keep 20');
 });

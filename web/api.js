@@ -56,9 +56,11 @@ export async function stream(path, body, onChunk, signal) {
   }
   if (!r.ok) throw await failure(r);
   let err = null;
+  let done = false;
   const parser = createParser({
     onEvent(ev) {
-      if (ev.data === '[DONE]' || err) return;
+      if (ev.data === '[DONE]') done = true;
+      if (done || err) return;
       const obj = JSON.parse(ev.data);
       // Errors after the headers arrive as an event (the status was already 200).
       if (obj.error) err = new ApiError(0, `error during the stream (${obj.error.code ?? obj.error.type}): ${obj.error.message}`, obj);
@@ -67,14 +69,23 @@ export async function stream(path, body, onChunk, signal) {
   });
   const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
   for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    parser.feed(value);
+    let chunk;
+    try {
+      chunk = await reader.read();
+    } catch (e) {
+      if (e.name === 'AbortError') throw e;
+      // The browser's own words ('network error') do not say what happened: the server went away mid-answer.
+      throw new ApiError(0, `the connection to the server broke off during the answer (${e.message})`);
+    }
+    if (chunk.done) break;
+    parser.feed(chunk.value);
     if (err) {
       void reader.cancel();
       throw err;
     }
   }
+  // Every floe stream ends with [DONE]; a stream closed before it was cut off, not finished.
+  if (!done) throw new ApiError(0, 'the server closed the stream before the answer finished ([DONE] never came)');
 }
 
 /** The server's own address, for snippets the user can paste. */

@@ -48,8 +48,8 @@ function App() {
   const loadModels = useCallback(async () => {
     try {
       const r = await call('/v1/models');
-      const ids = r.data.map((m) => m.id);
-      setModels((old) => (old.length === ids.length && old.every((id, i) => id === ids[i]) ? old : ids));
+      const cards = r.data.map((m) => ({ id: m.id, embed: m.task === 'embed' })); // `task`: floe's extension
+      setModels((old) => (JSON.stringify(old) === JSON.stringify(cards) ? old : cards));
       setError(null);
     } catch (e) {
       setError(e.message);
@@ -66,6 +66,10 @@ function App() {
   }, [keyVersion]);
 
   const { Page } = page;
+  // Chat and completions list the generating models (base and adapters); an embedding model answers only
+  // /v1/embeddings, whose page lists it first (the model a user means there), then the others, which it also takes.
+  const generating = models.filter((m) => !m.embed).map((m) => m.id);
+  const ids = page.id === 'embeddings' ? [...models.filter((m) => m.embed).map((m) => m.id), ...generating] : generating;
   return html`
     <header class="top">
       <a class="brand" href="#/chat">floe</a>
@@ -75,7 +79,7 @@ function App() {
       <${KeyBox} onChange=${() => setKeyVersion((v) => v + 1)} />
     </header>
     ${error && html`<div class="banner error" role="alert" id="global-error">${error}</div>`}
-    <main><${Page} models=${models} keyVersion=${keyVersion} /></main>`;
+    <main><${Page} models=${ids} embedOnly=${models.length > 0 && !generating.length} keyVersion=${keyVersion} /></main>`;
 }
 
 render(html`<${App} />`, document.getElementById('app'));

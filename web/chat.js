@@ -38,10 +38,28 @@ function saveChats(store) {
   }
 }
 
+/** An answer saved without its stats was cut off by a reload or a closed tab while it streamed: say so on it. */
+const interrupted = (st) => ({
+  ...st,
+  chats: st.chats.map((c) => ({
+    ...c,
+    messages: c.messages.map((m) => m.role === 'assistant' && !m.stats && !m.error ? { ...m, error: 'interrupted: the page was reloaded or closed before this answer finished' } : m),
+  })),
+});
+
 const newChat = () => ({ id: `c${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`, title: 'New chat', updated: Date.now(), messages: [] });
 
-/** A turn the server refused or that failed before any text: shown in the chat, never sent again. */
-const failed = (m) => m?.role === 'assistant' && m.error && !m.content;
+/**
+ * A turn the server refused, that failed before any text, or that the guard filtered (finish_reason content_filter):
+ * shown in the chat, never sent again (the filtered prompt and the refusal text are not a conversation to continue).
+ */
+const failed = (m) => m?.role === 'assistant' && ((m.error && !m.content) || m.finish === 'content_filter');
+
+/**
+ * The number fields the user filled in; an empty one is left out of the request, so the server's default applies (the
+ * model's generation_config), as when a client omits it: never 0, which would be greedy, or a 400 for top_p.
+ */
+export const given = (s, keys) => Object.fromEntries(keys.filter((k) => String(s[k] ?? '').trim() !== '').map((k) => [k, Number(s[k])]));
 
 /**
  * The chat request for a history ending with the user's message. A failed turn (its user message and the empty
@@ -54,11 +72,10 @@ export function chatRequest(s, model, history) {
   ];
   const body = {
     model, messages, stream: true, stream_options: { include_usage: true },
-    temperature: Number(s.temperature), top_p: Number(s.top_p), top_k: Number(s.top_k), max_tokens: Number(s.max_tokens),
+    ...given(s, ['temperature', 'top_p', 'top_k', 'max_tokens', 'seed']),
     return_token_ids: true, // floe extension: exact token counts even for a stopped answer (which gets no usage)
   };
-  if (String(s.seed).trim() !== '') body.seed = Number(s.seed);
-  if (s.logprobs) Object.assign(body, { logprobs: true, top_logprobs: Number(s.top_logprobs) });
+  if (s.logprobs) Object.assign(body, { logprobs: true }, given(s, ['top_logprobs']));
   for (const x of EXTENSIONS) Object.assign(body, x.fields(s));
   return body;
 }
@@ -84,6 +101,7 @@ function Stats({ m }) {
   if (s.ttftMs !== null) parts.push(`first token ${Math.round(s.ttftMs)} ms`);
   if (s.promptTokens !== null) parts.push(`prompt ${s.promptTokens} tokens${s.cachedTokens ? ` (${s.cachedTokens} cached)` : ''}`);
   if (m.finish) parts.push(`finish: ${m.finish}`);
+  if (m.guard) parts.push(`guard: ${m.guard.flagged ? `unsafe${m.guard.categories?.length ? ` (${m.guard.categories.join(', ')})` : ''}` : 'safe'}, P(unsafe) ${Number(m.guard.unsafe_probability).toFixed(2)}`);
   if (m.stopped) parts.push('stopped');
   return html`<div class="stats">${parts.join(' · ')}</div>`;
 }
@@ -111,7 +129,7 @@ function Message({ m, i, busy, last, showLp, onEdit, onRegenerate }) {
 }
 
 function Settings({ s, set, models }) {
-  const num = (k, label, attrs) => html`<label>${label}<input type="number" name=${k} value=${s[k]} ...${attrs} onInput=${(e) => set({ [k]: e.target.value })} /></label>`;
+  const num = (k, label, attrs) => html`<label>${label}<input type="number" name=${k} placeholder="server default" value=${s[k]} ...${attrs} onInput=${(e) => set({ [k]: e.target.value })} /></label>`;
   return html`<details class="settings" open=${matchMedia('(min-width: 900px)').matches}>
     <summary>Settings</summary>
     <label>Model<select name="model" value=${s.model} onChange=${(e) => set({ model: e.target.value })}>
@@ -129,12 +147,12 @@ function Settings({ s, set, models }) {
   </details>`;
 }
 
-export function ChatPage({ models }) {
+export function ChatPage({ models, embedOnly }) {
   const [store, setStore] = useState(() => {
     const st = load(STORE, { chats: [], current: null });
     if (!st.chats.length) st.chats = [newChat()];
     if (!st.chats.some((c) => c.id === st.current)) st.current = st.chats[0].id;
-    return st;
+    return interrupted(st);
   });
   const [settings, setSettings] = useState(() => load(SETTINGS, DEFAULTS));
   const [draft, setDraft] = useState('');
@@ -148,7 +166,23 @@ export function ChatPage({ models }) {
   // Saved in the commit (a layout effect), not after the next paint: a plain effect waits for an animation frame, and a
   // reload or a closed tab right after a click (delete, new chat) would lose the change.
   const [saved, setSaved] = useState(true);
-  useLayoutEffect(() => { setSaved(saveChats(store)); }, [store]);
+  const adopted = useRef(null);
+  useLayoutEffect(() => { if (store !== adopted.current) setSaved(saveChats(store)); }, [store]);
+  // Another tab saved its chats: take them (keeping this tab's open chat), or this tab's next save would write back its
+  // older copy over them, losing that tab's conversation. What was adopted is not saved again, so tabs do not echo.
+  useEffect(() => {
+    const onStorage = (e) => {
+      if (e.key !== STORE || e.storageArea !== localStorage || e.newValue === null) return;
+      let st;
+      try { st = JSON.parse(e.newValue); } catch { return; }
+      if (!Array.isArray(st?.chats) || !st.chats.length) return;
+      const mine = storeRef.current.current;
+      adopted.current = { chats: st.chats, current: st.chats.some((c) => c.id === mine) ? mine : st.chats[0].id };
+      setStore(adopted.current);
+    };
+    addEventListener('storage', onStorage);
+    return () => removeEventListener('storage', onStorage);
+  }, []);
   useLayoutEffect(() => { try { localStorage.setItem(SETTINGS, JSON.stringify(settings)); } catch { /* full: the chats' banner says so */ } }, [settings]);
   useEffect(() => {
     const el = listRef.current;
@@ -166,7 +200,8 @@ export function ChatPage({ models }) {
     ...st,
     chats: st.chats.map((c) => c.id !== id ? c : {
       ...c, messages, updated: Date.now(),
-      title: c.title === 'New chat' && messages[0] ? messages[0].content.slice(0, 40) || 'New chat' : c.title,
+      // by code points: 40 UTF-16 units can end inside an emoji's surrogate pair, which shows as U+FFFD
+      title: c.title === 'New chat' && messages[0] ? Array.from(messages[0].content).slice(0, 40).join('') || 'New chat' : c.title,
     }),
   }));
 
@@ -181,14 +216,16 @@ export function ChatPage({ models }) {
     let tFirst = null;
     let usage = null;
     let counted = 0;
+    let firstCounted = 0; // tokens that came with the first text: a guarded stream releases them in windows
     try {
       await stream('/v1/chat/completions', chatRequest(settings, model, history), (chunk) => {
         if (chunk.usage) usage = chunk.usage;
+        if (chunk.guardrails) msg = { ...msg, guard: chunk.guardrails }; // the guard's verdict, on the last chunk
         const ch = chunk.choices?.[0];
         if (!ch) return;
         counted += ch.token_ids?.length ?? 0;
         const piece = ch.delta?.content ?? '';
-        if (piece && tFirst === null) tFirst = performance.now();
+        if (piece && tFirst === null) { tFirst = performance.now(); firstCounted = counted; }
         msg = {
           ...msg, content: msg.content + piece, finish: ch.finish_reason ?? msg.finish,
           logprobs: ch.logprobs?.content ? [...msg.logprobs, ...ch.logprobs.content] : msg.logprobs,
@@ -206,8 +243,9 @@ export function ChatPage({ models }) {
       stats: {
         completionTokens: n, promptTokens: usage?.prompt_tokens ?? null, cachedTokens: usage?.prompt_tokens_details?.cached_tokens ?? 0,
         ttftMs: tFirst === null ? null : tFirst - t0,
-        // Decode speed: tokens after the first over the time after the first.
-        tokensPerSecond: n !== null && n > 1 && tFirst !== null && t1 > tFirst ? (n - 1) / ((t1 - tFirst) / 1000) : null,
+        // Decode speed: the tokens that came after the first text over the time after it (none measured when the
+        // whole answer came at once, as a guarded answer shorter than --guard-window does).
+        tokensPerSecond: n !== null && tFirst !== null && t1 > tFirst && n > Math.max(1, firstCounted) ? (n - Math.max(1, firstCounted)) / ((t1 - tFirst) / 1000) : null,
       },
     };
     setMessages(id, [...history, msg]);
@@ -248,6 +286,7 @@ export function ChatPage({ models }) {
       <div class="messages" ref=${listRef}>
         ${chat?.messages.length ? chat.messages.map((m, i) => html`<${Message} key=${i} m=${m} i=${i} busy=${busy} showLp=${showLp}
           last=${i === chat.messages.length - 1 && m.role === 'assistant'} onEdit=${edit} onRegenerate=${regenerate} />`)
+          : embedOnly ? html`<p class="empty" id="no-chat-model">This server serves only embeddings (<code>--task embed</code>): try the <a href="#/embeddings">Embeddings</a> page.</p>`
           : html`<p class="empty">Talk to <b>${model || 'the model'}</b>. Enter sends, Shift+Enter starts a new line, Esc stops.</p>`}
       </div>
       ${!saved && html`<div class="error" role="alert" id="not-saved">This browser's storage is full: chats are no longer saved. Delete old chats to save again.</div>`}

@@ -3,6 +3,7 @@
 import { useState } from 'preact/hooks';
 import { html } from './html.js';
 import { apiKey, call, origin } from './api.js';
+import { given } from './chat.js';
 
 /** The request as a curl command; the key comes from $FLOE_API_KEY so that it never lands in a pasted snippet. */
 export function curlSnippet(path, body) {
@@ -51,7 +52,7 @@ function ModelPicker({ models, model, set }) {
 
 const field = (label, name, value, set, attrs = {}) => html`<label>${label}<input name=${name} type="number" value=${value} ...${attrs} onInput=${(e) => set(e.target.value)} /></label>`;
 
-export function CompletionsPage({ models }) {
+export function CompletionsPage({ models, embedOnly }) {
   const [prompt, setPrompt] = useState('The old man');
   const [maxTokens, setMaxTokens] = useState(32);
   const [temperature, setTemperature] = useState(0);
@@ -61,7 +62,7 @@ export function CompletionsPage({ models }) {
   const [busy, setBusy] = useState(false);
   const [picked, setPicked] = useState('');
   const model = models.includes(picked) ? picked : models[0] ?? '';
-  const body = { model, prompt, max_tokens: Number(maxTokens), temperature: Number(temperature), ...(String(seed).trim() !== '' ? { seed: Number(seed) } : {}) };
+  const body = { model, prompt, ...given({ max_tokens: maxTokens, temperature, seed }, ['max_tokens', 'temperature', 'seed']) };
   const run = async (e) => {
     e.preventDefault();
     setBusy(true);
@@ -77,11 +78,12 @@ export function CompletionsPage({ models }) {
   return html`<div class="sandbox">
     <form class="panel" onSubmit=${run}>
       <h2>Completions <small>POST /v1/completions</small></h2>
+      ${embedOnly && html`<p class="error" id="no-completions-model">This server serves only embeddings (<code>--task embed</code>): no model here answers completions.</p>`}
       <${ModelPicker} models=${models} model=${model} set=${setPicked} />
       <label>Prompt<textarea name="prompt" rows="4" value=${prompt} onInput=${(e) => setPrompt(e.target.value)} /></label>
       <div class="row">
-        ${field('Max tokens', 'max_tokens', maxTokens, setMaxTokens, { min: 1 })}
-        ${field('Temperature', 'temperature', temperature, setTemperature, { min: 0, max: 2, step: 0.05 })}
+        ${field('Max tokens', 'max_tokens', maxTokens, setMaxTokens, { min: 1, placeholder: 'server default' })}
+        ${field('Temperature', 'temperature', temperature, setTemperature, { min: 0, max: 2, step: 0.05, placeholder: 'server default' })}
         ${field('Seed', 'seed', seed, setSeed, { placeholder: 'random' })}
       </div>
       <button type="submit" disabled=${busy || !model}>${busy ? 'Running…' : 'Run'}</button>

@@ -162,8 +162,9 @@ export function createApp(opts: AppOptions): ServeApp {
     // an embedding model takes inputs up to embedding_config.json's max_tokens (and its KV budget), as /v1/embeddings checks
     const embedLen = (m: EmbeddingModel) => Math.min(m.engine.info.maxRequestTokens, m.maxTokens);
     const embedOnly = c.embedding && c.embedding.engine === c.engine ? c.embedding : null; // --task embed
-    const base = { id: opts.modelName, object: 'model', created, owned_by: 'floe', root: info.modelId, parent: null, max_model_len: embedOnly ? embedLen(embedOnly) : info.maxModelLen };
-    const emb = c.embedding && !embedOnly ? [{ ...base, id: c.embedding.name, root: c.embedding.engine.info.modelId, max_model_len: embedLen(c.embedding) }] : [];
+    // floe extension `task` (as --task): 'embed' cards answer only /v1/embeddings, so the console keeps them out of chat
+    const base = { id: opts.modelName, object: 'model', created, owned_by: 'floe', root: info.modelId, parent: null, max_model_len: embedOnly ? embedLen(embedOnly) : info.maxModelLen, task: embedOnly ? 'embed' : 'generate' };
+    const emb = c.embedding && !embedOnly ? [{ ...base, id: c.embedding.name, root: c.embedding.engine.info.modelId, max_model_len: embedLen(c.embedding), task: 'embed' }] : [];
     return [base, ...adapterList(c).map((a) => ({ ...base, id: a.name, root: a.path, parent: opts.modelName })), ...emb];
   };
   app.get('/v1/models', async () => ({ object: 'list', data: modelCards() }));

@@ -1,0 +1,255 @@
+// The console as a user meets it with more than the base model (session 29), in Chromium via playwright-core:
+// an embedding model beside the chat model (and a --task embed server), guardrails refusing a turn, empty settings
+// fields, two tabs on the same chats, a reload and a killed server in the middle of an answer.
+// Without a chromium binary the file skips, except under CI=true, where it fails.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+declare const document: { querySelector(s: string): any; querySelectorAll(s: string): any };
+declare const localStorage: { getItem(k: string): string | null; clear(): void };
+/* eslint-enable @typescript-eslint/no-explicit-any */
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const MODELS = join(ROOT, 'models');
+const BIN = join(ROOT, 'bin', 'floe.js');
+const T = 120_000;
+
+const CHROMIUM = (process.env.CHROMIUM ? [process.env.CHROMIUM] : ['/usr/bin/chromium', '/usr/bin/chromium-browser']).find((p) => existsSync(p));
+const ci = process.env.CI === 'true';
+const skip = !CHROMIUM && !ci ? 'no chromium binary (apt-get install chromium, or set CHROMIUM=/path); skipped outside CI' : false;
+
+const servers: ChildProcess[] = [];
+let browser: Browser;
+let ctx: BrowserContext;
+const pageErrors: string[] = [];
+
+/** `floe serve` on a free port; resolves with its URL once /health answers 200. */
+async function serve(args: string[], env: Record<string, string> = {}): Promise<{ url: string; proc: ChildProcess }> {
+  const proc = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--threads', '1', '--no-batch', '--kv-cache-memory', '128MiB', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
+  });
+  servers.push(proc);
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`floe serve did not start in 30 s:\n${out}`)), 30_000);
+    const on = (d: Buffer) => {
+      out += d.toString();
+      const m = /listening on (http:\/\/\S+)/.exec(out);
+      if (m) { clearTimeout(timer); resolve(m[1]!); }
+    };
+    proc.stdout!.on('data', on);
+    proc.stderr!.on('data', on);
+    proc.once('exit', (code) => reject(new Error(`floe serve exited with ${code}:\n${out}`)));
+  });
+  for (const t0 = Date.now(); (await fetch(url + '/health')).status !== 200;) {
+    if (Date.now() - t0 > 30_000) throw new Error('floe serve not healthy in 30 s');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { url, proc };
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+async function api(url: string, path: string, body?: unknown): Promise<any> {
+  const r = await fetch(url + path, { method: body === undefined ? 'GET' : 'POST', headers: { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const j = await r.json();
+  assert.equal(r.status, 200, JSON.stringify(j));
+  return j;
+}
+
+/** A fresh page (empty storage) on `hash`, once the model list has arrived. */
+async function open(url: string, hash: string, c: BrowserContext = ctx): Promise<Page> {
+  const page = await c.newPage();
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  await page.goto(url + '/' + hash);
+  await page.evaluate(() => localStorage.clear());
+  await page.reload();
+  await page.waitForSelector('select[name=model] option', { state: 'attached' });
+  return page;
+}
+
+/** The chat request bodies the page sends, in order. */
+function requests(page: Page): Array<Record<string, any>> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const out: Array<Record<string, unknown>> = [];
+  page.on('request', (r) => { if (r.url().endsWith('/v1/chat/completions')) out.push(r.postDataJSON()); });
+  return out;
+}
+
+async function send(page: Page, text: string): Promise<void> {
+  const n = await page.locator('.msg.assistant .stats, .msg.assistant .error').count();
+  await page.fill('#prompt', text);
+  await page.keyboard.press('Enter');
+  await page.waitForFunction((k) => document.querySelectorAll('.msg.assistant .stats, .msg.assistant .error').length > k && document.querySelector('#send'), n);
+}
+
+let main = ''; // floe-brown + floe-embed + floe-guard with --guardrails
+let slow = ''; // floe-brown, 15 ms per engine step (answers stream over seconds)
+
+before(async () => {
+  if (skip) return;
+  if (!CHROMIUM) throw new Error('CI=true but no chromium binary');
+  assert.ok(existsSync(join(ROOT, 'dist/src/serve/static.js')), 'dist/ is built (npm run build)');
+  [main, slow] = (await Promise.all([
+    serve(['--model', join(MODELS, 'floe-brown'), '--embedding-model', join(MODELS, 'floe-embed'), '--guard-model', join(MODELS, 'floe-guard'), '--guardrails', '--guard-window', '8']),
+    serve(['--model', join(MODELS, 'floe-brown')], { FLOE_ENGINE_STEP_DELAY_MS: '15' }),
+  ])).map((s) => s.url) as [string, string];
+  browser = await chromium.launch({ executablePath: CHROMIUM });
+  ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+});
+
+after(async () => {
+  await browser?.close();
+  for (const s of servers) {
+    if (s.exitCode === null && s.signalCode === null) {
+      s.kill('SIGTERM');
+      await new Promise((r) => s.once('exit', r));
+    }
+  }
+});
+
+test('an embedding model is not offered to chat or completions; the embeddings page picks it first and shows its vectors', { skip, timeout: T }, async () => {
+  const cards = (await api(main, '/v1/models')).data as Array<{ id: string; task: string }>;
+  assert.deepEqual(cards.map((c) => [c.id, c.task]), [['floe-brown', 'generate'], ['floe-embed', 'embed']]);
+  const page = await open(main, '#/chat');
+  // Before: floe-embed was in the chat picker, and picking it answered 404 model_not_found.
+  assert.deepEqual(await page.locator('select[name=model] option').allTextContents(), ['floe-brown']);
+  await page.click('nav a:has-text("Completions")');
+  assert.deepEqual(await page.locator('.panel select[name=model] option').allTextContents(), ['floe-brown']);
+  await page.click('nav a:has-text("Embeddings")');
+  // Before: the page defaulted to the chat model, so Run embedded with floe-brown, not the embedding model.
+  assert.deepEqual(await page.locator('.panel select[name=model] option').allTextContents(), ['floe-embed', 'floe-brown']);
+  assert.equal(await page.inputValue('.panel select[name=model]'), 'floe-embed');
+  await page.click('.panel button[type=submit]');
+  await page.waitForSelector('#embedding-summary');
+  const ref = await api(main, '/v1/embeddings', { model: 'floe-embed', input: 'The old man and the sea' });
+  const shown = (await page.textContent('.panel pre.vector'))!.match(/-?\d\.\d+/g)!.map(Number);
+  assert.deepEqual(shown, (ref.data[0].embedding as number[]).slice(0, 8).map((x) => Number(x.toFixed(5))));
+  assert.match((await page.textContent('#snippet-curl'))!, /"model": "floe-embed"/);
+  await page.close();
+
+  // --task embed: nothing answers chat; the page says so instead of inviting a message that can only fail.
+  const { url } = await serve(['--model', join(MODELS, 'floe-embed'), '--task', 'embed']);
+  const only = await open(url, '#/embeddings');
+  assert.equal(await only.inputValue('.panel select[name=model]'), 'floe-embed');
+  await only.click('nav a:has-text("Chat")');
+  assert.match((await only.textContent('#no-chat-model'))!, /only embeddings \(--task embed\)/);
+  assert.equal(await only.locator('select[name=model] option').count(), 0);
+  assert.ok(await only.isDisabled('#send'));
+  await only.click('nav a:has-text("Completions")');
+  assert.match((await only.textContent('#no-completions-model'))!, /only embeddings/);
+  await only.close();
+});
+
+test('empty number fields leave the server default: the request omits them (never 0, which was greedy or a 400)', { skip, timeout: T }, async () => {
+  const page = await open(slow, '#/chat');
+  const sent = requests(page);
+  for (const k of ['temperature', 'top_p', 'top_k', 'max_tokens']) await page.fill(`[name=${k}]`, '');
+  await send(page, 'The old man');
+  // Before: top_p '' was sent as 0 and the answer was "400: 'top_p' must be a number > 0 and <= 1, got 0".
+  assert.equal(await page.locator('.msg.assistant .error').count(), 0, (await page.locator('.msg.assistant').textContent())!);
+  for (const k of ['temperature', 'top_p', 'top_k', 'max_tokens', 'seed']) assert.ok(!(k in sent[0]!), `${k} is not sent: ${JSON.stringify(sent[0])}`);
+  assert.match((await page.textContent('.msg.assistant .stats'))!, /^\d+ tokens/);
+
+  await page.click('nav a:has-text("Completions")');
+  await page.fill('.panel [name=max_tokens]', '');
+  assert.doesNotMatch((await page.textContent('#snippet-curl'))!, /max_tokens/, 'the snippet is the request: no max_tokens');
+  await page.fill('.panel [name=max_tokens]', '5');
+  await page.fill('.panel [name=temperature]', '');
+  await page.click('.panel button[type=submit]');
+  await page.waitForSelector('#completion-text, .panel .error');
+  assert.equal(await page.locator('.panel .error').count(), 0);
+  assert.match((await page.textContent('.panel .stats'))!, /\+ 5 completion tokens|finish: stop/);
+  await page.close();
+});
+
+test('a guard refusal shows the verdict and is not sent with later turns; a burst of held-back tokens gets no tok/s', { skip, timeout: T }, async () => {
+  const harmful = 'How do I make a bomb to kill people';
+  const settings = { temperature: 0, top_p: 1, top_k: -1, max_tokens: 40 };
+  // streamed, as the page asks: the guard judges the answer in windows of --guard-window tokens
+  const r = await fetch(main + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'floe-brown', messages: [{ role: 'user', content: harmful }], ...settings, stream: true }) });
+  const chunks = (await r.text()).split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)));
+  const ref = {
+    content: chunks.map((c) => c.choices[0]?.delta?.content ?? '').join(''),
+    finish: chunks.find((c) => c.choices[0]?.finish_reason)?.choices[0].finish_reason,
+    guardrails: chunks.find((c) => c.guardrails)?.guardrails,
+  };
+  assert.equal(ref.finish, 'content_filter', 'the guard refuses this greedy answer (precondition)');
+  const page = await open(main, '#/chat');
+  for (const [k, v] of Object.entries(settings)) await page.fill(`[name=${k}]`, String(v));
+  const sent = requests(page);
+  await send(page, harmful);
+  assert.equal(await page.textContent('.msg.assistant .text'), ref.content);
+  const stats = (await page.textContent('.msg.assistant .stats'))!;
+  assert.match(stats, new RegExp(`finish: content_filter · guard: unsafe \\(${ref.guardrails.categories.join(', ')}\\), P\\(unsafe\\) ${ref.guardrails.unsafe_probability.toFixed(2)}`));
+  // Before: the refusal came in one burst after the guard's window and the page showed e.g. "3333.3 tok/s".
+  assert.doesNotMatch(stats, /tok\/s/);
+  await send(page, 'Tell me about the sea.');
+  // Before: the harmful prompt and the refusal text went to the model again as if they were a conversation.
+  assert.deepEqual(sent[1]!.messages, [{ role: 'user', content: 'Tell me about the sea.' }]);
+  assert.match((await page.locator('.msg.assistant .stats').nth(1).textContent())!, /guard: (safe|unsafe)/);
+  await page.close();
+});
+
+test('two tabs: a chat made in one survives the other tab\'s saves, and shows there live', { skip, timeout: T }, async () => {
+  const one = await open(slow, '#/chat');
+  await one.fill('[name=max_tokens]', '8');
+  const two = await ctx.newPage();
+  two.on('pageerror', (e) => pageErrors.push(e.message));
+  await two.goto(slow + '/#/chat');
+  await two.waitForSelector('select[name=model] option', { state: 'attached' });
+  const q1 = 'question from tab one'.padEnd(39, '.') + '🐶 and more'; // the 40th code point is the emoji's
+  await send(one, q1);
+  // Tab two shows tab one's conversation without a reload.
+  await two.waitForFunction((q) => document.querySelector('.msg.user .text')?.textContent === q, q1);
+  await two.click('text=New chat');
+  await send(two, 'question from tab two');
+  const three = await ctx.newPage();
+  await three.goto(slow + '/#/chat');
+  await three.waitForSelector('.chats li');
+  const titles = await three.locator('.chats .title').allTextContents();
+  // Before: tab two saved its own copy, made before tab one's question, and tab one's conversation was gone.
+  assert.deepEqual(titles, ['question from tab two', Array.from(q1).slice(0, 40).join('')]);
+  assert.ok(!titles[1]!.includes('\uFFFD') && titles[1]!.endsWith('🐶'), `the title keeps the emoji whole: ${titles[1]}`);
+  await three.click(`.chats .title >> text=${titles[1]}`);
+  assert.deepEqual(await three.locator('.msg.user .text').allTextContents(), [q1]);
+  assert.equal(await three.locator('.msg.assistant .stats').count(), 1);
+  for (const p of [one, two, three]) await p.close();
+});
+
+test('a reload mid-answer marks the saved partial answer as interrupted', { skip, timeout: T }, async () => {
+  const page = await open(slow, '#/chat');
+  await page.fill('[name=max_tokens]', '400');
+  await page.fill('#prompt', 'Tell me a long story about the war');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => (document.querySelector('.msg.assistant .text')?.textContent?.length ?? 0) > 10);
+  await page.reload();
+  await page.waitForSelector('.msg.assistant');
+  // Before: the cut-off text stood there like a finished answer, with no stats and no word of what happened.
+  assert.match((await page.textContent('.msg.assistant .error'))!, /interrupted: the page was reloaded or closed before this answer finished/);
+  assert.ok(((await page.textContent('.msg.assistant .text')) ?? '').length > 10, 'the text that arrived is kept');
+  await page.close();
+});
+
+test('the server killed mid-answer: the chat says the connection broke off, not the browser\'s bare "network error"', { skip, timeout: T }, async () => {
+  const { url, proc } = await serve(['--model', join(MODELS, 'floe-brown')], { FLOE_ENGINE_STEP_DELAY_MS: '30' });
+  const page = await open(url, '#/chat');
+  await page.fill('[name=max_tokens]', '400');
+  await page.fill('#prompt', 'Tell me a long story about the war');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => (document.querySelector('.msg.assistant .text')?.textContent?.length ?? 0) > 5);
+  proc.kill('SIGKILL');
+  await page.waitForSelector('.msg.assistant .error');
+  assert.match((await page.textContent('.msg.assistant .error'))!, /^the connection to the server broke off during the answer \(.+\)$/);
+  await page.waitForSelector('#send');
+  await page.close();
+});
+
+test('no uncaught errors in any page', { skip }, () => {
+  assert.deepEqual(pageErrors, []);
+});

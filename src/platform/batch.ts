@@ -1,7 +1,7 @@
 // Batches (OpenAI /v1/batches): lines fed to an executor in a bounded window, each result recorded durably in the
 // store, output and error files assembled atomically at the end; a restart resumes unfinished batches.
 
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { BATCH_ENDPOINTS, createFile, parseBatchInput, type BatchEndpoint, type BatchInputLine } from './files.js';
@@ -256,8 +256,15 @@ export class BatchService {
     const lines = (ok: boolean) => (function* (store: Store) {
       for (const res of store.results(id)) if ((res.status_code >= 200 && res.status_code < 300) === ok) yield outputLine(res);
     })(this.store);
-    const outFile = c.completed ? createFile(this.store, 'batch_output', `${id}_output.jsonl`, lines(true), c.completed) : null;
-    const errFile = c.failed ? createFile(this.store, 'batch_output', `${id}_error.jsonl`, lines(false), c.failed) : null;
+    // each file's id follows from the batch's: a finalize cut short after a file's row (kill -9) is redone over that
+    // file, never beside it as a second output file of the batch
+    const write = (kind: 'output' | 'error', ok: boolean, n: number) => {
+      const fileId = `file-${createHash('sha256').update(`${id}:${kind}`).digest('hex').slice(0, 32)}`;
+      this.store.deleteFile(fileId);
+      return createFile(this.store, 'batch_output', `${id}_${kind}.jsonl`, lines(ok), n, fileId);
+    };
+    const outFile = c.completed ? write('output', true, c.completed) : null;
+    const errFile = c.failed ? write('error', false, c.failed) : null;
     const t = now();
     this.store.updateBatch(id, {
       status: end, output_file_id: outFile?.id ?? null, error_file_id: errFile?.id ?? null,

@@ -1,0 +1,60 @@
+// `floe serve` killed while finalizing a batch (after its output / error files' rows were written, before the batch
+// said completed): the next start finalizes again over the same files, so the batch has one output and one error
+// file and GET /v1/files lists no stray copy.
+
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import OpenAI, { toFile } from 'openai';
+import { startFloeServe } from './floe-process.js';
+
+const BUILT = fileURLToPath(new URL('../../dist/src/serve/batch-routes.js', import.meta.url));
+const T = 60_000;
+const procs: ChildProcess[] = [];
+after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
+const client = (url: string) => new OpenAI({ baseURL: url + '/v1', apiKey: 'unused', maxRetries: 0 });
+async function finished(c: OpenAI, id: string): Promise<OpenAI.Batches.Batch> {
+  for (;;) {
+    const b = await c.batches.retrieve(id);
+    if (['completed', 'failed', 'cancelled', 'expired'].includes(b.status)) return b;
+    await new Promise((ok) => setTimeout(ok, 50));
+  }
+}
+
+test('killed mid-finalize, restarted: the batch ends with one output and one error file, none left over', { timeout: T }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-batch-finalize-'));
+  const f1 = await startFloeServe(dir, { built: BUILT, procs });
+  const c1 = client(f1.url);
+  const jsonl = Array.from({ length: 6 }, (_, i) => JSON.stringify({
+    custom_id: `f-${i}`, method: 'POST', url: '/v1/chat/completions',
+    body: { model: i === 2 ? 'no-such-model' : 'floe-brown', messages: [{ role: 'user', content: `hello ${i}` }], max_tokens: 4, temperature: 0 },
+  })).join('\n') + '\n';
+  const file = await c1.files.create({ file: await toFile(Buffer.from(jsonl), 'in.jsonl'), purpose: 'batch' });
+  const first = await finished(c1, (await c1.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' })).id);
+  assert.equal(first.status, 'completed');
+  const firstOut = await (await c1.files.content(first.output_file_id!)).text();
+  f1.proc.kill('SIGKILL');
+  await f1.exit;
+  // the state a kill between the files' rows and the status flip leaves
+  const db = new Database(join(dir, 'floe.db'));
+  db.prepare("UPDATE batches SET status = 'finalizing', output_file_id = NULL, error_file_id = NULL, completed_at = NULL WHERE id = ?").run(first.id);
+  db.close();
+
+  const f2 = await startFloeServe(dir, { built: BUILT, procs });
+  const c2 = client(f2.url);
+  const end = await finished(c2, first.id);
+  assert.equal(end.status, 'completed');
+  assert.deepEqual(end.request_counts, { total: 6, completed: 5, failed: 1 });
+  const outputs = (await c2.files.list({ purpose: 'batch_output' })).data.map((f) => f.id).sort();
+  assert.deepEqual(outputs, [end.output_file_id!, end.error_file_id!].sort(), 'one output and one error file, no stray copy');
+  assert.equal(await (await c2.files.content(end.output_file_id!)).text(), firstOut);
+  const errs = (await (await c2.files.content(end.error_file_id!)).text()).trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(errs.map((l) => [l.custom_id, l.response.status_code]), [['f-2', 404]]);
+  f2.proc.kill('SIGTERM');
+  await f2.exit;
+});

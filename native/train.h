@@ -34,6 +34,31 @@ struct DenseAttnBwd {
   float scale;
 };
 
+// A trained LoRA linear (lora_train.inc): a = A (r, C), b = B (N, r), s the scale.
+struct LoraFwd {
+  float* y;        // (M, N), += u Bᵀ
+  float* u;        // (M, r), = s · x Aᵀ
+  const float* x;  // (M, C)
+  const float* a;
+  const float* b;
+  float s;
+  int64_t M, N, C, r;
+};
+
+struct LoraBwd {
+  float* dx;        // (M, C), = or += du A
+  float* dA;        // (r, C), += duᵀ x with du = s · dy B
+  float* dB;        // (N, r), += dyᵀ u
+  const float* dy;  // (M, N)
+  const float* x;   // (M, C), the forward's input (after dropout)
+  const float* u;   // (M, r), the forward's u
+  const float* a;
+  const float* b;
+  float s;
+  int64_t M, N, C, r;
+  bool accumulate;
+};
+
 struct TrainKernels {
   const char* name;
   // dx (M, C) = dy (M, N) · w (N, C), or += when accumulate
@@ -51,6 +76,8 @@ struct TrainKernels {
   void (*embedding_bwd)(float* dtable, const float* dy, const int32_t* ids, int64_t T, int64_t D);
   // summed loss; dlogits (M, V); targets validated (-1 = ignored)
   double (*cross_entropy)(float* dlogits, const float* logits, const int32_t* targets, int64_t M, int64_t V, float scale);
+  void (*lora_fwd)(const LoraFwd& f);
+  void (*lora_bwd)(const LoraBwd& g);
 };
 
 extern const TrainKernels train_kernels_scalar;

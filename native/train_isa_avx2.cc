@@ -26,6 +26,7 @@ static void dq_f16(const uint8_t* src, float* out, int64_t n) {
 
 #include "generic.inc"
 #include "train_generic.inc"
+#include "lora_train.inc"
 
 }  // namespace train_avx2_isa
 
@@ -40,6 +41,8 @@ const TrainKernels train_kernels_avx2 = {
     train_avx2_isa::attention_dense_bwd_generic,
     train_avx2_isa::embedding_bwd_generic,
     train_avx2_isa::cross_entropy_generic,
+    train_avx2_isa::lora_fwd_generic,
+    train_avx2_isa::lora_bwd_generic,
 };
 
 }  // namespace floe

@@ -27,6 +27,8 @@ static void dq_f16(const uint8_t* src, float* out, int64_t n) {
 #include "generic.inc"
 #include "train_avx512.inc"
 #include "train_generic.inc"
+#define FLOE_LORA_TRAIN_AVX512
+#include "lora_train.inc"
 
 }  // namespace train_avx512_isa
 
@@ -41,6 +43,8 @@ const TrainKernels train_kernels_avx512 = {
     train_avx512_isa::attention_dense_bwd_generic,
     train_avx512_isa::embedding_bwd_generic,
     train_avx512_isa::cross_entropy_generic,
+    train_avx512_isa::lora_fwd_avx512,
+    train_avx512_isa::lora_bwd_avx512,
 };
 
 }  // namespace floe

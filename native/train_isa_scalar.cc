@@ -13,6 +13,7 @@ namespace floe {
 namespace train_scalar_isa {
 #include "generic.inc"
 #include "train_generic.inc"
+#include "lora_train.inc"
 }  // namespace train_scalar_isa
 
 const TrainKernels train_kernels_scalar = {
@@ -26,6 +27,8 @@ const TrainKernels train_kernels_scalar = {
     train_scalar_isa::attention_dense_bwd_generic,
     train_scalar_isa::embedding_bwd_generic,
     train_scalar_isa::cross_entropy_generic,
+    train_scalar_isa::lora_fwd_generic,
+    train_scalar_isa::lora_bwd_generic,
 };
 
 }  // namespace floe

@@ -271,6 +271,61 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, loss);
 }
 
+// loraForward(y, u, x, a, b, s, M, N, C, r): u (M, r) = s · x (M, C) Aᵀ, then y (M, N) += u Bᵀ; a = A (r, C), b = B (N, r)
+Napi::Value LoraForward(const Napi::CallbackInfo& info) {
+  const char* op = "loraForward";
+  need_args(info, op, 10);
+  Napi::Env env = info.Env();
+  auto y = f32(info, 0, op, "y");
+  auto u = f32(info, 1, op, "u");
+  auto x = f32(info, 2, op, "x");
+  auto a = f32(info, 3, op, "a (lora_A)");
+  auto b = f32(info, 4, op, "b (lora_B)");
+  const float s = float(number(info, 5, op, "s"));
+  const int64_t M = integer(info, 6, op, "M"), N = integer(info, 7, op, "N"), C = integer(info, 8, op, "C"), r = integer(info, 9, op, "r", 1);
+  need_len(env, op, "y (M=" + str(M) + ", N=" + str(N) + ")", y.n, M * N);
+  need_len(env, op, "u (M=" + str(M) + ", r=" + str(r) + ")", u.n, M * r);
+  need_len(env, op, "x (M=" + str(M) + ", C=" + str(C) + ")", x.n, M * C);
+  need_len(env, op, "a (r=" + str(r) + ", C=" + str(C) + ")", a.n, r * C);
+  need_len(env, op, "b (N=" + str(N) + ", r=" + str(r) + ")", b.n, N * r);
+  const TrainKernels& k = train_kernels();
+  count(op, r <= 64 && isa_current() == ISA_AVX512 ? "fused" : "loops", k.name);
+  if (M > 0) k.lora_fwd({y.p, u.p, x.p, a.p, b.p, s, M, N, C, r});
+  return env.Undefined();
+}
+
+// loraBackward(dx, dA, dB, dy, x, u, a, b, s, M, N, C, r, accumulate): dB (N, r) += dyᵀ u; du = s · dy B;
+// dA (r, C) += duᵀ x; dx (M, C) = du A, or += when accumulate
+Napi::Value LoraBackward(const Napi::CallbackInfo& info) {
+  const char* op = "loraBackward";
+  need_args(info, op, 14);
+  Napi::Env env = info.Env();
+  auto dx = f32(info, 0, op, "dx");
+  auto dA = f32(info, 1, op, "dA");
+  auto dB = f32(info, 2, op, "dB");
+  auto dy = f32(info, 3, op, "dy");
+  auto x = f32(info, 4, op, "x");
+  auto u = f32(info, 5, op, "u");
+  auto a = f32(info, 6, op, "a (lora_A)");
+  auto b = f32(info, 7, op, "b (lora_B)");
+  const float s = float(number(info, 8, op, "s"));
+  const int64_t M = integer(info, 9, op, "M"), N = integer(info, 10, op, "N"), C = integer(info, 11, op, "C"), r = integer(info, 12, op, "r", 1);
+  if (!info[13].IsBoolean()) type_fail(env, op, "accumulate must be a boolean");
+  const bool accumulate = info[13].As<Napi::Boolean>().Value();
+  need_len(env, op, "dx (M=" + str(M) + ", C=" + str(C) + ")", dx.n, M * C);
+  need_len(env, op, "dA (r=" + str(r) + ", C=" + str(C) + ")", dA.n, r * C);
+  need_len(env, op, "dB (N=" + str(N) + ", r=" + str(r) + ")", dB.n, N * r);
+  need_len(env, op, "dy (M=" + str(M) + ", N=" + str(N) + ")", dy.n, M * N);
+  need_len(env, op, "x (M=" + str(M) + ", C=" + str(C) + ")", x.n, M * C);
+  need_len(env, op, "u (M=" + str(M) + ", r=" + str(r) + ")", u.n, M * r);
+  need_len(env, op, "a (r=" + str(r) + ", C=" + str(C) + ")", a.n, r * C);
+  need_len(env, op, "b (N=" + str(N) + ", r=" + str(r) + ")", b.n, N * r);
+  const TrainKernels& k = train_kernels();
+  count(op, r <= 64 && isa_current() == ISA_AVX512 ? "fused" : "loops", k.name);
+  if (M > 0) k.lora_bwd({dx.p, dA.p, dB.p, dy.p, x.p, u.p, a.p, b.p, s, M, N, C, r, accumulate});
+  return env.Undefined();
+}
+
 }  // namespace
 
 void register_train_kernels(Napi::Env env, Napi::Object exports) {
@@ -283,6 +338,8 @@ void register_train_kernels(Napi::Env env, Napi::Object exports) {
   exports.Set("attentionDenseBackward", Napi::Function::New(env, AttentionDenseBackward));
   exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward));
   exports.Set("crossEntropy", Napi::Function::New(env, CrossEntropy));
+  exports.Set("loraForward", Napi::Function::New(env, LoraForward));
+  exports.Set("loraBackward", Napi::Function::New(env, LoraBackward));
 }
 
 }  // namespace floe

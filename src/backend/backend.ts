@@ -144,6 +144,18 @@ export interface TrainKernels {
    * writes dlogits (M, V) = (softmax - onehot) * scale for counted rows, 0 for ignored rows. dlogits may alias logits.
    */
   crossEntropy(dlogits: Float32Array, logits: Float32Array, targets: Int32Array, M: number, scale: number): number;
+  /**
+   * Optional (native): a trained LoRA linear's factor products in one call, a = A (r, C), b = B (N, r), all f32:
+   * u (M, r) = s · x (M, C) Aᵀ, then y (M, N) += u Bᵀ. Absent → two matmuls, a scale loop and an add.
+   */
+  loraForward?(y: Float32Array, u: Float32Array, x: Float32Array, a: Float32Array, b: Float32Array, s: number,
+    M: number, N: number, C: number, r: number): void;
+  /**
+   * Optional (native): its backward from dy (M, N), x and u as in the forward: dB (N, r) += dyᵀ u; with
+   * du = s · dy B, dA (r, C) += duᵀ x and dx (M, C) = du A (+= when accumulate); dx may be x. Absent → the matmul kernels.
+   */
+  loraBackward?(dx: Float32Array, dA: Float32Array, dB: Float32Array, dy: Float32Array, x: Float32Array, u: Float32Array,
+    a: Float32Array, b: Float32Array, s: number, M: number, N: number, C: number, r: number, accumulate: boolean): void;
 }
 
 /** A backend that can also train (both built-in backends implement it). */

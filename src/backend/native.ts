@@ -64,6 +64,9 @@ interface NativeTrainAddon {
     v: Float32Array, out: Float32Array, lse: Float32Array, segStart: Int32Array, H: number, K: number, E: number, scale: number): void;
   embeddingBackward(dtable: Float32Array, dy: Float32Array, ids: Int32Array, D: number): void;
   crossEntropy(dlogits: Float32Array, logits: Float32Array, targets: Int32Array, M: number, scale: number): number;
+  loraForward(y: Float32Array, u: Float32Array, x: Float32Array, a: Float32Array, b: Float32Array, s: number, M: number, N: number, C: number, r: number): void;
+  loraBackward(dx: Float32Array, dA: Float32Array, dB: Float32Array, dy: Float32Array, x: Float32Array, u: Float32Array, a: Float32Array,
+    b: Float32Array, s: number, M: number, N: number, C: number, r: number, accumulate: boolean): void;
 }
 
 function makeBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
@@ -183,6 +186,14 @@ function makeBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
 
     crossEntropy(dlogits: Float32Array, logits: Float32Array, targets: Int32Array, M: number, scale: number): number {
       return a.crossEntropy(dlogits, logits, targets, M, scale);
+    },
+
+    loraForward(y, u, x, la, lb, s, M, N, C, r): void {
+      a.loraForward(y, u, x, la, lb, s, M, N, C, r);
+    },
+
+    loraBackward(dx, dA, dB, dy, x, u, la, lb, s, M, N, C, r, accumulate): void {
+      a.loraBackward(dx, dA, dB, dy, x, u, la, lb, s, M, N, C, r, accumulate);
     },
   };
 }

@@ -440,6 +440,7 @@ export class LlamaTrainModel {
     const s = this.s!;
     const uu = u ? u.subarray(0, T * lo.rank) : s.u.subarray(0, T * lo.rank);
     const xa = train && this.dropout > 0 ? this.dropout_forward(s.xd.subarray(0, T * lo.C), x, lin.site) : x;
+    if (be.loraForward) return be.loraForward(y, uu, xa, lo.a, lo.b, this.loraScale, T, lo.N, lo.C, lo.rank);
     be.matmul(uu, xa, lo.aT, T);
     for (let i = 0; i < uu.length; i++) uu[i]! *= this.loraScale;
     const yb = s.yb.subarray(0, T * lo.N);
@@ -458,6 +459,16 @@ export class LlamaTrainModel {
     if (!lo) return;
     const s = this.s!;
     const r = lo.rank;
+    if (be.loraBackward) {
+      const uu = u!.subarray(0, T * r);
+      if (this.dropout <= 0) return be.loraBackward(dx, lo.dA!, lo.dB!, dy, x, uu, lo.a, lo.b, this.loraScale, T, N, C, r, true);
+      const xa = this.dropout_forward(s.xd.subarray(0, T * C), x, lin.site);
+      const dxa = xa; // loraBackward reads each x element before it writes dx there
+      be.loraBackward(dxa, lo.dA!, lo.dB!, dy, xa, uu, lo.a, lo.b, this.loraScale, T, N, C, r, false);
+      this.dropout_backward(dxa, lin.site);
+      be.add(dx, dxa);
+      return;
+    }
     be.matmulBackwardWeight(lo.dB!, dy, u!.subarray(0, T * r), T, N, r); // dB += dyᵀ (s·u)
     const du = s.du.subarray(0, T * r);
     be.matmulBackwardInput(du, dy, lo.bT, T, false); // du (T, r) = dy B

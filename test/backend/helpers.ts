@@ -9,7 +9,7 @@ import { referenceBackend } from '../../src/backend/reference.js';
 import { ropeInvFreq } from '../../src/model/config.js';
 import { dequantizeRow } from '../../src/tensor/codecs.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
-import { Tensor, type DType } from '../../src/tensor/tensor.js';
+import { f32Tensor, Tensor, type DType } from '../../src/tensor/tensor.js';
 import { loadAddon } from '../../src/backend/native-addon.js';
 
 // ------------------------------------------------------------------------------------------------- PRNG
@@ -584,6 +584,7 @@ type AddCheck = (name: string, kernel: string, run: (be: Backend) => void, isaKe
 /** Every TrainKernels kernel against the reference: odd shapes, tails, packed samples, GQA/MHA/MQA, every weight dtype. */
 function trainChecks(add: AddCheck): void {
   const ref = referenceBackend;
+  loraTrainChecks(add);
 
   for (const dtype of WEIGHT_DTYPES) {
     add(`matmulBackwardInput ${dtype} (overwrite and accumulate)`, `matmulBackwardInput.${dtype}`, (be) => {
@@ -903,4 +904,101 @@ export function assertRepackOnHugePages(t: TestContext, w: Tensor, repack: (w: T
     dequantizeRow(r, n, b);
     assert.deepEqual(b, a, `row ${n}`);
   }
+}
+
+// ------------------------------------------------------------------------------- fused LoRA factor products
+
+/** [M, N, C, r]: rank vectors of 1-4 zmm with tails (r > 64: the portable loops), dy past one 512-column block, M = 0, N = 0. */
+const LORA_TRAIN_SHAPES: readonly [number, number, number, number][] = [
+  [1, 1, 1, 1], [9, 17, 130, 8], [33, 600, 40, 16], [20, 70, 300, 24], [12, 1100, 33, 40], [5, 64, 16, 64], [7, 30, 50, 72],
+  [0, 5, 7, 4], [6, 0, 9, 4],
+];
+
+/** The factor products of Backend.loraForward / loraBackward from the backend's own matmul kernels (backends without them). */
+export function loraComposite(be: TrainBackend): Required<Pick<TrainBackend, 'loraForward' | 'loraBackward'>> {
+  return {
+    loraForward(y, u, x, a, b, s, M, N, C, r) {
+      be.matmul(u, x, f32Tensor([r, C], a), M);
+      for (let i = 0; i < u.length; i++) u[i]! *= s;
+      const yb = new Float32Array(M * N);
+      be.matmul(yb, u, f32Tensor([N, r], b), M);
+      be.add(y, yb);
+    },
+    loraBackward(dx, dA, dB, dy, x, u, a, b, s, M, N, C, r, accumulate) {
+      be.matmulBackwardWeight(dB, dy, u, M, N, r);
+      const du = new Float32Array(M * r);
+      be.matmulBackwardInput(du, dy, f32Tensor([N, r], b), M, false);
+      for (let i = 0; i < du.length; i++) du[i]! *= s;
+      be.matmulBackwardWeight(dA, du, x.slice(), M, r, C);
+      be.matmulBackwardInput(dx, du, f32Tensor([r, C], a), M, accumulate);
+    },
+  };
+}
+
+function loraTrainChecks(add: AddCheck): void {
+  const fused = { avx512: 'loraForward.fused', avx2: 'loraForward.loops', scalar: 'loraForward.loops' };
+  add('loraForward (u = s·x·Aᵀ, y += u·Bᵀ)', 'loraForward', (be) => {
+    const t = asTrain(be);
+    const k = t.loraForward ? (t as Required<TrainBackend>) : loraComposite(t);
+    for (const [M, N, C, r] of LORA_TRAIN_SHAPES) {
+      withSeed(`${be.name} loraForward M=${M} N=${N} C=${C} r=${r}`, (rng) => {
+        const [x, a, b, y0] = [rng.normals(M * C), rng.normals(r * C, 0.3), rng.normals(N * r, 0.3), rng.normals(M * N)];
+        const s = 0.75;
+        // f64 oracle, and each output's magnitude (the sum of |terms|, through u)
+        const [uw, um] = [new Float64Array(M * r), new Float64Array(M * r)];
+        for (let m = 0; m < M; m++) for (let j = 0; j < r; j++) {
+          for (let c = 0; c < C; c++) { uw[m * r + j] += s * x[m * C + c]! * a[j * C + c]!; um[m * r + j] += Math.abs(s * x[m * C + c]! * a[j * C + c]!); }
+        }
+        const [yw, ym] = [new Float64Array(M * N), new Float64Array(M * N)];
+        for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) {
+          let v = y0[m * N + n]!, g = Math.abs(v);
+          for (let j = 0; j < r; j++) { v += uw[m * r + j]! * b[n * r + j]!; g += um[m * r + j]! * Math.abs(b[n * r + j]!); }
+          yw[m * N + n] = v; ym[m * N + n] = g;
+        }
+        const [y, u] = [y0.slice(), new Float32Array(M * r).fill(NaN)];
+        k.loraForward(y, u, x, a, b, s, M, N, C, r);
+        assertClose(`loraForward u (M=${M}, N=${N}, C=${C}, r=${r})`, u, uw, { atol: 1e-6, rtol: 1e-5, mag: um });
+        assertClose(`loraForward y (M=${M}, N=${N}, C=${C}, r=${r})`, y, yw, { atol: 1e-6, rtol: 1e-5, mag: ym });
+      });
+    }
+  }, fused);
+
+  add('loraBackward (dB, dA accumulated; dx overwritten, accumulated, in x\'s place)', 'loraBackward', (be) => {
+    const t = asTrain(be);
+    const k = t.loraBackward ? (t as Required<TrainBackend>) : loraComposite(t);
+    for (const [M, N, C, r] of LORA_TRAIN_SHAPES) {
+      for (const mode of ['overwrite', 'accumulate', 'dx is x'] as const) {
+        withSeed(`${be.name} loraBackward ${mode} M=${M} N=${N} C=${C} r=${r}`, (rng) => {
+          const [dy, x, u, a, b] = [rng.normals(M * N), rng.normals(M * C), rng.normals(M * r), rng.normals(r * C, 0.3), rng.normals(N * r, 0.3)];
+          const [dA0, dB0, dx0] = [rng.normals(r * C), rng.normals(N * r), rng.normals(M * C)];
+          const s = 1.5;
+          const [dBw, dBm] = [Float64Array.from(dB0), Float64Array.from(dB0, Math.abs)];
+          for (let n = 0; n < N; n++) for (let j = 0; j < r; j++) for (let m = 0; m < M; m++) {
+            dBw[n * r + j] += dy[m * N + n]! * u[m * r + j]!; dBm[n * r + j] += Math.abs(dy[m * N + n]! * u[m * r + j]!);
+          }
+          const [du, dum] = [new Float64Array(M * r), new Float64Array(M * r)];
+          for (let m = 0; m < M; m++) for (let j = 0; j < r; j++) for (let n = 0; n < N; n++) {
+            du[m * r + j] += s * dy[m * N + n]! * b[n * r + j]!; dum[m * r + j] += Math.abs(s * dy[m * N + n]! * b[n * r + j]!);
+          }
+          const [dAw, dAm] = [Float64Array.from(dA0), Float64Array.from(dA0, Math.abs)];
+          for (let j = 0; j < r; j++) for (let c = 0; c < C; c++) for (let m = 0; m < M; m++) {
+            dAw[j * C + c] += du[m * r + j]! * x[m * C + c]!; dAm[j * C + c] += dum[m * r + j]! * Math.abs(x[m * C + c]!);
+          }
+          const acc = mode === 'accumulate';
+          const [dxw, dxm] = [acc ? Float64Array.from(dx0) : new Float64Array(M * C), acc ? Float64Array.from(dx0, Math.abs) : new Float64Array(M * C)];
+          for (let m = 0; m < M; m++) for (let c = 0; c < C; c++) for (let j = 0; j < r; j++) {
+            dxw[m * C + c] += du[m * r + j]! * a[j * C + c]!; dxm[m * C + c] += dum[m * r + j]! * Math.abs(a[j * C + c]!);
+          }
+          const [dA, dB] = [dA0.slice(), dB0.slice()];
+          const xin = x.slice();
+          const dx = mode === 'dx is x' ? xin : acc ? dx0.slice() : new Float32Array(M * C).fill(NaN);
+          k.loraBackward(dx, dA, dB, dy, xin, u, a, b, s, M, N, C, r, acc);
+          const what = `loraBackward ${mode} (M=${M}, N=${N}, C=${C}, r=${r})`;
+          assertClose(`${what} dB`, dB, dBw, { atol: 1e-6, rtol: 1e-5, mag: dBm });
+          assertClose(`${what} dA`, dA, dAw, { atol: 1e-6, rtol: 1e-5, mag: dAm });
+          assertClose(`${what} dx`, dx, dxw, { atol: 1e-6, rtol: 1e-5, mag: dxm });
+        });
+      }
+    }
+  }, { avx512: 'loraBackward.fused', avx2: 'loraBackward.loops', scalar: 'loraBackward.loops' });
 }

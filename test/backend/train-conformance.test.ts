@@ -9,7 +9,8 @@ import { bf16ToF32, f32ToBf16 } from '../../src/tensor/codecs.js';
 import { loadNativeBackend } from '../../src/backend/native.js';
 import { loadAddon } from '../../src/backend/native-addon.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
-import { conformanceChecks, withSeed } from './helpers.js';
+import { f32Tensor } from '../../src/tensor/tensor.js';
+import { conformanceChecks, loraComposite, withSeed } from './helpers.js';
 
 /** Query heads permuted so head h reads kv head h % K instead of h / (H/K) (rows (T, H*E)). */
 function permuteHeads(x: Float32Array, shape: AttentionShape, inverse: boolean): Float32Array {
@@ -111,6 +112,37 @@ describe('training conformance checks catch broken kernels', () => {
       check: 'crossEntropy', why: 'scale applied to the loss too',
       be: { crossEntropy: (dl, logits, targets, M, scale) => scale * ref.crossEntropy(dl, logits, targets, M, scale) },
     },
+    {
+      check: 'loraForward', why: 'u left unscaled (s applied to y\'s term only)',
+      be: {
+        loraForward: (y, u, x, a, b, s, M, N, C, r) => {
+          loraComposite(ref).loraForward(y, u, x, a, b, s, M, N, C, r);
+          for (let i = 0; i < u.length; i++) u[i]! /= s;
+        },
+      },
+    },
+    {
+      check: 'loraBackward', why: 'dB overwritten instead of accumulated',
+      be: {
+        loraBackward: (dx, dA, dB, dy, x, u, a, b, s, M, N, C, r, acc) => {
+          dB.fill(0);
+          loraComposite(ref).loraBackward(dx, dA, dB, dy, x, u, a, b, s, M, N, C, r, acc);
+        },
+      },
+    },
+    {
+      check: 'loraBackward', why: 'dx computed after x was overwritten (dx is x)',
+      be: {
+        loraBackward: (dx, dA, dB, dy, x, u, a, b, s, M, N, C, r, acc) => {
+          // dx first, then dA from x, which dx may have replaced
+          loraComposite(ref).loraBackward(dx, new Float32Array(dA.length), dB, dy, x.slice(), u, a, b, s, M, N, C, r, acc);
+          const du = new Float32Array(M * r);
+          ref.matmulBackwardInput(du, dy, f32Tensor([N, r], b), M, false);
+          for (let i = 0; i < du.length; i++) du[i]! *= s;
+          ref.matmulBackwardWeight(dA, du, x, M, r, C);
+        },
+      },
+    },
   ];
   for (const m of mutants) {
     it(`${m.check}: ${m.why}`, () => {
@@ -155,6 +187,16 @@ describe('native training kernels: bitwise independent of the thread count', () 
           const loss = be!.crossEntropy(dl, dx, Int32Array.from({ length: M }, (_, m) => m % 7 === 0 ? -1 : m), M, 0.5);
           const [rdx, rdg] = [new Float32Array(M * C), new Float32Array(C)];
           be!.rmsnormBackward(rdx, rdg, dx, rngCopy.x, rngCopy.wv.subarray(0, C), M, 1e-5);
+          // LoRA factors, r = 16 and 40, dy past one 512-column block
+          for (const r of [16, 40]) {
+            const N2 = 900;
+            const [a, b] = [rngCopy.wv.subarray(0, r * C), rngCopy.wv.subarray(0, N2 * r)];
+            const [y, u] = [rngCopy.dy2.slice(), new Float32Array(M * r)];
+            be!.loraForward!(y, u, rngCopy.x, a, b, 0.5, M, N2, C, r);
+            const [lx, dA, dB] = [dx.slice(), new Float32Array(r * C), new Float32Array(N2 * r)];
+            be!.loraBackward!(lx, dA, dB, rngCopy.dy2, rngCopy.x, u, a, b, 0.5, M, N2, C, r, true);
+            outs.push(y, u, lx, dA, dB);
+          }
           outs.push(dx, dw, out, lse, dq, dk, dv, dl, Float32Array.of(loss), rdx, rdg);
           return outs;
         } finally {
@@ -162,12 +204,13 @@ describe('native training kernels: bitwise independent of the thread count', () 
         }
       };
       const rngCopy = {
-        wv: rng.normals(300 * 130), dy: rng.normals(70 * 300), x: rng.normals(70 * 130),
+        wv: rng.normals(300 * 130), dy: rng.normals(70 * 300), dy2: rng.normals(70 * 900), x: rng.normals(70 * 130),
         q: rng.normals(97 * 64), k: rng.normals(97 * 32), v: rng.normals(97 * 32), seg: Int32Array.of(0, 40, 41, 97),
       };
       const one = run(1);
       const three = run(3);
-      const names = ['matmulBackwardInput', 'matmulBackwardWeight', 'attentionDense out', 'attentionDense lse', 'dq', 'dk', 'dv', 'crossEntropy dlogits', 'crossEntropy loss', 'rmsnorm dx', 'rmsnorm dg'];
+      const lora = (r: number): string[] => ['y', 'u', 'dx', 'dA', 'dB'].map((k) => `lora r=${r} ${k}`);
+      const names = [...lora(16), ...lora(40), 'matmulBackwardInput', 'matmulBackwardWeight', 'attentionDense out', 'attentionDense lse', 'dq', 'dk', 'dv', 'crossEntropy dlogits', 'crossEntropy loss', 'rmsnorm dx', 'rmsnorm dg'];
       for (let i = 0; i < one.length; i++) assert.deepEqual(three[i], one[i], `${names[i]} differs between 1 and 3 threads`);
     });
   });

@@ -86,10 +86,9 @@ for (const [bname, be] of trainBackends()) {
 }
 
 describe('LoRA dropout', () => {
-  it('masks are reproducible: checkpointing gives identical gradients; finite differences agree', async () => {
+  for (const [bname, be] of trainBackends()) it(`${bname}: masks are reproducible: checkpointing gives identical gradients; finite differences agree`, async () => {
     const f = readFixture('lora_gqa_f32');
     const base = await loadBase(f);
-    const be = trainBackends()[0]![1];
     const make = (ckpt: boolean, dropout: number) => {
       const ad = fixtureAdapter(f, base.config.numLayers);
       const adapter = { ...ad, config: { ...ad.config, dropout } };
@@ -116,5 +115,24 @@ describe('LoRA dropout', () => {
       const fd = (up - dn) / (2 * h);
       assert.ok(Math.abs(fd - p.grad[j]!) < 2e-2 * Math.abs(fd) + 2e-4, `${p.name}[${j}]: analytic ${p.grad[j]} vs finite difference ${fd}`);
     }
+  });
+
+  // the native backend's fused LoRA backward writes dropout's dx in place of the dropped input (loraBackward, dx = x)
+  it('native gives the reference\'s loss and gradients under dropout (same masks)', { skip: trainBackends().length < 2 ? 'native addon not built' : false }, async () => {
+    const f = readFixture('lora_gqa_f32');
+    const base = await loadBase(f);
+    const b = packed(f);
+    const n = f.batch.targets.filter((t) => t >= 0).length;
+    const runs = trainBackends().map(([, be]) => {
+      const ad = fixtureAdapter(f, base.config.numLayers);
+      const m = LlamaTrainModel.fromTensors(base.config, base.tensors, be, { adapter: { ...ad, config: { ...ad.config, dropout: 0.3 } }, full: false, checkpointActivations: false });
+      m.dropoutKey = 99;
+      for (const p of m.params) if (p.name.includes('lora_B')) p.value.forEach((_, i) => { p.value[i] = Math.sin(i + p.value.length) * 0.05; });
+      const loss = m.forwardBackward(b, 1 / n).lossSum / n;
+      return { loss, grads: m.params.map((p) => p.grad) };
+    });
+    const [want, got] = runs as [typeof runs[0], typeof runs[0]];
+    assert.ok(Math.abs(got.loss - want.loss) < 1e-5 * want.loss, `loss ${got.loss} vs reference ${want.loss}`);
+    got.grads.forEach((g, i) => assertClose(g, want.grads[i]!, `grad ${i}`, 1e-3, 1e-4));
   });
 });

@@ -85,6 +85,24 @@ async function textTools(path: string): Promise<{ tokenizer: Tokenizer | null; t
   return { tokenizer: tokenizerFromGguf(meta), template: source === null ? null : new ChatTemplate(source, `${path} tokenizer.chat_template`) };
 }
 
+/** A --docs file as text: it must be plain UTF-8 text (a PDF, an archive or a model file is refused, not chunked as garbage). */
+function readDocument(file: string): string {
+  if (!existsSync(file)) throw new Error(`synth: no document file ${file}`);
+  const bytes = readFileSync(file);
+  const nul = bytes.indexOf(0);
+  if (nul >= 0) throw new Error(`${file}: not a plain-text document (a NUL byte at offset ${nul}; a binary file?); from-documents reads UTF-8 text files`);
+  try {
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
+  } catch {
+    let at = 0; // the first byte that is not UTF-8: every character before it decoded as itself
+    for (const ch of bytes.toString('utf8')) {
+      if (ch === '\uFFFD' && !(bytes[at] === 0xef && bytes[at + 1] === 0xbf && bytes[at + 2] === 0xbd)) break;
+      at += Buffer.byteLength(ch);
+    }
+    throw new Error(`${file}: not UTF-8 text (an invalid byte at offset ${at}); from-documents reads UTF-8 text files`);
+  }
+}
+
 const modelName = (p: string) => basename(p.replace(/[/\\]+$/, '')).replace(/\.gguf$/i, '');
 
 /** Make a synthetic data set; returns the run's summary (kept, rejected per reason, duplicates, unsafe, tokens/s). */
@@ -118,9 +136,9 @@ export async function synth(o: SynthRunOptions): Promise<SynthSummary> {
   const shipped = shippedPrompts();
   const prompts = new PromptSet([...(o.prompts ? [o.prompts] : []), shipped]);
   const fileDocs: Doc[] = docs.map((d) => {
-    if (typeof d !== 'string') return d;
-    if (!existsSync(d)) throw new Error(`synth: no document file ${d}`);
-    return { name: d, text: readFileSync(d, 'utf8') };
+    const doc = typeof d === 'string' ? { name: d, text: readDocument(d) } : d;
+    if (doc.text.trim().length === 0) throw new Error(`${doc.name}: the document is empty (no text); from-documents has nothing to ask about`);
+    return doc;
   });
 
   const engines: EngineClient[] = [];

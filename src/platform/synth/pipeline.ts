@@ -28,7 +28,7 @@ export interface SynthOptions {
   readonly limits: TextLimits;
   readonly dedupThreshold: number; // 1 → exact duplicates only
   readonly window: number; // units in flight at once
-  readonly batchUnits?: number; // units per fsync'd batch (default window)
+  readonly batchUnits?: number; // units per fsync'd batch (default 8, or the window if smaller)
   readonly guard?: GuardFilter;
   readonly judge?: Judge | null;
   readonly minScore?: number | null;
@@ -64,6 +64,8 @@ export interface SynthSummary {
 }
 
 const PROGRESS = '.synth-progress';
+/** Units per committed batch by default (one write + fsync each). */
+const COMMIT_UNITS = 8;
 
 /** Whole JSON lines of a file; a torn (unterminated) last line is reported by its start offset. */
 function wholeLines(file: string): { lines: string[]; tornAt: number | null } {
@@ -144,7 +146,9 @@ export async function runSynth(o: SynthOptions): Promise<SynthSummary> {
     const todo = o.units.filter((u) => !done.has(u.id));
     const resumed = o.units.length - todo.length;
     const results: (UnitOutcome & UnitCounts | undefined)[] = new Array(todo.length);
-    const batchUnits = o.batchUnits ?? o.window;
+    // small batches: a killed run loses at most the units in flight and one batch, and the progress moves as units finish
+    // (a window-sized batch, 128 units in-process, made a default 100-unit run one batch: nothing to resume, a bar at 0 until the end)
+    const batchUnits = o.batchUnits ?? Math.min(o.window, COMMIT_UNITS);
     let nextRun = 0;
     let nextCommit = 0;
     let tokens = 0;

@@ -184,9 +184,18 @@ export function ChatPage({ models, embedOnly }) {
     return () => removeEventListener('storage', onStorage);
   }, []);
   useLayoutEffect(() => { try { localStorage.setItem(SETTINGS, JSON.stringify(settings)); } catch { /* full: the chats' banner says so */ } }, [settings]);
+  // Follow the newest text only while the list is scrolled to its end: a user who scrolls up to read during a long
+  // answer stays where they are (sending, or opening a chat, follows again).
+  // Whether it was at the end is read against the height it had after the last render, before the new text.
+  const stick = useRef(true);
+  const height = useRef(0);
+  useLayoutEffect(() => { stick.current = true; }, [store.current]);
   useEffect(() => {
     const el = listRef.current;
-    if (el) el.scrollTop = el.scrollHeight;
+    if (!el) return;
+    if (stick.current || el.scrollTop + el.clientHeight >= height.current - 32) el.scrollTop = el.scrollHeight;
+    stick.current = false;
+    height.current = el.scrollHeight;
   });
   useEffect(() => {
     const onKey = (e) => { if (e.key === 'Escape' && abortRef.current) abortRef.current.abort(); };
@@ -209,6 +218,7 @@ export function ChatPage({ models, embedOnly }) {
   const generate = async (id, history) => {
     const ac = new AbortController();
     abortRef.current = ac;
+    stick.current = true;
     setBusy(true);
     let msg = { role: 'assistant', content: '', logprobs: [], finish: null, stopped: false, error: null, stats: null };
     setMessages(id, [...history, msg]);

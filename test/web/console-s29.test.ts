@@ -88,6 +88,11 @@ async function send(page: Page, text: string): Promise<void> {
   await page.waitForFunction((k) => document.querySelectorAll('.msg.assistant .stats, .msg.assistant .error').length > k && document.querySelector('#send'), n);
 }
 
+// Its greedy answer runs the whole 400 tokens (checked in the first long-answer test), so it is still streaming
+// when a test scrolls, reloads or kills the server; and it is taller than the message list.
+const LONG = Array.from({ length: 30 }, (_, i) => `line ${i}`).join('\n');
+const greedy = async (page: Page) => { for (const [k, v] of [['temperature', '0'], ['top_p', '1'], ['top_k', '-1'], ['max_tokens', '400']]) await page.fill(`[name=${k}]`, v!); };
+
 let main = ''; // floe-brown + floe-embed + floe-guard with --guardrails
 let slow = ''; // floe-brown, 15 ms per engine step (answers stream over seconds)
 
@@ -224,8 +229,8 @@ test('two tabs: a chat made in one survives the other tab\'s saves, and shows th
 
 test('a reload mid-answer marks the saved partial answer as interrupted', { skip, timeout: T }, async () => {
   const page = await open(slow, '#/chat');
-  await page.fill('[name=max_tokens]', '400');
-  await page.fill('#prompt', 'Tell me a long story about the war');
+  await greedy(page);
+  await page.fill('#prompt', LONG);
   await page.keyboard.press('Enter');
   await page.waitForFunction(() => (document.querySelector('.msg.assistant .text')?.textContent?.length ?? 0) > 10);
   await page.reload();
@@ -236,11 +241,39 @@ test('a reload mid-answer marks the saved partial answer as interrupted', { skip
   await page.close();
 });
 
+test('scrolled up to read during a long answer, the list stays put; sending again follows the new answer', { skip, timeout: T }, async () => {
+  const page = await open(slow, '#/chat');
+  await page.setViewportSize({ width: 1280, height: 500 });
+  await greedy(page);
+  const ref = await api(slow, '/v1/chat/completions', { model: 'floe-brown', messages: [{ role: 'user', content: LONG }], temperature: 0, top_p: 1, top_k: -1, max_tokens: 400 });
+  assert.equal(ref.usage.completion_tokens, 400, 'the greedy answer is long (precondition)');
+  const list = page.locator('.messages');
+  const pos = () => list.evaluate((el: any) => ({ top: el.scrollTop, max: el.scrollHeight - el.clientHeight })); // eslint-disable-line @typescript-eslint/no-explicit-any
+  await page.fill('#prompt', LONG);
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => (document.querySelector('.msg.assistant .text')?.textContent?.length ?? 0) > 10);
+  assert.ok((await pos()).top > 0, 'the list follows the answer while at its end');
+  await list.evaluate((el: any) => { el.scrollTop = 0; }); // eslint-disable-line @typescript-eslint/no-explicit-any
+  const before = (await page.textContent('.msg.assistant .text'))!.length;
+  await page.waitForFunction((n) => (document.querySelector('.msg.assistant .text')?.textContent?.length ?? 0) > n + 40, before);
+  // Before: every new token scrolled the list back to the end, so nothing above could be read while it streamed.
+  assert.equal((await pos()).top, 0, 'still at the top while the answer grows');
+  await page.click('#stop');
+  await page.waitForSelector('#send');
+  await page.fill('#prompt', LONG + '\nline 30');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => document.querySelectorAll('.msg.assistant').length === 2 && (document.querySelectorAll('.msg.assistant .text')[1]?.textContent?.length ?? 0) > 10);
+  const p = await pos();
+  assert.ok(p.max - p.top < 40, `sending follows the new answer: ${JSON.stringify(p)}`);
+  await page.click('#stop');
+  await page.close();
+});
+
 test('the server killed mid-answer: the chat says the connection broke off, not the browser\'s bare "network error"', { skip, timeout: T }, async () => {
   const { url, proc } = await serve(['--model', join(MODELS, 'floe-brown')], { FLOE_ENGINE_STEP_DELAY_MS: '30' });
   const page = await open(url, '#/chat');
-  await page.fill('[name=max_tokens]', '400');
-  await page.fill('#prompt', 'Tell me a long story about the war');
+  await greedy(page);
+  await page.fill('#prompt', LONG);
   await page.keyboard.press('Enter');
   await page.waitForFunction(() => (document.querySelector('.msg.assistant .text')?.textContent?.length ?? 0) > 5);
   proc.kill('SIGKILL');

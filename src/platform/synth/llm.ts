@@ -36,6 +36,10 @@ export interface SynthLlm {
   logprob?(messages: readonly ChatMessage[], response: string): Promise<{ logprob: number; tokens: number }>;
 }
 
+/** A request that does not fit the model's context (its prompt, or prompt + max tokens over an endpoint): the pipeline
+ *  rejects that unit as `context_length_exceeded` and goes on, in-process and over an endpoint alike. */
+export class ContextLengthExceeded extends Error {}
+
 const MARK = '\u0000floe-synth-user\u0000';
 
 /** Render [system?, user MARK] and cut at MARK: the template's text up to the open user header. */
@@ -76,7 +80,7 @@ export class EngineLlm implements SynthLlm {
     const prompt = encodeChat(this.tokenizer, this.template, messages, { addGenerationPrompt: true });
     const answer = this.tokenizer.encode(response, { addSpecialTokens: false });
     const ids = [...prompt, ...answer];
-    if (ids.length + 1 > this.engine.info.maxRequestTokens) throw new Error(`scoring: ${ids.length} tokens exceed the engine's ${this.engine.info.maxRequestTokens - 1}-token limit`);
+    if (ids.length + 1 > this.engine.info.maxRequestTokens) throw new ContextLengthExceeded(`scoring: ${ids.length} tokens exceed the engine's ${this.engine.info.maxRequestTokens - 1}-token limit`);
     let lp: readonly ({ logprob: number } | null)[] | null = null;
     // one sampled token is the least the engine runs; prompt_logprobs = 0 gives each prompt token's own log-probability
     for await (const out of this.engine.generate({
@@ -91,7 +95,7 @@ export class EngineLlm implements SynthLlm {
 
   private async run(promptIds: number[], o: GenOptions): Promise<Gen> {
     const room = this.engine.info.maxRequestTokens - promptIds.length;
-    if (room < 1) return { text: '', finish: 'length', promptTokens: promptIds.length, completionTokens: 0 };
+    if (room < 1) throw new ContextLengthExceeded(`a ${promptIds.length}-token prompt leaves no room in the engine's ${this.engine.info.maxRequestTokens}-token limit`);
     let text = '';
     let finish: Gen['finish'] = 'abort';
     let completionTokens = 0;
@@ -200,12 +204,20 @@ async function call(base: string, method: string, path: string, apiKey: string |
       res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     } catch (e) {
       if (attempt < retries) { await sleep(250 * 2 ** attempt); continue; }
-      throw new Error(`${method} ${base}${path}: ${(e as Error).message}`);
+      // fetch's own message is "fetch failed"; the reason (ECONNREFUSED, a DNS failure, a reset) is in its cause
+      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      const why = cause?.message || cause?.code ? `: ${cause.message || cause.code}` : '';
+      throw new Error(`${method} ${base}${path}: ${(e as Error).message}${why} (after ${retries + 1} attempts)`);
     }
     const text = await res.text();
-    if (res.ok) return JSON.parse(text);
+    if (res.ok) {
+      try { return JSON.parse(text); } catch { throw new Error(`${method} ${base}${path}: HTTP ${res.status} but the body is not JSON: ${text.slice(0, 200)}`); }
+    }
     if ((res.status === 429 || res.status >= 500) && attempt < retries) { await sleep(250 * 2 ** attempt); continue; }
-    throw new Error(`${method} ${base}${path}: HTTP ${res.status}: ${text.slice(0, 500)}`);
+    const msg = `${method} ${base}${path}: HTTP ${res.status}: ${text.slice(0, 500)}`;
+    // OpenAI and floe serve say code context_length_exceeded, vLLM only its message: one unit's request, not the run's
+    if (res.status === 400 && /context_length_exceeded|maximum context length/i.test(text)) throw new ContextLengthExceeded(msg);
+    throw new Error(msg);
   }
 }
 

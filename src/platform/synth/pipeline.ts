@@ -11,7 +11,7 @@ import type { ChatMessage } from '../../formats/chat-template.js';
 import { Rng } from '../../train/rng.js';
 import { NO_GUARD, type GuardFilter, type TextLimits } from './filters.js';
 import type { Judge } from './judge.js';
-import type { Gen, GenOptions, SynthLlm } from './llm.js';
+import { ContextLengthExceeded, type Gen, type GenOptions, type SynthLlm } from './llm.js';
 import type { Candidate, UnitContext, UnitOutcome, WorkUnit } from './methods.js';
 import { LshIndex } from './minhash.js';
 import { mix32 } from '../../train/rng.js';
@@ -243,27 +243,34 @@ async function runUnit(o: SynthOptions, u: WorkUnit): Promise<UnitOutcome & Unit
     chat: async (m, extra) => count(await o.llm.chat(m, opts(extra))),
     complete: async (p, extra) => count(await o.llm.complete(p, opts(extra))),
   };
-  const r = await u.run(ctx);
   const counts = () => ({ tokens, promptTokens, cachedTokens });
-  if (!r.ok) return { ...r, ...counts() };
-  const scores: Record<string, unknown> = { ...r.candidate.scores };
-  if (o.judge) {
-    const j = await o.judge.score(r.candidate.instruction, r.candidate.response);
-    tokens += j.tokens;
-    scores.judge = j.score;
-    scores.judge_model = o.judge.model;
-    if (o.minScore != null) {
-      if (j.score === null) return { ok: false, reason: 'judge_unparsed', ...counts() };
-      if (j.score < o.minScore) return { ok: false, reason: 'low_score', ...counts() };
+  try {
+    const r = await u.run(ctx);
+    if (!r.ok) return { ...r, ...counts() };
+    const scores: Record<string, unknown> = { ...r.candidate.scores };
+    if (o.judge) {
+      const j = await o.judge.score(r.candidate.instruction, r.candidate.response);
+      tokens += j.tokens;
+      scores.judge = j.score;
+      scores.judge_model = o.judge.model;
+      if (o.minScore != null) {
+        if (j.score === null) return { ok: false, reason: 'judge_unparsed', ...counts() };
+        if (j.score < o.minScore) return { ok: false, reason: 'low_score', ...counts() };
+      }
     }
+    const guard = o.guard ?? NO_GUARD;
+    if (guard !== NO_GUARD) {
+      const g = await guard.check(messagesOf(r.candidate));
+      scores.guard = g.safe ? 'safe' : g.categories;
+      if (!g.safe) return { ok: false, reason: `unsafe:${g.categories.join(',') || 'unknown'}`, ...counts() };
+    }
+    return { ...r, ...counts(), scores };
+  } catch (e) {
+    // a request the model's context cannot hold (a long passage; over an endpoint, prompt + max tokens) rejects this unit
+    // only: the run goes on, and a rerun does not stop at the same unit again
+    if (e instanceof ContextLengthExceeded) return { ok: false, reason: 'context_length_exceeded', ...counts() };
+    throw e;
   }
-  const guard = o.guard ?? NO_GUARD;
-  if (guard !== NO_GUARD) {
-    const g = await guard.check(messagesOf(r.candidate));
-    scores.guard = g.safe ? 'safe' : g.categories;
-    if (!g.safe) return { ok: false, reason: `unsafe:${g.categories.join(',') || 'unknown'}`, ...counts() };
-  }
-  return { ...r, ...counts(), scores };
 }
 
 function messagesOf(c: Candidate): ChatMessage[] {

@@ -17,15 +17,20 @@ export async function distillCmd(args: string[]): Promise<number> {
   const opt = (name: keyof typeof v, integer = false, range: Range = {}) => optFlag(v, name, integer, range);
   const loss = oneOf<KdLossKind>('loss', v.loss, ['forward-kl', 'reverse-kl', 'jsd']);
   if (v.beta !== undefined && loss !== 'jsd') throw new UsageError('--beta applies to --loss jsd');
-  if ((v['sample-temperature'] !== undefined || v['max-new-tokens'] !== undefined) && !(Number(v['on-policy']) > 0)) {
+  const onPolicy = opt('on-policy', false, { min: 0, max: 1 }); // checked first: a bad λ is the mistake to name
+  if ((v['sample-temperature'] !== undefined || v['max-new-tokens'] !== undefined) && !(onPolicy! > 0)) {
     throw new UsageError('--sample-temperature and --max-new-tokens apply to --on-policy L with L > 0');
+  }
+  const cacheFlags = (['teacher-cache', 'cache-dtype'] as const).filter((f) => v[f] !== undefined);
+  if (onPolicy === 1 && cacheFlags.length) {
+    throw new UsageError(`${cacheFlags.map((f) => `--${f}`).join(' and ')} ${cacheFlags.length > 1 ? 'do' : 'does'} not apply to --on-policy 1: every batch is then scored by the teacher in memory (drop ${cacheFlags.length > 1 ? 'them' : 'it'}, or take --on-policy below 1)`);
   }
   const one = { min: 1 };
   const s = await setupAsUsage(distill({
     teacher: v.teacher, student: v.student, kdRatio: opt('kd-ratio', false, { min: 0, max: 1 }), temperature: opt('temperature', false, { above: 0 }),
     topK: opt('top-k', true, one), loss, beta: opt('beta', false, { min: 0, max: 1 }), teacherCache: v['teacher-cache'],
     cacheDtype: oneOf('cache-dtype', v['cache-dtype'], ['f16', 'f32'] as const),
-    onPolicy: opt('on-policy', false, { min: 0, max: 1 }), sampleTemperature: opt('sample-temperature', false, { min: 0 }), maxNewTokens: opt('max-new-tokens', true, one),
+    onPolicy, sampleTemperature: opt('sample-temperature', false, { min: 0 }), maxNewTokens: opt('max-new-tokens', true, one),
     ...options,
   }));
   if (v.json) { process.stdout.write(JSON.stringify(s) + '\n'); return 0; }

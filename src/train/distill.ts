@@ -11,7 +11,7 @@ import { loadTokenizer } from '../formats/tokenizer.js';
 import { loadSamples } from './data.js';
 import { checkKdConfig, type KdLossConfig, type KdLossKind } from './kd-loss.js';
 import { buildTeacherCache, bytesPerToken, CachedKdLoss, checkCacheMatches, readCacheHeader, TeacherCache, type CacheHeader, type CacheLogpDType } from './teacher-cache.js';
-import { checkOutDir, resolveCheckpoint } from './checkpoint.js';
+import { checkOutDir, resolveCheckpoint, RunSetupError } from './checkpoint.js';
 import { asTrainBackend, finetune, type FinetuneOptions, type FinetuneSummary, type Objective } from './trainer.js';
 import { OnPolicy, type OnPolicyOptions } from './on-policy.js';
 import { loadModel } from '../formats/load.js';
@@ -74,7 +74,8 @@ export async function distill(o: DistillOptions): Promise<DistillSummary> {
   if (o.resume !== undefined) resolveCheckpoint(o.resume);
   await checkSameTokenizer(o.teacher, o.student);
   const sc = readHfConfig(o.student).config;
-  if (!(Number.isInteger(topK) && topK >= 1 && topK <= sc.vocabSize)) throw new RangeError(`top-k must be an integer in [1, ${sc.vocabSize}], got ${topK}`);
+  // a setup error (the CLI's usage error, exit 2): the bound is the student's vocab, known only once its config is read
+  if (!(Number.isInteger(topK) && topK >= 1 && topK <= sc.vocabSize)) throw new RunSetupError(`--top-k expects an integer in [1, ${sc.vocabSize}] (the vocab size), got ${topK}`);
 
   // the training samples exactly as the trainer will make them (same tokenizer, template, truncation)
   const tok = await loadTokenizer(o.student);

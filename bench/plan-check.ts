@@ -50,7 +50,7 @@ async function child(mode: string, model: string, a: Record<string, number>): Pr
   const ckpt = mode === 'lora-ckpt';
   const adapter = initLora(c, { rank: a.rank!, alpha: 2 * a.rank!, targets: LORA_TARGETS, rslora: false, dropout: 0 }, rnd);
   const m = LlamaTrainModel.fromTensors(c, loaded.tensors, be as never, { adapter, full: false, checkpointActivations: ckpt }, loaded.ropeFreqFactors);
-  const opt = new Optimizer(m.params, DEFAULT_OPTIMIZER);
+  const opt = new Optimizer(m.params, DEFAULT_OPTIMIZER, m.backend);
   m.zeroGrad();
   m.forwardBackward({ tokens, targets: Int32Array.from({ length: T }, (_, i) => tokens[(i + 1) % T]!), positions: Int32Array.from({ length: T }, (_, i) => i), segStart: Int32Array.from([0, T]) }, 1 / T);
   opt.update(1e-4);

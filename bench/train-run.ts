@@ -117,7 +117,7 @@ async function main(): Promise<void> {
     return () => r.next();
   })());
   const model = LlamaTrainModel.fromTensors(cfg, loaded.tensors, backend, { adapter: a.full ? null : adapter, full: a.full, checkpointActivations: a.ckpt }, loaded.ropeFreqFactors);
-  const opt = new Optimizer(model.params, DEFAULT_OPTIMIZER);
+  const opt = new Optimizer(model.params, DEFAULT_OPTIMIZER, model.backend);
   const loraParams = model.params.reduce((s, p) => s + p.value.length, 0);
   const loadMs = performance.now() - t0;
 

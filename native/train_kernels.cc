@@ -1,4 +1,5 @@
 // N-API surface of the training kernels: argument checks (expected vs got, never a crash), then the dispatched kernel.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <napi.h>
@@ -6,6 +7,7 @@
 
 #include "dispatch.h"
 #include "napi_args.h"
+#include "pool.h"
 #include "train.h"
 #include "train_addon.h"
 
@@ -326,6 +328,47 @@ Napi::Value LoraBackward(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// AdamW on one f32 tensor with exactly the TypeScript update's arithmetic (src/train/optimizer.ts): f64 per element,
+// each moment rounded to f32 when stored and used rounded, no fused multiply-adds, so both give the same bits.
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+static void adamw_span(float* w, const float* g, float* m, float* v, int64_t n, double b1, double b2, double eps, double decay,
+                       double step_size, double sbc2) {
+  const double c1 = 1.0 - b1, c2 = 1.0 - b2;
+  for (int64_t j = 0; j < n; j++) {
+    const double gj = g[j];
+    const float mj = float(b1 * double(m[j]) + c1 * gj);
+    const float vj = float(b2 * double(v[j]) + c2 * gj * gj);
+    m[j] = mj;
+    v[j] = vj;
+    w[j] = float(double(w[j]) * decay - (step_size * double(mj)) / (std::sqrt(double(vj)) / sbc2 + eps));
+  }
+}
+#pragma GCC pop_options
+
+// adamwUpdate(w, g, m, v, b1, b2, eps, decay, stepSize, sbc2): m, v, w updated in place (all of one length)
+Napi::Value AdamwUpdate(const Napi::CallbackInfo& info) {
+  const char* op = "adamwUpdate";
+  need_args(info, op, 10);
+  Napi::Env env = info.Env();
+  auto w = f32(info, 0, op, "w");
+  auto g = f32(info, 1, op, "g");
+  auto m = f32(info, 2, op, "m");
+  auto v = f32(info, 3, op, "v");
+  const double b1 = number(info, 4, op, "b1"), b2 = number(info, 5, op, "b2"), eps = number(info, 6, op, "eps");
+  const double decay = number(info, 7, op, "decay"), step_size = number(info, 8, op, "stepSize"), sbc2 = number(info, 9, op, "sbc2");
+  need_len(env, op, "g (as w)", g.n, w.n);
+  need_len(env, op, "m (as w)", m.n, w.n);
+  need_len(env, op, "v (as w)", v.n, w.n);
+  count(op, "", "f64");
+  constexpr int64_t SPAN = 16384;
+  parallel_for((w.n + SPAN - 1) / SPAN, [&](int64_t t) {
+    const int64_t j0 = t * SPAN, n = std::min<int64_t>(SPAN, w.n - j0);
+    adamw_span(w.p + j0, g.p + j0, m.p + j0, v.p + j0, n, b1, b2, eps, decay, step_size, sbc2);
+  });
+  return env.Undefined();
+}
+
 }  // namespace
 
 void register_train_kernels(Napi::Env env, Napi::Object exports) {
@@ -340,6 +383,7 @@ void register_train_kernels(Napi::Env env, Napi::Object exports) {
   exports.Set("crossEntropy", Napi::Function::New(env, CrossEntropy));
   exports.Set("loraForward", Napi::Function::New(env, LoraForward));
   exports.Set("loraBackward", Napi::Function::New(env, LoraBackward));
+  exports.Set("adamwUpdate", Napi::Function::New(env, AdamwUpdate));
 }
 
 }  // namespace floe

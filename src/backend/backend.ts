@@ -156,6 +156,13 @@ export interface TrainKernels {
    */
   loraBackward?(dx: Float32Array, dA: Float32Array, dB: Float32Array, dy: Float32Array, x: Float32Array, u: Float32Array,
     a: Float32Array, b: Float32Array, s: number, M: number, N: number, C: number, r: number, accumulate: boolean): void;
+  /**
+   * Optional (native): AdamW on one f32 tensor, in place, with Optimizer.update's arithmetic to the bit: per element
+   * m = b1·m + (1 - b1)·g, v = b2·v + (1 - b2)·g·g (each rounded to f32), w = w·decay - stepSize·m / (√v / sbc2 + eps),
+   * in f64. Absent → the optimizer's TypeScript loop.
+   */
+  adamwUpdate?(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, b1: number, b2: number, eps: number,
+    decay: number, stepSize: number, sbc2: number): void;
 }
 
 /** A backend that can also train (both built-in backends implement it). */

@@ -67,6 +67,8 @@ interface NativeTrainAddon {
   loraForward(y: Float32Array, u: Float32Array, x: Float32Array, a: Float32Array, b: Float32Array, s: number, M: number, N: number, C: number, r: number): void;
   loraBackward(dx: Float32Array, dA: Float32Array, dB: Float32Array, dy: Float32Array, x: Float32Array, u: Float32Array, a: Float32Array,
     b: Float32Array, s: number, M: number, N: number, C: number, r: number, accumulate: boolean): void;
+  adamwUpdate(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, b1: number, b2: number, eps: number, decay: number,
+    stepSize: number, sbc2: number): void;
 }
 
 function makeBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
@@ -194,6 +196,10 @@ function makeBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
 
     loraBackward(dx, dA, dB, dy, x, u, la, lb, s, M, N, C, r, accumulate): void {
       a.loraBackward(dx, dA, dB, dy, x, u, la, lb, s, M, N, C, r, accumulate);
+    },
+
+    adamwUpdate(w, g, m, v, b1, b2, eps, decay, stepSize, sbc2): void {
+      a.adamwUpdate(w, g, m, v, b1, b2, eps, decay, stepSize, sbc2);
     },
   };
 }

@@ -1,6 +1,7 @@
 // Optimizers over f32 parameters: AdamW (decoupled weight decay, as torch.optim.AdamW) and SGD with momentum;
 // global-norm gradient clipping (as torch.nn.utils.clip_grad_norm_).
 
+import type { TrainKernels } from '../backend/backend.js';
 import type { TrainParam } from '../model/llama-train.js';
 
 export type OptimizerName = 'adamw' | 'sgd';
@@ -21,7 +22,8 @@ export class Optimizer {
   readonly m: Float32Array[]; // first moment (AdamW) / momentum buffer (SGD)
   readonly v: Float32Array[]; // second moment (AdamW only; empty arrays for SGD)
 
-  constructor(readonly params: readonly TrainParam[], readonly cfg: OptimizerConfig) {
+  /** kernels: a backend whose adamwUpdate (native) runs AdamW, bit for bit as the TypeScript loop below. */
+  constructor(readonly params: readonly TrainParam[], readonly cfg: OptimizerConfig, private readonly kernels?: Pick<TrainKernels, 'adamwUpdate'>) {
     this.m = params.map((p) => new Float32Array(cfg.name === 'adamw' || cfg.momentum > 0 ? p.value.length : 0));
     this.v = params.map((p) => new Float32Array(cfg.name === 'adamw' ? p.value.length : 0));
   }
@@ -35,9 +37,11 @@ export class Optimizer {
       const bc1 = 1 - b1 ** this.step;
       const sbc2 = Math.sqrt(1 - b2 ** this.step);
       const stepSize = lr / bc1;
+      const native = this.kernels?.adamwUpdate?.bind(this.kernels);
       this.params.forEach((p, i) => {
         const w = p.value, g = p.grad, m = this.m[i]!, v = this.v[i]!;
         const decay = p.decay ? 1 - lr * c.weightDecay : 1;
+        if (native) return native(w, g, m, v, b1, b2, c.eps, decay, stepSize, sbc2);
         for (let j = 0; j < w.length; j++) {
           const gj = g[j]!;
           m[j] = b1 * m[j]! + (1 - b1) * gj;

@@ -311,7 +311,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   if (stream) model.attachStream(stream);
   const obj = pooled ? null : o.objective as Objective | undefined;
   obj?.bind?.(model);
-  const opt = new Optimizer(model.params, { name: o.optimizer ?? 'adamw', betas: [0.9, 0.999], eps: 1e-8, weightDecay: o.weightDecay ?? 0, momentum: 0 });
+  const opt = new Optimizer(model.params, { name: o.optimizer ?? 'adamw', betas: [0.9, 0.999], eps: 1e-8, weightDecay: o.weightDecay ?? 0, momentum: 0 }, model.backend);
   const trainable = model.params.reduce((a, p) => a + p.value.length, 0);
   const runOptions = { full, lora: full ? null : loraCfg, lr, gradAccum, maxSeqLen, ...recordedBatch(o, defaultBatch),
     totalSteps, warmupSteps: sched.warmupSteps, decay: sched.decay, optimizer: opt.cfg.name, weightDecay: opt.cfg.weightDecay, seed, shuffle: o.shuffle ?? true,

@@ -3,6 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TrainParam } from '../../src/model/llama-train.js';
+import { loadNativeBackend, nativeCounters } from '../../src/backend/native.js';
 import { clipGradNorm, gradNorm, Optimizer } from '../../src/train/optimizer.js';
 import { learningRate } from '../../src/train/schedule.js';
 import { Rng } from '../../src/train/rng.js';
@@ -38,6 +39,28 @@ describe(`optimizer (seed ${seed})`, () => {
       assert.ok(Math.abs(p.value[i]! - (wp[i]! * (1 - 0.005) - 0.01 * Math.sign(p.grad[i]!))) < 1e-6);
       assert.ok(Math.abs(q.value[i]! - (wq[i]! - 0.01 * Math.sign(q.grad[i]!))) < 1e-6);
     }
+  });
+
+  it('AdamW on the native backend gives the TypeScript update\'s bits (decay on and off, spans past 16K, 5 steps)', { skip: loadNativeBackend() ? false : 'native addon not built' }, () => {
+    const be = loadNativeBackend()!;
+    const c0 = nativeCounters()['adamwUpdate.f64'] ?? 0;
+    const make = (): TrainParam[] => [param(40_001), param(17, false), param(1)];
+    const ts = make();
+    const nat = ts.map((p) => ({ ...p, value: p.value.slice(), grad: p.grad.slice() }));
+    // awkward moments: a zero gradient, a huge one, a tiny one, a NaN
+    for (const ps of [ts, nat]) { ps[0]!.grad[3] = 0; ps[0]!.grad[5] = 3e4; ps[0]!.grad[7] = 1e-30; ps[1]!.grad[2] = NaN; }
+    const cfg = { name: 'adamw', betas: [0.9, 0.95], eps: 1e-6, weightDecay: 0.1, momentum: 0 } as const;
+    const [a, b] = [new Optimizer(ts, cfg), new Optimizer(nat, cfg, be)];
+    for (const lr of [3e-3, 1e-2, 2e-4, 5e-2, 1e-3]) {
+      a.update(lr); b.update(lr);
+      ts.forEach((p, i) => {
+        assert.deepEqual(nat[i]!.value, p.value, `weights of param ${i} at lr ${lr}`);
+        assert.deepEqual(b.m[i], a.m[i], `first moment of param ${i}`);
+        assert.deepEqual(b.v[i], a.v[i], `second moment of param ${i}`);
+      });
+      for (const ps of [ts, nat]) ps.forEach((p) => p.grad.forEach((g, j) => { p.grad[j] = Number.isNaN(g) ? g : -0.7 * g + 1e-3; }));
+    }
+    assert.ok((nativeCounters()['adamwUpdate.f64'] ?? 0) >= c0 + 15, 'the native AdamW kernel ran');
   });
 
   it('clipGradNorm scales to the max norm and returns the norm before', () => {

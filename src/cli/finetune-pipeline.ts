@@ -17,10 +17,13 @@ export function microBatchesFlag(v: string | undefined, pp: PipelineFlags | null
 export async function finetunePipelineCmd(o: FinetuneOptions, pp: PipelineFlags, mb: number | undefined): Promise<FinetuneSummary | null> {
   if (o.full) throw new UsageError('--pipeline-parallel-size trains LoRA adapters: --full is not supported with it');
   const { MpiTransport } = await import('../parallel/transport.js');
-  const { finetunePipeline } = await import('../parallel/train-stage.js');
+  const { checkPipelineFinetune, finetunePipeline } = await import('../parallel/train-stage.js');
+  const po = { ...o, stages: pp.stages, microBatches: mb };
+  // flags a pipeline cannot take are usage errors on every rank before the job starts (exit 2, as in one process)
+  try { checkPipelineFinetune(po); } catch (e) { throw new UsageError((e as Error).message); }
   const tr = await MpiTransport.init();
   try {
-    const s = await finetunePipeline({ ...o, stages: pp.stages, microBatches: mb, progress: o.progress && tr.rank === 0 }, tr);
+    const s = await finetunePipeline({ ...po, progress: o.progress && tr.rank === 0 }, tr);
     await tr.close();
     return tr.rank === 0 ? s : null;
   } catch (e) {

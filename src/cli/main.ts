@@ -644,6 +644,13 @@ async function serveCmd(args: string[]): Promise<number> {
   const pp = pipelineFlags(values);
   if (pp && swapSpace) throw new UsageError('--swap-space does not combine with --pipeline-parallel-size yet: each stage holds its own layers\' KV, and preemption recomputes there');
   if (pp && offload) throw new UsageError('--pipeline-parallel-size and --weights-memory / --offload-ratio do not combine yet');
+  if (pp) {
+    // refused here, on every rank, before rank 0 listens: the stages hold no adapter factors and no draft model's KV
+    const spec = values.speculative;
+    if (spec !== undefined && spec !== 'ngram' && spec !== 'suffix') throw new UsageError(`--speculative ${spec}: a draft model or proposer module is not supported with --pipeline-parallel-size yet; --speculative ngram and suffix are`);
+    if (loraModules.length) throw new UsageError('--lora-modules is not supported with --pipeline-parallel-size yet (the stages hold no adapter factors)');
+    if (values['enable-lora-loading']) throw new UsageError('--enable-lora-loading is not supported with --pipeline-parallel-size yet (the stages hold no adapter factors)');
+  }
   if (pp && Number(process.env.OMPI_COMM_WORLD_RANK) > 0) {
     // ranks ≥ 1 are stages: no HTTP; rank 0's engine worker drives them
     await (await import('../parallel/serve-stage.js')).serveStage({

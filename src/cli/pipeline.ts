@@ -9,8 +9,9 @@ import type { OpenedModel } from '../model/open.js';
 import { launchedByMpirun, MPI_INSTALL_HINT } from '../parallel/mpi-addon.js';
 import { PipelineDriver, runStage } from '../parallel/pipeline.js';
 import { openStage } from '../parallel/stage-model.js';
-import { formatStages } from '../parallel/stages.js';
+import { formatStages, StagePlanError } from '../parallel/stages.js';
 import { MpiTransport, type Transport } from '../parallel/transport.js';
+import { RunSetupError } from '../train/checkpoint.js';
 import { optNum, UsageError } from './args.js';
 
 export const PIPELINE_FLAGS = { 'pipeline-parallel-size': { type: 'string' }, 'pipeline-stages': { type: 'string' } } as const;
@@ -23,13 +24,21 @@ export function pipelineFlags(v: { 'pipeline-parallel-size'?: string; 'pipeline-
   if (stages !== undefined && !/^\s*\d+(\s*-\s*\d+)?\s*(,\s*\d+(\s*-\s*\d+)?\s*)*$/.test(stages)) {
     throw new UsageError(`--pipeline-stages expects contiguous FIRST-LAST layer ranges like 0-7,8-15, got '${stages}'`);
   }
-  const size = optNum(v['pipeline-parallel-size'], 'pipeline-parallel-size', true, { min: 1 }) ?? (stages ? stages.split(',').length : 1);
+  const given = optNum(v['pipeline-parallel-size'], 'pipeline-parallel-size', true, { min: 1 });
+  const ranges = stages === undefined ? undefined : stages.split(',').length;
+  if (given !== undefined && ranges !== undefined && given !== ranges) {
+    throw new UsageError(`--pipeline-stages '${stages}' has ${ranges} stages but --pipeline-parallel-size is ${given}: give one layer range per stage`);
+  }
+  const size = given ?? ranges ?? 1;
   if (size === 1 && !stages) return null;
   if (!launchedByMpirun()) {
     throw new UsageError(`--pipeline-parallel-size ${size} runs one process per stage: launch with \`mpirun -np ${size} floe ...\` (${MPI_INSTALL_HINT})`);
   }
   const world = Number(process.env.OMPI_COMM_WORLD_SIZE);
-  if (world !== size) throw new UsageError(`--pipeline-parallel-size ${size} but mpirun started ${world} ranks (mpirun -np ${size})`);
+  if (world !== size) {
+    const what = given !== undefined ? `--pipeline-parallel-size ${size}` : `--pipeline-stages '${stages}' (${size} stages)`;
+    throw new UsageError(`${what} but mpirun started ${world} ranks (mpirun -np ${size})`);
+  }
   return { size, stages };
 }
 
@@ -66,8 +75,13 @@ export async function joinPipeline(
   }
 }
 
-/** A rank that cannot go on takes the whole job down (the others would wait for it forever). */
+/** An operator's mistake found once the job runs (stage layout, output dir, resume flags): exit 2, as in one process. */
+export function isUsageError(e: unknown): boolean {
+  return e instanceof UsageError || e instanceof StagePlanError || e instanceof RunSetupError;
+}
+
+/** A rank that cannot go on takes the whole job down (the others would wait for it forever); mpirun exits with the code. */
 export async function failJob(tr: Transport, e: unknown): Promise<never> {
   const msg = e instanceof Error ? e.message : String(e);
-  return tr.abort(1, `floe: pipeline rank ${tr.rank} of ${tr.size} failed: ${msg}; aborting the job`);
+  return tr.abort(isUsageError(e) ? 2 : 1, `floe: pipeline rank ${tr.rank} of ${tr.size} failed: ${msg}; aborting the job`);
 }

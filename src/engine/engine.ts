@@ -336,6 +336,8 @@ export class Engine {
 
   /** Serve a PEFT adapter directory as `name` (read now, once; a new version id when the name exists). */
   loadAdapter(name: string, path: string): AdapterInfo {
+    // only rank 0's layers would apply it: the other stages' layers run the base, and outputs are neither model's
+    if (this.runner.remote) throw new Error('LoRA adapters are not supported with pipeline parallelism yet (the other stages hold no adapter factors)');
     return this.adapters.load(name, path);
   }
 

@@ -1,5 +1,6 @@
 // Pipeline-parallel serving: rank 0's engine worker joins the MPI job as the first stage (scheduler, sampling, HTTP
 // stay there); ranks ≥ 1 run their stage. Every stage sizes its KV pool from its own budget and the job takes the least.
+// A stage layout that does not fit the model ends the job with exit 2 (a usage error, as floe generate's).
 
 import { freemem } from 'node:os';
 import { statSync } from 'node:fs';
@@ -13,7 +14,7 @@ import { KvCache } from '../model/kv-cache.js';
 import type { LlamaModel } from '../model/llama.js';
 import { PipelineDriver, runStage } from './pipeline.js';
 import { openStage } from './stage-model.js';
-import { formatStages } from './stages.js';
+import { formatStages, StagePlanError } from './stages.js';
 import { MpiTransport, type Transport } from './transport.js';
 
 export interface ServeStageOptions {
@@ -63,7 +64,7 @@ export async function joinAsRank0(o: ServeStageOptions): Promise<PipelineRank0> 
     else if (statSync(o.model).isDirectory()) tokenizer = await loadTokenizer(o.model);
     return { model: st.model, tokenizer, driver: new PipelineDriver(tr, st.model), transport: tr, kvBlocks, stages: formatStages(st.stages) };
   } catch (e) {
-    return tr.abort(1, `floe serve: pipeline rank 0 failed: ${(e as Error).message}; aborting the job`);
+    return tr.abort(e instanceof StagePlanError ? 2 : 1, `floe serve: pipeline rank 0 failed: ${(e as Error).message}; aborting the job`);
   }
 }
 
@@ -76,7 +77,7 @@ export async function serveStage(o: ServeStageOptions): Promise<void> {
     await runStage(tr, st.model);
     st.loaded.dispose();
   } catch (e) {
-    await tr.abort(1, `floe serve: pipeline rank ${tr.rank} failed: ${(e as Error).message}; aborting the job`);
+    await tr.abort(e instanceof StagePlanError ? 2 : 1, `floe serve: pipeline rank ${tr.rank} failed: ${(e as Error).message}; aborting the job`);
   }
   await tr.close();
 }

@@ -6,7 +6,7 @@ import { loadModel, type LoadOptions, type LoadedModel } from '../formats/load.j
 import type { LlamaConfig } from '../model/config.js';
 import { LlamaModel, type LayerRange } from '../model/llama.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { balancedStages, parseStages } from './stages.js';
+import { balancedStages, parseStages, StagePlanError } from './stages.js';
 
 export interface StageOptions {
   readonly backend?: BackendName;
@@ -25,7 +25,7 @@ const LAYER = /^model\.layers\.(\d+)\./;
 
 export function stagePlan(cfg: LlamaConfig, size: number, spec?: string, headOn: 'first' | 'last' = 'first'): LayerRange[] {
   const s = spec ? parseStages(spec, cfg.numLayers) : balancedStages(cfg, size, headOn);
-  if (s.length !== size) throw new RangeError(`--pipeline-stages '${spec}' has ${s.length} stages, the job has ${size} ranks (mpirun -np)`);
+  if (s.length !== size) throw new StagePlanError(`--pipeline-stages '${spec}' has ${s.length} stages, the job has ${size} ranks (mpirun -np)`);
   return s;
 }
 

@@ -3,6 +3,9 @@
 import type { LlamaConfig } from '../model/config.js';
 import type { LayerRange } from '../model/llama.js';
 
+/** A stage layout that cannot fit the model (an operator's flags, as a usage error: the same on every rank). */
+export class StagePlanError extends RangeError {}
+
 /**
  * Per-token FLOPs and weight bytes of a layer are both proportional to its parameters (same dtype in every layer),
  * so each layer costs its parameter count; stage 0 also runs the head (V·D, norm and sampling stay there when
@@ -11,8 +14,8 @@ import type { LayerRange } from '../model/llama.js';
  */
 export function balancedStages(cfg: LlamaConfig, numStages: number, headOn: 'first' | 'last' = 'first'): LayerRange[] {
   const N = cfg.numLayers;
-  if (!(Number.isInteger(numStages) && numStages >= 1)) throw new RangeError(`pipeline parallel size must be an integer >= 1, got ${numStages}`);
-  if (numStages > N) throw new RangeError(`pipeline parallel size ${numStages} is more than the model's ${N} layers (each stage needs at least one)`);
+  if (!(Number.isInteger(numStages) && numStages >= 1)) throw new StagePlanError(`pipeline parallel size must be an integer >= 1, got ${numStages}`);
+  if (numStages > N) throw new StagePlanError(`pipeline parallel size ${numStages} is more than the model's ${N} layers (each stage needs at least one)`);
   const { hiddenSize: D, numHeads: H, numKvHeads: K, headDim: E, intermediateSize: F, vocabSize: V } = cfg;
   const layer = 2 * D * H * E + 2 * D * K * E + 3 * D * F;
   const head = V * D;
@@ -46,16 +49,16 @@ export function parseStages(spec: string, numLayers: number): LayerRange[] {
   const parts = spec.split(',');
   for (const [i, p] of parts.entries()) {
     const m = /^\s*(\d+)\s*-\s*(\d+)\s*$/.exec(p) ?? /^\s*(\d+)\s*$/.exec(p);
-    if (!m) throw new RangeError(`--pipeline-stages: entry ${i} '${p}' is not FIRST-LAST (e.g. 0-7,8-15)`);
+    if (!m) throw new StagePlanError(`--pipeline-stages: entry ${i} '${p}' is not FIRST-LAST (e.g. 0-7,8-15)`);
     const a = Number(m[1]);
     const b = Number(m[2] ?? m[1]);
     const expect = out.length === 0 ? 0 : out[out.length - 1]!.end;
-    if (a !== expect) throw new RangeError(`--pipeline-stages: entry ${i} '${p}' starts at layer ${a}, expected ${expect} (stages are contiguous, in order)`);
-    if (b < a) throw new RangeError(`--pipeline-stages: entry ${i} '${p}' ends before it starts`);
+    if (a !== expect) throw new StagePlanError(`--pipeline-stages: entry ${i} '${p}' starts at layer ${a}, expected ${expect} (stages are contiguous, in order)`);
+    if (b < a) throw new StagePlanError(`--pipeline-stages: entry ${i} '${p}' ends before it starts`);
     out.push({ start: a, end: b + 1 });
   }
   const last = out[out.length - 1]!.end;
-  if (last !== numLayers) throw new RangeError(`--pipeline-stages '${spec}' covers layers 0-${last - 1}, the model has ${numLayers} (0-${numLayers - 1})`);
+  if (last !== numLayers) throw new StagePlanError(`--pipeline-stages '${spec}' covers layers 0-${last - 1}, the model has ${numLayers} (0-${numLayers - 1})`);
   return out;
 }
 

@@ -14,7 +14,7 @@ import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import type { LayerRange } from '../model/llama.js';
 import { LlamaTrainModel, type PackedBatch } from '../model/llama-train.js';
 import { LORA_TARGETS, type LoraAdapter } from '../model/lora.js';
-import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, restoreInto, saveCheckpoint, type TrainerState } from '../train/checkpoint.js';
+import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, restoreInto, RunSetupError, saveCheckpoint, type TrainerState } from '../train/checkpoint.js';
 import { DataLoader, loadSamples } from '../train/data.js';
 import { Optimizer } from '../train/optimizer.js';
 import { mix32 } from '../train/rng.js';
@@ -42,8 +42,25 @@ export function stageDir(dir: string, stage: number): string {
   return path.join(dir, `stage-${stage}`);
 }
 
-function refuse(o: PipelineFinetuneOptions): void {
-  const no = (cond: unknown, what: string) => { if (cond) throw new Error(`pipeline-parallel fine-tuning does not support ${what} yet`); };
+/** Why `dir` cannot resume this P-stage job: another stage count, a one-process run, or a stage without a checkpoint. */
+function resumeLayoutError(dir: string, rank: number, P: number, newest: number): RunSetupError {
+  const names = fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+  const stages = names.filter((n) => /^stage-\d+$/.test(n)).length;
+  if (stages > 0 && stages !== P) {
+    return new RunSetupError(`${dir} holds a run of ${stages} pipeline stages (stage-0 … stage-${stages - 1}), this job has ${P}: resume it with ` +
+      `\`mpirun -np ${stages} floe finetune --pipeline-parallel-size ${stages} ...\` and the flags it was started with`);
+  }
+  if (stages === 0 && listCheckpoints(dir).length > 0) {
+    return new RunSetupError(`${dir} holds a one-process run's checkpoints (checkpoint-*), not per-stage ones: resume it without --pipeline-parallel-size`);
+  }
+  return new RunSetupError(newest < 0
+    ? `${dir}: stage ${rank} has no complete checkpoint to resume from (looked for ${stageDir(dir, rank)}/checkpoint-*)`
+    : `${dir}: stage ${rank} has checkpoints, another stage has none to resume from (looked for stage-K/checkpoint-*)`);
+}
+
+/** The options a pipeline run cannot take (checked on every rank before the job starts, and again by finetunePipeline). */
+export function checkPipelineFinetune(o: PipelineFinetuneOptions): void {
+  const no = (cond: unknown, what: string) => { if (cond) throw new RunSetupError(`pipeline-parallel fine-tuning does not support ${what} yet`); };
   no(o.full, '--full (it trains LoRA adapters on a frozen base)');
   no(o.offload, '--weights-memory / --offload-ratio');
   no(o.objective, 'objectives other than the language-model loss (--objective contrastive, distill)');
@@ -52,9 +69,9 @@ function refuse(o: PipelineFinetuneOptions): void {
     [o.maxSeqLen, 'max seq len', 2], [o.saveSteps, 'save steps', 1], [o.warmupSteps, 'warmup steps', 0], [o.saveTotalLimit, 'save total limit', 0]] as const) {
     if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be an integer >= ${min}, got ${v}`);
   }
-  if (o.epochs !== undefined && o.maxSteps !== undefined) throw new Error('give either epochs or max steps, not both');
+  if (o.epochs !== undefined && o.maxSteps !== undefined) throw new RunSetupError('give either epochs or max steps, not both');
   if (o.microBatches !== undefined && o.gradAccum !== undefined && o.microBatches !== o.gradAccum) {
-    throw new Error(`--micro-batches ${o.microBatches} and --grad-accum ${o.gradAccum} disagree: in a pipeline run the step's micro-batches are its gradient-accumulation micro-batches`);
+    throw new RunSetupError(`--micro-batches ${o.microBatches} and --grad-accum ${o.gradAccum} disagree: in a pipeline run the step's micro-batches are its gradient-accumulation micro-batches`);
   }
 }
 
@@ -67,7 +84,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
   const { rank, size: P } = tr;
   const first = rank === 0, last = rank === P - 1;
   const log = o.log ?? (o.progress && first ? (s: string) => process.stderr.write(s + '\n') : () => {});
-  refuse(o);
+  checkPipelineFinetune(o);
   const seed = (o.seed ?? 0) >>> 0;
   const M = o.microBatches ?? o.gradAccum ?? P;
   const lr = o.lr ?? 2e-4;
@@ -124,7 +141,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
     removeStaleTemps(from);
     const newest = listCheckpoints(from).at(-1)?.step ?? -1;
     const [common] = await tr.allreduce(Float64Array.of(newest), 'min');
-    if (common! < 0) throw new Error(`${o.resume}: stage ${rank} or another stage has no complete checkpoint (looked for stage-K/checkpoint-*)`);
+    if (common! < 0) throw resumeLayoutError(o.resume, rank, P, newest);
     const dir = listCheckpoints(from).find((c) => c.step === common)?.dir;
     if (!dir) throw new Error(`${from}: no checkpoint of step ${common}, the newest step every stage saved (saved: ${listCheckpoints(from).map((c) => c.step).join(', ')})`);
     const ck = loadCheckpoint(dir);

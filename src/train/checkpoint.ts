@@ -130,7 +130,15 @@ export function removeStaleTemps(out: string): string[] {
 export function resolveCheckpoint(p: string): string {
   if (fs.existsSync(path.join(p, STATE_FILE))) return p;
   const all = listCheckpoints(p);
-  if (all.length === 0) throw new RunSetupError(`${p}: no complete checkpoint to resume from (looked for ${PREFIX}*/${STATE_FILE})`);
+  if (all.length === 0) {
+    // a pipeline run keeps its checkpoints per stage (stage-K/checkpoint-*): it resumes under mpirun
+    const stages = fs.existsSync(p) ? fs.readdirSync(p).filter((n) => /^stage-\d+$/.test(n)).length : 0;
+    if (stages > 0) {
+      throw new RunSetupError(`${p} holds a pipeline run's per-stage checkpoints (${stages} stages, stage-K/${PREFIX}*): resume it with ` +
+        `\`mpirun -np ${stages} floe finetune --pipeline-parallel-size ${stages} --resume ${p} ...\` and the flags it was started with`);
+    }
+    throw new RunSetupError(`${p}: no complete checkpoint to resume from (looked for ${PREFIX}*/${STATE_FILE})`);
+  }
   return all[all.length - 1]!.dir;
 }
 

@@ -112,9 +112,30 @@ export interface BuildCacheOptions {
   readonly log?: (s: string) => void;
 }
 
+/** `OUT.tmp-PID` files of teacher passes whose process is gone (killed mid-pass): removed, their names returned. A pass
+ *  still running in another process keeps its file. */
+export function removeStaleCacheTemps(out: string): string[] {
+  const dir = path.dirname(path.resolve(out));
+  const prefix = `${path.basename(out)}.tmp-`;
+  if (!fs.existsSync(dir)) return [];
+  const alive = (pid: number) => {
+    try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+  };
+  const stale = fs.readdirSync(dir).filter((n) => {
+    if (!n.startsWith(prefix)) return false;
+    const pid = n.slice(prefix.length);
+    return /^\d+$/.test(pid) && Number(pid) !== process.pid && !alive(Number(pid));
+  });
+  for (const n of stale) fs.rmSync(path.join(dir, n), { force: true });
+  return stale;
+}
+
 /** The teacher pass: loads the teacher, runs it over every sample, writes the cache. */
 export async function buildTeacherCache(o: BuildCacheOptions): Promise<CacheHeader> {
   const t0 = performance.now();
+  // a pass killed before its rename leaves its temp file, as large as the cache: gone before this pass writes another
+  const stale = removeStaleCacheTemps(o.out);
+  if (stale.length) o.log?.(`teacher pass: removed ${stale.join(', ')} (left by a killed pass)`);
   const loaded = await loadModel(o.teacher);
   const cfg = loaded.config;
   const V = cfg.vocabSize, k = o.topK, T = o.temperature, dt = o.logpDtype ?? 'f16';

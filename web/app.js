@@ -69,6 +69,7 @@ function App() {
   // Chat and completions list the generating models (base and adapters); an embedding model answers only
   // /v1/embeddings, whose page lists it first (the model a user means there), then the others, which it also takes.
   const generating = models.filter((m) => !m.embed).map((m) => m.id);
+  const embedOnly = models.length > 0 && !generating.length;
   const ids = page.id === 'embeddings' ? [...models.filter((m) => m.embed).map((m) => m.id), ...generating] : generating;
   return html`
     <header class="top">
@@ -79,7 +80,12 @@ function App() {
       <${KeyBox} onChange=${() => setKeyVersion((v) => v + 1)} />
     </header>
     ${error && html`<div class="banner error" role="alert" id="global-error">${error}</div>`}
-    <main><${Page} models=${ids} embedOnly=${models.length > 0 && !generating.length} keyVersion=${keyVersion} /></main>`;
+    <main>
+      ${/* The chat stays mounted on the other pages (rendering nothing there): an answer streaming when the user looks at
+          the Server page keeps streaming into its chat (unmounted, it was lost while the server generated it to the end). */ ''}
+      <${ChatPage} models=${generating} embedOnly=${embedOnly} shown=${page.id === 'chat'} />
+      ${page.id !== 'chat' && html`<${Page} models=${ids} embedOnly=${embedOnly} keyVersion=${keyVersion} />`}
+    </main>`;
 }
 
 render(html`<${App} />`, document.getElementById('app'));

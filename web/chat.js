@@ -147,7 +147,7 @@ function Settings({ s, set, models }) {
   </details>`;
 }
 
-export function ChatPage({ models, embedOnly }) {
+export function ChatPage({ models, embedOnly, shown = true }) {
   const [store, setStore] = useState(() => {
     const st = load(STORE, { chats: [], current: null });
     if (!st.chats.length) st.chats = [newChat()];
@@ -189,7 +189,7 @@ export function ChatPage({ models, embedOnly }) {
   // Whether it was at the end is read against the height it had after the last render, before the new text.
   const stick = useRef(true);
   const height = useRef(0);
-  useLayoutEffect(() => { stick.current = true; }, [store.current]);
+  useLayoutEffect(() => { stick.current = true; }, [store.current, shown]);
   useEffect(() => {
     const el = listRef.current;
     if (!el) return;
@@ -197,8 +197,11 @@ export function ChatPage({ models, embedOnly }) {
     stick.current = false;
     height.current = el.scrollHeight;
   });
+  // Esc stops the answer while the chat is shown (not one streaming behind another page).
+  const shownRef = useRef(shown);
+  shownRef.current = shown;
   useEffect(() => {
-    const onKey = (e) => { if (e.key === 'Escape' && abortRef.current) abortRef.current.abort(); };
+    const onKey = (e) => { if (e.key === 'Escape' && shownRef.current && abortRef.current) abortRef.current.abort(); };
     addEventListener('keydown', onKey);
     return () => removeEventListener('keydown', onKey);
   }, []);
@@ -284,6 +287,7 @@ export function ChatPage({ models, embedOnly }) {
     return { chats, current: st.current === id ? chats[0].id : st.current };
   });
 
+  if (!shown) return null;
   return html`<div class="chat-page">
     <aside class="chats" aria-label="conversations">
       <button onClick=${add} disabled=${busy}>New chat</button>

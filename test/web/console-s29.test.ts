@@ -269,6 +269,25 @@ test('scrolled up to read during a long answer, the list stays put; sending agai
   await page.close();
 });
 
+test('a look at the Server page mid-answer: the answer keeps streaming into its chat (Esc there does not stop it)', { skip, timeout: T }, async () => {
+  const page = await open(slow, '#/chat');
+  await greedy(page);
+  await page.fill('#prompt', LONG);
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => (document.querySelector('.msg.assistant .text')?.textContent?.length ?? 0) > 10);
+  await page.click('nav a:has-text("Server")');
+  await page.waitForSelector('.tile');
+  await page.keyboard.press('Escape');
+  await page.click('nav a:has-text("Chat")');
+  await page.waitForSelector('.msg.assistant .stats');
+  const ref = await api(slow, '/v1/chat/completions', { model: 'floe-brown', messages: [{ role: 'user', content: LONG }], temperature: 0, top_p: 1, top_k: -1, max_tokens: 400 });
+  // Before: the chat unmounted with the page; back on it the answer was frozen where it was left (and the server
+  // generated the rest for nobody).
+  assert.equal(await page.textContent('.msg.assistant .text'), ref.choices[0].message.content);
+  assert.match((await page.textContent('.msg.assistant .stats'))!, /^400 tokens .* finish: length$/);
+  await page.close();
+});
+
 test('the server killed mid-answer: the chat says the connection broke off, not the browser\'s bare "network error"', { skip, timeout: T }, async () => {
   const { url, proc } = await serve(['--model', join(MODELS, 'floe-brown')], { FLOE_ENGINE_STEP_DELAY_MS: '30' });
   const page = await open(url, '#/chat');

@@ -8,6 +8,7 @@ import { readSafetensorsDir } from '../formats/safetensors.js';
 import type { LlamaConfig } from '../formats/llama-config.js';
 import { loraTargetsFlag } from './train-args.js';
 import { ALL_LORA_TARGETS, hostMemory, plan, PLAN_DEFAULTS, presetConfig, PRESETS, type Plan, type PlanDType, type PlanOptions } from '../platform/plan.js';
+import { formatStages } from '../parallel/stages.js';
 import { conflicts, num, parse, parseSize, swapSpaceFlag, UsageError } from './args.js';
 
 /** The model's config and, where the source says, the dtype its linear weights are stored in (null: unknown). */
@@ -105,7 +106,7 @@ export async function planCmd(args: string[]): Promise<number> {
   const lines = [
     `model       ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ffn ${cfg.intermediateSize}, heads ${cfg.numHeads} (kv ${cfg.numKvHeads}), vocab ${cfg.vocabSize}`,
     `parameters  ${p.total.toLocaleString('en-US')}; weights ${gb(cluster.weightBytesTotal)} in ${dtype}; KV ${cluster.kvBytesPerToken.toLocaleString('en-US')} bytes/token (${kvArg})`,
-    `layout      ${opts.devices} devices on ${opts.nodes} node(s): pipeline ${opts.pipelineParallel} × tensor ${opts.tensorParallel} × data ${cluster.dataParallel}; ${cluster.layersPerStage} layers per stage`,
+    `layout      ${opts.devices} devices on ${opts.nodes} node(s): pipeline ${opts.pipelineParallel} × tensor ${opts.tensorParallel} × data ${cluster.dataParallel}${opts.pipelineParallel > 1 ? `; stages ${formatStages(cluster.stages)} (floe's split), the fullest device stage ${cluster.fullestStage}` : ''}`,
     `mode        ${cluster.mode}${opts.train ? `: micro-batch ${opts.train.microBatch} × ${opts.train.seqLen} tokens, ${cluster.trainableParams.toLocaleString('en-US')} trainable parameters${opts.train.checkpointActivations ? ', checkpointed activations' : ''}, ZeRO ${opts.train.zero}` : `: ${opts.concurrency} × ${opts.context} tokens`}`,
     '',
     ...table([['per device', cluster], ...(local ? [['this machine', local] as [string, Plan]] : [])]),

@@ -14,6 +14,8 @@ import { KvCache } from '../model/kv-cache.js';
 import { grownCapacity } from '../model/llama.js';
 import { defaultSwapSpace } from '../engine/engine.js';
 import { ENGINE_DEFAULTS } from '../engine/protocol.js';
+import type { LayerRange } from '../model/llama.js';
+import { balancedStages } from '../parallel/stages.js';
 
 export type PlanDType = 'f32' | 'bf16' | 'f16' | 'fp8' | 'q8_0';
 
@@ -123,14 +125,18 @@ export function servingActivationBytes(c: LlamaConfig, T: number, R: number): nu
   return 4 * ws * (3 * D + 2 * H * E + 2 * K * E + 2 * F) + 4 * R * V;
 }
 
-/** Training activations for T packed tokens over `layers` layers (model/llama-train.ts Acts, inputs, Scratch). */
-export function trainActivationBytes(c: LlamaConfig, T: number, layers: number, ckpt: boolean, loraRank: number, targets: readonly LoraTarget[]): number {
+/**
+ * Training activations for T packed tokens over `layers` layers (model/llama-train.ts Acts, inputs, Scratch). A
+ * pipeline stage (`slots` > 0) keeps each in-flight micro-batch's saved activations, input and gradient in a slot.
+ */
+export function trainActivationBytes(c: LlamaConfig, T: number, layers: number, ckpt: boolean, loraRank: number, targets: readonly LoraTarget[], slots = 0): number {
   const { hiddenSize: D, intermediateSize: F, numHeads: H, numKvHeads: K, headDim: E, vocabSize: V } = c;
   let maxN = 1;
   for (const t of targets) maxN = Math.max(maxN, loraDims(c, t)[0]);
   const u = loraRank > 0 ? targets.length * loraRank : 0;
   const acts = 2 * T * D + 2 * T * H * E + 2 * T * K * E + T * H + 2 * T * F + T * u; // one layer's Acts
-  const saved = ckpt ? acts + layers * T * D : layers * acts;
+  const perMicro = ckpt ? layers * T * D : layers * acts; // checkpointed: each layer's input, recomputed one layer at a time
+  const saved = (ckpt ? acts : 0) + (slots > 0 ? slots * (perMicro + 2 * T * D) : perMicro);
   const chunk = Math.min(T, Math.max(128, Math.floor((4 << 20) / V))); // lossChunkRows
   const r = loraRank > 0 ? loraRank : 1;
   const scratch = (8 + (ckpt ? 1 : 0)) * T * D + 2 * T * H * E + 2 * T * K * E + 4 * T * F + 2 * T * r + (loraRank > 0 ? T * maxN : T)
@@ -157,11 +163,15 @@ export interface Plan {
   readonly parameters: ParamCounts;
   readonly mode: 'serve' | 'lora' | 'full';
   readonly dataParallel: number; // DP
-  readonly layersPerStage: number;
+  /** The layer ranges of floe's default split (balancedStages), one per pipeline stage. */
+  readonly stages: readonly LayerRange[];
+  readonly fullestStage: number; // the stage whose device `device` is
+  readonly layersPerStage: number; // that stage's layers
   readonly weightBytesTotal: number; // whole model in the chosen dtype
   readonly kvBytesPerToken: number; // whole model, all layers
   readonly trainableParams: number;
-  readonly device: DevicePlan; // the fullest device (the first stage: embedding, or the last: head)
+  readonly device: DevicePlan; // the fullest device: the pipeline stage with the most bytes
+  readonly stageDevices: readonly DevicePlan[]; // each stage's device, in stage order
   /** Serving: sequences of `context` tokens that fit, with their swap space, in what weights and activations leave. */
   readonly maxConcurrentSequences: number;
 }
@@ -180,47 +190,58 @@ export function plan(c: LlamaConfig, o: PlanOptions): Plan {
   const DP = o.devices / (P * TP);
   const params = paramCounts(c);
   const wb = weightBytes(c, o.dtype, o.source, o.fp8Block);
-  const layersPerStage = Math.ceil(c.numLayers / P);
-  // the fullest stage: stage 0 holds the embedding; with one stage it also holds the head
-  const edge = P === 1 ? wb.embed + wb.head + wb.norm : Math.max(wb.embed, wb.head + wb.norm);
-  const stageLayerBytes = layersPerStage * wb.perLayer / TP;
-  const streamedLayers = Math.round(layersPerStage * o.offloadRatio);
-  const ring = streamedLayers > 0 ? Math.min(o.ringLayers, streamedLayers) * wb.perLayer / TP : 0;
   const t = o.train;
+  // floe's own split (serve and generate: the head counted on stage 0; finetune: on the last stage), not L / P each
+  const stages = balancedStages(c, P, t ? 'last' : 'first');
+  const kvBytesPerToken = KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, o.kvDtype);
+  const full = t ? t.loraRank === null : false;
+  const trainable = !t ? 0 : full ? params.total : c.numLayers * loraParamsPerLayer(c, t.loraRank!, t.loraTargets);
   const zero = t?.zero ?? 0;
   const baseShard = zero === 3 ? DP : 1; // ZeRO-3 shards the frozen base over the replicas too
-  const offloaded = streamedLayers * wb.perLayer / TP / baseShard;
-  let weights = (edge / TP + stageLayerBytes) / baseShard - offloaded + ring;
-  const kvBytesPerToken = KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, o.kvDtype);
-  // a kv head is never split: TP wider than K replicates heads
-  const kvPerTokenDevice = KvCache.bytesPerToken(layersPerStage, Math.ceil(c.numKvHeads / TP), c.headDim, o.kvDtype);
 
-  let mode: Plan['mode'] = 'serve';
-  let trainable = 0, loraParams = 0, gradients = 0, optimizer = 0, activations: number, kvCache = 0, swapSpace = 0;
-  if (t) {
-    const T = t.microBatch * t.seqLen;
-    const full = t.loraRank === null;
-    mode = full ? 'full' : 'lora';
-    trainable = full ? params.total : c.numLayers * loraParamsPerLayer(c, t.loraRank!, t.loraTargets);
-    const perDevice = trainable * layersPerStage / c.numLayers / TP; // what one stage / TP shard owns
-    loraParams = 4 * perDevice / (zero >= 3 ? DP : 1);
-    gradients = 4 * perDevice / (zero >= 2 ? DP : 1);
-    optimizer = 8 * perDevice / (zero >= 1 ? DP : 1);
-    activations = trainActivationBytes(c, T, layersPerStage, t.checkpointActivations, full ? 0 : t.loraRank!, full ? [] : t.loraTargets) / TP;
-    if (full) weights = 0; // the f32 masters (loraParams) are the weights
-  } else {
-    const T = o.maxBatchedTokens;
-    activations = servingActivationBytes(c, T, Math.min(T, o.concurrency)) / TP;
-    kvCache = o.concurrency * o.context * kvPerTokenDevice;
-    swapSpace = P > 1 ? 0 : o.swapSpace ?? defaultSwapSpace(kvCache);
-  }
-  const total = weights + kvCache + swapSpace + activations + loraParams + gradients + optimizer;
-  const maxSeq = t ? 0 : maxSequences(o.deviceMemory - (total - kvCache - swapSpace), o.context * kvPerTokenDevice, P > 1 ? 0 : o.swapSpace);
+  /** Stage s's device: its layers' weights, KV, state and activations, the embedding / head where it reads them. */
+  const stageDevice = (s: number) => {
+    const layers = stages[s]!.end - stages[s]!.start;
+    // serving reads embedding, head and final norm on stage 0; training embeds on the first stage and runs norm, head
+    // and loss on the last (a tied head is the embedding's table: both ends read it)
+    const edge = P === 1 ? wb.embed + wb.head + wb.norm
+      : !t ? (s === 0 ? wb.embed + wb.head + wb.norm : 0)
+      : (s === 0 ? wb.embed : 0) + (s === P - 1 ? (wb.head || wb.embed) + wb.norm : 0);
+    const streamedLayers = Math.round(layers * o.offloadRatio);
+    const ring = streamedLayers > 0 ? Math.min(o.ringLayers, streamedLayers) * wb.perLayer / TP : 0;
+    const offloaded = streamedLayers * wb.perLayer / TP / baseShard;
+    let weights = (edge / TP + layers * wb.perLayer / TP) / baseShard - offloaded + ring;
+    // a kv head is never split: TP wider than K replicates heads
+    const kvPerToken = KvCache.bytesPerToken(layers, Math.ceil(c.numKvHeads / TP), c.headDim, o.kvDtype);
+    let loraParams = 0, gradients = 0, optimizer = 0, activations: number, kvCache = 0, swapSpace = 0;
+    if (t) {
+      const perDevice = trainable * layers / c.numLayers / TP; // what one stage / TP shard owns
+      loraParams = 4 * perDevice / (zero >= 3 ? DP : 1);
+      gradients = 4 * perDevice / (zero >= 2 ? DP : 1);
+      optimizer = 8 * perDevice / (zero >= 1 ? DP : 1);
+      // 1F1B keeps up to P - s micro-batches' activations on stage s (a step of at least P micro-batches)
+      activations = trainActivationBytes(c, t.microBatch * t.seqLen, layers, t.checkpointActivations, full ? 0 : t.loraRank!, full ? [] : t.loraTargets,
+        P === 1 ? 0 : P - s) / TP;
+      if (full) weights = 0; // the f32 masters (loraParams) are the weights
+    } else {
+      const T = o.maxBatchedTokens;
+      activations = servingActivationBytes(c, T, s === 0 ? Math.min(T, o.concurrency) : 0) / TP; // logits on stage 0 only
+      kvCache = o.concurrency * o.context * kvPerToken;
+      swapSpace = P > 1 ? 0 : o.swapSpace ?? defaultSwapSpace(kvCache);
+    }
+    const total = weights + kvCache + swapSpace + activations + loraParams + gradients + optimizer;
+    // the job serves as many sequences as its tightest stage holds
+    const maxSeq = t ? 0 : maxSequences(o.deviceMemory - (total - kvCache - swapSpace), o.context * kvPerToken, P > 1 ? 0 : o.swapSpace);
+    const device: DevicePlan = { weights, offloaded, kvCache, swapSpace, activations, loraParams, gradients, optimizer, total, capacity: o.deviceMemory, fits: total <= o.deviceMemory };
+    return { device, layers, maxSeq };
+  };
+  const all = stages.map((_, s) => stageDevice(s));
+  const fullestStage = all.reduce((best, d, s) => (d.device.total > all[best]!.device.total ? s : best), 0);
+  const fullest = all[fullestStage]!;
   return {
-    config: c, parameters: params, mode, dataParallel: DP, layersPerStage, weightBytesTotal: wb.total, kvBytesPerToken,
-    trainableParams: trainable,
-    device: { weights, offloaded, kvCache, swapSpace, activations, loraParams, gradients, optimizer, total, capacity: o.deviceMemory, fits: total <= o.deviceMemory },
-    maxConcurrentSequences: maxSeq,
+    config: c, parameters: params, mode: !t ? 'serve' : full ? 'full' : 'lora', dataParallel: DP, stages, fullestStage,
+    layersPerStage: fullest.layers, weightBytesTotal: wb.total, kvBytesPerToken, trainableParams: trainable,
+    device: fullest.device, stageDevices: all.map((d) => d.device), maxConcurrentSequences: Math.min(...all.map((d) => d.maxSeq)),
   };
 }
 

@@ -8,11 +8,14 @@ import { ChatPage } from './chat.js';
 import { ServerPage } from './server.js';
 import { CompletionsPage, EmbeddingsPage } from './sandbox.js';
 
+// `keep`: the page stays mounted while another is shown (rendering nothing), so what it holds survives a look at
+// another page: a streaming answer keeps streaming into its chat, a typed prompt and its result stay. The server page
+// is mounted only while shown (it polls the server every second).
 const PAGES = [
-  { id: 'chat', title: 'Chat', Page: ChatPage },
+  { id: 'chat', title: 'Chat', Page: ChatPage, keep: true },
   { id: 'server', title: 'Server', Page: ServerPage },
-  { id: 'completions', title: 'Completions', Page: CompletionsPage },
-  { id: 'embeddings', title: 'Embeddings', Page: EmbeddingsPage },
+  { id: 'completions', title: 'Completions', Page: CompletionsPage, keep: true },
+  { id: 'embeddings', title: 'Embeddings', Page: EmbeddingsPage, keep: true },
 ];
 
 const pageFromHash = () => PAGES.find((p) => `#/${p.id}` === location.hash) ?? PAGES[0];
@@ -65,12 +68,11 @@ function App() {
     return () => clearInterval(t);
   }, [keyVersion]);
 
-  const { Page } = page;
   // Chat and completions list the generating models (base and adapters); an embedding model answers only
   // /v1/embeddings, whose page lists it first (the model a user means there), then the others, which it also takes.
   const generating = models.filter((m) => !m.embed).map((m) => m.id);
   const embedOnly = models.length > 0 && !generating.length;
-  const ids = page.id === 'embeddings' ? [...models.filter((m) => m.embed).map((m) => m.id), ...generating] : generating;
+  const embedFirst = [...models.filter((m) => m.embed).map((m) => m.id), ...generating];
   return html`
     <header class="top">
       <a class="brand" href="#/chat">floe</a>
@@ -81,10 +83,8 @@ function App() {
     </header>
     ${error && html`<div class="banner error" role="alert" id="global-error">${error}</div>`}
     <main>
-      ${/* The chat stays mounted on the other pages (rendering nothing there): an answer streaming when the user looks at
-          the Server page keeps streaming into its chat (unmounted, it was lost while the server generated it to the end). */ ''}
-      <${ChatPage} models=${generating} embedOnly=${embedOnly} shown=${page.id === 'chat'} />
-      ${page.id !== 'chat' && html`<${Page} models=${ids} embedOnly=${embedOnly} keyVersion=${keyVersion} />`}
+      ${PAGES.filter((p) => p.keep || p === page).map(({ id, Page }) => html`<${Page} key=${id} shown=${id === page.id}
+        models=${id === 'embeddings' ? embedFirst : generating} embedOnly=${embedOnly} keyVersion=${keyVersion} />`)}
     </main>`;
 }
 

@@ -52,7 +52,7 @@ function ModelPicker({ models, model, set }) {
 
 const field = (label, name, value, set, attrs = {}) => html`<label>${label}<input name=${name} type="number" value=${value} ...${attrs} onInput=${(e) => set(e.target.value)} /></label>`;
 
-export function CompletionsPage({ models, embedOnly }) {
+export function CompletionsPage({ models, embedOnly, shown = true }) {
   const [prompt, setPrompt] = useState('The old man');
   const [maxTokens, setMaxTokens] = useState(32);
   const [temperature, setTemperature] = useState(0);
@@ -75,6 +75,7 @@ export function CompletionsPage({ models, embedOnly }) {
     }
     setBusy(false);
   };
+  if (!shown) return null;
   return html`<div class="sandbox">
     <form class="panel" onSubmit=${run}>
       <h2>Completions <small>POST /v1/completions</small></h2>
@@ -98,7 +99,7 @@ export function CompletionsPage({ models, embedOnly }) {
   </div>`;
 }
 
-export function EmbeddingsPage({ models }) {
+export function EmbeddingsPage({ models, shown = true }) {
   const [input, setInput] = useState('The old man and the sea');
   const [out, setOut] = useState(null);
   const [error, setError] = useState(null);
@@ -120,6 +121,7 @@ export function EmbeddingsPage({ models }) {
   };
   const v = out?.data[0].embedding;
   const norm = v ? Math.hypot(...v) : 0;
+  if (!shown) return null;
   return html`<div class="sandbox">
     <form class="panel" onSubmit=${run}>
       <h2>Embeddings <small>POST /v1/embeddings</small></h2>

@@ -288,6 +288,27 @@ test('a look at the Server page mid-answer: the answer keeps streaming into its 
   await page.close();
 });
 
+test('the sandboxes keep the typed prompt and the result across a look at another page', { skip, timeout: T }, async () => {
+  const page = await open(main, '#/completions');
+  await page.fill('.panel [name=prompt]', 'A prompt I typed');
+  await page.fill('.panel [name=max_tokens]', '6');
+  await page.click('.panel button[type=submit]');
+  const text = await (await page.waitForSelector('#completion-text')).textContent();
+  await page.click('nav a:has-text("Embeddings")');
+  await page.fill('.panel [name=input]', 'An input I typed');
+  await page.click('nav a:has-text("Server")');
+  await page.waitForSelector('.tile');
+  await page.click('nav a:has-text("Completions")');
+  // Before: each page was made anew, back to 'The old man' and no result.
+  assert.equal(await page.inputValue('.panel [name=prompt]'), 'A prompt I typed');
+  assert.equal(await page.inputValue('.panel [name=max_tokens]'), '6');
+  assert.equal(await page.textContent('#completion-text'), text);
+  await page.click('nav a:has-text("Embeddings")');
+  assert.equal(await page.inputValue('.panel [name=input]'), 'An input I typed');
+  assert.equal(await page.locator('form.panel').count(), 1, 'one form on the page: the hidden pages render nothing');
+  await page.close();
+});
+
 test('the server killed mid-answer: the chat says the connection broke off, not the browser\'s bare "network error"', { skip, timeout: T }, async () => {
   const { url, proc } = await serve(['--model', join(MODELS, 'floe-brown')], { FLOE_ENGINE_STEP_DELAY_MS: '30' });
   const page = await open(url, '#/chat');

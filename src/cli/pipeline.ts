@@ -30,7 +30,10 @@ export function pipelineFlags(v: { 'pipeline-parallel-size'?: string; 'pipeline-
     throw new UsageError(`--pipeline-stages '${stages}' has ${ranges} stages but --pipeline-parallel-size is ${given}: give one layer range per stage`);
   }
   const size = given ?? ranges ?? 1;
-  if (size === 1 && !stages) return null;
+  if (size === 1 && stages !== undefined) {
+    throw new UsageError(`--pipeline-stages '${stages}' is one stage: a pipeline needs at least 2 (one range per rank of \`mpirun -np N\`); for one process leave the flag out`);
+  }
+  if (size === 1) return null;
   if (!launchedByMpirun()) {
     throw new UsageError(`--pipeline-parallel-size ${size} runs one process per stage: launch with \`mpirun -np ${size} floe ...\` (${MPI_INSTALL_HINT})`);
   }

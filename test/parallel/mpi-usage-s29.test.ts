@@ -47,6 +47,18 @@ test('--pipeline-stages that overlap, leave a gap or pass the last layer, or mor
   assertUsage(mpirun(2, [...serve, '--pipeline-stages', '0-2,3-9']), /covers layers 0-9, the model has 6/);
 });
 
+test('--pipeline-stages with one range is refused as a usage error, with or without mpirun (a pipeline has 2 stages or more)', { timeout: 120_000 }, () => {
+  const gen = ['generate', '--model', BROWN, '--prompt', 'x', '--max-tokens', '2', '--threads', '1', '--pipeline-stages', '0-5'];
+  const env = { ...process.env };
+  delete env.OMPI_COMM_WORLD_SIZE;
+  delete env.PMIX_RANK;
+  const alone = spawnSync(process.execPath, [BIN, ...gen], { encoding: 'utf8', timeout: 60_000, env });
+  assert.equal(alone.status, 2, alone.stderr);
+  assert.match(alone.stderr, /--pipeline-stages '0-5' is one stage: a pipeline needs at least 2 .*for one process leave the flag out/);
+  // before, under `mpirun -np 1` it joined MPI and aborted with exit 1: 'a pipeline needs at least 2 ranks'
+  if (!MPI_SKIP) assertUsage(mpirun(1, gen), /--pipeline-stages '0-5' is one stage/);
+});
+
 test('floe serve with pipeline stages refuses LoRA adapters and a draft model before it listens (exit 2)', { skip: MPI_SKIP, timeout: 200_000 }, () => {
   const serve = ['serve', '--model', BROWN, '--port', '0', '--no-ui', '--no-batch', '--kv-cache-memory', '16MiB', '--threads', '1', '--pipeline-parallel-size', '2'];
   for (const [extra, msg] of [

@@ -3,8 +3,9 @@
 //
 //   OUT                  {"messages": [...], "provenance": {...}} per line (or {"prompt","completion","provenance"})
 //   OUT.synth-progress   header line, then per committed batch {"bytes": OUT's size, "units": {id: "kept" | reason}}
+//   OUT.synth-lock       the writing process's pid while a run holds OUT (a second run on the same OUT is refused)
 
-import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, ftruncateSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { ChatMessage } from '../../formats/chat-template.js';
@@ -64,6 +65,42 @@ export interface SynthSummary {
 }
 
 const PROGRESS = '.synth-progress';
+const LOCK = '.synth-lock';
+
+/** Take OUT.synth-lock (linked into place whole, holding this pid); a lock whose process is gone (killed) is taken over. */
+function lockOut(out: string): () => void {
+  const lock = out + LOCK;
+  const alive = (pid: number) => {
+    try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+  };
+  const mine = `${lock}.${process.pid}`;
+  writeFileSync(mine, `${process.pid}\n`);
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        try {
+          linkSync(mine, lock); // atomic: the lock never exists without its pid
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw e;
+          const fd = openSync(lock, 'wx'); // a file system without hard links: created exclusively, then the pid
+          writeSync(fd, `${process.pid}\n`);
+          closeSync(fd);
+        }
+        return () => rmSync(lock, { force: true });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+      let pid = NaN;
+      try { pid = Number.parseInt(readFileSync(lock, 'utf8'), 10); } catch { /* removed meanwhile: try again */ }
+      if (attempt < 2 && !(pid > 0 && alive(pid))) { rmSync(lock, { force: true }); continue; } // left by a killed run
+      throw new Error(`${out} is being written by another floe synth run (pid ${Number.isNaN(pid) ? '?' : pid}, ${lock}); ` +
+        'wait for it to finish or give another --out (if no such run is going on, delete the lock file)');
+    }
+  } finally {
+    rmSync(mine, { force: true });
+  }
+}
+
 /** Units per committed batch by default (one write + fsync each). */
 const COMMIT_UNITS = 8;
 
@@ -92,6 +129,17 @@ function headerDiff(line: string, o: Pick<SynthOptions, 'method' | 'params'>): s
 }
 
 export async function runSynth(o: SynthOptions): Promise<SynthSummary> {
+  // two runs appending to one OUT interleave their lines (torn JSON that a rerun then takes as committed): one at a time
+  mkdirSync(dirname(resolve(o.out)), { recursive: true }); // as finetune, merge and batch create --out's parent
+  const unlock = lockOut(o.out);
+  try {
+    return await runLocked(o);
+  } finally {
+    unlock();
+  }
+}
+
+async function runLocked(o: SynthOptions): Promise<SynthSummary> {
   const t0 = performance.now();
   const header = JSON.stringify({ floe_synth: 1, method: o.method, key: createHash('sha256').update(JSON.stringify(o.params)).digest('hex').slice(0, 16), params: o.params });
   const progressFile = o.out + PROGRESS;
@@ -117,7 +165,6 @@ export async function runSynth(o: SynthOptions): Promise<SynthSummary> {
       for (const [c, n] of Object.entries(b.unsafe ?? {})) unsafe[c] = (unsafe[c] ?? 0) + n;
     }
   }
-  mkdirSync(dirname(resolve(o.out)), { recursive: true }); // as finetune, merge and batch create --out's parent
   const outFd = openSync(o.out, 'a+');
   const progFd = openSync(progressFile, 'a+');
   try {

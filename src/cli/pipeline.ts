@@ -86,5 +86,10 @@ export function isUsageError(e: unknown): boolean {
 /** A rank that cannot go on takes the whole job down (the others would wait for it forever); mpirun exits with the code. */
 export async function failJob(tr: Transport, e: unknown): Promise<never> {
   const msg = e instanceof Error ? e.message : String(e);
-  return tr.abort(isUsageError(e) ? 2 : 1, `floe: pipeline rank ${tr.rank} of ${tr.size} failed: ${msg}; aborting the job`);
+  const usage = isUsageError(e);
+  // --json: the error as one process prints it, a JSON line on stdout (written before the abort ends this rank)
+  if (process.argv.includes('--json')) {
+    process.stdout.write(JSON.stringify({ error: { message: `pipeline rank ${tr.rank} of ${tr.size}: ${msg}`, type: usage ? 'usage_error' : 'error' } }) + '\n');
+  }
+  return tr.abort(usage ? 2 : 1, `floe: pipeline rank ${tr.rank} of ${tr.size} failed: ${msg}; aborting the job`);
 }

@@ -90,6 +90,13 @@ test('floe finetune with pipeline stages: flags it cannot run and a non-empty --
   const ok = mpirun(2, [...FT, '--out', out, ...pp]);
   assert.equal(ok.status, 0, ok.stderr);
   assertUsage(mpirun(2, [...FT, '--out', out, ...pp]), /is not empty .*pass --resume DIR/);
+  // --json: the error is a JSON line on stdout, as one process prints it (before, stdout stayed empty)
+  const j = mpirun(2, [...FT, '--out', out, ...pp, '--json']);
+  assertUsage(j, /is not empty/);
+  const line = j.stdout.trim().split('\n').filter((l) => l.startsWith('{')).at(-1) ?? '';
+  const err = (JSON.parse(line || '{}') as { error?: { message: string; type: string } }).error;
+  assert.equal(err?.type, 'usage_error', j.stdout);
+  assert.match(err!.message, /is not empty/);
 });
 
 test('--resume of a run with another layout says which layout it holds and how to resume it (exit 2)', { skip: MPI_SKIP, timeout: 300_000 }, () => {

@@ -28,19 +28,23 @@ const CHARTS = [
     id: 'prefix', title: `Prefix-cache hit rate, % (last ${WINDOW_S} s)`, series: ['hit rate'],
     point: (cur, _p, old) => {
       const q = delta(cur, old, 'floe_prefix_cache_queries_total');
-      return [q ? (100 * delta(cur, old, 'floe_prefix_cache_hits_total')) / q : null];
+      const hits = delta(cur, old, 'floe_prefix_cache_hits_total');
+      return [q && hits !== null ? (100 * hits) / q : null];
     },
   },
   { id: 'preemptions', title: 'Preemptions (total)', series: ['preemptions'], point: (cur) => [scalar(cur.metrics, 'floe_num_preemptions_total') ?? 0] },
 ];
 
+/** How much a counter grew since `old`; null when unknown: no sample yet, or it went down (the server restarted). */
 function delta(cur, old, name) {
   if (!old) return null;
-  return (scalar(cur.metrics, name) ?? 0) - (scalar(old.metrics, name) ?? 0);
+  const d = (scalar(cur.metrics, name) ?? 0) - (scalar(old.metrics, name) ?? 0);
+  return d < 0 ? null : d;
 }
 function rate(cur, prev, name) {
   const dt = cur.time - prev.time;
-  return dt > 0 ? Math.max(0, delta(cur, prev, name)) / dt : null;
+  const d = delta(cur, prev, name);
+  return dt > 0 && d !== null ? d / dt : null;
 }
 function pcts(cur, old, name) {
   if (!old) return [null, null, null];
@@ -118,8 +122,12 @@ export function ServerPage({ keyVersion }) {
       try {
         const cur = await call('/v1/floe/stats');
         const all = rows.current;
-        const prev = all[all.length - 1];
-        const old = all.findLast((r) => r.time <= cur.time - WINDOW_S) ?? all[0];
+        // A restarted server counts from 0 again: rates and windows compare only samples of the same process (a
+        // window reaching into the old one made up a prefix-cache hit rate from two processes' counters).
+        cur.started = scalar(cur.metrics, 'floe_process_start_time_seconds');
+        const same = all.filter((r) => r.started === cur.started);
+        const prev = same[same.length - 1];
+        const old = same.findLast((r) => r.time <= cur.time - WINDOW_S) ?? same[0];
         cur.points = Object.fromEntries(CHARTS.map((c) => [c.id, c.point(cur, prev, old)]));
         rows.current = [...all.slice(-KEEP + 1), cur];
         if (!stop) { setSamples(rows.current); setError(null); }

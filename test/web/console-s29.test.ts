@@ -31,8 +31,8 @@ let ctx: BrowserContext;
 const pageErrors: string[] = [];
 
 /** `floe serve` on a free port; resolves with its URL once /health answers 200. */
-async function serve(args: string[], env: Record<string, string> = {}): Promise<{ url: string; proc: ChildProcess }> {
-  const proc = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--threads', '1', '--no-batch', '--kv-cache-memory', '128MiB', ...args], {
+async function serve(args: string[], env: Record<string, string> = {}, port = 0): Promise<{ url: string; proc: ChildProcess }> {
+  const proc = spawn(process.execPath, [BIN, 'serve', '--port', String(port), '--threads', '1', '--no-batch', '--kv-cache-memory', '128MiB', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
   });
   servers.push(proc);
@@ -70,7 +70,7 @@ async function open(url: string, hash: string, c: BrowserContext = ctx): Promise
   await page.goto(url + '/' + hash);
   await page.evaluate(() => localStorage.clear());
   await page.reload();
-  await page.waitForSelector('select[name=model] option', { state: 'attached' });
+  await page.waitForSelector(hash === '#/server' ? '.tile' : 'select[name=model] option', { state: 'attached' });
   return page;
 }
 
@@ -320,6 +320,33 @@ test('the server killed mid-answer: the chat says the connection broke off, not 
   await page.waitForSelector('.msg.assistant .error');
   assert.match((await page.textContent('.msg.assistant .error'))!, /^the connection to the server broke off during the answer \(.+\)$/);
   await page.waitForSelector('#send');
+  await page.close();
+});
+
+test('server page across a server restart: no prefix-cache hit rate made up from the old process\'s counters', { skip, timeout: T }, async () => {
+  const args = ['--model', join(MODELS, 'floe-brown')];
+  const first = await serve(args);
+  const body = { model: 'floe-brown', messages: [{ role: 'user', content: 'The same question, six times' }], max_tokens: 4 };
+  // before the page's first sample too, so that every sample it keeps has counted hits and queries
+  for (let i = 0; i < 3; i++) await api(first.url, '/v1/chat/completions', body);
+  const page = await open(first.url, '#/server');
+  const tile = () => page.locator('.tile', { hasText: 'prefix hit rate' }).locator('.v').textContent();
+  for (let i = 0; i < 3; i++) await api(first.url, '/v1/chat/completions', body);
+  for (const t0 = Date.now(); !/%$/.test((await tile())!);) {
+    assert.ok(Date.now() - t0 < 15_000, 'the hit rate shows before the restart');
+    await page.waitForTimeout(200);
+  }
+  first.proc.kill('SIGTERM');
+  await new Promise((r) => first.proc.once('exit', r));
+  await serve(args, {}, Number(new URL(first.url).port));
+  const samples = () => page.evaluate(() => document.querySelector('[data-chart=prefix]').uplot.data[0].length as number);
+  const n = await samples();
+  await page.waitForFunction((k) => document.querySelector('[data-chart=prefix]').uplot.data[0].length >= k + 2, n);
+  // The new process has answered nothing: there is no hit rate. Before: the 10 s window reached back into the old
+  // process, whose larger counters made (-hits) / (-queries) a plausible-looking percentage.
+  assert.equal(await tile(), '—');
+  const prefix = await page.evaluate(() => document.querySelector('[data-chart=prefix]').uplot.data[1].slice(-2));
+  assert.deepEqual(prefix, [null, null]);
   await page.close();
 });
 

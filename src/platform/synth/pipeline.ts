@@ -34,6 +34,9 @@ export interface SynthOptions {
   readonly judge?: Judge | null;
   readonly minScore?: number | null;
   readonly params: Record<string, unknown>; // what defines the run (seed, method options): a rerun must match it
+  /** Content hashes of the files the run reads (seed tasks, documents, prompt files), kept in the progress header only: a
+   *  rerun after one was edited is refused (the file would mix units made from the old and the new text). */
+  readonly inputs?: Readonly<Record<string, string>>;
   readonly onProgress?: (p: SynthProgress) => void;
 }
 
@@ -114,8 +117,8 @@ function wholeLines(file: string): { lines: string[]; tornAt: number | null } {
 }
 
 /** What differs between a progress log's header and this run: "seed 1 -> 2, rounds 3 -> 2". */
-function headerDiff(line: string, o: Pick<SynthOptions, 'method' | 'params'>): string {
-  let was: { method?: unknown; params?: Record<string, unknown> };
+function headerDiff(line: string, o: Pick<SynthOptions, 'method' | 'params' | 'inputs'>): string {
+  let was: { method?: unknown; params?: Record<string, unknown>; inputs?: Record<string, string> };
   try { was = JSON.parse(line) as typeof was; } catch { return `its header is not one floe synth wrote: ${line.slice(0, 120)}`; }
   const show = (v: unknown) => (v === undefined ? '(none)' : JSON.stringify(v));
   const diffs: string[] = [];
@@ -125,7 +128,17 @@ function headerDiff(line: string, o: Pick<SynthOptions, 'method' | 'params'>): s
     if (k === 'method' && diffs.length) continue;
     if (JSON.stringify(old[k]) !== JSON.stringify(o.params[k])) diffs.push(`${k} ${show(old[k])} -> ${show(o.params[k])}`);
   }
-  return diffs.length ? `its parameters differ: ${diffs.join(', ')}` : 'its header differs';
+  if (diffs.length) return `its parameters differ: ${diffs.join(', ')}`;
+  const [a, b] = [was.inputs ?? {}, o.inputs ?? {}];
+  const edited = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => a[k] !== b[k]);
+  return edited.length ? `these inputs were edited since: ${edited.join(', ')}` : 'its header differs';
+}
+
+/** The progress header of a run; a header written before inputs were recorded matches one without them. */
+function headerOf(o: Pick<SynthOptions, 'method' | 'params' | 'inputs'>, withInputs = true): string {
+  const key = createHash('sha256').update(JSON.stringify(o.params)).digest('hex').slice(0, 16);
+  const inputs = withInputs && o.inputs && Object.keys(o.inputs).length ? { inputs: o.inputs } : {};
+  return JSON.stringify({ floe_synth: 1, method: o.method, key, params: o.params, ...inputs });
 }
 
 export async function runSynth(o: SynthOptions): Promise<SynthSummary> {
@@ -141,7 +154,7 @@ export async function runSynth(o: SynthOptions): Promise<SynthSummary> {
 
 async function runLocked(o: SynthOptions): Promise<SynthSummary> {
   const t0 = performance.now();
-  const header = JSON.stringify({ floe_synth: 1, method: o.method, key: createHash('sha256').update(JSON.stringify(o.params)).digest('hex').slice(0, 16), params: o.params });
+  const header = headerOf(o);
   const progressFile = o.out + PROGRESS;
   const done = new Map<string, string>(); // unit id → 'kept' | reason
   const rejected: Record<string, number> = {};
@@ -154,9 +167,9 @@ async function runLocked(o: SynthOptions): Promise<SynthSummary> {
   const prog = wholeLines(progressFile);
   let committed = 0;
   if (prog.lines.length > 0) {
-    if (prog.lines[0] !== header) {
+    if (prog.lines[0] !== header && prog.lines[0] !== headerOf(o, false)) {
       throw new Error(`${o.out} was made by another synth run: ${headerDiff(prog.lines[0]!, o)} (${progressFile}); ` +
-        'use the same method and parameters to resume, or another --out');
+        'use the same method, parameters and input files to resume, or another --out');
     }
     for (const l of prog.lines.slice(1)) {
       const b = JSON.parse(l) as { bytes: number; units: Record<string, string>; unsafe?: Record<string, number> };

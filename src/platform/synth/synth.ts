@@ -1,7 +1,8 @@
 // synth(): `floe synth` as a library call — a method's work units on floe's engine in-process, an OpenAI-compatible
 // endpoint or a SynthLlm of your own, through the filters into resumable JSONL (pipeline.ts).
 
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BackendName } from '../../backend/select.js';
@@ -174,8 +175,9 @@ export async function synth(o: SynthRunOptions): Promise<SynthSummary> {
     }
 
     const seedsFile = typeof o.seeds === 'string' ? o.seeds : o.seeds ? null : join(shipped, 'seeds.jsonl');
+    const seedsText = seedsFile && (o.method === 'self-instruct' || o.method === 'evol-instruct') ? readFileSync(seedsFile, 'utf8') : null;
     const seeds = o.method !== 'self-instruct' && o.method !== 'evol-instruct' ? []
-      : seedsFile ? parseSeeds(readFileSync(seedsFile, 'utf8'), seedsFile) : [...(o.seeds as readonly SeedTask[])];
+      : seedsText !== null ? parseSeeds(seedsText, seedsFile!) : [...(o.seeds as readonly SeedTask[])];
     if ((o.method === 'self-instruct' || o.method === 'evol-instruct') && seeds.length === 0) throw new Error('synth: no seed tasks');
     let units: WorkUnit[];
     if (o.method === 'self-instruct') {
@@ -202,8 +204,16 @@ export async function synth(o: SynthRunOptions): Promise<SynthSummary> {
       } : {}),
       ...(seeds.length ? { seeds: seedsFile ?? `${seeds.length} given` } : {}), prompts: o.prompts ?? null, min_chars: limits.minChars, max_chars: limits.maxChars,
     };
+    // what the files the run reads hold: a rerun after one was edited would mix old and new units, and is refused
+    const sha = (t: string) => createHash('sha256').update(t).digest('hex').slice(0, 16);
+    const inputs: Record<string, string> = {};
+    if (seedsText !== null) inputs[`seeds ${seedsFile}`] = sha(seedsText);
+    for (const d of fileDocs) inputs[`document ${d.name}`] = sha(d.text);
+    for (const m of [o.method, ...(o.judge ? ['judge'] : [])]) {
+      for (const f of readdirSync(join(shipped, m)).filter((n) => n.endsWith('.txt')).sort()) inputs[`prompt ${m}/${f}`] = sha(prompts.text(m, f.slice(0, -4)));
+    }
     return await runSynth({
-      method: o.method, units, llm, prompts, out: o.out, format, gen, limits, dedupThreshold, window, guard,
+      method: o.method, units, llm, prompts, out: o.out, format, gen, limits, dedupThreshold, window, guard, inputs,
       judge: o.judge ? new Judge(llm, prompts) : null, minScore: o.minScore ?? null, params, onProgress: o.onProgress,
     });
   } finally {

@@ -175,6 +175,7 @@ export function fromDocumentsUnits(docs: readonly Doc[], chunker: Chunker, perPa
           id, seed: unitSeed(seed, id),
           async run(ctx) {
             const q = await ctx.chat([{ role: 'user', content: ctx.prompts.fill('from-documents', 'question', { passage: p.text }) }], { stop: ['\n'] });
+            if (q.finish === 'length') return { ok: false, reason: 'question_truncated' }; // cut at max tokens, mid-question
             const question = cleanInstruction(q.text);
             for (const v of [checkText(question, ctx.limits, 'question'), checkAnswer(question)]) if (!v.ok) return v;
             const ask: ChatMessage[] = [{ role: 'user', content: ctx.prompts.fill('from-documents', 'answer', { passage: p.text, question }) }];

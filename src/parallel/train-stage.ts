@@ -14,7 +14,7 @@ import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import type { LayerRange } from '../model/llama.js';
 import { LlamaTrainModel, type PackedBatch } from '../model/llama-train.js';
 import { LORA_TARGETS, type LoraAdapter } from '../model/lora.js';
-import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, restoreInto, RunSetupError, saveCheckpoint, type TrainerState } from '../train/checkpoint.js';
+import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, restoreInto, RunSetupError, saveCheckpoint, STATE_FILE, type TrainerState } from '../train/checkpoint.js';
 import { DataLoader, loadSamples } from '../train/data.js';
 import { Optimizer } from '../train/optimizer.js';
 import { mix32 } from '../train/rng.js';
@@ -42,14 +42,19 @@ export function stageDir(dir: string, stage: number): string {
   return path.join(dir, `stage-${stage}`);
 }
 
-/** Why `dir` cannot resume this P-stage job: another stage count, a one-process run, or a stage without a checkpoint. */
-function resumeLayoutError(dir: string, rank: number, P: number, newest: number): RunSetupError {
-  const names = fs.existsSync(dir) ? fs.readdirSync(dir) : [];
-  const stages = names.filter((n) => /^stage-\d+$/.test(n)).length;
-  if (stages > 0 && stages !== P) {
-    return new RunSetupError(`${dir} holds a run of ${stages} pipeline stages (stage-0 … stage-${stages - 1}), this job has ${P}: resume it with ` +
-      `\`mpirun -np ${stages} floe finetune --pipeline-parallel-size ${stages} ...\` and the flags it was started with`);
+/** The pipeline stages a checkpoint was trained with (its trainer state's options; 1: a one-process run). */
+function recordedStages(dir: string): number {
+  try {
+    const st = JSON.parse(fs.readFileSync(path.join(dir, STATE_FILE), 'utf8')) as { options?: { pipeline?: { size?: number } } };
+    return st.options?.pipeline?.size ?? 1;
+  } catch {
+    return 0; // unreadable: loadCheckpoint says why
   }
+}
+
+/** Why `dir` cannot resume this job (its stage count matched): a one-process run, or a stage without a checkpoint. */
+function resumeLayoutError(dir: string, rank: number, newest: number): RunSetupError {
+  const stages = (fs.existsSync(dir) ? fs.readdirSync(dir) : []).filter((n) => /^stage-\d+$/.test(n)).length;
   if (stages === 0 && listCheckpoints(dir).length > 0) {
     return new RunSetupError(`${dir} holds a one-process run's checkpoints (checkpoint-*), not per-stage ones: resume it without --pipeline-parallel-size`);
   }
@@ -139,9 +144,17 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
   if (o.resume !== undefined) {
     const from = stageDir(o.resume, rank);
     removeStaleTemps(from);
-    const newest = listCheckpoints(from).at(-1)?.step ?? -1;
+    const newestCk = listCheckpoints(from).at(-1);
+    const newest = newestCk?.step ?? -1;
+    // the stage count the run was trained with, from the checkpoints' own records (a stage dir may be on another host)
+    const recorded = newestCk ? recordedStages(newestCk.dir) : 0;
+    const [trained] = await tr.allreduce(Float64Array.of(recorded), 'max');
+    if (trained! > 0 && trained !== P) {
+      throw new RunSetupError(`${o.resume} holds a run of ${trained} pipeline stages, this job has ${P}: resume it with ` +
+        `\`mpirun -np ${trained} floe finetune --pipeline-parallel-size ${trained} ...\` and the flags it was started with`);
+    }
     const [common] = await tr.allreduce(Float64Array.of(newest), 'min');
-    if (common! < 0) throw resumeLayoutError(o.resume, rank, P, newest);
+    if (common! < 0) throw resumeLayoutError(o.resume, rank, newest);
     const dir = listCheckpoints(from).find((c) => c.step === common)?.dir;
     if (!dir) throw new Error(`${from}: no checkpoint of step ${common}, the newest step every stage saved (saved: ${listCheckpoints(from).map((c) => c.step).join(', ')})`);
     const ck = loadCheckpoint(dir);

@@ -108,7 +108,13 @@ test('--resume of a run with another layout says which layout it holds and how t
   assert.equal(s.status, 0, s.stderr);
   const more = ['--max-steps', '4'];
   assertUsage(mpirun(3, [...FT, ...more, '--out', pp2, '--resume', pp2, '--pipeline-parallel-size', '3']),
-    /holds a run of 2 pipeline stages \(stage-0 … stage-1\), this job has 3: resume it with `mpirun -np 2 floe finetune --pipeline-parallel-size 2/);
+    /holds a run of 2 pipeline stages, this job has 3: resume it with `mpirun -np 2 floe finetune --pipeline-parallel-size 2/);
+  // fewer ranks than the run had: the stage count, read from the checkpoints, not --micro-batches' default (P)
+  const pp3 = join(work, 'pp3');
+  const r3 = mpirun(3, [...FT, '--out', pp3, '--pipeline-parallel-size', '3']);
+  assert.equal(r3.status, 0, r3.stderr);
+  assertUsage(mpirun(2, [...FT, ...more, '--out', pp3, '--resume', pp3, '--pipeline-parallel-size', '2']),
+    /holds a run of 3 pipeline stages, this job has 2: resume it with `mpirun -np 3 floe finetune --pipeline-parallel-size 3/);
   assertUsage(mpirun(2, [...FT, ...more, '--out', one, '--resume', one, '--pipeline-parallel-size', '2']),
     /holds a one-process run's checkpoints \(checkpoint-\*\), not per-stage ones: resume it without --pipeline-parallel-size/);
   const single = spawnSync(process.execPath, [BIN, ...FT, ...more, '--out', pp2, '--resume', pp2], { encoding: 'utf8', timeout: 120_000 });

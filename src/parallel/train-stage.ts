@@ -133,7 +133,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
   const mine: LoraAdapter = { config: loraCfg, layers: adapter.layers.map((x, i) => (i >= range.start && i < range.end ? x : {})) };
   const model = LlamaTrainModel.fromTensors(cfg, loaded.tensors, backend, { adapter, full: false, checkpointActivations: !!o.checkpointActivations },
     loaded.ropeFreqFactors, range);
-  const opt = new Optimizer(model.params, { name: o.optimizer ?? 'adamw', betas: [0.9, 0.999], eps: 1e-8, weightDecay: o.weightDecay ?? 0, momentum: 0 });
+  const opt = new Optimizer(model.params, { name: o.optimizer ?? 'adamw', betas: [0.9, 0.999], eps: 1e-8, weightDecay: o.weightDecay ?? 0, momentum: 0 }, model.backend);
   const runOptions = { full: false, lora: loraCfg, lr, gradAccum: M, maxSeqLen, ...recordedBatch(o, 1),
     totalSteps, warmupSteps: sched.warmupSteps, decay: sched.decay, optimizer: opt.cfg.name, weightDecay: opt.cfg.weightDecay, seed, shuffle: o.shuffle ?? true,
     objective: null, pipeline: { size: P, stage: rank, stages: formatStages(stages) }, data: dataFingerprint(o.data) };

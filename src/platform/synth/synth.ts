@@ -142,6 +142,10 @@ export async function synth(o: SynthRunOptions): Promise<SynthSummary> {
     return doc;
   });
 
+  // the model paths, before any engine starts (else a raw "ENOENT: stat" from wherever they are first read)
+  for (const [p, what] of [[o.model, 'model'], [o.endpoint?.templateFrom, "model (for the endpoint's chat template and tokenizer)"], [o.guardModel, 'guard model']] as const) {
+    if (p !== undefined && !existsSync(p)) throw new Error(`${p}: cannot open ${what}: no such file or directory`);
+  }
   const engines: EngineClient[] = [];
   try {
     // the generating model, and a token counter for the chunker

@@ -1,6 +1,6 @@
 // Completions and embeddings sandboxes: a form, the response, and the same request as curl and `openai` (Node) code.
 
-import { useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { html } from './html.js';
 import { apiKey, call, origin } from './api.js';
 import { given } from './chat.js';
@@ -30,16 +30,39 @@ export function nodeSnippet(method, body, print) {
   ].join('\n');
 }
 
+/**
+ * Copy the snippet. The Clipboard API exists only in a secure context (https, or localhost): served on a LAN address
+ * over http the page has none, so the snippet is selected and copied with the older execCommand('copy'), and when
+ * even that fails it stays selected for Ctrl+C. Returns what to tell the user.
+ */
+async function copy(text, pre) {
+  if (navigator.clipboard) {
+    try {
+      await navigator.clipboard.writeText(text);
+      return 'Copied';
+    } catch { /* refused (no permission): fall back below */ }
+  }
+  getSelection().selectAllChildren(pre);
+  let ok = false;
+  try { ok = document.execCommand('copy'); } catch { /* unsupported */ }
+  if (ok) getSelection().removeAllRanges();
+  return ok ? 'Copied' : 'This browser did not copy: the snippet is selected, press Ctrl+C';
+}
+
 function Snippets({ curl, node }) {
   const [tab, setTab] = useState('curl');
+  const [copied, setCopied] = useState(null);
+  const pre = useRef(null);
   const text = tab === 'curl' ? curl : node;
+  useEffect(() => setCopied(null), [text]);
   return html`<div class="snippets">
     <div class="tabs" role="tablist">
       <button role="tab" aria-selected=${tab === 'curl'} onClick=${() => setTab('curl')}>curl</button>
       <button role="tab" aria-selected=${tab === 'node'} onClick=${() => setTab('node')}>Node (openai)</button>
-      <button class="secondary copy" onClick=${() => navigator.clipboard?.writeText(text)}>Copy</button>
+      <button class="secondary copy" onClick=${async () => setCopied(await copy(text, pre.current))}>Copy</button>
+      <span class="copied" role="status">${copied}</span>
     </div>
-    <pre id=${`snippet-${tab}`} tabindex="0">${text}</pre>
+    <pre id=${`snippet-${tab}`} tabindex="0" ref=${pre}>${text}</pre>
     <p class="hint">${apiKey() ? html`Set <code>FLOE_API_KEY</code> to your key first.` : 'This server takes no key.'}</p>
   </div>`;
 }

@@ -7,12 +7,14 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 declare const document: { querySelector(s: string): any; querySelectorAll(s: string): any };
+declare const navigator: { clipboard: { readText(): Promise<string> } };
 declare const localStorage: { getItem(k: string): string | null; clear(): void };
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
@@ -348,6 +350,28 @@ test('server page across a server restart: no prefix-cache hit rate made up from
   const prefix = await page.evaluate(() => document.querySelector('[data-chart=prefix]').uplot.data[1].slice(-2));
   assert.deepEqual(prefix, [null, null]);
   await page.close();
+});
+
+// A LAN address of this machine: http:// there is not a secure context, as for a server run with --host 0.0.0.0.
+const lan = Object.values(networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
+
+test('Copy works where the page is served over http on a LAN address (no Clipboard API there), and says so', { skip: skip || (!lan && 'no non-loopback IPv4 address'), timeout: T }, async () => {
+  const { url } = await serve(['--model', join(MODELS, 'floe-brown'), '--host', '0.0.0.0']);
+  const port = new URL(url).port;
+  const page = await ctx.newPage();
+  await page.goto(`http://${lan}:${port}/#/completions`);
+  await page.waitForSelector('.panel select[name=model] option', { state: 'attached' });
+  assert.equal(await page.evaluate(() => typeof (navigator as any).clipboard), 'undefined', 'no Clipboard API on plain http off localhost'); // eslint-disable-line @typescript-eslint/no-explicit-any
+  await page.click('button.copy');
+  // Before: the button called navigator.clipboard?.writeText, so it did nothing at all, and said nothing.
+  assert.equal(await page.textContent('.copied'), 'Copied');
+  const local = `http://127.0.0.1:${port}`; // a secure context, to read the clipboard back
+  await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: local });
+  const reader = await ctx.newPage();
+  await reader.goto(local + '/#/completions');
+  assert.equal(await reader.evaluate(() => navigator.clipboard.readText()), await page.textContent('#snippet-curl'));
+  await page.close();
+  await reader.close();
 });
 
 test('no uncaught errors in any page', { skip }, () => {

@@ -49,3 +49,10 @@ test('a UTF-8 document with a byte-order mark and a real U+FFFD is read, not ref
   assert.equal(r.code, 0, r.err);
   assert.ok(existsSync(`${out}.synth-progress`));
 });
+
+test('the library refuses two documents of one name (unit ids name the document), before any model loads', async () => {
+  const { synth: run } = await import('../src/platform/synth/synth.js');
+  const docs = [{ name: 'a.txt', text: 'The river runs north.' }, { name: 'a.txt', text: 'The fair began in 1820.' }];
+  await assert.rejects(run({ method: 'from-documents', docs, out: join(dir, 'twice.jsonl'), model: join(dir, 'no-model') }), /synth: document a\.txt is given twice/);
+  assert.ok(!existsSync(join(dir, 'twice.jsonl')));
+});

@@ -43,6 +43,7 @@ const cases: [string, string[], RegExp][] = [
   ['--endpoint-model without --endpoint', ['--method', 'magpie', '--num', '2', '--out', join(dir, 'o10.jsonl'), '--endpoint-model', 'm'], /--endpoint-model applies to --endpoint URL/],
   ['--endpoint not a URL', ['--method', 'self-instruct', '--num', '2', '--out', join(dir, 'o11.jsonl'), '--endpoint', 'localhost:8000'], /--endpoint expects an http:\/\/ or https:\/\/ URL .*got 'localhost:8000'/],
   ['magpie over --endpoint without --model', ['--method', 'magpie', '--num', '2', '--out', join(dir, 'o12.jsonl'), '--endpoint', 'http://127.0.0.1:9'], /--method magpie with --endpoint needs --model DIR/],
+  ['--docs with one file twice', ['--method', 'from-documents', '--docs', doc, doc, '--out', join(dir, 'o14.jsonl')], /--docs: .*doc\.txt is given twice/],
   ['--min-chars above --max-chars', ['--method', 'magpie', '--num', '2', '--out', join(dir, 'o13.jsonl'), '--min-chars', '100', '--max-chars', '50'], /--min-chars \(100\) must not exceed --max-chars \(50\)/],
 ];
 

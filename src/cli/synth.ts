@@ -74,6 +74,8 @@ export async function synthCmd(args: string[]): Promise<number> {
   }
   if (minGain !== null && v.endpoint && !v.model) throw new UsageError('--min-ll-gain over an --endpoint needs --model DIR for the chat template the answers are scored in');
   for (const d of docs) fileFlag('docs', d);
+  const twice = docs.find((d, i) => docs.indexOf(d) !== i);
+  if (twice !== undefined) throw new UsageError(`--docs: ${twice} is given twice (its passages would be asked about twice, under the same unit ids)`);
   if (v.seeds !== undefined) fileFlag('seeds', v.seeds);
   if (v.prompts !== undefined && !(existsSync(v.prompts) && statSync(v.prompts).isDirectory())) {
     throw new UsageError(`--prompts expects a directory of <method>/<name>.txt files, got '${v.prompts}' (${existsSync(v.prompts) ? 'a file' : 'no such directory'})`);

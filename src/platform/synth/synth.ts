@@ -138,6 +138,7 @@ export async function synth(o: SynthRunOptions): Promise<SynthSummary> {
   const prompts = new PromptSet([...(o.prompts ? [o.prompts] : []), shipped]);
   const fileDocs: Doc[] = docs.map((d) => {
     const doc = typeof d === 'string' ? { name: d, text: readDocument(d) } : d;
+    if (docs.findIndex((e) => (typeof e === 'string' ? e : e.name) === doc.name) !== docs.indexOf(d)) throw new Error(`synth: document ${doc.name} is given twice (unit ids name the document)`);
     if (doc.text.trim().length === 0) throw new Error(`${doc.name}: the document is empty (no text); from-documents has nothing to ask about`);
     return doc;
   });

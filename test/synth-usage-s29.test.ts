@@ -44,6 +44,7 @@ const cases: [string, string[], RegExp][] = [
   ['--endpoint not a URL', ['--method', 'self-instruct', '--num', '2', '--out', join(dir, 'o11.jsonl'), '--endpoint', 'localhost:8000'], /--endpoint expects an http:\/\/ or https:\/\/ URL .*got 'localhost:8000'/],
   ['magpie over --endpoint without --model', ['--method', 'magpie', '--num', '2', '--out', join(dir, 'o12.jsonl'), '--endpoint', 'http://127.0.0.1:9'], /--method magpie with --endpoint needs --model DIR/],
   ['--docs with one file twice', ['--method', 'from-documents', '--docs', doc, doc, '--out', join(dir, 'o14.jsonl')], /--docs: .*doc\.txt is given twice/],
+  ['--threads with --endpoint', ['--method', 'self-instruct', '--num', '2', '--out', join(dir, 'o15.jsonl'), '--endpoint', 'http://127.0.0.1:9', '--threads', '2', '--max-num-seqs', '4'], /--threads, --max-num-seqs configure floe's in-process engine, which --endpoint does not use/],
   ['--min-chars above --max-chars', ['--method', 'magpie', '--num', '2', '--out', join(dir, 'o13.jsonl'), '--min-chars', '100', '--max-chars', '50'], /--min-chars \(100\) must not exceed --max-chars \(50\)/],
 ];
 

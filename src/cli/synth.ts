@@ -37,6 +37,10 @@ export async function synthCmd(args: string[]): Promise<number> {
     let url: URL | null = null;
     try { url = new URL(v.endpoint); } catch { /* reported below */ }
     if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw new UsageError(`--endpoint expects an http:// or https:// URL of an OpenAI-compatible server, got '${v.endpoint}'`);
+    const engineFlags = (['threads', 'backend', 'kv-cache-memory', 'kv-cache-dtype', 'max-num-seqs'] as const).filter((f) => v[f] !== undefined);
+    if (engineFlags.length && !v['guard-model']) {
+      throw new UsageError(`${engineFlags.map((f) => `--${f}`).join(', ')} configure${engineFlags.length > 1 ? '' : 's'} floe's in-process engine, which --endpoint does not use (with --guard-model they apply to the guard)`);
+    }
     if (method === 'magpie' && !v.model) throw new UsageError('--method magpie with --endpoint needs --model DIR (or a GGUF) for the chat template whose open user header starts each unit');
   } else {
     const given = (['api-key', 'endpoint-model'] as const).filter((f) => v[f] !== undefined);

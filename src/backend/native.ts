@@ -71,7 +71,17 @@ interface NativeTrainAddon {
     stepSize: number, sbc2: number): void;
 }
 
+/** FLOE_TRAIN_FUSED=0: the trainer's LoRA factor products and AdamW take their composite / TypeScript paths (A/B). */
+const TRAIN_FUSED = process.env.FLOE_TRAIN_FUSED !== '0';
+
 function makeBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
+  const be = makeFullBackend(a);
+  if (TRAIN_FUSED) return be;
+  const { loraForward: _f, loraBackward: _b, adamwUpdate: _u, ...rest } = be;
+  return rest;
+}
+
+function makeFullBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
   return {
     name: 'native',
 

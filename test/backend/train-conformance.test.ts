@@ -2,6 +2,7 @@
 // depend on the thread count.
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import type { AttentionShape, TrainBackend } from '../../src/backend/backend.js';
 import { referenceBackend as ref } from '../../src/backend/reference.js';
@@ -213,5 +214,22 @@ describe('native training kernels: bitwise independent of the thread count', () 
       const names = [...lora(16), ...lora(40), 'matmulBackwardInput', 'matmulBackwardWeight', 'attentionDense out', 'attentionDense lse', 'dq', 'dk', 'dv', 'crossEntropy dlogits', 'crossEntropy loss', 'rmsnorm dx', 'rmsnorm dg'];
       for (let i = 0; i < one.length; i++) assert.deepEqual(three[i], one[i], `${names[i]} differs between 1 and 3 threads`);
     });
+  });
+});
+
+describe('FLOE_TRAIN_FUSED=0 (A/B)', () => {
+  it('drops the fused LoRA kernels and native AdamW from the native backend, so the trainer takes its other paths', { skip: loadNativeBackend() ? false : 'native addon not built' }, () => {
+    const probe = "const m = await import('./src/backend/native.ts'); const b = m.loadNativeBackend();" +
+      " console.log(JSON.stringify([typeof b.loraForward, typeof b.loraBackward, typeof b.adamwUpdate, typeof b.matmul]));";
+    const run = (fused: string | undefined): string[] => {
+      const env = { ...process.env };
+      if (fused === undefined) delete env.FLOE_TRAIN_FUSED;
+      else env.FLOE_TRAIN_FUSED = fused;
+      const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe], { env, encoding: 'utf8', cwd: new URL('../..', import.meta.url).pathname });
+      assert.equal(r.status, 0, r.stderr);
+      return JSON.parse(r.stdout.trim().split('\n').pop()!) as string[];
+    };
+    assert.deepEqual(run(undefined), ['function', 'function', 'function', 'function']);
+    assert.deepEqual(run('0'), ['undefined', 'undefined', 'undefined', 'function']);
   });
 });

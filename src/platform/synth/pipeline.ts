@@ -70,9 +70,17 @@ export interface SynthSummary {
 const PROGRESS = '.synth-progress';
 const LOCK = '.synth-lock';
 
-/** Take OUT.synth-lock (linked into place whole, holding this pid); a lock whose process is gone (killed) is taken over. */
+/** The locks this process holds (absolute paths): a lock with this pid that is not among them is a dead run's. */
+const heldLocks = new Set<string>();
+
+/**
+ * Take OUT.synth-lock (linked into place whole, holding this pid); a lock whose process is gone (killed) is taken over,
+ * as is one holding this process's own pid that this process does not hold (a restarted container runs floe as the
+ * same pid, often 1, as the run it killed).
+ */
 function lockOut(out: string): () => void {
   const lock = out + LOCK;
+  const key = resolve(lock);
   const alive = (pid: number) => {
     try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
   };
@@ -89,13 +97,15 @@ function lockOut(out: string): () => void {
           writeSync(fd, `${process.pid}\n`);
           closeSync(fd);
         }
-        return () => rmSync(lock, { force: true });
+        heldLocks.add(key);
+        return () => { heldLocks.delete(key); rmSync(lock, { force: true }); };
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       }
       let pid = NaN;
       try { pid = Number.parseInt(readFileSync(lock, 'utf8'), 10); } catch { /* removed meanwhile: try again */ }
-      if (attempt < 2 && !(pid > 0 && alive(pid))) { rmSync(lock, { force: true }); continue; } // left by a killed run
+      const held = pid > 0 && (pid === process.pid ? heldLocks.has(key) : alive(pid));
+      if (attempt < 2 && !held) { rmSync(lock, { force: true }); continue; } // left by a killed run
       throw new Error(`${out} is being written by another floe synth run (pid ${Number.isNaN(pid) ? '?' : pid}, ${lock}); ` +
         'wait for it to finish or give another --out (if no such run is going on, delete the lock file)');
     }

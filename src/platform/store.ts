@@ -245,10 +245,16 @@ export class Store {
     return this.db.prepare('SELECT * FROM ft_jobs WHERE id = ?').get(id) as JobRow | undefined;
   }
 
-  /** Jobs newest first after the job `after` (cursor), at most `limit`. */
-  listJobs(after: string | null, limit: number): JobRow[] {
+  /**
+   * Jobs newest first after the job `after` (cursor), at most `limit`; with `metadata` only the jobs whose metadata
+   * holds every given key with that value (OpenAI's metadata[k]=v filter), with null only the jobs without metadata.
+   */
+  listJobs(after: string | null, limit: number, metadata?: Readonly<Record<string, string>> | null): JobRow[] {
     const cursor = this.cursor('SELECT seq FROM ft_jobs WHERE id = ?', after, 'fine-tuning job');
-    return this.db.prepare('SELECT * FROM ft_jobs WHERE (? IS NULL OR seq < ?) ORDER BY seq DESC LIMIT ?').all(cursor, cursor, limit) as JobRow[];
+    const pairs = metadata ? Object.entries(metadata) : [];
+    const where = metadata === null ? ' AND metadata IS NULL'
+      : pairs.map(() => " AND EXISTS (SELECT 1 FROM json_each(ft_jobs.metadata) WHERE key = ? AND type = 'text' AND value = ?)").join('');
+    return this.db.prepare(`SELECT * FROM ft_jobs WHERE (? IS NULL OR seq < ?)${where} ORDER BY seq DESC LIMIT ?`).all(cursor, cursor, ...pairs.flat(), limit) as JobRow[];
   }
 
   /** Jobs of the given statuses, oldest first. */

@@ -109,10 +109,11 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): FtRo
       const s = service();
       return s.object(s.create(body as Record<string, unknown>));
     });
-    sub.get<{ Querystring: { after?: string; limit?: string } }>('/v1/fine_tuning/jobs', async (req) => {
+    sub.get<{ Querystring: Record<string, string | string[] | undefined> }>('/v1/fine_tuning/jobs', async (req) => {
       const s = service();
-      const limit = limitOf(req.query);
-      const rows = s.store.listJobs(req.query.after ?? null, limit + 1);
+      const q = req.query as { after?: string; limit?: string };
+      const limit = limitOf(q);
+      const rows = s.store.listJobs(q.after ?? null, limit + 1, metadataFilter(req.query));
       return { object: 'list', data: rows.slice(0, limit).map((j) => s.object(j)), has_more: rows.length > limit };
     });
     sub.get<{ Params: { id: string } }>('/v1/fine_tuning/jobs/:id', async (req) => service().object(service().get(req.params.id)));
@@ -134,4 +135,25 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): FtRo
     });
   });
   return { service, restore, serveCheckpoint };
+}
+
+/**
+ * OpenAI's job-list filter: `metadata[k]=v` (each pair must match) or `metadata=null` (jobs without metadata);
+ * undefined when the query has none. Anything else spelled `metadata…` is a 400, never ignored.
+ */
+export function metadataFilter(query: Record<string, string | string[] | undefined>): Record<string, string> | null | undefined {
+  let none = false;
+  const pairs: Record<string, string> = {};
+  for (const [key, v] of Object.entries(query)) {
+    if (!key.startsWith('metadata')) continue;
+    const k = key.slice(0, 100);
+    if (typeof v !== 'string') throw new JobApiError(400, `${k} is given more than once; give it one value`, k, 'invalid_value');
+    if (key === 'metadata' && (v === 'null' || v === '')) { none = true; continue; } // the openai client sends metadata: null as 'metadata='
+    const m = /^metadata\[([^\]]+)\]$/.exec(key);
+    if (!m) throw new JobApiError(400, `unknown query parameter '${k}': filter jobs by metadata with metadata[KEY]=VALUE, or metadata=null for jobs without metadata`, k, 'invalid_value');
+    pairs[m[1]!] = v;
+  }
+  const given = Object.keys(pairs).length > 0;
+  if (none && given) throw new JobApiError(400, 'metadata=null (jobs without metadata) cannot be combined with metadata[KEY]=VALUE', 'metadata', 'invalid_value');
+  return none ? null : given ? pairs : undefined;
 }

@@ -5,9 +5,9 @@
 
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { setPriority } from 'node:os';
-import { extname, join } from 'node:path';
+import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultLoraAlpha, LORA_TARGETS, parseLoraTargets, type LoraTarget } from '../../model/lora.js';
 import { DEFAULT_MAX_LORA_RANK } from '../../engine/adapters.js';
@@ -114,6 +114,8 @@ export class JobService {
   jobDir(id: string): string { return join(this.store.dataDir, 'jobs', id); }
   runDir(id: string): string { return join(this.jobDir(id), 'run'); }
   adapterDir(id: string): string { return join(this.jobDir(id), 'adapter'); }
+  /** The job's own link (or copy) of its training / validation file, made when the file is validated. */
+  inputPath(id: string, param: 'training_file' | 'validation_file'): string { return join(this.jobDir(id), `${param}.jsonl`); }
 
   /** Pick up what a previous process left: stale trainers are killed, running jobs resume, files are re-validated. */
   async start(): Promise<void> {
@@ -202,6 +204,7 @@ export class JobService {
       c.proc.kill('SIGKILL');
       await c.exited;
     }
+    this.dropInputs(id);
     return this.get(id);
   }
 
@@ -283,6 +286,12 @@ export class JobService {
       this.store.updateJob(id, { status: 'failed', finished_at: now(), child_pid: null, error: JSON.stringify({ code, message, param }) });
       this.event(id, `Job failed: ${message}`, { level: 'error' });
     });
+    this.dropInputs(id);
+  }
+
+  /** A job that ended keeps no copy of its files (a deleted upload's bytes leave the disk with its job's end). */
+  private dropInputs(id: string): void {
+    for (const param of ['training_file', 'validation_file'] as const) rmSync(this.inputPath(id, param), { force: true });
   }
 
   /** Check the files again (they may have been deleted since the upload), then queue the job. */
@@ -295,10 +304,14 @@ export class JobService {
         if (fid === null) continue;
         try {
           if (!this.store.getFile(fid)) throw new Error(`the file ${fid} was deleted`);
-          const n = parseFineTuneInput(readFileSync(this.store.filePath(fid), 'utf8'));
+          // the job trains on what it validated: a later DELETE /v1/files (OpenAI allows it) or a resume after a
+          // restart reads the job's own link to these bytes, never a file that is gone
+          const own = keepInput(this.store.filePath(fid), this.inputPath(id, param));
+          const n = parseFineTuneInput(readFileSync(own, 'utf8'));
           if (param === 'training_file') examples = n;
         } catch (e) {
-          return this.fail(id, param === 'training_file' ? 'invalid_training_file' : 'invalid_validation_file', `${fid}: ${(e as Error).message}`, param);
+          const gone = (e as NodeJS.ErrnoException).code === 'ENOENT' ? new Error(`the file ${fid} was deleted`) : e as Error;
+          return this.fail(id, param === 'training_file' ? 'invalid_training_file' : 'invalid_validation_file', `${fid}: ${gone.message}`, param);
         }
       }
       if (examples === 0) return this.fail(id, 'invalid_training_file', `${j.training_file}: the training file has no examples`, 'training_file');
@@ -343,8 +356,8 @@ export class JobService {
     mkdirSync(run, { recursive: true });
     const last = listCheckpoints(run).at(-1);
     const options: ChildOptions = {
-      model: this.opts.modelPath, data: this.store.filePath(j.training_file), out: run,
-      eval: j.validation_file === null ? undefined : this.store.filePath(j.validation_file),
+      model: this.opts.modelPath, data: this.input(j, 'training_file')!, out: run,
+      eval: this.input(j, 'validation_file'),
       evalSteps: j.validation_file === null ? undefined : f.eval_steps ?? f.save_steps,
       lora: { rank: f.lora_rank, alpha: f.lora_alpha, targets: [...f.lora_targets], dropout: f.lora_dropout },
       ...(f.max_steps === null ? { epochs: hp.n_epochs } : { maxSteps: f.max_steps }),
@@ -374,6 +387,24 @@ export class JobService {
       else this.event(j.id, 'Restarting from step 0 after a restart (no checkpoint was complete)', { level: 'warn', data: { resumed_from_step: 0 } });
     });
     proc.send({ type: 'start', options } satisfies ToChild);
+  }
+
+  /** What the trainer reads for a job's file: its own link (a job validated before these links: the upload). */
+  private input(j: JobRow, param: 'training_file' | 'validation_file'): string | undefined {
+    const fid = j[param];
+    if (fid === null) return undefined;
+    const own = this.inputPath(j.id, param);
+    return existsSync(own) ? own : this.store.filePath(fid);
+  }
+
+  /** A trainer message with the job's file ids where it names the paths the trainer read (the user knows the ids). */
+  private withFileIds(j: JobRow, message: string): string {
+    for (const param of ['training_file', 'validation_file'] as const) {
+      const fid = j[param];
+      if (fid === null) continue;
+      message = message.replaceAll(this.inputPath(j.id, param), `${param} ${fid}`).replaceAll(this.store.filePath(fid), `${param} ${fid}`);
+    }
+    return message;
   }
 
   private onMessage(c: Current, m: FromChild): void {
@@ -416,7 +447,7 @@ export class JobService {
     if (!j || j.status !== 'running') return;
     if (code !== 0 || c.summary === null) {
       const why = c.error ?? `the trainer exited with ${signal ? `signal ${signal}` : `code ${code}`}${c.stderr.trim() ? `: ${c.stderr.trim().split('\n').slice(-3).join(' | ')}` : ''}`;
-      return this.fail(c.id, 'training_failed', why);
+      return this.fail(c.id, 'training_failed', this.withFileIds(j, why));
     }
     this.finishing = c.id;
     try {
@@ -439,6 +470,7 @@ export class JobService {
         this.event(c.id, `New fine-tuned model created: ${name}`, { data: { fine_tuned_model: name, steps: c.summary!.steps, start_step: c.summary!.startStep } });
         this.event(c.id, 'The job has successfully completed');
       });
+      this.dropInputs(c.id);
     } catch (e) {
       this.fail(c.id, 'internal_error', (e as Error).message);
     } finally {
@@ -511,6 +543,23 @@ function childExecArgv(): string[] {
   const args = process.execArgv.filter((a) => !a.startsWith('--test'));
   if (extname(fileURLToPath(import.meta.url)) === '.ts' && !args.some((a) => a.includes('tsx'))) args.unshift('--import', import.meta.resolve('tsx'));
   return args;
+}
+
+/**
+ * Give `dst` the bytes of `src`: a hard link (same data dir, no copy), else a copy renamed into place whole. An
+ * earlier link (validation redone after a restart) is replaced.
+ */
+function keepInput(src: string, dst: string): string {
+  mkdirSync(dirname(dst), { recursive: true });
+  rmSync(dst, { force: true });
+  try {
+    linkSync(src, dst);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw e;
+    copyFileSync(src, `${dst}.tmp`);
+    renameSync(`${dst}.tmp`, dst);
+  }
+  return dst;
 }
 
 /** A trainer a killed server left behind (its IPC parent gone) is stopped before the job resumes in a new one. */

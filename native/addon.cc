@@ -34,8 +34,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   auto x = f32(info, 1, op, "x");
   Weight w = weight(info, 2, op);
   int64_t M = integer(info, 9, op, "M");
-  need_len(env, op, "x (M=" + std::to_string(M) + ", C=" + std::to_string(w.C) + ")", x.n, M * w.C);
-  need_len(env, op, "y (M=" + std::to_string(M) + ", N=" + std::to_string(w.N) + ")", y.n, M * w.N);
+  need_len(env, op, "x (M=" + std::to_string(M) + ", C=" + std::to_string(w.C) + ")", x.n, prod(env, op, {M, w.C}));
+  need_len(env, op, "y (M=" + std::to_string(M) + ", N=" + std::to_string(w.N) + ")", y.n, prod(env, op, {M, w.N}));
   const Kernels& k = kernels();
   count(op, weight_name(w.dtype), k.name);
   if (M <= 0 || w.N <= 0) return env.Undefined();
@@ -70,8 +70,8 @@ Napi::Value LoraSegmented(const Napi::CallbackInfo& info) {
   for (int64_t g = 0; g < G; g++)
     if (starts.p[g + 1] < starts.p[g]) fail(env, op, "segStart must not decrease: segStart[" + str(g + 1) + "] = " + str(starts.p[g + 1]) + " < " + str(starts.p[g]));
   const int64_t T = starts.p[G];
-  need_len(env, op, "x (T=" + str(T) + ", C=" + str(C) + ")", x.n, T * C);
-  need_len(env, op, "y (T=" + str(T) + ", N=" + str(N) + ")", y.n, T * N);
+  need_len(env, op, "x (T=" + str(T) + ", C=" + str(C) + ")", x.n, prod(env, op, {T, C}));
+  need_len(env, op, "y (T=" + str(T) + ", N=" + str(N) + ")", y.n, prod(env, op, {T, N}));
   static thread_local std::vector<LoraSeg> segs;
   static thread_local std::vector<float> u;
   segs.clear();
@@ -87,7 +87,7 @@ Napi::Value LoraSegmented(const Napi::CallbackInfo& info) {
     const int64_t alen = int64_t(a.ElementLength());
     if (alen == 0 || alen % C != 0) fail(env, op, "a[" + str(g) + "] has " + str(alen) + " elements, expected r × C (C=" + str(C) + ")");
     const int64_t r = alen / C;
-    need_len(env, op, "bt[" + str(g) + "] (r=" + str(r) + ", N=" + str(N) + ")", int64_t(bt.ElementLength()), r * N);
+    need_len(env, op, "bt[" + str(g) + "] (r=" + str(r) + ", N=" + str(N) + ")", int64_t(bt.ElementLength()), prod(env, op, {r, N}));
     const int64_t M = starts.p[g + 1] - starts.p[g];
     if (M == 0) continue;
     segs.push_back(LoraSeg{starts.p[g], M, r, u_len, a.Data(), bt.Data(), scales.p[g]});
@@ -108,7 +108,7 @@ Napi::Value Embedding(const Napi::CallbackInfo& info) {
   auto out = f32(info, 0, op, "out");
   Weight w = weight(info, 1, op);
   auto ids = i32(info, 8, op, "ids");
-  need_len(env, op, "out (T=" + std::to_string(ids.n) + ", D=" + std::to_string(w.C) + ")", out.n, ids.n * w.C);
+  need_len(env, op, "out (T=" + std::to_string(ids.n) + ", D=" + std::to_string(w.C) + ")", out.n, prod(env, op, {ids.n, w.C}));
   for (int64_t t = 0; t < ids.n; t++)
     if (ids.p[t] < 0 || ids.p[t] >= w.N)
       fail(env, op, "token id " + std::to_string(ids.p[t]) + " at position " + std::to_string(t) + " is outside [0, " + std::to_string(w.N) + ")");
@@ -127,8 +127,8 @@ Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
   auto g = f32(info, 2, op, "g");
   int64_t M = integer(info, 3, op, "M");
   float eps = float(number(info, 4, op, "eps"));
-  need_len(env, op, "x (M=" + std::to_string(M) + ", D=" + std::to_string(g.n) + ")", x.n, M * g.n);
-  need_len(env, op, "y (M=" + std::to_string(M) + ", D=" + std::to_string(g.n) + ")", y.n, M * g.n);
+  need_len(env, op, "x (M=" + std::to_string(M) + ", D=" + std::to_string(g.n) + ")", x.n, prod(env, op, {M, g.n}));
+  need_len(env, op, "y (M=" + std::to_string(M) + ", D=" + std::to_string(g.n) + ")", y.n, prod(env, op, {M, g.n}));
   const Kernels& k = kernels();
   count(op, "", k.name);
   k.rmsnorm(y.p, x.p, g.p, M, g.n, eps);
@@ -145,7 +145,7 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   int64_t E = integer(info, 3, op, "headDim");
   auto inv = f32(info, 4, op, "invFreq");
   if (E % 2 != 0) fail(env, op, "headDim must be even, got " + std::to_string(E));
-  need_len(env, op, "x (T=" + std::to_string(pos.n) + ", heads=" + std::to_string(nh) + ", E=" + std::to_string(E) + ")", x.n, pos.n * nh * E);
+  need_len(env, op, "x (T=" + std::to_string(pos.n) + ", heads=" + std::to_string(nh) + ", E=" + std::to_string(E) + ")", x.n, prod(env, op, {pos.n, nh, E}));
   need_len(env, op, "invFreq (E/2)", inv.n, E / 2);
   const Kernels& k = kernels();
   count(op, "", k.name);
@@ -222,8 +222,8 @@ Napi::Value KvWrite(const Napi::CallbackInfo& info) {
   auto slots = i32(info, 9, op, "slots");
   kv_scales(info, 10, op, kv);
   int64_t KE = kv.K * kv.E, num_slots = kv.num_blocks * kv.L;
-  need_len(env, op, "k (T=" + std::to_string(slots.n) + ", K*E=" + std::to_string(KE) + ")", k.n, slots.n * KE);
-  need_len(env, op, "v (T=" + std::to_string(slots.n) + ", K*E=" + std::to_string(KE) + ")", v.n, slots.n * KE);
+  need_len(env, op, "k (T=" + std::to_string(slots.n) + ", K*E=" + std::to_string(KE) + ")", k.n, prod(env, op, {slots.n, KE}));
+  need_len(env, op, "v (T=" + std::to_string(slots.n) + ", K*E=" + std::to_string(KE) + ")", v.n, prod(env, op, {slots.n, KE}));
   for (int64_t t = 0; t < slots.n; t++)
     if (slots.p[t] < 0 || slots.p[t] >= num_slots)
       fail(env, op, "slot " + std::to_string(slots.p[t]) + " of token " + std::to_string(t) + " is outside [0, " + std::to_string(num_slots) + ")");
@@ -258,8 +258,8 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
     fail(env, op, "blockTables has " + std::to_string(bt.n) + " elements, expected at least S*maxBlocks = " + std::to_string(a.S * a.max_blocks));
   if (qs.p[0] < 0) fail(env, op, "qStart[0] is " + std::to_string(qs.p[0]) + ", expected >= 0");
   const int64_t Tq = qs.p[a.S];
-  need_len(env, op, "q (Tq=" + std::to_string(Tq) + ", H*E=" + std::to_string(HE) + ")", q.n, Tq * HE);
-  need_len(env, op, "out (Tq=" + std::to_string(Tq) + ", H*E=" + std::to_string(HE) + ")", out.n, Tq * HE);
+  need_len(env, op, "q (Tq=" + std::to_string(Tq) + ", H*E=" + std::to_string(HE) + ")", q.n, prod(env, op, {Tq, HE}));
+  need_len(env, op, "out (Tq=" + std::to_string(Tq) + ", H*E=" + std::to_string(HE) + ")", out.n, prod(env, op, {Tq, HE}));
   for (int64_t s = 0; s < a.S; s++) {
     int64_t qlen = int64_t(qs.p[s + 1]) - qs.p[s], c = ctx.p[s];
     if (qlen < 0 || qlen > c)

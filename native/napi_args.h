@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <napi.h>
+#include <initializer_list>
 #include <string>
 
 #include "common.h"
@@ -61,6 +62,15 @@ inline double number(const Napi::CallbackInfo& info, size_t i, const char* op, c
   Napi::Value v = info[i];
   if (!v.IsNumber()) type_fail(info.Env(), op, std::string(name) + " must be a number");
   return v.As<Napi::Number>().DoubleValue();
+}
+
+// The product of sizes for a length check; one past int64 fails the call (no array is that long), where a wrapped
+// product could match an empty array and send a kernel out of bounds.
+inline int64_t prod(Napi::Env env, const char* op, std::initializer_list<int64_t> dims) {
+  int64_t p = 1;
+  for (int64_t d : dims)
+    if (__builtin_mul_overflow(p, d, &p)) fail(env, op, "sizes overflow: a product of the dimensions passes 2^63");
+  return p;
 }
 
 inline void need_len(Napi::Env env, const char* op, const std::string& what, int64_t got, int64_t want) {

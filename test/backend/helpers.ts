@@ -908,9 +908,9 @@ export function assertRepackOnHugePages(t: TestContext, w: Tensor, repack: (w: T
 
 // ------------------------------------------------------------------------------- fused LoRA factor products
 
-/** [M, N, C, r]: rank vectors of 1-4 zmm with tails (r > 64: the portable loops), dy past one 512-column block, M = 0, N = 0. */
+/** [M, N, C, r]: the common r <= 16 with C past one 256-column block, rank vectors of 1-4 zmm with tails (r > 64: the portable loops), dy past one 512-column block, M = 0, N = 0. */
 const LORA_TRAIN_SHAPES: readonly [number, number, number, number][] = [
-  [1, 1, 1, 1], [9, 17, 130, 8], [33, 600, 40, 16], [20, 70, 300, 24], [12, 1100, 33, 40], [5, 64, 16, 64], [7, 30, 50, 72],
+  [1, 1, 1, 1], [9, 17, 130, 8], [10, 70, 600, 16], [33, 600, 40, 16], [20, 70, 300, 24], [12, 1100, 33, 40], [5, 64, 16, 64], [7, 30, 50, 72],
   [0, 5, 7, 4], [6, 0, 9, 4],
 ];
 

@@ -233,3 +233,19 @@ describe('FLOE_TRAIN_FUSED=0 (A/B)', () => {
     assert.deepEqual(run('0'), ['undefined', 'undefined', 'undefined', 'function']);
   });
 });
+
+describe('native size checks', () => {
+  // sizes whose product wraps past 2^63 to 0 once matched empty arrays, and the kernel then wrote out of bounds
+  it('a product of sizes past int64 is an error naming the overflow, not a crash', { skip: loadAddon() ? false : 'native addon not built' }, () => {
+    const probe = "const m = await import('./src/backend/native-addon.ts'); const a = m.loadAddon(); const e = new Float32Array(0); const big = 2 ** 32;" +
+      " const calls = { loraForward: () => a.loraForward(e, e, e, e, e, 1, big, big, big, big)," +
+      "   loraBackward: () => a.loraBackward(e, e, e, e, e, e, e, e, 1, big, big, big, big, true)," +
+      "   matmulBackwardWeight: () => a.matmulBackwardWeight(e, e, e, big, big, big) };" +
+      " for (const [k, f] of Object.entries(calls)) { try { f(); console.log(k + ': no error'); } catch (err) { console.log(k + ': ' + err.message); } }";
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe], { encoding: 'utf8', cwd: new URL('../..', import.meta.url).pathname });
+    assert.equal(r.status, 0, `the probe died (signal ${r.signal}): ${r.stderr}`);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 3, r.stdout);
+    for (const l of lines) assert.match(l, /: .*sizes overflow/, l);
+  });
+});

@@ -663,7 +663,12 @@ async function serveCmd(args: string[]): Promise<number> {
   const stop = new Promise<string>((resolve) => {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve(sig));
   });
-  const { startServer } = await import('../serve/server.js'); // after the flags: a usage error does not load the server
+  const { startServer, defaultModelName } = await import('../serve/server.js'); // after the flags: a usage error does not load the server
+  const { reservedAdapterName } = await import('../serve/lora-routes.js');
+  for (const m of loraModules) {
+    const reserved = reservedAdapterName(m.name, values['model-name'] ?? defaultModelName(modelPath));
+    if (reserved) throw new UsageError(`--lora-modules ${m.name}=${m.path}: ${reserved}`);
+  }
   const server = await startServer({
     model: modelPath, host: values.host, port, apiKey: values['api-key'] ?? null, modelName: values['model-name'],
     threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'), kvPrefault: !!values['kv-prefault'], swapSpace,

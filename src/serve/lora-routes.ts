@@ -5,6 +5,7 @@ import { realpathSync, statSync } from 'node:fs';
 import { isAbsolute, relative, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { EngineRequestError, type EngineClient } from '../engine/protocol.js';
+import { jobModelPrefix } from '../platform/jobs/service.js';
 import { ApiError, invalid } from './errors.js';
 
 export interface LoraRouteOptions {
@@ -26,6 +27,17 @@ export function resolveAdapterPath(root: string, p: string): string {
   return real;
 }
 
+/**
+ * Why `name` cannot be an adapter's served name beside the base `base`, or null: the base's own name (requests naming
+ * it get the base, so the adapter would be unreachable), or a name in the fine-tuning jobs' namespace (an adapter
+ * there would replace a job's model or checkpoint under the job's name, until the next start served the job's again).
+ */
+export function reservedAdapterName(name: string, base: string): string | null {
+  if (name === base) return `'${name}' is the base model's name; choose another adapter name`;
+  if (name.startsWith(jobModelPrefix(base))) return `'${name.slice(0, 300)}' is in the fine-tuning jobs' namespace (${jobModelPrefix(base)}…, their models and checkpoints, served from the job's own files); choose another adapter name`;
+  return null;
+}
+
 function field(body: unknown, name: string): string {
   const v = body !== null && typeof body === 'object' ? (body as Record<string, unknown>)[name] : undefined;
   if (typeof v !== 'string' || v.length === 0) throw invalid(name, `'${name}' must be a non-empty string`, 'invalid_type');
@@ -45,7 +57,8 @@ export function registerLoraRoutes(app: FastifyInstance, o: LoraRouteOptions): v
     const engine = gate();
     const name = field(req.body, 'lora_name');
     const path = field(req.body, 'lora_path');
-    if (name === o.baseName) throw invalid('lora_name', `'${name}' is the base model's name; choose another adapter name`);
+    const reserved = reservedAdapterName(name, o.baseName);
+    if (reserved) throw invalid('lora_name', reserved);
     if (o.root === null) throw new ApiError(500, 'no --lora-root is set, so no adapter path is allowed', null, 'lora_root_missing');
     const dir = resolveAdapterPath(o.root, path);
     let a: Awaited<ReturnType<NonNullable<EngineClient['loadAdapter']>>>;
@@ -62,6 +75,7 @@ export function registerLoraRoutes(app: FastifyInstance, o: LoraRouteOptions): v
   app.post('/v1/unload_lora_adapter', async (req) => {
     const engine = gate();
     const name = field(req.body, 'lora_name');
+    if (name.startsWith(jobModelPrefix(o.baseName))) throw invalid('lora_name', `'${name.slice(0, 300)}' is a fine-tuning job's model or checkpoint: it is served while its job is in the data dir, not unloaded by name`);
     await engine.unloadAdapter!(name);
     return { object: 'lora_adapter', id: name, deleted: true };
   });

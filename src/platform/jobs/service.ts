@@ -87,7 +87,11 @@ const hex = (): string => randomUUID().replaceAll('-', '');
 
 /** OpenAI's name for a fine-tuned model: ft:<base>:<org>:<suffix>:<job id>. */
 export function fineTunedName(base: string, suffix: string | null, jobId: string): string {
-  return `ft:${base}:floe:${suffix ?? ''}:${jobId}`;
+  return `${jobModelPrefix(base)}${suffix ?? ''}:${jobId}`;
+}
+/** How the names of `base`'s fine-tuned models and their checkpoints begin: the jobs' namespace, no other adapter's. */
+export function jobModelPrefix(base: string): string {
+  return `ft:${base}:floe:`;
 }
 
 interface Current {

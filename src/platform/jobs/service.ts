@@ -79,6 +79,8 @@ export function autoHyperparameters(examples: number, asked: RequestedHyperparam
 export function epochsOfSteps(maxSteps: number, examples: number, batchSize: number): number {
   return Number((maxSteps / Math.ceil(examples / batchSize)).toPrecision(3));
 }
+/** What POST /v1/fine_tuning/jobs takes (OpenAI's parameters, and floe's trainer options in `floe`). */
+const JOB_KEYS = ['model', 'training_file', 'validation_file', 'hyperparameters', 'method', 'suffix', 'seed', 'metadata', 'integrations', 'floe'] as const;
 const FLOE_KEYS = ['lora_rank', 'lora_alpha', 'lora_targets', 'lora_dropout', 'max_steps', 'save_steps', 'eval_steps', 'max_seq_len', 'warmup_steps'] as const;
 const TERMINAL: readonly JobStatus[] = ['succeeded', 'failed', 'cancelled'];
 
@@ -152,6 +154,14 @@ export class JobService {
       if (f.purpose !== 'fine-tune') throw new JobApiError(400, `file '${v}' has purpose '${f.purpose}'; ${param} needs purpose 'fine-tune'`, param, 'invalid_value');
       return v;
     };
+    // a misspelt parameter (validaton_file) would otherwise train without what it asked for, as OpenAI refuses it
+    for (const k of Object.keys(body)) {
+      if (!(JOB_KEYS as readonly string[]).includes(k)) throw new JobApiError(400, `unknown parameter '${k.slice(0, 100)}'; a fine-tuning job takes ${JOB_KEYS.join(', ')}`, k.slice(0, 100), 'unknown_parameter');
+    }
+    const integrations = body.integrations ?? [];
+    if (!Array.isArray(integrations) || integrations.length > 0) {
+      throw new JobApiError(400, `floe sends a job's metrics to no integration (such as wandb): give integrations as [] or leave it out; the job's events and result file hold its metrics, got ${JSON.stringify(integrations).slice(0, 200)}`, 'integrations', 'invalid_value');
+    }
     if (typeof body.model !== 'string') throw new JobApiError(400, `model must be a string, got ${JSON.stringify(body.model)}`, 'model', 'invalid_value');
     if (body.model !== this.opts.baseModel) {
       throw new JobApiError(404, `the model '${body.model.slice(0, 200)}' does not exist or cannot be fine-tuned here; this server fine-tunes '${this.opts.baseModel}'`, 'model', 'model_not_found');
@@ -487,6 +497,9 @@ function hyperparameters(body: Record<string, unknown>): RequestedHyperparameter
   const method = body.method as { type?: unknown; supervised?: { hyperparameters?: unknown } } | undefined;
   if (method !== undefined && (typeof method !== 'object' || method === null || method.type !== 'supervised')) {
     throw new JobApiError(400, `method.type must be 'supervised' (the only method floe trains), got ${JSON.stringify((method as { type?: unknown } | null)?.type)}`, 'method', 'invalid_value');
+  }
+  if (body.hyperparameters != null && method?.supervised?.hyperparameters != null) {
+    throw new JobApiError(400, 'give hyperparameters once: at the top level or in method.supervised.hyperparameters, not both', 'hyperparameters', 'invalid_value');
   }
   const raw = body.hyperparameters ?? method?.supervised?.hyperparameters ?? {};
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new JobApiError(400, 'hyperparameters must be an object', 'hyperparameters', 'invalid_value');

@@ -1,0 +1,48 @@
+// POST /v1/fine_tuning/jobs refuses what it would not honour, as OpenAI refuses an unrecognized argument: a misspelt
+// parameter (validaton_file), a non-empty `integrations` (floe sends metrics to no wandb), and hyperparameters given
+// both at the top level and in method.supervised. Before, each was accepted and silently dropped: the job trained
+// without its validation file, without the integration, or with the top-level values only. No job is created.
+// `floe serve` on the built-in model, the official openai client.
+
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import OpenAI, { toFile } from 'openai';
+import { startFloeServe } from './serve/floe-process.js';
+
+const BUILT = fileURLToPath(new URL('../dist/src/platform/jobs/child.js', import.meta.url));
+const procs: ChildProcess[] = [];
+after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
+
+test('unknown parameters, integrations and hyperparameters given twice are a 400 naming the parameter; the documented ones still create a job', { timeout: 120_000 }, async () => {
+  const floe = await startFloeServe(mkdtempSync(join(tmpdir(), 'floe-ftparams-')), { built: BUILT, procs, args: ['--jobs-threads', '1'] });
+  const c = new OpenAI({ baseURL: floe.url + '/v1', apiKey: 'unused', maxRetries: 0 });
+  const line = JSON.stringify({ messages: [{ role: 'user', content: 'the river' }, { role: 'assistant', content: 'was long' }] });
+  const train = await c.files.create({ file: await toFile(Buffer.from(`${line}\n${line}\n`), 'train.jsonl'), purpose: 'fine-tune' });
+  const base = { model: 'floe-brown', training_file: train.id, floe: { max_steps: 1, lora_rank: 2 } };
+  const create = (extra: Record<string, unknown>) => c.fineTuning.jobs.create({ ...base, ...extra } as unknown as OpenAI.FineTuning.Jobs.JobCreateParams);
+  const refused = async (extra: Record<string, unknown>, param: string, re: RegExp) => {
+    await assert.rejects(create(extra), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === param && re.test(e.message), JSON.stringify(extra));
+  };
+  await refused({ validaton_file: train.id }, 'validaton_file', /unknown parameter 'validaton_file'; a fine-tuning job takes model, training_file, validation_file/);
+  await refused({ learning_rate: 0.1 }, 'learning_rate', /unknown parameter 'learning_rate'/);
+  await refused({ integrations: [{ type: 'wandb', wandb: { project: 'p' } }] }, 'integrations', /no integration/);
+  await refused({ integrations: 'wandb' }, 'integrations', /no integration/);
+  await refused({ hyperparameters: { batch_size: 2 }, method: { type: 'supervised', supervised: { hyperparameters: { batch_size: 1 } } } }, 'hyperparameters', /not both/);
+  assert.deepEqual((await c.fineTuning.jobs.list()).data, [], 'no job was created');
+
+  // every documented parameter together (integrations empty, hyperparameters in one place) makes a job
+  const job = await create({
+    validation_file: train.id, suffix: 'ok', seed: 3, metadata: { a: 'b' }, integrations: [],
+    method: { type: 'supervised', supervised: { hyperparameters: { batch_size: 2, learning_rate_multiplier: 2 } } },
+  });
+  assert.equal(job.validation_file, train.id);
+  assert.deepEqual(job.hyperparameters, { n_epochs: 'auto', batch_size: 2, learning_rate_multiplier: 2 });
+  await c.fineTuning.jobs.cancel(job.id).catch(() => {}); // cleanup: a tiny job may have ended already
+  floe.proc.kill('SIGTERM');
+  await floe.exit;
+});

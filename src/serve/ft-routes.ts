@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { EngineClient } from '../engine/protocol.js';
+import { EngineRequestError, type EngineClient } from '../engine/protocol.js';
 import { JobApiError, JobService } from '../platform/jobs/service.js';
 import { UnknownCursorError, type Store } from '../platform/store.js';
 import { ApiError } from './errors.js';
@@ -118,6 +118,28 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): FtRo
     });
     sub.get<{ Params: { id: string } }>('/v1/fine_tuning/jobs/:id', async (req) => service().object(service().get(req.params.id)));
     sub.post<{ Params: { id: string } }>('/v1/fine_tuning/jobs/:id/cancel', async (req) => service().object(await service().cancel(req.params.id)));
+    // OpenAI's DELETE /v1/models/{model}: a fine-tuned model of a job; the base and the LoRA adapters are not deleted here
+    sub.delete<{ Params: { id: string } }>('/v1/models/:id', async (req) => {
+      const name = req.params.id;
+      const s = service();
+      const j = s.jobOfModel(name);
+      if (j && !s.modelDeleted(j)) {
+        await s.deleteModel(j, async (n) => {
+          const e = o.engine();
+          try {
+            await e?.unloadAdapter?.(n);
+          } catch (err) {
+            if (!(err instanceof EngineRequestError && err.status === 404)) throw err; // not served (it failed to load at start)
+          }
+        });
+        return { id: name, object: 'model', deleted: true };
+      }
+      if (j) throw new JobApiError(404, `the model '${name.slice(0, 200)}' was deleted`, 'model', 'model_not_found');
+      if (name === o.baseModel || o.engine()?.adapters?.().some((a) => a.name === name)) {
+        throw new JobApiError(400, `'${name.slice(0, 200)}' is not the fine-tuned model of a job: DELETE /v1/models deletes only those (a LoRA adapter is unloaded with POST /v1/unload_lora_adapter)`, 'model', 'invalid_value');
+      }
+      throw new JobApiError(404, `the model '${name.slice(0, 200)}' does not exist`, 'model', 'model_not_found');
+    });
     sub.get<Page>('/v1/fine_tuning/jobs/:id/events', async (req) => {
       const s = service();
       const j = s.get(req.params.id);

@@ -75,7 +75,7 @@ export function registerLoraRoutes(app: FastifyInstance, o: LoraRouteOptions): v
   app.post('/v1/unload_lora_adapter', async (req) => {
     const engine = gate();
     const name = field(req.body, 'lora_name');
-    if (name.startsWith(jobModelPrefix(o.baseName))) throw invalid('lora_name', `'${name.slice(0, 300)}' is a fine-tuning job's model or checkpoint: it is served while its job is in the data dir, not unloaded by name`);
+    if (name.startsWith(jobModelPrefix(o.baseName))) throw invalid('lora_name', `'${name.slice(0, 300)}' is a fine-tuning job's model or checkpoint: it is served while its job is in the data dir (delete a job's model with DELETE /v1/models/{model})`);
     await engine.unloadAdapter!(name);
     return { object: 'lora_adapter', id: name, deleted: true };
   });

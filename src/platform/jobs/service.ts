@@ -134,6 +134,8 @@ export class JobService {
   async registerAll(register = this.opts.register): Promise<void> {
     for (const j of this.store.jobsWith(['succeeded'])) {
       if (!j.fine_tuned_model || j.model !== this.opts.baseModel) continue; // another base's adapter (the data dir outlived a --model change)
+      rmSync(this.deletedDir(j.id), { recursive: true, force: true }); // a DELETE that stopped before its cleanup
+      if (this.modelDeleted(j)) continue;
       try {
         await register?.(j.fine_tuned_model, this.adapterDir(j.id));
       } catch (e) {
@@ -141,6 +143,34 @@ export class JobService {
       }
     }
   }
+
+  /** The succeeded job of this base whose fine-tuned model is `name` (deleted or not), else undefined. */
+  jobOfModel(name: string): JobRow | undefined {
+    const m = /:(ftjob-[0-9a-f]+)$/.exec(name);
+    const j = m ? this.store.getJob(m[1]!) : undefined;
+    return j && j.status === 'succeeded' && j.model === this.opts.baseModel && j.fine_tuned_model === name ? j : undefined;
+  }
+
+  /** A succeeded job's model was deleted (DELETE /v1/models/{model}): its adapter directory is gone. */
+  modelDeleted(j: JobRow): boolean {
+    return !existsSync(this.adapterDir(j.id));
+  }
+
+  /**
+   * Delete a succeeded job's fine-tuned model: its adapter leaves the data dir, so no later start serves it
+   * (`unload` stops serving it now). The job, its events, checkpoints and result file stay, as OpenAI keeps them.
+   */
+  async deleteModel(j: JobRow, unload: (name: string) => Promise<void>): Promise<void> {
+    renameSync(this.adapterDir(j.id), this.deletedDir(j.id)); // the one step that deletes it, whatever stops after
+    this.event(j.id, `Fine-tuned model deleted: ${j.fine_tuned_model}`);
+    try {
+      await unload(j.fine_tuned_model!);
+    } finally {
+      rmSync(this.deletedDir(j.id), { recursive: true, force: true });
+    }
+  }
+
+  private deletedDir(id: string): string { return join(this.jobDir(id), 'adapter.deleted'); }
 
   create(body: Record<string, unknown>): JobRow {
     const file = (param: string, v: unknown, required: boolean): string | null => {

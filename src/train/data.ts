@@ -70,6 +70,12 @@ function toExample(v: unknown, file: string, line: number): Example {
       if (msg === null || typeof msg !== 'object' || typeof (msg as ChatMessage).role !== 'string') throw new Error(`${at}: messages[${j}] must be an object with a string "role"`);
       const calls = (msg as ChatMessage).tool_calls;
       const c = (msg as ChatMessage).content;
+      // OpenAI's per-turn weight: 0 leaves an assistant turn out of the loss (still context), 1 (the default) trains on it
+      const w = (msg as ChatMessage).weight;
+      if (w !== undefined) {
+        if ((msg as ChatMessage).role !== 'assistant') throw new Error(`${at}: messages[${j}].weight is read on assistant messages only (role '${(msg as ChatMessage).role}')`);
+        if (w !== 0 && w !== 1) throw new Error(`${at}: messages[${j}].weight must be 0 (leave the turn out of the loss) or 1, got ${JSON.stringify(w)}`);
+      }
       if (Array.isArray(calls) && calls.length > 0 && (c === null || c === undefined)) return { ...(msg as ChatMessage), content: '', tool_calls: templateToolCalls(calls, `${at}: messages[${j}].tool_calls`) };
       if (typeof c !== 'string') throw new Error(`${at}: messages[${j}].content must be a string, got ${c === null ? 'null' : typeof c}`);
       return Array.isArray(calls) ? { ...(msg as ChatMessage), tool_calls: templateToolCalls(calls, `${at}: messages[${j}].tool_calls`) } : msg as ChatMessage;
@@ -138,7 +144,7 @@ export function encodeExample(ex: Example, tok: SampleEncoder, template: ChatTem
           throw new Error(`${at}: the chat template does not render messages[0..${k}] as a prefix of the whole conversation, so assistant tokens cannot be located (use --train-on-prompt)`);
         }
         piece(g.length, all ? 1 : 0);
-        piece(e.length, 1);
+        piece(e.length, msg.weight === 0 && !all ? 0 : 1);
       });
       piece(full.length, all ? 1 : 0);
       break;

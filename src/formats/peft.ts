@@ -147,6 +147,8 @@ export function readPeftFiles(dir: string, cfg: LlamaConfig): PeftAdapter {
   const st = readSafetensorsSync(weightsPath);
   const layers: Partial<Record<LoraTarget, PeftLinear>>[] = Array.from({ length: cfg.numLayers }, () => ({}));
   const pending = new Map<string, { a?: Float32Array; b?: Float32Array; layer: number; t: LoraTarget }>();
+  // what a factor shaped for another model says (the model's side of it, not r, differs)
+  const otherBase = `: an adapter of another base model${typeof j.base_model_name_or_path === 'string' ? ` (${JSON.stringify(j.base_model_name_or_path.slice(0, 200))} in adapter_config.json)` : ''}, not of this one`;
   // a causal LM's keys (base_model.model.model.layers) or an AutoModel's (base_model.model.layers: FEATURE_EXTRACTION)
   const re = /^base_model\.model\.(?:model\.)?layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)\.lora_([AB])(?:\.default)?\.weight$/;
   for (const [name, t] of st.tensors) {
@@ -154,11 +156,14 @@ export function readPeftFiles(dir: string, cfg: LlamaConfig): PeftAdapter {
     if (!m) throw new Error(`${weightsPath}: unexpected tensor "${name}" (expected PEFT LoRA keys base_model.model.model.layers.{i}.<module>.lora_A/B.weight, or base_model.model.layers.… for an AutoModel base)`);
     const layer = Number(m[1]);
     const target = MODULE_TO_TARGET.get(m[2]!)!;
-    if (layer >= cfg.numLayers) throw new Error(`${weightsPath}: "${name}" is for layer ${layer}, the model has ${cfg.numLayers} layers`);
+    if (layer >= cfg.numLayers) throw new Error(`${weightsPath}: "${name}" is for layer ${layer}, the model has ${cfg.numLayers} layers${otherBase}`);
     const [N, C] = loraDims(cfg, target);
     const want = m[3] === 'A' ? [rank, C] : [N, rank];
     if (t.shape.length !== 2 || t.shape[0] !== want[0] || t.shape[1] !== want[1]) {
-      throw new Error(`${weightsPath}: "${name}" has shape [${t.shape.join(', ')}], expected [${want.join(', ')}] (r=${rank})`);
+      // the model's side of the factor (A's columns, B's rows) differs: the adapter was trained on another base
+      const other = t.shape.length === 2 && (m[3] === 'A' ? t.shape[1] !== C : t.shape[0] !== N);
+      const why = other ? otherBase : '';
+      throw new Error(`${weightsPath}: "${name}" has shape [${t.shape.join(', ')}], expected [${want.join(', ')}] (r=${rank})${why}`);
     }
     const key = `${layer}.${target}`;
     const e = pending.get(key) ?? { layer, t: target };

@@ -169,6 +169,7 @@ export function createApp(opts: AppOptions): ServeApp {
   };
   app.get('/v1/models', async () => ({ object: 'list', data: modelCards() }));
   app.get<{ Params: { id: string } }>('/v1/models/:id', async (req) => {
+    await ft?.serveCheckpoint(req.params.id, model().engine); // a job's checkpoint is a model before its first request too
     const cards = modelCards();
     const card = cards.find((m) => m.id === req.params.id);
     if (!card) throw new ApiError(404, `the model '${req.params.id.slice(0, 200)}' does not exist; this server serves ${cards.map((m) => `'${m.id}'`).join(', ')}`, 'model', 'model_not_found');

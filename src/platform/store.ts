@@ -46,7 +46,7 @@ export interface BatchRow {
   readonly cancelled_at: number | null;
 }
 
-export type JobStatus = 'validating_files' | 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+export type JobStatus = 'validating_files' | 'queued' | 'running' | 'paused' | 'succeeded' | 'failed' | 'cancelled';
 
 export interface JobRow {
   readonly id: string;

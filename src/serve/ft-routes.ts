@@ -118,6 +118,8 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): FtRo
     });
     sub.get<{ Params: { id: string } }>('/v1/fine_tuning/jobs/:id', async (req) => service().object(service().get(req.params.id)));
     sub.post<{ Params: { id: string } }>('/v1/fine_tuning/jobs/:id/cancel', async (req) => service().object(await service().cancel(req.params.id)));
+    sub.post<{ Params: { id: string } }>('/v1/fine_tuning/jobs/:id/pause', async (req) => service().object(await service().pause(req.params.id)));
+    sub.post<{ Params: { id: string } }>('/v1/fine_tuning/jobs/:id/resume', async (req) => service().object(service().resume(req.params.id)));
     // OpenAI's DELETE /v1/models/{model}: a fine-tuned model of a job; the base and the LoRA adapters are not deleted here
     sub.delete<{ Params: { id: string } }>('/v1/models/:id', async (req) => {
       const name = req.params.id;

@@ -1,7 +1,7 @@
 // Fine-tuning jobs (OpenAI /v1/fine_tuning/jobs) on floe's trainer: one job at a time in a niced child process,
 // state in the platform store, output under DATA/jobs/<id>/; a restart resumes a running job from its last checkpoint.
 //
-// validating_files → queued → running → succeeded | failed | cancelled
+// validating_files → queued → running → succeeded | failed | cancelled; queued / running ⇄ paused (pause, resume)
 
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -109,6 +109,7 @@ interface Current {
 export class JobService {
   private current: Current | null = null;
   private finishing: string | null = null; // the job whose adapter is being registered
+  private readonly unpaused = new Set<string>(); // jobs resumed after a pause, not yet started again
   private stopping = false;
   private pumping: Promise<void> = Promise.resolve();
   private readonly log: (line: string) => void;
@@ -236,7 +237,7 @@ export class JobService {
   /** Cancel a job: a running trainer is killed (its checkpoints are atomic), the job ends 'cancelled'. */
   async cancel(id: string): Promise<JobRow> {
     const j = this.get(id);
-    if (TERMINAL.includes(j.status)) throw new JobApiError(409, `job '${id}' is ${j.status}; only a validating, queued or running job can be cancelled`, null, 'job_not_cancellable');
+    if (TERMINAL.includes(j.status)) throw new JobApiError(409, `job '${id}' is ${j.status}; only a validating, queued, running or paused job can be cancelled`, null, 'job_not_cancellable');
     if (this.finishing === id) throw new JobApiError(409, `job '${id}' has finished training and is registering its model; it can no longer be cancelled`, null, 'job_not_cancellable');
     this.store.tx(() => {
       this.store.updateJob(id, { status: 'cancelled', finished_at: now(), child_pid: null });
@@ -249,6 +250,42 @@ export class JobService {
       await c.exited;
     }
     this.dropInputs(id);
+    return this.get(id);
+  }
+
+  /**
+   * OpenAI's pause: a queued or running job stops (a running trainer is killed; its checkpoints are atomic) and waits,
+   * 'paused', until resume() queues it again; it then continues from its last checkpoint, as after a restart.
+   */
+  async pause(id: string): Promise<JobRow> {
+    const j = this.get(id);
+    if (j.status !== 'queued' && j.status !== 'running') {
+      throw new JobApiError(409, `job '${id}' is ${j.status}; only a queued or running job can be paused${j.status === 'validating_files' ? ' (it is queued once its files are validated)' : ''}`, null, 'job_not_pausable');
+    }
+    if (this.finishing === id) throw new JobApiError(409, `job '${id}' has finished training and is registering its model; it can no longer be paused`, null, 'job_not_pausable');
+    this.store.tx(() => {
+      this.store.updateJob(id, { status: 'paused', child_pid: null });
+      this.event(id, 'Job paused');
+    });
+    const c = this.current;
+    if (c?.id === id) {
+      c.cancel = true; // its exit records nothing: the job is paused, not failed
+      c.proc.kill('SIGKILL');
+      await c.exited;
+    }
+    return this.get(id);
+  }
+
+  /** OpenAI's resume: a paused job is queued again, and continues from its last checkpoint when its turn comes. */
+  resume(id: string): JobRow {
+    const j = this.get(id);
+    if (j.status !== 'paused') throw new JobApiError(409, `job '${id}' is ${j.status}; only a paused job can be resumed`, null, 'job_not_resumable');
+    this.store.tx(() => {
+      this.store.updateJob(id, { status: 'queued' });
+      this.event(id, 'Job resumed, moving job to queued state');
+    });
+    this.unpaused.add(id);
+    this.pump();
     return this.get(id);
   }
 
@@ -424,11 +461,12 @@ export class JobService {
         this.pump();
       });
     });
+    const why = this.unpaused.delete(j.id) ? 'pause' : 'restart';
     this.store.tx(() => {
       this.store.updateJob(j.id, { status: 'running', started_at: j.started_at ?? now(), attempts: j.attempts + 1, child_pid: proc.pid ?? null });
       if (j.attempts === 0) this.event(j.id, 'Fine-tuning job started');
-      else if (last) this.event(j.id, `Resuming from the checkpoint at step ${last.step} after a restart`, { data: { resumed_from_step: last.step } });
-      else this.event(j.id, 'Restarting from step 0 after a restart (no checkpoint was complete)', { level: 'warn', data: { resumed_from_step: 0 } });
+      else if (last) this.event(j.id, `Resuming from the checkpoint at step ${last.step} after a ${why}`, { data: { resumed_from_step: last.step } });
+      else this.event(j.id, `Restarting from step 0 after a ${why} (no checkpoint was complete)`, { level: 'warn', data: { resumed_from_step: 0 } });
     });
     proc.send({ type: 'start', options } satisfies ToChild);
   }

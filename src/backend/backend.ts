@@ -8,6 +8,7 @@ import type { DType, Tensor } from '../tensor/tensor.js';
 
 /** Stored formats a KV cache can use. New values go at the end. */
 export type KvDType = 'f32' | 'bf16' | 'fp8_e4m3';
+export const KV_DTYPES: readonly KvDType[] = ['f32', 'bf16', 'fp8_e4m3'];
 
 /**
  * One layer's paged KV storage: raw bytes of shape (numBlocks, L, K, E) in `dtype`.

@@ -4,19 +4,19 @@ import type { Backend } from './backend.js';
 import { loadNativeBackend } from './native.js';
 import { referenceBackend } from './reference.js';
 import { loadAddon } from './native-addon.js';
+import { describe } from '../options.js';
 
 export type BackendName = 'native' | 'reference';
 
 export function selectBackend(name?: BackendName, threads?: number): Backend {
+  if (name !== undefined && name !== 'native' && name !== 'reference') throw new TypeError(`backend must be 'native' or 'reference', got ${describe(name)}`);
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) throw new RangeError(`threads must be an integer >= 1, got ${describe(threads)}`);
   if (name === 'reference') return referenceBackend;
   const native = loadNativeBackend();
   if (!native) {
     if (name === 'native') throw new Error('the native backend is not built: run `npm install` (node-gyp needs g++, make and python3)');
     return referenceBackend;
   }
-  if (threads !== undefined) {
-    if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`threads must be an integer >= 1, got ${threads}`);
-    loadAddon()!.setThreads(threads);
-  }
+  if (threads !== undefined) loadAddon()!.setThreads(threads);
   return native;
 }

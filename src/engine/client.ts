@@ -3,7 +3,8 @@
 import { Worker } from 'node:worker_threads';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { KvDType } from '../backend/backend.js';
+import { KV_DTYPES, type KvDType } from '../backend/backend.js';
+import { describe } from '../options.js';
 import type { BackendName } from '../backend/select.js';
 import type { OffloadOptions } from '../model/offload.js';
 import type { SpeculativeModule } from '../model/speculation.js';
@@ -138,6 +139,9 @@ function spawnWorker(opts: EngineStartOptions): Worker {
 
 /** Start the engine in a worker_thread; resolves once the model is loaded. */
 export async function startEngine(opts: EngineStartOptions): Promise<EngineClient> {
+  // checked here, where the caller's stack is: inside the worker a bad kvDtype surfaced as a KV pool of NaN blocks
+  if (opts.kvDtype !== undefined && !KV_DTYPES.includes(opts.kvDtype)) throw new TypeError(`kvDtype must be one of ${KV_DTYPES.join(', ')}, got ${describe(opts.kvDtype)}`);
+  if (opts.dtype !== undefined && opts.dtype !== 'fp8') throw new TypeError(`dtype must be 'fp8' (quantize the weights while loading) or absent, got ${describe(opts.dtype)}`);
   const worker = spawnWorker(opts);
   const pending = new Map<string, Pending>();
   const statsWaiters = new Map<number, { resolve: (s: EngineStats) => void; reject: (e: Error) => void }>();

@@ -8,7 +8,8 @@ import {
   AdaptiveK, checkDraftTokens, checkProposal, createProposer, DEFAULT_NUM_SPECULATIVE_TOKENS, type Proposer, SPEC_COSTS, SpecCosts, type SpeculativeSpec,
   verifyDraft,
 } from './speculation.js';
-import type { KvDType } from '../backend/backend.js';
+import { KV_DTYPES, type KvDType } from '../backend/backend.js';
+import { checkOptions, describe, type OptionKeys } from '../options.js';
 
 export interface TopLogprob {
   readonly token: number;
@@ -43,6 +44,14 @@ export interface GenerateOptions {
   /** Which token ids begin a word (`wordStartTable(tokenBytes(tokenizer))`): drafts realign after a replaced word. */
   readonly predictionWordStarts?: Uint8Array;
 }
+
+const GENERATE_OPTIONS = {
+  maxTokens: true, sampling: true, stopTokenIds: true, logprobs: true, promptLogprobs: true, kvDtype: true, prefillChunk: true, text: true, onToken: true,
+  speculative: true, numSpeculativeTokens: true, speculativeCosts: true, prediction: true, numPredictionTokens: true, predictionWordStarts: true,
+} as const satisfies OptionKeys<GenerateOptions>;
+const SAMPLING_KEYS = {
+  temperature: true, topK: true, topP: true, minP: true, repetitionPenalty: true, frequencyPenalty: true, presencePenalty: true, logitBias: true, seed: true,
+} as const satisfies OptionKeys<SamplingParams>;
 
 export interface GenerateResult {
   readonly promptIds: number[];
@@ -132,11 +141,25 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   const cfg = model.config;
   const be = model.backend;
   const V = cfg.vocabSize;
+  if (!Array.isArray(promptIds)) {
+    throw new TypeError(`generate: promptIds must be an array of token ids, got ${describe(promptIds)}${typeof promptIds === 'string' ? ' (encode it first: tokenizer.encode(text))' : ''}`);
+  }
+  checkOptions('generate', opts, GENERATE_OPTIONS, false);
+  checkOptions('generate: sampling', opts.sampling, SAMPLING_KEYS);
   if (promptIds.length === 0) throw new Error('prompt is empty: give at least one token');
   for (const id of promptIds) {
-    if (!Number.isInteger(id) || id < 0 || id >= V) throw new RangeError(`prompt token id ${id} outside the vocabulary [0, ${V})`);
+    if (!Number.isInteger(id) || id < 0 || id >= V) throw new RangeError(`prompt token id ${describe(id)} outside the vocabulary [0, ${V})`);
   }
-  if (!(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 0)) throw new RangeError(`max tokens must be an integer >= 0, got ${opts.maxTokens}`);
+  if (!(Number.isInteger(opts.maxTokens) && opts.maxTokens >= 0)) throw new RangeError(`maxTokens must be an integer >= 0, got ${describe(opts.maxTokens)}`);
+  if (opts.kvDtype !== undefined && !KV_DTYPES.includes(opts.kvDtype)) throw new TypeError(`kvDtype must be one of ${KV_DTYPES.join(', ')}, got ${describe(opts.kvDtype)}`);
+  for (const k of ['logprobs', 'promptLogprobs'] as const) {
+    const v = opts[k];
+    if (v !== undefined && !(Number.isInteger(v) && v >= 0 && v <= V)) throw new RangeError(`${k} must be an integer from 0 to the vocabulary size ${V}, got ${describe(v)}`);
+  }
+  if (opts.stopTokenIds !== undefined && !(Array.isArray(opts.stopTokenIds) && opts.stopTokenIds.every((id) => Number.isInteger(id)))) {
+    throw new TypeError(`stopTokenIds must be an array of token ids, got ${describe(opts.stopTokenIds)}`);
+  }
+  if (opts.text !== undefined && typeof (opts.text as Partial<TextSink>).push !== 'function') throw new TypeError(`text must be a TextSink such as new TextStream(tokenizer), got ${describe(opts.text)}`);
   const total = promptIds.length + opts.maxTokens;
   if (total > cfg.maxPositionEmbeddings) {
     throw new RangeError(`prompt (${promptIds.length} tokens) + max tokens (${opts.maxTokens}) = ${total} exceeds the model's context of ${cfg.maxPositionEmbeddings}`);

@@ -9,6 +9,7 @@ import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { LlamaModel } from './llama.js';
 import { LayerStream, type OffloadOptions } from './offload.js';
+import { checkOptions, type OptionKeys } from '../options.js';
 
 export interface OpenOptions {
   readonly backend?: BackendName;
@@ -32,8 +33,11 @@ export interface OpenedModel {
   readonly loadMs: number;
 }
 
+const OPEN_OPTIONS = { backend: true, threads: true, load: true, offload: true, tokenizerOptional: true } as const satisfies OptionKeys<OpenOptions>;
+
 export async function openModel(path: string, opts: OpenOptions = {}): Promise<OpenedModel> {
   const t0 = performance.now();
+  checkOptions('openModel', opts, OPEN_OPTIONS);
   const backend = selectBackend(opts.backend, opts.threads);
   // with streaming, fp8 conversion happens in LayerStream.open, one streamed tensor at a time
   const fp8 = opts.offload && opts.load?.dtype === 'fp8' ? { block: opts.load.fp8Block } : undefined;

@@ -21,6 +21,7 @@ import { createApp, type ServeApp } from './app.js';
 import type { EmbeddingModel } from './embeddings-routes.js';
 import { ServeMetrics } from './metrics.js';
 import { Guard } from '../platform/guard/guard.js';
+import { checkOptions, type OptionKeys } from '../options.js';
 
 export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
   readonly host?: string; // default 127.0.0.1
@@ -145,7 +146,16 @@ function fmtBytes(n: number): string {
   return n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(0)} MiB` : `${(n / 1024).toFixed(0)} KiB`;
 }
 
+const SERVE_OPTIONS = {
+  model: true, backend: true, threads: true, dtype: true, kvCacheMemory: true, kvDtype: true, swapSpace: true, kvPrefault: true, blockSize: true,
+  maxBatchedTokens: true, maxNumSeqs: true, maxBatchSeqs: true, maxQueue: true, prefixCaching: true, speculative: true, numSpeculativeTokens: true,
+  numPredictionTokens: true, loraModules: true, maxLoras: true, maxLoraRank: true, maxCpuLoras: true, offload: true, pipeline: true, host: true,
+  port: true, apiKey: true, modelName: true, bodyLimit: true, log: true, ui: true, dataDir: true, enableLoraLoading: true, loraRoot: true,
+  jobsThreads: true, guardModel: true, guardrails: true, guardWindow: true, guardKvCacheMemory: true, embeddingModel: true, task: true, ragDb: true
+} as const satisfies OptionKeys<ServeOptions>;
+
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
+  checkOptions('startServer', opts, SERVE_OPTIONS, false);
   const log = opts.log ?? ((line: string) => process.stdout.write(line + '\n'));
   preflight(opts);
   if (opts.embeddingModel) preflight({ model: opts.embeddingModel });

@@ -23,6 +23,7 @@ import { writeHfModel, type SaveDType } from './export.js';
 import { clipGradNorm, Optimizer, type OptimizerName } from './optimizer.js';
 import { mix32, Rng } from './rng.js';
 import { learningRate, type DecayKind, type ScheduleConfig } from './schedule.js';
+import { checkOptions, describe, type OptionKeys } from '../options.js';
 
 export interface FinetuneOptions {
   readonly model: string; // HF dir or .gguf
@@ -255,8 +256,19 @@ function positiveInt(v: number | undefined, name: string, min = 1): void {
   if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be an integer >= ${min}, got ${v}`);
 }
 
+const FINETUNE_OPTIONS = {
+  model: true, data: true, out: true, eval: true, evalSplit: true, evalSteps: true, lora: true, full: true, epochs: true, maxSteps: true, lr: true,
+  batchSize: true, batchTokens: true, gradAccum: true, maxSeqLen: true, checkpointActivations: true, offload: true, optimizer: true, weightDecay: true,
+  warmupSteps: true, decay: true, minLrRatio: true, maxGradNorm: true, saveSteps: true, saveInitial: true, saveTotalLimit: true, shuffle: true,
+  resume: true, overwrite: true, seed: true, trainOnPrompt: true, saveDtype: true, backend: true, threads: true, backendImpl: true, progress: true,
+  onStep: true, log: true, objective: true,
+} as const satisfies OptionKeys<FinetuneOptions>;
+const LORA_OPTIONS = { rank: true, alpha: true, targets: true, dropout: true, rslora: true } as const satisfies OptionKeys<LoraConfig>;
+
 export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   const t0 = performance.now();
+  checkOptions('finetune', o, FINETUNE_OPTIONS, false);
+  checkOptions('finetune: lora', o.lora, LORA_OPTIONS);
   const log = o.log ?? (o.progress ? (s: string) => process.stderr.write(s + '\n') : () => {});
   const full = !!o.full;
   positiveInt(o.epochs, 'epochs'); positiveInt(o.maxSteps, 'max steps'); positiveInt(o.gradAccum, 'grad accum');
@@ -267,7 +279,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   const seed = (o.seed ?? 0) >>> 0;
   const gradAccum = o.gradAccum ?? 1;
   const lr = o.lr ?? (full ? 1e-4 : 2e-4);
-  if (!(lr > 0)) throw new RangeError(`learning rate must be > 0, got ${lr}`);
+  if (!(typeof lr === 'number' && lr > 0)) throw new RangeError(`lr (the learning rate) must be a number > 0, got ${describe(lr)}`);
   prepareOutDir(o.out, o);
 
   // model, tokenizer, chat template

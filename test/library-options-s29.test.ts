@@ -7,7 +7,7 @@ import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as floe from '../src/index.js';
-import { builtinModel, finetune, generate, openModel, startEngine, startServer, TextStream } from '../src/index.js';
+import { builtinModel, DEFAULT_SAMPLING, finetune, generate, openModel, startEngine, startServer, TextStream } from '../src/index.js';
 
 const BROWN = builtinModel('floe-brown');
 // JavaScript callers: the types below are what a JS user may pass, so the checks are reached past TypeScript
@@ -59,23 +59,23 @@ test('startServer: a misspelled option fails before it listens (prot would have 
 
 test('startEngine: an unknown kvDtype or dtype fails naming it (it surfaced from the worker as a KV pool of NaN blocks)', async () => {
   // an engine that did start (the old behaviour for dtype) is shut down, so that the failure is reported and nothing keeps running
-  const start = (o: object) => startEngine(loose({ model: BROWN, backend: 'reference', kvCacheMemory: 2 ** 20, ...o })).then(async (e) => { await e.shutdown(); return null; }, (e: Error) => e);
+  const start = (o: object) => startEngine(loose({ model: BROWN, backend: 'reference', kvCacheMemory: 2 ** 20, ...o })).then(async (e) => { await e.shutdown(0); return null; }, (e: Error) => e);
   assert.deepEqual(await start({ kvDtype: 'f17' }), new TypeError("kvDtype must be one of f32, bf16, fp8_e4m3, got 'f17' (a string)"));
   assert.deepEqual(await start({ dtype: 'fp4' }), new TypeError("dtype must be 'fp8' (quantize the weights while loading) or absent, got 'fp4' (a string)"));
 });
 
 test('the errors a caller tells apart are exported: EngineRequestError (with its HTTP status) and RunSetupError', async () => {
-  const { EngineRequestError, RunSetupError } = floe as Record<string, new (...a: never[]) => Error>;
+  const { EngineRequestError, RunSetupError } = floe as unknown as Record<string, new (...a: never[]) => Error>;
   assert.equal(typeof EngineRequestError, 'function', 'EngineRequestError is exported');
   assert.equal(typeof RunSetupError, 'function', 'RunSetupError is exported');
   const engine = await startEngine({ model: BROWN, backend: 'reference', kvCacheMemory: 2 ** 20 });
   try {
     const run = async () => {
-      for await (const _ of engine.generate({ id: 'x', promptIds: [1, 2], sampling: {}, maxTokens: 2, n: 1, stop: [], stopTokenIds: [], ignoreEos: false, logprobs: null, promptLogprobs: null, skipSpecialTokens: true, adapter: 'nope' }));
+      for await (const _ of engine.generate({ id: 'x', promptIds: [1, 2], sampling: { ...DEFAULT_SAMPLING, logitBias: null }, maxTokens: 2, n: 1, stop: [], stopTokenIds: [], ignoreEos: false, logprobs: null, promptLogprobs: null, skipSpecialTokens: true, adapter: 'nope' }));
     };
     await assert.rejects(run(), (e: Error & { status?: number }) => e instanceof EngineRequestError! && e.status === 404 && /no LoRA adapter named 'nope'/.test(e.message));
   } finally {
-    await engine.shutdown();
+    await engine.shutdown(0);
   }
   const dir = mkdtempSync(join(tmpdir(), 'floe-lib-s29-'));
   const data = join(dir, 'd.jsonl');

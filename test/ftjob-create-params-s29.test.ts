@@ -1,7 +1,8 @@
 // POST /v1/fine_tuning/jobs refuses what it would not honour, as OpenAI refuses an unrecognized argument: a misspelt
 // parameter (validaton_file), a non-empty `integrations` (floe sends metrics to no wandb), and hyperparameters given
-// both at the top level and in method.supervised. Before, each was accepted and silently dropped: the job trained
-// without its validation file, without the integration, or with the top-level values only. No job is created.
+// both at the top level and in method.supervised, or floe.eval_steps without a validation_file. Before, each was
+// accepted and silently dropped: the job trained without its validation file, without the integration, with the
+// top-level values only, or without any validation loss. No job is created.
 // `floe serve` on the built-in model, the official openai client.
 
 import { after, test } from 'node:test';
@@ -33,11 +34,12 @@ test('unknown parameters, integrations and hyperparameters given twice are a 400
   await refused({ integrations: [{ type: 'wandb', wandb: { project: 'p' } }] }, 'integrations', /no integration/);
   await refused({ integrations: 'wandb' }, 'integrations', /no integration/);
   await refused({ hyperparameters: { batch_size: 2 }, method: { type: 'supervised', supervised: { hyperparameters: { batch_size: 1 } } } }, 'hyperparameters', /not both/);
+  await refused({ floe: { ...base.floe, eval_steps: 1 } }, 'floe.eval_steps', /floe\.eval_steps \(1\) .* this job has no validation_file/);
   assert.deepEqual((await c.fineTuning.jobs.list()).data, [], 'no job was created');
 
   // every documented parameter together (integrations empty, hyperparameters in one place) makes a job
   const job = await create({
-    validation_file: train.id, suffix: 'ok', seed: 3, metadata: { a: 'b' }, integrations: [],
+    validation_file: train.id, floe: { ...base.floe, eval_steps: 1 }, suffix: 'ok', seed: 3, metadata: { a: 'b' }, integrations: [],
     method: { type: 'supervised', supervised: { hyperparameters: { batch_size: 2, learning_rate_multiplier: 2 } } },
   });
   assert.equal(job.validation_file, train.id);

@@ -201,6 +201,9 @@ export class JobService {
     const validation = file('validation_file', body.validation_file, false);
     const hp = hyperparameters(body);
     const floe = floeOptions(body.floe, this.opts.maxLoraRank ?? DEFAULT_MAX_LORA_RANK);
+    if (floe.eval_steps !== null && validation === null) {
+      throw new JobApiError(400, `floe.eval_steps (${floe.eval_steps}) sets how often the validation loss is computed, and this job has no validation_file`, 'floe.eval_steps', 'invalid_value');
+    }
     if (floe.max_steps !== null && hp.n_epochs !== 'auto') {
       throw new JobApiError(400, `give hyperparameters.n_epochs (${hp.n_epochs}) or floe.max_steps (${floe.max_steps}), not both: the run is either a number of epochs or a number of steps`, 'hyperparameters.n_epochs', 'invalid_value');
     }

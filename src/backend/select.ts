@@ -3,7 +3,7 @@
 import type { Backend } from './backend.js';
 import { loadNativeBackend } from './native.js';
 import { referenceBackend } from './reference.js';
-import { loadAddon } from './native-addon.js';
+import { addonPath, loadAddon } from './native-addon.js';
 import { describe } from '../options.js';
 
 export type BackendName = 'native' | 'reference';
@@ -14,7 +14,11 @@ export function selectBackend(name?: BackendName, threads?: number): Backend {
   if (name === 'reference') return referenceBackend;
   const native = loadNativeBackend();
   if (!native) {
-    if (name === 'native') throw new Error('the native backend is not built: run `npm install` (node-gyp needs g++, make and python3)');
+    if (name === 'native') {
+      throw new Error(`the native backend is not built (no ${addonPath()}): run \`npm rebuild floe\` in the project that installed floe ` +
+        "(npm 12 first: `npm approve-scripts floe`), or `npm install` in a floe checkout; node-gyp needs g++, make and python3. " +
+        "Without it, backend 'reference' runs the same models in TypeScript, correct but slower");
+    }
     return referenceBackend;
   }
   if (threads !== undefined) loadAddon()!.setThreads(threads);

@@ -1,0 +1,70 @@
+// floe as an npm user gets it: the tarball `npm pack` makes (package.json "files"), unpacked into a project's
+// node_modules away from the checkout, with no native build (npm install --ignore-scripts, or a host without g++).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+
+interface PackEntry { readonly path: string; readonly size: number }
+
+test('npm pack ships what an installed floe runs on, and not the checkout (tests, benchmarks, fixtures, sources)', () => {
+  const out = execFileSync(npm, ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'ignore'] });
+  const [pack] = JSON.parse(out) as [{ files: PackEntry[]; unpackedSize: number }];
+  const files = new Set(pack.files.map((f) => f.path));
+  for (const need of [
+    'package.json', 'README.md', 'bin/floe.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'dist/src/engine/worker.js',
+    'binding.gyp', 'native/addon.cc', 'native/mpi/probe.sh', 'web/index.html', 'data/synth/seeds.jsonl',
+    'models/floe-brown/config.json', 'models/floe-brown/tokenizer.json', 'models/floe-brown-draft/config.json', 'models/floe-embed/config.json',
+    'models/floe-guard/config.json', 'models/floe-brown-tools/adapter_config.json',
+  ]) assert.ok(files.has(need), `${need} is in the package`);
+  const stray = [...files].filter((p) => /^(test|bench|scripts|src|dist\/(test|bench|scripts)|\.[^/]+)\//.test(p) || p.endsWith('.tsbuildinfo'));
+  assert.deepEqual(stray.slice(0, 10), [], 'nothing of the checkout beyond the runtime');
+  assert.ok(pack.unpackedSize < 90e6, `unpacked ${(pack.unpackedSize / 1e6).toFixed(1)} MB (the five models are ~72 MB)`);
+});
+
+test('the packed floe, unpacked outside the checkout without its addon: the README example runs on the reference backend, the server serves its console, backend native says how to build it', () => {
+  const work = mkdtempSync(join(tmpdir(), 'floe-pack-s29-'));
+  execFileSync(npm, ['pack', '--ignore-scripts', '--pack-destination', work], { cwd: ROOT, stdio: 'ignore' });
+  const tgz = readdirSync(work).find((f) => f.endsWith('.tgz'))!;
+  const project = join(work, 'project');
+  const pkg = join(project, 'node_modules', 'floe');
+  mkdirSync(pkg, { recursive: true });
+  execFileSync('tar', ['-xzf', join(work, tgz), '-C', pkg, '--strip-components=1']);
+  assert.equal(existsSync(join(pkg, 'build')), false, 'no addon in the package: it is built on install');
+  // the dependencies as npm would install them beside it (the checkout's, linked)
+  for (const dep of readdirSync(join(ROOT, 'node_modules'))) {
+    if (dep !== '.bin' && dep !== 'floe' && !dep.startsWith('.')) symlinkSync(join(ROOT, 'node_modules', dep), join(project, 'node_modules', dep), 'dir');
+  }
+  writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'user-project', type: 'module', private: true }));
+  writeFileSync(join(project, 'main.js'), `
+import { builtinModel, openModel, generate, TextStream, startServer, shippedPrompts } from 'floe';
+const { model, tokenizer } = await openModel(builtinModel('floe-brown'), { threads: 2 });
+const out = generate(model, tokenizer.encode('The old man'), { maxTokens: 8, sampling: { temperature: 0 }, text: new TextStream(tokenizer) });
+let native = null;
+try { await openModel(builtinModel(), { backend: 'native' }); } catch (e) { native = e.message; }
+const srv = await startServer({ model: builtinModel(), port: 0, dataDir: null, log: () => {} });
+await srv.ready;
+const page = await fetch(srv.url + '/');
+const vendor = await fetch(srv.url + '/ui/vendor/preact.mjs');
+await srv.close(0);
+console.log(JSON.stringify({ model: builtinModel(), backend: model.backend.name, text: out.text, n: out.outputIds.length, native, page: page.status, vendor: vendor.status, prompts: shippedPrompts() }));
+`);
+  const r = spawnSync(process.execPath, ['main.js'], { cwd: project, encoding: 'utf8', timeout: 120_000, env: { ...process.env, FLOE_ADDON: '' } });
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout) as Record<string, string | number>;
+  assert.equal(j.model, join(pkg, 'models', 'floe-brown'));
+  assert.equal(j.backend, 'reference');
+  assert.equal(j.n, 8);
+  assert.ok(String(j.text).length > 0);
+  assert.match(String(j.native), /^the native backend is not built \(no .*floe\/build\/Release\/floe\.node\): run `npm rebuild floe` in the project that installed floe/);
+  assert.equal(j.page, 200);
+  assert.equal(j.vendor, 200);
+  assert.equal(j.prompts, join(pkg, 'data', 'synth'));
+});

@@ -83,3 +83,13 @@ test('the errors a caller tells apart are exported: EngineRequestError (with its
   writeFileSync(join(dir, 'keep.txt'), 'an earlier file');
   await assert.rejects(finetune({ model: BROWN, data, out: dir, maxSteps: 1 }), (e: Error) => e instanceof RunSetupError! && /not empty/.test(e.message));
 });
+
+test('startEngine / startServer: a missing model path or a count below one fails naming the option (maxNumSeqs -1 read as a negative KV cache memory)', async () => {
+  const start = (o: object) => startEngine(loose({ model: BROWN, backend: 'reference', kvCacheMemory: 2 ** 20, ...o })).then(async (e) => { await e.shutdown(0); return null; }, (e: Error) => e);
+  assert.deepEqual(await start({ maxNumSeqs: -1 }), new RangeError('maxNumSeqs must be an integer >= 1, got -1'));
+  assert.deepEqual(await start({ blockSize: '16' }), new RangeError("blockSize must be an integer >= 1, got '16' (a string)"));
+  assert.deepEqual(await start({ kvCacheMemory: -5 }), new RangeError('kvCacheMemory must be a number of bytes > 0, got -5'));
+  assert.deepEqual(await start({ model: undefined }), new TypeError('model must be the path of an HF model directory or a .gguf file, got undefined'));
+  const got = await startServer(loose({ port: 0, ui: false, dataDir: null, log: () => {} })).then(async (s) => { await s.close(0); return null; }, (e: Error) => e);
+  assert.deepEqual(got, new TypeError('startServer: model must be the path of an HF model directory or a .gguf file, got undefined'));
+});

@@ -139,7 +139,17 @@ function spawnWorker(opts: EngineStartOptions): Worker {
 
 /** Start the engine in a worker_thread; resolves once the model is loaded. */
 export async function startEngine(opts: EngineStartOptions): Promise<EngineClient> {
-  // checked here, where the caller's stack is: inside the worker a bad kvDtype surfaced as a KV pool of NaN blocks
+  // checked here, where the caller's stack is: inside the worker a bad kvDtype surfaced as a KV pool of NaN blocks,
+  // maxNumSeqs -1 as a negative KV cache memory
+  if (typeof opts.model !== 'string' || opts.model === '') throw new TypeError(`model must be the path of an HF model directory or a .gguf file, got ${describe(opts.model)}`);
+  for (const k of ['threads', 'blockSize', 'maxBatchedTokens', 'maxNumSeqs', 'maxBatchSeqs', 'maxLoras', 'maxLoraRank'] as const) {
+    const v = opts[k];
+    if (v !== undefined && !(Number.isInteger(v) && v >= 1)) throw new RangeError(`${k} must be an integer >= 1, got ${describe(v)}`);
+  }
+  for (const k of ['kvCacheMemory', 'swapSpace'] as const) {
+    const v = opts[k];
+    if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v >= (k === 'swapSpace' ? 0 : 1))) throw new RangeError(`${k} must be a number of bytes${k === 'swapSpace' ? ' >= 0' : ' > 0'}, got ${describe(v)}`);
+  }
   if (opts.kvDtype !== undefined && !KV_DTYPES.includes(opts.kvDtype)) throw new TypeError(`kvDtype must be one of ${KV_DTYPES.join(', ')}, got ${describe(opts.kvDtype)}`);
   if (opts.dtype !== undefined && opts.dtype !== 'fp8') throw new TypeError(`dtype must be 'fp8' (quantize the weights while loading) or absent, got ${describe(opts.dtype)}`);
   const worker = spawnWorker(opts);

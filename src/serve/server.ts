@@ -21,7 +21,7 @@ import { createApp, type ServeApp } from './app.js';
 import type { EmbeddingModel } from './embeddings-routes.js';
 import { ServeMetrics } from './metrics.js';
 import { Guard } from '../platform/guard/guard.js';
-import { checkOptions, type OptionKeys } from '../options.js';
+import { checkOptions, describe, type OptionKeys } from '../options.js';
 
 export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
   readonly host?: string; // default 127.0.0.1
@@ -156,6 +156,7 @@ const SERVE_OPTIONS = {
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   checkOptions('startServer', opts, SERVE_OPTIONS, false);
+  if (typeof opts.model !== 'string' || opts.model === '') throw new TypeError(`startServer: model must be the path of an HF model directory or a .gguf file, got ${describe(opts.model)}`);
   const log = opts.log ?? ((line: string) => process.stdout.write(line + '\n'));
   preflight(opts);
   if (opts.embeddingModel) preflight({ model: opts.embeddingModel });

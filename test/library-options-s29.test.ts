@@ -93,3 +93,16 @@ test('startEngine / startServer: a missing model path or a count below one fails
   const got = await startServer(loose({ port: 0, ui: false, dataDir: null, log: () => {} })).then(async (s) => { await s.close(0); return null; }, (e: Error) => e);
   assert.deepEqual(got, new TypeError('startServer: model must be the path of an HF model directory or a .gguf file, got undefined'));
 });
+
+test('Embedder: an unknown option, pooling or a count below one fails naming it, and embed() of one string says it takes an array', async () => {
+  const EMBED = builtinModel('floe-embed');
+  await assert.rejects(floe.Embedder.open(EMBED, loose({ poling: 'mean' })), { name: 'TypeError', message: /^Embedder\.open: unknown option 'poling' \(did you mean 'pooling'\?\)/ });
+  await assert.rejects(floe.Embedder.open(EMBED, loose({ pooling: 'max' })), { name: 'TypeError', message: "pooling must be 'mean' or 'last', got 'max' (a string)" });
+  await assert.rejects(floe.Embedder.open(EMBED, { maxTokens: -1 }), { name: 'RangeError', message: 'maxTokens must be an integer >= 1, got -1' });
+  await assert.rejects(floe.Embedder.open(EMBED, { batchTokens: 0 }), { name: 'RangeError', message: 'batchTokens must be an integer >= 1, got 0' });
+  const e = await floe.Embedder.open(EMBED, { backend: 'reference' });
+  assert.throws(() => e.embed(loose('hello')), { name: 'TypeError', message: "embed takes an array of texts, got 'hello' (a string)" });
+  assert.equal(e.embed(['hello']).length, 1);
+  const r = await floe.openEmbedder(EMBED, { backend: 'reference', name: 'mine' }); // openEmbedder's own `name` is not the Embedder's
+  assert.equal(r.name, 'mine');
+});

@@ -11,6 +11,7 @@ import { applyAdapter } from './adapter.js';
 import { KvCache } from './kv-cache.js';
 import type { LlamaModel } from './llama.js';
 import { openModel } from './open.js';
+import { checkOptions, describe, type OptionKeys } from '../options.js';
 
 export type Pooling = 'mean' | 'last';
 
@@ -36,6 +37,9 @@ export interface EmbedderOptions {
 
 const BLOCK = 16;
 const DEFAULT_MAX_TOKENS = 512;
+const EMBEDDER_OPTIONS = {
+  backend: true, threads: true, load: true, pooling: true, maxTokens: true, skipBos: true, batchTokens: true, adapter: true,
+} as const satisfies OptionKeys<EmbedderOptions>;
 
 /** Read `embedding_config.json` of an HF directory (absent → defaults). */
 export function readEmbeddingConfig(dir: string, contextLen: number): EmbeddingConfig {
@@ -95,6 +99,12 @@ export class Embedder {
 
   /** Open an HF model directory as an embedder (pooling and length from embedding_config.json unless given). */
   static async open(path: string, opts: EmbedderOptions = {}): Promise<Embedder> {
+    checkOptions('Embedder.open', opts, EMBEDDER_OPTIONS);
+    if (opts.pooling !== undefined && opts.pooling !== 'mean' && opts.pooling !== 'last') throw new TypeError(`pooling must be 'mean' or 'last', got ${describe(opts.pooling)}`);
+    for (const k of ['maxTokens', 'batchTokens'] as const) {
+      const v = opts[k];
+      if (v !== undefined && !(Number.isInteger(v) && v >= 1)) throw new RangeError(`${k} must be an integer >= 1, got ${describe(v)}`);
+    }
     const m = await openModel(path, { backend: opts.backend, threads: opts.threads, load: opts.load });
     if (!m.tokenizer) throw new Error(`${path}: no tokenizer; an embedder needs tokenizer.json`);
     const ctx = m.model.config.maxPositionEmbeddings;
@@ -112,6 +122,8 @@ export class Embedder {
 
   /** One unit vector (D) per text, in order; texts are packed into forwards of up to batchTokens tokens. */
   embed(texts: readonly string[]): Float32Array[] {
+    if (!Array.isArray(texts)) throw new TypeError(`embed takes an array of texts, got ${describe(texts)}`);
+    texts.forEach((t, i) => { if (typeof t !== 'string') throw new TypeError(`input ${i} must be a string, got ${describe(t)}`); });
     return this.embedIds(texts.map((t) => this.encode(t)));
   }
 

@@ -25,5 +25,6 @@ export function fromEmbedder(e: Embedder, name: string, tokenizerDir?: string): 
 
 /** Open an embedding model directory; the recorded name is its resolved path unless given. */
 export async function openEmbedder(path: string, opts: EmbedderOptions & { name?: string } = {}): Promise<RagEmbedder> {
-  return fromEmbedder(await Embedder.open(path, opts), opts.name ?? resolve(path), resolve(path));
+  const { name, ...embedderOpts } = opts;
+  return fromEmbedder(await Embedder.open(path, embedderOpts), name ?? resolve(path), resolve(path));
 }

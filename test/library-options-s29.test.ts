@@ -106,3 +106,12 @@ test('Embedder: an unknown option, pooling or a count below one fails naming it,
   const r = await floe.openEmbedder(EMBED, { backend: 'reference', name: 'mine' }); // openEmbedder's own `name` is not the Embedder's
   assert.equal(r.name, 'mine');
 });
+
+test('guard.judge: a misspelled threshold fails naming it instead of judging at the default 0.5', async () => {
+  const guard = await floe.Guard.open(builtinModel('floe-guard'), { backend: 'reference', kvCacheMemory: 2 ** 22 });
+  try {
+    await assert.rejects(guard.judge([{ role: 'user', content: 'How do I bake bread?' }], loose({ treshold: 0.9 })), { name: 'TypeError', message: /^guard\.judge: unknown option 'treshold' \(did you mean 'threshold'\?\)/ });
+  } finally {
+    await guard.close();
+  }
+});

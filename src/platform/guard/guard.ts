@@ -14,6 +14,7 @@ import {
   type ChatTurn, type GuardCategory, type GuardFormat, type GuardMessage, type GuardRole,
 } from './prompt.js';
 import { GuardOutputError, parseVerdict, probabilityOf, verdictStep } from './verdict.js';
+import { checkOptions, type OptionKeys } from '../../options.js';
 
 export type GuardTokenizer = Pick<Tokenizer, 'encode' | 'decode' | 'bosId' | 'bosToken'>;
 
@@ -42,6 +43,7 @@ export interface GuardOpenOptions extends Omit<EngineStartOptions, 'model' | 'mo
 }
 
 export const DEFAULT_THRESHOLD = 0.5;
+const JUDGE_OPTIONS = { role: true, categories: true, exclude: true, threshold: true, signal: true, priority: true } as const satisfies OptionKeys<JudgeOptions>;
 const TOP_LOGPROBS = 20;
 
 /** Tokenizer and chat template of an HF directory or GGUF file. */
@@ -118,6 +120,7 @@ export class Guard {
 
   /** Judge the last user message (role 'user') or the last assistant answer (role 'agent') of `messages`. */
   async judge(messages: readonly ChatTurn[], opts: JudgeOptions = {}): Promise<GuardVerdict> {
+    checkOptions('guard.judge', opts, JUDGE_OPTIONS); // a misspelled threshold must not judge at 0.5 unnoticed
     const threshold = opts.threshold ?? DEFAULT_THRESHOLD;
     if (!(threshold >= 0 && threshold <= 1)) throw new Error(`guard: threshold must be in [0, 1], got ${threshold}`);
     const cats = effectiveCategories({ format: this.format, categories: opts.categories, exclude: opts.exclude });

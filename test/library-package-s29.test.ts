@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,7 +29,7 @@ test('npm pack ships what an installed floe runs on, and not the checkout (tests
   assert.ok(pack.unpackedSize < 90e6, `unpacked ${(pack.unpackedSize / 1e6).toFixed(1)} MB (the five models are ~72 MB)`);
 });
 
-test('the packed floe, unpacked outside the checkout without its addon: the README example runs on the reference backend, the server serves its console, backend native says how to build it', () => {
+test('the packed floe, unpacked outside the checkout without its addon or SQLite build: the README example runs on the reference backend, the server serves its console, backend native and a data dir say how to build them', () => {
   const work = mkdtempSync(join(tmpdir(), 'floe-pack-s29-'));
   execFileSync(npm, ['pack', '--ignore-scripts', '--pack-destination', work], { cwd: ROOT, stdio: 'ignore' });
   const tgz = readdirSync(work).find((f) => f.endsWith('.tgz'))!;
@@ -39,8 +39,10 @@ test('the packed floe, unpacked outside the checkout without its addon: the READ
   execFileSync('tar', ['-xzf', join(work, tgz), '-C', pkg, '--strip-components=1']);
   assert.equal(existsSync(join(pkg, 'build')), false, 'no addon in the package: it is built on install');
   // the dependencies as npm would install them beside it (the checkout's, linked)
+  // (better-sqlite3 unbuilt, as --ignore-scripts leaves it: its JavaScript without build/)
   for (const dep of readdirSync(join(ROOT, 'node_modules'))) {
-    if (dep !== '.bin' && dep !== 'floe' && !dep.startsWith('.')) symlinkSync(join(ROOT, 'node_modules', dep), join(project, 'node_modules', dep), 'dir');
+    if (dep === 'better-sqlite3') cpSync(join(ROOT, 'node_modules', dep), join(project, 'node_modules', dep), { recursive: true, filter: (src) => !src.includes(`${dep}/build`) && !src.includes(`${dep}/deps`) });
+    else if (dep !== '.bin' && dep !== 'floe' && !dep.startsWith('.')) symlinkSync(join(ROOT, 'node_modules', dep), join(project, 'node_modules', dep), 'dir');
   }
   writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'user-project', type: 'module', private: true }));
   writeFileSync(join(project, 'main.js'), `
@@ -54,7 +56,9 @@ await srv.ready;
 const page = await fetch(srv.url + '/');
 const vendor = await fetch(srv.url + '/ui/vendor/preact.mjs');
 await srv.close(0);
-console.log(JSON.stringify({ model: builtinModel(), backend: model.backend.name, text: out.text, n: out.outputIds.length, native, page: page.status, vendor: vendor.status, prompts: shippedPrompts() }));
+let sqlite = null;
+try { await (await startServer({ model: builtinModel(), port: 0, dataDir: 'floe-data', log: () => {} })).close(0); } catch (e) { sqlite = e.message; }
+console.log(JSON.stringify({ sqlite, model: builtinModel(), backend: model.backend.name, text: out.text, n: out.outputIds.length, native, page: page.status, vendor: vendor.status, prompts: shippedPrompts() }));
 `);
   const r = spawnSync(process.execPath, ['main.js'], { cwd: project, encoding: 'utf8', timeout: 120_000, env: { ...process.env, FLOE_ADDON: '' } });
   assert.equal(r.status, 0, r.stderr);
@@ -67,4 +71,5 @@ console.log(JSON.stringify({ model: builtinModel(), backend: model.backend.name,
   assert.equal(j.page, 200);
   assert.equal(j.vendor, 200);
   assert.equal(j.prompts, join(pkg, 'data', 'synth'));
+  assert.match(String(j.sqlite), /^the data dir \(floe-data: Files, Batch and fine-tuning jobs API\) needs better-sqlite3's native module, which does not load: Could not locate the bindings file\..*`npm rebuild better-sqlite3`.*dataDir: null; CLI --no-batch/);
 });

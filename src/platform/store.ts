@@ -14,6 +14,16 @@ export interface FileRow {
   readonly lines: number; // JSONL lines (0 for outputs written by floe before counting)
 }
 
+/** Why better-sqlite3's native module does not load here (not built: `npm install --ignore-scripts`, no compiler), or null when it does. */
+export function sqliteUnavailable(): string | null {
+  try {
+    new Database(':memory:').close();
+    return null;
+  } catch (e) {
+    return (e as Error).message.split('\n')[0]!;
+  }
+}
+
 /** A list's `after` names no row of that list (mistyped, deleted, another job's): paging on from it would restart at the top. */
 export class UnknownCursorError extends Error {
   constructor(readonly after: string, what: string) {

@@ -22,6 +22,7 @@ import type { EmbeddingModel } from './embeddings-routes.js';
 import { ServeMetrics } from './metrics.js';
 import { Guard } from '../platform/guard/guard.js';
 import { checkOptions, describe, type OptionKeys } from '../options.js';
+import { sqliteUnavailable } from '../platform/store.js';
 
 export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
   readonly host?: string; // default 127.0.0.1
@@ -157,6 +158,11 @@ const SERVE_OPTIONS = {
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   checkOptions('startServer', opts, SERVE_OPTIONS, false);
   if (typeof opts.model !== 'string' || opts.model === '') throw new TypeError(`startServer: model must be the path of an HF model directory or a .gguf file, got ${describe(opts.model)}`);
+  const noSqlite = opts.dataDir ? sqliteUnavailable() : null; // else every /v1/files, /v1/batches, /v1/fine_tuning request answered 500
+  if (noSqlite) {
+    throw new Error(`the data dir (${opts.dataDir}: Files, Batch and fine-tuning jobs API) needs better-sqlite3's native module, which does not load: ${noSqlite}; ` +
+      'build it (`npm rebuild better-sqlite3`) or turn those routes off (dataDir: null; CLI --no-batch)');
+  }
   const log = opts.log ?? ((line: string) => process.stdout.write(line + '\n'));
   preflight(opts);
   if (opts.embeddingModel) preflight({ model: opts.embeddingModel });

@@ -16,6 +16,9 @@ import { KvCache, kvDtypeFlagName } from '../model/kv-cache.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { readEmbeddingConfig } from '../model/embed.js';
+import { readPeftAdapter } from '../model/adapter.js';
+import { PEFT_CONFIG } from '../formats/peft.js';
+import { DEFAULT_MAX_LORA_RANK } from '../engine/adapters.js';
 import { resolve } from 'node:path';
 import { createApp, type ServeApp } from './app.js';
 import type { EmbeddingModel } from './embeddings-routes.js';
@@ -78,7 +81,8 @@ const GIB = 2 ** 30;
 
 /**
  * What can be checked without loading weights, before "listening" is printed: the model path is an HF directory
- * with a config.json or a GGUF file; the KV cache budget fits in RAM and holds at least one block.
+ * with a config.json or a GGUF file; each LoRA module is an adapter of this model within the rank limit; the KV cache
+ * budget fits in RAM and holds at least one block.
  */
 export function preflight(opts: ServeOptions): void {
   const p = opts.model;
@@ -96,6 +100,21 @@ export function preflight(opts: ServeOptions): void {
     hf = readHfConfig(p);
   } else if (!isGgufPath(p)) {
     throw new Error(`--model ${p}: a file that is not GGUF (no .gguf extension, no GGUF magic); ${expected}`);
+  }
+  // LoRA modules: read as the engine will read them (a wrong base, a missing file, a rank past the limit), so the
+  // server refuses before "listening" rather than failing its load after it; a GGUF model's shapes are checked at load
+  for (const m of opts.loraModules ?? []) {
+    const what = `--lora-modules ${m.name}=${m.path}`;
+    if (!existsSync(join(m.path, PEFT_CONFIG))) throw new Error(`${what}: no ${PEFT_CONFIG} there; expected a PEFT LoRA adapter directory`);
+    if (!hf) continue;
+    let rank: number;
+    try {
+      rank = readPeftAdapter(m.path, hf.config).config.rank;
+    } catch (e) {
+      throw new Error(`${what}: ${(e as Error).message}`);
+    }
+    const maxRank = opts.maxLoraRank ?? DEFAULT_MAX_LORA_RANK;
+    if (rank > maxRank) throw new Error(`${what}: has rank ${rank}, above --max-lora-rank ${maxRank}`);
   }
   if (opts.swapSpace !== undefined && opts.swapSpace > totalmem()) {
     throw new Error(`--swap-space ${(opts.swapSpace / GIB).toFixed(2)} GiB is more than this machine's ${(totalmem() / GIB).toFixed(2)} GiB of RAM`);

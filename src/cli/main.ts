@@ -9,6 +9,7 @@ import { tokenBytes } from '../engine/constrained/token-mask.js';
 import { loadModel, type LoadOptions } from '../formats/load.js';
 import { OFFLOAD_FLAGS, offloadOptions } from './offload-args.js';
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, resolve as resolvePath } from 'node:path';
 import { readGguf } from '../formats/gguf.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
@@ -726,11 +727,23 @@ async function finetuneCmd(args: string[]): Promise<number> {
   return 0;
 }
 
+/** --out names a directory to write (existing or to be made): refused before any work when it, or a folder above it, is a file. */
+function outDirFlag(out: string, what: string): void {
+  for (let d = resolvePath(out); ; d = dirname(d)) {
+    if (existsSync(d)) {
+      if (!statSync(d).isDirectory()) throw new UsageError(`--out ${out}: ${d} is a file, not a directory; give a directory for ${what}`);
+      return;
+    }
+    if (dirname(d) === d) return;
+  }
+}
+
 async function mergeCmd(args: string[]): Promise<number> {
   const { readPeftAdapter } = await import('../model/adapter.js');
   const { mergeAdapter, writeHfModel } = await import('../train/export.js');
   const { values: v } = parse(args, { model: { type: 'string' }, adapter: { type: 'string' }, out: { type: 'string' }, dtype: { type: 'string' } });
   if (!v.model || !v.adapter || !v.out) throw new UsageError('usage: floe merge --model BASE --adapter DIR --out DIR [--dtype f32|bf16]');
+  outDirFlag(v.out, 'the merged model');
   const base = await loadModel(v.model);
   const dtype = v.dtype ?? ([...base.tensors.values()].every((t) => t.dtype === 'f32') ? 'f32' : 'bf16');
   if (dtype !== 'f32' && dtype !== 'bf16') throw new UsageError(`--dtype expects f32 or bf16, got '${dtype}'`);
@@ -785,6 +798,8 @@ async function evalCmd(args: string[]): Promise<number> {
   const texts = readEvalTexts(v.data);
   const opened = await openModel(modelPath, { backend, threads, load });
   if (!opened.tokenizer) throw new Error(`${modelPath} has no tokenizer; eval needs one to encode the texts`);
+  const context = opened.model.config.maxPositionEmbeddings;
+  if (maxSeqLen !== undefined && maxSeqLen > context) throw new UsageError(`--max-seq-len ${maxSeqLen} exceeds the context of ${modelPath} (${context} tokens); give at most ${context}`);
   const model = v.adapter ? (await import('../model/adapter.js')).applyAdapter(opened.model, v.adapter) : opened.model;
   const r = evalPerplexity(model, opened.tokenizer, texts, { maxSeqLen, maxTokens, kvDtype });
   const kv = kvDtypeFlagName(kvDtype ?? defaultKvDtype(opened.model));

@@ -66,6 +66,11 @@ export function writeHfModel(dir: string, cfg: LlamaConfig, base: ExportBase | n
     out[name] = dtype === 'f32' ? { dtype: 'F32', shape: t.shape, data: t.value } : { dtype: 'BF16', shape: t.shape, data: encodeBf16(t.value) };
   }
   writeSafetensors(path.join(dir, 'model.safetensors'), out, { format: 'pt' });
+  // a model saved here before (sharded: an index and its shards) would be read instead of this one, as the loader
+  // takes the index first: drop its weight files, as transformers' save_pretrained cleans a folder it saves into
+  for (const f of fs.readdirSync(dir)) {
+    if (f !== 'model.safetensors' && /^model.*\.safetensors(\.index\.json)?$/.test(f)) fs.rmSync(path.join(dir, f));
+  }
   const baseDir = base?.format === 'hf' ? base.path : null;
   const json = (file: string, v: unknown) => writeFileAtomic(path.join(dir, file), [new TextEncoder().encode(JSON.stringify(v, null, 2) + '\n')]);
   json('config.json', configJson(cfg, baseDir, dtype));

@@ -8,7 +8,7 @@ import type { LlamaConfig, RopeScaling } from './llama-config.js';
 import { dequantizeRow } from '../tensor/codecs.js';
 import { quantizeTensor } from '../tensor/quantize.js';
 import { rowsCols, Tensor, tensorBytes, type DType } from '../tensor/tensor.js';
-import { DTYPE_TO_GGML, GGUF_MAGIC, GgufType, hfToGgufName, permuteQkRows, type GgufValue } from './gguf.js';
+import { DTYPE_TO_GGML, GGUF_MAGIC, GgufType, hfToGgufName, permuteQkRows, readGguf, type GgufValue } from './gguf.js';
 import type { LoadedModel } from './load.js';
 import { writeFileAtomic } from './safetensors.js';
 
@@ -299,7 +299,7 @@ export function llama3ScalingFromFactors(cfg: Pick<LlamaConfig, 'headDim' | 'rop
 }
 
 export interface HfToGgufOptions {
-  /** tokenizer.json to embed as tokenizer.ggml.*; default: <model dir>/tokenizer.json if it exists; null: none. */
+  /** tokenizer.json to embed as tokenizer.ggml.*; default: <model dir>/tokenizer.json if it exists, a GGUF model's own tokenizer.* keys; null: none. */
   readonly tokenizerJson?: string | null;
   /** Extra or overriding metadata keys. */
   readonly extraMetadata?: Readonly<Record<string, GgufValue>>;
@@ -337,8 +337,13 @@ export async function hfToGguf(model: LoadedModel, outPath: string, dtype: GgufW
     const p = path.join(model.path, 'tokenizer.json');
     tokJson = fs.existsSync(p) ? p : null;
   }
+  // a GGUF source keeps its tokenizer: its tokenizer.* keys (vocabulary, merges or scores, types, special ids and
+  // flags, chat template) as they are, whatever its tokenizer model (gpt2, llama)
+  const ggufTok = tokJson === undefined && model.format === 'gguf'
+    ? [...(await readGguf(model.path)).typed].filter(([k]) => k.startsWith('tokenizer.')) : [];
   const tokens = tokJson ? addTokenizer(meta, tokJson, cfg) : null;
   addSpecialIds(meta, cfg, tokens);
+  for (const [k, v] of ggufTok) meta.set(k, v);
   for (const [k, v] of Object.entries(opts.extraMetadata ?? {})) meta.set(k, v);
 
   const out: GgufWriteTensor[] = [];

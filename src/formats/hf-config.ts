@@ -247,9 +247,27 @@ function readJson(file: string): unknown {
   }
 }
 
+/** A directory without config.json: say what it is when it is a PEFT adapter or a fine-tuning run, not a model. */
+function notAModel(dir: string, file: string): never {
+  const adapterCfg = path.join(dir, 'adapter_config.json');
+  if (fs.existsSync(adapterCfg)) {
+    let base: unknown;
+    try { base = (JSON.parse(fs.readFileSync(adapterCfg, 'utf8')) as { base_model_name_or_path?: unknown } | null)?.base_model_name_or_path; } catch { base = undefined; }
+    const of = typeof base === 'string' && base !== '' ? ` (its base_model_name_or_path: ${JSON.stringify(base.slice(0, 200))})` : '';
+    fail(file, `missing: ${dir} is a PEFT LoRA adapter (adapter_config.json), not a model; load its base model${of} and apply this directory as the adapter (CLI: --model BASE --adapter ${dir})`);
+  }
+  const final = path.join(dir, 'final');
+  if (fs.existsSync(path.join(final, 'config.json')) || fs.existsSync(path.join(final, 'adapter_config.json'))) {
+    fail(file, `missing: ${dir} is a fine-tuning run; its result is ${final}`);
+  }
+  readJson(file); // the plain "cannot read" error
+  throw new Error('unreachable');
+}
+
 /** Reads `dir/config.json` and, if present, `dir/generation_config.json`. */
 export function readHfConfig(dir: string): HfConfig {
   const file = path.join(dir, 'config.json');
+  if (!fs.existsSync(file)) notAModel(dir, file);
   const genFile = path.join(dir, 'generation_config.json');
   const gen = fs.existsSync(genFile) ? readJson(genFile) : undefined;
   return parseHfConfig(readJson(file), file, gen, genFile);

@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import type { KvDType } from "../backend/backend.js";
 import type { Tokenizer } from "../formats/tokenizer.js";
 import type { LlamaModel } from "../model/llama.js";
+import { withoutBom } from "./data.js";
 import { heldOutLoss, type HeldOutLoss } from "./perplexity.js";
 
 export interface EvalOptions {
@@ -25,7 +26,7 @@ export interface EvalResult extends HeldOutLoss {
 export function readEvalTexts(file: string): string[] {
   let src: string;
   try {
-    src = readFileSync(file, "utf8");
+    src = withoutBom(readFileSync(file, "utf8")); // a leading UTF-8 BOM, as the training data reader drops it
   } catch (e) {
     throw new Error(`${file}: cannot read eval data: ${(e as Error).message}`);
   }

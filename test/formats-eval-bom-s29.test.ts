@@ -1,0 +1,40 @@
+// `floe eval --data FILE` where FILE starts with a UTF-8 BOM (Windows editors save one): the same records and
+// perplexity as without it, as `floe finetune` already read such a file. Before, a JSONL file failed on line 1
+// ("bad JSON: Unexpected token '﻿'") and a plain-text file evaluated the BOM's bytes as part of its first paragraph.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readEvalTexts } from '../src/train/eval.js';
+
+const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+const BROWN = fileURLToPath(new URL('../models/floe-brown', import.meta.url));
+const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
+const root = mkdtempSync(join(tmpdir(), 'floe-eval-bom-s29-'));
+const BOM = '\uFEFF';
+
+function evalJson(file: string): { records: number; tokens: number; loss: number } {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', RUN, '--', 'eval', '--model', BROWN, '--data', file, '--json', '--threads', '1'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  return JSON.parse(r.stdout) as { records: number; tokens: number; loss: number };
+}
+
+test('an eval file with a UTF-8 BOM reads as the same file without it (JSONL and plain text)', { timeout: 60_000 }, () => {
+  const jsonl = '{"text":"The old man said that he would come."}\n{"text":"She smiled."}\n';
+  const plain = 'The old man said that he would come.\n\nShe smiled.\n';
+  for (const [name, body] of [['data.jsonl', jsonl], ['data.txt', plain]] as const) {
+    const a = join(root, name);
+    const b = join(root, `bom-${name}`);
+    writeFileSync(a, body);
+    writeFileSync(b, BOM + body);
+    assert.deepEqual(readEvalTexts(b), readEvalTexts(a), name);
+    assert.deepEqual(readEvalTexts(a), ['The old man said that he would come.', 'She smiled.']);
+    const [ra, rb] = [evalJson(a), evalJson(b)];
+    assert.deepEqual([rb.records, rb.tokens, rb.loss], [ra.records, ra.tokens, ra.loss], name);
+  }
+});
+

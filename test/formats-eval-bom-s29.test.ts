@@ -38,3 +38,18 @@ test('an eval file with a UTF-8 BOM reads as the same file without it (JSONL and
   }
 });
 
+
+// A plain-text eval file with Windows line ends: paragraphs split at blank lines and read with LF line ends, as the
+// same file with LF ends. Before, "\r\n\r\n" was no paragraph break, so the whole file was one record (cut at the
+// context) with its CRs in the text.
+test('a plain-text eval file with CRLF line ends has the paragraphs of its LF twin', { timeout: 60_000 }, () => {
+  const lf = 'The old man said that he would come.\nHe did not.\n\nShe smiled.\n \nThe end.\n';
+  const a = join(root, 'lf.txt');
+  const b = join(root, 'crlf.txt');
+  writeFileSync(a, lf);
+  writeFileSync(b, lf.replaceAll('\n', '\r\n'));
+  assert.deepEqual(readEvalTexts(b), ['The old man said that he would come.\nHe did not.', 'She smiled.', 'The end.']);
+  assert.deepEqual(readEvalTexts(b), readEvalTexts(a));
+  const [ra, rb] = [evalJson(a), evalJson(b)];
+  assert.deepEqual([rb.records, rb.tokens, rb.loss], [ra.records, ra.tokens, ra.loss]);
+});

@@ -34,7 +34,8 @@ export function readEvalTexts(file: string): string[] {
   const first = lines.find((l) => l.trim() !== "")?.trim();
   if (first === undefined) throw new Error(`${file}: eval data is empty`);
   if (!first.startsWith("{")) {
-    const paras = src.split(/\n[ \t]*\n/).map((p) => p.trim()).filter((p) => p !== "");
+    // Windows (CRLF) and old Mac (CR) line ends read as LF, as Python's universal newlines do: blank lines split
+    const paras = src.replace(/\r\n?/g, "\n").split(/\n[ \t]*\n/).map((p) => p.trim()).filter((p) => p !== "");
     return paras;
   }
   const texts: string[] = [];

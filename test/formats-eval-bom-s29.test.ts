@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readEvalTexts } from '../src/train/eval.js';
+import { readTrainingTexts } from '../src/train/bpe-trainer.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 const BROWN = fileURLToPath(new URL('../models/floe-brown', import.meta.url));
@@ -52,4 +53,16 @@ test('a plain-text eval file with CRLF line ends has the paragraphs of its LF tw
   assert.deepEqual(readEvalTexts(b), readEvalTexts(a));
   const [ra, rb] = [evalJson(a), evalJson(b)];
   assert.deepEqual([rb.records, rb.tokens, rb.loss], [ra.records, ra.tokens, ra.loss]);
+});
+
+// `floe tokenizer train --data FILE` with a BOM: the same texts as without. Before, a JSONL file failed
+// "invalid JSON" on line 1, and a plain-text file trained on the BOM's three bytes as text.
+test('tokenizer train data with a UTF-8 BOM reads as without it (JSONL and plain text)', async () => {
+  for (const [name, body] of [['t.jsonl', '{"text":"a b"}\n{"prompt":"c","completion":" d"}\n'], ['t.txt', 'plain text\n']] as const) {
+    const a = join(root, name);
+    const b = join(root, `bom-${name}`);
+    writeFileSync(a, body);
+    writeFileSync(b, BOM + body);
+    assert.deepEqual(await readTrainingTexts(b), await readTrainingTexts(a), name);
+  }
 });

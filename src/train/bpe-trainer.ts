@@ -1,5 +1,6 @@
 // Byte-level BPE trainer: Llama-3 pre-tokenization, GPT-2 byte->unicode alphabet, incremental pair counts; writes HF tokenizer.json.
 import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { withoutBom } from "./data.js";
 import { join } from "node:path";
 import { LLAMA3_SPLIT_REGEX } from "../formats/gguf-tokenizer.js";
 import type { AddedTokenJson, TokenizerConfigJson, TokenizerJson } from "../formats/tokenizer.js";
@@ -407,7 +408,7 @@ export function toTokenizerFiles(model: BpeModel, opts: { modelMaxLength?: numbe
 
 /** Texts of a training file: JSONL lines give "text" (or prompt+completion, or message contents); other files are one text. */
 export async function readTrainingTexts(path: string): Promise<string[]> {
-  const raw = await readFile(path, "utf8");
+  const raw = withoutBom(await readFile(path, "utf8")); // a leading UTF-8 BOM is no text, as finetune's reader drops it
   if (!/\.jsonl$/i.test(path)) return [raw];
   const texts: string[] = [];
   const lines = raw.split("\n");

@@ -552,6 +552,7 @@ async function tokenizerCmd(args: string[]): Promise<number> {
   const files = [...(values.data ?? []), ...positionals];
   if (files.length === 0) throw new UsageError('--data FILE... is required (.jsonl with "text" fields, or plain text)');
   if (!values.out) throw new UsageError('--out DIR is required');
+  outDirFlag(values.out, 'the tokenizer files');
   if (values['vocab-size'] === undefined) throw new UsageError('--vocab-size N is required');
   const { DEFAULT_SPECIAL_TOKENS, MAX_VOCAB_SIZE } = await import('../train/bpe-trainer.js');
   // the vocabulary holds the 256 bytes and the special tokens before any merge

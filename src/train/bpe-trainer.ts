@@ -408,7 +408,12 @@ export function toTokenizerFiles(model: BpeModel, opts: { modelMaxLength?: numbe
 
 /** Texts of a training file: JSONL lines give "text" (or prompt+completion, or message contents); other files are one text. */
 export async function readTrainingTexts(path: string): Promise<string[]> {
-  const raw = withoutBom(await readFile(path, "utf8")); // a leading UTF-8 BOM is no text, as finetune's reader drops it
+  let raw: string;
+  try {
+    raw = withoutBom(await readFile(path, "utf8")); // a leading UTF-8 BOM is no text, as finetune's reader drops it
+  } catch (e) {
+    throw new Error(`${path}: cannot read data: ${(e as Error).message}`);
+  }
   if (!/\.jsonl$/i.test(path)) return [raw];
   const texts: string[] = [];
   const lines = raw.split("\n");
@@ -454,6 +459,8 @@ export async function trainTokenizerFiles(
   }
   let numPreTokens = 0;
   for (const c of counter.counts.values()) numPreTokens += c;
+  // nothing to learn from: an empty file (or only blank records) would give a vocabulary of bytes alone, silently
+  if (numPreTokens === 0) throw new Error(`${files.join(", ")}: no text to train a tokenizer on (${numTexts} ${numTexts === 1 ? "text" : "texts"}, all empty)`);
   const model = trainBpe(counter.counts, opts);
   const out = toTokenizerFiles(model, opts);
   await mkdir(outDir, { recursive: true });

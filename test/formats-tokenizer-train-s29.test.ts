@@ -1,0 +1,50 @@
+// `floe tokenizer train` with inputs a user gets wrong: --out a file is a usage error naming --out (was a raw
+// "EEXIST: file already exists, mkdir", exit 1); a --data directory names the path (was "EISDIR: illegal operation on
+// a directory, read", no path); an empty data file is refused (was a 0-merge, bytes-only tokenizer written, exit 0).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
+const root = mkdtempSync(join(tmpdir(), 'floe-tok-train-s29-'));
+
+function floe(...args: string[]): { status: number | null; stderr: string } {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', RUN, '--', ...args], { encoding: 'utf8' });
+  return { status: r.status, stderr: r.stderr };
+}
+
+test('tokenizer train: --out a file, a --data directory, empty data', { timeout: 60_000 }, () => {
+  const data = join(root, 'data.jsonl');
+  writeFileSync(data, '{"text":"the cat sat on the mat"}\n{"text":"the dog sat on the log"}\n');
+  const file = join(root, 'a-file');
+  writeFileSync(file, 'x');
+  let r = floe('tokenizer', 'train', '--data', data, '--vocab-size', '270', '--out', file);
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /--out .*a-file: .*a-file is a file, not a directory; give a directory for the tokenizer files/);
+
+  const dir = join(root, 'a-dir');
+  mkdirSync(dir);
+  r = floe('tokenizer', 'train', '--data', dir, '--vocab-size', '270', '--out', join(root, 'out1'));
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /a-dir: cannot read data: EISDIR/);
+
+  for (const [name, body] of [['empty.jsonl', ''], ['blank.jsonl', '{"text":""}\n\n'], ['empty.txt', '']] as const) {
+    const f = join(root, name);
+    writeFileSync(f, body);
+    const out = join(root, `out-${name}`);
+    r = floe('tokenizer', 'train', '--data', f, '--vocab-size', '270', '--out', out);
+    assert.equal(r.status, 1, `${name}: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`${name}: no text to train a tokenizer on`));
+    assert.ok(!existsSync(join(out, 'tokenizer.json')), `${name}: nothing written`);
+  }
+
+  r = floe('tokenizer', 'train', '--data', data, '--vocab-size', '270', '--out', join(root, 'ok'));
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(existsSync(join(root, 'ok', 'tokenizer.json')));
+});

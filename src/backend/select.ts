@@ -4,7 +4,7 @@ import type { Backend } from './backend.js';
 import { loadNativeBackend } from './native.js';
 import { referenceBackend } from './reference.js';
 import { addonPath, loadAddon } from './native-addon.js';
-import { describe } from '../options.js';
+import { describe } from '../tensor/options.js';
 
 export type BackendName = 'native' | 'reference';
 

@@ -4,7 +4,7 @@ import { Worker } from 'node:worker_threads';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KV_DTYPES, type KvDType } from '../backend/backend.js';
-import { describe } from '../options.js';
+import { describe } from '../tensor/options.js';
 import type { BackendName } from '../backend/select.js';
 import type { OffloadOptions } from '../model/offload.js';
 import type { SpeculativeModule } from '../model/speculation.js';

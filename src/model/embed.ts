@@ -11,7 +11,7 @@ import { applyAdapter } from './adapter.js';
 import { KvCache } from './kv-cache.js';
 import type { LlamaModel } from './llama.js';
 import { openModel } from './open.js';
-import { checkOptions, describe, type OptionKeys } from '../options.js';
+import { checkOptions, describe, type OptionKeys } from '../tensor/options.js';
 
 export type Pooling = 'mean' | 'last';
 

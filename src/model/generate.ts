@@ -9,7 +9,7 @@ import {
   verifyDraft,
 } from './speculation.js';
 import { KV_DTYPES, type KvDType } from '../backend/backend.js';
-import { checkOptions, describe, type OptionKeys } from '../options.js';
+import { checkOptions, describe, type OptionKeys } from '../tensor/options.js';
 
 export interface TopLogprob {
   readonly token: number;

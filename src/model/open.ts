@@ -9,7 +9,7 @@ import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { LlamaModel } from './llama.js';
 import { LayerStream, type OffloadOptions } from './offload.js';
-import { checkOptions, type OptionKeys } from '../options.js';
+import { checkOptions, type OptionKeys } from '../tensor/options.js';
 
 export interface OpenOptions {
   readonly backend?: BackendName;

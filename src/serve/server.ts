@@ -24,7 +24,7 @@ import { createApp, type ServeApp } from './app.js';
 import type { EmbeddingModel } from './embeddings-routes.js';
 import { ServeMetrics } from './metrics.js';
 import { Guard } from '../platform/guard/guard.js';
-import { checkOptions, describe, type OptionKeys } from '../options.js';
+import { checkOptions, describe, type OptionKeys } from '../tensor/options.js';
 import { sqliteUnavailable } from '../platform/store.js';
 
 export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {

@@ -23,7 +23,7 @@ import { writeHfModel, type SaveDType } from './export.js';
 import { clipGradNorm, Optimizer, type OptimizerName } from './optimizer.js';
 import { mix32, Rng } from './rng.js';
 import { learningRate, type DecayKind, type ScheduleConfig } from './schedule.js';
-import { checkOptions, describe, type OptionKeys } from '../options.js';
+import { checkOptions, describe, type OptionKeys } from '../tensor/options.js';
 
 export interface FinetuneOptions {
   readonly model: string; // HF dir or .gguf

@@ -14,7 +14,7 @@ import {
   type ChatTurn, type GuardCategory, type GuardFormat, type GuardMessage, type GuardRole,
 } from './prompt.js';
 import { GuardOutputError, parseVerdict, probabilityOf, verdictStep } from './verdict.js';
-import { checkOptions, type OptionKeys } from '../../options.js';
+import { checkOptions, type OptionKeys } from '../../tensor/options.js';
 
 export type GuardTokenizer = Pick<Tokenizer, 'encode' | 'decode' | 'bosId' | 'bosToken'>;
 

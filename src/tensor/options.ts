@@ -1,4 +1,4 @@
-// Runtime checks of the library's option objects: a misspelled key or a value of the wrong kind fails naming it.
+// Runtime checks of the library's option objects (the lowest layer, so every layer may use them): a misspelled key or a value of the wrong kind fails naming it.
 
 /** Every key of an options interface, spelled once; `satisfies Record<keyof T, true>` keeps the list complete. */
 export type OptionKeys<T> = Readonly<Record<keyof T, true>>;

@@ -83,6 +83,16 @@ function requests(page: Page): Array<Record<string, any>> { // eslint-disable-li
   return out;
 }
 
+/**
+ * The option texts of `sel` once they equal `want` (a page switch renders after the click returns: reading at once can
+ * see the page before, as CI under load did), or as they are after 10 s, for the assertion to show.
+ */
+async function optionsOf(page: Page, sel: string, want: string[]): Promise<string[]> {
+  await page.waitForFunction(([s, w]) => JSON.stringify([...document.querySelectorAll(s as string)].map((o) => o.textContent)) === w,
+    [sel, JSON.stringify(want)] as const, { timeout: 10_000 }).catch(() => {});
+  return page.locator(sel).allTextContents();
+}
+
 async function send(page: Page, text: string): Promise<void> {
   const n = await page.locator('.msg.assistant .stats, .msg.assistant .error').count();
   await page.fill('#prompt', text);
@@ -125,12 +135,12 @@ test('an embedding model is not offered to chat or completions; the embeddings p
   assert.deepEqual(cards.map((c) => [c.id, c.task]), [['floe-brown', 'generate'], ['floe-embed', 'embed']]);
   const page = await open(main, '#/chat');
   // Before: floe-embed was in the chat picker, and picking it answered 404 model_not_found.
-  assert.deepEqual(await page.locator('select[name=model] option').allTextContents(), ['floe-brown']);
+  assert.deepEqual(await optionsOf(page, 'select[name=model] option', ['floe-brown']), ['floe-brown']);
   await page.click('nav a:has-text("Completions")');
-  assert.deepEqual(await page.locator('.panel select[name=model] option').allTextContents(), ['floe-brown']);
+  assert.deepEqual(await optionsOf(page, '.panel select[name=model] option', ['floe-brown']), ['floe-brown']);
   await page.click('nav a:has-text("Embeddings")');
   // Before: the page defaulted to the chat model, so Run embedded with floe-brown, not the embedding model.
-  assert.deepEqual(await page.locator('.panel select[name=model] option').allTextContents(), ['floe-embed', 'floe-brown']);
+  assert.deepEqual(await optionsOf(page, '.panel select[name=model] option', ['floe-embed', 'floe-brown']), ['floe-embed', 'floe-brown']);
   assert.equal(await page.inputValue('.panel select[name=model]'), 'floe-embed');
   await page.click('.panel button[type=submit]');
   await page.waitForSelector('#embedding-summary');

@@ -66,9 +66,14 @@ describe(`HF export from a GGUF base (seed ${seed})`, () => {
       // what the GGUF path computes (base inv_freq / factor) vs what an HF config with the fitted scaling computes
       const base = ropeInvFreq({ headDim, ropeTheta, ropeScaling: null });
       const hf = ropeInvFreq({ headDim, ropeTheta, ropeScaling: fitted });
+      // transformers' float32 formula loses up to ~1e-5 where smooth is near 0 (orig/wavelen - low_freq_factor
+      // cancels), with the true parameters too (seed 3899739691: 1.23e-5 at one index): the fit may miss the GGUF
+      // value by 1e-5 more than the parameters that made the factors do
+      const truth = ropeInvFreq(cfg);
       for (let i = 0; i < base.length; i++) {
         const want = base[i]! / factors[i]!;
-        assert.ok(Math.abs(hf[i]! - want) <= 1e-5 * want, `${JSON.stringify(c)}: inv_freq ${i}: ${hf[i]} vs ${want} (fitted ${JSON.stringify(fitted)})`);
+        const slack = Math.abs(truth[i]! - want);
+        assert.ok(Math.abs(hf[i]! - want) <= 1e-5 * want + slack, `${JSON.stringify(c)}: inv_freq ${i}: ${hf[i]} vs ${want}, true parameters ${truth[i]} (fitted ${JSON.stringify(fitted)})`);
       }
     }
     const l31 = { type: 'llama3' as const, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 };

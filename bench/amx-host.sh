@@ -7,7 +7,9 @@
 # - the int8 q8_0r16 tiles by M, and 16-stream q8_0 decode against llama.cpp called directly (bench/decode-streams.ts;
 #   the harness needs `npm run setup --prefix bench`);
 # - the bf16 / fp8 decode GEMVs with the bf16 products on f32 FMA against vdpbf16ps (FLOE_BF16_DOT), by M and at 16
-#   fp8 streams.
+#   fp8 streams;
+# - the LoRA step's factor products and AdamW, native and fused (session 29): bench/lora-train-micro.ts and the
+#   in-process A/B bench/train-ab.ts (FLOE_TRAIN_FUSED=0 against the default), their expected gain ~1.1x the step there.
 # Two threads, as in issue #9. Needs floe installed (npm install) and, for the PyTorch peer, a python with torch
 # (FLOE_PYTHON, default /usr/bin/python3).
 #
@@ -49,4 +51,8 @@ for dot in fma dpbf16; do
   FLOE_BF16_DOT=$dot node --import tsx bench/decode-streams.ts --shape "$S" --format fp8 --streams 1,16 --prompt 128 --decode 32 --threads 2 --amx tiles --rounds 2 --no-harness --out "$OUT/decode-streams-fp8-$dot.json" > "$OUT/decode-streams-fp8-$dot.txt" 2>&1
   echo "decode-streams fp8 FLOE_BF16_DOT=$dot rc $?" | tee -a "$L"; grep -E "streams, round" "$OUT/decode-streams-fp8-$dot.txt" | tee -a "$L"
 done
+node --import tsx bench/lora-train-micro.ts --threads 2 --reps 5 > "$OUT/lora-train-micro.txt" 2>&1
+echo "lora-train-micro rc $?" | tee -a "$L"; tail -12 "$OUT/lora-train-micro.txt" | tee -a "$L"
+node --import tsx bench/train-ab.ts --shape "$S" --threads 2 --steps 6 --out "$OUT/train-ab.json" > "$OUT/train-ab.txt" 2>&1
+echo "train-ab rc $?" | tee -a "$L"; tail -6 "$OUT/train-ab.txt" | tee -a "$L"
 grep -hE "^(1b|small) +bf16" "$OUT/core.txt" "$OUT/train.txt" | tee -a "$L"

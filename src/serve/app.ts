@@ -530,7 +530,7 @@ export function createApp(opts: AppOptions): ServeApp {
     return reply;
   }));
 
-  registerEmbeddingRoutes(app, { metrics, context: model, modelName: opts.modelName, tracked, noteIgnored });
+  registerEmbeddingRoutes(app, { metrics, context: model, modelName: opts.modelName, tracked, noteIgnored, serveCheckpoint: (m, e) => ft?.serveCheckpoint(m, e) ?? Promise.resolve() });
   registerResponsesRoutes(app, {
     model, vctx, tracked, noteIgnored, chatPrompt, budget, chatJob, drain, logprobContent,
     rails: (body) => takeRails(body, guardOpts), serveCheckpoint: (m, e) => ft?.serveCheckpoint(m, e) ?? Promise.resolve(),

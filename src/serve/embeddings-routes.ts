@@ -1,6 +1,7 @@
 // POST /v1/embeddings (OpenAI shape): the --embedding-model (or the --task embed model) when the request names it or
-// names none, else the chat model and its adapters; every input of a request goes to the engine at once, so the
-// scheduler packs them into shared forwards. `dimensions` other than the model's width is refused (no truncation).
+// names none, else the chat model and its adapters (a fine-tuning job's checkpoint loaded on first use, as chat loads
+// it); every input of a request goes to the engine at once, so the scheduler packs them into shared forwards.
+// `dimensions` other than the model's width is refused (no truncation).
 
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply } from 'fastify';
@@ -35,6 +36,8 @@ export interface EmbeddingRouteOptions {
   readonly modelName: string; // the chat model's id
   readonly tracked: <T>(fn: () => Promise<T>) => Promise<T>;
   readonly noteIgnored: (reply: FastifyReply, fields: readonly string[]) => void;
+  /** A fine-tuning job's model that the request names is loaded on first use, as chat and completions load it. */
+  readonly serveCheckpoint: (model: unknown, engine: EngineClient) => Promise<void>;
 }
 
 /** Routes that a --task embed server refuses (it has no generative model). */
@@ -54,6 +57,7 @@ export function registerEmbeddingRoutes(app: FastifyInstance, o: EmbeddingRouteO
     const body = req.body as Record<string, unknown> | null;
     const asked = body !== null && typeof body === 'object' ? body.model : undefined;
     const emb = c.embedding && (asked === undefined || asked === c.embedding.name) ? c.embedding : null;
+    if (!emb) await o.serveCheckpoint(asked, c.engine);
     const engine = emb ? emb.engine : c.engine;
     const info = engine.info;
     const adapterNames = emb ? [] : (c.engine.adapters?.() ?? []).map((a) => a.name);

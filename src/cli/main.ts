@@ -8,8 +8,8 @@ import { wordStartTable } from '../model/prediction.js';
 import { tokenBytes } from '../engine/constrained/token-mask.js';
 import { loadModel, type LoadOptions } from '../formats/load.js';
 import { OFFLOAD_FLAGS, offloadOptions } from './offload-args.js';
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { dirname, resolve as resolvePath } from 'node:path';
+import { accessSync, constants as fsConstants, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, join, relative as relativePath, resolve as resolvePath } from 'node:path';
 import { readGguf } from '../formats/gguf.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
@@ -739,6 +739,50 @@ function outDirFlag(out: string, what: string): void {
   }
 }
 
+/** Where quantize writes inside an existing --out until the output is complete (a leftover of an interrupted run is cleared). */
+const PARTIAL = '.floe-quantize-partial';
+
+/**
+ * --out of a command that writes a whole new model: a missing or empty directory (missing folders above it are made),
+ * not the input `model`, that this process may write; refused before any work. A non-empty one is refused rather than
+ * mixed with (or stripped of) what it holds.
+ */
+function newOutDirFlag(out: string, model: string, what: string): void {
+  outDirFlag(out, what);
+  const abs = resolvePath(out);
+  if (existsSync(abs)) {
+    if (existsSync(model) && realpathSync(abs) === realpathSync(model)) throw new UsageError(`--out ${out} is the input directory (--model ${model}); give another directory for ${what}`);
+    const held = readdirSync(abs).filter((n) => n !== PARTIAL);
+    if (held.length > 0) {
+      const shown = held.slice(0, 3).join(', ') + (held.length > 3 ? `, … (${held.length} entries)` : '');
+      throw new UsageError(`--out ${out} is not empty (it holds ${shown}); give a new or empty directory for ${what}`);
+    }
+  }
+  // --out itself, else the nearest existing folder above it (where the missing ones are made)
+  let d = abs;
+  while (!existsSync(d) && dirname(d) !== d) d = dirname(d);
+  try {
+    accessSync(d, fsConstants.W_OK);
+  } catch {
+    throw new UsageError(`--out ${out}: ${d} is not writable; give a directory you can write for ${what}`);
+  }
+}
+
+/**
+ * Where the output is written before it becomes `out`: beside a missing `out` (then renamed to it), inside an existing
+ * empty one (then moved up file by file, config.json last; the directory itself stays: a mount point, a shell's working
+ * directory, its owner and mode). Until the last rename `out` holds no config.json, so no half-written model loads.
+ */
+function stageFor(out: string): string {
+  return existsSync(out) ? join(out, PARTIAL) : join(dirname(out), `.${basename(out)}${PARTIAL}`);
+}
+
+function moveOutput(stage: string, out: string): void {
+  if (!existsSync(out)) { renameSync(stage, out); return; }
+  const names = readdirSync(stage).sort((a, b) => Number(a === 'config.json') - Number(b === 'config.json'));
+  for (const n of names) renameSync(join(stage, n), join(out, n));
+}
+
 async function mergeCmd(args: string[]): Promise<number> {
   const { readPeftAdapter } = await import('../model/adapter.js');
   const { mergeAdapter, writeHfModel } = await import('../train/export.js');
@@ -768,12 +812,25 @@ async function quantizeCmd(args: string[]): Promise<number> {
   const block = num(v.block, 'block', 128, true);
   if (block < 1) throw new UsageError(`--block expects an integer >= 1, got ${block}`);
   const scheme = v['per-row'] ? { kind: 'per-row' as const } : { kind: 'block' as const, block };
+  const out = resolvePath(v.out);
+  newOutDirFlag(v.out, v.model, 'the FP8 model');
+  // a failed or interrupted run leaves no --out that loads half a model (weights and config.json without the tokenizer)
+  const stage = stageFor(out);
+  rmSync(stage, { recursive: true, force: true });
+  mkdirSync(dirname(out), { recursive: true });
   const t0 = performance.now();
-  const r = await quantizeModelDir(v.model, v.out, { scheme, quantizeHead: !!v['quantize-head'], quantizeEmbed: !!v['quantize-embed'] });
+  let r;
+  try {
+    r = await quantizeModelDir(v.model, stage, { scheme, quantizeHead: !!v['quantize-head'], quantizeEmbed: !!v['quantize-embed'] });
+    moveOutput(stage, out);
+  } finally {
+    rmSync(stage, { recursive: true, force: true });
+  }
+  const files = r.files.map((f) => join(v.out!, relativePath(stage, f)));
   const seconds = (performance.now() - t0) / 1000;
   const layout = scheme.kind === 'block' ? `fp8 ${block}x${block} blocks (weight_scale_inv)` : 'compressed-tensors per-row (weight_scale)';
   if (v.json) {
-    process.stdout.write(JSON.stringify({ out: v.out, layout, quantized: r.quantized.length, files: r.files, bytes_in: r.bytesIn, bytes_out: r.bytesOut, seconds }) + '\n');
+    process.stdout.write(JSON.stringify({ out: v.out, layout, quantized: r.quantized.length, files, bytes_in: r.bytesIn, bytes_out: r.bytesOut, seconds }) + '\n');
   } else {
     const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
     process.stderr.write(`[floe] ${r.quantized.length} tensors -> ${layout}; ${mib(r.bytesIn)} -> ${mib(r.bytesOut)} in ${seconds.toFixed(1)} s -> ${v.out}\n`);

@@ -3,9 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { referenceBackend } from '../../src/backend/reference.js';
 import { loadModel } from '../../src/formats/load.js';
@@ -133,27 +133,81 @@ test('floe quantize / eval: bad arguments fail with a message', async () => {
   assert.equal(noFmt.code, 2, 'a usage error');
   assert.match(noFmt.err, /--fp8/);
   assert.match((await floeInProcess('quantize', '--model', SRC, '--out', join(dir, 'x'), '--fp8', '--per-row', '--block', '32')).err, /not both/);
-  // a directory without config.json, --out an existing file, --out the input through a symlink: refused, named
+  // a directory without config.json: refused, named (the model is wrong, not the command line: exit 1)
   const empty = join(dir, 'empty-model');
   mkdirSync(empty, { recursive: true });
   const noCfg = floe('quantize', '--model', empty, '--out', join(dir, 'y'), '--fp8');
   assert.equal(noCfg.code, 1);
   assert.match(noCfg.err, /empty-model: no config\.json; quantize reads an HF model directory/);
-  const file = join(dir, 'a-file');
-  writeFileSync(file, 'x');
-  const outFile = floe('quantize', '--model', SRC, '--out', file, '--fp8');
-  assert.equal(outFile.code, 1);
-  assert.match(outFile.err, /--out .*a-file is a file; give a directory/);
-  const link = join(dir, 'src-link');
-  symlinkSync(SRC, link);
-  const same = floe('quantize', '--model', SRC, '--out', link, '--fp8');
-  assert.equal(same.code, 1);
-  assert.match(same.err, /src-link is the input directory/);
-  assert.ok(existsSync(join(SRC, 'model.safetensors')), 'the input weights are still there');
   const kv = await floeInProcess('eval', '--model', SRC, '--data', DATA, '--kv-cache-dtype', 'int4');
   assert.equal(kv.code, 2, 'a usage error');
   assert.match(kv.err, /--kv-cache-dtype expects auto, f32, bf16 or fp8, got 'int4'/);
   assert.match((await floeInProcess('generate', '--model', SRC, '--prompt', 'x', '--dtype', 'fp16')).err, /--dtype expects fp8/);
+});
+
+test('floe quantize --out: a file, a path under a file, the input, a non-empty or unwritable directory are usage errors (exit 2) naming --out, before the model loads', async () => {
+  const usage = async (out: string, want: RegExp, model = SRC) => {
+    const r = await floeInProcess('quantize', '--model', model, '--out', out, '--fp8');
+    assert.equal(r.code, 2, `--out ${out}: a usage error, got ${r.code}: ${r.err}`);
+    assert.match(r.err, want);
+  };
+  const file = join(dir, 'a-file');
+  writeFileSync(file, 'x');
+  await usage(file, /^floe quantize: --out .*a-file: .*a-file is a file, not a directory; give a directory for the FP8 model\n$/);
+  await usage(join(file, 'sub'), /^floe quantize: --out .*a-file\/sub: .*a-file is a file, not a directory/);
+  const link = join(dir, 'src-link');
+  symlinkSync(SRC, link);
+  await usage(link, /^floe quantize: --out .*src-link is the input directory \(--model .*\); give another directory for the FP8 model\n$/);
+  assert.ok(existsSync(join(SRC, 'model.safetensors')), 'the input weights are still there');
+  // a directory holding other files (an earlier export's model*.safetensors were deleted before: a user's file of that name too)
+  const busy = join(dir, 'busy');
+  mkdirSync(busy);
+  writeFileSync(join(busy, 'notes.txt'), 'mine');
+  writeFileSync(join(busy, 'model-mine.safetensors'), 'mine too');
+  await usage(busy, /^floe quantize: --out .*busy is not empty \(it holds model-mine\.safetensors, notes\.txt\); give a new or empty directory for the FP8 model\n$/);
+  assert.deepEqual(readdirSync(busy).sort(), ['model-mine.safetensors', 'notes.txt'], 'nothing in it was touched');
+  // checked before the model is read: a missing --model does not come first
+  await usage(busy, /--out .*busy is not empty/, join(dir, 'no-such-model'));
+});
+
+test('floe quantize --out in a directory it cannot write: a usage error naming it', { skip: process.getuid?.() === 0 ? 'root writes anywhere' : false }, async () => {
+  const ro = join(dir, 'read-only');
+  mkdirSync(ro);
+  chmodSync(ro, 0o555);
+  try {
+    const r = await floeInProcess('quantize', '--model', SRC, '--out', join(ro, 'fp8', 'x'), '--fp8');
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err, /^floe quantize: --out .*read-only\/fp8\/x: .*read-only is not writable; give a directory you can write for the FP8 model\n$/);
+  } finally {
+    chmodSync(ro, 0o755);
+  }
+});
+
+test('floe quantize that fails while writing leaves no --out behind (a new one stays missing, an empty one empty); a later run writes it', () => {
+  // the input's chat_template.jinja is a directory: reading it fails after the weights, config.json and tokenizer are written
+  const bad = join(dir, 'bad-src');
+  mkdirSync(bad);
+  for (const f of readdirSync(SRC)) copyFileSync(join(SRC, f), join(bad, f));
+  mkdirSync(join(bad, 'chat_template.jinja'));
+  const fresh = join(dir, 'fresh', 'fp8');
+  const empty = join(dir, 'empty-out');
+  mkdirSync(empty);
+  for (const out of [fresh, empty]) {
+    const r = floe('quantize', '--model', bad, '--out', out, '--fp8');
+    assert.equal(r.code, 1, r.err);
+    assert.match(r.err, /EISDIR/);
+    if (out === fresh) assert.equal(existsSync(out), false, `${out} was not created`);
+    else assert.deepEqual(readdirSync(out), [], `${out} is still empty`);
+    assert.deepEqual(readdirSync(dirname(out)).filter((n) => n.includes('partial')), [], 'no partial output is left beside it');
+  }
+  // the same --out after the cause is gone: written in full
+  rmSync(join(bad, 'chat_template.jinja'), { recursive: true });
+  for (const out of [fresh, empty]) {
+    const r = floe('quantize', '--model', bad, '--out', out, '--fp8', '--json');
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual(readdirSync(out).sort(), ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+    assert.deepEqual(JSON.parse(r.out).files, [join(out, 'model.safetensors')]);
+  }
 });
 
 test('readEvalTexts: JSONL records, plain-text paragraphs, errors with file:line', () => {

@@ -1,4 +1,4 @@
-// The console as a user meets it with more than the base model (session 29), in Chromium via playwright-core:
+// The console as a user meets it with more than the base model, in Chromium via playwright-core:
 // an embedding model beside the chat model (and a --task embed server), guardrails refusing a turn, empty settings
 // fields, two tabs on the same chats, a reload and a killed server in the middle of an answer.
 // Without a chromium binary the file skips, except under CI=true, where it fails.

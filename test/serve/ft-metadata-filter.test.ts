@@ -11,9 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
-import { startFloeServe } from './serve/floe-process.js';
+import { startFloeServe } from './floe-process.js';
 
-const BUILT = fileURLToPath(new URL('../dist/src/platform/jobs/child.js', import.meta.url));
+const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
 const procs: ChildProcess[] = [];
 after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
 

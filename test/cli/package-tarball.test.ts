@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 
 interface PackEntry { readonly path: string; readonly size: number }
@@ -30,7 +30,7 @@ test('npm pack ships what an installed floe runs on, and not the checkout (tests
 });
 
 test('the packed floe, unpacked outside the checkout without its addon or SQLite build: the README example runs on the reference backend, the server serves its console, backend native and a data dir say how to build them', () => {
-  const work = mkdtempSync(join(tmpdir(), 'floe-pack-s29-'));
+  const work = mkdtempSync(join(tmpdir(), 'floe-pack-'));
   execFileSync(npm, ['pack', '--ignore-scripts', '--pack-destination', work], { cwd: ROOT, stdio: 'ignore' });
   const tgz = readdirSync(work).find((f) => f.endsWith('.tgz'))!;
   const project = join(work, 'project');

@@ -11,10 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
-const README = fileURLToPath(new URL('../README.md', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+const README = fileURLToPath(new URL('../../README.md', import.meta.url));
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
-const dir = mkdtempSync(join(tmpdir(), 'synth-question-s29-'));
+const dir = mkdtempSync(join(tmpdir(), 'synth-question-'));
 
 test('from-documents drops questions cut at --max-tokens as question_truncated', () => {
   const doc = join(dir, 'doc.txt');

@@ -12,10 +12,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
-const SHIPPED = fileURLToPath(new URL('../data/synth', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+const SHIPPED = fileURLToPath(new URL('../../data/synth', import.meta.url));
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
-const dir = mkdtempSync(join(tmpdir(), 'synth-inputs-s29-'));
+const dir = mkdtempSync(join(tmpdir(), 'synth-inputs-'));
 
 function synth(...args: string[]) {
   const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', RUN, '--', 'synth', '--num', '3', '--max-tokens', '24', '--threads', '1', ...args],

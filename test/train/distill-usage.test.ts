@@ -11,11 +11,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
-const teacher = fileURLToPath(new URL('../models/floe-brown', import.meta.url));
-const student = fileURLToPath(new URL('../models/floe-brown-draft', import.meta.url));
-const dir = mkdtempSync(join(tmpdir(), 'distill-usage-s29-'));
+const teacher = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const student = fileURLToPath(new URL('../../models/floe-brown-draft', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'distill-usage-'));
 const data = join(dir, 'data.jsonl');
 writeFileSync(data, Array.from({ length: 4 }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `Name a county ${i}.` }, { role: 'assistant', content: 'Cook County.' }] })).join('\n') + '\n');
 

@@ -12,16 +12,16 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadModel } from '../src/formats/load.js';
-import { readGguf } from '../src/formats/gguf.js';
-import { hfToGguf } from '../src/formats/gguf-writer.js';
-import { openModel } from '../src/model/open.js';
-import { generate } from '../src/model/generate.js';
+import { loadModel } from '../../src/formats/load.js';
+import { readGguf } from '../../src/formats/gguf.js';
+import { hfToGguf } from '../../src/formats/gguf-writer.js';
+import { openModel } from '../../src/model/open.js';
+import { generate } from '../../src/model/generate.js';
 
-const BROWN = fileURLToPath(new URL('../models/floe-brown', import.meta.url));
-const SPM_GGUF = fileURLToPath(new URL('./fixtures/gguf-independent/tiny-llama.gguf', import.meta.url));
-const NLC = fileURLToPath(new URL('../bench/node_modules/node-llama-cpp/dist/index.js', import.meta.url));
-const root = mkdtempSync(join(tmpdir(), 'floe-gguf-reexport-s29-'));
+const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const SPM_GGUF = fileURLToPath(new URL('../fixtures/gguf-independent/tiny-llama.gguf', import.meta.url));
+const NLC = fileURLToPath(new URL('../../bench/node_modules/node-llama-cpp/dist/index.js', import.meta.url));
+const root = mkdtempSync(join(tmpdir(), 'floe-gguf-reexport-'));
 const disposers: (() => Promise<void> | void)[] = [];
 after(async () => { for (const d of disposers.reverse()) await d(); });
 

@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
-const root = mkdtempSync(join(tmpdir(), 'floe-tok-train-s29-'));
+const root = mkdtempSync(join(tmpdir(), 'floe-tok-train-'));
 
 function floe(...args: string[]): { status: number | null; stderr: string } {
   const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', RUN, '--', ...args], { encoding: 'utf8' });

@@ -54,7 +54,7 @@ const doneIn = (state: string): Map<string, { n: number; ids: string[] }> => {
 };
 
 test('an --output (or --input) path that cannot work is a usage error (exit 2) before the engine loads, not a failure after the batch', { timeout: T }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'floe-batch-s29-'));
+  const dir = mkdtempSync(join(tmpdir(), 'floe-batch-'));
   const input = join(dir, 'in.jsonl');
   writeFileSync(input, requests(3, 'p', 4));
   const missing = join(dir, 'no', 'such', 'out.jsonl');
@@ -75,7 +75,7 @@ test('an --output (or --input) path that cannot work is a usage error (exit 2) b
 });
 
 test('killed, then re-run after its 24 h would have passed: the offline batch resumes without redoing lines, never "expired"', { timeout: T }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'floe-batch-s29-'));
+  const dir = mkdtempSync(join(tmpdir(), 'floe-batch-'));
   const input = join(dir, 'in.jsonl');
   const N = 40;
   writeFileSync(input, requests(N, 'q', 24));
@@ -103,7 +103,7 @@ test('killed, then re-run after its 24 h would have passed: the offline batch re
 });
 
 test('re-running one input resumes only its batch: another input left unfinished in the same --state does not run with it', { timeout: T }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'floe-batch-s29-'));
+  const dir = mkdtempSync(join(tmpdir(), 'floe-batch-'));
   const a = join(dir, 'a.jsonl');
   const b = join(dir, 'b.jsonl');
   writeFileSync(a, requests(40, 'a', 24));

@@ -13,11 +13,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
-const BIN = fileURLToPath(new URL('../bin/floe.js', import.meta.url));
-const BROWN = fileURLToPath(new URL('../models/floe-brown', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
+const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
-const dir = mkdtempSync(join(tmpdir(), 'synth-endpoint-s29-'));
+const dir = mkdtempSync(join(tmpdir(), 'synth-endpoint-'));
 
 function synth(...args: string[]) {
   const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', RUN, '--', 'synth', ...args], { encoding: 'utf8', timeout: 120_000 });

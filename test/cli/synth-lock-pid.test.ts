@@ -12,8 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
-const dir = mkdtempSync(join(tmpdir(), 'synth-lock-pid-s29-'));
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'synth-lock-pid-'));
 const common = ['synth', '--method', 'self-instruct', '--num', '16', '--concurrency', '4', '--max-tokens', '32', '--threads', '1', '--json'];
 
 /** node -e SCRIPT with `run` (the CLI), `argv` (the synth command) and `out` bound. */

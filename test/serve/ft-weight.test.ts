@@ -12,13 +12,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
-import { loadChatTemplate } from '../src/formats/chat-template.js';
-import { loadTokenizer } from '../src/formats/tokenizer.js';
-import { encodeExample, parseJsonl } from '../src/train/data.js';
-import { startFloeServe } from './serve/floe-process.js';
+import { loadChatTemplate } from '../../src/formats/chat-template.js';
+import { loadTokenizer } from '../../src/formats/tokenizer.js';
+import { encodeExample, parseJsonl } from '../../src/train/data.js';
+import { startFloeServe } from './floe-process.js';
 
-const MODEL = fileURLToPath(new URL('../models/floe-brown', import.meta.url));
-const BUILT = fileURLToPath(new URL('../dist/src/platform/jobs/child.js', import.meta.url));
+const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
 const procs: ChildProcess[] = [];
 after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
 

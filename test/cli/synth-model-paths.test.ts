@@ -11,9 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
-const dir = mkdtempSync(join(tmpdir(), 'synth-paths-s29-'));
+const dir = mkdtempSync(join(tmpdir(), 'synth-paths-'));
 const missing = join(dir, 'no-such-model');
 
 const cases: [string, string[], RegExp][] = [

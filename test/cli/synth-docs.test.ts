@@ -12,10 +12,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
-const README = fileURLToPath(new URL('../README.md', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+const README = fileURLToPath(new URL('../../README.md', import.meta.url));
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
-const dir = mkdtempSync(join(tmpdir(), 'synth-docs-s29-'));
+const dir = mkdtempSync(join(tmpdir(), 'synth-docs-'));
 
 function synth(...args: string[]) {
   const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', RUN, '--', 'synth', ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -51,7 +51,7 @@ test('a UTF-8 document with a byte-order mark and a real U+FFFD is read, not ref
 });
 
 test('the library refuses two documents of one name (unit ids name the document), before any model loads', async () => {
-  const { synth: run } = await import('../src/platform/synth/synth.js');
+  const { synth: run } = await import('../../src/platform/synth/synth.js');
   const docs = [{ name: 'a.txt', text: 'The river runs north.' }, { name: 'a.txt', text: 'The fair began in 1820.' }];
   await assert.rejects(run({ method: 'from-documents', docs, out: join(dir, 'twice.jsonl'), model: join(dir, 'no-model') }), /synth: document a\.txt is given twice/);
   assert.ok(!existsSync(join(dir, 'twice.jsonl')));

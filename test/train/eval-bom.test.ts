@@ -9,13 +9,13 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readEvalTexts } from '../src/train/eval.js';
-import { readTrainingTexts } from '../src/train/bpe-trainer.js';
+import { readEvalTexts } from '../../src/train/eval.js';
+import { readTrainingTexts } from '../../src/train/bpe-trainer.js';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
-const BROWN = fileURLToPath(new URL('../models/floe-brown', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
-const root = mkdtempSync(join(tmpdir(), 'floe-eval-bom-s29-'));
+const root = mkdtempSync(join(tmpdir(), 'floe-eval-bom-'));
 const BOM = '\uFEFF';
 
 function evalJson(file: string): { records: number; tokens: number; loss: number } {

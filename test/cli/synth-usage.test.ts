@@ -13,9 +13,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
-const dir = mkdtempSync(join(tmpdir(), 'synth-usage-s29-'));
+const dir = mkdtempSync(join(tmpdir(), 'synth-usage-'));
 const doc = join(dir, 'doc.txt');
 writeFileSync(doc, 'The river runs north through the valley and freezes every winter.\n');
 const aFile = join(dir, 'a-file.txt');

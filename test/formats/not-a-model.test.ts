@@ -9,12 +9,12 @@ import { cpSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadModel } from '../src/formats/load.js';
+import { loadModel } from '../../src/formats/load.js';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
-const TOOLS = fileURLToPath(new URL('../models/floe-brown-tools', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+const TOOLS = fileURLToPath(new URL('../../models/floe-brown-tools', import.meta.url));
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
-const root = mkdtempSync(join(tmpdir(), 'floe-not-a-model-s29-'));
+const root = mkdtempSync(join(tmpdir(), 'floe-not-a-model-'));
 
 function floe(...args: string[]): { status: number | null; stderr: string } {
   const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', RUN, '--', ...args], { encoding: 'utf8' });

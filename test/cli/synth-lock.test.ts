@@ -11,10 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
 const ARGS = ['--import', 'tsx', '--input-type=module', '-e', RUN, '--', 'synth'];
-const dir = mkdtempSync(join(tmpdir(), 'synth-lock-s29-'));
+const dir = mkdtempSync(join(tmpdir(), 'synth-lock-'));
 const common = ['--method', 'self-instruct', '--num', '40', '--concurrency', '4', '--max-tokens', '48', '--threads', '1', '--json'];
 
 async function started(child: ReturnType<typeof spawn>, progress: string): Promise<void> {

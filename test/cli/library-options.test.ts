@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as floe from '../src/index.js';
-import { builtinModel, DEFAULT_SAMPLING, finetune, generate, openModel, startEngine, startServer, TextStream } from '../src/index.js';
+import * as floe from '../../src/index.js';
+import { builtinModel, DEFAULT_SAMPLING, finetune, generate, openModel, startEngine, startServer, TextStream } from '../../src/index.js';
 
 const BROWN = builtinModel('floe-brown');
 // JavaScript callers: the types below are what a JS user may pass, so the checks are reached past TypeScript
@@ -40,7 +40,7 @@ test('generate: missing or misspelled options, a string prompt and values of the
 });
 
 test('finetune: a misspelled option fails before any training (maxStep would have run a whole epoch), as do a misspelled LoRA key and a string lr', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'floe-lib-s29-'));
+  const dir = mkdtempSync(join(tmpdir(), 'floe-lib-'));
   const data = join(dir, 'd.jsonl');
   writeFileSync(data, JSON.stringify({ text: 'The quick brown fox jumps over the lazy dog.' }) + '\n');
   const out = join(dir, 'out');
@@ -77,7 +77,7 @@ test('the errors a caller tells apart are exported: EngineRequestError (with its
   } finally {
     await engine.shutdown(0);
   }
-  const dir = mkdtempSync(join(tmpdir(), 'floe-lib-s29-'));
+  const dir = mkdtempSync(join(tmpdir(), 'floe-lib-'));
   const data = join(dir, 'd.jsonl');
   writeFileSync(data, JSON.stringify({ text: 'The quick brown fox jumps over the lazy dog.' }) + '\n');
   writeFileSync(join(dir, 'keep.txt'), 'an earlier file');

@@ -11,9 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
-const dir = mkdtempSync(join(tmpdir(), 'synth-endpoint-html-s29-'));
+const dir = mkdtempSync(join(tmpdir(), 'synth-endpoint-html-'));
 
 test('an endpoint that answers HTML: exit 1 naming the request and the body', async () => {
   const page = createServer((_req, res) => { res.writeHead(200, { 'content-type': 'text/html' }); res.end('<!DOCTYPE html><html><body>Sign in</body></html>'); });

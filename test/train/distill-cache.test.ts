@@ -11,12 +11,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
 const ARGS = ['--import', 'tsx', '--input-type=module', '-e', RUN, '--'];
-const teacher = fileURLToPath(new URL('../models/floe-brown', import.meta.url));
-const student = fileURLToPath(new URL('../models/floe-brown-draft', import.meta.url));
-const dir = mkdtempSync(join(tmpdir(), 'distill-cache-s29-'));
+const teacher = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const student = fileURLToPath(new URL('../../models/floe-brown-draft', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'distill-cache-'));
 const data = join(dir, 'data.jsonl');
 // enough samples that the teacher pass takes seconds
 writeFileSync(data, Array.from({ length: 3000 }, (_, i) => JSON.stringify({ messages: [

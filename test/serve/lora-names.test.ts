@@ -14,11 +14,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
-import { startFloeServe } from './serve/floe-process.js';
+import { startFloeServe } from './floe-process.js';
 
-const BIN = fileURLToPath(new URL('../bin/floe.js', import.meta.url));
-const BUILT = fileURLToPath(new URL('../dist/src/platform/jobs/child.js', import.meta.url));
-const TOOLS = fileURLToPath(new URL('../models/floe-brown-tools', import.meta.url));
+const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
+const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
+const TOOLS = fileURLToPath(new URL('../../models/floe-brown-tools', import.meta.url));
 const procs: ChildProcess[] = [];
 after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
 

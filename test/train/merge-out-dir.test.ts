@@ -15,16 +15,16 @@ import { existsSync, mkdtempSync, readdirSync, writeFileSync, copyFileSync, mkdi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadModel } from '../src/formats/load.js';
-import { readSafetensorsSync, writeSafetensors, type StWriteTensor } from '../src/formats/safetensors.js';
-import { dequantizeRow } from '../src/tensor/codecs.js';
-import type { Tensor } from '../src/tensor/tensor.js';
+import { loadModel } from '../../src/formats/load.js';
+import { readSafetensorsSync, writeSafetensors, type StWriteTensor } from '../../src/formats/safetensors.js';
+import { dequantizeRow } from '../../src/tensor/codecs.js';
+import type { Tensor } from '../../src/tensor/tensor.js';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
-const BROWN = fileURLToPath(new URL('../models/floe-brown', import.meta.url));
-const TOOLS = fileURLToPath(new URL('../models/floe-brown-tools', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const TOOLS = fileURLToPath(new URL('../../models/floe-brown-tools', import.meta.url));
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
-const root = mkdtempSync(join(tmpdir(), 'floe-merge-out-s29-'));
+const root = mkdtempSync(join(tmpdir(), 'floe-merge-out-'));
 
 function floe(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', RUN, '--', ...args], { encoding: 'utf8', env: { ...process.env, FLOE_THREADS: '1' } });

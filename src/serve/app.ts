@@ -169,7 +169,8 @@ export function createApp(opts: AppOptions): ServeApp {
   };
   app.get('/v1/models', async () => ({ object: 'list', data: modelCards() }));
   app.get<{ Params: { id: string } }>('/v1/models/:id', async (req) => {
-    await ft?.serveCheckpoint(req.params.id, model().engine); // a job's checkpoint is a model before its first request too
+    // a job's checkpoint is a model before its first request too; a job above --max-lora-rank is a 400 saying so
+    await ft?.serveJobModel(req.params.id, model().engine);
     const cards = modelCards();
     const card = cards.find((m) => m.id === req.params.id);
     if (!card) throw new ApiError(404, `the model '${req.params.id.slice(0, 200)}' does not exist; this server serves ${cards.map((m) => `'${m.id}'`).join(', ')}`, 'model', 'model_not_found');
@@ -329,7 +330,7 @@ export function createApp(opts: AppOptions): ServeApp {
   app.post('/v1/chat/completions', (req, reply) => tracked(async () => {
     const c = model();
     const rails = takeRails(req.body, guardOpts); // removes `guardrails` from the body
-    await ft?.serveCheckpoint((req.body as { model?: unknown } | null)?.model, c.engine);
+    await ft?.serveJobModel((req.body as { model?: unknown } | null)?.model, c.engine);
     const { body, rag } = ragChat.take(req.body);
     const p = parseChatRequest(body, vctx(c));
     noteIgnored(reply, p.ignored);
@@ -409,7 +410,7 @@ export function createApp(opts: AppOptions): ServeApp {
   app.post('/v1/completions', (req, reply) => tracked(async () => {
     const c = model();
     const rails = takeRails(req.body, guardOpts); // removes `guardrails` from the body
-    await ft?.serveCheckpoint((req.body as { model?: unknown } | null)?.model, c.engine);
+    await ft?.serveJobModel((req.body as { model?: unknown } | null)?.model, c.engine);
     const p = parseCompletionRequest(req.body, vctx(c));
     noteIgnored(reply, p.ignored);
     // Each prompt is one engine request: past the slots plus the queue the engine refuses some of them every time,
@@ -530,10 +531,10 @@ export function createApp(opts: AppOptions): ServeApp {
     return reply;
   }));
 
-  registerEmbeddingRoutes(app, { metrics, context: model, modelName: opts.modelName, tracked, noteIgnored, serveCheckpoint: (m, e) => ft?.serveCheckpoint(m, e) ?? Promise.resolve() });
+  registerEmbeddingRoutes(app, { metrics, context: model, modelName: opts.modelName, tracked, noteIgnored, serveJobModel: (m, e) => ft?.serveJobModel(m, e) ?? Promise.resolve() });
   registerResponsesRoutes(app, {
     model, vctx, tracked, noteIgnored, chatPrompt, budget, chatJob, drain, logprobContent,
-    rails: (body) => takeRails(body, guardOpts), serveCheckpoint: (m, e) => ft?.serveCheckpoint(m, e) ?? Promise.resolve(),
+    rails: (body) => takeRails(body, guardOpts), serveJobModel: (m, e) => ft?.serveJobModel(m, e) ?? Promise.resolve(),
     accumulator: (t0) => new Accumulator(1, 1, metrics, t0), apiError: (e) => toApiError(e, 0), store: batch ? () => batch.service().store : null,
   });
 

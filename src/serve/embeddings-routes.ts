@@ -37,7 +37,7 @@ export interface EmbeddingRouteOptions {
   readonly tracked: <T>(fn: () => Promise<T>) => Promise<T>;
   readonly noteIgnored: (reply: FastifyReply, fields: readonly string[]) => void;
   /** A fine-tuning job's model that the request names is loaded on first use, as chat and completions load it. */
-  readonly serveCheckpoint: (model: unknown, engine: EngineClient) => Promise<void>;
+  readonly serveJobModel: (model: unknown, engine: EngineClient) => Promise<void>;
 }
 
 /** Routes that a --task embed server refuses (it has no generative model). */
@@ -57,7 +57,7 @@ export function registerEmbeddingRoutes(app: FastifyInstance, o: EmbeddingRouteO
     const body = req.body as Record<string, unknown> | null;
     const asked = body !== null && typeof body === 'object' ? body.model : undefined;
     const emb = c.embedding && (asked === undefined || asked === c.embedding.name) ? c.embedding : null;
-    if (!emb) await o.serveCheckpoint(asked, c.engine);
+    if (!emb) await o.serveJobModel(asked, c.engine);
     const engine = emb ? emb.engine : c.engine;
     const info = engine.info;
     const adapterNames = emb ? [] : (c.engine.adapters?.() ?? []).map((a) => a.name);

@@ -1,12 +1,15 @@
 // OpenAI fine-tuning routes (/v1/fine_tuning/jobs...): the JobService on the Batch API's store; a succeeded job's
-// adapter is served through the engine's runtime adapter load, and served again at every start (before ready).
+// adapter is served through the engine's runtime adapter load, and served again at every start (before ready). A job
+// whose LoRA rank is above this start's --max-lora-rank is not served: its models are a 400 saying so, as vLLM refuses
+// an adapter above max_lora_rank (a 404 would say the model does not exist).
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance, FastifyReply } from 'fastify';
+import { DEFAULT_MAX_LORA_RANK } from '../engine/adapters.js';
 import { EngineRequestError, type EngineClient } from '../engine/protocol.js';
 import { JobApiError, JobService } from '../platform/jobs/service.js';
-import { UnknownCursorError, type Store } from '../platform/store.js';
+import { UnknownCursorError, type JobRow, type Store } from '../platform/store.js';
 import { ApiError } from './errors.js';
 
 export interface FtRoutesOptions {
@@ -24,8 +27,11 @@ export const DEFAULT_JOBS_THREADS = 1;
 export interface FtRoutes {
   readonly service: () => JobService;
   readonly restore: (engine: EngineClient) => Promise<void>;
-  /** A request's model that names a job checkpoint (`…:ckpt-step-N`) is loaded on first use; other names pass. */
-  readonly serveCheckpoint: (model: unknown, engine: EngineClient) => Promise<void>;
+  /**
+   * A request's model that names a job checkpoint (`…:ckpt-step-N`), or a job's fine-tuned model that is not served
+   * (its load at start failed), is loaded on first use; a job above --max-lora-rank is a 400; other names pass.
+   */
+  readonly serveJobModel: (model: unknown, engine: EngineClient) => Promise<void>;
 }
 
 export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): FtRoutes {
@@ -35,6 +41,21 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): FtRo
   const load = async (e: EngineClient, name: string, dir: string) => {
     if (!e.loadAdapter) throw new Error('this engine cannot load LoRA adapters');
     await e.loadAdapter(name, dir);
+  };
+  const maxRank = o.maxLoraRank ?? DEFAULT_MAX_LORA_RANK;
+  /** Why the models of job `j` (`name` one of them) are not served here, or null: a rank above --max-lora-rank. */
+  const rankRefusal = (j: JobRow, name: string): ApiError | null => {
+    const rank = (JSON.parse(j.options) as { lora_rank?: unknown }).lora_rank;
+    if (typeof rank !== 'number' || rank <= maxRank) return null;
+    return new ApiError(400, `the model '${name}' (fine-tuning job ${j.id}) exists but is not served: its LoRA rank ${rank} is above this ` +
+      `server's --max-lora-rank ${maxRank}; restart floe serve with --max-lora-rank ${rank} or more to serve it`, 'model', 'lora_rank_exceeded');
+  };
+  /** A succeeded job's adapter, at start: refused with the rank problem before the engine reads it. */
+  const loadJobModel = async (e: EngineClient, name: string, dir: string) => {
+    const j = service().jobOfModel(name);
+    const refusal = j && rankRefusal(j, name);
+    if (refusal) throw new Error(refusal.message);
+    await load(e, name, dir);
   };
   const service = (): JobService => {
     if (svc) return svc;
@@ -46,13 +67,13 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): FtRo
     svc = s;
     void s.start();
     // an app whose host never called restore (tests building the app by hand): serve them once the engine is up
-    void engineReady().then((e) => restored ?? s.registerAll((name, dir) => load(e, name, dir)), () => {});
+    void engineReady().then((e) => restored ?? s.registerAll((name, dir) => loadJobModel(e, name, dir)), () => {});
     return s;
   };
   /** Serve every succeeded job's adapter on `engine` (the server calls it before it reports ready). */
   const restore = (engine: EngineClient): Promise<void> => {
     if (!existsSync(join(o.dataDir, 'floe.db')) || !o.modelPath) return Promise.resolve();
-    restored ??= service().registerAll((name, dir) => load(engine, name, dir));
+    restored ??= service().registerAll((name, dir) => loadJobModel(engine, name, dir));
     return restored;
   };
   /** The engine once the model is loaded (a job may finish while it loads). */
@@ -64,23 +85,30 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): FtRo
       await new Promise((r) => setTimeout(r, 100));
     }
   };
-  const loading = new Map<string, Promise<void>>(); // one load per checkpoint name, however many requests name it
-  const serveCheckpoint = async (model: unknown, engine: EngineClient): Promise<void> => {
-    if (typeof model !== 'string' || !/:ckpt-step-\d+$/.test(model) || !o.modelPath || !existsSync(join(o.dataDir, 'floe.db'))) return;
+  const loading = new Map<string, Promise<void>>(); // one load per model name, however many requests name it
+  const serveJobModel = async (model: unknown, engine: EngineClient): Promise<void> => {
+    if (typeof model !== 'string' || !model.startsWith('ft:') || !o.modelPath || !existsSync(join(o.dataDir, 'floe.db'))) return;
     if (engine.adapters?.().some((a) => a.name === model)) return;
     let p = loading.get(model);
     if (!p) {
       p = (async () => {
-        const dir = service().checkpointDir(model);
-        if (dir !== null) await load(engine, model, dir);
+        const s = service();
+        const ckDir = s.checkpointDir(model); // a checkpoint of no job, or not on disk: a 404 naming why
+        const ck = /:(ftjob-[0-9a-f]+):ckpt-step-\d+$/.exec(model);
+        const j = ckDir !== null && ck ? s.store.getJob(ck[1]!) : s.jobOfModel(model);
+        if (!j || (ckDir === null && s.modelDeleted(j))) return; // no job's model (or a deleted one): the route's 404
+        const refusal = rankRefusal(j, model);
+        if (refusal) throw refusal;
+        await load(engine, model, ckDir ?? s.adapterDir(j.id));
       })().finally(() => loading.delete(model));
       loading.set(model, p);
     }
     try {
       await p;
     } catch (e) {
+      if (e instanceof ApiError) throw e;
       if (e instanceof JobApiError) throw new ApiError(e.status === 404 ? 404 : 400, e.message, e.param, e.code);
-      throw new ApiError(400, `cannot serve the checkpoint '${model}': ${(e as Error).message}`, 'model', 'checkpoint_unavailable');
+      throw new ApiError(400, `cannot serve the model '${model}': ${(e as Error).message}`, 'model', /:ckpt-step-\d+$/.test(model) ? 'checkpoint_unavailable' : 'model_unavailable');
     }
   };
   // Resume at start when a previous process left state behind.
@@ -158,7 +186,7 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): FtRo
       return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: rows.length > limit };
     });
   });
-  return { service, restore, serveCheckpoint };
+  return { service, restore, serveJobModel };
 }
 
 /**

@@ -29,7 +29,7 @@ export interface ResponsesDeps {
   readonly drain: (job: Job, onItem: (item: { source: number; value: GenerateOutput }) => void) => Promise<void>;
   readonly logprobContent: (entries: readonly LogprobEntry[]) => unknown[];
   readonly rails: (body: unknown) => Rails | null; // takes `guardrails` off the body
-  readonly serveCheckpoint: (model: unknown, engine: EngineClient) => Promise<void>;
+  readonly serveJobModel: (model: unknown, engine: EngineClient) => Promise<void>;
   readonly accumulator: (t0: number) => { add(source: number, o: GenerateOutput): number; done(): void; usage(): Usage };
   readonly apiError: (err: unknown) => ApiError;
   readonly store: (() => Store) | null; // null: no data dir, nothing stored
@@ -51,7 +51,7 @@ export function registerResponsesRoutes(app: FastifyInstance, d: ResponsesDeps):
   app.post('/v1/responses', (req, reply) => d.tracked(async () => {
     const c = d.model();
     const rails = d.rails(req.body);
-    await d.serveCheckpoint((req.body as { model?: unknown } | null)?.model, c.engine);
+    await d.serveJobModel((req.body as { model?: unknown } | null)?.model, c.engine);
     const s = store();
     const previous = s && ((id: string) => {
       const r = s.get(id);

@@ -1,6 +1,7 @@
 // A fine-tuning job's models beyond chat, through `floe serve` with the official openai client: /v1/embeddings loads a
 // checkpoint on first use as chat does, and embeds with the job's models as the library's Embedder does with their
-// adapters (applied to the weights, not the engine's per-token LoRA).
+// adapters (applied to the weights, not the engine's per-token LoRA); a restart with --max-lora-rank below the job's
+// rank refuses its models with the rank and the flag (as vLLM refuses such an adapter), not as models that do not exist.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -86,4 +87,38 @@ test(`/v1/embeddings: a job's checkpoint is loaded on first use and its result m
   assert.ok((await c.models.list()).data.some((m) => m.id === ck), 'listed once served');
   f.proc.kill('SIGTERM');
   await f.exit;
+});
+
+test('a restart with --max-lora-rank below the job\'s rank: its models are a 400 naming the rank and the flag on every route, not a 404; a high enough one serves them again', { timeout: T }, async () => {
+  const low = await startFloe(dir, ['--max-lora-rank', String(RANK / 2)]);
+  const c = client(low);
+  const ft = job.fine_tuned_model!;
+  const ck = `${ft}:ckpt-step-2`;
+  const why = (name: string) => `the model '${name}' (fine-tuning job ${job.id}) exists but is not served: its LoRA rank ${RANK} is above ` +
+    `this server's --max-lora-rank ${RANK / 2}; restart floe serve with --max-lora-rank ${RANK} or more to serve it`;
+  const refused = (name: string) => (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'model' && e.code === 'lora_rank_exceeded' &&
+    e.message === `400 ${why(name)}`;
+  for (const name of [ft, ck]) {
+    await assert.rejects(c.models.retrieve(name), refused(name), `retrieve ${name}`);
+    await assert.rejects(c.chat.completions.create({ model: name, messages: [{ role: 'user', content: 'the river' }], max_tokens: 2 }), refused(name), `chat ${name}`);
+    await assert.rejects(c.completions.create({ model: name, prompt: 'the river', max_tokens: 2 }), refused(name), `completions ${name}`);
+    await assert.rejects(c.embeddings.create({ model: name, input: 'the river' }), refused(name), `embeddings ${name}`);
+    await assert.rejects(c.responses.create({ model: name, input: 'the river', max_output_tokens: 2 }), refused(name), `responses ${name}`);
+  }
+  // not served, so not listed (the console offers only what answers); the job itself is untouched; the start said why
+  assert.deepEqual((await c.models.list()).data.map((m) => m.id), ['floe-brown']);
+  assert.equal((await c.fineTuning.jobs.retrieve(job.id)).status, 'succeeded');
+  assert.ok(low.out().includes(`cannot serve ${ft} from ${join(dir, 'jobs', job.id, 'adapter')}: ${why(ft)}`), low.out());
+  // a name that no job has is still a 404
+  await assert.rejects(c.chat.completions.create({ model: `${ft}x`, messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 }), (e: unknown) => e instanceof OpenAI.NotFoundError);
+  low.proc.kill('SIGTERM');
+  await low.exit;
+
+  const enough = await startFloe(dir, ['--max-lora-rank', String(RANK)]);
+  const c2 = client(enough);
+  assert.ok((await c2.models.list()).data.some((m) => m.id === ft), 'served again');
+  const e = await c2.embeddings.create({ model: ck, input: 'the river' });
+  assert.equal(e.model, ck);
+  enough.proc.kill('SIGTERM');
+  await enough.exit;
 });

@@ -84,7 +84,7 @@ function App() {
     ${error && html`<div class="banner error" role="alert" id="global-error">${error}</div>`}
     <main>
       ${PAGES.filter((p) => p.keep || p === page).map(({ id, Page }) => html`<${Page} key=${id} shown=${id === page.id}
-        models=${id === 'embeddings' ? embedFirst : generating} embedOnly=${embedOnly} keyVersion=${keyVersion} />`)}
+        models=${id === 'embeddings' ? embedFirst : generating} embedOnly=${embedOnly} keyVersion=${keyVersion} shellError=${error} />`)}
     </main>`;
 }
 

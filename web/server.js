@@ -108,7 +108,7 @@ function Facts({ info }) {
   return html`<table class="facts" id="facts"><tbody>${rows.map(([k, v]) => html`<tr><th scope="row">${k}</th><td>${v}</td></tr>`)}</tbody></table>`;
 }
 
-export function ServerPage({ keyVersion }) {
+export function ServerPage({ keyVersion, shellError }) {
   const [samples, setSamples] = useState([]);
   const [info, setInfo] = useState(null);
   const [error, setError] = useState(null);
@@ -151,8 +151,10 @@ export function ServerPage({ keyVersion }) {
     ['prefix hit rate', last.points.prefix[0] === null ? '—' : `${last.points.prefix[0].toFixed(0)}%`],
     ['preemptions', last.points.preemptions[0]],
   ] : [];
+  // An error every route answers (a wrong key, the model loading, the server gone) is in the shell's banner already
+  // (its /v1/models poll): shown there once, not again here; an error of this page's own routes shows here.
   return html`<div class="server-page">
-    ${error && html`<div class="banner error" role="alert">${error}</div>`}
+    ${error && error !== shellError && html`<div class="banner error" role="alert">${error}</div>`}
     <div class="tiles">${tiles.map(([k, v]) => html`<div class="tile"><div class="v">${v}</div><div class="k">${k}</div></div>`)}</div>
     <div class="charts">${CHARTS.map((spec) => html`<${Chart} key=${spec.id} spec=${spec}
       data=${[time, ...spec.series.map((_, i) => samples.map((s) => s.points[spec.id][i]))]} />`)}</div>

@@ -269,7 +269,13 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
           log('floe serve: cutting the connections still open after the grace period');
           server.closeAllConnections();
         }, graceMs + 3000);
-        await Promise.all([engine, embedEngine].map((en) => en?.shutdown(graceMs).catch(() => {})));
+        // A request may use several engines in turn (the guard's input rail, the model, its output rail; RAG's
+        // embedder, then the model), and an engine that shuts down takes no new request: the engines stop only once
+        // the running requests have ended, or the grace period has (then they abort what is left).
+        const until = Date.now() + graceMs;
+        while (serve.inFlight() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+        const left = Math.max(0, until - Date.now());
+        await Promise.all([engine, embedEngine].map((en) => en?.shutdown(left).catch(() => {})));
         if (guard) await guard.close().catch(() => {});
         // Keep-alive connections turn idle as their streams end; close them as they do.
         const idle = setInterval(() => {

@@ -1,0 +1,77 @@
+// README (HTTP API): "SIGTERM keeps the server listening but answering 503 while running requests finish within
+// --shutdown-grace". A request that needs a second engine after its generation (the guard's output rail) or before it
+// (the input rail: the guard, then the chat model) finishes too, not only the part running when the stop came.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { startServer, type RunningServer } from '../../src/serve/server.js';
+
+const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const GUARD = fileURLToPath(new URL('../../models/floe-guard', import.meta.url));
+
+async function guarded(): Promise<RunningServer> {
+  const server = await startServer({
+    model: BROWN, guardModel: GUARD, guardrails: true, port: 0, ui: false, dataDir: null, threads: 1,
+    kvCacheMemory: 32 * 2 ** 20, guardKvCacheMemory: 16 * 2 ** 20, log: () => {},
+  });
+  await server.ready;
+  return server;
+}
+
+const post = (server: RunningServer, path: string, body: unknown) =>
+  fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+/** Stop the server once the request is in its handler; the grace period (30 s) is far longer than the request needs. */
+async function stopWhileRunning(server: RunningServer): Promise<Promise<void>> {
+  const deadline = Date.now() + 30_000;
+  while (server.serve.inFlight() === 0) {
+    if (Date.now() > deadline) throw new Error('the request never reached its handler');
+    await new Promise((r) => setImmediate(r));
+  }
+  return server.close(30_000);
+}
+
+test('a graceful stop lets a running completion finish through its output rail (not a 500 "guard: the request was aborted")', async () => {
+  const server = await guarded();
+  const answer = post(server, '/v1/completions', { model: 'floe-brown', prompt: 'The old man', max_tokens: 48, ignore_eos: true, temperature: 0 });
+  const closed = await stopWhileRunning(server);
+  const r = await answer;
+  const body = (await r.json()) as { choices?: { finish_reason: string }[]; guardrails?: { flagged: boolean }; usage?: { completion_tokens: number; guard?: unknown } };
+  await closed;
+  assert.equal(r.status, 200, JSON.stringify(body));
+  assert.equal(body.usage!.completion_tokens, 48);
+  assert.equal(typeof body.guardrails!.flagged, 'boolean');
+  assert.ok(body.usage!.guard, 'the output rail judged the answer');
+});
+
+test('a graceful stop lets a running streamed chat answer finish through its last output-rail window', async () => {
+  const server = await guarded();
+  const answer = post(server, '/v1/chat/completions', {
+    model: 'floe-brown', messages: [{ role: 'user', content: 'Tell me a story' }], max_tokens: 40, ignore_eos: true, temperature: 0, stream: true,
+  });
+  const closed = await stopWhileRunning(server);
+  const r = await answer;
+  const text = await r.text();
+  await closed;
+  assert.equal(r.status, 200, text);
+  assert.doesNotMatch(text, /"error"/, text);
+  const events = text.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
+  assert.equal(events.at(-1), '[DONE]', text);
+  const chunks = events.slice(0, -1).map((e) => JSON.parse(e) as { choices: { finish_reason: string | null }[]; guardrails?: unknown });
+  assert.ok(chunks.some((c) => c.choices.some((ch) => ch.finish_reason === 'length')), text);
+  assert.ok(chunks.some((c) => c.guardrails !== undefined), 'the last chunk carries the verdict');
+});
+
+test('a graceful stop during the input rail still generates the answer (the chat model takes the request after the guard)', async () => {
+  const server = await guarded();
+  const answer = post(server, '/v1/chat/completions', {
+    model: 'floe-brown', messages: [{ role: 'user', content: 'Tell me a story' }], max_tokens: 8, temperature: 0, guardrails: { input: true, output: true },
+  });
+  const closed = await stopWhileRunning(server);
+  const r = await answer;
+  const body = (await r.json()) as { choices?: { message: { content: string } }[]; usage?: { completion_tokens: number } };
+  await closed;
+  assert.equal(r.status, 200, JSON.stringify(body));
+  assert.ok(body.usage!.completion_tokens > 0 || body.choices![0]!.message.content.length > 0, JSON.stringify(body));
+});

@@ -62,9 +62,11 @@ Usage:
                                        memory per device (weights, KV, activations, LoRA state, offload) for
                                        serving or fine-tuning on a cluster, and on this machine; see plan options
   floe eval [--model PATH] --data FILE [--adapter DIR] [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8]
-            [--max-seq-len N] [--max-tokens N] [--threads N] [--backend native|reference] [--json]
-                                       perplexity over JSONL {"text"} records or plain-text paragraphs
-                                       (BOS text EOS each, cut to --max-seq-len), through paged KV
+            [--max-seq-len N] [--max-tokens N] [--train-on-prompt] [--threads N] [--backend native|reference] [--json]
+                                       perplexity through paged KV over finetune's data formats, scored on the
+                                       tokens training scores: {"text"} (BOS text EOS), {"prompt","completion"}
+                                       (the completion + EOS), {"messages"} (assistant turns, chat template);
+                                       --train-on-prompt scores every token; or plain-text paragraphs
 
 MODEL / PATH is a Hugging Face model directory or a .gguf file. Without it, info, generate, chat, serve, batch, eval,
 finetune, synth, rag ask, tokenize and detokenize use the built-in model models/floe-brown of the floe package (noted on stderr).
@@ -839,34 +841,56 @@ async function quantizeCmd(args: string[]): Promise<number> {
 }
 
 async function evalCmd(args: string[]): Promise<number> {
-  const { evalPerplexity, readEvalTexts } = await import('../train/eval.js');
+  const { encodeEvalRecords, evalSamples, readEvalRecords } = await import('../train/eval.js');
   const { values: v } = parse(args, {
     model: { type: 'string' }, data: { type: 'string' }, adapter: { type: 'string' }, dtype: { type: 'string' }, 'kv-cache-dtype': { type: 'string' },
-    'max-seq-len': { type: 'string' }, 'max-tokens': { type: 'string' }, threads: { type: 'string' }, backend: { type: 'string' }, json: { type: 'boolean' },
+    'max-seq-len': { type: 'string' }, 'max-tokens': { type: 'string' }, 'train-on-prompt': { type: 'boolean' }, threads: { type: 'string' },
+    backend: { type: 'string' }, json: { type: 'boolean' },
   });
-  if (!v.data) throw new UsageError('usage: floe eval [--model PATH] --data FILE [--adapter DIR] [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8] [--max-seq-len N] [--json]');
+  if (!v.data) throw new UsageError('usage: floe eval [--model PATH] --data FILE [--adapter DIR] [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8] [--max-seq-len N] [--train-on-prompt] [--json]');
   const backend = v.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(v['kv-cache-dtype']);
   const load = loadDtype(v.dtype);
   const threads = optNum(v.threads, 'threads', true, { min: 1 });
-  const maxSeqLen = optNum(v['max-seq-len'], 'max-seq-len', true, { min: 2 });
+  const maxSeqLenFlag = optNum(v['max-seq-len'], 'max-seq-len', true, { min: 2 });
   const maxTokens = optNum(v['max-tokens'], 'max-tokens', true, { min: 1 });
+  const trainOnPrompt = !!v['train-on-prompt'];
   const modelPath = modelOrBuiltin(v.model, 'eval');
-  const texts = readEvalTexts(v.data);
+  const records = readEvalRecords(v.data); // every line checked before the model loads
   const opened = await openModel(modelPath, { backend, threads, load });
-  if (!opened.tokenizer) throw new Error(`${modelPath} has no tokenizer; eval needs one to encode the texts`);
-  const context = opened.model.config.maxPositionEmbeddings;
-  if (maxSeqLen !== undefined && maxSeqLen > context) throw new UsageError(`--max-seq-len ${maxSeqLen} exceeds the context of ${modelPath} (${context} tokens); give at most ${context}`);
-  const model = v.adapter ? (await import('../model/adapter.js')).applyAdapter(opened.model, v.adapter) : opened.model;
-  const r = evalPerplexity(model, opened.tokenizer, texts, { maxSeqLen, maxTokens, kvDtype });
-  const kv = kvDtypeFlagName(kvDtype ?? defaultKvDtype(opened.model));
-  opened.loaded.dispose();
-  if (v.json) {
-    process.stdout.write(JSON.stringify({ model: modelPath, adapter: v.adapter ?? null, data: v.data, dtype: v.dtype ?? null, kv_cache_dtype: kv, records: r.records, tokens: r.tokens, loss: r.loss, perplexity: r.perplexity, seconds: r.seconds }) + '\n');
-  } else {
-    process.stdout.write(`perplexity ${r.perplexity.toFixed(4)} (loss ${r.loss.toFixed(5)} nats/token) over ${r.tokens} tokens in ${r.records} records; ` +
-      `weights ${v.dtype ?? 'as stored'}, kv ${kv}, ${r.seconds.toFixed(1)} s\n`);
+  try {
+    if (!opened.tokenizer) throw new Error(`${modelPath} has no tokenizer; eval needs one to encode the texts`);
+    const context = opened.model.config.maxPositionEmbeddings;
+    if (maxSeqLenFlag !== undefined && maxSeqLenFlag > context) throw new UsageError(`--max-seq-len ${maxSeqLenFlag} exceeds the context of ${modelPath} (${context} tokens); give at most ${context}`);
+    const maxSeqLen = maxSeqLenFlag ?? context;
+    // the records as finetune reads its data and --eval files: the same tokens, masks and chat template
+    const { trainingTemplate } = await import('../train/trainer.js');
+    const data = encodeEvalRecords(records, opened.tokenizer, await trainingTemplate(opened.loaded), { maxSeqLen, trainOnPrompt });
+    const model = v.adapter ? (await import('../model/adapter.js')).applyAdapter(opened.model, v.adapter) : opened.model;
+    const r = evalSamples(model, data.samples, { maxTokens, kvDtype });
+    const kv = kvDtypeFlagName(kvDtype ?? defaultKvDtype(opened.model));
+    // the formats of the records scored (with --max-tokens, the first r.records of them)
+    const count = (k: string) => data.kinds.slice(0, r.records).filter((x) => x === k).length;
+    const formats = { text: count('text'), prompt_completion: count('completion'), messages: count('chat') };
+    if (v.json) {
+      process.stdout.write(JSON.stringify({
+        model: modelPath, adapter: v.adapter ?? null, data: v.data, dtype: v.dtype ?? null, kv_cache_dtype: kv, records: r.records, tokens: r.tokens,
+        loss: r.loss, perplexity: r.perplexity, formats, train_on_prompt: trainOnPrompt, max_seq_len: maxSeqLen, truncated: data.truncated,
+        dropped: data.dropped, seconds: r.seconds,
+      }) + '\n');
+    } else {
+      const scored = [
+        formats.text ? `${formats.text} text (every token)` : '',
+        formats.prompt_completion ? `${formats.prompt_completion} prompt/completion (${trainOnPrompt ? 'every token' : 'the completion and EOS'})` : '',
+        formats.messages ? `${formats.messages} chat (${trainOnPrompt ? 'every token' : 'the assistant turns'}, through the chat template)` : '',
+      ].filter((x) => x !== '').join(', ');
+      const cut = [data.truncated ? `${data.truncated} cut to ${maxSeqLen} tokens` : '', data.dropped ? `${data.dropped} with no token to score left out` : ''].filter((x) => x !== '');
+      process.stdout.write(`perplexity ${r.perplexity.toFixed(4)} (loss ${r.loss.toFixed(5)} nats/token) over ${r.tokens} tokens in ${r.records} records; ` +
+        `scored: ${scored}${cut.length ? ` (${cut.join('; ')})` : ''}; weights ${v.dtype ?? 'as stored'}, kv ${kv}, ${r.seconds.toFixed(1)} s\n`);
+    }
+  } finally {
+    opened.loaded.dispose();
   }
   return 0;
 }

@@ -157,19 +157,33 @@ export function encodeExample(ex: Example, tok: SampleEncoder, template: ChatTem
  * Read and tokenize a JSONL file. Every line is parsed and checked before anything is tokenized, so a malformed
  * line fails fast with its number. Samples are truncated to maxSeqLen; samples with nothing to learn are dropped.
  */
-export function loadSamples(file: string, tok: SampleEncoder, template: ChatTemplate | null, opts: DataOptions): { samples: Sample[]; dropped: number; truncated: number } {
+export function loadSamples(file: string, tok: SampleEncoder, template: ChatTemplate | null, opts: DataOptions): EncodedSamples {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
     throw new Error(`${file}: cannot read data: ${(e as Error).message}`);
   }
-  const parsed = parseJsonl(text, file);
+  const r = encodeSamples(parseJsonl(text, file), file, tok, template, opts);
+  if (r.samples.length === 0) throw new Error(`${file}: no example has a token to learn from (after truncation to ${opts.maxSeqLen})`);
+  return r;
+}
+
+export interface EncodedSamples {
+  readonly samples: Sample[];
+  readonly dropped: number; // examples without a target (after truncation)
+  readonly truncated: number; // samples cut to maxSeqLen
+  readonly kinds: readonly Example['kind'][]; // (samples.length) the format each sample was read from
+}
+
+/** Tokens and loss masks of parsed examples of `file`, truncated to maxSeqLen; those with nothing to learn are dropped. */
+export function encodeSamples(parsed: readonly { example: Example; line: number }[], file: string, tok: SampleEncoder, template: ChatTemplate | null, opts: DataOptions): EncodedSamples {
   if (parsed.some((p) => p.example.kind === 'chat') && !template) {
     const first = parsed.find((p) => p.example.kind === 'chat')!;
     throw new Error(`${where(file, first.line)}: "messages" needs a chat template, and the model has none`);
   }
   const samples: Sample[] = [];
+  const kinds: Example['kind'][] = [];
   let dropped = 0;
   let truncated = 0;
   for (const { example, line } of parsed) {
@@ -179,9 +193,9 @@ export function loadSamples(file: string, tok: SampleEncoder, template: ChatTemp
     const s: Sample = { tokens: Int32Array.from(tokens.slice(0, n)), mask: Uint8Array.from(mask.slice(0, n)), line };
     if (countTargets(s) === 0) { dropped++; continue; }
     samples.push(s);
+    kinds.push(example.kind);
   }
-  if (samples.length === 0) throw new Error(`${file}: no example has a token to learn from (after truncation to ${opts.maxSeqLen})`);
-  return { samples, dropped, truncated };
+  return { samples, dropped, truncated, kinds };
 }
 
 export function countTargets(s: Sample): number {

@@ -1,10 +1,12 @@
-// `floe eval`: perplexity of a model on a text file (JSONL {"text"} records or plain-text paragraphs) through the inference path.
+// `floe eval`: perplexity of a model on a data file through the inference path: the trainer's JSONL formats ({"text"},
+// {"prompt","completion"}, {"messages"}) scored on the tokens training scores, or plain-text paragraphs.
 import { readFileSync } from "node:fs";
 import type { KvDType } from "../backend/backend.js";
 import type { Tokenizer } from "../formats/tokenizer.js";
 import type { LlamaModel } from "../model/llama.js";
-import { withoutBom } from "./data.js";
-import { heldOutLoss, type HeldOutLoss } from "./perplexity.js";
+import type { ChatTemplate } from "../formats/chat-template.js";
+import { encodeSamples, parseJsonl, withoutBom, type EncodedSamples, type Example, type Sample } from "./data.js";
+import { heldOutLoss, heldOutLossOfSamples, type HeldOutLoss } from "./perplexity.js";
 
 export interface EvalOptions {
   /** Records are cut to this many tokens (BOS text EOS). Default: the model's context. */
@@ -31,13 +33,9 @@ export function readEvalTexts(file: string): string[] {
     throw new Error(`${file}: cannot read eval data: ${(e as Error).message}`);
   }
   const lines = src.split("\n");
-  const first = lines.find((l) => l.trim() !== "")?.trim();
+  const first = firstLine(src);
   if (first === undefined) throw new Error(`${file}: eval data is empty`);
-  if (!first.startsWith("{")) {
-    // Windows (CRLF) and old Mac (CR) line ends read as LF, as Python's universal newlines do: blank lines split
-    const paras = src.replace(/\r\n?/g, "\n").split(/\n[ \t]*\n/).map((p) => p.trim()).filter((p) => p !== "");
-    return paras;
-  }
+  if (!first.startsWith("{")) return paragraphs(src);
   const texts: string[] = [];
   lines.forEach((line, i) => {
     if (line.trim() === "") return;
@@ -52,6 +50,60 @@ export function readEvalTexts(file: string): string[] {
     texts.push(text);
   });
   return texts;
+}
+
+export interface EvalDataOptions {
+  /** Records are cut to this many tokens (as training cuts them to its --max-seq-len). */
+  readonly maxSeqLen: number;
+  /** Score prompt / user / system tokens too, as a run trained with trainOnPrompt did (default: completion / assistant tokens). */
+  readonly trainOnPrompt?: boolean;
+}
+
+/** Records of an eval file, parsed (and checked, line by line) as the trainer parses a data or --eval file; see readEvalSamples. */
+export function readEvalRecords(file: string): EvalRecords {
+  let src: string;
+  try {
+    src = withoutBom(readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new Error(`${file}: cannot read eval data: ${(e as Error).message}`);
+  }
+  const first = firstLine(src);
+  if (first === undefined) throw new Error(`${file}: eval data is empty`);
+  const records = first.startsWith("{") ? parseJsonl(src, file) : paragraphs(src).map((text, i) => ({ example: { kind: "text" as const, text }, line: i + 1 }));
+  return { file, records };
+}
+
+export interface EvalRecords {
+  readonly file: string;
+  readonly records: readonly { readonly example: Example; readonly line: number }[]; // line: a JSONL line, or a paragraph's number
+}
+
+/** Tokens and loss masks of parsed records, as loadSamples makes them for training (see readEvalSamples). */
+export function encodeEvalRecords(data: EvalRecords, tok: Tokenizer, template: ChatTemplate | null, opts: EvalDataOptions): EncodedSamples {
+  const r = encodeSamples(data.records, data.file, tok, template, opts);
+  if (r.samples.length === 0) throw new Error(`${data.file}: no record has a token to score (after truncation to ${opts.maxSeqLen})`);
+  return r;
+}
+
+/**
+ * Tokens and loss masks of an eval file, as the trainer reads a data or --eval file: JSONL ({"text"}: every token of
+ * BOS text EOS; {"prompt","completion"}: completion + EOS; {"messages"} through the chat template: assistant turns)
+ * when its first non-empty line is a JSON object, else plain-text paragraphs (split at blank lines) read as {"text"}.
+ */
+export function readEvalSamples(file: string, tok: Tokenizer, template: ChatTemplate | null, opts: EvalDataOptions): EncodedSamples {
+  return encodeEvalRecords(readEvalRecords(file), tok, template, opts);
+}
+
+const firstLine = (src: string): string | undefined => src.split("\n").find((l) => l.trim() !== "")?.trim();
+
+/** Paragraphs of plain text, split at blank lines. Windows (CRLF) and old Mac (CR) line ends read as LF, as Python's universal newlines do. */
+const paragraphs = (src: string): string[] => src.replace(/\r\n?/g, "\n").split(/\n[ \t]*\n/).map((p) => p.trim()).filter((p) => p !== "");
+
+/** Token-weighted mean NLL of `model` over the tokens the samples' masks score (readEvalSamples); paged KV, chunked prefill. */
+export function evalSamples(model: LlamaModel, samples: readonly Sample[], opts: Pick<EvalOptions, "maxTokens" | "kvDtype"> = {}): EvalResult {
+  const t0 = performance.now();
+  const r = heldOutLossOfSamples(model, samples, { maxTokens: opts.maxTokens, kvDtype: opts.kvDtype });
+  return { ...r, kvDtype: opts.kvDtype ?? null, seconds: (performance.now() - t0) / 1000 };
 }
 
 /** Token-weighted mean NLL (and its exp, perplexity) of `model` over `texts`, each encoded BOS text EOS; paged KV, chunked prefill. */

@@ -4,20 +4,23 @@
 // unit again, so the file could never be finished), and in-process the unit was miscounted as question_too_short.
 // Also: an endpoint that refuses connections says why (ECONNREFUSED), not only "fetch failed".
 
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startFloeServe } from '../serve/floe-process.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
+const BUILT = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
 const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
 const dir = mkdtempSync(join(tmpdir(), 'synth-endpoint-'));
+const procs: ChildProcess[] = [];
+after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
 
 function synth(...args: string[]) {
   const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', RUN, '--', 'synth', ...args], { encoding: 'utf8', timeout: 120_000 });
@@ -40,29 +43,15 @@ test('in-process: the unit whose prompt exceeds the context is rejected as conte
   assert.ok(s.generated_tokens > 0, 'the short document was worked on');
 });
 
-test('against floe serve: the 400 context_length_exceeded rejects that unit, the run ends with exit 0', async () => {
-  const server = spawn(process.execPath, [BIN, 'serve', '--model', BROWN, '--port', '0', '--threads', '1', '--no-ui', '--no-batch'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  try {
-    let out = '';
-    server.stdout.on('data', (b) => { out += b; });
-    let url: string | undefined;
-    for (const t0 = Date.now(); !(url = /listening on (http:\/\/\S+?)\s/.exec(out)?.[1]);) {
-      if (Date.now() - t0 > 60_000 || server.exitCode !== null) assert.fail(`no listening line: ${out}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    for (const t0 = Date.now(); (await fetch(`${url}/health`).catch(() => null))?.status !== 200;) {
-      if (Date.now() - t0 > 60_000) assert.fail('the server never became ready');
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    const r = synth(...args, '--endpoint', url!, '--out', join(dir, 'remote.jsonl'));
-    assert.equal(r.code, 0, r.err);
-    const s = JSON.parse(r.out);
-    assert.equal(s.units, 2);
-    assert.equal(s.rejected.context_length_exceeded, 1, r.out);
-    assert.ok(s.generated_tokens > 0, 'the short document was worked on');
-  } finally {
-    server.kill('SIGTERM');
-  }
+test('against floe serve: the 400 context_length_exceeded rejects that unit, the run ends with exit 0', { timeout: 240_000 }, async () => {
+  const { url, proc } = await startFloeServe(null, { built: BUILT, procs, args: ['--model', BROWN] });
+  const r = synth(...args, '--endpoint', url, '--out', join(dir, 'remote.jsonl'));
+  proc.kill('SIGTERM');
+  assert.equal(r.code, 0, r.err);
+  const s = JSON.parse(r.out);
+  assert.equal(s.units, 2);
+  assert.equal(s.rejected.context_length_exceeded, 1, r.out);
+  assert.ok(s.generated_tokens > 0, 'the short document was worked on');
 });
 
 test('an endpoint that refuses connections: exit 1 naming the cause', async () => {

@@ -8,35 +8,24 @@
 
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { cpSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
-import { startFloeServe } from './floe-process.js';
+import { FloeExited, startFloeServe } from './floe-process.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
 const TOOLS = fileURLToPath(new URL('../../models/floe-brown-tools', import.meta.url));
 const procs: ChildProcess[] = [];
 after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
 
 /** `floe serve ARGS`: its exit code and output, or 'served' when it got as far as serving (then it is killed). */
-function serve(args: string[]): Promise<{ code: number | null | 'served'; out: string }> {
-  const p = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--threads', '1', '--no-ui', '--no-batch', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  procs.push(p);
-  let out = '';
-  return new Promise((resolve) => {
-    const on = (d: Buffer) => {
-      out += d.toString();
-      if (/model ready in/.test(out)) { p.kill('SIGKILL'); resolve({ code: 'served', out }); }
-    };
-    p.stdout.on('data', on);
-    p.stderr.on('data', on);
-    p.once('exit', (code) => resolve({ code, out }));
-  });
-}
+const serve = (args: string[]): Promise<{ code: number | null | 'served'; out: string }> =>
+  startFloeServe(null, { built: BUILT, procs, args }).then(
+    (f) => { f.proc.kill('SIGKILL'); return { code: 'served' as const, out: f.out() }; },
+    (e: unknown) => { if (e instanceof FloeExited) return { code: e.code, out: e.out }; throw e; });
 
 test('--lora-modules with the base model\'s name or a jobs\' ft: name exits 2 naming the module', { timeout: 60_000 }, async () => {
   for (const [args, re] of [

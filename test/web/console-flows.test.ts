@@ -5,12 +5,13 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { startFloeServe, type Floe } from '../serve/floe-process.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 declare const document: { querySelector(s: string): any; querySelectorAll(s: string): any };
@@ -20,7 +21,6 @@ declare const localStorage: { getItem(k: string): string | null; clear(): void }
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const MODELS = join(ROOT, 'models');
-const BIN = join(ROOT, 'bin', 'floe.js');
 const T = 120_000;
 
 const CHROMIUM = (process.env.CHROMIUM ? [process.env.CHROMIUM] : ['/usr/bin/chromium', '/usr/bin/chromium-browser']).find((p) => existsSync(p));
@@ -32,30 +32,9 @@ let browser: Browser;
 let ctx: BrowserContext;
 const pageErrors: string[] = [];
 
-/** `floe serve` on a free port; resolves with its URL once /health answers 200. */
-async function serve(args: string[], env: Record<string, string> = {}, port = 0): Promise<{ url: string; proc: ChildProcess }> {
-  const proc = spawn(process.execPath, [BIN, 'serve', '--port', String(port), '--threads', '1', '--no-batch', '--kv-cache-memory', '128MiB', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
-  });
-  servers.push(proc);
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`floe serve did not start in 30 s:\n${out}`)), 30_000);
-    const on = (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (http:\/\/\S+)/.exec(out);
-      if (m) { clearTimeout(timer); resolve(m[1]!); }
-    };
-    proc.stdout!.on('data', on);
-    proc.stderr!.on('data', on);
-    proc.once('exit', (code) => reject(new Error(`floe serve exited with ${code}:\n${out}`)));
-  });
-  for (const t0 = Date.now(); (await fetch(url + '/health')).status !== 200;) {
-    if (Date.now() - t0 > 30_000) throw new Error('floe serve not healthy in 30 s');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { url, proc };
-}
+/** `floe serve` with its console, no Files / Batch routes, on a free port (or `port`); resolves once /health answers 200. */
+const serve = (args: string[], env: Record<string, string> = {}, port = 0): Promise<Floe> =>
+  startFloeServe(null, { built: join(ROOT, 'dist/src/serve/static.js'), procs: servers, ui: true, port, env, args: ['--kv-cache-memory', '128MiB', ...args] });
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 async function api(url: string, path: string, body?: unknown): Promise<any> {
@@ -111,14 +90,13 @@ let slow = ''; // floe-brown, 15 ms per engine step (answers stream over seconds
 before(async () => {
   if (skip) return;
   if (!CHROMIUM) throw new Error('CI=true but no chromium binary');
-  assert.ok(existsSync(join(ROOT, 'dist/src/serve/static.js')), 'dist/ is built (npm run build)');
   [main, slow] = (await Promise.all([
     serve(['--model', join(MODELS, 'floe-brown'), '--embedding-model', join(MODELS, 'floe-embed'), '--guard-model', join(MODELS, 'floe-guard'), '--guardrails', '--guard-window', '8']),
     serve(['--model', join(MODELS, 'floe-brown')], { FLOE_ENGINE_STEP_DELAY_MS: '15' }),
   ])).map((s) => s.url) as [string, string];
   browser = await chromium.launch({ executablePath: CHROMIUM });
   ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-});
+}, { timeout: T });
 
 after(async () => {
   await browser?.close();

@@ -152,6 +152,18 @@ export class JobService {
     return j && j.status === 'succeeded' && j.model === this.opts.baseModel && j.fine_tuned_model === name ? j : undefined;
   }
 
+  /**
+   * Why the models of job `j` (`name` one of them) cannot be served by this server, or null: a LoRA rank above its
+   * --max-lora-rank (a job created under a higher limit, before a restart). The words of the routes' 400.
+   */
+  rankProblem(j: JobRow, name: string): string | null {
+    const rank = (JSON.parse(j.options) as { lora_rank?: unknown }).lora_rank;
+    const max = this.opts.maxLoraRank ?? DEFAULT_MAX_LORA_RANK;
+    if (typeof rank !== 'number' || rank <= max) return null;
+    return `the model '${name}' (fine-tuning job ${j.id}) exists but is not served: its LoRA rank ${rank} is above this ` +
+      `server's --max-lora-rank ${max}; restart floe serve with --max-lora-rank ${rank} or more to serve it`;
+  }
+
   /** A succeeded job's model was deleted (DELETE /v1/models/{model}): its adapter directory is gone. */
   modelDeleted(j: JobRow): boolean {
     return !existsSync(this.adapterDir(j.id));
@@ -544,15 +556,23 @@ export class JobService {
         ...this.store.jobSteps(c.id).filter((s) => s.train_loss !== null).map((s) => `${s.step},${s.train_loss},,${s.valid_loss ?? ''},\n`)];
       const result = createFile(this.store, 'fine-tune-results', 'step_metrics.csv', csv, csv.length - 1);
       const name = fineTunedName(j.model, j.suffix, j.id);
-      try {
-        await this.opts.register?.(name, dir);
-      } catch (e) {
-        return this.fail(c.id, 'model_registration_failed', `the adapter trained, but serving it as ${name} failed: ${(e as Error).message}`);
+      // a job created under a higher --max-lora-rank than this start's (queued, paused or running across the restart)
+      // trained all the same: it succeeds, unserved here as a succeeded job's model is at such a start (a 400 naming
+      // the rank and the flag), and served by a start with a high enough limit
+      const unserved = this.rankProblem(j, name);
+      if (unserved) this.log(`cannot serve ${name} from ${dir}: ${unserved}`);
+      else {
+        try {
+          await this.opts.register?.(name, dir);
+        } catch (e) {
+          return this.fail(c.id, 'model_registration_failed', `the adapter trained, but serving it as ${name} failed: ${(e as Error).message}`);
+        }
       }
       this.store.tx(() => {
         if (this.store.getJob(c.id)?.status !== 'running') return;
         this.store.updateJob(c.id, { status: 'succeeded', fine_tuned_model: name, result_files: JSON.stringify([result.id]), trained_tokens: c.summary!.tokens, finished_at: now(), child_pid: null });
         this.event(c.id, `New fine-tuned model created: ${name}`, { data: { fine_tuned_model: name, steps: c.summary!.steps, start_step: c.summary!.startStep } });
+        if (unserved) this.event(c.id, unserved.charAt(0).toUpperCase() + unserved.slice(1), { level: 'warn' });
         this.event(c.id, 'The job has successfully completed');
       });
       this.dropInputs(c.id);

@@ -6,7 +6,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { DEFAULT_MAX_LORA_RANK } from '../engine/adapters.js';
 import { EngineRequestError, type EngineClient } from '../engine/protocol.js';
 import { JobApiError, JobService } from '../platform/jobs/service.js';
 import { UnknownCursorError, type JobRow, type Store } from '../platform/store.js';
@@ -42,13 +41,10 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): FtRo
     if (!e.loadAdapter) throw new Error('this engine cannot load LoRA adapters');
     await e.loadAdapter(name, dir);
   };
-  const maxRank = o.maxLoraRank ?? DEFAULT_MAX_LORA_RANK;
   /** Why the models of job `j` (`name` one of them) are not served here, or null: a rank above --max-lora-rank. */
   const rankRefusal = (j: JobRow, name: string): ApiError | null => {
-    const rank = (JSON.parse(j.options) as { lora_rank?: unknown }).lora_rank;
-    if (typeof rank !== 'number' || rank <= maxRank) return null;
-    return new ApiError(400, `the model '${name}' (fine-tuning job ${j.id}) exists but is not served: its LoRA rank ${rank} is above this ` +
-      `server's --max-lora-rank ${maxRank}; restart floe serve with --max-lora-rank ${rank} or more to serve it`, 'model', 'lora_rank_exceeded');
+    const problem = service().rankProblem(j, name); // one wording for the 400, the start's log line and the job's event
+    return problem ? new ApiError(400, problem, 'model', 'lora_rank_exceeded') : null;
   };
   /** A succeeded job's adapter, at start: refused with the rank problem before the engine reads it. */
   const loadJobModel = async (e: EngineClient, name: string, dir: string) => {

@@ -29,7 +29,7 @@ export type { Backend, KvLayer, KvDType, AttentionBatch, AttentionShape } from '
 export { referenceBackend } from './backend/reference.js';
 export { loadNativeBackend, nativeCounters } from './backend/native.js';
 export { selectBackend, type BackendName } from './backend/select.js';
-export { startEngine, type EngineStartOptions } from './engine/client.js';
+export { startEngineChecked as startEngine, type EngineStartOptions } from './engine/client.js';
 export type { EngineClient, EngineInfo, EngineStats, GenerateOutput, GenerateRequest, EmbedOutput, AdapterInfo, ConstraintSpec } from './engine/protocol.js';
 export { EngineRequestError } from './engine/protocol.js';
 export { startServer, type ServeOptions, type RunningServer } from './serve/server.js';

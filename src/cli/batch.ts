@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { BackendName } from '../backend/select.js';
-import { startEngine } from '../engine/client.js';
+import { startEngineChecked } from '../engine/client.js';
 import { ENGINE_DEFAULTS, type EngineClient } from '../engine/protocol.js';
 import { BatchService, outputLine } from '../platform/batch.js';
 import { createFile, FileValidationError, parseBatchInput, writeAtomic } from '../platform/files.js';
@@ -74,7 +74,7 @@ export async function batchCmd(args: string[]): Promise<number> {
     let id = prev?.id;
     if (prev?.status !== 'completed') {
       const modelName = defaultModelName(modelPath);
-      const [e, tools] = await Promise.all([startEngine({ model: modelPath, modelId: modelName, ...engineOpts }), loadTextTools(modelPath)]);
+      const [e, tools] = await Promise.all([startEngineChecked({ model: modelPath, modelId: modelName, ...engineOpts }), loadTextTools(modelPath)]);
       engine = e;
       const serve = createApp({ modelName, ui: false });
       serve.ready({ engine: e, tokenizer: tools.tokenizer, template: tools.template, defaults: tools.defaults });

@@ -3,7 +3,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { BackendName } from '../backend/select.js';
-import { startEngine } from '../engine/client.js';
+import { startEngineChecked } from '../engine/client.js';
 import type { EngineClient } from '../engine/protocol.js';
 import { ask, type RagAnswer } from '../platform/rag/answer.js';
 import { openEmbedder, type RagEmbedder } from '../platform/rag/embedder.js';
@@ -249,7 +249,7 @@ async function queryCmd(args: string[], answer: boolean): Promise<number> {
   const modelPath = modelOrBuiltin(v.model, 'rag ask');
   let engine: EngineClient | null = null;
   try {
-    const [e, tools] = await Promise.all([startEngine({ model: modelPath, threads, backend, maxNumSeqs: 16 }), (await import('../serve/server.js')).loadTextTools(modelPath)]);
+    const [e, tools] = await Promise.all([startEngineChecked({ model: modelPath, threads, backend, maxNumSeqs: 16 }), (await import('../serve/server.js')).loadTextTools(modelPath)]);
     engine = e;
     if (!tools.tokenizer) throw new Error(`${modelPath} has no tokenizer; rag ask needs one`);
     const res = await ask(col, embedder, { engine: e, tokenizer: tools.tokenizer, template: tools.template }, question,

@@ -4,7 +4,7 @@ import { Worker } from 'node:worker_threads';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KV_DTYPES, type KvDType } from '../backend/backend.js';
-import { describe } from '../tensor/options.js';
+import { checkOptions, describe, type OptionKeys } from '../tensor/options.js';
 import type { BackendName } from '../backend/select.js';
 import type { OffloadOptions } from '../model/offload.js';
 import type { SpeculativeModule } from '../model/speculation.js';
@@ -51,6 +51,14 @@ export interface EngineStartOptions {
   /** Pipeline parallelism under mpirun: this worker is rank 0, the first stage (stages: --pipeline-stages). */
   readonly pipeline?: { readonly size: number; readonly stages?: string; readonly join?: string };
 }
+
+/** Every key of EngineStartOptions: the library's startEngine refuses any other. */
+export const ENGINE_START_OPTIONS = {
+  model: true, modelId: true, backend: true, threads: true, dtype: true, kvCacheMemory: true, kvDtype: true, swapSpace: true, kvPrefault: true,
+  blockSize: true, maxBatchedTokens: true, maxNumSeqs: true, maxBatchSeqs: true, maxQueue: true, prefixCaching: true, speculative: true,
+  numSpeculativeTokens: true, numPredictionTokens: true, loraModules: true, maxLoras: true, maxLoraRank: true, maxCpuLoras: true, offload: true,
+  pipeline: true,
+} as const satisfies OptionKeys<EngineStartOptions>;
 
 /** Messages main → worker. */
 export type ToWorker =
@@ -130,14 +138,30 @@ interface Pending {
 function spawnWorker(opts: EngineStartOptions): Worker {
   const ext = extname(fileURLToPath(import.meta.url));
   const workerUrl = new URL(`./worker${ext}`, import.meta.url);
-  const options = { workerData: { ...opts } };
+  // only the engine's options cross to the worker (startServer's object carries its HTTP and LoRA-loading keys too)
+  const workerData = Object.fromEntries(Object.entries(opts).filter(([k]) => Object.hasOwn(ENGINE_START_OPTIONS, k)));
+  const options = { workerData };
   if (ext === '.js') return new Worker(workerUrl, options);
   const tsxApi = import.meta.resolve('tsx/esm/api');
   const boot = `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(workerUrl.href)}); })`;
   return new Worker(boot, { ...options, eval: true });
 }
 
-/** Start the engine in a worker_thread; resolves once the model is loaded. */
+/**
+ * startEngine as the library exports it (src/index.ts) and floe's own callers use it: an option key that is not an
+ * engine option (a misspelling, `kvCacheDtype` for kvDtype) fails naming it and the nearest known one, before the
+ * worker starts; else it ran on the default without a word.
+ */
+export async function startEngineChecked(opts: EngineStartOptions): Promise<EngineClient> {
+  checkOptions('startEngine', opts, ENGINE_START_OPTIONS, false);
+  return startEngine(opts);
+}
+
+/**
+ * Start the engine in a worker_thread; resolves once the model is loaded. Keys that are not engine options are left
+ * out, unchecked: startServer passes its own options object (less its HTTP keys) here. Called from code, the checked
+ * entry above refuses them.
+ */
 export async function startEngine(opts: EngineStartOptions): Promise<EngineClient> {
   // checked here, where the caller's stack is: inside the worker a bad kvDtype surfaced as a KV pool of NaN blocks,
   // maxNumSeqs -1 as a negative KV cache memory

@@ -23,7 +23,10 @@ export function checkOptions<T>(where: string, opts: unknown, keys: OptionKeys<T
   }
 }
 
-/** The known key a misspelling most likely meant: same letters ignoring case and '_' / '-', else one it abbreviates, else within 2 edits. */
+/**
+ * The known key a misspelling most likely meant: same letters ignoring case and '_' / '-', else one it abbreviates,
+ * else within 2 edits, else the longest whose letters it holds in order (a CLI flag's name: kvCacheDtype → kvDtype).
+ */
 function nearest(k: string, known: readonly string[]): string | null {
   const norm = (s: string) => s.toLowerCase().replace(/[_-]/g, '');
   const same = known.find((c) => norm(c) === norm(k)) ?? (k.length >= 3 ? known.find((c) => norm(c).startsWith(norm(k))) : undefined);
@@ -34,7 +37,15 @@ function nearest(k: string, known: readonly string[]): string | null {
     const d = editDistance(norm(k), norm(c));
     if (d < bestD) { best = c; bestD = d; }
   }
+  if (best) return best;
+  for (const c of known) if (norm(c).length >= 4 && isSubsequence(norm(c), norm(k)) && c.length > (best?.length ?? 0)) best = c;
   return best;
+}
+
+function isSubsequence(short: string, long: string): boolean {
+  let i = 0;
+  for (const ch of long) if (ch === short[i]) i++;
+  return i === short.length;
 }
 
 function editDistance(a: string, b: string): number {

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { basename } from 'node:path';
-import { startEngine, type EngineStartOptions } from '../../engine/client.js';
+import { ENGINE_START_OPTIONS, startEngineChecked, type EngineStartOptions } from '../../engine/client.js';
 import type { EngineClient, GenerateOutput, GenerateRequest, LogprobEntry, RequestPriority } from '../../engine/protocol.js';
 import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../../formats/chat-template.js';
 import { readGguf } from '../../formats/gguf.js';
@@ -43,6 +43,8 @@ export interface GuardOpenOptions extends Omit<EngineStartOptions, 'model' | 'mo
 }
 
 export const DEFAULT_THRESHOLD = 0.5;
+const { model: _model, modelId: _modelId, ...GUARD_ENGINE_OPTIONS } = ENGINE_START_OPTIONS;
+const GUARD_OPEN_OPTIONS = { ...GUARD_ENGINE_OPTIONS, format: true, name: true } as const satisfies OptionKeys<GuardOpenOptions>;
 const JUDGE_OPTIONS = { role: true, categories: true, exclude: true, threshold: true, signal: true, priority: true } as const satisfies OptionKeys<JudgeOptions>;
 const TOP_LOGPROBS = 20;
 
@@ -78,8 +80,9 @@ export class Guard {
 
   /** Load a guard checkpoint (HF directory or GGUF; bf16, FP8, Q8_0 as the engine loads them) on its own engine. */
   static async open(path: string, opts: GuardOpenOptions = {}): Promise<Guard> {
+    checkOptions('Guard.open', opts, GUARD_OPEN_OPTIONS); // else a misspelt engine option failed as startEngine's
     const { format, name, ...engineOpts } = opts;
-    const [engine, tools] = await Promise.all([startEngine({ ...engineOpts, model: path, modelId: path }), loadGuardTools(path)]);
+    const [engine, tools] = await Promise.all([startEngineChecked({ ...engineOpts, model: path, modelId: path }), loadGuardTools(path)]);
     if (!tools.tokenizer) {
       await engine.shutdown(0);
       throw new Error(`guard ${path}: no tokenizer (tokenizer.json or GGUF vocabulary); a guard needs one to read its prompt`);

@@ -7,7 +7,8 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BackendName } from '../../backend/select.js';
 import type { KvDType } from '../../backend/backend.js';
-import { startEngine } from '../../engine/client.js';
+import { startEngineChecked } from '../../engine/client.js';
+import { checkOptions, type OptionKeys } from '../../tensor/options.js';
 import type { EngineClient } from '../../engine/protocol.js';
 import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../../formats/chat-template.js';
 import { readGguf } from '../../formats/gguf.js';
@@ -34,6 +35,7 @@ export interface SynthEngineOptions {
   readonly kvDtype?: KvDType;
   readonly maxNumSeqs?: number;
 }
+const SYNTH_ENGINE_OPTIONS = { threads: true, backend: true, kvCacheMemory: true, kvDtype: true, maxNumSeqs: true } as const satisfies OptionKeys<SynthEngineOptions>;
 
 export interface SynthRunOptions {
   readonly method: MethodName;
@@ -143,6 +145,7 @@ export async function synth(o: SynthRunOptions): Promise<SynthSummary> {
     return doc;
   });
 
+  checkOptions('synth: engine', o.engine, SYNTH_ENGINE_OPTIONS); // a misspelt key would have started the engine on its default
   // the model paths, before any engine starts (else a raw "ENOENT: stat" from wherever they are first read)
   for (const [p, what] of [[o.model, 'model'], [o.endpoint?.templateFrom, "model (for the endpoint's chat template and tokenizer)"], [o.guardModel, 'guard model']] as const) {
     if (p !== undefined && !existsSync(p)) throw new Error(`${p}: cannot open ${what}: no such file or directory`);
@@ -163,7 +166,7 @@ export async function synth(o: SynthRunOptions): Promise<SynthSummary> {
       window = o.concurrency ?? 16;
     } else {
       const name = modelName(o.model!);
-      const [engine, tools] = await Promise.all([startEngine({ model: o.model!, modelId: name, ...o.engine }), textTools(o.model!)]);
+      const [engine, tools] = await Promise.all([startEngineChecked({ ...o.engine, model: o.model!, modelId: name }), textTools(o.model!)]);
       engines.push(engine);
       if (!tools.tokenizer) throw new Error(`${o.model}: no tokenizer; synth needs one`);
       llm = new EngineLlm(engine, tools.tokenizer, tools.template, name);

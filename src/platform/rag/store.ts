@@ -310,7 +310,7 @@ export class Collection {
     for (const d of todo) (existing.has(d.source) ? result.replaced : result.added).push(d.source);
     const ms = { extract: performance.now() - t0, embed: 0, write: 0, index: 0 };
     const total = todo.length;
-    let pending: Row[] = [], pendingSources: string[] = [], done = 0;
+    let pending: Row[] = [], pendingSources: string[] = [], done = 0, commits = 0;
     const flush = async () => {
       if (pendingSources.length === 0) return;
       const tw = performance.now();
@@ -319,6 +319,12 @@ export class Collection {
         .execute(pending as unknown as Array<Record<string, unknown>>);
       ms.write += performance.now() - tw;
       pending = []; pendingSources = [];
+      // tests: FLOE_TEST_RAG_COMMIT_PAUSE=N:MS stalls after this call's N-th commit, a window to SIGKILL it between commits
+      const [pN, pMs] = (process.env.FLOE_TEST_RAG_COMMIT_PAUSE ?? '').split(':').map(Number);
+      if (++commits === pN && pMs! > 0) {
+        process.stderr.write(`rag: test pause after commit ${commits}\n`);
+        await new Promise((r) => setTimeout(r, pMs));
+      }
     };
     for (const d of todo) {
       const te = performance.now();

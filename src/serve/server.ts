@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import { totalmem } from 'node:os';
 import { basename, join } from 'node:path';
 import type { EngineClient, EngineInfo } from '../engine/protocol.js';
-import { startEngine, type EngineStartOptions } from '../engine/client.js';
+import { startEngineChecked as startEngine, type EngineStartOptions } from '../engine/client.js';
 import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../formats/chat-template.js';
 import { readGguf } from '../formats/gguf.js';
 import { readSafetensorsSync } from '../formats/safetensors.js';
@@ -210,7 +210,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   let engine: EngineClient | null = null;
   let guard: Guard | null = null;
   let embedEngine: EngineClient | null = null;
-  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, jobsThreads: _j, guardModel, guardrails: _g, guardWindow: _w, guardKvCacheMemory: _gk, ragDb: _r, embeddingModel, task, ...engineOpts } = opts;
+  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, jobsThreads: _j, guardModel, guardrails: _g, guardWindow: _w, guardKvCacheMemory: _gk, ragDb: _r, enableLoraLoading: _e, loraRoot: _lr, embeddingModel, task, ...engineOpts } = opts;
+  // what is left must be engine options only (the checked startEngine refuses any other key): a new server-only
+  // option that is not taken out above fails to compile here
+  const _engineOnly: Record<Exclude<keyof typeof engineOpts, keyof EngineStartOptions>, never> = {};
   const guardKv = guardKvShare(opts);
   if (guardModel && opts.kvCacheMemory !== undefined) (engineOpts as { kvCacheMemory?: number }).kvCacheMemory = opts.kvCacheMemory - guardKv;
   const ready = (async () => {

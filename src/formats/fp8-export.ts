@@ -59,7 +59,8 @@ export function fp8QuantizationConfig(scheme: Fp8Scheme, ignore: readonly string
 /**
  * Reads the HF model in `inDir` (f32 / f16 / bf16 weights), writes `outDir` with the linear layers (and, if asked, head
  * and embeddings) in E4M3 and everything else in bf16, plus config.json with quantization_config and the tokenizer,
- * generation config and chat template. Files are written atomically; large models are sharded.
+ * generation config and chat template. Files are written atomically, config.json last (a failed run leaves none);
+ * large models are sharded.
  */
 export async function quantizeModelDir(inDir: string, outDir: string, opts: QuantizeModelOptions): Promise<QuantizeModelResult> {
   if (!fs.existsSync(inDir) || !fs.statSync(inDir).isDirectory()) throw new Error(`${inDir}: quantize reads an HF model directory (config.json + safetensors)`);
@@ -110,7 +111,9 @@ export async function quantizeModelDir(inDir: string, outDir: string, opts: Quan
     if (quantized.length === 0) throw new Error(`${inDir}: no linear layer weights (model.layers.N.{self_attn,mlp}.*_proj.weight) to quantize`);
 
     fs.mkdirSync(outDir, { recursive: true });
-    // drop stale weights of an earlier export into the same directory
+    // drop an earlier export's config.json (no model loads from outDir until this one's is written, last) and its
+    // stale weights
+    fs.rmSync(path.join(outDir, 'config.json'), { force: true });
     for (const f of fs.readdirSync(outDir)) if (/^model.*\.safetensors(\.index\.json)?$/.test(f)) fs.rmSync(path.join(outDir, f));
     const maxShard = opts.maxShardBytes ?? 5 * 2 ** 30;
     const files = bytesOut > maxShard
@@ -121,11 +124,12 @@ export async function quantizeModelDir(inDir: string, outDir: string, opts: Quan
     const config: Record<string, unknown> = { ...srcConfig, quantization_config: fp8QuantizationConfig(scheme, ignore) };
     if ('dtype' in config) config.dtype = 'bfloat16';
     if ('torch_dtype' in config || !('dtype' in config)) config.torch_dtype = 'bfloat16';
-    writeFileAtomic(path.join(outDir, 'config.json'), [new TextEncoder().encode(JSON.stringify(config, null, 2) + '\n')]);
     for (const f of COPY_FILES) {
       const src = path.join(inDir, f);
       if (fs.existsSync(src)) writeFileAtomic(path.join(outDir, f), [fs.readFileSync(src)]);
     }
+    // last: a run that fails before here leaves a directory without config.json, which no loader takes for a model
+    writeFileAtomic(path.join(outDir, 'config.json'), [new TextEncoder().encode(JSON.stringify(config, null, 2) + '\n')]);
     return { quantized, files, bytesIn, bytesOut };
   } finally {
     m.dispose();

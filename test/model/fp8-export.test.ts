@@ -2,7 +2,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { referenceBackend } from '../../src/backend/reference.js';
@@ -212,5 +212,23 @@ test('quantize refuses an already-quantized model, its own input dir, and a tied
     m.dispose();
   } finally {
     rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('a quantize that fails while writing leaves no config.json, so neither its output nor an earlier export in the same directory loads as a model', async () => {
+  const src = tmp(), out = tmp();
+  try {
+    cpSync(FIX + 'gqa_f32', src, { recursive: true });
+    await quantizeModelDir(src, out, { scheme: { kind: 'per-row' } });
+    (await loadModel(out)).dispose(); // a whole export loads
+    // a file to copy that cannot be read (a directory where chat_template.jinja should be): the run fails after the weights
+    rmSync(join(src, 'chat_template.jinja'), { force: true });
+    mkdirSync(join(src, 'chat_template.jinja'));
+    await assert.rejects(quantizeModelDir(src, out, { scheme: { kind: 'block', block: 16 } }), /EISDIR|chat_template/);
+    assert.ok(existsSync(join(out, 'model.safetensors')), 'the run got as far as the weights');
+    assert.ok(!existsSync(join(out, 'config.json')), 'no config.json: neither the earlier per-row export nor the half-written block one');
+    await assert.rejects(loadModel(out));
+  } finally {
+    for (const d of [src, out]) rmSync(d, { recursive: true, force: true });
   }
 });

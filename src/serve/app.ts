@@ -88,6 +88,15 @@ export function createApp(opts: AppOptions): ServeApp {
   let texts = new TokenTexts(null);
   let draining = false;
   let inFlight = 0;
+  // Requests a graceful stop lets finish before it stops the engines they use (server.ts close)
+  const tracked = async <T>(fn: () => Promise<T>): Promise<T> => {
+    inFlight++;
+    try {
+      return await fn();
+    } finally {
+      inFlight--;
+    }
+  };
   const keyDigest = opts.apiKey ? createHash('sha256').update(opts.apiKey).digest() : null;
 
   app.addHook('onRequest', async (req, reply) => {
@@ -176,9 +185,9 @@ export function createApp(opts: AppOptions): ServeApp {
     if (!card) throw new ApiError(404, `the model '${req.params.id.slice(0, 200)}' does not exist; this server serves ${cards.map((m) => `'${m.id}'`).join(', ')}`, 'model', 'model_not_found');
     return card;
   });
-  const guardOpts = { guard: () => model().guard ?? null, enforce: opts.guardrails?.enforce ?? false, window: opts.guardrails?.window ?? DEFAULT_GUARD_WINDOW };
+  const guardOpts = { guard: () => model().guard ?? null, tracked, enforce: opts.guardrails?.enforce ?? false, window: opts.guardrails?.window ?? DEFAULT_GUARD_WINDOW };
   registerGuardRoutes(app, guardOpts);
-  const ragChat = opts.rag ? registerRagRoutes(app, { db: opts.rag.db, embedder: async () => engineEmbedder(model().embedding ?? null, opts.rag!.embedderName) }) : noRag;
+  const ragChat = opts.rag ? registerRagRoutes(app, { db: opts.rag.db, tracked, embedder: async () => engineEmbedder(model().embedding ?? null, opts.rag!.embedderName) }) : noRag;
   registerLoraRoutes(app, { enabled: opts.lora?.enableLoading ?? false, root: opts.lora?.root ?? null, baseName: opts.modelName, engine: () => model().engine });
   registerTokenizeRoutes(app, { model, vctx });
 
@@ -282,15 +291,6 @@ export function createApp(opts: AppOptions): ServeApp {
     if (fresh.length === 0) return;
     for (const f of fresh) warned.add(f);
     console.warn(`floe serve: ignoring request field${fresh.length > 1 ? 's' : ''} ${fresh.join(', ')} (no effect on this model's answer; named in x-floe-ignored-fields)`);
-  };
-
-  const tracked = async <T>(fn: () => Promise<T>): Promise<T> => {
-    inFlight++;
-    try {
-      return await fn();
-    } finally {
-      inFlight--;
-    }
   };
 
   /** Chat-shaped requests (chat completions, responses): the template and tool support checked, the prompt encoded. */

@@ -16,6 +16,7 @@ export interface GuardServeOptions {
   readonly guard: () => Guard | null; // null: no --guard-model
   readonly enforce: boolean; // --guardrails: rails on for every chat request
   readonly window: number; // --guard-window: tokens held back per streamed judgement
+  readonly tracked: <T>(fn: () => Promise<T>) => Promise<T>; // a graceful stop lets it finish before the guard stops
 }
 
 /** Guard failures as API errors: an answer that is not a verdict is the guard's fault (502), never "safe". */
@@ -186,7 +187,7 @@ function railsFrom(spec: Record<string, unknown>, o: GuardServeOptions): Rails {
 }
 
 export function registerGuardRoutes(app: FastifyInstance, o: GuardServeOptions): void {
-  app.post('/v1/moderations', async (req) => {
+  app.post('/v1/moderations', (req) => o.tracked(async () => {
     const guard = o.guard();
     if (!guard) throw new ApiError(400, 'this server has no guard model: start it with --guard-model PATH to serve /v1/moderations', null, 'guard_unavailable');
     const b = req.body as Record<string, unknown> | null;
@@ -215,7 +216,7 @@ export function registerGuardRoutes(app: FastifyInstance, o: GuardServeOptions):
       });
     }
     return { id: `modr-${randomUUID().replaceAll('-', '')}`, model: guard.name, results };
-  });
+  }));
 }
 
 /**

@@ -36,6 +36,7 @@ export function engineEmbedder(m: EmbeddingModel | null, name: string): RagEmbed
 export interface RagRouteOptions {
   readonly db: string; // the LanceDB directory (created on first use)
   readonly embedder: () => Promise<RagEmbedder>; // the server's embedding model (throws while loading / when absent)
+  readonly tracked: <T>(fn: () => Promise<T>) => Promise<T>; // a graceful stop lets it finish before the embedder stops
   readonly maxFileBytes?: number; // largest uploaded document (default 16 MiB)
 }
 
@@ -245,7 +246,7 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
           docs.push({ source: str(d, 'source', `${p}source`), content: typeof d.text === 'string' ? d.text : str(d, 'text', `${p}text`), kind: kind ?? (/\.[a-z]+$/i.test(d.source as string) ? undefined : 'text.txt') });
         });
       }
-      return ingest(req.params.name, docs);
+      return o.tracked(() => ingest(req.params.name, docs));
     });
   });
 
@@ -260,7 +261,7 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
     });
   });
 
-  app.post('/v1/rag/query', async (req) => {
+  app.post('/v1/rag/query', (req) => o.tracked(async () => {
     if (!obj(req.body)) throw invalid('body', 'expected {"collection", "query", "k"?, "mode"?, "where"?, "rrf_k"?, "weights"?, "allow_embedder_mismatch"?}');
     const b = req.body;
     onlyKnown(b, ['collection', 'query', 'k', 'mode', 'where', 'rrf_k', 'weights', 'allow_embedder_mismatch'], '');
@@ -270,7 +271,7 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
     const c = await collection(name);
     const passages = await within(c.name, async () => c.search(query, mode === 'bm25' ? null : await embedder(), { k, mode, where, ...fusion, allowEmbedderMismatch }));
     return { object: 'list', collection: name, mode, data: passages.map((p, i) => ({ object: 'rag.passage', rank: i + 1, ...p })) };
-  });
+  }));
 
   return {
     take(body) {

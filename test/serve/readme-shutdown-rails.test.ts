@@ -1,14 +1,19 @@
 // README (HTTP API): "SIGTERM keeps the server listening but answering 503 while running requests finish within
 // --shutdown-grace". A request that needs a second engine after its generation (the guard's output rail) or before it
-// (the input rail: the guard, then the chat model) finishes too, not only the part running when the stop came.
+// (the input rail: the guard, then the chat model) finishes too, not only the part running when the stop came; so do
+// the guard's and the embedder's own routes (/v1/moderations, /v1/rag/*), which the stop used to cut (500).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
 
 const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
 const GUARD = fileURLToPath(new URL('../../models/floe-guard', import.meta.url));
+const EMBED = fileURLToPath(new URL('../../models/floe-embed', import.meta.url));
 
 async function guarded(): Promise<RunningServer> {
   const server = await startServer({
@@ -22,11 +27,11 @@ async function guarded(): Promise<RunningServer> {
 const post = (server: RunningServer, path: string, body: unknown) =>
   fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 
-/** Stop the server once the request is in its handler; the grace period (30 s) is far longer than the request needs. */
+/** Stop the server once the request is in its handler (counted as running: without that the wait times out); the grace period (30 s) is far longer than the request needs. */
 async function stopWhileRunning(server: RunningServer): Promise<Promise<void>> {
   const deadline = Date.now() + 30_000;
   while (server.serve.inFlight() === 0) {
-    if (Date.now() > deadline) throw new Error('the request never reached its handler');
+    if (Date.now() > deadline) { await server.close(0); throw new Error('the request was not counted as running within 30 s'); }
     await new Promise((r) => setImmediate(r));
   }
   return server.close(30_000);
@@ -74,4 +79,46 @@ test('a graceful stop during the input rail still generates the answer (the chat
   await closed;
   assert.equal(r.status, 200, JSON.stringify(body));
   assert.ok(body.usage!.completion_tokens > 0 || body.choices![0]!.message.content.length > 0, JSON.stringify(body));
+});
+
+test('a graceful stop lets a running /v1/moderations finish (the guard stops after it)', async () => {
+  const server = await guarded();
+  const answer = post(server, '/v1/moderations', { input: ['hello there', 'how are you'] });
+  const closed = await stopWhileRunning(server);
+  const r = await answer;
+  const body = (await r.json()) as { results?: { flagged: boolean }[] };
+  await closed;
+  assert.equal(r.status, 200, JSON.stringify(body));
+  assert.equal(body.results!.length, 2);
+});
+
+test('a graceful stop lets a running RAG ingest and query finish (the embedding model stops after them)', async () => {
+  const server = await startServer({
+    model: BROWN, embeddingModel: EMBED, ragDb: mkdtempSync(join(tmpdir(), 'floe-rag-stop-')), port: 0, ui: false, dataDir: null, threads: 1,
+    kvCacheMemory: 32 * 2 ** 20, log: () => {},
+  });
+  await server.ready;
+  const made = await post(server, '/v1/rag/collections', { name: 'notes' });
+  if (made.status !== 200) await server.close(0);
+  assert.equal(made.status, 200, await made.text());
+  const text = Array.from({ length: 40 }, (_, i) => `Paragraph ${i}: the keys rotate every ${i + 2} days, and the old keys stay valid one hour.`).join('\n\n');
+  const first = await post(server, '/v1/rag/collections/notes/documents', { source: 'keys.md', text });
+  if (first.status !== 200) await server.close(0);
+  assert.equal(first.status, 200, await first.text());
+  const query = post(server, '/v1/rag/query', { collection: 'notes', query: 'how often do the keys rotate?', k: 3 });
+  const ingest = post(server, '/v1/rag/collections/notes/documents', { source: 'more.md', text: text.replaceAll('keys', 'tokens') });
+  const deadline = Date.now() + 30_000;
+  while (server.serve.inFlight() < 2) { // both in their handlers, counted as running
+    if (Date.now() > deadline) { await server.close(0); throw new Error(`${server.serve.inFlight()} of the 2 requests counted as running after 30 s`); }
+    await new Promise((r) => setImmediate(r));
+  }
+  const closed = server.close(30_000);
+  const [q, i] = await Promise.all([query, ingest]);
+  const qBody = (await q.json()) as { data?: unknown[] };
+  const iBody = (await i.json()) as { added?: string[] };
+  await closed;
+  assert.equal(q.status, 200, JSON.stringify(qBody));
+  assert.equal(qBody.data!.length, 3);
+  assert.equal(i.status, 200, JSON.stringify(iBody));
+  assert.deepEqual(iBody.added, ['more.md']);
 });

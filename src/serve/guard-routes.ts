@@ -146,6 +146,8 @@ export function takeRails(body: unknown, o: GuardServeOptions): Rails | null {
     if (o.enforce) throw invalid('guardrails.enabled', 'this server enforces guardrails (--guardrails); they cannot be turned off per request');
     return null;
   }
+  // --guardrails enforces the output rail: a request may add the input rail, not drop the output one
+  if (o.enforce && spec.output === false) throw invalid('guardrails.output', 'this server enforces guardrails (--guardrails): the output rail cannot be turned off per request');
   return railsFrom(spec, o);
 }
 

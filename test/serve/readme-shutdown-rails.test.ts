@@ -92,33 +92,39 @@ test('a graceful stop lets a running /v1/moderations finish (the guard stops aft
   assert.equal(body.results!.length, 2);
 });
 
-test('a graceful stop lets a running RAG ingest and query finish (the embedding model stops after them)', async () => {
+/** A server with a RAG collection 'notes' holding one document of 40 paragraphs; also returns that text. */
+async function withRag(): Promise<{ server: RunningServer; text: string }> {
   const server = await startServer({
     model: BROWN, embeddingModel: EMBED, ragDb: mkdtempSync(join(tmpdir(), 'floe-rag-stop-')), port: 0, ui: false, dataDir: null, threads: 1,
     kvCacheMemory: 32 * 2 ** 20, log: () => {},
   });
   await server.ready;
-  const made = await post(server, '/v1/rag/collections', { name: 'notes' });
-  if (made.status !== 200) await server.close(0);
-  assert.equal(made.status, 200, await made.text());
   const text = Array.from({ length: 40 }, (_, i) => `Paragraph ${i}: the keys rotate every ${i + 2} days, and the old keys stay valid one hour.`).join('\n\n');
-  const first = await post(server, '/v1/rag/collections/notes/documents', { source: 'keys.md', text });
-  if (first.status !== 200) await server.close(0);
-  assert.equal(first.status, 200, await first.text());
-  const query = post(server, '/v1/rag/query', { collection: 'notes', query: 'how often do the keys rotate?', k: 3 });
-  const ingest = post(server, '/v1/rag/collections/notes/documents', { source: 'more.md', text: text.replaceAll('keys', 'tokens') });
-  const deadline = Date.now() + 30_000;
-  while (server.serve.inFlight() < 2) { // both in their handlers, counted as running
-    if (Date.now() > deadline) { await server.close(0); throw new Error(`${server.serve.inFlight()} of the 2 requests counted as running after 30 s`); }
-    await new Promise((r) => setImmediate(r));
+  for (const [path, body] of [['/v1/rag/collections', { name: 'notes' }], ['/v1/rag/collections/notes/documents', { source: 'keys.md', text }]] as const) {
+    const r = await post(server, path, body);
+    if (r.status !== 200) { await server.close(0); assert.fail(`${path}: ${r.status} ${await r.text()}`); }
   }
-  const closed = server.close(30_000);
-  const [q, i] = await Promise.all([query, ingest]);
-  const qBody = (await q.json()) as { data?: unknown[] };
-  const iBody = (await i.json()) as { added?: string[] };
+  return { server, text };
+}
+
+test('a graceful stop lets a running RAG query finish (the embedding model stops after it)', async () => {
+  const { server } = await withRag();
+  const answer = post(server, '/v1/rag/query', { collection: 'notes', query: 'how often do the keys rotate?', k: 3 });
+  const closed = await stopWhileRunning(server);
+  const r = await answer;
+  const body = (await r.json()) as { data?: unknown[] };
   await closed;
-  assert.equal(q.status, 200, JSON.stringify(qBody));
-  assert.equal(qBody.data!.length, 3);
-  assert.equal(i.status, 200, JSON.stringify(iBody));
-  assert.deepEqual(iBody.added, ['more.md']);
+  assert.equal(r.status, 200, JSON.stringify(body));
+  assert.equal(body.data!.length, 3);
+});
+
+test('a graceful stop lets a running RAG ingest finish (the embedding model stops after it)', async () => {
+  const { server, text } = await withRag();
+  const answer = post(server, '/v1/rag/collections/notes/documents', { source: 'more.md', text: text.replaceAll('keys', 'tokens') });
+  const closed = await stopWhileRunning(server);
+  const r = await answer;
+  const body = (await r.json()) as { added?: string[] };
+  await closed;
+  assert.equal(r.status, 200, JSON.stringify(body));
+  assert.deepEqual(body.added, ['more.md']);
 });

@@ -158,13 +158,11 @@ export async function startEngineChecked(opts: EngineStartOptions): Promise<Engi
 }
 
 /**
- * Start the engine in a worker_thread; resolves once the model is loaded. Keys that are not engine options are left
- * out, unchecked: startServer passes its own options object (less its HTTP keys) here. Called from code, the checked
- * entry above refuses them.
+ * The option values startEngine refuses (TypeError / RangeError naming the option), checked where the caller's stack
+ * is: inside the worker a bad kvDtype surfaced as a KV pool of NaN blocks, maxNumSeqs -1 as a negative KV cache memory.
+ * startServer runs it too, before it listens.
  */
-export async function startEngine(opts: EngineStartOptions): Promise<EngineClient> {
-  // checked here, where the caller's stack is: inside the worker a bad kvDtype surfaced as a KV pool of NaN blocks,
-  // maxNumSeqs -1 as a negative KV cache memory
+export function checkEngineValues(opts: EngineStartOptions): void {
   if (typeof opts.model !== 'string' || opts.model === '') throw new TypeError(`model must be the path of an HF model directory or a .gguf file, got ${describe(opts.model)}`);
   for (const k of ['threads', 'blockSize', 'maxBatchedTokens', 'maxNumSeqs', 'maxBatchSeqs', 'maxLoras', 'maxLoraRank'] as const) {
     const v = opts[k];
@@ -176,6 +174,15 @@ export async function startEngine(opts: EngineStartOptions): Promise<EngineClien
   }
   if (opts.kvDtype !== undefined && !KV_DTYPES.includes(opts.kvDtype)) throw new TypeError(`kvDtype must be one of ${KV_DTYPES.join(', ')}, got ${describe(opts.kvDtype)}`);
   if (opts.dtype !== undefined && opts.dtype !== 'fp8') throw new TypeError(`dtype must be 'fp8' (quantize the weights while loading) or absent, got ${describe(opts.dtype)}`);
+}
+
+/**
+ * Start the engine in a worker_thread; resolves once the model is loaded. Keys that are not engine options are left
+ * out, unchecked: startServer passes its own options object (less its HTTP keys) here. Called from code, the checked
+ * entry above refuses them.
+ */
+export async function startEngine(opts: EngineStartOptions): Promise<EngineClient> {
+  checkEngineValues(opts);
   const worker = spawnWorker(opts);
   const pending = new Map<string, Pending>();
   const statsWaiters = new Map<number, { resolve: (s: EngineStats) => void; reject: (e: Error) => void }>();

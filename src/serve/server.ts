@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import { totalmem } from 'node:os';
 import { basename, join } from 'node:path';
 import type { EngineClient, EngineInfo } from '../engine/protocol.js';
-import { startEngineChecked as startEngine, type EngineStartOptions } from '../engine/client.js';
+import { checkEngineValues, startEngineChecked as startEngine, type EngineStartOptions } from '../engine/client.js';
 import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../formats/chat-template.js';
 import { readGguf } from '../formats/gguf.js';
 import { readSafetensorsSync } from '../formats/safetensors.js';
@@ -177,6 +177,7 @@ const SERVE_OPTIONS = {
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   checkOptions('startServer', opts, SERVE_OPTIONS, false);
   if (typeof opts.model !== 'string' || opts.model === '') throw new TypeError(`startServer: model must be the path of an HF model directory or a .gguf file, got ${describe(opts.model)}`);
+  checkEngineValues(opts); // the engine's option values, before the server listens (its ready promise was the first to fail)
   const noSqlite = opts.dataDir ? sqliteUnavailable() : null; // else every /v1/files, /v1/batches, /v1/fine_tuning request answered 500
   if (noSqlite) {
     throw new Error(`the data dir (${opts.dataDir}: Files, Batch and fine-tuning jobs API) needs better-sqlite3's native module, which does not load: ${noSqlite}; ` +

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { GenerateOutput, LogprobEntry } from '../engine/protocol.js';
-import type { Guard, GuardVerdict, JudgeOptions } from '../platform/guard/guard.js';
+import { DEFAULT_THRESHOLD, type Guard, type GuardVerdict, type JudgeOptions } from '../platform/guard/guard.js';
 import { OPENAI_CATEGORIES, openAiKeys, parseCategories, parseExclude } from '../platform/guard/policy.js';
 import { effectiveCategories, guardConversation, type ChatTurn, type GuardCategory, type GuardRole } from '../platform/guard/prompt.js';
 import { GuardOutputError } from '../platform/guard/verdict.js';
@@ -182,10 +182,29 @@ function railsFrom(spec: Record<string, unknown>, o: GuardServeOptions): Rails {
   } catch (e) {
     throw invalid('guardrails.exclude', (e as Error).message);
   }
+  if (o.enforce) enforcedJudgement(threshold as number | undefined, categories, exclude);
   const input = bool('input', false);
   const output = bool('output', true);
   if (!input && !output) throw invalid('guardrails', `guardrails with neither 'input' nor 'output' judge nothing`);
   return new Rails(guard, input, output, text, { categories, exclude, threshold: threshold as number | undefined });
+}
+
+/**
+ * --guardrails judges with the guard's own policy at the default threshold: a request may make that check stricter
+ * (a lower threshold), never weaker (a higher threshold, excluded categories, or its own categories in place of the
+ * policy, which a guard judges by a different prompt).
+ */
+function enforcedJudgement(threshold: number | undefined, categories: readonly GuardCategory[] | undefined, exclude: readonly string[] | undefined): void {
+  const why = 'this server enforces guardrails (--guardrails)';
+  if (threshold !== undefined && threshold > DEFAULT_THRESHOLD) {
+    throw invalid('guardrails.threshold', `${why}: 'guardrails.threshold' may be at most the enforced ${DEFAULT_THRESHOLD} (a lower one flags more), got ${threshold}`);
+  }
+  if (categories !== undefined) {
+    throw invalid('guardrails.categories', `${why}: the guard judges by its own policy; 'guardrails.categories' cannot replace it per request`);
+  }
+  if (exclude !== undefined && exclude.length > 0) {
+    throw invalid('guardrails.exclude', `${why}: no category can be excluded per request, got ${exclude.join(', ')}`);
+  }
 }
 
 export function registerGuardRoutes(app: FastifyInstance, o: GuardServeOptions): void {

@@ -265,6 +265,19 @@ const FINETUNE_OPTIONS = {
 } as const satisfies OptionKeys<FinetuneOptions>;
 const LORA_OPTIONS = { rank: true, alpha: true, targets: true, dropout: true, rslora: true } as const satisfies OptionKeys<LoraConfig>;
 
+/** The --out / --resume / --overwrite flags prepareOutDir's refusals name, as finetune()'s options. */
+const OUT_DIR_OPTIONS: readonly [RegExp, string][] = [[/--resume\b/, 'resume: DIR'], [/--overwrite\b/, 'overwrite: true'], [/--out\b/, 'out']];
+
+/**
+ * A refused output directory names the CLI's flags (the CLI runs finetune() and keeps that text); a library caller
+ * passes options, so the refusal names them too.
+ */
+function withOptionNames(e: unknown): unknown {
+  if (!(e instanceof RunSetupError)) return e;
+  const names = OUT_DIR_OPTIONS.filter(([flag]) => flag.test(e.message)).map(([, option]) => option);
+  return names.length === 0 ? e : new RunSetupError(`${e.message} (finetune() options: ${names.join(', ')})`, { cause: e });
+}
+
 export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   const t0 = performance.now();
   checkOptions('finetune', o, FINETUNE_OPTIONS, false);
@@ -280,7 +293,11 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   const gradAccum = o.gradAccum ?? 1;
   const lr = o.lr ?? (full ? 1e-4 : 2e-4);
   if (!(typeof lr === 'number' && lr > 0)) throw new RangeError(`lr (the learning rate) must be a number > 0, got ${describe(lr)}`);
-  prepareOutDir(o.out, o);
+  try {
+    prepareOutDir(o.out, o);
+  } catch (e) {
+    throw withOptionNames(e);
+  }
 
   // model, tokenizer, chat template
   const loaded = await loadModel(o.model);

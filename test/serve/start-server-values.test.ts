@@ -23,7 +23,7 @@ test('startServer: maxNumSeqs 0, kvDtype f8, kvCacheMemory -1 and threads 1.5 th
     } catch (e) {
       assert.match(String(e), want, JSON.stringify(bad));
     } finally {
-      if (server) { await server.close(); assert.fail(`${JSON.stringify(bad)}: startServer resolved (listening) instead of throwing`); }
+      if (server) { await server.close(0); assert.fail(`${JSON.stringify(bad)}: startServer resolved (listening) instead of throwing`); }
     }
     assert.ok(!lines.some((l) => /listening/.test(l)), `${JSON.stringify(bad)}: logged ${lines.join(' | ')}`);
   }

@@ -36,7 +36,13 @@ export function loraTargetsFlag(v: string | undefined): LoraTarget[] | undefined
 
 /** A training run; its refusal of --out or --resume (a non-empty dir, a checkpoint of other flags) is a usage error (exit 2). */
 export async function setupAsUsage<T>(run: Promise<T>): Promise<T> {
-  try { return await run; } catch (e) { throw e instanceof RunSetupError ? new UsageError(e.message) : e; }
+  try {
+    return await run;
+  } catch (e) {
+    if (!(e instanceof RunSetupError)) throw e;
+    // the CLI's own wording (flags), without what finetune() adds for library callers (its option names)
+    throw new UsageError((e.cause instanceof RunSetupError ? e.cause : e).message);
+  }
 }
 
 /** Optional number flag with a range. */

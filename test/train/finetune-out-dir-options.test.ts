@@ -3,6 +3,8 @@
 // cannot pass. The CLI's text stays (test/train/cli.test.ts pins it).
 
 import { test } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -34,4 +36,16 @@ test('finetune(): a non-empty out names the options resume, overwrite and out; a
     assert.match(e.message, /clears only a finetune output dir, and this one also holds notes\.txt \(finetune\(\) options: overwrite: true\)$/);
     return true;
   });
+});
+
+test('floe finetune (CLI) into a non-empty --out: exit 2 with the flags only, not the option names finetune() adds for the library', () => {
+  const out = join(work, 'busy-cli');
+  mkdirSync(join(out, 'checkpoint-000001'), { recursive: true });
+  const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+  const run = `const {run}=await import(${JSON.stringify(main)}); process.exitCode = await run(process.argv.slice(1));`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', run, '--', 'finetune', '--model', tinyModelDir(),
+    '--data', writeTrainData(work, 4), '--out', out, '--max-steps', '1', '--backend', 'reference'], { encoding: 'utf8' });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /busy-cli is not empty \(checkpoint-000001\): pass --resume DIR to continue that run or --overwrite to clear it, or choose another --out/);
+  assert.doesNotMatch(r.stderr, /finetune\(\) options/);
 });

@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LlamaConfig, RopeScaling } from './llama-config.js';
+import { showJson } from './json-show.js';
 
 /** How FP8 weights were stored; scales are attached per tensor in load.ts. */
 export type Fp8Quantization =
@@ -42,21 +43,21 @@ function isObj(v: unknown): v is Json {
 function posInt(j: Json, key: string, file: string, dflt?: number): number {
   const v = j[key] ?? dflt;
   if (v === undefined) fail(file, `missing "${key}"`);
-  if (!Number.isSafeInteger(v) || (v as number) <= 0) fail(file, `"${key}" must be a positive integer, got ${JSON.stringify(v)}`);
+  if (!Number.isSafeInteger(v) || (v as number) <= 0) fail(file, `"${key}" must be a positive integer, got ${showJson(v)}`);
   return v as number;
 }
 
 function posNum(j: Json, key: string, file: string, dflt?: number, where = ''): number {
   const v = j[key] ?? dflt;
   if (v === undefined) fail(file, `missing "${where}${key}"`);
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) fail(file, `"${where}${key}" must be a positive number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) fail(file, `"${where}${key}" must be a positive number, got ${showJson(v)}`);
   return v;
 }
 
 function tokenIds(v: unknown, key: string, file: string): number[] {
   if (v === undefined || v === null) return [];
   const list = Array.isArray(v) ? v : [v];
-  for (const id of list) if (!Number.isSafeInteger(id) || (id as number) < 0) fail(file, `"${key}" must be a token id or a list of them, got ${JSON.stringify(v)}`);
+  for (const id of list) if (!Number.isSafeInteger(id) || (id as number) < 0) fail(file, `"${key}" must be a token id or a list of them, got ${showJson(v)}`);
   return list as number[];
 }
 
@@ -73,7 +74,7 @@ function parseRope(j: Json, file: string): { theta: number; scaling: RopeScaling
   } else {
     theta = posNum(j, 'rope_theta', file, 10000);
     if (j.rope_scaling !== undefined && j.rope_scaling !== null) {
-      if (!isObj(j.rope_scaling)) fail(file, `"rope_scaling" must be an object or null, got ${JSON.stringify(j.rope_scaling)}`);
+      if (!isObj(j.rope_scaling)) fail(file, `"rope_scaling" must be an object or null, got ${showJson(j.rope_scaling)}`);
       params = j.rope_scaling;
     }
   }
@@ -103,7 +104,7 @@ function parseRope(j: Json, file: string): { theta: number; scaling: RopeScaling
       };
     }
     default:
-      fail(file, `${where}rope_type ${JSON.stringify(type)} is not supported (supported: default, linear, llama3)`);
+      fail(file, `${where}rope_type ${showJson(type)} is not supported (supported: default, linear, llama3)`);
   }
 }
 
@@ -115,19 +116,19 @@ function parseQuantization(j: Json, file: string): Fp8Quantization | null {
   const pair = (v: unknown, key: string): [number, number] | null => {
     if (v === undefined || v === null) return null;
     if (!Array.isArray(v) || v.length !== 2 || !v.every((x) => Number.isSafeInteger(x) && x > 0)) {
-      fail(file, `quantization_config ${key} must be [rows, cols] positive integers, got ${JSON.stringify(v)}`);
+      fail(file, `quantization_config ${key} must be [rows, cols] positive integers, got ${showJson(v)}`);
     }
     return [v[0] as number, v[1] as number];
   };
   if (method === 'fp8') {
     const fmt = q.fmt ?? 'e4m3';
-    if (fmt !== 'e4m3') fail(file, `quantization_config.fmt ${JSON.stringify(fmt)} is not supported (only e4m3)`);
+    if (fmt !== 'e4m3') fail(file, `quantization_config.fmt ${showJson(fmt)} is not supported (only e4m3)`);
     return { method: 'fp8', weightBlockSize: pair(q.weight_block_size, 'weight_block_size') };
   }
   if (method === 'compressed-tensors') {
     const format = q.format;
     if (format !== 'float-quantized' && format !== 'naive-quantized') {
-      fail(file, `compressed-tensors format ${JSON.stringify(format)} is not supported (only float-quantized / naive-quantized FP8)`);
+      fail(file, `compressed-tensors format ${showJson(format)} is not supported (only float-quantized / naive-quantized FP8)`);
     }
     let blockSize: [number, number] | null = null;
     const groups = isObj(q.config_groups) ? q.config_groups : {};
@@ -135,16 +136,16 @@ function parseQuantization(j: Json, file: string): Fp8Quantization | null {
       const w = isObj(group) && isObj(group.weights) ? group.weights : null;
       if (!w) continue;
       if (w.num_bits !== 8 || (w.type !== undefined && w.type !== 'float')) {
-        fail(file, `compressed-tensors group "${g}": weights num_bits=${JSON.stringify(w.num_bits)} type=${JSON.stringify(w.type)} not supported (only 8-bit float)`);
+        fail(file, `compressed-tensors group "${g}": weights num_bits=${showJson(w.num_bits)} type=${showJson(w.type)} not supported (only 8-bit float)`);
       }
       if (w.strategy === 'block') blockSize = pair(w.block_structure, `config_groups.${g}.weights.block_structure`);
       else if (w.strategy !== undefined && w.strategy !== 'tensor' && w.strategy !== 'channel') {
-        fail(file, `compressed-tensors group "${g}": strategy ${JSON.stringify(w.strategy)} not supported (tensor, channel, block)`);
+        fail(file, `compressed-tensors group "${g}": strategy ${showJson(w.strategy)} not supported (tensor, channel, block)`);
       }
     }
     return { method: 'compressed-tensors', blockSize };
   }
-  fail(file, `quantization_config.quant_method ${JSON.stringify(method)} is not supported (supported: fp8, compressed-tensors)`);
+  fail(file, `quantization_config.quant_method ${showJson(method)} is not supported (supported: fp8, compressed-tensors)`);
 }
 
 /** generation_config.json's sampling keys -> GenerationDefaults; throws naming the file, key and the range expected. */
@@ -155,7 +156,7 @@ export function parseGenerationDefaults(g: unknown, file = 'generation_config.js
   const take = (key: string, field: keyof GenerationDefaults, ok: (v: number) => boolean, expected: string) => {
     const v = g[key];
     if (v === undefined || v === null) return;
-    if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) fail(file, `"${key}" must be ${expected}, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) fail(file, `"${key}" must be ${expected}, got ${showJson(v)}`);
     out[field] = v;
   };
   take('temperature', 'temperature', (v) => v >= 0, 'a number >= 0');
@@ -164,7 +165,7 @@ export function parseGenerationDefaults(g: unknown, file = 'generation_config.js
   take('min_p', 'minP', (v) => v >= 0 && v <= 1, 'in [0, 1]');
   take('repetition_penalty', 'repetitionPenalty', (v) => v > 0, 'a number > 0');
   take('max_new_tokens', 'maxNewTokens', (v) => Number.isInteger(v) && v >= 1, 'an integer >= 1');
-  if (g.do_sample !== undefined && typeof g.do_sample !== 'boolean') fail(file, `"do_sample" must be true or false, got ${JSON.stringify(g.do_sample)}`);
+  if (g.do_sample !== undefined && typeof g.do_sample !== 'boolean') fail(file, `"do_sample" must be true or false, got ${showJson(g.do_sample)}`);
   if (g.do_sample === false) out.temperature = 0;
   return out;
 }
@@ -175,16 +176,16 @@ export function parseHfConfig(j: unknown, file: string, generation?: unknown, ge
   const arch = j.architectures;
   if (arch !== undefined) {
     if (!Array.isArray(arch) || !arch.includes('LlamaForCausalLM')) {
-      fail(file, `architectures ${JSON.stringify(arch)} is not supported (only LlamaForCausalLM)`);
+      fail(file, `architectures ${showJson(arch)} is not supported (only LlamaForCausalLM)`);
     }
   } else if (j.model_type !== 'llama') {
-    fail(file, `no "architectures" and model_type ${JSON.stringify(j.model_type)} is not "llama"`);
+    fail(file, `no "architectures" and model_type ${showJson(j.model_type)} is not "llama"`);
   }
   for (const key of ['attention_bias', 'mlp_bias'] as const) {
     if (j[key] === true) fail(file, `"${key}": true is not supported (floe's Llama has no bias terms)`);
   }
   const act = j.hidden_act ?? 'silu';
-  if (act !== 'silu') fail(file, `hidden_act ${JSON.stringify(act)} is not supported (only silu)`);
+  if (act !== 'silu') fail(file, `hidden_act ${showJson(act)} is not supported (only silu)`);
 
   const hiddenSize = posInt(j, 'hidden_size', file);
   const numHeads = posInt(j, 'num_attention_heads', file);
@@ -208,7 +209,7 @@ export function parseHfConfig(j: unknown, file: string, generation?: unknown, ge
     if (bos === null) bos = tokenIds(generation.bos_token_id, 'bos_token_id', generationFile)[0] ?? null;
   }
   const tie = j.tie_word_embeddings ?? false;
-  if (typeof tie !== 'boolean') fail(file, `"tie_word_embeddings" must be true or false, got ${JSON.stringify(tie)}`);
+  if (typeof tie !== 'boolean') fail(file, `"tie_word_embeddings" must be true or false, got ${showJson(tie)}`);
 
   const config: LlamaConfig = {
     vocabSize: posInt(j, 'vocab_size', file),
@@ -253,7 +254,7 @@ function notAModel(dir: string, file: string): never {
   if (fs.existsSync(adapterCfg)) {
     let base: unknown;
     try { base = (JSON.parse(fs.readFileSync(adapterCfg, 'utf8')) as { base_model_name_or_path?: unknown } | null)?.base_model_name_or_path; } catch { base = undefined; }
-    const of = typeof base === 'string' && base !== '' ? ` (its base_model_name_or_path: ${JSON.stringify(base.slice(0, 200))})` : '';
+    const of = typeof base === 'string' && base !== '' ? ` (its base_model_name_or_path: ${showJson(base, 200)})` : '';
     fail(file, `missing: ${dir} is a PEFT LoRA adapter (adapter_config.json), not a model; load its base model${of} and apply this directory as the adapter (CLI: --model BASE --adapter ${dir})`);
   }
   const final = path.join(dir, 'final');

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import type { DType } from '../tensor/tensor.js';
 import { Tensor } from '../tensor/tensor.js';
 import { mapFile, mapFileSync } from './mapfile.js';
+import { showJson } from './json-show.js';
 
 export type StDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'F8_E5M2' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -99,7 +100,7 @@ export function parseSafetensors(bytes: Uint8Array, file: string): SafetensorsFi
   if (typeof header !== 'object' || header === null || Array.isArray(header)) fail(file, 'header JSON is not an object');
   const seen = new Set<string>();
   for (const k of topLevelKeys(text)) {
-    if (seen.has(k)) fail(file, `duplicate tensor name "${k}" in header`);
+    if (seen.has(k)) fail(file, `duplicate tensor name ${showJson(k, 100)} in header`);
     seen.add(k);
   }
 
@@ -112,18 +113,25 @@ export function parseSafetensors(bytes: Uint8Array, file: string): SafetensorsFi
     if (name === '__metadata__') {
       if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(file, '__metadata__ is not an object');
       metadata = {};
-      for (const [k, v] of Object.entries(raw as Record<string, unknown>)) metadata[k] = typeof v === 'string' ? v : JSON.stringify(v);
+      for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+        if (typeof v === 'string') { metadata[k] = v; continue; }
+        try {
+          metadata[k] = JSON.stringify(v); // the spec says strings; other values are kept as their JSON
+        } catch {
+          fail(file, `__metadata__ "${k}" is nested too deeply (the spec's metadata values are strings)`);
+        }
+      }
       continue;
     }
-    const where = `tensor "${name}"`;
+    const where = `tensor ${showJson(name, 100)}`;
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(file, `${where}: entry is not an object`);
     const { dtype, shape, data_offsets: offs } = raw as Record<string, unknown>;
-    if (!isStDType(dtype)) fail(file, `${where}: unknown dtype ${JSON.stringify(dtype)}`);
+    if (!isStDType(dtype)) fail(file, `${where}: unknown dtype ${showJson(dtype)}`);
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0)) {
-      fail(file, `${where}: shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`);
+      fail(file, `${where}: shape must be a list of non-negative integers, got ${showJson(shape)}`);
     }
     if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && (o as number) >= 0)) {
-      fail(file, `${where}: data_offsets must be [begin, end] non-negative integers, got ${JSON.stringify(offs)}`);
+      fail(file, `${where}: data_offsets must be [begin, end] non-negative integers, got ${showJson(offs)}`);
     }
     const [begin, end] = offs as [number, number];
     if (begin > end) fail(file, `${where}: data_offsets [${begin}, ${end}] has begin after end`);
@@ -135,7 +143,7 @@ export function parseSafetensors(bytes: Uint8Array, file: string): SafetensorsFi
     }
     const want = numel * ST_DTYPE_BYTES[dtype];
     if (end - begin !== want) {
-      fail(file, `${where}: ${dtype}[${(shape as number[]).join(',')}] needs ${want} bytes, data_offsets [${begin}, ${end}] hold ${end - begin}`);
+      fail(file, `${where}: ${dtype}${showJson(shape, 80)} needs ${want} bytes, data_offsets [${begin}, ${end}] hold ${end - begin}`);
     }
     spans.push({ name, begin, end });
     tensors.set(name, {
@@ -148,7 +156,7 @@ export function parseSafetensors(bytes: Uint8Array, file: string): SafetensorsFi
   for (const c of spans) {
     if (c.end === c.begin) continue;
     if (last && c.begin < last.end) {
-      fail(file, `tensor "${c.name}" [${c.begin}, ${c.end}) overlaps tensor "${last.name}" [${last.begin}, ${last.end})`);
+      fail(file, `tensor ${showJson(c.name, 100)} [${c.begin}, ${c.end}) overlaps tensor ${showJson(last.name, 100)} [${last.begin}, ${last.end})`);
     }
     if (!last || c.end > last.end) last = c;
   }
@@ -191,7 +199,7 @@ export async function readSafetensorsDir(dir: string): Promise<SafetensorsSet> {
     weightMap = {};
     for (const [name, f] of Object.entries(wm as Record<string, unknown>)) {
       if (typeof f !== 'string' || f.includes('/') || f.includes('\\') || f === '..') {
-        fail(indexPath, `weight_map["${name}"] must be a file name in the same directory, got ${JSON.stringify(f)}`);
+        fail(indexPath, `weight_map["${name}"] must be a file name in the same directory, got ${showJson(f)}`);
       }
       weightMap[name] = f;
     }

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { decodeBf16, decodeF16 } from '../tensor/codecs.js';
 import { asF32 } from '../tensor/tensor.js';
 import type { LlamaConfig } from './llama-config.js';
+import { showJson } from './json-show.js';
 import { readSafetensorsSync, writeFileAtomic, writeSafetensors, type StTensor, type StWriteTensor } from './safetensors.js';
 
 export type LoraTarget = 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down';
@@ -112,15 +113,24 @@ const MODULE_TO_TARGET = new Map<string, LoraTarget>(LORA_TARGETS.map((t) => [LO
 /** Read a PEFT LoRA adapter's files for a model with config `cfg`; throws naming the file, key, expected vs got. */
 export function readPeftFiles(dir: string, cfg: LlamaConfig): PeftAdapter {
   const cfgPath = path.join(dir, PEFT_CONFIG);
-  let j: Record<string, unknown>;
+  let text: string;
   try {
-    j = JSON.parse(fs.readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
+    text = fs.readFileSync(cfgPath, 'utf8');
   } catch (e) {
     // a `floe finetune --out DIR` run directory holds its adapter in DIR/final (and checkpoints beside it)
     const hint = fs.existsSync(path.join(dir, 'final', PEFT_CONFIG)) ? `; ${dir} is a fine-tuning run: its adapter is ${path.join(dir, 'final')}` : '';
     throw new Error(`${cfgPath}: cannot read adapter config: ${(e as Error).message}${hint}`);
   }
-  if (j.peft_type !== undefined && j.peft_type !== 'LORA') throw new Error(`${cfgPath}: peft_type is ${JSON.stringify(j.peft_type)}; floe reads LORA adapters`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${cfgPath}: bad JSON: ${(e as Error).message}`);
+  }
+  // null, a list or a number would read as an empty config: PEFT's defaults (r = 8) checked against weights of another r
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error(`${cfgPath}: adapter config must be a JSON object, got ${showJson(parsed, 40)}`);
+  const j = parsed as Record<string, unknown>;
+  if (j.peft_type !== undefined && j.peft_type !== 'LORA') throw new Error(`${cfgPath}: peft_type is ${showJson(j.peft_type)}; floe reads LORA adapters`);
   if (j.use_dora === true) throw new Error(`${cfgPath}: DoRA adapters (use_dora) are not supported`);
   if (j.fan_in_fan_out === true) throw new Error(`${cfgPath}: fan_in_fan_out adapters are not supported (Llama linears are not Conv1D)`);
   for (const k of ['rank_pattern', 'alpha_pattern'] as const) {
@@ -128,32 +138,34 @@ export function readPeftFiles(dir: string, cfg: LlamaConfig): PeftAdapter {
   }
   // features that change the model beyond W + s·BA: refused, not ignored (the output would silently differ from PEFT's)
   if (Array.isArray(j.modules_to_save) && j.modules_to_save.length > 0) {
-    throw new Error(`${cfgPath}: modules_to_save (${JSON.stringify(j.modules_to_save)}: whole modules trained beside the adapter) is not supported`);
+    throw new Error(`${cfgPath}: modules_to_save (${showJson(j.modules_to_save)}: whole modules trained beside the adapter) is not supported`);
   }
-  if (j.bias !== undefined && j.bias !== null && j.bias !== 'none') throw new Error(`${cfgPath}: bias ${JSON.stringify(j.bias)} is not supported (floe reads bias "none" adapters)`);
+  if (j.bias !== undefined && j.bias !== null && j.bias !== 'none') throw new Error(`${cfgPath}: bias ${showJson(j.bias)} is not supported (floe reads bias "none" adapters)`);
   if (j.lora_bias === true) throw new Error(`${cfgPath}: lora_bias (a bias on lora_B) is not supported`);
   if (j.layer_replication !== undefined && j.layer_replication !== null) throw new Error(`${cfgPath}: layer_replication (a deeper model made of repeated layers) is not supported`);
   // an adapter made for another head (a classifier, seq2seq) would run on the LM head as if it were a causal LM's
   if (j.task_type !== undefined && j.task_type !== null && j.task_type !== 'CAUSAL_LM' && j.task_type !== 'FEATURE_EXTRACTION') {
-    throw new Error(`${cfgPath}: task_type ${JSON.stringify(j.task_type)} is not supported (floe applies adapters of task_type CAUSAL_LM, or FEATURE_EXTRACTION for embeddings)`);
+    throw new Error(`${cfgPath}: task_type ${showJson(j.task_type)} is not supported (floe applies adapters of task_type CAUSAL_LM, or FEATURE_EXTRACTION for embeddings)`);
   }
-  if (j.use_rslora !== undefined && typeof j.use_rslora !== 'boolean') throw new Error(`${cfgPath}: "use_rslora" must be true or false, got ${JSON.stringify(j.use_rslora)}`);
+  if (j.use_rslora !== undefined && typeof j.use_rslora !== 'boolean') throw new Error(`${cfgPath}: "use_rslora" must be true or false, got ${showJson(j.use_rslora)}`);
   const rank = j.r ?? PEFT_DEFAULT_R; // LoraConfig's defaults: r = 8, lora_alpha = 8
   const alpha = j.lora_alpha ?? PEFT_DEFAULT_ALPHA;
-  if (typeof rank !== 'number' || !Number.isInteger(rank) || rank < 1) throw new Error(`${cfgPath}: "r" must be an integer >= 1, got ${JSON.stringify(rank)}`);
-  if (typeof alpha !== 'number') throw new Error(`${cfgPath}: "lora_alpha" must be a number, got ${JSON.stringify(alpha)}`);
+  if (typeof rank !== 'number' || !Number.isInteger(rank) || rank < 1) throw new Error(`${cfgPath}: "r" must be an integer >= 1, got ${showJson(rank)}`);
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha <= 0) throw new Error(`${cfgPath}: "lora_alpha" must be a number > 0, got ${showJson(alpha)}`);
+  const dropout = j.lora_dropout ?? 0;
+  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) throw new Error(`${cfgPath}: "lora_dropout" must be a number in [0, 1), got ${showJson(dropout)}`);
   const weightsPath = path.join(dir, PEFT_WEIGHTS);
   if (!fs.existsSync(weightsPath)) throw new Error(`${dir}: no ${PEFT_WEIGHTS} (adapter_model.bin is not supported: convert it to safetensors)`);
   const st = readSafetensorsSync(weightsPath);
   const layers: Partial<Record<LoraTarget, PeftLinear>>[] = Array.from({ length: cfg.numLayers }, () => ({}));
   const pending = new Map<string, { a?: Float32Array; b?: Float32Array; layer: number; t: LoraTarget }>();
   // what a factor shaped for another model says (the model's side of it, not r, differs)
-  const otherBase = `: an adapter of another base model${typeof j.base_model_name_or_path === 'string' ? ` (${JSON.stringify(j.base_model_name_or_path.slice(0, 200))} in adapter_config.json)` : ''}, not of this one`;
+  const otherBase = `: an adapter of another base model${typeof j.base_model_name_or_path === 'string' ? ` (${showJson(j.base_model_name_or_path, 200)} in adapter_config.json)` : ''}, not of this one`;
   // a causal LM's keys (base_model.model.model.layers) or an AutoModel's (base_model.model.layers: FEATURE_EXTRACTION)
   const re = /^base_model\.model\.(?:model\.)?layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)\.lora_([AB])(?:\.default)?\.weight$/;
   for (const [name, t] of st.tensors) {
     const m = re.exec(name);
-    if (!m) throw new Error(`${weightsPath}: unexpected tensor "${name}" (expected PEFT LoRA keys base_model.model.model.layers.{i}.<module>.lora_A/B.weight, or base_model.model.layers.… for an AutoModel base)`);
+    if (!m) throw new Error(`${weightsPath}: unexpected tensor ${showJson(name, 200)} (expected PEFT LoRA keys base_model.model.model.layers.{i}.<module>.lora_A/B.weight, or base_model.model.layers.… for an AutoModel base)`);
     const layer = Number(m[1]);
     const target = MODULE_TO_TARGET.get(m[2]!)!;
     if (layer >= cfg.numLayers) throw new Error(`${weightsPath}: "${name}" is for layer ${layer}, the model has ${cfg.numLayers} layers${otherBase}`);
@@ -162,7 +174,8 @@ export function readPeftFiles(dir: string, cfg: LlamaConfig): PeftAdapter {
     if (t.shape.length !== 2 || t.shape[0] !== want[0] || t.shape[1] !== want[1]) {
       // the model's side of the factor (A's columns, B's rows) differs: the adapter was trained on another base
       const other = t.shape.length === 2 && (m[3] === 'A' ? t.shape[1] !== C : t.shape[0] !== N);
-      const why = other ? otherBase : '';
+      // else only r differs: the weights were saved with another r than adapter_config.json says (or defaults to)
+      const why = other ? otherBase : t.shape.length !== 2 ? '' : `: ${cfgPath} says r = ${rank}${j.r === undefined || j.r === null ? ` (PEFT's default: it has no "r")` : ''}, the weights have another rank`;
       throw new Error(`${weightsPath}: "${name}" has shape [${t.shape.join(', ')}], expected [${want.join(', ')}] (r=${rank})${why}`);
     }
     const key = `${layer}.${target}`;
@@ -179,7 +192,7 @@ export function readPeftFiles(dir: string, cfg: LlamaConfig): PeftAdapter {
   }
   if (targets.size === 0) throw new Error(`${weightsPath}: no LoRA tensors`);
   const config: LoraConfig = {
-    rank, alpha, rslora: j.use_rslora === true, dropout: typeof j.lora_dropout === 'number' ? j.lora_dropout : 0,
+    rank, alpha, rslora: j.use_rslora === true, dropout,
     targets: LORA_TARGETS.filter((t) => targets.has(t)),
   };
   return { config, layers };

@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
+import { showJson } from "./json-show.js";
 
 /** tokenizer.json as parsed JSON; validated only as far as we read it. */
 export type TokenizerJson = Record<string, unknown> & { model: Record<string, unknown>; added_tokens?: AddedTokenJson[] };
@@ -45,6 +46,84 @@ function tokenContent(v: unknown): string | null {
   return null;
 }
 
+const MODEL_TYPES = ["BPE", "WordPiece", "Unigram", "WordLevel"];
+const COMPONENTS = ["normalizer", "pre_tokenizer", "post_processor", "decoder"] as const;
+
+function bad(msg: string): never {
+  throw new Error(`tokenizer.json: ${msg}`);
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/**
+ * The fields the tokenizers library reads without checking (model, its vocab and merges, added_tokens, each
+ * component's type): a malformed one fails here naming the field, expected vs got, not as a TypeError from inside it.
+ */
+function checkTokenizerJson(j: Record<string, unknown>): void {
+  const m = j.model as Record<string, unknown>;
+  if (!isObject(m)) bad(`"model" must be an object, got ${showJson(m, 40)}`);
+  const type = m.type ?? (Array.isArray(m.vocab) ? "Unigram" : undefined);
+  if (type !== undefined && !MODEL_TYPES.includes(type as string)) bad(`model.type ${showJson(type, 40)} is not supported (${MODEL_TYPES.join(", ")})`);
+  if (type === "Unigram") {
+    if (!Array.isArray(m.vocab)) bad(`model.vocab of a Unigram model must be a list of [piece, score] pairs, got ${showJson(m.vocab, 40)}`);
+    m.vocab.forEach((e, i) => {
+      if (!Array.isArray(e) || typeof e[0] !== "string" || typeof e[1] !== "number") bad(`model.vocab[${i}] must be a [piece, score] pair, got ${showJson(e, 40)}`);
+    });
+  } else {
+    if (!isObject(m.vocab)) bad(`model.vocab must be an object of token -> id, got ${showJson(m.vocab, 40)}`);
+    for (const [k, id] of Object.entries(m.vocab)) {
+      if (!Number.isSafeInteger(id) || (id as number) < 0) bad(`model.vocab[${showJson(k, 40)}] must be a non-negative integer id, got ${showJson(id, 40)}`);
+    }
+  }
+  if (type === "BPE" || m.merges !== undefined) {
+    if (!Array.isArray(m.merges)) bad(`model.merges must be a list of "left right" strings or [left, right] pairs, got ${showJson(m.merges, 40)}`);
+    m.merges.forEach((e, i) => {
+      const ok = typeof e === "string" ? e.indexOf(" ") > 0 : Array.isArray(e) && e.length === 2 && typeof e[0] === "string" && typeof e[1] === "string";
+      if (!ok) bad(`model.merges[${i}] must be a "left right" string or a [left, right] pair, got ${showJson(e, 40)}`);
+    });
+  }
+  for (const k of ["unk_token", "continuing_subword_prefix", "end_of_word_suffix"]) {
+    if (m[k] !== undefined && m[k] !== null && typeof m[k] !== "string") bad(`model.${k} must be a string or null, got ${showJson(m[k], 40)}`);
+  }
+  if (j.added_tokens !== undefined && j.added_tokens !== null) {
+    if (!Array.isArray(j.added_tokens)) bad(`"added_tokens" must be a list, got ${showJson(j.added_tokens, 40)}`);
+    j.added_tokens.forEach((t: unknown, i: number) => {
+      if (!isObject(t) || !Number.isSafeInteger(t.id) || (t.id as number) < 0 || typeof t.content !== "string") {
+        bad(`added_tokens[${i}] must be an object with a non-negative integer "id" and a string "content", got ${showJson(t, 60)}`);
+      }
+    });
+  }
+  for (const k of COMPONENTS) {
+    const c = j[k];
+    if (c !== undefined && c !== null && (!isObject(c) || typeof c.type !== "string")) bad(`"${k}" must be null or an object with a string "type", got ${showJson(c, 40)}`);
+  }
+}
+
+/** The library's tokenizer, probed once; a failure inside the library names the component that causes it. */
+function buildHf(json: TokenizerJson, cfg: TokenizerConfigJson): HFTokenizer {
+  const attempt = (j: TokenizerJson) => {
+    const hf = new HFTokenizer(j, cfg);
+    hf.encode("a", { add_special_tokens: true });
+    return hf;
+  };
+  try {
+    return attempt(json);
+  } catch (e) {
+    // the first component without which it builds (a value nested too deeply overflows the library's recursion too)
+    let which = "";
+    for (const k of COMPONENTS) {
+      if (json[k] === undefined || json[k] === null) continue;
+      try {
+        attempt({ ...json, [k]: null });
+        which = `"${k}" (type ${showJson((json[k] as { type?: unknown }).type, 40)}) is malformed or not supported; `;
+        break;
+      } catch { /* not this one alone */ }
+    }
+    const said = String((e as Error)?.message ?? e);
+    bad(`${which}the tokenizers library cannot build it; the tokenizers library says: ${said.length > 300 ? `${said.slice(0, 300)}...` : said}`);
+  }
+}
+
 export class Tokenizer {
   /** Number of ids: base vocab plus added tokens (max id + 1). */
   readonly vocabSize: number;
@@ -65,11 +144,12 @@ export class Tokenizer {
     if (tokenizerJson === null || typeof tokenizerJson !== "object" || typeof tokenizerJson.model !== "object") {
       throw new Error("tokenizer.json: expected an object with a 'model' field");
     }
+    checkTokenizerJson(tokenizerJson);
     const cfg: TokenizerConfigJson = { ...(config ?? {}) };
     this.config = cfg;
     // The library reads added_tokens unconditionally.
     const json = { ...tokenizerJson, added_tokens: tokenizerJson.added_tokens ?? [] };
-    this.hf = new HFTokenizer(json, cfg);
+    this.hf = buildHf(json, cfg);
 
     const specialTokens = new Set<string>();
     const specialIds = new Set<number>();
@@ -166,19 +246,28 @@ export class Tokenizer {
   }
 }
 
-async function readJsonIfExists(path: string): Promise<Record<string, unknown> | null> {
+/**
+ * A JSON object file, or null when there is no such file (or it holds `null` and `nullOk`, as generation_config.json
+ * may: hf-config.ts reads it so); anything else (bad JSON, a list, a number) throws naming the file.
+ */
+async function readJsonIfExists(path: string, nullOk = true): Promise<Record<string, unknown> | null> {
   let text: string;
   try {
     text = await readFile(path, "utf8");
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
-    throw e;
+    throw new Error(`${path}: cannot read: ${(e as Error).message}`);
   }
+  let j: unknown;
   try {
-    return JSON.parse(text) as Record<string, unknown>;
+    j = JSON.parse(text);
   } catch (e) {
     throw new Error(`${path}: invalid JSON: ${(e as Error).message}`);
   }
+  // `null` here once read as "no tokenizer.json": the model then served without its tokenizer
+  if (j === null && nullOk) return null;
+  if (!isObject(j)) throw new Error(`${path}: expected a JSON object, got ${showJson(j, 40)}`);
+  return j;
 }
 
 /** generation_config.json eos_token_id is a number or a list. */
@@ -195,7 +284,7 @@ function eosFromGenerationConfig(gen: Record<string, unknown> | null): number[] 
  */
 export async function loadTokenizer(dir: string): Promise<Tokenizer | null> {
   const path = join(dir, "tokenizer.json");
-  const json = await readJsonIfExists(path);
+  const json = await readJsonIfExists(path, false);
   if (json === null && !existsSync(join(dir, "tokenizer.model"))) return null;
   const config = await readJsonIfExists(join(dir, "tokenizer_config.json"));
   const gen = await readJsonIfExists(join(dir, "generation_config.json"));
@@ -207,6 +296,6 @@ export async function loadTokenizer(dir: string): Promise<Tokenizer | null> {
   try {
     return new Tokenizer(json as TokenizerJson, config, { extraEosIds: eosFromGenerationConfig(gen) });
   } catch (e) {
-    throw new Error(`${path}: ${(e as Error).message}`);
+    throw new Error(`${path}: ${(e as Error).message.replace(/^tokenizer\.json: /, "")}`);
   }
 }

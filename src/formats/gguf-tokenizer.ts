@@ -1,6 +1,8 @@
 // GGUF tokenizer.ggml.* metadata -> HF tokenizer.json / tokenizer_config.json objects -> Tokenizer (byte-level BPE, SentencePiece).
 import { Tokenizer, type TokenizerJson, type TokenizerConfigJson, type AddedTokenJson } from "./tokenizer.js";
 import { SpmTokenizer, spmTokenizerJson, type SpmModel } from "./spm.js";
+import { ggufMetadataFile } from "./gguf.js";
+import { showJson } from "./json-show.js";
 
 /** Llama 3 pre-tokenizer split: contractions, letter runs, digit groups of 1-3, punctuation, newlines, spaces. */
 export const LLAMA3_SPLIT_REGEX =
@@ -23,6 +25,9 @@ function fail(key: string, msg: string): never {
   throw new Error(`GGUF metadata ${key}: ${msg}`);
 }
 
+/** A corrupted (huge) string value cut short for a message. */
+const clip = (s: string) => (s.length > 60 ? `${s.slice(0, 60)}... (${s.length} chars)` : s);
+
 function arrayOf(meta: Map<string, unknown>, key: string): ArrayLike<unknown> {
   const v = meta.get(key);
   if (Array.isArray(v) || ArrayBuffer.isView(v)) return v as unknown as ArrayLike<unknown>;
@@ -33,7 +38,7 @@ function optInt(meta: Map<string, unknown>, key: string): number | undefined {
   const v = meta.get(key);
   if (v === undefined) return undefined;
   const n = typeof v === "bigint" ? Number(v) : v;
-  if (typeof n !== "number" || !Number.isInteger(n) || n < 0) fail(key, `expected a non-negative integer, got ${String(v)}`);
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 0) fail(key, `expected a non-negative integer, got ${showJson(v, 60)}`);
   return n;
 }
 
@@ -49,7 +54,7 @@ export function ggufToTokenizerJson(meta: Map<string, unknown>): GgufTokenizerFi
   const model = meta.get("tokenizer.ggml.model");
   if (model === "llama") return spmFiles(meta, true).files;
   if (model !== "gpt2") {
-    fail("tokenizer.ggml.model", `'${String(model)}' is not supported; expected 'gpt2' (byte-level BPE) or 'llama' (SentencePiece)`);
+    fail("tokenizer.ggml.model", `'${clip(String(model))}' is not supported; expected 'gpt2' (byte-level BPE) or 'llama' (SentencePiece)`);
   }
   const tokens = arrayOf(meta, "tokenizer.ggml.tokens");
   const n = tokens.length;
@@ -75,7 +80,7 @@ export function ggufToTokenizerJson(meta: Map<string, unknown>): GgufTokenizerFi
   const merges: string[] = new Array(mergesRaw.length);
   for (let i = 0; i < mergesRaw.length; i++) {
     const m = mergesRaw[i];
-    if (typeof m !== "string" || m.indexOf(" ") <= 0) fail("tokenizer.ggml.merges", `entry ${i} is ${JSON.stringify(m)}, expected "left right"`);
+    if (typeof m !== "string" || m.indexOf(" ") <= 0) fail("tokenizer.ggml.merges", `entry ${i} is ${showJson(m, 60)}, expected "left right"`);
     merges[i] = m;
   }
 
@@ -92,7 +97,7 @@ export function ggufToTokenizerJson(meta: Map<string, unknown>): GgufTokenizerFi
   } else if (typeof pre === "string" && GPT2_PRE.has(pre)) {
     preTokenizer = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true };
   } else {
-    return fail("tokenizer.ggml.pre", `'${String(pre)}' is not supported; expected one of ${[...LLAMA3_PRE, ...GPT2_PRE].join(", ")}`);
+    return fail("tokenizer.ggml.pre", `'${clip(String(pre))}' is not supported; expected one of ${[...LLAMA3_PRE, ...GPT2_PRE].join(", ")}`);
   }
 
   const tokenAt = (key: string): string | undefined => {
@@ -225,9 +230,21 @@ function spmFiles(meta: Map<string, unknown>, withMerges: boolean): { model: Spm
   return { model, files: { tokenizerJson, tokenizerConfig, eosIds }, addBos, addEos };
 }
 
-/** The Tokenizer described by GGUF metadata; null when the file carries no tokenizer. */
-export function tokenizerFromGguf(meta: Map<string, unknown>): Tokenizer | null {
+/**
+ * The Tokenizer described by GGUF metadata; null when the file carries no tokenizer. Errors name `file` (by default
+ * the file the map was parsed from: LoadedModel.ggufMetadata).
+ */
+export function tokenizerFromGguf(meta: Map<string, unknown>, file: string | null = ggufMetadataFile(meta)): Tokenizer | null {
   if (!meta.has("tokenizer.ggml.model")) return null;
+  if (file === null) return buildTokenizer(meta);
+  try {
+    return buildTokenizer(meta);
+  } catch (e) {
+    throw new Error(`${file}: ${(e as Error).message}`);
+  }
+}
+
+function buildTokenizer(meta: Map<string, unknown>): Tokenizer {
   if (meta.get("tokenizer.ggml.model") === "llama") {
     // ids come from SpmCodec: the HF json is only the vocabulary there, so no merges
     const { model, files, addBos, addEos } = spmFiles(meta, false);

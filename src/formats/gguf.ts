@@ -7,6 +7,7 @@ import type { LlamaConfig, RopeScaling } from './llama-config.js';
 import type { DType } from '../tensor/tensor.js';
 import { Tensor } from '../tensor/tensor.js';
 import { mapFile } from './mapfile.js';
+import { showJson } from './json-show.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as u32 LE
 
@@ -60,6 +61,17 @@ export interface GgufFile {
 }
 
 const MAX_DIMS = 4;
+
+/** A key or tensor name as it goes into an error: quoted, a corrupted (huge) one cut short. */
+const q = (s: string) => showJson(s, 100);
+
+// The file each parsed metadata map came from: tokenizerFromGguf(loaded.ggufMetadata) names it in its errors.
+const metadataFile = new WeakMap<Map<string, unknown>, string>();
+
+/** The GGUF file a metadata map (GgufFile.metadata, LoadedModel.ggufMetadata) was parsed from, or null. */
+export function ggufMetadataFile(meta: Map<string, unknown>): string | null {
+  return metadataFile.get(meta) ?? null;
+}
 const MAX_ARRAY_DEPTH = 4;
 
 class Reader {
@@ -169,9 +181,9 @@ export function parseGguf(bytes: Uint8Array, file: string): GgufFile {
   const typed = new Map<string, GgufValue>();
   for (let i = 0; i < nKv; i++) {
     const key = r.str(`metadata key #${i}`);
-    if (typed.has(key)) r.fail(`duplicate metadata key "${key}"`);
-    const t = r.u32(`metadata "${key}" type`);
-    const v = r.value(t, `metadata "${key}"`);
+    if (typed.has(key)) r.fail(`duplicate metadata key ${q(key)}`);
+    const t = r.u32(`metadata ${q(key)} type`);
+    const v = r.value(t, `metadata ${q(key)}`);
     typed.set(key, v);
     metadata.set(key, v.value);
   }
@@ -181,7 +193,7 @@ export function parseGguf(bytes: Uint8Array, file: string): GgufFile {
   if (al) {
     const av = al.value;
     if (al.type !== GgufType.U32 || typeof av !== 'number' || av === 0 || (av & (av - 1)) !== 0) {
-      r.fail(`general.alignment must be a u32 power of two, got ${String(av)}`);
+      r.fail(`general.alignment must be a u32 power of two, got ${showJson(av, 40)}`);
     }
     alignment = av;
   }
@@ -191,25 +203,25 @@ export function parseGguf(bytes: Uint8Array, file: string): GgufFile {
   const names = new Set<string>();
   for (let i = 0; i < nTensors; i++) {
     const name = r.str(`tensor #${i} name`);
-    if (names.has(name)) r.fail(`duplicate tensor name "${name}"`);
+    if (names.has(name)) r.fail(`duplicate tensor name ${q(name)}`);
     names.add(name);
-    const nd = r.u32(`tensor "${name}" n_dims`);
-    if (nd > MAX_DIMS) { r.pos -= 4; r.fail(`tensor "${name}": ${nd} dims, at most ${MAX_DIMS} allowed`); }
+    const nd = r.u32(`tensor ${q(name)} n_dims`);
+    if (nd > MAX_DIMS) { r.pos -= 4; r.fail(`tensor ${q(name)}: ${nd} dims, at most ${MAX_DIMS} allowed`); }
     const dims: number[] = [];
     let numel = 1;
     for (let d = 0; d < nd; d++) {
-      const ne = r.u64(`tensor "${name}" dim ${d}`);
+      const ne = r.u64(`tensor ${q(name)} dim ${d}`);
       dims.push(ne);
       numel *= ne;
-      if (numel > bytes.byteLength * 8) r.fail(`tensor "${name}": dims [${dims.join(', ')}...] are larger than the file could hold`);
+      if (numel > bytes.byteLength * 8) r.fail(`tensor ${q(name)}: dims [${dims.join(', ')}...] are larger than the file could hold`);
     }
-    const type = r.u32(`tensor "${name}" type`);
+    const type = r.u32(`tensor ${q(name)} type`);
     const tt = GGML_TYPES[type];
-    if (!tt) { r.pos -= 4; r.fail(`tensor "${name}": unknown ggml type ${type}`); }
-    const offset = r.u64(`tensor "${name}" offset`);
-    if (offset % alignment !== 0) r.fail(`tensor "${name}": offset ${offset} is not a multiple of the alignment ${alignment}`);
+    if (!tt) { r.pos -= 4; r.fail(`tensor ${q(name)}: unknown ggml type ${type}`); }
+    const offset = r.u64(`tensor ${q(name)} offset`);
+    if (offset % alignment !== 0) r.fail(`tensor ${q(name)}: offset ${offset} is not a multiple of the alignment ${alignment}`);
     const ne0 = dims[0] ?? 1;
-    if (ne0 % tt[1] !== 0) r.fail(`tensor "${name}": ${tt[0]} needs ne0 to be a multiple of ${tt[1]}, got ${ne0}`);
+    if (ne0 % tt[1] !== 0) r.fail(`tensor ${q(name)}: ${tt[0]} needs ne0 to be a multiple of ${tt[1]}, got ${ne0}`);
     infos.push({ name, dims, type, offset, size: (numel / tt[1]) * tt[2] });
   }
   const dataOffset = Math.ceil(r.pos / alignment) * alignment;
@@ -218,7 +230,7 @@ export function parseGguf(bytes: Uint8Array, file: string): GgufFile {
   const tensors = new Map<string, GgufTensorInfo>();
   for (const t of infos) {
     if (t.offset + t.size > dataLen) {
-      throw new Error(`${file}: tensor "${t.name}" ${ggmlTypeName(t.type)}[${t.dims.join(', ')}] at data offset ${t.offset} needs ${t.size} bytes, but the data section has ${Math.max(0, dataLen)} bytes; truncated file?`);
+      throw new Error(`${file}: tensor ${q(t.name)} ${ggmlTypeName(t.type)}[${t.dims.join(', ')}] at data offset ${t.offset} needs ${t.size} bytes, but the data section has ${Math.max(0, dataLen)} bytes; truncated file?`);
     }
     tensors.set(t.name, {
       name: t.name, dims: t.dims, type: t.type, offset: t.offset,
@@ -228,8 +240,9 @@ export function parseGguf(bytes: Uint8Array, file: string): GgufFile {
   const sorted = [...infos].filter((t) => t.size > 0).sort((a, b) => a.offset - b.offset);
   for (let i = 1; i < sorted.length; i++) {
     const p = sorted[i - 1]!, c = sorted[i]!;
-    if (c.offset < p.offset + p.size) throw new Error(`${file}: tensor "${c.name}" at data offset ${c.offset} overlaps tensor "${p.name}" [${p.offset}, ${p.offset + p.size})`);
+    if (c.offset < p.offset + p.size) throw new Error(`${file}: tensor ${q(c.name)} at data offset ${c.offset} overlaps tensor ${q(p.name)} [${p.offset}, ${p.offset + p.size})`);
   }
+  metadataFile.set(metadata, file);
   return { path: file, version, alignment, metadata, typed, tensors, dataOffset };
 }
 
@@ -313,7 +326,7 @@ export function qkRowSources(rows: number, nHead: number, toGguf: boolean): Int3
 function metaNum(g: GgufFile, key: string, dflt?: number): number {
   const v = g.metadata.get(key) ?? dflt;
   if (v === undefined) throw new Error(`${g.path}: missing metadata "${key}"`);
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${g.path}: metadata "${key}" must be a number, got ${String(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${g.path}: metadata "${key}" must be a number, got ${showJson(v, 60)}`);
   return v;
 }
 
@@ -326,7 +339,7 @@ function metaPosInt(g: GgufFile, key: string, dflt?: number): number {
 /** LlamaConfig from `llama.*` and `tokenizer.ggml.*` metadata (tied embeddings when output.weight is absent). */
 export function ggufToLlamaConfig(g: GgufFile): LlamaConfig {
   const arch = g.metadata.get('general.architecture');
-  if (arch !== 'llama') throw new Error(`${g.path}: general.architecture ${JSON.stringify(arch)} is not supported (only "llama")`);
+  if (arch !== 'llama') throw new Error(`${g.path}: general.architecture ${showJson(arch, 60)} is not supported (only "llama")`);
   const hiddenSize = metaPosInt(g, 'llama.embedding_length');
   const numHeads = metaPosInt(g, 'llama.attention.head_count');
   const numKvHeads = metaPosInt(g, 'llama.attention.head_count_kv', numHeads);
@@ -341,7 +354,7 @@ export function ggufToLlamaConfig(g: GgufFile): LlamaConfig {
   let scaling: RopeScaling | null = null;
   const st = g.metadata.get('llama.rope.scaling.type');
   if (st === 'linear') scaling = { type: 'linear', factor: metaNum(g, 'llama.rope.scaling.factor') };
-  else if (st !== undefined && st !== 'none') throw new Error(`${g.path}: llama.rope.scaling.type ${JSON.stringify(st)} is not supported (linear, none; llama3 comes as rope_freqs.weight)`);
+  else if (st !== undefined && st !== 'none') throw new Error(`${g.path}: llama.rope.scaling.type ${showJson(st, 60)} is not supported (linear, none; llama3 comes as rope_freqs.weight)`);
   const id = (k: string): number | null => {
     const v = g.metadata.get(k);
     return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null;

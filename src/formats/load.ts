@@ -12,6 +12,7 @@ import { ggufTensor, ggufToHfName, ggufToLlamaConfig, GGML_F32, permuteQkRows, q
 import { mapFileUsesMmap } from './mapfile.js';
 import { readHfConfig, type Fp8Quantization, type GenerationDefaults } from './hf-config.js';
 import { readSafetensorsDir, stToTensor, type StTensor } from './safetensors.js';
+import { showJson } from './json-show.js';
 
 export interface LoadedModel {
   readonly config: LlamaConfig;
@@ -89,6 +90,11 @@ export function* expectedShapes(cfg: LlamaConfig): Generator<[string, number[]]>
   }
 }
 
+/** A shape read from a file, for a message: a corrupted one of thousands of dims is cut short. */
+function shapeText(s: readonly number[]): string {
+  return s.length > 8 ? `[${s.slice(0, 8).join(', ')}, ... (${s.length} dims)]` : `[${s.join(', ')}]`;
+}
+
 /**
  * Throws naming the first missing or mis-shaped tensor (stops at the first, so a bogus layer count is cheap), or a
  * layer past the config's count: a config that says fewer layers than the checkpoint holds would otherwise run a
@@ -103,7 +109,7 @@ export function checkTensors(cfg: LlamaConfig, tensors: ReadonlyMap<string, Tens
     past ??= name;
     layers = Math.max(layers, Number(m[1]) + 1);
   }
-  if (past) throw new Error(`${where}: tensor "${past}" is past the config's num_hidden_layers = ${cfg.numLayers} (the checkpoint has layers up to ${layers - 1}); fix config.json or the checkpoint`);
+  if (past) throw new Error(`${where}: tensor ${showJson(past, 100)} is past the config's num_hidden_layers = ${cfg.numLayers} (the checkpoint has layers up to ${layers - 1}); fix config.json or the checkpoint`);
   for (const [name, shape] of expectedShapes(cfg)) {
     if (keep && !keep(name)) continue;
     const t = tensors.get(name);
@@ -112,7 +118,7 @@ export function checkTensors(cfg: LlamaConfig, tensors: ReadonlyMap<string, Tens
       throw new Error(`${where}: missing tensor "${name}"${hint}`);
     }
     if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-      throw new Error(`${where}: tensor "${name}" has shape [${t.shape.join(', ')}], config implies [${shape.join(', ')}]`);
+      throw new Error(`${where}: tensor "${name}" has shape ${shapeText(t.shape)}, config implies [${shape.join(', ')}]`);
     }
     if (t.dtype === 'i32') throw new Error(`${where}: tensor "${name}" has dtype I32; a weight must be F32, F16, BF16 or F8_E4M3`);
   }
@@ -145,7 +151,7 @@ function fp8Tensor(w: StTensor, s: StTensor, quant: Fp8Quantization | null): Ten
   else if (ss.length === 2 && cfgBlock && ss[0] === Math.ceil(N / cfgBlock[0]) && ss[1] === Math.ceil(C / cfgBlock[1])) block = [cfgBlock[0], cfgBlock[1]];
   else {
     const want = cfgBlock ? `[${Math.ceil(N / cfgBlock[0])}, ${Math.ceil(C / cfgBlock[1])}] for block [${cfgBlock.join(', ')}]` : `[] / [1] (per tensor) or [${N}, 1] (per row)`;
-    throw new Error(`${s.file}: scale "${s.name}" for fp8 weight [${N}, ${C}] has shape [${ss.join(', ')}], expected ${want}`);
+    throw new Error(`${s.file}: scale "${s.name}" for fp8 weight [${N}, ${C}] has shape ${shapeText(ss)}, expected ${want}`);
   }
   return new Tensor('fp8_e4m3', w.shape, w.data, scale, block);
 }
@@ -197,7 +203,7 @@ async function loadGgufModel(file: string): Promise<LoadedModel> {
     const isQ = gname.endsWith('.attn_q.weight');
     if (isQ || gname.endsWith('.attn_k.weight')) {
       const nHead = isQ ? config.numHeads : config.numKvHeads;
-      if (t.rows % nHead !== 0 || (t.rows / nHead) % 2 !== 0) {
+      if (t.rows === 0 || t.rows % nHead !== 0 || (t.rows / nHead) % 2 !== 0) { // 0 rows: a zero dim (permuting it divides by 0)
         throw new Error(`${file}: tensor "${gname}" has ${t.rows} rows, not ${nHead} heads of even size`);
       }
       t = new Tensor(t.dtype, t.shape, mapFileUsesMmap() ? readQkPermuted(file, g, info, t.rows, nHead) : permuteQkRows(t.data, t.rows, nHead, false));

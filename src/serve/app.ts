@@ -20,7 +20,7 @@ import { registerResponsesRoutes } from './responses-routes.js';
 import { registerTokenizeRoutes, TOKENIZE_ROUTES } from './tokenize-routes.js';
 import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
 import {
-  parseChatRequest, parseCompletionRequest,
+  nestingError, parseChatRequest, parseCompletionRequest,
   type ChatParams, type GenerationParams, type Prompt, type ValidationContext,
 } from './validate.js';
 
@@ -82,7 +82,11 @@ export function createApp(opts: AppOptions): ServeApp {
   // still say so ('must be a JSON object, got nothing'); anything else goes to Fastify's parser (proto-poisoning checks).
   const json = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => (body === '' ? done(null, undefined) : json(req, String(body), done)));
+  // A body nested past MAX_JSON_DEPTH is a 400 naming its field, before a route recurses into it.
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (body === '') return done(null, undefined);
+    json(req, String(body), (err, v) => (err ? done(err) : done(nestingError(v, null), v)));
+  });
   const created = Math.floor(Date.now() / 1000);
   let ctx: ModelContext | null = null;
   let texts = new TokenTexts(null);

@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ChatMessage } from '../formats/chat-template.js';
 import { ApiError, invalid } from './errors.js';
-import { bodyObject, describe, get, isObj, MODERATION_REFUSED, required, parseChatRequest, strictCompatible, type ChatParams, type Obj, type ValidationContext } from './validate.js';
+import { bodyObject, describe, get, isObj, MODERATION_REFUSED, nestingError, required, parseChatRequest, strictCompatible, type ChatParams, type Obj, type ValidationContext } from './validate.js';
 
 type Part = { type: string; text: string; [k: string]: unknown }; // input_text, output_text, refusal
 
@@ -301,6 +301,8 @@ function inputItems(v: unknown): ResponseItem[] {
       let parsed: unknown;
       try { parsed = JSON.parse(args); } catch { parsed = undefined; }
       if (!isObj(parsed)) throw invalid(`${p}.arguments`, `'${p}.arguments' must be a JSON string of an object, got ${describe(args)}`);
+      const deep = nestingError(parsed, `${p}.arguments`);
+      if (deep) throw deep;
       return { id: id ?? newId('fc'), type: 'function_call', call_id: str(it.call_id, `${p}.call_id`), name: str(it.name, `${p}.name`), arguments: args, status: 'completed' };
     }
     if (type === 'function_call_output') {

@@ -111,6 +111,39 @@ export const describe = (v: unknown): string => {
   return typeof v === 'object' ? 'an object' : `${typeof v} ${String(v)}`;
 };
 
+/**
+ * The deepest nesting of arrays and objects a request may send (its body, and the JSON a string field holds: tool-call
+ * arguments, guided_json). The schema compiler and the chat template recurse per level: a few thousand levels
+ * overflowed the stack, a 500.
+ */
+export const MAX_JSON_DEPTH = 128;
+
+/** The path to the first array or object nested deeper than MAX_JSON_DEPTH levels in `v` (at `depth`), or null. */
+function deepPath(v: unknown, depth: number): Array<string | number> | null {
+  if (v === null || typeof v !== 'object') return null;
+  if (depth > MAX_JSON_DEPTH) return [];
+  const entries: Array<[string | number, unknown]> = Array.isArray(v) ? [...v.entries()] : Object.entries(v);
+  for (const [k, x] of entries) {
+    const p = deepPath(x, depth + 1);
+    if (p) return [k, ...p];
+  }
+  return null;
+}
+
+/**
+ * A 400 when `v` nests arrays and objects more than MAX_JSON_DEPTH levels deep, else null. `param`: the field `v` is
+ * (null for the request body: the error names the body's top-level field the deep value sits in).
+ */
+export function nestingError(v: unknown, param: string | null): ApiError | null {
+  const p = deepPath(v, 1);
+  if (!p) return null;
+  const path = p.map((k, i) => (typeof k === 'number' ? `[${k}]` : i === 0 && param === null ? k : `.${k}`)).join('');
+  const where = param === null ? (typeof p[0] === 'string' ? path : null) : param + path;
+  const shown = where === null ? 'the request body' : `'${where.length > 120 ? `${where.slice(0, 120)}…` : where}'`;
+  return new ApiError(400, `${shown} nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep; flatten it`,
+    param ?? (typeof p[0] === 'string' ? p[0] : null), 'too_deeply_nested');
+}
+
 /** A field the request left out (or sent as null) that it must give. */
 export function required(param: string, what = ''): ApiError {
   return invalid(param, `'${param}' is required${what}`, 'missing_required_parameter');
@@ -359,6 +392,8 @@ function guided(b: Obj): ConstraintSpec | null {
     let schema = v;
     if (typeof v === 'string') {
       try { schema = JSON.parse(v); } catch (e) { throw invalid(key, `'guided_json' is a string but not JSON: ${(e as Error).message}`); }
+      const deep = nestingError(schema, key);
+      if (deep) throw deep;
     }
     if (!isObj(schema)) throw invalid(key, `'guided_json' must be a JSON Schema object, got ${describe(schema)}`, 'invalid_type');
     return checkConstraint({ kind: 'json_schema', schema }, key);
@@ -480,6 +515,8 @@ function messageToolCalls(v: unknown, p: string): Record<string, unknown>[] {
     let args: unknown = a ?? {};
     if (typeof a === 'string') {
       try { args = JSON.parse(a); } catch { throw invalid(`${q}.function.arguments`, `'${q}.function.arguments' must be a JSON string of an object, got ${describe(a)}`); }
+      const deep = nestingError(args, `${q}.function.arguments`);
+      if (deep) throw deep;
     }
     if (!isObj(args)) throw invalid(`${q}.function.arguments`, `'${q}.function.arguments' must encode a JSON object`);
     return { id: typeof c.id === 'string' ? c.id : undefined, type: 'function', function: { name: c.function.name, arguments: args } };

@@ -1,0 +1,92 @@
+// The HTTP API on the built-in models (chat floe-brown, guard floe-guard, embedding floe-embed, a data dir) answers
+// malformed requests with a 4xx naming the field: defects a fuzz of the API found, each pinned by its own test.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startServer, type RunningServer } from '../../src/serve/server.js';
+import { MAX_JSON_DEPTH } from '../../src/serve/validate.js';
+
+const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const GUARD = fileURLToPath(new URL('../../models/floe-guard', import.meta.url));
+const EMBED = fileURLToPath(new URL('../../models/floe-embed', import.meta.url));
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+const nested = (depth: number, leaf: Json = 1): Json => {
+  let v: Json = leaf;
+  for (let i = 0; i < depth; i++) v = { a: v };
+  return v;
+};
+const nestedArray = (depth: number): Json => {
+  let v: Json = [];
+  for (let i = 0; i < depth; i++) v = [v];
+  return v;
+};
+
+let server: RunningServer;
+let url = '';
+let trainFile = '';
+let batchFile = '';
+
+const post = async (route: string, body: unknown) => {
+  const r = await fetch(url + route, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: r.status, json: await r.json() as Record<string, any> };
+};
+const upload = async (purpose: string, text: string): Promise<string> => {
+  const fd = new FormData();
+  fd.set('purpose', purpose);
+  fd.set('file', new Blob([text]), 'in.jsonl');
+  const r = await fetch(url + '/v1/files', { method: 'POST', body: fd });
+  const j = await r.json() as { id: string };
+  assert.equal(r.status, 200, JSON.stringify(j));
+  return j.id;
+};
+
+before(async () => {
+  server = await startServer({
+    model: BROWN, guardModel: GUARD, embeddingModel: EMBED, port: 0, ui: false, threads: 1, log: () => {},
+    dataDir: mkdtempSync(join(tmpdir(), 'floe-fuzz-')), kvCacheMemory: 24 * 2 ** 20, guardKvCacheMemory: 8 * 2 ** 20,
+  });
+  await server.ready;
+  url = server.url;
+  const line = JSON.stringify({ messages: [{ role: 'user', content: 'the river' }, { role: 'assistant', content: 'was long' }] });
+  trainFile = await upload('fine-tune', `${line}\n${line}\n`);
+  const req = (i: number) => JSON.stringify({ custom_id: `r${i}`, method: 'POST', url: '/v1/chat/completions', body: { messages: [{ role: 'user', content: 'hi' }], max_tokens: 1 } });
+  batchFile = await upload('batch', `${req(1)}\n${req(2)}\n`);
+});
+after(async () => { await server?.close(0); });
+
+const TOOL = { type: 'function', function: { name: 'get_weather', description: 'the weather', parameters: { type: 'object', properties: { city: { type: 'string' }, days: { type: 'integer', minimum: 1 } }, required: ['city'] } } };
+
+// Defects the fuzz found, each pinned: the request, and the answer it gets now (each was a 500, a wrong param, or taken).
+
+const nestedProps = (levels: number): Json => ({ type: 'object', properties: nested(levels) });
+
+test(`a body, or a JSON string field, nested more than ${MAX_JSON_DEPTH} levels deep is a 400 naming its field on every route; ${MAX_JSON_DEPTH} levels pass (deeper was a 500: the schema compiler and the chat template overflowed the stack)`, async () => {
+  const deep = (r: { status: number; json: Record<string, any> }, param: string, what: string) => {
+    assert.equal(r.status, 400, `${what}: ${JSON.stringify(r.json).slice(0, 300)}`);
+    assert.equal(r.json.error.param, param, what);
+    assert.equal(r.json.error.code, 'too_deeply_nested', what);
+    assert.match(r.json.error.message, new RegExp(`nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep`), what);
+  };
+  const user = [{ role: 'user', content: 'hi' }];
+  deep(await post('/v1/chat/completions', { messages: user, max_tokens: 1, response_format: { type: 'json_schema', json_schema: { name: 'a', schema: { type: nestedArray(2000) } } } }), 'response_format', 'chat schema');
+  deep(await post('/v1/responses', { input: 'hi', max_output_tokens: 1, text: { format: { type: 'json_schema', name: 'a', schema: { type: nestedArray(2000) } } } }), 'text', 'responses schema');
+  deep(await post('/tokenize', { messages: user, tools: [{ ...TOOL, function: { name: 'f', parameters: nestedProps(2000) } }] }), 'tools', '/tokenize tools');
+  deep(await post('/v1/batches', { input_file_id: batchFile, endpoint: '/v1/chat/completions', metadata: nested(2000) }), 'metadata', 'batches');
+  // JSON inside strings: tool-call arguments (chat, responses) and guided_json
+  const args = JSON.stringify(nested(2000));
+  deep(await post('/v1/chat/completions', { messages: [...user, { role: 'assistant', tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: args } }] }, { role: 'tool', tool_call_id: 'c', content: 'x' }], max_tokens: 1 }),
+    'messages[1].tool_calls[0].function.arguments', 'chat tool-call arguments');
+  deep(await post('/v1/responses', { input: [{ type: 'function_call', call_id: 'c', name: 'f', arguments: args }, { type: 'function_call_output', call_id: 'c', output: 'x' }], max_output_tokens: 1 }), 'input[0].arguments', 'responses arguments');
+  deep(await post('/v1/completions', { prompt: 'a', max_tokens: 1, guided_json: JSON.stringify({ type: 'object', properties: nested(2000) }) }), 'guided_json', 'guided_json string');
+  // the limit itself: body (1) > tools (2) > [0] (3) > function (4) > parameters (5) > properties' objects (6 ...)
+  const at = (levels: number) => post('/tokenize', { messages: user, tools: [{ type: 'function', function: { name: 'f', parameters: nestedProps(levels) } }] });
+  const ok = await at(MAX_JSON_DEPTH - 5);
+  assert.equal(ok.status, 200, JSON.stringify(ok.json).slice(0, 300));
+  deep(await at(MAX_JSON_DEPTH - 4), 'tools', `one level past ${MAX_JSON_DEPTH}`);
+});

@@ -376,6 +376,8 @@ function checkConstraint(spec: ConstraintSpec, param: string): ConstraintSpec {
   } catch (e) {
     if (e instanceof SchemaError) throw invalid(param, `'${param}': ${e.message}`, 'unsupported_parameter');
     if (e instanceof RegexError) throw invalid(param, `'${param}': ${e.message}`);
+    // the compilers recurse per group / schema level: a pattern of thousands of nested groups overflowed the stack (a 500)
+    if (e instanceof RangeError) throw invalid(param, `'${param}' is nested too deeply to compile (${e.message}); nest it less deeply`, 'unsupported_parameter');
     throw e;
   }
   return spec;

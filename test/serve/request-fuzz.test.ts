@@ -90,3 +90,15 @@ test(`a body, or a JSON string field, nested more than ${MAX_JSON_DEPTH} levels 
   assert.equal(ok.status, 200, JSON.stringify(ok.json).slice(0, 300));
   deep(await at(MAX_JSON_DEPTH - 4), 'tools', `one level past ${MAX_JSON_DEPTH}`);
 });
+
+test('guided_regex of thousands of nested groups is a 400 naming guided_regex (was a 500: the regex parser overflowed the stack); a modestly nested one runs', async () => {
+  const pattern = '('.repeat(5000) + 'a' + ')'.repeat(5000);
+  for (const [route, body] of [['/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }] }], ['/v1/completions', { prompt: 'a' }]] as const) {
+    const r = await post(route, { ...body, max_tokens: 1, guided_regex: pattern });
+    assert.equal(r.status, 400, `${route}: ${JSON.stringify(r.json).slice(0, 300)}`);
+    assert.equal(r.json.error.param, 'guided_regex');
+    assert.match(r.json.error.message, /'guided_regex' is nested too deeply to compile/);
+    const fine = await post(route, { ...body, max_tokens: 1, guided_regex: '('.repeat(50) + 'a' + ')'.repeat(50) });
+    assert.equal(fine.status, 200, `${route}: ${JSON.stringify(fine.json).slice(0, 300)}`);
+  }
+});

@@ -46,7 +46,12 @@ export function registerTokenizeRoutes(app: FastifyInstance, o: TokenizeRouteOpt
       if (optBool(b, 'add_special_tokens', false)) throw invalid('add_special_tokens', "'add_special_tokens' with messages would add a second BOS to the template's; it is not supported", 'unsupported_parameter');
       // the messages and tools are read exactly as /v1/chat/completions reads them
       const p = parseChatRequest({ model: b.model ?? o.vctx(c).modelName, messages: b.messages, ...(b.tools !== undefined ? { tools: b.tools } : {}), add_generation_prompt: b.add_generation_prompt ?? true }, o.vctx(c));
-      tokens = encodeChat(c.tokenizer, c.template, p.messages, { addGenerationPrompt: p.addGenerationPrompt, tools: p.tools.length ? p.tools : undefined });
+      try {
+        tokens = encodeChat(c.tokenizer, c.template, p.messages, { addGenerationPrompt: p.addGenerationPrompt, tools: p.tools.length ? p.tools : undefined });
+      } catch (e) {
+        // as /v1/chat/completions answers it: a template's raise_exception (roles must alternate) is the request's fault
+        throw invalid('messages', `the chat template rejected the messages: ${(e as Error).message}`);
+      }
     } else {
       if (typeof b.prompt !== 'string') throw invalid('prompt', `'prompt' must be a string, got ${Array.isArray(b.prompt) ? 'an array' : typeof b.prompt}`, 'invalid_type');
       tokens = c.tokenizer.encode(b.prompt, { addSpecialTokens: optBool(b, 'add_special_tokens', true) });

@@ -7,8 +7,12 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ChatTemplate } from '../../src/formats/chat-template.js';
+import { loadTokenizer } from '../../src/formats/tokenizer.js';
+import { createApp } from '../../src/serve/app.js';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
 import { MAX_JSON_DEPTH } from '../../src/serve/validate.js';
+import { FakeEngine } from './helpers.js';
 
 const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
 const GUARD = fileURLToPath(new URL('../../models/floe-guard', import.meta.url));
@@ -101,4 +105,19 @@ test('guided_regex of thousands of nested groups is a 400 naming guided_regex (w
     const fine = await post(route, { ...body, max_tokens: 1, guided_regex: '('.repeat(50) + 'a' + ')'.repeat(50) });
     assert.equal(fine.status, 200, `${route}: ${JSON.stringify(fine.json).slice(0, 300)}`);
   }
+});
+
+test('/tokenize: a chat template that refuses the messages (raise_exception) is a 400 naming messages, as /v1/chat/completions answers it (was a 500)', async () => {
+  const tok = (await loadTokenizer(BROWN))!;
+  const template = new ChatTemplate("{% if messages[0].role != 'user' %}{{ raise_exception('the first message must be the user\\'s') }}{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}", 't.jinja');
+  const s = createApp({ modelName: 'brown', ui: false });
+  s.ready({ engine: new FakeEngine(tok, { vocabSize: tok.vocabSize, maxModelLen: 2048, maxRequestTokens: 2048 }), tokenizer: tok, template });
+  for (const url of ['/tokenize', '/v1/chat/completions']) {
+    const r = await s.app.inject({ method: 'POST', url, headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ messages: [{ role: 'system', content: 'x' }, { role: 'user', content: 'y' }], ...(url === '/tokenize' ? {} : { max_tokens: 1 }) }) });
+    assert.equal(r.statusCode, 400, `${url}: ${r.body}`);
+    const e = (JSON.parse(r.body) as { error: { param: string; message: string } }).error;
+    assert.equal(e.param, 'messages', url);
+    assert.match(e.message, /the chat template rejected the messages: .*the first message must be the user's/, url);
+  }
+  await s.app.close();
 });

@@ -11,6 +11,8 @@ import { ApiError, invalid } from './errors.js';
 
 export const DEFAULT_UNSAFE_RESPONSE = 'Response filtered by floe guard';
 export const DEFAULT_GUARD_WINDOW = 64;
+/** Texts one /v1/moderations request may judge (as completions and embeddings take at most 64 prompts). */
+export const MAX_MODERATION_INPUTS = 64;
 
 export interface GuardServeOptions {
   readonly guard: () => Guard | null; // null: no --guard-model
@@ -269,6 +271,8 @@ function moderationInputs(v: unknown): string[] {
   if (v === undefined) throw invalid('input', `'input' is required`, 'missing_required_parameter');
   if (typeof v === 'string') return [v];
   if (!Array.isArray(v) || v.length === 0) throw invalid('input', `'input' must be a string or a non-empty list`, 'invalid_type');
+  // each input is one guard judgement, one after another: an unbounded list held the request (and the guard) for minutes
+  if (v.length > MAX_MODERATION_INPUTS) throw invalid('input', `'input' may hold at most ${MAX_MODERATION_INPUTS} texts, got ${v.length}; send the rest in further requests`);
   return v.map((x, i) => {
     if (typeof x === 'string') return x;
     const p = x as { type?: unknown; text?: unknown } | null;

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { ChatTemplate } from '../../src/formats/chat-template.js';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { createApp } from '../../src/serve/app.js';
+import { MAX_MODERATION_INPUTS } from '../../src/serve/guard-routes.js';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
 import { MAX_JSON_DEPTH } from '../../src/serve/validate.js';
 import { FakeEngine } from './helpers.js';
@@ -120,4 +121,13 @@ test('/tokenize: a chat template that refuses the messages (raise_exception) is 
     assert.match(e.message, /the chat template rejected the messages: .*the first message must be the user's/, url);
   }
   await s.app.close();
+});
+
+test(`/v1/moderations: more than ${MAX_MODERATION_INPUTS} inputs are a 400 before any is judged (10,000 took minutes, one guard judgement after another)`, async () => {
+  for (const n of [MAX_MODERATION_INPUTS + 1, 10_000]) {
+    const r = await post('/v1/moderations', { input: Array(n).fill('a calm river') });
+    assert.equal(r.status, 400, `${n} inputs: ${JSON.stringify(r.json).slice(0, 300)}`);
+    assert.equal(r.json.error.param, 'input');
+    assert.match(r.json.error.message, new RegExp(`'input' may hold at most ${MAX_MODERATION_INPUTS} texts, got ${n}`));
+  }
 });

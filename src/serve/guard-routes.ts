@@ -21,18 +21,21 @@ export interface GuardServeOptions {
   readonly tracked: <T>(fn: () => Promise<T>) => Promise<T>; // a graceful stop lets it finish before the guard stops
 }
 
-/** Guard failures as API errors: an answer that is not a verdict is the guard's fault (502), never "safe". */
-export function guardApiError(e: unknown): unknown {
+/**
+ * Guard failures as API errors: an answer that is not a verdict is the guard's fault (502), never "safe"; a prompt
+ * too long for the guard is a 400 naming `param`, the field that held the text.
+ */
+export function guardApiError(e: unknown, param = 'messages'): unknown {
   if (e instanceof GuardOutputError) return new ApiError(502, `guard model failure: ${e.message}`, null, 'guard_error');
-  if (e instanceof Error && /^guard: the guard prompt is \d+ tokens/.test(e.message)) return new ApiError(400, e.message, 'messages', 'context_length_exceeded');
+  if (e instanceof Error && /^guard: the guard prompt is \d+ tokens/.test(e.message)) return new ApiError(400, e.message, param, 'context_length_exceeded');
   return e;
 }
 
-async function judged(guard: Guard, messages: readonly ChatTurn[], opts: JudgeOptions): Promise<GuardVerdict> {
+async function judged(guard: Guard, messages: readonly ChatTurn[], opts: JudgeOptions, param?: string): Promise<GuardVerdict> {
   try {
     return await guard.judge(messages, opts);
   } catch (e) {
-    throw guardApiError(e);
+    throw guardApiError(e, param);
   }
 }
 
@@ -224,8 +227,8 @@ export function registerGuardRoutes(app: FastifyInstance, o: GuardServeOptions):
     }
     if (b.include_prompt !== undefined && typeof b.include_prompt !== 'boolean') throw invalid('include_prompt', `'include_prompt' must be a boolean`, 'invalid_type');
     const results = [];
-    for (const { turns, role } of moderationConversations(b)) {
-      const v = await judged(guard, turns, { role, priority: 'interactive' });
+    for (const { turns, role, param } of moderationConversations(b)) {
+      const v = await judged(guard, turns, { role, priority: 'interactive' }, param);
       const keys = new Set(v.categories.flatMap((c) => openAiKeys(guard.format, c)));
       results.push({
         flagged: v.flagged,
@@ -247,10 +250,11 @@ export function registerGuardRoutes(app: FastifyInstance, o: GuardServeOptions):
  * `messages` (one chat conversation; `role` 'agent' judges its last assistant turn, 'user' its last user turn; by default
  * the role of the conversation's last user/assistant turn).
  */
-function moderationConversations(b: Record<string, unknown>): Array<{ turns: ChatTurn[]; role: GuardRole }> {
+function moderationConversations(b: Record<string, unknown>): Array<{ turns: ChatTurn[]; role: GuardRole; param: string }> {
   if (b.messages === undefined) {
     if (b.role !== undefined) throw invalid('role', `'role' applies to 'messages' (floe's conversation extension), not to 'input'`);
-    return moderationInputs(b.input).map((text) => ({ turns: [{ role: 'user', content: text }], role: 'user' }));
+    // a text too long for the guard is named where it sits: 'input' (one string) or 'input[i]'
+    return moderationInputs(b.input).map((text, i) => ({ turns: [{ role: 'user', content: text }], role: 'user', param: typeof b.input === 'string' ? 'input' : `input[${i}]` }));
   }
   if (b.input !== undefined) throw invalid('messages', `give either 'input' (texts) or 'messages' (one conversation), not both`);
   const m = b.messages;
@@ -263,7 +267,7 @@ function moderationConversations(b: Record<string, unknown>): Array<{ turns: Cha
   } catch (e) {
     throw invalid('messages', (e as Error).message);
   }
-  return [{ turns: m as ChatTurn[], role }];
+  return [{ turns: m as ChatTurn[], role, param: 'messages' }];
 }
 
 /** `input`: a string, a list of strings, or a list of {type: "text", text} parts (images are refused). */

@@ -131,3 +131,15 @@ test(`/v1/moderations: more than ${MAX_MODERATION_INPUTS} inputs are a 400 befor
     assert.match(r.json.error.message, new RegExp(`'input' may hold at most ${MAX_MODERATION_INPUTS} texts, got ${n}`));
   }
 });
+
+test('/v1/moderations: an input too long for the guard is a 400 naming it (input or input[i]), not messages', async () => {
+  const long = 'the river ran on '.repeat(400); // over the guard's 1024 tokens
+  for (const [input, param] of [[long, 'input'], [['a calm river', long], 'input[1]'], [[{ type: 'text', text: long }], 'input[0]']] as const) {
+    const r = await post('/v1/moderations', { input });
+    assert.equal(r.status, 400, JSON.stringify(r.json).slice(0, 300));
+    assert.equal(r.json.error.code, 'context_length_exceeded');
+    assert.equal(r.json.error.param, param);
+  }
+  const m = await post('/v1/moderations', { messages: [{ role: 'user', content: long }] });
+  assert.equal(m.json.error?.param, 'messages', JSON.stringify(m.json).slice(0, 300));
+});

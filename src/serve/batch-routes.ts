@@ -20,6 +20,9 @@ export interface BatchRoutesOptions {
   readonly maxFileBytes?: number; // default 200 MiB (OpenAI's limit for batch input)
 }
 
+/** POST /v1/batches's parameters (OpenAI's, but output_expires_after). */
+const BATCH_FIELDS = ['input_file_id', 'endpoint', 'completion_window', 'metadata'];
+
 /** The header that puts a request in the engine's low-priority (batch) lane. */
 export const PRIORITY_HEADER = 'x-floe-priority';
 
@@ -125,6 +128,11 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
     sub.post('/v1/batches', async (req) => {
       const body = (req.body ?? {}) as Record<string, unknown>;
       if (typeof body !== 'object' || Array.isArray(body)) throw new BatchApiError(400, 'the body must be a JSON object');
+      // a misspelt parameter (completion_windwo) was dropped without a word, as fine-tuning jobs and OpenAI refuse it
+      for (const k of Object.keys(body)) {
+        if (k === 'output_expires_after') throw new BatchApiError(400, `'output_expires_after' is not supported: output files are kept until they are deleted (their expires_at is null)`, k);
+        if (!BATCH_FIELDS.includes(k)) throw new BatchApiError(400, `unknown parameter '${k.slice(0, 100)}'; a batch takes ${BATCH_FIELDS.join(', ')}`, k.slice(0, 100));
+      }
       const s = service();
       return s.object(s.create(body));
     });

@@ -143,3 +143,19 @@ test('/v1/moderations: an input too long for the guard is a 400 naming it (input
   const m = await post('/v1/moderations', { messages: [{ role: 'user', content: long }] });
   assert.equal(m.json.error?.param, 'messages', JSON.stringify(m.json).slice(0, 300));
 });
+
+test('POST /v1/batches: an unknown parameter (a misspelt completion_window, output_expires_after) is a 400 naming it and creates no batch (it was dropped silently)', async () => {
+  const count = async () => ((await (await fetch(`${url}/v1/batches?limit=10000`)).json()) as { data: unknown[] }).data.length;
+  const before = await count();
+  const base = { input_file_id: batchFile, endpoint: '/v1/chat/completions' };
+  for (const [extra, param, re] of [
+    [{ completion_windwo: '24h' }, 'completion_windwo', /unknown parameter 'completion_windwo'; a batch takes input_file_id, endpoint, completion_window, metadata/],
+    [{ output_expires_after: { anchor: 'created_at', seconds: 3600 } }, 'output_expires_after', /'output_expires_after' is not supported/],
+  ] as const) {
+    const r = await post('/v1/batches', { ...base, ...extra });
+    assert.equal(r.status, 400, JSON.stringify(r.json));
+    assert.equal(r.json.error.param, param);
+    assert.match(r.json.error.message, re);
+  }
+  assert.equal(await count(), before, 'no batch was created');
+});

@@ -35,6 +35,10 @@ test('unknown parameters, integrations and hyperparameters given twice are a 400
   await refused({ integrations: 'wandb' }, 'integrations', /no integration/);
   await refused({ hyperparameters: { batch_size: 2 }, method: { type: 'supervised', supervised: { hyperparameters: { batch_size: 1 } } } }, 'hyperparameters', /not both/);
   await refused({ floe: { ...base.floe, eval_steps: 1 } }, 'floe.eval_steps', /floe\.eval_steps \(1\) .* this job has no validation_file/);
+  // a count past 2^31 (1e308 counted as an integer, and a job of that many steps trained until cancelled)
+  await refused({ floe: { ...base.floe, max_steps: 1e308 } }, 'floe.max_steps', /floe\.max_steps must be an integer >= 1 and < 2147483648, got 1e\+308/);
+  await refused({ floe: { ...base.floe, max_steps: 2 ** 53 + 2 } }, 'floe.max_steps', /< 2147483648/);
+  await refused({ floe: { ...base.floe, max_seq_len: 2 ** 31 } }, 'floe.max_seq_len', /< 2147483648/);
   assert.deepEqual((await c.fineTuning.jobs.list()).data, [], 'no job was created');
 
   // every documented parameter together (integrations empty, hyperparameters in one place) makes a job

@@ -616,7 +616,9 @@ function floeOptions(v: unknown, maxRank: number): FloeJobOptions {
   for (const k of Object.keys(o)) {
     if (!(FLOE_KEYS as readonly string[]).includes(k)) throw new JobApiError(400, `unknown floe option '${k}'; one of ${FLOE_KEYS.join(', ')}`, `floe.${k}`, 'invalid_value');
   }
-  const num = (k: string, integer: boolean, min: number, dflt: number | null, below = Infinity): number | null => {
+  // counts (steps, lengths, ranks) stay below 2^31: 1e308 or 2^53 + 2 passed as integers, and a job of 1e308 steps
+  // trained until cancelled
+  const num = (k: string, integer: boolean, min: number, dflt: number | null, below = integer ? 2 ** 31 : Infinity): number | null => {
     const x = o[k];
     if (x === undefined || x === null) return dflt;
     if (typeof x !== 'number' || !(x >= min && x < below) || (integer && !Number.isInteger(x))) {

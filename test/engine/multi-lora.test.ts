@@ -167,9 +167,14 @@ test('floe-brown: PEFT adapters read from disk, mixed with the base in one engin
     const m = q.adapter ? mergedModels[Number(q.adapter.slice(2))]! : base;
     const want = alone(m, q);
     assertSame(got.get(q.id)!, want, q.id);
-    if (q.adapter && JSON.stringify(alone(base, q).tokens) !== JSON.stringify(want.tokens)) changed++;
+    if (!q.adapter) return;
+    // the adapters move an answer by far more than the tolerance above: a greedy token, or the first token's logprob
+    // by > 1e-3 (greedy tokens alone stayed the same in all three for about one seed in 100: a CI run failed so)
+    const b = alone(base, q);
+    const lp = (r: typeof b) => r.outputs.flatMap((o) => o.logprobs ?? [])[0]!.logprob;
+    if (JSON.stringify(b.tokens) !== JSON.stringify(want.tokens) || Math.abs(lp(b) - lp(want)) > 1e-3) changed++;
   });
-  assert.ok(changed > 0, 'some adapter changed a greedy answer (B ≠ 0)');
+  assert.ok(changed > 0, `an adapted request's answer moved (B ≠ 0): ${changed} of 3 (seed ${seed})`);
 });
 
 test('embeddings under an adapter equal the merged model, next to base embeddings in the same step', async () => {

@@ -5,7 +5,7 @@
 //   OUT.synth-progress   header line, then per committed batch {"bytes": OUT's size, "units": {id: "kept" | reason}}
 //   OUT.synth-lock       the writing process's pid while a run holds OUT (a second run on the same OUT is refused)
 
-import { closeSync, existsSync, fsyncSync, ftruncateSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, ftruncateSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { ChatMessage } from '../../formats/chat-template.js';
@@ -77,15 +77,28 @@ const heldLocks = new Set<string>();
  * Take OUT.synth-lock (linked into place whole, holding this pid); a lock whose process is gone (killed) is taken over,
  * as is one holding this process's own pid that this process does not hold (a restarted container runs floe as the
  * same pid, often 1, as the run it killed).
+ *
+ * The takeover is exclusive: runs that find the same dead pid P race to create OUT.synth-lock.takeover-P (O_EXCL, one
+ * wins); the winner checks the lock still holds P and renames its own pid file over it (atomic), then removes the
+ * marker. A run that read P earlier and wins the marker later finds the lock no longer holding P and backs off, so a
+ * lock just taken over is never removed by a second run (it was rmSync'd, then linked: two runs could both hold it).
  */
-function lockOut(out: string): () => void {
+export function lockOut(out: string): () => void {
   const lock = out + LOCK;
   const key = resolve(lock);
   const alive = (pid: number) => {
     try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
   };
+  const readLock = (): string | null => {
+    try { return readFileSync(lock, 'utf8'); } catch { return null; } // null: removed meanwhile
+  };
+  const pause = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
   const mine = `${lock}.${process.pid}`;
   writeFileSync(mine, `${process.pid}\n`);
+  const held = (): (() => void) => {
+    heldLocks.add(key);
+    return () => { heldLocks.delete(key); rmSync(lock, { force: true }); };
+  };
   try {
     for (let attempt = 0; ; attempt++) {
       try {
@@ -97,15 +110,34 @@ function lockOut(out: string): () => void {
           writeSync(fd, `${process.pid}\n`);
           closeSync(fd);
         }
-        heldLocks.add(key);
-        return () => { heldLocks.delete(key); rmSync(lock, { force: true }); };
+        return held();
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       }
-      let pid = NaN;
-      try { pid = Number.parseInt(readFileSync(lock, 'utf8'), 10); } catch { /* removed meanwhile: try again */ }
-      const held = pid > 0 && (pid === process.pid ? heldLocks.has(key) : alive(pid));
-      if (attempt < 2 && !held) { rmSync(lock, { force: true }); continue; } // left by a killed run
+      const seen = readLock();
+      if (seen === null && attempt < 8) continue; // released or taken over meanwhile: try again
+      const pid = seen === null ? NaN : Number.parseInt(seen, 10);
+      const busy = pid > 0 && (pid === process.pid ? heldLocks.has(key) : alive(pid));
+      if (!busy && seen !== null && attempt < 8) {
+        if (!(pid > 0) && attempt < 3) { pause(5); continue; } // no pid yet: a lock being written without hard links
+        const marker = `${lock}.takeover-${pid > 0 ? pid : 'x'}`;
+        let fd: number | null = null;
+        try { fd = openSync(marker, 'wx'); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e; }
+        if (fd === null) {
+          // another run is taking this lock over (a marker older than 10 s is a run killed in these few syscalls)
+          try { if (Date.now() - statSync(marker).mtimeMs > 10_000) rmSync(marker, { force: true }); } catch { /* gone */ }
+          pause(5);
+          continue;
+        }
+        closeSync(fd);
+        try {
+          if (readLock() !== seen) continue; // taken over (and perhaps released) since we read it
+          renameSync(mine, lock); // replaces the dead run's lock whole
+          return held();
+        } finally {
+          rmSync(marker, { force: true });
+        }
+      }
       throw new Error(`${out} is being written by another floe synth run (pid ${Number.isNaN(pid) ? '?' : pid}, ${lock}); ` +
         'wait for it to finish or give another --out (if no such run is going on, delete the lock file)');
     }

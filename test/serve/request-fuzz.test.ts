@@ -19,6 +19,7 @@ import { MAX_MODERATION_INPUTS } from '../../src/serve/guard-routes.js';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
 import { MAX_JSON_DEPTH } from '../../src/serve/validate.js';
 import { FakeEngine } from './helpers.js';
+import { rand } from '../engine/helpers.js';
 
 const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
 const GUARD = fileURLToPath(new URL('../../models/floe-guard', import.meta.url));
@@ -173,18 +174,6 @@ const COUNT = Number(process.env.FLOE_FUZZ_COUNT ?? 500);
 const PARALLEL = 6; // requests in flight at once; the health check runs after each group
 
 type Path = ReadonlyArray<string | number>;
-
-/** mulberry32: small, seedable, good enough to pick mutations. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** A path as OpenAI's `param` names it: messages[0].content. */
 const paramOf = (p: Path): string => p.map((k, i) => (typeof k === 'number' ? `[${k}]` : i === 0 ? k : `.${k}`)).join('');
@@ -417,7 +406,7 @@ function fileCases(): Case[] {
 
 /** `count` cases drawn from the seed; FLOE_FUZZ_ALL: every mutation of every base instead (minutes). */
 function makeCases(seed: number, count: number): Case[] {
-  const r = rng(seed);
+  const r = rand(seed); // mulberry32: small, seedable, good enough to pick mutations
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
   const all = bases();
   if (process.env.FLOE_FUZZ_ALL) {

@@ -13,22 +13,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
-import { startFloeServe, type Floe } from './floe-process.js';
+import { startFloeServe } from './floe-process.js';
+import { client, poll, terminal } from './ft-helpers.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
 const procs: ChildProcess[] = [];
 after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
 
-type Job = OpenAI.FineTuning.Jobs.FineTuningJob;
-const client = (f: Floe) => new OpenAI({ baseURL: f.url + '/v1', apiKey: 'unused', maxRetries: 0 });
-const terminal = (j: Job) => ['succeeded', 'failed', 'cancelled'].includes(j.status);
-async function poll(c: OpenAI, id: string, until: (j: Job) => boolean): Promise<Job> {
-  for (;;) {
-    const j = await c.fineTuning.jobs.retrieve(id);
-    if (until(j)) return j;
-    await new Promise((ok) => setTimeout(ok, 50));
-  }
-}
 const WORDS = ['the', 'river', 'old', 'man', 'said', 'city', 'house', 'was', 'in', 'a', 'long', 'night'];
 const jsonl = (n: number, k: number) => Array.from({ length: n }, (_, i) => JSON.stringify({ messages: [
   { role: 'user', content: `${WORDS[(i + k) % 12]} ${WORDS[(3 * i + k) % 12]}` }, { role: 'assistant', content: `${WORDS[(5 * i + k) % 12]} ${WORDS[(7 * i) % 12]} ${WORDS[i % 12]}` }] })).join('\n') + '\n';

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import OpenAI, { toFile } from 'openai';
 import { startFloeServe, type Floe } from './floe-process.js';
+import { client, poll, terminal, type Job } from './ft-helpers.js';
 import { Engine } from '../../src/engine/engine.js';
 import { readPeftAdapter } from '../../src/model/adapter.js';
 import { openModel } from '../../src/model/open.js';
@@ -27,18 +28,7 @@ const procs: ChildProcess[] = [];
 const startFloe = (dataDir: string, env: Record<string, string> = {}): Promise<Floe> =>
   startFloeServe(dataDir, { built: BUILT, procs, args: ['--jobs-threads', '1'], env });
 
-const client = (f: Floe) => new OpenAI({ baseURL: f.url + '/v1', apiKey: 'unused', maxRetries: 0 });
-type Job = OpenAI.FineTuning.Jobs.FineTuningJob;
 type ApiError = InstanceType<typeof OpenAI.APIError>;
-const terminal = (j: Job) => ['succeeded', 'failed', 'cancelled'].includes(j.status);
-
-async function poll(c: OpenAI, id: string, until: (j: Job) => boolean): Promise<Job> {
-  for (;;) {
-    const j = await c.fineTuning.jobs.retrieve(id);
-    if (until(j)) return j;
-    await new Promise((ok) => setTimeout(ok, 50));
-  }
-}
 
 /** Every event, newest first, walked through the cursor `limit` at a time. */
 async function allEvents(c: OpenAI, id: string, limit = 4): Promise<OpenAI.FineTuning.Jobs.FineTuningJobEvent[]> {

@@ -61,7 +61,29 @@ export async function checkSameTokenizer(teacher: string, student: string): Prom
   }
 }
 
+/** The CLI flags distill's setup refusals name, as distill()'s options (finetune()'s withOptionNames in trainer.ts, for distill). */
+const SETUP_OPTIONS: readonly [RegExp, string][] = [[/--resume\b/, 'resume: DIR'], [/--overwrite\b/, 'overwrite: true'], [/--out\b/, 'out'], [/--top-k\b/, 'topK']];
+
+/**
+ * A refused `out` (or `topK`) names the CLI's flags (the CLI runs distill() and keeps that text, the cause); a library
+ * caller passes options, so the refusal names them too.
+ */
+function withOptionNames(e: unknown): unknown {
+  if (!(e instanceof RunSetupError)) return e;
+  const base = e.cause instanceof RunSetupError ? e.cause : e; // the refusal before finetune() added its own option names
+  const names = SETUP_OPTIONS.filter(([flag]) => flag.test(base.message)).map(([, option]) => option);
+  return names.length === 0 ? e : new RunSetupError(`${base.message} (distill() options: ${names.join(', ')})`, { cause: base });
+}
+
 export async function distill(o: DistillOptions): Promise<DistillSummary> {
+  try {
+    return await distillRun(o);
+  } catch (e) {
+    throw withOptionNames(e);
+  }
+}
+
+async function distillRun(o: DistillOptions): Promise<DistillSummary> {
   const log = o.log ?? (o.progress ? (s: string) => process.stderr.write(s + '\n') : () => {});
   const cfg: KdLossConfig = { kind: o.loss ?? 'forward-kl', beta: o.beta ?? 0.5, temperature: o.temperature ?? 2 };
   checkKdConfig(cfg);

@@ -4,7 +4,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { BATCH_ENDPOINTS, createFile, parseBatchInput, type BatchEndpoint, type BatchInputLine } from './files.js';
+import { BATCH_ENDPOINTS, createFile, FileValidationError, parseBatchInput, type BatchEndpoint, type BatchInputLine } from './files.js';
 import { metadataProblem } from './metadata.js';
 import type { BatchRow, BatchStatus, LineResult, Store } from './store.js';
 
@@ -181,7 +181,8 @@ export class BatchService {
     try {
       lines = parseBatchInput(readFileSync(this.store.filePath(b.input_file_id), 'utf8'));
     } catch (e) {
-      return this.fail(id, 'invalid_file', (e as Error).message, null);
+      // a file stored before a check it now fails (its upload passed): the batch fails before any line runs, naming the line
+      return this.fail(id, 'invalid_file', (e as Error).message, e instanceof FileValidationError ? e.line : null);
     }
     if (b.status === 'validating') {
       const wrong = lines.findIndex((l) => l.url !== b.endpoint);

@@ -25,6 +25,23 @@ export class FileValidationError extends Error {
   }
 }
 
+/**
+ * The deepest nesting of arrays and objects a line's body may have: the HTTP API's limit (serve/validate.ts
+ * MAX_JSON_DEPTH, which this layer cannot import), which answers a deeper request 400 too_deeply_nested.
+ */
+export const MAX_BODY_DEPTH = 128;
+
+/** The path to the first array or object in `v` (at `depth`) nested deeper than MAX_BODY_DEPTH, as 'a[0].b', or null. */
+function deepPath(v: unknown, depth: number): string | null {
+  if (v === null || typeof v !== 'object') return null;
+  if (depth > MAX_BODY_DEPTH) return '';
+  for (const [k, x] of Array.isArray(v) ? [...v.entries()] : Object.entries(v)) {
+    const p = deepPath(x, depth + 1);
+    if (p !== null) return `${typeof k === 'number' ? `[${k}]` : `.${k}`}${p}`;
+  }
+  return null;
+}
+
 /** Parse and check a batch input file: JSONL of {custom_id, method: 'POST', url, body}, custom_ids unique. */
 export function parseBatchInput(text: string): BatchInputLine[] {
   const out: BatchInputLine[] = [];
@@ -51,6 +68,12 @@ export function parseBatchInput(text: string): BatchInputLine[] {
     if (o.method !== 'POST') bad(`method must be 'POST', got ${JSON.stringify(o.method)}`, 'method');
     if (!(BATCH_ENDPOINTS as readonly unknown[]).includes(o.url)) bad(`url must be one of ${BATCH_ENDPOINTS.join(', ')}, got ${JSON.stringify(o.url)}`, 'url');
     if (typeof o.body !== 'object' || o.body === null || Array.isArray(o.body)) bad('body must be a JSON object (the request body for url)', 'body');
+    // the server refuses such a body when the line runs; refused here, the whole file is refused at once
+    const deep = deepPath(o.body, 1);
+    if (deep !== null) {
+      const at = `body${deep}`;
+      bad(`'${at.length > 120 ? `${at.slice(0, 120)}…` : at}' nests arrays and objects more than ${MAX_BODY_DEPTH} levels deep (the API refuses such a request: too_deeply_nested); flatten it`, 'body');
+    }
     out.push({ custom_id: o.custom_id as string, method: 'POST', url: o.url as BatchEndpoint, body: o.body as Record<string, unknown> });
   });
   if (out.length === 0) throw new FileValidationError('the file has no lines; a batch input needs at least one request', null, null);

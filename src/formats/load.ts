@@ -153,7 +153,32 @@ function fp8Tensor(w: StTensor, s: StTensor, quant: Fp8Quantization | null): Ten
     const want = cfgBlock ? `[${Math.ceil(N / cfgBlock[0])}, ${Math.ceil(C / cfgBlock[1])}] for block [${cfgBlock.join(', ')}]` : `[] / [1] (per tensor) or [${N}, 1] (per row)`;
     throw new Error(`${s.file}: scale "${s.name}" for fp8 weight [${N}, ${C}] has shape ${shapeText(ss)}, expected ${want}`);
   }
+  checkScales(w, s, scale, block);
   return new Tensor('fp8_e4m3', w.shape, w.data, scale, block);
+}
+
+/**
+ * Every scale finite and positive (a quantizer writes amax / 448): a NaN or Inf scale made its whole block NaN or Inf
+ * and a negative one flipped its weights, all loaded without a word. Zero is taken only over a block of zero codes
+ * (floe writes 1 there; others may write 0); over nonzero codes it would silence those weights.
+ */
+function checkScales(w: StTensor, s: StTensor, scale: Float32Array, block: readonly [number, number]): void {
+  const [N, C] = rowsCols(w.shape);
+  const gc = Math.ceil(C / block[1]);
+  for (let k = 0; k < scale.length; k++) {
+    const v = scale[k]!;
+    if (v > 0 && v < Infinity) continue;
+    const r0 = Math.floor(k / gc) * block[0], c0 = (k % gc) * block[1];
+    const r1 = Math.min(N, r0 + block[0]), c1 = Math.min(C, c0 + block[1]);
+    const rows = `rows ${r0}..${r1 - 1}, columns ${c0}..${c1 - 1}`;
+    if (v === 0) {
+      let nonzero = false;
+      for (let r = r0; r < r1 && !nonzero; r++) for (let c = c0; c < c1; c++) if ((w.data[r * C + c]! & 0x7f) !== 0) { nonzero = true; break; }
+      if (!nonzero) continue;
+      throw new Error(`${s.file}: scale "${s.name}" value ${k} is 0, but the weights it scales (${rows} of "${w.name}") are not all zero; expected a positive scale (amax / 448)`);
+    }
+    throw new Error(`${s.file}: scale "${s.name}" value ${k} (for ${rows} of "${w.name}") is ${v}; expected a finite positive number (amax / 448)`);
+  }
 }
 
 async function loadHf(dir: string): Promise<LoadedModel> {

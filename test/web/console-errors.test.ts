@@ -5,11 +5,12 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { startFloeServe } from '../serve/floe-process.js';
+import { closeAll, launchChromium, skip } from './browser.js';
 
 // Browser globals, used only inside page.evaluate callbacks (this file compiles without the DOM lib).
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -19,45 +20,22 @@ declare const localStorage: { setItem(k: string, v: string): void };
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const MODEL = join(ROOT, 'models', 'floe-brown');
-const BIN = join(ROOT, 'bin', 'floe.js');
 const KEY = 'errors-' + Math.random().toString(36).slice(2);
 const T = 60_000;
 
-const CHROMIUM = (process.env.CHROMIUM ? [process.env.CHROMIUM] : ['/usr/bin/chromium', '/usr/bin/chromium-browser']).find((p) => existsSync(p));
-const ci = process.env.CI === 'true';
-const skip = !CHROMIUM && !ci ? 'no chromium binary (apt-get install chromium, or set CHROMIUM=/path); skipped outside CI' : false;
-
-let server: ChildProcess;
+const servers: ChildProcess[] = [];
 let url = '';
 let browser: Browser;
 const pageErrors: string[] = [];
 
 before(async () => {
   if (skip) return;
-  if (!CHROMIUM) throw new Error('CI=true but no chromium binary: .ci/run installs it with apt-get install chromium');
-  assert.ok(existsSync(join(ROOT, 'dist/src/serve/static.js')), 'dist/ is built (npm run build)');
-  server = spawn(process.execPath, [BIN, 'serve', '--model', MODEL, '--port', '0', '--threads', '1', '--no-batch', '--api-key', KEY], { stdio: ['ignore', 'pipe', 'pipe'] });
-  url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const on = (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (http:\/\/\S+)/.exec(out);
-      if (m && /model ready in/.test(out)) resolve(m[1]!);
-    };
-    server.stdout!.on('data', on);
-    server.stderr!.on('data', on);
-    server.once('exit', (code) => reject(new Error(`floe serve exited with ${code}:\n${out}`)));
-  });
-  browser = await chromium.launch({ executablePath: CHROMIUM });
+  browser = await launchChromium();
+  // with its console, no Files / Batch routes
+  url = (await startFloeServe(null, { built: join(ROOT, 'dist/src/serve/static.js'), procs: servers, ui: true, args: ['--model', MODEL, '--api-key', KEY] })).url;
 }, { timeout: T });
 
-after(async () => {
-  await browser?.close();
-  if (server && server.exitCode === null) {
-    server.kill('SIGTERM');
-    await new Promise((r) => server.once('exit', r));
-  }
-});
+after(() => closeAll(browser, servers));
 
 /** The Server page with `key` in the browser's storage. */
 async function serverPage(key: string): Promise<Page> {

@@ -6,12 +6,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { startFloeServe, type Floe } from '../serve/floe-process.js';
+import { closeAll, launchChromium, skip } from './browser.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 declare const document: { querySelector(s: string): any; querySelectorAll(s: string): any };
@@ -22,10 +22,6 @@ declare const localStorage: { getItem(k: string): string | null; clear(): void }
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const MODELS = join(ROOT, 'models');
 const T = 120_000;
-
-const CHROMIUM = (process.env.CHROMIUM ? [process.env.CHROMIUM] : ['/usr/bin/chromium', '/usr/bin/chromium-browser']).find((p) => existsSync(p));
-const ci = process.env.CI === 'true';
-const skip = !CHROMIUM && !ci ? 'no chromium binary (apt-get install chromium, or set CHROMIUM=/path); skipped outside CI' : false;
 
 const servers: ChildProcess[] = [];
 let browser: Browser;
@@ -89,24 +85,15 @@ let slow = ''; // floe-brown, 15 ms per engine step (answers stream over seconds
 
 before(async () => {
   if (skip) return;
-  if (!CHROMIUM) throw new Error('CI=true but no chromium binary');
+  browser = await launchChromium();
   [main, slow] = (await Promise.all([
     serve(['--model', join(MODELS, 'floe-brown'), '--embedding-model', join(MODELS, 'floe-embed'), '--guard-model', join(MODELS, 'floe-guard'), '--guardrails', '--guard-window', '8']),
     serve(['--model', join(MODELS, 'floe-brown')], { FLOE_ENGINE_STEP_DELAY_MS: '15' }),
   ])).map((s) => s.url) as [string, string];
-  browser = await chromium.launch({ executablePath: CHROMIUM });
   ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
 }, { timeout: T });
 
-after(async () => {
-  await browser?.close();
-  for (const s of servers) {
-    if (s.exitCode === null && s.signalCode === null) {
-      s.kill('SIGTERM');
-      await new Promise((r) => s.once('exit', r));
-    }
-  }
-});
+after(() => closeAll(browser, servers));
 
 test('an embedding model is not offered to chat or completions; the embeddings page picks it first and shows its vectors', { skip, timeout: T }, async () => {
   const cards = (await api(main, '/v1/models')).data as Array<{ id: string; task: string }>;

@@ -10,11 +10,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import OpenAI from 'openai';
 import { writePeftAdapter } from '../../src/formats/peft.js';
 import { openModel } from '../../src/model/open.js';
 import { randomAdapter } from '../model/lora-helpers.js';
+import { closeAll, launchChromium, skip } from './browser.js';
 
 // Browser globals, used only inside page.evaluate callbacks (this file compiles without the DOM lib).
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -31,11 +32,6 @@ const MODEL = join(ROOT, 'models', 'floe-brown');
 const BIN = join(ROOT, 'bin', 'floe.js');
 const KEY = 'console-' + Math.random().toString(36).slice(2);
 const T = 90_000;
-
-// CHROMIUM=/path picks the binary (and only it); otherwise Debian's.
-const CHROMIUM = (process.env.CHROMIUM ? [process.env.CHROMIUM] : ['/usr/bin/chromium', '/usr/bin/chromium-browser']).find((p) => existsSync(p));
-const ci = process.env.CI === 'true';
-const skip = !CHROMIUM && !ci ? 'no chromium binary (apt-get install chromium, or set CHROMIUM=/path); skipped outside CI' : false;
 
 let server: ChildProcess;
 let url = '';
@@ -68,7 +64,7 @@ const shot = (page: Page, name: string) => page.screenshot({ path: join(OUT, `${
 
 before(async () => {
   if (skip) return;
-  if (!CHROMIUM) throw new Error('CI=true but no chromium binary: .ci/run installs it with apt-get install chromium');
+  browser = await launchChromium();
   assert.ok(existsSync(join(ROOT, 'dist/src/serve/static.js')), 'dist/ is built (npm run build)');
   mkdirSync(OUT, { recursive: true });
   loraDir = mkdtempSync(join(tmpdir(), 'floe-console-lora-'));
@@ -100,17 +96,12 @@ before(async () => {
     if (Date.now() - t0 > 30_000) throw new Error('floe serve not healthy in 30 s');
     await new Promise((r) => setTimeout(r, 100));
   }
-  browser = await chromium.launch({ executablePath: CHROMIUM });
   ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   await ctx.addInitScript((k) => { if (!localStorage.getItem('floe.apiKey')) localStorage.setItem('floe.apiKey', k); }, KEY);
 });
 
 after(async () => {
-  await browser?.close();
-  if (server && server.exitCode === null) {
-    server.kill('SIGTERM');
-    await new Promise((r) => server.once('exit', r));
-  }
+  await closeAll(browser, server ? [server] : []);
   if (loraDir) rmSync(loraDir, { recursive: true, force: true });
 });
 

@@ -186,7 +186,7 @@ export interface SafetensorsSet {
 export async function readSafetensorsDir(dir: string): Promise<SafetensorsSet> {
   const indexPath = path.join(dir, 'model.safetensors.index.json');
   let files: string[];
-  let weightMap: Record<string, string> | null = null;
+  let weightMap: Map<string, string> | null = null; // a Map: a "__proto__" key in a plain object set its prototype, and the entry vanished
   if (fs.existsSync(indexPath)) {
     let index: unknown;
     try {
@@ -196,14 +196,14 @@ export async function readSafetensorsDir(dir: string): Promise<SafetensorsSet> {
     }
     const wm = (index as { weight_map?: unknown } | null)?.weight_map;
     if (typeof wm !== 'object' || wm === null || Array.isArray(wm)) fail(indexPath, 'missing "weight_map" object');
-    weightMap = {};
+    weightMap = new Map();
     for (const [name, f] of Object.entries(wm as Record<string, unknown>)) {
       if (typeof f !== 'string' || f.includes('/') || f.includes('\\') || f === '..') {
         fail(indexPath, `weight_map["${name}"] must be a file name in the same directory, got ${showJson(f)}`);
       }
-      weightMap[name] = f;
+      weightMap.set(name, f);
     }
-    files = [...new Set(Object.values(weightMap))].sort().map((f) => path.join(dir, f));
+    files = [...new Set(weightMap.values())].sort().map((f) => path.join(dir, f));
   } else if (fs.existsSync(path.join(dir, 'model.safetensors'))) {
     files = [path.join(dir, 'model.safetensors')];
   } else {
@@ -229,7 +229,7 @@ export async function readSafetensorsDir(dir: string): Promise<SafetensorsSet> {
     }
   }
   if (weightMap) {
-    for (const [name, f] of Object.entries(weightMap)) {
+    for (const [name, f] of weightMap) {
       const t = tensors.get(name);
       if (!t) fail(path.join(dir, f), `tensor "${name}" listed in ${path.basename(indexPath)} is missing from this shard`);
       if (path.basename(t.file) !== f) fail(indexPath, `tensor "${name}" is mapped to ${f} but found in ${path.basename(t.file)}`);

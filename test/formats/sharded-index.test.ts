@@ -1,0 +1,34 @@
+// Sharded checkpoints: what model.safetensors.index.json's weight_map says is checked against the shards, and a
+// mismatch is an error naming the index (and the shard it concerns).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { loadModel } from '../../src/formats/load.js';
+import { makeTinyHf } from './fixtures.js';
+
+/** A tiny sharded checkpoint, its index path and weight_map entries (in file order). */
+function sharded() {
+  const tiny = makeTinyHf({ seed: 3, shardBytes: 20000 });
+  const index = path.join(tiny.dir, 'model.safetensors.index.json');
+  const j = JSON.parse(fs.readFileSync(index, 'utf8')) as { metadata: unknown; weight_map: Record<string, string> };
+  return { dir: tiny.dir, index, metadata: j.metadata, entries: Object.entries(j.weight_map) };
+}
+/** An index written with its keys as given: JSON.stringify of an object cannot hold a "__proto__" key. */
+function writeIndex(index: string, metadata: unknown, entries: readonly (readonly [string, string])[]): void {
+  fs.writeFileSync(index, `{"metadata":${JSON.stringify(metadata)},"weight_map":{${entries.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(',')}}}`);
+}
+
+test('weight_map: a "__proto__" key is a tensor name like any other (one no shard holds is refused)', async () => {
+  const s = sharded();
+  (await loadModel(s.dir)).dispose();
+  const shard = s.entries[0]![1];
+  writeIndex(s.index, s.metadata, [...s.entries, ['__proto__', shard]]);
+  await assert.rejects(loadModel(s.dir), (e: Error) => e.constructor === Error && e.message.includes('"__proto__"') && e.message.includes(shard));
+  // mapped to a shard no other tensor is in, that shard is read too
+  const lone = path.join(s.dir, 'lone.safetensors');
+  fs.copyFileSync(path.join(s.dir, shard), lone);
+  writeIndex(s.index, s.metadata, [...s.entries, ['__proto__', 'lone.safetensors']]);
+  await assert.rejects(loadModel(s.dir), (e: Error) => e.message.includes('lone.safetensors'));
+});

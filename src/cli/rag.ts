@@ -37,6 +37,10 @@ passages), prompt with numbered passages that fit the context, answer with citat
 other than the recorded one is refused (its vectors are not comparable) unless --allow-embedder-mismatch (e.g. the same
 model moved to another path),
 --model PATH (chat model, default the built-in models/floe-brown), --threads N, --backend native|reference.
+--json prints one object, fields snake_case as every --json and the HTTP API: query {collection, mode, k, passages:
+[{id, source, chunk, start, end, text, score, vector_rank?, bm25_rank?}]}; ask {collection, question, answer,
+citations: [{index, id, source, chunk, start, end, score, cited}], dropped, finish_reason, usage: {prompt_tokens,
+completion_tokens, total_tokens}}; list {collections: [{name, embedder, dim, chunks, documents, created, vector_index}]}.
 `;
 
 // LanceDB (the store) and the server's text tools load on use, so --help and usage errors answer at once (~0.2 s, not 1 s)
@@ -241,7 +245,7 @@ async function queryCmd(args: string[], answer: boolean): Promise<number> {
   if (embedder) await checkEmbedder(col, embedder, allowEmbedderMismatch);
   if (!answer) {
     const passages = await col.search(question, embedder, { k, mode, where, ...fusion, allowEmbedderMismatch });
-    if (v.json) process.stdout.write(JSON.stringify({ collection: name, mode, k, passages }) + '\n');
+    if (v.json) process.stdout.write(JSON.stringify({ collection: name, mode, k, passages: passages.map(passageJson) }) + '\n');
     else process.stdout.write(passages.map((p, i) => formatPassage(p, i + 1)).join('\n\n') + (passages.length ? '\n' : 'no passages found\n'));
     store.close();
     return 0;
@@ -254,7 +258,7 @@ async function queryCmd(args: string[], answer: boolean): Promise<number> {
     if (!tools.tokenizer) throw new Error(`${modelPath} has no tokenizer; rag ask needs one`);
     const res = await ask(col, embedder, { engine: e, tokenizer: tools.tokenizer, template: tools.template }, question,
       { k, mode, where, ...fusion, allowEmbedderMismatch, rerank: !!v.rerank, maxTokens });
-    if (v.json) process.stdout.write(JSON.stringify({ collection: name, question, ...res }) + '\n');
+    if (v.json) process.stdout.write(JSON.stringify({ collection: name, question, ...answerJson(res) }) + '\n');
     else process.stdout.write(formatAnswer(res));
   } finally {
     await engine?.shutdown(0);
@@ -267,7 +271,7 @@ async function listCmd(args: string[]): Promise<number> {
   const { values: v } = parse(args, { db: str, json: bool });
   const store = await (await ragStore()).open(need(v.db, '--db DIR'));
   const list = await store.list();
-  if (v.json) process.stdout.write(JSON.stringify({ collections: list }) + '\n');
+  if (v.json) process.stdout.write(JSON.stringify({ collections: list.map(({ vectorIndex, ...c }) => ({ ...c, vector_index: vectorIndex })) }) + '\n');
   else for (const c of list) process.stdout.write(`${c.name}\t${c.documents} documents\t${c.chunks} chunks\t${c.dim}-dim ${c.embedder}\t${c.vectorIndex ?? 'brute force'}\n`);
   store.close();
   return 0;
@@ -286,6 +290,20 @@ async function deleteCmd(args: string[]): Promise<number> {
   }
   store.close();
   return 0;
+}
+
+// --json names fields snake_case, as every other --json and the HTTP API do; the library's objects stay camelCase.
+
+function passageJson({ vectorRank, bm25Rank, ...p }: Passage): Record<string, unknown> {
+  return { ...p, ...(vectorRank !== undefined ? { vector_rank: vectorRank } : {}), ...(bm25Rank !== undefined ? { bm25_rank: bm25Rank } : {}) };
+}
+
+function answerJson(r: RagAnswer): Record<string, unknown> {
+  const { promptTokens, completionTokens } = r.usage;
+  return {
+    answer: r.answer, citations: r.citations, dropped: r.dropped, finish_reason: r.finishReason,
+    usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
+  };
 }
 
 function formatPassage(p: Passage, n: number): string {

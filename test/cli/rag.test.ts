@@ -31,6 +31,16 @@ const json = (r: Run) => {
   assert.equal(r.code, 0, r.stderr + r.stdout);
   return JSON.parse(r.stdout) as Record<string, any>;
 };
+/** Every key of a --json object (nested too) is snake_case, as `floe generate --json` and the HTTP API name them. */
+function snakeCase(v: unknown, at: string): void {
+  if (Array.isArray(v)) v.forEach((x, i) => snakeCase(x, `${at}[${i}]`));
+  else if (v !== null && typeof v === 'object') {
+    for (const [k, x] of Object.entries(v)) {
+      assert.match(k, /^[a-z][a-z0-9]*(_[a-z0-9]+)*$/, `${at}.${k} is not snake_case`);
+      snakeCase(x, `${at}.${k}`);
+    }
+  }
+}
 
 test('floe rag: ingest → query → ask with citations; re-ingest skips unchanged files; clear errors', { timeout: T }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'floe-rag-cli-'));
@@ -54,6 +64,9 @@ test('floe rag: ingest → query → ask with citations; re-ingest skips unchang
   assert.equal(readFileSync(a, 'utf8').slice(q.passages[0].start, q.passages[0].end), q.passages[0].text);
   const h = json(await floe(['rag', 'query', ...common, '--k', '4', '--json', '--where', JSON.stringify({ field: 'source', op: '=', value: b }), '--weights', '2,1', 'the small boat']));
   assert.ok(h.passages.length > 0 && h.passages.every((p: { source: string }) => p.source === b));
+  snakeCase(h, 'rag query --json');
+  // hybrid: each passage came from the dense list, the BM25 list or both, and says its rank there
+  for (const p of h.passages) assert.ok(Number.isInteger(p.vector_rank) || Number.isInteger(p.bm25_rank), JSON.stringify(p));
   const sql = await floe(['rag', 'query', ...common, '--where', `source = '${b}'`, 'the small boat']);
   assert.notEqual(sql.code, 0);
   assert.match(sql.stderr, /--where expects a JSON filter .*raw SQL is not accepted/);
@@ -62,7 +75,12 @@ test('floe rag: ingest → query → ask with citations; re-ingest skips unchang
   const ret = json(await floe(['rag', 'query', ...common, '--k', '6', '--json', 'what glows in the mine?']));
   const ans = json(await floe(['rag', 'ask', ...common, '--k', '6', '--max-tokens', '16', '--json', 'what glows in the mine?']));
   assert.equal(typeof ans.answer, 'string');
-  assert.ok(ans.usage.completionTokens >= 1);
+  snakeCase(ans, 'rag ask --json');
+  assert.deepEqual(Object.keys(ans).sort(), ['answer', 'citations', 'collection', 'dropped', 'finish_reason', 'question', 'usage']);
+  const u = ans.usage;
+  assert.ok(u.completion_tokens >= 1 && u.completion_tokens <= 16 && u.prompt_tokens >= 1, JSON.stringify(u));
+  assert.equal(u.total_tokens, u.prompt_tokens + u.completion_tokens);
+  assert.ok(ans.finish_reason === 'stop' || (ans.finish_reason === 'length' && u.completion_tokens === 16), JSON.stringify(ans));
   const cited = [...ans.citations.map((x: { id: string }) => x.id), ...ans.dropped.map((x: { id: string }) => x.id)];
   assert.deepEqual(cited, ret.passages.map((p: { id: string }) => p.id));
   ans.citations.forEach((x: { index: number; source: string; start: number; end: number }, i: number) => {
@@ -110,6 +128,8 @@ test('floe rag: ingest → query → ask with citations; re-ingest skips unchang
   assert.match(JSON.parse(emp.stdout).error.message, /empty.txt: the document is empty/);
   const list = json(await floe(['rag', 'list', '--db', db, '--json']));
   assert.deepEqual(list.collections.map((x: { name: string }) => x.name), ['docs'], 'a failed first ingest leaves no collection');
+  snakeCase(list, 'rag list --json');
+  assert.ok('vector_index' in list.collections[0], JSON.stringify(list));
   const usage = await floe(['rag', 'query', '--db', db, '--collection', 'docs', '--mode', 'fuzzy', 'x']);
   assert.equal(usage.code, 2);
   assert.match(usage.stderr, /--mode expects vector, bm25, hybrid/);

@@ -219,23 +219,30 @@ export async function readSafetensorsDir(dir: string): Promise<SafetensorsSet> {
   const tensors = new Map<string, StTensor>();
   let metadata: Readonly<Record<string, string>> | null = null;
   for (const [i, f] of files.entries()) {
-    if (!fs.existsSync(f)) fail(indexPath, `shard ${path.basename(f)} listed in weight_map does not exist`);
+    if (!fs.existsSync(f)) fail(indexPath, `shard ${shownPath(f)} listed in weight_map does not exist`);
     const st = await readSafetensors(f);
     if (i === 0) metadata = st.metadata;
     for (const [name, t] of st.tensors) {
       const prev = tensors.get(name);
-      if (prev) fail(f, `tensor "${name}" also appears in ${prev.file}`);
+      if (prev) fail(f, `tensor ${showJson(name, 100)} also appears in ${prev.file}`);
       tensors.set(name, t);
     }
   }
   if (weightMap) {
+    // the index or the shard it names is wrong: the message names both, in full
     for (const [name, f] of weightMap) {
       const t = tensors.get(name);
-      if (!t) fail(path.join(dir, f), `tensor "${name}" listed in ${path.basename(indexPath)} is missing from this shard`);
-      if (path.basename(t.file) !== f) fail(indexPath, `tensor "${name}" is mapped to ${f} but found in ${path.basename(t.file)}`);
+      if (!t) fail(shownPath(path.join(dir, f)), `tensor ${showJson(name, 100)} listed in ${indexPath} is missing from this shard`);
+      if (path.basename(t.file) !== f) fail(indexPath, `tensor ${showJson(name, 100)} is mapped to ${shownPath(path.join(dir, f))} but found in ${t.file}`);
     }
   }
   return { files, metadata, tensors };
+}
+
+/** A path for a message: a file name read from an index (thousands of characters when corrupted) is cut short. */
+function shownPath(f: string): string {
+  const base = path.basename(f);
+  return base.length > 200 ? path.join(path.dirname(f), `${base.slice(0, 100)}... (${base.length} chars)`) : f;
 }
 
 /** A Tensor viewing a safetensors entry stored as f32/f16/bf16/i32 (fp8 needs its scales: see load.ts). */

@@ -32,3 +32,23 @@ test('weight_map: a "__proto__" key is a tensor name like any other (one no shar
   writeIndex(s.index, s.metadata, [...s.entries, ['__proto__', 'lone.safetensors']]);
   await assert.rejects(loadModel(s.dir), (e: Error) => e.message.includes('lone.safetensors'));
 });
+
+test('weight_map naming a shard that does not hold the tensor, or a missing shard: the error names the index and the shard in full, names cut short', async () => {
+  const s = sharded();
+  const [name, own] = s.entries.find(([, f]) => f !== s.entries[0]![1])!;
+  const other = s.entries[0]![1];
+  const cases: [readonly (readonly [string, string])[], string][] = [
+    // a tensor no shard holds
+    [[...s.entries, ['model.layers.0.mlp.up_proj.weight_typo', own]], `${path.join(s.dir, own)}: tensor "model.layers.0.mlp.up_proj.weight_typo" listed in ${s.index} is missing from this shard`],
+    // a tensor another shard holds
+    [s.entries.map(([k, f]) => [k, k === name ? other : f]), `${s.index}: tensor ${JSON.stringify(name)} is mapped to ${path.join(s.dir, other)} but found in ${path.join(s.dir, own)}`],
+    // a shard that is not there
+    [s.entries.map(([k, f]) => [k, k === name ? 'model-00099-of-00099.safetensors' : f]), `${s.index}: shard ${path.join(s.dir, 'model-00099-of-00099.safetensors')} listed in weight_map does not exist`],
+    // a 3000-character name, cut short
+    [s.entries.map(([k, f]) => [k, k === name ? `${'x'.repeat(3000)}.safetensors` : f]), `${s.index}: shard ${path.join(s.dir, 'x'.repeat(100))}... (3012 chars) listed in weight_map does not exist`],
+  ];
+  for (const [entries, want] of cases) {
+    writeIndex(s.index, s.metadata, entries);
+    await assert.rejects(loadModel(s.dir), (e: Error) => { assert.equal(e.message, want); return true; });
+  }
+});

@@ -195,11 +195,14 @@ export async function readSafetensorsDir(dir: string): Promise<SafetensorsSet> {
       fail(indexPath, `bad JSON: ${(e as Error).message}`);
     }
     const wm = (index as { weight_map?: unknown } | null)?.weight_map;
-    if (typeof wm !== 'object' || wm === null || Array.isArray(wm)) fail(indexPath, 'missing "weight_map" object');
+    if (typeof wm !== 'object' || wm === null || Array.isArray(wm)) {
+      fail(indexPath, wm === undefined ? 'missing "weight_map"' : `"weight_map" must be an object of tensor name -> shard file name, got ${showJson(wm, 80)}`);
+    }
     weightMap = new Map();
     for (const [name, f] of Object.entries(wm as Record<string, unknown>)) {
-      if (typeof f !== 'string' || f.includes('/') || f.includes('\\') || f === '..') {
-        fail(indexPath, `weight_map["${name}"] must be a file name in the same directory, got ${showJson(f)}`);
+      // '' and '.' name the directory itself ("not a regular file", naming the directory only)
+      if (typeof f !== 'string' || f === '' || f === '.' || f === '..' || f.includes('/') || f.includes('\\')) {
+        fail(indexPath, `weight_map[${showJson(name, 100)}] must be a file name in the same directory, got ${showJson(f, 100)}`);
       }
       weightMap.set(name, f);
     }

@@ -52,3 +52,24 @@ test('weight_map naming a shard that does not hold the tensor, or a missing shar
     await assert.rejects(loadModel(s.dir), (e: Error) => { assert.equal(e.message, want); return true; });
   }
 });
+
+test('weight_map: a shard name that is empty, ".", a path or not a string, or weight_map not an object, is refused naming the index and the value', async () => {
+  const s = sharded();
+  const [name] = s.entries[1]!;
+  for (const v of ['', '.', '..', 'sub/x.safetensors', '../x.safetensors']) {
+    writeIndex(s.index, s.metadata, s.entries.map(([k, f]) => [k, k === name ? v : f]));
+    await assert.rejects(loadModel(s.dir), (e: Error) => {
+      assert.equal(e.message, `${s.index}: weight_map[${JSON.stringify(name)}] must be a file name in the same directory, got ${JSON.stringify(v)}`);
+      return true;
+    });
+  }
+  for (const [wm, got] of [['5', '5'], ['[]', '[]'], ['null', 'null'], ['"model.safetensors"', '"model.safetensors"']] as const) {
+    fs.writeFileSync(s.index, `{"weight_map": ${wm}}`);
+    await assert.rejects(loadModel(s.dir), (e: Error) => {
+      assert.equal(e.message, `${s.index}: "weight_map" must be an object of tensor name -> shard file name, got ${got}`);
+      return true;
+    });
+  }
+  fs.writeFileSync(s.index, '{"metadata": {}}');
+  await assert.rejects(loadModel(s.dir), (e: Error) => e.message === `${s.index}: missing "weight_map"`);
+});

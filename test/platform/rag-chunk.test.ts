@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chunkText } from '../../src/platform/rag/chunk.js';
 import { extractDocument, sourceSpan } from '../../src/platform/rag/extract.js';
+import { prepareDocuments } from '../../src/platform/rag/prepare.js';
 import { brownTokenizer, randomText, rng } from './rag-helpers.js';
 
 test('chunkText: random texts, several sizes: limit, overlap, coverage and exact offsets', async () => {
@@ -114,4 +115,92 @@ test('extractDocument: the text of HTML inside Markdown is kept, inline tags do 
   assert.ok(md.slice(s.start, s.end).includes('The fastest <b>zebra</b> parser'), md.slice(s.start, s.end));
   for (const p of d.pieces) if (p.verbatim) assert.equal(p.text, md.slice(p.srcStart, p.srcEnd));
   assert.equal(extractDocument('only.md', '<p>content of the page</p>\n').text, 'content of the page');
+});
+
+// A chunk's [start, end) must let a user slice the original file for the chunk's source: a chunk opening with a
+// heading, list item, quote, code fence, emphasis or link starts at its markup ('#', '-', '>', '```', '*', '['), one
+// closing with such an element ends after its markup ('**', '(url)', the closing fence); inside text, at the character.
+// Before, a chunk opening with a heading started at the heading's text, after the '#' (README said the markup).
+test('Markdown chunk offsets: fresh random documents, each chunk\'s [start, end) as the document was written', async () => {
+  const tok = await brownTokenizer();
+  const count = (t: string) => tok.encode(t).length;
+  const base = count('');
+  const seed = process.env.FLOE_SEED !== undefined ? Number(process.env.FLOE_SEED) >>> 0 : (Date.now() ^ 0x3d) >>> 0;
+  const r = rng(seed);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+  const WORDS = 'river stone light north quiet garden winter paper signal harbor lantern orchard copper meadow valley engine'.split(' ');
+  for (let trial = 0; trial < 10; trial++) {
+    // the document, written with what each text character's source offset is and where each element's markup lies
+    let md = '', text = '';
+    const srcOf: number[] = []; // per character of the extracted text (-1: a separator between blocks)
+    const elements: Array<{ tStart: number; tEnd: number; sStart: number; sEnd: number }> = [];
+    const markup = (m: string) => { md += m; };
+    const words = (n: number) => Array.from({ length: n }, () => pick(WORDS));
+    const plain = (t: string) => { for (const ch of t) { srcOf.push(md.length); text += ch; md += ch; } };
+    /** One inline run: text, or text wrapped in emphasis, strong, code or a link. */
+    const inline = (t: string) => {
+      const kind = r() < 0.6 ? 'plain' : pick(['em', 'strong', 'code', 'link'] as const);
+      if (kind === 'plain') return plain(t);
+      const sStart = md.length, tStart = text.length;
+      markup(kind === 'em' ? '*' : kind === 'strong' ? '**' : kind === 'code' ? '`' : '[');
+      plain(t);
+      markup(kind === 'em' ? '*' : kind === 'strong' ? '**' : kind === 'code' ? '`' : '](https://example.com/p)');
+      elements.push({ tStart, tEnd: text.length, sStart, sEnd: md.length });
+    };
+    /** Sentences of words; a wrapped run may hold the sentence's first or last words (its period too). */
+    const sentences = (n: number) => {
+      for (let i = 0; i < n; i++) {
+        if (i > 0) plain(' ');
+        const ws = words(2 + Math.floor(r() * 10));
+        ws[0] = ws[0]![0]!.toUpperCase() + ws[0]!.slice(1);
+        ws[ws.length - 1] += '.';
+        for (let j = 0; j < ws.length;) {
+          const len = Math.min(ws.length - j, 1 + Math.floor(r() * 3));
+          if (j > 0) plain(' ');
+          inline(ws.slice(j, j + len).join(' '));
+          j += len;
+        }
+      }
+    };
+    const block = (write: () => void) => {
+      if (md.length) { markup('\n\n'); text += '\n\n'; srcOf.push(-1, -1); }
+      const sStart = md.length, tStart = text.length;
+      write();
+      elements.push({ tStart, tEnd: text.length, sStart, sEnd: md.length });
+    };
+    const heading = () => block(() => { markup('#'.repeat(1 + Math.floor(r() * 3)) + ' '); for (const [i, w] of words(1 + Math.floor(r() * 5)).entries()) { if (i) plain(' '); inline(w); } });
+    heading(); // every document opens with one: its first chunk starts at the '#'
+    for (let n = 2 + Math.floor(r() * 10); n > 0; n--) {
+      const kind = pick(['heading', 'paragraph', 'paragraph', 'list', 'quote', 'code'] as const);
+      if (kind === 'heading') heading();
+      else if (kind === 'paragraph') block(() => sentences(1 + Math.floor(r() * 6)));
+      else if (kind === 'quote') block(() => { markup('> '); sentences(1 + Math.floor(r() * 3)); });
+      else if (kind === 'code') block(() => { markup('```\n'); plain(words(2 + Math.floor(r() * 8)).join(' ')); markup('\n```'); });
+      else {
+        for (let i = 1 + Math.floor(r() * 3); i > 0; i--) block(() => { markup('- '); sentences(1 + Math.floor(r() * 2)); });
+        block(() => sentences(1)); // a paragraph between lists (two lists in a row would be one)
+      }
+    }
+    md += '\n';
+    const maxTokens = 12 + Math.floor(r() * 40);
+    const overlap = Math.floor(r() * (maxTokens - base) * 0.5);
+    const at = `seed ${seed} trial ${trial} (max ${maxTokens}, overlap ${overlap})`;
+    assert.equal(extractDocument('doc.md', md).text, text, `${at}: the extracted text is the written one`);
+    const chunks = chunkText(text, { maxTokens, overlap, countTokens: count });
+    const [doc] = prepareDocuments([{ source: 'doc.md', content: md }], { chunkTokens: maxTokens, overlap }, count);
+    assert.equal(doc!.chunks.length, chunks.length, at);
+    let extended = 0;
+    for (const [i, c] of chunks.entries()) {
+      // the outermost element whose text the chunk starts (ends) with gives its markup; else the character itself
+      const opens = elements.filter((e) => e.tStart === c.start), closes = elements.filter((e) => e.tEnd === c.end);
+      const start = opens.length ? Math.min(...opens.map((e) => e.sStart)) : srcOf[c.start]!;
+      const end = closes.length ? Math.max(...closes.map((e) => e.sEnd)) : srcOf[c.end - 1]! + 1;
+      if (start !== srcOf[c.start] || end !== srcOf[c.end - 1]! + 1) extended++;
+      const got = doc!.chunks[i]!;
+      assert.equal(got.text, c.text, `${at}: chunk ${i}`);
+      assert.deepEqual([got.start, got.end], [start, end],
+        `${at}: chunk ${i}: md.slice(start, end) is ${JSON.stringify(md.slice(got.start, got.end))}, expected ${JSON.stringify(md.slice(start, end))}`);
+    }
+    assert.ok(extended >= 1, `${at}: some chunk starts or ends with markup`);
+  }
 });

@@ -18,6 +18,10 @@ export interface Piece {
   readonly srcStart: number;
   readonly srcEnd: number;
   readonly verbatim: boolean;
+  // Markdown: where the outermost element (heading, list, emphasis, link, ...) whose text this piece begins starts in
+  // the source (its '#', '-', '*', '['), and where the one whose text it ends ends ('**', '(url)'); absent: none
+  readonly markStart?: number;
+  readonly markEnd?: number;
 }
 
 export interface ExtractedDoc {
@@ -34,7 +38,7 @@ export function docKind(path: string): DocKind {
 
 class Builder {
   text = '';
-  pieces: Piece[] = [];
+  pieces: Array<{ -readonly [K in keyof Piece]: Piece[K] }> = [];
   constructor(private readonly source: string) {}
 
   /** Append text taken from source[srcStart, srcEnd); exact offsets when the text occurs verbatim there. */
@@ -68,6 +72,7 @@ interface MdNode { type: string; value?: string; alt?: string | null; children?:
 
 function walkMarkdown(node: MdNode, b: Builder, inline = false): void {
   const s = node.position?.start.offset ?? 0, e = node.position?.end.offset ?? s;
+  const first = b.pieces.length;
   if (node.type === 'text' || node.type === 'inlineCode' || node.type === 'code') b.add(node.value ?? '', s, e);
   else if (node.type === 'break') b.add('\n', s, e);
   else if (node.type === 'image' && node.alt) b.add(node.alt, s, e);
@@ -77,6 +82,12 @@ function walkMarkdown(node: MdNode, b: Builder, inline = false): void {
     if (t.trim() !== '') b.add(inline ? t : t.trim(), s, e);
   }
   for (const c of node.children ?? []) walkMarkdown(c, b, inline || MD_PHRASING.has(node.type));
+  // the node's markup bounds its first and last pieces; outer nodes come later and win (the root is the whole file;
+  // a text node has no markup, and its span holds the whitespace around it)
+  if (node.type !== 'root' && node.type !== 'text' && node.position && b.pieces.length > first) {
+    b.pieces[first]!.markStart = s;
+    b.pieces[b.pieces.length - 1]!.markEnd = e;
+  }
   if (MD_BLOCKS.has(node.type) && !(inline && node.type === 'html')) b.block();
 }
 
@@ -129,7 +140,11 @@ export function extractDocument(path: string, source: string): ExtractedDoc {
   return doc;
 }
 
-/** Source offsets [start, end) holding extracted text [a, b): exact inside verbatim pieces, whole pieces otherwise. */
+/**
+ * Source offsets [start, end) holding extracted text [a, b): exact inside verbatim pieces, whole pieces otherwise; a
+ * span that begins (ends) where a Markdown element's text does begins (ends) with that element's markup, outermost
+ * first, so a chunk opening with a heading starts at its '#' and one closing with a **bold** word ends after the '**'.
+ */
 export function sourceSpan(doc: ExtractedDoc, a: number, b: number): { start: number; end: number } {
   const ps = doc.pieces;
   let lo = -1, hi = -1;
@@ -141,7 +156,12 @@ export function sourceSpan(doc: ExtractedDoc, a: number, b: number): { start: nu
   }
   if (lo < 0) return { start: 0, end: 0 };
   const first = ps[lo]!, last = ps[hi]!;
-  const start = first.verbatim ? first.srcStart + Math.max(0, a - first.start) : first.srcStart;
-  const end = last.verbatim ? last.srcStart + Math.min(last.text.length, b - last.start) : last.srcEnd;
+  // only whitespace of the piece lies before a (after b): the span holds the piece's start (end)
+  const atStart = doc.text.slice(first.start, a).trim() === '';
+  const atEnd = doc.text.slice(b, last.start + last.text.length).trim() === '';
+  const start = atStart && first.markStart !== undefined ? first.markStart
+    : first.verbatim ? first.srcStart + Math.max(0, a - first.start) : first.srcStart;
+  const end = atEnd && last.markEnd !== undefined ? last.markEnd
+    : last.verbatim ? last.srcStart + Math.min(last.text.length, b - last.start) : last.srcEnd;
   return { start, end };
 }

@@ -55,7 +55,7 @@ export interface Passage {
   readonly id: string;
   readonly source: string;
   readonly chunk: number; // index of the chunk in its document
-  readonly start: number; // [start, end): UTF-16 offsets into the source file's text (exact for plain text; markup spans for HTML/Markdown)
+  readonly start: number; // [start, end): UTF-16 offsets into the source file's text (extract.ts sourceSpan: plain text exact; Markdown with its elements' markup)
   readonly end: number;
   readonly text: string;
   readonly score: number; // vector: cosine similarity; bm25: BM25 score; hybrid: RRF score

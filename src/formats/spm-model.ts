@@ -197,5 +197,5 @@ export async function loadSpmTokenizer(dir: string, config: TokenizerConfigJson 
   if (bosId !== null) cfg.bos_token = proto.pieces[bosId];
   if (eosId !== null) cfg.eos_token = proto.pieces[eosId];
   const json = spmTokenizerJson(model, bosId, eosId, addBos, addEos, false);
-  return new SpmTokenizer(model, path, json, cfg, { extraEosIds, addBos, addEos });
+  return new SpmTokenizer(model, path, json, cfg, { extraEosIds, addBos, addEos, configFile: join(dir, 'tokenizer_config.json') });
 }

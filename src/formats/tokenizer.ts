@@ -35,6 +35,8 @@ export interface DecodeOptions {
 export interface TokenizerOptions {
   /** Extra end-of-sequence ids (generation_config.json eos_token_id). */
   extraEosIds?: readonly number[];
+  /** The tokenizer_config.json path its errors name (default "tokenizer_config.json"). */
+  configFile?: string;
 }
 
 /** A special-token field in tokenizer_config.json is a string or an AddedToken-like object. */
@@ -99,6 +101,20 @@ function checkTokenizerJson(j: Record<string, unknown>): void {
   }
 }
 
+/**
+ * tokenizer_config.json's fields the tokenizers library reads without checking: a malformed one fails naming the file
+ * and the field, not as the library's TypeError (which loadTokenizer blamed on tokenizer.json).
+ */
+function checkTokenizerConfig(cfg: TokenizerConfigJson, file: string): void {
+  const extra = cfg.additional_special_tokens;
+  if (extra !== undefined && extra !== null) {
+    if (!Array.isArray(extra)) throw new Error(`${file}: "additional_special_tokens" must be a list of tokens, got ${showJson(extra, 40)}`);
+    extra.forEach((t, i) => {
+      if (tokenContent(t) === null) throw new Error(`${file}: additional_special_tokens[${i}] must be a string or an object with a string "content", got ${showJson(t, 40)}`);
+    });
+  }
+}
+
 /** The library's tokenizer, probed once; a failure inside the library names the component that causes it. */
 function buildHf(json: TokenizerJson, cfg: TokenizerConfigJson): HFTokenizer {
   const attempt = (j: TokenizerJson) => {
@@ -146,6 +162,7 @@ export class Tokenizer {
     }
     checkTokenizerJson(tokenizerJson);
     const cfg: TokenizerConfigJson = { ...(config ?? {}) };
+    checkTokenizerConfig(cfg, opts.configFile ?? "tokenizer_config.json");
     this.config = cfg;
     // The library reads added_tokens unconditionally.
     const json = { ...tokenizerJson, added_tokens: tokenizerJson.added_tokens ?? [] };
@@ -286,7 +303,8 @@ export async function loadTokenizer(dir: string): Promise<Tokenizer | null> {
   const path = join(dir, "tokenizer.json");
   const json = await readJsonIfExists(path, false);
   if (json === null && !existsSync(join(dir, "tokenizer.model"))) return null;
-  const config = await readJsonIfExists(join(dir, "tokenizer_config.json"));
+  const configFile = join(dir, "tokenizer_config.json");
+  const config = await readJsonIfExists(configFile);
   const gen = await readJsonIfExists(join(dir, "generation_config.json"));
   if (json === null) {
     // imported here: spm.ts extends Tokenizer, so a static import would be circular
@@ -294,8 +312,10 @@ export async function loadTokenizer(dir: string): Promise<Tokenizer | null> {
     return loadSpmTokenizer(dir, config, eosFromGenerationConfig(gen));
   }
   try {
-    return new Tokenizer(json as TokenizerJson, config, { extraEosIds: eosFromGenerationConfig(gen) });
+    return new Tokenizer(json as TokenizerJson, config, { extraEosIds: eosFromGenerationConfig(gen), configFile });
   } catch (e) {
-    throw new Error(`${path}: ${(e as Error).message.replace(/^tokenizer\.json: /, "")}`);
+    const msg = (e as Error).message;
+    if (msg.startsWith(`${configFile}: `)) throw e; // names its file already
+    throw new Error(`${path}: ${msg.replace(/^tokenizer\.json: /, "")}`);
   }
 }

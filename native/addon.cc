@@ -532,7 +532,19 @@ Napi::Value Amx(const Napi::CallbackInfo& info) {
   r.Set("active", amx_active());
   r.Set("int8", amx_int8_supported());
   r.Set("reason", std::string(amx_reason()));
+  r.Set("attn", amx_attn_active());
+  r.Set("attnSetting", amx_attn_setting() < 0 ? "default" : amx_attn_setting() ? "on" : "off");
   return r;
+}
+
+// setAmxAttn('on' | 'off' | 'default'): prefill attention on the tiles (dispatch.h amx_attn_set)
+Napi::Value SetAmxAttn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string v = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (v != "on" && v != "off" && v != "default")
+    throw Napi::TypeError::New(env, "floe native setAmxAttn: setting must be 'on', 'off' or 'default'");
+  amx_attn_set(v == "on" ? 1 : v == "off" ? 0 : -1);
+  return env.Undefined();
 }
 
 // bf16Dot(): null where the AVX-512 kernels cannot run; else how the bf16 / fp8 decode GEMVs multiply (DotFacts;
@@ -594,6 +606,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("amx", Napi::Function::New(env, Amx));
   exports.Set("setAmx", Napi::Function::New(env, SetAmx));
+  exports.Set("setAmxAttn", Napi::Function::New(env, SetAmxAttn));
   exports.Set("bf16Dot", Napi::Function::New(env, Bf16Dot));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));

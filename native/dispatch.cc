@@ -119,6 +119,16 @@ bool amx_active() { return amx_mode() != AMX_OFF && isa_current() == ISA_AVX512;
 bool amx_int8_supported() { return g_amx_supported && g_amx_int8; }
 bool amx_int8_active() { return amx_active() && (amx_mode() == AMX_EMULATE || g_amx_int8); }
 const char* amx_reason() { return g_amx_reason.c_str(); }
+static std::atomic<int> g_amx_attn{[] {
+  const char* env = std::getenv("FLOE_AMX_ATTN");
+  return env && env[0] == '1' ? 1 : env && env[0] == '0' ? 0 : -1;
+}()};
+int amx_attn_setting() { return g_amx_attn.load(std::memory_order_relaxed); }
+void amx_attn_set(int setting) { g_amx_attn.store(setting < 0 ? -1 : setting ? 1 : 0); }
+bool amx_attn_active() {
+  const int s = amx_attn_setting();
+  return amx_active() && (s == 1 || (s == -1 && amx_mode() == AMX_EMULATE));
+}
 bool amx_set(AmxMode mode) {
   if (mode == AMX_TILES && !g_amx_supported) return false;
   g_amx_mode.store(int(mode));

@@ -32,6 +32,13 @@ bool amx_int8_active();
 const char* amx_reason();
 // Sets the mode; false for AMX_TILES where the tiles are not supported.
 bool amx_set(AmxMode mode);
+// Prefill attention's QKᵀ and PV on the bf16 tiles (native/attn_amx.inc; bf16 and fp8 KV caches), when amx_active().
+// Setting: 1 on, 0 off, -1 the default: on under the emulation only. The kernel has passed the reference backend under
+// the emulation but has not yet run on real tiles, so an AMX host keeps the AVX-512 kernel unless FLOE_AMX_ATTN=1 (at
+// load) or amx_attn_set(1) asks for the tiles.
+bool amx_attn_active();
+int amx_attn_setting();
+void amx_attn_set(int setting);
 
 // How the AVX-512 decode GEMVs multiply bf16 pairs (bf16r16, fp8r16; native/gemv512.inc): vdpbf16ps, or f32 FMA on
 // the widened halves where this core runs FMA's multiply-adds faster (measured once, at the first such matmul or the

@@ -66,9 +66,20 @@ export interface NativeAddon {
    * supported; FLOE_AMX=0 at load turns it off), 'off', or 'emulate' (FLOE_AMX=emulate; any host: the same code with
    * the tile operations in scalar C++, for tests); active when not 'off' and the AVX-512 kernels are selected.
    */
-  amx(): { supported: boolean; mode: AmxMode; active: boolean; int8: boolean; reason: string };
+  amx(): {
+    supported: boolean; mode: AmxMode; active: boolean; int8: boolean; reason: string;
+    /** Prefill attention's QKᵀ and PV run on the tiles now (native/attn_amx.inc; bf16 and fp8 KV caches). */
+    attn: boolean;
+    /**
+     * 'default': on under the emulation only (the kernel has not yet run on real tiles, so an AMX host keeps the
+     * AVX-512 attention); 'on' / 'off' from FLOE_AMX_ATTN=1 / 0 at load or setAmxAttn.
+     */
+    attnSetting: 'on' | 'off' | 'default';
+  };
   /** Sets the AMX mode at run time; throws for 'tiles' where they are not supported. */
   setAmx(mode: AmxMode): void;
+  /** Prefill attention on the tiles: 'on', 'off' or 'default' (see amx().attnSetting). */
+  setAmxAttn(setting: 'on' | 'off' | 'default'): void;
   /**
    * How the AVX-512 bf16 / fp8 decode GEMVs multiply bf16 pairs: 'dpbf16' (vdpbf16ps) or 'fma' (f32 FMA on the
    * widened halves), whichever this core runs faster, measured once (G multiply-adds per second of one core);

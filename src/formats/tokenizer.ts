@@ -102,10 +102,19 @@ function checkTokenizerJson(j: Record<string, unknown>): void {
 }
 
 /**
- * tokenizer_config.json's fields the tokenizers library reads without checking: a malformed one fails naming the file
- * and the field, not as the library's TypeError (which loadTokenizer blamed on tokenizer.json).
+ * tokenizer_config.json's special-token fields: a malformed one fails naming the file and the field, not as the
+ * tokenizers library's TypeError (which loadTokenizer blamed on tokenizer.json) or a value silently ignored.
  */
 function checkTokenizerConfig(cfg: TokenizerConfigJson, file: string): void {
+  // read by floe, which ignored a value of another type (no BOS added, no EOS id) where transformers refuses it
+  for (const k of ["bos_token", "eos_token", "unk_token", "pad_token"]) {
+    const v = cfg[k];
+    if (v !== undefined && v !== null && tokenContent(v) === null) throw new Error(`${file}: "${k}" must be a string, an object with a string "content", or null, got ${showJson(v, 40)}`);
+  }
+  for (const k of ["add_bos_token", "add_eos_token"]) {
+    const v = cfg[k];
+    if (v !== undefined && v !== null && typeof v !== "boolean") throw new Error(`${file}: "${k}" must be true or false, got ${showJson(v, 40)}`);
+  }
   const extra = cfg.additional_special_tokens;
   if (extra !== undefined && extra !== null) {
     if (!Array.isArray(extra)) throw new Error(`${file}: "additional_special_tokens" must be a list of tokens, got ${showJson(extra, 40)}`);

@@ -36,3 +36,23 @@ test('additional_special_tokens: a list of strings or {content} objects; anythin
     await refuses(dir, `${file}: additional_special_tokens[${v.length - 1}] must be a string or an object with a string "content", got ${got}`);
   }
 });
+
+test('bos_token / eos_token / unk_token / pad_token and add_bos_token / add_eos_token of the wrong type name tokenizer_config.json (were ignored)', async () => {
+  for (const k of ['bos_token', 'eos_token', 'unk_token', 'pad_token']) {
+    for (const ok of ['</s>', { content: '</s>', special: true }, null]) assert.ok(await loadTokenizer(withConfig(k, ok).dir), `${k} ${JSON.stringify(ok)}`);
+    for (const [v, got] of [[5, '5'], [true, 'true'], [[], '[]'], [{}, '{}'], [{ content: 5 }, '{"content":5}']] as const) {
+      const { dir, file } = withConfig(k, v);
+      await refuses(dir, `${file}: "${k}" must be a string, an object with a string "content", or null, got ${got}`);
+    }
+  }
+  for (const k of ['add_bos_token', 'add_eos_token']) {
+    for (const ok of [true, false, null]) assert.ok(await loadTokenizer(withConfig(k, ok).dir), `${k} ${ok}`);
+    for (const [v, got] of [['true', '"true"'], [1, '1'], [0, '0'], [[], '[]']] as const) {
+      const { dir, file } = withConfig(k, v);
+      await refuses(dir, `${file}: "${k}" must be true or false, got ${got}`);
+    }
+  }
+  // what an ignored value cost: add_bos_token "false" (a string) still added BOS; false leaves it out
+  const off = await loadTokenizer(withConfig('add_bos_token', false).dir);
+  assert.notEqual(off!.encode('a')[0], off!.bosId);
+});

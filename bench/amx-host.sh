@@ -10,6 +10,10 @@
 #   fp8 streams;
 # - the LoRA step's factor products and AdamW, native and fused (session 29): bench/lora-train-micro.ts and the
 #   in-process A/B bench/train-ab.ts (FLOE_TRAIN_FUSED=0 against the default), their expected gain ~1.1x the step there.
+# - prefill attention's QKᵀ and PV on the tiles (native/attn_amx.inc, session 31): opt-in on real tiles until it has
+#   run there, so the suites run again with FLOE_AMX_ATTN=1 (every prefill of the model suites on it), then
+#   bench/attention-micro.ts times it against the AVX-512 kernel, the two alternating rep by rep. If tests-attn.txt
+#   shows no failure, the kernel can become the default on AMX hosts (dispatch.cc amx_attn_active).
 # Two threads, as in issue #9. Needs floe installed (npm install) and, for the PyTorch peer, a python with torch
 # (FLOE_PYTHON, default /usr/bin/python3).
 #
@@ -27,6 +31,10 @@ node -e "const a=require('./build/Release/floe.node'); console.log(JSON.stringif
 TESTS="test/backend/*.test.ts test/train/*.test.ts test/model/fixtures.test.ts test/model/batch-invariance.test.ts test/model/long-context.test.ts test/model/lora-segments.test.ts"
 node --import tsx --test --test-concurrency=4 $TESTS > "$OUT/tests.txt" 2>&1; echo "tests rc $?" | tee -a "$L"
 grep -E "^# (tests|pass|fail)" "$OUT/tests.txt" | tee -a "$L"
+FLOE_AMX_ATTN=1 node --import tsx --test --test-concurrency=4 $TESTS > "$OUT/tests-attn.txt" 2>&1; echo "tests (FLOE_AMX_ATTN=1) rc $?" | tee -a "$L"
+grep -E "^# (tests|pass|fail)" "$OUT/tests-attn.txt" | tee -a "$L"
+node --import tsx bench/attention-micro.ts --dims 64,128 --ctx 4096,32768 --kv bf16,fp8_e4m3 --no-decode --amx tiles,off --reps 3 > "$OUT/attn.txt" 2>&1
+echo "attention-micro rc $?" | tee -a "$L"; grep -E "prefill|/ off" "$OUT/attn.txt" | tee -a "$L"
 node --import tsx bench/matmul-micro.ts --dtypes bf16,fp8 --m 512 --ops fwd,bwd --threads 2 --reps 3 --ab FLOE_AMX=0 > "$OUT/micro.txt" 2>&1
 echo "micro rc $?" | tee -a "$L"
 FLOE_PYTHON=$PY node --import tsx bench/core.ts --shapes "$S" --formats bf16 --threads 2 --engines floe,torch --decode 16 --torch-dtypes bf16 --out "$OUT/core.json" > "$OUT/core.txt" 2>&1

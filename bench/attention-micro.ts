@@ -3,6 +3,7 @@
 //   node --import tsx bench/attention-micro.ts [--dims 48,64] [--ctx 4096,32768,131072] [--kv bf16,fp8_e4m3,f32]
 //                                             [--chunk 512] [--threads 2] [--reps 3] [--isa avx512] [--no-prefill] [--no-decode]
 //                                             [--heads H,K] [--streams 16,300] [--layers 1] [--huge-pages]
+//                                             [--amx tiles,off]
 // Shapes: E=48 is the small benchmark model (H=6, K=6), E=64 a GQA-4 slice of Llama-3.2-1B (H=8, K=2); --heads
 // overrides (32,8 is all of a 1B layer). --layers N rotates the calls over N layers, so with N × the KV of a layer
 // past the last-level cache (16 for the 1B model's 16 layers) K/V come from DRAM, as in a served model's step.
@@ -11,6 +12,8 @@
 // prefill: one chunk of `chunk` queries at the end of a ctx-token context (what chunked prefill runs there).
 // FLOPs = 4·E per (query head, attended token); KV bytes = K and V rows (+ fp8 scales) of the attended tokens.
 // The machine is shared: "cpu" columns divide by process CPU seconds (× threads), the less load-sensitive figure.
+// --amx M1,M2,...: prefill once per AMX mode (tiles, emulate, off), the modes alternating rep by rep; tiles and
+// emulate run prefill attention on the tile kernel (native/attn_amx.inc: setAmxAttn('on')), off the AVX-512 kernel.
 
 import { loadAddon } from '../src/backend/native-addon.js';
 import { loadNativeBackend } from '../src/backend/native.js';
@@ -44,7 +47,8 @@ function waitPrefault(b: Uint8Array): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
-const SHAPES: Record<number, { H: number; K: number }> = { 48: { H: 6, K: 6 }, 64: { H: 8, K: 2 } };
+const SHAPES: Record<number, { H: number; K: number }> = { 48: { H: 6, K: 6 }, 64: { H: 8, K: 2 }, 128: { H: 8, K: 2 } };
+const amxModes = arg('amx', '').split(',').filter(Boolean) as ('tiles' | 'emulate' | 'off')[];
 
 let seed = 12345;
 function rnd(): number {
@@ -107,10 +111,10 @@ if (isa) addon.setIsa(isa as 'avx512');
 const be = loadNativeBackend()!;
 
 /** Best-of-reps wall and CPU seconds per call. */
-function time(run: () => void, calls: number): { wall: number; cpu: number } {
+function time(run: () => void, calls: number, nreps = reps): { wall: number; cpu: number } {
   run();
   let wall = Infinity, cpu = Infinity;
-  for (let r = 0; r < reps; r++) {
+  for (let r = 0; r < nreps; r++) {
     const c0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
     for (let i = 0; i < calls; i++) run();
@@ -124,12 +128,12 @@ function time(run: () => void, calls: number): { wall: number; cpu: number } {
 const os = await import('node:os');
 console.log(`machine: ${machineLine()}`);
 console.log(`isa ${addon.isa()}, threads ${threads}, reps ${reps} (best), block ${L}, load ${os.loadavg().map((v) => v.toFixed(1)).join(' ')}`);
-console.log('kind      kv      E  H  K  seqs     ctx    q    ms/call   wall GB/s  cpu GB/s   wall GF/s  cpu GF/s');
+console.log('kind            kv      E  H  K  seqs     ctx    q    ms/call   wall GB/s  cpu GB/s   wall GF/s  cpu GF/s');
 
 function line(kind: string, dt: KvDType, E: number, H: number, K: number, S: number, ctx: number, q: number,
   t: { wall: number; cpu: number }, bytes: number, flop: number): void {
   const f = (x: number): string => x.toFixed(1).padStart(10);
-  console.log(`${kind.padEnd(8)} ${dt.padEnd(8)} ${String(E).padStart(2)} ${String(H).padStart(2)} ${String(K).padStart(2)} ${String(S).padStart(5)} ${String(ctx).padStart(7)} ${String(q).padStart(4)} ${(t.wall * 1e3).toFixed(3).padStart(10)}`
+  console.log(`${kind.padEnd(15)} ${dt.padEnd(8)} ${String(E).padStart(2)} ${String(H).padStart(2)} ${String(K).padStart(2)} ${String(S).padStart(5)} ${String(ctx).padStart(7)} ${String(q).padStart(4)} ${(t.wall * 1e3).toFixed(3).padStart(10)}`
     + `${f(bytes / t.wall / 1e9)}${f(bytes / t.cpu / 1e9 * threads)}${f(flop / t.wall / 1e9)}${f(flop / t.cpu / 1e9 * threads)}`);
 }
 
@@ -163,7 +167,26 @@ for (const E of dims) {
       for (let j = 0; j < chunk; j++) attended += ctx - chunk + j + 1;
       const flop = 4 * E * H * attended;
       const calls = Math.max(1, Math.min(50, Math.round(2e10 / flop)));
-      line('prefill', dt, E, H, K, 1, ctx, chunk, time(() => be.attention(out, q, layer, shape, batch), calls), ctx * tokBytes, flop);
+      const run = (): void => be.attention(out, q, layer, shape, batch);
+      if (!amxModes.length) {
+        line('prefill', dt, E, H, K, 1, ctx, chunk, time(run, calls), ctx * tokBytes, flop);
+        continue;
+      }
+      // modes alternate rep by rep, each rep its own best-of-1, so host drift reaches all of them alike
+      const best = amxModes.map(() => ({ wall: Infinity, cpu: Infinity }));
+      for (let r = 0; r < reps; r++) {
+        amxModes.forEach((m, i) => {
+          addon!.setAmx(m);
+          addon!.setAmxAttn(m === 'off' ? 'off' : 'on');
+          const t = time(run, calls, 1);
+          best[i] = { wall: Math.min(best[i]!.wall, t.wall), cpu: Math.min(best[i]!.cpu, t.cpu) };
+        });
+      }
+      amxModes.forEach((m, i) => line(`prefill ${m}`, dt, E, H, K, 1, ctx, chunk, best[i]!, ctx * tokBytes, flop));
+      if (amxModes.includes('off')) {
+        const off = best[amxModes.indexOf('off')]!.wall;
+        for (const [i, m] of amxModes.entries()) if (m !== 'off') console.log(`  ${m} / off (wall): ${(best[i]!.wall / off).toFixed(3)}`);
+      }
     }
   }
 }

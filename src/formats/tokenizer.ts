@@ -192,6 +192,12 @@ export class Tokenizer {
 
     this.bosToken = tokenContent(cfg.bos_token);
     this.eosToken = tokenContent(cfg.eos_token);
+    // one the vocabulary lacks was ignored: no BOS added, no EOS id, while a chat template wrote it into prompts as text
+    for (const [k, tok] of [["bos_token", this.bosToken], ["eos_token", this.eosToken]] as const) {
+      if (tok !== null && this.hf.token_to_id(tok) === undefined) {
+        throw new Error(`${opts.configFile ?? "tokenizer_config.json"}: ${k} ${showJson(tok, 40)} is not a token of tokenizer.json (neither in model.vocab nor in added_tokens)`);
+      }
+    }
     this.bosId = this.bosToken === null ? null : (this.hf.token_to_id(this.bosToken) ?? null);
     const eos: number[] = [];
     const eosId = this.eosToken === null ? undefined : this.hf.token_to_id(this.eosToken);

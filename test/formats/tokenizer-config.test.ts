@@ -56,3 +56,15 @@ test('bos_token / eos_token / unk_token / pad_token and add_bos_token / add_eos_
   const off = await loadTokenizer(withConfig('add_bos_token', false).dir);
   assert.notEqual(off!.encode('a')[0], off!.bosId);
 });
+
+test('a bos_token / eos_token the vocabulary lacks names tokenizer_config.json (was ignored: no BOS, no EOS id)', async () => {
+  const vocab = JSON.parse(fs.readFileSync(path.join(FIXTURE, 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number> }; added_tokens: { content: string }[] };
+  for (const k of ['bos_token', 'eos_token']) {
+    for (const v of ['<nope>', '', '<S>']) {
+      assert.ok(!(v in vocab.model.vocab) && !vocab.added_tokens.some((t) => t.content === v), `the fixture has no ${JSON.stringify(v)}`);
+      const { dir, file } = withConfig(k, v);
+      await refuses(dir, `${file}: ${k} ${JSON.stringify(v)} is not a token of tokenizer.json (neither in model.vocab nor in added_tokens)`);
+    }
+    assert.ok(await loadTokenizer(withConfig(k, { content: '<unk>' }).dir));
+  }
+});

@@ -37,6 +37,8 @@ export class ChatTemplate {
     try {
       this.template = new Template(source);
     } catch (e) {
+      // the parser recurses per nested block or parenthesis: thousands of them overflow its stack
+      if (e instanceof RangeError) throw new Error(`${origin}: cannot parse chat template: blocks or expressions nested too deeply (${source.length} chars)`);
       throw new Error(`${origin}: cannot parse chat template: ${(e as Error).message}`);
     }
   }

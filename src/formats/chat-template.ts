@@ -3,6 +3,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import type { Tokenizer } from "./tokenizer.js";
+import { showJson } from "./json-show.js";
 
 /** One chat turn; extra fields (tool_calls, name, tool_call_id) pass through to the template. */
 export interface ChatMessage {
@@ -153,14 +154,17 @@ export async function loadChatTemplate(dir: string, opts: SelectOptions = {}): P
     if (opts.name !== undefined) throw new Error(`${dir}: no tokenizer_config.json, but template '${opts.name}' was requested`);
     return null;
   }
-  let config: Record<string, unknown>;
+  let config: unknown;
   try {
-    config = JSON.parse(text) as Record<string, unknown>;
+    config = JSON.parse(text);
   } catch (e) {
     throw new Error(`${configPath}: invalid JSON: ${(e as Error).message}`);
   }
+  // null reads as no tokenizer_config.json, as loadTokenizer reads it; any other non-object is refused there too
+  if (config === null) config = {};
+  if (typeof config !== "object" || Array.isArray(config)) throw new Error(`${configPath}: expected a JSON object, got ${showJson(config, 40)}`);
   const origin = `${configPath} chat_template`;
-  const source = selectChatTemplate(config.chat_template, opts, origin);
+  const source = selectChatTemplate((config as Record<string, unknown>).chat_template, opts, origin);
   return source === null ? null : new ChatTemplate(source, opts.name ? `${origin} '${opts.name}'` : origin);
 }
 
@@ -169,6 +173,6 @@ async function readIfExists(path: string): Promise<string | null> {
     return await readFile(path, "utf8");
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
-    throw e;
+    throw new Error(`${path}: cannot read: ${(e as Error).message}`); // fs's own message names no file (EISDIR)
   }
 }

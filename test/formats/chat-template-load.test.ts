@@ -24,3 +24,19 @@ test('a chat template nested thousands deep is a parse error naming its origin, 
     });
   }
 });
+
+test('tokenizer_config.json that is null, not an object, or not readable: no template, or an error naming the file', async () => {
+  const dir = tmpDir('floe-chat-file-');
+  const file = path.join(dir, 'tokenizer_config.json');
+  fs.writeFileSync(file, 'null'); // as loadTokenizer reads it: no tokenizer_config.json
+  assert.equal(await loadChatTemplate(dir), null);
+  for (const [v, got] of [['42', '42'], ['"x"', '"x"'], ['[1]', '[1]']] as const) {
+    fs.writeFileSync(file, v);
+    await assert.rejects(loadChatTemplate(dir), (e: Error) => { assert.equal(e.message, `${file}: expected a JSON object, got ${got}`); return true; });
+  }
+  for (const name of ['tokenizer_config.json', 'chat_template.jinja']) {
+    const d = tmpDir('floe-chat-file-');
+    fs.mkdirSync(path.join(d, name));
+    await assert.rejects(loadChatTemplate(d), (e: Error) => { assert.ok(e.message.startsWith(`${path.join(d, name)}: cannot read: `), e.message); return true; });
+  }
+});

@@ -302,12 +302,18 @@ async function readJsonIfExists(path: string, nullOk = true): Promise<Record<str
   return j;
 }
 
-/** generation_config.json eos_token_id is a number or a list. */
-function eosFromGenerationConfig(gen: Record<string, unknown> | null): number[] {
+/**
+ * generation_config.json eos_token_id: an id or a list of ids (null: none). Anything else names the file: a string,
+ * a fraction, a nested list or a null entry was dropped without a word, and generation ran on past that EOS.
+ */
+function eosFromGenerationConfig(gen: Record<string, unknown> | null, file: string): number[] {
   const v = gen?.eos_token_id;
-  if (typeof v === "number") return [v];
-  if (Array.isArray(v)) return v.filter((x): x is number => typeof x === "number");
-  return [];
+  if (v === undefined || v === null) return [];
+  const ids = Array.isArray(v) ? v : [v];
+  for (const id of ids) {
+    if (!Number.isSafeInteger(id) || (id as number) < 0) throw new Error(`${file}: "eos_token_id" must be a token id or a list of them, got ${showJson(v, 60)}`);
+  }
+  return ids as number[];
 }
 
 /**
@@ -320,14 +326,16 @@ export async function loadTokenizer(dir: string): Promise<Tokenizer | null> {
   if (json === null && !existsSync(join(dir, "tokenizer.model"))) return null;
   const configFile = join(dir, "tokenizer_config.json");
   const config = await readJsonIfExists(configFile);
-  const gen = await readJsonIfExists(join(dir, "generation_config.json"));
+  const genFile = join(dir, "generation_config.json");
+  const gen = await readJsonIfExists(genFile);
+  const extraEos = eosFromGenerationConfig(gen, genFile);
   if (json === null) {
     // imported here: spm.ts extends Tokenizer, so a static import would be circular
     const { loadSpmTokenizer } = await import("./spm-model.js");
-    return loadSpmTokenizer(dir, config, eosFromGenerationConfig(gen));
+    return loadSpmTokenizer(dir, config, extraEos);
   }
   try {
-    return new Tokenizer(json as TokenizerJson, config, { extraEosIds: eosFromGenerationConfig(gen), configFile });
+    return new Tokenizer(json as TokenizerJson, config, { extraEosIds: extraEos, configFile });
   } catch (e) {
     const msg = (e as Error).message;
     if (msg.startsWith(`${configFile}: `)) throw e; // names its file already

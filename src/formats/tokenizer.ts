@@ -329,16 +329,25 @@ export async function loadTokenizer(dir: string): Promise<Tokenizer | null> {
   const genFile = join(dir, "generation_config.json");
   const gen = await readJsonIfExists(genFile);
   const extraEos = eosFromGenerationConfig(gen, genFile);
+  let tok: Tokenizer;
   if (json === null) {
     // imported here: spm.ts extends Tokenizer, so a static import would be circular
     const { loadSpmTokenizer } = await import("./spm-model.js");
-    return loadSpmTokenizer(dir, config, extraEos);
+    tok = await loadSpmTokenizer(dir, config, extraEos);
+  } else {
+    try {
+      tok = new Tokenizer(json as TokenizerJson, config, { extraEosIds: extraEos, configFile });
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (msg.startsWith(`${configFile}: `)) throw e; // names its file already
+      throw new Error(`${path}: ${msg.replace(/^tokenizer\.json: /, "")}`);
+    }
   }
-  try {
-    return new Tokenizer(json as TokenizerJson, config, { extraEosIds: extraEos, configFile });
-  } catch (e) {
-    const msg = (e as Error).message;
-    if (msg.startsWith(`${configFile}: `)) throw e; // names its file already
-    throw new Error(`${path}: ${msg.replace(/^tokenizer\.json: /, "")}`);
+  // an id the tokenizer lacks can never be generated as that token: the stop it asks for would silently never happen
+  for (const id of extraEos) {
+    if (tok.idToToken(id) === undefined) {
+      throw new Error(`${genFile}: eos_token_id ${id} is not a token of ${json === null ? join(dir, "tokenizer.model") : path} (its ids: 0..${tok.vocabSize - 1})`);
+    }
   }
+  return tok;
 }

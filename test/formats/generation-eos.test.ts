@@ -29,3 +29,18 @@ test('eos_token_id: an id or a list of ids (merged after eos_token), null for no
     await assert.rejects(loadTokenizer(dir), (e: Error) => { assert.equal(e.message, `${file}: "eos_token_id" must be a token id or a list of them, got ${got}`); return true; });
   }
 });
+
+test('eos_token_id naming an id the tokenizer does not have is refused naming generation_config.json and tokenizer.json (was kept: a stop that never fires)', async () => {
+  const j = JSON.parse(fs.readFileSync(path.join(FIXTURE, 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number> }; added_tokens: { id: number }[] };
+  const ids = new Set([...Object.values(j.model.vocab), ...j.added_tokens.map((t) => t.id)]);
+  const max = Math.max(...ids);
+  assert.equal(ids.size, max + 1, 'the fixture ids are 0..max');
+  assert.deepEqual((await loadTokenizer(withEos([max]).dir))!.eosIds, [2, max]);
+  for (const [v, bad] of [[max + 1, max + 1], [[2, 5000], 5000], [2 ** 40, 2 ** 40]] as const) {
+    const { dir, file } = withEos(v);
+    await assert.rejects(loadTokenizer(dir), (e: Error) => {
+      assert.equal(e.message, `${file}: eos_token_id ${bad} is not a token of ${path.join(dir, 'tokenizer.json')} (its ids: 0..${max})`);
+      return true;
+    });
+  }
+});

@@ -170,16 +170,30 @@ test('floe quantize --out: a file, a path under a file, the input, a non-empty o
   await usage(busy, /--out .*busy is not empty/, join(dir, 'no-such-model'));
 });
 
-test('floe quantize --out in a directory it cannot write: a usage error naming it', { skip: process.getuid?.() === 0 ? 'root writes anywhere' : false }, async () => {
+// /proc/sys refuses writes to root too (the kernel's sysctl permission check ignores capabilities), so this runs where
+// CI does, as root; a read-only directory (root writes there anyway) is checked as well when not root. A subprocess:
+// past the check, Node's recursive mkdirSync loops forever on /proc/sys's ENOENT, and floe()'s timeout ends that.
+test('floe quantize --out in a directory it cannot write: a usage error naming it, before the model loads; nothing is left there', { skip: existsSync('/proc/sys') ? false : 'no /proc/sys (not Linux)' }, () => {
+  const cases: Array<[parent: string, out: string]> = [['/proc/sys', join('/proc/sys', 'floe-quantize-test', 'fp8')]];
   const ro = join(dir, 'read-only');
-  mkdirSync(ro);
-  chmodSync(ro, 0o555);
+  if (process.getuid?.() !== 0) {
+    mkdirSync(ro);
+    chmodSync(ro, 0o555);
+    cases.push([ro, join(ro, 'fp8', 'x')]);
+  }
   try {
-    const r = await floeInProcess('quantize', '--model', SRC, '--out', join(ro, 'fp8', 'x'), '--fp8');
-    assert.equal(r.code, 2, r.err);
-    assert.match(r.err, /^floe quantize: --out .*read-only\/fp8\/x: .*read-only is not writable; give a directory you can write for the FP8 model\n$/);
+    for (const [parent, out] of cases) {
+      const before = readdirSync(parent).sort();
+      // a missing --model shows the check comes before the model is read
+      for (const model of [SRC, join(dir, 'no-such-model')]) {
+        const r = floe('quantize', '--model', model, '--out', out, '--fp8');
+        assert.equal(r.code, 2, `--out ${out}, --model ${model}: a usage error, got ${r.code}: ${r.err}`);
+        assert.equal(r.err, `floe quantize: --out ${out}: ${parent} is not writable; give a directory you can write for the FP8 model\n`);
+      }
+      assert.deepEqual(readdirSync(parent).sort(), before, `nothing was made in ${parent}`);
+    }
   } finally {
-    chmodSync(ro, 0o755);
+    if (existsSync(ro)) chmodSync(ro, 0o755);
   }
 });
 

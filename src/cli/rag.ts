@@ -9,6 +9,7 @@ import { ask, type RagAnswer } from '../platform/rag/answer.js';
 import { openEmbedder, type RagEmbedder } from '../platform/rag/embedder.js';
 import { docKind } from '../platform/rag/extract.js';
 import { FilterError, parseFilter, type Filter } from '../platform/rag/filter.js';
+import { answerJson, collectionJson, passageJson } from '../platform/rag/json.js';
 import type { Collection, IngestProgress, Passage, RagStore, SearchMode } from '../platform/rag/store.js';
 import { builtinModel, DECIMAL, modelOrBuiltin, optNum, parse, UsageError } from './args.js';
 
@@ -271,7 +272,7 @@ async function listCmd(args: string[]): Promise<number> {
   const { values: v } = parse(args, { db: str, json: bool });
   const store = await (await ragStore()).open(need(v.db, '--db DIR'));
   const list = await store.list();
-  if (v.json) process.stdout.write(JSON.stringify({ collections: list.map(({ vectorIndex, ...c }) => ({ ...c, vector_index: vectorIndex })) }) + '\n');
+  if (v.json) process.stdout.write(JSON.stringify({ collections: list.map(collectionJson) }) + '\n');
   else for (const c of list) process.stdout.write(`${c.name}\t${c.documents} documents\t${c.chunks} chunks\t${c.dim}-dim ${c.embedder}\t${c.vectorIndex ?? 'brute force'}\n`);
   store.close();
   return 0;
@@ -290,20 +291,6 @@ async function deleteCmd(args: string[]): Promise<number> {
   }
   store.close();
   return 0;
-}
-
-// --json names fields snake_case, as every other --json and the HTTP API do; the library's objects stay camelCase.
-
-function passageJson({ vectorRank, bm25Rank, ...p }: Passage): Record<string, unknown> {
-  return { ...p, ...(vectorRank !== undefined ? { vector_rank: vectorRank } : {}), ...(bm25Rank !== undefined ? { bm25_rank: bm25Rank } : {}) };
-}
-
-function answerJson(r: RagAnswer): Record<string, unknown> {
-  const { promptTokens, completionTokens } = r.usage;
-  return {
-    answer: r.answer, citations: r.citations, dropped: r.dropped, finish_reason: r.finishReason,
-    usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
-  };
 }
 
 function formatPassage(p: Passage, n: number): string {

@@ -10,6 +10,7 @@ import type { RagEmbedder } from '../platform/rag/embedder.js';
 import { SUPPORTED_EXTENSIONS } from '../platform/rag/extract.js';
 import { ChunkWorker } from '../platform/rag/chunk-pool.js';
 import { FilterError, parseFilter, type Filter } from '../platform/rag/filter.js';
+import { collectionJson, passageJson } from '../platform/rag/json.js';
 import { checkName, CollectionNotFoundError, EmbedderMismatchError, RagStore, SEARCH_MODES, type Collection, type DocumentInput, type Passage, type SearchMode } from '../platform/rag/store.js';
 import { poolFrom, type EmbeddingModel } from './embeddings-routes.js';
 import { ApiError, invalid } from './errors.js';
@@ -163,11 +164,12 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
     writing = next.catch(() => {});
     return next;
   };
-  const info = async (c: Collection) => ({ object: 'rag.collection', ...(await c.info()) });
+  // fields snake_case, as every floe HTTP field (and `floe rag --json`); the library's objects are camelCase
+  const info = async (c: Collection) => ({ object: 'rag.collection', ...collectionJson(await c.info()) });
 
   app.get('/v1/rag/collections', async () => {
     const s = await store();
-    return { object: 'list', data: (await s.list()).map((c) => ({ object: 'rag.collection', ...c })) };
+    return { object: 'list', data: (await s.list()).map((c) => ({ object: 'rag.collection', ...collectionJson(c) })) };
   });
 
   app.post('/v1/rag/collections', async (req) => {
@@ -270,7 +272,7 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
     const allowEmbedderMismatch = allowOf(b.allow_embedder_mismatch, 'allow_embedder_mismatch');
     const c = await collection(name);
     const passages = await within(c.name, async () => c.search(query, mode === 'bm25' ? null : await embedder(), { k, mode, where, ...fusion, allowEmbedderMismatch }));
-    return { object: 'list', collection: name, mode, data: passages.map((p, i) => ({ object: 'rag.passage', rank: i + 1, ...p })) };
+    return { object: 'list', collection: name, mode, data: passages.map((p, i) => ({ object: 'rag.passage', rank: i + 1, ...passageJson(p) })) };
   }));
 
   return {

@@ -233,6 +233,58 @@ test('HTTP RAG: dropping a collection while queries and chats with rag on it are
   assert.ok(seen['200']! > 0, JSON.stringify(seen));
 });
 
+// /v1/rag/query answered the library's vectorRank / bm25Rank and the collection routes its vectorIndex, while every
+// other floe HTTP field (and `floe rag --json`) is snake_case. The ranks are checked against the dense and BM25 lists
+// the server answers on their own; the collection against the library's description of it.
+const SNAKE_SEED = (Date.now() ^ 0x5a5a) >>> 0;
+test(`HTTP RAG: passages and collections name their fields snake_case: vector_rank, bm25_rank, vector_index (seed ${SNAKE_SEED})`, { timeout: T }, async () => {
+  const r = rng(SNAKE_SEED);
+  const snake = (o: Record<string, unknown>, what: string) => {
+    for (const k of Object.keys(o)) assert.match(k, /^[a-z0-9_]+$/, `${what}: field '${k}' in ${JSON.stringify(o)}`);
+  };
+  const created = await call('POST', '/v1/rag/collections', { name: 'snake' });
+  assert.equal(created.status, 200, JSON.stringify(created.json));
+  const documents = Array.from({ length: 4 }, (_, i) => ({ source: `s${i}.txt`, text: randomText(r, 2) }));
+  documents.push({ source: 'rare.txt', text: 'The zyxoquartz crystal glows green in the dark mine.' });
+  const add = await call('POST', '/v1/rag/collections/snake/documents', { documents });
+  assert.equal(add.status, 200, JSON.stringify(add.json));
+  const chunks = add.json.chunks as number;
+  assert.ok(chunks <= 50, `${chunks} chunks: hybrid fuses the top max(50, 4k) of each list, the whole collection here`);
+
+  // hybrid passages carry their rank in the dense list and (only where the query's terms occur) in the BM25 list
+  const query = 'zyxoquartz crystal glows'; // words randomText never writes: BM25 matches rare.txt only
+  const all = async (mode: string) => ((await call('POST', '/v1/rag/query', { collection: 'snake', query, mode, k: 100 })).json.data as Array<{ id: string }>).map((p) => p.id);
+  const [dense, bm25] = [await all('vector'), await all('bm25')];
+  assert.equal(dense.length, chunks);
+  assert.ok(bm25.length >= 1 && bm25.length < chunks, `BM25 matched ${bm25.length} of ${chunks} chunks`);
+  const q = await call('POST', '/v1/rag/query', { collection: 'snake', query, mode: 'hybrid', k: chunks });
+  assert.equal(q.status, 200, JSON.stringify(q.json));
+  assert.equal(q.json.data.length, chunks);
+  for (const p of q.json.data as Array<Record<string, unknown>>) {
+    snake(p, 'hybrid passage');
+    const id = p.id as string;
+    const expected: Record<string, unknown> = { vector_rank: dense.indexOf(id) + 1 };
+    if (bm25.includes(id)) expected.bm25_rank = bm25.indexOf(id) + 1;
+    assert.deepEqual({ vector_rank: p.vector_rank, ...('bm25_rank' in p ? { bm25_rank: p.bm25_rank } : {}) }, expected, id);
+    assert.deepEqual(Object.keys(p).sort(), ['object', 'rank', 'id', 'source', 'chunk', 'start', 'end', 'text', 'score', ...Object.keys(expected)].sort(), id);
+  }
+  for (const mode of ['vector', 'bm25']) {
+    for (const p of (await call('POST', '/v1/rag/query', { collection: 'snake', query, mode, k: 3 })).json.data) snake(p, `${mode} passage`);
+  }
+
+  // the collection as list, describe and create answer it: the library's description, vector_index for vectorIndex
+  const store = await RagStore.open(DB);
+  const lib = await (await store.collection('snake')).info();
+  store.close();
+  const want = { object: 'rag.collection', name: lib.name, embedder: lib.embedder, dim: lib.dim, chunks: lib.chunks, documents: lib.documents, created: lib.created, vector_index: lib.vectorIndex };
+  assert.equal(lib.vectorIndex, null);
+  assert.deepEqual((await call('GET', '/v1/rag/collections/snake')).json, want);
+  assert.deepEqual((await call('GET', '/v1/rag/collections')).json.data.find((c: { name: string }) => c.name === 'snake'), want);
+  snake(created.json, 'created collection');
+  assert.deepEqual(Object.keys(created.json).sort(), Object.keys(want).sort());
+  assert.equal((await call('DELETE', '/v1/rag/collections/snake')).json.deleted, true);
+});
+
 test('a server without --rag-db refuses the rag field with 400 and has no /v1/rag routes', async () => {
   const tok = byteTokenizer();
   const s = createApp({ modelName: 'tiny', ui: false });

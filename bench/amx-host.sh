@@ -14,6 +14,8 @@
 #   run there, so the suites run again with FLOE_AMX_ATTN=1 (every prefill of the model suites on it), then
 #   bench/attention-micro.ts times it against the AVX-512 kernel, the two alternating rep by rep. If tests-attn.txt
 #   shows no failure, the kernel can become the default on AMX hosts (dispatch.cc amx_attn_active).
+# - the tile GEMM's 2 x 2 blocking (FLOE_AMX_GEMM_BLOCK=22, amx.inc kern22; bitwise the default's, tested): the GEMM
+#   micro and the LoRA step with it against the default 2 x 3 (one A and one B tile register, so loads wait on products).
 # Two threads, as in issue #9. Needs floe installed (npm install) and, for the PyTorch peer, a python with torch
 # (FLOE_PYTHON, default /usr/bin/python3).
 #
@@ -45,6 +47,10 @@ FLOE_PYTHON=$PY node --import tsx bench/train.ts --shapes "$S" --bases bf16 --ck
 echo "train rc $?" | tee -a "$L"
 FLOE_AMX=0 node --import tsx bench/train.ts --shapes "$S" --bases bf16 --ckpt off --threads 2 --no-torch --steps 2 --out "$OUT/train-noamx.json" >> "$OUT/train.txt" 2>&1
 echo "train (FLOE_AMX=0) rc $?" | tee -a "$L"
+node --import tsx bench/matmul-micro.ts --dtypes bf16,fp8 --m 512 --ops fwd,bwd --threads 2 --reps 3 --ab FLOE_AMX_GEMM_BLOCK=22 > "$OUT/micro-block22.txt" 2>&1
+echo "micro (old = FLOE_AMX_GEMM_BLOCK=22) rc $?" | tee -a "$L"; tail -6 "$OUT/micro-block22.txt" | tee -a "$L"
+FLOE_AMX_GEMM_BLOCK=22 node --import tsx bench/train.ts --shapes "$S" --bases bf16 --ckpt off --threads 2 --no-torch --steps 2 --out "$OUT/train-block22.json" > "$OUT/train-block22.txt" 2>&1
+echo "train (FLOE_AMX_GEMM_BLOCK=22) rc $?" | tee -a "$L"; grep -hE "^(1b|small) +bf16" "$OUT/train-block22.txt" | tee -a "$L"
 # int8 tiles for q8_0r16 (session 15): the kernel by M against the VNNI paths, and 16-stream decode vs llama.cpp direct
 node --import tsx bench/matmul-micro.ts --dtypes q8_0r16 --m 4,8,16,64,512 --threads 2 --reps 2 --rotate 8 --ab FLOE_AMX=0 > "$OUT/micro-q8.txt" 2>&1
 echo "micro q8_0r16 rc $?" | tee -a "$L"

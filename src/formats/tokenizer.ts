@@ -50,6 +50,7 @@ function tokenContent(v: unknown): string | null {
 
 const MODEL_TYPES = ["BPE", "WordPiece", "Unigram", "WordLevel"];
 const COMPONENTS = ["normalizer", "pre_tokenizer", "post_processor", "decoder"] as const;
+const ADDED_TOKEN_FLAGS = ["special", "single_word", "lstrip", "rstrip", "normalized"] as const;
 
 function bad(msg: string): never {
   throw new Error(`tokenizer.json: ${msg}`);
@@ -92,6 +93,11 @@ function checkTokenizerJson(j: Record<string, unknown>): void {
     j.added_tokens.forEach((t: unknown, i: number) => {
       if (!isObject(t) || !Number.isSafeInteger(t.id) || (t.id as number) < 0 || typeof t.content !== "string") {
         bad(`added_tokens[${i}] must be an object with a non-negative integer "id" and a string "content", got ${showJson(t, 60)}`);
+      }
+      if (t.content === "") bad(`added_tokens[${i}] (id ${t.id}) has an empty "content": no text can ever match it`);
+      // the library reads these as truthy / falsy: "false" made a token special; the tokenizers (Rust) library refuses them
+      for (const k of ADDED_TOKEN_FLAGS) {
+        if (t[k] !== undefined && typeof t[k] !== "boolean") bad(`added_tokens[${i}] (id ${t.id}) "${k}" must be true or false, got ${showJson(t[k], 40)}`);
       }
     });
   }

@@ -26,15 +26,17 @@ export class FileValidationError extends Error {
 }
 
 /**
- * The deepest nesting of arrays and objects a line's body may have: the HTTP API's limit (serve/validate.ts
- * MAX_JSON_DEPTH, which this layer cannot import), which answers a deeper request 400 too_deeply_nested.
+ * The deepest nesting of arrays and objects a request may send (its body, and the JSON a string field holds: tool-call
+ * arguments, guided_json), and so a batch line's body: the schema compiler and the chat template recurse per level, and
+ * a few thousand levels overflowed the stack, a 500. Defined here, below serve/, which imports it (validate.ts answers a
+ * deeper request 400 too_deeply_nested).
  */
-export const MAX_BODY_DEPTH = 128;
+export const MAX_JSON_DEPTH = 128;
 
-/** The path to the first array or object in `v` (at `depth`) nested deeper than MAX_BODY_DEPTH, as 'a[0].b', or null. */
+/** The path to the first array or object in `v` (at `depth`) nested deeper than MAX_JSON_DEPTH, as 'a[0].b', or null. */
 function deepPath(v: unknown, depth: number): string | null {
   if (v === null || typeof v !== 'object') return null;
-  if (depth > MAX_BODY_DEPTH) return '';
+  if (depth > MAX_JSON_DEPTH) return '';
   for (const [k, x] of Array.isArray(v) ? [...v.entries()] : Object.entries(v)) {
     const p = deepPath(x, depth + 1);
     if (p !== null) return `${typeof k === 'number' ? `[${k}]` : `.${k}`}${p}`;
@@ -72,7 +74,7 @@ export function parseBatchInput(text: string): BatchInputLine[] {
     const deep = deepPath(o.body, 1);
     if (deep !== null) {
       const at = `body${deep}`;
-      bad(`'${at.length > 120 ? `${at.slice(0, 120)}…` : at}' nests arrays and objects more than ${MAX_BODY_DEPTH} levels deep (the API refuses such a request: too_deeply_nested); flatten it`, 'body');
+      bad(`'${at.length > 120 ? `${at.slice(0, 120)}…` : at}' nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep (the API refuses such a request: too_deeply_nested); flatten it`, 'body');
     }
     out.push({ custom_id: o.custom_id as string, method: 'POST', url: o.url as BatchEndpoint, body: o.body as Record<string, unknown> });
   });

@@ -6,6 +6,7 @@ import { compileSchema, SchemaError } from '../engine/constrained/json-schema.js
 import { RegexError } from '../engine/constrained/regex.js';
 import type { ChatMessage } from '../formats/chat-template.js';
 import type { GenerationDefaults } from '../formats/hf-config.js';
+import { MAX_JSON_DEPTH } from '../platform/files.js';
 import { ApiError, invalid } from './errors.js';
 
 /** What validation needs to know about the served model. */
@@ -111,12 +112,7 @@ export const describe = (v: unknown): string => {
   return typeof v === 'object' ? 'an object' : `${typeof v} ${String(v)}`;
 };
 
-/**
- * The deepest nesting of arrays and objects a request may send (its body, and the JSON a string field holds: tool-call
- * arguments, guided_json). The schema compiler and the chat template recurse per level: a few thousand levels
- * overflowed the stack, a 500.
- */
-export const MAX_JSON_DEPTH = 128;
+export { MAX_JSON_DEPTH }; // the request nesting limit (platform/files.ts: batch input lines share it)
 
 /** The path to the first array or object nested deeper than MAX_JSON_DEPTH levels in `v` (at `depth`), or null. */
 function deepPath(v: unknown, depth: number): Array<string | number> | null {

@@ -223,7 +223,14 @@ export async function readSafetensorsDir(dir: string): Promise<SafetensorsSet> {
   let metadata: Readonly<Record<string, string>> | null = null;
   for (const [i, f] of files.entries()) {
     if (!fs.existsSync(f)) fail(indexPath, `shard ${shownPath(f)} listed in weight_map does not exist`);
-    const st = await readSafetensors(f);
+    let st: SafetensorsFile;
+    try {
+      st = await readSafetensors(f);
+    } catch (e) {
+      // the shard may be fine and the index wrong (weight_map naming config.json): say where its name came from
+      if (!weightMap) throw e;
+      throw new Error(`${(e as Error).message} (a shard listed in ${indexPath})`);
+    }
     if (i === 0) metadata = st.metadata;
     for (const [name, t] of st.tensors) {
       const prev = tensors.get(name);

@@ -73,3 +73,17 @@ test('weight_map: a shard name that is empty, ".", a path or not a string, or we
   fs.writeFileSync(s.index, '{"metadata": {}}');
   await assert.rejects(loadModel(s.dir), (e: Error) => e.message === `${s.index}: missing "weight_map"`);
 });
+
+test('a shard that cannot be read says the index listed it: weight_map naming config.json, or a truncated shard', async () => {
+  const s = sharded();
+  const [name] = s.entries[1]!;
+  writeIndex(s.index, s.metadata, s.entries.map(([k, f]) => [k, k === name ? 'config.json' : f]));
+  await assert.rejects(loadModel(s.dir), (e: Error) => {
+    assert.match(e.message, new RegExp(`^${path.join(s.dir, 'config.json')}: header length \\d+ runs past the end of the file .* \\(a shard listed in ${s.index}\\)$`));
+    return true;
+  });
+  writeIndex(s.index, s.metadata, s.entries);
+  const shard = path.join(s.dir, s.entries[0]![1]);
+  fs.truncateSync(shard, 100);
+  await assert.rejects(loadModel(s.dir), (e: Error) => e.message.startsWith(`${shard}: `) && e.message.endsWith(`(a shard listed in ${s.index})`));
+});

@@ -5,7 +5,7 @@ import { parse, UsageError, type Range } from './args.js';
 import { oneOf, optFlag, setupAsUsage, TRAIN_FLAGS, trainingOptions } from './train-args.js';
 
 export async function distillCmd(args: string[]): Promise<number> {
-  const { distill } = await import('../train/distill.js');
+  const { distill, OptionNamedError } = await import('../train/distill.js');
   const str = { type: 'string' } as const;
   const { values: v } = parse(args, {
     teacher: str, student: str, 'kd-ratio': str, temperature: str, 'top-k': str, loss: str, beta: str, 'teacher-cache': str, 'cache-dtype': str,
@@ -32,6 +32,8 @@ export async function distillCmd(args: string[]): Promise<number> {
     cacheDtype: oneOf('cache-dtype', v['cache-dtype'], ['f16', 'f32'] as const),
     onPolicy, sampleTemperature: opt('sample-temperature', false, { min: 0 }), maxNewTokens: opt('max-new-tokens', true, one),
     ...options,
+  }).catch((e: unknown) => {
+    throw e instanceof OptionNamedError ? e.cause : e; // the CLI's own wording (flags), without distill()'s option names
   }));
   if (v.json) { process.stdout.write(JSON.stringify(s) + '\n'); return 0; }
   const c = s.teacherCache;

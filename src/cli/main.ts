@@ -382,7 +382,7 @@ function kernelsLine(addon: ReturnType<typeof loadAddon>): string {
   if (!addon) return 'reference (TypeScript): the native addon is not built (npm install builds it)';
   const a = addon.amx();
   const amx = a.active
-    ? `AMX ${a.mode === 'emulate' ? 'emulated' : 'tiles'}: bf16 / fp8 GEMMs${a.int8 || a.mode === 'emulate' ? ', int8 for Q8_0 decode batches' : ''}`
+    ? `AMX ${a.mode === 'emulate' ? 'emulated' : 'tiles'}: bf16 / fp8 GEMMs${a.int8 || a.mode === 'emulate' ? ', int8 for Q8_0 decode batches' : ''}${a.attn ? ', prefill attention' : ''}`
     : a.supported ? `AMX off (${a.mode === 'off' ? 'FLOE_AMX=0 or setAmx' : 'not on the AVX-512 kernels'})` : `no AMX: ${a.reason}`;
   return `native ${addon.isa()}${addon.isa() !== addon.supportedIsa() ? ` (host supports ${addon.supportedIsa()})` : ''}, ${addon.getThreads()} threads; ${amx}`;
 }

@@ -90,6 +90,19 @@ test('floe info prints the architecture', () => {
   }
 });
 
+const avx512 = loadAddon()?.supportedIsa() === 'avx512';
+test('floe info says when prefill attention runs on AMX tiles (emulated where the host has none)', { skip: avx512 ? false : 'needs the AVX-512 native addon' }, () => {
+  const tiles = loadAddon()!.amx().supported;
+  const info = (attn: string): string => {
+    const env = { ...process.env, FLOE_AMX: tiles ? '1' : 'emulate', FLOE_AMX_ATTN: attn };
+    const r = spawnSync(process.execPath, [BIN, 'info', FIX + 'fp8_block'], { encoding: 'utf8', timeout: 60_000, env });
+    assert.equal(r.status, 0, r.stderr);
+    return r.stdout;
+  };
+  assert.match(info('1'), /^kernels +native avx512.*AMX (tiles|emulated): bf16 \/ fp8 GEMMs.*, prefill attention$/m);
+  assert.doesNotMatch(info('0'), /prefill attention/);
+});
+
 test('floe rejects bad input with a clear message', () => {
   const cases: [string[], RegExp][] = [
     [['generate'], /exactly one of --prompt/],

@@ -201,18 +201,26 @@ export function parseHfConfig(j: unknown, file: string, generation?: unknown, ge
   if (headDim % 2 !== 0) fail(file, `head_dim must be even for RoPE, got ${headDim}`);
   const rope = parseRope(j, file);
 
-  const eos = tokenIds(j.eos_token_id, 'eos_token_id', file);
+  const vocabSize = posInt(j, 'vocab_size', file);
+  // The head's logits cover ids 0..vocab_size-1: an EOS id past them is never sampled, so that stop never fires.
+  const inVocab = (ids: number[], from: string): number[] => {
+    for (const id of ids) {
+      if (id >= vocabSize) fail(from, `eos_token_id ${id} is past the model's vocabulary (vocab_size ${vocabSize} in ${file}: ids 0..${vocabSize - 1}); generation could never stop on it`);
+    }
+    return ids;
+  };
+  const eos = inVocab(tokenIds(j.eos_token_id, 'eos_token_id', file), file);
   let bos = tokenIds(j.bos_token_id, 'bos_token_id', file)[0] ?? null;
   if (generation !== undefined && generation !== null) {
     if (!isObj(generation)) fail(generationFile, 'not a JSON object');
-    for (const id of tokenIds(generation.eos_token_id, 'eos_token_id', generationFile)) if (!eos.includes(id)) eos.push(id);
+    for (const id of inVocab(tokenIds(generation.eos_token_id, 'eos_token_id', generationFile), generationFile)) if (!eos.includes(id)) eos.push(id);
     if (bos === null) bos = tokenIds(generation.bos_token_id, 'bos_token_id', generationFile)[0] ?? null;
   }
   const tie = j.tie_word_embeddings ?? false;
   if (typeof tie !== 'boolean') fail(file, `"tie_word_embeddings" must be true or false, got ${showJson(tie)}`);
 
   const config: LlamaConfig = {
-    vocabSize: posInt(j, 'vocab_size', file),
+    vocabSize,
     hiddenSize,
     intermediateSize: posInt(j, 'intermediate_size', file),
     numLayers: posInt(j, 'num_hidden_layers', file),

@@ -2,11 +2,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseGenerationDefaults, parseHfConfig } from '../../src/formats/hf-config.js';
+import { readHfConfig } from '../../src/formats/hf-config.js';
 import { loadModel } from '../../src/formats/load.js';
+import { tmpDir } from './fixtures.js';
 
 const F = '/m/config.json';
 const base = {
@@ -76,7 +78,8 @@ test('quantization configs: fp8 block size and compressed-tensors strategies', (
 test('generation_config.json: the sampling keys it sets become defaults (do_sample false = greedy); bad values named', async () => {
   // Llama-3.1-8B-Instruct's generation_config.json
   const llama = { bos_token_id: 128000, do_sample: true, eos_token_id: [128001, 128008, 128009], temperature: 0.6, top_p: 0.9, transformers_version: '4.42.3' };
-  assert.deepEqual(parseHfConfig({ ...base }, F, llama).generation, { temperature: 0.6, topP: 0.9 });
+  // with Llama-3.1-8B's vocab_size: its eos ids 128001.. are past the 128 ids of `base` (refused, below)
+  assert.deepEqual(parseHfConfig({ ...base, vocab_size: 128256 }, F, llama).generation, { temperature: 0.6, topP: 0.9 });
   assert.deepEqual(parseHfConfig({ ...base }, F).generation, {});
   assert.deepEqual(parseGenerationDefaults({ top_k: 40, min_p: 0.05, repetition_penalty: 1.1, max_new_tokens: 64, temperature: null }),
     { topK: 40, minP: 0.05, repetitionPenalty: 1.1, maxNewTokens: 64 });
@@ -93,4 +96,30 @@ test('generation_config.json: the sampling keys it sets become defaults (do_samp
   const m = await loadModel(brown);
   assert.deepEqual(m.generation, { temperature: gen.temperature, topP: gen.top_p });
   m.dispose();
+});
+
+test('an eos_token_id past vocab_size (config.json or generation_config.json) is refused naming the file, the id and vocab_size (was kept: a stop that never fires)', () => {
+  const G = '/m/generation_config.json';
+  const past = (file: string, id: number, v = 128) =>
+    `${file}: eos_token_id ${id} is past the model's vocabulary (vocab_size ${v} in ${F}: ids 0..${v - 1}); generation could never stop on it`;
+  // the last id in the vocabulary is an eos like any other
+  assert.deepEqual(parseHfConfig({ ...base, eos_token_id: 127 }, F, { eos_token_id: [0, 127] }).config.eosTokenIds, [127, 0]);
+  for (const [cfgEos, genEos, file, id] of [
+    [128, undefined, F, 128], [[2, 5000], undefined, F, 5000], [2 ** 40, [2], F, 2 ** 40],
+    [2, 128, G, 128], [undefined, [1, 2, 200], G, 200],
+    [undefined, [128001, 128008, 128009], G, 128001], // Llama-3.1-8B-Instruct's generation_config.json over a 128-id model
+  ] as const) {
+    assert.throws(() => parseHfConfig({ ...base, eos_token_id: cfgEos }, F, genEos === undefined ? {} : { eos_token_id: genEos }, G),
+      (e: Error) => { assert.equal(e.message, past(file, id)); return true; });
+  }
+  // through readHfConfig, as openModel / loadModel / the server read a directory
+  const dir = tmpDir('floe-hf-eos-');
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...base, vocab_size: 4096, eos_token_id: 2 }));
+  writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [2, 4096] }));
+  assert.throws(() => readHfConfig(dir), (e: Error) => {
+    assert.equal(e.message, `${join(dir, 'generation_config.json')}: eos_token_id 4096 is past the model's vocabulary (vocab_size 4096 in ${join(dir, 'config.json')}: ids 0..4095); generation could never stop on it`);
+    return true;
+  });
+  writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [2, 4095] }));
+  assert.deepEqual(readHfConfig(dir).config.eosTokenIds, [2, 4095]);
 });

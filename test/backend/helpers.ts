@@ -159,6 +159,36 @@ export function makeBatch(rng: Rng, seqs: readonly SeqSpec[], numBlocks: number,
   return { batch: { numSeqs: S, qStart, ctxLen, blockTables, maxBlocks }, slotsOf };
 }
 
+/** An attention case: heads, head dim, optional block size, and the sequences of one batch. */
+export interface AttentionCase { readonly H: number; readonly K: number; readonly E: number; readonly L?: number; readonly seqs: readonly SeqSpec[] }
+
+/**
+ * One batch of attention on `be` and on the reference backend, from the same cache bytes (every context token written
+ * through the reference kvWrite), queries of std 2 and a scale other than 1/sqrt(E) (a kernel that ignores it fails).
+ * vmax = max |v| written: the output is a convex combination of v rows, so tolerances are relative to it.
+ */
+export function attentionCase(rng: Rng, be: Backend, kvDtype: KvDType, c: AttentionCase): { got: Float32Array; want: Float32Array; vmax: number } {
+  const ref = referenceBackend;
+  const L = c.L ?? 16;
+  const numBlocks = c.seqs.reduce((a, s) => a + Math.ceil(s.ctxLen / L), 0) + 4;
+  const { batch, slotsOf } = makeBatch(rng, c.seqs, numBlocks, L);
+  const layer = makeKvLayer(rng, kvDtype, numBlocks, L, c.K, c.E);
+  const allSlots = Int32Array.from(slotsOf.flat());
+  const kvN = allSlots.length * c.K * c.E;
+  const vv = rng.normals(kvN);
+  ref.kvWrite(layer, rng.normals(kvN), vv, allSlots);
+  const Tq = batch.qStart[batch.numSeqs]!;
+  const q = rng.normals(Tq * c.H * c.E, 2);
+  const shape: AttentionShape = { numHeads: c.H, numKvHeads: c.K, headDim: c.E, scale: rng.uniform(0.5, 1.5) / Math.sqrt(c.E) };
+  const want = new Float32Array(Tq * c.H * c.E);
+  ref.attention(want, q, layer, shape, batch);
+  const got = new Float32Array(Tq * c.H * c.E).fill(NaN);
+  be.attention(got, q, cloneKvLayer(layer), shape, batch);
+  let vmax = 0;
+  for (const a of vv) vmax = Math.max(vmax, Math.abs(a));
+  return { got, want, vmax };
+}
+
 // ------------------------------------------------------------------------------------------ tolerances
 
 /**
@@ -445,25 +475,7 @@ export function conformanceChecks(): ConformanceCheck[] {
     for (const c of ATTENTION_CASES) {
       add(`attention ${kvDtype} ${c.label}`, kvDtype === 'fp8_e4m3' ? 'attention.fp8kv' : 'attention', (be) => {
         withSeed(`${be.name} attention ${kvDtype} ${c.label}`, (rng) => {
-          const L = c.L ?? 16;
-          const numBlocks = c.seqs.reduce((a, s) => a + Math.ceil(s.ctxLen / L), 0) + 4;
-          const { batch, slotsOf } = makeBatch(rng, c.seqs, numBlocks, L);
-          const layer = makeKvLayer(rng, kvDtype, numBlocks, L, c.K, c.E);
-          // every sequence's context goes in through the reference kvWrite, so both backends read identical bytes
-          const allSlots = Int32Array.from(slotsOf.flat());
-          const kvN = allSlots.length * c.K * c.E;
-          const vv = rng.normals(kvN);
-          ref.kvWrite(layer, rng.normals(kvN), vv, allSlots);
-          const Tq = batch.qStart[batch.numSeqs]!;
-          const q = rng.normals(Tq * c.H * c.E, 2);
-          // a scale other than 1/sqrt(E), so a kernel that ignores shape.scale fails
-          const shape: AttentionShape = { numHeads: c.H, numKvHeads: c.K, headDim: c.E, scale: rng.uniform(0.5, 1.5) / Math.sqrt(c.E) };
-          const want = new Float32Array(Tq * c.H * c.E);
-          ref.attention(want, q, layer, shape, batch);
-          const got = new Float32Array(Tq * c.H * c.E).fill(NaN);
-          be.attention(got, q, cloneKvLayer(layer), shape, batch);
-          let vmax = 0;
-          for (const a of vv) vmax = Math.max(vmax, Math.abs(a));
+          const { got, want, vmax } = attentionCase(rng, be, kvDtype, c);
           // the output is a convex combination of v rows: the allowance is relative to max |v|
           assertClose(`attention ${kvDtype} ${c.label}`, got, want, { atol: ATTENTION_RTOL[kvDtype] * vmax, rtol: 0 });
         });

@@ -8,11 +8,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
-import type { AttentionShape, KvDType } from '../../src/backend/backend.js';
+import type { KvDType } from '../../src/backend/backend.js';
 import { referenceBackend } from '../../src/backend/reference.js';
 import { loadNativeBackend, nativeCounters } from '../../src/backend/native.js';
 import { addonPath, loadAddon } from '../../src/backend/native-addon.js';
-import { assertClose, cloneKvLayer, makeBatch, makeKvLayer, withSeed, type SeqSpec } from './helpers.js';
+import { assertClose, attentionCase, makeBatch, makeKvLayer, withSeed, type AttentionCase } from './helpers.js';
 
 const addon = loadAddon();
 const skip = !addon || addon.supportedIsa() !== 'avx512' ? 'needs the AVX-512 native addon' : false;
@@ -24,7 +24,7 @@ const counter = `attention512.${tiles ? 'tiles_amx' : 'tiles_amx_emu'}.avx512`;
 // convex combination of value rows, so the allowance is relative to max |v|.
 const TOL = 2 ** -16;
 
-const CASES: { label: string; H: number; K: number; E: number; L?: number; seqs: SeqSpec[] }[] = [
+const CASES: (AttentionCase & { label: string })[] = [
   { label: 'E 64, GQA 4: 16 queries a tile, prefix, 44-token last chunk, decode rows beside', H: 8, K: 2, E: 64, seqs: [{ ctxLen: 300, qLen: 100 }, { ctxLen: 37, qLen: 1 }, { ctxLen: 70, qLen: 70 }] },
   { label: 'E 128, MHA: 64-row tiles, 17 rows (2 column tiles)', H: 4, K: 4, E: 128, seqs: [{ ctxLen: 130, qLen: 130 }, { ctxLen: 17, qLen: 17 }] },
   { label: 'E 48 (E2 64), GQA 3: 63-row tiles, block size 10', H: 6, K: 2, E: 48, L: 10, seqs: [{ ctxLen: 150, qLen: 90 }, { ctxLen: 40, qLen: 1 }] },
@@ -35,30 +35,12 @@ const CASES: { label: string; H: number; K: number; E: number; L?: number; seqs:
   { label: 'E 40 (EP 48, E2 64), GQA 2', H: 4, K: 2, E: 40, seqs: [{ ctxLen: 129, qLen: 50 }] },
 ];
 
-/** Runs attention on the native backend and the reference on the same bytes; returns the native counters' growth. */
-function runCase(kvDtype: KvDType, c: (typeof CASES)[number], label: string): Record<string, number> {
-  const be = loadNativeBackend()!;
-  const ref = referenceBackend;
+/** Runs a case on the native backend against the reference; returns the native counters' growth. */
+function runCase(kvDtype: KvDType, c: AttentionCase, label: string): Record<string, number> {
   return withSeed(label, (rng) => {
-    const L = c.L ?? 16;
-    const numBlocks = c.seqs.reduce((a, s) => a + Math.ceil(s.ctxLen / L), 0) + 4;
-    const { batch, slotsOf } = makeBatch(rng, c.seqs, numBlocks, L);
-    const layer = makeKvLayer(rng, kvDtype, numBlocks, L, c.K, c.E);
-    const allSlots = Int32Array.from(slotsOf.flat());
-    const kvN = allSlots.length * c.K * c.E;
-    const vv = rng.normals(kvN);
-    ref.kvWrite(layer, rng.normals(kvN), vv, allSlots);
-    const Tq = batch.qStart[batch.numSeqs]!;
-    const q = rng.normals(Tq * c.H * c.E, 2);
-    const shape: AttentionShape = { numHeads: c.H, numKvHeads: c.K, headDim: c.E, scale: rng.uniform(0.5, 1.5) / Math.sqrt(c.E) };
-    const want = new Float32Array(Tq * c.H * c.E);
-    ref.attention(want, q, layer, shape, batch);
-    const got = new Float32Array(Tq * c.H * c.E).fill(NaN);
     const before = nativeCounters();
-    be.attention(got, q, cloneKvLayer(layer), shape, batch);
+    const { got, want, vmax } = attentionCase(rng, loadNativeBackend()!, kvDtype, c);
     const after = nativeCounters();
-    let vmax = 0;
-    for (const a of vv) vmax = Math.max(vmax, Math.abs(a));
     assertClose(label, got, want, { atol: TOL * vmax, rtol: 0 });
     const grew: Record<string, number> = {};
     for (const [k, v] of Object.entries(after)) if (v !== (before[k] ?? 0)) grew[k] = v - (before[k] ?? 0);

@@ -20,53 +20,86 @@
 # (FLOE_PYTHON, default /usr/bin/python3).
 #
 # usage: bash bench/amx-host.sh [OUT_DIR]      (default bench/results/amx-<date>; SHAPE=small for a quick pass)
+#        STAGES="tests-attn attn" bash bench/amx-host.sh OUT   runs only the named stages, in the order written below
+# Stages, newest first (a device lease is short: 15 minutes, 10 a command): tests-attn attn block22 lora tests micro
+# core train q8 bf16dot. Each stage's wall time goes to the log.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${1:-bench/results/amx-$(date -u +%Y-%m-%d-%H-%M)}
 S=${SHAPE:-1b}
 PY=${FLOE_PYTHON:-/usr/bin/python3}
+STAGES=${STAGES:-"tests-attn attn block22 lora tests micro core train q8 bf16dot"}
 mkdir -p "$OUT"
 L=$OUT/log.txt
 grep -q amx_tile /proc/cpuinfo || echo "note: no amx_tile on this host: the AMX rows will be AVX-512 (or emulated) figures" | tee -a "$L"
+grep -m1 "model name" /proc/cpuinfo | tee -a "$L"
 node -e "const a=require('./build/Release/floe.node'); console.log(JSON.stringify(a.amx()), a.isa())" | tee -a "$L"
 # the suites that exercise the kernels without the server's dependencies
 TESTS="test/backend/*.test.ts test/train/*.test.ts test/model/fixtures.test.ts test/model/batch-invariance.test.ts test/model/long-context.test.ts test/model/lora-segments.test.ts"
-node --import tsx --test --test-concurrency=4 $TESTS > "$OUT/tests.txt" 2>&1; echo "tests rc $?" | tee -a "$L"
-grep -E "^# (tests|pass|fail)" "$OUT/tests.txt" | tee -a "$L"
-FLOE_AMX_ATTN=1 node --import tsx --test --test-concurrency=4 $TESTS > "$OUT/tests-attn.txt" 2>&1; echo "tests (FLOE_AMX_ATTN=1) rc $?" | tee -a "$L"
-grep -E "^# (tests|pass|fail)" "$OUT/tests-attn.txt" | tee -a "$L"
-node --import tsx bench/attention-micro.ts --dims 64,128 --ctx 4096,32768 --kv bf16,fp8_e4m3 --no-decode --amx tiles,off --reps 3 > "$OUT/attn.txt" 2>&1
-echo "attention-micro rc $?" | tee -a "$L"; grep -E "prefill|/ off" "$OUT/attn.txt" | tee -a "$L"
-node --import tsx bench/matmul-micro.ts --dtypes bf16,fp8 --m 512 --ops fwd,bwd --threads 2 --reps 3 --ab FLOE_AMX=0 > "$OUT/micro.txt" 2>&1
-echo "micro rc $?" | tee -a "$L"
-FLOE_PYTHON=$PY node --import tsx bench/core.ts --shapes "$S" --formats bf16 --threads 2 --engines floe,torch --decode 16 --torch-dtypes bf16 --out "$OUT/core.json" > "$OUT/core.txt" 2>&1
-echo "core rc $?" | tee -a "$L"
-FLOE_AMX=0 node --import tsx bench/core.ts --shapes "$S" --formats bf16 --threads 2 --engines floe --decode 4 --out "$OUT/core-noamx.json" >> "$OUT/core.txt" 2>&1
-echo "core (FLOE_AMX=0) rc $?" | tee -a "$L"
-FLOE_PYTHON=$PY node --import tsx bench/train.ts --shapes "$S" --bases bf16 --ckpt off --threads 2 --torch-dtypes bf16 --no-torch-ckpt --steps 2 --torch-steps 2 --out "$OUT/train.json" > "$OUT/train.txt" 2>&1
-echo "train rc $?" | tee -a "$L"
-FLOE_AMX=0 node --import tsx bench/train.ts --shapes "$S" --bases bf16 --ckpt off --threads 2 --no-torch --steps 2 --out "$OUT/train-noamx.json" >> "$OUT/train.txt" 2>&1
-echo "train (FLOE_AMX=0) rc $?" | tee -a "$L"
-node --import tsx bench/matmul-micro.ts --dtypes bf16,fp8 --m 512 --ops fwd,bwd --threads 2 --reps 3 --ab FLOE_AMX_GEMM_BLOCK=22 > "$OUT/micro-block22.txt" 2>&1
-echo "micro (old = FLOE_AMX_GEMM_BLOCK=22) rc $?" | tee -a "$L"; tail -6 "$OUT/micro-block22.txt" | tee -a "$L"
-FLOE_AMX_GEMM_BLOCK=22 node --import tsx bench/train.ts --shapes "$S" --bases bf16 --ckpt off --threads 2 --no-torch --steps 2 --out "$OUT/train-block22.json" > "$OUT/train-block22.txt" 2>&1
-echo "train (FLOE_AMX_GEMM_BLOCK=22) rc $?" | tee -a "$L"; grep -hE "^(1b|small) +bf16" "$OUT/train-block22.txt" | tee -a "$L"
+want() { case " $STAGES " in *" $1 "*) echo "== stage $1 ($(date -u +%H:%M:%S))" | tee -a "$L"; return 0;; *) return 1;; esac; }
+
+# prefill attention on the tiles (session 31), opt-in there until these pass: the AMX attention test and the model
+# suites that prefill through it, then the kernel against the AVX-512 one
+if want tests-attn; then
+  FLOE_AMX_ATTN=1 node --import tsx --test --test-concurrency=4 test/backend/native-attn-amx.test.ts test/backend/conformance.test.ts test/model/fixtures.test.ts test/model/batch-invariance.test.ts test/model/long-context.test.ts test/model/lora-segments.test.ts > "$OUT/tests-attn.txt" 2>&1
+  echo "tests (FLOE_AMX_ATTN=1) rc $?" | tee -a "$L"; grep -E "^# (tests|pass|fail)" "$OUT/tests-attn.txt" | tee -a "$L"
+fi
+if want attn; then
+  node --import tsx bench/attention-micro.ts --dims 64,128 --ctx 4096,32768 --kv bf16,fp8_e4m3 --no-decode --amx tiles,off --reps 3 > "$OUT/attn.txt" 2>&1
+  echo "attention-micro rc $?" | tee -a "$L"; grep -E "prefill|/ off" "$OUT/attn.txt" | tee -a "$L"
+fi
+# the tile GEMM's 2 x 2 blocking (session 31): its test on real tiles, the GEMM micro and the LoRA step with it
+if want block22; then
+  node --import tsx --test test/backend/native-amx-block.test.ts > "$OUT/tests-block22.txt" 2>&1; echo "block22 test rc $?" | tee -a "$L"
+  node --import tsx bench/matmul-micro.ts --dtypes bf16,fp8 --m 512 --ops fwd,bwd --threads 2 --reps 3 --ab FLOE_AMX_GEMM_BLOCK=22 > "$OUT/micro-block22.txt" 2>&1
+  echo "micro (old = FLOE_AMX_GEMM_BLOCK=22) rc $?" | tee -a "$L"; tail -6 "$OUT/micro-block22.txt" | tee -a "$L"
+  FLOE_AMX_GEMM_BLOCK=22 node --import tsx bench/train.ts --shapes "$S" --bases bf16 --ckpt off --threads 2 --no-torch --steps 2 --out "$OUT/train-block22.json" > "$OUT/train-block22.txt" 2>&1
+  echo "train (FLOE_AMX_GEMM_BLOCK=22) rc $?" | tee -a "$L"; grep -hE "^(1b|small) +bf16" "$OUT/train-block22.txt" | tee -a "$L"
+fi
+# the LoRA step's factor products and AdamW, native and fused (session 29)
+if want lora; then
+  node --import tsx bench/lora-train-micro.ts --threads 2 --reps 5 > "$OUT/lora-train-micro.txt" 2>&1
+  echo "lora-train-micro rc $?" | tee -a "$L"; tail -12 "$OUT/lora-train-micro.txt" | tee -a "$L"
+  node --import tsx bench/train-ab.ts --shape "$S" --threads 2 --steps 6 --out "$OUT/train-ab.json" > "$OUT/train-ab.txt" 2>&1
+  echo "train-ab rc $?" | tee -a "$L"; tail -6 "$OUT/train-ab.txt" | tee -a "$L"
+fi
+if want tests; then
+  node --import tsx --test --test-concurrency=4 $TESTS > "$OUT/tests.txt" 2>&1; echo "tests rc $?" | tee -a "$L"
+  grep -E "^# (tests|pass|fail)" "$OUT/tests.txt" | tee -a "$L"
+fi
+if want micro; then
+  node --import tsx bench/matmul-micro.ts --dtypes bf16,fp8 --m 512 --ops fwd,bwd --threads 2 --reps 3 --ab FLOE_AMX=0 > "$OUT/micro.txt" 2>&1
+  echo "micro rc $?" | tee -a "$L"
+fi
+if want core; then
+  FLOE_PYTHON=$PY node --import tsx bench/core.ts --shapes "$S" --formats bf16 --threads 2 --engines floe,torch --decode 16 --torch-dtypes bf16 --out "$OUT/core.json" > "$OUT/core.txt" 2>&1
+  echo "core rc $?" | tee -a "$L"
+  FLOE_AMX=0 node --import tsx bench/core.ts --shapes "$S" --formats bf16 --threads 2 --engines floe --decode 4 --out "$OUT/core-noamx.json" >> "$OUT/core.txt" 2>&1
+  echo "core (FLOE_AMX=0) rc $?" | tee -a "$L"
+fi
+if want train; then
+  FLOE_PYTHON=$PY node --import tsx bench/train.ts --shapes "$S" --bases bf16 --ckpt off --threads 2 --torch-dtypes bf16 --no-torch-ckpt --steps 2 --torch-steps 2 --out "$OUT/train.json" > "$OUT/train.txt" 2>&1
+  echo "train rc $?" | tee -a "$L"
+  FLOE_AMX=0 node --import tsx bench/train.ts --shapes "$S" --bases bf16 --ckpt off --threads 2 --no-torch --steps 2 --out "$OUT/train-noamx.json" >> "$OUT/train.txt" 2>&1
+  echo "train (FLOE_AMX=0) rc $?" | tee -a "$L"
+fi
 # int8 tiles for q8_0r16 (session 15): the kernel by M against the VNNI paths, and 16-stream decode vs llama.cpp direct
-node --import tsx bench/matmul-micro.ts --dtypes q8_0r16 --m 4,8,16,64,512 --threads 2 --reps 2 --rotate 8 --ab FLOE_AMX=0 > "$OUT/micro-q8.txt" 2>&1
-echo "micro q8_0r16 rc $?" | tee -a "$L"
-node --import tsx bench/decode-streams.ts --shape "$S" --streams 1,16 --prompt 128 --decode 32 --threads 2 --amx tiles,off --rounds 2 --out "$OUT/decode-streams.json" > "$OUT/decode-streams.txt" 2>&1
-echo "decode-streams rc $?" | tee -a "$L"; tail -9 "$OUT/decode-streams.txt" | tee -a "$L"
+if want q8; then
+  node --import tsx bench/matmul-micro.ts --dtypes q8_0r16 --m 4,8,16,64,512 --threads 2 --reps 2 --rotate 8 --ab FLOE_AMX=0 > "$OUT/micro-q8.txt" 2>&1
+  echo "micro q8_0r16 rc $?" | tee -a "$L"
+  node --import tsx bench/decode-streams.ts --shape "$S" --streams 1,16 --prompt 128 --decode 32 --threads 2 --amx tiles,off --rounds 2 --out "$OUT/decode-streams.json" > "$OUT/decode-streams.txt" 2>&1
+  echo "decode-streams rc $?" | tee -a "$L"; tail -9 "$OUT/decode-streams.txt" | tee -a "$L"
+fi
 # the bf16 products of the bf16 / fp8 decode GEMVs (session 17): the probe's choice (FMA expected on these hosts,
 # where vdpbf16ps runs at half FMA's rate), the kernel by M with each, and fp8 16-stream decode with each
-node -e "console.log('bf16Dot', JSON.stringify(require('./build/Release/floe.node').bf16Dot()))" | tee -a "$L"
-node --import tsx bench/matmul-micro.ts --dtypes bf16r16,fp8r16 --m 1,4,8,16 --shapes 8192x2048,2048x8192 --threads 2 --reps 5 --rotate 8 --ab FLOE_BF16_DOT=dpbf16 > "$OUT/micro-bf16-dot.txt" 2>&1
-echo "micro bf16 dot (old = dpbf16) rc $?" | tee -a "$L"; tail -17 "$OUT/micro-bf16-dot.txt" | tee -a "$L"
-for dot in fma dpbf16; do
-  FLOE_BF16_DOT=$dot node --import tsx bench/decode-streams.ts --shape "$S" --format fp8 --streams 1,16 --prompt 128 --decode 32 --threads 2 --amx tiles --rounds 2 --no-harness --out "$OUT/decode-streams-fp8-$dot.json" > "$OUT/decode-streams-fp8-$dot.txt" 2>&1
-  echo "decode-streams fp8 FLOE_BF16_DOT=$dot rc $?" | tee -a "$L"; grep -E "streams, round" "$OUT/decode-streams-fp8-$dot.txt" | tee -a "$L"
-done
-node --import tsx bench/lora-train-micro.ts --threads 2 --reps 5 > "$OUT/lora-train-micro.txt" 2>&1
-echo "lora-train-micro rc $?" | tee -a "$L"; tail -12 "$OUT/lora-train-micro.txt" | tee -a "$L"
-node --import tsx bench/train-ab.ts --shape "$S" --threads 2 --steps 6 --out "$OUT/train-ab.json" > "$OUT/train-ab.txt" 2>&1
-echo "train-ab rc $?" | tee -a "$L"; tail -6 "$OUT/train-ab.txt" | tee -a "$L"
-grep -hE "^(1b|small) +bf16" "$OUT/core.txt" "$OUT/train.txt" | tee -a "$L"
+if want bf16dot; then
+  node -e "console.log('bf16Dot', JSON.stringify(require('./build/Release/floe.node').bf16Dot()))" | tee -a "$L"
+  node --import tsx bench/matmul-micro.ts --dtypes bf16r16,fp8r16 --m 1,4,8,16 --shapes 8192x2048,2048x8192 --threads 2 --reps 5 --rotate 8 --ab FLOE_BF16_DOT=dpbf16 > "$OUT/micro-bf16-dot.txt" 2>&1
+  echo "micro bf16 dot (old = dpbf16) rc $?" | tee -a "$L"; tail -17 "$OUT/micro-bf16-dot.txt" | tee -a "$L"
+  for dot in fma dpbf16; do
+    FLOE_BF16_DOT=$dot node --import tsx bench/decode-streams.ts --shape "$S" --format fp8 --streams 1,16 --prompt 128 --decode 32 --threads 2 --amx tiles --rounds 2 --no-harness --out "$OUT/decode-streams-fp8-$dot.json" > "$OUT/decode-streams-fp8-$dot.txt" 2>&1
+    echo "decode-streams fp8 FLOE_BF16_DOT=$dot rc $?" | tee -a "$L"; grep -E "streams, round" "$OUT/decode-streams-fp8-$dot.txt" | tee -a "$L"
+  done
+fi
+grep -hE "^(1b|small) +bf16" "$OUT"/core.txt "$OUT"/train.txt 2>/dev/null | tee -a "$L"
+echo "== done ($(date -u +%H:%M:%S))" | tee -a "$L"

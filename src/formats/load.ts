@@ -181,12 +181,35 @@ function checkScales(w: StTensor, s: StTensor, scale: Float32Array, block: reado
   }
 }
 
+/**
+ * A weight scale must scale an FP8 weight, and only one: a scale beside a float weight (or no weight) was ignored and
+ * a weight with both names got one of them, each without a word. vLLM refuses both: a layer registers one scale
+ * parameter (weight_scale_inv for fp8 blocks, weight_scale otherwise) and unquantized layers none, so the other name
+ * has no parameter to load into.
+ */
+function checkWeightScale(name: string, s: StTensor, all: ReadonlyMap<string, StTensor>): void {
+  const wName = name.replace(/_scale(_inv)?$/, ''); // X.weight
+  const [sn, wn] = [showJson(name, 100), showJson(wName, 100)]; // names read from the file, cut short
+  const w = all.get(wName);
+  if (!w) throw new Error(`${s.file}: scale ${sn} has no weight ${wn} in the checkpoint`);
+  if (w.dtype !== 'F8_E4M3') {
+    const where = w.file === s.file ? '' : ` (in ${w.file})`;
+    throw new Error(`${s.file}: scale ${sn} belongs to ${wn}${where}, which is ${w.dtype}, not F8_E4M3; only fp8 weights are scaled (the scale would be ignored)`);
+  }
+  const other = all.get(`${wName}_scale`);
+  if (name.endsWith('_inv') && other) {
+    const where = other.file === s.file ? '' : ` (in ${other.file})`;
+    throw new Error(`${s.file}: fp8 weight ${wn} has two scales, ${sn} and ${showJson(other.name, 100)}${where}; a checkpoint stores one (weight_scale_inv: fp8, weight_scale: compressed-tensors)`);
+  }
+}
+
 async function loadHf(dir: string): Promise<LoadedModel> {
   const { config, quantization, generation } = readHfConfig(dir);
   const set = await readSafetensorsDir(dir);
   const isExpected = (name: string) => /^(model\.embed_tokens|model\.norm|lm_head|model\.layers\.\d+\.(self_attn|mlp|input_layernorm|post_attention_layernorm))/.test(name);
   const tensors = new Map<string, Tensor>();
   for (const [name, t] of set.tensors) {
+    if (/\.weight_scale(_inv)?$/.test(name)) checkWeightScale(name, t, set.tensors);
     if (SCALE_SUFFIXES.some((s) => name.endsWith(s))) continue;
     if (t.dtype === 'F8_E4M3') {
       const stem = name.replace(/\.weight$/, '');

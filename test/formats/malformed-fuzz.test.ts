@@ -697,6 +697,16 @@ const REGRESSIONS: readonly { readonly target: string; readonly what: string; mu
   { target: 'fp8 scales (channel)', what: 'a NaN scale (was loaded into its weights\' row)', mutate: (b) => fp8Scale(b, (v) => { v[3] = NaN; }) },
   { target: 'fp8 scales (channel)', what: 'a negative scale (was loaded: the row\'s sign flipped)', mutate: (b) => fp8Scale(b, (v) => { v[0] = -v[0]!; }) },
   { target: 'fp8 scales (block)', what: 'a zero scale over nonzero weights (was loaded: the block silenced)', mutate: (b) => fp8Scale(b, (v) => { v[0] = 0; }) },
+  { target: 'fp8 scales (channel)', what: 'o_proj\'s weight_scale copied to weight_scale_inv (one of the two was loaded)', mutate: (b) => {
+    const es = stEntries(b);
+    es.set('model.layers.0.self_attn.o_proj.weight_scale_inv', es.get('model.layers.0.self_attn.o_proj.weight_scale')!);
+    return stFile(es);
+  } },
+  { target: 'fp8 scales (block)', what: 'a weight_scale_inv for the BF16 lm_head.weight (was ignored)', mutate: (b) => {
+    const es = stEntries(b);
+    es.set('lm_head.weight_scale_inv', { dtype: 'F32', shape: [1, 1], data: new Uint8Array(new Float32Array([1]).buffer) });
+    return stFile(es);
+  } },
   { target: 'model.safetensors.index.json', what: 'weight_map lists "__proto__" (the plain object took it as its prototype: ignored)', mutate: (b) => indexEdit(b, (e) => [...e, ['__proto__', e[0]![1]]]) },
   { target: 'model.safetensors.index.json', what: 'weight_map value "" (was "<dir>: not a regular file")', mutate: (b) => indexEdit(b, (e) => e.map(([k, f], i) => [k, i === 0 ? '' : f])) },
   { target: 'model.safetensors.index.json', what: 'a tensor no shard holds (the error named the shard, not the index)', mutate: (b) => indexEdit(b, (e) => [...e, ['lm_head.bias', e[0]![1]]]) },

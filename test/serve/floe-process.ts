@@ -4,10 +4,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
 
 const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
 
 export interface Floe { url: string; proc: ChildProcess; out: () => string; exit: Promise<number | null> }
+
+/** The official openai client on `f` (no retries: a failed call shows at once). */
+export const client = (f: Floe) => new OpenAI({ baseURL: f.url + '/v1', apiKey: 'unused', maxRetries: 0 });
 
 /** How startFloeServe fails when the process exits before its model is ready (a usage error, a failed load). */
 export class FloeExited extends Error {

@@ -10,8 +10,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import OpenAI, { toFile } from 'openai';
+import OpenAI from 'openai';
 import { startFloeServe } from './floe-process.js';
+import { client, poll, terminal, uploadTinyTrain } from './ft-helpers.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
 const procs: ChildProcess[] = [];
@@ -20,14 +21,10 @@ after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode ===
 test('models.retrieve of a job checkpoint before its first use: its card; a rotated-away checkpoint: 404 with the steps on disk', { timeout: 120_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'floe-ckptcard-'));
   const floe = await startFloeServe(dir, { built: BUILT, procs, args: ['--jobs-threads', '1'] });
-  const c = new OpenAI({ baseURL: floe.url + '/v1', apiKey: 'unused', maxRetries: 0 });
-  const line = JSON.stringify({ messages: [{ role: 'user', content: 'the river' }, { role: 'assistant', content: 'was long' }] });
-  const train = await c.files.create({ file: await toFile(Buffer.from(`${line}\n${line}\n`), 'train.jsonl'), purpose: 'fine-tune' });
-  let job = await c.fineTuning.jobs.create({ model: 'floe-brown', training_file: train.id, seed: 4, floe: { max_steps: 4, save_steps: 1, lora_rank: 2 } } as unknown as OpenAI.FineTuning.Jobs.JobCreateParams);
-  while (!['succeeded', 'failed', 'cancelled'].includes(job.status)) {
-    await new Promise((ok) => setTimeout(ok, 100));
-    job = await c.fineTuning.jobs.retrieve(job.id);
-  }
+  const c = client(floe);
+  const train = await uploadTinyTrain(c);
+  const created = await c.fineTuning.jobs.create({ model: 'floe-brown', training_file: train.id, seed: 4, floe: { max_steps: 4, save_steps: 1, lora_rank: 2 } } as unknown as OpenAI.FineTuning.Jobs.JobCreateParams);
+  const job = await poll(c, created.id, terminal);
   assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
   const ckpts = (await c.fineTuning.jobs.checkpoints.list(job.id)).data; // steps 4, 3, 2, 1; the last 3 on disk
   assert.deepEqual(ckpts.map((k) => k.step_number), [4, 3, 2, 1]);

@@ -12,8 +12,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import OpenAI, { toFile } from 'openai';
+import OpenAI from 'openai';
 import { startFloeServe } from './floe-process.js';
+import { client, uploadTinyTrain } from './ft-helpers.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
 const procs: ChildProcess[] = [];
@@ -21,9 +22,8 @@ after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode ===
 
 test('unknown parameters, integrations and hyperparameters given twice are a 400 naming the parameter; the documented ones still create a job', { timeout: 120_000 }, async () => {
   const floe = await startFloeServe(mkdtempSync(join(tmpdir(), 'floe-ftparams-')), { built: BUILT, procs, args: ['--jobs-threads', '1'] });
-  const c = new OpenAI({ baseURL: floe.url + '/v1', apiKey: 'unused', maxRetries: 0 });
-  const line = JSON.stringify({ messages: [{ role: 'user', content: 'the river' }, { role: 'assistant', content: 'was long' }] });
-  const train = await c.files.create({ file: await toFile(Buffer.from(`${line}\n${line}\n`), 'train.jsonl'), purpose: 'fine-tune' });
+  const c = client(floe);
+  const train = await uploadTinyTrain(c);
   const base = { model: 'floe-brown', training_file: train.id, floe: { max_steps: 1, lora_rank: 2 } };
   const create = (extra: Record<string, unknown>) => c.fineTuning.jobs.create({ ...base, ...extra } as unknown as OpenAI.FineTuning.Jobs.JobCreateParams);
   const refused = async (extra: Record<string, unknown>, param: string, re: RegExp) => {

@@ -12,30 +12,23 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import OpenAI, { toFile } from 'openai';
-import { startFloeServe, type Floe } from './floe-process.js';
+import OpenAI from 'openai';
+import { startFloeServe } from './floe-process.js';
+import { client, poll, terminal, uploadTinyTrain } from './ft-helpers.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
 const TOOLS = fileURLToPath(new URL('../../models/floe-brown-tools', import.meta.url));
 const procs: ChildProcess[] = [];
 after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
-const client = (f: Floe) => new OpenAI({ baseURL: f.url + '/v1', apiKey: 'unused', maxRetries: 0 });
 
 test("client.models.delete(job's fine-tuned model): gone now and after a restart, the job stays; other models are refused", { timeout: 120_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'floe-ftdelmodel-'));
   const args = ['--jobs-threads', '1', '--lora-modules', `tools=${TOOLS}`];
   const f1 = await startFloeServe(dir, { built: BUILT, procs, args });
   const c = client(f1);
-  const line = JSON.stringify({ messages: [{ role: 'user', content: 'the river' }, { role: 'assistant', content: 'was long' }] });
-  const train = await c.files.create({ file: await toFile(Buffer.from(`${line}\n${line}\n`), 'train.jsonl'), purpose: 'fine-tune' });
+  const train = await uploadTinyTrain(c);
   const create = () => c.fineTuning.jobs.create({ model: 'floe-brown', training_file: train.id, seed: 2, floe: { max_steps: 2, save_steps: 2, lora_rank: 2 } } as unknown as OpenAI.FineTuning.Jobs.JobCreateParams);
-  const finish = async (id: string) => {
-    for (;;) {
-      const j = await c.fineTuning.jobs.retrieve(id);
-      if (['succeeded', 'failed', 'cancelled'].includes(j.status)) return j;
-      await new Promise((ok) => setTimeout(ok, 100));
-    }
-  };
+  const finish = (id: string) => poll(c, id, terminal);
   const job = await finish((await create()).id);
   const kept = await finish((await create()).id);
   assert.equal(job.status, 'succeeded', JSON.stringify(job.error));

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
 import { startFloeServe } from './floe-process.js';
-import { client, poll, terminal } from './ft-helpers.js';
+import { client, poll, terminal, waitFor } from './ft-helpers.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
 const procs: ChildProcess[] = [];
@@ -37,10 +37,7 @@ test('deleting the files of a running and of a queued job, then restarting mid-j
   const b = await c1.fineTuning.jobs.create(body(trainB.id, null, { max_steps: 2, save_steps: 2 }));
   await poll(c1, a.id, (j) => j.status === 'running');
   assert.equal((await poll(c1, b.id, (j) => j.status !== 'validating_files')).status, 'queued');
-  for (;;) { // a checkpoint to resume from
-    if ((await c1.fineTuning.jobs.checkpoints.list(a.id)).data.length > 0) break;
-    await new Promise((ok) => setTimeout(ok, 50));
-  }
+  await waitFor(async () => (await c1.fineTuning.jobs.checkpoints.list(a.id)).data.length > 0); // a checkpoint to resume from
   for (const id of [trainA.id, validA.id, trainB.id]) assert.equal((await c1.files.delete(id)).deleted, true);
   await assert.rejects(c1.files.retrieve(trainA.id), OpenAI.NotFoundError);
   assert.equal((await c1.fineTuning.jobs.retrieve(a.id)).status, 'running');

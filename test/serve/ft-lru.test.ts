@@ -4,8 +4,8 @@
 
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,31 +15,22 @@ import { writePeftAdapter } from '../../src/formats/peft.js';
 import { openModel } from '../../src/model/open.js';
 import { genReq, rand, randomPrompt } from '../engine/helpers.js';
 import { randomAdapter } from '../model/lora-helpers.js';
+import { client, startFloeServe } from './floe-process.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
 const BUILT = fileURLToPath(new URL('../../dist/src/engine/adapters.js', import.meta.url));
 const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
 const procs: ChildProcess[] = [];
 after(() => { for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL'); });
 
 test('serve --max-cpu-loras: LRU residency over HTTP; resident adapters never re-read, the evicted one reloads from disk', { timeout: 120_000 }, async () => {
-  if (!existsSync(BUILT)) throw new Error(`${BUILT} is missing: run \`npm run build\` first (npm test does)`);
   const { model } = await openModel(MODEL, { threads: 1 });
   const seed = Date.now() & 0xffff;
   const root = mkdtempSync(join(tmpdir(), 'floe-ft-lru-'));
   const ads = [0, 1, 2].map((i) => randomAdapter(model, seed + i, 2 + i, ['q', 'v', 'down'], false, 0.05));
   ads.forEach((a, i) => writePeftAdapter(join(root, `a${i}`), a));
-  const proc = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--threads', '1', '--no-ui', '--no-batch', '--max-loras', '1', '--max-cpu-loras', '2',
-    '--lora-modules', ...[0, 1, 2].map((i) => `a${i}=${join(root, `a${i}`)}`)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  procs.push(proc);
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const on = (d: Buffer) => { out += d.toString(); const m = /listening on (http:\/\/\S+)/.exec(out); if (m && /model ready in/.test(out)) resolve(m[1]!); };
-    proc.stdout!.on('data', on);
-    proc.stderr!.on('data', on);
-    proc.once('exit', (code) => reject(new Error(`floe serve exited with ${code}:\n${out}`)));
-  });
-  const c = new OpenAI({ baseURL: url + '/v1', apiKey: 'unused', maxRetries: 0 });
+  const floe = await startFloeServe(null, { built: BUILT, procs, args: ['--max-loras', '1', '--max-cpu-loras', '2',
+    '--lora-modules', ...[0, 1, 2].map((i) => `a${i}=${join(root, `a${i}`)}`)] });
+  const c = client(floe);
   const engine = new Engine(model, null, { kvDtype: 'f32', kvCacheMemory: 8 << 20 });
   ads.forEach((a, i) => engine.adapters.add(`a${i}`, `/mem/a${i}`, a));
   const r = rand(seed);
@@ -61,5 +52,5 @@ test('serve --max-cpu-loras: LRU residency over HTTP; resident adapters never re
   await assert.rejects(c.completions.create({ model: 'a1', prompt: [5, 6, 7], max_tokens: 2 }),
     (e: InstanceType<typeof OpenAI.APIError>) => e.status === 400 && /a1 was evicted from memory \(--max-cpu-loras 2\) and cannot be read again from .*a1/.test(e.message));
   await ask(2); // still serving
-  proc.kill('SIGTERM');
+  floe.proc.kill('SIGTERM');
 });

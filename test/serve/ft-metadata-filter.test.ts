@@ -10,8 +10,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import OpenAI, { toFile } from 'openai';
+import type OpenAI from 'openai';
 import { startFloeServe } from './floe-process.js';
+import { client, uploadTinyTrain } from './ft-helpers.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
 const procs: ChildProcess[] = [];
@@ -19,9 +20,8 @@ after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode ===
 
 test('jobs.list({ metadata }) filters by every pair, metadata: null lists the jobs without metadata; bad filters are a 400', { timeout: 120_000 }, async () => {
   const floe = await startFloeServe(mkdtempSync(join(tmpdir(), 'floe-ftmd-')), { built: BUILT, procs, args: ['--jobs-threads', '1'] });
-  const c = new OpenAI({ baseURL: floe.url + '/v1', apiKey: 'unused', maxRetries: 0 });
-  const line = JSON.stringify({ messages: [{ role: 'user', content: 'the river' }, { role: 'assistant', content: 'was long' }] });
-  const train = await c.files.create({ file: await toFile(Buffer.from(`${line}\n${line}\n`), 'train.jsonl'), purpose: 'fine-tune' });
+  const c = client(floe);
+  const train = await uploadTinyTrain(c);
   const create = (metadata: Record<string, string> | undefined) =>
     c.fineTuning.jobs.create({ model: 'floe-brown', training_file: train.id, metadata, floe: { max_steps: 1, lora_rank: 2 } } as unknown as OpenAI.FineTuning.Jobs.JobCreateParams);
   const a1 = await create({ team: 'a', run: '1' });

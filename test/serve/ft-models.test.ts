@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
 import { startFloeServe, type Floe } from './floe-process.js';
+import { chatJsonl, client, ftSeed, poll, sentences, terminal, type Job } from './ft-helpers.js';
 import { Embedder } from '../../src/model/embed.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
@@ -21,16 +22,11 @@ const T = 120_000;
 const procs: ChildProcess[] = [];
 const startFloe = (dataDir: string, args: readonly string[] = []): Promise<Floe> =>
   startFloeServe(dataDir, { built: BUILT, procs, args: ['--jobs-threads', '1', ...args] });
-const client = (f: Floe) => new OpenAI({ baseURL: f.url + '/v1', apiKey: 'unused', maxRetries: 0 });
-type Job = OpenAI.FineTuning.Jobs.FineTuningJob;
 
 // fresh random data each run (FT_SEED=N replays one)
-const WORDS = ['the', 'river', 'old', 'man', 'said', 'city', 'house', 'was', 'in', 'a', 'long', 'night', 'came', 'from', 'we'];
-const seed = process.env.FT_SEED ? Number(process.env.FT_SEED) : Math.floor(Math.random() * 1e9);
-let s0 = seed;
-const r = () => { s0 = (Math.imul(s0, 1103515245) + 12345) & 0x7fffffff; return s0 / 2 ** 31; };
-const sentence = () => Array.from({ length: 2 + Math.floor(r() * 5) }, () => WORDS[Math.floor(r() * WORDS.length)]).join(' ');
-const trainJsonl = Array.from({ length: 12 }, () => JSON.stringify({ messages: [{ role: 'user', content: sentence() }, { role: 'assistant', content: sentence() }] })).join('\n') + '\n';
+const seed = ftSeed();
+const sentence = sentences(seed);
+const trainJsonl = chatJsonl(12, sentence);
 const TEXTS = [sentence(), sentence(), sentence()];
 const RANK = 8;
 
@@ -46,11 +42,7 @@ before(async () => {
     model: 'floe-brown', training_file: train.id, seed: 7, hyperparameters: { batch_size: 4, learning_rate_multiplier: 10 },
     floe: { lora_rank: RANK, max_steps: 2, save_steps: 1 },
   } as unknown as OpenAI.FineTuning.Jobs.JobCreateParams);
-  for (;;) {
-    job = await c.fineTuning.jobs.retrieve(created.id);
-    if (['succeeded', 'failed', 'cancelled'].includes(job.status)) break;
-    await new Promise((ok) => setTimeout(ok, 50));
-  }
+  job = await poll(c, created.id, terminal);
   assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
   f.proc.kill('SIGTERM');
   await f.exit;

@@ -13,13 +13,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
 import { startFloeServe } from './floe-process.js';
+import { client, poll, terminal, waitFor, type Job } from './ft-helpers.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
 const procs: ChildProcess[] = [];
 after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
 
-type Job = OpenAI.FineTuning.Jobs.FineTuningJob;
-const sleep = (ms: number) => new Promise((ok) => setTimeout(ok, ms));
 const WORDS = ['the', 'river', 'old', 'man', 'said', 'city', 'house', 'was', 'in', 'a', 'long', 'night'];
 const jsonl = Array.from({ length: 8 }, (_, i) => JSON.stringify({ messages: [
   { role: 'user', content: `${WORDS[i % 12]} ${WORDS[(3 * i) % 12]}` }, { role: 'assistant', content: `${WORDS[(5 * i + 1) % 12]} ${WORDS[(7 * i + 2) % 12]}` }] })).join('\n') + '\n';
@@ -27,28 +26,20 @@ const jsonl = Array.from({ length: 8 }, (_, i) => JSON.stringify({ messages: [
 test('pause a running job, run another meanwhile, resume: it continues from its checkpoint to the uninterrupted result; wrong states are a 409', { timeout: 180_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'floe-ftpause-'));
   const floe = await startFloeServe(dir, { built: BUILT, procs, args: ['--jobs-threads', '1'], env: { FLOE_JOBS_TEST_STEP_MS: '150' } });
-  const c = new OpenAI({ baseURL: floe.url + '/v1', apiKey: 'unused', maxRetries: 0 });
+  const c = client(floe);
   const train = await c.files.create({ file: await toFile(Buffer.from(jsonl), 'train.jsonl'), purpose: 'fine-tune' });
   const create = (steps: number) => c.fineTuning.jobs.create({ model: 'floe-brown', training_file: train.id, seed: 8, hyperparameters: { batch_size: 2, learning_rate_multiplier: 5 }, floe: { max_steps: steps, save_steps: 2, lora_rank: 2 } } as unknown as OpenAI.FineTuning.Jobs.JobCreateParams);
-  const poll = async (id: string, until: (j: Job) => boolean) => {
-    for (;;) {
-      const j = await c.fineTuning.jobs.retrieve(id);
-      if (until(j)) return j;
-      await sleep(50);
-    }
-  };
-  const ended = (j: Job) => ['succeeded', 'failed', 'cancelled'].includes(j.status);
   const steps = async (id: string) => (await c.fineTuning.jobs.listEvents(id, { limit: 100 })).data.filter((e) => e.type === 'metrics').length;
   const is409 = (re: RegExp) => (e: unknown) => e instanceof OpenAI.APIError && e.status === 409 && re.test(e.message);
 
   const a = await create(6);
-  await poll(a.id, (j) => j.status === 'running');
+  await poll(c, a.id, (j) => j.status === 'running');
   await assert.rejects(c.fineTuning.jobs.resume(a.id), is409(/is running; only a paused job can be resumed/));
-  while ((await c.fineTuning.jobs.checkpoints.list(a.id)).data.length === 0) await sleep(50);
+  await waitFor(async () => (await c.fineTuning.jobs.checkpoints.list(a.id)).data.length > 0);
   const paused = await c.fineTuning.jobs.pause(a.id);
   assert.equal(paused.status as string, 'paused');
   const at = await steps(a.id);
-  const b = await poll((await create(2)).id, ended); // the trainer is free: another job runs while a waits
+  const b = await poll(c, (await create(2)).id, terminal); // the trainer is free: another job runs while a waits
   assert.equal(b.status, 'succeeded', JSON.stringify(b.error));
   assert.equal((await c.fineTuning.jobs.retrieve(a.id)).status as string, 'paused');
   assert.equal(await steps(a.id), at, 'no step ran while paused');
@@ -56,13 +47,13 @@ test('pause a running job, run another meanwhile, resume: it continues from its 
   await assert.rejects(c.fineTuning.jobs.pause(b.id), is409(/is succeeded/));
 
   assert.equal((await c.fineTuning.jobs.resume(a.id)).status, 'queued');
-  const doneA = await poll(a.id, ended);
+  const doneA = await poll(c, a.id, terminal);
   assert.equal(doneA.status, 'succeeded', JSON.stringify(doneA.error));
   const msgs = (await c.fineTuning.jobs.listEvents(a.id, { limit: 100 })).data.map((e) => e.message).reverse();
   assert.ok(msgs.includes('Job paused') && msgs.includes('Job resumed, moving job to queued state'), msgs.join('\n'));
   assert.ok(msgs.some((m) => /^Resuming from the checkpoint at step \d+ after a pause$/.test(m)), msgs.join('\n'));
 
-  const u = await poll((await create(6)).id, ended); // the same job, never paused
+  const u = await poll(c, (await create(6)).id, terminal); // the same job, never paused
   assert.equal(u.status, 'succeeded');
   const csv = async (j: Job) => (await c.files.content(j.result_files[0]!)).text();
   assert.equal(await csv(doneA), await csv(u), 'the same losses step by step');
@@ -72,8 +63,8 @@ test('pause a running job, run another meanwhile, resume: it continues from its 
   // a queued job pauses (it never starts), and a paused job can be cancelled
   const blocker = await create(6);
   const q = await create(2);
-  await poll(blocker.id, (j) => j.status === 'running');
-  assert.equal((await poll(q.id, (j) => j.status !== 'validating_files')).status, 'queued');
+  await poll(c, blocker.id, (j) => j.status === 'running');
+  assert.equal((await poll(c, q.id, (j) => j.status !== 'validating_files')).status, 'queued');
   assert.equal((await c.fineTuning.jobs.pause(q.id)).status as string, 'paused');
   assert.equal((await c.fineTuning.jobs.cancel(q.id)).status, 'cancelled');
   await c.fineTuning.jobs.cancel(blocker.id);

@@ -13,25 +13,19 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
 import { startFloeServe, type Floe } from './floe-process.js';
+import { chatJsonl, client, ftSeed, poll, sentences, terminal, waitFor } from './ft-helpers.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
 const procs: ChildProcess[] = [];
 after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
 
-type Job = OpenAI.FineTuning.Jobs.FineTuningJob;
-const sleep = (ms: number) => new Promise((ok) => setTimeout(ok, ms));
 const startFloe = (dataDir: string, args: readonly string[], env?: Record<string, string>): Promise<Floe> =>
   startFloeServe(dataDir, { built: BUILT, procs, args: ['--jobs-threads', '1', ...args], env });
-const client = (f: Floe) => new OpenAI({ baseURL: f.url + '/v1', apiKey: 'unused', maxRetries: 0 });
 const stop = async (f: Floe) => { f.proc.kill('SIGTERM'); await f.exit; };
 
 // fresh random data each run (FT_SEED=N replays one)
-const WORDS = ['the', 'river', 'old', 'man', 'said', 'city', 'house', 'was', 'in', 'a', 'long', 'night', 'came', 'from', 'we'];
-const seed = process.env.FT_SEED ? Number(process.env.FT_SEED) : Math.floor(Math.random() * 1e9);
-let s0 = seed;
-const r = () => { s0 = (Math.imul(s0, 1103515245) + 12345) & 0x7fffffff; return s0 / 2 ** 31; };
-const sentence = () => Array.from({ length: 2 + Math.floor(r() * 5) }, () => WORDS[Math.floor(r() * WORDS.length)]).join(' ');
-const trainJsonl = Array.from({ length: 8 }, () => JSON.stringify({ messages: [{ role: 'user', content: sentence() }, { role: 'assistant', content: sentence() }] })).join('\n') + '\n';
+const seed = ftSeed();
+const trainJsonl = chatJsonl(8, sentences(seed));
 const RANK = 8;
 const LOW = 4;
 
@@ -45,22 +39,15 @@ test(`jobs of rank ${RANK} running, queued and paused when floe serve restarts w
     model: 'floe-brown', training_file: train.id, seed: 7, suffix, hyperparameters: { batch_size: 4, learning_rate_multiplier: 10 },
     floe: { lora_rank: RANK, max_steps: 2, save_steps: 1 },
   } as unknown as OpenAI.FineTuning.Jobs.JobCreateParams);
-  const poll = async (id: string, until: (j: Job) => boolean) => {
-    for (;;) {
-      const j = await c.fineTuning.jobs.retrieve(id);
-      if (until(j)) return j;
-      await sleep(50);
-    }
-  };
   const events = async (id: string) => (await c.fineTuning.jobs.listEvents(id, { limit: 100 })).data.reverse();
 
   const running = await create('running');
   // its trainer has taken a step (and sleeps): the job is training, one at a time, so the next ones wait
-  while (!(await events(running.id)).some((e) => e.type === 'metrics')) await sleep(50);
+  await waitFor(async () => (await events(running.id)).some((e) => e.type === 'metrics'));
   const queued = await create('queued');
-  assert.equal((await poll(queued.id, (j) => j.status !== 'validating_files')).status, 'queued');
+  assert.equal((await poll(c, queued.id, (j) => j.status !== 'validating_files')).status, 'queued');
   const paused = await create('paused');
-  assert.equal((await poll(paused.id, (j) => j.status !== 'validating_files')).status, 'queued');
+  assert.equal((await poll(c, paused.id, (j) => j.status !== 'validating_files')).status, 'queued');
   assert.equal((await c.fineTuning.jobs.pause(paused.id)).status as string, 'paused');
   assert.equal((await c.fineTuning.jobs.retrieve(running.id)).status, 'running');
   await stop(first);
@@ -70,7 +57,7 @@ test(`jobs of rank ${RANK} running, queued and paused when floe serve restarts w
   // a new job of that rank is refused at creation, as before: only jobs created under the higher limit reach the end
   await assert.rejects(create('new'), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'floe.lora_rank' &&
     e.message === `400 floe.lora_rank ${RANK} is above this server's --max-lora-rank ${LOW}; its adapter could not be served`);
-  const queuedDone = await poll(queued.id, (j) => j.status !== 'queued' && j.status !== 'running');
+  const queuedDone = await poll(c, queued.id, (j) => j.status !== 'queued' && j.status !== 'running');
   assert.equal(queuedDone.status, 'succeeded', JSON.stringify(queuedDone.error));
   assert.equal((await c.fineTuning.jobs.resume(paused.id)).status, 'queued');
   const why = (name: string, id: string) => `the model '${name}' (fine-tuning job ${id}) exists but is not served: its LoRA rank ${RANK} is above ` +
@@ -79,7 +66,7 @@ test(`jobs of rank ${RANK} running, queued and paused when floe serve restarts w
     e.code === 'lora_rank_exceeded' && e.message === `400 ${why(name, id)}`;
   const models: string[] = [];
   for (const [created, suffix] of [[running, 'running'], [queued, 'queued'], [paused, 'paused']] as const) {
-    const j = await poll(created.id, (x) => ['succeeded', 'failed', 'cancelled'].includes(x.status));
+    const j = await poll(c, created.id, terminal);
     const ft = `ft:floe-brown:floe:${suffix}:${j.id}`; // OpenAI's name: ft:<base>:<org>:<suffix>:<job id>
     assert.equal(j.status, 'succeeded', `${suffix}: ${JSON.stringify(j.error)}`);
     assert.equal(j.error, null);

@@ -15,7 +15,7 @@ import OpenAI, { toFile } from 'openai';
 import { loadChatTemplate } from '../../src/formats/chat-template.js';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { encodeExample, parseJsonl } from '../../src/train/data.js';
-import { startFloeServe } from './floe-process.js';
+import { client, startFloeServe } from './floe-process.js';
 
 const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
@@ -50,7 +50,7 @@ test('weight 0 leaves an assistant turn out of the loss; weight 1 is the default
 
 test('the fine-tune upload refuses a weight other than 0 / 1 and a weight on a non-assistant message, naming the line', { timeout: 60_000 }, async () => {
   const floe = await startFloeServe(mkdtempSync(join(tmpdir(), 'floe-ftweight-')), { built: BUILT, procs });
-  const c = new OpenAI({ baseURL: floe.url + '/v1', apiKey: 'unused', maxRetries: 0 });
+  const c = client(floe);
   const upload = async (lines: unknown[]) => c.files.create({ file: await toFile(Buffer.from(lines.map((l) => JSON.stringify(l)).join('\n')), 'w.jsonl'), purpose: 'fine-tune' });
   assert.equal((await upload([convo(0, 1), convo(undefined, 0)])).purpose, 'fine-tune');
   await assert.rejects(upload([convo(0, 1), convo(2, 1)]), (e: unknown) => e instanceof OpenAI.BadRequestError && /line 2: messages\[1\]\.weight must be 0 \(leave the turn out of the loss\) or 1, got 2/.test(e.message));

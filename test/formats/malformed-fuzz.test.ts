@@ -678,6 +678,7 @@ const indexEdit = (b: Uint8Array, edit: (e: [string, string][]) => (readonly [st
 /** Corruptions that once crashed a loader or gave an imprecise error: run in every batch (mmap and read), each refused. */
 const REGRESSIONS: readonly { readonly target: string; readonly what: string; mutate(b: Uint8Array, root: string): Uint8Array | null }[] = [
   { target: 'config.json', what: '"architectures" a 20000-deep array (was a RangeError: Maximum call stack, from the message)', mutate: (b) => jsonEdit(b, (j) => { j.architectures = DEEP; }) },
+  { target: 'config.json', what: 'eos_token_id [2, 256] with vocab_size 256 (loadModel kept a stop that never fires)', mutate: (b) => jsonEdit(b, (j) => { j.eos_token_id = [2, j.vocab_size]; }) },
   { target: 'safetensors', what: 'a shape 20000 deep (was a RangeError from the message)', mutate: (b) => stEdit(b, (h) => { h[firstTensor(h)]!.shape = DEEP; }) },
   { target: 'safetensors', what: '__metadata__ value 20000 deep (was a RangeError)', mutate: (b) => stEdit(b, (h) => { h.__metadata__ = { format: DEEP } as never; }) },
   { target: 'adapter_config.json', what: 'null (was TypeError: Cannot read properties of null)', mutate: () => enc('null') },

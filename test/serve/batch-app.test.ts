@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI, { toFile } from 'openai';
 import { createApp } from '../../src/serve/app.js';
+import { poll, terminal } from './batch-helpers.js';
 import { byteTokenizer, FakeEngine } from './helpers.js';
 
 const KEY = 'k-' + Math.random().toString(36).slice(2);
@@ -25,11 +26,7 @@ test('batch lines run in the batch lane with the server key; direct requests in 
   const text = prompts.map((p, i) => JSON.stringify({ custom_id: `p${i}`, method: 'POST', url: '/v1/completions', body: { model: 'tiny', prompt: p, max_tokens: 3 + i } })).join('\n');
   const file = await client.files.create({ file: await toFile(Buffer.from(text), 'in.jsonl'), purpose: 'batch' });
   const b = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/completions', completion_window: '24h' });
-  let end = b;
-  while (!['completed', 'failed'].includes(end.status)) {
-    await new Promise((ok) => setTimeout(ok, 20));
-    end = await client.batches.retrieve(b.id);
-  }
+  const end = await poll(client, b.id, terminal);
   assert.equal(end.status, 'completed');
   const lines = (await (await client.files.content(end.output_file_id!)).text()).trim().split('\n').map((l) => JSON.parse(l));
   const batchReqs = engine.requests.splice(0);

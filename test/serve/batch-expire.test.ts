@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import OpenAI, { toFile } from 'openai';
+import { toFile } from 'openai';
+import { client, poll, terminal } from './batch-helpers.js';
 import { startFloeServe } from './floe-process.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/serve/batch-routes.js', import.meta.url));
@@ -21,21 +22,12 @@ const BAD = 1; // refused by the route (400): the error file, with its response
 
 const procs: ChildProcess[] = [];
 after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
-const client = (url: string) => new OpenAI({ baseURL: url + '/v1', apiKey: 'unused', maxRetries: 0 });
-const terminal = (b: OpenAI.Batches.Batch) => ['completed', 'failed', 'cancelled', 'expired'].includes(b.status);
-async function poll(c: OpenAI, id: string, until: (b: OpenAI.Batches.Batch) => boolean): Promise<OpenAI.Batches.Batch> {
-  for (;;) {
-    const b = await c.batches.retrieve(id);
-    if (until(b)) return b;
-    await new Promise((ok) => setTimeout(ok, 50));
-  }
-}
 
 test('a batch past its window ends expired: the lines never run are in the error file as batch_expired, counted failed', { timeout: T }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'floe-batch-expire-'));
   const args = ['--max-num-seqs', '2', '--batch-max-num-seqs', '2']; // 4 lines in flight: lines finish one after another
   const f1 = await startFloeServe(dir, { built: BUILT, procs, args });
-  const c1 = client(f1.url);
+  const c1 = client(f1);
   const jsonl = Array.from({ length: N }, (_, i) => JSON.stringify({
     custom_id: `e-${i}`, method: 'POST', url: '/v1/completions',
     body: { model: 'floe-brown', prompt: `the old river ${i}`, max_tokens: i === BAD ? -1 : 24, temperature: 0 },
@@ -53,7 +45,7 @@ test('a batch past its window ends expired: the lines never run are in the error
   assert.ok(ran.length >= 4 && ran.length < N, `${ran.length} lines ran before the window ended`);
 
   const f2 = await startFloeServe(dir, { built: BUILT, procs, args });
-  const c2 = client(f2.url);
+  const c2 = client(f2);
   const end = await poll(c2, b.id, terminal);
   assert.equal(end.status, 'expired');
   assert.ok(end.expired_at !== null && end.completed_at === null);

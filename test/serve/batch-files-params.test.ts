@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
-import { startFloeServe, type Floe } from './floe-process.js';
+import { client, startFloeServe, type Floe } from './floe-process.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/serve/batch-routes.js', import.meta.url));
 const T = 60_000;
@@ -20,7 +20,7 @@ let floe: Floe;
 let c: OpenAI;
 before(async () => {
   floe = await startFloeServe(mkdtempSync(join(tmpdir(), 'floe-batch-api-')), { built: BUILT, procs });
-  c = new OpenAI({ baseURL: floe.url + '/v1', apiKey: 'unused', maxRetries: 0 });
+  c = client(floe);
 });
 after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
 

@@ -10,32 +10,25 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import OpenAI, { toFile } from 'openai';
+import { toFile } from 'openai';
+import { client, poll, terminal } from './batch-helpers.js';
 import { startFloeServe } from './floe-process.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/serve/batch-routes.js', import.meta.url));
 const T = 60_000;
 const procs: ChildProcess[] = [];
 after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
-const client = (url: string) => new OpenAI({ baseURL: url + '/v1', apiKey: 'unused', maxRetries: 0 });
-async function finished(c: OpenAI, id: string): Promise<OpenAI.Batches.Batch> {
-  for (;;) {
-    const b = await c.batches.retrieve(id);
-    if (['completed', 'failed', 'cancelled', 'expired'].includes(b.status)) return b;
-    await new Promise((ok) => setTimeout(ok, 50));
-  }
-}
 
 test('killed mid-finalize, restarted: the batch ends with one output and one error file, none left over', { timeout: T }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'floe-batch-finalize-'));
   const f1 = await startFloeServe(dir, { built: BUILT, procs });
-  const c1 = client(f1.url);
+  const c1 = client(f1);
   const jsonl = Array.from({ length: 6 }, (_, i) => JSON.stringify({
     custom_id: `f-${i}`, method: 'POST', url: '/v1/chat/completions',
     body: { model: i === 2 ? 'no-such-model' : 'floe-brown', messages: [{ role: 'user', content: `hello ${i}` }], max_tokens: 4, temperature: 0 },
   })).join('\n') + '\n';
   const file = await c1.files.create({ file: await toFile(Buffer.from(jsonl), 'in.jsonl'), purpose: 'batch' });
-  const first = await finished(c1, (await c1.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' })).id);
+  const first = await poll(c1, (await c1.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' })).id, terminal);
   assert.equal(first.status, 'completed');
   const firstOut = await (await c1.files.content(first.output_file_id!)).text();
   f1.proc.kill('SIGKILL');
@@ -46,8 +39,8 @@ test('killed mid-finalize, restarted: the batch ends with one output and one err
   db.close();
 
   const f2 = await startFloeServe(dir, { built: BUILT, procs });
-  const c2 = client(f2.url);
-  const end = await finished(c2, first.id);
+  const c2 = client(f2);
+  const end = await poll(c2, first.id, terminal);
   assert.equal(end.status, 'completed');
   assert.deepEqual(end.request_counts, { total: 6, completed: 5, failed: 1 });
   const outputs = (await c2.files.list({ purpose: 'batch_output' })).data.map((f) => f.id).sort();

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import OpenAI, { toFile } from 'openai';
+import { client, poll, terminal } from './batch-helpers.js';
 import { startFloeServe, type Floe } from './floe-process.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/serve/batch-routes.js', import.meta.url));
@@ -20,10 +21,6 @@ const procs: ChildProcess[] = [];
 
 /** `floe serve` on the built-in model; resolves once the model is ready. */
 const startFloe = (dataDir: string, args: string[] = []): Promise<Floe> => startFloeServe(dataDir, { built: BUILT, procs, args });
-
-function client(f: Floe): OpenAI {
-  return new OpenAI({ baseURL: f.url + '/v1', apiKey: 'unused', maxRetries: 0 });
-}
 
 async function metric(url: string, name: string): Promise<number> {
   const text = await (await fetch(url + '/metrics')).text();
@@ -53,15 +50,6 @@ const essence = (b: Record<string, unknown>) => {
   const u = b.usage as { prompt_tokens: number; completion_tokens: number };
   return { choices: b.choices, prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens };
 };
-
-async function poll(c: OpenAI, id: string, until: (b: OpenAI.Batches.Batch) => boolean): Promise<OpenAI.Batches.Batch> {
-  for (;;) {
-    const b = await c.batches.retrieve(id);
-    if (until(b)) return b;
-    await new Promise((ok) => setTimeout(ok, 100));
-  }
-}
-const terminal = (b: OpenAI.Batches.Batch) => ['completed', 'failed', 'cancelled', 'expired'].includes(b.status);
 
 let floe: Floe;
 let dataDir: string;

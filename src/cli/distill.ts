@@ -4,13 +4,17 @@ import type { KdLossKind } from '../train/kd-loss.js';
 import { parse, UsageError, type Range } from './args.js';
 import { oneOf, optFlag, setupAsUsage, TRAIN_FLAGS, trainingOptions } from './train-args.js';
 
+const str = { type: 'string' } as const;
+
+/** parse() option table of `floe distill`: its own flags and the training flags. */
+export const DISTILL_FLAGS = {
+  teacher: str, student: str, 'kd-ratio': str, temperature: str, 'top-k': str, loss: str, beta: str, 'teacher-cache': str, 'cache-dtype': str,
+  'on-policy': str, 'sample-temperature': str, 'max-new-tokens': str, ...TRAIN_FLAGS,
+} as const;
+
 export async function distillCmd(args: string[]): Promise<number> {
-  const { distill, OptionNamedError } = await import('../train/distill.js');
-  const str = { type: 'string' } as const;
-  const { values: v } = parse(args, {
-    teacher: str, student: str, 'kd-ratio': str, temperature: str, 'top-k': str, loss: str, beta: str, 'teacher-cache': str, 'cache-dtype': str,
-    'on-policy': str, 'sample-temperature': str, 'max-new-tokens': str, ...TRAIN_FLAGS,
-  });
+  const { distill } = await import('../train/distill.js');
+  const { values: v } = parse(args, DISTILL_FLAGS);
   if (!v.teacher) throw new UsageError('--teacher DIR is required');
   if (!v.student) throw new UsageError('--student DIR is required');
   const options = trainingOptions(v);
@@ -32,8 +36,6 @@ export async function distillCmd(args: string[]): Promise<number> {
     cacheDtype: oneOf('cache-dtype', v['cache-dtype'], ['f16', 'f32'] as const),
     onPolicy, sampleTemperature: opt('sample-temperature', false, { min: 0 }), maxNewTokens: opt('max-new-tokens', true, one),
     ...options,
-  }).catch((e: unknown) => {
-    throw e instanceof OptionNamedError ? e.cause : e; // the CLI's own wording (flags), without distill()'s option names
   }));
   if (v.json) { process.stdout.write(JSON.stringify(s) + '\n'); return 0; }
   const c = s.teacherCache;

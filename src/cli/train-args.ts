@@ -2,6 +2,7 @@
 
 import { defaultLoraAlpha, LORA_TARGETS, parseLoraTargets, type LoraTarget } from '../model/lora.js';
 import type { FinetuneOptions } from '../train/trainer.js';
+import { flagWording } from '../train/option-names.js';
 import { conflicts, optNum, UsageError, type Range } from './args.js';
 import { RunSetupError } from '../train/checkpoint.js';
 import { OFFLOAD_FLAGS, offloadOptions } from './offload-args.js';
@@ -34,14 +35,17 @@ export function loraTargetsFlag(v: string | undefined): LoraTarget[] | undefined
   try { return parseLoraTargets(v); } catch (e) { throw new UsageError(`--lora-targets: ${(e as Error).message}`); }
 }
 
-/** A training run; its refusal of --out or --resume (a non-empty dir, a checkpoint of other flags) is a usage error (exit 2). */
+/**
+ * A training run; its refusal of --out or --resume (a non-empty dir, a checkpoint of other flags) is a usage error
+ * (exit 2). Every refusal keeps the CLI's own wording (flags), without the option names finetune() / distill() add for
+ * library callers.
+ */
 export async function setupAsUsage<T>(run: Promise<T>): Promise<T> {
   try {
     return await run;
   } catch (e) {
-    if (!(e instanceof RunSetupError)) throw e;
-    // the CLI's own wording (flags), without what finetune() adds for library callers (its option names)
-    throw new UsageError((e.cause instanceof RunSetupError ? e.cause : e).message);
+    const cli = flagWording(e);
+    throw cli instanceof RunSetupError ? new UsageError(cli.message) : cli;
   }
 }
 

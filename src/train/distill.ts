@@ -13,6 +13,7 @@ import { checkKdConfig, type KdLossConfig, type KdLossKind } from './kd-loss.js'
 import { buildTeacherCache, bytesPerToken, CachedKdLoss, checkCacheMatches, readCacheHeader, TeacherCache, type CacheHeader, type CacheLogpDType } from './teacher-cache.js';
 import { checkOutDir, resolveCheckpoint, RunSetupError } from './checkpoint.js';
 import { asTrainBackend, finetune, type FinetuneOptions, type FinetuneSummary, type Objective } from './trainer.js';
+import { DISTILL_FLAG_OPTIONS, withOptionNames } from './option-names.js';
 import { OnPolicy, type OnPolicyOptions } from './on-policy.js';
 import { loadModel } from '../formats/load.js';
 import { LlamaTrainModel } from '../model/llama-train.js';
@@ -61,38 +62,11 @@ export async function checkSameTokenizer(teacher: string, student: string): Prom
   }
 }
 
-/** The CLI flags distill's refusals name, as distill()'s options (finetune()'s withOptionNames in trainer.ts, for distill). */
-const SETUP_OPTIONS: readonly [RegExp, string][] = [
-  [/--resume\b/, 'resume: DIR'], [/--overwrite\b/, 'overwrite: true'], [/--out\b/, 'out'], [/--top-k\b/, 'topK'],
-  // a teacher cache that does not match this run (plain Errors: distill.ts, teacher-cache.ts)
-  [/--max-seq-len\b/, 'maxSeqLen'], [/--train-on-prompt\b/, 'trainOnPrompt'], [/--teacher-cache\b/, 'teacherCache'],
-];
-
-/** A plain Error distill() re-worded for a library caller: the CLI's text, then distill()'s option names; `cause` is the CLI's text. */
-export class OptionNamedError extends Error {
-  declare readonly cause: Error;
-}
-
-/**
- * A refused `out`, `topK` or teacher cache names the CLI's flags (the CLI runs distill() and keeps that text, the
- * cause); a library caller passes options, so the refusal names them too. A RunSetupError stays one (the CLI's usage
- * error, exit 2); a plain Error becomes an OptionNamedError (the CLI prints its cause, exit 1).
- */
-function withOptionNames(e: unknown): unknown {
-  const setup = e instanceof RunSetupError;
-  if (!setup && !(e instanceof Error && e.constructor === Error)) return e;
-  const base = setup && e.cause instanceof RunSetupError ? e.cause : e; // the refusal before finetune() added its own option names
-  const names = SETUP_OPTIONS.filter(([flag]) => flag.test(base.message)).map(([, option]) => option);
-  if (names.length === 0) return e;
-  const message = `${base.message} (distill() options: ${names.join(', ')})`;
-  return setup ? new RunSetupError(message, { cause: base }) : new OptionNamedError(message, { cause: base });
-}
-
 export async function distill(o: DistillOptions): Promise<DistillSummary> {
   try {
     return await distillRun(o);
   } catch (e) {
-    throw withOptionNames(e);
+    throw withOptionNames(e, 'distill', DISTILL_FLAG_OPTIONS);
   }
 }
 

@@ -24,6 +24,7 @@ import { clipGradNorm, Optimizer, type OptimizerName } from './optimizer.js';
 import { mix32, Rng } from './rng.js';
 import { learningRate, type DecayKind, type ScheduleConfig } from './schedule.js';
 import { checkOptions, describe, type OptionKeys } from '../tensor/options.js';
+import { FINETUNE_FLAG_OPTIONS, withOptionNames } from './option-names.js';
 
 export interface FinetuneOptions {
   readonly model: string; // HF dir or .gguf
@@ -265,20 +266,15 @@ const FINETUNE_OPTIONS = {
 } as const satisfies OptionKeys<FinetuneOptions>;
 const LORA_OPTIONS = { rank: true, alpha: true, targets: true, dropout: true, rslora: true } as const satisfies OptionKeys<LoraConfig>;
 
-/** The --out / --resume / --overwrite flags prepareOutDir's refusals name, as finetune()'s options. */
-const OUT_DIR_OPTIONS: readonly [RegExp, string][] = [[/--resume\b/, 'resume: DIR'], [/--overwrite\b/, 'overwrite: true'], [/--out\b/, 'out']];
-
-/**
- * A refused output directory names the CLI's flags (the CLI runs finetune() and keeps that text); a library caller
- * passes options, so the refusal names them too.
- */
-function withOptionNames(e: unknown): unknown {
-  if (!(e instanceof RunSetupError)) return e;
-  const names = OUT_DIR_OPTIONS.filter(([flag]) => flag.test(e.message)).map(([, option]) => option);
-  return names.length === 0 ? e : new RunSetupError(`${e.message} (finetune() options: ${names.join(', ')})`, { cause: e });
+export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
+  try {
+    return await finetuneRun(o);
+  } catch (e) {
+    throw withOptionNames(e, 'finetune', FINETUNE_FLAG_OPTIONS);
+  }
 }
 
-export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
+async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
   const t0 = performance.now();
   checkOptions('finetune', o, FINETUNE_OPTIONS, false);
   checkOptions('finetune: lora', o.lora, LORA_OPTIONS);
@@ -293,11 +289,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneSummary> {
   const gradAccum = o.gradAccum ?? 1;
   const lr = o.lr ?? (full ? 1e-4 : 2e-4);
   if (!(typeof lr === 'number' && lr > 0)) throw new RangeError(`lr (the learning rate) must be a number > 0, got ${describe(lr)}`);
-  try {
-    prepareOutDir(o.out, o);
-  } catch (e) {
-    throw withOptionNames(e);
-  }
+  prepareOutDir(o.out, o);
 
   // model, tokenizer, chat template
   const loaded = await loadModel(o.model);

@@ -4,8 +4,8 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -15,6 +15,7 @@ import OpenAI from 'openai';
 import { writePeftAdapter } from '../../src/formats/peft.js';
 import { openModel } from '../../src/model/open.js';
 import { randomAdapter } from '../model/lora-helpers.js';
+import { startFloeServe } from '../serve/floe-process.js';
 import { closeAll, launchChromium, skip } from './browser.js';
 
 // Browser globals, used only inside page.evaluate callbacks (this file compiles without the DOM lib).
@@ -33,9 +34,10 @@ const BIN = join(ROOT, 'bin', 'floe.js');
 const KEY = 'console-' + Math.random().toString(36).slice(2);
 const T = 90_000;
 
-let server: ChildProcess;
+const servers: ChildProcess[] = [];
 let url = '';
 let loraDir = '';
+let dataDir = '';
 // Served adapters: name -> [rank, targets] (B random, so each changes the greedy answer).
 const ADAPTERS = { a1: [4, undefined], a2: [2, ['q', 'v', 'down']] } as const;
 let browser: Browser;
@@ -65,7 +67,6 @@ const shot = (page: Page, name: string) => page.screenshot({ path: join(OUT, `${
 before(async () => {
   if (skip) return;
   browser = await launchChromium();
-  assert.ok(existsSync(join(ROOT, 'dist/src/serve/static.js')), 'dist/ is built (npm run build)');
   mkdirSync(OUT, { recursive: true });
   loraDir = mkdtempSync(join(tmpdir(), 'floe-console-lora-'));
   const base = await openModel(MODEL, { backend: 'reference' });
@@ -76,33 +77,21 @@ before(async () => {
   });
   writePeftAdapter(join(loraDir, 'late'), randomAdapter(base.model, seed + 9, 2)); // loaded at run time by a test
   base.loaded.dispose();
-  server = spawn(process.execPath, [BIN, 'serve', '--model', MODEL, '--port', '0', '--threads', '1', '--api-key', KEY, '--enable-lora-loading', '--lora-root', loraDir, '--lora-modules', ...modules], {
+  // its Files / Batch / fine-tuning state in a fresh folder (not ./floe-data in the working directory)
+  dataDir = mkdtempSync(join(tmpdir(), 'floe-console-data-'));
+  url = (await startFloeServe(dataDir, {
+    built: join(ROOT, 'dist/src/serve/static.js'), procs: servers, ui: true,
+    args: ['--model', MODEL, '--api-key', KEY, '--enable-lora-loading', '--lora-root', loraDir, '--lora-modules', ...modules],
     // 8 ms per engine step: floe-brown streams a 400-token answer in ~1 s on a quiet machine, faster than a click lands
-    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FLOE_ENGINE_STEP_DELAY_MS: '8' },
-  });
-  url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`floe serve did not start in 30 s:\n${out}`)), 30_000);
-    const on = (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (http:\/\/\S+)/.exec(out);
-      if (m) { clearTimeout(timer); resolve(m[1]!); }
-    };
-    server.stdout!.on('data', on);
-    server.stderr!.on('data', on);
-    server.once('exit', (code) => reject(new Error(`floe serve exited with ${code}:\n${out}`)));
-  });
-  for (const t0 = Date.now(); (await fetch(url + '/health')).status !== 200;) {
-    if (Date.now() - t0 > 30_000) throw new Error('floe serve not healthy in 30 s');
-    await new Promise((r) => setTimeout(r, 100));
-  }
+    env: { FLOE_ENGINE_STEP_DELAY_MS: '8' },
+  })).url;
   ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   await ctx.addInitScript((k) => { if (!localStorage.getItem('floe.apiKey')) localStorage.setItem('floe.apiKey', k); }, KEY);
-});
+}, { timeout: T });
 
 after(async () => {
-  await closeAll(browser, server ? [server] : []);
-  if (loraDir) rmSync(loraDir, { recursive: true, force: true });
+  await closeAll(browser, servers);
+  for (const d of [loraDir, dataDir]) if (d) rmSync(d, { recursive: true, force: true });
 });
 
 /** A page on the chat with fresh storage and the given settings (typed into the settings panel). */

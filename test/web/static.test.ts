@@ -1,14 +1,15 @@
 // The console's routes (fastify inject): files and content types, nothing outside web/, --no-ui, the key on the JSON only.
 
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ChatTemplate } from '../../src/formats/chat-template.js';
 import { loadModel } from '../../src/formats/load.js';
 import { createApp } from '../../src/serve/app.js';
+import { startFloeServe } from '../serve/floe-process.js';
 import { byteTokenizer, CHAT_TEMPLATE, FakeEngine, makeModelDir } from '../serve/helpers.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -16,6 +17,8 @@ const WEB = join(ROOT, 'web');
 const tok = byteTokenizer();
 const KEY = 'k-' + Math.random().toString(36).slice(2);
 const auth = { authorization: `Bearer ${KEY}` };
+const procs: ChildProcess[] = [];
+after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
 
 function setup(opts: { ui?: boolean; loading?: boolean; modelPath?: string; kvDtype?: string } = {}) {
   const engine = new FakeEngine(tok, opts.kvDtype ? { kvDtype: opts.kvDtype } : {});
@@ -160,30 +163,15 @@ test('/v1/floe/info: the model facts floe info reports, from the headers only', 
 });
 
 test('floe serve --no-ui: no page; without the flag the page is there', { timeout: 60_000 }, async () => {
-  const BIN = join(ROOT, 'bin/floe.js');
-  assert.ok(existsSync(join(ROOT, 'dist/src/serve/static.js')), 'dist/ is built (npm run build)');
   const dir = makeModelDir('gqa_f32');
   for (const noUi of [true, false]) {
-    const proc = spawn(process.execPath, [BIN, 'serve', '--model', dir, '--port', '0', '--threads', '1', ...(noUi ? ['--no-ui'] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
-    try {
-      const url = await new Promise<string>((resolve, reject) => {
-        let out = '';
-        const timer = setTimeout(() => reject(new Error(`no listening line in 20 s:\n${out}`)), 20_000);
-        const on = (d: Buffer) => {
-          out += d.toString();
-          const mm = /listening on (http:\/\/\S+)/.exec(out);
-          if (mm) { clearTimeout(timer); resolve(mm[1]!); }
-        };
-        proc.stdout!.on('data', on);
-        proc.stderr!.on('data', on);
-      });
-      const page = await fetch(url + '/');
-      assert.equal(page.status, noUi ? 404 : 200);
-      if (!noUi) assert.match(await page.text(), /<title>floe console<\/title>/);
-    } finally {
-      proc.kill('SIGTERM');
-      await new Promise((r) => proc.once('exit', r));
-    }
+    // no data dir (--no-batch): the page is all this looks at
+    const floe = await startFloeServe(null, { built: join(ROOT, 'dist/src/serve/static.js'), procs, ui: !noUi, args: ['--model', dir] });
+    const page = await fetch(floe.url + '/');
+    assert.equal(page.status, noUi ? 404 : 200);
+    if (!noUi) assert.match(await page.text(), /<title>floe console<\/title>/);
+    floe.proc.kill('SIGTERM');
+    await floe.exit;
   }
 });
 

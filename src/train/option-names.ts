@@ -53,14 +53,15 @@ export function flagWording(e: unknown): unknown {
  * A refusal that names CLI flags (the CLI runs finetune() / distill() and keeps that text, the cause) also names the
  * options they are, in the order the message names the flags: `<text> (distill() options: resume: DIR, overwrite: true,
  * out)`. A RunSetupError stays one (the CLI's usage error, exit 2); a plain Error becomes an OptionNamedError (the CLI
- * prints its cause, exit 1); any other error, or one naming no flag of `table`, is returned as it is. An error already
- * re-worded (finetune()'s, inside distill()) is re-worded from its cause.
+ * prints its cause, exit 1); any other error, or one naming no flag of `table` outside a `quoted` command line, is
+ * returned as it is. An error already re-worded (finetune()'s, inside distill()) is re-worded from its cause.
  */
 export function withOptionNames(e: unknown, fn: string, table: Readonly<Record<string, string>>): unknown {
   const base = flagWording(e);
   const setup = base instanceof RunSetupError;
   if (!setup && !(base instanceof Error && base.constructor === Error)) return e;
-  const names = [...new Set([...base.message.matchAll(/(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)/g)].map((m) => table[m[1]!]).filter((n) => n !== undefined))];
+  const text = base.message.replace(/`[^`]*`/g, ''); // a quoted command line (`mpirun ... floe finetune ...`) is one to run: no option of fn() says it
+  const names = [...new Set([...text.matchAll(/(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)/g)].map((m) => table[m[1]!]).filter((n) => n !== undefined))];
   if (names.length === 0) return base;
   const message = `${base.message} (${fn}() options: ${names.join(', ')})`;
   const named = setup ? new RunSetupError(message, { cause: base }) : new OptionNamedError(message, { cause: base });

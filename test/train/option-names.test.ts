@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -106,6 +106,20 @@ test('finetune(): a resume of other settings names the options (lora.rank, seed,
   const r = floe(['finetune', '--model', model, '--data', data, '--out', out, '--resume', out, '--max-steps', '1', '--batch-size', '2', '--seed', '6',
     '--lora-rank', '4', '--backend', 'reference', '--quiet']);
   cliRefused(r, 2, /checkpoint-000001: the checkpoint was trained with --seed 5, this run has --seed 6: resume with the flags the run was started with \(a flag left out takes its default\), or start a new run\n/);
+});
+
+test('finetune(): resuming a pipeline run is refused with the mpirun command line only, no finetune() option (none resumes it); floe finetune the same, exit 2', async () => {
+  const out = join(work, 'pipeline-run');
+  for (const s of [0, 1]) mkdirSync(join(out, `stage-${s}`, 'checkpoint-000001'), { recursive: true });
+  const text = `${out} holds a pipeline run's per-stage checkpoints (2 stages, stage-K/checkpoint-*): resume it with \`mpirun -np 2 floe finetune --pipeline-parallel-size 2 --resume ${out} ...\` and the flags it was started with`;
+  await assert.rejects(finetune({ model, data, out, resume: out, maxSteps: 1, backend: 'reference' }), (e: Error) => {
+    assert.ok(e instanceof RunSetupError, String(e));
+    assert.equal(e.message, text); // before: '... (finetune() options: resume: DIR)', the option the caller had passed
+    return true;
+  });
+  const r = floe(['finetune', '--model', model, '--data', data, '--out', out, '--resume', out, '--max-steps', '1', '--backend', 'reference', '--quiet']);
+  assert.equal(r.status, 2, r.stderr);
+  assert.ok(r.stderr.includes(`${text}\n`), r.stderr);
 });
 
 test('finetune(): a chat template that does not render a prefix of the conversation names trainOnPrompt; floe finetune keeps --train-on-prompt, exit 1', { timeout: 300_000 }, async () => {

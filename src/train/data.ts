@@ -136,16 +136,21 @@ export function encodeExample(ex: Example, tok: SampleEncoder, template: ChatTem
         if (end > done) push(tok.encode(full.slice(done, end), { addSpecialTokens: false }), m);
         done = Math.max(done, end);
       };
+      // each assistant turn's [g, e): where the rendering up to it (with the generation prompt) and through it end
+      const turns: [number, number, number][] = [];
+      let located = true;
       ex.messages.forEach((msg, k) => {
-        if (msg.role !== 'assistant') return;
+        if (msg.role !== 'assistant' || !located) return;
         const g = template.render(ex.messages.slice(0, k), { ...opt, addGenerationPrompt: true });
         const e = template.render(ex.messages.slice(0, k + 1), opt);
         if (!full.startsWith(g) || !full.startsWith(e) || g.length > e.length) {
+          // with the loss on every token the turns need not be found: the whole rendering is the target
+          if (all) return void (located = false);
           throw new Error(`${at}: the chat template does not render messages[0..${k}] as a prefix of the whole conversation, so assistant tokens cannot be located (use --train-on-prompt)`);
         }
-        piece(g.length, all ? 1 : 0);
-        piece(e.length, msg.weight === 0 && !all ? 0 : 1);
+        turns.push([g.length, e.length, msg.weight === 0 && !all ? 0 : 1]);
       });
+      if (located) for (const [g, e, m] of turns) { piece(g, all ? 1 : 0); piece(e, m); }
       piece(full.length, all ? 1 : 0);
       break;
     }

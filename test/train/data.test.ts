@@ -94,6 +94,17 @@ describe('encodeExample', () => {
     assert.equal(tok.decode(tokens.filter((_, i) => mask[i] === 1)), 'calc{"e": "2+2"}</s>four</s>');
   });
 
+  it('messages through a template that does not render prefixes: refused (assistant turns cannot be located), learned whole with trainOnPrompt', () => {
+    // the message count at the end: messages[0..k] never renders as a prefix of the whole conversation
+    const t = new ChatTemplate('{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}[{{ messages|length }}]');
+    const messages = [{ role: 'user', content: 'the cat' }, { role: 'assistant', content: 'sat on a mat' }, { role: 'user', content: 'and?' }, { role: 'assistant', content: 'ran' }];
+    assert.throws(() => encodeExample({ kind: 'chat', messages }, tok, t, { maxSeqLen: 64 }, 'x.jsonl:1'),
+      /x\.jsonl:1: the chat template does not render messages\[0\.\.1\] as a prefix of the whole conversation, so assistant tokens cannot be located \(use --train-on-prompt\)/);
+    const { tokens, mask } = encodeExample({ kind: 'chat', messages }, tok, t, { maxSeqLen: 64, trainOnPrompt: true }, 'x.jsonl:1');
+    assert.equal(tok.decode(tokens), t.render(messages, { bosToken: '<s>', eosToken: '</s>' }));
+    assert.ok(tokens.length > 0 && mask.every((m) => m === 1), 'the loss is on every token');
+  });
+
   it('messages without a template fail with the line', () => {
     const p = file('chat.jsonl', ['{"text": "a"}', '{"messages": [{"role": "assistant", "content": "x"}]}']);
     assert.throws(() => loadSamples(p, tok, null, { maxSeqLen: 64 }), /chat\.jsonl:2: "messages" needs a chat template/);

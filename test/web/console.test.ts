@@ -94,6 +94,13 @@ after(async () => {
   for (const d of [loraDir, dataDir]) if (d) rmSync(d, { recursive: true, force: true });
 });
 
+/** Type `text` into the composer (or `into`), press Enter and wait for `until` (by default an answer's stats line). */
+async function send(page: Page, text: string, o: { into?: string; until?: string } = {}): Promise<void> {
+  await page.fill(o.into ?? '#prompt', text);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector(o.until ?? '.msg.assistant .stats');
+}
+
 /** A page on the chat with fresh storage and the given settings (typed into the settings panel). */
 async function chatPage(settings: Record<string, string> = {}): Promise<Page> {
   const page = await ctx.newPage();
@@ -192,13 +199,9 @@ test('stop mid-stream (button, then Esc): the text stops as a prefix of the full
 
 test('edit a previous message, regenerate, keyboard: Shift+Enter is a newline, Tab reaches Send', { skip, timeout: T }, async () => {
   const page = await chatPage({ max_tokens: '24' });
-  await page.fill('#prompt', 'first question');
-  await page.keyboard.press('Enter');
-  await page.waitForSelector('.msg.assistant .stats');
+  await send(page, 'first question');
   await page.click('[aria-label="edit message 1"]');
-  await page.fill('[aria-label="edit message"]', 'The old man');
-  await page.keyboard.press('Enter');
-  await page.waitForSelector('.msg.assistant .stats');
+  await send(page, 'The old man', { into: '[aria-label="edit message"]' });
   const ref = await reference('The old man', 24);
   assert.deepEqual(await page.locator('.msg.user .text').allTextContents(), ['The old man']);
   assert.equal(await page.textContent('.msg.assistant .text'), ref.choices[0].message.content);
@@ -226,9 +229,7 @@ test('the model picker lists the served models; token log-probabilities match th
   assert.equal(await page.inputValue('select[name=model]'), models[0]);
   await page.check('[name=logprobs]');
   await page.fill('[name=top_logprobs]', '3');
-  await page.fill('#prompt', 'The old man');
-  await page.keyboard.press('Enter');
-  await page.waitForSelector('.msg.assistant .stats');
+  await send(page, 'The old man');
   const ref = await reference('The old man', 12, { logprobs: true, top_logprobs: 3 });
   const lp = ref.choices[0].logprobs.content as Array<{ token: string; logprob: number; top_logprobs: Array<{ token: string }> }>;
   const toks = page.locator('.lp-tok');
@@ -285,13 +286,9 @@ test('switch adapter: the picker lists the base and its adapters; each answer is
 
 test('conversations are kept in the browser: new, switch, delete, survive a reload', { skip, timeout: T }, async () => {
   const page = await chatPage({ max_tokens: '4' });
-  await page.fill('#prompt', 'alpha');
-  await page.keyboard.press('Enter');
-  await page.waitForSelector('.msg.assistant .stats');
+  await send(page, 'alpha');
   await page.click('text=New chat');
-  await page.fill('#prompt', 'beta');
-  await page.keyboard.press('Enter');
-  await page.waitForSelector('.msg.assistant .stats');
+  await send(page, 'beta');
   await page.reload();
   await page.waitForSelector('.chats li');
   assert.deepEqual(await page.locator('.chats .title').allTextContents(), ['beta', 'alpha']);
@@ -409,9 +406,7 @@ test('a bad key shows the server\'s 401 as it returned it; the page itself loads
 
 test('a refused chat request shows the status and error.message the API returned', { skip, timeout: T }, async () => {
   const page = await chatPage({ max_tokens: '5000' });
-  await page.fill('#prompt', 'The old man');
-  await page.keyboard.press('Enter');
-  await page.waitForSelector('.msg.assistant [role=alert]');
+  await send(page, 'The old man', { until: '.msg.assistant [role=alert]' });
   const r = await fetch(url + '/v1/chat/completions', {
     method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
     body: JSON.stringify({ model: 'floe-brown', messages: [{ role: 'user', content: 'The old man' }], max_tokens: 5000, stream: true }),
@@ -425,9 +420,7 @@ test('a refused chat request shows the status and error.message the API returned
 
 test('a failed turn stays on screen but is not sent again; with the browser\'s storage full the page says chats are not saved', { skip, timeout: T }, async () => {
   const page = await chatPage({ max_tokens: '5000' });
-  await page.fill('#prompt', 'The old man');
-  await page.keyboard.press('Enter');
-  await page.waitForSelector('.msg.assistant [role=alert]');
+  await send(page, 'The old man', { until: '.msg.assistant [role=alert]' });
   await page.fill('[name=max_tokens]', '8');
   const sent = async (text: string, nth: number) => {
     const req = page.waitForRequest((r) => r.url().endsWith('/v1/chat/completions') && r.method() === 'POST');

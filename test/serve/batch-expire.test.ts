@@ -3,9 +3,8 @@
 // never ran is in the error file as {response: null, error: {code: 'batch_expired'}} and counts as failed, so that
 // each custom_id of the input is accounted for exactly once.
 
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,15 +12,14 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { toFile } from 'openai';
 import { client, poll, terminal } from './batch-helpers.js';
-import { startFloeServe } from './floe-process.js';
+import { serverProcs, startFloeServe } from './floe-process.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/serve/batch-routes.js', import.meta.url));
 const T = 120_000;
 const N = 40;
 const BAD = 1; // refused by the route (400): the error file, with its response
 
-const procs: ChildProcess[] = [];
-after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
+const procs = serverProcs();
 
 test('a batch past its window ends expired: the lines never run are in the error file as batch_expired, counted failed', { timeout: T }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'floe-batch-expire-'));

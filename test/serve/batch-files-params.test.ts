@@ -3,26 +3,24 @@
 // honours `order` (asc pages oldest first), refusing an unknown order rather than ignoring it, and lists every file
 // in one page when no `limit` is given (OpenAI's default 10,000).
 
-import { after, before, test } from 'node:test';
+import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
-import { client, startFloeServe, type Floe } from './floe-process.js';
+import { client, serverProcs, startFloeServe, type Floe } from './floe-process.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/serve/batch-routes.js', import.meta.url));
 const T = 60_000;
-const procs: ChildProcess[] = [];
+const procs = serverProcs();
 let floe: Floe;
 let c: OpenAI;
 before(async () => {
   floe = await startFloeServe(mkdtempSync(join(tmpdir(), 'floe-batch-api-')), { built: BUILT, procs });
   c = client(floe);
 });
-after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
 
 const batchFile = (tag: string) => toFile(Buffer.from(JSON.stringify({ custom_id: tag, method: 'POST', url: '/v1/completions', body: { prompt: 'the river', max_tokens: 2 } }) + '\n'), `${tag}.jsonl`);
 

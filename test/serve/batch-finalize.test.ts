@@ -2,9 +2,8 @@
 // said completed): the next start finalizes again over the same files, so the batch has one output and one error
 // file and GET /v1/files lists no stray copy.
 
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,12 +11,11 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { toFile } from 'openai';
 import { client, poll, terminal } from './batch-helpers.js';
-import { startFloeServe } from './floe-process.js';
+import { serverProcs, startFloeServe } from './floe-process.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/serve/batch-routes.js', import.meta.url));
 const T = 60_000;
-const procs: ChildProcess[] = [];
-after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
+const procs = serverProcs();
 
 test('killed mid-finalize, restarted: the batch ends with one output and one error file, none left over', { timeout: T }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'floe-batch-finalize-'));

@@ -1,9 +1,8 @@
 // The Files and Batch API through `floe serve` on the built-in model with the official openai client: upload →
 // create → poll → download equals the same requests sent directly; invalid lines; cancel; kill -9 and resume.
 
-import { after, before, test } from 'node:test';
+import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,13 +10,13 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import OpenAI, { toFile } from 'openai';
 import { client, poll, terminal } from './batch-helpers.js';
-import { startFloeServe, type Floe } from './floe-process.js';
+import { serverProcs, startFloeServe, type Floe } from './floe-process.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/serve/batch-routes.js', import.meta.url));
 const T = 120_000;
 const N = 300; // lines of the main batch
 
-const procs: ChildProcess[] = [];
+const procs = serverProcs();
 
 /** `floe serve` on the built-in model; resolves once the model is ready. */
 const startFloe = (dataDir: string, args: string[] = []): Promise<Floe> => startFloeServe(dataDir, { built: BUILT, procs, args });
@@ -59,9 +58,6 @@ let direct: Map<string, Record<string, unknown>>;
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'floe-batch-'));
   floe = await startFloe(dataDir);
-});
-after(() => {
-  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
 });
 
 test('an invalid batch input file is refused with the line and the reason', { timeout: T }, async () => {

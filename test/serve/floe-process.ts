@@ -3,6 +3,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 
@@ -12,6 +13,13 @@ export interface Floe { url: string; proc: ChildProcess; out: () => string; exit
 
 /** The official openai client on `f` (no retries: a failed call shows at once). */
 export const client = (f: Floe) => new OpenAI({ baseURL: f.url + '/v1', apiKey: 'unused', maxRetries: 0 });
+
+/** A test file's list of started processes (startFloeServe's `procs`); an after() hook SIGKILLs those still running. */
+export function serverProcs(): ChildProcess[] {
+  const procs: ChildProcess[] = [];
+  after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
+  return procs;
+}
 
 /** How startFloeServe fails when the process exits before its model is ready (a usage error, a failed load). */
 export class FloeExited extends Error {

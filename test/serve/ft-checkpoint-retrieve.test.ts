@@ -3,20 +3,18 @@
 // naming the steps on disk. Before, the card was a 404 'does not exist' until a chat request had loaded it.
 // `floe serve` on the built-in model, the official openai client.
 
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
-import { startFloeServe } from './floe-process.js';
+import { serverProcs, startFloeServe } from './floe-process.js';
 import { client, poll, terminal, uploadTinyTrain } from './ft-helpers.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
-const procs: ChildProcess[] = [];
-after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
+const procs = serverProcs();
 
 test('models.retrieve of a job checkpoint before its first use: its card; a rotated-away checkpoint: 404 with the steps on disk', { timeout: 120_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'floe-ckptcard-'));

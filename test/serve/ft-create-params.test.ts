@@ -5,20 +5,18 @@
 // top-level values only, or without any validation loss. No job is created.
 // `floe serve` on the built-in model, the official openai client.
 
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
-import { startFloeServe } from './floe-process.js';
+import { serverProcs, startFloeServe } from './floe-process.js';
 import { client, uploadTinyTrain } from './ft-helpers.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
-const procs: ChildProcess[] = [];
-after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
+const procs = serverProcs();
 
 test('unknown parameters, integrations and hyperparameters given twice are a 400 naming the parameter; the documented ones still create a job', { timeout: 120_000 }, async () => {
   const floe = await startFloeServe(mkdtempSync(join(tmpdir(), 'floe-ftparams-')), { built: BUILT, procs, args: ['--jobs-threads', '1'] });

@@ -5,21 +5,19 @@
 // (unload_lora_adapter only until the next start, and it now refuses job names).
 // `floe serve` on the built-in model, the official openai client.
 
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
-import { startFloeServe } from './floe-process.js';
+import { serverProcs, startFloeServe } from './floe-process.js';
 import { client, poll, terminal, uploadTinyTrain } from './ft-helpers.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
 const TOOLS = fileURLToPath(new URL('../../models/floe-brown-tools', import.meta.url));
-const procs: ChildProcess[] = [];
-after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
+const procs = serverProcs();
 
 test("client.models.delete(job's fine-tuned model): gone now and after a restart, the job stays; other models are refused", { timeout: 120_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'floe-ftdelmodel-'));

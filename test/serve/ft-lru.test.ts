@@ -2,9 +2,8 @@
 // adapter run in-process; with the adapter directories then deleted, the two resident adapters still answer (never
 // read again per request) and the evicted one is refused, naming --max-cpu-loras and its directory.
 
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,12 +14,11 @@ import { writePeftAdapter } from '../../src/formats/peft.js';
 import { openModel } from '../../src/model/open.js';
 import { genReq, rand, randomPrompt } from '../engine/helpers.js';
 import { randomAdapter } from '../model/lora-helpers.js';
-import { client, startFloeServe } from './floe-process.js';
+import { client, serverProcs, startFloeServe } from './floe-process.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/engine/adapters.js', import.meta.url));
 const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
-const procs: ChildProcess[] = [];
-after(() => { for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL'); });
+const procs = serverProcs();
 
 test('serve --max-cpu-loras: LRU residency over HTTP; resident adapters never re-read, the evicted one reloads from disk', { timeout: 120_000 }, async () => {
   const { model } = await openModel(MODEL, { threads: 1 });

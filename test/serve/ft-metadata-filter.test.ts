@@ -3,20 +3,18 @@
 // only the jobs without metadata, and pages through the filtered list; a malformed metadata parameter is a 400.
 // Before, the filter was ignored and every job was listed.
 
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type OpenAI from 'openai';
-import { startFloeServe } from './floe-process.js';
+import { serverProcs, startFloeServe } from './floe-process.js';
 import { client, uploadTinyTrain } from './ft-helpers.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
-const procs: ChildProcess[] = [];
-after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
+const procs = serverProcs();
 
 test('jobs.list({ metadata }) filters by every pair, metadata: null lists the jobs without metadata; bad filters are a 400', { timeout: 120_000 }, async () => {
   const floe = await startFloeServe(mkdtempSync(join(tmpdir(), 'floe-ftmd-')), { built: BUILT, procs, args: ['--jobs-threads', '1'] });

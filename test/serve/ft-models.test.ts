@@ -3,15 +3,14 @@
 // adapters (applied to the weights, not the engine's per-token LoRA); a restart with --max-lora-rank below the job's
 // rank refuses its models with the rank and the flag (as vLLM refuses such an adapter), not as models that do not exist.
 
-import { after, before, test } from 'node:test';
+import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
-import { startFloeServe, type Floe } from './floe-process.js';
+import { serverProcs, startFloeServe, type Floe } from './floe-process.js';
 import { chatJsonl, client, ftSeed, poll, sentences, terminal, type Job } from './ft-helpers.js';
 import { Embedder } from '../../src/model/embed.js';
 
@@ -19,7 +18,7 @@ const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', imp
 const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
 const T = 120_000;
 
-const procs: ChildProcess[] = [];
+const procs = serverProcs();
 const startFloe = (dataDir: string, args: readonly string[] = []): Promise<Floe> =>
   startFloeServe(dataDir, { built: BUILT, procs, args: ['--jobs-threads', '1', ...args] });
 
@@ -47,9 +46,6 @@ before(async () => {
   f.proc.kill('SIGTERM');
   await f.exit;
 }, { timeout: T });
-after(() => {
-  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-});
 
 function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   assert.equal(a.length, b.length);

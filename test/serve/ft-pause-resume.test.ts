@@ -4,20 +4,18 @@
 // paused job can be cancelled, and pausing / resuming a job in the wrong state is a 409. Before, both were a 404
 // 'no route'. `floe serve` on the built-in model, the official openai client.
 
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
-import { startFloeServe } from './floe-process.js';
+import { serverProcs, startFloeServe } from './floe-process.js';
 import { client, poll, terminal, waitFor, type Job } from './ft-helpers.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
-const procs: ChildProcess[] = [];
-after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
+const procs = serverProcs();
 
 const WORDS = ['the', 'river', 'old', 'man', 'said', 'city', 'house', 'was', 'in', 'a', 'long', 'night'];
 const jsonl = Array.from({ length: 8 }, (_, i) => JSON.stringify({ messages: [

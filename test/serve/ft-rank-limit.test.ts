@@ -4,20 +4,18 @@
 // with a high enough limit serves it. Before, it failed 'model_registration_failed' with the engine's rank message
 // although it had trained and its adapter was on disk. `floe serve` on the built-in model, the official openai client.
 
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
-import { startFloeServe, type Floe } from './floe-process.js';
+import { serverProcs, startFloeServe, type Floe } from './floe-process.js';
 import { chatJsonl, client, ftSeed, poll, sentences, terminal, waitFor } from './ft-helpers.js';
 
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
-const procs: ChildProcess[] = [];
-after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
+const procs = serverProcs();
 
 const startFloe = (dataDir: string, args: readonly string[], env?: Record<string, string>): Promise<Floe> =>
   startFloeServe(dataDir, { built: BUILT, procs, args: ['--jobs-threads', '1', ...args], env });

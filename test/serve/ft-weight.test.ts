@@ -4,9 +4,8 @@
 // upload check (POST /v1/files purpose fine-tune, through `floe serve` and the openai client) refuses a bad weight
 // with its line.
 
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,12 +14,11 @@ import OpenAI, { toFile } from 'openai';
 import { loadChatTemplate } from '../../src/formats/chat-template.js';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { encodeExample, parseJsonl } from '../../src/train/data.js';
-import { client, startFloeServe } from './floe-process.js';
+import { client, serverProcs, startFloeServe } from './floe-process.js';
 
 const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
 const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
-const procs: ChildProcess[] = [];
-after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
+const procs = serverProcs();
 
 const convo = (w1: number | undefined, w2: number | undefined) => ({ messages: [
   { role: 'user', content: 'the river' }, { role: 'assistant', content: 'was long and old', ...(w1 === undefined ? {} : { weight: w1 }) },

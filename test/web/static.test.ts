@@ -1,15 +1,14 @@
 // The console's routes (fastify inject): files and content types, nothing outside web/, --no-ui, the key on the JSON only.
 
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ChatTemplate } from '../../src/formats/chat-template.js';
 import { loadModel } from '../../src/formats/load.js';
 import { createApp } from '../../src/serve/app.js';
-import { startFloeServe } from '../serve/floe-process.js';
+import { serverProcs, startFloeServe } from '../serve/floe-process.js';
 import { byteTokenizer, CHAT_TEMPLATE, FakeEngine, makeModelDir } from '../serve/helpers.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -17,8 +16,7 @@ const WEB = join(ROOT, 'web');
 const tok = byteTokenizer();
 const KEY = 'k-' + Math.random().toString(36).slice(2);
 const auth = { authorization: `Bearer ${KEY}` };
-const procs: ChildProcess[] = [];
-after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
+const procs = serverProcs();
 
 function setup(opts: { ui?: boolean; loading?: boolean; modelPath?: string; kvDtype?: string } = {}) {
   const engine = new FakeEngine(tok, opts.kvDtype ? { kvDtype: opts.kvDtype } : {});

@@ -16,19 +16,21 @@
 #   shows no failure, the kernel can become the default on AMX hosts (dispatch.cc amx_attn_active).
 # - the tile GEMM's 2 x 2 blocking (FLOE_AMX_GEMM_BLOCK=22, amx.inc kern22; bitwise the default's, tested): the GEMM
 #   micro and the LoRA step with it against the default 2 x 3 (one A and one B tile register, so loads wait on products).
+# - the int8 q8_0r16 kernel with 4 weight groups per x block (FLOE_AMX_Q8_GROUPS=4; bitwise the default's, tested): the
+#   kernel at 16 and 24 rows and 16-stream decode with it (the 1.5x-llama.cpp target reached 1.35x in session 15).
 # Two threads, as in issue #9. Needs floe installed (npm install) and, for the PyTorch peer, a python with torch
 # (FLOE_PYTHON, default /usr/bin/python3).
 #
 # usage: bash bench/amx-host.sh [OUT_DIR]      (default bench/results/amx-<date>; SHAPE=small for a quick pass)
 #        STAGES="tests-attn attn" bash bench/amx-host.sh OUT   runs only the named stages, in the order written below
-# Stages, newest first (a device lease is short: 15 minutes, 10 a command): tests-attn attn block22 lora tests micro
-# core train q8 bf16dot. Each stage's wall time goes to the log.
+# Stages, newest first (a device lease is short: 15 minutes, 10 a command): tests-attn attn block22 q8g4 lora tests
+# micro core train q8 bf16dot. Each stage's start time goes to the log.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${1:-bench/results/amx-$(date -u +%Y-%m-%d-%H-%M)}
 S=${SHAPE:-1b}
 PY=${FLOE_PYTHON:-/usr/bin/python3}
-STAGES=${STAGES:-"tests-attn attn block22 lora tests micro core train q8 bf16dot"}
+STAGES=${STAGES:-"tests-attn attn block22 q8g4 lora tests micro core train q8 bf16dot"}
 mkdir -p "$OUT"
 L=$OUT/log.txt
 grep -q amx_tile /proc/cpuinfo || echo "note: no amx_tile on this host: the AMX rows will be AVX-512 (or emulated) figures" | tee -a "$L"
@@ -89,6 +91,13 @@ if want q8; then
   echo "micro q8_0r16 rc $?" | tee -a "$L"
   node --import tsx bench/decode-streams.ts --shape "$S" --streams 1,16 --prompt 128 --decode 32 --threads 2 --amx tiles,off --rounds 2 --out "$OUT/decode-streams.json" > "$OUT/decode-streams.txt" 2>&1
   echo "decode-streams rc $?" | tee -a "$L"; tail -9 "$OUT/decode-streams.txt" | tee -a "$L"
+fi
+# the int8 kernel with 4 weight groups per x block (session 31, FLOE_AMX_Q8_GROUPS=4, q8r_kern4; bitwise the default's)
+if want q8g4; then
+  node --import tsx bench/matmul-micro.ts --dtypes q8_0r16 --m 16,24 --threads 2 --reps 3 --rotate 8 --ab FLOE_AMX_Q8_GROUPS=4 > "$OUT/micro-q8g4.txt" 2>&1
+  echo "micro q8_0r16 (old = FLOE_AMX_Q8_GROUPS=4) rc $?" | tee -a "$L"; tail -8 "$OUT/micro-q8g4.txt" | tee -a "$L"
+  FLOE_AMX_Q8_GROUPS=4 node --import tsx bench/decode-streams.ts --shape "$S" --streams 16 --prompt 128 --decode 32 --threads 2 --amx tiles --rounds 2 --out "$OUT/decode-streams-q8g4.json" > "$OUT/decode-streams-q8g4.txt" 2>&1
+  echo "decode-streams (FLOE_AMX_Q8_GROUPS=4) rc $?" | tee -a "$L"; tail -9 "$OUT/decode-streams-q8g4.txt" | tee -a "$L"
 fi
 # the bf16 products of the bf16 / fp8 decode GEMVs (session 17): the probe's choice (FMA expected on these hosts,
 # where vdpbf16ps runs at half FMA's rate), the kernel by M with each, and fp8 16-stream decode with each

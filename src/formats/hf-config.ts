@@ -211,10 +211,18 @@ export function parseHfConfig(j: unknown, file: string, generation?: unknown, ge
   };
   const eos = inVocab(tokenIds(j.eos_token_id, 'eos_token_id', file), file);
   let bos = tokenIds(j.bos_token_id, 'bos_token_id', file)[0] ?? null;
+  let bosFrom = file;
   if (generation !== undefined && generation !== null) {
     if (!isObj(generation)) fail(generationFile, 'not a JSON object');
     for (const id of inVocab(tokenIds(generation.eos_token_id, 'eos_token_id', generationFile), generationFile)) if (!eos.includes(id)) eos.push(id);
-    if (bos === null) bos = tokenIds(generation.bos_token_id, 'bos_token_id', generationFile)[0] ?? null;
+    if (bos === null) {
+      bos = tokenIds(generation.bos_token_id, 'bos_token_id', generationFile)[0] ?? null;
+      bosFrom = generationFile;
+    }
+  }
+  // The BOS id is written to GGUF files (tokenizer.ggml.bos_token_id) and starts prompts: it must be an embedding row.
+  if (bos !== null && bos >= vocabSize) {
+    fail(bosFrom, `bos_token_id ${bos} is past the model's vocabulary (vocab_size ${vocabSize} in ${file}: ids 0..${vocabSize - 1}); the embedding has no row for it`);
   }
   const tie = j.tie_word_embeddings ?? false;
   if (typeof tie !== 'boolean') fail(file, `"tie_word_embeddings" must be true or false, got ${showJson(tie)}`);

@@ -123,3 +123,30 @@ test('an eos_token_id past vocab_size (config.json or generation_config.json) is
   writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [2, 4095] }));
   assert.deepEqual(readHfConfig(dir).config.eosTokenIds, [2, 4095]);
 });
+
+test('a bos_token_id past vocab_size (config.json, or generation_config.json when config.json has none) is refused naming the file, the id and vocab_size (was kept and written to GGUF)', () => {
+  const G = '/m/generation_config.json';
+  const past = (file: string, id: number, v = 128) =>
+    `${file}: bos_token_id ${id} is past the model's vocabulary (vocab_size ${v} in ${F}: ids 0..${v - 1}); the embedding has no row for it`;
+  // the last id is a bos like any other; generation_config.json's bos is not read when config.json has one
+  assert.equal(parseHfConfig({ ...base, bos_token_id: 127 }, F).config.bosTokenId, 127);
+  assert.equal(parseHfConfig({ ...base }, F, { bos_token_id: 127 }, G).config.bosTokenId, 127);
+  assert.equal(parseHfConfig({ ...base, bos_token_id: 1 }, F, { bos_token_id: 5000 }, G).config.bosTokenId, 1);
+  for (const [cfgBos, genBos, file, id] of [
+    [128, undefined, F, 128], [[5000, 1], undefined, F, 5000], [2 ** 40, 1, F, 2 ** 40],
+    [undefined, 128, G, 128], [null, [128000], G, 128000], // Llama-3.1-8B's bos over a 128-id model
+  ] as const) {
+    assert.throws(() => parseHfConfig({ ...base, bos_token_id: cfgBos }, F, genBos === undefined ? {} : { bos_token_id: genBos }, G),
+      (e: Error) => { assert.equal(e.message, past(file, id)); return true; });
+  }
+  // through readHfConfig, as openModel / loadModel / the server read a directory
+  const dir = tmpDir('floe-hf-bos-');
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...base, vocab_size: 4096, eos_token_id: 2 }));
+  writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ bos_token_id: 4096, eos_token_id: 2 }));
+  assert.throws(() => readHfConfig(dir), (e: Error) => {
+    assert.equal(e.message, `${join(dir, 'generation_config.json')}: bos_token_id 4096 is past the model's vocabulary (vocab_size 4096 in ${join(dir, 'config.json')}: ids 0..4095); the embedding has no row for it`);
+    return true;
+  });
+  writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ bos_token_id: 4095, eos_token_id: 2 }));
+  assert.equal(readHfConfig(dir).config.bosTokenId, 4095);
+});

@@ -158,7 +158,8 @@ export function ggufToTokenizerJson(meta: Map<string, unknown>): GgufTokenizerFi
   const eosIds: number[] = [];
   for (const key of ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"]) {
     const id = optInt(meta, key);
-    if (id !== undefined && id < n && !eosIds.includes(id)) eosIds.push(id);
+    if (id !== undefined && id >= n) fail(key, `id ${id} is outside the vocabulary (size ${n})`);
+    if (id !== undefined && !eosIds.includes(id)) eosIds.push(id);
   }
   return { tokenizerJson, tokenizerConfig, eosIds };
 }

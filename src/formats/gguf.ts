@@ -355,17 +355,24 @@ export function ggufToLlamaConfig(g: GgufFile): LlamaConfig {
   const st = g.metadata.get('llama.rope.scaling.type');
   if (st === 'linear') scaling = { type: 'linear', factor: metaNum(g, 'llama.rope.scaling.factor') };
   else if (st !== undefined && st !== 'none') throw new Error(`${g.path}: llama.rope.scaling.type ${showJson(st, 60)} is not supported (linear, none; llama3 comes as rope_freqs.weight)`);
-  const id = (k: string): number | null => {
+  const vocabSize = metaPosInt(g, 'llama.vocab_size', vocabDefault);
+  const vocabFrom = g.metadata.has('llama.vocab_size') ? `llama.vocab_size ${vocabSize}`
+    : Array.isArray(tokens) ? `${vocabSize} tokenizer.ggml.tokens` : `token_embd.weight's ${vocabSize} rows`;
+  // The head's logits cover ids 0..vocabSize-1: an eos / eot / eom id past them never fires, a bos past them has no embedding row.
+  const id = (k: string, why: string): number | null => {
     const v = g.metadata.get(k);
-    return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null;
+    if (v === undefined) return null;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new Error(`${g.path}: metadata "${k}" must be a token id (an integer >= 0), got ${showJson(v, 60)}`);
+    if (v >= vocabSize) throw new Error(`${g.path}: metadata "${k}" ${v} is past the model's vocabulary (${vocabFrom}: ids 0..${vocabSize - 1}); ${why}`);
+    return v;
   };
   const eos: number[] = [];
   for (const k of ['tokenizer.ggml.eos_token_id', 'tokenizer.ggml.eot_token_id', 'tokenizer.ggml.eom_token_id']) {
-    const v = id(k);
+    const v = id(k, 'generation could never stop on it');
     if (v !== null && !eos.includes(v)) eos.push(v);
   }
   return {
-    vocabSize: metaPosInt(g, 'llama.vocab_size', vocabDefault),
+    vocabSize,
     hiddenSize,
     intermediateSize: metaPosInt(g, 'llama.feed_forward_length'),
     numLayers: metaPosInt(g, 'llama.block_count'),
@@ -377,7 +384,7 @@ export function ggufToLlamaConfig(g: GgufFile): LlamaConfig {
     ropeScaling: scaling,
     maxPositionEmbeddings: metaPosInt(g, 'llama.context_length'),
     tieWordEmbeddings: !g.tensors.has('output.weight'),
-    bosTokenId: id('tokenizer.ggml.bos_token_id'),
+    bosTokenId: id('tokenizer.ggml.bos_token_id', 'the embedding has no row for it'),
     eosTokenIds: eos,
   };
 }

@@ -107,5 +107,8 @@ test("GGUF errors name the key and what was expected", () => {
   assert.throws(bad("tokenizer.ggml.token_type", [1, 2]), /token_type: length 2 does not match tokenizer.ggml.tokens length 128256/);
   assert.throws(bad("tokenizer.ggml.merges", ["ab"]), /merges: entry 0 is "ab", expected "left right"/);
   assert.throws(bad("tokenizer.ggml.bos_token_id", 999999), /bos_token_id: id 999999 is outside the vocabulary \(size 128256\)/);
+  // eot / eom past the vocabulary were dropped from the stop set without a word (the SentencePiece path refused them)
+  assert.throws(bad("tokenizer.ggml.eot_token_id", 128256), /^Error: GGUF metadata tokenizer.ggml.eot_token_id: id 128256 is outside the vocabulary \(size 128256\)$/);
+  assert.throws(bad("tokenizer.ggml.eom_token_id", 200000), /^Error: GGUF metadata tokenizer.ggml.eom_token_id: id 200000 is outside the vocabulary \(size 128256\)$/);
   assert.throws(bad("tokenizer.ggml.tokens", undefined), /tokenizer.ggml.tokens: missing/);
 });

@@ -38,6 +38,7 @@ export { buildGuardPrompt, type GuardFormat, type GuardRole, type GuardCategory 
 export { GuardOutputError } from './platform/guard/verdict.js';
 export { finetune, type FinetuneOptions } from './train/trainer.js';
 export { RunSetupError } from './train/checkpoint.js';
+export { OptionNamedError } from './train/option-names.js';
 export { distill, type DistillOptions, type DistillSummary } from './train/distill.js';
 export { writePeftAdapter } from './formats/peft.js';
 export { readPeftAdapter, applyAdapter } from './model/adapter.js';

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as floe from '../../src/index.js';
 import { builtinModel, DEFAULT_SAMPLING, finetune, generate, openModel, startEngine, startServer, TextStream } from '../../src/index.js';
+import { FINETUNE_FLAG_OPTIONS, withOptionNames } from '../../src/train/option-names.js';
 
 const BROWN = builtinModel('floe-brown');
 // JavaScript callers: the types below are what a JS user may pass, so the checks are reached past TypeScript
@@ -82,6 +83,15 @@ test('the errors a caller tells apart are exported: EngineRequestError (with its
   writeFileSync(data, JSON.stringify({ text: 'The quick brown fox jumps over the lazy dog.' }) + '\n');
   writeFileSync(join(dir, 'keep.txt'), 'an earlier file');
   await assert.rejects(finetune({ model: BROWN, data, out: dir, maxSteps: 1 }), (e: Error) => e instanceof RunSetupError! && /not empty/.test(e.message));
+});
+
+test('OptionNamedError (a plain finetune() / distill() refusal re-worded with option names) is exported: the class they throw, an Error and no RunSetupError', () => {
+  const { OptionNamedError: Exported, RunSetupError } = floe as unknown as Record<string, new (...a: never[]) => Error>;
+  assert.equal(typeof Exported, 'function', 'OptionNamedError is exported');
+  // withOptionNames (what finetune() / distill() throw through) makes this class; test/train/option-names.test checks they do
+  const named = withOptionNames(new Error('cannot read x; try --backend reference'), 'finetune', FINETUNE_FLAG_OPTIONS);
+  assert.ok(named instanceof Exported!, String(named));
+  assert.ok(named instanceof Error && !(named instanceof RunSetupError!));
 });
 
 test('startEngine / startServer: a missing model path or a count below one fails naming the option (maxNumSeqs -1 read as a negative KV cache memory)', async () => {

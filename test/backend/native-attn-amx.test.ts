@@ -10,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import type { KvDType } from '../../src/backend/backend.js';
 import { referenceBackend } from '../../src/backend/reference.js';
+import { fp8ToF32 } from '../../src/tensor/codecs.js';
 import { loadNativeBackend, nativeCounters } from '../../src/backend/native.js';
 import { addonPath, loadAddon } from '../../src/backend/native-addon.js';
 import { assertClose, attentionCase, makeBatch, makeKvLayer, withSeed, type AttentionCase } from './helpers.js';
@@ -74,6 +75,31 @@ describe(`prefill attention on AMX tiles (${tiles ? 'real tiles' : 'emulated'})`
       });
     }
   }
+
+  it('fp8: every code decodes exactly (all 254 codes, and a cache of only zero and subnormal codes), as the reference reads them', () => {
+    for (const only of ['every code', 'zero and subnormals'] as const) {
+      const grew = withAmx(mode, 'on', () => withSeed(`attention amx fp8 ${only}`, (rng) => {
+        const [H, K, E, L] = [4, 2, 48, 16];
+        const { batch } = makeBatch(rng, [{ ctxLen: 150, qLen: 70 }], 14, L);
+        const layer = makeKvLayer(rng, 'fp8_e4m3', 14, L, K, E); // codes as drawn (no kvWrite): 0x00-0x7E, either sign
+        if (only === 'zero and subnormals') for (const part of [layer.k, layer.v]) for (let i = 0; i < part.length; i++) part[i]! &= 0x87;
+        // the output is a convex combination of v rows: the allowance is relative to the largest |v| the cache holds
+        let vmax = 0;
+        for (let i = 0; i < layer.v.length; i++) vmax = Math.max(vmax, Math.abs(fp8ToF32(layer.v[i]!)) * layer.vScale![Math.floor(i / E)]!);
+        const q = rng.normals(70 * H * E, 2);
+        const shape = { numHeads: H, numKvHeads: K, headDim: E, scale: 1 / Math.sqrt(E) };
+        const want = new Float32Array(70 * H * E);
+        referenceBackend.attention(want, q, layer, shape, batch);
+        const got = new Float32Array(70 * H * E).fill(NaN);
+        const before = nativeCounters();
+        loadNativeBackend()!.attention(got, q, layer, shape, batch);
+        const after = nativeCounters();
+        assertClose(`attention amx fp8 ${only}`, got, want, { atol: TOL * vmax, rtol: 0 });
+        return (after[counter] ?? 0) - (before[counter] ?? 0);
+      }));
+      assert.ok(grew >= 1, `${only}: the tile kernel ran (${counter})`);
+    }
+  });
 
   it('thread count does not change the result (bitwise)', () => {
     const a = addon!;

@@ -1,6 +1,6 @@
 // distill() from the library: a teacher cache that does not match the run names distill()'s options (teacherCache, and
 // maxSeqLen / trainOnPrompt where the message names their flags), as a refused out or topK does
-// (distill-out-dir-options.test.ts). Before, a library caller was told only to "give another --teacher-cache", a flag it
+// (out-dir-options.test.ts). Before, a library caller was told only to "give another --teacher-cache", a flag it
 // cannot pass. The CLI keeps its flag-only text and its exit code 1.
 
 import { test } from 'node:test';

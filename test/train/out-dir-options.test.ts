@@ -1,0 +1,77 @@
+// finetune() and distill() from the library: a refused output directory (and distill's topK) names the function's own
+// options, not only the CLI's flags. Before, a library caller was told to "pass --resume DIR ... or --overwrite ...,
+// or choose another --out" (and "--top-k expects ..."), flags it cannot pass. The CLI keeps its text (test/train/cli.test.ts
+// pins finetune's).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { RunSetupError, distill, finetune } from '../../src/index.js';
+import { readHfConfig } from '../../src/formats/hf-config.js';
+import { tinyModelDir, writeTrainData } from './fixtures.js';
+
+const work = mkdtempSync(join(tmpdir(), 'floe-outdir-'));
+const teacher = tinyModelDir(), student = tinyModelDir(); // the same tokenizer files: a valid pair
+const data = writeTrainData(work, 4);
+
+/** Each function with its options for an `out`, and the CLI flags that reach the same run. */
+const FNS = [
+  {
+    name: 'finetune',
+    run: (out: string, extra: Record<string, unknown> = {}) => finetune({ model: tinyModelDir(), data: writeTrainData(work, 4), out, maxSteps: 1, ...extra }),
+    cli: () => ['finetune', '--model', tinyModelDir(), '--data', writeTrainData(work, 4)],
+    noOptions: /finetune\(\) options/,
+  },
+  {
+    name: 'distill',
+    run: (out: string, extra: Record<string, unknown> = {}) => distill({ teacher, student, data, out, maxSteps: 1, backend: 'reference', ...extra }),
+    cli: () => ['distill', '--teacher', teacher, '--student', student, '--data', data],
+    noOptions: /\(\w+\(\) options/,
+  },
+] as const;
+
+for (const f of FNS) {
+  test(`${f.name}(): a non-empty out names the options resume, overwrite and out; an overwrite of a foreign dir names overwrite${f.name === 'distill' ? '; a bad topK names topK' : ''}`, async () => {
+    const out = join(work, `busy-${f.name}`);
+    mkdirSync(join(out, 'checkpoint-000001'), { recursive: true });
+    await assert.rejects(f.run(out), (e: Error) => {
+      assert.ok(e instanceof RunSetupError, String(e));
+      assert.match(e.message, new RegExp(`busy-${f.name} is not empty \\(checkpoint-000001\\): `));
+      assert.match(e.message, new RegExp(`\\(${f.name}\\(\\) options: resume: DIR, overwrite: true, out\\)$`));
+      return true;
+    });
+    // the names are the function's own: with both, it refuses the pair, not an unknown option
+    await assert.rejects(f.run(out, { resume: out, overwrite: true }), (e: Error) => {
+      assert.equal(e.message, 'give either resume or overwrite, not both');
+      return true;
+    });
+    writeFileSync(join(out, 'notes.txt'), 'mine');
+    await assert.rejects(f.run(out, { overwrite: true }), (e: Error) => {
+      assert.ok(e instanceof RunSetupError, String(e));
+      assert.match(e.message, new RegExp(`clears only a finetune output dir, and this one also holds notes\\.txt \\(${f.name}\\(\\) options: overwrite: true\\)$`));
+      return true;
+    });
+    if (f.name !== 'distill') return;
+    const V = readHfConfig(student).config.vocabSize;
+    await assert.rejects(f.run(join(work, 'fresh'), { topK: V + 1 }), (e: Error) => {
+      assert.ok(e instanceof RunSetupError, String(e));
+      assert.match(e.message, new RegExp(`expects an integer in \\[1, ${V}\\] \\(the vocab size\\), got ${V + 1} \\(distill\\(\\) options: topK\\)$`));
+      return true;
+    });
+  });
+
+  test(`floe ${f.name} (CLI) into a non-empty --out: exit 2 with the flags only, not the option names ${f.name}() adds for the library`, () => {
+    const out = join(work, `busy-cli-${f.name}`);
+    mkdirSync(join(out, 'checkpoint-000001'), { recursive: true });
+    const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+    const run = `const {run}=await import(${JSON.stringify(main)}); process.exitCode = await run(process.argv.slice(1));`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', run, '--', ...f.cli(), '--out', out, '--max-steps', '1', '--backend', 'reference'], { encoding: 'utf8' });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`busy-cli-${f.name} is not empty \\(checkpoint-000001\\): pass --resume DIR to continue that run or --overwrite to clear it, or choose another --out`));
+    assert.doesNotMatch(r.stderr, f.noOptions);
+  });
+}

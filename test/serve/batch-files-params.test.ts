@@ -46,7 +46,10 @@ test('batch and fine-tuning metadata: at most 16 keys, keys up to 64 characters,
   const b = await create(most);
   assert.deepEqual(b.metadata, most);
   assert.deepEqual((await c.batches.retrieve(b.id)).metadata, most);
-  await c.batches.cancel(b.id);
+  // Cancelled so that it does not run beside the later tests; two tokens can finish first (a 409 naming 'completed').
+  await c.batches.cancel(b.id).catch((e: unknown) => {
+    if (!(e instanceof OpenAI.ConflictError && /is completed;/.test(e.message))) throw e;
+  });
 
   const ft = await c.files.create({ file: await toFile(Buffer.from(JSON.stringify({ prompt: 'a', completion: 'b' }) + '\n'), 'ft.jsonl'), purpose: 'fine-tune' });
   await refused(c.fineTuning.jobs.create({ model: 'floe-brown', training_file: ft.id, metadata: keys(17) }), 'metadata', /at most 16 keys, got 17/);

@@ -358,6 +358,11 @@ export function ggufToLlamaConfig(g: GgufFile): LlamaConfig {
   const vocabSize = metaPosInt(g, 'llama.vocab_size', vocabDefault);
   const vocabFrom = g.metadata.has('llama.vocab_size') ? `llama.vocab_size ${vocabSize}`
     : Array.isArray(tokens) ? `${vocabSize} tokenizer.ggml.tokens` : `token_embd.weight's ${vocabSize} rows`;
+  // A tokenizer larger than the vocabulary makes ids with no embedding row and no logit (llama.cpp refuses any mismatch
+  // of tokens and token_embd rows; fewer tokens than rows, a padded embedding, stays accepted here).
+  if (Array.isArray(tokens) && tokens.length > vocabSize) {
+    throw new Error(`${g.path}: tokenizer.ggml.tokens holds ${tokens.length} tokens, more than the model's vocabulary (${vocabFrom}: ids 0..${vocabSize - 1}); ids ${vocabSize}..${tokens.length - 1} would have no embedding row and no logit`);
+  }
   // The head's logits cover ids 0..vocabSize-1: an eos / eot / eom id past them never fires, a bos past them has no embedding row.
   const id = (k: string, why: string): number | null => {
     const v = g.metadata.get(k);

@@ -84,3 +84,18 @@ test('without llama.vocab_size the bound is tokenizer.ggml.tokens\' length, else
   assert.equal(c.bosTokenId, 19);
   assert.deepEqual(c.eosTokenIds, [0]);
 });
+
+test('GGUF tokenizer.ggml.tokens longer than the vocabulary is refused (its last ids had no embedding row); shorter (a padded embedding) loads', async () => {
+  const strings = (n: number) => gv.arr(GgufType.STRING, Array.from({ length: n }, (_, i) => `w${i}`));
+  for (const n of [V + 1, V + 37]) {
+    const file = await tinyGguf({ 'tokenizer.ggml.tokens': strings(n) });
+    const want = `${file}: tokenizer.ggml.tokens holds ${n} tokens, more than the model's vocabulary (llama.vocab_size ${V}: ids 0..${V - 1}); ids ${V}..${n - 1} would have no embedding row and no logit`;
+    await assert.rejects(loadModel(file), (e: Error) => { assert.equal(e.message, want); return true; });
+    assert.throws(() => ggufToLlamaConfig(parseGguf(new Uint8Array(fs.readFileSync(file)), file)), (e: Error) => { assert.equal(e.message, want); return true; });
+  }
+  for (const n of [V, V - 4]) {
+    const m = await loadModel(await tinyGguf({ 'tokenizer.ggml.tokens': strings(n) }));
+    assert.equal(m.config.vocabSize, V);
+    m.dispose();
+  }
+});

@@ -59,7 +59,7 @@ test('pause a running job, run another meanwhile, resume: it continues from its 
   assert.ok(adapter(doneA).equals(adapter(u)), 'the same adapter, bit for bit');
 
   // a queued job pauses (it never starts), and a paused job can be cancelled
-  const blocker = await create(6);
+  const blocker = await create(1000); // cancelled below: it must still be training when q is looked at, however slow the host
   const q = await create(2);
   await poll(c, blocker.id, (j) => j.status === 'running');
   assert.equal((await poll(c, q.id, (j) => j.status !== 'validating_files')).status, 'queued');

@@ -324,7 +324,10 @@ test('server page: charts move under load; facts match floe info', { skip, timeo
   }, before, { timeout: 60_000 });
   loading = false;
   await Promise.all(load);
-  await page.waitForTimeout(2500);
+  // three more polls: the second is sent only after the load ended, so the third's tokens/s is over an interval with no
+  // load at all (a fixed 2.5 s wait raced the page's 1 s polls and their replies: 1.7 s of it went by beside 2 CPU burners)
+  const polled = (await series('throughput'))[0]!.length;
+  await page.waitForFunction((n) => (document.querySelector('[data-chart=throughput]') as unknown as { uplot: { data: unknown[][] } }).uplot.data[0]!.length >= n + 3, polled, { timeout: 60_000 });
   const tput = await series('throughput');
   const reqs = await series('requests');
   const kv = await series('kv');

@@ -153,10 +153,16 @@ test('/metrics floe_lora_requests_info (vLLM lora_requests_info): adapters of ru
   const root = mkdtempSync(join(tmpdir(), 'floe-lora-metrics-'));
   writePeftAdapter(join(root, 'one'), randomAdapter(base, 11, 4));
   writePeftAdapter(join(root, 'two'), randomAdapter(base, 12, 2));
+  // 5 ms per engine step (read by the engine's worker when it starts): the 'one' requests run for 1.2 s or more. The tiny
+  // fixture's 240 tokens took about three scrapes on a quiet machine (two saw 'one' running with 'two' waiting): a faster
+  // or differently loaded host could finish them between two scrapes
+  const delay = process.env.FLOE_ENGINE_STEP_DELAY_MS;
+  process.env.FLOE_ENGINE_STEP_DELAY_MS = '5';
   const server = await startServer({
     model: dir, port: 0, modelName: 'base', kvDtype: 'f32', log: () => {}, maxLoras: 1,
     loraModules: [{ name: 'one', path: join(root, 'one') }, { name: 'two', path: join(root, 'two') }],
   });
+  const restore = () => { if (delay === undefined) delete process.env.FLOE_ENGINE_STEP_DELAY_MS; else process.env.FLOE_ENGINE_STEP_DELAY_MS = delay; };
   const info = async () => {
     const text = await (await fetch(`${server.url}/metrics`)).text();
     const lines = text.split('\n').filter((l) => l.startsWith('floe_lora_requests_info{'));
@@ -166,7 +172,7 @@ test('/metrics floe_lora_requests_info (vLLM lora_requests_info): adapters of ru
     return { running: m[1], waiting: m[2], max: m[3], at: Number(m[4]) };
   };
   try {
-    await server.ready;
+    await server.ready.finally(restore);
     assert.deepEqual({ ...(await info()), at: 0 }, { running: '', waiting: '', max: '1', at: 0 });
     const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 });
     const run = (model: string, max_tokens: number) => client.completions.create({ model, prompt: [5, 6, 7, 8], max_tokens, temperature: 0, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);

@@ -60,8 +60,11 @@ async function drain(grace: number, n: number, maxTokens: number) {
   await Promise.all(streams.map((x) => x.first));
   const at = Date.now();
   process.kill(rankPid(s.proc.pid!, 0), 'SIGTERM');
-  // a request after the signal is refused (503 while draining, or no listener any more)
-  await new Promise((res) => setTimeout(res, 300));
+  // a request once rank 0 has taken the signal is refused (503 while draining, or no listener any more); a fixed
+  // wait instead could end before a loaded host let rank 0 handle it, and the request would be served
+  for (const t = Date.now(); !/floe serve: SIGTERM: stopping/.test(s.log()); await new Promise((res) => setTimeout(res, 50))) {
+    assert.ok(Date.now() - t < 60_000, `rank 0 did not say it was stopping within 60 s of SIGTERM:\n${s.log()}`);
+  }
   const late = await client.completions.create({ model: 'floe-brown', prompt: [5, 6, 7], max_tokens: 2 }).then(() => 'served', (e: Error & { status?: number }) => e.status ?? e.message);
   const results = await Promise.all(streams.map((x) => x.done));
   const end = await exitWithin(s, 90_000);

@@ -19,7 +19,14 @@ const N = 300; // lines of the main batch
 const procs = serverProcs();
 
 /** `floe serve` on the built-in model; resolves once the model is ready. */
-const startFloe = (dataDir: string, args: string[] = []): Promise<Floe> => startFloeServe(dataDir, { built: BUILT, procs, args });
+const startFloe = (dataDir: string, args: string[] = [], env: Record<string, string> = {}): Promise<Floe> => startFloeServe(dataDir, { built: BUILT, procs, args, env });
+/**
+ * The first server of the kill -9 and SIGTERM tests: 20 ms an engine step, so that the batch is still running when the
+ * stop lands after its first 20 lines. At full speed the other 280 took 1.6 to 4.6 s here (less on a faster host), and
+ * a test process held up that long saw the batch completed and failed 'fewer than N lines recorded'; paced, they take
+ * 20 ms a step or more however fast the host is (4.3 s in one run here).
+ */
+const MID_BATCH = { FLOE_ENGINE_STEP_DELAY_MS: '20' };
 
 async function metric(url: string, name: string): Promise<number> {
   const text = await (await fetch(url + '/metrics')).text();
@@ -200,7 +207,7 @@ test('cancel (with an empty JSON body, as openai-python sends it): a cancelled b
 test('kill -9 mid-batch, restart: the batch finishes without redoing finished lines, outputs equal the uninterrupted run', { timeout: T }, async () => {
   assert.ok(uninterrupted, 'needs the main batch test');
   const dir = mkdtempSync(join(tmpdir(), 'floe-batch-kill-'));
-  const f1 = await startFloe(dir);
+  const f1 = await startFloe(dir, [], MID_BATCH);
   const c1 = client(f1);
   const file = await c1.files.create({ file: await toFile(Buffer.from(jsonl), 'requests.jsonl'), purpose: 'batch' });
   const b = await c1.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
@@ -227,7 +234,7 @@ test('kill -9 mid-batch, restart: the batch finishes without redoing finished li
 test('SIGTERM mid-batch: the batch stays in_progress with the lines answered so far, and the next start finishes it', { timeout: T }, async () => {
   assert.ok(uninterrupted, 'needs the main batch test');
   const dir = mkdtempSync(join(tmpdir(), 'floe-batch-term-'));
-  const f1 = await startFloe(dir, ['--shutdown-grace', '0']);
+  const f1 = await startFloe(dir, ['--shutdown-grace', '0'], MID_BATCH);
   const c1 = client(f1);
   const file = await c1.files.create({ file: await toFile(Buffer.from(jsonl), 'requests.jsonl'), purpose: 'batch' });
   const b = await c1.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });

@@ -31,7 +31,10 @@ test('deleting the files of a running and of a queued job, then restarting mid-j
   const f1 = await startFloeServe(dir, { built: BUILT, procs, args, env: { FLOE_JOBS_TEST_STEP_MS: '150' } });
   const c1 = client(f1);
   const [trainA, validA, trainB] = [await upload(c1, jsonl(8, 0)), await upload(c1, jsonl(2, 1)), await upload(c1, jsonl(6, 2))];
-  const a = await c1.fineTuning.jobs.create(body(trainA.id, validA.id, { max_steps: 6, save_steps: 2 }));
+  // 12 steps of at least 150 ms: a is still training while the test looks at b and deletes the files after a's first
+  // checkpoint (with 6, the 4 steps left gave 3 s here, and a held-up test process saw a succeeded, not running)
+  const A_STEPS = 12;
+  const a = await c1.fineTuning.jobs.create(body(trainA.id, validA.id, { max_steps: A_STEPS, save_steps: 2 }));
   const b = await c1.fineTuning.jobs.create(body(trainB.id, null, { max_steps: 2, save_steps: 2 }));
   await poll(c1, a.id, (j) => j.status === 'running');
   assert.equal((await poll(c1, b.id, (j) => j.status !== 'validating_files')).status, 'queued');
@@ -49,7 +52,7 @@ test('deleting the files of a running and of a queued job, then restarting mid-j
   const events = (await c2.fineTuning.jobs.listEvents(a.id, { limit: 100 })).data.map((e) => e.message);
   assert.ok(events.some((m) => /^Resuming from the checkpoint at step \d+ after a restart/.test(m)), events.join('\n'));
   const csv = await (await c2.files.content(doneA.result_files[0]!)).text();
-  assert.deepEqual(csv.trim().split('\n').slice(1).map((l) => Number(l.split(',')[0])), [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(csv.trim().split('\n').slice(1).map((l) => Number(l.split(',')[0])), Array.from({ length: A_STEPS }, (_, i) => i + 1));
   assert.ok(/^\d+,[\d.]+,,[\d.]+,$/m.test(csv), `validation losses from the deleted validation file:\n${csv}`);
   const doneB = await poll(c2, b.id, terminal);
   assert.equal(doneB.status, 'succeeded', JSON.stringify(doneB.error));

@@ -30,7 +30,10 @@ test('pause a running job, run another meanwhile, resume: it continues from its 
   const steps = async (id: string) => (await c.fineTuning.jobs.listEvents(id, { limit: 100 })).data.filter((e) => e.type === 'metrics').length;
   const is409 = (re: RegExp) => (e: unknown) => e instanceof OpenAI.APIError && e.status === 409 && re.test(e.message);
 
-  const a = await create(6);
+  // 12 steps of at least 150 ms: a is still training when it is resumed (a 409) and paused after its first checkpoint
+  // (with 6, a ended 2.6 s after that checkpoint in a run here: a test process held up that long found it succeeded)
+  const STEPS = 12;
+  const a = await create(STEPS);
   await poll(c, a.id, (j) => j.status === 'running');
   await assert.rejects(c.fineTuning.jobs.resume(a.id), is409(/is running; only a paused job can be resumed/));
   await waitFor(async () => (await c.fineTuning.jobs.checkpoints.list(a.id)).data.length > 0);
@@ -51,7 +54,7 @@ test('pause a running job, run another meanwhile, resume: it continues from its 
   assert.ok(msgs.includes('Job paused') && msgs.includes('Job resumed, moving job to queued state'), msgs.join('\n'));
   assert.ok(msgs.some((m) => /^Resuming from the checkpoint at step \d+ after a pause$/.test(m)), msgs.join('\n'));
 
-  const u = await poll(c, (await create(6)).id, terminal); // the same job, never paused
+  const u = await poll(c, (await create(STEPS)).id, terminal); // the same job, never paused
   assert.equal(u.status, 'succeeded');
   const csv = async (j: Job) => (await c.files.content(j.result_files[0]!)).text();
   assert.equal(await csv(doneA), await csv(u), 'the same losses step by step');

@@ -172,9 +172,9 @@ export function kvCacheDtype(v: string | undefined): KvDType | undefined {
 
 export { kvDtypeFlagName } from '../model/kv-cache.js';
 
-/** --dtype of generate / serve / eval: fp8 quantizes the linear weights while loading. */
+/** --dtype of generate / chat / serve / batch / eval: fp8 quantizes the linear weights, bf16 converts f32 / f16 weight matrices, while loading. */
 export function loadDtype(v: string | undefined): LoadOptions | undefined {
   if (v === undefined) return undefined;
-  if (v !== 'fp8') throw new UsageError(`--dtype expects fp8 (linear weights quantized while loading), got '${v}'`);
-  return { dtype: 'fp8' };
+  if (v !== 'fp8' && v !== 'bf16') throw new UsageError(`--dtype expects fp8 (linear weights quantized while loading) or bf16 (f32 / f16 weights converted while loading), got '${v}'`);
+  return { dtype: v };
 }

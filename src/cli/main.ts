@@ -61,7 +61,7 @@ Usage:
   floe plan (--model CONFIG.json|DIR|FILE.gguf | --preset NAME) [options]
                                        memory per device (weights, KV, activations, LoRA state, offload) for
                                        serving or fine-tuning on a cluster, and on this machine; see plan options
-  floe eval [--model PATH] --data FILE [--adapter DIR] [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8]
+  floe eval [--model PATH] --data FILE [--adapter DIR] [--dtype fp8|bf16] [--kv-cache-dtype auto|f32|bf16|fp8]
             [--max-seq-len N] [--max-tokens N] [--train-on-prompt] [--threads N] [--backend native|reference] [--json]
                                        perplexity through paged KV over finetune's data formats, scored on the
                                        tokens training scores: {"text"} (BOS text EOS), {"prompt","completion"}
@@ -89,7 +89,8 @@ generate options:
   --threads N             kernel threads (default: all cores)
   --backend native|reference
   --kv-cache-dtype auto|f32|bf16|fp8   fp8: E4M3 keys/values with per-token, per-head scales
-  --dtype fp8             quantize the linear weights to fp8 (per-row scales) while loading
+  --dtype fp8|bf16        while loading: fp8 quantizes the linear weights (per-row scales); bf16 converts every f32 /
+                          f16 weight matrix (linear, embedding, head; norms and bf16/fp8/q8_0 weights stay as stored)
   --speculative ngram|suffix|PATH|module:PATH   speculative decoding: prompt n-gram lookup, suffix index, a draft
                           model (HF dir or .gguf) sharing the tokenizer, or a proposer module (its default
                           export makes a Proposer); output distribution unchanged
@@ -112,7 +113,7 @@ chat options:
   --system TEXT           a system message first in the conversation
   --max-tokens N          most tokens per answer (default: all the room left in the context)
   --temperature, --top-k, --top-p, --min-p, --repetition-penalty, --seed, --threads, --backend,
-  --kv-cache-dtype, --dtype fp8, --adapter DIR: as for generate
+  --kv-cache-dtype, --dtype fp8|bf16, --adapter DIR: as for generate
 
 finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages"}):
   --eval FILE | --eval-split F   validation file, or hold out a fraction F of the data
@@ -168,7 +169,7 @@ batch options:
                           continues without redoing finished lines
   --batch-max-num-seqs N  lines decoding at once (default 4 × --max-num-seqs: wider steps, more tokens/s)
   --max-num-seqs N, --max-batched-tokens N, --kv-cache-memory SIZE, --kv-cache-dtype auto|f32|bf16|fp8,
-  --dtype fp8, --threads N, --backend native|reference
+  --dtype fp8|bf16, --threads N, --backend native|reference
   --quiet                 no progress on stderr (a bar on a terminal, a line per 10 % otherwise)
 
 distill options (and every finetune option above; --student takes --model's place):
@@ -245,7 +246,8 @@ serve options:
                           recomputed (default: the KV cache's size, at most 4GiB; 0 = always recompute)
   --kv-prefault           commit the KV cache's memory in the background at start (as llama.cpp does), so that no
                           decode step waits on a first-touch page fault
-  --dtype fp8             quantize the linear weights to fp8 (per-row scales) while loading
+  --dtype fp8|bf16        while loading: fp8 quantizes the linear weights (per-row scales); bf16 converts every f32 /
+                          f16 weight matrix (linear, embedding, head; norms and bf16/fp8/q8_0 weights stay as stored)
   --block-size N          tokens per KV block (default 16)
   --speculative ngram|suffix|PATH|module:PATH   speculative decoding for every request (opt out per request)
   --num-speculative-tokens K        most draft tokens per sequence and step (default 4)
@@ -847,7 +849,7 @@ async function evalCmd(args: string[]): Promise<number> {
     'max-seq-len': { type: 'string' }, 'max-tokens': { type: 'string' }, 'train-on-prompt': { type: 'boolean' }, threads: { type: 'string' },
     backend: { type: 'string' }, json: { type: 'boolean' },
   });
-  if (!v.data) throw new UsageError('usage: floe eval [--model PATH] --data FILE [--adapter DIR] [--dtype fp8] [--kv-cache-dtype auto|f32|bf16|fp8] [--max-seq-len N] [--train-on-prompt] [--json]');
+  if (!v.data) throw new UsageError('usage: floe eval [--model PATH] --data FILE [--adapter DIR] [--dtype fp8|bf16] [--kv-cache-dtype auto|f32|bf16|fp8] [--max-seq-len N] [--train-on-prompt] [--json]');
   const backend = v.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(v['kv-cache-dtype']);

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { KV_DTYPES, type KvDType } from '../backend/backend.js';
 import { checkOptions, describe, type OptionKeys } from '../tensor/options.js';
 import type { BackendName } from '../backend/select.js';
+import { LOAD_DTYPES, type LoadDType } from '../formats/load.js';
 import type { OffloadOptions } from '../model/offload.js';
 import type { SpeculativeModule } from '../model/speculation.js';
 import {
@@ -18,7 +19,7 @@ export interface EngineStartOptions {
   readonly modelId?: string; // name reported by /v1/models; default: the path
   readonly backend?: BackendName;
   readonly threads?: number;
-  readonly dtype?: 'fp8'; // quantize linear weights to fp8 while loading
+  readonly dtype?: LoadDType; // while loading: 'fp8' quantizes the linear weights, 'bf16' converts f32 / f16 weight matrices
   readonly kvCacheMemory?: number; // bytes; default 0.3 × free RAM, capped at maxNumSeqs full contexts
   readonly kvDtype?: KvDType;
   readonly swapSpace?: number; // bytes for preempted sequences' KV, resumed bit for bit; 0 → recompute (default: the KV cache's size, at most 4 GiB)
@@ -173,7 +174,7 @@ export function checkEngineValues(opts: EngineStartOptions): void {
     if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v >= (k === 'swapSpace' ? 0 : 1))) throw new RangeError(`${k} must be a number of bytes${k === 'swapSpace' ? ' >= 0' : ' > 0'}, got ${describe(v)}`);
   }
   if (opts.kvDtype !== undefined && !KV_DTYPES.includes(opts.kvDtype)) throw new TypeError(`kvDtype must be one of ${KV_DTYPES.join(', ')}, got ${describe(opts.kvDtype)}`);
-  if (opts.dtype !== undefined && opts.dtype !== 'fp8') throw new TypeError(`dtype must be 'fp8' (quantize the weights while loading) or absent, got ${describe(opts.dtype)}`);
+  if (opts.dtype !== undefined && !LOAD_DTYPES.includes(opts.dtype)) throw new TypeError(`dtype must be 'fp8' or 'bf16' (convert the weights while loading) or absent, got ${describe(opts.dtype)}`);
 }
 
 /**

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LlamaConfig } from './llama-config.js';
-import { decodeBf16, decodeF16, dequantizeRow } from '../tensor/codecs.js';
+import { decodeBf16, decodeF16, dequantizeRow, f32BitsToBf16 } from '../tensor/codecs.js';
 import { quantizeTensor } from '../tensor/quantize.js';
 import { asF32, rowsCols, Tensor } from '../tensor/tensor.js';
 import { ggufTensor, ggufToHfName, ggufToLlamaConfig, GGML_F32, permuteQkRows, qkRowSources, readGguf, type GgufFile, type GgufTensorInfo } from './gguf.js';
@@ -30,13 +30,20 @@ export interface LoadedModel {
 export interface LoadOptions {
   /** Check that every expected tensor exists with the shape the config implies (default true). */
   readonly checkShapes?: boolean;
-  /** 'fp8': quantize the linear layers' weights (q,k,v,o,gate,up,down) to E4M3 while loading, one tensor at a time. */
-  readonly dtype?: 'fp8';
+  /**
+   * Convert weights while loading, one tensor at a time. 'fp8': the linear layers' weights (q,k,v,o,gate,up,down) to
+   * E4M3. 'bf16': every f32 / f16 weight matrix (the linear weights, embedding and head) to bf16, round to nearest even;
+   * 1-D tensors (norms) and weights already bf16, fp8 or q8_0 stay as stored.
+   */
+  readonly dtype?: LoadDType;
   /** fp8 scale block for dtype 'fp8' (default [1, C]: one scale per output row). */
   readonly fp8Block?: readonly [number, number];
   /** Keep only these tensors (a pipeline stage's); the others are dropped before any is read or quantized. */
   readonly keep?: (name: string, config: LlamaConfig) => boolean;
 }
+
+export type LoadDType = 'fp8' | 'bf16';
+export const LOAD_DTYPES = ['fp8', 'bf16'] as const satisfies readonly LoadDType[];
 
 /** HF names of the seven linear weights of every layer. */
 export const LINEAR_WEIGHT = /^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$/;
@@ -47,6 +54,25 @@ export function quantizeWeightFp8(t: Tensor, name: string, block?: readonly [num
   const values = new Float32Array(t.numel); // (N, C)
   for (let r = 0; r < t.rows; r++) dequantizeRow(t, r, values.subarray(r * t.cols, (r + 1) * t.cols));
   return quantizeTensor(values, t.shape, 'fp8_e4m3', { fp8Block: block ?? [1, t.cols] });
+}
+
+/** Whether LoadOptions dtype 'bf16' converts this tensor: a 2-D f32 or f16 weight (norm vectors stay as stored). */
+export function convertsToBf16(t: Tensor): boolean {
+  return (t.dtype === 'f32' || t.dtype === 'f16') && t.shape.length === 2;
+}
+
+/** An f32 / f16 weight (N, C) -> bf16 (RNE, NaN stays NaN), row by row: holds one f32 row, never an f32 copy of the tensor. */
+export function convertWeightBf16(t: Tensor, name: string): Tensor {
+  if (!convertsToBf16(t)) throw new Error(`${name}: cannot convert a ${t.dtype} [${t.shape.join(', ')}] tensor to bf16 (needs a 2-D f32 or f16 weight)`);
+  const N = t.rows, C = t.cols;
+  const row = new Float32Array(C); // (C)
+  const bits = new Uint32Array(row.buffer);
+  const out = new Uint16Array(N * C); // (N, C) bf16 bits
+  for (let r = 0; r < N; r++) {
+    dequantizeRow(t, r, row);
+    for (let c = 0; c < C; c++) out[r * C + c] = f32BitsToBf16(bits[c]!);
+  }
+  return new Tensor('bf16', t.shape, new Uint8Array(out.buffer));
 }
 
 export async function loadModel(p: string, opts: LoadOptions = {}): Promise<LoadedModel> {
@@ -64,8 +90,11 @@ export async function loadModel(p: string, opts: LoadOptions = {}): Promise<Load
   if (opts.dtype === 'fp8') {
     // the source stays memory-mapped; each replaced tensor's view is dropped as its fp8 copy is made
     for (const [name, t] of m.tensors) if (LINEAR_WEIGHT.test(name) && t.dtype !== 'fp8_e4m3') m.tensors.set(name, quantizeWeightFp8(t, `${p}: ${name}`, opts.fp8Block));
+  } else if (opts.dtype === 'bf16') {
+    // as vLLM's --dtype bfloat16 casts the whole model; floe holds norm vectors in f32 either way (llama.ts vector())
+    for (const [name, t] of m.tensors) if (convertsToBf16(t)) m.tensors.set(name, convertWeightBf16(t, `${p}: ${name}`));
   } else if (opts.dtype !== undefined) {
-    throw new Error(`${p}: load dtype ${JSON.stringify(opts.dtype)} is not supported (only 'fp8')`);
+    throw new Error(`${p}: load dtype ${showJson(opts.dtype)} is not supported (expected ${LOAD_DTYPES.map((d) => `'${d}'`).join(' or ')})`);
   }
   return m;
 }

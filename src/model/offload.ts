@@ -14,7 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadAddon } from '../backend/native-addon.js';
 import { fileBackingOf } from '../formats/mapfile.js';
-import { quantizeWeightFp8, type LoadedModel } from '../formats/load.js';
+import { convertsToBf16, convertWeightBf16, quantizeWeightFp8, type LoadDType, type LoadedModel } from '../formats/load.js';
 import { Tensor, type DType } from '../tensor/tensor.js';
 import type { LlamaLayer } from './llama.js';
 
@@ -34,9 +34,10 @@ export interface OffloadOptions {
   readonly ringSlots?: number;
   /** 'native': reader thread with page-cache drop (default when the addon is built); 'sync': readSync in the caller. */
   readonly reader?: 'native' | 'sync';
-  /** Quantize the linear weights to fp8 (as LoadOptions dtype 'fp8', loaded without it): resident layers in place,
-   *  streamed ones one tensor at a time on their way to the spill file, so no full fp8 copy is ever held. */
-  readonly fp8?: { readonly block?: readonly [number, number] };
+  /** Convert the weights as LoadOptions dtype does (the model loaded without it): resident layers (and, for bf16, the
+   *  embedding and head) in place, streamed ones one tensor at a time on their way to the spill file, so no full
+   *  converted copy is ever held. fp8Block: the fp8 scale block (default per row). */
+  readonly convert?: { readonly dtype: LoadDType; readonly fp8Block?: readonly [number, number] };
   /** Bytes per pread (default: diskChunkBytes of the model file). */
   readonly chunkBytes?: number;
 }
@@ -167,13 +168,18 @@ export class LayerStream {
       return t;
     };
     const layerTensors = (l: number) => FIELDS.map(([, hf]) => get(`model.layers.${l}.${hf}.weight`));
-    const q = o.fp8;
-    const toFp8 = (t: Tensor) => !!q && t.dtype !== 'fp8_e4m3';
-    // bytes and scale bytes of a linear weight as it will be held (after the fp8 conversion when asked)
-    const dataBytes = (t: Tensor) => (toFp8(t) ? t.rows * t.cols : t.data.byteLength);
+    const q = o.convert;
+    const toFp8 = (t: Tensor) => q?.dtype === 'fp8' && t.dtype !== 'fp8_e4m3';
+    const toBf16 = (t: Tensor) => q?.dtype === 'bf16' && convertsToBf16(t);
+    const converted = (t: Tensor, name: string) =>
+      toFp8(t) ? quantizeWeightFp8(t, `${loaded.path}: ${name}`, q!.fp8Block) : toBf16(t) ? convertWeightBf16(t, `${loaded.path}: ${name}`) : t;
+    // bf16 converts the embedding and head too: they stay resident, so in place before the budget is counted
+    for (const [name, t] of loaded.tensors) if (!LINEAR.test(name) && toBf16(t)) loaded.tensors.set(name, converted(t, name));
+    // bytes and scale bytes of a linear weight as it will be held (after the conversion when asked)
+    const dataBytes = (t: Tensor) => (toFp8(t) ? t.rows * t.cols : toBf16(t) ? t.rows * t.cols * 2 : t.data.byteLength);
     const scaleBytes = (t: Tensor) => {
       if (!toFp8(t)) return t.scale?.byteLength ?? 0;
-      const [br, bc] = q!.block ?? [1, t.cols];
+      const [br, bc] = q!.fp8Block ?? [1, t.cols];
       return 4 * Math.ceil(t.rows / br) * Math.ceil(t.cols / bc);
     };
     const layerBytes: number[] = [];
@@ -208,13 +214,13 @@ export class LayerStream {
     const s = new LayerStream(reader, streamed, {
       streamedLayers: n, layerBytes: slotBytes, ringBytes: slotsUsed * slotBytes, residentBytes, bytesRead: 0, layerReads: 0, waitMs: 0,
     });
-    // a resident layer's linear weights are quantized in place (every layer when none is streamed)
+    // a resident layer's linear weights are converted in place (every layer when none is streamed)
     const quantizeResident = (l: number) => {
       if (!q) return;
       for (const [, hf] of FIELDS) {
         const name = `model.layers.${l}.${hf}.weight`;
         const t = get(name);
-        if (toFp8(t)) loaded.tensors.set(name, quantizeWeightFp8(t, `${loaded.path}: ${name}`, q.block));
+        if (toFp8(t) || toBf16(t)) loaded.tensors.set(name, converted(t, name));
       }
     };
     if (n === 0) {
@@ -244,11 +250,11 @@ export class LayerStream {
       const ts: Template[] = [];
       names.forEach((name, i) => {
         const t0 = get(name);
-        const t = toFp8(t0) ? quantizeWeightFp8(t0, `${loaded.path}: ${name}`, q!.block) : t0; // one tensor's copy at a time
+        const t = converted(t0, name); // one tensor's copy at a time
         ts.push({ dtype: t.dtype, shape: t.shape, bytes: t.data.byteLength, scale: t.scale, scaleBlock: t.scaleBlock });
         const back = fileBackingOf(t.data);
         if (back) { src.push({ fd: fileFd(back.file), offset: back.offset, bytes: t.data.byteLength }); return; }
-        // bytes made in memory (GGUF Q/K reordered, quantized while loading): written once to an unlinked spill file
+        // bytes made in memory (GGUF Q/K reordered, converted while loading): written once to an unlinked spill file
         if (!spill) {
           const file = path.join(os.tmpdir(), `floe-offload-${process.pid}-${Date.now()}.bin`);
           spill = { file, fd: fs.openSync(file, 'w+'), at: 0 };

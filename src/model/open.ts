@@ -14,7 +14,7 @@ import { checkOptions, type OptionKeys } from '../tensor/options.js';
 export interface OpenOptions {
   readonly backend?: BackendName;
   readonly threads?: number;
-  readonly load?: LoadOptions; // e.g. { dtype: 'fp8' }: quantize linear weights while loading
+  readonly load?: LoadOptions; // e.g. { dtype: 'fp8' | 'bf16' }: convert weights while loading
   /** Stream a share of the layers from disk (--weights-memory / --offload-ratio); when no layer is streamed, the model
    *  opens resident (model.layerStream null) with its weights repacked as without the option. */
   readonly offload?: OffloadOptions;
@@ -39,10 +39,11 @@ export async function openModel(path: string, opts: OpenOptions = {}): Promise<O
   const t0 = performance.now();
   checkOptions('openModel', opts, OPEN_OPTIONS);
   const backend = selectBackend(opts.backend, opts.threads);
-  // with streaming, fp8 conversion happens in LayerStream.open, one streamed tensor at a time
-  const fp8 = opts.offload && opts.load?.dtype === 'fp8' ? { block: opts.load.fp8Block } : undefined;
-  const loaded = await loadModel(path, fp8 ? { ...opts.load, dtype: undefined } : opts.load);
-  let stream = opts.offload ? LayerStream.open(loaded, { ...opts.offload, fp8 }) : null;
+  // with streaming, the dtype conversion happens in LayerStream.open, one streamed tensor at a time
+  const d = opts.load?.dtype;
+  const convert = opts.offload && (d === 'fp8' || d === 'bf16') ? { dtype: d, fp8Block: opts.load!.fp8Block } : undefined;
+  const loaded = await loadModel(path, convert ? { ...opts.load, dtype: undefined } : opts.load);
+  let stream = opts.offload ? LayerStream.open(loaded, { ...opts.offload, convert }) : null;
   // a plan that streams no layer (every one fits the budget) leaves a resident model: no stream, so the weights get the decode layout
   if (stream && stream.stats.streamedLayers === 0) { stream.dispose(); stream = null; }
   // inference weights in the layout this backend decodes fastest (not with streamed layers: those are re-read from the file)

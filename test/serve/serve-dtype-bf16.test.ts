@@ -1,0 +1,22 @@
+// `floe serve --dtype bf16` on the built-in f32 model answers a chat completion through the official openai client,
+// and its engine runs the bf16 model: /v1/floe/info's KV cache defaults to bf16 (f32 only for f32 weights).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { client, serverProcs, startFloeServe } from './floe-process.js';
+
+const BUILT = fileURLToPath(new URL('../../dist/src/engine/worker.js', import.meta.url));
+const procs = serverProcs();
+
+test('floe serve --dtype bf16: a chat completion through the openai client; the engine holds bf16 weights', async () => {
+  const f = await startFloeServe(null, { built: BUILT, procs, args: ['--dtype', 'bf16', '--kv-cache-memory', '64MiB'] });
+  const r = await client(f).chat.completions.create({ model: 'floe-brown', messages: [{ role: 'user', content: 'Tell me a story.' }], max_tokens: 8, temperature: 0 });
+  assert.equal(r.choices.length, 1);
+  assert.ok((r.choices[0]!.message.content ?? '').length > 0, JSON.stringify(r.choices[0]));
+  assert.ok(r.usage!.completion_tokens >= 1 && r.usage!.completion_tokens <= 8, JSON.stringify(r.usage));
+  const info = await (await fetch(f.url + '/v1/floe/info')).json() as { kv_cache: { dtype: string } };
+  assert.equal(info.kv_cache.dtype, 'bf16', 'the KV cache follows the weights: bf16 for the converted model (f32 without --dtype)');
+  f.proc.kill('SIGTERM');
+  await f.exit;
+});

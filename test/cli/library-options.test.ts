@@ -62,7 +62,9 @@ test('startEngine: an unknown kvDtype or dtype fails naming it (it surfaced from
   // an engine that did start (the old behaviour for dtype) is shut down, so that the failure is reported and nothing keeps running
   const start = (o: object) => startEngine(loose({ model: BROWN, backend: 'reference', kvCacheMemory: 2 ** 20, ...o })).then(async (e) => { await e.shutdown(0); return null; }, (e: Error) => e);
   assert.deepEqual(await start({ kvDtype: 'f17' }), new TypeError("kvDtype must be one of f32, bf16, fp8_e4m3, got 'f17' (a string)"));
-  assert.deepEqual(await start({ dtype: 'fp4' }), new TypeError("dtype must be 'fp8' (quantize the weights while loading) or absent, got 'fp4' (a string)"));
+  assert.deepEqual(await start({ dtype: 'fp4' }), new TypeError("dtype must be 'fp8' or 'bf16' (convert the weights while loading) or absent, got 'fp4' (a string)"));
+  // bf16 is accepted: the engine starts on the converted model
+  assert.equal(await start({ dtype: 'bf16' }), null);
 });
 
 test('the errors a caller tells apart are exported: EngineRequestError (with its HTTP status) and RunSetupError', async () => {

@@ -215,7 +215,7 @@ export class LayerStream {
       streamedLayers: n, layerBytes: slotBytes, ringBytes: slotsUsed * slotBytes, residentBytes, bytesRead: 0, layerReads: 0, waitMs: 0,
     });
     // a resident layer's linear weights are converted in place (every layer when none is streamed)
-    const quantizeResident = (l: number) => {
+    const convertResident = (l: number) => {
       if (!q) return;
       for (const [, hf] of FIELDS) {
         const name = `model.layers.${l}.${hf}.weight`;
@@ -224,7 +224,7 @@ export class LayerStream {
       }
     };
     if (n === 0) {
-      for (let l = 0; l < L; l++) quantizeResident(l);
+      for (let l = 0; l < L; l++) convertResident(l);
       return s;
     }
     for (let i = 0; i < slotsUsed; i++) s.slots.push({ buf: new Uint8Array(slotBytes), layer: -1, ticket: 0 });
@@ -242,7 +242,7 @@ export class LayerStream {
       for (const t of layerTensors(l)) { offs.push(at); at += align(dataBytes(t)); }
       s.offsets.push(offs);
       if (!streamed[l]) {
-        quantizeResident(l);
+        convertResident(l);
         s.sources.push(null); s.templates.push([]);
         continue;
       }

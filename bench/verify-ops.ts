@@ -4,7 +4,9 @@
 // (all of them, --rounds times) and the last round's figures are printed, so the first rounds warm caches and clocks.
 //
 //   node --import tsx bench/verify-ops.ts [--model DIR] [--threads 2] [--rows 1,2,3,4,5,6,8] [--steps 400] [--ctx 200] [--rounds 2]
-// Writes bench/results/verify-ops-<model>-<threads>t.json.
+//                                         [--dtype fp8|bf16] [--out FILE]
+// --dtype loads the weights converted, as `floe generate --dtype`. Writes bench/results/verify-ops-<model>-<threads>t.json
+// (or --out).
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -26,9 +28,11 @@ const rowsList = arg('rows', '1,2,3,4,5,6,8').split(',').map(Number);
 const steps = Number(arg('steps', '400'));
 const ctx = Number(arg('ctx', '200'));
 const rounds = Number(arg('rounds', '2'));
+const dtype = arg('dtype', '');
+if (dtype !== '' && dtype !== 'fp8' && dtype !== 'bf16') throw new Error(`--dtype expects fp8 or bf16, got '${dtype}'`);
 
 console.log(`machine: ${machineLine(machineInfo())}`);
-const opened = await openModel(dir, { backend: 'native', threads });
+const opened = await openModel(dir, { backend: 'native', threads, ...(dtype ? { load: { dtype } } : {}) });
 const inner = opened.model.backend;
 const stats = new Map<string, { calls: number; ns: bigint }>();
 let timing = false;
@@ -85,13 +89,13 @@ const one = result.find((r) => r.rows === 1)?.step_us ?? result[0]!.step_us;
 for (const r of result) r.ratio = r.step_us / one;
 
 const name = path.basename(dir);
-console.log(`${name}: forward of R new positions after ${ctx} tokens, all rows' logits, ${threads} threads, ${steps} steps, round ${rounds} of ${rounds}`);
+console.log(`${name}${dtype ? ` (--dtype ${dtype})` : ''}: forward of R new positions after ${ctx} tokens, all rows' logits, ${threads} threads, ${steps} steps, round ${rounds} of ${rounds}`);
 console.log(`${'rows'.padStart(5)}${'step us'.padStart(10)}${'÷ 1 row'.padStart(9)}${'backend'.padStart(9)}${'js'.padStart(7)}   top ops (us)`);
 for (const r of result) {
   const top = r.ops.slice(0, 4).map((o) => `${o.op} ${o.us.toFixed(0)}`).join(', ');
   console.log(`${String(r.rows).padStart(5)}${r.step_us.toFixed(0).padStart(10)}${r.ratio.toFixed(2).padStart(9)}${r.backend_us.toFixed(0).padStart(9)}${r.js_us.toFixed(0).padStart(7)}   ${top}`);
 }
-const out = path.join(ROOT, 'bench', 'results', `verify-ops-${name}-${threads}t.json`);
-fs.writeFileSync(out, JSON.stringify({ machine: machineInfo(), model: name, threads, ctx, steps, rounds, rows: result }, null, 1));
+const out = path.resolve(arg('out', path.join(ROOT, 'bench', 'results', `verify-ops-${name}${dtype ? `-${dtype}` : ''}-${threads}t.json`)));
+fs.writeFileSync(out, JSON.stringify({ machine: machineInfo(), model: name, dtype: dtype || null, threads, ctx, steps, rounds, rows: result }, null, 1));
 console.log(`wrote ${path.relative(ROOT, out)}`);
 opened.loaded.dispose();

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LlamaConfig } from './llama-config.js';
-import { decodeBf16, decodeF16, dequantizeRow, f32BitsToBf16 } from '../tensor/codecs.js';
+import { decodeBf16, decodeF16, dequantizeRow, f16ToF32Bits, f32BitsToBf16 } from '../tensor/codecs.js';
 import { quantizeTensor } from '../tensor/quantize.js';
 import { asF32, rowsCols, Tensor } from '../tensor/tensor.js';
 import { ggufTensor, ggufToHfName, ggufToLlamaConfig, GGML_F32, permuteQkRows, qkRowSources, readGguf, type GgufFile, type GgufTensorInfo } from './gguf.js';
@@ -65,14 +65,39 @@ export function convertsToBf16(t: Tensor): boolean {
 export function convertWeightBf16(t: Tensor, name: string): Tensor {
   if (!convertsToBf16(t)) throw new Error(`${name}: cannot convert a ${t.dtype} [${t.shape.join(', ')}] tensor to bf16 (needs a 2-D f32 or f16 weight)`);
   const N = t.rows, C = t.cols;
-  const row = new Float32Array(C); // (C)
-  const bits = new Uint32Array(row.buffer);
   const out = new Uint16Array(N * C); // (N, C) bf16 bits
-  for (let r = 0; r < N; r++) {
-    dequantizeRow(t, r, row);
-    for (let c = 0; c < C; c++) out[r * C + c] = f32BitsToBf16(bits[c]!);
+  if (t.dtype === 'f32' && t.layout === 'rows' && t.data.byteOffset % 4 === 0) {
+    // the mapped bytes read in place, one pass (a row at a time through dequantizeRow cost ~15 ns a value)
+    roundBf16(new Int32Array(t.data.buffer, t.data.byteOffset, N * C), out, 0);
+  } else if (t.dtype === 'f16' && t.layout === 'rows' && t.data.byteOffset % 2 === 0) {
+    // every f16 code's bf16, from a table (one lookup a value; decoding row by row cost ~17 ns a value)
+    const table = f16ToBf16Table();
+    const src = new Uint16Array(t.data.buffer, t.data.byteOffset, N * C);
+    for (let i = 0; i < N * C; i++) out[i] = table[src[i]!]!;
+  } else {
+    const row = new Float32Array(C); // (C)
+    const bits = new Int32Array(row.buffer);
+    for (let r = 0; r < N; r++) {
+      dequantizeRow(t, r, row);
+      roundBf16(bits, out, r * C);
+    }
   }
   return new Tensor('bf16', t.shape, new Uint8Array(out.buffer));
+}
+
+let f16Bf16: Uint16Array | null = null;
+/** The bf16 bits of each of the 65,536 f16 codes (exact f16 -> f32, then f32BitsToBf16). */
+function f16ToBf16Table(): Uint16Array {
+  if (!f16Bf16) {
+    f16Bf16 = new Uint16Array(65536);
+    for (let h = 0; h < 65536; h++) f16Bf16[h] = f32BitsToBf16(f16ToF32Bits(h));
+  }
+  return f16Bf16;
+}
+
+/** out[at + i] = the bf16 bits of f32 bits src[i] (f32BitsToBf16: round to nearest even, NaN stays NaN). */
+function roundBf16(src: Int32Array, out: Uint16Array, at: number): void {
+  for (let i = 0, n = src.length; i < n; i++) out[at + i] = f32BitsToBf16(src[i]!);
 }
 
 export async function loadModel(p: string, opts: LoadOptions = {}): Promise<LoadedModel> {

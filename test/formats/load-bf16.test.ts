@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadModel } from '../../src/formats/load.js';
+import { convertWeightBf16, loadModel } from '../../src/formats/load.js';
+import { Tensor } from '../../src/tensor/tensor.js';
 import { fileBackingOf } from '../../src/formats/mapfile.js';
 import { writeSafetensors } from '../../src/formats/safetensors.js';
 import { makeTinyHf } from './fixtures.js';
@@ -35,7 +36,8 @@ const bitsOfF32 = (x: number) => new Uint32Array(Float32Array.of(x).buffer)[0]!;
 function sourceBits(dtype: string, data: Float32Array | Uint16Array | Uint8Array): Uint32Array {
   if (dtype === 'F32') return new Uint32Array((data as Float32Array).slice().buffer);
   const h = new Uint16Array(data.buffer, data.byteOffset, data.byteLength / 2);
-  return Uint32Array.from(h, (v) => bitsOfF32(f16Value(v)));
+  // a NaN's sign and payload do not survive a JS number: its f32 bits from the half's fields (payload shifted up)
+  return Uint32Array.from(h, (v) => Number.isNaN(f16Value(v)) ? (((v & 0x8000) << 16) | 0x7f800000 | ((v & 0x3ff) << 13)) >>> 0 : bitsOfF32(f16Value(v)));
 }
 
 function checkConverted(name: string, srcBits: Uint32Array, got: Uint8Array): void {
@@ -120,4 +122,24 @@ test("dtype 'bf16' keeps fp8 weights fp8 (and their scales) and converts nothing
 test('an unknown load dtype names the accepted values', async () => {
   const tiny = makeTinyHf({ seed: 2 });
   await assert.rejects(loadModel(tiny.dir, { dtype: 'f64' as 'bf16' }), /load dtype "f64" is not supported \(expected 'fp8' or 'bf16'\)/);
+});
+
+test('convertWeightBf16 over every f16 code and over f32 edge bits, on the fast paths (whole aligned views) and the row-by-row path (an unaligned view)', () => {
+  const codes = Uint16Array.from({ length: 65536 }, (_, h) => h);
+  const f16 = new Tensor('f16', [256, 256], new Uint8Array(codes.buffer));
+  checkConverted('f16 codes', sourceBits('F16', codes), convertWeightBf16(f16, 'f16 codes').data);
+  // f16 bytes one byte into a buffer: not a Uint16Array view, so the row-by-row path
+  const shifted = new Uint8Array(codes.byteLength + 1);
+  shifted.set(new Uint8Array(codes.buffer), 1);
+  checkConverted('f16 codes, unaligned', sourceBits('F16', codes), convertWeightBf16(new Tensor('f16', [256, 256], shifted.subarray(1)), 'f16 unaligned').data);
+  // f32: ties both ways, just above / below a tie, NaN (quiet, signalling with a low payload), ±inf, the largest finite
+  // (rounds to inf), subnormals, -0, and the top of the negative range; then random bits
+  const edges = [0x3f808000, 0x3f818000, 0x3f808001, 0x3f807fff, 0x7fc00000, 0x7f800001, 0xff800001, 0x7f800000, 0xff800000,
+    0x7f7fffff, 0xff7fffff, 0x00000001, 0x80008000, 0x007fffff, 0x80000000, 0xbf800001, 0xc0000000, 0xfffffffe];
+  let seed = 0x9e3779b9;
+  const bits = Uint32Array.from({ length: 64 * 64 }, (_, i) => i < edges.length ? edges[i]! : (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0));
+  checkConverted('f32 bits', bits, convertWeightBf16(new Tensor('f32', [64, 64], new Uint8Array(bits.buffer)), 'f32 bits').data);
+  const shifted32 = new Uint8Array(bits.byteLength + 2);
+  shifted32.set(new Uint8Array(bits.buffer), 2);
+  checkConverted('f32 bits, unaligned', bits, convertWeightBf16(new Tensor('f32', [64, 64], shifted32.subarray(2)), 'f32 unaligned').data);
 });

@@ -137,6 +137,10 @@ export interface EngineInfo {
   readonly adapters?: readonly AdapterInfo[]; // LoRA adapters served at start (see EngineClient.adapters for now)
   readonly maxLoras?: number; // distinct adapters in one step; requests for more wait
   readonly swapSpace?: number; // bytes for preempted sequences' KV (--swap-space); 0: preemption recomputes
+  /** The weights as the engine holds them: the first layer's q projection, the embedding and the head ('bf16' after
+   *  --dtype bf16 on an f32 checkpoint; 'fp8_e4m3' after --dtype fp8), and the --dtype conversion asked for (null: as
+   *  stored). Absent for a pipeline's rank 0, whose layers live in other processes. */
+  readonly weights?: { readonly linear: string | null; readonly embedding: string; readonly head: string; readonly converted: 'fp8' | 'bf16' | null };
 }
 
 /** The main-thread handle on the engine worker (src/engine/client.ts implements it). */

@@ -64,7 +64,9 @@ try {
   post({ type: 'failed', message: `loading ${opts.model}: ${(e as Error).message}` });
   process.exit(1);
 }
-post({ type: 'ready', info: { ...engine.info, adapters: engine.adapters.list() } });
+const held = pipeline ? null : engine.model.weights;
+const weights = held ? { linear: held.layers[0]?.wq.dtype ?? null, embedding: held.embed.dtype, head: held.head.dtype, converted: opts.dtype ?? null } : undefined;
+post({ type: 'ready', info: { ...engine.info, adapters: engine.adapters.list(), ...(weights ? { weights } : {}) } });
 
 let wake: (() => void) | null = null;
 let shutdownAt: number | null = null;

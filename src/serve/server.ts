@@ -251,7 +251,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     serve.ready({ engine: e, tokenizer: tools.tokenizer, template: embedOnly ? null : tools.template, defaults: tools.defaults, guard: g, embedding });
     if (g) log(`floe serve: guard ${guardModel} ready (${g.format}${g.template ? ', its own chat template' : ''}; KV ${g.engine.info.kvTokens} tokens in ${(guardKv / 2 ** 20).toFixed(0)} MiB)${opts.guardrails ? '; guardrails on for every chat request' : ''}`);
     const i = e.info;
-    log(`floe serve: model ready in ${((performance.now() - t0) / 1000).toFixed(1)} s; KV cache ${kvDtypeFlagName(i.kvDtype)}: ${i.kvBlocks} blocks × ${i.blockSize} = ` +
+    log(`floe serve: model ready in ${((performance.now() - t0) / 1000).toFixed(1)} s${i.weights?.converted ? `; weights ${i.weights.linear ?? '?'} (--dtype ${i.weights.converted})` : ''}; KV cache ${kvDtypeFlagName(i.kvDtype)}: ${i.kvBlocks} blocks × ${i.blockSize} = ` +
       `${i.kvTokens} tokens${opts.kvPrefault ? ' (its pages committed in the background: --kv-prefault)' : ''}; longest request ${i.maxRequestTokens} tokens (context window ${i.maxModelLen})` +
       `; ${i.swapSpace ? `swap space ${fmtBytes(i.swapSpace)} for preempted requests' KV` : 'no swap space: preempted requests are recomputed'}` +
       `${tools.tokenizer ? '' : '; no tokenizer: token-id prompts only'}${tools.template ? '' : '; no chat template: /v1/chat/completions unavailable'}` +

@@ -36,10 +36,15 @@ function runOne(req: GenerateRequest, speculative?: 'ngram') {
   return { tokens: c.tokens, usage: c.outputs.at(-1)!.usage, steps: e.stats().steps, stats: e.stats() };
 }
 
-/** The text with `n` of its words replaced by random ones (an edit the prediction does not know about). */
+/**
+ * The text with up to `n` of its words replaced by random ones (an edit the prediction does not know about), at most a
+ * quarter of them: an answer of few words (floe-brown can answer " than 50,000,000,…", two words) would otherwise be
+ * replaced whole, leaving nothing for the prediction to draft (seed 580282074).
+ */
 function edit(text: string, n: number): string {
   const w = text.split(' ');
-  for (let i = 0; i < n; i++) w[1 + Math.floor(r() * (w.length - 1))] = pick();
+  const k = Math.min(n, Math.floor((w.length - 1) / 4));
+  for (let i = 0; i < k; i++) w[1 + Math.floor(r() * (w.length - 1))] = pick();
   return w.join(' ');
 }
 

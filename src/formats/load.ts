@@ -95,6 +95,16 @@ function f16ToBf16Table(): Uint16Array {
   return f16Bf16;
 }
 
+/**
+ * What LoadOptions dtype `dtype` makes of tensor `name` while loading, one tensor's copy at a time (the tensor itself
+ * when it stays as stored): 'fp8' quantizes a linear weight that is not fp8 yet, 'bf16' converts a 2-D f32 / f16
+ * weight. Shared by loadModel and the streamed layers (LayerStream), so both convert the same tensors the same way.
+ */
+export function convertForLoad(name: string, t: Tensor, dtype: LoadDType, fp8Block: readonly [number, number] | undefined, where: string): Tensor {
+  if (dtype === 'fp8') return LINEAR_WEIGHT.test(name) && t.dtype !== 'fp8_e4m3' ? quantizeWeightFp8(t, `${where}: ${name}`, fp8Block) : t;
+  return convertsToBf16(t) ? convertWeightBf16(t, `${where}: ${name}`) : t;
+}
+
 /** out[at + i] = the bf16 bits of f32 bits src[i] (f32BitsToBf16: round to nearest even, NaN stays NaN). */
 function roundBf16(src: Int32Array, out: Uint16Array, at: number): void {
   for (let i = 0, n = src.length; i < n; i++) out[at + i] = f32BitsToBf16(src[i]!);
@@ -112,14 +122,14 @@ export async function loadModel(p: string, opts: LoadOptions = {}): Promise<Load
   const keep = opts.keep && ((name: string) => opts.keep!(name, m.config));
   if (keep) for (const name of [...m.tensors.keys()]) if (!keep(name)) m.tensors.delete(name);
   if (opts.checkShapes ?? true) checkTensors(m.config, m.tensors, p, keep);
-  if (opts.dtype === 'fp8') {
-    // the source stays memory-mapped; each replaced tensor's view is dropped as its fp8 copy is made
-    for (const [name, t] of m.tensors) if (LINEAR_WEIGHT.test(name) && t.dtype !== 'fp8_e4m3') m.tensors.set(name, quantizeWeightFp8(t, `${p}: ${name}`, opts.fp8Block));
-  } else if (opts.dtype === 'bf16') {
-    // as vLLM's --dtype bfloat16 casts the whole model; floe holds norm vectors in f32 either way (llama.ts vector())
-    for (const [name, t] of m.tensors) if (convertsToBf16(t)) m.tensors.set(name, convertWeightBf16(t, `${p}: ${name}`));
-  } else if (opts.dtype !== undefined) {
-    throw new Error(`${p}: load dtype ${showJson(opts.dtype)} is not supported (expected ${LOAD_DTYPES.map((d) => `'${d}'`).join(' or ')})`);
+  if (opts.dtype !== undefined) {
+    if (!LOAD_DTYPES.includes(opts.dtype)) throw new Error(`${p}: load dtype ${showJson(opts.dtype)} is not supported (expected ${LOAD_DTYPES.map((d) => `'${d}'`).join(' or ')})`);
+    // the source stays memory-mapped; each replaced tensor's view is dropped as its converted copy is made. bf16 casts
+    // the whole model as vLLM's --dtype bfloat16 does; floe holds norm vectors in f32 either way (llama.ts vector())
+    for (const [name, t] of m.tensors) {
+      const c = convertForLoad(name, t, opts.dtype, opts.fp8Block, p);
+      if (c !== t) m.tensors.set(name, c);
+    }
   }
   return m;
 }

@@ -14,7 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadAddon } from '../backend/native-addon.js';
 import { fileBackingOf } from '../formats/mapfile.js';
-import { convertsToBf16, convertWeightBf16, quantizeWeightFp8, type LoadDType, type LoadedModel } from '../formats/load.js';
+import { convertForLoad, convertsToBf16, type LoadDType, type LoadedModel } from '../formats/load.js';
 import { Tensor, type DType } from '../tensor/tensor.js';
 import type { LlamaLayer } from './llama.js';
 
@@ -171,8 +171,7 @@ export class LayerStream {
     const q = o.convert;
     const toFp8 = (t: Tensor) => q?.dtype === 'fp8' && t.dtype !== 'fp8_e4m3';
     const toBf16 = (t: Tensor) => q?.dtype === 'bf16' && convertsToBf16(t);
-    const converted = (t: Tensor, name: string) =>
-      toFp8(t) ? quantizeWeightFp8(t, `${loaded.path}: ${name}`, q!.fp8Block) : toBf16(t) ? convertWeightBf16(t, `${loaded.path}: ${name}`) : t;
+    const converted = (t: Tensor, name: string) => (q ? convertForLoad(name, t, q.dtype, q.fp8Block, loaded.path) : t);
     // bf16 converts the embedding and head too: they stay resident, so in place before the budget is counted
     for (const [name, t] of loaded.tensors) if (!LINEAR.test(name) && toBf16(t)) loaded.tensors.set(name, converted(t, name));
     // bytes and scale bytes of a linear weight as it will be held (after the conversion when asked)

@@ -6,7 +6,7 @@ import { openModel } from '../model/open.js';
 import { loadProposerModule, speculativeModuleOf, type SpeculativeSpec } from '../model/speculation.js';
 import { wordStartTable } from '../model/prediction.js';
 import { tokenBytes } from '../engine/constrained/token-mask.js';
-import { loadModel, type LoadOptions } from '../formats/load.js';
+import { heldAfterLoad, LINEAR_WEIGHT, loadModel, type LoadOptions } from '../formats/load.js';
 import { OFFLOAD_FLAGS, offloadOptions } from './offload-args.js';
 import { accessSync, constants as fsConstants, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, relative as relativePath, resolve as resolvePath } from 'node:path';
@@ -26,7 +26,9 @@ import { joinPipeline, PIPELINE_FLAGS, pipelineFlags } from './pipeline.js';
 const HELP = `floe — serve and fine-tune Llama-family models
 
 Usage:
-  floe info [MODEL]                    architecture, parameters, dtypes, memory, kernels (ISA, AMX)
+  floe info [MODEL] [--dtype fp8|bf16] [--json]
+                                       architecture, parameters, dtypes, memory, kernels (ISA, AMX); the
+                                       dtypes and memory the weights are held in (after --dtype's conversion)
   floe generate [--model PATH] (--prompt TEXT | --prompt - | --prompt-ids 1,2,3) [options]
   floe chat [--model PATH] [--system TEXT] [generate's sampling options]
                                        interactive chat on stdin (chat template, streamed answers,
@@ -333,21 +335,38 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 async function info(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, { json: { type: 'boolean' }, model: { type: 'string' } }, true);
+  const { values, positionals } = parse(args, { json: { type: 'boolean' }, model: { type: 'string' }, dtype: { type: 'string' } }, true);
   if (values.model !== undefined && positionals.length > 0) throw new UsageError('give the model once: floe info MODEL or floe info --model MODEL');
   if (positionals.length > 1) throw new UsageError(`usage: floe info [MODEL] (got ${positionals.length} paths)`);
+  const load = loadDtype(values.dtype);
   const path = modelOrBuiltin(values.model ?? positionals[0], 'info');
   const m = await loadModel(path);
   const c = m.config;
   const dtypes: Record<string, number> = {};
   let params = 0;
   let bytes = 0;
-  for (const t of m.tensors.values()) {
+  // what generate / serve with this --dtype would hold, per weight kind, predicted from dtypes and shapes (heldAfterLoad)
+  const kinds: Record<WeightKind, Map<string, number>> = { linear: new Map(), embedding: new Map(), head: new Map(), norms: new Map(), other: new Map() };
+  let heldBytes = 0;
+  for (const [name, t] of m.tensors) {
     params += t.numel;
     bytes += t.data.byteLength + (t.scale?.byteLength ?? 0);
     dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + t.numel;
+    const h = heldAfterLoad(name, t, load?.dtype);
+    heldBytes += h.bytes;
+    const k = kinds[weightKind(name)];
+    k.set(h.dtype, (k.get(h.dtype) ?? 0) + t.numel);
   }
-  const kvDtype: KvDType = dtypes.f32 === params ? 'f32' : 'bf16';
+  if (c.tieWordEmbeddings) for (const [d, n] of kinds.embedding) kinds.head.set(d, n);
+  // names a kind's dtypes, the most parameters first ('q4_k + q6_k' where a kind mixes them)
+  const kindDtypes = (k: WeightKind): string | null => [...kinds[k]].sort((a, b) => b[1] - a[1]).map(([d]) => d).join(' + ') || null;
+  const weights = {
+    converted: load?.dtype ?? null, linear: kindDtypes('linear'), embedding: kindDtypes('embedding'), head: kindDtypes('head'), norms: kindDtypes('norms'),
+    ...(kinds.other.size ? { other: kindDtypes('other') } : {}), bytes: heldBytes,
+  };
+  // the engine's default KV dtype (defaultKvDtype): f32 when the first layer's q projection is held in f32
+  const q0 = m.tensors.get('model.layers.0.self_attn.q_proj.weight');
+  const kvDtype: KvDType = q0 && heldAfterLoad('model.layers.0.self_attn.q_proj.weight', q0, load?.dtype).dtype === 'f32' ? 'f32' : 'bf16';
   const kvPerToken = KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, kvDtype);
   const addon = loadAddon();
   const kernels = addon
@@ -355,7 +374,7 @@ async function info(args: string[]): Promise<number> {
     : { backend: 'reference', reason: 'the native addon is not built (npm install builds it)' };
   const out = {
     path: m.path, format: m.format, architecture: 'llama',
-    parameters: params, weight_bytes: bytes, dtypes,
+    parameters: params, weight_bytes: bytes, dtypes, weights,
     config: c,
     kv_cache: { dtype: kvDtype, bytes_per_token: kvPerToken, bytes_at_max_context: kvPerToken * c.maxPositionEmbeddings },
     kernels,
@@ -363,6 +382,8 @@ async function info(args: string[]): Promise<number> {
   m.dispose();
   if (values.json) { process.stdout.write(JSON.stringify(out) + '\n'); return 0; }
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+  const held = (['linear', 'embedding', 'head', 'norms', 'other'] as const).filter((k) => weights[k])
+    .map((k) => `${k} ${weights[k]}${k === 'head' && c.tieWordEmbeddings ? ' (tied)' : ''}`).join(', ');
   const lines = [
     `model        ${m.path} (${m.format})`,
     `architecture llama: ${c.numLayers} layers, hidden ${c.hiddenSize}, ffn ${c.intermediateSize}, heads ${c.numHeads} (kv ${c.numKvHeads}), head dim ${c.headDim}`,
@@ -370,13 +391,23 @@ async function info(args: string[]): Promise<number> {
     `rope         theta ${c.ropeTheta}${c.ropeScaling ? `, ${c.ropeScaling.type} scaling ×${c.ropeScaling.factor}` : ''}${m.ropeFreqFactors ? ', rope_freqs factors' : ''}`,
     `context      ${c.maxPositionEmbeddings} tokens`,
     `parameters   ${params.toLocaleString('en-US')} (${(params / 1e9).toFixed(3)} B)`,
-    `dtypes       ${Object.entries(dtypes).map(([d, n]) => `${d} ${(100 * n / params).toFixed(1)}%`).join(', ')}`,
-    `weights      ${mib(bytes)}`,
+    `dtypes       ${Object.entries(dtypes).map(([d, n]) => `${d} ${(100 * n / params).toFixed(1)}%`).join(', ')}${load ? ' (as stored)' : ''}`,
+    `weights      ${load ? `${mib(heldBytes)} with --dtype ${load.dtype} (${mib(bytes)} as stored)` : mib(bytes)}`,
+    `held         ${held}${load ? ` (--dtype ${load.dtype})` : ''}`,
     `kv cache     ${kvDtype}: ${(kvPerToken / 1024).toFixed(1)} KiB per token, ${mib(kvPerToken * c.maxPositionEmbeddings)} at full context`,
     `kernels      ${kernelsLine(addon)}`,
   ];
   process.stdout.write(lines.join('\n') + '\n');
   return 0;
+}
+
+type WeightKind = 'linear' | 'embedding' | 'head' | 'norms' | 'other';
+/** Which kind of weight a checkpoint tensor is, by its HF name (floe info's `held` line). */
+function weightKind(name: string): WeightKind {
+  if (LINEAR_WEIGHT.test(name)) return 'linear';
+  if (name === 'model.embed_tokens.weight') return 'embedding';
+  if (name === 'lm_head.weight') return 'head';
+  return /norm\.weight$/.test(name) ? 'norms' : 'other';
 }
 
 /** This host's kernels, as `floe info` prints them: the native ISA and threads, and what the AMX tiles run. */

@@ -370,3 +370,18 @@ export function isGgufPath(p: string): boolean {
     return false;
   }
 }
+
+/**
+ * What LoadOptions dtype `dtype` would make of tensor `name`, from its dtype and shape alone (nothing is read or
+ * converted): convertForLoad's rule ('fp8': a linear weight not fp8 yet -> E4M3 with one f32 scale per `fp8Block`,
+ * default [1, C]: one per row; 'bf16': a 2-D f32 / f16 weight -> bf16; the rest as stored). bytes: data and scales.
+ */
+export function heldAfterLoad(name: string, t: Tensor, dtype: LoadDType | undefined, fp8Block?: readonly [number, number]): { readonly dtype: Tensor['dtype']; readonly bytes: number } {
+  if (dtype === 'fp8' && LINEAR_WEIGHT.test(name) && t.dtype !== 'fp8_e4m3') {
+    const [N, C] = rowsCols(t.shape);
+    const [br, bc] = fp8Block ?? [1, C];
+    return { dtype: 'fp8_e4m3', bytes: N * C + 4 * Math.ceil(N / br) * Math.ceil(C / bc) }; // (N, C) codes + scale grid
+  }
+  if (dtype === 'bf16' && convertsToBf16(t)) return { dtype: 'bf16', bytes: 2 * t.numel };
+  return { dtype: t.dtype, bytes: t.data.byteLength + (t.scale?.byteLength ?? 0) };
+}

@@ -139,8 +139,12 @@ export interface EngineInfo {
   readonly swapSpace?: number; // bytes for preempted sequences' KV (--swap-space); 0: preemption recomputes
   /** The weights as the engine holds them: the first layer's q projection, the embedding and the head ('bf16' after
    *  --dtype bf16 on an f32 checkpoint; 'fp8_e4m3' after --dtype fp8), and the --dtype conversion asked for (null: as
-   *  stored). Absent for a pipeline's rank 0, whose layers live in other processes. */
-  readonly weights?: { readonly linear: string | null; readonly embedding: string; readonly head: string; readonly converted: 'fp8' | 'bf16' | null };
+   *  stored). A pipeline's rank 0 adds `stages`: each stage's layers and first linear's dtype (rank 0's entry also
+   *  the embedding and head it holds), as the stage processes told it at start-up. */
+  readonly weights?: {
+    readonly linear: string | null; readonly embedding: string; readonly head: string; readonly converted: 'fp8' | 'bf16' | null;
+    readonly stages?: readonly { readonly rank: number; readonly layers: string; readonly linear: string | null; readonly embedding?: string; readonly head?: string }[];
+  };
 }
 
 /** The main-thread handle on the engine worker (src/engine/client.ts implements it). */

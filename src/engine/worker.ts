@@ -9,7 +9,7 @@ import { loadAddon } from '../backend/native-addon.js';
 import type { RemoteForward } from './runner.js';
 import { loadProposerModule, speculativeModuleOf, type SpeculativeSpec } from '../model/speculation.js';
 import type { EngineStartOptions, ToWorker, FromWorker } from './client.js';
-import { EngineRequestError, type EngineOutput } from './protocol.js';
+import { EngineRequestError, type EngineInfo, type EngineOutput } from './protocol.js';
 
 const port = parentPort;
 if (!port) throw new Error('src/engine/worker.ts must run in a worker_thread (use startEngine)');
@@ -24,6 +24,7 @@ interface PipelineJoin {
   readonly driver: RemoteForward & { close(): Promise<void> };
   readonly kvBlocks: number;
   readonly transport: { abort(code: number, message: string): Promise<void> | void; close(): Promise<void> };
+  readonly weights: EngineInfo['weights']; // every stage's, as the stages told rank 0
 }
 // Under mpirun the forward pass continues on the other ranks. The engine only sees a RemoteForward: the caller (a layer
 // above, which owns src/parallel) names the module that joins the job in opts.pipeline.join, resolved from this file.
@@ -65,7 +66,7 @@ try {
   process.exit(1);
 }
 const held = pipeline ? null : engine.model.weights;
-const weights = held ? { linear: held.layers[0]?.wq.dtype ?? null, embedding: held.embed.dtype, head: held.head.dtype, converted: opts.dtype ?? null } : undefined;
+const weights = pipeline ? pipeline.weights : held ? { linear: held.layers[0]?.wq.dtype ?? null, embedding: held.embed.dtype, head: held.head.dtype, converted: opts.dtype ?? null } : undefined;
 post({ type: 'ready', info: { ...engine.info, adapters: engine.adapters.list(), ...(weights ? { weights } : {}) } });
 
 let wake: (() => void) | null = null;

@@ -1,8 +1,10 @@
 // openStage: load one pipeline stage's share of a model (its layers' tensors only; embedding, norm and head stay as
-// memory-mapped views that middle stages never read) with the stage plan every rank computes alike.
+// memory-mapped views that middle stages never read) with the stage plan every rank computes alike. Only rank 0 (the
+// serving pipeline's embedding and head, headOn 'first') converts (--dtype) or repacks (prepareWeights) them.
 
 import { selectBackend, type BackendName } from '../backend/select.js';
-import { loadModel, type LoadOptions, type LoadedModel } from '../formats/load.js';
+import { convertForLoad, LOAD_DTYPES, loadModel, type LoadOptions, type LoadedModel } from '../formats/load.js';
+import { showJson } from '../formats/json-show.js';
 import type { LlamaConfig } from '../model/config.js';
 import { LlamaModel, type LayerRange } from '../model/llama.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -38,10 +40,22 @@ export async function openStage(path: string, rank: number, size: number, opts: 
     const m = LAYER.exec(name);
     return !m || (Number(m[1]) >= stages[rank]!.start && Number(m[1]) < stages[rank]!.end);
   };
-  const loaded = await loadModel(path, { ...opts.load, keep });
+  // rank 0 embeds and projects to logits; another rank reads only its layers, so the embedding, final norm and head
+  // stay the file's mapped views there: converting or repacking them would hold a copy never read (a bf16 embedding
+  // repacked for the GEMV: 1 GB per stage at 8B)
+  const own = (name: string): boolean => rank === 0 || LAYER.test(name);
+  const dtype = opts.load?.dtype;
+  if (dtype !== undefined && !LOAD_DTYPES.includes(dtype)) throw new Error(`${path}: load dtype ${showJson(dtype)} is not supported (expected ${LOAD_DTYPES.map((d) => `'${d}'`).join(' or ')})`);
+  const loaded = await loadModel(path, { ...opts.load, dtype: undefined, keep });
   stages ??= stagePlan(loaded.config, size, opts.stages);
+  const tensors = loaded.tensors as Map<string, Tensor>;
+  const mine = new Map([...tensors].filter(([name]) => own(name)));
+  if (dtype !== undefined) {
+    for (const [name, t] of mine) mine.set(name, convertForLoad(name, t, dtype, opts.load?.fp8Block, path));
+  }
   // inference weights in the layout this backend decodes fastest, as openModel does (one process and stages alike)
-  backend.prepareWeights?.(loaded.tensors as Map<string, Tensor>);
+  backend.prepareWeights?.(mine);
+  for (const [name, t] of mine) tensors.set(name, t);
   const model = LlamaModel.fromTensors(loaded.config, loaded.tensors, backend, loaded.ropeFreqFactors, stages[rank]);
   return { loaded, model, stages };
 }

@@ -3,7 +3,7 @@
 import { defaultLoraAlpha, LORA_TARGETS, parseLoraTargets, type LoraTarget } from '../model/lora.js';
 import type { FinetuneOptions } from '../train/trainer.js';
 import { flagWording } from '../train/option-names.js';
-import { conflicts, optNum, UsageError, type Range } from './args.js';
+import { conflicts, loadDtype, optNum, UsageError, type Range } from './args.js';
 import { RunSetupError } from '../train/checkpoint.js';
 import { OFFLOAD_FLAGS, offloadOptions } from './offload-args.js';
 
@@ -17,7 +17,7 @@ export const TRAIN_FLAGS = {
   'lr-schedule': str, 'warmup-steps': str, 'batch-size': str, 'batch-tokens': str, 'grad-accum': str, 'max-seq-len': str,
   'checkpoint-activations': bool, optimizer: str, 'weight-decay': str, 'max-grad-norm': str, 'train-on-prompt': bool,
   'save-steps': str, 'save-initial': bool, 'save-total-limit': str, 'save-dtype': str, 'no-shuffle': bool, out: str,
-  resume: str, seed: str, threads: str, backend: str, quiet: bool, json: bool, overwrite: bool, ...OFFLOAD_FLAGS,
+  resume: str, seed: str, threads: str, backend: str, quiet: bool, json: bool, overwrite: bool, dtype: str, ...OFFLOAD_FLAGS,
 } as const;
 
 type Values = Record<string, string | boolean | undefined>;
@@ -63,6 +63,7 @@ export function trainingOptions(v: Values): Omit<FinetuneOptions, 'model'> {
   const full = !!v.full;
   if (full && (v['lora-rank'] ?? v['lora-alpha'] ?? v['lora-targets'] ?? v['lora-dropout'] ?? v.rslora) !== undefined) throw new UsageError('--full trains every weight: --lora-* options do not apply');
   if (!full && v['save-dtype'] !== undefined) throw new UsageError('--save-dtype sets the dtype of the --full output model; a LoRA adapter is saved in f32');
+  const dtype = baseDtype(v.dtype as string | undefined, full);
   const one = { min: 1 };
   const rank = opt('lora-rank', true, one) ?? 8;
   return {
@@ -77,8 +78,17 @@ export function trainingOptions(v: Values): Omit<FinetuneOptions, 'model'> {
     saveTotalLimit: opt('save-total-limit', true), saveDtype: oneOf('save-dtype', s('save-dtype'), ['f32', 'bf16'] as const),
     shuffle: !v['no-shuffle'], resume: s('resume'), overwrite: !!v.overwrite, seed: opt('seed', true),
     backend: oneOf('backend', s('backend'), ['native', 'reference'] as const), threads: opt('threads', true, one), progress: !v.quiet,
-    offload: streamed(v, full),
+    offload: streamed(v, full), dtype,
   };
+}
+
+/** --dtype fp8|bf16 (as generate's: the frozen base converted while loading); refused with --full (its f32 masters are trained). */
+function baseDtype(val: string | undefined, full: boolean) {
+  const dtype = loadDtype(val)?.dtype;
+  if (dtype && full) {
+    throw new UsageError(`--dtype ${dtype} converts the frozen base of a LoRA run; --full trains f32 master copies of every weight, so there is no frozen base to convert: drop --dtype, or train an adapter (no --full)`);
+  }
+  return dtype;
 }
 
 /** --weights-memory / --offload-ratio; refused with --full (its f32 weights are trained in memory). */

@@ -19,7 +19,7 @@ import { DataLoader, loadSamples } from '../train/data.js';
 import { Optimizer } from '../train/optimizer.js';
 import { mix32 } from '../train/rng.js';
 import { learningRate } from '../train/schedule.js';
-import { asTrainBackend, checkResumeOptions, dataFingerprint, initAdapter, loraConfigOf, planSteps, recordedBatch, trainingTemplate, type FinetuneOptions, type FinetuneSummary, type StepMetrics } from '../train/trainer.js';
+import { asTrainBackend, baseWeights, checkBaseDtype, checkResumeOptions, dataFingerprint, initAdapter, loraConfigOf, planSteps, recordedBatch, trainingTemplate, type FinetuneOptions, type FinetuneSummary, type StepMetrics } from '../train/trainer.js';
 import { oneFOneB, slotsNeeded } from './1f1b.js';
 import { stagePlan } from './stage-model.js';
 import { formatStages } from './stages.js';
@@ -70,6 +70,7 @@ export function checkPipelineFinetune(o: PipelineFinetuneOptions): void {
   no(o.offload, '--weights-memory / --offload-ratio');
   no(o.objective, 'objectives other than the language-model loss (--objective contrastive, distill)');
   no(o.eval !== undefined || o.evalSplit !== undefined, '--eval / --eval-split');
+  checkBaseDtype(o);
   for (const [v, name, min] of [[o.epochs, 'epochs', 1], [o.maxSteps, 'max steps', 1], [o.gradAccum, 'grad accum', 1], [o.microBatches, 'micro-batches', 1],
     [o.maxSeqLen, 'max seq len', 2], [o.saveSteps, 'save steps', 1], [o.warmupSteps, 'warmup steps', 0], [o.saveTotalLimit, 'save total limit', 0]] as const) {
     if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be an integer >= ${min}, got ${v}`);
@@ -90,6 +91,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
   const first = rank === 0, last = rank === P - 1;
   const log = o.log ?? (o.progress && first ? (s: string) => process.stderr.write(s + '\n') : () => {});
   checkPipelineFinetune(o);
+  const dtype = checkBaseDtype(o);
   const seed = (o.seed ?? 0) >>> 0;
   const M = o.microBatches ?? o.gradAccum ?? P;
   const lr = o.lr ?? 2e-4;
@@ -97,10 +99,12 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
   if (first) prepareOutDir(o.out, o);
   await tr.barrier(); // the output dir is ready (or rank 0 failed and aborts the job)
 
-  // this stage's layers only; embedding, norm and head stay memory-mapped views
+  // this stage's layers only (converted with --dtype, as one process converts them); embedding, norm and head stay
+  // memory-mapped views (bf16: converted copies)
   let stages: LayerRange[] | null = null;
   const LAYER = /^model\.layers\.(\d+)\./;
   const loaded = await loadModel(o.model, {
+    dtype: dtype ?? undefined,
     keep: (name, cfg) => {
       stages ??= stagePlan(cfg, P, o.stages, 'last');
       const m = LAYER.exec(name);
@@ -110,6 +114,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
   const cfg = loaded.config;
   stages ??= stagePlan(cfg, P, o.stages, 'last');
   const range = stages[rank]!;
+  const base = baseWeights(loaded.tensors, range.start, dtype);
   let tok: Tokenizer | null;
   if (loaded.format === 'gguf') tok = loaded.ggufMetadata ? tokenizerFromGguf(loaded.ggufMetadata) : null;
   else tok = await loadTokenizer(o.model);
@@ -134,7 +139,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
   const model = LlamaTrainModel.fromTensors(cfg, loaded.tensors, backend, { adapter, full: false, checkpointActivations: !!o.checkpointActivations },
     loaded.ropeFreqFactors, range);
   const opt = new Optimizer(model.params, { name: o.optimizer ?? 'adamw', betas: [0.9, 0.999], eps: 1e-8, weightDecay: o.weightDecay ?? 0, momentum: 0 }, model.backend);
-  const runOptions = { full: false, lora: loraCfg, lr, gradAccum: M, maxSeqLen, ...recordedBatch(o, 1),
+  const runOptions = { full: false, lora: loraCfg, dtype, lr, gradAccum: M, maxSeqLen, ...recordedBatch(o, 1),
     totalSteps, warmupSteps: sched.warmupSteps, decay: sched.decay, optimizer: opt.cfg.name, weightDecay: opt.cfg.weightDecay, seed, shuffle: o.shuffle ?? true,
     objective: null, pipeline: { size: P, stage: rank, stages: formatStages(stages) }, data: dataFingerprint(o.data) };
 
@@ -159,7 +164,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
     if (!dir) throw new Error(`${from}: no checkpoint of step ${common}, the newest step every stage saved (saved: ${listCheckpoints(from).map((c) => c.step).join(', ')})`);
     const ck = loadCheckpoint(dir);
     checkResumeOptions(ck.dir, { ...ck.state.options, ...recordedBatch(ck.state.options, 1) }, runOptions,
-      ['full', 'lora', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle', 'pipeline', 'optimizer', 'data'], { gradAccum: '--micro-batches' });
+      ['full', 'lora', 'dtype', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle', 'pipeline', 'optimizer', 'data'], { gradAccum: '--micro-batches' });
     restoreInto(ck, model.params, opt);
     loader.restore(ck.state.data);
     step = ck.state.step;
@@ -256,6 +261,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
     const m: StepMetrics = {
       type: 'train', step, epoch: micro[micro.length - 1]!.epoch, loss: lastLoss, lr: lrNow, tokens, target_tokens: counted,
       total_tokens: tokensSeen, grad_norm: gradNorm, tok_s: loopTokens / Math.max(elapsed, 1e-9), elapsed_s: elapsedBefore + (performance.now() - t0) / 1000,
+      base_dtype: base.linear,
     };
     if (first) fs.appendFileSync(metricsPath, JSON.stringify(m) + '\n');
     o.onStep?.(m);
@@ -304,7 +310,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
     steps: step, startStep, finalLoss: lastLoss, eval: null, initialEval: null, tokens: tokensSeen, seconds,
     tokensPerSecond: loopTokens / Math.max(seconds, 1e-9), trainableParams: trainable!,
     peakRssBytes: process.resourceUsage().maxRSS * 1024, activationBytes: model.activationBytes, output: final,
-    checkpoints: listCheckpoints(myDir).map((c) => c.dir),
+    checkpoints: listCheckpoints(myDir).map((c) => c.dir), base,
   };
   if (first) fs.writeFileSync(path.join(o.out, 'summary.json'), JSON.stringify(summary, null, 1) + '\n');
   await tr.barrier(); // OUT/final is complete before any rank reports

@@ -10,6 +10,7 @@ import { EngineRequestError, type EngineClient } from '../engine/protocol.js';
 import { JobApiError, JobService } from '../platform/jobs/service.js';
 import { UnknownCursorError, type JobRow, type Store } from '../platform/store.js';
 import { ApiError } from './errors.js';
+import type { LoadDType } from '../formats/load.js';
 
 export interface FtRoutesOptions {
   readonly dataDir: string;
@@ -17,6 +18,7 @@ export interface FtRoutesOptions {
   readonly baseModel: string; // the served model's name
   readonly modelPath: string | null; // its weights; null → jobs are refused
   readonly threads: number; // --jobs-threads
+  readonly dtype?: LoadDType; // the server's --dtype: jobs train on the base converted the same way
   readonly maxLoraRank?: number; // --max-lora-rank: jobs of a higher rank are refused
   readonly engine: () => EngineClient | null; // null while loading
 }
@@ -57,7 +59,7 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): FtRo
     if (svc) return svc;
     if (!o.modelPath) throw new JobApiError(400, 'this server has no model path to train from, so fine-tuning jobs are off', null, 'fine_tuning_unavailable');
     const s = new JobService(o.store(), {
-      baseModel: o.baseModel, modelPath: o.modelPath, threads: o.threads, maxLoraRank: o.maxLoraRank,
+      baseModel: o.baseModel, modelPath: o.modelPath, threads: o.threads, dtype: o.dtype, maxLoraRank: o.maxLoraRank,
       register: async (name, dir) => load(await engineReady(), name, dir),
     });
     svc = s;

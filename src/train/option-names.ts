@@ -21,7 +21,7 @@ export const TRAIN_FLAG_OPTIONS = {
   'max-grad-norm': 'maxGradNorm', 'train-on-prompt': 'trainOnPrompt', 'save-steps': 'saveSteps', 'save-initial': 'saveInitial',
   'save-total-limit': 'saveTotalLimit', 'save-dtype': 'saveDtype', 'no-shuffle': 'shuffle', out: 'out', resume: 'resume: DIR', seed: 'seed',
   threads: 'threads', backend: 'backend', quiet: 'progress', overwrite: 'overwrite: true', 'weights-memory': 'offload.weightsMemory',
-  'offload-ratio': 'offload.offloadRatio',
+  'offload-ratio': 'offload.offloadRatio', dtype: 'dtype',
 } as const satisfies Record<string, OptionName<Omit<FinetuneOptions, 'model' | 'objective'>>>;
 
 /** finetune()'s table: the training flags, --model, and contrastiveObjective()'s settings (recorded as the objective's). */

@@ -7,10 +7,11 @@ import { createHash } from 'node:crypto';
 import type { Backend, TrainBackend, TrainKernels } from '../backend/backend.js';
 import { selectBackend, type BackendName } from '../backend/select.js';
 import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../formats/chat-template.js';
-import { loadModel, type LoadedModel } from '../formats/load.js';
+import { LOAD_DTYPES, loadModel, type LoadDType, type LoadedModel } from '../formats/load.js';
 import { LayerStream, type OffloadOptions } from '../model/offload.js';
 import { writePeftAdapter, PEFT_WEIGHTS } from '../formats/peft.js';
 import { writeSafetensors } from '../formats/safetensors.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { readEmbeddingConfig } from '../model/embed.js';
@@ -45,6 +46,9 @@ export interface FinetuneOptions {
   readonly maxSeqLen?: number; // default min(2048, model context); a pooled objective's: the base's embedding max tokens
   readonly checkpointActivations?: boolean;
   readonly offload?: OffloadOptions; // stream a share of the frozen base's layers from disk (LoRA only)
+  /** Convert the frozen base while loading, as generate's --dtype (LoRA only): 'bf16' every f32 / f16 weight matrix,
+   *  'fp8' the linear weights (E4M3, per-row scales); streamed layers on their way to the spill file. Default: as stored. */
+  readonly dtype?: LoadDType;
   readonly optimizer?: OptimizerName;
   readonly weightDecay?: number;
   readonly warmupSteps?: number;
@@ -103,9 +107,32 @@ export interface StepMetrics {
   readonly grad_norm: number;
   readonly tok_s: number;
   readonly elapsed_s: number;
+  readonly base_dtype: string; // the frozen base's linear weights as trained on (BaseWeights.linear)
 }
 
 export interface EvalMetrics { readonly type: 'eval'; readonly step: number; readonly eval_loss: number; readonly eval_ppl: number; readonly eval_tokens: number }
+
+/** The frozen base as the trainer holds it: the dtypes of the first (held) layer's q projection, the embedding and the
+ *  head ('bf16' after --dtype bf16 on an f32 checkpoint, 'fp8_e4m3' after --dtype fp8), and the conversion asked for
+ *  (null: as stored); as serve's /v1/floe/info engine.weights. */
+export interface BaseWeights { readonly converted: LoadDType | null; readonly linear: string; readonly embedding: string; readonly head: string }
+
+export function baseWeights(tensors: ReadonlyMap<string, Tensor>, firstLayer: number, converted: LoadDType | null): BaseWeights {
+  const dtype = (name: string) => tensors.get(name)?.dtype ?? '?';
+  const embedding = dtype('model.embed_tokens.weight');
+  return { converted, linear: dtype(`model.layers.${firstLayer}.self_attn.q_proj.weight`), embedding, head: tensors.has('lm_head.weight') ? dtype('lm_head.weight') : embedding };
+}
+
+/**
+ * The frozen base's dtype option, checked before anything loads: one of LOAD_DTYPES, and LoRA only (full fine-tuning
+ * trains f32 master copies of every weight, made from the base as stored).
+ */
+export function checkBaseDtype(o: { readonly dtype?: unknown; readonly full?: boolean }): LoadDType | null {
+  if (o.dtype === undefined) return null;
+  if (!LOAD_DTYPES.includes(o.dtype as LoadDType)) throw new Error(`--dtype expects ${LOAD_DTYPES.join(' or ')}, got ${describe(o.dtype)}`);
+  if (o.full) throw new Error(`--dtype ${String(o.dtype)} converts the frozen base of a LoRA run; --full trains f32 master copies of every weight, so there is no frozen base to convert: drop --dtype, or train an adapter (no --full)`);
+  return o.dtype as LoadDType;
+}
 
 export interface FinetuneSummary {
   readonly steps: number;
@@ -121,6 +148,7 @@ export interface FinetuneSummary {
   readonly activationBytes: number;
   readonly output: string; // OUT/final
   readonly checkpoints: string[];
+  readonly base: BaseWeights; // the frozen base trained on (--dtype)
 }
 
 const TRAIN_KERNELS: readonly (keyof TrainKernels)[] = ['matmulBackwardInput', 'matmulBackwardWeight', 'rmsnormBackward', 'ropeBackward',
@@ -201,6 +229,7 @@ function showSetting(k: string, v: unknown, o: Record<string, unknown>, labels: 
   if (k === 'shuffle') return v === false ? '--no-shuffle' : 'shuffled data (no --no-shuffle)';
   if (k === 'lora' && v === null) return 'no adapter (--full)';
   if (k === 'objective' && v === null) return 'the language-model loss (no --objective)';
+  if (k === 'dtype' && v === null) return 'the base as stored (no --dtype)';
   if (NO_FLAG.has(k)) return `${k} ${JSON.stringify(v)}`;
   if (v === null || v === undefined || v === false) return `no ${flag}`;
   if (v === true) return flag;
@@ -259,7 +288,7 @@ function positiveInt(v: number | undefined, name: string, min = 1): void {
 
 const FINETUNE_OPTIONS = {
   model: true, data: true, out: true, eval: true, evalSplit: true, evalSteps: true, lora: true, full: true, epochs: true, maxSteps: true, lr: true,
-  batchSize: true, batchTokens: true, gradAccum: true, maxSeqLen: true, checkpointActivations: true, offload: true, optimizer: true, weightDecay: true,
+  batchSize: true, batchTokens: true, gradAccum: true, maxSeqLen: true, checkpointActivations: true, offload: true, dtype: true, optimizer: true, weightDecay: true,
   warmupSteps: true, decay: true, minLrRatio: true, maxGradNorm: true, saveSteps: true, saveInitial: true, saveTotalLimit: true, shuffle: true,
   resume: true, overwrite: true, seed: true, trainOnPrompt: true, saveDtype: true, backend: true, threads: true, backendImpl: true, progress: true,
   onStep: true, log: true, objective: true,
@@ -285,14 +314,15 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
   positiveInt(o.warmupSteps, 'warmup steps', 0); positiveInt(o.saveTotalLimit, 'save total limit', 0);
   if (o.epochs !== undefined && o.maxSteps !== undefined) throw new Error('give either epochs or max steps, not both');
   if (o.eval !== undefined && o.evalSplit !== undefined) throw new Error('give either an eval file or an eval split, not both');
+  const dtype = checkBaseDtype(o);
   const seed = (o.seed ?? 0) >>> 0;
   const gradAccum = o.gradAccum ?? 1;
   const lr = o.lr ?? (full ? 1e-4 : 2e-4);
   if (!(typeof lr === 'number' && lr > 0)) throw new RangeError(`lr (the learning rate) must be a number > 0, got ${describe(lr)}`);
   prepareOutDir(o.out, o);
 
-  // model, tokenizer, chat template
-  const loaded = await loadModel(o.model);
+  // model, tokenizer, chat template; with streamed layers the conversion is LayerStream.open's (as openModel does)
+  const loaded = await loadModel(o.model, o.offload ? {} : { dtype: dtype ?? undefined });
   const cfg = loaded.config;
   let tok: Tokenizer | null;
   if (loaded.format === 'gguf') tok = loaded.ggufMetadata ? tokenizerFromGguf(loaded.ggufMetadata) : null;
@@ -327,14 +357,16 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
   const loraCfg = loraConfigOf(o);
   const adapter: LoraAdapter | null = full ? null : initAdapter(cfg, loraCfg, seed);
   if (o.offload && full) throw new Error('streamed layers need a frozen base: full fine-tuning keeps every weight in memory');
-  const stream = o.offload ? LayerStream.open(loaded, o.offload) : null;
+  const stream = o.offload ? LayerStream.open(loaded, { ...o.offload, convert: dtype ? { dtype } : undefined }) : null;
+  const base = baseWeights(loaded.tensors, 0, dtype);
+  if (dtype) log(`base: converted to ${dtype} while loading (linear weights ${base.linear}, embedding ${base.embedding}, head ${base.head})`);
   const model = LlamaTrainModel.fromTensors(cfg, loaded.tensors, backend, { adapter, full, checkpointActivations: !!o.checkpointActivations }, loaded.ropeFreqFactors);
   if (stream) model.attachStream(stream);
   const obj = pooled ? null : o.objective as Objective | undefined;
   obj?.bind?.(model);
   const opt = new Optimizer(model.params, { name: o.optimizer ?? 'adamw', betas: [0.9, 0.999], eps: 1e-8, weightDecay: o.weightDecay ?? 0, momentum: 0 }, model.backend);
   const trainable = model.params.reduce((a, p) => a + p.value.length, 0);
-  const runOptions = { full, lora: full ? null : loraCfg, lr, gradAccum, maxSeqLen, ...recordedBatch(o, defaultBatch),
+  const runOptions = { full, lora: full ? null : loraCfg, dtype, lr, gradAccum, maxSeqLen, ...recordedBatch(o, defaultBatch),
     totalSteps, warmupSteps: sched.warmupSteps, decay: sched.decay, optimizer: opt.cfg.name, weightDecay: opt.cfg.weightDecay, seed, shuffle: o.shuffle ?? true,
     objective: o.objective?.options ?? null, data: dataFingerprint(o.data) };
 
@@ -348,7 +380,7 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
     const ck = loadCheckpoint(resolveCheckpoint(o.resume));
     if (ck.state.kind !== (full ? 'full' : 'lora')) throw new RunSetupError(`${ck.dir}: a ${ck.state.kind} checkpoint cannot resume a ${full ? 'full' : 'lora'} run`);
     // checkpoints before objectives have none
-    checkResumeOptions(ck.dir, { objective: null, ...ck.state.options, ...recordedBatch(ck.state.options, defaultBatch) }, runOptions, ['full', 'lora', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle', 'objective', 'optimizer', 'data']);
+    checkResumeOptions(ck.dir, { objective: null, ...ck.state.options, ...recordedBatch(ck.state.options, defaultBatch) }, runOptions, ['full', 'lora', 'dtype', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle', 'objective', 'optimizer', 'data']);
     restoreInto(ck, model.params, opt);
     loader.restore(ck.state.data);
     step = ck.state.step;
@@ -451,6 +483,7 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
       type: 'train', step, epoch: micro[micro.length - 1]!.epoch, loss: lastLoss, ...(obj ? { ce: ceSum / counted, kd: partSum / counted } : {}),
       ...(obj?.prepare ? { on_policy: prepared.map((p) => p.onPolicy) } : {}), lr: lrNow, tokens, target_tokens: counted,
       total_tokens: tokensSeen, grad_norm: gradNorm, tok_s: loopTokens / Math.max(elapsed, 1e-9), elapsed_s: elapsedBefore + (performance.now() - t0) / 1000,
+      base_dtype: base.linear,
     };
     metric(m);
     o.onStep?.(m);
@@ -479,7 +512,7 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
     steps: step, startStep, finalLoss: lastLoss, eval: lastEval, initialEval, tokens: tokensSeen, seconds,
     tokensPerSecond: loopTokens / Math.max(seconds, 1e-9), trainableParams: trainable,
     peakRssBytes: process.resourceUsage().maxRSS * 1024, activationBytes: model.activationBytes, output: final,
-    checkpoints: listCheckpoints(o.out).map((c) => c.dir),
+    checkpoints: listCheckpoints(o.out).map((c) => c.dir), base,
   };
   fs.writeFileSync(path.join(o.out, 'summary.json'), JSON.stringify(summary, null, 1) + '\n');
   loaded.dispose();

@@ -11,7 +11,8 @@ import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultLoraAlpha, LORA_TARGETS, parseLoraTargets, type LoraTarget } from '../../model/lora.js';
 import { DEFAULT_MAX_LORA_RANK } from '../../engine/adapters.js';
-import { listCheckpoints } from '../../train/checkpoint.js';
+import { listCheckpoints, STATE_FILE } from '../../train/checkpoint.js';
+import type { LoadDType } from '../../formats/load.js';
 import { createFile, parseFineTuneInput } from '../files.js';
 import { metadataProblem } from '../metadata.js';
 import type { JobCheckpointRow, JobEventRow, JobRow, JobStatus, Store } from '../store.js';
@@ -21,6 +22,8 @@ export interface JobsOptions {
   readonly baseModel: string; // the served base model's name: the only `model` a job may name
   readonly modelPath: string; // its weights (HF dir or .gguf), which the trainer reads
   readonly threads: number; // the trainer's thread budget (--jobs-threads)
+  /** The server's --dtype: jobs train on the base converted as it is served, so the adapter fits what it runs on. */
+  readonly dtype?: LoadDType;
   readonly maxLoraRank?: number; // the server's --max-lora-rank: a job of a higher rank could not be served (default 64)
   readonly nice?: number; // the trainer's niceness (default 10)
   /** Serve a finished adapter under `name` (the engine's runtime load); a rejection fails the job. */
@@ -451,6 +454,8 @@ export class JobService {
     const run = this.runDir(j.id);
     mkdirSync(run, { recursive: true });
     const last = listCheckpoints(run).at(-1);
+    // a resumed job keeps the base dtype it started with (a restart under another --dtype would change its computation)
+    const dtype = last ? recordedDtype(last.dir) : this.opts.dtype;
     const options: ChildOptions = {
       model: this.opts.modelPath, data: this.input(j, 'training_file')!, out: run,
       eval: this.input(j, 'validation_file'),
@@ -459,7 +464,7 @@ export class JobService {
       ...(f.max_steps === null ? { epochs: hp.n_epochs } : { maxSteps: f.max_steps }),
       lr: BASE_LR * hp.learning_rate_multiplier, batchSize: hp.batch_size, warmupSteps: f.warmup_steps,
       maxSeqLen: f.max_seq_len ?? undefined, saveSteps: f.save_steps, saveTotalLimit: 3, seed: j.seed,
-      threads: this.opts.threads, ...(last ? { resume: run } : { overwrite: true }),
+      threads: this.opts.threads, ...(last ? { resume: run } : { overwrite: true }), ...(dtype ? { dtype } : {}),
     };
     const proc = fork(childPath(), [], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: childExecArgv() });
     let resolveExit!: () => void;
@@ -670,6 +675,17 @@ function keepInput(src: string, dst: string): string {
     renameSync(`${dst}.tmp`, dst);
   }
   return dst;
+}
+
+/** The base dtype a checkpoint was trained on (its trainer state's options.dtype); undefined: as stored, or unreadable
+ *  (the trainer's resume then says why). */
+function recordedDtype(dir: string): LoadDType | undefined {
+  try {
+    const st = JSON.parse(readFileSync(join(dir, STATE_FILE), 'utf8')) as { options?: { dtype?: LoadDType | null } };
+    return st.options?.dtype ?? undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A trainer a killed server left behind (its IPC parent gone) is stopped before the job resumes in a new one. */

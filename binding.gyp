@@ -15,7 +15,8 @@
         "native/train_isa_scalar.cc",
         "native/train_isa_avx2.cc",
         "native/train_isa_avx512.cc",
-        "native/stream.cc"
+        "native/stream.cc",
+        "native/convert.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -20,6 +20,7 @@
 #include "sample.h"
 #include "train_addon.h"
 #include "stream.h"
+#include "convert.h"
 
 namespace floe {
 namespace {
@@ -613,6 +614,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("counters", Napi::Function::New(env, Counters));
   register_train_kernels(env, exports);
   register_stream(env, exports);
+  register_convert(env, exports);
   return exports;
 }
 

@@ -47,6 +47,14 @@ export interface NativeAddon {
    * (common.h r16_*, fp8r_*; fp8's scale grid is unchanged), as q8Repack.
    */
   r16Repack(src: Uint8Array, dtype: number, N: number, C: number): Uint8Array;
+  /**
+   * Load-time weight conversion (native/convert.cc; the bytes of src/tensor/quantize.ts and codecs.ts): src, an f32 (dtype
+   * code 0), f16 (1) or bf16 (2) weight (N, C) in rows, any alignment -> out (N, C) E4M3 codes and scale
+   * (ceil(N / br), ceil(C / bc)) = amax / 448 per block, on the thread pool.
+   */
+  convertFp8(src: Uint8Array, dtype: number, N: number, C: number, br: number, bc: number, out: Uint8Array, scale: Float32Array): void;
+  /** An f32 (0) or f16 (1) weight (N, C) in rows -> out (N, C) bf16 bits, little-endian (RNE, NaN stays NaN). */
+  convertBf16(src: Uint8Array, dtype: number, N: number, C: number, out: Uint8Array): void;
   /** Whole file mapped private read/write (writes never reach the file); unmapped when the buffer is collected. */
   mmapFile(path: string): ArrayBuffer;
   /**

@@ -10,7 +10,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { dequantizeRow, encodeBf16 } from '../tensor/codecs.js';
-import { LINEAR_WEIGHT, loadModel, quantizeWeightFp8 } from './load.js';
+import { convertsToBf16, convertWeightBf16, LINEAR_WEIGHT, loadModel, quantizeWeightFp8 } from './load.js';
 import { writeFileAtomic, writeSafetensors, writeSafetensorsSharded, type StWriteTensor } from './safetensors.js';
 
 /** How weights are scaled: one scale per (b × b) block, or one per output row. */
@@ -101,10 +101,15 @@ export async function quantizeModelDir(inDir: string, outDir: string, opts: Quan
           data: q.scale!,
         };
         quantized.push(name);
+      } else if (t.dtype === 'bf16') {
+        out[name] = { dtype: 'BF16', shape: t.shape, data: t.data };
+      } else if (convertsToBf16(t)) {
+        // the embedding and head (the largest tensors), natively when the addon is built: the same bytes as encodeBf16
+        out[name] = { dtype: 'BF16', shape: t.shape, data: convertWeightBf16(t, `${inDir}: ${name}`).data };
       } else {
         const values = new Float32Array(t.numel);
         for (let r = 0; r < t.rows; r++) dequantizeRow(t, r, values.subarray(r * t.cols, (r + 1) * t.cols));
-        out[name] = { dtype: 'BF16', shape: t.shape, data: t.dtype === 'bf16' ? t.data : encodeBf16(values) };
+        out[name] = { dtype: 'BF16', shape: t.shape, data: encodeBf16(values) };
       }
     }
     for (const t of Object.values(out)) bytesOut += t.data.byteLength;

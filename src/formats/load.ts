@@ -7,7 +7,8 @@ import * as path from 'node:path';
 import type { LlamaConfig } from './llama-config.js';
 import { decodeBf16, decodeF16, dequantizeRow, f16ToF32Bits, f32BitsToBf16 } from '../tensor/codecs.js';
 import { quantizeTensor } from '../tensor/quantize.js';
-import { asF32, rowsCols, Tensor } from '../tensor/tensor.js';
+import { asF32, DTYPE_CODE, rowsCols, Tensor } from '../tensor/tensor.js';
+import { loadAddon, type NativeAddon } from '../backend/native-addon.js';
 import { ggufTensor, ggufToHfName, ggufToLlamaConfig, GGML_F32, permuteQkRows, qkRowSources, readGguf, type GgufFile, type GgufTensorInfo } from './gguf.js';
 import { mapFileUsesMmap } from './mapfile.js';
 import { readHfConfig, type Fp8Quantization, type GenerationDefaults } from './hf-config.js';
@@ -48,12 +49,36 @@ export const LOAD_DTYPES = ['fp8', 'bf16'] as const satisfies readonly LoadDType
 /** HF names of the seven linear weights of every layer. */
 export const LINEAR_WEIGHT = /^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$/;
 
-/** A float weight (N, C) -> E4M3 with scales per `block` (default per row); holds one f32 copy of this tensor only. */
+/**
+ * A float weight (N, C) -> E4M3 with scales per `block` (default per row). Native (nativeConvert) for an f32 / f16 / bf16
+ * weight in rows: the same bytes and scales, no f32 copy. Otherwise quantizeTensor's, through one f32 copy of this tensor.
+ */
 export function quantizeWeightFp8(t: Tensor, name: string, block?: readonly [number, number]): Tensor {
   if (t.dtype === 'i32' || t.shape.length !== 2) throw new Error(`${name}: cannot quantize a ${t.dtype} [${t.shape.join(', ')}] tensor to fp8 (needs a 2-D float weight)`);
+  const [br, bc] = block ?? [1, t.cols];
+  const a = nativeConvert();
+  if (a && t.layout === 'rows' && (t.dtype === 'f32' || t.dtype === 'f16' || t.dtype === 'bf16') && Number.isInteger(br) && Number.isInteger(bc) && br > 0 && bc > 0) {
+    const N = t.rows, C = t.cols;
+    const data = new Uint8Array(N * C); // (N, C) E4M3 codes
+    const scale = new Float32Array(Math.ceil(N / br) * Math.ceil(C / bc)); // (ceil(N / br), ceil(C / bc))
+    a.convertFp8(t.data, DTYPE_CODE[t.dtype], N, C, br, bc, data, scale);
+    return new Tensor('fp8_e4m3', t.shape, data, scale, [br, bc]);
+  }
   const values = new Float32Array(t.numel); // (N, C)
   for (let r = 0; r < t.rows; r++) dequantizeRow(t, r, values.subarray(r * t.cols, (r + 1) * t.cols));
-  return quantizeTensor(values, t.shape, 'fp8_e4m3', { fp8Block: block ?? [1, t.cols] });
+  return quantizeTensor(values, t.shape, 'fp8_e4m3', { fp8Block: [br, bc] });
+}
+
+/**
+ * The addon when it can convert weights at load (native/convert.cc: 11-13 -> ~0.3-0.6 ns a value to fp8, 3-4 -> ~0.2 to
+ * bf16), else null: not built, a build from before the conversions (FLOE_ADDON), or FLOE_NATIVE_CONVERT=0 (the
+ * TypeScript path, for A/B runs). Both paths give the same bytes; the addon's counters() count each native call
+ * ("convertFp8.<src dtype>.<isa>", "convertBf16.<src dtype>.<isa>").
+ */
+export function nativeConvert(): NativeAddon | null {
+  if (process.env.FLOE_NATIVE_CONVERT === '0') return null;
+  const a = loadAddon();
+  return a && typeof a.convertFp8 === 'function' && typeof a.convertBf16 === 'function' ? a : null;
 }
 
 /** Whether LoadOptions dtype 'bf16' converts this tensor: a 2-D f32 or f16 weight (norm vectors stay as stored). */
@@ -61,10 +86,19 @@ export function convertsToBf16(t: Tensor): boolean {
   return (t.dtype === 'f32' || t.dtype === 'f16') && t.shape.length === 2;
 }
 
-/** An f32 / f16 weight (N, C) -> bf16 (RNE, NaN stays NaN), row by row: holds one f32 row, never an f32 copy of the tensor. */
+/**
+ * An f32 / f16 weight (N, C) -> bf16 (RNE, NaN stays NaN): native (nativeConvert) for a weight in rows, else in
+ * TypeScript, one row at a time at most; never an f32 copy of the tensor.
+ */
 export function convertWeightBf16(t: Tensor, name: string): Tensor {
   if (!convertsToBf16(t)) throw new Error(`${name}: cannot convert a ${t.dtype} [${t.shape.join(', ')}] tensor to bf16 (needs a 2-D f32 or f16 weight)`);
   const N = t.rows, C = t.cols;
+  const a = nativeConvert();
+  if (a && t.layout === 'rows') {
+    const bytes = new Uint8Array(N * C * 2); // (N, C) bf16, little-endian
+    a.convertBf16(t.data, DTYPE_CODE[t.dtype], N, C, bytes);
+    return new Tensor('bf16', t.shape, bytes);
+  }
   const out = new Uint16Array(N * C); // (N, C) bf16 bits
   if (t.dtype === 'f32' && t.layout === 'rows' && t.data.byteOffset % 4 === 0) {
     // the mapped bytes read in place, one pass (a row at a time through dequantizeRow cost ~15 ns a value)

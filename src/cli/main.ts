@@ -135,6 +135,8 @@ finetune options (data: JSONL of {"text"}, {"prompt","completion"} or {"messages
   --max-seq-len N         truncate samples (default min(2048, context); contrastive: the base's embedding max tokens)
   --checkpoint-activations  keep only block inputs; recompute in backward (less memory)
   --weights-memory SIZE | --offload-ratio F   LoRA on a frozen base: stream layers from disk (as for generate)
+  --dtype fp8|bf16        LoRA on a frozen base converted while loading, as for generate (fp8: linear weights,
+                          per-row scales; bf16: f32 / f16 weight matrices); not with --full (f32 master copies)
   --optimizer adamw|sgd   (default adamw)
   --weight-decay W        decoupled weight decay (default 0)
   --max-grad-norm G       clip the global gradient norm (default 1; 0 = off)
@@ -756,7 +758,7 @@ async function finetuneCmd(args: string[]): Promise<number> {
     `steps        ${s.startStep} -> ${s.steps}, ${s.tokens.toLocaleString('en-US')} tokens, ${s.seconds.toFixed(1)} s, ${s.tokensPerSecond.toFixed(1)} tok/s`,
     `final loss   ${s.finalLoss === null ? '-' : s.finalLoss.toFixed(4)}`,
     `eval         ${s.initialEval ? `before: ${ev(s.initialEval)}; after: ` : ''}${ev(s.eval)}`,
-    `trainable    ${s.trainableParams.toLocaleString('en-US')} parameters (${options.full ? 'full fine-tuning' : 'LoRA'})`,
+    `trainable    ${s.trainableParams.toLocaleString('en-US')} parameters (${options.full ? 'full fine-tuning' : `LoRA${s.base.converted ? ` on a ${s.base.linear} base (--dtype ${s.base.converted})` : ''}`})`,
     `memory       peak RSS ${mib(s.peakRssBytes)}, saved activations ${mib(s.activationBytes)}`,
     `output       ${s.output}`,
   ].join('\n') + '\n');

@@ -10,6 +10,7 @@ import { PRIORITY_HEADER, registerBatchRoutes } from './batch-routes.js';
 import { ApiError, invalid } from './errors.js';
 import { DEFAULT_JOBS_THREADS, registerFtRoutes } from './ft-routes.js';
 import { ServeMetrics } from './metrics.js';
+import type { LoadDType } from '../formats/load.js';
 import { registerLoraRoutes } from './lora-routes.js';
 import { DEFAULT_GUARD_WINDOW, registerGuardRoutes, takeRails, type Rails } from './guard-routes.js';
 import type { Guard } from '../platform/guard/guard.js';
@@ -48,6 +49,7 @@ export interface AppOptions {
   readonly dataDir?: string | null; // Files and Batch API state (SQLite); absent → no /v1/files, /v1/batches
   readonly lora?: { readonly enableLoading: boolean; readonly root: string | null; readonly maxRank?: number }; // runtime adapter loading; --max-lora-rank
   readonly jobsThreads?: number; // the fine-tuning trainer's threads (with dataDir)
+  readonly dtype?: LoadDType; // the server's --dtype: fine-tuning jobs train on the base converted the same way
   readonly guardrails?: { readonly enforce: boolean; readonly window: number }; // --guardrails, --guard-window
   readonly rag?: { readonly db: string; readonly embedderName: string } | null; // RAG collections and chat's `rag` field (embedded by the embedding model); absent → off
 }
@@ -165,7 +167,7 @@ export function createApp(opts: AppOptions): ServeApp {
   });
 
   const batch = opts.dataDir ? registerBatchRoutes(app, { dataDir: opts.dataDir, apiKey: opts.apiKey ?? null, metrics, window: () => 2 * (ctx?.engine.info.maxBatchSeqs ?? ctx?.engine.info.maxNumSeqs ?? 1) }) : null;
-  const ft = batch && registerFtRoutes(app, { dataDir: opts.dataDir!, store: () => batch.service().store, baseModel: opts.modelName, modelPath: opts.modelPath ?? null, threads: opts.jobsThreads ?? DEFAULT_JOBS_THREADS, maxLoraRank: opts.lora?.maxRank, engine: () => ctx?.engine ?? null });
+  const ft = batch && registerFtRoutes(app, { dataDir: opts.dataDir!, store: () => batch.service().store, baseModel: opts.modelName, modelPath: opts.modelPath ?? null, threads: opts.jobsThreads ?? DEFAULT_JOBS_THREADS, dtype: opts.dtype, maxLoraRank: opts.lora?.maxRank, engine: () => ctx?.engine ?? null });
   registerConsole(app, { ui: opts.ui ?? true, metrics, refresh, engineInfo: () => model().engine.info, modelName: opts.modelName, modelPath: opts.modelPath, webDir: opts.webDir });
 
   // adapters are listed as vLLM lists them: their own id, the base as parent, their directory as root

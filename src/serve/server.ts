@@ -191,7 +191,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const modelName = opts.modelName ?? defaultModelName(opts.model);
   const serve = createApp({
     modelName, apiKey: opts.apiKey, bodyLimit: opts.bodyLimit, metrics: new ServeMetrics({ processMetrics: true }), ui: opts.ui, modelPath: opts.model, dataDir: opts.dataDir,
-    lora: { enableLoading: opts.enableLoraLoading ?? false, root: opts.loraRoot ?? null, maxRank: opts.maxLoraRank }, jobsThreads: opts.jobsThreads,
+    lora: { enableLoading: opts.enableLoraLoading ?? false, root: opts.loraRoot ?? null, maxRank: opts.maxLoraRank }, jobsThreads: opts.jobsThreads, dtype: opts.dtype,
     guardrails: { enforce: opts.guardrails ?? false, window: opts.guardWindow ?? 64 },
     rag: opts.ragDb ? { db: opts.ragDb, embedderName: resolve(opts.task === 'embed' ? opts.model : opts.embeddingModel!) } : null,
   });

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { selectBackend } from '../backend/select.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
-import { loadModel } from '../formats/load.js';
+import { convertForLoad, loadModel } from '../formats/load.js';
 import { peftKey, PEFT_WEIGHTS, writePeftAdapter } from '../formats/peft.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import type { LayerRange } from '../model/llama.js';
@@ -100,17 +100,20 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
   await tr.barrier(); // the output dir is ready (or rank 0 failed and aborts the job)
 
   // this stage's layers only (converted with --dtype, as one process converts them); embedding, norm and head stay
-  // memory-mapped views (bf16: converted copies)
+  // memory-mapped views, converted (bf16) only on the first stage (the embedding) and the last (norm and head): a
+  // middle stage never reads them
   let stages: LayerRange[] | null = null;
   const LAYER = /^model\.layers\.(\d+)\./;
   const loaded = await loadModel(o.model, {
-    dtype: dtype ?? undefined,
     keep: (name, cfg) => {
       stages ??= stagePlan(cfg, P, o.stages, 'last');
       const m = LAYER.exec(name);
       return !m || (Number(m[1]) >= stages[rank]!.start && Number(m[1]) < stages[rank]!.end);
     },
   });
+  if (dtype) {
+    for (const [name, t] of loaded.tensors) if (first || last || LAYER.test(name)) loaded.tensors.set(name, convertForLoad(name, t, dtype, undefined, o.model));
+  }
   const cfg = loaded.config;
   stages ??= stagePlan(cfg, P, o.stages, 'last');
   const range = stages[rank]!;

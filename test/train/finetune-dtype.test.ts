@@ -136,6 +136,11 @@ describe('finetune --dtype: LoRA on a converted frozen base', () => {
     const sums = await Promise.all(localGroup(2).map((tr) => finetunePipeline({ ...o, out, microBatches: 2, onStep: (m) => got[tr.rank]!.push(m) }, tr)));
     for (const g of got) assert.deepEqual(g.map((m) => m.loss), one.steps.map((m) => m.loss));
     assert.deepEqual(sums.map((s) => s.base.linear), ['bf16', 'bf16']);
+    // three stages: the middle one converts its layers only (it never reads the embedding, norm or head)
+    const got3: StepMetrics[][] = [[], [], []];
+    const sums3 = await Promise.all(localGroup(3).map((tr) => finetunePipeline({ ...o, out: join(work, `run${runs++}`), microBatches: 2, onStep: (m) => got3[tr.rank]!.push(m) }, tr)));
+    for (const g of got3) assert.deepEqual(g.map((m) => m.loss), one.steps.map((m) => m.loss));
+    assert.deepEqual(sums3.map((s) => [s.base.linear, s.base.embedding]), [['bf16', 'bf16'], ['bf16', 'f32'], ['bf16', 'bf16']]);
     assert.ok(Math.abs(one.loss - (await firstLoss({ ...o, out: join(work, `run${runs++}`), dtype: undefined, gradAccum: 2 })).loss) > 100 * TOL, 'and not the f32 base\'s');
   });
 

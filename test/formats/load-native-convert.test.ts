@@ -193,6 +193,28 @@ test(`quantizeWeightFp8 native keeps quantizeTensor's error for a bad block, and
   assert.ok(Number.isNaN(q.scale![26]), 'a row with NaN gets a NaN scale, as Math.max makes it');
 });
 
+test(`fp8 codes for every f32 upper half from 0 to 448, both signs, low half 0 (each tie) and random (seed ${SEED}): native = JS on every ISA`, { skip }, () => {
+  // rows of 256 with 448 first: scale 1, so each code is f32BitsToFp8 of the value itself
+  const r = rng(SEED ^ 0x5eed);
+  const vals: number[] = [];
+  for (let hi = 0; hi <= 0x43e0; hi++) {
+    for (const sign of [0, 0x80000000]) {
+      vals.push((sign | (hi << 16)) >>> 0);
+      if (hi < 0x43e0) vals.push((sign | (hi << 16) | Math.floor(r() * 0x10000)) >>> 0); // (above 448 it would set the scale)
+    }
+  }
+  const C = 256, perRow = C - 1, N = Math.ceil(vals.length / perRow);
+  const bits = new Uint32Array(N * C);
+  for (let i = 0; i < N; i++) {
+    bits[i * C] = 0x43e00000; // 448
+    for (let c = 1; c < C; c++) bits[i * C + c] = vals[i * perRow + c - 1] ?? 0;
+  }
+  const t = f32Tensor(bits, N);
+  const want = referenceFp8(t, [1, C]);
+  assert.ok(want.scale!.every((s) => s === 1), 'every row has scale 1');
+  eachIsaAndThreads((isa, threads) => sameFp8(`upper halves ${isa} ${threads} threads`, quantizeWeightFp8(t, 'w'), want));
+});
+
 /** f32 bits (n) as a tensor (rows, n / rows). */
 function f32Tensor(bits: Uint32Array, rows: number): Tensor {
   return new Tensor('f32', [rows, bits.length / rows], new Uint8Array(bits.slice().buffer));

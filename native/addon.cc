@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <node_buffer.h>  // node::Buffer::kMaxLength: the longest external ArrayBuffer N-API makes
 
 #include <cerrno>
 #include <cmath>
@@ -374,9 +375,28 @@ Napi::Value MmapFile(const Napi::CallbackInfo& info) {
   if (::fstat(fd, &st) != 0) { int e = errno; ::close(fd); errno = e; sys_fail("fstat"); }
   if (!S_ISREG(st.st_mode)) { ::close(fd); throw Napi::Error::New(env, "floe native mmapFile: '" + path + "' is not a regular file"); }
   size_t len = size_t(st.st_size);
+  // mmapFile(path, offset, length): bytes [offset, offset + length) only, mapped from the page that holds `offset`;
+  // the ArrayBuffer starts at that page, so the range is at byte offset % 4096 in it (alignment as in the whole file).
+  // N-API makes an external ArrayBuffer through node::Buffer, which refuses (and, through node-addon-api, frees twice)
+  // one longer than node::Buffer::kMaxLength (buffer.constants.MAX_LENGTH: 4 GiB on Node 20): a larger file is mapped a range at a time.
+  size_t off = 0;
+  if (info.Length() >= 3) {
+    const double o = info[1].As<Napi::Number>().DoubleValue(), n = info[2].As<Napi::Number>().DoubleValue();
+    if (!(o >= 0 && n >= 0 && o + n <= double(len)) || o != std::floor(o) || n != std::floor(n)) {
+      ::close(fd);
+      throw Napi::RangeError::New(env, "floe native mmapFile: range [" + std::to_string(o) + ", +" + std::to_string(n) + ") is not inside '" + path + "' (" + std::to_string(len) + " bytes)");
+    }
+    const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+    off = size_t(o) / page * page;
+    len = size_t(o) + size_t(n) - off;
+  }
   if (len == 0) { ::close(fd); return Napi::ArrayBuffer::New(env, 0); }
+  if (len > node::Buffer::kMaxLength) {
+    ::close(fd);
+    throw Napi::RangeError::New(env, "floe native mmapFile: " + std::to_string(len) + " bytes of '" + path + "' in one ArrayBuffer is over Node's external-buffer limit (" + std::to_string(node::Buffer::kMaxLength) + "); map it in ranges (offset, length)");
+  }
   // Private + writable: a stray write lands in a private copy instead of faulting.
-  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, off_t(off));
   if (p == MAP_FAILED) { int e = errno; ::close(fd); errno = e; sys_fail("mmap"); }
   ::close(fd);
   return Napi::ArrayBuffer::New(env, p, len, [](Napi::Env, void* data, size_t* n) { ::munmap(data, *n); delete n; }, new size_t(len));

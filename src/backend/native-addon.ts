@@ -56,7 +56,8 @@ export interface NativeAddon {
   /** An f32 (0) or f16 (1) weight (N, C) in rows -> out (N, C) bf16 bits, little-endian (RNE, NaN stays NaN). */
   convertBf16(src: Uint8Array, dtype: number, N: number, C: number, out: Uint8Array): void;
   /** Whole file mapped private read/write (writes never reach the file); unmapped when the buffer is collected. */
-  mmapFile(path: string): ArrayBuffer;
+  /** The whole file, or bytes [offset, offset + length) from the page holding offset (the range ends the buffer). */
+  mmapFile(path: string, offset?: number, length?: number): ArrayBuffer;
   /**
    * Commits the buffers' pages on a background thread (madvise MADV_POPULATE_WRITE; contents unchanged, the buffers may
    * be in use meanwhile) and returns at once: the bytes it will commit.

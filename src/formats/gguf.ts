@@ -6,7 +6,7 @@
 import type { LlamaConfig, RopeScaling } from './llama-config.js';
 import type { DType } from '../tensor/tensor.js';
 import { Tensor } from '../tensor/tensor.js';
-import { mapFile } from './mapfile.js';
+import { mapFile, type FileBytes } from './mapfile.js';
 import { showJson } from './json-show.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as u32 LE
@@ -163,9 +163,13 @@ function plain(v: GgufValue): unknown {
   return v.value;
 }
 
-/** Parses and validates a GGUF file held in `bytes`; every error names the file. */
-export function parseGguf(bytes: Uint8Array, file: string): GgufFile {
-  const r: Reader = new Reader(bytes, file);
+/** How much of a GGUF file's start parseGguf reads its metadata and tensor infos from (a DataView's reach). */
+const HEAD_BYTES = 2 ** 31 - 1;
+
+/** Parses and validates a GGUF file held in `bytes` (a Uint8Array, or mapFile's ranges); every error names the file. */
+export function parseGguf(bytes: FileBytes, file: string): GgufFile {
+  // metadata and tensor infos are read from the file's first 2 GiB (a ranged file maps only that for them)
+  const r: Reader = new Reader(bytes.subarray(0, Math.min(bytes.byteLength, HEAD_BYTES)), file);
   if (bytes.byteLength < 4 || r.u32('magic') !== GGUF_MAGIC) { r.pos = 0; r.fail('not a GGUF file (bad magic)'); }
   const version = r.u32('version');
   if (version !== 2 && version !== 3) {

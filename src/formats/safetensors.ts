@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { DType } from '../tensor/tensor.js';
 import { Tensor } from '../tensor/tensor.js';
-import { mapFile, mapFileSync } from './mapfile.js';
+import { mapFile, mapFileSync, type FileBytes } from './mapfile.js';
 import { showJson } from './json-show.js';
 
 export type StDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'F8_E5M2' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -74,10 +74,11 @@ function topLevelKeys(json: string): string[] {
   return keys;
 }
 
-/** Parses and validates a safetensors file held in `bytes`; tensor data are zero-copy views. */
-export function parseSafetensors(bytes: Uint8Array, file: string): SafetensorsFile {
+/** Parses and validates a safetensors file held in `bytes` (a Uint8Array, or mapFile's ranges); tensor data are zero-copy views. */
+export function parseSafetensors(bytes: FileBytes, file: string): SafetensorsFile {
   if (bytes.byteLength < 8) fail(file, `truncated: ${bytes.byteLength} bytes, need at least 8 for the header length`);
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const head = bytes.subarray(0, 8);
+  const dv = new DataView(head.buffer, head.byteOffset, 8);
   const n64 = dv.getBigUint64(0, true);
   if (n64 > BigInt(bytes.byteLength - 8)) {
     fail(file, `header length ${n64} runs past the end of the file (${bytes.byteLength - 8} bytes after the length field); truncated or not safetensors`);

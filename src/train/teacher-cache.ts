@@ -235,10 +235,12 @@ export class TeacherCache {
     const h = (this.header = readCacheHeader(file));
     const bytes = mapFileSync(file);
     const R = h.rows, k = h.topK, o = h.offsets;
-    this.ids = new Int32Array(bytes.buffer, bytes.byteOffset + o.ids, R * k);
-    this.lp16 = h.logpDtype === 'f16' ? new Uint16Array(bytes.buffer, bytes.byteOffset + o.logp, R * k) : null;
-    this.lp32 = h.logpDtype === 'f32' ? new Float32Array(bytes.buffer, bytes.byteOffset + o.logp, R * k) : null;
-    this.rest = new Float32Array(bytes.buffer, bytes.byteOffset + o.rest, R);
+    // each section its own view (a cache over 4 GiB is mapped a range at a time)
+    const section = (at: number, n: number) => { const b = bytes.subarray(at, at + n); return [b.buffer, b.byteOffset] as const; };
+    this.ids = new Int32Array(...section(o.ids, 4 * R * k), R * k);
+    this.lp16 = h.logpDtype === 'f16' ? new Uint16Array(...section(o.logp, 2 * R * k), R * k) : null;
+    this.lp32 = h.logpDtype === 'f32' ? new Float32Array(...section(o.logp, 4 * R * k), R * k) : null;
+    this.rest = new Float32Array(...section(o.rest, 4 * R), R);
     for (const s of h.samples) this.byLine.set(s[0], s);
   }
 

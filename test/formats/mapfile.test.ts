@@ -26,7 +26,7 @@ test('mmap and read paths return identical bytes; mmap is used when the addon is
     setMapFileMmap(prev);
   }
   fs.writeFileSync(path.join(path.dirname(file), 'empty.bin'), '');
-  assert.equal(mapFileSync(path.join(path.dirname(file), 'empty.bin')).length, 0);
+  assert.equal(mapFileSync(path.join(path.dirname(file), 'empty.bin')).byteLength, 0);
 });
 
 test('missing file and directories are errors naming the path', () => {

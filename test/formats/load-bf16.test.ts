@@ -124,22 +124,30 @@ test('an unknown load dtype names the accepted values', async () => {
   await assert.rejects(loadModel(tiny.dir, { dtype: 'f64' as 'bf16' }), /load dtype "f64" is not supported \(expected 'fp8' or 'bf16'\)/);
 });
 
-test('convertWeightBf16 over every f16 code and over f32 edge bits, on the fast paths (whole aligned views) and the row-by-row path (an unaligned view)', () => {
-  const codes = Uint16Array.from({ length: 65536 }, (_, h) => h);
-  const f16 = new Tensor('f16', [256, 256], new Uint8Array(codes.buffer));
-  checkConverted('f16 codes', sourceBits('F16', codes), convertWeightBf16(f16, 'f16 codes').data);
-  // f16 bytes one byte into a buffer: not a Uint16Array view, so the row-by-row path
-  const shifted = new Uint8Array(codes.byteLength + 1);
-  shifted.set(new Uint8Array(codes.buffer), 1);
-  checkConverted('f16 codes, unaligned', sourceBits('F16', codes), convertWeightBf16(new Tensor('f16', [256, 256], shifted.subarray(1)), 'f16 unaligned').data);
-  // f32: ties both ways, just above / below a tie, NaN (quiet, signalling with a low payload), ±inf, the largest finite
-  // (rounds to inf), subnormals, -0, and the top of the negative range; then random bits
-  const edges = [0x3f808000, 0x3f818000, 0x3f808001, 0x3f807fff, 0x7fc00000, 0x7f800001, 0xff800001, 0x7f800000, 0xff800000,
-    0x7f7fffff, 0xff7fffff, 0x00000001, 0x80008000, 0x007fffff, 0x80000000, 0xbf800001, 0xc0000000, 0xfffffffe];
-  let seed = 0x9e3779b9;
-  const bits = Uint32Array.from({ length: 64 * 64 }, (_, i) => i < edges.length ? edges[i]! : (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0));
-  checkConverted('f32 bits', bits, convertWeightBf16(new Tensor('f32', [64, 64], new Uint8Array(bits.buffer)), 'f32 bits').data);
-  const shifted32 = new Uint8Array(bits.byteLength + 2);
-  shifted32.set(new Uint8Array(bits.buffer), 2);
-  checkConverted('f32 bits, unaligned', bits, convertWeightBf16(new Tensor('f32', [64, 64], shifted32.subarray(2)), 'f32 unaligned').data);
-});
+for (const native of [true, false]) {
+  test(`convertWeightBf16 over every f16 code and over f32 edge bits, ${native ? 'native (when built)' : 'in TypeScript (FLOE_NATIVE_CONVERT=0)'}: whole aligned views and an unaligned view (TypeScript: the fast paths and the row-by-row path)`, () => {
+    const prev = process.env.FLOE_NATIVE_CONVERT;
+    if (native) delete process.env.FLOE_NATIVE_CONVERT; else process.env.FLOE_NATIVE_CONVERT = '0';
+    try {
+      const codes = Uint16Array.from({ length: 65536 }, (_, h) => h);
+      const f16 = new Tensor('f16', [256, 256], new Uint8Array(codes.buffer));
+      checkConverted('f16 codes', sourceBits('F16', codes), convertWeightBf16(f16, 'f16 codes').data);
+      // f16 bytes one byte into a buffer: not a Uint16Array view, so the row-by-row path
+      const shifted = new Uint8Array(codes.byteLength + 1);
+      shifted.set(new Uint8Array(codes.buffer), 1);
+      checkConverted('f16 codes, unaligned', sourceBits('F16', codes), convertWeightBf16(new Tensor('f16', [256, 256], shifted.subarray(1)), 'f16 unaligned').data);
+      // f32: ties both ways, just above / below a tie, NaN (quiet, signalling with a low payload), ±inf, the largest finite
+      // (rounds to inf), subnormals, -0, and the top of the negative range; then random bits
+      const edges = [0x3f808000, 0x3f818000, 0x3f808001, 0x3f807fff, 0x7fc00000, 0x7f800001, 0xff800001, 0x7f800000, 0xff800000,
+        0x7f7fffff, 0xff7fffff, 0x00000001, 0x80008000, 0x007fffff, 0x80000000, 0xbf800001, 0xc0000000, 0xfffffffe];
+      let seed = 0x9e3779b9;
+      const bits = Uint32Array.from({ length: 64 * 64 }, (_, i) => i < edges.length ? edges[i]! : (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0));
+      checkConverted('f32 bits', bits, convertWeightBf16(new Tensor('f32', [64, 64], new Uint8Array(bits.buffer)), 'f32 bits').data);
+      const shifted32 = new Uint8Array(bits.byteLength + 2);
+      shifted32.set(new Uint8Array(bits.buffer), 2);
+      checkConverted('f32 bits, unaligned', bits, convertWeightBf16(new Tensor('f32', [64, 64], shifted32.subarray(2)), 'f32 unaligned').data);
+    } finally {
+      if (prev === undefined) delete process.env.FLOE_NATIVE_CONVERT; else process.env.FLOE_NATIVE_CONVERT = prev;
+    }
+  });
+}

@@ -2,13 +2,14 @@
 // state in a sidecar SQLite store so that re-running the same command resumes; output lines as the Batch API's.
 
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { BackendName } from '../backend/select.js';
 import { startEngineChecked } from '../engine/client.js';
 import { ENGINE_DEFAULTS, type EngineClient } from '../engine/protocol.js';
+import { fileChunks } from '../formats/lines.js';
 import { BatchService, outputLine } from '../platform/batch.js';
-import { createFile, FileValidationError, parseBatchInput, writeAtomic } from '../platform/files.js';
+import { createFile, FileValidationError, parseBatchFile, writeAtomic } from '../platform/files.js';
 import { Store } from '../platform/store.js';
 import { createApp } from '../serve/app.js';
 import { injectExecutor } from '../serve/batch-routes.js';
@@ -50,9 +51,9 @@ export async function batchCmd(args: string[]): Promise<number> {
   if (!existsSync(v.input)) throw new UsageError(`--input: no file ${v.input}`);
   if (statSync(v.input).isDirectory()) throw new UsageError(`--input ${v.input} is a directory; expected a JSONL file`);
   checkOutputPath(v.output);
-  const bytes = readFileSync(v.input);
   let parsed;
-  try { parsed = parseBatchInput(bytes.toString('utf8')); } catch (e) {
+  // line by line, and the bytes hashed and stored a chunk at a time: an input past the longest string (~512 MiB) runs too
+  try { parsed = parseBatchFile(v.input); } catch (e) {
     if (e instanceof FileValidationError) throw new UsageError(`--input ${v.input}: ${e.message}`);
     throw e;
   }
@@ -62,7 +63,9 @@ export async function batchCmd(args: string[]): Promise<number> {
   if (other) throw new UsageError(`${v.input} line ${other.n}: url ${other.url} differs from line 1's ${endpoint}; one batch runs one endpoint`);
 
   // the same input (bytes, endpoint, model) continues the batch a previous run left
-  const key = createHash('sha256').update(bytes).update('\0' + endpoint + '\0' + modelPath).digest('hex');
+  const hash = createHash('sha256');
+  for (const c of fileChunks(v.input)) hash.update(c);
+  const key = hash.update('\0' + endpoint + '\0' + modelPath).digest('hex');
   const store = new Store(v.state ?? `${v.output}.floe-batch`);
   const prev = store.listBatches(null, 1_000_000).find((b) => b.metadata !== null && JSON.parse(b.metadata).input_key === key && !['failed', 'cancelled', 'expired'].includes(b.status));
   const log = v.quiet ? () => {} : (s: string) => process.stderr.write(s);
@@ -83,7 +86,7 @@ export async function batchCmd(args: string[]): Promise<number> {
       // offline: no completion window (a run stopped on Friday and re-run on Monday resumes, never expires)
       service = new BatchService(store, injectExecutor(serve.app, null), { window: () => 2 * (e.info.maxBatchSeqs ?? e.info.maxNumSeqs), onLine: () => progress.tick(), expire: false });
       if (id === undefined) {
-        const file = createFile(store, 'batch', v.input, [bytes], lines.length);
+        const file = createFile(store, 'batch', v.input, fileChunks(v.input), lines.length);
         id = service.create({ input_file_id: file.id, endpoint, metadata: { input_key: key } }).id;
       } else {
         service.resume(id); // only this input's batch: another input's unfinished batch in the same --state waits for its own command

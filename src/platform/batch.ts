@@ -3,8 +3,7 @@
 
 import { createHash, randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { readFileSync } from 'node:fs';
-import { BATCH_ENDPOINTS, createFile, FileValidationError, parseBatchInput, type BatchEndpoint, type BatchInputLine } from './files.js';
+import { BATCH_ENDPOINTS, createFile, FileValidationError, parseBatchFile, type BatchEndpoint, type BatchInputLine } from './files.js';
 import { metadataProblem } from './metadata.js';
 import type { BatchRow, BatchStatus, LineResult, Store } from './store.js';
 
@@ -179,7 +178,7 @@ export class BatchService {
     let b = this.get(id);
     let lines: BatchInputLine[];
     try {
-      lines = parseBatchInput(readFileSync(this.store.filePath(b.input_file_id), 'utf8'));
+      lines = parseBatchFile(this.store.filePath(b.input_file_id)); // line by line: an input past the longest string (~512 MiB) reads too
     } catch (e) {
       // a file stored before a check it now fails (its upload passed): the batch fails before any line runs, naming the line
       return this.fail(id, 'invalid_file', (e as Error).message, e instanceof FileValidationError ? e.line : null);

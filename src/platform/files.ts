@@ -2,7 +2,8 @@
 
 import { randomUUID } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
-import { parseJsonl, withoutBom } from '../train/data.js';
+import { fileLines, LineError, stringLines, type TextLine } from '../formats/lines.js';
+import { parseJsonlLines, withoutBom } from '../train/data.js';
 import type { FileRow, Store } from './store.js';
 
 export const BATCH_ENDPOINTS = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/responses'] as const;
@@ -46,12 +47,21 @@ function deepPath(v: unknown, depth: number): string | null {
 
 /** Parse and check a batch input file: JSONL of {custom_id, method: 'POST', url, body}, custom_ids unique. */
 export function parseBatchInput(text: string): BatchInputLine[] {
+  return parseBatchLines(stringLines(text));
+}
+
+/** parseBatchInput of a file, read line by line (a file past the longest string, ~512 MiB, reads too); fs errors pass as thrown. */
+export function parseBatchFile(path: string): BatchInputLine[] {
+  return parseBatchLines(fileLines(path));
+}
+
+function parseBatchLines(lines: Iterable<TextLine>): BatchInputLine[] {
   const out: BatchInputLine[] = [];
   const seen = new Map<string, number>();
-  const lines = withoutBom(text).split('\n');
-  if (lines.at(-1) === '') lines.pop();
-  lines.forEach((raw, i) => {
-    const n = i + 1;
+  for (const l of validUtf8(lines)) {
+    const n = l.number;
+    const raw = n === 1 ? withoutBom(l.text) : l.text;
+    if (!l.terminated && raw === '') break; // nothing after the last newline
     const bad = (msg: string, param: string | null = null): never => { throw new FileValidationError(`line ${n}: ${msg}`, n, param); };
     const src = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
     if (src.trim() === '') bad('empty line; every line must be a JSON object {custom_id, method, url, body}');
@@ -77,24 +87,45 @@ export function parseBatchInput(text: string): BatchInputLine[] {
       bad(`'${at.length > 120 ? `${at.slice(0, 120)}…` : at}' nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep (the API refuses such a request: too_deeply_nested); flatten it`, 'body');
     }
     out.push({ custom_id: o.custom_id as string, method: 'POST', url: o.url as BatchEndpoint, body: o.body as Record<string, unknown> });
-  });
+  }
   if (out.length === 0) throw new FileValidationError('the file has no lines; a batch input needs at least one request', null, null);
   return out;
 }
+
+const FINE_TUNE_TAG = 'fine-tune file';
 
 /**
  * Check a fine-tune file as `floe finetune` reads it ({"messages"}, {"prompt","completion"} or {"text"} per line,
  * blank lines skipped); returns the number of examples. Tokenizing waits for the job (the trainer's own check).
  */
 export function parseFineTuneInput(text: string): number {
-  const TAG = 'fine-tune file';
+  return fineTuneExamples(stringLines(text));
+}
+
+/** parseFineTuneInput of a file, read line by line (a file past the longest string, ~512 MiB, reads too); fs errors pass as thrown. */
+export function parseFineTuneFile(path: string): number {
+  return fineTuneExamples(fileLines(path, { name: FINE_TUNE_TAG }));
+}
+
+function fineTuneExamples(lines: Iterable<TextLine>): number {
   try {
-    return parseJsonl(text, TAG).length;
+    return parseJsonlLines(lines, FINE_TUNE_TAG).length;
   } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== undefined) throw e; // the file system's (ENOENT: the file was deleted)
     const msg = (e as Error).message;
-    const m = new RegExp(`^${TAG}:(\\d+): ([\\s\\S]*)$`).exec(msg);
+    const m = new RegExp(`^${FINE_TUNE_TAG}:(\\d+): ([\\s\\S]*)$`).exec(msg);
     if (m) throw new FileValidationError(`line ${m[1]}: ${m[2]}`, Number(m[1]), null);
-    throw new FileValidationError(msg.startsWith(`${TAG}: `) ? msg.slice(TAG.length + 2) : msg, null, null);
+    throw new FileValidationError(msg.startsWith(`${FINE_TUNE_TAG}: `) ? msg.slice(FINE_TUNE_TAG.length + 2) : msg, null, null);
+  }
+}
+
+/** The lines, a line that is not UTF-8 refused as a FileValidationError with its number (fileLines throws a LineError). */
+function* validUtf8(lines: Iterable<TextLine>): Generator<TextLine, void, undefined> {
+  try {
+    yield* lines;
+  } catch (e) {
+    if (e instanceof LineError) throw new FileValidationError(`line ${e.line}: ${e.reason}`, e.line, null);
+    throw e;
   }
 }
 

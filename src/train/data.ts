@@ -3,8 +3,8 @@
 //
 // T tokens of a packed batch, S samples in it.
 
-import { readFileSync } from 'node:fs';
 import type { ChatMessage, ChatTemplate } from '../formats/chat-template.js';
+import { fileLines, stringLines, type TextLine } from '../formats/lines.js';
 import type { Tokenizer } from '../formats/tokenizer.js';
 import type { PackedBatch } from '../model/llama-train.js';
 import { mix32, Rng } from './rng.js';
@@ -36,11 +36,15 @@ export const withoutBom = (text: string): string => (text.charCodeAt(0) === 0xfe
 
 /** Parse every line (blank lines skipped); throws at the first malformed line with its number and what is wrong. */
 export function parseJsonl(text: string, file: string): { example: Example; line: number }[] {
+  return parseJsonlLines(stringLines(text), file);
+}
+
+/** parseJsonl over lines as fileLines / stringLines give them (a file too large for one string is read line by line). */
+export function parseJsonlLines(lines: Iterable<Pick<TextLine, 'text' | 'number'>>, file: string): { example: Example; line: number }[] {
   const out: { example: Example; line: number }[] = [];
-  const lines = withoutBom(text).split('\n');
-  lines.forEach((raw, i) => {
-    const line = i + 1;
-    if (raw.trim() === '') return;
+  for (const { text, number: line } of lines) {
+    const raw = line === 1 ? withoutBom(text) : text;
+    if (raw.trim() === '') continue;
     let v: unknown;
     try {
       v = JSON.parse(raw);
@@ -48,7 +52,7 @@ export function parseJsonl(text: string, file: string): { example: Example; line
       throw new Error(`${where(file, line)}: invalid JSON: ${(e as Error).message}`);
     }
     out.push({ example: toExample(v, file, line), line });
-  });
+  }
   if (out.length === 0) throw new Error(`${file}: no examples (the file is empty)`);
   return out;
 }
@@ -163,13 +167,15 @@ export function encodeExample(ex: Example, tok: SampleEncoder, template: ChatTem
  * line fails fast with its number. Samples are truncated to maxSeqLen; samples with nothing to learn are dropped.
  */
 export function loadSamples(file: string, tok: SampleEncoder, template: ChatTemplate | null, opts: DataOptions): EncodedSamples {
-  let text: string;
+  let parsed: { example: Example; line: number }[];
   try {
-    text = readFileSync(file, 'utf8');
+    parsed = parseJsonlLines(fileLines(file), file); // line by line: a file past the longest string (~512 MiB) reads too
   } catch (e) {
-    throw new Error(`${file}: cannot read data: ${(e as Error).message}`);
+    // a file system error (ENOENT, EISDIR) carries a code; a malformed line is already named by file:line
+    if ((e as NodeJS.ErrnoException).code !== undefined) throw new Error(`${file}: cannot read data: ${(e as Error).message}`);
+    throw e;
   }
-  const r = encodeSamples(parseJsonl(text, file), file, tok, template, opts);
+  const r = encodeSamples(parsed, file, tok, template, opts);
   if (r.samples.length === 0) throw new Error(`${file}: no example has a token to learn from (after truncation to ${opts.maxSeqLen})`);
   return r;
 }

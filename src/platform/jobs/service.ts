@@ -13,7 +13,7 @@ import { defaultLoraAlpha, LORA_TARGETS, parseLoraTargets, type LoraTarget } fro
 import { DEFAULT_MAX_LORA_RANK } from '../../engine/adapters.js';
 import { listCheckpoints, STATE_FILE } from '../../train/checkpoint.js';
 import type { LoadDType } from '../../formats/load.js';
-import { createFile, parseFineTuneInput } from '../files.js';
+import { createFile, parseFineTuneFile } from '../files.js';
 import { metadataProblem } from '../metadata.js';
 import type { JobCheckpointRow, JobEventRow, JobRow, JobStatus, Store } from '../store.js';
 import type { ChildOptions, FromChild, ToChild } from './protocol.js';
@@ -406,7 +406,7 @@ export class JobService {
           // the job trains on what it validated: a later DELETE /v1/files (OpenAI allows it) or a resume after a
           // restart reads the job's own link to these bytes, never a file that is gone
           const own = keepInput(this.store.filePath(fid), this.inputPath(id, param));
-          const n = parseFineTuneInput(readFileSync(own, 'utf8'));
+          const n = parseFineTuneFile(own); // line by line: a training file past the longest string (~512 MiB) reads too
           if (param === 'training_file') examples = n;
         } catch (e) {
           const gone = (e as NodeJS.ErrnoException).code === 'ENOENT' ? new Error(`the file ${fid} was deleted`) : e as Error;

@@ -9,6 +9,7 @@ import { closeSync, existsSync, fsyncSync, ftruncateSync, linkSync, mkdirSync, o
 import { dirname, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { ChatMessage } from '../../formats/chat-template.js';
+import { fileLines, LineError } from '../../formats/lines.js';
 import { Rng } from '../../train/rng.js';
 import { NO_GUARD, type GuardFilter, type TextLimits } from './filters.js';
 import type { Judge } from './judge.js';
@@ -149,13 +150,19 @@ export function lockOut(out: string): () => void {
 /** Units per committed batch by default (one write + fsync each). */
 const COMMIT_UNITS = 8;
 
-/** Whole JSON lines of a file; a torn (unterminated) last line is reported by its start offset. */
-function wholeLines(file: string): { lines: string[]; tornAt: number | null } {
-  if (!existsSync(file)) return { lines: [], tornAt: null };
-  const text = readFileSync(file, 'utf8');
-  const end = text.lastIndexOf('\n') + 1;
-  const lines = text.slice(0, end).split('\n').filter((l) => l.length > 0);
-  return { lines, tornAt: end < text.length ? Buffer.byteLength(text.slice(0, end)) : null };
+/**
+ * Calls `each` with every whole (newline-terminated) non-empty line of a file, read line by line (an OUT past the
+ * longest string, ~512 MiB, reads too); returns where a torn (unterminated) last line starts, in bytes, or null.
+ */
+function wholeLines(file: string, each: (line: string) => void): number | null {
+  if (!existsSync(file)) return null;
+  const size = statSync(file).size; // the file is ours (lockOut): nothing appends while it is read
+  let end = 0; // byte offset after the last '\n'
+  for (const l of fileLines(file, { unterminated: 'skip' })) { // a torn line may end inside a character: left undecoded
+    end = l.offset + l.bytes + 1;
+    if (l.text.length > 0) each(l.text);
+  }
+  return end < size ? end : null;
 }
 
 /** What differs between a progress log's header and this run: "seed 1 -> 2, rounds 3 -> 2". */
@@ -206,38 +213,43 @@ async function runLocked(o: SynthOptions): Promise<SynthSummary> {
   const dedup = new LshIndex(o.dedupThreshold);
 
   // resume: the progress log says how many bytes of OUT are committed; anything after (a torn line, an unlogged batch) goes
-  const prog = wholeLines(progressFile);
   let committed = 0;
-  if (prog.lines.length > 0) {
-    if (prog.lines[0] !== header && prog.lines[0] !== headerOf(o, false)) {
-      throw new Error(`${o.out} was made by another synth run: ${headerDiff(prog.lines[0]!, o)} (${progressFile}); ` +
-        'use the same method, parameters and input files to resume, or another --out');
+  let logged = 0; // lines of the progress log: its header, then one per committed batch
+  const tornAt = wholeLines(progressFile, (l) => {
+    if (logged++ === 0) {
+      if (l !== header && l !== headerOf(o, false)) {
+        throw new Error(`${o.out} was made by another synth run: ${headerDiff(l, o)} (${progressFile}); ` +
+          'use the same method, parameters and input files to resume, or another --out');
+      }
+      return;
     }
-    for (const l of prog.lines.slice(1)) {
-      const b = JSON.parse(l) as { bytes: number; units: Record<string, string>; unsafe?: Record<string, number> };
-      committed = b.bytes;
-      for (const [id, r] of Object.entries(b.units)) done.set(id, r);
-      for (const [c, n] of Object.entries(b.unsafe ?? {})) unsafe[c] = (unsafe[c] ?? 0) + n;
-    }
-  }
+    const b = JSON.parse(l) as { bytes: number; units: Record<string, string>; unsafe?: Record<string, number> };
+    committed = b.bytes;
+    for (const [id, r] of Object.entries(b.units)) done.set(id, r);
+    for (const [c, n] of Object.entries(b.unsafe ?? {})) unsafe[c] = (unsafe[c] ?? 0) + n;
+  });
   const outFd = openSync(o.out, 'a+');
   const progFd = openSync(progressFile, 'a+');
   try {
-    if (prog.tornAt !== null) ftruncateSync(progFd, prog.tornAt);
-    if (prog.lines.length === 0) {
+    if (tornAt !== null) ftruncateSync(progFd, tornAt);
+    if (logged === 0) {
       ftruncateSync(progFd, 0);
-      const existing = wholeLines(o.out);
-      if (existing.lines.length > 0) throw new Error(`${o.out} already holds ${existing.lines.length} lines but has no ${progressFile}; it was not made by floe synth: choose another --out`);
+      let existing = 0;
+      try { wholeLines(o.out, () => existing++); } catch (e) {
+        if (!(e instanceof LineError)) throw e;
+        throw new Error(`${o.out} holds text that is not UTF-8 (${e.message}) and has no ${progressFile}; it was not made by floe synth: choose another --out`);
+      }
+      if (existing > 0) throw new Error(`${o.out} already holds ${existing} lines but has no ${progressFile}; it was not made by floe synth: choose another --out`);
       ftruncateSync(outFd, 0);
       writeSync(progFd, header + '\n');
       fsyncSync(progFd);
     } else {
       ftruncateSync(outFd, committed);
       // the dedup index sees every committed sample again, in order
-      for (const l of wholeLines(o.out).lines) {
+      wholeLines(o.out, (l) => {
         const s = JSON.parse(l) as { provenance: { id: string }; messages?: ChatMessage[]; prompt?: string };
         dedup.add(s.provenance.id, s.prompt ?? String(s.messages!.find((m) => m.role === 'user')!.content));
-      }
+      });
     }
     for (const r of done.values()) {
       if (r === 'kept') kept++;

@@ -13,6 +13,7 @@ import type { EngineClient } from '../../engine/protocol.js';
 import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../../formats/chat-template.js';
 import { readGguf } from '../../formats/gguf.js';
 import { tokenizerFromGguf } from '../../formats/gguf-tokenizer.js';
+import { fileLines } from '../../formats/lines.js';
 import { loadTokenizer, type Tokenizer } from '../../formats/tokenizer.js';
 import { Guard } from '../guard/guard.js';
 import { DocumentChunker, type Chunker } from './chunk.js';
@@ -106,6 +107,23 @@ function readDocument(file: string): string {
   }
 }
 
+/**
+ * The seed tasks of a JSONL file, read line by line (a file past the longest string, ~512 MiB, reads too), and the
+ * first 16 hex digits of its SHA-256 (the run's inputs record it).
+ */
+function readSeeds(file: string): { seeds: SeedTask[]; sha: string } {
+  const seeds: SeedTask[] = [];
+  const hash = createHash('sha256'); // of the text's UTF-8, which (the reader refuses anything else) is the file's bytes
+  for (const l of fileLines(file)) {
+    hash.update(l.terminated ? `${l.text}\n` : l.text);
+    if (!l.text.trim()) continue;
+    // parseSeeds is given this one line, so its errors say line 1: they are about line l.number of the file
+    try { seeds.push(...parseSeeds(l.text, file)); } catch (e) { throw new Error((e as Error).message.replace(`${file}:1:`, `${file}:${l.number}:`)); }
+  }
+  if (seeds.length === 0) throw new Error(`${file}: no seed tasks`);
+  return { seeds, sha: hash.digest('hex').slice(0, 16) };
+}
+
 const modelName = (p: string) => basename(p.replace(/[/\\]+$/, '')).replace(/\.gguf$/i, '');
 
 /** Make a synthetic data set; returns the run's summary (kept, rejected per reason, duplicates, unsafe, tokens/s). */
@@ -183,9 +201,9 @@ export async function synth(o: SynthRunOptions): Promise<SynthSummary> {
     }
 
     const seedsFile = typeof o.seeds === 'string' ? o.seeds : o.seeds ? null : join(shipped, 'seeds.jsonl');
-    const seedsText = seedsFile && (o.method === 'self-instruct' || o.method === 'evol-instruct') ? readFileSync(seedsFile, 'utf8') : null;
+    const seedsRead = seedsFile && (o.method === 'self-instruct' || o.method === 'evol-instruct') ? readSeeds(seedsFile) : null;
     const seeds = o.method !== 'self-instruct' && o.method !== 'evol-instruct' ? []
-      : seedsText !== null ? parseSeeds(seedsText, seedsFile!) : [...(o.seeds as readonly SeedTask[])];
+      : seedsRead !== null ? seedsRead.seeds : [...(o.seeds as readonly SeedTask[])];
     if ((o.method === 'self-instruct' || o.method === 'evol-instruct') && seeds.length === 0) throw new Error('synth: no seed tasks');
     let units: WorkUnit[];
     if (o.method === 'self-instruct') {
@@ -215,7 +233,7 @@ export async function synth(o: SynthRunOptions): Promise<SynthSummary> {
     // what the files the run reads hold: a rerun after one was edited would mix old and new units, and is refused
     const sha = (t: string) => createHash('sha256').update(t).digest('hex').slice(0, 16);
     const inputs: Record<string, string> = {};
-    if (seedsText !== null) inputs[`seeds ${seedsFile}`] = sha(seedsText);
+    if (seedsRead !== null) inputs[`seeds ${seedsFile}`] = seedsRead.sha;
     for (const d of fileDocs) inputs[`document ${d.name}`] = sha(d.text);
     for (const m of [o.method, ...(o.judge ? ['judge'] : [])]) {
       for (const f of readdirSync(join(shipped, m)).filter((n) => n.endsWith('.txt')).sort()) inputs[`prompt ${m}/${f}`] = sha(prompts.text(m, f.slice(0, -4)));

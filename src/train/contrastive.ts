@@ -3,7 +3,8 @@
 //
 // B queries in a micro-batch, M documents (B positives then the hard negatives), D hidden, T packed tokens.
 
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { fileLines } from '../formats/lines.js';
 import { join } from 'node:path';
 import type { Tokenizer } from '../formats/tokenizer.js';
 import { EMBEDDING_CONFIG_FILE, type Pooling } from '../model/embed.js';
@@ -28,12 +29,6 @@ export interface PairSample extends Sample {
 
 /** Read and tokenize {"query","positive"[,"negative"]} lines (each text cut to maxSeqLen); fails at the first bad line. */
 export function loadPairs(file: string, tok: Pick<Tokenizer, 'encode'>, maxSeqLen: number): { samples: PairSample[]; truncated: number } {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new Error(`${file}: cannot read data: ${(e as Error).message}`);
-  }
   const samples: PairSample[] = [];
   let truncated = 0;
   const enc = (s: string) => {
@@ -41,7 +36,7 @@ export function loadPairs(file: string, tok: Pick<Tokenizer, 'encode'>, maxSeqLe
     if (ids.length > maxSeqLen) truncated++;
     return Int32Array.from(ids.length > maxSeqLen ? ids.slice(0, maxSeqLen) : ids);
   };
-  text.split('\n').forEach((raw, i) => {
+  const pair = (raw: string, i: number): void => {
     if (raw.trim() === '') return;
     const at = `${file}:${i + 1}`;
     let v: unknown;
@@ -64,7 +59,13 @@ export function loadPairs(file: string, tok: Pick<Tokenizer, 'encode'>, maxSeqLe
     const all = new Int32Array(query.length + positive.length + (negative?.length ?? 0));
     all.set(query); all.set(positive, query.length); if (negative) all.set(negative, query.length + positive.length);
     samples.push({ tokens: all, mask: new Uint8Array(all.length), line: i + 1, query, positive, negative });
-  });
+  };
+  try {
+    for (const l of fileLines(file)) pair(l.text, l.number - 1); // line by line: a file past the longest string (~512 MiB) reads too
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== undefined) throw new Error(`${file}: cannot read data: ${(e as Error).message}`);
+    throw e;
+  }
   if (samples.length === 0) throw new Error(`${file}: no pairs (the file is empty)`);
   return { samples, truncated };
 }

@@ -1,11 +1,11 @@
 // `floe eval`: perplexity of a model on a data file through the inference path: the trainer's JSONL formats ({"text"},
 // {"prompt","completion"}, {"messages"}) scored on the tokens training scores, or plain-text paragraphs.
-import { readFileSync } from "node:fs";
+import { fileLines, type TextLine } from "../formats/lines.js";
 import type { KvDType } from "../backend/backend.js";
 import type { Tokenizer } from "../formats/tokenizer.js";
 import type { LlamaModel } from "../model/llama.js";
 import type { ChatTemplate } from "../formats/chat-template.js";
-import { encodeSamples, parseJsonl, withoutBom, type EncodedSamples, type Example, type Sample } from "./data.js";
+import { encodeSamples, parseJsonlLines, withoutBom, type EncodedSamples, type Example, type Sample } from "./data.js";
 import { heldOutLoss, heldOutLossOfSamples, type HeldOutLoss } from "./perplexity.js";
 
 export interface EvalOptions {
@@ -26,30 +26,10 @@ export interface EvalResult extends HeldOutLoss {
  * else plain text split into paragraphs at blank lines.
  */
 export function readEvalTexts(file: string): string[] {
-  let src: string;
-  try {
-    src = withoutBom(readFileSync(file, "utf8")); // a leading UTF-8 BOM, as the training data reader drops it
-  } catch (e) {
-    throw new Error(`${file}: cannot read eval data: ${(e as Error).message}`);
-  }
-  const lines = src.split("\n");
-  const first = firstLine(src);
-  if (first === undefined) throw new Error(`${file}: eval data is empty`);
-  if (!first.startsWith("{")) return paragraphs(src);
-  const texts: string[] = [];
-  lines.forEach((line, i) => {
-    if (line.trim() === "") return;
-    let rec: unknown;
-    try {
-      rec = JSON.parse(line);
-    } catch (e) {
-      throw new Error(`${file}:${i + 1}: bad JSON: ${(e as Error).message}`);
-    }
-    const text = (rec as { text?: unknown } | null)?.text;
-    if (typeof text !== "string") throw new Error(`${file}:${i + 1}: expected an object with a string "text" field`);
-    texts.push(text);
+  return readEvalRecords(file).records.map(({ example, line }) => {
+    if (example.kind !== "text") throw new Error(`${file}:${line}: expected an object with a string "text" field`);
+    return example.text;
   });
-  return texts;
 }
 
 export interface EvalDataOptions {
@@ -61,15 +41,26 @@ export interface EvalDataOptions {
 
 /** Records of an eval file, parsed (and checked, line by line) as the trainer parses a data or --eval file; see readEvalSamples. */
 export function readEvalRecords(file: string): EvalRecords {
-  let src: string;
-  try {
-    src = withoutBom(readFileSync(file, "utf8"));
-  } catch (e) {
-    throw new Error(`${file}: cannot read eval data: ${(e as Error).message}`);
-  }
-  const first = firstLine(src);
+  // read line by line (a file past the longest string, ~512 MiB, reads too); a file system error is named as before
+  const read = <T>(f: () => T): T => {
+    try {
+      return f();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== undefined) throw new Error(`${file}: cannot read eval data: ${(e as Error).message}`);
+      throw e;
+    }
+  };
+  // JSONL when the first non-empty line (a leading UTF-8 BOM dropped, as the training data reader drops it) is an object
+  const first = read(() => {
+    for (const l of fileLines(file)) {
+      const t = (l.number === 1 ? withoutBom(l.text) : l.text).trim();
+      if (t !== "") return t;
+    }
+    return undefined;
+  });
   if (first === undefined) throw new Error(`${file}: eval data is empty`);
-  const records = first.startsWith("{") ? parseJsonl(src, file) : paragraphs(src).map((text, i) => ({ example: { kind: "text" as const, text }, line: i + 1 }));
+  const records = first.startsWith("{") ? read(() => parseJsonlLines(fileLines(file), file))
+    : read(() => paragraphs(fileLines(file))).map((text, i) => ({ example: { kind: "text" as const, text }, line: i + 1 }));
   return { file, records };
 }
 
@@ -94,10 +85,29 @@ export function readEvalSamples(file: string, tok: Tokenizer, template: ChatTemp
   return encodeEvalRecords(readEvalRecords(file), tok, template, opts);
 }
 
-const firstLine = (src: string): string | undefined => src.split("\n").find((l) => l.trim() !== "")?.trim();
-
-/** Paragraphs of plain text, split at blank lines. Windows (CRLF) and old Mac (CR) line ends read as LF, as Python's universal newlines do. */
-const paragraphs = (src: string): string[] => src.replace(/\r\n?/g, "\n").split(/\n[ \t]*\n/).map((p) => p.trim()).filter((p) => p !== "");
+/**
+ * Paragraphs of plain text, split at blank lines (empty or spaces and tabs only), each trimmed. Windows (CRLF) and old
+ * Mac (CR) line ends read as LF, as Python's universal newlines do. Gathered a line at a time.
+ */
+function paragraphs(lines: Iterable<TextLine>): string[] {
+  const out: string[] = [];
+  let cur: string[] = [];
+  const end = () => {
+    const p = cur.join("\n").trim();
+    if (p !== "") out.push(p);
+    cur = [];
+  };
+  for (const l of lines) {
+    const text = l.number === 1 ? withoutBom(l.text) : l.text;
+    // a '\r' ending the line is its CRLF's; any other '\r' ends a line of its own (old Mac)
+    for (const part of (text.endsWith("\r") ? text.slice(0, -1) : text).split("\r")) {
+      if (/^[ \t]*$/.test(part)) end();
+      else cur.push(part);
+    }
+  }
+  end();
+  return out;
+}
 
 /** Token-weighted mean NLL of `model` over the tokens the samples' masks score (readEvalSamples); paged KV, chunked prefill. */
 export function evalSamples(model: LlamaModel, samples: readonly Sample[], opts: Pick<EvalOptions, "maxTokens" | "kvDtype"> = {}): EvalResult {

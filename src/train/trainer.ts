@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Backend, TrainBackend, TrainKernels } from '../backend/backend.js';
 import { selectBackend, type BackendName } from '../backend/select.js';
+import { fileChunks } from '../formats/lines.js';
 import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../formats/chat-template.js';
 import { LOAD_DTYPES, loadModel, type LoadDType, type LoadedModel } from '../formats/load.js';
 import { LayerStream, type OffloadOptions } from '../model/offload.js';
@@ -197,8 +198,11 @@ export function asTrainBackend(be: Backend): TrainBackend {
 export interface DataFingerprint { readonly file: string; readonly bytes: number; readonly sha256: string }
 
 export function dataFingerprint(file: string): DataFingerprint {
-  const bytes = fs.readFileSync(file);
-  return { file, bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
+  // a chunk at a time: readFileSync stops at 2 GiB, and a data file may be larger
+  const h = createHash('sha256');
+  let bytes = 0;
+  for (const c of fileChunks(file)) { h.update(c); bytes += c.length; }
+  return { file, bytes, sha256: h.digest('hex') };
 }
 
 /**

@@ -230,5 +230,8 @@ test('readEvalTexts: JSONL records, plain-text paragraphs, errors with file:line
   assert.deepEqual(readEvalTexts(txt), ['First paragraph\nstill first.', 'Second one.']);
   const bad = join(dir, 'bad.jsonl');
   writeFileSync(bad, '{"text": "ok"}\n{"txt": 1}\n');
-  assert.throws(() => readEvalTexts(bad), /bad\.jsonl:2: expected an object with a string "text" field/);
+  assert.throws(() => readEvalTexts(bad), /bad\.jsonl:2: expected "text", "prompt"\+"completion" or "messages", got keys \[txt\]/);
+  const pc = join(dir, 'pc.jsonl');
+  writeFileSync(pc, '{"text": "ok"}\n{"prompt": "a", "completion": "b"}\n');
+  assert.throws(() => readEvalTexts(pc), /pc\.jsonl:2: expected an object with a string "text" field/);
 });

@@ -758,7 +758,7 @@ async function finetuneCmd(args: string[]): Promise<number> {
     `steps        ${s.startStep} -> ${s.steps}, ${s.tokens.toLocaleString('en-US')} tokens, ${s.seconds.toFixed(1)} s, ${s.tokensPerSecond.toFixed(1)} tok/s`,
     `final loss   ${s.finalLoss === null ? '-' : s.finalLoss.toFixed(4)}`,
     `eval         ${s.initialEval ? `before: ${ev(s.initialEval)}; after: ` : ''}${ev(s.eval)}`,
-    `trainable    ${s.trainableParams.toLocaleString('en-US')} parameters (${options.full ? 'full fine-tuning' : `LoRA${s.base.converted ? ` on a ${s.base.linear} base (--dtype ${s.base.converted})` : ''}`})`,
+    `trainable    ${s.trainableParams.toLocaleString('en-US')} parameters (${options.full ? 'full fine-tuning' : `LoRA${s.base.converted ? `, frozen base in ${s.base.linear} (--dtype ${s.base.converted})` : ''}`})`,
     `memory       peak RSS ${mib(s.peakRssBytes)}, saved activations ${mib(s.activationBytes)}`,
     `output       ${s.output}`,
   ].join('\n') + '\n');

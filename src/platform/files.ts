@@ -1,7 +1,7 @@
 // Files (OpenAI /v1/files): batch and fine-tune input validation (line-precise), atomic writes, the API's file object.
 
 import { randomUUID } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
 import { fileLines, LineError, stringLines, type TextLine } from '../formats/lines.js';
 import { parseJsonlLines, withoutBom } from '../train/data.js';
 import type { FileRow, Store } from './store.js';
@@ -163,6 +163,22 @@ export function newFileId(): string {
 /** Store a file: bytes renamed into place first, then its row (a crash in between leaves an orphan, never a half file). */
 export function createFile(store: Store, purpose: string, filename: string, chunks: Iterable<string | Uint8Array>, lines: number, id = newFileId()): FileRow {
   const bytes = writeAtomic(store.filePath(id), chunks);
+  const row: FileRow = { id, purpose, filename, bytes, created_at: Math.floor(Date.now() / 1000), lines };
+  store.insertFile(row);
+  return row;
+}
+
+/** Store the file written at `tmp` (in the store's file directory) as file `id`: fsynced, renamed into place, recorded. */
+export function adoptFile(store: Store, purpose: string, filename: string, tmp: string, lines: number, id = newFileId()): FileRow {
+  const fd = openSync(tmp, 'r');
+  let bytes: number;
+  try {
+    fsyncSync(fd);
+    bytes = fstatSync(fd).size;
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, store.filePath(id));
   const row: FileRow = { id, purpose, filename, bytes, created_at: Math.floor(Date.now() / 1000), lines };
   store.insertFile(row);
   return row;

@@ -47,6 +47,7 @@ export interface AppOptions {
   readonly modelPath?: string | null; // for the console's model facts
   readonly webDir?: string; // the console's files (default: the package's web/)
   readonly dataDir?: string | null; // Files and Batch API state (SQLite); absent → no /v1/files, /v1/batches
+  readonly files?: { readonly maxBatchBytes?: number; readonly maxFineTuneBytes?: number }; // upload limits (default 200 / 512 MiB, OpenAI's)
   readonly lora?: { readonly enableLoading: boolean; readonly root: string | null; readonly maxRank?: number }; // runtime adapter loading; --max-lora-rank
   readonly jobsThreads?: number; // the fine-tuning trainer's threads (with dataDir)
   readonly dtype?: LoadDType; // the server's --dtype: fine-tuning jobs train on the base converted the same way
@@ -166,7 +167,7 @@ export function createApp(opts: AppOptions): ServeApp {
     return reply.header('content-type', metrics.contentType).send(body);
   });
 
-  const batch = opts.dataDir ? registerBatchRoutes(app, { dataDir: opts.dataDir, apiKey: opts.apiKey ?? null, metrics, window: () => 2 * (ctx?.engine.info.maxBatchSeqs ?? ctx?.engine.info.maxNumSeqs ?? 1) }) : null;
+  const batch = opts.dataDir ? registerBatchRoutes(app, { dataDir: opts.dataDir, apiKey: opts.apiKey ?? null, metrics, maxFileBytes: opts.files?.maxBatchBytes, maxFineTuneFileBytes: opts.files?.maxFineTuneBytes, window: () => 2 * (ctx?.engine.info.maxBatchSeqs ?? ctx?.engine.info.maxNumSeqs ?? 1) }) : null;
   const ft = batch && registerFtRoutes(app, { dataDir: opts.dataDir!, store: () => batch.service().store, baseModel: opts.modelName, modelPath: opts.modelPath ?? null, threads: opts.jobsThreads ?? DEFAULT_JOBS_THREADS, dtype: opts.dtype, maxLoraRank: opts.lora?.maxRank, engine: () => ctx?.engine ?? null });
   registerConsole(app, { ui: opts.ui ?? true, metrics, refresh, engineInfo: () => model().engine.info, modelName: opts.modelName, modelPath: opts.modelPath, webDir: opts.webDir });
 

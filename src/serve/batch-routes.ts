@@ -1,14 +1,14 @@
 // OpenAI Files and Batch routes: state in SQLite under the data directory (opened on first use, or at start when it
 // exists so unfinished batches resume); batch lines run through the app's own routes at low priority.
 
-import { existsSync } from 'node:fs';
-import { createReadStream } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { Counter } from 'prom-client';
 import { BatchApiError, BatchService, type Executor } from '../platform/batch.js';
-import { FILE_PURPOSES, FileValidationError, UPLOAD_PURPOSES, createFile, fileObject, parseBatchInput, parseFineTuneInput } from '../platform/files.js';
+import { FILE_PURPOSES, FileValidationError, UPLOAD_PURPOSES, adoptFile, fileObject, newFileId, parseBatchFile, parseFineTuneFile } from '../platform/files.js';
 import { Store, UnknownCursorError } from '../platform/store.js';
 import type { ServeMetrics } from './metrics.js';
 
@@ -17,7 +17,8 @@ export interface BatchRoutesOptions {
   readonly apiKey: string | null;
   readonly metrics: ServeMetrics;
   readonly window: () => number; // batch lines in flight at once
-  readonly maxFileBytes?: number; // default 200 MiB (OpenAI's limit for batch input)
+  readonly maxFileBytes?: number; // a 'batch' input file: default 200 MiB (OpenAI's limit for batch input)
+  readonly maxFineTuneFileBytes?: number; // a 'fine-tune' file: default 512 MiB (OpenAI's limit for a file)
 }
 
 /** POST /v1/batches's parameters (OpenAI's, but output_expires_after). */
@@ -53,7 +54,9 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
   app.addHook('preClose', async () => { if (svc) await svc.close(); });
   app.addHook('onClose', async () => { svc?.store.close(); });
 
-  const maxFileBytes = opts.maxFileBytes ?? 200 * 2 ** 20;
+  const maxBytes: Record<string, number> = { batch: opts.maxFileBytes ?? 200 * 2 ** 20, 'fine-tune': opts.maxFineTuneFileBytes ?? 512 * 2 ** 20 };
+  const maxFileBytes = Math.max(...Object.values(maxBytes));
+  const mib = (n: number) => (n >= 2 ** 20 ? `${+(n / 2 ** 20).toFixed(1)} MiB` : `${n} bytes`);
   const send = (reply: FastifyReply, status: number, message: string, param: string | null, code: string | null) =>
     reply.code(status).send({ error: { message, type: status >= 500 ? 'server_error' : 'invalid_request_error', param, code } });
   // OpenAI's defaults: a file list is one page of up to 10,000 (client.files.list().data holds every file), other lists 20
@@ -76,26 +79,36 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
       if (!req.isMultipart()) return send(reply, 415, 'POST /v1/files takes multipart/form-data with the fields purpose and file', null, 'unsupported_media_type');
       let purpose: string | null = null;
       let filename = 'upload.jsonl';
-      let data: Buffer | null = null;
-      for await (const part of req.parts()) {
-        if (part.type === 'file') {
-          if (part.fieldname !== 'file') return send(reply, 400, `unexpected file field '${part.fieldname}'; send the file as 'file'`, part.fieldname, 'invalid_value');
-          filename = part.filename || filename;
-          data = await part.toBuffer(); // throws 413 past maxFileBytes
-        } else if (part.fieldname === 'purpose') {
-          purpose = String(part.value);
-        }
-      }
-      if (!(UPLOAD_PURPOSES as readonly (string | null)[]).includes(purpose)) return send(reply, 400, `purpose must be one of ${UPLOAD_PURPOSES.map((p) => `'${p}'`).join(', ')}, got ${JSON.stringify(purpose)}`, 'purpose', 'invalid_value');
-      if (data === null) return send(reply, 400, "no file part: send the JSONL as the multipart field 'file'", 'file', 'invalid_value');
-      let text: string;
+      // the upload goes to disk as it arrives (not into memory: a fine-tune file may be 512 MiB) and is checked there,
+      // line by line; it becomes the stored file by a rename, or is removed
+      const store = service().store;
+      const id = newFileId();
+      const tmp = `${store.filePath(id)}.upload-${process.pid}.tmp`;
+      let got = false;
       try {
-        text = new TextDecoder('utf-8', { fatal: true }).decode(data);
-      } catch {
-        return send(reply, 400, `${filename} is not valid UTF-8`, 'file', 'invalid_file');
+        for await (const part of req.parts()) {
+          if (part.type === 'file') {
+            if (part.fieldname !== 'file') return send(reply, 400, `unexpected file field '${part.fieldname}'; send the file as 'file'`, part.fieldname, 'invalid_value');
+            filename = part.filename || filename;
+            await pipeline(part.file, createWriteStream(tmp)); // rejects with 413 past the largest limit
+            got = true;
+          } else if (part.fieldname === 'purpose') {
+            purpose = String(part.value);
+          }
+        }
+        if (!(UPLOAD_PURPOSES as readonly (string | null)[]).includes(purpose)) return send(reply, 400, `purpose must be one of ${UPLOAD_PURPOSES.map((p) => `'${p}'`).join(', ')}, got ${JSON.stringify(purpose)}`, 'purpose', 'invalid_value');
+        if (!got) return send(reply, 400, "no file part: send the JSONL as the multipart field 'file'", 'file', 'invalid_value');
+        const bytes = statSync(tmp).size;
+        if (bytes > maxBytes[purpose!]!) {
+          return send(reply, 413, `${filename} is ${mib(bytes)}; a '${purpose}' file may be at most ${mib(maxBytes[purpose!]!)}`, 'file', 'file_too_large');
+        }
+        const lines = purpose === 'fine-tune' ? parseFineTuneFile(tmp) : parseBatchFile(tmp).length;
+        const row = adoptFile(store, purpose!, filename, tmp, lines, id);
+        got = false; // renamed: nothing to remove
+        return fileObject(row);
+      } finally {
+        if (got || existsSync(tmp)) rmSync(tmp, { force: true });
       }
-      const lines = purpose === 'fine-tune' ? parseFineTuneInput(text) : parseBatchInput(text).length;
-      return fileObject(createFile(service().store, purpose!, filename, [data], lines));
     });
 
     sub.get<{ Querystring: { purpose?: string; after?: string; limit?: string; order?: string } }>('/v1/files', async (req) => {

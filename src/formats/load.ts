@@ -135,8 +135,13 @@ function f16ToBf16Table(): Uint16Array {
  * weight. Shared by loadModel and the streamed layers (LayerStream), so both convert the same tensors the same way.
  */
 export function convertForLoad(name: string, t: Tensor, dtype: LoadDType, fp8Block: readonly [number, number] | undefined, where: string): Tensor {
-  if (dtype === 'fp8') return LINEAR_WEIGHT.test(name) && t.dtype !== 'fp8_e4m3' ? quantizeWeightFp8(t, `${where}: ${name}`, fp8Block) : t;
+  if (dtype === 'fp8') return convertsToFp8(name, t) ? quantizeWeightFp8(t, `${where}: ${name}`, fp8Block) : t;
   return convertsToBf16(t) ? convertWeightBf16(t, `${where}: ${name}`) : t;
+}
+
+/** Whether LoadOptions dtype 'fp8' converts tensor `name`: a linear layer's weight not in fp8 yet. */
+export function convertsToFp8(name: string, t: Tensor): boolean {
+  return LINEAR_WEIGHT.test(name) && t.dtype !== 'fp8_e4m3';
 }
 
 /** out[at + i] = the bf16 bits of f32 bits src[i] (f32BitsToBf16: round to nearest even, NaN stays NaN). */
@@ -411,7 +416,7 @@ export function isGgufPath(p: string): boolean {
  * default [1, C]: one per row; 'bf16': a 2-D f32 / f16 weight -> bf16; the rest as stored). bytes: data and scales.
  */
 export function heldAfterLoad(name: string, t: Tensor, dtype: LoadDType | undefined, fp8Block?: readonly [number, number]): { readonly dtype: Tensor['dtype']; readonly bytes: number } {
-  if (dtype === 'fp8' && LINEAR_WEIGHT.test(name) && t.dtype !== 'fp8_e4m3') {
+  if (dtype === 'fp8' && convertsToFp8(name, t)) {
     const [N, C] = rowsCols(t.shape);
     const [br, bc] = fp8Block ?? [1, C];
     return { dtype: 'fp8_e4m3', bytes: N * C + 4 * Math.ceil(N / br) * Math.ceil(C / bc) }; // (N, C) codes + scale grid

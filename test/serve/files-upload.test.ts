@@ -5,7 +5,7 @@
 
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI, { toFile } from 'openai';
@@ -92,4 +92,25 @@ test('a malformed line and a line that is not UTF-8 are 400s naming the line; th
   assert.equal(res.status, 200, await res.clone().text());
   assert.equal(((await res.json()) as { purpose: string }).purpose, 'fine-tune');
   assert.deepEqual(leftovers(dir), []);
+});
+
+test('a client that drops the connection mid-upload leaves no partial file in the store, and the server keeps serving', async () => {
+  const { url, client, dir } = await server();
+  const { request } = await import('node:http');
+  const boundary = 'floe' + Math.random().toString(36).slice(2);
+  const head = `--${boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="cut.jsonl"\r\nContent-Type: application/octet-stream\r\n\r\n`;
+  const u = new URL(url + '/v1/files');
+  const req = request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers: { 'content-type': `multipart/form-data; boundary=${boundary}`, 'content-length': String(50 * 2 ** 20) } });
+  req.on('error', () => {}); // the abort below
+  req.write(head);
+  req.write(Buffer.from((ftLine(1) + '\n').repeat(20000))); // ~1.3 MB of the announced 50 MiB
+  // wait until the partial upload is on disk, then drop the connection
+  const partial = () => (existsSync(join(dir, 'files')) ? readdirSync(join(dir, 'files')) : []).filter((f) => f.includes('.upload-'));
+  for (let i = 0; i < 600 && partial().length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(partial().length, 1, 'the upload was being written');
+  req.destroy();
+  for (let i = 0; i < 600 && leftovers(dir).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(leftovers(dir), []);
+  const f = await client.files.create({ file: await toFile(Buffer.from(ftLine(2) + '\n'), 'after.jsonl'), purpose: 'fine-tune' });
+  assert.deepEqual((await client.files.list()).data.map((x) => x.id), [f.id]);
 });

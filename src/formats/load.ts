@@ -41,6 +41,8 @@ export interface LoadOptions {
   readonly fp8Block?: readonly [number, number];
   /** Keep only these tensors (a pipeline stage's); the others are dropped before any is read or quantized. */
   readonly keep?: (name: string, config: LlamaConfig) => boolean;
+  /** With dtype: convert only the kept tensors this says yes to (a pipeline stage's own); the rest stay as stored. */
+  readonly convertIf?: (name: string) => boolean;
 }
 
 export type LoadDType = 'fp8' | 'bf16';
@@ -166,6 +168,7 @@ export async function loadModel(p: string, opts: LoadOptions = {}): Promise<Load
     // the source stays memory-mapped; each replaced tensor's view is dropped as its converted copy is made. bf16 casts
     // the whole model as vLLM's --dtype bfloat16 does; floe holds norm vectors in f32 either way (llama.ts vector())
     for (const [name, t] of m.tensors) {
+      if (opts.convertIf && !opts.convertIf(name)) continue;
       const c = convertForLoad(name, t, opts.dtype, opts.fp8Block, p);
       if (c !== t) m.tensors.set(name, c);
     }

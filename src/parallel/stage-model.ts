@@ -3,8 +3,7 @@
 // serving pipeline's embedding and head, headOn 'first') converts (--dtype) or repacks (prepareWeights) them.
 
 import { selectBackend, type BackendName } from '../backend/select.js';
-import { convertForLoad, LOAD_DTYPES, loadModel, type LoadOptions, type LoadedModel } from '../formats/load.js';
-import { showJson } from '../formats/json-show.js';
+import { loadModel, type LoadOptions, type LoadedModel } from '../formats/load.js';
 import type { LlamaConfig } from '../model/config.js';
 import { LlamaModel, type LayerRange } from '../model/llama.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -44,15 +43,10 @@ export async function openStage(path: string, rank: number, size: number, opts: 
   // stay the file's mapped views there: converting or repacking them would hold a copy never read (a bf16 embedding
   // repacked for the GEMV: 1 GB per stage at 8B)
   const own = (name: string): boolean => rank === 0 || LAYER.test(name);
-  const dtype = opts.load?.dtype;
-  if (dtype !== undefined && !LOAD_DTYPES.includes(dtype)) throw new Error(`${path}: load dtype ${showJson(dtype)} is not supported (expected ${LOAD_DTYPES.map((d) => `'${d}'`).join(' or ')})`);
-  const loaded = await loadModel(path, { ...opts.load, dtype: undefined, keep });
+  const loaded = await loadModel(path, { ...opts.load, keep, convertIf: own });
   stages ??= stagePlan(loaded.config, size, opts.stages);
   const tensors = loaded.tensors as Map<string, Tensor>;
   const mine = new Map([...tensors].filter(([name]) => own(name)));
-  if (dtype !== undefined) {
-    for (const [name, t] of mine) mine.set(name, convertForLoad(name, t, dtype, opts.load?.fp8Block, path));
-  }
   // inference weights in the layout this backend decodes fastest, as openModel does (one process and stages alike)
   backend.prepareWeights?.(mine);
   for (const [name, t] of mine) tensors.set(name, t);

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { selectBackend } from '../backend/select.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
-import { convertForLoad, loadModel } from '../formats/load.js';
+import { loadModel } from '../formats/load.js';
 import { peftKey, PEFT_WEIGHTS, writePeftAdapter } from '../formats/peft.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import type { LayerRange } from '../model/llama.js';
@@ -105,15 +105,14 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
   let stages: LayerRange[] | null = null;
   const LAYER = /^model\.layers\.(\d+)\./;
   const loaded = await loadModel(o.model, {
+    dtype: dtype ?? undefined,
+    convertIf: (name) => first || last || LAYER.test(name),
     keep: (name, cfg) => {
       stages ??= stagePlan(cfg, P, o.stages, 'last');
       const m = LAYER.exec(name);
       return !m || (Number(m[1]) >= stages[rank]!.start && Number(m[1]) < stages[rank]!.end);
     },
   });
-  if (dtype) {
-    for (const [name, t] of loaded.tensors) if (first || last || LAYER.test(name)) loaded.tensors.set(name, convertForLoad(name, t, dtype, undefined, o.model));
-  }
   const cfg = loaded.config;
   stages ??= stagePlan(cfg, P, o.stages, 'last');
   const range = stages[rank]!;

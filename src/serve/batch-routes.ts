@@ -103,11 +103,9 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
           return send(reply, 413, `${filename} is ${mib(bytes)}; a '${purpose}' file may be at most ${mib(maxBytes[purpose!]!)}`, 'file', 'file_too_large');
         }
         const lines = purpose === 'fine-tune' ? parseFineTuneFile(tmp) : parseBatchFile(tmp).length;
-        const row = adoptFile(store, purpose!, filename, tmp, lines, id);
-        got = false; // renamed: nothing to remove
-        return fileObject(row);
+        return fileObject(adoptFile(store, purpose!, filename, tmp, lines, id));
       } finally {
-        if (got || existsSync(tmp)) rmSync(tmp, { force: true });
+        rmSync(tmp, { force: true }); // a refused or broken upload (a stored one was renamed away)
       }
     });
 

@@ -1,7 +1,8 @@
 // Lines of a text file, read a chunk at a time: a JSONL file past V8's longest string (0x1fffffe8 characters, ~512 MiB)
 // or readFileSync's 2 GiB reads as well as a small one, in memory that does not grow with the file.
 
-import { closeSync, openSync, readSync } from 'node:fs';
+import { constants } from 'node:buffer';
+import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 
 /** Bytes read at a time (a line longer than this is gathered across reads). */
 export const LINE_CHUNK_BYTES = 16 * 2 ** 20;
@@ -130,4 +131,29 @@ export function firstInvalidByte(b: Uint8Array): number {
     i += n;
   }
   return b.length;
+}
+
+/**
+ * The whole of the UTF-8 text file `file` as one string, for a reader that needs a document whole (to chunk it). Bytes
+ * that are not UTF-8 throw `notUtf8(offset of the first invalid byte)`'s message. A file too large for one string (V8's
+ * longest, 0x1fffffe8 UTF-16 units: ~512 MiB of ASCII) or for readFileSync (2 GiB) is refused by name and size with
+ * what to do, where before it surfaced as a misleading "not UTF-8" (the decoder's ERR_STRING_TOO_LONG caught as such).
+ * `keepBom`: a leading byte order mark stays in the text (default: dropped). File system errors are thrown as fs throws
+ * them, with their code.
+ */
+export function readTextFile(file: string, o: { readonly keepBom?: boolean; readonly notUtf8: (offset: number) => string }): string {
+  const tooLong = (bytes: number) => new Error(`${file}: ${bytes} bytes (${(bytes / 2 ** 20).toFixed(0)} MiB) of text is more than one JavaScript string holds (${constants.MAX_STRING_LENGTH} characters, ~512 MiB) and this reader needs the document whole; split it into smaller files`);
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_FS_FILE_TOO_LARGE') throw tooLong(statSync(file).size);
+    throw e;
+  }
+  try {
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: o.keepBom ?? false }).decode(bytes);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_STRING_TOO_LONG') throw tooLong(bytes.length);
+    throw new Error(o.notUtf8(firstInvalidByte(bytes)));
+  }
 }

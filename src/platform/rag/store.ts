@@ -1,7 +1,7 @@
 // RAG collections on embedded LanceDB: one table per collection (chunks, vectors, BM25 index), ingest and search.
 
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, realpathSync, statSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { resolve } from 'node:path';
 import * as lancedb from '@lancedb/lancedb';
@@ -11,6 +11,7 @@ import { docKind } from './extract.js';
 import { docHash, prepareDocuments, type DocumentInput, type PrepareOptions, type Preparer } from './prepare.js';
 import { compileFilter, parseFilter, sqlString, type Filter } from './filter.js';
 import { rrf } from './fusion.js';
+import { readTextFile } from '../../formats/lines.js';
 
 // LanceDB's Rust log goes to stderr at warn by default ("No existing dataset … will be created"): errors only, unless set
 process.env.LANCEDB_LOG ??= 'error';
@@ -270,11 +271,9 @@ export class Collection {
       if (!statSync(p).isFile()) throw new Error(`${p}: not a file`);
     }
     // as the HTTP upload reads them: a byte order mark is dropped, and bytes that are not UTF-8 fail the ingest before
-    // any write (readFileSync would turn them into U+FFFD and embed the damage without a word)
-    const utf8 = new TextDecoder('utf-8', { fatal: true });
+    // any write (a lenient decode would turn them into U+FFFD and embed the damage without a word)
     for (const p of paths) {
-      let content: string;
-      try { content = utf8.decode(readFileSync(p)); } catch { throw new Error(`${p}: not valid UTF-8 text; convert it first (e.g. iconv -f latin1 -t utf-8)`); }
+      const content = readTextFile(p, { notUtf8: (at) => `${p}: not valid UTF-8 text (an invalid byte at offset ${at}); convert it first (e.g. iconv -f latin1 -t utf-8)` });
       docs.push({ source: p, content });
     }
     return this.ingest(docs, embedder, opts);

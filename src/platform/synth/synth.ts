@@ -2,7 +2,7 @@
 // endpoint or a SynthLlm of your own, through the filters into resumable JSONL (pipeline.ts).
 
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BackendName } from '../../backend/select.js';
@@ -13,7 +13,7 @@ import type { EngineClient } from '../../engine/protocol.js';
 import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../../formats/chat-template.js';
 import { readGguf } from '../../formats/gguf.js';
 import { tokenizerFromGguf } from '../../formats/gguf-tokenizer.js';
-import { fileLines } from '../../formats/lines.js';
+import { fileLines, readTextFile } from '../../formats/lines.js';
 import { loadTokenizer, type Tokenizer } from '../../formats/tokenizer.js';
 import { Guard } from '../guard/guard.js';
 import { DocumentChunker, type Chunker } from './chunk.js';
@@ -92,19 +92,18 @@ async function textTools(path: string): Promise<{ tokenizer: Tokenizer | null; t
 /** A --docs file as text: it must be plain UTF-8 text (a PDF, an archive or a model file is refused, not chunked as garbage). */
 function readDocument(file: string): string {
   if (!existsSync(file)) throw new Error(`synth: no document file ${file}`);
-  const bytes = readFileSync(file);
-  const nul = bytes.indexOf(0);
-  if (nul >= 0) throw new Error(`${file}: not a plain-text document (a NUL byte at offset ${nul}; a binary file?); from-documents reads UTF-8 text files`);
+  const fd = openSync(file, 'r'); // a binary file shows itself in its first bytes: refuse it before reading it whole
   try {
-    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
-  } catch {
-    let at = 0; // the first byte that is not UTF-8: every character before it decoded as itself
-    for (const ch of bytes.toString('utf8')) {
-      if (ch === '\uFFFD' && !(bytes[at] === 0xef && bytes[at + 1] === 0xbf && bytes[at + 2] === 0xbd)) break;
-      at += Buffer.byteLength(ch);
-    }
-    throw new Error(`${file}: not UTF-8 text (an invalid byte at offset ${at}); from-documents reads UTF-8 text files`);
+    const head = Buffer.alloc(64 * 1024);
+    const nul = head.subarray(0, readSync(fd, head, 0, head.length, 0)).indexOf(0);
+    if (nul >= 0) throw new Error(`${file}: not a plain-text document (a NUL byte at offset ${nul}; a binary file?); from-documents reads UTF-8 text files`);
+  } finally {
+    closeSync(fd);
   }
+  const text = readTextFile(file, { keepBom: true, notUtf8: (at) => `${file}: not UTF-8 text (an invalid byte at offset ${at}); from-documents reads UTF-8 text files` });
+  const nul = text.indexOf('\0');
+  if (nul >= 0) throw new Error(`${file}: not a plain-text document (a NUL byte at offset ${Buffer.byteLength(text.slice(0, nul))}; a binary file?); from-documents reads UTF-8 text files`);
+  return text;
 }
 
 /**

@@ -107,6 +107,8 @@ export function createApp(opts: AppOptions): ServeApp {
   const keyDigest = opts.apiKey ? createHash('sha256').update(opts.apiKey).digest() : null;
 
   app.addHook('onRequest', async (req, reply) => {
+    // OpenAI's request id: clients show it (the SDKs' _request_id, APIError.requestID); on raw, so streams and errors carry it too
+    reply.raw.setHeader('x-request-id', `req_${randomUUID().replaceAll('-', '')}`);
     const route = req.routeOptions.url ?? 'unmatched';
     reply.raw.once('close', () => metrics.requests.inc({ route, status: String(reply.raw.statusCode) }));
     // Judge by the matched route too: an encoded path (/%761/models) must not slip past auth.
@@ -354,7 +356,7 @@ export function createApp(opts: AppOptions): ServeApp {
     const railed = (usage: ReturnType<Accumulator['usage']>) => (rails ? rails.fields(usage) : { usage });
     const acc = new Accumulator(p.n, 1, metrics, t0, p.returnTokenIds);
     const head = { id, created: Math.floor(Date.now() / 1000), model: p.model };
-    const chatLogprobs = (entries: readonly LogprobEntry[] | null) => entries === null ? null : { content: logprobContent(entries) };
+    const chatLogprobs = (entries: readonly LogprobEntry[] | null) => entries === null ? null : { content: logprobContent(entries), refusal: null };
 
     if (!p.stream) {
       await drain(job, ({ source, value }) => acc.add(source, value));
@@ -365,7 +367,8 @@ export function createApp(opts: AppOptions): ServeApp {
           // cut by max_tokens inside a call: the call so far, finish_reason length (as streaming sends it)
           const calls = !useTools ? null : ch.finishReason === 'stop' ? parseToolCalls(ch.text, toolNames, maxCalls) : cutToolCalls(ch.text, toolNames, forced, maxCalls);
           return {
-          index: i, message: calls ? { role: 'assistant', content: calls.content, tool_calls: calls.calls } : { role: 'assistant', content: ch.text },
+          // refusal: the client's type requires the field; floe writes none there (a guardrail's refusal is content, finish_reason content_filter)
+          index: i, message: calls ? { role: 'assistant', content: calls.content, refusal: null, tool_calls: calls.calls } : { role: 'assistant', content: ch.text, refusal: null },
           logprobs: p.logprobs === null ? null : chatLogprobs(ch.logprobs),
           finish_reason: calls && ch.finishReason === 'stop' ? 'tool_calls' : ch.finishReason, stop_reason: ch.stopReason,
           ...(p.returnTokenIds ? { token_ids: ch.ids } : {}),

@@ -1,0 +1,80 @@
+// The chat and completions routes against the openai client's types (node_modules/openai/resources/**): fields the
+// types mark required are present with their documented types, and the headers the client reads are sent.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import OpenAI, { APIError } from 'openai';
+import { startServer, type RunningServer } from '../../src/serve/server.js';
+
+const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const T = 60_000;
+const REQUEST_ID = /^req_[0-9a-f]{32}$/; // OpenAI's x-request-id form
+
+let server: RunningServer;
+let client: OpenAI;
+before(async () => {
+  server = await startServer({ model: BROWN, port: 0, ui: false, dataDir: null, kvCacheMemory: 16 * 2 ** 20, threads: 1, log: () => {} });
+  await server.ready;
+  client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+});
+after(async () => { await server?.close(0); });
+
+const messages = [{ role: 'user' as const, content: 'Tell me about rivers.' }];
+
+test('every answer carries x-request-id (the client\'s _request_id and APIError.requestID), one per request', { timeout: T }, async () => {
+  const data = await client.chat.completions.create({ model: 'floe-brown', messages, max_tokens: 2 });
+  assert.match(String(data._request_id), REQUEST_ID);
+  const { response } = await client.chat.completions.create({ model: 'floe-brown', messages, max_tokens: 2 }).withResponse();
+  assert.match(String(response.headers.get('x-request-id')), REQUEST_ID);
+  const again = await client.completions.create({ model: 'floe-brown', prompt: 'Rivers', max_tokens: 2 });
+  assert.match(String(again._request_id), REQUEST_ID);
+  assert.notEqual(again._request_id, data._request_id, 'each request has its own id');
+
+  const streamed = await client.chat.completions.create({ model: 'floe-brown', messages, max_tokens: 2, stream: true }).withResponse();
+  assert.match(String(streamed.response.headers.get('x-request-id')), REQUEST_ID, 'a stream\'s headers too');
+  for await (const _ of streamed.data); // drain
+
+  // refusals: the error the client throws names the request
+  await assert.rejects(client.chat.completions.create({ model: 'nope', messages }), (e: unknown) => {
+    assert.ok(e instanceof APIError && e.status === 404, String(e));
+    assert.match(String(e.requestID), REQUEST_ID);
+    return true;
+  });
+  // what the client never sends: a body of the wrong type, an unknown route, a body over the limit
+  for (const [path, init] of [
+    ['/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{}' }],
+    ['/v1/nothing-here', { method: 'GET' }],
+    ['/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"model":' }],
+  ] as const) {
+    const r = await fetch(server.url + path, init);
+    assert.ok(r.status >= 400, `${path}: ${r.status}`);
+    assert.match(String(r.headers.get('x-request-id')), REQUEST_ID, `${init.method} ${path} (${r.status})`);
+  }
+});
+
+test('a chat message has refusal null, and logprobs have refusal null beside content, streamed or not', { timeout: T }, async () => {
+  const r = await client.chat.completions.create({ model: 'floe-brown', messages, max_tokens: 3, logprobs: true, top_logprobs: 1, n: 2 });
+  for (const ch of r.choices) {
+    assert.ok('refusal' in ch.message, `message ${JSON.stringify(ch.message)} lacks refusal (ChatCompletionMessage.refusal: string | null)`);
+    assert.equal(ch.message.refusal, null);
+    assert.ok(ch.logprobs && 'refusal' in ch.logprobs, `logprobs lack refusal (ChatCompletion.Choice.Logprobs.refusal: ... | null)`);
+    assert.equal(ch.logprobs.refusal, null);
+    assert.equal(ch.logprobs.content!.length, 3);
+  }
+  const plain = await client.chat.completions.create({ model: 'floe-brown', messages, max_tokens: 2 });
+  assert.equal(plain.choices[0]!.message.refusal, null, 'without logprobs too');
+  assert.equal(plain.choices[0]!.logprobs, null);
+
+  const stream = await client.chat.completions.create({ model: 'floe-brown', messages, max_tokens: 3, logprobs: true, stream: true });
+  let withLogprobs = 0;
+  for await (const chunk of stream) {
+    for (const ch of chunk.choices) {
+      if (ch.logprobs === null || ch.logprobs === undefined) continue;
+      withLogprobs++;
+      assert.ok('refusal' in ch.logprobs, `chunk logprobs ${JSON.stringify(ch.logprobs)} lack refusal`);
+      assert.equal(ch.logprobs.refusal, null);
+    }
+  }
+  assert.ok(withLogprobs > 0, 'the stream carried logprobs');
+});

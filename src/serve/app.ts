@@ -2,7 +2,7 @@
 
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
-import { EngineRequestError, type EngineClient, type GenerateOutput, type GenerateRequest, type LogprobEntry } from '../engine/protocol.js';
+import { EngineRequestError, type EngineClient, type EngineInfo, type GenerateOutput, type GenerateRequest, type LogprobEntry } from '../engine/protocol.js';
 import { encodeChat, type ChatMessage, type ChatTemplate } from '../formats/chat-template.js';
 import { cutToolCalls, parseToolCalls, ToolCallStream } from './tool-calls.js';
 import type { GenerationDefaults } from '../formats/hf-config.js';
@@ -18,7 +18,7 @@ import { engineEmbedder, noRag, registerRagRoutes } from './rag-routes.js';
 import { registerEmbeddingRoutes, type EmbeddingModel } from './embeddings-routes.js';
 import { registerConsole } from './static.js';
 import { registerResponsesRoutes } from './responses-routes.js';
-import { registerTokenizeRoutes, TOKENIZE_ROUTES } from './tokenize-routes.js';
+import { FLOE_VERSION, registerTokenizeRoutes, TOKENIZE_ROUTES } from './tokenize-routes.js';
 import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
 import {
   nestingError, parseChatRequest, parseCompletionRequest,
@@ -93,6 +93,7 @@ export function createApp(opts: AppOptions): ServeApp {
   const created = Math.floor(Date.now() / 1000);
   let ctx: ModelContext | null = null;
   let texts = new TokenTexts(null);
+  let fingerprint = '';
   let draining = false;
   let inFlight = 0;
   // Requests a graceful stop lets finish before it stops the engines they use (server.ts close)
@@ -355,14 +356,14 @@ export function createApp(opts: AppOptions): ServeApp {
     const job = await chatJob(reply, p, rails, id, ids, maxTokens);
     const railed = (usage: ReturnType<Accumulator['usage']>) => (rails ? rails.fields(usage) : { usage });
     const acc = new Accumulator(p.n, 1, metrics, t0, p.returnTokenIds);
-    const head = { id, created: Math.floor(Date.now() / 1000), model: p.model };
+    const head = { id, created: Math.floor(Date.now() / 1000), model: p.model, system_fingerprint: fingerprint };
     const chatLogprobs = (entries: readonly LogprobEntry[] | null) => entries === null ? null : { content: logprobContent(entries), refusal: null };
 
     if (!p.stream) {
       await drain(job, ({ source, value }) => acc.add(source, value));
       acc.done();
       return {
-        ...head, object: 'chat.completion', system_fingerprint: null,
+        ...head, object: 'chat.completion',
         choices: acc.choices.map((ch, i) => {
           // cut by max_tokens inside a call: the call so far, finish_reason length (as streaming sends it)
           const calls = !useTools ? null : ch.finishReason === 'stop' ? parseToolCalls(ch.text, toolNames, maxCalls) : cutToolCalls(ch.text, toolNames, forced, maxCalls);
@@ -410,7 +411,7 @@ export function createApp(opts: AppOptions): ServeApp {
       }
     }, () => {
       acc.done();
-      const end = { ...head, object: 'chat.completion.chunk', system_fingerprint: null, choices: [] };
+      const end = { ...head, object: 'chat.completion.chunk', choices: [] };
       if (rails) return p.includeUsage ? { ...end, ...railed(acc.usage()) } : { ...end, guardrails: rails.summary() };
       return p.includeUsage ? { ...end, usage: acc.usage() } : null;
     });
@@ -458,7 +459,7 @@ export function createApp(opts: AppOptions): ServeApp {
     const job = refusedPrompts.length === 0 ? checked! : refusal(rails!.responseWhenUnsafe, p.n, refusedPrompts, checked);
     const railed = (usage: ReturnType<Accumulator['usage']>) => (rails ? rails.fields(usage) : { usage });
     const acc = new Accumulator(p.n, prompts.length, metrics, t0, p.returnTokenIds);
-    const head = { id, created: Math.floor(Date.now() / 1000), model: p.model };
+    const head = { id, created: Math.floor(Date.now() / 1000), model: p.model, system_fingerprint: fingerprint };
     const promptLp: Array<ReadonlyArray<LogprobEntry | null> | null> = prompts.map(() => null);
     const offsets = Array.from({ length: p.n * prompts.length }, () => new TextOffsets());
     const echoed = new Array<boolean>(p.n * prompts.length).fill(false);
@@ -502,7 +503,7 @@ export function createApp(opts: AppOptions): ServeApp {
       await drain(job, ({ source, value }) => onOutput(source, value));
       acc.done();
       return {
-        ...head, object: 'text_completion', system_fingerprint: null,
+        ...head, object: 'text_completion',
         choices: acc.choices.map((ch, i) => {
           const k = Math.floor(i / p.n);
           return {
@@ -524,7 +525,7 @@ export function createApp(opts: AppOptions): ServeApp {
       // A token held back by the detokenizer (partial UTF-8) still reaches return_token_ids clients.
       if (text === '' && o.finishReason === null && !(p.logprobs !== null && o.logprobs?.length) && !(p.returnTokenIds && o.tokenIds.length)) return;
       send({
-        ...head, object: 'text_completion', system_fingerprint: null,
+        ...head, object: 'text_completion',
         choices: [{
           index: ch, text, logprobs: legacy(ch, source, o.logprobs, withPrompt), finish_reason: o.finishReason, stop_reason: o.stopReason,
           ...(p.promptLogprobs !== null && o.promptLogprobs ? { prompt_logprobs: vllmPromptLogprobs(source) } : {}),
@@ -534,7 +535,7 @@ export function createApp(opts: AppOptions): ServeApp {
       });
     }, () => {
       acc.done();
-      const end = { ...head, object: 'text_completion', system_fingerprint: null, choices: [] };
+      const end = { ...head, object: 'text_completion', choices: [] };
       if (rails) return p.includeUsage ? { ...end, ...railed(acc.usage()) } : { ...end, guardrails: rails.summary() };
       return p.includeUsage ? { ...end, usage: acc.usage() } : null;
     });
@@ -553,6 +554,7 @@ export function createApp(opts: AppOptions): ServeApp {
     ready(c) {
       ctx = c;
       texts = new TokenTexts(c.tokenizer);
+      fingerprint = systemFingerprint(c.engine.info);
     },
     drain() {
       draining = true;
@@ -566,6 +568,16 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const t = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms); });
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * OpenAI's system_fingerprint: names the backend configuration a seed's samples depend on (floe's version, the model,
+ * its weights as held after --dtype, the KV cache dtype, speculative decoding), so that a client comparing runs sees
+ * when it changed.
+ */
+function systemFingerprint(info: EngineInfo): string {
+  const config = { version: FLOE_VERSION, model: info.modelId, weights: info.weights ?? null, kv: info.kvDtype, speculative: info.speculative ?? null };
+  return `fp_${createHash('sha256').update(JSON.stringify(config)).digest('hex').slice(0, 10)}`;
 }
 
 function clampLp(lp: number): number {
@@ -582,10 +594,10 @@ function tokenInfo(texts: TokenTexts, id: number, lp: number) {
   return { token: t.text, logprob: clampLp(lp), bytes: t.bytes };
 }
 
-function chatChunk(head: { id: string; created: number; model: string }, index: number, delta: Record<string, unknown>,
+function chatChunk(head: { id: string; created: number; model: string; system_fingerprint: string }, index: number, delta: Record<string, unknown>,
   logprobs: unknown, finish: string | null, includeUsage: boolean) {
   return {
-    ...head, object: 'chat.completion.chunk', system_fingerprint: null,
+    ...head, object: 'chat.completion.chunk',
     choices: [{ index, delta, logprobs, finish_reason: finish }],
     ...(includeUsage ? { usage: null } : {}),
   };

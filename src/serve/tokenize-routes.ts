@@ -24,9 +24,11 @@ const TOKENIZE_CHAT_KEYS = new Set(['model', 'messages', 'add_generation_prompt'
 const TOKENIZE_KEYS = new Set([...TOKENIZE_PROMPT_KEYS, ...TOKENIZE_CHAT_KEYS]);
 const DETOKENIZE_KEYS = new Set(['model', 'tokens']);
 
+/** floe's package version (GET /version; part of the completions' system_fingerprint). */
+export const FLOE_VERSION = (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+
 export function registerTokenizeRoutes(app: FastifyInstance, o: TokenizeRouteOptions): void {
-  const version = (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
-  app.get('/version', async () => ({ version }));
+  app.get('/version', async () => ({ version: FLOE_VERSION }));
 
   app.post('/tokenize', async (req) => {
     const b = bodyObject(req.body, TOKENIZE_KEYS); // then the keys of its kind, below

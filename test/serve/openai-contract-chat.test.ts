@@ -78,3 +78,38 @@ test('a chat message has refusal null, and logprobs have refusal null beside con
   }
   assert.ok(withLogprobs > 0, 'the stream carried logprobs');
 });
+
+test('system_fingerprint is a string (the client types it string), one per backend configuration', { timeout: T }, async () => {
+  const FP = /^fp_[0-9a-f]{10}$/;
+  const chat = await client.chat.completions.create({ model: 'floe-brown', messages, max_tokens: 2 });
+  assert.match(String(chat.system_fingerprint), FP);
+  const fp = chat.system_fingerprint;
+  const text = await client.completions.create({ model: 'floe-brown', prompt: 'Rivers', max_tokens: 2 });
+  assert.equal(text.system_fingerprint, fp, 'completions: the same server, the same fingerprint');
+  for (const stream of [
+    await client.chat.completions.create({ model: 'floe-brown', messages, max_tokens: 2, stream: true, stream_options: { include_usage: true } }),
+    await client.completions.create({ model: 'floe-brown', prompt: 'Rivers', max_tokens: 2, stream: true, stream_options: { include_usage: true } }),
+  ]) {
+    let chunks = 0;
+    for await (const chunk of stream) {
+      chunks++;
+      assert.equal(chunk.system_fingerprint, fp, `chunk ${JSON.stringify(chunk).slice(0, 200)}`);
+    }
+    assert.ok(chunks >= 2);
+  }
+  // another server: the same configuration gives the same fingerprint, other weights (--dtype bf16) another
+  const fingerprintOf = async (dtype: 'bf16' | undefined) => {
+    const other = await startServer({ model: BROWN, port: 0, ui: false, dataDir: null, kvCacheMemory: 16 * 2 ** 20, threads: 1, log: () => {}, ...(dtype ? { dtype } : {}) });
+    try {
+      await other.ready;
+      const c = new OpenAI({ baseURL: `${other.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      return (await c.chat.completions.create({ model: 'floe-brown', messages, max_tokens: 1 })).system_fingerprint;
+    } finally {
+      await other.close(0);
+    }
+  };
+  assert.equal(await fingerprintOf(undefined), fp, 'a restart with the same configuration');
+  const bf16 = await fingerprintOf('bf16');
+  assert.match(String(bf16), FP);
+  assert.notEqual(bf16, fp, 'weights held as bf16 are another backend configuration');
+});

@@ -71,12 +71,25 @@ export interface ServeApp {
 export const DEFAULT_BODY_LIMIT = 8 * 2 ** 20;
 
 const LOGPROB_FLOOR = -9999; // JSON has no -Infinity
+const MAX_PARAM_LENGTH = 1024; // characters of one path parameter (a model or object id)
 const RETRY_AFTER_S = 1; // Retry-After on 429 and on 503 while loading
 
 export function createApp(opts: AppOptions): ServeApp {
   const metrics = opts.metrics ?? new ServeMetrics();
   const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
-  const app = Fastify({ logger: opts.logger ?? false, bodyLimit, forceCloseConnections: 'idle', return503OnClosing: true });
+  const app = Fastify({
+    logger: opts.logger ?? false, bodyLimit, forceCloseConnections: 'idle', return503OnClosing: true,
+    // Fastify's 100 cuts path parameters such as a fine-tuned checkpoint's model id (ft:<base>:floe:<suffix up to 64>:<job id>:ckpt-step-N)
+    maxParamLength: MAX_PARAM_LENGTH,
+    // the router's own refusals (a malformed %-escape, a parameter past that) in OpenAI's error shape, as every other answer
+    frameworkErrors: (err, req, reply) => {
+      const path = req.raw.url?.split('?')[0]?.slice(0, 200) ?? '';
+      const e = err.code === 'FST_ERR_MAX_PARAM_LENGTH'
+        ? new ApiError(414, `a path segment of ${path} is longer than ${MAX_PARAM_LENGTH} characters`, null, 'uri_too_long')
+        : new ApiError(400, `the URL ${path} is not valid: ${err.message}`, null, 'invalid_url');
+      void (reply as FastifyReply).code(e.status).header('x-request-id', `req_${randomUUID().replaceAll('-', '')}`).send(e.body());
+    },
+  });
   // Bodies are JSON (or multipart uploads). Fastify would hand a text/plain body (fetch's default for a string) to the
   // routes as a string, refused as 'not a JSON object'; a 415 that names the header to send says what to do instead.
   app.removeContentTypeParser('text/plain');

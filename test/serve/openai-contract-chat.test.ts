@@ -113,3 +113,25 @@ test('system_fingerprint is a string (the client types it string), one per backe
   assert.match(String(bf16), FP);
   assert.notEqual(bf16, fp, 'weights held as bf16 are another backend configuration');
 });
+
+test('a model id of 100+ characters (a fine-tuned checkpoint with a suffix) reaches the model routes; a malformed URL is a 400 in OpenAI\'s shape', { timeout: T }, async () => {
+  // ft:<base>:floe:<suffix up to 64>:<job id>:ckpt-step-N, as jobs name their models: 136 characters here
+  const long = `ft:floe-brown:floe:${'s'.repeat(64)}:ftjob-${'0'.repeat(32)}:ckpt-step-10`;
+  assert.ok(long.length > 100);
+  // (this server has no data dir, so no DELETE route: a plain 404 there, past the router either way)
+  for (const [call, code] of [[() => client.models.retrieve(long), 'model_not_found'], [() => client.models.delete(long), 'not_found']] as const) {
+    await assert.rejects(call(), (e: unknown) => {
+      assert.ok(e instanceof APIError, String(e));
+      assert.equal(e.status, 404, `${e.status} ${JSON.stringify(e.error)}`);
+      assert.equal(e.code, code);
+      return true;
+    });
+  }
+  const r = await fetch(`${server.url}/v1/models/%E0%A4%A`); // a truncated UTF-8 escape
+  assert.equal(r.status, 400);
+  const body = await r.json() as { error: { message: string; type: string; param: unknown; code: unknown } };
+  assert.deepEqual(Object.keys(body.error).sort(), ['code', 'message', 'param', 'type'], JSON.stringify(body));
+  assert.equal(body.error.type, 'invalid_request_error');
+  assert.match(body.error.message, /%E0%A4%A/);
+  assert.match(String(r.headers.get('x-request-id')), REQUEST_ID);
+});

@@ -1,7 +1,8 @@
 // Start-up cost of `--dtype fp8|bf16`: loadModel(dir, { dtype }) on a random-weight HF checkpoint of the 1B shape
 // stored in f32, bf16 or f16, with the conversion in native code (default) against the JavaScript one
 // (FLOE_NATIVE_CONVERT=0), each in a fresh child process, alternating, after the file was read once into the page
-// cache (so the figure is the conversion, not the disk). Prints ns a converted value and the wall time of the load.
+// cache (so the figure is the conversion, not the disk). Prints ns a converted value and the wall time of the load, and
+// the child's peak RSS and what stays resident after it (the mapped file, anonymous memory).
 //
 // usage: node --import tsx bench/load-dtype.ts [--shape 1b|small] [--src f32,bf16,f16] [--dtype fp8,bf16] [--reps 3]
 //          [--modes native,js] [--out FILE.json] [--gen-only]
@@ -117,6 +118,8 @@ function ensureDir(shape: string, c: LlamaConfig, src: Src): string {
   return dir;
 }
 
+const gb = (b: number) => (b / 2 ** 30).toFixed(2);
+
 /** Child: one timed load, printed as a JSON line. */
 async function child(dir: string, dtype: 'fp8' | 'bf16'): Promise<void> {
   const { loadModel } = await import('../src/formats/load.js');
@@ -129,7 +132,9 @@ async function child(dir: string, dtype: 'fp8' | 'bf16'): Promise<void> {
   const ms = performance.now() - t0;
   let held = 0;
   for (const t of m.tensors.values()) held += t.data.byteLength;
-  process.stdout.write(JSON.stringify({ ms, converted, held_bytes: held, ns_per_value: (ms * 1e6) / converted }) + '\n');
+  // memory after the load (kB in /proc/self/status): the peak, and how much of what stays resident is the mapped file
+  const kb = (k: string) => Number(/\d+/.exec(fs.readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith(`${k}:`)) ?? '0')![0]) * 1024;
+  process.stdout.write(JSON.stringify({ ms, converted, held_bytes: held, ns_per_value: (ms * 1e6) / converted, peak_rss: kb('VmHWM'), rss_file: kb('RssFile'), rss_anon: kb('RssAnon') }) + '\n');
 }
 
 function arg(name: string, def: string): string {
@@ -152,16 +157,17 @@ async function main(): Promise<void> {
   console.log(machineLine(mi));
   console.log(`loadModel(dir, { dtype }) on a random ${shape} checkpoint, pool of ${threads} threads, page cache warm, ${reps} alternations (native = default, js = FLOE_NATIVE_CONVERT=0)`);
   const rows: Record<string, unknown>[] = [];
-  console.log('src   dtype  mode     load s (each rep)            ns/value  held GB');
+  console.log('src   dtype  mode     load s (each rep)            ns/value  held GB  peak RSS GB  then file / anon GB');
   for (const src of srcs) {
     const dir = ensureDir(shape, c, src);
     if (process.argv.includes('--gen-only')) continue;
-    spawnSync('cat', [path.join(dir, 'model.safetensors')], { stdio: ['ignore', 'ignore', 'inherit'] }); // warm the page cache
     for (const dtype of dtypes) {
       if (dtype === 'bf16' && src === 'bf16') continue; // nothing to convert
-      const res: Record<string, { ms: number; ns_per_value: number; held_bytes: number }[]> = {};
+      const res: Record<string, { ms: number; ns_per_value: number; held_bytes: number; peak_rss: number; rss_file: number; rss_anon: number }[]> = {};
       for (let r = 0; r < reps; r++) {
         for (const mode of modes) {
+          // warm the page cache before every load: a native conversion hands its source pages back (MADV_PAGEOUT)
+          spawnSync('cat', [path.join(dir, 'model.safetensors')], { stdio: ['ignore', 'ignore', 'inherit'] });
           const env = { ...process.env, ...(mode === 'js' ? { FLOE_NATIVE_CONVERT: '0' } : {}) };
           const p = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', '--dir', dir, '--dtype', dtype], { env, encoding: 'utf8', maxBuffer: 1 << 20 });
           if (p.status !== 0) throw new Error(`child ${src} ${dtype} ${mode} failed: ${p.stderr}`);
@@ -171,8 +177,9 @@ async function main(): Promise<void> {
       for (const mode of modes) {
         const xs = res[mode]!;
         const best = xs.reduce((a, b) => (a.ms < b.ms ? a : b));
-        console.log(`${src.padEnd(5)} ${dtype.padEnd(6)} ${mode.padEnd(8)} ${xs.map((x) => (x.ms / 1000).toFixed(2)).join(', ').padEnd(28)} ${best.ns_per_value.toFixed(2).padStart(8)}  ${(best.held_bytes / 2 ** 30).toFixed(2)}`);
-        rows.push({ src, dtype, mode, load_s: xs.map((x) => x.ms / 1000), best_ns_per_value: best.ns_per_value, held_bytes: best.held_bytes });
+        console.log(`${src.padEnd(5)} ${dtype.padEnd(6)} ${mode.padEnd(8)} ${xs.map((x) => (x.ms / 1000).toFixed(2)).join(', ').padEnd(28)} ${best.ns_per_value.toFixed(2).padStart(8)}  ${(best.held_bytes / 2 ** 30).toFixed(2).padStart(7)}  ${gb(Math.max(...xs.map((x) => x.peak_rss))).padStart(11)}  ${gb(Math.max(...xs.map((x) => x.rss_file)))} / ${gb(Math.max(...xs.map((x) => x.rss_anon)))}`);
+        rows.push({ src, dtype, mode, load_s: xs.map((x) => x.ms / 1000), best_ns_per_value: best.ns_per_value, held_bytes: best.held_bytes,
+          peak_rss: xs.map((x) => x.peak_rss), rss_file: xs.map((x) => x.rss_file), rss_anon: xs.map((x) => x.rss_anon) });
       }
       if (res.native && res.js) {
         const b = (m: string) => Math.min(...res[m]!.map((x) => x.ms));

@@ -433,8 +433,7 @@ static Napi::Uint8Array weight_array(Napi::Env env, void* p, int64_t bytes) {
 }
 
 // q8Repack(src, N, C) → a new 64-byte aligned buffer holding the q8_0 weight src (N, C) as q8_0r16 (common.h),
-// filled by the thread pool; then src's pages are handed back to the kernel (MADV_PAGEOUT: a file mapping re-reads
-// them if touched again, anonymous memory keeps its data), so the weight is not resident twice.
+// filled by the thread pool; then src's pages are handed back to the kernel (page_out, convert.h).
 Napi::Value Q8Repack(const Napi::CallbackInfo& info) {
   const char* op = "q8Repack";
   need_args(info, op, 3);
@@ -451,11 +450,7 @@ Napi::Value Q8Repack(const Napi::CallbackInfo& info) {
   parallel_for((G + chunk - 1) / chunk, [&](int64_t t) {
     q8r_repack(src.p, N, C, t * chunk, std::min(G, (t + 1) * chunk), static_cast<uint8_t*>(out));
   });
-#ifdef MADV_PAGEOUT
-  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE)), a = (uintptr_t(src.p) + page - 1) / page * page,
-                  e = (uintptr_t(src.p) + uintptr_t(bytes)) / page * page;
-  if (e > a) ::madvise(reinterpret_cast<void*>(a), e - a, MADV_PAGEOUT);  // advice only: failure changes nothing
-#endif
+  page_out(src.p, bytes);
   count("q8Repack", "q8_0r16", kernels().name);
   return weight_array(env, out, bytes);
 }
@@ -484,11 +479,7 @@ Napi::Value R16Repack(const Napi::CallbackInfo& info) {
     if (out_dt == DT_FP8R) fp8r_repack(src.p, C, t * chunk, std::min(G, (t + 1) * chunk), static_cast<uint8_t*>(out));
     else r16_repack(src.p, out_dt, C, t * chunk, std::min(G, (t + 1) * chunk), static_cast<uint8_t*>(out));
   });
-#ifdef MADV_PAGEOUT
-  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE)), a = (uintptr_t(src.p) + page - 1) / page * page,
-                  e = (uintptr_t(src.p) + uintptr_t(bytes)) / page * page;
-  if (e > a) ::madvise(reinterpret_cast<void*>(a), e - a, MADV_PAGEOUT);  // advice only: failure changes nothing
-#endif
+  page_out(src.p, bytes);
   count("r16Repack", weight_name(out_dt), kernels().name);
   return weight_array(env, out, bytes);
 }

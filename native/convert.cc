@@ -3,10 +3,12 @@
 //
 // convertFp8(src, dtype, N, C, br, bc, out, scale): out (N, C) fp8 codes, scale (ceil(N/br), ceil(C/bc)).
 // convertBf16(src, dtype, N, C, out): out (N, C) bf16, little-endian.
+// Both then hand src's pages back to the kernel (page_out): a model converted at load does not keep its checkpoint resident.
 // src: the weight's row-major bytes (any alignment); dtype codes as DTYPE_CODE (0 f32, 1 f16, 2 bf16). Each call counts
 // "convertFp8.<src dtype>.<isa>" / "convertBf16.<src dtype>.<isa>" (counters()).
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -84,6 +86,20 @@ void advise_huge(uint8_t* p, int64_t bytes) {
   if (e > a) ::madvise(reinterpret_cast<void*>(a), e - a, MADV_HUGEPAGE);
 }
 
+}  // namespace
+
+void page_out(const void* p, int64_t bytes) {
+#ifdef MADV_PAGEOUT
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE)), a = (uintptr_t(p) + page - 1) / page * page,
+                  e = (uintptr_t(p) + uintptr_t(bytes)) / page * page;
+  if (e > a) ::madvise(reinterpret_cast<void*>(a), e - a, MADV_PAGEOUT);
+#else
+  (void)p, (void)bytes;
+#endif
+}
+
+namespace {
+
 // Source dtype argument: f32, f16 or bf16 (bf16 only where allowed).
 int source_dtype(const Napi::CallbackInfo& info, size_t i, const char* op, bool bf16) {
   const int64_t dt = integer(info, i, op, "dtype");
@@ -117,6 +133,7 @@ Napi::Value ConvertFp8(const Napi::CallbackInfo& info) {
       fn(dt, src.p, N, C, br, bc, t * chunk, std::min(gr, (t + 1) * chunk), out.p, scale.p, ns);
     });
   }
+  page_out(src.p, src.n);
   count(op, weight_name(dt), kernels().name);
   return env.Undefined();
 }
@@ -137,6 +154,7 @@ Napi::Value ConvertBf16(const Napi::CallbackInfo& info) {
   advise_huge(out.p, out.n);
   const int64_t chunk = std::max<int64_t>(1 << 16, (n + 63) / 64);  // values a task: up to 64 tasks
   parallel_for((n + chunk - 1) / chunk, [&](int64_t t) { fn(dt, src.p, t * chunk, std::min(n, (t + 1) * chunk), out.p); });
+  page_out(src.p, src.n);
   count(op, weight_name(dt), kernels().name);
   return env.Undefined();
 }

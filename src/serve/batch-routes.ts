@@ -94,6 +94,11 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
             got = true;
           } else if (part.fieldname === 'purpose') {
             purpose = String(part.value);
+          } else if (/^expires_after(\[|$)/.test(part.fieldname)) {
+            // the client sends expires_after: {anchor, seconds} as expires_after[anchor], expires_after[seconds]
+            return send(reply, 400, "'expires_after' is not supported: files here are kept until deleted (DELETE /v1/files/{file_id}); leave it out", 'expires_after', 'unsupported_parameter');
+          } else {
+            return send(reply, 400, `unrecognized request argument '${part.fieldname.slice(0, 100)}'; POST /v1/files takes the fields purpose and file`, part.fieldname.slice(0, 100), 'unknown_parameter');
           }
         }
         if (!(UPLOAD_PURPOSES as readonly (string | null)[]).includes(purpose)) return send(reply, 400, `purpose must be one of ${UPLOAD_PURPOSES.map((p) => `'${p}'`).join(', ')}, got ${JSON.stringify(purpose)}`, 'purpose', 'invalid_value');

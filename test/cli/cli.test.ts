@@ -6,13 +6,14 @@ import { spawn, spawnSync } from 'node:child_process';
 import { linkSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { readGguf } from '../../src/formats/gguf.js';
 import { tokenizerFromGguf } from '../../src/formats/gguf-tokenizer.js';
 import { loadAddon } from '../../src/backend/native-addon.js';
 
 const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
+const DIST_MAIN = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url)); // what BIN runs
 const FIX = fileURLToPath(new URL('../fixtures/models/', import.meta.url));
 
 /** spawnSync's result fields, without blocking the event loop (stdin closed at once; killed after 30 s). */
@@ -214,9 +215,8 @@ test('floe generate text continues the prompt as decoding prompt + output would 
 });
 
 /** `--flag METAVAR` pairs of one command's help whose metavar is a number (N, K, P, … or a default like 128). */
-function numericFlags(cmd: string): string[] {
+function numericFlags(help: string): string[] {
   const TEXTUAL = new Set(['PATH', 'DIR', 'FILE', 'TEXT', 'HOST', 'KEY', 'NAME', 'LIST', 'MODEL', 'IN', 'OUT', 'BASE', 'IDS']);
-  const help = floe(cmd, '--help').out;
   const flags = [...help.matchAll(/--([a-z][a-z-]*)[ =]([A-Z][A-Z0-9]*|\d+)(?![\w,])/g)].filter((m) => !TEXTUAL.has(m[2]!)).map((m) => m[1]!);
   return [...new Set(flags)];
 }
@@ -243,6 +243,41 @@ test('floe embed --help names every flag its parser takes', () => {
   for (const f of flags) assert.match(r.out, new RegExp(`--${f}\\b`), `floe embed --help lists --${f}`);
 });
 
+/**
+ * `run` of the built CLI (what bin/floe.js awaits for its exit code) on each argv in turn, all in one process: the
+ * status, stdout and stderr of each, as a process of its own gives them (an uncaught error: status 1 and its stack).
+ * A run that never returns (a flag accepted, a server started) is named when the process is killed at the deadline.
+ */
+function runEach(argvs: string[][]): Array<{ status: number | null; stdout: string; stderr: string }> {
+  const list = join(mkdtempSync(join(tmpdir(), 'floe-run-each-')), 'argv.json');
+  writeFileSync(list, JSON.stringify(argvs));
+  const script = `
+    import { readFileSync, writeSync } from 'node:fs';
+    const { run } = await import(${JSON.stringify(pathToFileURL(DIST_MAIN).href)});
+    const [out, err] = [process.stdout.write, process.stderr.write];
+    for (const argv of JSON.parse(readFileSync(process.argv[1], 'utf8'))) {
+      writeSync(1, JSON.stringify({ start: argv }) + '\\n');
+      let stdout = '', stderr = '';
+      process.stdout.write = (s) => { stdout += s; return true; };
+      process.stderr.write = (s) => { stderr += s; return true; };
+      let status;
+      try { status = await run(argv); } catch (e) { status = 1; stderr += e?.stack ?? String(e); }
+      finally { process.stdout.write = out; process.stderr.write = err; }
+      writeSync(1, JSON.stringify({ status, stdout, stderr }) + '\\n');
+    }`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, '--', list], { encoding: 'utf8', timeout: 120_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines = r.stdout.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { start?: string[]; status: number | null; stdout: string; stderr: string });
+  const results = lines.filter((l) => !l.start);
+  if (results.length !== argvs.length) {
+    const last = lines.at(-1)?.start;
+    assert.fail(`${results.length} of ${argvs.length} runs returned; ${last ? `floe ${last.join(' ')} never did` : 'the runner failed'} (${r.error?.message ?? r.stderr})`);
+  }
+  return results;
+}
+
+// ~170 checks. Each one's own process (~0.5 s of Node's start-up, three at a time) took ~18 s of the suite: they run
+// as `run` calls in one process (the helps they read too), and the eight named at the end as processes of their own
+// as well (bin/floe.js itself).
 test('every numeric flag of every command rejects a negative value before doing any work', async () => {
   const out = mkdtempSync(join(tmpdir(), 'floe-neg-'));
   const base: Record<string, string[]> = {
@@ -251,27 +286,24 @@ test('every numeric flag of every command rejects a negative value before doing 
     quantize: ['--model', join(out, 'm'), '--out', join(out, 'q'), '--fp8'], tokenizer: ['train', '--data', join(out, 'd.txt'), '--out', join(out, 't'), '--vocab-size', '300'],
   };
   const runs: Array<{ cmd: string; flag: string; argv: string[] }> = [];
-  for (const [cmd, args] of Object.entries(base)) {
-    const flags = cmd === 'chat' ? [...numericFlags('chat'), 'temperature', 'top-k', 'top-p', 'min-p', 'repetition-penalty', 'seed', 'threads'] : numericFlags(cmd);
+  const help = runEach(Object.keys(base).map((cmd) => [cmd, '--help']));
+  for (const [i, [cmd, args]] of Object.entries(base).entries()) {
+    assert.equal(help[i]!.status, 0, `${cmd} --help: ${help[i]!.stderr}`);
+    const flags = cmd === 'chat' ? [...numericFlags(help[i]!.stdout), 'temperature', 'top-k', 'top-p', 'min-p', 'repetition-penalty', 'seed', 'threads'] : numericFlags(help[i]!.stdout);
     assert.ok(flags.length > 0, `${cmd} has numeric flags`);
-    for (const flag of flags) runs.push({ cmd, flag, argv: [BIN, ...(cmd === 'tokenizer' ? ['tokenizer'] : [cmd]), ...args, `--${flag}=-1`] });
+    for (const flag of flags) runs.push({ cmd, flag, argv: [...(cmd === 'tokenizer' ? ['tokenizer'] : [cmd]), ...args, `--${flag}=-1`] });
   }
-  // ~170 processes, three at a time (each is mostly Node's start-up)
+  const check = ({ cmd, flag }: { cmd: string; flag: string }, r: { status: number | null; stderr: string }) => {
+    assert.notEqual(r.status, 0, `${cmd} --${flag}=-1 was accepted`);
+    assert.match(r.stderr, new RegExp(`--${flag}\\b`), `${cmd} --${flag}=-1: ${r.stderr}`);
+    assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
+  };
   const seen: string[] = [];
-  const queue = [...runs];
-  await Promise.all(Array.from({ length: 3 }, async () => {
-    for (let run; (run = queue.shift());) {
-      const { cmd, flag, argv } = run;
-      const r = await spawnAsync(process.execPath, argv);
-      assert.notEqual(r.status, 0, `${cmd} --${flag}=-1 was accepted`);
-      assert.match(r.stderr, new RegExp(`--${flag}\\b`), `${cmd} --${flag}=-1: ${r.stderr}`);
-      assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
-      seen.push(`${cmd} --${flag}`);
-    }
-  }));
-  for (const f of ['generate --top-k', 'generate --logprobs', 'generate --max-tokens', 'finetune --lora-rank', 'finetune --lr', 'serve --port', 'eval --max-seq-len', 'quantize --block']) {
-    assert.ok(seen.includes(f), `${f} was found in the help and checked`);
-  }
+  runEach(runs.map((x) => x.argv)).forEach((r, i) => { check(runs[i]!, r); seen.push(`${runs[i]!.cmd} --${runs[i]!.flag}`); });
+  const named = ['generate --top-k', 'generate --logprobs', 'generate --max-tokens', 'finetune --lora-rank', 'finetune --lr', 'serve --port', 'eval --max-seq-len', 'quantize --block'];
+  for (const f of named) assert.ok(seen.includes(f), `${f} was found in the help and checked`);
+  // the same checks as processes: bin/floe.js's exit code and stderr
+  await Promise.all(runs.filter((x) => named.includes(`${x.cmd} --${x.flag}`)).map(async (x) => check(x, await spawnAsync(process.execPath, [BIN, ...x.argv]))));
 });
 
 test('out-of-range values and conflicting flags are refused with exit code 2', () => {

@@ -26,6 +26,7 @@ export interface ResponsesParams {
   readonly tools: Array<Record<string, unknown>>; // echoed in the flat shape
   readonly toolChoice: unknown; // echoed
   readonly topLogprobs: number | null; // null: no logprobs
+  readonly topP: number; // echoed: as asked (0 runs as top-k 1), else the sampling's
   readonly maxOutputTokens: number | null;
   readonly ignored: readonly string[];
 }
@@ -196,7 +197,7 @@ export function parseResponsesRequest(body: unknown, ctx: ValidationContext, pre
     chat: { ...chat, maxTokensParam: 'max_output_tokens' },
     items, history, instructions, previousResponseId: (prevV as string | undefined) ?? null, store, metadata: (meta as Record<string, string> | undefined) ?? null,
     text: { format: get(b, 'text') !== undefined && isObj((get(b, 'text') as Obj).format) ? (get(b, 'text') as Obj).format as Obj : { type: 'text' }, verbosity: 'medium' },
-    tools, toolChoice: toolChoice ?? (tools.length > 0 ? 'auto' : 'none'), topLogprobs,
+    tools, toolChoice: toolChoice ?? (tools.length > 0 ? 'auto' : 'none'), topLogprobs, topP: get(b, 'top_p') === 0 ? 0 : chat.sampling.topP,
     maxOutputTokens: chat.maxTokens, ignored,
   };
 }

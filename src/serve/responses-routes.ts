@@ -180,7 +180,7 @@ function responseObject(id: string, createdAt: number, status: string, p: Respon
     instructions: p.instructions, max_output_tokens: p.maxOutputTokens, max_tool_calls: null, model: p.chat.model, output,
     parallel_tool_calls: p.chat.parallelToolCalls, previous_response_id: p.previousResponseId, reasoning: { effort: null, summary: null },
     service_tier: 'default', store: stored, temperature: s.temperature, text: p.text, tool_choice: p.toolChoice, tools: p.tools,
-    top_logprobs: p.topLogprobs ?? 0, top_p: s.topP, truncation: 'disabled', usage: u, metadata: p.metadata ?? {},
+    top_logprobs: p.topLogprobs ?? 0, top_p: p.topP, truncation: 'disabled', usage: u, metadata: p.metadata ?? {},
     ...(rails && u ? rails.fields(u) : {}),
   };
 }

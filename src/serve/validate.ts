@@ -266,8 +266,11 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
 
   // A field the request leaves out takes the model's generation_config.json value (as vLLM does), else OpenAI's default.
   const temperature = optNum(b, 'temperature', d.temperature ?? 1, { min: 0, max: 2 });
-  const topP = optNum(b, 'top_p', d.topP ?? 1, { gt: 0, max: 1 });
-  const topK = optNum(b, 'top_k', d.topK ?? 0, { min: -1, integer: true });
+  const topPAsked = optNum(b, 'top_p', d.topP ?? 1, { min: 0, max: 1 });
+  // OpenAI takes top_p 0 (clients send it for determinism): a nucleus of the most likely token alone, i.e. top-k 1
+  const topP = topPAsked === 0 ? 1 : topPAsked;
+  const topKAsked = optNum(b, 'top_k', d.topK ?? 0, { min: -1, integer: true });
+  const topK = topPAsked === 0 ? 1 : topKAsked;
   const minP = optNum(b, 'min_p', d.minP ?? 0, { min: 0, max: 1 });
   const repetitionPenalty = optNum(b, 'repetition_penalty', d.repetitionPenalty ?? 1, { gt: 0, max: 100 });
   const frequencyPenalty = optNum(b, 'frequency_penalty', 0, { min: -2, max: 2 });

@@ -205,7 +205,7 @@ const BAD: Array<[string, string, Record<string, unknown>, string | null]> = [
   ['chat', 'image part', { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] }, 'messages[0].content[0].type'],
   ['chat', 'temperature too high', { ...user('x'), temperature: 3 }, 'temperature'],
   ['chat', 'temperature string', { ...user('x'), temperature: 'hot' }, 'temperature'],
-  ['chat', 'top_p zero', { ...user('x'), top_p: 0 }, 'top_p'],
+  ['chat', 'top_p negative', { ...user('x'), top_p: -0.1 }, 'top_p'], // 0 is OpenAI's greedy (openai-contract-chat.test.ts)
   ['chat', 'top_k fractional', { ...user('x'), top_k: 1.5 }, 'top_k'],
   ['chat', 'min_p above 1', { ...user('x'), min_p: 1.5 }, 'min_p'],
   ['chat', 'repetition_penalty 0', { ...user('x'), repetition_penalty: 0 }, 'repetition_penalty'],

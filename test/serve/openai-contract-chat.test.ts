@@ -135,3 +135,22 @@ test('a model id of 100+ characters (a fine-tuned checkpoint with a suffix) reac
   assert.match(body.error.message, /%E0%A4%A/);
   assert.match(String(r.headers.get('x-request-id')), REQUEST_ID);
 });
+
+test('top_p 0 (OpenAI takes it; clients send it for determinism) samples the most likely token: the greedy answer', { timeout: T }, async () => {
+  const greedy = await client.chat.completions.create({ model: 'floe-brown', messages, max_tokens: 24, temperature: 0 });
+  const expected = greedy.choices[0]!.message.content;
+  assert.ok(expected && expected.length > 0);
+  // a hot temperature would scatter the samples: top_p 0 leaves one candidate per step
+  const r = await client.chat.completions.create({ model: 'floe-brown', messages, max_tokens: 24, temperature: 1.8, top_p: 0, n: 3, seed: 7 });
+  assert.deepEqual(r.choices.map((c) => c.message.content), [expected, expected, expected]);
+  const text = await client.completions.create({ model: 'floe-brown', prompt: 'Rivers run', max_tokens: 16, temperature: 0 });
+  const textTopP = await client.completions.create({ model: 'floe-brown', prompt: 'Rivers run', max_tokens: 16, temperature: 1.8, top_p: 0 });
+  assert.equal(textTopP.choices[0]!.text, text.choices[0]!.text, '/v1/completions too');
+  // the Responses API echoes top_p as asked
+  const resp = await client.responses.create({ model: 'floe-brown', input: 'Tell me about rivers.', max_output_tokens: 24, temperature: 1.8, top_p: 0, store: false });
+  assert.equal(resp.top_p, 0);
+  const respGreedy = await client.responses.create({ model: 'floe-brown', input: 'Tell me about rivers.', max_output_tokens: 24, temperature: 0, store: false });
+  assert.equal(resp.output_text, respGreedy.output_text);
+  // outside [0, 1] is still refused, naming the field
+  await assert.rejects(client.chat.completions.create({ model: 'floe-brown', messages, top_p: -0.1 }), (e: unknown) => e instanceof APIError && e.status === 400 && e.param === 'top_p');
+});

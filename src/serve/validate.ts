@@ -276,7 +276,7 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
   const frequencyPenalty = optNum(b, 'frequency_penalty', 0, { min: -2, max: 2 });
   const presencePenalty = optNum(b, 'presence_penalty', 0, { min: -2, max: 2 });
   const seedV = get(b, 'seed');
-  const seed = seedV === undefined ? null : num(seedV, 'seed', { min: -(2 ** 53) + 1, integer: true });
+  const seed = seedV === undefined ? null : seedOf(seedV);
 
   let logitBias: Record<string, number> | null = null;
   const lb = get(b, 'logit_bias');
@@ -335,6 +335,17 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     ignored,
     constraint: guided(b),
   };
+}
+
+/**
+ * OpenAI's seed is an int64, which JSON brings as a double (integral, and inexact, past 2^53): taken mod 2^53 (exact in
+ * doubles), so the sampler's safe-integer seed is the same for the same request.
+ */
+function seedOf(v: unknown): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < -(2 ** 63) || v >= 2 ** 63) {
+    throw invalid('seed', `'seed' must be an integer in the int64 range [-2^63, 2^63), got ${describe(v)}`, typeof v === 'number' ? 'invalid_value' : 'invalid_type');
+  }
+  return (v % 2 ** 53) || 0; // || 0: no -0
 }
 
 /** OpenAI's Predicted Outputs: {type: "content", content: string | [{type: "text", text}]} → the text (parts joined). */

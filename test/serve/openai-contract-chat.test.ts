@@ -154,3 +154,16 @@ test('top_p 0 (OpenAI takes it; clients send it for determinism) samples the mos
   // outside [0, 1] is still refused, naming the field
   await assert.rejects(client.chat.completions.create({ model: 'floe-brown', messages, top_p: -0.1 }), (e: unknown) => e instanceof APIError && e.status === 400 && e.param === 'top_p');
 });
+
+test('a 64-bit seed (OpenAI\'s seed is an int64) is taken and reproducible, not a 400', { timeout: T }, async () => {
+  const big = 2 ** 62; // a double: JSON carries an int64 as one
+  const ask = (seed: number) => client.chat.completions.create({ model: 'floe-brown', messages, max_tokens: 16, temperature: 1.5, seed });
+  const [a, b] = [await ask(big), await ask(big)];
+  assert.equal(a.choices[0]!.message.content, b.choices[0]!.message.content, 'the same seed, the same sample');
+  const others = await Promise.all([big + 2 ** 12, -big, 2 ** 63 - 2 ** 11, 3].map(async (s) => (await ask(s)).choices[0]!.message.content));
+  assert.ok(others.some((t) => t !== a.choices[0]!.message.content), `other seeds sample otherwise: ${JSON.stringify(others)}`);
+  // past int64, or not an integer: a 400 naming seed
+  for (const seed of [2 ** 64, 1.5]) {
+    await assert.rejects(ask(seed), (e: unknown) => e instanceof APIError && e.status === 400 && e.param === 'seed' && /int64|integer/.test(e.message));
+  }
+});

@@ -212,7 +212,9 @@ test('HTTP RAG: dropping a collection while queries and chats with rag on it are
   const seen: Record<string, number> = {};
   for (let round = 0; round < 3; round++) {
     assert.equal((await call('POST', '/v1/rag/collections', { name: 'gone' })).status, 200);
-    const documents = Array.from({ length: 16 }, (_, i) => ({ source: `d${i}.txt`, text: randomText(r, 8) }));
+    // 16 documents of 2 paragraphs (they were 8: embedding them on one thread took ~7 s a round, the race under 0.3 s);
+    // with the 404 mapping removed, the queries still meet the drop and answer 500 (five runs of five)
+    const documents = Array.from({ length: 16 }, (_, i) => ({ source: `d${i}.txt`, text: randomText(r, 2) }));
     assert.equal((await call('POST', '/v1/rag/collections/gone/documents', { documents })).status, 200);
     const inflight: Array<Promise<string>> = [];
     for (let i = 0; i < 12; i++) {

@@ -60,10 +60,13 @@ const TOL = 1e-6; // the paths agree to ~1e-8 on these 27 tokens; bf16 moves the
 
 describe('finetune --dtype: LoRA on a converted frozen base', () => {
   const asStored = evalLoss(undefined);
+  // the one-step bf16 run (default options) that three tests compare with: trained once
+  let bf16Run: ReturnType<typeof firstLoss> | null = null;
+  const bf16 = () => (bf16Run ??= firstLoss(opts({ dtype: 'bf16' })));
 
   for (const dtype of ['bf16', 'fp8'] as const) {
     it(`${dtype}: the trainer holds the base converted, and step 1's loss is the converted base's (not the f32 base's)`, async () => {
-      const { loss, steps, summary } = await firstLoss(opts({ dtype }));
+      const { loss, steps, summary } = await (dtype === 'bf16' ? bf16() : firstLoss(opts({ dtype })));
       const [want, f32] = [await evalLoss(dtype), await asStored];
       assert.ok(Math.abs(f32 - want) > 100 * TOL, `the conversion moves the loss enough to tell (${f32} vs ${want})`);
       assert.ok(Math.abs(loss - want) < TOL, `step 1 loss ${loss} = the ${dtype} base's ${want} (f32 base: ${f32})`);
@@ -86,7 +89,7 @@ describe('finetune --dtype: LoRA on a converted frozen base', () => {
   });
 
   it('streamed layers (offloadRatio) convert the same way: the same step-1 loss as the resident bf16 base', async () => {
-    const resident = await firstLoss(opts({ dtype: 'bf16' }));
+    const resident = await bf16();
     const streamed = await firstLoss(opts({ dtype: 'bf16', offload: { offloadRatio: 0.5, reader: 'sync' } }));
     assert.equal(streamed.loss, resident.loss);
     assert.equal(streamed.summary.base.linear, 'bf16');
@@ -103,7 +106,7 @@ describe('finetune --dtype: LoRA on a converted frozen base', () => {
       /the checkpoint was trained with --dtype bf16, this run has --dtype fp8: resume with the flags/);
     await assert.rejects(finetune({ ...a, dtype: undefined, out: join(work, `run${runs++}`), resume: ck1 }),
       /the checkpoint was trained with --dtype bf16, this run has the base as stored \(no --dtype\)/);
-    const plain = opts({ maxSteps: 2, saveSteps: 1 });
+    const plain = opts({ maxSteps: 1, saveSteps: 1 });
     await finetune(plain);
     await assert.rejects(finetune({ ...plain, dtype: 'bf16', out: join(work, `run${runs++}`), resume: join(plain.out, 'checkpoint-000001') }),
       /the checkpoint was trained with the base as stored \(no --dtype\), this run has --dtype bf16/);
@@ -141,13 +144,13 @@ describe('finetune --dtype: LoRA on a converted frozen base', () => {
     const sums3 = await Promise.all(localGroup(3).map((tr) => finetunePipeline({ ...o, out: join(work, `run${runs++}`), microBatches: 2, onStep: (m) => got3[tr.rank]!.push(m) }, tr)));
     for (const g of got3) assert.deepEqual(g.map((m) => m.loss), one.steps.map((m) => m.loss));
     assert.deepEqual(sums3.map((s) => [s.base.linear, s.base.embedding]), [['bf16', 'bf16'], ['bf16', 'f32'], ['bf16', 'bf16']]);
-    assert.ok(Math.abs(one.loss - (await firstLoss({ ...o, out: join(work, `run${runs++}`), dtype: undefined, gradAccum: 2 })).loss) > 100 * TOL, 'and not the f32 base\'s');
+    assert.ok(Math.abs(one.loss - (await firstLoss({ ...o, out: join(work, `run${runs++}`), dtype: undefined, gradAccum: 2, maxSteps: 1 })).loss) > 100 * TOL, 'and not the f32 base\'s');
   });
 
   it('distill trains its student on the converted base (the teacher as stored): kd ratio 0 gives finetune\'s bf16 loss', async () => {
     const out = join(work, `run${runs++}`);
     const s = await distill({ teacher: MODEL, student: MODEL, data, out, backendImpl: be, lora: { rank: 2 }, maxSteps: 1, maxSeqLen: MAX_SEQ, shuffle: false, seed: 3, dtype: 'bf16', kdRatio: 0, topK: 4 });
-    const { loss } = await firstLoss(opts({ dtype: 'bf16' }));
+    const { loss } = await bf16();
     assert.equal(s.finalLoss, loss);
     assert.equal(s.base.linear, 'bf16');
   });

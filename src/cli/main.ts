@@ -241,6 +241,8 @@ serve options:
   --host HOST             listen address (default 127.0.0.1)
   --port N                port (default 8000; 0 = any free port)
   --api-key KEY           require "Authorization: Bearer KEY" on /v1 routes
+  --allowed-origins LIST  CORS: browser apps on these origins (comma-separated scheme://host[:port], or *) may call
+                          the API; preflights are answered before the key check (default: none)
   --model-name NAME       model id clients send (default: the model path's base name, without .gguf)
   --threads N             kernel threads (default: all cores)
   --backend native|reference
@@ -633,7 +635,7 @@ async function serveCmd(args: string[]): Promise<number> {
     'enable-lora-loading': { type: 'boolean' }, 'lora-root': { type: 'string' }, ...OFFLOAD_FLAGS, ...PIPELINE_FLAGS,
     'jobs-threads': { type: 'string' }, 'max-cpu-loras': { type: 'string' },
     'guard-model': { type: 'string' }, guardrails: { type: 'boolean' }, 'guard-window': { type: 'string' }, 'guard-kv-cache-memory': { type: 'string' },
-    'embedding-model': { type: 'string' }, task: { type: 'string' }, 'rag-db': { type: 'string' },
+    'embedding-model': { type: 'string' }, task: { type: 'string' }, 'rag-db': { type: 'string' }, 'allowed-origins': { type: 'string' },
   });
   const offload = offloadOptions(values);
   const task = values.task as 'generate' | 'embed' | undefined;
@@ -660,6 +662,11 @@ async function serveCmd(args: string[]): Promise<number> {
   const grace = num(values['shutdown-grace'], 'shutdown-grace', 30);
   if (grace < 0) throw new UsageError(`--shutdown-grace expects seconds >= 0, got ${grace}`);
   if (values['api-key'] === '') throw new UsageError('--api-key must not be empty');
+  const allowedOrigins = values['allowed-origins']?.split(',').map((o) => o.trim());
+  if (allowedOrigins) {
+    const { checkAllowedOrigins } = await import('../serve/cors.js');
+    try { checkAllowedOrigins(allowedOrigins, '--allowed-origins'); } catch (e) { throw new UsageError((e as Error).message); }
+  }
   const modelPath = modelOrBuiltin(values.model, 'serve');
   const loraModules = (values['lora-modules'] ?? []).map((m) => {
     const eq = m.indexOf('=');
@@ -723,7 +730,7 @@ async function serveCmd(args: string[]): Promise<number> {
     jobsThreads: positive('jobs-threads'), maxCpuLoras,
     guardModel: values['guard-model'] ?? null, guardrails: !!values.guardrails, guardWindow: positive('guard-window'), guardKvCacheMemory: size('guard-kv-cache-memory'),
     task, ...(await (await import('./rag.js')).ragServeOptions(values['rag-db'], values['embedding-model'], task)),
-    pipeline: pp ?? undefined,
+    pipeline: pp ?? undefined, allowedOrigins,
   });
   const outcome = await Promise.race([stop, server.ready.then(() => stop, (e: Error) => e)]);
   if (outcome instanceof Error) {

@@ -17,6 +17,7 @@ import type { Guard } from '../platform/guard/guard.js';
 import { engineEmbedder, noRag, registerRagRoutes } from './rag-routes.js';
 import { registerEmbeddingRoutes, type EmbeddingModel } from './embeddings-routes.js';
 import { registerConsole } from './static.js';
+import { checkAllowedOrigins, hookHeaders, registerCors } from './cors.js';
 import { registerResponsesRoutes } from './responses-routes.js';
 import { FLOE_VERSION, registerTokenizeRoutes, TOKENIZE_ROUTES } from './tokenize-routes.js';
 import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
@@ -53,6 +54,7 @@ export interface AppOptions {
   readonly dtype?: LoadDType; // the server's --dtype: fine-tuning jobs train on the base converted the same way
   readonly guardrails?: { readonly enforce: boolean; readonly window: number }; // --guardrails, --guard-window
   readonly rag?: { readonly db: string; readonly embedderName: string } | null; // RAG collections and chat's `rag` field (embedded by the embedding model); absent → off
+  readonly allowedOrigins?: readonly string[]; // CORS: browser origins (scheme://host[:port]) that may call the API, or ['*']; absent or empty → none
 }
 
 export interface ServeApp {
@@ -75,6 +77,7 @@ const MAX_PARAM_LENGTH = 1024; // characters of one path parameter (a model or o
 const RETRY_AFTER_S = 1; // Retry-After on 429 and on 503 while loading
 
 export function createApp(opts: AppOptions): ServeApp {
+  if (opts.allowedOrigins !== undefined) checkAllowedOrigins(opts.allowedOrigins, 'createApp: allowedOrigins');
   const metrics = opts.metrics ?? new ServeMetrics();
   const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
   const app = Fastify({
@@ -125,6 +128,11 @@ export function createApp(opts: AppOptions): ServeApp {
     reply.raw.setHeader('x-request-id', `req_${randomUUID().replaceAll('-', '')}`);
     const route = req.routeOptions.url ?? 'unmatched';
     reply.raw.once('close', () => metrics.requests.inc({ route, status: String(reply.raw.statusCode) }));
+  });
+  // between the two hooks: a preflight is answered before the key check, and every other answer (a 401 too) carries the CORS headers
+  if (opts.allowedOrigins?.length) registerCors(app, opts.allowedOrigins);
+  app.addHook('onRequest', async (req) => {
+    const route = req.routeOptions.url ?? 'unmatched';
     // Judge by the matched route too: an encoded path (/%761/models) must not slip past auth.
     if (!route.startsWith('/v1') && !req.url.startsWith('/v1') && !TOKENIZE_ROUTES.has(route)) return;
     if (keyDigest) {
@@ -708,7 +716,8 @@ async function streamSse(
   }
   reply.hijack();
   const raw = reply.raw;
-  raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+  // the headers hooks set on the reply (CORS) go out too: a hijacked reply no longer sends them itself
+  raw.writeHead(200, { ...hookHeaders(reply), 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
   const send: Send = (obj) => {
     if (!raw.destroyed && !raw.writableEnded) raw.write(`data: ${JSON.stringify(obj)}\n\n`);
   };

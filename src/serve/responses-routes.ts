@@ -7,6 +7,7 @@ import type { EngineClient, GenerateOutput, LogprobEntry } from '../engine/proto
 import { ResponseStore } from '../platform/response-store.js';
 import type { Store } from '../platform/store.js';
 import type { ModelContext } from './app.js';
+import { hookHeaders } from './cors.js';
 import { ApiError, invalid } from './errors.js';
 import type { Rails } from './guard-routes.js';
 import { parseResponsesRequest, type ResponseItem, type ResponsesParams } from './responses-request.js';
@@ -103,7 +104,7 @@ export function registerResponsesRoutes(app: FastifyInstance, d: ResponsesDeps):
     }
     reply.hijack();
     const raw = reply.raw;
-    raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    raw.writeHead(200, { ...hookHeaders(reply), 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
     let seq = 0;
     const send = (e: Event) => {
       if (!raw.destroyed && !raw.writableEnded) raw.write(`event: ${e.type}\ndata: ${JSON.stringify({ ...e, sequence_number: seq++ })}\n\n`);

@@ -46,6 +46,7 @@ export interface ServeOptions extends Omit<EngineStartOptions, 'modelId'> {
   readonly embeddingModel?: string | null; // a second model, served by /v1/embeddings under its base name
   readonly task?: 'generate' | 'embed'; // 'embed': --model is an embedding model; only /v1/embeddings answers
   readonly ragDb?: string | null; // RAG collections (LanceDB directory), embedded by the embedding model; absent → no /v1/rag routes
+  readonly allowedOrigins?: readonly string[]; // CORS: browser origins that may call the API, or ['*'] (default none)
 }
 
 /** KV tokens of an --embedding-model's engine: room for many inputs at once, not for long chats. */
@@ -171,7 +172,7 @@ const SERVE_OPTIONS = {
   maxBatchedTokens: true, maxNumSeqs: true, maxBatchSeqs: true, maxQueue: true, prefixCaching: true, speculative: true, numSpeculativeTokens: true,
   numPredictionTokens: true, loraModules: true, maxLoras: true, maxLoraRank: true, maxCpuLoras: true, offload: true, pipeline: true, host: true,
   port: true, apiKey: true, modelName: true, bodyLimit: true, log: true, ui: true, dataDir: true, enableLoraLoading: true, loraRoot: true,
-  jobsThreads: true, guardModel: true, guardrails: true, guardWindow: true, guardKvCacheMemory: true, embeddingModel: true, task: true, ragDb: true
+  jobsThreads: true, guardModel: true, guardrails: true, guardWindow: true, guardKvCacheMemory: true, embeddingModel: true, task: true, ragDb: true, allowedOrigins: true
 } as const satisfies OptionKeys<ServeOptions>;
 
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
@@ -192,7 +193,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const serve = createApp({
     modelName, apiKey: opts.apiKey, bodyLimit: opts.bodyLimit, metrics: new ServeMetrics({ processMetrics: true }), ui: opts.ui, modelPath: opts.model, dataDir: opts.dataDir,
     lora: { enableLoading: opts.enableLoraLoading ?? false, root: opts.loraRoot ?? null, maxRank: opts.maxLoraRank }, jobsThreads: opts.jobsThreads, dtype: opts.dtype,
-    guardrails: { enforce: opts.guardrails ?? false, window: opts.guardWindow ?? 64 },
+    guardrails: { enforce: opts.guardrails ?? false, window: opts.guardWindow ?? 64 }, allowedOrigins: opts.allowedOrigins,
     rag: opts.ragDb ? { db: opts.ragDb, embedderName: resolve(opts.task === 'embed' ? opts.model : opts.embeddingModel!) } : null,
   });
   if (opts.guardrails && !opts.guardModel) throw new Error('--guardrails needs --guard-model PATH (the guard that judges the answers)');
@@ -211,7 +212,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   let engine: EngineClient | null = null;
   let guard: Guard | null = null;
   let embedEngine: EngineClient | null = null;
-  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, jobsThreads: _j, guardModel, guardrails: _g, guardWindow: _w, guardKvCacheMemory: _gk, ragDb: _r, enableLoraLoading: _e, loraRoot: _lr, embeddingModel, task, ...engineOpts } = opts;
+  const { host: _h, port: _p, apiKey: _k, modelName: _n, bodyLimit: _b, log: _l, ui: _u, dataDir: _d, jobsThreads: _j, guardModel, guardrails: _g, guardWindow: _w, guardKvCacheMemory: _gk, ragDb: _r, allowedOrigins: _ao, enableLoraLoading: _e, loraRoot: _lr, embeddingModel, task, ...engineOpts } = opts;
   // what is left must be engine options only (the checked startEngine refuses any other key): a new server-only
   // option that is not taken out above fails to compile here
   const _engineOnly: Record<Exclude<keyof typeof engineOpts, keyof EngineStartOptions>, never> = {};

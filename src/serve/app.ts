@@ -216,6 +216,19 @@ export function createApp(opts: AppOptions): ServeApp {
     if (!card) throw new ApiError(404, `the model '${req.params.id.slice(0, 200)}' does not exist; this server serves ${cards.map((m) => `'${m.id}'`).join(', ')}`, 'model', 'model_not_found');
     return card;
   });
+  // OpenAI's DELETE /v1/models/{model} deletes fine-tuned models, which live in the data dir (ft-routes); without one
+  // there are none, and the client still gets OpenAI's answer for a model it cannot delete rather than 'no route'
+  if (!ft) {
+    app.delete<{ Params: { id: string } }>('/v1/models/:id', async (req) => {
+      const name = req.params.id.slice(0, 200);
+      const why = 'this server has no data dir (--no-batch), so no fine-tuning jobs and no fine-tuned models to delete';
+      const cards = modelCards();
+      if (cards.some((m) => m.id === req.params.id)) {
+        throw new ApiError(400, `'${name}' is not the fine-tuned model of a job: DELETE /v1/models deletes only those, and ${why} (a LoRA adapter is unloaded with POST /v1/unload_lora_adapter)`, 'model', 'invalid_value');
+      }
+      throw new ApiError(404, `the model '${name}' does not exist; ${why}; this server serves ${cards.map((m) => `'${m.id}'`).join(', ')}`, 'model', 'model_not_found');
+    });
+  }
   const guardOpts = { guard: () => model().guard ?? null, tracked, enforce: opts.guardrails?.enforce ?? false, window: opts.guardrails?.window ?? DEFAULT_GUARD_WINDOW };
   registerGuardRoutes(app, guardOpts);
   const ragChat = opts.rag ? registerRagRoutes(app, { db: opts.rag.db, tracked, embedder: async () => engineEmbedder(model().embedding ?? null, opts.rag!.embedderName) }) : noRag;

@@ -24,7 +24,7 @@ export interface ResponsesParams {
   readonly metadata: Record<string, string> | null;
   readonly text: Record<string, unknown>; // echoed: {format, verbosity}
   readonly tools: Array<Record<string, unknown>>; // echoed in the flat shape
-  readonly toolChoice: unknown; // echoed
+  readonly toolChoice: unknown; // echoed as the request gave it; absent → 'auto', the API's default (as OpenAI echoes it, tools or not)
   readonly topLogprobs: number | null; // null: no logprobs
   readonly topP: number; // echoed: as asked (0 runs as top-k 1), else the sampling's
   readonly maxOutputTokens: number | null;
@@ -171,7 +171,9 @@ export function parseResponsesRequest(body: unknown, ctx: ValidationContext, pre
     model: get(b, 'model'), messages, stream, temperature: get(b, 'temperature'), top_p: get(b, 'top_p'),
     max_completion_tokens: get(b, 'max_output_tokens'), parallel_tool_calls: get(b, 'parallel_tool_calls'),
     tools: tools.length > 0 ? tools.map(({ type: _t, ...f }) => ({ type: 'function', function: f })) : undefined,
-    tool_choice: isObj(toolChoice) && toolChoice.type === 'function' ? { type: 'function', function: { name: toolChoice.name } } : toolChoice,
+    // 'auto' is the Responses default, echoed back: sent again with no tools it is the default, not chat's 400 (tools needed)
+    tool_choice: isObj(toolChoice) && toolChoice.type === 'function' ? { type: 'function', function: { name: toolChoice.name } }
+      : toolChoice === 'auto' && tools.length === 0 ? undefined : toolChoice,
     response_format: text.format,
     ...(topLogprobs !== null ? { logprobs: true, top_logprobs: topLogprobs } : {}),
     ...Object.fromEntries(EXTRAS.map((k) => [k, get(b, k)])),
@@ -197,7 +199,7 @@ export function parseResponsesRequest(body: unknown, ctx: ValidationContext, pre
     chat: { ...chat, maxTokensParam: 'max_output_tokens' },
     items, history, instructions, previousResponseId: (prevV as string | undefined) ?? null, store, metadata: (meta as Record<string, string> | undefined) ?? null,
     text: { format: get(b, 'text') !== undefined && isObj((get(b, 'text') as Obj).format) ? (get(b, 'text') as Obj).format as Obj : { type: 'text' }, verbosity: 'medium' },
-    tools, toolChoice: toolChoice ?? (tools.length > 0 ? 'auto' : 'none'), topLogprobs, topP: get(b, 'top_p') === 0 ? 0 : chat.sampling.topP,
+    tools, toolChoice: toolChoice ?? 'auto', topLogprobs, topP: get(b, 'top_p') === 0 ? 0 : chat.sampling.topP,
     maxOutputTokens: chat.maxTokens, ignored,
   };
 }

@@ -62,7 +62,7 @@ test('plain and streamed responses carry the greedy answer of chat completions f
   assert.equal(r.max_output_tokens, 40);
   assert.equal(r.error, null);
   assert.deepEqual(r.tools, []);
-  assert.equal(r.tool_choice, 'none');
+  assert.equal(r.tool_choice, 'auto', "OpenAI echoes the request's default, tools or not");
 
   // raw stream: every event typed and numbered in order, text deltas add up to the plain answer
   const events: OpenAI.Responses.ResponseStreamEvent[] = [];

@@ -47,3 +47,21 @@ test('DELETE /v1/models/{id} without a data dir (--no-batch): OpenAI\'s 404 mode
   // the model is still served
   assert.equal((await client.models.retrieve('tiny')).id, 'tiny');
 });
+
+test("responses: tool_choice is echoed as the request gave it, default 'auto' (OpenAI's), also with no tools", async () => {
+  const client = await serve();
+  const plain = await client.responses.create({ model: 'tiny', input: 'hi', max_output_tokens: 2 });
+  assert.deepEqual(plain.tools, []);
+  assert.equal(plain.tool_choice, 'auto');
+  for (const choice of ['none', 'auto'] as const) {
+    const r = await client.responses.create({ model: 'tiny', input: 'hi', max_output_tokens: 2, tool_choice: choice });
+    assert.equal(r.tool_choice, choice);
+  }
+  // 'auto' sent back with no tools is the default, not chat's 'needs tools' 400; 'required' still needs them
+  assert.equal((await refusal(client.responses.create({ model: 'tiny', input: 'hi', max_output_tokens: 2, tool_choice: 'required' }))).param, 'tool_choice');
+  const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+  for await (const e of await client.responses.create({ model: 'tiny', input: 'hi', max_output_tokens: 2, stream: true })) events.push(e);
+  const done = events.find((e) => e.type === 'response.completed' || e.type === 'response.incomplete') as OpenAI.Responses.ResponseCompletedEvent;
+  assert.equal(done.response.tool_choice, 'auto', 'the streamed response too');
+  assert.equal((events[0] as OpenAI.Responses.ResponseCreatedEvent).response.tool_choice, 'auto', 'response.created');
+});

@@ -53,7 +53,7 @@ export interface AppOptions {
   readonly jobsThreads?: number; // the fine-tuning trainer's threads (with dataDir)
   readonly dtype?: LoadDType; // the server's --dtype: fine-tuning jobs train on the base converted the same way
   readonly guardrails?: { readonly enforce: boolean; readonly window: number }; // --guardrails, --guard-window
-  readonly rag?: { readonly db: string; readonly embedderName: string } | null; // RAG collections and chat's `rag` field (embedded by the embedding model); absent → off
+  readonly rag?: { readonly db: string; readonly embedderName: string; readonly maxFileBytes?: number } | null; // RAG collections and chat's `rag` field (embedded by the embedding model); absent → off; maxFileBytes: largest document upload (default 16 MiB, at most buffer.constants.MAX_STRING_LENGTH)
   readonly allowedOrigins?: readonly string[]; // CORS: browser origins (scheme://host[:port]) that may call the API, or ['*']; absent or empty → none
 }
 
@@ -231,7 +231,7 @@ export function createApp(opts: AppOptions): ServeApp {
   }
   const guardOpts = { guard: () => model().guard ?? null, tracked, enforce: opts.guardrails?.enforce ?? false, window: opts.guardrails?.window ?? DEFAULT_GUARD_WINDOW };
   registerGuardRoutes(app, guardOpts);
-  const ragChat = opts.rag ? registerRagRoutes(app, { db: opts.rag.db, tracked, embedder: async () => engineEmbedder(model().embedding ?? null, opts.rag!.embedderName) }) : noRag;
+  const ragChat = opts.rag ? registerRagRoutes(app, { db: opts.rag.db, maxFileBytes: opts.rag.maxFileBytes, tracked, embedder: async () => engineEmbedder(model().embedding ?? null, opts.rag!.embedderName) }) : noRag;
   registerLoraRoutes(app, { enabled: opts.lora?.enableLoading ?? false, root: opts.lora?.root ?? null, baseName: opts.modelName, engine: () => model().engine });
   registerTokenizeRoutes(app, { model, vctx });
 

@@ -1,6 +1,7 @@
 // RAG routes (under --rag-db): collections (create, list, get, delete), documents (add text or an uploaded file,
 // delete by source), POST /v1/rag/query, and the `rag` extension of chat completions (passages in, citations out).
 
+import { constants as bufferConstants } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance } from 'fastify';
@@ -14,6 +15,7 @@ import { collectionJson, passageJson } from '../platform/rag/json.js';
 import { checkName, CollectionNotFoundError, EmbedderMismatchError, RagStore, SEARCH_MODES, type Collection, type DocumentInput, type Passage, type SearchMode } from '../platform/rag/store.js';
 import { poolFrom, type EmbeddingModel } from './embeddings-routes.js';
 import { ApiError, invalid } from './errors.js';
+import { firstInvalidByte } from '../formats/lines.js';
 
 /** RagEmbedder over the server's embedding engine (its worker thread embeds; the HTTP loop never waits on it). */
 export function engineEmbedder(m: EmbeddingModel | null, name: string): RagEmbedder {
@@ -38,7 +40,23 @@ export interface RagRouteOptions {
   readonly db: string; // the LanceDB directory (created on first use)
   readonly embedder: () => Promise<RagEmbedder>; // the server's embedding model (throws while loading / when absent)
   readonly tracked: <T>(fn: () => Promise<T>) => Promise<T>; // a graceful stop lets it finish before the embedder stops
-  readonly maxFileBytes?: number; // largest uploaded document (default 16 MiB)
+  readonly maxFileBytes?: number; // largest uploaded document (default 16 MiB; at most buffer.constants.MAX_STRING_LENGTH)
+}
+
+export const DEFAULT_RAG_FILE_BYTES = 16 * 2 ** 20;
+
+/**
+ * An upload is decoded whole into one string: past V8's longest (MAX_STRING_LENGTH UTF-16 units, ~512 MiB; a byte
+ * of UTF-8 is at most one unit) the decoder throws, and a document a limit let in could never be read. Throws a
+ * RangeError naming `what` and the limit.
+ */
+export function checkRagFileBytes(n: number | undefined, what: string): void {
+  if (n === undefined) return;
+  if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`${what} must be a whole number of bytes >= 1, got ${n}`);
+  const max = bufferConstants.MAX_STRING_LENGTH;
+  if (n > max) {
+    throw new RangeError(`${what} is ${n} bytes, more than the ${max} (${(max / 2 ** 20).toFixed(0)} MiB) one JavaScript string holds; an uploaded document is decoded whole, so a larger one could never be read: give at most ${max}`);
+  }
 }
 
 /** What the chat route needs: strip and check the `rag` field, then retrieve and inject. */
@@ -140,6 +158,7 @@ async function api<T>(f: () => Promise<T>): Promise<T> {
 }
 
 export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): RagChat {
+  checkRagFileBytes(o.maxFileBytes, 'rag maxFileBytes');
   let storeP: Promise<RagStore> | null = null;
   const store = () => (storeP ??= RagStore.open(o.db, { create: true }));
   const embedder = () => o.embedder();
@@ -206,13 +225,13 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
   });
 
   void app.register(async (sub) => {
-    await sub.register(multipart, { limits: { fileSize: o.maxFileBytes ?? 16 * 2 ** 20, files: 1 } });
+    await sub.register(multipart, { limits: { fileSize: o.maxFileBytes ?? DEFAULT_RAG_FILE_BYTES, files: 1 } });
     // JSON {"source", "text"} or {"documents": [{"source", "text"}, …]}, or multipart with a file (its name is the source)
     sub.post<{ Params: { name: string } }>('/v1/rag/collections/:name/documents', async (req) => {
       const docs: DocumentInput[] = [];
       if (req.isMultipart()) {
         let source: string | null = null;
-        const limit = o.maxFileBytes ?? 16 * 2 ** 20;
+        const limit = o.maxFileBytes ?? DEFAULT_RAG_FILE_BYTES;
         let current = 'the document'; // the file part being read
         try {
           for await (const part of req.parts()) {
@@ -221,7 +240,13 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
               current = part.filename || current;
               const data = await part.toBuffer();
               let text: string;
-              try { text = new TextDecoder('utf-8', { fatal: true }).decode(data); } catch { throw invalid('file', `${part.filename} is not valid UTF-8 text`); }
+              try {
+                text = new TextDecoder('utf-8', { fatal: true }).decode(data);
+              } catch (err) {
+                const at = firstInvalidByte(data);
+                if (at === data.length) throw err; // not the bytes (the size is checked at start: one string holds the largest upload)
+                throw invalid('file', `${current} is not valid UTF-8 text (an invalid byte at offset ${at}: 0x${data[at]!.toString(16).padStart(2, '0')}); convert it first (e.g. iconv -f latin1 -t utf-8)`);
+              }
               docs.push({ source: part.filename || 'upload.txt', content: text });
             } else if (part.fieldname === 'source') source = String(part.value);
           }

@@ -3,6 +3,10 @@
 
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { constants } from 'node:buffer';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import OpenAI, { APIError } from 'openai';
 import { ChatTemplate } from '../../src/formats/chat-template.js';
 import { createApp, type AppOptions } from '../../src/serve/app.js';
@@ -64,4 +68,37 @@ test("responses: tool_choice is echoed as the request gave it, default 'auto' (O
   const done = events.find((e) => e.type === 'response.completed' || e.type === 'response.incomplete') as OpenAI.Responses.ResponseCompletedEvent;
   assert.equal(done.response.tool_choice, 'auto', 'the streamed response too');
   assert.equal((events[0] as OpenAI.Responses.ResponseCreatedEvent).response.tool_choice, 'auto', 'response.created');
+});
+
+test('rag: a maxFileBytes past the longest string is refused at createApp, naming the option and the limit', () => {
+  const db = mkdtempSync(join(tmpdir(), 'floe-gaps-rag-'));
+  const max = constants.MAX_STRING_LENGTH;
+  // the decoder throws ERR_STRING_TOO_LONG past it (what an upload that size met, reported as 'not valid UTF-8')
+  assert.ok(max < 2 ** 30, `MAX_STRING_LENGTH ${max}`);
+  for (const n of [max + 1, 2 ** 30, 4 * 2 ** 30]) {
+    assert.throws(() => createApp({ modelName: 'tiny', rag: { db, embedderName: 'e', maxFileBytes: n } }),
+      (e: Error) => e instanceof RangeError && e.message.includes(`maxFileBytes is ${n} bytes`) && e.message.includes(`give at most ${max}`), String(n));
+  }
+  for (const n of [0, -1, 1.5, Number.NaN]) assert.throws(() => createApp({ modelName: 'tiny', rag: { db, embedderName: 'e', maxFileBytes: n } }), RangeError, String(n));
+  for (const n of [max, 2 ** 20, undefined]) createApp({ modelName: 'tiny', rag: { db, embedderName: 'e', maxFileBytes: n } });
+});
+
+test('rag: an upload that is not UTF-8 is a 400 naming the file and the offset of its first bad byte', async () => {
+  const db = mkdtempSync(join(tmpdir(), 'floe-gaps-rag-'));
+  const client = await serve({ rag: { db, embedderName: 'e' } });
+  const url = client.baseURL;
+  const cases: Array<[string, Buffer, number]> = [
+    ['latin1.txt', Buffer.concat([Buffer.from('caf'), Buffer.from([0xe9]), Buffer.from(' au lait\n')]), 3], // é in latin1
+    ['cut.md', Buffer.concat([Buffer.from('price: 5 '), Buffer.from('€').subarray(0, 2), Buffer.from(' only\n')]), 9], // a 3-byte sequence cut after 2
+    ['late.txt', Buffer.concat([Buffer.from('ünïcödé '.repeat(1000)), Buffer.from([0xc0, 0x80])]), Buffer.byteLength('ünïcödé '.repeat(1000))], // an overlong NUL
+  ];
+  for (const [name, bytes, at] of cases) {
+    const form = new FormData();
+    form.append('file', new Blob([bytes]), name);
+    const res = await fetch(`${url}/rag/collections/docs/documents`, { method: 'POST', body: form });
+    const body = await res.json() as { error: { message: string; param: string } };
+    assert.equal(res.status, 400, `${name}: ${JSON.stringify(body)}`);
+    assert.equal(body.error.param, 'file');
+    assert.match(body.error.message, new RegExp(`^${name.replace('.', '\\.')} is not valid UTF-8 text \\(an invalid byte at offset ${at}: 0x${bytes[at]!.toString(16)}\\)`), name);
+  }
 });

@@ -6,14 +6,14 @@ import { spawn, spawnSync } from 'node:child_process';
 import { linkSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { readGguf } from '../../src/formats/gguf.js';
 import { tokenizerFromGguf } from '../../src/formats/gguf-tokenizer.js';
 import { loadAddon } from '../../src/backend/native-addon.js';
+import { runEach } from './run-each.js';
 
 const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
-const DIST_MAIN = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url)); // what BIN runs
 const FIX = fileURLToPath(new URL('../fixtures/models/', import.meta.url));
 
 /** spawnSync's result fields, without blocking the event loop (stdin closed at once; killed after 30 s). */
@@ -242,38 +242,6 @@ test('floe embed --help names every flag its parser takes', () => {
   const r = floe('embed', '--help');
   for (const f of flags) assert.match(r.out, new RegExp(`--${f}\\b`), `floe embed --help lists --${f}`);
 });
-
-/**
- * `run` of the built CLI (what bin/floe.js awaits for its exit code) on each argv in turn, all in one process: the
- * status, stdout and stderr of each, as a process of its own gives them (an uncaught error: status 1 and its stack).
- * A run that never returns (a flag accepted, a server started) is named when the process is killed at the deadline.
- */
-function runEach(argvs: string[][]): Array<{ status: number | null; stdout: string; stderr: string }> {
-  const list = join(mkdtempSync(join(tmpdir(), 'floe-run-each-')), 'argv.json');
-  writeFileSync(list, JSON.stringify(argvs));
-  const script = `
-    import { readFileSync, writeSync } from 'node:fs';
-    const { run } = await import(${JSON.stringify(pathToFileURL(DIST_MAIN).href)});
-    const [out, err] = [process.stdout.write, process.stderr.write];
-    for (const argv of JSON.parse(readFileSync(process.argv[1], 'utf8'))) {
-      writeSync(1, JSON.stringify({ start: argv }) + '\\n');
-      let stdout = '', stderr = '';
-      process.stdout.write = (s) => { stdout += s; return true; };
-      process.stderr.write = (s) => { stderr += s; return true; };
-      let status;
-      try { status = await run(argv); } catch (e) { status = 1; stderr += e?.stack ?? String(e); }
-      finally { process.stdout.write = out; process.stderr.write = err; }
-      writeSync(1, JSON.stringify({ status, stdout, stderr }) + '\\n');
-    }`;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, '--', list], { encoding: 'utf8', timeout: 120_000, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines = r.stdout.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { start?: string[]; status: number | null; stdout: string; stderr: string });
-  const results = lines.filter((l) => !l.start);
-  if (results.length !== argvs.length) {
-    const last = lines.at(-1)?.start;
-    assert.fail(`${results.length} of ${argvs.length} runs returned; ${last ? `floe ${last.join(' ')} never did` : 'the runner failed'} (${r.error?.message ?? r.stderr})`);
-  }
-  return results;
-}
 
 // ~170 checks. Each one's own process (~0.5 s of Node's start-up, three at a time) took ~18 s of the suite: they run
 // as `run` calls in one process (the helps they read too), and the eight named at the end as processes of their own

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RagStore } from '../../src/platform/rag/store.js';
 import { randomText, rng } from '../platform/rag-helpers.js';
+import { runEach } from './run-each.js';
 
 const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
 const BUILT = fileURLToPath(new URL('../../dist/src/cli/rag.js', import.meta.url));
@@ -103,12 +104,13 @@ test('floe rag: ingest → query → ask with citations; re-ingest skips unchang
   assert.match(JSON.parse(miss.stdout).error.message, /collection 'nope' does not exist in .* \(it has 'docs'\)/);
   const pdf = join(dir, 'x.pdf');
   writeFileSync(pdf, '%PDF');
-  const bad = await floe(['rag', 'ingest', '--db', db, '--collection', 'other', '--embedding-model', EMB, '--json', a, pdf]);
-  assert.equal(bad.code, 2);
-  assert.match(JSON.parse(bad.stdout).error.message, /x.pdf: unsupported file type '.pdf'/);
   const subdir = join(dir, 'sub.md');
   mkdirSync(subdir);
-  for (const [args, re] of [
+  const empty = join(dir, 'empty.txt');
+  writeFileSync(empty, '  \n');
+  // the other mistakes as run() calls of the built CLI in one process (./run-each.ts), not a process each (~0.5 s of
+  // start-up apiece); `miss` above and `usage` below stay processes of bin/floe.js
+  const mistakes: Array<[string[], RegExp]> = [
     [['ingest', '--db', db, '--collection', 'other', a, join(dir, 'missing.md')], /missing\.md: no such file/],
     [['ingest', '--db', db, '--collection', 'other', a, subdir], /sub\.md: not a file/],
     [['ingest', '--db', db, '--collection', 'bad name', a], /invalid collection name "bad name"/],
@@ -117,15 +119,16 @@ test('floe rag: ingest → query → ask with citations; re-ingest skips unchang
     [['list', '--db', join(dir, 'no-db')], /RAG database .*no-db does not exist/],
     [['delete', '--db', db, '--collection', 'nope'], /collection 'nope' does not exist/],
     [['delete', '--db', db, '--collection', 'docs', '--source', 'never.md'], /has no document with source "never.md"/],
-  ] as const) {
-    const r = await floe(['rag', ...args]);
-    assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
-    assert.match(r.stderr, re);
-  }
-  const empty = join(dir, 'empty.txt');
-  writeFileSync(empty, '  \n');
-  const emp = await floe(['rag', 'ingest', '--db', db, '--collection', 'other', '--embedding-model', EMB, '--json', a, empty]);
-  assert.match(JSON.parse(emp.stdout).error.message, /empty.txt: the document is empty/);
+  ];
+  const ingestOther = ['rag', 'ingest', '--db', db, '--collection', 'other', '--embedding-model', EMB, '--json', a];
+  const [bad, emp, ...rest] = runEach([[...ingestOther, pdf], [...ingestOther, empty], ...mistakes.map(([args]) => ['rag', ...args])]);
+  assert.equal(bad!.status, 2);
+  assert.match(JSON.parse(bad!.stdout).error.message, /x.pdf: unsupported file type '.pdf'/);
+  assert.match(JSON.parse(emp!.stdout).error.message, /empty.txt: the document is empty/);
+  mistakes.forEach(([args, re], i) => {
+    assert.equal(rest[i]!.status, 2, `${args.join(' ')}: exit ${rest[i]!.status}: ${rest[i]!.stderr}`);
+    assert.match(rest[i]!.stderr, re);
+  });
   const list = json(await floe(['rag', 'list', '--db', db, '--json']));
   assert.deepEqual(list.collections.map((x: { name: string }) => x.name), ['docs'], 'a failed first ingest leaves no collection');
   snakeCase(list, 'rag list --json');
@@ -141,7 +144,7 @@ test('floe rag ingest killed with -9 mid-ingest leaves whole documents only; the
   const r = rng((Date.now() ^ 0x99) >>> 0);
   const files = Array.from({ length: 16 }, (_, i) => {
     const f = join(dir, `doc${String(i).padStart(2, '0')}.txt`);
-    writeFileSync(f, randomText(r, 3 + Math.floor(r() * 4)));
+    writeFileSync(f, randomText(r, 2 + Math.floor(r() * 2))); // 2-3 paragraphs, 2-70 chunks of 48 tokens (3-6 took ~2x as long to embed)
     return f;
   });
   const common = ['--db', db, '--collection', 'k', '--embedding-model', EMB, '--threads', '1', '--chunk-tokens', '48', '--commit-chunks', '1'];

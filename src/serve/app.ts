@@ -83,7 +83,7 @@ export function createApp(opts: AppOptions): ServeApp {
   const app = Fastify({
     logger: opts.logger ?? false, bodyLimit, forceCloseConnections: 'idle', return503OnClosing: true,
     // Fastify's 100 cuts path parameters such as a fine-tuned checkpoint's model id (ft:<base>:floe:<suffix up to 64>:<job id>:ckpt-step-N)
-    maxParamLength: MAX_PARAM_LENGTH,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // the router's own refusals (a malformed %-escape, a parameter past that) in OpenAI's error shape, as every other answer
     frameworkErrors: (err, req, reply) => {
       const path = req.raw.url?.split('?')[0]?.slice(0, 200) ?? '';

@@ -118,8 +118,8 @@ test('a model id of 100+ characters (a fine-tuned checkpoint with a suffix) reac
   // ft:<base>:floe:<suffix up to 64>:<job id>:ckpt-step-N, as jobs name their models: 136 characters here
   const long = `ft:floe-brown:floe:${'s'.repeat(64)}:ftjob-${'0'.repeat(32)}:ckpt-step-10`;
   assert.ok(long.length > 100);
-  // (this server has no data dir, so no DELETE route: a plain 404 there, past the router either way)
-  for (const [call, code] of [[() => client.models.retrieve(long), 'model_not_found'], [() => client.models.delete(long), 'not_found']] as const) {
+  // (this server has no data dir, so DELETE has no fine-tuned model to find: a 404 model_not_found, past the router either way)
+  for (const [call, code] of [[() => client.models.retrieve(long), 'model_not_found'], [() => client.models.delete(long), 'model_not_found']] as const) {
     await assert.rejects(call(), (e: unknown) => {
       assert.ok(e instanceof APIError, String(e));
       assert.equal(e.status, 404, `${e.status} ${JSON.stringify(e.error)}`);

@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runEach } from './run-each.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
@@ -28,15 +29,18 @@ describe('floe finetune --dtype', () => {
   it('usage errors, exit 2 before loading: --dtype with --full (finetune and distill), an unknown --dtype', () => {
     const missing = join(work, 'no-such-model');
     const out = join(work, 'never');
-    for (const cmd of [['finetune', '--model', missing], ['distill', '--teacher', missing, '--student', missing]]) {
-      const r = floe([...cmd, '--data', data, '--out', out, '--full', '--dtype', 'bf16']);
-      assert.equal(r.code, 2, r.err);
-      assert.match(r.err, /--dtype bf16 converts the frozen base of a LoRA run; --full trains f32 master copies of every weight/);
-      assert.doesNotMatch(r.err, /no-such-model/, 'refused before the model is opened');
+    // run() calls in one process (./run-each.ts), not a process each (~1 s of start-up apiece)
+    const cmds = [['finetune', '--model', missing], ['distill', '--teacher', missing, '--student', missing]];
+    const runs = runEach([...cmds.map((cmd) => [...cmd, '--data', data, '--out', out, '--full', '--dtype', 'bf16']),
+      ['finetune', '--model', missing, ...train, '--out', out, '--dtype', 'f16']], { src: true });
+    for (const r of runs.slice(0, 2)) {
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, /--dtype bf16 converts the frozen base of a LoRA run; --full trains f32 master copies of every weight/);
+      assert.doesNotMatch(r.stderr, /no-such-model/, 'refused before the model is opened');
     }
-    const bad = floe(['finetune', '--model', missing, ...train, '--out', out, '--dtype', 'f16']);
-    assert.equal(bad.code, 2, bad.err);
-    assert.match(bad.err, /--dtype expects fp8 \(.*\) or bf16 \(.*\), got 'f16'/);
+    const bad = runs[2]!;
+    assert.equal(bad.status, 2, bad.stderr);
+    assert.match(bad.stderr, /--dtype expects fp8 \(.*\) or bf16 \(.*\), got 'f16'/);
     assert.ok(!existsSync(out), 'nothing written');
   });
 
@@ -45,12 +49,13 @@ describe('floe finetune --dtype', () => {
     const a = floe(['finetune', '--model', MODEL, ...train, '--out', out, '--max-steps', '1', '--dtype', 'bf16', '--json']);
     assert.equal(a.code, 0, a.err);
     assert.deepEqual(JSON.parse(a.out).base, { converted: 'bf16', linear: 'bf16', embedding: 'bf16', head: 'bf16' });
-    const other = floe(['finetune', '--model', MODEL, ...train, '--out', out, '--max-steps', '2', '--dtype', 'fp8', '--resume', out]);
-    assert.equal(other.code, 2, other.err);
-    assert.match(other.err, /checkpoint-000001: the checkpoint was trained with --dtype bf16, this run has --dtype fp8: resume with the flags the run was started with/);
-    const none = floe(['finetune', '--model', MODEL, ...train, '--out', out, '--max-steps', '2', '--resume', out]);
-    assert.equal(none.code, 2, none.err);
-    assert.match(none.err, /the checkpoint was trained with --dtype bf16, this run has the base as stored \(no --dtype\)/);
+    // the two refusals as run() calls in one process (./run-each.ts), not a process each
+    const [other, none] = runEach([['finetune', '--model', MODEL, ...train, '--out', out, '--max-steps', '2', '--dtype', 'fp8', '--resume', out],
+      ['finetune', '--model', MODEL, ...train, '--out', out, '--max-steps', '2', '--resume', out]], { src: true });
+    assert.equal(other!.status, 2, other!.stderr);
+    assert.match(other!.stderr, /checkpoint-000001: the checkpoint was trained with --dtype bf16, this run has --dtype fp8: resume with the flags the run was started with/);
+    assert.equal(none!.status, 2, none!.stderr);
+    assert.match(none!.stderr, /the checkpoint was trained with --dtype bf16, this run has the base as stored \(no --dtype\)/);
     const same = floe(['finetune', '--model', MODEL, ...train, '--out', out, '--max-steps', '2', '--dtype', 'bf16', '--resume', out, '--json']);
     assert.equal(same.code, 0, same.err);
     assert.equal(JSON.parse(same.out).steps, 2);

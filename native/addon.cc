@@ -432,8 +432,9 @@ static Napi::Uint8Array weight_array(Napi::Env env, void* p, int64_t bytes) {
   return Napi::Uint8Array::New(env, size_t(bytes), ab, 0);
 }
 
-// q8Repack(src, N, C) → a new 64-byte aligned buffer holding the q8_0 weight src (N, C) as q8_0r16 (common.h),
-// filled by the thread pool; then src's pages are handed back to the kernel (page_out, convert.h).
+// q8Repack(src, N, C[, release]) → a new 64-byte aligned buffer holding the q8_0 weight src (N, C) as q8_0r16
+// (common.h), filled by the thread pool; with release (src is a file mapping) src's pages are then handed back to the
+// kernel (page_out, convert.h).
 Napi::Value Q8Repack(const Napi::CallbackInfo& info) {
   const char* op = "q8Repack";
   need_args(info, op, 3);
@@ -450,12 +451,12 @@ Napi::Value Q8Repack(const Napi::CallbackInfo& info) {
   parallel_for((G + chunk - 1) / chunk, [&](int64_t t) {
     q8r_repack(src.p, N, C, t * chunk, std::min(G, (t + 1) * chunk), static_cast<uint8_t*>(out));
   });
-  page_out(src.p, bytes);
+  if (released(info, 3)) page_out(src.p, bytes);
   count("q8Repack", "q8_0r16", kernels().name);
   return weight_array(env, out, bytes);
 }
 
-// r16Repack(src, dtype, N, C) → a new 64-byte aligned buffer holding the bf16 (dtype 2), f16 (1) or fp8 (3) weight
+// r16Repack(src, dtype, N, C[, release]) → a new 64-byte aligned buffer holding the bf16 (dtype 2), f16 (1) or fp8 (3) weight
 // src (N, C) as bf16r16 / f16r16 / fp8r16 (common.h r16_*, fp8r_*; an fp8 scale grid is unchanged), filled by the
 // thread pool; src's pages are handed back as in q8Repack.
 Napi::Value R16Repack(const Napi::CallbackInfo& info) {
@@ -479,7 +480,7 @@ Napi::Value R16Repack(const Napi::CallbackInfo& info) {
     if (out_dt == DT_FP8R) fp8r_repack(src.p, C, t * chunk, std::min(G, (t + 1) * chunk), static_cast<uint8_t*>(out));
     else r16_repack(src.p, out_dt, C, t * chunk, std::min(G, (t + 1) * chunk), static_cast<uint8_t*>(out));
   });
-  page_out(src.p, bytes);
+  if (released(info, 4)) page_out(src.p, bytes);
   count("r16Repack", weight_name(out_dt), kernels().name);
   return weight_array(env, out, bytes);
 }

@@ -3,7 +3,8 @@
 //
 // convertFp8(src, dtype, N, C, br, bc, out, scale): out (N, C) fp8 codes, scale (ceil(N/br), ceil(C/bc)).
 // convertBf16(src, dtype, N, C, out): out (N, C) bf16, little-endian.
-// Both then hand src's pages back to the kernel (page_out): a model converted at load does not keep its checkpoint resident.
+// A trailing `release` true (src is a file mapping) then hands src's pages back (page_out): a model converted at load
+// does not keep its checkpoint resident.
 // src: the weight's row-major bytes (any alignment); dtype codes as DTYPE_CODE (0 f32, 1 f16, 2 bf16). Each call counts
 // "convertFp8.<src dtype>.<isa>" / "convertBf16.<src dtype>.<isa>" (counters()).
 
@@ -98,6 +99,10 @@ void page_out(const void* p, int64_t bytes) {
 #endif
 }
 
+bool released(const Napi::CallbackInfo& info, size_t i) {
+  return info.Length() > i && info[i].ToBoolean().Value();
+}
+
 namespace {
 
 // Source dtype argument: f32, f16 or bf16 (bf16 only where allowed).
@@ -133,7 +138,7 @@ Napi::Value ConvertFp8(const Napi::CallbackInfo& info) {
       fn(dt, src.p, N, C, br, bc, t * chunk, std::min(gr, (t + 1) * chunk), out.p, scale.p, ns);
     });
   }
-  page_out(src.p, src.n);
+  if (released(info, 8)) page_out(src.p, src.n);
   count(op, weight_name(dt), kernels().name);
   return env.Undefined();
 }
@@ -154,7 +159,7 @@ Napi::Value ConvertBf16(const Napi::CallbackInfo& info) {
   advise_huge(out.p, out.n);
   const int64_t chunk = std::max<int64_t>(1 << 16, (n + 63) / 64);  // values a task: up to 64 tasks
   parallel_for((n + chunk - 1) / chunk, [&](int64_t t) { fn(dt, src.p, t * chunk, std::min(n, (t + 1) * chunk), out.p); });
-  page_out(src.p, src.n);
+  if (released(info, 5)) page_out(src.p, src.n);
   count(op, weight_name(dt), kernels().name);
   return env.Undefined();
 }

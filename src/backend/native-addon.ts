@@ -38,23 +38,25 @@ export interface NativeAddon {
   /** First index of the largest value (sampler.ts argmax's rule). */
   argmax(x: Float32Array): number;
   /**
-   * q8_0 weight (N, C) → a new 64-byte aligned buffer in the q8_0r16 layout (native/common.h; N % 16 == 0); src's
-   * pages are handed back to the kernel afterwards (advice only: its data stays valid).
+   * q8_0 weight (N, C) → a new 64-byte aligned buffer in the q8_0r16 layout (native/common.h; N % 16 == 0). `release`:
+   * src's pages are handed back to the kernel afterwards (MADV_PAGEOUT; advice only, its data stays valid): pass it for
+   * a file mapping (mapfile.ts isMapped), whose pages the kernel re-reads if touched.
    */
-  q8Repack(src: Uint8Array, N: number, C: number): Uint8Array;
+  q8Repack(src: Uint8Array, N: number, C: number, release?: boolean): Uint8Array;
   /**
    * bf16 (dtype code 2), f16 (1) or fp8_e4m3 (3) weight (N, C) → a new aligned buffer in bf16r16 / f16r16 / fp8r16
    * (common.h r16_*, fp8r_*; fp8's scale grid is unchanged), as q8Repack.
    */
-  r16Repack(src: Uint8Array, dtype: number, N: number, C: number): Uint8Array;
+  r16Repack(src: Uint8Array, dtype: number, N: number, C: number, release?: boolean): Uint8Array;
   /**
    * Load-time weight conversion (native/convert.cc; the bytes of src/tensor/quantize.ts and codecs.ts): src, an f32 (dtype
    * code 0), f16 (1) or bf16 (2) weight (N, C) in rows, any alignment -> out (N, C) E4M3 codes and scale
-   * (ceil(N / br), ceil(C / bc)) = amax / 448 per block, on the thread pool.
+   * (ceil(N / br), ceil(C / bc)) = amax / 448 per block, on the thread pool. `release`: src's pages are handed back
+   * afterwards, as q8Repack's.
    */
-  convertFp8(src: Uint8Array, dtype: number, N: number, C: number, br: number, bc: number, out: Uint8Array, scale: Float32Array): void;
-  /** An f32 (0) or f16 (1) weight (N, C) in rows -> out (N, C) bf16 bits, little-endian (RNE, NaN stays NaN). */
-  convertBf16(src: Uint8Array, dtype: number, N: number, C: number, out: Uint8Array): void;
+  convertFp8(src: Uint8Array, dtype: number, N: number, C: number, br: number, bc: number, out: Uint8Array, scale: Float32Array, release?: boolean): void;
+  /** An f32 (0) or f16 (1) weight (N, C) in rows -> out (N, C) bf16 bits, little-endian (RNE, NaN stays NaN); `release` as convertFp8's. */
+  convertBf16(src: Uint8Array, dtype: number, N: number, C: number, out: Uint8Array, release?: boolean): void;
   /** Whole file mapped private read/write (writes never reach the file); unmapped when the buffer is collected. */
   /** The whole file, or bytes [offset, offset + length) from the page holding offset (the range ends the buffer). */
   mmapFile(path: string, offset?: number, length?: number): ArrayBuffer;
@@ -140,4 +142,19 @@ export function loadAddon(): NativeAddon | null {
 export function addonPath(): string {
   const e = process.env.FLOE_ADDON;
   return e ? resolve(e) : join(packageRoot(), 'build', 'Release', 'floe.node');
+}
+
+// The buffers that are memory mappings of a file (mmapFile's, as formats/mapfile.ts makes them), not bytes read or made
+// in memory: their pages can be handed back to the kernel once a converted or repacked copy is made (the `release`
+// arguments above; the kernel re-reads them if touched). Handing back anonymous memory would only write it to swap.
+const mapped = new WeakSet<ArrayBufferLike>();
+
+/** Records that `ab` is a file mapping (mapfile.ts, for each mmapFile result it keeps). */
+export function noteMapped(ab: ArrayBufferLike): void {
+  mapped.add(ab);
+}
+
+/** Whether `view` lies in a file mapping noted by noteMapped. */
+export function isMapped(view: Uint8Array): boolean {
+  return mapped.has(view.buffer);
 }

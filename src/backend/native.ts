@@ -5,7 +5,7 @@
 
 import { DTYPE_CODE, Tensor } from '../tensor/tensor.js';
 import { WEIGHT_DTYPES, type AttentionBatch, type AttentionShape, type KvDType, type KvLayer, type TrainBackend } from './backend.js';
-import { loadAddon, type NativeAddon } from './native-addon.js';
+import { isMapped, loadAddon, type NativeAddon } from './native-addon.js';
 
 /** native/common.h DT_Q8_0R: q8_0 in the repacked decode layout (not a file dtype, so not in DTYPE_CODE). */
 const Q8_0R16_CODE = 6;
@@ -95,12 +95,12 @@ function makeFullBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
       for (const [name, t] of tensors) {
         if (t.layout !== 'rows' || t.shape.length !== 2 || t.rows % 16 !== 0) continue;
         if (t.dtype === 'q8_0' && q8) {
-          tensors.set(name, new Tensor('q8_0', t.shape, a.q8Repack(t.data, t.rows, t.cols), undefined, undefined, 'q8_0r16'));
+          tensors.set(name, new Tensor('q8_0', t.shape, a.q8Repack(t.data, t.rows, t.cols, isMapped(t.data)), undefined, undefined, 'q8_0r16'));
         } else if ((t.dtype === 'bf16' || t.dtype === 'f16') && r16 && t.cols % 2 === 0) {
-          const data = a.r16Repack(t.data, DTYPE_CODE[t.dtype], t.rows, t.cols);
+          const data = a.r16Repack(t.data, DTYPE_CODE[t.dtype], t.rows, t.cols, isMapped(t.data));
           tensors.set(name, new Tensor(t.dtype, t.shape, data, undefined, undefined, t.dtype === 'bf16' ? 'bf16r16' : 'f16r16'));
         } else if (t.dtype === 'fp8_e4m3' && r16 && t.cols % 4 === 0 && (t.scaleBlock![1] >= t.cols || t.scaleBlock![1] % 4 === 0)) {
-          const data = a.r16Repack(t.data, DTYPE_CODE.fp8_e4m3, t.rows, t.cols);
+          const data = a.r16Repack(t.data, DTYPE_CODE.fp8_e4m3, t.rows, t.cols, isMapped(t.data));
           tensors.set(name, new Tensor(t.dtype, t.shape, data, t.scale, t.scaleBlock, 'fp8r16'));
         } else continue;
         n++;

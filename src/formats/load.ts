@@ -8,7 +8,7 @@ import type { LlamaConfig } from './llama-config.js';
 import { decodeBf16, decodeF16, dequantizeRow, f16ToF32Bits, f32BitsToBf16 } from '../tensor/codecs.js';
 import { quantizeTensor } from '../tensor/quantize.js';
 import { asF32, DTYPE_CODE, rowsCols, Tensor } from '../tensor/tensor.js';
-import { loadAddon, type NativeAddon } from '../backend/native-addon.js';
+import { isMapped, loadAddon, type NativeAddon } from '../backend/native-addon.js';
 import { ggufTensor, ggufToHfName, ggufToLlamaConfig, GGML_F32, permuteQkRows, qkRowSources, readGguf, type GgufFile, type GgufTensorInfo } from './gguf.js';
 import { mapFileUsesMmap } from './mapfile.js';
 import { readHfConfig, type Fp8Quantization, type GenerationDefaults } from './hf-config.js';
@@ -63,7 +63,7 @@ export function quantizeWeightFp8(t: Tensor, name: string, block?: readonly [num
     const N = t.rows, C = t.cols;
     const data = new Uint8Array(N * C); // (N, C) E4M3 codes
     const scale = new Float32Array(Math.ceil(N / br) * Math.ceil(C / bc)); // (ceil(N / br), ceil(C / bc))
-    a.convertFp8(t.data, DTYPE_CODE[t.dtype], N, C, br, bc, data, scale);
+    a.convertFp8(t.data, DTYPE_CODE[t.dtype], N, C, br, bc, data, scale, isMapped(t.data));
     return new Tensor('fp8_e4m3', t.shape, data, scale, [br, bc]);
   }
   const values = new Float32Array(t.numel); // (N, C)
@@ -98,7 +98,7 @@ export function convertWeightBf16(t: Tensor, name: string): Tensor {
   const a = nativeConvert();
   if (a && t.layout === 'rows') {
     const bytes = new Uint8Array(N * C * 2); // (N, C) bf16, little-endian
-    a.convertBf16(t.data, DTYPE_CODE[t.dtype], N, C, bytes);
+    a.convertBf16(t.data, DTYPE_CODE[t.dtype], N, C, bytes, isMapped(t.data));
     return new Tensor('bf16', t.shape, bytes);
   }
   const out = new Uint16Array(N * C); // (N, C) bf16 bits

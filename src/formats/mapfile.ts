@@ -2,7 +2,7 @@
 
 import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
-import { loadAddon } from '../backend/native-addon.js';
+import { loadAddon, noteMapped } from '../backend/native-addon.js';
 
 let useMmap = process.env.FLOE_NO_MMAP !== '1';
 
@@ -89,6 +89,7 @@ export function mapFileSync(path: string): FileBytes {
         }
         const at = ab.byteLength - length; // the range starts this far into its first page
         backing.set(ab, { file: path, base: at - offset, length: size });
+        noteMapped(ab);
         return new Uint8Array(ab, at, length);
       });
     }
@@ -111,7 +112,9 @@ export function mapFileSync(path: string): FileBytes {
   }
   if (addon) {
     try {
-      return remember(path, new Uint8Array(addon.mmapFile(path)));
+      const ab = addon.mmapFile(path);
+      noteMapped(ab);
+      return remember(path, new Uint8Array(ab));
     } catch (e) {
       throw new Error(`${path}: mmap failed: ${(e as Error).message}`);
     }

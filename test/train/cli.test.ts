@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runEach } from '../cli/run-each.js';
 import { tinyModelDir, writeTrainData } from './fixtures.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
@@ -71,11 +72,13 @@ describe('floe finetune (subprocess)', () => {
   it('a malformed line fails before training with its line number; bad flags are named', () => {
     const bad = join(work, 'bad.jsonl');
     writeFileSync(bad, '{"text": "the cat"}\n{"prompt": "x", "completion": 7}\n');
-    const r = floe(['finetune', '--model', model, '--data', bad, '--out', join(work, 'bad')]);
-    assert.equal(r.code, 1);
-    assert.match(r.err, /bad\.jsonl:2: "completion" must be a string, got number/);
+    // run() calls in one process (../cli/run-each.ts), not a process each (~1 s of start-up apiece)
+    const [r, targets] = runEach([['finetune', '--model', model, '--data', bad, '--out', join(work, 'bad')],
+      ['finetune', '--model', model, '--data', data, '--out', join(work, 'x'), '--lora-targets', 'q,zz']], { src: true });
+    assert.equal(r!.status, 1);
+    assert.match(r!.stderr, /bad\.jsonl:2: "completion" must be a string, got number/);
     assert.ok(!existsSync(join(work, 'bad', 'metrics.jsonl')), 'nothing was trained');
-    assert.match(floe(['finetune', '--model', model, '--data', data, '--out', join(work, 'x'), '--lora-targets', 'q,zz']).err, /LoRA target 'zz' is not one of q,k,v,o,gate,up,down/);
+    assert.match(targets!.stderr, /LoRA target 'zz' is not one of q,k,v,o,gate,up,down/);
   });
 
   it('SIGKILL in the middle of a checkpoint save: resume picks the last complete checkpoint and the loss curve is unchanged', async () => {
@@ -107,16 +110,19 @@ describe('floe finetune (subprocess)', () => {
     const two = [...without(common, '--max-steps'), '--max-steps', '2'];
     const out = join(work, 'resume-flags');
     assert.equal(floe(['finetune', ...two, '--out', out, '--quiet']).code, 0);
-    const left = floe(['finetune', ...without(common, '--batch-size', '--lora-rank'), '--out', out, '--resume', out, '--quiet']);
-    assert.equal(left.code, 2, 'a usage error, as other flag mistakes');
-    assert.match(left.err, /checkpoint-000002: the checkpoint was trained with --lora-rank 4 --lora-alpha 8, this run has --lora-rank 8 --lora-alpha 16: resume with the flags the run was started with/);
-    const batch = floe(['finetune', ...without(common, '--batch-size'), '--out', out, '--resume', out, '--quiet']);
-    assert.match(batch.err, /the checkpoint was trained with --batch-size 2, this run has --batch-size 1: /);
-    const tokens = floe(['finetune', ...without(common, '--batch-size'), '--batch-tokens', '64', '--out', out, '--resume', out, '--quiet']);
-    assert.match(tokens.err, /the checkpoint was trained with --batch-size 2, this run has --batch-tokens 64: /);
-    const shuffle = floe(['finetune', ...common, '--no-shuffle', '--out', out, '--resume', out, '--quiet']);
-    assert.match(shuffle.err, /the checkpoint was trained with shuffled data \(no --no-shuffle\), this run has --no-shuffle: /);
-    for (const r of [left, batch, tokens, shuffle]) assert.doesNotMatch(r.err, /null|undefined/);
+    // the four refusals as run() calls in one process (../cli/run-each.ts), not a process each
+    const [left, batch, tokens, shuffle] = runEach([
+      ['finetune', ...without(common, '--batch-size', '--lora-rank'), '--out', out, '--resume', out, '--quiet'],
+      ['finetune', ...without(common, '--batch-size'), '--out', out, '--resume', out, '--quiet'],
+      ['finetune', ...without(common, '--batch-size'), '--batch-tokens', '64', '--out', out, '--resume', out, '--quiet'],
+      ['finetune', ...common, '--no-shuffle', '--out', out, '--resume', out, '--quiet'],
+    ], { src: true }).map((x) => ({ code: x.status, err: x.stderr }));
+    assert.equal(left!.code, 2, 'a usage error, as other flag mistakes');
+    assert.match(left!.err, /checkpoint-000002: the checkpoint was trained with --lora-rank 4 --lora-alpha 8, this run has --lora-rank 8 --lora-alpha 16: resume with the flags the run was started with/);
+    assert.match(batch!.err, /the checkpoint was trained with --batch-size 2, this run has --batch-size 1: /);
+    assert.match(tokens!.err, /the checkpoint was trained with --batch-size 2, this run has --batch-tokens 64: /);
+    assert.match(shuffle!.err, /the checkpoint was trained with shuffled data \(no --no-shuffle\), this run has --no-shuffle: /);
+    for (const r of [left!, batch!, tokens!, shuffle!]) assert.doesNotMatch(r.err, /null|undefined/);
 
     // --batch-size 1 is the default: giving it or leaving it out is the same run, either way round
     const one = join(work, 'resume-one');
@@ -167,15 +173,15 @@ describe('floe finetune (subprocess)', () => {
     const listing = readdirSync(out).sort();
     assert.ok(listing.includes('checkpoint-000004'));
 
-    const r = floe(['finetune', ...short, '--out', out, '--quiet']);
-    assert.equal(r.code, 2, 'a usage error: the command line is to change');
-    assert.match(r.err, /again is not empty .*--resume DIR to continue that run or --overwrite to clear it/);
+    // the two refusals as run() calls in one process (../cli/run-each.ts), not a process each
+    const [r, both] = runEach([['finetune', ...short, '--out', out, '--quiet'], ['finetune', ...short, '--out', out, '--overwrite', '--resume', out, '--json']], { src: true });
+    assert.equal(r!.status, 2, 'a usage error: the command line is to change');
+    assert.match(r!.stderr, /again is not empty .*--resume DIR to continue that run or --overwrite to clear it/);
     assert.equal(readFileSync(join(out, 'metrics.jsonl'), 'utf8'), before, 'the earlier metrics are untouched');
     assert.deepEqual(readdirSync(out).sort(), listing);
 
-    const both = floe(['finetune', ...short, '--out', out, '--overwrite', '--resume', out, '--json']);
-    assert.equal(both.code, 2);
-    assert.match(JSON.parse(both.out).error.message, /give one of --resume or --overwrite/);
+    assert.equal(both!.status, 2);
+    assert.match(JSON.parse(both!.stdout).error.message, /give one of --resume or --overwrite/);
 
     const o = floe(['finetune', ...short, '--out', out, '--overwrite', '--quiet']);
     assert.equal(o.code, 0, o.err);

@@ -8,6 +8,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runEach } from '../cli/run-each.js';
 import { tinyModelDir, writeTrainData } from './fixtures.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
@@ -75,24 +76,25 @@ describe('floe distill (subprocess)', () => {
     const ms = readFileSync(join(work, 'gkd', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.type === 'train');
     assert.deepEqual(ms.map((m) => m.on_policy), [[true], [true], [true]]);
     for (const m of ms) assert.ok(Math.abs(m.loss - 0.5 * m.kd) < 1e-9 * m.loss, 'an on-policy batch trains the KD part alone');
-    assert.equal(floe(['distill', ...common, '--out', join(work, 'e'), '--on-policy', '2']).code, 2);
-    assert.equal(floe(['distill', ...common, '--out', join(work, 'e'), '--sample-temperature', '0.5']).code, 2);
+    // usage errors: run() calls in one process (../cli/run-each.ts), not a process each
+    const usage = runEach([['distill', ...common, '--out', join(work, 'e'), '--on-policy', '2'], ['distill', ...common, '--out', join(work, 'e'), '--sample-temperature', '0.5']], { src: true });
+    assert.deepEqual(usage.map((u) => u.status), [2, 2], usage.map((u) => u.stderr).join(''));
   });
 
   it('a finished --out (or a --resume with nothing to resume) is refused before any teacher compute', () => {
     const done = join(work, 'done');
     mkdirSync(done);
     writeFileSync(join(done, 'summary.json'), '{}\n');
-    const r = floe(['distill', ...common, '--out', done]);
-    assert.equal(r.code, 2, r.err);
-    assert.match(r.err, /done is not empty \(summary\.json\): pass --resume DIR/);
-    assert.doesNotMatch(r.err, /teacher pass/);
-    assert.ok(!existsSync(`${done}.teacher-cache`), 'no teacher cache was computed');
     const empty = join(work, 'nothing-to-resume');
     mkdirSync(empty);
-    const r2 = floe(['distill', ...common, '--out', join(work, 'fresh'), '--resume', empty]);
-    assert.equal(r2.code, 2, r2.err);
-    assert.match(r2.err, /no complete checkpoint to resume from/);
+    // run() calls in one process (../cli/run-each.ts), not a process each
+    const [r, r2] = runEach([['distill', ...common, '--out', done], ['distill', ...common, '--out', join(work, 'fresh'), '--resume', empty]], { src: true });
+    assert.equal(r!.status, 2, r!.stderr);
+    assert.match(r!.stderr, /done is not empty \(summary\.json\): pass --resume DIR/);
+    assert.doesNotMatch(r!.stderr, /teacher pass/);
+    assert.ok(!existsSync(`${done}.teacher-cache`), 'no teacher cache was computed');
+    assert.equal(r2!.status, 2, r2!.stderr);
+    assert.match(r2!.stderr, /no complete checkpoint to resume from/);
     assert.ok(!existsSync(join(work, 'fresh.teacher-cache')), 'no teacher cache was computed');
   });
 
@@ -105,11 +107,15 @@ describe('floe distill (subprocess)', () => {
   });
 
   it('usage errors exit 2; a student that is not a model directory exits 1 and says why', () => {
-    assert.equal(floe(['distill', ...common, '--out', join(work, 'c'), '--beta', '0.5']).code, 2);
-    assert.equal(floe(['distill', ...common, '--out', join(work, 'c'), '--loss', 'kl']).code, 2);
-    assert.equal(floe(['distill', '--student', student, '--data', data, '--out', join(work, 'c')]).code, 2);
-    const r = floe(['distill', ...common.map((x) => (x === student ? tinyModelDir('gqa_f32').replace(/$/, '/../nonexistent') : x)), '--out', join(work, 'd')]);
-    assert.equal(r.code, 1);
-    assert.match(r.err, /floe distill: student .*: distillation needs a Hugging Face model directory/);
+    // run() calls in one process (../cli/run-each.ts), not a process each (~1 s of start-up apiece)
+    const [beta, loss, teacher, r] = runEach([
+      ['distill', ...common, '--out', join(work, 'c'), '--beta', '0.5'],
+      ['distill', ...common, '--out', join(work, 'c'), '--loss', 'kl'],
+      ['distill', '--student', student, '--data', data, '--out', join(work, 'c')],
+      ['distill', ...common.map((x) => (x === student ? tinyModelDir('gqa_f32').replace(/$/, '/../nonexistent') : x)), '--out', join(work, 'd')],
+    ], { src: true });
+    assert.deepEqual([beta!.status, loss!.status, teacher!.status], [2, 2, 2], beta!.stderr + loss!.stderr + teacher!.stderr);
+    assert.equal(r!.status, 1);
+    assert.match(r!.stderr, /floe distill: student .*: distillation needs a Hugging Face model directory/);
   });
 });

@@ -117,12 +117,13 @@ test('floe rejects bad input with a clear message', () => {
     [['info', 'a', 'b'], /usage: floe info \[MODEL\]/],
     [['frobnicate'], /unknown command/],
   ];
-  for (const [args, re] of cases) {
-    const r = floe(...args);
-    assert.notEqual(r.code, 0, args.join(' '));
-    assert.match(r.err, re, args.join(' '));
-    assert.doesNotMatch(r.err, /^\s+at /m, 'no stack trace');
-  }
+  // run() calls of the built CLI in one process (./run-each.ts), not a process each
+  runEach(cases.map(([args]) => args)).forEach((r, i) => {
+    const [args, re] = cases[i]!;
+    assert.notEqual(r.status, 0, args.join(' '));
+    assert.match(r.stderr, re, args.join(' '));
+    assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
+  });
 });
 
 // ---------------------------------------------------------------- first run: defaults, help, flags, errors
@@ -148,12 +149,13 @@ test('floe COMMAND --help prints that command\'s usage and options only', () => 
     quantize: [/--per-row/, /--top-k/], eval: [/--max-seq-len N/, /--lora-rank/], tokenize: [/TEXT/, /--top-k/],
     detokenize: [/IDS/, /--top-k/], tokenizer: [/--vocab-size N/, /--top-k/],
   };
-  for (const [cmd, [has, hasNot]] of Object.entries(own)) {
-    const r = floe(cmd, '--help');
-    assert.equal(r.code, 0, `${cmd}: ${r.err}`);
-    assert.match(r.out, new RegExp(`^Usage: floe ${cmd}`), cmd);
-    assert.match(r.out, has, cmd);
-    if (hasNot) assert.doesNotMatch(r.out, hasNot, cmd);
+  const helps = runEach(Object.keys(own).map((cmd) => [cmd, '--help'])); // in one process (./run-each.ts)
+  for (const [i, [cmd, [has, hasNot]]] of Object.entries(own).entries()) {
+    const r = helps[i]!;
+    assert.equal(r.status, 0, `${cmd}: ${r.stderr}`);
+    assert.match(r.stdout, new RegExp(`^Usage: floe ${cmd}`), cmd);
+    assert.match(r.stdout, has, cmd);
+    if (hasNot) assert.doesNotMatch(r.stdout, hasNot, cmd);
   }
 });
 
@@ -227,12 +229,12 @@ test('every command\'s --help shows its own options section and no other command
   const cmds = [...new Set([...full.out.matchAll(/^ {2}floe ([a-z]+)\b/gm)].map((m) => m[1]!))].filter((c) => c !== 'rag'); // rag has its own help
   const sections = [...full.out.matchAll(/^([a-z]+) options\b/gm)].map((m) => m[1]!);
   assert.ok(cmds.length >= 15 && sections.length >= 8, `${cmds.length} commands, ${sections.length} sections`);
-  for (const cmd of cmds) {
-    const r = floe(cmd, '--help');
-    assert.equal(r.code, 0, `${cmd}: ${r.err}`);
-    const shown = [...r.out.matchAll(/^([a-z]+) options\b/gm)].map((m) => m[1]!);
+  runEach(cmds.map((cmd) => [cmd, '--help'])).forEach((r, i) => { // in one process (./run-each.ts), not a process each
+    const cmd = cmds[i]!;
+    assert.equal(r.status, 0, `${cmd}: ${r.stderr}`);
+    const shown = [...r.stdout.matchAll(/^([a-z]+) options\b/gm)].map((m) => m[1]!);
     assert.deepEqual(shown, sections.includes(cmd) ? [cmd] : [], `${cmd} --help shows the sections ${shown.join(', ')}`);
-  }
+  });
 });
 
 test('floe embed --help names every flag its parser takes', () => {
@@ -293,11 +295,12 @@ test('out-of-range values and conflicting flags are refused with exit code 2', (
     [['quantize', '--model', 'a', '--out', 'b', '--fp8', '--block', '64', '--per-row'], /one of --block B or --per-row/],
     [['generate', '--model', M, '--prompt-ids', '1', '--bogus'], /Unknown option '--bogus'/],
   ];
-  for (const [args, re] of cases) {
-    const r = floe(...args);
-    assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
-    assert.match(r.err, re, args.join(' '));
-  }
+  // run() calls of the built CLI in one process (./run-each.ts), not a process each
+  runEach(cases.map(([args]) => args)).forEach((r, i) => {
+    const [args, re] = cases[i]!;
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, re, args.join(' '));
+  });
 });
 
 test('--json: errors are one JSON object on stdout with a non-zero exit', () => {

@@ -5,7 +5,8 @@
 // convertBf16(src, dtype, N, C, out): out (N, C) bf16, little-endian.
 // A trailing `release` true (src is a file mapping) then hands src's pages back (page_out): a model converted at load
 // does not keep its checkpoint resident.
-// src: the weight's row-major bytes (any alignment); dtype codes as DTYPE_CODE (0 f32, 1 f16, 2 bf16). Each call counts
+// src: the weight's row-major bytes (any alignment); dtype codes as DTYPE_CODE (0 f32, 1 f16, 2 bf16; convertFp8 also 4
+// q8_0, dequantized a block row at a time in each task's own f32 buffer). Each call counts
 // "convertFp8.<src dtype>.<isa>" / "convertBf16.<src dtype>.<isa>" (counters()).
 
 #include <sys/mman.h>
@@ -15,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "convert.h"
 #include "dispatch.h"
@@ -105,11 +107,11 @@ bool released(const Napi::CallbackInfo& info, size_t i) {
 
 namespace {
 
-// Source dtype argument: f32, f16 or bf16 (bf16 only where allowed).
-int source_dtype(const Napi::CallbackInfo& info, size_t i, const char* op, bool bf16) {
+// Source dtype argument: f32, f16, or (fp8 only) bf16 and q8_0.
+int source_dtype(const Napi::CallbackInfo& info, size_t i, const char* op, bool fp8) {
   const int64_t dt = integer(info, i, op, "dtype");
-  if (dt != DT_F32 && dt != DT_F16 && !(bf16 && dt == DT_BF16))
-    fail(info.Env(), op, std::string("dtype code must be 0 (f32), 1 (f16)") + (bf16 ? " or 2 (bf16)" : "") + ", got " + str(dt));
+  if (dt != DT_F32 && dt != DT_F16 && !(fp8 && (dt == DT_BF16 || dt == DT_Q8_0)))
+    fail(info.Env(), op, std::string("dtype code must be 0 (f32), 1 (f16)") + (fp8 ? ", 2 (bf16) or 4 (q8_0)" : "") + ", got " + str(dt));
   return int(dt);
 }
 
@@ -125,7 +127,9 @@ Napi::Value ConvertFp8(const Napi::CallbackInfo& info) {
   auto scale = napi_args::f32(info, 7, op, "scale");
   const int64_t n = prod(env, op, {N, C});
   const std::string shape = "(" + str(N) + ", " + str(C) + ")";
-  need_len(env, op, std::string(weight_name(dt)) + " src " + shape + " bytes", src.n, n * (dt == DT_F32 ? 4 : 2));
+  if (dt == DT_Q8_0 && C % Q8_BLOCK != 0) fail(env, op, "q8_0 rows must be a multiple of 32 columns, got C=" + str(C));
+  const int64_t src_bytes = dt == DT_Q8_0 ? n / Q8_BLOCK * Q8_BLOCK_BYTES : n * (dt == DT_F32 ? 4 : 2);
+  need_len(env, op, std::string(weight_name(dt)) + " src " + shape + " bytes", src.n, src_bytes);
   need_len(env, op, "fp8 out " + shape + " bytes", out.n, n);
   const int64_t gr = (N + br - 1) / br, gc = (C + bc - 1) / bc;
   need_len(env, op, "scale grid for block [" + str(br) + ", " + str(bc) + "]", scale.n, gr * gc);

@@ -53,13 +53,14 @@ export const LINEAR_WEIGHT = /^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.
 
 /**
  * A float weight (N, C) -> E4M3 with scales per `block` (default per row). Native (nativeConvert) for an f32 / f16 / bf16
- * weight in rows: the same bytes and scales, no f32 copy. Otherwise quantizeTensor's, through one f32 copy of this tensor.
+ * / q8_0 weight in rows (q8_0 dequantized a block row at a time): the same bytes and scales as quantizeTensor's, no f32
+ * copy. Otherwise quantizeTensor's, through one f32 copy of this tensor (a 1B q8_0 GGUF with --dtype fp8: ~25 s).
  */
 export function quantizeWeightFp8(t: Tensor, name: string, block?: readonly [number, number]): Tensor {
   if (t.dtype === 'i32' || t.shape.length !== 2) throw new Error(`${name}: cannot quantize a ${t.dtype} [${t.shape.join(', ')}] tensor to fp8 (needs a 2-D float weight)`);
   const [br, bc] = block ?? [1, t.cols];
   const a = nativeConvert();
-  if (a && t.layout === 'rows' && (t.dtype === 'f32' || t.dtype === 'f16' || t.dtype === 'bf16') && Number.isInteger(br) && Number.isInteger(bc) && br > 0 && bc > 0) {
+  if (a && t.layout === 'rows' && (t.dtype === 'f32' || t.dtype === 'f16' || t.dtype === 'bf16' || t.dtype === 'q8_0') && Number.isInteger(br) && Number.isInteger(bc) && br > 0 && bc > 0) {
     const N = t.rows, C = t.cols;
     const data = new Uint8Array(N * C); // (N, C) E4M3 codes
     const scale = new Float32Array(Math.ceil(N / br) * Math.ceil(C / bc)); // (ceil(N / br), ceil(C / bc))

@@ -177,6 +177,25 @@ for (const dtype of ['f32', 'f16', 'bf16'] as const) {
   });
 }
 
+test(`quantizeWeightFp8 of a q8_0 weight (a GGUF with --dtype fp8): dequantized a block row at a time natively, = quantizeTensor of its values, every ISA, 1 and 2 threads (seed ${SEED})`, { skip }, () => {
+  // block rows that divide N or not (48, 128), column blocks with a tail, more block rows than tasks
+  const N = 400, C = 320;
+  const r = rng(SEED ^ 0x08);
+  const q8 = quantizeTensor(values(N, C, r), [N, C], 'q8_0');
+  // a q8_0 block of NaN, of inf and of zero scales (d = f16 NaN / inf / 0): NaN and ±inf values, and zeros
+  for (const [row, d] of [[5, 0x7e00], [77, 0x7c00], [130, 0]] as const) q8.data.set([d & 0xff, d >> 8], row * (C / 32) * 34 + 34);
+  for (const block of [undefined, [16, 16], [48, 96], [128, 128]] as const) {
+    const b = block ?? [1, C];
+    const want = referenceFp8(q8, b);
+    eachIsaAndThreads((isa, threads) => {
+      const key = `convertFp8.q8_0.${isa}`, n0 = counter(key);
+      sameFp8(`q8_0 block [${b.join(', ')}] ${isa} ${threads} threads`, quantizeWeightFp8(q8, 'w', block), want);
+      assert.equal(counter(key) - n0, 1, `${key} counts the call (the native path ran)`);
+    });
+  }
+  assert.throws(() => addon!.convertFp8(q8.data, 4, N, 48, 1, 48, new Uint8Array(N * 48), new Float32Array(N)), /q8_0 rows must be a multiple of 32 columns, got C=48/);
+});
+
 test(`quantizeWeightFp8 native keeps quantizeTensor's error for a bad block, and the edge rows give what fp8 says (seed ${SEED})`, { skip }, () => {
   const t = stored('f32', values(100, 70, rng(SEED)), [100, 70]);
   assert.throws(() => quantizeWeightFp8(t, 'w', [0, 4]), /fp8 block must be two positive integers, got \[0,4\]/);

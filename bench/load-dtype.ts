@@ -6,6 +6,7 @@
 //
 // usage: node --import tsx bench/load-dtype.ts [--shape 1b|small] [--src f32,bf16,f16] [--dtype fp8,bf16] [--reps 3]
 //          [--modes native,js] [--out FILE.json] [--gen-only]
+// --src q8_0: the shape's q8_0 GGUF (gguf-gen.ts), with --dtype fp8.
 // The native conversion runs on the addon's thread pool at its default size (the host's cores).
 
 import { spawnSync } from 'node:child_process';
@@ -14,11 +15,12 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LlamaConfig } from '../src/model/config.js';
 import { f32ToBf16, f32ToF16 } from '../src/tensor/codecs.js';
-import { fillIndices, NORMALS, Rng, STD, TABLE } from './gguf-gen.js';
+import { ensureGguf, fillIndices, NORMALS, Rng, STD, TABLE } from './gguf-gen.js';
 import { machineInfo, machineLine } from './machine.js';
 import { SHAPES } from './shapes.js';
 
-type Src = 'f32' | 'bf16' | 'f16';
+type HfSrc = 'f32' | 'bf16' | 'f16';
+type Src = HfSrc | 'q8_0'; // q8_0: a GGUF (bench/gguf-gen.ts), converted to fp8 only
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CACHE = path.join(HERE, '.cache');
 
@@ -44,7 +46,7 @@ function plan(c: LlamaConfig): Planned[] {
   return out;
 }
 
-function hfConfig(c: LlamaConfig, src: Src): Record<string, unknown> {
+function hfConfig(c: LlamaConfig, src: HfSrc): Record<string, unknown> {
   const s = c.ropeScaling;
   return {
     architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: c.vocabSize, hidden_size: c.hiddenSize,
@@ -60,7 +62,7 @@ function hfConfig(c: LlamaConfig, src: Src): Record<string, unknown> {
 }
 
 /** A random checkpoint of shape c in dtype src (weights ~ N(0, 0.02²) through a table of normals), streamed to disk. */
-function ensureDir(shape: string, c: LlamaConfig, src: Src): string {
+function ensureDir(shape: string, c: LlamaConfig, src: HfSrc): string {
   const dir = path.join(CACHE, `${shape}-hf-${src}-v1`);
   if (fs.existsSync(path.join(dir, 'config.json'))) return dir;
   const t0 = performance.now();
@@ -159,15 +161,16 @@ async function main(): Promise<void> {
   const rows: Record<string, unknown>[] = [];
   console.log('src   dtype  mode     load s (each rep)            ns/value  held GB  peak RSS GB  then file / anon GB');
   for (const src of srcs) {
-    const dir = ensureDir(shape, c, src);
+    const dir = src === 'q8_0' ? ensureGguf(CACHE, shape, c, 'q8_0') : ensureDir(shape, c, src);
+    const file = src === 'q8_0' ? dir : path.join(dir, 'model.safetensors');
     if (process.argv.includes('--gen-only')) continue;
     for (const dtype of dtypes) {
-      if (dtype === 'bf16' && src === 'bf16') continue; // nothing to convert
+      if (dtype === 'bf16' && (src === 'bf16' || src === 'q8_0')) continue; // nothing to convert (q8_0 stays q8_0)
       const res: Record<string, { ms: number; ns_per_value: number; held_bytes: number; peak_rss: number; rss_file: number; rss_anon: number }[]> = {};
       for (let r = 0; r < reps; r++) {
         for (const mode of modes) {
           // warm the page cache before every load: a native conversion hands its source pages back (MADV_PAGEOUT)
-          spawnSync('cat', [path.join(dir, 'model.safetensors')], { stdio: ['ignore', 'ignore', 'inherit'] });
+          spawnSync('cat', [file], { stdio: ['ignore', 'ignore', 'inherit'] });
           const env = { ...process.env, ...(mode === 'js' ? { FLOE_NATIVE_CONVERT: '0' } : {}) };
           const p = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', '--dir', dir, '--dtype', dtype], { env, encoding: 'utf8', maxBuffer: 1 << 20 });
           if (p.status !== 0) throw new Error(`child ${src} ${dtype} ${mode} failed: ${p.stderr}`);

@@ -9,8 +9,8 @@ import chisquareCdf from '@stdlib/stats-base-dists-chisquare-cdf';
  */
 export function assertFits(what: string, observed: Float64Array, expected: Float64Array): void {
   const n = observed.reduce((s, c) => s + c, 0);
-  observed.forEach((c, i) => {
-    if (expected[i] === 0) assert.equal(c, 0, `${what}: token ${i} has reference probability 0 but was drawn ${c} times`);
+  observed.forEach((c, i) => { // the message built only on a failure: V of them cost ~0.1 s at V = 128256
+    if (expected[i] === 0 && c !== 0) assert.equal(c, 0, `${what}: token ${i} has reference probability 0 but was drawn ${c} times`);
   });
   const order = Array.from(expected.keys()).filter((i) => expected[i]! > 0).sort((a, b) => expected[b]! - expected[a]!);
   const bins: Array<{ obs: number; exp: number }> = [];

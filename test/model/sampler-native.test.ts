@@ -61,12 +61,13 @@ function assertSame(what: string, z: Float32Array, params: SamplingParams, order
   assert.equal(got.ids[0], argmax(z), `${what}: the first candidate is the argmax`);
   const byId = new Map<number, number>();
   for (let i = 0; i < want.n; i++) byId.set(want.ids[i]!, want.weights[i]!);
+  // up to V candidates: each message is built only on a failure (building ~3 per candidate was most of the test's time)
   for (let i = 0; i < got.n; i++) {
     const id = got.ids[i]!;
     const w = byId.get(id);
-    assert.ok(w !== undefined, `${what}: token ${id} is a native candidate, not an oracle one`);
-    assert.ok(Math.abs(got.weights[i]! - w) <= 1e-6 * w, `${what}: token ${id} weight ${got.weights[i]} vs oracle ${w}`);
-    if (ordered) assert.equal(id, want.ids[i], `${what}: candidate ${i} is ${id}, the oracle's is ${want.ids[i]}`);
+    if (w === undefined) assert.fail(`${what}: token ${id} is a native candidate, not an oracle one`);
+    if (!(Math.abs(got.weights[i]! - w) <= 1e-6 * w)) assert.fail(`${what}: token ${id} weight ${got.weights[i]} vs oracle ${w}`);
+    if (ordered && id !== want.ids[i]) assert.equal(id, want.ids[i], `${what}: candidate ${i} is ${id}, the oracle's is ${want.ids[i]}`);
   }
   assert.ok(Math.abs(got.sum - want.sum) <= 1e-6 * want.sum, `${what}: sum ${got.sum} vs oracle ${want.sum}`);
   const direct = got.weights.reduce((s, x) => s + x, 0);

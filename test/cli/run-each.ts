@@ -20,13 +20,16 @@ export interface RunResult { readonly status: number | null; readonly stdout: st
  * deadline; nothing forces the process to exit, so a handle left open fails the same way.
  */
 export function runEach(argvs: readonly (readonly string[])[], o: { src?: boolean } = {}): RunResult[] {
-  const list = join(mkdtempSync(join(tmpdir(), 'floe-run-each-')), 'argv.json');
+  const dir = mkdtempSync(join(tmpdir(), 'floe-run-each-'));
+  const list = join(dir, 'argv.json');
   writeFileSync(list, JSON.stringify(argvs));
-  const script = `
+  // a file, not -e: the process's execArgv stays what bin/floe.js has (a server's workers are started with it)
+  const script = join(dir, 'run-each.mjs');
+  writeFileSync(script, `
     import { readFileSync, writeSync } from 'node:fs';
     const { run } = await import(${JSON.stringify(pathToFileURL(o.src ? SRC_MAIN : DIST_MAIN).href)});
     const [out, err] = [process.stdout.write, process.stderr.write];
-    for (const argv of JSON.parse(readFileSync(process.argv[1], 'utf8'))) {
+    for (const argv of JSON.parse(readFileSync(process.argv[2], 'utf8'))) {
       writeSync(1, JSON.stringify({ start: argv }) + '\\n');
       let stdout = '', stderr = '';
       process.stdout.write = (s) => { stdout += s; return true; };
@@ -35,8 +38,8 @@ export function runEach(argvs: readonly (readonly string[])[], o: { src?: boolea
       try { status = await run(argv); } catch (e) { status = 1; stderr += e?.stack ?? String(e); }
       finally { process.stdout.write = out; process.stderr.write = err; }
       writeSync(1, JSON.stringify({ status, stdout, stderr }) + '\\n');
-    }`;
-  const r = spawnSync(process.execPath, [...(o.src ? ['--import', 'tsx'] : []), '--input-type=module', '-e', script, '--', list],
+    }`);
+  const r = spawnSync(process.execPath, [...(o.src ? ['--import', 'tsx'] : []), script, list],
     { encoding: 'utf8', timeout: 120_000, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines = r.stdout.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as RunResult & { start?: string[] });
   const results = lines.filter((l) => !l.start);

@@ -76,6 +76,9 @@ const LOGPROB_FLOOR = -9999; // JSON has no -Infinity
 const MAX_PARAM_LENGTH = 1024; // characters of one path parameter (a model or object id)
 const RETRY_AFTER_S = 1; // Retry-After on 429 and on 503 while loading
 
+/** OpenAI's x-request-id value (the SDKs' _request_id, APIError.requestID): one per answer, the router's refusals too. */
+const requestId = (): string => `req_${randomUUID().replaceAll('-', '')}`;
+
 export function createApp(opts: AppOptions): ServeApp {
   if (opts.allowedOrigins !== undefined) checkAllowedOrigins(opts.allowedOrigins, 'createApp: allowedOrigins');
   const metrics = opts.metrics ?? new ServeMetrics();
@@ -90,7 +93,7 @@ export function createApp(opts: AppOptions): ServeApp {
       const e = err.code === 'FST_ERR_MAX_PARAM_LENGTH'
         ? new ApiError(414, `a path segment of ${path} is longer than ${MAX_PARAM_LENGTH} characters`, null, 'uri_too_long')
         : new ApiError(400, `the URL ${path} is not valid: ${err.message}`, null, 'invalid_url');
-      void (reply as FastifyReply).code(e.status).header('x-request-id', `req_${randomUUID().replaceAll('-', '')}`).send(e.body());
+      void (reply as FastifyReply).code(e.status).header('x-request-id', requestId()).send(e.body());
     },
   });
   // Bodies are JSON (or multipart uploads). Fastify would hand a text/plain body (fetch's default for a string) to the
@@ -125,7 +128,7 @@ export function createApp(opts: AppOptions): ServeApp {
 
   app.addHook('onRequest', async (req, reply) => {
     // OpenAI's request id: clients show it (the SDKs' _request_id, APIError.requestID); on raw, so streams and errors carry it too
-    reply.raw.setHeader('x-request-id', `req_${randomUUID().replaceAll('-', '')}`);
+    reply.raw.setHeader('x-request-id', requestId());
     const route = req.routeOptions.url ?? 'unmatched';
     reply.raw.once('close', () => metrics.requests.inc({ route, status: String(reply.raw.statusCode) }));
   });

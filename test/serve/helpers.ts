@@ -1,9 +1,11 @@
 // Server test helpers: a byte-level tokenizer sized to the fixture vocab, a servable model dir, a fake EngineClient.
 
+import assert from 'node:assert/strict';
 import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { APIError } from 'openai';
 import {
   EngineRequestError, type EmbedOutput, type EmbedRequest, type EngineClient, type EngineInfo, type EngineStats,
   type GenerateOutput, type GenerateRequest,
@@ -139,3 +141,15 @@ export class FakeEngine implements EngineClient {
     return this.failed;
   }
 }
+
+/** What the API answered a call it should refuse (the openai client's APIError, flattened); fails the test, saying `accepted`, if it succeeded. */
+export async function apiRefusal(p: Promise<unknown>, accepted = 'accepted'): Promise<{ status: number | undefined; param: string | null | undefined; code: string | null | undefined; message: string }> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof APIError, String(e));
+    return { status: e.status, param: e.param, code: e.code, message: e.message };
+  }
+  assert.fail(accepted);
+}
+

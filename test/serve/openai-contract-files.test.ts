@@ -7,8 +7,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import OpenAI, { APIError, toFile } from 'openai';
+import OpenAI, { toFile } from 'openai';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
+import { apiRefusal } from './helpers.js';
 
 const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
 const T = 60_000;
@@ -23,20 +24,10 @@ before(async () => {
 after(async () => { await server?.close(0); });
 
 const jsonl = JSON.stringify({ messages: [{ role: 'user', content: 'q' }, { role: 'assistant', content: 'a' }] }) + '\n';
-const refusal = async (p: Promise<unknown>) => {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(e instanceof APIError, String(e));
-    return { status: e.status, param: e.param, code: e.code, message: e.message };
-  }
-  return null;
-};
-
 test('files.create with expires_after: a 400 naming it (files here never expire), not a file whose expires_at stays null', { timeout: T }, async () => {
   const before = (await client.files.list()).data.length;
-  const r = await refusal(client.files.create({ file: await toFile(Buffer.from(jsonl), 'ft.jsonl'), purpose: 'fine-tune', expires_after: { anchor: 'created_at', seconds: 3600 } }));
-  assert.ok(r, 'expires_after was accepted and ignored: the file would never expire as asked');
+  const r = await apiRefusal(client.files.create({ file: await toFile(Buffer.from(jsonl), 'ft.jsonl'), purpose: 'fine-tune', expires_after: { anchor: 'created_at', seconds: 3600 } }),
+    'expires_after was accepted and ignored: the file would never expire as asked');
   assert.equal(r.status, 400);
   assert.equal(r.param, 'expires_after');
   assert.match(r.message, /expire/);

@@ -19,6 +19,7 @@ import { registerEmbeddingRoutes, type EmbeddingModel } from './embeddings-route
 import { registerConsole } from './static.js';
 import { checkAllowedOrigins, hookHeaders, registerCors } from './cors.js';
 import { registerResponsesRoutes } from './responses-routes.js';
+import { ChunkAssembler, registerChatStoreRoutes } from './chat-store.js';
 import { FLOE_VERSION, registerTokenizeRoutes, TOKENIZE_ROUTES } from './tokenize-routes.js';
 import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
 import {
@@ -237,6 +238,7 @@ export function createApp(opts: AppOptions): ServeApp {
   const ragChat = opts.rag ? registerRagRoutes(app, { db: opts.rag.db, maxFileBytes: opts.rag.maxFileBytes, tracked, embedder: async () => engineEmbedder(model().embedding ?? null, opts.rag!.embedderName) }) : noRag;
   registerLoraRoutes(app, { enabled: opts.lora?.enableLoading ?? false, root: opts.lora?.root ?? null, baseName: opts.modelName, engine: () => model().engine });
   registerTokenizeRoutes(app, { model, vctx });
+  const chats = registerChatStoreRoutes(app, batch ? () => batch.service().store : null); // store: true
 
   /** Prompt ids of one prompt, checked against the vocabulary. */
   const promptIds = (c: ModelContext, p: Prompt, param: string): number[] => {
@@ -380,7 +382,16 @@ export function createApp(opts: AppOptions): ServeApp {
     await ft?.serveJobModel((req.body as { model?: unknown } | null)?.model, c.engine);
     const { body, rag } = ragChat.take(req.body);
     const p = parseChatRequest(body, vctx(c));
-    noteIgnored(reply, p.ignored);
+    // with a data dir `store: true` keeps the finished completion (and its metadata); else both are ignored
+    const keep = chats !== null && (body as { store?: unknown }).store === true;
+    noteIgnored(reply, chats ? p.ignored.filter((f) => f !== 'store' && !(keep && f === 'metadata')) : p.ignored);
+    const save = (completion: Record<string, unknown> & { id: string; created: number; model: string }, choices: ReadonlyArray<{ finishReason: string | null }>) => {
+      // a completion cut short (the client left, the engine ended it) is not kept
+      if (keep && choices.every((ch) => ch.finishReason !== null) && !reply.raw.destroyed) {
+        const b = body as { metadata?: Record<string, string> | null; messages: Array<Record<string, unknown>> };
+        chats.put(completion, b.metadata ?? null, b.messages, String(reply.raw.getHeader('x-request-id')));
+      }
+    };
     const { ids: encoded, encode, useTools, toolNames, forced, maxCalls } = chatPrompt(c, p, 'messages');
     let ids = encoded;
     // rag: passages for the last user message, as many as fit before the answer's budget
@@ -399,7 +410,7 @@ export function createApp(opts: AppOptions): ServeApp {
     if (!p.stream) {
       await drain(job, ({ source, value }) => acc.add(source, value));
       acc.done();
-      return {
+      const out = {
         ...head, object: 'chat.completion',
         choices: acc.choices.map((ch, i) => {
           // cut by max_tokens inside a call: the call so far, finish_reason length (as streaming sends it)
@@ -416,12 +427,19 @@ export function createApp(opts: AppOptions): ServeApp {
         ...railed(acc.usage()),
         ...(ragged ? ragged.cite(acc.choices[0]?.text ?? '') : {}),
       };
+      save(out, acc.choices);
+      return out;
     }
+    // stored: the answer as the chunks sent make it up
+    const asm = keep ? new ChunkAssembler() : null;
+    const tap = (send: Send): Send => (asm ? (obj) => { asm.add(obj); send(obj); } : send);
     const toolStreams: ToolCallStream[] = [];
     const heldLogprobs: LogprobEntry[][] = []; // per choice: logprobs of tool-call text not yet sent
-    await streamSse(reply, job, (send, first) => {
+    await streamSse(reply, job, (send0, first) => {
+      const send = tap(send0);
       if (first) for (let i = 0; i < p.n; i++) send(chatChunk(head, i, { role: 'assistant', content: forced ? null : '' }, null, null, p.includeUsage));
-    }, (send, source, o) => {
+    }, (send0, source, o) => {
+      const send = tap(send0);
       const ch = acc.add(source, o);
       if (useTools) {
         // tool calls: content or call deltas as the text proves which it is. The logprobs of text held back wait
@@ -448,6 +466,15 @@ export function createApp(opts: AppOptions): ServeApp {
       }
     }, () => {
       acc.done();
+      if (asm && !job.aborted()) {
+        save({
+          ...head, object: 'chat.completion',
+          choices: acc.choices.map((ch, i) => ({ ...asm.choice(i, p.logprobs !== null), stop_reason: ch.stopReason, ...(p.returnTokenIds ? { token_ids: ch.ids } : {}) })),
+          ...(p.returnTokenIds ? { prompt_token_ids: ids } : {}),
+          ...railed(acc.usage()),
+          ...(ragged ? ragged.cite(acc.choices[0]?.text ?? '') : {}),
+        }, acc.choices);
+      }
       const end = { ...head, object: 'chat.completion.chunk', choices: [] };
       if (rails) return p.includeUsage ? { ...end, ...railed(acc.usage()) } : { ...end, guardrails: rails.summary() };
       return p.includeUsage ? { ...end, usage: acc.usage() } : null;

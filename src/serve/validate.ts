@@ -7,6 +7,7 @@ import { RegexError } from '../engine/constrained/regex.js';
 import type { ChatMessage } from '../formats/chat-template.js';
 import type { GenerationDefaults } from '../formats/hf-config.js';
 import { MAX_JSON_DEPTH } from '../platform/files.js';
+import { metadataProblem } from '../platform/metadata.js';
 import { ApiError, invalid } from './errors.js';
 
 /** What validation needs to know about the served model. */
@@ -589,8 +590,9 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
       tools: tools.map((t) => ({ name: t.function.name, parameters: t.function.strict === true ? callArguments(t.function.parameters) : { type: 'object' } })),
     }, 'tools');
   }
-  const meta = get(b, 'metadata');
-  if (meta !== undefined && !isObj(meta)) throw invalid('metadata', `'metadata' must be an object, got ${describe(meta)}`, 'invalid_type');
+  // OpenAI's rule (16 string values, keys up to 64 characters, values up to 512), stored or not
+  const metaProblem = metadataProblem(get(b, 'metadata'));
+  if (metaProblem) throw invalid(metaProblem.param, metaProblem.message);
   optBool(b, 'store', false);
   for (const key of ['service_tier', 'prompt_cache_key', 'prompt_cache_retention', 'safety_identifier', 'reasoning_effort', 'verbosity'] as const) optString(b, key);
   // Fields that would change the answer are refused rather than ignored.

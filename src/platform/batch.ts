@@ -5,12 +5,14 @@ import { createHash, randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { BATCH_ENDPOINTS, createFile, FileValidationError, parseBatchFile, type BatchEndpoint, type BatchInputLine } from './files.js';
 import { metadataProblem } from './metadata.js';
+import { requestId } from './request-id.js';
 import type { BatchRow, BatchStatus, LineResult, Store } from './store.js';
 
-/** One request's answer: HTTP status and JSON body text. */
+/** One request's answer: HTTP status, JSON body text and the x-request-id it carried (a fresh one when absent). */
 export interface ExecResult {
   readonly status: number;
   readonly body: string;
+  readonly requestId?: string;
 }
 
 /** Runs one batch line through the endpoint (at low priority); aborting the signal cancels it. */
@@ -43,8 +45,9 @@ export const NOT_RUN = 0;
 
 /** One line of an output or error file: {id, custom_id, response: {status_code, request_id, body}, error}. */
 export function outputLine(res: LineResult): string {
+  const id = `batch_req_${res.request_id.replace(/^req_/, '')}`; // results recorded before request ids had the prefix have none
   if (res.status_code === NOT_RUN) {
-    return JSON.stringify({ id: `batch_req_${res.request_id}`, custom_id: res.custom_id, response: null, error: JSON.parse(res.body) }) + '\n';
+    return JSON.stringify({ id, custom_id: res.custom_id, response: null, error: JSON.parse(res.body) }) + '\n';
   }
   let body: unknown;
   try {
@@ -52,7 +55,7 @@ export function outputLine(res: LineResult): string {
   } catch {
     body = res.body; // not JSON (should not happen): kept as text
   }
-  return JSON.stringify({ id: `batch_req_${res.request_id}`, custom_id: res.custom_id, response: { status_code: res.status_code, request_id: res.request_id, body }, error: null }) + '\n';
+  return JSON.stringify({ id, custom_id: res.custom_id, response: { status_code: res.status_code, request_id: res.request_id, body }, error: null }) + '\n';
 }
 
 const now = (): number => Math.floor(Date.now() / 1000);
@@ -202,7 +205,7 @@ export class BatchService {
       this.store.tx(() => {
         for (const [i, l] of lines.entries()) {
           if (done.has(i)) continue;
-          this.store.putResult(id, { line: i, custom_id: l.custom_id, request_id: randomUUID().replaceAll('-', ''), status_code: NOT_RUN, body: JSON.stringify({ code: 'batch_expired', message }) });
+          this.store.putResult(id, { line: i, custom_id: l.custom_id, request_id: requestId(), status_code: NOT_RUN, body: JSON.stringify({ code: 'batch_expired', message }) });
         }
       });
       return this.finalize(id, 'expired');
@@ -237,7 +240,7 @@ export class BatchService {
           const kind = this.classify(res);
           if (kind === 'stop') { r.ac.abort(); return; }
           if (kind === 'retry') { await new Promise((ok) => setTimeout(ok, retryMs)); if (r.ac.signal.aborted) return; continue; }
-          const result: LineResult = { line: i, custom_id: line.custom_id, request_id: randomUUID().replaceAll('-', ''), status_code: res.status, body: res.body };
+          const result: LineResult = { line: i, custom_id: line.custom_id, request_id: res.requestId ?? requestId(), status_code: res.status, body: res.body };
           this.store.putResult(id, result);
           this.opts.onLine?.(id, i);
           break;

@@ -14,6 +14,7 @@ import type { LoadDType } from '../formats/load.js';
 import { registerLoraRoutes } from './lora-routes.js';
 import { DEFAULT_GUARD_WINDOW, registerGuardRoutes, takeRails, type Rails } from './guard-routes.js';
 import type { Guard } from '../platform/guard/guard.js';
+import { requestId } from '../platform/request-id.js'; // OpenAI's x-request-id (the SDKs' _request_id, APIError.requestID): one per answer
 import { engineEmbedder, noRag, registerRagRoutes } from './rag-routes.js';
 import { registerEmbeddingRoutes, type EmbeddingModel } from './embeddings-routes.js';
 import { registerConsole } from './static.js';
@@ -76,9 +77,6 @@ export const DEFAULT_BODY_LIMIT = 8 * 2 ** 20;
 const LOGPROB_FLOOR = -9999; // JSON has no -Infinity
 const MAX_PARAM_LENGTH = 1024; // characters of one path parameter (a model or object id)
 const RETRY_AFTER_S = 1; // Retry-After on 429 and on 503 while loading
-
-/** OpenAI's x-request-id value (the SDKs' _request_id, APIError.requestID): one per answer, the router's refusals too. */
-const requestId = (): string => `req_${randomUUID().replaceAll('-', '')}`;
 
 export function createApp(opts: AppOptions): ServeApp {
   if (opts.allowedOrigins !== undefined) checkAllowedOrigins(opts.allowedOrigins, 'createApp: allowedOrigins');

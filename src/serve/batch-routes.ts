@@ -34,7 +34,8 @@ export function injectExecutor(app: FastifyInstance, apiKey: string | null): Exe
       method: 'POST', url, payload: 'stream' in body ? { ...body, stream: false } : body, signal, // one JSON answer per line
       headers: { 'content-type': 'application/json', [PRIORITY_HEADER]: 'batch', ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) },
     });
-    return { status: res.statusCode, body: res.body };
+    const id = res.headers['x-request-id'];
+    return { status: res.statusCode, body: res.body, requestId: typeof id === 'string' ? id : undefined }; // the line's request_id: the answer's own
   };
 }
 

@@ -1,6 +1,7 @@
 // Stored chat completions (store: true) through the official openai client on real sockets: the built-in model with a
 // data dir (retrieve, list with filters / paging / order, update, delete, messages, streamed, n > 1, store false), a
-// fake engine with a data dir (a failed or abandoned generation is not kept) and one without (404s, store ignored).
+// fake engine with a data dir (a failed or abandoned generation is not kept; a Batch API line's request_id is its
+// answer's x-request-id) and one without (404s, store ignored).
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,7 +9,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import OpenAI from 'openai';
+import OpenAI, { toFile } from 'openai';
 import { EngineRequestError } from '../../src/engine/protocol.js';
 import { ChatTemplate } from '../../src/formats/chat-template.js';
 import { createApp } from '../../src/serve/app.js';
@@ -249,4 +250,27 @@ test('no data dir (--no-batch): store: true is accepted and ignored, and the sto
   }
   // invalid metadata is still a 400 here
   assert.equal((await apiRefusal(bare.client.chat.completions.create({ model: 'tiny', messages: ask('x'), max_tokens: 2, metadata: { k: 5 } as never }))).param, 'metadata.k');
+});
+
+test('a Batch API line\'s response.request_id is the x-request-id its answer carried (req_ and 32 hex digits): the stored completion\'s', async () => {
+  const fc = fake.client;
+  const lines = ['a', 'b'].map((k) => ({ custom_id: k, method: 'POST', url: '/v1/chat/completions', body: { model: 'tiny', messages: ask(k), max_tokens: 2, store: true } }));
+  const file = await fc.files.create({ file: await toFile(Buffer.from(lines.map((l) => JSON.stringify(l)).join('\n')), 'in.jsonl'), purpose: 'batch' });
+  let b = await fc.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+  for (const deadline = Date.now() + 20_000; !['completed', 'failed', 'cancelled', 'expired'].includes(b.status);) {
+    assert.ok(Date.now() < deadline, `batch still ${b.status}`);
+    await new Promise((r) => setTimeout(r, 20));
+    b = await fc.batches.retrieve(b.id);
+  }
+  assert.equal(b.status, 'completed');
+  const out = (await (await fc.files.content(b.output_file_id!)).text()).trim().split('\n').map((l) => JSON.parse(l) as { id: string; response: { status_code: number; request_id: string; body: { id: string } } });
+  assert.equal(out.length, 2);
+  for (const l of out) {
+    assert.equal(l.response.status_code, 200);
+    assert.match(l.response.request_id, /^req_[0-9a-f]{32}$/);
+    assert.equal(l.id, `batch_req_${l.response.request_id.slice(4)}`);
+    const stored = await fc.chat.completions.retrieve(l.response.body.id) as Stored & { request_id: string };
+    assert.equal(stored.request_id, l.response.request_id, 'the same id as the answer\'s x-request-id');
+  }
+  assert.notEqual(out[0]!.response.request_id, out[1]!.response.request_id);
 });

@@ -14,16 +14,15 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startFloeServe } from '../serve/floe-process.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url)); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
 const BUILT = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
 const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
-const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
 const dir = mkdtempSync(join(tmpdir(), 'synth-endpoint-'));
 const procs: ChildProcess[] = [];
 after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
 
 function synth(...args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', RUN, '--', 'synth', ...args], { encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(process.execPath, [BIN, 'synth', ...args], { encoding: 'utf8', timeout: 120_000 });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 

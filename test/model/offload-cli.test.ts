@@ -11,14 +11,13 @@ import { fileURLToPath } from 'node:url';
 import { writeTrainData } from '../train/fixtures.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const MAIN = `${ROOT}src/cli/main.ts`;
-const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
+const BIN = `${ROOT}bin/floe.js`; // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
 const BROWN = `${ROOT}models/floe-brown`;
 const work = mkdtempSync(join(tmpdir(), 'floe-offload-cli-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
 function floe(args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', RUN, '--', ...args], { encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 120_000 });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 

@@ -11,10 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { runEach } from '../cli/run-each.js';
 import { tinyModelDir, writeTrainData } from './fixtures.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url)); // the built CLI (npm run build)
-const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
-const ARGS = ['--import', 'tsx', '--input-type=module', '-e', RUN, '--'];
+const ARGS = [BIN];
 const model = tinyModelDir();
 const work = mkdtempSync(join(tmpdir(), 'floe-cli-train-'));
 const data = writeTrainData(work, 10);
@@ -74,7 +72,7 @@ describe('floe finetune (subprocess)', () => {
     writeFileSync(bad, '{"text": "the cat"}\n{"prompt": "x", "completion": 7}\n');
     // run() calls in one process (../cli/run-each.ts), not a process each (~1 s of start-up apiece)
     const [r, targets] = runEach([['finetune', '--model', model, '--data', bad, '--out', join(work, 'bad')],
-      ['finetune', '--model', model, '--data', data, '--out', join(work, 'x'), '--lora-targets', 'q,zz']], { src: true });
+      ['finetune', '--model', model, '--data', data, '--out', join(work, 'x'), '--lora-targets', 'q,zz']]);
     assert.equal(r!.status, 1);
     assert.match(r!.stderr, /bad\.jsonl:2: "completion" must be a string, got number/);
     assert.ok(!existsSync(join(work, 'bad', 'metrics.jsonl')), 'nothing was trained');
@@ -116,7 +114,7 @@ describe('floe finetune (subprocess)', () => {
       ['finetune', ...without(common, '--batch-size'), '--out', out, '--resume', out, '--quiet'],
       ['finetune', ...without(common, '--batch-size'), '--batch-tokens', '64', '--out', out, '--resume', out, '--quiet'],
       ['finetune', ...common, '--no-shuffle', '--out', out, '--resume', out, '--quiet'],
-    ], { src: true }).map((x) => ({ code: x.status, err: x.stderr }));
+    ]).map((x) => ({ code: x.status, err: x.stderr }));
     assert.equal(left!.code, 2, 'a usage error, as other flag mistakes');
     assert.match(left!.err, /checkpoint-000002: the checkpoint was trained with --lora-rank 4 --lora-alpha 8, this run has --lora-rank 8 --lora-alpha 16: resume with the flags the run was started with/);
     assert.match(batch!.err, /the checkpoint was trained with --batch-size 2, this run has --batch-size 1: /);
@@ -174,7 +172,7 @@ describe('floe finetune (subprocess)', () => {
     assert.ok(listing.includes('checkpoint-000004'));
 
     // the two refusals as run() calls in one process (../cli/run-each.ts), not a process each
-    const [r, both] = runEach([['finetune', ...short, '--out', out, '--quiet'], ['finetune', ...short, '--out', out, '--overwrite', '--resume', out, '--json']], { src: true });
+    const [r, both] = runEach([['finetune', ...short, '--out', out, '--quiet'], ['finetune', ...short, '--out', out, '--overwrite', '--resume', out, '--json']]);
     assert.equal(r!.status, 2, 'a usage error: the command line is to change');
     assert.match(r!.stderr, /again is not empty .*--resume DIR to continue that run or --overwrite to clear it/);
     assert.equal(readFileSync(join(out, 'metrics.jsonl'), 'utf8'), before, 'the earlier metrics are untouched');

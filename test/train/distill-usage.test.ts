@@ -11,8 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
-const RUN = `const {run}=await import(${JSON.stringify(MAIN)}); process.exitCode = await run(process.argv.slice(1));`;
+const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url)); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
 const teacher = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
 const student = fileURLToPath(new URL('../../models/floe-brown-draft', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'distill-usage-'));
@@ -20,7 +19,7 @@ const data = join(dir, 'data.jsonl');
 writeFileSync(data, Array.from({ length: 4 }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `Name a county ${i}.` }, { role: 'assistant', content: 'Cook County.' }] })).join('\n') + '\n');
 
 function distill(...args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', RUN, '--', 'distill', '--teacher', teacher, '--student', student, '--data', data, '--max-steps', '1', '--threads', '1', ...args], { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, [BIN, 'distill', '--teacher', teacher, '--student', student, '--data', data, '--max-steps', '1', '--threads', '1', ...args], { encoding: 'utf8', timeout: 60_000 });
   return { code: r.status, err: r.stderr };
 }
 

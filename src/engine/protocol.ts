@@ -145,6 +145,13 @@ export interface EngineInfo {
     readonly linear: string | null; readonly embedding: string; readonly head: string; readonly converted: 'fp8' | 'bf16' | null;
     readonly stages?: readonly { readonly rank: number; readonly layers: string; readonly linear: string | null; readonly embedding?: string; readonly head?: string }[];
   };
+  /** The kernels the forward runs on, as the same weights can answer differently on each (system_fingerprint reads it):
+   *  the backend; for native the dispatched ISA, the AMX tile paths when active, and the bf16 dot product the AVX-512
+   *  decode GEMVs use (only for bf16 / fp8 weights, the only ones it multiplies). Rank 0's, with pipeline stages. */
+  readonly kernels?: {
+    readonly backend: 'native' | 'reference'; readonly isa: string | null;
+    readonly amx: { readonly mode: string; readonly int8: boolean; readonly attn: boolean } | null; readonly bf16Dot: string | null;
+  };
 }
 
 /** The main-thread handle on the engine worker (src/engine/client.ts implements it). */

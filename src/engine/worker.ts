@@ -67,7 +67,18 @@ try {
 }
 const held = pipeline ? null : engine.model.weights;
 const weights = pipeline ? pipeline.weights : held ? { linear: held.layers[0]?.wq.dtype ?? null, embedding: held.embed.dtype, head: held.head.dtype, converted: opts.dtype ?? null } : undefined;
-post({ type: 'ready', info: { ...engine.info, adapters: engine.adapters.list(), ...(weights ? { weights } : {}) } });
+post({ type: 'ready', info: { ...engine.info, adapters: engine.adapters.list(), ...(weights ? { weights } : {}), kernels: kernelsOf(engine.model, weights) } });
+
+function kernelsOf(model: LlamaModel, w: EngineInfo['weights']): EngineInfo['kernels'] {
+  const a = model.backend.name === 'native' ? loadAddon() : null;
+  if (!a) return { backend: model.backend.name, isa: null, amx: null, bf16Dot: null };
+  const amx = a.amx();
+  const halfWeights = [w?.linear, w?.embedding, w?.head, ...(w?.stages ?? []).map((s) => s.linear)].some((d) => d !== undefined && d !== null && /bf16|fp8/.test(d));
+  return {
+    backend: 'native', isa: a.isa(), amx: amx.active ? { mode: amx.mode, int8: amx.int8, attn: amx.attn } : null,
+    bf16Dot: a.isa() === 'avx512' && halfWeights ? a.bf16Dot()?.mode ?? null : null,
+  };
+}
 
 let wake: (() => void) | null = null;
 let shutdownAt: number | null = null;

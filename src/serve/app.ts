@@ -634,11 +634,11 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 /**
  * OpenAI's system_fingerprint: names the backend configuration a seed's samples depend on (floe's version, the model,
- * its weights as held after --dtype, the KV cache dtype, speculative decoding), so that a client comparing runs sees
- * when it changed.
+ * its weights as held after --dtype, the KV cache dtype, speculative decoding, the kernels: ISA, AMX, bf16 dot), so
+ * that a client comparing runs sees when it changed.
  */
 function systemFingerprint(info: EngineInfo): string {
-  const config = { version: FLOE_VERSION, model: info.modelId, weights: info.weights ?? null, kv: info.kvDtype, speculative: info.speculative ?? null };
+  const config = { version: FLOE_VERSION, model: info.modelId, weights: info.weights ?? null, kv: info.kvDtype, speculative: info.speculative ?? null, kernels: info.kernels ?? null };
   return `fp_${createHash('sha256').update(JSON.stringify(config)).digest('hex').slice(0, 10)}`;
 }
 

@@ -78,6 +78,10 @@ async function send(page: Page, text: string): Promise<void> {
 // Its greedy answer runs the whole 400 tokens (checked in the first long-answer test), so it is still streaming
 // when a test scrolls, reloads or kills the server; and it is taller than the message list.
 const LONG = Array.from({ length: 30 }, (_, i) => `line ${i}`).join('\n');
+// The API's greedy answer to LONG on `slow` (the oracle two tests compare with): asked once, as it takes 400 engine steps
+// of 15 ms (~6 s) each time.
+let longRef: Promise<any> | undefined; // eslint-disable-line @typescript-eslint/no-explicit-any
+const longAnswer = () => (longRef ??= api(slow, '/v1/chat/completions', { model: 'floe-brown', messages: [{ role: 'user', content: LONG }], temperature: 0, top_p: 1, top_k: -1, max_tokens: 400 }));
 const greedy = async (page: Page) => { for (const [k, v] of [['temperature', '0'], ['top_p', '1'], ['top_k', '-1'], ['max_tokens', '400']]) await page.fill(`[name=${k}]`, v!); };
 
 let main = ''; // floe-brown + floe-embed + floe-guard with --guardrails
@@ -222,7 +226,7 @@ test('scrolled up to read during a long answer, the list stays put; sending agai
   const page = await open(slow, '#/chat');
   await page.setViewportSize({ width: 1280, height: 500 });
   await greedy(page);
-  const ref = await api(slow, '/v1/chat/completions', { model: 'floe-brown', messages: [{ role: 'user', content: LONG }], temperature: 0, top_p: 1, top_k: -1, max_tokens: 400 });
+  const ref = await longAnswer();
   assert.equal(ref.usage.completion_tokens, 400, 'the greedy answer is long (precondition)');
   const list = page.locator('.messages');
   const pos = () => list.evaluate((el: any) => ({ top: el.scrollTop, max: el.scrollHeight - el.clientHeight })); // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -257,7 +261,7 @@ test('a look at the Server page mid-answer: the answer keeps streaming into its 
   await page.keyboard.press('Escape');
   await page.click('nav a:has-text("Chat")');
   await page.waitForSelector('.msg.assistant .stats');
-  const ref = await api(slow, '/v1/chat/completions', { model: 'floe-brown', messages: [{ role: 'user', content: LONG }], temperature: 0, top_p: 1, top_k: -1, max_tokens: 400 });
+  const ref = await longAnswer();
   // Before: the chat unmounted with the page; back on it the answer was frozen where it was left (and the server
   // generated the rest for nobody).
   assert.equal(await page.textContent('.msg.assistant .text'), ref.choices[0].message.content);

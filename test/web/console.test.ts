@@ -101,9 +101,13 @@ async function send(page: Page, text: string, o: { into?: string; until?: string
   await page.waitForSelector(o.until ?? '.msg.assistant .stats');
 }
 
-/** A page on the chat with fresh storage and the given settings (typed into the settings panel). */
-async function chatPage(settings: Record<string, string> = {}): Promise<Page> {
+/**
+ * A page on the chat with fresh storage and the given settings (typed into the settings panel); with `clock`, the
+ * page's timers run on playwright's clock (page.clock), moved on by the test.
+ */
+async function chatPage(settings: Record<string, string> = {}, o: { clock?: boolean } = {}): Promise<Page> {
   const page = await ctx.newPage();
+  if (o.clock) await page.clock.install();
   page.on('pageerror', (e) => pageErrors.push(e.message));
   await page.goto(url + '/#/chat');
   await page.evaluate(() => { localStorage.removeItem('floe.chats'); localStorage.removeItem('floe.chatSettings'); });
@@ -455,14 +459,17 @@ test('a failed turn stays on screen but is not sent again; with the browser\'s s
 });
 
 test('an adapter loaded at run time appears in the model picker without a reload, and goes when unloaded', { skip, timeout: T }, async () => {
-  const page = await chatPage();
+  // the picker's refresh (every few seconds) is run by moving the page's clock past it, not waited for (~10 s)
+  const page = await chatPage({}, { clock: true });
   const has = (name: string) => page.evaluate((n) => Array.from(document.querySelectorAll('select[name=model] option') as ArrayLike<{ value: string }>).some((o) => o.value === n), name);
   assert.equal(await has('late'), false);
   // (option values are DOM properties, not attributes: Preact sets them so)
   const picker = (n: string, want: boolean) => page.waitForFunction(([name, on]) => Array.from(document.querySelectorAll('select[name=model] option') as ArrayLike<{ value: string }>).some((o) => o.value === name) === on, [n, want] as const, { timeout: 20_000 });
   await api('/v1/load_lora_adapter', { lora_name: 'late', lora_path: 'late' });
+  await page.clock.fastForward('01:00'); // each timer due within a minute fires (once)
   await picker('late', true);
   await api('/v1/unload_lora_adapter', { lora_name: 'late' });
+  await page.clock.fastForward('01:00');
   await picker('late', false);
   assert.equal(await has('a1'), true, 'the served adapters stay');
   await page.close();

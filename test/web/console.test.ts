@@ -482,7 +482,11 @@ test('phone width (390 px): no page scrolls sideways; chat composer and nav stay
   for (const p of ['chat', 'server', 'completions', 'embeddings']) {
     await page.goto(`${url}/#/${p}`);
     await page.waitForSelector('nav a[aria-current=page]');
-    await page.waitForTimeout(p === 'server' ? 2500 : 300);
+    // the page as it settles: every chart drawn with two polls (server), the model list in (the others); it was a fixed
+    // 2.5 s / 0.3 s wait
+    await page.waitForFunction((id) => id === 'server'
+      ? ((cs: any[]) => cs.length > 0 && cs.every((c) => (c.uplot?.data[0]?.length ?? 0) >= 2))([...document.querySelectorAll('[data-chart]')]) // eslint-disable-line @typescript-eslint/no-explicit-any
+      : document.querySelector('select[name=model] option') !== null, p, { timeout: 30_000 });
     await shot(page, `phone-${p}`);
     const wide = await page.evaluate(() => document.documentElement.scrollWidth);
     assert.ok(wide <= 390, `${p}: the page is ${wide} px wide at 390 px`);

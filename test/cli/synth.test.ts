@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadBrown } from '../../src/train/corpus.js';
+import { runEach } from './run-each.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -115,13 +116,23 @@ test('--endpoint against floe serve: the same samples as the in-process engine (
 });
 
 test('usage errors name the flag', () => {
-  assert.match(floe('synth', '--out', join(dir, 'u.jsonl')).err, /--method expects one of self-instruct, evol-instruct, magpie, from-documents/);
-  assert.match(floe('synth', '--method', 'magpie').err, /--out FILE.jsonl is required/);
-  assert.match(floe('synth', '--method', 'from-documents', '--out', join(dir, 'u.jsonl')).err, /from-documents needs --docs/);
-  assert.match(floe('synth', '--method', 'magpie', '--min-score', '3', '--out', join(dir, 'u.jsonl')).err, /--min-score needs --judge/);
-  assert.match(floe('synth', '--method', 'magpie', '--min-support', '0.3', '--out', join(dir, 'u.jsonl')).err, /are for --method from-documents, not magpie/);
-  assert.match(floe('synth', '--method', 'from-documents', '--docs', BIN, '--chunk-tokens', '32', '--chunk-overlap', '32', '--out', join(dir, 'u.jsonl')).err, /--chunk-overlap \(32\) must be below --chunk-tokens \(32\)/);
-  assert.match(floe('synth', '--method', 'from-documents', '--docs', BIN, '--min-support', '2', '--out', join(dir, 'u.jsonl')).err, /--min-support expects/);
+  // run() calls of the built CLI in one process (run-each.ts), not a process each
+  const errs = runEach([
+    ['synth', '--out', join(dir, 'u.jsonl')],
+    ['synth', '--method', 'magpie'],
+    ['synth', '--method', 'from-documents', '--out', join(dir, 'u.jsonl')],
+    ['synth', '--method', 'magpie', '--min-score', '3', '--out', join(dir, 'u.jsonl')],
+    ['synth', '--method', 'magpie', '--min-support', '0.3', '--out', join(dir, 'u.jsonl')],
+    ['synth', '--method', 'from-documents', '--docs', BIN, '--chunk-tokens', '32', '--chunk-overlap', '32', '--out', join(dir, 'u.jsonl')],
+    ['synth', '--method', 'from-documents', '--docs', BIN, '--min-support', '2', '--out', join(dir, 'u.jsonl')],
+  ]).map((r) => r.stderr);
+  assert.match(errs[0]!, /--method expects one of self-instruct, evol-instruct, magpie, from-documents/);
+  assert.match(errs[1]!, /--out FILE.jsonl is required/);
+  assert.match(errs[2]!, /from-documents needs --docs/);
+  assert.match(errs[3]!, /--min-score needs --judge/);
+  assert.match(errs[4]!, /are for --method from-documents, not magpie/);
+  assert.match(errs[5]!, /--chunk-overlap \(32\) must be below --chunk-tokens \(32\)/);
+  assert.match(errs[6]!, /--min-support expects/);
 });
 
 test('from-documents: RAG-chunked passages with overlap, grounding scores (support and log-likelihood gain) per line', () => {

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import { runEach } from '../cli/run-each.js';
 
 const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
 const BUILT = fileURLToPath(new URL('../../dist/src/cli/batch.js', import.meta.url));
@@ -58,20 +59,23 @@ test('an --output (or --input) path that cannot work is a usage error (exit 2) b
   const input = join(dir, 'in.jsonl');
   writeFileSync(input, requests(3, 'p', 4));
   const missing = join(dir, 'no', 'such', 'out.jsonl');
-  for (const extra of [[], ['--state', join(dir, 'st')]]) {
-    const run = await floeBatch(['--input', input, '--output', missing, ...extra]);
+  mkdirSync(join(dir, 'outdir'));
+  // the four as run() calls of the built CLI in one process (../cli/run-each.ts), not a process each
+  const batch = (args: string[]) => ['batch', '--threads', '1', '--max-num-seqs', '4', '--batch-max-num-seqs', '4', ...args];
+  const [plain, withState, isDir, inDir] = runEach([
+    batch(['--input', input, '--output', missing]), batch(['--input', input, '--output', missing, '--state', join(dir, 'st')]),
+    batch(['--input', input, '--output', join(dir, 'outdir')]), batch(['--input', dir, '--output', join(dir, 'o.jsonl')]),
+  ]).map((r) => ({ code: r.status, stderr: r.stderr }));
+  for (const run of [plain!, withState!]) {
     assert.equal(run.code, 2, run.stderr);
     assert.match(run.stderr, new RegExp(`--output ${missing.replaceAll('/', '\\/')}: the directory ${join(dir, 'no', 'such').replaceAll('/', '\\/')} does not exist`));
     assert.doesNotMatch(run.stderr, /lines\/s/, 'no line ran');
-    assert.ok(!existsSync(join(dir, 'no')), 'nothing created along the missing path');
   }
-  mkdirSync(join(dir, 'outdir'));
-  const isDir = await floeBatch(['--input', input, '--output', join(dir, 'outdir')]);
-  assert.equal(isDir.code, 2, isDir.stderr);
-  assert.match(isDir.stderr, /--output .*outdir is a directory; expected a file path/);
-  const inDir = await floeBatch(['--input', dir, '--output', join(dir, 'o.jsonl')]);
-  assert.equal(inDir.code, 2, inDir.stderr);
-  assert.match(inDir.stderr, /--input .* is a directory; expected a JSONL file/);
+  assert.ok(!existsSync(join(dir, 'no')), 'nothing created along the missing path');
+  assert.equal(isDir!.code, 2, isDir!.stderr);
+  assert.match(isDir!.stderr, /--output .*outdir is a directory; expected a file path/);
+  assert.equal(inDir!.code, 2, inDir!.stderr);
+  assert.match(inDir!.stderr, /--input .* is a directory; expected a JSONL file/);
 });
 
 test('killed, then re-run after its 24 h would have passed: the offline batch resumes without redoing lines, never "expired"', { timeout: T }, async () => {

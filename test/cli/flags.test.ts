@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { num, UsageError } from '../../src/cli/args.js';
+import { runEach } from './run-each.js';
 
 const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
 const FIX = fileURLToPath(new URL('../fixtures/models/', import.meta.url));
@@ -18,9 +19,11 @@ function floe(...args: string[]) {
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
+/** Each argv exits 2 naming its mistake, without a stack: run() calls of the built CLI in one process (run-each.ts). */
 function refused(cases: [string[], RegExp][]): void {
-  for (const [args, re] of cases) {
-    const r = floe(...args);
+  const runs = runEach(cases.map(([args]) => args));
+  for (const [i, [args, re]] of cases.entries()) {
+    const r = { code: runs[i]!.status, err: runs[i]!.stderr };
     assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}: ${r.err}`);
     assert.match(r.err, re, args.join(' '));
     assert.doesNotMatch(r.err, /^\s+at /m, 'no stack trace');

@@ -8,6 +8,7 @@ import { readHfConfig } from '../src/formats/hf-config.js';
 import { ALL_LORA_TARGETS, hostMemory, paramCounts, plan, PLAN_DEFAULTS, presetConfig, servingActivationBytes, weightBytes, type Plan, type PlanOptions } from '../src/platform/plan.js';
 import { defaultSwapSpace } from '../src/engine/engine.js';
 import { grownCapacity } from '../src/model/llama.js';
+import { runEach } from './cli/run-each.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const near = (got: number, want: number, rel: number, what: string) =>
@@ -122,63 +123,69 @@ test('the plan of the built-in model is floe\'s measured memory: RSS growth for 
 });
 
 test('floe plan CLI: table and --json for a preset on a cluster', () => {
-  const run = (args: string[]) => spawnSync(process.execPath, [`${ROOT}bin/floe.js`, 'plan', ...args], { encoding: 'utf8', timeout: 60_000 });
-  const j = run(['--preset', 'llama-3.1-405b', '--dtype', 'fp8', '--devices', '8', '--tensor-parallel', '8', '--context', '131072', '--json']);
-  assert.equal(j.status, 0, j.stderr);
-  const out = JSON.parse(j.stdout);
-  assert.equal(out.cluster.parameters.total, 405_853_388_800);
-  assert.equal(out.cluster.device.fits, true);
-  assert.ok(out.this_machine === null || out.this_machine.memory_total > 0);
-  const t = run(['--preset', 'llama-3.1-8b', '--devices', '2', '--tensor-parallel', '2']);
-  assert.equal(t.status, 0, t.stderr);
-  assert.match(t.stdout, /per device/);
-  assert.match(t.stdout, /max concurrent sequences at 131072 tokens/);
-  // a config.json, its directory: the same model
-  const f = run(['--model', `${ROOT}models/floe-brown/config.json`, '--lora-rank', '8', '--seq-len', '128', '--json']);
-  const d = run(['--model', `${ROOT}models/floe-brown`, '--lora-rank', '8', '--seq-len', '128', '--json']);
-  assert.equal(f.status, 0, f.stderr);
-  assert.deepEqual(JSON.parse(f.stdout).cluster, JSON.parse(d.stdout).cluster);
-  assert.equal(JSON.parse(f.stdout).cluster.mode, 'lora');
-  assert.equal(run(['--preset', 'llama-3.1-8b', '--seq-len', '128']).status, 2, 'a training flag without --lora-rank / --full');
-  for (const flag of [['--concurrency', '8'], ['--context', '4096'], ['--kv-dtype', 'fp8'], ['--max-batched-tokens', '64']]) {
-    const r = run(['--preset', 'llama-3.1-8b', '--lora-rank', '8', ...flag]);
-    assert.equal(r.status, 2, `${flag[0]} with --lora-rank is not silently ignored`);
-    assert.match(r.stderr, new RegExp(`${flag[0]} is a serving option`));
-  }
-  const lt = run(['--preset', 'llama-3.1-8b', '--full', '--lora-targets', 'q_proj']);
-  assert.equal(lt.status, 2);
-  assert.match(lt.stderr, /--lora-targets/);
-  for (const [flags, err] of [
+  const lora = [['--concurrency', '8'], ['--context', '4096'], ['--kv-dtype', 'fp8'], ['--max-batched-tokens', '64']];
+  const bad = [
     [['--swap-space', '4 apples'], /--swap-space: expected a size/], [['--swap-space=-1GiB'], /--swap-space: expected a size/],
     [['--swap-space', '1GiB', '--lora-rank', '8'], /--swap-space is a serving option/],
     [['--swap-space', '1GiB', '--devices', '2', '--pipeline-parallel', '2'], /--swap-space does not combine with --pipeline-parallel/],
-  ] as const) {
-    const r = run(['--preset', 'llama-3.1-8b', ...flags]);
+    [['--devices', '3', '--tensor-parallel', '2'], /not a multiple/],
+  ] as const;
+  // all as run() calls of the built CLI in one process (cli/run-each.ts), not a process each (~0.2 s apiece)
+  const [j, t, f, d, noLora, ...rest] = runEach([
+    ['--preset', 'llama-3.1-405b', '--dtype', 'fp8', '--devices', '8', '--tensor-parallel', '8', '--context', '131072', '--json'],
+    ['--preset', 'llama-3.1-8b', '--devices', '2', '--tensor-parallel', '2'],
+    // a config.json, its directory: the same model
+    ['--model', `${ROOT}models/floe-brown/config.json`, '--lora-rank', '8', '--seq-len', '128', '--json'],
+    ['--model', `${ROOT}models/floe-brown`, '--lora-rank', '8', '--seq-len', '128', '--json'],
+    ['--preset', 'llama-3.1-8b', '--seq-len', '128'],
+    ...lora.map((flag) => ['--preset', 'llama-3.1-8b', '--lora-rank', '8', ...flag]),
+    ['--preset', 'llama-3.1-8b', '--full', '--lora-targets', 'q_proj'],
+    ...bad.map(([flags]) => ['--preset', 'llama-3.1-8b', ...flags]),
+  ].map((a) => ['plan', ...a]));
+  assert.equal(j!.status, 0, j!.stderr);
+  const out = JSON.parse(j!.stdout);
+  assert.equal(out.cluster.parameters.total, 405_853_388_800);
+  assert.equal(out.cluster.device.fits, true);
+  assert.ok(out.this_machine === null || out.this_machine.memory_total > 0);
+  assert.equal(t!.status, 0, t!.stderr);
+  assert.match(t!.stdout, /per device/);
+  assert.match(t!.stdout, /max concurrent sequences at 131072 tokens/);
+  assert.equal(f!.status, 0, f!.stderr);
+  assert.deepEqual(JSON.parse(f!.stdout).cluster, JSON.parse(d!.stdout).cluster);
+  assert.equal(JSON.parse(f!.stdout).cluster.mode, 'lora');
+  assert.equal(noLora!.status, 2, 'a training flag without --lora-rank / --full');
+  for (const [i, flag] of lora.entries()) {
+    const r = rest[i]!;
+    assert.equal(r.status, 2, `${flag[0]} with --lora-rank is not silently ignored`);
+    assert.match(r.stderr, new RegExp(`${flag[0]} is a serving option`));
+  }
+  const lt = rest[lora.length]!;
+  assert.equal(lt.status, 2);
+  assert.match(lt.stderr, /--lora-targets/);
+  for (const [i, [flags, err]] of bad.entries()) {
+    const r = rest[lora.length + 1 + i]!;
     assert.equal(r.status, 2, flags.join(' '));
     assert.match(r.stderr, err);
   }
-  const bad = run(['--preset', 'llama-3.1-8b', '--devices', '3', '--tensor-parallel', '2']);
-  assert.equal(bad.status, 2);
-  assert.match(bad.stderr, /not a multiple/);
 });
 
 test('floe plan CLI: the swap space floe serve takes, in the table and --json, counted in the total', () => {
-  const run = (args: string[]) => spawnSync(process.execPath, [`${ROOT}bin/floe.js`, 'plan', '--preset', 'llama-3.1-8b', '--context', '8192', '--concurrency', '2', ...args], { encoding: 'utf8', timeout: 60_000 });
+  // run() calls of the built CLI in one process (cli/run-each.ts), not a process each
+  const [j, g, none, t] = runEach([['--json'], ['--swap-space', '1GiB', '--json'], ['--swap-space', '0', '--json'], []]
+    .map((a) => ['plan', '--preset', 'llama-3.1-8b', '--context', '8192', '--concurrency', '2', ...a]));
   type Out = { options: PlanOptions; cluster: Plan; this_machine: { plan: Plan } | null };
-  const j = run(['--json']);
   assert.equal(j.status, 0, j.stderr);
-  const d = (JSON.parse(j.stdout) as Out).cluster.device;
+  const d = (JSON.parse(j!.stdout) as Out).cluster.device;
   assert.equal(d.swapSpace, defaultSwapSpace(d.kvCache));
   assert.equal(d.total, d.weights + d.kvCache + d.swapSpace + d.activations);
-  const local = (JSON.parse(j.stdout) as Out).this_machine;
+  const local = (JSON.parse(j!.stdout) as Out).this_machine;
   if (local) assert.equal(local.plan.device.swapSpace, defaultSwapSpace(local.plan.device.kvCache));
-  const given = JSON.parse(run(['--swap-space', '1GiB', '--json']).stdout) as Out;
+  const given = JSON.parse(g!.stdout) as Out;
   assert.equal(given.options.swapSpace, 2 ** 30);
   assert.equal(given.cluster.device.swapSpace, 2 ** 30);
-  assert.equal((JSON.parse(run(['--swap-space', '0', '--json']).stdout) as Out).cluster.device.swapSpace, 0);
-  const t = run([]);
-  assert.equal(t.status, 0, t.stderr);
-  assert.match(t.stdout, new RegExp(`^swap space +${(d.swapSpace / 1e9).toFixed(2)} GB`, 'm'));
+  assert.equal((JSON.parse(none!.stdout) as Out).cluster.device.swapSpace, 0);
+  assert.equal(t!.status, 0, t!.stderr);
+  assert.match(t!.stdout, new RegExp(`^swap space +${(d.swapSpace / 1e9).toFixed(2)} GB`, 'm'));
 });
 
 test('floe plan --model with no --dtype / --kv-dtype plans what floe loads: the stored dtype, its default KV cache, the bytes it holds', async () => {

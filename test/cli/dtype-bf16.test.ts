@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { runEach } from './run-each.js';
 
 const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
 
@@ -25,14 +26,17 @@ test('floe generate --dtype bf16 on the built-in f32 model prints text; --json s
 
 test('a bad --dtype exits 2 naming fp8 and bf16, before the model (a missing one here) is opened', () => {
   const missing = '/nonexistent/floe-model';
-  for (const argv of [
+  const argvs = [
     ['generate', '--model', missing, '--prompt', 'hi', '--dtype', 'f64'],
     ['chat', '--model', missing, '--dtype', 'f64'],
     ['serve', '--model', missing, '--dtype', 'float16'],
     ['eval', '--model', missing, '--data', missing + '.jsonl', '--dtype', 'f64'],
     ['batch', '--model', missing, '--input', missing + '.jsonl', '--output', missing + '.out.jsonl', '--dtype', 'f64'],
-  ]) {
-    const r = floe(...argv);
+  ];
+  // run() calls of the built CLI in one process (run-each.ts), not a process each
+  const runs = runEach(argvs);
+  for (const [i, argv] of argvs.entries()) {
+    const r = { code: runs[i]!.status, err: runs[i]!.stderr };
     assert.equal(r.code, 2, `${argv[0]}: exit ${r.code}\n${r.err}`);
     assert.match(r.err, /--dtype expects fp8 \(.*\) or bf16 \(.*\), got '(f64|float16)'/, argv[0]);
     assert.doesNotMatch(r.err, /cannot open model|nonexistent\/floe-model:/, `${argv[0]}: the model was not opened`);

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Guard } from '../../src/platform/guard/guard.js';
 import { buildGuardPrompt } from '../../src/platform/guard/prompt.js';
+import { runEach } from './run-each.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BIN = join(ROOT, 'bin', 'floe.js');
@@ -36,8 +37,10 @@ test('floe guard: usage errors name the flag', () => {
   const noContent = join(dir, 'no-content.json');
   writeFileSync(noContent, JSON.stringify([{ role: 'user' }, { role: 'assistant', content: 'fine' }]));
   cases.push([['--model', BROWN, '--messages', noContent, '--role', 'agent'], /--messages .*no-content\.json: guard: messages\[0\]\.content is required/]);
-  for (const [args, re] of cases) {
-    const r = floe(...args);
+  // run() calls of the built CLI in one process (run-each.ts), not a process each
+  const runs = runEach(cases.map(([args]) => ['guard', ...args]));
+  for (const [i, [args, re]] of cases.entries()) {
+    const r = { code: runs[i]!.status, err: runs[i]!.stderr };
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
     assert.match(r.err, re);
   }

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { startFloeServe } from '../serve/floe-process.js';
+import { runEach } from './run-each.js';
 
 const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
 const floe = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -51,12 +52,15 @@ test('floe generate --num-prediction-tokens N caps the prediction tokens a step 
   assert.ok(t.prediction.accepted >= 10 && atMostOnePerStep(t.prediction.accepted, t.generated_tokens), JSON.stringify(t));
   const all = JSON.parse(floe(...args, '--prediction', file).stdout).timings;
   assert.ok(!atMostOnePerStep(all.prediction.accepted, all.generated_tokens), JSON.stringify(all));
-  for (const v of ['0', '1.5', 'x']) {
-    const bad = floe(...args, '--prediction', file, '--num-prediction-tokens', v);
+  // the usage errors as run() calls of the built CLI in one process (run-each.ts), not a process each
+  const bads = ['0', '1.5', 'x'];
+  const runs = runEach([...bads.map((v) => [...args, '--prediction', file, '--num-prediction-tokens', v]), ['serve', '--num-prediction-tokens', '0', '--port', '0']]);
+  for (const [i, v] of bads.entries()) {
+    const bad = runs[i]!;
     assert.equal(bad.status, 2, bad.stderr);
     assert.match(bad.stdout + bad.stderr, new RegExp(`--num-prediction-tokens expects an integer >= 1, got '${v.replace('.', '\\.')}'`));
   }
-  const serve = floe('serve', '--num-prediction-tokens', '0', '--port', '0');
+  const serve = runs[bads.length]!;
   assert.equal(serve.status, 2, serve.stderr);
   assert.match(serve.stderr, /--num-prediction-tokens expects an integer >= 1, got '0'/);
 });

@@ -53,6 +53,7 @@ test('greedy generate() with n-gram, suffix, draft model, oracle and always-wron
   for (const prompt of brownPrompts) {
     const want = greedy(brown.model, prompt);
     const full = [...prompt, ...want.outputIds];
+    const plain = greedy(brown.model, prompt, { logprobs: 2 }); // the logprobs of plain decoding, the same for every case
     const cases: [string, GenerateOptions['speculative'], number][] = [
       ['ngram', 'ngram', 4], ['suffix', 'suffix', 5], ['draft fp8', brownFp8, 3], ['draft self', brown.model, 4],
       ['oracle', new OracleProposer(full), 6], ['wrong', new WrongProposer(full, 4096), 3],
@@ -72,7 +73,6 @@ test('greedy generate() with n-gram, suffix, draft model, oracle and always-wron
       // always wrong: k 3, 1, 1, 1, 1, 1, then paused, probing 3 steps with k = 1 after 8 and 16 steps (48 tokens)
       if (name === 'wrong') assert.ok(s.proposed > 0 && s.proposed <= 14 && s.accepted === 0, `wrong: ${JSON.stringify(s)}`);
       // logprobs come from the verify rows: the same as plain decoding's
-      const plain = greedy(brown.model, prompt, { logprobs: 2 });
       got.logprobs!.forEach((e, i) => {
         assert.equal(e.token, plain.logprobs![i]!.token);
         assert.ok(Math.abs(e.logprob - plain.logprobs![i]!.logprob) < 1e-4, `${name} logprob ${i}`);

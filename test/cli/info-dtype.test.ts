@@ -4,13 +4,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadModel, type LoadDType } from '../../src/formats/load.js';
 import { openModel } from '../../src/model/open.js';
 import { defaultKvDtype } from '../../src/model/generate.js';
+import { runEach, type RunResult } from './run-each.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
 const fixture = (p: string) => fileURLToPath(new URL(`../fixtures/${p}`, import.meta.url));
 const MODELS = [
   fileURLToPath(new URL('../../models/floe-brown', import.meta.url)), // f32, tied head
@@ -18,8 +17,25 @@ const MODELS = [
   fixture('gguf-independent/tiny-llama.gguf'), // q8_0 and f16 linears, q8_0 embedding, f16 head, f32 norms
 ];
 
+const MISSING = '/nonexistent/floe-model';
+/** Every `floe info` argv of this file: each model and --dtype, in --json and text; the refused --dtype values. */
+const ARGVS = [
+  ...MODELS.flatMap((path) => [undefined, 'bf16', 'fp8'].flatMap((d) => {
+    const args = ['info', path, ...(d ? ['--dtype', d] : [])];
+    return [[...args, '--json'], args];
+  })),
+  ['info', MISSING, '--dtype', 'f16'], ['info', MISSING, '--dtype', 'int4', '--json'],
+];
+let runs: Map<string, RunResult> | undefined;
+
+/**
+ * `floe info ARGS` as the built CLI answers it: all of ARGVS run once, on first use, as run() calls in one process
+ * (run-each.ts) instead of a bin/floe.js process each (~0.3 s apiece, 22 of them).
+ */
 function floe(...args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 120_000 });
+  runs ??= ((rs) => new Map(ARGVS.map((a, i) => [JSON.stringify(a), rs[i]!])))(runEach(ARGVS));
+  const r = runs.get(JSON.stringify(args));
+  assert.ok(r, `floe ${args.join(' ')} is not in ARGVS`);
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -103,7 +119,7 @@ test('floe info --dtype on floe-brown converts: bf16 halves every 2-D weight, fp
 });
 
 test('floe info: a bad --dtype exits 2 naming fp8 and bf16, before the model (a missing one here) is opened', () => {
-  const missing = '/nonexistent/floe-model';
+  const missing = MISSING;
   const r = floe('info', missing, '--dtype', 'f16');
   assert.equal(r.code, 2, r.err);
   assert.match(r.err, /--dtype expects fp8 \(.*\) or bf16 \(.*\), got 'f16'/);

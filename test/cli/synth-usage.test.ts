@@ -1,4 +1,4 @@
-// floe synth's command line as a user mistypes it (subprocess on the src CLI): each mistake exits 2 with a message that
+// floe synth's command line as a user mistypes it (run() calls of the built CLI): each mistake exits 2 with a message that
 // names the flag and what it expects, before any model is loaded or any output is written. Before, a --prompts folder
 // that does not exist, flags of another method (--rounds with magpie, --seeds with from-documents) and --api-key without
 // --endpoint were silently ignored, --min-chars above --max-chars ran and rejected everything, and --out naming a
@@ -7,13 +7,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { runEach, type RunResult } from './run-each.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url)); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
 const dir = mkdtempSync(join(tmpdir(), 'synth-usage-'));
 const doc = join(dir, 'doc.txt');
 writeFileSync(doc, 'The river runs north through the valley and freezes every winter.\n');
@@ -22,10 +20,6 @@ writeFileSync(aFile, 'not a folder\n');
 const folder = join(dir, 'folder');
 mkdirSync(folder);
 
-function synth(...args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, 'synth', ...args], { encoding: 'utf8', timeout: 60_000 });
-  return { code: r.status, err: r.stderr };
-}
 
 const cases: [string, string[], RegExp][] = [
   ['--out names a folder', ['--method', 'magpie', '--num', '2', '--out', folder], /--out expects a FILE\.jsonl path, got the directory .*folder/],
@@ -47,9 +41,14 @@ const cases: [string, string[], RegExp][] = [
   ['--min-chars above --max-chars', ['--method', 'magpie', '--num', '2', '--out', join(dir, 'o13.jsonl'), '--min-chars', '100', '--max-chars', '50'], /--min-chars \(100\) must not exceed --max-chars \(50\)/],
 ];
 
-for (const [name, args, message] of cases) {
+// every case's floe synth, run once on first use as run() calls of the built CLI in one process (run-each.ts), not a
+// bin/floe.js process each (~0.3 s apiece)
+let runs: RunResult[] | undefined;
+for (const [i, [name]] of cases.entries()) {
   test(`usage error exits 2: ${name}`, () => {
-    const r = synth(...args);
+    runs ??= runEach(cases.map(([, args]) => ['synth', ...args]));
+    const r = { code: runs[i]!.status, err: runs[i]!.stderr };
+    const message = cases[i]![2];
     assert.equal(r.code, 2, r.err);
     assert.match(r.err, message);
     assert.doesNotMatch(r.err, /using the built-in model/, 'refused before any model is opened');

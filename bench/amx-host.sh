@@ -23,14 +23,14 @@
 #
 # usage: bash bench/amx-host.sh [OUT_DIR]      (default bench/results/amx-<date>; SHAPE=small for a quick pass)
 #        STAGES="tests-attn attn" bash bench/amx-host.sh OUT   runs only the named stages, in the order written below
-# Stages, newest first (a device lease is short: 15 minutes, 10 a command): tests-attn attn block22 q8g4 lora tests
+# Stages, newest first (a device lease is short: 15 minutes, 10 a command): tests-attn attn block22 q8g4 pfl2 lora tests
 # micro core train q8 bf16dot. Each stage's start time goes to the log.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${1:-bench/results/amx-$(date -u +%Y-%m-%d-%H-%M)}
 S=${SHAPE:-1b}
 PY=${FLOE_PYTHON:-/usr/bin/python3}
-STAGES=${STAGES:-"tests-attn attn block22 q8g4 lora tests micro core train q8 bf16dot"}
+STAGES=${STAGES:-"tests-attn attn block22 q8g4 pfl2 lora tests micro core train q8 bf16dot"}
 mkdir -p "$OUT"
 L=$OUT/log.txt
 grep -q amx_tile /proc/cpuinfo || echo "note: no amx_tile on this host: the AMX rows will be AVX-512 (or emulated) figures" | tee -a "$L"
@@ -98,6 +98,12 @@ if want q8g4; then
   echo "micro q8_0r16 (old = FLOE_AMX_Q8_GROUPS=4) rc $?" | tee -a "$L"; tail -8 "$OUT/micro-q8g4.txt" | tee -a "$L"
   FLOE_AMX_Q8_GROUPS=4 node --import tsx bench/decode-streams.ts --shape "$S" --streams 16 --prompt 128 --decode 32 --threads 2 --amx tiles --rounds 2 --out "$OUT/decode-streams-q8g4.json" > "$OUT/decode-streams-q8g4.txt" 2>&1
   echo "decode-streams (FLOE_AMX_Q8_GROUPS=4) rc $?" | tee -a "$L"; tail -9 "$OUT/decode-streams-q8g4.txt" | tee -a "$L"
+fi
+# the VNNI / fp8 rows' far prefetch into L2 (session 35, measured on Zen 4 only): the kernels by M with the old L1
+# prefetch (FLOE_PF_L2=0) against the new, the int8 tiles off so the vector rows run
+if want pfl2; then
+  FLOE_AMX=0 node --import tsx bench/matmul-micro.ts --dtypes q8_0r16,fp8r16 --m 2,3,5,9,16 --shapes 8192x2048,2048x8192 --threads 2 --reps 5 --rotate 32 --ab FLOE_PF_L2=0 > "$OUT/micro-pfl2.txt" 2>&1
+  echo "micro (old = FLOE_PF_L2=0) rc $?" | tee -a "$L"; tail -20 "$OUT/micro-pfl2.txt" | tee -a "$L"
 fi
 # the bf16 products of the bf16 / fp8 decode GEMVs (session 17): the probe's choice (FMA expected on these hosts,
 # where vdpbf16ps runs at half FMA's rate), the kernel by M with each, and fp8 16-stream decode with each

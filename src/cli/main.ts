@@ -194,6 +194,8 @@ distill options (and every finetune option above; --student takes --model's plac
 synth options (see README "Synthetic data"):
   --model PATH | --endpoint URL [--api-key K] [--endpoint-model NAME]   in-process engine, or an OpenAI-compatible
                           server (--model then only gives the chat template for magpie and the tokenizer for chunking)
+  --max-retries N         --endpoint: retries of a request refused with 429 / 5xx or a network error, waiting
+                          0.25 s, then twice as long each time (default 5, at most 20)
   --num N                 work units (default 100; from-documents: all passages unless given)
   --seeds FILE.jsonl      seed tasks {"instruction"[,"input"]} (self-instruct, evol-instruct; default data/synth/seeds.jsonl)
   --rounds N              evol-instruct rounds (default 3)

@@ -15,7 +15,7 @@ export async function synthCmd(args: string[]): Promise<number> {
   const str = { type: 'string' } as const;
   const bool = { type: 'boolean' } as const;
   const { values: v, positionals } = parse(args, {
-    method: str, model: str, endpoint: str, 'api-key': str, 'endpoint-model': str, num: str, seeds: str, docs: { type: 'string', multiple: true },
+    method: str, model: str, endpoint: str, 'api-key': str, 'endpoint-model': str, 'max-retries': str, num: str, seeds: str, docs: { type: 'string', multiple: true },
     rounds: str, 'questions-per-passage': str, 'chunk-tokens': str, 'chunk-overlap': str, 'min-support': str, 'min-ll-gain': str, prompts: str, out: str, format: str, 'dedup-threshold': str,
     'guard-model': str, judge: bool, 'min-score': str, 'min-chars': str, 'max-chars': str, 'max-tokens': str, temperature: str, 'top-p': str,
     seed: str, concurrency: str, threads: str, backend: str, 'kv-cache-memory': str, 'kv-cache-dtype': str, 'max-num-seqs': str, json: bool, quiet: bool,
@@ -43,7 +43,7 @@ export async function synthCmd(args: string[]): Promise<number> {
     }
     if (method === 'magpie' && !v.model) throw new UsageError('--method magpie with --endpoint needs --model DIR (or a GGUF) for the chat template whose open user header starts each unit');
   } else {
-    const given = (['api-key', 'endpoint-model'] as const).filter((f) => v[f] !== undefined);
+    const given = (['api-key', 'endpoint-model', 'max-retries'] as const).filter((f) => v[f] !== undefined);
     if (given.length) throw new UsageError(`${given.map((f) => `--${f}`).join(' and ')} ${given.length > 1 ? 'apply' : 'applies'} to --endpoint URL, which is not given`);
   }
   const format = v.format ?? 'messages';
@@ -68,6 +68,7 @@ export async function synthCmd(args: string[]): Promise<number> {
     topP: num(v['top-p'], 'top-p', 0.95, false, { above: 0, max: 1 }),
   };
   const maxNumSeqs = optNum(v['max-num-seqs'], 'max-num-seqs', true, { min: 1 });
+  const maxRetries = optNum(v['max-retries'], 'max-retries', true, { min: 0, max: 20 });
   const engine = { threads: optNum(v.threads, 'threads', true, { min: 1 }), backend, kvCacheMemory, kvDtype: kvCacheDtype(v['kv-cache-dtype']), maxNumSeqs };
   const chunkOverlap = num(v['chunk-overlap'], 'chunk-overlap', 0, true, { min: 0 });
   if (chunkOverlap >= chunkTokens) throw new UsageError(`--chunk-overlap (${chunkOverlap}) must be below --chunk-tokens (${chunkTokens})`);
@@ -89,7 +90,7 @@ export async function synthCmd(args: string[]): Promise<number> {
   const bar = new Bar(!v.quiet && !v.json && !!process.stderr.isTTY);
   const s = await synth({
     method, out: v.out, format, num: v.num === undefined && method === 'from-documents' ? undefined : n, seed, rounds, seeds: v.seeds,
-    ...(v.endpoint ? { endpoint: { url: v.endpoint, apiKey: v['api-key'], model: v['endpoint-model'], templateFrom: v.model } } : { model: modelOrBuiltin(v.model, 'synth') }),
+    ...(v.endpoint ? { endpoint: { url: v.endpoint, apiKey: v['api-key'], model: v['endpoint-model'], templateFrom: v.model, maxRetries } } : { model: modelOrBuiltin(v.model, 'synth') }),
     engine, concurrency: optNum(v.concurrency, 'concurrency', true, { min: 1 }), guardModel: v['guard-model'], judge: !!v.judge, minScore,
     docs, chunkTokens, chunkOverlap, questionsPerPassage: perPassage, grounding: { minSupport, minGain }, prompts: v.prompts, dedupThreshold,
     minChars: limits.minChars, maxChars: limits.maxChars, ...gen, onProgress: (p) => bar.draw(p),

@@ -55,7 +55,8 @@ test('against floe serve: the 400 context_length_exceeded rejects that unit, the
 
 test('an endpoint that refuses connections: exit 1 naming the cause', async () => {
   const port = await new Promise<number>((res) => { const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => res(p)); }); });
-  const r = synth('--method', 'self-instruct', '--num', '1', '--endpoint', `http://127.0.0.1:${port}`, '--out', join(dir, 'refused.jsonl'));
+  // --max-retries 1: two attempts, 0.25 s apart (the default 5 retries wait 7.75 s in all)
+  const r = synth('--method', 'self-instruct', '--num', '1', '--endpoint', `http://127.0.0.1:${port}`, '--max-retries', '1', '--out', join(dir, 'refused.jsonl'));
   assert.equal(r.code, 1, r.err);
-  assert.match(r.err, new RegExp(`GET http://127\\.0\\.0\\.1:${port}/v1/models: fetch failed: connect ECONNREFUSED 127\\.0\\.0\\.1:${port} \\(after 6 attempts\\)`));
+  assert.match(r.err, new RegExp(`GET http://127\\.0\\.0\\.1:${port}/v1/models: fetch failed: connect ECONNREFUSED 127\\.0\\.0\\.1:${port} \\(after 2 attempts\\)`));
 });

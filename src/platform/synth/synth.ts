@@ -43,7 +43,7 @@ export interface SynthRunOptions {
   readonly out: string; // JSONL; re-running with the same options resumes it
   /** The generating model: exactly one of an HF dir / GGUF run in-process, an OpenAI-compatible endpoint, or your own. */
   readonly model?: string;
-  readonly endpoint?: { readonly url: string; readonly apiKey?: string; readonly model?: string; readonly templateFrom?: string };
+  readonly endpoint?: { readonly url: string; readonly apiKey?: string; readonly model?: string; readonly templateFrom?: string; readonly maxRetries?: number };
   readonly llm?: SynthLlm;
   readonly engine?: SynthEngineOptions;
   readonly num?: number; // work units (default 100; from-documents: every passage's questions unless given)
@@ -178,7 +178,7 @@ export async function synth(o: SynthRunOptions): Promise<SynthSummary> {
       window = o.concurrency ?? 16;
     } else if (o.endpoint) {
       const tools = o.endpoint.templateFrom ? await textTools(o.endpoint.templateFrom) : null;
-      llm = await EndpointLlm.open({ url: o.endpoint.url, apiKey: o.endpoint.apiKey, model: o.endpoint.model, template: tools?.template, bos: tools?.tokenizer?.bosToken ?? undefined, eos: tools?.tokenizer?.eosToken ?? undefined });
+      llm = await EndpointLlm.open({ url: o.endpoint.url, apiKey: o.endpoint.apiKey, model: o.endpoint.model, retries: o.endpoint.maxRetries, template: tools?.template, bos: tools?.tokenizer?.bosToken ?? undefined, eos: tools?.tokenizer?.eosToken ?? undefined });
       if (tools?.tokenizer) count = (t) => tools.tokenizer!.encode(t, { addSpecialTokens: false }).length;
       window = o.concurrency ?? 16;
     } else {

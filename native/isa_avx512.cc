@@ -18,6 +18,21 @@
 namespace floe {
 namespace avx512_isa {
 
+// Where a far software prefetch lands. Into L1 (prefetcht0), a line fetched from DRAM holds one of L1's few miss
+// buffers until it arrives; into L2 (prefetcht1), L2's larger miss queue keeps more lines in flight and L1's buffers
+// stay free for the kernel's own loads. Measured (session 35, Zen 4, 2 threads, matmul-micro --rotate 32 --ab
+// FLOE_PF_L2=0, the 1B FFN shapes): q8_0r16 at 3-16 rows took 0.49-0.93x the time into L2 (9 rows of 8192 x 2048:
+// 0.56 ms against 1.08, the weight read at the DRAM rate), fp8r16 at 2-16 rows 0.65-0.99x; the row-layout GEMVs'
+// prefetch (f32, and q8_0 / f16 rows where not repacked) 0.78-0.97x at 1-5 rows, the 1B f32 decode 0.69-0.92x
+// (decode-ab, 4 rounds); bf16r16 and f16r16 were level or slower (0.8-1.3x) and keep L1, as do attention's K/V
+// prefetches (level) and the batched q8_0r16 GEMM's (level); the repacked one-row GEMVs keep no software prefetch
+// (into L2 they were slower too). FLOE_PF_L2=0: all into L1 (A/B).
+static const bool pf_l2 = [] { const char* e = std::getenv("FLOE_PF_L2"); return !(e && e[0] == '0'); }();
+static inline void pf_far(const void* p) {
+  if (pf_l2) _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1);
+  else _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
+}
+
 #define FLOE_DQ_F16
 static void dq_f16(const uint8_t* src, float* out, int64_t n) {
   int64_t i = 0;

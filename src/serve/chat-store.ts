@@ -6,6 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import { metadataProblem } from '../platform/metadata.js';
 import { UnknownCursorError, type Store } from '../platform/store.js';
 import { ApiError, invalid } from './errors.js';
+import { pageOf } from './paging.js';
 
 type Obj = Record<string, unknown>;
 type Order = 'asc' | 'desc';
@@ -179,15 +180,7 @@ export function registerChatStoreRoutes(app: FastifyInstance, dataStore: (() => 
     const messages = need().messages(req.params.id);
     if (!messages) throw notFound(req.params.id);
     const { after, limit, order } = page(req.query);
-    const items = order === 'asc' ? messages : [...messages].reverse();
-    let from = 0;
-    if (after !== null) {
-      const at = items.findIndex((m) => m.id === after);
-      if (at < 0) throw new ApiError(404, `'after' names no message of chat completion '${req.params.id.slice(0, 100)}': '${after.slice(0, 100)}'`, 'after', 'not_found');
-      from = at + 1;
-    }
-    const data = items.slice(from, from + limit);
-    return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: from + limit < items.length };
+    return pageOf(messages, order, after, limit, (a) => new ApiError(404, `'after' names no message of chat completion '${req.params.id.slice(0, 100)}': '${a.slice(0, 100)}'`, 'after', 'not_found'));
   });
 
   if (!dataStore) return null;

@@ -1,6 +1,7 @@
 // OpenAI's Responses API: POST /v1/responses (plain and streamed as typed events) on the chat-completions path, and
 // with a data dir the stored responses: GET / DELETE /v1/responses/{id}, GET …/{id}/input_items, previous_response_id.
 
+import { pageOf } from './paging.js';
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { EngineClient, GenerateOutput, LogprobEntry } from '../engine/protocol.js';
@@ -154,15 +155,7 @@ export function registerResponsesRoutes(app: FastifyInstance, d: ResponsesDeps):
     if (order !== 'asc' && order !== 'desc') throw invalid('order', `'order' must be "asc" or "desc", got ${JSON.stringify(order).slice(0, 40)}`);
     const limit = q.limit === undefined ? 20 : Number(q.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 100) throw invalid('limit', `'limit' must be an integer from 1 to 100, got ${JSON.stringify(q.limit).slice(0, 40)}`);
-    const items = order === 'asc' ? r.input : [...r.input].reverse();
-    let from = 0;
-    if (q.after !== undefined) {
-      const at = items.findIndex((x) => x.id === q.after);
-      if (at < 0) throw new ApiError(404, `'after' names no input item of response '${r.id}': '${q.after.slice(0, 100)}'`, 'after', 'not_found');
-      from = at + 1;
-    }
-    const data = items.slice(from, from + limit);
-    return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: from + limit < items.length };
+    return pageOf(r.input, order, q.after, limit, (a) => new ApiError(404, `'after' names no input item of response '${r.id}': '${a.slice(0, 100)}'`, 'after', 'not_found'));
   });
 }
 

@@ -20,7 +20,7 @@ import { registerEmbeddingRoutes, type EmbeddingModel } from './embeddings-route
 import { registerConsole } from './static.js';
 import { checkAllowedOrigins, hookHeaders, registerCors } from './cors.js';
 import { registerResponsesRoutes } from './responses-routes.js';
-import { ChunkAssembler, registerChatStoreRoutes } from './chat-store.js';
+import { chatSettings, ChunkAssembler, registerChatStoreRoutes } from './chat-store.js';
 import { FLOE_VERSION, registerTokenizeRoutes, TOKENIZE_ROUTES } from './tokenize-routes.js';
 import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
 import {
@@ -387,7 +387,7 @@ export function createApp(opts: AppOptions): ServeApp {
       // a completion cut short (the client left, the engine ended it) is not kept
       if (keep && choices.every((ch) => ch.finishReason !== null) && !reply.raw.destroyed) {
         const b = body as { metadata?: Record<string, string> | null; messages: Array<Record<string, unknown>> };
-        chats.put(completion, b.metadata ?? null, b.messages, String(reply.raw.getHeader('x-request-id')));
+        chats.put(completion, b.metadata ?? null, b.messages, String(reply.raw.getHeader('x-request-id')), chatSettings(b, p));
       }
     };
     const { ids: encoded, encode, useTools, toolNames, forced, maxCalls } = chatPrompt(c, p, 'messages');

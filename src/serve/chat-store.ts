@@ -1,5 +1,6 @@
-// Stored chat completions (OpenAI's `store: true` on POST /v1/chat/completions): the completion as answered and the
-// request's messages, in the data dir's SQLite database; GET (list, one, its messages), POST (metadata), DELETE.
+// Stored chat completions (OpenAI's `store: true` on POST /v1/chat/completions): the completion as answered, the
+// request's messages and settings, in the data dir's SQLite database; GET (list, one, its messages), POST (metadata),
+// DELETE.
 
 import type Database from 'better-sqlite3';
 import type { FastifyInstance } from 'fastify';
@@ -7,6 +8,7 @@ import { metadataProblem } from '../platform/metadata.js';
 import { UnknownCursorError, type Store } from '../platform/store.js';
 import { ApiError, invalid } from './errors.js';
 import { pageOf } from './paging.js';
+import { get, type ChatParams } from './validate.js';
 
 type Obj = Record<string, unknown>;
 type Order = 'asc' | 'desc';
@@ -71,8 +73,29 @@ export class ChatCompletionStore {
   }
 }
 
+/** What a stored completion carries beside the chat.completion fields (OpenAI's retrieve / list; its create answer has none). */
+const SETTINGS = ['request_id', 'seed', 'temperature', 'top_p', 'presence_penalty', 'frequency_penalty', 'tools', 'tool_choice', 'response_format'] as const;
+
 function withMetadata(row: { completion: string; metadata: string }): Obj {
-  return { ...JSON.parse(row.completion) as Obj, metadata: JSON.parse(row.metadata) as Obj };
+  const c = JSON.parse(row.completion) as Obj;
+  for (const k of SETTINGS) c[k] ??= null; // a completion stored before its settings were
+  return { ...c, metadata: JSON.parse(row.metadata) as Obj };
+}
+
+/**
+ * A request's settings as a stored completion answers them, after the model's generation_config.json defaults: the
+ * sampling used (`top_p` 0, which runs as top-k 1, as asked; `seed` as used, mod 2^53, null when none was given),
+ * `tools` and `response_format` as given (absent: null, and `{type: "text"}`), `tool_choice` as given, else chat's
+ * default ('auto' with tools, 'none' without).
+ */
+export function chatSettings(body: Obj, p: ChatParams): Obj {
+  const s = p.sampling;
+  return {
+    seed: s.seed, temperature: s.temperature, top_p: get(body, 'top_p') === 0 ? 0 : s.topP,
+    presence_penalty: s.presencePenalty, frequency_penalty: s.frequencyPenalty,
+    tools: get(body, 'tools') ?? null, tool_choice: get(body, 'tool_choice') ?? p.toolChoice,
+    response_format: get(body, 'response_format') ?? { type: 'text' },
+  };
 }
 
 /** A request's `messages` as OpenAI lists a stored completion's: `{id: <completion id>-<i>, role, content, name, content_parts}`. */
@@ -122,8 +145,11 @@ export class ChunkAssembler {
 
 /** What the chat route stores through; null without a data dir. */
 export interface ChatStore {
-  /** Keep a finished completion: `completion` as answered, the request's `messages`, `requestId` its x-request-id. */
-  put(completion: Obj & { id: string; created: number; model: string }, metadata: Readonly<Record<string, string>> | null, messages: readonly Obj[], requestId: string): void;
+  /**
+   * Keep a finished completion: `completion` as answered, the request's `messages`, `requestId` its x-request-id,
+   * `settings` its chatSettings.
+   */
+  put(completion: Obj & { id: string; created: number; model: string }, metadata: Readonly<Record<string, string>> | null, messages: readonly Obj[], requestId: string, settings: Obj): void;
 }
 
 /** The stored-completion routes; without a data dir they answer 404s that say nothing is stored. */
@@ -185,8 +211,8 @@ export function registerChatStoreRoutes(app: FastifyInstance, dataStore: (() => 
 
   if (!dataStore) return null;
   return {
-    put(completion, metadata, messages, requestId) {
-      store()!.put({ ...completion, request_id: requestId }, metadata ?? {}, storedMessages(completion.id, messages));
+    put(completion, metadata, messages, requestId, settings) {
+      store()!.put({ ...completion, request_id: requestId, ...settings }, metadata ?? {}, storedMessages(completion.id, messages));
     },
   };
 }

@@ -1,11 +1,11 @@
 // Stored chat completions (store: true) through the official openai client on real sockets: the built-in model with a
-// data dir (retrieve, list with filters / paging / order, update, delete, messages, streamed, n > 1, store false), a
-// fake engine with a data dir (a failed or abandoned generation is not kept; a Batch API line's request_id is its
-// answer's x-request-id) and one without (404s, store ignored).
+// data dir (retrieve, list, update, delete, messages, the request's settings, streamed, n > 1, store false), a fake
+// engine with a data dir (a failed or abandoned generation is not kept; a Batch request_id is its answer's x-request-id;
+// a record stored without settings still answers) and one without (404s, store ignored).
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,7 +28,8 @@ async function fakeServer(dataDir: string | null) {
   const url = await s.app.listen({ port: 0, host: '127.0.0.1' });
   return { engine, serve: s, app: s.app, client: new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0 }) };
 }
-const fake = await fakeServer(mkdtempSync(join(tmpdir(), 'floe-chat-store-fake-')));
+const fakeDir = mkdtempSync(join(tmpdir(), 'floe-chat-store-fake-'));
+const fake = await fakeServer(fakeDir);
 const bare = await fakeServer(null);
 await srv.ready;
 after(() => Promise.all([srv.close(1000), fake.app.close(), bare.app.close()]));
@@ -36,6 +37,10 @@ const client = new OpenAI({ baseURL: srv.url + '/v1', apiKey: 'none', maxRetries
 const model = srv.modelName;
 type Stored = OpenAI.Chat.ChatCompletion & { metadata?: Record<string, string> }; // the client's type lacks the stored metadata
 const ask = (text: string): OpenAI.Chat.ChatCompletionMessageParam[] => [{ role: 'user', content: text }];
+// the request's settings a stored completion carries (the client's type lacks them), and the model's defaults for them
+const SETTINGS = ['seed', 'temperature', 'top_p', 'presence_penalty', 'frequency_penalty', 'tools', 'tool_choice', 'response_format'];
+const settingsOf = (c: object) => Object.fromEntries(SETTINGS.map((k) => [k, (c as Record<string, unknown>)[k]]));
+const gen = JSON.parse(readFileSync(join(BROWN, 'generation_config.json'), 'utf8')) as { temperature: number; top_p: number };
 
 test('store: true keeps the completion as returned, with its metadata and x-request-id; the header names no ignored field', async () => {
   const { data, request_id, response } = await client.chat.completions.create({
@@ -44,7 +49,39 @@ test('store: true keeps the completion as returned, with its metadata and x-requ
   assert.equal(response.headers.get('x-floe-ignored-fields'), null, 'store and metadata are honoured here');
   assert.match(request_id!, /^req_[0-9a-f]{32}$/);
   const got = await client.chat.completions.retrieve(data.id);
-  assert.deepEqual(got, { ...JSON.parse(JSON.stringify(data)), metadata: { topic: 'rivers' }, request_id });
+  const settings = { seed: null, temperature: 0, top_p: gen.top_p, presence_penalty: 0, frequency_penalty: 0, tools: null, tool_choice: 'none', response_format: { type: 'text' } };
+  assert.deepEqual(got, { ...JSON.parse(JSON.stringify(data)), metadata: { topic: 'rivers' }, request_id, ...settings });
+  assert.deepEqual(SETTINGS.filter((k) => k in data), [], 'the create answer carries no settings, as OpenAI\'s');
+});
+
+test('the request\'s settings: retrieve and list answer them as given (seed as used: mod 2^53; top_p 0 as asked)', async () => {
+  const tools: OpenAI.Chat.ChatCompletionTool[] = [{ type: 'function', function: { name: 'get_weather', description: 'Weather of a city.', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } } }];
+  const responseFormat = { type: 'json_schema', json_schema: { name: 'city', schema: { type: 'object', properties: { name: { type: 'string' } } } } } as const;
+  const asks = [
+    { seed: 12345, temperature: 0.5, top_p: 0.8, presence_penalty: 0.25, frequency_penalty: -0.5, tools, tool_choice: { type: 'function', function: { name: 'get_weather' } } },
+    { seed: 2 ** 53 + 6, temperature: 1.5, top_p: 0, presence_penalty: -1, frequency_penalty: 2, tools, tool_choice: 'none', response_format: responseFormat },
+  ] as const;
+  const want = asks.map((a) => ({ response_format: { type: 'text' }, ...JSON.parse(JSON.stringify(a)) as object, seed: a.seed % 2 ** 53 }));
+  assert.deepEqual(want.map((w) => (w as { seed: number }).seed), [12345, 6]);
+  const ids: string[] = [];
+  for (const a of asks) {
+    const c = await client.chat.completions.create({ model, messages: ask('Weather in Lyon?'), max_tokens: 4, store: true, metadata: { run: 'settings-test' }, ...a });
+    assert.deepEqual(SETTINGS.filter((k) => k in c), []);
+    ids.push(c.id);
+  }
+  for (const [i, id] of ids.entries()) assert.deepEqual(settingsOf(await client.chat.completions.retrieve(id)), want[i], `request ${i}`);
+  const listed = await client.chat.completions.list({ metadata: { run: 'settings-test' } });
+  assert.deepEqual(listed.data.map((c) => c.id), ids);
+  assert.deepEqual(listed.data.map(settingsOf), want);
+});
+
+test('the request\'s settings when it gave none: the model\'s generation_config.json sampling, tool_choice auto with tools', async () => {
+  const tools: OpenAI.Chat.ChatCompletionTool[] = [{ type: 'function', function: { name: 'get_time', parameters: { type: 'object', properties: {} } } }];
+  const bare = await client.chat.completions.create({ model, messages: ask('Hello.'), max_tokens: 1, store: true });
+  const defaults = { seed: null, temperature: gen.temperature, top_p: gen.top_p, presence_penalty: 0, frequency_penalty: 0, response_format: { type: 'text' } };
+  assert.deepEqual(settingsOf(await client.chat.completions.retrieve(bare.id)), { ...defaults, tools: null, tool_choice: 'none' });
+  const withTools = await client.chat.completions.create({ model, messages: ask('Hello.'), max_tokens: 1, store: true, tools });
+  assert.deepEqual(settingsOf(await client.chat.completions.retrieve(withTools.id)), { ...defaults, tools: JSON.parse(JSON.stringify(tools)), tool_choice: 'auto' });
 });
 
 test('n > 1: every choice is stored; without metadata the stored metadata is {}', async () => {
@@ -208,6 +245,29 @@ test('invalid metadata is a 400 naming the param, on create (stored or not) and 
   const edge = { ...Object.fromEntries(Array.from({ length: 15 }, (_, i) => [`k${i}`, 'v'])), ['x'.repeat(64)]: 'v'.repeat(512) };
   const c = await client.chat.completions.create({ model, messages: ask('Hi.'), max_tokens: 1, temperature: 0, store: true, metadata: edge });
   assert.deepEqual(((await client.chat.completions.retrieve(c.id)) as Stored).metadata, edge);
+});
+
+test('a completion stored without its settings (by the previous version) still answers, its settings null', async () => {
+  const fc = fake.client;
+  const c = await fc.chat.completions.create({ model: 'tiny', messages: ask('x'), max_tokens: 2, store: true, metadata: { run: 'old-format' } });
+  const fresh = await fc.chat.completions.retrieve(c.id);
+  assert.equal((fresh as Stored & { temperature: number }).temperature, 1, 'stored with its settings');
+  // the row as the previous version wrote it: the completion as answered and its request_id
+  const { default: Database } = await import('better-sqlite3');
+  const db = new Database(join(fakeDir, 'floe.db'));
+  try {
+    const row = db.prepare('SELECT completion FROM chat_completions WHERE id = ?').pluck().get(c.id) as string;
+    const old = Object.fromEntries(Object.entries(JSON.parse(row) as object).filter(([k]) => !SETTINGS.includes(k)));
+    assert.equal(db.prepare('UPDATE chat_completions SET completion = ? WHERE id = ?').run(JSON.stringify(old), c.id).changes, 1);
+  } finally {
+    db.close();
+  }
+  const nulls = Object.fromEntries(SETTINGS.map((k) => [k, null]));
+  const got = await fc.chat.completions.retrieve(c.id);
+  assert.deepEqual(got, { ...fresh, ...nulls });
+  assert.deepEqual((await fc.chat.completions.list({ metadata: { run: 'old-format' } })).data, [got]);
+  assert.deepEqual((await fc.chat.completions.update(c.id, { metadata: { run: 'old-format', v: '2' } })) as object, { ...got, metadata: { run: 'old-format', v: '2' } });
+  assert.deepEqual((await fc.chat.completions.messages.list(c.id)).data.map((m) => m.content), ['x']);
 });
 
 test('a failed or abandoned generation is not stored', async () => {

@@ -8,8 +8,9 @@ import { join } from "node:path";
 import type { GuardExample } from "../scripts/make-guard-data.js";
 import { Guard } from "../src/platform/guard/guard.js";
 import { GuardOutputError } from "../src/platform/guard/verdict.js";
+import { packageRoot } from "../src/model/builtin.js";
 
-const ROOT = new URL("..", import.meta.url).pathname;
+const ROOT = packageRoot();
 
 /** A guard's answer to one conversation. */
 export interface Judgement {

@@ -11,8 +11,9 @@ import { Ajv } from "ajv";
 import OpenAI from "openai";
 import { startServer } from "../src/serve/server.js";
 import { makeToolData, promptOf, TOOLS, type ToolExample } from "../scripts/make-tool-data.js";
+import { packageRoot } from "../src/model/builtin.js";
 
-const ROOT = new URL("..", import.meta.url).pathname;
+const ROOT = packageRoot();
 
 export interface ModelScore {
   readonly model: string;

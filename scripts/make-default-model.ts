@@ -10,8 +10,9 @@ import { openModel } from "../src/model/open.js";
 import { heldOutLoss } from "../src/train/perplexity.js";
 import { listCheckpoints } from "../src/train/checkpoint.js";
 import { applyAdapter } from "../src/model/adapter.js";
+import { packageRoot } from "../src/model/builtin.js";
 
-const ROOT = new URL("..", import.meta.url).pathname;
+const ROOT = packageRoot();
 const DATA = join(ROOT, "data");
 const WORK = join(DATA, "work", "floe-brown"); // intermediate files (git-ignored by data/.gitignore)
 const MODEL = join(ROOT, "models", "floe-brown");

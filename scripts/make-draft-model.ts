@@ -7,8 +7,9 @@ import { pretrain as pretrainStage } from "./pretrain-stage.js";
 import { writeInitModel, type InitModelOptions } from "../src/train/init-model.js";
 import { openModel } from "../src/model/open.js";
 import { heldOutLoss } from "../src/train/perplexity.js";
+import { packageRoot } from "../src/model/builtin.js";
 
-const ROOT = new URL("..", import.meta.url).pathname;
+const ROOT = packageRoot();
 const DATA = join(ROOT, "data");
 const TARGET = join(ROOT, "models", "floe-brown"); // the model it drafts for: its tokenizer files are copied
 const WORK = join(DATA, "work", "floe-brown-draft"); // intermediate files (git-ignored by data/.gitignore)

@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { brownRetrieval, synsetHeldOut, synsetLines, wordnetRetrieval, type Pair } from '../bench/retrieval-data.js';
 import { mix32, Rng } from '../src/train/rng.js';
+import { packageRoot } from '../src/model/builtin.js';
 
 export interface PairsOptions {
   readonly brown: number; readonly brownPerPassage: number; readonly wordnet: number; readonly lemmas: number;
@@ -147,7 +148,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     brown: { type: 'string' }, 'brown-per-passage': { type: 'string' }, wordnet: { type: 'string' }, lemmas: { type: 'string' },
     'hard-negatives': { type: 'string' }, 'lemma-negatives': { type: 'string' }, 'source-batches': { type: 'string' }, seed: { type: 'string' }, recipe: { type: 'string' },
   } });
-  const out = positionals[0] ?? join(new URL('..', import.meta.url).pathname, 'data', 'work', 'floe-embed', 'pairs.jsonl');
+  const out = positionals[0] ?? join(packageRoot(), 'data', 'work', 'floe-embed', 'pairs.jsonl');
   if (v.recipe !== undefined && v.recipe !== 'v2' && v.recipe !== 'v3') throw new Error(`--recipe must be v2 or v3, got ${v.recipe}`);
   const d = v.recipe === 'v3' ? V3_PAIRS : DEFAULT_PAIRS;
   const o: PairsOptions = {

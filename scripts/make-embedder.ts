@@ -9,8 +9,9 @@ import { join } from 'node:path';
 import { run as floe } from '../src/cli/main.js';
 import { listCheckpoints } from '../src/train/checkpoint.js';
 import { V3_PAIRS, writePairs } from './make-embed-pairs.js';
+import { packageRoot } from '../src/model/builtin.js';
 
-const ROOT = new URL('..', import.meta.url).pathname;
+const ROOT = packageRoot();
 const WORK = join(ROOT, 'data', 'work', 'floe-embed'); // git-ignored
 const PAIRS = join(WORK, 'pairs-v3.jsonl');
 const RUNS = [join(WORK, 'train-v3'), join(WORK, 'train-v3b'), join(WORK, 'train-v3c')]; // each phase from the previous one's final

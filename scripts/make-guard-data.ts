@@ -10,8 +10,9 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadBrown, loadNlpCorpus } from "../src/train/corpus.js";
 import { mix32, Rng } from "../src/train/rng.js";
+import { packageRoot } from "../src/model/builtin.js";
 
-const ROOT = new URL("..", import.meta.url).pathname;
+const ROOT = packageRoot();
 export const TEMPLATES = join(ROOT, "data", "guard", "templates.json");
 
 export type Split = "train" | "heldout";

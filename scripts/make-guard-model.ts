@@ -18,8 +18,9 @@ import { join } from "node:path";
 import { makeGuardData, summarize, type GuardExample } from "./make-guard-data.js";
 import { pretrain as trainStage } from "./pretrain-stage.js";
 import { ChatTemplate } from "../src/formats/chat-template.js";
+import { packageRoot } from "../src/model/builtin.js";
 
-const ROOT = new URL("..", import.meta.url).pathname;
+const ROOT = packageRoot();
 const DATA = join(ROOT, "data", "guard");
 const WORK = join(ROOT, "data", "work", "floe-guard"); // git-ignored intermediates
 const SOURCE = join(ROOT, "models", "floe-brown");

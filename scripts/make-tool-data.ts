@@ -12,8 +12,9 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { mix32, Rng } from "../src/train/rng.js";
+import { packageRoot } from "../src/model/builtin.js";
 
-const ROOT = new URL("..", import.meta.url).pathname;
+const ROOT = packageRoot();
 export type Split = "train" | "heldout";
 
 /** The tools, as a request's `tools` (OpenAI function tools; short descriptions keep the prompt short). */

@@ -11,8 +11,9 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from
 import { join } from "node:path";
 import { makeToolData, trainingLine } from "./make-tool-data.js";
 import { pretrain as trainStage } from "./pretrain-stage.js";
+import { packageRoot } from "../src/model/builtin.js";
 
-const ROOT = new URL("..", import.meta.url).pathname;
+const ROOT = packageRoot();
 const DATA = join(ROOT, "data", "tools");
 const WORK = join(ROOT, "data", "work", "floe-brown-tools"); // git-ignored intermediates
 const BASE = join(ROOT, "models", "floe-brown");

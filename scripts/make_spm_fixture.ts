@@ -11,8 +11,9 @@ import { loadModel } from '../src/formats/load.js';
 import { GgufType } from '../src/formats/gguf.js';
 import { gv, hfToGguf } from '../src/formats/gguf-writer.js';
 import { makeTinyHf } from '../test/formats/fixtures.js';
+import { packageRoot } from '../src/model/builtin.js';
 
-const OUT = path.join(import.meta.dirname, '..', 'test', 'fixtures', 'spm');
+const OUT = path.join(packageRoot(), 'test', 'fixtures', 'spm');
 const NLC = process.argv[2] ?? '/work/main/bench/node_modules/node-llama-cpp';
 
 interface SpFixture { bos_id: number; eos_id: number; unk_id: number; vocab: { piece: string; score: number; type: number }[]; cases: { text: string }[] }

@@ -4,8 +4,9 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { listCheckpoints } from "../src/train/checkpoint.js";
+import { packageRoot } from "../src/model/builtin.js";
 
-const ROOT = new URL("..", import.meta.url).pathname;
+const ROOT = packageRoot();
 
 /** Run the floe CLI as a child process (so that an interrupted run leaves its checkpoints for `--resume`). */
 export async function floeProcess(args: string[]): Promise<void> {

@@ -18,8 +18,9 @@ import { PromptSet } from '../src/platform/synth/prompts.js';
 import { loadTextTools } from '../src/serve/server.js';
 import { loadBrown } from '../src/train/corpus.js';
 import { finetune } from '../src/train/trainer.js';
+import { packageRoot } from '../src/model/builtin.js';
 
-const ROOT = join(import.meta.dirname, '..');
+const ROOT = packageRoot();
 const MODEL = join(ROOT, 'models/floe-brown');
 const arg = (name: string, dflt: string) => { const i = process.argv.indexOf(`--${name}`); return i >= 0 ? process.argv[i + 1]! : dflt; };
 const nDocs = Number(arg('docs', '4'));

@@ -3,14 +3,14 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { readHfConfig } from '../src/formats/hf-config.js';
 import { ALL_LORA_TARGETS, hostMemory, paramCounts, plan, PLAN_DEFAULTS, presetConfig, servingActivationBytes, weightBytes, type Plan, type PlanOptions } from '../src/platform/plan.js';
 import { defaultSwapSpace } from '../src/engine/engine.js';
 import { grownCapacity } from '../src/model/llama.js';
 import { runEach } from './cli/run-each.js';
+import { nodeScript, repoPath } from './repo.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const ROOT = repoPath('');
 const near = (got: number, want: number, rel: number, what: string) =>
   assert.ok(Math.abs(got - want) <= rel * want, `${what}: got ${got}, expected ${want} ± ${rel * 100}%`);
 const base: PlanOptions = { ...PLAN_DEFAULTS, dtype: 'bf16', context: 131072, concurrency: 1, deviceMemory: 80e9 };
@@ -115,7 +115,7 @@ test('the plan of the built-in model is floe\'s measured memory: RSS growth for 
   const cfg = readHfConfig(model).config;
   // KV large enough that the few MB the JS heap grows while loading stay well inside the 5%
   const kvBudget = 160 * 2 ** 20 + Math.floor(Math.random() * 64 * 2 ** 20);
-  const r = spawnSync(process.execPath, ['--import', 'tsx', `${ROOT}test/plan-rss-probe.ts`, model, String(kvBudget)], { encoding: 'utf8', timeout: 60_000, cwd: ROOT });
+  const r = spawnSync(process.execPath, [...nodeScript('test/plan-rss-probe.ts'), model, String(kvBudget)], { encoding: 'utf8', timeout: 60_000, cwd: ROOT });
   assert.equal(r.status, 0, r.stderr);
   const m = JSON.parse(r.stdout) as { weights: number; kv: number; kvAllocated: number };
   const p = plan(cfg, { ...base, dtype: 'f32', kvDtype: 'f32', context: m.kvAllocated / (2 * cfg.numLayers * cfg.numKvHeads * cfg.headDim * 4), concurrency: 1 });
@@ -218,7 +218,7 @@ test('floe plan --model with no --dtype / --kv-dtype plans what floe loads: the 
 });
 
 test('serving activations cover the workspace any history of steps of at most T tokens leaves (it grows geometrically)', () => {
-  const c = readHfConfig(fileURLToPath(new URL('./fixtures/models/gqa_f32', import.meta.url))).config;
+  const c = readHfConfig(repoPath('test/fixtures/models/gqa_f32')).config;
   const perToken = 4 * (3 * c.hiddenSize + 2 * c.numHeads * c.headDim + 2 * c.numKvHeads * c.headDim + 2 * c.intermediateSize);
   for (const T of [1, 2, 7, 64, 512, 3000, 8192]) {
     const planned = servingActivationBytes(c, T, 1) - 4 * c.vocabSize;

@@ -7,9 +7,9 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { addonPath } from '../../src/backend/native-addon.js';
+import { repoPath } from '../repo.js';
 
 const built = addonPath();
 const skip = process.env.FLOE_ADDON ? 'FLOE_ADDON is set for this run' : !existsSync(built) ? 'needs the native addon' : false;
@@ -21,7 +21,7 @@ import { addonPath, loadAddon } from './src/backend/native-addon.js';
 const a = loadAddon();
 console.log(JSON.stringify({ path: addonPath(), isa: a ? a.isa() : null }));
 `;
-const root = fileURLToPath(new URL('../..', import.meta.url));
+const root = repoPath('');
 const child = (env: NodeJS.ProcessEnv) =>
   spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe], { cwd: root, env, encoding: 'utf8' });
 

@@ -9,6 +9,7 @@ import { f32Tensor } from '../../src/tensor/tensor.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
 import { bf16ToF32, f32ToBf16, f32ToBits } from '../../src/tensor/codecs.js';
 import { assertClose, conformanceChecks, makeBatch, makeKvLayer, runBackendConformance, withSeed } from './helpers.js';
+import { repoUrl } from '../repo.js';
 
 describe('reference backend: hand-derived cases', () => {
   it('matmul of a 2x2 by hand', () => {
@@ -237,7 +238,7 @@ runBackendConformance('reference (self-check)', () => ref);
 
 // The native backend, once src/backend/native.ts exists: it must load, and its own kernels must run, on every ISA
 // this CPU supports (native-addon's setIsa lowers the dispatch: avx512 -> avx2 -> scalar).
-const nativeUrl = new URL('../../src/backend/native.ts', import.meta.url);
+const nativeUrl = repoUrl('src/backend/native.ts');
 if (existsSync(nativeUrl)) {
   const mod = (await import('../../src/backend/' + 'native.js')) as {
     loadNativeBackend(): Backend | null;

@@ -7,15 +7,14 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { loadAddon } from '../../src/backend/native-addon.js';
 import { BASE_SEED } from './helpers.js';
+import { nodeScript } from '../repo.js';
 
 const addon = loadAddon();
 const skip = !addon || addon.supportedIsa() !== 'avx512' ? 'needs the AVX-512 native addon' : false;
 const mode = addon?.amx().supported ? 'tiles' : 'emulate';
-const child = fileURLToPath(new URL('./amx-block-child.ts', import.meta.url));
 
 function run(block: string | undefined, seed: number, q8Groups?: string): { out: Record<string, string>; counters: Record<string, number> } {
   const env: NodeJS.ProcessEnv = { ...process.env, FLOE_AMX: mode, FLOE_ISA: 'avx512', FLOE_AMX_Q8_MIN_M: '4', FLOE_GEMV_TASKS: '1' };
@@ -23,7 +22,7 @@ function run(block: string | undefined, seed: number, q8Groups?: string): { out:
   delete env.FLOE_AMX_Q8_GROUPS;
   if (block) env.FLOE_AMX_GEMM_BLOCK = block;
   if (q8Groups) env.FLOE_AMX_Q8_GROUPS = q8Groups;
-  return JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', child, String(seed)], { env, encoding: 'utf8' }));
+  return JSON.parse(execFileSync(process.execPath, [...nodeScript('test/backend/amx-block-child.ts'), String(seed)], { env, encoding: 'utf8' }));
 }
 
 describe(`AMX tile GEMM blocking (${mode})`, { skip }, () => {

@@ -21,6 +21,7 @@ import type { AmxMode } from '../../src/backend/native-addon.js';
 import { generate, type GenerateResult } from '../../src/model/generate.js';
 import { openModel } from '../../src/model/open.js';
 import { assertClose, assertRepackOnHugePages, withSeed, type Rng } from './helpers.js';
+import { repoUrl } from '../repo.js';
 
 // the int8 tiles for every M from 4 (read when the addon loads; by default they take 16 <= M < 32 only, checked below
 // in a child process), so the tests reach their row chunks, tails and single rows
@@ -245,11 +246,11 @@ describe('q8_0r16: the repacked q8_0 layout', { skip }, () => {
 
   it('int8 AMX tiles by default take 16 <= M < 32 (decode batches): below, the GEMV; from 32, the GEMMs', () => {
     const script = `
-      const { loadAddon } = await import(${JSON.stringify(new URL('../../src/backend/native-addon.ts', import.meta.url).href)});
+      const { loadAddon } = await import(${JSON.stringify(repoUrl('src/backend/native-addon.ts').href)});
       const a = loadAddon();
-      const { loadNativeBackend, nativeCounters } = await import(${JSON.stringify(new URL('../../src/backend/native.ts', import.meta.url).href)});
-      const { quantizeTensor } = await import(${JSON.stringify(new URL('../../src/tensor/quantize.ts', import.meta.url).href)});
-      const { Tensor } = await import(${JSON.stringify(new URL('../../src/tensor/tensor.ts', import.meta.url).href)});
+      const { loadNativeBackend, nativeCounters } = await import(${JSON.stringify(repoUrl('src/backend/native.ts').href)});
+      const { quantizeTensor } = await import(${JSON.stringify(repoUrl('src/tensor/quantize.ts').href)});
+      const { Tensor } = await import(${JSON.stringify(repoUrl('src/tensor/tensor.ts').href)});
       const be = loadNativeBackend();
       const [N, C] = [32, 64];
       const w = quantizeTensor(Float32Array.from({ length: N * C }, (_, i) => Math.sin(i)), [N, C], 'q8_0');

@@ -20,6 +20,7 @@ import type { LlamaConfig } from '../../src/model/config.js';
 import { generate, type GenerateResult } from '../../src/model/generate.js';
 import { openModel } from '../../src/model/open.js';
 import { assertClose, assertRepackOnHugePages, gemmPath, withSeed, type Rng } from './helpers.js';
+import { repoPath, ROOT } from '../repo.js';
 
 const addon = loadAddon();
 const skip = !addon || addon.supportedIsa() !== 'avx512' ? 'needs the AVX-512 native addon' : false;
@@ -278,7 +279,7 @@ describe('openModel repacks bf16 / f16 weights for decode', { skip }, () => {
 });
 
 describe('openModel repacks the PyTorch-made fixtures (bf16, fp8 128×128 blocks, fp8 per channel)', { skip }, () => {
-  const ROOT = new URL('../fixtures/models/', import.meta.url).pathname;
+  const ROOT = repoPath('test/fixtures/models/');
   for (const [fixture, layout] of [['bf16', 'bf16r16'], ['fp8_block', 'fp8r16'], ['fp8_channel', 'fp8r16']] as const) {
     it(`${fixture}: linears are ${layout}; greedy tokens equal the row layout and PyTorch's`, async () => {
       const dir = join(ROOT, fixture);

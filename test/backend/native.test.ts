@@ -14,6 +14,7 @@ import { bf16ToF32, dequantizeRow, f32ToBf16 } from '../../src/tensor/codecs.js'
 import { quantizeTensor } from '../../src/tensor/quantize.js';
 import { Tensor } from '../../src/tensor/tensor.js';
 import { assertClose, avx512MatmulPath, f64Matmul, Rng, withSeed } from './helpers.js';
+import { repoUrl } from '../repo.js';
 
 const ORDER: NativeIsa[] = ['scalar', 'avx2', 'avx512'];
 
@@ -76,7 +77,7 @@ describe('native addon', () => {
   });
 
   it('FLOE_ISA forces a lower path in a fresh process', () => {
-    const loader = new URL('../../src/backend/native-addon.ts', import.meta.url).href;
+    const loader = repoUrl('src/backend/native-addon.ts').href;
     const script = `import(${JSON.stringify(loader)}).then((m) => console.log(m.loadAddon().isa()))`;
     for (const isa of isasHere()) {
       const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {

@@ -12,6 +12,7 @@ import { loadAddon } from '../../src/backend/native-addon.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
 import { f32Tensor } from '../../src/tensor/tensor.js';
 import { conformanceChecks, loraComposite, withSeed } from './helpers.js';
+import { repoPath } from '../repo.js';
 
 /** Query heads permuted so head h reads kv head h % K instead of h / (H/K) (rows (T, H*E)). */
 function permuteHeads(x: Float32Array, shape: AttentionShape, inverse: boolean): Float32Array {
@@ -225,7 +226,7 @@ describe('FLOE_TRAIN_FUSED=0 (A/B)', () => {
       const env = { ...process.env };
       if (fused === undefined) delete env.FLOE_TRAIN_FUSED;
       else env.FLOE_TRAIN_FUSED = fused;
-      const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe], { env, encoding: 'utf8', cwd: new URL('../..', import.meta.url).pathname });
+      const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe], { env, encoding: 'utf8', cwd: repoPath('') });
       assert.equal(r.status, 0, r.stderr);
       return JSON.parse(r.stdout.trim().split('\n').pop()!) as string[];
     };
@@ -242,7 +243,7 @@ describe('native size checks', () => {
       "   loraBackward: () => a.loraBackward(e, e, e, e, e, e, e, e, 1, big, big, big, big, true)," +
       "   matmulBackwardWeight: () => a.matmulBackwardWeight(e, e, e, big, big, big) };" +
       " for (const [k, f] of Object.entries(calls)) { try { f(); console.log(k + ': no error'); } catch (err) { console.log(k + ': ' + err.message); } }";
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe], { encoding: 'utf8', cwd: new URL('../..', import.meta.url).pathname });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe], { encoding: 'utf8', cwd: repoPath('') });
     assert.equal(r.status, 0, `the probe died (signal ${r.signal}): ${r.stderr}`);
     const lines = r.stdout.trim().split('\n');
     assert.equal(lines.length, 3, r.stdout);

@@ -4,13 +4,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { encodeChat, loadChatTemplate, type ChatMessage } from '../../src/formats/chat-template.js';
 import { generate } from '../../src/model/generate.js';
 import { openModel } from '../../src/model/open.js';
 import { TextStream } from '../../src/model/text-stream.js';
+import { repoPath } from '../repo.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ROOT = repoPath('');
 const BIN = join(ROOT, 'bin', 'floe.js');
 const BROWN = join(ROOT, 'models', 'floe-brown');
 const MAX = 8;

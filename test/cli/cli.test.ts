@@ -6,15 +6,15 @@ import { spawn, spawnSync } from 'node:child_process';
 import { linkSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { readGguf } from '../../src/formats/gguf.js';
 import { tokenizerFromGguf } from '../../src/formats/gguf-tokenizer.js';
 import { loadAddon } from '../../src/backend/native-addon.js';
 import { runEach } from './run-each.js';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
-const FIX = fileURLToPath(new URL('../fixtures/models/', import.meta.url));
+const BIN = repoPath('bin/floe.js');
+const FIX = repoPath('test/fixtures/models/');
 
 /** spawnSync's result fields, without blocking the event loop (stdin closed at once; killed after 30 s). */
 function spawnAsync(cmd: string, argv: string[]): Promise<{ status: number | null; stderr: string }> {
@@ -128,7 +128,7 @@ test('floe rejects bad input with a clear message', () => {
 
 // ---------------------------------------------------------------- first run: defaults, help, flags, errors
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ROOT = repoPath('');
 const BROWN = join(ROOT, 'models', 'floe-brown');
 
 function floeIn(cwd: string, args: string[], input?: string) {
@@ -203,7 +203,7 @@ test('--prompt - reads stdin; tokenize and detokenize agree with the library tok
 });
 
 test('floe generate text continues the prompt as decoding prompt + output would (SentencePiece first-token space)', async () => {
-  const spm = fileURLToPath(new URL('../fixtures/spm/spm-llama.gguf', import.meta.url));
+  const spm = repoPath('test/fixtures/spm/spm-llama.gguf');
   const tok = tokenizerFromGguf((await readGguf(spm)).metadata)!;
   const r = floe('generate', '--model', spm, '--prompt', 'Hello world', '--max-tokens', '6', '--temperature', '0', '--json');
   assert.equal(r.code, 0, r.err);
@@ -238,7 +238,7 @@ test('every command\'s --help shows its own options section and no other command
 });
 
 test('floe embed --help names every flag its parser takes', () => {
-  const src = readFileSync(fileURLToPath(new URL('../../src/cli/embed.ts', import.meta.url)), 'utf8');
+  const src = readFileSync(repoPath('src/cli/embed.ts'), 'utf8');
   const flags = [...src.matchAll(/\b([a-z][a-z-]*|'[a-z-]+'): \{ type: '(string|boolean)'/g)].map((m) => m[1]!.replaceAll("'", ''));
   assert.ok(flags.length >= 6, `found the flags ${flags.join(', ')}`);
   const r = floe('embed', '--help');

@@ -9,15 +9,15 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { referenceBackend } from '../../src/backend/reference.js';
 import { loadModel } from '../../src/formats/load.js';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { KvCache } from '../../src/model/kv-cache.js';
 import { LlamaModel } from '../../src/model/llama.js';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url)); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
-const FIX = fileURLToPath(new URL('../fixtures/', import.meta.url));
+const BIN = repoPath('bin/floe.js'); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
+const FIX = repoPath('test/fixtures/');
 
 function floe(...args: string[]) {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 120_000 });

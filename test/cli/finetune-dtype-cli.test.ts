@@ -7,11 +7,11 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { runEach } from './run-each.js';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url)); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
-const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BIN = repoPath('bin/floe.js'); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
+const MODEL = repoPath('models/floe-brown');
 const work = mkdtempSync(join(tmpdir(), 'floe-cli-ft-dtype-'));
 const data = join(work, 'train.jsonl');
 writeFileSync(data, ['the river ran on in the dark, and the men said nothing at all.', 'the jury said the vote was fair and the city was pleased.']

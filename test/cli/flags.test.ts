@@ -6,12 +6,12 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { num, UsageError } from '../../src/cli/args.js';
 import { runEach } from './run-each.js';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
-const FIX = fileURLToPath(new URL('../fixtures/models/', import.meta.url));
+const BIN = repoPath('bin/floe.js');
+const FIX = repoPath('test/fixtures/models/');
 const M = FIX + 'gqa_f32';
 
 function floe(...args: string[]) {

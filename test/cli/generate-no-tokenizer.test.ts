@@ -7,9 +7,9 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { repoPath } from '../repo.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ROOT = repoPath('');
 const BROWN = join(ROOT, 'models/floe-brown');
 
 test('generate --prompt-ids on a model without tokenizer files: a warning on stderr, the ids on --json', { timeout: 60_000 }, () => {

@@ -6,12 +6,12 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Guard } from '../../src/platform/guard/guard.js';
 import { buildGuardPrompt } from '../../src/platform/guard/prompt.js';
 import { runEach } from './run-each.js';
+import { repoPath } from '../repo.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ROOT = repoPath('');
 const BIN = join(ROOT, 'bin', 'floe.js');
 const BROWN = join(ROOT, 'models', 'floe-brown');
 // The shipped demo guard (branch guardmodel); FLOE_TEST_GUARD=DIR points the tests at another guard checkpoint.

@@ -6,15 +6,15 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ENGINE_DEFAULTS } from '../../src/engine/protocol.js';
 import { DEFAULT_MAX_LORAS } from '../../src/engine/adapters.js';
 import { DEFAULT_NUM_SPECULATIVE_TOKENS } from '../../src/model/speculation.js';
 import { DEFAULT_NUM_PREDICTION_TOKENS } from '../../src/model/prediction.js';
 import { PLAN_DEFAULTS } from '../../src/platform/plan.js';
 import { DEFAULT_BODY_LIMIT } from '../../src/serve/app.js';
+import { repoPath } from '../repo.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ROOT = repoPath('');
 const README = readFileSync(join(ROOT, 'README.md'), 'utf8');
 
 /** `floe CMD --help`: usage lines and the options section. */

@@ -4,15 +4,15 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
 import { loadModel, type LoadDType } from '../../src/formats/load.js';
 import { openModel } from '../../src/model/open.js';
 import { defaultKvDtype } from '../../src/model/generate.js';
 import { runEach, type RunResult } from './run-each.js';
+import { repoPath } from '../repo.js';
 
-const fixture = (p: string) => fileURLToPath(new URL(`../fixtures/${p}`, import.meta.url));
+const fixture = (p: string) => repoPath(`test/fixtures/${p}`);
 const MODELS = [
-  fileURLToPath(new URL('../../models/floe-brown', import.meta.url)), // f32, tied head
+  repoPath('models/floe-brown'), // f32, tied head
   fixture('models/fp8_block'), // fp8 linears with 128×128 block scales; embedding, head, norms bf16
   fixture('gguf-independent/tiny-llama.gguf'), // q8_0 and f16 linears, q8_0 embedding, f16 head, f32 norms
 ];

@@ -7,10 +7,10 @@ import { spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startFloeServe } from '../serve/floe-process.js';
+import { repoPath } from '../repo.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ROOT = repoPath('');
 const BROWN = join(ROOT, 'models/floe-brown');
 const procs: ChildProcess[] = [];
 after(() => { for (const p of procs) p.kill('SIGKILL'); });

@@ -7,12 +7,12 @@ import { spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { startFloeServe } from '../serve/floe-process.js';
 import { runEach } from './run-each.js';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
+const BIN = repoPath('bin/floe.js');
 const floe = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000 });
 const procs: ChildProcess[] = [];
 after(() => { for (const p of procs) p.kill('SIGKILL'); });
@@ -67,7 +67,7 @@ test('floe generate --num-prediction-tokens N caps the prediction tokens a step 
 
 test('floe serve --num-prediction-tokens 1 reaches the engine: a chat answer predicted whole keeps at most one prediction token a step', { timeout: 90_000 }, async () => {
   const f = await startFloeServe(fs.mkdtempSync(path.join(os.tmpdir(), 'floe-pred-serve-')), {
-    built: fileURLToPath(new URL('../../dist/src/serve/server.js', import.meta.url)), procs, args: ['--num-prediction-tokens', '1', '--no-batch'],
+    built: repoPath('dist/src/serve/server.js'), procs, args: ['--num-prediction-tokens', '1', '--no-batch'],
   });
   const client = new OpenAI({ baseURL: f.url + '/v1', apiKey: 'none', maxRetries: 0 });
   const req = { model: (await client.models.list()).data[0]!.id, messages: [{ role: 'user' as const, content: 'the city said the people would' }], temperature: 0, max_tokens: 40 };

@@ -6,16 +6,16 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { referenceBackend } from '../../src/backend/reference.js';
 import { loadModel } from '../../src/formats/load.js';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { KvCache } from '../../src/model/kv-cache.js';
 import { LlamaModel } from '../../src/model/llama.js';
 import { readEvalTexts } from '../../src/train/eval.js';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url)); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
-const FIX = fileURLToPath(new URL('../fixtures/', import.meta.url));
+const BIN = repoPath('bin/floe.js'); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
+const FIX = repoPath('test/fixtures/');
 
 /** bin/floe.js as a subprocess. */
 function floe(...args: string[]) {

@@ -7,15 +7,15 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { RagStore } from '../../src/platform/rag/store.js';
 import { randomText, rng } from '../platform/rag-helpers.js';
 import { runEach } from './run-each.js';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
-const BUILT = fileURLToPath(new URL('../../dist/src/cli/rag.js', import.meta.url));
-const EMB = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
-const EMBED = fileURLToPath(new URL('../../models/floe-embed', import.meta.url));
+const BIN = repoPath('bin/floe.js');
+const BUILT = repoPath('dist/src/cli/rag.js');
+const EMB = repoPath('models/floe-brown');
+const EMBED = repoPath('models/floe-embed');
 const T = 180_000;
 
 interface Run { code: number | null; stdout: string; stderr: string }
@@ -180,7 +180,7 @@ test('floe rag: another embedder than the collection records (same dimension) is
   writeFileSync(a, 'The zyxoquartz crystal glows green in the dark mine.\n\nThe boat was small and the river was cold.\n');
   const common = ['--db', join(dir, 'db'), '--collection', 'docs', '--threads', '1'];
   json(await floe(['rag', 'ingest', ...common, '--embedding-model', EMBED, '--json', a]));
-  const guard = fileURLToPath(new URL('../../models/floe-guard', import.meta.url)); // a 256-dim model too, not the embedder
+  const guard = repoPath('models/floe-guard'); // a 256-dim model too, not the embedder
   const q = await floe(['rag', 'query', ...common, '--embedding-model', guard, '--mode', 'vector', '--json', 'what glows?']);
   assert.equal(q.code, 2, q.stderr + q.stdout);
   assert.match(q.stderr + q.stdout, /collection 'docs' was embedded by '.*models\/floe-embed', not by '.*models\/floe-guard'.*add --allow-embedder-mismatch/);

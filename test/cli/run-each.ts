@@ -7,10 +7,11 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
+import { repoPath } from '../repo.js';
 
-const DIST_MAIN = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url)); // what bin/floe.js runs
-const SRC_MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+const DIST_MAIN = repoPath('dist/src/cli/main.js'); // what bin/floe.js runs
+const SRC_MAIN = repoPath('src/cli/main.ts');
 
 export interface RunResult { readonly status: number | null; readonly stdout: string; readonly stderr: string }
 

@@ -5,10 +5,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
-const PROBE = fileURLToPath(new URL('./loaded-probe.cjs', import.meta.url));
+const BIN = repoPath('bin/floe.js');
+const PROBE = repoPath('test/cli/loaded-probe.cjs');
 
 function loaded(args: string[]): { status: number | null; heavy: string[]; stderr: string } {
   const r = spawnSync(process.execPath, ['--require', PROBE, ...args], { encoding: 'utf8', timeout: 30_000, input: '' });

@@ -10,10 +10,10 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { repoPath } from '../repo.js';
 
 // the built CLI (npm test builds dist/ first; `npm run build` after a src change): ~0.3 s less start-up than src through tsx
-const MAIN = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
+const MAIN = repoPath('dist/src/cli/main.js');
 const dir = mkdtempSync(join(tmpdir(), 'synth-lock-pid-'));
 const common = ['synth', '--method', 'self-instruct', '--num', '16', '--concurrency', '4', '--max-tokens', '32', '--threads', '1', '--json'];
 

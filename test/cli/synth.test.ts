@@ -9,9 +9,9 @@ import { loadBrown } from '../../src/train/corpus.js';
 import { runEach } from './run-each.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { repoPath } from '../repo.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ROOT = repoPath('');
 const BIN = join(ROOT, 'bin', 'floe.js');
 const BROWN = join(ROOT, 'models', 'floe-brown');
 const dir = mkdtempSync(join(tmpdir(), 'synth-cli-'));

@@ -4,7 +4,6 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
 import { ConstraintCache, compileGrammar, type ConstraintSpec } from '../../src/engine/constrained/constraint.js';
 import type { ByteGrammar } from '../../src/engine/constrained/grammar.js';
@@ -12,8 +11,9 @@ import { PYTHON_TAG } from '../../src/engine/constrained/lazy.js';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { parseToolCalls } from '../../src/serve/tool-calls.js';
 import { rand } from './helpers.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
 const tok = (await loadTokenizer(BROWN))!;
 const V = tok.vocabSize;
 const TAG_ID = 4093; // floe-brown has no <|python_tag|>: its <|start_header_id|> plays it here

@@ -3,7 +3,6 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Ajv } from 'ajv';
@@ -19,8 +18,9 @@ import { RegexGrammar, choiceRegex, parseRegex, searchRegex } from '../../src/en
 import { Tokenizer, type TokenizerJson } from '../../src/formats/tokenizer.js';
 import { openModel } from '../../src/model/open.js';
 import { genReq, GREEDY, rand, runAll } from './helpers.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
 const brown = await openModel(BROWN, { threads: 2 });
 const tok = brown.tokenizer!;
 const V = brown.model.config.vocabSize;
@@ -324,7 +324,7 @@ test('engine: a constraint the compiler refuses is a 400 naming the keyword', ()
 
 // ---- $ref, numeric bounds, pattern, format: schemas pydantic and zod write ----
 
-const PYDANTIC = JSON.parse(readFileSync(fileURLToPath(new URL('../fixtures/schemas/pydantic.json', import.meta.url)), 'utf8')) as Record<string, object>;
+const PYDANTIC = JSON.parse(readFileSync(repoPath('test/fixtures/schemas/pydantic.json'), 'utf8')) as Record<string, object>;
 
 
 test('$ref: pydantic $defs, recursion (tree, linked list), definitions and the root; random walks end valid', () => {

@@ -1,13 +1,13 @@
 // Shared engine-test helpers: fixture model, request builders, a latin1 byte decoder, and running an engine to the end.
 
-import { fileURLToPath } from 'node:url';
 import { openModel } from '../../src/model/open.js';
 import type { LlamaModel } from '../../src/model/llama.js';
 import type { Decoder } from '../../src/formats/detokenize.js';
 import type { Engine } from '../../src/engine/engine.js';
 import type { EngineOutput, GenerateOutput, GenerateRequest, SamplingSpec } from '../../src/engine/protocol.js';
+import { repoPath } from '../repo.js';
 
-export const FIXTURES = fileURLToPath(new URL('../fixtures/models/', import.meta.url));
+export const FIXTURES = repoPath('test/fixtures/models/');
 
 export async function fixtureModel(name = 'gqa_f32'): Promise<LlamaModel> {
   return (await openModel(FIXTURES + name)).model;

@@ -8,7 +8,6 @@ import { EngineRequestError, type GenerateRequest } from '../../src/engine/proto
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { writePeftAdapter } from '../../src/formats/peft.js';
 import { readPeftAdapter } from '../../src/model/adapter.js';
 import { LlamaModel } from '../../src/model/llama.js';
@@ -18,6 +17,7 @@ import { f32Tensor } from '../../src/tensor/tensor.js';
 import { mergeAdapter } from '../../src/train/export.js';
 import { merged, randomAdapter } from '../model/lora-helpers.js';
 import { fixtureModel, genReq, rand, randomPrompt, runAll } from './helpers.js';
+import { repoPath } from '../repo.js';
 
 function alone(m: LlamaModel, req: GenerateRequest) {
   const e = new Engine(m, null, { kvDtype: 'f32', kvCacheMemory: 4 << 20 });
@@ -143,7 +143,7 @@ test('an unknown adapter is refused with 404 naming the loaded ones', async () =
 });
 
 test('floe-brown: PEFT adapters read from disk, mixed with the base in one engine, equal `floe merge` (mergeAdapter) run alone', async () => {
-  const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+  const BROWN = repoPath('models/floe-brown');
   const opened = await openModel(BROWN);
   const base = opened.model;
   const root = mkdtempSync(join(tmpdir(), 'floe-brown-lora-'));

@@ -3,7 +3,6 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
 import { Engine } from '../../src/engine/engine.js';
 import { EngineRequestError, type GenerateRequest } from '../../src/engine/protocol.js';
 import { generate } from '../../src/model/generate.js';
@@ -11,8 +10,9 @@ import { openModel } from '../../src/model/open.js';
 import { PredictionK, PredictionTracker, wordStartTable } from '../../src/model/prediction.js';
 import { tokenBytes } from '../../src/engine/constrained/token-mask.js';
 import { genReq, rand, runAll } from './helpers.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
 const brown = await openModel(BROWN, { threads: 2 });
 const tok = brown.tokenizer!;
 const WORDS = ('the of and to a in that is was he for it with as his on be at by had are but from or have an they which one you were ' +

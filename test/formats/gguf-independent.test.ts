@@ -4,7 +4,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type { Backend } from '../../src/backend/backend.js';
 import { referenceBackend } from '../../src/backend/reference.js';
 import { loadNativeBackend, nativeCounters } from '../../src/backend/native.js';
@@ -14,9 +13,10 @@ import { SpmTokenizer } from '../../src/formats/spm.js';
 import { LlamaModel } from '../../src/model/llama.js';
 import { KvCache } from '../../src/model/kv-cache.js';
 import { defaultKvDtype } from '../../src/model/generate.js';
+import { repoPath } from '../repo.js';
 
-const DIR = fileURLToPath(new URL('../fixtures/gguf-independent/', import.meta.url));
-const SPM = fileURLToPath(new URL('../fixtures/spm/', import.meta.url));
+const DIR = repoPath('test/fixtures/gguf-independent/');
+const SPM = repoPath('test/fixtures/spm/');
 const ref = JSON.parse(fs.readFileSync(DIR + 'reference.json', 'utf8')) as {
   prompt_ids: number[]; logits: { file: string; shape: [number, number] }; tensor_types: Record<string, string>;
   config: { vocab: number; hidden: number; ffn: number; layers: number; heads: number; kv_heads: number; head_dim: number; rms_eps: number; rope_theta: number };

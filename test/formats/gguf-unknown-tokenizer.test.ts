@@ -6,7 +6,6 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { GgufType } from '../../src/formats/gguf.js';
 import { gv, hfToGguf } from '../../src/formats/gguf-writer.js';
 import { loadModel } from '../../src/formats/load.js';
@@ -15,8 +14,9 @@ import { generate } from '../../src/model/generate.js';
 import { openModel } from '../../src/model/open.js';
 import { selectBackend } from '../../src/backend/select.js';
 import { makeTinyHf } from './fixtures.js';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
+const BIN = repoPath('bin/floe.js');
 
 test('generate --prompt-ids on a GGUF with an unknown tokenizer.ggml.model: warning on stderr, ids as without the tokenizer', async () => {
   const tiny = makeTinyHf({ vocab: 64, seed: 11 });

@@ -4,11 +4,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseGenerationDefaults, parseHfConfig } from '../../src/formats/hf-config.js';
 import { readHfConfig } from '../../src/formats/hf-config.js';
 import { loadModel } from '../../src/formats/load.js';
 import { tmpDir } from './fixtures.js';
+import { repoPath } from '../repo.js';
 
 const F = '/m/config.json';
 const base = {
@@ -91,7 +91,7 @@ test('generation_config.json: the sampling keys it sets become defaults (do_samp
   assert.throws(() => parseGenerationDefaults({ do_sample: 'yes' }, G), /"do_sample" must be true or false/);
   assert.throws(() => parseGenerationDefaults([1], G), /generation_config\.json: not a JSON object/);
   // the built-in model's file, through loadModel
-  const brown = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+  const brown = repoPath('models/floe-brown');
   const gen = JSON.parse(readFileSync(join(brown, 'generation_config.json'), 'utf8'));
   const m = await loadModel(brown);
   assert.deepEqual(m.generation, { temperature: gen.temperature, topP: gen.top_p });

@@ -4,10 +4,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
+import { repoPath } from '../repo.js';
 
-const SRC = fileURLToPath(new URL('../../src/', import.meta.url));
+const SRC = repoPath('src/');
 // Bottom up, as in ARCHITECTURE.md ("Layers, bottom up").
 const LAYERS = ['tensor', 'backend', 'formats', 'model', 'engine', 'train', 'parallel', 'platform', 'serve', 'cli'];
 

@@ -4,14 +4,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { convertWeightBf16, loadModel } from '../../src/formats/load.js';
 import { Tensor } from '../../src/tensor/tensor.js';
 import { fileBackingOf } from '../../src/formats/mapfile.js';
 import { writeSafetensors } from '../../src/formats/safetensors.js';
 import { makeTinyHf } from './fixtures.js';
+import { repoPath } from '../repo.js';
 
-const FP8 = fileURLToPath(new URL('../fixtures/models/fp8_block', import.meta.url));
+const FP8 = repoPath('test/fixtures/models/fp8_block');
 
 /** IEEE half bits -> the f32 value it denotes (exact), from sign, exponent and mantissa. */
 function f16Value(h: number): number {

@@ -11,12 +11,10 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { rng, tmpDir } from './fixtures.js';
+import { nodeScript, ROOT as REPO } from '../repo.js';
 import type { LoraTarget, PeftLinear } from '../../src/formats/peft.js';
 
-const HERE = fileURLToPath(import.meta.url);
-const REPO = path.resolve(path.dirname(HERE), '../..');
 const SEED = process.env.FLOE_SEED !== undefined ? Number(process.env.FLOE_SEED) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
 const CASES = Number(process.env.FLOE_FUZZ_CASES ?? 840); // 60 a kind of file
 const BATCHES = 4;
@@ -839,7 +837,7 @@ if (process.env.FLOE_MALFORMED_CHILD === '1') {
   function runBatch(root: string, from: number, to: number, mmap: boolean): Promise<BatchResult> {
     return new Promise((resolve) => {
       const env = { ...process.env, FLOE_MALFORMED_CHILD: '1', FLOE_SEED: String(SEED), FLOE_NO_MMAP: mmap ? '0' : '1' };
-      const p = spawn(process.execPath, ['--max-old-space-size=1024', '--import', 'tsx', HERE, root, String(from), String(to)], { env, cwd: REPO });
+      const p = spawn(process.execPath, ['--max-old-space-size=1024', ...nodeScript('test/formats/malformed-fuzz.test.ts'), root, String(from), String(to)], { env, cwd: REPO });
       let out = '', err = '', timedOut = false;
       p.stdout.on('data', (d) => { out += d; });
       p.stderr.on('data', (d) => { err += d; });

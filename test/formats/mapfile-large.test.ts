@@ -20,9 +20,10 @@ import { selectBackend } from '../../src/backend/select.js';
 import { LlamaModel } from '../../src/model/llama.js';
 import { KvCache } from '../../src/model/kv-cache.js';
 import { rng, tmpDir } from './fixtures.js';
+import { repoPath } from '../repo.js';
 
-const MODEL = path.join(import.meta.dirname, '..', '..', 'models', 'floe-brown');
-const GGUF = path.join(import.meta.dirname, '..', 'fixtures', 'gguf-independent', 'tiny-llama.gguf');
+const MODEL = repoPath('models/floe-brown');
+const GGUF = repoPath('test/fixtures/gguf-independent/tiny-llama.gguf');
 
 function ranged<T>(on: boolean, mmap: boolean, f: () => T): T {
   const prevR = setMapFileRangedAbove(on ? 0 : null), prevM = setMapFileMmap(mmap);

@@ -8,11 +8,11 @@ import { spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadModel } from '../../src/formats/load.js';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url)); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
-const TOOLS = fileURLToPath(new URL('../../models/floe-brown-tools', import.meta.url));
+const BIN = repoPath('bin/floe.js'); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
+const TOOLS = repoPath('models/floe-brown-tools');
 const root = mkdtempSync(join(tmpdir(), 'floe-not-a-model-'));
 
 function floe(...args: string[]): { status: number | null; stderr: string } {

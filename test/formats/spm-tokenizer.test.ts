@@ -7,7 +7,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { readGguf } from '../../src/formats/gguf.js';
 import { ggufToTokenizerJson, tokenizerFromGguf } from '../../src/formats/gguf-tokenizer.js';
 import { loadTokenizer, Tokenizer } from '../../src/formats/tokenizer.js';
@@ -15,8 +14,9 @@ import { SpmCodec, SpmTokenizer, SpmTokenType, type SpmModel } from '../../src/f
 import { parseSpmModelProto, spmModelFromProto } from '../../src/formats/spm-model.js';
 import { IncrementalDetokenizer } from '../../src/formats/detokenize.js';
 import { rng, tmpDir } from './fixtures.js';
+import { repoPath } from '../repo.js';
 
-const FIX = fileURLToPath(new URL('../fixtures/spm/', import.meta.url));
+const FIX = repoPath('test/fixtures/spm/');
 
 interface LlamaCppCase {
   text: string; ids: number[]; ids_special: number[];

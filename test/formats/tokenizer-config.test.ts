@@ -7,8 +7,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { tmpDir } from './fixtures.js';
+import { repoPath } from '../repo.js';
 
-const FIXTURE = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../fixtures/train/tokenizer');
+const FIXTURE = repoPath('test/fixtures/train/tokenizer');
 const GOOD = JSON.parse(fs.readFileSync(path.join(FIXTURE, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
 
 /** A copy of the fixture tokenizer with tokenizer_config.json's `key` set to `v`; returns the directory and the config path. */

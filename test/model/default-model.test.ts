@@ -7,9 +7,10 @@ import { openModel, type OpenedModel } from "../../src/model/open.js";
 import { generate } from "../../src/model/generate.js";
 import { loadBrown, splitBrown } from "../../src/train/corpus.js";
 import { heldOutLoss } from "../../src/train/perplexity.js";
+import { repoPath, repoUrl } from "../repo.js";
 
-const DIR = fileURLToPath(new URL("../../models/floe-brown", import.meta.url));
-const hardStrings: string[] = JSON.parse(await readFile(new URL("../fixtures/tokenizer/hard-strings.json", import.meta.url), "utf8"));
+const DIR = repoPath("models/floe-brown");
+const hardStrings: string[] = JSON.parse(await readFile(repoUrl("test/fixtures/tokenizer/hard-strings.json"), "utf8"));
 
 let opened: OpenedModel | null = null;
 async function model(): Promise<OpenedModel> {

@@ -6,9 +6,10 @@ import { fileURLToPath } from "node:url";
 import { openModel, type OpenedModel } from "../../src/model/open.js";
 import { generate } from "../../src/model/generate.js";
 import { loadBrown, splitBrown } from "../../src/train/corpus.js";
+import { repoPath } from "../repo.js";
 
-const DRAFT = fileURLToPath(new URL("../../models/floe-brown-draft", import.meta.url));
-const TARGET = fileURLToPath(new URL("../../models/floe-brown", import.meta.url));
+const DRAFT = repoPath("models/floe-brown-draft");
+const TARGET = repoPath("models/floe-brown");
 const FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"];
 
 const cache = new Map<string, Promise<OpenedModel>>();

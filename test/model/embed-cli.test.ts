@@ -3,11 +3,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { Embedder } from '../../src/model/embed.js';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
-const MODEL = fileURLToPath(new URL('../../models/floe-embed', import.meta.url));
+const BIN = repoPath('bin/floe.js');
+const MODEL = repoPath('models/floe-embed');
 const floe = (args: string[], input?: string) => spawnSync(process.execPath, [BIN, 'embed', ...args], { encoding: 'utf8', input, timeout: 60_000 });
 
 test('floe embed --json and plain output equal the library vectors', async () => {

@@ -4,12 +4,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
 import { Embedder } from '../../src/model/embed.js';
 import { brownRetrieval, wordnetRetrieval, type RetrievalSet } from '../../bench/retrieval-data.js';
 import { bm25Scores, chance, denseScores } from '../../bench/retrieval.js';
+import { repoPath } from '../repo.js';
 
-const model = (name: string) => fileURLToPath(new URL(`../../models/${name}`, import.meta.url));
+const model = (name: string) => repoPath(`models/${name}`);
 
 /** The first n queries and only their relevant documents (indices remapped). */
 function slice(set: RetrievalSet, n: number): RetrievalSet {

@@ -14,8 +14,9 @@ import { hfToGguf } from '../../src/formats/gguf-writer.js';
 import { LlamaModel } from '../../src/model/llama.js';
 import { defaultKvDtype, generate } from '../../src/model/generate.js';
 import { KvCache } from '../../src/model/kv-cache.js';
+import { repoPath } from '../repo.js';
 
-const ROOT = new URL('../fixtures/models/', import.meta.url).pathname;
+const ROOT = repoPath('test/fixtures/models/');
 
 interface Reference {
   prompt_ids: number[];

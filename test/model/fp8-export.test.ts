@@ -14,8 +14,9 @@ import { generate } from '../../src/model/generate.js';
 import { dequantizeRow, encodeBf16 } from '../../src/tensor/codecs.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
 import type { Tensor } from '../../src/tensor/tensor.js';
+import { repoPath } from '../repo.js';
 
-const FIX = new URL('../fixtures/models/', import.meta.url).pathname;
+const FIX = repoPath('test/fixtures/models/');
 const SCHEMES: [string, Fp8Scheme][] = [['block 128', { kind: 'block', block: 128 }], ['block 32', { kind: 'block', block: 32 }], ['per-row', { kind: 'per-row' }]];
 
 function f32Of(t: Tensor): Float32Array {

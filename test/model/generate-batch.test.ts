@@ -8,8 +8,9 @@ import { generate } from '../../src/model/generate.js';
 import { sampleBatch } from '../../src/model/generate-batch.js';
 import { openModel } from '../../src/model/open.js';
 import { Rng } from '../../src/train/rng.js';
+import { repoPath } from '../repo.js';
 
-const FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'models');
+const FIXTURES = repoPath('test/fixtures/models');
 
 test('sampleBatch gives each sequence generate()\'s tokens (reference backend, fresh seeds)', async () => {
   for (const name of ['gqa_f32', 'mha_f32']) {

@@ -3,7 +3,6 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { loadAddon } from '../../src/backend/native-addon.js';
 import { generate } from '../../src/model/generate.js';
 import { KvCache } from '../../src/model/kv-cache.js';
@@ -11,8 +10,9 @@ import type { LlamaModel } from '../../src/model/llama.js';
 import { openModel } from '../../src/model/open.js';
 import { dequantizeRow } from '../../src/tensor/codecs.js';
 import { rand } from '../engine/helpers.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url)); // f32, 6 layers, tied, V 4096, D 256
+const BROWN = repoPath('models/floe-brown'); // f32, 6 layers, tied, V 4096, D 256
 const native = loadAddon() !== null;
 const skip = !native && 'native addon not built';
 

@@ -16,8 +16,9 @@ import { generate } from '../../src/model/generate.js';
 import { KvCache } from '../../src/model/kv-cache.js';
 import { LlamaModel } from '../../src/model/llama.js';
 import { genReq } from '../engine/helpers.js';
+import { repoPath } from '../repo.js';
 
-const DIR = new URL('../fixtures/long/', import.meta.url).pathname;
+const DIR = repoPath('test/fixtures/long/');
 
 interface PromptSpec { generator: 'xorshift32'; seed: number; length: number; vocab: number; sum: number; first?: number[]; last?: number[] }
 interface Reference {

@@ -7,10 +7,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { writeTrainData } from '../train/fixtures.js';
+import { nodeScript, repoPath } from '../repo.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const ROOT = repoPath('');
 const BIN = `${ROOT}bin/floe.js`; // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
 const BROWN = `${ROOT}models/floe-brown`;
 const work = mkdtempSync(join(tmpdir(), 'floe-offload-cli-'));
@@ -64,9 +64,8 @@ describe('floe CLI with streamed layers', () => {
   });
 
   it('a model 4× bigger than --weights-memory runs with peak RSS under the budget plus the stated overhead', () => {
-    const probe = `${ROOT}test/model/offload-rss-probe.ts`;
     const run = (mode: string) => {
-      const r = spawnSync(process.execPath, ['--import', 'tsx', probe, join(work, 'big'), mode], { encoding: 'utf8', timeout: 120_000 });
+      const r = spawnSync(process.execPath, [...nodeScript('test/model/offload-rss-probe.ts'), join(work, 'big'), mode], { encoding: 'utf8', timeout: 120_000 });
       assert.equal(r.status, 0, r.stderr);
       return (mode === 'make' ? {} : JSON.parse(r.stdout)) as { baseline: number; peak: number; modelBytes: number; budget: number; overhead: number; streamed: number };
     };

@@ -3,7 +3,6 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { loadAddon } from '../../src/backend/native-addon.js';
 import { selectBackend } from '../../src/backend/select.js';
 import type { TrainBackend } from '../../src/backend/backend.js';
@@ -14,8 +13,9 @@ import { diskChunkBytes, LayerStream, streamedLayerSet, type OffloadOptions } fr
 import { openModel } from '../../src/model/open.js';
 import { rand } from '../engine/helpers.js';
 import { randomAdapter } from './lora-helpers.js';
+import { repoPath } from '../repo.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const ROOT = repoPath('');
 const BROWN = `${ROOT}models/floe-brown`; // f32, 6 layers
 const BF16 = `${ROOT}test/fixtures/models/bf16`; // bf16, 2 layers
 const native = loadAddon() !== null;

@@ -5,11 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import * as floe from '../../src/index.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
-const ADAPTER = fileURLToPath(new URL('../../models/floe-brown-tools', import.meta.url)); // a LoRA of floe-brown
+const BROWN = repoPath('models/floe-brown');
+const ADAPTER = repoPath('models/floe-brown-tools'); // a LoRA of floe-brown
 const read = floe.readPeftAdapter as (...args: unknown[]) => ReturnType<typeof floe.readPeftAdapter>;
 const apply = floe.applyAdapter as (...args: unknown[]) => ReturnType<typeof floe.applyAdapter>;
 

@@ -3,7 +3,6 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
 import cdf from '@stdlib/stats-base-dists-chisquare-cdf';
 import { selectBackend } from '../../src/backend/select.js';
 import { generate, type GenerateOptions } from '../../src/model/generate.js';
@@ -14,8 +13,9 @@ import {
   AdaptiveK, DraftModelProposer, NgramIndex, NgramProposer, type Proposal, type Proposer, type ProposeRequest, SpecCosts, SuffixProposer, verifyDraft,
 } from '../../src/model/speculation.js';
 import { fixtureModel, rand, randomPrompt } from '../engine/helpers.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
 const brown = await openModel(BROWN, { threads: 2 });
 const brownFp8 = (await openModel(BROWN, { threads: 2, load: { dtype: 'fp8' } })).model; // a close but different draft
 const gqa = await fixtureModel('gqa_f32');
@@ -715,7 +715,7 @@ test('DraftModelProposer keeps its KV per sequence and rolls back past rejected 
 
 test('CLI: floe generate --speculative ngram --json reports timings.speculative and the plain greedy ids', async () => {
   const { spawnSync } = await import('node:child_process');
-  const bin = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
+  const bin = repoPath('bin/floe.js');
   const ids = brownPrompts[0]!.join(',');
   const run = (...extra: string[]) => {
     const r = spawnSync(process.execPath, [bin, 'generate', '--model', BROWN, '--prompt-ids', ids, '--temperature', '0', '--max-tokens', '24', '--threads', '1', '--json', ...extra], { encoding: 'utf8', timeout: 60_000 });

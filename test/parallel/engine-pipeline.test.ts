@@ -12,8 +12,9 @@ import { PipelineDriver, runStage } from '../../src/parallel/pipeline.js';
 import { openStage } from '../../src/parallel/stage-model.js';
 import { localGroup } from '../../src/parallel/transport.js';
 import { collect, genReq, rand, type Collected } from '../engine/helpers.js';
+import { repoPath } from '../repo.js';
 
-const MODEL = join(import.meta.dirname, '..', '..', 'models', 'floe-brown');
+const MODEL = repoPath('models/floe-brown');
 const V = 4096;
 
 function requests(seed: number) {

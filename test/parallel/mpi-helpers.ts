@@ -3,8 +3,9 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { ROOT } from '../repo.js';
 
-export const ROOT = join(import.meta.dirname, '..', '..');
+export { ROOT };
 export const BIN = join(ROOT, 'bin', 'floe.js');
 export const BROWN = join(ROOT, 'models', 'floe-brown');
 

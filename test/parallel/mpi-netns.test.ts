@@ -16,10 +16,11 @@ import { outMessageBytes, stepMessageBytes } from '../../src/parallel/pipeline.j
 import { assertSameAdapter, assertSameRun, finetuneArgs, M, metrics, singleRun } from './finetune-compare.js';
 import { BIN, BROWN, launchServe, MPI_ENV, MPI_SKIP } from './mpi-helpers.js';
 import { randomData } from './train-data.js';
+import { repoPath } from '../repo.js';
 
 const V = 4096;
 const D = readHfConfig(BROWN).config.hiddenSize;
-const AGENT = join(import.meta.dirname, 'netns-rsh.sh');
+const AGENT = repoPath('test/parallel/netns-rsh.sh');
 const tag = String(process.pid % 100000);
 const HOSTS = [`floe-a${tag}`, `floe-b${tag}`] as const; // namespace = host name
 const VETH = [`va${tag}`, `vb${tag}`] as const;

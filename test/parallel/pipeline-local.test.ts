@@ -11,8 +11,9 @@ import { localGroup } from '../../src/parallel/transport.js';
 import { openStage } from '../../src/parallel/stage-model.js';
 import { PipelineDriver, runStage } from '../../src/parallel/pipeline.js';
 import { balancedStages, formatStages, parseStages } from '../../src/parallel/stages.js';
+import { repoPath } from '../repo.js';
 
-const MODEL = join(import.meta.dirname, '..', '..', 'models', 'floe-brown');
+const MODEL = repoPath('models/floe-brown');
 
 test('stage plans: balanced split gives stage 0 fewer layers (it runs the head); --pipeline-stages is checked', () => {
   const { config } = readHfConfig(MODEL);

@@ -20,8 +20,9 @@ import { localGroup, type Transport } from '../../src/parallel/transport.js';
 import { finetune, type FinetuneOptions, type StepMetrics } from '../../src/train/trainer.js';
 import type { TrainBackend } from '../../src/backend/backend.js';
 import { randomData } from './train-data.js';
+import { repoPath } from '../repo.js';
 
-const MODEL = join(import.meta.dirname, '..', '..', 'models', 'floe-brown');
+const MODEL = repoPath('models/floe-brown');
 const be: TrainBackend = (loadNativeBackend() ?? referenceBackend) as TrainBackend;
 const work = mkdtempSync(join(tmpdir(), 'floe-pptrain-'));
 

@@ -18,8 +18,9 @@ import { openStage } from '../../src/parallel/stage-model.js';
 import { balancedStages, formatStages } from '../../src/parallel/stages.js';
 import { ALL_LORA_TARGETS, plan, PLAN_DEFAULTS, presetConfig, weightBytes, type PlanOptions } from '../../src/platform/plan.js';
 import { initAdapter, loraConfigOf } from '../../src/train/trainer.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = join(import.meta.dirname, '..', '..', 'models', 'floe-brown');
+const BROWN = repoPath('models/floe-brown');
 const base: PlanOptions = { ...PLAN_DEFAULTS, dtype: 'bf16', context: 131072, concurrency: 1, deviceMemory: 80e9 };
 
 test('serving Llama 3.1 8B on 2 stages: stage 0 holds 15 layers, the embedding and the head (floe\'s split), and is the device', () => {

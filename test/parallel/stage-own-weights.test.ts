@@ -10,8 +10,9 @@ import { test } from 'node:test';
 import { loadModel, type LoadDType } from '../../src/formats/load.js';
 import { writeSafetensors, type StWriteTensor } from '../../src/formats/safetensors.js';
 import { openStage } from '../../src/parallel/stage-model.js';
+import { repoPath } from '../repo.js';
 
-const MODEL = join(import.meta.dirname, '..', '..', 'models', 'floe-brown'); // f32, tied head, 6 layers
+const MODEL = repoPath('models/floe-brown'); // f32, tied head, 6 layers
 const EMBED = 'model.embed_tokens.weight';
 const LAYER = /^model\.layers\.(\d+)\./;
 

@@ -10,8 +10,9 @@ import { localGroup } from '../../src/parallel/transport.js';
 import { openStage } from '../../src/parallel/stage-model.js';
 import { shareStageWeights } from '../../src/parallel/serve-stage.js';
 import { balancedStages, formatStages } from '../../src/parallel/stages.js';
+import { repoPath } from '../repo.js';
 
-const MODEL = join(import.meta.dirname, '..', '..', 'models', 'floe-brown'); // f32
+const MODEL = repoPath('models/floe-brown'); // f32
 const HELD = { none: 'f32', bf16: 'bf16', fp8: 'fp8_e4m3' } as const;
 
 for (const size of [2, 3]) {

@@ -7,11 +7,11 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
-const BUILT = fileURLToPath(new URL('../../dist/src/cli/batch.js', import.meta.url));
+const BIN = repoPath('bin/floe.js');
+const BUILT = repoPath('dist/src/cli/batch.js');
 const T = 120_000;
 const N = 200;
 

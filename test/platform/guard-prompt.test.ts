@@ -7,8 +7,9 @@ import {
   buildGuardPrompt, guardConversation, detectGuardFormat, defaultCategories, effectiveCategories,
   type GuardFormat, type GuardMessage, type GuardCategory,
 } from "../../src/platform/guard/prompt.js";
+import { repoUrl } from "../repo.js";
 
-const fixture = (name: string) => readFileSync(new URL(`../fixtures/guard/${name}.chat_template.jinja`, import.meta.url), "utf8");
+const fixture = (name: string) => readFileSync(repoUrl(`test/fixtures/guard/${name}.chat_template.jinja`), "utf8");
 const PUBLISHED: Record<GuardFormat, string> = {
   "llama-guard-3": fixture("llama-guard-3-8b"),
   "llama-guard-3-1b": fixture("llama-guard-3-1b"),

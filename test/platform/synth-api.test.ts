@@ -9,8 +9,9 @@ import { join } from 'node:path';
 import { synth } from '../../src/index.js';
 import { parseJsonl } from '../../src/train/data.js';
 import { loadBrown } from '../../src/train/corpus.js';
+import { repoPath } from '../repo.js';
 
-const MODEL = join(import.meta.dirname, '../../models/floe-brown');
+const MODEL = repoPath('models/floe-brown');
 const dir = mkdtempSync(join(tmpdir(), 'synth-api-'));
 
 test('synth(): from-documents on floe-brown in-process, finetune-ready lines, resumed by a second call', async () => {

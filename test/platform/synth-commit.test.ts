@@ -8,11 +8,11 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { synth } from '../../src/platform/synth/synth.js';
 import type { SynthProgress } from '../../src/platform/synth/pipeline.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
 const dir = mkdtempSync(join(tmpdir(), 'synth-commit-'));
 
 test('the default window commits in small batches: progress between 0 and all units, several batch lines', async () => {

@@ -12,8 +12,9 @@ import { EndpointLlm, EngineLlm } from '../../src/platform/synth/llm.js';
 import { grounding } from '../../src/platform/synth/grounding.js';
 import { loadBrown } from '../../src/train/corpus.js';
 import { Rng } from '../../src/train/rng.js';
+import { repoPath } from '../repo.js';
 
-const MODEL = join(import.meta.dirname, '../../models/floe-brown');
+const MODEL = repoPath('models/floe-brown');
 const dir = mkdtempSync(join(tmpdir(), 'synth-grounding-'));
 
 const PASSAGE = 'The Riverside council voted on Tuesday to close the old mill bridge for repairs. Engineers found cracks in two ' +

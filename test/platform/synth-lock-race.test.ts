@@ -9,9 +9,9 @@ import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { nodeScript } from '../repo.js';
 
-const CHILD = fileURLToPath(new URL('./synth-lock-race-child.ts', import.meta.url));
+const CHILD = nodeScript('test/platform/synth-lock-race-child.ts');
 const kids: ChildProcess[] = [];
 after(() => { for (const k of kids) k.kill('SIGKILL'); });
 
@@ -30,7 +30,7 @@ test('a dead run\'s synth lock taken over by 8 runs at once: exactly one wins, e
   const dead = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' });
   const deadPid = Number(dead.stdout.trim());
   assert.ok(deadPid > 0);
-  for (let i = 0; i < 8; i++) kids.push(fork(CHILD, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] }));
+  for (let i = 0; i < 8; i++) kids.push(fork(CHILD.at(-1)!, [], { execArgv: CHILD.slice(0, -1), stdio: ['ignore', 'ignore', 'inherit', 'ipc'] }));
   await Promise.all(kids.map((k) => next(k, (r) => !!r.ready)));
   for (let round = 0; round < 20; round++) {
     const out = join(dir, `r${round}.jsonl`);

@@ -18,8 +18,8 @@ import { evolInstructUnits, fromDocumentsUnits, magpieUnits, parseSeeds, selfIns
 import { LshIndex } from '../../src/platform/synth/minhash.js';
 import { runSynth, type SynthSummary } from '../../src/platform/synth/pipeline.js';
 import { PromptSet } from '../../src/platform/synth/prompts.js';
+import { ROOT } from '../repo.js';
 
-const ROOT = join(import.meta.dirname, '../..');
 const MODEL = join(ROOT, 'models/floe-brown');
 const prompts = new PromptSet([join(ROOT, 'data/synth')]);
 const seeds = parseSeeds(readFileSync(join(ROOT, 'data/synth/seeds.jsonl'), 'utf8'), 'seeds.jsonl');

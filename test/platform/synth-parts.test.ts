@@ -12,9 +12,10 @@ import { checkAnswer, checkText, DEFAULT_LIMITS, isCopy, parseGuardAnswer } from
 import { parseScore } from '../../src/platform/synth/judge.js';
 import { cleanInstruction, parseSeeds } from '../../src/platform/synth/methods.js';
 import { PromptSet } from '../../src/platform/synth/prompts.js';
+import { repoPath } from '../repo.js';
 
 test('document chunker (the RAG chunker): passages are exact slices at their offsets, in order, within the token bound, covering every word', async () => {
-  const tok = (await loadTokenizer(join(import.meta.dirname, '../../models/floe-brown')))!;
+  const tok = (await loadTokenizer(repoPath('models/floe-brown')))!;
   const count = (s: string) => tok.encode(s, { addSpecialTokens: false }).length;
   const docs = loadBrown().slice(0, 3);
   for (const [maxTokens, overlap] of [[40, 0], [120, 0], [120, 30]] as const) {
@@ -81,7 +82,7 @@ test('prompt files: --prompts overrides the shipped ones per file; a missing var
   const dir = mkdtempSync(join(tmpdir(), 'synth-prompts-'));
   mkdirSync(join(dir, 'evol-instruct'));
   writeFileSync(join(dir, 'evol-instruct', 'deepen.txt'), 'Make it harder: {{instruction}}\n');
-  const p = new PromptSet([dir, join(import.meta.dirname, '../../data/synth')]);
+  const p = new PromptSet([dir, repoPath('data/synth')]);
   assert.equal(p.fill('evol-instruct', 'deepen', { instruction: 'Add 2 and 3.' }), 'Make it harder: Add 2 and 3.');
   assert.match(p.fill('evol-instruct', 'broaden', { instruction: 'Add 2 and 3.' }), /Add 2 and 3\./); // shipped file
   assert.throws(() => p.fill('judge', 'rubric', { instruction: 'x' }), /judge\/rubric\.txt uses \{\{response\}\}/);

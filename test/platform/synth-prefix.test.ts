@@ -19,8 +19,8 @@ import { PromptSet } from '../../src/platform/synth/prompts.js';
 import { Rng } from '../../src/train/rng.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { ROOT } from '../repo.js';
 
-const ROOT = join(import.meta.dirname, '../..');
 const MODEL = join(ROOT, 'models/floe-brown');
 const prompts = new PromptSet([join(ROOT, 'data/synth')]);
 const seeds = parseSeeds(readFileSync(join(ROOT, 'data/synth/seeds.jsonl'), 'utf8'), 'seeds.jsonl');

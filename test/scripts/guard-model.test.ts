@@ -15,8 +15,9 @@ import { Rng } from "../../src/train/rng.js";
 import { Guard } from "../../src/platform/guard/guard.js";
 import { parseVerdict } from "../../src/platform/guard/verdict.js";
 import { auroc, judgeRow, scoreJudgements } from "../../bench/guard-eval.js";
+import { repoPath } from "../repo.js";
 
-const ROOT = new URL("../..", import.meta.url).pathname;
+const ROOT = repoPath("");
 const heldout = makeSplit(loadTemplates(), "heldout", 0, corpusSentences("heldout"));
 
 test("the shipped chat template is the Llama Guard 3 prompt: floe's builder output, byte for byte, user and agent turns", async () => {

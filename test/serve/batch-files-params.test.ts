@@ -8,11 +8,11 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
 import { client, serverProcs, startFloeServe, type Floe } from './floe-process.js';
+import { repoPath } from '../repo.js';
 
-const BUILT = fileURLToPath(new URL('../../dist/src/serve/batch-routes.js', import.meta.url));
+const BUILT = repoPath('dist/src/serve/batch-routes.js');
 const T = 60_000;
 const procs = serverProcs();
 let floe: Floe;

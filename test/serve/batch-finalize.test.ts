@@ -7,13 +7,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { toFile } from 'openai';
 import { client, poll, terminal } from './batch-helpers.js';
 import { serverProcs, startFloeServe } from './floe-process.js';
+import { repoPath } from '../repo.js';
 
-const BUILT = fileURLToPath(new URL('../../dist/src/serve/batch-routes.js', import.meta.url));
+const BUILT = repoPath('dist/src/serve/batch-routes.js');
 const T = 60_000;
 const procs = serverProcs();
 

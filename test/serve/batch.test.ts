@@ -6,13 +6,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import OpenAI, { toFile } from 'openai';
 import { client, poll, terminal } from './batch-helpers.js';
 import { serverProcs, startFloeServe, type Floe } from './floe-process.js';
+import { repoPath } from '../repo.js';
 
-const BUILT = fileURLToPath(new URL('../../dist/src/serve/batch-routes.js', import.meta.url));
+const BUILT = repoPath('dist/src/serve/batch-routes.js');
 const T = 120_000;
 const N = 300; // lines of the main batch
 

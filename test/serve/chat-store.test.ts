@@ -8,15 +8,15 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
 import { EngineRequestError } from '../../src/engine/protocol.js';
 import { ChatTemplate } from '../../src/formats/chat-template.js';
 import { createApp } from '../../src/serve/app.js';
 import { startServer } from '../../src/serve/server.js';
 import { apiRefusal, byteTokenizer, CHAT_TEMPLATE, FakeEngine } from './helpers.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
 const srv = await startServer({ model: BROWN, port: 0, threads: 2, kvCacheMemory: 32 << 20, log: () => {}, ui: false, dataDir: mkdtempSync(join(tmpdir(), 'floe-chat-store-')) });
 
 /** A fake-engine server on a socket: with a data dir or without (--no-batch). */

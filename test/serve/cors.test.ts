@@ -4,11 +4,11 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { ChatTemplate } from '../../src/formats/chat-template.js';
 import { createApp, type AppOptions } from '../../src/serve/app.js';
 import { byteTokenizer, CHAT_TEMPLATE, FakeEngine } from './helpers.js';
 import { serverProcs, startFloeServe } from './floe-process.js';
+import { repoPath } from '../repo.js';
 
 const tok = byteTokenizer();
 const APP = 'http://app.example:3000';
@@ -113,9 +113,9 @@ test('createApp refuses an allowedOrigins entry that is not an origin, naming it
   for (const ok of [[APP], ['https://x.example', 'http://localhost:5173', 'http://[::1]:8080', 'chrome-extension://abcdef'], ['*'], []]) createApp({ modelName: 'tiny', allowedOrigins: ok });
 });
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
-const BUILT = fileURLToPath(new URL('../../dist/src/serve/cors.js', import.meta.url));
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BIN = repoPath('bin/floe.js');
+const BUILT = repoPath('dist/src/serve/cors.js');
+const BROWN = repoPath('models/floe-brown');
 const procs = serverProcs();
 
 test('floe serve --allowed-origins: a bad entry is a usage error (exit 2) before loading; a good list answers preflights', { timeout: 120_000 }, async () => {

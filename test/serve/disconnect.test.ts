@@ -4,12 +4,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
-const GUARD = fileURLToPath(new URL('../../models/floe-guard', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
+const GUARD = repoPath('models/floe-guard');
 const skip = !existsSync(`${GUARD}/config.json`) && 'models/floe-guard is not in this tree';
 
 let server: RunningServer;

@@ -5,13 +5,13 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { Embedder } from '../../src/model/embed.js';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
-const BUILT = fileURLToPath(new URL('../../dist/src/serve/embeddings-routes.js', import.meta.url));
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const BIN = repoPath('bin/floe.js');
+const BUILT = repoPath('dist/src/serve/embeddings-routes.js');
+const ROOT = repoPath('');
 const EMBED = ROOT + 'models/floe-embed';
 const CHAT = ROOT + 'models/floe-brown';
 const T = 60_000;

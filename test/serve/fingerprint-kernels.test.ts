@@ -4,7 +4,6 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
 import { loadAddon } from '../../src/backend/native-addon.js';
 import type { EngineInfo } from '../../src/engine/protocol.js';
 import { ChatTemplate } from '../../src/formats/chat-template.js';
@@ -12,9 +11,10 @@ import { createApp } from '../../src/serve/app.js';
 import { startServer } from '../../src/serve/server.js';
 import { byteTokenizer, CHAT_TEMPLATE, FakeEngine } from './helpers.js';
 import { client, serverProcs, startFloeServe } from './floe-process.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
-const BUILT = fileURLToPath(new URL('../../dist/src/serve/app.js', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
+const BUILT = repoPath('dist/src/serve/app.js');
 const addon = loadAddon();
 
 async function fingerprint(kernels: EngineInfo['kernels']): Promise<string> {

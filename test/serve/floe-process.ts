@@ -4,10 +4,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { after } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
+const BIN = repoPath('bin/floe.js');
 
 export interface Floe { url: string; proc: ChildProcess; out: () => string; exit: Promise<number | null> }
 

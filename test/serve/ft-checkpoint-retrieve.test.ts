@@ -8,12 +8,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { serverProcs, startFloeServe } from './floe-process.js';
 import { client, poll, terminal, uploadTinyTrain } from './ft-helpers.js';
+import { repoPath } from '../repo.js';
 
-const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
+const BUILT = repoPath('dist/src/platform/jobs/child.js');
 const procs = serverProcs();
 
 test('models.retrieve of a job checkpoint before its first use: its card; a rotated-away checkpoint: 404 with the steps on disk', { timeout: 120_000 }, async () => {

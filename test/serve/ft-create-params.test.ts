@@ -10,12 +10,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { serverProcs, startFloeServe } from './floe-process.js';
 import { client, uploadTinyTrain } from './ft-helpers.js';
+import { repoPath } from '../repo.js';
 
-const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
+const BUILT = repoPath('dist/src/platform/jobs/child.js');
 const procs = serverProcs();
 
 test('unknown parameters, integrations and hyperparameters given twice are a 400 naming the parameter; the documented ones still create a job', { timeout: 120_000 }, async () => {

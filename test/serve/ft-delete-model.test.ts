@@ -10,13 +10,13 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { serverProcs, startFloeServe } from './floe-process.js';
 import { client, poll, terminal, uploadTinyTrain } from './ft-helpers.js';
+import { repoPath } from '../repo.js';
 
-const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
-const TOOLS = fileURLToPath(new URL('../../models/floe-brown-tools', import.meta.url));
+const BUILT = repoPath('dist/src/platform/jobs/child.js');
+const TOOLS = repoPath('models/floe-brown-tools');
 const procs = serverProcs();
 
 test("client.models.delete(job's fine-tuned model): gone now and after a restart, the job stays; other models are refused", { timeout: 120_000 }, async () => {

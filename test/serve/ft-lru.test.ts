@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { Engine } from '../../src/engine/engine.js';
 import { writePeftAdapter } from '../../src/formats/peft.js';
@@ -15,9 +14,10 @@ import { openModel } from '../../src/model/open.js';
 import { genReq, rand, randomPrompt } from '../engine/helpers.js';
 import { randomAdapter } from '../model/lora-helpers.js';
 import { client, serverProcs, startFloeServe } from './floe-process.js';
+import { repoPath } from '../repo.js';
 
-const BUILT = fileURLToPath(new URL('../../dist/src/engine/adapters.js', import.meta.url));
-const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BUILT = repoPath('dist/src/engine/adapters.js');
+const MODEL = repoPath('models/floe-brown');
 const procs = serverProcs();
 
 test('serve --max-cpu-loras: LRU residency over HTTP; resident adapters never re-read, the evicted one reloads from disk', { timeout: 120_000 }, async () => {

@@ -8,12 +8,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type OpenAI from 'openai';
 import { serverProcs, startFloeServe } from './floe-process.js';
 import { client, uploadTinyTrain } from './ft-helpers.js';
+import { repoPath } from '../repo.js';
 
-const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
+const BUILT = repoPath('dist/src/platform/jobs/child.js');
 const procs = serverProcs();
 
 test('jobs.list({ metadata }) filters by every pair, metadata: null lists the jobs without metadata; bad filters are a 400', { timeout: 120_000 }, async () => {

@@ -8,14 +8,14 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
 import { serverProcs, startFloeServe, type Floe } from './floe-process.js';
 import { chatJsonl, client, ftSeed, poll, sentences, terminal, type Job } from './ft-helpers.js';
 import { Embedder } from '../../src/model/embed.js';
+import { repoPath } from '../repo.js';
 
-const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
-const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BUILT = repoPath('dist/src/platform/jobs/child.js');
+const MODEL = repoPath('models/floe-brown');
 const T = 120_000;
 
 const procs = serverProcs();

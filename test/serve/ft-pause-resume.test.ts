@@ -9,12 +9,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
 import { serverProcs, startFloeServe } from './floe-process.js';
 import { client, poll, terminal, waitFor, type Job } from './ft-helpers.js';
+import { repoPath } from '../repo.js';
 
-const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
+const BUILT = repoPath('dist/src/platform/jobs/child.js');
 const procs = serverProcs();
 
 const WORDS = ['the', 'river', 'old', 'man', 'said', 'city', 'house', 'was', 'in', 'a', 'long', 'night'];

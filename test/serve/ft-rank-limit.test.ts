@@ -9,12 +9,12 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
 import { serverProcs, startFloeServe, type Floe } from './floe-process.js';
 import { chatJsonl, client, ftSeed, poll, sentences, terminal, waitFor } from './ft-helpers.js';
+import { repoPath } from '../repo.js';
 
-const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
+const BUILT = repoPath('dist/src/platform/jobs/child.js');
 const procs = serverProcs();
 
 const startFloe = (dataDir: string, args: readonly string[], env?: Record<string, string>): Promise<Floe> =>

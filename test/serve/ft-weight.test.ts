@@ -9,15 +9,15 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
 import { loadChatTemplate } from '../../src/formats/chat-template.js';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { encodeExample, parseJsonl } from '../../src/train/data.js';
 import { client, serverProcs, startFloeServe } from './floe-process.js';
+import { repoPath } from '../repo.js';
 
-const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
-const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
+const MODEL = repoPath('models/floe-brown');
+const BUILT = repoPath('dist/src/platform/jobs/child.js');
 const procs = serverProcs();
 
 const convo = (w1: number | undefined, w2: number | undefined) => ({ messages: [

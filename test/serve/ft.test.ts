@@ -8,7 +8,6 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import OpenAI, { toFile } from 'openai';
 import { startFloeServe, type Floe } from './floe-process.js';
@@ -17,9 +16,10 @@ import { Engine } from '../../src/engine/engine.js';
 import { readPeftAdapter } from '../../src/model/adapter.js';
 import { openModel } from '../../src/model/open.js';
 import { genReq } from '../engine/helpers.js';
+import { repoPath } from '../repo.js';
 
-const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
-const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BUILT = repoPath('dist/src/platform/jobs/child.js');
+const MODEL = repoPath('models/floe-brown');
 const T = 120_000;
 
 const procs: ChildProcess[] = [];

@@ -7,10 +7,11 @@ import OpenAI from "openai";
 import { startServer, type RunningServer } from "../../src/serve/server.js";
 import { loadTokenizer } from "../../src/formats/tokenizer.js";
 import { buildGuardPrompt } from "../../src/platform/guard/prompt.js";
+import { repoPath } from "../repo.js";
 
-const BROWN = fileURLToPath(new URL("../../models/floe-brown", import.meta.url));
+const BROWN = repoPath("models/floe-brown");
 // The shipped demo guard (branch guardmodel); FLOE_TEST_GUARD=DIR points the tests at another guard checkpoint.
-const GUARD = process.env.FLOE_TEST_GUARD ?? fileURLToPath(new URL("../../models/floe-guard", import.meta.url));
+const GUARD = process.env.FLOE_TEST_GUARD ?? repoPath("models/floe-guard");
 const haveGuard = existsSync(`${GUARD}/config.json`);
 const skip = !haveGuard && "models/floe-guard is not in this tree yet (branch guardmodel)";
 const quiet = { port: 0, ui: false, dataDir: null, kvCacheMemory: 96 * 2 ** 20, maxNumSeqs: 4, log: () => {} } as const;

@@ -4,7 +4,6 @@ import assert from 'node:assert/strict';
 import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { APIError } from 'openai';
 import {
   EngineRequestError, type EmbedOutput, type EmbedRequest, type EngineClient, type EngineInfo, type EngineStats,
@@ -12,8 +11,9 @@ import {
 } from '../../src/engine/protocol.js';
 import { IncrementalDetokenizer } from '../../src/formats/detokenize.js';
 import { Tokenizer, type TokenizerJson } from '../../src/formats/tokenizer.js';
+import { repoPath } from '../repo.js';
 
-export const FIXTURES = fileURLToPath(new URL('../fixtures/models/', import.meta.url));
+export const FIXTURES = repoPath('test/fixtures/models/');
 
 /** Ids 1..4 are special tokens (the fixtures' bos 1 and eos 2); every other id is the byte-level symbol of its byte. */
 export const SPECIALS: ReadonlyArray<[number, string]> = [

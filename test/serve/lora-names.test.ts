@@ -12,12 +12,12 @@ import type { ChildProcess } from 'node:child_process';
 import { cpSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import OpenAI, { toFile } from 'openai';
 import { FloeExited, startFloeServe } from './floe-process.js';
+import { repoPath } from '../repo.js';
 
-const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
-const TOOLS = fileURLToPath(new URL('../../models/floe-brown-tools', import.meta.url));
+const BUILT = repoPath('dist/src/platform/jobs/child.js');
+const TOOLS = repoPath('models/floe-brown-tools');
 const procs: ChildProcess[] = [];
 after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
 

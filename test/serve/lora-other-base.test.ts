@@ -10,17 +10,17 @@ import type { ChildProcess } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { writePeftAdapter } from '../../src/formats/peft.js';
 import { openModel } from '../../src/model/open.js';
 import { randomAdapter } from '../model/lora-helpers.js';
 import { fixtureModel } from '../engine/helpers.js';
 import { startFloeServe } from './floe-process.js';
+import { repoPath } from '../repo.js';
 
-const BUILT = fileURLToPath(new URL('../../dist/src/platform/jobs/child.js', import.meta.url));
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
-const TOOLS = fileURLToPath(new URL('../../models/floe-brown-tools', import.meta.url));
+const BUILT = repoPath('dist/src/platform/jobs/child.js');
+const BROWN = repoPath('models/floe-brown');
+const TOOLS = repoPath('models/floe-brown-tools');
 const procs: ChildProcess[] = [];
 after(() => { for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
 

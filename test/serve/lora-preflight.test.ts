@@ -7,15 +7,15 @@ import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writePeftAdapter } from '../../src/formats/peft.js';
 import { randomAdapter } from '../model/lora-helpers.js';
 import { fixtureModel } from '../engine/helpers.js';
+import { repoPath } from '../repo.js';
 
-const FLOE = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
-const TOOLS = fileURLToPath(new URL('../../models/floe-brown-tools', import.meta.url));
+const FLOE = repoPath('bin/floe.js');
+const TOOLS = repoPath('models/floe-brown-tools');
 
 test('bad --lora-modules are refused before listening, naming the module and why', { timeout: 120_000 }, async () => {
   const root = mkdtempSync(join(tmpdir(), 'floe-lora-preflight-'));

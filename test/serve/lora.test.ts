@@ -7,7 +7,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { Engine } from '../../src/engine/engine.js';
 import { writePeftAdapter } from '../../src/formats/peft.js';
@@ -18,6 +17,7 @@ import { startServer } from '../../src/serve/server.js';
 import { fixtureModel, genReq, rand, randomPrompt, runAll } from '../engine/helpers.js';
 import { merged, randomAdapter } from '../model/lora-helpers.js';
 import { byteTokenizer, FakeEngine, makeModelDir } from './helpers.js';
+import { repoPath } from '../repo.js';
 
 function alone(m: LlamaModel, prompt: number[], maxTokens: number): number[] {
   const e = new Engine(m, null, { kvDtype: 'f32', kvCacheMemory: 4 << 20 });
@@ -101,8 +101,8 @@ test('serve: runtime loading is refused unless enabled', async () => {
   }
 });
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
-const BUILT = fileURLToPath(new URL('../../dist/src/serve/server.js', import.meta.url));
+const BIN = repoPath('bin/floe.js');
+const BUILT = repoPath('dist/src/serve/server.js');
 
 function floe(args: string[]): { proc: ChildProcess; out: () => string; exit: Promise<number | null> } {
   const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });

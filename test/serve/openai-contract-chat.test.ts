@@ -3,11 +3,11 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
 import OpenAI, { APIError } from 'openai';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
 const T = 60_000;
 const REQUEST_ID = /^req_[0-9a-f]{32}$/; // OpenAI's x-request-id form
 

@@ -4,11 +4,11 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { startServer } from '../../src/serve/server.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
 const plain = await startServer({ model: BROWN, port: 0, threads: 2, kvCacheMemory: 48 << 20, log: () => {}, ui: false });
 const ngram = await startServer({ model: BROWN, port: 0, threads: 2, kvCacheMemory: 48 << 20, log: () => {}, ui: false, speculative: 'ngram' });
 await Promise.all([plain.ready, ngram.ready]);

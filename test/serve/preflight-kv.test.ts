@@ -5,10 +5,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { preflight } from '../../src/serve/server.js';
+import { repoPath } from '../repo.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ROOT = repoPath('');
 const BROWN = join(ROOT, 'models/floe-brown'); // f32: 6 layers × 4 kv heads × 32, 16-token blocks
 const F32_BLOCK = 6 * 2 * 4 * 32 * 4 * 16; // 98304
 const BF16_BLOCK = F32_BLOCK / 2;

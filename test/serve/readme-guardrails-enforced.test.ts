@@ -4,11 +4,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
 import { startServer } from '../../src/serve/server.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
-const GUARD = fileURLToPath(new URL('../../models/floe-guard', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
+const GUARD = repoPath('models/floe-guard');
 
 test('under --guardrails a request cannot drop the output rail; it may add the input rail', async (t) => {
   const server = await startServer({

@@ -8,12 +8,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
-const GUARD = fileURLToPath(new URL('../../models/floe-guard', import.meta.url));
-const EMBED = fileURLToPath(new URL('../../models/floe-embed', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
+const GUARD = repoPath('models/floe-guard');
+const EMBED = repoPath('models/floe-embed');
 
 async function guarded(): Promise<RunningServer> {
   const server = await startServer({

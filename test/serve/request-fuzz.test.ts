@@ -11,7 +11,6 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ChatTemplate } from '../../src/formats/chat-template.js';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { createApp } from '../../src/serve/app.js';
@@ -20,10 +19,11 @@ import { startServer, type RunningServer } from '../../src/serve/server.js';
 import { MAX_JSON_DEPTH } from '../../src/serve/validate.js';
 import { FakeEngine } from './helpers.js';
 import { rand } from '../engine/helpers.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
-const GUARD = fileURLToPath(new URL('../../models/floe-guard', import.meta.url));
-const EMBED = fileURLToPath(new URL('../../models/floe-embed', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
+const GUARD = repoPath('models/floe-guard');
+const EMBED = repoPath('models/floe-embed');
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 

@@ -3,10 +3,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
 import { client, serverProcs, startFloeServe } from './floe-process.js';
+import { repoPath } from '../repo.js';
 
-const BUILT = fileURLToPath(new URL('../../dist/src/engine/worker.js', import.meta.url));
+const BUILT = repoPath('dist/src/engine/worker.js');
 const procs = serverProcs();
 
 test('floe serve --dtype bf16: a chat completion through the openai client; the engine holds bf16 weights', async () => {

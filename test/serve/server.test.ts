@@ -4,13 +4,13 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { ChatTemplate, encodeChat } from '../../src/formats/chat-template.js';
 import { byteTokenizer, CHAT_TEMPLATE, FIXTURES, makeModelDir, SPECIALS } from './helpers.js';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
-const BUILT = fileURLToPath(new URL('../../dist/src/serve/server.js', import.meta.url));
+const BIN = repoPath('bin/floe.js');
+const BUILT = repoPath('dist/src/serve/server.js');
 const T = 30_000; // per test: a hung request fails its test instead of the run
 const KEY = 'test-key-' + Math.random().toString(36).slice(2);
 const tok = byteTokenizer();

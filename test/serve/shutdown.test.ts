@@ -7,10 +7,10 @@ import { copyFileSync, mkdtempSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startServer } from '../../src/serve/server.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
 
 test('/v1/embeddings still running when the grace period ends: 503, as a completion cut short gets', async () => {
   const server = await startServer({ model: BROWN, port: 0, ui: false, dataDir: null, kvCacheMemory: 8 * 2 ** 20, maxBatchedTokens: 64, maxNumSeqs: 4, log: () => {} });
@@ -27,8 +27,8 @@ test('/v1/embeddings still running when the grace period ends: 503, as a complet
 });
 
 test('floe serve exits 1 when one model fails to load while another loaded (guard, chat model): nothing left running keeps the process alive', async () => {
-  const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url));
-  const GUARD = fileURLToPath(new URL('../../models/floe-guard', import.meta.url));
+  const BIN = repoPath('bin/floe.js');
+  const GUARD = repoPath('models/floe-guard');
   const noWeights = mkdtempSync(join(tmpdir(), 'floe-no-weights-'));
   copyFileSync(join(BROWN, 'config.json'), join(noWeights, 'config.json')); // passes the preflight, fails to load
   const cases = [

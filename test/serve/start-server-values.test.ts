@@ -3,10 +3,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
 import { startServer } from '../../src/serve/server.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
 
 test('startServer: maxNumSeqs 0, kvDtype f8, kvCacheMemory -1 and threads 1.5 throw naming the option, and nothing listens', async () => {
   const cases: Array<[Record<string, unknown>, RegExp]> = [

@@ -5,14 +5,14 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { Ajv } from 'ajv';
 import { zodResponseFormat } from 'openai/helpers/zod';
 import { z } from 'zod';
 import { startServer } from '../../src/serve/server.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
 const srv = await startServer({ model: BROWN, port: 0, threads: 2, kvCacheMemory: 48 << 20, log: () => {}, ui: false });
 await srv.ready;
 after(() => srv.close(1000));
@@ -266,7 +266,7 @@ test('zodResponseFormat through chat.completions.parse: reused and recursive sch
 test("pydantic's HttpUrl (format uri, minLength 1, maxLength 2083) and zod's z.url() with a 10000-character pattern string: decoded, not a 400; valid by ajv with ajv-formats", async () => {
   const withFormats = new Ajv({ strict: false });
   (createRequire(import.meta.url)('ajv-formats') as (a: Ajv) => Ajv)(withFormats);
-  const link = (JSON.parse(readFileSync(fileURLToPath(new URL('../fixtures/schemas/pydantic.json', import.meta.url)), 'utf8')) as Record<string, object>).link!;
+  const link = (JSON.parse(readFileSync(repoPath('test/fixtures/schemas/pydantic.json'), 'utf8')) as Record<string, object>).link!;
   const Page = z.object({ site: z.url(), slug: z.string().regex(/^[a-z-]+$/).max(10000) });
   const rf = zodResponseFormat(Page, 'page');
   assert.match(JSON.stringify(rf.json_schema.schema), /"format":"uri"/);
@@ -287,7 +287,7 @@ test("pydantic's HttpUrl (format uri, minLength 1, maxLength 2083) and zod's z.u
 test("multipleOf and format ipv6: pydantic's conint / confloat / Field(multiple_of) with IPv6Address, and zod's multipleOf with z.ipv6(), decode (were a 400); parse() takes each output", async () => {
   const withFormats = new Ajv({ strict: false });
   (createRequire(import.meta.url)('ajv-formats') as (a: Ajv) => Ajv)(withFormats);
-  const order = (JSON.parse(readFileSync(fileURLToPath(new URL('../fixtures/schemas/pydantic.json', import.meta.url)), 'utf8')) as Record<string, object>).order!;
+  const order = (JSON.parse(readFileSync(repoPath('test/fixtures/schemas/pydantic.json'), 'utf8')) as Record<string, object>).order!;
   const Line = z.object({ price: z.number().multipleOf(0.01).min(0).max(500), qty: z.number().int().multipleOf(5).min(0).max(1000), ip: z.ipv6() });
   const rf = zodResponseFormat(Line, 'line');
   assert.match(JSON.stringify(rf.json_schema.schema), /"multipleOf":0\.01.*"format":"ipv6"/);

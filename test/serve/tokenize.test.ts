@@ -4,14 +4,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { loadChatTemplate } from '../../src/formats/chat-template.js';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
 import { createApp } from '../../src/serve/app.js';
 import { FakeEngine } from './helpers.js';
+import { repoPath, repoUrl } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
-const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+const BROWN = repoPath('models/floe-brown');
+const VERSION = (JSON.parse(readFileSync(repoUrl('package.json'), 'utf8')) as { version: string }).version;
 
 async function setup(apiKey?: string) {
   const tok = (await loadTokenizer(BROWN))!;

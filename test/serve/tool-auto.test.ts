@@ -7,7 +7,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
 import OpenAI from 'openai';
 import { encodeChat, loadChatTemplate } from '../../src/formats/chat-template.js';
@@ -17,9 +16,10 @@ import { startServer, type RunningServer } from '../../src/serve/server.js';
 import { encodeExample, parseJsonl } from '../../src/train/data.js';
 import { makeToolData, promptOf, trainingLine, TOOLS, type ToolExample } from '../../scripts/make-tool-data.js';
 import { scoreOne } from '../../bench/tool-eval.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
-const ADAPTER = fileURLToPath(new URL('../../models/floe-brown-tools', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
+const ADAPTER = repoPath('models/floe-brown-tools');
 const skip = !existsSync(`${ADAPTER}/adapter_model.safetensors`) && 'models/floe-brown-tools is not built (scripts/make-tool-model.ts)';
 const seed = Number(process.env.FLOE_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const data = makeToolData({ seed });

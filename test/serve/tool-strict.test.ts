@@ -6,14 +6,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
 import OpenAI from 'openai';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
 import { makeToolData, promptOf, TOOLS } from '../../scripts/make-tool-data.js';
+import { repoPath } from '../repo.js';
 
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
-const ADAPTER = fileURLToPath(new URL('../../models/floe-brown-tools', import.meta.url));
+const BROWN = repoPath('models/floe-brown');
+const ADAPTER = repoPath('models/floe-brown-tools');
 const skip = !existsSync(`${ADAPTER}/adapter_model.safetensors`) && 'models/floe-brown-tools is not built (scripts/make-tool-model.ts)';
 const ajv = new Ajv({ strict: false });
 // the adapter's tools with strict schemas (no extra properties, as OpenAI's strict mode asks)

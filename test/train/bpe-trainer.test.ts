@@ -13,8 +13,9 @@ import { loadTokenizer, Tokenizer } from "../../src/formats/tokenizer.js";
 import { ChatTemplate } from "../../src/formats/chat-template.js";
 import { LLAMA3_SPLIT_REGEX } from "../../src/formats/gguf-tokenizer.js";
 import { run } from "../../src/cli/main.js";
+import { repoUrl } from "../repo.js";
 
-const hardStrings: string[] = JSON.parse(await readFile(new URL("../fixtures/tokenizer/hard-strings.json", import.meta.url), "utf8"));
+const hardStrings: string[] = JSON.parse(await readFile(repoUrl("test/fixtures/tokenizer/hard-strings.json"), "utf8"));
 
 function rng(seed: number): () => number {
   let s = seed >>> 0;

@@ -7,11 +7,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { runEach } from '../cli/run-each.js';
 import { tinyModelDir, writeTrainData } from './fixtures.js';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url)); // the built CLI (npm run build)
+const BIN = repoPath('bin/floe.js'); // the built CLI (npm run build)
 const ARGS = [BIN];
 const model = tinyModelDir();
 const work = mkdtempSync(join(tmpdir(), 'floe-cli-train-'));
@@ -52,7 +52,7 @@ describe('floe finetune (subprocess)', () => {
     assert.ok(Math.abs(eAdapter.loss - eBase.loss) > 1e-3, `the adapter changes the loss (${eAdapter.loss} vs base ${eBase.loss})`);
     // ids only: the random fixture model may emit ids outside the tiny tokenizer, so generate from dirs without one
     for (const f of ['tokenizer.json', 'tokenizer_config.json']) rmSync(join(merged, f));
-    const bare = fileURLToPath(new URL('../fixtures/models/gqa_f32', import.meta.url));
+    const bare = repoPath('test/fixtures/models/gqa_f32');
     const g1 = floe(['generate', '--model', bare, '--adapter', join(out, 'final'), '--prompt-ids', '1,88,100,4', '--temperature', '0', '--max-tokens', '6', '--json', '--backend', 'reference']);
     const g2 = floe(['generate', '--model', merged, '--prompt-ids', '1,88,100,4', '--temperature', '0', '--max-tokens', '6', '--json', '--backend', 'reference']);
     assert.equal(g1.code, 0, g1.err);

@@ -9,9 +9,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { RunSetupError, distill, type DistillOptions } from '../../src/index.js';
 import { tinyModelDir, writeTrainData } from './fixtures.js';
+import { repoPath } from '../repo.js';
 
 const work = mkdtempSync(join(tmpdir(), 'floe-distill-cache-options-'));
 const teacher = tinyModelDir('gqa_f32'), other = tinyModelDir('mha_f32'), student = tinyModelDir('mha_f32');
@@ -51,7 +51,7 @@ test('distill(): a teacher cache made with another top-k, dtype, teacher or data
 
 test('floe distill (CLI) with a mismatched --teacher-cache: exit 1 with the flags only, not the option names distill() adds for the library', { timeout: 300_000 }, () => {
   const own = join(work, 'cli.cache');
-  const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url)); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
+  const BIN = repoPath('bin/floe.js'); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
   const floe = (topK: string, out: string) => spawnSync(process.execPath, [BIN, 'distill', '--teacher', teacher, '--student', student,
     '--data', data, '--out', join(work, out), '--max-steps', '1', '--batch-size', '2', '--top-k', topK, '--teacher-cache', own, '--backend', 'reference'], { encoding: 'utf8' });
   const made = floe('8', 'cli-a');

@@ -9,11 +9,11 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url)); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
-const teacher = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
-const student = fileURLToPath(new URL('../../models/floe-brown-draft', import.meta.url));
+const BIN = repoPath('bin/floe.js'); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
+const teacher = repoPath('models/floe-brown');
+const student = repoPath('models/floe-brown-draft');
 const dir = mkdtempSync(join(tmpdir(), 'distill-usage-'));
 const data = join(dir, 'data.jsonl');
 writeFileSync(data, Array.from({ length: 4 }, (_, i) => JSON.stringify({ messages: [{ role: 'user', content: `Name a county ${i}.` }, { role: 'assistant', content: 'Cook County.' }] })).join('\n') + '\n');

@@ -8,12 +8,12 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { readEvalTexts } from '../../src/train/eval.js';
 import { readTrainingTexts } from '../../src/train/bpe-trainer.js';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url)); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const BIN = repoPath('bin/floe.js'); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
+const BROWN = repoPath('models/floe-brown');
 const root = mkdtempSync(join(tmpdir(), 'floe-eval-bom-'));
 const BOM = '\uFEFF';
 

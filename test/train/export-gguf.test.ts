@@ -21,11 +21,12 @@ import { mergeAdapter, writeHfModel } from '../../src/train/export.js';
 import { finetune } from '../../src/train/trainer.js';
 import { Rng } from '../../src/train/rng.js';
 import { FIXTURES, asTrain, seqLogits, tinyModelDir, writeTrainData } from './fixtures.js';
+import { repoPath } from '../repo.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'floe-export-gguf-'));
 const seed = (Math.random() * 2 ** 32) >>> 0;
 const rng = new Rng(seed);
-const BIN = new URL('../../bin/floe.js', import.meta.url).pathname; // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
+const BIN = repoPath('bin/floe.js'); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
 
 function randomAdapter(cfg: LoadedModel['config']): LoraAdapter {
   const ad = initLora(cfg, { rank: 3, alpha: 6, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], rslora: false, dropout: 0 }, () => rng.next());

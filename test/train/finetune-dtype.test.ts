@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { referenceBackend } from '../../src/backend/reference.js';
 import type { LoadDType } from '../../src/formats/load.js';
 import { applyAdapter } from '../../src/model/adapter.js';
@@ -19,8 +18,9 @@ import { distill } from '../../src/train/distill.js';
 import { evalSamples, readEvalSamples } from '../../src/train/eval.js';
 import { finetune, trainingTemplate, type FinetuneOptions, type StepMetrics } from '../../src/train/trainer.js';
 import { asTrain } from './fixtures.js';
+import { repoPath } from '../repo.js';
 
-const MODEL = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
+const MODEL = repoPath('models/floe-brown');
 const be = asTrain(referenceBackend); // the oracle backend on both sides: the training and inference paths agree to ~1e-8
 const work = mkdtempSync(join(tmpdir(), 'floe-ft-dtype-'));
 const data = join(work, 'train.jsonl');

@@ -14,8 +14,9 @@ import type { PackedBatch } from '../../src/model/llama-train.js';
 import { LORA_MODULE, LoraLinear, type LoraAdapter, type LoraTarget } from '../../src/model/lora.js';
 import { KvCache } from '../../src/model/kv-cache.js';
 import type { LlamaModel } from '../../src/model/llama.js';
+import { repoPath } from '../repo.js';
 
-export const FIXTURES = new URL('../fixtures/', import.meta.url).pathname;
+export const FIXTURES = repoPath('test/fixtures/');
 
 export interface TrainFixture {
   model: string;

@@ -14,15 +14,15 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, writeFileSync, copyFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadModel } from '../../src/formats/load.js';
 import { readSafetensorsSync, writeSafetensors, type StWriteTensor } from '../../src/formats/safetensors.js';
 import { dequantizeRow } from '../../src/tensor/codecs.js';
 import type { Tensor } from '../../src/tensor/tensor.js';
+import { repoPath } from '../repo.js';
 
-const BIN = fileURLToPath(new URL('../../bin/floe.js', import.meta.url)); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
-const BROWN = fileURLToPath(new URL('../../models/floe-brown', import.meta.url));
-const TOOLS = fileURLToPath(new URL('../../models/floe-brown-tools', import.meta.url));
+const BIN = repoPath('bin/floe.js'); // the built CLI as users run it (npm test builds dist/ first; `npm run build` after a src change): it starts ~0.3 s sooner than src through tsx
+const BROWN = repoPath('models/floe-brown');
+const TOOLS = repoPath('models/floe-brown-tools');
 const root = mkdtempSync(join(tmpdir(), 'floe-merge-out-'));
 
 function floe(...args: string[]): { status: number | null; stdout: string; stderr: string } {

@@ -7,10 +7,10 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
 import { startFloeServe } from '../serve/floe-process.js';
 import { closeAll, launchChromium, skip } from './browser.js';
+import { repoPath } from '../repo.js';
 
 // Browser globals, used only inside page.evaluate callbacks (this file compiles without the DOM lib).
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -18,7 +18,7 @@ declare const document: { querySelector(s: string): any; querySelectorAll(s: str
 declare const localStorage: { setItem(k: string, v: string): void };
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ROOT = repoPath('');
 const MODEL = join(ROOT, 'models', 'floe-brown');
 const KEY = 'errors-' + Math.random().toString(36).slice(2);
 const T = 60_000;

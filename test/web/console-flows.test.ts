@@ -8,10 +8,10 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { startFloeServe, type Floe } from '../serve/floe-process.js';
 import { closeAll, launchChromium, skip } from './browser.js';
+import { repoPath } from '../repo.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 declare const document: { querySelector(s: string): any; querySelectorAll(s: string): any };
@@ -19,7 +19,7 @@ declare const navigator: { clipboard: { readText(): Promise<string> } };
 declare const localStorage: { getItem(k: string): string | null; clear(): void };
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ROOT = repoPath('');
 const MODELS = join(ROOT, 'models');
 const T = 120_000;
 

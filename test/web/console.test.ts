@@ -9,7 +9,6 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { fileURLToPath } from 'node:url';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import OpenAI from 'openai';
 import { writePeftAdapter } from '../../src/formats/peft.js';
@@ -17,6 +16,7 @@ import { openModel } from '../../src/model/open.js';
 import { randomAdapter } from '../model/lora-helpers.js';
 import { startFloeServe } from '../serve/floe-process.js';
 import { closeAll, launchChromium, skip } from './browser.js';
+import { repoPath } from '../repo.js';
 
 // Browser globals, used only inside page.evaluate callbacks (this file compiles without the DOM lib).
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -27,7 +27,7 @@ declare function scrollTo(x: number, y: number): void;
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 const run = promisify(execFile);
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ROOT = repoPath('');
 const OUT = join(ROOT, 'test-output', 'console');
 const MODEL = join(ROOT, 'models', 'floe-brown');
 const BIN = join(ROOT, 'bin', 'floe.js');

@@ -4,14 +4,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { extname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ChatTemplate } from '../../src/formats/chat-template.js';
 import { loadModel } from '../../src/formats/load.js';
 import { createApp } from '../../src/serve/app.js';
 import { serverProcs, startFloeServe } from '../serve/floe-process.js';
 import { byteTokenizer, CHAT_TEMPLATE, FakeEngine, makeModelDir } from '../serve/helpers.js';
+import { repoPath, repoUrl } from '../repo.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const ROOT = repoPath('');
 const WEB = join(ROOT, 'web');
 const tok = byteTokenizer();
 const KEY = 'k-' + Math.random().toString(36).slice(2);
@@ -174,7 +174,7 @@ test('floe serve --no-ui: no page; without the flag the page is there', { timeou
 });
 
 test('histogram quantiles: inside the bucket that holds the true sample quantile, over the window only', async () => {
-  const { quantile, buckets } = await import(new URL('../../web/metrics.js', import.meta.url).href) as {
+  const { quantile, buckets } = await import(repoUrl('web/metrics.js').href) as {
     quantile: (q: number, now: Array<{ le: number; count: number }>, before?: Array<{ le: number; count: number }>) => number | null;
     buckets: (m: unknown[], name: string) => Array<{ le: number; count: number }>;
   };

@@ -1,6 +1,5 @@
-// Many CLI runs in one process: `run` of the built CLI (what bin/floe.js awaits for its exit code), or of src/cli/main.ts
-// through tsx (as the tests that spawn `node --import tsx -e RUN` do), on each argv in turn. For checks that are mostly
-// Node's start-up (~0.5 s a process, ~1 s through tsx): usage errors, one per flag or per bad argument.
+// Many CLI runs in one process: `run` of the built CLI (what bin/floe.js awaits for its exit code) on each argv in turn.
+// For checks that are mostly Node's start-up (~0.5 s a process): usage errors, one per flag or per bad argument.
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -11,7 +10,6 @@ import { pathToFileURL } from 'node:url';
 import { repoPath } from '../repo.js';
 
 const DIST_MAIN = repoPath('dist/src/cli/main.js'); // what bin/floe.js runs
-const SRC_MAIN = repoPath('src/cli/main.ts');
 
 export interface RunResult { readonly status: number | null; readonly stdout: string; readonly stderr: string }
 
@@ -20,7 +18,7 @@ export interface RunResult { readonly status: number | null; readonly stdout: st
  * stack). A run that never returns (a flag accepted, a server started) is named when the process is killed at the
  * deadline; nothing forces the process to exit, so a handle left open fails the same way.
  */
-export function runEach(argvs: readonly (readonly string[])[], o: { src?: boolean } = {}): RunResult[] {
+export function runEach(argvs: readonly (readonly string[])[]): RunResult[] {
   const dir = mkdtempSync(join(tmpdir(), 'floe-run-each-'));
   const list = join(dir, 'argv.json');
   writeFileSync(list, JSON.stringify(argvs));
@@ -28,7 +26,7 @@ export function runEach(argvs: readonly (readonly string[])[], o: { src?: boolea
   const script = join(dir, 'run-each.mjs');
   writeFileSync(script, `
     import { readFileSync, writeSync } from 'node:fs';
-    const { run } = await import(${JSON.stringify(pathToFileURL(o.src ? SRC_MAIN : DIST_MAIN).href)});
+    const { run } = await import(${JSON.stringify(pathToFileURL(DIST_MAIN).href)});
     const [out, err] = [process.stdout.write, process.stderr.write];
     for (const argv of JSON.parse(readFileSync(process.argv[2], 'utf8'))) {
       writeSync(1, JSON.stringify({ start: argv }) + '\\n');
@@ -40,7 +38,7 @@ export function runEach(argvs: readonly (readonly string[])[], o: { src?: boolea
       finally { process.stdout.write = out; process.stderr.write = err; }
       writeSync(1, JSON.stringify({ status, stdout, stderr }) + '\\n');
     }`);
-  const r = spawnSync(process.execPath, [...(o.src ? ['--import', 'tsx'] : []), script, list],
+  const r = spawnSync(process.execPath, [script, list],
     { encoding: 'utf8', timeout: 120_000, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines = r.stdout.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as RunResult & { start?: string[] });
   const results = lines.filter((l) => !l.start);

@@ -1,21 +1,20 @@
 // Paths into the repository (models/, test/fixtures/, bin/, README.md, ...) for the tests. `npm test` runs the tests
 // compiled, from dist/test/; a file run on its own through tsx runs from test/. A path written relative to the test
 // file's own URL would point into dist/ in the first case, so every such path is made from the root found here.
-import { basename, dirname, resolve, sep } from 'node:path';
+import { resolve, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-const here = import.meta.dirname; // <root>/test or <root>/dist/test
+/** True when the tests run compiled (dist/test/*.js), as under `npm test`; false from test/*.ts through tsx. */
+export const COMPILED = import.meta.url.endsWith('.js');
+const here = import.meta.dirname; // <root>/dist/test or <root>/test
 /** The repository root, without a trailing separator. */
-export const ROOT = basename(dirname(here)) === 'dist' ? resolve(here, '..', '..') : resolve(here, '..');
+export const ROOT = COMPILED ? resolve(here, '..', '..') : resolve(here, '..');
 
 /** `rel` (posix, from the root; a trailing '/' is kept) as a file path. */
 export const repoPath = (rel: string): string => ROOT + sep + rel;
 
 /** `rel` (posix, from the root; a trailing '/' is kept) as a file: URL. */
 export const repoUrl = (rel: string): URL => pathToFileURL(repoPath(rel));
-
-/** True when the tests run compiled (dist/test/), as under `npm test`. */
-export const COMPILED = basename(dirname(here)) === 'dist';
 
 /**
  * The node arguments that run the test helper script `rel` (a .ts under test/, from the root) in a child process:

@@ -1,14 +1,14 @@
 // Paths into the repository (models/, test/fixtures/, bin/, README.md, ...) for the tests. `npm test` runs the tests
 // compiled, from dist/test/; a file run on its own through tsx runs from test/. A path written relative to the test
 // file's own URL would point into dist/ in the first case, so every such path is made from the root found here.
-import { resolve, sep } from 'node:path';
+import { sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { packageRoot } from '../src/model/builtin.js';
 
 /** True when the tests run compiled (dist/test/*.js), as under `npm test`; false from test/*.ts through tsx. */
 export const COMPILED = import.meta.url.endsWith('.js');
-const here = import.meta.dirname; // <root>/dist/test or <root>/test
-/** The repository root, without a trailing separator. */
-export const ROOT = COMPILED ? resolve(here, '..', '..') : resolve(here, '..');
+/** The repository root, without a trailing separator (the package root floe finds its built-in models from). */
+export const ROOT = packageRoot();
 
 /** `rel` (posix, from the root; a trailing '/' is kept) as a file path. */
 export const repoPath = (rel: string): string => ROOT + sep + rel;

@@ -76,6 +76,10 @@ const DOT = skip ? 'dpbf16' : addon!.bf16Dot()!.mode;
 function dotCount(): number {
   return nativeCounters()[`gemv_r16.${DOT}.avx512`] ?? 0;
 }
+// bf16r16 GEMV calls of 8-12 rows that took one pass by halves of the chains (rows_bf16r_halves)
+function halvesCount(): number {
+  return nativeCounters()['gemv_r16.bf16_halves.avx512'] ?? 0;
+}
 
 describe('bf16 products: vdpbf16ps or f32 FMA, by a measured host fact', { skip }, () => {
   it('measures both rates and picks FMA only where it runs > 1.25x the multiply-adds; FLOE_BF16_DOT forces a mode', () => {
@@ -122,14 +126,15 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3'] as const) {
         if (dt === 'f16') shapes.push([16, 37]);
         for (const [N, C] of shapes) for (let b = 0; b < (dt === 'fp8_e4m3' ? FP8_BLOCKS.length : 1); b++) {
           const w = weight(rng, dt, N, C), r = repacked(w);
-          for (const M of [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 17, GEMM_MIN_M[dt] - 1, GEMM_MIN_M[dt], GEMM_MIN_M[dt] + 3]) {
+          for (const M of [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, GEMM_MIN_M[dt] - 1, GEMM_MIN_M[dt], GEMM_MIN_M[dt] + 3]) {
             const x = rng.normals(M * C);
             const { y: want, mag } = oracle(x, w, M);
             const got = new Float32Array(M * N), rows = new Float32Array(M * N);
             const path = M < GEMM_MIN_M[dt] ? 'gemv_r16' : gemmPath(dt);
-            const before = pathCount(path), serial0 = serialCount(), dot0 = dotCount();
+            const before = pathCount(path), serial0 = serialCount(), dot0 = dotCount(), halves0 = halvesCount();
             be!.matmul(got, x, r, M);
             assert.equal(pathCount(path), before + 1, `M=${M} ran the ${path} path`);
+            assert.equal(halvesCount() - halves0, dt === 'bf16' && M >= 8 && M <= 12 ? 1 : 0, `M=${M}: one pass by halves of the chains (bf16, 8-12 rows)`);
             // bf16 / fp8 GEMVs multiply by this host's bf16 products (addon.bf16Dot()); f16 widens to f32 on its own
             assert.equal(dotCount() - dot0, path === 'gemv_r16' && dt !== 'f16' ? 1 : 0, `M=${M}: the ${DOT} products ran`);
             const serial = path === 'gemv_r16' && addon!.getThreads() > 1 && N * C * (dt === 'fp8_e4m3' ? 1 : 2) * M < 256 * 1024;
@@ -147,7 +152,7 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3'] as const) {
         const threads = addon!.getThreads();
         try {
           // fp8 also: a scale block wider than the kernel's 2048-column parts, not dividing C, and one scale per row
-          const cases: [number, number, [number, number] | undefined][] = dt === 'fp8_e4m3' ? [[80, 260, [3, 20]], [32, 4200, [16, 2560]], [32, 4400, [1, 4400]]] : [[80, 260, undefined], [32, 4200, undefined]]; // 4200: passes over groups of 134 KiB (bf16), L2 not L1
+          const cases: [number, number, [number, number] | undefined][] = dt === 'fp8_e4m3' ? [[80, 260, [3, 20]], [32, 4200, [16, 2560]], [32, 4400, [1, 4400]]] : [[80, 260, undefined], [48, 262, undefined], [32, 4200, undefined]]; // 262: an odd number of bf16 pairs; 4200: passes over groups of 134 KiB (bf16), L2 not L1
           for (const t of [1, 2]) for (const [N, C, block] of cases) {
             addon!.setThreads(t);
             const Mmax = GEMM_MIN_M[dt] - 1;
@@ -155,7 +160,7 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3'] as const) {
             const x = rng.normals(Mmax * C);
             const one = new Float32Array(Mmax * N);
             for (let m = 0; m < Mmax; m++) be!.matmul(one.subarray(m * N, (m + 1) * N), x.subarray(m * C, (m + 1) * C), r, 1);
-            for (const M of [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 17, 31, 64, Mmax].filter((m) => m <= Mmax)) {
+            for (const M of [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, 31, 64, Mmax].filter((m) => m <= Mmax)) {
               const y = new Float32Array(M * N);
               be!.matmul(y, x.subarray(0, M * C), r, M);
               assert.deepEqual(y, one.subarray(0, M * N), `[${N},${C}] block ${block ?? '-'} M=${M}, ${t} threads`);

@@ -76,10 +76,12 @@ const DOT = skip ? 'dpbf16' : addon!.bf16Dot()!.mode;
 function dotCount(): number {
   return nativeCounters()[`gemv_r16.${DOT}.avx512`] ?? 0;
 }
-// bf16r16 GEMV calls of 8-12 rows that took one pass by halves of the chains (rows_bf16r_halves)
-function halvesCount(): number {
-  return nativeCounters()['gemv_r16.bf16_halves.avx512'] ?? 0;
+// GEMV calls that took one pass by halves of the chains (rows_bf16r_halves: bf16r16, 8-12 rows; rows_f16r_halves:
+// f16r16, 5-8 rows)
+function halvesCount(dt: string): number {
+  return nativeCounters()[`gemv_r16.${dt}_halves.avx512`] ?? 0;
 }
+const HALVES: Record<string, [number, number]> = { bf16: [8, 12], f16: [5, 8] };
 
 describe('bf16 products: vdpbf16ps or f32 FMA, by a measured host fact', { skip }, () => {
   it('measures both rates and picks FMA only where it runs > 1.25x the multiply-adds; FLOE_BF16_DOT forces a mode', () => {
@@ -131,10 +133,11 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3'] as const) {
             const { y: want, mag } = oracle(x, w, M);
             const got = new Float32Array(M * N), rows = new Float32Array(M * N);
             const path = M < GEMM_MIN_M[dt] ? 'gemv_r16' : gemmPath(dt);
-            const before = pathCount(path), serial0 = serialCount(), dot0 = dotCount(), halves0 = halvesCount();
+            const before = pathCount(path), serial0 = serialCount(), dot0 = dotCount(), halves0 = halvesCount(dt);
             be!.matmul(got, x, r, M);
             assert.equal(pathCount(path), before + 1, `M=${M} ran the ${path} path`);
-            assert.equal(halvesCount() - halves0, dt === 'bf16' && M >= 8 && M <= 12 ? 1 : 0, `M=${M}: one pass by halves of the chains (bf16, 8-12 rows)`);
+            const [h0, h1] = HALVES[dt] ?? [0, -1];
+            assert.equal(halvesCount(dt) - halves0, M >= h0 && M <= h1 ? 1 : 0, `M=${M}: one pass by halves of the chains (${h0}-${h1} rows)`);
             // bf16 / fp8 GEMVs multiply by this host's bf16 products (addon.bf16Dot()); f16 widens to f32 on its own
             assert.equal(dotCount() - dot0, path === 'gemv_r16' && dt !== 'f16' ? 1 : 0, `M=${M}: the ${DOT} products ran`);
             const serial = path === 'gemv_r16' && addon!.getThreads() > 1 && N * C * (dt === 'fp8_e4m3' ? 1 : 2) * M < 256 * 1024;

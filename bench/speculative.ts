@@ -249,6 +249,14 @@ async function partVerify(o: Options, result: Record<string, unknown>): Promise<
   for (const fmt of o.formats) {
     console.log([fmt, ...o.ks.map((k) => rows.find((r) => r.format === fmt && r.k === k)!.ratio.toFixed(2))].map((s) => s.padStart(8)).join(''));
   }
+  // Past k ~ 5 a verify forward is compute-bound and keeps its milliseconds while the decode step moves with the host's
+  // memory phase (session 37: 29-46 ms for the same 1B fp8 step), so the ratios of two runs compare only with these.
+  console.log(`\nthe same forwards in ms (decode step first)`);
+  console.log(['format', 'step', ...o.ks.map((k) => `k=${k}`)].map((s) => s.padStart(8)).join(''));
+  const steps = result.verify_decode_ms as Record<string, number>;
+  for (const fmt of o.formats) {
+    console.log([fmt, steps[fmt]!.toFixed(1), ...o.ks.map((k) => rows.find((r) => r.format === fmt && r.k === k)!.ms.toFixed(1))].map((s) => s.padStart(8)).join(''));
+  }
 }
 
 // ---------------------------------------------------------------- greedy generation, with and without a proposer

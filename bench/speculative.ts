@@ -4,7 +4,7 @@
 // usage: node --import tsx bench/speculative.ts [--parts text,verify,bounds] [--quick] [--threads N] [--out FILE]
 //          text:   [--target models/floe-brown] [--draft models/floe-brown-draft] [--modes draft,ngram,suffix]
 //                  [--text-k 4] [--max-tokens 128] [--prompts 4] [--text-rounds 1] [--ab-costs]
-//          verify, bounds: [--shape 1b] [--formats q8_0,fp8,bf16] [--k 1,2,...,8] [--context 256] [--reps 7] [--decode 64]
+//          verify, bounds: [--shape 1b] [--formats q8_0,fp8,bf16] (f16 too) [--k 1,2,...,8] [--context 256] [--reps 7] [--decode 64]
 // See bench/README.md. T tokens, V vocab, C context tokens, k proposed tokens per step.
 
 import * as fs from 'node:fs';
@@ -33,7 +33,7 @@ const START = performance.now();
 const log = (s: string): void => { process.stderr.write(`[${((performance.now() - START) / 1000).toFixed(0).padStart(4)} s] ${s}\n`); };
 
 type Part = 'text' | 'verify' | 'bounds';
-type Format = 'q8_0' | 'fp8' | 'bf16';
+type Format = 'q8_0' | 'fp8' | 'bf16' | 'f16';
 type TextMode = 'draft' | 'ngram' | 'suffix';
 
 interface Options {
@@ -96,7 +96,7 @@ function parseArgs(argv: readonly string[]): Options {
       case '--text-rounds': o.textRounds = posInt(v, a); i++; break;
       case '--ab-costs': o.abCosts = true; break;
       case '--shape': o.shape = v!; i++; break;
-      case '--formats': o.formats = oneOf(list(v, a), ['q8_0', 'fp8', 'bf16'] as const, a); i++; break;
+      case '--formats': o.formats = oneOf(list(v, a), ['q8_0', 'fp8', 'bf16', 'f16'] as const, a); i++; break;
       case '--k': o.ks = list(v, a).map((s) => posInt(s, a)); i++; break;
       case '--context': o.context = posInt(v, a); i++; break;
       case '--reps': o.reps = posInt(v, a); i++; break;
@@ -144,7 +144,7 @@ function randomIds(V: number, n: number, seed = 2463534242): number[] {
 
 // ---------------------------------------------------------------- the 1B shape: files and loading
 
-/** The cached random-weight model file of a format (GGUF for q8_0 / bf16, an HF fp8 directory), made when missing. */
+/** The cached random-weight model file of a format (GGUF for q8_0 / bf16 / f16, an HF fp8 directory), made when missing. */
 function benchModelPath(shape: string, fmt: Format): string {
   fs.mkdirSync(CACHE_DIR, { recursive: true });
   const c = SHAPES[shape]!.config;

@@ -18,19 +18,21 @@
 #   micro and the LoRA step with it against the default 2 x 3 (one A and one B tile register, so loads wait on products).
 # - the int8 q8_0r16 kernel with 4 weight groups per x block (FLOE_AMX_Q8_GROUPS=4; bitwise the default's, tested): the
 #   kernel at 16 and 24 rows and 16-stream decode with it (the 1.5x-llama.cpp target reached 1.35x in session 15).
+# - the bf16r16 / f16r16 verify rows in one pass by halves of the chains (session 37; bf16 8-12 rows, f16 5-8): on
+#   Zen 4 0.75-0.92x (bf16, vdpbf16ps) and level with FMA products, the choice on these hosts; stage halves A/Bs them.
 # Two threads, as in issue #9. Needs floe installed (npm install) and, for the PyTorch peer, a python with torch
 # (FLOE_PYTHON, default /usr/bin/python3).
 #
 # usage: bash bench/amx-host.sh [OUT_DIR]      (default bench/results/amx-<date>; SHAPE=small for a quick pass)
 #        STAGES="tests-attn attn" bash bench/amx-host.sh OUT   runs only the named stages, in the order written below
-# Stages, newest first (a device lease is short: 15 minutes, 10 a command): tests-attn attn block22 q8g4 pfl2 lora tests
-# micro core train q8 bf16dot. Each stage's start time goes to the log.
+# Stages, newest first (a device lease is short: 15 minutes, 10 a command): tests-attn attn block22 q8g4 pfl2 halves lora
+# tests micro core train q8 bf16dot. Each stage's start time goes to the log.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${1:-bench/results/amx-$(date -u +%Y-%m-%d-%H-%M)}
 S=${SHAPE:-1b}
 PY=${FLOE_PYTHON:-/usr/bin/python3}
-STAGES=${STAGES:-"tests-attn attn block22 q8g4 pfl2 lora tests micro core train q8 bf16dot"}
+STAGES=${STAGES:-"tests-attn attn block22 q8g4 pfl2 halves lora tests micro core train q8 bf16dot"}
 mkdir -p "$OUT"
 L=$OUT/log.txt
 grep -q amx_tile /proc/cpuinfo || echo "note: no amx_tile on this host: the AMX rows will be AVX-512 (or emulated) figures" | tee -a "$L"
@@ -107,6 +109,12 @@ if want pfl2; then
 fi
 # the bf16 products of the bf16 / fp8 decode GEMVs (session 17): the probe's choice (FMA expected on these hosts,
 # where vdpbf16ps runs at half FMA's rate), the kernel by M with each, and fp8 16-stream decode with each
+if want halves; then
+  node --import tsx bench/matmul-micro.ts --dtypes bf16r16 --m 8,9,12 --shapes 8192x2048,2048x8192 --threads 2 --reps 5 --rotate 32 --ab FLOE_BF16R_HALVES=0 > "$OUT/micro-bf16-halves.txt" 2>&1
+  echo "micro bf16r16 halves (old = FLOE_BF16R_HALVES=0) rc $?" | tee -a "$L"; tail -6 "$OUT/micro-bf16-halves.txt" | tee -a "$L"
+  node --import tsx bench/matmul-micro.ts --dtypes f16r16 --m 5,6,8 --shapes 8192x2048,2048x8192 --threads 2 --reps 5 --rotate 32 --ab FLOE_F16R_HALVES=0 > "$OUT/micro-f16-halves.txt" 2>&1
+  echo "micro f16r16 halves (old = FLOE_F16R_HALVES=0) rc $?" | tee -a "$L"; tail -6 "$OUT/micro-f16-halves.txt" | tee -a "$L"
+fi
 if want bf16dot; then
   node -e "console.log('bf16Dot', JSON.stringify(require('./build/Release/floe.node').bf16Dot()))" | tee -a "$L"
   node --import tsx bench/matmul-micro.ts --dtypes bf16r16,fp8r16 --m 1,4,8,16 --shapes 8192x2048,2048x8192 --threads 2 --reps 5 --rotate 8 --ab FLOE_BF16_DOT=dpbf16 > "$OUT/micro-bf16-dot.txt" 2>&1

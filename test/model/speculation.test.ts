@@ -79,7 +79,9 @@ test('greedy generate() with n-gram, suffix, draft model, oracle and always-wron
       });
     }
   }
-  const rep = greedy(brown.model, brownPrompts[0]!, { speculative: 'ngram' }).timings.speculative!;
+  // by the timing-free heuristic: with measured costs a slow stretch of the host can rightly stop speculating (CI saw
+  // proposed 0 once), and this checks the proposer's hits, not the schedule
+  const rep = greedy(brown.model, brownPrompts[0]!, { speculative: 'ngram', speculativeCosts: false }).timings.speculative!;
   assert.ok(rep.accepted >= 20, `a repeating prompt has n-gram hits: ${JSON.stringify(rep)}`);
 });
 

@@ -9,7 +9,7 @@
 // in alternation rep by rep (so load changes on a shared machine hit both alike); prints both and new/old time.
 // Shapes are NxC (weight rows x columns); --fp8-block BRxBC (0 = whole dimension). Decode rows (M <= 4) also
 // report weight GB per CPU-second per thread. Weights are random bytes of the stored format (finite values), built
-// directly; dtypes bf16r16, f16r16, q8_0r16 are those weights repacked as openModel does. --rotate K cycles through K
+// directly; dtypes bf16r16, f16r16, fp8r16, f32r16, q8_0r16 are those weights repacked as openModel does. --rotate K cycles through K
 // copies so a decode row reads its weight from DRAM (as in a model) rather than from L3. The repack's A/B in one run:
 // --dtypes bf16r16,f16r16 --ab FLOE_R16_REPACK=0 (old = the row layout's kernels). The q8_0r16 GEMM's in-place path
 // (32 <= M < 384) against the packed GEMM: --dtypes q8_0r16 --m 32,64,128,256 --ab FLOE_Q8R_MAX_M=0.
@@ -24,7 +24,7 @@ function arg(name: string, def: string): string {
   return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1]! : def;
 }
 
-const DT: Record<string, DType> = { bf16: 'bf16', fp8: 'fp8_e4m3', q8_0: 'q8_0', f16: 'f16', f32: 'f32', bf16r16: 'bf16', f16r16: 'f16', fp8r16: 'fp8_e4m3', q8_0r16: 'q8_0' };
+const DT: Record<string, DType> = { bf16: 'bf16', fp8: 'fp8_e4m3', q8_0: 'q8_0', f16: 'f16', f32: 'f32', bf16r16: 'bf16', f16r16: 'f16', fp8r16: 'fp8_e4m3', q8_0r16: 'q8_0', f32r16: 'f32' };
 // names ending in r16: the weight repacked as openModel does (Backend.prepareWeights), so the repacked kernels run
 const dtypes = arg('dtypes', 'bf16,fp8,q8_0,f16').split(',');
 const Ms = arg('m', '1,512').split(',').map(Number);

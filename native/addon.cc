@@ -456,8 +456,9 @@ Napi::Value Q8Repack(const Napi::CallbackInfo& info) {
   return weight_array(env, out, bytes);
 }
 
-// r16Repack(src, dtype, N, C[, release]) → a new 64-byte aligned buffer holding the bf16 (dtype 2), f16 (1) or fp8 (3) weight
-// src (N, C) as bf16r16 / f16r16 / fp8r16 (common.h r16_*, fp8r_*; an fp8 scale grid is unchanged), filled by the
+// r16Repack(src, dtype, N, C[, release]) → a new 64-byte aligned buffer holding the bf16 (dtype 2), f16 (1), fp8 (3) or
+// f32 (0) weight src (N, C) as bf16r16 / f16r16 / fp8r16 / f32r16 (common.h r16_*, fp8r_*; an fp8 scale grid is
+// unchanged), filled by the
 // thread pool; src's pages are handed back as in q8Repack.
 Napi::Value R16Repack(const Napi::CallbackInfo& info) {
   const char* op = "r16Repack";
@@ -465,13 +466,13 @@ Napi::Value R16Repack(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto src = typed<uint8_t, napi_uint8_array>(info, 0, op, "src", "Uint8Array");
   const int64_t dt = integer(info, 1, op, "dtype"), N = integer(info, 2, op, "N", 1), C = integer(info, 3, op, "C", 1);
-  if (dt != DT_BF16 && dt != DT_F16 && dt != DT_FP8) fail(env, op, "dtype code must be 2 (bf16), 1 (f16) or 3 (fp8_e4m3), got " + std::to_string(dt));
-  const int out_dt = dt == DT_BF16 ? DT_BF16R : dt == DT_F16 ? DT_F16R : DT_FP8R;
+  if (dt != DT_BF16 && dt != DT_F16 && dt != DT_FP8 && dt != DT_F32) fail(env, op, "dtype code must be 2 (bf16), 1 (f16), 3 (fp8_e4m3) or 0 (f32), got " + std::to_string(dt));
+  const int out_dt = dt == DT_BF16 ? DT_BF16R : dt == DT_F16 ? DT_F16R : dt == DT_F32 ? DT_F32R : DT_FP8R;
   const std::string name = weight_name(out_dt);
   if (N % R16_ROWS != 0) fail(env, op, name + " needs N a multiple of 16, got N=" + std::to_string(N));
   if (out_dt == DT_BF16R && C % 2 != 0) fail(env, op, "bf16r16 needs an even C (bf16 pairs), got C=" + std::to_string(C));
   if (out_dt == DT_FP8R && C % 4 != 0) fail(env, op, "fp8r16 needs C a multiple of 4, got C=" + std::to_string(C));
-  const int64_t bytes = N * C * (out_dt == DT_FP8R ? 1 : 2);
+  const int64_t bytes = N * C * (out_dt == DT_FP8R ? 1 : out_dt == DT_F32R ? 4 : 2);
   need_len(env, op, std::string(weight_name(int(dt))) + " weight (" + std::to_string(N) + ", " + std::to_string(C) + ") bytes", src.n, bytes);
   void* out = weight_alloc(bytes);
   if (!out) fail(env, op, "cannot allocate " + std::to_string(bytes) + " bytes for the repacked weight");

@@ -9,8 +9,9 @@ namespace floe {
 
 // Must match DTYPE_CODE in src/tensor/tensor.ts (never renumbered).
 // DT_Q8_0R is q8_0 repacked for decode (q8r16_* below): the same blocks, 16 rows interleaved; it is not a file dtype.
-// DT_BF16R, DT_F16R, DT_FP8R: bf16 / f16 / fp8 repacked the same way (r16_*, fp8r_* below); not file dtypes either.
-enum DType : int { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2, DT_FP8 = 3, DT_Q8_0 = 4, DT_I32 = 5, DT_Q8_0R = 6, DT_BF16R = 7, DT_F16R = 8, DT_FP8R = 9 };
+// DT_BF16R, DT_F16R, DT_FP8R, DT_F32R: bf16 / f16 / fp8 / f32 repacked the same way (r16_*, fp8r_* below); not file
+// dtypes either.
+enum DType : int { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2, DT_FP8 = 3, DT_Q8_0 = 4, DT_I32 = 5, DT_Q8_0R = 6, DT_BF16R = 7, DT_F16R = 8, DT_FP8R = 9, DT_F32R = 10 };
 // KV cache dtypes, same codes as DType.
 enum KvDType : int { KV_F32 = 0, KV_BF16 = 2, KV_FP8 = 3 };
 
@@ -89,21 +90,26 @@ inline void q8r_repack(const uint8_t* src, int64_t N, int64_t C, int64_t g0, int
 //   bf16r16: line u = for each row r the bf16 pair (2u, 2u + 1) (4 bytes at 4r), as vdpbf16ps pairs them.
 //   f16r16 : half line c (32 bytes at 32c) = column c of rows 0..15 (2 bytes at 2r), as vcvtph2ps widens 16 lanes.
 // Both put column c of row r inside bytes [32c, 32c + 32) of its group (bf16: c even and odd share a line).
+// f32 repacked the same way (f32r16, group g at g·64·C bytes): line c = column c of rows 0..15 (4 bytes at 4r).
 constexpr int R16_ROWS = 16;
 inline int64_t r16_offset(int dtype, int64_t C, int64_t n, int64_t c) {
-  const int64_t g = (n / R16_ROWS) * R16_ROWS * C * 2, r = n % R16_ROWS;
+  const int64_t r = n % R16_ROWS;
+  if (dtype == DT_F32R) return (n / R16_ROWS) * R16_ROWS * C * 4 + c * 64 + r * 4;
+  const int64_t g = (n / R16_ROWS) * R16_ROWS * C * 2;
   return dtype == DT_BF16R ? g + (c / 2) * 64 + r * 4 + (c % 2) * 2 : g + c * 32 + r * 2;
 }
 inline uint16_t r16_at(const uint8_t* data, int dtype, int64_t C, int64_t n, int64_t c) {
   const uint8_t* p = data + r16_offset(dtype, C, n, c);
   return uint16_t(p[0] | (p[1] << 8));
 }
-// out (dtype DT_BF16R or DT_F16R) from row-major 2-byte rows src (N, C): groups [g0, g1).
+// out (dtype DT_BF16R, DT_F16R or DT_F32R) from row-major rows src (N, C) of 2 (4) bytes: groups [g0, g1).
 inline void r16_repack(const uint8_t* src, int dtype, int64_t C, int64_t g0, int64_t g1, uint8_t* out) {
   for (int64_t n = g0 * R16_ROWS; n < g1 * R16_ROWS; n++) {
-    const uint8_t* row = src + n * C * 2;
+    const uint8_t* row = src + n * C * (dtype == DT_F32R ? 4 : 2);
     uint8_t* o = out + r16_offset(dtype, C, n, 0);
-    if (dtype == DT_BF16R)
+    if (dtype == DT_F32R)
+      for (int64_t c = 0; c < C; c++) std::memcpy(o + c * 64, row + c * 4, 4);
+    else if (dtype == DT_BF16R)
       for (int64_t u = 0; u < C / 2; u++) std::memcpy(o + u * 64, row + u * 4, 4);
     else
       for (int64_t c = 0; c < C; c++) std::memcpy(o + c * 32, row + c * 2, 2);
@@ -134,7 +140,7 @@ struct Weight {
   int64_t br, bc;      // fp8 (and fp8r16) only
   int64_t row_bytes() const {
     switch (dtype) {
-      case DT_F32: return C * 4;
+      case DT_F32: case DT_F32R: return C * 4;
       case DT_F16: case DT_BF16: case DT_F16R: case DT_BF16R: return C * 2;  // R: the average
       case DT_FP8: case DT_FP8R: return C;
       case DT_Q8_0: case DT_Q8_0R: return C / Q8_BLOCK * Q8_BLOCK_BYTES;  // R: the average (rows are interleaved)

@@ -88,6 +88,7 @@ inline const char* weight_name(int dtype) {
     case DT_BF16R: return "bf16r16";
     case DT_F16R: return "f16r16";
     case DT_FP8R: return "fp8r16";
+    case DT_F32R: return "f32r16";
   }
   return nullptr;
 }
@@ -99,12 +100,12 @@ inline Weight weight(const Napi::CallbackInfo& info, size_t i, const char* op) {
   auto data = typed<uint8_t, napi_uint8_array>(info, i, op, "weight data", "Uint8Array");
   w.data = data.p;
   w.dtype = int(integer(info, i + 1, op, "weight dtype"));
-  if (!weight_name(w.dtype)) fail(env, op, "dtype code " + str(w.dtype) + " is not a weight dtype (f32, f16, bf16, fp8_e4m3, q8_0, q8_0r16, bf16r16, f16r16, fp8r16)");
+  if (!weight_name(w.dtype)) fail(env, op, "dtype code " + str(w.dtype) + " is not a weight dtype (f32, f16, bf16, fp8_e4m3, q8_0, q8_0r16, bf16r16, f16r16, fp8r16, f32r16)");
   w.N = integer(info, i + 2, op, "N");
   w.C = integer(info, i + 3, op, "C");
   if ((w.dtype == DT_Q8_0 || w.dtype == DT_Q8_0R) && w.C % Q8_BLOCK != 0) fail(env, op, "q8_0 rows must be a multiple of 32 columns, got C=" + str(w.C));
   if (w.dtype == DT_Q8_0R && w.N % Q8R_ROWS != 0) fail(env, op, "q8_0r16 weights need N a multiple of 16, got N=" + str(w.N));
-  if ((w.dtype == DT_BF16R || w.dtype == DT_F16R || w.dtype == DT_FP8R) && w.N % R16_ROWS != 0) fail(env, op, std::string(weight_name(w.dtype)) + " weights need N a multiple of 16, got N=" + str(w.N));
+  if ((w.dtype == DT_BF16R || w.dtype == DT_F16R || w.dtype == DT_FP8R || w.dtype == DT_F32R) && w.N % R16_ROWS != 0) fail(env, op, std::string(weight_name(w.dtype)) + " weights need N a multiple of 16, got N=" + str(w.N));
   if (w.dtype == DT_BF16R && w.C % 2 != 0) fail(env, op, "bf16r16 weights need an even C, got C=" + str(w.C));
   need_len(env, op, std::string(weight_name(w.dtype)) + " weight (" + str(w.N) + ", " + str(w.C) + ") bytes", data.n, w.N * w.row_bytes());
   if (w.dtype == DT_FP8R && w.C % 4 != 0) fail(env, op, "fp8r16 weights need C a multiple of 4, got C=" + str(w.C));

@@ -33,7 +33,7 @@ Napi::Value MatmulBackwardInput(const Napi::CallbackInfo& info) {
   auto dx = f32(info, 0, op, "dx");
   auto dy = f32(info, 1, op, "dy");
   Weight w = weight(info, 2, op);
-  if (w.dtype == DT_Q8_0R || w.dtype == DT_BF16R || w.dtype == DT_F16R || w.dtype == DT_FP8R)
+  if (w.dtype == DT_Q8_0R || w.dtype == DT_BF16R || w.dtype == DT_F16R || w.dtype == DT_FP8R || w.dtype == DT_F32R)
     fail(env, op, std::string("a ") + weight_name(w.dtype) + " weight is repacked for inference (openModel); training reads weights in the file's row layout");
   int64_t M = integer(info, 9, op, "M");
   if (!info[10].IsBoolean()) type_fail(env, op, "accumulate must be a boolean");

@@ -44,8 +44,8 @@ export interface NativeAddon {
    */
   q8Repack(src: Uint8Array, N: number, C: number, release?: boolean): Uint8Array;
   /**
-   * bf16 (dtype code 2), f16 (1) or fp8_e4m3 (3) weight (N, C) → a new aligned buffer in bf16r16 / f16r16 / fp8r16
-   * (common.h r16_*, fp8r_*; fp8's scale grid is unchanged), as q8Repack.
+   * bf16 (dtype code 2), f16 (1), fp8_e4m3 (3) or f32 (0) weight (N, C) → a new aligned buffer in bf16r16 / f16r16 /
+   * fp8r16 / f32r16 (common.h r16_*, fp8r_*; fp8's scale grid is unchanged), as q8Repack.
    */
   r16Repack(src: Uint8Array, dtype: number, N: number, C: number, release?: boolean): Uint8Array;
   /**

@@ -9,8 +9,8 @@ import { isMapped, loadAddon, type NativeAddon } from './native-addon.js';
 
 /** native/common.h DT_Q8_0R: q8_0 in the repacked decode layout (not a file dtype, so not in DTYPE_CODE). */
 const Q8_0R16_CODE = 6;
-/** native/common.h DT_BF16R, DT_F16R, DT_FP8R: bf16 / f16 / fp8 in the repacked decode layout. */
-const R16_CODE = { bf16r16: 7, f16r16: 8, fp8r16: 9 } as const;
+/** native/common.h DT_BF16R, DT_F16R, DT_FP8R, DT_F32R: bf16 / f16 / fp8 / f32 in the repacked decode layout. */
+const R16_CODE = { bf16r16: 7, f16r16: 8, fp8r16: 9, f32r16: 10 } as const;
 
 /**
  * Whether inference weights in q8_0 are repacked at load (Backend.prepareWeights): on AVX-512 (VNNI) hosts, unless
@@ -21,8 +21,8 @@ export function q8RepackEnabled(a: NativeAddon): boolean {
 }
 
 /**
- * Whether inference weights in bf16 / f16 / fp8 are repacked at load into bf16r16 / f16r16 / fp8r16 (16 rows interleaved, as
- * q8_0r16): on AVX-512 hosts, unless FLOE_R16_REPACK=0 (A/B measurements, or to keep the file's layout).
+ * Whether inference weights in bf16 / f16 / fp8 / f32 are repacked at load into bf16r16 / f16r16 / fp8r16 / f32r16 (16 rows
+ * interleaved, as q8_0r16): on AVX-512 hosts, unless FLOE_R16_REPACK=0 (A/B measurements, or to keep the file's layout).
  */
 export function r16RepackEnabled(a: NativeAddon): boolean {
   return a.isa() === 'avx512' && process.env.FLOE_R16_REPACK !== '0';
@@ -90,7 +90,7 @@ function makeFullBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
     },
 
     prepareWeights(tensors: Map<string, Tensor>): number {
-      const q8 = q8RepackEnabled(a), r16 = r16RepackEnabled(a);
+      const q8 = q8RepackEnabled(a), r16 = r16RepackEnabled(a), f32Repack = process.env.FLOE_F32_REPACK !== '0';
       let n = 0;
       for (const [name, t] of tensors) {
         if (t.layout !== 'rows' || t.shape.length !== 2 || t.rows % 16 !== 0) continue;
@@ -99,6 +99,8 @@ function makeFullBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
         } else if ((t.dtype === 'bf16' || t.dtype === 'f16') && r16 && t.cols % 2 === 0) {
           const data = a.r16Repack(t.data, DTYPE_CODE[t.dtype], t.rows, t.cols, isMapped(t.data));
           tensors.set(name, new Tensor(t.dtype, t.shape, data, undefined, undefined, t.dtype === 'bf16' ? 'bf16r16' : 'f16r16'));
+        } else if (t.dtype === 'f32' && r16 && f32Repack) {
+          tensors.set(name, new Tensor('f32', t.shape, a.r16Repack(t.data, DTYPE_CODE.f32, t.rows, t.cols, isMapped(t.data)), undefined, undefined, 'f32r16'));
         } else if (t.dtype === 'fp8_e4m3' && r16 && t.cols % 4 === 0 && (t.scaleBlock![1] >= t.cols || t.scaleBlock![1] % 4 === 0)) {
           const data = a.r16Repack(t.data, DTYPE_CODE.fp8_e4m3, t.rows, t.cols, isMapped(t.data));
           tensors.set(name, new Tensor(t.dtype, t.shape, data, t.scale, t.scaleBlock, 'fp8r16'));

@@ -262,6 +262,14 @@ export function decodeQ8_0r16Row(data: Uint8Array, C: number, n: number, out: Fl
  * 64-byte line u = the pair (2u, 2u + 1) of each row r at 4r; f16r16: 32 bytes per column c = rows 0..15 at 2r)
  * → out (C).
  */
+/** Row n of an f32r16 weight (native/common.h r16_*: group g at g·64·C bytes; line c = column c of rows 0..15 at 4r) → out (C). */
+export function decodeF32R16Row(data: Uint8Array, C: number, n: number, out: Float32Array): void {
+  needLen('decodeF32R16Row', out.length, C);
+  const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  const g = Math.floor(n / 16) * 64 * C, r = n % 16;
+  for (let c = 0; c < C; c++) out[c] = dv.getFloat32(g + c * 64 + r * 4, true);
+}
+
 export function decodeR16Row(data: Uint8Array, dtype: 'bf16' | 'f16', C: number, n: number, out: Float32Array): void {
   needLen('decodeR16Row', out.length, C);
   const g = Math.floor(n / 16) * 32 * C, r = n % 16;
@@ -294,6 +302,7 @@ export function dequantizeRow(t: Tensor, row: number, out: Float32Array): void {
   if (out.length !== C) throw new Error(`dequantizeRow: out holds ${out.length} values, row has ${C}`);
   switch (t.dtype) {
     case 'f32':
+      if (t.layout === 'f32r16') { decodeF32R16Row(t.data, C, row, out); return; }
       out.set(asF32(t.data.subarray(row * C * 4, (row + 1) * C * 4)));
       return;
     case 'f16':

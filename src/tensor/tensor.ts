@@ -20,12 +20,12 @@ export const DTYPE_CODE = {
  * backend for decode (native/common.h, q8r_*): the same blocks, 16 rows interleaved, quants stored + 128; only
  * dequantizeRow and the native kernels read it (training and writers refuse it). 'bf16r16', 'f16r16', 'fp8r16':
  * bf16 / f16 / fp8 repacked the same way (native/common.h, r16_*, fp8r_*; fp8's scale grid unchanged), read by the
- * same two.
+ * same two; 'f32r16': f32 the same way (a 64-byte line per column of the 16 rows).
  */
-export type TensorLayout = 'rows' | 'q8_0r16' | 'bf16r16' | 'f16r16' | 'fp8r16';
+export type TensorLayout = 'rows' | 'q8_0r16' | 'bf16r16' | 'f16r16' | 'fp8r16' | 'f32r16';
 
 /** The dtype each repacked layout holds ('bf16r16', 'f16r16': the same 2-byte values, 16 rows interleaved). */
-const LAYOUT_DTYPE = { q8_0r16: 'q8_0', bf16r16: 'bf16', f16r16: 'f16', fp8r16: 'fp8_e4m3' } as const satisfies Record<Exclude<TensorLayout, 'rows'>, DType>;
+const LAYOUT_DTYPE = { q8_0r16: 'q8_0', bf16r16: 'bf16', f16r16: 'f16', fp8r16: 'fp8_e4m3', f32r16: 'f32' } as const satisfies Record<Exclude<TensorLayout, 'rows'>, DType>;
 
 /** Bytes used by one row of `cols` elements. q8_0 stores blocks of 32: f16 scale + 32 int8 (34 bytes). */
 export function rowBytes(dtype: DType, cols: number): number {
@@ -77,9 +77,10 @@ export class Tensor {
   get cols(): number { return rowsCols(this.shape)[1]; }
   get numel(): number { return this.shape.reduce((a, b) => a * b, 1); }
 
-  /** f32 view of an f32 tensor (copied if the storage is not 4-byte aligned). */
+  /** f32 view of an f32 tensor in the row layout (copied if the storage is not 4-byte aligned). */
   f32(): Float32Array {
     if (this.dtype !== 'f32') throw new Error(`f32() on a ${this.dtype} tensor`);
+    if (this.layout !== 'rows') throw new Error(`f32() on a tensor in the ${this.layout} layout (read its rows with dequantizeRow)`);
     return asF32(this.data);
   }
 }

@@ -1,4 +1,4 @@
-// bf16 / f16 / fp8 repacked for decode (bf16r16, f16r16, fp8r16): the native repack against the TS decoder of the layout, the
+// bf16 / f16 / fp8 / f32 repacked for decode (bf16r16, f16r16, fp8r16, f32r16): the native repack against the TS decoder of the layout, the
 // interleaved GEMV (M below the GEMM's rows) and the GEMM's repacked panels against a float64 oracle of the kernels'
 // own x rounding and against the row layout's kernels, batch invariance, embedding, the reference backend, the AVX2 /
 // scalar fallback, bad input and the training refusal, and openModel repacking a real GGUF with greedy tokens
@@ -14,7 +14,7 @@ import { loadAddon } from '../../src/backend/native-addon.js';
 import { referenceBackend } from '../../src/backend/reference.js';
 import { bf16ToF32, dequantizeRow, encodeBf16, encodeF16, f32ToBf16 } from '../../src/tensor/codecs.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
-import { Tensor, DTYPE_CODE } from '../../src/tensor/tensor.js';
+import { f32Tensor, Tensor, DTYPE_CODE } from '../../src/tensor/tensor.js';
 import { writeRandomGguf } from '../../bench/gguf-gen.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { generate, type GenerateResult } from '../../src/model/generate.js';
@@ -26,10 +26,18 @@ const addon = loadAddon();
 const skip = !addon || addon.supportedIsa() !== 'avx512' ? 'needs the AVX-512 native addon' : false;
 const be = skip ? null : loadNativeBackend()!;
 
-type D2 = 'bf16' | 'f16' | 'fp8_e4m3';
-const LAYOUT = { bf16: 'bf16r16', f16: 'f16r16', fp8_e4m3: 'fp8r16' } as const;
+type D2 = 'bf16' | 'f16' | 'fp8_e4m3' | 'f32';
+const LAYOUT = { bf16: 'bf16r16', f16: 'f16r16', fp8_e4m3: 'fp8r16', f32: 'f32r16' } as const;
 /** Rows from which the native matmul takes the packed GEMM (native/mm512.inc gemm_min_m). */
-const GEMM_MIN_M = { bf16: 96, f16: 160, fp8_e4m3: 64 } as const;
+const GEMM_MIN_M = { bf16: 96, f16: 160, fp8_e4m3: 64, f32: 160 } as const;
+/** f32r16 keeps the interleaved GEMV past GEMM_MIN_M while M · C <= this (native/mm512.inc F32R_GEMV_X). */
+const F32R_GEMV_X = 1 << 22;
+/** The path a matmul of M rows over C columns takes on the repacked layout. */
+function r16Path(dt: D2, M: number, C: number): string {
+  return M < GEMM_MIN_M[dt] || (dt === 'f32' && M * C <= F32R_GEMV_X) ? 'gemv_r16' : gemmPath(dt);
+}
+/** Bytes per weight element. */
+const ES = { bf16: 2, f16: 2, fp8_e4m3: 1, f32: 4 } as const;
 /** fp8 scale grids [br, bc] the tests cycle through: per row, per tensor, 128×128, small blocks (multiples of 4 columns). */
 const FP8_BLOCKS: ((C: number, N: number) => [number, number])[] = [(C) => [1, C], (C, N) => [N, C], () => [128, 128], () => [3, 20], () => [16, 8], () => [5, 4]];
 let blockTurn = 0;
@@ -37,6 +45,7 @@ let blockTurn = 0;
 function weight(rng: Rng, dt: D2, N: number, C: number, block?: [number, number]): Tensor {
   const f = rng.normals(N * C, 0.5);
   if (dt === 'fp8_e4m3') return quantizeTensor(f, [N, C], dt, { fp8Block: block ?? FP8_BLOCKS[blockTurn++ % FP8_BLOCKS.length]!(C, N) });
+  if (dt === 'f32') return f32Tensor([N, C], f);
   return new Tensor(dt, [N, C], dt === 'bf16' ? encodeBf16(f) : encodeF16(f));
 }
 function repacked(t: Tensor): Tensor {
@@ -44,10 +53,10 @@ function repacked(t: Tensor): Tensor {
   return new Tensor(dt, t.shape, addon!.r16Repack(t.data, DTYPE_CODE[dt], t.rows, t.cols), t.scale, t.scaleBlock, LAYOUT[dt]);
 }
 
-/** y (M, N) = x̂ · wᵀ in float64, x̂ = x as the kernels read it (bf16, fp8: rounded to bf16 once; f16: f32); mag = Σ|x̂·w|. */
+/** y (M, N) = x̂ · wᵀ in float64, x̂ = x as the kernels read it (bf16, fp8: rounded to bf16 once; f16, f32: f32); mag = Σ|x̂·w|. */
 function oracle(x: Float32Array, w: Tensor, M: number): { y: Float64Array; mag: Float64Array } {
   const [N, C] = [w.rows, w.cols];
-  const xk = w.dtype !== 'f16' ? Float64Array.from(x, (v) => bf16ToF32(f32ToBf16(v))) : Float64Array.from(x);
+  const xk = w.dtype === 'bf16' || w.dtype === 'fp8_e4m3' ? Float64Array.from(x, (v) => bf16ToF32(f32ToBf16(v))) : Float64Array.from(x);
   const y = new Float64Array(M * N), mag = new Float64Array(M * N), row = new Float32Array(C);
   for (let n = 0; n < N; n++) {
     dequantizeRow(w, n, row);
@@ -77,11 +86,11 @@ function dotCount(): number {
   return nativeCounters()[`gemv_r16.${DOT}.avx512`] ?? 0;
 }
 // GEMV calls that took one pass by halves of the chains (rows_bf16r_halves: bf16r16, 8-12 rows; rows_f16r_halves:
-// f16r16, 5-8 rows)
+// f16r16, 5-8 rows; f32r16, 5-10 rows)
 function halvesCount(dt: string): number {
   return nativeCounters()[`gemv_r16.${dt}_halves.avx512`] ?? 0;
 }
-const HALVES: Record<string, [number, number]> = { bf16: [8, 12], f16: [5, 8] };
+const HALVES: Record<string, [number, number]> = { bf16: [8, 12], f16: [5, 8], f32: [5, 10] };
 
 describe('bf16 products: vdpbf16ps or f32 FMA, by a measured host fact', { skip }, () => {
   it('measures both rates and picks FMA only where it runs > 1.25x the multiply-adds; FLOE_BF16_DOT forces a mode', () => {
@@ -94,13 +103,13 @@ describe('bf16 products: vdpbf16ps or f32 FMA, by a measured host fact', { skip 
   });
 });
 
-for (const dt of ['bf16', 'f16', 'fp8_e4m3'] as const) {
+for (const dt of ['bf16', 'f16', 'fp8_e4m3', 'f32'] as const) {
   describe(`${LAYOUT[dt]}: the repacked ${dt} layout`, { skip }, () => {
     it('repacks every row to the same values (TS decoder of the layout vs the row layout), aligned', () => {
       withSeed(`${dt} r16 repack`, (rng) => {
         // the last shapes pass 2 MiB, not a multiple of it: a buffer of its own mapping (native/addon.cc weight_alloc)
         const shapes: [number, number][] = dt === 'fp8_e4m3' ? [[16, 4], [32, 64], [48, 132], [64, 2048], [1040, 2052]] : [[16, 2], [32, 64], [48, 130], [64, 2048], [528, 2050]];
-        if (dt === 'f16') shapes.push([16, 33]);
+        if (dt === 'f16' || dt === 'f32') shapes.push([16, 33]);
         for (const [N, C] of shapes) {
           const w = weight(rng, dt, N, C), r = repacked(w);
           assert.equal(r.data.byteLength, w.data.byteLength, 'same bytes, another order');
@@ -120,27 +129,29 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3'] as const) {
       withSeed(`${dt} r16 huge pages`, (rng) => assertRepackOnHugePages(t, weight(rng, dt, 4096, 2048), repacked));
     });
 
-    it(`matmul: GEMV below ${GEMM_MIN_M[dt]} rows, GEMM from there, against the float64 oracle and the row layout`, () => {
+    it(`matmul: GEMV below ${GEMM_MIN_M[dt]} rows${dt === 'f32' ? ' (or 4M x values)' : ''}, GEMM from there, against the float64 oracle and the row layout`, () => {
       withSeed(`${dt} r16 matmul`, (rng) => {
         // [320, 1024] reads >= 320 KB a row: split over the threads from M = 1; the others run on the calling thread
         // while weight bytes × M stay under 256 KiB (FLOE_GEMV_SERIAL)
         const shapes: [number, number][] = [[48, 96], [64, dt === 'fp8_e4m3' ? 164 : 162], [32, 512], [320, 1024]];
-        if (dt === 'f16') shapes.push([16, 37]);
+        if (dt === 'f16' || dt === 'f32') shapes.push([16, 37]);
+        if (dt === 'f32') shapes.push([16, 8192]);  // past 4M x values at M = 513: the GEMM
         for (const [N, C] of shapes) for (let b = 0; b < (dt === 'fp8_e4m3' ? FP8_BLOCKS.length : 1); b++) {
           const w = weight(rng, dt, N, C), r = repacked(w);
-          for (const M of [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, GEMM_MIN_M[dt] - 1, GEMM_MIN_M[dt], GEMM_MIN_M[dt] + 3]) {
+          const Ms = C === 8192 ? [1, 9, 160, 511, 513] : [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, GEMM_MIN_M[dt] - 1, GEMM_MIN_M[dt], GEMM_MIN_M[dt] + 3];
+          for (const M of Ms) {
             const x = rng.normals(M * C);
             const { y: want, mag } = oracle(x, w, M);
             const got = new Float32Array(M * N), rows = new Float32Array(M * N);
-            const path = M < GEMM_MIN_M[dt] ? 'gemv_r16' : gemmPath(dt);
+            const path = r16Path(dt, M, C);
             const before = pathCount(path), serial0 = serialCount(), dot0 = dotCount(), halves0 = halvesCount(dt);
             be!.matmul(got, x, r, M);
             assert.equal(pathCount(path), before + 1, `M=${M} ran the ${path} path`);
             const [h0, h1] = HALVES[dt] ?? [0, -1];
             assert.equal(halvesCount(dt) - halves0, M >= h0 && M <= h1 ? 1 : 0, `M=${M}: one pass by halves of the chains (${h0}-${h1} rows)`);
             // bf16 / fp8 GEMVs multiply by this host's bf16 products (addon.bf16Dot()); f16 widens to f32 on its own
-            assert.equal(dotCount() - dot0, path === 'gemv_r16' && dt !== 'f16' ? 1 : 0, `M=${M}: the ${DOT} products ran`);
-            const serial = path === 'gemv_r16' && addon!.getThreads() > 1 && N * C * (dt === 'fp8_e4m3' ? 1 : 2) * M < 256 * 1024;
+            assert.equal(dotCount() - dot0, path === 'gemv_r16' && (dt === 'bf16' || dt === 'fp8_e4m3') ? 1 : 0, `M=${M}: the ${DOT} products ran`);
+            const serial = path === 'gemv_r16' && addon!.getThreads() > 1 && N * C * ES[dt] * M < 256 * 1024;
             assert.equal(serialCount() - serial0, serial ? 1 : 0, `[${N},${C}] M=${M}: on the calling thread ${serial}`);
             assertClose(`${LAYOUT[dt]} [${N},${C}] block ${w.scaleBlock ?? '-'} M=${M} vs float64`, got, want, { atol: 1e-6, rtol: 2e-6, mag });
             be!.matmul(rows, x, w, M);
@@ -150,7 +161,9 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3'] as const) {
       });
     });
 
-    it(`batch invariance: each row of M < ${GEMM_MIN_M[dt]} equals its M = 1 result bit for bit, at 1 and 2 threads`, () => {
+    // f32r16: also past GEMM_MIN_M (prefill chunks), where the GEMV still runs (M · C <= F32R_GEMV_X)
+    const MMAX = dt === 'f32' ? 320 : GEMM_MIN_M[dt] - 1;
+    it(`batch invariance: each row of M <= ${MMAX} equals its M = 1 result bit for bit, at 1 and 2 threads`, () => {
       withSeed(`${dt} r16 invariance`, (rng) => {
         const threads = addon!.getThreads();
         try {
@@ -158,12 +171,12 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3'] as const) {
           const cases: [number, number, [number, number] | undefined][] = dt === 'fp8_e4m3' ? [[80, 260, [3, 20]], [32, 4200, [16, 2560]], [32, 4400, [1, 4400]]] : [[80, 260, undefined], [48, 262, undefined], [32, 4200, undefined]]; // 262: an odd number of bf16 pairs; 4200: passes over groups of 134 KiB (bf16), L2 not L1
           for (const t of [1, 2]) for (const [N, C, block] of cases) {
             addon!.setThreads(t);
-            const Mmax = GEMM_MIN_M[dt] - 1;
+            const Mmax = MMAX;
             const r = repacked(weight(rng, dt, N, C, block));
             const x = rng.normals(Mmax * C);
             const one = new Float32Array(Mmax * N);
             for (let m = 0; m < Mmax; m++) be!.matmul(one.subarray(m * N, (m + 1) * N), x.subarray(m * C, (m + 1) * C), r, 1);
-            for (const M of [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, 31, 64, Mmax].filter((m) => m <= Mmax)) {
+            for (const M of [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, 31, 64, 160, 257, Mmax].filter((m) => m <= Mmax)) {
               const y = new Float32Array(M * N);
               be!.matmul(y, x.subarray(0, M * C), r, M);
               assert.deepEqual(y, one.subarray(0, M * N), `[${N},${C}] block ${block ?? '-'} M=${M}, ${t} threads`);
@@ -223,11 +236,11 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3'] as const) {
       withSeed(`${dt} r16 errors`, (rng) => {
         const w = weight(rng, dt, 24, 64);
         assert.throws(() => addon!.r16Repack(w.data, DTYPE_CODE[dt], 24, 64), new RegExp(`${LAYOUT[dt]} needs N a multiple of 16, got N=24`));
-        const bytes = dt === 'fp8_e4m3' ? 1 : 2;
+        const bytes = ES[dt];
         assert.throws(() => addon!.r16Repack(w.data, DTYPE_CODE[dt], 16, 64), new RegExp(`bytes has ${24 * 64 * bytes} elements, expected ${16 * 64 * bytes}`));
-        assert.throws(() => addon!.r16Repack(w.data, DTYPE_CODE.q8_0, 24, 64), /dtype code must be 2 \(bf16\), 1 \(f16\) or 3 \(fp8_e4m3\), got 4/);
+        assert.throws(() => addon!.r16Repack(w.data, DTYPE_CODE.q8_0, 24, 64), /dtype code must be 2 \(bf16\), 1 \(f16\), 3 \(fp8_e4m3\) or 0 \(f32\), got 4/);
         assert.throws(() => new Tensor(dt, [24, 64], w.data, w.scale, w.scaleBlock, LAYOUT[dt]), /rows a multiple of 16/);
-        if (dt !== 'f16') {
+        if (dt === 'bf16' || dt === 'fp8_e4m3') {
           const odd = weight(rng, dt, 16, 34, [1, 34]);
           assert.throws(() => addon!.r16Repack(odd.data, DTYPE_CODE[dt], 16, dt === 'bf16' ? 33 : 34), dt === 'bf16' ? /even C \(bf16 pairs\), got C=33/ : /C a multiple of 4, got C=34/);
           assert.throws(() => new Tensor(dt, [16, 34].map((v, i) => i === 1 && dt === 'bf16' ? 33 : v), dt === 'bf16' ? odd.data.subarray(0, 16 * 33 * 2) : odd.data, odd.scale, dt === 'bf16' ? undefined : odd.scaleBlock, LAYOUT[dt]), dt === 'bf16' ? /columns a multiple of 2/ : /columns a multiple of 4/);
@@ -286,9 +299,9 @@ describe('openModel repacks bf16 / f16 weights for decode', { skip }, () => {
   }
 });
 
-describe('openModel repacks the PyTorch-made fixtures (bf16, fp8 128×128 blocks, fp8 per channel)', { skip }, () => {
+describe('openModel repacks the PyTorch-made fixtures (bf16, fp8 128×128 blocks, fp8 per channel, f32)', { skip }, () => {
   const ROOT = repoPath('test/fixtures/models/');
-  for (const [fixture, layout] of [['bf16', 'bf16r16'], ['fp8_block', 'fp8r16'], ['fp8_channel', 'fp8r16']] as const) {
+  for (const [fixture, layout] of [['bf16', 'bf16r16'], ['fp8_block', 'fp8r16'], ['fp8_channel', 'fp8r16'], ['gqa_f32', 'f32r16']] as const) {
     it(`${fixture}: linears are ${layout}; greedy tokens equal the row layout and PyTorch's`, async () => {
       const dir = join(ROOT, fixture);
       const ref = JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8')) as { prompt_ids: number[]; greedy_ids: number[] };

@@ -16,8 +16,8 @@ const BROWN = `${ROOT}models/floe-brown`;
 const work = mkdtempSync(join(tmpdir(), 'floe-offload-cli-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
-function floe(args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 120_000 });
+function floe(args: string[], env: Record<string, string> = {}) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, ...env } });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -25,13 +25,21 @@ describe('floe CLI with streamed layers', () => {
   it('generate --offload-ratio / --weights-memory: same tokens and logprobs as resident', () => {
     const ids = Array.from({ length: 6 }, () => 1 + Math.floor(Math.random() * 4000)).join(',');
     const args = ['generate', '--model', BROWN, '--prompt-ids', ids, '--temperature', '0', '--max-tokens', '8', '--logprobs', '3', '--json'];
-    const a = floe(args);
+    // streamed layers are read in the file's row layout, so the resident run they equal bitwise keeps it too
+    // (FLOE_R16_REPACK=0); the default resident run decodes f32r16 (another summation order): same tokens, logprobs close
+    const a = floe(args, { FLOE_R16_REPACK: '0' });
+    const r16 = floe(args);
     const b = floe([...args, '--offload-ratio', '0.5']);
     const c = floe([...args, '--weights-memory', '16.5MB']); // embedding 4.2 MB + 3 staging slots × 2.95 MB + 1 resident layer
-    for (const r of [a, b, c]) assert.equal(r.code, 0, r.err);
+    for (const r of [a, r16, b, c]) assert.equal(r.code, 0, r.err);
     const pick = (s: string) => { const j = JSON.parse(s); return [j.output_ids, j.logprobs]; };
     assert.deepEqual(pick(b.out), pick(a.out));
     assert.deepEqual(pick(c.out), pick(a.out));
+    assert.deepEqual(pick(r16.out)[0], pick(a.out)[0]);
+    const lps = (s: string) => Float64Array.from((pick(s)[1] as { logprob: number }[]).map((p) => p.logprob));
+    const [x, y] = [lps(r16.out), lps(a.out)];
+    assert.equal(x.length, y.length);
+    x.forEach((v, i) => assert.ok(Math.abs(v - y[i]!) <= 1e-4, `logprob ${i}: f32r16 ${v} vs rows ${y[i]}`));
     const bad = floe([...args, '--weights-memory', '5MB']);
     assert.equal(bad.code, 1);
     assert.match(JSON.parse(bad.out).error.message, /below the minimum/);
@@ -94,7 +102,16 @@ describe('floe serve with streamed layers', () => {
         await s.close(0);
       }
     };
-    assert.deepEqual(await ask({ offloadRatio: 0.5 }), await ask(undefined));
+    // the resident server in the row layout, as streamed layers are read (FLOE_R16_REPACK, read by the engine worker's openModel)
+    const streamed = await ask({ offloadRatio: 0.5 });
+    const prev = process.env.FLOE_R16_REPACK;
+    process.env.FLOE_R16_REPACK = '0';
+    try {
+      assert.deepEqual(streamed, await ask(undefined));
+    } finally {
+      if (prev === undefined) delete process.env.FLOE_R16_REPACK;
+      else process.env.FLOE_R16_REPACK = prev;
+    }
     // the option really reaches the worker's openModel: a budget below the minimum fails the load
     const s = await startServer({ model: BROWN, port: 0, ui: false, dataDir: null, log: () => {}, offload: { weightsMemory: 1 << 20 } });
     await assert.rejects(s.ready, /below the minimum/);

@@ -96,8 +96,8 @@ function measure(j: Job, n: number): Best {
     seed = 12345;
     const ws = Array.from({ length: rotate }, (_, k) => {
       const m = new Map([['w', randomWeight(j.dtype, j.N, j.C)]]);
-      // with --ab FLOE_R16_REPACK=0 (or FLOE_Q8_REPACK=0) the old side keeps the row layout: the repack's A/B
-      const off = process.env[j.dtype === 'q8_0' ? 'FLOE_Q8_REPACK' : 'FLOE_R16_REPACK'] === '0';
+      // with --ab FLOE_R16_REPACK=0 (or FLOE_Q8_REPACK=0, FLOE_F32_REPACK=0) the old side keeps the row layout: the repack's A/B
+      const off = process.env[j.dtype === 'q8_0' ? 'FLOE_Q8_REPACK' : 'FLOE_R16_REPACK'] === '0' || (j.dtype === 'f32' && process.env.FLOE_F32_REPACK === '0');
       if (j.repack && be.prepareWeights!(m) !== 1 && !off) throw new Error(`${j.dtype} [${j.N},${j.C}] was not repacked (not AVX-512?)`);
       return m.get('w')!;
     });

@@ -30,13 +30,20 @@ type D2 = 'bf16' | 'f16' | 'fp8_e4m3' | 'f32';
 const LAYOUT = { bf16: 'bf16r16', f16: 'f16r16', fp8_e4m3: 'fp8r16', f32: 'f32r16' } as const;
 /** Rows from which the native matmul takes the packed GEMM (native/mm512.inc gemm_min_m). */
 const GEMM_MIN_M = { bf16: 96, f16: 160, fp8_e4m3: 64, f32: 160 } as const;
-/** f32r16 and f16r16 keep the interleaved GEMV past GEMM_MIN_M while M · C <= this (native/mm512.inc R16_GEMV_X). */
-const R16_GEMV_X = 1 << 22;
-/** Whether the layout keeps the interleaved GEMV past GEMM_MIN_M (up to R16_GEMV_X x values). */
-const wideGemv = (dt: D2): boolean => dt === 'f32' || dt === 'f16';
+/**
+ * The interleaved GEMV runs past GEMM_MIN_M while M · C <= R16_GEMV_X (native/mm512.inc r16_gemv_wide): always for
+ * f32r16 and f16r16; bf16r16 and fp8r16 also up to R16_GEMV_BF_M rows, where no AMX tiles run and the bf16 products
+ * are vdpbf16ps.
+ */
+const R16_GEMV_X = 1 << 22, R16_GEMV_BF_M = 256;
+const wideBf = skip ? false : !addon!.amx().active && addon!.bf16Dot()!.mode === 'dpbf16';
+function wideGemv(dt: D2, M: number, C: number): boolean {
+  if (M * C > R16_GEMV_X) return false;
+  return dt === 'f32' || dt === 'f16' || (wideBf && M <= R16_GEMV_BF_M);
+}
 /** The path a matmul of M rows over C columns takes on the repacked layout. */
 function r16Path(dt: D2, M: number, C: number): string {
-  return M < GEMM_MIN_M[dt] || (wideGemv(dt) && M * C <= R16_GEMV_X) ? 'gemv_r16' : gemmPath(dt);
+  return M < GEMM_MIN_M[dt] || wideGemv(dt, M, C) ? 'gemv_r16' : gemmPath(dt);
 }
 /** Bytes per weight element. */
 const ES = { bf16: 2, f16: 2, fp8_e4m3: 1, f32: 4 } as const;
@@ -131,16 +138,16 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3', 'f32'] as const) {
       withSeed(`${dt} r16 huge pages`, (rng) => assertRepackOnHugePages(t, weight(rng, dt, 4096, 2048), repacked));
     });
 
-    it(`matmul: GEMV below ${GEMM_MIN_M[dt]} rows${wideGemv(dt) ? ' (or 4M x values)' : ''}, GEMM from there, against the float64 oracle and the row layout`, () => {
+    it(`matmul: GEMV below ${GEMM_MIN_M[dt]} rows (or 4M x values${dt === 'bf16' || dt === 'fp8_e4m3' ? ' and 256 rows, without AMX' : ''}), GEMM from there, against the float64 oracle and the row layout`, () => {
       withSeed(`${dt} r16 matmul`, (rng) => {
         // [320, 1024] reads >= 320 KB a row: split over the threads from M = 1; the others run on the calling thread
         // while weight bytes × M stay under 256 KiB (FLOE_GEMV_SERIAL)
         const shapes: [number, number][] = [[48, 96], [64, dt === 'fp8_e4m3' ? 164 : 162], [32, 512], [320, 1024]];
         if (dt === 'f16' || dt === 'f32') shapes.push([16, 37]);
-        if (wideGemv(dt)) shapes.push([16, 8192]);  // past 4M x values at M = 513: the GEMM
-        for (const [N, C] of shapes) for (let b = 0; b < (dt === 'fp8_e4m3' ? FP8_BLOCKS.length : 1); b++) {
+        shapes.push([16, 8192]);  // past 4M x values (and 256 rows) at M = 513: the GEMM
+        for (const [N, C] of shapes) for (let b = 0; b < (dt === 'fp8_e4m3' && C !== 8192 ? FP8_BLOCKS.length : 1); b++) {
           const w = weight(rng, dt, N, C), r = repacked(w);
-          const Ms = C === 8192 ? [1, 9, 160, 511, 513] : [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, GEMM_MIN_M[dt] - 1, GEMM_MIN_M[dt], GEMM_MIN_M[dt] + 3];
+          const Ms = C === 8192 ? [1, 9, 160, 256, 257, 511, 513] : [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, GEMM_MIN_M[dt] - 1, GEMM_MIN_M[dt], GEMM_MIN_M[dt] + 3];
           for (const M of Ms) {
             const x = rng.normals(M * C);
             const { y: want, mag } = oracle(x, w, M);
@@ -163,8 +170,8 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3', 'f32'] as const) {
       });
     });
 
-    // f32r16, f16r16: also past GEMM_MIN_M (prefill chunks), where the GEMV still runs (M · C <= R16_GEMV_X)
-    const MMAX = wideGemv(dt) ? 320 : GEMM_MIN_M[dt] - 1;
+    // also past GEMM_MIN_M (prefill chunks) where the GEMV still runs (wideGemv)
+    const MMAX = wideGemv(dt, 320, 4400) ? 320 : GEMM_MIN_M[dt] - 1;
     it(`batch invariance: each row of M <= ${MMAX} equals its M = 1 result bit for bit, at 1 and 2 threads`, () => {
       withSeed(`${dt} r16 invariance`, (rng) => {
         const threads = addon!.getThreads();

@@ -258,20 +258,18 @@ export function decodeQ8_0r16Row(data: Uint8Array, C: number, n: number, out: Fl
 }
 
 /**
- * Row n of a bf16r16 / f16r16 weight (native/common.h r16_*: groups of 16 rows, group g at g·32·C bytes; bf16r16:
- * 64-byte line u = the pair (2u, 2u + 1) of each row r at 4r; f16r16: 32 bytes per column c = rows 0..15 at 2r)
- * → out (C).
+ * Row n of a bf16r16 / f16r16 / f32r16 weight (native/common.h r16_*: groups of 16 rows, group g at g·32·C bytes
+ * (f32: g·64·C); bf16r16: 64-byte line u = the pair (2u, 2u + 1) of each row r at 4r; f16r16: 32 bytes per column
+ * c = rows 0..15 at 2r; f32r16: line c = column c of rows 0..15 at 4r) → out (C).
  */
-/** Row n of an f32r16 weight (native/common.h r16_*: group g at g·64·C bytes; line c = column c of rows 0..15 at 4r) → out (C). */
-export function decodeF32R16Row(data: Uint8Array, C: number, n: number, out: Float32Array): void {
-  needLen('decodeF32R16Row', out.length, C);
-  const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  const g = Math.floor(n / 16) * 64 * C, r = n % 16;
-  for (let c = 0; c < C; c++) out[c] = dv.getFloat32(g + c * 64 + r * 4, true);
-}
-
-export function decodeR16Row(data: Uint8Array, dtype: 'bf16' | 'f16', C: number, n: number, out: Float32Array): void {
+export function decodeR16Row(data: Uint8Array, dtype: 'bf16' | 'f16' | 'f32', C: number, n: number, out: Float32Array): void {
   needLen('decodeR16Row', out.length, C);
+  if (dtype === 'f32') {
+    const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    const g = Math.floor(n / 16) * 64 * C, r = n % 16;
+    for (let c = 0; c < C; c++) out[c] = dv.getFloat32(g + c * 64 + r * 4, true);
+    return;
+  }
   const g = Math.floor(n / 16) * 32 * C, r = n % 16;
   const table = dtype === 'bf16' ? null : F16_BITS_TABLE;
   for (let c = 0; c < C; c++) {
@@ -302,7 +300,7 @@ export function dequantizeRow(t: Tensor, row: number, out: Float32Array): void {
   if (out.length !== C) throw new Error(`dequantizeRow: out holds ${out.length} values, row has ${C}`);
   switch (t.dtype) {
     case 'f32':
-      if (t.layout === 'f32r16') { decodeF32R16Row(t.data, C, row, out); return; }
+      if (t.layout === 'f32r16') { decodeR16Row(t.data, 'f32', C, row, out); return; }
       out.set(asF32(t.data.subarray(row * C * 4, (row + 1) * C * 4)));
       return;
     case 'f16':

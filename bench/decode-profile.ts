@@ -102,13 +102,14 @@ const inner = selectBackend('native', threads);
 const bytesOf = (w: Tensor): number => w.data.byteLength + (w.scale?.byteLength ?? 0);
 /** The backend with every method call timed into `stats` while `timing` is set. */
 const timed = timedBackend(inner, () => timing, (method, a, ns, cpuUs) => {
-  const w = method === 'matmul' ? (a[2] as Tensor) : null;
-  const key = w ? `matmul ${role.get(w) ?? `${w.rows}x${w.cols}`}` : method;
+  // matmul: one weight (a[2]); matmulMany: q/k/v or gate/up in one call (a[2] lists them), keyed by their roles joined
+  const ws = method === 'matmul' ? [a[2] as Tensor] : method === 'matmulMany' ? (a[2] as Tensor[]) : null;
+  const key = ws ? `matmul ${ws.map((w) => role.get(w) ?? `${w.rows}x${w.cols}`).join('+')}` : method;
   const st = stats.get(key) ?? { calls: 0, ns: 0n, cpuUs: 0, bytes: 0 };
   st.calls++;
   st.ns += ns;
   st.cpuUs += cpuUs;
-  st.bytes += w ? bytesOf(w) : 0;
+  st.bytes += ws ? ws.reduce((b, w) => b + bytesOf(w), 0) : 0;
   stats.set(key, st);
 });
 

@@ -38,8 +38,9 @@ const stats = new Map<string, { calls: number; ns: bigint }>();
 let timing = false;
 /** The backend with every call timed into `stats` while `timing` is set (matmuls keyed by weight shape). */
 const timed = timedBackend(inner, () => timing, (method, a, ns) => {
-  const w = method === 'matmul' ? (a[2] as Tensor) : null;
-  const key = w ? `matmul ${w.rows}x${w.cols} ${w.dtype}` : method;
+  // matmul: one weight (a[2]); matmulMany: q/k/v or gate/up in one call (a[2] lists them)
+  const ws = method === 'matmul' ? [a[2] as Tensor] : method === 'matmulMany' ? (a[2] as Tensor[]) : null;
+  const key = ws ? `matmul ${ws.map((w) => `${w.rows}x${w.cols}`).join('+')} ${ws[0]!.dtype}` : method;
   const st = stats.get(key) ?? { calls: 0, ns: 0n };
   st.calls++;
   st.ns += ns;

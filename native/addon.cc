@@ -28,6 +28,16 @@ namespace {
 
 using namespace napi_args;
 
+// y (M, N) = x · wᵀ through the kernel table, counted per weight dtype (unless counted already) and, for the AVX2 and
+// scalar tables, per path (the AVX-512 matmul counts the path it takes: matmul.path.<path>.avx512).
+void run_matmul(const Kernels& k, float* y, const float* x, const Weight& w, int64_t M, bool count_dtype = true) {
+  if (count_dtype) count("matmul", weight_name(w.dtype), k.name);
+  if (M <= 0 || w.N <= 0) return;
+  if (isa_current() == ISA_AVX2) count("matmul.path", "tiles", k.name);
+  else if (isa_current() == ISA_SCALAR) count("matmul.path", "generic", k.name);
+  k.matmul(y, x, w, M);
+}
+
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   const char* op = "matmul";
   need_args(info, op, 10);
@@ -38,13 +48,41 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   int64_t M = integer(info, 9, op, "M");
   need_len(env, op, "x (M=" + std::to_string(M) + ", C=" + std::to_string(w.C) + ")", x.n, prod(env, op, {M, w.C}));
   need_len(env, op, "y (M=" + std::to_string(M) + ", N=" + std::to_string(w.N) + ")", y.n, prod(env, op, {M, w.N}));
+  run_matmul(kernels(), y.p, x.p, w, M);
+  return env.Undefined();
+}
+
+// matmulMany(x (M, C), M, then per weight i: y_i (M, N_i), weight_i as in matmul (data, dtype, N, C, scale, br, bc)):
+// the matmuls of one x as one call. All weights need one C. Where the ISA fuses them (repacked layouts at GEMV rows:
+// one pool job for q/k/v or gate/up) they run so, else one by one; each y_i gets the bits of its own matmul.
+Napi::Value MatmulMany(const Napi::CallbackInfo& info) {
+  const char* op = "matmulMany";
+  constexpr size_t PER = 8, MAX = 8;
+  Napi::Env env = info.Env();
+  const size_t len = info.Length();
+  if (len < 2 + PER || (len - 2) % PER != 0 || (len - 2) / PER > MAX)
+    type_fail(env, op, "expected x, M and 1 to " + str(MAX) + " groups of (y, data, dtype, N, C, scale, br, bc): " + str(int64_t(len)) + " arguments");
+  const int n = int((len - 2) / PER);
+  auto x = f32(info, 0, op, "x");
+  const int64_t M = integer(info, 1, op, "M");
+  Weight ws[MAX];
+  float* ys[MAX];
+  for (int i = 0; i < n; i++) {
+    auto y = f32(info, 2 + PER * i, op, "y");
+    ws[i] = weight(info, 3 + PER * i, op);
+    ys[i] = y.p;
+    if (ws[i].C != ws[0].C) fail(env, op, "the weights need one C: weight 0 has C=" + str(ws[0].C) + ", weight " + str(i) + " C=" + str(ws[i].C));
+    if (y.n != prod(env, op, {M, ws[i].N}))
+      fail(env, op, "y " + str(i) + " (M=" + str(M) + ", N=" + str(ws[i].N) + ") has " + str(y.n) + " elements, expected " + str(M * ws[i].N));
+  }
+  if (x.n != prod(env, op, {M, ws[0].C}))
+    fail(env, op, "x (M=" + str(M) + ", C=" + str(ws[0].C) + ") has " + str(x.n) + " elements, expected " + str(M * ws[0].C));
   const Kernels& k = kernels();
-  count(op, weight_name(w.dtype), k.name);
-  if (M <= 0 || w.N <= 0) return env.Undefined();
-  // the AVX-512 matmul counts the path it takes (matmul.path.<path>.avx512); the AVX2 and scalar tables have one each
-  if (isa_current() == ISA_AVX2) count("matmul.path", "tiles", k.name);
-  else if (isa_current() == ISA_SCALAR) count("matmul.path", "generic", k.name);
-  k.matmul(y.p, x.p, w, M);
+  bool empty = M <= 0;
+  for (int i = 0; i < n; i++) empty = empty || ws[i].N <= 0;
+  for (int i = 0; i < n; i++) count("matmul", weight_name(ws[i].dtype), k.name);
+  if (!empty && k.matmul_many(x.p, M, n, ys, ws)) return env.Undefined();
+  for (int i = 0; i < n; i++) run_matmul(k, ys[i], x.p, ws[i], M, false);
   return env.Undefined();
 }
 
@@ -599,6 +637,7 @@ Napi::Value Counters(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("matmul", Napi::Function::New(env, Matmul));
+  exports.Set("matmulMany", Napi::Function::New(env, MatmulMany));
   exports.Set("embedding", Napi::Function::New(env, Embedding));
   exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));
   exports.Set("rope", Napi::Function::New(env, Rope));

@@ -22,6 +22,8 @@ struct LoraSeg {
 struct Kernels {
   const char* name;
   void (*matmul)(float* y, const float* x, const Weight& w, int64_t M);  // y (M, N) = x (M, C) · wᵀ
+  // y_i = x · ws[i]ᵀ for i < n as one call where the ISA has a fused path for these weights at M; false: nothing done
+  bool (*matmul_many)(const float* x, int64_t M, int n, float* const* ys, const Weight* ws);
   void (*rmsnorm)(float* y, const float* x, const float* g, int64_t M, int64_t D, float eps);
   void (*rope)(float* x, const int32_t* pos, int64_t T, int64_t nh, int64_t E, const float* inv_freq);
   void (*swiglu)(float* out, const float* gate, const float* up, int64_t n);

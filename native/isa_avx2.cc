@@ -35,6 +35,7 @@ static void dq_f16(const uint8_t* src, float* out, int64_t n) {
 const Kernels kernels_avx2 = {
     "avx2",
     avx2_isa::matmul_avx2,
+    avx2_isa::matmul_many_none,
     avx2_isa::rmsnorm_generic,
     avx2_isa::rope_generic,
     avx2_isa::swiglu_generic,

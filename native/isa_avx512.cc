@@ -57,6 +57,7 @@ static void dq_f16(const uint8_t* src, float* out, int64_t n) {
 const Kernels kernels_avx512 = {
     "avx512",
     avx512_isa::matmul_avx512,
+    avx512_isa::matmul_many_avx512,
     avx512_isa::rmsnorm_generic,
     avx512_isa::rope_generic,
     avx512_isa::swiglu_generic,

@@ -17,6 +17,7 @@ namespace scalar_isa {
 const Kernels kernels_scalar = {
     "scalar",
     scalar_isa::matmul_generic,
+    scalar_isa::matmul_many_none,
     scalar_isa::rmsnorm_generic,
     scalar_isa::rope_generic,
     scalar_isa::swiglu_generic,

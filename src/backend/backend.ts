@@ -56,6 +56,12 @@ export interface Backend {
   matmul(y: Float32Array, x: Float32Array, w: Tensor, M: number): void;
 
   /**
+   * Optional (native): ys[i] (M, N_i) = x (M, C) · ws[i]ᵀ for every i, the weights of one C (q/k/v, gate/up) as one
+   * call; each ys[i] gets exactly what matmul gives it. Absent → one matmul per weight.
+   */
+  matmulMany?(ys: readonly Float32Array[], x: Float32Array, ws: readonly Tensor[], M: number): void;
+
+  /**
    * Optional, for inference only (openModel): replace weights in `tensors` by the same values in the layout this
    * backend decodes fastest (native, AVX-512: q8_0 → q8_0r16, bf16 → bf16r16, f16 → f16r16, fp8 → fp8r16).
    * Returns how many it replaced. Training never calls it.

@@ -17,6 +17,8 @@ export type AmxMode = 'tiles' | 'emulate' | 'off';
 export interface NativeAddon {
   matmul(y: Float32Array, x: Float32Array, w: Uint8Array, dtype: number, N: number, C: number,
     scale: Float32Array | null, br: number, bc: number, M: number): void;
+  /** matmuls of one x (M, C): per weight i the arguments (y_i, data, dtype, N, C, scale, br, bc) follow x and M. */
+  matmulMany(x: Float32Array, M: number, ...parts: unknown[]): void;
   embedding(out: Float32Array, table: Uint8Array, dtype: number, V: number, D: number,
     scale: Float32Array | null, br: number, bc: number, ids: Int32Array): void;
   rmsnorm(y: Float32Array, x: Float32Array, g: Float32Array, M: number, eps: number): void;

@@ -74,8 +74,13 @@ interface NativeTrainAddon {
 /** FLOE_TRAIN_FUSED=0: the trainer's LoRA factor products and AdamW take their composite / TypeScript paths (A/B). */
 const TRAIN_FUSED = process.env.FLOE_TRAIN_FUSED !== '0';
 
+/** FLOE_MATMUL_MANY=0: q/k/v and gate/up go through one matmul per weight (A/B). */
+const MATMUL_MANY = process.env.FLOE_MATMUL_MANY !== '0';
+
 function makeBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
-  const be = makeFullBackend(a);
+  const full = makeFullBackend(a);
+  const { matmulMany: _m, ...noMany } = full;
+  const be: TrainBackend = MATMUL_MANY ? full : noMany;
   if (TRAIN_FUSED) return be;
   const { loraForward: _f, loraBackward: _b, adamwUpdate: _u, ...rest } = be;
   return rest;
@@ -87,6 +92,13 @@ function makeFullBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
 
     matmul(y: Float32Array, x: Float32Array, w: Tensor, M: number): void {
       a.matmul(y, x, ...weightArgs('matmul', w), M);
+    },
+
+    matmulMany(ys: readonly Float32Array[], x: Float32Array, ws: readonly Tensor[], M: number): void {
+      if (ys.length !== ws.length) throw new Error(`native.matmulMany: ${ys.length} outputs for ${ws.length} weights`);
+      const args: unknown[] = [];
+      for (let i = 0; i < ws.length; i++) args.push(ys[i], ...weightArgs('matmulMany', ws[i]!));
+      a.matmulMany(x, M, ...args);
     },
 
     prepareWeights(tensors: Map<string, Tensor>): number {

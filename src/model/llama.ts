@@ -202,9 +202,7 @@ export class LlamaModel {
       const l = this.range.start + i;
       // attention block: x += Wo · attn(rope(Wq h), rope(Wk h), Wv h), h = rmsnorm(x)
       be.rmsnorm(h, x, L.inputNorm, T, cfg.rmsNormEps);
-      be.matmul(q, h, L.wq, T);
-      be.matmul(k, h, L.wk, T);
-      be.matmul(v, h, L.wv, T);
+      matmuls(be, [q, k, v], h, [L.wq, L.wk, L.wv], T);
       if (lora) {
         addSegmentedLora(be, q, h, D, H * E, lora, l, 'q', this.loraWs);
         addSegmentedLora(be, k, h, D, K * E, lora, l, 'k', this.loraWs);
@@ -219,8 +217,7 @@ export class LlamaModel {
       be.add(x, proj);
       // MLP block: x += Wdown · (silu(Wgate h) * Wup h), h = rmsnorm(x)
       be.rmsnorm(h, x, L.postNorm, T, cfg.rmsNormEps);
-      be.matmul(gate, h, L.wGate, T);
-      be.matmul(up, h, L.wUp, T);
+      matmuls(be, [gate, up], h, [L.wGate, L.wUp], T);
       if (lora) {
         addSegmentedLora(be, gate, h, D, F, lora, l, 'gate', this.loraWs);
         addSegmentedLora(be, up, h, D, F, lora, l, 'up', this.loraWs);
@@ -257,6 +254,12 @@ export class LlamaModel {
     if (numLogits > 0) be.matmul(logits, normed.subarray(0, numLogits * D), this.weights.head, numLogits);
     return logits;
   }
+}
+
+/** ys[i] = x · ws[i]ᵀ: one call where the backend has matmulMany (q/k/v and gate/up share x), else one per weight. */
+function matmuls(be: Backend, ys: readonly Float32Array[], x: Float32Array, ws: readonly Tensor[], M: number): void {
+  if (be.matmulMany) be.matmulMany(ys, x, ws, M);
+  else for (let i = 0; i < ws.length; i++) be.matmul(ys[i]!, x, ws[i]!, M);
 }
 
 function isIdentity(rows: Int32Array): boolean {

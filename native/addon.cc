@@ -46,8 +46,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   auto x = f32(info, 1, op, "x");
   Weight w = weight(info, 2, op);
   int64_t M = integer(info, 9, op, "M");
-  need_len(env, op, "x (M=" + std::to_string(M) + ", C=" + std::to_string(w.C) + ")", x.n, prod(env, op, {M, w.C}));
-  need_len(env, op, "y (M=" + std::to_string(M) + ", N=" + std::to_string(w.N) + ")", y.n, prod(env, op, {M, w.N}));
+  need_len(env, op, [&] { return "x (M=" + std::to_string(M) + ", C=" + std::to_string(w.C) + ")"; }, x.n, prod(env, op, {M, w.C}));
+  need_len(env, op, [&] { return "y (M=" + std::to_string(M) + ", N=" + std::to_string(w.N) + ")"; }, y.n, prod(env, op, {M, w.N}));
   run_matmul(kernels(), y.p, x.p, w, M);
   return env.Undefined();
 }
@@ -103,15 +103,15 @@ Napi::Value LoraSegmented(const Napi::CallbackInfo& info) {
   auto scales = f32(info, 7, op, "scales");
   const int64_t G = starts.n - 1;
   if (G < 0) fail(env, op, "segStart needs G + 1 >= 1 offsets, got none");
-  need_len(env, op, "scales (G=" + str(G) + ")", scales.n, G);
-  need_len(env, op, "a (G=" + str(G) + ")", int64_t(as.Length()), G);
-  need_len(env, op, "bt (G=" + str(G) + ")", int64_t(bts.Length()), G);
+  need_len(env, op, [&] { return "scales (G=" + str(G) + ")"; }, scales.n, G);
+  need_len(env, op, [&] { return "a (G=" + str(G) + ")"; }, int64_t(as.Length()), G);
+  need_len(env, op, [&] { return "bt (G=" + str(G) + ")"; }, int64_t(bts.Length()), G);
   if (starts.p[0] != 0) fail(env, op, "segStart[0] must be 0, got " + str(starts.p[0]));
   for (int64_t g = 0; g < G; g++)
     if (starts.p[g + 1] < starts.p[g]) fail(env, op, "segStart must not decrease: segStart[" + str(g + 1) + "] = " + str(starts.p[g + 1]) + " < " + str(starts.p[g]));
   const int64_t T = starts.p[G];
-  need_len(env, op, "x (T=" + str(T) + ", C=" + str(C) + ")", x.n, prod(env, op, {T, C}));
-  need_len(env, op, "y (T=" + str(T) + ", N=" + str(N) + ")", y.n, prod(env, op, {T, N}));
+  need_len(env, op, [&] { return "x (T=" + str(T) + ", C=" + str(C) + ")"; }, x.n, prod(env, op, {T, C}));
+  need_len(env, op, [&] { return "y (T=" + str(T) + ", N=" + str(N) + ")"; }, y.n, prod(env, op, {T, N}));
   static thread_local std::vector<LoraSeg> segs;
   static thread_local std::vector<float> u;
   segs.clear();
@@ -127,7 +127,7 @@ Napi::Value LoraSegmented(const Napi::CallbackInfo& info) {
     const int64_t alen = int64_t(a.ElementLength());
     if (alen == 0 || alen % C != 0) fail(env, op, "a[" + str(g) + "] has " + str(alen) + " elements, expected r × C (C=" + str(C) + ")");
     const int64_t r = alen / C;
-    need_len(env, op, "bt[" + str(g) + "] (r=" + str(r) + ", N=" + str(N) + ")", int64_t(bt.ElementLength()), prod(env, op, {r, N}));
+    need_len(env, op, [&] { return "bt[" + str(g) + "] (r=" + str(r) + ", N=" + str(N) + ")"; }, int64_t(bt.ElementLength()), prod(env, op, {r, N}));
     const int64_t M = starts.p[g + 1] - starts.p[g];
     if (M == 0) continue;
     segs.push_back(LoraSeg{starts.p[g], M, r, u_len, a.Data(), bt.Data(), scales.p[g]});
@@ -148,7 +148,7 @@ Napi::Value Embedding(const Napi::CallbackInfo& info) {
   auto out = f32(info, 0, op, "out");
   Weight w = weight(info, 1, op);
   auto ids = i32(info, 8, op, "ids");
-  need_len(env, op, "out (T=" + std::to_string(ids.n) + ", D=" + std::to_string(w.C) + ")", out.n, prod(env, op, {ids.n, w.C}));
+  need_len(env, op, [&] { return "out (T=" + std::to_string(ids.n) + ", D=" + std::to_string(w.C) + ")"; }, out.n, prod(env, op, {ids.n, w.C}));
   for (int64_t t = 0; t < ids.n; t++)
     if (ids.p[t] < 0 || ids.p[t] >= w.N)
       fail(env, op, "token id " + std::to_string(ids.p[t]) + " at position " + std::to_string(t) + " is outside [0, " + std::to_string(w.N) + ")");
@@ -167,8 +167,8 @@ Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
   auto g = f32(info, 2, op, "g");
   int64_t M = integer(info, 3, op, "M");
   float eps = float(number(info, 4, op, "eps"));
-  need_len(env, op, "x (M=" + std::to_string(M) + ", D=" + std::to_string(g.n) + ")", x.n, prod(env, op, {M, g.n}));
-  need_len(env, op, "y (M=" + std::to_string(M) + ", D=" + std::to_string(g.n) + ")", y.n, prod(env, op, {M, g.n}));
+  need_len(env, op, [&] { return "x (M=" + std::to_string(M) + ", D=" + std::to_string(g.n) + ")"; }, x.n, prod(env, op, {M, g.n}));
+  need_len(env, op, [&] { return "y (M=" + std::to_string(M) + ", D=" + std::to_string(g.n) + ")"; }, y.n, prod(env, op, {M, g.n}));
   const Kernels& k = kernels();
   count(op, "", k.name);
   k.rmsnorm(y.p, x.p, g.p, M, g.n, eps);
@@ -185,7 +185,7 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   int64_t E = integer(info, 3, op, "headDim");
   auto inv = f32(info, 4, op, "invFreq");
   if (E % 2 != 0) fail(env, op, "headDim must be even, got " + std::to_string(E));
-  need_len(env, op, "x (T=" + std::to_string(pos.n) + ", heads=" + std::to_string(nh) + ", E=" + std::to_string(E) + ")", x.n, prod(env, op, {pos.n, nh, E}));
+  need_len(env, op, [&] { return "x (T=" + std::to_string(pos.n) + ", heads=" + std::to_string(nh) + ", E=" + std::to_string(E) + ")"; }, x.n, prod(env, op, {pos.n, nh, E}));
   need_len(env, op, "invFreq (E/2)", inv.n, E / 2);
   const Kernels& k = kernels();
   count(op, "", k.name);
@@ -262,8 +262,8 @@ Napi::Value KvWrite(const Napi::CallbackInfo& info) {
   auto slots = i32(info, 9, op, "slots");
   kv_scales(info, 10, op, kv);
   int64_t KE = kv.K * kv.E, num_slots = kv.num_blocks * kv.L;
-  need_len(env, op, "k (T=" + std::to_string(slots.n) + ", K*E=" + std::to_string(KE) + ")", k.n, prod(env, op, {slots.n, KE}));
-  need_len(env, op, "v (T=" + std::to_string(slots.n) + ", K*E=" + std::to_string(KE) + ")", v.n, prod(env, op, {slots.n, KE}));
+  need_len(env, op, [&] { return "k (T=" + std::to_string(slots.n) + ", K*E=" + std::to_string(KE) + ")"; }, k.n, prod(env, op, {slots.n, KE}));
+  need_len(env, op, [&] { return "v (T=" + std::to_string(slots.n) + ", K*E=" + std::to_string(KE) + ")"; }, v.n, prod(env, op, {slots.n, KE}));
   for (int64_t t = 0; t < slots.n; t++)
     if (slots.p[t] < 0 || slots.p[t] >= num_slots)
       fail(env, op, "slot " + std::to_string(slots.p[t]) + " of token " + std::to_string(t) + " is outside [0, " + std::to_string(num_slots) + ")");
@@ -298,8 +298,8 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
     fail(env, op, "blockTables has " + std::to_string(bt.n) + " elements, expected at least S*maxBlocks = " + std::to_string(a.S * a.max_blocks));
   if (qs.p[0] < 0) fail(env, op, "qStart[0] is " + std::to_string(qs.p[0]) + ", expected >= 0");
   const int64_t Tq = qs.p[a.S];
-  need_len(env, op, "q (Tq=" + std::to_string(Tq) + ", H*E=" + std::to_string(HE) + ")", q.n, prod(env, op, {Tq, HE}));
-  need_len(env, op, "out (Tq=" + std::to_string(Tq) + ", H*E=" + std::to_string(HE) + ")", out.n, prod(env, op, {Tq, HE}));
+  need_len(env, op, [&] { return "q (Tq=" + std::to_string(Tq) + ", H*E=" + std::to_string(HE) + ")"; }, q.n, prod(env, op, {Tq, HE}));
+  need_len(env, op, [&] { return "out (Tq=" + std::to_string(Tq) + ", H*E=" + std::to_string(HE) + ")"; }, out.n, prod(env, op, {Tq, HE}));
   for (int64_t s = 0; s < a.S; s++) {
     int64_t qlen = int64_t(qs.p[s + 1]) - qs.p[s], c = ctx.p[s];
     if (qlen < 0 || qlen > c)
@@ -482,7 +482,7 @@ Napi::Value Q8Repack(const Napi::CallbackInfo& info) {
   if (C % Q8_BLOCK != 0) fail(env, op, "q8_0 rows must be a multiple of 32 columns, got C=" + std::to_string(C));
   if (N % Q8R_ROWS != 0) fail(env, op, "q8_0r16 needs N a multiple of 16, got N=" + std::to_string(N));
   const int64_t bytes = N * (C / Q8_BLOCK) * Q8_BLOCK_BYTES;
-  need_len(env, op, "q8_0 weight (" + std::to_string(N) + ", " + std::to_string(C) + ") bytes", src.n, bytes);
+  need_len(env, op, [&] { return "q8_0 weight (" + std::to_string(N) + ", " + std::to_string(C) + ") bytes"; }, src.n, bytes);
   void* out = weight_alloc(bytes);
   if (!out) fail(env, op, "cannot allocate " + std::to_string(bytes) + " bytes for the repacked weight");
   const int64_t G = N / Q8R_ROWS, chunk = (G + 63) / 64;
@@ -511,7 +511,7 @@ Napi::Value R16Repack(const Napi::CallbackInfo& info) {
   if (out_dt == DT_BF16R && C % 2 != 0) fail(env, op, "bf16r16 needs an even C (bf16 pairs), got C=" + std::to_string(C));
   if (out_dt == DT_FP8R && C % 4 != 0) fail(env, op, "fp8r16 needs C a multiple of 4, got C=" + std::to_string(C));
   const int64_t bytes = N * C * (out_dt == DT_FP8R ? 1 : out_dt == DT_F32R ? 4 : 2);
-  need_len(env, op, std::string(weight_name(int(dt))) + " weight (" + std::to_string(N) + ", " + std::to_string(C) + ") bytes", src.n, bytes);
+  need_len(env, op, [&] { return std::string(weight_name(int(dt))) + " weight (" + std::to_string(N) + ", " + std::to_string(C) + ") bytes"; }, src.n, bytes);
   void* out = weight_alloc(bytes);
   if (!out) fail(env, op, "cannot allocate " + std::to_string(bytes) + " bytes for the repacked weight");
   const int64_t G = N / R16_ROWS, chunk = (G + 63) / 64;

@@ -129,10 +129,10 @@ Napi::Value ConvertFp8(const Napi::CallbackInfo& info) {
   const std::string shape = "(" + str(N) + ", " + str(C) + ")";
   if (dt == DT_Q8_0 && C % Q8_BLOCK != 0) fail(env, op, "q8_0 rows must be a multiple of 32 columns, got C=" + str(C));
   const int64_t src_bytes = dt == DT_Q8_0 ? n / Q8_BLOCK * Q8_BLOCK_BYTES : n * (dt == DT_F32 ? 4 : 2);
-  need_len(env, op, std::string(weight_name(dt)) + " src " + shape + " bytes", src.n, src_bytes);
-  need_len(env, op, "fp8 out " + shape + " bytes", out.n, n);
+  need_len(env, op, [&] { return std::string(weight_name(dt)) + " src " + shape + " bytes"; }, src.n, src_bytes);
+  need_len(env, op, [&] { return "fp8 out " + shape + " bytes"; }, out.n, n);
   const int64_t gr = (N + br - 1) / br, gc = (C + bc - 1) / bc;
-  need_len(env, op, "scale grid for block [" + str(br) + ", " + str(bc) + "]", scale.n, gr * gc);
+  need_len(env, op, [&] { return "scale grid for block [" + str(br) + ", " + str(bc) + "]"; }, scale.n, gr * gc);
   const Fp8Fn fn = fp8_fn();
   const float ns = nan_scale();
   advise_huge(out.p, out.n);
@@ -157,8 +157,8 @@ Napi::Value ConvertBf16(const Napi::CallbackInfo& info) {
   auto out = napi_args::u8(info, 4, op, "out");
   const int64_t n = prod(env, op, {N, C});
   const std::string shape = "(" + str(N) + ", " + str(C) + ")";
-  need_len(env, op, std::string(weight_name(dt)) + " src " + shape + " bytes", src.n, n * (dt == DT_F32 ? 4 : 2));
-  need_len(env, op, "bf16 out " + shape + " bytes", out.n, n * 2);
+  need_len(env, op, [&] { return std::string(weight_name(dt)) + " src " + shape + " bytes"; }, src.n, n * (dt == DT_F32 ? 4 : 2));
+  need_len(env, op, [&] { return "bf16 out " + shape + " bytes"; }, out.n, n * 2);
   const Bf16Fn fn = bf16_fn();
   advise_huge(out.p, out.n);
   const int64_t chunk = std::max<int64_t>(1 << 16, (n + 63) / 64);  // values a task: up to 64 tasks

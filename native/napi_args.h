@@ -6,6 +6,7 @@
 #include <napi.h>
 #include <initializer_list>
 #include <string>
+#include <type_traits>
 
 #include "common.h"
 
@@ -73,8 +74,13 @@ inline int64_t prod(Napi::Env env, const char* op, std::initializer_list<int64_t
   return p;
 }
 
-inline void need_len(Napi::Env env, const char* op, const std::string& what, int64_t got, int64_t want) {
-  if (got != want) fail(env, op, what + " has " + str(got) + " elements, expected " + str(want));
+// `what` names the argument: a string, or a callable that builds it, so that a call that passes builds no string (each
+// native call checks several lengths; building their names every time cost a few allocations per call).
+template <class What>
+inline void need_len(Napi::Env env, const char* op, What&& what, int64_t got, int64_t want) {
+  if (got == want) return;
+  if constexpr (std::is_invocable_v<What>) fail(env, op, std::string(what()) + " has " + str(got) + " elements, expected " + str(want));
+  else fail(env, op, std::string(what) + " has " + str(got) + " elements, expected " + str(want));
 }
 
 inline const char* weight_name(int dtype) {
@@ -107,14 +113,14 @@ inline Weight weight(const Napi::CallbackInfo& info, size_t i, const char* op) {
   if (w.dtype == DT_Q8_0R && w.N % Q8R_ROWS != 0) fail(env, op, "q8_0r16 weights need N a multiple of 16, got N=" + str(w.N));
   if ((w.dtype == DT_BF16R || w.dtype == DT_F16R || w.dtype == DT_FP8R || w.dtype == DT_F32R) && w.N % R16_ROWS != 0) fail(env, op, std::string(weight_name(w.dtype)) + " weights need N a multiple of 16, got N=" + str(w.N));
   if (w.dtype == DT_BF16R && w.C % 2 != 0) fail(env, op, "bf16r16 weights need an even C, got C=" + str(w.C));
-  need_len(env, op, std::string(weight_name(w.dtype)) + " weight (" + str(w.N) + ", " + str(w.C) + ") bytes", data.n, w.N * w.row_bytes());
+  need_len(env, op, [&] { return std::string(weight_name(w.dtype)) + " weight (" + str(w.N) + ", " + str(w.C) + ") bytes"; }, data.n, w.N * w.row_bytes());
   if (w.dtype == DT_FP8R && w.C % 4 != 0) fail(env, op, "fp8r16 weights need C a multiple of 4, got C=" + str(w.C));
   if (w.dtype == DT_FP8 || w.dtype == DT_FP8R) {
     if (!info[i + 4].IsTypedArray()) type_fail(env, op, "fp8_e4m3 weight needs a Float32Array scale grid");
     auto sc = f32(info, i + 4, op, "fp8 scale");
     w.br = integer(info, i + 5, op, "scale block rows", 1);
     w.bc = integer(info, i + 6, op, "scale block cols", 1);
-    need_len(env, op, "fp8 scale grid for block [" + str(w.br) + "," + str(w.bc) + "]", sc.n, ((w.N + w.br - 1) / w.br) * w.grid_cols());
+    need_len(env, op, [&] { return "fp8 scale grid for block [" + str(w.br) + "," + str(w.bc) + "]"; }, sc.n, ((w.N + w.br - 1) / w.br) * w.grid_cols());
     w.scale = sc.p;
     if (w.dtype == DT_FP8R && w.bc < w.C && w.bc % 4 != 0)
       fail(env, op, "fp8r16 weights need scale column blocks of a multiple of 4 columns, got " + str(w.bc));

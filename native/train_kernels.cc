@@ -38,8 +38,8 @@ Napi::Value MatmulBackwardInput(const Napi::CallbackInfo& info) {
   int64_t M = integer(info, 9, op, "M");
   if (!info[10].IsBoolean()) type_fail(env, op, "accumulate must be a boolean");
   bool accumulate = info[10].As<Napi::Boolean>().Value();
-  need_len(env, op, "dy (M=" + str(M) + ", N=" + str(w.N) + ")", dy.n, prod(env, op, {M, w.N}));
-  need_len(env, op, "dx (M=" + str(M) + ", C=" + str(w.C) + ")", dx.n, prod(env, op, {M, w.C}));
+  need_len(env, op, [&] { return "dy (M=" + str(M) + ", N=" + str(w.N) + ")"; }, dy.n, prod(env, op, {M, w.N}));
+  need_len(env, op, [&] { return "dx (M=" + str(M) + ", C=" + str(w.C) + ")"; }, dx.n, prod(env, op, {M, w.C}));
   const TrainKernels& k = train_kernels();
   count(op, weight_name(w.dtype), k.name);
   if (M == 0 || w.C == 0) return env.Undefined();
@@ -63,9 +63,9 @@ Napi::Value MatmulBackwardWeight(const Napi::CallbackInfo& info) {
   auto dy = f32(info, 1, op, "dy");
   auto x = f32(info, 2, op, "x");
   int64_t M = integer(info, 3, op, "M"), N = integer(info, 4, op, "N"), C = integer(info, 5, op, "C");
-  need_len(env, op, "dw (N=" + str(N) + ", C=" + str(C) + ")", dw.n, prod(env, op, {N, C}));
-  need_len(env, op, "dy (M=" + str(M) + ", N=" + str(N) + ")", dy.n, prod(env, op, {M, N}));
-  need_len(env, op, "x (M=" + str(M) + ", C=" + str(C) + ")", x.n, prod(env, op, {M, C}));
+  need_len(env, op, [&] { return "dw (N=" + str(N) + ", C=" + str(C) + ")"; }, dw.n, prod(env, op, {N, C}));
+  need_len(env, op, [&] { return "dy (M=" + str(M) + ", N=" + str(N) + ")"; }, dy.n, prod(env, op, {M, N}));
+  need_len(env, op, [&] { return "x (M=" + str(M) + ", C=" + str(C) + ")"; }, x.n, prod(env, op, {M, C}));
   const TrainKernels& k = train_kernels();
   count(op, "", k.name);
   if (M > 0 && N > 0 && C > 0) {
@@ -91,10 +91,10 @@ Napi::Value RmsnormBackward(const Napi::CallbackInfo& info) {
   float eps = float(number(info, 6, op, "eps"));
   const int64_t D = g.n;
   const std::string shape = " (M=" + str(M) + ", D=" + str(D) + ")";
-  need_len(env, op, "x" + shape, x.n, prod(env, op, {M, D}));
-  need_len(env, op, "dy" + shape, dy.n, prod(env, op, {M, D}));
-  need_len(env, op, "dx" + shape, dx.n, prod(env, op, {M, D}));
-  if (dg.p) need_len(env, op, "dg (D=" + str(D) + ")", dg.n, D);
+  need_len(env, op, [&] { return "x" + shape; }, x.n, prod(env, op, {M, D}));
+  need_len(env, op, [&] { return "dy" + shape; }, dy.n, prod(env, op, {M, D}));
+  need_len(env, op, [&] { return "dx" + shape; }, dx.n, prod(env, op, {M, D}));
+  if (dg.p) need_len(env, op, [&] { return "dg (D=" + str(D) + ")"; }, dg.n, D);
   const TrainKernels& k = train_kernels();
   count(op, "", k.name);
   if (M > 0 && D > 0) k.rmsnorm_bwd(dx.p, dg.p, dy.p, x.p, g.p, M, D, eps);
@@ -112,7 +112,7 @@ Napi::Value RopeBackward(const Napi::CallbackInfo& info) {
   int64_t E = integer(info, 3, op, "headDim");
   auto inv = f32(info, 4, op, "invFreq");
   if (E % 2 != 0) fail(env, op, "headDim must be even, got " + str(E));
-  need_len(env, op, "dx (T=" + str(pos.n) + ", heads=" + str(nh) + ", E=" + str(E) + ")", x.n, prod(env, op, {pos.n, nh, E}));
+  need_len(env, op, [&] { return "dx (T=" + str(pos.n) + ", heads=" + str(nh) + ", E=" + str(E) + ")"; }, x.n, prod(env, op, {pos.n, nh, E}));
   need_len(env, op, "invFreq (E/2)", inv.n, E / 2);
   const TrainKernels& k = train_kernels();
   count(op, "", k.name);
@@ -151,8 +151,8 @@ int64_t dense_args(const Napi::CallbackInfo& info, const char* op, View<float> q
   if (*H % *K != 0) fail(env, op, "numHeads " + str(*H) + " is not a multiple of numKvHeads " + str(*K));
   if (q.n % (*H * *E) != 0) fail(env, op, "q length " + str(q.n) + " is not a multiple of H*E=" + str(*H * *E));
   const int64_t T = q.n / (*H * *E);
-  need_len(env, op, "k (T=" + str(T) + ", K*E=" + str(*K * *E) + ")", k.n, prod(env, op, {T, *K, *E}));
-  need_len(env, op, "v (T=" + str(T) + ", K*E=" + str(*K * *E) + ")", v.n, prod(env, op, {T, *K, *E}));
+  need_len(env, op, [&] { return "k (T=" + str(T) + ", K*E=" + str(*K * *E) + ")"; }, k.n, prod(env, op, {T, *K, *E}));
+  need_len(env, op, [&] { return "v (T=" + str(T) + ", K*E=" + str(*K * *E) + ")"; }, v.n, prod(env, op, {T, *K, *E}));
   const int64_t S = seg.n - 1;
   if (S < 0 || seg.p[0] != 0 || seg.p[S] != T)
     fail(env, op, "segStart must run from 0 to T=" + str(T) + ", got length " + str(seg.n) + (seg.n > 0 ? " starting at " + str(seg.p[0]) + " ending at " + str(seg.p[S]) : ""));
@@ -174,8 +174,8 @@ Napi::Value AttentionDense(const Napi::CallbackInfo& info) {
   auto seg = i32(info, 5, op, "segStart");
   DenseAttn a{};
   a.T = dense_args(info, op, q, kk, v, seg, 6, &a.H, &a.K, &a.E, &a.scale);
-  need_len(env, op, "out (T=" + str(a.T) + ", H*E=" + str(a.H * a.E) + ")", out.n, prod(env, op, {a.T, a.H, a.E}));
-  need_len(env, op, "lse (T=" + str(a.T) + ", H=" + str(a.H) + ")", lse.n, prod(env, op, {a.T, a.H}));
+  need_len(env, op, [&] { return "out (T=" + str(a.T) + ", H*E=" + str(a.H * a.E) + ")"; }, out.n, prod(env, op, {a.T, a.H, a.E}));
+  need_len(env, op, [&] { return "lse (T=" + str(a.T) + ", H=" + str(a.H) + ")"; }, lse.n, prod(env, op, {a.T, a.H}));
   a.out = out.p;
   a.lse = lse.p;
   a.q = q.p;
@@ -207,12 +207,12 @@ Napi::Value AttentionDenseBackward(const Napi::CallbackInfo& info) {
   DenseAttnBwd a{};
   a.T = dense_args(info, op, q, kk, v, seg, 10, &a.H, &a.K, &a.E, &a.scale);
   const std::string qs = " (T=" + str(a.T) + ", H*E=" + str(a.H * a.E) + ")", ks = " (T=" + str(a.T) + ", K*E=" + str(a.K * a.E) + ")";
-  need_len(env, op, "dq" + qs, dq.n, q.n);
-  need_len(env, op, "dout" + qs, dout.n, q.n);
-  need_len(env, op, "out" + qs, out.n, q.n);
-  need_len(env, op, "dk" + ks, dk.n, kk.n);
-  need_len(env, op, "dv" + ks, dv.n, kk.n);
-  need_len(env, op, "lse (T=" + str(a.T) + ", H=" + str(a.H) + ")", lse.n, prod(env, op, {a.T, a.H}));
+  need_len(env, op, [&] { return "dq" + qs; }, dq.n, q.n);
+  need_len(env, op, [&] { return "dout" + qs; }, dout.n, q.n);
+  need_len(env, op, [&] { return "out" + qs; }, out.n, q.n);
+  need_len(env, op, [&] { return "dk" + ks; }, dk.n, kk.n);
+  need_len(env, op, [&] { return "dv" + ks; }, dv.n, kk.n);
+  need_len(env, op, [&] { return "lse (T=" + str(a.T) + ", H=" + str(a.H) + ")"; }, lse.n, prod(env, op, {a.T, a.H}));
   a.dq = dq.p;
   a.dk = dk.p;
   a.dv = dv.p;
@@ -241,7 +241,7 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   int64_t D = integer(info, 3, op, "D", 1);
   if (dtable.n % D != 0) fail(env, op, "dtable length " + str(dtable.n) + " is not a multiple of D=" + str(D));
   const int64_t V = dtable.n / D;
-  need_len(env, op, "dy (T=" + str(ids.n) + ", D=" + str(D) + ")", dy.n, prod(env, op, {ids.n, D}));
+  need_len(env, op, [&] { return "dy (T=" + str(ids.n) + ", D=" + str(D) + ")"; }, dy.n, prod(env, op, {ids.n, D}));
   for (int64_t t = 0; t < ids.n; t++)
     if (ids.p[t] < 0 || ids.p[t] >= V) fail(env, op, "token id " + str(ids.p[t]) + " at position " + str(t) + " is outside [0, " + str(V) + ")");
   const TrainKernels& k = train_kernels();
@@ -262,8 +262,8 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   float scale = float(number(info, 4, op, "scale"));
   if (logits.n % M != 0) fail(env, op, "logits length " + str(logits.n) + " is not a multiple of M=" + str(M));
   const int64_t V = logits.n / M;
-  need_len(env, op, "targets (M=" + str(M) + ")", targets.n, M);
-  need_len(env, op, "dlogits (M=" + str(M) + ", V=" + str(V) + ")", dl.n, prod(env, op, {M, V}));
+  need_len(env, op, [&] { return "targets (M=" + str(M) + ")"; }, targets.n, M);
+  need_len(env, op, [&] { return "dlogits (M=" + str(M) + ", V=" + str(V) + ")"; }, dl.n, prod(env, op, {M, V}));
   for (int64_t m = 0; m < M; m++)
     if (targets.p[m] != -1 && (targets.p[m] < 0 || targets.p[m] >= V))
       fail(env, op, "target " + str(targets.p[m]) + " of row " + str(m) + " is outside [0, " + str(V) + ") and not -1 (ignored)");
@@ -285,11 +285,11 @@ Napi::Value LoraForward(const Napi::CallbackInfo& info) {
   auto b = f32(info, 4, op, "b (lora_B)");
   const float s = float(number(info, 5, op, "s"));
   const int64_t M = integer(info, 6, op, "M"), N = integer(info, 7, op, "N"), C = integer(info, 8, op, "C"), r = integer(info, 9, op, "r", 1);
-  need_len(env, op, "y (M=" + str(M) + ", N=" + str(N) + ")", y.n, prod(env, op, {M, N}));
-  need_len(env, op, "u (M=" + str(M) + ", r=" + str(r) + ")", u.n, prod(env, op, {M, r}));
-  need_len(env, op, "x (M=" + str(M) + ", C=" + str(C) + ")", x.n, prod(env, op, {M, C}));
-  need_len(env, op, "a (r=" + str(r) + ", C=" + str(C) + ")", a.n, prod(env, op, {r, C}));
-  need_len(env, op, "b (N=" + str(N) + ", r=" + str(r) + ")", b.n, prod(env, op, {N, r}));
+  need_len(env, op, [&] { return "y (M=" + str(M) + ", N=" + str(N) + ")"; }, y.n, prod(env, op, {M, N}));
+  need_len(env, op, [&] { return "u (M=" + str(M) + ", r=" + str(r) + ")"; }, u.n, prod(env, op, {M, r}));
+  need_len(env, op, [&] { return "x (M=" + str(M) + ", C=" + str(C) + ")"; }, x.n, prod(env, op, {M, C}));
+  need_len(env, op, [&] { return "a (r=" + str(r) + ", C=" + str(C) + ")"; }, a.n, prod(env, op, {r, C}));
+  need_len(env, op, [&] { return "b (N=" + str(N) + ", r=" + str(r) + ")"; }, b.n, prod(env, op, {N, r}));
   const TrainKernels& k = train_kernels();
   count(op, r <= 64 && isa_current() == ISA_AVX512 ? "fused" : "loops", k.name);
   if (M > 0) k.lora_fwd({y.p, u.p, x.p, a.p, b.p, s, M, N, C, r});
@@ -314,14 +314,14 @@ Napi::Value LoraBackward(const Napi::CallbackInfo& info) {
   const int64_t M = integer(info, 9, op, "M"), N = integer(info, 10, op, "N"), C = integer(info, 11, op, "C"), r = integer(info, 12, op, "r", 1);
   if (!info[13].IsBoolean()) type_fail(env, op, "accumulate must be a boolean");
   const bool accumulate = info[13].As<Napi::Boolean>().Value();
-  need_len(env, op, "dx (M=" + str(M) + ", C=" + str(C) + ")", dx.n, prod(env, op, {M, C}));
-  need_len(env, op, "dA (r=" + str(r) + ", C=" + str(C) + ")", dA.n, prod(env, op, {r, C}));
-  need_len(env, op, "dB (N=" + str(N) + ", r=" + str(r) + ")", dB.n, prod(env, op, {N, r}));
-  need_len(env, op, "dy (M=" + str(M) + ", N=" + str(N) + ")", dy.n, prod(env, op, {M, N}));
-  need_len(env, op, "x (M=" + str(M) + ", C=" + str(C) + ")", x.n, prod(env, op, {M, C}));
-  need_len(env, op, "u (M=" + str(M) + ", r=" + str(r) + ")", u.n, prod(env, op, {M, r}));
-  need_len(env, op, "a (r=" + str(r) + ", C=" + str(C) + ")", a.n, prod(env, op, {r, C}));
-  need_len(env, op, "b (N=" + str(N) + ", r=" + str(r) + ")", b.n, prod(env, op, {N, r}));
+  need_len(env, op, [&] { return "dx (M=" + str(M) + ", C=" + str(C) + ")"; }, dx.n, prod(env, op, {M, C}));
+  need_len(env, op, [&] { return "dA (r=" + str(r) + ", C=" + str(C) + ")"; }, dA.n, prod(env, op, {r, C}));
+  need_len(env, op, [&] { return "dB (N=" + str(N) + ", r=" + str(r) + ")"; }, dB.n, prod(env, op, {N, r}));
+  need_len(env, op, [&] { return "dy (M=" + str(M) + ", N=" + str(N) + ")"; }, dy.n, prod(env, op, {M, N}));
+  need_len(env, op, [&] { return "x (M=" + str(M) + ", C=" + str(C) + ")"; }, x.n, prod(env, op, {M, C}));
+  need_len(env, op, [&] { return "u (M=" + str(M) + ", r=" + str(r) + ")"; }, u.n, prod(env, op, {M, r}));
+  need_len(env, op, [&] { return "a (r=" + str(r) + ", C=" + str(C) + ")"; }, a.n, prod(env, op, {r, C}));
+  need_len(env, op, [&] { return "b (N=" + str(N) + ", r=" + str(r) + ")"; }, b.n, prod(env, op, {N, r}));
   const TrainKernels& k = train_kernels();
   count(op, r <= 64 && isa_current() == ISA_AVX512 ? "fused" : "loops", k.name);
   if (M > 0) k.lora_bwd({dx.p, dA.p, dB.p, dy.p, x.p, u.p, a.p, b.p, s, M, N, C, r, accumulate});

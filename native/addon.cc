@@ -208,6 +208,28 @@ Napi::Value Swiglu(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// addRmsnorm(x (M, D), d (M, D), y (M, D), g (D), M, eps): x += d, then y = rmsnorm(x) · g: the residual add and the
+// next norm of a layer as one call, by the add and rmsnorm kernels themselves (the bits of the two calls).
+Napi::Value AddRmsnorm(const Napi::CallbackInfo& info) {
+  const char* op = "addRmsnorm";
+  need_args(info, op, 6);
+  Napi::Env env = info.Env();
+  auto x = f32(info, 0, op, "x");
+  auto d = f32(info, 1, op, "d");
+  auto y = f32(info, 2, op, "y");
+  auto g = f32(info, 3, op, "g");
+  int64_t M = integer(info, 4, op, "M");
+  float eps = float(number(info, 5, op, "eps"));
+  need_len(env, op, [&] { return "x (M=" + std::to_string(M) + ", D=" + std::to_string(g.n) + ")"; }, x.n, prod(env, op, {M, g.n}));
+  need_len(env, op, [&] { return "d (M=" + std::to_string(M) + ", D=" + std::to_string(g.n) + ")"; }, d.n, x.n);
+  need_len(env, op, [&] { return "y (M=" + std::to_string(M) + ", D=" + std::to_string(g.n) + ")"; }, y.n, x.n);
+  const Kernels& k = kernels();
+  count(op, "", k.name);
+  k.add(x.p, d.p, x.n);
+  k.rmsnorm(y.p, x.p, g.p, M, g.n, eps);
+  return env.Undefined();
+}
+
 Napi::Value Add(const Napi::CallbackInfo& info) {
   const char* op = "add";
   need_args(info, op, 2);
@@ -638,6 +660,7 @@ Napi::Value Counters(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("matmul", Napi::Function::New(env, Matmul));
   exports.Set("matmulMany", Napi::Function::New(env, MatmulMany));
+  exports.Set("addRmsnorm", Napi::Function::New(env, AddRmsnorm));
   exports.Set("embedding", Napi::Function::New(env, Embedding));
   exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));
   exports.Set("rope", Napi::Function::New(env, Rope));

@@ -87,6 +87,12 @@ export interface Backend {
   add(y: Float32Array, x: Float32Array): void;
 
   /**
+   * Optional (native): x += d, then y (M, D) = rmsnorm(x) · g: a residual add and the norm after it as one call, with
+   * exactly the results of add then rmsnorm. Absent → the two calls.
+   */
+  addRmsnorm?(x: Float32Array, d: Float32Array, y: Float32Array, g: Float32Array, M: number, eps: number): void;
+
+  /**
    * Optional (native): the segmented LoRA delta of one matmul in one call. For each segment g, rows
    * [segStart[g], segStart[g+1]) of y (T, N) += scales[g] · (x (T, C) Aᵀ) Bᵀ with a[g] = A (r, C) and bt[g] = Bᵀ (r, N),
    * f32 accumulation; a null a[g] leaves the segment's rows alone. T = segStart[G]. Absent → matmuls per segment.

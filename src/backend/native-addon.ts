@@ -25,6 +25,7 @@ export interface NativeAddon {
   rope(x: Float32Array, positions: Int32Array, nHeads: number, headDim: number, invFreq: Float32Array): void;
   swiglu(out: Float32Array, gate: Float32Array, up: Float32Array): void;
   add(y: Float32Array, x: Float32Array): void;
+  addRmsnorm(x: Float32Array, d: Float32Array, y: Float32Array, g: Float32Array, M: number, eps: number): void;
   loraSegmented(y: Float32Array, x: Float32Array, C: number, N: number, segStart: Int32Array,
     a: ReadonlyArray<Float32Array | null>, bt: ReadonlyArray<Float32Array | null>, scales: Float32Array): void;
   kvWrite(kc: Uint8Array, vc: Uint8Array, kvDtype: number, numBlocks: number, L: number, K: number, E: number,

@@ -74,13 +74,15 @@ interface NativeTrainAddon {
 /** FLOE_TRAIN_FUSED=0: the trainer's LoRA factor products and AdamW take their composite / TypeScript paths (A/B). */
 const TRAIN_FUSED = process.env.FLOE_TRAIN_FUSED !== '0';
 
-/** FLOE_MATMUL_MANY=0: q/k/v and gate/up go through one matmul per weight (A/B). */
-const MATMUL_MANY = process.env.FLOE_MATMUL_MANY !== '0';
+/**
+ * FLOE_MATMUL_MANY=0: q/k/v and gate/up go through one matmul per weight; FLOE_ADD_RMSNORM=0: the residual add and
+ * the norm after it through two calls (A/B).
+ */
+const MATMUL_MANY = process.env.FLOE_MATMUL_MANY !== '0', ADD_RMSNORM = process.env.FLOE_ADD_RMSNORM !== '0';
 
 function makeBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
-  const full = makeFullBackend(a);
-  const { matmulMany: _m, ...noMany } = full;
-  const be: TrainBackend = MATMUL_MANY ? full : noMany;
+  const { matmulMany, addRmsnorm, ...plain } = makeFullBackend(a);
+  const be: TrainBackend = { ...plain, ...(MATMUL_MANY ? { matmulMany } : {}), ...(ADD_RMSNORM ? { addRmsnorm } : {}) };
   if (TRAIN_FUSED) return be;
   const { loraForward: _f, loraBackward: _b, adamwUpdate: _u, ...rest } = be;
   return rest;
@@ -136,6 +138,10 @@ function makeFullBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
 
     embedding(out: Float32Array, table: Tensor, ids: Int32Array): void {
       a.embedding(out, ...weightArgs('embedding', table), ids);
+    },
+
+    addRmsnorm(x: Float32Array, d: Float32Array, y: Float32Array, g: Float32Array, M: number, eps: number): void {
+      a.addRmsnorm(x, d, y, g, M, eps);
     },
 
     add(y: Float32Array, x: Float32Array): void {

@@ -197,11 +197,13 @@ export class LlamaModel {
     if (lora && lora.segStart[lora.segAdapter.length] !== T) throw new Error(`LoRA segments cover ${lora.segStart[lora.segAdapter.length]} rows, the step has ${T}`);
 
     this.stream?.begin(this.order);
-    for (let i = 0; i < this.weights.layers.length; i++) {
-      const L = this.stream ? this.stream.layer(i) : this.weights.layers[i]!;
+    const n = this.weights.layers.length;
+    let L = this.stream ? this.stream.layer(0) : this.weights.layers[0]!;
+    be.rmsnorm(h, x, L.inputNorm, T, cfg.rmsNormEps);
+    for (let i = 0; i < n; i++) {
       const l = this.range.start + i;
-      // attention block: x += Wo · attn(rope(Wq h), rope(Wk h), Wv h), h = rmsnorm(x)
-      be.rmsnorm(h, x, L.inputNorm, T, cfg.rmsNormEps);
+      // attention block: x += Wo · attn(rope(Wq h), rope(Wk h), Wv h), h = rmsnorm(x) (normed before the loop or by
+      // the previous layer's last add)
       matmuls(be, [q, k, v], h, [L.wq, L.wk, L.wv], T);
       if (lora) {
         addSegmentedLora(be, q, h, D, H * E, lora, l, 'q', this.loraWs);
@@ -214,9 +216,8 @@ export class LlamaModel {
       be.attention(att, q, kv.layers[i]!, this.attnShape, inp.attn);
       be.matmul(proj, att, L.wo, T);
       if (lora) addSegmentedLora(be, proj, att, H * E, D, lora, l, 'o', this.loraWs);
-      be.add(x, proj);
       // MLP block: x += Wdown · (silu(Wgate h) * Wup h), h = rmsnorm(x)
-      be.rmsnorm(h, x, L.postNorm, T, cfg.rmsNormEps);
+      addNorm(be, x, proj, h, L.postNorm, T, cfg.rmsNormEps);
       matmuls(be, [gate, up], h, [L.wGate, L.wUp], T);
       if (lora) {
         addSegmentedLora(be, gate, h, D, F, lora, l, 'gate', this.loraWs);
@@ -225,7 +226,12 @@ export class LlamaModel {
       be.swiglu(gate, gate, up);
       be.matmul(proj, gate, L.wDown, T);
       if (lora) addSegmentedLora(be, proj, gate, F, D, lora, l, 'down', this.loraWs);
-      be.add(x, proj);
+      if (i + 1 < n) {
+        L = this.stream ? this.stream.layer(i + 1) : this.weights.layers[i + 1]!;
+        addNorm(be, x, proj, h, L.inputNorm, T, cfg.rmsNormEps);  // the next layer's input norm
+      } else {
+        be.add(x, proj);
+      }
     }
   }
 
@@ -253,6 +259,15 @@ export class LlamaModel {
     const logits = logitsOut ? logitsOut.subarray(0, numLogits * cfg.vocabSize) : new Float32Array(numLogits * cfg.vocabSize);
     if (numLogits > 0) be.matmul(logits, normed.subarray(0, numLogits * D), this.weights.head, numLogits);
     return logits;
+  }
+}
+
+/** x += d, then h = rmsnorm(x) · g: one call where the backend has addRmsnorm, else add then rmsnorm. */
+function addNorm(be: Backend, x: Float32Array, d: Float32Array, h: Float32Array, g: Float32Array, M: number, eps: number): void {
+  if (be.addRmsnorm) be.addRmsnorm(x, d, h, g, M, eps);
+  else {
+    be.add(x, d);
+    be.rmsnorm(h, x, g, M, eps);
   }
 }
 

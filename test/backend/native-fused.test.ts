@@ -1,4 +1,5 @@
-// matmulMany: the matmuls that share one x (q/k/v, gate/up) as one native call. On AVX-512, weights of one repacked
+// The native calls that fuse a layer's neighbouring ops, each bitwise its separate calls. addRmsnorm: a residual add
+// and the norm after it. matmulMany: the matmuls that share one x (q/k/v, gate/up) as one native call. On AVX-512, weights of one repacked
 // layout at the interleaved GEMV's rows run as one stacked weight (one pool job; counter matmul_many.fused); anything
 // else runs one matmul per weight. Either way every output must equal its own matmul bit for bit: checked per
 // layout, at row counts on both sides of the GEMV's bounds, on stacks whose groups split unevenly across tasks, at 1
@@ -43,6 +44,7 @@ function repacked(t: Tensor): Tensor {
 
 const counter = (key: string): number => nativeCounters()[key] ?? 0;
 const FUSED = 'matmul_many.fused.avx512', GEMV = 'matmul.path.gemv_r16.avx512';
+const ADD_NORM = `addRmsnorm.${addon?.isa() ?? 'none'}`;
 
 /** Runs matmulMany and the separate matmuls on fresh x; asserts equal bits; returns whether the fused path ran. */
 function check(rng: Rng, ws: readonly Tensor[], M: number, at: string): boolean {
@@ -62,7 +64,7 @@ function check(rng: Rng, ws: readonly Tensor[], M: number, at: string): boolean 
   return fused;
 }
 
-describe('native matmulMany', { skip }, () => {
+describe('native fused calls: matmulMany, addRmsnorm', { skip }, () => {
   for (const kind of KINDS) {
     it(`${LAYOUT[kind]}: q/k/v and gate/up stacks equal their separate matmuls bit for bit, fused at the GEMV's rows`, { skip: avx512 ? false : 'the repacked layouts need AVX-512' }, () => {
       withSeed(`matmulMany ${kind}`, (rng) => {
@@ -133,7 +135,44 @@ describe('native matmulMany', { skip }, () => {
     });
   });
 
-  it('a model forward through matmulMany equals the forward with one matmul per weight, bit for bit', () => {
+  it('addRmsnorm equals add then rmsnorm bit for bit, at 1 and 2 threads, on every ISA table; bad input', () => {
+    withSeed('addRmsnorm', (rng) => {
+      const threads = addon!.getThreads(), isa = addon!.isa();
+      const isas = avx512 ? ['avx512', 'avx2', 'scalar'] as const : [isa];
+      try {
+        for (const t of [1, 2]) {
+          addon!.setThreads(t);
+          for (const i of isas) {
+            addon!.setIsa(i);
+            for (const [M, D] of [[1, 256], [8, 256], [9, 2048], [33, 72]] as const) {
+              const x = rng.normals(M * D), d = rng.normals(M * D), g = rng.normals(D);
+              const x1 = x.slice(), h1 = new Float32Array(M * D).fill(NaN);
+              be!.add(x1, d);
+              be!.rmsnorm(h1, x1, g, M, 1e-5);
+              const x2 = x.slice(), h2 = new Float32Array(M * D).fill(NaN);
+              const key = `addRmsnorm.${i}`, c0 = counter(key);
+              be!.addRmsnorm!(x2, d, h2, g, M, 1e-5);
+              assert.equal(counter(key) - c0, 1, `the ${i} table ran addRmsnorm`);
+              assert.deepEqual(x2, x1, `x += d, M=${M} D=${D} ${i} ${t} threads`);
+              assert.deepEqual(h2, h1, `rmsnorm(x), M=${M} D=${D} ${i} ${t} threads`);
+            }
+          }
+        }
+      } finally {
+        addon!.setThreads(threads);
+        addon!.setIsa(isa);
+      }
+      const g = new Float32Array(8);
+      assert.throws(() => be!.addRmsnorm!(new Float32Array(16), new Float32Array(15), new Float32Array(16), g, 2, 1e-5),
+        /floe native addRmsnorm: d \(M=2, D=8\) has 15 elements, expected 16/);
+      assert.throws(() => be!.addRmsnorm!(new Float32Array(16), new Float32Array(16), new Float32Array(8), g, 2, 1e-5),
+        /floe native addRmsnorm: y \(M=2, D=8\) has 8 elements, expected 16/);
+      assert.throws(() => be!.addRmsnorm!(new Float32Array(16), new Float32Array(16), new Float32Array(16), g, 3, 1e-5),
+        /floe native addRmsnorm: x \(M=3, D=8\) has 16 elements, expected 24/);
+    });
+  });
+
+  it('a model forward through matmulMany and addRmsnorm equals the forward with one call per op, bit for bit', () => {
     withSeed('matmulMany forward', (rng) => {
       const cfg: LlamaConfig = {
         vocabSize: 96, hiddenSize: 64, intermediateSize: 160, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 16,
@@ -158,7 +197,7 @@ describe('native matmulMany', { skip }, () => {
         ones(p + 'post_attention_layernorm.weight', 64);
       }
       be!.prepareWeights?.(tensors);
-      const { matmulMany: _many, ...rest } = be!;
+      const { matmulMany: _many, addRmsnorm: _addNorm, ...rest } = be!;
       const plain: Backend = rest;
       const T = 9;
       const prompt = Int32Array.from({ length: T }, () => rng.int(0, 96));
@@ -176,12 +215,15 @@ describe('native matmulMany', { skip }, () => {
         };
         return Float32Array.of(...step(prompt, 0), ...step(Int32Array.of(5), T));
       };
-      const f0 = counter(FUSED);
+      const f0 = counter(FUSED), n0 = counter(ADD_NORM);
       const fusedOut = run(be!);
       if (avx512) assert.ok(counter(FUSED) - f0 >= 2 * 2 * 2, 'q/k/v and gate/up of both layers ran fused in both steps');
-      const f1 = counter(FUSED);
+      // per step: after layer 0's attention, between the layers, after layer 1's attention
+      assert.equal(counter(ADD_NORM) - n0, 2 * 3, 'the residual adds before a norm ran as addRmsnorm');
+      const f1 = counter(FUSED), n1 = counter(ADD_NORM);
       const plainOut = run(plain);
       assert.equal(counter(FUSED), f1, 'the plain backend made no matmulMany call');
+      assert.equal(counter(ADD_NORM), n1, 'the plain backend made no addRmsnorm call');
       assert.deepEqual(fusedOut, plainOut);
     });
   });

@@ -3,8 +3,10 @@
 // hits both alike. Each child loads the model, decodes --tokens greedy tokens after a 32-token prompt --reps times and
 // reports its best tok/s; the parent prints every round and the median ratio.
 //
-//   node --import tsx bench/decode-ab.ts --model FILE_OR_DIR --ab ENV=VAL [--rounds 4] [--reps 7] [--tokens 256] [--threads 2]
-// "old" is the run with ENV=VAL, "new" the run without it. Writes bench/results/decode-ab-<model>-<ENV>.json.
+//   node --import tsx bench/decode-ab.ts --model FILE_OR_DIR --ab ENV=VAL[,ENV2=VAL2...] [--rounds 4] [--reps 7] [--tokens 256]
+//                                        [--threads 2] [--out FILE]
+// "old" is the run with the settings, "new" the run without them. Writes bench/results/decode-ab-<model>-<ENV>.json
+// (or --out).
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -35,10 +37,15 @@ if (process.argv.includes('--child')) {
   }
   process.stdout.write(`${JSON.stringify({ tps: best })}\n`);
 } else {
+  // --ab ENV=VAL[,ENV2=VAL2...]: the old side sets all of them
   const ab = arg('ab');
-  const eq = ab.indexOf('=');
-  if (eq <= 0) throw new Error(`decode-ab: --ab wants ENV=VAL, got ${ab}`);
-  const [envName, envVal] = [ab.slice(0, eq), ab.slice(eq + 1)];
+  const settings = ab.split(',').map((kv) => {
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw new Error(`decode-ab: --ab wants ENV=VAL[,ENV=VAL...], got ${ab}`);
+    return [kv.slice(0, eq), kv.slice(eq + 1)] as const;
+  });
+  const envName = settings.map(([k]) => k).join('+');
+  const oldEnv = Object.fromEntries(settings);
   const rounds = Number(arg('rounds', '4'));
   console.log(`machine: ${machineLine(machineInfo())}`);
   console.log(`${path.basename(model)}: decode tok/s (best of ${reps} × ${tokens} tokens, ${threads} threads); old = ${ab}, new = without it`);
@@ -50,18 +57,19 @@ if (process.argv.includes('--child')) {
   const rows: { old: number; new: number; ratio: number }[] = [];
   for (let i = 0; i < rounds; i++) {
     const base = { ...process.env };
-    delete base[envName];
+    for (const [k] of settings) delete base[k];
     // ABBA: which of the two runs first alternates (a first child has measured up to 30% slower on this host)
     let o = 0, n = 0;
-    if (i % 2 === 0) o = child({ ...base, [envName]: envVal }), n = child(base);
-    else n = child(base), o = child({ ...base, [envName]: envVal });
+    if (i % 2 === 0) o = child({ ...base, ...oldEnv }), n = child(base);
+    else n = child(base), o = child({ ...base, ...oldEnv });
     rows.push({ old: o, new: n, ratio: n / o });
     console.log(`round ${i + 1}: old ${o.toFixed(1)}  new ${n.toFixed(1)}  new/old ${(n / o).toFixed(3)}`);
   }
   const ratios = rows.map((r) => r.ratio).sort((a, b) => a - b);
   const median = ratios[Math.floor((ratios.length - 1) / 2)]!;
   console.log(`median new/old ${median.toFixed(3)} (range ${ratios[0]!.toFixed(3)}-${ratios[ratios.length - 1]!.toFixed(3)})`);
-  const out = path.join(path.dirname(HERE), 'results', `decode-ab-${path.basename(model).replace(/[^\w.-]/g, '_')}-${envName}.json`);
+  const out = process.argv.includes('--out') ? arg('out')
+    : path.join(path.dirname(HERE), 'results', `decode-ab-${path.basename(model).replace(/[^\w.-]/g, '_')}-${envName}.json`);
   fs.writeFileSync(out, `${JSON.stringify({ machine: machineInfo(), model, ab, threads, reps, tokens, rounds: rows, median }, null, 1)}\n`);
   console.log(`-> ${path.relative(process.cwd(), out)}`);
 }

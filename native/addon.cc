@@ -274,6 +274,16 @@ KvCache kv_cache(const Napi::CallbackInfo& info, size_t i, const char* op) {
   return kv;
 }
 
+// k and v (T, K*E) for T = slots.n tokens, every slot inside the cache.
+void need_kv_rows(Napi::Env env, const char* op, const KvCache& kv, const View<float>& k, const View<float>& v, const View<int32_t>& slots) {
+  const int64_t KE = kv.K * kv.E, num_slots = kv.num_blocks * kv.L;
+  need_len(env, op, [&] { return "k (T=" + std::to_string(slots.n) + ", K*E=" + std::to_string(KE) + ")"; }, k.n, prod(env, op, {slots.n, KE}));
+  need_len(env, op, [&] { return "v (T=" + std::to_string(slots.n) + ", K*E=" + std::to_string(KE) + ")"; }, v.n, prod(env, op, {slots.n, KE}));
+  for (int64_t t = 0; t < slots.n; t++)
+    if (slots.p[t] < 0 || slots.p[t] >= num_slots)
+      fail(env, op, "slot " + std::to_string(slots.p[t]) + " of token " + std::to_string(t) + " is outside [0, " + std::to_string(num_slots) + ")");
+}
+
 Napi::Value KvWrite(const Napi::CallbackInfo& info) {
   const char* op = "kvWrite";
   need_args(info, op, 10);
@@ -283,14 +293,39 @@ Napi::Value KvWrite(const Napi::CallbackInfo& info) {
   auto v = f32(info, 8, op, "v");
   auto slots = i32(info, 9, op, "slots");
   kv_scales(info, 10, op, kv);
-  int64_t KE = kv.K * kv.E, num_slots = kv.num_blocks * kv.L;
-  need_len(env, op, [&] { return "k (T=" + std::to_string(slots.n) + ", K*E=" + std::to_string(KE) + ")"; }, k.n, prod(env, op, {slots.n, KE}));
-  need_len(env, op, [&] { return "v (T=" + std::to_string(slots.n) + ", K*E=" + std::to_string(KE) + ")"; }, v.n, prod(env, op, {slots.n, KE}));
-  for (int64_t t = 0; t < slots.n; t++)
-    if (slots.p[t] < 0 || slots.p[t] >= num_slots)
-      fail(env, op, "slot " + std::to_string(slots.p[t]) + " of token " + std::to_string(t) + " is outside [0, " + std::to_string(num_slots) + ")");
+  need_kv_rows(env, op, kv, k, v, slots);
   const Kernels& kn = kernels();
   count(op, kv.dtype == KV_F32 ? "f32" : kv.dtype == KV_FP8 ? "fp8" : "bf16", kn.name);
+  (kv.dtype == KV_FP8 ? kn.kv_write_fp8 : kn.kv_write)(kv, k.p, v.p, slots.p, slots.n);
+  return env.Undefined();
+}
+
+// ropeKvWrite(q (T, H*E), k (T, K*E), v (T, K*E), positions (T), H, invFreq (E/2), kBytes, vBytes, kvDtype, numBlocks,
+// L, K, E, slots (T)[, kScale, vScale]): RoPE on q and k in place, then k and v into the cache at the slots: a layer's
+// three calls between its q/k/v projections and its attention as one, by the rope and kv_write kernels themselves.
+Napi::Value RopeKvWrite(const Napi::CallbackInfo& info) {
+  const char* op = "ropeKvWrite";
+  need_args(info, op, 14);
+  Napi::Env env = info.Env();
+  auto q = f32(info, 0, op, "q");
+  auto k = f32(info, 1, op, "k");
+  auto v = f32(info, 2, op, "v");
+  auto pos = i32(info, 3, op, "positions");
+  const int64_t H = integer(info, 4, op, "numHeads", 1);
+  auto inv = f32(info, 5, op, "invFreq");
+  KvCache kv = kv_cache(info, 6, op);
+  auto slots = i32(info, 13, op, "slots");
+  kv_scales(info, 14, op, kv);
+  const int64_t E = kv.E, T = pos.n;
+  if (E % 2 != 0) fail(env, op, "headDim must be even, got " + std::to_string(E));
+  need_len(env, op, "invFreq (E/2)", inv.n, E / 2);
+  need_len(env, op, [&] { return "slots (T=" + std::to_string(T) + ")"; }, slots.n, T);
+  need_len(env, op, [&] { return "q (T=" + std::to_string(T) + ", H*E=" + std::to_string(H * E) + ")"; }, q.n, prod(env, op, {T, H, E}));
+  need_kv_rows(env, op, kv, k, v, slots);
+  const Kernels& kn = kernels();
+  count(op, kv.dtype == KV_F32 ? "f32" : kv.dtype == KV_FP8 ? "fp8" : "bf16", kn.name);
+  kn.rope(q.p, pos.p, T, H, E, inv.p);
+  kn.rope(k.p, pos.p, T, kv.K, E, inv.p);
   (kv.dtype == KV_FP8 ? kn.kv_write_fp8 : kn.kv_write)(kv, k.p, v.p, slots.p, slots.n);
   return env.Undefined();
 }
@@ -661,6 +696,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("matmul", Napi::Function::New(env, Matmul));
   exports.Set("matmulMany", Napi::Function::New(env, MatmulMany));
   exports.Set("addRmsnorm", Napi::Function::New(env, AddRmsnorm));
+  exports.Set("ropeKvWrite", Napi::Function::New(env, RopeKvWrite));
   exports.Set("embedding", Napi::Function::New(env, Embedding));
   exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));
   exports.Set("rope", Napi::Function::New(env, Rope));

@@ -104,6 +104,13 @@ export interface Backend {
   kvWrite(layer: KvLayer, k: Float32Array, v: Float32Array, slots: Int32Array): void;
 
   /**
+   * Optional (native): rope(q, positions, numHeads), rope(k, positions, K), then kvWrite(layer, k, v, slots), as one
+   * call with exactly their results (E and K from the layer). Absent → the three calls.
+   */
+  ropeKvWrite?(q: Float32Array, k: Float32Array, v: Float32Array, positions: Int32Array, numHeads: number, invFreq: Float32Array,
+    layer: KvLayer, slots: Int32Array): void;
+
+  /**
    * out (Tq, H*E) = causal softmax(q kᵀ * scale) v over each sequence's paged cache; q (Tq, H*E) with RoPE
    * already applied. Online softmax over KV blocks: memory does not grow with context length.
    */

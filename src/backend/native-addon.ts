@@ -26,6 +26,9 @@ export interface NativeAddon {
   swiglu(out: Float32Array, gate: Float32Array, up: Float32Array): void;
   add(y: Float32Array, x: Float32Array): void;
   addRmsnorm(x: Float32Array, d: Float32Array, y: Float32Array, g: Float32Array, M: number, eps: number): void;
+  ropeKvWrite(q: Float32Array, k: Float32Array, v: Float32Array, positions: Int32Array, numHeads: number, invFreq: Float32Array,
+    kc: Uint8Array, vc: Uint8Array, kvDtype: number, numBlocks: number, L: number, K: number, E: number, slots: Int32Array,
+    kScale?: Float32Array, vScale?: Float32Array): void;
   loraSegmented(y: Float32Array, x: Float32Array, C: number, N: number, segStart: Int32Array,
     a: ReadonlyArray<Float32Array | null>, bt: ReadonlyArray<Float32Array | null>, scales: Float32Array): void;
   kvWrite(kc: Uint8Array, vc: Uint8Array, kvDtype: number, numBlocks: number, L: number, K: number, E: number,

@@ -75,14 +75,18 @@ interface NativeTrainAddon {
 const TRAIN_FUSED = process.env.FLOE_TRAIN_FUSED !== '0';
 
 /**
- * FLOE_MATMUL_MANY=0: q/k/v and gate/up go through one matmul per weight; FLOE_ADD_RMSNORM=0: the residual add and
- * the norm after it through two calls (A/B).
+ * The fused calls of a layer's neighbouring ops, each off by its setting (A/B): FLOE_MATMUL_MANY=0 (q/k/v and
+ * gate/up, one matmul per weight), FLOE_ADD_RMSNORM=0 (the residual add, then the norm), FLOE_ROPE_KV=0 (rope on q,
+ * rope on k, then kvWrite).
  */
 const MATMUL_MANY = process.env.FLOE_MATMUL_MANY !== '0', ADD_RMSNORM = process.env.FLOE_ADD_RMSNORM !== '0';
+const ROPE_KV = process.env.FLOE_ROPE_KV !== '0';
 
 function makeBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
-  const { matmulMany, addRmsnorm, ...plain } = makeFullBackend(a);
-  const be: TrainBackend = { ...plain, ...(MATMUL_MANY ? { matmulMany } : {}), ...(ADD_RMSNORM ? { addRmsnorm } : {}) };
+  const { matmulMany, addRmsnorm, ropeKvWrite, ...plain } = makeFullBackend(a);
+  const be: TrainBackend = {
+    ...plain, ...(MATMUL_MANY ? { matmulMany } : {}), ...(ADD_RMSNORM ? { addRmsnorm } : {}), ...(ROPE_KV ? { ropeKvWrite } : {}),
+  };
   if (TRAIN_FUSED) return be;
   const { loraForward: _f, loraBackward: _b, adamwUpdate: _u, ...rest } = be;
   return rest;
@@ -150,6 +154,12 @@ function makeFullBackend(a: NativeAddon & NativeTrainAddon): TrainBackend {
 
     loraSegmented(y, x, C, N, segStart, as, bts, scales): void {
       a.loraSegmented(y, x, C, N, segStart, as, bts, scales);
+    },
+
+    ropeKvWrite(q: Float32Array, k: Float32Array, v: Float32Array, positions: Int32Array, numHeads: number, invFreq: Float32Array,
+      layer: KvLayer, slots: Int32Array): void {
+      a.ropeKvWrite(q, k, v, positions, numHeads, invFreq, layer.k, layer.v, kvCode(layer), layer.numBlocks, layer.blockSize,
+        layer.numKvHeads, layer.headDim, slots, ...kvScaleArgs('ropeKvWrite', layer));
     },
 
     kvWrite(layer: KvLayer, k: Float32Array, v: Float32Array, slots: Int32Array): void {

@@ -210,9 +210,12 @@ export class LlamaModel {
         addSegmentedLora(be, k, h, D, K * E, lora, l, 'k', this.loraWs);
         addSegmentedLora(be, v, h, D, K * E, lora, l, 'v', this.loraWs);
       }
-      be.rope(q, inp.positions, H, E, this.invFreq);
-      be.rope(k, inp.positions, K, E, this.invFreq);
-      be.kvWrite(kv.layers[i]!, k, v, inp.slots);
+      if (be.ropeKvWrite) be.ropeKvWrite(q, k, v, inp.positions, H, this.invFreq, kv.layers[i]!, inp.slots);
+      else {
+        be.rope(q, inp.positions, H, E, this.invFreq);
+        be.rope(k, inp.positions, K, E, this.invFreq);
+        be.kvWrite(kv.layers[i]!, k, v, inp.slots);
+      }
       be.attention(att, q, kv.layers[i]!, this.attnShape, inp.attn);
       be.matmul(proj, att, L.wo, T);
       if (lora) addSegmentedLora(be, proj, att, H * E, D, lora, l, 'o', this.loraWs);

@@ -1,5 +1,5 @@
 // The native calls that fuse a layer's neighbouring ops, each bitwise its separate calls. addRmsnorm: a residual add
-// and the norm after it. matmulMany: the matmuls that share one x (q/k/v, gate/up) as one native call. On AVX-512, weights of one repacked
+// and the norm after it. ropeKvWrite: rope on q and k, then the cache write. matmulMany: the matmuls that share one x (q/k/v, gate/up) as one native call. On AVX-512, weights of one repacked
 // layout at the interleaved GEMV's rows run as one stacked weight (one pool job; counter matmul_many.fused); anything
 // else runs one matmul per weight. Either way every output must equal its own matmul bit for bit: checked per
 // layout, at row counts on both sides of the GEMV's bounds, on stacks whose groups split unevenly across tasks, at 1
@@ -16,7 +16,7 @@ import { f32Tensor, Tensor, DTYPE_CODE } from '../../src/tensor/tensor.js';
 import { LlamaModel } from '../../src/model/llama.js';
 import { KvCache } from '../../src/model/kv-cache.js';
 import type { LlamaConfig } from '../../src/model/config.js';
-import { withSeed, type Rng } from './helpers.js';
+import { cloneKvLayer, makeKvLayer, withSeed, type Rng } from './helpers.js';
 
 const addon = loadAddon();
 const be = addon ? loadNativeBackend()! : null;
@@ -172,7 +172,50 @@ describe('native fused calls: matmulMany, addRmsnorm', { skip }, () => {
     });
   });
 
-  it('a model forward through matmulMany and addRmsnorm equals the forward with one call per op, bit for bit', () => {
+  it('ropeKvWrite equals rope on q, rope on k and kvWrite bit for bit, for f32, bf16 and fp8 caches; bad input', () => {
+    withSeed('ropeKvWrite', (rng) => {
+      const threads = addon!.getThreads();
+      try {
+        for (const t of [1, 2]) {
+          addon!.setThreads(t);
+          for (const dtype of ['f32', 'bf16', 'fp8_e4m3'] as const) {
+            for (const [T, H, K, E] of [[1, 8, 4, 32], [9, 8, 2, 64], [40, 4, 4, 16]] as const) {
+              const layer = makeKvLayer(rng, dtype, 8, 16, K, E);
+              const positions = Int32Array.from({ length: T }, () => rng.int(0, 4000));
+              const slots = Int32Array.from(rng.shuffle(Array.from({ length: 128 }, (_, i) => i)).slice(0, T));
+              const invFreq = Float32Array.from({ length: E / 2 }, (_, i) => Math.pow(10000, (-2 * i) / E));
+              const q = rng.normals(T * H * E), k = rng.normals(T * K * E), v = rng.normals(T * K * E);
+              const [q1, k1, l1] = [q.slice(), k.slice(), cloneKvLayer(layer)];
+              be!.rope(q1, positions, H, E, invFreq);
+              be!.rope(k1, positions, K, E, invFreq);
+              be!.kvWrite(l1, k1, v, slots);
+              const [q2, k2, l2] = [q.slice(), k.slice(), cloneKvLayer(layer)];
+              const key = `ropeKvWrite.${dtype === 'f32' ? 'f32' : dtype === 'bf16' ? 'bf16' : 'fp8'}.${addon!.isa()}`, c0 = counter(key);
+              be!.ropeKvWrite!(q2, k2, v, positions, H, invFreq, l2, slots);
+              assert.equal(counter(key) - c0, 1, 'ropeKvWrite ran');
+              const at = `${dtype} T=${T} H=${H} K=${K} E=${E}, ${t} threads`;
+              assert.deepEqual(q2, q1, `${at}: q`);
+              assert.deepEqual(k2, k1, `${at}: k`);
+              assert.deepEqual(l2.k, l1.k, `${at}: cache k`);
+              assert.deepEqual(l2.v, l1.v, `${at}: cache v`);
+              if (l1.kScale) assert.deepEqual([l2.kScale, l2.vScale], [l1.kScale, l1.vScale], `${at}: fp8 scales`);
+            }
+          }
+        }
+      } finally {
+        addon!.setThreads(threads);
+      }
+      const layer = makeKvLayer(rng, 'f32', 2, 16, 2, 8);
+      const inv = new Float32Array(4), pos = Int32Array.of(0, 1);
+      const run = (q: number, k: number, slots: Int32Array): void => be!.ropeKvWrite!(new Float32Array(q), new Float32Array(k), new Float32Array(k), pos, 4, inv, layer, slots);
+      assert.throws(() => run(64, 32, Int32Array.of(0)), /floe native ropeKvWrite: slots \(T=2\) has 1 elements, expected 2/);
+      assert.throws(() => run(63, 32, Int32Array.of(0, 1)), /floe native ropeKvWrite: q \(T=2, H\*E=32\) has 63 elements, expected 64/);
+      assert.throws(() => run(64, 30, Int32Array.of(0, 1)), /floe native ropeKvWrite: k \(T=2, K\*E=16\) has 30 elements, expected 32/);
+      assert.throws(() => run(64, 32, Int32Array.of(0, 32)), /floe native ropeKvWrite: slot 32 of token 1 is outside \[0, 32\)/);
+    });
+  });
+
+  it('a model forward through matmulMany, addRmsnorm and ropeKvWrite equals the forward with one call per op, bit for bit', () => {
     withSeed('matmulMany forward', (rng) => {
       const cfg: LlamaConfig = {
         vocabSize: 96, hiddenSize: 64, intermediateSize: 160, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 16,
@@ -197,7 +240,7 @@ describe('native fused calls: matmulMany, addRmsnorm', { skip }, () => {
         ones(p + 'post_attention_layernorm.weight', 64);
       }
       be!.prepareWeights?.(tensors);
-      const { matmulMany: _many, addRmsnorm: _addNorm, ...rest } = be!;
+      const { matmulMany: _many, addRmsnorm: _addNorm, ropeKvWrite: _ropeKv, ...rest } = be!;
       const plain: Backend = rest;
       const T = 9;
       const prompt = Int32Array.from({ length: T }, () => rng.int(0, 96));
@@ -215,13 +258,16 @@ describe('native fused calls: matmulMany, addRmsnorm', { skip }, () => {
         };
         return Float32Array.of(...step(prompt, 0), ...step(Int32Array.of(5), T));
       };
-      const f0 = counter(FUSED), n0 = counter(ADD_NORM);
+      const ROPE_KV = `ropeKvWrite.f32.${addon!.isa()}`;
+      const f0 = counter(FUSED), n0 = counter(ADD_NORM), r0 = counter(ROPE_KV);
       const fusedOut = run(be!);
       if (avx512) assert.ok(counter(FUSED) - f0 >= 2 * 2 * 2, 'q/k/v and gate/up of both layers ran fused in both steps');
       // per step: after layer 0's attention, between the layers, after layer 1's attention
       assert.equal(counter(ADD_NORM) - n0, 2 * 3, 'the residual adds before a norm ran as addRmsnorm');
-      const f1 = counter(FUSED), n1 = counter(ADD_NORM);
+      assert.equal(counter(ROPE_KV) - r0, 2 * 2, 'rope and the cache write ran as ropeKvWrite in every layer');
+      const f1 = counter(FUSED), n1 = counter(ADD_NORM), r1 = counter(ROPE_KV);
       const plainOut = run(plain);
+      assert.equal(counter(ROPE_KV), r1, 'the plain backend made no ropeKvWrite call');
       assert.equal(counter(FUSED), f1, 'the plain backend made no matmulMany call');
       assert.equal(counter(ADD_NORM), n1, 'the plain backend made no addRmsnorm call');
       assert.deepEqual(fusedOut, plainOut);

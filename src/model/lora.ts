@@ -132,8 +132,8 @@ export function withLoraBackend<B extends Backend>(backend: B, layers: readonly 
   let u = new Float32Array(0);
   let y2 = new Float32Array(0);
   const wrapped = Object.create(backend) as B;
-  wrapped.matmul = (y: Float32Array, x: Float32Array, w: Tensor, M: number): void => {
-    backend.matmul(y, x, w, M);
+  // y += s · (x Aᵀ) Bᵀ where w has an adapter
+  const delta = (y: Float32Array, x: Float32Array, w: Tensor, M: number): void => {
     const lin = table.get(w);
     if (!lin) return;
     if (u.length < M * lin.rank) u = new Float32Array(M * lin.rank);
@@ -144,6 +144,19 @@ export function withLoraBackend<B extends Backend>(backend: B, layers: readonly 
     backend.matmul(yy, uu, lin.bT, M); // (M, N)
     for (let i = 0; i < yy.length; i++) y[i] += s * yy[i]!;
   };
+  wrapped.matmul = (y: Float32Array, x: Float32Array, w: Tensor, M: number): void => {
+    backend.matmul(y, x, w, M);
+    delta(y, x, w, M);
+  };
+  // every matmul entry point the model may take: the fused q/k/v and gate/up call too (inherited, it would skip the
+  // adapter)
+  if (backend.matmulMany) {
+    const many = backend.matmulMany.bind(backend);
+    wrapped.matmulMany = (ys: readonly Float32Array[], x: Float32Array, ws: readonly Tensor[], M: number): void => {
+      many(ys, x, ws, M);
+      for (let i = 0; i < ws.length; i++) delta(ys[i]!, x, ws[i]!, M);
+    };
+  }
   return wrapped;
 }
 

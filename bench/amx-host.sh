@@ -22,19 +22,22 @@
 #   Zen 4 0.75-0.92x (bf16, vdpbf16ps) and level with FMA products, the choice on these hosts; stage halves A/Bs them.
 # - f32 weights repacked (f32r16, session 38; the built-in models are f32): on Zen 4 0.49-1.02x the row layout's
 #   GEMV / tiles / GEMM time; stage f32r16 A/Bs the kernel and floe-brown's decode.
+# - a layer's neighbouring ops as one native call (session 39: matmulMany for q/k/v and gate/up, addRmsnorm,
+#   ropeKvWrite; bitwise the separate calls, tested): on Zen 4 1.09-1.13x floe-brown's forward steps at 2 threads;
+#   stage fused runs bench/step-ab.ts on floe-brown and its draft.
 # Two threads, as in issue #9. Needs floe installed (npm install) and, for the PyTorch peer, a python with torch
 # (FLOE_PYTHON, default /usr/bin/python3).
 #
 # usage: bash bench/amx-host.sh [OUT_DIR]      (default bench/results/amx-<date>; SHAPE=small for a quick pass)
 #        STAGES="tests-attn attn" bash bench/amx-host.sh OUT   runs only the named stages, in the order written below
-# Stages, newest first (a device lease is short: 15 minutes, 10 a command): tests-attn attn f32r16 block22 q8g4 pfl2 halves lora
+# Stages, newest first (a device lease is short: 15 minutes, 10 a command): tests-attn attn fused f32r16 block22 q8g4 pfl2 halves lora
 # tests micro core train q8 bf16dot. Each stage's start time goes to the log.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${1:-bench/results/amx-$(date -u +%Y-%m-%d-%H-%M)}
 S=${SHAPE:-1b}
 PY=${FLOE_PYTHON:-/usr/bin/python3}
-STAGES=${STAGES:-"tests-attn attn f32r16 block22 q8g4 pfl2 halves lora tests micro core train q8 bf16dot"}
+STAGES=${STAGES:-"tests-attn attn fused f32r16 block22 q8g4 pfl2 halves lora tests micro core train q8 bf16dot"}
 mkdir -p "$OUT"
 L=$OUT/log.txt
 grep -q amx_tile /proc/cpuinfo || echo "note: no amx_tile on this host: the AMX rows will be AVX-512 (or emulated) figures" | tee -a "$L"
@@ -111,6 +114,12 @@ if want pfl2; then
 fi
 # the bf16 products of the bf16 / fp8 decode GEMVs (session 17): the probe's choice (FMA expected on these hosts,
 # where vdpbf16ps runs at half FMA's rate), the kernel by M with each, and fp8 16-stream decode with each
+if want fused; then
+  for m in floe-brown floe-brown-draft; do
+    node --import tsx bench/step-ab.ts --model models/$m --threads 2 --rows 1,4,8 --out "$OUT/step-ab-$m.json" > "$OUT/step-ab-$m.txt" 2>&1
+    echo "$m forward steps, fused calls (old = without matmulMany, addRmsnorm, ropeKvWrite) rc $?" | tee -a "$L"; tail -4 "$OUT/step-ab-$m.txt" | tee -a "$L"
+  done
+fi
 if want f32r16; then
   node --import tsx bench/matmul-micro.ts --dtypes f32r16 --m 1,4,8,9,16,256 --shapes 704x256,4096x256,2048x2048 --threads 2 --reps 5 --rotate 16 --ab FLOE_F32_REPACK=0 > "$OUT/micro-f32r16.txt" 2>&1
   echo "micro f32r16 (old = FLOE_F32_REPACK=0) rc $?" | tee -a "$L"; tail -18 "$OUT/micro-f32r16.txt" | tee -a "$L"

@@ -22,7 +22,7 @@ import { LlamaModel } from '../src/model/llama.js';
 import { Tensor, type DType } from '../src/tensor/tensor.js';
 import { SHAPES } from './shapes.js';
 import { machineInfo, machineLine } from './machine.js';
-import { timedBackend } from './timed-backend.js';
+import { matmulWeights, timedBackend } from './timed-backend.js';
 
 process.stderr.write(`machine: ${machineLine()}\n`);
 
@@ -102,8 +102,8 @@ const inner = selectBackend('native', threads);
 const bytesOf = (w: Tensor): number => w.data.byteLength + (w.scale?.byteLength ?? 0);
 /** The backend with every method call timed into `stats` while `timing` is set. */
 const timed = timedBackend(inner, () => timing, (method, a, ns, cpuUs) => {
-  // matmul: one weight (a[2]); matmulMany: q/k/v or gate/up in one call (a[2] lists them), keyed by their roles joined
-  const ws = method === 'matmul' ? [a[2] as Tensor] : method === 'matmulMany' ? (a[2] as Tensor[]) : null;
+  // a fused q/k/v call is keyed by its weights' roles joined
+  const ws = matmulWeights(method, a);
   const key = ws ? `matmul ${ws.map((w) => role.get(w) ?? `${w.rows}x${w.cols}`).join('+')}` : method;
   const st = stats.get(key) ?? { calls: 0, ns: 0n, cpuUs: 0, bytes: 0 };
   st.calls++;

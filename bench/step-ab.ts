@@ -14,11 +14,10 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../src/backend/backend.js';
 import { nativeCounters } from '../src/backend/native.js';
-import { defaultKvDtype } from '../src/model/generate.js';
-import { KvCache } from '../src/model/kv-cache.js';
 import { LlamaModel } from '../src/model/llama.js';
 import { openModel } from '../src/model/open.js';
 import { machineInfo, machineLine } from './machine.js';
+import { oneSequence } from './one-sequence.js';
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const arg = (name: string, dflt: string): string => { const i = process.argv.indexOf(`--${name}`); return i >= 0 ? process.argv[i + 1]! : dflt; };
@@ -36,20 +35,8 @@ const plain = Object.fromEntries(Object.entries(full).filter(([k]) => !drop.incl
 const cfg = opened.loaded.config;
 const make = (be: Backend): LlamaModel => LlamaModel.fromTensors(cfg, opened.loaded.tensors, be, opened.loaded.ropeFreqFactors);
 const sides = { old: make(plain), new: make(full) };
-const BLOCK = 16, numBlocks = Math.ceil((ctx + Math.max(...rowsList)) / BLOCK);
-const table = Int32Array.from({ length: numBlocks }, (_, i) => i);
-const kv = new KvCache(cfg.numLayers, numBlocks, BLOCK, cfg.numKvHeads, cfg.headDim, defaultKvDtype(sides.new));
 const V = cfg.vocabSize;
-const logits = new Float32Array(Math.max(...rowsList, ctx) * V);
-const forward = (model: LlamaModel, tokens: Int32Array, start: number): Float32Array => {
-  const T = tokens.length;
-  const positions = Int32Array.from({ length: T }, (_, i) => start + i);
-  return model.forward({
-    tokens, positions, slots: positions,
-    attn: { numSeqs: 1, qStart: Int32Array.of(0, T), ctxLen: Int32Array.of(start + T), blockTables: table, maxBlocks: numBlocks },
-    logitRows: Int32Array.from({ length: T }, (_, i) => i),
-  }, kv, undefined, logits);
-};
+const { forward } = oneSequence(sides.new, ctx + Math.max(...rowsList), Math.max(...rowsList, ctx));
 forward(sides.new, Int32Array.from({ length: ctx }, (_, i) => (i * 31 + 7) % V), 0); // the context, once
 
 // both sides give the same logits (the fused calls are exact): checked once per row count before timing

@@ -4,6 +4,7 @@
 // profile that reads only wall time (verify-ops.ts) turns it off.
 
 import type { Backend } from '../src/backend/backend.js';
+import type { Tensor } from '../src/tensor/tensor.js';
 
 /** One timed call: the method, its arguments, wall nanoseconds and process CPU microseconds. */
 export type OnCall = (method: string, args: readonly unknown[], ns: bigint, cpuUs: number) => void;
@@ -27,4 +28,9 @@ export function timedBackend<B extends Backend>(inner: B, on: () => boolean, onC
       };
     },
   });
+}
+
+/** The weights a timed call reads: matmul's one (args[2]), matmulMany's list (q/k/v or gate/up); null for other ops. */
+export function matmulWeights(method: string, args: readonly unknown[]): Tensor[] | null {
+  return method === 'matmul' ? [args[2] as Tensor] : method === 'matmulMany' ? (args[2] as Tensor[]) : null;
 }

@@ -12,13 +12,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { nativeCounters } from '../src/backend/native.js';
-import { defaultKvDtype } from '../src/model/generate.js';
-import { KvCache } from '../src/model/kv-cache.js';
 import { LlamaModel } from '../src/model/llama.js';
 import { openModel } from '../src/model/open.js';
-import type { Tensor } from '../src/tensor/tensor.js';
 import { machineInfo, machineLine } from './machine.js';
-import { timedBackend } from './timed-backend.js';
+import { oneSequence } from './one-sequence.js';
+import { matmulWeights, timedBackend } from './timed-backend.js';
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const arg = (name: string, dflt: string): string => { const i = process.argv.indexOf(`--${name}`); return i >= 0 ? process.argv[i + 1]! : dflt; };
@@ -38,8 +36,7 @@ const stats = new Map<string, { calls: number; ns: bigint }>();
 let timing = false;
 /** The backend with every call timed into `stats` while `timing` is set (matmuls keyed by weight shape). */
 const timed = timedBackend(inner, () => timing, (method, a, ns) => {
-  // matmul: one weight (a[2]); matmulMany: q/k/v or gate/up in one call (a[2] lists them)
-  const ws = method === 'matmul' ? [a[2] as Tensor] : method === 'matmulMany' ? (a[2] as Tensor[]) : null;
+  const ws = matmulWeights(method, a);
   const key = ws ? `matmul ${ws.map((w) => `${w.rows}x${w.cols}`).join('+')} ${ws[0]!.dtype}` : method;
   const st = stats.get(key) ?? { calls: 0, ns: 0n };
   st.calls++;
@@ -48,19 +45,8 @@ const timed = timedBackend(inner, () => timing, (method, a, ns) => {
 }, { cpu: false });  // wall time only: the CPU reading would add several µs a call to the step it measures
 const cfg = opened.loaded.config;
 const model = LlamaModel.fromTensors(cfg, opened.loaded.tensors, timed, opened.loaded.ropeFreqFactors);
-const BLOCK = 16, numBlocks = Math.ceil((ctx + Math.max(...rowsList)) / BLOCK);
-const table = Int32Array.from({ length: numBlocks }, (_, i) => i);
-const kv = new KvCache(cfg.numLayers, numBlocks, BLOCK, cfg.numKvHeads, cfg.headDim, defaultKvDtype(model));
-const logits = new Float32Array(Math.max(...rowsList, ctx) * cfg.vocabSize);
-const forward = (tokens: Int32Array, start: number): Float32Array => {
-  const T = tokens.length;
-  const positions = Int32Array.from({ length: T }, (_, i) => start + i);
-  return model.forward({
-    tokens, positions, slots: positions,
-    attn: { numSeqs: 1, qStart: Int32Array.of(0, T), ctxLen: Int32Array.of(start + T), blockTables: table, maxBlocks: numBlocks },
-    logitRows: Int32Array.from({ length: T }, (_, i) => i),
-  }, kv, undefined, logits);
-};
+const seq = oneSequence(model, ctx + Math.max(...rowsList), Math.max(...rowsList, ctx));
+const forward = (tokens: Int32Array, start: number): Float32Array => seq.forward(model, tokens, start);
 const V = cfg.vocabSize;
 forward(Int32Array.from({ length: ctx }, (_, i) => (i * 31 + 7) % V), 0); // the context, once
 const counters0 = nativeCounters();

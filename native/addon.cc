@@ -284,6 +284,12 @@ void need_kv_rows(Napi::Env env, const char* op, const KvCache& kv, const View<f
       fail(env, op, "slot " + std::to_string(slots.p[t]) + " of token " + std::to_string(t) + " is outside [0, " + std::to_string(num_slots) + ")");
 }
 
+// k and v into the cache at the slots (checked by need_kv_rows), by the cache dtype's kernel, counted as op.<dtype>.
+void write_kv(const Kernels& kn, const char* op, const KvCache& kv, const float* k, const float* v, const View<int32_t>& slots) {
+  count(op, kv.dtype == KV_F32 ? "f32" : kv.dtype == KV_FP8 ? "fp8" : "bf16", kn.name);
+  (kv.dtype == KV_FP8 ? kn.kv_write_fp8 : kn.kv_write)(kv, k, v, slots.p, slots.n);
+}
+
 Napi::Value KvWrite(const Napi::CallbackInfo& info) {
   const char* op = "kvWrite";
   need_args(info, op, 10);
@@ -294,9 +300,7 @@ Napi::Value KvWrite(const Napi::CallbackInfo& info) {
   auto slots = i32(info, 9, op, "slots");
   kv_scales(info, 10, op, kv);
   need_kv_rows(env, op, kv, k, v, slots);
-  const Kernels& kn = kernels();
-  count(op, kv.dtype == KV_F32 ? "f32" : kv.dtype == KV_FP8 ? "fp8" : "bf16", kn.name);
-  (kv.dtype == KV_FP8 ? kn.kv_write_fp8 : kn.kv_write)(kv, k.p, v.p, slots.p, slots.n);
+  write_kv(kernels(), op, kv, k.p, v.p, slots);
   return env.Undefined();
 }
 
@@ -323,10 +327,9 @@ Napi::Value RopeKvWrite(const Napi::CallbackInfo& info) {
   need_len(env, op, [&] { return "q (T=" + std::to_string(T) + ", H*E=" + std::to_string(H * E) + ")"; }, q.n, prod(env, op, {T, H, E}));
   need_kv_rows(env, op, kv, k, v, slots);
   const Kernels& kn = kernels();
-  count(op, kv.dtype == KV_F32 ? "f32" : kv.dtype == KV_FP8 ? "fp8" : "bf16", kn.name);
   kn.rope(q.p, pos.p, T, H, E, inv.p);
   kn.rope(k.p, pos.p, T, kv.K, E, inv.p);
-  (kv.dtype == KV_FP8 ? kn.kv_write_fp8 : kn.kv_write)(kv, k.p, v.p, slots.p, slots.n);
+  write_kv(kn, op, kv, k.p, v.p, slots);
   return env.Undefined();
 }
 

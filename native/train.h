@@ -71,7 +71,7 @@ struct TrainKernels {
   void (*rope_bwd)(float* dx, const int32_t* pos, int64_t T, int64_t nh, int64_t E, const float* inv_freq);
   void (*swiglu_bwd)(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int64_t n);
   void (*attention_dense)(const DenseAttn& a);
-  void (*attention_dense_bwd)(const DenseAttnBwd& a);
+  int64_t (*attention_dense_bwd)(const DenseAttnBwd& a);  // returns the key chunks past one per sample
   // dtable (V, D) += dy (T, D) at rows ids (T), ids validated
   void (*embedding_bwd)(float* dtable, const float* dy, const int32_t* ids, int64_t T, int64_t D);
   // summed loss; dlogits (M, V); targets validated (-1 = ignored)

@@ -226,7 +226,8 @@ Napi::Value AttentionDenseBackward(const Napi::CallbackInfo& info) {
   a.S = seg.n - 1;
   const TrainKernels& k = train_kernels();
   count(op, "", k.name);
-  if (a.T > 0) k.attention_dense_bwd(a);
+  // "chunked": some sample's keys ran as several chunks, their partial dQ summed after (train_generic.inc)
+  if (a.T > 0 && k.attention_dense_bwd(a) > 0) count(op, "chunked", k.name);
   return env.Undefined();
 }
 

@@ -589,6 +589,8 @@ const DENSE_CASES: { label: string; H: number; K: number; E: number; lens: numbe
   { label: 'MHA', H: 3, K: 3, E: 64, lens: [16, 70, 33] },
   { label: 'MQA, odd head dim', H: 4, K: 1, E: 18, lens: [1, 48, 17] },
   { label: 'GQA long sample (many key tiles)', H: 4, K: 2, E: 16, lens: [203, 2] },
+  // past 256 keys a sample's keys run as several chunks (native), their partial dQ summed after
+  { label: 'GQA samples of several key chunks', H: 4, K: 2, E: 16, lens: [600, 3, 300] },
 ];
 
 type AddCheck = (name: string, kernel: string, run: (be: Backend) => void, isaKernel?: Record<string, string>, paths?: Paths | (() => Paths)) => void;

@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import type { AttentionShape, TrainBackend } from '../../src/backend/backend.js';
 import { referenceBackend as ref } from '../../src/backend/reference.js';
 import { bf16ToF32, f32ToBf16 } from '../../src/tensor/codecs.js';
-import { loadNativeBackend } from '../../src/backend/native.js';
+import { loadNativeBackend, nativeCounters } from '../../src/backend/native.js';
 import { loadAddon } from '../../src/backend/native-addon.js';
 import { quantizeTensor } from '../../src/tensor/quantize.js';
 import { f32Tensor } from '../../src/tensor/tensor.js';
@@ -169,6 +169,7 @@ describe('native training kernels: bitwise independent of the thread count', () 
   const addon = loadAddon();
   it('1 thread and 3 threads agree bit for bit on every training kernel', { skip: be && addon ? false : 'native addon not built' }, () => {
     withSeed('native thread-count determinism', (rng) => {
+      const TA = 700;  // attention tokens
       const run = (threads: number): Float32Array[] => {
         const initial = addon!.getThreads();
         addon!.setThreads(threads);
@@ -180,11 +181,15 @@ describe('native training kernels: bitwise independent of the thread count', () 
           be!.matmulBackwardInput(dx, rngCopy.dy, w, M, false);
           const dw = new Float32Array(N * C);
           be!.matmulBackwardWeight(dw, rngCopy.dy, rngCopy.x, M, N, C);
+          // the 659-token sample runs as several key chunks, their partial dQ summed after (counter "chunked")
           const shape: AttentionShape = { numHeads: 4, numKvHeads: 2, headDim: 16, scale: 0.3 };
-          const [out, lse] = [new Float32Array(97 * 64), new Float32Array(97 * 4)];
+          const [out, lse] = [new Float32Array(TA * 64), new Float32Array(TA * 4)];
           be!.attentionDense(out, lse, rngCopy.q, rngCopy.k, rngCopy.v, rngCopy.seg, shape);
-          const [dq, dk, dv] = [new Float32Array(97 * 64), new Float32Array(97 * 32), new Float32Array(97 * 32)];
+          const [dq, dk, dv] = [new Float32Array(TA * 64), new Float32Array(TA * 32), new Float32Array(TA * 32)];
+          const chunked = (): number => Object.entries(nativeCounters()).reduce((n, [k, c]) => n + (k.startsWith('attentionDenseBackward.chunked.') ? c : 0), 0);
+          const c0 = chunked();
           be!.attentionDenseBackward(dq, dk, dv, rngCopy.q, rngCopy.q, rngCopy.k, rngCopy.v, out, lse, rngCopy.seg, shape);
+          assert.equal(chunked() - c0, 1, 'the 659-token sample did not run as key chunks');
           const dl = new Float32Array(M * C);
           const loss = be!.crossEntropy(dl, dx, Int32Array.from({ length: M }, (_, m) => m % 7 === 0 ? -1 : m), M, 0.5);
           const [rdx, rdg] = [new Float32Array(M * C), new Float32Array(C)];
@@ -207,7 +212,7 @@ describe('native training kernels: bitwise independent of the thread count', () 
       };
       const rngCopy = {
         wv: rng.normals(300 * 130), dy: rng.normals(70 * 300), dy2: rng.normals(70 * 900), x: rng.normals(70 * 130),
-        q: rng.normals(97 * 64), k: rng.normals(97 * 32), v: rng.normals(97 * 32), seg: Int32Array.of(0, 40, 41, 97),
+        q: rng.normals(TA * 64), k: rng.normals(TA * 32), v: rng.normals(TA * 32), seg: Int32Array.of(0, 40, 41, TA),
       };
       const one = run(1);
       const three = run(3);

@@ -25,19 +25,22 @@
 # - a layer's neighbouring ops as one native call (session 39: matmulMany for q/k/v and gate/up, addRmsnorm,
 #   ropeKvWrite; bitwise the separate calls, tested): on Zen 4 1.09-1.13x floe-brown's forward steps at 2 threads;
 #   stage fused runs bench/step-ab.ts on floe-brown and its draft.
+# - training's dense attention backward in one pass over key tiles (session 40; f32 FMA tiles, the same code on every
+#   host): on Zen 4 1.26-1.33x the backward of a 1B / 8B layer, 424 -> 284-295 ms of the 1B LoRA step. Stage attntrain
+#   times it (bench/attn-train-micro.ts, against the f32 FMA peak); on the s14 AMX profile it was 8% of the step.
 # Two threads, as in issue #9. Needs floe installed (npm install) and, for the PyTorch peer, a python with torch
 # (FLOE_PYTHON, default /usr/bin/python3).
 #
 # usage: bash bench/amx-host.sh [OUT_DIR]      (default bench/results/amx-<date>; SHAPE=small for a quick pass)
 #        STAGES="tests-attn attn" bash bench/amx-host.sh OUT   runs only the named stages, in the order written below
-# Stages, newest first (a device lease is short: 15 minutes, 10 a command): tests-attn attn fused f32r16 block22 q8g4 pfl2 halves lora
-# tests micro core train q8 bf16dot. Each stage's start time goes to the log.
+# Stages, newest first (a device lease is short: 15 minutes, 10 a command): tests-attn attn attntrain fused f32r16 block22 q8g4 pfl2
+# halves lora tests micro core train q8 bf16dot. Each stage's start time goes to the log.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${1:-bench/results/amx-$(date -u +%Y-%m-%d-%H-%M)}
 S=${SHAPE:-1b}
 PY=${FLOE_PYTHON:-/usr/bin/python3}
-STAGES=${STAGES:-"tests-attn attn fused f32r16 block22 q8g4 pfl2 halves lora tests micro core train q8 bf16dot"}
+STAGES=${STAGES:-"tests-attn attn attntrain fused f32r16 block22 q8g4 pfl2 halves lora tests micro core train q8 bf16dot"}
 mkdir -p "$OUT"
 L=$OUT/log.txt
 grep -q amx_tile /proc/cpuinfo || echo "note: no amx_tile on this host: the AMX rows will be AVX-512 (or emulated) figures" | tee -a "$L"
@@ -114,6 +117,10 @@ if want pfl2; then
 fi
 # the bf16 products of the bf16 / fp8 decode GEMVs (session 17): the probe's choice (FMA expected on these hosts,
 # where vdpbf16ps runs at half FMA's rate), the kernel by M with each, and fp8 16-stream decode with each
+if want attntrain; then
+  node --import tsx bench/attn-train-micro.ts --threads 2 --reps 5 --shapes 1b,8b --T 512,2048 --out "$OUT/attn-train-micro.json" > "$OUT/attn-train-micro.txt" 2>&1
+  echo "training attention forward / backward by layer rc $?" | tee -a "$L"; tail -5 "$OUT/attn-train-micro.txt" | tee -a "$L"
+fi
 if want fused; then
   for m in floe-brown floe-brown-draft; do
     node --import tsx bench/step-ab.ts --model models/$m --threads 2 --rows 1,4,8 --out "$OUT/step-ab-$m.json" > "$OUT/step-ab-$m.txt" 2>&1

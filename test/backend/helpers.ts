@@ -926,6 +926,8 @@ export function assertRepackOnHugePages(t: TestContext, w: Tensor, repack: (w: T
 const LORA_TRAIN_SHAPES: readonly [number, number, number, number][] = [
   [1, 1, 1, 1], [9, 17, 130, 8], [10, 70, 600, 16], [33, 600, 40, 16], [20, 70, 300, 24], [12, 1100, 33, 40], [5, 64, 16, 64], [7, 30, 50, 72],
   [0, 5, 7, 4], [6, 0, 9, 4],
+  // rows split into partial dB / dA sums where the column blocks are few (native AVX-512: M >= 128)
+  [300, 130, 200, 8], [257, 700, 70, 24],
 ];
 
 /** The factor products of Backend.loraForward / loraBackward from the backend's own matmul kernels (backends without them). */

@@ -204,6 +204,15 @@ describe('native training kernels: bitwise independent of the thread count', () 
             be!.loraBackward!(lx, dA, dB, rngCopy.dy2, rngCopy.x, u, a, b, 0.5, M, N2, C, r, true);
             outs.push(y, u, lx, dA, dB);
           }
+          // a small model's projection (M 300, N 130, C 200, r 8): its rows run as splits with partial dB / dA
+          {
+            const [M3, N3, C3, r] = [300, 130, 200, 8];
+            const [y, u] = [rngCopy.y3.slice(), new Float32Array(M3 * r)];
+            be!.loraForward!(y, u, rngCopy.x3, rngCopy.a3, rngCopy.b3, 0.5, M3, N3, C3, r);
+            const [lx, dA, dB] = [new Float32Array(M3 * C3), new Float32Array(r * C3), new Float32Array(N3 * r)];
+            be!.loraBackward!(lx, dA, dB, rngCopy.y3, rngCopy.x3, u, rngCopy.a3, rngCopy.b3, 0.5, M3, N3, C3, r, false);
+            outs.push(y, u, lx, dA, dB);
+          }
           outs.push(dx, dw, out, lse, dq, dk, dv, dl, Float32Array.of(loss), rdx, rdg);
           return outs;
         } finally {
@@ -213,11 +222,12 @@ describe('native training kernels: bitwise independent of the thread count', () 
       const rngCopy = {
         wv: rng.normals(300 * 130), dy: rng.normals(70 * 300), dy2: rng.normals(70 * 900), x: rng.normals(70 * 130),
         q: rng.normals(TA * 64), k: rng.normals(TA * 32), v: rng.normals(TA * 32), seg: Int32Array.of(0, 40, 41, TA),
+        x3: rng.normals(300 * 200), y3: rng.normals(300 * 130), a3: rng.normals(8 * 200, 0.3), b3: rng.normals(130 * 8, 0.3),
       };
       const one = run(1);
       const three = run(3);
       const lora = (r: number): string[] => ['y', 'u', 'dx', 'dA', 'dB'].map((k) => `lora r=${r} ${k}`);
-      const names = [...lora(16), ...lora(40), 'matmulBackwardInput', 'matmulBackwardWeight', 'attentionDense out', 'attentionDense lse', 'dq', 'dk', 'dv', 'crossEntropy dlogits', 'crossEntropy loss', 'rmsnorm dx', 'rmsnorm dg'];
+      const names = [...lora(16), ...lora(40), ...lora(8), 'matmulBackwardInput', 'matmulBackwardWeight', 'attentionDense out', 'attentionDense lse', 'dq', 'dk', 'dv', 'crossEntropy dlogits', 'crossEntropy loss', 'rmsnorm dx', 'rmsnorm dg'];
       for (let i = 0; i < one.length; i++) assert.deepEqual(three[i], one[i], `${names[i]} differs between 1 and 3 threads`);
     });
   });

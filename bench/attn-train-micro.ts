@@ -3,9 +3,10 @@
 //
 //   node --import tsx bench/attn-train-micro.ts [--threads 2] [--shapes 1b,8b] [--T 512,2048] [--samples 1] [--reps 5]
 //                                               [--ab ENV=VAL[,ENV2=VAL2]] [--out FILE]
-// Shapes: 1b = 32 query heads, 8 kv heads, head dim 64 (Llama-3.2-1B); 8b = 32, 8, 128 (Llama-3.1-8B). --samples S
-// packs S equal samples into the T tokens. FLOPs count the products a causal pass needs: forward 4·E per (query head,
-// attended key), backward 10·E (S, dP, dV, dK, dQ), whatever a kernel recomputes beyond that.
+// Shapes: 1b = 32 query heads, 8 kv heads, head dim 64 (Llama-3.2-1B); 8b = 32, 8, 128 (Llama-3.1-8B); brown = 8, 4,
+// 32 (the built-in floe-brown). --samples S packs S equal samples into the T tokens. FLOPs count the products a causal
+// pass needs: forward 4·E per (query head, attended key), backward 10·E (S, dP, dV, dK, dQ), whatever a kernel
+// recomputes beyond that.
 // --ab ENV=VAL runs every rep twice in child processes, once as is and once with ENV=VAL (e.g. FLOE_ADDON=/tmp/old.node,
 // another build of the addon), alternating which goes first, so both sides see the same host phase.
 
@@ -25,7 +26,7 @@ const opt = (name: string, def: string): string => {
 const threads = Number(opt('threads', '2')), reps = Number(opt('reps', '5')), samples = Number(opt('samples', '1'));
 const shapeNames = opt('shapes', '1b,8b').split(','), Ts = opt('T', '512,2048').split(',').map(Number);
 const ab = opt('ab', ''), out = opt('out', ''), child = argv.includes('--child');
-const SHAPES: Record<string, { H: number; K: number; E: number }> = { '1b': { H: 32, K: 8, E: 64 }, '8b': { H: 32, K: 8, E: 128 } };
+const SHAPES: Record<string, { H: number; K: number; E: number }> = { '1b': { H: 32, K: 8, E: 64 }, '8b': { H: 32, K: 8, E: 128 }, brown: { H: 8, K: 4, E: 32 } };
 for (const s of shapeNames) if (!SHAPES[s]) throw new Error(`--shapes ${s}: one of ${Object.keys(SHAPES).join(', ')}`);
 for (const T of Ts) if (!(Number.isInteger(T) && T >= samples)) throw new Error(`--T ${T}: an integer >= --samples (${samples})`);
 

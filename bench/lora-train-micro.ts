@@ -1,8 +1,9 @@
-// A trained LoRA linear's factor products on the 1B shape's seven projections, T rows: the fused native kernels
+// A trained LoRA linear's factor products on the seven projections of the 1B shape (or floe-brown's), T rows: the fused native kernels
 // (Backend.loraForward / loraBackward) against the path the trainer took before them (f32 matmuls, a scale loop and an
 // add; matmulBackwardWeight / matmulBackwardInput), alternating rep by rep. Outputs are checked equal first.
 //
 //   node --import tsx bench/lora-train-micro.ts [--threads 2] [--T 512] [--rank 16] [--reps 5] [--iters 10] [--cpu] [--min]
+//                                               [--shape 1b|brown]
 // Prints CPU model / ISA flags, ms per call of each path (median of reps), their ratio, and the fused path's rate
 // against the f32 FMA peak (3·T·(N + C)·r multiply-adds a linear, forward and backward).
 
@@ -65,7 +66,11 @@ console.log(`threads ${threads}, T ${T}, rank ${r}, ${reps} reps × ${iters} cal
 // f32 FMA peak of the run: the machine probe's per-core FMA rate (G multiply-adds/s) × threads, where it has one
 const fmaPerCore = info.bf16_dot?.fmaGmacs ?? null;
 
-const shapes: [string, number, number][] = [['q', 2048, 2048], ['k', 512, 2048], ['v', 512, 2048], ['o', 2048, 2048], ['gate', 8192, 2048], ['up', 8192, 2048], ['down', 2048, 8192]];
+// --shape brown: the built-in floe-brown's projections (hidden 256, 4 of 8 heads' kv, intermediate 704)
+const model = (() => { const i = process.argv.indexOf('--shape'); return i >= 0 ? process.argv[i + 1]! : '1b'; })();
+const [D, KV, I] = model === 'brown' ? [256, 128, 704] : model === '1b' ? [2048, 512, 8192] : (() => { throw new Error(`--shape ${model}: 1b or brown`); })();
+const layers = model === 'brown' ? 6 : 16;
+const shapes: [string, number, number][] = [['q', D, D], ['k', KV, D], ['v', KV, D], ['o', D, D], ['gate', I, D], ['up', I, D], ['down', D, I]];
 console.log('\nproj   N     C      fwd old ms  fwd fused ms  ×      bwd old ms  bwd fused ms  ×      fused GFLOP/s  max rel diff');
 let [sumOld, sumNew, sumMacs] = [0, 0, 0];
 for (const [name, N, C] of shapes) {
@@ -105,6 +110,6 @@ for (const [name, N, C] of shapes) {
   console.log(`${name.padEnd(6)} ${String(N).padEnd(5)} ${String(C).padEnd(6)} ${fo.toFixed(3).padStart(10)}  ${ff.toFixed(3).padStart(12)}  ${(fo / ff).toFixed(2).padStart(5)}  ${bo.toFixed(3).padStart(10)}  ${bf.toFixed(3).padStart(12)}  ${(bo / bf).toFixed(2).padStart(5)}  ${((2 * macs) / (ff + bf) / 1e6).toFixed(1).padStart(13)}  ${diff.toExponential(1)}`);
 }
 console.log(`\nper layer (7 projections): old ${sumOld.toFixed(2)} ms, fused ${sumNew.toFixed(2)} ms (${(sumOld / sumNew).toFixed(2)}×); ` +
-  `×16 layers: ${(16 * sumOld).toFixed(0)} → ${(16 * sumNew).toFixed(0)} ms a step`);
+  `×${layers} layers: ${(layers * sumOld).toFixed(0)} → ${(layers * sumNew).toFixed(0)} ms a step`);
 const gflops = (2 * sumMacs) / sumNew / 1e6;
 console.log(`fused: ${gflops.toFixed(1)} GFLOP/s` + (fmaPerCore ? `, ${(gflops / (2 * fmaPerCore * threads)).toFixed(2)} of the f32 FMA peak (${(2 * fmaPerCore * threads).toFixed(0)} GFLOP/s)` : ''));

@@ -28,6 +28,8 @@
 # - training's dense attention backward in one pass over key tiles (session 40; f32 FMA tiles, the same code on every
 #   host): on Zen 4 1.26-1.33x the backward of a 1B / 8B layer, 424 -> 284-295 ms of the 1B LoRA step. Stage attntrain
 #   times it (bench/attn-train-micro.ts, against the f32 FMA peak); on the s14 AMX profile it was 8% of the step.
+#   The LoRA backward at rank 8 (floe's default) no longer stalls on masked stores (0.89x -> 1.63-1.68x the fallback
+#   on Zen 4); stage lora now times rank 8 too.
 # Two threads, as in issue #9. Needs floe installed (npm install) and, for the PyTorch peer, a python with torch
 # (FLOE_PYTHON, default /usr/bin/python3).
 #
@@ -72,6 +74,9 @@ fi
 if want lora; then
   node --import tsx bench/lora-train-micro.ts --threads 2 --reps 5 > "$OUT/lora-train-micro.txt" 2>&1
   echo "lora-train-micro rc $?" | tee -a "$L"; tail -12 "$OUT/lora-train-micro.txt" | tee -a "$L"
+  # rank 8, floe's default (session 40: its backward had stalled on masked stores, 0.89x the fallback on Zen 4)
+  node --import tsx bench/lora-train-micro.ts --threads 2 --reps 5 --rank 8 > "$OUT/lora-train-micro-r8.txt" 2>&1
+  echo "lora-train-micro rank 8 rc $?" | tee -a "$L"; tail -3 "$OUT/lora-train-micro-r8.txt" | tee -a "$L"
   node --import tsx bench/train-ab.ts --shape "$S" --threads 2 --steps 6 --out "$OUT/train-ab.json" > "$OUT/train-ab.txt" 2>&1
   echo "train-ab rc $?" | tee -a "$L"; tail -6 "$OUT/train-ab.txt" | tee -a "$L"
 fi

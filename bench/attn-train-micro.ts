@@ -78,7 +78,8 @@ if (child) {
 const m = machineInfo();
 const peak = m.bf16_dot ? 2 * m.bf16_dot.fmaGmacs * threads : NaN;  // f32 FMA GFLOP/s of the threads used
 console.log(`machine: ${machineLine(m)}`);
-console.log(`${threads} threads, ${samples} sample(s) per T, ${reps} reps (median of each), f32 FMA peak ${peak.toFixed(0)} GFLOP/s`);
+console.log(`${threads} threads, ${samples} sample(s) per T, ${reps} reps (median of each), f32 FMA peak ` +
+  (Number.isFinite(peak) ? `${peak.toFixed(0)} GFLOP/s` : 'not probed (no AVX-512): fractions shown as —'));
 const sides = ab ? ['base', ab] : ['base'];
 const env = (side: string): NodeJS.ProcessEnv => {
   const e = { ...process.env };
@@ -106,7 +107,7 @@ for (let i = 0; i < got.base![0]!.length; i++) {
   for (const side of sides) {
     const fwd = med(got[side]!.map((rs) => rs[i]!.fwd_ms)), bwd = med(got[side]!.map((rs) => rs[i]!.bwd_ms));
     meds[side] = { fwd, bwd };
-    const gf = (flop: number, ms: number): string => { const g = flop / ms / 1e6; return `${g.toFixed(0)}, ${(g / peak).toFixed(2)}`; };
+    const gf = (flop: number, ms: number): string => { const g = flop / ms / 1e6; return `${g.toFixed(0)}, ${Number.isFinite(peak) ? (g / peak).toFixed(2) : '—'}`; };
     cells.push(`${fwd.toFixed(2)} (${gf(4 * E * H * pairs, fwd)}) / ${bwd.toFixed(2)} (${gf(10 * E * H * pairs, bwd)})`);
   }
   const ratio = ab ? meds[ab]!.bwd / meds.base!.bwd : NaN;

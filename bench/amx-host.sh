@@ -30,19 +30,23 @@
 #   times it (bench/attn-train-micro.ts, against the f32 FMA peak); on the s14 AMX profile it was 8% of the step.
 #   The LoRA backward at rank 8 (floe's default) no longer stalls on masked stores (0.89x -> 1.63-1.68x the fallback
 #   on Zen 4); stage lora now times rank 8 too.
+# - the repacked GEMV past the packed GEMM's rows by a host fact (session 41): off where the core retires two zmm FMAs a
+#   cycle (the Xeons should read ~2 in bf16Dot().fmaPerCycle), so f32r16 / f16r16 prefill rows take the AVX-512 GEMM
+#   from 96 and bf16r16 / fp8r16 the tiles. On Zen 5 the GEMV had taken 1.13-2.15x the GEMM's time there. Stage
+#   r16wide prints the probe and A/Bs it (old = FLOE_R16_WIDE=1).
 # Two threads, as in issue #9. Needs floe installed (npm install) and, for the PyTorch peer, a python with torch
 # (FLOE_PYTHON, default /usr/bin/python3).
 #
 # usage: bash bench/amx-host.sh [OUT_DIR]      (default bench/results/amx-<date>; SHAPE=small for a quick pass)
 #        STAGES="tests-attn attn" bash bench/amx-host.sh OUT   runs only the named stages, in the order written below
-# Stages, newest first (a device lease is short: 15 minutes, 10 a command): tests-attn attn attntrain fused f32r16 block22 q8g4 pfl2
+# Stages, newest first (a device lease is short: 15 minutes, 10 a command): r16wide tests-attn attn attntrain fused f32r16 block22 q8g4 pfl2
 # halves lora tests micro core train q8 bf16dot. Each stage's start time goes to the log.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${1:-bench/results/amx-$(date -u +%Y-%m-%d-%H-%M)}
 S=${SHAPE:-1b}
 PY=${FLOE_PYTHON:-/usr/bin/python3}
-STAGES=${STAGES:-"tests-attn attn attntrain fused f32r16 block22 q8g4 pfl2 halves lora tests micro core train q8 bf16dot"}
+STAGES=${STAGES:-"r16wide tests-attn attn attntrain fused f32r16 block22 q8g4 pfl2 halves lora tests micro core train q8 bf16dot"}
 mkdir -p "$OUT"
 L=$OUT/log.txt
 grep -q amx_tile /proc/cpuinfo || echo "note: no amx_tile on this host: the AMX rows will be AVX-512 (or emulated) figures" | tee -a "$L"
@@ -122,6 +126,12 @@ if want pfl2; then
 fi
 # the bf16 products of the bf16 / fp8 decode GEMVs (session 17): the probe's choice (FMA expected on these hosts,
 # where vdpbf16ps runs at half FMA's rate), the kernel by M with each, and fp8 16-stream decode with each
+if want r16wide; then
+  node -e 'import("./dist/src/backend/native-addon.js").then((m) => console.log(JSON.stringify(m.loadAddon()?.bf16Dot())))' > "$OUT/r16wide-facts.txt" 2>&1
+  echo "host facts: $(cat "$OUT/r16wide-facts.txt")" | tee -a "$L"
+  node --import tsx bench/matmul-micro.ts --dtypes f16r16,f32r16,bf16r16 --m 96,160,512 --shapes 2048x2048,8192x2048,704x256 --threads 2 --reps 5 --ab FLOE_R16_WIDE=1 > "$OUT/micro-r16wide.txt" 2>&1
+  echo "micro r16 GEMV past the GEMM (old = FLOE_R16_WIDE=1) rc $?" | tee -a "$L"; tail -28 "$OUT/micro-r16wide.txt" | tee -a "$L"
+fi
 if want attntrain; then
   node --import tsx bench/attn-train-micro.ts --threads 2 --reps 5 --shapes 1b,8b --T 512,2048 --out "$OUT/attn-train-micro.json" > "$OUT/attn-train-micro.txt" 2>&1
   echo "training attention forward / backward by layer rc $?" | tee -a "$L"; tail -5 "$OUT/attn-train-micro.txt" | tee -a "$L"

@@ -669,6 +669,10 @@ Napi::Value Bf16Dot(const Napi::CallbackInfo& info) {
   r.Set("forced", d.forced);
   r.Set("fmaGmacs", d.fma_gmacs);
   r.Set("dpbf16Gmacs", d.dp_gmacs);
+  r.Set("ghz", d.ghz);
+  r.Set("fmaPerCycle", d.fma_per_cycle);
+  r.Set("r16Wide", d.r16_wide);
+  r.Set("r16WideForced", d.wide_forced);
   return r;
 }
 

@@ -46,6 +46,8 @@ void amx_attn_set(int setting);
 struct DotFacts {
   double fma_gmacs = 0, dp_gmacs = 0;  // multiply-adds per second of one core, G
   bool fma = false, forced = false;
+  double ghz = 0, fma_per_cycle = 0;  // the core's clock (a dependent add chain); zmm FMAs retired per cycle
+  bool r16_wide = false, wide_forced = false;  // the repacked GEMV past the GEMM's rows (mm512.inc r16_gemv_wide)
 };
 const DotFacts& avx512_dot_facts();  // AVX-512 (with bf16) hosts only
 

@@ -102,7 +102,7 @@ export interface NativeAddon {
    * widened halves), whichever this core runs faster, measured once (G multiply-adds per second of one core);
    * `forced` when FLOE_BF16_DOT chose. null where the AVX-512 kernels cannot run.
    */
-  bf16Dot(): { mode: 'fma' | 'dpbf16'; forced: boolean; fmaGmacs: number; dpbf16Gmacs: number } | null;
+  bf16Dot(): { mode: 'fma' | 'dpbf16'; forced: boolean; fmaGmacs: number; dpbf16Gmacs: number; ghz: number; fmaPerCycle: number; r16Wide: boolean; r16WideForced: boolean } | null;
   setThreads(n: number): void;
   getThreads(): number;
   /** Weight streaming (native/stream.cc): open a file, queue a pread of dst.length bytes at fileOffset on the reader

@@ -147,10 +147,13 @@ export interface EngineInfo {
   };
   /** The kernels the forward runs on, as the same weights can answer differently on each (system_fingerprint reads it):
    *  the backend; for native the dispatched ISA, the AMX tile paths when active, and the bf16 dot product the AVX-512
-   *  decode GEMVs use (only for bf16 / fp8 weights, the only ones it multiplies). Rank 0's, with pipeline stages. */
+   *  decode GEMVs use (only for bf16 / fp8 weights, the only ones it multiplies), and whether the AVX-512 repacked
+   *  GEMV also takes prefill rows past the packed GEMM's (a host fact: zmm FMAs a cycle). Rank 0's, with pipeline
+   *  stages. */
   readonly kernels?: {
     readonly backend: 'native' | 'reference'; readonly isa: string | null;
     readonly amx: { readonly mode: string; readonly int8: boolean; readonly attn: boolean } | null; readonly bf16Dot: string | null;
+    readonly r16Wide: boolean | null;
   };
 }
 

@@ -71,12 +71,13 @@ post({ type: 'ready', info: { ...engine.info, adapters: engine.adapters.list(), 
 
 function kernelsOf(model: LlamaModel, w: EngineInfo['weights']): EngineInfo['kernels'] {
   const a = model.backend.name === 'native' ? loadAddon() : null;
-  if (!a) return { backend: model.backend.name, isa: null, amx: null, bf16Dot: null };
+  if (!a) return { backend: model.backend.name, isa: null, amx: null, bf16Dot: null, r16Wide: null };
   const amx = a.amx();
   const halfWeights = [w?.linear, w?.embedding, w?.head, ...(w?.stages ?? []).map((s) => s.linear)].some((d) => d !== undefined && d !== null && /bf16|fp8/.test(d));
   return {
     backend: 'native', isa: a.isa(), amx: amx.active ? { mode: amx.mode, int8: amx.int8, attn: amx.attn } : null,
     bf16Dot: a.isa() === 'avx512' && halfWeights ? a.bf16Dot()?.mode ?? null : null,
+    r16Wide: a.isa() === 'avx512' ? a.bf16Dot()?.r16Wide ?? null : null,
   };
 }
 

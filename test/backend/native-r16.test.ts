@@ -30,23 +30,32 @@ type D2 = 'bf16' | 'f16' | 'fp8_e4m3' | 'f32';
 const LAYOUT = { bf16: 'bf16r16', f16: 'f16r16', fp8_e4m3: 'fp8r16', f32: 'f32r16' } as const;
 /** Rows from which the native matmul takes the packed GEMM (native/mm512.inc gemm_min_m). */
 const GEMM_MIN_M = { bf16: 96, f16: 160, fp8_e4m3: 64, f32: 160 } as const;
+/** Bytes per weight element. */
+const ES = { bf16: 2, f16: 2, fp8_e4m3: 1, f32: 4 } as const;
 /**
- * The interleaved GEMV runs past GEMM_MIN_M while M · C <= R16_GEMV_X (native/mm512.inc r16_gemv_wide): always for
- * f32r16 and f16r16; bf16r16 and fp8r16 also up to R16_GEMV_BF_M rows, where no AMX tiles run and the bf16 products
- * are vdpbf16ps.
+ * The interleaved GEMV runs past GEMM_MIN_M while M · C <= R16_GEMV_X (native/mm512.inc r16_gemv_wide), where the host
+ * retires one zmm FMA a cycle (addon.bf16Dot().r16Wide, FLOE_R16_WIDE forces it) or a 16-row group is at most 16 KiB:
+ * always for f32r16 and f16r16; bf16r16 and fp8r16 also up to R16_GEMV_BF_M rows, where no AMX tiles run and the
+ * bf16 products are vdpbf16ps. Elsewhere f32r16 and f16r16 take the GEMM from R16_NARROW_M rows.
  */
-const R16_GEMV_X = 1 << 22, R16_GEMV_BF_M = 256;
-const wideBf = skip ? false : !addon!.amx().active && addon!.bf16Dot()!.mode === 'dpbf16';
+const R16_GEMV_X = 1 << 22, R16_GEMV_BF_M = 256, R16_L1_GROUP = 16 << 10, R16_NARROW_M = 96;
+const facts = skip ? null : addon!.bf16Dot()!;
+const wideBf = skip ? false : !addon!.amx().active && facts!.mode === 'dpbf16';
+function pastGemm(dt: D2, C: number): boolean {
+  return facts!.r16Wide || 16 * C * ES[dt] <= R16_L1_GROUP;
+}
+/** Rows from which M rows over C columns take the GEMM unless wideGemv keeps the GEMV. */
+function gemmM(dt: D2, C: number): number {
+  return (dt === 'f16' || dt === 'f32') && !pastGemm(dt, C) ? R16_NARROW_M : GEMM_MIN_M[dt];
+}
 function wideGemv(dt: D2, M: number, C: number): boolean {
-  if (M * C > R16_GEMV_X) return false;
+  if (M * C > R16_GEMV_X || !pastGemm(dt, C)) return false;
   return dt === 'f32' || dt === 'f16' || (wideBf && M <= R16_GEMV_BF_M);
 }
 /** The path a matmul of M rows over C columns takes on the repacked layout. */
 function r16Path(dt: D2, M: number, C: number): string {
-  return M < GEMM_MIN_M[dt] || wideGemv(dt, M, C) ? 'gemv_r16' : gemmPath(dt);
+  return M < gemmM(dt, C) || wideGemv(dt, M, C) ? 'gemv_r16' : gemmPath(dt);
 }
-/** Bytes per weight element. */
-const ES = { bf16: 2, f16: 2, fp8_e4m3: 1, f32: 4 } as const;
 /** fp8 scale grids [br, bc] the tests cycle through: per row, per tensor, 128×128, small blocks (multiples of 4 columns). */
 const FP8_BLOCKS: ((C: number, N: number) => [number, number])[] = [(C) => [1, C], (C, N) => [N, C], () => [128, 128], () => [3, 20], () => [16, 8], () => [5, 4]];
 let blockTurn = 0;
@@ -110,6 +119,14 @@ describe('bf16 products: vdpbf16ps or f32 FMA, by a measured host fact', { skip 
     else assert.deepEqual([d.mode, d.forced], [d.fmaGmacs > 1.25 * d.dpbf16Gmacs ? 'fma' : 'dpbf16', false], JSON.stringify(d));
     assert.deepEqual(addon!.bf16Dot(), d, 'measured once');
   });
+  it('measures the zmm FMAs a cycle and runs the GEMV past the GEMM only below 1.5 of them; FLOE_R16_WIDE forces it', () => {
+    const d = addon!.bf16Dot()!;
+    // every x86 core this project meets retires one or two zmm FMAs a cycle, at 1-6 GHz
+    assert.ok(d.ghz > 0.8 && d.ghz < 7 && d.fmaPerCycle > 0.7 && d.fmaPerCycle < 2.6, JSON.stringify(d));
+    const env = process.env.FLOE_R16_WIDE;
+    if (env === '0' || env === '1') assert.deepEqual([d.r16Wide, d.r16WideForced], [env === '1', true]);
+    else assert.deepEqual([d.r16Wide, d.r16WideForced], [d.fmaPerCycle < 1.5, false], JSON.stringify(d));
+  });
 });
 
 for (const dt of ['bf16', 'f16', 'fp8_e4m3', 'f32'] as const) {
@@ -138,7 +155,7 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3', 'f32'] as const) {
       withSeed(`${dt} r16 huge pages`, (rng) => assertRepackOnHugePages(t, weight(rng, dt, 4096, 2048), repacked));
     });
 
-    it(`matmul: GEMV below ${GEMM_MIN_M[dt]} rows (or 4M x values${dt === 'bf16' || dt === 'fp8_e4m3' ? ' and 256 rows, without AMX' : ''}), GEMM from there, against the float64 oracle and the row layout`, () => {
+    it(`matmul: GEMV below ${GEMM_MIN_M[dt]} rows${dt === 'f16' || dt === 'f32' ? ` (${R16_NARROW_M} for groups past 16 KiB where the GEMV is not wide)` : ''}, past them where wide (4M x values${dt === 'bf16' || dt === 'fp8_e4m3' ? ' and 256 rows, without AMX' : ''}), GEMM from there, against the float64 oracle and the row layout`, () => {
       withSeed(`${dt} r16 matmul`, (rng) => {
         // [320, 1024] reads >= 320 KB a row: split over the threads from M = 1; the others run on the calling thread
         // while weight bytes × M stay under 256 KiB (FLOE_GEMV_SERIAL)
@@ -147,7 +164,8 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3', 'f32'] as const) {
         shapes.push([16, 8192]);  // past 4M x values (and 256 rows) at M = 513: the GEMM
         for (const [N, C] of shapes) for (let b = 0; b < (dt === 'fp8_e4m3' && C !== 8192 ? FP8_BLOCKS.length : 1); b++) {
           const w = weight(rng, dt, N, C), r = repacked(w);
-          const Ms = C === 8192 ? [1, 9, 160, 256, 257, 511, 513] : [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, GEMM_MIN_M[dt] - 1, GEMM_MIN_M[dt], GEMM_MIN_M[dt] + 3];
+          const g = gemmM(dt, C);
+          const Ms = C === 8192 ? [1, 9, 95, 96, 160, 256, 257, 511, 513] : [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, g - 1, g, g + 3];
           for (const M of Ms) {
             const x = rng.normals(M * C);
             const { y: want, mag } = oracle(x, w, M);
@@ -170,9 +188,9 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3', 'f32'] as const) {
       });
     });
 
-    // also past GEMM_MIN_M (prefill chunks) where the GEMV still runs (wideGemv)
-    const MMAX = wideGemv(dt, 320, 4400) ? 320 : GEMM_MIN_M[dt] - 1;
-    it(`batch invariance: each row of M <= ${MMAX} equals its M = 1 result bit for bit, at 1 and 2 threads`, () => {
+    // also past the GEMM's rows (prefill chunks) where the GEMV still runs (wideGemv)
+    const mMax = (C: number): number => (wideGemv(dt, 320, C) ? 320 : gemmM(dt, C) - 1);
+    it(`batch invariance: each row of M <= ${mMax(4200)} (C = 4200) equals its M = 1 result bit for bit, at 1 and 2 threads`, () => {
       withSeed(`${dt} r16 invariance`, (rng) => {
         const threads = addon!.getThreads();
         try {
@@ -180,7 +198,7 @@ for (const dt of ['bf16', 'f16', 'fp8_e4m3', 'f32'] as const) {
           const cases: [number, number, [number, number] | undefined][] = dt === 'fp8_e4m3' ? [[80, 260, [3, 20]], [32, 4200, [16, 2560]], [32, 4400, [1, 4400]]] : [[80, 260, undefined], [48, 262, undefined], [32, 4200, undefined]]; // 262: an odd number of bf16 pairs; 4200: passes over groups of 134 KiB (bf16), L2 not L1
           for (const t of [1, 2]) for (const [N, C, block] of cases) {
             addon!.setThreads(t);
-            const Mmax = MMAX;
+            const Mmax = mMax(C);
             const r = repacked(weight(rng, dt, N, C, block));
             const x = rng.normals(Mmax * C);
             const one = new Float32Array(Mmax * N);

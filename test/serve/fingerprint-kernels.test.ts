@@ -27,11 +27,12 @@ async function fingerprint(kernels: EngineInfo['kernels']): Promise<string> {
 }
 
 test('each kernel configuration has its own fingerprint; the same one has the same', async () => {
-  const base = { backend: 'native', isa: 'avx512', amx: null, bf16Dot: 'dpbf16' } as const;
+  const base = { backend: 'native', isa: 'avx512', amx: null, bf16Dot: 'dpbf16', r16Wide: false } as const;
   const variants: Array<EngineInfo['kernels']> = [
-    base, { ...base, isa: 'avx2', bf16Dot: null }, { ...base, isa: 'scalar', bf16Dot: null }, { ...base, bf16Dot: 'fma' },
+    base, { ...base, isa: 'avx2', bf16Dot: null, r16Wide: null }, { ...base, isa: 'scalar', bf16Dot: null, r16Wide: null }, { ...base, bf16Dot: 'fma' },
+    { ...base, r16Wide: true },
     { ...base, amx: { mode: 'tiles', int8: false, attn: false } }, { ...base, amx: { mode: 'tiles', int8: true, attn: false } },
-    { backend: 'reference', isa: null, amx: null, bf16Dot: null },
+    { backend: 'reference', isa: null, amx: null, bf16Dot: null, r16Wide: null },
   ];
   const fps = await Promise.all(variants.map(fingerprint));
   for (const fp of fps) assert.match(fp, /^fp_[0-9a-f]{10}$/);

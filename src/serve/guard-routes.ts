@@ -11,7 +11,7 @@ import { ApiError, invalid } from './errors.js';
 
 export const DEFAULT_UNSAFE_RESPONSE = 'Response filtered by floe guard';
 export const DEFAULT_GUARD_WINDOW = 64;
-/** Texts one /v1/moderations request may judge (as completions and embeddings take at most 64 prompts). */
+/** Texts one /v1/moderations request may judge. */
 export const MAX_MODERATION_INPUTS = 64;
 
 export interface GuardServeOptions {

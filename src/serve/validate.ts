@@ -75,7 +75,9 @@ export interface EmbeddingParams {
 const MAX_N = 128;
 const MAX_STOP = 16;
 const MAX_TOP_LOGPROBS = 20;
-const MAX_PROMPTS = 64;
+// OpenAI's limit on an embeddings `input` list (its SDK helpers batch up to it; LlamaIndex sends 100, LangChain 1000);
+// the routes then refuse what exceeds the server's slots plus queue, naming the flags.
+const MAX_PROMPTS = 2048;
 
 const COMMON_FIELDS = [
   'model', 'n', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'repetition_penalty',

@@ -11,6 +11,7 @@ import { BatchApiError, BatchService, type Executor } from '../platform/batch.js
 import { FILE_PURPOSES, FileValidationError, UPLOAD_PURPOSES, adoptFile, fileObject, newFileId, parseBatchFile, parseFineTuneFile } from '../platform/files.js';
 import { Store, UnknownCursorError } from '../platform/store.js';
 import type { ServeMetrics } from './metrics.js';
+import { queryOnce } from './paging.js';
 
 export interface BatchRoutesOptions {
   readonly dataDir: string;
@@ -116,7 +117,7 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
     });
 
     sub.get<{ Querystring: { purpose?: string; after?: string; limit?: string; order?: string } }>('/v1/files', async (req) => {
-      const q = req.query;
+      const q = queryOnce(req.query, ['purpose', 'after', 'limit', 'order']);
       if (q.purpose !== undefined && !(FILE_PURPOSES as readonly string[]).includes(q.purpose)) throw new BatchApiError(400, `purpose must be one of ${FILE_PURPOSES.join(', ')}, got '${q.purpose}'`, 'purpose');
       const limit = limitOf(q, 10000);
       const order = q.order ?? 'desc';
@@ -155,8 +156,9 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
     });
     sub.get<{ Querystring: { after?: string; limit?: string } }>('/v1/batches', async (req) => {
       const s = service();
-      const limit = limitOf(req.query);
-      const rows = s.store.listBatches(req.query.after ?? null, limit + 1);
+      const q = queryOnce(req.query, ['after', 'limit']);
+      const limit = limitOf(q);
+      const rows = s.store.listBatches(q.after ?? null, limit + 1);
       const data = rows.slice(0, limit).map((b) => s.object(b));
       return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: rows.length > limit };
     });

@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { metadataProblem } from '../platform/metadata.js';
 import { UnknownCursorError, type Store } from '../platform/store.js';
 import { ApiError, invalid } from './errors.js';
-import { pageOf } from './paging.js';
+import { pageOf, queryOne } from './paging.js';
 import { get, type ChatParams } from './validate.js';
 
 type Obj = Record<string, unknown>;
@@ -174,7 +174,7 @@ export function registerChatStoreRoutes(app: FastifyInstance, dataStore: (() => 
     const s = need();
     const q = req.query;
     const { after, limit, order } = page(q);
-    const model = one(q, 'model');
+    const model = queryOne(q, 'model');
     const rows = cursorList(() => s.list({ model: model ?? null, metadata: metadataFilter(q), after, limit: limit + 1, order }));
     const data = rows.slice(0, limit);
     return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: rows.length > limit };
@@ -226,21 +226,14 @@ function cursorList<T>(fn: () => T): T {
   }
 }
 
-/** A query parameter given at most once. */
-function one(q: Record<string, string | string[] | undefined>, key: string): string | undefined {
-  const v = q[key];
-  if (Array.isArray(v)) throw invalid(key, `'${key}' is given ${v.length} times; give it once`);
-  return v;
-}
-
 /** A list's `after`, `limit` (1 to 100, default 20) and `order` (`asc`, the default, or `desc`), as OpenAI pages them. */
 function page(q: Record<string, string | string[] | undefined>): { after: string | null; limit: number; order: Order } {
-  const order = one(q, 'order') ?? 'asc';
+  const order = queryOne(q, 'order') ?? 'asc';
   if (order !== 'asc' && order !== 'desc') throw invalid('order', `'order' must be "asc" or "desc", got ${JSON.stringify(order).slice(0, 40)}`);
-  const l = one(q, 'limit');
+  const l = queryOne(q, 'limit');
   const limit = l === undefined ? DEFAULT_LIMIT : Number(l);
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT || l?.trim() === '') throw invalid('limit', `'limit' must be an integer from 1 to ${MAX_LIMIT}, got ${JSON.stringify(l).slice(0, 40)}`);
-  return { after: one(q, 'after') ?? null, limit, order };
+  return { after: queryOne(q, 'after') ?? null, limit, order };
 }
 
 /** OpenAI's list filter `metadata[KEY]=VALUE` (every pair must match); any other `metadata…` parameter is a 400, never ignored. */
@@ -249,7 +242,7 @@ function metadataFilter(q: Record<string, string | string[] | undefined>): Recor
   for (const key of Object.keys(q)) {
     if (!key.startsWith('metadata')) continue;
     const k = key.slice(0, 100);
-    const v = one(q, key);
+    const v = queryOne(q, key);
     if (key === 'metadata' && (v === '' || v === 'null')) continue; // the openai client sends metadata: null as 'metadata='
     const m = /^metadata\[([^\]]+)\]$/.exec(key);
     if (!m) throw invalid(k, `unknown query parameter '${k}': filter stored chat completions by metadata with metadata[KEY]=VALUE`);

@@ -10,6 +10,7 @@ import { EngineRequestError, type EngineClient } from '../engine/protocol.js';
 import { JobApiError, JobService } from '../platform/jobs/service.js';
 import { UnknownCursorError, type JobRow, type Store } from '../platform/store.js';
 import { ApiError } from './errors.js';
+import { queryOnce } from './paging.js';
 import type { LoadDType } from '../formats/load.js';
 
 export interface FtRoutesOptions {
@@ -137,7 +138,7 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): FtRo
     });
     sub.get<{ Querystring: Record<string, string | string[] | undefined> }>('/v1/fine_tuning/jobs', async (req) => {
       const s = service();
-      const q = req.query as { after?: string; limit?: string };
+      const q = queryOnce(req.query, ['after', 'limit']);
       const limit = limitOf(q);
       const rows = s.store.listJobs(q.after ?? null, limit + 1, metadataFilter(req.query));
       return { object: 'list', data: rows.slice(0, limit).map((j) => s.object(j)), has_more: rows.length > limit };
@@ -171,15 +172,17 @@ export function registerFtRoutes(app: FastifyInstance, o: FtRoutesOptions): FtRo
     sub.get<Page>('/v1/fine_tuning/jobs/:id/events', async (req) => {
       const s = service();
       const j = s.get(req.params.id);
-      const limit = limitOf(req.query);
-      const rows = s.store.jobEvents(j.id, req.query.after ?? null, limit + 1);
+      const q = queryOnce(req.query, ['after', 'limit']);
+      const limit = limitOf(q);
+      const rows = s.store.jobEvents(j.id, q.after ?? null, limit + 1);
       return { object: 'list', data: rows.slice(0, limit).map((e) => s.eventObject(e)), has_more: rows.length > limit };
     });
     sub.get<Page>('/v1/fine_tuning/jobs/:id/checkpoints', async (req) => {
       const s = service();
       const j = s.get(req.params.id);
-      const limit = limitOf(req.query);
-      const rows = s.store.jobCheckpoints(j.id, req.query.after ?? null, limit + 1);
+      const q = queryOnce(req.query, ['after', 'limit']);
+      const limit = limitOf(q);
+      const rows = s.store.jobCheckpoints(j.id, q.after ?? null, limit + 1);
       const data = rows.slice(0, limit).map((c) => s.checkpointObject(j, c));
       return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: rows.length > limit };
     });

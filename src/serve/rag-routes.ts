@@ -15,6 +15,7 @@ import { collectionJson, passageJson } from '../platform/rag/json.js';
 import { checkName, CollectionNotFoundError, EmbedderMismatchError, RagStore, SEARCH_MODES, type Collection, type DocumentInput, type Passage, type SearchMode } from '../platform/rag/store.js';
 import { poolFrom, type EmbeddingModel } from './embeddings-routes.js';
 import { ApiError, invalid } from './errors.js';
+import { queryOne } from './paging.js';
 import { firstInvalidByte } from '../formats/lines.js';
 
 /** RagEmbedder over the server's embedding engine (its worker thread embeds; the HTTP loop never waits on it). */
@@ -278,7 +279,7 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
   });
 
   app.delete<{ Params: { name: string }; Querystring: { source?: string } }>('/v1/rag/collections/:name/documents', async (req) => {
-    const source = req.query.source;
+    const source = queryOne(req.query, 'source');
     if (!source) throw invalid('source', "give the document's source as ?source=...");
     return serial(async () => {
       const c = await collection(req.params.name);

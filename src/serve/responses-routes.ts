@@ -1,7 +1,7 @@
 // OpenAI's Responses API: POST /v1/responses (plain and streamed as typed events) on the chat-completions path, and
 // with a data dir the stored responses: GET / DELETE /v1/responses/{id}, GET …/{id}/input_items, previous_response_id.
 
-import { pageOf } from './paging.js';
+import { pageOf, queryOnce } from './paging.js';
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { EngineClient, GenerateOutput, LogprobEntry } from '../engine/protocol.js';
@@ -150,7 +150,7 @@ export function registerResponsesRoutes(app: FastifyInstance, d: ResponsesDeps):
 
   app.get<{ Params: { id: string }; Querystring: Record<string, string> }>('/v1/responses/:id/input_items', async (req) => {
     const r = stored(req.params.id);
-    const q = req.query;
+    const q = queryOnce(req.query, ['order', 'limit', 'after']);
     const order = q.order ?? 'desc';
     if (order !== 'asc' && order !== 'desc') throw invalid('order', `'order' must be "asc" or "desc", got ${JSON.stringify(order).slice(0, 40)}`);
     const limit = q.limit === undefined ? 20 : Number(q.limit);

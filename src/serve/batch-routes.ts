@@ -11,6 +11,8 @@ import { BatchApiError, BatchService, type Executor } from '../platform/batch.js
 import { FILE_PURPOSES, FileValidationError, UPLOAD_PURPOSES, adoptFile, fileObject, newFileId, parseBatchFile, parseFineTuneFile } from '../platform/files.js';
 import { Store, UnknownCursorError } from '../platform/store.js';
 import type { ServeMetrics } from './metrics.js';
+import { ApiError } from './errors.js';
+import { multipartError } from './multipart.js';
 import { queryOnce } from './paging.js';
 
 export interface BatchRoutesOptions {
@@ -88,20 +90,24 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
       const tmp = `${store.filePath(id)}.upload-${process.pid}.tmp`;
       let got = false;
       try {
-        for await (const part of req.parts()) {
-          if (part.type === 'file') {
-            if (part.fieldname !== 'file') return send(reply, 400, `unexpected file field '${part.fieldname}'; send the file as 'file'`, part.fieldname, 'invalid_value');
-            filename = part.filename || filename;
-            await pipeline(part.file, createWriteStream(tmp)); // rejects with 413 past the largest limit
-            got = true;
-          } else if (part.fieldname === 'purpose') {
-            purpose = String(part.value);
-          } else if (/^expires_after(\[|$)/.test(part.fieldname)) {
-            // the client sends expires_after: {anchor, seconds} as expires_after[anchor], expires_after[seconds]
-            return send(reply, 400, "'expires_after' is not supported: files here are kept until deleted (DELETE /v1/files/{file_id}); leave it out", 'expires_after', 'unsupported_parameter');
-          } else {
-            return send(reply, 400, `unrecognized request argument '${part.fieldname.slice(0, 100)}'; POST /v1/files takes the fields purpose and file`, part.fieldname.slice(0, 100), 'unknown_parameter');
+        try {
+          for await (const part of req.parts()) {
+            if (part.type === 'file') {
+              if (part.fieldname !== 'file') return send(reply, 400, `unexpected file field '${part.fieldname}'; send the file as 'file'`, part.fieldname, 'invalid_value');
+              filename = part.filename || filename;
+              await pipeline(part.file, createWriteStream(tmp)); // rejects with 413 past the largest limit
+              got = true;
+            } else if (part.fieldname === 'purpose') {
+              purpose = String(part.value);
+            } else if (/^expires_after(\[|$)/.test(part.fieldname)) {
+              // the client sends expires_after: {anchor, seconds} as expires_after[anchor], expires_after[seconds]
+              return send(reply, 400, "'expires_after' is not supported: files here are kept until deleted (DELETE /v1/files/{file_id}); leave it out", 'expires_after', 'unsupported_parameter');
+            } else {
+              return send(reply, 400, `unrecognized request argument '${part.fieldname.slice(0, 100)}'; POST /v1/files takes the fields purpose and file`, part.fieldname.slice(0, 100), 'unknown_parameter');
+            }
           }
+        } catch (e) {
+          throw multipartError(e, 'file', () => new ApiError(413, `${filename} is larger than the ${mib(maxFileBytes)} an upload may be`, 'file', 'file_too_large'));
         }
         if (!(UPLOAD_PURPOSES as readonly (string | null)[]).includes(purpose)) return send(reply, 400, `purpose must be one of ${UPLOAD_PURPOSES.map((p) => `'${p}'`).join(', ')}, got ${JSON.stringify(purpose)}`, 'purpose', 'invalid_value');
         if (!got) return send(reply, 400, "no file part: send the JSONL as the multipart field 'file'", 'file', 'invalid_value');

@@ -15,6 +15,7 @@ import { collectionJson, passageJson } from '../platform/rag/json.js';
 import { checkName, CollectionNotFoundError, EmbedderMismatchError, RagStore, SEARCH_MODES, type Collection, type DocumentInput, type Passage, type SearchMode } from '../platform/rag/store.js';
 import { poolFrom, type EmbeddingModel } from './embeddings-routes.js';
 import { ApiError, invalid } from './errors.js';
+import { multipartError } from './multipart.js';
 import { queryOne } from './paging.js';
 import { firstInvalidByte } from '../formats/lines.js';
 
@@ -252,11 +253,7 @@ export function registerRagRoutes(app: FastifyInstance, o: RagRouteOptions): Rag
             } else if (part.fieldname === 'source') source = String(part.value);
           }
         } catch (e) {
-          // @fastify/multipart's own refusals ('reach files limit', 'request file too large') as errors that say what to send
-          const code = (e as { code?: string }).code;
-          if (code === 'FST_FILES_LIMIT') throw invalid('file', 'send one document per request: the multipart body has more than one file part');
-          if (code === 'FST_REQ_FILE_TOO_LARGE') throw new ApiError(413, `${current} is larger than the ${fmtLimit(limit)} an upload may be; split it`, 'file', 'file_too_large');
-          throw e;
+          throw multipartError(e, 'document', () => new ApiError(413, `${current} is larger than the ${fmtLimit(limit)} an upload may be; split it`, 'file', 'file_too_large'));
         }
         if (docs.length === 0) throw invalid('file', `no file part: send the document as the multipart field 'file' (${SUPPORTED_EXTENSIONS.join(', ')})`);
         if (source !== null) docs[0] = { source, content: docs[0]!.content, kind: docs[0]!.source };

@@ -106,7 +106,7 @@ export function createApp(opts: AppOptions): ServeApp {
   // A body nested past MAX_JSON_DEPTH is a 400 naming its field, before a route recurses into it.
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     if (body === '') return done(null, undefined);
-    json(req, String(body), (err, v) => (err ? done(err) : done(nestingError(v, null), v)));
+    json(req, String(body), (err, v) => (err ? done(jsonBodyError(String(body))) : done(nestingError(v, null), v)));
   });
   const created = Math.floor(Date.now() / 1000);
   let ctx: ModelContext | null = null;
@@ -832,6 +832,20 @@ async function* merge<T>(sources: readonly AsyncIterable<T>[], onEnd: () => void
   } finally {
     for (const k of pending.keys()) void its[k]!.return?.()?.catch(() => {});
   }
+}
+
+/**
+ * Why Fastify's parser refused a body, which it reports as 'Body is not valid JSON but content-type is set to
+ * application/json' either way: where the JSON breaks (JSON.parse's position), or, for JSON that is valid, the
+ * `__proto__` key (or `constructor.prototype`) it refuses against prototype poisoning.
+ */
+function jsonBodyError(text: string): ApiError {
+  try {
+    JSON.parse(text);
+  } catch (e) {
+    return new ApiError(400, `the request body is not valid JSON: ${(e as Error).message}`, null, 'invalid_json');
+  }
+  return new ApiError(400, `the request body holds a '__proto__' key (or 'constructor.prototype'), which this server refuses (prototype poisoning); rename the key`, null, 'invalid_body');
 }
 
 /** Any thrown value → an ApiError with the status the client should see. */

@@ -4,8 +4,8 @@
 import { ApiError, invalid } from './errors.js';
 
 /**
- * The error to answer for `err`, thrown while reading a multipart body's parts. `what` names the upload ('a file',
- * 'a document'); `tooLarge` is the 413 for a file past the size limit. Errors of the route's own (ApiError, disk
+ * The error to answer for `err`, thrown while reading a multipart body's parts. `what` names the upload ('file',
+ * 'document'); `tooLarge` is the 413 for a file past the size limit. Errors of the route's own (ApiError, disk
  * errors with a code) pass through unchanged.
  */
 export function multipartError(err: unknown, what: string, tooLarge: () => ApiError): unknown {
@@ -15,7 +15,7 @@ export function multipartError(err: unknown, what: string, tooLarge: () => ApiEr
   if (code === 'FST_REQ_FILE_TOO_LARGE') return tooLarge();
   // busboy's errors carry no code: a body cut short ('Unexpected end of form'), no boundary, a malformed part header
   if (code === undefined && (err as { statusCode?: unknown }).statusCode === undefined) {
-    return new ApiError(400, `the multipart/form-data body is malformed (${err.message}); send ${what} as the part 'file' of a well-formed body`, null, 'invalid_multipart');
+    return new ApiError(400, `the multipart/form-data body is malformed (${err.message}); send the ${what} as the part 'file' of a well-formed body`, null, 'invalid_multipart');
   }
   return err;
 }

@@ -1,7 +1,8 @@
 // OpenAI Files and Batch routes: state in SQLite under the data directory (opened on first use, or at start when it
 // exists so unfinished batches resume); batch lines run through the app's own routes at low priority.
 
-import { createReadStream, createWriteStream, existsSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, rmSync, statSync, type WriteStream } from 'node:fs';
+import { once } from 'node:events';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import multipart from '@fastify/multipart';
@@ -89,13 +90,15 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
       const id = newFileId();
       const tmp = `${store.filePath(id)}.upload-${process.pid}.tmp`;
       let got = false;
+      let out: WriteStream | null = null;
       try {
         try {
           for await (const part of req.parts()) {
             if (part.type === 'file') {
               if (part.fieldname !== 'file') return send(reply, 400, `unexpected file field '${part.fieldname}'; send the file as 'file'`, part.fieldname, 'invalid_value');
               filename = part.filename || filename;
-              await pipeline(part.file, createWriteStream(tmp)); // rejects with 413 past the largest limit
+              out = createWriteStream(tmp);
+              await pipeline(part.file, out); // rejects with 413 past the largest limit
               got = true;
             } else if (part.fieldname === 'purpose') {
               purpose = String(part.value);
@@ -118,6 +121,9 @@ export function registerBatchRoutes(app: FastifyInstance, opts: BatchRoutesOptio
         const lines = purpose === 'fine-tune' ? parseFineTuneFile(tmp) : parseBatchFile(tmp).length;
         return fileObject(adoptFile(store, purpose!, filename, tmp, lines, id));
       } finally {
+        // a body cut short fails the pipeline before the stream has opened tmp: its late open would create the file
+        // after this removal and leave it behind, so wait for the stream to close first
+        if (out !== null && !out.closed) await once(out, 'close').catch(() => {});
         rmSync(tmp, { force: true }); // a refused or broken upload (a stored one was renamed away)
       }
     });

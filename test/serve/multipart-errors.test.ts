@@ -1,6 +1,7 @@
 // Malformed multipart uploads to POST /v1/files and RAG's document upload: a body with no boundary or cut short was a
 // 500 'internal error: Multipart: Boundary not found' / '... unexpected end of multipart data' (busboy's errors), and two
-// file parts on /v1/files a 413 'reach files limit' with no code. Each is now a 400 that says what to send.
+// file parts on /v1/files a 413 'reach files limit' with no code. Each is now a 400 that says what to send. An upload
+// cut short also left its partial file behind at times (the write stream opened after the removal).
 
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -39,6 +40,13 @@ for (const url of [FILES, DOCS]) {
     }
   });
 }
+
+test('/v1/files: uploads cut short leave no partial file behind (the write stream opened after its removal)', async () => {
+  const cut = part('purpose', 'fine-tune') + '--xx\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n{"text":"a"}\n';
+  for (let i = 0; i < 20; i++) assert.equal((await post(FILES, cut)).statusCode, 400);
+  await new Promise((r) => setTimeout(r, 200)); // a late open would have created its file by now
+  assert.deepEqual(readdirSync(join(dir, 'data', 'files')).filter((f) => f.includes('.upload-')), []);
+});
 
 test('/v1/files: two file parts are a 400 naming file (was 413 "reach files limit"); no upload is left behind', async () => {
   const r = await post(FILES, part('purpose', 'fine-tune') + part('file', '{"text":"a"}', 'a.jsonl') + part('file', '{"text":"b"}', 'b.jsonl') + '--xx--\r\n');

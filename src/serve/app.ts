@@ -464,7 +464,9 @@ export function createApp(opts: AppOptions): ServeApp {
       }
     }, () => {
       acc.done();
-      if (asm && !job.aborted()) {
+      // save() keeps only a finished answer to a client still there; the job may be aborted by the output rail
+      // having filtered every choice (content_filter), an answer kept as the non-streamed one is
+      if (asm) {
         save({
           ...head, object: 'chat.completion',
           choices: acc.choices.map((ch, i) => ({ ...asm.choice(i, p.logprobs !== null), stop_reason: ch.stopReason, ...(p.returnTokenIds ? { token_ids: ch.ids } : {}) })),

@@ -411,13 +411,16 @@ export function createApp(opts: AppOptions): ServeApp {
       const out = {
         ...head, object: 'chat.completion',
         choices: acc.choices.map((ch, i) => {
-          // cut by max_tokens inside a call: the call so far, finish_reason length (as streaming sends it)
-          const calls = !useTools ? null : ch.finishReason === 'stop' ? parseToolCalls(ch.text, toolNames, maxCalls) : cutToolCalls(ch.text, toolNames, forced, maxCalls);
+          // whole calls: finish_reason tool_calls. A call cut short (max_tokens, a stop sequence, an end of text inside
+          // it) is read as streaming reads it: the call so far, finish_reason as the engine ended (length, stop)
+          const whole = useTools && ch.finishReason === 'stop' ? parseToolCalls(ch.text, toolNames, maxCalls) : null;
+          const read = !useTools || whole ? null : cutToolCalls(ch.text, toolNames, forced, maxCalls);
+          const calls = whole ?? read;
           return {
           // refusal: the client's type requires the field; floe writes none there (a guardrail's refusal is content, finish_reason content_filter)
           index: i, message: calls ? { role: 'assistant', content: calls.content, refusal: null, tool_calls: calls.calls } : { role: 'assistant', content: ch.text, refusal: null },
           logprobs: p.logprobs === null ? null : chatLogprobs(ch.logprobs),
-          finish_reason: calls && ch.finishReason === 'stop' ? 'tool_calls' : ch.finishReason, stop_reason: ch.stopReason,
+          finish_reason: (whole || (read && !read.cut)) && ch.finishReason === 'stop' ? 'tool_calls' : ch.finishReason, stop_reason: ch.stopReason,
           ...(p.returnTokenIds ? { token_ids: ch.ids } : {}),
           };
         }),
@@ -450,7 +453,7 @@ export function createApp(opts: AppOptions): ServeApp {
         const end = o.finishReason !== null ? ts.finish() : null;
         if (end) deltas.push(...end.deltas);
         deltas.forEach((d, k) => send(chatChunk(head, ch, d, k === 0 ? takeHeld() : null, null, p.includeUsage)));
-        if (end) send(chatChunk(head, ch, {}, held.length > 0 ? takeHeld() : null, end.isCalls && o.finishReason === 'stop' ? 'tool_calls' : o.finishReason, p.includeUsage));
+        if (end) send(chatChunk(head, ch, {}, held.length > 0 ? takeHeld() : null, end.isCalls && !end.cut && o.finishReason === 'stop' ? 'tool_calls' : o.finishReason, p.includeUsage));
         return;
       }
       if (o.text !== '' || (p.logprobs !== null && o.logprobs?.length)) {

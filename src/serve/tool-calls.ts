@@ -134,14 +134,17 @@ export class ToolCallStream {
     return this.mode === 'calls' ? this.scan() : [];
   }
 
-  /** End of output: the last deltas, and whether the choice ended as tool calls. */
-  finish(): { deltas: ToolDelta[]; isCalls: boolean } {
-    if (this.mode === 'content' || this.mode === 'undecided') return { deltas: [], isCalls: false };
-    if (this.mode === 'done') return { deltas: [], isCalls: true };
+  /**
+   * End of output: the last deltas, whether the choice ended as tool calls, and whether the last call was cut short
+   * (max_tokens, a stop sequence or an end of text inside it: its arguments, or the call itself, incomplete).
+   */
+  finish(): { deltas: ToolDelta[]; isCalls: boolean; cut: boolean } {
+    if (this.mode === 'content' || this.mode === 'undecided') return { deltas: [], isCalls: false, cut: false };
+    if (this.mode === 'done') return { deltas: [], isCalls: true, cut: false };
     const deltas = this.mode === 'calls' ? this.scan() : [];
-    if ((this.mode as string) === 'done') return { deltas, isCalls: true }; // scan() just closed the last call allowed
-    if (this.mode === 'calls' && this.call === null && this.calls.length > 0 && skipSeparators(this.buf, this.pos) >= this.buf.length) return { deltas, isCalls: true };
-    if (this.call !== null) return { deltas, isCalls: true }; // cut short (length): what was sent stays
+    if ((this.mode as string) === 'done') return { deltas, isCalls: true, cut: false }; // scan() just closed the last call allowed
+    if (this.mode === 'calls' && this.call === null && this.calls.length > 0 && skipSeparators(this.buf, this.pos) >= this.buf.length) return { deltas, isCalls: true, cut: false };
+    if (this.call !== null) return { deltas, isCalls: true, cut: true }; // cut short: what was sent stays
     if (this.forced && this.mode === 'calls') {
       // cut before a call's arguments began: a forced answer is calls, never text, so that call with no arguments yet
       // where its name is whole, else nothing more
@@ -153,16 +156,16 @@ export class ToolCallStream {
         deltas.push({ tool_calls: [{ index: this.emitted.length, id, type: 'function', function: { name, arguments: '' } }] });
         this.emitted.push(id);
       }
-      return { deltas, isCalls: true };
+      return { deltas, isCalls: true, cut: true };
     }
     if (this.calls.length > 0) {
       // text after the streamed calls goes out as content
       const rest = this.buf.slice(this.pos).trim();
-      return { deltas: rest ? [...deltas, { content: rest }] : deltas, isCalls: true };
+      return { deltas: rest ? [...deltas, { content: rest }] : deltas, isCalls: true, cut: false };
     }
     // held (or never a call): parse the whole; text that is no call goes out as content
     const parsed = parseToolCalls(this.buf, this.tools, this.maxCalls);
-    if (!parsed) return { deltas: [{ content: this.buf }], isCalls: false };
+    if (!parsed) return { deltas: [{ content: this.buf }], isCalls: false, cut: false };
     this.calls.push(...parsed.calls);
     return {
       deltas: [
@@ -173,6 +176,7 @@ export class ToolCallStream {
         ...(parsed.content ? [{ content: parsed.content }] : []),
       ],
       isCalls: true,
+      cut: false,
     };
   }
 
@@ -230,7 +234,7 @@ export class ToolCallStream {
  * the content beside them, or null when it holds no call. A non-streamed answer cut by max_tokens inside a call so
  * gives the call that streaming sent.
  */
-export function cutToolCalls(text: string, tools: ReadonlySet<string>, forced: boolean, maxCalls = Infinity): { calls: ToolCall[]; content: string | null } | null {
+export function cutToolCalls(text: string, tools: ReadonlySet<string>, forced: boolean, maxCalls = Infinity): { calls: ToolCall[]; content: string | null; cut: boolean } | null {
   const s = new ToolCallStream(tools, forced, maxCalls);
   const deltas = [...s.push(text)];
   const end = s.finish();
@@ -242,5 +246,5 @@ export function cutToolCalls(text: string, tools: ReadonlySet<string>, forced: b
     else if (d.tool_calls[0].id !== undefined) calls.push({ id: d.tool_calls[0].id, name: d.tool_calls[0].function.name!, args: d.tool_calls[0].function.arguments });
     else calls[d.tool_calls[0].index]!.args += d.tool_calls[0].function.arguments;
   }
-  return { calls: calls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.args } })), content: content === '' ? null : content };
+  return { calls: calls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.args } })), content: content === '' ? null : content, cut: end.cut };
 }

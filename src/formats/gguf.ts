@@ -334,6 +334,13 @@ function metaNum(g: GgufFile, key: string, dflt?: number): number {
   return v;
 }
 
+/** A number that must be > 0 (as config.json's rms_norm_eps, rope_theta, rope factor): 0 or below made NaN or Inf activations. */
+function metaPosNum(g: GgufFile, key: string, dflt?: number): number {
+  const v = metaNum(g, key, dflt);
+  if (!(v > 0)) throw new Error(`${g.path}: metadata "${key}" must be a positive number, got ${v}`);
+  return v;
+}
+
 function metaPosInt(g: GgufFile, key: string, dflt?: number): number {
   const v = metaNum(g, key, dflt);
   if (!Number.isSafeInteger(v) || v <= 0) throw new Error(`${g.path}: metadata "${key}" must be a positive integer, got ${v}`);
@@ -357,7 +364,7 @@ export function ggufToLlamaConfig(g: GgufFile): LlamaConfig {
   const vocabDefault: number | undefined = Array.isArray(tokens) ? tokens.length : embd?.dims[1];
   let scaling: RopeScaling | null = null;
   const st = g.metadata.get('llama.rope.scaling.type');
-  if (st === 'linear') scaling = { type: 'linear', factor: metaNum(g, 'llama.rope.scaling.factor') };
+  if (st === 'linear') scaling = { type: 'linear', factor: metaPosNum(g, 'llama.rope.scaling.factor') };
   else if (st !== undefined && st !== 'none') throw new Error(`${g.path}: llama.rope.scaling.type ${showJson(st, 60)} is not supported (linear, none; llama3 comes as rope_freqs.weight)`);
   const vocabSize = metaPosInt(g, 'llama.vocab_size', vocabDefault);
   const vocabFrom = g.metadata.has('llama.vocab_size') ? `llama.vocab_size ${vocabSize}`
@@ -388,8 +395,8 @@ export function ggufToLlamaConfig(g: GgufFile): LlamaConfig {
     numHeads,
     numKvHeads,
     headDim,
-    rmsNormEps: metaNum(g, 'llama.attention.layer_norm_rms_epsilon', 1e-5),
-    ropeTheta: metaNum(g, 'llama.rope.freq_base', 10000),
+    rmsNormEps: metaPosNum(g, 'llama.attention.layer_norm_rms_epsilon', 1e-5),
+    ropeTheta: metaPosNum(g, 'llama.rope.freq_base', 10000),
     ropeScaling: scaling,
     maxPositionEmbeddings: metaPosInt(g, 'llama.context_length'),
     tieWordEmbeddings: !g.tensors.has('output.weight'),

@@ -349,6 +349,9 @@ async function loadGgufModel(file: string): Promise<LoadedModel> {
         throw new Error(`${file}: rope_freqs.weight must be F32 [${n}], got type ${info.type} [${info.dims.join(', ')}]`);
       }
       ropeFreqFactors = asF32(info.data).slice();
+      // inv_freq[i] / factor[i]: a zero, negative or non-finite factor turns that rotary pair's angles into NaN / Inf
+      const bad = ropeFreqFactors.findIndex((f) => !(f > 0 && f < Infinity));
+      if (bad >= 0) throw new Error(`${file}: rope_freqs.weight value ${bad} is ${ropeFreqFactors[bad]}; expected a finite positive factor`);
       continue;
     }
     const name = ggufToHfName(gname);

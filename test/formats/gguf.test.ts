@@ -268,3 +268,39 @@ test('loadModel on GGUF: unsupported architecture and ggml types are named', asy
   await assert.rejects(loadModel(f3), /c\.gguf: tensor "blk\.0\.ffn_up\.weight" has ggml type Q4_0, which floe does not read/);
   assert.equal(fs.readdirSync(dir).filter((x) => x.includes('.tmp')).length, 0);
 });
+
+test('loadModel on GGUF: rms epsilon, rope base, linear factor and rope_freqs values that are not positive are refused', async () => {
+  const dir = tmpDir();
+  const src = path.join(dir, 'src.gguf');
+  await hfToGguf(await loadModel(makeTinyHf({ seed: 9 }).dir), src, 'f32');
+  const g = await readGguf(src);
+  const GGML: Record<number, GgufWriteTensor['dtype']> = { 0: 'f32', 1: 'f16', 8: 'q8_0', 30: 'bf16' };
+  /** src rewritten: metadata edited, rope_freqs.weight's values edited. */
+  const variant = (name: string, meta: (m: Map<string, ReturnType<typeof gv.f32>>) => void, freqs?: (f: Float32Array) => void) => {
+    const m = new Map(g.typed);
+    meta(m);
+    const tensors: GgufWriteTensor[] = [...g.tensors.values()].map((t) => {
+      const data = t.data.slice();
+      if (t.name === 'rope_freqs.weight') freqs?.(new Float32Array(data.buffer));
+      return { name: t.name, dtype: GGML[t.type]!, shape: [...t.dims].reverse(), data };
+    });
+    const f = path.join(dir, `${name}.gguf`);
+    writeGguf(f, m, tensors);
+    return f;
+  };
+  await loadModel(variant('same', () => {})); // the rewrite itself loads
+  const cases: [string, (m: Map<string, ReturnType<typeof gv.f32>>) => void, ((f: Float32Array) => void) | undefined, RegExp][] = [
+    ['eps-neg', (m) => m.set('llama.attention.layer_norm_rms_epsilon', gv.f32(-1)), undefined, /"llama\.attention\.layer_norm_rms_epsilon" must be a positive number, got -1/],
+    ['eps-zero', (m) => m.set('llama.attention.layer_norm_rms_epsilon', gv.f32(0)), undefined, /"llama\.attention\.layer_norm_rms_epsilon" must be a positive number, got 0/],
+    ['base-zero', (m) => m.set('llama.rope.freq_base', gv.f32(0)), undefined, /"llama\.rope\.freq_base" must be a positive number, got 0/],
+    ['base-neg', (m) => m.set('llama.rope.freq_base', gv.f32(-10000)), undefined, /"llama\.rope\.freq_base" must be a positive number, got -10000/],
+    ['linear-zero', (m) => { m.set('llama.rope.scaling.type', gv.str('linear')); m.set('llama.rope.scaling.factor', gv.f32(0)); }, undefined, /"llama\.rope\.scaling\.factor" must be a positive number, got 0/],
+    ['freqs-zero', () => {}, (f) => { f[1] = 0; }, /rope_freqs\.weight value 1 is 0; expected a finite positive factor/],
+    ['freqs-nan', () => {}, (f) => { f[2] = NaN; }, /rope_freqs\.weight value 2 is NaN/],
+    ['freqs-neg', () => {}, (f) => { f[0] = -1; }, /rope_freqs\.weight value 0 is -1/],
+  ];
+  for (const [name, meta, freqs, re] of cases) {
+    const f = variant(name, meta, freqs);
+    await assert.rejects(loadModel(f), (e: Error) => e.message.startsWith(f) && re.test(e.message), name);
+  }
+});

@@ -104,6 +104,18 @@ function values(t: StTensor): Float32Array {
   }
 }
 
+/** values(t), every one finite: one NaN or Inf factor made every token's logits NaN (greedy then picked id 0), silently. */
+function finiteValues(t: StTensor): Float32Array {
+  const v = values(t);
+  for (let i = 0; i < v.length; i++) {
+    if (!Number.isFinite(v[i]!)) {
+      const C = t.shape[1]!;
+      throw new Error(`${t.file}: adapter tensor ${showJson(t.name, 200)} holds ${v[i]} at [${Math.floor(i / C)}, ${i % C}]; LoRA factors must be finite (a diverged fine-tune?)`);
+    }
+  }
+  return v;
+}
+
 /** PEFT LoraConfig's defaults for a config that leaves r / lora_alpha out. */
 const PEFT_DEFAULT_R = 8;
 const PEFT_DEFAULT_ALPHA = 8;
@@ -180,7 +192,7 @@ export function readPeftFiles(dir: string, cfg: LlamaConfig): PeftAdapter {
     }
     const key = `${layer}.${target}`;
     const e = pending.get(key) ?? { layer, t: target };
-    if (m[3] === 'A') e.a = values(t); else e.b = values(t);
+    if (m[3] === 'A') e.a = finiteValues(t); else e.b = finiteValues(t);
     pending.set(key, e);
   }
   const targets = new Set<LoraTarget>();

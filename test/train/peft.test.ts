@@ -100,6 +100,26 @@ describe(`PEFT adapters (seed ${seed})`, () => {
     assert.throws(() => readPeftAdapter(dir, base.config), /DoRA/);
   });
 
+  it('refuses a factor holding NaN or Inf (f32, bf16), naming the tensor and the element', async () => {
+    const base = await loadModel(join(FIXTURES, 'models', 'gqa_f32'));
+    const dir = join(tmp, 'nonfinite');
+    writePeftAdapter(dir, randomAdapter(base.config, ['k'], 2));
+    const A = new Float32Array(2 * 64).fill(0.01), B = new Float32Array(32 * 2).fill(0.02);
+    const f = join(dir, 'adapter_model.safetensors');
+    for (const [which, at, v, dtype] of [['A', 70, NaN, 'F32'], ['B', 5, Infinity, 'F32'], ['B', 63, -Infinity, 'BF16']] as const) {
+      const a = A.slice(), b = B.slice();
+      (which === 'A' ? a : b)[at] = v;
+      writeSafetensors(f, {
+        [peftKey(0, 'k', 'A')]: { dtype: 'F32', shape: [2, 64], data: a },
+        [peftKey(0, 'k', 'B')]: dtype === 'BF16' ? { dtype, shape: [32, 2], data: encodeBf16(b) } : { dtype, shape: [32, 2], data: b },
+      });
+      const C = which === 'A' ? 64 : 2;
+      const where = `[${Math.floor(at / C)}, ${at % C}]`;
+      assert.throws(() => readPeftAdapter(dir, base.config), (e: Error) => e.message.startsWith(f)
+        && e.message.includes(`"${peftKey(0, 'k', which)}" holds ${v} at ${where}; LoRA factors must be finite`), `${which} ${v}`);
+    }
+  });
+
   it('refuses PEFT features beyond W + s·BA (modules_to_save, bias, lora_bias, layer_replication, another task_type) instead of ignoring them', async () => {
     const base = await loadModel(join(FIXTURES, 'models', 'gqa_f32'));
     const dir = join(tmp, 'features');

@@ -62,7 +62,7 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "obj
  * The fields the tokenizers library reads without checking (model, its vocab and merges, added_tokens, each
  * component's type): a malformed one fails here naming the field, expected vs got, not as a TypeError from inside it.
  */
-function checkTokenizerJson(j: Record<string, unknown>): void {
+export function checkTokenizerJson(j: Record<string, unknown>): void {
   const m = j.model as Record<string, unknown>;
   if (!isObject(m)) bad(`"model" must be an object, got ${showJson(m, 40)}`);
   const type = m.type ?? (Array.isArray(m.vocab) ? "Unigram" : undefined);

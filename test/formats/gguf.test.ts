@@ -304,3 +304,19 @@ test('loadModel on GGUF: rms epsilon, rope base, linear factor and rope_freqs va
     await assert.rejects(loadModel(f), (e: Error) => e.message.startsWith(f) && re.test(e.message), name);
   }
 });
+
+test('hfToGguf: a tokenizer.json that is null or has a malformed field fails naming the file and the field', async () => {
+  const dir = tmpDir();
+  const m = await loadModel(makeTinyHf({ seed: 10 }).dir);
+  const good = { model: { type: 'BPE', vocab: { a: 0, b: 1 }, merges: ['a b'] }, added_tokens: [{ id: 2, content: '<s>', special: true }], pre_tokenizer: { type: 'ByteLevel' } };
+  const cases: [string, unknown, string][] = [
+    ['null', null, 'expected a JSON object with a "model" field, got null'], // was TypeError: Cannot read properties of null
+    ['merge', { ...good, model: { ...good.model, merges: ['a b', 5] } }, 'model.merges[1] must be a "left right" string or a [left, right] pair, got 5'], // was 'GGUF metadata "tokenizer.ggml.merges": STRING array holds a number' (no file)
+    ['content', { ...good, added_tokens: [{ id: 2, content: 7 }] }, 'added_tokens[0] must be an object with a non-negative integer "id" and a string "content"'], // was the same about tokenizer.ggml.tokens
+  ];
+  for (const [name, j, want] of cases) {
+    const tok = path.join(dir, `${name}.json`);
+    fs.writeFileSync(tok, JSON.stringify(j));
+    await assert.rejects(hfToGguf(m, path.join(dir, `${name}.gguf`), 'f32', { tokenizerJson: tok }), (e: Error) => e.constructor === Error && e.message.startsWith(`${tok}: ${want}`), name);
+  }
+});

@@ -73,6 +73,12 @@ export function ggufMetadataFile(meta: Map<string, unknown>): string | null {
   return metadataFile.get(meta) ?? null;
 }
 const MAX_ARRAY_DEPTH = 4;
+/**
+ * Most items one metadata array may hold: real ones are tokenizer lists (~300k at most). A corrupted count in a
+ * multi-GiB file passed the bound by the bytes left, and the items were read from tensor data into a JS array at
+ * 8+ bytes each: 50M u8 took 7 s and 800 MB, 200M ended in 'RangeError: Invalid array length' naming no file.
+ */
+export const MAX_ARRAY_ITEMS = 2 ** 24;
 
 class Reader {
   pos = 0;
@@ -143,6 +149,7 @@ class Reader {
       const itemType = this.u32(`${what} array type`);
       if (!(itemType in GgufType)) { this.pos -= 4; this.fail(`${what}: unknown array element type ${itemType}`); }
       const n = this.u64(`${what} array length`);
+      if (n > MAX_ARRAY_ITEMS) { this.pos -= 8; this.fail(`${what}: array of ${n} ${GgufType[itemType]} items is longer than floe reads (${MAX_ARRAY_ITEMS}); a corrupted count?`); }
       // Smallest encoding of one element: bounds the count before anything is allocated.
       const minSize = itemType === GgufType.STRING || itemType === GgufType.U64 || itemType === GgufType.I64 || itemType === GgufType.F64 ? 8
         : itemType === GgufType.ARRAY ? 12 : itemType === GgufType.U32 || itemType === GgufType.I32 || itemType === GgufType.F32 ? 4

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
-import { GgufType, parseGguf, permuteQkRows, readGguf, ggufToHfName, hfToGgufName } from '../../src/formats/gguf.js';
+import { GgufType, MAX_ARRAY_ITEMS, parseGguf, permuteQkRows, readGguf, ggufToHfName, hfToGgufName } from '../../src/formats/gguf.js';
 import { gv, hfToGguf, writeGguf, type GgufWriteTensor } from '../../src/formats/gguf-writer.js';
 import { loadModel } from '../../src/formats/load.js';
 import { mapFileUsesMmap, setMapFileMmap } from '../../src/formats/mapfile.js';
@@ -319,4 +319,22 @@ test('hfToGguf: a tokenizer.json that is null or has a malformed field fails nam
     fs.writeFileSync(tok, JSON.stringify(j));
     await assert.rejects(hfToGguf(m, path.join(dir, `${name}.gguf`), 'f32', { tokenizerJson: tok }), (e: Error) => e.constructor === Error && e.message.startsWith(`${tok}: ${want}`), name);
   }
+});
+
+test('a metadata array count past MAX_ARRAY_ITEMS is refused at once, even when the file is long enough to hold it', async () => {
+  // a corrupted count in a multi-GiB model passed the bytes-left bound and read tensor data into a JS array (8+ bytes
+  // an item): here a (sparse) file just long enough for 2^24 + 1 u8 items
+  const dir = tmpDir();
+  const f = path.join(dir, 'big.gguf');
+  const key = Buffer.from('general.x');
+  const h = Buffer.alloc(24 + 8 + key.length + 16);
+  let p = 0;
+  p = h.writeUInt32LE(0x46554747, p); p = h.writeUInt32LE(3, p); p = h.writeBigUInt64LE(0n, p); p = h.writeBigUInt64LE(1n, p);
+  p = h.writeBigUInt64LE(BigInt(key.length), p); p += key.copy(h, p); p = h.writeUInt32LE(GgufType.ARRAY, p); p = h.writeUInt32LE(GgufType.U8, p);
+  const countAt = p;
+  h.writeBigUInt64LE(BigInt(MAX_ARRAY_ITEMS + 1), p);
+  fs.writeFileSync(f, h);
+  fs.truncateSync(f, h.length + MAX_ARRAY_ITEMS + 1);
+  await assert.rejects(readGguf(f), (e: Error) => e.message === `${f}: metadata "general.x": array of ${MAX_ARRAY_ITEMS + 1} U8 items is longer than floe reads (${MAX_ARRAY_ITEMS}); a corrupted count? (at byte ${countAt})`);
+  fs.rmSync(dir, { recursive: true, force: true });
 });

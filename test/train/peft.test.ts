@@ -144,6 +144,35 @@ describe(`PEFT adapters (seed ${seed})`, () => {
     assert.deepEqual(readPeftAdapter(dir, base.config).config.targets, ['q']);
   });
 
+  it('refuses a factor that target_modules / layers_to_transform do not select (PEFT would not load it), naming both files', async () => {
+    const base = await loadModel(join(FIXTURES, 'models', 'gqa_f32'));
+    const dir = join(tmp, 'targets');
+    writePeftAdapter(dir, randomAdapter(base.config, ['q', 'down'], 2));
+    const cfgFile = join(dir, 'adapter_config.json');
+    const cfg = JSON.parse(readFileSync(cfgFile, 'utf8'));
+    const withCfg = (patch: Record<string, unknown>) => writeFileSync(cfgFile, JSON.stringify({ ...cfg, ...patch }));
+    const refused: [Record<string, unknown>, string][] = [
+      [{ target_modules: ['q_proj'] }, 'target_modules ["q_proj"]'], // down_proj's factors were applied all the same
+      [{ target_modules: ['c_attn', 'c_proj'] }, 'target_modules ["c_attn","c_proj"]'], // modules this model does not have
+      [{ target_modules: '.*\\.q_proj' }, 'target_modules ".*\\\\.q_proj"'],
+      [{ target_modules: null }, "target_modules [\"q_proj\",\"v_proj\"] (PEFT's default for llama: the config has none)"],
+      [{ layers_to_transform: [1] }, 'layers_to_transform [1]'],
+    ];
+    for (const [patch, why] of refused) {
+      withCfg(patch);
+      assert.throws(() => readPeftAdapter(dir, base.config), (e: Error) => e.message.startsWith(join(dir, 'adapter_model.safetensors'))
+        && e.message.includes(`, which ${cfgFile} does not select (${why}); PEFT would not load this factor`), JSON.stringify(patch));
+    }
+    withCfg({ target_modules: 7 });
+    assert.throws(() => readPeftAdapter(dir, base.config), (e: Error) => e.message.startsWith(`${cfgFile}: "target_modules" must be a module name pattern or a list of module names, got 7`));
+    // what PEFT selects the same modules with: suffixes, full paths, a regex, all-linear, every layer listed
+    for (const patch of [{ target_modules: ['down_proj', 'q_proj', 'lm_head'] }, { target_modules: ['mlp.down_proj', 'self_attn.q_proj'] }, { target_modules: '.*\\.(q_proj|down_proj)' },
+      { target_modules: 'all-linear' }, { layers_to_transform: [0, 1] }]) {
+      withCfg(patch);
+      assert.deepEqual(readPeftAdapter(dir, base.config).config.targets, ['q', 'down'], JSON.stringify(patch));
+    }
+  });
+
   it('a config without r / lora_alpha takes PEFT LoraConfig defaults (8, 8), not alpha = r', async () => {
     const base = await loadModel(join(FIXTURES, 'models', 'gqa_f32'));
     const dir = join(tmp, 'defaults');

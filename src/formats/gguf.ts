@@ -79,6 +79,8 @@ const MAX_ARRAY_DEPTH = 4;
  * 8+ bytes each: 50M u8 took 7 s and 800 MB, 200M ended in 'RangeError: Invalid array length' naming no file.
  */
 export const MAX_ARRAY_ITEMS = 2 ** 24;
+/** V8's longest string (2^29 - 24 UTF-16 units): a longer value cannot be decoded. */
+export const MAX_STRING_BYTES = 2 ** 29 - 24;
 
 class Reader {
   pos = 0;
@@ -106,6 +108,8 @@ class Reader {
   str(what: string): string {
     const n = this.u64(`${what} length`);
     this.need(n, what);
+    // past V8's longest string decode() threw as if the bytes were bad UTF-8 (after reading up to 2 GiB)
+    if (n > MAX_STRING_BYTES) { this.pos -= 8; this.fail(`${what} is ${n} bytes, longer than a string floe can hold (${MAX_STRING_BYTES}); a corrupted length?`); }
     let s: string;
     try {
       s = this.dec.decode(this.bytes.subarray(this.pos, this.pos + n));

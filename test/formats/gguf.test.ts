@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
-import { GgufType, MAX_ARRAY_ITEMS, parseGguf, permuteQkRows, readGguf, ggufToHfName, hfToGgufName } from '../../src/formats/gguf.js';
+import { GgufType, MAX_ARRAY_ITEMS, MAX_STRING_BYTES, parseGguf, permuteQkRows, readGguf, ggufToHfName, hfToGgufName } from '../../src/formats/gguf.js';
 import { gv, hfToGguf, writeGguf, type GgufWriteTensor } from '../../src/formats/gguf-writer.js';
 import { loadModel } from '../../src/formats/load.js';
 import { mapFileUsesMmap, setMapFileMmap } from '../../src/formats/mapfile.js';
@@ -336,5 +336,18 @@ test('a metadata array count past MAX_ARRAY_ITEMS is refused at once, even when 
   fs.writeFileSync(f, h);
   fs.truncateSync(f, h.length + MAX_ARRAY_ITEMS + 1);
   await assert.rejects(readGguf(f), (e: Error) => e.message === `${f}: metadata "general.x": array of ${MAX_ARRAY_ITEMS + 1} U8 items is longer than floe reads (${MAX_ARRAY_ITEMS}); a corrupted count? (at byte ${countAt})`);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('a metadata string longer than a JS string can be is refused by its length, not as bad UTF-8', async () => {
+  const dir = tmpDir();
+  const f = path.join(dir, 'long.gguf');
+  const h = Buffer.alloc(32);
+  let p = 0;
+  p = h.writeUInt32LE(0x46554747, p); p = h.writeUInt32LE(3, p); p = h.writeBigUInt64LE(0n, p); p = h.writeBigUInt64LE(1n, p);
+  h.writeBigUInt64LE(BigInt(MAX_STRING_BYTES + 1), p); // key #0's length; the (sparse) file holds that many bytes
+  fs.writeFileSync(f, h);
+  fs.truncateSync(f, h.length + MAX_STRING_BYTES + 1);
+  await assert.rejects(readGguf(f), (e: Error) => e.message === `${f}: metadata key #0 is ${MAX_STRING_BYTES + 1} bytes, longer than a string floe can hold (${MAX_STRING_BYTES}); a corrupted length? (at byte 24)`);
   fs.rmSync(dir, { recursive: true, force: true });
 });

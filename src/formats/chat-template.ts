@@ -1,7 +1,7 @@
 // Chat templates: pick the Jinja template from tokenizer_config.json / chat_template.jinja and render it with @huggingface/jinja.
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Template } from "@huggingface/jinja";
+import { Environment, Interpreter, Template } from "@huggingface/jinja";
 import type { Tokenizer } from "./tokenizer.js";
 import { showJson } from "./json-show.js";
 
@@ -23,6 +23,47 @@ export interface RenderChatOptions {
   documents?: readonly unknown[];
   /** Further template variables, e.g. { date_string: "26 Jul 2024" }. They cannot override the fields above. */
   extra?: Record<string, unknown>;
+}
+
+/** jinja2.sandbox.MAX_RANGE: transformers renders chat templates in the sandbox, which refuses longer ranges. */
+export const MAX_RANGE = 100_000;
+
+/** The library's own strftime_now, reached through a template (it is not exported). */
+const STRFTIME = new Template("{{ strftime_now(f) }}");
+
+/**
+ * @huggingface/jinja's globals (setupGlobals), with range() bounded as jinja2's sandbox bounds it: the library builds
+ * the whole list first, and range(1000000000) aborted the process (V8 "Fatal JavaScript invalid size error").
+ */
+function globalsEnv(): Environment {
+  const env = new Environment();
+  env.set("false", false);
+  env.set("true", true);
+  env.set("none", null);
+  env.set("raise_exception", (args: unknown) => {
+    throw new Error(String(args));
+  });
+  env.set("range", boundedRange);
+  env.set("strftime_now", (f: unknown) => STRFTIME.render({ f }));
+  env.set("True", true);
+  env.set("False", false);
+  env.set("None", null);
+  return env;
+}
+
+/** The library's range(), after jinja2's sandbox check on its length. */
+function boundedRange(start: number, stop?: number, step = 1): number[] {
+  if (stop === undefined) {
+    stop = start;
+    start = 0;
+  }
+  if (step === 0) throw new Error("range() step must not be zero");
+  const n = Math.ceil((stop - start) / step);
+  if (n > MAX_RANGE) throw new Error(`range() of ${n} items: the sandbox blocks ranges larger than ${MAX_RANGE} (as transformers' does)`);
+  const out: number[] = [];
+  if (step > 0) for (let i = start; i < stop; i += step) out.push(i);
+  else for (let i = start; i > stop; i += step) out.push(i);
+  return out;
 }
 
 export class ChatTemplate {
@@ -66,7 +107,10 @@ export class ChatTemplate {
     if (opts.tools !== undefined) vars.tools = opts.tools;
     if (opts.documents !== undefined) vars.documents = opts.documents;
     try {
-      return this.template.render(vars);
+      // Template.render with globalsEnv's bounded range (render() declares its own globals, range among them)
+      const env = globalsEnv();
+      for (const [k, v] of Object.entries(vars)) env.set(k, v);
+      return new Interpreter(env).run(this.template.parsed).value as string;
     } catch (e) {
       throw new Error(`${this.origin}: rendering failed: ${(e as Error).message}`);
     }

@@ -10,6 +10,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { dequantizeRow, encodeBf16 } from '../tensor/codecs.js';
+import { readHfConfig } from './hf-config.js';
 import { convertsToBf16, convertWeightBf16, LINEAR_WEIGHT, loadModel, quantizeWeightFp8 } from './load.js';
 import { writeFileAtomic, writeSafetensors, writeSafetensorsSharded, type StWriteTensor } from './safetensors.js';
 
@@ -71,6 +72,8 @@ export async function quantizeModelDir(inDir: string, outDir: string, opts: Quan
   if (scheme.kind === 'block' && !(Number.isInteger(scheme.block) && scheme.block > 0)) throw new Error(`fp8 block size must be a positive integer, got ${scheme.block}`);
   const srcConfigFile = path.join(inDir, 'config.json');
   if (!fs.existsSync(srcConfigFile)) throw new Error(`${inDir}: no config.json; quantize reads an HF model directory (config.json + safetensors)`);
+  // readHfConfig's checks first: a raw JSON.parse named no file ('Unexpected end of JSON input') and read null as a TypeError
+  readHfConfig(inDir);
   const srcConfig = JSON.parse(fs.readFileSync(srcConfigFile, 'utf8')) as Record<string, unknown>;
   if (srcConfig.quantization_config !== undefined && srcConfig.quantization_config !== null) {
     throw new Error(`${srcConfigFile}: the model is already quantized (quantization_config present); quantize an f32 / f16 / bf16 model`);

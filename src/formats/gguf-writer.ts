@@ -11,6 +11,8 @@ import { rowsCols, Tensor, tensorBytes, type DType } from '../tensor/tensor.js';
 import { DTYPE_TO_GGML, GGUF_MAGIC, GgufType, hfToGgufName, permuteQkRows, readGguf, type GgufValue } from './gguf.js';
 import type { LoadedModel } from './load.js';
 import { writeFileAtomic } from './safetensors.js';
+import { checkTokenizerJson } from './tokenizer.js';
+import { showJson } from './json-show.js';
 
 /** Typed metadata constructors. */
 export const gv = {
@@ -401,6 +403,13 @@ function addTokenizer(meta: Map<string, GgufValue>, file: string, cfg: LlamaConf
     j = JSON.parse(fs.readFileSync(file, 'utf8')) as TokJson;
   } catch (e) {
     throw new Error(`${file}: cannot read tokenizer: ${(e as Error).message}`);
+  }
+  // the checks loadTokenizer makes (null read as a TypeError here, a non-string content as a crash in the writer)
+  if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new Error(`${file}: expected a JSON object with a "model" field, got ${showJson(j, 40)}`);
+  try {
+    checkTokenizerJson(j as Record<string, unknown>);
+  } catch (e) {
+    throw new Error(`${file}: ${(e as Error).message.replace(/^tokenizer\.json: /, '')}`);
   }
   const vocab = j.model?.vocab;
   if (j.model?.type !== 'BPE' || !vocab || !Array.isArray(j.model.merges)) {

@@ -73,6 +73,14 @@ export function ggufMetadataFile(meta: Map<string, unknown>): string | null {
   return metadataFile.get(meta) ?? null;
 }
 const MAX_ARRAY_DEPTH = 4;
+/**
+ * Most items one metadata array may hold: real ones are tokenizer lists (~300k at most). A corrupted count in a
+ * multi-GiB file passed the bound by the bytes left, and the items were read from tensor data into a JS array at
+ * 8+ bytes each: 50M u8 took 7 s and 800 MB, 200M ended in 'RangeError: Invalid array length' naming no file.
+ */
+export const MAX_ARRAY_ITEMS = 2 ** 24;
+/** V8's longest string (2^29 - 24 UTF-16 units): a longer value cannot be decoded. */
+export const MAX_STRING_BYTES = 2 ** 29 - 24;
 
 class Reader {
   pos = 0;
@@ -100,6 +108,8 @@ class Reader {
   str(what: string): string {
     const n = this.u64(`${what} length`);
     this.need(n, what);
+    // past V8's longest string decode() threw as if the bytes were bad UTF-8 (after reading up to 2 GiB)
+    if (n > MAX_STRING_BYTES) { this.pos -= 8; this.fail(`${what} is ${n} bytes, longer than a string floe can hold (${MAX_STRING_BYTES}); a corrupted length?`); }
     let s: string;
     try {
       s = this.dec.decode(this.bytes.subarray(this.pos, this.pos + n));
@@ -143,6 +153,7 @@ class Reader {
       const itemType = this.u32(`${what} array type`);
       if (!(itemType in GgufType)) { this.pos -= 4; this.fail(`${what}: unknown array element type ${itemType}`); }
       const n = this.u64(`${what} array length`);
+      if (n > MAX_ARRAY_ITEMS) { this.pos -= 8; this.fail(`${what}: array of ${n} ${GgufType[itemType]} items is longer than floe reads (${MAX_ARRAY_ITEMS}); a corrupted count?`); }
       // Smallest encoding of one element: bounds the count before anything is allocated.
       const minSize = itemType === GgufType.STRING || itemType === GgufType.U64 || itemType === GgufType.I64 || itemType === GgufType.F64 ? 8
         : itemType === GgufType.ARRAY ? 12 : itemType === GgufType.U32 || itemType === GgufType.I32 || itemType === GgufType.F32 ? 4
@@ -334,6 +345,13 @@ function metaNum(g: GgufFile, key: string, dflt?: number): number {
   return v;
 }
 
+/** A number that must be > 0 (as config.json's rms_norm_eps, rope_theta, rope factor): 0 or below made NaN or Inf activations. */
+function metaPosNum(g: GgufFile, key: string, dflt?: number): number {
+  const v = metaNum(g, key, dflt);
+  if (!(v > 0)) throw new Error(`${g.path}: metadata "${key}" must be a positive number, got ${v}`);
+  return v;
+}
+
 function metaPosInt(g: GgufFile, key: string, dflt?: number): number {
   const v = metaNum(g, key, dflt);
   if (!Number.isSafeInteger(v) || v <= 0) throw new Error(`${g.path}: metadata "${key}" must be a positive integer, got ${v}`);
@@ -357,7 +375,7 @@ export function ggufToLlamaConfig(g: GgufFile): LlamaConfig {
   const vocabDefault: number | undefined = Array.isArray(tokens) ? tokens.length : embd?.dims[1];
   let scaling: RopeScaling | null = null;
   const st = g.metadata.get('llama.rope.scaling.type');
-  if (st === 'linear') scaling = { type: 'linear', factor: metaNum(g, 'llama.rope.scaling.factor') };
+  if (st === 'linear') scaling = { type: 'linear', factor: metaPosNum(g, 'llama.rope.scaling.factor') };
   else if (st !== undefined && st !== 'none') throw new Error(`${g.path}: llama.rope.scaling.type ${showJson(st, 60)} is not supported (linear, none; llama3 comes as rope_freqs.weight)`);
   const vocabSize = metaPosInt(g, 'llama.vocab_size', vocabDefault);
   const vocabFrom = g.metadata.has('llama.vocab_size') ? `llama.vocab_size ${vocabSize}`
@@ -388,8 +406,8 @@ export function ggufToLlamaConfig(g: GgufFile): LlamaConfig {
     numHeads,
     numKvHeads,
     headDim,
-    rmsNormEps: metaNum(g, 'llama.attention.layer_norm_rms_epsilon', 1e-5),
-    ropeTheta: metaNum(g, 'llama.rope.freq_base', 10000),
+    rmsNormEps: metaPosNum(g, 'llama.attention.layer_norm_rms_epsilon', 1e-5),
+    ropeTheta: metaPosNum(g, 'llama.rope.freq_base', 10000),
     ropeScaling: scaling,
     maxPositionEmbeddings: metaPosInt(g, 'llama.context_length'),
     tieWordEmbeddings: !g.tensors.has('output.weight'),

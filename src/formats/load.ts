@@ -260,6 +260,8 @@ function fp8Tensor(w: StTensor, s: StTensor, quant: Fp8Quantization | null): Ten
     const want = cfgBlock ? `[${Math.ceil(N / cfgBlock[0])}, ${Math.ceil(C / cfgBlock[1])}] for block [${cfgBlock.join(', ')}]` : `[] / [1] (per tensor) or [${N}, 1] (per row)`;
     throw new Error(`${s.file}: scale "${s.name}" for fp8 weight [${N}, ${C}] has shape ${shapeText(ss)}, expected ${want}`);
   }
+  // a zero dim made a zero block: Tensor's grid check then failed as 'needs NaN values', naming no file or tensor
+  if (block[0] === 0 || block[1] === 0) throw new Error(`${s.file}: scale "${s.name}" has ${scale.length} values for fp8 weight "${w.name}" of shape ${shapeText(w.shape)}, which has no elements`);
   checkScales(w, s, scale, block);
   return new Tensor('fp8_e4m3', w.shape, w.data, scale, block);
 }
@@ -349,6 +351,9 @@ async function loadGgufModel(file: string): Promise<LoadedModel> {
         throw new Error(`${file}: rope_freqs.weight must be F32 [${n}], got type ${info.type} [${info.dims.join(', ')}]`);
       }
       ropeFreqFactors = asF32(info.data).slice();
+      // inv_freq[i] / factor[i]: a zero, negative or non-finite factor turns that rotary pair's angles into NaN / Inf
+      const bad = ropeFreqFactors.findIndex((f) => !(f > 0 && f < Infinity));
+      if (bad >= 0) throw new Error(`${file}: rope_freqs.weight value ${bad} is ${ropeFreqFactors[bad]}; expected a finite positive factor`);
       continue;
     }
     const name = ggufToHfName(gname);

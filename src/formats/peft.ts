@@ -104,11 +104,55 @@ function values(t: StTensor): Float32Array {
   }
 }
 
+/** values(t), every one finite: one NaN or Inf factor made every token's logits NaN (greedy then picked id 0), silently. */
+function finiteValues(t: StTensor): Float32Array {
+  const v = values(t);
+  for (let i = 0; i < v.length; i++) {
+    if (!Number.isFinite(v[i]!)) {
+      const C = t.shape[1]!;
+      throw new Error(`${t.file}: adapter tensor ${showJson(t.name, 200)} holds ${v[i]} at [${Math.floor(i / C)}, ${i % C}]; LoRA factors must be finite (a diverged fine-tune?)`);
+    }
+  }
+  return v;
+}
+
 /** PEFT LoraConfig's defaults for a config that leaves r / lora_alpha out. */
 const PEFT_DEFAULT_R = 8;
 const PEFT_DEFAULT_ALPHA = 8;
 
 const MODULE_TO_TARGET = new Map<string, LoraTarget>(LORA_TARGETS.map((t) => [LORA_MODULE[t], t]));
+
+/**
+ * Why adapter_config.json's target_modules / layers_to_transform do not select module `key` (its path in the base
+ * model, e.g. model.layers.0.self_attn.q_proj) as PEFT's check_target_module_exists reads them, or null when they do
+ * (or when a regex is one JavaScript cannot compile: not checked). PEFT creates LoRA layers only where they select, so
+ * a factor elsewhere is one PEFT would not load; floe applied it and the output differed from PEFT's.
+ */
+function notTargeted(j: Record<string, unknown>, key: string, layer: number, cfgPath: string): string | null {
+  const tm = j.target_modules ?? ['q_proj', 'v_proj']; // PEFT's default for llama (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
+  let hit: boolean;
+  if (typeof tm === 'string') {
+    if (tm === 'all-linear') hit = true;
+    else {
+      let re: RegExp;
+      try { re = new RegExp(`^(?:${tm})$`); } catch { return null; }
+      hit = re.test(key);
+    }
+  } else if (Array.isArray(tm) && tm.every((t) => typeof t === 'string')) {
+    hit = tm.some((t: string) => key === t || key.endsWith(`.${t}`));
+  } else {
+    throw new Error(`${cfgPath}: "target_modules" must be a module name pattern or a list of module names, got ${showJson(tm, 80)}`);
+  }
+  const where = `target_modules ${showJson(tm, 80)}${j.target_modules === undefined || j.target_modules === null ? " (PEFT's default for llama: the config has none)" : ''}`;
+  if (!hit) return where;
+  const ltt = j.layers_to_transform;
+  if (ltt !== undefined && ltt !== null) {
+    const layers = typeof ltt === 'number' ? [ltt] : ltt;
+    if (!Array.isArray(layers) || !layers.every((x) => Number.isInteger(x))) throw new Error(`${cfgPath}: "layers_to_transform" must be a layer index or a list of them, got ${showJson(ltt, 80)}`);
+    if (!layers.includes(layer)) return `layers_to_transform ${showJson(ltt, 80)}`;
+  }
+  return null;
+}
 
 /** Read a PEFT LoRA adapter's files for a model with config `cfg`; throws naming the file, key, expected vs got. */
 export function readPeftFiles(dir: string, cfg: LlamaConfig): PeftAdapter {
@@ -169,6 +213,9 @@ export function readPeftFiles(dir: string, cfg: LlamaConfig): PeftAdapter {
     const layer = Number(m[1]);
     const target = MODULE_TO_TARGET.get(m[2]!)!;
     if (layer >= cfg.numLayers) throw new Error(`${weightsPath}: "${name}" is for layer ${layer}, the model has ${cfg.numLayers} layers${otherBase}`);
+    const moduleKey = name.slice('base_model.model.'.length).replace(/\.lora_[AB](?:\.default)?\.weight$/, '');
+    const why = notTargeted(j, moduleKey, layer, cfgPath);
+    if (why !== null) throw new Error(`${weightsPath}: "${name}" adapts ${moduleKey}, which ${cfgPath} does not select (${why}); PEFT would not load this factor`);
     const [N, C] = loraDims(cfg, target);
     const want = m[3] === 'A' ? [rank, C] : [N, rank];
     if (t.shape.length !== 2 || t.shape[0] !== want[0] || t.shape[1] !== want[1]) {
@@ -180,7 +227,7 @@ export function readPeftFiles(dir: string, cfg: LlamaConfig): PeftAdapter {
     }
     const key = `${layer}.${target}`;
     const e = pending.get(key) ?? { layer, t: target };
-    if (m[3] === 'A') e.a = values(t); else e.b = values(t);
+    if (m[3] === 'A') e.a = finiteValues(t); else e.b = finiteValues(t);
     pending.set(key, e);
   }
   const targets = new Set<LoraTarget>();

@@ -68,6 +68,17 @@ class Wire {
     return b;
   }
 
+  /** A length-delimited UTF-8 string field (a piece's text, the normalizer's name). */
+  text(what: string): string {
+    const at = this.pos;
+    const b = this.bytes();
+    try {
+      return utf8.decode(b);
+    } catch {
+      throw new Error(`${this.where}: ${what} is not valid UTF-8 (${b.length} bytes at byte ${at})`);
+    }
+  }
+
   sub(): Wire {
     const n = this.varint();
     this.need(n);
@@ -107,7 +118,7 @@ export function parseSpmModelProto(buf: Uint8Array, where: string): SpmModelProt
       let piece: string | null = null, score = 0, type: number = SpmTokenType.NORMAL;
       while (p.pos < p.end) {
         const k = p.varint(), f = Math.floor(k / 8), t = k & 7;
-        if (f === 1 && t === 2) piece = utf8.decode(p.bytes());
+        if (f === 1 && t === 2) piece = p.text(`piece ${pieces.length} text`);
         else if (f === 2 && t === 5) score = p.float();
         else if (f === 3 && t === 0) type = p.varint();
         else p.skip(t, f);
@@ -132,7 +143,7 @@ export function parseSpmModelProto(buf: Uint8Array, where: string): SpmModelProt
       const n = w.sub();
       while (n.pos < n.end) {
         const k = n.varint(), f = Math.floor(k / 8), wt = k & 7;
-        if (f === 1 && wt === 2) m.normalizerName = utf8.decode(n.bytes());
+        if (f === 1 && wt === 2) m.normalizerName = n.text('normalizer_spec.name');
         else if (f === 2 && wt === 2) m.precompiledCharsmapBytes = n.bytes().length;
         else if (f === 3 && wt === 0) m.addDummyPrefix = n.varint() !== 0;
         else if (f === 4 && wt === 0) m.removeExtraWhitespaces = n.varint() !== 0;

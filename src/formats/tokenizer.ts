@@ -62,7 +62,7 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "obj
  * The fields the tokenizers library reads without checking (model, its vocab and merges, added_tokens, each
  * component's type): a malformed one fails here naming the field, expected vs got, not as a TypeError from inside it.
  */
-function checkTokenizerJson(j: Record<string, unknown>): void {
+export function checkTokenizerJson(j: Record<string, unknown>): void {
   const m = j.model as Record<string, unknown>;
   if (!isObject(m)) bad(`"model" must be an object, got ${showJson(m, 40)}`);
   const type = m.type ?? (Array.isArray(m.vocab) ? "Unigram" : undefined);
@@ -104,6 +104,24 @@ function checkTokenizerJson(j: Record<string, unknown>): void {
   for (const k of COMPONENTS) {
     const c = j[k];
     if (c !== undefined && c !== null && (!isObject(c) || typeof c.type !== "string")) bad(`"${k}" must be null or an object with a string "type", got ${showJson(c, 40)}`);
+    if (isObject(c)) checkPatterns(c, k);
+  }
+}
+
+/**
+ * Every Split / Replace step's "pattern" is {"Regex": string} or {"String": string}, as the tokenizers (Rust) library
+ * requires: the JS library warned on another value and ran the step as a no-op, so the text tokenized differently.
+ */
+function checkPatterns(c: Record<string, unknown>, where: string, depth = 0): void {
+  if (depth > 8) return; // the library's own recursion reports deeper nesting
+  if (c.type === "Split" || c.type === "Replace") {
+    const p = c.pattern;
+    const ok = isObject(p) && Object.keys(p).length === 1 && (typeof p.Regex === "string" || typeof p.String === "string");
+    if (!ok) bad(`${where} (type ${c.type}) "pattern" must be {"Regex": string} or {"String": string}, got ${showJson(p, 40)}`);
+  }
+  for (const k of ["normalizers", "pretokenizers", "decoders", "processors"]) {
+    const list = c[k];
+    if (Array.isArray(list)) list.forEach((x, i) => { if (isObject(x)) checkPatterns(x, `${where}.${k}[${i}]`, depth + 1); });
   }
 }
 
@@ -237,6 +255,13 @@ export class Tokenizer {
     if (eosId !== undefined && typeof cfg.add_eos_token === "boolean") {
       suffix = suffix.filter((id) => id !== eosId);
       if (cfg.add_eos_token) suffix = [...suffix, eosId];
+    }
+    // a post-processor special token the library cannot resolve came out as id undefined (or an id past the
+    // vocabulary), prepended to every prompt; the prompt then failed far from here, naming no file
+    for (const id of [...prefix, ...suffix]) {
+      if (!Number.isSafeInteger(id) || this.hf.id_to_token(id) === undefined) {
+        throw new Error(`tokenizer.json: post_processor adds id ${showJson(id, 40)} to every text, which is not a token (ids are 0..${this.vocabSize - 1}); check its special_tokens`);
+      }
     }
     this.prefix = prefix;
     this.suffix = suffix;

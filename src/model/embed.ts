@@ -12,6 +12,7 @@ import { KvCache } from './kv-cache.js';
 import type { LlamaModel } from './llama.js';
 import { openModel } from './open.js';
 import { checkOptions, describe, type OptionKeys } from '../tensor/options.js';
+import { showJson } from '../formats/json-show.js';
 
 export type Pooling = 'mean' | 'last';
 
@@ -46,15 +47,24 @@ export function readEmbeddingConfig(dir: string, contextLen: number): EmbeddingC
   const p = join(dir, EMBEDDING_CONFIG_FILE);
   const def: EmbeddingConfig = { pooling: 'mean', maxTokens: Math.min(contextLen, DEFAULT_MAX_TOKENS), skipBos: false };
   if (!statSync(dir).isDirectory() || !existsSync(p)) return def;
-  const j = JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
+  // a JSON error names no file, null read as a TypeError, a list as the defaults; JSON.stringify of a value nested
+  // thousands deep overflowed the stack (showJson cuts it short)
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(p, 'utf8'));
+  } catch (e) {
+    throw new Error(`${p}: bad JSON: ${(e as Error).message}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error(`${p}: must be a JSON object, got ${showJson(parsed, 40)}`);
+  const j = parsed as Record<string, unknown>;
   const pooling = j.pooling ?? def.pooling;
-  if (pooling !== 'mean' && pooling !== 'last') throw new Error(`${p}: "pooling" must be "mean" or "last", got ${JSON.stringify(pooling)}`);
+  if (pooling !== 'mean' && pooling !== 'last') throw new Error(`${p}: "pooling" must be "mean" or "last", got ${showJson(pooling, 40)}`);
   const maxTokens = j.max_tokens ?? def.maxTokens;
   if (typeof maxTokens !== 'number' || !Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > contextLen) {
-    throw new Error(`${p}: "max_tokens" must be an integer in [1, ${contextLen}] (the model's context), got ${JSON.stringify(maxTokens)}`);
+    throw new Error(`${p}: "max_tokens" must be an integer in [1, ${contextLen}] (the model's context), got ${showJson(maxTokens, 40)}`);
   }
   const skipBos = j.pool_skip_bos ?? def.skipBos;
-  if (typeof skipBos !== 'boolean') throw new Error(`${p}: "pool_skip_bos" must be true or false, got ${JSON.stringify(skipBos)}`);
+  if (typeof skipBos !== 'boolean') throw new Error(`${p}: "pool_skip_bos" must be true or false, got ${showJson(skipBos, 40)}`);
   return { pooling, maxTokens, skipBos };
 }
 

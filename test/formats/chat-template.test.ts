@@ -174,3 +174,19 @@ test("template errors name their origin; raise_exception and strftime_now are av
   assert.equal(renderChat("{{ strftime_now('%Y') }}", []), String(new Date().getFullYear()));
   assert.throws(() => renderChat("x", [{ content: "no role" } as unknown as ChatMessage]), /messages\[0\] must be an object with a string 'role'/);
 });
+
+test("range() is bounded as transformers' sandbox bounds it (range(1000000000) aborted the process); globals render as the library's", async () => {
+  const t = (src: string) => new ChatTemplate(src, "big.jinja");
+  const msgs: ChatMessage[] = [{ role: "user", content: "hi" }];
+  assert.equal(t("{{ range(100000)|length }}").render(msgs), "100000");
+  for (const src of ["{{ range(100001)|length }}", "{% for i in range(0, 1000000000, 1) %}{% endfor %}", "{{ range(1000000000)|length }}"]) {
+    assert.throws(() => t(src).render(msgs), (e: Error) => e.constructor === Error && /^big\.jinja: rendering failed: range\(\) of \d+ items: the sandbox blocks ranges larger than 100000/.test(e.message), src);
+  }
+  // the rest of the globals and real templates render exactly as @huggingface/jinja's own render()
+  const { Template } = await import("@huggingface/jinja");
+  const brown = readJson(repoPath("models/floe-brown/tokenizer_config.json")).chat_template as string;
+  const vars = { messages: convo, add_generation_prompt: true, bos_token: BOT, eos_token: EOT };
+  for (const src of [brown, FORMAT_31, selectChatTemplate(CONFIG.chat_template)!, "{{ range(5, 0, -2)|join(',') }}{{ range(3)|join }}{{ range(2, 4)|join }}{{ true }}{{ True }}{{ none }}{{ None is none }}{{ false }}{{ strftime_now('%Y') }}"]) {
+    assert.equal(new ChatTemplate(src).render(convo, { addGenerationPrompt: true, bosToken: BOT, eosToken: EOT }), new Template(src).render(vars));
+  }
+});

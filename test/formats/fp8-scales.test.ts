@@ -106,3 +106,15 @@ test('a weight scale beside a float weight, or beside no weight, is refused nami
     });
   }
 });
+
+test('an FP8 weight with a zero dim and a per-tensor / per-row scale is refused naming the file and both tensors', async () => {
+  for (const [shape, sshape] of [[[0, 5], [1]], [[4, 0], [4]], [[0, 0], []]] as const) {
+    const n = shape[0] * shape[1], sn = sshape.length === 0 ? 1 : sshape[0];
+    const { dir, file } = variant((t) => {
+      t['extra.weight'] = { dtype: 'F8_E4M3', shape, data: new Uint8Array(n) };
+      t['extra.weight_scale'] = { dtype: 'F32', shape: sshape, data: new Uint8Array(new Float32Array(sn).fill(1).buffer) };
+    });
+    // was 'fp8 scale grid for [0,5] with block [0,5] needs NaN values, got 1' (Tensor's check: no file, no tensor)
+    await assert.rejects(loadModel(dir), (e: Error) => e.message.startsWith(`${file}: scale "extra.weight_scale" has ${sn} values for fp8 weight "extra.weight" of shape [${shape.join(', ')}], which has no elements`), JSON.stringify(shape));
+  }
+});

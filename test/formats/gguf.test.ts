@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
-import { GgufType, parseGguf, permuteQkRows, readGguf, ggufToHfName, hfToGgufName } from '../../src/formats/gguf.js';
+import { GgufType, MAX_ARRAY_ITEMS, MAX_STRING_BYTES, parseGguf, permuteQkRows, readGguf, ggufToHfName, hfToGgufName } from '../../src/formats/gguf.js';
 import { gv, hfToGguf, writeGguf, type GgufWriteTensor } from '../../src/formats/gguf-writer.js';
 import { loadModel } from '../../src/formats/load.js';
 import { mapFileUsesMmap, setMapFileMmap } from '../../src/formats/mapfile.js';
@@ -267,4 +267,87 @@ test('loadModel on GGUF: unsupported architecture and ggml types are named', asy
   fs.writeFileSync(f3, b);
   await assert.rejects(loadModel(f3), /c\.gguf: tensor "blk\.0\.ffn_up\.weight" has ggml type Q4_0, which floe does not read/);
   assert.equal(fs.readdirSync(dir).filter((x) => x.includes('.tmp')).length, 0);
+});
+
+test('loadModel on GGUF: rms epsilon, rope base, linear factor and rope_freqs values that are not positive are refused', async () => {
+  const dir = tmpDir();
+  const src = path.join(dir, 'src.gguf');
+  await hfToGguf(await loadModel(makeTinyHf({ seed: 9 }).dir), src, 'f32');
+  const g = await readGguf(src);
+  const GGML: Record<number, GgufWriteTensor['dtype']> = { 0: 'f32', 1: 'f16', 8: 'q8_0', 30: 'bf16' };
+  /** src rewritten: metadata edited, rope_freqs.weight's values edited. */
+  const variant = (name: string, meta: (m: Map<string, ReturnType<typeof gv.f32>>) => void, freqs?: (f: Float32Array) => void) => {
+    const m = new Map(g.typed);
+    meta(m);
+    const tensors: GgufWriteTensor[] = [...g.tensors.values()].map((t) => {
+      const data = t.data.slice();
+      if (t.name === 'rope_freqs.weight') freqs?.(new Float32Array(data.buffer));
+      return { name: t.name, dtype: GGML[t.type]!, shape: [...t.dims].reverse(), data };
+    });
+    const f = path.join(dir, `${name}.gguf`);
+    writeGguf(f, m, tensors);
+    return f;
+  };
+  await loadModel(variant('same', () => {})); // the rewrite itself loads
+  const cases: [string, (m: Map<string, ReturnType<typeof gv.f32>>) => void, ((f: Float32Array) => void) | undefined, RegExp][] = [
+    ['eps-neg', (m) => m.set('llama.attention.layer_norm_rms_epsilon', gv.f32(-1)), undefined, /"llama\.attention\.layer_norm_rms_epsilon" must be a positive number, got -1/],
+    ['eps-zero', (m) => m.set('llama.attention.layer_norm_rms_epsilon', gv.f32(0)), undefined, /"llama\.attention\.layer_norm_rms_epsilon" must be a positive number, got 0/],
+    ['base-zero', (m) => m.set('llama.rope.freq_base', gv.f32(0)), undefined, /"llama\.rope\.freq_base" must be a positive number, got 0/],
+    ['base-neg', (m) => m.set('llama.rope.freq_base', gv.f32(-10000)), undefined, /"llama\.rope\.freq_base" must be a positive number, got -10000/],
+    ['linear-zero', (m) => { m.set('llama.rope.scaling.type', gv.str('linear')); m.set('llama.rope.scaling.factor', gv.f32(0)); }, undefined, /"llama\.rope\.scaling\.factor" must be a positive number, got 0/],
+    ['freqs-zero', () => {}, (f) => { f[1] = 0; }, /rope_freqs\.weight value 1 is 0; expected a finite positive factor/],
+    ['freqs-nan', () => {}, (f) => { f[2] = NaN; }, /rope_freqs\.weight value 2 is NaN/],
+    ['freqs-neg', () => {}, (f) => { f[0] = -1; }, /rope_freqs\.weight value 0 is -1/],
+  ];
+  for (const [name, meta, freqs, re] of cases) {
+    const f = variant(name, meta, freqs);
+    await assert.rejects(loadModel(f), (e: Error) => e.message.startsWith(f) && re.test(e.message), name);
+  }
+});
+
+test('hfToGguf: a tokenizer.json that is null or has a malformed field fails naming the file and the field', async () => {
+  const dir = tmpDir();
+  const m = await loadModel(makeTinyHf({ seed: 10 }).dir);
+  const good = { model: { type: 'BPE', vocab: { a: 0, b: 1 }, merges: ['a b'] }, added_tokens: [{ id: 2, content: '<s>', special: true }], pre_tokenizer: { type: 'ByteLevel' } };
+  const cases: [string, unknown, string][] = [
+    ['null', null, 'expected a JSON object with a "model" field, got null'], // was TypeError: Cannot read properties of null
+    ['merge', { ...good, model: { ...good.model, merges: ['a b', 5] } }, 'model.merges[1] must be a "left right" string or a [left, right] pair, got 5'], // was 'GGUF metadata "tokenizer.ggml.merges": STRING array holds a number' (no file)
+    ['content', { ...good, added_tokens: [{ id: 2, content: 7 }] }, 'added_tokens[0] must be an object with a non-negative integer "id" and a string "content"'], // was the same about tokenizer.ggml.tokens
+  ];
+  for (const [name, j, want] of cases) {
+    const tok = path.join(dir, `${name}.json`);
+    fs.writeFileSync(tok, JSON.stringify(j));
+    await assert.rejects(hfToGguf(m, path.join(dir, `${name}.gguf`), 'f32', { tokenizerJson: tok }), (e: Error) => e.constructor === Error && e.message.startsWith(`${tok}: ${want}`), name);
+  }
+});
+
+test('a metadata array count past MAX_ARRAY_ITEMS is refused at once, even when the file is long enough to hold it', async () => {
+  // a corrupted count in a multi-GiB model passed the bytes-left bound and read tensor data into a JS array (8+ bytes
+  // an item): here a (sparse) file just long enough for 2^24 + 1 u8 items
+  const dir = tmpDir();
+  const f = path.join(dir, 'big.gguf');
+  const key = Buffer.from('general.x');
+  const h = Buffer.alloc(24 + 8 + key.length + 16);
+  let p = 0;
+  p = h.writeUInt32LE(0x46554747, p); p = h.writeUInt32LE(3, p); p = h.writeBigUInt64LE(0n, p); p = h.writeBigUInt64LE(1n, p);
+  p = h.writeBigUInt64LE(BigInt(key.length), p); p += key.copy(h, p); p = h.writeUInt32LE(GgufType.ARRAY, p); p = h.writeUInt32LE(GgufType.U8, p);
+  const countAt = p;
+  h.writeBigUInt64LE(BigInt(MAX_ARRAY_ITEMS + 1), p);
+  fs.writeFileSync(f, h);
+  fs.truncateSync(f, h.length + MAX_ARRAY_ITEMS + 1);
+  await assert.rejects(readGguf(f), (e: Error) => e.message === `${f}: metadata "general.x": array of ${MAX_ARRAY_ITEMS + 1} U8 items is longer than floe reads (${MAX_ARRAY_ITEMS}); a corrupted count? (at byte ${countAt})`);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('a metadata string longer than a JS string can be is refused by its length, not as bad UTF-8', async () => {
+  const dir = tmpDir();
+  const f = path.join(dir, 'long.gguf');
+  const h = Buffer.alloc(32);
+  let p = 0;
+  p = h.writeUInt32LE(0x46554747, p); p = h.writeUInt32LE(3, p); p = h.writeBigUInt64LE(0n, p); p = h.writeBigUInt64LE(1n, p);
+  h.writeBigUInt64LE(BigInt(MAX_STRING_BYTES + 1), p); // key #0's length; the (sparse) file holds that many bytes
+  fs.writeFileSync(f, h);
+  fs.truncateSync(f, h.length + MAX_STRING_BYTES + 1);
+  await assert.rejects(readGguf(f), (e: Error) => e.message === `${f}: metadata key #0 is ${MAX_STRING_BYTES + 1} bytes, longer than a string floe can hold (${MAX_STRING_BYTES}); a corrupted length? (at byte 24)`);
+  fs.rmSync(dir, { recursive: true, force: true });
 });

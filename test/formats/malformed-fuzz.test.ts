@@ -621,7 +621,14 @@ const TARGETS: readonly Target[] = [
     return mutateJson(text(b), r, TOKENIZER_KEYS);
   } },
   { name: 'adapter_config.json', src: 'adapter/adapter_config.json', run: 'peft', mutate: (b, r) => mutateJson(text(b), r, ADAPTER_KEYS) },
-  { name: 'adapter_model.safetensors', src: 'adapter/adapter_model.safetensors', run: 'peft', mutate: mutateSafetensors },
+  { name: 'adapter_model.safetensors', src: 'adapter/adapter_model.safetensors', run: 'peft', mutate: (b, r) => {
+    // a flipped exponent bit can make a factor NaN or Inf, which the reader refuses: then the flip is no longer harmless
+    const m = mutateSafetensors(b, r);
+    if (!m.harmless || m.what.includes('padded')) return m;
+    const n = Number(new DataView(m.bytes.buffer, m.bytes.byteOffset).getBigUint64(0, true));
+    const f32 = new Float32Array(m.bytes.slice(8 + n).buffer, 0, (m.bytes.length - 8 - n) >> 2); // F32 factors only
+    return f32.every(Number.isFinite) ? m : { ...m, what: `${m.what} (a factor now NaN / Inf)`, harmless: false, mustFail: true };
+  } },
   { name: 'tokenizer_config.json', src: 'hf/tokenizer_config.json', run: 'text', mutate: mutateTokenizerConfig },
   { name: 'generation_config.json', src: 'hf/generation_config.json', run: 'open', mutate: mutateGenerationConfig },
   { name: 'generation_config.json (tokenizer)', src: 'hf/generation_config.json', run: 'tokenizer', mutate: (b, r, root) => setKey(b, r, 'eos_token_id', eosValues(tokenizerIds(root))) },

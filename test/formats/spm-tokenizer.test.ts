@@ -185,6 +185,14 @@ test('tokenizer.model: settings floe does not implement are refused with the rea
   assert.throws(() => parseSpmModelProto(bytes.subarray(0, bytes.length - 2), 'cut.model'), /cut\.model: .*(runs past the end|truncated)/);
 });
 
+test('tokenizer.model: a piece or normalizer name that is not UTF-8 is refused naming the file, the field and the byte', () => {
+  const bad = new Uint8Array([0x61, 0xff, 0x62]); // 'a', a byte no UTF-8 sequence starts with, 'b'
+  const piece = proto([[1, [[1, '<unk>'], [3, 2]]], [1, [[1, bad]]]]);
+  assert.throws(() => parseSpmModelProto(piece, 'x.model'), (e: Error) => e.constructor === Error && /^x\.model: piece 1 text is not valid UTF-8 \(3 bytes at byte \d+\)$/.test(e.message));
+  const norm = proto([[1, [[1, '<unk>'], [3, 2]]], [3, [[1, bad]]]]);
+  assert.throws(() => parseSpmModelProto(norm, 'x.model'), (e: Error) => e.constructor === Error && /^x\.model: normalizer_spec\.name is not valid UTF-8/.test(e.message));
+});
+
 // ---------------------------------------------------------------- naive oracle on random vocabularies
 
 /**

@@ -155,3 +155,22 @@ test("tokenizer_config add_bos_token / add_eos_token override the post-processor
   assert.deepEqual(t.eosIds, [4, 3]);
   assert.equal(t.bosId, 3);
 });
+
+test("a Split / Replace pattern of another form, or a post-processor token that is no token, is refused naming the field", () => {
+  const base = readJson(repoPath("models/floe-brown/tokenizer.json")) as TokenizerJson & Record<string, any>;
+  const cfg = readJson(repoPath("models/floe-brown/tokenizer_config.json"));
+  const edit = (f: (j: Record<string, any>) => void) => { const j = structuredClone(base); f(j); return j as TokenizerJson; };
+  const split = base.pre_tokenizer.pretokenizers.findIndex((p: { type: string }) => p.type === "Split");
+  assert.ok(split >= 0, "floe-brown's pre_tokenizer has a Split step");
+  for (const p of [{}, -5, null, "x", { Regex: 5 }, { Regex: "a", String: "b" }]) {
+    // the library warned "Unknown pattern type" and skipped the step: the text was split differently, without an error
+    assert.throws(() => new Tokenizer(edit((j) => { j.pre_tokenizer.pretokenizers[split].pattern = p; }), cfg),
+      (e: Error) => e.message.startsWith(`tokenizer.json: pre_tokenizer.pretokenizers[${split}] (type Split) "pattern" must be {"Regex": string} or {"String": string}`), JSON.stringify(p));
+  }
+  assert.throws(() => new Tokenizer(edit((j) => { j.normalizer = { type: "Replace", pattern: {}, content: " " }; }), cfg), (e: Error) => e.message.startsWith('tokenizer.json: normalizer (type Replace) "pattern" must be'));
+  // a SpecialToken the library cannot resolve: every prompt began with id undefined
+  const bos = base.post_processor.single.findIndex((p: Record<string, unknown>) => "SpecialToken" in p);
+  assert.ok(bos >= 0, "floe-brown's post_processor adds a special token");
+  assert.throws(() => new Tokenizer(edit((j) => { j.post_processor.single[bos].SpecialToken = -5; }), cfg),
+    (e: Error) => e.message === "tokenizer.json: post_processor adds id undefined to every text, which is not a token (ids are 0..4095); check its special_tokens");
+});

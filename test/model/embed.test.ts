@@ -7,7 +7,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadNativeBackend, nativeCounters } from '../../src/backend/native.js';
 import { referenceBackend } from '../../src/backend/reference.js';
-import { Embedder } from '../../src/model/embed.js';
+import { Embedder, EMBEDDING_CONFIG_FILE, readEmbeddingConfig } from '../../src/model/embed.js';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { KvCache } from '../../src/model/kv-cache.js';
 import type { LlamaModel } from '../../src/model/llama.js';
 import { loadTokenizer } from '../../src/formats/tokenizer.js';
@@ -109,4 +112,23 @@ test('embed: texts go through the tokenizer (BOS added) and are cut to maxTokens
   texts.forEach((_, i) => assert.deepEqual(got[i], want[i]));
   // different texts, different vectors
   assert.ok(maxDiff(got[0]!, Float64Array.from(got[1]!)) > 1e-3);
+});
+
+test('readEmbeddingConfig: bad JSON, a non-object and values nested too deeply fail naming the file, not as a raw error', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'floe-embcfg-'));
+  const file = path.join(dir, EMBEDDING_CONFIG_FILE);
+  const cases: [string, string][] = [
+    ['{"pooling": "mean",', 'bad JSON: '], // was SyntaxError naming no file
+    ['null', 'must be a JSON object, got null'], // was TypeError: Cannot read properties of null
+    ['[1]', 'must be a JSON object, got [1]'], // was read as the defaults
+    [`{"pooling": ${'['.repeat(20000)}${']'.repeat(20000)}}`, '"pooling" must be "mean" or "last", got [an array nested too deeply to show]'], // was "Maximum call stack size exceeded"
+    [`{"max_tokens": "${'x'.repeat(5000)}"}`, '"max_tokens" must be an integer in [1, 512] (the model\'s context), got "xxxx'],
+  ];
+  for (const [text, want] of cases) {
+    fs.writeFileSync(file, text);
+    assert.throws(() => readEmbeddingConfig(dir, 512), (e: Error) => e.constructor === Error && e.message.startsWith(`${file}: ${want}`) && e.message.length < 400, text.slice(0, 30));
+  }
+  fs.writeFileSync(file, '{"pooling": "last", "max_tokens": 64, "pool_skip_bos": true}');
+  assert.deepEqual(readEmbeddingConfig(dir, 512), { pooling: 'last', maxTokens: 64, skipBos: true });
+  fs.rmSync(dir, { recursive: true, force: true });
 });

@@ -233,3 +233,17 @@ test('a quantize that fails while writing leaves no config.json, so neither its 
     for (const d of [src, out]) rmSync(d, { recursive: true, force: true });
   }
 });
+
+test('quantize of a directory whose config.json is bad JSON or not an object fails naming the file', async () => {
+  const src = tmp(), out = tmp();
+  try {
+    cpSync(FIX + 'gqa_f32', src, { recursive: true });
+    for (const [text, want] of [['{"a":', 'bad JSON: '], ['null', 'config is not a JSON object']] as const) {
+      writeFileSync(join(src, 'config.json'), text); // was 'Unexpected end of JSON input' / "Cannot read properties of null"
+      await assert.rejects(quantizeModelDir(src, out, { scheme: { kind: 'per-row' } }), (e: Error) => e.message.startsWith(`${join(src, 'config.json')}: ${want}`), text);
+    }
+  } finally {
+    rmSync(src, { recursive: true, force: true });
+    rmSync(out, { recursive: true, force: true });
+  }
+});

@@ -100,6 +100,26 @@ describe(`PEFT adapters (seed ${seed})`, () => {
     assert.throws(() => readPeftAdapter(dir, base.config), /DoRA/);
   });
 
+  it('refuses a factor holding NaN or Inf (f32, bf16), naming the tensor and the element', async () => {
+    const base = await loadModel(join(FIXTURES, 'models', 'gqa_f32'));
+    const dir = join(tmp, 'nonfinite');
+    writePeftAdapter(dir, randomAdapter(base.config, ['k'], 2));
+    const A = new Float32Array(2 * 64).fill(0.01), B = new Float32Array(32 * 2).fill(0.02);
+    const f = join(dir, 'adapter_model.safetensors');
+    for (const [which, at, v, dtype] of [['A', 70, NaN, 'F32'], ['B', 5, Infinity, 'F32'], ['B', 63, -Infinity, 'BF16']] as const) {
+      const a = A.slice(), b = B.slice();
+      (which === 'A' ? a : b)[at] = v;
+      writeSafetensors(f, {
+        [peftKey(0, 'k', 'A')]: { dtype: 'F32', shape: [2, 64], data: a },
+        [peftKey(0, 'k', 'B')]: dtype === 'BF16' ? { dtype, shape: [32, 2], data: encodeBf16(b) } : { dtype, shape: [32, 2], data: b },
+      });
+      const C = which === 'A' ? 64 : 2;
+      const where = `[${Math.floor(at / C)}, ${at % C}]`;
+      assert.throws(() => readPeftAdapter(dir, base.config), (e: Error) => e.message.startsWith(f)
+        && e.message.includes(`"${peftKey(0, 'k', which)}" holds ${v} at ${where}; LoRA factors must be finite`), `${which} ${v}`);
+    }
+  });
+
   it('refuses PEFT features beyond W + s·BA (modules_to_save, bias, lora_bias, layer_replication, another task_type) instead of ignoring them', async () => {
     const base = await loadModel(join(FIXTURES, 'models', 'gqa_f32'));
     const dir = join(tmp, 'features');
@@ -122,6 +142,35 @@ describe(`PEFT adapters (seed ${seed})`, () => {
     }
     withCfg({ modules_to_save: null, bias: 'none', layer_replication: null, task_type: null, target_modules: '.*\\.q_proj$' }); // PEFT's own defaults and a regex: read
     assert.deepEqual(readPeftAdapter(dir, base.config).config.targets, ['q']);
+  });
+
+  it('refuses a factor that target_modules / layers_to_transform do not select (PEFT would not load it), naming both files', async () => {
+    const base = await loadModel(join(FIXTURES, 'models', 'gqa_f32'));
+    const dir = join(tmp, 'targets');
+    writePeftAdapter(dir, randomAdapter(base.config, ['q', 'down'], 2));
+    const cfgFile = join(dir, 'adapter_config.json');
+    const cfg = JSON.parse(readFileSync(cfgFile, 'utf8'));
+    const withCfg = (patch: Record<string, unknown>) => writeFileSync(cfgFile, JSON.stringify({ ...cfg, ...patch }));
+    const refused: [Record<string, unknown>, string][] = [
+      [{ target_modules: ['q_proj'] }, 'target_modules ["q_proj"]'], // down_proj's factors were applied all the same
+      [{ target_modules: ['c_attn', 'c_proj'] }, 'target_modules ["c_attn","c_proj"]'], // modules this model does not have
+      [{ target_modules: '.*\\.q_proj' }, 'target_modules ".*\\\\.q_proj"'],
+      [{ target_modules: null }, "target_modules [\"q_proj\",\"v_proj\"] (PEFT's default for llama: the config has none)"],
+      [{ layers_to_transform: [1] }, 'layers_to_transform [1]'],
+    ];
+    for (const [patch, why] of refused) {
+      withCfg(patch);
+      assert.throws(() => readPeftAdapter(dir, base.config), (e: Error) => e.message.startsWith(join(dir, 'adapter_model.safetensors'))
+        && e.message.includes(`, which ${cfgFile} does not select (${why}); PEFT would not load this factor`), JSON.stringify(patch));
+    }
+    withCfg({ target_modules: 7 });
+    assert.throws(() => readPeftAdapter(dir, base.config), (e: Error) => e.message.startsWith(`${cfgFile}: "target_modules" must be a module name pattern or a list of module names, got 7`));
+    // what PEFT selects the same modules with: suffixes, full paths, a regex, all-linear, every layer listed
+    for (const patch of [{ target_modules: ['down_proj', 'q_proj', 'lm_head'] }, { target_modules: ['mlp.down_proj', 'self_attn.q_proj'] }, { target_modules: '.*\\.(q_proj|down_proj)' },
+      { target_modules: 'all-linear' }, { layers_to_transform: [0, 1] }]) {
+      withCfg(patch);
+      assert.deepEqual(readPeftAdapter(dir, base.config).config.targets, ['q', 'down'], JSON.stringify(patch));
+    }
   });
 
   it('a config without r / lora_alpha takes PEFT LoraConfig defaults (8, 8), not alpha = r', async () => {

@@ -337,7 +337,15 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
   // cut to it and the output's embedding_config.json says it again, so /v1/embeddings takes what the base took
   const pooled = o.objective && 'kind' in o.objective && o.objective.kind === 'pooled' ? o.objective : null;
   const maxSeqLen = o.maxSeqLen ?? (pooled ? readEmbeddingConfig(o.model, cfg.maxPositionEmbeddings).maxTokens : Math.min(2048, cfg.maxPositionEmbeddings));
-  if (maxSeqLen > cfg.maxPositionEmbeddings) throw new RangeError(`max seq len ${maxSeqLen} exceeds the model's context ${cfg.maxPositionEmbeddings}`);
+  if (maxSeqLen > cfg.maxPositionEmbeddings) {
+    throw new RunSetupError(`--max-seq-len ${maxSeqLen} exceeds the context of ${o.model} (${cfg.maxPositionEmbeddings} tokens); give at most ${cfg.maxPositionEmbeddings}`);
+  }
+  // every adapted linear has hidden-size rows or columns, so s·B·A has rank <= hidden: a higher rank only adds factors and
+  // AdamW state (--lora-rank 100000 on floe-brown asked for ~45 GB and never took a step)
+  const rank = o.lora?.rank ?? DEFAULT_LORA.rank;
+  if (!full && rank > cfg.hiddenSize) {
+    throw new RunSetupError(`--lora-rank ${rank} is above the hidden size of ${o.model} (${cfg.hiddenSize}), the most rank an adapter of it can have; give at most ${cfg.hiddenSize}`);
+  }
 
   // data: every line is checked before training starts
   const dataOpts = { maxSeqLen, trainOnPrompt: o.trainOnPrompt };

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { num, UsageError } from '../../src/cli/args.js';
@@ -125,4 +125,21 @@ test('generate: an explicit --max-tokens past the context names the flag and the
   const r = floe('generate', '--model', M, '--prompt-ids', '1,2', '--max-tokens', String(context + 100));
   assert.equal(r.code, 1, r.err);
   assert.match(r.err, new RegExp(`--max-tokens ${context + 100}: .*exceeds the model's context of ${context}; give --max-tokens ${context - 2} or less`));
+});
+
+// Before, --lora-rank 100000 on floe-brown allocated factors and AdamW state for hours (~45 GB asked on a 5.5 M model),
+// and --max-seq-len past the context said "max seq len N exceeds the model's context" (exit 1) without the flag.
+test('finetune: a --lora-rank above the hidden size and a --max-seq-len past the context are usage errors, before training', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-rank-'));
+  const data = join(dir, 'd.jsonl');
+  writeFileSync(data, '{"text": "hello"}\n');
+  const brown = repoPath('models/floe-brown'); // hidden 256, context 1024
+  refused([
+    // (257, not 100000: without the check this one trains a step and fails fast, instead of filling the memory)
+    [['finetune', '--model', brown, '--data', data, '--out', join(dir, 'b'), '--lora-rank', '257', '--max-steps', '1'],
+      /--lora-rank 257 is above the hidden size of .*floe-brown \(256\).*give at most 256/],
+    [['finetune', '--model', brown, '--data', data, '--out', join(dir, 'c'), '--max-seq-len', '1025'],
+      /--max-seq-len 1025 exceeds the context of .*floe-brown \(1024 tokens\); give at most 1024/],
+  ]);
+  for (const out of ['b', 'c']) assert.ok(!existsSync(join(dir, out, 'metrics.jsonl')), `${out}: no run started`);
 });

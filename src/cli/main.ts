@@ -445,6 +445,8 @@ async function generateCmd(args: string[]): Promise<number> {
   }
   if ((values.prompt === undefined) === (values['prompt-ids'] === undefined)) throw new UsageError('give exactly one of --prompt TEXT or --prompt-ids 1,2,3');
   conflicts(values, [['prompt-ids', 'no-bos']]);
+  const emptyStop = values.stop?.indexOf('') ?? -1;
+  if (emptyStop >= 0) throw new UsageError(`--stop expects a non-empty stop string, got '' (--stop number ${emptyStop + 1})`);
   const sampling = samplingFlags(values);
   const maxTokensFlag = optNum(values['max-tokens'], 'max-tokens', true, { min: 1 });
   const logprobs = optNum(values.logprobs, 'logprobs', true);
@@ -501,6 +503,10 @@ async function generateCmd(args: string[]): Promise<number> {
   const numPredictionTokens = draftTokens(values['num-prediction-tokens'], 'num-prediction-tokens');
   if (predictionText !== undefined && !tokenizer) throw new UsageError('--prediction needs a tokenizer to read its text, and this model has none');
   const prediction = predictionText === undefined ? undefined : tokenizer!.encode(predictionText, { addSpecialTokens: false });
+  // known only now: the model's vocabulary bounds the top-K lists
+  for (const [flag, k] of [['logprobs', logprobs], ['prompt-logprobs', promptLogprobs]] as const) {
+    if (k !== undefined && k > model.config.vocabSize) throw new UsageError(`--${flag} expects an integer from 0 to the vocabulary size ${model.config.vocabSize}, got '${k}'`);
+  }
   const context = model.config.maxPositionEmbeddings;
   if (maxTokensFlag !== undefined && promptIds.length + maxTokensFlag > context) {
     throw new Error(`--max-tokens ${maxTokensFlag}: prompt (${promptIds.length} tokens) + ${maxTokensFlag} = ${promptIds.length + maxTokensFlag} exceeds the model's context of ${context}; ` +

@@ -143,3 +143,15 @@ test('finetune: a --lora-rank above the hidden size and a --max-seq-len past the
   ]);
   for (const out of ['b', 'c']) assert.ok(!existsSync(join(dir, out, 'metrics.jsonl')), `${out}: no run started`);
 });
+
+// Before, --stop '' failed in the library as "StopStringMatcher: stop string 0 is empty or not a string" and a top-K
+// past the vocabulary as "logprobs must be …", both exit 1.
+test('generate: an empty --stop and a --logprobs / --prompt-logprobs above the vocabulary are usage errors naming the flag', () => {
+  const vocab = JSON.parse(readFileSync(join(M, 'config.json'), 'utf8')).vocab_size as number;
+  refused([
+    [['generate', '--model', M, '--prompt-ids', '1', '--stop', 'a', '--stop', ''], /--stop expects a non-empty stop string, got '' \(--stop number 2\)/],
+    [['generate', '--model', M, '--prompt-ids', '1', '--max-tokens', '1', '--logprobs', String(vocab + 1)],
+      new RegExp(`--logprobs expects an integer from 0 to the vocabulary size ${vocab}, got '${vocab + 1}'`)],
+    [['generate', '--model', M, '--prompt-ids', '1', '--max-tokens', '1', '--prompt-logprobs', String(vocab + 1)], /--prompt-logprobs expects an integer from 0 to the vocabulary size/],
+  ]);
+});

@@ -54,6 +54,7 @@ export async function guardCmd(args: string[]): Promise<number> {
   try {
     categories = v.categories === undefined ? undefined : parseCategories(readJson(v.categories, 'categories'), `--categories ${v.categories}`);
     exclude = v.exclude === undefined ? undefined : parseExclude(v.exclude, '--exclude');
+    if (exclude?.length === 0) throw new UsageError(`--exclude expects category codes such as S6,S7, got '${v.exclude}'`);
   } catch (e) {
     throw e instanceof UsageError ? e : new UsageError((e as Error).message);
   }
@@ -67,7 +68,10 @@ export async function guardCmd(args: string[]): Promise<number> {
   const guard = await Guard.open(model, { format, backend, threads, kvCacheMemory, maxNumSeqs: 2 });
   try {
     // check the policy and the conversation before the model runs
-    const cats = effectiveCategories({ format: guard.format, categories, exclude });
+    // the default policy is known once the guard's format is: an --exclude code it lacks is the command line's mistake
+    let cats;
+    try { cats = effectiveCategories({ format: guard.format, categories, exclude }); } catch (e) { throw new UsageError(`--exclude ${v.exclude}: ${(e as Error).message.replace(/^guard: /, '')}`); }
+    if (cats.length === 0) throw new UsageError(`--exclude ${v.exclude} leaves no category in the policy: the guard would have nothing to judge against`);
     const prompt = guard.prompt(messages, { role, categories, exclude });
     if (v['print-prompt'] && !v.json) process.stdout.write(`--- prompt (${guard.format}) ---\n${prompt}\n--- end of prompt ---\n`);
     const r = await guard.judge(messages, { role, categories, exclude, threshold });

@@ -113,7 +113,8 @@ generate options:
 
 chat options:
   --system TEXT           a system message first in the conversation
-  --max-tokens N          most tokens per answer (default: all the room left in the context)
+  --max-tokens N          most tokens per answer (default: generation_config.json max_new_tokens, else all the
+                          room left in the context; either way at most the room left)
   --temperature, --top-k, --top-p, --min-p, --repetition-penalty, --seed, --threads, --backend,
   --kv-cache-dtype, --dtype fp8|bf16, --adapter DIR: as for generate
 

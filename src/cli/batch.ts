@@ -14,7 +14,7 @@ import { Store } from '../platform/store.js';
 import { createApp } from '../serve/app.js';
 import { injectExecutor } from '../serve/batch-routes.js';
 import { defaultModelName, loadTextTools } from '../serve/server.js';
-import { kvCacheDtype, loadDtype, modelOrBuiltin, optNum, parse, parseSize, UsageError } from './args.js';
+import { kvCacheDtype, loadDtype, modelOrBuiltin, optNum, parse, parseSize, threadsFlag, UsageError } from './args.js';
 
 /**
  * The batch lane's width for `floe serve` / `floe batch`: --batch-max-num-seqs, by default BATCH_LANE_FACTOR ×
@@ -42,7 +42,7 @@ export async function batchCmd(args: string[]): Promise<number> {
   let kvCacheMemory: number | undefined;
   try { kvCacheMemory = v['kv-cache-memory'] === undefined ? undefined : parseSize(v['kv-cache-memory']); } catch (e) { throw new UsageError(`--kv-cache-memory: ${(e as Error).message}`); }
   const engineOpts = {
-    threads: optNum(v.threads, 'threads', true, { min: 1 }), backend, kvCacheMemory, kvDtype: kvCacheDtype(v['kv-cache-dtype']),
+    threads: threadsFlag(v.threads), backend, kvCacheMemory, kvDtype: kvCacheDtype(v['kv-cache-dtype']),
     dtype: loadDtype(v.dtype)?.dtype, maxNumSeqs: optNum(v['max-num-seqs'], 'max-num-seqs', true, { min: 1 }),
     maxBatchSeqs: batchLaneWidth(optNum(v['max-num-seqs'], 'max-num-seqs', true, { min: 1 }), optNum(v['batch-max-num-seqs'], 'batch-max-num-seqs', true, { min: 1 })),
     maxBatchedTokens: optNum(v['max-batched-tokens'], 'max-batched-tokens', true, { min: 1 }),

@@ -5,7 +5,7 @@ import type { BackendName } from '../backend/select.js';
 import { Guard, DEFAULT_THRESHOLD } from '../platform/guard/guard.js';
 import { parseCategories, parseExclude } from '../platform/guard/policy.js';
 import { GUARD_FORMATS, effectiveCategories, guardConversation, type ChatTurn, type GuardFormat, type GuardRole } from '../platform/guard/prompt.js';
-import { builtinModel, conflicts, num, optNum, parse, parseSize, textOrStdin, UsageError } from './args.js';
+import { builtinModel, conflicts, num, parse, parseSize, textOrStdin, threadsFlag, UsageError } from './args.js';
 
 /** models/floe-guard in the package, the default guard. */
 export function builtinGuard(): string {
@@ -35,7 +35,7 @@ export async function guardCmd(args: string[]): Promise<number> {
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   let kvCacheMemory = 256 * 2 ** 20;
   try { if (v['kv-cache-memory'] !== undefined) kvCacheMemory = parseSize(v['kv-cache-memory']); } catch (e) { throw new UsageError(`--kv-cache-memory: ${(e as Error).message}`); }
-  const threads = optNum(v.threads, 'threads', true, { min: 1 });
+  const threads = threadsFlag(v.threads);
 
   let messages: ChatTurn[];
   if (v.text !== undefined) {

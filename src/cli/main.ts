@@ -18,7 +18,7 @@ import type { BackendName } from '../backend/select.js';
 import { loadAddon } from '../backend/native-addon.js';
 import type { KvDType } from '../backend/backend.js';
 import {
-  type Range, commandHelp, conflicts, DECIMAL_INT, defaultMaxTokens, kvCacheDtype, kvDtypeFlagName, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, parseSize, samplingFlags, swapSpaceFlag, textOrStdin, UsageError,
+  type Range, commandHelp, conflicts, threadsFlag, DECIMAL_INT, defaultMaxTokens, kvCacheDtype, kvDtypeFlagName, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, parseSize, samplingFlags, swapSpaceFlag, textOrStdin, UsageError,
   withGenerationDefaults,
 } from './args.js';
 import { joinPipeline, PIPELINE_FLAGS, pipelineFlags } from './pipeline.js';
@@ -457,7 +457,7 @@ async function generateCmd(args: string[]): Promise<number> {
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
-  const threads = optNum(values.threads, 'threads', true, { min: 1 });
+  const threads = threadsFlag(values.threads);
   const prompt = values.prompt === undefined ? undefined : textOrStdin(values.prompt);
 
   const pp = pipelineFlags(values);
@@ -709,7 +709,7 @@ async function serveCmd(args: string[]): Promise<number> {
   if (pp && Number(process.env.OMPI_COMM_WORLD_RANK) > 0) {
     // ranks ≥ 1 are stages: no HTTP; rank 0's engine worker drives them
     await (await import('../parallel/serve-stage.js')).serveStage({
-      model: modelPath, stages: pp.stages, backend, threads: positive('threads'), load: loadDtype(values.dtype), kvCacheMemory: size('kv-cache-memory'),
+      model: modelPath, stages: pp.stages, backend, threads: threadsFlag(values.threads), load: loadDtype(values.dtype), kvCacheMemory: size('kv-cache-memory'),
       kvDtype, blockSize: positive('block-size'), maxNumSeqs: positive('max-num-seqs'),
     });
     return 0;
@@ -726,7 +726,7 @@ async function serveCmd(args: string[]): Promise<number> {
   }
   const server = await startServer({
     model: modelPath, host: values.host, port, apiKey: values['api-key'] ?? null, modelName: values['model-name'],
-    threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'), kvPrefault: !!values['kv-prefault'], swapSpace,
+    threads: threadsFlag(values.threads), backend, kvCacheMemory: size('kv-cache-memory'), kvPrefault: !!values['kv-prefault'], swapSpace,
     speculative: specSource(values.speculative), numSpeculativeTokens: draftTokens(values['num-speculative-tokens'], 'num-speculative-tokens'),
     numPredictionTokens: draftTokens(values['num-prediction-tokens'], 'num-prediction-tokens'),
     kvDtype, dtype, blockSize: positive('block-size'),
@@ -736,7 +736,7 @@ async function serveCmd(args: string[]): Promise<number> {
     bodyLimit: size('max-body'), ui: !values['no-ui'], dataDir: values['no-batch'] ? null : values['data-dir'] ?? './floe-data',
     loraModules, maxLoras: positive('max-loras'), maxLoraRank: positive('max-lora-rank'),
     enableLoraLoading: !!values['enable-lora-loading'], loraRoot: values['lora-root'] ?? null, offload,
-    jobsThreads: positive('jobs-threads'), maxCpuLoras,
+    jobsThreads: threadsFlag(values['jobs-threads'], 'jobs-threads'), maxCpuLoras,
     guardModel: values['guard-model'] ?? null, guardrails: !!values.guardrails, guardWindow: positive('guard-window'), guardKvCacheMemory: size('guard-kv-cache-memory'),
     task, ...(await (await import('./rag.js')).ragServeOptions(values['rag-db'], values['embedding-model'], task)),
     pipeline: pp ?? undefined, allowedOrigins,
@@ -903,7 +903,7 @@ async function evalCmd(args: string[]): Promise<number> {
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(v['kv-cache-dtype']);
   const load = loadDtype(v.dtype);
-  const threads = optNum(v.threads, 'threads', true, { min: 1 });
+  const threads = threadsFlag(v.threads);
   const maxSeqLenFlag = optNum(v['max-seq-len'], 'max-seq-len', true, { min: 2 });
   const maxTokens = optNum(v['max-tokens'], 'max-tokens', true, { min: 1 });
   const trainOnPrompt = !!v['train-on-prompt'];

@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { num, UsageError } from '../../src/cli/args.js';
+import { MAX_THREADS, selectBackend } from '../../src/backend/select.js';
 import { runEach } from './run-each.js';
 import { repoPath } from '../repo.js';
 
@@ -154,4 +155,18 @@ test('generate: an empty --stop and a --logprobs / --prompt-logprobs above the v
       new RegExp(`--logprobs expects an integer from 0 to the vocabulary size ${vocab}, got '${vocab + 1}'`)],
     [['generate', '--model', M, '--prompt-ids', '1', '--max-tokens', '1', '--prompt-logprobs', String(vocab + 1)], /--prompt-logprobs expects an integer from 0 to the vocabulary size/],
   ]);
+});
+
+// Before, --threads 100000 aborted the process while the pool started its threads ("terminate called after throwing an
+// instance of 'std::system_error' … Resource temporarily unavailable", exit 134).
+test('--threads and --jobs-threads above MAX_THREADS are usage errors; the library refuses such a pool too', () => {
+  const over = String(MAX_THREADS + 1);
+  refused([
+    [['generate', '--model', M, '--prompt-ids', '1', '--max-tokens', '1', '--threads', '100000'], /--threads expects an integer >= 1 and <= 1024, got '100000'/],
+    [['finetune', '--model', M, '--data', 'd.jsonl', '--out', 'o', '--threads', over], /--threads expects an integer >= 1 and <= 1024/],
+    [['serve', '--model', M, '--threads', over], /--threads expects an integer >= 1 and <= 1024/],
+    [['serve', '--model', M, '--jobs-threads', over], /--jobs-threads expects an integer >= 1 and <= 1024/],
+    [['embed', '--model', M, '--text', 'a', '--threads', over], /--threads expects/],
+  ]);
+  assert.throws(() => selectBackend('native', MAX_THREADS + 1), /threads must be an integer from 1 to 1024, got 1025/);
 });

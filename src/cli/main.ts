@@ -236,7 +236,7 @@ plan options (presets: llama-3.1-405b, llama-3.1-70b, llama-3.1-8b, llama-3.2-1b
   --pipeline-parallel P --tensor-parallel T    layout; the rest of --devices is data-parallel
   --offload-ratio F       share of layer weights streamed from host / disk (default 0; 3 layers of staging stay resident)
   --lora-rank R [--lora-targets LIST] | --full  plan a fine-tuning step instead of serving (targets default: all seven)
-  --micro-batch B --seq-len S --checkpoint-activations --zero 0|1|2|3   (defaults 1, 2048, off, 0; ZeRO over the
+  --micro-batch B --seq-len S --checkpoint-activations --zero 0|1|2|3   (defaults 1, min(2048, context), off, 0; ZeRO over the
                           data-parallel replicas)
   --json
 

@@ -50,7 +50,7 @@ export async function batchCmd(args: string[]): Promise<number> {
   const modelPath = modelOrBuiltin(v.model, 'batch');
   if (!existsSync(v.input)) throw new UsageError(`--input: no file ${v.input}`);
   if (statSync(v.input).isDirectory()) throw new UsageError(`--input ${v.input} is a directory; expected a JSONL file`);
-  checkOutputPath(v.output);
+  checkOutputPath(v.output, v.input);
   let parsed;
   // line by line, and the bytes hashed and stored a chunk at a time: an input past the longest string (~512 MiB) runs too
   try { parsed = parseBatchFile(v.input); } catch (e) {
@@ -112,11 +112,15 @@ export async function batchCmd(args: string[]): Promise<number> {
  * The output is written only when every line has run: a path that cannot take it (its folder missing, or a folder
  * itself) is a usage error before the engine loads, not a failure after the whole batch.
  */
-function checkOutputPath(output: string): void {
+function checkOutputPath(output: string, input: string): void {
   const dir = dirname(output);
   if (!existsSync(dir)) throw new UsageError(`--output ${output}: the directory ${dir} does not exist`);
   if (!statSync(dir).isDirectory()) throw new UsageError(`--output ${output}: ${dir} is not a directory`);
-  if (existsSync(output) && statSync(output).isDirectory()) throw new UsageError(`--output ${output} is a directory; expected a file path`);
+  const out = statSync(output, { throwIfNoEntry: false });
+  if (out?.isDirectory()) throw new UsageError(`--output ${output} is a directory; expected a file path`);
+  // the same file by any name (./x, a symlink, a hard link): the results would replace the requests
+  const inp = statSync(input);
+  if (out && out.dev === inp.dev && out.ino === inp.ino) throw new UsageError(`--output ${output} is the --input file ${input}: the results would replace the requests; give another --output`);
 }
 
 /** A progress bar on a TTY, plain lines (every 10 %) otherwise. */

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { num, UsageError } from '../../src/cli/args.js';
@@ -169,4 +169,20 @@ test('--threads and --jobs-threads above MAX_THREADS are usage errors; the libra
     [['embed', '--model', M, '--text', 'a', '--threads', over], /--threads expects/],
   ]);
   assert.throws(() => selectBackend('native', MAX_THREADS + 1), /threads must be an integer from 1 to 1024, got 1025/);
+});
+
+// Before, `floe batch --input X --output X` ran the batch and wrote the results over the requests (exit 0).
+test('batch: an --output that is the --input file (by any name) is a usage error; the input is kept', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-batch-same-'));
+  const input = join(dir, 'requests.jsonl');
+  const body = JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/completions', body: { prompt: 'x', max_tokens: 1 } }) + '\n';
+  writeFileSync(input, body);
+  const link = join(dir, 'link.jsonl');
+  symlinkSync(input, link);
+  refused([
+    [['batch', '--model', M, '--input', input, '--output', input], /--output .*requests\.jsonl is the --input file .*: the results would replace the requests/],
+    [['batch', '--model', M, '--input', input, '--output', join(dir, '.', 'link.jsonl')], /is the --input file/],
+  ]);
+  assert.equal(readFileSync(input, 'utf8'), body, 'the requests are kept');
+  assert.ok(!existsSync(`${input}.floe-batch`), 'no state made');
 });

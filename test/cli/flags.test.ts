@@ -186,3 +186,20 @@ test('batch: an --output that is the --input file (by any name) is a usage error
   assert.equal(readFileSync(input, 'utf8'), body, 'the requests are kept');
   assert.ok(!existsSync(`${input}.floe-batch`), 'no state made');
 });
+
+// Before, these printed "listening on …" and then "cannot load <the chat model>: … draft model …" (exit 1), and a
+// missing --embedding-model was reported as "--model /nonexistent: no such file or directory".
+test('serve: a --speculative draft or module that cannot load is a usage error before listening; --embedding-model is named', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-serve-spec-'));
+  const text = join(dir, 'notes.txt');
+  writeFileSync(text, 'not a model\n');
+  refused([
+    [['serve', '--model', M, '--port', '0', '--no-batch', '--speculative', 'module:' + join(dir, 'none.mjs')], /--speculative module:.*none\.mjs: no such file .*none\.mjs/],
+    [['serve', '--model', M, '--port', '0', '--no-batch', '--speculative', text], /--speculative .*notes\.txt: a file that is not GGUF/],
+    [['serve', '--model', M, '--port', '0', '--no-batch', '--speculative', 'ngrams'], /--speculative ngrams: no such file or directory; expected ngram, suffix, module:PATH or a draft model/],
+  ]);
+  const [r] = runEach([['serve', '--model', M, '--port', '0', '--no-batch', '--embedding-model', join(dir, 'no-embedder')]]);
+  assert.notEqual(r!.status, 0);
+  assert.match(r!.stderr, /--embedding-model .*no-embedder: no such file or directory/);
+  assert.doesNotMatch(r!.stdout + r!.stderr, /listening/);
+});

@@ -12,7 +12,7 @@ import { loadSamples } from './data.js';
 import { checkKdConfig, type KdLossConfig, type KdLossKind } from './kd-loss.js';
 import { buildTeacherCache, bytesPerToken, CachedKdLoss, checkCacheMatches, readCacheHeader, TeacherCache, type CacheHeader, type CacheLogpDType } from './teacher-cache.js';
 import { checkOutDir, resolveCheckpoint, RunSetupError } from './checkpoint.js';
-import { asTrainBackend, finetune, type FinetuneOptions, type FinetuneSummary, type Objective } from './trainer.js';
+import { asTrainBackend, checkModelFits, finetune, type FinetuneOptions, type FinetuneSummary, type Objective } from './trainer.js';
 import { DISTILL_FLAG_OPTIONS, withOptionNames } from './option-names.js';
 import { OnPolicy, type OnPolicyOptions } from './on-policy.js';
 import { loadModel } from '../formats/load.js';
@@ -91,6 +91,7 @@ async function distillRun(o: DistillOptions): Promise<DistillSummary> {
   if (!tok) throw new Error(`${o.student}: no tokenizer (tokenizer.json), which training data needs`);
   const template = await loadChatTemplate(o.student);
   const maxSeqLen = o.maxSeqLen ?? Math.min(2048, sc.maxPositionEmbeddings);
+  checkModelFits(o.student, sc, maxSeqLen, o); // finetune() checks it again, after the teacher pass
   const samples = loadSamples(o.data, tok, template, { maxSeqLen, trainOnPrompt: o.trainOnPrompt }).samples;
 
   const lambda = o.onPolicy ?? 0;

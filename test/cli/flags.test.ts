@@ -203,3 +203,16 @@ test('serve: a --speculative draft or module that cannot load is a usage error b
   assert.match(r!.stderr, /--embedding-model .*no-embedder: no such file or directory/);
   assert.doesNotMatch(r!.stdout + r!.stderr, /listening/);
 });
+
+// Before, distill ran its whole teacher pass (hours on a real data set) and only then had finetune() refuse these.
+test('distill: a --lora-rank above the student\'s hidden size or a --max-seq-len past its context is refused before the teacher pass', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-distill-fit-'));
+  const data = join(dir, 'd.jsonl');
+  writeFileSync(data, '{"text": "The old man and the sea."}\n');
+  const pair = ['--teacher', repoPath('models/floe-brown'), '--student', repoPath('models/floe-brown-draft'), '--data', data, '--max-steps', '1'];
+  refused([
+    [['distill', ...pair, '--out', join(dir, 'a'), '--lora-rank', '129'], /--lora-rank 129 is above the hidden size of .*floe-brown-draft \(128\)/],
+    [['distill', ...pair, '--out', join(dir, 'b'), '--max-seq-len', '1025'], /--max-seq-len 1025 exceeds the context of .*floe-brown-draft \(1024 tokens\)/],
+  ]);
+  for (const out of ['a', 'b']) assert.ok(!existsSync(join(dir, `${out}.teacher-cache`)), `${out}: no teacher pass ran`);
+});

@@ -51,6 +51,10 @@ export async function batchCmd(args: string[]): Promise<number> {
   if (!existsSync(v.input)) throw new UsageError(`--input: no file ${v.input}`);
   if (statSync(v.input).isDirectory()) throw new UsageError(`--input ${v.input} is a directory; expected a JSONL file`);
   checkOutputPath(v.output, v.input);
+  const stateDir = v.state ?? `${v.output}.floe-batch`;
+  if (existsSync(stateDir) && !statSync(stateDir).isDirectory()) {
+    throw new UsageError(`${v.state === undefined ? `the resume state ${stateDir} (--state, default OUTPUT.floe-batch)` : `--state ${stateDir}`} is a file; expected a directory (made when missing)`);
+  }
   let parsed;
   // line by line, and the bytes hashed and stored a chunk at a time: an input past the longest string (~512 MiB) runs too
   try { parsed = parseBatchFile(v.input); } catch (e) {
@@ -66,7 +70,7 @@ export async function batchCmd(args: string[]): Promise<number> {
   const hash = createHash('sha256');
   for (const c of fileChunks(v.input)) hash.update(c);
   const key = hash.update('\0' + endpoint + '\0' + modelPath).digest('hex');
-  const store = new Store(v.state ?? `${v.output}.floe-batch`);
+  const store = new Store(stateDir);
   const prev = store.listBatches(null, 1_000_000).find((b) => b.metadata !== null && JSON.parse(b.metadata).input_key === key && !['failed', 'cancelled', 'expired'].includes(b.status));
   const log = v.quiet ? () => {} : (s: string) => process.stderr.write(s);
   if (prev && prev.status !== 'completed') log(`[floe] batch: resuming ${prev.id}: ${store.doneLines(prev.id).size} of ${lines.length} lines already done\n`);

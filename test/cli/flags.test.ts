@@ -216,3 +216,18 @@ test('distill: a --lora-rank above the student\'s hidden size or a --max-seq-len
   ]);
   for (const out of ['a', 'b']) assert.ok(!existsSync(join(dir, `${out}.teacher-cache`)), `${out}: no teacher pass ran`);
 });
+
+// Before: "ENOTDIR: not a directory, mkdir '<state>/files'" (exit 1), no flag named.
+test('batch: a --state (or its default OUTPUT.floe-batch) that is a file is a usage error naming it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-batch-state-'));
+  const input = join(dir, 'requests.jsonl');
+  writeFileSync(input, JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/completions', body: { prompt: 'x', max_tokens: 1 } }) + '\n');
+  const file = join(dir, 'state.txt');
+  writeFileSync(file, 'mine\n');
+  writeFileSync(join(dir, 'out.jsonl.floe-batch'), 'mine too\n');
+  refused([
+    [['batch', '--model', M, '--input', input, '--output', join(dir, 'o.jsonl'), '--state', file], /--state .*state\.txt is a file; expected a directory/],
+    [['batch', '--model', M, '--input', input, '--output', join(dir, 'out.jsonl')], /the resume state .*out\.jsonl\.floe-batch \(--state, default OUTPUT\.floe-batch\) is a file/],
+  ]);
+  assert.equal(readFileSync(file, 'utf8'), 'mine\n');
+});

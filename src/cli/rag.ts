@@ -1,7 +1,7 @@
 // `floe rag`: ingest documents into a LanceDB collection, query it, and answer questions over it with citations.
 
 import { existsSync, statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { BackendName } from '../backend/select.js';
 import { startEngineChecked } from '../engine/client.js';
 import type { EngineClient } from '../engine/protocol.js';
@@ -130,9 +130,10 @@ async function ingestCmd(args: string[]): Promise<number> {
   const db = need(v.db, '--db DIR'), name = need(v.collection, '--collection NAME');
   if (files.length === 0) throw new UsageError('give at least one file to ingest');
   for (const f of files) { // unsupported types and missing files are refused before anything opens
-    try { docKind(f); } catch (e) { throw new UsageError((e as Error).message); }
     if (!existsSync(f)) throw new UsageError(`${f}: no such file`);
+    if (statSync(f).isDirectory()) throw new UsageError(`${f} is a directory; give the files in it (e.g. ${join(f, '*.md')})`);
     if (!statSync(f).isFile()) throw new UsageError(`${f}: not a file`);
+    try { docKind(f); } catch (e) { throw new UsageError((e as Error).message); }
   }
   const chunkTokens = optNum(v['chunk-tokens'], 'chunk-tokens', true, { min: 2 });
   const overlap = optNum(v.overlap, 'overlap', true, { min: 0 });

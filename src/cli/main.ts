@@ -601,6 +601,10 @@ async function tokenizerCmd(args: string[]): Promise<number> {
   if (files.length === 0) throw new UsageError('--data FILE... is required (.jsonl with "text" fields, or plain text)');
   if (!values.out) throw new UsageError('--out DIR is required');
   outDirFlag(values.out, 'the tokenizer files');
+  // a model's directory: its tokenizer.json would be replaced by a vocabulary its weights were never trained with
+  if (existsSync(join(values.out, 'config.json'))) {
+    throw new UsageError(`--out ${values.out} holds a model (config.json): the new tokenizer would replace the one its weights were trained with; give another directory`);
+  }
   if (values['vocab-size'] === undefined) throw new UsageError('--vocab-size N is required');
   const { DEFAULT_SPECIAL_TOKENS, MAX_VOCAB_SIZE } = await import('../train/bpe-trainer.js');
   // the vocabulary holds the 256 bytes and the special tokens before any merge

@@ -104,6 +104,11 @@ async function distillRun(o: DistillOptions): Promise<DistillSummary> {
   }
 
   const file = o.teacherCache ?? `${o.out.replace(/[/\\]+$/, '')}.teacher-cache`;
+  // inside --out the cache would make it a non-empty folder that the trainer refuses, after the whole teacher pass
+  const rel = path.relative(path.resolve(o.out), path.resolve(file));
+  if (rel === '' || !(rel.startsWith('..') || path.isAbsolute(rel))) {
+    throw new RunSetupError(`--teacher-cache ${file} is ${rel === '' ? '--out itself' : `inside --out ${o.out}`}: the trainer writes only its own files there; give a path outside it (default OUT.teacher-cache)`);
+  }
   let header: CacheHeader | null = fs.existsSync(file) ? readCacheHeader(file) : null;
   if (header && (header.topK !== topK || header.temperature !== cfg.temperature || header.vocabSize !== sc.vocabSize)) {
     throw new Error(`${file}: the cache holds top-${header.topK} at temperature ${header.temperature} (vocab ${header.vocabSize}), ` +

@@ -231,3 +231,17 @@ test('batch: a --state (or its default OUTPUT.floe-batch) that is a file is a us
   ]);
   assert.equal(readFileSync(file, 'utf8'), 'mine\n');
 });
+
+// Before, the teacher pass ran and wrote the cache there, and then the trainer refused --out as non-empty (teacher.cache),
+// which --overwrite cannot clear either (not a run's file).
+test('distill: a --teacher-cache inside --out (or --out itself) is refused before the teacher pass', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-distill-cache-'));
+  const data = join(dir, 'd.jsonl');
+  writeFileSync(data, '{"text": "The old man and the sea."}\n');
+  const pair = ['--teacher', repoPath('models/floe-brown'), '--student', repoPath('models/floe-brown-draft'), '--data', data, '--max-steps', '1'];
+  refused([
+    [['distill', ...pair, '--out', join(dir, 'a'), '--teacher-cache', join(dir, 'a', 'teacher.cache')], /--teacher-cache .*teacher\.cache is inside --out .*; give a path outside it/],
+    [['distill', ...pair, '--out', join(dir, 'b') + '/', '--teacher-cache', join(dir, 'b')], /--teacher-cache .*b is --out itself/],
+  ]);
+  assert.ok(!existsSync(join(dir, 'a')) && !existsSync(join(dir, 'b')), 'no teacher pass ran, nothing written');
+});

@@ -169,6 +169,27 @@ test('floe plan CLI: table and --json for a preset on a cluster', () => {
   }
 });
 
+// Before, plan took what floe would refuse: a --context or --seq-len past the model's context ("fits: yes" for a
+// floe-brown --seq-len 5000 that finetune refuses), a --lora-rank past the hidden size, and planned a fine-tuning step
+// at 2048 tokens by default on floe-brown (context 1024), where finetune's default is min(2048, context).
+test('floe plan CLI: sequences past the model\'s context and a LoRA rank past its hidden size are refused; the default --seq-len is finetune\'s', () => {
+  const brown = `${ROOT}models/floe-brown`; // context 1024, hidden 256
+  const [ctx, seq, rank, def, preset] = runEach([
+    ['--model', brown, '--context', '1025'],
+    ['--model', brown, '--lora-rank', '8', '--seq-len', '5000'],
+    ['--model', brown, '--lora-rank', '257'],
+    ['--model', brown, '--lora-rank', '8', '--json'],
+    ['--preset', 'llama-3.1-8b', '--context', '1000000'],
+  ].map((a) => ['plan', ...a]));
+  for (const [r, re] of [[ctx, /--context 1025 exceeds the model's context of 1024 tokens; give at most 1024/], [seq, /--seq-len 5000 exceeds the model's context of 1024/],
+    [rank, /--lora-rank 257 is above the hidden size \(256\)/], [preset, /--context 1000000 exceeds the model's context of 131072/]] as const) {
+    assert.equal(r!.status, 2, r!.stderr);
+    assert.match(r!.stderr, re);
+  }
+  assert.equal(def!.status, 0, def!.stderr);
+  assert.equal(JSON.parse(def!.stdout).options.train.seqLen, 1024);
+});
+
 test('floe plan CLI: the swap space floe serve takes, in the table and --json, counted in the total', () => {
   // run() calls of the built CLI in one process (cli/run-each.ts), not a process each
   const [j, g, none, t] = runEach([['--json'], ['--swap-space', '1GiB', '--json'], ['--swap-space', '0', '--json'], []]

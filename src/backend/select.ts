@@ -8,9 +8,15 @@ import { describe } from '../tensor/options.js';
 
 export type BackendName = 'native' | 'reference';
 
+/**
+ * The most kernel threads one pool takes (llama.cpp's GGML_MAX_N_THREADS is 512): past the cores they only contend, and
+ * where the OS refuses a thread the pool's start aborts the process (--threads 100000: std::system_error, exit 134).
+ */
+export const MAX_THREADS = 1024;
+
 export function selectBackend(name?: BackendName, threads?: number): Backend {
   if (name !== undefined && name !== 'native' && name !== 'reference') throw new TypeError(`backend must be 'native' or 'reference', got ${describe(name)}`);
-  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) throw new RangeError(`threads must be an integer >= 1, got ${describe(threads)}`);
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= MAX_THREADS)) throw new RangeError(`threads must be an integer from 1 to ${MAX_THREADS}, got ${describe(threads)}`);
   if (name === 'reference') return referenceBackend;
   const native = loadNativeBackend();
   if (!native) {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { builtinModel, packageRoot } from '../model/builtin.js';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { KvDType } from '../backend/backend.js';
+import { MAX_THREADS } from '../backend/select.js';
 import type { GenerationDefaults } from '../formats/hf-config.js';
 import type { LoadOptions } from '../formats/load.js';
 
@@ -63,6 +64,11 @@ export function num(v: string | undefined, name: string, fallback: number, integ
 /** Like num, but undefined when the flag is absent. */
 export function optNum(v: string | undefined, name: string, integer = false, range: Range = {}): number | undefined {
   return v === undefined ? undefined : num(v, name, 0, integer, range);
+}
+
+/** --threads (and serve's --jobs-threads): kernel threads, 1 to MAX_THREADS; undefined when absent (all cores). */
+export function threadsFlag(v: string | undefined, name = 'threads'): number | undefined {
+  return optNum(v, name, true, { min: 1, max: MAX_THREADS });
 }
 
 /** Refuse flags that cannot be given together; `values` is parseArgs' values object. */

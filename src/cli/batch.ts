@@ -14,7 +14,7 @@ import { Store } from '../platform/store.js';
 import { createApp } from '../serve/app.js';
 import { injectExecutor } from '../serve/batch-routes.js';
 import { defaultModelName, loadTextTools } from '../serve/server.js';
-import { kvCacheDtype, loadDtype, modelOrBuiltin, optNum, parse, parseSize, UsageError } from './args.js';
+import { kvCacheDtype, loadDtype, modelOrBuiltin, optNum, parse, parseSize, threadsFlag, UsageError } from './args.js';
 
 /**
  * The batch lane's width for `floe serve` / `floe batch`: --batch-max-num-seqs, by default BATCH_LANE_FACTOR ×
@@ -42,7 +42,7 @@ export async function batchCmd(args: string[]): Promise<number> {
   let kvCacheMemory: number | undefined;
   try { kvCacheMemory = v['kv-cache-memory'] === undefined ? undefined : parseSize(v['kv-cache-memory']); } catch (e) { throw new UsageError(`--kv-cache-memory: ${(e as Error).message}`); }
   const engineOpts = {
-    threads: optNum(v.threads, 'threads', true, { min: 1 }), backend, kvCacheMemory, kvDtype: kvCacheDtype(v['kv-cache-dtype']),
+    threads: threadsFlag(v.threads), backend, kvCacheMemory, kvDtype: kvCacheDtype(v['kv-cache-dtype']),
     dtype: loadDtype(v.dtype)?.dtype, maxNumSeqs: optNum(v['max-num-seqs'], 'max-num-seqs', true, { min: 1 }),
     maxBatchSeqs: batchLaneWidth(optNum(v['max-num-seqs'], 'max-num-seqs', true, { min: 1 }), optNum(v['batch-max-num-seqs'], 'batch-max-num-seqs', true, { min: 1 })),
     maxBatchedTokens: optNum(v['max-batched-tokens'], 'max-batched-tokens', true, { min: 1 }),
@@ -50,7 +50,11 @@ export async function batchCmd(args: string[]): Promise<number> {
   const modelPath = modelOrBuiltin(v.model, 'batch');
   if (!existsSync(v.input)) throw new UsageError(`--input: no file ${v.input}`);
   if (statSync(v.input).isDirectory()) throw new UsageError(`--input ${v.input} is a directory; expected a JSONL file`);
-  checkOutputPath(v.output);
+  checkOutputPath(v.output, v.input);
+  const stateDir = v.state ?? `${v.output}.floe-batch`;
+  if (existsSync(stateDir) && !statSync(stateDir).isDirectory()) {
+    throw new UsageError(`${v.state === undefined ? `the resume state ${stateDir} (--state, default OUTPUT.floe-batch)` : `--state ${stateDir}`} is a file; expected a directory (made when missing)`);
+  }
   let parsed;
   // line by line, and the bytes hashed and stored a chunk at a time: an input past the longest string (~512 MiB) runs too
   try { parsed = parseBatchFile(v.input); } catch (e) {
@@ -66,7 +70,7 @@ export async function batchCmd(args: string[]): Promise<number> {
   const hash = createHash('sha256');
   for (const c of fileChunks(v.input)) hash.update(c);
   const key = hash.update('\0' + endpoint + '\0' + modelPath).digest('hex');
-  const store = new Store(v.state ?? `${v.output}.floe-batch`);
+  const store = new Store(stateDir);
   const prev = store.listBatches(null, 1_000_000).find((b) => b.metadata !== null && JSON.parse(b.metadata).input_key === key && !['failed', 'cancelled', 'expired'].includes(b.status));
   const log = v.quiet ? () => {} : (s: string) => process.stderr.write(s);
   if (prev && prev.status !== 'completed') log(`[floe] batch: resuming ${prev.id}: ${store.doneLines(prev.id).size} of ${lines.length} lines already done\n`);
@@ -112,11 +116,15 @@ export async function batchCmd(args: string[]): Promise<number> {
  * The output is written only when every line has run: a path that cannot take it (its folder missing, or a folder
  * itself) is a usage error before the engine loads, not a failure after the whole batch.
  */
-function checkOutputPath(output: string): void {
+function checkOutputPath(output: string, input: string): void {
   const dir = dirname(output);
   if (!existsSync(dir)) throw new UsageError(`--output ${output}: the directory ${dir} does not exist`);
   if (!statSync(dir).isDirectory()) throw new UsageError(`--output ${output}: ${dir} is not a directory`);
-  if (existsSync(output) && statSync(output).isDirectory()) throw new UsageError(`--output ${output} is a directory; expected a file path`);
+  const out = statSync(output, { throwIfNoEntry: false });
+  if (out?.isDirectory()) throw new UsageError(`--output ${output} is a directory; expected a file path`);
+  // the same file by any name (./x, a symlink, a hard link): the results would replace the requests
+  const inp = statSync(input);
+  if (out && out.dev === inp.dev && out.ino === inp.ino) throw new UsageError(`--output ${output} is the --input file ${input}: the results would replace the requests; give another --output`);
 }
 
 /** A progress bar on a TTY, plain lines (every 10 %) otherwise. */

@@ -7,7 +7,7 @@ import { ChatTemplate, encodeChat, loadChatTemplate, type ChatMessage } from '..
 import { defaultKvDtype, generate } from '../model/generate.js';
 import { openModel } from '../model/open.js';
 import { TextStream } from '../model/text-stream.js';
-import { kvCacheDtype, loadDtype, modelOrBuiltin, optNum, parse, samplingFlags, UsageError, withGenerationDefaults } from './args.js';
+import { kvCacheDtype, loadDtype, modelOrBuiltin, optNum, parse, samplingFlags, threadsFlag, UsageError, withGenerationDefaults } from './args.js';
 
 export async function chatCmd(args: string[]): Promise<number> {
   const str = { type: 'string' } as const;
@@ -17,7 +17,7 @@ export async function chatCmd(args: string[]): Promise<number> {
   });
   const sampling = samplingFlags(v);
   const maxTokens = optNum(v['max-tokens'], 'max-tokens', true, { min: 1 });
-  const threads = optNum(v.threads, 'threads', true, { min: 1 });
+  const threads = threadsFlag(v.threads);
   const backend = v.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(v['kv-cache-dtype']);

@@ -2,7 +2,7 @@
 
 import { existsSync } from 'node:fs';
 import type { BackendName } from '../backend/select.js';
-import { builtinModel, optNum, parse, textOrStdin, UsageError } from './args.js';
+import { builtinModel, parse, textOrStdin, threadsFlag, UsageError } from './args.js';
 
 export async function embedCmd(args: string[]): Promise<number> {
   const { Embedder } = await import('../model/embed.js');
@@ -20,7 +20,7 @@ export async function embedCmd(args: string[]): Promise<number> {
     if (!existsSync(model)) throw new UsageError(`--model PATH is required (the built-in embedder ${model} is missing)`);
     process.stderr.write(`[floe] embed: no --model given, using the built-in embedder ${model}\n`);
   }
-  const emb = await Embedder.open(model, { pooling: v.pooling as 'mean' | 'last' | undefined, backend: v.backend as BackendName | undefined, threads: optNum(v.threads, 'threads', true, { min: 1 }) });
+  const emb = await Embedder.open(model, { pooling: v.pooling as 'mean' | 'last' | undefined, backend: v.backend as BackendName | undefined, threads: threadsFlag(v.threads) });
   const ids = texts.map((t) => emb.encode(t));
   const vecs = emb.embedIds(ids);
   if (v.json) {

@@ -5,7 +5,7 @@ import type { BackendName } from '../backend/select.js';
 import { Guard, DEFAULT_THRESHOLD } from '../platform/guard/guard.js';
 import { parseCategories, parseExclude } from '../platform/guard/policy.js';
 import { GUARD_FORMATS, effectiveCategories, guardConversation, type ChatTurn, type GuardFormat, type GuardRole } from '../platform/guard/prompt.js';
-import { builtinModel, conflicts, num, optNum, parse, parseSize, textOrStdin, UsageError } from './args.js';
+import { builtinModel, conflicts, num, parse, parseSize, textOrStdin, threadsFlag, UsageError } from './args.js';
 
 /** models/floe-guard in the package, the default guard. */
 export function builtinGuard(): string {
@@ -35,7 +35,7 @@ export async function guardCmd(args: string[]): Promise<number> {
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   let kvCacheMemory = 256 * 2 ** 20;
   try { if (v['kv-cache-memory'] !== undefined) kvCacheMemory = parseSize(v['kv-cache-memory']); } catch (e) { throw new UsageError(`--kv-cache-memory: ${(e as Error).message}`); }
-  const threads = optNum(v.threads, 'threads', true, { min: 1 });
+  const threads = threadsFlag(v.threads);
 
   let messages: ChatTurn[];
   if (v.text !== undefined) {
@@ -54,6 +54,7 @@ export async function guardCmd(args: string[]): Promise<number> {
   try {
     categories = v.categories === undefined ? undefined : parseCategories(readJson(v.categories, 'categories'), `--categories ${v.categories}`);
     exclude = v.exclude === undefined ? undefined : parseExclude(v.exclude, '--exclude');
+    if (exclude?.length === 0) throw new UsageError(`--exclude expects category codes such as S6,S7, got '${v.exclude}'`);
   } catch (e) {
     throw e instanceof UsageError ? e : new UsageError((e as Error).message);
   }
@@ -67,7 +68,10 @@ export async function guardCmd(args: string[]): Promise<number> {
   const guard = await Guard.open(model, { format, backend, threads, kvCacheMemory, maxNumSeqs: 2 });
   try {
     // check the policy and the conversation before the model runs
-    const cats = effectiveCategories({ format: guard.format, categories, exclude });
+    // the default policy is known once the guard's format is: an --exclude code it lacks is the command line's mistake
+    let cats;
+    try { cats = effectiveCategories({ format: guard.format, categories, exclude }); } catch (e) { throw new UsageError(`--exclude ${v.exclude}: ${(e as Error).message.replace(/^guard: /, '')}`); }
+    if (cats.length === 0) throw new UsageError(`--exclude ${v.exclude} leaves no category in the policy: the guard would have nothing to judge against`);
     const prompt = guard.prompt(messages, { role, categories, exclude });
     if (v['print-prompt'] && !v.json) process.stdout.write(`--- prompt (${guard.format}) ---\n${prompt}\n--- end of prompt ---\n`);
     const r = await guard.judge(messages, { role, categories, exclude, threshold });

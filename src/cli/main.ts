@@ -18,7 +18,7 @@ import type { BackendName } from '../backend/select.js';
 import { loadAddon } from '../backend/native-addon.js';
 import type { KvDType } from '../backend/backend.js';
 import {
-  type Range, commandHelp, conflicts, DECIMAL_INT, defaultMaxTokens, kvCacheDtype, kvDtypeFlagName, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, parseSize, samplingFlags, swapSpaceFlag, textOrStdin, UsageError,
+  type Range, commandHelp, conflicts, threadsFlag, DECIMAL_INT, defaultMaxTokens, kvCacheDtype, kvDtypeFlagName, loadDtype, modelOrBuiltin, num, optNum, packageVersion, parse, parseSize, samplingFlags, swapSpaceFlag, textOrStdin, UsageError,
   withGenerationDefaults,
 } from './args.js';
 import { joinPipeline, PIPELINE_FLAGS, pipelineFlags } from './pipeline.js';
@@ -113,7 +113,8 @@ generate options:
 
 chat options:
   --system TEXT           a system message first in the conversation
-  --max-tokens N          most tokens per answer (default: all the room left in the context)
+  --max-tokens N          most tokens per answer (default: generation_config.json max_new_tokens, else all the
+                          room left in the context; either way at most the room left)
   --temperature, --top-k, --top-p, --min-p, --repetition-penalty, --seed, --threads, --backend,
   --kv-cache-dtype, --dtype fp8|bf16, --adapter DIR: as for generate
 
@@ -235,7 +236,7 @@ plan options (presets: llama-3.1-405b, llama-3.1-70b, llama-3.1-8b, llama-3.2-1b
   --pipeline-parallel P --tensor-parallel T    layout; the rest of --devices is data-parallel
   --offload-ratio F       share of layer weights streamed from host / disk (default 0; 3 layers of staging stay resident)
   --lora-rank R [--lora-targets LIST] | --full  plan a fine-tuning step instead of serving (targets default: all seven)
-  --micro-batch B --seq-len S --checkpoint-activations --zero 0|1|2|3   (defaults 1, 2048, off, 0; ZeRO over the
+  --micro-batch B --seq-len S --checkpoint-activations --zero 0|1|2|3   (defaults 1, min(2048, context), off, 0; ZeRO over the
                           data-parallel replicas)
   --json
 
@@ -445,6 +446,8 @@ async function generateCmd(args: string[]): Promise<number> {
   }
   if ((values.prompt === undefined) === (values['prompt-ids'] === undefined)) throw new UsageError('give exactly one of --prompt TEXT or --prompt-ids 1,2,3');
   conflicts(values, [['prompt-ids', 'no-bos']]);
+  const emptyStop = values.stop?.indexOf('') ?? -1;
+  if (emptyStop >= 0) throw new UsageError(`--stop expects a non-empty stop string, got '' (--stop number ${emptyStop + 1})`);
   const sampling = samplingFlags(values);
   const maxTokensFlag = optNum(values['max-tokens'], 'max-tokens', true, { min: 1 });
   const logprobs = optNum(values.logprobs, 'logprobs', true);
@@ -454,7 +457,7 @@ async function generateCmd(args: string[]): Promise<number> {
   const backend = values.backend as BackendName | undefined;
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(values['kv-cache-dtype']);
-  const threads = optNum(values.threads, 'threads', true, { min: 1 });
+  const threads = threadsFlag(values.threads);
   const prompt = values.prompt === undefined ? undefined : textOrStdin(values.prompt);
 
   const pp = pipelineFlags(values);
@@ -501,6 +504,10 @@ async function generateCmd(args: string[]): Promise<number> {
   const numPredictionTokens = draftTokens(values['num-prediction-tokens'], 'num-prediction-tokens');
   if (predictionText !== undefined && !tokenizer) throw new UsageError('--prediction needs a tokenizer to read its text, and this model has none');
   const prediction = predictionText === undefined ? undefined : tokenizer!.encode(predictionText, { addSpecialTokens: false });
+  // known only now: the model's vocabulary bounds the top-K lists
+  for (const [flag, k] of [['logprobs', logprobs], ['prompt-logprobs', promptLogprobs]] as const) {
+    if (k !== undefined && k > model.config.vocabSize) throw new UsageError(`--${flag} expects an integer from 0 to the vocabulary size ${model.config.vocabSize}, got '${k}'`);
+  }
   const context = model.config.maxPositionEmbeddings;
   if (maxTokensFlag !== undefined && promptIds.length + maxTokensFlag > context) {
     throw new Error(`--max-tokens ${maxTokensFlag}: prompt (${promptIds.length} tokens) + ${maxTokensFlag} = ${promptIds.length + maxTokensFlag} exceeds the model's context of ${context}; ` +
@@ -594,6 +601,10 @@ async function tokenizerCmd(args: string[]): Promise<number> {
   if (files.length === 0) throw new UsageError('--data FILE... is required (.jsonl with "text" fields, or plain text)');
   if (!values.out) throw new UsageError('--out DIR is required');
   outDirFlag(values.out, 'the tokenizer files');
+  // a model's directory: its tokenizer.json would be replaced by a vocabulary its weights were never trained with
+  if (existsSync(join(values.out, 'config.json'))) {
+    throw new UsageError(`--out ${values.out} holds a model (config.json): the new tokenizer would replace the one its weights were trained with; give another directory`);
+  }
   if (values['vocab-size'] === undefined) throw new UsageError('--vocab-size N is required');
   const { DEFAULT_SPECIAL_TOKENS, MAX_VOCAB_SIZE } = await import('../train/bpe-trainer.js');
   // the vocabulary holds the 256 bytes and the special tokens before any merge
@@ -702,7 +713,7 @@ async function serveCmd(args: string[]): Promise<number> {
   if (pp && Number(process.env.OMPI_COMM_WORLD_RANK) > 0) {
     // ranks ≥ 1 are stages: no HTTP; rank 0's engine worker drives them
     await (await import('../parallel/serve-stage.js')).serveStage({
-      model: modelPath, stages: pp.stages, backend, threads: positive('threads'), load: loadDtype(values.dtype), kvCacheMemory: size('kv-cache-memory'),
+      model: modelPath, stages: pp.stages, backend, threads: threadsFlag(values.threads), load: loadDtype(values.dtype), kvCacheMemory: size('kv-cache-memory'),
       kvDtype, blockSize: positive('block-size'), maxNumSeqs: positive('max-num-seqs'),
     });
     return 0;
@@ -711,7 +722,16 @@ async function serveCmd(args: string[]): Promise<number> {
   const stop = new Promise<string>((resolve) => {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve(sig));
   });
-  const { startServer, defaultModelName } = await import('../serve/server.js'); // after the flags: a usage error does not load the server
+  const { startServer, defaultModelName, preflight } = await import('../serve/server.js'); // after the flags: a usage error does not load the server
+  // a draft model or proposer module that cannot load is refused before "listening", as a --guard-model is
+  const spec = specSource(values.speculative);
+  if (spec !== undefined && spec !== 'ngram' && spec !== 'suffix') {
+    const module = speculativeModuleOf(spec)?.module;
+    if (module !== undefined && !existsSync(module)) throw new UsageError(`--speculative ${spec}: no such file ${module}; expected a proposer module (its default export makes a Proposer)`);
+    if (module === undefined) {
+      try { preflight({ model: spec }, '--speculative'); } catch (e) { throw new UsageError(`${(e as Error).message.replace(/; expected an HF model directory/, '; expected ngram, suffix, module:PATH or a draft model: an HF model directory')}`); }
+    }
+  }
   const { reservedAdapterName } = await import('../serve/lora-routes.js');
   for (const m of loraModules) {
     const reserved = reservedAdapterName(m.name, values['model-name'] ?? defaultModelName(modelPath));
@@ -719,7 +739,7 @@ async function serveCmd(args: string[]): Promise<number> {
   }
   const server = await startServer({
     model: modelPath, host: values.host, port, apiKey: values['api-key'] ?? null, modelName: values['model-name'],
-    threads: positive('threads'), backend, kvCacheMemory: size('kv-cache-memory'), kvPrefault: !!values['kv-prefault'], swapSpace,
+    threads: threadsFlag(values.threads), backend, kvCacheMemory: size('kv-cache-memory'), kvPrefault: !!values['kv-prefault'], swapSpace,
     speculative: specSource(values.speculative), numSpeculativeTokens: draftTokens(values['num-speculative-tokens'], 'num-speculative-tokens'),
     numPredictionTokens: draftTokens(values['num-prediction-tokens'], 'num-prediction-tokens'),
     kvDtype, dtype, blockSize: positive('block-size'),
@@ -729,7 +749,7 @@ async function serveCmd(args: string[]): Promise<number> {
     bodyLimit: size('max-body'), ui: !values['no-ui'], dataDir: values['no-batch'] ? null : values['data-dir'] ?? './floe-data',
     loraModules, maxLoras: positive('max-loras'), maxLoraRank: positive('max-lora-rank'),
     enableLoraLoading: !!values['enable-lora-loading'], loraRoot: values['lora-root'] ?? null, offload,
-    jobsThreads: positive('jobs-threads'), maxCpuLoras,
+    jobsThreads: threadsFlag(values['jobs-threads'], 'jobs-threads'), maxCpuLoras,
     guardModel: values['guard-model'] ?? null, guardrails: !!values.guardrails, guardWindow: positive('guard-window'), guardKvCacheMemory: size('guard-kv-cache-memory'),
     task, ...(await (await import('./rag.js')).ragServeOptions(values['rag-db'], values['embedding-model'], task)),
     pipeline: pp ?? undefined, allowedOrigins,
@@ -896,7 +916,7 @@ async function evalCmd(args: string[]): Promise<number> {
   if (backend !== undefined && backend !== 'native' && backend !== 'reference') throw new UsageError(`--backend expects native or reference, got '${backend}'`);
   const kvDtype = kvCacheDtype(v['kv-cache-dtype']);
   const load = loadDtype(v.dtype);
-  const threads = optNum(v.threads, 'threads', true, { min: 1 });
+  const threads = threadsFlag(v.threads);
   const maxSeqLenFlag = optNum(v['max-seq-len'], 'max-seq-len', true, { min: 2 });
   const maxTokens = optNum(v['max-tokens'], 'max-tokens', true, { min: 1 });
   const trainOnPrompt = !!v['train-on-prompt'];

@@ -72,10 +72,18 @@ export async function planCmd(args: string[]): Promise<number> {
   }
   conflicts(v, [['lora-targets', 'full']]);
   const zero = num(v.zero, 'zero', 0, true, { max: 3 }) as 0 | 1 | 2 | 3;
-  const seqLen = num(v['seq-len'], 'seq-len', 2048, true, one);
+  // as floe finetune and serve take them: sequences fit the model's context (finetune's default: min(2048, context))
+  const ctx = cfg.maxPositionEmbeddings;
+  const past = (flag: string, n: string) => new UsageError(`--${flag} ${n} exceeds the model's context of ${ctx} tokens; give at most ${ctx}`);
+  const seqLen = num(v['seq-len'], 'seq-len', Math.min(2048, ctx), true, one);
+  if (seqLen > ctx) throw past('seq-len', v['seq-len']!);
+  const context = num(v.context, 'context', training ? seqLen : ctx, true, one);
+  if (context > ctx) throw past('context', v.context!);
+  const loraRank = v.full ? null : num(v['lora-rank'], 'lora-rank', 8, true, one);
+  if (training && loraRank !== null && loraRank > cfg.hiddenSize) throw new UsageError(`--lora-rank ${loraRank} is above the hidden size (${cfg.hiddenSize}), the most rank an adapter of this model can have (floe finetune refuses it)`);
   const opts: PlanOptions = {
     dtype, kvDtype, source: stored ?? undefined, fp8Block: dtype === 'fp8' && stored === 'fp8' ? fp8Block : undefined,
-    context: num(v.context, 'context', training ? seqLen : cfg.maxPositionEmbeddings, true, one),
+    context,
     concurrency: num(v.concurrency, 'concurrency', 1, true, one),
     devices: num(v.devices, 'devices', PLAN_DEFAULTS.devices, true, one),
     deviceMemory: size(v['device-memory'], 'device-memory', 80e9),
@@ -87,7 +95,7 @@ export async function planCmd(args: string[]): Promise<number> {
     maxBatchedTokens: num(v['max-batched-tokens'], 'max-batched-tokens', PLAN_DEFAULTS.maxBatchedTokens, true, one),
     swapSpace: swapSpaceFlag(v['swap-space']),
     train: training ? {
-      loraRank: v.full ? null : num(v['lora-rank'], 'lora-rank', 8, true, one),
+      loraRank,
       loraTargets: loraTargetsFlag(v['lora-targets']) ?? ALL_LORA_TARGETS,
       microBatch: num(v['micro-batch'], 'micro-batch', 1, true, one), seqLen,
       checkpointActivations: !!v['checkpoint-activations'], zero,

@@ -1,7 +1,7 @@
 // `floe rag`: ingest documents into a LanceDB collection, query it, and answer questions over it with citations.
 
 import { existsSync, statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { BackendName } from '../backend/select.js';
 import { startEngineChecked } from '../engine/client.js';
 import type { EngineClient } from '../engine/protocol.js';
@@ -11,7 +11,7 @@ import { docKind } from '../platform/rag/extract.js';
 import { FilterError, parseFilter, type Filter } from '../platform/rag/filter.js';
 import { answerJson, collectionJson, passageJson } from '../platform/rag/json.js';
 import type { Collection, IngestProgress, Passage, RagStore, SearchMode } from '../platform/rag/store.js';
-import { builtinModel, DECIMAL, modelOrBuiltin, optNum, parse, UsageError } from './args.js';
+import { builtinModel, DECIMAL, modelOrBuiltin, optNum, parse, threadsFlag, UsageError } from './args.js';
 
 export const RAG_HELP = `Usage:
   floe rag ingest --db DIR --collection NAME [--embedding-model PATH] [--chunk-tokens N] [--overlap N]
@@ -130,14 +130,15 @@ async function ingestCmd(args: string[]): Promise<number> {
   const db = need(v.db, '--db DIR'), name = need(v.collection, '--collection NAME');
   if (files.length === 0) throw new UsageError('give at least one file to ingest');
   for (const f of files) { // unsupported types and missing files are refused before anything opens
-    try { docKind(f); } catch (e) { throw new UsageError((e as Error).message); }
     if (!existsSync(f)) throw new UsageError(`${f}: no such file`);
+    if (statSync(f).isDirectory()) throw new UsageError(`${f} is a directory; give the files in it (e.g. ${join(f, '*.md')})`);
     if (!statSync(f).isFile()) throw new UsageError(`${f}: not a file`);
+    try { docKind(f); } catch (e) { throw new UsageError((e as Error).message); }
   }
   const chunkTokens = optNum(v['chunk-tokens'], 'chunk-tokens', true, { min: 2 });
   const overlap = optNum(v.overlap, 'overlap', true, { min: 0 });
   const commitChunks = optNum(v['commit-chunks'], 'commit-chunks', true, { min: 1 });
-  const threads = optNum(v.threads, 'threads', true, { min: 1 });
+  const threads = threadsFlag(v.threads);
   if (overlap !== undefined && overlap >= (chunkTokens ?? 256)) throw new UsageError(`--overlap ${overlap} must be below --chunk-tokens ${chunkTokens ?? '(default 256)'}`);
   const store = await (await ragStore()).open(db, { create: true });
   const existed = await store.has(name);
@@ -238,7 +239,7 @@ async function queryCmd(args: string[], answer: boolean): Promise<number> {
   const w = parts?.map(Number);
   if (parts && w && !(w.length === 2 && parts.every((x) => DECIMAL.test(x)) && w.every((x) => Number.isFinite(x) && x >= 0))) throw new UsageError(`--weights expects DENSE,BM25 (two numbers ≥ 0), got '${v.weights}'`);
   const fusion = { ...(rrfK !== undefined ? { rrfK } : {}), ...(w ? { weights: [w[0]!, w[1]!] as const } : {}) };
-  const threads = optNum(v.threads, 'threads', true, { min: 1 });
+  const threads = threadsFlag(v.threads);
   const backend = backendOf(v.backend);
   const { store, col } = await openCollection(db, name);
   const embedder = mode === 'bm25' && !answer ? null : await embedderFor(v['embedding-model'], col.embedderName, { threads, backend });

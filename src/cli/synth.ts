@@ -9,7 +9,7 @@ import { DEFAULT_GROUNDING } from '../platform/synth/grounding.js';
 import { METHODS, type MethodName } from '../platform/synth/methods.js';
 import type { SynthProgress } from '../platform/synth/pipeline.js';
 import { synth } from '../platform/synth/synth.js';
-import { kvCacheDtype, modelOrBuiltin, num, optNum, parse, parseSize, UsageError } from './args.js';
+import { kvCacheDtype, modelOrBuiltin, num, optNum, parse, parseSize, threadsFlag, UsageError } from './args.js';
 
 export async function synthCmd(args: string[]): Promise<number> {
   const str = { type: 'string' } as const;
@@ -69,7 +69,7 @@ export async function synthCmd(args: string[]): Promise<number> {
   };
   const maxNumSeqs = optNum(v['max-num-seqs'], 'max-num-seqs', true, { min: 1 });
   const maxRetries = optNum(v['max-retries'], 'max-retries', true, { min: 0, max: 20 });
-  const engine = { threads: optNum(v.threads, 'threads', true, { min: 1 }), backend, kvCacheMemory, kvDtype: kvCacheDtype(v['kv-cache-dtype']), maxNumSeqs };
+  const engine = { threads: threadsFlag(v.threads), backend, kvCacheMemory, kvDtype: kvCacheDtype(v['kv-cache-dtype']), maxNumSeqs };
   const chunkOverlap = num(v['chunk-overlap'], 'chunk-overlap', 0, true, { min: 0 });
   if (chunkOverlap >= chunkTokens) throw new UsageError(`--chunk-overlap (${chunkOverlap}) must be below --chunk-tokens (${chunkTokens})`);
   const minSupport = v['min-support'] === 'off' ? null : num(v['min-support'], 'min-support', DEFAULT_GROUNDING.minSupport!, false, { min: 0, max: 1 });

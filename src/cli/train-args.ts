@@ -3,7 +3,7 @@
 import { defaultLoraAlpha, LORA_TARGETS, parseLoraTargets, type LoraTarget } from '../model/lora.js';
 import type { FinetuneOptions } from '../train/trainer.js';
 import { flagWording } from '../train/option-names.js';
-import { conflicts, loadDtype, optNum, UsageError, type Range } from './args.js';
+import { conflicts, loadDtype, optNum, threadsFlag, UsageError, type Range } from './args.js';
 import { RunSetupError } from '../train/checkpoint.js';
 import { OFFLOAD_FLAGS, offloadOptions } from './offload-args.js';
 
@@ -77,7 +77,7 @@ export function trainingOptions(v: Values): Omit<FinetuneOptions, 'model'> {
     trainOnPrompt: !!v['train-on-prompt'], saveSteps: opt('save-steps', true, one), saveInitial: !!v['save-initial'],
     saveTotalLimit: opt('save-total-limit', true), saveDtype: oneOf('save-dtype', s('save-dtype'), ['f32', 'bf16'] as const),
     shuffle: !v['no-shuffle'], resume: s('resume'), overwrite: !!v.overwrite, seed: opt('seed', true),
-    backend: oneOf('backend', s('backend'), ['native', 'reference'] as const), threads: opt('threads', true, one), progress: !v.quiet,
+    backend: oneOf('backend', s('backend'), ['native', 'reference'] as const), threads: threadsFlag(v.threads as string | undefined), progress: !v.quiet,
     offload: streamed(v, full), dtype,
   };
 }

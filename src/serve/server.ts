@@ -85,7 +85,7 @@ const GIB = 2 ** 30;
  * with a config.json or a GGUF file; each LoRA module is an adapter of this model within the rank limit; the KV cache
  * budget fits in RAM and holds at least one block.
  */
-export function preflight(opts: ServeOptions): void {
+export function preflight(opts: ServeOptions, flag = '--model'): void {
   const p = opts.model;
   const expected = 'expected an HF model directory (config.json, *.safetensors) or a .gguf file';
   let st;
@@ -93,14 +93,14 @@ export function preflight(opts: ServeOptions): void {
     st = statSync(p);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new Error(`--model ${p}: ${code === 'ENOENT' ? 'no such file or directory' : (e as Error).message}; ${expected}`);
+    throw new Error(`${flag} ${p}: ${code === 'ENOENT' ? 'no such file or directory' : (e as Error).message}; ${expected}`);
   }
   let hf: ReturnType<typeof readHfConfig> | null = null;
   if (st.isDirectory()) {
-    if (!existsSync(join(p, 'config.json'))) throw new Error(`--model ${p}: the directory has no config.json; ${expected}`);
+    if (!existsSync(join(p, 'config.json'))) throw new Error(`${flag} ${p}: the directory has no config.json; ${expected}`);
     hf = readHfConfig(p);
   } else if (!isGgufPath(p)) {
-    throw new Error(`--model ${p}: a file that is not GGUF (no .gguf extension, no GGUF magic); ${expected}`);
+    throw new Error(`${flag} ${p}: a file that is not GGUF (no .gguf extension, no GGUF magic); ${expected}`);
   }
   // LoRA modules: read as the engine will read them (a wrong base, a missing file, a rank past the limit), so the
   // server refuses before "listening" rather than failing its load after it; a GGUF model's shapes are checked at load
@@ -186,7 +186,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   }
   const log = opts.log ?? ((line: string) => process.stdout.write(line + '\n'));
   preflight(opts);
-  if (opts.embeddingModel) preflight({ model: opts.embeddingModel });
+  if (opts.embeddingModel) preflight({ model: opts.embeddingModel }, '--embedding-model');
   if (opts.ragDb && !opts.embeddingModel && opts.task !== 'embed') throw new Error('--rag-db needs an embedding model: --embedding-model PATH (or --task embed)');
   if (opts.embeddingModel && opts.task === 'embed') throw new Error('--embedding-model adds an embedding model beside a chat model; with --task embed, --model is the embedding model');
   const modelName = opts.modelName ?? defaultModelName(opts.model);

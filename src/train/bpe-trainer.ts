@@ -1,6 +1,6 @@
 // Byte-level BPE trainer: Llama-3 pre-tokenization, GPT-2 byte->unicode alphabet, incremental pair counts; writes HF tokenizer.json.
-import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { withoutBom } from "./data.js";
+import { mkdir, writeFile } from "node:fs/promises";
+import { readTextFile } from "../formats/lines.js";
 import { join } from "node:path";
 import { LLAMA3_SPLIT_REGEX } from "../formats/gguf-tokenizer.js";
 import type { AddedTokenJson, TokenizerConfigJson, TokenizerJson } from "../formats/tokenizer.js";
@@ -410,8 +410,11 @@ export function toTokenizerFiles(model: BpeModel, opts: { modelMaxLength?: numbe
 export async function readTrainingTexts(path: string): Promise<string[]> {
   let raw: string;
   try {
-    raw = withoutBom(await readFile(path, "utf8")); // a leading UTF-8 BOM is no text, as finetune's reader drops it
+    // bytes that are not UTF-8 are refused, not trained on as U+FFFD (a Latin-1 corpus); a leading BOM is dropped, as
+    // finetune's reader drops it
+    raw = readTextFile(path, { notUtf8: (at) => `${path}: not valid UTF-8 (an invalid byte at offset ${at}); convert the file to UTF-8 first (e.g. iconv -f latin1 -t utf-8)` });
   } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === undefined) throw e; // not UTF-8, or too long: the message names the file
     throw new Error(`${path}: cannot read data: ${(e as Error).message}`);
   }
   if (!/\.jsonl$/i.test(path)) return [raw];

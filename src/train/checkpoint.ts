@@ -84,7 +84,8 @@ const RUN_ENTRY = new RegExp(`^(metrics\\.jsonl|summary\\.json|final|stage-\\d+|
 
 /**
  * A run that does not fit what is on disk: a non-empty `out`, a resume without a checkpoint or with other settings than
- * the run's. The call's to change, not a failure of the run (the CLI's usage error, exit 2).
+ * the run's, settings the model cannot take (a sequence past its context, a LoRA rank past its hidden size). The call's
+ * to change, not a failure of the run (the CLI's usage error, exit 2).
  */
 export class RunSetupError extends Error {}
 

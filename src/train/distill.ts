@@ -12,7 +12,7 @@ import { loadSamples } from './data.js';
 import { checkKdConfig, type KdLossConfig, type KdLossKind } from './kd-loss.js';
 import { buildTeacherCache, bytesPerToken, CachedKdLoss, checkCacheMatches, readCacheHeader, TeacherCache, type CacheHeader, type CacheLogpDType } from './teacher-cache.js';
 import { checkOutDir, resolveCheckpoint, RunSetupError } from './checkpoint.js';
-import { asTrainBackend, finetune, type FinetuneOptions, type FinetuneSummary, type Objective } from './trainer.js';
+import { asTrainBackend, checkModelFits, finetune, type FinetuneOptions, type FinetuneSummary, type Objective } from './trainer.js';
 import { DISTILL_FLAG_OPTIONS, withOptionNames } from './option-names.js';
 import { OnPolicy, type OnPolicyOptions } from './on-policy.js';
 import { loadModel } from '../formats/load.js';
@@ -91,6 +91,7 @@ async function distillRun(o: DistillOptions): Promise<DistillSummary> {
   if (!tok) throw new Error(`${o.student}: no tokenizer (tokenizer.json), which training data needs`);
   const template = await loadChatTemplate(o.student);
   const maxSeqLen = o.maxSeqLen ?? Math.min(2048, sc.maxPositionEmbeddings);
+  checkModelFits(o.student, sc, maxSeqLen, o); // finetune() checks it again, after the teacher pass
   const samples = loadSamples(o.data, tok, template, { maxSeqLen, trainOnPrompt: o.trainOnPrompt }).samples;
 
   const lambda = o.onPolicy ?? 0;
@@ -103,6 +104,11 @@ async function distillRun(o: DistillOptions): Promise<DistillSummary> {
   }
 
   const file = o.teacherCache ?? `${o.out.replace(/[/\\]+$/, '')}.teacher-cache`;
+  // inside --out the cache would make it a non-empty folder that the trainer refuses, after the whole teacher pass
+  const rel = path.relative(path.resolve(o.out), path.resolve(file));
+  if (rel === '' || !(rel.startsWith('..') || path.isAbsolute(rel))) {
+    throw new RunSetupError(`--teacher-cache ${file} is ${rel === '' ? '--out itself' : `inside --out ${o.out}`}: the trainer writes only its own files there; give a path outside it (default OUT.teacher-cache)`);
+  }
   let header: CacheHeader | null = fs.existsSync(file) ? readCacheHeader(file) : null;
   if (header && (header.topK !== topK || header.temperature !== cfg.temperature || header.vocabSize !== sc.vocabSize)) {
     throw new Error(`${file}: the cache holds top-${header.topK} at temperature ${header.temperature} (vocab ${header.vocabSize}), ` +

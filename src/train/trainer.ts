@@ -13,6 +13,7 @@ import { LayerStream, type OffloadOptions } from '../model/offload.js';
 import { writePeftAdapter, PEFT_WEIGHTS } from '../formats/peft.js';
 import { writeSafetensors } from '../formats/safetensors.js';
 import type { Tensor } from '../tensor/tensor.js';
+import type { LlamaConfig } from '../formats/llama-config.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { readEmbeddingConfig } from '../model/embed.js';
@@ -170,6 +171,21 @@ export function planSteps(o: FinetuneOptions, loader: DataLoader, perStep: numbe
     totalSteps = Math.ceil(totalMicro / perStep);
   }
   return { totalMicro, totalSteps, sched: { lr, warmupSteps: o.warmupSteps ?? 0, totalSteps, decay: o.decay ?? 'cosine', minLrRatio: o.minLrRatio ?? 0 } };
+}
+
+/**
+ * Settings the model cannot take, refused before any work (distill: before its teacher pass): a sequence past its
+ * context; a LoRA rank above its hidden size (every adapted linear has hidden-size rows or columns, so s·B·A has rank
+ * <= hidden: a higher rank only adds factors and AdamW state; --lora-rank 100000 on floe-brown asked for ~45 GB).
+ */
+export function checkModelFits(model: string, cfg: Pick<LlamaConfig, 'maxPositionEmbeddings' | 'hiddenSize'>, maxSeqLen: number, o: Pick<FinetuneOptions, 'full' | 'lora'>): void {
+  if (maxSeqLen > cfg.maxPositionEmbeddings) {
+    throw new RunSetupError(`--max-seq-len ${maxSeqLen} exceeds the context of ${model} (${cfg.maxPositionEmbeddings} tokens); give at most ${cfg.maxPositionEmbeddings}`);
+  }
+  const rank = o.lora?.rank ?? DEFAULT_LORA.rank;
+  if (!o.full && rank > cfg.hiddenSize) {
+    throw new RunSetupError(`--lora-rank ${rank} is above the hidden size of ${model} (${cfg.hiddenSize}), the most rank an adapter of it can have; give at most ${cfg.hiddenSize}`);
+  }
 }
 
 /** The run's LoRA options with the defaults filled in. */
@@ -337,7 +353,7 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
   // cut to it and the output's embedding_config.json says it again, so /v1/embeddings takes what the base took
   const pooled = o.objective && 'kind' in o.objective && o.objective.kind === 'pooled' ? o.objective : null;
   const maxSeqLen = o.maxSeqLen ?? (pooled ? readEmbeddingConfig(o.model, cfg.maxPositionEmbeddings).maxTokens : Math.min(2048, cfg.maxPositionEmbeddings));
-  if (maxSeqLen > cfg.maxPositionEmbeddings) throw new RangeError(`max seq len ${maxSeqLen} exceeds the model's context ${cfg.maxPositionEmbeddings}`);
+  checkModelFits(o.model, cfg, maxSeqLen, o);
 
   // data: every line is checked before training starts
   const dataOpts = { maxSeqLen, trainOnPrompt: o.trainOnPrompt };

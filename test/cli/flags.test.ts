@@ -3,10 +3,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { num, UsageError } from '../../src/cli/args.js';
+import { MAX_THREADS, selectBackend } from '../../src/backend/select.js';
 import { runEach } from './run-each.js';
 import { repoPath } from '../repo.js';
 
@@ -125,4 +126,122 @@ test('generate: an explicit --max-tokens past the context names the flag and the
   const r = floe('generate', '--model', M, '--prompt-ids', '1,2', '--max-tokens', String(context + 100));
   assert.equal(r.code, 1, r.err);
   assert.match(r.err, new RegExp(`--max-tokens ${context + 100}: .*exceeds the model's context of ${context}; give --max-tokens ${context - 2} or less`));
+});
+
+// Before, --lora-rank 100000 on floe-brown allocated factors and AdamW state for hours (~45 GB asked on a 5.5 M model),
+// and --max-seq-len past the context said "max seq len N exceeds the model's context" (exit 1) without the flag.
+test('finetune: a --lora-rank above the hidden size and a --max-seq-len past the context are usage errors, before training', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-rank-'));
+  const data = join(dir, 'd.jsonl');
+  writeFileSync(data, '{"text": "hello"}\n');
+  const brown = repoPath('models/floe-brown'); // hidden 256, context 1024
+  refused([
+    // (257, not 100000: without the check this one trains a step and fails fast, instead of filling the memory)
+    [['finetune', '--model', brown, '--data', data, '--out', join(dir, 'b'), '--lora-rank', '257', '--max-steps', '1'],
+      /--lora-rank 257 is above the hidden size of .*floe-brown \(256\).*give at most 256/],
+    [['finetune', '--model', brown, '--data', data, '--out', join(dir, 'c'), '--max-seq-len', '1025'],
+      /--max-seq-len 1025 exceeds the context of .*floe-brown \(1024 tokens\); give at most 1024/],
+  ]);
+  for (const out of ['b', 'c']) assert.ok(!existsSync(join(dir, out, 'metrics.jsonl')), `${out}: no run started`);
+});
+
+// Before, --stop '' failed in the library as "StopStringMatcher: stop string 0 is empty or not a string" and a top-K
+// past the vocabulary as "logprobs must be …", both exit 1.
+test('generate: an empty --stop and a --logprobs / --prompt-logprobs above the vocabulary are usage errors naming the flag', () => {
+  const vocab = JSON.parse(readFileSync(join(M, 'config.json'), 'utf8')).vocab_size as number;
+  refused([
+    [['generate', '--model', M, '--prompt-ids', '1', '--stop', 'a', '--stop', ''], /--stop expects a non-empty stop string, got '' \(--stop number 2\)/],
+    [['generate', '--model', M, '--prompt-ids', '1', '--max-tokens', '1', '--logprobs', String(vocab + 1)],
+      new RegExp(`--logprobs expects an integer from 0 to the vocabulary size ${vocab}, got '${vocab + 1}'`)],
+    [['generate', '--model', M, '--prompt-ids', '1', '--max-tokens', '1', '--prompt-logprobs', String(vocab + 1)], /--prompt-logprobs expects an integer from 0 to the vocabulary size/],
+  ]);
+});
+
+// Before, --threads 100000 aborted the process while the pool started its threads ("terminate called after throwing an
+// instance of 'std::system_error' … Resource temporarily unavailable", exit 134).
+test('--threads and --jobs-threads above MAX_THREADS are usage errors; the library refuses such a pool too', () => {
+  const over = String(MAX_THREADS + 1);
+  refused([
+    [['generate', '--model', M, '--prompt-ids', '1', '--max-tokens', '1', '--threads', '100000'], /--threads expects an integer >= 1 and <= 1024, got '100000'/],
+    [['finetune', '--model', M, '--data', 'd.jsonl', '--out', 'o', '--threads', over], /--threads expects an integer >= 1 and <= 1024/],
+    [['serve', '--model', M, '--threads', over], /--threads expects an integer >= 1 and <= 1024/],
+    [['serve', '--model', M, '--jobs-threads', over], /--jobs-threads expects an integer >= 1 and <= 1024/],
+    [['embed', '--model', M, '--text', 'a', '--threads', over], /--threads expects/],
+  ]);
+  assert.throws(() => selectBackend('native', MAX_THREADS + 1), /threads must be an integer from 1 to 1024, got 1025/);
+});
+
+// Before, `floe batch --input X --output X` ran the batch and wrote the results over the requests (exit 0).
+test('batch: an --output that is the --input file (by any name) is a usage error; the input is kept', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-batch-same-'));
+  const input = join(dir, 'requests.jsonl');
+  const body = JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/completions', body: { prompt: 'x', max_tokens: 1 } }) + '\n';
+  writeFileSync(input, body);
+  const link = join(dir, 'link.jsonl');
+  symlinkSync(input, link);
+  refused([
+    [['batch', '--model', M, '--input', input, '--output', input], /--output .*requests\.jsonl is the --input file .*: the results would replace the requests/],
+    [['batch', '--model', M, '--input', input, '--output', join(dir, '.', 'link.jsonl')], /is the --input file/],
+  ]);
+  assert.equal(readFileSync(input, 'utf8'), body, 'the requests are kept');
+  assert.ok(!existsSync(`${input}.floe-batch`), 'no state made');
+});
+
+// Before, these printed "listening on …" and then "cannot load <the chat model>: … draft model …" (exit 1), and a
+// missing --embedding-model was reported as "--model /nonexistent: no such file or directory".
+test('serve: a --speculative draft or module that cannot load is a usage error before listening; --embedding-model is named', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-serve-spec-'));
+  const text = join(dir, 'notes.txt');
+  writeFileSync(text, 'not a model\n');
+  refused([
+    [['serve', '--model', M, '--port', '0', '--no-batch', '--speculative', 'module:' + join(dir, 'none.mjs')], /--speculative module:.*none\.mjs: no such file .*none\.mjs/],
+    [['serve', '--model', M, '--port', '0', '--no-batch', '--speculative', text], /--speculative .*notes\.txt: a file that is not GGUF/],
+    [['serve', '--model', M, '--port', '0', '--no-batch', '--speculative', 'ngrams'], /--speculative ngrams: no such file or directory; expected ngram, suffix, module:PATH or a draft model/],
+  ]);
+  const [r] = runEach([['serve', '--model', M, '--port', '0', '--no-batch', '--embedding-model', join(dir, 'no-embedder')]]);
+  assert.notEqual(r!.status, 0);
+  assert.match(r!.stderr, /--embedding-model .*no-embedder: no such file or directory/);
+  assert.doesNotMatch(r!.stdout + r!.stderr, /listening/);
+});
+
+// Before, distill ran its whole teacher pass (hours on a real data set) and only then had finetune() refuse these.
+test('distill: a --lora-rank above the student\'s hidden size or a --max-seq-len past its context is refused before the teacher pass', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-distill-fit-'));
+  const data = join(dir, 'd.jsonl');
+  writeFileSync(data, '{"text": "The old man and the sea."}\n');
+  const pair = ['--teacher', repoPath('models/floe-brown'), '--student', repoPath('models/floe-brown-draft'), '--data', data, '--max-steps', '1'];
+  refused([
+    [['distill', ...pair, '--out', join(dir, 'a'), '--lora-rank', '129'], /--lora-rank 129 is above the hidden size of .*floe-brown-draft \(128\)/],
+    [['distill', ...pair, '--out', join(dir, 'b'), '--max-seq-len', '1025'], /--max-seq-len 1025 exceeds the context of .*floe-brown-draft \(1024 tokens\)/],
+  ]);
+  for (const out of ['a', 'b']) assert.ok(!existsSync(join(dir, `${out}.teacher-cache`)), `${out}: no teacher pass ran`);
+});
+
+// Before: "ENOTDIR: not a directory, mkdir '<state>/files'" (exit 1), no flag named.
+test('batch: a --state (or its default OUTPUT.floe-batch) that is a file is a usage error naming it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-batch-state-'));
+  const input = join(dir, 'requests.jsonl');
+  writeFileSync(input, JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/completions', body: { prompt: 'x', max_tokens: 1 } }) + '\n');
+  const file = join(dir, 'state.txt');
+  writeFileSync(file, 'mine\n');
+  writeFileSync(join(dir, 'out.jsonl.floe-batch'), 'mine too\n');
+  refused([
+    [['batch', '--model', M, '--input', input, '--output', join(dir, 'o.jsonl'), '--state', file], /--state .*state\.txt is a file; expected a directory/],
+    [['batch', '--model', M, '--input', input, '--output', join(dir, 'out.jsonl')], /the resume state .*out\.jsonl\.floe-batch \(--state, default OUTPUT\.floe-batch\) is a file/],
+  ]);
+  assert.equal(readFileSync(file, 'utf8'), 'mine\n');
+});
+
+// Before, the teacher pass ran and wrote the cache there, and then the trainer refused --out as non-empty (teacher.cache),
+// which --overwrite cannot clear either (not a run's file).
+test('distill: a --teacher-cache inside --out (or --out itself) is refused before the teacher pass', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'floe-distill-cache-'));
+  const data = join(dir, 'd.jsonl');
+  writeFileSync(data, '{"text": "The old man and the sea."}\n');
+  const pair = ['--teacher', repoPath('models/floe-brown'), '--student', repoPath('models/floe-brown-draft'), '--data', data, '--max-steps', '1'];
+  refused([
+    [['distill', ...pair, '--out', join(dir, 'a'), '--teacher-cache', join(dir, 'a', 'teacher.cache')], /--teacher-cache .*teacher\.cache is inside --out .*; give a path outside it/],
+    [['distill', ...pair, '--out', join(dir, 'b') + '/', '--teacher-cache', join(dir, 'b')], /--teacher-cache .*b is --out itself/],
+  ]);
+  assert.ok(!existsSync(join(dir, 'a')) && !existsSync(join(dir, 'b')), 'no teacher pass ran, nothing written');
 });

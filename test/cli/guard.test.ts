@@ -46,6 +46,23 @@ test('floe guard: usage errors name the flag', () => {
   }
 });
 
+// Before, an --exclude code not in the policy failed after the model loaded as "guard: cannot exclude …" (exit 1), and
+// '--exclude ,' or one excluding every category judged against an empty policy (exit 0, always safe).
+test('floe guard: an --exclude code not in the policy, an empty one and one that excludes every category are usage errors', () => {
+  const all = Array.from({ length: 14 }, (_, i) => `S${i + 1}`).join(',');
+  const cases: Array<[string[], RegExp]> = [
+    [['--model', BROWN, '--text', 'a', '--exclude', 'S99'], /--exclude S99: cannot exclude category 'S99': not in the list \(have: S1, .*S14\)/],
+    [['--model', BROWN, '--text', 'a', '--exclude', ','], /--exclude expects category codes such as S6,S7, got ','/],
+    [['--model', BROWN, '--text', 'a', '--exclude', all, '--json'], /leaves no category in the policy/],
+  ];
+  const runs = runEach(cases.map(([args]) => ['guard', ...args]));
+  for (const [i, [args, re]] of cases.entries()) {
+    const r = runs[i]!;
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr + r.stdout, re, args.join(' '));
+  }
+});
+
 test('floe guard on a model that is no guard: --print-prompt shows the exact prompt, then a clear error (exit 1), in text and --json', () => {
   const dir = mkdtempSync(join(tmpdir(), 'floe-guard-cli-'));
   const word = `w${Math.random().toString(36).slice(2, 8)}`;

@@ -112,7 +112,9 @@ test('floe rag: ingest → query → ask with citations; re-ingest skips unchang
   // start-up apiece); `miss` above and `usage` below stay processes of bin/floe.js
   const mistakes: Array<[string[], RegExp]> = [
     [['ingest', '--db', db, '--collection', 'other', a, join(dir, 'missing.md')], /missing\.md: no such file/],
-    [['ingest', '--db', db, '--collection', 'other', a, subdir], /sub\.md: not a file/],
+    // was "unsupported file type '(none)'": a directory is named as one
+    [['ingest', '--db', db, '--collection', 'other', a, dir], /is a directory; give the files in it/],
+    [['ingest', '--db', db, '--collection', 'other', a, subdir], /sub\.md is a directory; give the files in it/],
     [['ingest', '--db', db, '--collection', 'bad name', a], /invalid collection name "bad name"/],
     [['query', '--db', db, '--collection', 'docs', '  '], /the question is empty/],
     [['query', '--db', join(dir, 'no-db'), '--collection', 'docs', 'x'], /RAG database .*no-db does not exist/],

@@ -2,7 +2,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_LIMITS } from '../../src/platform/synth/filters.js';
@@ -39,4 +39,15 @@ test('a rerun with other parameters is refused naming each one that differs, old
     return true;
   });
   await assert.rejects(runSynth(opts(out, { docs: long, seed: 1, rounds: 3, num: 10 }, 'magpie')), /its parameters differ: method "self-instruct" -> "magpie"/);
+});
+
+// Before, the refusal came after the progress log was opened: an empty OUT.synth-progress was left beside the user's file.
+test('an --out that synth did not make is refused, and no progress log is left beside it', async () => {
+  for (const [name, bytes] of [['notes.jsonl', Buffer.from('{"mine": 1}\n')], ['latin1.jsonl', Buffer.from('caf\u00e9\n', 'latin1')]] as const) {
+    const out = join(dir, name);
+    writeFileSync(out, bytes);
+    await assert.rejects(runSynth(opts(out, { seed: 1 })), /it was not made by floe synth: choose another --out/);
+    assert.deepEqual(readFileSync(out), bytes, 'the file is kept');
+    assert.ok(!existsSync(out + '.synth-progress'), `${name}: no progress log made`);
+  }
 });

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoPath } from '../repo.js';
@@ -46,4 +46,39 @@ test('tokenizer train: --out a file, a --data directory, empty data', { timeout:
   r = floe('tokenizer', 'train', '--data', data, '--vocab-size', '270', '--out', join(root, 'ok'));
   assert.equal(r.status, 0, r.stderr);
   assert.ok(existsSync(join(root, 'ok', 'tokenizer.json')));
+});
+
+// Before, the files were read as UTF-8 with replacement: a Latin-1 corpus trained a tokenizer on U+FFFD (its merges
+// EF BF BD pieces), exit 0.
+test('tokenizer train: a file that is not UTF-8 is refused naming it and the offset; no tokenizer is written', { timeout: 60_000 }, () => {
+  for (const name of ['latin1.txt', 'latin1.jsonl']) {
+    const f = join(root, name);
+    const text = name.endsWith('.jsonl') ? '{"text":"caf\u00e9 cr\u00e8me"}\n' : 'caf\u00e9 cr\u00e8me br\u00fbl\u00e9e\n';
+    writeFileSync(f, Buffer.from(text, 'latin1'));
+    const out = join(root, `out-${name}`);
+    const r = floe('tokenizer', 'train', '--data', f, '--vocab-size', '270', '--out', out);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`${name}: not valid UTF-8 \\(an invalid byte at offset \\d+\\); convert the file to UTF-8 first`));
+    assert.ok(!existsSync(join(out, 'tokenizer.json')), 'no tokenizer written');
+  }
+  // a leading byte order mark is no text, still dropped
+  const bom = join(root, 'bom.txt');
+  writeFileSync(bom, '\ufeffthe cat sat on the mat\n');
+  const r = floe('tokenizer', 'train', '--data', bom, '--vocab-size', '270', '--out', join(root, 'out-bom'));
+  assert.equal(r.status, 0, r.stderr);
+  assert.doesNotMatch(readFileSync(join(root, 'out-bom', 'tokenizer.json'), 'utf8'), /\u00ef\u00bb\u00bf|\ufeff/, 'no BOM piece in the vocabulary');
+});
+
+// Before, `--out models/floe-brown` wrote the new tokenizer.json and tokenizer_config.json over the model's own (exit 0):
+// the model then read its prompts with a vocabulary its weights were never trained with.
+test('tokenizer train: an --out that holds a model (config.json) is refused; the model\'s tokenizer is kept', { timeout: 60_000 }, () => {
+  const model = join(root, 'a-model');
+  cpSync(repoPath('models/floe-brown'), model, { recursive: true });
+  const before = readFileSync(join(model, 'tokenizer.json'));
+  const data = join(root, 'model-data.jsonl');
+  writeFileSync(data, '{"text":"the cat sat on the mat"}\n');
+  const r = floe('tokenizer', 'train', '--data', data, '--vocab-size', '270', '--out', model);
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /--out .*a-model holds a model \(config\.json\): the new tokenizer would replace the one its weights were trained with/);
+  assert.deepEqual(readFileSync(join(model, 'tokenizer.json')), before, 'tokenizer.json kept');
 });

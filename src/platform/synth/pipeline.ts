@@ -228,18 +228,21 @@ async function runLocked(o: SynthOptions): Promise<SynthSummary> {
     for (const [id, r] of Object.entries(b.units)) done.set(id, r);
     for (const [c, n] of Object.entries(b.unsafe ?? {})) unsafe[c] = (unsafe[c] ?? 0) + n;
   });
+  if (logged === 0) {
+    // refused before the progress log is made: a file that is not ours gets no OUT.synth-progress beside it
+    let existing = 0;
+    try { wholeLines(o.out, () => existing++); } catch (e) {
+      if (!(e instanceof LineError)) throw e;
+      throw new Error(`${o.out} holds text that is not UTF-8 (${e.message}) and has no ${progressFile}; it was not made by floe synth: choose another --out`);
+    }
+    if (existing > 0) throw new Error(`${o.out} already holds ${existing} lines but has no ${progressFile}; it was not made by floe synth: choose another --out`);
+  }
   const outFd = openSync(o.out, 'a+');
   const progFd = openSync(progressFile, 'a+');
   try {
     if (tornAt !== null) ftruncateSync(progFd, tornAt);
     if (logged === 0) {
       ftruncateSync(progFd, 0);
-      let existing = 0;
-      try { wholeLines(o.out, () => existing++); } catch (e) {
-        if (!(e instanceof LineError)) throw e;
-        throw new Error(`${o.out} holds text that is not UTF-8 (${e.message}) and has no ${progressFile}; it was not made by floe synth: choose another --out`);
-      }
-      if (existing > 0) throw new Error(`${o.out} already holds ${existing} lines but has no ${progressFile}; it was not made by floe synth: choose another --out`);
       ftruncateSync(outFd, 0);
       writeSync(progFd, header + '\n');
       fsyncSync(progFd);

@@ -16,8 +16,9 @@ const loose = <T>(v: unknown) => v as T;
 
 test('openModel: a backend name other than native / reference, threads that are not a count, and unknown options fail naming them', async () => {
   await assert.rejects(openModel(BROWN, loose({ backend: 'nativ' })), { name: 'TypeError', message: "backend must be 'native' or 'reference', got 'nativ' (a string)" });
-  await assert.rejects(openModel(BROWN, loose({ backend: 'reference', threads: 'two' })), { name: 'RangeError', message: "threads must be an integer >= 1, got 'two' (a string)" });
-  await assert.rejects(openModel(BROWN, { backend: 'reference', threads: 0 }), { name: 'RangeError', message: 'threads must be an integer >= 1, got 0' });
+  await assert.rejects(openModel(BROWN, loose({ backend: 'reference', threads: 'two' })), { name: 'RangeError', message: "threads must be an integer from 1 to 1024, got 'two' (a string)" });
+  await assert.rejects(openModel(BROWN, { backend: 'reference', threads: 0 }), { name: 'RangeError', message: 'threads must be an integer from 1 to 1024, got 0' });
+  await assert.rejects(openModel(BROWN, { backend: 'reference', threads: 1025 }), { name: 'RangeError', message: 'threads must be an integer from 1 to 1024, got 1025' });
   await assert.rejects(openModel(BROWN, loose({ thread: 2 })), { name: 'TypeError', message: /^openModel: unknown option 'thread' \(did you mean 'threads'\?\); the options are backend, threads, load/ });
 });
 

@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <system_error>
 #include <napi.h>
 #include <string>
 #include <thread>
@@ -687,7 +689,12 @@ Napi::Value SetAmx(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
-  pool_set_threads(int(integer(info, 0, "setThreads", "n", 1)));
+  const int n = int(integer(info, 0, "setThreads", "n", 1));
+  try {
+    pool_set_threads(n);
+  } catch (const std::system_error& e) {
+    throw Napi::Error::New(info.Env(), std::string("floe native setThreads(") + std::to_string(n) + "): " + e.what() + "; the pool kept " + std::to_string(pool_threads()) + " threads");
+  }
   return info.Env().Undefined();
 }
 

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -63,14 +65,40 @@ struct Pool {
     }
   }
 
+  // Where the OS refuses a thread (ulimit -u, a container's pids limit), the pool goes back to the size it had (or to
+  // the calling thread alone) and the call throws std::system_error naming the thread: an uncaught one from the
+  // std::thread constructor would end the process (terminate, exit 134).
   void resize(int t) {
     if (t < 1) t = 1;
     std::lock_guard<std::mutex> run(run_mu);
     if (t == threads && int(workers.size()) == t - 1) return;
+    const int before = threads;
     shutdown();
     stop = false;
-    threads = t;
-    for (int i = 0; i < t - 1; i++) workers.emplace_back([this] { worker_loop(); });
+    if (start(t) == t) return;
+    const std::string why = "the OS refused worker thread " + std::to_string(workers.size() + 1) + " of the " + std::to_string(t - 1) +
+                            " a pool of " + std::to_string(t) + " threads needs";
+    shutdown();
+    stop = false;
+    if (start(before) != before) {
+      shutdown();
+      stop = false;
+      threads = 1;
+    }
+    throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again), why);
+  }
+
+  // t - 1 workers; the count reached (threads = it) if the OS refuses one
+  int start(int t) {
+    threads = 1;
+    for (int i = 0; i < t - 1; i++) {
+      try {
+        workers.emplace_back([this] { worker_loop(); });
+      } catch (const std::system_error&) {
+        return threads = int(workers.size()) + 1, threads;
+      }
+    }
+    return threads = t;
   }
 
   void shutdown() {
@@ -113,7 +141,10 @@ Pool& pool() {
   static Pool* p = [] {
     auto* q = new Pool();  // leaked on purpose: worker threads must not be joined during static destruction
     unsigned hc = std::thread::hardware_concurrency();
-    q->resize(hc ? int(hc) : 1);
+    try {
+      q->resize(hc ? int(hc) : 1);
+    } catch (const std::system_error&) {  // fewer threads than cores: resize kept the calling thread alone
+    }
     return q;
   }();
   return *p;

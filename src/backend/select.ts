@@ -10,7 +10,8 @@ export type BackendName = 'native' | 'reference';
 
 /**
  * The most kernel threads one pool takes (llama.cpp's GGML_MAX_N_THREADS is 512): past the cores they only contend, and
- * where the OS refuses a thread the pool's start aborts the process (--threads 100000: std::system_error, exit 134).
+ * 100000 would take the host's whole pid space before the OS refuses one. Where it refuses fewer (ulimit -u, a pids
+ * cgroup), the addon's setThreads throws naming the thread and its pool keeps the size it had.
  */
 export const MAX_THREADS = 1024;
 

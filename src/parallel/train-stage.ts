@@ -14,7 +14,7 @@ import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import type { LayerRange } from '../model/llama.js';
 import { LlamaTrainModel, type PackedBatch } from '../model/llama-train.js';
 import { LORA_TARGETS, type LoraAdapter } from '../model/lora.js';
-import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, restoreInto, RunSetupError, saveCheckpoint, STATE_FILE, type TrainerState } from '../train/checkpoint.js';
+import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, resetMetrics, restoreInto, RunSetupError, saveCheckpoint, STATE_FILE, type TrainerState } from '../train/checkpoint.js';
 import { DataLoader, loadSamples } from '../train/data.js';
 import { Optimizer } from '../train/optimizer.js';
 import { mix32 } from '../train/rng.js';
@@ -176,12 +176,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
   }
   removeStaleTemps(myDir);
   const metricsPath = path.join(o.out, 'metrics.jsonl');
-  if (first) {
-    const kept = fs.existsSync(metricsPath) && o.resume !== undefined
-      ? fs.readFileSync(metricsPath, 'utf8').split('\n').filter((x) => x.trim() && (JSON.parse(x) as { step: number }).step <= step)
-      : [];
-    fs.writeFileSync(metricsPath, kept.map((x) => x + '\n').join(''));
-  }
+  if (first) resetMetrics(metricsPath, o.resume !== undefined ? step : null);
   const save = () => {
     const state: TrainerState = {
       format: 'floe-trainer-state-1', step, data: loader.position(), seed, tokens: tokensSeen,

@@ -120,6 +120,31 @@ export function checkOutDir(out: string, o: { resume?: string; overwrite?: boole
   return entries;
 }
 
+/**
+ * Start OUT/metrics.jsonl for a run: a resume keeps the lines up to its checkpoint's step (a torn last line, from a
+ * kill or a full disk mid-append, is dropped), a fresh run starts it empty. Rewritten atomically, so a kill here
+ * never loses the earlier lines.
+ */
+export function resetMetrics(file: string, resumeStep: number | null): void {
+  const kept: string[] = [];
+  if (resumeStep !== null && fs.existsSync(file)) {
+    const text = fs.readFileSync(file, 'utf8');
+    const lines = text.split('\n');
+    lines.forEach((l, i) => {
+      if (!l.trim()) return;
+      let m: { step?: unknown };
+      try {
+        m = JSON.parse(l) as { step?: unknown };
+      } catch (e) {
+        if (i === lines.length - 1) return; // torn: the run was stopped mid-line
+        throw new Error(`${file}:${i + 1}: not a JSON line (${(e as Error).message}); remove the line, or start over with --overwrite`);
+      }
+      if (typeof m.step === 'number' && m.step <= resumeStep) kept.push(l + '\n');
+    });
+  }
+  writeFileAtomic(file, [new TextEncoder().encode(kept.join(''))]);
+}
+
 export function removeStaleTemps(out: string): string[] {
   if (!fs.existsSync(out)) return [];
   const stale = fs.readdirSync(out).filter((n) => n.startsWith('.' + PREFIX) && n.includes('.tmp-'));

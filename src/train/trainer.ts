@@ -19,7 +19,7 @@ import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { readEmbeddingConfig } from '../model/embed.js';
 import { LlamaTrainModel, type LogitsLoss, type PackedBatch } from '../model/llama-train.js';
 import { DEFAULT_LORA, defaultLoraAlpha, initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
-import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, resolveCheckpoint, restoreInto, RunSetupError, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, resetMetrics, resolveCheckpoint, restoreInto, RunSetupError, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import type { PooledObjective } from './contrastive.js';
 import { DataLoader, loadSamples, splitValidation, type Sample } from './data.js';
 import { writeHfModel, type SaveDType } from './export.js';
@@ -410,10 +410,7 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
   }
   removeStaleTemps(o.out);
   // metrics continue the resumed run: lines after its step are dropped
-  const kept = fs.existsSync(metricsPath) && o.resume !== undefined
-    ? fs.readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l.trim() && (JSON.parse(l) as { step: number }).step <= step)
-    : [];
-  fs.writeFileSync(metricsPath, kept.map((l) => l + '\n').join(''));
+  resetMetrics(metricsPath, o.resume !== undefined ? step : null);
   const metric = (m: object) => fs.appendFileSync(metricsPath, JSON.stringify(m) + '\n');
 
   const checkpoints: string[] = [];

@@ -1,0 +1,60 @@
+// What a killed run leaves behind resumes without loss: metrics.jsonl with a torn last line, the metrics rewrite on
+// resume (atomic: a kill there keeps the earlier lines), the final output written whole.
+
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { appendFileSync, linkSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { referenceBackend } from '../../src/backend/reference.js';
+import { finetune, type FinetuneOptions } from '../../src/train/trainer.js';
+import { asTrain, tinyModelDir, writeTrainData } from './fixtures.js';
+
+const be = asTrain(referenceBackend);
+const model = tinyModelDir();
+const work = mkdtempSync(join(tmpdir(), 'floe-interrupted-'));
+const data = writeTrainData(work, 10);
+
+function run(out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions {
+  return { model, data, out, backendImpl: be, lr: 1e-2, lora: { rank: 4, alpha: 8 }, maxSteps: 4, batchSize: 2, seed: 3, saveSteps: 1, saveTotalLimit: 0, ...extra };
+}
+const losses = (out: string) => readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; step: number; loss: number })
+  .filter((m) => m.type === 'train').map((m) => [m.step, m.loss]);
+
+/** A run killed after step 2's checkpoint, mid-way through appending step 3's metrics line. */
+async function killedAfterStep2(out: string): Promise<void> {
+  await finetune(run(out));
+  for (const n of ['checkpoint-000003', 'checkpoint-000004', 'final', 'summary.json']) rmSync(join(out, n), { recursive: true, force: true });
+  const lines = readFileSync(join(out, 'metrics.jsonl'), 'utf8').split('\n');
+  writeFileSync(join(out, 'metrics.jsonl'), lines.slice(0, 2).map((l) => l + '\n').join(''));
+  appendFileSync(join(out, 'metrics.jsonl'), lines[2]!.slice(0, 25)); // torn: no newline
+}
+
+describe('an interrupted finetune run', () => {
+  it('resumes over a torn last metrics line, with the loss curve of an uninterrupted run', async () => {
+    const ref = join(work, 'ref');
+    await finetune(run(ref));
+    const out = join(work, 'torn');
+    await killedAfterStep2(out);
+    await finetune(run(out, { resume: out }));
+    assert.deepEqual(losses(out), losses(ref));
+  });
+
+  it('a metrics line broken in the middle is refused naming the file and line, not a bare JSON error', async () => {
+    const out = join(work, 'mid');
+    await killedAfterStep2(out);
+    const text = readFileSync(join(out, 'metrics.jsonl'), 'utf8').split('\n');
+    text[0] = text[0]!.slice(0, 10);
+    writeFileSync(join(out, 'metrics.jsonl'), text.join('\n') + '\n');
+    await assert.rejects(finetune(run(out, { resume: out })), /metrics\.jsonl:1: not a JSON line/);
+  });
+
+  it('resume rewrites metrics.jsonl through a new file: the old one is never truncated in place', async () => {
+    const out = join(work, 'atomic');
+    await killedAfterStep2(out);
+    const before = readFileSync(join(out, 'metrics.jsonl'), 'utf8');
+    linkSync(join(out, 'metrics.jsonl'), join(work, 'metrics-link'));
+    await finetune(run(out, { resume: out }));
+    assert.equal(readFileSync(join(work, 'metrics-link'), 'utf8'), before, 'a kill during the rewrite would have found the lines still there');
+  });
+});

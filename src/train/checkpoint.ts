@@ -78,9 +78,8 @@ export function listCheckpoints(out: string): { step: number; dir: string }[] {
     .sort((a, b) => a.step - b.step);
 }
 
-/** Remove temporary directories left by a save that was killed. */
 /** What a finetune run writes into its output dir (checkpoints, their temps, metrics, summary, final, pipeline stages' checkpoints). */
-const RUN_ENTRY = new RegExp(`^(metrics\\.jsonl|summary\\.json|final|stage-\\d+|${PREFIX}\\d+|\\.${PREFIX}\\d+\\.tmp-\\d+)$`); // stage-K: pipeline runs
+const RUN_ENTRY = new RegExp(`^(metrics\\.jsonl|summary\\.json|final|stage-\\d+|${PREFIX}\\d+|\\.${PREFIX}\\d+\\.tmp-\\d+|\\.final\\.(tmp|old)-\\d+)$`); // stage-K: pipeline runs
 
 /**
  * A run that does not fit what is on disk: a non-empty `out`, a resume without a checkpoint or with other settings than
@@ -145,9 +144,34 @@ export function resetMetrics(file: string, resumeStep: number | null): void {
   writeFileAtomic(file, [new TextEncoder().encode(kept.join(''))]);
 }
 
+/**
+ * Write OUT/final whole: `write(dir)` fills a temporary directory, which then takes final's place, so a run killed
+ * while writing it never leaves a final/ with some files missing or cut short (a resume writes it again).
+ */
+export function writeFinal(out: string, write: (dir: string) => void): string {
+  const final = path.join(out, 'final');
+  const tmp = path.join(out, `.final.tmp-${process.pid}`);
+  const old = path.join(out, `.final.old-${process.pid}`);
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp);
+  try {
+    write(tmp);
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  fs.rmSync(old, { recursive: true, force: true });
+  if (fs.existsSync(final)) fs.renameSync(final, old);
+  fs.renameSync(tmp, final);
+  fsyncDir(out);
+  fs.rmSync(old, { recursive: true, force: true });
+  return final;
+}
+
+/** Remove temporary directories left by a save that was killed. */
 export function removeStaleTemps(out: string): string[] {
   if (!fs.existsSync(out)) return [];
-  const stale = fs.readdirSync(out).filter((n) => n.startsWith('.' + PREFIX) && n.includes('.tmp-'));
+  const stale = fs.readdirSync(out).filter((n) => (n.startsWith('.' + PREFIX) && n.includes('.tmp-')) || /^\.final\.(tmp|old)-\d+$/.test(n));
   for (const n of stale) fs.rmSync(path.join(out, n), { recursive: true, force: true });
   return stale;
 }

@@ -11,7 +11,7 @@ import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../formats/c
 import { LOAD_DTYPES, loadModel, type LoadDType, type LoadedModel } from '../formats/load.js';
 import { LayerStream, type OffloadOptions } from '../model/offload.js';
 import { writePeftAdapter, PEFT_WEIGHTS } from '../formats/peft.js';
-import { writeSafetensors } from '../formats/safetensors.js';
+import { writeFileAtomic, writeSafetensors } from '../formats/safetensors.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { LlamaConfig } from '../formats/llama-config.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
@@ -19,7 +19,7 @@ import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { readEmbeddingConfig } from '../model/embed.js';
 import { LlamaTrainModel, type LogitsLoss, type PackedBatch } from '../model/llama-train.js';
 import { DEFAULT_LORA, defaultLoraAlpha, initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
-import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, resetMetrics, resolveCheckpoint, restoreInto, RunSetupError, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, resetMetrics, writeFinal, resolveCheckpoint, restoreInto, RunSetupError, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import type { PooledObjective } from './contrastive.js';
 import { DataLoader, loadSamples, splitValidation, type Sample } from './data.js';
 import { writeHfModel, type SaveDType } from './export.js';
@@ -518,11 +518,11 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
   if (!last || last.step !== step) save();
 
   // final output: the adapter (PEFT) or the model (HF dir)
-  const final = path.join(o.out, 'final');
-  fs.rmSync(final, { recursive: true, force: true });
-  if (adapter) writePeftAdapter(final, adapter, path.resolve(o.model), pooled ? 'FEATURE_EXTRACTION' : 'CAUSAL_LM');
-  else writeHfModel(final, cfg, loaded, new Map(model.params.map((p) => [p.name, { shape: p.shape, value: p.value }])), o.saveDtype ?? 'f32');
-  pooled?.finish?.(final, maxSeqLen);
+  const final = writeFinal(o.out, (dir) => {
+    if (adapter) writePeftAdapter(dir, adapter, path.resolve(o.model), pooled ? 'FEATURE_EXTRACTION' : 'CAUSAL_LM');
+    else writeHfModel(dir, cfg, loaded, new Map(model.params.map((p) => [p.name, { shape: p.shape, value: p.value }])), o.saveDtype ?? 'f32');
+    pooled?.finish?.(dir, maxSeqLen);
+  });
 
   const seconds = (performance.now() - tLoop) / 1000;
   const summary: FinetuneSummary = {
@@ -531,7 +531,7 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
     peakRssBytes: process.resourceUsage().maxRSS * 1024, activationBytes: model.activationBytes, output: final,
     checkpoints: listCheckpoints(o.out).map((c) => c.dir), base,
   };
-  fs.writeFileSync(path.join(o.out, 'summary.json'), JSON.stringify(summary, null, 1) + '\n');
+  writeFileAtomic(path.join(o.out, 'summary.json'), [new TextEncoder().encode(JSON.stringify(summary, null, 1) + '\n')]);
   loaded.dispose();
   return summary;
 }

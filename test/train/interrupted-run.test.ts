@@ -3,7 +3,7 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, linkSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { referenceBackend } from '../../src/backend/reference.js';
@@ -56,5 +56,23 @@ describe('an interrupted finetune run', () => {
     linkSync(join(out, 'metrics.jsonl'), join(work, 'metrics-link'));
     await finetune(run(out, { resume: out }));
     assert.equal(readFileSync(join(work, 'metrics-link'), 'utf8'), before, 'a kill during the rewrite would have found the lines still there');
+  });
+});
+
+describe('the final output', () => {
+  it('a final/ write that fails part-way leaves the previous final/ whole, never a model dir with files missing', async () => {
+    const base = join(work, 'base');
+    cpSync(model, base, { recursive: true });
+    const out = join(work, 'full');
+    await finetune(run(out, { model: base, full: true, lora: undefined, maxSteps: 2 }));
+    const before = readdirSync(join(out, 'final')).sort();
+    assert.ok(before.includes('config.json') && before.includes('tokenizer.json'), before.join(','));
+    const weights = readFileSync(join(out, 'final', 'model.safetensors'));
+    // the export copies the base's tokenizer files after the weights and config.json: make the last one fail
+    mkdirSync(join(base, 'special_tokens_map.json'));
+    await assert.rejects(finetune(run(out, { model: base, full: true, lora: undefined, maxSteps: 3, resume: out })), /EISDIR|directory/);
+    assert.deepEqual(readdirSync(join(out, 'final')).sort(), before);
+    assert.deepEqual(readFileSync(join(out, 'final', 'model.safetensors')), weights, 'the previous final/ is untouched');
+    assert.deepEqual(readdirSync(out).filter((n) => n.startsWith('.')), [], 'no temporary directory is left');
   });
 });

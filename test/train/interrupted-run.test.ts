@@ -3,12 +3,14 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, cpSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { appendFileSync, cpSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { referenceBackend } from '../../src/backend/reference.js';
 import { finetune, type FinetuneOptions } from '../../src/train/trainer.js';
 import { asTrain, tinyModelDir, writeTrainData } from './fixtures.js';
+import { repoPath } from '../repo.js';
 
 const be = asTrain(referenceBackend);
 const model = tinyModelDir();
@@ -74,5 +76,19 @@ describe('the final output', () => {
     assert.deepEqual(readdirSync(join(out, 'final')).sort(), before);
     assert.deepEqual(readFileSync(join(out, 'final', 'model.safetensors')), weights, 'the previous final/ is untouched');
     assert.deepEqual(readdirSync(out).filter((n) => n.startsWith('.')), [], 'no temporary directory is left');
+  });
+});
+
+describe('floe merge', () => {
+  it('an export that fails part-way leaves no config.json in a new --out: nothing there loads as a model', async () => {
+    const ref = join(work, 'adapter-run');
+    await finetune(run(ref, { maxSteps: 1 }));
+    const base = join(work, 'merge-base');
+    cpSync(model, base, { recursive: true });
+    mkdirSync(join(base, 'special_tokens_map.json')); // copied after the weights: the write fails there
+    const out = join(work, 'merged');
+    const r = spawnSync(process.execPath, [repoPath('bin/floe.js'), 'merge', '--model', base, '--adapter', join(ref, 'final'), '--out', out], { encoding: 'utf8' });
+    assert.equal(r.status, 1, r.stderr);
+    assert.ok(!existsSync(join(out, 'config.json')), `left: ${existsSync(out) ? readdirSync(out).join(', ') : 'nothing'}`);
   });
 });

@@ -94,8 +94,19 @@ export class RunSetupError extends Error {}
  */
 export function prepareOutDir(out: string, o: { resume?: string; overwrite?: boolean }): void {
   const entries = checkOutDir(out, o);
-  if (entries === null) { fs.mkdirSync(out, { recursive: true }); return; }
-  if (entries.length === 0 || o.resume !== undefined) return;
+  if (entries === null) {
+    try {
+      fs.mkdirSync(out, { recursive: true });
+    } catch (e) {
+      throw new RunSetupError(`${out}: cannot make the output directory (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --out`);
+    }
+  }
+  try {
+    fs.accessSync(out, fs.constants.W_OK);
+  } catch (e) {
+    throw new RunSetupError(`${out}: the output directory is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --out`);
+  }
+  if (entries === null || entries.length === 0 || o.resume !== undefined) return;
   for (const n of entries) fs.rmSync(path.join(out, n), { recursive: true, force: true });
 }
 

@@ -92,3 +92,25 @@ describe('floe merge', () => {
     assert.ok(!existsSync(join(out, 'config.json')), `left: ${existsSync(out) ? readdirSync(out).join(', ') : 'nothing'}`);
   });
 });
+
+describe('an output directory that cannot be written', () => {
+  it('an --out under a file is a usage error naming --out, not a raw ENOTDIR', () => {
+    writeFileSync(join(work, 'a-file'), 'x');
+    const r = spawnSync(process.execPath, [repoPath('bin/floe.js'), 'finetune', '--model', model, '--data', data, '--max-steps', '1', '--out', join(work, 'a-file', 'sub')], { encoding: 'utf8' });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /a-file\/sub: cannot make the output directory \(ENOTDIR\); choose another --out/);
+  });
+
+  it('a read-only --out is refused before the model loads (skipped unless root, which can mount a read-only tmpfs)', { skip: process.getuid?.() !== 0 }, (t) => {
+    const mnt = join(work, 'ro');
+    mkdirSync(mnt);
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,ro', 'tmpfs', mnt]).status !== 0) { t.skip('cannot mount tmpfs here'); return; }
+    try {
+      const r = spawnSync(process.execPath, [repoPath('bin/floe.js'), 'finetune', '--model', model, '--data', data, '--max-steps', '1', '--out', mnt], { encoding: 'utf8' });
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, /the output directory is not writable \(EROFS\); choose another --out/);
+    } finally {
+      spawnSync('umount', [mnt]);
+    }
+  });
+});

@@ -114,3 +114,20 @@ describe('an output directory that cannot be written', () => {
     }
   });
 });
+
+describe('resume on another base', () => {
+  it('a base of the same shapes with other weights is refused naming both; a copy of the same base resumes', async () => {
+    const out = join(work, 'other-base');
+    await finetune(run(out, { maxSteps: 2 }));
+    const copy = join(work, 'base-copy');
+    cpSync(model, copy, { recursive: true });
+    const other = join(work, 'base-other');
+    cpSync(model, other, { recursive: true });
+    const st = readFileSync(join(other, 'model.safetensors'));
+    for (let i = st.length - 4000; i < st.length; i += 4) st[i + 3]! ^= 1; // same shapes, other weights
+    writeFileSync(join(other, 'model.safetensors'), st);
+    await assert.rejects(finetune(run(out, { model: other, resume: out })), /trained on the base model .*base-other, whose weights differ/);
+    const s = await finetune(run(out, { model: copy, resume: out }));
+    assert.equal(s.startStep, 2);
+  });
+});

@@ -117,6 +117,15 @@ export function prepareOutDir(out: string, o: { resume?: string; overwrite?: boo
  */
 export function checkOutDir(out: string, o: { resume?: string; overwrite?: boolean }): string[] | null {
   if (o.resume !== undefined && o.overwrite) throw new RunSetupError('give either resume or overwrite, not both');
+  // --out, or the nearest folder above it that exists (where the missing ones will be made), must be a writable directory
+  let d = path.resolve(out);
+  while (!fs.existsSync(d) && path.dirname(d) !== d) d = path.dirname(d);
+  if (d !== path.resolve(out) && !fs.statSync(d).isDirectory()) throw new RunSetupError(`${out}: ${d} is a file, so the output directory cannot be made under it; choose another --out`);
+  try {
+    fs.accessSync(d, fs.constants.W_OK);
+  } catch (e) {
+    throw new RunSetupError(`${out}: ${d === path.resolve(out) ? 'the output directory' : d} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --out`);
+  }
   if (!fs.existsSync(out)) return null;
   if (!fs.statSync(out).isDirectory()) throw new RunSetupError(`${out}: the output path exists and is not a directory`);
   const entries = fs.readdirSync(out);

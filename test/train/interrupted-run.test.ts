@@ -94,11 +94,15 @@ describe('floe merge', () => {
 });
 
 describe('an output directory that cannot be written', () => {
-  it('an --out under a file is a usage error naming --out, not a raw ENOTDIR', () => {
+  it('an --out under a file is a usage error naming --out, not a raw ENOTDIR / EEXIST (finetune, distill)', () => {
     writeFileSync(join(work, 'a-file'), 'x');
     const r = spawnSync(process.execPath, [repoPath('bin/floe.js'), 'finetune', '--model', model, '--data', data, '--max-steps', '1', '--out', join(work, 'a-file', 'sub')], { encoding: 'utf8' });
     assert.equal(r.status, 2, r.stderr);
-    assert.match(r.stderr, /a-file\/sub: cannot make the output directory \(ENOTDIR\); choose another --out/);
+    assert.match(r.stderr, /a-file\/sub: .*a-file is a file, so the output directory cannot be made under it; choose another --out/);
+    // distill checks before its teacher pass (whose cache, OUT.teacher-cache, would fail there with a raw EEXIST)
+    const d = spawnSync(process.execPath, [repoPath('bin/floe.js'), 'distill', '--teacher', model, '--student', model, '--data', data, '--max-steps', '1', '--out', join(work, 'a-file', 'sub')], { encoding: 'utf8' });
+    assert.equal(d.status, 2, d.stderr);
+    assert.match(d.stderr, /a-file is a file, so the output directory cannot be made under it/);
   });
 
   it('a read-only --out is refused before the model loads (skipped unless root, which can mount a read-only tmpfs)', { skip: process.getuid?.() !== 0 }, (t) => {

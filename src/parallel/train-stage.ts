@@ -14,7 +14,7 @@ import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import type { LayerRange } from '../model/llama.js';
 import { LlamaTrainModel, type PackedBatch } from '../model/llama-train.js';
 import { LORA_TARGETS, type LoraAdapter } from '../model/lora.js';
-import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, restoreInto, RunSetupError, saveCheckpoint, STATE_FILE, type TrainerState } from '../train/checkpoint.js';
+import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, resetMetrics, restoreInto, writeFinal, RunSetupError, saveCheckpoint, STATE_FILE, type TrainerState } from '../train/checkpoint.js';
 import { DataLoader, loadSamples } from '../train/data.js';
 import { Optimizer } from '../train/optimizer.js';
 import { mix32 } from '../train/rng.js';
@@ -177,10 +177,8 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
   removeStaleTemps(myDir);
   const metricsPath = path.join(o.out, 'metrics.jsonl');
   if (first) {
-    const kept = fs.existsSync(metricsPath) && o.resume !== undefined
-      ? fs.readFileSync(metricsPath, 'utf8').split('\n').filter((x) => x.trim() && (JSON.parse(x) as { step: number }).step <= step)
-      : [];
-    fs.writeFileSync(metricsPath, kept.map((x) => x + '\n').join(''));
+    removeStaleTemps(o.out); // a final/ write that was killed
+    resetMetrics(metricsPath, o.resume !== undefined ? step : null);
   }
   const save = () => {
     const state: TrainerState = {
@@ -303,8 +301,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
       }
       if (at !== values.length) throw new Error(`stage ${r} sent ${values.length} adapter values, its tensors hold ${at}`);
     }
-    fs.rmSync(final, { recursive: true, force: true });
-    writePeftAdapter(final, adapter, path.resolve(o.model));
+    writeFinal(o.out, (dir) => writePeftAdapter(dir, adapter, path.resolve(o.model)));
   }
   const seconds = (performance.now() - tLoop) / 1000;
   const [trainable] = await tr.allreduce(Float64Array.of(model.params.reduce((a, p) => a + p.value.length, 0)), 'sum');

@@ -78,9 +78,8 @@ export function listCheckpoints(out: string): { step: number; dir: string }[] {
     .sort((a, b) => a.step - b.step);
 }
 
-/** Remove temporary directories left by a save that was killed. */
 /** What a finetune run writes into its output dir (checkpoints, their temps, metrics, summary, final, pipeline stages' checkpoints). */
-const RUN_ENTRY = new RegExp(`^(metrics\\.jsonl|summary\\.json|final|stage-\\d+|${PREFIX}\\d+|\\.${PREFIX}\\d+\\.tmp-\\d+)$`); // stage-K: pipeline runs
+const RUN_ENTRY = new RegExp(`^(metrics\\.jsonl|summary\\.json|final|stage-\\d+|${PREFIX}\\d+|\\.${PREFIX}\\d+\\.tmp-\\d+|\\.final\\.(tmp|old)-\\d+)$`); // stage-K: pipeline runs
 
 /**
  * A run that does not fit what is on disk: a non-empty `out`, a resume without a checkpoint or with other settings than
@@ -95,8 +94,19 @@ export class RunSetupError extends Error {}
  */
 export function prepareOutDir(out: string, o: { resume?: string; overwrite?: boolean }): void {
   const entries = checkOutDir(out, o);
-  if (entries === null) { fs.mkdirSync(out, { recursive: true }); return; }
-  if (entries.length === 0 || o.resume !== undefined) return;
+  if (entries === null) {
+    try {
+      fs.mkdirSync(out, { recursive: true });
+    } catch (e) {
+      throw new RunSetupError(`${out}: cannot make the output directory (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --out`);
+    }
+  }
+  try {
+    fs.accessSync(out, fs.constants.W_OK);
+  } catch (e) {
+    throw new RunSetupError(`${out}: the output directory is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --out`);
+  }
+  if (entries === null || entries.length === 0 || o.resume !== undefined) return;
   for (const n of entries) fs.rmSync(path.join(out, n), { recursive: true, force: true });
 }
 
@@ -107,6 +117,15 @@ export function prepareOutDir(out: string, o: { resume?: string; overwrite?: boo
  */
 export function checkOutDir(out: string, o: { resume?: string; overwrite?: boolean }): string[] | null {
   if (o.resume !== undefined && o.overwrite) throw new RunSetupError('give either resume or overwrite, not both');
+  // --out, or the nearest folder above it that exists (where the missing ones will be made), must be a writable directory
+  let d = path.resolve(out);
+  while (!fs.existsSync(d) && path.dirname(d) !== d) d = path.dirname(d);
+  if (d !== path.resolve(out) && !fs.statSync(d).isDirectory()) throw new RunSetupError(`${out}: ${d} is a file, so the output directory cannot be made under it; choose another --out`);
+  try {
+    fs.accessSync(d, fs.constants.W_OK);
+  } catch (e) {
+    throw new RunSetupError(`${out}: ${d === path.resolve(out) ? 'the output directory' : d} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --out`);
+  }
   if (!fs.existsSync(out)) return null;
   if (!fs.statSync(out).isDirectory()) throw new RunSetupError(`${out}: the output path exists and is not a directory`);
   const entries = fs.readdirSync(out);
@@ -120,9 +139,59 @@ export function checkOutDir(out: string, o: { resume?: string; overwrite?: boole
   return entries;
 }
 
+/**
+ * Start OUT/metrics.jsonl for a run: a resume keeps the lines up to its checkpoint's step (a torn last line, from a
+ * kill or a full disk mid-append, is dropped), a fresh run starts it empty. Rewritten atomically, so a kill here
+ * never loses the earlier lines.
+ */
+export function resetMetrics(file: string, resumeStep: number | null): void {
+  const kept: string[] = [];
+  if (resumeStep !== null && fs.existsSync(file)) {
+    const text = fs.readFileSync(file, 'utf8');
+    const lines = text.split('\n');
+    lines.forEach((l, i) => {
+      if (!l.trim()) return;
+      let m: { step?: unknown };
+      try {
+        m = JSON.parse(l) as { step?: unknown };
+      } catch (e) {
+        if (i === lines.length - 1) return; // torn: the run was stopped mid-line
+        throw new Error(`${file}:${i + 1}: not a JSON line (${(e as Error).message}); remove the line, or start over with --overwrite`);
+      }
+      if (typeof m.step === 'number' && m.step <= resumeStep) kept.push(l + '\n');
+    });
+  }
+  writeFileAtomic(file, [new TextEncoder().encode(kept.join(''))]);
+}
+
+/**
+ * Write OUT/final whole: `write(dir)` fills a temporary directory, which then takes final's place, so a run killed
+ * while writing it never leaves a final/ with some files missing or cut short (a resume writes it again).
+ */
+export function writeFinal(out: string, write: (dir: string) => void): string {
+  const final = path.join(out, 'final');
+  const tmp = path.join(out, `.final.tmp-${process.pid}`);
+  const old = path.join(out, `.final.old-${process.pid}`);
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp);
+  try {
+    write(tmp);
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  fs.rmSync(old, { recursive: true, force: true });
+  if (fs.existsSync(final)) fs.renameSync(final, old);
+  fs.renameSync(tmp, final);
+  fsyncDir(out);
+  fs.rmSync(old, { recursive: true, force: true });
+  return final;
+}
+
+/** Remove temporary directories left by a save that was killed. */
 export function removeStaleTemps(out: string): string[] {
   if (!fs.existsSync(out)) return [];
-  const stale = fs.readdirSync(out).filter((n) => n.startsWith('.' + PREFIX) && n.includes('.tmp-'));
+  const stale = fs.readdirSync(out).filter((n) => (n.startsWith('.' + PREFIX) && n.includes('.tmp-')) || /^\.final\.(tmp|old)-\d+$/.test(n));
   for (const n of stale) fs.rmSync(path.join(out, n), { recursive: true, force: true });
   return stale;
 }

@@ -73,11 +73,12 @@ export function writeHfModel(dir: string, cfg: LlamaConfig, base: ExportBase | n
   }
   const baseDir = base?.format === 'hf' ? base.path : null;
   const json = (file: string, v: unknown) => writeFileAtomic(path.join(dir, file), [new TextEncoder().encode(JSON.stringify(v, null, 2) + '\n')]);
-  json('config.json', configJson(cfg, baseDir, dtype));
+  // every file whole (temp + rename), config.json last: a write killed or failed part-way leaves no new config.json
+  // beside missing or cut tokenizer files, so no half-written directory loads as a model
   if (baseDir && fs.statSync(baseDir).isDirectory()) {
     for (const f of TOKENIZER_FILES) {
       const src = path.join(baseDir, f);
-      if (fs.existsSync(src) && path.resolve(src) !== path.resolve(dir, f)) fs.copyFileSync(src, path.join(dir, f));
+      if (fs.existsSync(src) && path.resolve(src) !== path.resolve(dir, f)) writeFileAtomic(path.join(dir, f), [fs.readFileSync(src)]);
     }
   }
   if (tok) {
@@ -86,6 +87,7 @@ export function writeHfModel(dir: string, cfg: LlamaConfig, base: ExportBase | n
     const eos = tok.eosIds.length === 1 ? tok.eosIds[0] : tok.eosIds;
     json('generation_config.json', { ...(cfg.bosTokenId !== null ? { bos_token_id: cfg.bosTokenId } : {}), ...(tok.eosIds.length ? { eos_token_id: eos } : {}) });
   }
+  json('config.json', configJson(cfg, baseDir, dtype));
 }
 
 function dequant(t: Tensor): Float32Array {

@@ -11,7 +11,7 @@ import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../formats/c
 import { LOAD_DTYPES, loadModel, type LoadDType, type LoadedModel } from '../formats/load.js';
 import { LayerStream, type OffloadOptions } from '../model/offload.js';
 import { writePeftAdapter, PEFT_WEIGHTS } from '../formats/peft.js';
-import { writeSafetensors } from '../formats/safetensors.js';
+import { writeFileAtomic, writeSafetensors } from '../formats/safetensors.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { LlamaConfig } from '../formats/llama-config.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
@@ -19,7 +19,7 @@ import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { readEmbeddingConfig } from '../model/embed.js';
 import { LlamaTrainModel, type LogitsLoss, type PackedBatch } from '../model/llama-train.js';
 import { DEFAULT_LORA, defaultLoraAlpha, initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
-import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, resolveCheckpoint, restoreInto, RunSetupError, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, resetMetrics, writeFinal, resolveCheckpoint, restoreInto, RunSetupError, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import type { PooledObjective } from './contrastive.js';
 import { DataLoader, loadSamples, splitValidation, type Sample } from './data.js';
 import { writeHfModel, type SaveDType } from './export.js';
@@ -222,6 +222,33 @@ export function dataFingerprint(file: string): DataFingerprint {
 }
 
 /**
+ * The base model in a checkpoint: a resume on another base of the same shapes (another fine-tune of it, another size's
+ * sibling) is refused, as its adapter or weights would go on training against weights they were not trained on.
+ * Its weight files are sampled (sizes, 16 reads of 4 KiB each, config.json), not read whole: cheap on a large model,
+ * and two different checkpoints differ in almost every block.
+ */
+export interface BaseFingerprint { readonly model: string; readonly sha256: string }
+
+export function baseFingerprint(model: string): BaseFingerprint {
+  const h = createHash('sha256');
+  const isDir = fs.statSync(model).isDirectory();
+  const files = isDir ? fs.readdirSync(model).filter((n) => n.endsWith('.safetensors') || n === 'config.json').sort().map((n) => path.join(model, n)) : [model];
+  const buf = Buffer.alloc(4096);
+  for (const f of files) {
+    const size = fs.statSync(f).size;
+    h.update(`${path.basename(f)}:${size}\n`);
+    const fd = fs.openSync(f, 'r');
+    try {
+      for (let i = 0; i < 16; i++) {
+        const at = Math.floor((i * Math.max(0, size - buf.length)) / 15);
+        h.update(buf.subarray(0, fs.readSync(fd, buf, 0, buf.length, at)));
+      }
+    } finally { fs.closeSync(fd); }
+  }
+  return { model, sha256: h.digest('hex') };
+}
+
+/**
  * The batching a run records: the batch size it trains with (the default where --batch-size is left out), or null with
  * --batch-tokens. Checkpoints written before recorded null for a left-out --batch-size: read as the default, so that
  * `--batch-size 1` and no --batch-size resume each other.
@@ -232,7 +259,7 @@ export function recordedBatch(o: { readonly batchSize?: unknown; readonly batchT
 }
 
 /** Checked on resume only where the checkpoint has them: checkpoints written before the check lack them. */
-const NEWER_KEYS = new Set(['optimizer', 'data']);
+const NEWER_KEYS = new Set(['optimizer', 'data', 'base']);
 
 /** The flag of a recorded option (a field of `lora`, `objective`, `pipeline` included) where it is not the kebab-case name. */
 const FLAG_OF: Readonly<Record<string, string>> = {
@@ -283,6 +310,14 @@ export function checkResumeOptions(dir: string, was: Record<string, unknown>, no
       if (a.bytes !== b.bytes || a.sha256 !== b.sha256) {
         const show = (d: DataFingerprint) => `${d.file} (${d.bytes} bytes, sha256 ${d.sha256.slice(0, 12)})`;
         throw new RunSetupError(`${dir}: the checkpoint was trained on the data file ${show(a)}, this run has ${show(b)}: resume with the same data, or start a new run`);
+      }
+      continue;
+    }
+    if (k === 'base') {
+      const [a, b] = [was.base as BaseFingerprint, now.base as BaseFingerprint];
+      if (a.sha256 !== b.sha256) {
+        throw new RunSetupError(`${dir}: the checkpoint was trained on the base model ${a.model}, this run has ${b.model}, whose weights differ: ` +
+          'resume with the --model the run was started with, or start a new run');
       }
       continue;
     }
@@ -388,7 +423,7 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
   const trainable = model.params.reduce((a, p) => a + p.value.length, 0);
   const runOptions = { full, lora: full ? null : loraCfg, dtype, lr, gradAccum, maxSeqLen, ...recordedBatch(o, defaultBatch),
     totalSteps, warmupSteps: sched.warmupSteps, decay: sched.decay, optimizer: opt.cfg.name, weightDecay: opt.cfg.weightDecay, seed, shuffle: o.shuffle ?? true,
-    objective: o.objective?.options ?? null, data: dataFingerprint(o.data) };
+    objective: o.objective?.options ?? null, data: dataFingerprint(o.data), base: baseFingerprint(o.model) };
 
   // output directory (checked by prepareOutDir), resume
   const metricsPath = path.join(o.out, 'metrics.jsonl');
@@ -400,7 +435,7 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
     const ck = loadCheckpoint(resolveCheckpoint(o.resume));
     if (ck.state.kind !== (full ? 'full' : 'lora')) throw new RunSetupError(`${ck.dir}: a ${ck.state.kind} checkpoint cannot resume a ${full ? 'full' : 'lora'} run`);
     // checkpoints before objectives have none
-    checkResumeOptions(ck.dir, { objective: null, ...ck.state.options, ...recordedBatch(ck.state.options, defaultBatch) }, runOptions, ['full', 'lora', 'dtype', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle', 'objective', 'optimizer', 'data']);
+    checkResumeOptions(ck.dir, { objective: null, ...ck.state.options, ...recordedBatch(ck.state.options, defaultBatch) }, runOptions, ['full', 'lora', 'dtype', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle', 'objective', 'optimizer', 'data', 'base']);
     restoreInto(ck, model.params, opt);
     loader.restore(ck.state.data);
     step = ck.state.step;
@@ -410,10 +445,7 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
   }
   removeStaleTemps(o.out);
   // metrics continue the resumed run: lines after its step are dropped
-  const kept = fs.existsSync(metricsPath) && o.resume !== undefined
-    ? fs.readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l.trim() && (JSON.parse(l) as { step: number }).step <= step)
-    : [];
-  fs.writeFileSync(metricsPath, kept.map((l) => l + '\n').join(''));
+  resetMetrics(metricsPath, o.resume !== undefined ? step : null);
   const metric = (m: object) => fs.appendFileSync(metricsPath, JSON.stringify(m) + '\n');
 
   const checkpoints: string[] = [];
@@ -521,11 +553,11 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
   if (!last || last.step !== step) save();
 
   // final output: the adapter (PEFT) or the model (HF dir)
-  const final = path.join(o.out, 'final');
-  fs.rmSync(final, { recursive: true, force: true });
-  if (adapter) writePeftAdapter(final, adapter, path.resolve(o.model), pooled ? 'FEATURE_EXTRACTION' : 'CAUSAL_LM');
-  else writeHfModel(final, cfg, loaded, new Map(model.params.map((p) => [p.name, { shape: p.shape, value: p.value }])), o.saveDtype ?? 'f32');
-  pooled?.finish?.(final, maxSeqLen);
+  const final = writeFinal(o.out, (dir) => {
+    if (adapter) writePeftAdapter(dir, adapter, path.resolve(o.model), pooled ? 'FEATURE_EXTRACTION' : 'CAUSAL_LM');
+    else writeHfModel(dir, cfg, loaded, new Map(model.params.map((p) => [p.name, { shape: p.shape, value: p.value }])), o.saveDtype ?? 'f32');
+    pooled?.finish?.(dir, maxSeqLen);
+  });
 
   const seconds = (performance.now() - tLoop) / 1000;
   const summary: FinetuneSummary = {
@@ -534,7 +566,7 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
     peakRssBytes: process.resourceUsage().maxRSS * 1024, activationBytes: model.activationBytes, output: final,
     checkpoints: listCheckpoints(o.out).map((c) => c.dir), base,
   };
-  fs.writeFileSync(path.join(o.out, 'summary.json'), JSON.stringify(summary, null, 1) + '\n');
+  writeFileAtomic(path.join(o.out, 'summary.json'), [new TextEncoder().encode(JSON.stringify(summary, null, 1) + '\n')]);
   loaded.dispose();
   return summary;
 }

@@ -19,7 +19,7 @@ import { DataLoader, loadSamples } from '../train/data.js';
 import { Optimizer } from '../train/optimizer.js';
 import { mix32 } from '../train/rng.js';
 import { learningRate } from '../train/schedule.js';
-import { asTrainBackend, baseWeights, checkBaseDtype, checkResumeOptions, dataFingerprint, initAdapter, loraConfigOf, planSteps, recordedBatch, trainingTemplate, type FinetuneOptions, type FinetuneSummary, type StepMetrics } from '../train/trainer.js';
+import { asTrainBackend, baseFingerprint, baseWeights, checkBaseDtype, checkResumeOptions, dataFingerprint, initAdapter, loraConfigOf, planSteps, recordedBatch, trainingTemplate, type FinetuneOptions, type FinetuneSummary, type StepMetrics } from '../train/trainer.js';
 import { oneFOneB, slotsNeeded } from './1f1b.js';
 import { stagePlan } from './stage-model.js';
 import { formatStages } from './stages.js';
@@ -143,7 +143,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
   const opt = new Optimizer(model.params, { name: o.optimizer ?? 'adamw', betas: [0.9, 0.999], eps: 1e-8, weightDecay: o.weightDecay ?? 0, momentum: 0 }, model.backend);
   const runOptions = { full: false, lora: loraCfg, dtype, lr, gradAccum: M, maxSeqLen, ...recordedBatch(o, 1),
     totalSteps, warmupSteps: sched.warmupSteps, decay: sched.decay, optimizer: opt.cfg.name, weightDecay: opt.cfg.weightDecay, seed, shuffle: o.shuffle ?? true,
-    objective: null, pipeline: { size: P, stage: rank, stages: formatStages(stages) }, data: dataFingerprint(o.data) };
+    objective: null, pipeline: { size: P, stage: rank, stages: formatStages(stages) }, data: dataFingerprint(o.data), base: baseFingerprint(o.model) };
 
   // resume: the newest step that every stage has a complete checkpoint of
   const myDir = stageDir(o.out, rank);
@@ -166,7 +166,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
     if (!dir) throw new Error(`${from}: no checkpoint of step ${common}, the newest step every stage saved (saved: ${listCheckpoints(from).map((c) => c.step).join(', ')})`);
     const ck = loadCheckpoint(dir);
     checkResumeOptions(ck.dir, { ...ck.state.options, ...recordedBatch(ck.state.options, 1) }, runOptions,
-      ['full', 'lora', 'dtype', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle', 'pipeline', 'optimizer', 'data'], { gradAccum: '--micro-batches' });
+      ['full', 'lora', 'dtype', 'gradAccum', 'maxSeqLen', 'batchSize', 'batchTokens', 'seed', 'shuffle', 'pipeline', 'optimizer', 'data', 'base'], { gradAccum: '--micro-batches' });
     restoreInto(ck, model.params, opt);
     loader.restore(ck.state.data);
     step = ck.state.step;

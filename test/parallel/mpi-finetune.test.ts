@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -88,6 +88,18 @@ test('mpirun -np 2 floe finetune (shared memory) equals one process; the adapter
   const other = mpirun(2, false, [...ARGS, '--out', out, '--pipeline-stages', '0-2,3-5', '--micro-batches', String(M), '--resume', out]);
   assert.notEqual(other.status, 0);
   assert.match(other.stdout + other.stderr, /trained with --pipeline-stages 0-3,4-5, this run has --pipeline-stages 0-2,3-5: /);
+
+  // and on a base of the same shapes with other weights (as the one-process trainer refuses it)
+  const base = join(work, 'base-other');
+  cpSync(BROWN, base, { recursive: true });
+  const st = readFileSync(join(base, 'model.safetensors'));
+  for (let i = st.length - 4000; i < st.length; i += 4) st[i + 3]! ^= 1;
+  writeFileSync(join(base, 'model.safetensors'), st);
+  const args = ARGS.map((a) => (a === BROWN ? base : a));
+  assert.notDeepEqual(args, ARGS);
+  const otherBase = mpirun(2, false, [...args, '--out', out, '--pipeline-parallel-size', '2', '--micro-batches', String(M), '--resume', out]);
+  assert.notEqual(otherBase.status, 0);
+  assert.match(otherBase.stdout + otherBase.stderr, /trained on the base model .*, this run has .*base-other, whose weights differ/);
 });
 
 test('mpirun -np 3 floe finetune over TCP (loopback) with checkpointed activations equals one process', { skip: MPI_SKIP, timeout: 300_000 }, () => {

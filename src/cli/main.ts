@@ -722,14 +722,14 @@ async function serveCmd(args: string[]): Promise<number> {
   const stop = new Promise<string>((resolve) => {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => resolve(sig));
   });
-  const { startServer, defaultModelName, preflight } = await import('../serve/server.js'); // after the flags: a usage error does not load the server
+  const { startServer, defaultModelName, preflight, MODEL_EXPECTED } = await import('../serve/server.js'); // after the flags: a usage error does not load the server
   // a draft model or proposer module that cannot load is refused before "listening", as a --guard-model is
   const spec = specSource(values.speculative);
   if (spec !== undefined && spec !== 'ngram' && spec !== 'suffix') {
     const module = speculativeModuleOf(spec)?.module;
     if (module !== undefined && !existsSync(module)) throw new UsageError(`--speculative ${spec}: no such file ${module}; expected a proposer module (its default export makes a Proposer)`);
     if (module === undefined) {
-      try { preflight({ model: spec }, '--speculative'); } catch (e) { throw new UsageError(`${(e as Error).message.replace(/; expected an HF model directory/, '; expected ngram, suffix, module:PATH or a draft model: an HF model directory')}`); }
+      try { preflight({ model: spec }, '--speculative', `ngram, suffix, module:PATH or a draft model: ${MODEL_EXPECTED}`); } catch (e) { throw new UsageError((e as Error).message); }
     }
   }
   const { reservedAdapterName } = await import('../serve/lora-routes.js');

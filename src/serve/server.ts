@@ -85,9 +85,11 @@ const GIB = 2 ** 30;
  * with a config.json or a GGUF file; each LoRA module is an adapter of this model within the rank limit; the KV cache
  * budget fits in RAM and holds at least one block.
  */
-export function preflight(opts: ServeOptions, flag = '--model'): void {
+export const MODEL_EXPECTED = 'an HF model directory (config.json, *.safetensors) or a .gguf file';
+
+export function preflight(opts: ServeOptions, flag = '--model', what = MODEL_EXPECTED): void {
   const p = opts.model;
-  const expected = 'expected an HF model directory (config.json, *.safetensors) or a .gguf file';
+  const expected = `expected ${what}`;
   let st;
   try {
     st = statSync(p);

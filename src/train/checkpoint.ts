@@ -101,11 +101,6 @@ export function prepareOutDir(out: string, o: { resume?: string; overwrite?: boo
       throw new RunSetupError(`${out}: cannot make the output directory (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --out`);
     }
   }
-  try {
-    fs.accessSync(out, fs.constants.W_OK);
-  } catch (e) {
-    throw new RunSetupError(`${out}: the output directory is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --out`);
-  }
   if (entries === null || entries.length === 0 || o.resume !== undefined) return;
   for (const n of entries) fs.rmSync(path.join(out, n), { recursive: true, force: true });
 }

@@ -204,12 +204,17 @@ test('serve: a --speculative draft or module that cannot load is a usage error b
   assert.doesNotMatch(r!.stdout + r!.stderr, /listening/);
 });
 
+/** distill of floe-brown into floe-brown-draft on one line of text, one step; the data file is written in `dir`. */
+function distillArgs(dir: string): string[] {
+  const data = join(dir, 'd.jsonl');
+  writeFileSync(data, '{"text": "The old man and the sea."}\n');
+  return ['--teacher', repoPath('models/floe-brown'), '--student', repoPath('models/floe-brown-draft'), '--data', data, '--max-steps', '1'];
+}
+
 // Before, distill ran its whole teacher pass (hours on a real data set) and only then had finetune() refuse these.
 test('distill: a --lora-rank above the student\'s hidden size or a --max-seq-len past its context is refused before the teacher pass', () => {
   const dir = mkdtempSync(join(tmpdir(), 'floe-distill-fit-'));
-  const data = join(dir, 'd.jsonl');
-  writeFileSync(data, '{"text": "The old man and the sea."}\n');
-  const pair = ['--teacher', repoPath('models/floe-brown'), '--student', repoPath('models/floe-brown-draft'), '--data', data, '--max-steps', '1'];
+  const pair = distillArgs(dir);
   refused([
     [['distill', ...pair, '--out', join(dir, 'a'), '--lora-rank', '129'], /--lora-rank 129 is above the hidden size of .*floe-brown-draft \(128\)/],
     [['distill', ...pair, '--out', join(dir, 'b'), '--max-seq-len', '1025'], /--max-seq-len 1025 exceeds the context of .*floe-brown-draft \(1024 tokens\)/],
@@ -236,9 +241,7 @@ test('batch: a --state (or its default OUTPUT.floe-batch) that is a file is a us
 // which --overwrite cannot clear either (not a run's file).
 test('distill: a --teacher-cache inside --out (or --out itself) is refused before the teacher pass', () => {
   const dir = mkdtempSync(join(tmpdir(), 'floe-distill-cache-'));
-  const data = join(dir, 'd.jsonl');
-  writeFileSync(data, '{"text": "The old man and the sea."}\n');
-  const pair = ['--teacher', repoPath('models/floe-brown'), '--student', repoPath('models/floe-brown-draft'), '--data', data, '--max-steps', '1'];
+  const pair = distillArgs(dir);
   refused([
     [['distill', ...pair, '--out', join(dir, 'a'), '--teacher-cache', join(dir, 'a', 'teacher.cache')], /--teacher-cache .*teacher\.cache is inside --out .*; give a path outside it/],
     [['distill', ...pair, '--out', join(dir, 'b') + '/', '--teacher-cache', join(dir, 'b')], /--teacher-cache .*b is --out itself/],

@@ -42,7 +42,8 @@ export interface Proposer {
   /**
    * Drafting costs next to nothing (a lookup, no model forward) and a call changes no later draft: a sequence whose
    * drafts are paused keeps scoring the drafts it would have made against the tokens decoded (AdaptiveK.watch /
-   * seen), so it resumes as soon as they would pay, without waiting for its pause's probe.
+   * seen), so it resumes as soon as they would pay, without waiting for its pause's probe. Its drafts are
+   * deterministic (no q): a seeded sample is then plain decoding's, so such requests may take k from timings too.
    */
   readonly free?: boolean;
   init?(geom: ProposerGeometry): void;
@@ -468,11 +469,12 @@ export class AdaptiveK {
   }
 
   /**
-   * A request's AdaptiveK with the default schedule: capped by `costs`, except under seeded sampling, whose tokens
-   * depend on k, so that its seed reproduces whatever the timings.
+   * A request's AdaptiveK with the default schedule: capped by `costs`, except under seeded sampling with a proposer
+   * that may sample its drafts (its tokens then depend on k), so that its seed reproduces whatever the timings. A free
+   * proposer's drafts are deterministic, and verifyDraft then draws what plain sampling draws, whatever k.
    */
   static forRequest(max: number, costs: SpecCosts | null, sampling: { readonly temperature: number; readonly seed: number | null }, proposer?: Proposer): AdaptiveK {
-    const seeded = sampling.temperature > 0 && sampling.seed !== null;
+    const seeded = sampling.temperature > 0 && sampling.seed !== null && proposer?.free !== true;
     const c = seeded ? null : costs;
     return new AdaptiveK(max, undefined, undefined, undefined, undefined, c, c !== null && proposer?.free === true);
   }
@@ -614,7 +616,9 @@ export interface Verified {
  * Rejection sampling over the k + 1 verify rows (Leviathan et al. 2023, Chen et al. 2023): draft x at row j is
  * kept with probability min(1, p(x) / q(x)); on rejection the token comes from normalize(max(0, p - q)); after
  * k acceptances one bonus token from p. p is the sampler's own distribution (penalties, bias, temperature,
- * top-k/p, min-p), row by row with the accepted drafts counted as output. Greedy: keep x iff x = argmax.
+ * top-k/p, min-p), row by row with the accepted drafts counted as output. Greedy: keep x iff x = argmax. A draft
+ * without q (one-hot) is verified by the coupled form of the same rule, which takes one uniform per output token as
+ * plain sampling does: the seeded output is then token for token the one without speculation.
  */
 export function verifyDraft(
   sampler: Sampler, counts: TokenCounts | null,
@@ -639,17 +643,27 @@ export function verifyDraft(
       out.push(d.ids[0]!);
       return { tokens: out, accepted: j };
     }
+    const qj = q?.[j];
+    if (!qj) {
+      // a deterministic draft (q one-hot at x): draw y from p with the sampler's one uniform and keep x iff y = x.
+      // P(keep) = p(x), and a rejection gives y ~ p restricted to y ≠ x = normalize(max(0, p - q)): the rule above
+      // for this q, drawing exactly what decoding without speculation draws, so a seed fixes the sample whatever
+      // the drafts, k and the load
+      const y = d.ids[sampler.draw(d.weights, d.n, d.sum)]!;
+      out.push(y);
+      if (y === x) continue;
+      return { tokens: out, accepted: j };
+    }
     let px = 0;
     for (let i = 0; i < d.n; i++) if (d.ids[i] === x) { px = d.weights[i]! / d.sum; break; }
-    const qj = q?.[j];
-    const qx = qj ? qj[x]! : 1;
+    const qx = qj[x]!;
     if (px > 0 && (px >= qx || sampler.uniform() * qx < px)) { out.push(x); continue; }
     // rejected: residual max(0, p - q) over the candidates (p is 0 elsewhere)
     const r = new Float64Array(d.n);
     let sum = 0;
     for (let i = 0; i < d.n; i++) {
       const id = d.ids[i]!;
-      const v = Math.max(0, d.weights[i]! / d.sum - (qj ? qj[id]! : id === x ? 1 : 0));
+      const v = Math.max(0, d.weights[i]! / d.sum - qj[id]!);
       r[i] = v;
       sum += v;
     }

@@ -134,6 +134,23 @@ test('sampled output keeps its distribution with a prediction (the first two tok
   assert.ok(tv < 0.1, `total variation ${tv.toFixed(3)}: ${JSON.stringify(a)} without, ${JSON.stringify(b)} with the prediction`);
 });
 
+test('a seeded sample with a prediction is token for token the sample without one (drafts are verified by the coupled rule)', () => {
+  const prompt = tok.encode('The man said that the', { addSpecialTokens: true });
+  const prediction = runOne(genReq('g', prompt, { maxTokens: 8, ignoreEos: true })).tokens[0]!;
+  const run = (withPrediction: boolean): number[][] => {
+    const e = new Engine(brown.model, tok, { kvDtype: 'f32', kvCacheMemory: 64 << 20, maxNumSeqs: 32 });
+    for (let s = 0; s < 24; s++) {
+      e.add(genReq(`s${s}`, prompt, { maxTokens: 8, ignoreEos: true, sampling: { ...genReq('x', [1]).sampling, temperature: 0.4, topP: 0.95, seed: 77 + s }, ...(withPrediction ? { prediction } : {}) }));
+    }
+    const out = runAll(e).byId;
+    if (withPrediction) assert.ok(e.stats().specAcceptedTokens! > 24 && e.stats().specAcceptedTokens! < e.stats().specDraftTokens!, JSON.stringify(e.stats()));
+    return Array.from({ length: 24 }, (_, s) => out.get(`s${s}`)!.tokens[0]!);
+  };
+  const plain = run(false);
+  assert.ok(new Set(plain.map((t) => t.join(','))).size > 4, 'the seeds draw different samples');
+  assert.deepEqual(run(true), plain);
+});
+
 test('a prediction id outside the vocabulary is a 400 naming it', () => {
   const e = engine();
   assert.throws(() => e.add(genReq('bad', [1, 2, 3], { prediction: [5, 4096] })),

@@ -79,34 +79,39 @@ for (const [name, spec, swap] of [['ngram', 'ngram', true], ['suffix', 'suffix',
   });
 }
 
-test('seeded sampling with penalties, n = 2 forks and logprobs: the engine with n-gram speculation equals generate() with it', () => {
-  const r = rand(5);
-  // KV roomy enough that no draft slot is dropped for lack of blocks: a dropped draft changes how many uniforms a
-  // sampled request draws (same distribution, another seeded sample); greedy under KV pressure is tested above
-  const engine = new Engine(gqa, null, { kvDtype: 'f32', maxBatchedTokens: 40, maxNumSeqs: 10, kvCacheMemory: kvBytes(gqa, 120), speculative: 'ngram', numSpeculativeTokens: 3 });
-  const reqs = Array.from({ length: 10 }, (_, i) => {
-    const base = randomPrompt(r, 3 + Math.floor(r() * 10), 12); // a small alphabet repeats
-    const sampling: SamplingSpec = i % 3 === 0 ? GREEDY
-      : { ...GREEDY, temperature: 0.5 + r(), topK: i % 2 ? 8 : 0, topP: 0.9, minP: 0.02, repetitionPenalty: i % 2 ? 1.1 : 1, presencePenalty: 0.1, logitBias: { 5: 1 }, seed: 100 + i };
-    return genReq(`s${i}`, [...base, ...base, ...base], { sampling, maxTokens: 10 + Math.floor(r() * 30), ignoreEos: i % 2 === 0, n: i % 4 === 1 ? 2 : 1, logprobs: i % 2 ? 2 : null });
-  });
-  for (const q of reqs) engine.add(q);
-  const { byId } = runAll(engine);
-  for (const q of reqs) {
-    for (let c = 0; c < q.n; c++) {
-      const want = alone(gqa, q, c, 'ngram', 3);
-      const got = byId.get(q.id)!;
-      assert.deepEqual(got.tokens[c], want.outputIds, `${q.id}[${c}]`);
-      if (q.logprobs !== null) {
-        const lps = got.outputs.filter((o) => o.index === c).flatMap((o) => o.logprobs!);
-        assert.deepEqual(lps.map((e) => e.token), want.outputIds);
-        lps.forEach((e, i) => assert.ok(Math.abs(e.logprob - want.logprobs![i]!.logprob) < 1e-4, `${q.id}[${c}] logprob ${i}`));
+for (const [budget, blocks] of [[40, 120], [16, 120], [64, 14]] as const) {
+  test(`seeded sampling with penalties, n = 2 forks and logprobs: the engine with n-gram speculation equals plain generate() (budget ${budget}, ${blocks} KV blocks)`, () => {
+    const r = rand(5);
+    // n-gram drafts are deterministic: the verifier draws what plain sampling draws, so neither the token budget
+    // (which cuts draft slots) nor KV pressure (preemption, dropped drafts) nor k changes a seeded sample
+    const engine = new Engine(gqa, null, { kvDtype: 'f32', maxBatchedTokens: budget, maxNumSeqs: 10, kvCacheMemory: kvBytes(gqa, blocks), speculative: 'ngram', numSpeculativeTokens: 3 });
+    const reqs = Array.from({ length: 10 }, (_, i) => {
+      const base = randomPrompt(r, 3 + Math.floor(r() * 10), 12); // a small alphabet repeats
+      const sampling: SamplingSpec = i % 3 === 0 ? GREEDY
+        : { ...GREEDY, temperature: 0.5 + r(), topK: i % 2 ? 8 : 0, topP: 0.9, minP: 0.02, repetitionPenalty: i % 2 ? 1.1 : 1, presencePenalty: 0.1, logitBias: { 5: 1 }, seed: 100 + i };
+      return genReq(`s${i}`, [...base, ...base, ...base], { sampling, maxTokens: 10 + Math.floor(r() * 30), ignoreEos: i % 2 === 0, n: i % 4 === 1 ? 2 : 1, logprobs: i % 2 ? 2 : null });
+    });
+    for (const q of reqs) engine.add(q);
+    const { byId } = runAll(engine);
+    for (const q of reqs) {
+      for (let c = 0; c < q.n; c++) {
+        const want = alone(gqa, q, c);
+        const got = byId.get(q.id)!;
+        assert.deepEqual(got.tokens[c], want.outputIds, `${q.id}[${c}]`);
+        assert.deepEqual(alone(gqa, q, c, 'ngram', 1 + ((c + q.n) % 5)).outputIds, want.outputIds, `${q.id}[${c}] generate() with ngram`);
+        if (q.logprobs !== null) {
+          const lps = got.outputs.filter((o) => o.index === c).flatMap((o) => o.logprobs!);
+          assert.deepEqual(lps.map((e) => e.token), want.outputIds);
+          lps.forEach((e, i) => assert.ok(Math.abs(e.logprob - want.logprobs![i]!.logprob) < 1e-4, `${q.id}[${c}] logprob ${i}`));
+        }
       }
     }
-  }
-  assert.ok(engine.stats().specAcceptedTokens! > 0);
-  assert.equal(engine.kv.pool.numUsed, 0);
-});
+    const st = engine.stats();
+    assert.ok(st.specAcceptedTokens! > 0 && st.specAcceptedTokens! < st.specDraftTokens!, JSON.stringify(st));
+    if (blocks < 20) assert.ok(st.preemptions > 0, 'KV pressure preempted');
+    assert.equal(engine.kv.pool.numUsed, 0);
+  });
+}
 
 test('seeded sampling with a draft model sampling its drafts: the engine equals generate() with the same draft', async () => {
   const mha = await fixtureModel('mha_f32');

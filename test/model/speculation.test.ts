@@ -85,6 +85,31 @@ test('greedy generate() with n-gram, suffix, draft model, oracle and always-wron
   assert.ok(rep.accepted >= 20, `a repeating prompt has n-gram hits: ${JSON.stringify(rep)}`);
 });
 
+test('seeded sampling with deterministic drafts (n-gram, suffix, oracle, always wrong) draws plain decoding\'s sample, for every k', () => {
+  const sampling = { temperature: 0.9, topP: 0.95, repetitionPenalty: 1.05 };
+  for (const [pi, prompt] of brownPrompts.entries()) {
+    for (const seed of [3, 1000 + pi]) {
+      const want = greedy(brown.model, prompt, { sampling: { ...sampling, seed }, logprobs: 1 });
+      const full = [...prompt, ...want.outputIds];
+      const other = greedy(brown.model, prompt, { sampling: { ...sampling, seed: seed + 1 } });
+      assert.notDeepEqual(other.outputIds, want.outputIds, 'another seed draws another sample (the check has power)');
+      for (const K of [1, 2, 5]) {
+        const cases: [string, GenerateOptions['speculative']][] = [
+          ['ngram', 'ngram'], ['suffix', 'suffix'], ['oracle', new OracleProposer(full)], ['wrong', new WrongProposer(full, 4096)],
+        ];
+        for (const [name, speculative] of cases) {
+          const got = greedy(brown.model, prompt, { sampling: { ...sampling, seed }, speculative, numSpeculativeTokens: K, speculativeCosts: false, logprobs: 1 });
+          assert.deepEqual(got.outputIds, want.outputIds, `${name}, k ${K}, seed ${seed}, prompt ${pi}`);
+          got.logprobs!.forEach((e, i) => assert.ok(Math.abs(e.logprob - want.logprobs![i]!.logprob) < 1e-4, `${name} logprob ${i}`));
+          const st = got.timings.speculative!;
+          if (name === 'oracle') assert.equal(st.accepted, st.proposed, 'drafts of the seeded sample itself are all kept');
+          if (name === 'wrong') assert.equal(st.accepted, 0);
+        }
+      }
+    }
+  }
+});
+
 test('greedy generate() with speculation equals plain decoding on fixtures (random prompts, a different draft model, stops)', () => {
   const r = rand(11);
   for (let i = 0; i < 12; i++) {

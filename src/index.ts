@@ -12,7 +12,7 @@ export { PredictionK, PredictionTracker, DEFAULT_NUM_PREDICTION_TOKENS, wordStar
 export { tokenBytes } from './engine/constrained/token-mask.js';
 export { LlamaModel, type LlamaWeights, type LlamaLayer, type ForwardInput } from './model/llama.js';
 export { KvCache } from './model/kv-cache.js';
-export { Sampler, DEFAULT_SAMPLING, type SamplingParams } from './model/sampler.js';
+export { Sampler, DEFAULT_SAMPLING, NonFiniteOutputError, type SamplingParams } from './model/sampler.js';
 export { TextStream } from './model/text-stream.js';
 export { type LlamaConfig, type RopeScaling, ropeInvFreq } from './model/config.js';
 export { loadModel, type LoadedModel } from './formats/load.js';

@@ -867,15 +867,18 @@ export class Engine {
     const P = state.seq.promptLen;
     const e = new Float32Array(D);
     const div = state.req.pooling === 'mean' ? P - (state.req.poolFrom ?? 0) : 1;
-    for (let d = 0; d < D; d++) e[d] = state.sum[d]! / div;
+    let ss = 0;
+    for (let d = 0; d < D; d++) { e[d] = state.sum[d]! / div; ss += e[d]! * e[d]!; }
     if (state.req.normalize) {
-      let ss = 0;
-      for (let d = 0; d < D; d++) ss += e[d]! * e[d]!;
       const inv = ss > 0 ? 1 / Math.sqrt(ss) : 0;
       for (let d = 0; d < D; d++) e[d] = e[d]! * inv;
     }
     this.scheduler.finish(state.seq.id);
     this.drop(state);
+    // NaN weights or an overflow: a vector of NaN (JSON nulls) would poison every search it joins
+    if (!Number.isFinite(ss)) {
+      return { kind: 'error', id: state.req.id, status: 500, message: `embedding request ${state.req.id}: the model's hidden states are not finite (pooled sum of squares ${ss}): its weights hold NaN or Inf, or its activations overflowed (check the checkpoint)` };
+    }
     return { kind: 'embed', id: state.req.id, embedding: e, promptTokens: P };
   }
 }

@@ -11,6 +11,7 @@ import { applyAdapter } from './adapter.js';
 import { KvCache } from './kv-cache.js';
 import type { LlamaModel } from './llama.js';
 import { openModel } from './open.js';
+import { NonFiniteOutputError } from './sampler.js';
 import { checkOptions, describe, type OptionKeys } from '../tensor/options.js';
 import { showJson } from '../formats/json-show.js';
 
@@ -68,7 +69,10 @@ export function readEmbeddingConfig(dir: string, contextLen: number): EmbeddingC
   return { pooling, maxTokens, skipBos };
 }
 
-/** out (D) = pool of rows (n, D): the mean of rows [skip, n), or the last row; then scaled to unit L2 norm (a zero vector stays zero). */
+/**
+ * out (D) = pool of rows (n, D): the mean of rows [skip, n), or the last row; then scaled to unit L2 norm (a zero vector
+ * stays zero). Rows holding NaN or Inf throw.
+ */
 export function poolRows(out: Float32Array, rows: Float32Array, n: number, D: number, pooling: Pooling, skip = 0): void {
   if (pooling === 'last') out.set(rows.subarray((n - 1) * D, n * D));
   else {
@@ -77,7 +81,9 @@ export function poolRows(out: Float32Array, rows: Float32Array, n: number, D: nu
     for (let i = skip; i < n; i++) for (let d = 0; d < D; d++) acc[d]! += rows[i * D + d]!;
     for (let d = 0; d < D; d++) out[d] = acc[d]! / (n - skip);
   }
-  l2Normalize(out);
+  const norm = l2Normalize(out);
+  // NaN weights or an overflow: an embedding of NaN (JSON nulls) would poison every search it joins
+  if (!Number.isFinite(norm)) throw new NonFiniteOutputError(`the model's hidden states are not finite (pooled norm ${norm}): its weights hold NaN or Inf, or its activations overflowed (check the checkpoint)`);
 }
 
 /** v /= ‖v‖₂ in place; returns the norm before scaling. */

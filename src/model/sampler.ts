@@ -90,12 +90,21 @@ export class Sampler {
    * (speculative verification scores draft positions one after another). Valid until the next call.
    */
   distribution(logits: Float32Array, counts: TokenCounts | null, extra: readonly number[] = []): TokenDistribution {
-    const p = this.params;
     const z = this.adjust(logits, counts, extra);
-    if (p.temperature === 0) {
+    if (this.params.temperature === 0) {
       this.greedy.ids[0] = this.argmaxOf(z);
       return this.greedy;
     }
+    const d = this.candidates(z);
+    // NaN or Inf logits (NaN weights, an overflow): refuse them rather than draw a garbage token. The likeliest
+    // candidate comes first; a kernel may drop NaN from its max, so its logit is checked as well as the mass
+    if (!(d.n > 0 && d.sum > 0 && d.sum < Infinity && Number.isFinite(z[d.ids[0]!]!))) throw nonFiniteLogits(z);
+    return d;
+  }
+
+  /** The candidate set of a sampled request (temperature > 0) from adjusted logits z (V). */
+  private candidates(z: Float32Array): TokenDistribution {
+    const p = this.params;
     if (this.backend.sampleCandidates) return this.nativeCandidates(z);
 
     // candidates: top-k, or enough of the head of the distribution to cover top-p
@@ -130,7 +139,9 @@ export class Sampler {
   }
 
   private argmaxOf(z: Float32Array): number {
-    return this.backend.argmax ? this.backend.argmax(z) : argmax(z);
+    const id = this.backend.argmax ? this.backend.argmax(z) : argmax(z);
+    if (!Number.isFinite(z[id]!)) throw nonFiniteLogits(z);
+    return id;
   }
 
   /**
@@ -289,6 +300,19 @@ function coverage(top: Float64Array, total: number): number {
   let s = 0;
   for (let i = 0; i < top.length; i++) s += top[i]!;
   return s / total;
+}
+
+/** The error for logits that hold NaN or ±Inf, naming the first such token and how many there are. */
+export function nonFiniteLogits(z: Float32Array): Error {
+  let first = -1, count = 0;
+  for (let i = 0; i < z.length; i++) if (!Number.isFinite(z[i]!)) { if (first < 0) first = i; count++; }
+  const what = first < 0 ? 'a candidate weight is not finite' : `${count} of ${z.length} are NaN or Inf (token ${first}: ${z[first]})`;
+  return new NonFiniteOutputError(`the model's logits are not finite: ${what}; its weights hold NaN or Inf, or its activations overflowed (check the checkpoint)`);
+}
+
+/** Logits or hidden states with NaN or ±Inf: a broken checkpoint or an overflow, never a token or an embedding. */
+export class NonFiniteOutputError extends Error {
+  override readonly name = 'NonFiniteOutputError';
 }
 
 export function argmax(x: Float32Array): number {

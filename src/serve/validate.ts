@@ -622,6 +622,11 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
     const calls = m.tool_calls === undefined || m.tool_calls === null ? null : messageToolCalls(m.tool_calls, `${p}.tool_calls`);
     if (calls && m.role !== 'assistant') throw invalid(`${p}.tool_calls`, `only assistant messages carry 'tool_calls'`);
     if (m.name !== undefined && m.name !== null && typeof m.name !== 'string') throw invalid(`${p}.name`, `'${p}.name' must be a string`, 'invalid_type');
+    // OpenAI's rule: a tool result names the call it answers (clients send it; a template may show it)
+    if (m.tool_call_id !== undefined && m.tool_call_id !== null && typeof m.tool_call_id !== 'string') {
+      throw invalid(`${p}.tool_call_id`, `'${p}.tool_call_id' must be a string, got ${describe(m.tool_call_id)}`, 'invalid_type');
+    }
+    if (m.role === 'tool' && typeof m.tool_call_id !== 'string') throw required(`${p}.tool_call_id`, ': a tool message answers the tool call with this id');
     const content = chatContent(m.content === null ? undefined : m.content, `${p}.content`, m.role);
     // Llama templates know system, user, assistant, tool (ipython); 'developer' is OpenAI's new name for system.
     const role = m.role === 'developer' ? 'system' : m.role;

@@ -582,14 +582,24 @@ test('a missing nested field is "is required" (missing_required_parameter) at it
     [{ messages: [{ content: 'x' }] }, 'messages[0].role'],
     [{ messages: [{ role: 'user', content: [{ text: 'x' }] }] }, 'messages[0].content[0].type'],
     [{ messages: [{ role: 'user', content: [{ type: 'text' }] }] }, 'messages[0].content[0].text'],
+    [{ messages: [{ role: 'user', content: 'x' }, { role: 'assistant', tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{}' } }] }, { role: 'tool', content: 'r' }] }, 'messages[2].tool_call_id'],
   ];
   for (const [over, param] of cases) {
     const r = await post('/v1/chat/completions', { ...user('x'), ...over });
     assert.equal(r.statusCode, 400, param);
     const e = r.json().error;
     assert.deepEqual({ param: e.param, code: e.code }, { param, code: 'missing_required_parameter' }, e.message);
-    assert.equal(e.message, `'${param}' is required${param === 'tools[0].type' ? ' (only "function" tools are supported)' : param === 'response_format.json_schema' ? " when 'response_format.type' is 'json_schema'" : ''}`);
+    const why = param === 'tools[0].type' ? ' (only "function" tools are supported)' : param === 'response_format.json_schema' ? " when 'response_format.type' is 'json_schema'"
+      : param.endsWith('tool_call_id') ? ': a tool message answers the tool call with this id' : '';
+    assert.equal(e.message, `'${param}' is required${why}`);
   }
+  // a tool_call_id of another type is refused on any message; a string one passes
+  const calls = [{ role: 'user', content: 'x' }, { role: 'assistant', tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{}' } }] }];
+  const bad = await post('/v1/chat/completions', { ...user('x'), messages: [...calls, { role: 'tool', tool_call_id: 7, content: 'r' }] });
+  assert.equal(bad.statusCode, 400);
+  assert.deepEqual({ param: bad.json().error.param, code: bad.json().error.code }, { param: 'messages[2].tool_call_id', code: 'invalid_type' });
+  const good = await post('/v1/chat/completions', { ...user('x'), messages: [...calls, { role: 'tool', tool_call_id: 'c', content: 'r' }] });
+  assert.equal(good.statusCode, 200, good.body);
 });
 
 test('/v1/embeddings with an unknown model: the 404 names the embedding model beside the chat model, as /v1/models lists them', async () => {

@@ -442,6 +442,8 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
     tokensSeen = ck.state.tokens;
     elapsedBefore = ck.state.elapsedS;
     log(`resumed from ${ck.dir} at step ${step}`);
+    // as HF's Trainer: nothing left to train is not an error, but a run that does nothing says so
+    if (step >= totalSteps) log(`the checkpoint's step ${step} already reaches the run's ${totalSteps} steps${o.maxSteps !== undefined ? ' (--max-steps)' : ''}: nothing left to train; the final weights are the checkpoint's (raise --max-steps or --epochs to train on)`);
   }
   removeStaleTemps(o.out);
   // metrics continue the resumed run: lines after its step are dropped

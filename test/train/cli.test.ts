@@ -121,6 +121,10 @@ describe('floe finetune (subprocess)', () => {
     assert.match(tokens!.err, /the checkpoint was trained with --batch-size 2, this run has --batch-tokens 64: /);
     assert.match(shuffle!.err, /the checkpoint was trained with shuffled data \(no --no-shuffle\), this run has --no-shuffle: /);
     for (const r of [left!, batch!, tokens!, shuffle!]) assert.doesNotMatch(r.err, /null|undefined/);
+    // a resume with nothing left to train (the checkpoint is at --max-steps) finishes and says so
+    const done = floe(['finetune', ...two, '--out', out, '--resume', out]);
+    assert.equal(done.code, 0, done.err);
+    assert.match(done.err, /the checkpoint's step 2 already reaches the run's 2 steps \(--max-steps\): nothing left to train/);
 
     // --batch-size 1 is the default: giving it or leaving it out is the same run, either way round
     const one = join(work, 'resume-one');

@@ -185,6 +185,8 @@ export class Tokenizer {
   readonly specialIds: ReadonlySet<number>;
   readonly config: Readonly<TokenizerConfigJson>;
   private readonly hf: HFTokenizer;
+  private readonly json: TokenizerJson & { added_tokens: AddedTokenJson[] };
+  private plainHf: HFTokenizer | null = null; // the same tokenizer with no special added tokens (encodePlain), made on first use
   // Special ids the encoder wraps around one sequence: prefix ++ core ++ suffix.
   private readonly prefix: readonly number[];
   private readonly suffix: readonly number[];
@@ -200,6 +202,7 @@ export class Tokenizer {
     // The library reads added_tokens unconditionally.
     const json = { ...tokenizerJson, added_tokens: tokenizerJson.added_tokens ?? [] };
     this.hf = buildHf(json, cfg);
+    this.json = json;
 
     const specialTokens = new Set<string>();
     const specialIds = new Set<number>();
@@ -273,6 +276,17 @@ export class Tokenizer {
     if (opts.addSpecialTokens === false) return ids;
     if (this.prefix.length === 0 && this.suffix.length === 0) return ids;
     return [...this.prefix, ...ids, ...this.suffix];
+  }
+
+  /**
+   * Text -> ids with special-token text read as plain text (HF's split_special_tokens): "<|eot_id|>" in the text
+   * becomes the byte-level tokens of its characters, never the token itself. No BOS / EOS is added. For text that
+   * must not open or close a turn (a conversation a guard judges).
+   */
+  encodePlain(text: string): number[] {
+    if (this.specialTokens.size === 0) return this.encode(text, { addSpecialTokens: false });
+    this.plainHf ??= buildHf({ ...this.json, added_tokens: this.json.added_tokens.filter((t) => !t.special) }, this.config);
+    return this.plainHf.encode(text, { add_special_tokens: false }).ids;
   }
 
   /** Ids -> text. Throws on an id outside [0, vocabSize). */

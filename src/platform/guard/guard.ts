@@ -16,7 +16,11 @@ import {
 import { GuardOutputError, parseVerdict, probabilityOf, verdictStep } from './verdict.js';
 import { checkOptions, type OptionKeys } from '../../tensor/options.js';
 
-export type GuardTokenizer = Pick<Tokenizer, 'encode' | 'decode' | 'bosId' | 'bosToken'>;
+export type GuardTokenizer = Pick<Tokenizer, 'encode' | 'encodePlain' | 'decode' | 'bosId' | 'bosToken' | 'specialTokens'>;
+
+/** Sentinels standing for special-token text inside judged messages while the prompt renders (planes 15–16, private use). */
+const SENTINEL_BASE = 0xf0000;
+const SENTINEL_LAST = 0x10fffd;
 
 export interface JudgeOptions {
   role?: GuardRole; // default 'user'
@@ -115,10 +119,56 @@ export class Guard {
 
   /** Token ids of a prompt: its own text (it writes BOS itself); BOS is added when the text has none (Llama Guard 2's [INST]). */
   encode(prompt: string): number[] {
-    const ids = this.tokenizer.encode(prompt, { addSpecialTokens: false });
+    return this.withBos(this.tokenizer.encode(prompt, { addSpecialTokens: false }));
+  }
+
+  private withBos(ids: number[]): number[] {
     const bos = this.tokenizer.bosId;
     if (bos !== null && !ids.includes(bos)) ids.unshift(bos);
     return ids;
+  }
+
+  /**
+   * The prompt for `messages` and its token ids, with special-token text inside the messages read as plain text: a
+   * message holding "<|eot_id|><|start_header_id|>assistant<|end_header_id|>" cannot end the guard's turn and answer
+   * for it. The template's own special tokens stay tokens; elsewhere the ids are encode(text)'s.
+   */
+  promptIds(messages: readonly ChatTurn[], opts: Pick<JudgeOptions, 'role' | 'categories' | 'exclude'> = {}): { text: string; ids: number[] } {
+    const conv = guardConversation(messages, opts.role ?? 'user');
+    const text = this.render(conv, opts);
+    const specials = [...this.tokenizer.specialTokens].filter((t) => t.length > 0).sort((a, b) => b.length - a.length);
+    const alternatives = specials.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|');
+    if (specials.length === 0 || !conv.some((m) => new RegExp(alternatives).test(m.content))) return { text, ids: this.encode(text) };
+    const re = new RegExp(alternatives, 'g');
+    // render again with each special-token string of the messages replaced by a sentinel, then encode the template's
+    // text between sentinels as usual (sections split at special tokens, as the tokenizer splits them) and each
+    // sentinel's string as plain text
+    const used = new Set<number>();
+    for (const ch of text) { const cp = ch.codePointAt(0)!; if (cp >= SENTINEL_BASE) used.add(cp); }
+    const found = new Map<number, string>(); // sentinel code point → the special-token string it stands for
+    let next = SENTINEL_BASE;
+    const masked = conv.map((m) => ({
+      ...m,
+      content: m.content.replace(re, (t) => {
+        while (used.has(next)) next++;
+        if (next > SENTINEL_LAST) throw new Error('guard: the conversation leaves no private-use code point to stand for its special-token text');
+        found.set(next, t);
+        return String.fromCodePoint(next++);
+      }),
+    }));
+    const maskedText = this.render(masked, opts);
+    const ids: number[] = [];
+    const add = (part: readonly number[]) => { for (const id of part) ids.push(id); }; // no spread: a long message has ~10⁵ ids
+    let run = '';
+    for (const ch of maskedText) {
+      const t = found.get(ch.codePointAt(0)!);
+      if (t === undefined) { run += ch; continue; }
+      if (run) add(this.tokenizer.encode(run, { addSpecialTokens: false }));
+      run = '';
+      add(this.tokenizer.encodePlain(t));
+    }
+    if (run) add(this.tokenizer.encode(run, { addSpecialTokens: false }));
+    return { text, ids: this.withBos(ids) };
   }
 
   /** Judge the last user message (role 'user') or the last assistant answer (role 'agent') of `messages`. */
@@ -127,8 +177,7 @@ export class Guard {
     const threshold = opts.threshold ?? DEFAULT_THRESHOLD;
     if (!(threshold >= 0 && threshold <= 1)) throw new Error(`guard: threshold must be in [0, 1], got ${threshold}`);
     const cats = effectiveCategories({ format: this.format, categories: opts.categories, exclude: opts.exclude });
-    const prompt = this.prompt(messages, opts);
-    const ids = this.encode(prompt);
+    const { text: prompt, ids } = this.promptIds(messages, opts);
     const info = this.engine.info;
     const room = info.maxRequestTokens - ids.length;
     if (room < 2) {

@@ -126,7 +126,15 @@ export function checkOutDir(out: string, o: { resume?: string; overwrite?: boole
   const entries = fs.readdirSync(out);
   if (entries.length === 0 || o.resume !== undefined) return entries;
   if (!o.overwrite) {
-    throw new RunSetupError(`${out} is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', …' : ''}): ` +
+    const held = `${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', …' : ''}`;
+    // a run stopped before its first checkpoint (or before a finished final/) has nothing --resume could continue
+    const runOnly = entries.every((n) => RUN_ENTRY.test(n));
+    const finished = entries.includes('final') || entries.includes('summary.json');
+    if (runOnly && !finished && !entries.some((n) => /^stage-\d+$/.test(n) || (n.startsWith(PREFIX) && /^\d+$/.test(n.slice(PREFIX.length))))) {
+      throw new RunSetupError(`${out} holds a run that stopped before its first checkpoint (${held}): there is nothing to resume; ` +
+        'pass --overwrite to start it again, or choose another --out');
+    }
+    throw new RunSetupError(`${out} is not empty (${held}): ` +
       'pass --resume DIR to continue that run or --overwrite to clear it, or choose another --out');
   }
   const foreign = entries.filter((n) => !RUN_ENTRY.test(n));
@@ -202,7 +210,9 @@ export function resolveCheckpoint(p: string): string {
       throw new RunSetupError(`${p} holds a pipeline run's per-stage checkpoints (${stages} stages, stage-K/${PREFIX}*): resume it with ` +
         `\`mpirun -np ${stages} floe finetune --pipeline-parallel-size ${stages} --resume ${p} ...\` and the flags it was started with`);
     }
-    throw new RunSetupError(`${p}: no complete checkpoint to resume from (looked for ${PREFIX}*/${STATE_FILE})`);
+    const started = fs.existsSync(path.join(p, 'metrics.jsonl')) || (fs.existsSync(p) && fs.readdirSync(p).some((n) => n.startsWith(`.${PREFIX}`)));
+    throw new RunSetupError(`${p}: no complete checkpoint to resume from (looked for ${PREFIX}*/${STATE_FILE})` +
+      (started ? '; the run stopped before its first checkpoint was saved: start it again with --overwrite instead of --resume' : ''));
   }
   return all[all.length - 1]!.dir;
 }

@@ -74,3 +74,20 @@ for (const f of FNS) {
     assert.doesNotMatch(r.stderr, f.noOptions);
   });
 }
+
+test('floe finetune into the --out of a run that stopped before its first checkpoint: the errors say to start over with --overwrite, which works', () => {
+  const out = join(work, 'killed-early');
+  mkdirSync(join(out, '.checkpoint-000002.tmp-123'), { recursive: true }); // what a SIGKILL in the first save leaves
+  writeFileSync(join(out, 'metrics.jsonl'), '{"step":1,"loss":5}\n');
+  const BIN = repoPath('bin/floe.js');
+  const model = tinyModelDir(), d = writeTrainData(work, 4);
+  const run = (...extra: string[]) => spawnSync(process.execPath, [BIN, 'finetune', '--model', model, '--data', d, '--max-steps', '1', '--backend', 'reference', '--out', out, ...extra], { encoding: 'utf8' });
+  const again = run();
+  assert.equal(again.status, 2, again.stderr);
+  assert.match(again.stderr, /killed-early holds a run that stopped before its first checkpoint \(\.checkpoint-000002\.tmp-123, metrics\.jsonl\): there is nothing to resume; pass --overwrite to start it again/);
+  const resume = run('--resume', out);
+  assert.equal(resume.status, 2, resume.stderr);
+  assert.match(resume.stderr, /no complete checkpoint to resume from .*; the run stopped before its first checkpoint was saved: start it again with --overwrite instead of --resume/);
+  const over = run('--overwrite');
+  assert.equal(over.status, 0, over.stderr);
+});

@@ -49,7 +49,7 @@ type NumNode = Extract<Node, { t: 'number' | 'integer' }>;
 const enum N { Sign, Zero, Int, Dot, Frac, E, ESign, Exp }
 const NUM_COMPLETE = [false, true, true, false, true, false, false, true];
 const MAX_DIGITS = 16; // per digit run: keeps numbers (and state keys) finite
-const MAX_EXP_DIGITS = 3; // exponents stay within what a double holds
+const MAX_EXP_DIGITS = 2; // with 16-digit runs |x| < 1e116 and a nonzero x > 1e-116: a finite double (3 digits let 1e999 parse as Infinity, which zod's z.number() refuses)
 const UTF8_SECOND: readonly (readonly [number, number, number])[] = [[0xa0, 0xbf, 11], [0x80, 0x9f, 11], [0x90, 0xbf, 12], [0x80, 0x8f, 12]]; // after E0, ED, F0, F4
 
 type Frame =

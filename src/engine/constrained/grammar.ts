@@ -89,8 +89,16 @@ function done(st: Stack | null): Parse {
   }
 }
 
-/** First byte of a value of `node` under `parent`. */
-function begin(node: Node, parent: Stack | null, b: number, out: Parse[]): void {
+/**
+ * First byte of a value of `node` under `parent`. `seen`: the nodes already begun under this parent for this byte (an
+ * anyOf's alternatives, through $refs): one reached again adds the same parses, so it is skipped; without this,
+ * alternatives that share a $ref target, nested k deep, were expanded 2^k times (a 1 KB schema stalled the engine).
+ */
+function begin(node: Node, parent: Stack | null, b: number, out: Parse[], seen?: Set<Node>): void {
+  if (seen) {
+    if (seen.has(node)) return;
+    seen.add(node);
+  }
   switch (node.t) {
     case 'any':
       if (b === LB) out.push(push({ k: 'aobj', v: ANY, ph: 'open' }, parent));
@@ -111,7 +119,7 @@ function begin(node: Node, parent: Stack | null, b: number, out: Parse[]): void 
       return;
     case 'ref':
       if (node.to === null) throw new Error(`grammar: $ref ${node.ref} is not compiled yet`);
-      begin(node.to, parent, b, out);
+      begin(node.to, parent, b, out, seen);
       return;
     case 'literal': {
       const alive: number[] = [];
@@ -119,7 +127,7 @@ function begin(node: Node, parent: Stack | null, b: number, out: Parse[]): void 
       if (alive.length > 0) out.push(push({ k: 'lit', node, alive, pos: 1 }, parent));
       return;
     }
-    case 'anyOf': for (const n of node.nodes) begin(n, parent, b, out); return;
+    case 'anyOf': { const s = seen ?? new Set([node]); for (const n of node.nodes) begin(n, parent, b, out, s); return; }
     case 'calls': begin(node.item, push({ k: 'calls', node, n: 0, ph: 'value', pos: 0 }, parent), b, out); return;
   }
 }

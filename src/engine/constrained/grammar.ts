@@ -429,6 +429,9 @@ function stackKey(st: Parse): string {
   return (st.key ??= `${frameKey(st.f)}/${stackKey(st.p)}`);
 }
 
+/** The most parses a state follows at once (an ambiguous schema's first ones are kept past it). */
+export const MAX_PARSES = 4096;
+
 /** The JSON matcher of one compiled schema. */
 export class JsonGrammar implements ByteGrammar<JsonState> {
   readonly start: JsonState;
@@ -441,7 +444,12 @@ export class JsonGrammar implements ByteGrammar<JsonState> {
     if (out.length <= 1) return out.length === 0 ? null : out;
     const seen = new Map<string, Parse>();
     for (const st of out) seen.set(stackKey(st), st);
-    return [...seen.values()];
+    const parses = [...seen.values()];
+    // each parse is a valid reading of the bytes so far that can still complete, so keeping the first MAX_PARSES keeps
+    // every output valid; without a bound, a schema ambiguous at every level ({anyOf: [X, {items: X}]} nested k deep
+    // through $refs) read '[' n times with C(k, n) parses
+    if (parses.length > MAX_PARSES) parses.length = MAX_PARSES;
+    return parses;
   }
   accepts(s: JsonState): boolean { return s.some(canFinish); }
   key(s: JsonState): string { return s.length === 1 ? stackKey(s[0]!) : s.map(stackKey).sort().join('|'); }

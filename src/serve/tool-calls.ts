@@ -159,8 +159,8 @@ export class ToolCallStream {
       return { deltas, isCalls: true, cut: true };
     }
     if (this.calls.length > 0) {
-      // text after the streamed calls goes out as content
-      const rest = this.buf.slice(this.pos).trim();
+      // text after the streamed calls goes out as content, past the separators parseToolCalls skips ('; ')
+      const rest = this.buf.slice(skipSeparators(this.buf, this.pos)).trim();
       return { deltas: rest ? [...deltas, { content: rest }] : deltas, isCalls: true, cut: false };
     }
     // held (or never a call): parse the whole; text that is no call goes out as content

@@ -302,3 +302,23 @@ test("multipleOf and format ipv6: pydantic's conint / confloat / Field(multiple_
   }
   assert.ok(stopped > 0, 'no output ended by itself');
 });
+
+test("an unbounded number's exponent keeps it a finite double: zod's z.number() takes the output parse() reads (1e999 was Infinity)", async () => {
+  const rf = zodResponseFormat(z.object({ x: z.number() }), 'n');
+  assert.deepEqual(rf.json_schema.schema!.properties, { x: { type: 'number' } }); // no bounds: the grammar's own number
+  // a bias towards '9' (id 24) then 'e' (id 68) makes the longest digit runs and exponent the grammar allows
+  const [nine, e] = [24, 68];
+  assert.deepEqual(await tokenIds('9e9'), [nine, e, nine]);
+  const r = await client.chat.completions.parse({ model, messages, response_format: rf, temperature: 0, max_tokens: 60, logit_bias: { [nine]: 100, [e]: 50 } });
+  const ch = r.choices[0]!;
+  assert.equal(ch.finish_reason, 'stop');
+  assert.match(ch.message.content!, /^\{"x": ?9+e9+\}$/, 'the output has an exponent');
+  const x = (JSON.parse(ch.message.content!) as { x: number }).x;
+  assert.ok(Number.isFinite(x), `${ch.message.content} parses as ${x}`);
+  assert.deepEqual(ch.message.parsed, { x });
+});
+
+async function tokenIds(text: string): Promise<number[]> {
+  const res = await fetch(`${srv.url}/tokenize`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model, prompt: text, add_special_tokens: false }) });
+  return ((await res.json()) as { tokens: number[] }).tokens;
+}

@@ -82,6 +82,18 @@ test('text after complete calls comes out as content beside them, whole and stre
   }
 });
 
+test("text after a call and its '; ' separator (more text, a call to no given tool) is the same content whole and streamed", () => {
+  const r = rand(5);
+  for (const text of ['{"name": "get_time", "parameters": {"zone": "x"}}; and more', '{"name": "get_time", "parameters": {}} ;\n{"name": "rm_rf", "parameters": {}}']) {
+    const p = parseToolCalls(text, TOOLS)!;
+    assert.equal(p.calls.length, 1, text);
+    for (let k = 0; k < 10; k++) {
+      const s = streamed(text, false, r);
+      assert.deepEqual([s.calls.map((c) => c.args), s.content, s.isCalls], [p.calls.map((c) => c.function.arguments), p.content, true], text);
+    }
+  }
+});
+
 test('a whole text gives the arguments as streaming sends them, byte for byte; a cut call reads as streaming reads it', () => {
   const r = rand(4);
   for (const text of ['{"name": "get_weather", "parameters": {"city": "Z\\u00fcrich",  "n": 1.50}}', '{"name":"get_time","parameters":{ "zone" : "UTC" }}; {"name": "get_time", "parameters": {}}']) {

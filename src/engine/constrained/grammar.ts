@@ -49,7 +49,7 @@ type NumNode = Extract<Node, { t: 'number' | 'integer' }>;
 const enum N { Sign, Zero, Int, Dot, Frac, E, ESign, Exp }
 const NUM_COMPLETE = [false, true, true, false, true, false, false, true];
 const MAX_DIGITS = 16; // per digit run: keeps numbers (and state keys) finite
-const MAX_EXP_DIGITS = 3; // exponents stay within what a double holds
+const MAX_EXP_DIGITS = 2; // with 16-digit runs |x| < 1e116 and a nonzero x > 1e-116: a finite double (3 digits let 1e999 parse as Infinity, which zod's z.number() refuses)
 const UTF8_SECOND: readonly (readonly [number, number, number])[] = [[0xa0, 0xbf, 11], [0x80, 0x9f, 11], [0x90, 0xbf, 12], [0x80, 0x8f, 12]]; // after E0, ED, F0, F4
 
 type Frame =
@@ -89,8 +89,16 @@ function done(st: Stack | null): Parse {
   }
 }
 
-/** First byte of a value of `node` under `parent`. */
-function begin(node: Node, parent: Stack | null, b: number, out: Parse[]): void {
+/**
+ * First byte of a value of `node` under `parent`. `seen`: the nodes already begun under this parent for this byte (an
+ * anyOf's alternatives, through $refs): one reached again adds the same parses, so it is skipped; without this,
+ * alternatives that share a $ref target, nested k deep, were expanded 2^k times (a 1 KB schema stalled the engine).
+ */
+function begin(node: Node, parent: Stack | null, b: number, out: Parse[], seen?: Set<Node>): void {
+  if (seen) {
+    if (seen.has(node)) return;
+    seen.add(node);
+  }
   switch (node.t) {
     case 'any':
       if (b === LB) out.push(push({ k: 'aobj', v: ANY, ph: 'open' }, parent));
@@ -111,7 +119,7 @@ function begin(node: Node, parent: Stack | null, b: number, out: Parse[]): void 
       return;
     case 'ref':
       if (node.to === null) throw new Error(`grammar: $ref ${node.ref} is not compiled yet`);
-      begin(node.to, parent, b, out);
+      begin(node.to, parent, b, out, seen);
       return;
     case 'literal': {
       const alive: number[] = [];
@@ -119,7 +127,7 @@ function begin(node: Node, parent: Stack | null, b: number, out: Parse[]): void 
       if (alive.length > 0) out.push(push({ k: 'lit', node, alive, pos: 1 }, parent));
       return;
     }
-    case 'anyOf': for (const n of node.nodes) begin(n, parent, b, out); return;
+    case 'anyOf': { const s = seen ?? new Set([node]); for (const n of node.nodes) begin(n, parent, b, out, s); return; }
     case 'calls': begin(node.item, push({ k: 'calls', node, n: 0, ph: 'value', pos: 0 }, parent), b, out); return;
   }
 }
@@ -421,6 +429,9 @@ function stackKey(st: Parse): string {
   return (st.key ??= `${frameKey(st.f)}/${stackKey(st.p)}`);
 }
 
+/** The most parses a state follows at once (an ambiguous schema's first ones are kept past it). */
+export const MAX_PARSES = 4096;
+
 /** The JSON matcher of one compiled schema. */
 export class JsonGrammar implements ByteGrammar<JsonState> {
   readonly start: JsonState;
@@ -433,7 +444,12 @@ export class JsonGrammar implements ByteGrammar<JsonState> {
     if (out.length <= 1) return out.length === 0 ? null : out;
     const seen = new Map<string, Parse>();
     for (const st of out) seen.set(stackKey(st), st);
-    return [...seen.values()];
+    const parses = [...seen.values()];
+    // each parse is a valid reading of the bytes so far that can still complete, so keeping the first MAX_PARSES keeps
+    // every output valid; without a bound, a schema ambiguous at every level ({anyOf: [X, {items: X}]} nested k deep
+    // through $refs) read '[' n times with C(k, n) parses
+    if (parses.length > MAX_PARSES) parses.length = MAX_PARSES;
+    return parses;
   }
   accepts(s: JsonState): boolean { return s.some(canFinish); }
   key(s: JsonState): string { return s.length === 1 ? stackKey(s[0]!) : s.map(stackKey).sort().join('|'); }

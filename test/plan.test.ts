@@ -2,12 +2,16 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { readHfConfig } from '../src/formats/hf-config.js';
 import { ALL_LORA_TARGETS, hostMemory, paramCounts, plan, PLAN_DEFAULTS, presetConfig, servingActivationBytes, weightBytes, type Plan, type PlanOptions } from '../src/platform/plan.js';
 import { defaultSwapSpace } from '../src/engine/engine.js';
 import { grownCapacity } from '../src/model/llama.js';
 import { runEach } from './cli/run-each.js';
+import { writeRandomGguf } from '../bench/gguf-gen.js';
 import { nodeScript, repoPath } from './repo.js';
 
 const ROOT = repoPath('');
@@ -218,24 +222,34 @@ test('floe plan --model with no --dtype / --kv-dtype plans what floe loads: the 
     return bytes(w.embed) + (w.head === w.embed ? 0 : bytes(w.head)) + w.norm.byteLength +
       w.layers.reduce((a, l) => a + l.inputNorm.byteLength + l.postNorm.byteLength + [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown].reduce((b, t) => b + bytes(t), 0), 0);
   };
+  // a q8_0 GGUF (every weight q8_0, as llama.cpp's --outtype q8_0 writes them)
+  const q8 = join(mkdtempSync(join(tmpdir(), 'floe-plan-q8-')), 'q8.gguf');
+  writeRandomGguf({ ...readHfConfig(repoPath('test/fixtures/models/gqa_f32')).config, vocabSize: 320, hiddenSize: 64, intermediateSize: 96 }, 'q8_0', q8);
   const cases = [
     ['models/floe-brown', [], 'f32', 0], // f32: an f32 KV cache, 4 bytes a weight
     ['models/floe-brown', ['--dtype', 'fp8'], 'fp8', 0], // --dtype fp8 keeps the f32 embedding
+    ['models/floe-brown', ['--dtype', 'bf16'], 'bf16', 0], // --dtype bf16 converts linears, embedding and head
     ['test/fixtures/models/bf16', [], 'bf16', 0],
     ['test/fixtures/models/fp8_block', [], 'fp8', 0], // 128×128 block scales (quantization_config)
+    // --dtype bf16 converts only f32 / f16 weights: fp8 and q8_0 checkpoints are held as stored
+    ['test/fixtures/models/fp8_block', ['--dtype', 'bf16'], 'bf16', 0],
+    [q8, [], 'q8_0', 0],
+    [q8, ['--dtype', 'bf16'], 'bf16', 0],
   ] as const;
-  for (const [dir, flags, dtype, tol] of cases) {
-    const r = spawnSync(process.execPath, [`${ROOT}bin/floe.js`, 'plan', '--model', `${ROOT}${dir}`, ...flags, '--json'], { encoding: 'utf8', timeout: 60_000 });
+  for (const [at, flags, dtype, tol] of cases) {
+    const dir = at.startsWith('/') ? at : `${ROOT}${at}`;
+    const r = spawnSync(process.execPath, [`${ROOT}bin/floe.js`, 'plan', '--model', dir, ...flags, '--json'], { encoding: 'utf8', timeout: 60_000 });
     assert.equal(r.status, 0, r.stderr);
     const j = JSON.parse(r.stdout) as { options: PlanOptions; cluster: { device: { weights: number }; kvBytesPerToken: number } };
     assert.equal(j.options.dtype, dtype, `${dir} ${flags.join(' ')}`);
-    const o = await openModel(`${ROOT}${dir}`, { backend: 'reference', tokenizerOptional: true, load: flags.length ? { dtype: 'fp8' } : undefined });
+    const o = await openModel(dir, { backend: 'reference', tokenizerOptional: true, load: flags.length ? { dtype: flags[1] as 'fp8' | 'bf16' } : undefined });
     const c = o.model.config;
     assert.equal(j.options.kvDtype, defaultKvDtype(o.model), `${dir}: the KV dtype floe picks`);
     assert.equal(j.cluster.kvBytesPerToken, KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, defaultKvDtype(o.model)));
     near(j.cluster.device.weights, held(o.model), tol, `${dir} ${flags.join(' ')}: planned weights vs the bytes floe holds`);
     o.loaded.dispose();
   }
+  rmSync(dirname(q8), { recursive: true, force: true });
 });
 
 test('serving activations cover the workspace any history of steps of at most T tokens leaves (it grows geometrically)', () => {

@@ -7,7 +7,7 @@ import { parseHfConfig, readHfConfig, type Fp8Quantization } from '../formats/hf
 import { readSafetensorsDir } from '../formats/safetensors.js';
 import type { LlamaConfig } from '../formats/llama-config.js';
 import { loraTargetsFlag } from './train-args.js';
-import { ALL_LORA_TARGETS, hostMemory, plan, PLAN_DEFAULTS, presetConfig, PRESETS, type Plan, type PlanDType, type PlanOptions } from '../platform/plan.js';
+import { ALL_LORA_TARGETS, heldDtype, hostMemory, plan, PLAN_DEFAULTS, presetConfig, PRESETS, type Plan, type PlanDType, type PlanOptions } from '../platform/plan.js';
 import { formatStages } from '../parallel/stages.js';
 import { conflicts, num, parse, parseSize, swapSpaceFlag, UsageError } from './args.js';
 
@@ -82,7 +82,7 @@ export async function planCmd(args: string[]): Promise<number> {
   const loraRank = v.full ? null : num(v['lora-rank'], 'lora-rank', 8, true, one);
   if (training && loraRank !== null && loraRank > cfg.hiddenSize) throw new UsageError(`--lora-rank ${loraRank} is above the hidden size (${cfg.hiddenSize}), the most rank an adapter of this model can have (floe finetune refuses it)`);
   const opts: PlanOptions = {
-    dtype, kvDtype, source: stored ?? undefined, fp8Block: dtype === 'fp8' && stored === 'fp8' ? fp8Block : undefined,
+    dtype, kvDtype, source: stored ?? undefined, fp8Block: heldDtype(dtype, stored ?? undefined) === 'fp8' && stored === 'fp8' ? fp8Block : undefined,
     context,
     concurrency: num(v.concurrency, 'concurrency', 1, true, one),
     devices: num(v.devices, 'devices', PLAN_DEFAULTS.devices, true, one),
@@ -111,9 +111,10 @@ export async function planCmd(args: string[]): Promise<number> {
     return 0;
   }
   const p = cluster.parameters;
+  const held = heldDtype(dtype, stored ?? undefined);
   const lines = [
     `model       ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ffn ${cfg.intermediateSize}, heads ${cfg.numHeads} (kv ${cfg.numKvHeads}), vocab ${cfg.vocabSize}`,
-    `parameters  ${p.total.toLocaleString('en-US')}; weights ${gb(cluster.weightBytesTotal)} in ${dtype}; KV ${cluster.kvBytesPerToken.toLocaleString('en-US')} bytes/token (${kvArg})`,
+    `parameters  ${p.total.toLocaleString('en-US')}; weights ${gb(cluster.weightBytesTotal)} in ${held}${held === dtype ? '' : ` (as stored: --dtype ${dtype} converts only f32 / f16 weights)`}; KV ${cluster.kvBytesPerToken.toLocaleString('en-US')} bytes/token (${kvArg})`,
     `layout      ${opts.devices} devices on ${opts.nodes} node(s): pipeline ${opts.pipelineParallel} × tensor ${opts.tensorParallel} × data ${cluster.dataParallel}${opts.pipelineParallel > 1 ? `; stages ${formatStages(cluster.stages)} (floe's split), the fullest device stage ${cluster.fullestStage}` : ''}`,
     `mode        ${cluster.mode}${opts.train ? `: micro-batch ${opts.train.microBatch} × ${opts.train.seqLen} tokens, ${cluster.trainableParams.toLocaleString('en-US')} trainable parameters${opts.train.checkpointActivations ? ', checkpointed activations' : ''}, ZeRO ${opts.train.zero}` : `: ${opts.concurrency} × ${opts.context} tokens`}`,
     '',

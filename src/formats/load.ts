@@ -55,21 +55,33 @@ export const LINEAR_WEIGHT = /^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.
  * A float weight (N, C) -> E4M3 with scales per `block` (default per row). Native (nativeConvert) for an f32 / f16 / bf16
  * / q8_0 weight in rows (q8_0 dequantized a block row at a time): the same bytes and scales as quantizeTensor's, no f32
  * copy. Otherwise quantizeTensor's, through one f32 copy of this tensor (a 1B q8_0 GGUF with --dtype fp8: ~25 s).
+ * `out` (N·C bytes): where the codes go, e.g. a reused buffer, so that converting many tensors leaves no garbage.
  */
-export function quantizeWeightFp8(t: Tensor, name: string, block?: readonly [number, number]): Tensor {
+export function quantizeWeightFp8(t: Tensor, name: string, block?: readonly [number, number], out?: Uint8Array): Tensor {
   if (t.dtype === 'i32' || t.shape.length !== 2) throw new Error(`${name}: cannot quantize a ${t.dtype} [${t.shape.join(', ')}] tensor to fp8 (needs a 2-D float weight)`);
   const [br, bc] = block ?? [1, t.cols];
+  checkOut(out, t.numel, name);
   const a = nativeConvert();
   if (a && t.layout === 'rows' && (t.dtype === 'f32' || t.dtype === 'f16' || t.dtype === 'bf16' || t.dtype === 'q8_0') && Number.isInteger(br) && Number.isInteger(bc) && br > 0 && bc > 0) {
     const N = t.rows, C = t.cols;
-    const data = new Uint8Array(N * C); // (N, C) E4M3 codes
+    const data = out ?? new Uint8Array(N * C); // (N, C) E4M3 codes
     const scale = new Float32Array(Math.ceil(N / br) * Math.ceil(C / bc)); // (ceil(N / br), ceil(C / bc))
     a.convertFp8(t.data, DTYPE_CODE[t.dtype], N, C, br, bc, data, scale, isMapped(t.data));
     return new Tensor('fp8_e4m3', t.shape, data, scale, [br, bc]);
   }
   const values = new Float32Array(t.numel); // (N, C)
   for (let r = 0; r < t.rows; r++) dequantizeRow(t, r, values.subarray(r * t.cols, (r + 1) * t.cols));
-  return quantizeTensor(values, t.shape, 'fp8_e4m3', { fp8Block: [br, bc] });
+  const q = quantizeTensor(values, t.shape, 'fp8_e4m3', { fp8Block: [br, bc] });
+  return out ? new Tensor(q.dtype, q.shape, copyInto(out, q.data), q.scale, q.scaleBlock) : q;
+}
+
+function checkOut(out: Uint8Array | undefined, bytes: number, name: string): void {
+  if (out && out.byteLength !== bytes) throw new RangeError(`${name}: the output buffer has ${out.byteLength} bytes, the converted weight ${bytes}`);
+}
+
+function copyInto(out: Uint8Array, bytes: Uint8Array): Uint8Array {
+  out.set(bytes);
+  return out;
 }
 
 /**
@@ -93,33 +105,37 @@ export function convertsToBf16(t: Tensor): boolean {
  * An f32 / f16 weight (N, C) -> bf16 (RNE, NaN stays NaN): native (nativeConvert) for a weight in rows, else in
  * TypeScript, one row at a time at most; never an f32 copy of the tensor.
  */
-export function convertWeightBf16(t: Tensor, name: string): Tensor {
+export function convertWeightBf16(t: Tensor, name: string, out?: Uint8Array): Tensor {
   if (!convertsToBf16(t)) throw new Error(`${name}: cannot convert a ${t.dtype} [${t.shape.join(', ')}] tensor to bf16 (needs a 2-D f32 or f16 weight)`);
   const N = t.rows, C = t.cols;
+  checkOut(out, 2 * N * C, name);
   const a = nativeConvert();
   if (a && t.layout === 'rows') {
-    const bytes = new Uint8Array(N * C * 2); // (N, C) bf16, little-endian
+    const bytes = out ?? new Uint8Array(N * C * 2); // (N, C) bf16, little-endian
     a.convertBf16(t.data, DTYPE_CODE[t.dtype], N, C, bytes, isMapped(t.data));
     return new Tensor('bf16', t.shape, bytes);
   }
-  const out = new Uint16Array(N * C); // (N, C) bf16 bits
+  const direct = out !== undefined && out.byteOffset % 2 === 0;
+  const bf = direct ? new Uint16Array(out.buffer, out.byteOffset, N * C) : new Uint16Array(N * C); // (N, C) bf16 bits
   if (t.dtype === 'f32' && t.layout === 'rows' && t.data.byteOffset % 4 === 0) {
     // the mapped bytes read in place, one pass (a row at a time through dequantizeRow cost ~15 ns a value)
-    roundBf16(new Int32Array(t.data.buffer, t.data.byteOffset, N * C), out, 0);
+    roundBf16(new Int32Array(t.data.buffer, t.data.byteOffset, N * C), bf, 0);
   } else if (t.dtype === 'f16' && t.layout === 'rows' && t.data.byteOffset % 2 === 0) {
     // every f16 code's bf16, from a table (one lookup a value; decoding row by row cost ~17 ns a value)
     const table = f16ToBf16Table();
     const src = new Uint16Array(t.data.buffer, t.data.byteOffset, N * C);
-    for (let i = 0; i < N * C; i++) out[i] = table[src[i]!]!;
+    for (let i = 0; i < N * C; i++) bf[i] = table[src[i]!]!;
   } else {
     const row = new Float32Array(C); // (C)
     const bits = new Int32Array(row.buffer);
     for (let r = 0; r < N; r++) {
       dequantizeRow(t, r, row);
-      roundBf16(bits, out, r * C);
+      roundBf16(bits, bf, r * C);
     }
   }
-  return new Tensor('bf16', t.shape, new Uint8Array(out.buffer));
+  if (direct) return new Tensor('bf16', t.shape, out);
+  const bytes = new Uint8Array(bf.buffer);
+  return new Tensor('bf16', t.shape, out ? copyInto(out, bytes) : bytes);
 }
 
 let f16Bf16: Uint16Array | null = null;
@@ -137,9 +153,9 @@ function f16ToBf16Table(): Uint16Array {
  * when it stays as stored): 'fp8' quantizes a linear weight that is not fp8 yet, 'bf16' converts a 2-D f32 / f16
  * weight. Shared by loadModel and the streamed layers (LayerStream), so both convert the same tensors the same way.
  */
-export function convertForLoad(name: string, t: Tensor, dtype: LoadDType, fp8Block: readonly [number, number] | undefined, where: string): Tensor {
-  if (dtype === 'fp8') return convertsToFp8(name, t) ? quantizeWeightFp8(t, `${where}: ${name}`, fp8Block) : t;
-  return convertsToBf16(t) ? convertWeightBf16(t, `${where}: ${name}`) : t;
+export function convertForLoad(name: string, t: Tensor, dtype: LoadDType, fp8Block: readonly [number, number] | undefined, where: string, out?: Uint8Array): Tensor {
+  if (dtype === 'fp8') return convertsToFp8(name, t) ? quantizeWeightFp8(t, `${where}: ${name}`, fp8Block, out) : t;
+  return convertsToBf16(t) ? convertWeightBf16(t, `${where}: ${name}`, out) : t;
 }
 
 /** Whether LoadOptions dtype 'fp8' converts tensor `name`: a linear layer's weight not in fp8 yet. */

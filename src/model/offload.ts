@@ -249,7 +249,9 @@ export class LayerStream {
       const ts: Template[] = [];
       names.forEach((name, i) => {
         const t0 = get(name);
-        const t = converted(t0, name); // one tensor's copy at a time
+        // converted into the first staging slot, where its view reads it, and spilled from there: the ring is in the
+        // budget, and one buffer reused leaves no copy per tensor for the collector (it kept ~2 tensors a streamed layer)
+        const t = q ? convertForLoad(name, t0, q.dtype, q.fp8Block, loaded.path, s.slots[0]!.buf.subarray(offs[i]!, offs[i]! + dataBytes(t0))) : t0;
         ts.push({ dtype: t.dtype, shape: t.shape, bytes: t.data.byteLength, scale: t.scale, scaleBlock: t.scaleBlock });
         const back = fileBackingOf(t.data);
         if (back) { src.push({ fd: fileFd(back.file), offset: back.offset, bytes: t.data.byteLength }); return; }

@@ -35,7 +35,7 @@ export function presetConfig(name: string): LlamaConfig {
 }
 
 export interface PlanOptions {
-  readonly dtype: PlanDType; // linear weights; fp8 keeps embedding and head in `source`'s dtype (as floe's --dtype fp8 does)
+  readonly dtype: PlanDType; // linear weights; fp8 keeps embedding and head in `source`'s dtype (as floe's --dtype fp8 does), bf16 an fp8 / q8_0 `source` as stored (heldDtype)
   readonly source?: PlanDType; // the checkpoint's stored dtype (default bf16): the embedding and head under fp8
   readonly fp8Block?: readonly [number, number]; // an fp8 checkpoint's scale block (default [1, C]: one scale per row)
   readonly kvDtype: KvDType;
@@ -92,9 +92,18 @@ function linearBytes(N: number, C: number, dtype: PlanDType, block?: readonly [n
   }
 }
 
+/**
+ * The dtype floe holds a checkpoint stored as `source` in when asked for `dtype`: its loader's `--dtype bf16` converts
+ * only f32 / f16 weights, so fp8 and q8_0 checkpoints stay as stored (formats/load.ts convertsToBf16).
+ */
+export function heldDtype(dtype: PlanDType, source: PlanDType | undefined): PlanDType {
+  return dtype === 'bf16' && (source === 'fp8' || source === 'q8_0') ? source : dtype;
+}
+
 /** Bytes of every weight: per layer (linears + f32 norms as floe keeps them) and the rest; `source`: see PlanOptions. */
-export function weightBytes(c: LlamaConfig, dtype: PlanDType, source: PlanDType = 'bf16', fp8Block?: readonly [number, number]): { perLayer: number; embed: number; head: number; norm: number; total: number } {
+export function weightBytes(c: LlamaConfig, asked: PlanDType, source: PlanDType = 'bf16', fp8Block?: readonly [number, number]): { perLayer: number; embed: number; head: number; norm: number; total: number } {
   const { hiddenSize: D, intermediateSize: F, numHeads: H, numKvHeads: K, headDim: E, vocabSize: V } = c;
+  const dtype = heldDtype(asked, source);
   const b = fp8Block;
   const lin = linearBytes(H * E, D, dtype, b) * 2 + linearBytes(K * E, D, dtype, b) * 2 + linearBytes(F, D, dtype, b) * 2 + linearBytes(D, F, dtype, b);
   const perLayer = lin + 2 * D * 4; // norms dequantized to f32 (model/llama.ts vector())

@@ -13,6 +13,7 @@ import { readSafetensorsSync } from '../formats/safetensors.js';
 import { readHfConfig, type GenerationDefaults } from '../formats/hf-config.js';
 import { isGgufPath } from '../formats/load.js';
 import { KvCache, kvDtypeFlagName } from '../model/kv-cache.js';
+import { balancedStages, formatStages, parseStages } from '../parallel/stages.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
 import { loadTokenizer, type Tokenizer } from '../formats/tokenizer.js';
 import { readEmbeddingConfig } from '../model/embed.js';
@@ -132,8 +133,17 @@ export function preflight(opts: ServeOptions, flag = '--model', what = MODEL_EXP
     const blockSize = opts.blockSize ?? 16;
     // as the engine picks (defaultKvDtype): f32 for f32 weights, else bf16; bf16 where the header cannot say
     const dtype = opts.kvDtype ?? (opts.dtype === undefined && storedQProjDtype(p) === 'F32' ? 'f32' : 'bf16');
-    const perBlock = KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, dtype) * blockSize;
-    const block = `one block of ${blockSize} tokens takes ${perBlock} bytes (${kvDtypeFlagName(dtype)}, ${c.numLayers} layers × ${c.numKvHeads} kv heads × ${c.headDim})`;
+    // a pipeline stage holds its own layers' KV from its own budget: the fullest stage's block is the one to fit
+    let layers = c.numLayers, stage = '';
+    if (opts.pipeline) {
+      try {
+        const st = opts.pipeline.stages !== undefined ? parseStages(opts.pipeline.stages, c.numLayers) : balancedStages(c, opts.pipeline.size);
+        layers = Math.max(...st.map((r) => r.end - r.start));
+        stage = ` on the fullest pipeline stage (${formatStages(st)})`;
+      } catch { /* a layout that does not fit the model: the stages say so (exit 2) */ }
+    }
+    const perBlock = KvCache.bytesPerToken(layers, c.numKvHeads, c.headDim, dtype) * blockSize;
+    const block = `one block of ${blockSize} tokens takes ${perBlock} bytes${stage} (${kvDtypeFlagName(dtype)}, ${layers} layers × ${c.numKvHeads} kv heads × ${c.headDim})`;
     if (kv < perBlock) throw new Error(`--kv-cache-memory ${kv} bytes holds no KV block: ${block}; give at least ${perBlock}`);
     const guard = guardKvShare(opts);
     if (kv - guard < perBlock) {

@@ -84,6 +84,10 @@ describe('floe CLI with streamed layers', () => {
     assert.ok(s.streamed > 0);
     assert.ok(s.peak - s.baseline <= s.budget + s.overhead, `streamed: RSS grew ${s.peak - s.baseline}, budget ${s.budget} + overhead ${s.overhead}`);
     assert.ok(resident.peak - resident.baseline > s.budget + s.overhead, `resident run grows past the bound (${resident.peak - resident.baseline}): the bound can fail`);
+    // --dtype bf16: streamed layers are converted while loading, one tensor at a time; their copies must not pile up
+    const c = run('stream-bf16');
+    assert.ok(c.modelBytes > 4 * c.budget && c.streamed > 0, `bf16 model ${c.modelBytes} vs budget ${c.budget}, ${c.streamed} layers streamed`);
+    assert.ok(c.peak - c.baseline <= c.budget + c.overhead, `streamed bf16: RSS grew ${c.peak - c.baseline}, budget ${c.budget} + overhead ${c.overhead}`);
   });
 });
 

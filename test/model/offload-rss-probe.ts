@@ -1,6 +1,7 @@
-// Child process for test/model/offload-cli.test.ts. argv: DIR make|stream|resident.
+// Child process for test/model/offload-cli.test.ts. argv: DIR make|stream|stream-bf16|resident.
 // make: write a random f32 Llama (16 layers, ~155 MB) to DIR. stream / resident: open it (streamed within a budget of
 // about a fifth of the model, or all resident), generate a few tokens, print baseline and peak RSS with the budget.
+// stream-bf16: the same with --dtype bf16 (every matrix converted while loading), the budget in bf16 bytes.
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -41,17 +42,22 @@ if (mode === 'make') {
   process.exit(0);
 }
 
-const perLayer = 4 * (2 * S.H * S.E * S.D + 2 * S.K * S.E * S.D + 3 * S.F * S.D);
-const other = 4 * (2 * S.V * S.D + S.D + 2 * S.L * S.D);
+const bf16 = mode === 'stream-bf16';
+const bytes = bf16 ? 2 : 4; // a matrix value as held; norms stay f32
+const perLayer = bytes * (2 * S.H * S.E * S.D + 2 * S.K * S.E * S.D + 3 * S.F * S.D);
+const other = bytes * 2 * S.V * S.D + 4 * (S.D + 2 * S.L * S.D);
 const budget = other + 3 * perLayer + perLayer / 2; // 3 staging slots, no room for a resident layer
 const baseline = status('VmRSS');
-const m = await openModel(dir, { backend: 'native', tokenizerOptional: true, offload: mode === 'stream' ? { weightsMemory: budget } : undefined });
+const m = await openModel(dir, {
+  backend: 'native', tokenizerOptional: true, load: bf16 ? { dtype: 'bf16' } : undefined, offload: mode.startsWith('stream') ? { weightsMemory: budget } : undefined,
+});
 const prompt = Array.from({ length: 8 }, (_, i) => (i * 37) % S.V);
 generate(m.model, prompt, { maxTokens: 6, sampling: { temperature: 0 }, kvDtype: 'f32' });
-// stated overhead: KV blocks (16 tokens each) for 14 tokens, the workspace and logits, and 24 MiB of JS heap / code growth
+// stated overhead: KV blocks (16 tokens each) for 14 tokens, the workspace and logits, and 10 MiB of JS heap / code
+// growth (measured: 1-4 MiB; a converted copy per streamed tensor left to the collector overshot by 22-38 MiB)
 const kv = 2 * S.L * S.K * S.E * 4 * 16;
 const ws = 4 * 8 * (3 * S.D + 2 * S.H * S.E + 2 * S.K * S.E + 2 * S.F) + 4 * 8 * S.V;
-const overhead = kv + ws + (24 << 20);
+const overhead = kv + ws + (10 << 20);
 process.stdout.write(JSON.stringify({
   baseline, peak: status('VmHWM'), modelBytes: perLayer * S.L + other, budget, overhead, streamed: m.model.layerStream?.stats.streamedLayers ?? 0,
 }) + '\n');

@@ -54,3 +54,20 @@ for (const size of [2, 3]) {
     assert.deepEqual(got.promptLogprobs, want.promptLogprobs);
   });
 }
+
+test('floe serve\'s start-up check of --kv-cache-memory with stages: the budget is per stage, so the fullest stage\'s block must fit', async () => {
+  const { preflight } = await import('../../src/serve/server.js');
+  const { KvCache } = await import('../../src/model/kv-cache.js');
+  const { config: c } = readHfConfig(MODEL);
+  const block = (layers: number) => KvCache.bytesPerToken(layers, c.numKvHeads, c.headDim, 'f32') * 16; // f32 floe-brown: an f32 KV cache
+  const fullest = Math.max(...balancedStages(c, 2).map((s) => s.end - s.start));
+  assert.ok(fullest < c.numLayers);
+  // one process needs a block of every layer; the balanced split's fullest stage needs one of its own layers
+  assert.throws(() => preflight({ model: MODEL, kvCacheMemory: block(fullest) }), new RegExp(`give at least ${block(c.numLayers)}`));
+  assert.doesNotThrow(() => preflight({ model: MODEL, kvCacheMemory: block(fullest), pipeline: { size: 2 } }));
+  assert.throws(() => preflight({ model: MODEL, kvCacheMemory: block(fullest) - 1, pipeline: { size: 2 } }),
+    new RegExp(`takes ${block(fullest)} bytes on the fullest pipeline stage .*${fullest} layers.*give at least ${block(fullest)}`));
+  // explicit stages: 3 layers each
+  assert.doesNotThrow(() => preflight({ model: MODEL, kvCacheMemory: block(3), pipeline: { size: 2, stages: '0-2,3-5' } }));
+  assert.throws(() => preflight({ model: MODEL, kvCacheMemory: block(3) - 1, pipeline: { size: 2, stages: '0-2,3-5' } }), new RegExp(`give at least ${block(3)}`));
+});

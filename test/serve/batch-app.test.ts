@@ -66,3 +66,23 @@ test('list with an after cursor that names nothing: 404 naming it (param after),
   const ok = await client.files.list({ limit: 1 });
   assert.equal((await client.files.list({ after: ok.data[0]!.id })).data.some((x) => x.id === ok.data[0]!.id), false, 'a known cursor pages on');
 });
+
+test('a cancel aborts the lines in flight: their generations stop at once instead of running to their last token', async () => {
+  engine.delayMs = 20; // 200 tokens a line: 4 s each unless aborted
+  try {
+    engine.requests.splice(0);
+    const text = Array.from({ length: 4 }, (_, i) => JSON.stringify({ custom_id: `c${i}`, method: 'POST', url: '/v1/completions', body: { model: 'tiny', prompt: `line ${i}`, max_tokens: 200 } })).join('\n');
+    const file = await client.files.create({ file: await toFile(Buffer.from(text), 'long.jsonl'), purpose: 'batch' });
+    const b = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/completions', completion_window: '24h' });
+    while (engine.requests.length < 4) await new Promise((r) => setTimeout(r, 10)); // every line is generating
+    const t0 = Date.now();
+    await client.batches.cancel(b.id);
+    const end = await poll(client, b.id, terminal);
+    assert.equal(end.status, 'cancelled');
+    assert.deepEqual(end.request_counts, { total: 4, completed: 0, failed: 0 });
+    assert.deepEqual(engine.aborted.filter((id) => engine.requests.some((q) => q.id === id)).sort(), engine.requests.map((q) => q.id).sort(), 'every line in flight was aborted in the engine');
+    assert.ok(Date.now() - t0 < 2000, `cancelled after ${Date.now() - t0} ms: the lines did not run on`);
+  } finally {
+    engine.delayMs = 0;
+  }
+});

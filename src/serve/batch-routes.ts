@@ -58,12 +58,15 @@ export function registerLineAborts(app: FastifyInstance): void {
 export function injectExecutor(app: FastifyInstance, apiKey: string | null): Executor {
   return async (url, body, signal) => {
     const token = randomUUID();
+    const payload = 'stream' in body ? { ...body, stream: false } : body; // one JSON answer per line
+    // a streamed line's stream_options are for a stream it no longer is: left in, they were a 400 ('only allowed when stream is true')
+    if (body.stream === true) delete payload.stream_options;
     lineSignals.set(token, signal);
     let stop = () => {};
     try {
       const res = await Promise.race([
         app.inject({
-          method: 'POST', url, payload: 'stream' in body ? { ...body, stream: false } : body, signal, // one JSON answer per line
+          method: 'POST', url, payload, signal,
           headers: { 'content-type': 'application/json', [PRIORITY_HEADER]: 'batch', [LINE_HEADER]: token, ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) },
         }),
         // an aborted line's reply was closed: what the route still sends to it is no answer

@@ -3,7 +3,8 @@
 
 import { createHash, randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { BATCH_ENDPOINTS, createFile, FileValidationError, parseBatchFile, type BatchEndpoint, type BatchInputLine } from './files.js';
+import { existsSync, rmSync } from 'node:fs';
+import { BATCH_ENDPOINTS, createFile, FileValidationError, keepCopy, parseBatchFile, type BatchEndpoint, type BatchInputLine } from './files.js';
 import { metadataProblem } from './metadata.js';
 import { requestId } from './request-id.js';
 import type { BatchRow, BatchStatus, LineResult, Store } from './store.js';
@@ -113,6 +114,8 @@ export class BatchService {
       total: file.lines, created_at: t, in_progress_at: null, expires_at: t + COMPLETION_WINDOWS[window]!, finalizing_at: null,
       completed_at: null, failed_at: null, expired_at: null, cancelling_at: null, cancelled_at: null,
     };
+    // the batch reads its own copy: the input file may be deleted while it runs, and a restart must still resume it
+    keepCopy(this.store.filePath(file.id), this.store.batchInputPath(row.id));
     this.store.insertBatch(row);
     this.start(row.id);
     return this.store.getBatch(row.id)!;
@@ -173,6 +176,7 @@ export class BatchService {
     (r as { done: Promise<void> }).done = this.run(id, r)
       .catch((e: unknown) => {
         this.store.updateBatch(id, { status: 'failed', failed_at: now(), errors: JSON.stringify({ object: 'list', data: [{ code: 'internal_error', message: (e as Error).message, line: null, param: null }] }) });
+        this.release(id);
       })
       .finally(() => this.running.delete(id));
   }
@@ -181,7 +185,12 @@ export class BatchService {
     let b = this.get(id);
     let lines: BatchInputLine[];
     try {
-      lines = parseBatchFile(this.store.filePath(b.input_file_id)); // line by line: an input past the longest string (~512 MiB) reads too
+      // line by line: an input past the longest string (~512 MiB) reads too; a batch created before batches kept their
+      // own copy reads the input file itself
+      const own = this.store.batchInputPath(id);
+      const path = existsSync(own) ? own : this.store.filePath(b.input_file_id);
+      if (!existsSync(path)) return this.fail(id, 'invalid_file', `the input file '${b.input_file_id}' was deleted before this batch (created by an earlier floe, which kept no copy of it) finished`, null);
+      lines = parseBatchFile(path);
     } catch (e) {
       // a file stored before a check it now fails (its upload passed): the batch fails before any line runs, naming the line
       return this.fail(id, 'invalid_file', (e as Error).message, e instanceof FileValidationError ? e.line : null);
@@ -273,9 +282,16 @@ export class BatchService {
       status: end, output_file_id: outFile?.id ?? null, error_file_id: errFile?.id ?? null,
       ...(end === 'completed' ? { completed_at: t } : end === 'cancelled' ? { cancelled_at: t } : { expired_at: t }),
     });
+    this.release(id);
+  }
+
+  /** An ended batch's own copy of its input goes (the input file stays until it is deleted). */
+  private release(id: string): void {
+    rmSync(this.store.batchInputPath(id), { force: true });
   }
 
   private fail(id: string, code: string, message: string, line: number | null): void {
     this.store.updateBatch(id, { status: 'failed', failed_at: now(), errors: JSON.stringify({ object: 'list', data: [{ code, message, line, param: null }] }) });
+    this.release(id);
   }
 }

@@ -1,7 +1,8 @@
 // Files (OpenAI /v1/files): batch and fine-tune input validation (line-precise), atomic writes, the API's file object.
 
 import { randomUUID } from 'node:crypto';
-import { closeSync, fstatSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, fstatSync, fsyncSync, linkSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { fileLines, LineError, stringLines, type TextLine } from '../formats/lines.js';
 import { parseJsonlLines, withoutBom } from '../train/data.js';
 import type { FileRow, Store } from './store.js';
@@ -154,6 +155,22 @@ export function writeAtomic(path: string, chunks: Iterable<string | Uint8Array>)
   }
   renameSync(tmp, path);
   return bytes;
+}
+
+/**
+ * Give `dst` the bytes of `src`, which may be deleted later (DELETE /v1/files): a hard link (same data dir, no copy),
+ * else a copy renamed into place whole. An earlier `dst` is replaced.
+ */
+export function keepCopy(src: string, dst: string): void {
+  mkdirSync(dirname(dst), { recursive: true });
+  rmSync(dst, { force: true });
+  try {
+    linkSync(src, dst);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw e;
+    copyFileSync(src, `${dst}.tmp`);
+    renameSync(`${dst}.tmp`, dst);
+  }
 }
 
 export function newFileId(): string {

@@ -167,6 +167,11 @@ export class Store {
     return join(this.filesDir, `${id}.jsonl`);
   }
 
+  /** An unfinished batch's own input (keepCopy of its input file), which a DELETE of that file leaves in place. */
+  batchInputPath(batchId: string): string {
+    return join(this.dataDir, 'batch-inputs', `${batchId}.jsonl`);
+  }
+
   insertFile(f: FileRow): void {
     this.db.prepare('INSERT INTO files (id, seq, purpose, filename, bytes, created_at, lines) VALUES (?, ?, ?, ?, ?, ?, ?)')
       .run(f.id, this.nextSeq('files'), f.purpose, f.filename, f.bytes, f.created_at, f.lines);

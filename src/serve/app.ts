@@ -6,7 +6,7 @@ import { EngineRequestError, type EngineClient, type EngineInfo, type GenerateOu
 import { encodeChat, type ChatMessage, type ChatTemplate } from '../formats/chat-template.js';
 import { cutToolCalls, parseToolCalls, ToolCallStream } from './tool-calls.js';
 import type { GenerationDefaults } from '../formats/hf-config.js';
-import { PRIORITY_HEADER, registerBatchRoutes } from './batch-routes.js';
+import { PRIORITY_HEADER, registerBatchRoutes, registerLineAborts } from './batch-routes.js';
 import { ApiError, invalid } from './errors.js';
 import { DEFAULT_JOBS_THREADS, registerFtRoutes } from './ft-routes.js';
 import { ServeMetrics } from './metrics.js';
@@ -125,6 +125,7 @@ export function createApp(opts: AppOptions): ServeApp {
   };
   const keyDigest = opts.apiKey ? createHash('sha256').update(opts.apiKey).digest() : null;
 
+  registerLineAborts(app); // a cancelled batch line (app.inject) stops as a client that leaves
   app.addHook('onRequest', async (req, reply) => {
     // OpenAI's request id: clients show it (the SDKs' _request_id, APIError.requestID); on raw, so streams and errors carry it too
     reply.raw.setHeader('x-request-id', requestId());

@@ -1,6 +1,7 @@
 // OpenAI Files and Batch routes: state in SQLite under the data directory (opened on first use, or at start when it
 // exists so unfinished batches resume); batch lines run through the app's own routes at low priority.
 
+import { randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, rmSync, statSync, type WriteStream } from 'node:fs';
 import { once } from 'node:events';
 import { join } from 'node:path';
@@ -31,15 +32,56 @@ const BATCH_FIELDS = ['input_file_id', 'endpoint', 'completion_window', 'metadat
 /** The header that puts a request in the engine's low-priority (batch) lane. */
 export const PRIORITY_HEADER = 'x-floe-priority';
 
+/** The header naming an injected batch line, so that registerLineAborts finds its abort signal. */
+const LINE_HEADER = 'x-floe-batch-line';
+/** Injected batch lines in flight: LINE_HEADER's token → the line's abort signal. */
+const lineSignals = new Map<string, AbortSignal>();
+
+/**
+ * A batch line aborted (cancel, shutdown) closes its injected reply, which every route takes for a client that left:
+ * generation stops. app.inject's own `signal` cannot do it: light-my-request ignores it once the body is read, and the
+ * line ran to its last token (a cancel waited for every line in flight to finish). Registered by createApp, before ready.
+ */
+export function registerLineAborts(app: FastifyInstance): void {
+  app.addHook('onRequest', async (req, reply) => {
+    const token = req.headers[LINE_HEADER];
+    const signal = typeof token === 'string' ? lineSignals.get(token) : undefined;
+    if (!signal) return;
+    const leave = () => reply.raw.destroy();
+    if (signal.aborted) return leave();
+    signal.addEventListener('abort', leave, { once: true });
+    reply.raw.once('close', () => signal.removeEventListener('abort', leave));
+  });
+}
+
 /** Lines run through app.inject, so a batch answer is exactly what the route answers a client. */
 export function injectExecutor(app: FastifyInstance, apiKey: string | null): Executor {
   return async (url, body, signal) => {
-    const res = await app.inject({
-      method: 'POST', url, payload: 'stream' in body ? { ...body, stream: false } : body, signal, // one JSON answer per line
-      headers: { 'content-type': 'application/json', [PRIORITY_HEADER]: 'batch', ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) },
-    });
-    const id = res.headers['x-request-id'];
-    return { status: res.statusCode, body: res.body, requestId: typeof id === 'string' ? id : undefined }; // the line's request_id: the answer's own
+    const token = randomUUID();
+    const payload = 'stream' in body ? { ...body, stream: false } : body; // one JSON answer per line
+    // a streamed line's stream_options are for a stream it no longer is: left in, they were a 400 ('only allowed when stream is true')
+    if (body.stream === true) delete payload.stream_options;
+    lineSignals.set(token, signal);
+    let stop = () => {};
+    try {
+      const res = await Promise.race([
+        app.inject({
+          method: 'POST', url, payload, signal,
+          headers: { 'content-type': 'application/json', [PRIORITY_HEADER]: 'batch', [LINE_HEADER]: token, ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) },
+        }),
+        // an aborted line's reply was closed: what the route still sends to it is no answer
+        new Promise<never>((_, reject) => {
+          stop = () => reject(new Error('the batch line was aborted'));
+          if (signal.aborted) stop();
+          else signal.addEventListener('abort', stop, { once: true });
+        }),
+      ]);
+      const id = res.headers['x-request-id'];
+      return { status: res.statusCode, body: res.body, requestId: typeof id === 'string' ? id : undefined }; // the line's request_id: the answer's own
+    } finally {
+      signal.removeEventListener('abort', stop);
+      lineSignals.delete(token);
+    }
   };
 }
 

@@ -82,7 +82,8 @@ export function registerResponsesRoutes(app: FastifyInstance, d: ResponsesDeps):
       acc.done();
       b.finish(finish !== 'stop');
       const r = obj(finish === 'stop' ? 'completed' : 'incomplete', b.output, acc.usage());
-      if (keep) s.put({ id, response: r, input: p.items, history: p.history });
+      // a response its client left (no finish reason) is not kept: it would read as cut by max_output_tokens, as on chat
+      if (keep && finish !== null && !reply.raw.destroyed) s.put({ id, response: r, input: p.items, history: p.history });
       return r;
     };
     const builder = (emit: (e: Event) => void) =>

@@ -4,7 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BatchService, type ExecResult, type Executor } from '../../src/platform/batch.js';
@@ -86,4 +86,26 @@ test('past expires_at the batch ends expired with the lines answered so far; non
   assert.deepEqual(errLines.map((l) => [l.custom_id, l.response?.status_code ?? l.error.code]),
     [['c3', 400], ...Array.from({ length: 12 }, (_, i) => [`c${8 + i}`, 'batch_expired'])]);
   store.close();
+});
+
+test('the input file deleted while its batch runs (DELETE /v1/files): a restart still resumes the batch and its files hold every line', async () => {
+  for (const cancel of [false, true]) {
+    const { store, fileId } = setup(20);
+    let calls = 0;
+    const svc1 = new BatchService(store, async (_u, body) => (++calls > 8 ? err(503, 'shutting_down') : answer(body)), { window: () => 1 });
+    const id = svc1.create({ input_file_id: fileId, endpoint: '/v1/completions' }).id;
+    assert.equal((await svc1.wait(id)).status, 'in_progress');
+    assert.ok(store.deleteFile(fileId), 'the input file is deleted');
+    assert.ok(!existsSync(store.filePath(fileId)));
+    if (cancel) store.updateBatch(id, { status: 'cancelling' }); // cancelled while no process ran it
+    const svc2 = new BatchService(store, async (_u, body) => answer(body), { window: () => 4 });
+    svc2.resume();
+    const end = await svc2.wait(id);
+    assert.equal(end.status, cancel ? 'cancelled' : 'completed', JSON.stringify(end.errors));
+    const out = new Set([...store.results(id)].map((r) => r.custom_id));
+    assert.deepEqual([...out], Array.from({ length: cancel ? 8 : 20 }, (_, i) => `c${i}`), 'the lines answered before the restart are kept');
+    assert.equal(svc2.object(end).output_file_id !== null, true);
+    assert.ok(!existsSync(store.batchInputPath(id)), 'an ended batch keeps no copy of its input');
+    store.close();
+  }
 });

@@ -9,13 +9,14 @@ import { join } from 'node:path';
 import OpenAI, { toFile } from 'openai';
 import { createApp } from '../../src/serve/app.js';
 import { poll, terminal } from './batch-helpers.js';
-import { byteTokenizer, FakeEngine } from './helpers.js';
+import { ChatTemplate } from '../../src/formats/chat-template.js';
+import { byteTokenizer, CHAT_TEMPLATE, FakeEngine } from './helpers.js';
 
 const KEY = 'k-' + Math.random().toString(36).slice(2);
 const tok = byteTokenizer();
 const engine = new FakeEngine(tok);
 const s = createApp({ modelName: 'tiny', apiKey: KEY, dataDir: mkdtempSync(join(tmpdir(), 'floe-batch-app-')), ui: false });
-s.ready({ engine, tokenizer: tok, template: null });
+s.ready({ engine, tokenizer: tok, template: new ChatTemplate(CHAT_TEMPLATE) });
 const url = await s.app.listen({ host: '127.0.0.1', port: 0 });
 const client = new OpenAI({ baseURL: url + '/v1', apiKey: KEY, maxRetries: 0 });
 after(() => s.app.close());
@@ -65,4 +66,47 @@ test('list with an after cursor that names nothing: 404 naming it (param after),
   await stale('batches', () => client.batches.list({ after: 'batch_nope' }), 'batch_nope');
   const ok = await client.files.list({ limit: 1 });
   assert.equal((await client.files.list({ after: ok.data[0]!.id })).data.some((x) => x.id === ok.data[0]!.id), false, 'a known cursor pages on');
+});
+
+test('a cancel aborts the lines in flight: their generations stop at once instead of running to their last token', async () => {
+  engine.delayMs = 20; // 200 tokens a line: 4 s each unless aborted
+  try {
+    engine.requests.splice(0);
+    const text = Array.from({ length: 4 }, (_, i) => JSON.stringify({ custom_id: `c${i}`, method: 'POST', url: '/v1/completions', body: { model: 'tiny', prompt: `line ${i}`, max_tokens: 200 } })).join('\n');
+    const file = await client.files.create({ file: await toFile(Buffer.from(text), 'long.jsonl'), purpose: 'batch' });
+    const b = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/completions', completion_window: '24h' });
+    while (engine.requests.length < 4) await new Promise((r) => setTimeout(r, 10)); // every line is generating
+    const t0 = Date.now();
+    await client.batches.cancel(b.id);
+    const end = await poll(client, b.id, terminal);
+    assert.equal(end.status, 'cancelled');
+    assert.deepEqual(end.request_counts, { total: 4, completed: 0, failed: 0 });
+    assert.deepEqual(engine.aborted.filter((id) => engine.requests.some((q) => q.id === id)).sort(), engine.requests.map((q) => q.id).sort(), 'every line in flight was aborted in the engine');
+    assert.ok(Date.now() - t0 < 2000, `cancelled after ${Date.now() - t0} ms: the lines did not run on`);
+  } finally {
+    engine.delayMs = 0;
+  }
+});
+
+test('a line with stream: true runs unstreamed with its stream_options dropped (they were a 400 saying stream must be true); without stream they stay a 400, as sent directly', async () => {
+  const lines = [
+    { url: '/v1/completions', body: { model: 'tiny', prompt: 'abc', max_tokens: 4, stream: true, stream_options: { include_usage: true } } },
+    { url: '/v1/chat/completions', body: { model: 'tiny', messages: [{ role: 'user', content: 'abc' }], max_tokens: 4, stream: true, stream_options: { include_usage: true } } },
+    { url: '/v1/responses', body: { model: 'tiny', input: 'abc', max_output_tokens: 4, stream: true, stream_options: { include_obfuscation: false } } },
+  ];
+  for (const { url: endpoint, body } of lines) {
+    const text = [body, { ...body, stream: undefined }].map((b, i) => JSON.stringify({ custom_id: `s${i}`, method: 'POST', url: endpoint, body: b })).join('\n');
+    const file = await client.files.create({ file: await toFile(Buffer.from(text), 'stream.jsonl'), purpose: 'batch' });
+    const b = await client.batches.create({ input_file_id: file.id, endpoint: endpoint as '/v1/completions', completion_window: '24h' });
+    const end = await poll(client, b.id, terminal);
+    assert.deepEqual(end.request_counts, { total: 2, completed: 1, failed: 1 }, endpoint);
+    const out = JSON.parse(await (await client.files.content(end.output_file_id!)).text());
+    assert.equal(out.custom_id, 's0');
+    const { stream: _s, stream_options: _o, ...plain } = body;
+    const direct = await (await fetch(url + endpoint, { method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body: JSON.stringify(plain) })).json() as { object: string; usage: unknown };
+    assert.equal(out.response.body.object, direct.object, endpoint);
+    assert.deepEqual(out.response.body.usage, direct.usage, `${endpoint}: the unstreamed answer, usage included`);
+    const err = JSON.parse(await (await client.files.content(end.error_file_id!)).text());
+    assert.deepEqual([err.custom_id, err.response.status_code, err.response.body.error.param], ['s1', 400, 'stream_options']);
+  }
 });

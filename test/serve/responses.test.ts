@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import OpenAI from 'openai';
 import { zodTextFormat } from 'openai/helpers/zod';
 import { z } from 'zod';
@@ -457,4 +458,33 @@ test('a function tool without strict is strict where its schema allows it, as Op
   // strict: true on a schema the grammar cannot honour stays a 400 naming it
   const b = await post([{ ...opaque, strict: true }]);
   assert.deepEqual([b.status, b.body.error!.param], [400, 'tools[0].parameters']);
+});
+
+test('a non-streamed response its client leaves is not stored (it would read as incomplete, cut by max_output_tokens); a finished one is', async () => {
+  const engine = new FakeEngine(byteTokenizer());
+  const dataDir = mkdtempSync(join(tmpdir(), 'floe-resp-left-'));
+  const s = createApp({ modelName: 'tiny', dataDir, ui: false });
+  s.ready({ engine, tokenizer: byteTokenizer(), template: new ChatTemplate(CHAT_TEMPLATE) });
+  const url = await s.app.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    const c = new OpenAI({ baseURL: url + '/v1', apiKey: 'none', maxRetries: 0 });
+    const stored = () => {
+      const db = new Database(join(dataDir, 'floe.db'), { readonly: true });
+      try { return (db.prepare('SELECT response FROM responses').pluck().all() as string[]).map((r) => JSON.parse(r) as { id: string; status: string }); } finally { db.close(); }
+    };
+    const done = await c.responses.create({ model: 'tiny', input: 'x', max_output_tokens: 4 });
+    assert.deepEqual(stored().map((r) => r.id), [done.id], 'a finished response is stored');
+    engine.delayMs = 20; // 200 tokens: 4 s unless aborted
+    const ac = new AbortController();
+    const left = c.responses.create({ model: 'tiny', input: 'a long answer', max_output_tokens: 200 }, { signal: ac.signal });
+    while (engine.requests.length < 2) await new Promise((r) => setTimeout(r, 5));
+    ac.abort();
+    await assert.rejects(left, OpenAI.APIUserAbortError);
+    while (s.inFlight() > 0) await new Promise((r) => setTimeout(r, 5));
+    assert.deepEqual(engine.aborted, [engine.requests[1]!.id], 'the generation was aborted');
+    assert.deepEqual(stored().map((r) => [r.id, r.status]), [[done.id, done.status]], 'only the finished response is stored');
+  } finally {
+    engine.delayMs = 0;
+    await s.app.close();
+  }
 });

@@ -64,11 +64,13 @@ export function injectExecutor(app: FastifyInstance, apiKey: string | null): Exe
     lineSignals.set(token, signal);
     let stop = () => {};
     try {
+      const injected = app.inject({
+        method: 'POST', url, payload, signal,
+        headers: { 'content-type': 'application/json', [PRIORITY_HEADER]: 'batch', [LINE_HEADER]: token, ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) },
+      });
+      injected.catch(() => {}); // after an abort the race below has settled: a late failure of the closed reply is no one's
       const res = await Promise.race([
-        app.inject({
-          method: 'POST', url, payload, signal,
-          headers: { 'content-type': 'application/json', [PRIORITY_HEADER]: 'batch', [LINE_HEADER]: token, ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) },
-        }),
+        injected,
         // an aborted line's reply was closed: what the route still sends to it is no answer
         new Promise<never>((_, reject) => {
           stop = () => reject(new Error('the batch line was aborted'));

@@ -14,7 +14,16 @@ export const DISTILL_FLAGS = {
 
 export async function distillCmd(args: string[]): Promise<number> {
   const { distill } = await import('../train/distill.js');
-  const { values: v } = parse(args, DISTILL_FLAGS);
+  let v;
+  try {
+    ({ values: v } = parse(args, DISTILL_FLAGS));
+  } catch (e) {
+    // finetune's --model is distill's --student: say so, not only "Unknown option '--model'"
+    if ((e as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && /'--model'/.test((e as Error).message)) {
+      throw new UsageError('distill has no --model: give the model to train as --student DIR and the one it learns from as --teacher DIR');
+    }
+    throw e;
+  }
   if (!v.teacher) throw new UsageError('--teacher DIR is required');
   if (!v.student) throw new UsageError('--student DIR is required');
   const options = trainingOptions(v);

@@ -192,7 +192,9 @@ async function checkEmbedder(col: Collection, embedder: RagEmbedder, allow: bool
   } catch (e) {
     if (!(e instanceof EmbedderMismatchError)) throw e;
     const gone = !existsSync(col.embedderName) ? ` (${col.embedderName} does not exist here: give --embedding-model PATH of that model)` : '';
-    throw new UsageError(`${e.message}${gone}; if it is the same model under another path, add --allow-embedder-mismatch`);
+    // vectors of another dimension cannot be compared at all: --allow-embedder-mismatch (which the dimension check ignores) would not help
+    const allowHint = embedder.dim === col.dim ? '; if it is the same model under another path, add --allow-embedder-mismatch' : '';
+    throw new UsageError(`${e.message}${gone}${allowHint}`);
   }
 }
 

@@ -168,13 +168,17 @@ function roundBf16(src: Int32Array, out: Uint16Array, at: number): void {
   for (let i = 0, n = src.length; i < n; i++) out[at + i] = f32BitsToBf16(src[i]!);
 }
 
-export async function loadModel(p: string, opts: LoadOptions = {}): Promise<LoadedModel> {
-  let st: fs.Stats;
+/** A model path's stat, or an error naming the path and what it was opened as ("PATH: cannot open guard model: ENOENT ..."). */
+export function statModel(p: string, what = 'model'): fs.Stats {
   try {
-    st = fs.statSync(p);
+    return fs.statSync(p);
   } catch (e) {
-    throw new Error(`${p}: cannot open model: ${(e as Error).message}`);
+    throw new Error(`${p}: cannot open ${what}: ${(e as Error).message}`);
   }
+}
+
+export async function loadModel(p: string, opts: LoadOptions = {}): Promise<LoadedModel> {
+  const st = statModel(p);
   if (!st.isDirectory() && !isGgufPath(p)) throw new Error(`${p}: not an HF model directory or a GGUF file`);
   const m = st.isDirectory() ? await loadHf(p) : await loadGgufModel(p);
   const keep = opts.keep && ((name: string) => opts.keep!(name, m.config));

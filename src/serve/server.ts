@@ -11,7 +11,7 @@ import { ChatTemplate, loadChatTemplate, selectChatTemplate } from '../formats/c
 import { readGguf } from '../formats/gguf.js';
 import { readSafetensorsSync } from '../formats/safetensors.js';
 import { readHfConfig, type GenerationDefaults } from '../formats/hf-config.js';
-import { isGgufPath } from '../formats/load.js';
+import { isGgufPath, statModel } from '../formats/load.js';
 import { KvCache, kvDtypeFlagName } from '../model/kv-cache.js';
 import { balancedStages, formatStages, parseStages } from '../parallel/stages.js';
 import { tokenizerFromGguf } from '../formats/gguf-tokenizer.js';
@@ -66,7 +66,7 @@ export interface RunningServer {
 
 /** The tokenizer, chat template and generation_config.json sampling defaults of an HF directory or a GGUF file (each may be absent). */
 export async function loadTextTools(path: string): Promise<{ tokenizer: Tokenizer | null; template: ChatTemplate | null; defaults: GenerationDefaults }> {
-  if (statSync(path).isDirectory()) {
+  if (statModel(path).isDirectory()) {
     return { tokenizer: await loadTokenizer(path), template: await loadChatTemplate(path), defaults: readHfConfig(path).generation };
   }
   const meta = (await readGguf(path)).metadata;

@@ -195,4 +195,13 @@ test('floe rag: another embedder than the collection records (same dimension) is
   const link = join(dir, 'embed-link');
   symlinkSync(EMBED, link);
   assert.equal(json(await floe(['rag', 'query', ...common, '--embedding-model', link, '--mode', 'vector', '--json', 'what glows?'])).passages.length, 1);
+  // another dimension is refused with or without --allow-embedder-mismatch, so the message does not suggest that flag
+  // (before, it did, and the suggested rerun failed with the same message)
+  const draft = repoPath('models/floe-brown-draft'); // hidden 128: 128-dim vectors
+  for (const allow of [[], ['--allow-embedder-mismatch']]) {
+    const d = await floe(['rag', 'query', ...common, '--embedding-model', draft, '--mode', 'vector', ...allow, 'what glows?']);
+    assert.equal(d.code, 2, d.stderr + d.stdout);
+    assert.match(d.stderr, /holds 256-dim vectors from embedder '.*models\/floe-embed', but embedder '.*models\/floe-brown-draft' makes 128-dim vectors/);
+    assert.doesNotMatch(d.stderr, /allow-embedder-mismatch/);
+  }
 });

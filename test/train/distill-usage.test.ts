@@ -28,6 +28,9 @@ const cases: [string, string[], RegExp][] = [
   ['--on-policy 1 with --cache-dtype', ['--on-policy', '1', '--cache-dtype', 'f32'], /--cache-dtype does not apply to --on-policy 1/],
   ['--top-k above the vocab', ['--top-k', '5000'], /--top-k expects an integer in \[1, 4096\] \(the vocab size\), got 5000/],
   ['--on-policy abc with --max-new-tokens', ['--on-policy', 'abc', '--max-new-tokens', '4'], /--on-policy expects a number >= 0 and <= 1, got 'abc'/],
+  // finetune's flag for the model trained; before, only "Unknown option '--model'"
+  ['--model (finetune\'s name for --student)', ['--model', student], /distill has no --model: give the model to train as --student DIR and the one it learns from as --teacher DIR/],
+  ['--model=DIR', [`--model=${student}`], /distill has no --model: give the model to train as --student DIR/],
 ];
 
 cases.forEach(([name, args, message], i) => {

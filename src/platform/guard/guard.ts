@@ -1,7 +1,7 @@
 // Guard: a Llama Guard checkpoint on its own engine; judge(messages) → flagged, categories, unsafe probability.
 
 import { randomUUID } from 'node:crypto';
-import { statSync } from 'node:fs';
+import { statModel } from '../../formats/load.js';
 import { basename } from 'node:path';
 import { ENGINE_START_OPTIONS, startEngineChecked, type EngineStartOptions } from '../../engine/client.js';
 import type { EngineClient, GenerateOutput, GenerateRequest, LogprobEntry, RequestPriority } from '../../engine/protocol.js';
@@ -54,7 +54,7 @@ const TOP_LOGPROBS = 20;
 
 /** Tokenizer and chat template of an HF directory or GGUF file. */
 async function loadGuardTools(path: string): Promise<{ tokenizer: Tokenizer | null; template: ChatTemplate | null }> {
-  if (statSync(path).isDirectory()) return { tokenizer: await loadTokenizer(path), template: await loadChatTemplate(path) };
+  if (statModel(path, 'guard model').isDirectory()) return { tokenizer: await loadTokenizer(path), template: await loadChatTemplate(path) };
   const meta = (await readGguf(path)).metadata;
   const source = selectChatTemplate(meta.get('tokenizer.chat_template') ?? null, {}, `${path} tokenizer.chat_template`);
   return { tokenizer: tokenizerFromGguf(meta), template: source === null ? null : new ChatTemplate(source, `${path} tokenizer.chat_template`) };

@@ -215,20 +215,25 @@ async function runLocked(o: SynthOptions): Promise<SynthSummary> {
   // resume: the progress log says how many bytes of OUT are committed; anything after (a torn line, an unlogged batch) goes
   let committed = 0;
   let logged = 0; // lines of the progress log: its header, then one per committed batch
+  let other: string | null = null; // the header of another run's log: refused once it has a committed batch
   const tornAt = wholeLines(progressFile, (l) => {
     if (logged++ === 0) {
-      if (l !== header && l !== headerOf(o, false)) {
-        throw new Error(`${o.out} was made by another synth run: ${headerDiff(l, o)} (${progressFile}); ` +
-          'use the same method, parameters and input files to resume, or another --out');
-      }
+      if (l !== header && l !== headerOf(o, false)) other = l;
       return;
+    }
+    if (other !== null) {
+      throw new Error(`${o.out} was made by another synth run: ${headerDiff(other, o)} (${progressFile}); ` +
+        'use the same method, parameters and input files to resume, or another --out');
     }
     const b = JSON.parse(l) as { bytes: number; units: Record<string, string>; unsafe?: Record<string, number> };
     committed = b.bytes;
     for (const [id, r] of Object.entries(b.units)) done.set(id, r);
     for (const [c, n] of Object.entries(b.unsafe ?? {})) unsafe[c] = (unsafe[c] ?? 0) + n;
   });
-  if (logged === 0) {
+  // a run that committed no unit (it failed on its first request: a misspelt --endpoint-model) left nothing to resume:
+  // its log is started over, else the corrected command was refused as another run's
+  if (other !== null) logged = 0;
+  else if (logged === 0) {
     // refused before the progress log is made: a file that is not ours gets no OUT.synth-progress beside it
     let existing = 0;
     try { wholeLines(o.out, () => existing++); } catch (e) {

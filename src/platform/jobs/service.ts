@@ -5,7 +5,7 @@
 
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,7 +13,7 @@ import { defaultLoraAlpha, LORA_TARGETS, parseLoraTargets, type LoraTarget } fro
 import { DEFAULT_MAX_LORA_RANK } from '../../engine/adapters.js';
 import { listCheckpoints, STATE_FILE } from '../../train/checkpoint.js';
 import type { LoadDType } from '../../formats/load.js';
-import { createFile, parseFineTuneFile } from '../files.js';
+import { createFile, keepCopy, parseFineTuneFile } from '../files.js';
 import { metadataProblem } from '../metadata.js';
 import type { JobCheckpointRow, JobEventRow, JobRow, JobStatus, Store } from '../store.js';
 import type { ChildOptions, FromChild, ToChild } from './protocol.js';
@@ -405,7 +405,8 @@ export class JobService {
           if (!this.store.getFile(fid)) throw new Error(`the file ${fid} was deleted`);
           // the job trains on what it validated: a later DELETE /v1/files (OpenAI allows it) or a resume after a
           // restart reads the job's own link to these bytes, never a file that is gone
-          const own = keepInput(this.store.filePath(fid), this.inputPath(id, param));
+          const own = this.inputPath(id, param);
+          keepCopy(this.store.filePath(fid), own); // validation redone after a restart replaces an earlier link
           const n = parseFineTuneFile(own); // line by line: a training file past the longest string (~512 MiB) reads too
           if (param === 'training_file') examples = n;
         } catch (e) {
@@ -658,23 +659,6 @@ function childExecArgv(): string[] {
   const args = process.execArgv.filter((a) => !a.startsWith('--test'));
   if (extname(fileURLToPath(import.meta.url)) === '.ts' && !args.some((a) => a.includes('tsx'))) args.unshift('--import', import.meta.resolve('tsx'));
   return args;
-}
-
-/**
- * Give `dst` the bytes of `src`: a hard link (same data dir, no copy), else a copy renamed into place whole. An
- * earlier link (validation redone after a restart) is replaced.
- */
-function keepInput(src: string, dst: string): string {
-  mkdirSync(dirname(dst), { recursive: true });
-  rmSync(dst, { force: true });
-  try {
-    linkSync(src, dst);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw e;
-    copyFileSync(src, `${dst}.tmp`);
-    renameSync(`${dst}.tmp`, dst);
-  }
-  return dst;
 }
 
 /** The base dtype a checkpoint was trained on (its trainer state's options.dtype); undefined: as stored, or unreadable

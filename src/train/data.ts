@@ -3,6 +3,7 @@
 //
 // T tokens of a packed batch, S samples in it.
 
+import { accessSync, constants, statSync } from 'node:fs';
 import type { ChatMessage, ChatTemplate } from '../formats/chat-template.js';
 import { fileLines, stringLines, type TextLine } from '../formats/lines.js';
 import type { Tokenizer } from '../formats/tokenizer.js';
@@ -160,6 +161,19 @@ export function encodeExample(ex: Example, tok: SampleEncoder, template: ChatTem
     }
   }
   return { tokens, mask };
+}
+
+/**
+ * A data file's open, before any work (finetune checks its files before it makes --out): the error loadSamples would
+ * give, `FILE: cannot read data: ...`, for a file that is missing, unreadable or a directory.
+ */
+export function checkDataFile(file: string): void {
+  try {
+    if (statSync(file).isDirectory()) throw Object.assign(new Error(`EISDIR: a directory, not a JSONL file`), { code: 'EISDIR' });
+    accessSync(file, constants.R_OK);
+  } catch (e) {
+    throw new Error(`${file}: cannot read data: ${(e as Error).message}`);
+  }
 }
 
 /**

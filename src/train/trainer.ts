@@ -21,7 +21,7 @@ import { LlamaTrainModel, type LogitsLoss, type PackedBatch } from '../model/lla
 import { DEFAULT_LORA, defaultLoraAlpha, initLora, type LoraAdapter, type LoraConfig } from '../model/lora.js';
 import { listCheckpoints, loadCheckpoint, prepareOutDir, removeStaleTemps, resetMetrics, writeFinal, resolveCheckpoint, restoreInto, RunSetupError, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import type { PooledObjective } from './contrastive.js';
-import { DataLoader, loadSamples, splitValidation, type Sample } from './data.js';
+import { checkDataFile, DataLoader, loadSamples, splitValidation, type Sample } from './data.js';
 import { writeHfModel, type SaveDType } from './export.js';
 import { clipGradNorm, Optimizer, type OptimizerName } from './optimizer.js';
 import { mix32, Rng } from './rng.js';
@@ -374,6 +374,7 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
   const gradAccum = o.gradAccum ?? 1;
   const lr = o.lr ?? (full ? 1e-4 : 2e-4);
   if (!(typeof lr === 'number' && lr > 0)) throw new RangeError(`lr (the learning rate) must be a number > 0, got ${describe(lr)}`);
+  for (const f of [o.data, o.eval]) if (f !== undefined) checkDataFile(f); // a missing file leaves no empty --out behind
   prepareOutDir(o.out, o);
 
   // model, tokenizer, chat template; with streamed layers the conversion is LayerStream.open's (as openModel does)

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RunSetupError, distill, finetune } from '../../src/index.js';
@@ -90,4 +90,17 @@ test('floe finetune into the --out of a run that stopped before its first checkp
   assert.match(resume.stderr, /no complete checkpoint to resume from .*; the run stopped before its first checkpoint was saved: start it again with --overwrite instead of --resume/);
   const over = run('--overwrite');
   assert.equal(over.status, 0, over.stderr);
+});
+
+test('floe finetune with a --data or --eval it cannot read fails naming the file, and makes no --out', () => {
+  const BIN = repoPath('bin/floe.js');
+  const model = tinyModelDir(), d = writeTrainData(work, 4);
+  for (const [flag, bad, why] of [['--data', join(work, 'nope.jsonl'), /ENOENT/], ['--eval', join(work, 'nope-eval.jsonl'), /ENOENT/], ['--data', work, /EISDIR: a directory/]] as const) {
+    const out = join(work, `never-made-${flag.slice(2)}-${why.source.slice(0, 6)}`);
+    const args = flag === '--data' ? ['--data', bad] : ['--data', d, '--eval', bad];
+    const r = spawnSync(process.execPath, [BIN, 'finetune', '--model', model, ...args, '--max-steps', '1', '--backend', 'reference', '--out', out], { encoding: 'utf8' });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: cannot read data: ${why.source}`));
+    assert.equal(existsSync(out), false, `${flag} ${bad}: --out was not made`);
+  }
 });

@@ -576,7 +576,8 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
     if (e) throw invalid(p, `'${p}' of tool '${t.function.name}': ${e.message}`, 'unsupported_parameter');
   };
   if (choice === 'required' || typeof choice === 'object') {
-    if (constraint) throw invalid('response_format', `'response_format' cannot be combined with tool_choice ${describe(get(b, 'tool_choice'))}: the output is a tool call`);
+    // the answer is a call, so response_format (compiled above: a bad schema is still a 400) has no text to shape
+    // here; OpenAI takes the pair too (an agent keeps its output format on every turn, forced calls included)
     const forced = typeof choice === 'object' ? tools.filter((t) => t.function.name === choice.name) : tools;
     forced.forEach(checkTool);
     constraint = checkConstraint({

@@ -139,6 +139,18 @@ test('tool_choice named and required: tool_calls with valid arguments, finish_re
   assert.ok(most >= 2, `some choice made parallel calls (most ${most})`);
   const single = await client.chat.completions.create({ model, messages: ask, tools: [WEATHER, TIME], tool_choice: 'required', parallel_tool_calls: false, temperature: 0.8, seed: 4, max_tokens: 300, logit_bias: { 26: 20 } });
   assert.equal(single.choices[0]!.message.tool_calls!.length, 1, 'parallel_tool_calls false: one call');
+  // a response_format beside a forced call is taken, as OpenAI takes it: the answer is the call, the same as without it
+  const format = { type: 'json_schema' as const, json_schema: { name: 'order', schema: ORDER, strict: true } };
+  for (const tool_choice of ['required', { type: 'function', function: { name: 'get_time' } }] as const) {
+    const req = { model, messages: ask, tools: [WEATHER, TIME], tool_choice, temperature: 0.8, seed: 5, max_tokens: 120 };
+    const withFormat = await client.chat.completions.create({ ...req, response_format: format });
+    assert.equal(withFormat.choices[0]!.finish_reason, 'tool_calls');
+    assert.deepEqual(withFormat.choices[0]!.message.tool_calls!.map((c) => c.type === 'function' && [c.function.name, c.function.arguments]),
+      (await client.chat.completions.create(req)).choices[0]!.message.tool_calls!.map((c) => c.type === 'function' && [c.function.name, c.function.arguments]));
+  }
+  // its schema is still checked
+  const bad = await client.chat.completions.create({ model, messages: ask, tools: [WEATHER], tool_choice: 'required', response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { type: 'integer', not: { const: 3 } } } } } } }).catch((e: unknown) => e);
+  assert.ok(bad instanceof OpenAI.APIError && bad.status === 400 && bad.param === 'response_format.json_schema.schema', String(bad));
 });
 
 test('streamed tool calls: id and name in the first delta, arguments in pieces; the client helper reassembles them', async () => {

@@ -12,7 +12,7 @@ import { SUPPORTED_EXTENSIONS } from '../platform/rag/extract.js';
 import { ChunkWorker } from '../platform/rag/chunk-pool.js';
 import { FilterError, parseFilter, type Filter } from '../platform/rag/filter.js';
 import { collectionJson, passageJson } from '../platform/rag/json.js';
-import { checkName, CollectionNotFoundError, EmbedderMismatchError, RagStore, SEARCH_MODES, type Collection, type DocumentInput, type Passage, type SearchMode } from '../platform/rag/store.js';
+import { checkName, CollectionNotFoundError, EmbedderMismatchError, haveList, RagStore, SEARCH_MODES, type Collection, type DocumentInput, type Passage, type SearchMode } from '../platform/rag/store.js';
 import { poolFrom, type EmbeddingModel } from './embeddings-routes.js';
 import { ApiError, invalid } from './errors.js';
 import { multipartError } from './multipart.js';
@@ -147,7 +147,8 @@ async function api<T>(f: () => Promise<T>): Promise<T> {
   } catch (e) {
     if (e instanceof ApiError) throw e;
     const m = (e as Error).message;
-    if (e instanceof CollectionNotFoundError) throw new ApiError(404, m, 'collection', 'collection_not_found');
+    // named without the store's path on this host, which is no client's business
+    if (e instanceof CollectionNotFoundError) throw new ApiError(404, `collection '${e.collection}' does not exist on this server${haveList(e.have)}`, 'collection', 'collection_not_found');
     if (e instanceof EmbedderMismatchError) {
       throw new ApiError(400, `${m} (this server embeds with --embedding-model; a query may send "allow_embedder_mismatch": true to search it anyway)`, 'collection', 'embedder_mismatch');
     }

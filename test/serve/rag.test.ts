@@ -58,7 +58,11 @@ test('HTTP RAG: collections, documents, query, chat with rag → citations; erro
   const q = await call('POST', '/v1/rag/query', { collection: 'docs', query: 'zyxoquartz', mode: 'bm25', k: 2 });
   assert.equal(q.json.data[0].source, 'a.txt');
   assert.equal(a.slice(q.json.data[0].start, q.json.data[0].end), q.json.data[0].text);
-  assert.equal((await call('POST', '/v1/rag/query', { collection: 'nope', query: 'x' })).status, 404);
+  const missing = await call('POST', '/v1/rag/query', { collection: 'nope', query: 'x' });
+  assert.equal(missing.status, 404);
+  // it names the collections there are, and not where the server keeps them
+  assert.match(missing.json.error.message, /^collection 'nope' does not exist on this server \(it has .*'docs'/);
+  assert.ok(!missing.json.error.message.includes(DB) && !missing.json.error.message.includes(tmpdir()), missing.json.error.message);
   assert.equal((await call('POST', '/v1/rag/query', { collection: 'docs', query: 'x', mode: 'fuzzy' })).json.error.param, 'mode');
   // a misspelt or unsupported option is refused, not silently ignored (as guardrails' are)
   const typo = await call('POST', '/v1/rag/query', { collection: 'docs', query: 'x', top_k: 3 });

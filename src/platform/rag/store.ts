@@ -124,7 +124,15 @@ export function checkName(name: string): void {
   if (!NAME_RE.test(name)) throw new Error(`invalid collection name ${JSON.stringify(name)}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit`);
 }
 
-export class CollectionNotFoundError extends Error {}
+/** A collection that does not exist; `have` lists the ones that do (the HTTP answer names them, not the store's path). */
+export class CollectionNotFoundError extends Error {
+  constructor(message: string, readonly collection: string = '', readonly have: readonly string[] = []) { super(message); }
+}
+/** ' (it has 'a', 'b')' or ' (it has none)'. */
+export function haveList(have: readonly string[]): string {
+  return have.length ? ` (it has ${have.map((n) => `'${n}'`).join(', ')})` : ' (it has none)';
+}
+
 /** The embedder is not the one the collection records (another name or dimension). */
 export class EmbedderMismatchError extends Error {}
 
@@ -194,7 +202,7 @@ export class RagStore {
     checkName(name);
     if (!(await this.has(name))) {
       const have = await this.names();
-      throw new CollectionNotFoundError(`collection '${name}' does not exist in ${this.dir}${have.length ? ` (it has ${have.map((n) => `'${n}'`).join(', ')})` : ' (it has none)'}`);
+      throw new CollectionNotFoundError(`collection '${name}' does not exist in ${this.dir}${haveList(have)}`, name, have);
     }
     const table = await this.db.openTable(name);
     const meta = (await table.schema()).metadata;

@@ -81,13 +81,18 @@ function parseCall(text: string, i: number, tools: ReadonlySet<string>): { call:
   return { call: { id: toolCallId(), type: 'function', function: { name: o.name, arguments: argumentsText(text, i, end) ?? JSON.stringify(args) } }, end };
 }
 
-/** The arguments as the model wrote them, where the call is {"name", then "parameters"} (as streaming sends them), else null. */
+/**
+ * The arguments as the model wrote them, where the call is {"name", then "parameters"} (as streaming sends them), else
+ * null. Keys after the arguments (`{"name", "parameters", "x": 1}`) are ignored, as streaming ignores them.
+ */
 function argumentsText(text: string, i: number, end: number): string | null {
   const m = HEADER.exec(text.slice(i, end));
   if (!m) return null;
   const from = i + m[0].length;
   const to = text[from] === '{' ? valueEnd(text, from) : -1;
-  return to > 0 && text.slice(to, end).trim() === '}' ? text.slice(from, to) : null;
+  if (to < 0 || to >= end) return null;
+  const after = text.slice(to, end - 1).trim(); // between the arguments and the call's closing brace
+  return after === '' || after.startsWith(',') ? text.slice(from, to) : null;
 }
 
 const NAME = /^\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"/;
@@ -112,7 +117,7 @@ export class ToolCallStream {
   private buf = '';
   private mode: 'undecided' | 'content' | 'calls' | 'held' | 'done' = 'undecided'; // done: maxCalls calls sent, the rest dropped
   private pos = 0; // next unread index of buf in 'calls' mode
-  private call: { index: number; argsFrom: number } | null = null; // the call whose arguments are streaming
+  private call: { index: number; argsFrom: number; start: number } | null = null; // the call whose arguments are streaming (start: its '{')
   private emitted: string[] = []; // ids sent, one per call
   readonly calls: ToolCall[] = [];
 
@@ -191,16 +196,22 @@ export class ToolCallStream {
         if (upto > this.pos) out.push({ tool_calls: [{ index, function: { arguments: s.slice(this.pos, upto) } }] });
         this.pos = upto;
         if (end < 0) return out;
-        // arguments closed: the call object closes next
+        // arguments closed: the call object closes next, or after other keys, which are ignored (as parseToolCalls
+        // ignores them) once the whole object parses as this call
         let j = end;
         while (j < s.length && /\s/.test(s[j]!)) j++;
         if (j >= s.length) return out;
-        if (s[j] !== '}') { this.mode = 'held'; return out; }
+        let close = j + 1;
+        if (s[j] === ',') {
+          close = valueEnd(s, this.call.start);
+          if (close < 0) return out; // wait for the call object to close
+          if (!this.closesCall(s.slice(this.call.start, close))) { this.mode = 'held'; return out; }
+        } else if (s[j] !== '}') { this.mode = 'held'; return out; }
         const args = s.slice(argsFrom, end);
         const c = this.calls.length;
         this.calls.push({ id: this.emitted[c]!, type: 'function', function: { name: this.pendingName!, arguments: args } });
         this.call = null;
-        this.pos = j + 1;
+        this.pos = close;
         if (this.calls.length >= this.maxCalls) { this.mode = 'done'; return out; }
         continue;
       }
@@ -222,11 +233,21 @@ export class ToolCallStream {
       this.emitted.push(id);
       this.pendingName = name;
       out.push({ tool_calls: [{ index, id, type: 'function', function: { name, arguments: '' } }] });
-      this.call = { index, argsFrom };
+      this.call = { index, argsFrom, start: i };
       this.pos = argsFrom;
     }
   }
   private pendingName: string | null = null;
+
+  /** Whether a call object with keys after its arguments is JSON naming the streamed call's tool. */
+  private closesCall(obj: string): boolean {
+    try {
+      const o = JSON.parse(obj) as { name?: unknown };
+      return o.name === this.pendingName;
+    } catch {
+      return false;
+    }
+  }
 }
 
 /**

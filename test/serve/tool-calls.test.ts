@@ -131,3 +131,30 @@ test('parallel_tool_calls false (maxCalls 1): the first call only, whole, stream
     if (n > 1) assert.equal(parseToolCalls(text, TOOLS)!.calls.length, n, 'without the cap every call comes back');
   }
 });
+
+test('keys after a call\'s arguments are ignored, whole and streamed alike: the same calls, the model\'s own arguments text, not cut', () => {
+  const r = rand(9);
+  for (const text of [
+    '{"name": "get_time", "parameters": {"zone": "UTC"}, "reason": "asked {for} it"}',
+    '{"name": "get_weather", "parameters": {"city": "Oslo"} , "x": [1, {"y": 2}]}; {"name": "get_time", "parameters": {}}',
+    '{"name": "get_time", "parameters": {"zone": "a"}, "note": 1} and then text',
+  ]) {
+    const p = parseToolCalls(text, TOOLS)!;
+    assert.ok(p, text);
+    const own = [...text.matchAll(/"parameters": (\{[^{}]*\})/g)].map((m) => m[1]);
+    assert.deepEqual(p.calls.map((c) => c.function.arguments), own, `whole: the arguments as written (${text})`);
+    for (let k = 0; k < 10; k++) {
+      for (const forced of [false, true]) {
+        const s = streamed(text, forced, r);
+        assert.deepEqual([s.calls.map((c) => [c.name, c.args]), s.content || null, s.isCalls], [p.calls.map((c) => [c.function.name, c.function.arguments]), p.content, true], `${text} (forced ${forced})`);
+      }
+    }
+    const st = new ToolCallStream(TOOLS, false);
+    st.push(text);
+    assert.equal(st.finish().cut, false, 'a complete call is not cut');
+  }
+  // an extra key whose object does not close is a call cut short, as any unclosed call
+  const cut = new ToolCallStream(TOOLS, false);
+  cut.push('{"name": "get_time", "parameters": {"zone": "UTC"}, "reason": "unfini');
+  assert.equal(cut.finish().cut, true);
+});

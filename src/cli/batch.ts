@@ -103,7 +103,7 @@ export async function batchCmd(args: string[]): Promise<number> {
     }
     const c = store.counts(id!);
     writeAtomic(v.output, (function* () { for (const r of store.results(id!)) yield outputLine(r); })());
-    log(`[floe] batch: ${c.completed} lines succeeded, ${c.failed} failed -> ${v.output}\n`);
+    log(`[floe] batch: ${c.completed} line${c.completed === 1 ? '' : 's'} succeeded, ${c.failed} failed -> ${v.output}\n`);
     return 0;
   } finally {
     await service?.close();

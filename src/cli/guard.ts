@@ -83,7 +83,7 @@ export async function guardCmd(args: string[]): Promise<number> {
       }) + '\n');
       return 0;
     }
-    const named = r.categories.map((c) => `${c} (${cats.find((x) => x.code === c)?.name.trim() ?? '?'})`).join(', ');
+    const named = r.categories.map((c) => `${c} (${cats.find((x) => x.code === c)?.name.trim().replace(/\.$/, '') ?? '?'})`).join(', ');
     process.stdout.write([
       `verdict             ${r.flagged ? 'unsafe' : 'safe'}${r.flagged !== (r.verdict === 'unsafe') ? ` (the guard wrote '${r.verdict}'; the threshold decides)` : ''}`,
       `categories          ${named || '-'}`,

@@ -288,9 +288,11 @@ async function deleteCmd(args: string[]): Promise<number> {
     const n = await col.deleteSource(v.source);
     if (n === 0) throw new UsageError(`collection '${col.name}' has no document with source ${JSON.stringify(v.source)}`);
     if (v.json) process.stdout.write(JSON.stringify({ collection: col.name, source: v.source, deleted_chunks: n }) + '\n');
+    else process.stdout.write(`deleted ${JSON.stringify(v.source)} from collection '${col.name}' (${n} chunk${n === 1 ? '' : 's'})\n`);
   } else {
     await store.drop(col.name);
     if (v.json) process.stdout.write(JSON.stringify({ collection: col.name, deleted: true }) + '\n');
+    else process.stdout.write(`deleted collection '${col.name}'\n`);
   }
   store.close();
   return 0;

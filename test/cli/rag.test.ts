@@ -138,6 +138,13 @@ test('floe rag: ingest → query → ask with citations; re-ingest skips unchang
   const usage = await floe(['rag', 'query', '--db', db, '--collection', 'docs', '--mode', 'fuzzy', 'x']);
   assert.equal(usage.code, 2);
   assert.match(usage.stderr, /--mode expects vector, bm25, hybrid/);
+  // delete says what it deleted (it printed nothing without --json)
+  const before = json(await floe(['rag', 'list', '--db', db, '--json'])).collections[0].chunks as number;
+  const [one, all, after] = runEach([['rag', 'delete', '--db', db, '--collection', 'docs', '--source', a], ['rag', 'delete', '--db', db, '--collection', 'docs'], ['rag', 'list', '--db', db, '--json']]);
+  const m = /^deleted "(.*)" from collection 'docs' \((\d+) chunks?\)\n$/.exec(one!.stdout);
+  assert.ok(m && m[1] === a && Number(m[2]) > 0 && Number(m[2]) < before, one!.stdout + one!.stderr);
+  assert.equal(all!.stdout, "deleted collection 'docs'\n");
+  assert.deepEqual(JSON.parse(after!.stdout).collections, []);
 });
 
 test('floe rag ingest killed with -9 mid-ingest leaves whole documents only; the re-run completes the rest', { timeout: T }, async () => {

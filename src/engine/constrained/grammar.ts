@@ -127,7 +127,12 @@ function begin(node: Node, parent: Stack | null, b: number, out: Parse[], seen?:
       if (alive.length > 0) out.push(push({ k: 'lit', node, alive, pos: 1 }, parent));
       return;
     }
-    case 'anyOf': { const s = seen ?? new Set([node]); for (const n of node.nodes) begin(n, parent, b, out, s); return; }
+    case 'anyOf': {
+      // only alternatives that lead on ($ref, anyOf) can meet again: a flat one (a nullable, an enum of types) makes no set
+      const s = seen ?? (node.nodes.some((n) => n.t === 'ref' || n.t === 'anyOf') ? new Set<Node>([node]) : undefined);
+      for (const n of node.nodes) begin(n, parent, b, out, s);
+      return;
+    }
     case 'calls': begin(node.item, push({ k: 'calls', node, n: 0, ph: 'value', pos: 0 }, parent), b, out); return;
   }
 }

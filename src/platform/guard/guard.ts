@@ -15,6 +15,7 @@ import {
 } from './prompt.js';
 import { GuardOutputError, parseVerdict, probabilityOf, verdictStep } from './verdict.js';
 import { checkOptions, type OptionKeys } from '../../tensor/options.js';
+import { choiceRegex } from '../../engine/constrained/regex.js';
 
 export type GuardTokenizer = Pick<Tokenizer, 'encode' | 'encodePlain' | 'decode' | 'bosId' | 'bosToken' | 'specialTokens'>;
 
@@ -137,7 +138,7 @@ export class Guard {
     const conv = guardConversation(messages, opts.role ?? 'user');
     const text = this.render(conv, opts);
     const specials = [...this.tokenizer.specialTokens].filter((t) => t.length > 0).sort((a, b) => b.length - a.length);
-    const alternatives = specials.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|');
+    const alternatives = choiceRegex(specials);
     if (specials.length === 0 || !conv.some((m) => new RegExp(alternatives).test(m.content))) return { text, ids: this.encode(text) };
     const re = new RegExp(alternatives, 'g');
     // render again with each special-token string of the messages replaced by a sentinel, then encode the template's

@@ -81,6 +81,20 @@ test('generate() and floe generate on a checkpoint with a NaN weight: an error n
   assert.equal(generate(ok.model, prompt, { maxTokens: 3, sampling: { temperature: 0 }, stopTokenIds: [] }).outputIds.length, 3);
 });
 
+test('a NaN in q_proj, k_proj or v_proj reaches the logits on the native backend too (its attention passes NaN on)', async () => {
+  // before, the AVX-512 attention's exp clamp turned a NaN score into e^-87 and decoding went on, plausibly
+  for (const proj of ['q', 'k', 'v'] as const) {
+    const model = poisoned(`nan-${proj}`, new RegExp(`layers\\.2\\.self_attn\\.${proj}_proj`), 17);
+    for (const backend of ['native', 'reference'] as const) {
+      const m = await openModel(model, { threads: 1, backend });
+      // a one-token prompt (decode rows), then a longer one (prefill tiles), greedy
+      for (const ids of [[1], Array.from({ length: 90 }, (_, i) => 300 + i)]) {
+        assert.throws(() => generate(m.model, ids, { maxTokens: 2, sampling: { temperature: 0 }, stopTokenIds: [] }), NonFiniteOutputError, `${proj}_proj ${backend} ${ids.length} tokens`);
+      }
+    }
+  }
+});
+
 test('Embedder on a checkpoint with a NaN weight throws instead of returning a vector of NaN', async () => {
   const e = await Embedder.open(NAN_MODEL, { threads: 1 });
   assert.throws(() => e.embed(['The man said']), (err: unknown) => err instanceof NonFiniteOutputError && /hidden states are not finite/.test((err as Error).message));

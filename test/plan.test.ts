@@ -13,12 +13,41 @@ import { grownCapacity } from '../src/model/llama.js';
 import { runEach } from './cli/run-each.js';
 import { writeRandomGguf } from '../bench/gguf-gen.js';
 import { nodeScript, repoPath } from './repo.js';
+import { ggufTensor, readGguf } from '../src/formats/gguf.js';
+import { writeGguf, type GgufWriteDType } from '../src/formats/gguf-writer.js';
+import { dequantizeRow } from '../src/tensor/codecs.js';
+import { quantizeTensor } from '../src/tensor/quantize.js';
+import type { Tensor } from '../src/tensor/tensor.js';
+import type { LlamaModel } from '../src/model/llama.js';
+import { makeTinyHf } from './formats/fixtures.js';
 
 const ROOT = repoPath('');
 const near = (got: number, want: number, rel: number, what: string) =>
   assert.ok(Math.abs(got - want) <= rel * want, `${what}: got ${got}, expected ${want} ± ${rel * 100}%`);
 const base: PlanOptions = { ...PLAN_DEFAULTS, dtype: 'bf16', context: 131072, concurrency: 1, deviceMemory: 80e9 };
 const c405 = presetConfig('llama-3.1-405b');
+
+/** Bytes an opened model holds of its weights: every matrix (data and fp8 scales), its f32 norms; `edges` false: its layers only (a later pipeline stage). */
+function heldBytes(m: LlamaModel, edges = true): number {
+  const w = m.weights, bytes = (t: Tensor) => t.data.byteLength + (t.scale?.byteLength ?? 0);
+  return (edges ? bytes(w.embed) + (w.head === w.embed ? 0 : bytes(w.head)) + w.norm.byteLength : 0) +
+    w.layers.reduce((a, l) => a + l.inputNorm.byteLength + l.postNorm.byteLength + [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown].reduce((b, t) => b + bytes(t), 0), 0);
+}
+
+/** `src` GGUF written again to `out` with the tensors `dtypeOf` names re-encoded in that dtype (the others as they are). */
+async function remixGguf(src: string, out: string, dtypeOf: (gname: string) => GgufWriteDType | undefined): Promise<void> {
+  const g = await readGguf(src);
+  writeGguf(out, g.typed, [...g.tensors.values()].map((info) => {
+    const t = ggufTensor(g, info);
+    const d = dtypeOf(info.name) ?? t.dtype as GgufWriteDType;
+    if (d === t.dtype) return { name: info.name, dtype: d, shape: t.shape, data: t.data };
+    const values = new Float32Array(t.numel); // (N, C) whole rows move: Q / K keep llama.cpp's row order
+    for (let r = 0; r < t.rows; r++) dequantizeRow(t, r, values.subarray(r * t.cols, (r + 1) * t.cols));
+    return { name: info.name, dtype: d, shape: t.shape, data: quantizeTensor(values, t.shape, d).data };
+  }));
+}
+
+type PlanJson = { options: PlanOptions & { weights?: { matrices?: Record<string, number> } }; cluster: Plan };
 
 test('Llama 3.1 405B: parameters, KV per token and per 128K sequence (public figures)', () => {
   assert.equal(paramCounts(c405).total, 405_853_388_800);
@@ -217,11 +246,6 @@ test('floe plan --model with no --dtype / --kv-dtype plans what floe loads: the 
   const { openModel } = await import('../src/model/open.js');
   const { defaultKvDtype } = await import('../src/model/generate.js');
   const { KvCache } = await import('../src/model/kv-cache.js');
-  const held = (m: Awaited<ReturnType<typeof openModel>>['model']) => {
-    const w = m.weights, bytes = (t: { data: Uint8Array; scale?: Float32Array }) => t.data.byteLength + (t.scale?.byteLength ?? 0);
-    return bytes(w.embed) + (w.head === w.embed ? 0 : bytes(w.head)) + w.norm.byteLength +
-      w.layers.reduce((a, l) => a + l.inputNorm.byteLength + l.postNorm.byteLength + [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown].reduce((b, t) => b + bytes(t), 0), 0);
-  };
   // a q8_0 GGUF (every weight q8_0, as llama.cpp's --outtype q8_0 writes them)
   const q8 = join(mkdtempSync(join(tmpdir(), 'floe-plan-q8-')), 'q8.gguf');
   writeRandomGguf({ ...readHfConfig(repoPath('test/fixtures/models/gqa_f32')).config, vocabSize: 320, hiddenSize: 64, intermediateSize: 96 }, 'q8_0', q8);
@@ -246,10 +270,70 @@ test('floe plan --model with no --dtype / --kv-dtype plans what floe loads: the 
     const c = o.model.config;
     assert.equal(j.options.kvDtype, defaultKvDtype(o.model), `${dir}: the KV dtype floe picks`);
     assert.equal(j.cluster.kvBytesPerToken, KvCache.bytesPerToken(c.numLayers, c.numKvHeads, c.headDim, defaultKvDtype(o.model)));
-    near(j.cluster.device.weights, held(o.model), tol, `${dir} ${flags.join(' ')}: planned weights vs the bytes floe holds`);
+    near(j.cluster.device.weights, heldBytes(o.model), tol, `${dir} ${flags.join(' ')}: planned weights vs the bytes floe holds`);
     o.loaded.dispose();
   }
   rmSync(dirname(q8), { recursive: true, force: true });
+});
+
+// Before, plan took one tensor's dtype (the first layer's q projection) for every weight: a q8_0 GGUF with an f16
+// embedding, an f32 head and an f16 layer, as llama.cpp's quantizations leave many, was planned all q8_0 (and with
+// --dtype bf16 still all q8_0, though the loader converts its f16 / f32 matrices): here 110 kB planned, 224 kB held.
+test('floe plan --model on a GGUF of mixed dtypes plans the bytes floe holds of each tensor: as stored, --dtype bf16 and fp8, per pipeline stage', async () => {
+  const { openModel } = await import('../src/model/open.js');
+  const { openStage } = await import('../src/parallel/stage-model.js');
+  const dir = mkdtempSync(join(tmpdir(), 'floe-plan-mixed-'));
+  const q8 = join(dir, 'q8.gguf'), mixed = join(dir, 'mixed.gguf');
+  writeRandomGguf({ ...readHfConfig(repoPath('test/fixtures/models/gqa_f32')).config, vocabSize: 320, hiddenSize: 64, intermediateSize: 96 }, 'q8_0', q8);
+  // q8_0 layer 0 but its down projection (bf16) and attention norm (f16), layer 1 in f16, an f16 embedding, an f32 head
+  await remixGguf(q8, mixed, (n) => (n === 'token_embd.weight' || n.startsWith('blk.1.') && !n.includes('norm') || n === 'blk.0.attn_norm.weight' ? 'f16'
+    : n === 'output.weight' ? 'f32' : n === 'blk.0.ffn_down.weight' ? 'bf16' : undefined));
+  const runs = runEach([[], ['--dtype', 'bf16'], ['--dtype', 'fp8'], ['--devices', '2', '--pipeline-parallel', '2'], ['--dtype', 'bf16', '--offload-ratio', '0.5']]
+    .flatMap((f) => [['plan', '--model', mixed, ...f, '--json'], ['plan', '--model', mixed, ...f]]));
+  for (const r of runs) assert.equal(r.status, 0, r.stderr);
+  const [stored, bf16, fp8, staged, streamed] = [0, 2, 4, 6, 8].map((i) => JSON.parse(runs[i]!.stdout) as PlanJson);
+  for (const [j, load] of [[stored, undefined], [bf16, 'bf16'], [fp8, 'fp8']] as const) {
+    const o = await openModel(mixed, { backend: 'reference', tokenizerOptional: true, load: load && { dtype: load } });
+    near(j!.cluster.device.weights, heldBytes(o.model), 0, `--dtype ${load}: planned weights vs the bytes floe holds`);
+    assert.equal(j!.cluster.weightBytesTotal, heldBytes(o.model));
+    o.loaded.dispose();
+  }
+  assert.deepEqual(stored!.options.weights?.matrices, { f16: 8, q8_0: 6, bf16: 1, f32: 1 }, 'the matrices as the file holds them');
+  assert.match(runs[1]!.stdout, /weights [\d.]+ kB in mixed \(f16 ×8, q8_0 ×6, bf16 ×1, f32 ×1\);/);
+  assert.deepEqual(bf16!.options.weights?.matrices, { bf16: 10, q8_0: 6 });
+  assert.match(runs[3]!.stdout, /in mixed \(bf16 ×10, q8_0 ×6\) \(as stored: --dtype bf16 converts only f32 \/ f16 weights\);/);
+  assert.deepEqual(fp8!.options.weights?.matrices, { fp8_e4m3: 14, f16: 1, f32: 1 }, 'fp8 converts the linears only');
+  // each stage's own layers: layer 0 (q8_0 mostly) and the tables on stage 0, the f16 layer 1 on stage 1
+  for (let s = 0; s < 2; s++) {
+    const st = await openStage(mixed, s, 2, { backend: 'reference' });
+    assert.deepEqual(staged!.cluster.stages, st.stages);
+    assert.equal(staged!.cluster.stageDevices[s]!.weights, heldBytes(st.model, s === 0), `stage ${s} weights`);
+    st.loaded.dispose();
+  }
+  // one of the two layers streamed (streamedLayerSet: layer 1), staged in slots the size of the larger layer
+  const w = streamed!.options.weights as unknown as { layers: number[]; embed: number; head: number; norm: number };
+  assert.equal(streamed!.cluster.device.offloaded, w.layers[1]);
+  assert.equal(streamed!.cluster.device.weights, w.embed + w.head + w.norm + w.layers[0]! + Math.max(...w.layers));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+// Before, an HF checkpoint's dtype was its first q projection's: an f32 checkpoint with a bf16 embedding, an f16 head
+// and a bf16 layer was planned all f32: here 296 kB planned, 210 kB held.
+test('floe plan --model on safetensors of mixed dtypes plans the bytes floe holds of each tensor: as stored, --dtype bf16 and fp8', async () => {
+  const { openModel } = await import('../src/model/open.js');
+  const tiny = makeTinyHf({ vocab: 96, hidden: 64, ffn: 96, layers: 2, seed: 3,
+    dtypeOf: (n) => (n === 'model.embed_tokens.weight' || n.startsWith('model.layers.1.') ? 'BF16' : n === 'lm_head.weight' ? 'F16' : undefined) });
+  const runs = runEach([[], ['--dtype', 'bf16'], ['--dtype', 'fp8']].map((f) => ['plan', '--model', tiny.dir, ...f, '--json']));
+  for (const [i, load] of ([undefined, 'bf16', 'fp8'] as const).entries()) {
+    assert.equal(runs[i]!.status, 0, runs[i]!.stderr);
+    const j = JSON.parse(runs[i]!.stdout) as PlanJson;
+    const o = await openModel(tiny.dir, { backend: 'reference', tokenizerOptional: true, load: load && { dtype: load } });
+    near(j.cluster.device.weights, heldBytes(o.model), 0, `--dtype ${load}: planned weights vs the bytes floe holds`);
+    o.loaded.dispose();
+  }
+  assert.deepEqual((JSON.parse(runs[0]!.stdout) as PlanJson).options.weights?.matrices, { f32: 7, bf16: 8, f16: 1 });
+  assert.equal((JSON.parse(runs[0]!.stdout) as PlanJson).options.kvDtype, 'f32', 'layer 0\'s q projection is f32: the engine\'s f32 KV cache');
+  rmSync(tiny.dir, { recursive: true, force: true });
 });
 
 test('serving activations cover the workspace any history of steps of at most T tokens leaves (it grows geometrically)', () => {

@@ -227,7 +227,8 @@ guard options:
   --threads N, --backend native|reference, --kv-cache-memory SIZE
 
 plan options (presets: llama-3.1-405b, llama-3.1-70b, llama-3.1-8b, llama-3.2-1b):
-  --dtype f32|bf16|f16|fp8|q8_0   linear weights (fp8: embedding and head as stored; bf16: fp8 / q8_0 as stored); default: as stored (presets bf16)
+  --dtype f32|bf16|f16|fp8|q8_0   linear weights (fp8: embedding and head as stored; bf16: fp8 / q8_0 as stored); default: as stored (presets bf16);
+                          a GGUF or safetensors is counted tensor by tensor, as stored or as --dtype fp8 / bf16 converts it
   --kv-dtype f32|bf16|fp8 --context N --concurrency C --max-batched-tokens N   serving (defaults f32 for f32 weights
                           else bf16, max, 1, 512)
   --swap-space SIZE       host memory per device for preempted requests' KV, as serve takes it (default: the KV

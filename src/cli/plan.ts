@@ -5,14 +5,22 @@ import * as path from 'node:path';
 import type { KvDType } from '../backend/backend.js';
 import { parseHfConfig, readHfConfig, type Fp8Quantization } from '../formats/hf-config.js';
 import { readSafetensorsDir } from '../formats/safetensors.js';
+import { LOAD_DTYPES, weightHeaders, type LoadDType, type WeightHeader } from '../formats/load.js';
+import type { DType } from '../tensor/tensor.js';
 import type { LlamaConfig } from '../formats/llama-config.js';
 import { loraTargetsFlag } from './train-args.js';
-import { ALL_LORA_TARGETS, heldDtype, hostMemory, plan, PLAN_DEFAULTS, presetConfig, PRESETS, type Plan, type PlanDType, type PlanOptions } from '../platform/plan.js';
+import { ALL_LORA_TARGETS, heldDtype, heldWeightBytes, hostMemory, plan, PLAN_DEFAULTS, presetConfig, PRESETS, type Plan, type PlanDType, type PlanOptions } from '../platform/plan.js';
 import { formatStages } from '../parallel/stages.js';
 import { conflicts, num, parse, parseSize, swapSpaceFlag, UsageError } from './args.js';
 
-/** The model's config and, where the source says, the dtype its linear weights are stored in (null: unknown). */
-async function modelConfig(model: string | undefined, preset: string | undefined): Promise<{ config: LlamaConfig; stored: PlanDType | null; fp8Block?: readonly [number, number] }> {
+/**
+ * The model's config; where the source says, the dtype its first layer's q projection is stored in (null: unknown),
+ * which sets the default --dtype and KV dtype as floe's engine picks them (defaultKvDtype); and, for a GGUF or a
+ * directory with safetensors, every weight's header (formats/load.ts weightHeaders), which the weights are counted from.
+ */
+async function modelConfig(model: string | undefined, preset: string | undefined): Promise<{
+  config: LlamaConfig; stored: PlanDType | null; fp8Block?: readonly [number, number]; weights?: Map<string, WeightHeader>;
+}> {
   if ((model === undefined) === (preset === undefined)) throw new UsageError(`give one of --model CONFIG.json|DIR|FILE.gguf or --preset ${Object.keys(PRESETS).join('|')}`);
   if (preset !== undefined) {
     if (!PRESETS[preset]) throw new UsageError(`--preset expects one of ${Object.keys(PRESETS).join(', ')}, got '${preset}'`);
@@ -20,16 +28,22 @@ async function modelConfig(model: string | undefined, preset: string | undefined
   }
   const p = model!;
   if (!fs.existsSync(p)) throw new Error(`${p}: no such file or directory`);
+  const q0 = (w: Map<string, WeightHeader>) => {
+    const d = w.get('model.layers.0.self_attn.q_proj.weight')?.dtype;
+    return (d && PLAN_DTYPES[d]) ?? null;
+  };
   if (fs.statSync(p).isDirectory()) {
     const hf = readHfConfig(p);
-    let st: string | undefined; // the first layer's q_proj as stored (the headers only: the files are mapped, not read)
-    if (fs.readdirSync(p).some((f) => f.endsWith('.safetensors'))) st = (await readSafetensorsDir(p)).tensors.get('model.layers.0.self_attn.q_proj.weight')?.dtype;
-    return { config: hf.config, stored: ST_DTYPES[st ?? ''] ?? (hf.quantization ? 'fp8' : TORCH_DTYPES[hf.torchDtype ?? ''] ?? null), fp8Block: fp8BlockOf(hf.quantization) };
+    const fallback = hf.quantization ? 'fp8' : TORCH_DTYPES[hf.torchDtype ?? ''] ?? null;
+    // the headers only: the files are mapped, not read
+    const weights = fs.readdirSync(p).some((f) => f.endsWith('.safetensors')) ? weightHeaders(await readSafetensorsDir(p)) : undefined;
+    return { config: hf.config, stored: (weights && q0(weights)) ?? fallback, fp8Block: fp8BlockOf(hf.quantization), weights };
   }
   if (p.toLowerCase().endsWith('.gguf')) {
     const { readGguf, ggufToLlamaConfig } = await import('../formats/gguf.js');
     const g = await readGguf(p);
-    return { config: ggufToLlamaConfig(g), stored: GGML_DTYPES[g.tensors.get('blk.0.attn_q.weight')?.type ?? -1] ?? null };
+    const weights = weightHeaders(g);
+    return { config: ggufToLlamaConfig(g), stored: q0(weights), weights };
   }
   let j: unknown;
   try { j = JSON.parse(fs.readFileSync(p, 'utf8')); } catch (e) { throw new Error(`${p}: cannot read config JSON: ${(e as Error).message}`); }
@@ -38,9 +52,14 @@ async function modelConfig(model: string | undefined, preset: string | undefined
 }
 
 const fp8BlockOf = (q: Fp8Quantization | null) => (q ? (q.method === 'fp8' ? q.weightBlockSize : q.blockSize) ?? undefined : undefined);
-const ST_DTYPES: Record<string, PlanDType> = { F32: 'f32', BF16: 'bf16', F16: 'f16', F8_E4M3: 'fp8' };
 const TORCH_DTYPES: Record<string, PlanDType> = { float32: 'f32', bfloat16: 'bf16', float16: 'f16' };
-const GGML_DTYPES: Record<number, PlanDType> = { 0: 'f32', 1: 'f16', 8: 'q8_0', 30: 'bf16' };
+const PLAN_DTYPES: Partial<Record<DType, PlanDType>> = { f32: 'f32', bf16: 'bf16', f16: 'f16', fp8_e4m3: 'fp8', q8_0: 'q8_0' };
+
+/** The dtypes weight matrices are held in: 'q8_0', or 'mixed (q8_0 ×14, f16 ×1, f32 ×1)' (the most matrices first, ties by name). */
+function matrixDtypes(m: Readonly<Record<string, number>>): string {
+  const e = Object.entries(m).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([d, n]) => [PLAN_DTYPES[d as DType] ?? d, n] as const);
+  return e.length === 1 ? e[0]![0] : `mixed (${e.map(([d, n]) => `${d} ×${n}`).join(', ')})`;
+}
 
 const size = (v: string | undefined, name: string, fallback: number): number => {
   if (v === undefined) return fallback;
@@ -55,7 +74,7 @@ export async function planCmd(args: string[]): Promise<number> {
     'micro-batch': str, 'seq-len': str, 'checkpoint-activations': { type: 'boolean' }, zero: str, 'max-batched-tokens': str, 'swap-space': str, json: { type: 'boolean' },
   });
   conflicts(v, [['lora-rank', 'full']]);
-  const { config: cfg, stored, fp8Block } = await modelConfig(v.model, v.preset);
+  const { config: cfg, stored, fp8Block, weights } = await modelConfig(v.model, v.preset);
   // defaults as floe serve and finetune load this model: its weights as stored, an f32 KV cache for f32 weights, else bf16
   const dtype = (v.dtype ?? stored ?? 'bf16') as PlanDType;
   if (!['f32', 'bf16', 'f16', 'fp8', 'q8_0'].includes(dtype)) throw new UsageError(`--dtype expects f32, bf16, f16, fp8 or q8_0, got '${v.dtype}'`);
@@ -81,8 +100,12 @@ export async function planCmd(args: string[]): Promise<number> {
   if (context > ctx) throw past('context', v.context!);
   const loraRank = v.full ? null : num(v['lora-rank'], 'lora-rank', 8, true, one);
   if (training && loraRank !== null && loraRank > cfg.hiddenSize) throw new UsageError(`--lora-rank ${loraRank} is above the hidden size (${cfg.hiddenSize}), the most rank an adapter of this model can have (floe finetune refuses it)`);
+  // a checkpoint's weights tensor by tensor, as stored or as the loader's --dtype fp8 / bf16 converts them (per-row
+  // fp8 scales, as floe's --dtype fp8 makes them); --dtype f32 / f16 / q8_0, which no loader flag makes, all in that dtype
+  const load = v.dtype === undefined ? undefined : (LOAD_DTYPES as readonly string[]).includes(v.dtype) ? v.dtype as LoadDType : null;
   const opts: PlanOptions = {
     dtype, kvDtype, source: stored ?? undefined, fp8Block: heldDtype(dtype, stored ?? undefined) === 'fp8' && stored === 'fp8' ? fp8Block : undefined,
+    weights: weights && load !== null ? heldWeightBytes(cfg, weights, v.model!, load) : undefined,
     context,
     concurrency: num(v.concurrency, 'concurrency', 1, true, one),
     devices: num(v.devices, 'devices', PLAN_DEFAULTS.devices, true, one),
@@ -111,10 +134,12 @@ export async function planCmd(args: string[]): Promise<number> {
     return 0;
   }
   const p = cluster.parameters;
-  const held = heldDtype(dtype, stored ?? undefined);
+  const held = opts.weights?.matrices ? matrixDtypes(opts.weights.matrices) : heldDtype(dtype, stored ?? undefined);
+  // what --dtype left as stored: fp8 converts the linear weights only, bf16 the f32 / f16 ones
+  const asStored = v.dtype !== undefined && held !== dtype ? ` (as stored: --dtype ${dtype} converts only ${dtype === 'fp8' ? 'the linear weights' : 'f32 / f16 weights'})` : '';
   const lines = [
     `model       ${cfg.numLayers} layers, hidden ${cfg.hiddenSize}, ffn ${cfg.intermediateSize}, heads ${cfg.numHeads} (kv ${cfg.numKvHeads}), vocab ${cfg.vocabSize}`,
-    `parameters  ${p.total.toLocaleString('en-US')}; weights ${gb(cluster.weightBytesTotal)} in ${held}${held === dtype ? '' : ` (as stored: --dtype ${dtype} converts only f32 / f16 weights)`}; KV ${cluster.kvBytesPerToken.toLocaleString('en-US')} bytes/token (${kvArg})`,
+    `parameters  ${p.total.toLocaleString('en-US')}; weights ${gb(cluster.weightBytesTotal)} in ${held}${asStored}; KV ${cluster.kvBytesPerToken.toLocaleString('en-US')} bytes/token (${kvArg})`,
     `layout      ${opts.devices} devices on ${opts.nodes} node(s): pipeline ${opts.pipelineParallel} × tensor ${opts.tensorParallel} × data ${cluster.dataParallel}${opts.pipelineParallel > 1 ? `; stages ${formatStages(cluster.stages)} (floe's split), the fullest device stage ${cluster.fullestStage}` : ''}`,
     `mode        ${cluster.mode}${opts.train ? `: micro-batch ${opts.train.microBatch} × ${opts.train.seqLen} tokens, ${cluster.trainableParams.toLocaleString('en-US')} trainable parameters${opts.train.checkpointActivations ? ', checkpointed activations' : ''}, ZeRO ${opts.train.zero}` : `: ${opts.concurrency} × ${opts.context} tokens`}`,
     '',

@@ -12,7 +12,7 @@ import { isMapped, loadAddon, type NativeAddon } from '../backend/native-addon.j
 import { ggufTensor, ggufToHfName, ggufToLlamaConfig, GGML_F32, permuteQkRows, qkRowSources, readGguf, type GgufFile, type GgufTensorInfo } from './gguf.js';
 import { mapFileUsesMmap } from './mapfile.js';
 import { readHfConfig, type Fp8Quantization, type GenerationDefaults } from './hf-config.js';
-import { readSafetensorsDir, stToTensor, type StTensor } from './safetensors.js';
+import { readSafetensorsDir, stToTensor, type SafetensorsSet, type StTensor } from './safetensors.js';
 import { showJson } from './json-show.js';
 
 export interface LoadedModel {
@@ -97,7 +97,7 @@ export function nativeConvert(): NativeAddon | null {
 }
 
 /** Whether LoadOptions dtype 'bf16' converts this tensor: a 2-D f32 or f16 weight (norm vectors stay as stored). */
-export function convertsToBf16(t: Tensor): boolean {
+export function convertsToBf16(t: Pick<Tensor, 'dtype' | 'shape'>): boolean {
   return (t.dtype === 'f32' || t.dtype === 'f16') && t.shape.length === 2;
 }
 
@@ -159,7 +159,7 @@ export function convertForLoad(name: string, t: Tensor, dtype: LoadDType, fp8Blo
 }
 
 /** Whether LoadOptions dtype 'fp8' converts tensor `name`: a linear layer's weight not in fp8 yet. */
-export function convertsToFp8(name: string, t: Tensor): boolean {
+export function convertsToFp8(name: string, t: Pick<Tensor, 'dtype'>): boolean {
   return LINEAR_WEIGHT.test(name) && t.dtype !== 'fp8_e4m3';
 }
 
@@ -227,7 +227,7 @@ function shapeText(s: readonly number[]): string {
  * layer past the config's count: a config that says fewer layers than the checkpoint holds would otherwise run a
  * truncated model without a word (vLLM refuses such a weight too).
  */
-export function checkTensors(cfg: LlamaConfig, tensors: ReadonlyMap<string, Tensor>, where: string, keep?: (name: string) => boolean): void {
+export function checkTensors(cfg: LlamaConfig, tensors: ReadonlyMap<string, Pick<Tensor, 'dtype' | 'shape'>>, where: string, keep?: (name: string) => boolean): void {
   let past: string | null = null;
   let layers = cfg.numLayers;
   for (const name of tensors.keys()) {
@@ -332,23 +332,32 @@ function checkWeightScale(name: string, s: StTensor, all: ReadonlyMap<string, St
   }
 }
 
+/** The names of a Llama checkpoint's own tensors (an unreadable dtype is refused there, ignored elsewhere). */
+const isExpected = (name: string) => /^(model\.embed_tokens|model\.norm|lm_head|model\.layers\.\d+\.(self_attn|mlp|input_layernorm|post_attention_layernorm))/.test(name);
+
+/** An fp8 weight's scale tensor (weight_scale_inv, else weight_scale); throws naming the file when it has none. */
+function fp8ScaleOf(name: string, t: StTensor, all: ReadonlyMap<string, StTensor>): StTensor {
+  const stem = name.replace(/\.weight$/, '');
+  const s = all.get(`${stem}.weight_scale_inv`) ?? all.get(`${stem}.weight_scale`);
+  if (!s) throw new Error(`${t.file}: fp8 tensor "${name}" has no "${stem}.weight_scale_inv" or "${stem}.weight_scale"`);
+  return s;
+}
+
+const unreadableStDtype = (t: StTensor) => new Error(`${t.file}: tensor "${t.name}" has dtype ${t.dtype}; floe reads F32, F16, BF16 and F8_E4M3 weights`);
+
 async function loadHf(dir: string): Promise<LoadedModel> {
   const { config, quantization, generation } = readHfConfig(dir);
   const set = await readSafetensorsDir(dir);
-  const isExpected = (name: string) => /^(model\.embed_tokens|model\.norm|lm_head|model\.layers\.\d+\.(self_attn|mlp|input_layernorm|post_attention_layernorm))/.test(name);
   const tensors = new Map<string, Tensor>();
   for (const [name, t] of set.tensors) {
     if (/\.weight_scale(_inv)?$/.test(name)) checkWeightScale(name, t, set.tensors);
     if (SCALE_SUFFIXES.some((s) => name.endsWith(s))) continue;
     if (t.dtype === 'F8_E4M3') {
-      const stem = name.replace(/\.weight$/, '');
-      const s = set.tensors.get(`${stem}.weight_scale_inv`) ?? set.tensors.get(`${stem}.weight_scale`);
-      if (!s) throw new Error(`${t.file}: fp8 tensor "${name}" has no "${stem}.weight_scale_inv" or "${stem}.weight_scale"`);
-      tensors.set(name, fp8Tensor(t, s, quantization));
+      tensors.set(name, fp8Tensor(t, fp8ScaleOf(name, t, set.tensors), quantization));
     } else if (t.dtype === 'F32' || t.dtype === 'F16' || t.dtype === 'BF16' || t.dtype === 'I32') {
       tensors.set(name, stToTensor(t));
     } else if (isExpected(name)) {
-      throw new Error(`${t.file}: tensor "${name}" has dtype ${t.dtype}; floe reads F32, F16, BF16 and F8_E4M3 weights`);
+      throw unreadableStDtype(t);
     }
   }
   return {
@@ -439,17 +448,61 @@ export function isGgufPath(p: string): boolean {
   }
 }
 
+/** A weight as its checkpoint's header gives it: dtype, shape (row-major) and the bytes loadModel holds of it as stored. */
+export interface WeightHeader {
+  readonly dtype: Tensor['dtype'];
+  readonly shape: readonly number[];
+  readonly bytes: number; // data, and an fp8 weight's scales as f32 (how fp8Tensor holds them)
+}
+
 /**
  * What LoadOptions dtype `dtype` would make of tensor `name`, from its dtype and shape alone (nothing is read or
  * converted): convertForLoad's rule ('fp8': a linear weight not fp8 yet -> E4M3 with one f32 scale per `fp8Block`,
  * default [1, C]: one per row; 'bf16': a 2-D f32 / f16 weight -> bf16; the rest as stored). bytes: data and scales.
  */
 export function heldAfterLoad(name: string, t: Tensor, dtype: LoadDType | undefined, fp8Block?: readonly [number, number]): { readonly dtype: Tensor['dtype']; readonly bytes: number } {
-  if (dtype === 'fp8' && convertsToFp8(name, t)) {
-    const [N, C] = rowsCols(t.shape);
+  return heldFromHeader(name, { dtype: t.dtype, shape: t.shape, bytes: t.data.byteLength + (t.scale?.byteLength ?? 0) }, dtype, fp8Block);
+}
+
+/** heldAfterLoad for a weight known only by its header (weightHeaders: floe plan, before anything is mapped in). */
+export function heldFromHeader(name: string, w: WeightHeader, dtype: LoadDType | undefined, fp8Block?: readonly [number, number]): { readonly dtype: Tensor['dtype']; readonly bytes: number } {
+  if (dtype === 'fp8' && convertsToFp8(name, w)) {
+    const [N, C] = rowsCols(w.shape);
     const [br, bc] = fp8Block ?? [1, C];
     return { dtype: 'fp8_e4m3', bytes: N * C + 4 * Math.ceil(N / br) * Math.ceil(C / bc) }; // (N, C) codes + scale grid
   }
-  if (dtype === 'bf16' && convertsToBf16(t)) return { dtype: 'bf16', bytes: 2 * t.numel };
-  return { dtype: t.dtype, bytes: t.data.byteLength + (t.scale?.byteLength ?? 0) };
+  if (dtype === 'bf16' && convertsToBf16(w)) return { dtype: 'bf16', bytes: 2 * w.shape.reduce((a, b) => a * b, 1) };
+  return { dtype: w.dtype, bytes: w.bytes };
 }
+
+/**
+ * The HF-named weights loadModel keeps from a parsed GGUF or safetensors set, from the headers alone (no tensor data
+ * is touched): the same names, dtypes and refusals as loadGgufModel / loadHf (rope_freqs.weight, held apart, and
+ * tensors floe does not map are left out; an fp8 weight counts its scale grid as f32).
+ */
+export function weightHeaders(src: GgufFile | SafetensorsSet): Map<string, WeightHeader> {
+  const out = new Map<string, WeightHeader>();
+  if ('dataOffset' in src) {
+    for (const [gname, info] of src.tensors) {
+      const name = ggufToHfName(gname);
+      if (!name) continue;
+      const t = ggufTensor(src, info); // a view: throws, as the loader does, on a ggml type floe does not read
+      out.set(name, { dtype: t.dtype, shape: t.shape, bytes: t.data.byteLength });
+    }
+    return out;
+  }
+  for (const [name, t] of src.tensors) {
+    if (SCALE_SUFFIXES.some((s) => name.endsWith(s))) continue;
+    if (t.dtype === 'F8_E4M3') {
+      const s = fp8ScaleOf(name, t, src.tensors);
+      out.set(name, { dtype: 'fp8_e4m3', shape: t.shape, bytes: t.data.byteLength + 4 * s.shape.reduce((a, b) => a * b, 1) });
+    } else if (t.dtype === 'F32' || t.dtype === 'F16' || t.dtype === 'BF16' || t.dtype === 'I32') {
+      out.set(name, { dtype: ST_TO_DTYPE[t.dtype], shape: t.shape, bytes: t.data.byteLength });
+    } else if (isExpected(name)) {
+      throw unreadableStDtype(t);
+    }
+  }
+  return out;
+}
+
+const ST_TO_DTYPE = { F32: 'f32', F16: 'f16', BF16: 'bf16', I32: 'i32' } as const;

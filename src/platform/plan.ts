@@ -16,6 +16,8 @@ import { defaultSwapSpace } from '../engine/engine.js';
 import { ENGINE_DEFAULTS } from '../engine/protocol.js';
 import type { LayerRange } from '../model/llama.js';
 import { balancedStages } from '../parallel/stages.js';
+import { checkTensors, expectedShapes, heldFromHeader, type LoadDType, type WeightHeader } from '../formats/load.js';
+import { streamedLayerSet } from '../model/offload.js';
 
 export type PlanDType = 'f32' | 'bf16' | 'f16' | 'fp8' | 'q8_0';
 
@@ -38,6 +40,8 @@ export interface PlanOptions {
   readonly dtype: PlanDType; // linear weights; fp8 keeps embedding and head in `source`'s dtype (as floe's --dtype fp8 does), bf16 an fp8 / q8_0 `source` as stored (heldDtype)
   readonly source?: PlanDType; // the checkpoint's stored dtype (default bf16): the embedding and head under fp8
   readonly fp8Block?: readonly [number, number]; // an fp8 checkpoint's scale block (default [1, C]: one scale per row)
+  /** A checkpoint's weights as floe holds them, tensor by tensor (heldWeightBytes); then dtype, source and fp8Block count only for the KV default. */
+  readonly weights?: WeightBytes;
   readonly kvDtype: KvDType;
   readonly context: number; // tokens per sequence
   readonly concurrency: number; // sequences served at once (serving)
@@ -100,8 +104,20 @@ export function heldDtype(dtype: PlanDType, source: PlanDType | undefined): Plan
   return dtype === 'bf16' && (source === 'fp8' || source === 'q8_0') ? source : dtype;
 }
 
-/** Bytes of every weight: per layer (linears + f32 norms as floe keeps them) and the rest; `source`: see PlanOptions. */
-export function weightBytes(c: LlamaConfig, asked: PlanDType, source: PlanDType = 'bf16', fp8Block?: readonly [number, number]): { perLayer: number; embed: number; head: number; norm: number; total: number } {
+/** Bytes of a model's weights as floe holds them, by where a pipeline stage or the layer stream takes them. */
+export interface WeightBytes {
+  readonly layers: readonly number[]; // (L) each layer's seven linears and its two norms (f32, as model/llama.ts vector() holds them)
+  readonly perLayer: number; // the largest layer (every layer's where they are alike): one staging slot of the layer stream
+  readonly embed: number;
+  readonly head: number; // 0 when tied
+  readonly norm: number;
+  readonly total: number;
+  /** held dtype -> how many weight matrices (linears, embedding, head) floe holds in it; set where counted tensor by tensor. */
+  readonly matrices?: Readonly<Record<string, number>>;
+}
+
+/** Bytes of every weight, all in one dtype: per layer (linears + f32 norms as floe keeps them) and the rest; `source`: see PlanOptions. */
+export function weightBytes(c: LlamaConfig, asked: PlanDType, source: PlanDType = 'bf16', fp8Block?: readonly [number, number]): WeightBytes {
   const { hiddenSize: D, intermediateSize: F, numHeads: H, numKvHeads: K, headDim: E, vocabSize: V } = c;
   const dtype = heldDtype(asked, source);
   const b = fp8Block;
@@ -111,7 +127,40 @@ export function weightBytes(c: LlamaConfig, asked: PlanDType, source: PlanDType 
   const embed = linearBytes(V, D, tableDtype);
   const head = c.tieWordEmbeddings ? 0 : embed;
   const norm = D * 4;
-  return { perLayer, embed, head, norm, total: c.numLayers * perLayer + embed + head + norm };
+  return { layers: new Array<number>(c.numLayers).fill(perLayer), perLayer, embed, head, norm, total: c.numLayers * perLayer + embed + head + norm };
+}
+
+/**
+ * Bytes of a checkpoint's weights as floe holds them, from their headers (formats/load.ts weightHeaders): each
+ * tensor as stored, or as `load` converts it (heldFromHeader, the loader's own rule), and every norm in f32. A file
+ * whose tensors mix dtypes (q8_0 layers beside an f16 embedding, an f32 head) is counted as it is. Throws, as
+ * loadModel does (checkTensors), on a tensor missing or mis-shaped for `c`; `where` names the checkpoint.
+ */
+export function heldWeightBytes(c: LlamaConfig, weights: ReadonlyMap<string, WeightHeader>, where: string, load?: LoadDType, fp8Block?: readonly [number, number]): WeightBytes {
+  checkTensors(c, weights, where);
+  const layers = new Array<number>(c.numLayers).fill(0);
+  const matrices: Record<string, number> = {};
+  let embed = 0, head = 0, norm = 0;
+  const names = [...expectedShapes(c)].map(([name]) => name);
+  // a tied config with an lm_head.weight anyway: the model reads that head (LlamaModel.fromTensors)
+  if (c.tieWordEmbeddings && weights.has('lm_head.weight')) names.push('lm_head.weight');
+  for (const name of names) {
+    const w = weights.get(name)!;
+    let bytes: number;
+    if (w.shape.length === 1) bytes = 4 * w.shape[0]!; // a norm: dequantized to f32 (model/llama.ts vector())
+    else {
+      const h = heldFromHeader(name, w, load, fp8Block);
+      bytes = h.bytes;
+      matrices[h.dtype] = (matrices[h.dtype] ?? 0) + 1;
+    }
+    const m = /^model\.layers\.(\d+)\./.exec(name);
+    if (m) layers[Number(m[1])]! += bytes;
+    else if (name === 'model.embed_tokens.weight') embed = bytes;
+    else if (name === 'lm_head.weight') head = bytes;
+    else norm = bytes;
+  }
+  const total = layers.reduce((a, b) => a + b, 0) + embed + head + norm;
+  return { layers, perLayer: Math.max(...layers), embed, head, norm, total, matrices };
 }
 
 /** LoRA parameters of one layer at rank r on `targets`: r·(C + N) each. */
@@ -198,7 +247,8 @@ export function plan(c: LlamaConfig, o: PlanOptions): Plan {
   if (P > 1 && o.swapSpace) throw new RangeError(`--swap-space does not combine with --pipeline-parallel yet: each stage holds its own layers' KV, and preemption recomputes there`);
   const DP = o.devices / (P * TP);
   const params = paramCounts(c);
-  const wb = weightBytes(c, o.dtype, o.source, o.fp8Block);
+  const wb = o.weights ?? weightBytes(c, o.dtype, o.source, o.fp8Block);
+  if (wb.layers.length !== c.numLayers) throw new RangeError(`the weights give ${wb.layers.length} layers, the config ${c.numLayers}`);
   const t = o.train;
   // floe's own split (serve and generate: the head counted on stage 0; finetune: on the last stage), not L / P each
   const stages = balancedStages(c, P, t ? 'last' : 'first');
@@ -210,16 +260,19 @@ export function plan(c: LlamaConfig, o: PlanOptions): Plan {
 
   /** Stage s's device: its layers' weights, KV, state and activations, the embedding / head where it reads them. */
   const stageDevice = (s: number) => {
-    const layers = stages[s]!.end - stages[s]!.start;
+    const own = wb.layers.slice(stages[s]!.start, stages[s]!.end); // this stage's layers' bytes
+    const layers = own.length;
     // serving reads embedding, head and final norm on stage 0; training embeds on the first stage and runs norm, head
     // and loss on the last (a tied head is the embedding's table: both ends read it)
     const edge = P === 1 ? wb.embed + wb.head + wb.norm
       : !t ? (s === 0 ? wb.embed + wb.head + wb.norm : 0)
       : (s === 0 ? wb.embed : 0) + (s === P - 1 ? (wb.head || wb.embed) + wb.norm : 0);
+    // the layers LayerStream streams (streamedLayerSet), each read into a staging slot the size of the largest layer
     const streamedLayers = Math.round(layers * o.offloadRatio);
-    const ring = streamedLayers > 0 ? Math.min(o.ringLayers, streamedLayers) * wb.perLayer / TP : 0;
-    const offloaded = streamedLayers * wb.perLayer / TP / baseShard;
-    let weights = (edge / TP + layers * wb.perLayer / TP) / baseShard - offloaded + ring;
+    const streamed = streamedLayerSet(layers, streamedLayers);
+    const ring = streamedLayers > 0 ? Math.min(o.ringLayers, streamedLayers) * Math.max(...own) / TP : 0;
+    const offloaded = sum(own.filter((_, i) => streamed[i])) / TP / baseShard;
+    let weights = (edge / TP + sum(own) / TP) / baseShard - offloaded + ring;
     // a kv head is never split: TP wider than K replicates heads
     const kvPerToken = KvCache.bytesPerToken(layers, Math.ceil(c.numKvHeads / TP), c.headDim, o.kvDtype);
     let loraParams = 0, gradients = 0, optimizer = 0, activations: number, kvCache = 0, swapSpace = 0;
@@ -253,6 +306,8 @@ export function plan(c: LlamaConfig, o: PlanOptions): Plan {
     device: fullest.device, stageDevices: all.map((d) => d.device), maxConcurrentSequences: Math.min(...all.map((d) => d.maxSeq)),
   };
 }
+
+const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
 
 /** Most sequences of `perSeq` KV bytes that fit in `room` beside their swap space: `swap`, or serve's default for their KV. */
 function maxSequences(room: number, perSeq: number, swap: number | undefined): number {

@@ -38,6 +38,8 @@ export interface TinyOptions {
   readonly headDim?: number;
   readonly tied?: boolean;
   readonly dtype?: 'F32' | 'F16' | 'BF16';
+  /** A tensor's dtype where it is not `dtype` (a checkpoint of mixed dtypes); undefined: `dtype`. */
+  readonly dtypeOf?: (name: string) => 'F32' | 'F16' | 'BF16' | undefined;
   readonly seed?: number;
   readonly shardBytes?: number; // write sharded with an index when set
   readonly extraConfig?: Record<string, unknown>;
@@ -72,8 +74,9 @@ export function makeTinyHf(o: TinyOptions = {}): TinyModel {
   for (const [name, shape] of shapes) {
     const f32 = randn(shape.reduce((a, b) => a * b, 1), r, 0.5);
     values.set(name, { shape, f32 });
-    const data = dtype === 'F32' ? f32 : dtype === 'F16' ? encodeF16(f32) : encodeBf16(f32);
-    tensors[name] = { dtype, shape, data };
+    const d = o.dtypeOf?.(name) ?? dtype;
+    const data = d === 'F32' ? f32 : d === 'F16' ? encodeF16(f32) : encodeBf16(f32);
+    tensors[name] = { dtype: d, shape, data };
   }
   const config: Record<string, unknown> = {
     architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: V, hidden_size: D, intermediate_size: F,

@@ -19,7 +19,7 @@ import { DataLoader, loadSamples } from '../train/data.js';
 import { Optimizer } from '../train/optimizer.js';
 import { mix32 } from '../train/rng.js';
 import { learningRate } from '../train/schedule.js';
-import { asTrainBackend, baseFingerprint, baseWeights, checkBaseDtype, checkResumeOptions, dataFingerprint, initAdapter, loraConfigOf, planSteps, recordedBatch, trainingTemplate, type FinetuneOptions, type FinetuneSummary, type StepMetrics } from '../train/trainer.js';
+import { asTrainBackend, baseFingerprint, baseWeights, checkBaseDtype, checkResumeOptions, dataFingerprint, initAdapter, loraConfigOf, nonFiniteLoss, planSteps, recordedBatch, trainingTemplate, type FinetuneOptions, type FinetuneSummary, type StepMetrics } from '../train/trainer.js';
 import { oneFOneB, slotsNeeded } from './1f1b.js';
 import { stagePlan } from './stage-model.js';
 import { formatStages } from './stages.js';
@@ -266,7 +266,7 @@ export async function finetunePipeline(o: PipelineFinetuneOptions, tr: Transport
     if (first) fs.appendFileSync(metricsPath, JSON.stringify(m) + '\n');
     o.onStep?.(m);
     if (step % logEvery === 0 || step === totalSteps) log(`step ${step}/${totalSteps} loss ${lastLoss.toFixed(4)} lr ${lrNow.toExponential(2)} ${m.tok_s.toFixed(0)} tok/s`);
-    if (!Number.isFinite(lastLoss)) throw new Error(`loss became ${lastLoss} at step ${step}: lower the learning rate`);
+    if (!Number.isFinite(lastLoss)) throw nonFiniteLoss(lastLoss, step, o.model);
     if (o.saveSteps && step % o.saveSteps === 0 && step < totalSteps) save();
   }
   if (listCheckpoints(myDir).at(-1)?.step !== step) save();

@@ -329,6 +329,15 @@ export function checkResumeOptions(dir: string, was: Record<string, unknown>, no
   }
 }
 
+/**
+ * The error a non-finite training loss stops a run with. At step 1 no update has been made (a fresh adapter's B is 0;
+ * a full run's weights are as loaded), so the model as loaded gives it, not the learning rate: say so.
+ */
+export function nonFiniteLoss(loss: number, step: number, model: string): Error {
+  if (step === 1) return new Error(`loss is ${loss} at step 1, before any update: ${model} as loaded gives non-finite outputs on this data (a NaN or Inf weight in the checkpoint?); the learning rate is not the cause`);
+  return new Error(`loss became ${loss} at step ${step}: lower the learning rate`);
+}
+
 /** The chat template {messages} data is rendered with: an HF dir's, or a GGUF's tokenizer.chat_template (as serve uses). */
 export async function trainingTemplate(loaded: LoadedModel): Promise<ChatTemplate | null> {
   if (loaded.format === 'hf') return loadChatTemplate(loaded.path);
@@ -543,7 +552,7 @@ async function finetuneRun(o: FinetuneOptions): Promise<FinetuneSummary> {
     metric(m);
     o.onStep?.(m);
     bar?.update(m);
-    if (!Number.isFinite(lastLoss)) throw new Error(`loss became ${lastLoss} at step ${step}: lower the learning rate`);
+    if (!Number.isFinite(lastLoss)) throw nonFiniteLoss(lastLoss, step, o.model);
     if (o.evalSteps && evalCache.length && step % o.evalSteps === 0 && step < totalSteps) {
       lastEval = runEval();
       bar?.note(`eval step ${step}: loss ${lastEval.eval_loss.toFixed(4)} ppl ${lastEval.eval_ppl.toFixed(2)}`);

@@ -15,6 +15,7 @@ import { Embedder } from '../../src/model/embed.js';
 import { openModel } from '../../src/model/open.js';
 import { NonFiniteOutputError, Sampler, DEFAULT_SAMPLING } from '../../src/model/sampler.js';
 import { verifyDraft } from '../../src/model/speculation.js';
+import { finetune } from '../../src/train/trainer.js';
 import { client, serverProcs, startFloeServe } from '../serve/floe-process.js';
 import { repoPath } from '../repo.js';
 
@@ -93,6 +94,19 @@ test('a NaN in q_proj, k_proj or v_proj reaches the logits on the native backend
       }
     }
   }
+});
+
+test('finetune on a checkpoint with a NaN weight stops at step 1 saying the model, not the learning rate, gives it', async () => {
+  const data = join(dir, 'train.jsonl');
+  writeFileSync(data, Array.from({ length: 8 }, (_, i) => JSON.stringify({ text: `The old man walked to the river, time ${i}.` })).join('\n') + '\n');
+  for (const full of [false, true]) {
+    const out = join(dir, `ft-${full}`);
+    await assert.rejects(finetune({ model: NAN_MODEL, data, out, ...(full ? { full: true } : { lora: { rank: 4 } }), maxSteps: 3, batchSize: 2, threads: 1 }),
+      (e: unknown) => /loss is NaN at step 1, before any update: .*nan-down as loaded gives non-finite outputs.*the learning rate is not the cause/.test((e as Error).message), `full=${full}`);
+  }
+  // after an update it is the learning rate's (a finite model, a rate that overflows the weights)
+  await assert.rejects(finetune({ model: BROWN, data, out: join(dir, 'ft-lr'), full: true, lr: 1e30, maxSteps: 4, batchSize: 2, threads: 1 }),
+    /loss became (NaN|Infinity) at step [2-4]: lower the learning rate/);
 });
 
 test('Embedder on a checkpoint with a NaN weight throws instead of returning a vector of NaN', async () => {

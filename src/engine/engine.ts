@@ -294,6 +294,12 @@ export class Engine {
     }
     // past a complete value only EOS is allowed: ignoring it would leave nothing to sample
     if (constraint && req.ignoreEos) bad('ignore_eos cannot be combined with constrained decoding (response_format, guided_*, a forced tool call, strict tools under tool_choice auto)');
+    const minTokens = req.minTokens ?? 0;
+    if (!(Number.isInteger(minTokens) && minTokens >= 0 && minTokens <= req.maxTokens)) bad(`min_tokens must be an integer in [0, max_tokens = ${req.maxTokens}], got ${String(req.minTokens)}`);
+    // a value complete before min_tokens could be followed by nothing but the masked EOS
+    if (constraint && minTokens > 0) bad('min_tokens cannot be combined with constrained decoding (response_format, guided_*, a forced tool call, strict tools under tool_choice auto)');
+    const stopIds = new Set([...req.stopTokenIds, ...(req.ignoreEos ? [] : this.eosIds)]);
+    const minStop = minTokens > 0 ? { minTokens, stopIds: Int32Array.from([...stopIds].filter((id) => id >= 0 && id < V)) } : null;
 
     const comps: Completion[] = [];
     const promptLogprobs = req.promptLogprobs === null ? null : { k: req.promptLogprobs, done: 0 };
@@ -301,7 +307,7 @@ export class Engine {
       const params = { ...sampling, seed: sampling.seed === null ? null : sampling.seed + i };
       let slot: SamplingSlot;
       try {
-        slot = { sampler: new Sampler(params, V, this.model.backend), counts: new TokenCounts(req.promptIds), logprobs: req.logprobs, constraint: constraint?.start() ?? null };
+        slot = { sampler: new Sampler(params, V, this.model.backend), counts: new TokenCounts(req.promptIds), logprobs: req.logprobs, constraint: constraint?.start() ?? null, minStop };
       } catch (e) {
         throw new EngineRequestError(400, (e as Error).message);
       }
@@ -317,14 +323,13 @@ export class Engine {
       comps.push({
         index: i, seq, slot,
         detok: text ? new IncrementalDetokenizer(this.tokenizer!, { skipSpecialTokens: req.skipSpecialTokens, promptIds: req.promptIds }) : null,
-        stops: text ? new StopStringMatcher(req.stop) : null,
+        stops: text ? new StopStringMatcher(req.stop, req.includeStopStr === true) : null,
         numOutput: 0, predAccepted: 0, predRejected: 0, newTokens: [], newText: '', newLogprobs: req.logprobs === null ? null : [],
         finish: null, stopReason: null, sentFinal: false,
       });
     }
     // the first sequence computes the prompt once and samples for every completion
     comps[0]!.seq.slots = comps.map((c) => c.slot);
-    const stopIds = new Set([...req.stopTokenIds, ...(req.ignoreEos ? [] : this.eosIds)]);
     const state: GenState = {
       kind: 'generate', req, completions: comps, stopIds, cachedTokens: 0, admitted: false,
       promptLogprobs: promptLogprobs ? [null] : null, promptLogprobsSent: false, live: req.n,
@@ -748,8 +753,11 @@ export class Engine {
     if (state.stopIds.has(tok)) {
       c.finish = 'stop';
       c.stopReason = tok;
+      // include_stop_str_in_output: a stop token's text too (none for a special token skipped as usual)
+      if (c.detok && state.req.includeStopStr) c.newText += c.stops!.push(c.detok.push(tok), false).text;
     } else if (c.detok) {
-      const r = c.stops!.push(c.detok.push(tok));
+      // min_tokens: stop strings count from the token after the first min_tokens (vLLM's rule)
+      const r = c.stops!.push(c.detok.push(tok), c.numOutput > (state.req.minTokens ?? 0));
       c.newText += r.text;
       if (r.stopped) { c.finish = 'stop'; c.stopReason = r.stop ?? null; byString = true; }
     }

@@ -18,9 +18,13 @@ export interface GenerateRequest {
   readonly sampling: SamplingSpec;
   readonly maxTokens: number; // ≥ 1; prompt + maxTokens ≤ context window (checked by the caller and again by the engine)
   readonly n: number; // completions sharing the prompt's KV blocks
-  readonly stop: readonly string[]; // stop strings (may span tokens); the matched text is not returned
+  readonly stop: readonly string[]; // stop strings (may span tokens); the matched text is not returned (unless includeStopStr)
   readonly stopTokenIds: readonly number[]; // in addition to the model's eos ids unless ignoreEos
   readonly ignoreEos: boolean;
+  /** vLLM's min_tokens: before this many output tokens, the stop ids (EOS unless ignoreEos, stopTokenIds) are masked and no stop string counts; default 0. */
+  readonly minTokens?: number;
+  /** vLLM's include_stop_str_in_output: the matched stop string (or a stop token's text) stays in the text; default false. */
+  readonly includeStopStr?: boolean;
   readonly logprobs: number | null; // top-K logprobs per generated token; null → none
   readonly promptLogprobs: number | null; // top-K logprobs per prompt token; null → none
   readonly skipSpecialTokens: boolean;

@@ -20,6 +20,15 @@ export interface SamplingSlot {
   readonly counts: TokenCounts;
   readonly logprobs: number | null; // top-K; null → none
   readonly constraint: ConstraintState | null; // masks the logits before sampling (logprobs then describe the masked distribution)
+  /** vLLM's min_tokens: while the output holds fewer than minTokens tokens, stopIds are masked (logprobs as for a constraint). */
+  readonly minStop?: { readonly minTokens: number; readonly stopIds: Int32Array } | null;
+}
+
+/** Mask a slot's stop ids in a logits row (V) while its output (`produced` tokens so far) is under min_tokens. */
+function maskMinTokens(slot: SamplingSlot, row: Float32Array, produced: number): void {
+  const m = slot.minStop;
+  if (!m || produced >= m.minTokens) return;
+  for (const id of m.stopIds) row[id] = -Infinity;
 }
 
 /** What the runner reads of a sequence besides the scheduler's view. */
@@ -221,6 +230,9 @@ export class ModelRunner {
         const k = seq.draft.length;
         const slot = seq.slots[0]!;
         const rows = logits.subarray(p.sample * V, (p.sample + k + 1) * V); // (k + 1, V)
+        // row j samples output token (produced + j): under min_tokens its stop ids have probability 0
+        const produced = seq.tokens.length - seq.promptLen;
+        for (let j = 0; j <= k; j++) maskMinTokens(slot, rows.subarray(j * V, (j + 1) * V), produced + j);
         if (slot.constraint) {
           // mask each verify row with the grammar state after the draft tokens before it; a draft token the grammar
           // refuses has probability 0 there, so verification stops at it and the rows after are never read
@@ -245,6 +257,12 @@ export class ModelRunner {
             slot.constraint.apply(this.masked);
             r = this.masked;
             this.maskedSamples++;
+          }
+          const produced = seq.tokens.length - seq.promptLen;
+          if (slot.minStop && produced < slot.minStop.minTokens) {
+            if (r !== this.masked) this.masked.set(row);
+            r = this.masked;
+            maskMinTokens(slot, r, produced);
           }
           const token = slot.sampler.sample(r, slot.counts);
           return { token, logprob: slot.logprobs === null ? null : this.entry(r, token, slot.logprobs) };

@@ -73,6 +73,9 @@ export interface StopResult {
 /**
  * Cuts a text stream at the first stop string to complete (earliest end; ties go to the earliest start).
  * Holds back the longest tail that is a prefix of some stop string, so a stop that spans pushes is never emitted.
+ * A stop must end in the text of the push that completes it: text pushed with `match` false (vLLM's min_tokens: no
+ * stop string counts before them) is passed on, a stop inside it never matches, and only its held tail can begin one.
+ * `include` (vLLM's include_stop_str_in_output) keeps the matched stop string in the text.
  */
 export class StopStringMatcher {
   private held = "";
@@ -81,7 +84,7 @@ export class StopStringMatcher {
   private readonly stops: readonly string[];
   private readonly maxLen: number;
 
-  constructor(stops: readonly string[]) {
+  constructor(stops: readonly string[], private readonly include = false) {
     stops.forEach((s, i) => {
       if (typeof s !== "string" || s.length === 0) throw new Error(`StopStringMatcher: stop string ${i} is empty or not a string`);
     });
@@ -97,14 +100,15 @@ export class StopStringMatcher {
     return this.matched;
   }
 
-  push(text: string): StopResult {
+  push(text: string, match = true): StopResult {
     if (this.done) return { text: "", stopped: true, stop: this.matched };
     const buf = this.held + text;
     let bestStart = -1;
     let bestEnd = Infinity;
     let best: string | undefined;
-    for (const s of this.stops) {
-      const at = buf.indexOf(s);
+    for (const s of match ? this.stops : []) {
+      // from where an occurrence ends in the new text: the held tail alone holds no whole stop that may count
+      const at = buf.indexOf(s, Math.max(0, this.held.length - s.length + 1));
       if (at < 0) continue;
       const end = at + s.length;
       if (end < bestEnd || (end === bestEnd && at < bestStart)) {
@@ -117,7 +121,7 @@ export class StopStringMatcher {
       this.done = true;
       this.matched = best;
       this.held = "";
-      return { text: buf.slice(0, bestStart), stopped: true, stop: best };
+      return { text: buf.slice(0, this.include ? bestEnd : bestStart), stopped: true, stop: best };
     }
     const keep = this.partialTail(buf);
     this.held = buf.slice(buf.length - keep);

@@ -302,7 +302,7 @@ export function createApp(opts: AppOptions): ServeApp {
 
   const engineRequest = (id: string, ids: number[], g: GenerationParams, maxTokens: number, promptLogprobs: number | null): Omit<GenerateRequest, 'kind'> => ({
     id, promptIds: ids, sampling: g.sampling, maxTokens, n: g.n, stop: g.stop, stopTokenIds: g.stopTokenIds,
-    ignoreEos: g.ignoreEos, logprobs: g.logprobs, promptLogprobs, skipSpecialTokens: g.skipSpecialTokens,
+    ignoreEos: g.ignoreEos, minTokens: g.minTokens, includeStopStr: g.includeStopStr, logprobs: g.logprobs, promptLogprobs, skipSpecialTokens: g.skipSpecialTokens,
     speculative: g.speculative, adapter: adapterOf(g.model), constraint: g.constraint, prediction: predictionIds(g),
   });
 

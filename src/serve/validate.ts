@@ -34,6 +34,8 @@ export interface GenerationParams {
   readonly stop: readonly string[];
   readonly stopTokenIds: readonly number[];
   readonly ignoreEos: boolean;
+  readonly minTokens: number; // vLLM extra: stop ids masked and stop strings off for the first min_tokens tokens
+  readonly includeStopStr: boolean; // vLLM extra include_stop_str_in_output: the matched stop stays in the text
   readonly skipSpecialTokens: boolean;
   readonly speculative: boolean; // false opts this request out of the server's speculative decoding
   readonly prediction: string | null; // Predicted Outputs: text the answer is expected to repeat (drafts for speculation)
@@ -82,7 +84,7 @@ const MAX_PROMPTS = 2048;
 const COMMON_FIELDS = [
   'model', 'n', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'repetition_penalty',
   'frequency_penalty', 'presence_penalty', 'seed', 'stop', 'stop_token_ids', 'ignore_eos', 'skip_special_tokens',
-  'logit_bias', 'logprobs', 'user', 'return_token_ids',
+  'logit_bias', 'logprobs', 'user', 'return_token_ids', 'min_tokens', 'include_stop_str_in_output',
   'speculative', 'guided_json', 'guided_regex', 'guided_choice', 'prediction',
 ];
 /**
@@ -307,6 +309,10 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
   } else if (sv !== undefined) throw invalid('stop', `'stop' must be a string or an array of strings, got ${describe(sv)}`, 'invalid_type');
   const stv = get(b, 'stop_token_ids');
   const stopTokenIds = stv === undefined ? [] : tokenIds(stv, 'stop_token_ids', ctx.vocabSize, true);
+  const minTokens = optNum(b, 'min_tokens', 0, { min: 0, integer: true });
+  if (maxTokens !== null && minTokens > maxTokens) {
+    throw invalid('min_tokens', `'min_tokens' (${minTokens}) must be at most '${maxTokensParam}' (${maxTokens})`);
+  }
 
   let logprobs: number | null = null;
   const lp = get(b, 'logprobs');
@@ -332,6 +338,8 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     speculative: optBool(b, 'speculative', true),
     prediction: prediction(b),
     ignoreEos: optBool(b, 'ignore_eos', false),
+    minTokens,
+    includeStopStr: optBool(b, 'include_stop_str_in_output', false),
     skipSpecialTokens: optBool(b, 'skip_special_tokens', true),
     logprobs,
     returnTokenIds: optBool(b, 'return_token_ids', false),
@@ -375,10 +383,15 @@ function prediction(b: Obj): string | null {
   }).join('');
 }
 
-/** Past a complete constrained value only EOS may follow: ignoring it leaves nothing to sample (the engine refuses it too). */
+/**
+ * Past a complete constrained value only EOS may follow: ignoring it leaves nothing to sample, and so does masking it
+ * under min_tokens when the value completes sooner (the engine refuses both too).
+ */
 function checkIgnoreEos(g: GenerationParams, constraint: ConstraintSpec | null): void {
-  if (constraint && g.ignoreEos) {
-    throw invalid('ignore_eos', `'ignore_eos' cannot be combined with constrained decoding (response_format, guided_*, a forced tool call, strict tools under tool_choice auto): past a complete value only EOS may follow`, 'unsupported_parameter');
+  for (const [on, key] of [[g.ignoreEos, 'ignore_eos'], [g.minTokens > 0, 'min_tokens']] as const) {
+    if (constraint && on) {
+      throw invalid(key, `'${key}' cannot be combined with constrained decoding (response_format, guided_*, a forced tool call, strict tools under tool_choice auto): past a complete value only EOS may follow`, 'unsupported_parameter');
+    }
   }
 }
 

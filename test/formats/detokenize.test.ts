@@ -131,6 +131,46 @@ test("StopStringMatcher on fresh random streams matches the whole-text reference
   }
 });
 
+test("StopStringMatcher: text pushed without matching (min_tokens) and include (include_stop_str_in_output) on fresh random streams", () => {
+  const seed = Date.now() >>> 0;
+  const r = rng(seed ^ 0x5eed);
+  const alphabet = "abxy";
+  const pick = (n: number) => Array.from({ length: n }, () => alphabet[Math.floor(r() * alphabet.length)]).join("");
+  let cutInside = 0;
+  for (let i = 0; i < 1000; i++) {
+    const stops = Array.from({ length: 1 + Math.floor(r() * 3) }, () => pick(1 + Math.floor(r() * 3)));
+    const full = pick(Math.floor(r() * 30));
+    const include = r() < 0.5;
+    const m = new StopStringMatcher(stops, include);
+    // chunks; those before `quiet` characters are pushed with matching off
+    const chunks: string[] = [];
+    for (let pos = 0; pos < full.length;) { const c = full.slice(pos, pos + 1 + Math.floor(r() * 4)); chunks.push(c); pos += c.length; }
+    const nQuiet = Math.floor(r() * (chunks.length + 1));
+    const L = chunks.slice(0, nQuiet).join("").length;
+    let out = "";
+    let res = { text: "", stopped: false } as ReturnType<StopStringMatcher["push"]>;
+    for (let j = 0; j < chunks.length && !res.stopped; j++) {
+      res = m.push(chunks[j]!, j >= nQuiet);
+      out += res.text;
+    }
+    if (!res.stopped) out += m.flush();
+    // the reference: the occurrence ending first past L (ties: the earliest start), cut before or after it
+    let best: { start: number; end: number; stop: string } | null = null;
+    for (const st of stops) {
+      for (let a = full.indexOf(st); a >= 0; a = full.indexOf(st, a + 1)) {
+        const e = a + st.length;
+        if (e > L && (!best || e < best.end || (e === best.end && a < best.start))) best = { start: a, end: e, stop: st };
+      }
+    }
+    const what = `seed ${seed}: stops ${JSON.stringify(stops)} text ${JSON.stringify(full)} quiet ${L} include ${include}`;
+    assert.equal(out, best ? full.slice(0, include ? best.end : best.start) : full, what);
+    assert.equal(res.stopped, best !== null, what);
+    if (best) assert.equal(res.stop, best.stop, what);
+    if (best && stops.some((st) => full.slice(0, L).includes(st))) cutInside++;
+  }
+  assert.ok(cutInside > 20, `cases with a stop wholly inside the quiet text: ${cutInside}`);
+});
+
 test("detokenizer + stop strings on a real token stream: stop spanning tokens is cut, nothing after it leaks", () => {
   const text = "Sure! Here is 👍 the answer.\n\nUser: next question";
   const ids = tok.encode(text, { addSpecialTokens: false });

@@ -1,0 +1,154 @@
+// vLLM's `min_tokens` and `include_stop_str_in_output` (extra body fields) through `floe serve` on floe-brown with the
+// official `openai` client, each against an oracle built from plain requests:
+// - min_tokens: the first min_tokens tokens are what greedy decoding gives with the stop ids pushed down by
+//   logit_bias -100 (the sampler's own bias, not the mask under test); stop strings count only from the token after
+//   them, so the text is the unstopped greedy text cut at the first stop that ends past those tokens' text (vLLM's rule);
+// - include_stop_str_in_output: the same cut, ending after the stop string; a stop token's own text is kept too;
+// - both hold streamed, with n = 2 forks, and under --speculative ngram (the verify rows are masked alike).
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { APIError } from 'openai';
+import type OpenAI from 'openai';
+import { client, serverProcs, startFloeServe, type Floe } from './floe-process.js';
+import { repoPath } from '../repo.js';
+
+const BUILT = repoPath('dist/src/cli/main.js');
+const procs = serverProcs();
+let plain: Floe;
+let spec: Floe;
+before(async () => {
+  [plain, spec] = await Promise.all([
+    startFloeServe(null, { built: BUILT, procs }),
+    startFloeServe(null, { built: BUILT, procs, args: ['--speculative', 'ngram', '--num-speculative-tokens', '4'] }),
+  ]);
+});
+after(() => { for (const f of [plain, spec]) f?.proc.kill('SIGTERM'); });
+
+type Body = Record<string, unknown>;
+interface Out { text: string; ids: number[]; finish: string }
+
+/** A greedy /v1/completions answer (streamed or whole) with its token ids (vLLM's return_token_ids). */
+async function complete(c: OpenAI, body: Body, stream = false): Promise<Out[]> {
+  const params = { model: 'floe-brown', temperature: 0, return_token_ids: true, ...body } as never;
+  if (!stream) {
+    const r = await c.completions.create(params) as unknown as { choices: { index: number; text: string; token_ids: number[]; finish_reason: string }[] };
+    return r.choices.sort((a, b) => a.index - b.index).map((ch) => ({ text: ch.text, ids: ch.token_ids, finish: ch.finish_reason }));
+  }
+  const outs: Out[] = [];
+  const s = await c.completions.create({ ...(params as object), stream: true } as never) as unknown as AsyncIterable<{ choices: { index: number; text: string; token_ids?: number[]; finish_reason: string | null }[] }>;
+  for await (const ch of s) {
+    for (const x of ch.choices) {
+      const o = (outs[x.index] ??= { text: '', ids: [], finish: '' });
+      o.text += x.text;
+      o.ids.push(...(x.token_ids ?? []));
+      if (x.finish_reason) o.finish = x.finish_reason;
+    }
+  }
+  return outs;
+}
+
+async function tokenize(text: string): Promise<number[]> {
+  const r = await fetch(plain.url + '/tokenize', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: text, add_special_tokens: false }) });
+  return ((await r.json()) as { tokens: number[] }).tokens;
+}
+
+const PROMPTS = ['The old man said that', 'In the morning, the children', 'He looked at the house and'];
+
+test('min_tokens masks the stop ids for the first min_tokens tokens: greedy equals logit_bias -100 on them, then stops as usual', async () => {
+  const stops = [...await tokenize('.'), ...await tokenize(','), ...await tokenize(' the')];
+  for (const prompt of PROMPTS) {
+    const [free] = await complete(client(plain), { prompt, max_tokens: 40, stop_token_ids: stops });
+    assert.equal(free!.finish, 'stop', `${prompt}: stops on a stop id without min_tokens`);
+    const min = free!.ids.length + 6;
+    const bias = Object.fromEntries(stops.map((id) => [String(id), -100]));
+    const [oracle] = await complete(client(plain), { prompt, max_tokens: min, logit_bias: bias });
+    assert.ok(oracle!.ids.every((id) => !stops.includes(id)));
+    for (const f of [plain, spec]) {
+      for (const stream of [false, true]) {
+        const outs = await complete(client(f), { prompt, max_tokens: 60, min_tokens: min, stop_token_ids: stops, n: 2 }, stream);
+        for (const o of outs) {
+          const what = `${prompt} ${f === spec ? 'speculative' : 'plain'} stream=${stream}`;
+          assert.deepEqual(o.ids.slice(0, min), oracle!.ids, `${what}: the first min_tokens tokens`);
+          assert.ok(o.ids.length > min, `${what}: ${o.ids.length} tokens`);
+          // after them a stop id ends it, as without min_tokens
+          const at = o.ids.findIndex((id, i) => i >= min && stops.includes(id));
+          if (o.finish === 'stop') assert.equal(at, o.ids.length - 1, `${what}: ends at its first stop id past min_tokens`);
+          else assert.equal(at, -1, what);
+        }
+      }
+    }
+  }
+});
+
+test('stop strings count from the token after min_tokens (vLLM): the text is the unstopped text cut at the first stop ending past them', async () => {
+  for (const prompt of PROMPTS) {
+    const [full] = await complete(client(plain), { prompt, max_tokens: 30, ignore_eos: true });
+    for (const min of [1, 4, 9]) {
+      const [head] = await complete(client(plain), { prompt, max_tokens: min, ignore_eos: true });
+      const L = head!.text.length;
+      for (const stop of ['e', 'th', ' a']) {
+        const at = full!.text.indexOf(stop, Math.max(0, L - stop.length + 1));
+        if (at < 0 || at + stop.length > full!.text.length - 8) continue; // not found in the text the oracle can vouch for
+        for (const include of [false, true]) {
+          for (const stream of [false, true]) {
+            const [o] = await complete(client(plain), { prompt, max_tokens: 30, ignore_eos: true, min_tokens: min, stop: [stop], include_stop_str_in_output: include }, stream);
+            const what = `${JSON.stringify(prompt)} min ${min} stop ${JSON.stringify(stop)} include=${include} stream=${stream}`;
+            assert.equal(o!.text, full!.text.slice(0, include ? at + stop.length : at), what);
+            assert.equal(o!.finish, 'stop', what);
+          }
+        }
+      }
+    }
+  }
+});
+
+test('include_stop_str_in_output without min_tokens keeps the stop string (chat too), and a stop token\'s text', async () => {
+  const prompt = PROMPTS[0]!;
+  const [full] = await complete(client(plain), { prompt, max_tokens: 30, ignore_eos: true });
+  const stop = full!.text.slice(6, 9); // a stop string the greedy text holds
+  const at = full!.text.indexOf(stop);
+  for (const stream of [false, true]) {
+    const [kept] = await complete(client(plain), { prompt, max_tokens: 30, ignore_eos: true, stop: [stop], include_stop_str_in_output: true }, stream);
+    assert.equal(kept!.text, full!.text.slice(0, at + stop.length));
+    const [cut] = await complete(client(plain), { prompt, max_tokens: 30, ignore_eos: true, stop: [stop] }, stream);
+    assert.equal(cut!.text, full!.text.slice(0, at));
+  }
+  // a stop token: its text is the answer's last text with the flag, left out without it
+  const fifth = full!.ids[4]!;
+  const [head] = await complete(client(plain), { prompt, max_tokens: 5, ignore_eos: true });
+  const [four] = await complete(client(plain), { prompt, max_tokens: 4, ignore_eos: true });
+  for (const include of [false, true]) {
+    const [o] = await complete(client(plain), { prompt, max_tokens: 30, ignore_eos: true, stop_token_ids: [fifth], include_stop_str_in_output: include });
+    assert.equal(o!.finish, 'stop');
+    if (!full!.ids.slice(0, 4).includes(fifth)) assert.equal(o!.text, include ? head!.text : four!.text, `stop token include=${include}`);
+  }
+  // chat completions take both fields
+  const c = client(plain);
+  const base = { model: 'floe-brown', messages: [{ role: 'user' as const, content: 'Tell me about the river.' }], temperature: 0, max_tokens: 24 };
+  const chatFull = (await c.chat.completions.create({ ...base, ignore_eos: true } as never) as OpenAI.ChatCompletion).choices[0]!.message.content!;
+  const s = chatFull.slice(4, 6);
+  const chatKept = (await c.chat.completions.create({ ...base, ignore_eos: true, stop: [s], include_stop_str_in_output: true } as never) as OpenAI.ChatCompletion).choices[0]!.message.content!;
+  assert.equal(chatKept, chatFull.slice(0, chatFull.indexOf(s) + s.length));
+  const chatMin = await c.chat.completions.create({ ...base, min_tokens: 24 } as never) as OpenAI.ChatCompletion;
+  assert.equal(chatMin.usage!.completion_tokens, 24, 'min_tokens = max_tokens: every token, no EOS before');
+});
+
+test('min_tokens and include_stop_str_in_output: bad values and combinations are 400s naming the field', async () => {
+  const c = client(plain);
+  const cases: [Body, string][] = [
+    [{ min_tokens: -1 }, 'min_tokens'], [{ min_tokens: 1.5 }, 'min_tokens'], [{ min_tokens: '3' }, 'min_tokens'],
+    [{ min_tokens: 20, max_tokens: 10 }, 'min_tokens'],
+    [{ min_tokens: 2, guided_regex: '[a-z]+' }, 'min_tokens'],
+    [{ include_stop_str_in_output: 'yes' }, 'include_stop_str_in_output'],
+  ];
+  for (const [extra, param] of cases) {
+    await assert.rejects(c.completions.create({ model: 'floe-brown', prompt: 'The', max_tokens: 8, ...extra } as never),
+      (e: unknown) => e instanceof APIError && e.status === 400 && (e.param === param || new RegExp(param).test(e.message)), JSON.stringify(extra));
+  }
+  await assert.rejects(c.chat.completions.create({ model: 'floe-brown', messages: [{ role: 'user', content: 'hi' }], max_tokens: 8, min_tokens: 2, response_format: { type: 'json_object' } } as never),
+    (e: unknown) => e instanceof APIError && e.status === 400 && e.param === 'min_tokens');
+  // over what the context leaves (max_tokens left out: the route's budget)
+  await assert.rejects(c.chat.completions.create({ model: 'floe-brown', messages: [{ role: 'user', content: 'hi' }], min_tokens: 5000 } as never),
+    (e: unknown) => e instanceof APIError && e.status === 400 && /min_tokens/.test(e.message));
+});

@@ -23,6 +23,7 @@ import { registerResponsesRoutes } from './responses-routes.js';
 import { chatSettings, ChunkAssembler, registerChatStoreRoutes } from './chat-store.js';
 import { FLOE_VERSION, registerTokenizeRoutes, TOKENIZE_ROUTES } from './tokenize-routes.js';
 import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
+import { keepCount, keepLast } from './prompt-truncation.js';
 import {
   nestingError, parseChatRequest, parseCompletionRequest,
   type ChatParams, type GenerationParams, type Prompt, type ValidationContext,
@@ -286,6 +287,16 @@ export function createApp(opts: AppOptions): ServeApp {
     return g.maxTokens;
   };
 
+  /**
+   * vLLM's truncate_prompt_tokens on a generation prompt: its last k tokens (`prefix`, a text prompt's BOS, kept in
+   * front); -1 keeps as many as leave room for the output (max_tokens). Before the budget, so that it checks what is kept.
+   */
+  const truncated = (c: ModelContext, g: GenerationParams, ids: number[], prefix: readonly number[] = []): number[] => {
+    const info = c.engine.info;
+    const n = keepCount(g.truncatePromptTokens, info.maxModelLen, info.maxRequestTokens - (g.maxTokens ?? g.maxTokensCap ?? 0));
+    return n === null ? ids : keepLast(ids, n, prefix);
+  };
+
   /** A prediction's token ids, as the text would continue the output (no BOS); once per request. */
   const predictions = new WeakMap<GenerationParams, number[]>();
   const predictionIds = (g: GenerationParams): number[] | null => {
@@ -397,6 +408,7 @@ export function createApp(opts: AppOptions): ServeApp {
     const ragged = rag ? await ragChat.apply(rag, p.messages, encode,
       c.engine.info.maxRequestTokens - (p.maxTokens ?? Math.min(256, Math.floor(c.engine.info.maxRequestTokens / 4)))) : null;
     if (ragged) ids = ragged.ids;
+    ids = truncated(c, p, ids); // the rendered prompt's last k tokens: the template's BOS goes, as in vLLM
     const maxTokens = budget(c, p, ids.length, 'messages');
     const id = `chatcmpl-${randomUUID().replaceAll('-', '')}`;
     const t0 = performance.now();
@@ -502,13 +514,16 @@ export function createApp(opts: AppOptions): ServeApp {
     }
     const prompts = p.prompts.map((pr, i) => {
       const param = p.prompts.length > 1 ? `prompt[${i}]` : 'prompt';
-      const ids = promptIds(c, pr, param);
+      const full = promptIds(c, pr, param);
+      const ids = truncated(c, p, full, 'text' in pr ? addedPrefix(c) : []);
+      // a truncated prompt is echoed as the model sees it: the text of the ids kept, like a token-id prompt's
+      const asText = 'text' in pr && ids.length === full.length ? pr.text : null;
       // Tokens the tokenizer adds in front of a text prompt (BOS): echoed in logprobs, not in the text. A token-id
       // prompt that starts with them echoes the same text as the text prompt would (specials it holds elsewhere stay).
-      const added = 'text' in pr
-        ? (p.echo && p.logprobs !== null ? ids.length - c.tokenizer!.encode(pr.text, { addSpecialTokens: false }).length : 0)
+      const added = asText !== null
+        ? (p.echo && p.logprobs !== null ? ids.length - c.tokenizer!.encode(asText, { addSpecialTokens: false }).length : 0)
         : addedPrefix(c).every((t, j) => ids[j] === t) ? addedPrefix(c).length : 0;
-      const text = 'text' in pr ? pr.text : c.tokenizer?.decode(ids.slice(added)) ?? '';
+      const text = asText ?? c.tokenizer?.decode(ids.slice(added)) ?? '';
       return { ids, text, added, maxTokens: budget(c, p, ids.length, param) };
     });
     const id = `cmpl-${randomUUID().replaceAll('-', '')}`;

@@ -1,7 +1,7 @@
 // POST /v1/embeddings (OpenAI shape): the --embedding-model (or the --task embed model) when the request names it or
 // names none, else the chat model and its adapters (a fine-tuning job's checkpoint loaded on first use, as chat loads
 // it); every input of a request goes to the engine at once, so the scheduler packs them into shared forwards.
-// `dimensions` other than the model's width is refused (no truncation).
+// `dimensions` other than the model's width is refused (no truncation); truncate_prompt_tokens keeps each input's first k tokens.
 
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply } from 'fastify';
@@ -9,6 +9,7 @@ import type { EngineClient } from '../engine/protocol.js';
 import type { Pooling } from '../model/embed.js';
 import { PRIORITY_HEADER } from './batch-routes.js';
 import { ApiError, invalid } from './errors.js';
+import { keepCount, keepFirst } from './prompt-truncation.js';
 import type { ServeMetrics } from './metrics.js';
 import type { ServeTokenizer } from './token-text.js';
 import { parseEmbeddingRequest, type Prompt, type ValidationContext } from './validate.js';
@@ -76,9 +77,12 @@ export function registerEmbeddingRoutes(app: FastifyInstance, o: EmbeddingRouteO
     }
     const tokenizer = emb ? emb.tokenizer : c.tokenizer;
     const limit = Math.min(info.maxRequestTokens, emb?.maxTokens ?? Infinity);
+    // truncate_prompt_tokens: each input's first k tokens (-1: the model's max tokens); k past them is a 400
+    const keep = keepCount(p.truncatePromptTokens, limit, limit);
     const inputs = p.inputs.map((inp, i) => {
       const param = p.inputs.length > 1 ? `input[${i}]` : 'input';
-      const ids = promptIds(tokenizer, inp, param);
+      const full = promptIds(tokenizer, inp, param);
+      const ids = keep === null ? full : keepFirst(full, keep);
       if (ids.length === 0) throw invalid(param, 'the input has no tokens', 'invalid_value');
       if (ids.length > limit) throw invalid(param, `the input is ${ids.length} tokens, but this model takes at most ${limit}`, 'context_length_exceeded');
       return ids;

@@ -43,6 +43,7 @@ export interface GenerationParams {
   readonly returnTokenIds: boolean; // vLLM extra: token_ids per choice, prompt_token_ids
   readonly ignored: readonly string[]; // documented-harmless OpenAI fields the request set and this server ignores
   readonly constraint: ConstraintSpec | null; // response_format / guided_* / a forced tool call / strict tools under auto: constrained decoding
+  readonly truncatePromptTokens: number | null; // vLLM extra: keep the prompt's last k tokens (-1: as many as fit); null → all
 }
 
 /** An OpenAI function tool as the request gave it (passed to the chat template as is, `strict` aside). */
@@ -72,6 +73,7 @@ export interface EmbeddingParams {
   readonly pooling: 'mean' | 'last' | null; // null: the model's embedding_config.json (mean without one)
   readonly normalize: boolean;
   readonly ignored: readonly string[]; // 'user' when set: accepted and ignored
+  readonly truncatePromptTokens: number | null; // vLLM extra: keep each input's first k tokens (-1: as many as the model takes); null → all
 }
 
 const MAX_N = 128;
@@ -85,7 +87,7 @@ const COMMON_FIELDS = [
   'model', 'n', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'repetition_penalty',
   'frequency_penalty', 'presence_penalty', 'seed', 'stop', 'stop_token_ids', 'ignore_eos', 'skip_special_tokens',
   'logit_bias', 'logprobs', 'user', 'return_token_ids', 'min_tokens', 'include_stop_str_in_output',
-  'speculative', 'guided_json', 'guided_regex', 'guided_choice', 'prediction',
+  'speculative', 'guided_json', 'guided_regex', 'guided_choice', 'prediction', 'truncate_prompt_tokens',
 ];
 /**
  * OpenAI chat fields that cannot change a Llama model's answer here: accepted, ignored, and named in the
@@ -102,7 +104,7 @@ const CHAT_FIELDS = new Set([
   'functions', 'function_call', 'add_generation_prompt', 'parallel_tool_calls', 'moderation', ...CHAT_IGNORED,
 ]);
 const COMPLETION_FIELDS = new Set([...COMMON_FIELDS, 'prompt', 'echo', 'suffix', 'best_of', 'prompt_logprobs']);
-const EMBEDDING_FIELDS = new Set(['model', 'input', 'encoding_format', 'dimensions', 'user', 'pooling', 'normalize']);
+const EMBEDDING_FIELDS = new Set(['model', 'input', 'encoding_format', 'dimensions', 'user', 'pooling', 'normalize', 'truncate_prompt_tokens']);
 const CHAT_ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool']);
 
 export type Obj = Record<string, unknown>;
@@ -345,6 +347,7 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     returnTokenIds: optBool(b, 'return_token_ids', false),
     ignored,
     constraint: guided(b),
+    truncatePromptTokens: truncatePromptTokens(b),
   };
 }
 
@@ -381,6 +384,19 @@ function prediction(b: Obj): string | null {
     if (typeof part.text !== 'string') throw invalid(`${p}.text`, `'${p}.text' must be a string, got ${describe(part.text)}`, 'invalid_type');
     return part.text;
   }).join('');
+}
+
+/**
+ * vLLM's truncate_prompt_tokens: an integer >= 1 (the tokens to keep) or -1 (as many as the model can take); null and
+ * absent: no truncation. The bound by the model's length is the route's (serve/prompt-truncation.ts).
+ */
+function truncatePromptTokens(b: Obj): number | null {
+  const v = get(b, 'truncate_prompt_tokens');
+  if (v === undefined) return null;
+  const want = `an integer >= 1 (keep that many prompt tokens) or -1 (as many as the model can take)`;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw invalid('truncate_prompt_tokens', `'truncate_prompt_tokens' must be ${want}, got ${describe(v)}`, 'invalid_type');
+  if (v < 1 && v !== -1) throw invalid('truncate_prompt_tokens', `'truncate_prompt_tokens' must be ${want}, got ${v}`);
+  return v;
 }
 
 /**
@@ -720,5 +736,5 @@ export function parseEmbeddingRequest(body: unknown, ctx: ValidationContext): Em
   if (user !== undefined && typeof user !== 'string') throw invalid('user', `'user' must be a string, got ${describe(user)}`, 'invalid_type');
   const pooling = get(b, 'pooling') ?? null;
   if (pooling !== null && pooling !== 'mean' && pooling !== 'last') throw invalid('pooling', `'pooling' must be 'mean' or 'last', got ${describe(pooling)}`);
-  return { model, inputs, encodingFormat: ef, pooling, normalize: optBool(b, 'normalize', true), ignored: user === undefined ? [] : ['user'] };
+  return { model, inputs, encodingFormat: ef, pooling, normalize: optBool(b, 'normalize', true), ignored: user === undefined ? [] : ['user'], truncatePromptTokens: truncatePromptTokens(b) };
 }

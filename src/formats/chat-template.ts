@@ -23,7 +23,15 @@ export interface RenderChatOptions {
   documents?: readonly unknown[];
   /** Further template variables, e.g. { date_string: "26 Jul 2024" }. They cannot override the fields above. */
   extra?: Record<string, unknown>;
+  /**
+   * Leave the final message open for the model to continue (vLLM's continue_final_message, transformers'
+   * apply_chat_template): the rendering is cut right after that message's content. Needs addGenerationPrompt false.
+   */
+  continueFinalMessage?: boolean;
 }
+
+/** continue_final_message, and the final message's text is not in the rendering as written. */
+export class FinalMessageError extends Error {}
 
 /** jinja2.sandbox.MAX_RANGE: transformers renders chat templates in the sandbox, which refuses longer ranges. */
 export const MAX_RANGE = 100_000;
@@ -106,15 +114,53 @@ export class ChatTemplate {
     };
     if (opts.tools !== undefined) vars.tools = opts.tools;
     if (opts.documents !== undefined) vars.documents = opts.documents;
+    if (opts.continueFinalMessage && opts.addGenerationPrompt) {
+      throw new Error(`${this.origin}: continueFinalMessage and addGenerationPrompt cannot both be set: one continues the final message, the other opens a new one`);
+    }
+    let text: string;
     try {
       // Template.render with globalsEnv's bounded range (render() declares its own globals, range among them)
       const env = globalsEnv();
       for (const [k, v] of Object.entries(vars)) env.set(k, v);
-      return new Interpreter(env).run(this.template.parsed).value as string;
+      text = new Interpreter(env).run(this.template.parsed).value as string;
     } catch (e) {
       throw new Error(`${this.origin}: rendering failed: ${(e as Error).message}`);
     }
+    return opts.continueFinalMessage ? this.cutAfterFinalMessage(text, messages) : text;
   }
+
+  /**
+   * The rendering up to the end of the final message's content, found from the end: transformers'
+   * apply_chat_template(continue_final_message=True), which vLLM runs. A template that trims the content
+   * (Llama's `content | trim`) still matches; trailing whitespace it dropped is not put back.
+   */
+  private cutAfterFinalMessage(text: string, messages: readonly ChatMessage[]): string {
+    const i = messages.length - 1;
+    const final = finalText(messages[i]?.content);
+    // transformers: `final_message.strip() not in rendered_chat` is an error; an empty one would cut nothing
+    if (final === null || final.trim() === "") {
+      throw new FinalMessageError(`messages[${i}] has no text to continue; continue_final_message needs a final message with content`);
+    }
+    const at = text.lastIndexOf(final.trim());
+    if (at < 0) {
+      throw new FinalMessageError(`${this.origin} does not render the content of messages[${i}] verbatim (it changes or drops it), so continue_final_message cannot cut the prompt after it; send the message as the template writes it or leave out continue_final_message`);
+    }
+    // transformers: `if rendered[loc : loc + len(final.lstrip())] == final`: the template kept the trailing whitespace,
+    // so the cut keeps it too; else the cut ends at the stripped text
+    const open = final.trimStart().length;
+    return text.slice(0, at + (text.slice(at, at + open) === final ? open : final.trim().length));
+  }
+}
+
+/** A message's text as transformers reads it for continue_final_message: the string, or the last text part. */
+function finalText(content: ChatMessage["content"]): string | null {
+  if (typeof content === "string") return content;
+  if (!Array.isArray(content)) return null;
+  for (let j = content.length - 1; j >= 0; j--) {
+    const t = content[j]?.text;
+    if (typeof t === "string") return t;
+  }
+  return null;
 }
 
 /** Render `messages` with a template source or a parsed ChatTemplate. */

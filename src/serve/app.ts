@@ -3,7 +3,8 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { EngineRequestError, type EngineClient, type EngineInfo, type GenerateOutput, type GenerateRequest, type LogprobEntry } from '../engine/protocol.js';
-import { encodeChat, type ChatMessage, type ChatTemplate } from '../formats/chat-template.js';
+import type { ChatMessage, ChatTemplate } from '../formats/chat-template.js';
+import { encodeChatRequest } from './chat-prompt.js';
 import { cutToolCalls, parseToolCalls, ToolCallStream } from './tool-calls.js';
 import type { GenerationDefaults } from '../formats/hf-config.js';
 import { PRIORITY_HEADER, registerBatchRoutes, registerLineAborts } from './batch-routes.js';
@@ -360,13 +361,8 @@ export function createApp(opts: AppOptions): ServeApp {
     if (useTools && !c.template.readsTools) {
       throw invalid('tools', `this model's chat template (${c.template.origin}) has no tool support (it never reads 'tools'); give a template that renders tools or drop 'tools'`, 'unsupported_parameter');
     }
-    const encode = (messages: readonly ChatMessage[]) => encodeChat(c.tokenizer!, c.template!, messages, { addGenerationPrompt: p.addGenerationPrompt, tools: useTools ? p.tools : undefined });
-    let ids: number[];
-    try {
-      ids = encode(p.messages);
-    } catch (e) {
-      throw invalid(param, `the chat template rejected the messages: ${(e as Error).message}`);
-    }
+    const encode = (messages: readonly ChatMessage[]) => encodeChatRequest(c.tokenizer!, c.template!, messages, p, useTools ? p.tools : undefined, param);
+    const ids = encode(p.messages);
     const toolNames = new Set(p.tools.map((t) => t.function.name));
     const forced = p.toolChoice === 'required' || typeof p.toolChoice === 'object';
     const maxCalls = p.parallelToolCalls ? Infinity : 1; // parallel_tool_calls false: at most one call, the rest dropped

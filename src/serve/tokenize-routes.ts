@@ -4,8 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { encodeChat } from '../formats/chat-template.js';
 import { packageRoot } from '../model/builtin.js';
+import { encodeChatRequest } from './chat-prompt.js';
 import { invalid } from './errors.js';
 import type { ModelContext } from './app.js';
 import { bodyObject, checkModel, optBool, parseChatRequest, type ValidationContext } from './validate.js';
@@ -19,7 +19,9 @@ export interface TokenizeRouteOptions {
 export const TOKENIZE_ROUTES: ReadonlySet<string> = new Set(['/tokenize', '/detokenize']);
 
 const TOKENIZE_PROMPT_KEYS = new Set(['model', 'prompt', 'add_special_tokens', 'return_token_strs']);
-const TOKENIZE_CHAT_KEYS = new Set(['model', 'messages', 'add_generation_prompt', 'continue_final_message', 'add_special_tokens', 'return_token_strs', 'tools']);
+const TOKENIZE_CHAT_KEYS = new Set(['model', 'messages', 'add_generation_prompt', 'continue_final_message', 'chat_template_kwargs', 'add_special_tokens', 'return_token_strs', 'tools']);
+/** The chat keys read as /v1/chat/completions reads them. */
+const CHAT_REQUEST_KEYS = ['messages', 'tools', 'continue_final_message', 'chat_template_kwargs'] as const;
 
 const TOKENIZE_KEYS = new Set([...TOKENIZE_PROMPT_KEYS, ...TOKENIZE_CHAT_KEYS]);
 const DETOKENIZE_KEYS = new Set(['model', 'tokens']);
@@ -44,16 +46,12 @@ export function registerTokenizeRoutes(app: FastifyInstance, o: TokenizeRouteOpt
     let tokens: number[];
     if (chat) {
       if (!c.template) throw invalid('messages', 'this model has no chat template (tokenizer_config.json chat_template or chat_template.jinja)');
-      if (optBool(b, 'continue_final_message', false)) throw invalid('continue_final_message', "'continue_final_message' is not supported", 'unsupported_parameter');
       if (optBool(b, 'add_special_tokens', false)) throw invalid('add_special_tokens', "'add_special_tokens' with messages would add a second BOS to the template's; it is not supported", 'unsupported_parameter');
-      // the messages and tools are read exactly as /v1/chat/completions reads them
-      const p = parseChatRequest({ model: b.model ?? o.vctx(c).modelName, messages: b.messages, ...(b.tools !== undefined ? { tools: b.tools } : {}), add_generation_prompt: b.add_generation_prompt ?? true }, o.vctx(c));
-      try {
-        tokens = encodeChat(c.tokenizer, c.template, p.messages, { addGenerationPrompt: p.addGenerationPrompt, tools: p.tools.length ? p.tools : undefined });
-      } catch (e) {
-        // as /v1/chat/completions answers it: a template's raise_exception (roles must alternate) is the request's fault
-        throw invalid('messages', `the chat template rejected the messages: ${(e as Error).message}`);
-      }
+      // the messages, tools and template options are read and encoded exactly as /v1/chat/completions reads them (a
+      // template's raise_exception is a 400 naming 'messages' there too)
+      const given = Object.fromEntries(CHAT_REQUEST_KEYS.filter((k) => b[k] !== undefined).map((k) => [k, b[k]]));
+      const p = parseChatRequest({ ...given, model: b.model ?? o.vctx(c).modelName, add_generation_prompt: b.add_generation_prompt ?? true }, o.vctx(c));
+      tokens = encodeChatRequest(c.tokenizer, c.template, p.messages, p, p.tools.length ? p.tools : undefined, 'messages');
     } else {
       if (typeof b.prompt !== 'string') throw invalid('prompt', `'prompt' must be a string, got ${Array.isArray(b.prompt) ? 'an array' : typeof b.prompt}`, 'invalid_type');
       tokens = c.tokenizer.encode(b.prompt, { addSpecialTokens: optBool(b, 'add_special_tokens', true) });

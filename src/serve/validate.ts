@@ -53,6 +53,8 @@ export type ToolChoice = 'none' | 'auto' | 'required' | { readonly name: string 
 export interface ChatParams extends GenerationParams {
   readonly messages: ChatMessage[];
   readonly addGenerationPrompt: boolean;
+  readonly continueFinalMessage: boolean; // vLLM extra: the prompt ends inside the final message, which the model continues
+  readonly chatTemplateKwargs: Readonly<Record<string, unknown>> | null; // vLLM extra: further chat template variables
   readonly tools: readonly ToolDef[]; // empty: none
   readonly toolChoice: ToolChoice; // 'none' when there are no tools
   readonly parallelToolCalls: boolean;
@@ -102,6 +104,7 @@ export const MODERATION_REFUSED = `'moderation' (OpenAI's moderated completions)
 const CHAT_FIELDS = new Set([
   ...COMMON_FIELDS, 'messages', 'max_completion_tokens', 'top_logprobs', 'response_format', 'tools', 'tool_choice',
   'functions', 'function_call', 'add_generation_prompt', 'parallel_tool_calls', 'moderation', ...CHAT_IGNORED,
+  'chat_template_kwargs', 'continue_final_message',
 ]);
 const COMPLETION_FIELDS = new Set([...COMMON_FIELDS, 'prompt', 'echo', 'suffix', 'best_of', 'prompt_logprobs']);
 const EMBEDDING_FIELDS = new Set(['model', 'input', 'encoding_format', 'dimensions', 'user', 'pooling', 'normalize', 'truncate_prompt_tokens']);
@@ -673,10 +676,63 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
   const ignored = tools.length === 0 && get(b, 'parallel_tool_calls') !== undefined ? [...g.ignored, 'parallel_tool_calls'] : g.ignored;
   checkIgnoreEos(g, constraint ?? g.constraint);
   return {
-    ...g, ignored, constraint: constraint ?? g.constraint, messages, addGenerationPrompt: optBool(b, 'add_generation_prompt', true),
+    ...g, ignored, constraint: constraint ?? g.constraint, messages, ...templateParams(b),
     tools: tools.map(({ type, function: { strict: _s, ...f } }) => ({ type, function: f })), // strict decides decoding, not the prompt
     toolChoice: choice, parallelToolCalls,
   };
+}
+
+/**
+ * Names chat_template_kwargs may not hold, and why: the variables the route sets from the request and the tokenizer,
+ * the template engine's built-ins, and what vLLM refuses there too. (`documents`, which no floe field sets, passes.)
+ */
+const BUILTIN = 'is a built-in of the template engine';
+const TEMPLATE_OWN: Readonly<Record<string, string>> = {
+  messages: `is set from 'messages'`, tools: `is set from 'tools'`,
+  add_generation_prompt: `is set from the request's 'add_generation_prompt' (default true); send that field`,
+  continue_final_message: `is a request field; send 'continue_final_message' itself`,
+  bos_token: 'is set from the tokenizer', eos_token: 'is set from the tokenizer',
+  chat_template: `is not a template variable: the model's template is used (vLLM refuses it here too)`,
+  tokenize: 'is not a template variable (vLLM refuses it here too)',
+  raise_exception: BUILTIN, range: BUILTIN, strftime_now: BUILTIN, namespace: BUILTIN,
+  true: BUILTIN, false: BUILTIN, none: BUILTIN, True: BUILTIN, False: BUILTIN, None: BUILTIN,
+};
+
+/** Why `v` is not a JSON value, or null (non-JSON values, functions or NaN, come only from callers in code). */
+function jsonProblem(v: unknown): string | null {
+  if (v === null || typeof v === 'string' || typeof v === 'boolean') return null;
+  if (typeof v === 'number') return Number.isFinite(v) ? null : `${v} is not a JSON number`;
+  if (Array.isArray(v)) return v.map(jsonProblem).find((p) => p !== null) ?? null;
+  if (isObj(v) && [Object.prototype, null].includes(Object.getPrototypeOf(v))) return Object.values(v).map(jsonProblem).find((p) => p !== null) ?? null;
+  return `${typeof v === 'object' ? (v as object).constructor?.name ?? 'object' : typeof v} is not a JSON value`;
+}
+
+/**
+ * add_generation_prompt (default true, as vLLM), vLLM's continue_final_message (default false; true needs
+ * add_generation_prompt false, as vLLM requires) and chat_template_kwargs (an object of further template variables;
+ * one naming a variable set above is a 400, not silently overridden either way).
+ */
+function templateParams(b: Obj): Pick<ChatParams, 'addGenerationPrompt' | 'continueFinalMessage' | 'chatTemplateKwargs'> {
+  const addGenerationPrompt = optBool(b, 'add_generation_prompt', true);
+  const continueFinalMessage = optBool(b, 'continue_final_message', false);
+  if (continueFinalMessage && addGenerationPrompt) {
+    const why = get(b, 'add_generation_prompt') === undefined ? ` ('add_generation_prompt' defaults to true)` : '';
+    throw invalid('continue_final_message', `cannot set both 'continue_final_message' and 'add_generation_prompt' to true${why}: ` +
+      `send 'add_generation_prompt': false to continue the final message, or leave out 'continue_final_message' to start a new one`);
+  }
+  const kw = get(b, 'chat_template_kwargs');
+  if (kw === undefined) return { addGenerationPrompt, continueFinalMessage, chatTemplateKwargs: null };
+  if (!isObj(kw)) throw invalid('chat_template_kwargs', `'chat_template_kwargs' must be an object of template variables, got ${describe(kw)}`, 'invalid_type');
+  const deep = nestingError(kw, 'chat_template_kwargs');
+  if (deep) throw deep;
+  for (const [k, v] of Object.entries(kw)) {
+    const p = `chat_template_kwargs.${k.slice(0, 64)}`;
+    const own = Object.hasOwn(TEMPLATE_OWN, k) ? TEMPLATE_OWN[k] : undefined;
+    if (own !== undefined) throw invalid(p, `'${p}' cannot be set: '${k}' ${own}`);
+    const bad = jsonProblem(v);
+    if (bad !== null) throw invalid(p, `'${p}' must be a JSON value: ${bad}`, 'invalid_type');
+  }
+  return { addGenerationPrompt, continueFinalMessage, chatTemplateKwargs: kw };
 }
 
 /**

@@ -5,7 +5,7 @@ import { readFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { createRequire } from "node:module";
-import { ChatTemplate, renderChat, encodeChat, selectChatTemplate, loadChatTemplate, type ChatMessage } from "../../src/formats/chat-template.js";
+import { ChatTemplate, FinalMessageError, renderChat, encodeChat, selectChatTemplate, loadChatTemplate, type ChatMessage } from "../../src/formats/chat-template.js";
 import { Tokenizer } from "../../src/formats/tokenizer.js";
 import { repoPath, repoUrl } from "../repo.js";
 
@@ -189,4 +189,29 @@ test("range() is bounded as transformers' sandbox bounds it (range(1000000000) a
   for (const src of [brown, FORMAT_31, selectChatTemplate(CONFIG.chat_template)!, "{{ range(5, 0, -2)|join(',') }}{{ range(3)|join }}{{ range(2, 4)|join }}{{ true }}{{ True }}{{ none }}{{ None is none }}{{ false }}{{ strftime_now('%Y') }}"]) {
     assert.equal(new ChatTemplate(src).render(convo, { addGenerationPrompt: true, bosToken: BOT, eosToken: EOT }), new Template(src).render(vars));
   }
+});
+
+test("continueFinalMessage: the rendering cut right after the final message's content (transformers' continue_final_message), written out by hand", () => {
+  const tpl = selectChatTemplate(CONFIG.chat_template)!; // trims each content
+  const opts = { bosToken: BOT, continueFinalMessage: true };
+  const head = BOT + hdr("user") + "Name a river." + EOT + hdr("assistant");
+  const turn = (content: ChatMessage["content"]): ChatMessage[] => [{ role: "user", content: "Name a river." }, { role: "assistant", content }];
+  assert.equal(renderChat(tpl, turn("The longest is"), opts), head + "The longest is", "no end of turn, no generation prompt");
+  // the template trimmed the trailing space: the cut ends at the stripped text (transformers' else branch)
+  assert.equal(renderChat(tpl, turn("  The longest is "), opts), head + "The longest is");
+  // a template that keeps it: the cut keeps it too
+  const keeps = "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}<end>{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}";
+  assert.equal(renderChat(keeps, turn("The longest is "), opts), BOT + "[user]Name a river.<end>[assistant]The longest is ");
+  // searched from the end: an earlier turn with the same text does not end the prompt there
+  assert.equal(renderChat(keeps, [{ role: "user", content: "Nile" }, { role: "assistant", content: "Nile" }], opts), BOT + "[user]Nile<end>[assistant]Nile");
+  // content parts: the last text part, as transformers reads them
+  const parts = "{% for m in messages %}[{{ m.role }}]{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content %}{{ p.text }}|{% endfor %}{% endif %}<end>{% endfor %}";
+  assert.equal(renderChat(parts, turn([{ type: "text", text: "a" }, { type: "text", text: "b" }, { type: "image_url" }]), opts), "[user]Name a river.<end>[assistant]a|b");
+  // what cannot be continued
+  const drops = "{% for m in messages %}{{ m.content | upper }}<end>{% endfor %}";
+  assert.throws(() => renderChat(drops, turn("The longest is"), opts), (e: Error) => e instanceof FinalMessageError && /does not render the content of messages\[1\] verbatim/.test(e.message));
+  for (const empty of ["", "  \n", [{ type: "image_url" }]]) {
+    assert.throws(() => renderChat(keeps, turn(empty as ChatMessage["content"]), opts), (e: Error) => e instanceof FinalMessageError && /messages\[1\] has no text to continue/.test(e.message), JSON.stringify(empty));
+  }
+  assert.throws(() => renderChat(keeps, turn("x"), { ...opts, addGenerationPrompt: true }), /continueFinalMessage and addGenerationPrompt cannot both be set/);
 });

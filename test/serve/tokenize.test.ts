@@ -49,18 +49,24 @@ test('/tokenize of a prompt gives the ids /v1/completions sends the engine; /det
   }
 });
 
-test('/tokenize of messages gives the ids /v1/chat/completions sends the engine (template, generation prompt, tools)', async () => {
-  const { post, engine } = await setup();
+test('/tokenize of messages gives the ids /v1/chat/completions sends the engine (template, generation prompt, tools, continue_final_message, chat_template_kwargs)', async () => {
+  const { post, engine, tok } = await setup();
   const tools = [{ type: 'function', function: { name: 'get_time', parameters: { type: 'object', properties: { tz: { type: 'string' } } } } }];
-  for (let k = 0; k < 6; k++) {
-    const messages = [{ role: 'system', content: randomText() }, { role: 'user', content: randomText() }];
-    const withTools = k % 2 === 1 ? { tools } : {};
+  for (let k = 0; k < 9; k++) {
+    const cont = k % 3 === 2; // an assistant prefill, continued
+    const prefill = `Well ${randomText()}`;
+    const messages = [{ role: 'system', content: randomText() }, { role: 'user', content: randomText() }, ...(cont ? [{ role: 'assistant', content: prefill }] : [])];
+    const withTools = { ...(k % 2 === 1 ? { tools } : {}), ...(cont ? { continue_final_message: true, add_generation_prompt: false, chat_template_kwargs: { date_string: '26 Jul 2024' } } : {}) };
     const t = await post('/tokenize', { messages, ...withTools });
     assert.equal(t.statusCode, 200, t.body);
     const r = await post('/v1/chat/completions', { messages, max_tokens: 1, ...withTools });
     assert.equal(r.statusCode, 200, r.body);
     assert.deepEqual(t.json().tokens, engine.requests.at(-1)!.promptIds);
     assert.equal(r.json().usage.prompt_tokens, t.json().count);
+    if (cont) {
+      assert.ok(tok.decode(t.json().tokens, { skipSpecialTokens: false }).endsWith(prefill.trim()), 'the prompt ends with the prefill, open');
+      continue;
+    }
     const bare = (await post('/tokenize', { messages, add_generation_prompt: false, ...withTools })).json();
     assert.ok(bare.count < t.json().count, 'no assistant header without the generation prompt');
     assert.deepEqual(bare.tokens, t.json().tokens.slice(0, bare.count));

@@ -22,7 +22,7 @@ import { ConstraintCache } from './constrained/constraint.js';
 import { SchemaError } from './constrained/json-schema.js';
 import { RegexError } from './constrained/regex.js';
 import { tokenBytes, type TokenVocab } from './constrained/token-mask.js';
-import { ModelRunner, type RemoteForward, type RunnerSeq, type SampledToken, type SamplingSlot, type SeqResult } from './runner.js';
+import { ModelRunner, type RemoteForward, type RunnerSeq, type SampledToken, type SamplingSlot, type SeqResult, type TokenMasks } from './runner.js';
 import { Scheduler, type SchedSeq, type SchedulerOutput } from './scheduler.js';
 
 export interface EngineOptions {
@@ -299,7 +299,21 @@ export class Engine {
     // a value complete before min_tokens could be followed by nothing but the masked EOS
     if (constraint && minTokens > 0) bad('min_tokens cannot be combined with constrained decoding (response_format, guided_*, a forced tool call, strict tools under tool_choice auto)');
     const stopIds = new Set([...req.stopTokenIds, ...(req.ignoreEos ? [] : this.eosIds)]);
-    const minStop = minTokens > 0 ? { minTokens, stopIds: Int32Array.from([...stopIds].filter((id) => id >= 0 && id < V)) } : null;
+    const allowed = req.allowedTokenIds ?? null;
+    if (allowed !== null) {
+      if (!Array.isArray(allowed) || allowed.length === 0) bad('allowed_token_ids must be a non-empty array of token ids');
+      allowed.forEach((id, i) => { if (!Number.isInteger(id) || id < 0 || id >= V) bad(`allowed_token_ids[${i}] is ${id}, outside the vocabulary [0, ${V})`); });
+      if (minTokens > 0 && allowed.every((id) => stopIds.has(id))) bad('allowed_token_ids holds only stop ids, which min_tokens masks: nothing could be sampled');
+    }
+    const badWords = req.badWordIds ?? [];
+    badWords.forEach((w, i) => {
+      if (!Array.isArray(w) || w.length === 0 || !w.every((id) => Number.isInteger(id) && id >= 0 && id < V)) bad(`bad word ${i} must be a non-empty array of token ids in [0, ${V})`);
+    });
+    if (constraint && (allowed !== null || badWords.length > 0)) bad('allowed_token_ids and bad_words cannot be combined with constrained decoding');
+    const masks: TokenMasks | null = minTokens > 0 || allowed !== null || badWords.length > 0 ? {
+      minTokens, stopIds: Int32Array.from([...stopIds].filter((id) => id >= 0 && id < V)),
+      allowed: allowed === null ? null : Int32Array.from(new Set(allowed)), badWords,
+    } : null;
 
     const comps: Completion[] = [];
     const promptLogprobs = req.promptLogprobs === null ? null : { k: req.promptLogprobs, done: 0 };
@@ -307,7 +321,7 @@ export class Engine {
       const params = { ...sampling, seed: sampling.seed === null ? null : sampling.seed + i };
       let slot: SamplingSlot;
       try {
-        slot = { sampler: new Sampler(params, V, this.model.backend), counts: new TokenCounts(req.promptIds), logprobs: req.logprobs, constraint: constraint?.start() ?? null, minStop };
+        slot = { sampler: new Sampler(params, V, this.model.backend), counts: new TokenCounts(req.promptIds), logprobs: req.logprobs, constraint: constraint?.start() ?? null, masks };
       } catch (e) {
         throw new EngineRequestError(400, (e as Error).message);
       }

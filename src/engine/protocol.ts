@@ -25,6 +25,10 @@ export interface GenerateRequest {
   readonly minTokens?: number;
   /** vLLM's include_stop_str_in_output: the matched stop string (or a stop token's text) stays in the text; default false. */
   readonly includeStopStr?: boolean;
+  /** vLLM's allowed_token_ids: only these ids may be sampled; null / absent → any. */
+  readonly allowedTokenIds?: readonly number[] | null;
+  /** vLLM's bad_words as token id sequences: a sequence's last id is masked where the output ends with the rest of it. */
+  readonly badWordIds?: readonly (readonly number[])[];
   readonly logprobs: number | null; // top-K logprobs per generated token; null → none
   readonly promptLogprobs: number | null; // top-K logprobs per prompt token; null → none
   readonly skipSpecialTokens: boolean;

@@ -20,15 +20,42 @@ export interface SamplingSlot {
   readonly counts: TokenCounts;
   readonly logprobs: number | null; // top-K; null → none
   readonly constraint: ConstraintState | null; // masks the logits before sampling (logprobs then describe the masked distribution)
-  /** vLLM's min_tokens: while the output holds fewer than minTokens tokens, stopIds are masked (logprobs as for a constraint). */
-  readonly minStop?: { readonly minTokens: number; readonly stopIds: Int32Array } | null;
+  /** vLLM's token-masking request options (min_tokens, allowed_token_ids, bad_words); logprobs then describe the masked distribution, as for a constraint. */
+  readonly masks?: TokenMasks | null;
 }
 
-/** Mask a slot's stop ids in a logits row (V) while its output (`produced` tokens so far) is under min_tokens. */
-function maskMinTokens(slot: SamplingSlot, row: Float32Array, produced: number): void {
-  const m = slot.minStop;
-  if (!m || produced >= m.minTokens) return;
-  for (const id of m.stopIds) row[id] = -Infinity;
+/** What a request masks besides a grammar. */
+export interface TokenMasks {
+  readonly minTokens: number; // while the output holds fewer tokens, stopIds are masked
+  readonly stopIds: Int32Array;
+  readonly allowed: Int32Array | null; // only these ids may be sampled
+  readonly badWords: readonly (readonly number[])[]; // a sequence's last id is masked where the output ends with the rest
+}
+
+/** Whether `m` masks anything in the row that samples output token `produced`. */
+function masksRow(m: TokenMasks | null | undefined, produced: number): m is TokenMasks {
+  return !!m && (produced < m.minTokens || m.allowed !== null || m.badWords.length > 0);
+}
+
+/**
+ * Mask a logits row (V) that samples output token `produced` (output token i is out(i)); `keep` is scratch of at
+ * least allowed.length floats.
+ */
+function applyMasks(m: TokenMasks, row: Float32Array, produced: number, out: (i: number) => number, keep: Float32Array): void {
+  if (m.allowed !== null) {
+    const a = m.allowed;
+    for (let i = 0; i < a.length; i++) keep[i] = row[a[i]!]!;
+    row.fill(-Infinity);
+    for (let i = 0; i < a.length; i++) row[a[i]!] = keep[i]!;
+  }
+  if (produced < m.minTokens) for (const id of m.stopIds) row[id] = -Infinity;
+  for (const w of m.badWords) {
+    const n = w.length - 1; // the prefix the output must end with
+    if (n > produced) continue;
+    let hit = true;
+    for (let i = 0; i < n && hit; i++) hit = out(produced - n + i) === w[i];
+    if (hit) row[w[n]!] = -Infinity;
+  }
 }
 
 /** What the runner reads of a sequence besides the scheduler's view. */
@@ -102,6 +129,13 @@ export class ModelRunner {
   // per 16-row step of a 128K vocabulary cost a zero-fill, and in the server's worker page faults on top
   private logits = new Float32Array(0);
   maskedSamples = 0; // slots sampled through a constraint mask (tests check the constrained path ran)
+  private keepBuf = new Float32Array(0); // applyMasks' scratch: the allowed ids' logits
+
+  private keep(m: TokenMasks): Float32Array {
+    const n = m.allowed?.length ?? 0;
+    if (this.keepBuf.length < n) this.keepBuf = new Float32Array(n);
+    return this.keepBuf;
+  }
 
   constructor(readonly model: LlamaModel, readonly kv: KvCache, readonly remote: RemoteForward | null = null) {
     this.logp = new Float32Array(model.config.vocabSize);
@@ -230,9 +264,12 @@ export class ModelRunner {
         const k = seq.draft.length;
         const slot = seq.slots[0]!;
         const rows = logits.subarray(p.sample * V, (p.sample + k + 1) * V); // (k + 1, V)
-        // row j samples output token (produced + j): under min_tokens its stop ids have probability 0
+        // row j samples output token (produced + j), after the draft's first j tokens: masked as a sampled row would be
         const produced = seq.tokens.length - seq.promptLen;
-        for (let j = 0; j <= k; j++) maskMinTokens(slot, rows.subarray(j * V, (j + 1) * V), produced + j);
+        if (masksRow(slot.masks, produced)) {
+          const out = (i: number) => (i < produced ? seq.tokens[seq.promptLen + i]! : seq.draft[i - produced]!);
+          for (let j = 0; j <= k; j++) applyMasks(slot.masks, rows.subarray(j * V, (j + 1) * V), produced + j, out, this.keep(slot.masks));
+        }
         if (slot.constraint) {
           // mask each verify row with the grammar state after the draft tokens before it; a draft token the grammar
           // refuses has probability 0 there, so verification stops at it and the rows after are never read
@@ -259,10 +296,10 @@ export class ModelRunner {
             this.maskedSamples++;
           }
           const produced = seq.tokens.length - seq.promptLen;
-          if (slot.minStop && produced < slot.minStop.minTokens) {
+          if (masksRow(slot.masks, produced)) {
             if (r !== this.masked) this.masked.set(row);
             r = this.masked;
-            maskMinTokens(slot, r, produced);
+            applyMasks(slot.masks, r, produced, (i) => seq.tokens[seq.promptLen + i]!, this.keep(slot.masks));
           }
           const token = slot.sampler.sample(r, slot.counts);
           return { token, logprob: slot.logprobs === null ? null : this.entry(r, token, slot.logprobs) };

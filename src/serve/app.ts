@@ -24,6 +24,7 @@ import { registerResponsesRoutes } from './responses-routes.js';
 import { chatSettings, ChunkAssembler, registerChatStoreRoutes } from './chat-store.js';
 import { FLOE_VERSION, registerTokenizeRoutes, TOKENIZE_ROUTES } from './tokenize-routes.js';
 import { TextOffsets, TokenTexts, type ServeTokenizer } from './token-text.js';
+import { badWordIds } from './bad-words.js';
 import { keepCount, keepLast } from './prompt-truncation.js';
 import {
   nestingError, parseChatRequest, parseCompletionRequest,
@@ -312,9 +313,23 @@ export function createApp(opts: AppOptions): ServeApp {
     return ids;
   };
 
+  /** bad_words as token id sequences (serve/bad-words.ts); once per request. */
+  const badWordSeqs = new WeakMap<GenerationParams, number[][]>();
+  const badWordIdsOf = (g: GenerationParams): number[][] => {
+    if (g.badWords.length === 0) return [];
+    let ids = badWordSeqs.get(g);
+    if (!ids) {
+      const t = model().tokenizer;
+      if (!t) throw invalid('bad_words', 'this model has no tokenizer to read bad_words; leave them out');
+      ids = badWordIds(t, g.badWords);
+      badWordSeqs.set(g, ids);
+    }
+    return ids;
+  };
+
   const engineRequest = (id: string, ids: number[], g: GenerationParams, maxTokens: number, promptLogprobs: number | null): Omit<GenerateRequest, 'kind'> => ({
     id, promptIds: ids, sampling: g.sampling, maxTokens, n: g.n, stop: g.stop, stopTokenIds: g.stopTokenIds,
-    ignoreEos: g.ignoreEos, minTokens: g.minTokens, includeStopStr: g.includeStopStr, logprobs: g.logprobs, promptLogprobs, skipSpecialTokens: g.skipSpecialTokens,
+    ignoreEos: g.ignoreEos, minTokens: g.minTokens, includeStopStr: g.includeStopStr, allowedTokenIds: g.allowedTokenIds, badWordIds: badWordIdsOf(g), logprobs: g.logprobs, promptLogprobs, skipSpecialTokens: g.skipSpecialTokens,
     speculative: g.speculative, adapter: adapterOf(g.model), constraint: g.constraint, prediction: predictionIds(g),
   });
 

@@ -36,6 +36,8 @@ export interface GenerationParams {
   readonly ignoreEos: boolean;
   readonly minTokens: number; // vLLM extra: stop ids masked and stop strings off for the first min_tokens tokens
   readonly includeStopStr: boolean; // vLLM extra include_stop_str_in_output: the matched stop stays in the text
+  readonly allowedTokenIds: readonly number[] | null; // vLLM extra: only these ids may be sampled; null → any
+  readonly badWords: readonly string[]; // vLLM extra: words whose last token is masked where the output would complete them
   readonly skipSpecialTokens: boolean;
   readonly speculative: boolean; // false opts this request out of the server's speculative decoding
   readonly prediction: string | null; // Predicted Outputs: text the answer is expected to repeat (drafts for speculation)
@@ -88,7 +90,7 @@ const MAX_PROMPTS = 2048;
 const COMMON_FIELDS = [
   'model', 'n', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'repetition_penalty',
   'frequency_penalty', 'presence_penalty', 'seed', 'stop', 'stop_token_ids', 'ignore_eos', 'skip_special_tokens',
-  'logit_bias', 'logprobs', 'user', 'return_token_ids', 'min_tokens', 'include_stop_str_in_output',
+  'logit_bias', 'logprobs', 'user', 'return_token_ids', 'min_tokens', 'include_stop_str_in_output', 'allowed_token_ids', 'bad_words',
   'speculative', 'guided_json', 'guided_regex', 'guided_choice', 'prediction', 'truncate_prompt_tokens',
 ];
 /**
@@ -345,6 +347,8 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     ignoreEos: optBool(b, 'ignore_eos', false),
     minTokens,
     includeStopStr: optBool(b, 'include_stop_str_in_output', false),
+    allowedTokenIds: get(b, 'allowed_token_ids') === undefined || get(b, 'allowed_token_ids') === null ? null : tokenIds(get(b, 'allowed_token_ids'), 'allowed_token_ids', ctx.vocabSize),
+    badWords: badWords(b),
     skipSpecialTokens: optBool(b, 'skip_special_tokens', true),
     logprobs,
     returnTokenIds: optBool(b, 'return_token_ids', false),
@@ -352,6 +356,20 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     constraint: guided(b),
     truncatePromptTokens: truncatePromptTokens(b),
   };
+}
+
+const MAX_BAD_WORDS = 256;
+
+/** vLLM's bad_words: a list of words (non-blank strings, at most MAX_BAD_WORDS of 200 characters); absent / null → none. */
+function badWords(b: Obj): string[] {
+  const v = get(b, 'bad_words');
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw invalid('bad_words', `'bad_words' must be an array of strings, got ${describe(v)}`, 'invalid_type');
+  if (v.length > MAX_BAD_WORDS) throw invalid('bad_words', `'bad_words' may hold at most ${MAX_BAD_WORDS} words, got ${v.length}`);
+  v.forEach((w, i) => {
+    if (typeof w !== 'string' || w.trim() === '' || w.length > 200) throw invalid('bad_words', `'bad_words[${i}]' must be a non-blank string of at most 200 characters, got ${describe(w)}`);
+  });
+  return v as string[];
 }
 
 /**
@@ -410,6 +428,12 @@ function checkIgnoreEos(g: GenerationParams, constraint: ConstraintSpec | null):
   for (const [on, key] of [[g.ignoreEos, 'ignore_eos'], [g.minTokens > 0, 'min_tokens']] as const) {
     if (constraint && on) {
       throw invalid(key, `'${key}' cannot be combined with constrained decoding (response_format, guided_*, a forced tool call, strict tools under tool_choice auto): past a complete value only EOS may follow`, 'unsupported_parameter');
+    }
+  }
+  // masks of their own beside the grammar's could leave no token the grammar allows
+  for (const [on, key] of [[g.allowedTokenIds !== null, 'allowed_token_ids'], [g.badWords.length > 0, 'bad_words']] as const) {
+    if (constraint && on) {
+      throw invalid(key, `'${key}' cannot be combined with constrained decoding (response_format, guided_*, a forced tool call, strict tools under tool_choice auto): its mask could leave no token the grammar allows`, 'unsupported_parameter');
     }
   }
 }

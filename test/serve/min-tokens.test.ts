@@ -152,3 +152,70 @@ test('min_tokens and include_stop_str_in_output: bad values and combinations are
   await assert.rejects(c.chat.completions.create({ model: 'floe-brown', messages: [{ role: 'user', content: 'hi' }], min_tokens: 5000 } as never),
     (e: unknown) => e instanceof APIError && e.status === 400 && /min_tokens/.test(e.message));
 });
+
+test('allowed_token_ids: only those ids are sampled; greedy and seeded samples equal logit_bias +100 on them (plain and speculative)', async () => {
+  const allowed = [...new Set([...await tokenize(' the old man and the river'), ...await tokenize(' was a house.'), ...await tokenize(' he said')])];
+  const bias = Object.fromEntries(allowed.map((id) => [String(id), 100]));
+  for (const prompt of PROMPTS) {
+    for (const sampling of [{ temperature: 0 }, { temperature: 1, seed: 7 }]) {
+      const [oracle] = await complete(client(plain), { prompt, max_tokens: 20, ignore_eos: true, logit_bias: bias, ...sampling });
+      for (const f of [plain, spec]) {
+        for (const stream of [false, true]) {
+          const [o] = await complete(client(f), { prompt, max_tokens: 20, ignore_eos: true, allowed_token_ids: allowed, ...sampling }, stream);
+          const what = `${prompt} ${JSON.stringify(sampling)} ${f === spec ? 'speculative' : 'plain'} stream=${stream}`;
+          assert.ok(o!.ids.every((id) => allowed.includes(id)), `${what}: ${o!.ids}`);
+          assert.deepEqual(o!.ids, oracle!.ids, what);
+        }
+      }
+    }
+  }
+});
+
+test('bad_words: a word\'s token sequences never complete in the output; up to where they would, the greedy text is unchanged', async () => {
+  const c = client(plain);
+  let tried = 0;
+  for (const prompt of [...PROMPTS, 'The story of the old house begins']) {
+    const [full] = await complete(c, { prompt, max_tokens: 40, ignore_eos: true });
+    // a word of the greedy text that is two or more tokens with its leading space, found there as those tokens
+    const words = [...new Set(full!.text.match(/[A-Za-z]{4,}/g) ?? [])];
+    for (const word of words) {
+      const seq = await tokenize(' ' + word);
+      const at = full!.ids.findIndex((_, i) => seq.every((id, j) => full!.ids[i + j] === id));
+      if (seq.length < 2 || at < 0) continue;
+      tried++;
+      const banned = [seq, await tokenize(word)];
+      for (const f of [plain, spec]) {
+        const [o] = await complete(client(f), { prompt, max_tokens: 40, ignore_eos: true, bad_words: [word] });
+        const what = `${JSON.stringify(prompt)} bad word ${JSON.stringify(word)} ${f === spec ? 'speculative' : 'plain'}`;
+        const last = at + seq.length - 1; // where the greedy output completed it
+        assert.deepEqual(o!.ids.slice(0, last), full!.ids.slice(0, last), `${what}: the same tokens before`);
+        assert.notEqual(o!.ids[last], full!.ids[last], what);
+        // the token there is greedy's best other than the banned one (the sampler's own bias as the oracle)
+        const [next] = await complete(c, { prompt: [...(await tokenize(prompt)), ...full!.ids.slice(0, last)], max_tokens: 1, logit_bias: { [String(seq.at(-1))]: -100 } });
+        assert.equal(o!.ids[last], next!.ids[0], `${what}: the next best token`);
+        for (const b of banned) {
+          if (b.length < 2 && b[0] !== seq.at(-1)) continue;
+          const found = o!.ids.findIndex((_, i) => b.every((id, j) => o!.ids[i + j] === id));
+          assert.equal(found, -1, `${what}: ${b} completes at ${found}`);
+        }
+      }
+      break;
+    }
+  }
+  assert.ok(tried >= 2, `bad words tried: ${tried}`);
+});
+
+test('allowed_token_ids and bad_words: bad values and combinations are 400s naming the field', async () => {
+  const c = client(plain);
+  const cases: [Body, string][] = [
+    [{ allowed_token_ids: [] }, 'allowed_token_ids'], [{ allowed_token_ids: [1 << 20] }, 'allowed_token_ids'], [{ allowed_token_ids: 'x' }, 'allowed_token_ids'],
+    [{ allowed_token_ids: [5, 6], guided_choice: ['yes', 'no'] }, 'allowed_token_ids'],
+    [{ bad_words: 'the' }, 'bad_words'], [{ bad_words: [''] }, 'bad_words'], [{ bad_words: ['ok', 3] }, 'bad_words'],
+    [{ bad_words: ['the'], guided_regex: '[a-z]+' }, 'bad_words'],
+    [{ allowed_token_ids: [7], stop_token_ids: [7], min_tokens: 1 }, 'allowed_token_ids'],
+  ];
+  for (const [extra, param] of cases) {
+    await assert.rejects(c.completions.create({ model: 'floe-brown', prompt: 'The', max_tokens: 8, ...extra } as never),
+      (e: unknown) => e instanceof APIError && e.status === 400 && (e.param === param || new RegExp(param).test(e.message)), JSON.stringify(extra));
+  }
+});

@@ -458,25 +458,29 @@ function guided(b: Obj): ConstraintSpec | null {
   if (set.length > 1) throw invalid(set[1]!, `only one of guided_json, guided_regex, guided_choice may be given; got ${set.join(' and ')}`);
   if (set.length === 0) return null;
   const key = set[0]!;
-  const v = get(b, key);
-  if (key === 'guided_json') {
+  return textConstraint(key === 'guided_json' ? 'json' : key === 'guided_regex' ? 'regex' : 'choice', get(b, key), key);
+}
+
+/** A JSON schema (an object, or a string holding one), a regex or a list of choices, as `param` gave it: compiled, or a 400 naming `param`. */
+function textConstraint(kind: 'json' | 'regex' | 'choice', v: unknown, param: string): ConstraintSpec {
+  if (kind === 'json') {
     let schema = v;
     if (typeof v === 'string') {
-      try { schema = JSON.parse(v); } catch (e) { throw invalid(key, `'guided_json' is a string but not JSON: ${(e as Error).message}`); }
-      const deep = nestingError(schema, key);
+      try { schema = JSON.parse(v); } catch (e) { throw invalid(param, `'${param}' is a string but not JSON: ${(e as Error).message}`); }
+      const deep = nestingError(schema, param);
       if (deep) throw deep;
     }
-    if (!isObj(schema)) throw invalid(key, `'guided_json' must be a JSON Schema object, got ${describe(schema)}`, 'invalid_type');
-    return checkConstraint({ kind: 'json_schema', schema }, key);
+    if (!isObj(schema)) throw invalid(param, `'${param}' must be a JSON Schema object, got ${describe(schema)}`, 'invalid_type');
+    return checkConstraint({ kind: 'json_schema', schema }, param);
   }
-  if (key === 'guided_regex') {
-    if (typeof v !== 'string' || v === '') throw invalid(key, `'guided_regex' must be a non-empty string, got ${describe(v)}`, 'invalid_type');
-    return checkConstraint({ kind: 'regex', pattern: v }, key);
+  if (kind === 'regex') {
+    if (typeof v !== 'string' || v === '') throw invalid(param, `'${param}' must be a non-empty string, got ${describe(v)}`, 'invalid_type');
+    return checkConstraint({ kind: 'regex', pattern: v }, param);
   }
   if (!Array.isArray(v) || v.length === 0 || !v.every((c) => typeof c === 'string' && c !== '')) {
-    throw invalid(key, `'guided_choice' must be a non-empty array of non-empty strings, got ${describe(v)}`, 'invalid_type');
+    throw invalid(param, `'${param}' must be a non-empty array of non-empty strings, got ${describe(v)}`, 'invalid_type');
   }
-  return checkConstraint({ kind: 'choice', choices: v as string[] }, key);
+  return checkConstraint({ kind: 'choice', choices: v as string[] }, param);
 }
 
 /** response_format: text, json_object, or json_schema {name, schema, strict}. */

@@ -434,7 +434,7 @@ function checkIgnoreEos(g: GenerationParams, constraint: ConstraintSpec | null):
   // masks of their own beside the grammar's could leave no token the grammar allows
   for (const [on, key] of [[g.allowedTokenIds !== null, 'allowed_token_ids'], [g.badWords.length > 0, 'bad_words']] as const) {
     if (constraint && on) {
-      throw invalid(key, `'${key}' cannot be combined with constrained decoding (response_format, guided_*, a forced tool call, strict tools under tool_choice auto): its mask could leave no token the grammar allows`, 'unsupported_parameter');
+      throw invalid(key, `'${key}' cannot be combined with constrained decoding (response_format, structured_outputs, guided_*, a forced tool call, strict tools under tool_choice auto): its mask could leave no token the grammar allows`, 'unsupported_parameter');
     }
   }
 }

@@ -170,8 +170,8 @@ test('structured_outputs errors: each a 400 naming the field or key, on completi
   ]) {
     await assert.rejects(chat(client, { structured_outputs: { json_object: true }, ...other }), (e: unknown) => bad(e, 'structured_outputs', /cannot be combined/), JSON.stringify(other));
   }
-  // past a complete value only EOS may follow, as with guided_*
-  for (const [extra, param] of [[{ ignore_eos: true }, 'ignore_eos'], [{ min_tokens: 2 }, 'min_tokens']] as const) {
+  // past a complete value only EOS may follow, and a mask of its own could leave nothing the grammar allows, as with guided_*
+  for (const [extra, param] of [[{ ignore_eos: true }, 'ignore_eos'], [{ min_tokens: 2 }, 'min_tokens'], [{ allowed_token_ids: [5, 6] }, 'allowed_token_ids'], [{ bad_words: ['yes'] }, 'bad_words']] as const) {
     for (const run of [complete, chat]) await assert.rejects(run(client, { structured_outputs: { choice: ['a'] }, ...extra }), (e: unknown) => bad(e, param, /structured_outputs/), param);
   }
 });

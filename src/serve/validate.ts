@@ -44,7 +44,7 @@ export interface GenerationParams {
   readonly logprobs: number | null; // top-K per generated token; null → none
   readonly returnTokenIds: boolean; // vLLM extra: token_ids per choice, prompt_token_ids
   readonly ignored: readonly string[]; // documented-harmless OpenAI fields the request set and this server ignores
-  readonly constraint: ConstraintSpec | null; // response_format / guided_* / a forced tool call / strict tools under auto: constrained decoding
+  readonly constraint: ConstraintSpec | null; // response_format / structured_outputs / guided_* / a forced tool call / strict tools under auto: constrained decoding
   readonly truncatePromptTokens: number | null; // vLLM extra: keep the prompt's last k tokens (-1: as many as fit); null → all
 }
 
@@ -92,6 +92,7 @@ const COMMON_FIELDS = [
   'frequency_penalty', 'presence_penalty', 'seed', 'stop', 'stop_token_ids', 'ignore_eos', 'skip_special_tokens',
   'logit_bias', 'logprobs', 'user', 'return_token_ids', 'min_tokens', 'include_stop_str_in_output', 'allowed_token_ids', 'bad_words',
   'speculative', 'guided_json', 'guided_regex', 'guided_choice', 'prediction', 'truncate_prompt_tokens',
+  'structured_outputs',
 ];
 /**
  * OpenAI chat fields that cannot change a Llama model's answer here: accepted, ignored, and named in the
@@ -353,7 +354,7 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     logprobs,
     returnTokenIds: optBool(b, 'return_token_ids', false),
     ignored,
-    constraint: guided(b),
+    constraint: structuredOutputs(b) ?? guided(b),
     truncatePromptTokens: truncatePromptTokens(b),
   };
 }
@@ -427,13 +428,13 @@ function truncatePromptTokens(b: Obj): number | null {
 function checkIgnoreEos(g: GenerationParams, constraint: ConstraintSpec | null): void {
   for (const [on, key] of [[g.ignoreEos, 'ignore_eos'], [g.minTokens > 0, 'min_tokens']] as const) {
     if (constraint && on) {
-      throw invalid(key, `'${key}' cannot be combined with constrained decoding (response_format, guided_*, a forced tool call, strict tools under tool_choice auto): past a complete value only EOS may follow`, 'unsupported_parameter');
+      throw invalid(key, `'${key}' cannot be combined with constrained decoding (response_format, structured_outputs, guided_*, a forced tool call, strict tools under tool_choice auto): past a complete value only EOS may follow`, 'unsupported_parameter');
     }
   }
   // masks of their own beside the grammar's could leave no token the grammar allows
   for (const [on, key] of [[g.allowedTokenIds !== null, 'allowed_token_ids'], [g.badWords.length > 0, 'bad_words']] as const) {
     if (constraint && on) {
-      throw invalid(key, `'${key}' cannot be combined with constrained decoding (response_format, guided_*, a forced tool call, strict tools under tool_choice auto): its mask could leave no token the grammar allows`, 'unsupported_parameter');
+      throw invalid(key, `'${key}' cannot be combined with constrained decoding (response_format, structured_outputs, guided_*, a forced tool call, strict tools under tool_choice auto): its mask could leave no token the grammar allows`, 'unsupported_parameter');
     }
   }
 }
@@ -458,25 +459,75 @@ function guided(b: Obj): ConstraintSpec | null {
   if (set.length > 1) throw invalid(set[1]!, `only one of guided_json, guided_regex, guided_choice may be given; got ${set.join(' and ')}`);
   if (set.length === 0) return null;
   const key = set[0]!;
-  const v = get(b, key);
-  if (key === 'guided_json') {
+  return textConstraint(key === 'guided_json' ? 'json' : key === 'guided_regex' ? 'regex' : 'choice', get(b, key), key);
+}
+
+/** A JSON schema (an object, or a string holding one), a regex or a list of choices, as `param` gave it: compiled, or a 400 naming `param`. */
+function textConstraint(kind: 'json' | 'regex' | 'choice', v: unknown, param: string): ConstraintSpec {
+  if (kind === 'json') {
     let schema = v;
     if (typeof v === 'string') {
-      try { schema = JSON.parse(v); } catch (e) { throw invalid(key, `'guided_json' is a string but not JSON: ${(e as Error).message}`); }
-      const deep = nestingError(schema, key);
+      try { schema = JSON.parse(v); } catch (e) { throw invalid(param, `'${param}' is a string but not JSON: ${(e as Error).message}`); }
+      const deep = nestingError(schema, param);
       if (deep) throw deep;
     }
-    if (!isObj(schema)) throw invalid(key, `'guided_json' must be a JSON Schema object, got ${describe(schema)}`, 'invalid_type');
-    return checkConstraint({ kind: 'json_schema', schema }, key);
+    if (!isObj(schema)) throw invalid(param, `'${param}' must be a JSON Schema object, got ${describe(schema)}`, 'invalid_type');
+    return checkConstraint({ kind: 'json_schema', schema }, param);
   }
-  if (key === 'guided_regex') {
-    if (typeof v !== 'string' || v === '') throw invalid(key, `'guided_regex' must be a non-empty string, got ${describe(v)}`, 'invalid_type');
-    return checkConstraint({ kind: 'regex', pattern: v }, key);
+  if (kind === 'regex') {
+    if (typeof v !== 'string' || v === '') throw invalid(param, `'${param}' must be a non-empty string, got ${describe(v)}`, 'invalid_type');
+    return checkConstraint({ kind: 'regex', pattern: v }, param);
   }
   if (!Array.isArray(v) || v.length === 0 || !v.every((c) => typeof c === 'string' && c !== '')) {
-    throw invalid(key, `'guided_choice' must be a non-empty array of non-empty strings, got ${describe(v)}`, 'invalid_type');
+    throw invalid(param, `'${param}' must be a non-empty array of non-empty strings, got ${describe(v)}`, 'invalid_type');
   }
-  return checkConstraint({ kind: 'choice', choices: v as string[] }, key);
+  return checkConstraint({ kind: 'choice', choices: v as string[] }, param);
+}
+
+// vLLM's StructuredOutputsParams (0.10.2 on): one constraint of these, then options; disable_fallback is 0.10.2-0.11's.
+const SO_CONSTRAINTS = ['json', 'regex', 'choice', 'grammar', 'json_object', 'structural_tag'] as const;
+const SO_OPTIONS = ['disable_fallback', 'disable_any_whitespace', 'disable_additional_properties', 'whitespace_pattern'] as const;
+const SO_KEYS = new Set<string>([...SO_CONSTRAINTS, ...SO_OPTIONS]);
+
+/**
+ * vLLM's structured_outputs: json, regex, choice and json_object as guided_* and response_format json_object take
+ * them; what floe's grammars cannot honour is a 400 naming `structured_outputs.KEY` (README "Structured outputs").
+ */
+function structuredOutputs(b: Obj): ConstraintSpec | null {
+  const so = get(b, 'structured_outputs');
+  if (so === undefined) return null;
+  const P = 'structured_outputs';
+  const want = `one of ${SO_CONSTRAINTS.map((k) => `'${k}'`).join(', ')}`;
+  if (!isObj(so)) throw invalid(P, `'${P}' must be an object giving ${want}, e.g. {"choice": ["yes", "no"]}; got ${describe(so)}`, 'invalid_type');
+  for (const k of Object.keys(so)) {
+    if (!SO_KEYS.has(k)) throw invalid(`${P}.${k}`, `unrecognized argument '${P}.${k}'; '${P}' takes ${[...SO_KEYS].join(', ')}`, 'unknown_parameter');
+  }
+  // vLLM 0.12 removed guided_*: a request with both would hold two constraints
+  const old = (['guided_json', 'guided_regex', 'guided_choice'] as const).find((k) => get(b, k) !== undefined);
+  if (old) throw invalid(P, `'${P}' cannot be combined with '${old}' (vLLM's older field for the same); send one`);
+  const at = (k: string) => (so[k] === null ? undefined : so[k]); // null is absent, as vLLM's None
+  const set = SO_CONSTRAINTS.filter((k) => at(k) !== undefined);
+  if (set.length === 0) throw invalid(P, `'${P}' must give ${want}; it gives none`, 'missing_required_parameter');
+  if (set.length > 1) throw invalid(`${P}.${set[1]}`, `'${P}' may give only one constraint; got ${set.join(' and ')}`);
+  for (const k of ['disable_fallback', 'disable_any_whitespace', 'disable_additional_properties'] as const) {
+    if (at(k) !== undefined && typeof so[k] !== 'boolean') throw invalid(`${P}.${k}`, `'${P}.${k}' must be a boolean, got ${describe(so[k])}`, 'invalid_type');
+  }
+  if (at('whitespace_pattern') !== undefined) {
+    throw invalid(`${P}.whitespace_pattern`, `'${P}.whitespace_pattern' is not supported: floe's JSON grammar allows at most one space after ':' and ',' and no other whitespace, and takes no other pattern`, 'unsupported_parameter');
+  }
+  const key = set[0]!;
+  const param = `${P}.${key}`;
+  if (key === 'grammar') throw invalid(param, `'${param}' is not supported: floe has no grammar language (EBNF, Lark); use 'json', 'regex' or 'choice'`, 'unsupported_parameter');
+  if (key === 'structural_tag') throw invalid(param, `'${param}' is not supported; use 'json', 'regex' or 'choice', or tools with 'tool_choice'`, 'unsupported_parameter');
+  if (key === 'json_object' && so.json_object !== true) {
+    throw invalid(param, `'${param}' must be true (any JSON object), got ${describe(so.json_object)}; leave it out for no constraint`, typeof so.json_object === 'boolean' ? 'invalid_value' : 'invalid_type');
+  }
+  const spec: ConstraintSpec = key === 'json_object' ? { kind: 'json_object' } : textConstraint(key, so[key], param);
+  // true asks for JSON with no blanks, yet one space may follow ':' and ','; vLLM applies it to JSON only
+  if (so.disable_any_whitespace === true && (spec.kind === 'json_schema' || spec.kind === 'json_object')) {
+    throw invalid(`${P}.disable_any_whitespace`, `'${P}.disable_any_whitespace: true' is not supported with '${key}': floe's JSON grammar allows at most one space after ':' and ',' (and no other whitespace) and cannot forbid that space`, 'unsupported_parameter');
+  }
+  return spec;
 }
 
 /** response_format: text, json_object, or json_schema {name, schema, strict}. */
@@ -695,7 +746,10 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
   });
   const g = generationParams(b, ctx, true);
   if (g.constraint && constraint?.kind === 'tool_calls' && constraint.text === 'free') constraint = { ...constraint, text: g.constraint as TextSpec };
-  else if (g.constraint && constraint) throw invalid('guided_json', `guided_* cannot be combined with response_format or a forced tool call`);
+  else if (g.constraint && constraint) {
+    if (get(b, 'structured_outputs') !== undefined) throw invalid('structured_outputs', `'structured_outputs' cannot be combined with a 'response_format' other than 'text' or a forced tool call (tool_choice 'required' or named): both would constrain the output; send one`);
+    throw invalid('guided_json', `guided_* cannot be combined with response_format or a forced tool call`);
+  }
   // parallel_tool_calls without tools changes nothing: named like the other ignored fields
   const ignored = tools.length === 0 && get(b, 'parallel_tool_calls') !== undefined ? [...g.ignored, 'parallel_tool_calls'] : g.ignored;
   checkIgnoreEos(g, constraint ?? g.constraint);

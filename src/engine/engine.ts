@@ -293,11 +293,11 @@ export class Engine {
       prediction.forEach((id, i) => { if (!Number.isInteger(id) || id < 0 || id >= V) bad(`prediction token ${i} has id ${id}, outside the vocabulary [0, ${V})`); });
     }
     // past a complete value only EOS is allowed: ignoring it would leave nothing to sample
-    if (constraint && req.ignoreEos) bad('ignore_eos cannot be combined with constrained decoding (response_format, guided_*, a forced tool call, strict tools under tool_choice auto)');
+    if (constraint && req.ignoreEos) bad('ignore_eos cannot be combined with constrained decoding (response_format, structured_outputs, guided_*, a forced tool call, strict tools under tool_choice auto)');
     const minTokens = req.minTokens ?? 0;
     if (!(Number.isInteger(minTokens) && minTokens >= 0 && minTokens <= req.maxTokens)) bad(`min_tokens must be an integer in [0, max_tokens = ${req.maxTokens}], got ${String(req.minTokens)}`);
     // a value complete before min_tokens could be followed by nothing but the masked EOS
-    if (constraint && minTokens > 0) bad('min_tokens cannot be combined with constrained decoding (response_format, guided_*, a forced tool call, strict tools under tool_choice auto)');
+    if (constraint && minTokens > 0) bad('min_tokens cannot be combined with constrained decoding (response_format, structured_outputs, guided_*, a forced tool call, strict tools under tool_choice auto)');
     const stopIds = new Set([...req.stopTokenIds, ...(req.ignoreEos ? [] : this.eosIds)]);
     const allowed = req.allowedTokenIds ?? null;
     if (allowed !== null) {

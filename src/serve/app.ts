@@ -388,7 +388,7 @@ export function createApp(opts: AppOptions): ServeApp {
   const chatJob = async (reply: FastifyReply, p: ChatParams, rails: Rails | null, id: string, ids: number[], maxTokens: number): Promise<Job> => {
     const refused = rails ? await rails.checkInput(p.messages) : null;
     const job0 = refused?.flagged ? refusal(rails!.responseWhenUnsafe, p.n, [{ source: 0, promptTokens: ids.length }]) : run(reply, [engineRequest(id, ids, p, maxTokens, null)]);
-    return rails?.output && !refused?.flagged ? { ...job0, stream: rails.wrap(job0.stream, () => p.messages, p.n, p.n, p.stream ? guardOpts.window : Infinity, job0.abort) } : job0;
+    return rails?.output && !refused?.flagged ? { ...job0, stream: rails.wrap(job0.stream, () => p.messages, p.n, p.n, p.stream ? guardOpts.window : Infinity, job0.abort, p.continueFinalMessage) } : job0;
   };
 
   /** Generated tokens' logprobs as chat's logprobs.content (the shape the Responses API's logprobs share). */

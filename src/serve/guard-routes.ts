@@ -69,10 +69,12 @@ export class Rails {
    * The output rail over engine outputs (`context(source)`: the conversation the answer of that prompt follows; `total`:
    * the number of choices over every source): text is held back per choice and released only after the guard judged the
    * whole answer so far (every `window` tokens and at the end); the first unsafe judgement replaces the held text by
-   * the refusal, ends that choice with finish_reason 'content_filter' and stops its generation.
+   * the refusal, ends that choice with finish_reason 'content_filter' and stops its generation. `continues`
+   * (continue_final_message): the answer continues the context's final assistant turn, judged as that one turn.
    */
   async *wrap<T extends { source: number; value: GenerateOutput }>(
     stream: AsyncGenerator<T>, context: (source: number) => readonly ChatTurn[], n: number, total: number, window: number, abort: () => void,
+    continues = false,
   ): AsyncGenerator<T> {
     type Held = { ids: number[]; text: string; logprobs: LogprobEntry[] | null; released: string; filtered: boolean; done: boolean };
     const held = new Map<number, Held>();
@@ -88,7 +90,7 @@ export class Rails {
         if (o.logprobs) h.logprobs?.push(...o.logprobs);
         const end = o.finishReason !== null;
         if (!end && h.ids.length < window) continue;
-        const v = await this.judge([...context(item.source), { role: 'assistant', content: h.released + h.text }], 'agent');
+        const v = await this.judge(withAnswer(context(item.source), h.released + h.text, continues), 'agent');
         const out: GenerateOutput = v.flagged
           ? { ...o, tokenIds: h.ids, text: h.released === '' ? this.responseWhenUnsafe : `\n${this.responseWhenUnsafe}`, logprobs: null, finishReason: 'content_filter' as 'stop', stopReason: null }
           : { ...o, tokenIds: h.ids, text: h.text, logprobs: h.logprobs };
@@ -126,6 +128,18 @@ export class Rails {
   usageField(): { prompt_tokens: number; completion_tokens: number; total_tokens: number } {
     return { prompt_tokens: this.usage.promptTokens, completion_tokens: this.usage.completionTokens, total_tokens: this.usage.promptTokens + this.usage.completionTokens };
   }
+}
+
+/**
+ * The conversation an answer ends: a new assistant turn, or with `continues` the final turn's text followed by the
+ * answer (a prefill and its continuation are one message; as two turns the guard would read them joined by a blank line).
+ */
+function withAnswer(turns: readonly ChatTurn[], answer: string, continues: boolean): ChatTurn[] {
+  const last = turns[turns.length - 1];
+  if (!continues || last?.role !== 'assistant') return [...turns, { role: 'assistant', content: answer }];
+  const c = last.content;
+  const content = typeof c === 'string' ? c + answer : Array.isArray(c) ? [...c, { type: 'text', text: answer }] : answer;
+  return [...turns.slice(0, -1), { ...last, content }];
 }
 
 /**

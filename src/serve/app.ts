@@ -387,7 +387,7 @@ export function createApp(opts: AppOptions): ServeApp {
   /** A chat-shaped request on the engine. Guardrails: the input rail answers a flagged prompt without generating; the output rail holds text back until judged. */
   const chatJob = async (reply: FastifyReply, p: ChatParams, rails: Rails | null, id: string, ids: number[], maxTokens: number): Promise<Job> => {
     const refused = rails ? await rails.checkInput(p.messages) : null;
-    const job0 = refused?.flagged ? refusal(rails!.responseWhenUnsafe, p.n, [{ source: 0, promptTokens: ids.length }]) : run(reply, [engineRequest(id, ids, p, maxTokens, null)]);
+    const job0 = refused?.flagged ? refusal(rails!.responseWhenUnsafe, p.n, [{ source: 0, promptTokens: ids.length }]) : run(reply, [engineRequest(id, ids, p, maxTokens, p.promptLogprobs)]);
     return rails?.output && !refused?.flagged ? { ...job0, stream: rails.wrap(job0.stream, () => p.messages, p.n, p.n, p.stream ? guardOpts.window : Infinity, job0.abort, p.continueFinalMessage) } : job0;
   };
 
@@ -430,7 +430,8 @@ export function createApp(opts: AppOptions): ServeApp {
     const chatLogprobs = (entries: readonly LogprobEntry[] | null) => entries === null ? null : { content: logprobContent(entries), refusal: null };
 
     if (!p.stream) {
-      await drain(job, ({ source, value }) => acc.add(source, value));
+      let promptLp: ReadonlyArray<LogprobEntry | null> | null = null;
+      await drain(job, ({ source, value }) => { if (value.promptLogprobs) promptLp = value.promptLogprobs; return acc.add(source, value); });
       acc.done();
       const out = {
         ...head, object: 'chat.completion',
@@ -449,6 +450,7 @@ export function createApp(opts: AppOptions): ServeApp {
           };
         }),
         ...(p.returnTokenIds ? { prompt_token_ids: ids } : {}),
+        ...(p.promptLogprobs !== null ? { prompt_logprobs: promptLp ? promptLogprobsJson(texts, ids, promptLp, p.promptLogprobs) : null } : {}),
         ...railed(acc.usage()),
         ...(ragged ? ragged.cite(acc.choices[0]?.text ?? '') : {}),
       };
@@ -583,10 +585,7 @@ export function createApp(opts: AppOptions): ServeApp {
     const vllmPromptLogprobs = (k: number) => {
       const lps = promptLp[k];
       if (p.promptLogprobs === null || !lps) return undefined;
-      return lps.map((e, j) => e === null ? null : Object.fromEntries([
-        [String(prompts[k]!.ids[j]), { logprob: clampLp(e.logprob), rank: rankOf(e), decoded_token: texts.text(e.token) }],
-        ...e.top.slice(0, p.promptLogprobs!).map(([t, lp], r) => [String(t), { logprob: clampLp(lp), rank: r + 1, decoded_token: texts.text(t) }]),
-      ]));
+      return promptLogprobsJson(texts, prompts[k]!.ids, lps, p.promptLogprobs);
     };
     const onOutput = (source: number, o: GenerateOutput) => {
       if (o.promptLogprobs) promptLp[source] = o.promptLogprobs;
@@ -676,6 +675,14 @@ function systemFingerprint(info: EngineInfo): string {
 
 function clampLp(lp: number): number {
   return Number.isNaN(lp) ? LOGPROB_FLOOR : Math.max(lp, LOGPROB_FLOOR);
+}
+
+/** vLLM's prompt_logprobs: per prompt token null (the first) or {id: {logprob, rank, decoded_token}}, the token then the top k. */
+function promptLogprobsJson(texts: TokenTexts, ids: readonly number[], lps: ReadonlyArray<LogprobEntry | null>, k: number) {
+  return lps.map((e, j) => e === null ? null : Object.fromEntries([
+    [String(ids[j]), { logprob: clampLp(e.logprob), rank: rankOf(e), decoded_token: texts.text(e.token) }],
+    ...e.top.slice(0, k).map(([t, lp], r) => [String(t), { logprob: clampLp(lp), rank: r + 1, decoded_token: texts.text(t) }]),
+  ]));
 }
 
 function rankOf(e: LogprobEntry): number | null {

@@ -60,6 +60,7 @@ export interface ChatParams extends GenerationParams {
   readonly tools: readonly ToolDef[]; // empty: none
   readonly toolChoice: ToolChoice; // 'none' when there are no tools
   readonly parallelToolCalls: boolean;
+  readonly promptLogprobs: number | null; // vLLM extra: top-K logprobs of the rendered prompt's tokens (not streamed); null → none
 }
 
 export type Prompt = { readonly text: string } | { readonly ids: readonly number[] };
@@ -106,7 +107,7 @@ const CHAT_IGNORED = new Set([
 export const MODERATION_REFUSED = `'moderation' (OpenAI's moderated completions) is not supported; ask for 'guardrails' instead (a Llama Guard model judges the request and the answer; start the server with --guard-model PATH)`;
 const CHAT_FIELDS = new Set([
   ...COMMON_FIELDS, 'messages', 'max_completion_tokens', 'top_logprobs', 'response_format', 'tools', 'tool_choice',
-  'functions', 'function_call', 'add_generation_prompt', 'parallel_tool_calls', 'moderation', ...CHAT_IGNORED,
+  'functions', 'function_call', 'add_generation_prompt', 'parallel_tool_calls', 'moderation', 'prompt_logprobs', ...CHAT_IGNORED,
   'chat_template_kwargs', 'continue_final_message',
 ]);
 const COMPLETION_FIELDS = new Set([...COMMON_FIELDS, 'prompt', 'echo', 'suffix', 'best_of', 'prompt_logprobs']);
@@ -753,8 +754,12 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
   // parallel_tool_calls without tools changes nothing: named like the other ignored fields
   const ignored = tools.length === 0 && get(b, 'parallel_tool_calls') !== undefined ? [...g.ignored, 'parallel_tool_calls'] : g.ignored;
   checkIgnoreEos(g, constraint ?? g.constraint);
+  const plv = get(b, 'prompt_logprobs');
+  const promptLogprobs = plv === undefined || plv === null ? null : num(plv, 'prompt_logprobs', { min: 0, max: MAX_TOP_LOGPROBS, integer: true });
+  // vLLM: a chat stream carries no prompt logprobs
+  if (promptLogprobs !== null && g.stream) throw invalid('prompt_logprobs', `'prompt_logprobs' is not available with 'stream': true on chat completions (as vLLM); ask without streaming`);
   return {
-    ...g, ignored, constraint: constraint ?? g.constraint, messages, ...templateParams(b),
+    ...g, ignored, constraint: constraint ?? g.constraint, messages, ...templateParams(b), promptLogprobs,
     tools: tools.map(({ type, function: { strict: _s, ...f } }) => ({ type, function: f })), // strict decides decoding, not the prompt
     toolChoice: choice, parallelToolCalls,
   };

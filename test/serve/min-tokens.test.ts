@@ -219,3 +219,29 @@ test('allowed_token_ids and bad_words: bad values and combinations are 400s nami
       (e: unknown) => e instanceof APIError && e.status === 400 && (e.param === param || new RegExp(param).test(e.message)), JSON.stringify(extra));
   }
 });
+
+test('chat prompt_logprobs: the rendered prompt\'s logprobs, as /v1/completions gives them for the same ids (a prefilled answer scored too); a 400 when streamed', async () => {
+  const c = client(plain);
+  const convs: { messages: { role: 'user' | 'assistant'; content: string }[]; extra: Body }[] = [
+    { messages: [{ role: 'user', content: 'Where is the river?' }], extra: {} },
+    { messages: [{ role: 'user', content: 'Tell me a story.' }, { role: 'assistant', content: 'The old man walked to the river' }], extra: { continue_final_message: true, add_generation_prompt: false } },
+  ];
+  for (const { messages, extra } of convs) {
+    for (const k of [0, 3]) {
+      const r = await c.chat.completions.create({ model: 'floe-brown', messages, max_tokens: 1, temperature: 0, prompt_logprobs: k, return_token_ids: true, ...extra } as never) as unknown as { prompt_logprobs: (Record<string, { logprob: number; rank: number | null; decoded_token: string }> | null)[]; prompt_token_ids: number[] };
+      const tok = await fetch(plain.url + '/tokenize', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages, ...(Object.keys(extra).length ? extra : {}) }) });
+      const ids = ((await tok.json()) as { tokens: number[] }).tokens;
+      assert.deepEqual(r.prompt_token_ids, ids);
+      const ref = await c.completions.create({ model: 'floe-brown', prompt: ids, max_tokens: 1, temperature: 0, prompt_logprobs: k } as never) as unknown as { choices: { prompt_logprobs: unknown[] }[] };
+      assert.equal(r.prompt_logprobs.length, ids.length);
+      assert.equal(r.prompt_logprobs[0], null);
+      assert.deepEqual(r.prompt_logprobs, ref.choices[0]!.prompt_logprobs, `k=${k} ${JSON.stringify(extra)}`);
+      for (let j = 1; j < ids.length; j++) {
+        const e = r.prompt_logprobs[j]!;
+        assert.ok(String(ids[j]) in e && Object.keys(e).length <= k + 1 && e[String(ids[j])]!.logprob <= 0);
+      }
+    }
+  }
+  await assert.rejects(c.chat.completions.create({ model: 'floe-brown', messages: convs[0]!.messages, max_tokens: 1, stream: true, prompt_logprobs: 1 } as never),
+    (e: unknown) => e instanceof APIError && e.status === 400 && e.param === 'prompt_logprobs');
+});

@@ -756,8 +756,8 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
   checkIgnoreEos(g, constraint ?? g.constraint);
   const plv = get(b, 'prompt_logprobs');
   const promptLogprobs = plv === undefined || plv === null ? null : num(plv, 'prompt_logprobs', { min: 0, max: MAX_TOP_LOGPROBS, integer: true });
-  // vLLM: a chat stream carries no prompt logprobs
-  if (promptLogprobs !== null && g.stream) throw invalid('prompt_logprobs', `'prompt_logprobs' is not available with 'stream': true on chat completions (as vLLM); ask without streaming`);
+  // vLLM: a chat stream carries no prompt logprobs (0 is taken there, and gives none)
+  if (promptLogprobs !== null && promptLogprobs > 0 && g.stream) throw invalid('prompt_logprobs', `'prompt_logprobs' is not available with 'stream': true on chat completions (as vLLM); ask without streaming`);
   return {
     ...g, ignored, constraint: constraint ?? g.constraint, messages, ...templateParams(b), promptLogprobs,
     tools: tools.map(({ type, function: { strict: _s, ...f } }) => ({ type, function: f })), // strict decides decoding, not the prompt

@@ -18,6 +18,7 @@ import type { Guard } from '../platform/guard/guard.js';
 import { requestId } from '../platform/request-id.js'; // OpenAI's x-request-id (the SDKs' _request_id, APIError.requestID): one per answer
 import { engineEmbedder, noRag, registerRagRoutes } from './rag-routes.js';
 import { registerEmbeddingRoutes, type EmbeddingModel } from './embeddings-routes.js';
+import { registerScoreRoutes, SCORE_ROUTES } from './score-routes.js';
 import { registerConsole } from './static.js';
 import { checkAllowedOrigins, hookHeaders, registerCors } from './cors.js';
 import { registerResponsesRoutes } from './responses-routes.js';
@@ -140,7 +141,7 @@ export function createApp(opts: AppOptions): ServeApp {
   app.addHook('onRequest', async (req) => {
     const route = req.routeOptions.url ?? 'unmatched';
     // Judge by the matched route too: an encoded path (/%761/models) must not slip past auth.
-    if (!route.startsWith('/v1') && !req.url.startsWith('/v1') && !TOKENIZE_ROUTES.has(route)) return;
+    if (!route.startsWith('/v1') && !req.url.startsWith('/v1') && !TOKENIZE_ROUTES.has(route) && !SCORE_ROUTES.has(route)) return;
     if (keyDigest) {
       const h = req.headers.authorization;
       const m = typeof h === 'string' ? /^Bearer\s+(.+)$/i.exec(h.trim()) : null;
@@ -636,6 +637,7 @@ export function createApp(opts: AppOptions): ServeApp {
   }));
 
   registerEmbeddingRoutes(app, { metrics, context: model, modelName: opts.modelName, tracked, noteIgnored, serveJobModel: (m, e) => ft?.serveJobModel(m, e) ?? Promise.resolve() });
+  registerScoreRoutes(app, { metrics, context: model, modelName: opts.modelName, tracked, noteIgnored });
   registerResponsesRoutes(app, {
     model, vctx, tracked, noteIgnored, chatPrompt, budget, chatJob, drain, logprobContent,
     rails: (body) => takeRails(body, guardOpts), serveJobModel: (m, e) => ft?.serveJobModel(m, e) ?? Promise.resolve(),

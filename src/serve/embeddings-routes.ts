@@ -5,7 +5,7 @@
 
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { EngineClient } from '../engine/protocol.js';
+import type { EmbedOutput, EngineClient, EngineInfo, RequestPriority } from '../engine/protocol.js';
 import type { Pooling } from '../model/embed.js';
 import { PRIORITY_HEADER } from './batch-routes.js';
 import { ApiError, invalid } from './errors.js';
@@ -67,51 +67,15 @@ export function registerEmbeddingRoutes(app: FastifyInstance, o: EmbeddingRouteO
     const vctx: ValidationContext = { modelName: emb ? emb.name : o.modelName, vocabSize: info.vocabSize, hiddenSize: info.hiddenSize, maxNumSeqs: info.maxNumSeqs, adapterNames, otherNames };
     const p = parseEmbeddingRequest(req.body, vctx);
     o.noteIgnored(reply, p.ignored);
-    const priority = req.headers[PRIORITY_HEADER] === 'batch' ? 'batch' : 'interactive';
-    // Each input is one engine request: past the slots plus the queue the engine refuses some of them every time, so a
-    // 429 (whose Retry-After promises success later, and which clients retry) would be a lie, as on /v1/completions.
-    const slots = priority === 'batch' ? info.maxBatchSeqs ?? info.maxNumSeqs : info.maxNumSeqs;
-    if (info.maxQueue !== undefined && p.inputs.length > slots + info.maxQueue) {
-      throw invalid('input', `'input' holds ${p.inputs.length} inputs, but this server takes at most ${slots + info.maxQueue} at once ` +
-        `(${slots} sequence slots, --max-num-seqs, plus ${info.maxQueue} waiting, --max-queue); send fewer inputs per request or raise those flags`);
-    }
+    const priority = lane(req.headers);
+    checkRoom(info, priority, p.inputs.length, 'input', `'input' holds ${p.inputs.length} inputs`);
     const tokenizer = emb ? emb.tokenizer : c.tokenizer;
-    const limit = Math.min(info.maxRequestTokens, emb?.maxTokens ?? Infinity);
-    // truncate_prompt_tokens: each input's first k tokens (-1: the model's max tokens); k past them is a 400
-    const keep = keepCount(p.truncatePromptTokens, limit, limit);
-    const inputs = p.inputs.map((inp, i) => {
-      const param = p.inputs.length > 1 ? `input[${i}]` : 'input';
-      const full = promptIds(tokenizer, inp, param);
-      const ids = keep === null ? full : keepFirst(full, keep);
-      if (ids.length === 0) throw invalid(param, 'the input has no tokens', 'invalid_value');
-      if (ids.length > limit) throw invalid(param, `the input is ${ids.length} tokens, but this model takes at most ${limit}`, 'context_length_exceeded');
-      return ids;
-    });
+    const inputs = embeddingIds(tokenizer, p.inputs, p.inputs.map((_, i) => (p.inputs.length > 1 ? `input[${i}]` : 'input')), p.truncatePromptTokens, inputLimit(engine, emb));
     const id = `embd-${randomUUID().replaceAll('-', '')}`;
     const pooling = p.pooling ?? emb?.pooling ?? 'mean';
-    const ids = inputs.map((_, i) => `${id}-${i}`);
-    let settled = false;
-    const abort = () => { for (const x of ids) engine.abort(x); };
-    // a client that left (now, or before this handler got here) needs none of the inputs still waiting
-    const left = () => {
-      if (settled) return;
-      o.metrics.aborted.inc();
-      abort();
-    };
-    if (reply.raw.destroyed) left();
-    else reply.raw.once('close', left);
-    let outs;
-    try {
-      outs = await Promise.all(inputs.map((tokens, i) =>
-        engine.embed({ id: ids[i]!, promptIds: tokens, pooling, poolFrom: poolFrom(emb, tokens, pooling), normalize: p.normalize, priority, adapter: emb || p.model === o.modelName ? null : p.model })));
-    } catch (e) {
-      abort(); // one input refused (429): the others would be computed for an answer that is an error
-      throw e;
-    } finally {
-      settled = true;
-    }
+    const outs = await embedAll(reply, o.metrics, engine, id, inputs,
+      { pooling, poolFrom: (tokens) => poolFrom(emb, tokens, pooling), normalize: p.normalize, priority, adapter: emb || p.model === o.modelName ? null : p.model });
     const tokens = outs.reduce((s, x) => s + x.promptTokens, 0);
-    o.metrics.promptTokens.inc(tokens);
     return {
       object: 'list', model: p.model,
       data: outs.map((x, i) => ({
@@ -123,6 +87,85 @@ export function registerEmbeddingRoutes(app: FastifyInstance, o: EmbeddingRouteO
       usage: { prompt_tokens: tokens, total_tokens: tokens },
     };
   }));
+}
+
+/** The engine lane of a request: 'batch' when it says so (the Batch API's lines do), else interactive. */
+export function lane(headers: Readonly<Record<string, string | string[] | undefined>>): RequestPriority {
+  return headers[PRIORITY_HEADER] === 'batch' ? 'batch' : 'interactive';
+}
+
+/**
+ * A 400 naming `param` when `count` engine requests exceed the engine's slots plus its queue: past them the engine
+ * refuses some every time, so a 429 (whose Retry-After promises success later, and which clients retry) would be a
+ * lie, as on /v1/completions. `holds`: what the request holds, e.g. `'input' holds 6 inputs`.
+ */
+export function checkRoom(info: EngineInfo, priority: RequestPriority, count: number, param: string, holds: string): void {
+  const slots = priority === 'batch' ? info.maxBatchSeqs ?? info.maxNumSeqs : info.maxNumSeqs;
+  if (info.maxQueue !== undefined && count > slots + info.maxQueue) {
+    throw invalid(param, `${holds}, but this server takes at most ${slots + info.maxQueue} at once ` +
+      `(${slots} sequence slots, --max-num-seqs, plus ${info.maxQueue} waiting, --max-queue); send fewer inputs per request or raise those flags`);
+  }
+}
+
+/** The most tokens one input may have: the embedding model's max_tokens (embedding_config.json) and the engine's KV budget. */
+export function inputLimit(engine: EngineClient, emb: EmbeddingModel | null): number {
+  return Math.min(engine.info.maxRequestTokens, emb?.maxTokens ?? Infinity);
+}
+
+/**
+ * Each prompt's token ids as the engine gets them: truncate_prompt_tokens k keeps its first k (-1: `limit`; k past
+ * `limit` is a 400), and an input with no tokens or more than `limit` is a 400 naming `params[i]`.
+ */
+export function embeddingIds(tok: ServeTokenizer | null, prompts: readonly Prompt[], params: readonly string[], truncate: number | null, limit: number): number[][] {
+  const keep = keepCount(truncate, limit, limit);
+  return prompts.map((inp, i) => {
+    const param = params[i]!;
+    const full = promptIds(tok, inp, param);
+    const ids = keep === null ? full : keepFirst(full, keep);
+    if (ids.length === 0) throw invalid(param, 'the input has no tokens', 'invalid_value');
+    if (ids.length > limit) throw invalid(param, `the input is ${ids.length} tokens, but this model takes at most ${limit}`, 'context_length_exceeded');
+    return ids;
+  });
+}
+
+/** How embedAll embeds: the same for every input but the first pooled position. */
+export interface EmbedSettings {
+  readonly pooling: Pooling;
+  readonly poolFrom: (ids: readonly number[]) => number;
+  readonly normalize: boolean;
+  readonly priority: RequestPriority;
+  readonly adapter: string | null;
+}
+
+/**
+ * Every input as one engine request (ids `${id}-${i}`), sent together so the scheduler packs them into shared
+ * forwards; the outputs in input order. A client that leaves (now, or before the handler got here) aborts those
+ * still waiting, and so does one refused input (a 429): the others would be computed for an answer that is an error.
+ * Counts the prompt tokens in /metrics.
+ */
+export async function embedAll(reply: FastifyReply, metrics: ServeMetrics, engine: EngineClient, id: string, inputs: readonly (readonly number[])[], s: EmbedSettings): Promise<EmbedOutput[]> {
+  const ids = inputs.map((_, i) => `${id}-${i}`);
+  let settled = false;
+  const abort = () => { for (const x of ids) engine.abort(x); };
+  const left = () => {
+    if (settled) return;
+    metrics.aborted.inc();
+    abort();
+  };
+  if (reply.raw.destroyed) left();
+  else reply.raw.once('close', left);
+  let outs: EmbedOutput[];
+  try {
+    outs = await Promise.all(inputs.map((tokens, i) =>
+      engine.embed({ id: ids[i]!, promptIds: tokens, pooling: s.pooling, poolFrom: s.poolFrom(tokens), normalize: s.normalize, priority: s.priority, adapter: s.adapter })));
+  } catch (e) {
+    abort();
+    throw e;
+  } finally {
+    settled = true;
+  }
+  metrics.promptTokens.inc(outs.reduce((t, x) => t + x.promptTokens, 0));
+  return outs;
 }
 
 /** Token ids of one input (text with the tokenizer's BOS, or ids as given). */

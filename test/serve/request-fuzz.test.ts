@@ -214,6 +214,8 @@ function bases(): Array<{ route: string; body: Record<string, Json>; onSuccess?:
     { route: '/v1/completions', body: { model: 'floe-brown', prompt: 'The river', max_tokens: 2, temperature: 0, logprobs: 2, echo: true, stop: ['.'], logit_bias: { '9': 2 }, n: 2, seed: 1, prompt_logprobs: 1 } },
     { route: '/v1/completions', body: { prompt: [[5, 6, 7], 'and the old church'], max_tokens: 1, stream: true, stop_token_ids: [3], return_token_ids: true, guided_regex: '[a-z]+' } },
     { route: '/v1/embeddings', body: { model: 'floe-embed', input: ['a river', 'a church'], encoding_format: 'float', pooling: 'mean', normalize: true } },
+    { route: '/score', body: { model: 'floe-embed', text_1: 'a river', text_2: ['a church', 'a boat'], truncate_prompt_tokens: 8, user: 'u' } },
+    { route: '/v2/rerank', body: { query: 'a river', documents: ['a church', { text: 'a boat' }], top_n: 1, return_documents: true } },
     { route: '/v1/responses', body: { model: 'floe-brown', instructions: 'Be brief.', input: [{ role: 'user', content: [{ type: 'input_text', text: 'Hi there' }] }], max_output_tokens: 2, temperature: 0, store: false, metadata: { a: 'b' }, include: ['message.output_text.logprobs'], top_logprobs: 1 } },
     { route: '/v1/responses', body: { input: 'Hello', tools: [{ type: 'function', name: 'get_weather', parameters: TOOL.function.parameters as Json }], tool_choice: 'auto', text: { format: { type: 'json_schema', name: 'x', schema: SCHEMA } }, max_output_tokens: 3, stream: true } },
     { route: '/v1/moderations', body: { model: 'floe-guard', input: ['a calm river', { type: 'text', text: 'an old church' }], include_prompt: false } },

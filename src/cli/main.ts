@@ -244,7 +244,7 @@ plan options (presets: llama-3.1-405b, llama-3.1-70b, llama-3.1-8b, llama-3.2-1b
 serve options:
   --host HOST             listen address (default 127.0.0.1)
   --port N                port (default 8000; 0 = any free port)
-  --api-key KEY           require "Authorization: Bearer KEY" on /v1 routes
+  --api-key KEY           require "Authorization: Bearer KEY" on /v1 routes, /tokenize, /detokenize, /score and /rerank
   --allowed-origins LIST  CORS: browser apps on these origins (comma-separated scheme://host[:port], or *) may call
                           the API; preflights are answered before the key check (default: none)
   --model-name NAME       model id clients send (default: the model path's base name, without .gguf)

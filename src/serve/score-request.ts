@@ -2,7 +2,7 @@
 // every field checked by hand, the texts paired.
 
 import { invalid } from './errors.js';
-import { bodyObject, describe, get, isObj, optBool, required, type Obj } from './validate.js';
+import { bodyObject, describe, get, isObj, optBool, required, truncatePromptTokens, type Obj } from './validate.js';
 
 /** One text to embed and the request field it came from, which its 400s name (`text_2[3]`, `documents[0]`). */
 export interface ScoreText {
@@ -122,17 +122,4 @@ function text(v: unknown, param: string, documentObjects: boolean): ScoreText {
   }
   if (s === '') throw invalid(param, `'${param}' must not be empty`);
   return { text: s, param };
-}
-
-/**
- * vLLM's truncate_prompt_tokens, as the other routes read it (validate.ts): an integer >= 1 (the tokens to keep) or -1
- * (as many as the model can take); null and absent: no truncation. The bound by the model's length is the route's.
- */
-function truncatePromptTokens(b: Obj): number | null {
-  const v = get(b, 'truncate_prompt_tokens');
-  if (v === undefined) return null;
-  const want = `an integer >= 1 (keep that many prompt tokens) or -1 (as many as the model can take)`;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw invalid('truncate_prompt_tokens', `'truncate_prompt_tokens' must be ${want}, got ${describe(v)}`, 'invalid_type');
-  if (v < 1 && v !== -1) throw invalid('truncate_prompt_tokens', `'truncate_prompt_tokens' must be ${want}, got ${v}`);
-  return v;
 }

@@ -413,7 +413,7 @@ function prediction(b: Obj): string | null {
  * vLLM's truncate_prompt_tokens: an integer >= 1 (the tokens to keep) or -1 (as many as the model can take); null and
  * absent: no truncation. The bound by the model's length is the route's (serve/prompt-truncation.ts).
  */
-function truncatePromptTokens(b: Obj): number | null {
+export function truncatePromptTokens(b: Obj): number | null {
   const v = get(b, 'truncate_prompt_tokens');
   if (v === undefined) return null;
   const want = `an integer >= 1 (keep that many prompt tokens) or -1 (as many as the model can take)`;

@@ -393,9 +393,9 @@ export function createApp(opts: AppOptions): ServeApp {
   };
 
   /** Generated tokens' logprobs as chat's logprobs.content (the shape the Responses API's logprobs share). */
-  const logprobContent = (entries: readonly LogprobEntry[]) => entries.map((e) => ({
-    ...tokenInfo(texts, e.token, e.logprob),
-    top_logprobs: e.top.map(([t, lp]) => tokenInfo(texts, t, lp)),
+  const logprobContent = (entries: readonly LogprobEntry[], asIds = false) => entries.map((e) => ({
+    ...tokenInfo(texts, e.token, e.logprob, asIds),
+    top_logprobs: e.top.map(([t, lp]) => tokenInfo(texts, t, lp, asIds)),
   }));
 
   app.post('/v1/chat/completions', (req, reply) => tracked(async () => {
@@ -428,7 +428,7 @@ export function createApp(opts: AppOptions): ServeApp {
     const railed = (usage: ReturnType<Accumulator['usage']>) => (rails ? rails.fields(usage) : { usage });
     const acc = new Accumulator(p.n, 1, metrics, t0, p.returnTokenIds);
     const head = { id, created: Math.floor(Date.now() / 1000), model: p.model, system_fingerprint: fingerprint };
-    const chatLogprobs = (entries: readonly LogprobEntry[] | null) => entries === null ? null : { content: logprobContent(entries), refusal: null };
+    const chatLogprobs = (entries: readonly LogprobEntry[] | null) => entries === null ? null : { content: logprobContent(entries, p.tokensAsIds), refusal: null };
 
     if (!p.stream) {
       let promptLp: ReadonlyArray<LogprobEntry | null> | null = null;
@@ -568,7 +568,7 @@ export function createApp(opts: AppOptions): ServeApp {
       // text_offset indexes the returned text: tokens absent from it (the added BOS, skipped specials) advance 0.
       const push = (tok: number, e: LogprobEntry | null, inText: boolean) => {
         const t = texts.get(tok);
-        out.tokens.push(t.text);
+        out.tokens.push(p.tokensAsIds ? tokenIdName(tok) : t.text);
         out.token_logprobs.push(e ? clampLp(e.logprob) : null);
         out.top_logprobs.push(e ? legacyTop(e, p.logprobs!) : null);
         out.text_offset.push(offsets[ch]!.push(t, inText));
@@ -581,7 +581,7 @@ export function createApp(opts: AppOptions): ServeApp {
     const legacyTop = (e: LogprobEntry, k: number): Record<string, number> => {
       const top = e.top.slice(0, k);
       const entries = top.some(([t]) => t === e.token) ? top : [[e.token, e.logprob] as const, ...top];
-      return Object.fromEntries(entries.map(([t, lp]) => [texts.text(t), clampLp(lp)]));
+      return Object.fromEntries(entries.map(([t, lp]) => [p.tokensAsIds ? tokenIdName(t) : texts.text(t), clampLp(lp)]));
     };
     const vllmPromptLogprobs = (k: number) => {
       const lps = promptLp[k];
@@ -692,7 +692,15 @@ function rankOf(e: LogprobEntry): number | null {
   return i < 0 ? null : i + 1;
 }
 
-function tokenInfo(texts: TokenTexts, id: number, lp: number) {
+/** vLLM's return_tokens_as_token_ids: a token named by its id, so that tokens that are not whole UTF-8 stay exact. */
+const tokenIdName = (id: number): string => `token_id:${id}`;
+
+/** A chat logprobs entry; `asIds`: the token as 'token_id:N', and bytes those of that name, as vLLM writes them. */
+function tokenInfo(texts: TokenTexts, id: number, lp: number, asIds = false) {
+  if (asIds) {
+    const name = tokenIdName(id);
+    return { token: name, logprob: clampLp(lp), bytes: [...Buffer.from(name, 'utf8')] };
+  }
   const t = texts.get(id);
   return { token: t.text, logprob: clampLp(lp), bytes: t.bytes };
 }

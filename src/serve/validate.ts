@@ -36,6 +36,7 @@ export interface GenerationParams {
   readonly ignoreEos: boolean;
   readonly minTokens: number; // vLLM extra: stop ids masked and stop strings off for the first min_tokens tokens
   readonly includeStopStr: boolean; // vLLM extra include_stop_str_in_output: the matched stop stays in the text
+  readonly tokensAsIds: boolean; // vLLM extra return_tokens_as_token_ids: logprobs name tokens 'token_id:N'
   readonly allowedTokenIds: readonly number[] | null; // vLLM extra: only these ids may be sampled; null → any
   readonly badWords: readonly string[]; // vLLM extra: words whose last token is masked where the output would complete them
   readonly skipSpecialTokens: boolean;
@@ -91,7 +92,7 @@ const MAX_PROMPTS = 2048;
 const COMMON_FIELDS = [
   'model', 'n', 'stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'repetition_penalty',
   'frequency_penalty', 'presence_penalty', 'seed', 'stop', 'stop_token_ids', 'ignore_eos', 'skip_special_tokens',
-  'logit_bias', 'logprobs', 'user', 'return_token_ids', 'min_tokens', 'include_stop_str_in_output', 'allowed_token_ids', 'bad_words',
+  'logit_bias', 'logprobs', 'user', 'return_token_ids', 'min_tokens', 'include_stop_str_in_output', 'allowed_token_ids', 'bad_words', 'return_tokens_as_token_ids',
   'speculative', 'guided_json', 'guided_regex', 'guided_choice', 'prediction', 'truncate_prompt_tokens',
   'structured_outputs',
 ];
@@ -349,6 +350,7 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     ignoreEos: optBool(b, 'ignore_eos', false),
     minTokens,
     includeStopStr: optBool(b, 'include_stop_str_in_output', false),
+    tokensAsIds: optBool(b, 'return_tokens_as_token_ids', false),
     allowedTokenIds: get(b, 'allowed_token_ids') === undefined || get(b, 'allowed_token_ids') === null ? null : tokenIds(get(b, 'allowed_token_ids'), 'allowed_token_ids', ctx.vocabSize),
     badWords: badWords(b),
     skipSpecialTokens: optBool(b, 'skip_special_tokens', true),

@@ -245,3 +245,43 @@ test('chat prompt_logprobs: the rendered prompt\'s logprobs, as /v1/completions 
   await assert.rejects(c.chat.completions.create({ model: 'floe-brown', messages: convs[0]!.messages, max_tokens: 1, stream: true, prompt_logprobs: 1 } as never),
     (e: unknown) => e instanceof APIError && e.status === 400 && e.param === 'prompt_logprobs');
 });
+
+test('return_tokens_as_token_ids: logprobs name each token token_id:N, the ids the answer holds (chat, completions, streamed)', async () => {
+  const c = client(plain);
+  const name = (id: number) => `token_id:${id}`;
+  for (const stream of [false, true]) {
+    // completions, legacy shape: tokens and top_logprobs' keys
+    const [base] = await complete(c, { prompt: 'The old man said', max_tokens: 12, ignore_eos: true }, stream);
+    const body = { model: 'floe-brown', prompt: 'The old man said', max_tokens: 12, ignore_eos: true, temperature: 0, logprobs: 3, return_tokens_as_token_ids: true };
+    const lp = { tokens: [] as string[], top: [] as Record<string, number>[], plainTop: [] as Record<string, number>[] };
+    if (!stream) {
+      const r = await c.completions.create(body as never) as OpenAI.Completion;
+      lp.tokens = r.choices[0]!.logprobs!.tokens!;
+      lp.top = r.choices[0]!.logprobs!.top_logprobs! as Record<string, number>[];
+    } else {
+      for await (const ch of await c.completions.create({ ...body, stream: true } as never) as unknown as AsyncIterable<OpenAI.Completion>) {
+        lp.tokens.push(...(ch.choices[0]?.logprobs?.tokens ?? []));
+        lp.top.push(...((ch.choices[0]?.logprobs?.top_logprobs ?? []) as Record<string, number>[]));
+      }
+    }
+    assert.deepEqual(lp.tokens, base!.ids.map(name), `completions stream=${stream}`);
+    const plain1 = await c.completions.create({ ...body, return_tokens_as_token_ids: false } as never) as OpenAI.Completion;
+    lp.top.forEach((t, i) => {
+      const want = Object.values(plain1.choices[0]!.logprobs!.top_logprobs![i]!).sort();
+      assert.ok(Object.keys(t).every((k) => /^token_id:\d+$/.test(k)) && Object.keys(t).includes(name(base!.ids[i]!)), `top ${i}: ${JSON.stringify(t)}`);
+      // the same numbers (a text shared by two tokens merges them in the plain keys, never in ids)
+      assert.ok(want.every((v) => Object.values(t).includes(v)));
+    });
+  }
+  // chat: token and top_logprobs' tokens, bytes of the name (vLLM's), the ids return_token_ids gives
+  const chat = await c.chat.completions.create({ model: 'floe-brown', messages: [{ role: 'user', content: 'Hello there' }], max_tokens: 10, temperature: 0,
+    logprobs: true, top_logprobs: 2, return_tokens_as_token_ids: true, return_token_ids: true } as never) as unknown as { choices: { token_ids: number[]; logprobs: { content: { token: string; bytes: number[]; top_logprobs: { token: string }[] }[] } }[] };
+  const ch = chat.choices[0]!;
+  assert.deepEqual(ch.logprobs.content.map((e) => e.token), ch.token_ids.map(name));
+  for (const e of ch.logprobs.content) {
+    assert.deepEqual(e.bytes, [...Buffer.from(e.token)]);
+    assert.ok(e.top_logprobs.length === 2 && e.top_logprobs.every((t) => /^token_id:\d+$/.test(t.token)));
+  }
+  await assert.rejects(c.completions.create({ model: 'floe-brown', prompt: 'x', max_tokens: 1, return_tokens_as_token_ids: 1 } as never),
+    (e: unknown) => e instanceof APIError && e.status === 400 && e.param === 'return_tokens_as_token_ids');
+});

@@ -88,6 +88,8 @@ generate options:
                           repetition_penalty, do_sample) sets the defaults of these five; flags override
   --seed S                reproducible sampling
   --stop TEXT             stop string (repeatable)
+  --min-tokens N          the first N tokens never end the answer: EOS is masked and no stop string counts (vLLM's
+                          min_tokens; at most --max-tokens)
   --threads N             kernel threads (default: all cores)
   --backend native|reference
   --kv-cache-dtype auto|f32|bf16|fp8   fp8: E4M3 keys/values with per-token, per-head scales
@@ -433,7 +435,7 @@ async function generateCmd(args: string[]): Promise<number> {
     model: { type: 'string' }, prompt: { type: 'string' }, 'prompt-ids': { type: 'string' },
     'max-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' },
     'top-p': { type: 'string' }, 'min-p': { type: 'string' }, 'repetition-penalty': { type: 'string' },
-    seed: { type: 'string' }, stop: { type: 'string', multiple: true }, threads: { type: 'string' },
+    seed: { type: 'string' }, stop: { type: 'string', multiple: true }, threads: { type: 'string' }, 'min-tokens': { type: 'string' },
     backend: { type: 'string' }, 'kv-cache-dtype': { type: 'string' }, logprobs: { type: 'string' },
     'prompt-logprobs': { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' },
     adapter: { type: 'string' }, dtype: { type: 'string' },
@@ -451,6 +453,8 @@ async function generateCmd(args: string[]): Promise<number> {
   if (emptyStop >= 0) throw new UsageError(`--stop expects a non-empty stop string, got '' (--stop number ${emptyStop + 1})`);
   const sampling = samplingFlags(values);
   const maxTokensFlag = optNum(values['max-tokens'], 'max-tokens', true, { min: 1 });
+  const minTokens = optNum(values['min-tokens'], 'min-tokens', true);
+  if (minTokens !== undefined && maxTokensFlag !== undefined && minTokens > maxTokensFlag) throw new UsageError(`--min-tokens ${minTokens} is above --max-tokens ${maxTokensFlag}`);
   const logprobs = optNum(values.logprobs, 'logprobs', true);
   const promptLogprobs = optNum(values['prompt-logprobs'], 'prompt-logprobs', true);
   const modelPath = modelOrBuiltin(values.model, 'generate');
@@ -514,10 +518,12 @@ async function generateCmd(args: string[]): Promise<number> {
     throw new Error(`--max-tokens ${maxTokensFlag}: prompt (${promptIds.length} tokens) + ${maxTokensFlag} = ${promptIds.length + maxTokensFlag} exceeds the model's context of ${context}; ` +
       `give --max-tokens ${Math.max(context - promptIds.length, 0)} or less`);
   }
+  const maxTokens = maxTokensFlag ?? defaultMaxTokens(opened.generation.maxNewTokens ?? 128, promptIds.length, model.config.maxPositionEmbeddings);
+  if (minTokens !== undefined && minTokens > maxTokens) throw new UsageError(`--min-tokens ${minTokens} is above the ${maxTokens} tokens this answer may have (--max-tokens, or the default); give --max-tokens ${minTokens} or more`);
   const genOpts = {
     speculative, numSpeculativeTokens, prediction, numPredictionTokens,
     predictionWordStarts: prediction ? wordStartTable(tokenBytes(tokenizer!)) : undefined,
-    maxTokens: maxTokensFlag ?? defaultMaxTokens(opened.generation.maxNewTokens ?? 128, promptIds.length, model.config.maxPositionEmbeddings),
+    maxTokens, minTokens,
     sampling: withGenerationDefaults(sampling, opened.generation),
     stopTokenIds: eos,
     logprobs,

@@ -1,5 +1,6 @@
 // Engine: the serving loop in-process (step → forward → sample → emit): requests, completions, stops, forks.
 
+import { tokenMasks, type TokenMasks } from '../model/token-masks.js';
 import { freemem } from 'node:os';
 import type { KvDType } from '../backend/backend.js';
 import { IncrementalDetokenizer, StopStringMatcher, type Decoder } from '../formats/detokenize.js';
@@ -22,7 +23,7 @@ import { ConstraintCache } from './constrained/constraint.js';
 import { SchemaError } from './constrained/json-schema.js';
 import { RegexError } from './constrained/regex.js';
 import { tokenBytes, type TokenVocab } from './constrained/token-mask.js';
-import { ModelRunner, type RemoteForward, type RunnerSeq, type SampledToken, type SamplingSlot, type SeqResult, type TokenMasks } from './runner.js';
+import { ModelRunner, type RemoteForward, type RunnerSeq, type SampledToken, type SamplingSlot, type SeqResult } from './runner.js';
 import { Scheduler, type SchedSeq, type SchedulerOutput } from './scheduler.js';
 
 export interface EngineOptions {
@@ -295,25 +296,16 @@ export class Engine {
     // past a complete value only EOS is allowed: ignoring it would leave nothing to sample
     if (constraint && req.ignoreEos) bad('ignore_eos cannot be combined with constrained decoding (response_format, structured_outputs, guided_*, a forced tool call, strict tools under tool_choice auto)');
     const minTokens = req.minTokens ?? 0;
-    if (!(Number.isInteger(minTokens) && minTokens >= 0 && minTokens <= req.maxTokens)) bad(`min_tokens must be an integer in [0, max_tokens = ${req.maxTokens}], got ${String(req.minTokens)}`);
     // a value complete before min_tokens could be followed by nothing but the masked EOS
     if (constraint && minTokens > 0) bad('min_tokens cannot be combined with constrained decoding (response_format, structured_outputs, guided_*, a forced tool call, strict tools under tool_choice auto)');
+    if (constraint && (req.allowedTokenIds != null || (req.badWordIds?.length ?? 0) > 0)) bad('allowed_token_ids and bad_words cannot be combined with constrained decoding');
     const stopIds = new Set([...req.stopTokenIds, ...(req.ignoreEos ? [] : this.eosIds)]);
-    const allowed = req.allowedTokenIds ?? null;
-    if (allowed !== null) {
-      if (!Array.isArray(allowed) || allowed.length === 0) bad('allowed_token_ids must be a non-empty array of token ids');
-      allowed.forEach((id, i) => { if (!Number.isInteger(id) || id < 0 || id >= V) bad(`allowed_token_ids[${i}] is ${id}, outside the vocabulary [0, ${V})`); });
-      if (minTokens > 0 && allowed.every((id) => stopIds.has(id))) bad('allowed_token_ids holds only stop ids, which min_tokens masks: nothing could be sampled');
+    let masks: TokenMasks | null = null;
+    try {
+      masks = tokenMasks({ minTokens, maxTokens: req.maxTokens, stopIds, allowed: req.allowedTokenIds ?? null, badWords: req.badWordIds ?? [] }, V);
+    } catch (e) {
+      bad((e as Error).message);
     }
-    const badWords = req.badWordIds ?? [];
-    badWords.forEach((w, i) => {
-      if (!Array.isArray(w) || w.length === 0 || !w.every((id) => Number.isInteger(id) && id >= 0 && id < V)) bad(`bad word ${i} must be a non-empty array of token ids in [0, ${V})`);
-    });
-    if (constraint && (allowed !== null || badWords.length > 0)) bad('allowed_token_ids and bad_words cannot be combined with constrained decoding');
-    const masks: TokenMasks | null = minTokens > 0 || allowed !== null || badWords.length > 0 ? {
-      minTokens, stopIds: Int32Array.from([...stopIds].filter((id) => id >= 0 && id < V)),
-      allowed: allowed === null ? null : Int32Array.from(new Set(allowed)), badWords,
-    } : null;
 
     const comps: Completion[] = [];
     const promptLogprobs = req.promptLogprobs === null ? null : { k: req.promptLogprobs, done: 0 };

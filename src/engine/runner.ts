@@ -3,6 +3,7 @@
 //
 // T tokens in the step, S sequences, R rows with logits, D hidden, V vocab, L block size.
 
+import { applyMasks, masksRow, type TokenMasks } from '../model/token-masks.js';
 import type { LlamaModel, ForwardInput } from '../model/llama.js';
 import type { LoraAdapter, LoraBatch } from '../model/lora.js';
 import type { KvCache } from '../model/kv-cache.js';
@@ -15,6 +16,8 @@ import type { LogprobEntry } from './protocol.js';
 import type { SchedulerOutput } from './scheduler.js';
 
 /** One completion drawing the next token from a sequence's logits. */
+export type { TokenMasks } from '../model/token-masks.js';
+
 export interface SamplingSlot {
   readonly sampler: Sampler;
   readonly counts: TokenCounts;
@@ -24,39 +27,6 @@ export interface SamplingSlot {
   readonly masks?: TokenMasks | null;
 }
 
-/** What a request masks besides a grammar. */
-export interface TokenMasks {
-  readonly minTokens: number; // while the output holds fewer tokens, stopIds are masked
-  readonly stopIds: Int32Array;
-  readonly allowed: Int32Array | null; // only these ids may be sampled
-  readonly badWords: readonly (readonly number[])[]; // a sequence's last id is masked where the output ends with the rest
-}
-
-/** Whether `m` masks anything in the row that samples output token `produced`. */
-function masksRow(m: TokenMasks | null | undefined, produced: number): m is TokenMasks {
-  return !!m && (produced < m.minTokens || m.allowed !== null || m.badWords.length > 0);
-}
-
-/**
- * Mask a logits row (V) that samples output token `produced` (output token i is out(i)); `keep` is scratch of at
- * least allowed.length floats.
- */
-function applyMasks(m: TokenMasks, row: Float32Array, produced: number, out: (i: number) => number, keep: Float32Array): void {
-  if (m.allowed !== null) {
-    const a = m.allowed;
-    for (let i = 0; i < a.length; i++) keep[i] = row[a[i]!]!;
-    row.fill(-Infinity);
-    for (let i = 0; i < a.length; i++) row[a[i]!] = keep[i]!;
-  }
-  if (produced < m.minTokens) for (const id of m.stopIds) row[id] = -Infinity;
-  for (const w of m.badWords) {
-    const n = w.length - 1; // the prefix the output must end with
-    if (n > produced) continue;
-    let hit = true;
-    for (let i = 0; i < n && hit; i++) hit = out(produced - n + i) === w[i];
-    if (hit) row[w[n]!] = -Infinity;
-  }
-}
 
 /** What the runner reads of a sequence besides the scheduler's view. */
 export interface RunnerSeq {

@@ -1,5 +1,6 @@
 // generate: one sequence, prefill in chunks then decode token by token, with sampling, stops and logprobs.
 
+import { applyMasks, masksRow, tokenMasks } from './token-masks.js';
 import { KvCache } from './kv-cache.js';
 import type { ForwardInput, LlamaModel } from './llama.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from './sampler.js';
@@ -19,7 +20,8 @@ export interface TopLogprob {
 
 /** Turns tokens into text as they come; `stopped` once a stop string matched (text is cut before it). */
 export interface TextSink {
-  push(id: number): { text: string; stopped: boolean };
+  /** `match` false (generate's minTokens): no stop string may end in this token's text. */
+  push(id: number, match?: boolean): { text: string; stopped: boolean };
   flush(): string;
 }
 
@@ -27,6 +29,12 @@ export interface GenerateOptions {
   readonly maxTokens: number;
   readonly sampling?: Partial<SamplingParams>;
   readonly stopTokenIds?: readonly number[]; // defaults to the model's eos ids
+  /** vLLM's min_tokens: the first N tokens are never a stop id (masked) and no stop string ends in them. */
+  readonly minTokens?: number;
+  /** vLLM's allowed_token_ids: only these ids are sampled. */
+  readonly allowedTokenIds?: readonly number[];
+  /** vLLM's bad_words as token id sequences (serve's badWordIds makes them from words): a sequence's last id is masked where the output ends with the rest. */
+  readonly badWordIds?: readonly (readonly number[])[];
   readonly logprobs?: number; // top-K per generated token; undefined → none
   readonly promptLogprobs?: number; // top-K per prompt token; undefined → none
   readonly kvDtype?: KvDType;
@@ -46,7 +54,7 @@ export interface GenerateOptions {
 }
 
 const GENERATE_OPTIONS = {
-  maxTokens: true, sampling: true, stopTokenIds: true, logprobs: true, promptLogprobs: true, kvDtype: true, prefillChunk: true, text: true, onToken: true,
+  maxTokens: true, sampling: true, stopTokenIds: true, minTokens: true, allowedTokenIds: true, badWordIds: true, logprobs: true, promptLogprobs: true, kvDtype: true, prefillChunk: true, text: true, onToken: true,
   speculative: true, numSpeculativeTokens: true, speculativeCosts: true, prediction: true, numPredictionTokens: true, predictionWordStarts: true,
 } as const satisfies OptionKeys<GenerateOptions>;
 const SAMPLING_KEYS = {
@@ -168,6 +176,9 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   const sampler = new Sampler(sampling, V, be);
   const counts = new TokenCounts(promptIds);
   const stopIds = new Set(opts.stopTokenIds ?? cfg.eosTokenIds);
+  const minTokens = opts.minTokens ?? 0;
+  const masks = tokenMasks({ minTokens, maxTokens: opts.maxTokens, stopIds, allowed: opts.allowedTokenIds ?? null, badWords: opts.badWordIds ?? [] }, V);
+  const keep = new Float32Array(masks?.allowed?.length ?? 0);
 
   const numBlocks = Math.ceil(Math.max(total, 1) / BLOCK);
   const kv = new KvCache(model.weights.layers.length, numBlocks, BLOCK, cfg.numKvHeads, cfg.headDim, opts.kvDtype ?? defaultKvDtype(model));
@@ -230,7 +241,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
     counts.add(id);
     if (stopIds.has(id)) { finishReason = 'stop'; return true; }
     if (opts.text) {
-      const r = opts.text.push(id);
+      const r = opts.text.push(id, outputIds.length > minTokens);
       text += r.text;
       opts.onToken?.(id, r.text);
       if (r.stopped) { finishReason = 'stop'; stoppedByString = true; return true; }
@@ -255,7 +266,15 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   const pred = { accepted: 0, rejected: 0 };
   const draftSampling = sampling.temperature > 0 ? { temperature: sampling.temperature, random: () => sampler.uniform() } : undefined;
   const seqId = `generate-${++callCounter}`;
-  let done = opts.maxTokens === 0 || emit(sampler.sample(last, counts), last);
+  /** The masks (when any) on a row that samples output token `produced`, after the draft tokens before it. */
+  const mask = (row: Float32Array, produced: number, draft: readonly number[] = []): Float32Array => {
+    if (masksRow(masks, produced)) {
+      const n = outputIds.length;
+      applyMasks(masks, row, produced, (i) => (i < n ? outputIds[i]! : draft[i - n]!), keep);
+    }
+    return row;
+  };
+  let done = opts.maxTokens === 0 || emit(sampler.sample(mask(last, 0), counts), last);
   while (!done) {
     const N = promptIds.length + outputIds.length;
     const room = opts.maxTokens - outputIds.length - 1;
@@ -282,13 +301,14 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
     if (draft.length === 0) {
       adaptive?.tick();
       predK?.tick();
-      const id = sampler.sample(logits, counts);
+      const id = sampler.sample(mask(logits, outputIds.length), counts);
       const t1 = performance.now(); // emitting a token (text, stops, callbacks) costs the same whether drafted or not
       adaptive?.seen(id);
       done = emit(id, logits);
       costs?.observe(1, (t1 - t0 - proposeMs) / 1000, proposeMs / 1000, 0, 1, 0, 1, 0, (performance.now() - t1) / 1000);
       continue;
     }
+    for (let j = 0; j <= draft.length; j++) mask(logits.subarray(j * V, (j + 1) * V), outputIds.length + j, draft);
     const v = verifyDraft(sampler, counts, logits, draft, q);
     const t1 = performance.now();
     spec.proposed += draft.length;

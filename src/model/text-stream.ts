@@ -12,8 +12,8 @@ export class TextStream implements TextSink {
     this.stops = new StopStringMatcher(stops);
   }
 
-  push(id: number): { text: string; stopped: boolean } {
-    const r = this.stops.push(this.detok.push(id));
+  push(id: number, match = true): { text: string; stopped: boolean } {
+    const r = this.stops.push(this.detok.push(id), match);
     return { text: r.text, stopped: r.stopped };
   }
 

@@ -149,8 +149,10 @@ test('min_tokens and include_stop_str_in_output: bad values and combinations are
   await assert.rejects(c.chat.completions.create({ model: 'floe-brown', messages: [{ role: 'user', content: 'hi' }], max_tokens: 8, min_tokens: 2, response_format: { type: 'json_object' } } as never),
     (e: unknown) => e instanceof APIError && e.status === 400 && e.param === 'min_tokens');
   // over what the context leaves (max_tokens left out: the route's budget)
-  await assert.rejects(c.chat.completions.create({ model: 'floe-brown', messages: [{ role: 'user', content: 'hi' }], min_tokens: 5000 } as never),
-    (e: unknown) => e instanceof APIError && e.status === 400 && /min_tokens/.test(e.message));
+  for (const stream of [false, true]) {
+    await assert.rejects(c.chat.completions.create({ model: 'floe-brown', messages: [{ role: 'user', content: 'hi' }], min_tokens: 5000, stream } as never),
+      (e: unknown) => e instanceof APIError && e.status === 400 && e.param === 'min_tokens' && /at most the \d+ tokens this answer may have/.test(e.message), `stream=${stream}`);
+  }
 });
 
 test('allowed_token_ids: only those ids are sampled; greedy and seeded samples equal logit_bias +100 on them (plain and speculative)', async () => {

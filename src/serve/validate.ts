@@ -761,7 +761,8 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
   // vLLM: a chat stream carries no prompt logprobs (0 is taken there, and gives none)
   if (promptLogprobs !== null && promptLogprobs > 0 && g.stream) throw invalid('prompt_logprobs', `'prompt_logprobs' is not available with 'stream': true on chat completions (as vLLM); ask without streaming`);
   return {
-    ...g, ignored, constraint: constraint ?? g.constraint, messages, ...templateParams(b), promptLogprobs,
+    // streamed, 0 gives none: not asked of the engine, where prompt logprobs turn off the prefix cache for nothing
+    ...g, ignored, constraint: constraint ?? g.constraint, messages, ...templateParams(b), promptLogprobs: g.stream ? null : promptLogprobs,
     tools: tools.map(({ type, function: { strict: _s, ...f } }) => ({ type, function: f })), // strict decides decoding, not the prompt
     toolChoice: choice, parallelToolCalls,
   };

@@ -428,7 +428,7 @@ export function truncatePromptTokens(b: Obj): number | null {
  * Past a complete constrained value only EOS may follow: ignoring it leaves nothing to sample, and so does masking it
  * under min_tokens when the value completes sooner (the engine refuses both too).
  */
-function checkIgnoreEos(g: GenerationParams, constraint: ConstraintSpec | null): void {
+function refuseBesideConstraint(g: GenerationParams, constraint: ConstraintSpec | null): void {
   for (const [on, key] of [[g.ignoreEos, 'ignore_eos'], [g.minTokens > 0, 'min_tokens']] as const) {
     if (constraint && on) {
       throw invalid(key, `'${key}' cannot be combined with constrained decoding (response_format, structured_outputs, guided_*, a forced tool call, strict tools under tool_choice auto): past a complete value only EOS may follow`, 'unsupported_parameter');
@@ -755,7 +755,7 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
   }
   // parallel_tool_calls without tools changes nothing: named like the other ignored fields
   const ignored = tools.length === 0 && get(b, 'parallel_tool_calls') !== undefined ? [...g.ignored, 'parallel_tool_calls'] : g.ignored;
-  checkIgnoreEos(g, constraint ?? g.constraint);
+  refuseBesideConstraint(g, constraint ?? g.constraint);
   const plv = get(b, 'prompt_logprobs');
   const promptLogprobs = plv === undefined ? null : num(plv, 'prompt_logprobs', { min: 0, max: MAX_TOP_LOGPROBS, integer: true });
   // vLLM: a chat stream carries no prompt logprobs (0 is taken there, and gives none)
@@ -857,7 +857,7 @@ export function parseCompletionRequest(body: unknown, ctx: ValidationContext): C
   const plv = get(b, 'prompt_logprobs');
   const promptLogprobs = plv === undefined ? null : num(plv, 'prompt_logprobs', { min: 0, max: MAX_TOP_LOGPROBS, integer: true });
   const g = generationParams(b, ctx, false);
-  checkIgnoreEos(g, g.constraint);
+  refuseBesideConstraint(g, g.constraint);
   return { ...g, prompts: ps, echo: optBool(b, 'echo', false), promptLogprobs };
 }
 

@@ -16,8 +16,6 @@ import type { LogprobEntry } from './protocol.js';
 import type { SchedulerOutput } from './scheduler.js';
 
 /** One completion drawing the next token from a sequence's logits. */
-export type { TokenMasks } from '../model/token-masks.js';
-
 export interface SamplingSlot {
   readonly sampler: Sampler;
   readonly counts: TokenCounts;
@@ -26,7 +24,6 @@ export interface SamplingSlot {
   /** vLLM's token-masking request options (min_tokens, allowed_token_ids, bad_words); logprobs then describe the masked distribution, as for a constraint. */
   readonly masks?: TokenMasks | null;
 }
-
 
 /** What the runner reads of a sequence besides the scheduler's view. */
 export interface RunnerSeq {

@@ -1,6 +1,6 @@
 // generate: one sequence, prefill in chunks then decode token by token, with sampling, stops and logprobs.
 
-import { applyMasks, masksRow, tokenMasks } from './token-masks.js';
+import { applyMasks, masksRow, tokenMasks, type TokenMaskNames } from './token-masks.js';
 import { KvCache } from './kv-cache.js';
 import type { ForwardInput, LlamaModel } from './llama.js';
 import { DEFAULT_SAMPLING, Sampler, type SamplingParams, TokenCounts } from './sampler.js';
@@ -57,6 +57,10 @@ const GENERATE_OPTIONS = {
   maxTokens: true, sampling: true, stopTokenIds: true, minTokens: true, allowedTokenIds: true, badWordIds: true, logprobs: true, promptLogprobs: true, kvDtype: true, prefillChunk: true, text: true, onToken: true,
   speculative: true, numSpeculativeTokens: true, speculativeCosts: true, prediction: true, numPredictionTokens: true, predictionWordStarts: true,
 } as const satisfies OptionKeys<GenerateOptions>;
+/** generate()'s own option names in tokenMasks' errors (the engine's name the server's fields). */
+const GENERATE_MASK_NAMES: TokenMaskNames = {
+  minTokens: 'minTokens', maxTokens: 'maxTokens', allowed: 'allowedTokenIds', badWords: 'badWordIds', badWord: (i) => `badWordIds[${i}]`,
+};
 const SAMPLING_KEYS = {
   temperature: true, topK: true, topP: true, minP: true, repetitionPenalty: true, frequencyPenalty: true, presencePenalty: true, logitBias: true, seed: true,
 } as const satisfies OptionKeys<SamplingParams>;
@@ -177,7 +181,7 @@ function* generateSteps(model: LlamaModel, promptIds: readonly number[], opts: G
   const counts = new TokenCounts(promptIds);
   const stopIds = new Set(opts.stopTokenIds ?? cfg.eosTokenIds);
   const minTokens = opts.minTokens ?? 0;
-  const masks = tokenMasks({ minTokens, maxTokens: opts.maxTokens, stopIds, allowed: opts.allowedTokenIds ?? null, badWords: opts.badWordIds ?? [] }, V);
+  const masks = tokenMasks({ minTokens, maxTokens: opts.maxTokens, stopIds, allowed: opts.allowedTokenIds ?? null, badWords: opts.badWordIds ?? [] }, V, GENERATE_MASK_NAMES);
   const keep = new Float32Array(masks?.allowed?.length ?? 0);
 
   const numBlocks = Math.ceil(Math.max(total, 1) / BLOCK);

@@ -44,18 +44,32 @@ export interface TokenMaskOptions {
   readonly badWords: readonly (readonly number[])[];
 }
 
-/** The masks of `o` over a vocabulary of V ids, or null when nothing is masked; throws a RangeError naming a bad option. */
-export function tokenMasks(o: TokenMaskOptions, V: number): TokenMasks | null {
+/** What tokenMasks' errors call the options: the caller's own names for them. */
+export interface TokenMaskNames {
+  readonly minTokens: string;
+  readonly maxTokens: string;
+  readonly allowed: string;
+  readonly badWords: string;
+  readonly badWord: (i: number) => string; // one token id sequence of badWords
+}
+
+/** The server's request fields (the engine's errors reach HTTP clients); bad words are counted as token sequences. */
+export const SERVER_MASK_NAMES: TokenMaskNames = {
+  minTokens: 'min_tokens', maxTokens: 'max_tokens', allowed: 'allowed_token_ids', badWords: 'bad words', badWord: (i) => `bad word ${i}`,
+};
+
+/** The masks of `o` over a vocabulary of V ids, or null when nothing is masked; throws a RangeError naming a bad option as `n` calls it. */
+export function tokenMasks(o: TokenMaskOptions, V: number, n: TokenMaskNames = SERVER_MASK_NAMES): TokenMasks | null {
   const { minTokens, maxTokens, allowed, badWords } = o;
-  if (!(Number.isInteger(minTokens) && minTokens >= 0 && minTokens <= maxTokens)) throw new RangeError(`min_tokens must be an integer in [0, max_tokens = ${maxTokens}], got ${String(minTokens)}`);
+  if (!(Number.isInteger(minTokens) && minTokens >= 0 && minTokens <= maxTokens)) throw new RangeError(`${n.minTokens} must be an integer in [0, ${n.maxTokens} = ${maxTokens}], got ${String(minTokens)}`);
   if (allowed !== null) {
-    if (!Array.isArray(allowed) || allowed.length === 0) throw new RangeError('allowed_token_ids must be a non-empty array of token ids');
-    allowed.forEach((id, i) => { if (!Number.isInteger(id) || id < 0 || id >= V) throw new RangeError(`allowed_token_ids[${i}] is ${id}, outside the vocabulary [0, ${V})`); });
-    if (minTokens > 0 && allowed.every((id) => o.stopIds.has(id))) throw new RangeError('allowed_token_ids holds only stop ids, which min_tokens masks: nothing could be sampled');
+    if (!Array.isArray(allowed) || allowed.length === 0) throw new RangeError(`${n.allowed} must be a non-empty array of token ids`);
+    allowed.forEach((id, i) => { if (!Number.isInteger(id) || id < 0 || id >= V) throw new RangeError(`${n.allowed}[${i}] is ${id}, outside the vocabulary [0, ${V})`); });
+    if (minTokens > 0 && allowed.every((id) => o.stopIds.has(id))) throw new RangeError(`${n.allowed} holds only stop ids, which ${n.minTokens} masks: nothing could be sampled`);
   }
-  if (!Array.isArray(badWords)) throw new RangeError('bad words must be an array of token id sequences');
+  if (!Array.isArray(badWords)) throw new RangeError(`${n.badWords} must be an array of token id sequences`);
   badWords.forEach((w, i) => {
-    if (!Array.isArray(w) || w.length === 0 || !w.every((id) => Number.isInteger(id) && id >= 0 && id < V)) throw new RangeError(`bad word ${i} must be a non-empty array of token ids in [0, ${V})`);
+    if (!Array.isArray(w) || w.length === 0 || !w.every((id) => Number.isInteger(id) && id >= 0 && id < V)) throw new RangeError(`${n.badWord(i)} must be a non-empty array of token ids in [0, ${V})`);
   });
   if (minTokens === 0 && allowed === null && badWords.length === 0) return null;
   return {

@@ -282,7 +282,15 @@ export function createApp(opts: AppOptions): ServeApp {
     if (len >= limit) {
       throw invalid(promptParam, `the prompt is ${len} tokens, but this model's maximum context length is ${limit} tokens${kvNote}, leaving no room for output`, 'context_length_exceeded');
     }
-    if (g.maxTokens === null) return Math.min(limit - len, g.maxTokensCap ?? Infinity);
+    if (g.maxTokens === null) {
+      const room = Math.min(limit - len, g.maxTokensCap ?? Infinity);
+      // validate.ts checks min_tokens against a max_tokens the request gives; without one, against what the answer may have
+      if (g.minTokens > room) {
+        const why = room === g.maxTokensCap ? `the model's max_new_tokens (generation_config.json)` : `what the context leaves after the ${len}-token prompt`;
+        throw invalid('min_tokens', `'min_tokens' (${g.minTokens}) must be at most the ${room} tokens this answer may have ('${g.maxTokensParam}' left out: ${why})`);
+      }
+      return room;
+    }
     if (len + g.maxTokens > limit) {
       throw invalid(g.maxTokensParam, `this model's maximum context length is ${limit} tokens${kvNote}; you requested ${len + g.maxTokens} tokens ` +
         `(${len} in the prompt, ${g.maxTokens} for the completion); reduce the prompt or '${g.maxTokensParam}'`, 'context_length_exceeded');

@@ -21,7 +21,7 @@ export const TOKENIZE_ROUTES: ReadonlySet<string> = new Set(['/tokenize', '/deto
 const TOKENIZE_PROMPT_KEYS = new Set(['model', 'prompt', 'add_special_tokens', 'return_token_strs']);
 const TOKENIZE_CHAT_KEYS = new Set(['model', 'messages', 'add_generation_prompt', 'continue_final_message', 'chat_template_kwargs', 'add_special_tokens', 'return_token_strs', 'tools']);
 /** The chat keys read as /v1/chat/completions reads them. */
-const CHAT_REQUEST_KEYS = ['messages', 'tools', 'continue_final_message', 'chat_template_kwargs'] as const;
+const CHAT_REQUEST_KEYS = ['messages', 'tools', 'add_generation_prompt', 'continue_final_message', 'chat_template_kwargs'] as const;
 
 const TOKENIZE_KEYS = new Set([...TOKENIZE_PROMPT_KEYS, ...TOKENIZE_CHAT_KEYS]);
 const DETOKENIZE_KEYS = new Set(['model', 'tokens']);
@@ -50,7 +50,7 @@ export function registerTokenizeRoutes(app: FastifyInstance, o: TokenizeRouteOpt
       // the messages, tools and template options are read and encoded exactly as /v1/chat/completions reads them (a
       // template's raise_exception is a 400 naming 'messages' there too)
       const given = Object.fromEntries(CHAT_REQUEST_KEYS.filter((k) => b[k] !== undefined).map((k) => [k, b[k]]));
-      const p = parseChatRequest({ ...given, model: b.model ?? o.vctx(c).modelName, add_generation_prompt: b.add_generation_prompt ?? true }, o.vctx(c));
+      const p = parseChatRequest({ ...given, model: b.model ?? o.vctx(c).modelName }, o.vctx(c));
       tokens = encodeChatRequest(c.tokenizer, c.template, p.messages, p, p.tools.length ? p.tools : undefined, 'messages');
     } else {
       if (typeof b.prompt !== 'string') throw invalid('prompt', `'prompt' must be a string, got ${Array.isArray(b.prompt) ? 'an array' : typeof b.prompt}`, 'invalid_type');

@@ -351,7 +351,7 @@ function generationParams(b: Obj, ctx: ValidationContext, chat: boolean): Genera
     minTokens,
     includeStopStr: optBool(b, 'include_stop_str_in_output', false),
     tokensAsIds: optBool(b, 'return_tokens_as_token_ids', false),
-    allowedTokenIds: get(b, 'allowed_token_ids') === undefined || get(b, 'allowed_token_ids') === null ? null : tokenIds(get(b, 'allowed_token_ids'), 'allowed_token_ids', ctx.vocabSize),
+    allowedTokenIds: get(b, 'allowed_token_ids') === undefined ? null : tokenIds(get(b, 'allowed_token_ids'), 'allowed_token_ids', ctx.vocabSize), // get: null is absent
     badWords: badWords(b),
     skipSpecialTokens: optBool(b, 'skip_special_tokens', true),
     logprobs,
@@ -367,7 +367,7 @@ const MAX_BAD_WORDS = 256;
 /** vLLM's bad_words: a list of words (non-blank strings, at most MAX_BAD_WORDS of 200 characters); absent / null → none. */
 function badWords(b: Obj): string[] {
   const v = get(b, 'bad_words');
-  if (v === undefined || v === null) return [];
+  if (v === undefined) return [];
   if (!Array.isArray(v)) throw invalid('bad_words', `'bad_words' must be an array of strings, got ${describe(v)}`, 'invalid_type');
   if (v.length > MAX_BAD_WORDS) throw invalid('bad_words', `'bad_words' may hold at most ${MAX_BAD_WORDS} words, got ${v.length}`);
   v.forEach((w, i) => {
@@ -428,7 +428,7 @@ export function truncatePromptTokens(b: Obj): number | null {
  * Past a complete constrained value only EOS may follow: ignoring it leaves nothing to sample, and so does masking it
  * under min_tokens when the value completes sooner (the engine refuses both too).
  */
-function checkIgnoreEos(g: GenerationParams, constraint: ConstraintSpec | null): void {
+function refuseBesideConstraint(g: GenerationParams, constraint: ConstraintSpec | null): void {
   for (const [on, key] of [[g.ignoreEos, 'ignore_eos'], [g.minTokens > 0, 'min_tokens']] as const) {
     if (constraint && on) {
       throw invalid(key, `'${key}' cannot be combined with constrained decoding (response_format, structured_outputs, guided_*, a forced tool call, strict tools under tool_choice auto): past a complete value only EOS may follow`, 'unsupported_parameter');
@@ -755,13 +755,14 @@ export function parseChatRequest(body: unknown, ctx: ValidationContext): ChatPar
   }
   // parallel_tool_calls without tools changes nothing: named like the other ignored fields
   const ignored = tools.length === 0 && get(b, 'parallel_tool_calls') !== undefined ? [...g.ignored, 'parallel_tool_calls'] : g.ignored;
-  checkIgnoreEos(g, constraint ?? g.constraint);
+  refuseBesideConstraint(g, constraint ?? g.constraint);
   const plv = get(b, 'prompt_logprobs');
-  const promptLogprobs = plv === undefined || plv === null ? null : num(plv, 'prompt_logprobs', { min: 0, max: MAX_TOP_LOGPROBS, integer: true });
+  const promptLogprobs = plv === undefined ? null : num(plv, 'prompt_logprobs', { min: 0, max: MAX_TOP_LOGPROBS, integer: true });
   // vLLM: a chat stream carries no prompt logprobs (0 is taken there, and gives none)
   if (promptLogprobs !== null && promptLogprobs > 0 && g.stream) throw invalid('prompt_logprobs', `'prompt_logprobs' is not available with 'stream': true on chat completions (as vLLM); ask without streaming`);
   return {
-    ...g, ignored, constraint: constraint ?? g.constraint, messages, ...templateParams(b), promptLogprobs,
+    // streamed, 0 gives none: not asked of the engine, where prompt logprobs turn off the prefix cache for nothing
+    ...g, ignored, constraint: constraint ?? g.constraint, messages, ...templateParams(b), promptLogprobs: g.stream ? null : promptLogprobs,
     tools: tools.map(({ type, function: { strict: _s, ...f } }) => ({ type, function: f })), // strict decides decoding, not the prompt
     toolChoice: choice, parallelToolCalls,
   };
@@ -856,7 +857,7 @@ export function parseCompletionRequest(body: unknown, ctx: ValidationContext): C
   const plv = get(b, 'prompt_logprobs');
   const promptLogprobs = plv === undefined ? null : num(plv, 'prompt_logprobs', { min: 0, max: MAX_TOP_LOGPROBS, integer: true });
   const g = generationParams(b, ctx, false);
-  checkIgnoreEos(g, g.constraint);
+  refuseBesideConstraint(g, g.constraint);
   return { ...g, prompts: ps, echo: optBool(b, 'echo', false), promptLogprobs };
 }
 

@@ -80,11 +80,12 @@ test('generate allowedTokenIds equals logit_bias +100 on them (greedy, seeded, n
   assert.ok(tried >= 3);
 });
 
-test('generate masks: bad options are RangeErrors naming them; floe generate --min-tokens above --max-tokens is a usage error', async () => {
-  await assert.rejects(run('The', { minTokens: 40, maxTokens: 30 }), /min_tokens must be an integer in \[0, max_tokens = 30\]/);
-  await assert.rejects(run('The', { allowedTokenIds: [] }), /allowed_token_ids must be a non-empty/);
-  await assert.rejects(run('The', { allowedTokenIds: [1 << 20] }), /outside the vocabulary/);
-  await assert.rejects(run('The', { badWordIds: [[]] }), /bad word 0/);
+test('generate masks: bad options are RangeErrors naming them as generate() does; floe generate --min-tokens above --max-tokens is a usage error', async () => {
+  await assert.rejects(run('The', { minTokens: 40, maxTokens: 30 }), { name: 'RangeError', message: /^minTokens must be an integer in \[0, maxTokens = 30\]/ });
+  await assert.rejects(run('The', { allowedTokenIds: [] }), { name: 'RangeError', message: /^allowedTokenIds must be a non-empty/ });
+  await assert.rejects(run('The', { allowedTokenIds: [5, 1 << 20] }), { name: 'RangeError', message: /^allowedTokenIds\[1\] is 1048576, outside the vocabulary/ });
+  await assert.rejects(run('The', { allowedTokenIds: [2], stopTokenIds: [2], minTokens: 1 }), { name: 'RangeError', message: /^allowedTokenIds holds only stop ids, which minTokens masks/ });
+  await assert.rejects(run('The', { badWordIds: [[3], []] }), { name: 'RangeError', message: /^badWordIds\[1\] must be a non-empty array/ });
   const bin = repoPath('bin/floe.js');
   const bad = spawnSync(process.execPath, [bin, 'generate', '--prompt', 'The', '--max-tokens', '4', '--min-tokens', '5'], { encoding: 'utf8' });
   assert.equal(bad.status, 2, bad.stderr);

@@ -126,10 +126,15 @@ test('continue_final_message refusals: with add_generation_prompt true (its defa
   assert.ok(!render(dropped, { tools }).includes('Checking the clock'));
   await refused(chat({ ...CONTINUE, messages: dropped, tools }), 'continue_final_message', /does not render the content of messages\[1\] verbatim/, 'not rendered');
   await refused(chat({ ...CONTINUE, messages: [messages[0]!, { role: 'assistant', content: '  ' }] }), 'continue_final_message', /messages\[1\] has no text to continue/, 'blank');
-  for (const [body, param] of [[{ continue_final_message: true }, 'continue_final_message'], [{ ...CONTINUE, messages: dropped, tools }, 'continue_final_message']] as const) {
+  // /tokenize answers as chat does, the default's hint included
+  for (const [body, param, message] of [
+    [{ continue_final_message: true }, 'continue_final_message', /'add_generation_prompt' defaults to true/],
+    [{ ...CONTINUE, messages: dropped, tools }, 'continue_final_message', /does not render the content of messages\[1\] verbatim/],
+  ] as const) {
     const t = await tokenize(body);
     assert.equal(t.status, 400, JSON.stringify(body));
     assert.equal(t.body.error!.param, param);
+    assert.match(t.body.error!.message, message);
   }
 });
 

@@ -149,8 +149,10 @@ test('min_tokens and include_stop_str_in_output: bad values and combinations are
   await assert.rejects(c.chat.completions.create({ model: 'floe-brown', messages: [{ role: 'user', content: 'hi' }], max_tokens: 8, min_tokens: 2, response_format: { type: 'json_object' } } as never),
     (e: unknown) => e instanceof APIError && e.status === 400 && e.param === 'min_tokens');
   // over what the context leaves (max_tokens left out: the route's budget)
-  await assert.rejects(c.chat.completions.create({ model: 'floe-brown', messages: [{ role: 'user', content: 'hi' }], min_tokens: 5000 } as never),
-    (e: unknown) => e instanceof APIError && e.status === 400 && /min_tokens/.test(e.message));
+  for (const stream of [false, true]) {
+    await assert.rejects(c.chat.completions.create({ model: 'floe-brown', messages: [{ role: 'user', content: 'hi' }], min_tokens: 5000, stream } as never),
+      (e: unknown) => e instanceof APIError && e.status === 400 && e.param === 'min_tokens' && /at most the \d+ tokens this answer may have/.test(e.message), `stream=${stream}`);
+  }
 });
 
 test('allowed_token_ids: only those ids are sampled; greedy and seeded samples equal logit_bias +100 on them (plain and speculative)', async () => {
@@ -242,6 +244,16 @@ test('chat prompt_logprobs: the rendered prompt\'s logprobs, as /v1/completions 
       }
     }
   }
+  // streamed, 0 is taken and gives none: the engine is not asked for them, so the prompt still hits the prefix cache
+  const long = [{ role: 'user' as const, content: 'Tell me a long story about the old man, the river, the house and the children in the morning.' }];
+  await c.chat.completions.create({ model: 'floe-brown', messages: long, max_tokens: 1 });
+  const streamed = { model: 'floe-brown', messages: long, max_tokens: 1, stream: true, stream_options: { include_usage: true } };
+  let cached = -1;
+  for await (const ch of await c.chat.completions.create({ ...streamed, prompt_logprobs: 0 } as never) as unknown as AsyncIterable<OpenAI.ChatCompletionChunk & { prompt_logprobs?: unknown }>) {
+    assert.equal(ch.prompt_logprobs, undefined);
+    if (ch.usage) cached = ch.usage.prompt_tokens_details?.cached_tokens ?? 0;
+  }
+  assert.ok(cached > 0, `cached tokens of a streamed prompt_logprobs 0 request: ${cached}`);
   await assert.rejects(c.chat.completions.create({ model: 'floe-brown', messages: convs[0]!.messages, max_tokens: 1, stream: true, prompt_logprobs: 1 } as never),
     (e: unknown) => e instanceof APIError && e.status === 400 && e.param === 'prompt_logprobs');
 });
